@@ -1,0 +1,191 @@
+/**
+ * The service adapter: flag parsing with `--help`, one-line failures with a non-zero exit,
+ * listening with a clear "port busy" message, and SIGINT/SIGTERM shutdown. Library code
+ * never imports this; services do.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Logger, type LogLevel, logLevels } from "./log.ts";
+import { AddressError, type HostPort, parseHostPort } from "./net/addr.ts";
+import { errorMessage } from "./net/errors.ts";
+
+/** One flag of a service. */
+export interface FlagDef {
+  type: "string" | "boolean";
+  /** One-line description for `--help`. */
+  help: string;
+  short?: string;
+  /** Repeatable (collects an array). */
+  multiple?: boolean;
+  default?: string | boolean;
+  /** Environment variable read when the flag is absent (for secrets: argv shows in `ps`). */
+  env?: string;
+  /** Placeholder shown in help, e.g. `host:port`. */
+  arg?: string;
+}
+
+/** Flags every service takes. */
+export const commonFlags = {
+  help: { type: "boolean", short: "h", help: "show this help and exit" },
+  "log-level": {
+    type: "string",
+    default: "info",
+    arg: logLevels.join("|"),
+    help: "lowest level to log",
+    env: "WARREN_LOG_LEVEL",
+  },
+  metrics: {
+    type: "string",
+    arg: "host:port",
+    help: "serve Prometheus metrics (and status) on this address",
+  },
+} as const satisfies Record<string, FlagDef>;
+
+type Value<D extends FlagDef> = D["type"] extends "boolean" ? boolean
+  : D["multiple"] extends true ? string[]
+  : string | undefined;
+
+/** Parsed flag values, typed from their definitions. */
+export type FlagValues<S extends Record<string, FlagDef>> = { [K in keyof S]: Value<S[K]> };
+
+/** A service's command-line description. */
+export interface Command<S extends Record<string, FlagDef>> {
+  name: string;
+  summary: string;
+  flags: S;
+  /** Extra help text (examples) printed after the flag list. */
+  examples?: string[];
+}
+
+/** Print `msg` as one line to stderr and exit with `code` (2 = usage, 1 = runtime). */
+export function fail(msg: string, code = 1): never {
+  console.error(`error: ${msg}`);
+  Deno.exit(code);
+}
+
+/** The `--help` text of a command. */
+export function usage<S extends Record<string, FlagDef>>(cmd: Command<S>): string {
+  const all: Record<string, FlagDef> = { ...cmd.flags, ...commonFlags };
+  const lines = [`${cmd.name}: ${cmd.summary}`, "", `usage: ${cmd.name} [flags]`, "", "flags:"];
+  for (const [name, d] of Object.entries(all)) {
+    const left = `  ${d.short ? `-${d.short}, ` : ""}--${name}${
+      d.type === "string" ? ` <${d.arg ?? "value"}>` : ""
+    }`;
+    const extra = [
+      d.default !== undefined && d.default !== false ? `default ${d.default}` : "",
+      d.multiple ? "repeatable" : "",
+      d.env ? `env ${d.env}` : "",
+    ].filter(Boolean).join(", ");
+    lines.push(`${left.padEnd(38)} ${d.help}${extra ? ` (${extra})` : ""}`);
+  }
+  if (cmd.examples?.length) lines.push("", "examples:", ...cmd.examples.map((e) => `  ${e}`));
+  return lines.join("\n");
+}
+
+/**
+ * Parse `args` against the command's flags plus the common ones. `--help` prints usage and
+ * exits 0; an unknown flag or bad value exits 2 with one line.
+ */
+export function parseFlags<S extends Record<string, FlagDef>>(
+  cmd: Command<S>,
+  args: string[] = Deno.args,
+): FlagValues<S & typeof commonFlags> {
+  const all: Record<string, FlagDef> = { ...cmd.flags, ...commonFlags };
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = {};
+  for (const [name, d] of Object.entries(all)) {
+    options[name] = { type: d.type, ...(d.short ? { short: d.short } : {}), multiple: d.multiple };
+  }
+  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  try {
+    ({ values } = parseArgs({ args, options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    fail(`${errorMessage(err)} (see --help)`, 2);
+  }
+  if (values.help) {
+    console.log(usage(cmd));
+    Deno.exit(0);
+  }
+  for (const [name, d] of Object.entries(all)) {
+    if (values[name] === undefined && d.env) {
+      const fromEnv = Deno.env.get(d.env);
+      if (fromEnv !== undefined) values[name] = d.type === "boolean" ? fromEnv === "1" : fromEnv;
+    }
+    if (values[name] === undefined) {
+      values[name] = d.multiple ? [] : d.type === "boolean" ? (d.default ?? false) : d.default;
+    }
+  }
+  if (!logLevels.includes(values["log-level"] as LogLevel)) {
+    fail(`--log-level must be one of ${logLevels.join(", ")}`, 2);
+  }
+  return values as FlagValues<S & typeof commonFlags>;
+}
+
+/** Parse a `host:port` flag value, exiting 2 with the flag's name when malformed. */
+export function hostPortFlag(flag: string, value: string, defaultHost = "127.0.0.1"): HostPort {
+  try {
+    return parseHostPort(value, defaultHost);
+  } catch (err) {
+    if (err instanceof AddressError) fail(`--${flag}: ${err.message}`, 2);
+    throw err;
+  }
+}
+
+/** Parse a non-negative integer flag, exiting 2 when malformed. */
+export function intFlag(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) fail(`--${flag} must be a non-negative integer`, 2);
+  return n;
+}
+
+/** The service's root logger, named and levelled from the flags. */
+export function serviceLogger(name: string, level: string | undefined): Logger {
+  return new Logger((level ?? "info") as LogLevel, { svc: name });
+}
+
+/**
+ * `Deno.listen` on `addr`, exiting 1 with one line when the port is busy or the address
+ * cannot be bound (a service that cannot listen has nothing to do).
+ */
+export function listenOrExit(addr: HostPort, what: string): Deno.TcpListener {
+  try {
+    return Deno.listen({ hostname: addr.host, port: addr.port });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
+    }
+    fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
+  }
+}
+
+/**
+ * Run `stop` once on the first SIGINT or SIGTERM; a second signal exits at once.
+ * Returns a signal that aborts when shutdown begins.
+ */
+export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal {
+  const ac = new AbortController();
+  const handler = (sig: Deno.Signal) => () => {
+    if (ac.signal.aborted) {
+      log.warn("second signal, exiting now", { signal: sig });
+      Deno.exit(130);
+    }
+    log.info("shutting down", { signal: sig });
+    ac.abort();
+    stop().then(
+      () => {
+        log.info("stopped");
+        Deno.exit(0);
+      },
+      (err) => {
+        log.error("shutdown failed", { error: errorMessage(err) });
+        Deno.exit(1);
+      },
+    );
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
+  return ac.signal;
+}

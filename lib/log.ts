@@ -1,0 +1,103 @@
+/**
+ * Structured, levelled logging in logfmt (`ts=… level=info svc=depot msg="…" key=value`).
+ *
+ * One line per event so logs stay grep- and machine-friendly; fields are values, never
+ * secrets (callers pass ids and addresses, not tokens).
+ * @module
+ */
+
+/** Log levels in increasing severity; lines below the logger's level are dropped. */
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+const levelRank: Record<LogLevel, number> = {
+  debug: 10,
+  info: 20,
+  warn: 30,
+  error: 40,
+  silent: 99,
+};
+
+/** The level names accepted by `--log-level`. */
+export const logLevels: readonly LogLevel[] = ["debug", "info", "warn", "error", "silent"];
+
+/** A field value; errors are rendered by their message (and reason when typed). */
+export type LogValue = string | number | boolean | bigint | null | undefined | Error;
+
+/** Key/value context of one log line. */
+export type LogFields = Record<string, LogValue>;
+
+/** Where finished lines go; tests swap it to capture output. */
+export type LogSink = (line: string, level: LogLevel) => void;
+
+const defaultSink: LogSink = (line) => console.error(line);
+
+function quote(v: string): string {
+  return /^[A-Za-z0-9_.:\/@\[\]+-]+$/.test(v) ? v : JSON.stringify(v);
+}
+
+function render(v: LogValue): string {
+  if (v instanceof Error) {
+    const reason = (v as { reason?: unknown }).reason;
+    return quote(typeof reason === "string" ? `${reason}: ${v.message}` : v.message);
+  }
+  if (v === null || v === undefined) return "-";
+  return quote(String(v));
+}
+
+/** A levelled logger carrying fixed context fields (`svc`, a connection id …). */
+export class Logger {
+  #level: { value: LogLevel };
+  #fields: LogFields;
+  #sink: LogSink;
+
+  constructor(level: LogLevel = "info", fields: LogFields = {}, sink: LogSink = defaultSink) {
+    this.#level = { value: level };
+    this.#fields = fields;
+    this.#sink = sink;
+  }
+
+  /** Current threshold; shared with children so a reload changes them all. */
+  get level(): LogLevel {
+    return this.#level.value;
+  }
+  set level(l: LogLevel) {
+    this.#level.value = l;
+  }
+
+  /** A logger that adds `fields` to every line and shares this one's level and sink. */
+  child(fields: LogFields): Logger {
+    const c = new Logger(this.#level.value, { ...this.#fields, ...fields }, this.#sink);
+    c.#level = this.#level;
+    return c;
+  }
+
+  /** Whether a line at `level` would be written (skip building costly fields otherwise). */
+  enabled(level: LogLevel): boolean {
+    return levelRank[level] >= levelRank[this.#level.value] && level !== "silent";
+  }
+
+  log(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (!this.enabled(level)) return;
+    let line = `ts=${new Date().toISOString()} level=${level}`;
+    for (const [k, v] of Object.entries(this.#fields)) line += ` ${k}=${render(v)}`;
+    line += ` msg=${JSON.stringify(msg)}`;
+    if (fields) { for (const [k, v] of Object.entries(fields)) line += ` ${k}=${render(v)}`; }
+    this.#sink(line, level);
+  }
+
+  debug(msg: string, fields?: LogFields): void {
+    this.log("debug", msg, fields);
+  }
+  info(msg: string, fields?: LogFields): void {
+    this.log("info", msg, fields);
+  }
+  warn(msg: string, fields?: LogFields): void {
+    this.log("warn", msg, fields);
+  }
+  error(msg: string, fields?: LogFields): void {
+    this.log("error", msg, fields);
+  }
+}
+
+/** A logger that writes nothing: the default for library code given no logger. */
+export const silentLogger: Logger = new Logger("silent");

@@ -1,0 +1,108 @@
+/**
+ * `dial(host, port)`: TCP connect with a timeout, an address-family preference, every
+ * resolved address tried in turn, and failures typed by reason.
+ * @module
+ */
+
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { classifyError, errorMessage, NetError, type NetFailureReason } from "./errors.ts";
+
+/** Default time for the whole dial (resolution plus every attempt). */
+export const defaultDialTimeoutMs = 10_000;
+
+/** Options of {@linkcode dial}. */
+export interface DialOptions {
+  /** Give up after this long, across all addresses. @default 10000 */
+  timeoutMs?: number;
+  /** Which family to try first (seed 003 prefers IPv6). @default "ipv6" */
+  prefer?: "ipv6" | "ipv4";
+  /** Abort the dial; it rejects with reason "aborted". */
+  signal?: AbortSignal;
+}
+
+/** Resolve `host` to addresses, preferred family first. IP literals skip resolution. */
+export async function resolveHost(
+  host: string,
+  prefer: "ipv6" | "ipv4" = "ipv6",
+): Promise<string[]> {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (isIP(bare)) return [bare];
+  let found: { address: string; family: number }[];
+  try {
+    found = await lookup(bare, { all: true, verbatim: true });
+  } catch (err) {
+    throw new NetError("resolve", `cannot resolve ${bare}: ${errorMessage(err)}`, { cause: err });
+  }
+  if (found.length === 0) throw new NetError("resolve", `no addresses for ${bare}`);
+  const first = prefer === "ipv6" ? 6 : 4;
+  const seen = new Set<string>();
+  return [...found]
+    .sort((x, y) => (x.family === first ? 0 : 1) - (y.family === first ? 0 : 1))
+    .map((a) => a.address)
+    .filter((a) => !seen.has(a) && seen.add(a));
+}
+
+/**
+ * Connect to `host:port`, trying each resolved address until one answers.
+ *
+ * Rejects with a {@linkcode NetError} whose `reason` is "resolve", "refused",
+ * "host-unreachable", "network-unreachable", "timeout", "aborted" or "other"; when several
+ * addresses fail, the reason is that of the most informative failure (refused beats
+ * unreachable beats timeout).
+ *
+ * @example
+ * ```ts ignore
+ * const conn = await dial("localhost", 8080, { timeoutMs: 5000 });
+ * ```
+ */
+export async function dial(
+  host: string,
+  port: number,
+  opts: DialOptions = {},
+): Promise<Deno.TcpConn> {
+  const timeoutMs = opts.timeoutMs ?? defaultDialTimeoutMs;
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+  const failure = (e: unknown): NetError => {
+    if (opts.signal?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
+    if (timeout.aborted) {
+      return new NetError("timeout", `dial ${host}:${port} timed out after ${timeoutMs} ms`);
+    }
+    return e instanceof NetError
+      ? e
+      : new NetError(classifyError(e), `dial ${host}:${port}: ${errorMessage(e)}`, { cause: e });
+  };
+
+  let addrs: string[];
+  try {
+    addrs = await raceSignal(resolveHost(host, opts.prefer ?? "ipv6"), signal);
+  } catch (e) {
+    throw failure(e);
+  }
+  let best: NetError | undefined;
+  for (const hostname of addrs) {
+    try {
+      return await Deno.connect({ hostname, port, signal });
+    } catch (e) {
+      const err = failure(e);
+      if (err.reason === "timeout" || err.reason === "aborted") throw err;
+      if (!best || rank(err.reason) > rank(best.reason)) best = err;
+    }
+  }
+  throw best ?? new NetError("other", `dial ${host}:${port}: no address worked`);
+}
+
+function rank(r: NetFailureReason): number {
+  return ["other", "timeout", "network-unreachable", "host-unreachable", "refused"].indexOf(r);
+}
+
+/** Resolve/reject with `p`, or reject when `signal` aborts first. */
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

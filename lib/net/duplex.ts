@@ -1,0 +1,74 @@
+/**
+ * The one connection shape every warren transport exposes: TCP and TLS conns, mux streams
+ * and fusion sessions, so a single `relay()` serves them all.
+ * @module
+ */
+
+/**
+ * A bidirectional byte stream: the subset of `Deno.Conn` warren relies on.
+ *
+ * `read` resolves `null` at EOF (the peer's FIN). `closeWrite` sends our FIN and keeps the
+ * read side open (half-close). `close` releases everything; it must be safe to call twice.
+ */
+export interface Duplex {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+/** Write all of `p`, looping over short writes (Deno's `write` may write fewer bytes). */
+export async function writeAll(w: Pick<Duplex, "write">, p: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < p.length) {
+    const n = await w.write(off === 0 ? p : p.subarray(off));
+    if (n <= 0) throw new Deno.errors.WriteZero("write returned 0");
+    off += n;
+  }
+}
+
+/** Close ignoring "already closed": cleanup paths must never throw over the original error. */
+export function closeQuietly(c: { close(): void } | undefined | null): void {
+  try {
+    c?.close();
+  } catch {
+    // Already closed or never opened: nothing left to release.
+  }
+}
+
+/**
+ * A Duplex that first yields `prefix`, then reads from `inner`.
+ *
+ * Why: a handshake parser may have read past its last byte; those bytes belong to the
+ * payload and must reach the relay, not vanish.
+ */
+export class PrefixedDuplex implements Duplex {
+  #prefix: Uint8Array | null;
+  constructor(readonly inner: Duplex, prefix: Uint8Array) {
+    this.#prefix = prefix.length > 0 ? prefix : null;
+  }
+  read(p: Uint8Array): Promise<number | null> {
+    const pre = this.#prefix;
+    if (pre) {
+      const n = Math.min(p.length, pre.length);
+      p.set(pre.subarray(0, n));
+      this.#prefix = n < pre.length ? pre.subarray(n) : null;
+      return Promise.resolve(n);
+    }
+    return this.inner.read(p);
+  }
+  write(p: Uint8Array): Promise<number> {
+    return this.inner.write(p);
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/** Wrap `conn` so leftover handshake bytes are read first; returns `conn` itself if none. */
+export function withPrefix(conn: Duplex, prefix: Uint8Array): Duplex {
+  return prefix.length === 0 ? conn : new PrefixedDuplex(conn, prefix);
+}

@@ -1,0 +1,14 @@
+/**
+ * lib/net: the shared network layer — one Duplex type, a half-close-aware relay with
+ * adaptive buffers, typed dial failures, a limited accept loop, a framed reader, backoff.
+ * @module
+ */
+export * from "./duplex.ts";
+export * from "./errors.ts";
+export * from "./pool.ts";
+export * from "./relay.ts";
+export * from "./reader.ts";
+export * from "./dial.ts";
+export * from "./serve.ts";
+export * from "./backoff.ts";
+export * from "./addr.ts";

@@ -1,0 +1,135 @@
+/**
+ * A buffered reader for framed codecs: exact-length reads and line reads that are correct
+ * on any split of the input (one byte per read, or many frames per read).
+ * @module
+ */
+
+import type { Duplex } from "./duplex.ts";
+import { ProtocolError } from "./errors.ts";
+
+/** Bytes read from the source at most per syscall while parsing. */
+const defaultChunkBytes = 16 * 1024;
+
+/** The peer closed before a complete frame arrived. */
+export class UnexpectedEofError extends ProtocolError {
+  override name = "UnexpectedEofError";
+  constructor(message = "connection closed mid-frame") {
+    super(message, "eof");
+  }
+}
+
+/**
+ * Reads framed data from a Duplex, buffering what arrives beyond the current frame.
+ *
+ * After a handshake, `takeBuffered()` hands over the bytes read past its end so they can be
+ * prepended to the payload stream (see `withPrefix`).
+ */
+export class BufferedReader {
+  #src: Pick<Duplex, "read">;
+  #buf: Uint8Array;
+  #start = 0;
+  #end = 0;
+
+  constructor(src: Pick<Duplex, "read">, chunkBytes = defaultChunkBytes) {
+    this.#src = src;
+    this.#buf = new Uint8Array(chunkBytes);
+  }
+
+  /** Number of bytes buffered and not yet consumed. */
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /** Read more from the source; false at EOF. */
+  async #fill(): Promise<boolean> {
+    if (this.#start > 0 && this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end === this.#buf.length) {
+      const live = this.#end - this.#start;
+      if (this.#start > 0) {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+      } else {
+        const bigger = new Uint8Array(this.#buf.length * 2);
+        bigger.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = bigger;
+      }
+      this.#start = 0;
+      this.#end = live;
+    }
+    const n = await this.#src.read(this.#buf.subarray(this.#end));
+    if (n === null) return false;
+    this.#end += n;
+    return true;
+  }
+
+  /** Ensure at least `n` bytes are buffered; false if EOF came first. */
+  async #ensure(n: number): Promise<boolean> {
+    while (this.#end - this.#start < n) {
+      if (this.#buf.length - this.#start < n) {
+        // Make room for a frame larger than the buffer.
+        const bigger = new Uint8Array(Math.max(n, this.#buf.length * 2));
+        bigger.set(this.#buf.subarray(this.#start, this.#end));
+        this.#end -= this.#start;
+        this.#start = 0;
+        this.#buf = bigger;
+      }
+      if (!(await this.#fill())) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Exactly `n` bytes (a copy the caller owns). Rejects with `UnexpectedEofError` if the
+   * source ends first. Callers bound `n` before calling: never pass an untrusted length.
+   */
+  async readExact(n: number): Promise<Uint8Array> {
+    if (!(await this.#ensure(n))) throw new UnexpectedEofError();
+    const out = this.#buf.slice(this.#start, this.#start + n);
+    this.#start += n;
+    return out;
+  }
+
+  /** One byte. */
+  async readByte(): Promise<number> {
+    if (!(await this.#ensure(1))) throw new UnexpectedEofError();
+    return this.#buf[this.#start++];
+  }
+
+  /**
+   * Like `readExact` but resolves `null` on a clean EOF before the first byte, so a
+   * frame loop can tell "peer closed between frames" from "peer closed mid-frame".
+   */
+  async readExactOrEof(n: number): Promise<Uint8Array | null> {
+    if (this.#end === this.#start && !(await this.#fill())) return null;
+    return await this.readExact(n);
+  }
+
+  /**
+   * One line terminated by `\n` (a preceding `\r` is stripped), without the terminator.
+   * Rejects with a ProtocolError if no terminator appears within `maxBytes`.
+   */
+  async readLine(maxBytes: number): Promise<Uint8Array> {
+    let scanFrom = this.#start;
+    while (true) {
+      const idx = this.#buf.subarray(scanFrom, this.#end).indexOf(0x0a);
+      if (idx >= 0) {
+        const nl = scanFrom + idx;
+        if (nl - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
+        const lineEnd = nl > this.#start && this.#buf[nl - 1] === 0x0d ? nl - 1 : nl;
+        const line = this.#buf.slice(this.#start, lineEnd);
+        this.#start = nl + 1;
+        return line;
+      }
+      if (this.#end - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
+      const consumed = this.#end - this.#start;
+      if (!(await this.#fill())) throw new UnexpectedEofError();
+      scanFrom = this.#start + consumed;
+    }
+  }
+
+  /** Hand over (and forget) every byte read ahead of the current position. */
+  takeBuffered(): Uint8Array {
+    const out = this.#buf.slice(this.#start, this.#end);
+    this.#start = this.#end = 0;
+    return out;
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * `relay(a, b)`: copy both directions between two Duplexes, keeping half-close.
+ *
+ * A read loop, not `pipeTo`: `ReadableStream.pipeTo` closes the whole destination at EOF,
+ * while a proxy must turn the source's FIN into `closeWrite()` on the destination and keep
+ * the other direction flowing (a client that shuts down its write side still receives the
+ * full reply). Buffers come from the shared budgeted pool and adapt to the traffic.
+ * @module
+ */
+
+import { closeQuietly, type Duplex, writeAll } from "./duplex.ts";
+import { errorMessage, isDisconnect } from "./errors.ts";
+import { type BufferPool, relayPool } from "./pool.ts";
+
+/** Live byte counters of a relay; readable while it runs (metrics, status pages). */
+export interface RelayStats {
+  /** Bytes read from `a` and written to `b`. */
+  aToB: number;
+  /** Bytes read from `b` and written to `a`. */
+  bToA: number;
+}
+
+/** Options of {@linkcode relay}. */
+export interface RelayOptions {
+  /** Close both sides when no byte moved either way for this long. @default 0 (never) */
+  idleTimeoutMs?: number;
+  /** Abort the relay: both sides are closed and it resolves with reason "aborted". */
+  signal?: AbortSignal;
+  /** Counters updated in place as bytes move. */
+  stats?: RelayStats;
+  /** Buffer pool; the process-wide one by default. */
+  pool?: BufferPool;
+}
+
+/** How a relay ended. */
+export type RelayEnd = "done" | "idle" | "aborted" | "error";
+
+/** Outcome of {@linkcode relay}. */
+export interface RelayResult extends RelayStats {
+  /** "done": both directions reached EOF; otherwise why it was cut short. */
+  end: RelayEnd;
+  /** The first error that ended it, when `end` is "error". */
+  error?: Error;
+}
+
+/**
+ * Copy `a`→`b` and `b`→`a` until both directions reach EOF, then close both.
+ *
+ * Guarantees: EOF on one side becomes `closeWrite()` on the other; any error in either
+ * direction, the idle timeout or the signal closes both sides; both are always closed when
+ * the promise resolves, and it never rejects.
+ *
+ * @example
+ * ```ts ignore
+ * const client = await listener.accept();
+ * const upstream = await dial("example.org", 80);
+ * const r = await relay(client, upstream, { idleTimeoutMs: 300_000 });
+ * console.log(r.aToB, r.bToA, r.end);
+ * ```
+ */
+export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayResult> {
+  const stats = opts.stats ?? { aToB: 0, bToA: 0 };
+  const pool = opts.pool ?? relayPool;
+  let end: RelayEnd = "done";
+  let error: Error | undefined;
+  let lastActivity = Date.now();
+  let finished = false;
+
+  const stop = (why: RelayEnd, err?: Error) => {
+    if (finished) return;
+    finished = true;
+    end = why;
+    error = err;
+    closeQuietly(a);
+    closeQuietly(b);
+  };
+
+  const pump = async (src: Duplex, dst: Duplex, count: (n: number) => void) => {
+    let buf = pool.acquire(pool.minBytes);
+    try {
+      while (true) {
+        const n = await src.read(buf);
+        if (n === null) {
+          await dst.closeWrite();
+          return;
+        }
+        lastActivity = Date.now();
+        await writeAll(dst, buf.subarray(0, n));
+        count(n);
+        // Grow while reads fill the buffer; drop back as soon as they stop doing so, so an
+        // idle connection holds only a small buffer while its read is pending.
+        const want = n === buf.length ? buf.length * 4 : n < buf.length / 4 ? n * 2 : buf.length;
+        if (pool.classFor(want) !== buf.length) {
+          const next = pool.acquire(want);
+          if (next.length !== buf.length) {
+            pool.release(buf);
+            buf = next;
+          } else {
+            pool.release(next);
+          }
+        }
+      }
+    } catch (err) {
+      if (finished) return; // the other side or a timer already ended the relay
+      // A vanished peer is an ordinary end of a connection; anything else is reported.
+      stop("error", err instanceof Error ? err : new Error(errorMessage(err)));
+      if (isDisconnect(err)) error = err as Error;
+    } finally {
+      pool.release(buf);
+    }
+  };
+
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const idleMs = opts.idleTimeoutMs ?? 0;
+  if (idleMs > 0) {
+    timer = setInterval(() => {
+      if (Date.now() - lastActivity >= idleMs) stop("idle");
+    }, Math.max(10, Math.min(idleMs / 4, 1000)));
+  }
+  const onAbort = () => stop("aborted");
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+
+  try {
+    await Promise.all([
+      pump(a, b, (n) => stats.aToB += n),
+      pump(b, a, (n) => stats.bToA += n),
+    ]);
+  } finally {
+    if (timer !== undefined) clearInterval(timer);
+    opts.signal?.removeEventListener("abort", onAbort);
+    if (!finished) {
+      finished = true;
+      closeQuietly(a);
+      closeQuietly(b);
+    }
+  }
+  return { aToB: stats.aToB, bToA: stats.bToA, end, error };
+}

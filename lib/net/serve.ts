@@ -1,0 +1,208 @@
+/**
+ * `serve(listener, handler)`: an accept loop with a connection limit, a handshake timer and
+ * graceful stop. Every accepted connection is closed when its handler settles, whatever
+ * happened inside.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import { closeQuietly } from "./duplex.ts";
+import { errorMessage } from "./errors.ts";
+
+/** Default cap on concurrently handled connections per listener. */
+export const defaultMaxConns = 1024;
+/** Default time a client has to finish its protocol handshake. */
+export const defaultHandshakeTimeoutMs = 10_000;
+/** Default time live connections get to finish after stop() before they are cut. */
+export const defaultDrainTimeoutMs = 5_000;
+
+/** Per-connection context handed to a handler. */
+export interface ConnContext {
+  /** Monotonic connection number within this server, for logs. */
+  id: number;
+  /** Remote address as `host:port`. */
+  remote: string;
+  /** Aborted when the server is stopped hard or the handshake timer fires. */
+  signal: AbortSignal;
+  /** Logger carrying the connection id. */
+  log: Logger;
+  /** Call once the protocol handshake is complete; stops the handshake timer. */
+  handshakeDone(): void;
+}
+
+/** Handles one accepted connection; the connection is closed when it settles. */
+export type ConnHandler<C extends Deno.Conn = Deno.Conn> = (
+  conn: C,
+  ctx: ConnContext,
+) => Promise<void>;
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions {
+  /** Connections handled at once; the next ones are accepted and closed. @default 1024 */
+  maxConns?: number;
+  /** Close a connection whose handler has not called `handshakeDone()` in time; 0 = off. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Stop accepting when this aborts, then drain (same as calling `stop()`). */
+  signal?: AbortSignal;
+  /** Default drain deadline for `stop()`. @default 5000 */
+  drainTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** Counters of a running server. */
+export interface ServeStats {
+  active: number;
+  total: number;
+  /** Connections closed at once because `maxConns` was reached. */
+  rejected: number;
+  /** Connections closed because their handshake did not finish in time. */
+  handshakeTimeouts: number;
+  /** Handlers that threw. */
+  errors: number;
+}
+
+/** A running accept loop. */
+export interface Server {
+  readonly addr: Deno.NetAddr;
+  readonly stats: ServeStats;
+  /** Stop accepting, let live connections finish up to `drainMs`, then cut the rest. */
+  stop(drainMs?: number): Promise<void>;
+  /** Resolves when the accept loop has ended and every handler settled. */
+  readonly finished: Promise<void>;
+}
+
+/** Format a Deno address as `host:port` (IPv6 in brackets). */
+export function formatAddr(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    return addr.hostname.includes(":")
+      ? `[${addr.hostname}]:${addr.port}`
+      : `${addr.hostname}:${addr.port}`;
+  }
+  return "path" in addr ? addr.path : String(addr);
+}
+
+/**
+ * Accept connections from `listener` and run `handler` for each.
+ *
+ * @example
+ * ```ts ignore
+ * const server = serve(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn, ctx) => {
+ *   ctx.handshakeDone();
+ *   await relay(conn, await dial("example.org", 80));
+ * });
+ * await server.stop();
+ * ```
+ */
+export function serve<C extends Deno.Conn>(
+  listener: Deno.Listener<C>,
+  handler: ConnHandler<C>,
+  opts: ServeOptions = {},
+): Server {
+  const log = opts.log ?? silentLogger;
+  const maxConns = opts.maxConns ?? defaultMaxConns;
+  const handshakeMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+  const stats: ServeStats = { active: 0, total: 0, rejected: 0, handshakeTimeouts: 0, errors: 0 };
+  const live = new Map<C, AbortController>();
+  const settled = new Set<Promise<void>>();
+  const hardStop = new AbortController();
+  let stopping: Promise<void> | undefined;
+  let nextId = 0;
+  const addr = listener.addr as Deno.NetAddr;
+
+  const handle = async (conn: C) => {
+    const id = ++nextId;
+    const ac = new AbortController();
+    const remote = formatAddr(conn.remoteAddr);
+    const clog = log.child({ conn: id });
+    live.set(conn, ac);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (handshakeMs > 0) {
+      timer = setTimeout(() => {
+        timer = undefined;
+        stats.handshakeTimeouts++;
+        clog.warn("handshake timeout, closing", { remote, timeoutMs: handshakeMs });
+        ac.abort(new DOMException("handshake timeout", "TimeoutError"));
+        closeQuietly(conn);
+      }, handshakeMs);
+    }
+    const ctx: ConnContext = {
+      id,
+      remote,
+      signal: AbortSignal.any([ac.signal, hardStop.signal]),
+      log: clog,
+      handshakeDone: () => {
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+      },
+    };
+    try {
+      await handler(conn, ctx);
+    } catch (err) {
+      stats.errors++;
+      if (!ac.signal.aborted && !hardStop.signal.aborted) {
+        clog.warn("connection handler failed", { remote, error: errorMessage(err) });
+      }
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      live.delete(conn);
+      stats.active--;
+      closeQuietly(conn);
+    }
+  };
+
+  const loop = async () => {
+    while (true) {
+      let conn: C;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (stopping || err instanceof Deno.errors.BadResource) return;
+        // Transient accept failures (EMFILE, ECONNABORTED) must not end the server.
+        log.warn("accept failed", { error: errorMessage(err) });
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      stats.total++;
+      if (stats.active >= maxConns) {
+        stats.rejected++;
+        log.warn("connection limit reached, closing new connection", {
+          remote: formatAddr(conn.remoteAddr),
+          maxConns,
+        });
+        closeQuietly(conn);
+        continue;
+      }
+      stats.active++;
+      const p = handle(conn);
+      settled.add(p);
+      p.finally(() => settled.delete(p));
+    }
+  };
+
+  const loopDone = loop();
+  const finished = (async () => {
+    await loopDone;
+    while (settled.size > 0) await Promise.allSettled([...settled]);
+  })();
+
+  const stop = (drainMs = opts.drainTimeoutMs ?? defaultDrainTimeoutMs): Promise<void> => {
+    stopping ??= (async () => {
+      closeQuietly(listener);
+      await loopDone;
+      let t: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<void>((r) => t = setTimeout(r, drainMs));
+      await Promise.race([finished, deadline]);
+      clearTimeout(t);
+      if (live.size > 0) {
+        log.info("drain deadline reached, closing live connections", { count: live.size });
+        hardStop.abort(new DOMException("server stopped", "AbortError"));
+        for (const conn of live.keys()) closeQuietly(conn);
+      }
+      await finished;
+    })();
+    return stopping;
+  };
+  opts.signal?.addEventListener("abort", () => void stop(), { once: true });
+
+  return { addr, stats, stop, finished };
+}

@@ -1,0 +1,7 @@
+/**
+ * warren: network tunnels and proxies for Deno — the public library surface.
+ * Each service in `services/` is a thin script over these modules.
+ * @module
+ */
+export * from "./lib/net/mod.ts";
+export * from "./lib/log.ts";

@@ -1,0 +1,251 @@
+/**
+ * Test helpers: loopback listeners on port 0, deterministic payloads with streaming
+ * SHA-256, a Deno HTTP origin, and child-process services that report their addresses.
+ */
+
+import { createHash } from "node:crypto";
+import { type Duplex, writeAll } from "../lib/net/mod.ts";
+
+/** Listen on 127.0.0.1 with a kernel-chosen port. */
+export function listenLocal(): Deno.TcpListener {
+  return Deno.listen({ hostname: "127.0.0.1", port: 0 });
+}
+
+/** A reusable block of random bytes: cheap to send many times for large transfers. */
+export const randomBlock: Uint8Array = (() => {
+  const b = new Uint8Array(1 << 20);
+  for (let o = 0; o < b.length; o += 65536) crypto.getRandomValues(b.subarray(o, o + 65536));
+  return b;
+})();
+
+/** SHA-256 (hex) of `total` bytes made by repeating `randomBlock` rotated by `seed`. */
+export function blockStreamSha256(total: number, seed = 0): string {
+  const h = createHash("sha256");
+  for (const chunk of blockStream(total, seed)) h.update(chunk);
+  return h.digest("hex");
+}
+
+/** The chunks of the payload `blockStreamSha256` hashes. */
+export function* blockStream(total: number, seed = 0): Generator<Uint8Array> {
+  let sent = 0;
+  const rot = seed % randomBlock.length;
+  const rotated = new Uint8Array(randomBlock.length);
+  rotated.set(randomBlock.subarray(rot));
+  rotated.set(randomBlock.subarray(0, rot), randomBlock.length - rot);
+  while (sent < total) {
+    const n = Math.min(rotated.length, total - sent);
+    yield rotated.subarray(0, n);
+    sent += n;
+  }
+}
+
+/** Write the block stream of `total` bytes to `w`. */
+export async function sendBlocks(w: Duplex, total: number, seed = 0): Promise<void> {
+  for (const chunk of blockStream(total, seed)) await writeAll(w, chunk);
+}
+
+/** Read `r` to EOF; returns byte count and SHA-256 hex. */
+export async function drainHash(
+  r: Pick<Duplex, "read">,
+): Promise<{ bytes: number; sha256: string }> {
+  const h = createHash("sha256");
+  const buf = new Uint8Array(256 * 1024);
+  let bytes = 0;
+  while (true) {
+    const n = await r.read(buf);
+    if (n === null) break;
+    h.update(buf.subarray(0, n));
+    bytes += n;
+  }
+  return { bytes, sha256: h.digest("hex") };
+}
+
+/** Read `r` to EOF into one array (small payloads only). */
+export async function readAll(r: Pick<Duplex, "read">): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await r.read(buf);
+    if (n === null) break;
+    parts.push(buf.slice(0, n));
+  }
+  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** SHA-256 hex of a byte array. */
+export function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/**
+ * An HTTP origin for tests: `GET /bytes/N?seed=S` streams the block stream of N bytes,
+ * `POST /sha256` answers the SHA-256 and length of the body, `GET /hello` a short text.
+ */
+export function startOrigin(): { port: number; close(): Promise<void> } {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const url = new URL(req.url);
+    const m = /^\/bytes\/(\d+)$/.exec(url.pathname);
+    if (m) {
+      const total = Number(m[1]);
+      const seed = Number(url.searchParams.get("seed") ?? 0);
+      const it = blockStream(total, seed);
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          const r = it.next();
+          if (r.done) c.close();
+          else c.enqueue(r.value.slice());
+        },
+      });
+      return new Response(body, { headers: { "content-length": String(total) } });
+    }
+    if (url.pathname === "/sha256" && req.method === "POST") {
+      const h = createHash("sha256");
+      let n = 0;
+      for await (const chunk of req.body ?? new ReadableStream()) {
+        h.update(chunk);
+        n += chunk.length;
+      }
+      return Response.json({ sha256: h.digest("hex"), bytes: n });
+    }
+    if (url.pathname === "/hello") return new Response(`hello ${url.searchParams.get("id") ?? ""}`);
+    return new Response("not found", { status: 404 });
+  });
+  return { port: server.addr.port, close: () => server.shutdown() };
+}
+
+/** Run a command to completion, returning its exit code and decoded output. */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { stdin?: Uint8Array; env?: Record<string, string> } = {},
+): Promise<{ code: number; stdout: string; stderr: string; raw: Uint8Array }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: opts.stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: opts.env,
+  }).spawn();
+  if (opts.stdin) {
+    const w = child.stdin.getWriter();
+    await w.write(opts.stdin);
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+    raw: out.stdout,
+  };
+}
+
+/** A service started as a child process; `addrs` maps listener names to their bound port. */
+export interface ServiceProcess {
+  child: Deno.ChildProcess;
+  /** Every log line seen so far (stderr). */
+  lines: string[];
+  /** Resolves when a log line matches. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** `name=… addr=host:port` of each "listening" line seen so far. */
+  addrs: Map<string, string>;
+  /** SIGTERM, then wait for exit; returns the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+/**
+ * Start `deno run -A services/<script>` with `args`, waiting until `readyCount` "listening"
+ * lines were logged.
+ */
+export async function startService(
+  script: string,
+  args: string[],
+  opts: { readyCount?: number; env?: Record<string, string>; ready?: RegExp } = {},
+): Promise<ServiceProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`../services/${script}`, import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    env: opts.env,
+  }).spawn();
+  const lines: string[] = [];
+  const addrs = new Map<string, string>();
+  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  const consume = async (stream: ReadableStream<Uint8Array>) => {
+    let pending = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      pending += chunk;
+      let i;
+      while ((i = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 1);
+        lines.push(line);
+        if (Deno.env.get("WARREN_TEST_VERBOSE")) console.error(`[${script}] ${line}`);
+        const m = /msg="listening".* name=(\S+).* addr=(\S+)/.exec(line);
+        if (m) addrs.set(m[1], m[2]);
+        for (const w of [...waiters]) {
+          if (w.re.test(line)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve(line);
+          }
+        }
+      }
+    }
+  };
+  const done = Promise.all([consume(child.stdout), consume(child.stderr)]);
+  const waitFor = (re: RegExp, timeoutMs = 20_000): Promise<string> => {
+    const hit = lines.find((l) => re.test(l));
+    if (hit) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        waiters.splice(waiters.findIndex((w) => w.re === re), 1);
+        reject(
+          new Error(`${script}: no line matching ${re} in ${timeoutMs} ms:\n${lines.join("\n")}`),
+        );
+      }, timeoutMs);
+      waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) });
+    });
+  };
+  let stopped: Promise<number> | undefined;
+  const stop = (signal: Deno.Signal = "SIGTERM") => {
+    stopped ??= (async () => {
+      try {
+        child.kill(signal);
+      } catch {
+        // already exited
+      }
+      const status = await child.status;
+      await done;
+      return status.code;
+    })();
+    return stopped;
+  };
+  const svc = { child, lines, waitFor, addrs, stop };
+  try {
+    if (opts.ready) await waitFor(opts.ready);
+    const want = opts.readyCount ?? 1;
+    const deadline = Date.now() + 20_000;
+    while (addrs.size < want) {
+      const status = await Promise.race([child.status, new Promise((r) => setTimeout(r, 20))]);
+      if (status) throw new Error(`${script} exited early:\n${lines.join("\n")}`);
+      if (Date.now() > deadline) throw new Error(`${script} not listening:\n${lines.join("\n")}`);
+    }
+  } catch (err) {
+    await stop("SIGKILL");
+    throw err;
+  }
+  return svc;
+}
+
+/** Port of a `host:port` string. */
+export function portOf(addr: string): number {
+  return Number(addr.slice(addr.lastIndexOf(":") + 1));
+}

@@ -1,0 +1,46 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { BufferedReader, ProtocolError, UnexpectedEofError } from "../lib/net/mod.ts";
+import { ChunkedSource, splits } from "./_chunked.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+for (const [name, split] of splits) {
+  Deno.test(`reader: exact reads and lines on ${name}`, async () => {
+    const big = new Uint8Array(100_000).map((_, i) => i % 251);
+    const data = new Uint8Array([
+      ...enc.encode("GET / HTTP/1.1\r\nHost: x\n\r\n"),
+      1,
+      2,
+      3,
+      ...big,
+      9,
+    ]);
+    const r = new BufferedReader(new ChunkedSource(data, split), 64);
+    assertEquals(dec.decode(await r.readLine(100)), "GET / HTTP/1.1");
+    assertEquals(dec.decode(await r.readLine(100)), "Host: x");
+    assertEquals(dec.decode(await r.readLine(100)), "");
+    assertEquals([...await r.readExact(3)], [1, 2, 3]);
+    assertEquals(await r.readExact(big.length), big);
+    assertEquals(await r.readByte(), 9);
+    assertEquals(await r.readExactOrEof(1), null);
+  });
+}
+
+Deno.test("reader: EOF mid-frame is UnexpectedEofError, too-long line is a ProtocolError", async () => {
+  const r = new BufferedReader(new ChunkedSource(new Uint8Array([1, 2]), 1));
+  const e = await assertRejects(r.readExact(3));
+  assert(e instanceof UnexpectedEofError);
+  const r2 = new BufferedReader(new ChunkedSource(enc.encode("x".repeat(5000) + "\n"), 7), 16);
+  const e2 = await assertRejects(r2.readLine(1000));
+  assert(e2 instanceof ProtocolError && e2.reason === "too-long");
+  const r3 = new BufferedReader(new ChunkedSource(enc.encode("no newline"), 2));
+  assert((await assertRejects(r3.readLine(100))) instanceof UnexpectedEofError);
+});
+
+Deno.test("reader: takeBuffered hands over read-ahead bytes exactly once", async () => {
+  const r = new BufferedReader(new ChunkedSource(enc.encode("head\npayload"), 1 << 10));
+  assertEquals(dec.decode(await r.readLine(10)), "head");
+  assertEquals(dec.decode(r.takeBuffered()), "payload");
+  assertEquals(r.buffered, 0);
+});
