@@ -12,3 +12,4 @@ export * from "./dial.ts";
 export * from "./serve.ts";
 export * from "./backoff.ts";
 export * from "./addr.ts";
+export * from "./secret.ts";

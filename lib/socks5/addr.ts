@@ -1,0 +1,154 @@
+/**
+ * SOCKS5 addresses on the wire: ATYP + address + port, IPv4/IPv6 literals parsed and
+ * formatted without a resolver.
+ * @module
+ */
+
+import { type BufferedReader, type HostPort, ProtocolError } from "../net/mod.ts";
+import { AddrType, maxFieldBytes, Socks5Error } from "./const.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The 4 bytes of a dotted-quad IPv4 literal, or null if `s` is not one. */
+export function parseIPv4(s: string): Uint8Array | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (!m) return null;
+  const out = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const v = Number(m[i + 1]);
+    if (v > 255) return null;
+    out[i] = v;
+  }
+  return out;
+}
+
+/**
+ * The 16 bytes of an IPv6 literal (brackets and a `%zone` suffix allowed, an embedded
+ * dotted-quad tail too), or null if `s` is not one.
+ */
+export function parseIPv6(s: string): Uint8Array | null {
+  let t = s.startsWith("[") && s.endsWith("]") ? s.slice(1, -1) : s;
+  const pct = t.indexOf("%");
+  if (pct >= 0) t = t.slice(0, pct);
+  if (!t.includes(":") || !/^[0-9a-fA-F:.]+$/.test(t)) return null;
+  // An IPv4 tail (::ffff:1.2.3.4) becomes the last two hex groups.
+  const lastColon = t.lastIndexOf(":");
+  if (t.indexOf(".", lastColon) >= 0) {
+    const v4 = parseIPv4(t.slice(lastColon + 1));
+    if (!v4) return null;
+    const hi = ((v4[0] << 8) | v4[1]).toString(16), lo = ((v4[2] << 8) | v4[3]).toString(16);
+    t = `${t.slice(0, lastColon + 1)}${hi}:${lo}`;
+  }
+  const halves = t.split("::");
+  if (halves.length > 2) return null;
+  const parse = (part: string): number[] | null => {
+    if (part === "") return [];
+    const out: number[] = [];
+    for (const g of part.split(":")) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+      out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  const head = parse(halves[0]);
+  const rest = halves.length === 2 ? parse(halves[1]) : [];
+  if (!head || !rest) return null;
+  const fixed = head.length + rest.length;
+  let groups: number[];
+  if (halves.length === 2) {
+    if (fixed > 7) return null;
+    groups = [...head, ...new Array<number>(8 - fixed).fill(0), ...rest];
+  } else {
+    if (fixed !== 8) return null;
+    groups = head;
+  }
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    out[2 * i] = g >> 8;
+    out[2 * i + 1] = g & 0xff;
+  });
+  return out;
+}
+
+/** Dotted-quad text of 4 bytes. */
+export function formatIPv4(b: Uint8Array): string {
+  return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+}
+
+/** RFC 5952 text of 16 bytes: lower case, longest run of ≥ 2 zero groups as `::`. */
+export function formatIPv6(b: Uint8Array): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
+  let bestStart = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) (bestStart = i, bestLen = j - i);
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
+}
+
+/**
+ * Encode ATYP + address + port. IP literals use their binary types; anything else is sent
+ * as a domain name (1–255 bytes, else a Socks5Error "bad-argument").
+ */
+export function encodeAddress(dest: HostPort): Uint8Array {
+  const { host, port } = dest;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Socks5Error("bad-argument", `port out of range: ${port}`);
+  }
+  let head: Uint8Array;
+  const v4 = parseIPv4(host);
+  const v6 = v4 ? null : parseIPv6(host);
+  if (v4) {
+    head = new Uint8Array([AddrType.ipv4, ...v4]);
+  } else if (v6) {
+    head = new Uint8Array([AddrType.ipv6, ...v6]);
+  } else {
+    const name = encoder.encode(host);
+    if (name.length === 0 || name.length > maxFieldBytes) {
+      throw new Socks5Error("bad-argument", `domain name must be 1-255 bytes: ${name.length}`);
+    }
+    head = new Uint8Array([AddrType.domain, name.length, ...name]);
+  }
+  const out = new Uint8Array(head.length + 2);
+  out.set(head);
+  out[head.length] = port >> 8;
+  out[head.length + 1] = port & 0xff;
+  return out;
+}
+
+/** Whether `atyp` is an address type this codec reads. */
+export function isKnownAddrType(atyp: number): boolean {
+  return atyp === AddrType.ipv4 || atyp === AddrType.ipv6 || atyp === AddrType.domain;
+}
+
+/**
+ * Read the address and port that follow an ATYP byte. IPv4/IPv6 come back as literal text
+ * (no brackets), domains as their text. Throws ProtocolError for an unknown type or an
+ * empty domain, UnexpectedEofError when the input ends early.
+ */
+export async function readAddress(r: BufferedReader, atyp: number): Promise<HostPort> {
+  let host: string;
+  if (atyp === AddrType.ipv4) {
+    host = formatIPv4(await r.readExact(4));
+  } else if (atyp === AddrType.ipv6) {
+    host = formatIPv6(await r.readExact(16));
+  } else if (atyp === AddrType.domain) {
+    const len = await r.readByte();
+    if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
+    host = decoder.decode(await r.readExact(len));
+  } else {
+    throw new ProtocolError(`unknown address type 0x${atyp.toString(16)}`, "bad-address-type");
+  }
+  const p = await r.readExact(2);
+  return { host, port: (p[0] << 8) | p[1] };
+}

@@ -1,0 +1,127 @@
+/**
+ * Client side of SOCKS5: greeting, optional username/password, CONNECT, reply.
+ * Used by depot, by seaprox's upstream chaining and by tests.
+ * @module
+ */
+
+import { BufferedReader, type Duplex, type HostPort, ProtocolError, writeAll } from "../net/mod.ts";
+import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
+import {
+  authSucceeded,
+  authVersion,
+  Command,
+  maxFieldBytes,
+  Method,
+  Reply,
+  Socks5Error,
+  Socks5ReplyError,
+  socksVersion,
+} from "./const.ts";
+import { reasonForReply, replyName } from "./reply.ts";
+
+const encoder = new TextEncoder();
+
+/** Options of {@linkcode socks5Connect}. */
+export interface Socks5ClientOptions {
+  /** Username for RFC 1929 authentication; when set, method 0x02 is offered too. */
+  username?: string;
+  /** Password for RFC 1929 authentication. @default "" */
+  password?: string;
+}
+
+/** Outcome of a successful {@linkcode socks5Connect}. */
+export interface Socks5ConnectResult {
+  /** The address the server bound for the outgoing connection, as it reported it. */
+  bound: HostPort;
+  /** Bytes read past the reply (the destination spoke first); deliver them before the rest. */
+  leftover: Uint8Array;
+}
+
+/**
+ * Ask the SOCKS5 server at the other end of `conn` to CONNECT to `dest`.
+ *
+ * Offers "no authentication" and, when `opts.username` is given, username/password.
+ * Throws {@linkcode Socks5ReplyError} (a NetError with `.reply` and `.reason`) when the
+ * server answers with a failure reply, {@linkcode Socks5Error} when no method was acceptable
+ * or authentication failed, a `ProtocolError` on anything malformed. The caller owns `conn`
+ * and closes it on error.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = await dial("127.0.0.1", 1080);
+ * const { leftover } = await socks5Connect(conn, { host: "example.org", port: 80 });
+ * const stream = withPrefix(conn, leftover);
+ * ```
+ */
+export async function socks5Connect(
+  conn: Duplex,
+  dest: HostPort,
+  opts: Socks5ClientOptions = {},
+): Promise<Socks5ConnectResult> {
+  const request = encodeAddress(dest); // validates dest before anything is sent
+  const useAuth = opts.username !== undefined;
+  const r = new BufferedReader(conn, 512);
+
+  await writeAll(
+    conn,
+    new Uint8Array(
+      useAuth
+        ? [socksVersion, 2, Method.noAuth, Method.userPass]
+        : [socksVersion, 1, Method.noAuth],
+    ),
+  );
+  const choice = await r.readExact(2);
+  if (choice[0] !== socksVersion) {
+    throw new ProtocolError(`not a SOCKS5 server: version 0x${hex(choice[0])}`, "bad-version");
+  }
+  if (choice[1] === Method.noAcceptable) {
+    throw new Socks5Error("no-acceptable-method", "server accepted none of our methods");
+  }
+  if (choice[1] === Method.userPass && useAuth) {
+    const user = encoder.encode(opts.username ?? "");
+    const pass = encoder.encode(opts.password ?? "");
+    if (user.length > maxFieldBytes || pass.length > maxFieldBytes) {
+      throw new Socks5Error("bad-argument", "username and password must be at most 255 bytes");
+    }
+    const msg = new Uint8Array(3 + user.length + pass.length);
+    msg.set([authVersion, user.length, ...user, pass.length, ...pass]);
+    await writeAll(conn, msg);
+    const status = await r.readExact(2);
+    if (status[0] !== authVersion) {
+      throw new ProtocolError(`bad auth answer version 0x${hex(status[0])}`, "bad-version");
+    }
+    if (status[1] !== authSucceeded) {
+      throw new Socks5Error("auth-failed", "server rejected our username/password");
+    }
+  } else if (choice[1] !== Method.noAuth) {
+    throw new ProtocolError(`server chose a method we did not offer: 0x${hex(choice[1])}`);
+  }
+
+  const req = new Uint8Array(3 + request.length);
+  req.set([socksVersion, Command.connect, 0x00]);
+  req.set(request, 3);
+  await writeAll(conn, req);
+
+  // Reply: VER REP RSV ATYP BND.ADDR BND.PORT
+  const head = await r.readExact(4);
+  if (head[0] !== socksVersion) {
+    throw new ProtocolError(`bad reply version 0x${hex(head[0])}`, "bad-version");
+  }
+  if (head[1] !== Reply.succeeded) {
+    // The rest of a failure reply carries nothing useful and some servers close before it.
+    throw new Socks5ReplyError(
+      head[1],
+      reasonForReply(head[1]),
+      `SOCKS5 server refused CONNECT ${dest.host}:${dest.port}: ${replyName(head[1])}`,
+    );
+  }
+  if (!isKnownAddrType(head[3])) {
+    throw new ProtocolError(`unknown bound address type 0x${hex(head[3])}`, "bad-address-type");
+  }
+  const bound = await readAddress(r, head[3]);
+  return { bound, leftover: r.takeBuffered() };
+}
+
+function hex(b: number): string {
+  return b.toString(16).padStart(2, "0");
+}

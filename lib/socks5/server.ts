@@ -1,0 +1,206 @@
+/**
+ * Server side of a SOCKS5 handshake (RFC 1928 + RFC 1929) up to, not including, the reply:
+ * the caller dials the destination and then answers with `sendSocks5Reply`.
+ * @module
+ */
+
+import {
+  BufferedReader,
+  type Duplex,
+  type HostPort,
+  ProtocolError,
+  timingSafeEqual,
+  writeAll,
+} from "../net/mod.ts";
+import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
+import {
+  authFailed,
+  authSucceeded,
+  authVersion,
+  Command,
+  Method,
+  Reply,
+  Socks5Error,
+  socksVersion,
+} from "./const.ts";
+
+/** Bytes the handshake reader pulls per read; payload read past the request is handed back. */
+const handshakeChunkBytes = 4 * 1024;
+
+const decoder = new TextDecoder();
+
+/** Options of {@linkcode acceptSocks5}. */
+export interface Socks5ServerOptions {
+  /**
+   * When set, only username/password (method 0x02) is offered and this decides; return true
+   * to accept. Compare secrets in constant time (see `timingSafeEqual` in lib/net, or
+   * `staticCredentials`). When unset, only "no authentication" (0x00) is offered.
+   */
+  authenticate?: (username: string, password: string) => boolean | Promise<boolean>;
+}
+
+/** A client's CONNECT request, accepted and waiting for the reply. */
+export interface Socks5Request {
+  /** Destination: host is an IPv4 / IPv6 literal (no brackets) or a domain name. */
+  dest: HostPort;
+  /** The username, when username/password authentication was used. */
+  username?: string;
+  /** Bytes the client sent after the request; forward them before anything else. */
+  leftover: Uint8Array;
+}
+
+/**
+ * Run the server side of the handshake on `conn`: greeting, method selection,
+ * username/password sub-negotiation when `opts.authenticate` is set, then the request.
+ *
+ * Defined refusals are answered on the wire and then thrown as {@linkcode Socks5Error}:
+ * no acceptable method (0xFF), wrong credentials (status 0x01), BIND / UDP ASSOCIATE /
+ * unknown commands (reply 0x07). Garbage throws a `ProtocolError`, after an answer where
+ * the protocol has one (bad request version: 0x01, unknown address type: 0x08, empty
+ * domain: 0x01). EOF mid-handshake is an `UnexpectedEofError` (a ProtocolError). The caller
+ * closes `conn` in every error case; the handshake timeout is the caller's too
+ * (`serve()`'s `handshakeTimeoutMs`).
+ *
+ * @example
+ * ```ts ignore
+ * serve(listener, async (conn, ctx) => {
+ *   const req = await acceptSocks5(conn);
+ *   let out: Deno.TcpConn;
+ *   try {
+ *     out = await dial(req.dest.host, req.dest.port);
+ *   } catch (e) {
+ *     await sendSocks5Reply(conn, replyForReason(classifyError(e)));
+ *     return;
+ *   }
+ *   await sendSocks5Reply(conn, Reply.succeeded, out.localAddr);
+ *   ctx.handshakeDone();
+ *   await relay(withPrefix(conn, req.leftover), out);
+ * });
+ * ```
+ */
+export async function acceptSocks5(
+  conn: Duplex,
+  opts: Socks5ServerOptions = {},
+): Promise<Socks5Request> {
+  const r = new BufferedReader(conn, handshakeChunkBytes);
+
+  // Greeting: VER NMETHODS METHODS…
+  const ver = await r.readByte();
+  if (ver !== socksVersion) {
+    // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
+    throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
+  }
+  const nMethods = await r.readByte();
+  const methods = await r.readExact(nMethods);
+  const wanted = opts.authenticate ? Method.userPass : Method.noAuth;
+  if (!methods.includes(wanted)) {
+    await writeAll(conn, new Uint8Array([socksVersion, Method.noAcceptable]));
+    throw new Socks5Error(
+      "no-acceptable-method",
+      `no acceptable method among [${[...methods].map(hex).join(",")}]`,
+    );
+  }
+  await writeAll(conn, new Uint8Array([socksVersion, wanted]));
+
+  let username: string | undefined;
+  if (opts.authenticate) username = await acceptUserPass(conn, r, opts.authenticate);
+
+  // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
+  const head = await r.readExact(4);
+  if (head[0] !== socksVersion) {
+    await sendSocks5Reply(conn, Reply.generalFailure);
+    throw new ProtocolError(`bad request version 0x${hex(head[0])}`, "bad-version");
+  }
+  const cmd = head[1], atyp = head[3];
+  // RSV (head[2]) must be 0 by the RFC; clients that set it are tolerated, as most servers do.
+  if (!isKnownAddrType(atyp)) {
+    await sendSocks5Reply(conn, Reply.addressTypeNotSupported);
+    throw new ProtocolError(`unknown address type 0x${hex(atyp)}`, "bad-address-type");
+  }
+  let dest: HostPort;
+  try {
+    dest = await readAddress(r, atyp);
+  } catch (err) {
+    if (err instanceof ProtocolError && err.reason === "empty-domain") {
+      await sendSocks5Reply(conn, Reply.generalFailure);
+    }
+    throw err;
+  }
+  if (cmd !== Command.connect) {
+    await sendSocks5Reply(conn, Reply.commandNotSupported);
+    const name = cmd === Command.bind
+      ? "BIND"
+      : cmd === Command.udpAssociate
+      ? "UDP ASSOCIATE"
+      : `command 0x${hex(cmd)}`;
+    throw new Socks5Error("command-not-supported", `${name} is not supported`);
+  }
+  return { dest, username, leftover: r.takeBuffered() };
+}
+
+/** RFC 1929: VER ULEN UNAME PLEN PASSWD → VER STATUS. Returns the username on success. */
+async function acceptUserPass(
+  conn: Duplex,
+  r: BufferedReader,
+  authenticate: NonNullable<Socks5ServerOptions["authenticate"]>,
+): Promise<string> {
+  const ver = await r.readByte();
+  if (ver !== authVersion) {
+    await writeAll(conn, new Uint8Array([authVersion, authFailed]));
+    throw new ProtocolError(`bad auth sub-negotiation version 0x${hex(ver)}`, "bad-version");
+  }
+  const username = decoder.decode(await r.readExact(await r.readByte()));
+  const password = decoder.decode(await r.readExact(await r.readByte()));
+  let ok = false;
+  try {
+    ok = (await authenticate(username, password)) === true;
+  } finally {
+    // A throwing authenticator still owes the client an answer; it is a refusal.
+    if (!ok) await writeAll(conn, new Uint8Array([authVersion, authFailed])).catch(() => {});
+  }
+  if (!ok) throw new Socks5Error("auth-failed", `authentication failed for user ${username}`);
+  await writeAll(conn, new Uint8Array([authVersion, authSucceeded]));
+  return username;
+}
+
+/**
+ * Send the reply to an accepted request: `reply` (a {@linkcode Reply} code) and the bound
+ * address. On success pass the real local address of the outgoing connection (a
+ * `Deno.NetAddr` works as is); on failure leave it out and 0.0.0.0:0 is sent.
+ */
+export async function sendSocks5Reply(
+  conn: Pick<Duplex, "write">,
+  reply: number,
+  bound?: HostPort | Deno.NetAddr,
+): Promise<void> {
+  const hp: HostPort = !bound
+    ? { host: "0.0.0.0", port: 0 }
+    : "hostname" in bound
+    ? { host: bound.hostname, port: bound.port }
+    : bound;
+  const addr = encodeAddress(hp);
+  const out = new Uint8Array(3 + addr.length);
+  out.set([socksVersion, reply, 0x00]);
+  out.set(addr, 3);
+  await writeAll(conn, out);
+}
+
+/**
+ * An `authenticate` callback accepting exactly one username/password pair, compared in
+ * constant time.
+ */
+export function staticCredentials(
+  username: string,
+  password: string,
+): (u: string, p: string) => boolean {
+  return (u, p) => {
+    // Evaluate both comparisons always, so timing does not reveal which one failed.
+    const userOk = timingSafeEqual(u, username);
+    const passOk = timingSafeEqual(p, password);
+    return userOk && passOk;
+  };
+}
+
+function hex(b: number): string {
+  return b.toString(16).padStart(2, "0");
+}

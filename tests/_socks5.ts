@@ -1,0 +1,66 @@
+/** Helpers for the SOCKS5 tests: wire messages and a tiny SOCKS5 server built on lib/socks5. */
+
+import {
+  classifyError,
+  closeQuietly,
+  dial,
+  relay,
+  serve,
+  type Server,
+  withPrefix,
+} from "../lib/net/mod.ts";
+import {
+  acceptSocks5,
+  Reply,
+  replyForReason,
+  sendSocks5Reply,
+  type Socks5ServerOptions,
+} from "../lib/socks5/mod.ts";
+
+export const enc = new TextEncoder();
+export const dec = new TextDecoder();
+
+/** Concatenate byte arrays. */
+export function concat(...parts: (Uint8Array | number[])[]): Uint8Array {
+  const arrs = parts.map((p) => (p instanceof Uint8Array ? p : new Uint8Array(p)));
+  const out = new Uint8Array(arrs.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of arrs) (out.set(p, o), o += p.length);
+  return out;
+}
+
+/** A username/password sub-negotiation message. */
+export function userPassMsg(user: string, pass: string): Uint8Array {
+  const u = enc.encode(user), p = enc.encode(pass);
+  return concat([1, u.length], u, [p.length], p);
+}
+
+/** A tiny SOCKS5 server: acceptSocks5 + dial + sendSocks5Reply + relay. */
+export function startSocksServer(opts: Socks5ServerOptions = {}): Server {
+  return serve(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn, ctx) => {
+    const req = await acceptSocks5(conn, opts);
+    let out: Deno.TcpConn;
+    try {
+      out = await dial(req.dest.host, req.dest.port, { timeoutMs: 5000, prefer: "ipv4" });
+    } catch (e) {
+      await sendSocks5Reply(conn, replyForReason(classifyError(e)));
+      return;
+    }
+    try {
+      await sendSocks5Reply(conn, Reply.succeeded, out.localAddr);
+    } catch (e) {
+      closeQuietly(out);
+      throw e;
+    }
+    ctx.handshakeDone();
+    await relay(withPrefix(conn, req.leftover), out);
+  }, { handshakeTimeoutMs: 5000 });
+}
+
+/** A port that was free a moment ago (bind port 0, close). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}

@@ -1,0 +1,361 @@
+/** SOCKS5 server and client handshakes on every read split, truncated and random input. */
+
+import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
+import { ChunkedSource, splits } from "./_chunked.ts";
+import { concat, dec, enc, userPassMsg } from "./_socks5.ts";
+import { readAll } from "./_util.ts";
+import {
+  type Duplex,
+  type NetFailureReason,
+  ProtocolError,
+  UnexpectedEofError,
+  withPrefix,
+} from "../lib/net/mod.ts";
+import {
+  acceptSocks5,
+  encodeAddress,
+  formatIPv6,
+  parseIPv4,
+  parseIPv6,
+  reasonForReply,
+  Reply,
+  replyForReason,
+  sendSocks5Reply,
+  socks5Connect,
+  Socks5Error,
+  Socks5ReplyError,
+  staticCredentials,
+} from "../lib/socks5/mod.ts";
+
+const auth = { authenticate: staticCredentials("alice", "s3cret") };
+const greetNoAuth = [5, 1, 0];
+const connectV4 = [5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90];
+const connectDomain = concat([5, 1, 0, 3, 11], enc.encode("example.org"), [0, 80]);
+const connectV6 = concat([5, 1, 0, 4], parseIPv6("2001:db8::1")!, [1, 0xbb]);
+
+/** Read what is left of the source after a handshake, leftover first. */
+async function payloadAfter(src: Duplex, leftover: Uint8Array): Promise<string> {
+  return dec.decode(await readAll(withPrefix(src, leftover)));
+}
+
+for (const [name, split] of splits) {
+  Deno.test(`socks5 server: no-auth CONNECT to IPv4, IPv6 and domain on ${name}`, async () => {
+    const cases: [Uint8Array, string, number][] = [
+      [new Uint8Array(connectV4), "127.0.0.1", 8080],
+      [connectV6, "2001:db8::1", 443],
+      [connectDomain, "example.org", 80],
+    ];
+    for (const [req, host, port] of cases) {
+      const src = new ChunkedSource(concat(greetNoAuth, req, enc.encode("GET / payload")), split);
+      const got = await acceptSocks5(src);
+      assertEquals(got.dest, { host, port });
+      assertEquals(got.username, undefined);
+      assertEquals([...src.output()], [5, 0]);
+      assertEquals(await payloadAfter(src, got.leftover), "GET / payload");
+    }
+  });
+
+  Deno.test(`socks5 server: username/password accepted and refused on ${name}`, async () => {
+    const ok = new ChunkedSource(
+      concat([5, 2, 0, 2], userPassMsg("alice", "s3cret"), connectDomain, enc.encode("x")),
+      split,
+    );
+    const got = await acceptSocks5(ok, auth);
+    assertEquals(got.username, "alice");
+    assertEquals(got.dest, { host: "example.org", port: 80 });
+    assertEquals([...ok.output()], [5, 2, 1, 0]);
+    assertEquals(await payloadAfter(ok, got.leftover), "x");
+
+    const bad = new ChunkedSource(
+      concat([5, 1, 2], userPassMsg("alice", "wrong"), connectDomain),
+      split,
+    );
+    const e = await assertRejects(acceptSocks5(bad, auth));
+    assert(e instanceof Socks5Error && e.reason === "auth-failed", String(e));
+    assertEquals([...bad.output()], [5, 2, 1, 1]);
+  });
+
+  Deno.test(`socks5 server: defined refusals get their reply on ${name}`, async () => {
+    const cases: {
+      input: Uint8Array;
+      out: number[];
+      err: "Socks5Error" | "ProtocolError";
+      reason: string;
+      opts?: typeof auth;
+    }[] = [
+      // zero methods and no acceptable method: 0xFF
+      { input: concat([5, 0]), out: [5, 0xff], err: "Socks5Error", reason: "no-acceptable-method" },
+      {
+        input: concat([5, 2, 1, 0x80]),
+        out: [5, 0xff],
+        err: "Socks5Error",
+        reason: "no-acceptable-method",
+      },
+      {
+        input: concat(greetNoAuth, connectV4),
+        out: [5, 0xff],
+        err: "Socks5Error",
+        reason: "no-acceptable-method",
+        opts: auth,
+      },
+      // bad greeting version: no reply defined, just an error
+      {
+        input: concat([4, 1, 0, 80, 127, 0, 0, 1, 0]),
+        out: [],
+        err: "ProtocolError",
+        reason: "bad-version",
+      },
+      // bad request version: general failure
+      {
+        input: concat(greetNoAuth, [4, 1, 0, 1, 1, 2, 3, 4, 0, 80]),
+        out: [5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0],
+        err: "ProtocolError",
+        reason: "bad-version",
+      },
+      // bad auth sub-negotiation version: status 0x01
+      {
+        input: concat([5, 1, 2], [5, 5, 65, 65, 65, 65, 65, 0]),
+        out: [5, 2, 1, 1],
+        err: "ProtocolError",
+        reason: "bad-version",
+        opts: auth,
+      },
+      // domain length 0: general failure
+      {
+        input: concat(greetNoAuth, [5, 1, 0, 3, 0, 0, 80]),
+        out: [5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0],
+        err: "ProtocolError",
+        reason: "empty-domain",
+      },
+      // unknown address type: 0x08
+      {
+        input: concat(greetNoAuth, [5, 1, 0, 9, 1, 2, 3, 4, 0, 80]),
+        out: [5, 0, 5, 8, 0, 1, 0, 0, 0, 0, 0, 0],
+        err: "ProtocolError",
+        reason: "bad-address-type",
+      },
+      // BIND, UDP ASSOCIATE, unknown command: 0x07
+      ...[2, 3, 0x7f].map((cmd) => ({
+        input: concat(greetNoAuth, [5, cmd, 0, 1, 1, 2, 3, 4, 0, 80]),
+        out: [5, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0],
+        err: "Socks5Error" as const,
+        reason: "command-not-supported",
+      })),
+    ];
+    for (const c of cases) {
+      const src = new ChunkedSource(c.input, split);
+      const e = await assertRejects(acceptSocks5(src, c.opts));
+      const cls = e instanceof Socks5Error
+        ? "Socks5Error"
+        : e instanceof ProtocolError
+        ? "ProtocolError"
+        : "other";
+      assertEquals([cls, (e as ProtocolError).reason], [c.err, c.reason], `input ${[...c.input]}`);
+      assertEquals([...src.output()], c.out, `reply to ${[...c.input]}`);
+    }
+  });
+
+  Deno.test(`socks5 client: CONNECT with and without auth on ${name}`, async () => {
+    const plain = new ChunkedSource(
+      concat([5, 0], [5, 0, 0, 1, 10, 0, 0, 7, 0x30, 0x39], enc.encode("banner")),
+      split,
+    );
+    const res = await socks5Connect(plain, { host: "example.org", port: 80 });
+    assertEquals(res.bound, { host: "10.0.0.7", port: 12345 });
+    assertEquals([...plain.output()], [...greetNoAuth, ...connectDomain]);
+    assertEquals(await payloadAfter(plain, res.leftover), "banner");
+
+    const withAuth = new ChunkedSource(
+      concat([5, 2], [1, 0], [5, 0, 0, 4], parseIPv6("::1")!, [0, 22]),
+      split,
+    );
+    const res2 = await socks5Connect(withAuth, { host: "2001:db8::1", port: 443 }, {
+      username: "alice",
+      password: "s3cret",
+    });
+    assertEquals(res2.bound, { host: "::1", port: 22 });
+    assertEquals(
+      [...withAuth.output()],
+      [...[5, 2, 0, 2], ...userPassMsg("alice", "s3cret"), ...connectV6],
+    );
+  });
+
+  Deno.test(`socks5 client: failure replies, refusals and garbage on ${name}`, async () => {
+    for (let code = 1; code <= 8; code++) {
+      const src = new ChunkedSource(concat([5, 0], [5, code, 0, 1, 0, 0, 0, 0, 0, 0]), split);
+      const e = await assertRejects(socks5Connect(src, { host: "10.1.1.1", port: 1 }));
+      assert(e instanceof Socks5ReplyError, String(e));
+      assertEquals([e.reply, e.reason], [code, reasonForReply(code)]);
+    }
+    const cases: [Uint8Array, string, string][] = [
+      [concat([5, 0xff]), "Socks5Error", "no-acceptable-method"],
+      [concat([5, 2], [1, 1]), "Socks5Error", "auth-failed"],
+      [concat([4, 0]), "ProtocolError", "bad-version"],
+      [concat([5, 0], [4, 0, 0, 1]), "ProtocolError", "bad-version"],
+      [concat([5, 0], [5, 0, 0, 7, 1, 2]), "ProtocolError", "bad-address-type"],
+      [concat([5, 0], [5, 0, 0, 3, 0, 0, 0]), "ProtocolError", "empty-domain"],
+      [concat([5, 1]), "ProtocolError", "protocol"], // chose GSSAPI, which we never offer
+    ];
+    for (const [input, cls, reason] of cases) {
+      const src = new ChunkedSource(input, split);
+      const e = await assertRejects(
+        socks5Connect(src, { host: "h", port: 1 }, { username: "u", password: "p" }),
+      );
+      const got = e instanceof Socks5Error
+        ? "Socks5Error"
+        : e instanceof ProtocolError
+        ? "ProtocolError"
+        : "other";
+      assertEquals([got, (e as ProtocolError).reason], [cls, reason], `input ${[...input]}`);
+    }
+  });
+}
+
+Deno.test("socks5 server: every truncated prefix of a valid handshake is an EOF error", async () => {
+  const full = concat([5, 2, 0, 2], userPassMsg("alice", "s3cret"), connectDomain);
+  for (let len = 0; len < full.length; len++) {
+    const e = await assertRejects(acceptSocks5(new ChunkedSource(full.slice(0, len), 3), auth));
+    assert(e instanceof UnexpectedEofError, `prefix ${len}: ${e}`);
+  }
+  const full2 = concat(greetNoAuth, connectV6);
+  for (let len = 0; len < full2.length; len++) {
+    const e = await assertRejects(acceptSocks5(new ChunkedSource(full2.slice(0, len), 1)));
+    assert(e instanceof UnexpectedEofError, `prefix ${len}: ${e}`);
+  }
+});
+
+Deno.test("socks5 client: every truncated prefix of a server's answers is an EOF error", async () => {
+  const full = concat([5, 2], [1, 0], [5, 0, 0, 3, 4], enc.encode("host"), [0, 80]);
+  for (let len = 0; len < full.length; len++) {
+    const e = await assertRejects(
+      socks5Connect(new ChunkedSource(full.slice(0, len), 2), { host: "a", port: 1 }, {
+        username: "u",
+      }),
+    );
+    assert(e instanceof UnexpectedEofError, `prefix ${len}: ${e}`);
+  }
+});
+
+/** Random bytes, sometimes mutated from a valid exchange so the fuzz reaches deep states. */
+function randomInput(valid: Uint8Array): Uint8Array {
+  const kind = Math.random();
+  if (kind < 0.3) {
+    const out = new Uint8Array(Math.floor(Math.random() * 64));
+    crypto.getRandomValues(out);
+    if (out.length > 0 && Math.random() < 0.5) out[0] = 5;
+    return out;
+  }
+  const out = valid.slice(0, Math.floor(Math.random() * (valid.length + 8)));
+  const flips = 1 + Math.floor(Math.random() * 3);
+  for (let i = 0; i < flips && out.length > 0; i++) {
+    const at = Math.floor(Math.random() * out.length);
+    out[at] = Math.random() < 0.5 ? Math.floor(Math.random() * 256) : [0, 1, 2, 3, 4, 5, 255][i];
+  }
+  return out;
+}
+
+function isCleanError(e: unknown): boolean {
+  return e instanceof ProtocolError || e instanceof Socks5Error || e instanceof Socks5ReplyError;
+}
+
+Deno.test("socks5 server: thousands of random inputs end cleanly", async () => {
+  const valid = concat([5, 2, 0, 2], userPassMsg("alice", "s3cret"), connectDomain, [1, 2]);
+  for (let i = 0; i < 4000; i++) {
+    const input = randomInput(valid);
+    const src = new ChunkedSource(input, () => 1 + Math.floor(Math.random() * 5));
+    try {
+      await acceptSocks5(src, i % 2 === 0 ? auth : {});
+    } catch (e) {
+      assert(isCleanError(e), `input ${[...input]}: unexpected ${e}`);
+    }
+  }
+});
+
+Deno.test("socks5 client: thousands of random server answers end cleanly", async () => {
+  const valid = concat([5, 2], [1, 0], [5, 0, 0, 4], new Uint8Array(16), [0, 80]);
+  for (let i = 0; i < 4000; i++) {
+    const input = randomInput(valid);
+    const src = new ChunkedSource(input, () => 1 + Math.floor(Math.random() * 5));
+    try {
+      await socks5Connect(src, { host: "example.org", port: 80 }, {
+        username: i % 2 ? "u" : undefined,
+        password: "p",
+      });
+    } catch (e) {
+      assert(isCleanError(e), `input ${[...input]}: unexpected ${e}`);
+    }
+  }
+});
+
+Deno.test("socks5 reply table maps dial failures to codes and back", () => {
+  const expect: [NetFailureReason, number][] = [
+    ["resolve", 0x04],
+    ["refused", 0x05],
+    ["host-unreachable", 0x04],
+    ["network-unreachable", 0x03],
+    ["timeout", 0x06],
+    ["not-allowed", 0x02],
+    ["other", 0x01],
+    ["aborted", 0x01],
+  ];
+  for (const [reason, code] of expect) assertEquals(replyForReason(reason), code, reason);
+  assertEquals(reasonForReply(Reply.hostUnreachable), "host-unreachable");
+  assertEquals(reasonForReply(Reply.connectionRefused), "refused");
+  assertEquals(reasonForReply(Reply.ttlExpired), "timeout");
+  assertEquals(reasonForReply(Reply.networkUnreachable), "network-unreachable");
+  assertEquals(reasonForReply(Reply.notAllowed), "not-allowed");
+  assertEquals(reasonForReply(Reply.commandNotSupported), "other");
+  assertEquals(reasonForReply(0x99), "other");
+});
+
+Deno.test("socks5 addresses: IPv4/IPv6 literals parse, format and encode", () => {
+  assertEquals(parseIPv4("1.2.3.4"), new Uint8Array([1, 2, 3, 4]));
+  assertEquals(parseIPv4("256.1.1.1"), null);
+  assertEquals(parseIPv4("1.2.3"), null);
+  const v6: [string, string][] = [
+    ["::", "::"],
+    ["::1", "::1"],
+    ["[::1]", "::1"],
+    ["2001:DB8:0:0:0:0:0:1", "2001:db8::1"],
+    ["2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"],
+    ["1:0:0:2:0:0:0:3", "1:0:0:2::3"],
+    ["1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8"],
+    ["1:0:3:4:5:6:7:8", "1:0:3:4:5:6:7:8"],
+    ["::ffff:1.2.3.4", "::ffff:102:304"],
+    ["fe80::1%eth0", "fe80::1"],
+  ];
+  for (const [s, want] of v6) {
+    const b = parseIPv6(s);
+    assert(b, `parse ${s}`);
+    assertEquals(formatIPv6(b), want, s);
+  }
+  for (
+    const bad of ["1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3", ":1", "12345::", "g::1", "x"]
+  ) {
+    assertEquals(parseIPv6(bad), null, bad);
+  }
+  assertEquals([...encodeAddress({ host: "1.2.3.4", port: 258 })], [1, 1, 2, 3, 4, 1, 2]);
+  assertEquals(encodeAddress({ host: "::1", port: 80 })[0], 4);
+  assertEquals(encodeAddress({ host: "localhost", port: 80 })[0], 3);
+  const e = assertThrows(() => encodeAddress({ host: "a".repeat(256), port: 1 }));
+  assert(e instanceof Socks5Error && e.reason === "bad-argument");
+});
+
+Deno.test("socks5 reply: bound address is encoded by family, 0.0.0.0:0 by default", async () => {
+  const out = new ChunkedSource(new Uint8Array(), 1);
+  await sendSocks5Reply(out, Reply.succeeded, {
+    hostname: "127.0.0.1",
+    port: 4242,
+    transport: "tcp",
+  });
+  await sendSocks5Reply(out, Reply.connectionRefused);
+  await sendSocks5Reply(out, Reply.succeeded, { host: "::1", port: 1 });
+  assertEquals(
+    [...out.output()],
+    [
+      ...[5, 0, 0, 1, 127, 0, 0, 1, 0x10, 0x92],
+      ...[5, 5, 0, 1, 0, 0, 0, 0, 0, 0],
+      ...[5, 0, 0, 4, ...parseIPv6("::1")!, 0, 1],
+    ],
+  );
+});
