@@ -1,0 +1,205 @@
+/**
+ * `ProxyConnection`: one accepted client and what it was connected to, with the seed's
+ * source and destination sides, the reason it ended, and byte counts — logged as exactly
+ * one structured line when it closes.
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import type { HostPort } from "../net/addr.ts";
+import type { NetFailureReason } from "../net/errors.ts";
+import { describeEndpoint, ProxySide } from "./state.ts";
+
+/**
+ * Why a proxy connection ended.
+ *
+ * - "done": both directions reached EOF.
+ * - "idle": no byte moved for the idle timeout.
+ * - "aborted": the server was stopped and the drain deadline cut it.
+ * - "error": a read or write failed mid-relay.
+ * - "dial-failed": the destination could not be reached (`failure` says why).
+ * - "handshake-failed": the client broke its protocol (bad version, malformed head …).
+ * - "auth-failed": wrong or missing credentials.
+ * - "handshake-timeout": the client did not finish its handshake in time.
+ * - "limit": over the connection limit, closed at once.
+ * - "closed": the client left before asking for anything.
+ */
+export type ProxyEnd =
+  | "done"
+  | "idle"
+  | "aborted"
+  | "error"
+  | "dial-failed"
+  | "handshake-failed"
+  | "auth-failed"
+  | "handshake-timeout"
+  | "limit"
+  | "closed";
+
+/** What a closed connection reports (the fields of its log line). */
+export interface ProxyConnectionRecord {
+  id: number;
+  scheme: string;
+  description: string;
+  end: ProxyEnd;
+  /** Typed dial failure (`NetError.reason`) or protocol error reason. */
+  failure?: NetFailureReason | string;
+  /** Bytes from the client to the destination. */
+  bytesUp: number;
+  /** Bytes from the destination to the client. */
+  bytesDown: number;
+  durationMs: number;
+  username?: string;
+}
+
+/**
+ * One proxied connection.
+ *
+ * The first recorded failure wins (`fail()` after `fail()` keeps the first): the cause of a
+ * broken connection is what an operator needs, not the cascade of closes it triggered.
+ */
+export class ProxyConnection {
+  /** The accepted client. */
+  readonly source: ProxySide;
+  /** What the proxy dialled on the client's behalf. */
+  readonly dest: ProxySide = new ProxySide("dest");
+  readonly startedMs: number = performance.now();
+  /** The destination the client asked for (before resolution). */
+  target?: HostPort;
+  /** The user the client authenticated as, if any. */
+  username?: string;
+  bytesUp = 0;
+  bytesDown = 0;
+  #end?: ProxyEnd;
+  #failure?: string;
+  #message?: string;
+  #record?: ProxyConnectionRecord;
+
+  constructor(readonly id: number, readonly scheme: string, source: Deno.Addr | string) {
+    this.source = new ProxySide(
+      "source",
+      typeof source === "string" ? source : describeEndpoint(source),
+    );
+    this.source.transition("connected");
+  }
+
+  /** Like `http[ipv4[127.0.0.1:5555]->name[example.org:80]]`. */
+  get description(): string {
+    return `${this.scheme}[${this.source.description}->${this.dest.description}]`;
+  }
+
+  /** The end reason recorded so far, if any. */
+  get end(): ProxyEnd | undefined {
+    return this.#end;
+  }
+
+  /** The failure reason recorded so far, if any. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  /** Whether `close()` already ran. */
+  get closed(): boolean {
+    return this.#record !== undefined;
+  }
+
+  /** Record why the connection is ending (first call wins). */
+  fail(end: ProxyEnd, failure?: string, message?: string): void {
+    if (this.#end !== undefined) return;
+    this.#end = end;
+    this.#failure = failure;
+    this.#message = message;
+  }
+
+  /** The destination was asked for: the dest side starts CONNECTING. */
+  connecting(target: HostPort): void {
+    this.target = target;
+    this.dest.description = describeEndpoint(target);
+    this.dest.transition("connecting");
+  }
+
+  /** The destination answered; `peer` (the address reached) refines the description. */
+  connected(peer?: Deno.Addr): void {
+    if (peer && this.target && "hostname" in peer) {
+      const reached = describeEndpoint(peer);
+      const asked = describeEndpoint(this.target);
+      this.dest.description = reached === asked ? reached : `${asked}=${reached}`;
+    }
+    this.dest.transition("connected");
+  }
+
+  /**
+   * Close both sides (states only: the relay or serve() closes the sockets), record the
+   * end reason (`fallback` if none was recorded) and log one line. Idempotent: returns
+   * the same record on every call and logs once.
+   */
+  close(log: Logger, fallback: ProxyEnd = "done"): ProxyConnectionRecord {
+    if (this.#record) return this.#record;
+    this.source.transition("closed");
+    this.dest.transition("closed");
+    this.#end ??= fallback;
+    const rec: ProxyConnectionRecord = {
+      id: this.id,
+      scheme: this.scheme,
+      description: this.description,
+      end: this.#end,
+      failure: this.#failure,
+      bytesUp: this.bytesUp,
+      bytesDown: this.bytesDown,
+      durationMs: Math.round(performance.now() - this.startedMs),
+      username: this.username,
+    };
+    this.#record = rec;
+    const ok = rec.end === "done" || rec.end === "idle" || rec.end === "closed";
+    log.log(ok ? "info" : "warn", "connection closed", {
+      proxy: rec.description,
+      end: rec.end,
+      failure: rec.failure,
+      up: rec.bytesUp,
+      down: rec.bytesDown,
+      ms: rec.durationMs,
+      user: rec.username,
+      error: this.#message,
+    });
+    return rec;
+  }
+}
+
+/**
+ * The live connections of a process, shared by every listener: the seed's
+ * `MAX_NUM_CONNECTIONS` array, so one limit covers all listeners together.
+ */
+export class ConnectionTable {
+  #live = new Set<ProxyConnection>();
+  #nextId = 0;
+
+  /** @param maxConns Connections allowed at once across all listeners sharing this table. */
+  constructor(readonly maxConns: number = Infinity) {}
+
+  /** Live connections now. */
+  get size(): number {
+    return this.#live.size;
+  }
+
+  /** A fresh connection id. */
+  nextId(): number {
+    return ++this.#nextId;
+  }
+
+  /** Add `c` unless the table is full; false means the caller must close it at once. */
+  tryAdd(c: ProxyConnection): boolean {
+    if (this.#live.size >= this.maxConns) return false;
+    this.#live.add(c);
+    return true;
+  }
+
+  /** Forget `c` (after it closed). */
+  delete(c: ProxyConnection): void {
+    this.#live.delete(c);
+  }
+
+  /** Snapshot of the live connections (for a status page). */
+  list(): ProxyConnection[] {
+    return [...this.#live];
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * The `Dialer` seam: how a proxy reaches a destination. Proxy types never dial themselves;
+ * they name a destination and the shared code dials through whichever Dialer the service
+ * configured (direct TCP, an upstream SOCKS5 proxy, later a seaprox-to-seaprox link).
+ * @module
+ */
+
+import type { HostPort } from "../net/addr.ts";
+import type { Duplex } from "../net/duplex.ts";
+import { dial } from "../net/dial.ts";
+
+/**
+ * A connection a Dialer produced. `localAddr` is what a SOCKS5 reply reports as the bound
+ * address; `remoteAddr` names the peer actually reached (for logs). Both are optional: a
+ * mux stream has neither.
+ */
+export type DialedConn = Duplex & { localAddr?: Deno.Addr; remoteAddr?: Deno.Addr };
+
+/**
+ * Reach `dest`, or reject with a `NetError` whose `reason` says why (so SOCKS5 and HTTP can
+ * map it to their reply codes). Must honour `signal` (reject with reason "aborted").
+ */
+export type Dialer = (dest: HostPort, signal: AbortSignal) => Promise<DialedConn>;
+
+/** Options of {@linkcode directDialer}. */
+export interface DirectDialerOptions {
+  /** Address family tried first; the seed prefers IPv6. @default "ipv6" */
+  prefer?: "ipv6" | "ipv4";
+  /** Give up on one destination after this long. @default 10000 */
+  timeoutMs?: number;
+}
+
+/**
+ * A Dialer that opens a TCP connection from this host (lib/net `dial`: every resolved
+ * address tried, preferred family first, failures typed).
+ *
+ * @example
+ * ```ts ignore
+ * const d = directDialer({ prefer: "ipv4", timeoutMs: 5000 });
+ * const conn = await d({ host: "example.org", port: 80 }, AbortSignal.timeout(10_000));
+ * ```
+ */
+export function directDialer(opts: DirectDialerOptions = {}): Dialer {
+  return (dest, signal) =>
+    dial(dest.host, dest.port, { prefer: opts.prefer, timeoutMs: opts.timeoutMs, signal });
+}

@@ -1,0 +1,13 @@
+/**
+ * lib/proxy: the seaprox model — a connection with source and destination sides and
+ * states, proxy types as small handshake modules (static, SOCKS5, HTTP), a Dialer seam
+ * (direct, SOCKS5 chaining), listener URLs, and the shared accept/dial/relay loop.
+ * @module
+ */
+export * from "./state.ts";
+export * from "./connection.ts";
+export * from "./dialer.ts";
+export * from "./url.ts";
+export * from "./proxy_type.ts";
+export * from "./static.ts";
+export * from "./server.ts";

@@ -1,0 +1,81 @@
+/**
+ * What a proxy type is: a small module that turns an accepted client into a destination
+ * (its protocol handshake and reply), while dialling, limits, logging and the relay are
+ * shared (lib/proxy/server.ts). The seed's "extension by wrapping".
+ *
+ * Two shapes:
+ * - an *address* type (static, SOCKS5) does a handshake, names one destination and
+ *   answers the client once the dial succeeded or failed; the shared code relays;
+ * - a *session* type (the HTTP proxy, which may serve several forward requests on one
+ *   keep-alive connection) drives the client itself and calls `ctx.connect()` for every
+ *   destination it needs; dialling stays shared and tracked.
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import type { HostPort } from "../net/addr.ts";
+import type { Duplex } from "../net/duplex.ts";
+import type { NetFailureReason } from "../net/errors.ts";
+import type { ProxyConnection } from "./connection.ts";
+import type { DialedConn } from "./dialer.ts";
+
+/** Checks a client's credentials (constant time; never logs them). */
+export type Authenticator = (username: string, password: string) => boolean | Promise<boolean>;
+
+/** What every proxy type is given for one client. */
+export interface ProxyTypeContext {
+  /** The connection being served (for its id, username, failure record). */
+  conn: ProxyConnection;
+  /** Aborted on handshake timeout and on a hard server stop. */
+  signal: AbortSignal;
+  log: Logger;
+  /** Set when the listener URL carried user:pass. */
+  authenticate?: Authenticator;
+}
+
+/** How the dial for a {@linkcode ProxyRequest} turned out. */
+export type DialOutcome =
+  | { ok: true; bound?: HostPort }
+  | { ok: false; reason: NetFailureReason };
+
+/** The result of an address type's handshake. */
+export interface ProxyRequest {
+  dest: HostPort;
+  /** The client side to relay: the accepted conn plus any bytes read past the handshake. */
+  source: Duplex;
+  /** Answer the client (SOCKS5 reply, nothing for static). Must not throw on a dead client. */
+  reply(outcome: DialOutcome): Promise<void>;
+}
+
+/** A proxy type that names one destination per connection; the relay is shared. */
+export interface AddressProxyType {
+  kind: "address";
+  scheme: string;
+  /**
+   * Run the protocol handshake. Rejects with an error carrying `reason` ("auth" for bad
+   * credentials, anything else counts as a protocol failure) after answering the client
+   * where the protocol has an answer.
+   */
+  handshake(conn: Duplex, ctx: ProxyTypeContext): Promise<ProxyRequest>;
+}
+
+/** Extra context of a session type. */
+export interface SessionContext extends ProxyTypeContext {
+  /** Dial `dest` through the shared Dialer; tracked, counted, failures typed (`NetError`). */
+  connect(dest: HostPort): Promise<DialedConn>;
+  /** Close a relayed connection after this long without traffic; 0 = never. */
+  idleTimeoutMs: number;
+  /** Stop the handshake timer (called by `connect` as well). */
+  handshakeDone(): void;
+}
+
+/** A proxy type that drives the whole client connection itself. */
+export interface SessionProxyType {
+  kind: "session";
+  scheme: string;
+  /** Serve `conn` until it is done; the connection is closed when this settles. */
+  session(conn: Duplex, ctx: SessionContext): Promise<void>;
+}
+
+/** Any proxy type. */
+export type ProxyType = AddressProxyType | SessionProxyType;

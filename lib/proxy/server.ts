@@ -1,0 +1,252 @@
+/**
+ * `serveProxy(listener, type, opts)`: the shared half of every proxy — accept (lib/net
+ * `serve`: limit, handshake timer, graceful stop), run the type's handshake, dial through
+ * the configured Dialer with the dest side moving CONNECTING → CONNECTED, answer, relay,
+ * and log one line per connection with its end reason.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import type { HostPort } from "../net/addr.ts";
+import { closeQuietly, type Duplex } from "../net/duplex.ts";
+import { classifyError, errorMessage, NetError } from "../net/errors.ts";
+import { relay } from "../net/relay.ts";
+import { type ConnContext, serve, type Server } from "../net/serve.ts";
+import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
+import type { DialedConn, Dialer } from "./dialer.ts";
+import type { Authenticator, ProxyType, ProxyTypeContext, SessionContext } from "./proxy_type.ts";
+
+/** Default idle timeout of a relayed connection: 5 minutes without a byte either way. */
+export const defaultIdleTimeoutMs = 300_000;
+
+/** Observers of connection life, for metrics. */
+export interface ProxyHooks {
+  /** A client was accepted and admitted. */
+  onOpen?(c: ProxyConnection): void;
+  /** A connection closed (also called for connections refused by the limit). */
+  onClose?(rec: ProxyConnectionRecord): void;
+}
+
+/** Options of {@linkcode serveProxy}. */
+export interface ProxyServerOptions {
+  /** How destinations are reached. */
+  dialer: Dialer;
+  /** Connections at once; shared across listeners when `table` is shared. @default 1024 */
+  maxConns?: number;
+  /** Live-connection table (pass one to several listeners for a global limit). */
+  table?: ConnectionTable;
+  /** Close a relay after this long without traffic; 0 = never. @default 300000 */
+  idleTimeoutMs?: number;
+  /** Time a client has for its handshake; 0 = off. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Time live connections get after stop() before they are cut. @default 5000 */
+  drainTimeoutMs?: number;
+  /** Credentials check, set when the listener URL carried user:pass. */
+  authenticate?: Authenticator;
+  log?: Logger;
+  hooks?: ProxyHooks;
+}
+
+/** A running proxy listener. */
+export interface ProxyServer {
+  readonly scheme: string;
+  readonly addr: Deno.NetAddr;
+  /** The accept loop underneath (its stats count accepts, rejects, handshake timeouts). */
+  readonly server: Server;
+  readonly table: ConnectionTable;
+  /** Stop accepting, let live connections finish up to `drainMs`, then cut the rest. */
+  stop(drainMs?: number): Promise<void>;
+  readonly finished: Promise<void>;
+}
+
+/** Reason carried by an error, if it has one. */
+function reasonOf(err: unknown): string | undefined {
+  const r = (err as { reason?: unknown } | null)?.reason;
+  return typeof r === "string" ? r : undefined;
+}
+
+/** Map a handshake error to an end reason. */
+function handshakeEnd(
+  err: unknown,
+  ctx: ConnContext,
+): "handshake-timeout" | "aborted" | "auth-failed" | "handshake-failed" | "closed" {
+  if (ctx.signal.aborted) {
+    const r = ctx.signal.reason as { name?: string } | undefined;
+    return r?.name === "TimeoutError" ? "handshake-timeout" : "aborted";
+  }
+  const reason = reasonOf(err);
+  if (reason === "auth" || reason === "auth-failed") return "auth-failed";
+  if (reason === "eof" || reason === "closed" || err instanceof Deno.errors.UnexpectedEof) {
+    return "closed";
+  }
+  return "handshake-failed";
+}
+
+/** A Duplex wrapper counting bytes into the connection (used for session types). */
+class CountingConn implements Duplex {
+  constructor(readonly inner: DialedConn, readonly conn: ProxyConnection) {}
+  get localAddr(): Deno.Addr | undefined {
+    return this.inner.localAddr;
+  }
+  get remoteAddr(): Deno.Addr | undefined {
+    return this.inner.remoteAddr;
+  }
+  async read(p: Uint8Array): Promise<number | null> {
+    const n = await this.inner.read(p);
+    if (n !== null) this.conn.bytesDown += n;
+    return n;
+  }
+  async write(p: Uint8Array): Promise<number> {
+    const n = await this.inner.write(p);
+    this.conn.bytesUp += n;
+    return n;
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
+ * Serve proxy `type` on `listener`.
+ *
+ * Every connection: admitted against the table's limit (else closed, end "limit"), its
+ * handshake run under the handshake timer, its destination dialled through `dialer`
+ * (dest side CONNECTING → CONNECTED; the typed failure is answered and recorded), then
+ * relayed with the idle timeout; one log line at close.
+ *
+ * @example
+ * ```ts ignore
+ * const p = serveProxy(Deno.listen({ hostname: "127.0.0.1", port: 0 }), socks5Proxy(), {
+ *   dialer: directDialer(),
+ * });
+ * console.log(p.addr.port);
+ * await p.stop();
+ * ```
+ */
+export function serveProxy(
+  listener: Deno.TcpListener,
+  type: ProxyType,
+  opts: ProxyServerOptions,
+): ProxyServer {
+  const log = opts.log ?? silentLogger;
+  const table = opts.table ?? new ConnectionTable(opts.maxConns ?? 1024);
+  const idleTimeoutMs = opts.idleTimeoutMs ?? defaultIdleTimeoutMs;
+
+  const dialTracked = async (
+    conn: ProxyConnection,
+    dest: HostPort,
+    signal: AbortSignal,
+  ): Promise<DialedConn> => {
+    conn.connecting(dest);
+    try {
+      const out = await opts.dialer(dest, signal);
+      conn.connected(out.remoteAddr);
+      return out;
+    } catch (err) {
+      const reason = classifyError(err);
+      conn.fail("dial-failed", reason, errorMessage(err));
+      throw err instanceof NetError ? err : new NetError(reason, errorMessage(err), { cause: err });
+    }
+  };
+
+  const handler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
+    const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
+    const clog = ctx.log;
+    if (!table.tryAdd(conn)) {
+      conn.fail("limit");
+      closeQuietly(sock);
+      opts.hooks?.onClose?.(conn.close(clog));
+      return;
+    }
+    opts.hooks?.onOpen?.(conn);
+    const tctx: ProxyTypeContext = {
+      conn,
+      signal: ctx.signal,
+      log: clog,
+      authenticate: opts.authenticate,
+    };
+    let dest: DialedConn | undefined;
+    try {
+      if (type.kind === "session") {
+        const sctx: SessionContext = {
+          ...tctx,
+          idleTimeoutMs,
+          handshakeDone: ctx.handshakeDone,
+          connect: async (d) => {
+            ctx.handshakeDone();
+            return new CountingConn(await dialTracked(conn, d, ctx.signal), conn);
+          },
+        };
+        try {
+          await type.session(sock, sctx);
+        } catch (err) {
+          if (conn.end === undefined) {
+            const end = handshakeEnd(err, ctx);
+            conn.fail(
+              end === "closed" && conn.dest.state === "connected" ? "error" : end,
+              reasonOf(err),
+              errorMessage(err),
+            );
+          }
+        }
+        if (ctx.signal.aborted && conn.end === undefined) {
+          conn.fail(handshakeEnd(undefined, ctx));
+        }
+        return;
+      }
+
+      let req;
+      try {
+        req = await type.handshake(sock, tctx);
+      } catch (err) {
+        conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
+        return;
+      }
+      ctx.handshakeDone();
+      try {
+        dest = await dialTracked(conn, req.dest, ctx.signal);
+      } catch (err) {
+        await req.reply({ ok: false, reason: classifyError(err) });
+        return;
+      }
+      const local = dest.localAddr;
+      await req.reply({
+        ok: true,
+        bound: local && "hostname" in local
+          ? { host: local.hostname, port: local.port }
+          : undefined,
+      });
+      const stats = { aToB: 0, bToA: 0 };
+      const res = await relay(req.source, dest, { idleTimeoutMs, signal: ctx.signal, stats });
+      conn.bytesUp = res.aToB;
+      conn.bytesDown = res.bToA;
+      conn.fail(res.end, res.error ? reasonOf(res.error) ?? "io" : undefined, res.error?.message);
+      dest = undefined; // relay closed it
+    } finally {
+      closeQuietly(dest);
+      closeQuietly(sock);
+      table.delete(conn);
+      opts.hooks?.onClose?.(conn.close(clog, conn.dest.state === "idle" ? "closed" : "done"));
+    }
+  };
+
+  const server = serve(listener, handler, {
+    // The table enforces the limit (shared across listeners, counted in the hooks); serve()'s
+    // own per-listener limit is left out of the way.
+    maxConns: Number.MAX_SAFE_INTEGER,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs,
+    drainTimeoutMs: opts.drainTimeoutMs,
+    log,
+  });
+  return {
+    scheme: type.scheme,
+    addr: server.addr,
+    server,
+    table,
+    stop: (drainMs) => server.stop(drainMs),
+    finished: server.finished,
+  };
+}

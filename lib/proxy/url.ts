@@ -1,0 +1,216 @@
+/**
+ * Listener and upstream URLs: `static://127.0.0.1:9000?to=example.org:80`,
+ * `socks5://[user:pass@]127.0.0.1:1080`, `http://[user:pass@]127.0.0.1:8080`, and the
+ * `--forward socks5://[user:pass@]host:port` upstream. Parsed by hand rather than with
+ * WHATWG `URL`, which silently drops default ports (`http://h:80` → port "") and would
+ * accept paths and fragments we have no use for.
+ * @module
+ */
+
+import { AddressError, type HostPort, joinHostPort, parseHostPort } from "../net/addr.ts";
+
+/** The proxy types a listener URL can name. */
+export const listenerSchemes = ["static", "socks5", "http"] as const;
+
+/** A proxy type name. */
+export type ListenerScheme = typeof listenerSchemes[number];
+
+/** Username and password from a URL's userinfo (percent-decoded). */
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+/** A parsed `--listen` URL. */
+export interface ListenerSpec {
+  scheme: ListenerScheme;
+  /** Address to bind (port 0 = kernel-chosen). */
+  addr: HostPort;
+  /** Credentials clients must present (SOCKS5 RFC 1929, HTTP Proxy-Authorization). */
+  auth?: Credentials;
+  /** Destination of a `static` listener (`?to=host:port`). */
+  to?: HostPort;
+  /** The URL as given, with any password replaced by `***` (safe to log). */
+  display: string;
+}
+
+/** A parsed `--forward` URL: the upstream SOCKS5 proxy every outgoing connection goes through. */
+export interface ForwardSpec {
+  scheme: "socks5";
+  addr: HostPort;
+  auth?: Credentials;
+  display: string;
+}
+
+/** Why a URL was rejected. */
+export type UrlErrorReason =
+  | "bad-url"
+  | "bad-scheme"
+  | "bad-address"
+  | "missing-to"
+  | "bad-option"
+  | "bad-credentials";
+
+/** A malformed listener or upstream URL, with a message fit for a one-line CLI error. */
+export class ProxyUrlError extends Error {
+  override name = "ProxyUrlError";
+  constructor(readonly reason: UrlErrorReason, message: string) {
+    super(message);
+  }
+}
+
+interface RawUrl {
+  scheme: string;
+  auth?: Credentials;
+  hostPort: string;
+  query: URLSearchParams;
+}
+
+const urlShape = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(?:([^@\/?#]*)@)?([^\/?#@]*)\/?(?:\?([^#]*))?$/;
+
+function splitUrl(s: string): RawUrl {
+  const m = urlShape.exec(s.trim());
+  if (!m) {
+    throw new ProxyUrlError(
+      "bad-url",
+      `not a proxy URL: ${JSON.stringify(redact(s))} (want scheme://[user:pass@]host:port)`,
+    );
+  }
+  let auth: Credentials | undefined;
+  if (m[2] !== undefined) {
+    const i = m[2].indexOf(":");
+    try {
+      auth = i < 0 ? { username: decodeURIComponent(m[2]), password: "" } : {
+        username: decodeURIComponent(m[2].slice(0, i)),
+        password: decodeURIComponent(m[2].slice(i + 1)),
+      };
+    } catch {
+      throw new ProxyUrlError(
+        "bad-credentials",
+        `bad percent-encoding in credentials of ${redact(s)}`,
+      );
+    }
+    if (auth.username === "") {
+      throw new ProxyUrlError("bad-credentials", `empty user name in ${redact(s)}`);
+    }
+    if (auth.username.length > 255 || auth.password.length > 255) {
+      throw new ProxyUrlError(
+        "bad-credentials",
+        `user name or password over 255 bytes in ${redact(s)}`,
+      );
+    }
+  }
+  return {
+    scheme: m[1].toLowerCase(),
+    auth,
+    hostPort: m[3],
+    query: new URLSearchParams(m[4] ?? ""),
+  };
+}
+
+/** `s` with the password in its userinfo replaced by `***`. */
+export function redact(s: string): string {
+  return s.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^:@\/]*:)[^@\/]*@/, "$1***@");
+}
+
+function hostPortOf(raw: RawUrl, what: string, original: string): HostPort {
+  if (raw.hostPort === "") {
+    throw new ProxyUrlError("bad-address", `${what} has no host:port: ${redact(original)}`);
+  }
+  try {
+    return parseHostPort(raw.hostPort);
+  } catch (err) {
+    if (err instanceof AddressError) {
+      throw new ProxyUrlError(
+        "bad-address",
+        `${what} ${JSON.stringify(raw.hostPort)}: ${err.message} (in ${redact(original)})`,
+      );
+    }
+    throw err;
+  }
+}
+
+/**
+ * Parse a `--listen` URL.
+ *
+ * @throws {ProxyUrlError} with reason "bad-scheme" (not static/socks5/http), "missing-to"
+ *   (static without `?to=`), "bad-address" (no or bad host:port, port over 65535),
+ *   "bad-option" (unknown query parameter), "bad-credentials" or "bad-url".
+ *
+ * @example
+ * ```ts
+ * const spec = parseListenUrl("socks5://alice:s3cret@127.0.0.1:0");
+ * console.assert(spec.scheme === "socks5" && spec.auth?.username === "alice");
+ * ```
+ */
+export function parseListenUrl(s: string): ListenerSpec {
+  const raw = splitUrl(s);
+  if (!(listenerSchemes as readonly string[]).includes(raw.scheme)) {
+    throw new ProxyUrlError(
+      "bad-scheme",
+      `unknown listener scheme "${raw.scheme}" in ${redact(s)} (want ${
+        listenerSchemes.join(", ")
+      })`,
+    );
+  }
+  const scheme = raw.scheme as ListenerScheme;
+  const addr = hostPortOf(raw, "listen address", s);
+  const allowed = scheme === "static" ? ["to"] : [];
+  for (const key of raw.query.keys()) {
+    if (!allowed.includes(key)) {
+      throw new ProxyUrlError("bad-option", `unknown option "${key}" in ${redact(s)}`);
+    }
+  }
+  let to: HostPort | undefined;
+  if (scheme === "static") {
+    const t = raw.query.get("to");
+    if (!t) {
+      throw new ProxyUrlError("missing-to", `static listener needs ?to=host:port: ${redact(s)}`);
+    }
+    try {
+      to = parseHostPort(t);
+    } catch (err) {
+      if (err instanceof AddressError) {
+        throw new ProxyUrlError("bad-address", `to=${t}: ${err.message} (in ${redact(s)})`);
+      }
+      throw err;
+    }
+    if (to.port === 0) throw new ProxyUrlError("bad-address", `to= needs a non-zero port: ${s}`);
+    if (raw.auth) {
+      throw new ProxyUrlError(
+        "bad-credentials",
+        `static listener takes no credentials: ${redact(s)}`,
+      );
+    }
+  }
+  return { scheme, addr, auth: raw.auth, to, display: redact(s.trim()) };
+}
+
+/**
+ * Parse a `--forward` URL (only `socks5://[user:pass@]host:port`; `socks5h` is accepted as
+ * a synonym since names are always resolved by the upstream).
+ *
+ * @throws {ProxyUrlError} as {@linkcode parseListenUrl}.
+ */
+export function parseForwardUrl(s: string): ForwardSpec {
+  const raw = splitUrl(s);
+  if (raw.scheme !== "socks5" && raw.scheme !== "socks5h") {
+    throw new ProxyUrlError(
+      "bad-scheme",
+      `unsupported upstream scheme "${raw.scheme}" in ${redact(s)} (want socks5://host:port)`,
+    );
+  }
+  if ([...raw.query.keys()].length > 0) {
+    throw new ProxyUrlError("bad-option", `upstream URL takes no options: ${redact(s)}`);
+  }
+  const addr = hostPortOf(raw, "upstream address", s);
+  if (addr.port === 0) throw new ProxyUrlError("bad-address", `upstream port 0 in ${redact(s)}`);
+  return { scheme: "socks5", addr, auth: raw.auth, display: redact(s.trim()) };
+}
+
+/** Render a listener URL for a bound address (used to log what actually listens). */
+export function listenerUrl(spec: ListenerSpec, addr: HostPort = spec.addr): string {
+  const user = spec.auth ? `${encodeURIComponent(spec.auth.username)}:***@` : "";
+  const to = spec.to ? `?to=${joinHostPort(spec.to.host, spec.to.port)}` : "";
+  return `${spec.scheme}://${user}${joinHostPort(addr.host, addr.port)}${to}`;
+}

@@ -1,0 +1,164 @@
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { Logger } from "../lib/log.ts";
+import { dial } from "../lib/net/mod.ts";
+import {
+  type AddressProxyType,
+  ConnectionTable,
+  describeEndpoint,
+  directDialer,
+  type ProxyConnectionRecord,
+  ProxySide,
+  serveProxy,
+  staticProxy,
+} from "../lib/proxy/mod.ts";
+import { listenLocal, readAll } from "./_util.ts";
+import { askAfterEof, echoAfterEofServer, rawServer, waitUntil } from "./_seaprox.ts";
+
+function capture(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: new Logger("debug", { svc: "test" }, (l) => lines.push(l)), lines };
+}
+
+Deno.test("proxy model: sides move forward only, descriptions like the seed's", () => {
+  const s = new ProxySide("dest");
+  assertEquals(s.state, "idle");
+  s.transition("connecting");
+  s.transition("connected");
+  assertThrows(() => s.transition("connecting"));
+  s.transition("closed");
+  s.transition("closed");
+  assertEquals(describeEndpoint({ host: "1.2.3.4", port: 3234 }), "ipv4[1.2.3.4:3234]");
+  assertEquals(describeEndpoint({ host: "::1", port: 80 }), "ipv6[[::1]:80]");
+  assertEquals(describeEndpoint({ host: "example.org", port: 80 }), "name[example.org:80]");
+  assertEquals(
+    describeEndpoint({ transport: "tcp", hostname: "127.0.0.1", port: 5 }),
+    "ipv4[127.0.0.1:5]",
+  );
+});
+
+Deno.test("proxy static: half-close relayed, one log line with bytes and end reason", async () => {
+  const origin = echoAfterEofServer();
+  const { log, lines } = capture();
+  const records: ProxyConnectionRecord[] = [];
+  const p = serveProxy(listenLocal(), staticProxy({ host: "127.0.0.1", port: origin.port }), {
+    dialer: directDialer({ prefer: "ipv4" }),
+    log,
+    hooks: { onClose: (r) => records.push(r) },
+  });
+  try {
+    const c = await dial("127.0.0.1", p.addr.port);
+    assertEquals(await askAfterEof(c, "ping"), "got 4: ping");
+    c.close();
+    await waitUntil(() => records.length === 1);
+    const r = records[0];
+    assertEquals(r.end, "done");
+    assertEquals(r.bytesUp, 4);
+    assertEquals(r.bytesDown, 11);
+    assert(/^static\[ipv4\[127\.0\.0\.1:\d+\]->ipv4\[127\.0\.0\.1:\d+\]\]$/.test(r.description));
+    const closed = lines.filter((l) => l.includes(`msg="connection closed"`));
+    assertEquals(closed.length, 1);
+    assert(/end=done .*up=4 down=11 ms=\d+/.test(closed[0]), closed[0]);
+  } finally {
+    await p.stop();
+    await origin.close();
+  }
+});
+
+Deno.test("proxy static: refused destination closes the client, failure=refused logged", async () => {
+  const l = listenLocal();
+  const deadPort = l.addr.port;
+  l.close();
+  const { log, lines } = capture();
+  const records: ProxyConnectionRecord[] = [];
+  const p = serveProxy(listenLocal(), staticProxy({ host: "127.0.0.1", port: deadPort }), {
+    dialer: directDialer(),
+    log,
+    hooks: { onClose: (r) => records.push(r) },
+  });
+  try {
+    const c = await dial("127.0.0.1", p.addr.port);
+    assertEquals((await readAll(c)).length, 0);
+    c.close();
+    await waitUntil(() => records.length === 1);
+    assertEquals(records[0].end, "dial-failed");
+    assertEquals(records[0].failure, "refused");
+    assert(lines.some((x) => /end=dial-failed failure=refused/.test(x)));
+  } finally {
+    await p.stop();
+  }
+});
+
+Deno.test("proxy limits: a shared table caps connections across listeners", async () => {
+  const hold = rawServer((c) => c.read(new Uint8Array(1)).then(() => {}));
+  const table = new ConnectionTable(2);
+  const records: ProxyConnectionRecord[] = [];
+  const opts = {
+    dialer: directDialer(),
+    table,
+    hooks: { onClose: (r: ProxyConnectionRecord) => records.push(r) },
+  };
+  const to = { host: "127.0.0.1", port: hold.port };
+  const a = serveProxy(listenLocal(), staticProxy(to), opts);
+  const b = serveProxy(listenLocal(), staticProxy(to), opts);
+  try {
+    const held = [await dial("127.0.0.1", a.addr.port), await dial("127.0.0.1", b.addr.port)];
+    await waitUntil(() => table.size === 2 && hold.accepted === 2);
+    const extra = await dial("127.0.0.1", b.addr.port);
+    assertEquals(await extra.read(new Uint8Array(1)), null);
+    extra.close();
+    await waitUntil(() => records.length === 1);
+    assertEquals(records[0].end, "limit");
+    for (const c of held) c.close();
+    await waitUntil(() => table.size === 0);
+  } finally {
+    await a.stop();
+    await b.stop();
+    await hold.close();
+  }
+});
+
+Deno.test("proxy limits: idle timeout closes a silent relayed connection", async () => {
+  const hold = rawServer((c) => c.read(new Uint8Array(1)).then(() => {}));
+  const records: ProxyConnectionRecord[] = [];
+  const p = serveProxy(listenLocal(), staticProxy({ host: "127.0.0.1", port: hold.port }), {
+    dialer: directDialer(),
+    idleTimeoutMs: 150,
+    hooks: { onClose: (r) => records.push(r) },
+  });
+  try {
+    const c = await dial("127.0.0.1", p.addr.port);
+    assertEquals(await c.read(new Uint8Array(1)), null);
+    c.close();
+    await waitUntil(() => records.length === 1);
+    assertEquals(records[0].end, "idle");
+  } finally {
+    await p.stop();
+    await hold.close();
+  }
+});
+
+Deno.test("proxy limits: handshake timeout closes a silent client", async () => {
+  const waitForever: AddressProxyType = {
+    kind: "address",
+    scheme: "test",
+    handshake: async (conn) => {
+      await conn.read(new Uint8Array(16));
+      throw new Error("unreachable in this test");
+    },
+  };
+  const records: ProxyConnectionRecord[] = [];
+  const p = serveProxy(listenLocal(), waitForever, {
+    dialer: directDialer(),
+    handshakeTimeoutMs: 150,
+    hooks: { onClose: (r) => records.push(r) },
+  });
+  try {
+    const c = await dial("127.0.0.1", p.addr.port);
+    assertEquals(await c.read(new Uint8Array(1)), null);
+    c.close();
+    await waitUntil(() => records.length === 1);
+    assertEquals(records[0].end, "handshake-timeout");
+  } finally {
+    await p.stop();
+  }
+});
