@@ -1,0 +1,159 @@
+/**
+ * Control framing: a u32 big-endian length followed by that many bytes of UTF-8 JSON.
+ * `ControlReader` decodes and validates frames from a `BufferedReader` (correct on any
+ * split of the input); `ControlWriter` encodes and serialises concurrent sends so frames
+ * never interleave.
+ * @module
+ */
+
+import { type Duplex, writeAll } from "../net/duplex.ts";
+import { BufferedReader, UnexpectedEofError } from "../net/reader.ts";
+import { ControlError, type Message, type Outgoing, type Protocol } from "./message.ts";
+
+/** Size of the length prefix. */
+export const lengthPrefixBytes = 4;
+/** Default largest accepted message body. Control messages are small; 64 KiB is generous. */
+export const defaultMaxMessageBytes = 64 * 1024;
+/** Upper bound any configuration may choose for `maxMessageBytes`. */
+export const maxMessageBytesLimit = 16 * 1024 * 1024;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+
+function checkMax(maxBytes: number): number {
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 2 || maxBytes > maxMessageBytesLimit) {
+    throw new RangeError(`maxMessageBytes must be within 2..${maxMessageBytesLimit}`);
+  }
+  return maxBytes;
+}
+
+/**
+ * Encode `msg` as one frame. Throws `ControlError("too-large")` if its JSON exceeds
+ * `maxBytes` (a local bug: the peer would reject it).
+ */
+export function encodeFrame(msg: object, maxBytes = defaultMaxMessageBytes): Uint8Array {
+  const body = encoder.encode(JSON.stringify(msg));
+  if (body.length > maxBytes) {
+    throw new ControlError("too-large", `message of ${body.length} bytes exceeds ${maxBytes}`);
+  }
+  const frame = new Uint8Array(lengthPrefixBytes + body.length);
+  new DataView(frame.buffer).setUint32(0, body.length);
+  frame.set(body, lengthPrefixBytes);
+  return frame;
+}
+
+/**
+ * Read one frame and parse its JSON (boxed, since `null` is valid JSON), or `null` on a
+ * clean EOF between frames.
+ * The length is checked against `maxBytes` before any body byte is buffered.
+ */
+export async function readFrameJson(
+  r: BufferedReader,
+  maxBytes = defaultMaxMessageBytes,
+): Promise<{ json: unknown } | null> {
+  let body: Uint8Array;
+  try {
+    const head = await r.readExactOrEof(lengthPrefixBytes);
+    if (head === null) return null;
+    const len = new DataView(head.buffer, head.byteOffset, head.length).getUint32(0);
+    if (len > maxBytes) {
+      throw new ControlError("too-large", `frame of ${len} bytes exceeds ${maxBytes}`);
+    }
+    if (len === 0) throw new ControlError("bad-json", "empty frame");
+    body = await r.readExact(len);
+  } catch (err) {
+    if (err instanceof UnexpectedEofError) {
+      throw new ControlError("truncated", "connection closed inside a frame", { cause: err });
+    }
+    throw err;
+  }
+  let text: string;
+  try {
+    text = decoder.decode(body);
+  } catch (err) {
+    throw new ControlError("bad-json", "frame is not valid UTF-8", { cause: err });
+  }
+  try {
+    return { json: JSON.parse(text) };
+  } catch (err) {
+    throw new ControlError("bad-json", "frame is not valid JSON", { cause: err });
+  }
+}
+
+/** Options of {@linkcode ControlReader} and {@linkcode ControlWriter}. */
+export interface FrameOptions {
+  /** Largest message body accepted or sent. @default 65536 */
+  maxMessageBytes?: number;
+}
+
+/**
+ * Reads validated messages of `protocol` from a `BufferedReader`. Pure decoding: it
+ * throws `ControlError` on any violation and leaves replying/closing to the caller
+ * (see `ControlConn`). After a handshake, `reader.takeBuffered()` yields the payload bytes
+ * read past the last frame.
+ */
+export class ControlReader<M extends Message> {
+  readonly maxMessageBytes: number;
+  constructor(
+    readonly reader: BufferedReader,
+    readonly protocol: Protocol<M>,
+    opts: FrameOptions = {},
+  ) {
+    this.maxMessageBytes = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+  }
+
+  /** The next message, or `null` on a clean EOF between frames. */
+  async read(): Promise<M | null> {
+    const frame = await readFrameJson(this.reader, this.maxMessageBytes);
+    return frame === null ? null : this.protocol.check(frame.json);
+  }
+}
+
+/**
+ * Writes messages of `protocol`, one frame each, in call order: concurrent `send` calls
+ * are queued so their bytes never interleave. After a write fails every later send
+ * rejects with that error.
+ */
+export class ControlWriter<M extends Message> {
+  readonly maxMessageBytes: number;
+  #tail: Promise<void> = Promise.resolve();
+  #failed: Error | undefined;
+
+  constructor(
+    readonly conn: Pick<Duplex, "write">,
+    readonly protocol: Protocol<M>,
+    opts: FrameOptions = {},
+  ) {
+    this.maxMessageBytes = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+  }
+
+  /** Queue `msg` (its `v` is added) and resolve when its frame is fully written. */
+  send(msg: Outgoing<M>): Promise<void> {
+    const type = (msg as unknown as { type: string }).type;
+    if (!this.protocol.has(type)) {
+      return Promise.reject(new ControlError("unknown-type", `cannot send type ${type}`));
+    }
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame({ v: this.protocol.version, ...msg }, this.maxMessageBytes);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const p = this.#tail.then(async () => {
+      if (this.#failed) throw this.#failed;
+      try {
+        await writeAll(this.conn, frame);
+      } catch (err) {
+        this.#failed = new ControlError("closed", "control connection write failed", {
+          cause: err,
+        });
+        throw this.#failed;
+      }
+    });
+    // The queue continues whatever this send's outcome; the caller sees it through `p`.
+    this.#tail = p.catch(() => {});
+    return p;
+  }
+}
+
+export { BufferedReader };
