@@ -97,7 +97,11 @@ export function parseFlags<S extends Record<string, FlagDef>>(
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
   > = {};
   for (const [name, d] of Object.entries(all)) {
-    options[name] = { type: d.type, ...(d.short ? { short: d.short } : {}), multiple: d.multiple };
+    options[name] = {
+      type: d.type,
+      ...(d.short ? { short: d.short } : {}),
+      ...(d.multiple ? { multiple: true } : {}),
+    };
   }
   let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
   try {
