@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Logger } from "../log.ts";
+import type { LogFields, Logger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import type { NetFailureReason } from "../net/errors.ts";
 import { describeEndpoint, ProxySide } from "./state.ts";
@@ -151,7 +151,7 @@ export class ProxyConnection {
     };
     this.#record = rec;
     const ok = rec.end === "done" || rec.end === "idle" || rec.end === "closed";
-    log.log(ok ? "info" : "warn", "connection closed", {
+    const fields: LogFields = {
       proxy: rec.description,
       end: rec.end,
       failure: rec.failure,
@@ -160,7 +160,9 @@ export class ProxyConnection {
       ms: rec.durationMs,
       user: rec.username,
       error: this.#message,
-    });
+    };
+    for (const k of Object.keys(fields)) if (fields[k] === undefined) delete fields[k];
+    log.log(ok ? "info" : "warn", "connection closed", fields);
     return rec;
   }
 }

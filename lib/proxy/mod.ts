@@ -11,3 +11,7 @@ export * from "./url.ts";
 export * from "./proxy_type.ts";
 export * from "./static.ts";
 export * from "./server.ts";
+export * from "./socks5.ts";
+export * from "./chain.ts";
+export * from "./http.ts";
+export * from "./seaprox.ts";

@@ -1,0 +1,153 @@
+/**
+ * `startSeaprox(config)`: a whole seaprox in-process — every listener URL bound, one shared
+ * connection table (one limit across listeners), one Dialer (direct or chained through an
+ * upstream SOCKS5 proxy). Used by services/seaprox.ts and by the demo.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import { errorMessage } from "../net/errors.ts";
+import { formatAddr } from "../net/serve.ts";
+import { staticCredentials } from "../socks5/mod.ts";
+import { socks5ChainDialer } from "./chain.ts";
+import { ConnectionTable } from "./connection.ts";
+import { type Dialer, directDialer } from "./dialer.ts";
+import { httpProxy } from "./http.ts";
+import type { Authenticator, ProxyType } from "./proxy_type.ts";
+import { type ProxyHooks, type ProxyServer, serveProxy } from "./server.ts";
+import { socks5Proxy } from "./socks5.ts";
+import { staticProxy } from "./static.ts";
+import type { ForwardSpec, ListenerSpec } from "./url.ts";
+
+/** Configuration of {@linkcode startSeaprox}. */
+export interface SeaproxConfig {
+  listeners: ListenerSpec[];
+  /** Upstream SOCKS5 proxy every outgoing connection goes through. */
+  forward?: ForwardSpec;
+  /** Address family tried first when dialling. @default "ipv6" */
+  prefer?: "ipv6" | "ipv4";
+  /** Connections at once across all listeners. @default 1024 */
+  maxConns?: number;
+  /** Close a relay after this long without traffic; 0 = never. @default 300000 */
+  idleTimeoutMs?: number;
+  /** Time a client has for its handshake; 0 = off. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Time one dial may take. @default 10000 */
+  dialTimeoutMs?: number;
+  /** Replace the Dialer entirely (a later "link" dialer plugs in here). */
+  dialer?: Dialer;
+  log?: Logger;
+  hooks?: ProxyHooks;
+}
+
+/** A listener could not be bound. */
+export class ListenError extends Error {
+  override name = "ListenError";
+  constructor(
+    readonly reason: "addr-in-use" | "other",
+    readonly spec: ListenerSpec,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A running seaprox. */
+export interface Seaprox {
+  /** One server per listener, in the order given. */
+  servers: ProxyServer[];
+  table: ConnectionTable;
+  /** Stop every listener, drain live connections up to `drainMs`, then cut them. */
+  stop(drainMs?: number): Promise<void>;
+}
+
+/** The proxy type a listener URL names. */
+export function proxyTypeFor(spec: ListenerSpec): ProxyType {
+  switch (spec.scheme) {
+    case "static":
+      return staticProxy(spec.to!);
+    case "socks5":
+      return socks5Proxy();
+    case "http":
+      return httpProxy();
+  }
+}
+
+/** The credentials check of a listener URL with user:pass (constant-time compare). */
+export function authenticatorFor(spec: ListenerSpec): Authenticator | undefined {
+  return spec.auth ? staticCredentials(spec.auth.username, spec.auth.password) : undefined;
+}
+
+/** The Dialer a config asks for: direct, or chained through `forward`. */
+export function dialerFor(cfg: SeaproxConfig): Dialer {
+  if (cfg.dialer) return cfg.dialer;
+  const direct = directDialer({ prefer: cfg.prefer, timeoutMs: cfg.dialTimeoutMs });
+  if (!cfg.forward) return direct;
+  return socks5ChainDialer({ upstream: cfg.forward.addr, auth: cfg.forward.auth, via: direct });
+}
+
+/**
+ * Bind every listener and start serving. Logs `listening` with `name=<scheme>` (`<scheme>-2`
+ * … for repeats) and the real address of each (port 0 works). If one cannot be bound, the ones already started are
+ * stopped and a {@linkcode ListenError} is thrown.
+ *
+ * @example
+ * ```ts ignore
+ * const sp = startSeaprox({ listeners: [parseListenUrl("socks5://127.0.0.1:0")] });
+ * console.log(sp.servers[0].addr.port);
+ * await sp.stop();
+ * ```
+ */
+export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
+  const log = cfg.log ?? silentLogger;
+  const table = new ConnectionTable(cfg.maxConns ?? 1024);
+  const dialer = dialerFor(cfg);
+  const servers: ProxyServer[] = [];
+  const seen = new Map<string, number>();
+  for (const spec of cfg.listeners) {
+    // Listener names are the scheme; a second listener of the same scheme is "<scheme>-2"
+    // so every "listening" line names a distinct listener.
+    const count = (seen.get(spec.scheme) ?? 0) + 1;
+    seen.set(spec.scheme, count);
+    const name = count === 1 ? spec.scheme : `${spec.scheme}-${count}`;
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname: spec.addr.host, port: spec.addr.port });
+    } catch (err) {
+      await Promise.all(servers.map((s) => s.stop(0)));
+      const busy = err instanceof Deno.errors.AddrInUse;
+      throw new ListenError(
+        busy ? "addr-in-use" : "other",
+        spec,
+        `${spec.display}: ${
+          busy ? "address already in use" : `cannot listen: ${errorMessage(err)}`
+        }`,
+        { cause: err },
+      );
+    }
+    const server = serveProxy(listener, proxyTypeFor(spec), {
+      dialer,
+      table,
+      idleTimeoutMs: cfg.idleTimeoutMs,
+      handshakeTimeoutMs: cfg.handshakeTimeoutMs,
+      authenticate: authenticatorFor(spec),
+      log: log.child({ listener: name }),
+      hooks: cfg.hooks,
+    });
+    servers.push(server);
+    log.info("listening", {
+      name,
+      addr: formatAddr(server.addr),
+      auth: spec.auth ? "user/pass" : "none",
+      ...(spec.to ? { to: `${spec.to.host}:${spec.to.port}` } : {}),
+    });
+  }
+  return {
+    servers,
+    table,
+    stop: async (drainMs) => {
+      await Promise.all(servers.map((s) => s.stop(drainMs)));
+    },
+  };
+}

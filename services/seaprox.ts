@@ -1,0 +1,156 @@
+/**
+ * seaprox: static, SOCKS5 and HTTP proxy listeners given as URLs, any number at once,
+ * optionally chained through an upstream SOCKS5 proxy (seed 003).
+ *
+ *   deno run -A services/seaprox.ts --listen socks5://127.0.0.1:1080 \
+ *     --listen http://user:pass@127.0.0.1:8080 --listen static://127.0.0.1:9000?to=example.org:80
+ */
+
+import { fail, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
+import { hostPortFlag } from "../lib/cli.ts";
+import {
+  type ForwardSpec,
+  ListenError,
+  type ListenerSpec,
+  parseForwardUrl,
+  parseListenUrl,
+  ProxyUrlError,
+  startSeaprox,
+} from "../lib/proxy/mod.ts";
+
+// ---- flags ----
+const flags = parseFlags({
+  name: "seaprox",
+  summary: "static, SOCKS5 and HTTP proxy listeners by URL, optionally chained via SOCKS5",
+  flags: {
+    listen: {
+      type: "string",
+      multiple: true,
+      arg: "url",
+      help: "listener: static://host:port?to=host:port, socks5://[user:pass@]host:port, " +
+        "http://[user:pass@]host:port (env SEAPROX_LISTEN: space-separated, used when no --listen)",
+    },
+    forward: {
+      type: "string",
+      arg: "socks5://[user:pass@]host:port",
+      help: "send every outgoing connection through this upstream SOCKS5 proxy",
+      env: "SEAPROX_FORWARD",
+    },
+    "prefer-ipv6": { type: "boolean", help: "try IPv6 addresses first when dialling (default)" },
+    "prefer-ipv4": { type: "boolean", help: "try IPv4 addresses first when dialling" },
+    "max-conns": {
+      type: "string",
+      arg: "n",
+      default: "1024",
+      help: "connections at once across all listeners; more are closed at once",
+    },
+    "idle-timeout": {
+      type: "string",
+      arg: "ms",
+      default: "300000",
+      help: "close a relayed connection idle this long (0 = never)",
+    },
+    "handshake-timeout": {
+      type: "string",
+      arg: "ms",
+      default: "10000",
+      help: "close a client that has not finished its proxy handshake by then (0 = off)",
+    },
+    "dial-timeout": {
+      type: "string",
+      arg: "ms",
+      default: "10000",
+      help: "give up reaching a destination after this long",
+    },
+    "drain-timeout": {
+      type: "string",
+      arg: "ms",
+      default: "5000",
+      help: "on SIGINT/SIGTERM, let live connections finish this long",
+    },
+  },
+  examples: [
+    "seaprox --listen socks5://127.0.0.1:1080",
+    "seaprox --listen 'static://127.0.0.1:9000?to=example.org:80' --prefer-ipv4",
+    "seaprox --listen http://alice:s3cret@127.0.0.1:8080 --forward socks5://10.0.0.2:1080",
+  ],
+});
+const log = serviceLogger("seaprox", flags["log-level"]);
+
+// ---- config validation ----
+const urls = flags.listen.length > 0
+  ? flags.listen
+  : (Deno.env.get("SEAPROX_LISTEN") ?? "").split(/\s+/).filter(Boolean);
+if (urls.length === 0) fail("at least one --listen URL is required (see --help)", 2);
+let listeners: ListenerSpec[];
+let forward: ForwardSpec | undefined;
+try {
+  listeners = urls.map(parseListenUrl);
+  forward = flags.forward ? parseForwardUrl(flags.forward) : undefined;
+} catch (err) {
+  if (err instanceof ProxyUrlError) fail(err.message, 2);
+  throw err;
+}
+if (flags["prefer-ipv6"] && flags["prefer-ipv4"]) {
+  fail("--prefer-ipv6 and --prefer-ipv4 are exclusive", 2);
+}
+const maxConns = intFlag("max-conns", flags["max-conns"], 1024);
+if (maxConns < 1) fail("--max-conns must be at least 1", 2);
+const idleTimeoutMs = intFlag("idle-timeout", flags["idle-timeout"], 300_000);
+const handshakeTimeoutMs = intFlag("handshake-timeout", flags["handshake-timeout"], 10_000);
+const dialTimeoutMs = intFlag("dial-timeout", flags["dial-timeout"], 10_000);
+const drainTimeoutMs = intFlag("drain-timeout", flags["drain-timeout"], 5_000);
+const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
+
+// ---- metrics ----
+const connsTotal = counter("seaprox_connections_total", "connections accepted", ["listener"]);
+const connsActive = gauge("seaprox_connections_active", "connections open now");
+const bytesIn = counter("seaprox_bytes_in_total", "bytes from clients to destinations");
+const bytesOut = counter("seaprox_bytes_out_total", "bytes from destinations to clients");
+const errorsTotal = counter("seaprox_errors_total", "connections that ended badly", ["reason"]);
+const okEnds = new Set(["done", "idle", "closed"]);
+
+// ---- wiring and run ----
+let proxy;
+try {
+  proxy = await startSeaprox({
+    listeners,
+    forward,
+    prefer: flags["prefer-ipv4"] ? "ipv4" : "ipv6",
+    maxConns,
+    idleTimeoutMs,
+    handshakeTimeoutMs,
+    dialTimeoutMs,
+    log,
+    hooks: {
+      onOpen: (c) => {
+        connsTotal.inc({ listener: c.scheme });
+        connsActive.inc();
+      },
+      onClose: (r) => {
+        if (r.end === "limit") {
+          connsTotal.inc({ listener: r.scheme });
+        } else {
+          connsActive.dec();
+        }
+        bytesIn.inc(r.bytesUp);
+        bytesOut.inc(r.bytesDown);
+        if (!okEnds.has(r.end)) {
+          errorsTotal.inc({ reason: r.failure ? `${r.end}:${r.failure}` : r.end });
+        }
+      },
+    },
+  });
+} catch (err) {
+  if (err instanceof ListenError) fail(err.message, 1);
+  throw err;
+}
+if (forward) log.info("forwarding via upstream", { upstream: forward.display });
+const metrics = metricsAddr ? serveMetrics(metricsAddr.host, metricsAddr.port, log) : undefined;
+
+// ---- shutdown ----
+onShutdown(log, async () => {
+  await proxy.stop(drainTimeoutMs);
+  await metrics?.shutdown();
+});
