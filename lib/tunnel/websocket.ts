@@ -1,0 +1,340 @@
+/**
+ * WebSocket (RFC 6455) as a byte stream: the transport that carries a tunnel's mux
+ * session through ordinary reverse proxies. Binary messages are concatenated into one
+ * byte stream; message boundaries mean nothing.
+ *
+ * `WsConn` frames over any Duplex (our own HTTP/1 listener after the upgrade, or the
+ * client's TCP/TLS connection). `webSocketAccept` and `clientHandshake` do the opening
+ * handshake. See README.md for the frame layout.
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { closeQuietly, type Duplex, ProtocolError, writeAll } from "../net/mod.ts";
+
+/** GUID appended to Sec-WebSocket-Key (RFC 6455 §1.3). */
+const acceptGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/** Largest frame payload accepted from a peer (mux frames are far smaller). */
+export const maxFramePayloadBytes = 16 * 1024 * 1024;
+/** Largest payload we put in one frame; bigger writes are split. */
+const maxSendPayloadBytes = 1024 * 1024;
+/** Largest header: 2 + 8 (length) + 4 (mask). */
+const maxHeaderBytes = 14;
+
+/** Frame opcodes. */
+export const Opcode = {
+  continuation: 0x0,
+  text: 0x1,
+  binary: 0x2,
+  close: 0x8,
+  ping: 0x9,
+  pong: 0xa,
+} as const;
+
+/** Close status codes we send. */
+export const CloseCode = { normal: 1000, protocolError: 1002, tooBig: 1009 } as const;
+
+/** `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`. */
+export function webSocketAccept(key: string): string {
+  return createHash("sha1").update(key + acceptGuid).digest("base64");
+}
+
+/** A fresh random `Sec-WebSocket-Key`. */
+export function newWebSocketKey(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...b));
+}
+
+/** Encode one frame header into `out` at 0; returns its length. */
+export function encodeFrameHeader(
+  out: Uint8Array,
+  fin: boolean,
+  opcode: number,
+  payloadLength: number,
+  maskKey?: Uint8Array,
+): number {
+  out[0] = (fin ? 0x80 : 0) | opcode;
+  const m = maskKey ? 0x80 : 0;
+  let o: number;
+  if (payloadLength < 126) {
+    out[1] = m | payloadLength;
+    o = 2;
+  } else if (payloadLength < 65536) {
+    out[1] = m | 126;
+    out[2] = payloadLength >>> 8;
+    out[3] = payloadLength & 0xff;
+    o = 4;
+  } else {
+    out[1] = m | 127;
+    new DataView(out.buffer, out.byteOffset).setBigUint64(2, BigInt(payloadLength));
+    o = 10;
+  }
+  if (maskKey) {
+    out.set(maskKey, o);
+    o += 4;
+  }
+  return o;
+}
+
+/** XOR `p` in place with the 4-byte mask, starting at mask position `offset`. */
+export function applyMask(p: Uint8Array, key: Uint8Array, offset = 0): void {
+  let i = 0;
+  const n = p.length;
+  // Word-at-a-time when the view is 4-byte aligned: the hot loop for large payloads.
+  if (n >= 64 && p.byteOffset % 4 === 0) {
+    const k0 = offset % 4;
+    const rk = new Uint8Array(4);
+    for (let j = 0; j < 4; j++) rk[j] = key[(k0 + j) % 4];
+    const word = new Uint32Array(rk.buffer)[0];
+    const words = new Uint32Array(p.buffer, p.byteOffset, n >>> 2);
+    for (let w = 0; w < words.length; w++) words[w] ^= word;
+    i = words.length * 4;
+  }
+  for (; i < n; i++) p[i] ^= key[(offset + i) % 4];
+}
+
+/** Options of {@linkcode WsConn}. */
+export interface WsConnOptions {
+  /** "client" masks what it sends and expects unmasked frames; "server" the reverse. */
+  role: "client" | "server";
+  /** Bytes the peer already sent past the handshake. */
+  prefix?: Uint8Array;
+}
+
+/**
+ * A Duplex over a WebSocket connection: `write` sends binary frames, `read` returns the
+ * payload bytes of binary (and text) messages in order. Pings are answered, a Close frame
+ * is echoed and read as EOF, `closeWrite` sends a Close frame.
+ */
+export class WsConn implements Duplex {
+  readonly #conn: Duplex;
+  readonly #client: boolean;
+  #buf = new Uint8Array(64 * 1024);
+  #start = 0;
+  #end = 0;
+  /** Payload bytes of the current data frame still to deliver. */
+  #left = 0;
+  #mask: Uint8Array | null = null;
+  #maskPos = 0;
+  #eof = false;
+  #closeSent = false;
+  #writeChain: Promise<void> = Promise.resolve();
+  #scratch = new Uint8Array(maxHeaderBytes + 64 * 1024);
+
+  constructor(conn: Duplex, opts: WsConnOptions) {
+    this.#conn = conn;
+    this.#client = opts.role === "client";
+    if (opts.prefix && opts.prefix.length > 0) {
+      if (opts.prefix.length > this.#buf.length) this.#buf = new Uint8Array(opts.prefix.length);
+      this.#buf.set(opts.prefix);
+      this.#end = opts.prefix.length;
+    }
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    else if (this.#start > 0 && this.#buf.length - this.#end < maxHeaderBytes) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    const n = await this.#conn.read(this.#buf.subarray(this.#end));
+    if (n === null) return false;
+    this.#end += n;
+    return true;
+  }
+
+  async #need(n: number): Promise<void> {
+    while (this.#end - this.#start < n) {
+      if (!(await this.#fill())) throw new ProtocolError("connection closed mid-frame", "eof");
+    }
+  }
+
+  /** Read a frame header; returns false on clean EOF before it. */
+  async #readHeader(): Promise<{ fin: boolean; opcode: number; len: number } | null> {
+    if (this.#end === this.#start && !(await this.#fill())) return null;
+    await this.#need(2);
+    const b0 = this.#buf[this.#start];
+    const b1 = this.#buf[this.#start + 1];
+    if (b0 & 0x70) throw new ProtocolError("reserved bits set", "ws-protocol");
+    const masked = (b1 & 0x80) !== 0;
+    if (masked === this.#client) {
+      throw new ProtocolError(
+        masked ? "masked frame from server" : "unmasked client frame",
+        "ws-protocol",
+      );
+    }
+    let len = b1 & 0x7f;
+    let hl = 2;
+    if (len === 126) hl = 4;
+    else if (len === 127) hl = 10;
+    await this.#need(hl + (masked ? 4 : 0));
+    const s = this.#start;
+    if (len === 126) len = (this.#buf[s + 2] << 8) | this.#buf[s + 3];
+    else if (len === 127) {
+      const big = new DataView(this.#buf.buffer, this.#buf.byteOffset + s + 2, 8).getBigUint64(0);
+      if (big > BigInt(maxFramePayloadBytes)) {
+        throw new ProtocolError("frame too large", "too-large");
+      }
+      len = Number(big);
+    }
+    if (len > maxFramePayloadBytes) throw new ProtocolError("frame too large", "too-large");
+    this.#mask = masked ? this.#buf.slice(s + hl, s + hl + 4) : null;
+    this.#maskPos = 0;
+    this.#start += hl + (masked ? 4 : 0);
+    return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f, len };
+  }
+
+  async #readControl(len: number): Promise<Uint8Array> {
+    if (len > 125) throw new ProtocolError("control frame too long", "ws-protocol");
+    await this.#need(len);
+    const p = this.#buf.slice(this.#start, this.#start + len);
+    this.#start += len;
+    if (this.#mask) applyMask(p, this.#mask);
+    return p;
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return 0;
+    while (this.#left === 0) {
+      if (this.#eof) return null;
+      const h = await this.#readHeader();
+      if (h === null) {
+        this.#eof = true;
+        return null;
+      }
+      switch (h.opcode) {
+        case Opcode.binary:
+        case Opcode.text:
+        case Opcode.continuation:
+          this.#left = h.len;
+          break;
+        case Opcode.ping: {
+          const data = await this.#readControl(h.len);
+          await this.#send(Opcode.pong, data).catch(() => {
+            // The peer is gone: the next read reports it.
+          });
+          break;
+        }
+        case Opcode.pong:
+          await this.#readControl(h.len);
+          break;
+        case Opcode.close: {
+          const data = await this.#readControl(h.len);
+          this.#eof = true;
+          if (!this.#closeSent) {
+            await this.#sendClose(data.length >= 2 ? data.subarray(0, 2) : undefined).catch(() => {
+              // Peer already gone; nothing to acknowledge.
+            });
+          }
+          return null;
+        }
+        default:
+          throw new ProtocolError(`unknown opcode ${h.opcode}`, "ws-protocol");
+      }
+    }
+    let n: number;
+    const buffered = this.#end - this.#start;
+    if (buffered > 0) {
+      n = Math.min(p.length, this.#left, buffered);
+      p.set(this.#buf.subarray(this.#start, this.#start + n));
+      this.#start += n;
+    } else {
+      // Straight into the caller's buffer: no copy for large payloads.
+      const got = await this.#conn.read(p.length > this.#left ? p.subarray(0, this.#left) : p);
+      if (got === null) throw new ProtocolError("connection closed mid-frame", "eof");
+      n = got;
+    }
+    if (this.#mask) {
+      applyMask(p.subarray(0, n), this.#mask, this.#maskPos);
+      this.#maskPos = (this.#maskPos + n) % 4;
+    }
+    this.#left -= n;
+    return n;
+  }
+
+  /** Queue a frame so concurrent writers never interleave frames. */
+  #send(opcode: number, payload: Uint8Array): Promise<void> {
+    const run = this.#writeChain.then(() => this.#sendNow(opcode, payload));
+    this.#writeChain = run.catch(() => {
+      // The failure is reported to this write's caller; later writes fail on their own.
+    });
+    return run;
+  }
+
+  async #sendNow(opcode: number, payload: Uint8Array): Promise<void> {
+    const key = this.#client ? crypto.getRandomValues(new Uint8Array(4)) : undefined;
+    const need = maxHeaderBytes + payload.length;
+    if (need <= this.#scratch.length || payload.length <= 256 * 1024) {
+      if (need > this.#scratch.length) this.#scratch = new Uint8Array(need);
+      const hl = encodeFrameHeader(this.#scratch, true, opcode, payload.length, key);
+      const body = this.#scratch.subarray(hl, hl + payload.length);
+      body.set(payload);
+      if (key) applyMask(body, key);
+      await writeAll(this.#conn, this.#scratch.subarray(0, hl + payload.length));
+      return;
+    }
+    const head = new Uint8Array(maxHeaderBytes);
+    const hl = encodeFrameHeader(head, true, opcode, payload.length, key);
+    await writeAll(this.#conn, head.subarray(0, hl));
+    if (key) {
+      const masked = payload.slice();
+      applyMask(masked, key);
+      await writeAll(this.#conn, masked);
+    } else {
+      await writeAll(this.#conn, payload);
+    }
+  }
+
+  async write(p: Uint8Array): Promise<number> {
+    if (this.#closeSent) throw new Deno.errors.BrokenPipe("websocket closed for writing");
+    for (let o = 0; o < p.length; o += maxSendPayloadBytes) {
+      await this.#send(Opcode.binary, p.subarray(o, Math.min(p.length, o + maxSendPayloadBytes)));
+    }
+    return p.length;
+  }
+
+  #sendClose(code?: Uint8Array): Promise<void> {
+    if (this.#closeSent) return Promise.resolve();
+    this.#closeSent = true;
+    const payload = code ?? new Uint8Array([CloseCode.normal >> 8, CloseCode.normal & 0xff]);
+    return this.#send(Opcode.close, payload);
+  }
+
+  /** Send a Close frame (WebSocket has no half-close: the peer answers with its own). */
+  async closeWrite(): Promise<void> {
+    await this.#sendClose();
+  }
+
+  /** Send a ping with `data` (≤ 125 bytes); the peer's pong is consumed by `read`. */
+  ping(data = new Uint8Array(0)): Promise<void> {
+    return this.#send(Opcode.ping, data);
+  }
+
+  close(): void {
+    closeQuietly(this.#conn);
+  }
+}
+
+/** Why an upgrade request is not a valid WebSocket opening handshake, or null if it is. */
+export function checkUpgradeRequest(
+  method: string,
+  header: (name: string) => string | undefined,
+): string | null {
+  if (method !== "GET") return "websocket upgrade must be GET";
+  if ((header("upgrade") ?? "").toLowerCase() !== "websocket") return "missing Upgrade: websocket";
+  const conn = (header("connection") ?? "").toLowerCase().split(",").map((s) => s.trim());
+  if (!conn.includes("upgrade")) return "missing Connection: upgrade";
+  if (header("sec-websocket-version") !== "13") return "unsupported Sec-WebSocket-Version";
+  const key = header("sec-websocket-key") ?? "";
+  if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) return "bad Sec-WebSocket-Key";
+  return null;
+}
+
+/** The 101 response completing a server-side opening handshake for `key`. */
+export function switchingProtocolsResponse(key: string): Uint8Array {
+  return new TextEncoder().encode(
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n\r\n`,
+  );
+}
