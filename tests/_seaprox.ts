@@ -4,7 +4,7 @@
  */
 
 import { closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
-import { listenLocal, readAll, sendBlocks } from "./_util.ts";
+import { listenLocal, portOf, readAll, sendBlocks, startService } from "./_util.ts";
 
 /** A raw TCP server on 127.0.0.1:0 running `onConn` per connection. */
 export interface RawServer {
@@ -107,4 +107,23 @@ export async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promis
     if (Date.now() > deadline) throw new Error("condition not reached in time");
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** Start services/seaprox.ts with these listener URLs (port 0) and extra flags. */
+export function startSeaproxService(
+  listen: string[],
+  extra: string[] = [],
+): ReturnType<typeof startService> {
+  return startService(
+    "seaprox.ts",
+    [...listen.flatMap((u) => ["--listen", u]), "--prefer-ipv4", ...extra],
+    { readyCount: listen.length },
+  );
+}
+
+/** `host:port` of listener `name` of a started service, as a port number. */
+export function portFor(svc: { addrs: Map<string, string> }, name: string): number {
+  const a = svc.addrs.get(name);
+  if (!a) throw new Error(`no listener ${name} among ${[...svc.addrs.keys()]}`);
+  return portOf(a);
 }
