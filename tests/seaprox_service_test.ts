@@ -1,0 +1,108 @@
+/**
+ * services/seaprox.ts as a process: help, usage errors, busy port, signals, and the
+ * --max-conns / --idle-timeout / --handshake-timeout flags reaching the proxy.
+ */
+
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { closeQuietly, dial } from "../lib/net/mod.ts";
+import { listenLocal, run } from "./_util.ts";
+import { portFor, rawServer, startSeaproxService, waitUntil } from "./_seaprox.ts";
+
+const script = new URL("../services/seaprox.ts", import.meta.url).pathname;
+
+function seaprox(args: string[]) {
+  return run(Deno.execPath(), ["run", "-A", script, ...args]);
+}
+
+Deno.test("seaprox service: --help exits 0 and lists the listener URL forms", async () => {
+  const r = await seaprox(["--help"]);
+  assertEquals(r.code, 0);
+  assertMatch(r.stdout, /--listen <url>/);
+  assertMatch(r.stdout, /socks5:\/\/\[user:pass@\]host:port/);
+  assertMatch(r.stdout, /--forward/);
+});
+
+Deno.test("seaprox service: usage errors exit 2 with one line", async () => {
+  for (
+    const [args, re] of [
+      [["--bogus"], /bogus/],
+      [[], /--listen/],
+      [["--listen", "ftp://127.0.0.1:0"], /unknown listener scheme "ftp"/],
+      [["--listen", "static://127.0.0.1:0"], /needs \?to=host:port/],
+      [["--listen", "socks5://127.0.0.1:99999"], /port out of range/],
+      [["--listen", "socks5://127.0.0.1:0", "--forward", "http://h:1"], /upstream scheme/],
+      [["--listen", "socks5://127.0.0.1:0", "--max-conns", "x"], /--max-conns/],
+      [["--listen", "socks5://127.0.0.1:0", "--prefer-ipv4", "--prefer-ipv6"], /exclusive/],
+    ] as const
+  ) {
+    const r = await seaprox([...args]);
+    assertEquals(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assertMatch(r.stderr, re);
+  }
+});
+
+Deno.test("seaprox service: busy port exits 1 with one line", async () => {
+  const busy = listenLocal();
+  try {
+    const r = await seaprox(["--listen", `socks5://127.0.0.1:${busy.addr.port}`]);
+    assertEquals(r.code, 1, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assertEquals(lines.length, 1, r.stderr);
+    assertMatch(lines[0], /already in use/);
+  } finally {
+    busy.close();
+  }
+});
+
+Deno.test("seaprox service: SIGTERM and SIGINT stop it with exit 0", async () => {
+  for (const sig of ["SIGTERM", "SIGINT"] as const) {
+    const sp = await startSeaproxService(["socks5://127.0.0.1:0", "http://127.0.0.1:0"]);
+    assertEquals(await sp.stop(sig), 0);
+    assert(sp.lines.some((l) => /msg="stopped"/.test(l)), sp.lines.join("\n"));
+  }
+});
+
+Deno.test("seaprox service: --max-conns closes the connection over the limit", async () => {
+  const hold = rawServer((c) => c.read(new Uint8Array(1)).then(() => {}));
+  const sp = await startSeaproxService(
+    [`static://127.0.0.1:0?to=127.0.0.1:${hold.port}`, "socks5://127.0.0.1:0"],
+    ["--max-conns", "2"],
+  );
+  const held: Deno.TcpConn[] = [];
+  try {
+    held.push(await dial("127.0.0.1", portFor(sp, "static")));
+    held.push(await dial("127.0.0.1", portFor(sp, "static")));
+    await waitUntil(() => hold.accepted === 2);
+    // The limit is global: the third connection, on another listener, is refused.
+    const extra = await dial("127.0.0.1", portFor(sp, "socks5"));
+    assertEquals(await extra.read(new Uint8Array(1)), null);
+    extra.close();
+    await sp.waitFor(/end=limit/);
+  } finally {
+    for (const c of held) closeQuietly(c);
+    assertEquals(await sp.stop(), 0);
+    await hold.close();
+  }
+});
+
+Deno.test("seaprox service: --idle-timeout and --handshake-timeout close silent peers", async () => {
+  const hold = rawServer((c) => c.read(new Uint8Array(1)).then(() => {}));
+  const sp = await startSeaproxService(
+    [`static://127.0.0.1:0?to=127.0.0.1:${hold.port}`, "socks5://127.0.0.1:0"],
+    ["--idle-timeout", "300", "--handshake-timeout", "300"],
+  );
+  try {
+    const c = await dial("127.0.0.1", portFor(sp, "static"));
+    assertEquals(await c.read(new Uint8Array(1)), null);
+    c.close();
+    await sp.waitFor(/end=idle/);
+    const s = await dial("127.0.0.1", portFor(sp, "socks5"));
+    assertEquals(await s.read(new Uint8Array(1)), null);
+    s.close();
+    await sp.waitFor(/end=handshake-timeout/);
+  } finally {
+    assertEquals(await sp.stop(), 0);
+    await hold.close();
+  }
+});
