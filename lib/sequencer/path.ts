@@ -1,0 +1,162 @@
+/**
+ * One path's send-side bookkeeping: bytes assigned vs acknowledged on it, the frames in
+ * flight on it (to resend when it dies), and the estimates that size its in-flight cap:
+ * delivery rate (windowed max) and minimum ack round trip.
+ * @module
+ */
+
+import type { PathView } from "./scheduler.ts";
+
+/** Tuning of the per-path in-flight cap. */
+export interface PathCapOptions {
+  /** Cap while nothing is measured yet. @default 256 KiB */
+  initialCapBytes?: number;
+  /** Floor of the cap. @default 128 KiB */
+  minCapBytes?: number;
+  /** Ceiling of the cap. @default 8 MiB */
+  maxCapBytes?: number;
+  /** Cap = gain × rate × (minRtt + slack). @default 2 */
+  gain?: number;
+  /** Added to the minimum RTT: covers ack delay and event-loop jitter. @default 25 */
+  slackMs?: number;
+  /** Window of the delivery-rate max filter. @default 2000 */
+  rateWindowMs?: number;
+}
+
+/** Shortest interval a delivery-rate sample spans. */
+const rateSampleMs = 20;
+
+/** A frame assigned to a path, in assignment order. */
+interface InFlight {
+  seq: number;
+  /** The path's assigned-byte counter after this frame. */
+  end: number;
+  sentAt: number;
+}
+
+/** Send-side state of one path. */
+export class PathTx {
+  /** Wire bytes of sequenced frames assigned to this path. */
+  assignedBytes = 0;
+  /** Wire bytes the peer acknowledged receiving on this path. */
+  ackedBytes = 0;
+  /** Frames sent on this path that were resends. */
+  resentFrames = 0;
+  resentBytes = 0;
+  /** Last time the path's ack advanced (or it was created). */
+  lastProgressAt: number;
+  /** Lowest ack RTT sample, ms (0 = none yet). */
+  minRttMs = 0;
+  /** Smoothed heartbeat RTT, ms (0 = none yet): includes the queue on the path. */
+  srttMs = 0;
+  #fifo: InFlight[] = [];
+  #head = 0;
+  #samples: { at: number; rate: number }[] = [];
+  #intervalStart: number;
+  #intervalAcked = 0;
+  readonly #o: Required<PathCapOptions>;
+
+  constructor(readonly id: number, now: number, opts: PathCapOptions = {}) {
+    this.lastProgressAt = now;
+    this.#intervalStart = now;
+    this.#o = {
+      initialCapBytes: opts.initialCapBytes ?? 256 * 1024,
+      minCapBytes: opts.minCapBytes ?? 128 * 1024,
+      maxCapBytes: opts.maxCapBytes ?? 8 * 1024 * 1024,
+      gain: opts.gain ?? 2,
+      slackMs: opts.slackMs ?? 25,
+      rateWindowMs: opts.rateWindowMs ?? 2000,
+    };
+  }
+
+  /** Bytes in flight (assigned, not acknowledged). */
+  get inflightBytes(): number {
+    return this.assignedBytes - this.ackedBytes;
+  }
+
+  /** Windowed-max delivery rate, bytes/s (0 while unknown). */
+  get rateBytesPerSec(): number {
+    let m = 0;
+    for (const s of this.#samples) if (s.rate > m) m = s.rate;
+    return m;
+  }
+
+  /** The in-flight cap: about `gain` bandwidth-delay products. */
+  get capBytes(): number {
+    const rate = this.rateBytesPerSec;
+    if (rate === 0) return this.#o.initialCapBytes;
+    const bdp = this.#o.gain * rate * (this.minRttMs + this.#o.slackMs) / 1000;
+    return Math.round(Math.min(this.#o.maxCapBytes, Math.max(this.#o.minCapBytes, bdp)));
+  }
+
+  /** Time the oldest unacknowledged frame on this path was sent, or -1 if none. */
+  get oldestSentAt(): number {
+    return this.#head < this.#fifo.length ? this.#fifo[this.#head].sentAt : -1;
+  }
+
+  /** Record a frame of `bytes` wire bytes assigned to this path. */
+  assign(seq: number, bytes: number, now: number): void {
+    if (this.inflightBytes === 0) {
+      // Idle until now: restart the rate interval so idle time does not dilute the sample.
+      this.#intervalStart = now;
+      this.#intervalAcked = this.ackedBytes;
+      this.lastProgressAt = now;
+    }
+    this.assignedBytes += bytes;
+    this.#fifo.push({ seq, end: this.assignedBytes, sentAt: now });
+  }
+
+  /**
+   * The peer says it received `ackedBytes` in total on this path. Returns false if that is
+   * more than was ever sent (a broken peer).
+   */
+  onAck(ackedBytes: number, now: number): boolean {
+    if (ackedBytes > this.assignedBytes) return false;
+    if (ackedBytes <= this.ackedBytes) return true;
+    this.ackedBytes = ackedBytes;
+    this.lastProgressAt = now;
+    while (this.#head < this.#fifo.length && this.#fifo[this.#head].end <= ackedBytes) {
+      const f = this.#fifo[this.#head++];
+      const rtt = now - f.sentAt;
+      if (this.minRttMs === 0 || rtt < this.minRttMs) this.minRttMs = Math.max(0.05, rtt);
+    }
+    if (this.#head > 256 && this.#head * 2 > this.#fifo.length) {
+      this.#fifo = this.#fifo.slice(this.#head);
+      this.#head = 0;
+    }
+    const dt = now - this.#intervalStart;
+    if (dt >= rateSampleMs) {
+      const rate = (ackedBytes - this.#intervalAcked) / dt * 1000;
+      this.#samples.push({ at: now, rate });
+      while (this.#samples.length > 1 && now - this.#samples[0].at > this.#o.rateWindowMs) {
+        this.#samples.shift();
+      }
+      this.#intervalStart = now;
+      this.#intervalAcked = ackedBytes;
+    }
+    return true;
+  }
+
+  /** A heartbeat round trip was measured. */
+  onHeartbeatRtt(rttMs: number): void {
+    this.srttMs = this.srttMs === 0 ? rttMs : this.srttMs * 0.875 + rttMs * 0.125;
+  }
+
+  /** Seqs still unacknowledged on this path, oldest first (to resend when it dies). */
+  unacked(): number[] {
+    const out: number[] = [];
+    for (let i = this.#head; i < this.#fifo.length; i++) out.push(this.#fifo[i].seq);
+    return out;
+  }
+
+  /** The scheduler's view. */
+  view(): PathView {
+    return {
+      id: this.id,
+      inflightBytes: this.inflightBytes,
+      capBytes: this.capBytes,
+      rateBytesPerSec: this.rateBytesPerSec,
+      minRttMs: this.minRttMs,
+    };
+  }
+}
