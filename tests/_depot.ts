@@ -1,6 +1,13 @@
-/** Helpers for the control and depot tests: loopback TCP pairs and frame builders. */
+/** Helpers for the control and depot tests: loopback pairs, frame builders, in-process depot. */
+import {
+  DepotLocal,
+  type DepotLocalOptions,
+  DepotServer,
+  type DepotServerOptions,
+} from "../lib/depot/mod.ts";
+import { dial, type Duplex, type HostPort, withPrefix } from "../lib/net/mod.ts";
+import { socks5Connect } from "../lib/socks5/mod.ts";
 import { listenLocal } from "./_util.ts";
-
 /** A connected pair of loopback TCP connections. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
   const l = listenLocal();
@@ -30,4 +37,70 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
   let o = 0;
   for (const p of parts) (out.set(p, o), o += p.length);
   return out;
+}
+
+/** An in-process depot: a server on port-0 listeners and (optionally) locals. */
+export interface TestDepot {
+  server: DepotServer;
+  locals: DepotLocal[];
+  socksPort: number;
+  controlPort: number;
+  tunnelPort: number;
+  /** Start another local against this server. */
+  addLocal(opts?: Partial<DepotLocalOptions>): Promise<DepotLocal>;
+  close(): Promise<void>;
+}
+
+/** Start a DepotServer on port 0 and `locals` DepotLocals (connected before resolving). */
+export async function startDepot(
+  opts: { server?: DepotServerOptions; locals?: Partial<DepotLocalOptions>[] } = {},
+): Promise<TestDepot> {
+  const server = new DepotServer({ heartbeatMs: 500, ...opts.server });
+  server.start({ control: listenLocal(), socks: listenLocal(), tunnel: listenLocal() });
+  const a = server.addrs;
+  const locals: DepotLocal[] = [];
+  const runs: Promise<void>[] = [];
+  const addLocal = async (o: Partial<DepotLocalOptions> = {}) => {
+    const local = new DepotLocal({
+      server: { host: "127.0.0.1", port: a.control.port },
+      token: opts.server?.token,
+      backoff: { initialMs: 50, maxMs: 500 },
+      ...o,
+    });
+    locals.push(local);
+    runs.push(local.run());
+    await local.waitConnected(true, 10_000);
+    return local;
+  };
+  for (const o of opts.locals ?? [{}]) await addLocal(o);
+  return {
+    server,
+    locals,
+    socksPort: a.socks.port,
+    controlPort: a.control.port,
+    tunnelPort: a.tunnel.port,
+    addLocal,
+    async close() {
+      await Promise.all(locals.map((l) => l.stop()));
+      await server.stop(500);
+      await Promise.all(runs);
+    },
+  };
+}
+
+/** Open a SOCKS5 connection through `socksPort` to `dest`; returns the payload stream. */
+export async function socksDial(
+  socksPort: number,
+  dest: HostPort,
+  auth?: { username?: string; password?: string },
+): Promise<Duplex & { raw: Deno.TcpConn }> {
+  const conn = await dial("127.0.0.1", socksPort);
+  try {
+    const { leftover } = await socks5Connect(conn, dest, auth);
+    const d = withPrefix(conn, leftover);
+    return Object.assign(d, { raw: conn });
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
 }

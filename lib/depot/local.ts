@@ -1,0 +1,455 @@
+/**
+ * depot-local logic: keep a control connection to depot-server (reconnecting forever with
+ * backoff and jitter, including when the very first attempt fails), answer `connect`
+ * requests by dialling the target, report typed failures, and carry each success over its
+ * own tunnel connection.
+ * @module
+ */
+
+import {
+  Backoff,
+  type BackoffOptions,
+  BufferedReader,
+  classifyError,
+  closeQuietly,
+  dial,
+  type Duplex,
+  errorMessage,
+  type HostPort,
+  joinHostPort,
+  NetError,
+  type NetFailureReason,
+  relay,
+  type RelayStats,
+  sleep,
+  withPrefix,
+} from "../net/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  ControlConn,
+  ControlError,
+  ControlReader,
+  ControlWriter,
+  RemoteError,
+} from "../control/mod.ts";
+import {
+  type ConnectRequest,
+  defaultExitName,
+  defaultHandshakeTimeoutMs,
+  depotMaxMessageBytes,
+  type DepotMessage,
+  depotProtocol,
+  heartbeatDeadFactor,
+  RefusalReason,
+} from "./protocol.ts";
+import * as m from "./metrics.ts";
+
+/** Default timeout of the local's dial to a target (and to the tunnel port). */
+export const defaultLocalDialTimeoutMs = 10_000;
+/** Wait before reconnecting after being replaced by a same-name local (avoids flapping). */
+export const replacedRetryMs = 10_000;
+/** Failures kept for the status page. */
+const recentFailureCount = 50;
+
+/** Options of {@linkcode DepotLocal}. */
+export interface DepotLocalOptions {
+  /** depot-server's control address. */
+  server: HostPort;
+  /** Tunnel address; default: the control host with the port announced in welcome. */
+  tunnel?: HostPort;
+  /** Shared secret (the server's `--token`). @default "" */
+  token?: string;
+  /** Exit name; SOCKS clients pick this exit with it as username. @default "default" */
+  name?: string;
+  /** SOCKS password clients of this exit must present; none by default. */
+  socksPassword?: string;
+  /** Timeout of each dial (target, tunnel, control). @default 10000 */
+  dialTimeoutMs?: number;
+  /** Time for the welcome and for each tunnel's acceptance. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Reconnect delays. @default { initialMs: 250, maxMs: 30000 } */
+  backoff?: BackoffOptions;
+  /** Policy: return false to refuse a destination (reported as "not-allowed", 0x02). */
+  allow?: (dest: HostPort) => boolean;
+  /** Close a relayed connection idle this long; 0 = never. @default 0 */
+  idleTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** What the local's `/status` shows. */
+export interface DepotLocalStatus {
+  name: string;
+  server: string;
+  connected: boolean;
+  connectedSince: string | null;
+  rttMs: number | null;
+  sessions: number;
+  lastError: string | null;
+  active: number;
+  total: number;
+  failures: number;
+  bytesUp: number;
+  bytesDown: number;
+  recentFailures: { at: string; dest: string; reason: NetFailureReason; message: string }[];
+}
+
+/** One established control session. */
+interface Session {
+  ctl: ControlConn<DepotMessage>;
+  tunnel: HostPort;
+  /** Per-request abort controllers (cancel, session end). */
+  requests: Map<number, AbortController>;
+}
+
+/**
+ * A depot-local: `run()` until `stop()`.
+ *
+ * @example
+ * ```ts ignore
+ * const local = new DepotLocal({ server: { host: "depot.example", port: 7000 }, token });
+ * const done = local.run();
+ * // ...
+ * await local.stop();
+ * await done;
+ * ```
+ */
+export class DepotLocal {
+  readonly server: HostPort;
+  readonly name: string;
+  readonly log: Logger;
+  readonly #opts: DepotLocalOptions;
+  readonly #backoff: Backoff;
+  readonly #stop = new AbortController();
+  readonly #events = new EventTarget();
+  readonly #live = new Set<RelayStats>();
+  readonly #failures: DepotLocalStatus["recentFailures"] = [];
+  readonly #tasks = new Set<Promise<void>>();
+  #session: Session | undefined;
+  #connectedSince: Date | undefined;
+  #sessions = 0;
+  #lastError: string | undefined;
+  #active = 0;
+  #total = 0;
+  #failureCount = 0;
+  #bytesUp = 0;
+  #bytesDown = 0;
+  #running: Promise<void> | undefined;
+
+  constructor(opts: DepotLocalOptions) {
+    this.#opts = opts;
+    this.server = opts.server;
+    this.name = opts.name ?? defaultExitName;
+    this.log = opts.log ?? silentLogger;
+    this.#backoff = new Backoff({ initialMs: 250, maxMs: 30_000, ...opts.backoff });
+  }
+
+  /** Whether a control session is established now. */
+  get connected(): boolean {
+    return this.#session !== undefined;
+  }
+
+  /**
+   * Resolves on the next change of `connected` to `want` (at once if it already is), or
+   * rejects after `timeoutMs`.
+   */
+  waitConnected(want = true, timeoutMs = 10_000): Promise<void> {
+    if (this.connected === want) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onChange = () => {
+        if (this.connected !== want) return;
+        clearTimeout(t);
+        this.#events.removeEventListener("change", onChange);
+        resolve();
+      };
+      const t = setTimeout(() => {
+        this.#events.removeEventListener("change", onChange);
+        reject(new Error(`depot-local: not ${want ? "connected" : "disconnected"} in time`));
+      }, timeoutMs);
+      this.#events.addEventListener("change", onChange);
+    });
+  }
+
+  /** Snapshot for `/status`. */
+  status(): DepotLocalStatus {
+    let up = this.#bytesUp, down = this.#bytesDown;
+    for (const s of this.#live) (up += s.aToB, down += s.bToA);
+    const rtt = this.#session?.ctl.rttMs;
+    return {
+      name: this.name,
+      server: joinHostPort(this.server.host, this.server.port),
+      connected: this.connected,
+      connectedSince: this.#connectedSince?.toISOString() ?? null,
+      rttMs: rtt === undefined ? null : Math.round(rtt * 1000) / 1000,
+      sessions: this.#sessions,
+      lastError: this.#lastError ?? null,
+      active: this.#active,
+      total: this.#total,
+      failures: this.#failureCount,
+      bytesUp: up,
+      bytesDown: down,
+      recentFailures: [...this.#failures],
+    };
+  }
+
+  /** Connect and serve until `stop()`; reconnects forever. Resolves after `stop()`. */
+  run(): Promise<void> {
+    this.#running ??= this.#loop();
+    return this.#running;
+  }
+
+  /** Stop: close the control connection and every relay, end `run()`. */
+  async stop(): Promise<void> {
+    this.#stop.abort(new DOMException("depot-local stopped", "AbortError"));
+    this.#session?.ctl.close();
+    await this.#running;
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+  }
+
+  async #loop(): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      let delayMs: number | undefined;
+      try {
+        const session = await this.#connect();
+        this.#backoff.reset();
+        await this.#serve(session);
+      } catch (err) {
+        if (signal.aborted) break;
+        this.#lastError = describe(err);
+        if (err instanceof RemoteError && err.reason === RefusalReason.unauthorized) {
+          this.log.error("server refused this local: wrong token", { server: this.#serverStr });
+        } else if (err instanceof RemoteError && err.reason === RefusalReason.replaced) {
+          this.log.warn("replaced by another local with the same name", { name: this.name });
+          delayMs = replacedRetryMs;
+        } else {
+          this.log.warn("control connection failed", {
+            server: this.#serverStr,
+            error: this.#lastError,
+          });
+        }
+      }
+      if (signal.aborted) break;
+      delayMs ??= this.#backoff.next();
+      this.log.info("reconnecting", { server: this.#serverStr, inMs: delayMs });
+      await sleep(delayMs, signal).catch(() => {
+        // Stopped while waiting: the loop condition ends it.
+      });
+    }
+  }
+
+  get #serverStr(): string {
+    return joinHostPort(this.server.host, this.server.port);
+  }
+
+  /** Dial the control port, say hello, wait for welcome. */
+  async #connect(): Promise<Session> {
+    const o = this.#opts;
+    const signal = this.#stop.signal;
+    const conn = await dial(this.server.host, this.server.port, {
+      timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
+      signal,
+    });
+    const ctl = new ControlConn(conn, depotProtocol, { maxMessageBytes: depotMaxMessageBytes });
+    const onStop = () => ctl.close();
+    signal.addEventListener("abort", onStop, { once: true });
+    try {
+      await ctl.send({
+        type: "hello",
+        role: "depot-local",
+        token: o.token ?? "",
+        name: this.name,
+        socksPassword: o.socksPassword,
+        agent: "warren-depot-local/1",
+      });
+      const welcome = await ctl.expect(
+        "welcome",
+        o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
+      );
+      const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
+      ctl.startHeartbeat({
+        intervalMs: welcome.heartbeatMs,
+        deadAfterMs: welcome.heartbeatMs * heartbeatDeadFactor,
+      });
+      return { ctl, tunnel, requests: new Map() };
+    } catch (err) {
+      ctl.close();
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onStop);
+    }
+  }
+
+  /** Serve requests on an established session until it ends; throws why it ended. */
+  async #serve(session: Session): Promise<void> {
+    const { ctl } = session;
+    const onStop = () => ctl.close();
+    this.#stop.signal.addEventListener("abort", onStop, { once: true });
+    this.#session = session;
+    this.#connectedSince = new Date();
+    this.#sessions++;
+    this.#lastError = undefined;
+    this.#events.dispatchEvent(new Event("change"));
+    m.sessionsTotal.inc({ side: "local" });
+    this.log.info("connected", { server: this.#serverStr, name: this.name });
+    try {
+      while (true) {
+        const msg = await ctl.receive();
+        if (msg === null) throw new ControlError("closed", "server closed the control connection");
+        if (ctl.rttMs !== undefined) {
+          m.exitRttSeconds.set({ side: "local", exit: this.name }, ctl.rttMs / 1000);
+        }
+        if (msg.type === "connect") {
+          this.#track(this.#handleConnect(session, msg));
+        } else if (msg.type === "cancel") {
+          session.requests.get(msg.id)?.abort(new DOMException("cancelled", "AbortError"));
+        } else if (msg.type === "error") {
+          throw new RemoteError(msg.reason, msg.message ?? msg.reason);
+        } else {
+          await ctl.fail("unexpected", `unexpected ${msg.type} on the control connection`);
+          throw new ControlError("unexpected", `server sent ${msg.type}`);
+        }
+      }
+    } finally {
+      this.#stop.signal.removeEventListener("abort", onStop);
+      ctl.close(); // aborts ctl.signal: every relay of this session ends
+      this.#session = undefined;
+      this.#connectedSince = undefined;
+      this.#events.dispatchEvent(new Event("change"));
+      this.log.info("disconnected", { server: this.#serverStr, active: this.#active });
+    }
+  }
+
+  #track(p: Promise<void>): void {
+    this.#tasks.add(p);
+    p.finally(() => this.#tasks.delete(p));
+  }
+
+  /** Dial the target; report failure, or open the tunnel and relay. Never rejects. */
+  async #handleConnect(session: Session, req: ConnectRequest): Promise<void> {
+    const o = this.#opts;
+    const { ctl } = session;
+    const ac = new AbortController();
+    session.requests.set(req.id, ac);
+    const signal = AbortSignal.any([ac.signal, ctl.signal]);
+    const dest = joinHostPort(req.host, req.port);
+    const log = this.log.child({ id: req.id, dest });
+    const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
+    let app: Deno.TcpConn | undefined;
+    let tunnel: Duplex | undefined;
+    try {
+      try {
+        if (o.allow && !o.allow({ host: req.host, port: req.port })) {
+          throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
+        }
+        app = await dial(req.host, req.port, { timeoutMs, signal });
+      } catch (err) {
+        const reason = classifyError(err);
+        this.#fail(dest, reason, errorMessage(err));
+        log.info("dial failed", { reason, error: errorMessage(err) });
+        await ctl.send({
+          type: "connectFailed",
+          id: req.id,
+          reason,
+          message: errorMessage(err).slice(0, 500),
+        }).catch(() => {});
+        return;
+      }
+      try {
+        tunnel = await this.#openTunnel(session, req, app.localAddr, signal);
+      } catch (err) {
+        this.#fail(dest, "other", `tunnel: ${describe(err)}`);
+        log.warn("tunnel failed", { error: describe(err) });
+        await ctl.send({
+          type: "connectFailed",
+          id: req.id,
+          reason: "other",
+          message: `tunnel: ${describe(err)}`.slice(0, 500),
+        }).catch(() => {});
+        return;
+      }
+      const stats: RelayStats = { aToB: 0, bToA: 0 };
+      this.#active++;
+      this.#total++;
+      this.#live.add(stats);
+      m.activeConnections.inc({ side: "local" });
+      m.requestsTotal.inc({ side: "local", exit: this.name, result: "ok" });
+      try {
+        // a = tunnel (client side), b = app: aToB is "up".
+        const r = await relay(tunnel, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
+        log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
+      } finally {
+        this.#active--;
+        this.#live.delete(stats);
+        this.#bytesUp += stats.aToB;
+        this.#bytesDown += stats.bToA;
+        m.activeConnections.dec({ side: "local" });
+        m.bytesTotal.inc({ side: "local", direction: "up" }, stats.aToB);
+        m.bytesTotal.inc({ side: "local", direction: "down" }, stats.bToA);
+      }
+    } finally {
+      session.requests.delete(req.id);
+      closeQuietly(app);
+      closeQuietly(tunnel);
+    }
+  }
+
+  /** Dial the tunnel port, name the request, wait for acceptance. */
+  async #openTunnel(
+    session: Session,
+    req: ConnectRequest,
+    bound: Deno.NetAddr,
+    signal: AbortSignal,
+  ): Promise<Duplex> {
+    const o = this.#opts;
+    const conn = await dial(session.tunnel.host, session.tunnel.port, {
+      timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
+      signal,
+    });
+    const timeoutMs = o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+    const onAbort = () => closeQuietly(conn);
+    const timer = setTimeout(onAbort, timeoutMs);
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      const writer = new ControlWriter(conn, depotProtocol);
+      await writer.send({
+        type: "tunnel",
+        id: req.id,
+        key: req.key,
+        boundHost: bound.hostname,
+        boundPort: bound.port,
+      });
+      const buffered = new BufferedReader(conn, 1024);
+      const answer = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
+        .read();
+      if (answer?.type === "tunnelAccepted" && answer.id === req.id) {
+        return withPrefix(conn, buffered.takeBuffered());
+      }
+      if (answer?.type === "error") throw new RemoteError(answer.reason, answer.message ?? "");
+      throw new ControlError(
+        signal.aborted ? "closed" : "unexpected",
+        answer ? `unexpected ${answer.type} on the tunnel` : "tunnel closed by the server",
+      );
+    } catch (err) {
+      closeQuietly(conn);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #fail(dest: string, reason: NetFailureReason, message: string): void {
+    this.#failureCount++;
+    m.requestsTotal.inc({ side: "local", exit: this.name, result: reason });
+    this.#failures.push({ at: new Date().toISOString(), dest, reason, message });
+    if (this.#failures.length > recentFailureCount) this.#failures.shift();
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof RemoteError || err instanceof ControlError) {
+    return `${err.reason}: ${err.message}`;
+  }
+  if (err instanceof NetError) return `${err.reason}: ${err.message}`;
+  return errorMessage(err);
+}

@@ -1,0 +1,135 @@
+/**
+ * The depot wire vocabulary: control messages between depot-local and depot-server, and
+ * the one-frame handshake that opens a tunnel connection. See README.md for the tables.
+ * @module
+ */
+
+import {
+  defineMessage,
+  defineProtocol,
+  int,
+  type MessageOf,
+  oneOf,
+  optional,
+  str,
+} from "../control/mod.ts";
+import type { NetFailureReason } from "../net/mod.ts";
+
+/** Version of the depot control protocol (the `v` of every frame). */
+export const depotProtocolVersion = 1;
+
+/** Default control port (depot-local dials it). */
+export const defaultControlPort = 7000;
+/** Default SOCKS5 port (clients connect to it). */
+export const defaultSocksPort = 1080;
+/** Default tunnel port (depot-local opens one connection per request to it). */
+export const defaultTunnelPort = 7001;
+
+/** Default heartbeat interval on the control connection. */
+export const defaultHeartbeatMs = 2_000;
+/** Silence after which a control connection is declared dead: three missed heartbeats. */
+export const heartbeatDeadFactor = 3;
+/** Time a peer has to complete the control hello or the tunnel handshake. */
+export const defaultHandshakeTimeoutMs = 10_000;
+/** Control messages are small; anything larger is a protocol violation. */
+export const depotMaxMessageBytes = 16 * 1024;
+/** Exit names: short, printable, usable as SOCKS usernames and metric labels. */
+export const exitNamePattern = /^[A-Za-z0-9._-]{1,64}$/;
+/** Name of the exit a client gets when it sends no username. */
+export const defaultExitName = "default";
+
+/** Failure reasons a local may report (lib/net's `NetFailureReason`). */
+export const failureReasons = [
+  "resolve",
+  "refused",
+  "host-unreachable",
+  "network-unreachable",
+  "timeout",
+  "not-allowed",
+  "aborted",
+  "other",
+] as const satisfies readonly NetFailureReason[];
+
+const requestId = int({ min: 1 });
+const requestKey = str({ minLength: 32, maxLength: 32, pattern: /^[0-9a-f]{32}$/ });
+
+/** local → server, first control message: who I am and the shared token. */
+export const helloMessage = defineMessage("hello", {
+  role: oneOf("depot-local"),
+  token: str({ maxLength: 1024 }),
+  name: str({ pattern: exitNamePattern, maxLength: 64 }),
+  /** When set, SOCKS clients must present it as password (with `name` as username). */
+  socksPassword: optional(str({ maxLength: 255 })),
+  /** Software version, for the status page. */
+  agent: optional(str({ maxLength: 128 })),
+});
+
+/** server → local, answer to a valid hello. */
+export const welcomeMessage = defineMessage("welcome", {
+  name: str({ pattern: exitNamePattern, maxLength: 64 }),
+  /** Ping interval both sides use; silence for 3 intervals means dead. */
+  heartbeatMs: int({ min: 10, max: 600_000 }),
+  /** Port of the tunnel listener; the local dials the control host on it unless configured. */
+  tunnelPort: int({ min: 1, max: 65535 }),
+});
+
+/** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
+export const connectMessage = defineMessage("connect", {
+  id: requestId,
+  /** Per-request secret the tunnel connection must present. */
+  key: requestKey,
+  host: str({ minLength: 1, maxLength: 255 }),
+  port: int({ min: 0, max: 65535 }),
+});
+
+/** local → server: the dial for request `id` failed for `reason`. */
+export const connectFailedMessage = defineMessage("connectFailed", {
+  id: requestId,
+  reason: oneOf(...failureReasons),
+  message: optional(str({ maxLength: 512 })),
+});
+
+/** server → local: request `id` was abandoned (client gone, timed out); drop it. */
+export const cancelMessage = defineMessage("cancel", { id: requestId });
+
+/** local → server, first frame of a tunnel connection: which request it carries. */
+export const tunnelMessage = defineMessage("tunnel", {
+  id: requestId,
+  key: requestKey,
+  /** The address the local's outgoing connection is bound to (the SOCKS reply's BND). */
+  boundHost: optional(str({ maxLength: 64 })),
+  boundPort: optional(int({ min: 0, max: 65535 })),
+});
+
+/** server → local on a tunnel connection: matched; relay bytes from now on. */
+export const tunnelAcceptedMessage = defineMessage("tunnelAccepted", { id: requestId });
+
+/** The depot control protocol (control and tunnel connections). */
+export const depotProtocol = defineProtocol("depot", depotProtocolVersion, [
+  helloMessage,
+  welcomeMessage,
+  connectMessage,
+  connectFailedMessage,
+  cancelMessage,
+  tunnelMessage,
+  tunnelAcceptedMessage,
+]);
+
+/** Any depot message. */
+export type DepotMessage = ReturnType<typeof depotProtocol.check>;
+/** A `connect` request. */
+export type ConnectRequest = MessageOf<typeof connectMessage>;
+
+/** Reasons the server gives (in an `error` message) for refusing a peer. */
+export const RefusalReason = {
+  /** Wrong token in hello. */
+  unauthorized: "unauthorized",
+  /** Another local with the same name connected; this one is replaced. */
+  replaced: "replaced",
+  /** The tunnel names no pending request (unknown, used, timed out or cancelled). */
+  unknownRequest: "unknown-request",
+  /** The tunnel's key does not match its request. */
+  badKey: "bad-key",
+  /** The server is shutting down. */
+  shutdown: "shutdown",
+} as const;

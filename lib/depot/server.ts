@@ -1,0 +1,627 @@
+/**
+ * depot-server logic: the registry of connected exits (depot-locals) by name, pending
+ * requests by id, and the matching of tunnel connections to SOCKS connections.
+ *
+ * Three listeners: control (locals dial in and say hello), SOCKS5 (clients), tunnel (one
+ * connection per request from the local). A SOCKS CONNECT becomes a `connect{id,key}` on the
+ * chosen exit's control connection; the local answers `connectFailed{id,reason}` or opens a
+ * tunnel connection naming `{id,key}`, and the server relays SOCKS ↔ tunnel.
+ * @module
+ */
+
+import {
+  BufferedReader,
+  closeQuietly,
+  type Duplex,
+  errorMessage,
+  formatAddr,
+  type NetFailureReason,
+  relay,
+  type RelayStats,
+  serve,
+  type Server,
+  withPrefix,
+} from "../net/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  ControlConn,
+  ControlError,
+  ControlReader,
+  ControlWriter,
+  randomSecret,
+  RemoteError,
+  timingSafeEqual,
+} from "../control/mod.ts";
+import { Reply, replyForReason, sendSocks5Reply, Socks5Error } from "../socks5/mod.ts";
+import {
+  defaultExitName,
+  defaultHandshakeTimeoutMs,
+  defaultHeartbeatMs,
+  depotMaxMessageBytes,
+  type DepotMessage,
+  depotProtocol,
+  heartbeatDeadFactor,
+  RefusalReason,
+} from "./protocol.ts";
+import { acceptDepotSocks } from "./socks_front.ts";
+import * as m from "./metrics.ts";
+
+/** Default bound on requests waiting for their exit's answer, across all exits. */
+export const defaultMaxPending = 512;
+/** Default time a request may wait for its tunnel connection (beyond the local's dial). */
+export const defaultPendingTimeoutMs = 15_000;
+/** Failures kept for the status page. */
+export const recentFailureCount = 50;
+
+/** Options of {@linkcode DepotServer}. */
+export interface DepotServerOptions {
+  /** Shared secret every local must present in hello; "" accepts any (warns). @default "" */
+  token?: string;
+  /** Exit used by clients that send no username. @default "default" */
+  defaultExit?: string;
+  /** Control heartbeat interval, told to locals in welcome. @default 2000 */
+  heartbeatMs?: number;
+  /** Time for a hello, a SOCKS handshake or a tunnel handshake. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** Requests waiting for an exit at once; more get reply 0x01 at once. @default 512 */
+  maxPending?: number;
+  /** Time a request waits for its tunnel before reply 0x06 (TTL expired). @default 15000 */
+  pendingTimeoutMs?: number;
+  /** Close a relayed connection idle this long; 0 = never. @default 0 */
+  idleTimeoutMs?: number;
+  /** Concurrent connections per listener. @default 1024 */
+  maxConns?: number;
+  log?: Logger;
+}
+
+/** Listeners the server runs on (the service binds them, tests pass port-0 ones). */
+export interface DepotListeners {
+  control: Deno.Listener;
+  socks: Deno.Listener;
+  tunnel: Deno.Listener;
+}
+
+/** One failed request, for the status page. */
+export interface FailureRecord {
+  /** ISO time. */
+  at: string;
+  exit: string;
+  dest: string;
+  reason: NetFailureReason | "no-exit" | "busy" | "auth";
+  message?: string;
+}
+
+/** Status of one connected exit. */
+export interface ExitStatus {
+  name: string;
+  remote: string;
+  connectedSince: string;
+  rttMs: number | null;
+  passwordProtected: boolean;
+  agent: string | null;
+  active: number;
+  total: number;
+  failures: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+/** What `/status` shows. */
+export interface DepotServerStatus {
+  listeners: { control: string; socks: string; tunnel: string };
+  defaultExit: string;
+  exits: ExitStatus[];
+  pending: number;
+  active: number;
+  total: number;
+  failures: number;
+  bytesUp: number;
+  bytesDown: number;
+  recentFailures: FailureRecord[];
+}
+
+/** A tunnel connection matched to its request. */
+interface TunnelArrival {
+  ok: true;
+  conn: Duplex;
+  bound?: { host: string; port: number };
+  /** Resolve when the relay is over: the tunnel handler then lets its connection go. */
+  done: () => void;
+}
+
+type Outcome = TunnelArrival | { ok: false; reason: NetFailureReason; message: string };
+
+/** A SOCKS request waiting for its exit's answer. */
+interface Pending {
+  id: number;
+  key: string;
+  exit: ExitSession;
+  dest: string;
+  /** First call wins; returns false when the request was already settled. */
+  settle(o: Outcome): boolean;
+}
+
+/** A connected depot-local. */
+class ExitSession {
+  readonly connectedSince = new Date();
+  active = 0;
+  total = 0;
+  failures = 0;
+  bytesUp = 0;
+  bytesDown = 0;
+  readonly live = new Set<RelayStats>();
+  readonly pending = new Set<Pending>();
+  constructor(
+    readonly name: string,
+    readonly ctl: ControlConn<DepotMessage>,
+    readonly remote: string,
+    readonly socksPassword: string | undefined,
+    readonly agent: string | undefined,
+    readonly log: Logger,
+  ) {}
+
+  status(): ExitStatus {
+    let up = this.bytesUp, down = this.bytesDown;
+    for (const s of this.live) (up += s.aToB, down += s.bToA);
+    return {
+      name: this.name,
+      remote: this.remote,
+      connectedSince: this.connectedSince.toISOString(),
+      rttMs: this.ctl.rttMs === undefined ? null : Math.round(this.ctl.rttMs * 1000) / 1000,
+      passwordProtected: this.socksPassword !== undefined,
+      agent: this.agent ?? null,
+      active: this.active,
+      total: this.total,
+      failures: this.failures,
+      bytesUp: up,
+      bytesDown: down,
+    };
+  }
+}
+
+/**
+ * The depot server: give it three listeners with `start`, stop it with `stop`.
+ *
+ * @example
+ * ```ts ignore
+ * const server = new DepotServer({ token: "s3cret" });
+ * server.start({
+ *   control: Deno.listen({ hostname: "127.0.0.1", port: 7000 }),
+ *   socks: Deno.listen({ hostname: "127.0.0.1", port: 1080 }),
+ *   tunnel: Deno.listen({ hostname: "127.0.0.1", port: 7001 }),
+ * });
+ * ```
+ */
+export class DepotServer {
+  readonly token: string;
+  readonly defaultExit: string;
+  readonly heartbeatMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly maxPending: number;
+  readonly pendingTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxConns: number | undefined;
+  readonly log: Logger;
+
+  readonly #exits = new Map<string, ExitSession>();
+  readonly #pending = new Map<number, Pending>();
+  readonly #failures: FailureRecord[] = [];
+  #servers: { control: Server; socks: Server; tunnel: Server } | undefined;
+  #nextId = 1;
+  #total = 0;
+  #active = 0;
+  #failureCount = 0;
+  #closedBytesUp = 0;
+  #closedBytesDown = 0;
+  readonly #live = new Set<RelayStats>();
+  #stopping = false;
+
+  constructor(opts: DepotServerOptions = {}) {
+    this.token = opts.token ?? "";
+    this.defaultExit = opts.defaultExit ?? defaultExitName;
+    this.heartbeatMs = opts.heartbeatMs ?? defaultHeartbeatMs;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+    this.maxPending = opts.maxPending ?? defaultMaxPending;
+    this.pendingTimeoutMs = opts.pendingTimeoutMs ?? defaultPendingTimeoutMs;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 0;
+    this.maxConns = opts.maxConns;
+    this.log = opts.log ?? silentLogger;
+  }
+
+  /** Start serving on the three listeners. */
+  start(listeners: DepotListeners): void {
+    if (this.#servers) throw new Error("depot server already started");
+    const common = { maxConns: this.maxConns, handshakeTimeoutMs: this.handshakeTimeoutMs };
+    this.#servers = {
+      control: serve(listeners.control, (c, ctx) => this.handleControl(c, ctx), {
+        ...common,
+        log: this.log.child({ listener: "control" }),
+      }),
+      socks: serve(listeners.socks, (c, ctx) => this.handleSocks(c, ctx), {
+        ...common,
+        log: this.log.child({ listener: "socks" }),
+      }),
+      tunnel: serve(listeners.tunnel, (c, ctx) => this.handleTunnel(c, ctx), {
+        ...common,
+        log: this.log.child({ listener: "tunnel" }),
+      }),
+    };
+    m.exitsConnected.set(0);
+  }
+
+  /** Bound addresses (after `start`). */
+  get addrs(): { control: Deno.NetAddr; socks: Deno.NetAddr; tunnel: Deno.NetAddr } {
+    const s = this.#servers;
+    if (!s) throw new Error("depot server not started");
+    return { control: s.control.addr, socks: s.socks.addr, tunnel: s.tunnel.addr };
+  }
+
+  /** Names of the connected exits. */
+  exitNames(): string[] {
+    return [...this.#exits.keys()];
+  }
+
+  /** Number of requests waiting for their exit. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** Snapshot for `/status`. */
+  status(): DepotServerStatus {
+    let up = this.#closedBytesUp, down = this.#closedBytesDown;
+    for (const s of this.#live) (up += s.aToB, down += s.bToA);
+    const a = this.#servers ? this.addrs : undefined;
+    return {
+      listeners: {
+        control: a ? formatAddr(a.control) : "",
+        socks: a ? formatAddr(a.socks) : "",
+        tunnel: a ? formatAddr(a.tunnel) : "",
+      },
+      defaultExit: this.defaultExit,
+      exits: [...this.#exits.values()].map((e) => e.status()),
+      pending: this.#pending.size,
+      active: this.#active,
+      total: this.#total,
+      failures: this.#failureCount,
+      bytesUp: up,
+      bytesDown: down,
+      recentFailures: [...this.#failures],
+    };
+  }
+
+  /**
+   * Stop: refuse new connections, tell every local "shutdown", fail pending requests, cut
+   * relays still running after `drainMs`.
+   */
+  async stop(drainMs = 2_000): Promise<void> {
+    this.#stopping = true;
+    const servers = this.#servers;
+    for (const exit of [...this.#exits.values()]) {
+      void exit.ctl.fail(RefusalReason.shutdown, "server shutting down");
+    }
+    for (const p of [...this.#pending.values()]) {
+      p.settle({ ok: false, reason: "network-unreachable", message: "server shutting down" });
+    }
+    if (servers) {
+      await Promise.all([
+        servers.control.stop(drainMs),
+        servers.socks.stop(drainMs),
+        servers.tunnel.stop(drainMs),
+      ]);
+    }
+  }
+
+  // ---- control connections -------------------------------------------------------------
+
+  /** Serve one control connection (a depot-local): hello, welcome, then requests. */
+  async handleControl(
+    conn: Duplex,
+    ctx: { remote: string; log: Logger; handshakeDone(): void },
+  ): Promise<void> {
+    const ctl = new ControlConn(conn, depotProtocol, { maxMessageBytes: depotMaxMessageBytes });
+    let hello;
+    try {
+      hello = await ctl.expect("hello", this.handshakeTimeoutMs);
+    } catch (err) {
+      ctx.log.warn("control handshake failed", { remote: ctx.remote, error: describe(err) });
+      ctl.close();
+      return;
+    }
+    if (!timingSafeEqual(hello.token, this.token)) {
+      ctx.log.warn("local refused: wrong token", { remote: ctx.remote, exit: hello.name });
+      await ctl.fail(RefusalReason.unauthorized, "wrong token");
+      return;
+    }
+    if (this.#stopping) {
+      await ctl.fail(RefusalReason.shutdown, "server shutting down");
+      return;
+    }
+    const log = this.log.child({ exit: hello.name });
+    const exit = new ExitSession(
+      hello.name,
+      ctl,
+      ctx.remote,
+      hello.socksPassword,
+      hello.agent,
+      log,
+    );
+    const stale = this.#exits.get(hello.name);
+    if (stale) {
+      log.info("exit reconnected, replacing the previous session", {
+        remote: ctx.remote,
+        previous: stale.remote,
+      });
+      this.#endExit(stale, "replaced by a new connection with the same name");
+      void stale.ctl.fail(RefusalReason.replaced, "another local connected with this name");
+    }
+    this.#exits.set(hello.name, exit);
+    m.exitsConnected.set(this.#exits.size);
+    m.sessionsTotal.inc({ side: "server" });
+    try {
+      await ctl.send({
+        type: "welcome",
+        name: hello.name,
+        heartbeatMs: this.heartbeatMs,
+        tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
+      });
+    } catch (err) {
+      log.warn("welcome failed", { error: describe(err) });
+    }
+    ctx.handshakeDone();
+    log.info("exit connected", {
+      remote: ctx.remote,
+      auth: hello.socksPassword !== undefined ? "password" : "none",
+    });
+    ctl.startHeartbeat({
+      intervalMs: this.heartbeatMs,
+      deadAfterMs: this.heartbeatMs * heartbeatDeadFactor,
+    });
+    let why = "closed by local";
+    try {
+      while (true) {
+        const msg = await ctl.receive();
+        if (msg === null) break;
+        if (this.#exits.get(exit.name) === exit && ctl.rttMs !== undefined) {
+          m.exitRttSeconds.set({ side: "server", exit: exit.name }, ctl.rttMs / 1000);
+        }
+        if (msg.type === "connectFailed") {
+          const p = this.#pending.get(msg.id);
+          if (p && p.exit === exit) {
+            p.settle({ ok: false, reason: msg.reason, message: msg.message ?? msg.reason });
+          }
+        } else if (msg.type === "error") {
+          why = `local error: ${msg.reason}`;
+          break;
+        } else {
+          why = `unexpected ${msg.type}`;
+          await ctl.fail("unexpected", `unexpected ${msg.type} on the control connection`);
+          break;
+        }
+      }
+    } catch (err) {
+      why = describe(err);
+    } finally {
+      ctl.close();
+      if (this.#exits.get(exit.name) === exit) this.#endExit(exit, why);
+    }
+  }
+
+  /** Unregister an exit: fail its pending requests; its relays end with its control conn. */
+  #endExit(exit: ExitSession, why: string): void {
+    if (this.#exits.get(exit.name) === exit) {
+      this.#exits.delete(exit.name);
+      m.exitsConnected.set(this.#exits.size);
+      m.exitRttSeconds.remove({ side: "server", exit: exit.name });
+      exit.log.info("exit disconnected", { why, active: exit.active, total: exit.total });
+    }
+    for (const p of [...exit.pending]) {
+      p.settle({ ok: false, reason: "network-unreachable", message: `exit gone: ${why}` });
+    }
+    exit.ctl.close();
+  }
+
+  // ---- SOCKS connections ---------------------------------------------------------------
+
+  /** Serve one SOCKS5 client connection. */
+  async handleSocks(
+    conn: Duplex,
+    ctx: { remote: string; log: Logger; handshakeDone(): void },
+  ): Promise<void> {
+    let req;
+    try {
+      req = await acceptDepotSocks(conn, {
+        defaultNeedsPassword: () => this.#exits.get(this.defaultExit)?.socksPassword !== undefined,
+        authenticate: (user, pass) => this.#checkSocksAuth(user, pass),
+      });
+    } catch (err) {
+      if (err instanceof Socks5Error && err.reason === "auth-failed") {
+        this.#recordFailure("?", "-", "auth", "SOCKS authentication failed");
+      }
+      ctx.log.debug("SOCKS handshake failed", { remote: ctx.remote, error: describe(err) });
+      return;
+    }
+    ctx.handshakeDone();
+    const exitName = req.username ? req.username : this.defaultExit;
+    const dest = joinDest(req.dest.host, req.dest.port);
+    const exit = this.#exits.get(exitName);
+    const log = ctx.log.child({ exit: exitName, dest });
+    if (!exit) {
+      // Documented: no exit connected → 0x03 (network unreachable), at once.
+      this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
+      log.info("no exit connected, refusing");
+      await sendSocks5Reply(conn, Reply.networkUnreachable).catch(() => {});
+      return;
+    }
+    if (this.#pending.size >= this.maxPending) {
+      this.#recordFailure(exitName, dest, "busy", `${this.maxPending} requests already pending`);
+      log.warn("too many pending requests, refusing", { maxPending: this.maxPending });
+      await sendSocks5Reply(conn, Reply.generalFailure).catch(() => {});
+      return;
+    }
+
+    const outcome = await this.#request(exit, req.dest.host, req.dest.port, dest);
+    if (!outcome.ok) {
+      exit.failures++;
+      this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
+      log.info("request failed", { reason: outcome.reason, error: outcome.message });
+      await sendSocks5Reply(conn, replyForReason(outcome.reason)).catch(() => {});
+      return;
+    }
+    const tunnel = outcome.conn;
+    const stats: RelayStats = { aToB: 0, bToA: 0 };
+    this.#active++;
+    this.#total++;
+    exit.active++;
+    exit.total++;
+    exit.live.add(stats);
+    this.#live.add(stats);
+    m.activeConnections.inc({ side: "server" });
+    m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
+    try {
+      await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
+      const r = await relay(withPrefix(conn, req.leftover), tunnel, {
+        signal: exit.ctl.signal,
+        idleTimeoutMs: this.idleTimeoutMs,
+        stats,
+      });
+      log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
+    } catch (err) {
+      // The SOCKS client vanished before its reply was written.
+      log.debug("client gone before the reply", { error: describe(err) });
+    } finally {
+      closeQuietly(tunnel);
+      outcome.done();
+      this.#active--;
+      exit.active--;
+      exit.live.delete(stats);
+      this.#live.delete(stats);
+      exit.bytesUp += stats.aToB;
+      exit.bytesDown += stats.bToA;
+      this.#closedBytesUp += stats.aToB;
+      this.#closedBytesDown += stats.bToA;
+      m.activeConnections.dec({ side: "server" });
+      m.bytesTotal.inc({ side: "server", direction: "up" }, stats.aToB);
+      m.bytesTotal.inc({ side: "server", direction: "down" }, stats.bToA);
+    }
+  }
+
+  #checkSocksAuth(user: string, pass: string): boolean {
+    const name = user === "" ? this.defaultExit : user;
+    const exit = this.#exits.get(name);
+    // An exit without a password accepts any; an unknown exit is refused later with 0x03
+    // (its password cannot be checked while it is away).
+    if (!exit || exit.socksPassword === undefined) return true;
+    return timingSafeEqual(pass, exit.socksPassword);
+  }
+
+  /** Send `connect` to the exit and wait for its tunnel, its failure or the timeout. */
+  #request(exit: ExitSession, host: string, port: number, dest: string): Promise<Outcome> {
+    const id = this.#nextId++;
+    const key = randomSecret(16);
+    return new Promise<Outcome>((resolve) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        if (p.settle({ ok: false, reason: "timeout", message: "no tunnel in time" })) {
+          exit.ctl.send({ type: "cancel", id }).catch(() => {});
+        }
+      }, this.pendingTimeoutMs);
+      const p: Pending = {
+        id,
+        key,
+        exit,
+        dest,
+        settle: (o) => {
+          if (settled) return false;
+          settled = true;
+          clearTimeout(timer);
+          this.#pending.delete(id);
+          exit.pending.delete(p);
+          resolve(o);
+          return true;
+        },
+      };
+      this.#pending.set(id, p);
+      exit.pending.add(p);
+      exit.ctl.send({ type: "connect", id, key, host, port }).catch((err) => {
+        p.settle({ ok: false, reason: "network-unreachable", message: describe(err) });
+      });
+    });
+  }
+
+  #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
+    this.#failureCount++;
+    m.requestsTotal.inc({ side: "server", exit, result: reason });
+    this.#failures.push({ at: new Date().toISOString(), exit, dest, reason, message: msg });
+    if (this.#failures.length > recentFailureCount) this.#failures.shift();
+  }
+
+  // ---- tunnel connections --------------------------------------------------------------
+
+  /** Serve one tunnel connection: match it to its pending request, then hold it open. */
+  async handleTunnel(
+    conn: Duplex,
+    ctx: { remote: string; log: Logger; handshakeDone(): void },
+  ): Promise<void> {
+    const buffered = new BufferedReader(conn, 1024);
+    const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
+    const writer = new ControlWriter(conn, depotProtocol);
+    const refuse = async (reason: string, message: string) => {
+      ctx.log.warn("tunnel refused", { remote: ctx.remote, reason, error: message });
+      await writer.send({ type: "error", reason, message }).catch(() => {});
+    };
+    let msg;
+    try {
+      msg = await reader.read();
+    } catch (err) {
+      if (err instanceof ControlError) await refuse(err.reason, err.message);
+      else ctx.log.debug("tunnel handshake failed", { error: describe(err) });
+      return;
+    }
+    if (msg === null) return;
+    if (msg.type !== "tunnel") {
+      await refuse("unexpected", `expected tunnel, got ${msg.type}`);
+      return;
+    }
+    const p = this.#pending.get(msg.id);
+    if (!p) {
+      await refuse(RefusalReason.unknownRequest, `no pending request ${msg.id}`);
+      return;
+    }
+    if (!timingSafeEqual(msg.key, p.key)) {
+      // The request stays pending: a guessed id must not cancel someone else's request.
+      await refuse(RefusalReason.badKey, `wrong key for request ${msg.id}`);
+      return;
+    }
+    ctx.handshakeDone();
+    let release!: () => void;
+    const released = new Promise<void>((r) => release = r);
+    try {
+      await writer.send({ type: "tunnelAccepted", id: msg.id });
+    } catch (err) {
+      p.settle({ ok: false, reason: "other", message: `tunnel write failed: ${describe(err)}` });
+      return;
+    }
+    const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
+      ? { host: msg.boundHost, port: msg.boundPort }
+      : undefined;
+    const taken = p.settle({
+      ok: true,
+      conn: withPrefix(conn, buffered.takeBuffered()),
+      bound,
+      done: release,
+    });
+    if (!taken) return; // timed out or cancelled at the same moment: close it
+    await released;
+  }
+}
+
+function joinDest(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof RemoteError || err instanceof ControlError) {
+    return `${err.reason}: ${err.message}`;
+  }
+  return errorMessage(err);
+}
