@@ -1,0 +1,708 @@
+/**
+ * A yamux session over one Duplex: the read loop (decode, dispatch, never block on a
+ * stream), the coalescing write queue, stream registry, limits, keepalive and go away.
+ * @module
+ */
+
+import { closeQuietly, type Duplex } from "../net/duplex.ts";
+import { errorMessage } from "../net/errors.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  defaultWindowBytes,
+  encodeHeader,
+  Flag,
+  FrameDecoder,
+  type FrameSink,
+  FrameType,
+  GoAwayCode,
+  headerBytes,
+  maxU32,
+  MuxError,
+} from "./frame.ts";
+import { type OutFrame, Stream, type StreamHost } from "./stream.ts";
+
+/** Options of a {@linkcode Session}. */
+export interface SessionOptions {
+  /** Streams open at once (both directions); a peer's SYN past it gets RST. @default 65536 */
+  maxStreams?: number;
+  /** Accepted-but-not-yet-`accept()`ed streams; past it a SYN gets RST. @default 256 */
+  acceptBacklog?: number;
+  /** Receive window each stream starts with (at least 256 KiB, yamux's). @default 262144 */
+  initialWindowBytes?: number;
+  /** Receive window a stream may grow to while its reader keeps up. @default 16777216 */
+  maxWindowBytes?: number;
+  /** Window growth beyond the initial windows, summed over all streams. @default 268435456 */
+  windowBudgetBytes?: number;
+  /** Ping interval for liveness and RTT; 0 disables keepalive. @default 30000 */
+  keepaliveIntervalMs?: number;
+  /** No ping reply and no other traffic for this long: the session is dead. @default 30000 */
+  keepaliveTimeoutMs?: number;
+  /** Largest data frame accepted (and sent). @default 16777216 */
+  maxFrameBytes?: number;
+  /**
+   * Optional SYN response: hold the ACK of an accepted stream up to this long so it rides on
+   * our first data (or FIN / window update) frame. 0 sends it at `accept()`. @default 0
+   */
+  synAckDelayMs?: number;
+  /** `close("normal")` waits this long for open streams to finish. @default 10000 */
+  drainTimeoutMs?: number;
+  /** Logger for session events. @default silent */
+  log?: Logger;
+}
+
+/** Counters of a session. */
+export interface SessionStats {
+  streamsOpen: number;
+  streamsTotal: number;
+  bytesIn: number;
+  bytesOut: number;
+  framesIn: number;
+  framesOut: number;
+}
+
+/** Why a session ended. */
+export type SessionEndReason =
+  | "local-close" // close() was called
+  | "eof" // the transport ended
+  | "remote-goaway" // the peer sent go away (with an error code) or closed after a normal one
+  | "protocol-error" // the peer broke the protocol (we sent go away protocol error)
+  | "internal-error" // close("internal-error") or a local failure
+  | "keepalive-timeout" // the peer stopped answering
+  | "conn-error"; // the transport failed
+
+/** Largest data frame we send; larger writes are split. */
+const maxSendFrameCapBytes = 1024 * 1024;
+/** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
+const coalesceCopyMaxBytes = 16 * 1024;
+/** Size of the buffer small frames are coalesced into before one write. */
+const coalesceBufferBytes = 128 * 1024;
+/** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
+const minReadBufferBytes = 64 * 1024;
+const maxReadBufferBytes = 2 * 1024 * 1024;
+/** Microtasks the writer waits before encoding, so a FIN or ACK issued right after a
+ * write in the same turn rides on the queued frame instead of a frame of its own. */
+const writerYieldTicks = 8;
+/** How long a go away may take to flush before the transport is closed anyway. */
+const goAwayFlushMs = 1000;
+
+interface ResolvedOptions {
+  maxStreams: number;
+  acceptBacklog: number;
+  initialWindowBytes: number;
+  maxWindowBytes: number;
+  windowBudgetBytes: number;
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+  maxFrameBytes: number;
+  synAckDelayMs: number;
+  drainTimeoutMs: number;
+}
+
+interface PendingPing {
+  sentAt: number;
+  resolve: (rttMs: number) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * A yamux session. `Session.client(conn)` opens odd stream ids, `Session.server(conn)` even.
+ *
+ * Guarantees: the read loop never waits for a stream (receive buffers are bounded by the
+ * window the peer must respect; a peer that overruns it gets go away + close); writes are
+ * coalesced into few transport writes; protocol errors end the session with go away
+ * (protocol error), never a crash; `closed` resolves once the transport is closed and both
+ * loops have finished.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 7400 });
+ * const session = Session.client(conn);
+ * const stream = await session.open({ data: new TextEncoder().encode("GET /\n"), fin: true });
+ * const reply = await readAll(stream);
+ * await session.close();
+ * ```
+ */
+export class Session implements StreamHost, FrameSink {
+  #conn: Duplex;
+  #client: boolean;
+  #opts: ResolvedOptions;
+  #log: Logger;
+  #streams = new Map<number, Stream>();
+  #nextId: number;
+  #backlog: Stream[] = [];
+  #acceptWaiters: ((s: Stream | null) => void)[] = [];
+  #decoder: FrameDecoder;
+  #rxStream: Stream | null = null;
+  #rxFin = false;
+  #prio: OutFrame[] = [];
+  #ordered: OutFrame[] = [];
+  #writing = false;
+  #writerIdle: (() => void)[] = [];
+  #out = new Uint8Array(coalesceBufferBytes);
+  #pings = new Map<number, PendingPing>();
+  #pingSeq = 0;
+  #rtt: number | undefined;
+  #localGoAway = false;
+  #remoteGoAway = false;
+  #shut = false;
+  #closing: Promise<void> | null = null;
+  #readDone: Promise<void>;
+  #closedResolve!: (v: { reason: string; error?: Error }) => void;
+  #ackQueue: { s: Stream; at: number }[] = [];
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
+  #keepaliveDeadline: number | undefined;
+  #lastRecvAt = performance.now();
+  #windowReserved = 0;
+  #drainWaiter: (() => void) | null = null;
+  #stats: SessionStats = {
+    streamsOpen: 0,
+    streamsTotal: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    framesIn: 0,
+    framesOut: 0,
+  };
+
+  /** Resolves when the session has ended: why, and the error if there was one. */
+  readonly closed: Promise<{ reason: string; error?: Error }>;
+  /** Largest receive window a stream may grow to. @internal */
+  readonly maxWindowBytes: number;
+  /** Largest data frame we send. @internal */
+  readonly maxSendFrameBytes: number;
+
+  /** A session whose streams get odd ids (the dialling side, by convention). */
+  static client(conn: Duplex, opts: SessionOptions = {}): Session {
+    return new Session(conn, true, opts);
+  }
+
+  /** A session whose streams get even ids (the accepting side, by convention). */
+  static server(conn: Duplex, opts: SessionOptions = {}): Session {
+    return new Session(conn, false, opts);
+  }
+
+  private constructor(conn: Duplex, client: boolean, o: SessionOptions) {
+    this.#conn = conn;
+    this.#client = client;
+    this.#nextId = client ? 1 : 2;
+    this.#opts = {
+      maxStreams: o.maxStreams ?? 65536,
+      acceptBacklog: o.acceptBacklog ?? 256,
+      initialWindowBytes: Math.max(defaultWindowBytes, o.initialWindowBytes ?? defaultWindowBytes),
+      maxWindowBytes: Math.max(defaultWindowBytes, o.maxWindowBytes ?? 16 * 1024 * 1024),
+      windowBudgetBytes: o.windowBudgetBytes ?? 256 * 1024 * 1024,
+      keepaliveIntervalMs: o.keepaliveIntervalMs ?? 30_000,
+      keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 30_000,
+      maxFrameBytes: o.maxFrameBytes ?? 16 * 1024 * 1024,
+      synAckDelayMs: o.synAckDelayMs ?? 0,
+      drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
+    };
+    this.#opts.maxWindowBytes = Math.max(this.#opts.maxWindowBytes, this.#opts.initialWindowBytes);
+    this.maxWindowBytes = this.#opts.maxWindowBytes;
+    this.maxSendFrameBytes = Math.max(1, Math.min(maxSendFrameCapBytes, this.#opts.maxFrameBytes));
+    this.#log = o.log ?? silentLogger;
+    this.#decoder = new FrameDecoder(this.#opts.maxFrameBytes);
+    this.closed = new Promise((r) => this.#closedResolve = r);
+    this.#readDone = this.#readLoop();
+    if (this.#opts.keepaliveIntervalMs > 0) {
+      this.#keepaliveTimer = setInterval(
+        () => this.#keepaliveTick(),
+        this.#opts.keepaliveIntervalMs,
+      );
+      this.#sendPing().catch(() => {}); // an early RTT sample for window growth; may die with us
+    }
+  }
+
+  // ------------------------------------------------------------ public API
+
+  /** Latest measured round-trip time in ms (pings, and ACKs of streams we opened). */
+  get rttMs(): number | undefined {
+    return this.#rtt;
+  }
+
+  /** Live counters (a snapshot copy). */
+  get stats(): SessionStats {
+    return { ...this.#stats, streamsOpen: this.#streams.size };
+  }
+
+  /** Whether this side opens odd stream ids. */
+  get isClient(): boolean {
+    return this.#client;
+  }
+
+  /**
+   * Open a stream. With `data`, the first bytes ride in the SYN frame (no round trip); with
+   * `fin` too, a small request is one frame: SYN + data + FIN (seed 004's "QuRe").
+   * Rejects with `MuxError` "session-closed", "goaway", "too-many-streams" or
+   * "streams-exhausted".
+   */
+  async open(opts: { data?: Uint8Array; fin?: boolean } = {}): Promise<Stream> {
+    if (this.#shut || this.#localGoAway) {
+      throw new MuxError("session-closed", "session is closed");
+    }
+    if (this.#remoteGoAway) throw new MuxError("goaway", "peer sent go away");
+    if (this.#streams.size >= this.#opts.maxStreams) {
+      throw new MuxError("too-many-streams", `maxStreams ${this.#opts.maxStreams} reached`);
+    }
+    const id = this.#nextId;
+    if (id > maxU32) throw new MuxError("streams-exhausted", "no stream ids left");
+    this.#nextId += 2;
+    const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
+    this.#streams.set(id, s);
+    this.#stats.streamsTotal++;
+    s._openedAt = performance.now();
+    if (opts.data && opts.data.length > 0) await s.write(opts.data);
+    else if (!opts.fin) s._sendSyn();
+    if (opts.fin) await s.closeWrite();
+    return s;
+  }
+
+  /** The next stream the peer opened, or `null` once the session is closed. */
+  accept(): Promise<Stream | null> {
+    const s = this.#backlog.shift();
+    if (s) {
+      this.#accepted(s);
+      return Promise.resolve(s);
+    }
+    if (this.#shut || this.#localGoAway) return Promise.resolve(null);
+    return new Promise((r) => this.#acceptWaiters.push(r));
+  }
+
+  /** Accepted streams until the session closes. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Stream> {
+    while (true) {
+      const s = await this.accept();
+      if (!s) return;
+      yield s;
+    }
+  }
+
+  /** Send a ping and resolve with the round-trip time in ms. */
+  ping(): Promise<number> {
+    if (this.#shut) return Promise.reject(new MuxError("session-closed", "session is closed"));
+    return this.#sendPing();
+  }
+
+  /**
+   * Go away and end the session. "normal": stop accepting streams, let open streams finish
+   * (up to drainTimeoutMs), then close. Error codes close at once.
+   */
+  close(code: "normal" | "protocol-error" | "internal-error" = "normal"): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closing = (async () => {
+      if (this.#shut) return;
+      if (code !== "normal") {
+        await this.#fail(
+          code === "protocol-error" ? "protocol-error" : "internal-error",
+          undefined,
+          code === "protocol-error" ? GoAwayCode.protocolError : GoAwayCode.internalError,
+        );
+        return;
+      }
+      this.#localGoAway = true;
+      this.#sendControl(FrameType.goAway, 0, 0, GoAwayCode.normal);
+      for (const w of this.#acceptWaiters.splice(0)) w(null);
+      for (const s of this.#backlog.splice(0)) s.reset();
+      if (this.#streams.size > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((resolve) => {
+          this.#drainWaiter = resolve;
+          timer = setTimeout(resolve, this.#opts.drainTimeoutMs);
+        });
+        clearTimeout(timer);
+        this.#drainWaiter = null;
+      }
+      await this.#shutdown("local-close");
+    })();
+    return this.#closing.then(() => this.closed).then(() => {});
+  }
+
+  // ------------------------------------------------------- StreamHost
+
+  /** @internal */
+  enqueue(f: OutFrame, priority: boolean): void {
+    if (this.#shut) {
+      f.done?.reject(new MuxError("session-closed", "session is closed"));
+      return;
+    }
+    (priority ? this.#prio : this.#ordered).push(f);
+    if (!this.#writing) {
+      this.#writing = true;
+      this.#writeLoop();
+    }
+  }
+
+  /** @internal */
+  freeStream(s: Stream): void {
+    if (this.#streams.get(s.id) === s) this.#streams.delete(s.id);
+    if (this.#streams.size === 0) this.#drainWaiter?.();
+  }
+
+  /** @internal */
+  reserveWindow(bytes: number): boolean {
+    if (this.#windowReserved + bytes > this.#opts.windowBudgetBytes) return false;
+    this.#windowReserved += bytes;
+    return true;
+  }
+
+  /** @internal */
+  releaseWindow(bytes: number): void {
+    this.#windowReserved -= bytes;
+  }
+
+  // ---------------------------------------------------------- read side
+
+  async #readLoop(): Promise<void> {
+    let buf = new Uint8Array(minReadBufferBytes);
+    let small = 0;
+    try {
+      while (!this.#shut) {
+        const n = await this.#conn.read(buf);
+        if (n === null) {
+          if (!this.#shut) {
+            this.#shutdown(this.#remoteGoAway ? "remote-goaway" : "eof");
+          }
+          return;
+        }
+        this.#stats.bytesIn += n;
+        this.#lastRecvAt = performance.now();
+        this.#decoder.push(n === buf.length ? buf : buf.subarray(0, n), this);
+        if (n === buf.length && buf.length < maxReadBufferBytes) {
+          buf = new Uint8Array(buf.length * 4);
+          small = 0;
+        } else if (n < buf.length / 16 && buf.length > minReadBufferBytes && ++small > 16) {
+          buf = new Uint8Array(minReadBufferBytes);
+          small = 0;
+        }
+      }
+    } catch (err) {
+      if (this.#shut) return; // we closed the transport ourselves
+      if (err instanceof MuxError) {
+        this.#log.warn("mux protocol error", { reason: err.reason, error: err });
+        const code = err.reason === "remote-error" ? undefined : GoAwayCode.protocolError;
+        this.#fail(err.reason === "remote-error" ? "remote-goaway" : "protocol-error", err, code);
+      } else {
+        this.#fail("conn-error", err instanceof Error ? err : new Error(errorMessage(err)));
+      }
+    }
+  }
+
+  /** @internal FrameSink: one validated header. */
+  onFrame(type: number, flags: number, id: number, length: number): void {
+    this.#stats.framesIn++;
+    if (type === FrameType.ping) return this.#onPing(flags, length);
+    if (type === FrameType.goAway) return this.#onGoAway(length);
+    this.#rxStream = null;
+    this.#rxFin = false;
+    if (id === 0) throw new MuxError("bad-stream-id", "stream frame on stream id 0");
+    let s: Stream | undefined;
+    if ((flags & Flag.syn) !== 0) {
+      s = this.#incoming(id);
+      if (!s) return; // refused with RST; any payload is discarded
+    } else {
+      s = this.#streams.get(id);
+      if (!s) return; // unknown or already closed stream: payload discarded
+    }
+    if ((flags & Flag.ack) !== 0) {
+      if (s._openedAt !== undefined && this.#rtt === undefined) {
+        this.#rtt = performance.now() - s._openedAt; // first sample until a ping measures
+      }
+      s._rxAck();
+    }
+    if ((flags & Flag.rst) !== 0) {
+      s._rxReset();
+      return;
+    }
+    const fin = (flags & Flag.fin) !== 0;
+    if (type === FrameType.windowUpdate) {
+      s._rxWindow(length);
+      if (fin) s._rxFin();
+      return;
+    }
+    const verdict = s._rxData(length);
+    if (verdict === "overrun") {
+      throw new MuxError("window-exceeded", `stream ${id}: ${length} bytes exceed its window`);
+    }
+    if (verdict === "after-fin") {
+      s._resetAfterClose(); // data after the peer's own FIN: that stream is broken
+      return;
+    }
+    if (verdict === "discard") {
+      if (s._localClosed && !fin && length > 0) s._resetAfterClose();
+      else if (fin) s._rxFin();
+      return;
+    }
+    if (length === 0) {
+      if (fin) s._rxFin();
+      return;
+    }
+    this.#rxStream = s;
+    this.#rxFin = fin;
+  }
+
+  /** @internal FrameSink: payload of the current data frame. */
+  onPayload(chunk: Uint8Array, last: boolean): void {
+    const s = this.#rxStream;
+    if (!s) return;
+    s._rxPayload(chunk);
+    if (last) {
+      this.#rxStream = null;
+      if (this.#rxFin) s._rxFin();
+    }
+  }
+
+  #incoming(id: number): Stream | undefined {
+    if ((id & 1) === (this.#client ? 1 : 0)) {
+      throw new MuxError("bad-stream-id", `peer opened stream ${id} with our id parity`);
+    }
+    if (this.#streams.has(id)) throw new MuxError("duplicate-stream", `stream ${id} opened twice`);
+    if (this.#localGoAway || this.#shut) {
+      this.#sendControl(FrameType.windowUpdate, Flag.rst, id, 0);
+      return undefined;
+    }
+    if (
+      this.#streams.size >= this.#opts.maxStreams ||
+      this.#backlog.length >= this.#opts.acceptBacklog
+    ) {
+      this.#log.debug("mux refusing stream", { id, streams: this.#streams.size });
+      this.#sendControl(FrameType.windowUpdate, Flag.rst, id, 0);
+      return undefined;
+    }
+    const s = new Stream(this, id, false, this.#opts.initialWindowBytes);
+    this.#streams.set(id, s);
+    this.#stats.streamsTotal++;
+    const w = this.#acceptWaiters.shift();
+    if (w) {
+      this.#accepted(s);
+      w(s);
+    } else this.#backlog.push(s);
+    return s;
+  }
+
+  #accepted(s: Stream): void {
+    const delay = this.#opts.synAckDelayMs;
+    if (delay <= 0) {
+      s._sendAck();
+      return;
+    }
+    this.#ackQueue.push({ s, at: performance.now() + delay });
+    if (this.#ackTimer === undefined) this.#armAckTimer();
+  }
+
+  #armAckTimer(): void {
+    const head = this.#ackQueue[0];
+    if (!head || this.#shut) {
+      this.#ackTimer = undefined;
+      return;
+    }
+    this.#ackTimer = setTimeout(() => {
+      const now = performance.now();
+      let i = 0;
+      while (i < this.#ackQueue.length && this.#ackQueue[i].at <= now + 0.5) {
+        this.#ackQueue[i++].s._sendAck();
+      }
+      this.#ackQueue.splice(0, i);
+      this.#armAckTimer();
+    }, Math.max(0, head.at - performance.now()));
+  }
+
+  #onPing(flags: number, value: number): void {
+    if ((flags & Flag.syn) !== 0) {
+      this.#sendControl(FrameType.ping, Flag.ack, 0, value);
+      return;
+    }
+    const p = this.#pings.get(value);
+    if (!p) return; // an unsolicited or late reply: nothing waits for it
+    this.#pings.delete(value);
+    const rtt = performance.now() - p.sentAt;
+    this.#rtt = this.#rtt === undefined ? rtt : this.#rtt * 0.75 + rtt * 0.25;
+    p.resolve(rtt);
+  }
+
+  #onGoAway(code: number): void {
+    if (code === GoAwayCode.normal) {
+      this.#remoteGoAway = true;
+      return;
+    }
+    const what = code === GoAwayCode.protocolError
+      ? "protocol error"
+      : code === GoAwayCode.internalError
+      ? "internal error"
+      : `unknown code ${code}`;
+    throw new MuxError("remote-error", `peer went away: ${what}`);
+  }
+
+  #sendPing(): Promise<number> {
+    const value = this.#pingSeq = (this.#pingSeq + 1) >>> 0;
+    const sentAt = performance.now();
+    const p = new Promise<number>((resolve, reject) => {
+      this.#pings.set(value, { sentAt, resolve, reject });
+    });
+    this.#sendControl(FrameType.ping, Flag.syn, 0, value);
+    return p;
+  }
+
+  #keepaliveTick(): void {
+    if (this.#shut) return;
+    const now = performance.now();
+    if (this.#keepaliveDeadline !== undefined) {
+      if (now < this.#keepaliveDeadline) return;
+      if (now - this.#lastRecvAt < this.#opts.keepaliveTimeoutMs) {
+        this.#keepaliveDeadline = undefined; // traffic proves liveness; ping again
+      } else {
+        this.#fail(
+          "keepalive-timeout",
+          new MuxError("keepalive-timeout", "no reply to keepalive"),
+          undefined,
+        );
+        return;
+      }
+    }
+    this.#keepaliveDeadline = now + this.#opts.keepaliveTimeoutMs;
+    this.#sendPing().then(() => this.#keepaliveDeadline = undefined, () => {});
+    // A check at the deadline itself, so detection does not wait for the next interval.
+    const t = setTimeout(() => {
+      this.#deadlineTimers.delete(t);
+      if (this.#keepaliveDeadline !== undefined) this.#keepaliveTick();
+    }, this.#opts.keepaliveTimeoutMs + 1);
+    this.#deadlineTimers.add(t);
+  }
+  #deadlineTimers = new Set<ReturnType<typeof setTimeout>>();
+
+  // --------------------------------------------------------- write side
+
+  #sendControl(type: number, flags: number, id: number, length: number): void {
+    this.enqueue(
+      { type, flags, id, length, payload: null, stream: null, encoded: false, done: null },
+      type !== FrameType.windowUpdate || flags === 0 || (flags & Flag.rst) !== 0,
+    );
+  }
+
+  async #writeLoop(): Promise<void> {
+    let batch: OutFrame[] = [];
+    try {
+      for (let i = 0; i < writerYieldTicks; i++) await null;
+      while (!this.#shut && (this.#prio.length > 0 || this.#ordered.length > 0)) {
+        if (this.#prio.length === 0) {
+          batch = this.#ordered;
+          this.#ordered = [];
+        } else {
+          batch = this.#prio;
+          this.#prio = [];
+          if (this.#ordered.length > 0) {
+            for (const f of this.#ordered) batch.push(f);
+            this.#ordered = [];
+          }
+        }
+        const out = this.#out;
+        let off = 0;
+        for (const f of batch) {
+          if (off + headerBytes > out.length) {
+            await this.#writeAll(out.subarray(0, off));
+            off = 0;
+          }
+          encodeHeader(out, off, f.type, f.flags, f.id, f.length);
+          f.encoded = true;
+          off += headerBytes;
+          const p = f.payload;
+          if (p) {
+            if (p.length <= coalesceCopyMaxBytes) {
+              if (off + p.length > out.length) {
+                await this.#writeAll(out.subarray(0, off));
+                off = 0;
+              }
+              out.set(p, off);
+              off += p.length;
+            } else {
+              await this.#writeAll(out.subarray(0, off));
+              off = 0;
+              await this.#writeAll(p);
+            }
+          }
+        }
+        if (off > 0) await this.#writeAll(out.subarray(0, off));
+        this.#stats.framesOut += batch.length;
+        for (const f of batch) {
+          f.stream?._flushed(f);
+          f.done?.resolve();
+        }
+        batch = [];
+      }
+    } catch (err) {
+      const e = new MuxError("session-closed", `transport write failed: ${errorMessage(err)}`, {
+        cause: err,
+      });
+      for (const f of batch) f.done?.reject(e);
+      if (!this.#shut) this.#fail("conn-error", err instanceof Error ? err : e);
+    } finally {
+      this.#writing = false;
+      if (this.#shut) this.#rejectQueued();
+      for (const w of this.#writerIdle.splice(0)) w();
+    }
+  }
+
+  async #writeAll(p: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < p.length) {
+      const n = await this.#conn.write(off === 0 ? p : p.subarray(off));
+      off += n;
+    }
+    this.#stats.bytesOut += p.length;
+  }
+
+  #rejectQueued(): void {
+    const e = new MuxError("session-closed", "session is closed");
+    for (const f of this.#prio.splice(0)) f.done?.reject(e);
+    for (const f of this.#ordered.splice(0)) f.done?.reject(e);
+  }
+
+  /** Resolves when the writer has nothing left (or `ms` passed). */
+  #flushed(ms: number): Promise<void> {
+    if (!this.#writing) return Promise.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return new Promise<void>((resolve) => {
+      this.#writerIdle.push(resolve);
+      timer = setTimeout(resolve, ms);
+    }).finally(() => clearTimeout(timer));
+  }
+
+  // ----------------------------------------------------------- shutdown
+
+  /** End with an error: go away with `code` (if given), flush briefly, shut down. */
+  async #fail(reason: SessionEndReason, error?: Error, code?: number): Promise<void> {
+    if (this.#shut || this.#localGoAway && code === undefined && reason === "local-close") return;
+    if (code !== undefined) {
+      this.#rejectQueued(); // nothing queued matters any more except the go away
+      this.#sendControl(FrameType.goAway, 0, 0, code);
+      this.#localGoAway = true;
+      await this.#flushed(goAwayFlushMs);
+    }
+    await this.#shutdown(reason, error);
+  }
+
+  async #shutdown(reason: SessionEndReason, error?: Error): Promise<void> {
+    if (this.#shut) return;
+    this.#shut = true;
+    this.#log.debug("mux session end", { reason, error });
+    clearInterval(this.#keepaliveTimer);
+    for (const t of this.#deadlineTimers) clearTimeout(t);
+    this.#deadlineTimers.clear();
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    this.#ackQueue = [];
+    if (reason === "local-close") await this.#flushed(goAwayFlushMs); // last FINs, go away
+    closeQuietly(this.#conn);
+    const err = new MuxError("session-closed", `session ended: ${reason}`, { cause: error });
+    for (const s of [...this.#streams.values()]) s._abort(err);
+    this.#streams.clear();
+    this.#backlog = [];
+    for (const w of this.#acceptWaiters.splice(0)) w(null);
+    for (const p of this.#pings.values()) p.reject(err);
+    this.#pings.clear();
+    this.#rejectQueued();
+    this.#drainWaiter?.();
+    await this.#readDone.catch(() => {});
+    await this.#flushed(goAwayFlushMs);
+    this.#closedResolve(error ? { reason, error } : { reason });
+  }
+}

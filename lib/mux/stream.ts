@@ -1,0 +1,518 @@
+/**
+ * One multiplexed stream: its seed-004 state byte, receive buffer and window, send window.
+ * A Stream is a `Duplex`, so `relay()` works on it unchanged.
+ * @module
+ */
+
+import type { Duplex } from "../net/duplex.ts";
+import { defaultWindowBytes, Flag, FrameType, MuxError } from "./frame.ts";
+import {
+  canReceive,
+  canWrite,
+  FIN_ACK_RX,
+  FIN_ACK_TX,
+  FIN_RX,
+  FIN_TX,
+  StreamState,
+  SYN_ACK_RX,
+  SYN_ACK_TX,
+  SYN_RX,
+  SYN_TX,
+} from "./state.ts";
+
+/**
+ * Writes up to this size are copied and resolve as soon as they are queued (so a following
+ * `closeWrite()` can ride on the same frame); larger ones are sent from the caller's buffer
+ * without a copy and resolve once written to the transport.
+ */
+export const copyWriteMaxBytes = 16 * 1024;
+
+/** A frame waiting in the session's write queue. @internal */
+export interface OutFrame {
+  type: number;
+  flags: number;
+  id: number;
+  length: number;
+  payload: Uint8Array | null;
+  stream: Stream | null;
+  /** Set once the header has been encoded: flags can no longer be added. */
+  encoded: boolean;
+  /** Settled when the frame has been written to the transport (or the session failed). */
+  done: Deferred | null;
+}
+
+/** A promise with its settle functions. @internal */
+export interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/** Make a {@linkcode Deferred}. @internal */
+export function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** What a stream needs from its session. @internal */
+export interface StreamHost {
+  /** Queue a frame; `priority` frames (pure window updates, pings) may overtake data. */
+  enqueue(f: OutFrame, priority: boolean): void;
+  /** The stream reached CLOSED: drop it from the session. */
+  freeStream(s: Stream): void;
+  /** Latest RTT estimate in ms, if any. */
+  readonly rttMs: number | undefined;
+  /** Ask for `bytes` more receive window beyond the initial one; false if over budget. */
+  reserveWindow(bytes: number): boolean;
+  /** Return window budget when a stream is freed. */
+  releaseWindow(bytes: number): void;
+  readonly maxWindowBytes: number;
+  readonly maxSendFrameBytes: number;
+}
+
+/** Floor of the RTT used for window growth, so timer jitter on loopback still counts. */
+const minTuningRttMs = 2;
+/** RTT assumed for window growth before any measurement. */
+const defaultTuningRttMs = 10;
+
+interface PendingRead {
+  p: Uint8Array;
+  resolve: (n: number | null) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * A yamux stream. Create through `Session.open()` / `Session.accept()`.
+ *
+ * Guarantees: reads return data in order, then `null` after the peer's FIN; writes wait for
+ * send window (never buffer unboundedly); `closeWrite()` half-closes (reads continue);
+ * `close()` sends FIN if needed and stops reading; `reset()` aborts both directions, and a
+ * reset (local or by the peer) makes pending and later reads and writes reject with
+ * `MuxError` reason "reset".
+ */
+export class Stream implements Duplex {
+  #host: StreamHost;
+  #state: number;
+  #opener: boolean;
+  #err: MuxError | null = null;
+  /** What reads report once the buffer is empty: set unless the peer's FIN came first. */
+  #readErr: MuxError | null = null;
+  #localClosed = false;
+  #freed = false;
+
+  // receive side
+  #queue: Uint8Array[] = [];
+  #qHead = 0;
+  #buffered = 0;
+  #reader: PendingRead | null = null;
+  /** Credit the peer still has (bytes it may send before our next window update). */
+  #recvWindow = defaultWindowBytes;
+  /** Target window: recvWindow + buffered + pendingCredit (+ bytes in flight). */
+  #windowSize: number;
+  /** Consumed (or never granted) bytes not yet credited back to the peer. */
+  #pendingCredit: number;
+  #lastUpdateAt: number;
+  #grownBytes = 0;
+
+  // send side
+  #sendWindow = defaultWindowBytes;
+  #windowWaiter: Deferred | null = null;
+  #writeBusy = false;
+  #writeWaiters: (() => void)[] = [];
+  #lastQueued: OutFrame | null = null;
+  /** When we sent our SYN (streams we open): the ACK gives an RTT sample. @internal */
+  _openedAt: number | undefined;
+
+  /** @internal Use Session.open()/accept(). */
+  constructor(host: StreamHost, readonly id: number, opener: boolean, windowBytes: number) {
+    this.#host = host;
+    this.#opener = opener;
+    this.#state = opener ? StreamState.LISTEN : SYN_RX;
+    this.#windowSize = Math.max(defaultWindowBytes, windowBytes);
+    this.#pendingCredit = this.#windowSize - defaultWindowBytes;
+    this.#lastUpdateAt = performance.now();
+  }
+
+  /** The seed-004 state byte (see state.ts). */
+  get state(): number {
+    return this.#state;
+  }
+
+  /** The error that ended the stream (reset or session end), if any. */
+  get error(): MuxError | null {
+    return this.#err;
+  }
+
+  /** Current receive window target in bytes (grows while the reader keeps up). */
+  get windowBytes(): number {
+    return this.#windowSize;
+  }
+
+  /** Bytes received and not yet read. */
+  get bufferedBytes(): number {
+    return this.#buffered;
+  }
+
+  // ---------------------------------------------------------------- Duplex
+
+  /** Read into `p`; `null` at the peer's FIN (or after `close()`). */
+  read(p: Uint8Array): Promise<number | null> {
+    if (p.length === 0) return Promise.resolve(0);
+    if (this.#qHead < this.#queue.length) {
+      const n = this.#copyOut(p);
+      this.#consumed(n);
+      return Promise.resolve(n);
+    }
+    if (this.#localClosed) return Promise.resolve(null);
+    if (this.#readErr) return Promise.reject(this.#readErr);
+    if (!canReceive(this.#state)) return Promise.resolve(null);
+    if (this.#reader) {
+      return Promise.reject(new MuxError("protocol", "concurrent read on one stream"));
+    }
+    return new Promise((resolve, reject) => {
+      this.#reader = { p, resolve, reject };
+    });
+  }
+
+  /** Write all of `p`, waiting for send window; resolves with `p.length`. */
+  async write(p: Uint8Array): Promise<number> {
+    if (this.#writeBusy) await new Promise<void>((r) => this.#writeWaiters.push(r));
+    this.#writeBusy = true;
+    try {
+      return await this.#writeChunks(p);
+    } finally {
+      this.#unlockWrite();
+    }
+  }
+
+  /** Half-close: send FIN after everything written so far; reads continue. */
+  closeWrite(): Promise<void> {
+    if (this.#writeBusy) {
+      return new Promise<void>((r) => this.#writeWaiters.push(r)).then(() => {
+        this.#writeBusy = true;
+        try {
+          this.#sendFin();
+        } finally {
+          this.#unlockWrite();
+        }
+      });
+    }
+    this.#sendFin();
+    return Promise.resolve();
+  }
+
+  /**
+   * Full close: send FIN if not yet sent and stop reading. Buffered and later data from the
+   * peer is discarded (data arriving after close is answered with RST, as TCP does); the
+   * stream is freed when both FINs are done or after a reset. Safe to call twice.
+   */
+  close(): void {
+    if (this.#localClosed) return;
+    this.#localClosed = true;
+    if (!this.#err) this.#sendFin();
+    this.#windowWaiter?.reject(new MuxError("stream-closed", "stream closed"));
+    this.#windowWaiter = null;
+    this.#dropBuffered();
+    const r = this.#reader;
+    this.#reader = null;
+    r?.resolve(null);
+    this.#maybeFree();
+  }
+
+  /** Abort both directions: send RST; pending and later reads/writes reject ("reset"). */
+  reset(): void {
+    if (this.#err) return;
+    this.#enqueue(FrameType.windowUpdate, Flag.rst, 0, null, false);
+    this.#fail(new MuxError("reset", `stream ${this.id} reset locally`));
+  }
+
+  // ------------------------------------------------------------- internals
+
+  #unlockWrite(): void {
+    const next = this.#writeWaiters.shift();
+    if (next) next(); // the lock passes straight to the next writer
+    else this.#writeBusy = false;
+  }
+
+  #checkWritable(): void {
+    if (this.#err) throw this.#err;
+    if (this.#localClosed || !canWrite(this.#state)) {
+      throw new MuxError("stream-closed", `write on stream ${this.id} after its FIN`);
+    }
+  }
+
+  async #writeChunks(p: Uint8Array): Promise<number> {
+    this.#checkWritable();
+    const copy = p.length <= copyWriteMaxBytes;
+    let off = 0;
+    let last: OutFrame | null = null;
+    while (off < p.length) {
+      this.#checkWritable();
+      if (this.#sendWindow <= 0) {
+        this.#windowWaiter = deferred();
+        await this.#windowWaiter.promise;
+        continue;
+      }
+      const n = Math.min(this.#sendWindow, p.length - off, this.#host.maxSendFrameBytes);
+      this.#sendWindow -= n;
+      const chunk = copy ? p.slice(off, off + n) : p.subarray(off, off + n);
+      last = this.#enqueue(FrameType.data, 0, n, chunk, !copy);
+      off += n;
+    }
+    if (last?.done) await last.done.promise;
+    return p.length;
+  }
+
+  /** Flags owed on our next frame: SYN (opener's first frame) or ACK (accepted stream). */
+  #takeFlags(): number {
+    const s = this.#state;
+    if (this.#opener) {
+      if ((s & SYN_TX) === 0) {
+        this.#state = s | SYN_TX;
+        return Flag.syn;
+      }
+    } else if ((s & SYN_ACK_TX) === 0) {
+      this.#state = s | SYN_ACK_TX | SYN_TX;
+      return Flag.ack;
+    }
+    return 0;
+  }
+
+  #enqueue(
+    type: number,
+    flags: number,
+    length: number,
+    payload: Uint8Array | null,
+    wantDone: boolean,
+  ): OutFrame {
+    flags |= this.#takeFlags();
+    const f: OutFrame = {
+      type,
+      flags,
+      id: this.id,
+      length,
+      payload,
+      stream: this,
+      encoded: false,
+      done: wantDone ? deferred() : null,
+    };
+    const priority = type === FrameType.windowUpdate && flags === 0;
+    if (!priority) this.#lastQueued = f;
+    this.#host.enqueue(f, priority);
+    return f;
+  }
+
+  #sendFin(): void {
+    if (this.#err || !canWrite(this.#state)) return;
+    this.#state |= FIN_TX;
+    const lq = this.#lastQueued;
+    if (lq && !lq.encoded) lq.flags |= Flag.fin;
+    else this.#enqueue(FrameType.windowUpdate, Flag.fin, this.#takeCredit(), null, false);
+  }
+
+  /** Ungranted credit to attach to a window update we are sending anyway. */
+  #takeCredit(): number {
+    if (!canReceive(this.#state) || this.#localClosed) return 0;
+    const c = this.#pendingCredit;
+    this.#pendingCredit = 0;
+    this.#recvWindow += c;
+    return c;
+  }
+
+  /** Send SYN now (open without data): a window update carrying any extra initial window. */
+  _sendSyn(): void {
+    if ((this.#state & SYN_TX) !== 0) return;
+    this.#enqueue(FrameType.windowUpdate, 0, this.#takeCredit(), null, false);
+  }
+
+  /** Send the ACK now unless it already rode on another frame (accept / delayed-ACK timer). */
+  _sendAck(): void {
+    if (this.#opener || this.#err || (this.#state & SYN_ACK_TX) !== 0) return;
+    this.#enqueue(FrameType.windowUpdate, 0, this.#takeCredit(), null, false);
+  }
+
+  /** Whether our ACK for the peer's SYN is still owed. */
+  get _ackOwed(): boolean {
+    return !this.#opener && !this.#err && (this.#state & SYN_ACK_TX) === 0;
+  }
+
+  #copyOut(p: Uint8Array): number {
+    let n = 0;
+    const q = this.#queue;
+    while (n < p.length && this.#qHead < q.length) {
+      const c = q[this.#qHead];
+      const take = Math.min(c.length, p.length - n);
+      p.set(take === c.length ? c : c.subarray(0, take), n);
+      n += take;
+      if (take === c.length) {
+        q[this.#qHead++] = undefined as unknown as Uint8Array;
+      } else {
+        q[this.#qHead] = c.subarray(take);
+      }
+    }
+    if (this.#qHead === q.length) {
+      this.#queue = [];
+      this.#qHead = 0;
+    } else if (this.#qHead > 64 && this.#qHead * 2 > q.length) {
+      this.#queue = q.slice(this.#qHead);
+      this.#qHead = 0;
+    }
+    this.#buffered -= n;
+    return n;
+  }
+
+  #dropBuffered(): void {
+    this.#queue = [];
+    this.#qHead = 0;
+    this.#buffered = 0;
+  }
+
+  /** The application took `n` bytes: credit them back, growing the window if drained fast. */
+  #consumed(n: number): void {
+    this.#pendingCredit += n;
+    if (this.#pendingCredit < this.#windowSize / 2) return;
+    if (!canReceive(this.#state) || this.#localClosed || this.#err) return;
+    const now = performance.now();
+    const max = this.#host.maxWindowBytes;
+    if (this.#windowSize < max) {
+      const rtt = Math.max(this.#host.rttMs ?? defaultTuningRttMs, minTuningRttMs);
+      if (now - this.#lastUpdateAt < 2 * rtt) {
+        const grow = Math.min(this.#windowSize, max - this.#windowSize);
+        if (this.#host.reserveWindow(grow)) {
+          this.#windowSize += grow;
+          this.#grownBytes += grow;
+          this.#pendingCredit += grow;
+        }
+      }
+    }
+    this.#lastUpdateAt = now;
+    this.#enqueue(FrameType.windowUpdate, 0, this.#takeCredit(), null, false);
+  }
+
+  #fail(err: MuxError): void {
+    if (!this.#err) this.#err = err;
+    if (err.reason === "reset" || canReceive(this.#state)) this.#readErr ??= err;
+    this.#state = StreamState.CLOSED;
+    if (err.reason === "reset") this.#dropBuffered();
+    const r = this.#reader;
+    this.#reader = null;
+    if (r) {
+      if (this.#qHead < this.#queue.length) r.resolve(this.#copyOut(r.p));
+      else if (this.#readErr) r.reject(this.#readErr);
+      else r.resolve(null);
+    }
+    this.#windowWaiter?.reject(err);
+    this.#windowWaiter = null;
+    this.#maybeFree();
+  }
+
+  #maybeFree(): void {
+    if (this.#freed || this.#state !== StreamState.CLOSED) return;
+    this.#freed = true;
+    this.#lastQueued = null;
+    if (this.#grownBytes > 0) this.#host.releaseWindow(this.#grownBytes);
+    this.#grownBytes = 0;
+    this.#host.freeStream(this);
+  }
+
+  // ------------------------------------------------- called by the session
+
+  /** ACK flag received. */
+  _rxAck(): void {
+    if (this.#opener) this.#state |= SYN_ACK_RX | SYN_RX | SYN_ACK_TX;
+  }
+
+  /**
+   * A data frame header of `length` bytes: "ok" to deliver its payload, "discard" (stream
+   * closed locally or already finished: drop silently), or "overrun" (window exceeded).
+   */
+  _rxData(length: number): "ok" | "discard" | "overrun" | "after-fin" {
+    if (this.#err) return "discard";
+    if (length > this.#recvWindow) return "overrun";
+    this.#recvWindow -= length;
+    if (!canReceive(this.#state)) return "after-fin";
+    if (this.#localClosed) return "discard";
+    return "ok";
+  }
+
+  /** A piece of payload (a view valid only during the call). */
+  _rxPayload(chunk: Uint8Array): void {
+    const r = this.#reader;
+    if (r && this.#qHead === this.#queue.length) {
+      this.#reader = null;
+      const n = Math.min(chunk.length, r.p.length);
+      r.p.set(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (n < chunk.length) {
+        this.#queue.push(chunk.slice(n));
+        this.#buffered += chunk.length - n;
+      }
+      this.#consumed(n);
+      r.resolve(n);
+      return;
+    }
+    this.#queue.push(chunk.slice());
+    this.#buffered += chunk.length;
+  }
+
+  /** FIN received (after any payload of the same frame). */
+  _rxFin(): void {
+    if (this.#err || !canReceive(this.#state)) return;
+    this.#state |= FIN_RX | FIN_ACK_TX;
+    const r = this.#reader;
+    if (r && this.#qHead === this.#queue.length) {
+      this.#reader = null;
+      r.resolve(null);
+    }
+    this.#maybeFree();
+  }
+
+  /** RST received. */
+  _rxReset(): void {
+    this.#fail(new MuxError("reset", `stream ${this.id} reset by peer`));
+  }
+
+  /** Window update received. */
+  _rxWindow(delta: number): void {
+    if (delta === 0) return;
+    this.#sendWindow += delta;
+    const w = this.#windowWaiter;
+    this.#windowWaiter = null;
+    w?.resolve();
+  }
+
+  /** Our frame `f` reached the transport. */
+  _flushed(f: OutFrame): void {
+    if (this.#lastQueued === f) this.#lastQueued = null;
+    if (this.#freed) return;
+    let s = this.#state;
+    if ((f.flags & Flag.ack) !== 0) s |= SYN_ACK_RX;
+    if ((f.flags & Flag.fin) !== 0) s |= FIN_ACK_RX;
+    if (s !== this.#state) {
+      this.#state = s;
+      this.#maybeFree();
+    }
+  }
+
+  /** The session ended: fail everything still pending (buffered data stays readable). */
+  _abort(err: MuxError): void {
+    if (this.#freed) return;
+    this.#fail(err);
+  }
+
+  /** Whether the peer's frames still matter (for the session's RST-after-close logic). */
+  get _localClosed(): boolean {
+    return this.#localClosed;
+  }
+
+  /** Mark that we answered late data with RST: the stream is over. */
+  _resetAfterClose(): void {
+    if (this.#err) return;
+    this.#enqueue(FrameType.windowUpdate, Flag.rst, 0, null, false);
+    this.#fail(new MuxError("reset", `stream ${this.id} got data after close`));
+  }
+}
