@@ -26,3 +26,19 @@ export function timingSafeEqual(a: string | Uint8Array, b: string | Uint8Array):
   const hb = createHash("sha256").update(typeof b === "string" ? encoder.encode(b) : b).digest();
   return nodeTimingSafeEqual(ha, hb);
 }
+
+/**
+ * An `authenticate(username, password)` callback accepting exactly one pair, compared in
+ * constant time (both fields always compared, so timing does not tell which one was wrong).
+ * Used by the SOCKS5 and HTTP proxy servers.
+ */
+export function staticCredentials(
+  username: string,
+  password: string,
+): (u: string, p: string) => boolean {
+  return (u, p) => {
+    const userOk = timingSafeEqual(u, username);
+    const passOk = timingSafeEqual(p, password);
+    return userOk && passOk;
+  };
+}

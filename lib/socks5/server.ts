@@ -4,14 +4,7 @@
  * @module
  */
 
-import {
-  BufferedReader,
-  type Duplex,
-  type HostPort,
-  ProtocolError,
-  timingSafeEqual,
-  writeAll,
-} from "../net/mod.ts";
+import { BufferedReader, type Duplex, type HostPort, ProtocolError, writeAll } from "../net/mod.ts";
 import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
 import {
   authFailed,
@@ -23,6 +16,8 @@ import {
   Socks5Error,
   socksVersion,
 } from "./const.ts";
+
+export { staticCredentials } from "../net/mod.ts";
 
 /** Bytes the handshake reader pulls per read; payload read past the request is handed back. */
 const handshakeChunkBytes = 4 * 1024;
@@ -183,22 +178,6 @@ export async function sendSocks5Reply(
   out.set([socksVersion, reply, 0x00]);
   out.set(addr, 3);
   await writeAll(conn, out);
-}
-
-/**
- * An `authenticate` callback accepting exactly one username/password pair, compared in
- * constant time.
- */
-export function staticCredentials(
-  username: string,
-  password: string,
-): (u: string, p: string) => boolean {
-  return (u, p) => {
-    // Evaluate both comparisons always, so timing does not reveal which one failed.
-    const userOk = timingSafeEqual(u, username);
-    const passOk = timingSafeEqual(p, password);
-    return userOk && passOk;
-  };
 }
 
 function hex(b: number): string {

@@ -1,0 +1,227 @@
+/**
+ * HTTP/1.1 message bodies: how one is delimited (RFC 9112 §6) and streaming copies of it —
+ * never buffered whole, correct on any split, the chunked framing kept or decoded.
+ * @module
+ */
+
+import { type BufferedReader, type Duplex, relayPool } from "../net/mod.ts";
+import {
+  decodeLatin1,
+  type HeaderFields,
+  headerTokens,
+  HttpError,
+  type RequestHead,
+  type ResponseHead,
+} from "./head.ts";
+
+/** Longest chunk-size line accepted (hex size plus extensions). */
+export const maxChunkLineBytes = 4096;
+/** Most bytes of trailer fields accepted after the last chunk. */
+export const maxTrailerBytes = 16 * 1024;
+/** Buffer asked of the relay pool for a body copy (the pool may give less under pressure). */
+const bodyCopyBytes = 256 * 1024;
+
+/** How a message body is delimited. */
+export type BodyFraming =
+  /** No body at all. */
+  | { kind: "none" }
+  /** Exactly `length` bytes (Content-Length). */
+  | { kind: "length"; length: number }
+  /** Transfer-Encoding: chunked, up to the zero chunk and trailers. */
+  | { kind: "chunked" }
+  /** Until the sender closes (responses only). */
+  | { kind: "close" };
+
+/** Where body bytes go; must not keep `p` after it resolves (the buffer is reused). */
+export type Sink = (p: Uint8Array) => Promise<void>;
+
+/** Content-Length, validated: digits only, repeated values must agree. */
+function contentLength(headers: HeaderFields): number | undefined {
+  let len: number | undefined;
+  for (const [k, v] of headers) {
+    if (k.toLowerCase() !== "content-length") continue;
+    for (const part of v.split(",")) {
+      const t = part.trim();
+      if (!/^\d{1,15}$/.test(t)) throw new HttpError(`bad Content-Length ${JSON.stringify(v)}`);
+      const n = Number(t);
+      if (len !== undefined && len !== n) throw new HttpError("conflicting Content-Length values");
+      len = n;
+    }
+  }
+  return len;
+}
+
+/**
+ * How a request's body is framed. Rejects (HttpError "bad-request") what a proxy must not
+ * guess at: Content-Length together with Transfer-Encoding (request smuggling), a final
+ * transfer coding other than chunked, malformed or conflicting lengths.
+ */
+export function requestBodyFraming(head: RequestHead): BodyFraming {
+  const te = headerTokens(head.headers, "transfer-encoding");
+  const len = contentLength(head.headers);
+  if (te.length > 0) {
+    if (len !== undefined) throw new HttpError("both Content-Length and Transfer-Encoding");
+    if (te[te.length - 1] !== "chunked") throw new HttpError("request body is not chunked");
+    return { kind: "chunked" };
+  }
+  return len ? { kind: "length", length: len } : { kind: "none" };
+}
+
+/**
+ * How a response's body is framed, given the method of the request it answers: none for
+ * HEAD, 1xx, 204 and 304 (and a 2xx to CONNECT); chunked when that is the final coding;
+ * Content-Length; otherwise until the server closes.
+ */
+export function responseBodyFraming(head: ResponseHead, requestMethod: string): BodyFraming {
+  const s = head.status;
+  if (requestMethod === "HEAD" || s < 200 || s === 204 || s === 304) return { kind: "none" };
+  if (requestMethod === "CONNECT" && s < 300) return { kind: "none" };
+  const te = headerTokens(head.headers, "transfer-encoding");
+  if (te.length > 0) {
+    return te[te.length - 1] === "chunked" ? { kind: "chunked" } : { kind: "close" };
+  }
+  const len = contentLength(head.headers);
+  if (len !== undefined) return len > 0 ? { kind: "length", length: len } : { kind: "none" };
+  return { kind: "close" };
+}
+
+/** Borrow a copy buffer from the relay pool for the duration of `fn`. */
+async function withBuffer<T>(
+  buf: Uint8Array | undefined,
+  fn: (b: Uint8Array) => Promise<T>,
+): Promise<T> {
+  if (buf) return await fn(buf);
+  const b = relayPool.acquire(bodyCopyBytes);
+  try {
+    return await fn(b);
+  } finally {
+    relayPool.release(b);
+  }
+}
+
+/**
+ * Copy exactly `n` bytes to `sink`: first what `r` has buffered, then straight from `src`
+ * (the reader's source) into `buf`. Rejects with HttpError "eof" if `src` ends first.
+ */
+export async function copyExact(
+  r: BufferedReader,
+  src: Pick<Duplex, "read">,
+  n: number,
+  sink: Sink,
+  buf?: Uint8Array,
+): Promise<void> {
+  let left = n;
+  if (r.buffered > 0 && left > 0) {
+    const piece = await r.readExact(Math.min(r.buffered, left));
+    await sink(piece);
+    left -= piece.length;
+  }
+  if (left === 0) return;
+  await withBuffer(buf, async (b) => {
+    while (left > 0) {
+      const got = await src.read(b.length > left ? b.subarray(0, left) : b);
+      if (got === null) throw new HttpError("connection closed inside the body", "eof");
+      await sink(b.subarray(0, got));
+      left -= got;
+    }
+  });
+}
+
+/** Copy everything until `src` ends (a close-delimited body). */
+export async function copyUntilEof(
+  r: BufferedReader,
+  src: Pick<Duplex, "read">,
+  sink: Sink,
+  buf?: Uint8Array,
+): Promise<void> {
+  if (r.buffered > 0) await sink(r.takeBuffered());
+  await withBuffer(buf, async (b) => {
+    while (true) {
+      const got = await src.read(b);
+      if (got === null) return;
+      await sink(b.subarray(0, got));
+    }
+  });
+}
+
+const crlf = new Uint8Array([0x0d, 0x0a]);
+
+async function readBodyLine(r: BufferedReader, maxBytes: number): Promise<Uint8Array> {
+  try {
+    return await r.readLine(maxBytes);
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    if (err instanceof Error && "reason" in err && err.reason === "eof") {
+      throw new HttpError("connection closed inside a chunked body", "eof");
+    }
+    throw new HttpError("chunk line too long");
+  }
+}
+
+/**
+ * Copy a chunked body up to and including its trailers. With `raw` the framing is copied
+ * too (normalised to CRLF; what a proxy relays); without, only the data reaches `sink`
+ * (a decoder). Rejects with HttpError on a bad size line, a missing CRLF after chunk data,
+ * oversize trailers, or EOF ("eof").
+ */
+export async function copyChunked(
+  r: BufferedReader,
+  src: Pick<Duplex, "read">,
+  sink: Sink,
+  raw: boolean,
+  buf?: Uint8Array,
+): Promise<void> {
+  await withBuffer(buf, async (b) => {
+    while (true) {
+      const line = await readBodyLine(r, maxChunkLineBytes);
+      const sizeText = decodeLatin1(line).split(";")[0].replace(/[ \t]+$/, "");
+      if (!/^[0-9a-fA-F]{1,12}$/.test(sizeText)) {
+        throw new HttpError(`bad chunk size line ${JSON.stringify(sizeText.slice(0, 20))}`);
+      }
+      const size = parseInt(sizeText, 16);
+      if (raw) await sink(withCrlf(line));
+      if (size === 0) break;
+      await copyExact(r, src, size, sink, b);
+      const end = await readBodyLine(r, 0);
+      if (end.length !== 0) throw new HttpError("chunk data longer than its size");
+      if (raw) await sink(crlf);
+    }
+    // Trailer fields, then the empty line that ends the message.
+    let trailerBytes = 0;
+    while (true) {
+      const t = await readBodyLine(r, maxTrailerBytes);
+      trailerBytes += t.length + 2;
+      if (trailerBytes > maxTrailerBytes) throw new HttpError("trailers too large");
+      if (raw) await sink(withCrlf(t));
+      if (t.length === 0) return;
+    }
+  });
+}
+
+function withCrlf(line: Uint8Array): Uint8Array {
+  const out = new Uint8Array(line.length + 2);
+  out.set(line);
+  out[line.length] = 0x0d;
+  out[line.length + 1] = 0x0a;
+  return out;
+}
+
+/** Copy a body of the given framing to `sink`, chunked framing kept (what a proxy relays). */
+export async function copyBody(
+  r: BufferedReader,
+  src: Pick<Duplex, "read">,
+  framing: BodyFraming,
+  sink: Sink,
+  buf?: Uint8Array,
+): Promise<void> {
+  switch (framing.kind) {
+    case "none":
+      return;
+    case "length":
+      return await copyExact(r, src, framing.length, sink, buf);
+    case "chunked":
+      return await copyChunked(r, src, sink, true, buf);
+    case "close":
+      return await copyUntilEof(r, src, sink, buf);
+  }
+}

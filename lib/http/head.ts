@@ -1,0 +1,288 @@
+/**
+ * HTTP/1.x message heads: read a request or response head from a `BufferedReader` with
+ * limits on size and header count (correct on any split of the input), and write one back.
+ * Header fields keep their order and spelling; bytes are treated as latin-1 so any octet
+ * round-trips unchanged.
+ * @module
+ */
+
+import { type BufferedReader, ProtocolError } from "../net/mod.ts";
+
+/** Largest head accepted by default: start line plus header fields plus CRLFs. */
+export const defaultMaxHeadBytes = 64 * 1024;
+/** Most header fields accepted in one head by default. */
+export const defaultMaxHeaders = 100;
+/** Empty lines tolerated before a request line (RFC 9112 §2.2 says ignore at least one). */
+const maxLeadingEmptyLines = 4;
+
+/**
+ * Why an HTTP message was refused; each maps to the status a server answers with
+ * (see {@linkcode statusForHttpError}).
+ */
+export type HttpErrorReason =
+  /** Malformed syntax (400). */
+  | "bad-request"
+  /** Head over `maxHeadBytes` or more than `maxHeaders` fields (431). */
+  | "head-too-large"
+  /** Request line alone over the head limit (414). */
+  | "uri-too-long"
+  /** A well-formed HTTP version other than 1.0/1.1 (505). */
+  | "version"
+  /** The peer closed inside a head or body. */
+  | "eof";
+
+/** A malformed, oversize or truncated HTTP message. A `ProtocolError`, so generic code copes. */
+export class HttpError extends ProtocolError {
+  override name = "HttpError";
+  declare readonly reason: HttpErrorReason;
+  constructor(message: string, reason: HttpErrorReason = "bad-request") {
+    super(message, reason);
+  }
+}
+
+/** The status a server answers a failed request head with; `undefined` for EOF (just close). */
+export function statusForHttpError(err: HttpError): number | undefined {
+  switch (err.reason) {
+    case "head-too-large":
+      return 431;
+    case "uri-too-long":
+      return 414;
+    case "version":
+      return 505;
+    case "eof":
+      return undefined;
+    default:
+      return 400;
+  }
+}
+
+/** Header fields in arrival order, names as sent: `[name, value]`. */
+export type HeaderFields = [string, string][];
+
+/** A parsed request head. */
+export interface RequestHead {
+  /** Method token as sent (case-sensitive: `GET`, `CONNECT` …). */
+  method: string;
+  /** Request target as sent: origin form `/p?q`, absolute `http://h/p`, authority `h:443`, `*`. */
+  target: string;
+  version: "HTTP/1.1" | "HTTP/1.0";
+  headers: HeaderFields;
+}
+
+/** A parsed response head. */
+export interface ResponseHead {
+  version: "HTTP/1.1" | "HTTP/1.0";
+  status: number;
+  /** Reason phrase (may be empty). */
+  reason: string;
+  headers: HeaderFields;
+}
+
+/** Limits of {@linkcode readRequestHead} and {@linkcode readResponseHead}. */
+export interface HeadLimits {
+  /** Start line + fields + CRLFs. @default 65536 */
+  maxHeadBytes?: number;
+  /** Header fields. @default 100 */
+  maxHeaders?: number;
+}
+
+const tokenRe = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// deno-lint-ignore no-control-regex
+const requestLineRe = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP\/\d\.\d)$/;
+const statusLineRe = /^(HTTP\/1\.[01]) (\d{3})(?: ([^\r\n]*))?$/;
+// deno-lint-ignore no-control-regex
+const badValueRe = /[\x00-\x08\x0a-\x1f\x7f]/;
+const asciiDecoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** Bytes to a string one char per byte (latin-1), fast for the common ASCII case. */
+export function decodeLatin1(b: Uint8Array): string {
+  for (let i = 0; i < b.length; i++) {
+    if (b[i] > 0x7f) {
+      let s = "";
+      for (let j = 0; j < b.length; j++) s += String.fromCharCode(b[j]);
+      return s;
+    }
+  }
+  return asciiDecoder.decode(b);
+}
+
+/** A string to bytes one byte per char (the inverse of `decodeLatin1`); chars > 0xFF throw. */
+export function encodeLatin1(s: string): Uint8Array {
+  // deno-lint-ignore no-control-regex
+  if (/^[\x00-\x7f]*$/.test(s)) return encoder.encode(s);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0xff) throw new HttpError(`character U+${c.toString(16)} cannot go in a head`);
+    out[i] = c;
+  }
+  return out;
+}
+
+/** One line of the head, with reader errors turned into HttpErrors. */
+async function readHeadLine(
+  r: BufferedReader,
+  maxBytes: number,
+  tooLong: HttpErrorReason,
+): Promise<Uint8Array> {
+  try {
+    return await r.readLine(maxBytes);
+  } catch (err) {
+    if (err instanceof ProtocolError && err.reason === "too-long") {
+      throw new HttpError("head too large", tooLong);
+    }
+    if (err instanceof ProtocolError && err.reason === "eof") {
+      throw new HttpError("connection closed inside the head", "eof");
+    }
+    throw err;
+  }
+}
+
+/** The header fields after a start line of `used` bytes, up to the empty line. */
+async function readFields(r: BufferedReader, limits: HeadLimits, used: number) {
+  const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
+  const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
+  const headers: HeaderFields = [];
+  while (true) {
+    if (used > maxHead) throw new HttpError("head too large", "head-too-large");
+    const line = await readHeadLine(r, maxHead - used, "head-too-large");
+    used += line.length + 2;
+    if (line.length === 0) break;
+    if (line[0] === 0x20 || line[0] === 0x09) {
+      throw new HttpError("obsolete line folding is not accepted");
+    }
+    if (headers.length >= maxHeaders) {
+      throw new HttpError("too many header fields", "head-too-large");
+    }
+    const s = decodeLatin1(line);
+    const colon = s.indexOf(":");
+    if (colon <= 0) throw new HttpError("header field without a name or colon");
+    const name = s.slice(0, colon);
+    // Whitespace before the colon is a smuggling vector: RFC 9112 §5.1 says reject.
+    if (!tokenRe.test(name)) throw new HttpError(`bad header field name ${JSON.stringify(name)}`);
+    const value = s.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (badValueRe.test(value)) throw new HttpError(`control character in header ${name}`);
+    headers.push([name, value]);
+  }
+  if (used > maxHead) throw new HttpError("head too large", "head-too-large");
+  return headers;
+}
+
+/**
+ * Read one request head. Resolves `null` on a clean EOF before its first byte (a keep-alive
+ * client that went away between requests). Rejects with {@linkcode HttpError}: malformed
+ * syntax "bad-request", over the limits "head-too-large" / "uri-too-long", an HTTP version
+ * other than 1.0/1.1 "version", EOF inside the head "eof".
+ *
+ * @example
+ * ```ts ignore
+ * const r = new BufferedReader(conn);
+ * const head = await readRequestHead(r, { maxHeadBytes: 16 * 1024 });
+ * ```
+ */
+export async function readRequestHead(
+  r: BufferedReader,
+  limits: HeadLimits = {},
+): Promise<RequestHead | null> {
+  const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
+  let line: Uint8Array | undefined;
+  for (let i = 0; i <= maxLeadingEmptyLines; i++) {
+    // A zero-byte read fills the buffer, telling a clean EOF apart without consuming bytes.
+    if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) {
+      if (i === 0) return null;
+      throw new HttpError("connection closed inside the head", "eof");
+    }
+    line = await readHeadLine(r, maxHead, "uri-too-long");
+    if (line.length > 0) break;
+  }
+  if (!line || line.length === 0) throw new HttpError("only empty lines where a request was due");
+  const start = decodeLatin1(line);
+  const m = requestLineRe.exec(start);
+  if (!m) throw new HttpError(`malformed request line ${JSON.stringify(start.slice(0, 80))}`);
+  if (m[3] !== "HTTP/1.1" && m[3] !== "HTTP/1.0") {
+    throw new HttpError(`unsupported version ${m[3]}`, "version");
+  }
+  const headers = await readFields(r, limits, line.length + 2);
+  return { method: m[1], target: m[2], version: m[3], headers };
+}
+
+/**
+ * Read one response head. Interim (1xx) heads are returned like any other: the caller
+ * forwards them and reads again. Rejects with {@linkcode HttpError} like `readRequestHead`.
+ */
+export async function readResponseHead(
+  r: BufferedReader,
+  limits: HeadLimits = {},
+): Promise<ResponseHead> {
+  const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
+  const line = await readHeadLine(r, maxHead, "head-too-large");
+  const start = decodeLatin1(line);
+  const m = statusLineRe.exec(start);
+  if (!m) throw new HttpError(`malformed status line ${JSON.stringify(start.slice(0, 80))}`);
+  const headers = await readFields(r, limits, line.length + 2);
+  return {
+    version: m[1] as ResponseHead["version"],
+    status: Number(m[2]),
+    reason: m[3] ?? "",
+    headers,
+  };
+}
+
+/** Serialise a request head: request line, fields, empty line. */
+export function serializeRequestHead(head: RequestHead): Uint8Array {
+  let s = `${head.method} ${head.target} ${head.version}\r\n`;
+  for (const [k, v] of head.headers) s += `${k}: ${v}\r\n`;
+  return encodeLatin1(s + "\r\n");
+}
+
+/** Serialise a response head: status line, fields, empty line. */
+export function serializeResponseHead(head: ResponseHead): Uint8Array {
+  let s = `${head.version} ${head.status} ${head.reason}\r\n`;
+  for (const [k, v] of head.headers) s += `${k}: ${v}\r\n`;
+  return encodeLatin1(s + "\r\n");
+}
+
+/** First value of header `name` (case-insensitive), or undefined. */
+export function getHeader(headers: HeaderFields, name: string): string | undefined {
+  const n = name.toLowerCase();
+  for (const [k, v] of headers) if (k.length === n.length && k.toLowerCase() === n) return v;
+  return undefined;
+}
+
+/** Every value of header `name` (case-insensitive), in order. */
+export function getHeaders(headers: HeaderFields, name: string): string[] {
+  const n = name.toLowerCase();
+  return headers.filter(([k]) => k.toLowerCase() === n).map(([, v]) => v);
+}
+
+/** The comma-separated tokens of every `name` field, lower-cased (Connection, TE …). */
+export function headerTokens(headers: HeaderFields, name: string): string[] {
+  return getHeaders(headers, name).flatMap((v) =>
+    v.split(",").map((t) => t.trim().toLowerCase()).filter((t) => t !== "")
+  );
+}
+
+/** Whether a comma-separated header lists `token` (case-insensitive). */
+export function headerHasToken(headers: HeaderFields, name: string, token: string): boolean {
+  return headerTokens(headers, name).includes(token.toLowerCase());
+}
+
+/** A copy of `headers` without the fields named in `names` (case-insensitive). */
+export function withoutHeaders(headers: HeaderFields, names: Iterable<string>): HeaderFields {
+  const drop = new Set([...names].map((n) => n.toLowerCase()));
+  return headers.filter(([k]) => !drop.has(k.toLowerCase()));
+}
+
+/** A copy of `headers` with `name` set to the single `value` (in place of the first one). */
+export function withHeader(headers: HeaderFields, name: string, value: string): HeaderFields {
+  const n = name.toLowerCase();
+  const out: HeaderFields = [];
+  let done = false;
+  for (const [k, v] of headers) {
+    if (k.toLowerCase() !== n) out.push([k, v]);
+    else if (!done) (out.push([k, value]), done = true);
+  }
+  if (!done) out.push([name, value]);
+  return out;
+}

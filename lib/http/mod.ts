@@ -1,0 +1,57 @@
+/**
+ * lib/http: HTTP/1.1 heads and bodies with limits, correct on any split (for proxies and
+ * routers), and the HTTP proxy protocol (`handleHttpProxy`: CONNECT + forward proxying
+ * with keep-alive, Basic proxy auth). See README.md.
+ * @module
+ */
+export {
+  decodeLatin1,
+  defaultMaxHeadBytes,
+  defaultMaxHeaders,
+  encodeLatin1,
+  getHeader,
+  getHeaders,
+  type HeaderFields,
+  headerHasToken,
+  headerTokens,
+  type HeadLimits,
+  HttpError,
+  type HttpErrorReason,
+  readRequestHead,
+  readResponseHead,
+  type RequestHead,
+  type ResponseHead,
+  serializeRequestHead,
+  serializeResponseHead,
+  statusForHttpError,
+  withHeader,
+  withoutHeaders,
+} from "./head.ts";
+export {
+  type BodyFraming,
+  copyBody,
+  copyChunked,
+  copyExact,
+  copyUntilEof,
+  maxChunkLineBytes,
+  maxTrailerBytes,
+  requestBodyFraming,
+  responseBodyFraming,
+  type Sink,
+} from "./body.ts";
+export {
+  type AbsoluteTarget,
+  parseAbsoluteTarget,
+  parseAuthority,
+  requestAuthority,
+} from "./target.ts";
+export { basicCredentials, parseBasicCredentials, simpleResponse, statusText } from "./response.ts";
+export {
+  defaultProxyIdleTimeoutMs,
+  handleHttpProxy,
+  type HttpExchange,
+  type HttpProxyConnect,
+  type HttpProxyOptions,
+  statusForFailure,
+} from "./proxy.ts";
+export { staticCredentials } from "../net/mod.ts";
