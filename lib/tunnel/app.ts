@@ -1,0 +1,292 @@
+/**
+ * The embeddable front end: a Hono app (a fetch handler) serving the control path through
+ * `Deno.upgradeWebSocket` and proxying public requests over tunnel streams, streaming
+ * bodies both ways. Mount it in `Deno.serve` or another Hono app. Slower than the
+ * standalone fast path (every request crosses Deno's HTTP stack twice) and without
+ * pass-through of Upgrade requests, which a fetch handler cannot hijack.
+ *
+ * Also the token-protected admin API (`createAdminApp`).
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { timingSafeEqual } from "../net/secret.ts";
+import { BufferedReader, errorMessage, writeAll } from "../net/mod.ts";
+import {
+  copyBody,
+  copyChunked,
+  encodeLatin1,
+  readResponseHead,
+  type RequestHead,
+  responseBodyFraming,
+  serializeRequestHead,
+} from "./http1.ts";
+import { controlPath, identifierHeader } from "./protocol.ts";
+import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
+import { TunnelError, type TunnelServer } from "./server.ts";
+import { WebSocketDuplex } from "./ws_adapter.ts";
+
+/** Options of {@linkcode createTunnelApp}. */
+export interface TunnelAppOptions {
+  /** X-Forwarded-Proto value. @default "http" */
+  proto?: "http" | "https";
+  /** Keep incoming X-Forwarded-* and append to them. @default false */
+  trustForwarded?: boolean;
+  /** The port the app is served on (a Host header naming it counts as "no port"). */
+  publicPort?: number;
+}
+
+/** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1). */
+const hopByHop = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+function remoteOf(c: Context): { ip: string; remote: string } {
+  const info = c.env as { remoteAddr?: Deno.NetAddr } | undefined;
+  const a = info?.remoteAddr;
+  return a ? { ip: a.hostname, remote: `${a.hostname}:${a.port}` } : { ip: "unknown", remote: "-" };
+}
+
+function htmlError(status: 400 | 404 | 501 | 502 | 504, host: string): Response {
+  return new Response(errorPage(status, host), {
+    status,
+    headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
+  });
+}
+
+const chunkEnd = new TextEncoder().encode("0\r\n\r\n");
+const crlf = new TextEncoder().encode("\r\n");
+
+/**
+ * A Hono app that is a whole tunnel server front: `/_controlPath_/` for clients, every
+ * other request routed by Host to the client serving it.
+ *
+ * @example
+ * ```ts ignore
+ * const server = new TunnelServer();
+ * await server.addHost("app.example.com", "s3cret-identifier");
+ * Deno.serve({ port: 8080 }, createTunnelApp(server).fetch);
+ * ```
+ */
+export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {}): Hono {
+  const app = new Hono();
+  app.all(controlPath, async (c) => {
+    const req = c.req.raw;
+    if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
+      return new Response("websocket upgrade required\n", { status: 400 });
+    }
+    const auth = req.headers.get("authorization");
+    const identifier = req.headers.get(identifierHeader) ??
+      (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
+    const result = await server.authenticate(identifier ?? undefined);
+    if (result === "unknown") return new Response("unknown identifier\n", { status: 401 });
+    if (result === "duplicate") {
+      return new Response("a client with this identifier is already connected\n", {
+        status: 409,
+      });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    const duplex = new WebSocketDuplex(socket);
+    const peer = remoteOf(c);
+    duplex.opened.then(
+      () => server.attach(duplex, identifier!, peer.remote),
+      (err) => server.log.debug("websocket did not open", { error: errorMessage(err) }),
+    );
+    return response;
+  });
+  app.all("*", (c) => proxy(server, c, opts));
+  return app;
+}
+
+async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): Promise<Response> {
+  const req = c.req.raw;
+  const hostHeader = req.headers.get("host") ?? "";
+  const route = await server.route(hostHeader);
+  if (!route.ok) {
+    server.countRequest(route.host, String(route.status));
+    return htmlError(route.status, route.host);
+  }
+  const host = route.host;
+  if (req.headers.get("upgrade")) {
+    server.countRequest(host, "501");
+    return new Response("Upgrade requests need the standalone tunnel-server front\n", {
+      status: 501,
+    });
+  }
+  const url = new URL(req.url);
+  const headers: [string, string][] = [];
+  req.headers.forEach((v, k) => {
+    if (!hopByHop.has(k)) headers.push([k, v]);
+  });
+  const hasLength = req.headers.has("content-length");
+  const chunked = req.body !== null && !hasLength;
+  if (chunked) headers.push(["transfer-encoding", "chunked"]);
+  headers.push(["connection", "close"]);
+  const head: RequestHead = {
+    method: req.method,
+    target: url.pathname + url.search,
+    version: "HTTP/1.1",
+    headers,
+  };
+  head.headers = forwardHeaders(
+    head,
+    remoteOf(c),
+    opts.proto ?? "http",
+    opts.trustForwarded ?? false,
+  );
+  const headBytes = serializeRequestHead(head);
+  let ts;
+  try {
+    ts = await server.openStream(
+      route.client,
+      host,
+      "http",
+      localPortOf(hostHeader, opts.publicPort),
+      headBytes,
+    );
+  } catch {
+    server.countRequest(host, "502");
+    return htmlError(502, host);
+  }
+  server.countBytes(host, headBytes.length, 0);
+  // Request body: streamed onto the tunnel (chunk-framed when its length is unknown).
+  if (req.body) {
+    const body = req.body;
+    void (async () => {
+      try {
+        for await (const chunk of body) {
+          if (chunk.length === 0) continue;
+          if (chunked) await writeAll(ts.stream, encodeLatin1(`${chunk.length.toString(16)}\r\n`));
+          await writeAll(ts.stream, chunk);
+          if (chunked) await writeAll(ts.stream, crlf);
+          server.countBytes(host, chunk.length, 0);
+        }
+        if (chunked) await writeAll(ts.stream, chunkEnd);
+      } catch (err) {
+        server.log.debug("request body copy ended", { host, error: errorMessage(err) });
+        ts.stream.reset();
+      }
+    })();
+  }
+  try {
+    await ts.reply(server.responseTimeoutMs);
+  } catch (err) {
+    ts.release();
+    const timeout = err instanceof TunnelError && err.reason === "timeout";
+    server.countRequest(host, timeout ? "504" : "502");
+    return htmlError(timeout ? 504 : 502, host);
+  }
+  const src = ts.body();
+  const reader = new BufferedReader(src);
+  let resHead;
+  try {
+    const timer = setTimeout(() => ts.stream.reset(), server.responseTimeoutMs);
+    try {
+      do resHead = await readResponseHead(reader); while (resHead.status < 200);
+    } finally {
+      clearTimeout(timer);
+    }
+  } catch (err) {
+    ts.release();
+    server.countRequest(host, "502");
+    server.log.debug("bad response from tunnel", { host, error: errorMessage(err) });
+    return htmlError(502, host);
+  }
+  server.countRequest(host, "proxied");
+  const framing = responseBodyFraming(resHead, req.method);
+  const out = new Headers();
+  for (const [k, v] of resHead.headers) {
+    const l = k.toLowerCase();
+    if (hopByHop.has(l)) continue;
+    if (l === "content-length" && framing.kind !== "length") continue;
+    out.append(k, v);
+  }
+  if (framing.kind === "none") {
+    ts.release();
+    return new Response(null, { status: resHead.status, headers: out });
+  }
+  const pipe = new TransformStream<Uint8Array, Uint8Array>();
+  const writer = pipe.writable.getWriter();
+  const sink = async (p: Uint8Array) => {
+    await writer.ready;
+    await writer.write(p.slice());
+    server.countBytes(host, 0, p.length);
+  };
+  void (async () => {
+    try {
+      if (framing.kind === "chunked") await copyChunked(reader, src, sink, false);
+      else await copyBody(reader, src, framing, sink);
+      await writer.close();
+    } catch (err) {
+      await writer.abort(err).catch(() => {
+        // The public client already went away.
+      });
+    } finally {
+      ts.release();
+    }
+  })();
+  return new Response(pipe.readable, { status: resHead.status, headers: out });
+}
+
+/** Options of {@linkcode createAdminApp}. */
+export interface AdminAppOptions {
+  /** Bearer token every request must carry. */
+  token: string;
+}
+
+/**
+ * The admin API (all routes need `Authorization: Bearer <token>`):
+ * `GET /hosts`, `POST /hosts {host, identifier?}` (returns the identifier, generated when
+ * absent), `DELETE /hosts/:host`, `GET /clients`, `GET /status`.
+ */
+export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hono {
+  if (!opts.token) throw new RangeError("admin token must not be empty");
+  const app = new Hono();
+  app.use("*", async (c, next) => {
+    const auth = c.req.header("authorization") ?? "";
+    const given = auth.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : "";
+    if (!given || !timingSafeEqual(given, opts.token)) {
+      return c.json({ error: "unauthorized" }, 401, { "www-authenticate": "Bearer" });
+    }
+    await next();
+  });
+  app.get("/hosts", async (c) => c.json(await server.status()));
+  app.post("/hosts", async (c) => {
+    let body: { host?: unknown; identifier?: unknown };
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ error: "body must be JSON" }, 400);
+    }
+    if (typeof body.host !== "string" || !body.host) return c.json({ error: "host required" }, 400);
+    if (
+      body.identifier !== undefined &&
+      (typeof body.identifier !== "string" || body.identifier.length < 8)
+    ) {
+      return c.json({ error: "identifier must be a string of at least 8 characters" }, 400);
+    }
+    try {
+      const identifier = await server.addHost(body.host, body.identifier as string | undefined);
+      return c.json({ host: body.host.toLowerCase(), identifier }, 201);
+    } catch (err) {
+      return c.json({ error: errorMessage(err) }, 400);
+    }
+  });
+  app.delete("/hosts/:host", async (c) => {
+    const ok = await server.removeHost(c.req.param("host"));
+    return ok ? c.body(null, 204) : c.json({ error: "no such host" }, 404);
+  });
+  app.get("/clients", (c) => c.json(server.clients()));
+  app.get(
+    "/status",
+    async (c) => c.json({ hosts: await server.status(), clients: server.clients() }),
+  );
+  return app;
+}

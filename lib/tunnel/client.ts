@@ -1,0 +1,369 @@
+/**
+ * The tunnel client: connects to the server's control path over a WebSocket, runs the
+ * mux session (client side), does the handshake, and serves every tunnel stream the
+ * server opens by dialing the local app (HTTP) or local TCP service and relaying bytes.
+ * Reconnects forever with exponential backoff and jitter, the first attempt included.
+ * @module
+ */
+
+import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  Backoff,
+  type BackoffOptions,
+  BufferedReader,
+  closeQuietly,
+  dial,
+  type Duplex,
+  errorMessage,
+  type HostPort,
+  joinHostPort,
+  relay,
+  sleep,
+  withPrefix,
+  writeAll,
+} from "../net/mod.ts";
+import { getHeader, readResponseHead } from "./http1.ts";
+import {
+  type ControlMsg,
+  controlPath,
+  encodeMessage,
+  expectMessage,
+  type HandshakeResponse,
+  identifierHeader,
+  protocolVersion,
+  readMessage,
+  type StreamFailure,
+} from "./protocol.ts";
+import { newWebSocketKey, webSocketAccept, WsConn } from "./websocket.ts";
+import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
+
+/** How long a closing session lets open tunnel streams finish. */
+const defaultDrainMs = 2_000;
+
+/** A local TCP service exposed on a public port of the server. */
+export interface TcpTunnelSpec {
+  publicPort: number;
+  local: HostPort;
+}
+
+/** Options of {@linkcode TunnelClient}. */
+export interface TunnelClientOptions {
+  /** Server base URL: `http://host:port`, `https://…`, `ws://…` or `wss://…`. */
+  server: string;
+  /** The secret the server maps this client's hosts to. */
+  identifier: string;
+  /** Where HTTP requests go when the Host header names no (allowed) port. */
+  local: HostPort;
+  /** Host-header ports the server may select (dialed on `local.host`); others use `local`. */
+  allowPorts?: number[];
+  /** Public TCP tunnels to request. */
+  tcp?: TcpTunnelSpec[];
+  /** Redial policy. @default { initialMs: 250, maxMs: 30000 } */
+  backoff?: BackoffOptions;
+  /** Timeout of each dial (server and local). @default 10000 */
+  dialTimeoutMs?: number;
+  /** @default 2000 */
+  heartbeatIntervalMs?: number;
+  /** @default 6000 */
+  heartbeatTimeoutMs?: number;
+  mux?: SessionOptions;
+  log?: Logger;
+  /** Stops the client. */
+  signal?: AbortSignal;
+  /** Called after every successful handshake. */
+  onConnected?: (resp: HandshakeResponse) => void;
+}
+
+/** Why a connection to the server failed. */
+export type ConnectFailure = "dial" | "refused" | "unauthorized" | "duplicate" | "protocol";
+
+/** A failed attempt to reach or register with the server. */
+export class ConnectError extends Error {
+  override name = "ConnectError";
+  constructor(readonly reason: ConnectFailure, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Parsed server URL. */
+interface ServerUrl {
+  tls: boolean;
+  host: string;
+  port: number;
+  hostHeader: string;
+  path: string;
+}
+
+function parseServerUrl(s: string): ServerUrl {
+  const u = new URL(s.includes("://") ? s : `http://${s}`);
+  const tls = u.protocol === "https:" || u.protocol === "wss:";
+  if (!["http:", "https:", "ws:", "wss:"].includes(u.protocol)) {
+    throw new RangeError(`server URL must be http(s) or ws(s): ${s}`);
+  }
+  const port = u.port ? Number(u.port) : tls ? 443 : 80;
+  const host = u.hostname.startsWith("[") ? u.hostname.slice(1, -1) : u.hostname;
+  const base = u.pathname.replace(/\/+$/, "");
+  return { tls, host, port, hostHeader: u.host, path: base + controlPath };
+}
+
+/**
+ * Open the WebSocket transport to the server's control path with our identifier.
+ * Rejects with ConnectError: "unauthorized" (401/403), "duplicate" (409), "refused" (other
+ * status), "dial" (network), "protocol" (not a valid WebSocket answer).
+ */
+export async function connectTransport(
+  server: string,
+  identifier: string,
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<Duplex> {
+  const u = parseServerUrl(server);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  let conn: Deno.Conn;
+  try {
+    const tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
+    if (u.tls) {
+      conn = await Deno.startTls(tcp, { hostname: u.host });
+    } else {
+      tcp.setNoDelay(true);
+      conn = tcp;
+    }
+  } catch (err) {
+    throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+  const key = newWebSocketKey();
+  const req = `GET ${u.path} HTTP/1.1\r\nHost: ${u.hostHeader}\r\nUpgrade: websocket\r\n` +
+    `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+    `${identifierHeader}: ${identifier}\r\nUser-Agent: warren-tunnel-client\r\n\r\n`;
+  const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
+  try {
+    await writeAll(conn, new TextEncoder().encode(req));
+    const reader = new BufferedReader(conn);
+    const head = await readResponseHead(reader);
+    if (head.status !== 101) {
+      closeQuietly(conn);
+      const reason: ConnectFailure = head.status === 401 || head.status === 403
+        ? "unauthorized"
+        : head.status === 409
+        ? "duplicate"
+        : "refused";
+      throw new ConnectError(reason, `server answered ${head.status} ${head.reason}`);
+    }
+    if (getHeader(head.headers, "sec-websocket-accept") !== webSocketAccept(key)) {
+      closeQuietly(conn);
+      throw new ConnectError("protocol", "bad Sec-WebSocket-Accept");
+    }
+    return new WsConn(conn, { role: "client", prefix: reader.takeBuffered() });
+  } catch (err) {
+    closeQuietly(conn);
+    if (err instanceof ConnectError) throw err;
+    throw new ConnectError("protocol", `bad answer from server: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Client state, for status and tests. */
+export type ClientState = "connecting" | "connected" | "backoff" | "stopped";
+
+/**
+ * A tunnel client. `run()` keeps it connected until the signal aborts; every failure
+ * (including the first) is followed by a backoff delay and another attempt.
+ */
+export class TunnelClient {
+  readonly #o: TunnelClientOptions;
+  readonly #log: Logger;
+  state: ClientState = "connecting";
+  /** Successful handshakes so far. */
+  connects = 0;
+  /** Tunnel streams served so far. */
+  streams = 0;
+  #session: Session | undefined;
+
+  constructor(opts: TunnelClientOptions) {
+    parseServerUrl(opts.server); // validate early
+    this.#o = opts;
+    this.#log = opts.log ?? silentLogger;
+  }
+
+  /** Run until `signal` aborts. Never rejects. */
+  async run(): Promise<void> {
+    const backoff = new Backoff(this.#o.backoff ?? { initialMs: 250, maxMs: 30_000 });
+    const signal = this.#o.signal;
+    while (!signal?.aborted) {
+      this.state = "connecting";
+      const started = Date.now();
+      try {
+        await this.#once(() => backoff.reset());
+        this.#log.warn("disconnected from server");
+      } catch (err) {
+        if (signal?.aborted) break;
+        const reason = err instanceof ConnectError ? err.reason : "error";
+        this.#log.warn("cannot connect to server", { reason, error: errorMessage(err) });
+      }
+      if (signal?.aborted) break;
+      // A session that lived a while resets the delay; flapping ones keep growing it.
+      if (Date.now() - started > 30_000) backoff.reset();
+      const delayMs = backoff.next();
+      this.state = "backoff";
+      this.#log.info("reconnecting", { inMs: delayMs, attempt: backoff.attempt });
+      try {
+        await sleep(delayMs, signal);
+      } catch {
+        break; // aborted
+      }
+    }
+    this.state = "stopped";
+  }
+
+  /** One connection: transport, session, handshake, serve until the session ends. */
+  async #once(onUp: () => void): Promise<void> {
+    const signal = this.#o.signal;
+    const transport = await connectTransport(this.#o.server, this.#o.identifier, {
+      timeoutMs: this.#o.dialTimeoutMs,
+      signal,
+    });
+    const session = Session.client(transport, {
+      keepaliveIntervalMs: this.#o.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
+      keepaliveTimeoutMs: this.#o.heartbeatTimeoutMs ?? defaultHeartbeatTimeoutMs,
+      drainTimeoutMs: defaultDrainMs,
+      ...this.#o.mux,
+    });
+    this.#session = session;
+    let control: Stream | undefined;
+    const onAbort = () => {
+      // The control stream is a stream like any other: close it so the drain can finish.
+      if (control) closeQuietly(control);
+      void session.close();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      control = await session.open();
+      const reader = new BufferedReader(control);
+      await writeAll(
+        control,
+        encodeMessage({
+          v: protocolVersion,
+          type: "handshakeRequest",
+          client: "warren-tunnel-client/1",
+          tcp: (this.#o.tcp ?? []).map((t) => ({ publicPort: t.publicPort })),
+        }),
+      );
+      const resp = await Promise.race([
+        expectMessage(reader, "handshakeResponse"),
+        session.closed.then((c) => {
+          throw new ConnectError("protocol", `session closed during handshake: ${c.reason}`);
+        }),
+      ]);
+      if (!resp.ok) throw new ConnectError("refused", resp.error ?? "handshake refused");
+      this.connects++;
+      this.state = "connected";
+      onUp();
+      this.#log.info("connected", { server: this.#o.server, hosts: resp.hosts.join(",") });
+      for (const t of resp.tcp) {
+        if (t.ok) this.#log.info("tcp tunnel open", { publicPort: t.publicPort, addr: t.addr });
+        else this.#log.warn("tcp tunnel refused", { publicPort: t.publicPort, error: t.error });
+      }
+      this.#o.onConnected?.(resp);
+      const controlDone = (async () => {
+        try {
+          while ((await readMessage(reader)) !== null) {
+            // Nothing is defined after the handshake yet.
+          }
+        } catch (err) {
+          this.#log.debug("control stream ended", { error: errorMessage(err) });
+        }
+      })();
+      const accepting = (async () => {
+        for await (const s of session) {
+          this.streams++;
+          void this.#serveStream(s);
+        }
+      })();
+      await Promise.race([session.closed, controlDone, accepting]);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (control) closeQuietly(control);
+      await session.close().catch(() => {
+        // Already closed.
+      });
+      this.#session = undefined;
+    }
+  }
+
+  /** Close the current session (the run loop reconnects unless its signal aborted). */
+  async disconnect(): Promise<void> {
+    await this.#session?.close();
+  }
+
+  #target(msg: ControlMsg): HostPort | StreamFailure {
+    if (msg.transportProtocol === "tcp") {
+      const t = (this.#o.tcp ?? []).find((x) => String(x.publicPort) === msg.localPort);
+      return t ? t.local : "no-such-port";
+    }
+    if (msg.localPort !== "") {
+      const p = Number(msg.localPort);
+      if (this.#o.allowPorts?.includes(p)) return { host: this.#o.local.host, port: p };
+    }
+    return this.#o.local;
+  }
+
+  async #serveStream(stream: Stream): Promise<void> {
+    const reader = new BufferedReader(stream);
+    let msg: ControlMsg;
+    try {
+      msg = await expectMessage(reader, "controlMsg");
+    } catch (err) {
+      this.#log.debug("bad tunnel stream", { error: errorMessage(err) });
+      stream.reset();
+      return;
+    }
+    const reply = (ok: boolean, reason?: StreamFailure, error?: string) =>
+      encodeMessage({
+        v: protocolVersion,
+        type: "streamReply",
+        requestId: msg.requestId,
+        ok,
+        reason,
+        error,
+      });
+    const target = this.#target(msg);
+    if (typeof target === "string") {
+      await writeAll(stream, reply(false, target, "no local service for this port")).catch(
+        () => {},
+      );
+      closeQuietly(stream);
+      return;
+    }
+    let local: Deno.TcpConn;
+    try {
+      local = await dial(target.host, target.port, {
+        timeoutMs: this.#o.dialTimeoutMs ?? 10_000,
+        prefer: "ipv4",
+      });
+      local.setNoDelay(true);
+    } catch (err) {
+      this.#log.warn("local dial failed", {
+        target: joinHostPort(target.host, target.port),
+        error: errorMessage(err),
+      });
+      await writeAll(stream, reply(false, "dial-failed", errorMessage(err))).catch(() => {
+        // Server side gone.
+      });
+      closeQuietly(stream);
+      return;
+    }
+    try {
+      await writeAll(stream, reply(true));
+    } catch {
+      closeQuietly(local);
+      closeQuietly(stream);
+      return;
+    }
+    await relay(withPrefix(stream, reader.takeBuffered()), local);
+  }
+}

@@ -1,0 +1,378 @@
+/**
+ * The standalone front end (fast path): our own HTTP/1 listener. It parses each request
+ * head, routes by Host, writes the head (with X-Forwarded-*) and the body onto a tunnel
+ * stream, and copies the response bytes back untouched. It also takes the control path's
+ * WebSocket upgrade itself, so the same client works against this front and the Hono one.
+ *
+ * Keep-alive: one tunnel stream per public connection and virtual host. Every request head
+ * on the connection is parsed (so each gets X-Forwarded-* and its Host is checked); while
+ * the Host stays the same, requests follow on the same stream (the client's connection to
+ * the local app stays alive too). When a later request names another Host, the stream's
+ * write side is closed, the previous responses drain, and a new stream to the new host's
+ * client carries the request: responses can never cross hosts or requests.
+ * @module
+ */
+
+import {
+  BufferedReader,
+  closeQuietly,
+  type ConnContext,
+  type Duplex,
+  errorMessage,
+  writeAll,
+} from "../net/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  copyBody,
+  getHeader,
+  headerHasToken,
+  HttpError,
+  readRequestHead,
+  requestBodyFraming,
+  type RequestHead,
+  serializeRequestHead,
+  simpleResponse,
+} from "./http1.ts";
+import { controlPath, identifierHeader } from "./protocol.ts";
+import { hostPort, normalizeHost } from "./registry.ts";
+import type { TunnelError, TunnelServer, TunnelStream } from "./server.ts";
+import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "./websocket.ts";
+
+/** Default close of a public connection with no bytes moving either way. */
+export const defaultPublicIdleTimeoutMs = 300_000;
+/** Bytes per read when copying bodies. */
+const copyBufferBytes = 64 * 1024;
+
+/** Options of {@linkcode handlePublicConn}. */
+export interface HttpFrontOptions {
+  /** The port this listener is reached on: a Host header naming it counts as "no port". */
+  publicPort?: number;
+  /** Value of X-Forwarded-Proto. @default "http" */
+  proto?: "http" | "https";
+  /** Keep incoming X-Forwarded-* (a trusted proxy in front) and append to them. @default false */
+  trustForwarded?: boolean;
+  /** @default 300000 */
+  idleTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** Who is on the other end of a public connection. */
+export interface PeerInfo {
+  /** Remote IP (no port). */
+  ip: string;
+  /** `ip:port`, for logs. */
+  remote: string;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** The short HTML page of an error the tunnel answers itself. */
+export function errorPage(status: number, host: string): string {
+  const h = escapeHtml(host || "(none)");
+  const text: Record<number, string> = {
+    400: "The request is malformed.",
+    404: `No tunnel is registered for host <b>${h}</b>.`,
+    502: `The tunnel client for <b>${h}</b> is not connected or cannot reach its local service.`,
+    504: `The tunnel client for <b>${h}</b> did not answer in time.`,
+  };
+  return `<!doctype html><title>${status}</title><h1>${status}</h1><p>${
+    text[status] ?? "Error."
+  }</p>\n`;
+}
+
+/** The header list forwarded to the client: X-Forwarded-* added, Host kept. */
+export function forwardHeaders(
+  head: RequestHead,
+  peer: PeerInfo,
+  proto: string,
+  trust: boolean,
+): [string, string][] {
+  const out: [string, string][] = [];
+  let xff: string | undefined;
+  let xfp: string | undefined;
+  let xfh: string | undefined;
+  let host = "";
+  for (const [k, v] of head.headers) {
+    const l = k.toLowerCase();
+    if (l === "x-forwarded-for") xff = xff ? `${xff}, ${v}` : v;
+    else if (l === "x-forwarded-proto") xfp ??= v;
+    else if (l === "x-forwarded-host") xfh ??= v;
+    else {
+      if (l === "host") host = v;
+      out.push([k, v]);
+    }
+  }
+  out.push(["X-Forwarded-For", trust && xff ? `${xff}, ${peer.ip}` : peer.ip]);
+  out.push(["X-Forwarded-Proto", trust && xfp ? xfp : proto]);
+  out.push(["X-Forwarded-Host", trust && xfh ? xfh : host]);
+  return out;
+}
+
+/** The ControlMsg localPort for a Host header: its port, unless it is our own public port. */
+export function localPortOf(hostHeader: string, publicPort?: number): string {
+  const p = hostPort(hostHeader);
+  return p !== "" && publicPort !== undefined && Number(p) === publicPort ? "" : p;
+}
+
+interface Current {
+  host: string;
+  ts: TunnelStream;
+  out: Duplex;
+  pump: Promise<void>;
+  /** Set when we end the stream ourselves to switch hosts: the public side stays open. */
+  switching: boolean;
+  /** Set by the pump when the public connection must end (error answered, origin closed). */
+  closePublic: boolean;
+}
+
+/**
+ * Serve one public connection (HTTP/1.x) of the standalone front. Never throws for
+ * protocol errors: they are answered with 400/404/502/504 and a close.
+ */
+export async function handlePublicConn(
+  server: TunnelServer,
+  conn: Duplex,
+  peer: PeerInfo,
+  opts: HttpFrontOptions = {},
+  ctx?: Pick<ConnContext, "handshakeDone" | "signal">,
+): Promise<void> {
+  const log = opts.log ?? silentLogger;
+  const reader = new BufferedReader(conn);
+  const buf = new Uint8Array(copyBufferBytes);
+  let current: Current | undefined;
+  let lastActivity = Date.now();
+  let first = true;
+  const idleMs = opts.idleTimeoutMs ?? defaultPublicIdleTimeoutMs;
+  const idle = setInterval(() => {
+    if (Date.now() - lastActivity > idleMs) {
+      log.debug("public connection idle, closing", { remote: peer.remote });
+      closeQuietly(conn);
+      if (current) current.ts.release();
+    }
+  }, Math.min(idleMs, 5_000));
+
+  const answer = async (status: number, host: string, outcome = String(status)) => {
+    server.countRequest(host, outcome);
+    await writeAll(conn, simpleResponse(status, errorPage(status, host), "text/html")).catch(() => {
+      // The public client left: nothing to tell it.
+    });
+  };
+
+  /** Copy the response bytes of `cur` to the public side. */
+  const pumpResponses = async (cur: Current): Promise<void> => {
+    try {
+      await cur.ts.reply(server.responseTimeoutMs);
+    } catch (err) {
+      const e = err as TunnelError;
+      await answer(e.reason === "timeout" ? 504 : 502, cur.host);
+      log.debug("tunnel stream failed", { host: cur.host, reason: e.reason, error: e.message });
+      cur.closePublic = true;
+      closeQuietly(conn);
+      return;
+    }
+    server.countRequest(cur.host, "proxied");
+    const src = cur.ts.body();
+    cur.out = cur.ts.stream;
+    let sawByte = false;
+    const firstByteTimer = setTimeout(() => {
+      if (sawByte) return;
+      // The app behind the client never answered: 504, and this connection ends.
+      cur.closePublic = true;
+      void answer(504, cur.host).finally(() => closeQuietly(conn));
+      cur.ts.stream.reset();
+    }, server.responseTimeoutMs);
+    const rbuf = new Uint8Array(copyBufferBytes);
+    try {
+      while (true) {
+        const n = await src.read(rbuf);
+        if (n === null) break;
+        sawByte = true;
+        lastActivity = Date.now();
+        await writeAll(conn, rbuf.subarray(0, n));
+        server.countBytes(cur.host, 0, n);
+      }
+      if (!cur.switching) {
+        // The app closed its connection: so does the public one (after what was sent).
+        cur.closePublic = true;
+        await conn.closeWrite().catch(() => {
+          // Already closed.
+        });
+      }
+    } catch (err) {
+      if (!cur.switching) {
+        cur.closePublic = true;
+        closeQuietly(conn);
+      }
+      log.debug("response copy ended", { host: cur.host, error: errorMessage(err) });
+    } finally {
+      clearTimeout(firstByteTimer);
+    }
+  };
+
+  const endCurrent = async () => {
+    if (!current) return;
+    const cur = current;
+    current = undefined;
+    cur.switching = true;
+    await cur.ts.stream.closeWrite().catch(() => {
+      // Stream already gone: the pump ends on its own.
+    });
+    await cur.pump;
+    cur.ts.release();
+  };
+
+  try {
+    while (true) {
+      let head: RequestHead | null;
+      try {
+        head = await readRequestHead(reader);
+      } catch (err) {
+        if (err instanceof HttpError && err.reason !== "eof") {
+          await endCurrent();
+          if (!current) await answer(err.reason === "head-too-large" ? 431 : 400, "");
+          return;
+        }
+        break; // closed mid-head or reset: nothing to answer
+      }
+      if (head === null) break;
+      lastActivity = Date.now();
+      if (first) {
+        first = false;
+        ctx?.handshakeDone();
+        if (head.target === controlPath || head.target.startsWith(controlPath + "?")) {
+          await handleControl(server, conn, reader, head, peer, log);
+          return;
+        }
+      }
+      const hostHeader = getHeader(head.headers, "host");
+      const vhost = hostHeader ? normalizeHost(hostHeader) : "";
+      let framing;
+      try {
+        framing = requestBodyFraming(head);
+        if (!vhost) throw new HttpError("missing or bad Host header");
+        if (head.method === "CONNECT") throw new HttpError("CONNECT is not served here");
+      } catch (err) {
+        await endCurrent();
+        await answer(400, vhost);
+        log.debug("bad request", { remote: peer.remote, error: errorMessage(err) });
+        return;
+      }
+      const upgrade = getHeader(head.headers, "upgrade") !== undefined &&
+        headerHasToken(head.headers, "connection", "upgrade");
+      const headBytes = serializeRequestHead({
+        ...head,
+        headers: forwardHeaders(head, peer, opts.proto ?? "http", opts.trustForwarded ?? false),
+      });
+      if (current && current.host === vhost && !current.closePublic) {
+        await writeAll(current.ts.stream, headBytes);
+        server.countRequest(vhost, "proxied");
+      } else {
+        await endCurrent();
+        const route = await server.route(vhost);
+        if (!route.ok) {
+          await answer(route.status, route.host);
+          return;
+        }
+        let ts: TunnelStream;
+        try {
+          ts = await server.openStream(
+            route.client,
+            route.host,
+            "http",
+            localPortOf(hostHeader!, opts.publicPort),
+            headBytes,
+          );
+        } catch (err) {
+          await answer(502, route.host);
+          log.debug("cannot open tunnel stream", { host: route.host, error: errorMessage(err) });
+          return;
+        }
+        const cur: Current = {
+          host: route.host,
+          ts,
+          out: ts.stream,
+          pump: Promise.resolve(),
+          switching: false,
+          closePublic: false,
+        };
+        cur.pump = pumpResponses(cur);
+        current = cur;
+      }
+      server.countBytes(vhost, headBytes.length, 0);
+      const cur = current!;
+      const sink = async (p: Uint8Array) => {
+        lastActivity = Date.now();
+        await writeAll(cur.ts.stream, p);
+        server.countBytes(cur.host, p.length, 0);
+      };
+      if (upgrade) {
+        // After an Upgrade (WebSocket …) the connection is opaque bytes both ways.
+        await copyBody(reader, conn, { kind: "close" }, sink, buf).catch((err) => {
+          log.debug("upgraded copy ended", { error: errorMessage(err) });
+        });
+        await cur.ts.stream.closeWrite().catch(() => {
+          // Stream gone.
+        });
+        await cur.pump;
+        return;
+      }
+      try {
+        await copyBody(reader, conn, framing, sink, buf);
+      } catch (err) {
+        if (cur.closePublic) break;
+        log.debug("request body copy failed", { host: cur.host, error: errorMessage(err) });
+        cur.ts.stream.reset();
+        break;
+      }
+      if (cur.closePublic) break;
+    }
+    // The public side finished sending: let the responses drain.
+    if (current) {
+      const cur = current;
+      await cur.ts.stream.closeWrite().catch(() => {
+        // Stream gone: the pump has ended or will.
+      });
+      await cur.pump;
+    }
+  } catch (err) {
+    log.debug("public connection failed", { remote: peer.remote, error: errorMessage(err) });
+  } finally {
+    clearInterval(idle);
+    if (current) current.ts.release();
+  }
+}
+
+async function handleControl(
+  server: TunnelServer,
+  conn: Duplex,
+  reader: BufferedReader,
+  head: RequestHead,
+  peer: PeerInfo,
+  log: Logger,
+): Promise<void> {
+  const hdr = (n: string) => getHeader(head.headers, n);
+  const why = checkUpgradeRequest(head.method, hdr);
+  if (why) {
+    await writeAll(conn, simpleResponse(400, `${why}\n`));
+    return;
+  }
+  const auth = hdr("authorization");
+  const identifier = hdr(identifierHeader) ??
+    (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
+  const result = await server.authenticate(identifier);
+  if (result !== "ok") {
+    log.warn("client refused", { remote: peer.remote, reason: result });
+    const [status, text] = result === "unknown"
+      ? [401, "unknown identifier\n"]
+      : [409, "a client with this identifier is already connected\n"];
+    await writeAll(conn, simpleResponse(status, text)).catch(() => {
+      // Client left.
+    });
+    return;
+  }
+  await writeAll(conn, switchingProtocolsResponse(hdr("sec-websocket-key")!));
+  const ws = new WsConn(conn, { role: "server", prefix: reader.takeBuffered() });
+  await server.attach(ws, identifier!, peer.remote);
+}

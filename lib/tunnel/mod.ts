@@ -1,0 +1,16 @@
+/**
+ * lib/tunnel: the HTTP virtual-host reverse tunnel of seed 002 (ngrok-like, self-hosted).
+ * A server routes public requests by Host to connected clients over a yamux session
+ * carried by a WebSocket; clients relay them to their local app. See README.md.
+ * @module
+ */
+export * from "./registry.ts";
+export * from "./protocol.ts";
+export * from "./http1.ts";
+export * from "./websocket.ts";
+export * from "./ws_adapter.ts";
+export * from "./server.ts";
+export * from "./front_http.ts";
+export * from "./app.ts";
+export * from "./client.ts";
+export * from "./listen.ts";

@@ -1,0 +1,595 @@
+/**
+ * The tunnel server core, shared by both front ends (the standalone HTTP/1 fast path and
+ * the embeddable Hono app): authenticates clients, runs their mux sessions and control
+ * handshakes, routes virtual hosts to sessions, opens tunnel streams, owns public TCP
+ * tunnel ports, and keeps per-host status and Prometheus metrics.
+ * @module
+ */
+
+import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import { counter, gauge } from "../metrics.ts";
+import {
+  BufferedReader,
+  closeQuietly,
+  type Duplex,
+  errorMessage,
+  formatAddr,
+  ProtocolError,
+  relay,
+  serve,
+  type Server,
+  withPrefix,
+  writeAll,
+} from "../net/mod.ts";
+import { randomSecret } from "../control/auth.ts";
+import {
+  encodeMessage,
+  expectMessage,
+  type HandshakeRequest,
+  type HandshakeResponse,
+  protocolVersion,
+  readMessage,
+  type StreamFailure,
+  type StreamReply,
+  type TcpTunnelResult,
+  type TransportProtocol,
+} from "./protocol.ts";
+import {
+  type ClientRecord,
+  fingerprint,
+  MemoryRegistry,
+  normalizeHost,
+  type Registry,
+} from "./registry.ts";
+
+/** Default interval of mux pings to each client. */
+export const defaultHeartbeatIntervalMs = 2_000;
+/** Default silence after which a client is declared dead. */
+export const defaultHeartbeatTimeoutMs = 6_000;
+/** Default time a client has to answer a tunnel stream (and its app the first byte): 504 after. */
+export const defaultResponseTimeoutMs = 60_000;
+/** Time a new client has to open its control stream and send its handshake. */
+export const defaultHandshakeTimeoutMs = 10_000;
+
+/** What to do when a second client connects with an identifier that is already connected. */
+export type DuplicatePolicy = "replace" | "refuse";
+
+/** Options of {@linkcode TunnelServer}. */
+export interface TunnelServerOptions {
+  /** Hosts and client locations. @default new MemoryRegistry() */
+  registry?: Registry;
+  /** @default "replace" */
+  duplicate?: DuplicatePolicy;
+  /** @default 2000 */
+  heartbeatIntervalMs?: number;
+  /** @default 6000 */
+  heartbeatTimeoutMs?: number;
+  /** @default 60000 */
+  responseTimeoutMs?: number;
+  /** Public TCP ports clients may ask for (inclusive range); none when absent. */
+  tcpPorts?: { min: number; max: number };
+  /** Address public TCP tunnels bind. @default "127.0.0.1" */
+  tcpHost?: string;
+  /** Extra mux session options. */
+  mux?: SessionOptions;
+  log?: Logger;
+}
+
+/** Live counters of one virtual host (kept across client reconnects). */
+export interface HostStats {
+  requests: number;
+  /** Bytes from the public side to the client. */
+  bytesIn: number;
+  /** Bytes from the client to the public side. */
+  bytesOut: number;
+  openStreams: number;
+  /** Requests answered by the tunnel itself with 502/504. */
+  errors: number;
+}
+
+/** Status of one registered host (admin API, status page). */
+export interface HostStatus extends HostStats {
+  host: string;
+  /** Fingerprint of the identifier serving it. */
+  client: string;
+  connected: boolean;
+}
+
+/** A connected client as the admin API shows it (no secret). */
+export interface ClientInfo {
+  id: number;
+  fingerprint: string;
+  remote: string;
+  since: number;
+  hosts: string[];
+  tcpPorts: number[];
+  rttMs?: number;
+}
+
+/** Why a tunnel stream could not be used. */
+export type TunnelFailure = StreamFailure | "timeout" | "closed" | "protocol";
+
+/** A tunnel stream failed before carrying a response: maps to 502 (or 504 for "timeout"). */
+export class TunnelError extends Error {
+  override name = "TunnelError";
+  constructor(readonly reason: TunnelFailure, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Result of routing a Host to a client. */
+export type Route =
+  | { ok: true; host: string; client: ClientConn }
+  | { ok: false; status: 404 | 502; host: string };
+
+/** Result of authenticating a client's identifier before the upgrade. */
+export type AuthResult = "ok" | "unknown" | "duplicate";
+
+const requests = counter("warren_tunnel_requests_total", "Public requests by host and outcome", [
+  "host",
+  "outcome",
+]);
+const bytes = counter("warren_tunnel_bytes_total", "Bytes relayed by host and direction", [
+  "host",
+  "direction",
+]);
+const clientEvents = counter("warren_tunnel_client_events_total", "Client connects/disconnects", [
+  "event",
+]);
+
+/** One connected client: its mux session, hosts and TCP tunnels. */
+export class ClientConn {
+  readonly since = Date.now();
+  hosts: string[] = [];
+  ready = false;
+  readonly tcp = new Map<number, Server>();
+  /** The control stream, once the client opened it. */
+  control: Stream | undefined;
+  #closing: Promise<void> | undefined;
+  constructor(
+    readonly id: number,
+    readonly fingerprint: string,
+    readonly remote: string,
+    readonly session: Session,
+  ) {}
+
+  /**
+   * Release the public TCP ports (awaited, so a replacing client can bind them), then tear
+   * the session down (go away) in the background.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.ready = false;
+      await Promise.allSettled([...this.tcp.values()].map((s) => s.stop(0)));
+      if (this.control) closeQuietly(this.control);
+      this.session.close().catch(() => {
+        // Transport already gone: nothing else to release.
+      });
+    })();
+    return this.#closing;
+  }
+}
+
+/** A tunnel stream the server opened; the client's StreamReply has not been read yet. */
+export class TunnelStream {
+  readonly reader: BufferedReader;
+  #stats: HostStats | undefined;
+  constructor(
+    readonly stream: Stream,
+    readonly requestId: string,
+    readonly host: string,
+    stats?: HostStats,
+  ) {
+    this.reader = new BufferedReader(stream);
+    this.#stats = stats;
+    if (stats) stats.openStreams++;
+  }
+
+  /** Close the stream and stop counting it as open (idempotent). */
+  release(): void {
+    if (this.#stats) this.#stats.openStreams--;
+    this.#stats = undefined;
+    closeQuietly(this.stream);
+  }
+
+  /**
+   * Wait for the client's StreamReply. Rejects with TunnelError: "timeout" if none in
+   * `timeoutMs`, the client's failure reason when it could not serve the stream,
+   * "protocol" when the reply names another request id, "closed" when the stream ended.
+   */
+  async reply(timeoutMs: number): Promise<StreamReply> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(
+        () => rej(new TunnelError("timeout", `client did not answer in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      const r = await Promise.race([expectMessage(this.reader, "streamReply"), timeout]);
+      if (r.requestId !== this.requestId) {
+        throw new TunnelError("protocol", "stream reply for another request");
+      }
+      if (!r.ok) throw new TunnelError(r.reason ?? "dial-failed", r.error ?? "client failed");
+      return r;
+    } catch (err) {
+      this.stream.reset();
+      if (err instanceof TunnelError) throw err;
+      throw new TunnelError(
+        err instanceof ProtocolError ? "protocol" : "closed",
+        errorMessage(err),
+        { cause: err },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The response byte stream after the reply (bytes read ahead included). */
+  body(): Duplex {
+    return withPrefix(this.stream, this.reader.takeBuffered());
+  }
+}
+
+function concat(a: Uint8Array, b?: Uint8Array): Uint8Array {
+  if (!b || b.length === 0) return a;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function digest(identifier: string): string {
+  // The map key for live clients: never the secret itself.
+  return fingerprint(identifier) + ":" + identifier.length;
+}
+
+/**
+ * The tunnel server core. Front ends call `authenticate` + `attach` for the control path
+ * and `route` + `openStream` for public traffic.
+ */
+export class TunnelServer {
+  readonly registry: Registry;
+  readonly log: Logger;
+  readonly duplicate: DuplicatePolicy;
+  readonly responseTimeoutMs: number;
+  readonly #opts: TunnelServerOptions;
+  #clients = new Map<string, ClientConn>();
+  #hostStats = new Map<string, HostStats>();
+  #tcpOwners = new Map<number, ClientConn>();
+  #nextClient = 0;
+  #nextRequest = 0;
+  readonly #instance = randomSecret(4);
+  #closed = false;
+
+  constructor(opts: TunnelServerOptions = {}) {
+    this.#opts = opts;
+    this.registry = opts.registry ?? new MemoryRegistry();
+    this.log = opts.log ?? silentLogger;
+    this.duplicate = opts.duplicate ?? "replace";
+    this.responseTimeoutMs = opts.responseTimeoutMs ?? defaultResponseTimeoutMs;
+    gauge("warren_tunnel_clients", "Connected tunnel clients", [], () => {}).set(0);
+  }
+
+  /**
+   * Serve `host` with the client holding `identifier` (a fresh random one when omitted).
+   * Returns the identifier: hand it to the client, it is its secret.
+   */
+  async addHost(host: string, identifier?: string): Promise<string> {
+    const id = identifier ?? randomSecret(24);
+    await this.registry.addHost(host, id);
+    const c = this.#clients.get(digest(id));
+    const h = normalizeHost(host);
+    if (c && !c.hosts.includes(h)) c.hosts.push(h);
+    this.log.info("host added", { host: h, client: fingerprint(id) });
+    return id;
+  }
+
+  /** Stop serving `host`; false if it was not registered. */
+  async removeHost(host: string): Promise<boolean> {
+    const h = normalizeHost(host);
+    const ok = await this.registry.removeHost(h);
+    for (const c of this.#clients.values()) c.hosts = c.hosts.filter((x) => x !== h);
+    if (ok) this.log.info("host removed", { host: h });
+    return ok;
+  }
+
+  /** Check a client's identifier before upgrading its connection (constant time). */
+  async authenticate(identifier: string | undefined): Promise<AuthResult> {
+    if (!identifier || !(await this.registry.isKnown(identifier))) return "unknown";
+    if (this.duplicate === "refuse" && this.#clients.has(digest(identifier))) return "duplicate";
+    return "ok";
+  }
+
+  /** Counters of `host` (created on first use). */
+  hostStats(host: string): HostStats {
+    let s = this.#hostStats.get(host);
+    if (!s) {
+      s = { requests: 0, bytesIn: 0, bytesOut: 0, openStreams: 0, errors: 0 };
+      this.#hostStats.set(host, s);
+    }
+    return s;
+  }
+
+  /** Count one request to `host` with its outcome ("proxied", "404", "502", …). */
+  countRequest(host: string, outcome: string): void {
+    if (outcome === "proxied") this.hostStats(host).requests++;
+    else if (outcome === "502" || outcome === "504") this.hostStats(host).errors++;
+    requests.inc({ host: outcome === "404" || outcome === "400" ? "" : host, outcome });
+  }
+
+  /** Count relayed bytes of `host`. */
+  countBytes(host: string, inBytes: number, outBytes: number): void {
+    const s = this.hostStats(host);
+    s.bytesIn += inBytes;
+    s.bytesOut += outBytes;
+    if (inBytes) bytes.inc({ host, direction: "in" }, inBytes);
+    if (outBytes) bytes.inc({ host, direction: "out" }, outBytes);
+  }
+
+  /** Find the connected client serving `host` (a Host header value or a bare name). */
+  async route(host: string): Promise<Route> {
+    const h = normalizeHost(host);
+    const identifier = h ? await this.registry.lookup(h) : undefined;
+    if (identifier === undefined) return { ok: false, status: 404, host: h };
+    const client = this.#clients.get(digest(identifier));
+    if (!client || !client.ready) return { ok: false, status: 502, host: h };
+    return { ok: true, host: h, client };
+  }
+
+  /**
+   * Open a tunnel stream to `client`: the ControlMsg (with a fresh request id) and
+   * `firstData` ride in the stream's SYN frame. Call `reply()` on the result next.
+   */
+  async openStream(
+    client: ClientConn,
+    host: string,
+    transportProtocol: TransportProtocol,
+    localPort: string,
+    firstData?: Uint8Array,
+  ): Promise<TunnelStream> {
+    const requestId = `${this.#instance}.${++this.#nextRequest}`;
+    const msg = encodeMessage({
+      v: protocolVersion,
+      type: "controlMsg",
+      action: "RequestClientSession",
+      transportProtocol,
+      localPort,
+      requestId,
+    });
+    let stream: Stream;
+    try {
+      stream = await client.session.open({ data: concat(msg, firstData) });
+    } catch (err) {
+      throw new TunnelError("closed", `cannot open a stream: ${errorMessage(err)}`, { cause: err });
+    }
+    const ts = new TunnelStream(stream, requestId, host, this.hostStats(host));
+    return ts;
+  }
+
+  /**
+   * Run a client's session over `transport` (an upgraded, authenticated connection) until
+   * it ends. With the "replace" policy a previous client of the same identifier is closed
+   * first; only the newest session is ever registered.
+   */
+  async attach(transport: Duplex, identifier: string, remote: string): Promise<void> {
+    const key = digest(identifier);
+    const fp = fingerprint(identifier);
+    if (this.#closed) {
+      closeQuietly(transport);
+      return;
+    }
+    const prev = this.#clients.get(key);
+    if (prev) {
+      if (this.duplicate === "refuse") {
+        this.log.warn("duplicate client refused", { client: fp, remote });
+        closeQuietly(transport);
+        return;
+      }
+      this.log.info("client replaced by a new connection", { client: fp, old: prev.id, remote });
+      this.#clients.delete(key);
+      await prev.close();
+    }
+    const session = Session.server(transport, {
+      keepaliveIntervalMs: this.#opts.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
+      keepaliveTimeoutMs: this.#opts.heartbeatTimeoutMs ?? defaultHeartbeatTimeoutMs,
+      drainTimeoutMs: 2_000,
+      ...this.#opts.mux,
+    });
+    const client = new ClientConn(++this.#nextClient, fp, remote, session);
+    this.#clients.set(key, client);
+    const log = this.log.child({ client: fp, cid: client.id });
+    try {
+      const control = await this.#handshake(client, identifier, log);
+      if (!control) return;
+      const rec: ClientRecord = {
+        fingerprint: fp,
+        clientId: client.id,
+        instance: this.#instance,
+        remote,
+        since: client.since,
+      };
+      await this.registry.setClient(identifier, rec);
+      clientEvents.inc({ event: "connected" });
+      log.info("client connected", { remote, hosts: client.hosts.join(",") });
+      // Live until the session dies (go away, heartbeat timeout, transport EOF) or the
+      // client closes its control stream.
+      const controlDone = (async () => {
+        try {
+          while ((await readMessage(control)) !== null) {
+            // No messages are defined after the handshake; ignore for forward compatibility.
+          }
+        } catch (err) {
+          log.debug("control stream ended", { error: errorMessage(err) });
+        }
+      })();
+      const refuseStreams = (async () => {
+        // Clients never open streams after the control stream: reset any that arrive.
+        while (true) {
+          const s = await session.accept().catch(() => null);
+          if (s === null) return;
+          s.reset();
+        }
+      })();
+      const end = await Promise.race([session.closed, controlDone.then(() => undefined)]);
+      log.info("client disconnected", { reason: end?.reason ?? "control stream closed" });
+      void refuseStreams;
+    } catch (err) {
+      log.warn("client session failed", { error: errorMessage(err) });
+    } finally {
+      if (this.#clients.get(key) === client) {
+        this.#clients.delete(key);
+        await this.registry.setClient(identifier, undefined).catch(() => {
+          // A registry outage must not keep a dead client around locally.
+        });
+      }
+      clientEvents.inc({ event: "disconnected" });
+      await client.close();
+      for (const [port, owner] of this.#tcpOwners) {
+        if (owner === client) this.#tcpOwners.delete(port);
+      }
+    }
+  }
+
+  async #handshake(
+    client: ClientConn,
+    identifier: string,
+    log: Logger,
+  ): Promise<BufferedReader | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<null>((res) =>
+      timer = setTimeout(() => res(null), defaultHandshakeTimeoutMs)
+    );
+    try {
+      const control = await Promise.race([client.session.accept(), timeout]);
+      if (!control) {
+        log.warn("client sent no control stream");
+        return null;
+      }
+      client.control = control;
+      const reader = new BufferedReader(control);
+      const req = await Promise.race([expectMessage(reader, "handshakeRequest"), timeout]);
+      if (!req) {
+        log.warn("client sent no handshake");
+        return null;
+      }
+      client.hosts = await this.registry.hostsOf(identifier);
+      const tcp = this.#openTcp(client, req, log);
+      const resp: HandshakeResponse = {
+        v: protocolVersion,
+        type: "handshakeResponse",
+        ok: true,
+        hosts: client.hosts,
+        tcp,
+      };
+      await writeAll(control, encodeMessage(resp));
+      client.ready = true;
+      return reader;
+    } catch (err) {
+      log.warn("client handshake failed", { error: errorMessage(err) });
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #openTcp(
+    client: ClientConn,
+    req: HandshakeRequest,
+    log: Logger,
+  ): TcpTunnelResult[] {
+    const out: TcpTunnelResult[] = [];
+    const range = this.#opts.tcpPorts;
+    for (const { publicPort } of req.tcp ?? []) {
+      if (!range || publicPort < range.min || publicPort > range.max) {
+        out.push({ publicPort, ok: false, error: "port not allowed by the server" });
+        continue;
+      }
+      const owner = this.#tcpOwners.get(publicPort);
+      if (owner && owner !== client) {
+        out.push({ publicPort, ok: false, error: "port in use by another client" });
+        continue;
+      }
+      let listener: Deno.TcpListener;
+      try {
+        listener = Deno.listen({ hostname: this.#opts.tcpHost ?? "127.0.0.1", port: publicPort });
+      } catch (err) {
+        out.push({ publicPort, ok: false, error: errorMessage(err) });
+        continue;
+      }
+      const addr = formatAddr(listener.addr);
+      const host = `tcp:${publicPort}`;
+      const srv = serve(listener, async (conn, ctx) => {
+        ctx.handshakeDone();
+        let ts: TunnelStream;
+        try {
+          ts = await this.openStream(client, host, "tcp", String(publicPort));
+        } catch (err) {
+          this.countRequest(host, "502");
+          ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
+          return;
+        }
+        try {
+          await ts.reply(this.responseTimeoutMs);
+        } catch (err) {
+          ts.release();
+          this.countRequest(
+            host,
+            err instanceof TunnelError && err.reason === "timeout" ? "504" : "502",
+          );
+          ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
+          return;
+        }
+        this.countRequest(host, "proxied");
+        try {
+          const r = await relay(conn, ts.body(), { signal: ctx.signal });
+          this.countBytes(host, r.aToB, r.bToA);
+        } finally {
+          ts.release();
+        }
+      }, { log: this.log.child({ tcp: publicPort }), handshakeTimeoutMs: 0 });
+      client.tcp.set(publicPort, srv);
+      this.#tcpOwners.set(publicPort, client);
+      log.info("listening", { name: `tcp-${publicPort}`, addr });
+      out.push({ publicPort, ok: true, addr });
+    }
+    return out;
+  }
+
+  /** Connected clients (no secrets). */
+  clients(): ClientInfo[] {
+    return [...this.#clients.values()].filter((c) => c.ready).map((c) => ({
+      id: c.id,
+      fingerprint: c.fingerprint,
+      remote: c.remote,
+      since: c.since,
+      hosts: c.hosts,
+      tcpPorts: [...c.tcp.keys()],
+      rttMs: c.session.rttMs,
+    }));
+  }
+
+  /** Status per registered host: connected client, counters. */
+  async status(): Promise<HostStatus[]> {
+    const out: HostStatus[] = [];
+    for (const { host, identifier } of await this.registry.listHosts()) {
+      const c = this.#clients.get(digest(identifier));
+      out.push({
+        host,
+        client: fingerprint(identifier),
+        connected: !!c?.ready,
+        ...this.hostStats(host),
+      });
+    }
+    return out;
+  }
+
+  /** Close every client session and TCP tunnel. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#clients.values()];
+    await Promise.allSettled(all.map((c) => c.close()));
+    await Promise.allSettled(all.map((c) => c.session.closed));
+  }
+}
