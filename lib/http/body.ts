@@ -182,7 +182,7 @@ export async function copyChunked(
       if (raw) await sink(withCrlf(line));
       if (size === 0) break;
       await copyExact(r, src, size, sink, b);
-      const end = await readBodyLine(r, 0);
+      const end = await readBodyLine(r, 1); // 1: room for the CR of the CRLF
       if (end.length !== 0) throw new HttpError("chunk data longer than its size");
       if (raw) await sink(crlf);
     }
