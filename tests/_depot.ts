@@ -1,13 +1,16 @@
 /** Helpers for the control and depot tests: loopback pairs, frame builders, in-process depot. */
+import { BufferedReader, ControlConn, ControlReader, ControlWriter } from "../lib/control/mod.ts";
 import {
   DepotLocal,
   type DepotLocalOptions,
+  type DepotMessage,
+  depotProtocol,
   DepotServer,
   type DepotServerOptions,
 } from "../lib/depot/mod.ts";
-import { dial, type Duplex, type HostPort, withPrefix } from "../lib/net/mod.ts";
+import { dial, type Duplex, type HostPort, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
-import { listenLocal } from "./_util.ts";
+import { drainHash, listenLocal, sendBlocks } from "./_util.ts";
 /** A connected pair of loopback TCP connections. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
   const l = listenLocal();
@@ -103,4 +106,89 @@ export async function socksDial(
     conn.close();
     throw err;
   }
+}
+
+/**
+ * A raw TCP target for transfer tests. The first byte a client sends picks the mode:
+ * "U" (upload) drains the rest to EOF and answers `<bytes> <sha256>\n`;
+ * "D<decimal bytes>\n" (download) sends that many block-stream bytes, then closes;
+ * "E" (echo) echoes to EOF, then closes its write side.
+ */
+export function startTarget(): { port: number; close(): Promise<void> } {
+  const l = listenLocal();
+  const conns = new Set<Promise<void>>();
+  const handle = async (c: Deno.TcpConn) => {
+    try {
+      const first = new Uint8Array(1);
+      if ((await c.read(first)) !== 1) return;
+      if (first[0] === 0x55) {
+        const { bytes, sha256 } = await drainHash(c);
+        await writeAll(c, new TextEncoder().encode(`${bytes} ${sha256}\n`));
+      } else if (first[0] === 0x44) {
+        let line = "";
+        const one = new Uint8Array(1);
+        while ((await c.read(one)) === 1 && one[0] !== 0x0a) line += String.fromCharCode(one[0]);
+        await sendBlocks(c, Number(line));
+      } else if (first[0] === 0x45) {
+        const buf = new Uint8Array(64 * 1024);
+        while (true) {
+          const n = await c.read(buf);
+          if (n === null) break;
+          await writeAll(c, buf.subarray(0, n));
+        }
+        await c.closeWrite();
+        await c.read(buf).catch(() => null);
+      }
+    } catch {
+      // A test cut the connection on purpose (kill mid-transfer): nothing to report here.
+    } finally {
+      c.close();
+    }
+  };
+  const loop = (async () => {
+    for await (const c of l) {
+      const p = handle(c);
+      conns.add(p);
+      p.finally(() => conns.delete(p));
+    }
+  })();
+  return {
+    port: l.addr.port,
+    async close() {
+      l.close();
+      await loop.catch(() => {});
+      await Promise.allSettled([...conns]);
+    },
+  };
+}
+
+/** A hand-driven depot-local: the control connection after hello/welcome. */
+export async function fakeLocal(
+  controlPort: number,
+  opts: { token?: string; name?: string; socksPassword?: string } = {},
+): Promise<ControlConn<DepotMessage>> {
+  const conn = await dial("127.0.0.1", controlPort);
+  const ctl = new ControlConn(conn, depotProtocol);
+  await ctl.send({
+    type: "hello",
+    role: "depot-local",
+    token: opts.token ?? "",
+    name: opts.name ?? "default",
+    socksPassword: opts.socksPassword,
+  });
+  await ctl.expect("welcome", 5000);
+  return ctl;
+}
+
+/** Open a tunnel connection by hand; returns the server's first answer and the conn. */
+export async function rawTunnel(
+  tunnelPort: number,
+  id: number,
+  key: string,
+): Promise<{ answer: DepotMessage | null; conn: Deno.TcpConn; reader: BufferedReader }> {
+  const conn = await dial("127.0.0.1", tunnelPort);
+  await new ControlWriter(conn, depotProtocol).send({ type: "tunnel", id, key });
+  const reader = new BufferedReader(conn);
+  const answer = await new ControlReader(reader, depotProtocol).read().catch(() => null);
+  return { answer, conn, reader };
 }

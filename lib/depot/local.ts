@@ -83,6 +83,8 @@ export interface DepotLocalStatus {
   connected: boolean;
   connectedSince: string | null;
   rttMs: number | null;
+  /** Control connection attempts so far (successful or not). */
+  attempts: number;
   sessions: number;
   lastError: string | null;
   active: number;
@@ -127,6 +129,7 @@ export class DepotLocal {
   #session: Session | undefined;
   #connectedSince: Date | undefined;
   #sessions = 0;
+  #attempts = 0;
   #lastError: string | undefined;
   #active = 0;
   #total = 0;
@@ -180,6 +183,7 @@ export class DepotLocal {
       connected: this.connected,
       connectedSince: this.#connectedSince?.toISOString() ?? null,
       rttMs: rtt === undefined ? null : Math.round(rtt * 1000) / 1000,
+      attempts: this.#attempts,
       sessions: this.#sessions,
       lastError: this.#lastError ?? null,
       active: this.#active,
@@ -245,6 +249,7 @@ export class DepotLocal {
   async #connect(): Promise<Session> {
     const o = this.#opts;
     const signal = this.#stop.signal;
+    this.#attempts++;
     const conn = await dial(this.server.host, this.server.port, {
       timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
       signal,

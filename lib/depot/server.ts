@@ -351,8 +351,10 @@ export class DepotServer {
         remote: ctx.remote,
         previous: stale.remote,
       });
-      this.#endExit(stale, "replaced by a new connection with the same name");
-      void stale.ctl.fail(RefusalReason.replaced, "another local connected with this name");
+      this.#endExit(stale, "replaced by a new connection with the same name", {
+        reason: RefusalReason.replaced,
+        message: "another local connected with this name",
+      });
     }
     this.#exits.set(hello.name, exit);
     m.exitsConnected.set(this.#exits.size);
@@ -406,8 +408,11 @@ export class DepotServer {
     }
   }
 
-  /** Unregister an exit: fail its pending requests; its relays end with its control conn. */
-  #endExit(exit: ExitSession, why: string): void {
+  /**
+   * Unregister an exit: fail its pending requests and close its control connection (after
+   * telling the local `notify`, when given); its relays end with the control connection.
+   */
+  #endExit(exit: ExitSession, why: string, notify?: { reason: string; message: string }): void {
     if (this.#exits.get(exit.name) === exit) {
       this.#exits.delete(exit.name);
       m.exitsConnected.set(this.#exits.size);
@@ -417,7 +422,8 @@ export class DepotServer {
     for (const p of [...exit.pending]) {
       p.settle({ ok: false, reason: "network-unreachable", message: `exit gone: ${why}` });
     }
-    exit.ctl.close();
+    if (notify) void exit.ctl.fail(notify.reason, notify.message);
+    else exit.ctl.close();
   }
 
   // ---- SOCKS connections ---------------------------------------------------------------

@@ -1,0 +1,139 @@
+/**
+ * depot-local: the exit side of the reverse SOCKS5 proxy (seed 001). Dials depot-server's
+ * control port (reconnecting forever) and opens, for each SOCKS request, the connection to
+ * the target from here plus a tunnel connection back to the server.
+ *
+ *   DEPOT_TOKEN=s3cret deno run -A services/depot-local.ts --server depot.example:7000
+ */
+
+import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import { serveMetrics } from "../lib/metrics.ts";
+import { formatAddr } from "../lib/net/mod.ts";
+import { defaultControlPort, DepotLocal, exitNamePattern, statusApp } from "../lib/depot/mod.ts";
+
+// ---- flags ----
+const flags = parseFlags({
+  name: "depot-local",
+  summary: "exit of the depot reverse SOCKS5 proxy: dials depot-server, connects from here",
+  flags: {
+    server: {
+      type: "string",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultControlPort}`,
+      env: "DEPOT_SERVER",
+      help: "depot-server control address",
+    },
+    tunnel: {
+      type: "string",
+      arg: "host:port",
+      env: "DEPOT_TUNNEL_ADDR",
+      help: "tunnel address (default: the --server host and the port the server announces)",
+    },
+    token: {
+      type: "string",
+      arg: "secret",
+      env: "DEPOT_TOKEN",
+      help: "shared secret of the server (prefer the env variable)",
+    },
+    name: {
+      type: "string",
+      arg: "name",
+      default: "default",
+      env: "DEPOT_NAME",
+      help: "exit name; SOCKS clients choose this exit with it as username",
+    },
+    "socks-password": {
+      type: "string",
+      arg: "secret",
+      env: "DEPOT_SOCKS_PASSWORD",
+      help: "password SOCKS clients of this exit must send (username = --name)",
+    },
+    "dial-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "10000",
+      help: "give up reaching a target (or the server) after this long",
+    },
+    "idle-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "0",
+      help: "close a relayed connection idle this long (0 = never)",
+    },
+    "max-backoff-ms": {
+      type: "string",
+      arg: "ms",
+      default: "30000",
+      help: "longest wait between reconnect attempts",
+    },
+    status: {
+      type: "string",
+      arg: "host:port",
+      env: "DEPOT_LOCAL_STATUS",
+      help: "serve GET /status (JSON), /metrics and /healthz here (also on --metrics)",
+    },
+  },
+  examples: [
+    "DEPOT_TOKEN=s3cret depot-local --server depot.example:7000",
+    "depot-local --server depot.example:7000 --name office --socks-password pw",
+  ],
+});
+const log = serviceLogger("depot-local", flags["log-level"]);
+
+// ---- config validation ----
+const serverAddr = hostPortFlag("server", flags.server!);
+const tunnelAddr = flags.tunnel ? hostPortFlag("tunnel", flags.tunnel) : undefined;
+const statusAddr = flags.status ? hostPortFlag("status", flags.status) : undefined;
+const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
+const name = flags.name!;
+if (!exitNamePattern.test(name)) fail(`--name must match ${exitNamePattern}`, 2);
+const dialTimeoutMs = intFlag("dial-timeout-ms", flags["dial-timeout-ms"], 10_000);
+const idleTimeoutMs = intFlag("idle-timeout-ms", flags["idle-timeout-ms"], 0);
+const maxBackoffMs = intFlag("max-backoff-ms", flags["max-backoff-ms"], 30_000);
+const socksPassword = flags["socks-password"];
+if (socksPassword !== undefined && new TextEncoder().encode(socksPassword).length > 255) {
+  fail("--socks-password is longer than 255 bytes (SOCKS5 limit)", 2);
+}
+
+// ---- wiring ----
+const local = new DepotLocal({
+  server: serverAddr,
+  tunnel: tunnelAddr,
+  token: flags.token ?? "",
+  name,
+  socksPassword,
+  dialTimeoutMs,
+  idleTimeoutMs,
+  backoff: { maxMs: Math.max(250, maxBackoffMs) },
+  log,
+});
+let statusServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+if (statusAddr) {
+  try {
+    statusServer = Deno.serve({
+      hostname: statusAddr.host,
+      port: statusAddr.port,
+      onListen: (a) => log.info("listening", { name: "status", addr: formatAddr(a) }),
+    }, statusApp(local).fetch);
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`status: address ${statusAddr.host}:${statusAddr.port} is already in use`);
+    }
+    throw err;
+  }
+}
+const metrics = metricsAddr
+  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+    "/status": () => Response.json(local.status()),
+  })
+  : undefined;
+log.info("starting", { server: flags.server, name });
+const running = local.run();
+
+// ---- shutdown ----
+onShutdown(log, async () => {
+  await local.stop();
+  await running;
+  await statusServer?.shutdown();
+  await metrics?.shutdown();
+});

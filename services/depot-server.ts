@@ -1,0 +1,180 @@
+/**
+ * depot-server: the public side of the reverse SOCKS5 proxy (seed 001). SOCKS5 clients
+ * connect here; their connections exit from wherever a depot-local runs.
+ *
+ *   deno run -A services/depot-server.ts --token "$DEPOT_TOKEN"
+ *   curl --socks5-hostname 127.0.0.1:1080 http://intranet.example/
+ */
+
+import {
+  fail,
+  hostPortFlag,
+  intFlag,
+  listenOrExit,
+  onShutdown,
+  parseFlags,
+  serviceLogger,
+} from "../lib/cli.ts";
+import { serveMetrics } from "../lib/metrics.ts";
+import { formatAddr } from "../lib/net/mod.ts";
+import {
+  defaultControlPort,
+  defaultSocksPort,
+  defaultTunnelPort,
+  DepotServer,
+  exitNamePattern,
+  statusApp,
+} from "../lib/depot/mod.ts";
+
+// ---- flags ----
+const flags = parseFlags({
+  name: "depot-server",
+  summary: "reverse SOCKS5 proxy: SOCKS clients here, connections exit at depot-local",
+  flags: {
+    control: {
+      type: "string",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultControlPort}`,
+      env: "DEPOT_CONTROL",
+      help: "control listener depot-locals dial",
+    },
+    socks: {
+      type: "string",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultSocksPort}`,
+      env: "DEPOT_SOCKS",
+      help: "SOCKS5 listener for clients",
+    },
+    tunnel: {
+      type: "string",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultTunnelPort}`,
+      env: "DEPOT_TUNNEL",
+      help: "tunnel listener (one connection per request from depot-local)",
+    },
+    token: {
+      type: "string",
+      arg: "secret",
+      env: "DEPOT_TOKEN",
+      help: "shared secret depot-locals must present (prefer the env variable)",
+    },
+    "default-exit": {
+      type: "string",
+      arg: "name",
+      default: "default",
+      help: "exit used by SOCKS clients that send no username",
+    },
+    status: {
+      type: "string",
+      arg: "host:port",
+      env: "DEPOT_STATUS",
+      help: "serve GET /status (JSON), /metrics and /healthz here (also on --metrics)",
+    },
+    "heartbeat-ms": {
+      type: "string",
+      arg: "ms",
+      default: "2000",
+      help: "control heartbeat interval; 3 silent intervals mean the local is dead",
+    },
+    "pending-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "15000",
+      help: "a request without tunnel by then gets reply 0x06",
+    },
+    "max-pending": {
+      type: "string",
+      arg: "n",
+      default: "512",
+      help: "requests waiting for their exit at once; more get reply 0x01",
+    },
+    "idle-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "0",
+      help: "close a relayed connection idle this long (0 = never)",
+    },
+    "drain-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "2000",
+      help: "on SIGINT/SIGTERM, let live connections finish this long",
+    },
+  },
+  examples: [
+    "DEPOT_TOKEN=s3cret depot-server",
+    "depot-server --socks 0.0.0.0:1080 --control 0.0.0.0:7000 --tunnel 0.0.0.0:7001 --status :7080",
+    "curl --socks5-hostname 127.0.0.1:1080 http://10.0.0.5/          # via the default exit",
+    "curl --proxy socks5h://office:pw@127.0.0.1:1080 http://intranet/  # via exit 'office'",
+  ],
+});
+const log = serviceLogger("depot-server", flags["log-level"]);
+
+// ---- config validation ----
+const controlAddr = hostPortFlag("control", flags.control!);
+const socksAddr = hostPortFlag("socks", flags.socks!);
+const tunnelAddr = hostPortFlag("tunnel", flags.tunnel!);
+const statusAddr = flags.status ? hostPortFlag("status", flags.status) : undefined;
+const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
+const defaultExit = flags["default-exit"]!;
+if (!exitNamePattern.test(defaultExit)) fail(`--default-exit must match ${exitNamePattern}`, 2);
+const heartbeatMs = intFlag("heartbeat-ms", flags["heartbeat-ms"], 2000);
+if (heartbeatMs < 10) fail("--heartbeat-ms must be at least 10", 2);
+const pendingTimeoutMs = intFlag("pending-timeout-ms", flags["pending-timeout-ms"], 15_000);
+const maxPending = intFlag("max-pending", flags["max-pending"], 512);
+if (maxPending < 1) fail("--max-pending must be at least 1", 2);
+const idleTimeoutMs = intFlag("idle-timeout-ms", flags["idle-timeout-ms"], 0);
+const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 2000);
+const token = flags.token ?? "";
+if (token === "") {
+  log.warn("no --token / DEPOT_TOKEN: any program reaching the control port can become an exit");
+}
+
+// ---- wiring ----
+const listeners = {
+  control: listenOrExit(controlAddr, "control"),
+  socks: listenOrExit(socksAddr, "socks"),
+  tunnel: listenOrExit(tunnelAddr, "tunnel"),
+};
+const server = new DepotServer({
+  token,
+  defaultExit,
+  heartbeatMs,
+  pendingTimeoutMs,
+  maxPending,
+  idleTimeoutMs,
+  log,
+});
+server.start(listeners);
+for (const [name, l] of Object.entries(listeners)) {
+  log.info("listening", { name, addr: formatAddr(l.addr) });
+}
+const app = statusApp(server);
+let statusServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+if (statusAddr) {
+  try {
+    statusServer = Deno.serve({
+      hostname: statusAddr.host,
+      port: statusAddr.port,
+      onListen: (a) => log.info("listening", { name: "status", addr: formatAddr(a) }),
+    }, app.fetch);
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`status: address ${statusAddr.host}:${statusAddr.port} is already in use`);
+    }
+    throw err;
+  }
+}
+const metrics = metricsAddr
+  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+    "/status": () => Response.json(server.status()),
+  })
+  : undefined;
+log.info("waiting for depot-local", { defaultExit });
+
+// ---- shutdown ----
+onShutdown(log, async () => {
+  await server.stop(drainTimeoutMs);
+  await statusServer?.shutdown();
+  await metrics?.shutdown();
+});
