@@ -9,7 +9,8 @@ import {
   TunnelServer,
   type TunnelServerOptions,
 } from "../lib/tunnel/mod.ts";
-import { run } from "./_util.ts";
+import { createHash } from "node:crypto";
+import { blockStream, run } from "./_util.ts";
 
 const level = (Deno.env.get("WARREN_TEST_LOG") ?? "silent") as LogLevel;
 
@@ -116,4 +117,126 @@ export async function curl(
     body: r.stdout.slice(0, i),
     stderr: r.stderr,
   };
+}
+
+/**
+ * A local app for tunnel tests: everything startOrigin() has, plus `GET /headers` (echoes
+ * the request headers as JSON), `GET /ws` (WebSocket echo), `GET /hang` (never answers),
+ * `POST /echo` (streams the body back), `GET /chunked` (a chunked response).
+ */
+export function startApp(name = "app"): { port: number; close(): Promise<void> } {
+  const hangs: (() => void)[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/headers") {
+      return Response.json({ name, headers: Object.fromEntries(req.headers) });
+    }
+    if (url.pathname === "/ws") {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (e) => socket.send(e.data);
+      return response;
+    }
+    if (url.pathname === "/hang") {
+      await new Promise<void>((r) => hangs.push(r));
+      return new Response("late");
+    }
+    if (url.pathname === "/echo" && req.method === "POST") {
+      return new Response(req.body);
+    }
+    if (url.pathname === "/chunked") {
+      const parts = ["one,", "two,", "three"];
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          const p = parts.shift();
+          if (p === undefined) c.close();
+          else c.enqueue(new TextEncoder().encode(p));
+        },
+      });
+      return new Response(body);
+    }
+    if (url.pathname === "/name") {
+      return new Response(`${name} ${url.searchParams.get("id") ?? ""}`);
+    }
+    return originHandler(req);
+  });
+  return {
+    port: server.addr.port,
+    close: async () => {
+      for (const h of hangs) h();
+      await server.shutdown();
+    },
+  };
+}
+
+/** /bytes/N, /sha256 and /hello as in startOrigin(). */
+function originHandler(req: Request): Promise<Response> {
+  const url = new URL(req.url);
+  const m = /^\/bytes\/(\d+)$/.exec(url.pathname);
+  if (m) {
+    const total = Number(m[1]);
+    const it = blockStream(total, Number(url.searchParams.get("seed") ?? 0));
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        const r = it.next();
+        if (r.done) c.close();
+        else c.enqueue(r.value.slice());
+      },
+    });
+    return Promise.resolve(new Response(body, { headers: { "content-length": String(total) } }));
+  }
+  if (url.pathname === "/sha256" && req.method === "POST") {
+    return (async () => {
+      const h = createHash("sha256");
+      let n = 0;
+      for await (const chunk of req.body ?? new ReadableStream()) {
+        h.update(chunk);
+        n += chunk.length;
+      }
+      return Response.json({ sha256: h.digest("hex"), bytes: n });
+    })();
+  }
+  if (url.pathname === "/hello") {
+    return Promise.resolve(new Response(`hello ${url.searchParams.get("id") ?? ""}`));
+  }
+  return Promise.resolve(new Response("not found", { status: 404 }));
+}
+
+/** A one-shot HTTP/1.1 GET over raw TCP with an explicit Host (fetch cannot set Host). */
+export async function rawGet(
+  port: number,
+  host: string,
+  path: string,
+): Promise<{ status: number; head: string; body: string }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode(
+        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    const parts: Uint8Array[] = [];
+    const buf = new Uint8Array(65536);
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      parts.push(buf.slice(0, n));
+    }
+    const text = new TextDecoder().decode(
+      parts.reduce((a, b) => {
+        const o = new Uint8Array(a.length + b.length);
+        o.set(a);
+        o.set(b, a.length);
+        return o;
+      }, new Uint8Array(0)),
+    );
+    const i = text.indexOf("\r\n\r\n");
+    const head = text.slice(0, i);
+    return { status: Number(head.split(" ")[1]), head, body: text.slice(i + 4) };
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
 }
