@@ -1,0 +1,108 @@
+/**
+ * Opening a path: the client sends hello (session id, path id, token, rejoin flag) and
+ * waits for welcome; the server reads hello and answers. Bytes read past the handshake stay
+ * in the returned decoder and belong to the path.
+ * @module
+ */
+
+import { type Duplex, writeAll } from "../net/duplex.ts";
+import { errorMessage, ProtocolError, TimeoutError } from "../net/errors.ts";
+import {
+  encodeHello,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+  WelcomeStatus,
+} from "../sequencer/frame.ts";
+
+/** Default time for a path handshake. */
+export const defaultHandshakeTimeoutMs = 5_000;
+
+/** Why the server refused a path. */
+export type RefusalReason = "bad-token" | "unknown-session" | "limit" | "bad-version";
+
+/** The server refused the path; `reason` says why. */
+export class PathRefusedError extends Error {
+  override name = "PathRefusedError";
+  constructor(readonly reason: RefusalReason) {
+    super(`path refused: ${reason}`);
+  }
+}
+
+const refusals: Record<number, RefusalReason> = {
+  [WelcomeStatus.badToken]: "bad-token",
+  [WelcomeStatus.unknownSession]: "unknown-session",
+  [WelcomeStatus.limit]: "limit",
+  [WelcomeStatus.badVersion]: "bad-version",
+};
+
+/** A decoded hello frame. */
+export type HelloFrame = Extract<Frame, { type: typeof FrameType.hello }>;
+
+async function readFrame(conn: Duplex, dec: FrameDecoder, timeoutMs: number): Promise<Frame> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new TimeoutError(`path handshake timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  const loop = async (): Promise<Frame> => {
+    while (true) {
+      const f = dec.next();
+      if (f) return f;
+      const buf = dec.reserve(4096);
+      const n = await conn.read(buf);
+      if (n === null) throw new ProtocolError("path closed during handshake", "eof");
+      dec.commit(n);
+    }
+  };
+  const reading = loop();
+  // If the timer wins, the pending read fails once the caller closes the connection.
+  reading.catch(() => {});
+  try {
+    return await Promise.race([reading, timeout]);
+  } catch (err) {
+    // The read may still be pending: closing the connection is the caller's job, and it
+    // will do so on any rejection from here.
+    throw err instanceof Error ? err : new Error(errorMessage(err));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Client side: send hello, await welcome. Returns the decoder holding any later bytes. */
+export async function clientHandshake(
+  conn: Duplex,
+  opts: {
+    sessionId: Uint8Array;
+    pathId: number;
+    token: Uint8Array;
+    rejoin: boolean;
+    timeoutMs?: number;
+    maxDataBytes?: number;
+  },
+): Promise<FrameDecoder> {
+  await writeAll(conn, encodeHello(opts.sessionId, opts.pathId, opts.token, opts.rejoin));
+  const dec = new FrameDecoder(opts.maxDataBytes);
+  const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultHandshakeTimeoutMs);
+  if (f.type !== FrameType.welcome) {
+    throw new ProtocolError(`expected welcome, got frame type ${f.type}`, "bad-frame");
+  }
+  if (f.status !== WelcomeStatus.ok) {
+    throw new PathRefusedError(refusals[f.status] ?? "bad-version");
+  }
+  return dec;
+}
+
+/** Server side: read the hello. The caller checks it and writes the welcome. */
+export async function readHello(
+  conn: Duplex,
+  opts: { timeoutMs?: number; maxDataBytes?: number } = {},
+): Promise<{ hello: HelloFrame; decoder: FrameDecoder }> {
+  const dec = new FrameDecoder(opts.maxDataBytes);
+  const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultHandshakeTimeoutMs);
+  if (f.type !== FrameType.hello) {
+    throw new ProtocolError(`expected hello, got frame type ${f.type}`, "bad-frame");
+  }
+  return { hello: f, decoder: dec };
+}

@@ -1,0 +1,149 @@
+/**
+ * Server side of fusion: joins paths into sessions by session id (a session is created by
+ * its first path), checks the token in constant time, enforces limits, and relays each
+ * session to one connection to the target.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import type { HostPort } from "../net/addr.ts";
+import { dial } from "../net/dial.ts";
+import { type Duplex, writeAll } from "../net/duplex.ts";
+import { errorMessage } from "../net/errors.ts";
+import { relay } from "../net/relay.ts";
+import { timingSafeEqual } from "../net/secret.ts";
+import type { ConnContext } from "../net/serve.ts";
+import { encodeWelcome, protocolVersion, WelcomeStatus } from "../sequencer/frame.ts";
+import { readHello } from "./handshake.ts";
+import { FusionSession, type FusionSessionOptions, type SessionSummary } from "./session.ts";
+
+/** Default cap on sessions at once. */
+export const defaultMaxSessions = 256;
+/** Default cap on paths per session. */
+export const defaultMaxPathsPerSession = 8;
+
+/** Options of {@linkcode FusionServer}. */
+export interface FusionServerOptions extends FusionSessionOptions {
+  /** Shared secret every hello must carry. */
+  token: string;
+  /** Where each session's connection goes. @default localhost:22 */
+  target?: HostPort;
+  /** Replace the target dial (tests, other transports). */
+  dialTarget?: () => Promise<Duplex>;
+  /** @default 256 */
+  maxSessions?: number;
+  /** @default 8 */
+  maxPathsPerSession?: number;
+  /** Hello timeout. @default 5000 */
+  handshakeTimeoutMs?: number;
+  /** Target dial timeout. @default 10000 */
+  dialTimeoutMs?: number;
+  /** Close a session's relay when no byte moved for this long; 0 = never. @default 0 */
+  idleTimeoutMs?: number;
+  log?: Logger;
+}
+
+const hex = (b: Uint8Array): string =>
+  Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+/** Accepts fusion paths (use `handle` as a `serve()` handler). */
+export class FusionServer {
+  readonly #o: FusionServerOptions;
+  readonly #log: Logger;
+  readonly #sessions = new Map<string, FusionSession>();
+  readonly #runs = new Set<Promise<void>>();
+  /** Summaries of the last sessions that ended (newest last), for status and tests. */
+  readonly recent: SessionSummary[] = [];
+
+  constructor(opts: FusionServerOptions) {
+    this.#o = opts;
+    this.#log = opts.log ?? silentLogger;
+  }
+
+  /** Sessions open now, by hex id. */
+  get sessions(): ReadonlyMap<string, FusionSession> {
+    return this.#sessions;
+  }
+
+  /** `serve()` handler for one incoming path; resolves when the path ends. */
+  handle = async (conn: Duplex, ctx: ConnContext): Promise<void> => {
+    let hello;
+    let decoder;
+    try {
+      ({ hello, decoder } = await readHello(conn, {
+        timeoutMs: this.#o.handshakeTimeoutMs,
+        maxDataBytes: Math.max(1 << 20, this.#o.maxFrameDataBytes ?? 0),
+      }));
+    } catch (err) {
+      ctx.log.info("bad path handshake", { remote: ctx.remote, error: errorMessage(err) });
+      return;
+    }
+    const refuse = async (status: number, why: string) => {
+      ctx.log.warn("path refused", { remote: ctx.remote, why });
+      await writeAll(conn, encodeWelcome(status)).catch(() => {
+        // The refused client may be gone already; nothing to tell it then.
+      });
+    };
+    if (hello.version !== protocolVersion) return await refuse(WelcomeStatus.badVersion, "version");
+    if (!timingSafeEqual(hello.token, this.#o.token)) {
+      return await refuse(WelcomeStatus.badToken, "bad token");
+    }
+    const key = hex(hello.sessionId);
+    let s = this.#sessions.get(key);
+    if (!s) {
+      if (hello.rejoin) return await refuse(WelcomeStatus.unknownSession, "unknown session");
+      if (this.#sessions.size >= (this.#o.maxSessions ?? defaultMaxSessions)) {
+        return await refuse(WelcomeStatus.limit, "session limit");
+      }
+      s = new FusionSession(hello.sessionId, { ...this.#o, log: this.#log });
+      this.#sessions.set(key, s);
+      const run = this.#run(key, s);
+      this.#runs.add(run);
+      run.finally(() => this.#runs.delete(run));
+      this.#log.info("session opened", { session: key.slice(0, 12), remote: ctx.remote });
+    } else if (s.state !== "open") {
+      return await refuse(WelcomeStatus.unknownSession, "session ending");
+    } else if (s.pathCount >= (this.#o.maxPathsPerSession ?? defaultMaxPathsPerSession)) {
+      return await refuse(WelcomeStatus.limit, "path limit");
+    }
+    try {
+      await writeAll(conn, encodeWelcome(WelcomeStatus.ok));
+    } catch (err) {
+      ctx.log.debug("welcome failed", { error: errorMessage(err) });
+      return;
+    }
+    ctx.handshakeDone();
+    await s.addPath(conn, { id: hello.pathId, decoder, label: ctx.remote });
+  };
+
+  async #run(key: string, s: FusionSession): Promise<void> {
+    let target: Duplex;
+    try {
+      target = this.#o.dialTarget
+        ? await this.#o.dialTarget()
+        : await dial(this.#o.target?.host ?? "localhost", this.#o.target?.port ?? 22, {
+          timeoutMs: this.#o.dialTimeoutMs,
+          signal: s.signal,
+        });
+    } catch (err) {
+      this.#log.warn("target dial failed", { session: key.slice(0, 12), error: errorMessage(err) });
+      s.abort("target-failed", errorMessage(err));
+      await s.closed;
+      this.#sessions.delete(key);
+      return;
+    }
+    await relay(s, target, { idleTimeoutMs: this.#o.idleTimeoutMs ?? 0 });
+    this.recent.push(await s.closed);
+    if (this.recent.length > 16) this.recent.shift();
+    this.#sessions.delete(key);
+  }
+
+  /** Abort every session and wait until they ended. */
+  async close(): Promise<SessionSummary[]> {
+    const all = [...this.#sessions.values()];
+    for (const s of all) s.close();
+    const out = await Promise.all(all.map((s) => s.closed));
+    await Promise.all([...this.#runs]);
+    return out;
+  }
+}
