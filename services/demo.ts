@@ -118,7 +118,7 @@ const checks: [string, string, () => Promise<string>][] = [
 console.log(`warren demo: origin on ${originAddr}, seaprox listeners started in-process\n`);
 let failed = 0;
 for (const [name, route, fn] of checks) {
-  const expected = `hello from the origin, via ${name.replace(" ", "-")}\n`;
+  const expected = `hello from the origin, via ${name.toLowerCase().replace(" ", "-")}\n`;
   const t0 = performance.now();
   let got: string;
   try {

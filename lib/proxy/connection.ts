@@ -61,8 +61,7 @@ export interface ProxyConnectionRecord {
 export class ProxyConnection {
   /** The accepted client. */
   readonly source: ProxySide;
-  /** What the proxy dialled on the client's behalf. */
-  readonly dest: ProxySide = new ProxySide("dest");
+  #dest: ProxySide = new ProxySide("dest");
   readonly startedMs: number = performance.now();
   /** The destination the client asked for (before resolution). */
   target?: HostPort;
@@ -81,6 +80,11 @@ export class ProxyConnection {
       typeof source === "string" ? source : describeEndpoint(source),
     );
     this.source.transition("connected");
+  }
+
+  /** What the proxy dialled on the client's behalf (the latest, for a session type). */
+  get dest(): ProxySide {
+    return this.#dest;
   }
 
   /** Like `http[ipv4[127.0.0.1:5555]->name[example.org:80]]`. */
@@ -111,8 +115,13 @@ export class ProxyConnection {
     this.#message = message;
   }
 
-  /** The destination was asked for: the dest side starts CONNECTING. */
+  /**
+   * The destination was asked for: the dest side starts CONNECTING. Called again (by a
+   * session type's next request) it starts a fresh dest side.
+   */
   connecting(target: HostPort): void {
+    // A session type (HTTP keep-alive) may dial again: the new destination is a new side.
+    if (this.#dest.state !== "idle") this.#dest = new ProxySide("dest");
     this.target = target;
     this.dest.description = describeEndpoint(target);
     this.dest.transition("connecting");
