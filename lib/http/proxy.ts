@@ -212,7 +212,12 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
     closeQuietly(conn);
     closeQuietly(upstream?.conn);
   };
-  const idle = new IdleWatch(idleTimeoutMs, closeAll);
+  // Waiting for a response, idleness closes only the upstream so the client still gets a 504.
+  let awaitingResponse = false;
+  const idle = new IdleWatch(
+    idleTimeoutMs,
+    () => awaitingResponse ? closeQuietly(upstream?.conn) : closeAll(),
+  );
   const onAbort = () => closeAll();
   if (opts.signal?.aborted) onAbort();
   opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -380,6 +385,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
       try {
         await writeAll(up.conn, upHead);
       } catch (err) {
+        awaitingResponse = false;
         closeQuietly(up.conn);
         upstream = undefined;
         if (canRetry) continue;
@@ -402,6 +408,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
 
       let res: ResponseHead;
       let sentSomething = false;
+      awaitingResponse = true;
       try {
         while (true) {
           if (up.reader.buffered === 0 && (await up.reader.readExactOrEof(0)) === null) {
@@ -417,6 +424,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
           }
         }
       } catch (err) {
+        awaitingResponse = false;
         closeQuietly(up.conn);
         upstream = undefined;
         if (canRetry && !sentSomething && err instanceof HttpError && err.reason === "eof") {
@@ -426,6 +434,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
         return await failAfterHead(head, dest, err, sentSomething, bodyDone, bodyCopy);
       }
 
+      awaitingResponse = false;
       if (res.status === 101) {
         if (upgrade === undefined) {
           closeQuietly(up.conn);
