@@ -1,0 +1,143 @@
+/**
+ * fusion-server: joins the paths fusion-clients open into sessions (seed 000) and relays
+ * each session to one connection to the target, by default the local sshd.
+ *
+ *   FUSION_TOKEN=s3cret deno run -A services/fusion-server.ts --listen 0.0.0.0:5022
+ */
+
+import {
+  fail,
+  hostPortFlag,
+  intFlag,
+  listenOrExit,
+  onShutdown,
+  parseFlags,
+  serviceLogger,
+} from "../lib/cli.ts";
+import { FusionServer } from "../lib/fusion/mod.ts";
+import { serveMetrics } from "../lib/metrics.ts";
+import { formatAddr, serve } from "../lib/net/mod.ts";
+import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
+
+// ---- flags ----
+const flags = parseFlags({
+  name: "fusion-server",
+  summary: "multipath server: joins fusion paths into sessions, one target connection each",
+  flags: {
+    listen: {
+      type: "string",
+      arg: "host:port",
+      default: "127.0.0.1:5022",
+      env: "FUSION_LISTEN",
+      help: "where fusion-client paths connect",
+    },
+    target: {
+      type: "string",
+      arg: "host:port",
+      default: "localhost:22",
+      env: "FUSION_TARGET",
+      help: "where each session goes",
+    },
+    token: {
+      type: "string",
+      arg: "secret",
+      env: "FUSION_TOKEN",
+      help: "shared secret every path must present (prefer the env variable)",
+    },
+    scheduler: {
+      type: "string",
+      arg: schedulerNames.join("|"),
+      default: "weighted",
+      help: "how frames back to the client are spread over paths",
+    },
+    "window-mib": {
+      type: "string",
+      arg: "MiB",
+      default: "16",
+      help: "bytes in flight per direction and session (send buffer = reorder bound)",
+    },
+    "silence-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "3000",
+      help: "a path silent this long (no acks, no heartbeats) is dropped",
+    },
+    "grace-ms": {
+      type: "string",
+      arg: "ms",
+      default: "30000",
+      help: "a session with no path for this long ends",
+    },
+    "max-sessions": { type: "string", arg: "n", default: "256", help: "sessions at once" },
+    "max-paths": { type: "string", arg: "n", default: "8", help: "paths per session" },
+    "drain-timeout-ms": {
+      type: "string",
+      arg: "ms",
+      default: "2000",
+      help: "on SIGINT/SIGTERM, let live sessions finish this long",
+    },
+  },
+  examples: [
+    "FUSION_TOKEN=s3cret fusion-server --listen 0.0.0.0:5022",
+    "FUSION_TOKEN=s3cret fusion-server --listen 0.0.0.0:5022 --target 10.0.0.9:22 --metrics :9522",
+  ],
+});
+const log = serviceLogger("fusion-server", flags["log-level"]);
+
+// ---- config validation ----
+const listenAddr = hostPortFlag("listen", flags.listen!);
+const target = hostPortFlag("target", flags.target!, "localhost");
+const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
+const token = flags.token ?? "";
+if (token === "") fail("a token is required: --token or FUSION_TOKEN", 2);
+const scheduler = flags.scheduler as SchedulerName;
+if (!schedulerNames.includes(scheduler)) {
+  fail(`--scheduler must be one of ${schedulerNames.join(", ")}`, 2);
+}
+const windowMiB = intFlag("window-mib", flags["window-mib"], 16);
+if (windowMiB < 1 || windowMiB > 1024) fail("--window-mib must be between 1 and 1024", 2);
+const silenceTimeoutMs = intFlag("silence-timeout-ms", flags["silence-timeout-ms"], 3000);
+if (silenceTimeoutMs < 100) fail("--silence-timeout-ms must be at least 100", 2);
+const graceMs = intFlag("grace-ms", flags["grace-ms"], 30_000);
+const maxSessions = intFlag("max-sessions", flags["max-sessions"], 256);
+const maxPaths = intFlag("max-paths", flags["max-paths"], 8);
+if (maxSessions < 1 || maxPaths < 1) fail("--max-sessions and --max-paths must be >= 1", 2);
+const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 2000);
+
+// ---- wiring ----
+const fusion = new FusionServer({
+  token,
+  target,
+  scheduler,
+  windowBytes: windowMiB * 1024 * 1024,
+  silenceTimeoutMs,
+  heartbeatIntervalMs: Math.max(20, Math.min(250, Math.floor(silenceTimeoutMs / 4))),
+  graceMs,
+  maxSessions,
+  maxPathsPerSession: maxPaths,
+  log,
+});
+const listener = listenOrExit(listenAddr, "listen");
+const server = serve(listener, fusion.handle, {
+  maxConns: maxSessions * maxPaths,
+  log,
+  handshakeTimeoutMs: 10_000,
+});
+log.info("listening", { name: "listen", addr: formatAddr(listener.addr) });
+log.info("target", { addr: `${target.host}:${target.port}`, scheduler });
+const metrics = metricsAddr
+  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+    "/status": () =>
+      Response.json({
+        sessions: [...fusion.sessions.values()].map((s) => ({ id: s.idHex, paths: s.pathCount })),
+        recent: fusion.recent,
+      }),
+  })
+  : undefined;
+
+// ---- shutdown ----
+onShutdown(log, async () => {
+  await server.stop(drainTimeoutMs);
+  await fusion.close();
+  await metrics?.shutdown();
+});
