@@ -14,7 +14,11 @@ Deno.test("seaprox chain: A --forward socks5://user:pass@B reaches the origin", 
   const origin = startOrigin();
   const b = await startSeaproxService(["socks5://up:pw@127.0.0.1:0"]);
   const a = await startSeaproxService(
-    [`static://127.0.0.1:0?to=localhost:${origin.port}`, "socks5://127.0.0.1:0"],
+    [
+      `static://127.0.0.1:0?to=localhost:${origin.port}`,
+      "socks5://127.0.0.1:0",
+      "http://127.0.0.1:0",
+    ],
     ["--forward", `socks5://up:pw@127.0.0.1:${portFor(b, "socks5")}`],
   );
   try {
@@ -36,6 +40,16 @@ Deno.test("seaprox chain: A --forward socks5://user:pass@B reaches the origin", 
     ]);
     assertEquals(viaStatic.code, 0, viaStatic.stderr);
     assertEquals(viaStatic.stdout, "hello static");
+    const viaHttp = await run("curl", [
+      "-sS",
+      "--max-time",
+      "20",
+      "-x",
+      `http://127.0.0.1:${portFor(a, "http")}`,
+      `http://localhost:${origin.port}/hello?id=http`,
+    ]);
+    assertEquals(viaHttp.code, 0, viaHttp.stderr);
+    assertEquals(viaHttp.stdout, "hello http");
     // B saw the connections as user "up": the chain really went through it.
     await b.waitFor(/user=up/);
 

@@ -17,7 +17,11 @@ Deno.test("seaprox clients: curl, npm socks, failure replies", async (t) => {
   const sp = await startSeaproxService([
     "socks5://127.0.0.1:0",
     "socks5://alice:s3cret@127.0.0.1:0",
+    "http://127.0.0.1:0",
+    "http://carol:pw@127.0.0.1:0",
   ]);
+  const http = portFor(sp, "http");
+  const httpAuth = portFor(sp, "http-2");
   const socks = portFor(sp, "socks5");
   const socksAuth = portFor(sp, "socks5-2");
   const hello = (id: string) => `http://localhost:${origin.port}/hello?id=${id}`;
@@ -91,6 +95,73 @@ Deno.test("seaprox clients: curl, npm socks, failure replies", async (t) => {
       assertMatch(authed.stdout, /hello npmauth\s*$/);
     });
 
+    await t.step("curl -x: HTTP forward proxy, GET and POST", async () => {
+      const r = await run("curl", [...curlBase, "-x", `http://127.0.0.1:${http}`, hello("fwd")]);
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals(r.stdout, "hello fwd");
+      const body = "z".repeat(300_000);
+      const post = await run("curl", [
+        ...curlBase,
+        "-x",
+        `http://127.0.0.1:${http}`,
+        "--data-binary",
+        "@-",
+        `http://127.0.0.1:${origin.port}/sha256`,
+      ], { stdin: new TextEncoder().encode(body) });
+      assertEquals(post.code, 0, post.stderr);
+      assertEquals(JSON.parse(post.stdout).bytes, body.length);
+    });
+
+    await t.step("curl -p -x: CONNECT tunnel", async () => {
+      const r = await run("curl", [
+        ...curlBase,
+        "-p",
+        "-x",
+        `http://127.0.0.1:${http}`,
+        hello("tunnel"),
+      ]);
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals(r.stdout, "hello tunnel");
+    });
+
+    await t.step("HTTP proxy auth: 407 without or with wrong credentials", async () => {
+      const ok = await run("curl", [
+        ...curlBase,
+        "-x",
+        `http://carol:pw@127.0.0.1:${httpAuth}`,
+        hello("pauth"),
+      ]);
+      assertEquals(ok.code, 0, ok.stderr);
+      assertEquals(ok.stdout, "hello pauth");
+      const tunnel = await run("curl", [
+        ...curlBase,
+        "-p",
+        "-x",
+        `http://127.0.0.1:${httpAuth}`,
+        "-U",
+        "carol:pw",
+        hello("ptunnel"),
+      ]);
+      assertEquals(tunnel.code, 0, tunnel.stderr);
+      assertEquals(tunnel.stdout, "hello ptunnel");
+      for (
+        const proxy of [`http://127.0.0.1:${httpAuth}`, `http://carol:no@127.0.0.1:${httpAuth}`]
+      ) {
+        const bad = await run("curl", [
+          ...curlBase,
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code}",
+          "-x",
+          proxy,
+          hello("x"),
+        ]);
+        assertEquals(bad.stdout, "407", bad.stderr);
+      }
+      await sp.waitFor(/end=auth-failed/);
+    });
+
     await t.step("refused destination: SOCKS reply 0x05; unresolvable: 0x04", async () => {
       const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const dead = l.addr.port;
@@ -115,6 +186,34 @@ Deno.test("seaprox clients: curl, npm socks, failure replies", async (t) => {
       await sp.waitFor(/end=dial-failed failure=refused/);
       await sp.waitFor(/end=dial-failed failure=resolve/);
     });
+
+    await t.step(
+      "refused and unresolvable destinations: HTTP 502 (forward and CONNECT)",
+      async () => {
+        const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+        const dead = l.addr.port;
+        l.close();
+        for (const url of [`http://127.0.0.1:${dead}/`, "http://no-such-host.invalid/"]) {
+          for (const mode of [[], ["-p"]]) {
+            const r = await run("curl", [
+              ...curlBase,
+              ...mode,
+              "-o",
+              "/dev/null",
+              "-w",
+              "%{http_code}",
+              "-x",
+              `http://127.0.0.1:${http}`,
+              url,
+            ]);
+            // Forward: the response's status; CONNECT: curl exits 56 naming the proxy's 502.
+            const seen = mode.length ? r.stderr : r.stdout;
+            const want = mode.length ? /CONNECT tunnel failed, response 502/ : /^502$/;
+            assertMatch(seen, want, `${mode.join("")} ${url}: ${r.stdout} ${r.stderr}`);
+          }
+        }
+      },
+    );
   } finally {
     assertEquals(await sp.stop(), 0);
     await origin.close();

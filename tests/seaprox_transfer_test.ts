@@ -3,8 +3,8 @@
  * sends, shuts its write side, still reads the whole answer) and 256 MiB compared by SHA-256.
  */
 
-import { assertEquals } from "./_assert.ts";
-import { closeQuietly, dial, type Duplex, withPrefix } from "../lib/net/mod.ts";
+import { assertEquals, assertMatch } from "./_assert.ts";
+import { closeQuietly, dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { blockStreamSha256, drainHash } from "./_util.ts";
 import {
@@ -12,6 +12,7 @@ import {
   blockSourceServer,
   echoAfterEofServer,
   portFor,
+  readHttpHead,
   startSeaproxService,
 } from "./_seaprox.ts";
 
@@ -28,6 +29,7 @@ Deno.test("seaprox transfer: half-close and 256 MiB through each listener type",
     `static://127.0.0.1:0?to=127.0.0.1:${echo.port}`,
     `static://127.0.0.1:0?to=127.0.0.1:${source.port}`,
     "socks5://127.0.0.1:0",
+    "http://127.0.0.1:0",
   ]);
   const viaSocks: Opener = async (target) => {
     const c = await dial("127.0.0.1", portFor(sp, "socks5"));
@@ -39,12 +41,29 @@ Deno.test("seaprox transfer: half-close and 256 MiB through each listener type",
       throw err;
     }
   };
+  const viaConnect: Opener = async (target) => {
+    const c = await dial("127.0.0.1", portFor(sp, "http"));
+    try {
+      await writeAll(
+        c,
+        new TextEncoder().encode(
+          `CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${target}\r\n\r\n`,
+        ),
+      );
+      assertMatch(await readHttpHead(c), /^HTTP\/1\.1 200/);
+      return c;
+    } catch (err) {
+      closeQuietly(c);
+      throw err;
+    }
+  };
   const openers: [string, Opener][] = [
     [
       "static",
       (target) => dial("127.0.0.1", portFor(sp, target === echo.port ? "static" : "static-2")),
     ],
     ["socks5", viaSocks],
+    ["http CONNECT", viaConnect],
   ];
   try {
     for (const [kind, open] of openers) {
