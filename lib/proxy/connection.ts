@@ -16,7 +16,8 @@ import { describeEndpoint, ProxySide } from "./state.ts";
  * - "done": both directions reached EOF.
  * - "idle": no byte moved for the idle timeout.
  * - "aborted": the server was stopped and the drain deadline cut it.
- * - "error": a read or write failed mid-relay.
+ * - "reset": a peer vanished mid-relay (connection reset, broken pipe).
+ * - "error": a read or write failed mid-relay for another reason.
  * - "dial-failed": the destination could not be reached (`failure` says why).
  * - "handshake-failed": the client broke its protocol (bad version, malformed head …).
  * - "auth-failed": wrong or missing credentials.
@@ -28,6 +29,7 @@ export type ProxyEnd =
   | "done"
   | "idle"
   | "aborted"
+  | "reset"
   | "error"
   | "dial-failed"
   | "handshake-failed"
@@ -159,7 +161,9 @@ export class ProxyConnection {
       username: this.username,
     };
     this.#record = rec;
-    const ok = rec.end === "done" || rec.end === "idle" || rec.end === "closed";
+    // Peers vanishing is ordinary life for a proxy: info, not warn.
+    const ok = rec.end === "done" || rec.end === "idle" || rec.end === "closed" ||
+      rec.end === "reset";
     const fields: LogFields = {
       proxy: rec.description,
       end: rec.end,

@@ -9,7 +9,7 @@
 import { type Logger, silentLogger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
-import { classifyError, errorMessage, NetError } from "../net/errors.ts";
+import { classifyError, errorMessage, isDisconnect, NetError } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
 import { type ConnContext, serve, type Server } from "../net/serve.ts";
 import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
@@ -223,7 +223,13 @@ export function serveProxy(
       const res = await relay(req.source, dest, { idleTimeoutMs, signal: ctx.signal, stats });
       conn.bytesUp = res.aToB;
       conn.bytesDown = res.bToA;
-      conn.fail(res.end, res.error ? reasonOf(res.error) ?? "io" : undefined, res.error?.message);
+      if (res.end === "error" && isDisconnect(res.error)) {
+        conn.fail("reset", undefined, res.error?.message);
+      } else {conn.fail(
+          res.end,
+          res.error ? reasonOf(res.error) ?? "io" : undefined,
+          res.error?.message,
+        );}
       dest = undefined; // relay closed it
     } finally {
       closeQuietly(dest);
