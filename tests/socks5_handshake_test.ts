@@ -5,6 +5,7 @@ import { ChunkedSource, splits } from "./_chunked.ts";
 import { concat, dec, enc, userPassMsg } from "./_socks5.ts";
 import { readAll } from "./_util.ts";
 import {
+  closeQuietly,
   type Duplex,
   type NetFailureReason,
   ProtocolError,
@@ -358,4 +359,48 @@ Deno.test("socks5 reply: bound address is encoded by family, 0.0.0.0:0 by defaul
       ...[5, 0, 0, 4, ...parseIPv6("::1")!, 0, 1],
     ],
   );
+});
+
+for (const [name, split] of splits) {
+  Deno.test(`socks5 server: allowNoAuth picks user/pass when offered, else no-auth on ${name}`, async () => {
+    const opts = { ...auth, allowNoAuth: true };
+    const plain = new ChunkedSource(concat(greetNoAuth, connectV4), split);
+    const got = await acceptSocks5(plain, opts);
+    assertEquals([got.username, [...plain.output()]], [undefined, [5, 0]]);
+    const both = new ChunkedSource(
+      concat([5, 2, 0, 2], userPassMsg("alice", "s3cret"), connectV4),
+      split,
+    );
+    const got2 = await acceptSocks5(both, opts);
+    assertEquals([got2.username, [...both.output()]], ["alice", [5, 2, 1, 0]]);
+    const gss = new ChunkedSource(concat([5, 1, 1]), split);
+    const e = await assertRejects(acceptSocks5(gss, opts));
+    assert(e instanceof Socks5Error && e.reason === "no-acceptable-method");
+  });
+}
+
+Deno.test("socks5: an aborted handshake closes the connection and rejects with the reason", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  const accepted = await listener.accept();
+  try {
+    const ac = new AbortController();
+    const server = acceptSocks5(accepted, { signal: ac.signal });
+    const client = socks5Connect(silent, { host: "h", port: 1 }, { signal: ac.signal });
+    ac.abort(new Error("stop now"));
+    const [rs, rc] = await Promise.allSettled([server, client]);
+    assertEquals(rs.status === "rejected" && (rs.reason as Error).message, "stop now");
+    assertEquals(rc.status === "rejected" && (rc.reason as Error).message, "stop now");
+    const pre = new AbortController();
+    pre.abort(new Error("already"));
+    const src = new ChunkedSource(concat(greetNoAuth, connectV4), 1);
+    assertEquals(
+      (await assertRejects(acceptSocks5(src, { signal: pre.signal }))).message,
+      "already",
+    );
+  } finally {
+    listener.close();
+    closeQuietly(silent); // the abort closed both already
+    closeQuietly(accepted);
+  }
 });

@@ -225,3 +225,38 @@ Deno.test("socks5 peers: socks5Connect through microsocks (no auth and user/pass
     await origin.close();
   }
 });
+
+Deno.test("socks5 peers: IPv6 destinations (ATYP 0x04) through acceptSocks5 with curl", async () => {
+  const origin6 = Deno.serve(
+    { hostname: "::1", port: 0, onListen() {} },
+    () => new Response("hello v6"),
+  );
+  const server = startSocksServer();
+  try {
+    const url = `http://[::1]:${origin6.addr.port}/`;
+    // --socks5: curl sends the IPv6 address itself; --socks5-hostname: the literal as a name.
+    for (const mode of ["--socks5", "--socks5-hostname"]) {
+      const r = await run("curl", [
+        "-sS",
+        "--max-time",
+        "10",
+        mode,
+        `127.0.0.1:${server.addr.port}`,
+        url,
+      ]);
+      assertEquals([r.code, r.stdout], [0, "hello v6"], `${mode}: ${r.stderr}`);
+    }
+    // socks5Connect encodes ::1 as ATYP 0x04 and reads back a bound IPv6 address.
+    const c = await dial("127.0.0.1", server.addr.port);
+    try {
+      const { bound, leftover } = await socks5Connect(c, { host: "::1", port: origin6.addr.port });
+      assertEquals(bound.host, "::1");
+      assertMatch(await httpGet(c, leftover, "[::1]", "/"), /hello v6$/);
+    } finally {
+      closeQuietly(c);
+    }
+  } finally {
+    await server.stop();
+    await origin6.shutdown();
+  }
+});

@@ -5,6 +5,7 @@
  */
 
 import { BufferedReader, type Duplex, type HostPort, ProtocolError, writeAll } from "../net/mod.ts";
+import { abortable } from "./_abort.ts";
 import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
 import {
   authSucceeded,
@@ -27,6 +28,8 @@ export interface Socks5ClientOptions {
   username?: string;
   /** Password for RFC 1929 authentication. @default "" */
   password?: string;
+  /** Abort: `conn` is closed and the call rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** Outcome of a successful {@linkcode socks5Connect}. */
@@ -53,10 +56,18 @@ export interface Socks5ConnectResult {
  * const stream = withPrefix(conn, leftover);
  * ```
  */
-export async function socks5Connect(
+export function socks5Connect(
   conn: Duplex,
   dest: HostPort,
   opts: Socks5ClientOptions = {},
+): Promise<Socks5ConnectResult> {
+  return abortable(conn, opts.signal, () => connect(conn, dest, opts));
+}
+
+async function connect(
+  conn: Duplex,
+  dest: HostPort,
+  opts: Socks5ClientOptions,
 ): Promise<Socks5ConnectResult> {
   const request = encodeAddress(dest); // validates dest before anything is sent
   const useAuth = opts.username !== undefined;

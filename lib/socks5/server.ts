@@ -5,6 +5,7 @@
  */
 
 import { BufferedReader, type Duplex, type HostPort, ProtocolError, writeAll } from "../net/mod.ts";
+import { abortable } from "./_abort.ts";
 import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
 import {
   authFailed,
@@ -32,6 +33,17 @@ export interface Socks5ServerOptions {
    * `staticCredentials`). When unset, only "no authentication" (0x00) is offered.
    */
   authenticate?: (username: string, password: string) => boolean | Promise<boolean>;
+  /**
+   * With `authenticate` set, also accept clients that offer only "no authentication":
+   * username/password is still chosen whenever the client offers it (so a username can
+   * select something, as depot's exits do), 0x00 otherwise. @default false
+   */
+  allowNoAuth?: boolean;
+  /**
+   * Abort the handshake: `conn` is closed and the call rejects with the signal's reason
+   * (pass `serve()`'s `ctx.signal`).
+   */
+  signal?: AbortSignal;
 }
 
 /** A client's CONNECT request, accepted and waiting for the reply. */
@@ -73,10 +85,14 @@ export interface Socks5Request {
  * });
  * ```
  */
-export async function acceptSocks5(
+export function acceptSocks5(
   conn: Duplex,
   opts: Socks5ServerOptions = {},
 ): Promise<Socks5Request> {
+  return abortable(conn, opts.signal, () => handshake(conn, opts));
+}
+
+async function handshake(conn: Duplex, opts: Socks5ServerOptions): Promise<Socks5Request> {
   const r = new BufferedReader(conn, handshakeChunkBytes);
 
   // Greeting: VER NMETHODS METHODS…
@@ -87,7 +103,8 @@ export async function acceptSocks5(
   }
   const nMethods = await r.readByte();
   const methods = await r.readExact(nMethods);
-  const wanted = opts.authenticate ? Method.userPass : Method.noAuth;
+  let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
+  if (opts.authenticate && opts.allowNoAuth && !methods.includes(wanted)) wanted = Method.noAuth;
   if (!methods.includes(wanted)) {
     await writeAll(conn, new Uint8Array([socksVersion, Method.noAcceptable]));
     throw new Socks5Error(
@@ -98,7 +115,9 @@ export async function acceptSocks5(
   await writeAll(conn, new Uint8Array([socksVersion, wanted]));
 
   let username: string | undefined;
-  if (opts.authenticate) username = await acceptUserPass(conn, r, opts.authenticate);
+  if (wanted === Method.userPass && opts.authenticate) {
+    username = await acceptUserPass(conn, r, opts.authenticate);
+  }
 
   // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
   const head = await r.readExact(4);

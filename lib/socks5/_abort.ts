@@ -1,0 +1,26 @@
+/** Abort support shared by the server and client handshakes. @module */
+
+import { closeQuietly, type Duplex } from "../net/mod.ts";
+
+/**
+ * Run a handshake on `conn` that `signal` can abort: on abort `conn` is closed (which ends
+ * any pending read) and the promise rejects with the signal's reason.
+ */
+export async function abortable<T>(
+  conn: Duplex,
+  signal: AbortSignal | undefined,
+  fn: () => Promise<T>,
+): Promise<T> {
+  if (!signal) return await fn();
+  signal.throwIfAborted();
+  const onAbort = () => closeQuietly(conn);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await fn();
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    throw err;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
