@@ -18,8 +18,8 @@ import {
 export const maxChunkLineBytes = 4096;
 /** Most bytes of trailer fields accepted after the last chunk. */
 export const maxTrailerBytes = 16 * 1024;
-/** Buffer asked of the relay pool for a body copy (the pool may give less under pressure). */
-const bodyCopyBytes = 256 * 1024;
+/** Starting size of a body copy buffer from the relay pool; it grows while reads fill it. */
+const bodyCopyBytes = 64 * 1024;
 
 /** How a message body is delimited. */
 export type BodyFraming =
@@ -85,17 +85,47 @@ export function responseBodyFraming(head: ResponseHead, requestMethod: string): 
   return { kind: "close" };
 }
 
-/** Borrow a copy buffer from the relay pool for the duration of `fn`. */
+/**
+ * A copy buffer: the caller's fixed one, or one borrowed from the relay pool that grows
+ * while reads fill it and shrinks when they stop (as `relay` does: fewer, larger reads are
+ * what make a Deno copy loop fast).
+ */
+class CopyBuffer {
+  #fixed: boolean;
+  buf: Uint8Array;
+  constructor(given: Uint8Array | undefined) {
+    this.#fixed = given !== undefined;
+    this.buf = given ?? relayPool.acquire(bodyCopyBytes);
+  }
+  /** Adapt the size after a read of `n` bytes into the whole buffer. */
+  adapt(n: number): void {
+    if (this.#fixed) return;
+    const cur = this.buf.length;
+    const want = n === cur ? cur * 4 : n < cur / 4 ? n * 2 : cur;
+    if (relayPool.classFor(want) === cur) return;
+    const next = relayPool.acquire(want);
+    if (next.length !== cur) {
+      relayPool.release(this.buf);
+      this.buf = next;
+    } else {
+      relayPool.release(next);
+    }
+  }
+  release(): void {
+    if (!this.#fixed) relayPool.release(this.buf);
+  }
+}
+
+/** Run `fn` with a copy buffer, returned to the pool afterwards. */
 async function withBuffer<T>(
-  buf: Uint8Array | undefined,
-  fn: (b: Uint8Array) => Promise<T>,
+  given: Uint8Array | undefined,
+  fn: (b: CopyBuffer) => Promise<T>,
 ): Promise<T> {
-  if (buf) return await fn(buf);
-  const b = relayPool.acquire(bodyCopyBytes);
+  const b = new CopyBuffer(given);
   try {
     return await fn(b);
   } finally {
-    relayPool.release(b);
+    b.release();
   }
 }
 
@@ -117,12 +147,15 @@ export async function copyExact(
     left -= piece.length;
   }
   if (left === 0) return;
-  await withBuffer(buf, async (b) => {
+  await withBuffer(buf, async (cb) => {
     while (left > 0) {
-      const got = await src.read(b.length > left ? b.subarray(0, left) : b);
+      const b = cb.buf;
+      const whole = b.length <= left;
+      const got = await src.read(whole ? b : b.subarray(0, left));
       if (got === null) throw new HttpError("connection closed inside the body", "eof");
       await sink(b.subarray(0, got));
       left -= got;
+      if (whole) cb.adapt(got);
     }
   });
 }
@@ -135,11 +168,12 @@ export async function copyUntilEof(
   buf?: Uint8Array,
 ): Promise<void> {
   if (r.buffered > 0) await sink(r.takeBuffered());
-  await withBuffer(buf, async (b) => {
+  await withBuffer(buf, async (cb) => {
     while (true) {
-      const got = await src.read(b);
+      const got = await src.read(cb.buf);
       if (got === null) return;
-      await sink(b.subarray(0, got));
+      await sink(cb.buf.subarray(0, got));
+      cb.adapt(got);
     }
   });
 }
@@ -171,7 +205,7 @@ export async function copyChunked(
   raw: boolean,
   buf?: Uint8Array,
 ): Promise<void> {
-  await withBuffer(buf, async (b) => {
+  await withBuffer(buf, async (cb) => {
     while (true) {
       const line = await readBodyLine(r, maxChunkLineBytes);
       const sizeText = decodeLatin1(line).split(";")[0].replace(/[ \t]+$/, "");
@@ -181,7 +215,7 @@ export async function copyChunked(
       const size = parseInt(sizeText, 16);
       if (raw) await sink(withCrlf(line));
       if (size === 0) break;
-      await copyExact(r, src, size, sink, b);
+      await copyExact(r, src, size, sink, cb.buf);
       const end = await readBodyLine(r, 1); // 1: room for the CR of the CRLF
       if (end.length !== 0) throw new HttpError("chunk data longer than its size");
       if (raw) await sink(crlf);
