@@ -1,0 +1,258 @@
+/**
+ * Fusion over a real network: two namespaces joined by two veth pairs shaped with tc tbf,
+ * fusion-client and fusion-server running inside them. 64 MiB each way by SHA-256 on equal
+ * and unequal paths, a path taken down and one blackholed mid-transfer (both returning),
+ * and seed 000 itself: ssh through fusion to a real sshd, streaming a file.
+ * Skipped unless root with iproute2.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { netnsAvailable, sh, TwoPathNet, Watched } from "./_netns.ts";
+import { sha256 } from "./_util.ts";
+
+const MiB = 1024 * 1024;
+const deno = Deno.execPath();
+const here = (p: string) => new URL(p, import.meta.url).pathname;
+const peerScript = here("./_fusion_peer.ts");
+const env = { FUSION_TOKEN: `netns-${crypto.randomUUID()}` };
+const ignore = !netnsAvailable();
+const silenceMs = 1000;
+
+const listeningAddr = (line: string): string => /addr=(\S+)/.exec(line)![1];
+const portOf = (addr: string): number => Number(addr.slice(addr.lastIndexOf(":") + 1));
+const count = (w: Watched, re: RegExp): number => w.lines.filter((l) => re.test(l)).length;
+
+/** fusion-server in the server namespace and fusion-client in the client one. */
+async function startFusion(
+  net: TwoPathNet,
+  target: string,
+  procs: Watched[],
+): Promise<{ client: Watched; server: Watched; clientPort: number }> {
+  const server = new Watched(
+    net.spawn(net.serverNs, deno, [
+      "run",
+      "-A",
+      here("../services/fusion-server.ts"),
+      "--listen",
+      "0.0.0.0:0",
+      "--target",
+      target,
+      "--silence-timeout-ms",
+      String(silenceMs),
+    ], env),
+    "fusion-server",
+  );
+  procs.push(server);
+  const serverPort = portOf(listeningAddr(await server.waitFor(/msg="listening"/)));
+  const client = new Watched(
+    net.spawn(net.clientNs, deno, [
+      "run",
+      "-A",
+      here("../services/fusion-client.ts"),
+      "--listen",
+      "127.0.0.1:0",
+      ...net.paths.flatMap((p) => ["--path", `${p.clientAddr}>${p.serverAddr}:${serverPort}`]),
+      "--silence-timeout-ms",
+      String(silenceMs),
+    ], env),
+    "fusion-client",
+  );
+  procs.push(client);
+  const clientPort = portOf(listeningAddr(await client.waitFor(/msg="listening"/)));
+  return { client, server, clientPort };
+}
+
+Deno.test({
+  name: "fusion netns: 64 MiB each way over two shaped veth paths, paths failing and returning",
+  ignore,
+  sanitizeOps: true,
+  sanitizeResources: true,
+}, async (t) => {
+  const size = 64 * MiB;
+  const net = await TwoPathNet.create([200, 200]);
+  const procs: Watched[] = [];
+  try {
+    const peer = new Watched(
+      net.spawn(net.serverNs, deno, ["run", "-A", peerScript, "serve", "127.0.0.1:0", `${size}`]),
+      "target",
+    );
+    procs.push(peer);
+    const target = listeningAddr(await peer.waitFor(/msg="listening"/));
+    const { client, clientPort } = await startFusion(net, target, procs);
+
+    /** One transfer through fusion; `during` runs while it is in flight. */
+    const transfer = async (during?: () => Promise<void>) => {
+      const before = count(peer, /^result /);
+      const conn = new Watched(
+        net.spawn(net.clientNs, deno, [
+          "run",
+          "-A",
+          peerScript,
+          "connect",
+          `127.0.0.1:${clientPort}`,
+          `${size}`,
+        ]),
+        "source",
+      );
+      try {
+        await during?.();
+        const got = await conn.waitFor(/^result /, 120_000);
+        console.log(`  ${got}`);
+        const deadline = Date.now() + 10_000;
+        while (count(peer, /^result /) === before && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const atTarget = peer.lines.filter((l) => /^result /.test(l))[before] ?? "(none)";
+        const field = (l: string, k: string) => new RegExp(` ${k}=(\\S+)`).exec(l)?.[1];
+        assertEquals(field(got, "bytes"), String(size), "bytes down");
+        assertEquals(field(got, "sha256"), field(atTarget, "sent"), "sha256 down");
+        assertEquals(field(atTarget, "bytes"), String(size), "bytes up");
+        assertEquals(field(atTarget, "sha256"), field(got, "sent"), "sha256 up");
+      } finally {
+        await conn.stop();
+      }
+    };
+
+    await t.step("equal paths, 200 + 200 Mbit", () => transfer());
+
+    await t.step("unequal paths, 320 + 80 Mbit (4:1)", async () => {
+      await net.shape([320, 80]);
+      await transfer();
+    });
+
+    await t.step("a path taken down mid-transfer comes back", async () => {
+      await net.shape([100, 100]);
+      const ups = count(client, /msg="path up"/);
+      const downs = count(client, /msg="path down"/);
+      await transfer(async () => {
+        await client.waitFor(/msg="path up"/);
+        await new Promise((r) => setTimeout(r, 300));
+        await net.linkDown(0);
+        const deadline = Date.now() + 15_000;
+        while (count(client, /msg="path down"/) === downs && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await net.linkUp(0);
+      });
+      assert(count(client, /msg="path down"/) > downs, "the path was dropped");
+      assert(count(client, /msg="path up"/) >= ups + 3, "the path came back during the transfer");
+    });
+
+    await t.step("a path blackholed mid-transfer comes back", async () => {
+      const ups = count(client, /msg="path up"/);
+      const silents = count(client, /msg="path silent/);
+      await transfer(async () => {
+        await new Promise((r) => setTimeout(r, 500));
+        await net.blackhole(1);
+        const deadline = Date.now() + 15_000;
+        while (count(client, /msg="path silent/) === silents && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await net.unblackhole(1);
+      });
+      assert(count(client, /msg="path silent/) > silents, "the silent path was dropped");
+      assert(count(client, /msg="path up"/) >= ups + 3, "the path came back during the transfer");
+    });
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await net.destroy();
+  }
+});
+
+Deno.test({
+  name: "fusion netns: ssh through fusion to a real sshd runs a command and streams a file",
+  ignore: ignore || !exists("/usr/sbin/sshd"),
+  sanitizeOps: true,
+  sanitizeResources: true,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "fusion-sshd-" });
+  const net = await TwoPathNet.create([200, 200]);
+  const procs: Watched[] = [];
+  try {
+    await sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/host_key`]);
+    await sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/user_key`]);
+    await Deno.copyFile(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
+    const file = new Uint8Array(24 * MiB);
+    for (let o = 0; o < file.length; o += 65536) {
+      crypto.getRandomValues(file.subarray(o, o + 65536));
+    }
+    await Deno.writeFile(`${dir}/file`, file);
+    // A free port: bind, read it, close (the server namespace is empty anyway).
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const sshdPort = probe.addr.port;
+    probe.close();
+    await Deno.writeTextFile(
+      `${dir}/sshd_config`,
+      [
+        `Port ${sshdPort}`,
+        "ListenAddress 127.0.0.1",
+        `HostKey ${dir}/host_key`,
+        `PidFile ${dir}/sshd.pid`,
+        "UsePAM no",
+        "StrictModes no",
+        "PermitRootLogin yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        `AuthorizedKeysFile ${dir}/authorized_keys`,
+        "",
+      ].join("\n"),
+    );
+    const sshd = new Watched(
+      net.spawn(net.serverNs, "/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]),
+      "sshd",
+    );
+    procs.push(sshd);
+    await sshd.waitFor(/Server listening/);
+    const { clientPort } = await startFusion(net, `127.0.0.1:${sshdPort}`, procs);
+
+    const ssh = async (command: string): Promise<{ code: number; out: Uint8Array }> => {
+      const child = new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          net.clientNs,
+          "ssh",
+          "-p",
+          String(clientPort),
+          "-o",
+          "StrictHostKeyChecking=no",
+          "-o",
+          "UserKnownHostsFile=/dev/null",
+          "-o",
+          "BatchMode=yes",
+          "-o",
+          "LogLevel=ERROR",
+          "-i",
+          `${dir}/user_key`,
+          "root@127.0.0.1",
+          command,
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      });
+      const out = await child.output();
+      if (out.code !== 0) console.error(new TextDecoder().decode(out.stderr));
+      return { code: out.code, out: out.stdout };
+    };
+    const hello = await ssh("echo fused over $((1+1)) paths");
+    assertEquals(hello.code, 0);
+    assertEquals(new TextDecoder().decode(hello.out), "fused over 2 paths\n");
+    const cat = await ssh(`cat ${dir}/file`);
+    assertEquals(cat.code, 0);
+    assertEquals(cat.out.length, file.length);
+    assertEquals(sha256(cat.out), sha256(file));
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await net.destroy();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function exists(p: string): boolean {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+}
