@@ -168,7 +168,7 @@ export async function connectTransport(
 }
 
 /** Client state, for status and tests. */
-export type ClientState = "connecting" | "connected" | "backoff" | "stopped";
+export type ClientState = "connecting" | "connected" | "backoff" | "stopped" | "replaced";
 
 /**
  * A tunnel client. `run()` keeps it connected until the signal aborts; every failure
@@ -182,6 +182,8 @@ export class TunnelClient {
   connects = 0;
   /** Tunnel streams served so far. */
   streams = 0;
+  /** Set when another client with our identifier took over: `run()` then returns. */
+  replaced = false;
   #session: Session | undefined;
 
   constructor(opts: TunnelClientOptions) {
@@ -199,6 +201,10 @@ export class TunnelClient {
       const started = Date.now();
       try {
         await this.#once(() => backoff.reset());
+        if (this.replaced) {
+          this.#log.error("replaced by another client with the same identifier; not reconnecting");
+          break;
+        }
         this.#log.warn("disconnected from server");
       } catch (err) {
         if (signal?.aborted) break;
@@ -217,7 +223,7 @@ export class TunnelClient {
         break; // aborted
       }
     }
-    this.state = "stopped";
+    this.state = this.replaced ? "replaced" : "stopped";
   }
 
   /** One connection: transport, session, handshake, serve until the session ends. */
@@ -271,8 +277,12 @@ export class TunnelClient {
       this.#o.onConnected?.(resp);
       const controlDone = (async () => {
         try {
-          while ((await readMessage(reader)) !== null) {
-            // Nothing is defined after the handshake yet.
+          let m;
+          while ((m = await readMessage(reader)) !== null) {
+            if (m.type === "sessionEnd") {
+              this.#log.warn("server ended the session", { reason: m.reason });
+              if (m.reason === "replaced") this.replaced = true;
+            }
           }
         } catch (err) {
           this.#log.debug("control stream ended", { error: errorMessage(err) });

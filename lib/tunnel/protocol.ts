@@ -88,8 +88,27 @@ export interface StreamReply {
   error?: string;
 }
 
+/** Why the server ends a client's session on purpose. */
+export type SessionEndReason = "replaced" | "shutdown";
+
+/**
+ * Server -> client on the control stream, just before the server closes the session:
+ * "replaced" (another client with the same identifier took over: do not reconnect) or
+ * "shutdown" (the server is stopping: reconnect with backoff).
+ */
+export interface SessionEnd {
+  v: number;
+  type: "sessionEnd";
+  reason: SessionEndReason;
+}
+
 /** Any message of this protocol. */
-export type TunnelMessage = HandshakeRequest | HandshakeResponse | ControlMsg | StreamReply;
+export type TunnelMessage =
+  | HandshakeRequest
+  | HandshakeResponse
+  | ControlMsg
+  | StreamReply
+  | SessionEnd;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -173,6 +192,11 @@ export function validateMessage(x: unknown): TunnelMessage {
       str(x, "reason", true);
       str(x, "error", true);
       return x as unknown as StreamReply;
+    case "sessionEnd":
+      if (x.reason !== "replaced" && x.reason !== "shutdown") {
+        throw new ProtocolError("bad sessionEnd reason", "bad-message");
+      }
+      return x as unknown as SessionEnd;
     default:
       throw new ProtocolError(`unknown message type ${String(x.type)}`, "bad-message");
   }

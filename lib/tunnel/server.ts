@@ -30,6 +30,7 @@ import {
   type HandshakeResponse,
   protocolVersion,
   readMessage,
+  type SessionEndReason,
   type StreamFailure,
   type StreamReply,
   type TcpTunnelResult,
@@ -155,12 +156,19 @@ export class ClientConn {
   ) {}
 
   /**
-   * Release the public TCP ports (awaited, so a replacing client can bind them), then tear
-   * the session down (go away) in the background.
+   * Tell the client why (when `reason` is given), release the public TCP ports (awaited, so
+   * a replacing client can bind them), then tear the session down (go away) in the
+   * background.
    */
-  close(): Promise<void> {
+  close(reason?: SessionEndReason): Promise<void> {
     this.#closing ??= (async () => {
       this.ready = false;
+      if (reason && this.control) {
+        const msg = encodeMessage({ v: protocolVersion, type: "sessionEnd", reason });
+        await writeAll(this.control, msg).catch(() => {
+          // The client is already gone: it cannot be told.
+        });
+      }
       await Promise.allSettled([...this.tcp.values()].map((s) => s.stop(0)));
       if (this.control) closeQuietly(this.control);
       this.session.close().catch(() => {
@@ -380,16 +388,10 @@ export class TunnelServer {
       closeQuietly(transport);
       return;
     }
-    const prev = this.#clients.get(key);
-    if (prev) {
-      if (this.duplicate === "refuse") {
-        this.log.warn("duplicate client refused", { client: fp, remote });
-        closeQuietly(transport);
-        return;
-      }
-      this.log.info("client replaced by a new connection", { client: fp, old: prev.id, remote });
-      this.#clients.delete(key);
-      await prev.close();
+    if (this.duplicate === "refuse" && this.#clients.has(key)) {
+      this.log.warn("duplicate client refused", { client: fp, remote });
+      closeQuietly(transport);
+      return;
     }
     const session = Session.server(transport, {
       keepaliveIntervalMs: this.#opts.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
@@ -398,10 +400,22 @@ export class TunnelServer {
       ...this.#opts.mux,
     });
     const client = new ClientConn(++this.#nextClient, fp, remote, session);
-    this.#clients.set(key, client);
+    // The previous client of this identifier keeps serving until the new one has done its
+    // handshake; then it is told "replaced" and closed, and the new one takes its place.
+    const takeOver = async (): Promise<boolean> => {
+      const prev = this.#clients.get(key);
+      if (prev && prev !== client) {
+        if (this.duplicate === "refuse") return false;
+        this.log.info("client replaced by a new connection", { client: fp, old: prev.id, remote });
+        this.#clients.delete(key);
+        await prev.close("replaced");
+      }
+      this.#clients.set(key, client);
+      return true;
+    };
     const log = this.log.child({ client: fp, cid: client.id });
     try {
-      const control = await this.#handshake(client, identifier, log);
+      const control = await this.#handshake(client, identifier, log, takeOver);
       if (!control) return;
       const rec: ClientRecord = {
         fingerprint: fp,
@@ -456,6 +470,7 @@ export class TunnelServer {
     client: ClientConn,
     identifier: string,
     log: Logger,
+    takeOver: () => Promise<boolean>,
   ): Promise<BufferedReader | null> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<null>((res) =>
@@ -472,6 +487,10 @@ export class TunnelServer {
       const req = await Promise.race([expectMessage(reader, "handshakeRequest"), timeout]);
       if (!req) {
         log.warn("client sent no handshake");
+        return null;
+      }
+      if (!(await takeOver())) {
+        log.warn("duplicate client refused");
         return null;
       }
       client.hosts = await this.registry.hostsOf(identifier);
@@ -589,7 +608,7 @@ export class TunnelServer {
   async close(): Promise<void> {
     this.#closed = true;
     const all = [...this.#clients.values()];
-    await Promise.allSettled(all.map((c) => c.close()));
+    await Promise.allSettled(all.map((c) => c.close("shutdown")));
     await Promise.allSettled(all.map((c) => c.session.closed));
   }
 }
