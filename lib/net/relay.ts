@@ -89,10 +89,13 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
         count(n);
         // Grow while reads fill the buffer; drop back as soon as they stop doing so, so an
         // idle connection holds only a small buffer while its read is pending.
-        const want = n === buf.length ? buf.length * 4 : n < buf.length / 4 ? n * 2 : buf.length;
+        const grow = n === buf.length;
+        const want = grow ? buf.length * 4 : n < buf.length / 4 ? n * 2 : buf.length;
         if (pool.classFor(want) !== buf.length) {
           const next = pool.acquire(want);
-          if (next.length !== buf.length) {
+          // Under budget pressure the pool may grant less than asked: a full read must never
+          // make us shrink (that oscillated and churned garbage with 100 busy connections).
+          if (grow ? next.length > buf.length : next.length < buf.length) {
             pool.release(buf);
             buf = next;
           } else {
