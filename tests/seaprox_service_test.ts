@@ -106,3 +106,35 @@ Deno.test("seaprox service: --idle-timeout and --handshake-timeout close silent 
     await hold.close();
   }
 });
+
+Deno.test("seaprox service: --metrics exports connections, bytes and errors by reason", async () => {
+  const hold = rawServer(async (c) => {
+    await c.write(new TextEncoder().encode("hi"));
+  });
+  const sp = await startSeaproxService(
+    [`static://127.0.0.1:0?to=127.0.0.1:${hold.port}`, "socks5://127.0.0.1:0"],
+    ["--metrics", "127.0.0.1:0"],
+  );
+  try {
+    const line = await sp.waitFor(/msg="metrics listening"/);
+    const metricsAddr = /addr=(\S+)/.exec(line)![1];
+    const c = await dial("127.0.0.1", portFor(sp, "static"));
+    const buf = new Uint8Array(8);
+    while ((await c.read(buf)) !== null) { /* until the origin closes */ }
+    c.close();
+    const bad = await dial("127.0.0.1", portFor(sp, "socks5"));
+    await bad.write(new Uint8Array([4, 1, 0, 80])); // SOCKS4: refused as garbage
+    while ((await bad.read(buf)) !== null) { /* until seaprox closes */ }
+    bad.close();
+    await sp.waitFor(/end=handshake-failed/);
+    await sp.waitFor(/end=done/);
+    const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+    assertMatch(text, /seaprox_connections_total\{listener="static"\} 1/);
+    assertMatch(text, /seaprox_connections_active 0/);
+    assertMatch(text, /seaprox_bytes_out_total 2/);
+    assertMatch(text, /seaprox_errors_total\{reason="handshake-failed:bad-version"\} 1/);
+  } finally {
+    assertEquals(await sp.stop(), 0);
+    await hold.close();
+  }
+});
