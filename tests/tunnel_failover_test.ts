@@ -156,7 +156,7 @@ Deno.test("tunnel: the client reconnects after a server restart and when the fir
     t = startTunnel({}, port);
     try {
       await t.server.addHost("app.test", id);
-      await eventually(async () => c.client.connects >= 2);
+      await eventually(() => Promise.resolve(c.client.connects >= 2));
       assertEquals((await rawGet(port, "app.test", "/hello?id=2")).body, "hello 2");
     } finally {
       await t.close();

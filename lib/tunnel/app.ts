@@ -92,9 +92,9 @@ export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {
         status: 409,
       });
     }
+    const peer = remoteOf(c); // before the upgrade: the request is gone after it
     const { socket, response } = Deno.upgradeWebSocket(req);
     const duplex = new WebSocketDuplex(socket);
-    const peer = remoteOf(c);
     duplex.opened.then(
       () => server.attach(duplex, identifier!, peer.remote),
       (err) => server.log.debug("websocket did not open", { error: errorMessage(err) }),

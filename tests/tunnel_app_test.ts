@@ -1,0 +1,128 @@
+/** The embeddable Hono front (Deno.serve + Deno.upgradeWebSocket) and the admin API. */
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { blockStream, blockStreamSha256 } from "./_util.ts";
+import { startApp, startClient, testLog } from "./_tunnel.ts";
+import { createAdminApp, createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
+
+/** A TunnelServer served by Deno.serve through createTunnelApp. */
+function startHonoTunnel() {
+  const server = new TunnelServer({
+    heartbeatIntervalMs: 500,
+    heartbeatTimeoutMs: 2_000,
+    log: testLog("hono-tunnel"),
+  });
+  const app = createTunnelApp(server);
+  const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  return {
+    server,
+    port: http.addr.port,
+    url: `http://127.0.0.1:${http.addr.port}`,
+    close: async () => {
+      await server.close();
+      await http.shutdown();
+    },
+  };
+}
+
+/** fetch through the tunnel; Deno's fetch derives Host from the URL, so the vhost is the IP. */
+async function hostFetch(port: number, path: string, init: RequestInit = {}) {
+  return await fetch(`http://127.0.0.1:${port}${path}`, init);
+}
+
+Deno.test("tunnel app: GET, streamed 32 MiB upload and download, chunked response, 404/502", async () => {
+  const local = startApp();
+  const t = startHonoTunnel();
+  const id = "identifier-hono-000008";
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: local.port },
+  });
+  try {
+    await c.connected();
+    const r = await hostFetch(t.port, "/hello?id=5");
+    assertEquals(await r.text(), "hello 5");
+    const h = await (await hostFetch(t.port, "/headers")).json();
+    assertEquals(h.headers["x-forwarded-for"], "127.0.0.1");
+    assertMatch(h.headers["host"], /^127\.0\.0\.1:\d+$/);
+    const total = 32 * 1024 * 1024;
+    const it = blockStream(total, 9);
+    const body = new ReadableStream<Uint8Array>({
+      pull(ctrl) {
+        const n = it.next();
+        if (n.done) ctrl.close();
+        else ctrl.enqueue(n.value.slice());
+      },
+    });
+    const up = await hostFetch(t.port, "/sha256", { method: "POST", body });
+    assertEquals(await up.json(), { sha256: blockStreamSha256(total, 9), bytes: total });
+    const down = await hostFetch(t.port, `/bytes/${total}?seed=4`);
+    const { createHash } = await import("node:crypto");
+    const hash = createHash("sha256");
+    let n = 0;
+    for await (const chunk of down.body!) {
+      hash.update(chunk);
+      n += chunk.length;
+    }
+    assertEquals(n, total);
+    assertEquals(hash.digest("hex"), blockStreamSha256(total, 4));
+    assertEquals(await (await hostFetch(t.port, "/chunked")).text(), "one,two,three");
+    const concurrent = await Promise.all(
+      Array.from(
+        { length: 50 },
+        (_, i) => hostFetch(t.port, `/hello?id=${i}`).then((r) => r.text()),
+      ),
+    );
+    concurrent.forEach((b, i) => assertEquals(b, `hello ${i}`));
+  } finally {
+    await c.stop();
+    const gone = await hostFetch(t.port, "/hello");
+    assertEquals(gone.status, 502);
+    await gone.body?.cancel();
+    await t.close();
+    await local.close();
+  }
+});
+
+Deno.test("tunnel admin API: token required; add, list, remove hosts; list clients", async () => {
+  const t = startHonoTunnel();
+  try {
+    const admin = createAdminApp(t.server, { token: "admin-token-xyz" });
+    const call = async (path: string, init: RequestInit = {}, token = "admin-token-xyz") =>
+      await admin.fetch(
+        new Request(`http://admin.local${path}`, {
+          ...init,
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        }),
+      );
+    assertEquals((await call("/hosts", {}, "wrong")).status, 401);
+    const add = await call("/hosts", {
+      method: "POST",
+      body: JSON.stringify({ host: "New.Test" }),
+    });
+    assertEquals(add.status, 201);
+    const added = await add.json() as { host: string; identifier: string };
+    assert(added.identifier.length >= 16);
+    const list = await (await call("/hosts")).json() as { host: string; connected: boolean }[];
+    assertEquals(list.map((h) => [h.host, h.connected]), [["new.test", false]]);
+    assert(!JSON.stringify(list).includes(added.identifier), "identifier must not be listed");
+    const c = startClient({
+      server: t.url,
+      identifier: added.identifier,
+      local: { host: "127.0.0.1", port: 9 },
+    });
+    try {
+      await c.connected();
+      const clients = await (await call("/clients")).json() as { hosts: string[] }[];
+      assertEquals(clients.map((x) => x.hosts), [["new.test"]]);
+    } finally {
+      await c.stop();
+    }
+    assertEquals((await call("/hosts/new.test", { method: "DELETE" })).status, 204);
+    assertEquals((await call("/hosts/new.test", { method: "DELETE" })).status, 404);
+    assertEquals((await call("/hosts", { method: "POST", body: "nope" })).status, 400);
+  } finally {
+    await t.close();
+  }
+});
