@@ -321,3 +321,86 @@ Deno.test("http proxy: thousands of random client inputs end cleanly, never thro
   }
   assert(dials > 0, "some inputs got as far as dialling");
 });
+
+Deno.test("http proxy: HTTP/1.0 clients get chunked responses de-chunked, then a close", async () => {
+  const origin = startRawOrigin(async (_head, _r, conn) => {
+    await writeAll(
+      conn,
+      enc.encode(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n" +
+          "5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
+      ),
+    );
+    return true;
+  });
+  const proxy = startHttpProxy();
+  try {
+    await withClient(proxy.addr.port, async (c, r) => {
+      const res = await rawExchange(
+        c,
+        r,
+        `GET http://127.0.0.1:${origin.addr.port}/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n`,
+      );
+      assertEquals(res.body, "hello world"); // close-delimited: read to EOF
+      assertEquals(getHeader(res.head.headers, "transfer-encoding"), undefined);
+      assertEquals(getHeader(res.head.headers, "trailer"), undefined);
+      assertEquals(getHeader(res.head.headers, "connection"), "close");
+    });
+  } finally {
+    await proxy.stop();
+    await origin.stop();
+  }
+});
+
+Deno.test("http proxy: an early final answer to Expect: 100-continue ends cleanly", async () => {
+  const origin = startRawOrigin(async (head, _r, conn) => {
+    assertEquals(getHeader(head.headers, "expect"), "100-continue");
+    await writeAll(
+      conn,
+      enc.encode(
+        "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
+      ),
+    );
+    return false;
+  });
+  const proxy = startHttpProxy();
+  try {
+    await withClient(proxy.addr.port, async (c, r) => {
+      // The client waits for 100 Continue before sending its body: it never gets one.
+      const res = await rawExchange(
+        c,
+        r,
+        `PUT http://127.0.0.1:${origin.addr.port}/up HTTP/1.1\r\nContent-Length: 1000000\r\n` +
+          "Expect: 100-continue\r\n\r\n",
+      );
+      assertEquals([res.head.status, res.body], [413, "big!"]);
+      assertEquals(await r.readExactOrEof(1), null, "the proxy closes: the body never came");
+    });
+  } finally {
+    await proxy.stop();
+    await origin.stop();
+  }
+});
+
+Deno.test("http proxy: an idle keep-alive client is closed after idleTimeoutMs", async () => {
+  const origin = startRawOrigin(async (_head, _r, conn) => {
+    await writeAll(conn, enc.encode("HTTP/1.1 204 No Content\r\n\r\n"));
+    return true;
+  });
+  const proxy = startHttpProxy({ idleTimeoutMs: 150 });
+  try {
+    await withClient(proxy.addr.port, async (c, r) => {
+      const res = await rawExchange(
+        c,
+        r,
+        `GET http://127.0.0.1:${origin.addr.port}/ HTTP/1.1\r\n\r\n`,
+      );
+      assertEquals(res.head.status, 204);
+      assertEquals(await r.readExactOrEof(1), null, "closed by the idle timer");
+    });
+    assertEquals(proxy.stats.errors, 0);
+  } finally {
+    await proxy.stop();
+    await origin.stop();
+  }
+});

@@ -23,6 +23,7 @@ import {
 import {
   type BodyFraming,
   copyBody,
+  copyChunked,
   requestBodyFraming,
   responseBodyFraming,
   type Sink,
@@ -484,11 +485,14 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
         return await failAfterHead(head, dest, err, sentSomething, bodyDone, bodyCopy);
       }
       const upstreamKeep = resFraming.kind !== "close" && wantsKeepAlive(res);
-      let keep = clientKeep && resFraming.kind !== "close";
+      // HTTP/1.0 clients do not know chunked: they get the data, delimited by our close.
+      const dechunk = resFraming.kind === "chunked" && head.version === "HTTP/1.0";
+      let keep = clientKeep && resFraming.kind !== "close" && !dechunk;
       const resConnTokens = headerTokens(res.headers, "connection");
       let fields: HeaderFields = withoutHeaders(res.headers, [
         ...hopByHop,
         ...resConnTokens.filter((t) => !framingFields.has(t)),
+        ...(dechunk ? ["transfer-encoding", "trailer"] : []),
       ]);
       if (!keep) fields.push(["Connection", "close"]);
       else if (head.version === "HTTP/1.0") fields = [...fields, ["Connection", "keep-alive"]];
@@ -501,7 +505,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
           headers: fields,
         });
         const toClient = sinkTo(conn, "client", (n) => responseBytes += n);
-        await copyBody(up.reader, up.conn, resFraming, async (p) => {
+        const sink: Sink = async (p) => {
           const h = pendingHead;
           pendingHead = undefined;
           if (h && p.length <= coalesceMaxBytes) {
@@ -512,7 +516,9 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
           }
           if (h) await writeAll(conn, h);
           await toClient(p);
-        });
+        };
+        if (dechunk) await copyChunked(up.reader, up.conn, sink, false);
+        else await copyBody(up.reader, up.conn, resFraming, sink);
         if (pendingHead) await writeAll(conn, pendingHead);
       } catch (err) {
         // Mid-response, the only honest signal left is closing the client connection.
