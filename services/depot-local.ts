@@ -66,6 +66,11 @@ const flags = parseFlags({
       default: "30000",
       help: "longest wait between reconnect attempts",
     },
+    mux: {
+      type: "boolean",
+      env: "DEPOT_MUX",
+      help: "carry all tunnels as streams of one yamux session (one tunnel connection)",
+    },
     status: {
       type: "string",
       arg: "host:port",
@@ -76,6 +81,7 @@ const flags = parseFlags({
   examples: [
     "DEPOT_TOKEN=s3cret depot-local --server depot.example:7000",
     "depot-local --server depot.example:7000 --name office --socks-password pw",
+    "depot-local --server depot.example:7000 --mux   # one tunnel connection, streams in it",
   ],
 });
 const log = serviceLogger("depot-local", flags["log-level"]);
@@ -104,6 +110,7 @@ const local = new DepotLocal({
   socksPassword,
   dialTimeoutMs,
   idleTimeoutMs,
+  mux: flags.mux,
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
 });

@@ -40,9 +40,12 @@ import {
   type DepotMessage,
   depotProtocol,
   heartbeatDeadFactor,
+  muxFeature,
   RefusalReason,
 } from "./protocol.ts";
+import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
+import { noDelay } from "./_nodelay.ts";
 
 /** Default timeout of the local's dial to a target (and to the tunnel port). */
 export const defaultLocalDialTimeoutMs = 10_000;
@@ -73,6 +76,12 @@ export interface DepotLocalOptions {
   allow?: (dest: HostPort) => boolean;
   /** Close a relayed connection idle this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
+  /**
+   * Carry every tunnel as a stream of one lib/mux (yamux) session over a single tunnel
+   * connection, instead of one TCP connection per request. Falls back to TCP when the server
+   * does not announce "mux". @default false
+   */
+  mux?: boolean;
   log?: Logger;
 }
 
@@ -81,6 +90,8 @@ export interface DepotLocalStatus {
   name: string;
   server: string;
   connected: boolean;
+  /** How tunnels travel in the current session: one TCP connection each, or mux streams. */
+  transport: "tcp" | "mux" | null;
   connectedSince: string | null;
   rttMs: number | null;
   /** Control connection attempts so far (successful or not). */
@@ -99,6 +110,10 @@ export interface DepotLocalStatus {
 interface Session {
   ctl: ControlConn<DepotMessage>;
   tunnel: HostPort;
+  /** Open the transport of one tunnel: a TCP connection, or a stream of the mux session. */
+  openTunnel(signal: AbortSignal): Promise<Duplex>;
+  /** The mux session carrying tunnels (`mux` mode). */
+  mux?: MuxSession;
   /** Per-request abort controllers (cancel, session end). */
   requests: Map<number, AbortController>;
 }
@@ -181,6 +196,7 @@ export class DepotLocal {
       name: this.name,
       server: joinHostPort(this.server.host, this.server.port),
       connected: this.connected,
+      transport: this.#session ? (this.#session.mux ? "mux" : "tcp") : null,
       connectedSince: this.#connectedSince?.toISOString() ?? null,
       rttMs: rtt === undefined ? null : Math.round(rtt * 1000) / 1000,
       attempts: this.#attempts,
@@ -254,9 +270,12 @@ export class DepotLocal {
       timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
       signal,
     });
-    const ctl = new ControlConn(conn, depotProtocol, { maxMessageBytes: depotMaxMessageBytes });
+    const ctl = new ControlConn(noDelay(conn), depotProtocol, {
+      maxMessageBytes: depotMaxMessageBytes,
+    });
     const onStop = () => ctl.close();
     signal.addEventListener("abort", onStop, { once: true });
+    let mux: MuxSession | undefined;
     try {
       await ctl.send({
         type: "hello",
@@ -271,13 +290,32 @@ export class DepotLocal {
         o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
       );
       const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
+      const dialTunnel = async (sig: AbortSignal): Promise<Duplex> =>
+        noDelay(
+          await dial(tunnel.host, tunnel.port, {
+            timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
+            signal: sig,
+          }),
+        );
+      let session: Session = { ctl, tunnel, openTunnel: dialTunnel, requests: new Map() };
+      if (o.mux && welcome.features?.includes(muxFeature)) {
+        mux = await this.#openMux(dialTunnel, welcome.heartbeatMs);
+        const muxSession = mux;
+        session = { ...session, mux, openTunnel: () => muxSession.open() };
+        // The mux connection and the control connection live and die together.
+        void mux.closed.then(() => ctl.close());
+        ctl.signal.addEventListener("abort", () => void muxSession.close("internal-error"));
+      } else if (o.mux) {
+        this.log.warn("server does not offer mux; using one TCP connection per tunnel");
+      }
       ctl.startHeartbeat({
         intervalMs: welcome.heartbeatMs,
         deadAfterMs: welcome.heartbeatMs * heartbeatDeadFactor,
       });
-      return { ctl, tunnel, requests: new Map() };
+      return session;
     } catch (err) {
       ctl.close();
+      void mux?.close("internal-error");
       throw err;
     } finally {
       signal.removeEventListener("abort", onStop);
@@ -341,13 +379,20 @@ export class DepotLocal {
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     let app: Deno.TcpConn | undefined;
     let tunnel: Duplex | undefined;
+    // The tunnel transport is opened while the target is dialled: set-up costs one of the
+    // two, not both. If the dial fails, the unused transport is closed unnamed.
+    const transport = session.openTunnel(signal).then(
+      (conn) => ({ conn, error: undefined }),
+      (error: unknown) => ({ conn: undefined, error }),
+    );
     try {
       try {
         if (o.allow && !o.allow({ host: req.host, port: req.port })) {
           throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
         }
-        app = await dial(req.host, req.port, { timeoutMs, signal });
+        app = noDelay(await dial(req.host, req.port, { timeoutMs, signal }));
       } catch (err) {
+        void transport.then((t) => closeQuietly(t.conn));
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
         log.info("dial failed", { reason, error: errorMessage(err) });
@@ -360,7 +405,9 @@ export class DepotLocal {
         return;
       }
       try {
-        tunnel = await this.#openTunnel(session, req, app.localAddr, signal);
+        const t = await transport;
+        if (t.error !== undefined) throw t.error;
+        tunnel = await this.#tunnelHandshake(t.conn!, req, app.localAddr, signal);
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
         log.warn("tunnel failed", { error: describe(err) });
@@ -398,18 +445,52 @@ export class DepotLocal {
     }
   }
 
-  /** Dial the tunnel port, name the request, wait for acceptance. */
-  async #openTunnel(
-    session: Session,
+  /** Open the mux tunnel connection: `mux{token,name}` → `muxAccepted` → yamux client. */
+  async #openMux(
+    dialTunnel: (signal: AbortSignal) => Promise<Duplex>,
+    heartbeatMs: number,
+  ): Promise<MuxSession> {
+    const o = this.#opts;
+    const conn = await dialTunnel(this.#stop.signal);
+    const timer = setTimeout(
+      () => closeQuietly(conn),
+      o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
+    );
+    try {
+      await new ControlWriter(conn, depotProtocol).send({
+        type: "mux",
+        token: o.token ?? "",
+        name: this.name,
+      });
+      const buffered = new BufferedReader(conn, 1024);
+      const answer = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
+        .read();
+      if (answer?.type === "error") throw new RemoteError(answer.reason, answer.message ?? "");
+      if (answer?.type !== "muxAccepted") {
+        throw new ControlError("unexpected", `mux: got ${answer?.type ?? "EOF"}`);
+      }
+      this.log.info("tunnels multiplexed over one connection (mux)");
+      return MuxSession.client(withPrefix(conn, buffered.takeBuffered()), {
+        keepaliveIntervalMs: heartbeatMs,
+        keepaliveTimeoutMs: heartbeatMs * heartbeatDeadFactor,
+        log: this.log.child({ mux: "client" }),
+      });
+    } catch (err) {
+      closeQuietly(conn);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Name the request on a fresh tunnel transport and wait for the server's acceptance. */
+  async #tunnelHandshake(
+    conn: Duplex,
     req: ConnectRequest,
     bound: Deno.NetAddr,
     signal: AbortSignal,
   ): Promise<Duplex> {
     const o = this.#opts;
-    const conn = await dial(session.tunnel.host, session.tunnel.port, {
-      timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
-      signal,
-    });
     const timeoutMs = o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
     const onAbort = () => closeQuietly(conn);
     const timer = setTimeout(onAbort, timeoutMs);

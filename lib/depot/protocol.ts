@@ -5,6 +5,7 @@
  */
 
 import {
+  arrayOf,
   defineMessage,
   defineProtocol,
   int,
@@ -71,6 +72,8 @@ export const welcomeMessage = defineMessage("welcome", {
   heartbeatMs: int({ min: 10, max: 600_000 }),
   /** Port of the tunnel listener; the local dials the control host on it unless configured. */
   tunnelPort: int({ min: 1, max: 65535 }),
+  /** Optional capabilities of the server, e.g. "mux". */
+  features: optional(arrayOf(str({ maxLength: 32 }), 32)),
 });
 
 /** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
@@ -104,6 +107,21 @@ export const tunnelMessage = defineMessage("tunnel", {
 /** server → local on a tunnel connection: matched; relay bytes from now on. */
 export const tunnelAcceptedMessage = defineMessage("tunnelAccepted", { id: requestId });
 
+/**
+ * local → server, first frame of a tunnel connection that becomes one lib/mux (yamux)
+ * session carrying every tunnel as a stream (`--mux`). Authenticated by the shared token.
+ */
+export const muxMessage = defineMessage("mux", {
+  token: str({ maxLength: 1024 }),
+  name: str({ pattern: exitNamePattern, maxLength: 64 }),
+});
+
+/** server → local on a mux tunnel connection: yamux frames follow from now on. */
+export const muxAcceptedMessage = defineMessage("muxAccepted", {});
+
+/** Feature name a server announces in welcome when it accepts `mux`. */
+export const muxFeature = "mux";
+
 /** The depot control protocol (control and tunnel connections). */
 export const depotProtocol = defineProtocol("depot", depotProtocolVersion, [
   helloMessage,
@@ -113,6 +131,8 @@ export const depotProtocol = defineProtocol("depot", depotProtocolVersion, [
   cancelMessage,
   tunnelMessage,
   tunnelAcceptedMessage,
+  muxMessage,
+  muxAcceptedMessage,
 ]);
 
 /** Any depot message. */

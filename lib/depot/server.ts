@@ -41,9 +41,12 @@ import {
   type DepotMessage,
   depotProtocol,
   heartbeatDeadFactor,
+  muxFeature,
   RefusalReason,
 } from "./protocol.ts";
+import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
+import { noDelay } from "./_nodelay.ts";
 import * as m from "./metrics.ts";
 
 /** Default bound on requests waiting for their exit's answer, across all exits. */
@@ -214,6 +217,7 @@ export class DepotServer {
   #closedBytesUp = 0;
   #closedBytesDown = 0;
   readonly #live = new Set<RelayStats>();
+  readonly #muxSessions = new Set<MuxSession>();
   #stopping = false;
 
   constructor(opts: DepotServerOptions = {}) {
@@ -302,6 +306,7 @@ export class DepotServer {
     for (const p of [...this.#pending.values()]) {
       p.settle({ ok: false, reason: "network-unreachable", message: "server shutting down" });
     }
+    for (const mux of [...this.#muxSessions]) void mux.close("internal-error");
     if (servers) {
       await Promise.all([
         servers.control.stop(drainMs),
@@ -318,7 +323,9 @@ export class DepotServer {
     conn: Duplex,
     ctx: { remote: string; log: Logger; handshakeDone(): void },
   ): Promise<void> {
-    const ctl = new ControlConn(conn, depotProtocol, { maxMessageBytes: depotMaxMessageBytes });
+    const ctl = new ControlConn(noDelay(conn), depotProtocol, {
+      maxMessageBytes: depotMaxMessageBytes,
+    });
     let hello;
     try {
       hello = await ctl.expect("hello", this.handshakeTimeoutMs);
@@ -365,6 +372,7 @@ export class DepotServer {
         name: hello.name,
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
+        features: [muxFeature],
       });
     } catch (err) {
       log.warn("welcome failed", { error: describe(err) });
@@ -433,6 +441,7 @@ export class DepotServer {
     conn: Duplex,
     ctx: { remote: string; log: Logger; handshakeDone(): void },
   ): Promise<void> {
+    noDelay(conn);
     let req;
     try {
       req = await acceptDepotSocks(conn, {
@@ -563,11 +572,17 @@ export class DepotServer {
 
   // ---- tunnel connections --------------------------------------------------------------
 
-  /** Serve one tunnel connection: match it to its pending request, then hold it open. */
+  /**
+   * Serve one tunnel connection (or mux stream): match it to its pending request, then hold
+   * it open until the relay ends. A `mux` first frame turns the connection into a lib/mux
+   * session whose streams are tunnels.
+   */
   async handleTunnel(
     conn: Duplex,
     ctx: { remote: string; log: Logger; handshakeDone(): void },
+    allowMux = true,
   ): Promise<void> {
+    noDelay(conn);
     const buffered = new BufferedReader(conn, 1024);
     const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
     const writer = new ControlWriter(conn, depotProtocol);
@@ -584,6 +599,21 @@ export class DepotServer {
       return;
     }
     if (msg === null) return;
+    if (msg.type === "mux" && allowMux) {
+      if (!timingSafeEqual(msg.token, this.token)) {
+        await refuse(RefusalReason.unauthorized, "wrong token");
+        return;
+      }
+      try {
+        await writer.send({ type: "muxAccepted" });
+      } catch (err) {
+        ctx.log.debug("mux handshake failed", { error: describe(err) });
+        return;
+      }
+      ctx.handshakeDone();
+      await this.#serveMux(withPrefix(conn, buffered.takeBuffered()), msg.name, ctx.remote);
+      return;
+    }
     if (msg.type !== "tunnel") {
       await refuse("unexpected", `expected tunnel, got ${msg.type}`);
       return;
@@ -618,6 +648,56 @@ export class DepotServer {
     });
     if (!taken) return; // timed out or cancelled at the same moment: close it
     await released;
+  }
+
+  /** Serve a mux session: every stream the local opens is a tunnel (one handshake each). */
+  async #serveMux(conn: Duplex, name: string, remote: string): Promise<void> {
+    const log = this.log.child({ exit: name, mux: remote });
+    const session = MuxSession.server(conn, {
+      keepaliveIntervalMs: this.heartbeatMs,
+      keepaliveTimeoutMs: this.heartbeatMs * heartbeatDeadFactor,
+      log,
+    });
+    this.#muxSessions.add(session);
+    log.info("mux session opened");
+    const streams = new Set<Promise<void>>();
+    try {
+      for await (const stream of session) {
+        const p = this.#serveMuxStream(stream, log, remote);
+        streams.add(p);
+        p.finally(() => streams.delete(p));
+      }
+    } finally {
+      this.#muxSessions.delete(session);
+      await session.close("internal-error");
+      await Promise.allSettled([...streams]);
+      log.info("mux session closed", { why: (await session.closed).reason });
+    }
+  }
+
+  /** One mux stream: the tunnel handshake under its own timer, then the relay. */
+  async #serveMuxStream(stream: Duplex, log: Logger, remote: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
+      timer = undefined;
+      log.warn("mux stream handshake timeout, closing", { timeoutMs: this.handshakeTimeoutMs });
+      closeQuietly(stream);
+    }, this.handshakeTimeoutMs);
+    const ctx = {
+      remote,
+      log,
+      handshakeDone: () => {
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+      },
+    };
+    try {
+      await this.handleTunnel(stream, ctx, false);
+    } catch (err) {
+      log.debug("mux stream failed", { error: describe(err) });
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      closeQuietly(stream);
+    }
   }
 }
 
