@@ -1,0 +1,146 @@
+/**
+ * tunnel-client: makes a local web app (and optionally local TCP services) reachable
+ * through a tunnel-server. Connects to the server's `/_controlPath_/`, reconnects forever
+ * with backoff, and relays every request the server sends to the local app.
+ *
+ *   TUNNEL_IDENTIFIER=… deno run -A services/tunnel-client.ts \
+ *     --server http://tunnel.example.com:8080 --local 127.0.0.1:3000
+ */
+
+import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import { gauge, serveMetrics } from "../lib/metrics.ts";
+import { errorMessage } from "../lib/net/mod.ts";
+import { type TcpTunnelSpec, TunnelClient } from "../lib/tunnel/mod.ts";
+
+// ---- flags ----
+const flags = parseFlags({
+  name: "tunnel-client",
+  summary: "expose a local app through a tunnel-server",
+  flags: {
+    server: {
+      type: "string",
+      arg: "url",
+      env: "TUNNEL_SERVER",
+      help: "tunnel server base URL (http://, https://, ws://, wss://)",
+    },
+    local: {
+      type: "string",
+      arg: "host:port",
+      default: "127.0.0.1:80",
+      help: "local app that receives the requests",
+    },
+    identifier: {
+      type: "string",
+      arg: "secret",
+      env: "TUNNEL_IDENTIFIER",
+      help: "this client's secret identifier (prefer the env variable: argv shows in ps)",
+    },
+    "identifier-file": { type: "string", arg: "path", help: "read the identifier from a file" },
+    "allow-port": {
+      type: "string",
+      multiple: true,
+      arg: "port",
+      help: "a Host header naming this port is sent to local-host:port (default: --local)",
+    },
+    tcp: {
+      type: "string",
+      multiple: true,
+      arg: "public_port=host:port",
+      help: "TCP tunnel: the server's public port relayed to this local address",
+    },
+    heartbeat: {
+      type: "string",
+      arg: "ms",
+      default: "2000",
+      help: "ping the server this often; reconnect after 3 missed intervals",
+    },
+    "backoff-max": {
+      type: "string",
+      arg: "ms",
+      default: "30000",
+      help: "longest wait between reconnection attempts",
+    },
+  },
+  examples: [
+    "TUNNEL_IDENTIFIER=s3cret tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000",
+    "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --tcp 20022=127.0.0.1:22",
+  ],
+});
+const log = serviceLogger("tunnel-client", flags["log-level"]);
+
+// ---- config validation ----
+if (!flags.server) fail("--server is required (or TUNNEL_SERVER)", 2);
+try {
+  const u = new URL(flags.server.includes("://") ? flags.server : `http://${flags.server}`);
+  if (!["http:", "https:", "ws:", "wss:"].includes(u.protocol)) throw new Error("scheme");
+} catch {
+  fail(`--server must be an http(s):// or ws(s):// URL`, 2);
+}
+let identifier = flags.identifier;
+if (flags["identifier-file"]) {
+  try {
+    identifier = Deno.readTextFileSync(flags["identifier-file"]).trim();
+  } catch (err) {
+    fail(`--identifier-file: ${errorMessage(err)}`, 2);
+  }
+}
+if (!identifier) fail("--identifier, --identifier-file or TUNNEL_IDENTIFIER is required", 2);
+const local = hostPortFlag("local", flags.local!);
+const allowPorts = flags["allow-port"].map((p) => {
+  const n = Number(p);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`--allow-port: bad port ${p}`, 2);
+  return n;
+});
+const tcp: TcpTunnelSpec[] = flags.tcp.map((spec) => {
+  const m = /^(\d{1,5})=(.+)$/.exec(spec);
+  if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) {
+    fail(`--tcp must be public_port=host:port, got ${spec}`, 2);
+  }
+  return { publicPort: Number(m[1]), local: hostPortFlag("tcp", m[2]) };
+});
+const heartbeatMs = intFlag("heartbeat", flags.heartbeat, 2_000);
+if (heartbeatMs < 100) fail("--heartbeat must be at least 100 ms", 2);
+const backoffMaxMs = intFlag("backoff-max", flags["backoff-max"], 30_000);
+const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
+
+// ---- wiring ----
+const ac = new AbortController();
+const client = new TunnelClient({
+  server: flags.server,
+  identifier,
+  local,
+  allowPorts,
+  tcp,
+  heartbeatIntervalMs: heartbeatMs,
+  heartbeatTimeoutMs: heartbeatMs * 3,
+  backoff: { initialMs: 250, maxMs: backoffMaxMs },
+  log,
+  signal: ac.signal,
+});
+gauge("warren_tunnel_client_connected", "1 while connected to the server", [], function () {
+  this.set(client.state === "connected" ? 1 : 0);
+});
+gauge("warren_tunnel_client_streams_total", "tunnel streams served", [], function () {
+  this.set(client.streams);
+});
+const metrics = metricsAddr
+  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+    "/status": () =>
+      Response.json({ state: client.state, connects: client.connects, streams: client.streams }),
+  })
+  : undefined;
+
+// ---- run and shutdown ----
+onShutdown(log, async () => {
+  ac.abort();
+  await done;
+  await metrics?.shutdown();
+});
+log.info("starting", { server: flags.server, local: flags.local, tcp: tcp.length });
+const done = client.run();
+await done;
+await metrics?.shutdown();
+if (client.replaced) {
+  log.error("exiting: another client with the same identifier took over");
+  Deno.exit(3);
+}
