@@ -88,6 +88,13 @@ const flags = parseFlags({
       default: "512",
       help: "requests waiting for their exit at once; more get reply 0x01",
     },
+    "max-conns": {
+      type: "string",
+      arg: "n",
+      default: "4096",
+      help:
+        "connections at once per listener (each relayed connection holds a SOCKS and a tunnel one)",
+    },
     "idle-timeout-ms": {
       type: "string",
       arg: "ms",
@@ -124,6 +131,8 @@ const pendingTimeoutMs = intFlag("pending-timeout-ms", flags["pending-timeout-ms
 const maxPending = intFlag("max-pending", flags["max-pending"], 512);
 if (maxPending < 1) fail("--max-pending must be at least 1", 2);
 const idleTimeoutMs = intFlag("idle-timeout-ms", flags["idle-timeout-ms"], 0);
+const maxConns = intFlag("max-conns", flags["max-conns"], 4096);
+if (maxConns < 1) fail("--max-conns must be at least 1", 2);
 const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 2000);
 const token = flags.token ?? "";
 if (token === "") {
@@ -143,6 +152,7 @@ const server = new DepotServer({
   pendingTimeoutMs,
   maxPending,
   idleTimeoutMs,
+  maxConns,
   log,
 });
 server.start(listeners);

@@ -187,6 +187,16 @@ export class DepotLocal {
     });
   }
 
+  /** What the scrape-time gauges read. */
+  readonly #metricsSource = () => {
+    const rtt = this.#session?.ctl.rttMs;
+    return {
+      rtts: rtt === undefined
+        ? []
+        : [{ side: "local" as const, exit: this.name, seconds: rtt / 1000 }],
+    };
+  };
+
   /** Snapshot for `/status`. */
   status(): DepotLocalStatus {
     let up = this.#bytesUp, down = this.#bytesDown;
@@ -213,7 +223,10 @@ export class DepotLocal {
 
   /** Connect and serve until `stop()`; reconnects forever. Resolves after `stop()`. */
   run(): Promise<void> {
-    this.#running ??= this.#loop();
+    if (!this.#running) {
+      m.liveSources.add(this.#metricsSource);
+      this.#running = this.#loop().finally(() => m.liveSources.delete(this.#metricsSource));
+    }
     return this.#running;
   }
 
@@ -338,9 +351,6 @@ export class DepotLocal {
       while (true) {
         const msg = await ctl.receive();
         if (msg === null) throw new ControlError("closed", "server closed the control connection");
-        if (ctl.rttMs !== undefined) {
-          m.exitRttSeconds.set({ side: "local", exit: this.name }, ctl.rttMs / 1000);
-        }
         if (msg.type === "connect") {
           this.#track(this.#handleConnect(session, msg));
         } else if (msg.type === "cancel") {

@@ -26,10 +26,30 @@ export const activeConnections = gauge(
   ["side"],
 );
 
+/** One RTT sample for the gauge: which side measured it, for which exit. */
+export interface RttSample {
+  side: "server" | "local";
+  exit: string;
+  seconds: number;
+}
+
+/**
+ * Live sources of RTT samples and exit counts, read at scrape time (RTTs change with every
+ * pong, which the control layer consumes itself). Servers and locals add a source while
+ * running and remove it when stopped.
+ */
+export const liveSources: Set<() => { exits?: number; rtts: RttSample[] }> = new Set();
+
 /** depot-locals connected to this server. */
 export const exitsConnected = gauge(
   "depot_exits_connected",
   "depot-local exits connected to this server",
+  [],
+  function () {
+    let n = 0;
+    for (const src of liveSources) n += src().exits ?? 0;
+    this.set(n);
+  },
 );
 
 /** Control connection round-trip time per exit. */
@@ -37,6 +57,12 @@ export const exitRttSeconds = gauge(
   "depot_exit_rtt_seconds",
   "control connection round-trip time by exit",
   ["side", "exit"],
+  function () {
+    this.reset();
+    for (const src of liveSources) {
+      for (const r of src().rtts) this.set({ side: r.side, exit: r.exit }, r.seconds);
+    }
+  },
 );
 
 /** Control sessions established (server: hellos accepted; local: connects). */

@@ -114,6 +114,8 @@ export interface DepotServerStatus {
   listeners: { control: string; socks: string; tunnel: string };
   defaultExit: string;
   exits: ExitStatus[];
+  /** Open mux tunnel sessions (locals in `--mux` mode). */
+  muxSessions: number;
   pending: number;
   active: number;
   total: number;
@@ -250,8 +252,18 @@ export class DepotServer {
         log: this.log.child({ listener: "tunnel" }),
       }),
     };
-    m.exitsConnected.set(0);
+    m.liveSources.add(this.#metricsSource);
   }
+
+  /** What the scrape-time gauges read. */
+  readonly #metricsSource = () => ({
+    exits: this.#exits.size,
+    rtts: [...this.#exits.values()].flatMap((e) =>
+      e.ctl.rttMs === undefined
+        ? []
+        : [{ side: "server" as const, exit: e.name, seconds: e.ctl.rttMs / 1000 }]
+    ),
+  });
 
   /** Bound addresses (after `start`). */
   get addrs(): { control: Deno.NetAddr; socks: Deno.NetAddr; tunnel: Deno.NetAddr } {
@@ -283,6 +295,7 @@ export class DepotServer {
       },
       defaultExit: this.defaultExit,
       exits: [...this.#exits.values()].map((e) => e.status()),
+      muxSessions: this.#muxSessions.size,
       pending: this.#pending.size,
       active: this.#active,
       total: this.#total,
@@ -299,6 +312,7 @@ export class DepotServer {
    */
   async stop(drainMs = 2_000): Promise<void> {
     this.#stopping = true;
+    m.liveSources.delete(this.#metricsSource);
     const servers = this.#servers;
     for (const exit of [...this.#exits.values()]) {
       void exit.ctl.fail(RefusalReason.shutdown, "server shutting down");
@@ -364,7 +378,6 @@ export class DepotServer {
       });
     }
     this.#exits.set(hello.name, exit);
-    m.exitsConnected.set(this.#exits.size);
     m.sessionsTotal.inc({ side: "server" });
     try {
       await ctl.send({
@@ -391,9 +404,6 @@ export class DepotServer {
       while (true) {
         const msg = await ctl.receive();
         if (msg === null) break;
-        if (this.#exits.get(exit.name) === exit && ctl.rttMs !== undefined) {
-          m.exitRttSeconds.set({ side: "server", exit: exit.name }, ctl.rttMs / 1000);
-        }
         if (msg.type === "connectFailed") {
           const p = this.#pending.get(msg.id);
           if (p && p.exit === exit) {
@@ -423,8 +433,6 @@ export class DepotServer {
   #endExit(exit: ExitSession, why: string, notify?: { reason: string; message: string }): void {
     if (this.#exits.get(exit.name) === exit) {
       this.#exits.delete(exit.name);
-      m.exitsConnected.set(this.#exits.size);
-      m.exitRttSeconds.remove({ side: "server", exit: exit.name });
       exit.log.info("exit disconnected", { why, active: exit.active, total: exit.total });
     }
     for (const p of [...exit.pending]) {
