@@ -3,12 +3,14 @@
  *
  *   serve <host:port> <sendBytes>    per connection: hash what arrives, send sendBytes back
  *   connect <host:port> <sendBytes>  send sendBytes, half-close, hash what comes back
+ *   source <host:port>               per connection: read a u64 count, send that many bytes
+ *   fetch <host:port> <bytes>        ask a source for bytes, drain them, report the time
  *
  * Prints `msg="listening" name=peer addr=…` when listening and one `result bytes=N
  * sha256=H ms=T sent=S` line per finished transfer (bytes received, their hash, elapsed
  * time, hash of what it sent: the payload is random per process, so peers compare hashes).
  */
-import { closeQuietly, formatAddr, parseHostPort } from "../lib/net/mod.ts";
+import { closeQuietly, formatAddr, parseHostPort, writeAll } from "../lib/net/mod.ts";
 import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
 
 const [mode, addr, sendArg] = Deno.args;
@@ -39,7 +41,39 @@ if (mode === "serve") {
   } finally {
     closeQuietly(c);
   }
+} else if (mode === "source") {
+  const l = Deno.listen({ hostname: host, port });
+  console.log(`msg="listening" name=peer addr=${formatAddr(l.addr)}`);
+  for await (const c of l) {
+    (async () => {
+      const head = new Uint8Array(8);
+      let got = 0;
+      while (got < 8) {
+        const n = await c.read(head.subarray(got));
+        if (n === null) return;
+        got += n;
+      }
+      const want = Number(new DataView(head.buffer).getBigUint64(0));
+      await sendBlocks(c, want, 3);
+      await c.closeWrite();
+      await drainHash(c);
+    })().catch((e) => console.log(`error ${e}`)).finally(() => closeQuietly(c));
+  }
+} else if (mode === "fetch") {
+  const c = await Deno.connect({ hostname: host, port });
+  try {
+    const head = new Uint8Array(8);
+    new DataView(head.buffer).setBigUint64(0, BigInt(sendBytes));
+    const t0 = performance.now();
+    await writeAll(c, head);
+    const got = await drainHash(c);
+    const ms = performance.now() - t0;
+    await c.closeWrite();
+    console.log(`result bytes=${got.bytes} sha256=${got.sha256} ms=${ms.toFixed(1)}`);
+  } finally {
+    closeQuietly(c);
+  }
 } else {
-  console.error("usage: _fusion_peer.ts serve|connect host:port sendBytes");
+  console.error("usage: _fusion_peer.ts serve|connect|source|fetch host:port [bytes]");
   Deno.exit(2);
 }

@@ -17,14 +17,21 @@ export interface PathCapOptions {
   maxCapBytes?: number;
   /** Cap = gain × rate × (minRtt + slack). @default 2 */
   gain?: number;
-  /** Added to the minimum RTT: covers ack delay and event-loop jitter. @default 25 */
+  /** Added to the minimum RTT: covers ack delay and event-loop jitter. @default 50 */
   slackMs?: number;
   /** Window of the delivery-rate max filter. @default 2000 */
   rateWindowMs?: number;
 }
 
-/** Shortest interval a delivery-rate sample spans. */
-const rateSampleMs = 20;
+/**
+ * A delivery-rate sample spans at least this long: acks come in bursts when the receiver
+ * reads late, and a short interval would turn a burst into a wildly high rate.
+ */
+const rateIntervalMs = 100;
+/** A young path gives its first sample once this much ack history exists. */
+const minRateIntervalMs = 20;
+/** Rate samples are kept as one max per bucket of this length. */
+const rateBucketMs = 50;
 
 /** A frame assigned to a path, in assignment order. */
 interface InFlight {
@@ -51,20 +58,22 @@ export class PathTx {
   srttMs = 0;
   #fifo: InFlight[] = [];
   #head = 0;
-  #samples: { at: number; rate: number }[] = [];
-  #intervalStart: number;
-  #intervalAcked = 0;
+  /** Max rate per bucket, oldest first. */
+  #buckets: { at: number; rate: number }[] = [];
+  #rate = 0;
+  /** Ack history (time, bytes acknowledged) over the last rate interval or so. */
+  #history: { at: number; acked: number }[] = [];
   readonly #o: Required<PathCapOptions>;
 
   constructor(readonly id: number, now: number, opts: PathCapOptions = {}) {
     this.lastProgressAt = now;
-    this.#intervalStart = now;
+    this.#history.push({ at: now, acked: 0 });
     this.#o = {
       initialCapBytes: opts.initialCapBytes ?? 256 * 1024,
       minCapBytes: opts.minCapBytes ?? 128 * 1024,
       maxCapBytes: opts.maxCapBytes ?? 8 * 1024 * 1024,
       gain: opts.gain ?? 2,
-      slackMs: opts.slackMs ?? 25,
+      slackMs: opts.slackMs ?? 50,
       rateWindowMs: opts.rateWindowMs ?? 2000,
     };
   }
@@ -76,9 +85,7 @@ export class PathTx {
 
   /** Windowed-max delivery rate, bytes/s (0 while unknown). */
   get rateBytesPerSec(): number {
-    let m = 0;
-    for (const s of this.#samples) if (s.rate > m) m = s.rate;
-    return m;
+    return this.#rate;
   }
 
   /** The in-flight cap: about `gain` bandwidth-delay products. */
@@ -97,9 +104,8 @@ export class PathTx {
   /** Record a frame of `bytes` wire bytes assigned to this path. */
   assign(seq: number, bytes: number, now: number): void {
     if (this.inflightBytes === 0) {
-      // Idle until now: restart the rate interval so idle time does not dilute the sample.
-      this.#intervalStart = now;
-      this.#intervalAcked = this.ackedBytes;
+      // Idle until now: restart the history so idle time does not dilute samples.
+      this.#history = [{ at: now, acked: this.ackedBytes }];
       this.lastProgressAt = now;
     }
     this.assignedBytes += bytes;
@@ -124,17 +130,29 @@ export class PathTx {
       this.#fifo = this.#fifo.slice(this.#head);
       this.#head = 0;
     }
-    const dt = now - this.#intervalStart;
-    if (dt >= rateSampleMs) {
-      const rate = (ackedBytes - this.#intervalAcked) / dt * 1000;
-      this.#samples.push({ at: now, rate });
-      while (this.#samples.length > 1 && now - this.#samples[0].at > this.#o.rateWindowMs) {
-        this.#samples.shift();
-      }
-      this.#intervalStart = now;
-      this.#intervalAcked = ackedBytes;
+    // Delivery rate over the last ≥ rateIntervalMs of ack history.
+    const h = this.#history;
+    while (h.length > 1 && now - h[1].at >= rateIntervalMs) h.shift();
+    const span = now - h[0].at;
+    if (span >= minRateIntervalMs) {
+      this.#addRateSample((ackedBytes - h[0].acked) / span * 1000, now);
     }
+    h.push({ at: now, acked: ackedBytes });
     return true;
+  }
+
+  #addRateSample(rate: number, now: number): void {
+    const b = this.#buckets;
+    const tail = b[b.length - 1];
+    if (tail && now - tail.at < rateBucketMs) {
+      if (rate > tail.rate) tail.rate = rate;
+    } else {
+      b.push({ at: now, rate });
+    }
+    while (b.length > 1 && now - b[0].at > this.#o.rateWindowMs) b.shift();
+    let m = 0;
+    for (const x of b) if (x.rate > m) m = x.rate;
+    this.#rate = m;
   }
 
   /** A heartbeat round trip was measured. */

@@ -1,0 +1,314 @@
+/**
+ * bench/fusion.ts: fusion against plain TCP and kernel MPTCP on the same two shaped paths.
+ *
+ * Two network namespaces joined by two veth pairs shaped with tc tbf (50+50 Mbit, then
+ * 80+20 Mbit). Downloads (server to client, like `ssh … cat file`) of ~4 s each:
+ *   - plain TCP on each path alone (Deno to Deno, the same stack fusion uses),
+ *   - fusion over path 1 alone (its overhead against plain TCP on that path),
+ *   - fusion over both paths,
+ *   - kernel MPTCP over both paths (`mptcpize run iperf3 -R`, two subflows),
+ *   - iperf3 plain TCP on path 1 (a known outside peer).
+ * Prints goodput, its ratio to the summed tbf rates and to the summed measured single-path
+ * TCP goodputs, and for fusion the resent bytes and the reorder buffer peak.
+ *
+ *   deno run -A bench/fusion.ts            (root; iproute2, iperf3, mptcpize for MPTCP)
+ */
+
+import { netnsAvailable, sh, TwoPathNet, Watched } from "../tests/_netns.ts";
+
+const deno = Deno.execPath();
+const here = (p: string) => new URL(p, import.meta.url).pathname;
+const peerScript = here("../tests/_fusion_peer.ts");
+const env = { FUSION_TOKEN: `bench-${crypto.randomUUID()}` };
+/** Each download is sized to take about this long at the nominal rate. */
+const targetSeconds = Number(Deno.env.get("FUSION_BENCH_SECONDS") ?? 4);
+const shapes: [number, number][] = [[50, 50], [80, 20]];
+
+if (!netnsAvailable()) {
+  console.error("bench/fusion.ts needs root and iproute2 (network namespaces)");
+  Deno.exit(1);
+}
+const which = async (bin: string): Promise<boolean> => {
+  try {
+    await sh("which", [bin]);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const haveMptcpize = await which("mptcpize");
+const haveIperf = await which("iperf3");
+
+const listeningAddr = (line: string): string => /addr=(\S+)/.exec(line)![1];
+const portOf = (addr: string): number => Number(addr.slice(addr.lastIndexOf(":") + 1));
+const field = (l: string, k: string): string | undefined =>
+  new RegExp(`(?:^| )${k}=(\\S+)`).exec(l)?.[1];
+
+interface Row {
+  shape: string;
+  what: string;
+  mbps: number;
+  ofNominal: number;
+  ofTcpSum: number | null;
+  resent: string;
+  reorderPeak: string;
+}
+
+const net = await TwoPathNet.create(shapes[0]);
+const procs: Watched[] = [];
+const rows: Row[] = [];
+try {
+  // ---- MPTCP path manager: a second subflow from the second client address ----
+  let mptcpReady = false;
+  if (haveMptcpize && haveIperf) {
+    try {
+      for (const ns of [net.clientNs, net.serverNs]) {
+        await sh("ip", [
+          "-n",
+          ns,
+          "mptcp",
+          "limits",
+          "set",
+          "subflow",
+          "2",
+          "add_addr_accepted",
+          "2",
+        ]);
+      }
+      const p2 = net.paths[1];
+      await sh("ip", [
+        "-n",
+        net.clientNs,
+        "mptcp",
+        "endpoint",
+        "add",
+        p2.clientAddr,
+        "dev",
+        p2.clientDev,
+        "subflow",
+      ]);
+      mptcpReady = true;
+    } catch (err) {
+      console.error(`MPTCP setup failed, skipping it: ${err}`);
+    }
+  }
+
+  // ---- services ----
+  const start = (ns: string, args: string[], name: string): Watched => {
+    const w = new Watched(net.spawn(ns, deno, ["run", "-A", ...args], env), name);
+    procs.push(w);
+    return w;
+  };
+  const source = start(net.serverNs, [peerScript, "source", "0.0.0.0:0"], "source");
+  const sourcePort = portOf(listeningAddr(await source.waitFor(/msg="listening"/)));
+  const server = start(net.serverNs, [
+    here("../services/fusion-server.ts"),
+    "--listen",
+    "0.0.0.0:0",
+    "--target",
+    `127.0.0.1:${sourcePort}`,
+  ], "fusion-server");
+  const serverPort = portOf(listeningAddr(await server.waitFor(/msg="listening"/)));
+  const pathArg = (i: number) =>
+    `${net.paths[i].clientAddr}>${net.paths[i].serverAddr}:${serverPort}`;
+  const client2 = start(net.clientNs, [
+    here("../services/fusion-client.ts"),
+    "--listen",
+    "127.0.0.1:0",
+    "--path",
+    pathArg(0),
+    "--path",
+    pathArg(1),
+  ], "fusion-client-2");
+  const client1 = start(net.clientNs, [
+    here("../services/fusion-client.ts"),
+    "--listen",
+    "127.0.0.1:0",
+    "--path",
+    pathArg(0),
+  ], "fusion-client-1");
+  const c2Port = portOf(listeningAddr(await client2.waitFor(/msg="listening"/)));
+  const c1Port = portOf(listeningAddr(await client1.waitFor(/msg="listening"/)));
+  let iperfServer: Watched | undefined;
+  const iperfPort = 5201 + Math.floor(Math.random() * 1000);
+  if (haveIperf) {
+    const args = ["-s", "-p", String(iperfPort), "--forceflush"];
+    iperfServer = new Watched(
+      mptcpReady
+        ? net.spawn(net.serverNs, "mptcpize", ["run", "iperf3", ...args])
+        : net.spawn(net.serverNs, "iperf3", args),
+      "iperf3-server",
+    );
+    procs.push(iperfServer);
+    await iperfServer.waitFor(/Server listening/);
+  }
+
+  /** Download `bytes` from `addr` inside the client namespace; returns Mbit/s. */
+  const fetch = async (addr: string, bytes: number): Promise<number> => {
+    const w = new Watched(
+      net.spawn(net.clientNs, deno, ["run", "-A", peerScript, "fetch", addr, String(bytes)]),
+      "fetch",
+    );
+    try {
+      const line = await w.waitFor(/^result /, 300_000);
+      const got = Number(field(line, "bytes"));
+      if (got !== bytes) throw new Error(`fetch ${addr}: ${got} of ${bytes} bytes`);
+      return got * 8 / (Number(field(line, "ms")) / 1000) / 1e6;
+    } finally {
+      await w.stop();
+    }
+  };
+
+  /** The newest "session closed" line of a service after `before` lines. */
+  const sessionLine = async (w: Watched, before: number): Promise<string> => {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const hit = w.lines.slice(before).reverse().find((l) => /msg="session closed"/.test(l));
+      if (hit) return hit;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return "";
+  };
+
+  const iperf = async (addr: string, mptcp: boolean): Promise<number> => {
+    const args = ["-c", addr, "-p", String(iperfPort), "-t", String(targetSeconds), "-R", "-J"];
+    const cmd = mptcp ? ["mptcpize", "run", "iperf3", ...args] : ["iperf3", ...args];
+    const out = await sh("ip", ["netns", "exec", net.clientNs, ...cmd]);
+    const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
+    return j.end.sum_received.bits_per_second / 1e6;
+  };
+
+  const mib = (n: number) => `${(n / 1048576).toFixed(2)} MiB`;
+  for (const shape of shapes) {
+    await net.shape(shape);
+    const nominal = shape[0] + shape[1];
+    const label = `${shape[0]}+${shape[1]}`;
+    const bytesFor = (mbit: number) => Math.round(mbit * 1e6 / 8 * targetSeconds);
+    const add = (what: string, mbps: number, tcpSum: number | null, resent = "", peak = "") =>
+      rows.push({
+        shape: label,
+        what,
+        mbps,
+        ofNominal: mbps / nominal,
+        ofTcpSum: tcpSum ? mbps / tcpSum : null,
+        resent,
+        reorderPeak: peak,
+      });
+    const tcp1 = await fetch(`${net.paths[0].serverAddr}:${sourcePort}`, bytesFor(shape[0]));
+    const tcp2 = await fetch(`${net.paths[1].serverAddr}:${sourcePort}`, bytesFor(shape[1]));
+    const tcpSum = tcp1 + tcp2;
+    rows.push({
+      shape: label,
+      what: `TCP path 1 alone (${shape[0]} Mbit)`,
+      mbps: tcp1,
+      ofNominal: tcp1 / shape[0],
+      ofTcpSum: null,
+      resent: "",
+      reorderPeak: "",
+    });
+    rows.push({
+      shape: label,
+      what: `TCP path 2 alone (${shape[1]} Mbit)`,
+      mbps: tcp2,
+      ofNominal: tcp2 / shape[1],
+      ofTcpSum: null,
+      resent: "",
+      reorderPeak: "",
+    });
+    {
+      const b1 = client1.lines.length;
+      const bs = server.lines.length;
+      const f1 = await fetch(`127.0.0.1:${c1Port}`, bytesFor(shape[0]));
+      const cl = await sessionLine(client1, b1);
+      const sl = await sessionLine(server, bs);
+      rows.push({
+        shape: label,
+        what: "fusion, path 1 only",
+        mbps: f1,
+        ofNominal: f1 / shape[0],
+        ofTcpSum: f1 / tcp1,
+        resent: mib(Number(field(sl, "bytesResent") ?? 0)),
+        reorderPeak: mib(Number(field(cl, "reorderPeakBytes") ?? 0)),
+      });
+    }
+    {
+      const b2 = client2.lines.length;
+      const bs = server.lines.length;
+      const f2 = await fetch(`127.0.0.1:${c2Port}`, bytesFor(nominal));
+      const cl = await sessionLine(client2, b2);
+      const sl = await sessionLine(server, bs);
+      add(
+        "fusion, 2 paths (weighted)",
+        f2,
+        tcpSum,
+        mib(Number(field(sl, "bytesResent") ?? 0)),
+        mib(Number(field(cl, "reorderPeakBytes") ?? 0)),
+      );
+    }
+    if (mptcpReady) {
+      try {
+        add(
+          "kernel MPTCP, 2 subflows (iperf3)",
+          await iperf(net.paths[0].serverAddr, true),
+          tcpSum,
+        );
+      } catch (err) {
+        console.error(`MPTCP run failed: ${err}`);
+      }
+    }
+    if (haveIperf) {
+      try {
+        const ip1 = await iperf(net.paths[0].serverAddr, false);
+        rows.push({
+          shape: label,
+          what: "iperf3 TCP path 1 (outside peer)",
+          mbps: ip1,
+          ofNominal: ip1 / shape[0],
+          ofTcpSum: null,
+          resent: "",
+          reorderPeak: "",
+        });
+      } catch (err) {
+        console.error(`iperf3 run failed: ${err}`);
+      }
+    }
+  }
+} finally {
+  for (const p of procs.reverse()) await p.stop();
+  await net.destroy();
+}
+
+console.log(
+  `\nfusion bench: downloads of ~${targetSeconds} s over two tbf-shaped veth paths ` +
+    `(mptcpize ${haveMptcpize ? "present" : "MISSING"}, iperf3 ${
+      haveIperf ? "present" : "MISSING"
+    })`,
+);
+console.log(
+  "ratio/nominal: goodput / tbf rate(s) (TCP goodput tops out near 0.95 of a tbf rate: headers)",
+);
+console.log("ratio/TCP sum: goodput / sum of the single-path TCP goodputs measured in this run\n");
+const head = [
+  "shape",
+  "what",
+  "Mbit/s",
+  "ratio/nominal",
+  "ratio/TCP sum",
+  "resent",
+  "reorder peak",
+];
+const table = rows.map((r) => [
+  r.shape,
+  r.what,
+  r.mbps.toFixed(1),
+  r.ofNominal.toFixed(3),
+  r.ofTcpSum === null ? "" : r.ofTcpSum.toFixed(3),
+  r.resent,
+  r.reorderPeak,
+]);
+const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
+const fmt = (r: string[]) =>
+  r.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ");
+console.log(fmt(head));
+console.log(widths.map((w) => "-".repeat(w)).join("  "));
+for (const r of table) console.log(fmt(r));
