@@ -14,6 +14,7 @@ import {
   type Duplex,
   errorMessage,
   type HostPort,
+  isDisconnect,
   joinHostPort,
   type NetFailureReason,
   relay,
@@ -68,6 +69,8 @@ const hopByHop = [
   "te",
   "upgrade",
 ];
+/** Methods a proxy may resend after a stale connection failed (RFC 9110 §9.2.2). */
+const idempotent = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 /** Fields a `Connection` header may not remove, because the body framing depends on them. */
 const framingFields = new Set(["transfer-encoding", "content-length", "host"]);
 
@@ -385,7 +388,8 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
       const up: Upstream = upstream;
       // A kept-alive upstream may have closed meanwhile: retry once on a fresh connection
       // when nothing of this request is lost by doing so (no body was consumed).
-      const canRetry = reused && attempt === 0 && reqFraming.kind === "none";
+      const canRetry = reused && attempt === 0 && reqFraming.kind === "none" &&
+        idempotent.has(head.method);
       try {
         await writeAll(up.conn, upHead);
       } catch (err) {
@@ -431,7 +435,9 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
         awaitingResponse = false;
         closeQuietly(up.conn);
         upstream = undefined;
-        if (canRetry && !sentSomething && err instanceof HttpError && err.reason === "eof") {
+        // A stale upstream shows as EOF, or as a reset when our head raced its close.
+        const stale = (err instanceof HttpError && err.reason === "eof") || isDisconnect(err);
+        if (canRetry && !sentSomething && stale && !idle.fired && !opts.signal?.aborted) {
           await bodyCopy; // no body: already settled
           continue;
         }
