@@ -260,3 +260,63 @@ Deno.test("socks5 peers: IPv6 destinations (ATYP 0x04) through acceptSocks5 with
     await origin6.shutdown();
   }
 });
+
+Deno.test("socks5 peers: socks5Connect through dante (danted)", async () => {
+  const origin = startOrigin();
+  const dir = await Deno.makeTempDir({ prefix: "warren-danted-" });
+  const port = freePort();
+  await Deno.writeTextFile(
+    `${dir}/danted.conf`,
+    `logoutput: stderr
+internal: 127.0.0.1 port = ${port}
+external: lo
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }
+socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect }
+`,
+  );
+  const child = new Deno.Command("danted", {
+    args: ["-f", `${dir}/danted.conf`, "-N", "1"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    const deadline = Date.now() + 10_000;
+    while (true) {
+      try {
+        closeQuietly(await dial("127.0.0.1", port, { timeoutMs: 1000 }));
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    for (const host of ["127.0.0.1", "localhost"]) {
+      const c = await dial("127.0.0.1", port);
+      try {
+        const { bound, leftover } = await socks5Connect(c, { host, port: origin.port });
+        assertEquals(bound.host, "127.0.0.1"); // dante reports the real bound address
+        assert(bound.port > 0);
+        assertMatch(await httpGet(c, leftover, host, "/hello?id=dante"), /hello dante$/);
+      } finally {
+        closeQuietly(c);
+      }
+    }
+    const c = await dial("127.0.0.1", port);
+    try {
+      const e = await assertRejects(socks5Connect(c, { host: "127.0.0.1", port: freePort() }));
+      assert(e instanceof Socks5ReplyError, String(e));
+      assertEquals(e.reason, "refused");
+    } finally {
+      closeQuietly(c);
+    }
+  } finally {
+    child.kill("SIGTERM"); // the mother process takes its children down with it
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+    await origin.close();
+  }
+});
