@@ -11,7 +11,7 @@ import { BufferedReader, UnexpectedEofError } from "../net/reader.ts";
 import { ControlError, type Message, type Outgoing, type Protocol } from "./message.ts";
 
 /** Size of the length prefix. */
-export const lengthPrefixBytes = 4;
+export const controlLengthPrefixBytes = 4;
 /** Default largest accepted message body. Control messages are small; 64 KiB is generous. */
 export const defaultMaxMessageBytes = 64 * 1024;
 /** Upper bound any configuration may choose for `maxMessageBytes`. */
@@ -36,9 +36,9 @@ export function encodeFrame(msg: object, maxBytes = defaultMaxMessageBytes): Uin
   if (body.length > maxBytes) {
     throw new ControlError("too-large", `message of ${body.length} bytes exceeds ${maxBytes}`);
   }
-  const frame = new Uint8Array(lengthPrefixBytes + body.length);
+  const frame = new Uint8Array(controlLengthPrefixBytes + body.length);
   new DataView(frame.buffer).setUint32(0, body.length);
-  frame.set(body, lengthPrefixBytes);
+  frame.set(body, controlLengthPrefixBytes);
   return frame;
 }
 
@@ -53,7 +53,7 @@ export async function readFrameJson(
 ): Promise<{ json: unknown } | null> {
   let body: Uint8Array;
   try {
-    const head = await r.readExactOrEof(lengthPrefixBytes);
+    const head = await r.readExactOrEof(controlLengthPrefixBytes);
     if (head === null) return null;
     const len = new DataView(head.buffer, head.byteOffset, head.length).getUint32(0);
     if (len > maxBytes) {

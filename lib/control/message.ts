@@ -91,7 +91,7 @@ export function defineMessage<const T extends string, S extends Shape>(
 }
 
 /** `error`: the sender is about to close because of `reason`. */
-export const errorMessage = defineMessage("error", {
+export const controlErrorMessage = defineMessage("error", {
   reason: str({ minLength: 1, maxLength: 64 }),
   message: optional(str({ maxLength: 1024 })),
   /** Versions the sender speaks, on "bad-version". */
@@ -103,7 +103,7 @@ export const pingMessage = defineMessage("ping", { ts: num() });
 export const pongMessage = defineMessage("pong", { ts: num() });
 
 /** The base messages every protocol speaks. */
-export const baseMessages = [errorMessage, pingMessage, pongMessage] as const;
+export const baseMessages = [controlErrorMessage, pingMessage, pongMessage] as const;
 
 /** A base message (error, ping, pong). */
 export type BaseMessage = MessageOf<(typeof baseMessages)[number]>;

@@ -35,13 +35,13 @@ import {
 import {
   type ConnectRequest,
   defaultExitName,
-  defaultHandshakeTimeoutMs,
+  depotHandshakeTimeoutMs,
   depotMaxMessageBytes,
   type DepotMessage,
   depotProtocol,
+  DepotRefusal,
   heartbeatDeadFactor,
   muxFeature,
-  RefusalReason,
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
@@ -249,9 +249,9 @@ export class DepotLocal {
       } catch (err) {
         if (signal.aborted) break;
         this.#lastError = describe(err);
-        if (err instanceof RemoteError && err.reason === RefusalReason.unauthorized) {
+        if (err instanceof RemoteError && err.reason === DepotRefusal.unauthorized) {
           this.log.error("server refused this local: wrong token", { server: this.#serverStr });
-        } else if (err instanceof RemoteError && err.reason === RefusalReason.replaced) {
+        } else if (err instanceof RemoteError && err.reason === DepotRefusal.replaced) {
           this.log.warn("replaced by another local with the same name", { name: this.name });
           delayMs = replacedRetryMs;
         } else {
@@ -300,7 +300,7 @@ export class DepotLocal {
       });
       const welcome = await ctl.expect(
         "welcome",
-        o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
+        o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs,
       );
       const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
       const dialTunnel = async (sig: AbortSignal): Promise<Duplex> =>
@@ -464,7 +464,7 @@ export class DepotLocal {
     const conn = await dialTunnel(this.#stop.signal);
     const timer = setTimeout(
       () => closeQuietly(conn),
-      o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
+      o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs,
     );
     try {
       await new ControlWriter(conn, depotProtocol).send({
@@ -501,7 +501,7 @@ export class DepotLocal {
     signal: AbortSignal,
   ): Promise<Duplex> {
     const o = this.#opts;
-    const timeoutMs = o.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+    const timeoutMs = o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
     const onAbort = () => closeQuietly(conn);
     const timer = setTimeout(onAbort, timeoutMs);
     signal.addEventListener("abort", onAbort, { once: true });

@@ -31,7 +31,7 @@ export const defaultHeartbeatMs = 2_000;
 /** Silence after which a control connection is declared dead: three missed heartbeats. */
 export const heartbeatDeadFactor = 3;
 /** Time a peer has to complete the control hello or the tunnel handshake. */
-export const defaultHandshakeTimeoutMs = 10_000;
+export const depotHandshakeTimeoutMs = 10_000;
 /** Control messages are small; anything larger is a protocol violation. */
 export const depotMaxMessageBytes = 16 * 1024;
 /** Exit names: short, printable, usable as SOCKS usernames and metric labels. */
@@ -141,7 +141,7 @@ export type DepotMessage = ReturnType<typeof depotProtocol.check>;
 export type ConnectRequest = MessageOf<typeof connectMessage>;
 
 /** Reasons the server gives (in an `error` message) for refusing a peer. */
-export const RefusalReason = {
+export const DepotRefusal = {
   /** Wrong token in hello. */
   unauthorized: "unauthorized",
   /** Another local with the same name connected; this one is replaced. */

@@ -35,14 +35,14 @@ import {
 import { Reply, replyForReason, sendSocks5Reply, Socks5Error } from "../socks5/mod.ts";
 import {
   defaultExitName,
-  defaultHandshakeTimeoutMs,
   defaultHeartbeatMs,
+  depotHandshakeTimeoutMs,
   depotMaxMessageBytes,
   type DepotMessage,
   depotProtocol,
+  DepotRefusal,
   heartbeatDeadFactor,
   muxFeature,
-  RefusalReason,
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
@@ -226,7 +226,7 @@ export class DepotServer {
     this.token = opts.token ?? "";
     this.defaultExit = opts.defaultExit ?? defaultExitName;
     this.heartbeatMs = opts.heartbeatMs ?? defaultHeartbeatMs;
-    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
     this.maxPending = opts.maxPending ?? defaultMaxPending;
     this.pendingTimeoutMs = opts.pendingTimeoutMs ?? defaultPendingTimeoutMs;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 0;
@@ -315,7 +315,7 @@ export class DepotServer {
     m.liveSources.delete(this.#metricsSource);
     const servers = this.#servers;
     for (const exit of [...this.#exits.values()]) {
-      void exit.ctl.fail(RefusalReason.shutdown, "server shutting down");
+      void exit.ctl.fail(DepotRefusal.shutdown, "server shutting down");
     }
     for (const p of [...this.#pending.values()]) {
       p.settle({ ok: false, reason: "network-unreachable", message: "server shutting down" });
@@ -350,11 +350,11 @@ export class DepotServer {
     }
     if (!timingSafeEqual(hello.token, this.token)) {
       ctx.log.warn("local refused: wrong token", { remote: ctx.remote, exit: hello.name });
-      await ctl.fail(RefusalReason.unauthorized, "wrong token");
+      await ctl.fail(DepotRefusal.unauthorized, "wrong token");
       return;
     }
     if (this.#stopping) {
-      await ctl.fail(RefusalReason.shutdown, "server shutting down");
+      await ctl.fail(DepotRefusal.shutdown, "server shutting down");
       return;
     }
     const log = this.log.child({ exit: hello.name });
@@ -373,7 +373,7 @@ export class DepotServer {
         previous: stale.remote,
       });
       this.#endExit(stale, "replaced by a new connection with the same name", {
-        reason: RefusalReason.replaced,
+        reason: DepotRefusal.replaced,
         message: "another local connected with this name",
       });
     }
@@ -609,7 +609,7 @@ export class DepotServer {
     if (msg === null) return;
     if (msg.type === "mux" && allowMux) {
       if (!timingSafeEqual(msg.token, this.token)) {
-        await refuse(RefusalReason.unauthorized, "wrong token");
+        await refuse(DepotRefusal.unauthorized, "wrong token");
         return;
       }
       try {
@@ -628,12 +628,12 @@ export class DepotServer {
     }
     const p = this.#pending.get(msg.id);
     if (!p) {
-      await refuse(RefusalReason.unknownRequest, `no pending request ${msg.id}`);
+      await refuse(DepotRefusal.unknownRequest, `no pending request ${msg.id}`);
       return;
     }
     if (!timingSafeEqual(msg.key, p.key)) {
       // The request stays pending: a guessed id must not cancel someone else's request.
-      await refuse(RefusalReason.badKey, `wrong key for request ${msg.id}`);
+      await refuse(DepotRefusal.badKey, `wrong key for request ${msg.id}`);
       return;
     }
     ctx.handshakeDone();
