@@ -175,7 +175,7 @@ Deno.test({ name: "fusion loopback: a path silenced mid-transfer", ...opts }, as
 });
 
 Deno.test(
-  { name: "fusion loopback: half-close both ways and a wrong token", ...opts },
+  { name: "fusion loopback: a wrong token ends the session at once", ...opts },
   async () => {
     const target = startHashTarget(10);
     const server = new FusionServer({

@@ -52,6 +52,8 @@ export class FusionServer {
   readonly #log: Logger;
   readonly #sessions = new Map<string, FusionSession>();
   readonly #runs = new Set<Promise<void>>();
+  /** Paths welcomed but not attached yet, per session (so racing joins respect limits). */
+  readonly #joining = new Map<FusionSession, number>();
   /** Summaries of the last sessions that ended (newest last), for status and tests. */
   readonly recent: SessionSummary[] = [];
 
@@ -103,15 +105,24 @@ export class FusionServer {
       this.#log.info("session opened", { session: key.slice(0, 12), remote: ctx.remote });
     } else if (s.state !== "open") {
       return await refuse(WelcomeStatus.unknownSession, "session ending");
-    } else if (s.pathCount >= (this.#o.maxPathsPerSession ?? defaultMaxPathsPerSession)) {
+    }
+    const joining = this.#joining.get(s) ?? 0;
+    if (s.pathCount + joining >= (this.#o.maxPathsPerSession ?? defaultMaxPathsPerSession)) {
       return await refuse(WelcomeStatus.limit, "path limit");
     }
+    this.#joining.set(s, joining + 1);
+    let welcomed = false;
     try {
       await writeAll(conn, encodeWelcome(WelcomeStatus.ok));
+      welcomed = true;
     } catch (err) {
       ctx.log.debug("welcome failed", { error: errorMessage(err) });
-      return;
+    } finally {
+      const n = (this.#joining.get(s) ?? 1) - 1;
+      if (n > 0) this.#joining.set(s, n);
+      else this.#joining.delete(s);
     }
+    if (!welcomed) return;
     ctx.handshakeDone();
     await s.addPath(conn, { id: hello.pathId, decoder, label: ctx.remote });
   };

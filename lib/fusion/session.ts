@@ -273,6 +273,14 @@ export class FusionSession implements Duplex {
   get everHadPath(): boolean {
     return this.#everHadPath;
   }
+  /** Bytes written and not yet read by the peer's application (bounded by the window). */
+  get sendBufferedBytes(): number {
+    return this.#sender.unackedBytes;
+  }
+  /** Bytes received and not yet read by our application (reordered plus ready). */
+  get receiveBufferedBytes(): number {
+    return this.#receiver.reorderBytes + this.#receiver.readyBytes;
+  }
   /** The failure, once failed. */
   get error(): SessionError | null {
     return this.#error;
