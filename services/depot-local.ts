@@ -8,8 +8,15 @@
 
 import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
-import { formatAddr } from "../lib/net/mod.ts";
-import { defaultControlPort, DepotLocal, exitNamePattern, statusApp } from "../lib/depot/mod.ts";
+import { formatAddr, type HostPort } from "../lib/net/mod.ts";
+import {
+  allowList,
+  defaultControlPort,
+  DepotLocal,
+  exitNamePattern,
+  PolicyError,
+  statusApp,
+} from "../lib/depot/mod.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -66,6 +73,13 @@ const flags = parseFlags({
       default: "30000",
       help: "longest wait between reconnect attempts",
     },
+    allow: {
+      type: "string",
+      multiple: true,
+      arg: "host[:port]",
+      help: "only these destinations (glob host, port or lo-hi; e.g. '*.corp.example:443'); " +
+        "others get SOCKS reply 0x02 (default: all; env DEPOT_ALLOW, space-separated)",
+    },
     mux: {
       type: "boolean",
       env: "DEPOT_MUX",
@@ -96,6 +110,16 @@ if (!exitNamePattern.test(name)) fail(`--name must match ${exitNamePattern}`, 2)
 const dialTimeoutMs = intFlag("dial-timeout-ms", flags["dial-timeout-ms"], 10_000);
 const idleTimeoutMs = intFlag("idle-timeout-ms", flags["idle-timeout-ms"], 0);
 const maxBackoffMs = intFlag("max-backoff-ms", flags["max-backoff-ms"], 30_000);
+const allowPatterns = flags.allow.length > 0
+  ? flags.allow
+  : (Deno.env.get("DEPOT_ALLOW") ?? "").split(/\s+/).filter(Boolean);
+let allow: ((dest: HostPort) => boolean) | undefined;
+try {
+  allow = allowPatterns.length > 0 ? allowList(allowPatterns) : undefined;
+} catch (err) {
+  if (err instanceof PolicyError) fail(`--allow: ${err.message}`, 2);
+  throw err;
+}
 const socksPassword = flags["socks-password"];
 if (socksPassword !== undefined && new TextEncoder().encode(socksPassword).length > 255) {
   fail("--socks-password is longer than 255 bytes (SOCKS5 limit)", 2);
@@ -111,6 +135,7 @@ const local = new DepotLocal({
   dialTimeoutMs,
   idleTimeoutMs,
   mux: flags.mux,
+  allow,
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
 });
@@ -134,7 +159,11 @@ const metrics = metricsAddr
     "/status": () => Response.json(local.status()),
   })
   : undefined;
-log.info("starting", { server: flags.server, name });
+log.info("starting", {
+  server: flags.server,
+  name,
+  allow: allowPatterns.length > 0 ? allowPatterns.join(" ") : "all",
+});
 const running = local.run();
 
 // ---- shutdown ----

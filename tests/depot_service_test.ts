@@ -126,6 +126,46 @@ Deno.test("depot services: curl through server and local, status, SIGTERM exits 
   }
 });
 
+Deno.test("depot services: depot-local --allow refuses others with 0x02 and serves /status", async () => {
+  const target = startTarget();
+  const server = await startServer();
+  let local: ServiceProcess | undefined;
+  try {
+    local = await startLocal(server.addrs.get("control")!, [
+      "--allow",
+      `127.0.0.1:${target.port}`,
+      "--status",
+      ":0",
+    ]);
+    const socksPort = portOf(server.addrs.get("socks")!);
+    const err = await socksDial(socksPort, { host: "localhost", port: target.port }).then(
+      () => undefined,
+      (e) => e as { reply?: number },
+    );
+    assertEquals(err?.reply, 0x02);
+    const c = await socksDial(socksPort, { host: "127.0.0.1", port: target.port });
+    await writeAll(c, enc.encode("Eallowed"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "allowed");
+    c.close();
+    const st = await (await fetch(`http://${local.addrs.get("status")}/status`)).json();
+    assertEquals([st.connected, st.total, st.failures], [true, 1, 1]);
+    assertEquals(st.recentFailures[0].reason, "not-allowed");
+    const bad = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      script("depot-local.ts"),
+      "--allow",
+      "x:",
+    ]);
+    assertEquals(bad.code, 2);
+  } finally {
+    await local?.stop("SIGKILL");
+    await server.stop("SIGKILL");
+    await target.close();
+  }
+});
+
 Deno.test("depot services: local killed mid-transfer; server stays up; new local works", async () => {
   const target = startTarget();
   const server = await startServer(["--heartbeat-ms", "200"]);
