@@ -16,7 +16,7 @@ import {
 } from "../sequencer/frame.ts";
 
 /** Default time for a path handshake. */
-export const defaultHandshakeTimeoutMs = 5_000;
+export const defaultPathHandshakeTimeoutMs = 5_000;
 
 /** Why the server refused a path. */
 export type RefusalReason = "bad-token" | "unknown-session" | "limit" | "bad-version";
@@ -84,7 +84,7 @@ export async function clientHandshake(
 ): Promise<FrameDecoder> {
   await writeAll(conn, encodeHello(opts.sessionId, opts.pathId, opts.token, opts.rejoin));
   const dec = new FrameDecoder(opts.maxDataBytes);
-  const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultHandshakeTimeoutMs);
+  const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
   if (f.type !== FrameType.welcome) {
     throw new ProtocolError(`expected welcome, got frame type ${f.type}`, "bad-frame");
   }
@@ -100,7 +100,7 @@ export async function readHello(
   opts: { timeoutMs?: number; maxDataBytes?: number } = {},
 ): Promise<{ hello: HelloFrame; decoder: FrameDecoder }> {
   const dec = new FrameDecoder(opts.maxDataBytes);
-  const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultHandshakeTimeoutMs);
+  const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
   if (f.type !== FrameType.hello) {
     throw new ProtocolError(`expected hello, got frame type ${f.type}`, "bad-frame");
   }

@@ -36,9 +36,9 @@ import { fusionMetrics } from "./metrics.ts";
 /** Default largest payload of one data frame. @default 32 KiB */
 export const defaultMaxFrameDataBytes = 32 * 1024;
 /** Default send window and receive bound, bytes. @default 16 MiB */
-export const defaultWindowBytes = 16 * 1024 * 1024;
+export const defaultSessionWindowBytes = 16 * 1024 * 1024;
 /** Default interval between heartbeats on each path. */
-export const defaultHeartbeatIntervalMs = 250;
+export const defaultPathHeartbeatIntervalMs = 250;
 /** Default silence after which a path is dead. */
 export const defaultSilenceTimeoutMs = 3_000;
 /** Default time a session survives with no path at all. */
@@ -225,11 +225,11 @@ export class FusionSession implements Duplex {
     this.id = id;
     this.idHex = hex(id);
     this.#o = {
-      windowBytes: opts.windowBytes ?? defaultWindowBytes,
+      windowBytes: opts.windowBytes ?? defaultSessionWindowBytes,
       maxFrameDataBytes: opts.maxFrameDataBytes ?? defaultMaxFrameDataBytes,
       nackGapFrames: opts.nackGapFrames ?? 10,
       nackTimeoutMs: opts.nackTimeoutMs ?? 300,
-      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
+      heartbeatIntervalMs: opts.heartbeatIntervalMs ?? defaultPathHeartbeatIntervalMs,
       silenceTimeoutMs: opts.silenceTimeoutMs ?? defaultSilenceTimeoutMs,
       graceMs: opts.graceMs ?? defaultGraceMs,
       lingerMs: opts.lingerMs ?? defaultLingerMs,
