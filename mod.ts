@@ -5,3 +5,5 @@
  */
 export * from "./lib/net/mod.ts";
 export * from "./lib/log.ts";
+export * from "./lib/socks5/mod.ts";
+export * from "./lib/http/mod.ts";
