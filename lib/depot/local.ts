@@ -438,7 +438,12 @@ export class DepotLocal {
       try {
         // a = tunnel (client side), b = app: aToB is "up".
         const r = await relay(tunnel, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
-        log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
+        // relay() closed both; closing again would only build BadResource errors.
+        app = undefined;
+        tunnel = undefined;
+        if (log.enabled("debug")) {
+          log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
+        }
       } finally {
         this.#active--;
         this.#live.delete(stats);

@@ -500,19 +500,23 @@ export class DepotServer {
     this.#live.add(stats);
     m.activeConnections.inc({ side: "server" });
     m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
+    let relayed = false;
     try {
       await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
+      relayed = true; // relay() closes both sides itself
       const r = await relay(withPrefix(conn, req.leftover), tunnel, {
         signal: exit.ctl.signal,
         idleTimeoutMs: this.idleTimeoutMs,
         stats,
       });
-      log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
+      if (log.enabled("debug")) {
+        log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
+      }
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
       log.debug("client gone before the reply", { error: describe(err) });
     } finally {
-      closeQuietly(tunnel);
+      if (!relayed) closeQuietly(tunnel);
       outcome.done();
       this.#active--;
       exit.active--;
