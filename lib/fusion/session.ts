@@ -645,17 +645,23 @@ export class FusionSession implements Duplex {
     if (pc) this.#sendAck(pc, nacks);
   }
 
-  /** The live path with the shortest heartbeat RTT (for acks and NACKs). */
+  /**
+   * The live path with the shortest heartbeat RTT (for acks and NACKs), avoiding paths
+   * that look stalled (our frames unacknowledged) or quiet (no heartbeat from the peer
+   * lately): an ack sent into a black hole would leave the peer's window shut.
+   */
   #bestPath(): PathConn | undefined {
     let best: PathConn | undefined;
-    let bestRtt = Infinity;
+    let bestScore = Infinity;
+    const now = Date.now();
     for (const pc of this.#paths.values()) {
       if (!pc.alive || pc.shutWrite) continue;
       const tx = this.#sender.path(pc.id);
-      const stalled = tx ? this.#sender.isStalled(tx, Date.now()) : false;
-      const rtt = (tx?.srttMs || 1e6) + (stalled ? 1e9 : 0);
-      if (rtt < bestRtt) {
-        bestRtt = rtt;
+      const stalled = tx ? this.#sender.isStalled(tx, now) : false;
+      const quiet = now - pc.lastRecvAt > 2 * this.#o.heartbeatIntervalMs + 50;
+      const score = (tx?.srttMs || 1e6) + (stalled || quiet ? 1e9 : 0);
+      if (score < bestScore) {
+        bestScore = score;
         best = pc;
       }
     }
@@ -680,10 +686,11 @@ export class FusionSession implements Duplex {
         }
       }
       const nacks = this.#receiver.nacks(now);
-      // NACKs, and a periodic repeat of the cumulative ack: one lost with a silent path
-      // would otherwise leave the peer's window full forever.
-      if (nacks.length > 0 || now - this.#lastCumSentAt >= this.#o.heartbeatIntervalMs) {
-        this.#sendCumAck(nacks);
+      if (nacks.length > 0) this.#sendCumAck(nacks);
+      // A periodic repeat of the cumulative ack on every path: one lost with a silent path
+      // would otherwise leave the peer's window shut until that path is declared dead.
+      if (now - this.#lastCumSentAt >= this.#o.heartbeatIntervalMs) {
+        for (const pc of this.#paths.values()) this.#sendAck(pc);
       }
       if (this.#paths.size === 0 && now - this.#noPathsSince > this.#o.graceMs) {
         this.#fail(
