@@ -128,7 +128,13 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
     bad.close();
     await sp.waitFor(/end=handshake-failed/);
     await sp.waitFor(/end=done/);
-    const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+    // The log line comes just before the metrics hook runs: poll until the scrape agrees.
+    let text = "";
+    for (let i = 0; i < 100; i++) {
+      text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+      if (/seaprox_connections_active 0/.test(text)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     assertMatch(text, /seaprox_connections_total\{listener="static"\} 1/);
     assertMatch(text, /seaprox_connections_active 0/);
     assertMatch(text, /seaprox_bytes_out_total 2/);
