@@ -403,15 +403,19 @@ export class Session implements StreamHost, FrameSink {
       s = this.#streams.get(id);
       if (!s) return; // unknown or already closed stream: payload discarded
     }
+    if ((flags & Flag.rst) !== 0) {
+      s._rxReset();
+      return;
+    }
     if ((flags & Flag.ack) !== 0) {
       if (s._openedAt !== undefined && this.#rtt === undefined) {
         this.#rtt = performance.now() - s._openedAt; // first sample until a ping measures
       }
       s._rxAck();
-    }
-    if ((flags & Flag.rst) !== 0) {
-      s._rxReset();
-      return;
+    } else if (!s._established) {
+      // Any frame of the peer on a stream it accepted stands for its ACK: Go yamux never
+      // sends ACK for a stream whose FIN arrived before it was accepted (QuRe).
+      s._rxAck();
     }
     const fin = (flags & Flag.fin) !== 0;
     if (type === FrameType.windowUpdate) {

@@ -22,7 +22,7 @@
  * | we receive SYN (stream accepted from peer)   | SYN_RX                            |
  * | we send ACK (alone or on our first frame)    | SYN_ACK_TX + SYN_TX (yamux ACK = seed SYN,ACK) |
  * | that ACK frame reached the transport         | SYN_ACK_RX (no third leg in yamux; the transport is reliable) |
- * | we receive ACK for our SYN                   | SYN_ACK_RX + SYN_RX + SYN_ACK_TX  |
+ * | we receive ACK for our SYN (or any other frame of the peer on that stream: Go yamux never ACKs a stream whose FIN came before its accept) | SYN_ACK_RX + SYN_RX + SYN_ACK_TX  |
  * | we send FIN (closeWrite, close, fin on open) | FIN_TX                            |
  * | our FIN frame reached the transport          | FIN_ACK_RX                        |
  * | we receive FIN                               | FIN_RX + FIN_ACK_TX               |

@@ -422,7 +422,12 @@ export class Stream implements Duplex {
 
   // ------------------------------------------------- called by the session
 
-  /** ACK flag received. */
+  /** Whether the SYN nibble is complete. */
+  get _established(): boolean {
+    return (this.#state & 0x0f) === 0x0f;
+  }
+
+  /** ACK flag received (or implied by the peer's first frame on a stream we opened). */
   _rxAck(): void {
     if (this.#opener) this.#state |= SYN_ACK_RX | SYN_RX | SYN_ACK_TX;
   }

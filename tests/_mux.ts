@@ -1,0 +1,143 @@
+/** Test helpers for lib/mux: session pairs over loopback TCP, a raw frame peer, the Go peer. */
+
+import { Session, type SessionOptions } from "../lib/mux/mod.ts";
+import { decodeHeader, encodeFrame, type FrameHeader, headerBytes } from "../lib/mux/frame.ts";
+import { BufferedReader } from "../lib/net/mod.ts";
+import { listenLocal } from "./_util.ts";
+
+/** A connected TCP pair on loopback. */
+export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
+  const l = listenLocal();
+  try {
+    const [a, b] = await Promise.all([
+      Deno.connect({ hostname: "127.0.0.1", port: l.addr.port }),
+      l.accept(),
+    ]);
+    return [a, b];
+  } finally {
+    l.close();
+  }
+}
+
+/** A client and a server session over loopback TCP; `close()` ends both. */
+export async function muxPair(
+  clientOpts: SessionOptions = {},
+  serverOpts: SessionOptions = clientOpts,
+): Promise<{ client: Session; server: Session; close(): Promise<void> }> {
+  const [a, b] = await tcpPair();
+  const client = Session.client(a, { keepaliveIntervalMs: 0, ...clientOpts });
+  const server = Session.server(b, { keepaliveIntervalMs: 0, ...serverOpts });
+  return {
+    client,
+    server,
+    async close() {
+      await Promise.all([client.close(), server.close()]);
+    },
+  };
+}
+
+/** A raw peer speaking frames by hand against a warren session on the other end. */
+export class RawPeer {
+  #r: BufferedReader;
+  constructor(readonly conn: Deno.TcpConn) {
+    this.#r = new BufferedReader(conn);
+  }
+  /** Write raw bytes (frames made with `encodeFrame`). */
+  async send(...frames: Uint8Array[]): Promise<void> {
+    for (const f of frames) {
+      let o = 0;
+      while (o < f.length) o += await this.conn.write(f.subarray(o));
+    }
+  }
+  /** Send one frame. */
+  frame(type: number, flags: number, id: number, lenOrPayload: number | Uint8Array): Promise<void> {
+    return this.send(encodeFrame(type, flags, id, lenOrPayload));
+  }
+  /** The next frame (header + payload), or null at EOF. */
+  async next(): Promise<(FrameHeader & { payload: Uint8Array }) | null> {
+    const h = await this.#r.readExactOrEof(headerBytes);
+    if (!h) return null;
+    const hdr = decodeHeader(h);
+    const payload = hdr.type === 0 && hdr.length > 0
+      ? await this.#r.readExact(hdr.length)
+      : new Uint8Array(0);
+    return { ...hdr, payload };
+  }
+  /** Frames until one matches `pred` (or EOF: null). */
+  async until(
+    pred: (f: FrameHeader) => boolean,
+  ): Promise<(FrameHeader & { payload: Uint8Array }) | null> {
+    while (true) {
+      const f = await this.next();
+      if (!f || pred(f)) return f;
+    }
+  }
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // already closed by the test
+    }
+  }
+}
+
+/** A warren session (client or server) facing a raw peer. */
+export async function rawPair(
+  side: "client" | "server",
+  opts: SessionOptions = {},
+): Promise<{ session: Session; peer: RawPeer }> {
+  const [a, b] = await tcpPair();
+  const o = { keepaliveIntervalMs: 0, ...opts };
+  const session = side === "client" ? Session.client(a, o) : Session.server(a, o);
+  return { session, peer: new RawPeer(b) };
+}
+
+const goSrc = new URL("./go/yamux_peer/main.go", import.meta.url).pathname;
+const goBin = new URL("./go/bin/yamux_peer", import.meta.url).pathname;
+const yamuxSrc = "/usr/share/gocode/src/github.com/hashicorp/yamux";
+
+/** Whether the Go toolchain and Debian's yamux source are installed. */
+export function goAvailable(): boolean {
+  try {
+    Deno.statSync(yamuxSrc);
+    return new Deno.Command("go", { args: ["version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+let building: Promise<string> | undefined;
+
+/** Path of the Go yamux peer, built (GOPATH mode, offline) if missing or older than its source. */
+export function goPeer(): Promise<string> {
+  building ??= (async () => {
+    const src = Deno.statSync(goSrc).mtime?.getTime() ?? 0;
+    let bin = -1;
+    try {
+      bin = Deno.statSync(goBin).mtime?.getTime() ?? -1;
+    } catch {
+      // not built yet
+    }
+    if (bin >= src) return goBin;
+    const out = await new Deno.Command("go", {
+      args: ["build", "-o", goBin, "./yamux_peer"],
+      cwd: new URL("./go/", import.meta.url).pathname,
+      env: {
+        GOPATH: "/usr/share/gocode",
+        GO111MODULE: "off",
+        GOPROXY: "off",
+        GOCACHE: Deno.env.get("GOCACHE") ?? "/tmp/warren-gocache",
+        HOME: Deno.env.get("HOME") ?? "/tmp",
+        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(`go build failed:\n${new TextDecoder().decode(out.stderr)}`);
+    }
+    return goBin;
+  })();
+  return building;
+}

@@ -1,0 +1,152 @@
+import { MuxError, StreamState } from "../lib/mux/mod.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { muxPair } from "./_mux.ts";
+import { blockStreamSha256, drainHash, readAll, sendBlocks } from "./_util.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not reached");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+Deno.test("half-close: the opener's FIN ends the acceptor's reads, the reply still flows back", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    await c.write(enc.encode("request"));
+    await c.closeWrite();
+    assertEquals(c.state & 0xf0, 0x40, "FIN_TX set (FIN_WAIT_1 or later)");
+    const s = (await p.server.accept())!;
+    assertEquals(dec.decode(await readAll(s)), "request");
+    assertEquals(s.state & 0xf0, 0x30, "acceptor: FIN_RX + FIN_ACK_TX (CLOSE_WAIT)");
+    const [got] = await Promise.all([
+      drainHash(c),
+      sendBlocks(s, 3 << 20, 7).then(() => s.closeWrite()),
+    ]);
+    assertEquals(got.sha256, blockStreamSha256(3 << 20, 7));
+    await waitFor(() => p.client.stats.streamsOpen === 0 && p.server.stats.streamsOpen === 0);
+    assertEquals(c.state, StreamState.CLOSED);
+    assertEquals(s.state, StreamState.CLOSED);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("half-close: the acceptor closes first, the opener keeps sending 32 MiB (no stall)", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    await s.closeWrite(); // server says it will not write; it still reads everything
+    assertEquals(await c.read(new Uint8Array(10)), null);
+    assertEquals(c.state, StreamState.CLOSE_WAIT);
+    // Far more than one window: would stall if the half-closed side stopped crediting.
+    const [got] = await Promise.all([
+      drainHash(s),
+      sendBlocks(c, 32 << 20, 3).then(() => c.closeWrite()),
+    ]);
+    assertEquals(got.sha256, blockStreamSha256(32 << 20, 3));
+    await waitFor(() => p.server.stats.streamsOpen === 0);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("half-close: both sides half-close at once and both see EOF", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    await Promise.all([
+      c.write(enc.encode("ping")).then(() => c.closeWrite()),
+      s.write(enc.encode("pong")).then(() => s.closeWrite()),
+    ]);
+    const [a, b] = await Promise.all([readAll(c), readAll(s)]);
+    assertEquals(dec.decode(a), "pong");
+    assertEquals(dec.decode(b), "ping");
+    await waitFor(() => p.client.stats.streamsOpen === 0 && p.server.stats.streamsOpen === 0);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("half-close: write after closeWrite rejects with stream-closed", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    await c.closeWrite();
+    const err = await assertRejects(c.write(enc.encode("x")));
+    assert(err instanceof MuxError && err.reason === "stream-closed", String(err));
+    await c.closeWrite(); // idempotent
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("reset: readers and writers on both sides get a clear 'reset' error", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    // The client writes far past the window while nobody reads: its write waits for window.
+    const blocked = c.write(new Uint8Array(4 << 20));
+    const pendingRead = c.read(new Uint8Array(16));
+    await new Promise((r) => setTimeout(r, 50));
+    s.reset();
+    const e1 = await assertRejects(blocked);
+    const e2 = await assertRejects(pendingRead);
+    assert(e1 instanceof MuxError && e1.reason === "reset", String(e1));
+    assert(e2 instanceof MuxError && e2.reason === "reset", String(e2));
+    const e3 = await assertRejects(s.read(new Uint8Array(1)));
+    const e4 = await assertRejects(s.write(new Uint8Array(1)));
+    assert(e3 instanceof MuxError && e3.reason === "reset");
+    assert(e4 instanceof MuxError && e4.reason === "reset");
+    assertEquals(c.state, StreamState.CLOSED);
+    await waitFor(() => p.client.stats.streamsOpen === 0 && p.server.stats.streamsOpen === 0);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("close: full close sends FIN, ends local reads, and late peer data gets RST", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    const pending = c.read(new Uint8Array(8));
+    c.close();
+    assertEquals(await pending, null, "a pending read ends with EOF on close()");
+    assertEquals(await s.read(new Uint8Array(8)), null, "the peer sees our FIN");
+    await s.write(enc.encode("too late")).catch(() => {});
+    // The late data is answered with RST: the peer's next write fails with reset.
+    await waitFor(() => s.error !== null);
+    assertEquals(s.error?.reason, "reset");
+    await waitFor(() => p.client.stats.streamsOpen === 0 && p.server.stats.streamsOpen === 0);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("close: after both FINs the stream is freed on both sides", async () => {
+  const p = await muxPair();
+  try {
+    for (let i = 0; i < 20; i++) {
+      const c = await p.client.open({ data: enc.encode(`req ${i}`), fin: true });
+      const s = (await p.server.accept())!;
+      assertEquals(dec.decode(await readAll(s)), `req ${i}`);
+      await s.write(enc.encode(`resp ${i}`));
+      s.close();
+      assertEquals(dec.decode(await readAll(c)), `resp ${i}`);
+      c.close();
+    }
+    await waitFor(() => p.client.stats.streamsOpen === 0 && p.server.stats.streamsOpen === 0);
+    assertEquals(p.client.stats.streamsTotal, 20);
+  } finally {
+    await p.close();
+  }
+});

@@ -1,0 +1,99 @@
+import { Flag, FrameType, StreamState } from "../lib/mux/mod.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { muxPair, rawPair } from "./_mux.ts";
+import { readAll } from "./_util.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** One small request/response; returns frames written by each side for it. */
+async function exchange(
+  optimized: boolean,
+): Promise<{ client: number; server: number }> {
+  const p = await muxPair({}, { synAckDelayMs: optimized ? 2000 : 0 });
+  try {
+    const c = optimized
+      ? await p.client.open({ data: enc.encode("GET /"), fin: true })
+      : await p.client.open();
+    if (!optimized) {
+      await c.write(enc.encode("GET /"));
+      await c.closeWrite();
+    }
+    const s = (await p.server.accept())!;
+    assertEquals(dec.decode(await readAll(s)), "GET /");
+    await s.write(enc.encode("404"));
+    await s.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "404");
+    c.close();
+    s.close();
+    return { client: p.client.stats.framesOut, server: p.server.stats.framesOut };
+  } finally {
+    await p.close();
+  }
+}
+
+Deno.test("open-with-data: a small request/response is 2 frames with QuRe + optional SYN response", async () => {
+  const plain = await exchange(false);
+  const qure = await exchange(true);
+  console.log(
+    `frames per request/response: plain yamux ${plain.client}+${plain.server}, ` +
+      `QuRe + delayed ACK ${qure.client}+${qure.server}`,
+  );
+  assertEquals(qure, { client: 1, server: 1 }, "SYN+data+FIN, then ACK+data+FIN");
+  assert(plain.client + plain.server >= 4, JSON.stringify(plain));
+});
+
+Deno.test("open-with-data: the accepting side sees the data at once, in the SYN frame", async () => {
+  const { session, peer } = await rawPair("client");
+  try {
+    const s = await session.open({ data: enc.encode("hello"), fin: true });
+    const f = await peer.next();
+    assert(f !== null);
+    assertEquals(f.type, FrameType.data);
+    assertEquals(f.flags, Flag.syn | Flag.fin);
+    assertEquals(f.streamId, s.id);
+    assertEquals(dec.decode(f.payload), "hello");
+    assertEquals(s.state & 0x4f, 0x44, "SYN_TX + FIN_TX before any answer (QuRe)");
+    // The peer answers ACK + data + FIN in one frame.
+    await peer.frame(FrameType.data, Flag.ack | Flag.fin, s.id, enc.encode("world"));
+    assertEquals(dec.decode(await readAll(s)), "world");
+    assertEquals(s.state, StreamState.CLOSED);
+  } finally {
+    await session.close();
+    peer.close();
+  }
+});
+
+Deno.test("open-with-data: a held-back ACK is sent alone once synAckDelayMs passes", async () => {
+  const { session, peer } = await rawPair("server", { synAckDelayMs: 30 });
+  try {
+    await peer.frame(FrameType.data, Flag.syn, 1, enc.encode("req"));
+    const s = (await session.accept())!;
+    assertEquals(s.state, StreamState.SYN_RX, "ACK held back");
+    const f = await peer.next();
+    assert(f !== null);
+    assertEquals([f.type, f.flags, f.streamId], [FrameType.windowUpdate, Flag.ack, 1]);
+    assertEquals(s.state & 0x07, StreamState.SYN_RECEIVED, "ACK sent: seed SYN,ACK");
+    s.reset();
+  } finally {
+    await session.close();
+    peer.close();
+  }
+});
+
+Deno.test("open-with-data: more data than the initial window is split and still arrives", async () => {
+  const p = await muxPair();
+  try {
+    const big = new Uint8Array(600 * 1024).map((_, i) => i & 0xff);
+    const opening = p.client.open({ data: big, fin: true });
+    const s = (await p.server.accept())!;
+    const got = await readAll(s);
+    const c = await opening;
+    assertEquals(got.length, big.length);
+    assertEquals(got, big);
+    s.close();
+    c.close();
+  } finally {
+    await p.close();
+  }
+});
