@@ -28,8 +28,8 @@ const flags = parseFlags({
       type: "string",
       multiple: true,
       arg: "url",
-      help: "listener: static://host:port?to=host:port, socks5://[user:pass@]host:port, " +
-        "http://[user:pass@]host:port (env SEAPROX_LISTEN: space-separated, used when no --listen)",
+      help: "static://host:port?to=host:port | socks5://[user:pass@]host:port | " +
+        "http://[user:pass@]host:port; env SEAPROX_LISTEN (space-separated) if absent",
     },
     forward: {
       type: "string",

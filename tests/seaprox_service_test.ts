@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial } from "../lib/net/mod.ts";
-import { listenLocal, run } from "./_util.ts";
+import { listenLocal, run, startService } from "./_util.ts";
 import { portFor, rawServer, startSeaproxService, waitUntil } from "./_seaprox.ts";
 
 const script = new URL("../services/seaprox.ts", import.meta.url).pathname;
@@ -142,5 +142,18 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
   } finally {
     assertEquals(await sp.stop(), 0);
     await hold.close();
+  }
+});
+
+Deno.test("seaprox service: listeners (with credentials) from SEAPROX_LISTEN", async () => {
+  const sp = await startService("seaprox.ts", ["--prefer-ipv4"], {
+    readyCount: 2,
+    env: { SEAPROX_LISTEN: "socks5://u:secret@127.0.0.1:0 http://127.0.0.1:0" },
+  });
+  try {
+    assert(sp.addrs.has("socks5") && sp.addrs.has("http"));
+    assert(!sp.lines.some((l) => l.includes("secret")), "the password must never be logged");
+  } finally {
+    assertEquals(await sp.stop(), 0);
   }
 });
