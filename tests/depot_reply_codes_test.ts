@@ -77,20 +77,24 @@ Deno.test("depot: a request the exit never answers times out (0x06) and is cance
 });
 
 Deno.test("depot: pending requests are bounded: beyond maxPending → 0x01 at once", async () => {
-  const depot = await startDepot({ locals: [], server: { maxPending: 2, pendingTimeoutMs: 300 } });
+  const depot = await startDepot({ locals: [], server: { maxPending: 2 } });
   const ctl = await fakeLocal(depot.controlPort);
   try {
     const a = socksDial(depot.socksPort, { host: "a.invalid", port: 1 });
     const b = socksDial(depot.socksPort, { host: "b.invalid", port: 1 });
-    await ctl.expect("connect", 5000);
-    await ctl.expect("connect", 5000);
+    const ca = await ctl.expect("connect", 5000);
+    const cb = await ctl.expect("connect", 5000);
     assertEquals(depot.server.pendingCount, 2);
     assertEquals(
       await replyOf(socksDial(depot.socksPort, { host: "c.invalid", port: 1 })),
       Reply.generalFailure,
     );
+    for (const c of [ca, cb]) {
+      await ctl.send({ type: "connectFailed", id: c.id, reason: "timeout" });
+    }
     assertEquals(await replyOf(a), Reply.ttlExpired);
     assertEquals(await replyOf(b), Reply.ttlExpired);
+    assertEquals(depot.server.pendingCount, 0);
   } finally {
     ctl.close();
     await depot.close();

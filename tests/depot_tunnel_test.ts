@@ -48,7 +48,7 @@ Deno.test("depot tunnel: unknown id, wrong key and used id are refused; the righ
 });
 
 Deno.test("depot tunnel: garbage and silence on the tunnel port are refused and cleaned up", async () => {
-  const depot = await startDepot({ server: { handshakeTimeoutMs: 200 } });
+  const depot = await startDepot({ server: { handshakeTimeoutMs: 1000 } });
   try {
     const junk = await dial("127.0.0.1", depot.tunnelPort);
     await writeAll(junk, crypto.getRandomValues(new Uint8Array(64)));

@@ -340,6 +340,7 @@ export class DepotLocal {
     const { ctl } = session;
     const onStop = () => ctl.close();
     this.#stop.signal.addEventListener("abort", onStop, { once: true });
+    if (this.#stop.signal.aborted) ctl.close(); // stop() ran between connect and here
     this.#session = session;
     this.#connectedSince = new Date();
     this.#sessions++;
@@ -389,15 +390,18 @@ export class DepotLocal {
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     let app: Deno.TcpConn | undefined;
     let tunnel: Duplex | undefined;
+    const allowed = !o.allow || o.allow({ host: req.host, port: req.port });
     // The tunnel transport is opened while the target is dialled: set-up costs one of the
     // two, not both. If the dial fails, the unused transport is closed unnamed.
-    const transport = session.openTunnel(signal).then(
-      (conn) => ({ conn, error: undefined }),
-      (error: unknown) => ({ conn: undefined, error }),
-    );
+    const transport = allowed
+      ? session.openTunnel(signal).then(
+        (conn) => ({ conn, error: undefined }),
+        (error: unknown) => ({ conn: undefined, error }),
+      )
+      : Promise.resolve({ conn: undefined, error: undefined });
     try {
       try {
-        if (o.allow && !o.allow({ host: req.host, port: req.port })) {
+        if (!allowed) {
           throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
         }
         app = noDelay(await dial(req.host, req.port, { timeoutMs, signal }));
