@@ -69,7 +69,7 @@ const flags = parseFlags({
       type: "string",
       arg: "MiB",
       default: "16",
-      help: "bytes in flight per direction and session (send buffer = reorder bound)",
+      help: "bytes in flight per direction and session (same on both ends)",
     },
     "silence-timeout-ms": {
       type: "string",
@@ -155,7 +155,7 @@ const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": () =>
       Response.json({
-        sessions: [...client.sessions].map((s) => ({ id: s.idHex, paths: s.pathCount })),
+        sessions: [...client.sessions].map((s) => s.status()),
         recent: client.recent,
       }),
   })

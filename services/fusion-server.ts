@@ -54,7 +54,7 @@ const flags = parseFlags({
       type: "string",
       arg: "MiB",
       default: "16",
-      help: "bytes in flight per direction and session (send buffer = reorder bound)",
+      help: "bytes in flight per direction and session (same on both ends)",
     },
     "silence-timeout-ms": {
       type: "string",
@@ -129,7 +129,7 @@ const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": () =>
       Response.json({
-        sessions: [...fusion.sessions.values()].map((s) => ({ id: s.idHex, paths: s.pathCount })),
+        sessions: [...fusion.sessions.values()].map((s) => s.status()),
         recent: fusion.recent,
       }),
   })

@@ -20,7 +20,7 @@ import {
 const MiB = 1024 * 1024;
 const env = { FUSION_TOKEN: "service-test-token" };
 
-async function startPair(targetPort: number): Promise<{
+async function startPair(targetPort: number, extra: string[] = []): Promise<{
   server: ServiceProcess;
   client: ServiceProcess;
   port: number;
@@ -30,6 +30,7 @@ async function startPair(targetPort: number): Promise<{
     "127.0.0.1:0",
     "--target",
     `127.0.0.1:${targetPort}`,
+    ...extra,
   ], { env });
   try {
     const client = await startService("fusion-client.ts", [
@@ -49,7 +50,7 @@ async function startPair(targetPort: number): Promise<{
 
 Deno.test("fusion services: 32 MiB each way through 2 paths", async () => {
   const target = startHashTarget(32 * MiB);
-  const { server, client, port } = await startPair(target.port);
+  const { server, client, port } = await startPair(target.port, ["--metrics", "127.0.0.1:0"]);
   try {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
@@ -64,6 +65,15 @@ Deno.test("fusion services: 32 MiB each way through 2 paths", async () => {
     await client.waitFor(/msg="session closed".* end=done/);
     await server.waitFor(/msg="session closed".* end=done/);
     assertEquals(target.results[0], { bytes: 32 * MiB, sha256: blockStreamSha256(32 * MiB, 1) });
+    const metricsAddr = /msg="metrics listening".* addr=(\S+)/.exec(
+      await server.waitFor(/msg="metrics listening"/),
+    )![1];
+    const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+    assertMatch(text, /warren_fusion_sessions_total\{end="done"\} 1/);
+    assertMatch(text, /warren_fusion_bytes_total\{direction="in"\} 33554432/);
+    const status = await (await fetch(`http://${metricsAddr}/status`)).json();
+    assertEquals(status.recent[0].bytesIn, 32 * MiB);
+    assertEquals(status.recent[0].paths.length, 2);
   } finally {
     await client.stop();
     await server.stop();

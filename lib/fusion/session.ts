@@ -133,6 +133,33 @@ export interface SessionSummary {
   durationMs: number;
 }
 
+/** Live view of one path, for status pages. */
+export interface PathStatus {
+  id: number;
+  label: string;
+  bytesIn: number;
+  bytesOut: number;
+  inflightBytes: number;
+  capBytes: number;
+  rateBytesPerSec: number;
+  rttMs: number;
+  minRttMs: number;
+  resentFrames: number;
+}
+
+/** Live view of a session, for status pages. */
+export interface SessionStatus {
+  id: string;
+  state: string;
+  bytesOut: number;
+  bytesIn: number;
+  sendBufferedBytes: number;
+  receiveBufferedBytes: number;
+  framesResent: number;
+  reorderPeakBytes: number;
+  paths: PathStatus[];
+}
+
 /** Options of {@linkcode FusionSession.addPath}. */
 export interface AddPathOptions {
   /** Path id, unique within the session. */
@@ -281,6 +308,35 @@ export class FusionSession implements Duplex {
   get receiveBufferedBytes(): number {
     return this.#receiver.reorderBytes + this.#receiver.readyBytes;
   }
+  /** A snapshot of the session's and its live paths' counters. */
+  status(): SessionStatus {
+    return {
+      id: this.idHex,
+      state: this.#state,
+      bytesOut: this.#bytesOut,
+      bytesIn: this.#bytesIn,
+      sendBufferedBytes: this.sendBufferedBytes,
+      receiveBufferedBytes: this.receiveBufferedBytes,
+      framesResent: this.#sender.stats.resentFrames,
+      reorderPeakBytes: this.#receiver.stats.reorderPeakBytes,
+      paths: [...this.#paths.values()].map((pc) => {
+        const tx = this.#sender.path(pc.id);
+        return {
+          id: pc.id,
+          label: pc.label,
+          bytesIn: pc.bytesIn,
+          bytesOut: pc.bytesOut,
+          inflightBytes: tx?.inflightBytes ?? 0,
+          capBytes: tx?.capBytes ?? 0,
+          rateBytesPerSec: Math.round(tx?.rateBytesPerSec ?? 0),
+          rttMs: round(tx?.srttMs ?? 0),
+          minRttMs: round(tx?.minRttMs ?? 0),
+          resentFrames: tx?.resentFrames ?? 0,
+        };
+      }),
+    };
+  }
+
   /** The failure, once failed. */
   get error(): SessionError | null {
     return this.#error;
