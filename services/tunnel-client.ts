@@ -48,6 +48,12 @@ const flags = parseFlags({
       arg: "public_port=host:port",
       help: "TCP tunnel: the server's public port relayed to this local address",
     },
+    transport: {
+      type: "string",
+      arg: "websocket|raw",
+      default: "websocket",
+      help: "websocket (any proxy, both server fronts) or raw (HTTP Upgrade, no framing: faster)",
+    },
     heartbeat: {
       type: "string",
       arg: "ms",
@@ -98,6 +104,9 @@ const tcp: TcpTunnelSpec[] = flags.tcp.map((spec) => {
   }
   return { publicPort: Number(m[1]), local: hostPortFlag("tcp", m[2]) };
 });
+if (flags.transport !== "websocket" && flags.transport !== "raw") {
+  fail("--transport must be websocket or raw", 2);
+}
 const heartbeatMs = intFlag("heartbeat", flags.heartbeat, 2_000);
 if (heartbeatMs < 100) fail("--heartbeat must be at least 100 ms", 2);
 const backoffMaxMs = intFlag("backoff-max", flags["backoff-max"], 30_000);
@@ -111,6 +120,7 @@ const client = new TunnelClient({
   local,
   allowPorts,
   tcp,
+  transport: flags.transport as "websocket" | "raw",
   heartbeatIntervalMs: heartbeatMs,
   heartbeatTimeoutMs: heartbeatMs * 3,
   backoff: { initialMs: 250, maxMs: backoffMaxMs },

@@ -257,3 +257,17 @@ Deno.test("tunnel registry: hosts, identifiers, normalisation", async () => {
   assertEquals(hostPort("a.test"), "");
   await assertRejects(() => reg.addHost("", "x"));
 });
+
+Deno.test("tunnel codec: WebSocket masking equals the byte-wise definition at any alignment", () => {
+  const key = new Uint8Array([0x12, 0x34, 0x56, 0x78]);
+  const backing = crypto.getRandomValues(new Uint8Array(4096));
+  for (let trial = 0; trial < 200; trial++) {
+    const start = Math.floor(Math.random() * 64);
+    const len = Math.floor(Math.random() * 2000);
+    const offset = Math.floor(Math.random() * 8);
+    const view = backing.slice().subarray(start, start + len);
+    const expect = view.map((b, i) => b ^ key[(offset + i) % 4]);
+    applyMask(view, key, offset);
+    assertEquals(view, expect);
+  }
+});

@@ -169,3 +169,29 @@ Deno.test("tunnel: a WebSocket echo passes through end to end", async () => {
     await app.close();
   }
 });
+
+Deno.test("tunnel: the raw transport (Upgrade: warren-mux) carries the same traffic", async () => {
+  const app = startApp();
+  const t = startTunnel();
+  await t.server.addHost("app.test", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: local(app.port),
+    transport: "raw",
+  });
+  try {
+    await c.connected();
+    assertEquals((await rawGet(t.port, "app.test", "/hello?id=9")).body, "hello 9");
+    const total = 32 * 1024 * 1024;
+    const r = await run("sh", [
+      "-c",
+      `curl -sS -H 'Host: app.test' http://127.0.0.1:${t.port}/bytes/${total}?seed=2 | sha256sum`,
+    ]);
+    assertEquals(r.stdout.split(" ")[0], blockStreamSha256(total, 2));
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.close();
+  }
+});

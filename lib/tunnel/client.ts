@@ -32,6 +32,7 @@ import {
   type HandshakeResponse,
   identifierHeader,
   protocolVersion,
+  rawUpgradeToken,
   readMessage,
   type StreamFailure,
 } from "./protocol.ts";
@@ -59,6 +60,8 @@ export interface TunnelClientOptions {
   allowPorts?: number[];
   /** Public TCP tunnels to request. */
   tcp?: TcpTunnelSpec[];
+  /** @default "websocket" */
+  transport?: Transport;
   /** Redial policy. @default { initialMs: 250, maxMs: 30000 } */
   backoff?: BackoffOptions;
   /** Timeout of each dial (server and local). @default 10000 */
@@ -74,6 +77,13 @@ export interface TunnelClientOptions {
   /** Called after every successful handshake. */
   onConnected?: (resp: HandshakeResponse) => void;
 }
+
+/**
+ * How the mux session reaches the server: "websocket" (binary messages; passes any
+ * WebSocket-capable proxy, works with both server fronts) or "raw" (HTTP Upgrade to
+ * `warren-mux`, then plain bytes; standalone front only, no framing cost).
+ */
+export type Transport = "websocket" | "raw";
 
 /** Why a connection to the server failed. */
 export type ConnectFailure = "dial" | "refused" | "unauthorized" | "duplicate" | "protocol";
@@ -115,8 +125,9 @@ function parseServerUrl(s: string): ServerUrl {
 export async function connectTransport(
   server: string,
   identifier: string,
-  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  opts: { timeoutMs?: number; signal?: AbortSignal; transport?: Transport } = {},
 ): Promise<Duplex> {
+  const raw = opts.transport === "raw";
   const u = parseServerUrl(server);
   const timeoutMs = opts.timeoutMs ?? 10_000;
   let conn: Deno.Conn;
@@ -134,8 +145,11 @@ export async function connectTransport(
     });
   }
   const key = newWebSocketKey();
-  const req = `GET ${u.path} HTTP/1.1\r\nHost: ${u.hostHeader}\r\nUpgrade: websocket\r\n` +
-    `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+  const upgrade = raw
+    ? `Upgrade: ${rawUpgradeToken}\r\nConnection: Upgrade\r\n`
+    : `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n` +
+      `Sec-WebSocket-Version: 13\r\n`;
+  const req = `GET ${u.path} HTTP/1.1\r\nHost: ${u.hostHeader}\r\n${upgrade}` +
     `${identifierHeader}: ${identifier}\r\nUser-Agent: warren-tunnel-client\r\n\r\n`;
   const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
   try {
@@ -150,6 +164,13 @@ export async function connectTransport(
         ? "duplicate"
         : "refused";
       throw new ConnectError(reason, `server answered ${head.status} ${head.reason}`);
+    }
+    if (raw) {
+      if ((getHeader(head.headers, "upgrade") ?? "").toLowerCase() !== rawUpgradeToken) {
+        closeQuietly(conn);
+        throw new ConnectError("protocol", "server did not switch to the raw transport");
+      }
+      return withPrefix(conn, reader.takeBuffered());
     }
     if (getHeader(head.headers, "sec-websocket-accept") !== webSocketAccept(key)) {
       closeQuietly(conn);
@@ -232,6 +253,7 @@ export class TunnelClient {
     const transport = await connectTransport(this.#o.server, this.#o.identifier, {
       timeoutMs: this.#o.dialTimeoutMs,
       signal,
+      transport: this.#o.transport,
     });
     const session = Session.client(transport, {
       keepaliveIntervalMs: this.#o.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,

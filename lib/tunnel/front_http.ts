@@ -19,6 +19,7 @@ import {
   type ConnContext,
   type Duplex,
   errorMessage,
+  withPrefix,
   writeAll,
 } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
@@ -33,10 +34,14 @@ import {
   serializeRequestHead,
   simpleResponse,
 } from "./http1.ts";
-import { controlPath, identifierHeader } from "./protocol.ts";
+import { controlPath, identifierHeader, rawUpgradeToken } from "./protocol.ts";
 import { hostPort, normalizeHost } from "./registry.ts";
 import type { TunnelError, TunnelServer, TunnelStream } from "./server.ts";
 import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "./websocket.ts";
+
+const rawSwitchResponse = new TextEncoder().encode(
+  `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${rawUpgradeToken}\r\nConnection: Upgrade\r\n\r\n`,
+);
 
 /** Default close of a public connection with no bytes moving either way. */
 export const defaultPublicIdleTimeoutMs = 300_000;
@@ -353,7 +358,12 @@ async function handleControl(
   log: Logger,
 ): Promise<void> {
   const hdr = (n: string) => getHeader(head.headers, n);
-  const why = checkUpgradeRequest(head.method, hdr);
+  const raw = (hdr("upgrade") ?? "").toLowerCase() === rawUpgradeToken;
+  const why = raw
+    ? (head.method === "GET" && headerHasToken(head.headers, "connection", "upgrade")
+      ? null
+      : "bad raw upgrade")
+    : checkUpgradeRequest(head.method, hdr);
   if (why) {
     await writeAll(conn, simpleResponse(400, `${why}\n`));
     return;
@@ -370,6 +380,12 @@ async function handleControl(
     await writeAll(conn, simpleResponse(status, text)).catch(() => {
       // Client left.
     });
+    return;
+  }
+  if (raw) {
+    // The mux session runs straight on the TCP connection: no WebSocket framing cost.
+    await writeAll(conn, rawSwitchResponse);
+    await server.attach(withPrefix(conn, reader.takeBuffered()), identifier!, peer.remote);
     return;
   }
   await writeAll(conn, switchingProtocolsResponse(hdr("sec-websocket-key")!));

@@ -12,6 +12,12 @@ import { type BufferedReader, ProtocolError } from "../net/mod.ts";
 
 /** The HTTP path the client connects to; same port as the public HTTP traffic. */
 export const controlPath = "/_controlPath_/";
+/**
+ * Upgrade token of the raw transport: after the 101 the mux session runs directly on the
+ * TCP connection (no WebSocket framing). Only the standalone front offers it; it passes
+ * proxies that forward any Upgrade (nginx with `proxy_set_header Upgrade $http_upgrade`).
+ */
+export const rawUpgradeToken = "warren-mux";
 /** Header carrying the client's identifier on the control path request. */
 export const identifierHeader = "x-tunnel-identifier";
 /** Version of this message set; a peer with another version is refused. */

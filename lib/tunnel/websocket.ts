@@ -78,19 +78,22 @@ export function encodeFrameHeader(
 
 /** XOR `p` in place with the 4-byte mask, starting at mask position `offset`. */
 export function applyMask(p: Uint8Array, key: Uint8Array, offset = 0): void {
-  let i = 0;
   const n = p.length;
-  // Word-at-a-time when the view is 4-byte aligned: the hot loop for large payloads.
-  if (n >= 64 && p.byteOffset % 4 === 0) {
-    const k0 = offset % 4;
+  let i = 0;
+  // Bytes up to a 4-byte aligned address, then a word at a time (the hot loop for large
+  // payloads), then the tail.
+  const lead = Math.min(n, (4 - (p.byteOffset & 3)) & 3);
+  for (; i < lead; i++) p[i] ^= key[(offset + i) & 3];
+  const words = (n - i) >>> 2;
+  if (words > 0) {
     const rk = new Uint8Array(4);
-    for (let j = 0; j < 4; j++) rk[j] = key[(k0 + j) % 4];
+    for (let j = 0; j < 4; j++) rk[j] = key[(offset + i + j) & 3];
     const word = new Uint32Array(rk.buffer)[0];
-    const words = new Uint32Array(p.buffer, p.byteOffset, n >>> 2);
-    for (let w = 0; w < words.length; w++) words[w] ^= word;
-    i = words.length * 4;
+    const w = new Uint32Array(p.buffer, p.byteOffset + i, words);
+    for (let x = 0; x < words; x++) w[x] ^= word;
+    i += words * 4;
   }
-  for (; i < n; i++) p[i] ^= key[(offset + i) % 4];
+  for (; i < n; i++) p[i] ^= key[(offset + i) & 3];
 }
 
 /** Options of {@linkcode WsConn}. */

@@ -1,0 +1,311 @@
+/**
+ * `deno run -A bench/tunnel.ts`: the HTTP vhost tunnel (services/tunnel-server.ts fast
+ * path + services/tunnel-client.ts, separate processes) side by side with the local app
+ * directly, a socat TCP relay (outside peer: a raw byte relay hop), and the embeddable
+ * Hono front (Deno.serve + createTunnelApp), in one run:
+ *
+ * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio;
+ * - bulk HTTP: curl downloads and uploads 1 GiB (`--bytes`) through each path: MB/s, ratio;
+ * - TCP tunnel: one connection reads 1 GiB from a raw TCP source directly and through a
+ *   TCP tunnel port of the same server/client pair: MB/s, ratio.
+ *
+ * The app (Deno.serve) and the TCP source run in this process's child (BENCH_ROLE=app).
+ * Not a test: numbers are as measured on a shared machine.
+ */
+
+import { closeQuietly, writeAll } from "../lib/net/mod.ts";
+
+const chunk = new Uint8Array(1 << 20);
+
+// ---------------------------------------------------------------- app role
+if (Deno.env.get("BENCH_ROLE") === "app") {
+  const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const url = new URL(req.url);
+    const m = /^\/bytes\/(\d+)$/.exec(url.pathname);
+    if (m) {
+      let left = Number(m[1]);
+      const body = new ReadableStream<Uint8Array>({
+        type: "bytes",
+        pull(c) {
+          if (left <= 0) return c.close();
+          const n = Math.min(left, chunk.length);
+          c.enqueue(chunk.slice(0, n));
+          left -= n;
+        },
+      });
+      return new Response(body, { headers: { "content-length": m[1] } });
+    }
+    if (url.pathname === "/discard") {
+      let n = 0;
+      for await (const c of req.body ?? new ReadableStream()) n += c.length;
+      return new Response(String(n));
+    }
+    return new Response("hello world\n");
+  });
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ http: http.addr.port, tcp: tcp.addr.port }));
+  const big = new Uint8Array(4 << 20);
+  for await (const c of tcp) {
+    (async () => {
+      try {
+        let left = Number(Deno.env.get("BENCH_BYTES"));
+        while (left > 0) {
+          const n = Math.min(left, big.length);
+          await writeAll(c, big.subarray(0, n));
+          left -= n;
+        }
+        await c.closeWrite();
+      } catch {
+        // Reader went away: next connection.
+      } finally {
+        closeQuietly(c);
+      }
+    })();
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+function flag(name: string, fallback: number): number {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
+}
+const totalBytes = flag("bytes", 1 << 30);
+const wrkSeconds = flag("seconds", 5);
+const here = new URL(".", import.meta.url).pathname;
+
+interface Proc {
+  child: Deno.ChildProcess;
+  lines: string[];
+  waitFor(re: RegExp): Promise<string>;
+}
+
+function spawn(args: string[], env: Record<string, string> = {}): Proc {
+  const child = new Deno.Command(args[0], {
+    args: args.slice(1),
+    env,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const lines: string[] = [];
+  const waiters: { re: RegExp; res: (l: string) => void }[] = [];
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    let buf = "";
+    for await (const t of s.pipeThrough(new TextDecoderStream())) {
+      buf += t;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const l = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(l);
+        for (const w of [...waiters]) {
+          if (w.re.test(l)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.res(l);
+          }
+        }
+      }
+    }
+  };
+  void pump(child.stdout);
+  void pump(child.stderr);
+  return {
+    child,
+    lines,
+    waitFor: (re) => {
+      const hit = lines.find((l) => re.test(l));
+      if (hit) return Promise.resolve(hit);
+      return new Promise((res, rej) => {
+        waiters.push({ re, res });
+        setTimeout(() => rej(new Error(`timeout waiting for ${re}:\n${lines.join("\n")}`)), 20_000);
+      });
+    },
+  };
+}
+
+async function stop(p: Proc): Promise<void> {
+  try {
+    p.child.kill("SIGTERM");
+  } catch {
+    // Already gone.
+  }
+  await p.child.status;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = l.addr.port;
+  l.close();
+  return p;
+}
+
+async function wrk(url: string, host?: string) {
+  const args = ["-t2", "-c50", `-d${wrkSeconds}s`, "--latency", url];
+  if (host) args.unshift("-H", `Host: ${host}`);
+  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0);
+  const ms = (label: string) => {
+    const m = new RegExp(`\\s${label}\\s+([\\d.]+)(us|ms|s)`).exec(text);
+    if (!m) return NaN;
+    const v = Number(m[1]);
+    return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
+  };
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0);
+  return { rps, p50: ms("50%"), p99: ms("99%"), non2xx };
+}
+
+async function curlSpeed(args: string[]): Promise<number> {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{speed_upload}", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const [down, up] = new TextDecoder().decode(out.stdout).split(" ").map(Number);
+  return Math.max(down, up) / 1e6;
+}
+
+async function download(url: string, host?: string): Promise<number> {
+  return await curlSpeed([...(host ? ["-H", `Host: ${host}`] : []), url]);
+}
+
+async function upload(url: string, host?: string): Promise<number> {
+  // curl reads the body from a pipe fed by `head -c N /dev/zero`.
+  const out = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      `head -c ${totalBytes} /dev/zero | curl -sS -o /dev/null -w '%{speed_upload}' ` +
+      `${host ? `-H 'Host: ${host}'` : ""} -H 'Content-Type: application/octet-stream' ` +
+      `-H 'Content-Length: ${totalBytes}' --data-binary @- ${url}`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return Number(new TextDecoder().decode(out.stdout)) / 1e6;
+}
+
+async function tcpRead(port: number): Promise<number> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const buf = new Uint8Array(4 << 20);
+  let n = 0;
+  const t0 = performance.now();
+  try {
+    while (true) {
+      const r = await c.read(buf);
+      if (r === null) break;
+      n += r;
+    }
+  } finally {
+    closeQuietly(c);
+  }
+  const s = (performance.now() - t0) / 1000;
+  if (n !== totalBytes) console.error(`tcp read ${n} of ${totalBytes} bytes`);
+  return n / s / 1e6;
+}
+
+// ---------------------------------------------------------------- run
+const app = spawn([Deno.execPath(), "run", "-A", import.meta.filename!], {
+  BENCH_ROLE: "app",
+  BENCH_BYTES: String(totalBytes),
+});
+const ports = JSON.parse(await app.waitFor(/^\{"http"/)) as { http: number; tcp: number };
+const identifier = "bench-identifier-" + crypto.randomUUID();
+const tcpPublic = freePort();
+const server = spawn([
+  Deno.execPath(),
+  "run",
+  "-A",
+  `${here}../services/tunnel-server.ts`,
+  "--listen",
+  "127.0.0.1:0",
+  "--host",
+  "app.test=env:BENCH_ID",
+  "--tcp-ports",
+  `${tcpPublic}-${tcpPublic}`,
+  "--log-level",
+  "info",
+], { BENCH_ID: identifier });
+const srvLine = await server.waitFor(/msg="listening" name=http/);
+const srvPort = Number(/addr=\S+:(\d+)/.exec(srvLine)![1]);
+const client = spawn([
+  Deno.execPath(),
+  "run",
+  "-A",
+  `${here}../services/tunnel-client.ts`,
+  "--server",
+  `http://127.0.0.1:${srvPort}`,
+  "--local",
+  `127.0.0.1:${ports.http}`,
+  "--tcp",
+  `${tcpPublic}=127.0.0.1:${ports.tcp}`,
+  "--log-level",
+  "info",
+], { TUNNEL_IDENTIFIER: identifier });
+await client.waitFor(/msg="connected"/);
+const socatPort = freePort();
+const socat = spawn([
+  "socat",
+  `TCP-LISTEN:${socatPort},bind=127.0.0.1,fork,reuseaddr`,
+  `TCP:127.0.0.1:${ports.http}`,
+]);
+const honoPort = freePort();
+const hono = spawn([Deno.execPath(), "run", "-A", `${here}_tunnel_hono.ts`], {
+  BENCH_PORT: String(honoPort),
+  BENCH_ID: identifier + "-hono",
+});
+await hono.waitFor(/listening/);
+const honoClient = spawn([
+  Deno.execPath(),
+  "run",
+  "-A",
+  `${here}../services/tunnel-client.ts`,
+  "--server",
+  `http://127.0.0.1:${honoPort}`,
+  "--local",
+  `127.0.0.1:${ports.http}`,
+  "--log-level",
+  "info",
+], { TUNNEL_IDENTIFIER: identifier + "-hono" });
+await honoClient.waitFor(/msg="connected"/);
+await new Promise((r) => setTimeout(r, 300));
+
+const paths: { name: string; url: string; host?: string }[] = [
+  { name: "direct", url: `http://127.0.0.1:${ports.http}` },
+  { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}` },
+  { name: "tunnel (fast path)", url: `http://127.0.0.1:${srvPort}`, host: "app.test" },
+  { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}` },
+];
+
+const pad = (s: string, n: number) => s.padEnd(n);
+const num = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "-").padStart(9);
+try {
+  console.log(`small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello`);
+  console.log(`${pad("path", 22)}      rps   p50 ms   p99 ms  ratio  non-2xx`);
+  let base = 0;
+  for (const p of paths) {
+    const r = await wrk(`${p.url}/hello`, p.host);
+    if (p.name === "direct") base = r.rps;
+    console.log(
+      `${pad(p.name, 22)}${num(r.rps)}${num(r.p50, 2)}${num(r.p99, 2)}${num(r.rps / base, 2)}${
+        String(r.non2xx).padStart(9)
+      }`,
+    );
+  }
+  console.log(`\nbulk HTTP: ${totalBytes / (1 << 20)} MiB with curl (MB/s)`);
+  console.log(`${pad("path", 22)} download  ratio   upload  ratio`);
+  let bd = 0, bu = 0;
+  for (const p of paths) {
+    const d = await download(`${p.url}/bytes/${totalBytes}`, p.host);
+    const u = await upload(`${p.url}/discard`, p.host);
+    if (p.name === "direct") (bd = d, bu = u);
+    console.log(`${pad(p.name, 22)}${num(d)}${num(d / bd, 2)}${num(u)}${num(u / bu, 2)}`);
+  }
+  console.log(`\nTCP: one connection reads ${totalBytes / (1 << 20)} MiB (MB/s)`);
+  const direct = await tcpRead(ports.tcp);
+  const tunneled = await tcpRead(tcpPublic);
+  console.log(`${pad("direct", 22)}${num(direct)}${num(1, 2)}`);
+  console.log(`${pad("tunnel (tcp port)", 22)}${num(tunneled)}${num(tunneled / direct, 2)}`);
+} finally {
+  for (const p of [honoClient, hono, socat, client, server, app]) await stop(p);
+}
+Deno.exit(0);
