@@ -25,8 +25,9 @@ export async function muxPair(
   serverOpts: SessionOptions = clientOpts,
 ): Promise<{ client: Session; server: Session; close(): Promise<void> }> {
   const [a, b] = await tcpPair();
-  const client = Session.client(a, { keepaliveIntervalMs: 0, ...clientOpts });
-  const server = Session.server(b, { keepaliveIntervalMs: 0, ...serverOpts });
+  const base = { keepaliveIntervalMs: 0, drainTimeoutMs: 3000 };
+  const client = Session.client(a, { ...base, ...clientOpts });
+  const server = Session.server(b, { ...base, ...serverOpts });
   return {
     client,
     server,
@@ -87,7 +88,7 @@ export async function rawPair(
   opts: SessionOptions = {},
 ): Promise<{ session: Session; peer: RawPeer }> {
   const [a, b] = await tcpPair();
-  const o = { keepaliveIntervalMs: 0, ...opts };
+  const o = { keepaliveIntervalMs: 0, drainTimeoutMs: 3000, ...opts };
   const session = side === "client" ? Session.client(a, o) : Session.server(a, o);
   return { session, peer: new RawPeer(b) };
 }

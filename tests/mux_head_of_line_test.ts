@@ -1,0 +1,39 @@
+import { assertEquals } from "./_assert.ts";
+import { muxPair } from "./_mux.ts";
+import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+
+const MiB = 1 << 20;
+
+Deno.test("head of line: a stream whose reader stopped does not stall the others", async () => {
+  const p = await muxPair();
+  try {
+    // Stream A: the writer pushes far more than a window, nobody reads on the server.
+    const a = await p.client.open();
+    const aServer = (await p.server.accept())!;
+    const aWrite = sendBlocks(a, 16 * MiB, 1).catch((e) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    // Streams B, C: full transfers in both directions while A is stuck.
+    const one = async (seed: number) => {
+      const s = await p.client.open();
+      const t = (await p.server.accept())!;
+      const [up, down] = await Promise.all([
+        drainHash(t),
+        drainHash(s),
+        sendBlocks(s, 16 * MiB, seed).then(() => s.closeWrite()),
+        sendBlocks(t, 16 * MiB, seed + 1).then(() => t.closeWrite()),
+      ]);
+      assertEquals(up.sha256, blockStreamSha256(16 * MiB, seed));
+      assertEquals(down.sha256, blockStreamSha256(16 * MiB, seed + 1));
+      s.close();
+      t.close();
+    };
+    await Promise.all([one(10), one(20)]);
+    // A's receiver holds no more than its window.
+    assertEquals(aServer.bufferedBytes <= aServer.windowBytes, true);
+    aServer.reset();
+    await aWrite;
+    a.close();
+  } finally {
+    await p.close();
+  }
+});

@@ -1,0 +1,83 @@
+import { defaultWindowBytes, FrameType } from "../lib/mux/mod.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { muxPair, rawPair } from "./_mux.ts";
+import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+
+const MiB = 1 << 20;
+
+Deno.test("window: a fast reader grows the window beyond 256 KiB, up to maxWindowBytes", async () => {
+  const p = await muxPair({}, { maxWindowBytes: 4 * MiB });
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    const [got] = await Promise.all([
+      drainHash(s),
+      sendBlocks(c, 64 * MiB, 5).then(() => c.closeWrite()),
+    ]);
+    assertEquals(got.sha256, blockStreamSha256(64 * MiB, 5));
+    console.log(`receive window grew to ${s.windowBytes} bytes`);
+    assert(s.windowBytes > defaultWindowBytes, `window ${s.windowBytes}`);
+    assert(s.windowBytes <= 4 * MiB);
+    s.close();
+    c.close();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("window: a stopped reader holds at most one window; the writer waits (backpressure)", async () => {
+  const p = await muxPair();
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    let written = 0;
+    let failed: unknown;
+    const writer = (async () => {
+      const chunk = new Uint8Array(64 * 1024);
+      try {
+        while (written < 8 * MiB) {
+          await c.write(chunk);
+          written += chunk.length;
+        }
+      } catch (e) {
+        failed = e;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 200));
+    assert(written <= defaultWindowBytes, `writer went ${written} bytes past a stopped reader`);
+    assertEquals(s.bufferedBytes, written, "receiver buffers what was written");
+    assert(s.bufferedBytes <= s.windowBytes);
+    // Once the reader resumes, everything flows.
+    const drained = drainHash(s);
+    await writer;
+    assertEquals(failed, undefined);
+    await c.closeWrite();
+    assertEquals((await drained).bytes, 8 * MiB);
+    s.close();
+    c.close();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("window: a larger initialWindowBytes is granted on open, so the peer sends more at once", async () => {
+  const { session, peer } = await rawPair("client", { initialWindowBytes: MiB });
+  try {
+    const s = await session.open();
+    const f = await peer.next();
+    assert(f !== null);
+    assertEquals([f.type, f.flags, f.length], [
+      FrameType.windowUpdate,
+      1,
+      MiB - defaultWindowBytes,
+    ]);
+    await peer.frame(FrameType.data, 2, s.id, new Uint8Array(MiB)); // all of it: no overrun
+    let got = 0;
+    while (got < MiB) got += (await s.read(new Uint8Array(MiB)))!;
+    assertEquals(got, MiB);
+    s.reset();
+  } finally {
+    await session.close();
+    peer.close();
+  }
+});
