@@ -25,9 +25,10 @@ function sample(): { bytes: Uint8Array; frames: Frame[] } {
       rejoin: true,
       sessionId: sid,
       pathId: 7,
+      receiveBound: 16 << 20,
       token,
     },
-    { type: FrameType.welcome, status: 0 },
+    { type: FrameType.welcome, status: 0, receiveBound: 1 << 20 },
     { type: FrameType.data, seq: 0, data },
     { type: FrameType.data, seq: 2 ** 40 + 3, data: new Uint8Array(0) },
     { type: FrameType.fin, seq: 9 },
@@ -41,8 +42,8 @@ function sample(): { bytes: Uint8Array; frames: Frame[] } {
     { type: FrameType.reset, code: 2 },
   ];
   const parts = [
-    encodeHello(sid, 7, token, true),
-    encodeWelcome(0),
+    encodeHello(sid, 7, token, true, 16 << 20),
+    encodeWelcome(0, 1 << 20),
     encodeData(0, data),
     encodeData(2 ** 40 + 3, new Uint8Array(0)),
     encodeFin(9),
@@ -78,7 +79,7 @@ Deno.test("sequencer frames: truncated input yields no frame", () => {
   for (const cut of [1, 5, 12, 30, 60, 100]) {
     const dec = new FrameDecoder();
     dec.push(bytes.subarray(0, Math.min(cut, 20)));
-    // hello is 31 bytes: any prefix shorter is incomplete
+    // hello is 35 bytes: any prefix shorter is incomplete
     assertEquals(dec.next(), null);
   }
   const d = new FrameDecoder();

@@ -118,14 +118,16 @@ export class FusionClient {
       try {
         const pathId = newPathId();
         conn = await dialPath(spec, { timeoutMs: this.#o.dialTimeoutMs, signal: s.signal });
-        const decoder = await clientHandshake(conn, {
+        const { decoder, peerReceiveBound } = await clientHandshake(conn, {
           sessionId: s.id,
           pathId,
           token: this.#token,
           rejoin: s.everHadPath,
+          receiveBound: s.receiveBound,
           timeoutMs: this.#o.handshakeTimeoutMs,
           maxDataBytes: Math.max(1 << 20, this.#o.maxFrameDataBytes ?? 0),
         });
+        s.limitPeerWindow(peerReceiveBound);
         const started = Date.now();
         const why = await s.addPath(conn, { id: pathId, decoder, label });
         conn = undefined;

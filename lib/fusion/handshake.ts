@@ -70,7 +70,10 @@ async function readFrame(conn: Duplex, dec: FrameDecoder, timeoutMs: number): Pr
   }
 }
 
-/** Client side: send hello, await welcome. Returns the decoder holding any later bytes. */
+/**
+ * Client side: send hello, await welcome. Returns the decoder holding any later bytes and
+ * the server's receive bound.
+ */
 export async function clientHandshake(
   conn: Duplex,
   opts: {
@@ -78,11 +81,16 @@ export async function clientHandshake(
     pathId: number;
     token: Uint8Array;
     rejoin: boolean;
+    /** Our receive bound, bytes. */
+    receiveBound: number;
     timeoutMs?: number;
     maxDataBytes?: number;
   },
-): Promise<FrameDecoder> {
-  await writeAll(conn, encodeHello(opts.sessionId, opts.pathId, opts.token, opts.rejoin));
+): Promise<{ decoder: FrameDecoder; peerReceiveBound: number }> {
+  await writeAll(
+    conn,
+    encodeHello(opts.sessionId, opts.pathId, opts.token, opts.rejoin, opts.receiveBound),
+  );
   const dec = new FrameDecoder(opts.maxDataBytes);
   const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
   if (f.type !== FrameType.welcome) {
@@ -91,7 +99,7 @@ export async function clientHandshake(
   if (f.status !== WelcomeStatus.ok) {
     throw new PathRefusedError(refusals[f.status] ?? "bad-version");
   }
-  return dec;
+  return { decoder: dec, peerReceiveBound: f.receiveBound };
 }
 
 /** Server side: read the hello. The caller checks it and writes the welcome. */

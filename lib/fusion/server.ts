@@ -113,7 +113,8 @@ export class FusionServer {
     this.#joining.set(s, joining + 1);
     let welcomed = false;
     try {
-      await writeAll(conn, encodeWelcome(WelcomeStatus.ok));
+      s.limitPeerWindow(hello.receiveBound);
+      await writeAll(conn, encodeWelcome(WelcomeStatus.ok, s.receiveBound));
       welcomed = true;
     } catch (err) {
       ctx.log.debug("welcome failed", { error: errorMessage(err) });

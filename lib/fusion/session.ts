@@ -308,6 +308,18 @@ export class FusionSession implements Duplex {
   get receiveBufferedBytes(): number {
     return this.#receiver.reorderBytes + this.#receiver.readyBytes;
   }
+  /** Bytes this end buffers per direction at most; told to the peer in hello/welcome. */
+  get receiveBound(): number {
+    return this.#receiver.maxBufferedBytes;
+  }
+
+  /** The peer buffers at most `bytes`: never keep more than that unacknowledged. */
+  limitPeerWindow(bytes: number): void {
+    this.#sender.limitWindow(
+      Math.max(this.#o.maxFrameDataBytes, bytes - this.#o.maxFrameDataBytes),
+    );
+  }
+
   /** A snapshot of the session's and its live paths' counters. */
   status(): SessionStatus {
     return {

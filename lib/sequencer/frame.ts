@@ -41,9 +41,14 @@ export const ackHeaderBytes = 1 + 8 + 8 + 2;
 export const nackRangeBytes = 16;
 /** A heartbeat: type u8 | flags u8 | timestamp f64 (ms). */
 export const heartbeatFrameBytes = 1 + 1 + 8;
-/** Fixed part of hello: type | version | flags | session id | path id u32 | token len u16. */
-export const helloHeaderBytes = 1 + 1 + 1 + sessionIdBytes + 4 + 2;
-/** welcome and reset: type u8 | code u8. */
+/**
+ * Fixed part of hello: type | version | flags | session id | path id u32 | receive bound
+ * u32 | token len u16.
+ */
+export const helloHeaderBytes = 1 + 1 + 1 + sessionIdBytes + 4 + 4 + 2;
+/** welcome: type u8 | status u8 | receive bound u32. */
+export const welcomeFrameBytes = 1 + 1 + 4;
+/** reset: type u8 | code u8. */
 export const codeFrameBytes = 2;
 
 /** Largest data payload a decoder accepts. @default 1 MiB */
@@ -99,9 +104,11 @@ export type Frame =
     rejoin: boolean;
     sessionId: Uint8Array;
     pathId: number;
+    /** Bytes the client buffers per session at most (the server's send window obeys it). */
+    receiveBound: number;
     token: Uint8Array;
   }
-  | { type: typeof FrameType.welcome; status: number }
+  | { type: typeof FrameType.welcome; status: number; receiveBound: number }
   | { type: typeof FrameType.reset; code: number };
 
 const two32 = 0x1_0000_0000;
@@ -189,12 +196,13 @@ export function encodeHeartbeat(ts: number, reply: boolean): Uint8Array {
   return out;
 }
 
-/** A hello frame. */
+/** A hello frame; `receiveBound` is the client's receive buffer bound in bytes. */
 export function encodeHello(
   sessionId: Uint8Array,
   pathId: number,
   token: Uint8Array,
   rejoin: boolean,
+  receiveBound = 0xffff_ffff,
 ): Uint8Array {
   if (sessionId.length !== sessionIdBytes) throw new RangeError("session id must be 16 bytes");
   if (token.length > maxTokenBytes) throw new RangeError("token too long");
@@ -205,14 +213,20 @@ export function encodeHello(
   v.setUint8(2, rejoin ? helloRejoin : 0);
   out.set(sessionId, 3);
   v.setUint32(3 + sessionIdBytes, pathId);
-  v.setUint16(7 + sessionIdBytes, token.length);
+  v.setUint32(7 + sessionIdBytes, Math.min(receiveBound, 0xffff_ffff));
+  v.setUint16(11 + sessionIdBytes, token.length);
   out.set(token, helloHeaderBytes);
   return out;
 }
 
-/** A welcome frame. */
-export function encodeWelcome(status: number): Uint8Array {
-  return Uint8Array.of(FrameType.welcome, status);
+/** A welcome frame; `receiveBound` is the server's receive buffer bound in bytes. */
+export function encodeWelcome(status: number, receiveBound = 0xffff_ffff): Uint8Array {
+  const out = new Uint8Array(welcomeFrameBytes);
+  const v = view(out);
+  v.setUint8(0, FrameType.welcome);
+  v.setUint8(1, status);
+  v.setUint32(2, Math.min(receiveBound, 0xffff_ffff));
+  return out;
 }
 
 /** A reset frame. */
@@ -326,7 +340,7 @@ export class FrameDecoder {
       }
       case FrameType.hello: {
         if (avail < helloHeaderBytes) return null;
-        const tokenLen = v.getUint16(7 + sessionIdBytes);
+        const tokenLen = v.getUint16(11 + sessionIdBytes);
         if (tokenLen > maxTokenBytes) throw new ProtocolError("token too long", "too-long");
         if (avail < helloHeaderBytes + tokenLen) return null;
         const frame: Frame = {
@@ -335,17 +349,24 @@ export class FrameDecoder {
           rejoin: (v.getUint8(2) & helloRejoin) !== 0,
           sessionId: b.slice(s + 3, s + 3 + sessionIdBytes),
           pathId: v.getUint32(3 + sessionIdBytes),
+          receiveBound: v.getUint32(7 + sessionIdBytes),
           token: b.slice(s + helloHeaderBytes, s + helloHeaderBytes + tokenLen),
         };
         this.#start += helloHeaderBytes + tokenLen;
         return frame;
       }
-      case FrameType.welcome:
+      case FrameType.welcome: {
+        if (avail < welcomeFrameBytes) return null;
+        const status = v.getUint8(1);
+        const receiveBound = v.getUint32(2);
+        this.#start += welcomeFrameBytes;
+        return { type, status, receiveBound };
+      }
       case FrameType.reset: {
         if (avail < codeFrameBytes) return null;
         const code = v.getUint8(1);
         this.#start += codeFrameBytes;
-        return type === FrameType.welcome ? { type, status: code } : { type, code };
+        return { type, code };
       }
       default:
         throw new ProtocolError(`unknown frame type ${type}`, "bad-frame");

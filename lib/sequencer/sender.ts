@@ -75,7 +75,8 @@ export class AckError extends Error {
  * `removePath`.
  */
 export class Sender {
-  readonly windowBytes: number;
+  /** Current window: the configured one, or less if the peer buffers less. */
+  windowBytes: number;
   readonly windowFrames: number;
   readonly scheduler: Scheduler;
   readonly stallMs: number;
@@ -103,6 +104,11 @@ export class Sender {
     this.scheduler = opts.scheduler ?? new WeightedScheduler();
     this.stallMs = opts.stallMs ?? defaultStallMs;
     this.#pathCap = opts.pathCap ?? {};
+  }
+
+  /** Never keep more than `bytes` unacknowledged (the peer's receive bound). */
+  limitWindow(bytes: number): void {
+    if (bytes > 0 && bytes < this.windowBytes) this.windowBytes = bytes;
   }
 
   /** Payload bytes kept, unacknowledged. */
