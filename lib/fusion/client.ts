@@ -135,6 +135,15 @@ export class FusionClient {
         if (s.state === "open") log.debug("path ended, redialling", { end: why });
       } catch (err) {
         closeQuietly(conn);
+        if (err instanceof PathRefusedError && err.reason === "unknown-session") {
+          // The server ended the session. If other paths live, they carry its last acks
+          // (or die too, and the last one to redial ends it here).
+          if (s.state === "open" && s.pathCount === 0) {
+            log.warn("server no longer knows the session", {});
+            s.abort("peer-reset", err.message);
+          }
+          return;
+        }
         if (err instanceof PathRefusedError && err.reason !== "limit") {
           log.error("server refused the path", { reason: err.reason });
           s.abort("peer-reset", err.message);

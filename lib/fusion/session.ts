@@ -806,7 +806,8 @@ export class FusionSession implements Duplex {
   }
 
   #fail(err: SessionError, resetCode: number): void {
-    if (this.#state === "done" || this.#state === "failed") return;
+    // Once both directions finished nothing can be lost any more: let the clean end run.
+    if (this.#state !== "open") return;
     this.#state = "failed";
     this.#error = err;
     this.#log.info("session failed", { reason: err.reason, error: err.message });
