@@ -130,6 +130,7 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     const text = await fetch(`http://127.0.0.1:${mport}/metrics`).then((r) => r.text());
     assertMatch(text, /warren_tunnel_requests_total\{host="app.test",outcome="proxied"\} \d+/);
     assertMatch(text, /warren_tunnel_bytes_total\{host="app.test",direction="out"\} \d+/);
+    assertMatch(text, /warren_tunnel_clients 1/);
     // The identifier never reaches a log line.
     assert(
       ![...server.lines, ...client.lines].some((l) => l.includes(identifier)),

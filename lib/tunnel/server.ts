@@ -135,6 +135,19 @@ const bytes = counter("warren_tunnel_bytes_total", "Bytes relayed by host and di
   "host",
   "direction",
 ]);
+/** Every live TunnelServer of the process, for the gauges below. */
+const liveServers = new Set<TunnelServer>();
+gauge("warren_tunnel_clients", "Connected tunnel clients", [], function () {
+  let n = 0;
+  for (const s of liveServers) n += s.clients().length;
+  this.set(n);
+});
+gauge("warren_tunnel_open_streams", "Open tunnel streams by host", ["host"], function () {
+  this.reset();
+  for (const s of liveServers) {
+    for (const [host, st] of s.allHostStats()) this.set({ host }, st.openStreams);
+  }
+});
 const clientEvents = counter("warren_tunnel_client_events_total", "Client connects/disconnects", [
   "event",
 ]);
@@ -277,7 +290,7 @@ export class TunnelServer {
     this.log = opts.log ?? silentLogger;
     this.duplicate = opts.duplicate ?? "replace";
     this.responseTimeoutMs = opts.responseTimeoutMs ?? defaultResponseTimeoutMs;
-    gauge("warren_tunnel_clients", "Connected tunnel clients", [], () => {}).set(0);
+    liveServers.add(this);
   }
 
   /**
@@ -318,6 +331,11 @@ export class TunnelServer {
       this.#hostStats.set(host, s);
     }
     return s;
+  }
+
+  /** Counters of every host seen so far. */
+  allHostStats(): [string, HostStats][] {
+    return [...this.#hostStats];
   }
 
   /** Count one request to `host` with its outcome ("proxied", "404", "502", …). */
@@ -607,6 +625,7 @@ export class TunnelServer {
   /** Close every client session and TCP tunnel. */
   async close(): Promise<void> {
     this.#closed = true;
+    liveServers.delete(this);
     const all = [...this.#clients.values()];
     await Promise.allSettled(all.map((c) => c.close("shutdown")));
     await Promise.allSettled(all.map((c) => c.session.closed));
