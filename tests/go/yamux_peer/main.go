@@ -12,8 +12,12 @@
 //	client-echo ADDR N K     open K streams, write N bytes while reading N back; prints
 //	                         "echo I SENT_SHA RECV_SHA"
 //	client-recv ADDR N       open a stream, send "N\n", read to EOF; prints "recv BYTES SHA"
-//	bench N K                Go client -> Go server over loopback TCP, K streams, N bytes
-//	                         in total; prints "bench MBPS"
+//	                         "discard N\n"  read N bytes, reply "N\n", then Close
+//	client-bench ADDR N K    open K streams, each "discard N/K\n" + N/K bytes, wait for the
+//	                         replies; prints "bench MBPS" (no half-close needed: the 2019
+//	                         yamux cannot read after its own Close)
+//	bench N K                Go client -> Go server in one process over loopback TCP, K
+//	                         streams, N bytes in total; prints "bench MBPS"
 package main
 
 import (
@@ -81,6 +85,10 @@ func serveStream(s *yamux.Stream) {
 		h := sha256.New()
 		n, _ := io.Copy(h, br)
 		fmt.Fprintf(s, "%d %s\n", n, hex.EncodeToString(h.Sum(nil)))
+	case "discard":
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		got, _ := io.CopyN(ioutil.Discard, br, n)
+		fmt.Fprintf(s, "%d\n", got)
 	case "source":
 		n, _ := strconv.ParseInt(f[1], 10, 64)
 		seed, _ := strconv.ParseInt(f[2], 10, 64)
@@ -225,6 +233,35 @@ func main() {
 		sess.Close()
 	case "bench":
 		bench(arg(2), int(arg(3)))
+	case "client-bench":
+		sess := dialSession(os.Args[2])
+		total, k := arg(3), int(arg(4))
+		block := pattern(1)
+		start := time.Now()
+		parallel(k, func(i int) {
+			s, err := sess.OpenStream()
+			if err != nil {
+				log.Fatal(err)
+			}
+			n := total / int64(k)
+			fmt.Fprintf(s, "discard %d\n", n)
+			for left := n; left > 0; left -= int64(len(block)) {
+				b := block
+				if left < int64(len(b)) {
+					b = b[:left]
+				}
+				if _, err := s.Write(b); err != nil {
+					log.Fatal(err)
+				}
+			}
+			reply, err := bufio.NewReader(s).ReadString('\n')
+			if err != nil || strings.TrimSpace(reply) != strconv.FormatInt(n, 10) {
+				log.Fatalf("bad reply %q: %v", reply, err)
+			}
+			s.Close()
+		})
+		fmt.Printf("bench %.0f\n", float64(total)/1e6/time.Since(start).Seconds())
+		sess.Close()
 	default:
 		log.Fatalf("unknown mode %q", os.Args[1])
 	}
