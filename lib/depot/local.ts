@@ -45,10 +45,13 @@ import {
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
+import { SparePool } from "./spares.ts";
 import { noDelay } from "./_nodelay.ts";
 
 /** Default timeout of the local's dial to a target (and to the tunnel port). */
 export const defaultLocalDialTimeoutMs = 10_000;
+/** Default number of pre-dialled tunnel connections. */
+export const defaultSpareTunnels = 2;
 /** Wait before reconnecting after being replaced by a same-name local (avoids flapping). */
 export const replacedRetryMs = 10_000;
 /** Failures kept for the status page. */
@@ -82,6 +85,11 @@ export interface DepotLocalOptions {
    * does not announce "mux". @default false
    */
   mux?: boolean;
+  /**
+   * Tunnel connections kept pre-dialled (TCP mode), so a request skips the TCP handshake to
+   * the tunnel port; 0 disables. @default 2
+   */
+  spareTunnels?: number;
   log?: Logger;
 }
 
@@ -92,6 +100,8 @@ export interface DepotLocalStatus {
   connected: boolean;
   /** How tunnels travel in the current session: one TCP connection each, or mux streams. */
   transport: "tcp" | "mux" | null;
+  /** Pre-dialled tunnel connections of the current session: ready now, used, missed. */
+  spares: { ready: number; hits: number; misses: number } | null;
   connectedSince: string | null;
   rttMs: number | null;
   /** Control connection attempts so far (successful or not). */
@@ -110,8 +120,15 @@ export interface DepotLocalStatus {
 interface Session {
   ctl: ControlConn<DepotMessage>;
   tunnel: HostPort;
-  /** Open the transport of one tunnel: a TCP connection, or a stream of the mux session. */
-  openTunnel(signal: AbortSignal): Promise<Duplex>;
+  /**
+   * Open the transport of one tunnel: a spare or fresh TCP connection, or a mux stream.
+   * `spare` says it was pre-dialled (and may have been dropped by the server meanwhile).
+   */
+  openTunnel(signal: AbortSignal): Promise<{ conn: Duplex; spare: boolean }>;
+  /** A fresh TCP connection to the tunnel port (the retry when a spare turned out dead). */
+  dialTunnel(signal: AbortSignal): Promise<Duplex>;
+  /** Pre-dialled tunnel connections (TCP mode, when the server announces `spareIdleMs`). */
+  spares?: SparePool;
   /** The mux session carrying tunnels (`mux` mode). */
   mux?: MuxSession;
   /** Per-request abort controllers (cancel, session end). */
@@ -207,6 +224,7 @@ export class DepotLocal {
       server: joinHostPort(this.server.host, this.server.port),
       connected: this.connected,
       transport: this.#session ? (this.#session.mux ? "mux" : "tcp") : null,
+      spares: this.#session?.spares?.stats ?? null,
       connectedSince: this.#connectedSince?.toISOString() ?? null,
       rttMs: rtt === undefined ? null : Math.round(rtt * 1000) / 1000,
       attempts: this.#attempts,
@@ -289,6 +307,7 @@ export class DepotLocal {
     const onStop = () => ctl.close();
     signal.addEventListener("abort", onStop, { once: true });
     let mux: MuxSession | undefined;
+    let spares: SparePool | undefined;
     try {
       await ctl.send({
         type: "hello",
@@ -310,16 +329,43 @@ export class DepotLocal {
             signal: sig,
           }),
         );
-      let session: Session = { ctl, tunnel, openTunnel: dialTunnel, requests: new Map() };
+      let session: Session = {
+        ctl,
+        tunnel,
+        dialTunnel,
+        openTunnel: async (sig) => ({ conn: await dialTunnel(sig), spare: false }),
+        requests: new Map(),
+      };
+      const spareCount = o.spareTunnels ?? defaultSpareTunnels;
       if (o.mux && welcome.features?.includes(muxFeature)) {
         mux = await this.#openMux(dialTunnel, welcome.heartbeatMs);
         const muxSession = mux;
-        session = { ...session, mux, openTunnel: () => muxSession.open() };
+        session = {
+          ...session,
+          mux,
+          openTunnel: async () => ({ conn: await muxSession.open(), spare: false }),
+        };
         // The mux connection and the control connection live and die together.
         void mux.closed.then(() => ctl.close());
         ctl.signal.addEventListener("abort", () => void muxSession.close("internal-error"));
-      } else if (o.mux) {
-        this.log.warn("server does not offer mux; using one TCP connection per tunnel");
+      } else {
+        if (o.mux) this.log.warn("server does not offer mux; using one TCP connection per tunnel");
+        if (spareCount > 0 && welcome.spareIdleMs !== undefined) {
+          const pool = new SparePool(
+            spareCount,
+            welcome.spareIdleMs,
+            () => dialTunnel(this.#stop.signal),
+          );
+          spares = pool;
+          session = {
+            ...session,
+            spares: pool,
+            openTunnel: async (sig) => {
+              const conn = pool.take();
+              return conn ? { conn, spare: true } : { conn: await dialTunnel(sig), spare: false };
+            },
+          };
+        }
       }
       ctl.startHeartbeat({
         intervalMs: welcome.heartbeatMs,
@@ -329,6 +375,7 @@ export class DepotLocal {
     } catch (err) {
       ctl.close();
       void mux?.close("internal-error");
+      spares?.close();
       throw err;
     } finally {
       signal.removeEventListener("abort", onStop);
@@ -366,6 +413,7 @@ export class DepotLocal {
     } finally {
       this.#stop.signal.removeEventListener("abort", onStop);
       ctl.close(); // aborts ctl.signal: every relay of this session ends
+      session.spares?.close();
       this.#session = undefined;
       this.#connectedSince = undefined;
       this.#events.dispatchEvent(new Event("change"));
@@ -406,7 +454,7 @@ export class DepotLocal {
         }
         app = noDelay(await dial(req.host, req.port, { timeoutMs, signal }));
       } catch (err) {
-        void transport.then((t) => closeQuietly(t.conn));
+        void transport.then((t) => closeQuietly(t.conn?.conn));
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
         log.info("dial failed", { reason, error: errorMessage(err) });
@@ -421,7 +469,15 @@ export class DepotLocal {
       try {
         const t = await transport;
         if (t.error !== undefined) throw t.error;
-        tunnel = await this.#tunnelHandshake(t.conn!, req, app.localAddr, signal);
+        try {
+          tunnel = await this.#tunnelHandshake(t.conn!.conn, req, app.localAddr, signal);
+        } catch (err) {
+          if (!t.conn!.spare || err instanceof RemoteError || signal.aborted) throw err;
+          // A spare the server had already dropped (restart, timer): one fresh connection.
+          log.debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
+          const fresh = await session.dialTunnel(signal);
+          tunnel = await this.#tunnelHandshake(fresh, req, app.localAddr, signal);
+        }
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
         log.warn("tunnel failed", { error: describe(err) });

@@ -74,6 +74,11 @@ export const welcomeMessage = defineMessage("welcome", {
   tunnelPort: int({ min: 1, max: 65535 }),
   /** Optional capabilities of the server, e.g. "mux". */
   features: optional(arrayOf(str({ maxLength: 32 }), 32)),
+  /**
+   * How long a pre-dialled tunnel connection may stay silent before its first frame (half the
+   * server's handshake timeout); absent: the local keeps no spares.
+   */
+  spareIdleMs: optional(int({ min: 10, max: 3_600_000 })),
 });
 
 /** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */

@@ -72,6 +72,11 @@ export interface DepotServerOptions {
   pendingTimeoutMs?: number;
   /** Close a relayed connection idle this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
+  /**
+   * How long locals may keep a pre-dialled tunnel connection silent (told in welcome).
+   * @default half of handshakeTimeoutMs (60000 when that is 0)
+   */
+  spareIdleMs?: number;
   /** Concurrent connections per listener. @default 1024 */
   maxConns?: number;
   log?: Logger;
@@ -205,6 +210,7 @@ export class DepotServer {
   readonly maxPending: number;
   readonly pendingTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  readonly spareIdleMs: number;
   readonly maxConns: number | undefined;
   readonly log: Logger;
 
@@ -230,6 +236,10 @@ export class DepotServer {
     this.maxPending = opts.maxPending ?? defaultMaxPending;
     this.pendingTimeoutMs = opts.pendingTimeoutMs ?? defaultPendingTimeoutMs;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 0;
+    this.spareIdleMs = opts.spareIdleMs ??
+      (this.handshakeTimeoutMs > 0
+        ? Math.max(10, Math.floor(this.handshakeTimeoutMs / 2))
+        : 60_000);
     this.maxConns = opts.maxConns;
     this.log = opts.log ?? silentLogger;
   }
@@ -386,6 +396,7 @@ export class DepotServer {
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
         features: [muxFeature],
+        spareIdleMs: this.spareIdleMs,
       });
     } catch (err) {
       log.warn("welcome failed", { error: describe(err) });

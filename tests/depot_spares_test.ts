@@ -1,0 +1,71 @@
+import { writeAll } from "../lib/net/mod.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { socksDial, startDepot, startTarget } from "./_depot.ts";
+import { readAll } from "./_util.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function echo(socksPort: number, targetPort: number, text: string): Promise<string> {
+  const c = await socksDial(socksPort, { host: "127.0.0.1", port: targetPort });
+  await writeAll(c, enc.encode(`E${text}`));
+  await c.closeWrite();
+  const got = dec.decode(await readAll(c));
+  c.close();
+  return got;
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert(cond(), what);
+}
+
+Deno.test("depot spares: requests take pre-dialled tunnel connections", async () => {
+  const target = startTarget();
+  const depot = await startDepot();
+  try {
+    const local = depot.locals[0];
+    await until(() => (local.status().spares?.ready ?? 0) === 2, "two spares ready");
+    for (let i = 0; i < 5; i++) {
+      assertEquals(await echo(depot.socksPort, target.port, `${i}`), `${i}`);
+    }
+    const spares = local.status().spares!;
+    assert(spares.hits >= 1, JSON.stringify(spares));
+    assertEquals(spares.hits + spares.misses, 5);
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});
+
+Deno.test("depot spares: expired spares are replaced; requests keep working", async () => {
+  const target = startTarget();
+  // Server handshake timeout 300 ms → spares live at most ~150 ms, then are redialled.
+  const depot = await startDepot({ server: { handshakeTimeoutMs: 300 } });
+  try {
+    await new Promise((r) => setTimeout(r, 700));
+    assertEquals(await echo(depot.socksPort, target.port, "late"), "late");
+    assertEquals(depot.locals[0].status().failures, 0);
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});
+
+Deno.test("depot spares: a spare the server dropped is replaced by a fresh connection", async () => {
+  const target = startTarget();
+  // The server cuts silent tunnel connections after 300 ms but lets locals keep spares for
+  // 60 s: every spare is dead by the time it is used.
+  const depot = await startDepot({ server: { handshakeTimeoutMs: 300, spareIdleMs: 60_000 } });
+  try {
+    await new Promise((r) => setTimeout(r, 500));
+    for (let i = 0; i < 4; i++) {
+      assertEquals(await echo(depot.socksPort, target.port, `n${i}`), `n${i}`);
+    }
+    assertEquals(depot.locals[0].status().failures, 0);
+    assert(depot.locals[0].status().spares!.hits >= 1, "dead spares were taken and replaced");
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});
