@@ -705,7 +705,13 @@ export class Session implements StreamHost, FrameSink {
     this.#pings.clear();
     this.#rejectQueued();
     this.#drainWaiter?.();
-    await this.#readDone.catch(() => {});
+    // A transport whose close() does not end a pending read must not hold `closed` forever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#readDone.catch(() => {}),
+      new Promise<void>((r) => timer = setTimeout(r, goAwayFlushMs)),
+    ]);
+    clearTimeout(timer);
     await this.#flushed(goAwayFlushMs);
     this.#closedResolve(error ? { reason, error } : { reason });
   }

@@ -56,6 +56,9 @@ export function deferred(): Deferred {
     resolve = res;
     reject = rej;
   });
+  // Only some of these are awaited (e.g. the last frame of a write); a session failure must
+  // not turn the others into unhandled rejections. Awaiting `promise` still sees the error.
+  promise.catch(() => {});
   return { promise, resolve, reject };
 }
 
