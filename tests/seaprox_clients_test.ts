@@ -162,6 +162,20 @@ Deno.test("seaprox clients: curl, npm socks, failure replies", async (t) => {
       await sp.waitFor(/end=auth-failed/);
     });
 
+    await t.step(
+      "SOCKS reply carries the real bound address of the outgoing connection",
+      async () => {
+        const c = await dial("127.0.0.1", socks);
+        try {
+          const { bound } = await socks5Connect(c, { host: "127.0.0.1", port: origin.port });
+          assertEquals(bound.host, "127.0.0.1");
+          assert(bound.port > 0 && bound.port !== socks && bound.port !== origin.port);
+        } finally {
+          closeQuietly(c);
+        }
+      },
+    );
+
     await t.step("refused destination: SOCKS reply 0x05; unresolvable: 0x04", async () => {
       const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const dead = l.addr.port;

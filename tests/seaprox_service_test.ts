@@ -89,7 +89,11 @@ Deno.test("seaprox service: --max-conns closes the connection over the limit", a
 Deno.test("seaprox service: --idle-timeout and --handshake-timeout close silent peers", async () => {
   const hold = rawServer((c) => c.read(new Uint8Array(1)).then(() => {}));
   const sp = await startSeaproxService(
-    [`static://127.0.0.1:0?to=127.0.0.1:${hold.port}`, "socks5://127.0.0.1:0"],
+    [
+      `static://127.0.0.1:0?to=127.0.0.1:${hold.port}`,
+      "socks5://127.0.0.1:0",
+      "http://127.0.0.1:0",
+    ],
     ["--idle-timeout", "300", "--handshake-timeout", "300"],
   );
   try {
@@ -101,6 +105,11 @@ Deno.test("seaprox service: --idle-timeout and --handshake-timeout close silent 
     assertEquals(await s.read(new Uint8Array(1)), null);
     s.close();
     await sp.waitFor(/end=handshake-timeout/);
+    const h = await dial("127.0.0.1", portFor(sp, "http"));
+    await h.write(new TextEncoder().encode("GET http://x/ HTTP/1.1\r\n")); // and then nothing
+    assertEquals(await h.read(new Uint8Array(1)), null);
+    h.close();
+    await sp.waitFor(/listener=http .*end=handshake-timeout/);
   } finally {
     assertEquals(await sp.stop(), 0);
     await hold.close();
