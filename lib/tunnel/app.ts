@@ -21,7 +21,7 @@ import {
   type RequestHead,
   responseBodyFraming,
   serializeRequestHead,
-} from "./http1.ts";
+} from "../http/mod.ts";
 import { controlPath, identifierHeader } from "./protocol.ts";
 import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
 import { TunnelError, type TunnelServer } from "./server.ts";

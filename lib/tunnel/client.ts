@@ -23,7 +23,7 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
-import { getHeader, readResponseHead } from "./http1.ts";
+import { getHeader, readResponseHead } from "../http/mod.ts";
 import {
   type ControlMsg,
   controlPath,

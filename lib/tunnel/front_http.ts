@@ -33,7 +33,8 @@ import {
   type RequestHead,
   serializeRequestHead,
   simpleResponse,
-} from "./http1.ts";
+  statusForHttpError,
+} from "../http/mod.ts";
 import { controlPath, identifierHeader, rawUpgradeToken } from "./protocol.ts";
 import { hostPort, normalizeHost } from "./registry.ts";
 import type { TunnelError, TunnelServer, TunnelStream } from "./server.ts";
@@ -160,7 +161,10 @@ export async function handlePublicConn(
 
   const answer = async (status: number, host: string, outcome = String(status)) => {
     server.countRequest(host, outcome);
-    await writeAll(conn, simpleResponse(status, errorPage(status, host), "text/html")).catch(() => {
+    await writeAll(
+      conn,
+      simpleResponse(status, errorPage(status, host), { contentType: "text/html; charset=utf-8" }),
+    ).catch(() => {
       // The public client left: nothing to tell it.
     });
   };
@@ -234,9 +238,10 @@ export async function handlePublicConn(
       try {
         head = await readRequestHead(reader);
       } catch (err) {
-        if (err instanceof HttpError && err.reason !== "eof") {
+        const status = err instanceof HttpError ? statusForHttpError(err) : undefined;
+        if (status !== undefined) {
           await endCurrent();
-          if (!current) await answer(err.reason === "head-too-large" ? 431 : 400, "");
+          await answer(status, "");
           return;
         }
         break; // closed mid-head or reset: nothing to answer

@@ -6,7 +6,6 @@
  */
 export * from "./registry.ts";
 export * from "./protocol.ts";
-export * from "./http1.ts";
 export * from "./websocket.ts";
 export * from "./ws_adapter.ts";
 export * from "./server.ts";
