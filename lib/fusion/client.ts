@@ -56,6 +56,7 @@ export class FusionClient {
   readonly #log: Logger;
   readonly #token: Uint8Array;
   readonly #sessions = new Set<FusionSession>();
+  readonly #loops = new Set<Promise<void>>();
   /** Summaries of the last sessions that ended (newest last), for status and tests. */
   readonly recent: SessionSummary[] = [];
 
@@ -83,7 +84,11 @@ export class FusionClient {
     });
     let nextPathId = 1;
     const newPathId = () => nextPathId++;
-    this.#o.paths.forEach((spec) => void this.#pathLoop(s, spec, newPathId));
+    for (const spec of this.#o.paths) {
+      const loop = this.#pathLoop(s, spec, newPathId);
+      this.#loops.add(loop);
+      loop.finally(() => this.#loops.delete(loop));
+    }
     return s;
   }
 
@@ -102,11 +107,13 @@ export class FusionClient {
     await s.closed;
   };
 
-  /** Abort every session and wait for them to end. */
+  /** Abort every session and wait for them (and their redial loops) to end. */
   async close(): Promise<SessionSummary[]> {
     const all = [...this.#sessions];
     for (const s of all) s.close();
-    return await Promise.all(all.map((s) => s.closed));
+    const out = await Promise.all(all.map((s) => s.closed));
+    await Promise.all([...this.#loops]);
+    return out;
   }
 
   async #pathLoop(s: FusionSession, spec: PathSpec, newPathId: () => number): Promise<void> {
