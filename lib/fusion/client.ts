@@ -125,15 +125,25 @@ export class FusionClient {
       try {
         const pathId = newPathId();
         conn = await dialPath(spec, { timeoutMs: this.#o.dialTimeoutMs, signal: s.signal });
-        const { decoder, peerReceiveBound } = await clientHandshake(conn, {
-          sessionId: s.id,
-          pathId,
-          token: this.#token,
-          rejoin: s.everHadPath,
-          receiveBound: s.receiveBound,
-          timeoutMs: this.#o.handshakeTimeoutMs,
-          maxDataBytes: Math.max(1 << 20, this.#o.maxFrameDataBytes ?? 0),
-        });
+        // The session may end during the handshake: closing the conn ends the wait.
+        const dialled = conn;
+        const cut = () => closeQuietly(dialled);
+        s.signal.addEventListener("abort", cut, { once: true });
+        let hs: Awaited<ReturnType<typeof clientHandshake>>;
+        try {
+          hs = await clientHandshake(conn, {
+            sessionId: s.id,
+            pathId,
+            token: this.#token,
+            rejoin: s.everHadPath,
+            receiveBound: s.receiveBound,
+            timeoutMs: this.#o.handshakeTimeoutMs,
+            maxDataBytes: Math.max(1 << 20, this.#o.maxFrameDataBytes ?? 0),
+          });
+        } finally {
+          s.signal.removeEventListener("abort", cut);
+        }
+        const { decoder, peerReceiveBound } = hs;
         s.limitPeerWindow(peerReceiveBound);
         const started = Date.now();
         const why = await s.addPath(conn, { id: pathId, decoder, label });
