@@ -191,3 +191,32 @@ Deno.test({ name: "fusion: paths beyond the per-session limit are refused", ...o
     await target.close();
   }
 });
+
+Deno.test({ name: "fusion: sessions beyond the server's limit get no path", ...opts }, async () => {
+  const target = startHashTarget(0);
+  const server = new FusionServer({
+    token,
+    target: { host: "127.0.0.1", port: target.port },
+    maxSessions: 1,
+  });
+  const srv = serve(listenLocal(), server.handle);
+  const client = new FusionClient({
+    token,
+    paths: [{ host: "127.0.0.1", port: srv.addr.port }],
+    backoff: { initialMs: 20, maxMs: 50 },
+  });
+  try {
+    const first = client.open();
+    for (let i = 0; i < 100 && first.pathCount === 0; i++) await sleep(10);
+    const second = client.open();
+    await sleep(300);
+    assertEquals(first.pathCount, 1);
+    assertEquals(second.pathCount, 0);
+    assertEquals(server.sessions.size, 1);
+  } finally {
+    await client.close();
+    await srv.stop(1000);
+    await server.close();
+    await target.close();
+  }
+});
