@@ -80,6 +80,12 @@ const flags = parseFlags({
       help: "only these destinations (glob host, port or lo-hi; e.g. '*.corp.example:443'); " +
         "others get SOCKS reply 0x02 (default: all; env DEPOT_ALLOW, space-separated)",
     },
+    "spare-tunnels": {
+      type: "string",
+      arg: "n",
+      default: "2",
+      help: "tunnel connections kept pre-dialled (skips a TCP handshake per request; 0 = off)",
+    },
     mux: {
       type: "boolean",
       env: "DEPOT_MUX",
@@ -120,6 +126,7 @@ try {
   if (err instanceof PolicyError) fail(`--allow: ${err.message}`, 2);
   throw err;
 }
+const spareTunnels = intFlag("spare-tunnels", flags["spare-tunnels"], 2);
 const socksPassword = flags["socks-password"];
 if (socksPassword !== undefined && new TextEncoder().encode(socksPassword).length > 255) {
   fail("--socks-password is longer than 255 bytes (SOCKS5 limit)", 2);
@@ -135,6 +142,7 @@ const local = new DepotLocal({
   dialTimeoutMs,
   idleTimeoutMs,
   mux: flags.mux,
+  spareTunnels,
   allow,
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
