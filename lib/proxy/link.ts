@@ -1,0 +1,389 @@
+/**
+ * The seaprox link (seed 003's seaprox-to-seaprox connection) over lib/mux: one long-lived,
+ * token-authenticated yamux session between two nodes; every outgoing connection of node A
+ * is one stream, and node B dials the destination.
+ *
+ * - {@linkcode LinkClient} (node A, `--via link://host:port`): keeps the session up
+ *   (redialled with backoff) and offers a {@linkcode Dialer}: the destination rides in the
+ *   stream's SYN frame (open-with-data, no extra round trip) and B's first byte back is a
+ *   typed result, so a refusal at B becomes `NetError("refused")` at A (SOCKS5 reply 0x05).
+ * - {@linkcode serveLink} (node B, `--listen link://host:port`): accepts sessions, checks the
+ *   token in constant time, dials each stream's destination with its own Dialer, relays.
+ *
+ * ## Wire format
+ *
+ * | when                     | direction | bytes                                                   |
+ * | ------------------------ | --------- | ------------------------------------------------------- |
+ * | connection hello         | A → B     | `"WLNK"` · u8 version (1) · u16 token length · token    |
+ * | hello reply              | B → A     | u8: 0 ok, 1 bad token, 2 bad version (then B closes)    |
+ * | then                     | both      | a yamux session (A is the client: odd stream ids)       |
+ * | stream request (in SYN)  | A → B     | u8 version (1) · u8 host length · host · u16 port       |
+ * | stream reply             | B → A     | u8 result (table below); 0 = connected, relay follows   |
+ *
+ * Results: 0 ok, 1 resolve, 2 refused, 3 host-unreachable, 4 network-unreachable, 5 timeout,
+ * 6 not-allowed, 7 aborted, 8 other (also a malformed request). On a non-zero result B
+ * closes the stream.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
+import {
+  Backoff,
+  type BackoffOptions,
+  BufferedReader,
+  closeQuietly,
+  dial,
+  errorMessage,
+  type HostPort,
+  joinHostPort,
+  NetError,
+  type NetFailureReason,
+  relay,
+  serve,
+  type Server,
+  sleep,
+  timingSafeEqual,
+  withPrefix,
+  writeAll,
+} from "../net/mod.ts";
+import type { DialedConn, Dialer } from "./dialer.ts";
+
+/** Connection hello magic. */
+const linkMagic = new TextEncoder().encode("WLNK");
+/** Link protocol version (hello and stream request). */
+export const linkVersion = 1;
+
+/** Stream results in wire order (index = code). */
+const resultCodes: readonly ("ok" | NetFailureReason)[] = [
+  "ok",
+  "resolve",
+  "refused",
+  "host-unreachable",
+  "network-unreachable",
+  "timeout",
+  "not-allowed",
+  "aborted",
+  "other",
+];
+
+/** Hello reply codes. */
+const helloOk = 0;
+const helloBadToken = 1;
+const helloBadVersion = 2;
+
+/** Encode a stream request for `dest`. */
+export function encodeLinkRequest(dest: HostPort): Uint8Array {
+  const host = new TextEncoder().encode(dest.host);
+  if (host.length > 255) throw new NetError("resolve", "host name longer than 255 bytes");
+  const out = new Uint8Array(2 + host.length + 2);
+  out[0] = linkVersion;
+  out[1] = host.length;
+  out.set(host, 2);
+  out[2 + host.length] = dest.port >> 8;
+  out[3 + host.length] = dest.port & 0xff;
+  return out;
+}
+
+function encodeHello(token: string): Uint8Array {
+  const t = new TextEncoder().encode(token);
+  const out = new Uint8Array(7 + t.length);
+  out.set(linkMagic);
+  out[4] = linkVersion;
+  out[5] = t.length >> 8;
+  out[6] = t.length & 0xff;
+  out.set(t, 7);
+  return out;
+}
+
+/** Options of {@linkcode LinkClient}. */
+export interface LinkClientOptions {
+  /** The far node's link listener. */
+  addr: HostPort;
+  /** Shared secret; sent in the hello, never logged. */
+  token: string;
+  /** How long a dial waits for the session to be (re)established. @default 5000 */
+  waitMs?: number;
+  /** Time to connect and finish the hello. @default 10000 */
+  connectTimeoutMs?: number;
+  /** Redial backoff. */
+  backoff?: BackoffOptions;
+  /** Options of the mux session (keepalive 10 s by default). */
+  session?: SessionOptions;
+  log?: Logger;
+}
+
+/**
+ * The dialling end of a link: a session kept up in the background and a Dialer over it.
+ *
+ * @example
+ * ```ts ignore
+ * const link = new LinkClient({ addr: parseHostPort("b.example:7400"), token });
+ * const sp = await startSeaprox({ listeners, dialer: link.dial });
+ * // on shutdown: await sp.stop(); await link.close();
+ * ```
+ */
+export class LinkClient {
+  #opts: LinkClientOptions;
+  #log: Logger;
+  #session: Session | null = null;
+  #waiters: (() => void)[] = [];
+  #lastError: NetError | null = null;
+  #stop = new AbortController();
+  #loop: Promise<void>;
+
+  constructor(opts: LinkClientOptions) {
+    this.#opts = opts;
+    this.#log = opts.log ?? silentLogger;
+    this.#loop = this.#run();
+  }
+
+  /** Whether a session is up right now. */
+  get connected(): boolean {
+    return this.#session !== null;
+  }
+
+  /** The current session (RTT, counters), if up. */
+  get session(): Session | null {
+    return this.#session;
+  }
+
+  /** The Dialer: one stream per connection, the far node dials `dest`. */
+  readonly dial: Dialer = async (dest: HostPort, signal: AbortSignal): Promise<DialedConn> => {
+    const session = await this.#waitSession(signal);
+    let stream: Stream;
+    try {
+      stream = await session.open({ data: encodeLinkRequest(dest) });
+    } catch (err) {
+      throw new NetError("other", `link: ${errorMessage(err)}`, { cause: err });
+    }
+    const one = new Uint8Array(1);
+    const onAbort = () => stream.reset();
+    signal.addEventListener("abort", onAbort, { once: true });
+    let n: number | null;
+    try {
+      n = await stream.read(one);
+    } catch (err) {
+      if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
+      throw new NetError("other", `link stream failed: ${errorMessage(err)}`, { cause: err });
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    if (n === null) {
+      stream.close();
+      throw new NetError("other", "link: far node closed the stream without a result");
+    }
+    const result = resultCodes[one[0]] ?? "other";
+    if (result === "ok") return stream;
+    stream.close();
+    throw new NetError(
+      result,
+      `far node: ${result} dialling ${joinHostPort(dest.host, dest.port)}`,
+    );
+  };
+
+  /** Stop redialling and close the session (its streams end). */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    const s = this.#session;
+    if (s) await s.close("normal");
+    await this.#loop;
+  }
+
+  async #waitSession(signal: AbortSignal): Promise<Session> {
+    if (this.#session) return this.#session;
+    if (this.#stop.signal.aborted) throw new NetError("other", "link closed");
+    const waitMs = this.#opts.waitMs ?? 5000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let wake!: () => void;
+    const woke = new Promise<void>((r) => wake = r);
+    this.#waiters.push(wake);
+    const onAbort = () => wake();
+    signal.addEventListener("abort", onAbort, { once: true });
+    timer = setTimeout(wake, waitMs);
+    try {
+      await woke;
+    } finally {
+      clearTimeout(timer);
+      timer = undefined;
+      signal.removeEventListener("abort", onAbort);
+      const i = this.#waiters.indexOf(wake);
+      if (i >= 0) this.#waiters.splice(i, 1);
+    }
+    if (signal.aborted) throw new NetError("aborted", "dial aborted");
+    if (this.#session) return this.#session;
+    const last = this.#lastError;
+    throw new NetError(last?.reason ?? "other", `link down${last ? `: ${last.message}` : ""}`);
+  }
+
+  async #run(): Promise<void> {
+    const backoff = new Backoff(this.#opts.backoff);
+    const stop = this.#stop.signal;
+    while (!stop.aborted) {
+      try {
+        const session = await this.#connect();
+        if (stop.aborted) {
+          await session.close();
+          break;
+        }
+        backoff.reset();
+        this.#lastError = null;
+        this.#session = session;
+        this.#log.info("link up", {
+          addr: joinHostPort(this.#opts.addr.host, this.#opts.addr.port),
+        });
+        for (const w of this.#waiters.splice(0)) w();
+        const end = await session.closed;
+        this.#session = null;
+        if (!stop.aborted) this.#log.warn("link down", { reason: end.reason, error: end.error });
+      } catch (err) {
+        this.#lastError = err instanceof NetError
+          ? err
+          : new NetError("other", errorMessage(err), { cause: err });
+        this.#log.warn("link connect failed", { error: this.#lastError });
+        for (const w of this.#waiters.splice(0)) w(); // pending dials fail with this reason
+      }
+      if (stop.aborted) break;
+      await sleep(backoff.next(), stop).catch(() => {});
+    }
+  }
+
+  async #connect(): Promise<Session> {
+    const { addr } = this.#opts;
+    const timeoutMs = this.#opts.connectTimeoutMs ?? 10_000;
+    const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(timeoutMs)]);
+    const conn = await dial(addr.host, addr.port, { timeoutMs, signal });
+    try {
+      const onAbort = () => closeQuietly(conn);
+      signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        await writeAll(conn, encodeHello(this.#opts.token));
+        const r = new BufferedReader(conn);
+        const status = await r.readByte();
+        if (status === helloBadToken) throw new NetError("not-allowed", "link token rejected");
+        if (status !== helloOk) throw new NetError("other", `link hello refused (${status})`);
+        return Session.client(withPrefix(conn, r.takeBuffered()), {
+          keepaliveIntervalMs: 10_000,
+          keepaliveTimeoutMs: 20_000,
+          ...this.#opts.session,
+          log: this.#log,
+        });
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    } catch (err) {
+      closeQuietly(conn);
+      if (err instanceof NetError) throw err;
+      const reason = signal.aborted ? "timeout" : "other";
+      throw new NetError(reason, `link hello failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Options of {@linkcode serveLink}. */
+export interface ServeLinkOptions {
+  /** Shared secret the dialling node must present. */
+  token: string;
+  /** How this node reaches destinations (direct, or chained). */
+  dialer: Dialer;
+  /** Time one destination dial may take. @default 10000 */
+  dialTimeoutMs?: number;
+  /** Close a relayed stream after this long without traffic; 0 = never. @default 300000 */
+  idleTimeoutMs?: number;
+  /** Link sessions at once. @default 64 */
+  maxConns?: number;
+  /** Options of each mux session. */
+  session?: SessionOptions;
+  log?: Logger;
+}
+
+/**
+ * Accept link sessions on `listener` (token-checked in constant time) and serve each stream:
+ * dial its destination with `opts.dialer`, answer the typed result, relay.
+ */
+export function serveLink(listener: Deno.TcpListener, opts: ServeLinkOptions): Server {
+  const log = opts.log ?? silentLogger;
+  return serve(listener, async (conn, ctx) => {
+    const r = new BufferedReader(conn);
+    const hello = await r.readExact(7);
+    const magicOk = hello[0] === linkMagic[0] && hello[1] === linkMagic[1] &&
+      hello[2] === linkMagic[2] && hello[3] === linkMagic[3];
+    if (!magicOk || hello[4] !== linkVersion) {
+      await writeAll(conn, new Uint8Array([helloBadVersion])).catch(() => {});
+      ctx.log.warn("link hello: bad magic or version", { remote: ctx.remote });
+      return;
+    }
+    const token = new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6]));
+    if (!timingSafeEqual(token, opts.token)) {
+      await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
+      ctx.log.warn("link hello: bad token", { remote: ctx.remote });
+      return;
+    }
+    await writeAll(conn, new Uint8Array([helloOk]));
+    ctx.handshakeDone();
+    const session = Session.server(withPrefix(conn, r.takeBuffered()), {
+      keepaliveIntervalMs: 10_000,
+      keepaliveTimeoutMs: 20_000,
+      ...opts.session,
+      log: ctx.log,
+    });
+    ctx.log.info("link session up", { remote: ctx.remote });
+    const onStop = () => void session.close("normal");
+    ctx.signal.addEventListener("abort", onStop, { once: true });
+    const streams = new Set<Promise<void>>();
+    for await (const s of session) {
+      const p = serveLinkStream(s, opts, ctx.signal, log).finally(() => streams.delete(p));
+      streams.add(p);
+    }
+    ctx.signal.removeEventListener("abort", onStop);
+    const end = await session.closed;
+    ctx.log.info("link session down", { reason: end.reason, error: end.error });
+    await Promise.all(streams);
+  }, { maxConns: opts.maxConns ?? 64, log });
+}
+
+async function serveLinkStream(
+  s: Stream,
+  opts: ServeLinkOptions,
+  stop: AbortSignal,
+  log: Logger,
+): Promise<void> {
+  const r = new BufferedReader(s, 512);
+  let dest: HostPort;
+  try {
+    const head = await r.readExact(2);
+    if (head[0] !== linkVersion) throw new Error(`bad request version ${head[0]}`);
+    const rest = await r.readExact(head[1] + 2);
+    const host = new TextDecoder().decode(rest.subarray(0, head[1]));
+    dest = { host, port: (rest[head[1]] << 8) | rest[head[1] + 1] };
+  } catch (err) {
+    log.debug("link: bad stream request", { error: err instanceof Error ? err : undefined });
+    await writeAll(s, new Uint8Array([resultCodes.indexOf("other")])).catch(() => {});
+    s.close();
+    return;
+  }
+  let upstream: DialedConn;
+  try {
+    const signal = AbortSignal.any([stop, AbortSignal.timeout(opts.dialTimeoutMs ?? 10_000)]);
+    upstream = await opts.dialer(dest, signal);
+  } catch (err) {
+    const reason = err instanceof NetError ? err.reason : "other";
+    log.debug("link: dial failed", { dest: joinHostPort(dest.host, dest.port), reason });
+    await writeAll(s, new Uint8Array([resultCodes.indexOf(reason)])).catch(() => {});
+    await s.closeWrite().catch(() => {});
+    s.close();
+    return;
+  }
+  try {
+    await writeAll(s, new Uint8Array([0]));
+  } catch {
+    // The stream died while we dialled: nothing to relay.
+    closeQuietly(upstream);
+    s.close();
+    return;
+  }
+  await relay(withPrefix(s, r.takeBuffered()), upstream, {
+    idleTimeoutMs: opts.idleTimeoutMs ?? 300_000,
+    signal: stop,
+  });
+}
