@@ -387,6 +387,15 @@ export class FusionSession implements Duplex {
       ended: new Promise((r) => resolveEnded = r),
       resolveEnded: (why) => resolveEnded(why),
     };
+    // Frames are small and latency matters (interactive ssh): never wait for Nagle.
+    const tcp = conn as Partial<Pick<Deno.TcpConn, "setNoDelay">>;
+    if (typeof tcp.setNoDelay === "function") {
+      try {
+        tcp.setNoDelay(true);
+      } catch {
+        // not a TCP socket after all, or already closed: nothing to tune
+      }
+    }
     this.#paths.set(pc.id, pc);
     this.#everHadPath = true;
     this.#sender.addPath(pc.id, now);
