@@ -3,7 +3,7 @@
  * revision without CloseWrite: its Close() sends FIN and then its own reads end). Streams are
  * opened both ways, carry MiBs, half-close, and are compared by SHA-256.
  */
-import { Session, type Stream } from "../lib/mux/mod.ts";
+import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { goAvailable, goPeer } from "./_mux.ts";
@@ -104,6 +104,7 @@ Deno.test({
 async function goClient(
   args: (addr: string) => string[],
   handle: (s: Stream) => Promise<unknown>,
+  opts: SessionOptions = {},
 ): Promise<string[]> {
   const bin = await goPeer();
   const listener = listenLocal();
@@ -112,7 +113,7 @@ async function goClient(
     .spawn();
   const conn = await listener.accept();
   listener.close();
-  const session = Session.server(conn, { keepaliveIntervalMs: 1000 });
+  const session = Session.server(conn, { keepaliveIntervalMs: 1000, ...opts });
   const handlers: Promise<unknown>[] = [];
   const acceptLoop = (async () => {
     for await (const s of session) handlers.push(handle(s));
@@ -159,6 +160,32 @@ Deno.test({
       s.close();
     });
     assertEquals(lines.length, 8);
+    for (const l of lines) {
+      const [, , sent, recv] = l.split(" ");
+      assertEquals(recv, sent, l);
+    }
+  },
+});
+
+Deno.test({
+  name: "interop go: Go client -> warren server holding its ACK back (optional SYN response)",
+  ignore: !haveGo,
+  async fn() {
+    const lines = await goClient(
+      (a) => ["client-echo", a, String(64 * 1024), "32"],
+      async (s) => {
+        const buf = new Uint8Array(64 * 1024);
+        while (true) {
+          const n = await s.read(buf);
+          if (n === null) break;
+          await writeAll(s, buf.subarray(0, n)); // the first echo carries the ACK
+        }
+        await s.closeWrite();
+        s.close();
+      },
+      { synAckDelayMs: 200 },
+    );
+    assertEquals(lines.length, 32);
     for (const l of lines) {
       const [, , sent, recv] = l.split(" ");
       assertEquals(recv, sent, l);
