@@ -5,7 +5,7 @@
  * Hono front (Deno.serve + createTunnelApp), in one run:
  *
  * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio;
- * - bulk HTTP: curl downloads and uploads 1 GiB (`--bytes`) through each path: MB/s, ratio;
+ * - bulk HTTP: curl downloads 1 GiB (`--bytes`) and uploads it chunked from a pipe: MB/s, ratio;
  * - TCP tunnel: one connection reads 1 GiB from a raw TCP source directly and through a
  *   TCP tunnel port of the same server/client pair: MB/s, ratio.
  *
@@ -170,13 +170,13 @@ async function download(url: string, host?: string): Promise<number> {
 }
 
 async function upload(url: string, host?: string): Promise<number> {
-  // curl reads the body from a pipe fed by `head -c N /dev/zero`.
+  // curl streams the body (chunked) from a pipe fed by `head -c N /dev/zero`.
   const out = await new Deno.Command("sh", {
     args: [
       "-c",
       `head -c ${totalBytes} /dev/zero | curl -sS -o /dev/null -w '%{speed_upload}' ` +
       `${host ? `-H 'Host: ${host}'` : ""} -H 'Content-Type: application/octet-stream' ` +
-      `-H 'Content-Length: ${totalBytes}' --data-binary @- ${url}`,
+      `-H 'Expect:' -X POST -T - ${url}`,
     ],
     stdout: "piped",
     stderr: "piped",

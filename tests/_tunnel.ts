@@ -3,6 +3,7 @@
 import { Logger, type LogLevel } from "../lib/log.ts";
 import type { Server } from "../lib/net/mod.ts";
 import {
+  type HttpFrontOptions,
   serveTunnel,
   TunnelClient,
   type TunnelClientOptions,
@@ -29,7 +30,11 @@ export interface TestTunnel {
 }
 
 /** Start a TunnelServer with the HTTP/1 front on 127.0.0.1:port (0 = any). */
-export function startTunnel(opts: TunnelServerOptions = {}, port = 0): TestTunnel {
+export function startTunnel(
+  opts: TunnelServerOptions = {},
+  port = 0,
+  front: HttpFrontOptions = {},
+): TestTunnel {
   const server = new TunnelServer({
     heartbeatIntervalMs: 500,
     heartbeatTimeoutMs: 2_000,
@@ -37,16 +42,16 @@ export function startTunnel(opts: TunnelServerOptions = {}, port = 0): TestTunne
     ...opts,
   });
   const listener = Deno.listen({ hostname: "127.0.0.1", port });
-  const front = serveTunnel(listener, server, { log: testLog("front") });
-  const p = front.addr.port;
+  const srv = serveTunnel(listener, server, { log: testLog("front"), ...front });
+  const p = srv.addr.port;
   return {
     server,
-    front,
+    front: srv,
     port: p,
     url: `http://127.0.0.1:${p}`,
     close: async () => {
       await server.close();
-      await front.stop(200);
+      await srv.stop(200);
     },
   };
 }

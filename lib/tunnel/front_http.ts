@@ -46,8 +46,10 @@ const rawSwitchResponse = new TextEncoder().encode(
 
 /** Default close of a public connection with no bytes moving either way. */
 export const defaultPublicIdleTimeoutMs = 300_000;
-/** Bytes per read when copying bodies. */
+/** Bytes per read when copying request bodies. */
 const copyBufferBytes = 64 * 1024;
+/** Bytes per read when copying responses (downloads dominate bulk traffic). */
+const responseBufferBytes = 256 * 1024;
 
 /** Options of {@linkcode handlePublicConn}. */
 export interface HttpFrontOptions {
@@ -192,7 +194,7 @@ export async function handlePublicConn(
       void answer(504, cur.host).finally(() => closeQuietly(conn));
       cur.ts.stream.reset();
     }, server.responseTimeoutMs);
-    const rbuf = new Uint8Array(copyBufferBytes);
+    const rbuf = new Uint8Array(responseBufferBytes);
     try {
       while (true) {
         const n = await src.read(rbuf);
