@@ -1,9 +1,19 @@
 /** The seaprox link (lib/proxy/link.ts): destinations over lib/mux streams between two nodes. */
 import { LinkClient, serveLink } from "../lib/proxy/link.ts";
+import { parseListenUrl, startSeaprox } from "../lib/proxy/mod.ts";
+import { socks5Connect } from "../lib/socks5/mod.ts";
 import { directDialer } from "../lib/proxy/dialer.ts";
 import { closeQuietly, NetError, relay, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { blockStreamSha256, drainHash, listenLocal, readAll, startOrigin } from "./_util.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  listenLocal,
+  readAll,
+  run,
+  sha256,
+  startOrigin,
+} from "./_util.ts";
 
 const token = "link-test-token";
 const enc = new TextEncoder();
@@ -217,5 +227,50 @@ Deno.test("link: the request rides in the SYN frame and data flows right after t
     echo.close();
     await echoLoop.catch(() => {});
     await n.close();
+  }
+});
+
+Deno.test("link: curl through seaprox A (SOCKS5) -> link -> node B -> web server, 100 parallel", async () => {
+  const n = await nodes();
+  const a = await startSeaprox({
+    listeners: [parseListenUrl("socks5://127.0.0.1:0")],
+    dialer: n.a.dial,
+  });
+  const dir = await Deno.makeTempDir({ prefix: "warren-link-" });
+  try {
+    const socks = `127.0.0.1:${a.servers[0].addr.port}`;
+    const r = await run("curl", [
+      "-sS",
+      "--fail",
+      "-Z",
+      "--parallel-max",
+      "100",
+      "--socks5-hostname",
+      socks,
+      "-o",
+      `${dir}/#1`,
+      `http://127.0.0.1:${n.origin.port}/bytes/262144?seed=[0-99]`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    for (let i = 0; i < 100; i++) {
+      const body = await Deno.readFile(`${dir}/${i}`);
+      assertEquals(sha256(body), blockStreamSha256(262144, i), `transfer ${i}`);
+    }
+    // A refusal at node B reaches the SOCKS client behind node A as reply 0x05.
+    const l = listenLocal();
+    const closedPort = l.addr.port;
+    l.close();
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: a.servers[0].addr.port });
+    try {
+      const err = await assertRejects(socks5Connect(conn, { host: "127.0.0.1", port: closedPort }));
+      assert(err instanceof NetError && err.reason === "refused", String(err));
+      assertEquals((err as NetError & { reply?: number }).reply, 5);
+    } finally {
+      closeQuietly(conn);
+    }
+  } finally {
+    await a.stop(0);
+    await n.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
