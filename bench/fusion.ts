@@ -57,6 +57,7 @@ interface Row {
 const net = await TwoPathNet.create(shapes[0]);
 const procs: Watched[] = [];
 const rows: Row[] = [];
+const latencies: string[] = [];
 try {
   // ---- MPTCP path manager: a second subflow from the second client address ----
   let mptcpReady = false;
@@ -178,6 +179,20 @@ try {
     return j.end.sum_received.bits_per_second / 1e6;
   };
 
+  /** 1-byte round trips through `addr`'s echo, inside the client namespace. */
+  const pingpong = async (addr: string): Promise<string> => {
+    const w = new Watched(
+      net.spawn(net.clientNs, deno, ["run", "-A", peerScript, "pingpong", addr, "300"]),
+      "pingpong",
+    );
+    try {
+      const line = await w.waitFor(/^result /, 60_000);
+      return `${field(line, "p50")}/${field(line, "p99")}`;
+    } finally {
+      await w.stop();
+    }
+  };
+
   const mib = (n: number) => `${(n / 1048576).toFixed(2)} MiB`;
   for (const shape of shapes) {
     await net.shape(shape);
@@ -256,6 +271,13 @@ try {
         console.error(`MPTCP run failed: ${err}`);
       }
     }
+    {
+      const tcpLat = await pingpong(`${net.paths[0].serverAddr}:${sourcePort}`);
+      const fusionLat = await pingpong(`127.0.0.1:${c2Port}`);
+      latencies.push(
+        `${label}: 1-byte round trip p50/p99 ms: TCP path 1 ${tcpLat}, fusion 2 paths ${fusionLat}`,
+      );
+    }
     if (haveIperf) {
       try {
         const ip1 = await iperf(net.paths[0].serverAddr, false);
@@ -312,3 +334,4 @@ const fmt = (r: string[]) =>
 console.log(fmt(head));
 console.log(widths.map((w) => "-".repeat(w)).join("  "));
 for (const r of table) console.log(fmt(r));
+if (latencies.length > 0) console.log(`\n${latencies.join("\n")}`);

@@ -4,7 +4,9 @@
  *   serve <host:port> <sendBytes>    per connection: hash what arrives, send sendBytes back
  *   connect <host:port> <sendBytes>  send sendBytes, half-close, hash what comes back
  *   source <host:port>               per connection: read a u64 count, send that many bytes
+ *                                    (count 2^64-1: echo everything back instead)
  *   fetch <host:port> <bytes>        ask a source for bytes, drain them, report the time
+ *   pingpong <host:port> <n>         n one-byte round trips through a source's echo
  *
  * Prints `msg="listening" name=peer addr=…` when listening and one `result bytes=N
  * sha256=H ms=T sent=S` line per finished transfer (bytes received, their hash, elapsed
@@ -16,6 +18,8 @@ import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
 const [mode, addr, sendArg] = Deno.args;
 const { host, port } = parseHostPort(addr);
 const sendBytes = Number(sendArg ?? 0);
+/** The count a `source` reads as "echo instead of sending". */
+const echoRequest = 0xffff_ffff_ffff_ffffn;
 
 async function exchange(c: Deno.Conn, seed: number): Promise<void> {
   const t0 = performance.now();
@@ -53,8 +57,15 @@ if (mode === "serve") {
         if (n === null) return;
         got += n;
       }
-      const want = Number(new DataView(head.buffer).getBigUint64(0));
-      await sendBlocks(c, want, 3);
+      const want = new DataView(head.buffer).getBigUint64(0);
+      if (want === echoRequest) {
+        const buf = new Uint8Array(16 * 1024);
+        for (let n = await c.read(buf); n !== null; n = await c.read(buf)) {
+          await writeAll(c, buf.subarray(0, n));
+        }
+        return;
+      }
+      await sendBlocks(c, Number(want), 3);
       await c.closeWrite();
       await drainHash(c);
     })().catch((e) => console.log(`error ${e}`)).finally(() => closeQuietly(c));
@@ -73,7 +84,27 @@ if (mode === "serve") {
   } finally {
     closeQuietly(c);
   }
+} else if (mode === "pingpong") {
+  const c = await Deno.connect({ hostname: host, port });
+  try {
+    const head = new Uint8Array(8);
+    new DataView(head.buffer).setBigUint64(0, echoRequest);
+    await writeAll(c, head);
+    const one = new Uint8Array(1);
+    const times: number[] = [];
+    for (let i = 0; i < sendBytes; i++) {
+      const t0 = performance.now();
+      await writeAll(c, one);
+      if ((await c.read(one)) === null) throw new Error("echo closed");
+      times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    const q = (f: number) => times[Math.min(times.length - 1, Math.floor(times.length * f))];
+    console.log(`result p50=${q(0.5).toFixed(3)} p99=${q(0.99).toFixed(3)} n=${times.length}`);
+  } finally {
+    closeQuietly(c);
+  }
 } else {
-  console.error("usage: _fusion_peer.ts serve|connect|source|fetch host:port [bytes]");
+  console.error("usage: _fusion_peer.ts serve|connect|source|fetch|pingpong host:port [bytes|n]");
   Deno.exit(2);
 }
