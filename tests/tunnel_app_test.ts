@@ -5,10 +5,11 @@ import { startApp, startClient, testLog } from "./_tunnel.ts";
 import { createAdminApp, createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
 
 /** A TunnelServer served by Deno.serve through createTunnelApp. */
-function startHonoTunnel() {
+function startHonoTunnel(responseTimeoutMs?: number) {
   const server = new TunnelServer({
     heartbeatIntervalMs: 500,
     heartbeatTimeoutMs: 2_000,
+    responseTimeoutMs,
     log: testLog("hono-tunnel"),
   });
   const app = createTunnelApp(server);
@@ -124,5 +125,34 @@ Deno.test("tunnel admin API: token required; add, list, remove hosts; list clien
     assertEquals((await call("/hosts", { method: "POST", body: "nope" })).status, 400);
   } finally {
     await t.close();
+  }
+});
+
+Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host, 501 for Upgrade", async () => {
+  const local = startApp();
+  const t = startHonoTunnel(400);
+  const id = "identifier-hono-timeout-10";
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: local.port },
+  });
+  try {
+    await c.connected();
+    const hang = await hostFetch(t.port, "/hang");
+    assertEquals(hang.status, 504);
+    await hang.body?.cancel();
+    const up = await hostFetch(t.port, "/ws", { headers: { upgrade: "websocket" } });
+    assertEquals(up.status, 501);
+    await up.body?.cancel();
+    await t.server.removeHost("127.0.0.1");
+    const gone = await hostFetch(t.port, "/hello");
+    assertEquals(gone.status, 404);
+    assertMatch(await gone.text(), /127\.0\.0\.1/);
+  } finally {
+    await c.stop();
+    await t.close();
+    await local.close();
   }
 });

@@ -157,6 +157,7 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   }
   server.countBytes(host, headBytes.length, 0);
   // Request body: streamed onto the tunnel (chunk-framed when its length is unknown).
+  let lastRequestByteAt = Date.now();
   if (req.body) {
     const body = req.body;
     void (async () => {
@@ -167,6 +168,7 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
           await writeAll(ts.stream, chunk);
           if (chunked) await writeAll(ts.stream, crlf);
           server.countBytes(host, chunk.length, 0);
+          lastRequestByteAt = Date.now();
         }
         if (chunked) await writeAll(ts.stream, chunkEnd);
       } catch (err) {
@@ -186,8 +188,19 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   const src = ts.body();
   const reader = new BufferedReader(src);
   let resHead;
+  let timedOut = false;
   try {
-    const timer = setTimeout(() => ts.stream.reset(), server.responseTimeoutMs);
+    // 504 when nothing came back for responseTimeoutMs after the last request byte.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (ms: number) => {
+      timer = setTimeout(() => {
+        const quietMs = Date.now() - lastRequestByteAt;
+        if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
+        timedOut = true;
+        ts.stream.reset();
+      }, ms);
+    };
+    arm(server.responseTimeoutMs);
     try {
       do resHead = await readResponseHead(reader); while (resHead.status < 200);
     } finally {
@@ -195,9 +208,9 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     }
   } catch (err) {
     ts.release();
-    server.countRequest(host, "502");
+    server.countRequest(host, timedOut ? "504" : "502");
     server.log.debug("bad response from tunnel", { host, error: errorMessage(err) });
-    return htmlError(502, host);
+    return htmlError(timedOut ? 504 : 502, host);
   }
   server.countRequest(host, "proxied");
   const framing = responseBodyFraming(resHead, req.method);

@@ -187,13 +187,21 @@ export async function handlePublicConn(
     const src = cur.ts.body();
     cur.out = cur.ts.stream;
     let sawByte = false;
-    const firstByteTimer = setTimeout(() => {
-      if (sawByte) return;
-      // The app behind the client never answered: 504, and this connection ends.
-      cur.closePublic = true;
-      void answer(504, cur.host).finally(() => closeQuietly(conn));
-      cur.ts.stream.reset();
-    }, server.responseTimeoutMs);
+    // 504 when no response byte came for responseTimeoutMs after the last request byte (a
+    // long upload keeps re-arming it, like nginx's proxy_read_timeout).
+    let firstByteTimer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (ms: number) => {
+      firstByteTimer = setTimeout(() => {
+        if (sawByte) return;
+        const quietMs = Date.now() - lastActivity;
+        if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
+        // The app behind the client never answered: 504, and this connection ends.
+        cur.closePublic = true;
+        void answer(504, cur.host).finally(() => closeQuietly(conn));
+        cur.ts.stream.reset();
+      }, ms);
+    };
+    arm(server.responseTimeoutMs);
     const rbuf = new Uint8Array(responseBufferBytes);
     try {
       while (true) {
