@@ -42,7 +42,9 @@ export interface HeartbeatOptions {
  * messages and `error`. Someone must keep calling `receive()` for heartbeats to be seen.
  */
 export class ControlConn<M extends Message> {
+  /** The validated-frame reader (its `reader.takeBuffered()` hands over read-ahead bytes). */
   readonly reader: ControlReader<M>;
+  /** The serialising writer. */
   readonly writer: ControlWriter<M>;
   #conn: Duplex;
   #closed = false;
@@ -52,6 +54,7 @@ export class ControlConn<M extends Message> {
   #rttMs: number | undefined;
   #lastReceivedAt = performance.now();
 
+  /** Speak `protocol` over `conn`; the ControlConn owns `conn` from now on. */
   constructor(conn: Duplex, readonly protocol: Protocol<M>, opts: ControlConnOptions = {}) {
     this.#conn = conn;
     this.reader = new ControlReader(opts.reader ?? new BufferedReader(conn), protocol, opts);

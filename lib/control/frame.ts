@@ -93,7 +93,9 @@ export interface FrameOptions {
  * read past the last frame.
  */
 export class ControlReader<M extends Message> {
+  /** Largest accepted message body. */
   readonly maxMessageBytes: number;
+  /** Read frames of `protocol` from `reader`. */
   constructor(
     readonly reader: BufferedReader,
     readonly protocol: Protocol<M>,
@@ -115,10 +117,12 @@ export class ControlReader<M extends Message> {
  * rejects with that error.
  */
 export class ControlWriter<M extends Message> {
+  /** Largest message body sent. */
   readonly maxMessageBytes: number;
   #tail: Promise<void> = Promise.resolve();
   #failed: Error | undefined;
 
+  /** Write frames of `protocol` to `conn`. */
   constructor(
     readonly conn: Pick<Duplex, "write">,
     readonly protocol: Protocol<M>,

@@ -7,7 +7,17 @@
  */
 
 import { ProtocolError } from "../net/errors.ts";
-import { checkShape, type InferShape, isRecord, num, optional, type Shape, str } from "./schema.ts";
+import {
+  type Check,
+  checkShape,
+  type InferShape,
+  isRecord,
+  num,
+  optional,
+  type OptionalCheck,
+  type Shape,
+  str,
+} from "./schema.ts";
 
 /** Why a control exchange failed (sent to the peer in an `error` message where possible). */
 export type ControlErrorReason =
@@ -23,7 +33,9 @@ export type ControlErrorReason =
 
 /** A control protocol violation or failure, typed by `reason`. */
 export class ControlError extends ProtocolError {
+  /** Error class name. */
   override name = "ControlError";
+  /** An error of `reason` with a human-readable `message`. */
   constructor(
     override readonly reason: ControlErrorReason,
     message: string,
@@ -38,7 +50,9 @@ export class ControlError extends ProtocolError {
  * (for example "unauthorized", "bad-version", "replaced").
  */
 export class RemoteError extends Error {
+  /** Error class name. */
   override name = "RemoteError";
+  /** The peer's `reason` and `message`. */
   constructor(readonly reason: string, message: string) {
     super(message);
   }
@@ -51,7 +65,9 @@ export type Message<T extends string = string, S extends Shape = Shape> =
 
 /** One message type of a protocol. */
 export interface MessageDef<T extends string, S extends Shape> {
+  /** The `type` field value. */
   readonly type: T;
+  /** Field checkers. */
   readonly shape: S;
   /** Validate the fields of an already-parsed object (`v` and `type` already checked). */
   check(obj: Record<string, unknown>, v: number): Message<T, S>;
@@ -91,26 +107,40 @@ export function defineMessage<const T extends string, S extends Shape>(
 }
 
 /** `error`: the sender is about to close because of `reason`. */
-export const controlErrorMessage = defineMessage("error", {
+export const controlErrorMessage: MessageDef<"error", {
+  reason: Check<string>;
+  message: OptionalCheck<string>;
+  supported: OptionalCheck<number>;
+}> = defineMessage("error", {
   reason: str({ minLength: 1, maxLength: 64 }),
   message: optional(str({ maxLength: 1024 })),
   /** Versions the sender speaks, on "bad-version". */
   supported: optional(num()),
 });
 /** `ping`: liveness probe; `ts` is the sender's clock (ms), echoed back for RTT. */
-export const pingMessage = defineMessage("ping", { ts: num() });
+export const pingMessage: MessageDef<"ping", { ts: Check<number> }> = defineMessage("ping", {
+  ts: num(),
+});
 /** `pong`: answer to `ping`, echoing its `ts`. */
-export const pongMessage = defineMessage("pong", { ts: num() });
+export const pongMessage: MessageDef<"pong", { ts: Check<number> }> = defineMessage("pong", {
+  ts: num(),
+});
 
 /** The base messages every protocol speaks. */
-export const baseMessages = [controlErrorMessage, pingMessage, pongMessage] as const;
+export const baseMessages: readonly [
+  typeof controlErrorMessage,
+  typeof pingMessage,
+  typeof pongMessage,
+] = [controlErrorMessage, pingMessage, pongMessage];
 
 /** A base message (error, ping, pong). */
 export type BaseMessage = MessageOf<(typeof baseMessages)[number]>;
 
 /** A versioned set of message types. */
 export interface Protocol<M extends Message> {
+  /** Protocol name, for error messages. */
   readonly name: string;
+  /** The only `v` accepted and sent. */
   readonly version: number;
   /** Validate a parsed JSON value; throws `ControlError` ("bad-json", "bad-version", ...). */
   check(value: unknown): M;

@@ -10,7 +10,9 @@ import { ProtocolError } from "../net/errors.ts";
 
 /** A received value did not match its schema; `field` names the first offending path. */
 export class SchemaError extends ProtocolError {
+  /** Error class name. */
   override name = "SchemaError";
+  /** `field` (a path like `a.b[2]`) failed with `message`. */
   constructor(readonly field: string, message: string) {
     super(`${field}: ${message}`, "schema");
   }
@@ -46,7 +48,7 @@ export type InferShape<S extends Shape> = Simplify<
 
 /** Options of {@linkcode str}. */
 export interface StrOptions {
-  /** @default 0 */
+  /** Shortest accepted string in UTF-16 code units. @default 0 */
   minLength?: number;
   /** Longest accepted string in UTF-16 code units. @default 1024 */
   maxLength?: number;
@@ -71,9 +73,9 @@ export function str(opts: StrOptions = {}): Check<string> {
 
 /** Options of {@linkcode int} and {@linkcode num}. */
 export interface NumOptions {
-  /** @default -Number.MAX_SAFE_INTEGER */
+  /** Smallest accepted value. @default -Number.MAX_SAFE_INTEGER */
   min?: number;
-  /** @default Number.MAX_SAFE_INTEGER */
+  /** Largest accepted value. @default Number.MAX_SAFE_INTEGER */
   max?: number;
 }
 

@@ -90,29 +90,43 @@ export interface DepotLocalOptions {
    * the tunnel port; 0 disables. @default 2
    */
   spareTunnels?: number;
+  /** Where events go. @default silent */
   log?: Logger;
 }
 
 /** What the local's `/status` shows. */
 export interface DepotLocalStatus {
+  /** This exit's name. */
   name: string;
+  /** The server's control address. */
   server: string;
+  /** Whether a control session is established now. */
   connected: boolean;
   /** How tunnels travel in the current session: one TCP connection each, or mux streams. */
   transport: "tcp" | "mux" | null;
   /** Pre-dialled tunnel connections of the current session: ready now, used, missed. */
   spares: { ready: number; hits: number; misses: number } | null;
+  /** ISO time the current session began. */
   connectedSince: string | null;
+  /** Latest control round-trip time; null before the first pong. */
   rttMs: number | null;
   /** Control connection attempts so far (successful or not). */
   attempts: number;
+  /** Sessions established so far. */
   sessions: number;
+  /** Why the last attempt or session failed; null while connected. */
   lastError: string | null;
+  /** Connections relaying now. */
   active: number;
+  /** Connections relayed since start. */
   total: number;
+  /** Requests that failed here (dial, policy, tunnel). */
   failures: number;
+  /** Bytes from clients to targets. */
   bytesUp: number;
+  /** Bytes from targets to clients. */
   bytesDown: number;
+  /** The last failures, oldest first. */
   recentFailures: { at: string; dest: string; reason: NetFailureReason; message: string }[];
 }
 
@@ -148,8 +162,11 @@ interface Session {
  * ```
  */
 export class DepotLocal {
+  /** The server's control address. */
   readonly server: HostPort;
+  /** This exit's name. */
   readonly name: string;
+  /** Where events go. */
   readonly log: Logger;
   readonly #opts: DepotLocalOptions;
   readonly #backoff: Backoff;
@@ -170,6 +187,7 @@ export class DepotLocal {
   #bytesDown = 0;
   #running: Promise<void> | undefined;
 
+  /** A local for `opts`; nothing happens until `run`. */
   constructor(opts: DepotLocalOptions) {
     this.#opts = opts;
     this.server = opts.server;

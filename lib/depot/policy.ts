@@ -8,7 +8,9 @@ import type { HostPort } from "../net/mod.ts";
 
 /** A malformed `--allow` pattern. */
 export class PolicyError extends Error {
+  /** Error class name. */
   override name = "PolicyError";
+  /** Machine-readable reason. */
   readonly reason = "bad-pattern";
 }
 

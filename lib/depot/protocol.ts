@@ -6,12 +6,17 @@
 
 import {
   arrayOf,
+  type BaseMessage,
+  type Check,
   defineMessage,
   defineProtocol,
   int,
+  type MessageDef,
   type MessageOf,
   oneOf,
   optional,
+  type OptionalCheck,
+  type Protocol,
   str,
 } from "../control/mod.ts";
 import type { NetFailureReason } from "../net/mod.ts";
@@ -55,7 +60,13 @@ const requestId = int({ min: 1 });
 const requestKey = str({ minLength: 32, maxLength: 32, pattern: /^[0-9a-f]{32}$/ });
 
 /** local → server, first control message: who I am and the shared token. */
-export const helloMessage = defineMessage("hello", {
+export const helloMessage: MessageDef<"hello", {
+  role: Check<"depot-local">;
+  token: Check<string>;
+  name: Check<string>;
+  socksPassword: OptionalCheck<string>;
+  agent: OptionalCheck<string>;
+}> = defineMessage("hello", {
   role: oneOf("depot-local"),
   token: str({ maxLength: 1024 }),
   name: str({ pattern: exitNamePattern, maxLength: 64 }),
@@ -66,7 +77,13 @@ export const helloMessage = defineMessage("hello", {
 });
 
 /** server → local, answer to a valid hello. */
-export const welcomeMessage = defineMessage("welcome", {
+export const welcomeMessage: MessageDef<"welcome", {
+  name: Check<string>;
+  heartbeatMs: Check<number>;
+  tunnelPort: Check<number>;
+  features: OptionalCheck<string[]>;
+  spareIdleMs: OptionalCheck<number>;
+}> = defineMessage("welcome", {
   name: str({ pattern: exitNamePattern, maxLength: 64 }),
   /** Ping interval both sides use; silence for 3 intervals means dead. */
   heartbeatMs: int({ min: 10, max: 600_000 }),
@@ -82,7 +99,12 @@ export const welcomeMessage = defineMessage("welcome", {
 });
 
 /** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
-export const connectMessage = defineMessage("connect", {
+export const connectMessage: MessageDef<"connect", {
+  id: Check<number>;
+  key: Check<string>;
+  host: Check<string>;
+  port: Check<number>;
+}> = defineMessage("connect", {
   id: requestId,
   /** Per-request secret the tunnel connection must present. */
   key: requestKey,
@@ -91,17 +113,29 @@ export const connectMessage = defineMessage("connect", {
 });
 
 /** local → server: the dial for request `id` failed for `reason`. */
-export const connectFailedMessage = defineMessage("connectFailed", {
+export const connectFailedMessage: MessageDef<"connectFailed", {
+  id: Check<number>;
+  reason: Check<(typeof failureReasons)[number]>;
+  message: OptionalCheck<string>;
+}> = defineMessage("connectFailed", {
   id: requestId,
   reason: oneOf(...failureReasons),
   message: optional(str({ maxLength: 512 })),
 });
 
 /** server → local: request `id` was abandoned (client gone, timed out); drop it. */
-export const cancelMessage = defineMessage("cancel", { id: requestId });
+export const cancelMessage: MessageDef<"cancel", { id: Check<number> }> = defineMessage(
+  "cancel",
+  { id: requestId },
+);
 
 /** local → server, first frame of a tunnel connection: which request it carries. */
-export const tunnelMessage = defineMessage("tunnel", {
+export const tunnelMessage: MessageDef<"tunnel", {
+  id: Check<number>;
+  key: Check<string>;
+  boundHost: OptionalCheck<string>;
+  boundPort: OptionalCheck<number>;
+}> = defineMessage("tunnel", {
   id: requestId,
   key: requestKey,
   /** The address the local's outgoing connection is bound to (the SOCKS reply's BND). */
@@ -110,25 +144,30 @@ export const tunnelMessage = defineMessage("tunnel", {
 });
 
 /** server → local on a tunnel connection: matched; relay bytes from now on. */
-export const tunnelAcceptedMessage = defineMessage("tunnelAccepted", { id: requestId });
+export const tunnelAcceptedMessage: MessageDef<"tunnelAccepted", { id: Check<number> }> =
+  defineMessage("tunnelAccepted", { id: requestId });
 
 /**
  * local → server, first frame of a tunnel connection that becomes one lib/mux (yamux)
  * session carrying every tunnel as a stream (`--mux`). Authenticated by the shared token.
  */
-export const muxMessage = defineMessage("mux", {
-  token: str({ maxLength: 1024 }),
-  name: str({ pattern: exitNamePattern, maxLength: 64 }),
-});
+export const muxMessage: MessageDef<"mux", { token: Check<string>; name: Check<string> }> =
+  defineMessage("mux", {
+    token: str({ maxLength: 1024 }),
+    name: str({ pattern: exitNamePattern, maxLength: 64 }),
+  });
 
 /** server → local on a mux tunnel connection: yamux frames follow from now on. */
-export const muxAcceptedMessage = defineMessage("muxAccepted", {});
+export const muxAcceptedMessage: MessageDef<"muxAccepted", Record<never, never>> = defineMessage(
+  "muxAccepted",
+  {},
+);
 
 /** Feature name a server announces in welcome when it accepts `mux`. */
 export const muxFeature = "mux";
 
 /** The depot control protocol (control and tunnel connections). */
-export const depotProtocol = defineProtocol("depot", depotProtocolVersion, [
+export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", depotProtocolVersion, [
   helloMessage,
   welcomeMessage,
   connectMessage,
@@ -141,7 +180,17 @@ export const depotProtocol = defineProtocol("depot", depotProtocolVersion, [
 ]);
 
 /** Any depot message. */
-export type DepotMessage = ReturnType<typeof depotProtocol.check>;
+export type DepotMessage =
+  | MessageOf<typeof helloMessage>
+  | MessageOf<typeof welcomeMessage>
+  | MessageOf<typeof connectMessage>
+  | MessageOf<typeof connectFailedMessage>
+  | MessageOf<typeof cancelMessage>
+  | MessageOf<typeof tunnelMessage>
+  | MessageOf<typeof tunnelAcceptedMessage>
+  | MessageOf<typeof muxMessage>
+  | MessageOf<typeof muxAcceptedMessage>
+  | BaseMessage;
 /** A `connect` request. */
 export type ConnectRequest = MessageOf<typeof connectMessage>;
 

@@ -79,13 +79,17 @@ export interface DepotServerOptions {
   spareIdleMs?: number;
   /** Concurrent connections per listener. @default 1024 */
   maxConns?: number;
+  /** Where events go. @default silent */
   log?: Logger;
 }
 
 /** Listeners the server runs on (the service binds them, tests pass port-0 ones). */
 export interface DepotListeners {
+  /** Where depot-locals dial in (default port 7000). */
   control: Deno.Listener;
+  /** Where SOCKS5 clients connect (default port 1080). */
   socks: Deno.Listener;
+  /** Where depot-locals open tunnel connections (default port 7001). */
   tunnel: Deno.Listener;
 }
 
@@ -93,40 +97,65 @@ export interface DepotListeners {
 export interface FailureRecord {
   /** ISO time. */
   at: string;
+  /** Exit the client asked for ("?" when authentication failed first). */
   exit: string;
+  /** Requested `host:port` ("-" when unknown). */
   dest: string;
+  /** The local's dial failure, or: no such exit, too many pending, SOCKS auth failed. */
   reason: NetFailureReason | "no-exit" | "busy" | "auth";
+  /** Human-readable detail. */
   message?: string;
 }
 
 /** Status of one connected exit. */
 export interface ExitStatus {
+  /** Exit name (the SOCKS username that selects it). */
   name: string;
+  /** Address of its control connection. */
   remote: string;
+  /** ISO time of its hello. */
   connectedSince: string;
+  /** Latest control round-trip time; null before the first pong. */
   rttMs: number | null;
+  /** Whether SOCKS clients need its password. */
   passwordProtected: boolean;
+  /** Software the local announced. */
   agent: string | null;
+  /** Connections relaying now. */
   active: number;
+  /** Connections relayed since it connected. */
   total: number;
+  /** Requests it reported as failed (or that timed out). */
   failures: number;
+  /** Bytes from clients to targets. */
   bytesUp: number;
+  /** Bytes from targets to clients. */
   bytesDown: number;
 }
 
 /** What `/status` shows. */
 export interface DepotServerStatus {
+  /** Bound addresses as `host:port`. */
   listeners: { control: string; socks: string; tunnel: string };
+  /** Exit used when a client sends no username. */
   defaultExit: string;
+  /** Connected exits. */
   exits: ExitStatus[];
   /** Open mux tunnel sessions (locals in `--mux` mode). */
   muxSessions: number;
+  /** Requests waiting for their exit's answer. */
   pending: number;
+  /** Connections relaying now. */
   active: number;
+  /** Connections relayed since start. */
   total: number;
+  /** Failed requests since start. */
   failures: number;
+  /** Bytes from clients to targets, all exits. */
   bytesUp: number;
+  /** Bytes from targets to clients, all exits. */
   bytesDown: number;
+  /** The last failures, oldest first. */
   recentFailures: FailureRecord[];
 }
 
@@ -203,15 +232,25 @@ class ExitSession {
  * ```
  */
 export class DepotServer {
-  readonly token: string;
+  /** The shared secret; private so it never ends up in a status dump or a log. */
+  readonly #token: string;
+  /** Exit for clients without username. */
   readonly defaultExit: string;
+  /** Control heartbeat interval. */
   readonly heartbeatMs: number;
+  /** Time for hellos, SOCKS and tunnel handshakes. */
   readonly handshakeTimeoutMs: number;
+  /** Bound on waiting requests. */
   readonly maxPending: number;
+  /** Time a request may wait for its tunnel. */
   readonly pendingTimeoutMs: number;
+  /** Relay idle timeout (0 = none). */
   readonly idleTimeoutMs: number;
+  /** Silence allowed to locals' spare tunnel connections. */
   readonly spareIdleMs: number;
+  /** Connections per listener. */
   readonly maxConns: number | undefined;
+  /** Where events go. */
   readonly log: Logger;
 
   readonly #exits = new Map<string, ExitSession>();
@@ -228,8 +267,9 @@ export class DepotServer {
   readonly #muxSessions = new Set<MuxSession>();
   #stopping = false;
 
+  /** A server with `opts`; nothing listens until `start`. */
   constructor(opts: DepotServerOptions = {}) {
-    this.token = opts.token ?? "";
+    this.#token = opts.token ?? "";
     this.defaultExit = opts.defaultExit ?? defaultExitName;
     this.heartbeatMs = opts.heartbeatMs ?? defaultHeartbeatMs;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
@@ -358,7 +398,7 @@ export class DepotServer {
       ctl.close();
       return;
     }
-    if (!timingSafeEqual(hello.token, this.token)) {
+    if (!timingSafeEqual(hello.token, this.#token)) {
       ctx.log.warn("local refused: wrong token", { remote: ctx.remote, exit: hello.name });
       await ctl.fail(DepotRefusal.unauthorized, "wrong token");
       return;
@@ -623,7 +663,7 @@ export class DepotServer {
     }
     if (msg === null) return;
     if (msg.type === "mux" && allowMux) {
-      if (!timingSafeEqual(msg.token, this.token)) {
+      if (!timingSafeEqual(msg.token, this.#token)) {
         await refuse(DepotRefusal.unauthorized, "wrong token");
         return;
       }

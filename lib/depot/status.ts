@@ -9,6 +9,7 @@ import { registry } from "../metrics.ts";
 
 /** Anything with a JSON-able status snapshot. */
 export interface HasStatus {
+  /** A JSON-serialisable snapshot. */
   status(): object;
 }
 
