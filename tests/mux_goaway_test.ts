@@ -68,3 +68,20 @@ Deno.test("goaway: async iteration over accepted streams ends when the session c
     await p.close();
   }
 });
+
+Deno.test("goaway: a draining close('normal') can be escalated to an immediate close", async () => {
+  const p = await muxPair({ drainTimeoutMs: 60_000 });
+  try {
+    const c = await p.client.open();
+    await p.server.accept();
+    const draining = p.client.close("normal"); // would wait for c for a minute
+    await new Promise((r) => setTimeout(r, 20));
+    await p.client.close("internal-error");
+    await draining;
+    assertEquals((await p.client.closed).reason, "internal-error");
+    const err = await assertRejects(c.write(new Uint8Array(1)));
+    assert(err instanceof MuxError && err.reason === "session-closed", String(err));
+  } finally {
+    await p.close();
+  }
+});

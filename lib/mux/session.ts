@@ -288,7 +288,15 @@ export class Session implements StreamHost, FrameSink {
    * (up to drainTimeoutMs), then close. Error codes close at once.
    */
   close(code: "normal" | "protocol-error" | "internal-error" = "normal"): Promise<void> {
-    if (this.#closing) return this.#closing;
+    if (this.#closing && code !== "normal" && !this.#shut) {
+      // Escalation: a graceful close still draining becomes an immediate one.
+      const reason = code === "protocol-error" ? "protocol-error" : "internal-error";
+      const goAway = code === "protocol-error"
+        ? GoAwayCode.protocolError
+        : GoAwayCode.internalError;
+      return this.#fail(reason, undefined, goAway).then(() => this.closed).then(() => {});
+    }
+    if (this.#closing) return this.#closing.then(() => this.closed).then(() => {});
     this.#closing = (async () => {
       if (this.#shut) return;
       if (code !== "normal") {
@@ -673,16 +681,20 @@ export class Session implements StreamHost, FrameSink {
   // ----------------------------------------------------------- shutdown
 
   /** End with an error: go away with `code` (if given), flush briefly, shut down. */
-  async #fail(reason: SessionEndReason, error?: Error, code?: number): Promise<void> {
-    if (this.#shut || this.#localGoAway && code === undefined && reason === "local-close") return;
-    if (code !== undefined) {
-      this.#rejectQueued(); // nothing queued matters any more except the go away
-      this.#sendControl(FrameType.goAway, 0, 0, code);
-      this.#localGoAway = true;
-      await this.#flushed(goAwayFlushMs);
-    }
-    await this.#shutdown(reason, error);
+  #fail(reason: SessionEndReason, error?: Error, code?: number): Promise<void> {
+    if (this.#shut) return Promise.resolve();
+    this.#failing ??= (async () => {
+      if (code !== undefined) {
+        this.#rejectQueued(); // nothing queued matters any more except the go away
+        this.#sendControl(FrameType.goAway, 0, 0, code);
+        this.#localGoAway = true;
+        await this.#flushed(goAwayFlushMs);
+      }
+      await this.#shutdown(reason, error);
+    })();
+    return this.#failing;
   }
+  #failing: Promise<void> | null = null;
 
   async #shutdown(reason: SessionEndReason, error?: Error): Promise<void> {
     if (this.#shut) return;
