@@ -1,5 +1,7 @@
-import { assertEquals } from "./_assert.ts";
-import { muxPair } from "./_mux.ts";
+import { Session } from "../lib/mux/mod.ts";
+import type { Duplex } from "../lib/net/mod.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { muxPair, tcpPair } from "./_mux.ts";
 import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
 
 const MiB = 1 << 20;
@@ -48,5 +50,35 @@ Deno.test("many streams: 1,000 concurrent streams each move 1 MiB both ways, che
     assertEquals(p.client.stats.streamsTotal, n);
   } finally {
     await p.close();
+  }
+});
+
+Deno.test("many streams: small frames of 200 streams are coalesced into a few transport writes", async () => {
+  const [a, b] = await tcpPair();
+  let writes = 0;
+  const counting: Duplex = {
+    read: (p) => a.read(p),
+    write: (p) => (writes++, a.write(p)),
+    closeWrite: () => a.closeWrite(),
+    close: () => a.close(),
+  };
+  const client = Session.client(counting, { keepaliveIntervalMs: 0 });
+  const server = Session.server(b, { keepaliveIntervalMs: 0, acceptBacklog: 200 });
+  try {
+    const streams = await Promise.all(
+      Array.from(
+        { length: 200 },
+        (_, i) => client.open({ data: new TextEncoder().encode(`request ${i}`), fin: true }),
+      ),
+    );
+    for (let i = 0; i < 200; i++) {
+      const s = (await server.accept())!;
+      s.close();
+    }
+    console.log(`200 small SYN+data+FIN frames went out in ${writes} transport writes`);
+    assert(writes <= 20, `${writes} writes`);
+    for (const s of streams) s.close();
+  } finally {
+    await Promise.all([client.close(), server.close()]);
   }
 });
