@@ -5,7 +5,7 @@
  * 80+20 Mbit). Downloads (server to client, like `ssh … cat file`) of ~4 s each:
  *   - plain TCP on each path alone (Deno to Deno, the same stack fusion uses),
  *   - fusion over path 1 alone (its overhead against plain TCP on that path),
- *   - fusion over both paths,
+ *   - fusion over both paths, with each scheduler (weighted, rr, random),
  *   - kernel MPTCP over both paths (`mptcpize run iperf3 -R`, two subflows),
  *   - iperf3 plain TCP on path 1 (a known outside peer).
  * Prints goodput, its ratio to the summed tbf rates and to the summed measured single-path
@@ -130,6 +130,33 @@ try {
   ], "fusion-client-1");
   const c2Port = portOf(listeningAddr(await client2.waitFor(/msg="listening"/)));
   const c1Port = portOf(listeningAddr(await client1.waitFor(/msg="listening"/)));
+  // The other schedulers, each with its own server (the server schedules downloads).
+  const others: { name: string; server: Watched; client: Watched; port: number }[] = [];
+  for (const name of ["rr", "random"]) {
+    const srv = start(net.serverNs, [
+      here("../services/fusion-server.ts"),
+      "--listen",
+      "0.0.0.0:0",
+      "--target",
+      `127.0.0.1:${sourcePort}`,
+      "--scheduler",
+      name,
+    ], `fusion-server-${name}`);
+    const port = portOf(listeningAddr(await srv.waitFor(/msg="listening"/)));
+    const cli = start(net.clientNs, [
+      here("../services/fusion-client.ts"),
+      "--listen",
+      "127.0.0.1:0",
+      "--scheduler",
+      name,
+      ...[0, 1].flatMap((i) => [
+        "--path",
+        `${net.paths[i].clientAddr}>${net.paths[i].serverAddr}:${port}`,
+      ]),
+    ], `fusion-client-${name}`);
+    const cport = portOf(listeningAddr(await cli.waitFor(/msg="listening"/)));
+    others.push({ name, server: srv, client: cli, port: cport });
+  }
   let iperfServer: Watched | undefined;
   const iperfPort = 5201 + Math.floor(Math.random() * 1000);
   if (haveIperf) {
@@ -246,14 +273,16 @@ try {
         reorderPeak: mib(Number(field(cl, "reorderPeakBytes") ?? 0)),
       });
     }
-    {
-      const b2 = client2.lines.length;
-      const bs = server.lines.length;
-      const f2 = await fetch(`127.0.0.1:${c2Port}`, bytesFor(nominal));
-      const cl = await sessionLine(client2, b2);
-      const sl = await sessionLine(server, bs);
+    for (
+      const o of [{ name: "weighted", server, client: client2, port: c2Port }, ...others]
+    ) {
+      const b2 = o.client.lines.length;
+      const bs = o.server.lines.length;
+      const f2 = await fetch(`127.0.0.1:${o.port}`, bytesFor(nominal));
+      const cl = await sessionLine(o.client, b2);
+      const sl = await sessionLine(o.server, bs);
       add(
-        "fusion, 2 paths (weighted)",
+        `fusion, 2 paths (${o.name})`,
         f2,
         tcpSum,
         mib(Number(field(sl, "bytesResent") ?? 0)),
