@@ -233,3 +233,43 @@ Deno.test("frames: 300 random inputs with random splits never crash or hang", as
     assert(src.closed, "transport closed");
   }
 });
+
+Deno.test("frames: 200 random sequences of well-formed frames (random flags/ids) never crash", async () => {
+  for (let round = 0; round < 200; round++) {
+    const parts: Uint8Array[] = [];
+    for (let i = 0; i < 60; i++) {
+      const r = Math.random();
+      const type = r < 0.5 ? FrameType.data : r < 0.85 ? FrameType.windowUpdate : r < 0.95
+        ? FrameType.ping
+        : FrameType.goAway;
+      const flags = Math.floor(Math.random() * 16);
+      const id = type >= FrameType.ping ? 0 : 1 + 2 * Math.floor(Math.random() * 4);
+      if (type === FrameType.data) {
+        parts.push(encodeFrame(type, flags, id, new Uint8Array(Math.floor(Math.random() * 3000))));
+      } else {
+        const len = type === FrameType.goAway
+          ? (Math.random() < 0.9 ? 0 : 1)
+          : Math.floor(Math.random() * 70000);
+        parts.push(encodeFrame(type, flags, id, len));
+      }
+    }
+    const bytes = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+    let o = 0;
+    for (const p of parts) (bytes.set(p, o), o += p.length);
+    const src = new ChunkedSource(bytes, () => 1 + Math.floor(Math.random() * 700));
+    const session = Session.server(src, { keepaliveIntervalMs: 0, synAckDelayMs: round % 2 });
+    // Use the streams the way an application would while frames arrive.
+    const user = (async () => {
+      for await (const s of session) {
+        s.read(new Uint8Array(100)).then(() => s.write(new Uint8Array(10))).catch(() => {})
+          .finally(() => Math.random() < 0.5 ? s.close() : s.reset());
+      }
+    })();
+    const end = await session.closed;
+    await user;
+    assert(
+      ["eof", "protocol-error", "remote-goaway"].includes(end.reason),
+      `round ${round}: ${end.reason} ${end.error}`,
+    );
+  }
+});
