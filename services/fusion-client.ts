@@ -77,6 +77,12 @@ const flags = parseFlags({
       default: "3000",
       help: "a path silent this long (no acks, no heartbeats) is dropped and redialled",
     },
+    "nack-gap": {
+      type: "string",
+      arg: "frames",
+      default: "10",
+      help: "a hole with this many frames received beyond it is NACKed (or after 300 ms)",
+    },
     "grace-ms": {
       type: "string",
       arg: "ms",
@@ -133,6 +139,8 @@ if (windowMiB < 1 || windowMiB > 1024) fail("--window-mib must be between 1 and 
 const silenceTimeoutMs = intFlag("silence-timeout-ms", flags["silence-timeout-ms"], 3000);
 if (silenceTimeoutMs < 100) fail("--silence-timeout-ms must be at least 100", 2);
 const graceMs = intFlag("grace-ms", flags["grace-ms"], 30_000);
+const nackGapFrames = intFlag("nack-gap", flags["nack-gap"], 10);
+if (nackGapFrames < 1) fail("--nack-gap must be at least 1", 2);
 const maxConns = intFlag("max-conns", flags["max-conns"], 64);
 const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 2000);
 
@@ -145,6 +153,7 @@ const client = new FusionClient({
   silenceTimeoutMs,
   heartbeatIntervalMs: Math.max(20, Math.min(250, Math.floor(silenceTimeoutMs / 4))),
   graceMs,
+  nackGapFrames,
   log,
 });
 const listener = listenOrExit(listenAddr, "listen");

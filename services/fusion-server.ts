@@ -62,6 +62,12 @@ const flags = parseFlags({
       default: "3000",
       help: "a path silent this long (no acks, no heartbeats) is dropped",
     },
+    "nack-gap": {
+      type: "string",
+      arg: "frames",
+      default: "10",
+      help: "a hole with this many frames received beyond it is NACKed (or after 300 ms)",
+    },
     "grace-ms": {
       type: "string",
       arg: "ms",
@@ -99,6 +105,8 @@ if (windowMiB < 1 || windowMiB > 1024) fail("--window-mib must be between 1 and 
 const silenceTimeoutMs = intFlag("silence-timeout-ms", flags["silence-timeout-ms"], 3000);
 if (silenceTimeoutMs < 100) fail("--silence-timeout-ms must be at least 100", 2);
 const graceMs = intFlag("grace-ms", flags["grace-ms"], 30_000);
+const nackGapFrames = intFlag("nack-gap", flags["nack-gap"], 10);
+if (nackGapFrames < 1) fail("--nack-gap must be at least 1", 2);
 const maxSessions = intFlag("max-sessions", flags["max-sessions"], 256);
 const maxPaths = intFlag("max-paths", flags["max-paths"], 8);
 if (maxSessions < 1 || maxPaths < 1) fail("--max-sessions and --max-paths must be >= 1", 2);
@@ -113,6 +121,7 @@ const fusion = new FusionServer({
   silenceTimeoutMs,
   heartbeatIntervalMs: Math.max(20, Math.min(250, Math.floor(silenceTimeoutMs / 4))),
   graceMs,
+  nackGapFrames,
   maxSessions,
   maxPathsPerSession: maxPaths,
   log,
