@@ -6,7 +6,11 @@
  * - bulk: one connection downloads `--bytes` (default 512 MiB), then one uploads as much,
  *   `--runs` times (default 2, best kept); MB/s and ratio to direct;
  * - set-up: `--seq` (default 500) sequential connect + 8-byte request + 1 KiB answer (ms each)
- *   and `--requests` (default 2000) of them with `--concurrency` (default 32) workers (req/s).
+ *   and `--requests` (default 2000) of them with `--concurrency` (default 32) workers (req/s);
+ * - WAN set-up: the exit side (depot-local, or the `ssh -R` client) reaches the server side
+ *   through a delay proxy adding `--rtt`/2 ms each way (default RTT 40 ms; netem is not
+ *   available here), and `--wan-conns` (default 20) sequential SOCKS set-ups are timed, in
+ *   RTTs: depot with spare tunnels (default), without (`--spare-tunnels 0`), `--mux`, ssh -R.
  *
  * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
  * read an 8-byte big-endian length n; if its top bit is clear send n bytes and FIN, if set
@@ -70,6 +74,63 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
   await new Promise(() => {});
 }
 
+// ---------------------------------------------------------------- delay role
+// A TCP forwarder adding BENCH_DELAY_MS to every chunk in both directions (order kept):
+// emulated one-way latency between the exit side and the server side. The kernel completes
+// the client's TCP handshake with us at once, so the handshake's round trip is emulated too:
+// nothing the client sends reaches the far side before 1.5 RTT after it connected, as on a
+// real link (SYN, SYN-ACK, then data).
+if (Deno.env.get("BENCH_ROLE") === "delay") {
+  const delayMs = Number(Deno.env.get("BENCH_DELAY_MS"));
+  const target = Number(Deno.env.get("BENCH_TARGET"));
+  const l = Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) });
+  const pipeDelayed = async (src: Deno.Conn, dst: Deno.Conn, notBefore = 0) => {
+    const queue: { at: number; data: Uint8Array | null }[] = [];
+    let wake: (() => void) | undefined;
+    const writer = (async () => {
+      while (true) {
+        const item = queue[0];
+        if (!item) {
+          await new Promise<void>((r) => wake = r);
+          continue;
+        }
+        const wait = item.at - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        queue.shift();
+        if (item.data === null) return await dst.closeWrite();
+        await writeAll(dst, item.data);
+      }
+    })();
+    const buf = new Uint8Array(256 * 1024);
+    while (true) {
+      const n = await src.read(buf);
+      const at = Math.max(performance.now() + delayMs, notBefore);
+      queue.push({ at, data: n === null ? null : buf.slice(0, n) });
+      wake?.();
+      if (n === null) break;
+    }
+    await writer;
+  };
+  for await (const c of l) {
+    (async () => {
+      let up: Deno.Conn | undefined;
+      try {
+        up = await Deno.connect({ hostname: "127.0.0.1", port: target });
+        c.setNoDelay(true);
+        (up as Deno.TcpConn).setNoDelay(true);
+        const handshakeDone = performance.now() + 3 * delayMs; // accept + 1.5 RTT
+        await Promise.all([pipeDelayed(c, up, handshakeDone), pipeDelayed(up, c)]);
+      } catch {
+        // One side vanished: both are closed below.
+      } finally {
+        closeQuietly(c);
+        closeQuietly(up);
+      }
+    })();
+  }
+  await new Promise(() => {});
+}
+
 // ---------------------------------------------------------------- helpers
 function flag(name: string, fallback: number): number {
   const i = Deno.args.indexOf(`--${name}`);
@@ -81,6 +142,10 @@ const reqCount = flag("requests", 2000);
 const concurrency = flag("concurrency", 32);
 /** Bulk runs per direction; the best is reported (the machine is shared and noisy). */
 const bulkRuns = flag("runs", 2);
+const wanRttMs = flag("rtt", 40);
+const wanConns = flag("wan-conns", 20);
+/** Skip the loopback section (bulk and set-up) and measure only the WAN set-up. */
+const onlyWan = Deno.args.includes("--only-wan");
 const smallBytes = 1024;
 
 /** A kernel-chosen free port (bound and released; fine for a benchmark). */
@@ -227,8 +292,37 @@ async function concurrent(route: Route): Promise<number> {
   return reqCount / ((performance.now() - t0) / 1000);
 }
 
+/** A delay proxy (this file, BENCH_ROLE=delay) in front of `target`; returns its port. */
+async function startDelay(target: number, delayMs: number): Promise<number> {
+  const port = freePort();
+  spawn(Deno.execPath(), ["run", "-A", new URL(import.meta.url).pathname], {
+    BENCH_ROLE: "delay",
+    BENCH_PORT: String(port),
+    BENCH_TARGET: String(target),
+    BENCH_DELAY_MS: String(delayMs),
+  });
+  await waitFor("delay proxy", portOpen(port));
+  return port;
+}
+
+/** Mean ms of `n` sequential SOCKS set-ups (TCP connect to success reply) via `port`. */
+async function setupMs(port: number, dest: number, n: number, username?: string): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < n + 1; i++) {
+    const t0 = performance.now();
+    const c = await dial("127.0.0.1", port);
+    try {
+      await socks5Connect(c, { host: "127.0.0.1", port: dest }, { username, password: "" });
+    } finally {
+      closeQuietly(c);
+    }
+    if (i > 0) total += performance.now() - t0; // the first one warms up
+  }
+  return total / n;
+}
+
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
-async function startSshReverseSocks(socksPort: number): Promise<void> {
+async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<void> {
   const dir = Deno.makeTempDirSync({ prefix: "depot-bench-ssh-" });
   const keygen = async (name: string) => {
     const out = await new Deno.Command("ssh-keygen", {
@@ -261,6 +355,7 @@ async function startSshReverseSocks(socksPort: number): Promise<void> {
   Deno.mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege-separation directory
   spawn("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]);
   await waitFor("sshd", portOpen(sshdPort));
+  const sshPort = delayMs > 0 ? await startDelay(sshdPort, delayMs) : sshdPort;
   spawn("ssh", [
     "-N",
     "-i",
@@ -274,7 +369,7 @@ async function startSshReverseSocks(socksPort: number): Promise<void> {
     "-o",
     "ExitOnForwardFailure=yes",
     "-p",
-    String(sshdPort),
+    String(sshPort),
     "-R",
     `127.0.0.1:${socksPort}`,
     `${Deno.env.get("USER") ?? "root"}@127.0.0.1`,
@@ -308,12 +403,13 @@ interface Row {
   err?: string;
 }
 const rows: Row[] = [];
+const wanRows: { name: string; ms: number; err?: string }[] = [];
+const env = { DEPOT_TOKEN: crypto.randomUUID() };
 try {
   spawn(Deno.execPath(), ["run", "-A", self], {
     BENCH_ROLE: "source",
     BENCH_PORT: String(srcPort),
   });
-  const env = { DEPOT_TOKEN: crypto.randomUUID() };
   spawn(Deno.execPath(), [
     "run",
     "-A",
@@ -391,7 +487,7 @@ try {
     socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
     socksRoute("OpenSSH ssh -R (SOCKS)", ports.ssh, srcPort),
   ];
-  for (const r of routes) {
+  for (const r of onlyWan ? [] : routes) {
     if (r.name.startsWith("OpenSSH") && sshError) {
       rows.push({ name: r.name, down: NaN, up: NaN, seqMs: NaN, rps: NaN, err: sshError });
       continue;
@@ -412,35 +508,126 @@ try {
       console.error(`  ${r.name} failed: ${err}`);
     }
   }
+
+  // ---- WAN set-up: the exit side behind an emulated RTT ----
+  if (wanConns > 0 && wanRttMs > 0) {
+    const oneWay = wanRttMs / 2;
+    const w = { control: freePort(), socks: freePort(), tunnel: freePort(), status: freePort() };
+    spawn(Deno.execPath(), [
+      "run",
+      "-A",
+      service("depot-server.ts"),
+      "--log-level",
+      "warn",
+      "--control",
+      `127.0.0.1:${w.control}`,
+      "--socks",
+      `127.0.0.1:${w.socks}`,
+      "--tunnel",
+      `127.0.0.1:${w.tunnel}`,
+      "--status",
+      `127.0.0.1:${w.status}`,
+    ], env);
+    await waitFor("WAN depot-server", portOpen(w.control));
+    const farControl = await startDelay(w.control, oneWay);
+    const farTunnel = await startDelay(w.tunnel, oneWay);
+    const exits: [string, string[]][] = [
+      ["spares", []],
+      ["nospares", ["--spare-tunnels", "0"]],
+      ["mux", ["--mux"]],
+    ];
+    for (const [name, extra] of exits) {
+      spawn(Deno.execPath(), [
+        "run",
+        "-A",
+        service("depot-local.ts"),
+        "--log-level",
+        "warn",
+        "--name",
+        name,
+        "--server",
+        `127.0.0.1:${farControl}`,
+        "--tunnel",
+        `127.0.0.1:${farTunnel}`,
+        ...extra,
+      ], env);
+    }
+    await waitFor("WAN depot-locals", async () => {
+      const st = await (await fetch(`http://127.0.0.1:${w.status}/status`)).json() as {
+        exits: unknown[];
+      };
+      return st.exits.length === exits.length;
+    });
+    await new Promise((r) => setTimeout(r, 3 * wanRttMs)); // spares dialled, mux open
+    const wanSsh = freePort();
+    let wanSshError: string | undefined;
+    try {
+      await startSshReverseSocks(wanSsh, oneWay);
+    } catch (err) {
+      wanSshError = String(err);
+    }
+    const wanRoutes: [string, () => Promise<number>][] = [
+      ["depot (2 spare tunnels, default)", () => setupMs(w.socks, srcPort, wanConns, "spares")],
+      ["depot --spare-tunnels 0", () => setupMs(w.socks, srcPort, wanConns, "nospares")],
+      ["depot --mux", () => setupMs(w.socks, srcPort, wanConns, "mux")],
+      ["OpenSSH ssh -R (SOCKS)", () => setupMs(wanSsh, srcPort, wanConns)],
+    ];
+    for (const [name, measure] of wanRoutes) {
+      if (name.startsWith("OpenSSH") && wanSshError) {
+        wanRows.push({ name, ms: NaN, err: wanSshError });
+        continue;
+      }
+      try {
+        wanRows.push({ name, ms: await measure() });
+      } catch (err) {
+        wanRows.push({ name, ms: NaN, err: String(err) });
+      }
+    }
+  }
 } finally {
   await stopAll();
 }
 
-const direct = rows[0];
+const direct = rows[0] ?? { name: "direct TCP", down: NaN, up: NaN, seqMs: NaN, rps: NaN };
 const fmt = (v: number, d = 0) => Number.isFinite(v) ? v.toFixed(d) : "-";
 const ratio = (v: number, base: number) =>
   Number.isFinite(v) && Number.isFinite(base) && base > 0 ? (v / base).toFixed(2) : "-";
-console.log(
-  `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
-    `${bulkRuns}; ` +
-    `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests`,
-);
-console.log("");
-console.log(
-  "| path | down MB/s | ratio | up MB/s | ratio | set-up ms (seq) | req/s (x" +
-    `${concurrency}) | ratio |`,
-);
-console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-for (const r of rows) {
+if (rows.length > 0) {
   console.log(
-    `| ${r.name} | ${fmt(r.down)} | ${ratio(r.down, direct.down)} | ${fmt(r.up)} | ` +
-      `${ratio(r.up, direct.up)} | ${fmt(r.seqMs, 3)} | ${fmt(r.rps)} | ` +
-      `${ratio(r.rps, direct.rps)} |`,
+    `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
+      `${bulkRuns}; ` +
+      `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests`,
   );
+  console.log("");
+  console.log(
+    "| path | down MB/s | ratio | up MB/s | ratio | set-up ms (seq) | req/s (x" +
+      `${concurrency}) | ratio |`,
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of rows) {
+    console.log(
+      `| ${r.name} | ${fmt(r.down)} | ${ratio(r.down, direct.down)} | ${fmt(r.up)} | ` +
+        `${ratio(r.up, direct.up)} | ${fmt(r.seqMs, 3)} | ${fmt(r.rps)} | ` +
+        `${ratio(r.rps, direct.rps)} |`,
+    );
+  }
+  for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
+  const depot = rows[1];
+  if (depot && Number.isFinite(depot.down)) {
+    const worst = Math.min(depot.down / direct.down, depot.up / direct.up);
+    console.log(`\ndepot bulk vs direct (worse direction): ${worst.toFixed(2)} (target >= 0.60)`);
+  }
 }
-for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
-const depot = rows[1];
-if (depot && Number.isFinite(depot.down)) {
-  const worst = Math.min(depot.down / direct.down, depot.up / direct.up);
-  console.log(`\ndepot bulk vs direct (worse direction): ${worst.toFixed(2)} (target >= 0.60)`);
+
+if (wanRows.length > 0) {
+  console.log(
+    `\nWAN set-up: exit side behind an emulated RTT of ${wanRttMs} ms (delay proxy), ` +
+      `${wanConns} sequential SOCKS CONNECTs, TCP connect to success reply\n`,
+  );
+  console.log("| path | set-up ms | RTTs |");
+  console.log("| --- | ---: | ---: |");
+  for (const r of wanRows) {
+    console.log(`| ${r.name} | ${fmt(r.ms, 1)} | ${fmt(r.ms / wanRttMs, 2)} |`);
+  }
+  for (const r of wanRows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
 }
