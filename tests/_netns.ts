@@ -66,7 +66,7 @@ export class TwoPathNet {
 
   /** Build the namespaces and links, shaped to `mbit[i]` per path (both directions). */
   static async create(mbit: [number, number]): Promise<TwoPathNet> {
-    const net = new TwoPathNet(`${Deno.pid % 100000}${String.fromCharCode(97 + counter++ % 26)}`);
+    const net = new TwoPathNet(`${Deno.pid}${String.fromCharCode(97 + counter++ % 26)}`);
     try {
       await net.#build(mbit);
     } catch (err) {
