@@ -66,6 +66,7 @@ export class TwoPathNet {
 
   /** Build the namespaces and links, shaped to `mbit[i]` per path (both directions). */
   static async create(mbit: [number, number]): Promise<TwoPathNet> {
+    await removeStale();
     const net = new TwoPathNet(`${Deno.pid}${String.fromCharCode(97 + counter++ % 26)}`);
     try {
       await net.#build(mbit);
@@ -192,6 +193,30 @@ export class TwoPathNet {
         if (!/No such file/.test(errorMessage(err))) console.error(errorMessage(err));
       }
     }
+  }
+}
+
+/**
+ * Remove namespaces left by a run that was killed before its `finally` (their pid is gone).
+ * Veths live inside the namespaces and go with them.
+ */
+async function removeStale(): Promise<void> {
+  let list: string;
+  try {
+    list = await sh("ip", ["netns", "list"]);
+  } catch {
+    return;
+  }
+  for (const line of list.split("\n")) {
+    const m = /^(wf[cs](\d+)[a-z])\b/.exec(line.trim());
+    if (!m || Number(m[2]) === Deno.pid) continue;
+    try {
+      Deno.statSync(`/proc/${m[2]}`);
+      continue; // that run is still alive
+    } catch {
+      // gone: its namespace is stale
+    }
+    await sh("ip", ["netns", "del", m[1]]).catch(() => {});
   }
 }
 
