@@ -216,7 +216,9 @@ async function removeStale(): Promise<void> {
     } catch {
       // gone: its namespace is stale
     }
-    await sh("ip", ["netns", "del", m[1]]).catch(() => {});
+    await sh("ip", ["netns", "del", m[1]]).catch(() => {
+      // another run cleaned it up first
+    });
   }
 }
 
