@@ -58,3 +58,27 @@ Deno.test("depot: curl with SOCKS auth picks the named exit and checks its passw
     await origin.close();
   }
 });
+
+Deno.test("depot: npm socks client (with username/password) through depot", async () => {
+  const origin = startOrigin();
+  const depot = await startDepot({ locals: [{ name: "office", socksPassword: "pw" }] });
+  try {
+    const client = new URL("./_socks5_npm_client.ts", import.meta.url).pathname;
+    const r = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      client,
+      String(depot.socksPort),
+      "localhost",
+      String(origin.port),
+      "/hello?id=npm",
+      "office",
+      "pw",
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertMatch(r.stdout, /hello npm/);
+  } finally {
+    await depot.close();
+    await origin.close();
+  }
+});

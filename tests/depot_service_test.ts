@@ -166,6 +166,32 @@ Deno.test("depot services: depot-local --allow refuses others with 0x02 and serv
   }
 });
 
+Deno.test("depot services: depot-local --mux carries tunnels as streams", async () => {
+  const target = startTarget();
+  const server = await startServer();
+  let local: ServiceProcess | undefined;
+  try {
+    local = await startLocal(server.addrs.get("control")!, ["--mux", "--status", ":0"]);
+    await local.waitFor(/multiplexed/);
+    const c = await socksDial(portOf(server.addrs.get("socks")!), {
+      host: "127.0.0.1",
+      port: target.port,
+    });
+    await writeAll(c, enc.encode("Estream"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "stream");
+    c.close();
+    const st = await (await fetch(`http://${local.addrs.get("status")}/status`)).json();
+    assertEquals([st.transport, st.total], ["mux", 1]);
+    assertEquals(await local.stop(), 0);
+    local = undefined;
+  } finally {
+    await local?.stop("SIGKILL");
+    await server.stop("SIGKILL");
+    await target.close();
+  }
+});
+
 Deno.test("depot services: local killed mid-transfer; server stays up; new local works", async () => {
   const target = startTarget();
   const server = await startServer(["--heartbeat-ms", "200"]);
