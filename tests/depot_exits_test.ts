@@ -136,3 +136,34 @@ Deno.test("depot exits: server restart: relays close, the local reconnects, requ
     await target.close();
   }
 });
+
+Deno.test("depot exits: the local detects a silent server and reconnects", async () => {
+  // A fake server: answers hello with welcome (heartbeat 100 ms), then never says anything.
+  const { ControlConn } = await import("../lib/control/mod.ts");
+  const { depotProtocol } = await import("../lib/depot/mod.ts");
+  const listener = listenLocal();
+  const held: { close(): void }[] = [];
+  const serverLoop = (async () => {
+    for await (const conn of listener) {
+      const ctl = new ControlConn(conn, depotProtocol);
+      held.push(ctl);
+      await ctl.expect("hello", 5000);
+      await ctl.send({ type: "welcome", name: "default", heartbeatMs: 100, tunnelPort: 1 });
+      // Silent from here on: no pongs, no pings.
+    }
+  })().catch(() => {});
+  const local = new DepotLocal({
+    server: { host: "127.0.0.1", port: listener.addr.port },
+    backoff: { initialMs: 20, maxMs: 50 },
+  });
+  const running = local.run();
+  try {
+    await until(() => local.status().sessions >= 2, "a second session after the first went dead");
+  } finally {
+    await local.stop();
+    await running;
+    listener.close();
+    for (const c of held) c.close();
+    await serverLoop;
+  }
+});
