@@ -74,10 +74,12 @@ export type SessionEndReason =
 const maxSendFrameCapBytes = 1024 * 1024;
 /** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
 const coalesceCopyMaxBytes = 16 * 1024;
-/** Size of the buffer small frames are coalesced into before one write. */
-const coalesceBufferBytes = 128 * 1024;
+/** The buffer small frames are coalesced into: starts small (idle sessions stay cheap) and
+ * doubles whenever a batch overflows it, up to the max. */
+const minCoalesceBufferBytes = 16 * 1024;
+const maxCoalesceBufferBytes = 256 * 1024;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
-const minReadBufferBytes = 64 * 1024;
+const minReadBufferBytes = 16 * 1024;
 const maxReadBufferBytes = 2 * 1024 * 1024;
 /** Microtasks the writer waits before encoding, so a FIN or ACK issued right after a
  * write in the same turn rides on the queued frame instead of a frame of its own. */
@@ -138,7 +140,7 @@ export class Session implements StreamHost, FrameSink {
   #ordered: OutFrame[] = [];
   #writing = false;
   #writerIdle: (() => void)[] = [];
-  #out = new Uint8Array(coalesceBufferBytes);
+  #out = new Uint8Array(minCoalesceBufferBytes);
   #pings = new Map<number, PendingPing>();
   #pingSeq = 0;
   #rtt: number | undefined;
@@ -379,7 +381,7 @@ export class Session implements StreamHost, FrameSink {
           buf = new Uint8Array(buf.length * 4);
           small = 0;
         } else if (n < buf.length / 16 && buf.length > minReadBufferBytes && ++small > 16) {
-          buf = new Uint8Array(minReadBufferBytes);
+          buf = new Uint8Array(buf.length / 4); // one step down: bursts regrow quickly
           small = 0;
         }
       }
@@ -608,10 +610,12 @@ export class Session implements StreamHost, FrameSink {
         }
         const out = this.#out;
         let off = 0;
+        let overflowed = false;
         for (const f of batch) {
           if (off + headerBytes > out.length) {
             await this.#writeAll(out.subarray(0, off));
             off = 0;
+            overflowed = true;
           }
           encodeHeader(out, off, f.type, f.flags, f.id, f.length);
           f.encoded = true;
@@ -622,6 +626,7 @@ export class Session implements StreamHost, FrameSink {
               if (off + p.length > out.length) {
                 await this.#writeAll(out.subarray(0, off));
                 off = 0;
+                overflowed = true;
               }
               out.set(p, off);
               off += p.length;
@@ -633,6 +638,9 @@ export class Session implements StreamHost, FrameSink {
           }
         }
         if (off > 0) await this.#writeAll(out.subarray(0, off));
+        if (overflowed && out.length < maxCoalesceBufferBytes) {
+          this.#out = new Uint8Array(out.length * 2);
+        }
         this.#stats.framesOut += batch.length;
         for (const f of batch) {
           f.stream?._flushed(f);
