@@ -239,7 +239,11 @@ Deno.test("frames: 200 random sequences of well-formed frames (random flags/ids)
     const parts: Uint8Array[] = [];
     for (let i = 0; i < 60; i++) {
       const r = Math.random();
-      const type = r < 0.5 ? FrameType.data : r < 0.85 ? FrameType.windowUpdate : r < 0.95
+      const type = r < 0.5
+        ? FrameType.data
+        : r < 0.85
+        ? FrameType.windowUpdate
+        : r < 0.95
         ? FrameType.ping
         : FrameType.goAway;
       const flags = Math.floor(Math.random() * 16);
