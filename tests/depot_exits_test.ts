@@ -167,3 +167,24 @@ Deno.test("depot exits: the local detects a silent server and reconnects", async
     await serverLoop;
   }
 });
+
+Deno.test("depot exits: stop() lets live relays finish within the drain time", async () => {
+  const target = startTarget();
+  const depot = await startDepot();
+  try {
+    const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+    await writeAll(c, enc.encode("Ebefore "));
+    const stopping = depot.server.stop(10_000);
+    // New clients are refused at once; the live connection keeps working.
+    await assertRejects(socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port }));
+    await writeAll(c, enc.encode("after"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "before after");
+    c.close();
+    await stopping;
+    await depot.locals[0].waitConnected(false, 10_000);
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});

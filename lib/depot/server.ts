@@ -357,26 +357,24 @@ export class DepotServer {
   }
 
   /**
-   * Stop: refuse new connections, tell every local "shutdown", fail pending requests, cut
-   * relays still running after `drainMs`.
+   * Stop: refuse new SOCKS clients and hellos, fail pending requests, let live relays finish
+   * for up to `drainMs` (then cut them), then tell every local "shutdown" and close the rest.
    */
   async stop(drainMs = 2_000): Promise<void> {
     this.#stopping = true;
     m.liveSources.delete(this.#metricsSource);
     const servers = this.#servers;
-    for (const exit of [...this.#exits.values()]) {
-      void exit.ctl.fail(DepotRefusal.shutdown, "server shutting down");
-    }
     for (const p of [...this.#pending.values()]) {
       p.settle({ ok: false, reason: "network-unreachable", message: "server shutting down" });
     }
+    // Relays run inside SOCKS handlers: this waits for them (or cuts them at the deadline).
+    if (servers) await servers.socks.stop(drainMs);
+    for (const exit of [...this.#exits.values()]) {
+      void exit.ctl.fail(DepotRefusal.shutdown, "server shutting down");
+    }
     for (const mux of [...this.#muxSessions]) void mux.close("internal-error");
     if (servers) {
-      await Promise.all([
-        servers.control.stop(drainMs),
-        servers.socks.stop(drainMs),
-        servers.tunnel.stop(drainMs),
-      ]);
+      await Promise.all([servers.control.stop(drainMs), servers.tunnel.stop(drainMs)]);
     }
   }
 
@@ -502,14 +500,18 @@ export class DepotServer {
   ): Promise<void> {
     noDelay(conn);
     let req;
+    let triedExit = "?";
     try {
       req = await acceptDepotSocks(conn, {
         defaultNeedsPassword: () => this.#exits.get(this.defaultExit)?.socksPassword !== undefined,
-        authenticate: (user, pass) => this.#checkSocksAuth(user, pass),
+        authenticate: (user, pass) => {
+          triedExit = user === "" ? this.defaultExit : user.slice(0, 64);
+          return this.#checkSocksAuth(user, pass);
+        },
       });
     } catch (err) {
       if (err instanceof Socks5Error && err.reason === "auth-failed") {
-        this.#recordFailure("?", "-", "auth", "SOCKS authentication failed");
+        this.#recordFailure(triedExit, "-", "auth", "SOCKS authentication failed");
       }
       ctx.log.debug("SOCKS handshake failed", { remote: ctx.remote, error: describe(err) });
       return;
