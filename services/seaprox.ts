@@ -8,6 +8,7 @@
 
 import { fail, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
+import { formatAddr } from "../lib/net/mod.ts";
 import { hostPortFlag } from "../lib/cli.ts";
 import {
   type ForwardSpec,
@@ -147,7 +148,23 @@ try {
   throw err;
 }
 if (forward) log.info("forwarding via upstream", { upstream: forward.display });
-const metrics = metricsAddr ? serveMetrics(metricsAddr.host, metricsAddr.port, log) : undefined;
+const startedMs = Date.now();
+const metrics = metricsAddr
+  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+    // Live connections with both sides' states and byte counts (no secrets: users only).
+    "/status": () =>
+      Response.json({
+        uptimeMs: Date.now() - startedMs,
+        maxConns,
+        listeners: proxy.servers.map((s, i) => ({
+          url: listeners[i].display,
+          addr: formatAddr(s.addr),
+          ...s.server.stats,
+        })),
+        connections: proxy.table.list().map((c) => c.snapshot()),
+      }),
+  })
+  : undefined;
 
 // ---- shutdown ----
 onShutdown(log, async () => {

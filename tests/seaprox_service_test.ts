@@ -5,8 +5,8 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial } from "../lib/net/mod.ts";
-import { listenLocal, run, startService } from "./_util.ts";
-import { portFor, rawServer, startSeaproxService, waitUntil } from "./_seaprox.ts";
+import { listenLocal, readAll, run, startService } from "./_util.ts";
+import { askAfterEof, portFor, rawServer, startSeaproxService, waitUntil } from "./_seaprox.ts";
 
 const script = new URL("../services/seaprox.ts", import.meta.url).pathname;
 
@@ -119,6 +119,7 @@ Deno.test("seaprox service: --idle-timeout and --handshake-timeout close silent 
 Deno.test("seaprox service: --metrics exports connections, bytes and errors by reason", async () => {
   const hold = rawServer(async (c) => {
     await c.write(new TextEncoder().encode("hi"));
+    await readAll(c); // until the client leaves
   });
   const sp = await startSeaproxService(
     [`static://127.0.0.1:0?to=127.0.0.1:${hold.port}`, "socks5://127.0.0.1:0"],
@@ -129,7 +130,7 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
     const metricsAddr = /addr=(\S+)/.exec(line)![1];
     const c = await dial("127.0.0.1", portFor(sp, "static"));
     const buf = new Uint8Array(8);
-    while ((await c.read(buf)) !== null) { /* until the origin closes */ }
+    assertEquals(await askAfterEof(c, ""), "hi");
     c.close();
     const bad = await dial("127.0.0.1", portFor(sp, "socks5"));
     await bad.write(new Uint8Array([4, 1, 0, 80])); // SOCKS4: refused as garbage
@@ -148,6 +149,19 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
     assertMatch(text, /seaprox_connections_active 0/);
     assertMatch(text, /seaprox_bytes_out_total 2/);
     assertMatch(text, /seaprox_errors_total\{reason="handshake-failed:bad-version"\} 1/);
+    // /status lists live connections with their sides' states and byte counts.
+    const held = await dial("127.0.0.1", portFor(sp, "static"));
+    try {
+      assertEquals((await held.read(buf)) !== null, true); // relayed: "hi" arrived
+      const status = await (await fetch(`http://${metricsAddr}/status`)).json();
+      assertEquals(status.listeners.length, 2);
+      const live = status.connections.find((c: { scheme: string }) => c.scheme === "static");
+      assertEquals(live.dest, "connected");
+      assertEquals(live.bytesDown, 2);
+      assertMatch(live.description, /^static\[ipv4\[127\.0\.0\.1:\d+\]->ipv4\[/);
+    } finally {
+      held.close();
+    }
   } finally {
     assertEquals(await sp.stop(), 0);
     await hold.close();

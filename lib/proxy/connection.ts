@@ -8,7 +8,8 @@
 import type { LogFields, Logger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import type { NetFailureReason } from "../net/errors.ts";
-import { describeEndpoint, ProxySide } from "./state.ts";
+import type { RelayStats } from "../net/relay.ts";
+import { describeEndpoint, ProxySide, type ProxyState } from "./state.ts";
 
 /**
  * Why a proxy connection ended.
@@ -54,6 +55,19 @@ export interface ProxyConnectionRecord {
   username?: string;
 }
 
+/** A live connection as a status page shows it. */
+export interface ProxyConnectionSnapshot {
+  id: number;
+  scheme: string;
+  description: string;
+  source: ProxyState;
+  dest: ProxyState;
+  bytesUp: number;
+  bytesDown: number;
+  ageMs: number;
+  username?: string;
+}
+
 /**
  * One proxied connection.
  *
@@ -69,8 +83,11 @@ export class ProxyConnection {
   target?: HostPort;
   /** The user the client authenticated as, if any. */
   username?: string;
-  bytesUp = 0;
-  bytesDown = 0;
+  /**
+   * Live byte counters, updated in place by the relay while it runs (aToB: client to
+   * destination), so a status page sees a long transfer progress.
+   */
+  readonly stats: RelayStats = { aToB: 0, bToA: 0 };
   #end?: ProxyEnd;
   #failure?: string;
   #message?: string;
@@ -87,6 +104,31 @@ export class ProxyConnection {
   /** What the proxy dialled on the client's behalf (the latest, for a session type). */
   get dest(): ProxySide {
     return this.#dest;
+  }
+
+  /** Bytes from the client to the destination so far. */
+  get bytesUp(): number {
+    return this.stats.aToB;
+  }
+
+  /** Bytes from the destination to the client so far. */
+  get bytesDown(): number {
+    return this.stats.bToA;
+  }
+
+  /** A JSON-able snapshot for status pages. */
+  snapshot(): ProxyConnectionSnapshot {
+    return {
+      id: this.id,
+      scheme: this.scheme,
+      description: this.description,
+      source: this.source.state,
+      dest: this.dest.state,
+      bytesUp: this.bytesUp,
+      bytesDown: this.bytesDown,
+      ageMs: Math.round(performance.now() - this.startedMs),
+      username: this.username,
+    };
   }
 
   /** Like `http[ipv4[127.0.0.1:5555]->name[example.org:80]]`. */

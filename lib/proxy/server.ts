@@ -93,12 +93,12 @@ class CountingConn implements Duplex {
   }
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);
-    if (n !== null) this.conn.bytesDown += n;
+    if (n !== null) this.conn.stats.bToA += n;
     return n;
   }
   async write(p: Uint8Array): Promise<number> {
     const n = await this.inner.write(p);
-    this.conn.bytesUp += n;
+    this.conn.stats.aToB += n;
     return n;
   }
   closeWrite(): Promise<void> {
@@ -219,10 +219,11 @@ export function serveProxy(
           ? { host: local.hostname, port: local.port }
           : undefined,
       });
-      const stats = { aToB: 0, bToA: 0 };
-      const res = await relay(req.source, dest, { idleTimeoutMs, signal: ctx.signal, stats });
-      conn.bytesUp = res.aToB;
-      conn.bytesDown = res.bToA;
+      const res = await relay(req.source, dest, {
+        idleTimeoutMs,
+        signal: ctx.signal,
+        stats: conn.stats,
+      });
       if (res.end === "error" && isDisconnect(res.error)) {
         conn.fail("reset", undefined, res.error?.message);
       } else {conn.fail(
