@@ -203,7 +203,11 @@ Deno.test({
     );
     procs.push(sshd);
     await sshd.waitFor(/Server listening/);
-    const { clientPort } = await startFusion(net, `127.0.0.1:${sshdPort}`, procs);
+    const { client, server, clientPort } = await startFusion(
+      net,
+      `127.0.0.1:${sshdPort}`,
+      procs,
+    );
 
     const ssh = async (command: string): Promise<{ code: number; out: Uint8Array }> => {
       const child = new Deno.Command("ip", {
@@ -242,6 +246,14 @@ Deno.test({
     assertEquals(cat.code, 0);
     assertEquals(cat.out.length, file.length);
     assertEquals(sha256(cat.out), sha256(file));
+    // Both sessions ended cleanly at both ends (fins exchanged, no reset).
+    for (const w of [client, server]) {
+      const deadline = Date.now() + 10_000;
+      while (count(w, /msg="session closed"/) < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assertEquals(count(w, /msg="session closed".* end=done /), 2, `${w.name} sessions`);
+    }
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await net.destroy();
