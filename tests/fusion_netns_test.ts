@@ -159,7 +159,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "fusion netns: ssh through fusion to a real sshd runs a command and streams a file",
+  name: "fusion netns: ssh through fusion to a real sshd runs a command, streams a file, " +
+    "survives a path going down",
   ignore: ignore || !exists("/usr/sbin/sshd"),
   sanitizeOps: true,
   sanitizeResources: true,
@@ -246,13 +247,22 @@ Deno.test({
     assertEquals(cat.code, 0);
     assertEquals(cat.out.length, file.length);
     assertEquals(sha256(cat.out), sha256(file));
-    // Both sessions ended cleanly at both ends (fins exchanged, no reset).
+    // The seed's promise: the ssh transfer survives a path dying under it.
+    await net.shape([50, 50]);
+    const during = ssh(`cat ${dir}/file`);
+    await new Promise((r) => setTimeout(r, 1200));
+    await net.linkDown(0);
+    const survived = await during;
+    await net.linkUp(0);
+    assertEquals(survived.code, 0);
+    assertEquals(sha256(survived.out), sha256(file));
+    // Every session ended cleanly at both ends (fins exchanged, no reset).
     for (const w of [client, server]) {
       const deadline = Date.now() + 10_000;
-      while (count(w, /msg="session closed"/) < 2 && Date.now() < deadline) {
+      while (count(w, /msg="session closed"/) < 3 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
       }
-      assertEquals(count(w, /msg="session closed".* end=done /), 2, `${w.name} sessions`);
+      assertEquals(count(w, /msg="session closed".* end=done /), 3, `${w.name} sessions`);
     }
   } finally {
     for (const p of procs.reverse()) await p.stop();
