@@ -8,7 +8,7 @@
 
 import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
-import { formatAddr, type HostPort } from "../lib/net/mod.ts";
+import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
   allowList,
   defaultControlPort,
@@ -147,25 +147,34 @@ const local = new DepotLocal({
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
 });
-let statusServer: Deno.HttpServer<Deno.NetAddr> | undefined;
-if (statusAddr) {
+/** Start an HTTP listener, exiting 1 with one line when its address cannot be bound. */
+function httpOrExit(
+  what: string,
+  addr: HostPort,
+  start: () => Deno.HttpServer<Deno.NetAddr>,
+): Deno.HttpServer<Deno.NetAddr> {
   try {
-    statusServer = Deno.serve({
+    return start();
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
+    }
+    fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
+  }
+}
+const statusServer = statusAddr
+  ? httpOrExit("status", statusAddr, () =>
+    Deno.serve({
       hostname: statusAddr.host,
       port: statusAddr.port,
       onListen: (a) => log.info("listening", { name: "status", addr: formatAddr(a) }),
-    }, statusApp(local).fetch);
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`status: address ${statusAddr.host}:${statusAddr.port} is already in use`);
-    }
-    throw err;
-  }
-}
+    }, statusApp(local).fetch))
+  : undefined;
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    "/status": () => Response.json(local.status()),
-  })
+  ? httpOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      "/status": () => Response.json(local.status()),
+    }))
   : undefined;
 log.info("starting", {
   server: flags.server,

@@ -16,7 +16,7 @@ import {
   serviceLogger,
 } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
-import { formatAddr } from "../lib/net/mod.ts";
+import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
   defaultControlPort,
   defaultSocksPort,
@@ -160,25 +160,34 @@ for (const [name, l] of Object.entries(listeners)) {
   log.info("listening", { name, addr: formatAddr(l.addr) });
 }
 const app = statusApp(server);
-let statusServer: Deno.HttpServer<Deno.NetAddr> | undefined;
-if (statusAddr) {
+/** Start an HTTP listener, exiting 1 with one line when its address cannot be bound. */
+function httpOrExit(
+  what: string,
+  addr: HostPort,
+  start: () => Deno.HttpServer<Deno.NetAddr>,
+): Deno.HttpServer<Deno.NetAddr> {
   try {
-    statusServer = Deno.serve({
+    return start();
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
+    }
+    fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
+  }
+}
+const statusServer = statusAddr
+  ? httpOrExit("status", statusAddr, () =>
+    Deno.serve({
       hostname: statusAddr.host,
       port: statusAddr.port,
       onListen: (a) => log.info("listening", { name: "status", addr: formatAddr(a) }),
-    }, app.fetch);
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`status: address ${statusAddr.host}:${statusAddr.port} is already in use`);
-    }
-    throw err;
-  }
-}
+    }, app.fetch))
+  : undefined;
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    "/status": () => Response.json(server.status()),
-  })
+  ? httpOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      "/status": () => Response.json(server.status()),
+    }))
   : undefined;
 log.info("waiting for depot-local", { defaultExit });
 

@@ -79,6 +79,18 @@ Deno.test("depot services: a busy port exits 1 with one line", async () => {
     ]);
     assertEquals(r.code, 1);
     assertMatch(r.stderr, /already in use/);
+    for (const flag of ["--status", "--metrics"]) {
+      const h = await run(Deno.execPath(), [
+        "run",
+        "-A",
+        script("depot-server.ts"),
+        ...anyPorts,
+        flag,
+        `127.0.0.1:${busy.addr.port}`,
+      ]);
+      assertEquals(h.code, 1, `${flag}: ${h.stderr}`);
+      assertMatch(h.stderr, /^error: (status|metrics): address \S+ is already in use$/m);
+    }
   } finally {
     busy.close();
   }
