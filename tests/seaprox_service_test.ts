@@ -6,7 +6,14 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial } from "../lib/net/mod.ts";
 import { listenLocal, readAll, run, startService } from "./_util.ts";
-import { askAfterEof, portFor, rawServer, startSeaproxService, waitUntil } from "./_seaprox.ts";
+import {
+  askAfterEof,
+  echoAfterEofServer,
+  portFor,
+  rawServer,
+  startSeaproxService,
+  waitUntil,
+} from "./_seaprox.ts";
 
 const script = new URL("../services/seaprox.ts", import.meta.url).pathname;
 
@@ -178,5 +185,33 @@ Deno.test("seaprox service: listeners (with credentials) from SEAPROX_LISTEN", a
     assert(!sp.lines.some((l) => l.includes("secret")), "the password must never be logged");
   } finally {
     assertEquals(await sp.stop(), 0);
+  }
+});
+
+Deno.test("seaprox service: SIGTERM stops accepting but lets a live relay finish", async () => {
+  const echo = echoAfterEofServer();
+  const sp = await startSeaproxService(
+    [`static://127.0.0.1:0?to=127.0.0.1:${echo.port}`],
+    ["--drain-timeout", "20000"],
+  );
+  try {
+    const port = portFor(sp, "static");
+    const c = await dial("127.0.0.1", port);
+    try {
+      await waitUntil(() => echo.accepted === 1);
+      sp.child.kill("SIGTERM");
+      await sp.waitFor(/msg="shutting down"/);
+      // The live connection still completes its exchange after the signal.
+      assertEquals(await askAfterEof(c, "late"), "got 4: late");
+    } finally {
+      closeQuietly(c);
+    }
+    // It exits by itself once the last relay is done (no second signal needed).
+    assertEquals((await sp.child.status).code, 0);
+    const refused = await dial("127.0.0.1", port).then((x) => (x.close(), false), () => true);
+    assert(refused, "the listener must be closed after shutdown");
+  } finally {
+    await sp.stop();
+    await echo.close();
   }
 });
