@@ -35,6 +35,7 @@ export interface FusionClientOptions extends FusionSessionOptions {
   backoff?: BackoffOptions;
   /** Close the relay when no byte moved for this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
+  /** Where sessions and paths log; silent by default. */
   log?: Logger;
 }
 
@@ -60,6 +61,7 @@ export class FusionClient {
   /** Summaries of the last sessions that ended (newest last), for status and tests. */
   readonly recent: SessionSummary[] = [];
 
+  /** Check the options; sessions open on `open()` or `handle`. */
   constructor(opts: FusionClientOptions) {
     if (opts.paths.length === 0) throw new RangeError("fusion client needs at least one path");
     this.#o = opts;

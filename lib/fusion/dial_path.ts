@@ -15,7 +15,9 @@ import { joinHostPort } from "../net/addr.ts";
 
 /** Where one path goes, and from where. */
 export interface PathSpec {
+  /** Server host (name or IP). */
   host: string;
+  /** Server port. */
   port: number;
   /** Local address to bind (selects the interface/link). */
   localAddress?: string;
@@ -39,6 +41,7 @@ export class NodeSocketDuplex implements Duplex {
   #error: Error | null = null;
   #waiter: (() => void) | null = null;
 
+  /** Wrap a connected socket; reads pause it beyond 1 MiB unread. */
   constructor(sock: Socket) {
     this.#sock = sock;
     sock.setNoDelay(true);
@@ -68,6 +71,7 @@ export class NodeSocketDuplex implements Duplex {
     w?.();
   }
 
+  /** Read what arrived; null at the peer's FIN. */
   async read(p: Uint8Array): Promise<number | null> {
     while (true) {
       if (this.#chunks.length > 0) {
@@ -86,6 +90,7 @@ export class NodeSocketDuplex implements Duplex {
     }
   }
 
+  /** Write `p`; resolves when the socket took it (its buffer may be reused then). */
   write(p: Uint8Array): Promise<number> {
     if (this.#sock.destroyed || this.#sock.writableEnded) {
       return Promise.reject(new Deno.errors.BrokenPipe("socket closed"));
@@ -95,10 +100,12 @@ export class NodeSocketDuplex implements Duplex {
     });
   }
 
+  /** Send our FIN; reading goes on. */
   closeWrite(): Promise<void> {
     return new Promise((resolve) => this.#sock.end(() => resolve()));
   }
 
+  /** Destroy the socket. */
   close(): void {
     this.#sock.destroy();
     this.#eof = true;

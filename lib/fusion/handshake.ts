@@ -23,7 +23,9 @@ export type RefusalReason = "bad-token" | "unknown-session" | "limit" | "bad-ver
 
 /** The server refused the path; `reason` says why. */
 export class PathRefusedError extends Error {
+  /** Error name. */
   override name = "PathRefusedError";
+  /** `reason`: why the server refused. */
   constructor(readonly reason: RefusalReason) {
     super(`path refused: ${reason}`);
   }

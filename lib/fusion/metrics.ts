@@ -8,13 +8,21 @@ import { counter, gauge } from "../metrics.ts";
 
 /** The fusion metric handles. */
 export interface FusionMetrics {
+  /** Sessions open now. */
   sessionsActive: client.Gauge<string>;
+  /** Paths joined now. */
   pathsActive: client.Gauge<string>;
+  /** Ended sessions by end (done, no-paths, peer-reset, ...). */
   sessionEnds: client.Counter<"end">;
+  /** Ended paths by why (eof, error, silent, ...). */
   pathEnds: client.Counter<"end">;
+  /** Application bytes of ended sessions, by direction. */
   bytes: client.Counter<"direction">;
+  /** Frames sent again. */
   resentFrames: client.Counter<string>;
+  /** Wire bytes sent again. */
   resentBytes: client.Counter<string>;
+  /** Reorder buffer peak of the last ended session. */
   reorderPeak: client.Gauge<string>;
 }
 

@@ -30,9 +30,9 @@ export interface FusionServerOptions extends FusionSessionOptions {
   target?: HostPort;
   /** Replace the target dial (tests, other transports). */
   dialTarget?: () => Promise<Duplex>;
-  /** @default 256 */
+  /** Sessions at once; more are refused with status limit. @default 256 */
   maxSessions?: number;
-  /** @default 8 */
+  /** Paths per session; more are refused with status limit. @default 8 */
   maxPathsPerSession?: number;
   /** Hello timeout. @default 5000 */
   handshakeTimeoutMs?: number;
@@ -40,6 +40,7 @@ export interface FusionServerOptions extends FusionSessionOptions {
   dialTimeoutMs?: number;
   /** Close a session's relay when no byte moved for this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
+  /** Where sessions and paths log; silent by default. */
   log?: Logger;
 }
 
@@ -57,6 +58,7 @@ export class FusionServer {
   /** Summaries of the last sessions that ended (newest last), for status and tests. */
   readonly recent: SessionSummary[] = [];
 
+  /** Check the options; paths arrive through `handle`. */
   constructor(opts: FusionServerOptions) {
     this.#o = opts;
     this.#log = opts.log ?? silentLogger;

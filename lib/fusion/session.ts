@@ -64,22 +64,23 @@ export interface FusionSessionOptions {
   nackGapFrames?: number;
   /** Age of a hole that triggers a NACK. @default 300 */
   nackTimeoutMs?: number;
-  /** @default 250 */
+  /** Heartbeat period on every path (liveness and RTT). @default 250 */
   heartbeatIntervalMs?: number;
   /** A path that delivered nothing (not even a heartbeat) for this long is dead. @default 3000 */
   silenceTimeoutMs?: number;
   /** The session ends when it had no path for this long. @default 30000 */
   graceMs?: number;
-  /** @default 2000 */
+  /** Longest the clean shutdown of paths may take. @default 2000 */
   lingerMs?: number;
-  /** @default 5 */
+  /** Delay of an ack that no threshold forced out. @default 5 */
   ackDelayMs?: number;
-  /** @default 64 KiB */
+  /** Bytes received on a path that force an ack on it. @default 64 KiB */
   ackEveryBytes?: number;
   /** A NACKed frame is resent from a live path that made no progress this long. @default 200 */
   stallMs?: number;
   /** Per-path in-flight cap tuning. */
   pathCap?: PathCapOptions;
+  /** Where the session logs; silent by default. */
   log?: Logger;
 }
 
@@ -93,7 +94,9 @@ export type SessionFailure =
 
 /** The session failed; `reason` says why. */
 export class SessionError extends Error {
+  /** Error name. */
   override name = "SessionError";
+  /** `reason`: machine-readable cause. */
   constructor(readonly reason: SessionFailure, message: string) {
     super(message);
   }
@@ -101,62 +104,99 @@ export class SessionError extends Error {
 
 /** Counters of one path, reported when it ends. */
 export interface PathSummary {
+  /** Path id within the session. */
   id: number;
+  /** Where the path goes, for logs. */
   label: string;
   /** Why it ended: "eof", "error", "silent", "protocol", "closed" (session end). */
   end: string;
+  /** Wire bytes read from the path. */
   bytesIn: number;
+  /** Wire bytes written to the path. */
   bytesOut: number;
   /** Frames this path carried that were resends. */
   resentFrames: number;
+  /** Wire bytes of those resends. */
   resentBytes: number;
   /** Smoothed heartbeat RTT, ms (queue included). */
   rttMs: number;
+  /** Lowest assign-to-ack time, ms. */
   minRttMs: number;
+  /** Windowed-max delivery rate, bytes/s. */
   rateBytesPerSec: number;
+  /** How long the path lived. */
   durationMs: number;
 }
 
 /** Counters of a session, reported when it ends. */
 export interface SessionSummary {
+  /** Session id, hex. */
   id: string;
+  /** "done" after a clean end, else the failure reason. */
   end: "done" | SessionFailure;
   /** Application bytes written into the session (sent) and read from it (received). */
   bytesOut: number;
+  /** Application bytes read from the session. */
   bytesIn: number;
+  /** Frames sent again (NACK or path death). */
   framesResent: number;
+  /** Wire bytes sent again. */
   bytesResent: number;
+  /** Highest bytes held out of order. */
   reorderPeakBytes: number;
+  /** Frames received twice and dropped. */
   duplicates: number;
+  /** NACKs sent. */
   nacksSent: number;
+  /** Every path the session had. */
   paths: PathSummary[];
+  /** How long the session lived. */
   durationMs: number;
 }
 
 /** Live view of one path, for status pages. */
 export interface PathStatus {
+  /** Path id within the session. */
   id: number;
+  /** Where the path goes. */
   label: string;
+  /** Wire bytes read. */
   bytesIn: number;
+  /** Wire bytes written. */
   bytesOut: number;
+  /** Bytes assigned and not acknowledged on the path. */
   inflightBytes: number;
+  /** The path's in-flight cap now. */
   capBytes: number;
+  /** Windowed-max delivery rate, bytes/s. */
   rateBytesPerSec: number;
+  /** Smoothed heartbeat RTT, ms. */
   rttMs: number;
+  /** Lowest assign-to-ack time, ms. */
   minRttMs: number;
+  /** Frames this path carried as resends. */
   resentFrames: number;
 }
 
 /** Live view of a session, for status pages. */
 export interface SessionStatus {
+  /** Session id, hex. */
   id: string;
+  /** open, finishing, done or failed. */
   state: string;
+  /** Application bytes written into the session. */
   bytesOut: number;
+  /** Application bytes read from the session. */
   bytesIn: number;
+  /** Bytes kept for resending, unacknowledged. */
   sendBufferedBytes: number;
+  /** Bytes received, not yet read. */
   receiveBufferedBytes: number;
+  /** Frames sent again. */
   framesResent: number;
+  /** Highest bytes held out of order. */
   reorderPeakBytes: number;
+  /** The live paths. */
   paths: PathStatus[];
 }
 
@@ -194,7 +234,8 @@ interface PathConn {
   resolveEnded: (why: string) => void;
 }
 
-type State = "open" | "finishing" | "done" | "failed";
+/** Life of a session: open, finishing (both ends done, paths closing), done, failed. */
+export type SessionState = "open" | "finishing" | "done" | "failed";
 
 const hex = (b: Uint8Array): string =>
   Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -227,7 +268,7 @@ export class FusionSession implements Duplex {
   readonly #pathSummaries: PathSummary[] = [];
   readonly #startedAt = Date.now();
   readonly #ac = new AbortController();
-  #state: State = "open";
+  #state: SessionState = "open";
   #error: SessionError | null = null;
   #resolveClosed!: (s: SessionSummary) => void;
   #readWaiter: (() => void) | null = null;
@@ -248,6 +289,7 @@ export class FusionSession implements Duplex {
   #noPathsSince: number;
   #everHadPath = false;
 
+  /** A session with id `id` and no path yet; attach paths with `addPath`. */
   constructor(id: Uint8Array, opts: FusionSessionOptions = {}) {
     this.id = id;
     this.idHex = hex(id);
@@ -289,7 +331,7 @@ export class FusionSession implements Duplex {
   }
 
   /** "open", "finishing" (both ends done, paths shutting down), "done" or "failed". */
-  get state(): State {
+  get state(): SessionState {
     return this.#state;
   }
   /** Live paths. */

@@ -28,40 +28,40 @@ export const FrameType = {
 export type FrameTypeCode = typeof FrameType[keyof typeof FrameType];
 
 /** Protocol version carried in hello. */
-export const protocolVersion = 1;
+export const protocolVersion: number = 1;
 /** Session id length: 128 random bits. */
-export const sessionIdBytes = 16;
+export const sessionIdBytes: number = 16;
 /** Header of a data frame: type u8 | seq u64 | len u32. */
-export const dataHeaderBytes = 1 + 8 + 4;
+export const dataHeaderBytes: number = 1 + 8 + 4;
 /** A fin frame: type u8 | seq u64. */
-export const finFrameBytes = 1 + 8;
+export const finFrameBytes: number = 1 + 8;
 /** Fixed part of an ack: type u8 | pathBytes u64 | cum u64 | count u16. */
-export const ackHeaderBytes = 1 + 8 + 8 + 2;
+export const ackHeaderBytes: number = 1 + 8 + 8 + 2;
 /** One NACKed range in an ack: from u64 | to u64 (exclusive). */
-export const nackRangeBytes = 16;
+export const nackRangeBytes: number = 16;
 /** A heartbeat: type u8 | flags u8 | timestamp f64 (ms). */
-export const heartbeatFrameBytes = 1 + 1 + 8;
+export const heartbeatFrameBytes: number = 1 + 1 + 8;
 /**
  * Fixed part of hello: type | version | flags | session id | path id u32 | receive bound
  * u32 | token len u16.
  */
-export const helloHeaderBytes = 1 + 1 + 1 + sessionIdBytes + 4 + 4 + 2;
+export const helloHeaderBytes: number = 1 + 1 + 1 + sessionIdBytes + 4 + 4 + 2;
 /** welcome: type u8 | status u8 | receive bound u32. */
-export const welcomeFrameBytes = 1 + 1 + 4;
+export const welcomeFrameBytes: number = 1 + 1 + 4;
 /** reset: type u8 | code u8. */
-export const codeFrameBytes = 2;
+export const codeFrameBytes: number = 2;
 
 /** Largest data payload a decoder accepts. @default 1 MiB */
-export const defaultMaxDataBytes = 1 << 20;
+export const defaultMaxDataBytes: number = 1 << 20;
 /** Most NACK ranges in one ack. */
-export const maxNackRanges = 1024;
+export const maxNackRanges: number = 1024;
 /** Longest token in hello. */
-export const maxTokenBytes = 1024;
+export const maxTokenBytes: number = 1024;
 
 /** Heartbeat flag: this heartbeat answers one of ours (its timestamp is our own). */
-export const heartbeatReply = 1;
+export const heartbeatReply: number = 1;
 /** Hello flag: this path rejoins a session the server already accepted (never creates one). */
-export const helloRejoin = 1;
+export const helloRejoin: number = 1;
 
 /** Status in a welcome frame. */
 export const WelcomeStatus = {
@@ -88,7 +88,9 @@ export const ResetCode = {
 
 /** A half-open range of sequence numbers [from, to). */
 export interface SeqRange {
+  /** First missing seq. */
   from: number;
+  /** Seq after the last missing one. */
   to: number;
 }
 
@@ -244,8 +246,10 @@ export class FrameDecoder {
   #buf: Uint8Array;
   #start = 0;
   #end = 0;
+  /** Largest data payload accepted. */
   readonly maxDataBytes: number;
 
+  /** `maxDataBytes` bounds data frames; `initialBytes` sizes the buffer. */
   constructor(maxDataBytes: number = defaultMaxDataBytes, initialBytes = 256 * 1024) {
     this.maxDataBytes = maxDataBytes;
     this.#buf = new Uint8Array(initialBytes);

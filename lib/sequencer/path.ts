@@ -49,6 +49,7 @@ export class PathTx {
   ackedBytes = 0;
   /** Frames sent on this path that were resends. */
   resentFrames = 0;
+  /** Wire bytes of those resends. */
   resentBytes = 0;
   /** Last time the path's ack advanced (or it was created). */
   lastProgressAt: number;
@@ -65,6 +66,7 @@ export class PathTx {
   #history: { at: number; acked: number }[] = [];
   readonly #o: Required<PathCapOptions>;
 
+  /** State of path `id`, created at `now`. */
   constructor(readonly id: number, now: number, opts: PathCapOptions = {}) {
     this.lastProgressAt = now;
     this.#history.push({ at: now, acked: 0 });

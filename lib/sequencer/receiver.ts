@@ -29,7 +29,9 @@ export interface ReceiverOptions {
 
 /** One in-order item: a data chunk, or `null` for the direction's end (fin). */
 export interface ReceivedItem {
+  /** Sequence number. */
   seq: number;
+  /** The bytes, or null for the fin. */
   data: Uint8Array | null;
 }
 
@@ -38,12 +40,15 @@ export type AcceptResult = "delivered" | "buffered" | "duplicate" | "dropped";
 
 /** Counters of a receiver. */
 export interface ReceiverStats {
+  /** Frames accepted (including duplicates and drops). */
   framesReceived: number;
+  /** Frames seen before and dropped. */
   duplicates: number;
   /** Frames dropped because the buffer bound was reached (recovered by NACK). */
   dropped: number;
   /** Highest bytes held out of order at once. */
   reorderPeakBytes: number;
+  /** NACKs produced. */
   nacksSent: number;
 }
 
@@ -53,10 +58,15 @@ export interface ReceiverStats {
  * ask for, when it is time to.
  */
 export class Receiver {
+  /** Bytes held at most (reordered plus ready). */
   readonly maxBufferedBytes: number;
+  /** Frames beyond a hole that trigger a NACK. */
   readonly nackGapFrames: number;
+  /** Age of a hole that triggers a NACK. */
   readonly nackTimeoutMs: number;
+  /** Minimum time between NACKs. */
   readonly nackRepeatMs: number;
+  /** Counters. */
   readonly stats: ReceiverStats = {
     framesReceived: 0,
     duplicates: 0,
@@ -78,6 +88,7 @@ export class Receiver {
   #gapSince = 0;
   #lastNackAt = -Infinity;
 
+  /** A receiver expecting seq 0. */
   constructor(opts: ReceiverOptions = {}) {
     this.maxBufferedBytes = opts.maxBufferedBytes ?? defaultReceiveBufferBytes;
     this.nackGapFrames = opts.nackGapFrames ?? defaultNackGapFrames;

@@ -8,6 +8,7 @@
 
 /** What a scheduler sees of one live path. */
 export interface PathView {
+  /** Path id. */
   id: number;
   /** Bytes assigned to the path and not yet acknowledged by the peer on it. */
   inflightBytes: number;
@@ -21,6 +22,7 @@ export interface PathView {
 
 /** Picks a path for one frame. */
 export interface Scheduler {
+  /** Which scheduler this is. */
   readonly name: SchedulerName;
   /** Index into `paths` of the path to send on, or -1 to wait (no path has room). */
   pick(paths: readonly PathView[], frameBytes: number): number;
@@ -38,6 +40,7 @@ export function hasRoom(p: PathView, frameBytes: number): boolean {
 
 /** Round-robin over the paths that have room, in turn. */
 export class RoundRobinScheduler implements Scheduler {
+  /** Name for flags and logs. */
   readonly name = "rr";
   #lastId = -1;
   pick(paths: readonly PathView[], frameBytes: number): number {
@@ -58,7 +61,9 @@ export class RoundRobinScheduler implements Scheduler {
 
 /** Uniformly random among the paths that have room. */
 export class RandomScheduler implements Scheduler {
+  /** Name for flags and logs. */
   readonly name = "random";
+  /** `random` in [0, 1): injectable for deterministic tests. */
   constructor(private readonly random: () => number = Math.random) {}
   pick(paths: readonly PathView[], frameBytes: number): number {
     const ok: number[] = [];
@@ -75,6 +80,7 @@ export class RandomScheduler implements Scheduler {
  * to its delivery rate, like mud's rate-weighted choice, but without randomness.
  */
 export class WeightedScheduler implements Scheduler {
+  /** Name for flags and logs. */
   readonly name = "weighted";
   pick(paths: readonly PathView[], frameBytes: number): number {
     let best = -1;

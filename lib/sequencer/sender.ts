@@ -19,16 +19,21 @@ export const defaultStallMs = 200;
 
 /** Options of {@linkcode Sender}. */
 export interface SenderOptions {
+  /** Unacknowledged payload bytes at most. @default 16 MiB */
   windowBytes?: number;
+  /** Unacknowledged frames at most. @default 8192 */
   windowFrames?: number;
+  /** Path choice. @default WeightedScheduler */
   scheduler?: Scheduler;
   /** Minimum time without progress before a live path counts as stalled. @default 200 */
   stallMs?: number;
+  /** Per-path in-flight cap tuning. */
   pathCap?: PathCapOptions;
 }
 
 /** A frame kept until acknowledged. */
 export interface StoredFrame {
+  /** Sequence number. */
   seq: number;
   /** Payload, or null for the fin. */
   data: Uint8Array | null;
@@ -46,16 +51,23 @@ export interface StoredFrame {
 
 /** One scheduling decision: send `frame` on path `path`. */
 export interface Assignment {
+  /** Path id to send on. */
   path: number;
+  /** The frame. */
   frame: StoredFrame;
+  /** Whether it is a resend. */
   resend: boolean;
 }
 
 /** Counters of a sender. */
 export interface SenderStats {
+  /** Frames assigned to paths (first sends and resends). */
   framesSent: number;
+  /** Wire bytes assigned to paths. */
   bytesSent: number;
+  /** Frames sent again. */
   resentFrames: number;
+  /** Wire bytes sent again. */
   resentBytes: number;
   /** NACKed frames not resent because their path was still delivering. */
   nacksIgnored: number;
@@ -63,7 +75,9 @@ export interface SenderStats {
 
 /** A peer acknowledged something never sent. */
 export class AckError extends Error {
+  /** Error name. */
   override name = "AckError";
+  /** Machine-readable reason. */
   readonly reason = "bad-ack";
 }
 
@@ -77,9 +91,13 @@ export class AckError extends Error {
 export class Sender {
   /** Current window: the configured one, or less if the peer buffers less. */
   windowBytes: number;
+  /** Unacknowledged frames at most. */
   readonly windowFrames: number;
+  /** Path choice. */
   readonly scheduler: Scheduler;
+  /** Time without progress after which a live path counts as stalled. */
   readonly stallMs: number;
+  /** Counters. */
   readonly stats: SenderStats = {
     framesSent: 0,
     bytesSent: 0,
@@ -98,6 +116,7 @@ export class Sender {
   #paths = new Map<number, PathTx>();
   #finSeq = -1;
 
+  /** A sender numbering from seq 0, with no path yet. */
   constructor(opts: SenderOptions = {}) {
     this.windowBytes = opts.windowBytes ?? defaultSendWindowBytes;
     this.windowFrames = opts.windowFrames ?? defaultSendWindowFrames;
