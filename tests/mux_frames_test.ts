@@ -277,3 +277,33 @@ Deno.test("frames: 200 random sequences of well-formed frames (random flags/ids)
     );
   }
 });
+
+Deno.test("frames: a big payload trickling in reaches a waiting reader intact (direct reads)", async () => {
+  const { session, peer } = await rawPair("server");
+  try {
+    const payload = new Uint8Array(200 * 1024).map((_, i) => (i * 31) & 0xff);
+    const frame = encodeFrame(FrameType.data, Flag.syn | Flag.fin, 1, payload);
+    const cuts = [0, 1012, 70_000, 140_000, frame.length];
+    const got: number[] = [];
+    const reading = (async () => {
+      const s = (await session.accept())!;
+      const buf = new Uint8Array(256 * 1024);
+      while (true) {
+        const n = await s.read(buf);
+        if (n === null) break;
+        got.push(...buf.subarray(0, n));
+      }
+      s.close();
+    })();
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      await peer.send(frame.subarray(cuts[i], cuts[i + 1]));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await reading;
+    assertEquals(got.length, payload.length);
+    assert(got.every((b, i) => b === payload[i]), "payload intact");
+  } finally {
+    peer.close();
+    await session.close();
+  }
+});

@@ -150,3 +150,31 @@ Deno.test("close: after both FINs the stream is freed on both sides", async () =
     await p.close();
   }
 });
+
+Deno.test("close: a read pending on a big frame (read straight into its buffer) ends with EOF", async () => {
+  const { rawPair } = await import("./_mux.ts");
+  const { encodeFrame } = await import("../lib/mux/frame.ts");
+  const { FrameType, Flag } = await import("../lib/mux/mod.ts");
+  const { session, peer } = await rawPair("server");
+  try {
+    const frame = encodeFrame(FrameType.data, Flag.syn, 1, new Uint8Array(200 * 1024).fill(9));
+    await peer.send(frame.subarray(0, 100_000)); // header + part of a 200 KiB payload
+    const s = (await session.accept())!;
+    const buf = new Uint8Array(1 << 20);
+    let got = 0;
+    while (got < 100_000 - 12) got += (await s.read(buf))!;
+    const pending = s.read(buf); // waits for the rest of the frame
+    await new Promise((r) => setTimeout(r, 20));
+    s.close();
+    await peer.send(frame.subarray(100_000)); // the rest arrives after close()
+    assertEquals(await pending, null);
+    assertEquals(await s.read(buf), null);
+    // The session is fine: a ping still works.
+    await peer.frame(FrameType.ping, Flag.syn, 0, 5);
+    const f = await peer.until((h) => h.type === FrameType.ping);
+    assertEquals(f?.length, 5);
+  } finally {
+    peer.close();
+    await session.close();
+  }
+});

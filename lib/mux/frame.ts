@@ -181,6 +181,16 @@ export class FrameDecoder {
     return this.#payloadLeft;
   }
 
+  /**
+   * Account `n` payload bytes of the current data frame that the caller read itself (straight
+   * into a stream reader's buffer). Returns whether the frame is now complete.
+   */
+  skipPayload(n: number): boolean {
+    if (n > this.#payloadLeft) throw new RangeError("skipPayload past the frame");
+    this.#payloadLeft -= n;
+    return this.#payloadLeft === 0;
+  }
+
   /** Decode `chunk` completely, calling `sink` for every header and payload piece. */
   push(chunk: Uint8Array, sink: FrameSink): void {
     let off = 0;

@@ -78,6 +78,10 @@ const coalesceCopyMaxBytes = 16 * 1024;
  * doubles whenever a batch overflows it, up to the max. */
 const minCoalesceBufferBytes = 16 * 1024;
 const maxCoalesceBufferBytes = 256 * 1024;
+/** Payloads at least this long are read straight into a waiting reader's buffer. */
+const directReadMinBytes = 64 * 1024;
+/** Microtasks the read loop waits for a stream's reader to return before a bulk read. */
+const directReadYieldTicks = 8;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
 const minReadBufferBytes = 16 * 1024;
 const maxReadBufferBytes = 2 * 1024 * 1024;
@@ -367,6 +371,34 @@ export class Session implements StreamHost, FrameSink {
     let small = 0;
     try {
       while (!this.#shut) {
+        const rs = this.#rxStream;
+        if (rs !== null && this.#decoder.payloadLeft >= directReadMinBytes) {
+          // Bulk payload: give its reader a few microtasks to come back for more (it was
+          // just handed the previous piece), then read the transport into its buffer.
+          for (let i = 0; i < directReadYieldTicks && !rs._readerWaiting; i++) await null;
+          const target = rs._takeDirect(this.#decoder.payloadLeft);
+          if (target !== null) {
+            let n: number | null = 0;
+            try {
+              n = await this.#conn.read(target);
+            } finally {
+              if (!n) rs._directDone(0);
+            }
+            if (n === null) {
+              if (!this.#shut) this.#shutdown("eof");
+              return;
+            }
+            this.#stats.bytesIn += n;
+            this.#lastRecvAt = performance.now();
+            const complete = this.#decoder.skipPayload(n);
+            rs._directDone(n);
+            if (complete && this.#rxStream === rs) {
+              this.#rxStream = null;
+              if (this.#rxFin) rs._rxFin();
+            }
+            continue;
+          }
+        }
         const n = await this.#conn.read(buf);
         if (n === null) {
           if (!this.#shut) {

@@ -113,6 +113,8 @@ export class Stream implements Duplex {
   #qHead = 0;
   #buffered = 0;
   #reader: PendingRead | null = null;
+  /** A reader whose buffer the session is reading the transport into right now. */
+  #direct: PendingRead | null = null;
   /** Credit the peer still has (bytes it may send before our next window update). */
   #recvWindow = defaultWindowBytes;
   /** Target window: recvWindow + buffered + pendingCredit (+ bytes in flight). */
@@ -450,6 +452,7 @@ export class Stream implements Duplex {
 
   /** A piece of payload (a view valid only during the call). */
   _rxPayload(chunk: Uint8Array): void {
+    if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
     if (r && this.#qHead === this.#queue.length) {
       this.#reader = null;
@@ -465,6 +468,41 @@ export class Stream implements Duplex {
     }
     this.#queue.push(chunk.slice());
     this.#buffered += chunk.length;
+  }
+
+  /**
+   * Hand the waiting reader's buffer (at most `max` bytes of it) to the session, which reads
+   * the transport straight into it: no copy for bulk data. Null when no reader waits with an
+   * empty queue. Until `_directDone`, close/reset leave that reader alone (its buffer is still
+   * being written), and `_directDone` settles it.
+   */
+  /** Whether a read is waiting (and nothing is queued). */
+  get _readerWaiting(): boolean {
+    return this.#reader !== null && this.#qHead === this.#queue.length;
+  }
+
+  _takeDirect(max: number): Uint8Array | null {
+    const r = this.#reader;
+    if (!r || this.#qHead < this.#queue.length || this.#localClosed || this.#err) return null;
+    this.#reader = null;
+    this.#direct = r;
+    return r.p.length > max ? r.p.subarray(0, max) : r.p;
+  }
+
+  /** The direct read into the reader's buffer ended with `n` bytes (0: none, failed). */
+  _directDone(n: number): void {
+    const r = this.#direct;
+    this.#direct = null;
+    if (!r) return;
+    if (n > 0 && !this.#localClosed && !this.#err) {
+      this.#consumed(n);
+      r.resolve(n);
+      return;
+    }
+    if (this.#localClosed) r.resolve(null);
+    else if (this.#readErr) r.reject(this.#readErr);
+    else if (this.#err || !canReceive(this.#state)) r.resolve(null);
+    else this.#reader = r; // nothing arrived: it is simply still waiting
   }
 
   /** FIN received (after any payload of the same frame). */
