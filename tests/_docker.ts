@@ -1,0 +1,340 @@
+/**
+ * Helpers of the Docker stack test: a Docker engine (the one running, or one started here
+ * with `--iptables=false --ip-masq=false --storage-driver=vfs`), an offline base image
+ * (debootstrap + `docker import` + the Deno binary running this test), the warren image, and
+ * a compose project. Every command goes to /usr/bin/docker explicitly (another client may be
+ * earlier on PATH).
+ */
+
+import { run } from "./_util.ts";
+
+/** The Docker CLI of Debian's docker.io package. */
+export const dockerBin = "/usr/bin/docker";
+/** The daemon of Debian's docker.io package. */
+export const dockerdBin = "/usr/sbin/dockerd";
+/** Compose v1 of Debian's docker-compose package. */
+export const composeBin = "/usr/bin/docker-compose";
+/** Builds the offline base image's root file system. */
+export const debootstrapBin = "/usr/sbin/debootstrap";
+
+/** A daemon started here keeps its images (the cached base) across runs in this directory. */
+export const dataRoot = Deno.env.get("WARREN_DOCKER_DATA_ROOT") ?? "/var/lib/warren-docker";
+/** Socket, exec root and pid file of a daemon started here (tmpfs, short socket paths). */
+export const runDir = "/run/warren-docker";
+
+/** How long a daemon may take to answer after starting (vfs on a busy box is slow). */
+export const daemonStartTimeoutMs = 90_000;
+/** How long a daemon may take to stop on SIGTERM before SIGKILL. */
+export const daemonStopTimeoutMs = 30_000;
+
+/** Keep at most this much of a daemon's log to print when something fails. */
+const daemonLogKeepBytes = 64 * 1024;
+
+/** Why the Docker test cannot run here, or undefined when it can. */
+export function dockerSkipReason(): string | undefined {
+  if (Deno.build.os !== "linux") return "not Linux";
+  if (Deno.env.get("WARREN_SKIP_DOCKER")) return "WARREN_SKIP_DOCKER is set";
+  if (Deno.uid() !== 0) return "not root (starting dockerd and debootstrap need root)";
+  const need = [dockerdBin, dockerBin, composeBin, "/usr/bin/curl"];
+  if (!Deno.env.get("WARREN_DOCKER_BASE")) need.push(debootstrapBin);
+  for (const bin of need) {
+    try {
+      Deno.statSync(bin);
+    } catch {
+      return `${bin} is missing (apt-get install docker.io docker-compose debootstrap curl)`;
+    }
+  }
+  return undefined;
+}
+
+/** Output of a command that must succeed; throws with its output otherwise. */
+export async function must(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+  stdin?: Uint8Array,
+): Promise<string> {
+  const r = await run(cmd, args, { env, stdin });
+  if (r.code !== 0) {
+    throw new Error(`${cmd} ${args.join(" ")} exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
+  }
+  return r.stdout;
+}
+
+/** A Docker engine the test talks to. */
+export interface DockerEngine {
+  /** DOCKER_HOST value for the CLI and compose. */
+  host: string;
+  /** Whether this test started the daemon (and so stops it, and may prune its images). */
+  started: boolean;
+  /** Storage driver of a daemon started here. */
+  driver?: string;
+  /** Last lines the started daemon logged (empty for a daemon found running). */
+  log(): string;
+  /** Stop the daemon if this test started it; no-op otherwise. */
+  stop(): Promise<void>;
+}
+
+async function answers(host: string): Promise<boolean> {
+  const child = new Deno.Command(dockerBin, {
+    args: ["version", "--format", "{{.Server.Version}}"],
+    env: { DOCKER_HOST: host },
+    stdout: "null",
+    stderr: "null",
+    signal: AbortSignal.timeout(15_000),
+  }).spawn();
+  return (await child.status).success;
+}
+
+/**
+ * A Docker engine: `DOCKER_HOST` when set (it must answer), else the system daemon on
+ * /var/run/docker.sock, else one left at `runDir` by another run, else a daemon started
+ * here (stopped by `stop()`).
+ */
+export async function ensureDocker(): Promise<DockerEngine> {
+  const none = { log: () => "", stop: () => Promise.resolve(), started: false };
+  const explicit = Deno.env.get("DOCKER_HOST");
+  if (explicit) {
+    if (await answers(explicit)) return { host: explicit, ...none };
+    throw new Error(`DOCKER_HOST=${explicit} does not answer`);
+  }
+  for (const host of ["unix:///var/run/docker.sock", `unix://${runDir}/docker.sock`]) {
+    if (await answers(host)) return { host, ...none };
+  }
+  const drivers = Deno.env.get("WARREN_DOCKER_STORAGE_DRIVER")?.split(",") ?? storageDrivers;
+  const failures: string[] = [];
+  for (const driver of drivers) {
+    try {
+      return await startDockerd(driver);
+    } catch (err) {
+      failures.push(err instanceof Error ? err.message : String(err));
+    }
+  }
+  throw new Error(failures.join("\n\n"));
+}
+
+/**
+ * Storage drivers a daemon started here tries in order: overlay2 is fast (no copy per layer
+ * and container) where the kernel and file system allow it; vfs works everywhere.
+ */
+export const storageDrivers: readonly string[] = ["overlay2", "vfs"];
+
+async function startDockerd(driver: string): Promise<DockerEngine> {
+  await Deno.mkdir(runDir, { recursive: true });
+  await Deno.mkdir(dataRoot, { recursive: true });
+  const host = `unix://${runDir}/docker.sock`;
+  const child = new Deno.Command(dockerdBin, {
+    args: [
+      "--iptables=false",
+      "--ip-masq=false",
+      `--storage-driver=${driver}`,
+      `--data-root=${dataRoot}`,
+      `--exec-root=${runDir}/exec`,
+      `--pidfile=${runDir}/dockerd.pid`,
+      `--host=${host}`,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let logText = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s.pipeThrough(new TextDecoderStream())) {
+      logText = (logText + chunk).slice(-daemonLogKeepBytes);
+    }
+  };
+  const pumped = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  let stopped: Promise<void> | undefined;
+  const engine: DockerEngine = {
+    host,
+    started: true,
+    driver,
+    log: () => logText,
+    stop: () =>
+      stopped ??= (async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // already exited
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const slow = new Promise<"slow">((r) => {
+          timer = setTimeout(() => r("slow"), daemonStopTimeoutMs);
+        });
+        if (await Promise.race([child.status, slow]) === "slow") {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // exited meanwhile
+          }
+        }
+        clearTimeout(timer);
+        await child.status;
+        await pumped;
+      })(),
+  };
+  const deadline = Date.now() + daemonStartTimeoutMs;
+  let exited = false;
+  child.status.then(() => exited = true);
+  while (!(await answers(host))) {
+    if (exited || Date.now() > deadline) {
+      await engine.stop();
+      throw new Error(`dockerd --storage-driver=${driver} did not come up:\n${logText}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return engine;
+}
+
+/** Whether `ref` names an image the engine has. */
+export async function imageExists(env: Record<string, string>, ref: string): Promise<boolean> {
+  return (await run(dockerBin, ["image", "inspect", ref], { env })).code === 0;
+}
+
+/** The first Debian mirror of the machine's apt sources that serves `suite` (not security). */
+export function aptMirror(suite: string): string {
+  const fromEnv = Deno.env.get("WARREN_DEBOOTSTRAP_MIRROR");
+  if (fromEnv) return fromEnv;
+  const read = (p: string): string => {
+    try {
+      return Deno.readTextFileSync(p);
+    } catch {
+      return "";
+    }
+  };
+  const candidates: string[] = [];
+  // one-line format: deb [options] URI suite components
+  for (const line of read("/etc/apt/sources.list").split("\n")) {
+    const m = /^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/.exec(line);
+    if (m && m[2] === suite) candidates.push(m[1]);
+  }
+  // deb822 format (*.sources): stanzas with URIs: and Suites:
+  let files: string[] = [];
+  try {
+    files = [...Deno.readDirSync("/etc/apt/sources.list.d")]
+      .filter((e) => e.name.endsWith(".sources") || e.name.endsWith(".list"))
+      .map((e) => `/etc/apt/sources.list.d/${e.name}`).sort();
+  } catch {
+    // no directory
+  }
+  for (const f of files) {
+    const text = read(f);
+    if (f.endsWith(".list")) {
+      for (const line of text.split("\n")) {
+        const m = /^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/.exec(line);
+        if (m && m[2] === suite) candidates.push(m[1]);
+      }
+      continue;
+    }
+    for (const stanza of text.split(/\n\s*\n/)) {
+      const field = (k: string) => new RegExp(`^${k}:\\s*(.+)$`, "mi").exec(stanza)?.[1].trim();
+      if ((field("Enabled") ?? "yes") === "no") continue;
+      if (!(field("Types") ?? "").split(/\s+/).includes("deb")) continue;
+      if (!(field("Suites") ?? "").split(/\s+/).includes(suite)) continue;
+      candidates.push(...(field("URIs") ?? "").split(/\s+/).filter(Boolean));
+    }
+  }
+  return candidates.find((u) => !u.includes("security")) ?? "http://deb.debian.org/debian";
+}
+
+/** Paths (tar patterns) of the debootstrapped root file system left out of the base image. */
+export const rootfsExcludes: readonly string[] = [
+  "./var/lib/apt/lists/*",
+  "./var/cache/apt/*",
+  "./var/cache/debconf/*-old",
+  "./usr/share/locale/*",
+  "./usr/share/doc/*",
+  "./usr/share/man/*",
+  "./usr/share/info/*",
+];
+
+/** What building the base image did (for the test's timing report). */
+export interface BaseImage {
+  ref: string;
+  /** "given" (WARREN_DOCKER_BASE), "cached" or "built". */
+  how: "given" | "cached" | "built";
+  ms: number;
+}
+
+/**
+ * The image passed as the Dockerfile's BASE: WARREN_DOCKER_BASE when set (e.g. the official
+ * denoland/deno image, pulled), else `warren-test-base:<deno version>`, built offline once
+ * and reused: a Debian bookworm minbase root file system from the machine's apt mirror,
+ * imported, plus the Deno binary running this test as /usr/bin/deno.
+ */
+export async function ensureBaseImage(
+  env: Record<string, string>,
+  tmp: string,
+  progress: (msg: string) => void,
+): Promise<BaseImage> {
+  const t0 = Date.now();
+  const given = Deno.env.get("WARREN_DOCKER_BASE");
+  if (given) return { ref: given, how: "given", ms: 0 };
+  const ref = `warren-test-base:${Deno.version.deno}`;
+  if (await imageExists(env, ref)) return { ref, how: "cached", ms: Date.now() - t0 };
+  const rootfsRef = "warren-base-rootfs:bookworm";
+  if (!(await imageExists(env, rootfsRef))) {
+    const dir = `${tmp}/rootfs`;
+    const mirror = aptMirror("bookworm");
+    progress(`debootstrap --variant=minbase bookworm from ${mirror} (a few minutes)`);
+    const cacheDir = "/var/cache/warren-debootstrap";
+    await Deno.mkdir(cacheDir, { recursive: true });
+    await must(debootstrapBin, [
+      "--variant=minbase",
+      `--cache-dir=${cacheDir}`,
+      "bookworm",
+      dir,
+      mirror,
+    ]);
+    progress("docker import");
+    // Leave out what a container never reads (apt lists and debs, locales, docs): a smaller
+    // image is copied faster, and with vfs every layer and container is a full copy.
+    await must("/bin/sh", [
+      "-c",
+      `dir=$1 ref=$2; shift 2; tar -C "$dir" "$@" -c . | ${dockerBin} import - "$ref"`,
+      "sh",
+      dir,
+      rootfsRef,
+      ...rootfsExcludes.map((e) => `--exclude=${e}`),
+    ], env);
+    await Deno.remove(dir, { recursive: true });
+  }
+  const ctx = `${tmp}/base-context`;
+  await Deno.mkdir(ctx, { recursive: true });
+  await Deno.copyFile(Deno.execPath(), `${ctx}/deno`);
+  await Deno.writeTextFile(
+    `${ctx}/Dockerfile`,
+    `FROM ${rootfsRef}\nCOPY deno /usr/bin/deno\n`,
+  );
+  progress(`docker build ${ref} (Deno ${Deno.version.deno} from ${Deno.execPath()})`);
+  await must(dockerBin, ["build", "--force-rm", "-q", "-t", ref, ctx], env);
+  await Deno.remove(ctx, { recursive: true });
+  return { ref, how: "built", ms: Date.now() - t0 };
+}
+
+/**
+ * PEM text of the CAs added locally to this machine (Debian's /usr/local/share/ca-certificates),
+ * for the image build's npm downloads on a network that intercepts TLS; "" when none.
+ */
+export function localCaPem(): string {
+  const dir = "/usr/local/share/ca-certificates";
+  const pems: string[] = [];
+  try {
+    for (const e of [...Deno.readDirSync(dir)].sort((a, b) => a.name < b.name ? -1 : 1)) {
+      if (e.isFile && e.name.endsWith(".crt")) pems.push(Deno.readTextFileSync(`${dir}/${e.name}`));
+    }
+  } catch {
+    // none
+  }
+  return pems.map((p) => p.trim()).join("\n");
+}
+
+/** Sum of the samples of a Prometheus metric family in exposition text (0 when absent). */
+export function metricSum(text: string, name: string): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)`).exec(line);
+    if (m) sum += Number(m[1]);
+  }
+  return sum;
+}

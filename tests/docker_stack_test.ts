@@ -1,0 +1,293 @@
+/**
+ * The Dockerfile and compose.yaml on a real engine: build the image offline (local base
+ * image: debootstrap + the Deno binary running this test), bring the whole stack up, wait for
+ * every container's HEALTHCHECK, then send real traffic from the host through each service to
+ * the demo app: SOCKS5 via depot and seaprox, HTTP proxy (forward and CONNECT) via seaprox, a
+ * Host-header request via the tunnel, a download via fusion's two paths compared byte-exact.
+ * The stack is always brought down and a daemon started here is always stopped.
+ *
+ * Skipped (with the reason printed) when not root or Docker/compose/debootstrap are missing,
+ * or when WARREN_SKIP_DOCKER is set. DOCKER_HOST selects an engine; WARREN_DOCKER_BASE skips
+ * the offline base (e.g. WARREN_DOCKER_BASE=denoland/deno:2.9.6 with a registry).
+ */
+
+import { createHash } from "node:crypto";
+import { assert, assertEquals } from "./_assert.ts";
+import { run, sha256 } from "./_util.ts";
+import {
+  composeBin,
+  dockerBin,
+  dockerSkipReason,
+  ensureBaseImage,
+  ensureDocker,
+  localCaPem,
+  metricSum,
+  must,
+} from "./_docker.ts";
+import { demoBytes } from "../deploy/demo-app.ts";
+
+const skip = dockerSkipReason();
+if (skip) console.log(`docker_stack_test: skipped: ${skip}`);
+
+const repoRoot = new URL("..", import.meta.url).pathname;
+const composeFile = `${repoRoot}compose.yaml`;
+/** The image the test builds and the stack runs (a stable tag: rebuilds reuse its layers). */
+const image = "warren-test:stack";
+/** Containers compose.yaml defines. */
+const expectedContainers = 8;
+/** How long the stack may take to become healthy (8 containers on vfs, busy 2-core box). */
+const healthyTimeoutMs = 300_000;
+/** Health probes this often during the test (the stack's default is 10s). */
+const healthInterval = "2s";
+const mib = 1 << 20;
+/** Downloaded through fusion (two paths) and compared by SHA-256. */
+const fusionDownloadBytes = 32 * mib;
+/** Downloaded through depot (SOCKS5, exit at depot-local) and compared by SHA-256. */
+const depotDownloadBytes = 8 * mib;
+const hello = "hello from the warren demo app";
+
+function hex(bytes: number): string {
+  return [...crypto.getRandomValues(new Uint8Array(bytes))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function demoSha256(total: number): string {
+  const h = createHash("sha256");
+  for (const chunk of demoBytes(total)) h.update(chunk);
+  return h.digest("hex");
+}
+
+function progress(msg: string): void {
+  console.log(`  docker: ${msg}`);
+}
+
+/** curl from the host, retried a few times (a container may still be settling). */
+async function curl(args: string[], attempts = 5): Promise<Uint8Array> {
+  let last = "";
+  for (let i = 0; i < attempts; i++) {
+    const r = await run("curl", ["-sS", "--fail", "--max-time", "60", ...args]);
+    if (r.code === 0) return r.raw;
+    last = `curl ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`;
+    await new Promise((res) => setTimeout(res, 1_000));
+  }
+  throw new Error(last);
+}
+
+async function curlText(args: string[]): Promise<string> {
+  return new TextDecoder().decode(await curl(args));
+}
+
+Deno.test({
+  name: "docker stack: offline image, compose up healthy, traffic from the host through " +
+    "depot, seaprox (SOCKS5, HTTP), tunnel vhost and fusion (byte-exact), always down",
+  ignore: skip !== undefined,
+}, async () => {
+  const times: [string, number][] = [];
+  let mark = Date.now();
+  const lap = (what: string) => {
+    const now = Date.now();
+    times.push([what, now - mark]);
+    mark = now;
+  };
+  const tmp = await Deno.makeTempDir({ prefix: "warren-docker-" });
+  const engine = await ensureDocker();
+  lap(engine.started ? "start dockerd" : `use running engine ${engine.host}`);
+  const env = { DOCKER_HOST: engine.host, DOCKER_BUILDKIT: "0" };
+  const project = `warren-test-${hex(4)}`;
+  const compose = [
+    "--ansi",
+    "never",
+    "--project-name",
+    project,
+    "--file",
+    composeFile,
+    "--project-directory",
+    repoRoot,
+  ];
+  let composeEnv: Record<string, string> | undefined;
+  let ok = false;
+  try {
+    // ---- images ----
+    const base = await ensureBaseImage(env, tmp, progress);
+    lap(`base image ${base.ref} (${base.how})`);
+    await must(dockerBin, [
+      "build",
+      "--force-rm",
+      "--quiet",
+      "--network=host", // RUN steps fetch npm packages: no masquerading bridge here
+      "--build-arg",
+      `BASE=${base.ref}`,
+      "--build-arg",
+      `EXTRA_CA_PEM=${localCaPem()}`,
+      "--tag",
+      image,
+      repoRoot,
+    ], env);
+    // Old builds of the tag are dangling now; on our own engine, drop them (vfs is big).
+    if (engine.started) await run(dockerBin, ["image", "prune", "--force"], { env });
+    lap("build image");
+
+    const config = JSON.parse(
+      await must(dockerBin, ["image", "inspect", "--format", "{{json .Config}}", image], env),
+    ) as { User: string; Entrypoint: string[]; Healthcheck?: { Test: string[] } };
+    assertEquals(config.User, "warren", "the image runs as a non-root user");
+    assertEquals(config.Entrypoint, ["deno"]);
+    assert(config.Healthcheck?.Test?.[0] === "CMD", "the image has a HEALTHCHECK");
+    // The default command: seaprox's in-process demo, offline (--network none, cached deps).
+    const demo = await must(dockerBin, ["run", "--rm", "--network=none", image], env);
+    assert(demo.includes("all checks passed"), demo);
+    lap("docker run (default command, no network)");
+
+    // ---- stack ----
+    const envFile = `${tmp}/warren.env`;
+    await Deno.writeTextFile(
+      envFile,
+      `DEPOT_TOKEN=${hex(32)}\nFUSION_TOKEN=${hex(32)}\nTUNNEL_IDENTIFIER=${hex(32)}\n`,
+    );
+    composeEnv = {
+      ...env,
+      WARREN_IMAGE: image,
+      WARREN_ENV_FILE: envFile,
+      WARREN_HEALTH_INTERVAL: healthInterval,
+      // empty: ephemeral host ports (read back with `port`), so parallel runs never collide
+      WARREN_DEPOT_SOCKS_PORT: "",
+      WARREN_TUNNEL_PORT: "",
+      WARREN_SEAPROX_SOCKS_PORT: "",
+      WARREN_SEAPROX_HTTP_PORT: "",
+      WARREN_FUSION_PORT: "",
+    };
+    const cenv = composeEnv;
+    await must(composeBin, [...compose, "up", "--detach", "--no-build"], cenv);
+    lap("compose up");
+
+    const ids = (await must(composeBin, [...compose, "ps", "-q"], cenv)).trim().split(/\s+/);
+    assertEquals(ids.length, expectedContainers, `containers: ${ids.join(" ")}`);
+    const states = async () =>
+      (await must(dockerBin, [
+        "inspect",
+        "--format",
+        "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}} " +
+        "{{.RestartCount}}",
+        ...ids,
+      ], env)).trim().split("\n").map((l) => l.split(" "));
+    const deadline = Date.now() + healthyTimeoutMs;
+    for (;;) {
+      const s = await states();
+      const broken = s.filter(([, status, , restarts]) => status !== "running" || restarts !== "0");
+      if (broken.length > 0) throw new Error(`containers failed: ${JSON.stringify(broken)}`);
+      if (s.every(([, , health]) => health === "healthy")) break;
+      if (Date.now() > deadline) throw new Error(`not healthy in time: ${JSON.stringify(s)}`);
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    lap("all containers healthy");
+
+    const port = async (service: string, containerPort: number): Promise<string> => {
+      const addr =
+        (await must(composeBin, [...compose, "port", service, String(containerPort)], cenv))
+          .trim();
+      assert(addr.startsWith("127.0.0.1:"), `${service}:${containerPort} published on ${addr}`);
+      return addr;
+    };
+    const depot = await port("depot-server", 1080);
+    const seaSocks = await port("seaprox", 1080);
+    const seaHttp = await port("seaprox", 3128);
+    const tunnel = await port("tunnel-server", 8080);
+    const fusion = await port("fusion-client", 5021);
+
+    // ---- traffic from the host ----
+    // depot: SOCKS5 on the host, the connection exits at depot-local, which resolves "app".
+    assert((await curlText(["--socks5-hostname", depot, "http://app:8000/hello"])).includes(hello));
+    const viaDepot = await curl([
+      "--socks5-hostname",
+      depot,
+      `http://app:8000/bytes/${depotDownloadBytes}`,
+    ]);
+    assertEquals(viaDepot.length, depotDownloadBytes);
+    assertEquals(sha256(viaDepot), demoSha256(depotDownloadBytes), "depot download byte-exact");
+
+    // seaprox: SOCKS5, HTTP forward proxy and HTTP CONNECT.
+    assert(
+      (await curlText(["--socks5-hostname", seaSocks, "http://app:8000/hello"])).includes(hello),
+    );
+    assert(
+      (await curlText(["--proxy", `http://${seaHttp}`, "http://app:8000/hello"])).includes(hello),
+    );
+    assert(
+      (await curlText(["--proxytunnel", "--proxy", `http://${seaHttp}`, "http://app:8000/hello"]))
+        .includes(hello),
+    );
+
+    // tunnel: the vhost is served by the app behind tunnel-client; an unknown vhost is not.
+    const viaTunnel = await curlText(["-H", "Host: hello.warren.test", `http://${tunnel}/hello`]);
+    assert(viaTunnel.includes(`${hello} (host hello.warren.test)`), viaTunnel);
+    const unknown = await run("curl", [
+      "-sS",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--max-time",
+      "30",
+      "-H",
+      "Host: nobody.warren.test",
+      `http://${tunnel}/hello`,
+    ]);
+    assert(
+      unknown.stdout !== "200" && unknown.stdout !== "000",
+      `unknown vhost: ${unknown.stdout}`,
+    );
+
+    // fusion: a download over two paths (two bridge networks), byte-exact.
+    const viaFusion = await curl([`http://${fusion}/bytes/${fusionDownloadBytes}`]);
+    assertEquals(viaFusion.length, fusionDownloadBytes);
+    assertEquals(sha256(viaFusion), demoSha256(fusionDownloadBytes), "fusion download byte-exact");
+    const fusionServer = (await must(composeBin, [...compose, "ps", "-q", "fusion-server"], cenv))
+      .trim();
+    const metrics = await must(dockerBin, [
+      "exec",
+      fusionServer,
+      "deno",
+      "eval",
+      "console.log(await (await fetch('http://127.0.0.1:9100/metrics')).text())",
+    ], env);
+    assert(
+      metricSum(metrics, "warren_fusion_paths_total") +
+          metricSum(metrics, "warren_fusion_paths_active") >= 2,
+      `fusion used both paths:\n${metrics}`,
+    );
+    lap("traffic checks");
+
+    // Still healthy, nothing restarted.
+    for (const [name, status, health, restarts] of await states()) {
+      assertEquals([name, status, health, restarts], [name, "running", "healthy", "0"]);
+    }
+    ok = true;
+  } finally {
+    if (composeEnv) {
+      if (!ok) {
+        const logs = await run(composeBin, [...compose, "logs", "--no-color", "--tail=40"], {
+          env: composeEnv,
+        });
+        console.error(`compose logs of ${project}:\n${logs.stdout}${logs.stderr}`);
+      }
+      const down = await run(
+        composeBin,
+        [...compose, "down", "--volumes", "--remove-orphans", "--timeout", "5"],
+        { env: composeEnv },
+      );
+      if (down.code !== 0) console.error(`compose down failed: ${down.stderr}`);
+      lap("compose down");
+    }
+    if (!ok && engine.started) console.error(`dockerd log (tail):\n${engine.log().slice(-4000)}`);
+    await engine.stop();
+    if (engine.started) lap("stop dockerd");
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const total = times.reduce((s, [, ms]) => s + ms, 0);
+    console.log(
+      `  docker stack timings: ${
+        times.map(([w, ms]) => `${w} ${(ms / 1000).toFixed(1)}s`).join(", ")
+      }` +
+        `; total ${(total / 1000).toFixed(1)}s`,
+    );
+  }
+});
