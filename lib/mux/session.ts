@@ -385,7 +385,7 @@ export class Session implements StreamHost, FrameSink {
               if (!n) rs._directDone(0);
             }
             if (n === null) {
-              if (!this.#shut) this.#shutdown("eof");
+              if (!this.#shut) this.#shutdown(this.#remoteGoAway ? "remote-goaway" : "eof");
               return;
             }
             this.#stats.bytesIn += n;
