@@ -630,7 +630,10 @@ export class DepotServer {
 
   #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
     this.#failureCount++;
-    m.requestsTotal.inc({ side: "server", exit, result: reason });
+    // Clients choose the exit name: only known names become label values, so a client
+    // trying random usernames cannot grow the metric series without bound.
+    const label = this.#exits.has(exit) || exit === this.defaultExit ? exit : "(unknown)";
+    m.requestsTotal.inc({ side: "server", exit: label, result: reason });
     this.#failures.push({ at: new Date().toISOString(), exit, dest, reason, message: msg });
     if (this.#failures.length > recentFailureCount) this.#failures.shift();
   }
