@@ -300,6 +300,18 @@ try {
     if (p.name === "direct") (bd = d, bu = u);
     console.log(`${pad(p.name, 22)}${num(d)}${num(d / bd, 2)}${num(u)}${num(u / bu, 2)}`);
   }
+  const rss = (p: Proc) => {
+    try {
+      const st = Deno.readTextFileSync(`/proc/${p.child.pid}/status`);
+      return Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
+    } catch {
+      return NaN;
+    }
+  };
+  console.log(
+    `peak RSS after bulk: tunnel-server ${rss(server).toFixed(0)} MiB, ` +
+      `tunnel-client ${rss(client).toFixed(0)} MiB (constant memory: far below the bytes moved)`,
+  );
   console.log(`\nTCP: one connection reads ${totalBytes / (1 << 20)} MiB (MB/s)`);
   const direct = await tcpRead(ports.tcp);
   const tunneled = await tcpRead(tcpPublic);
