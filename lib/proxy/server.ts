@@ -14,7 +14,13 @@ import { relay } from "../net/relay.ts";
 import { type ConnContext, serve, type Server } from "../net/serve.ts";
 import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
-import type { Authenticator, ProxyType, ProxyTypeContext, SessionContext } from "./proxy_type.ts";
+import type {
+  Authenticator,
+  ProxyRequest,
+  ProxyType,
+  ProxyTypeContext,
+  SessionContext,
+} from "./proxy_type.ts";
 
 /** Default idle timeout of a relayed connection: 5 minutes without a byte either way. */
 export const defaultIdleTimeoutMs = 300_000;
@@ -198,7 +204,7 @@ export function serveProxy(
         return;
       }
 
-      let req;
+      let req: ProxyRequest;
       try {
         req = await type.handshake(sock, tctx);
       } catch (err) {
@@ -224,13 +230,9 @@ export function serveProxy(
         signal: ctx.signal,
         stats: conn.stats,
       });
-      if (res.end === "error" && isDisconnect(res.error)) {
-        conn.fail("reset", undefined, res.error?.message);
-      } else {conn.fail(
-          res.end,
-          res.error ? reasonOf(res.error) ?? "io" : undefined,
-          res.error?.message,
-        );}
+      const vanished = res.end === "error" && isDisconnect(res.error);
+      const failure = res.error && !vanished ? reasonOf(res.error) ?? "io" : undefined;
+      conn.fail(vanished ? "reset" : res.end, failure, res.error?.message);
       dest = undefined; // relay closed it
     } finally {
       closeQuietly(dest);
