@@ -95,7 +95,7 @@ async function transfer(
     closeQuietly(conn);
   }
   // The target records its hash once its side finished.
-  for (let i = 0; i < 100 && r.target.results.length === 0; i++) {
+  for (let i = 0; i < 500 && r.target.results.length === 0; i++) {
     await new Promise((x) => setTimeout(x, 20));
   }
   assertEquals(r.target.results[0], { bytes, sha256: blockStreamSha256(bytes, 1) }, "sha256 up");
@@ -114,7 +114,7 @@ async function sendRest(conn: Deno.Conn, total: number, from: number): Promise<v
 }
 
 async function lastSummary(r: Rig): Promise<SessionSummary> {
-  for (let i = 0; i < 200 && r.client.recent.length === 0; i++) {
+  for (let i = 0; i < 500 && r.client.recent.length === 0; i++) {
     await new Promise((x) => setTimeout(x, 20));
   }
   return r.client.recent[r.client.recent.length - 1];

@@ -64,6 +64,10 @@ Deno.test("fusion services: 32 MiB each way through 2 paths", async () => {
     }
     await client.waitFor(/msg="session closed".* end=done/);
     await server.waitFor(/msg="session closed".* end=done/);
+    // The target (in this process) records its hash once it has read EOF.
+    for (let i = 0; i < 500 && target.results.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     assertEquals(target.results[0], { bytes: 32 * MiB, sha256: blockStreamSha256(32 * MiB, 1) });
     const metricsAddr = /msg="metrics listening".* addr=(\S+)/.exec(
       await server.waitFor(/msg="metrics listening"/),
