@@ -170,6 +170,8 @@ const portOpen = (port: number) => async () => {
 };
 
 const procs: Deno.ChildProcess[] = [];
+/** Temporary directories (sshd keys and config) removed at the end. */
+const tempDirs: string[] = [];
 function spawn(cmd: string, args: string[], env?: Record<string, string>): Deno.ChildProcess {
   const child = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "null" }).spawn();
   procs.push(child);
@@ -184,6 +186,7 @@ async function stopAll(): Promise<void> {
     }
   }
   await Promise.all(procs.map((p) => p.status));
+  for (const d of tempDirs) Deno.removeSync(d, { recursive: true });
 }
 
 async function readFull(c: Duplex, buf: Uint8Array): Promise<number> {
@@ -324,6 +327,7 @@ async function setupMs(port: number, dest: number, n: number, username?: string)
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
 async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<void> {
   const dir = Deno.makeTempDirSync({ prefix: "depot-bench-ssh-" });
+  tempDirs.push(dir);
   const keygen = async (name: string) => {
     const out = await new Deno.Command("ssh-keygen", {
       args: ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${name}`],
