@@ -164,9 +164,17 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
       try {
         for await (const chunk of body) {
           if (chunk.length === 0) continue;
-          if (chunked) await writeAll(ts.stream, encodeLatin1(`${chunk.length.toString(16)}\r\n`));
-          await writeAll(ts.stream, chunk);
-          if (chunked) await writeAll(ts.stream, crlf);
+          if (chunked) {
+            // One write per chunk: size line, data and CRLF in a single mux frame.
+            const size = encodeLatin1(`${chunk.length.toString(16)}\r\n`);
+            const framed = new Uint8Array(size.length + chunk.length + 2);
+            framed.set(size);
+            framed.set(chunk, size.length);
+            framed.set(crlf, size.length + chunk.length);
+            await writeAll(ts.stream, framed);
+          } else {
+            await writeAll(ts.stream, chunk);
+          }
           server.countBytes(host, chunk.length, 0);
           lastRequestByteAt = Date.now();
         }

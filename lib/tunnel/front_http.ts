@@ -124,6 +124,41 @@ export function localPortOf(hostHeader: string, publicPort?: number): string {
   return p !== "" && publicPort !== undefined && Number(p) === publicPort ? "" : p;
 }
 
+/** Bytes bigger than this skip the coalescing buffer (after flushing it). */
+const coalesceMaxCopyBytes = 16 * 1024;
+/** Size of the coalescing buffer. */
+const coalesceBufferBytes = 64 * 1024;
+
+/**
+ * Gathers small writes for the current tunnel stream; `flush()` sends them as one write.
+ * Large writes go straight through (after what is gathered), so order is kept.
+ */
+class WriteCoalescer {
+  target: Duplex | undefined;
+  #buf = new Uint8Array(coalesceBufferBytes);
+  #len = 0;
+
+  async add(p: Uint8Array): Promise<void> {
+    if (!this.target) throw new Deno.errors.BrokenPipe("no tunnel stream");
+    if (p.length > coalesceMaxCopyBytes) {
+      await this.flush();
+      await writeAll(this.target, p);
+      return;
+    }
+    if (this.#len + p.length > this.#buf.length) await this.flush();
+    this.#buf.set(p, this.#len);
+    this.#len += p.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#len === 0 || !this.target) return;
+    const n = this.#len;
+    this.#len = 0;
+    // writeAll resolves once the mux took the bytes, so the buffer is free again after it.
+    await writeAll(this.target, this.#buf.subarray(0, n));
+  }
+}
+
 interface Current {
   host: string;
   ts: TunnelStream;
@@ -147,7 +182,20 @@ export async function handlePublicConn(
   ctx?: Pick<ConnContext, "handshakeDone" | "signal">,
 ): Promise<void> {
   const log = opts.log ?? silentLogger;
-  const reader = new BufferedReader(conn);
+  // Request bytes bound for the tunnel stream are gathered (chunk-size lines, small chunks,
+  // pipelined heads) and flushed as one write just before a read that may block: fewer,
+  // larger mux frames without holding back anything the app is waiting for.
+  const out = new WriteCoalescer();
+  const pub: Duplex = {
+    read: async (p) => {
+      await out.flush();
+      return await conn.read(p);
+    },
+    write: (p) => conn.write(p),
+    closeWrite: () => conn.closeWrite(),
+    close: () => conn.close(),
+  };
+  const reader = new BufferedReader(pub);
   const buf = new Uint8Array(copyBufferBytes);
   let current: Current | undefined;
   let lastActivity = Date.now();
@@ -235,6 +283,10 @@ export async function handlePublicConn(
     const cur = current;
     current = undefined;
     cur.switching = true;
+    await out.flush().catch(() => {
+      // Stream already gone: the pump ends on its own.
+    });
+    out.target = undefined;
     await cur.ts.stream.closeWrite().catch(() => {
       // Stream already gone: the pump ends on its own.
     });
@@ -286,7 +338,7 @@ export async function handlePublicConn(
         headers: forwardHeaders(head, peer, opts.proto ?? "http", opts.trustForwarded ?? false),
       });
       if (current && current.host === vhost && !current.closePublic) {
-        await writeAll(current.ts.stream, headBytes);
+        await out.add(headBytes);
         server.countRequest(vhost, "proxied");
       } else {
         await endCurrent();
@@ -319,18 +371,22 @@ export async function handlePublicConn(
         };
         cur.pump = pumpResponses(cur);
         current = cur;
+        out.target = ts.stream;
       }
       server.countBytes(vhost, headBytes.length, 0);
       const cur = current!;
       const sink = async (p: Uint8Array) => {
         lastActivity = Date.now();
-        await writeAll(cur.ts.stream, p);
+        await out.add(p);
         server.countBytes(cur.host, p.length, 0);
       };
       if (upgrade) {
         // After an Upgrade (WebSocket …) the connection is opaque bytes both ways.
-        await copyBody(reader, conn, { kind: "close" }, sink, buf).catch((err) => {
+        await copyBody(reader, pub, { kind: "close" }, sink, buf).catch((err) => {
           log.debug("upgraded copy ended", { error: errorMessage(err) });
+        });
+        await out.flush().catch(() => {
+          // Stream gone.
         });
         await cur.ts.stream.closeWrite().catch(() => {
           // Stream gone.
@@ -339,7 +395,7 @@ export async function handlePublicConn(
         return;
       }
       try {
-        await copyBody(reader, conn, framing, sink, buf);
+        await copyBody(reader, pub, framing, sink, buf);
       } catch (err) {
         if (cur.closePublic) break;
         log.debug("request body copy failed", { host: cur.host, error: errorMessage(err) });
@@ -351,6 +407,9 @@ export async function handlePublicConn(
     // The public side finished sending: let the responses drain.
     if (current) {
       const cur = current;
+      await out.flush().catch(() => {
+        // Stream gone: the pump has ended or will.
+      });
       await cur.ts.stream.closeWrite().catch(() => {
         // Stream gone: the pump has ended or will.
       });
