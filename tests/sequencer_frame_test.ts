@@ -8,7 +8,7 @@ import {
   encodeWelcome,
   type Frame,
   FrameDecoder,
-  FrameType,
+  SeqFrameType,
 } from "../lib/sequencer/mod.ts";
 import { ProtocolError } from "../lib/net/mod.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
@@ -20,7 +20,7 @@ function sample(): { bytes: Uint8Array; frames: Frame[] } {
   const data = crypto.getRandomValues(new Uint8Array(5000));
   const frames: Frame[] = [
     {
-      type: FrameType.hello,
+      type: SeqFrameType.hello,
       version: 1,
       rejoin: true,
       sessionId: sid,
@@ -28,18 +28,18 @@ function sample(): { bytes: Uint8Array; frames: Frame[] } {
       receiveBound: 16 << 20,
       token,
     },
-    { type: FrameType.welcome, status: 0, receiveBound: 1 << 20 },
-    { type: FrameType.data, seq: 0, data },
-    { type: FrameType.data, seq: 2 ** 40 + 3, data: new Uint8Array(0) },
-    { type: FrameType.fin, seq: 9 },
+    { type: SeqFrameType.welcome, status: 0, receiveBound: 1 << 20 },
+    { type: SeqFrameType.data, seq: 0, data },
+    { type: SeqFrameType.data, seq: 2 ** 40 + 3, data: new Uint8Array(0) },
+    { type: SeqFrameType.fin, seq: 9 },
     {
-      type: FrameType.ack,
+      type: SeqFrameType.ack,
       pathBytes: 2 ** 33,
       cum: 5,
       nacks: [{ from: 6, to: 8 }, { from: 9, to: 10 }],
     },
-    { type: FrameType.heartbeat, reply: true, ts: 1234.5 },
-    { type: FrameType.reset, code: 2 },
+    { type: SeqFrameType.heartbeat, reply: true, ts: 1234.5 },
+    { type: SeqFrameType.reset, code: 2 },
   ];
   const parts = [
     encodeHello(sid, 7, token, true, 16 << 20),

@@ -11,7 +11,7 @@ import {
   encodeHello,
   type Frame,
   FrameDecoder,
-  FrameType,
+  SeqFrameType,
   WelcomeStatus,
 } from "../sequencer/frame.ts";
 
@@ -39,7 +39,7 @@ const refusals: Record<number, RefusalReason> = {
 };
 
 /** A decoded hello frame. */
-export type HelloFrame = Extract<Frame, { type: typeof FrameType.hello }>;
+export type HelloFrame = Extract<Frame, { type: typeof SeqFrameType.hello }>;
 
 async function readFrame(conn: Duplex, dec: FrameDecoder, timeoutMs: number): Promise<Frame> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -95,7 +95,7 @@ export async function clientHandshake(
   );
   const dec = new FrameDecoder(opts.maxDataBytes);
   const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
-  if (f.type !== FrameType.welcome) {
+  if (f.type !== SeqFrameType.welcome) {
     throw new ProtocolError(`expected welcome, got frame type ${f.type}`, "bad-frame");
   }
   if (f.status !== WelcomeStatus.ok) {
@@ -111,7 +111,7 @@ export async function readHello(
 ): Promise<{ hello: HelloFrame; decoder: FrameDecoder }> {
   const dec = new FrameDecoder(opts.maxDataBytes);
   const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
-  if (f.type !== FrameType.hello) {
+  if (f.type !== SeqFrameType.hello) {
     throw new ProtocolError(`expected hello, got frame type ${f.type}`, "bad-frame");
   }
   return { hello: f, decoder: dec };

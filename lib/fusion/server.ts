@@ -13,7 +13,7 @@ import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import type { ConnContext } from "../net/serve.ts";
-import { encodeWelcome, protocolVersion, WelcomeStatus } from "../sequencer/frame.ts";
+import { encodeWelcome, sequencerVersion, WelcomeStatus } from "../sequencer/frame.ts";
 import { readHello } from "./handshake.ts";
 import { FusionSession, type FusionSessionOptions, type SessionSummary } from "./session.ts";
 
@@ -88,7 +88,9 @@ export class FusionServer {
         // The refused client may be gone already; nothing to tell it then.
       });
     };
-    if (hello.version !== protocolVersion) return await refuse(WelcomeStatus.badVersion, "version");
+    if (hello.version !== sequencerVersion) {
+      return await refuse(WelcomeStatus.badVersion, "version");
+    }
     if (!timingSafeEqual(hello.token, this.#o.token)) {
       return await refuse(WelcomeStatus.badToken, "bad token");
     }

@@ -23,8 +23,8 @@ import {
   finFrameBytes,
   type Frame,
   FrameDecoder,
-  FrameType,
   ResetCode,
+  SeqFrameType,
   type SeqRange,
 } from "../sequencer/frame.ts";
 import type { PathCapOptions } from "../sequencer/path.ts";
@@ -587,14 +587,14 @@ export class FusionSession implements Duplex {
   #onFrame(pc: PathConn, f: Frame): boolean {
     const now = Date.now();
     switch (f.type) {
-      case FrameType.data:
-      case FrameType.fin: {
-        const data = f.type === FrameType.data ? f.data : null;
+      case SeqFrameType.data:
+      case SeqFrameType.fin: {
+        const data = f.type === SeqFrameType.data ? f.data : null;
         pc.recvBytes += data ? dataHeaderBytes + data.length : finFrameBytes;
         const r = this.#receiver.accept(f.seq, data, now);
         return r === "delivered";
       }
-      case FrameType.ack: {
+      case SeqFrameType.ack: {
         try {
           this.#sender.onPathAck(pc.id, f.pathBytes, now);
           const freed = this.#sender.onCumAck(f.cum);
@@ -606,7 +606,7 @@ export class FusionSession implements Duplex {
         this.#pump();
         return false;
       }
-      case FrameType.heartbeat: {
+      case SeqFrameType.heartbeat: {
         if (f.reply) {
           this.#sender.path(pc.id)?.onHeartbeatRtt(Math.max(0, performance.now() - f.ts));
         } else if (!pc.shutWrite) {
@@ -614,7 +614,7 @@ export class FusionSession implements Duplex {
         }
         return false;
       }
-      case FrameType.reset: {
+      case SeqFrameType.reset: {
         this.#fail(new SessionError("peer-reset", `peer reset the session (code ${f.code})`), -1);
         return false;
       }

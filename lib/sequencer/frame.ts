@@ -8,7 +8,7 @@
 import { ProtocolError } from "../net/errors.ts";
 
 /** Frame type byte. */
-export const FrameType = {
+export const SeqFrameType = {
   /** A numbered chunk of one direction's byte stream. */
   data: 0,
   /** The end of one direction (half-close); numbered like data so it is reliable. */
@@ -24,11 +24,11 @@ export const FrameType = {
   /** Abort the whole session (sent on every path before closing). */
   reset: 6,
 } as const;
-/** One of {@linkcode FrameType}'s values. */
-export type FrameTypeCode = typeof FrameType[keyof typeof FrameType];
+/** One of {@linkcode SeqFrameType}'s values. */
+export type SeqFrameTypeCode = typeof SeqFrameType[keyof typeof SeqFrameType];
 
 /** Protocol version carried in hello. */
-export const protocolVersion: number = 1;
+export const sequencerVersion: number = 1;
 /** Session id length: 128 random bits. */
 export const sessionIdBytes: number = 16;
 /** Header of a data frame: type u8 | seq u64 | len u32. */
@@ -96,12 +96,12 @@ export interface SeqRange {
 
 /** A decoded frame. */
 export type Frame =
-  | { type: typeof FrameType.data; seq: number; data: Uint8Array }
-  | { type: typeof FrameType.fin; seq: number }
-  | { type: typeof FrameType.ack; pathBytes: number; cum: number; nacks: SeqRange[] }
-  | { type: typeof FrameType.heartbeat; reply: boolean; ts: number }
+  | { type: typeof SeqFrameType.data; seq: number; data: Uint8Array }
+  | { type: typeof SeqFrameType.fin; seq: number }
+  | { type: typeof SeqFrameType.ack; pathBytes: number; cum: number; nacks: SeqRange[] }
+  | { type: typeof SeqFrameType.heartbeat; reply: boolean; ts: number }
   | {
-    type: typeof FrameType.hello;
+    type: typeof SeqFrameType.hello;
     version: number;
     rejoin: boolean;
     sessionId: Uint8Array;
@@ -110,8 +110,8 @@ export type Frame =
     receiveBound: number;
     token: Uint8Array;
   }
-  | { type: typeof FrameType.welcome; status: number; receiveBound: number }
-  | { type: typeof FrameType.reset; code: number };
+  | { type: typeof SeqFrameType.welcome; status: number; receiveBound: number }
+  | { type: typeof SeqFrameType.reset; code: number };
 
 const two32 = 0x1_0000_0000;
 
@@ -143,7 +143,7 @@ export function encodeDataInto(
   data: Uint8Array,
 ): number {
   const v = view(out);
-  v.setUint8(off, FrameType.data);
+  v.setUint8(off, SeqFrameType.data);
   setU64(v, off + 1, seq);
   v.setUint32(off + 9, data.length);
   out.set(data, off + dataHeaderBytes);
@@ -160,7 +160,7 @@ export function encodeData(seq: number, data: Uint8Array): Uint8Array {
 /** Write a fin frame into `out` at `off`; returns the bytes written. */
 export function encodeFinInto(out: Uint8Array, off: number, seq: number): number {
   const v = view(out);
-  v.setUint8(off, FrameType.fin);
+  v.setUint8(off, SeqFrameType.fin);
   setU64(v, off + 1, seq);
   return finFrameBytes;
 }
@@ -177,7 +177,7 @@ export function encodeAck(pathBytes: number, cum: number, nacks: readonly SeqRan
   const count = Math.min(nacks.length, maxNackRanges);
   const out = new Uint8Array(ackHeaderBytes + count * nackRangeBytes);
   const v = view(out);
-  v.setUint8(0, FrameType.ack);
+  v.setUint8(0, SeqFrameType.ack);
   setU64(v, 1, pathBytes);
   setU64(v, 9, cum);
   v.setUint16(17, count);
@@ -192,7 +192,7 @@ export function encodeAck(pathBytes: number, cum: number, nacks: readonly SeqRan
 export function encodeHeartbeat(ts: number, reply: boolean): Uint8Array {
   const out = new Uint8Array(heartbeatFrameBytes);
   const v = view(out);
-  v.setUint8(0, FrameType.heartbeat);
+  v.setUint8(0, SeqFrameType.heartbeat);
   v.setUint8(1, reply ? heartbeatReply : 0);
   v.setFloat64(2, ts);
   return out;
@@ -210,8 +210,8 @@ export function encodeHello(
   if (token.length > maxTokenBytes) throw new RangeError("token too long");
   const out = new Uint8Array(helloHeaderBytes + token.length);
   const v = view(out);
-  v.setUint8(0, FrameType.hello);
-  v.setUint8(1, protocolVersion);
+  v.setUint8(0, SeqFrameType.hello);
+  v.setUint8(1, sequencerVersion);
   v.setUint8(2, rejoin ? helloRejoin : 0);
   out.set(sessionId, 3);
   v.setUint32(3 + sessionIdBytes, pathId);
@@ -225,7 +225,7 @@ export function encodeHello(
 export function encodeWelcome(status: number, receiveBound = 0xffff_ffff): Uint8Array {
   const out = new Uint8Array(welcomeFrameBytes);
   const v = view(out);
-  v.setUint8(0, FrameType.welcome);
+  v.setUint8(0, SeqFrameType.welcome);
   v.setUint8(1, status);
   v.setUint32(2, Math.min(receiveBound, 0xffff_ffff));
   return out;
@@ -233,7 +233,7 @@ export function encodeWelcome(status: number, receiveBound = 0xffff_ffff): Uint8
 
 /** A reset frame. */
 export function encodeReset(code: number): Uint8Array {
-  return Uint8Array.of(FrameType.reset, code);
+  return Uint8Array.of(SeqFrameType.reset, code);
 }
 
 /**
@@ -298,7 +298,7 @@ export class FrameDecoder {
     const v = new DataView(b.buffer, b.byteOffset + s, avail);
     const type = b[s];
     switch (type) {
-      case FrameType.data: {
+      case SeqFrameType.data: {
         if (avail < dataHeaderBytes) return null;
         const len = v.getUint32(9);
         if (len > this.maxDataBytes) {
@@ -310,13 +310,13 @@ export class FrameDecoder {
         this.#start += dataHeaderBytes + len;
         return { type, seq, data };
       }
-      case FrameType.fin: {
+      case SeqFrameType.fin: {
         if (avail < finFrameBytes) return null;
         const seq = getU64(v, 1);
         this.#start += finFrameBytes;
         return { type, seq };
       }
-      case FrameType.ack: {
+      case SeqFrameType.ack: {
         if (avail < ackHeaderBytes) return null;
         const count = v.getUint16(17);
         if (count > maxNackRanges) throw new ProtocolError("too many NACK ranges", "too-long");
@@ -334,7 +334,7 @@ export class FrameDecoder {
         this.#start += size;
         return { type, pathBytes, cum, nacks };
       }
-      case FrameType.heartbeat: {
+      case SeqFrameType.heartbeat: {
         if (avail < heartbeatFrameBytes) return null;
         const flags = v.getUint8(1);
         const ts = v.getFloat64(2);
@@ -342,7 +342,7 @@ export class FrameDecoder {
         this.#start += heartbeatFrameBytes;
         return { type, reply: (flags & heartbeatReply) !== 0, ts };
       }
-      case FrameType.hello: {
+      case SeqFrameType.hello: {
         if (avail < helloHeaderBytes) return null;
         const tokenLen = v.getUint16(11 + sessionIdBytes);
         if (tokenLen > maxTokenBytes) throw new ProtocolError("token too long", "too-long");
@@ -359,14 +359,14 @@ export class FrameDecoder {
         this.#start += helloHeaderBytes + tokenLen;
         return frame;
       }
-      case FrameType.welcome: {
+      case SeqFrameType.welcome: {
         if (avail < welcomeFrameBytes) return null;
         const status = v.getUint8(1);
         const receiveBound = v.getUint32(2);
         this.#start += welcomeFrameBytes;
         return { type, status, receiveBound };
       }
-      case FrameType.reset: {
+      case SeqFrameType.reset: {
         if (avail < codeFrameBytes) return null;
         const code = v.getUint8(1);
         this.#start += codeFrameBytes;
