@@ -97,9 +97,18 @@ interface Proc {
   child: Deno.ChildProcess;
 }
 const procs: Proc[] = [];
+/** Outside peers that are not installed here: their rows say so instead of failing the run. */
+const missing = new Set<string>();
 function spawn(name: string, cmd: string, args: string[], env?: Record<string, string>): Proc {
   // Peers' own logs would bury the table (the busy phase cuts 100 connections on purpose).
-  const child = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "null" }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "null" }).spawn();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    missing.add(cmd);
+    return { name, child: undefined as unknown as Deno.ChildProcess };
+  }
   const p = { name, child };
   procs.push(p);
   return p;
@@ -113,6 +122,7 @@ async function stopAll(): Promise<void> {
     }
   }
   await Promise.all(procs.map((p) => p.child.status));
+  if (missing.size > 0) console.log(`\nnot installed here: ${[...missing].join(", ")}`);
 }
 
 function rssKiB(pid: number): number {
@@ -148,6 +158,8 @@ async function readHeadStatus(c: Duplex): Promise<number> {
 type Opener = () => Promise<Duplex>;
 interface Route {
   name: string;
+  /** The outside program this path needs, if any. */
+  needs?: string;
   open: Opener;
   /** curl arguments reaching nginx's `/big` through this path. */
   curl(nginxPort: number): string[];
@@ -358,16 +370,29 @@ try {
   );
   spawn("haproxy", "haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
   spawn("microsocks", "microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
-  for (const p of [srcPort, ...Object.values(ports)]) await waitPort(p);
+  const peerOf: Record<string, string> = {
+    socat: "socat",
+    socatNginx: "socat",
+    haproxy: "haproxy",
+    haproxyNginx: "haproxy",
+    microsocks: "microsocks",
+    nginx: "nginx",
+  };
+  for (const [key, port] of [["source", srcPort] as const, ...Object.entries(ports)]) {
+    if (!missing.has(peerOf[key] ?? "")) await waitPort(port);
+  }
+  const haveCurl = await new Deno.Command("curl", { args: ["--version"], stdout: "null" })
+    .output().then((o) => o.success, () => false);
+  const curlOk = haveCurl && !missing.has("nginx");
 
   const routes: Route[] = [
     tcpRoute("direct TCP", srcPort, ports.nginx),
     tcpRoute("seaprox static", ports.static, ports.staticNginx),
     socksRoute("seaprox SOCKS5", ports.socks5, srcPort),
     connectRoute("seaprox HTTP CONNECT", ports.http, srcPort),
-    tcpRoute("socat", ports.socat, ports.socatNginx),
-    tcpRoute("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx),
-    socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
+    { ...tcpRoute("socat", ports.socat, ports.socatNginx), needs: "socat" },
+    { ...tcpRoute("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx), needs: "haproxy" },
+    { ...socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort), needs: "microsocks" },
   ];
 
   interface Row {
@@ -378,8 +403,12 @@ try {
     rps: number;
     err?: string;
   }
-  await curlBulk(routes[0], ports.nginx); // pull the file into the page cache
-  const rows: Row[] = routes.map((r) => ({ name: r.name, mbps: 0, curl: 0, seq: 0, rps: 0 }));
+  if (curlOk) await curlBulk(routes[0], ports.nginx); // pull the file into the page cache
+  const rows: Row[] = routes.map((r) =>
+    r.needs && missing.has(r.needs)
+      ? { name: r.name, mbps: NaN, curl: NaN, seq: NaN, rps: NaN, err: `${r.needs} not installed` }
+      : { name: r.name, mbps: 0, curl: curlOk ? 0 : NaN, seq: 0, rps: 0 }
+  );
   // Rounds interleave the paths so a burst of load from elsewhere on the machine does not
   // land on one path only; each figure is the best round (the least disturbed one).
   for (let round = 1; round <= rounds; round++) {
@@ -389,7 +418,7 @@ try {
       try {
         await oneSmall(r, new Uint8Array(4096)); // warm up (JIT, resolver, pools)
         row.mbps = Math.max(row.mbps, await bulk(r));
-        row.curl = Math.max(row.curl, await curlBulk(r, ports.nginx));
+        if (curlOk) row.curl = Math.max(row.curl, await curlBulk(r, ports.nginx));
         row.seq = Math.max(row.seq, await sequential(r));
         row.rps = Math.max(row.rps, await concurrent(r));
         console.error(`  round ${round}: measured ${r.name}`);
