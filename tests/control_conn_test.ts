@@ -45,6 +45,7 @@ Deno.test("control conn answers an unknown version with bad-version and closes",
   const { answer, err } = await violate(rawFrame('{"v":99,"type":"hello","token":"t"}'));
   assert(err instanceof ControlError && err.reason === "bad-version");
   assertEquals((answer[0] as { reason: string }).reason, "bad-version");
+  assertEquals((answer[0] as { supported?: number }).supported, 1);
 });
 
 Deno.test("control conn answers schema violations and oversize frames", async () => {

@@ -106,6 +106,13 @@ Deno.test("control frame violations carry typed reasons", async () => {
   }
 });
 
+Deno.test("control error messages are read at any version", async () => {
+  const got = await readAllMsgs(
+    new ChunkedSource(rawFrame('{"v":9,"type":"error","reason":"bad-version","supported":9}'), 2),
+  );
+  assertEquals(got, [{ v: 9, type: "error", reason: "bad-version", supported: 9 }]);
+});
+
 Deno.test("control unknown fields are dropped, optional null reads as absent", async () => {
   const got = await readAllMsgs(
     new ChunkedSource(

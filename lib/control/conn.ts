@@ -106,7 +106,11 @@ export class ControlConn<M extends Message> {
       } catch (err) {
         if (this.#closed) throw this.#closeReason ?? closedError(err);
         if (err instanceof ControlError) {
-          if (err.reason !== "truncated") await this.fail(err.reason, err.message);
+          if (err.reason !== "truncated") {
+            // On "bad-version" the peer learns which version we speak.
+            const supported = err.reason === "bad-version" ? this.protocol.version : undefined;
+            await this.fail(err.reason, err.message, supported);
+          }
           this.close(err);
           throw err;
         }
@@ -170,12 +174,12 @@ export class ControlConn<M extends Message> {
 
   /**
    * Best effort: tell the peer why we are closing (bounded by `errorReplyTimeoutMs`),
-   * then close. Never throws.
+   * then close. Never throws. `supported` is our protocol version, for "bad-version".
    */
-  async fail(reason: string, message?: string): Promise<void> {
+  async fail(reason: string, message?: string, supported?: number): Promise<void> {
     if (!this.#closed) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const sent = this.#sendBase({ type: "error", reason, message }).catch(() => {
+      const sent = this.#sendBase({ type: "error", reason, message, supported }).catch(() => {
         // The peer is gone or not reading; closing is all that is left to do.
       });
       await Promise.race([

@@ -183,7 +183,8 @@ export function defineProtocol<
         throw new ControlError("bad-json", "message has no integer version v");
       }
       if (typeof type !== "string") throw new ControlError("bad-json", "message has no type");
-      if (v !== version) {
+      // `error` is read at any version, so a peer on another version can say why it closes.
+      if (v !== version && type !== controlErrorMessage.type) {
         throw new ControlError("bad-version", `${name}: version ${v} not supported (${version})`);
       }
       const def = byType.get(type);

@@ -287,6 +287,12 @@ export class DepotLocal {
         this.#lastError = describe(err);
         if (err instanceof RemoteError && err.reason === DepotRefusal.unauthorized) {
           this.log.error("server refused this local: wrong token", { server: this.#serverStr });
+        } else if (err instanceof RemoteError && err.reason === "bad-version") {
+          this.log.error("server speaks another depot protocol version", {
+            server: this.#serverStr,
+            ours: depotProtocol.version,
+            error: err.message,
+          });
         } else if (err instanceof RemoteError && err.reason === DepotRefusal.replaced) {
           this.log.warn("replaced by another local with the same name", { name: this.name });
           delayMs = replacedRetryMs;
