@@ -91,6 +91,38 @@ const writerYieldTicks = 8;
 /** How long a go away may take to flush before the transport is closed anyway. */
 const goAwayFlushMs = 1000;
 
+/** A FIFO of frames with O(1) shift. */
+class FrameQueue {
+  #items: (OutFrame | undefined)[] = [];
+  #head = 0;
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+  push(f: OutFrame): void {
+    this.#items.push(f);
+  }
+  shift(): OutFrame | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const f = this.#items[this.#head];
+    this.#items[this.#head++] = undefined;
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return f;
+  }
+  /** Remove and return everything queued. */
+  drain(): OutFrame[] {
+    const rest = this.#items.slice(this.#head) as OutFrame[];
+    this.#items = [];
+    this.#head = 0;
+    return rest;
+  }
+}
+
 interface ResolvedOptions {
   maxStreams: number;
   acceptBacklog: number;
@@ -140,8 +172,8 @@ export class Session implements StreamHost, FrameSink {
   #decoder: FrameDecoder;
   #rxStream: Stream | null = null;
   #rxFin = false;
-  #prio: OutFrame[] = [];
-  #ordered: OutFrame[] = [];
+  #prio = new FrameQueue();
+  #ordered = new FrameQueue();
   #writing = false;
   #writerIdle: (() => void)[] = [];
   #out = new Uint8Array(minCoalesceBufferBytes);
@@ -624,67 +656,78 @@ export class Session implements StreamHost, FrameSink {
     );
   }
 
+  /**
+   * The single writer: pulls frames one by one (priority queue first, so window updates and
+   * pings overtake queued data), copies small ones into the coalescing buffer, writes large
+   * payloads straight from the caller's buffer, and reports each frame written as soon as its
+   * bytes are with the transport.
+   */
   async #writeLoop(): Promise<void> {
-    let batch: OutFrame[] = [];
+    let written: OutFrame[] = []; // encoded, not yet reported
+    let off = 0;
+    let out = this.#out;
+    let overflowed = false;
+    const report = () => {
+      this.#stats.framesOut += written.length;
+      for (const f of written) {
+        f.stream?._flushed(f);
+        f.done?.resolve();
+      }
+      written = [];
+    };
+    /** After a write emptied `out`: a batch that overflowed it gets a bigger one next. */
+    const maybeGrow = () => {
+      if (overflowed && out.length < maxCoalesceBufferBytes) {
+        out = this.#out = new Uint8Array(out.length * 2);
+      }
+      overflowed = false;
+    };
+    const flush = async () => {
+      if (off > 0) await this.#writeAll(out.subarray(0, off));
+      off = 0;
+      maybeGrow();
+      report();
+    };
     try {
       for (let i = 0; i < writerYieldTicks; i++) await null;
-      while (!this.#shut && (this.#prio.length > 0 || this.#ordered.length > 0)) {
-        if (this.#prio.length === 0) {
-          batch = this.#ordered;
-          this.#ordered = [];
-        } else {
-          batch = this.#prio;
-          this.#prio = [];
-          if (this.#ordered.length > 0) {
-            for (const f of this.#ordered) batch.push(f);
-            this.#ordered = [];
-          }
+      while (!this.#shut) {
+        const f = this.#prio.shift() ?? this.#ordered.shift();
+        if (f === undefined) {
+          await flush();
+          if (this.#prio.length === 0 && this.#ordered.length === 0) break;
+          continue; // more arrived while we wrote
         }
-        const out = this.#out;
-        let off = 0;
-        let overflowed = false;
-        for (const f of batch) {
-          if (off + headerBytes > out.length) {
-            await this.#writeAll(out.subarray(0, off));
-            off = 0;
+        if (off + headerBytes > out.length) {
+          overflowed = true;
+          await flush();
+        }
+        encodeHeader(out, off, f.type, f.flags, f.id, f.length);
+        f.encoded = true;
+        off += headerBytes;
+        written.push(f);
+        const p = f.payload;
+        if (p === null) continue;
+        if (p.length <= coalesceCopyMaxBytes) {
+          if (off + p.length > out.length) {
             overflowed = true;
+            await this.#writeAll(out.subarray(0, off)); // header out; payload starts afresh
+            off = 0;
+            maybeGrow();
           }
-          encodeHeader(out, off, f.type, f.flags, f.id, f.length);
-          f.encoded = true;
-          off += headerBytes;
-          const p = f.payload;
-          if (p) {
-            if (p.length <= coalesceCopyMaxBytes) {
-              if (off + p.length > out.length) {
-                await this.#writeAll(out.subarray(0, off));
-                off = 0;
-                overflowed = true;
-              }
-              out.set(p, off);
-              off += p.length;
-            } else {
-              await this.#writeAll(out.subarray(0, off));
-              off = 0;
-              await this.#writeAll(p);
-            }
-          }
+          out.set(p, off);
+          off += p.length;
+        } else {
+          await this.#writeAll(out.subarray(0, off));
+          off = 0;
+          await this.#writeAll(p);
+          report();
         }
-        if (off > 0) await this.#writeAll(out.subarray(0, off));
-        if (overflowed && out.length < maxCoalesceBufferBytes) {
-          this.#out = new Uint8Array(out.length * 2);
-        }
-        this.#stats.framesOut += batch.length;
-        for (const f of batch) {
-          f.stream?._flushed(f);
-          f.done?.resolve();
-        }
-        batch = [];
       }
     } catch (err) {
       const e = new MuxError("session-closed", `transport write failed: ${errorMessage(err)}`, {
         cause: err,
       });
-      for (const f of batch) f.done?.reject(e);
+      for (const f of written) f.done?.reject(e);
       if (!this.#shut) this.#fail("conn-error", err instanceof Error ? err : e);
     } finally {
       this.#writing = false;
@@ -697,6 +740,7 @@ export class Session implements StreamHost, FrameSink {
     let off = 0;
     while (off < p.length) {
       const n = await this.#conn.write(off === 0 ? p : p.subarray(off));
+      if (n <= 0) throw new Deno.errors.WriteZero("transport write returned 0");
       off += n;
     }
     this.#stats.bytesOut += p.length;
@@ -704,8 +748,8 @@ export class Session implements StreamHost, FrameSink {
 
   #rejectQueued(): void {
     const e = new MuxError("session-closed", "session is closed");
-    for (const f of this.#prio.splice(0)) f.done?.reject(e);
-    for (const f of this.#ordered.splice(0)) f.done?.reject(e);
+    for (const f of this.#prio.drain()) f.done?.reject(e);
+    for (const f of this.#ordered.drain()) f.done?.reject(e);
   }
 
   /** Resolves when the writer has nothing left (or `ms` passed). */
