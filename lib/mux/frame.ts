@@ -77,7 +77,9 @@ export type MuxErrorReason =
 
 /** A mux failure with a typed reason. */
 export class MuxError extends Error {
+  /** Always "MuxError". */
   override name = "MuxError";
+  /** @param reason what went wrong, for code; `message` says it for people. */
   constructor(readonly reason: MuxErrorReason, message: string, options?: ErrorOptions) {
     super(message, options);
   }

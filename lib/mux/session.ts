@@ -52,11 +52,17 @@ export interface SessionOptions {
 
 /** Counters of a session. */
 export interface SessionStats {
+  /** Streams in the session's table now (open, or waiting for their last FIN). */
   streamsOpen: number;
+  /** Streams opened by either side since the start. */
   streamsTotal: number;
+  /** Transport bytes read (headers included). */
   bytesIn: number;
+  /** Transport bytes written (headers included). */
   bytesOut: number;
+  /** Frames decoded. */
   framesIn: number;
+  /** Frames written. */
   framesOut: number;
 }
 

@@ -470,17 +470,18 @@ export class Stream implements Duplex {
     this.#buffered += chunk.length;
   }
 
-  /**
-   * Hand the waiting reader's buffer (at most `max` bytes of it) to the session, which reads
-   * the transport straight into it: no copy for bulk data. Null when no reader waits with an
-   * empty queue. Until `_directDone`, close/reset leave that reader alone (its buffer is still
-   * being written), and `_directDone` settles it.
-   */
   /** Whether a read is waiting (and nothing is queued). */
   get _readerWaiting(): boolean {
     return this.#reader !== null && this.#qHead === this.#queue.length;
   }
 
+  /**
+   * Hand the waiting reader's buffer (at most `max` bytes of it) to the session, which reads
+   * the transport straight into it: no copy for bulk data. Null when no reader waits with an
+   * empty queue. Until `_directDone`, close/reset leave that reader alone (its buffer is still
+   * being written), and `_directDone` settles it. A peer stalled mid-frame delays that until
+   * keepalive ends the session.
+   */
   _takeDirect(max: number): Uint8Array | null {
     const r = this.#reader;
     if (!r || this.#qHead < this.#queue.length || this.#localClosed || this.#err) return null;
