@@ -79,7 +79,7 @@ export type MuxErrorReason =
 export class MuxError extends Error {
   /** Always "MuxError". */
   override name = "MuxError";
-  /** @param reason what went wrong, for code; `message` says it for people. */
+  /** A mux error: `reason` says what went wrong for code, `message` for people. */
   constructor(readonly reason: MuxErrorReason, message: string, options?: ErrorOptions) {
     super(message, options);
   }

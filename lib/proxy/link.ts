@@ -110,6 +110,7 @@ export interface LinkClientOptions {
   backoff?: BackoffOptions;
   /** Options of the mux session (keepalive 10 s by default). */
   session?: SessionOptions;
+  /** Logger for link up/down events (never the token). */
   log?: Logger;
 }
 
@@ -132,6 +133,7 @@ export class LinkClient {
   #stop = new AbortController();
   #loop: Promise<void>;
 
+  /** Start keeping a session to `opts.addr` up (in the background, with backoff). */
   constructor(opts: LinkClientOptions) {
     this.#opts = opts;
     this.#log = opts.log ?? silentLogger;
@@ -294,6 +296,7 @@ export interface ServeLinkOptions {
   maxConns?: number;
   /** Options of each mux session. */
   session?: SessionOptions;
+  /** Logger for sessions and refused hellos (never the token). */
   log?: Logger;
 }
 
