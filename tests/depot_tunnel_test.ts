@@ -124,3 +124,33 @@ Deno.test("depot control: garbage on the control port gets an error and a close"
     await depot.close();
   }
 });
+
+Deno.test("depot tunnel: the local's tunnel address can be overridden (NAT, port forward)", async () => {
+  const { relay, serve } = await import("../lib/net/mod.ts");
+  const { startTarget } = await import("./_depot.ts");
+  const depot = await startDepot({ locals: [] });
+  const target = startTarget();
+  // A port forward in front of the tunnel port, as a NAT box would have.
+  let forwarded = 0;
+  const forward = serve(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn, ctx) => {
+    ctx.handshakeDone();
+    forwarded++;
+    await relay(conn, await dial("127.0.0.1", depot.tunnelPort));
+  });
+  try {
+    await depot.addLocal({
+      tunnel: { host: "127.0.0.1", port: forward.addr.port },
+      spareTunnels: 0,
+    });
+    const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+    await writeAll(c, enc.encode("Evia forward"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "via forward");
+    c.close();
+    assertEquals(forwarded, 1);
+  } finally {
+    await depot.close();
+    await forward.stop(100);
+    await target.close();
+  }
+});
