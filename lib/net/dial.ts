@@ -62,21 +62,40 @@ export async function dial(
   opts: DialOptions = {},
 ): Promise<Deno.TcpConn> {
   const timeoutMs = opts.timeoutMs ?? defaultDialTimeoutMs;
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
-  const failure = (e: unknown): NetError => {
-    if (opts.signal?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
-    if (timeout.aborted) {
-      return new NetError("timeout", `dial ${host}:${port} timed out after ${timeoutMs} ms`);
-    }
-    return e instanceof NetError
-      ? e
-      : new NetError(classifyError(e), `dial ${host}:${port}: ${errorMessage(e)}`, { cause: e });
-  };
+  // A timer we clear ourselves: AbortSignal.timeout would keep running after a fast dial,
+  // one live timer per connection for the whole timeout.
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () => timeout.abort(new DOMException("dial timeout", "TimeoutError")),
+    timeoutMs,
+  );
+  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
+  try {
+    return await dialAddresses(host, port, opts.prefer ?? "ipv6", signal, (e) => {
+      if (opts.signal?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
+      if (timeout.signal.aborted) {
+        return new NetError("timeout", `dial ${host}:${port} timed out after ${timeoutMs} ms`);
+      }
+      return e instanceof NetError
+        ? e
+        : new NetError(classifyError(e), `dial ${host}:${port}: ${errorMessage(e)}`, { cause: e });
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
+/** Try each resolved address of `host` in turn; `failure` types what went wrong. */
+async function dialAddresses(
+  host: string,
+  port: number,
+  prefer: "ipv6" | "ipv4",
+  signal: AbortSignal,
+  failure: (e: unknown) => NetError,
+): Promise<Deno.TcpConn> {
   let addrs: string[];
   try {
-    addrs = await raceSignal(resolveHost(host, opts.prefer ?? "ipv6"), signal);
+    addrs = await raceSignal(resolveHost(host, prefer), signal);
   } catch (e) {
     throw failure(e);
   }
