@@ -178,3 +178,19 @@ Deno.test("close: a read pending on a big frame (read straight into its buffer) 
     await session.close();
   }
 });
+
+Deno.test("close: a peer that never sends its FIN is reset after closeLingerMs", async () => {
+  const p = await muxPair({ closeLingerMs: 100 }, {});
+  try {
+    const c = await p.client.open();
+    const s = (await p.server.accept())!;
+    c.close(); // our FIN goes out; the server's application never closes its side
+    assertEquals(await s.read(new Uint8Array(1)), null);
+    await waitFor(() => p.client.stats.streamsOpen === 0);
+    await waitFor(() => s.error !== null);
+    assertEquals(s.error?.reason, "reset");
+    assertEquals(p.server.stats.streamsOpen, 0);
+  } finally {
+    await p.close();
+  }
+});

@@ -46,6 +46,12 @@ export interface SessionOptions {
   synAckDelayMs?: number;
   /** `close("normal")` waits this long for open streams to finish. @default 10000 */
   drainTimeoutMs?: number;
+  /**
+   * A stream `close()`d before the peer's FIN is reset if that FIN has not come this long
+   * after, so a peer that never closes cannot pin streams in a long-lived session; 0 = wait
+   * forever. @default 60000
+   */
+  closeLingerMs?: number;
   /** Logger for session events. @default silent */
   log?: Logger;
 }
@@ -97,6 +103,40 @@ const writerYieldTicks = 8;
 /** How long a go away may take to flush before the transport is closed anyway. */
 const goAwayFlushMs = 1000;
 
+/** Callbacks run a fixed delay after being added: one timer for any number of them. */
+class TimerQueue {
+  #items: { at: number; fn: () => void }[] = [];
+  #head = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  constructor(readonly delayMs: number) {}
+  add(fn: () => void): void {
+    this.#items.push({ at: performance.now() + this.delayMs, fn });
+    if (this.#timer === undefined) this.#arm();
+  }
+  clear(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#items = [];
+    this.#head = 0;
+  }
+  #arm(): void {
+    const next = this.#items[this.#head];
+    if (!next) {
+      this.#items = [];
+      this.#head = 0;
+      this.#timer = undefined;
+      return;
+    }
+    this.#timer = setTimeout(() => {
+      const now = performance.now() + 0.5;
+      while (this.#head < this.#items.length && this.#items[this.#head].at <= now) {
+        this.#items[this.#head++].fn();
+      }
+      this.#arm();
+    }, Math.max(0, next.at - performance.now()));
+  }
+}
+
 /** A FIFO of frames with O(1) shift. */
 class FrameQueue {
   #items: (OutFrame | undefined)[] = [];
@@ -140,6 +180,7 @@ interface ResolvedOptions {
   maxFrameBytes: number;
   synAckDelayMs: number;
   drainTimeoutMs: number;
+  closeLingerMs: number;
 }
 
 interface PendingPing {
@@ -192,8 +233,8 @@ export class Session implements StreamHost, FrameSink {
   #closing: Promise<void> | null = null;
   #readDone: Promise<void>;
   #closedResolve!: (v: { reason: string; error?: Error }) => void;
-  #ackQueue: { s: Stream; at: number }[] = [];
-  #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  #ackTimers: TimerQueue;
+  #lingerTimers: TimerQueue;
   #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
   #keepaliveDeadline: number | undefined;
   #lastRecvAt = performance.now();
@@ -240,11 +281,14 @@ export class Session implements StreamHost, FrameSink {
       maxFrameBytes: o.maxFrameBytes ?? 16 * 1024 * 1024,
       synAckDelayMs: o.synAckDelayMs ?? 0,
       drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
+      closeLingerMs: o.closeLingerMs ?? 60_000,
     };
     this.#opts.maxWindowBytes = Math.max(this.#opts.maxWindowBytes, this.#opts.initialWindowBytes);
     this.maxWindowBytes = this.#opts.maxWindowBytes;
     this.maxSendFrameBytes = Math.max(1, Math.min(maxSendFrameCapBytes, this.#opts.maxFrameBytes));
     this.#log = o.log ?? silentLogger;
+    this.#ackTimers = new TimerQueue(this.#opts.synAckDelayMs);
+    this.#lingerTimers = new TimerQueue(this.#opts.closeLingerMs);
     this.#decoder = new FrameDecoder(this.#opts.maxFrameBytes);
     this.closed = new Promise((r) => this.#closedResolve = r);
     this.#readDone = this.#readLoop();
@@ -564,30 +608,13 @@ export class Session implements StreamHost, FrameSink {
   }
 
   #accepted(s: Stream): void {
-    const delay = this.#opts.synAckDelayMs;
-    if (delay <= 0) {
-      s._sendAck();
-      return;
-    }
-    this.#ackQueue.push({ s, at: performance.now() + delay });
-    if (this.#ackTimer === undefined) this.#armAckTimer();
+    if (this.#opts.synAckDelayMs <= 0) s._sendAck();
+    else this.#ackTimers.add(() => s._sendAck()); // unless it rode on a frame meanwhile
   }
 
-  #armAckTimer(): void {
-    const head = this.#ackQueue[0];
-    if (!head || this.#shut) {
-      this.#ackTimer = undefined;
-      return;
-    }
-    this.#ackTimer = setTimeout(() => {
-      const now = performance.now();
-      let i = 0;
-      while (i < this.#ackQueue.length && this.#ackQueue[i].at <= now + 0.5) {
-        this.#ackQueue[i++].s._sendAck();
-      }
-      this.#ackQueue.splice(0, i);
-      this.#armAckTimer();
-    }, Math.max(0, head.at - performance.now()));
+  /** @internal A stream was closed before the peer's FIN: RST it if that FIN never comes. */
+  lingerStream(s: Stream): void {
+    if (this.#opts.closeLingerMs > 0) this.#lingerTimers.add(() => s._lingerExpired());
   }
 
   #onPing(flags: number, value: number): void {
@@ -793,9 +820,8 @@ export class Session implements StreamHost, FrameSink {
     clearInterval(this.#keepaliveTimer);
     for (const t of this.#deadlineTimers) clearTimeout(t);
     this.#deadlineTimers.clear();
-    clearTimeout(this.#ackTimer);
-    this.#ackTimer = undefined;
-    this.#ackQueue = [];
+    this.#ackTimers.clear();
+    this.#lingerTimers.clear();
     if (reason === "local-close") await this.#flushed(goAwayFlushMs); // last FINs, go away
     closeQuietly(this.#conn);
     const err = new MuxError("session-closed", `session ended: ${reason}`, { cause: error });

@@ -74,6 +74,8 @@ export interface StreamHost {
   reserveWindow(bytes: number): boolean;
   /** Return window budget when a stream is freed. */
   releaseWindow(bytes: number): void;
+  /** The stream was closed before the peer's FIN: reset it if the FIN never comes. */
+  lingerStream(s: Stream): void;
   readonly maxWindowBytes: number;
   readonly maxSendFrameBytes: number;
 }
@@ -227,6 +229,7 @@ export class Stream implements Duplex {
     this.#reader = null;
     r?.resolve(null);
     this.#maybeFree();
+    if (!this.#freed && canReceive(this.#state)) this.#host.lingerStream(this);
   }
 
   /** Abort both directions: send RST; pending and later reads/writes reject ("reset"). */
@@ -554,6 +557,13 @@ export class Stream implements Duplex {
   /** Whether the peer's frames still matter (for the session's RST-after-close logic). */
   get _localClosed(): boolean {
     return this.#localClosed;
+  }
+
+  /** The peer's FIN did not come within closeLingerMs of our close(): give up on it. */
+  _lingerExpired(): void {
+    if (this.#freed || this.#err) return;
+    this.#enqueue(FrameType.windowUpdate, Flag.rst, 0, null, false);
+    this.#fail(new MuxError("reset", `stream ${this.id}: no FIN from the peer after close`));
   }
 
   /** Mark that we answered late data with RST: the stream is over. */
