@@ -54,6 +54,11 @@ const flags = parseFlags({
       default: "websocket",
       help: "websocket (any proxy, both server fronts) or raw (HTTP Upgrade, no framing: faster)",
     },
+    "ca-file": {
+      type: "string",
+      arg: "path",
+      help: "extra CA certificate (PEM) to trust for an https/wss server",
+    },
     heartbeat: {
       type: "string",
       arg: "ms",
@@ -107,6 +112,14 @@ const tcp: TcpTunnelSpec[] = flags.tcp.map((spec) => {
 if (flags.transport !== "websocket" && flags.transport !== "raw") {
   fail("--transport must be websocket or raw", 2);
 }
+let caCerts: string[] | undefined;
+if (flags["ca-file"]) {
+  try {
+    caCerts = [Deno.readTextFileSync(flags["ca-file"])];
+  } catch (err) {
+    fail(`--ca-file: ${errorMessage(err)}`, 2);
+  }
+}
 const heartbeatMs = intFlag("heartbeat", flags.heartbeat, 2_000);
 if (heartbeatMs < 100) fail("--heartbeat must be at least 100 ms", 2);
 const backoffMaxMs = intFlag("backoff-max", flags["backoff-max"], 30_000);
@@ -121,6 +134,7 @@ const client = new TunnelClient({
   allowPorts,
   tcp,
   transport: flags.transport as "websocket" | "raw",
+  caCerts,
   heartbeatIntervalMs: heartbeatMs,
   heartbeatTimeoutMs: heartbeatMs * 3,
   backoff: { initialMs: 250, maxMs: backoffMaxMs },

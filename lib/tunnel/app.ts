@@ -107,7 +107,9 @@ export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {
 
 async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): Promise<Response> {
   const req = c.req.raw;
-  const hostHeader = req.headers.get("host") ?? "";
+  const url = new URL(req.url);
+  // HTTP/2 and HTTP/3 carry the authority in the URL, not in a Host header.
+  const hostHeader = req.headers.get("host") ?? url.host;
   const route = await server.route(hostHeader);
   if (!route.ok) {
     server.countRequest(route.host, String(route.status));
@@ -120,8 +122,8 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
       status: 501,
     });
   }
-  const url = new URL(req.url);
   const headers: [string, string][] = [];
+  if (!req.headers.has("host")) headers.push(["host", hostHeader]);
   req.headers.forEach((v, k) => {
     if (!hopByHop.has(k)) headers.push([k, v]);
   });

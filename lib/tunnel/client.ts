@@ -62,6 +62,8 @@ export interface TunnelClientOptions {
   tcp?: TcpTunnelSpec[];
   /** @default "websocket" */
   transport?: Transport;
+  /** Extra trusted CA certificates (PEM) for an https/wss server. */
+  caCerts?: string[];
   /** Redial policy. @default { initialMs: 250, maxMs: 30000 } */
   backoff?: BackoffOptions;
   /** Timeout of each dial (server and local). @default 10000 */
@@ -125,7 +127,8 @@ function parseServerUrl(s: string): ServerUrl {
 export async function connectTransport(
   server: string,
   identifier: string,
-  opts: { timeoutMs?: number; signal?: AbortSignal; transport?: Transport } = {},
+  opts: { timeoutMs?: number; signal?: AbortSignal; transport?: Transport; caCerts?: string[] } =
+    {},
 ): Promise<Duplex> {
   const raw = opts.transport === "raw";
   const u = parseServerUrl(server);
@@ -134,7 +137,7 @@ export async function connectTransport(
   try {
     const tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
     if (u.tls) {
-      conn = await Deno.startTls(tcp, { hostname: u.host });
+      conn = await Deno.startTls(tcp, { hostname: u.host, caCerts: opts.caCerts });
     } else {
       tcp.setNoDelay(true);
       conn = tcp;
@@ -254,6 +257,7 @@ export class TunnelClient {
       timeoutMs: this.#o.dialTimeoutMs,
       signal,
       transport: this.#o.transport,
+      caCerts: this.#o.caCerts,
     });
     const session = Session.client(transport, {
       keepaliveIntervalMs: this.#o.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
