@@ -7,3 +7,6 @@ export * from "./lib/net/mod.ts";
 export * from "./lib/log.ts";
 export * from "./lib/socks5/mod.ts";
 export * from "./lib/http/mod.ts";
+export * from "./lib/proxy/mod.ts";
+export * from "./lib/sequencer/mod.ts";
+export * from "./lib/fusion/mod.ts";
