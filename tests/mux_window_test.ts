@@ -6,7 +6,11 @@ import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
 const MiB = 1 << 20;
 
 Deno.test("window: a fast reader grows the window beyond 256 KiB, up to maxWindowBytes", async () => {
-  const p = await muxPair({}, { maxWindowBytes: 4 * MiB });
+  // Keepalive on: the first ping measures the RTT that window growth is judged against.
+  const p = await muxPair({ keepaliveIntervalMs: 60_000 }, {
+    keepaliveIntervalMs: 60_000,
+    maxWindowBytes: 4 * MiB,
+  });
   try {
     const c = await p.client.open();
     const s = (await p.server.accept())!;
