@@ -10,7 +10,7 @@ const dec = new TextDecoder();
 async function exchange(
   optimized: boolean,
 ): Promise<{ client: number; server: number }> {
-  const p = await muxPair({}, { synAckDelayMs: optimized ? 2000 : 0 });
+  const p = await muxPair({}, { synAckDelayMs: optimized ? 10_000 : 0 });
   try {
     const c = optimized
       ? await p.client.open({ data: enc.encode("GET /"), fin: true })
