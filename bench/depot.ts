@@ -3,6 +3,8 @@
  * side by side with direct TCP, a plain SOCKS5 proxy (microsocks) and OpenSSH's reverse
  * SOCKS (`ssh -R port` against a throwaway sshd), in one run:
  *
+ * Reference rows: a plain lib/net relay process (one hop) and two chained (two hops, depot's
+ * data path without SOCKS and control), to show what the relays themselves cost here.
  * - bulk: one connection downloads `--bytes` (default 512 MiB), then one uploads as much,
  *   `--runs` times (default 2, best kept); MB/s and ratio to direct;
  * - set-up: `--seq` (default 500) sequential connect + 8-byte request + 1 KiB answer (ms each)
@@ -19,7 +21,7 @@
  * machine.
  */
 
-import { closeQuietly, dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, dial, type Duplex, relay, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 
 const chunkBytes = 4 << 20;
@@ -127,6 +129,18 @@ if (Deno.env.get("BENCH_ROLE") === "delay") {
         closeQuietly(up);
       }
     })();
+  }
+  await new Promise(() => {});
+}
+
+// ---------------------------------------------------------------- relay role
+// A plain lib/net relay from BENCH_PORT to BENCH_TARGET: the reference for what one relay
+// hop costs on this machine (depot's data path is two of them, in two processes).
+if (Deno.env.get("BENCH_ROLE") === "relay") {
+  const target = Number(Deno.env.get("BENCH_TARGET"));
+  const l = Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) });
+  for await (const c of l) {
+    dial("127.0.0.1", target).then((up) => relay(c, up), () => closeQuietly(c));
   }
   await new Promise(() => {});
 }
@@ -396,6 +410,9 @@ const ports = {
   muxStatus: freePort(),
   microsocks: freePort(),
   ssh: freePort(),
+  relay1: freePort(),
+  relay2a: freePort(),
+  relay2b: freePort(),
 };
 
 interface Row {
@@ -465,6 +482,22 @@ try {
     `127.0.0.1:${ports.muxControl}`,
   ], env);
   spawn("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  // Reference relays: one hop, and two hops in two processes (depot's data path, minus
+  // SOCKS and the control protocol).
+  for (
+    const [port, target] of [
+      [ports.relay1, srcPort],
+      [ports.relay2b, srcPort],
+      [ports.relay2a, ports.relay2b],
+    ]
+  ) {
+    spawn(Deno.execPath(), ["run", "-A", self], {
+      BENCH_ROLE: "relay",
+      BENCH_PORT: String(port),
+      BENCH_TARGET: String(target),
+    });
+    await waitFor("reference relay", portOpen(port));
+  }
   await waitFor("source", portOpen(srcPort));
   await waitFor("microsocks", portOpen(ports.microsocks));
   for (const statusPort of [ports.status, ports.muxStatus]) {
@@ -486,6 +519,8 @@ try {
       name: "direct TCP",
       open: () => dial("127.0.0.1", srcPort),
     },
+    { name: "lib/net relay, 1 hop (reference)", open: () => dial("127.0.0.1", ports.relay1) },
+    { name: "lib/net relay, 2 hops (reference)", open: () => dial("127.0.0.1", ports.relay2a) },
     socksRoute("depot (server+local)", ports.socks, srcPort),
     socksRoute("depot --mux", ports.muxSocks, srcPort),
     socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
@@ -616,7 +651,7 @@ if (rows.length > 0) {
     );
   }
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
-  const depot = rows[1];
+  const depot = rows.find((r) => r.name.startsWith("depot (server"));
   if (depot && Number.isFinite(depot.down)) {
     const worst = Math.min(depot.down / direct.down, depot.up / direct.up);
     console.log(`\ndepot bulk vs direct (worse direction): ${worst.toFixed(2)} (target >= 0.60)`);
