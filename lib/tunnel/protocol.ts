@@ -23,9 +23,9 @@ export const identifierHeader = "x-tunnel-identifier";
 /** Version of this message set; a peer with another version is refused. */
 export const protocolVersion = 1;
 /** Largest message accepted; a longer length prefix is a protocol error. */
-export const maxMessageBytes = 64 * 1024;
+export const maxTunnelMessageBytes = 64 * 1024;
 /** Bytes of the length prefix. */
-export const lengthPrefixBytes = 4;
+const lengthPrefixBytes = 4;
 
 /** What a tunnel stream carries: an HTTP connection or raw TCP. */
 export type TransportProtocol = "http" | "tcp";
@@ -95,7 +95,7 @@ export interface StreamReply {
 }
 
 /** Why the server ends a client's session on purpose. */
-export type SessionEndReason = "replaced" | "shutdown";
+export type SessionEndCause = "replaced" | "shutdown";
 
 /**
  * Server -> client on the control stream, just before the server closes the session:
@@ -105,7 +105,7 @@ export type SessionEndReason = "replaced" | "shutdown";
 export interface SessionEnd {
   v: number;
   type: "sessionEnd";
-  reason: SessionEndReason;
+  reason: SessionEndCause;
 }
 
 /** Any message of this protocol. */
@@ -122,7 +122,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** Frame a message: u32 BE length + JSON. */
 export function encodeMessage(msg: TunnelMessage): Uint8Array {
   const body = encoder.encode(JSON.stringify(msg));
-  if (body.length > maxMessageBytes) throw new RangeError("tunnel message too large");
+  if (body.length > maxTunnelMessageBytes) throw new RangeError("tunnel message too large");
   const out = new Uint8Array(lengthPrefixBytes + body.length);
   new DataView(out.buffer).setUint32(0, body.length);
   out.set(body, lengthPrefixBytes);
@@ -236,7 +236,7 @@ export async function readMessage(r: BufferedReader): Promise<TunnelMessage | nu
   const pre = await r.readExactOrEof(lengthPrefixBytes);
   if (pre === null) return null;
   const len = new DataView(pre.buffer, pre.byteOffset).getUint32(0);
-  if (len > maxMessageBytes) throw new ProtocolError(`message of ${len} bytes`, "too-large");
+  if (len > maxTunnelMessageBytes) throw new ProtocolError(`message of ${len} bytes`, "too-large");
   return parseBody(await r.readExact(len));
 }
 

@@ -30,7 +30,7 @@ import {
   type HandshakeResponse,
   protocolVersion,
   readMessage,
-  type SessionEndReason,
+  type SessionEndCause,
   type StreamFailure,
   type StreamReply,
   type TcpTunnelResult,
@@ -51,7 +51,7 @@ export const defaultHeartbeatTimeoutMs = 6_000;
 /** Default time a client has to answer a tunnel stream (and its app the first byte): 504 after. */
 export const defaultResponseTimeoutMs = 60_000;
 /** Time a new client has to open its control stream and send its handshake. */
-export const defaultHandshakeTimeoutMs = 10_000;
+export const defaultClientHandshakeTimeoutMs = 10_000;
 
 /** What to do when a second client connects with an identifier that is already connected. */
 export type DuplicatePolicy = "replace" | "refuse";
@@ -173,7 +173,7 @@ export class ClientConn {
    * a replacing client can bind them), then tear the session down (go away) in the
    * background.
    */
-  close(reason?: SessionEndReason): Promise<void> {
+  close(reason?: SessionEndCause): Promise<void> {
     this.#closing ??= (async () => {
       this.ready = false;
       if (reason && this.control) {
@@ -492,7 +492,7 @@ export class TunnelServer {
   ): Promise<BufferedReader | null> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<null>((res) =>
-      timer = setTimeout(() => res(null), defaultHandshakeTimeoutMs)
+      timer = setTimeout(() => res(null), defaultClientHandshakeTimeoutMs)
     );
     try {
       const control = await Promise.race([client.session.accept(), timeout]);
