@@ -10,3 +10,5 @@ export * from "./lib/http/mod.ts";
 export * from "./lib/proxy/mod.ts";
 export * from "./lib/sequencer/mod.ts";
 export * from "./lib/fusion/mod.ts";
+export * from "./lib/control/mod.ts";
+export * from "./lib/depot/mod.ts";
