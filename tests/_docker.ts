@@ -132,6 +132,8 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
       `--exec-root=${runDir}/exec`,
       `--pidfile=${runDir}/dockerd.pid`,
       `--host=${host}`,
+      // No default docker0 bridge: builds use the host network, compose makes its own.
+      "--bridge=none",
     ],
     stdin: "null",
     stdout: "piped",
@@ -171,6 +173,10 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
         clearTimeout(timer);
         await child.status;
         await pumped;
+        // dockerd leaves the host namespace's bind mount behind; drop it and its run dir.
+        const netns = `${runDir}/exec/netns/default`;
+        await run("umount", [netns]);
+        await Deno.remove(runDir, { recursive: true }).catch(() => {});
       })(),
   };
   const deadline = Date.now() + daemonStartTimeoutMs;

@@ -205,6 +205,8 @@ Deno.test({
     assertEquals(viaDepot.length, depotDownloadBytes);
     assertEquals(sha256(viaDepot), demoSha256(depotDownloadBytes), "depot download byte-exact");
 
+    lap("depot traffic");
+
     // seaprox: SOCKS5, HTTP forward proxy and HTTP CONNECT.
     assert(
       (await curlText(["--socks5-hostname", seaSocks, "http://app:8000/hello"])).includes(hello),
@@ -216,6 +218,8 @@ Deno.test({
       (await curlText(["--proxytunnel", "--proxy", `http://${seaHttp}`, "http://app:8000/hello"]))
         .includes(hello),
     );
+
+    lap("seaprox traffic");
 
     // tunnel: the vhost is served by the app behind tunnel-client; an unknown vhost is not.
     const viaTunnel = await curlText(["-H", "Host: hello.warren.test", `http://${tunnel}/hello`]);
@@ -237,6 +241,8 @@ Deno.test({
       `unknown vhost: ${unknown.stdout}`,
     );
 
+    lap("tunnel traffic");
+
     // fusion: a download over two paths (two bridge networks), byte-exact.
     const viaFusion = await curl([`http://${fusion}/bytes/${fusionDownloadBytes}`]);
     assertEquals(viaFusion.length, fusionDownloadBytes);
@@ -255,7 +261,7 @@ Deno.test({
           metricSum(metrics, "warren_fusion_paths_active") >= 2,
       `fusion used both paths:\n${metrics}`,
     );
-    lap("traffic checks");
+    lap("fusion traffic");
 
     // Still healthy, nothing restarted.
     for (const [name, status, health, restarts] of await states()) {
