@@ -80,16 +80,15 @@ for (const [name, split] of splits) {
 
   Deno.test(`tunnel codec: control messages, ${name}`, async () => {
     const msgs = [
-      encodeMessage({ v: 1, type: "handshakeRequest", client: "t", tcp: [{ publicPort: 9000 }] }),
+      encodeMessage({ type: "handshakeRequest", client: "t", tcp: [{ publicPort: 9000 }] }),
       encodeMessage({
-        v: 1,
         type: "controlMsg",
         action: "RequestClientSession",
         transportProtocol: "http",
         localPort: "3000",
         requestId: "r.1",
       }),
-      encodeMessage({ v: 1, type: "streamReply", requestId: "r.1", ok: true }),
+      encodeMessage({ type: "streamReply", requestId: "r.1", ok: true }),
     ];
     const r = new BufferedReader(new ChunkedSource(concat(msgs), split));
     assertEquals((await readMessage(r))?.type, "handshakeRequest");
@@ -138,7 +137,7 @@ Deno.test("tunnel codec: truncated input is a typed error, never a hang or crash
     const err = await assertRejects(() => readRequestHead(r));
     assert(err instanceof HttpError && err.reason === "eof", `cut ${cut}: ${err}`);
   }
-  const msg = encodeMessage({ v: 1, type: "streamReply", requestId: "x", ok: false });
+  const msg = encodeMessage({ type: "streamReply", requestId: "x", ok: false });
   for (let cut = 1; cut < msg.length; cut++) {
     const r = new BufferedReader(new ChunkedSource(msg.subarray(0, cut), 3));
     const err = await assertRejects(() => readMessage(r));

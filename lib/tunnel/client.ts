@@ -31,7 +31,6 @@ import {
   expectMessage,
   type HandshakeResponse,
   identifierHeader,
-  protocolVersion,
   rawUpgradeToken,
   readMessage,
   type StreamFailure,
@@ -279,7 +278,6 @@ export class TunnelClient {
       await writeAll(
         control,
         encodeMessage({
-          v: protocolVersion,
           type: "handshakeRequest",
           client: "warren-tunnel-client/1",
           tcp: (this.#o.tcp ?? []).map((t) => ({ publicPort: t.publicPort })),
@@ -360,7 +358,6 @@ export class TunnelClient {
     }
     const reply = (ok: boolean, reason?: StreamFailure, error?: string) =>
       encodeMessage({
-        v: protocolVersion,
         type: "streamReply",
         requestId: msg.requestId,
         ok,

@@ -8,7 +8,24 @@
  * @module
  */
 
-import { type BufferedReader, ProtocolError } from "../net/mod.ts";
+import type { BufferedReader } from "../net/mod.ts";
+import {
+  arrayOf,
+  type BaseMessage,
+  bool,
+  ControlError,
+  defineMessage,
+  defineProtocol,
+  encodeFrame,
+  int,
+  type MessageOf,
+  object,
+  oneOf,
+  optional,
+  type Outgoing,
+  readFrameJson,
+  str,
+} from "../control/mod.ts";
 
 /** The HTTP path the client connects to; same port as the public HTTP traffic. */
 export const controlPath = "/_controlPath_/";
@@ -25,74 +42,74 @@ export const protocolVersion = 1;
 /** Largest message accepted; a longer length prefix is a protocol error. */
 export const maxTunnelMessageBytes = 64 * 1024;
 /** Bytes of the length prefix. */
-const lengthPrefixBytes = 4;
 
 /** What a tunnel stream carries: an HTTP connection or raw TCP. */
 export type TransportProtocol = "http" | "tcp";
 
-/** A TCP tunnel the client asks the server to open: public port on the server. */
-export interface TcpTunnelRequest {
-  publicPort: number;
-}
+const port = () => int({ min: 0, max: 65535 });
 
 /** Client -> server, first message on the control stream. */
-export interface HandshakeRequest {
-  v: number;
-  type: "handshakeRequest";
+export const handshakeRequestMessage = defineMessage("handshakeRequest", {
   /** Free-form client name/version for logs. */
-  client?: string;
+  client: optional(str({ maxLength: 128 })),
   /** Public TCP ports the client wants relayed to its local services. */
-  tcp?: TcpTunnelRequest[];
-}
-
-/** Outcome of one requested TCP tunnel. */
-export interface TcpTunnelResult {
-  publicPort: number;
-  ok: boolean;
-  /** Bound address when ok. */
-  addr?: string;
-  error?: string;
-}
+  tcp: optional(arrayOf(object({ publicPort: port() }), 64)),
+});
+/** Client -> server, first message on the control stream. */
+export type HandshakeRequest = MessageOf<typeof handshakeRequestMessage>;
+/** A TCP tunnel the client asks the server to open: public port on the server. */
+export type TcpTunnelRequest = NonNullable<HandshakeRequest["tcp"]>[number];
 
 /** Server -> client, the answer to the handshake. */
-export interface HandshakeResponse {
-  v: number;
-  type: "handshakeResponse";
-  ok: boolean;
+export const handshakeResponseMessage = defineMessage("handshakeResponse", {
+  ok: bool(),
   /** Virtual hosts this client now serves. */
-  hosts: string[];
-  tcp: TcpTunnelResult[];
-  error?: string;
-}
+  hosts: arrayOf(str({ maxLength: 253 }), 1024),
+  /** Outcome of each requested TCP tunnel (`addr` bound when ok). */
+  tcp: arrayOf(
+    object({
+      publicPort: port(),
+      ok: bool(),
+      addr: optional(str({ maxLength: 64 })),
+      error: optional(str()),
+    }),
+    64,
+  ),
+  error: optional(str()),
+});
+/** Server -> client, the answer to the handshake. */
+export type HandshakeResponse = MessageOf<typeof handshakeResponseMessage>;
+/** Outcome of one requested TCP tunnel. */
+export type TcpTunnelResult = HandshakeResponse["tcp"][number];
 
 /**
  * Server -> client, the first bytes of every tunnel stream (seed: ControlMsg). The server
  * opens the stream itself and puts this message in the stream's SYN frame, so a response
  * can only ever travel back on the stream its request came on.
  */
-export interface ControlMsg {
-  v: number;
-  type: "controlMsg";
-  action: "RequestClientSession";
-  transportProtocol: TransportProtocol;
-  /** HTTP: the Host header's port ("" = the client's default local address). TCP: public port. */
-  localPort: string;
+export const controlMsgMessage = defineMessage("controlMsg", {
+  action: oneOf("RequestClientSession"),
+  transportProtocol: oneOf("http", "tcp"),
+  /** HTTP: the Host header's port ("" = the client's default). TCP: the public port. */
+  localPort: str({ pattern: /^\d{0,5}$/, maxLength: 5 }),
   /** Chosen by the server, unique per server process; echoed in the StreamReply. */
-  requestId: string;
-}
+  requestId: str({ minLength: 1, maxLength: 64 }),
+});
+/** The ControlMsg that opens every tunnel stream. */
+export type ControlMsg = MessageOf<typeof controlMsgMessage>;
 
 /** Why a client could not serve a tunnel stream. */
 export type StreamFailure = "dial-failed" | "no-such-port" | "bad-request";
 
 /** Client -> server, first bytes the client writes on a tunnel stream. */
-export interface StreamReply {
-  v: number;
-  type: "streamReply";
-  requestId: string;
-  ok: boolean;
-  reason?: StreamFailure;
-  error?: string;
-}
+export const streamReplyMessage = defineMessage("streamReply", {
+  requestId: str({ minLength: 1, maxLength: 64 }),
+  ok: bool(),
+  reason: optional(oneOf("dial-failed", "no-such-port", "bad-request")),
+  error: optional(str()),
+});
+/** The client's answer on a tunnel stream. */
+export type StreamReply = MessageOf<typeof streamReplyMessage>;
 
 /** Why the server ends a client's session on purpose. */
 export type SessionEndCause = "replaced" | "shutdown";
@@ -102,142 +119,62 @@ export type SessionEndCause = "replaced" | "shutdown";
  * "replaced" (another client with the same identifier took over: do not reconnect) or
  * "shutdown" (the server is stopping: reconnect with backoff).
  */
-export interface SessionEnd {
-  v: number;
-  type: "sessionEnd";
-  reason: SessionEndCause;
-}
+export const sessionEndMessage = defineMessage("sessionEnd", {
+  reason: oneOf("replaced", "shutdown"),
+});
+/** The server's notice before it closes a session. */
+export type SessionEnd = MessageOf<typeof sessionEndMessage>;
 
-/** Any message of this protocol. */
+/** The tunnel's control protocol (lib/control framing and schemas, version 1). */
+export const tunnelProtocol = defineProtocol("tunnel", protocolVersion, [
+  handshakeRequestMessage,
+  handshakeResponseMessage,
+  controlMsgMessage,
+  streamReplyMessage,
+  sessionEndMessage,
+]);
+
+/** Any message of this protocol (lib/control's base error/ping/pong included). */
 export type TunnelMessage =
   | HandshakeRequest
   | HandshakeResponse
   | ControlMsg
   | StreamReply
-  | SessionEnd;
+  | SessionEnd
+  | BaseMessage;
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** Frame a message: u32 BE length + JSON. */
-export function encodeMessage(msg: TunnelMessage): Uint8Array {
-  const body = encoder.encode(JSON.stringify(msg));
-  if (body.length > maxTunnelMessageBytes) throw new RangeError("tunnel message too large");
-  const out = new Uint8Array(lengthPrefixBytes + body.length);
-  new DataView(out.buffer).setUint32(0, body.length);
-  out.set(body, lengthPrefixBytes);
-  return out;
+/** Frame a message: u32 BE length + JSON (`v` is added). */
+export function encodeMessage(msg: Outgoing<TunnelMessage>): Uint8Array {
+  return encodeFrame({ v: protocolVersion, ...msg }, maxTunnelMessageBytes);
 }
 
-function isObj(x: unknown): x is Record<string, unknown> {
-  return typeof x === "object" && x !== null && !Array.isArray(x);
-}
-function str(o: Record<string, unknown>, k: string, optional = false): void {
-  if (o[k] === undefined && optional) return;
-  if (typeof o[k] !== "string") {
-    throw new ProtocolError(`field ${k} must be a string`, "bad-message");
-  }
-}
-function bool(o: Record<string, unknown>, k: string): void {
-  if (typeof o[k] !== "boolean") {
-    throw new ProtocolError(`field ${k} must be a boolean`, "bad-message");
-  }
-}
-function port(x: unknown, k: string): void {
-  if (typeof x !== "number" || !Number.isInteger(x) || x < 0 || x > 65535) {
-    throw new ProtocolError(`field ${k} must be a port number`, "bad-message");
-  }
-}
-
-/** Validate a decoded JSON value as a message; throws ProtocolError("bad-message"). */
+/** Validate a decoded JSON value as a message; throws ControlError ("schema", …). */
 export function validateMessage(x: unknown): TunnelMessage {
-  if (!isObj(x)) throw new ProtocolError("message is not an object", "bad-message");
-  if (x.v !== protocolVersion) {
-    throw new ProtocolError(`unsupported protocol version ${String(x.v)}`, "bad-version");
-  }
-  switch (x.type) {
-    case "handshakeRequest":
-      str(x, "client", true);
-      if (x.tcp !== undefined) {
-        if (!Array.isArray(x.tcp) || x.tcp.length > 64) {
-          throw new ProtocolError("field tcp must be a short array", "bad-message");
-        }
-        for (const t of x.tcp) {
-          if (!isObj(t)) throw new ProtocolError("tcp entry must be an object", "bad-message");
-          port(t.publicPort, "publicPort");
-        }
-      }
-      return x as unknown as HandshakeRequest;
-    case "handshakeResponse":
-      bool(x, "ok");
-      str(x, "error", true);
-      if (!Array.isArray(x.hosts) || !x.hosts.every((h) => typeof h === "string")) {
-        throw new ProtocolError("field hosts must be strings", "bad-message");
-      }
-      if (!Array.isArray(x.tcp) || !x.tcp.every((t) => isObj(t) && typeof t.ok === "boolean")) {
-        throw new ProtocolError("field tcp must be results", "bad-message");
-      }
-      for (const t of x.tcp as Record<string, unknown>[]) port(t.publicPort, "publicPort");
-      return x as unknown as HandshakeResponse;
-    case "controlMsg":
-      if (x.action !== "RequestClientSession") {
-        throw new ProtocolError(`unknown action ${String(x.action)}`, "bad-message");
-      }
-      if (x.transportProtocol !== "http" && x.transportProtocol !== "tcp") {
-        throw new ProtocolError("bad transportProtocol", "bad-message");
-      }
-      str(x, "localPort");
-      if (!/^\d{0,5}$/.test(x.localPort as string)) {
-        throw new ProtocolError("bad localPort", "bad-message");
-      }
-      str(x, "requestId");
-      return x as unknown as ControlMsg;
-    case "streamReply":
-      str(x, "requestId");
-      bool(x, "ok");
-      str(x, "reason", true);
-      str(x, "error", true);
-      return x as unknown as StreamReply;
-    case "sessionEnd":
-      if (x.reason !== "replaced" && x.reason !== "shutdown") {
-        throw new ProtocolError("bad sessionEnd reason", "bad-message");
-      }
-      return x as unknown as SessionEnd;
-    default:
-      throw new ProtocolError(`unknown message type ${String(x.type)}`, "bad-message");
-  }
+  return tunnelProtocol.check(x) as TunnelMessage;
 }
 
 /** Decode one framed message from bytes (length prefix included). */
 export function decodeMessage(frame: Uint8Array): TunnelMessage {
-  if (frame.length < lengthPrefixBytes) throw new ProtocolError("short frame", "bad-message");
+  if (frame.length < 4) throw new ControlError("truncated", "short frame");
   const len = new DataView(frame.buffer, frame.byteOffset).getUint32(0);
-  if (len !== frame.length - lengthPrefixBytes) {
-    throw new ProtocolError("length prefix mismatch", "bad-message");
-  }
-  return parseBody(frame.subarray(lengthPrefixBytes));
-}
-
-function parseBody(body: Uint8Array): TunnelMessage {
+  if (len !== frame.length - 4) throw new ControlError("bad-json", "length prefix mismatch");
   let json: unknown;
   try {
-    json = JSON.parse(decoder.decode(body));
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(frame.subarray(4)));
   } catch (err) {
-    throw new ProtocolError("message is not JSON", "bad-message", { cause: err });
+    throw new ControlError("bad-json", "message is not JSON", { cause: err });
   }
   return validateMessage(json);
 }
 
 /**
- * Read one message; `null` on a clean EOF between messages. Rejects with ProtocolError on
- * an oversize length, bad JSON, a wrong version or type, and on EOF mid-message.
+ * Read one message; `null` on a clean EOF between messages. Rejects with ControlError (a
+ * ProtocolError) on an oversize length, bad JSON, a wrong version, type or field, and on
+ * EOF mid-message.
  */
 export async function readMessage(r: BufferedReader): Promise<TunnelMessage | null> {
-  const pre = await r.readExactOrEof(lengthPrefixBytes);
-  if (pre === null) return null;
-  const len = new DataView(pre.buffer, pre.byteOffset).getUint32(0);
-  if (len > maxTunnelMessageBytes) throw new ProtocolError(`message of ${len} bytes`, "too-large");
-  return parseBody(await r.readExact(len));
+  const frame = await readFrameJson(r, maxTunnelMessageBytes);
+  return frame === null ? null : validateMessage(frame.json);
 }
 
 /** Read a message and require its type; EOF is an error here. */
@@ -246,7 +183,10 @@ export async function expectMessage<T extends TunnelMessage["type"]>(
   type: T,
 ): Promise<Extract<TunnelMessage, { type: T }>> {
   const m = await readMessage(r);
-  if (m === null) throw new ProtocolError(`connection closed before ${type}`, "eof");
-  if (m.type !== type) throw new ProtocolError(`expected ${type}, got ${m.type}`, "unexpected");
+  if (m === null) throw new ControlError("closed", `connection closed before ${type}`);
+  if (m.type === "error") {
+    throw new ControlError("unexpected", `peer error instead of ${type}: ${m.reason}`);
+  }
+  if (m.type !== type) throw new ControlError("unexpected", `expected ${type}, got ${m.type}`);
   return m as Extract<TunnelMessage, { type: T }>;
 }

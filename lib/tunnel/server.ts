@@ -22,13 +22,12 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
-import { randomSecret } from "../control/auth.ts";
+import { type Outgoing, randomSecret } from "../control/mod.ts";
 import {
   encodeMessage,
   expectMessage,
   type HandshakeRequest,
   type HandshakeResponse,
-  protocolVersion,
   readMessage,
   type SessionEndCause,
   type StreamFailure,
@@ -177,7 +176,7 @@ export class ClientConn {
     this.#closing ??= (async () => {
       this.ready = false;
       if (reason && this.control) {
-        const msg = encodeMessage({ v: protocolVersion, type: "sessionEnd", reason });
+        const msg = encodeMessage({ type: "sessionEnd", reason });
         await writeAll(this.control, msg).catch(() => {
           // The client is already gone: it cannot be told.
         });
@@ -377,7 +376,6 @@ export class TunnelServer {
   ): Promise<TunnelStream> {
     const requestId = `${this.#instance}.${++this.#nextRequest}`;
     const msg = encodeMessage({
-      v: protocolVersion,
       type: "controlMsg",
       action: "RequestClientSession",
       transportProtocol,
@@ -513,8 +511,7 @@ export class TunnelServer {
       }
       client.hosts = await this.registry.hostsOf(identifier);
       const tcp = this.#openTcp(client, req, log);
-      const resp: HandshakeResponse = {
-        v: protocolVersion,
+      const resp: Outgoing<HandshakeResponse> = {
         type: "handshakeResponse",
         ok: true,
         hosts: client.hosts,
