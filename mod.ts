@@ -12,3 +12,4 @@ export * from "./lib/sequencer/mod.ts";
 export * from "./lib/fusion/mod.ts";
 export * from "./lib/control/mod.ts";
 export * from "./lib/depot/mod.ts";
+export * from "./lib/mux/mod.ts";

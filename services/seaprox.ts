@@ -1,6 +1,8 @@
 /**
  * seaprox: static, SOCKS5 and HTTP proxy listeners given as URLs, any number at once,
- * optionally chained through an upstream SOCKS5 proxy (seed 003).
+ * optionally chained through an upstream SOCKS5 proxy (seed 003), and seaprox-to-seaprox
+ * links: `--listen link://` accepts mux sessions from other nodes, `--via link://` carries
+ * every outgoing connection as one stream over a long-lived session to such a node.
  *
  *   deno run -A services/seaprox.ts --listen socks5://127.0.0.1:1080 \
  *     --listen http://user:pass@127.0.0.1:8080 --listen static://127.0.0.1:9000?to=example.org:80
@@ -8,15 +10,18 @@
 
 import { fail, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
-import { formatAddr } from "../lib/net/mod.ts";
-import { hostPortFlag } from "../lib/cli.ts";
+import { formatAddr, type HostPort, parseHostPort, type Server } from "../lib/net/mod.ts";
+import { hostPortFlag, listenOrExit } from "../lib/cli.ts";
 import {
+  dialerFor,
   type ForwardSpec,
+  LinkClient,
   ListenError,
   type ListenerSpec,
   parseForwardUrl,
   parseListenUrl,
   ProxyUrlError,
+  serveLink,
   startSeaprox,
 } from "../lib/proxy/mod.ts";
 
@@ -30,7 +35,20 @@ const flags = parseFlags({
       multiple: true,
       arg: "url",
       help: "static://host:port?to=host:port | socks5://[user:pass@]host:port | " +
-        "http://[user:pass@]host:port; env SEAPROX_LISTEN (space-separated) if absent",
+        "http://[user:pass@]host:port | link://host:port (accept seaprox links); " +
+        "env SEAPROX_LISTEN (space-separated) if absent",
+    },
+    via: {
+      type: "string",
+      arg: "link://host:port",
+      help: "carry every outgoing connection over a seaprox link to that node",
+      env: "SEAPROX_VIA",
+    },
+    "link-token": {
+      type: "string",
+      arg: "secret",
+      help: "shared secret of link:// peers (required with link:// or --via)",
+      env: "SEAPROX_LINK_TOKEN",
     },
     forward: {
       type: "string",
@@ -84,10 +102,26 @@ const urls = flags.listen.length > 0
   ? flags.listen
   : (Deno.env.get("SEAPROX_LISTEN") ?? "").split(/\s+/).filter(Boolean);
 if (urls.length === 0) fail("at least one --listen URL is required (see --help)", 2);
+/** `link://host:port` → its address; the link scheme is served here, not by startSeaprox. */
+const linkAddr = (url: string, flag: string): HostPort => {
+  try {
+    return parseHostPort(url.slice("link://".length).replace(/\/$/, ""));
+  } catch {
+    fail(`--${flag}: not link://host:port: ${url}`, 2);
+  }
+};
+const linkListens = urls.filter((u) => u.startsWith("link://")).map((u) => linkAddr(u, "listen"));
+const via = flags.via ? linkAddr(flags.via, "via") : undefined;
+if (flags.via && !flags.via.startsWith("link://")) fail("--via must be a link:// URL", 2);
+const linkToken = flags["link-token"];
+if ((linkListens.length > 0 || via) && !linkToken) {
+  fail("--link-token (or SEAPROX_LINK_TOKEN) is required with link:// listeners or --via", 2);
+}
+if (via && flags.forward) fail("--via and --forward are exclusive", 2);
 let listeners: ListenerSpec[];
 let forward: ForwardSpec | undefined;
 try {
-  listeners = urls.map(parseListenUrl);
+  listeners = urls.filter((u) => !u.startsWith("link://")).map(parseListenUrl);
   forward = flags.forward ? parseForwardUrl(flags.forward) : undefined;
 } catch (err) {
   if (err instanceof ProxyUrlError) fail(err.message, 2);
@@ -113,11 +147,15 @@ const errorsTotal = counter("seaprox_errors_total", "connections that ended badl
 const okEnds = new Set(["done", "idle", "closed"]);
 
 // ---- wiring and run ----
+const link = via && linkToken
+  ? new LinkClient({ addr: via, token: linkToken, log: log.child({ link: flags.via }) })
+  : undefined;
 let proxy;
 try {
   proxy = await startSeaprox({
     listeners,
     forward,
+    dialer: link?.dial,
     prefer: flags["prefer-ipv4"] ? "ipv4" : "ipv6",
     maxConns,
     idleTimeoutMs,
@@ -148,6 +186,25 @@ try {
   throw err;
 }
 if (forward) log.info("forwarding via upstream", { upstream: forward.display });
+if (via) log.info("outgoing connections via link", { link: flags.via });
+// Link listeners dial destinations themselves, directly or through --forward.
+const linkServers: Server[] = linkListens.map((addr) => {
+  const l = listenOrExit(addr, "link listener");
+  log.info("listening", { name: "link", addr: formatAddr(l.addr) });
+  return serveLink(l, {
+    token: linkToken!,
+    dialer: dialerFor({
+      listeners: [],
+      forward,
+      prefer: flags["prefer-ipv4"] ? "ipv4" : "ipv6",
+      dialTimeoutMs,
+    }),
+    dialTimeoutMs,
+    idleTimeoutMs,
+    maxConns,
+    log: log.child({ listener: "link" }),
+  });
+});
 const startedMs = Date.now();
 const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
@@ -168,6 +225,10 @@ const metrics = metricsAddr
 
 // ---- shutdown ----
 onShutdown(log, async () => {
-  await proxy.stop(drainTimeoutMs);
+  await Promise.all([
+    proxy.stop(drainTimeoutMs),
+    ...linkServers.map((s) => s.stop(drainTimeoutMs)),
+  ]);
+  await link?.close();
   await metrics?.shutdown();
 });

@@ -15,3 +15,4 @@ export * from "./socks5.ts";
 export * from "./chain.ts";
 export * from "./http.ts";
 export * from "./seaprox.ts";
+export * from "./link.ts";
