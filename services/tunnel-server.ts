@@ -43,6 +43,12 @@ const flags = parseFlags({
       arg: "path",
       help: "file of 'vhost identifier' lines (# comments)",
     },
+    "tls-cert": {
+      type: "string",
+      arg: "path",
+      help: "serve https (and wss:// for clients) with this PEM certificate chain",
+    },
+    "tls-key": { type: "string", arg: "path", help: "PEM private key of --tls-cert" },
     admin: { type: "string", arg: "host:port", help: "serve the admin API here (needs a token)" },
     "admin-token": {
       type: "string",
@@ -153,6 +159,18 @@ for (const [vhost, identifier] of hostSpecs) {
   if (identifier.length < 8) fail(`--host ${vhost}: identifier must be at least 8 characters`, 2);
 }
 const listenAddr = hostPortFlag("listen", flags.listen!);
+if (!!flags["tls-cert"] !== !!flags["tls-key"]) fail("--tls-cert and --tls-key go together", 2);
+let tls: { cert: string; key: string } | undefined;
+if (flags["tls-cert"]) {
+  try {
+    tls = {
+      cert: Deno.readTextFileSync(flags["tls-cert"]),
+      key: Deno.readTextFileSync(flags["tls-key"]!),
+    };
+  } catch (err) {
+    fail(`--tls-cert/--tls-key: ${errorMessage(err)}`, 2);
+  }
+}
 const adminAddr = flags.admin ? hostPortFlag("admin", flags.admin) : undefined;
 if (adminAddr && !flags["admin-token"]) {
   fail("--admin needs --admin-token (or TUNNEL_ADMIN_TOKEN)", 2);
@@ -189,7 +207,21 @@ const server = new TunnelServer({
 });
 for (const [vhost, identifier] of hostSpecs) await server.addHost(vhost, identifier);
 
-const listener = listenOrExit(listenAddr, "http");
+let listener: Deno.TcpListener | Deno.TlsListener;
+if (tls) {
+  try {
+    listener = Deno.listenTls({ hostname: listenAddr.host, port: listenAddr.port, ...tls });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`http: address ${listenAddr.host}:${listenAddr.port} is already in use`);
+    }
+    fail(
+      `http: cannot listen with TLS on ${listenAddr.host}:${listenAddr.port}: ${errorMessage(err)}`,
+    );
+  }
+} else {
+  listener = listenOrExit(listenAddr, "http");
+}
 let admin: Deno.HttpServer<Deno.NetAddr> | undefined;
 if (adminAddr) {
   const app = createAdminApp(server, { token: flags["admin-token"]! });
@@ -217,7 +249,7 @@ const metrics = metricsAddr
 // ---- run ----
 const front = serveTunnel(listener, server, {
   maxConns,
-  proto: flags.proto as "http" | "https",
+  proto: tls ? "https" : flags.proto as "http" | "https",
   trustForwarded: flags["trust-forwarded"],
   log,
 });

@@ -2,9 +2,9 @@
 import { assertEquals } from "./_assert.ts";
 import { run } from "./_util.ts";
 import { startApp, startClient, testLog } from "./_tunnel.ts";
-import { createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
+import { createTunnelApp, serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
 
-Deno.test("tunnel: the client connects over https/wss with a private CA", async () => {
+Deno.test("tunnel: the client connects over https/wss with a private CA (both fronts)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "warren-tls-" });
   const app = startApp();
   try {
@@ -28,17 +28,39 @@ Deno.test("tunnel: the client connects over https/wss with a private CA", async 
     const cert = await Deno.readTextFile(`${dir}/cert.pem`);
     const ca = await Deno.readTextFile(`${dir}/ca.pem`);
     const key = await Deno.readTextFile(`${dir}/key.pem`);
+    for (const front of ["hono", "fast"] as const) {
+      await oneFront(front, cert, key, ca, dir, app.port);
+    }
+  } finally {
+    await app.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function oneFront(
+  front: "hono" | "fast",
+  cert: string,
+  key: string,
+  ca: string,
+  dir: string,
+  appPort: number,
+): Promise<void> {
+  {
     const server = new TunnelServer({ log: testLog("tls-tunnel") });
     const id = "identifier-over-tls-0011";
     await server.addHost("app.test", id);
-    const https = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, cert, key, onListen() {} },
-      createTunnelApp(server, { proto: "https" }).fetch,
-    );
+    const https = front === "hono"
+      ? Deno.serve(
+        { hostname: "127.0.0.1", port: 0, cert, key, onListen() {} },
+        createTunnelApp(server, { proto: "https" }).fetch,
+      )
+      : serveTunnel(Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }), server, {
+        proto: "https",
+      });
     const c = startClient({
       server: `wss://localhost:${https.addr.port}`,
       identifier: id,
-      local: { host: "127.0.0.1", port: app.port },
+      local: { host: "127.0.0.1", port: appPort },
       caCerts: [ca],
     });
     try {
@@ -57,10 +79,8 @@ Deno.test("tunnel: the client connects over https/wss with a private CA", async 
     } finally {
       await c.stop();
       await server.close();
-      await https.shutdown();
+      if ("shutdown" in https) await https.shutdown();
+      else await https.stop(200);
     }
-  } finally {
-    await app.close();
-    await Deno.remove(dir, { recursive: true });
   }
-});
+}

@@ -12,7 +12,8 @@ import type { TunnelServer } from "./server.ts";
 export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions, "log"> {}
 
 /**
- * Accept public connections (and clients on the control path) on `listener`.
+ * Accept public connections (and clients on the control path) on `listener` (TCP, or TLS
+ * from `Deno.listenTls` for an https:// front and wss:// clients).
  *
  * @example
  * ```ts ignore
@@ -22,14 +23,16 @@ export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions,
  * ```
  */
 export function serveTunnel(
-  listener: Deno.TcpListener,
+  listener: Deno.Listener<Deno.TcpConn> | Deno.Listener<Deno.TlsConn>,
   server: TunnelServer,
   opts: ServeTunnelOptions = {},
 ): Server {
   const port = (listener.addr as Deno.NetAddr).port;
   const front: HttpFrontOptions = { publicPort: port, ...opts };
-  return serve(listener, async (conn, ctx) => {
-    conn.setNoDelay(true);
+  return serve(listener as Deno.Listener<Deno.Conn>, async (conn, ctx) => {
+    // TLS connections have no setNoDelay (rustls sets it on the socket it wraps).
+    const tcp = conn as Partial<Deno.TcpConn>;
+    if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
     const addr = conn.remoteAddr as Deno.NetAddr;
     await handlePublicConn(server, conn, { ip: addr.hostname, remote: ctx.remote }, {
       ...front,
