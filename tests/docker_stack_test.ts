@@ -136,7 +136,19 @@ Deno.test({
     // The default command: seaprox's in-process demo, offline (--network none, cached deps).
     const demo = await must(dockerBin, ["run", "--rm", "--network=none", image], env);
     assert(demo.includes("all checks passed"), demo);
-    lap("docker run (default command, no network)");
+    // The documented usage: the command names the service script.
+    const help = await must(dockerBin, [
+      "run",
+      "--rm",
+      "--network=none",
+      image,
+      "run",
+      "-A",
+      "services/depot-server.ts",
+      "--help",
+    ], env);
+    assert(help.includes("usage: depot-server"), help);
+    lap("docker run (default command; a service's --help), no network");
 
     // ---- stack ----
     const envFile = `${tmp}/warren.env`;
