@@ -44,6 +44,12 @@ Deno.test("tunnel app: GET, streamed 32 MiB upload and download, chunked respons
     await c.connected();
     const r = await hostFetch(t.port, "/hello?id=5");
     assertEquals(await r.text(), "hello 5");
+    // Sequential requests reuse one keep-alive tunnel stream (and local connection).
+    const before = c.client.streams;
+    for (let i = 0; i < 10; i++) {
+      assertEquals(await (await hostFetch(t.port, `/hello?id=${i}`)).text(), `hello ${i}`);
+    }
+    assert(c.client.streams - before <= 1, `streams opened: ${c.client.streams - before}`);
     const h = await (await hostFetch(t.port, "/headers")).json();
     assertEquals(h.headers["x-forwarded-for"], "127.0.0.1");
     assertMatch(h.headers["host"], /^127\.0\.0\.1:\d+$/);

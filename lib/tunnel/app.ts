@@ -12,19 +12,21 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { timingSafeEqual } from "../net/secret.ts";
-import { BufferedReader, errorMessage, writeAll } from "../net/mod.ts";
+import { BufferedReader, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
 import {
   copyBody,
   copyChunked,
   encodeLatin1,
+  headerHasToken,
   readResponseHead,
   type RequestHead,
   responseBodyFraming,
+  type ResponseHead,
   serializeRequestHead,
 } from "../http/mod.ts";
 import { controlPath, identifierHeader } from "./protocol.ts";
 import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
-import { TunnelError, type TunnelServer } from "./server.ts";
+import { type ClientConn, TunnelError, type TunnelServer, type TunnelStream } from "./server.ts";
 import { WebSocketDuplex } from "./ws_adapter.ts";
 
 /** Options of {@linkcode createTunnelApp}. */
@@ -130,7 +132,6 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   const hasLength = req.headers.has("content-length");
   const chunked = req.body !== null && !hasLength;
   if (chunked) headers.push(["transfer-encoding", "chunked"]);
-  headers.push(["connection", "close"]);
   const head: RequestHead = {
     method: req.method,
     target: url.pathname + url.search,
@@ -144,86 +145,90 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     opts.trustForwarded ?? false,
   );
   const headBytes = serializeRequestHead(head);
-  let ts;
-  try {
-    ts = await server.openStream(
-      route.client,
-      host,
-      "http",
-      localPortOf(hostHeader, opts.publicPort),
-      headBytes,
-    );
-  } catch {
-    server.countRequest(host, "502");
-    return htmlError(502, host);
-  }
-  server.countBytes(host, headBytes.length, 0);
-  // Request body: streamed onto the tunnel (chunk-framed when its length is unknown).
+  const localPort = localPortOf(hostHeader, opts.publicPort);
+  const pool = poolOf(route.client, `${host}|${localPort}`);
   let lastRequestByteAt = Date.now();
-  if (req.body) {
-    const body = req.body;
-    void (async () => {
+  let entry: IdleStream | undefined;
+  let bodyDone: Promise<boolean> = Promise.resolve(true);
+  let resHead: ResponseHead | undefined;
+  // A body-less request on a reused stream the app has meanwhile closed is retried once on
+  // a fresh stream (nothing of it can have been processed).
+  for (let attempt = 0; resHead === undefined; attempt++) {
+    entry = attempt === 0 ? pool.take() : undefined;
+    const reused = entry !== undefined;
+    if (entry) {
       try {
-        for await (const chunk of body) {
-          if (chunk.length === 0) continue;
-          if (chunked) {
-            // One write per chunk: size line, data and CRLF in a single mux frame.
-            const size = encodeLatin1(`${chunk.length.toString(16)}\r\n`);
-            const framed = new Uint8Array(size.length + chunk.length + 2);
-            framed.set(size);
-            framed.set(chunk, size.length);
-            framed.set(crlf, size.length + chunk.length);
-            await writeAll(ts.stream, framed);
-          } else {
-            await writeAll(ts.stream, chunk);
-          }
-          server.countBytes(host, chunk.length, 0);
-          lastRequestByteAt = Date.now();
-        }
-        if (chunked) await writeAll(ts.stream, chunkEnd);
-      } catch (err) {
-        server.log.debug("request body copy ended", { host, error: errorMessage(err) });
-        ts.stream.reset();
+        await writeAll(entry.ts.stream, headBytes);
+      } catch {
+        entry.ts.release();
+        entry = undefined;
+        if (attempt === 0) continue;
       }
-    })();
-  }
-  try {
-    await ts.reply(server.responseTimeoutMs);
-  } catch (err) {
-    ts.release();
-    const timeout = err instanceof TunnelError && err.reason === "timeout";
-    server.countRequest(host, timeout ? "504" : "502");
-    return htmlError(timeout ? 504 : 502, host);
-  }
-  const src = ts.body();
-  const reader = new BufferedReader(src);
-  let resHead;
-  let timedOut = false;
-  try {
-    // 504 when nothing came back for responseTimeoutMs after the last request byte.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const arm = (ms: number) => {
-      timer = setTimeout(() => {
-        const quietMs = Date.now() - lastRequestByteAt;
-        if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
-        timedOut = true;
-        ts.stream.reset();
-      }, ms);
-    };
-    arm(server.responseTimeoutMs);
-    try {
-      do resHead = await readResponseHead(reader); while (resHead.status < 200);
-    } finally {
-      clearTimeout(timer);
     }
-  } catch (err) {
-    ts.release();
-    server.countRequest(host, timedOut ? "504" : "502");
-    server.log.debug("bad response from tunnel", { host, error: errorMessage(err) });
-    return htmlError(timedOut ? 504 : 502, host);
+    if (!entry) {
+      let ts: TunnelStream;
+      try {
+        ts = await server.openStream(route.client, host, "http", localPort, headBytes);
+      } catch {
+        server.countRequest(host, "502");
+        return htmlError(502, host);
+      }
+      try {
+        await ts.reply(server.responseTimeoutMs);
+      } catch (err) {
+        ts.release();
+        const timeout = err instanceof TunnelError && err.reason === "timeout";
+        server.countRequest(host, timeout ? "504" : "502");
+        return htmlError(timeout ? 504 : 502, host);
+      }
+      const src = ts.body();
+      entry = { ts, src, reader: new BufferedReader(src), timer: undefined };
+    }
+    server.countBytes(host, headBytes.length, 0);
+    const e = entry;
+    if (req.body) {
+      bodyDone = pumpBody(server, host, req.body, e.ts, chunked, () => {
+        lastRequestByteAt = Date.now();
+      });
+    }
+    let timedOut = false;
+    try {
+      // 504 when nothing came back for responseTimeoutMs after the last request byte.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const arm = (ms: number) => {
+        timer = setTimeout(() => {
+          const quietMs = Date.now() - lastRequestByteAt;
+          if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
+          timedOut = true;
+          e.ts.stream.reset();
+        }, ms);
+      };
+      arm(server.responseTimeoutMs);
+      try {
+        let h;
+        do h = await readResponseHead(e.reader); while (h.status < 200);
+        resHead = h;
+      } finally {
+        clearTimeout(timer);
+      }
+    } catch (err) {
+      e.ts.release();
+      if (reused && !timedOut && req.body === null && attempt === 0) continue;
+      server.countRequest(host, timedOut ? "504" : "502");
+      server.log.debug("bad response from tunnel", { host, error: errorMessage(err) });
+      return htmlError(timedOut ? 504 : 502, host);
+    }
   }
+  const e = entry!;
   server.countRequest(host, "proxied");
   const framing = responseBodyFraming(resHead, req.method);
+  const reusable = framing.kind !== "close" && resHead.version === "HTTP/1.1" &&
+    !headerHasToken(resHead.headers, "connection", "close");
+  /** After the exchange: back to the pool when the connection can carry another request. */
+  const finish = async (ok: boolean) => {
+    if (ok && reusable && (await bodyDone) && e.reader.buffered === 0) pool.put(e);
+    else e.ts.release();
+  };
   const out = new Headers();
   for (const [k, v] of resHead.headers) {
     const l = k.toLowerCase();
@@ -232,7 +237,7 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     out.append(k, v);
   }
   if (framing.kind === "none") {
-    ts.release();
+    void finish(true);
     return new Response(null, { status: resHead.status, headers: out });
   }
   const pipe = new TransformStream<Uint8Array, Uint8Array>();
@@ -243,19 +248,121 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     server.countBytes(host, 0, p.length);
   };
   void (async () => {
+    let ok = false;
     try {
-      if (framing.kind === "chunked") await copyChunked(reader, src, sink, false);
-      else await copyBody(reader, src, framing, sink);
+      if (framing.kind === "chunked") await copyChunked(e.reader, e.src, sink, false);
+      else await copyBody(e.reader, e.src, framing, sink);
       await writer.close();
+      ok = true;
     } catch (err) {
       await writer.abort(err).catch(() => {
         // The public client already went away.
       });
     } finally {
-      ts.release();
+      await finish(ok);
     }
   })();
   return new Response(pipe.readable, { status: resHead.status, headers: out });
+}
+
+/** Stream the request body onto the tunnel (chunk-framed when its length is unknown). */
+async function pumpBody(
+  server: TunnelServer,
+  host: string,
+  body: ReadableStream<Uint8Array>,
+  ts: TunnelStream,
+  chunked: boolean,
+  onBytes: () => void,
+): Promise<boolean> {
+  try {
+    for await (const chunk of body) {
+      if (chunk.length === 0) continue;
+      if (chunked) {
+        // One write per chunk: size line, data and CRLF in a single mux frame.
+        const size = encodeLatin1(`${chunk.length.toString(16)}\r\n`);
+        const framed = new Uint8Array(size.length + chunk.length + 2);
+        framed.set(size);
+        framed.set(chunk, size.length);
+        framed.set(crlf, size.length + chunk.length);
+        await writeAll(ts.stream, framed);
+      } else {
+        await writeAll(ts.stream, chunk);
+      }
+      server.countBytes(host, chunk.length, 0);
+      onBytes();
+    }
+    if (chunked) await writeAll(ts.stream, chunkEnd);
+    return true;
+  } catch (err) {
+    server.log.debug("request body copy ended", { host, error: errorMessage(err) });
+    ts.stream.reset();
+    return false;
+  }
+}
+
+/** Idle keep-alive tunnel streams kept per client and (host, local port). */
+interface IdleStream {
+  ts: TunnelStream;
+  src: Duplex;
+  reader: BufferedReader;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** Most idle streams kept per client, host and local port. */
+const maxIdleStreams = 32;
+/** An idle stream is closed after this long (below common app keep-alive timeouts). */
+const idleStreamMs = 4_000;
+
+/** A small LIFO of idle streams; emptied when the client's session ends. */
+class StreamPool {
+  #idle: IdleStream[] = [];
+  #closed = false;
+
+  constructor(client: ClientConn) {
+    const drop = () => {
+      this.#closed = true;
+      for (const e of this.#idle.splice(0)) this.#drop(e);
+    };
+    client.onClosing.push(drop);
+    void client.session.closed.then(drop);
+  }
+
+  take(): IdleStream | undefined {
+    const e = this.#idle.pop();
+    if (e) clearTimeout(e.timer);
+    return e;
+  }
+
+  put(e: IdleStream): void {
+    if (this.#closed || this.#idle.length >= maxIdleStreams) return this.#drop(e);
+    e.timer = setTimeout(() => {
+      const i = this.#idle.indexOf(e);
+      if (i >= 0) this.#idle.splice(i, 1);
+      e.ts.release();
+    }, idleStreamMs);
+    this.#idle.push(e);
+  }
+
+  #drop(e: IdleStream): void {
+    clearTimeout(e.timer);
+    e.ts.release();
+  }
+}
+
+const pools = new WeakMap<ClientConn, Map<string, StreamPool>>();
+
+function poolOf(client: ClientConn, key: string): StreamPool {
+  let byKey = pools.get(client);
+  if (!byKey) {
+    byKey = new Map();
+    pools.set(client, byKey);
+  }
+  let pool = byKey.get(key);
+  if (!pool) {
+    pool = new StreamPool(client);
+    byKey.set(key, pool);
+  }
+  return pool;
 }
 
 /** Options of {@linkcode createAdminApp}. */

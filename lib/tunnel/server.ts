@@ -159,6 +159,8 @@ export class ClientConn {
   readonly tcp = new Map<number, Server>();
   /** The control stream, once the client opened it. */
   control: Stream | undefined;
+  /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
+  readonly onClosing: (() => void)[] = [];
   #closing: Promise<void> | undefined;
   constructor(
     readonly id: number,
@@ -175,6 +177,7 @@ export class ClientConn {
   close(reason?: SessionEndCause): Promise<void> {
     this.#closing ??= (async () => {
       this.ready = false;
+      for (const f of this.onClosing.splice(0)) f();
       if (reason && this.control) {
         const msg = encodeMessage({ type: "sessionEnd", reason });
         await writeAll(this.control, msg).catch(() => {
