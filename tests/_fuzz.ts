@@ -18,12 +18,13 @@ import { ChunkedSource } from "./_chunked.ts";
 export const caseTimeoutMs = 2_000;
 
 /**
- * fast-check parameters: a seed from `FUZZ_SEED` reproduces a run, `FUZZ_RUNS` scales it
+ * fast-check parameters: a seed from `FUZZ_SEED` reproduces a run, `FUZZ_RUNS_SCALE` (default 4)
+ * scales the run counts
  * (the defaults keep the whole fuzz suite well under a minute on a busy 2-core box).
  */
 export function fuzzParams(runs: number): fc.Parameters<unknown> {
   const seedText = Deno.env.get("FUZZ_SEED");
-  const scale = Number(Deno.env.get("FUZZ_RUNS_SCALE") ?? "1");
+  const scale = Number(Deno.env.get("FUZZ_RUNS_SCALE") ?? "4");
   return {
     numRuns: Math.max(1, Math.round(runs * scale)),
     ...(seedText ? { seed: Number(seedText) } : {}),
