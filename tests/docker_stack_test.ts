@@ -45,6 +45,8 @@ const fusionDownloadBytes = 32 * mib;
 /** Downloaded through depot (SOCKS5, exit at depot-local) and compared by SHA-256. */
 const depotDownloadBytes = 8 * mib;
 const hello = "hello from the warren demo app";
+/** How long the vhost may take to come back after tunnel-server restarts (client backoff). */
+const tunnelBackTimeoutMs = 60_000;
 
 function hex(bytes: number): string {
   return [...crypto.getRandomValues(new Uint8Array(bytes))]
@@ -68,6 +70,7 @@ async function curl(args: string[], attempts = 5): Promise<Uint8Array> {
     const r = await run("curl", ["-sS", "--fail", "--max-time", "60", ...args]);
     if (r.code === 0) return r.raw;
     last = `curl ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`;
+    progress(`retrying: ${last}`);
     await new Promise((res) => setTimeout(res, 1_000));
   }
   throw new Error(last);
@@ -182,15 +185,20 @@ Deno.test({
         "{{.RestartCount}}",
         ...ids,
       ], env)).trim().split("\n").map((l) => l.split(" "));
-    const deadline = Date.now() + healthyTimeoutMs;
-    for (;;) {
-      const s = await states();
-      const broken = s.filter(([, status, , restarts]) => status !== "running" || restarts !== "0");
-      if (broken.length > 0) throw new Error(`containers failed: ${JSON.stringify(broken)}`);
-      if (s.every(([, , health]) => health === "healthy")) break;
-      if (Date.now() > deadline) throw new Error(`not healthy in time: ${JSON.stringify(s)}`);
-      await new Promise((r) => setTimeout(r, 1_000));
-    }
+    const allHealthy = async () => {
+      const deadline = Date.now() + healthyTimeoutMs;
+      for (;;) {
+        const s = await states();
+        const broken = s.filter(([, status, , restarts]) =>
+          status !== "running" || restarts !== "0"
+        );
+        if (broken.length > 0) throw new Error(`containers failed: ${JSON.stringify(broken)}`);
+        if (s.every(([, , health]) => health === "healthy")) return;
+        if (Date.now() > deadline) throw new Error(`not healthy in time: ${JSON.stringify(s)}`);
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    };
+    await allHealthy();
     lap("all containers healthy");
 
     const port = async (service: string, containerPort: number): Promise<string> => {
@@ -275,10 +283,31 @@ Deno.test({
     );
     lap("fusion traffic");
 
-    // Still healthy, nothing restarted.
-    for (const [name, status, health, restarts] of await states()) {
-      assertEquals([name, status, health, restarts], [name, "running", "healthy", "0"]);
+    // A restarted tunnel-server (in-memory registry) gets its client back: the vhost returns.
+    await must(composeBin, [...compose, "restart", "--timeout", "5", "tunnel-server"], cenv);
+    const tunnelAgain = await port("tunnel-server", 8080); // an ephemeral port may change
+    let back = "";
+    const backDeadline = Date.now() + tunnelBackTimeoutMs;
+    while (!back.includes("host hello.warren.test") && Date.now() < backDeadline) {
+      const r = await run("curl", [
+        "-sS",
+        "--max-time",
+        "10",
+        "-H",
+        "Host: hello.warren.test",
+        `http://${tunnelAgain}/hello`,
+      ]);
+      back = r.stdout;
+      if (!back.includes("host hello.warren.test")) {
+        await new Promise((res) => setTimeout(res, 500));
+      }
     }
+    assert(back.includes(`${hello} (host hello.warren.test)`), `after restart: ${back}`);
+    lap("tunnel-server restart, vhost back");
+
+    // Everything healthy again, nothing restarted by itself (restart policy).
+    await allHealthy();
+    lap("healthy again");
     ok = true;
   } finally {
     if (composeEnv) {
