@@ -85,6 +85,8 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     "300",
     "--backoff-max",
     "500",
+    "--metrics",
+    "127.0.0.1:0",
     "--log-level",
     "debug",
   ];
@@ -131,6 +133,11 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     assertMatch(text, /warren_tunnel_requests_total\{host="app.test",outcome="proxied"\} \d+/);
     assertMatch(text, /warren_tunnel_bytes_total\{host="app.test",direction="out"\} \d+/);
     assertMatch(text, /warren_tunnel_clients 1/);
+    const cm = client.lines.find((l) => /msg="metrics listening"/.test(l))!;
+    const status = await fetch(`http://127.0.0.1:${portOf(/addr=(\S+)/.exec(cm)![1])}/status`)
+      .then((r) => r.json()) as { state: string; streams: number };
+    assertEquals(status.state, "connected");
+    assert(status.streams >= 1);
     // The identifier never reaches a log line.
     assert(
       ![...server.lines, ...client.lines].some((l) => l.includes(identifier)),
