@@ -163,7 +163,9 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
         const slow = new Promise<"slow">((r) => {
           timer = setTimeout(() => r("slow"), daemonStopTimeoutMs);
         });
+        let killed = false;
         if (await Promise.race([child.status, slow]) === "slow") {
+          killed = true;
           try {
             child.kill("SIGKILL");
           } catch {
@@ -173,6 +175,17 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
         clearTimeout(timer);
         await child.status;
         await pumped;
+        // A dockerd killed hard leaves its own containerd running: stop that one, found by the
+        // pid file in our exec root and confirmed by its command line (never by name).
+        if (killed) {
+          try {
+            const pid = Number(await Deno.readTextFile(`${runDir}/exec/containerd/containerd.pid`));
+            const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+            if (cmdline.includes(`${runDir}/exec/containerd/`)) Deno.kill(pid, "SIGTERM");
+          } catch {
+            // no pid file or already gone
+          }
+        }
         // dockerd leaves the host namespace's bind mount behind; drop it and its run dir.
         const netns = `${runDir}/exec/netns/default`;
         await run("umount", [netns]);

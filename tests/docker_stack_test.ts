@@ -94,7 +94,7 @@ Deno.test({
   };
   const tmp = await Deno.makeTempDir({ prefix: "warren-docker-" });
   const engine = await ensureDocker();
-  lap(engine.started ? "start dockerd" : `use running engine ${engine.host}`);
+  lap(engine.started ? `start dockerd (${engine.driver})` : `use running engine ${engine.host}`);
   const env = { DOCKER_HOST: engine.host, DOCKER_BUILDKIT: "0" };
   const project = `warren-test-${hex(4)}`;
   const compose = [
