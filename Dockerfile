@@ -25,8 +25,9 @@ WORKDIR /app
 USER warren
 
 # npm dependencies first: this layer only changes with deno.json / deno.lock.
-# EXTRA_CA_PEM: PEM text of CAs to trust while fetching them, for networks that intercept TLS
-# (a CA certificate is public: it only lands in this step's environment, never in a file kept).
+# EXTRA_CA_PEM: PEM text of CAs to trust while fetching them, for networks that intercept TLS.
+# No file of it stays in the image, but like any build arg it shows in `docker history`: pass
+# public CA certificates only, never a key.
 COPY --chown=warren:warren deno.json deno.lock ./
 ARG EXTRA_CA_PEM=
 RUN if [ -n "$EXTRA_CA_PEM" ]; then \
