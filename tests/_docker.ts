@@ -127,6 +127,9 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
     args: [
       "--iptables=false",
       "--ip-masq=false",
+      // Leave the host's net.ipv4.ip_forward alone (containers on one bridge and published
+      // ports through docker-proxy need no routing).
+      "--ip-forward=false",
       `--storage-driver=${driver}`,
       `--data-root=${dataRoot}`,
       `--exec-root=${runDir}/exec`,
