@@ -43,7 +43,9 @@ const defaultDrainMs = 2_000;
 
 /** A local TCP service exposed on a public port of the server. */
 export interface TcpTunnelSpec {
+  /** Port the server opens publicly. */
   publicPort: number;
+  /** Local address its connections are relayed to. */
   local: HostPort;
 }
 
@@ -59,7 +61,7 @@ export interface TunnelClientOptions {
   allowPorts?: number[];
   /** Public TCP tunnels to request. */
   tcp?: TcpTunnelSpec[];
-  /** @default "websocket" */
+  /** How the session reaches the server. @default "websocket" */
   transport?: Transport;
   /** Extra trusted CA certificates (PEM) for an https/wss server. */
   caCerts?: string[];
@@ -67,11 +69,13 @@ export interface TunnelClientOptions {
   backoff?: BackoffOptions;
   /** Timeout of each dial (server and local). @default 10000 */
   dialTimeoutMs?: number;
-  /** @default 2000 */
+  /** Mux ping interval. @default 2000 */
   heartbeatIntervalMs?: number;
-  /** @default 6000 */
+  /** Silence after which the server is given up for dead. @default 6000 */
   heartbeatTimeoutMs?: number;
+  /** Extra mux session options. */
   mux?: SessionOptions;
+  /** Where events are logged. @default silent */
   log?: Logger;
   /** Stops the client. */
   signal?: AbortSignal;
@@ -91,7 +95,9 @@ export type ConnectFailure = "dial" | "refused" | "unauthorized" | "duplicate" |
 
 /** A failed attempt to reach or register with the server. */
 export class ConnectError extends Error {
+  /** Error class name. */
   override name = "ConnectError";
+  /** A failure of kind `reason`. */
   constructor(readonly reason: ConnectFailure, message: string, options?: ErrorOptions) {
     super(message, options);
   }
@@ -200,6 +206,7 @@ export type ClientState = "connecting" | "connected" | "backoff" | "stopped" | "
 export class TunnelClient {
   readonly #o: TunnelClientOptions;
   readonly #log: Logger;
+  /** Where the run loop is now. */
   state: ClientState = "connecting";
   /** Successful handshakes so far. */
   connects = 0;
@@ -209,6 +216,7 @@ export class TunnelClient {
   replaced = false;
   #session: Session | undefined;
 
+  /** A client; nothing happens until `run()`. */
   constructor(opts: TunnelClientOptions) {
     parseServerUrl(opts.server); // validate early
     this.#o = opts;

@@ -59,8 +59,9 @@ export interface HttpFrontOptions {
   proto?: "http" | "https";
   /** Keep incoming X-Forwarded-* (a trusted proxy in front) and append to them. @default false */
   trustForwarded?: boolean;
-  /** @default 300000 */
+  /** Close a public connection idle this long. @default 300000 */
   idleTimeoutMs?: number;
+  /** Where events are logged. @default silent */
   log?: Logger;
 }
 

@@ -13,16 +13,20 @@ import {
   arrayOf,
   type BaseMessage,
   bool,
+  type Check,
   ControlError,
   defineMessage,
   defineProtocol,
   encodeFrame,
   int,
+  type MessageDef,
   type MessageOf,
   object,
   oneOf,
   optional,
+  type OptionalCheck,
   type Outgoing,
+  type Protocol,
   readFrameJson,
   str,
 } from "../control/mod.ts";
@@ -49,7 +53,10 @@ export type TransportProtocol = "http" | "tcp";
 const port = () => int({ min: 0, max: 65535 });
 
 /** Client -> server, first message on the control stream. */
-export const handshakeRequestMessage = defineMessage("handshakeRequest", {
+export const handshakeRequestMessage: MessageDef<"handshakeRequest", {
+  client: OptionalCheck<string>;
+  tcp: OptionalCheck<{ publicPort: number }[]>;
+}> = defineMessage("handshakeRequest", {
   /** Free-form client name/version for logs. */
   client: optional(str({ maxLength: 128 })),
   /** Public TCP ports the client wants relayed to its local services. */
@@ -61,7 +68,12 @@ export type HandshakeRequest = MessageOf<typeof handshakeRequestMessage>;
 export type TcpTunnelRequest = NonNullable<HandshakeRequest["tcp"]>[number];
 
 /** Server -> client, the answer to the handshake. */
-export const handshakeResponseMessage = defineMessage("handshakeResponse", {
+export const handshakeResponseMessage: MessageDef<"handshakeResponse", {
+  ok: Check<boolean>;
+  hosts: Check<string[]>;
+  tcp: Check<{ publicPort: number; ok: boolean; addr?: string; error?: string }[]>;
+  error: OptionalCheck<string>;
+}> = defineMessage("handshakeResponse", {
   ok: bool(),
   /** Virtual hosts this client now serves. */
   hosts: arrayOf(str({ maxLength: 253 }), 1024),
@@ -87,7 +99,12 @@ export type TcpTunnelResult = HandshakeResponse["tcp"][number];
  * opens the stream itself and puts this message in the stream's SYN frame, so a response
  * can only ever travel back on the stream its request came on.
  */
-export const controlMsgMessage = defineMessage("controlMsg", {
+export const controlMsgMessage: MessageDef<"controlMsg", {
+  action: Check<"RequestClientSession">;
+  transportProtocol: Check<TransportProtocol>;
+  localPort: Check<string>;
+  requestId: Check<string>;
+}> = defineMessage("controlMsg", {
   action: oneOf("RequestClientSession"),
   transportProtocol: oneOf("http", "tcp"),
   /** HTTP: the Host header's port ("" = the client's default). TCP: the public port. */
@@ -102,7 +119,12 @@ export type ControlMsg = MessageOf<typeof controlMsgMessage>;
 export type StreamFailure = "dial-failed" | "no-such-port" | "bad-request";
 
 /** Client -> server, first bytes the client writes on a tunnel stream. */
-export const streamReplyMessage = defineMessage("streamReply", {
+export const streamReplyMessage: MessageDef<"streamReply", {
+  requestId: Check<string>;
+  ok: Check<boolean>;
+  reason: OptionalCheck<StreamFailure>;
+  error: OptionalCheck<string>;
+}> = defineMessage("streamReply", {
   requestId: str({ minLength: 1, maxLength: 64 }),
   ok: bool(),
   reason: optional(oneOf("dial-failed", "no-such-port", "bad-request")),
@@ -119,14 +141,16 @@ export type SessionEndCause = "replaced" | "shutdown";
  * "replaced" (another client with the same identifier took over: do not reconnect) or
  * "shutdown" (the server is stopping: reconnect with backoff).
  */
-export const sessionEndMessage = defineMessage("sessionEnd", {
+export const sessionEndMessage: MessageDef<"sessionEnd", {
+  reason: Check<SessionEndCause>;
+}> = defineMessage("sessionEnd", {
   reason: oneOf("replaced", "shutdown"),
 });
 /** The server's notice before it closes a session. */
 export type SessionEnd = MessageOf<typeof sessionEndMessage>;
 
 /** The tunnel's control protocol (lib/control framing and schemas, version 1). */
-export const tunnelProtocol = defineProtocol("tunnel", protocolVersion, [
+export const tunnelProtocol: Protocol<TunnelMessage> = defineProtocol("tunnel", protocolVersion, [
   handshakeRequestMessage,
   handshakeResponseMessage,
   controlMsgMessage,

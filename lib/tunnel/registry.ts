@@ -16,6 +16,7 @@ import { timingSafeEqual } from "../net/secret.ts";
 export interface HostEntry {
   /** Lower-case host name without port, e.g. `app.example.com`. */
   host: string;
+  /** The secret of the client serving it. */
   identifier: string;
 }
 

@@ -59,13 +59,13 @@ export type DuplicatePolicy = "replace" | "refuse";
 export interface TunnelServerOptions {
   /** Hosts and client locations. @default new MemoryRegistry() */
   registry?: Registry;
-  /** @default "replace" */
+  /** Policy for a second client with a connected identifier. @default "replace" */
   duplicate?: DuplicatePolicy;
-  /** @default 2000 */
+  /** Mux ping interval to each client. @default 2000 */
   heartbeatIntervalMs?: number;
-  /** @default 6000 */
+  /** Silence after which a client is dead (its hosts answer 502). @default 6000 */
   heartbeatTimeoutMs?: number;
-  /** @default 60000 */
+  /** 504 when nothing comes back this long after the request. @default 60000 */
   responseTimeoutMs?: number;
   /** Public TCP ports clients may ask for (inclusive range); none when absent. */
   tcpPorts?: { min: number; max: number };
@@ -73,16 +73,19 @@ export interface TunnelServerOptions {
   tcpHost?: string;
   /** Extra mux session options. */
   mux?: SessionOptions;
+  /** Where events are logged. @default silent */
   log?: Logger;
 }
 
 /** Live counters of one virtual host (kept across client reconnects). */
 export interface HostStats {
+  /** Requests proxied to the client. */
   requests: number;
   /** Bytes from the public side to the client. */
   bytesIn: number;
   /** Bytes from the client to the public side. */
   bytesOut: number;
+  /** Tunnel streams open now. */
   openStreams: number;
   /** Requests answered by the tunnel itself with 502/504. */
   errors: number;
@@ -90,20 +93,29 @@ export interface HostStats {
 
 /** Status of one registered host (admin API, status page). */
 export interface HostStatus extends HostStats {
+  /** The virtual host. */
   host: string;
   /** Fingerprint of the identifier serving it. */
   client: string;
+  /** Whether its client is connected and ready. */
   connected: boolean;
 }
 
 /** A connected client as the admin API shows it (no secret). */
 export interface ClientInfo {
+  /** Server-local client number. */
   id: number;
+  /** SHA-256 tag of its identifier. */
   fingerprint: string;
+  /** Address of its transport connection. */
   remote: string;
+  /** Epoch ms when it connected. */
   since: number;
+  /** Virtual hosts it serves. */
   hosts: string[];
+  /** Public TCP tunnel ports it holds. */
   tcpPorts: number[];
+  /** Last measured mux ping round trip. */
   rttMs?: number;
 }
 
@@ -112,7 +124,9 @@ export type TunnelFailure = StreamFailure | "timeout" | "closed" | "protocol";
 
 /** A tunnel stream failed before carrying a response: maps to 502 (or 504 for "timeout"). */
 export class TunnelError extends Error {
+  /** Error class name. */
   override name = "TunnelError";
+  /** A failure of kind `reason`. */
   constructor(readonly reason: TunnelFailure, message: string, options?: ErrorOptions) {
     super(message, options);
   }
@@ -153,15 +167,20 @@ const clientEvents = counter("warren_tunnel_client_events_total", "Client connec
 
 /** One connected client: its mux session, hosts and TCP tunnels. */
 export class ClientConn {
-  readonly since = Date.now();
+  /** Epoch ms when the session started. */
+  readonly since: number = Date.now();
+  /** Virtual hosts it serves. */
   hosts: string[] = [];
+  /** True once the handshake is done (routing uses only ready clients). */
   ready = false;
+  /** Public TCP tunnel listeners by port. */
   readonly tcp = new Map<number, Server>();
   /** The control stream, once the client opened it. */
   control: Stream | undefined;
   /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
   readonly onClosing: (() => void)[] = [];
   #closing: Promise<void> | undefined;
+  /** A client's session, before its handshake. */
   constructor(
     readonly id: number,
     readonly fingerprint: string,
@@ -196,8 +215,10 @@ export class ClientConn {
 
 /** A tunnel stream the server opened; the client's StreamReply has not been read yet. */
 export class TunnelStream {
+  /** Reads the reply and response bytes (bytes read ahead stay here). */
   readonly reader: BufferedReader;
   #stats: HostStats | undefined;
+  /** Wrap a freshly opened stream; counts it as open in `stats`. */
   constructor(
     readonly stream: Stream,
     readonly requestId: string,
@@ -273,9 +294,13 @@ function digest(identifier: string): string {
  * and `route` + `openStream` for public traffic.
  */
 export class TunnelServer {
+  /** Hosts and client locations. */
   readonly registry: Registry;
+  /** Where events are logged. */
   readonly log: Logger;
+  /** Policy for a second client with a connected identifier. */
   readonly duplicate: DuplicatePolicy;
+  /** 504 after this long without an answer. */
   readonly responseTimeoutMs: number;
   readonly #opts: TunnelServerOptions;
   #clients = new Map<string, ClientConn>();
@@ -286,6 +311,7 @@ export class TunnelServer {
   readonly #instance = randomSecret(4);
   #closed = false;
 
+  /** A server core with no clients yet. */
   constructor(opts: TunnelServerOptions = {}) {
     this.#opts = opts;
     this.registry = opts.registry ?? new MemoryRegistry();

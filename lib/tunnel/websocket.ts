@@ -124,6 +124,7 @@ export class WsConn implements Duplex {
   #writeChain: Promise<void> = Promise.resolve();
   #scratch = new Uint8Array(maxHeaderBytes + 64 * 1024);
 
+  /** Frame over `conn`, an upgraded connection. */
   constructor(conn: Duplex, opts: WsConnOptions) {
     this.#conn = conn;
     this.#client = opts.role === "client";
@@ -197,6 +198,7 @@ export class WsConn implements Duplex {
     return p;
   }
 
+  /** Payload bytes of the next data frames; `null` after a Close frame or EOF. */
   async read(p: Uint8Array): Promise<number | null> {
     if (p.length === 0) return 0;
     while (this.#left === 0) {
@@ -289,6 +291,7 @@ export class WsConn implements Duplex {
     }
   }
 
+  /** Send `p` as binary frames (at most 1 MiB each). */
   async write(p: Uint8Array): Promise<number> {
     if (this.#closeSent) throw new Deno.errors.BrokenPipe("websocket closed for writing");
     for (let o = 0; o < p.length; o += maxSendPayloadBytes) {
@@ -314,6 +317,7 @@ export class WsConn implements Duplex {
     return this.#send(Opcode.ping, data);
   }
 
+  /** Close the underlying connection (no Close frame: see `closeWrite`). */
   close(): void {
     closeQuietly(this.#conn);
   }

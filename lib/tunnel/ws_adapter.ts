@@ -24,8 +24,10 @@ export class WebSocketDuplex implements Duplex {
   #closed = false;
   #error: Error | undefined;
   #waiter: (() => void) | undefined;
+  /** Resolves when the socket is open; rejects if it closes first. */
   readonly opened: Promise<void>;
 
+  /** Adapt `ws` (binary type set to arraybuffer). */
   constructor(ws: WebSocket) {
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
@@ -65,6 +67,7 @@ export class WebSocketDuplex implements Duplex {
     w?.();
   }
 
+  /** Bytes of the next queued messages; `null` once the socket closed. */
   async read(p: Uint8Array): Promise<number | null> {
     while (this.#queue.length === 0) {
       if (this.#closed) return null;
@@ -82,6 +85,7 @@ export class WebSocketDuplex implements Duplex {
     return n;
   }
 
+  /** Send `p` as one binary message, pausing while the send buffer is full. */
   async write(p: Uint8Array): Promise<number> {
     await this.opened;
     if (this.#ws.readyState !== WebSocket.OPEN) {
@@ -100,6 +104,7 @@ export class WebSocketDuplex implements Duplex {
     return Promise.resolve();
   }
 
+  /** Close the socket (code 1000). */
   close(): void {
     if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {
       try {
