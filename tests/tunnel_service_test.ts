@@ -67,7 +67,7 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     "--host",
     "app.test=env:APP_ID",
     "--heartbeat",
-    "300",
+    "500",
     "--metrics",
     "127.0.0.1:0",
     "--admin",
@@ -82,7 +82,7 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     "--local",
     `127.0.0.1:${app.port}`,
     "--heartbeat",
-    "300",
+    "500",
     "--backoff-max",
     "500",
     "--metrics",
@@ -97,7 +97,10 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     env,
   });
   try {
-    assertEquals((await rawGet(port, "app.test", "/hello?id=1")).body, "hello 1");
+    // Success checks poll: on a loaded box a heartbeat may lapse and the client reconnect.
+    await eventually(async () =>
+      (await rawGet(port, "app.test", "/hello?id=1")).body === "hello 1"
+    );
     // A frozen client (no FIN, no answers) is declared dead by the heartbeat within seconds.
     client.child.kill("SIGSTOP");
     const frozenAt = Date.now();
@@ -116,14 +119,20 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
       ready: /msg="connected"/,
       env,
     });
-    assertEquals((await rawGet(port, "app.test", "/hello?id=3")).body, "hello 3");
+    await eventually(async () =>
+      (await rawGet(port, "app.test", "/hello?id=3")).body === "hello 3"
+    );
     // Admin API and metrics.
     const adminPort = portOf(server.addrs.get("admin")!);
-    const hosts = await fetch(`http://127.0.0.1:${adminPort}/hosts`, {
-      headers: { authorization: "Bearer admin-token-1234" },
-    }).then((r) => r.json()) as { host: string; connected: boolean; requests: number }[];
-    assertEquals(hosts[0].host, "app.test");
-    assert(hosts[0].connected && hosts[0].requests >= 3);
+    const hosts = () =>
+      fetch(`http://127.0.0.1:${adminPort}/hosts`, {
+        headers: { authorization: "Bearer admin-token-1234" },
+      }).then((r) => r.json()) as Promise<{ host: string; connected: boolean; requests: number }[]>;
+    assertEquals((await hosts())[0].host, "app.test");
+    await eventually(async () => {
+      const h = (await hosts())[0];
+      return h.connected && h.requests >= 3;
+    });
     const denied = await fetch(`http://127.0.0.1:${adminPort}/hosts`);
     assertEquals(denied.status, 401);
     await denied.body?.cancel();
@@ -135,9 +144,8 @@ Deno.test("tunnel services: serve, dead client detected by heartbeat, reconnect,
     assertMatch(text, /warren_tunnel_clients 1/);
     const cm = client.lines.find((l) => /msg="metrics listening"/.test(l))!;
     const status = await fetch(`http://127.0.0.1:${portOf(/addr=(\S+)/.exec(cm)![1])}/status`)
-      .then((r) => r.json()) as { state: string; streams: number };
-    assertEquals(status.state, "connected");
-    assert(status.streams >= 1);
+      .then((r) => r.json()) as { state: string; connects: number; streams: number };
+    assert(status.connects >= 1 && status.streams >= 1, JSON.stringify(status));
     // The identifier never reaches a log line.
     assert(
       ![...server.lines, ...client.lines].some((l) => l.includes(identifier)),
