@@ -102,6 +102,14 @@ const maxReadBufferBytes = 2 * 1024 * 1024;
 const writerYieldTicks = 8;
 /** How long a go away may take to flush before the transport is closed anyway. */
 const goAwayFlushMs = 1000;
+/**
+ * Answers (RSTs to refused SYNs, ping replies) queued at most before the read loop waits for
+ * the writer: a peer that floods requests and never reads our answers meets TCP backpressure
+ * instead of growing our queue.
+ */
+const maxQueuedControlFrames = 4096;
+/** Bytes decoded between checks of that bound (at most 5462 frames' worth of answers). */
+const controlCheckBytes = 64 * 1024;
 
 /** Callbacks run a fixed delay after being added: one timer for any number of them. */
 class TimerQueue {
@@ -222,6 +230,8 @@ export class Session implements StreamHost, FrameSink {
   #prio = new FrameQueue();
   #ordered = new FrameQueue();
   #writing = false;
+  /** The read loop, paused until the writer has sent the queued answers (see below). */
+  #controlDrained: (() => void) | null = null;
   #writerIdle: (() => void)[] = [];
   #out = new Uint8Array(minCoalesceBufferBytes);
   #pings = new Map<number, PendingPing>();
@@ -490,7 +500,14 @@ export class Session implements StreamHost, FrameSink {
         }
         this.#stats.bytesIn += n;
         this.#lastRecvAt = performance.now();
-        this.#decoder.push(n === buf.length ? buf : buf.subarray(0, n), this);
+        // Decoded a slice at a time so a flood of requests queues at most one slice of
+        // answers past maxQueuedControlFrames before the loop waits for the writer.
+        for (let o = 0; o < n && !this.#shut; o += controlCheckBytes) {
+          this.#decoder.push(buf.subarray(o, Math.min(n, o + controlCheckBytes)), this);
+          if (this.#prio.length > maxQueuedControlFrames && this.#writing && !this.#shut) {
+            await new Promise<void>((r) => this.#controlDrained = r);
+          }
+        }
         if (n === buf.length && buf.length < maxReadBufferBytes) {
           buf = new Uint8Array(buf.length * 4);
           small = 0;
@@ -707,6 +724,12 @@ export class Session implements StreamHost, FrameSink {
         f.done?.resolve();
       }
       written = [];
+      if (this.#controlDrained && this.#prio.length <= maxQueuedControlFrames) resumeReader();
+    };
+    const resumeReader = () => {
+      const r = this.#controlDrained;
+      this.#controlDrained = null;
+      r?.();
     };
     /** After a write emptied `out`: a batch that overflowed it gets a bigger one next. */
     const maybeGrow = () => {
@@ -764,6 +787,7 @@ export class Session implements StreamHost, FrameSink {
       if (!this.#shut) this.#fail("conn-error", err instanceof Error ? err : e);
     } finally {
       this.#writing = false;
+      resumeReader();
       if (this.#shut) this.#rejectQueued();
       for (const w of this.#writerIdle.splice(0)) w();
     }

@@ -26,6 +26,12 @@ import {
  * without a copy and resolve once written to the transport.
  */
 export const copyWriteMaxBytes = 16 * 1024;
+/**
+ * Data bytes of one stream queued but not yet written to the transport above which a copied
+ * (small) write waits for its frame to be written: without it a peer that grants huge
+ * windows and never reads would have us buffer every write in memory.
+ */
+export const maxUnflushedWriteBytes = 256 * 1024;
 
 /** A frame waiting in the session's write queue. @internal */
 export interface OutFrame {
@@ -128,6 +134,8 @@ export class Stream implements Duplex {
 
   // send side
   #sendWindow = defaultWindowBytes;
+  /** Data bytes queued with the session and not yet written to the transport. */
+  #unflushedBytes = 0;
   #windowWaiter: Deferred | null = null;
   #writeBusy = false;
   #writeWaiters: (() => void)[] = [];
@@ -269,7 +277,14 @@ export class Stream implements Duplex {
       const n = Math.min(this.#sendWindow, p.length - off, this.#host.maxSendFrameBytes);
       this.#sendWindow -= n;
       const chunk = copy ? p.slice(off, off + n) : p.subarray(off, off + n);
-      last = this.#enqueue(FrameType.data, 0, n, chunk, !copy);
+      this.#unflushedBytes += n;
+      last = this.#enqueue(
+        FrameType.data,
+        0,
+        n,
+        chunk,
+        !copy || this.#unflushedBytes > maxUnflushedWriteBytes,
+      );
       off += n;
     }
     if (last?.done) await last.done.promise;
@@ -538,6 +553,7 @@ export class Stream implements Duplex {
   /** Our frame `f` reached the transport. */
   _flushed(f: OutFrame): void {
     if (this.#lastQueued === f) this.#lastQueued = null;
+    if (f.type === FrameType.data) this.#unflushedBytes -= f.length;
     if (this.#freed) return;
     let s = this.#state;
     if ((f.flags & Flag.ack) !== 0) s |= SYN_ACK_RX;
