@@ -1,0 +1,184 @@
+/**
+ * Slowloris against every handshake listener (in-process, short handshake timeouts): depot's
+ * SOCKS5, control and tunnel ports, the tunnel server's HTTP front, the fusion server. Each
+ * attacker dribbles a VALID handshake one byte every 200 ms (so an idle timer would never
+ * fire): the handshake deadline must close it, and while 20 of them hang on, a good client
+ * is still served promptly. (seaprox's SOCKS5/HTTP listeners: seaprox_hostile_test.ts.)
+ */
+
+import { assert } from "./_assert.ts";
+import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
+import { encodeFrame as encodeControl } from "../lib/control/mod.ts";
+import { encodeHello } from "../lib/sequencer/mod.ts";
+import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
+import { socksDial, startDepot, startTarget } from "./_depot.ts";
+import { serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
+import { listenLocal, readAll } from "./_util.ts";
+import { startHashTarget } from "./_fusion.ts";
+
+const handshakeTimeoutMs = 1_000;
+/** One byte this often: far faster than the deadline, so only a total deadline stops it. */
+const dribbleMs = 200;
+const attackers = 20;
+const enc = new TextEncoder();
+
+interface Attack {
+  /** Seconds from connect until the server closed it; Infinity if it never did. */
+  closedAfterMs: number;
+  /** Bytes of the handshake sent before the close. */
+  sent: number;
+}
+
+/** Dribble `handshake` to `port` one byte at a time until the server closes the connection. */
+async function slowloris(port: number, handshake: Uint8Array, maxMs = 8_000): Promise<Attack> {
+  const c = await dial("127.0.0.1", port);
+  const t0 = performance.now();
+  let closed = false;
+  const reader = (async () => {
+    const buf = new Uint8Array(1024);
+    try {
+      while ((await c.read(buf)) !== null) { /* an answer is fine, the close is what counts */ }
+    } catch {
+      // A reset is a close too.
+    }
+    closed = true;
+  })();
+  let sent = 0;
+  try {
+    while (!closed && performance.now() - t0 < maxMs) {
+      if (sent < handshake.length) {
+        try {
+          await writeAll(c, handshake.subarray(sent, sent + 1));
+          sent++;
+        } catch {
+          break; // the server closed: the reader sees it too
+        }
+      }
+      await new Promise((r) => setTimeout(r, dribbleMs));
+    }
+    if (!closed) {
+      closeQuietly(c);
+      await reader;
+      return { closedAfterMs: Infinity, sent };
+    }
+    await reader;
+    return { closedAfterMs: performance.now() - t0, sent };
+  } finally {
+    closeQuietly(c);
+  }
+}
+
+/**
+ * Run `attackers` slowloris clients at `port`; while they hang on, `good()` must succeed
+ * within the handshake timeout; then every attacker must have been cut near the deadline.
+ */
+async function attack(
+  label: string,
+  port: number,
+  handshake: Uint8Array,
+  good: () => Promise<void>,
+) {
+  // Long enough that dribbling it takes far longer than the deadline.
+  assert(handshake.length * dribbleMs > 3 * handshakeTimeoutMs, `${label}: handshake too short`);
+  const attacks = Array.from({ length: attackers }, () => slowloris(port, handshake));
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = performance.now();
+  await good();
+  const goodMs = performance.now() - t0;
+  const results = await Promise.all(attacks);
+  const worst = Math.max(...results.map((r) => r.closedAfterMs));
+  const sent = Math.max(...results.map((r) => r.sent));
+  console.log(
+    `${label}: ${attackers} attackers cut after <= ${Math.round(worst)} ms (sent <= ${sent} of ` +
+      `${handshake.length} bytes); good client served in ${Math.round(goodMs)} ms`,
+  );
+  assert(worst < handshakeTimeoutMs + 3_000, `${label}: an attacker held on ${worst} ms`);
+  assert(goodMs < handshakeTimeoutMs * 3, `${label}: the good client waited ${goodMs} ms`);
+}
+
+Deno.test("slowloris: depot SOCKS5, control and tunnel ports cut dribbled handshakes", async () => {
+  const target = startTarget();
+  const depot = await startDepot({ server: { handshakeTimeoutMs, token: "slow-token" } });
+  try {
+    const domain = "a-very-long-host-name-that-takes-a-while.example.org";
+    const socks = Uint8Array.of(5, 1, 0, 5, 1, 0, 3, domain.length, ...enc.encode(domain), 0, 80);
+    const goodSocks = async () => {
+      const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+      try {
+        await writeAll(c, enc.encode("Eping"));
+        await c.closeWrite();
+        const back = new TextDecoder().decode(await readAll(c));
+        assert(back === "ping", back);
+      } finally {
+        c.close();
+      }
+    };
+    await attack("depot socks", depot.socksPort, socks, goodSocks);
+    const hello = encodeControl({
+      v: 1,
+      type: "hello",
+      role: "depot-local",
+      token: "slow-token",
+      name: "slow",
+    });
+    await attack("depot control", depot.controlPort, hello, async () => {
+      const local = await depot.addLocal({ name: "good" });
+      assert(local !== undefined);
+    });
+    const tunnel = encodeControl({ v: 1, type: "tunnel", id: 1, key: "0".repeat(32) });
+    await attack("depot tunnel", depot.tunnelPort, tunnel, goodSocks);
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});
+
+Deno.test("slowloris: the tunnel server's HTTP front cuts dribbled request heads", async () => {
+  const server = new TunnelServer();
+  const front = serveTunnel(listenLocal(), server, { handshakeTimeoutMs });
+  const t = { port: front.addr.port, url: `http://127.0.0.1:${front.addr.port}` };
+  try {
+    const head = enc.encode(
+      "GET /some/long/path/to/request HTTP/1.1\r\nHost: app.example\r\nX-Pad: slowly\r\n\r\n",
+    );
+    await attack("tunnel front", t.port, head, async () => {
+      const r = await fetch(`${t.url}/x`, { headers: { host: "nobody.example" } });
+      await r.body?.cancel();
+      assert(r.status === 502 || r.status === 404, `status ${r.status}`);
+    });
+  } finally {
+    await server.close();
+    await front.stop(200);
+  }
+});
+
+Deno.test("slowloris: the fusion server cuts dribbled path hellos", async () => {
+  const target = startHashTarget(0);
+  const token = "slow-fusion-token-with-some-length";
+  const server = new FusionServer({
+    token,
+    target: { host: "127.0.0.1", port: target.port },
+    handshakeTimeoutMs,
+  });
+  const srv = serve(listenLocal(), server.handle, { handshakeTimeoutMs });
+  const client = new FusionClient({ token, paths: [{ host: "127.0.0.1", port: srv.addr.port }] });
+  try {
+    const hello = encodeHello(new Uint8Array(16).fill(7), 1, enc.encode(token), false);
+    await attack("fusion", srv.addr.port, hello, async () => {
+      const s = client.open();
+      try {
+        await writeAll(s, enc.encode("hello through fusion"));
+        await s.closeWrite();
+        await readAll(s);
+      } finally {
+        s.close();
+        await s.closed;
+      }
+    });
+  } finally {
+    await client.close();
+    await srv.stop(500);
+    await server.close();
+    await target.close();
+  }
+});
