@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { Logger, type LogLevel, logLevels } from "./log.ts";
 import { AddressError, type HostPort, parseHostPort } from "./net/addr.ts";
 import { errorMessage } from "./net/errors.ts";
+import { type ConfigFlag, type ConfigValue, loadConfigFile } from "./config/mod.ts";
 
 /** One flag of a service. */
 export interface FlagDef {
@@ -39,6 +40,13 @@ export const commonFlags = {
     type: "string",
     arg: "host:port",
     help: "serve Prometheus metrics (and status) on this address",
+  },
+  config: {
+    type: "string",
+    arg: "path",
+    env: "WARREN_CONFIG",
+    help: "TOML file of flag values (keys are flag names; flags and env override it; " +
+      "SIGHUP reloads it)",
   },
 } as const satisfies Record<string, FlagDef>;
 
@@ -83,9 +91,54 @@ export function usage<S extends Record<string, FlagDef>>(cmd: Command<S>): strin
   return lines.join("\n");
 }
 
+/** Raw values as they come out of parsing, before defaults are applied. */
+type RawValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** What a reload needs: the flag set and the command-line values (they keep precedence). */
+let parsed: { all: Record<string, FlagDef>; argv: RawValues } | undefined;
+
 /**
- * Parse `args` against the command's flags plus the common ones. `--help` prints usage and
- * exits 0; an unknown flag or bad value exits 2 with one line.
+ * Merge, by precedence, command line > environment (`env:` of the flag) > config file
+ * (`--config` / WARREN_CONFIG) > default. Throws (ConfigError, Error) instead of exiting so
+ * a reload can keep the old values.
+ */
+function resolveValues(all: Record<string, FlagDef>, argv: RawValues): RawValues {
+  const values: RawValues = { ...argv };
+  const configPath = (argv.config as string | undefined) ?? Deno.env.get("WARREN_CONFIG");
+  let file: Record<string, ConfigValue> = {};
+  if (configPath) {
+    const fileFlags: Record<string, ConfigFlag> = {};
+    for (const [name, d] of Object.entries(all)) {
+      if (name !== "help" && name !== "config") fileFlags[name] = d;
+    }
+    file = loadConfigFile(configPath, fileFlags);
+  }
+  for (const [name, d] of Object.entries(all)) {
+    const given = values[name];
+    if (given === undefined || (Array.isArray(given) && given.length === 0)) {
+      values[name] = undefined;
+      if (d.env) {
+        const fromEnv = Deno.env.get(d.env);
+        if (fromEnv !== undefined) values[name] = d.type === "boolean" ? fromEnv === "1" : fromEnv;
+      }
+    }
+    if (values[name] === undefined && file[name] !== undefined) values[name] = file[name];
+    if (values[name] === undefined) {
+      values[name] = d.multiple ? [] : d.type === "boolean" ? (d.default ?? false) : d.default;
+    }
+  }
+  if (configPath) values.config = configPath;
+  if (!logLevels.includes(values["log-level"] as LogLevel)) {
+    throw new Error(`--log-level must be one of ${logLevels.join(", ")}`);
+  }
+  return values;
+}
+
+/**
+ * Parse `args` against the command's flags plus the common ones, then fill what is absent
+ * from the environment, the `--config` TOML file and the defaults (in that order).
+ * `--help` prints usage and exits 0; an unknown flag, a bad value or a bad config file
+ * exits 2 with one line (the file's errors name the key and its line).
  */
 export function parseFlags<S extends Record<string, FlagDef>>(
   cmd: Command<S>,
@@ -103,29 +156,77 @@ export function parseFlags<S extends Record<string, FlagDef>>(
       ...(d.multiple ? { multiple: true } : {}),
     };
   }
-  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  let argv: RawValues;
   try {
-    ({ values } = parseArgs({ args, options, strict: true, allowPositionals: false }));
+    ({ values: argv } = parseArgs({ args, options, strict: true, allowPositionals: false }));
   } catch (err) {
     fail(`${errorMessage(err)} (see --help)`, 2);
   }
-  if (values.help) {
+  if (argv.help) {
     console.log(usage(cmd));
     Deno.exit(0);
   }
-  for (const [name, d] of Object.entries(all)) {
-    if (values[name] === undefined && d.env) {
-      const fromEnv = Deno.env.get(d.env);
-      if (fromEnv !== undefined) values[name] = d.type === "boolean" ? fromEnv === "1" : fromEnv;
-    }
-    if (values[name] === undefined) {
-      values[name] = d.multiple ? [] : d.type === "boolean" ? (d.default ?? false) : d.default;
-    }
+  let values: RawValues;
+  try {
+    values = resolveValues(all, argv);
+  } catch (err) {
+    fail(errorMessage(err), 2);
   }
-  if (!logLevels.includes(values["log-level"] as LogLevel)) {
-    fail(`--log-level must be one of ${logLevels.join(", ")}`, 2);
-  }
+  parsed = { all, argv };
   return values as FlagValues<S & typeof commonFlags>;
+}
+
+/** A service's reaction to a reloaded config; throw to refuse it (the old one stays). */
+export type ReloadHandler<V> = (next: V) => void | Promise<void>;
+
+const reloadHandlers: ReloadHandler<RawValues>[] = [];
+
+/**
+ * Register what a service re-applies on SIGHUP, given the flags re-resolved from the same
+ * command line and the re-read config file. Handlers run in order; one that throws stops the
+ * reload (validate before applying, so a refused reload changes nothing). The log level is
+ * reloaded for every service by `serviceLogger`.
+ *
+ * @example
+ * onReload<typeof flags>((next) => server.setToken(next.token ?? ""));
+ */
+export function onReload<V>(handler: ReloadHandler<V>): void {
+  reloadHandlers.push(handler as unknown as ReloadHandler<RawValues>);
+}
+
+let reloading: Promise<void> = Promise.resolve();
+
+/**
+ * Re-resolve the flags (command line, environment, config file) and run the reload
+ * handlers; on any error keep the old config and log why. Runs one reload at a time.
+ * Returns once this reload is done (SIGHUP calls it; exported for tests and services).
+ */
+export function reloadConfig(log: Logger): Promise<void> {
+  reloading = reloading.then(async () => {
+    if (!parsed) return;
+    let next: RawValues;
+    try {
+      next = resolveValues(parsed.all, parsed.argv);
+    } catch (err) {
+      log.error("config reload failed, keeping the old config", { error: errorMessage(err) });
+      return;
+    }
+    for (const handler of reloadHandlers) {
+      try {
+        await handler(next);
+      } catch (err) {
+        log.error("config reload failed, keeping the old config", { error: errorMessage(err) });
+        return;
+      }
+    }
+    // Logged before the level changes, so a switch to "warn" still shows that it happened.
+    log.info("config reloaded", {
+      file: (next.config as string | undefined) ?? "-",
+      level: next["log-level"] as string,
+    });
+    log.level = next["log-level"] as LogLevel;
+  });
+  return reloading;
 }
 
 /** Parse a `host:port` flag value, exiting 2 with the flag's name when malformed. */
@@ -146,9 +247,22 @@ export function intFlag(flag: string, value: string | undefined, fallback: numbe
   return n;
 }
 
-/** The service's root logger, named and levelled from the flags. */
+let sighupInstalled = false;
+
+/**
+ * The service's root logger, named and levelled from the flags. Also installs the SIGHUP
+ * handler (`reloadConfig`): the level of this logger and all its children follows reloads.
+ */
 export function serviceLogger(name: string, level: string | undefined): Logger {
-  return new Logger((level ?? "info") as LogLevel, { svc: name });
+  const log = new Logger((level ?? "info") as LogLevel, { svc: name });
+  if (!sighupInstalled && Deno.build.os !== "windows") {
+    sighupInstalled = true;
+    Deno.addSignalListener("SIGHUP", () => {
+      log.info("SIGHUP: reloading config");
+      void reloadConfig(log);
+    });
+  }
+  return log;
 }
 
 /**
