@@ -7,6 +7,7 @@
 
 import client from "prom-client";
 import type { Logger } from "./log.ts";
+import { type StatusHub, statusUiApp } from "./status/mod.ts";
 
 /** The process-wide registry every warren metric lives in. */
 export const registry: client.Registry = new client.Registry();
@@ -43,16 +44,27 @@ export function gauge<L extends string>(
 /** Extra routes a service adds beside `/metrics` (a status JSON, a page). */
 export type ExtraRoutes = Record<string, () => Response | Promise<Response>>;
 
+/** Options of `serveMetrics`. */
+export interface ServeMetricsOptions {
+  /**
+   * Serve the live status page of this hub (`/`, `/status/ui`, `/status/ui/data`, uPlot's
+   * files) beside `/metrics`; the hub samples while the server runs.
+   */
+  status?: StatusHub;
+}
+
 /**
- * Serve `/metrics` (Prometheus text) and `extra` routes on `hostname:port`.
- * Returns the server so the caller can shut it down with the service.
+ * Serve `/metrics` (Prometheus text), `extra` routes and, with `opts.status`, the live status
+ * page on `hostname:port`. Returns the server so the caller can shut it down with the service.
  */
 export function serveMetrics(
   hostname: string,
   port: number,
   log: Logger,
   extra: ExtraRoutes = {},
+  opts: ServeMetricsOptions = {},
 ): Deno.HttpServer<Deno.NetAddr> {
+  const ui = opts.status ? statusUiApp(opts.status) : undefined;
   const server = Deno.serve({
     hostname,
     port,
@@ -66,7 +78,12 @@ export function serveMetrics(
     }
     const route = extra[path];
     if (route) return await route();
+    if (ui) return await ui.fetch(req);
     return new Response("not found\n", { status: 404 });
   });
+  if (opts.status) {
+    opts.status.start();
+    void server.finished.then(() => opts.status?.stop());
+  }
   return server;
 }

@@ -8,8 +8,9 @@
  *     --listen http://user:pass@127.0.0.1:8080 --listen static://127.0.0.1:9000?to=example.org:80
  */
 
-import { fail, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import { fail, intFlag, onReload, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
+import { StatusHub } from "../lib/status/mod.ts";
 import { formatAddr, type HostPort, parseHostPort, type Server } from "../lib/net/mod.ts";
 import { hostPortFlag, listenOrExit } from "../lib/cli.ts";
 import {
@@ -20,7 +21,9 @@ import {
   type ListenerSpec,
   parseForwardUrl,
   parseListenUrl,
+  type ProxyServer,
   ProxyUrlError,
+  type Seaprox,
   serveLink,
   startSeaprox,
 } from "../lib/proxy/mod.ts";
@@ -145,12 +148,14 @@ const bytesIn = counter("seaprox_bytes_in_total", "bytes from clients to destina
 const bytesOut = counter("seaprox_bytes_out_total", "bytes from destinations to clients");
 const errorsTotal = counter("seaprox_errors_total", "connections that ended badly", ["reason"]);
 const okEnds = new Set(["done", "idle", "closed"]);
+/** Bytes of finished connections (live ones are added from their snapshots for the page). */
+const closedBytes = { up: 0, down: 0 };
 
 // ---- wiring and run ----
 const link = via && linkToken
   ? new LinkClient({ addr: via, token: linkToken, log: log.child({ link: flags.via }) })
   : undefined;
-let proxy;
+let proxy: Seaprox;
 try {
   proxy = await startSeaprox({
     listeners,
@@ -175,6 +180,8 @@ try {
         }
         bytesIn.inc(r.bytesUp);
         bytesOut.inc(r.bytesDown);
+        closedBytes.up += r.bytesUp;
+        closedBytes.down += r.bytesDown;
         if (!okEnds.has(r.end)) {
           errorsTotal.inc({ reason: r.failure ? `${r.end}:${r.failure}` : r.end });
         }
@@ -214,14 +221,97 @@ const metrics = metricsAddr
         uptimeMs: Date.now() - startedMs,
         maxConns,
         listeners: proxy.servers.map((s, i) => ({
-          url: listeners[i].display,
+          url: proxy.specs[i].display,
           addr: formatAddr(s.addr),
           ...s.server.stats,
         })),
         connections: proxy.table.list().map((c) => c.snapshot()),
       }),
-  })
+  }, { status: statusHub() })
   : undefined;
+
+/** The live status page: listeners, connections, and connection/byte-rate charts. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: "seaprox" });
+  hub.register(() => {
+    const conns = proxy.table.list().map((c) => c.snapshot());
+    const up = closedBytes.up + conns.reduce((s, c) => s + c.bytesUp, 0);
+    const down = closedBytes.down + conns.reduce((s, c) => s + c.bytesDown, 0);
+    return {
+      tables: [{
+        title: "listeners",
+        columns: ["url", "addr", "active", "total", "rejected"],
+        rows: [
+          ...proxy.servers.map((s, i) => [
+            proxy.specs[i].display,
+            formatAddr(s.addr),
+            s.server.stats.active,
+            s.server.stats.total,
+            s.server.stats.rejected,
+          ]),
+          ...linkServers.map((
+            s,
+          ) => ["link://", formatAddr(s.addr), s.stats.active, s.stats.total, s.stats.rejected]),
+        ],
+      }, {
+        title: "connections",
+        columns: ["id", "scheme", "from → to", "up bytes", "down bytes", "age s"],
+        rows: conns.slice(0, 200).map((c) => [
+          c.id,
+          c.scheme,
+          c.description,
+          c.bytesUp,
+          c.bytesDown,
+          Math.round(c.ageMs / 1000),
+        ]),
+      }],
+      series: [
+        { chart: "connections", name: "active", value: conns.length },
+        { chart: "bytes/s", name: "in (client→dest)", value: up, kind: "rate" },
+        { chart: "bytes/s", name: "out (dest→client)", value: down, kind: "rate" },
+      ],
+    };
+  });
+  return hub;
+}
+
+// ---- reload (SIGHUP) ----
+// Proxy listeners given by URL are added and removed; connections of a removed listener go
+// on until they end. Link listeners and the other flags need a restart.
+const listenUrl = new Map<ProxyServer, string>(
+  proxy.servers.map((s, i) => [s, urls.filter((u) => !u.startsWith("link://"))[i]]),
+);
+onReload<typeof flags>(async (next) => {
+  const nextUrls = next.listen.length > 0
+    ? next.listen
+    : (Deno.env.get("SEAPROX_LISTEN") ?? "").split(/\s+/).filter(Boolean);
+  const wanted = nextUrls.filter((u) => !u.startsWith("link://"));
+  if (wanted.length === 0 && linkServers.length === 0) throw new Error("no listener left");
+  const specs = new Map<string, ListenerSpec>();
+  for (const u of wanted) specs.set(u, parseListenUrl(u)); // throws ProxyUrlError: refused
+  const current = new Set(listenUrl.values());
+  const added: ProxyServer[] = [];
+  try {
+    for (const [u, spec] of specs) {
+      if (current.has(u)) continue;
+      const server = await proxy.add(spec);
+      listenUrl.set(server, u);
+      added.push(server);
+    }
+  } catch (err) {
+    // All or nothing: undo what this reload bound.
+    for (const s of added) {
+      listenUrl.delete(s);
+      await proxy.remove(s, 0);
+    }
+    throw err;
+  }
+  for (const [server, u] of [...listenUrl]) {
+    if (specs.has(u)) continue;
+    listenUrl.delete(server);
+    await proxy.remove(server);
+  }
+});
 
 // ---- shutdown ----
 onShutdown(log, async () => {

@@ -55,9 +55,21 @@ export class ListenError extends Error {
 
 /** A running seaprox. */
 export interface Seaprox {
-  /** One server per listener, in the order given. */
+  /** One server per listener, in the order given (then added ones). */
   servers: ProxyServer[];
+  /** The spec of each server, index for index with `servers`. */
+  specs: ListenerSpec[];
   table: ConnectionTable;
+  /**
+   * Bind one more listener sharing the connection table and dialer (config reload).
+   * Throws {@linkcode ListenError} when it cannot be bound.
+   */
+  add(spec: ListenerSpec): Promise<ProxyServer>;
+  /**
+   * Stop accepting on a listener and forget it; its live connections go on until they end
+   * (or until `drainMs`). Resolves when it is closed, not when its connections end.
+   */
+  remove(server: ProxyServer, drainMs?: number): Promise<void>;
   /** Stop every listener, drain live connections up to `drainMs`, then cut them. */
   stop(drainMs?: number): Promise<void>;
 }
@@ -104,8 +116,9 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   const table = new ConnectionTable(cfg.maxConns ?? 1024);
   const dialer = dialerFor(cfg);
   const servers: ProxyServer[] = [];
+  const specs: ListenerSpec[] = [];
   const seen = new Map<string, number>();
-  for (const spec of cfg.listeners) {
+  const add = (spec: ListenerSpec): ProxyServer => {
     // Listener names are the scheme; a second listener of the same scheme is "<scheme>-2"
     // so every "listening" line names a distinct listener.
     const count = (seen.get(spec.scheme) ?? 0) + 1;
@@ -115,7 +128,6 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
     try {
       listener = Deno.listen({ hostname: spec.addr.host, port: spec.addr.port });
     } catch (err) {
-      await Promise.all(servers.map((s) => s.stop(0)));
       const busy = err instanceof Deno.errors.AddrInUse;
       throw new ListenError(
         busy ? "addr-in-use" : "other",
@@ -136,16 +148,40 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       hooks: cfg.hooks,
     });
     servers.push(server);
+    specs.push(spec);
     log.info("listening", {
       name,
       addr: formatAddr(server.addr),
       auth: spec.auth ? "user/pass" : "none",
       ...(spec.to ? { to: `${spec.to.host}:${spec.to.port}` } : {}),
     });
+    return server;
+  };
+  for (const spec of cfg.listeners) {
+    try {
+      add(spec);
+    } catch (err) {
+      await Promise.all(servers.map((s) => s.stop(0)));
+      throw err;
+    }
   }
+  /** Longest drain a timer can wait (setTimeout overflows past 2^31-1 ms). */
+  const maxDrainMs = 0x7fffffff;
   return {
     servers,
+    specs,
     table,
+    add: (spec) => Promise.resolve().then(() => add(spec)),
+    remove: (server, drainMs = maxDrainMs) => {
+      const i = servers.indexOf(server);
+      if (i < 0) return Promise.resolve();
+      servers.splice(i, 1);
+      const [spec] = specs.splice(i, 1);
+      log.info("listener removed", { url: spec.display, addr: formatAddr(server.addr) });
+      // Not awaited: the listener closes at once, its connections drain on their own time.
+      void server.stop(drainMs);
+      return Promise.resolve();
+    },
     stop: async (drainMs) => {
       await Promise.all(servers.map((s) => s.stop(drainMs)));
     },
