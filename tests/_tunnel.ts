@@ -37,7 +37,7 @@ export function startTunnel(
 ): TestTunnel {
   const server = new TunnelServer({
     heartbeatIntervalMs: 500,
-    heartbeatTimeoutMs: 2_000,
+    heartbeatTimeoutMs: 5_000,
     log: testLog("tunnel-server"),
     ...opts,
   });
@@ -72,7 +72,7 @@ export function startClient(
   const client = new TunnelClient({
     backoff: { initialMs: 50, maxMs: 500 },
     heartbeatIntervalMs: 500,
-    heartbeatTimeoutMs: 2_000,
+    heartbeatTimeoutMs: 5_000,
     log: testLog("tunnel-client"),
     ...opts,
     signal: ac.signal,

@@ -8,7 +8,7 @@ import { createAdminApp, createTunnelApp, TunnelServer } from "../lib/tunnel/mod
 function startHonoTunnel(responseTimeoutMs?: number) {
   const server = new TunnelServer({
     heartbeatIntervalMs: 500,
-    heartbeatTimeoutMs: 2_000,
+    heartbeatTimeoutMs: 5_000,
     responseTimeoutMs,
     log: testLog("hono-tunnel"),
   });
