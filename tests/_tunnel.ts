@@ -213,6 +213,14 @@ export async function rawGet(
   path: string,
 ): Promise<{ status: number; head: string; body: string }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  // A test must fail, not hang, if the tunnel never answers.
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }, 30_000);
   try {
     await conn.write(
       new TextEncoder().encode(
@@ -238,6 +246,7 @@ export async function rawGet(
     const head = text.slice(0, i);
     return { status: Number(head.split(" ")[1]), head, body: text.slice(i + 4) };
   } finally {
+    clearTimeout(timer);
     try {
       conn.close();
     } catch {
