@@ -46,7 +46,7 @@ import {
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
 import { SparePool } from "./spares.ts";
-import { noDelay } from "./_nodelay.ts";
+import { noDelay } from "../net/mod.ts";
 
 /** Default timeout of the local's dial to a target (and to the tunnel port). */
 export const defaultLocalDialTimeoutMs = 10_000;

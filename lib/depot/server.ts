@@ -46,7 +46,7 @@ import {
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
-import { noDelay } from "./_nodelay.ts";
+import { noDelay } from "../net/mod.ts";
 import * as m from "./metrics.ts";
 
 /** Default bound on requests waiting for their exit's answer, across all exits. */

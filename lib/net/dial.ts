@@ -6,6 +6,7 @@
 
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
+import { noDelay } from "./duplex.ts";
 import { classifyError, errorMessage, NetError, type NetFailureReason } from "./errors.ts";
 
 /** Default time for the whole dial (resolution plus every attempt). */
@@ -44,7 +45,8 @@ export async function resolveHost(
 }
 
 /**
- * Connect to `host:port`, trying each resolved address until one answers.
+ * Connect to `host:port`, trying each resolved address until one answers. The connection
+ * has TCP_NODELAY set (see {@linkcode noDelay}).
  *
  * Rejects with a {@linkcode NetError} whose `reason` is "resolve", "refused",
  * "host-unreachable", "network-unreachable", "timeout", "aborted" or "other"; when several
@@ -102,7 +104,7 @@ async function dialAddresses(
   let best: NetError | undefined;
   for (const hostname of addrs) {
     try {
-      return await Deno.connect({ hostname, port, signal });
+      return noDelay(await Deno.connect({ hostname, port, signal }));
     } catch (e) {
       const err = failure(e);
       if (err.reason === "timeout" || err.reason === "aborted") throw err;

@@ -72,3 +72,27 @@ export class PrefixedDuplex implements Duplex {
 export function withPrefix(conn: Duplex, prefix: Uint8Array): Duplex {
   return prefix.length === 0 ? conn : new PrefixedDuplex(conn, prefix);
 }
+
+/**
+ * Turn off Nagle's algorithm where the Duplex is (or wraps, via `inner`) a TCP connection.
+ *
+ * Why: proxies forward small pieces (handshake replies, heads, control frames); with Nagle on,
+ * a small write after an unacknowledged one waits for the peer's delayed ACK — 40 ms per
+ * request (measured: HTTP proxy 700 vs 5,700 req/s; depot mux set-up 44 ms vs < 1 ms).
+ * `dial()` and `serve()` already apply it; call it for sockets made any other way.
+ */
+export function noDelay<T>(conn: T): T {
+  for (let x: unknown = conn, depth = 0; x && depth < 3; depth++) {
+    const c = x as { setNoDelay?: (on: boolean) => void; inner?: unknown };
+    if (typeof c.setNoDelay === "function") {
+      try {
+        c.setNoDelay(true);
+      } catch {
+        // Already closed, or not a socket after all: only latency is at stake.
+      }
+      return conn;
+    }
+    x = c.inner;
+  }
+  return conn;
+}

@@ -6,7 +6,7 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
-import { closeQuietly } from "./duplex.ts";
+import { closeQuietly, noDelay } from "./duplex.ts";
 import { errorMessage } from "./errors.ts";
 
 /** Default cap on concurrently handled connections per listener. */
@@ -82,7 +82,7 @@ export function formatAddr(addr: Deno.Addr): string {
 }
 
 /**
- * Accept connections from `listener` and run `handler` for each.
+ * Accept connections from `listener` and run `handler` for each (with TCP_NODELAY set).
  *
  * @example
  * ```ts ignore
@@ -173,7 +173,7 @@ export function serve<C extends Deno.Conn>(
         continue;
       }
       stats.active++;
-      const p = handle(conn);
+      const p = handle(noDelay(conn));
       settled.add(p);
       p.finally(() => settled.delete(p));
     }
