@@ -102,7 +102,12 @@ export class FusionClient {
     ctx.handshakeDone();
     const s = this.open();
     ctx.log.info("session opened", { session: s.idHex.slice(0, 12), remote: ctx.remote });
-    const r = await relay(conn, s, { idleTimeoutMs: this.#o.idleTimeoutMs ?? 0 });
+    // ctx.signal: serve()'s drain deadline must end a relay even while it is blocked writing
+    // into a session whose target stopped reading (else the process cannot exit).
+    const r = await relay(conn, s, {
+      idleTimeoutMs: this.#o.idleTimeoutMs ?? 0,
+      signal: ctx.signal,
+    });
     if (r.end === "error" && r.error) {
       ctx.log.debug("relay ended with error", { error: errorMessage(r.error) });
     }

@@ -148,7 +148,13 @@ export class FusionServer {
       this.#sessions.delete(key);
       return;
     }
-    await relay(s, target, { idleTimeoutMs: this.#o.idleTimeoutMs ?? 0 });
+    // A failed (reset, closed, path-less) session cuts the target too, even while the relay
+    // is blocked writing to a target that stopped reading; a "done" one finishes its copy.
+    const failed = new AbortController();
+    s.signal.addEventListener("abort", () => {
+      if (s.state === "failed") failed.abort();
+    }, { once: true });
+    await relay(s, target, { idleTimeoutMs: this.#o.idleTimeoutMs ?? 0, signal: failed.signal });
     this.recent.push(await s.closed);
     if (this.recent.length > 16) this.recent.shift();
     this.#sessions.delete(key);
