@@ -1,0 +1,134 @@
+/**
+ * Fusion paths that try to join a session they do not belong to: a wrong token (even with
+ * a live session's id), a rejoin of an unknown session, a joined path that sends a second
+ * hello for another session, and garbage after the hello. Each is refused (welcome status
+ * or path dropped) and a live session keeps its bytes exact.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
+import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
+import {
+  encodeData,
+  encodeHello,
+  FrameDecoder,
+  SeqFrameType,
+  WelcomeStatus,
+} from "../lib/sequencer/mod.ts";
+import { startHashTarget } from "./_fusion.ts";
+import { listenLocal, readAll, sha256 } from "./_util.ts";
+
+const token = "fusion-hostile-token";
+const enc = new TextEncoder();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Send `frames` on a fresh path; the welcome status (or null) and whether it was closed. */
+async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
+  status: number | null;
+  closed: boolean;
+}> {
+  const c = await dial("127.0.0.1", port);
+  try {
+    for (const f of frames) await writeAll(c, f);
+    const dec = new FrameDecoder();
+    const buf = new Uint8Array(4096);
+    let status: number | null = null;
+    let closed = false;
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline) {
+      let n: number | null;
+      try {
+        n = await c.read(buf);
+      } catch {
+        n = null; // reset: closed
+      }
+      if (n === null) {
+        closed = true;
+        break;
+      }
+      dec.push(buf.subarray(0, n));
+      for (let f = dec.next(); f; f = dec.next()) {
+        if (f.type === SeqFrameType.welcome && status === null) status = f.status;
+        if (f.type === SeqFrameType.reset) closed = true;
+      }
+      if (status !== null && status !== WelcomeStatus.ok) continue; // read on to the close
+      if (closed) break;
+    }
+    return { status, closed };
+  } finally {
+    closeQuietly(c);
+  }
+}
+
+Deno.test("hostile fusion: paths for sessions they do not belong to are refused", async () => {
+  const target = startHashTarget(64 * 1024);
+  const server = new FusionServer({ token, target: { host: "127.0.0.1", port: target.port } });
+  const srv = serve(listenLocal(), server.handle, { handshakeTimeoutMs: 2_000 });
+  const client = new FusionClient({ token, paths: [{ host: "127.0.0.1", port: srv.addr.port }] });
+  const s = client.open();
+  try {
+    for (let i = 0; i < 500 && s.pathCount === 0; i++) await sleep(10);
+    assertEquals(server.sessions.size, 1);
+    const port = srv.addr.port;
+
+    // 1. The live session's id with a wrong token: refused, no new session, nothing joined.
+    const wrongToken = await rawPath(port, encodeHello(s.id, 9, enc.encode("guess"), true));
+    assertEquals(wrongToken.status, WelcomeStatus.badToken);
+    assert(wrongToken.closed);
+    // 2. Rejoin of a session that does not exist: refused.
+    const unknown = await rawPath(
+      port,
+      encodeHello(new Uint8Array(16).fill(1), 1, enc.encode(token), true),
+    );
+    assertEquals(unknown.status, WelcomeStatus.unknownSession);
+    // 3. A wrong token for a new session: refused, and no session (no target dial) is made.
+    const fresh = await rawPath(
+      port,
+      encodeHello(new Uint8Array(16).fill(2), 1, enc.encode("x"), false),
+    );
+    assertEquals(fresh.status, WelcomeStatus.badToken);
+    assertEquals(server.sessions.size, 1);
+
+    // 4. A path that joined session B and then sends a hello for session A (switching
+    //    sessions mid-path) or garbage: the path is dropped; A is untouched.
+    const otherId = new Uint8Array(16).fill(3);
+    const switcher = await rawPath(
+      port,
+      encodeHello(otherId, 1, enc.encode(token), false),
+      encodeHello(s.id, 2, enc.encode(token), true),
+    );
+    assertEquals(switcher.status, WelcomeStatus.ok);
+    assert(switcher.closed, "a path that sent a second hello was kept");
+    const garbage = await rawPath(
+      port,
+      encodeHello(new Uint8Array(16).fill(4), 1, enc.encode(token), false),
+      Uint8Array.of(0xee, 1, 2, 3),
+    );
+    assert(garbage.closed, "a path that sent garbage was kept");
+    // Data frames on a path of session B never reach session A's target stream.
+    await rawPath(
+      port,
+      encodeHello(new Uint8Array(16).fill(5), 1, enc.encode(token), false),
+      encodeData(0, enc.encode("INJECTED")),
+    );
+
+    // The live session still carries its bytes exactly.
+    const payload = new Uint8Array(200_000).map((_, i) => i * 7);
+    const [, back] = await Promise.all([
+      writeAll(s, payload).then(() => s.closeWrite()),
+      readAll(s),
+    ]);
+    assertEquals(back.length, 64 * 1024);
+    for (let i = 0; i < 500 && !target.results.some((r) => r.bytes === payload.length); i++) {
+      await sleep(10);
+    }
+    const mine = target.results.find((r) => r.bytes === payload.length);
+    assertEquals(mine?.sha256, sha256(payload));
+  } finally {
+    s.close();
+    await client.close();
+    await srv.stop(500);
+    await server.close();
+    await target.close();
+  }
+});
