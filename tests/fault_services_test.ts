@@ -10,7 +10,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly, dial, type Duplex, writeAll } from "../lib/net/mod.ts";
 import { Reply, socks5Connect, Socks5ReplyError } from "../lib/socks5/mod.ts";
-import { blockStream, blockStreamSha256, drainHash, portOf, startService } from "./_util.ts";
+import { blockStream, blockStreamSha256, portOf, startService } from "./_util.ts";
 import { type Stack, startDepotStack, startFusionStack, startTunnelStack } from "./_soak.ts";
 import { createHash } from "node:crypto";
 
