@@ -13,3 +13,5 @@ export * from "./serve.ts";
 export * from "./backoff.ts";
 export * from "./addr.ts";
 export * from "./secret.ts";
+export * from "./node_socket.ts";
+export * from "./tls.ts";

@@ -1,0 +1,188 @@
+/**
+ * A `node:net` / `node:tls` socket as a `Deno.Conn`-shaped Duplex.
+ *
+ * Why: two things Deno's own API cannot do under Deno 2.9.6 — bind a local address when
+ * connecting, and (on a TLS server) request and verify client certificates — `node:net` and
+ * `node:tls` can. Wrapping their sockets here lets every caller keep the one Duplex shape
+ * (`read`/`write`/`closeWrite`/`close`, plus `readable`/`writable` and addresses).
+ * @module
+ */
+
+import type { Socket } from "node:net";
+import { writeAll } from "./duplex.ts";
+
+/** Bytes a socket may buffer unread before it is paused (resumed below half of it). */
+export const nodeReadHighWaterBytes = 1024 * 1024;
+/**
+ * Unread bytes at which a socket that cannot be paused is cut (see `pausable`): far above
+ * what the windowed warren link protocols (mux, fusion) ever leave in flight.
+ */
+export const nodeUnpausedCapBytes = 64 * 1024 * 1024;
+/** Chunk size of the `readable` stream view. */
+const streamChunkBytes = 64 * 1024;
+
+function netAddr(hostname: string | undefined, port: number | undefined): Deno.NetAddr {
+  return { transport: "tcp", hostname: hostname ?? "0.0.0.0", port: port ?? 0 };
+}
+
+/**
+ * A connected node socket (plain or TLS) behind the Deno.Conn surface: pull-style reads over
+ * the socket's events, writes that resolve once the socket took the bytes, half-close with
+ * `closeWrite()` (create sockets with `allowHalfOpen: true` so the peer's FIN does not end
+ * our side too).
+ */
+export class NodeSocketConn implements Deno.Conn {
+  #sock: Socket;
+  #chunks: Uint8Array[] = [];
+  #queued = 0;
+  #eof = false;
+  /** Whether we paused the socket (so only we resume it). */
+  #paused = false;
+  #error: Error | null = null;
+  #waiter: (() => void) | null = null;
+  #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
+  #writable: WritableStream<Uint8Array<ArrayBufferLike>> | undefined;
+  /** Address of our end. */
+  readonly localAddr: Deno.NetAddr;
+  /** Address of the peer. */
+  readonly remoteAddr: Deno.NetAddr;
+
+  /**
+   * Wrap a connected socket; reads pause it beyond `nodeReadHighWaterBytes` unread.
+   *
+   * `pausable: false` is for `node:tls` sockets: under Deno 2.9.6 a TLSSocket that was paused
+   * and resumed never emits "end" (checked: the peer's FIN is lost and a reader hangs), so
+   * those are never paused; the protocols on top (mux, fusion) bound what is in flight with
+   * their own windows, and a peer that overruns `nodeUnpausedCapBytes` is cut.
+   */
+  constructor(sock: Socket, opts: { pausable?: boolean } = {}) {
+    const pausable = opts.pausable ?? true;
+    this.#sock = sock;
+    this.localAddr = netAddr(sock.localAddress, sock.localPort);
+    this.remoteAddr = netAddr(sock.remoteAddress, sock.remotePort);
+    sock.setNoDelay(true);
+    sock.on("data", (b: Uint8Array) => {
+      this.#chunks.push(b);
+      this.#queued += b.length;
+      if (!pausable) {
+        if (this.#queued > nodeUnpausedCapBytes) {
+          this.#error = new Deno.errors.InvalidData(
+            `more than ${nodeUnpausedCapBytes} bytes unread: reader too slow or peer flooding`,
+          );
+          sock.destroy();
+        }
+      } else if (this.#queued > nodeReadHighWaterBytes && !this.#paused) {
+        this.#paused = true;
+        sock.pause();
+      }
+      this.#wake();
+    });
+    sock.on("end", () => {
+      this.#eof = true;
+      this.#wake();
+    });
+    sock.on("error", (e: Error) => {
+      this.#error = e;
+      this.#wake();
+    });
+    sock.on("close", () => {
+      this.#eof = true;
+      this.#wake();
+    });
+  }
+
+  /** The wrapped socket (TLS details such as the peer certificate). */
+  get socket(): Socket {
+    return this.#sock;
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.();
+  }
+
+  /** Read what arrived; null at the peer's FIN. */
+  async read(p: Uint8Array): Promise<number | null> {
+    while (true) {
+      if (this.#chunks.length > 0) {
+        const c = this.#chunks[0];
+        const n = Math.min(p.length, c.length);
+        p.set(c.subarray(0, n));
+        if (n === c.length) this.#chunks.shift();
+        else this.#chunks[0] = c.subarray(n);
+        this.#queued -= n;
+        if (this.#paused && this.#queued < nodeReadHighWaterBytes / 2) {
+          this.#paused = false;
+          this.#sock.resume();
+        }
+        return n;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#eof) return null;
+      await new Promise<void>((r) => this.#waiter = r);
+    }
+  }
+
+  /** Write `p`; resolves when the socket took it (the caller may reuse `p` then). */
+  write(p: Uint8Array): Promise<number> {
+    if (this.#sock.destroyed || this.#sock.writableEnded) {
+      return Promise.reject(new Deno.errors.BrokenPipe("socket closed"));
+    }
+    return new Promise((resolve, reject) => {
+      this.#sock.write(p, (err?: Error | null) => err ? reject(err) : resolve(p.length));
+    });
+  }
+
+  /** Send our FIN (TLS: close_notify first); reading goes on. */
+  closeWrite(): Promise<void> {
+    if (this.#sock.destroyed || this.#sock.writableEnded) return Promise.resolve();
+    return new Promise((resolve) => this.#sock.end(() => resolve()));
+  }
+
+  /** Destroy the socket; safe to call twice. */
+  close(): void {
+    this.#sock.destroy();
+    this.#eof = true;
+    this.#wake();
+  }
+
+  /** Keep the event loop alive while the socket is open (the default). */
+  ref(): void {
+    this.#sock.ref();
+  }
+
+  /** Let the event loop end while the socket is open. */
+  unref(): void {
+    this.#sock.unref();
+  }
+
+  /** Same as `close()`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** A stream view of the read side (reads 64 KiB at a time; cancel closes the socket). */
+  get readable(): ReadableStream<Uint8Array<ArrayBuffer>> {
+    this.#readable ??= new ReadableStream<Uint8Array<ArrayBuffer>>({
+      pull: async (c) => {
+        const buf = new Uint8Array(streamChunkBytes);
+        const n = await this.read(buf);
+        if (n === null) c.close();
+        else c.enqueue(buf.subarray(0, n));
+      },
+      cancel: () => this.close(),
+    });
+    return this.#readable;
+  }
+
+  /** A stream view of the write side (close = half-close, abort = close). */
+  get writable(): WritableStream<Uint8Array<ArrayBufferLike>> {
+    this.#writable ??= new WritableStream<Uint8Array<ArrayBufferLike>>({
+      write: (chunk) => writeAll(this, chunk),
+      close: () => this.closeWrite(),
+      abort: () => this.close(),
+    });
+    return this.#writable;
+  }
+}
