@@ -21,6 +21,12 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.empty{color:#888}
 const script = `
 const colors = ["#1f77b4","#d62728","#2ca02c","#ff7f0e","#9467bd","#8c564b","#e377c2","#17becf"];
 const charts = new Map();
+function si(v) {
+  if (v === null || v === undefined) return "";
+  const a = Math.abs(v);
+  for (const [d, s] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) if (a >= d) return +(v / d).toFixed(1) + s;
+  return +v.toFixed(2) + "";
+}
 let polls = 0;
 function cell(v) {
   const td = document.createElement("td");
@@ -62,7 +68,7 @@ function renderCharts(list) {
         title: c.chart, width: 460, height: 220,
         scales: { x: { time: true } },
         series: [{}, ...c.names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1.5, spanGaps: false }))],
-        axes: [{}, { size: 60 }],
+        axes: [{}, { size: 56, values: (u, vals) => vals.map(si) }],
       }, data, box);
       entry = { plot, box, key };
       charts.set(c.chart, entry);

@@ -1,0 +1,94 @@
+/**
+ * Helpers for the status page tests: headless Debian chromium through playwright-core
+ * (closed even when the test fails), and a steady trickle of traffic through a service.
+ */
+
+import { type Browser, chromium } from "playwright-core";
+import { closeQuietly, dial, writeAll } from "../lib/net/mod.ts";
+import { randomBlock } from "./_util.ts";
+
+/** Debian's chromium binary. */
+export const chromiumPath = "/usr/bin/chromium";
+
+/** Whether the browser tests can run here. */
+export function haveChromium(): boolean {
+  try {
+    return Deno.statSync(chromiumPath).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Run `fn` with a headless chromium; always closes it. Background networking is off: on a
+ * closed network Chromium otherwise keeps trying to reach Google services. Playwright gives
+ * the browser a fresh empty profile directory of its own (and removes it).
+ */
+export async function withBrowser<T>(fn: (browser: Browser) => Promise<T>): Promise<T> {
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  try {
+    return await fn(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+/**
+ * Connect to `port` and send 64 KiB every `everyMs` until `signal` aborts; the peer must
+ * read. Returns when stopped (the connection is closed).
+ */
+export async function trickle(port: number, everyMs: number, signal: AbortSignal): Promise<void> {
+  const conn = await dial("127.0.0.1", port);
+  try {
+    while (!signal.aborted) {
+      await writeAll(conn, randomBlock.subarray(0, 65536));
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+/** Accept connections and read them to EOF (a sink for `trickle`). */
+export function sink(): { port: number; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const loop = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      void (async () => {
+        const buf = new Uint8Array(65536);
+        try {
+          while ((await conn.read(buf)) !== null) { /* discard */ }
+        } catch {
+          // Reset by the proxy at shutdown: nothing to do for a sink.
+        } finally {
+          conns.delete(conn);
+          closeQuietly(conn);
+        }
+      })();
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    close: async () => {
+      closeQuietly(listener);
+      for (const c of conns) closeQuietly(c);
+      await loop.catch(() => {});
+      while (conns.size > 0) await new Promise((r) => setTimeout(r, 10));
+    },
+  };
+}
