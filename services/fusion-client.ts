@@ -20,6 +20,7 @@ import {
 import { FusionClient, parsePathSpec } from "../lib/fusion/mod.ts";
 import type { PathSpec } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
+import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr, serve } from "../lib/net/mod.ts";
 import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
 
@@ -167,8 +168,15 @@ const metrics = metricsAddr
         sessions: [...client.sessions].map((s) => s.status()),
         recent: client.recent,
       }),
-  })
+  }, { status: statusHub() })
   : undefined;
+
+/** The live status page: sessions, paths, each path's share of the traffic. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: "fusion-client" });
+  hub.register(fusionStatusProvider(() => [...client.sessions].map((s) => s.status())));
+  return hub;
+}
 
 // ---- shutdown ----
 onShutdown(log, async () => {

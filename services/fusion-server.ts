@@ -16,6 +16,7 @@ import {
 } from "../lib/cli.ts";
 import { FusionServer } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
+import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { formatAddr, serve } from "../lib/net/mod.ts";
 import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
 
@@ -141,8 +142,15 @@ const metrics = metricsAddr
         sessions: [...fusion.sessions.values()].map((s) => s.status()),
         recent: fusion.recent,
       }),
-  })
+  }, { status: statusHub() })
   : undefined;
+
+/** The live status page: sessions, paths, each path's share of the traffic. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: "fusion-server" });
+  hub.register(fusionStatusProvider(() => [...fusion.sessions.values()].map((s) => s.status())));
+  return hub;
+}
 
 // ---- shutdown ----
 onShutdown(log, async () => {

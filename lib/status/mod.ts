@@ -16,3 +16,4 @@ export {
 } from "./hub.ts";
 export { statusUiApp } from "./app.ts";
 export { pagePollIntervalMs, statusPageHtml } from "./page.ts";
+export { fusionStatusProvider } from "./fusion.ts";

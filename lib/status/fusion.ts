@@ -1,0 +1,86 @@
+/**
+ * The status page provider of fusion-server and fusion-client: sessions and paths tables,
+ * each path's share of the traffic, its delivery rate and RTT.
+ * @module
+ */
+
+import type { SessionStatus } from "../fusion/session.ts";
+import type { StatusProvider, StatusSeries } from "./hub.ts";
+
+/**
+ * A provider over the live fusion sessions. Paths are charted by label (where they go), so
+ * a path keeps its line across sessions.
+ */
+export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusProvider {
+  return () => {
+    const list = sessions();
+    const byLabel = new Map<string, { bytes: number; rate: number; rtt: number }>();
+    const pathRows: (string | number)[][] = [];
+    for (const s of list) {
+      for (const p of s.paths) {
+        const e = byLabel.get(p.label) ?? { bytes: 0, rate: 0, rtt: 0 };
+        e.bytes += p.bytesIn + p.bytesOut;
+        e.rate += p.rateBytesPerSec;
+        e.rtt = Math.max(e.rtt, p.rttMs);
+        byLabel.set(p.label, e);
+        pathRows.push([
+          s.id,
+          p.id,
+          p.label,
+          Math.round(p.rateBytesPerSec),
+          Math.round(p.rttMs * 10) / 10,
+          p.inflightBytes,
+          p.capBytes,
+          p.bytesIn,
+          p.bytesOut,
+          p.resentFrames,
+        ]);
+      }
+    }
+    const series: StatusSeries[] = [
+      { chart: "sessions", name: "open", value: list.length },
+      {
+        chart: "resent frames/s",
+        name: "resent",
+        value: list.reduce((n, s) => n + s.framesResent, 0),
+        kind: "rate",
+      },
+    ];
+    for (const [label, e] of byLabel) {
+      series.push({ chart: "path share of traffic %", name: label, value: e.bytes, kind: "share" });
+      series.push({ chart: "path bytes/s", name: label, value: e.bytes, kind: "rate" });
+      series.push({ chart: "path RTT ms", name: label, value: e.rtt });
+    }
+    return {
+      tables: [{
+        title: "sessions",
+        columns: ["id", "state", "bytes out", "bytes in", "resent frames", "reorder peak", "paths"],
+        rows: list.map((s) => [
+          s.id,
+          s.state,
+          s.bytesOut,
+          s.bytesIn,
+          s.framesResent,
+          s.reorderPeakBytes,
+          s.paths.length,
+        ]),
+      }, {
+        title: "paths",
+        columns: [
+          "session",
+          "path",
+          "label",
+          "rate B/s",
+          "RTT ms",
+          "in flight",
+          "cap",
+          "wire in",
+          "wire out",
+          "resent",
+        ],
+        rows: pathRows,
+      }],
+      series,
+    };
+  };
+}
