@@ -15,3 +15,4 @@ export * from "./addr.ts";
 export * from "./secret.ts";
 export * from "./node_socket.ts";
 export * from "./tls.ts";
+export * from "./ratelimit.ts";
