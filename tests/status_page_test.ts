@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { startService } from "./_util.ts";
+import { portOf, startService } from "./_util.ts";
 import { haveChromium, sink, trickle, withBrowser } from "./_status.ts";
 
 Deno.test({
@@ -71,6 +71,74 @@ Deno.test({
       stopTraffic.abort();
       await Promise.allSettled(traffic);
       await svc.stop();
+      await target.close();
+      if (!Deno.env.get("WARREN_KEEP_SCREENSHOT")) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "status page: fusion-client shows its paths and each path's share of the traffic",
+  ignore: !haveChromium(),
+  async fn() {
+    const target = sink();
+    const env = { FUSION_TOKEN: "status-page-token" };
+    const server = await startService("fusion-server.ts", [
+      "--listen",
+      "127.0.0.1:0",
+      "--target",
+      `127.0.0.1:${target.port}`,
+    ], { env });
+    const stopTraffic = new AbortController();
+    let traffic: Promise<void> | undefined;
+    const dir = await Deno.makeTempDir({ prefix: "warren-status-fusion-" });
+    try {
+      const client = await startService("fusion-client.ts", [
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        server.addrs.get("listen")!,
+        "--paths",
+        "2",
+        "--metrics",
+        "127.0.0.1:0",
+      ], { env });
+      try {
+        const metricsLine = await client.waitFor(/msg="metrics listening"/);
+        const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
+        traffic = trickle(portOf(client.addrs.get("listen")!), 50, stopTraffic.signal);
+        await withBrowser(async (browser) => {
+          const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
+          const errors: string[] = [];
+          page.on("console", (m) => {
+            if (m.type() === "error") errors.push(m.text());
+          });
+          page.on("pageerror", (e) => errors.push(e.message));
+          await page.goto(`${base}/status/ui`);
+          await page.waitForFunction(
+            `document.querySelectorAll("table[data-title=paths] tr").length >= 3`,
+          );
+          await page.waitForFunction(
+            `document.querySelector('.chart[data-chart="path share of traffic %"] canvas') !== null`,
+          );
+          // One line per path in the share chart (the legend lists time + each series).
+          await page.waitForFunction(
+            `document.querySelectorAll('.chart[data-chart="path share of traffic %"] .u-series').length >= 3`,
+          );
+          // Let the share lines get a few points, then keep a picture of them.
+          await new Promise((r) => setTimeout(r, 3000));
+          await page.screenshot({ path: `${dir}/fusion.png`, fullPage: true });
+          console.log(`screenshot: ${dir}/fusion.png`);
+          assertEquals(errors, []);
+          await page.close();
+        });
+      } finally {
+        stopTraffic.abort();
+        await traffic?.catch(() => {});
+        await client.stop();
+      }
+    } finally {
+      await server.stop();
       await target.close();
       if (!Deno.env.get("WARREN_KEEP_SCREENSHOT")) await Deno.remove(dir, { recursive: true });
     }

@@ -8,8 +8,8 @@ import type { SessionStatus } from "../fusion/session.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
 /**
- * A provider over the live fusion sessions. Paths are charted by label (where they go), so
- * a path keeps its line across sessions.
+ * A provider over the live fusion sessions. Paths are charted by id and label (where they
+ * go), so a path keeps its line across sessions.
  */
 export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusProvider {
   return () => {
@@ -18,11 +18,12 @@ export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusPro
     const pathRows: (string | number)[][] = [];
     for (const s of list) {
       for (const p of s.paths) {
-        const e = byLabel.get(p.label) ?? { bytes: 0, rate: 0, rtt: 0 };
+        const key = `path ${p.id} ${p.label}`;
+        const e = byLabel.get(key) ?? { bytes: 0, rate: 0, rtt: 0 };
         e.bytes += p.bytesIn + p.bytesOut;
         e.rate += p.rateBytesPerSec;
         e.rtt = Math.max(e.rtt, p.rttMs);
-        byLabel.set(p.label, e);
+        byLabel.set(key, e);
         pathRows.push([
           s.id,
           p.id,

@@ -66,7 +66,7 @@ function renderCharts(list) {
       root.append(box);
       const plot = new uPlot({
         title: c.chart, width: 460, height: 220,
-        scales: { x: { time: true } },
+        scales: { x: { time: true }, ...(c.chart.endsWith("%") ? { y: { range: [0, 100] } } : {}) },
         series: [{}, ...c.names.map((n, i) => ({ label: n, stroke: colors[i % colors.length], width: 1.5, spanGaps: false }))],
         axes: [{}, { size: 56, values: (u, vals) => vals.map(si) }],
       }, data, box);
