@@ -1,7 +1,8 @@
 /**
  * `deno run -A bench/tunnel.ts`: the HTTP vhost tunnel (services/tunnel-server.ts fast
  * path + services/tunnel-client.ts, separate processes) side by side with the local app
- * directly, a socat TCP relay (outside peer: a raw byte relay hop), and the embeddable
+ * directly, a socat TCP relay (outside peer: a raw byte relay hop), the same server with a
+ * client on `--transport raw` (no WebSocket framing), and the embeddable
  * Hono front (Deno.serve + createTunnelApp), in one run:
  *
  * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio;
@@ -220,11 +221,13 @@ const server = spawn([
   "127.0.0.1:0",
   "--host",
   "app.test=env:BENCH_ID",
+  "--host",
+  "raw.test=env:BENCH_RAW_ID",
   "--tcp-ports",
   `${tcpPublic}-${tcpPublic}`,
   "--log-level",
   "info",
-], { BENCH_ID: identifier });
+], { BENCH_ID: identifier, BENCH_RAW_ID: identifier + "-raw" });
 const srvLine = await server.waitFor(/msg="listening" name=http/);
 const srvPort = Number(/addr=\S+:(\d+)/.exec(srvLine)![1]);
 const client = spawn([
@@ -248,6 +251,21 @@ const socat = spawn([
   `TCP-LISTEN:${socatPort},bind=127.0.0.1,fork,reuseaddr`,
   `TCP:127.0.0.1:${ports.http}`,
 ]);
+const rawClient = spawn([
+  Deno.execPath(),
+  "run",
+  "-A",
+  `${here}../services/tunnel-client.ts`,
+  "--server",
+  `http://127.0.0.1:${srvPort}`,
+  "--local",
+  `127.0.0.1:${ports.http}`,
+  "--transport",
+  "raw",
+  "--log-level",
+  "info",
+], { TUNNEL_IDENTIFIER: identifier + "-raw" });
+await rawClient.waitFor(/msg="connected"/);
 const honoPort = freePort();
 const hono = spawn([Deno.execPath(), "run", "-A", `${here}_tunnel_hono.ts`], {
   BENCH_PORT: String(honoPort),
@@ -273,6 +291,7 @@ const paths: { name: string; url: string; host?: string }[] = [
   { name: "direct", url: `http://127.0.0.1:${ports.http}` },
   { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}` },
   { name: "tunnel (fast path)", url: `http://127.0.0.1:${srvPort}`, host: "app.test" },
+  { name: "tunnel (fast, raw)", url: `http://127.0.0.1:${srvPort}`, host: "raw.test" },
   { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}` },
 ];
 
@@ -318,6 +337,6 @@ try {
   console.log(`${pad("direct", 22)}${num(direct)}${num(1, 2)}`);
   console.log(`${pad("tunnel (tcp port)", 22)}${num(tunneled)}${num(tunneled / direct, 2)}`);
 } finally {
-  for (const p of [honoClient, hono, socat, client, server, app]) await stop(p);
+  for (const p of [honoClient, hono, socat, rawClient, client, server, app]) await stop(p);
 }
 Deno.exit(0);
