@@ -17,6 +17,12 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
+import {
+  secretFileFlag,
+  secretFromFlags,
+  tlsClientFlags,
+  tlsClientFromFlags,
+} from "../lib/cli_security.ts";
 import { FusionClient, parsePathSpec } from "../lib/fusion/mod.ts";
 import type { PathSpec } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
@@ -58,8 +64,10 @@ const flags = parseFlags({
       type: "string",
       arg: "secret",
       env: "FUSION_TOKEN",
-      help: "shared secret (prefer the env variable)",
+      help: "shared secret (prefer the env variable or --token-file)",
     },
+    "token-file": secretFileFlag("token"),
+    ...tlsClientFlags,
     scheduler: {
       type: "string",
       arg: schedulerNames.join("|"),
@@ -106,6 +114,7 @@ const flags = parseFlags({
   examples: [
     "FUSION_TOKEN=s3cret fusion-client --server 203.0.113.5:5022 --paths 4",
     "FUSION_TOKEN=s3cret fusion-client --path '192.168.1.10>203.0.113.5:5022' --path '10.0.0.7>203.0.113.5:5022'",
+    "FUSION_TOKEN=s3cret fusion-client --server fusion.example:5022 --tls-ca ca.pem",
     "ssh -p 5021 user@127.0.0.1",
   ],
 });
@@ -114,8 +123,9 @@ const log = serviceLogger("fusion-client", flags["log-level"]);
 // ---- config validation ----
 const listenAddr = hostPortFlag("listen", flags.listen!);
 const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
-const token = flags.token ?? "";
-if (token === "") fail("a token is required: --token or FUSION_TOKEN", 2);
+const token = secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "";
+const tls = tlsClientFromFlags(flags);
+if (token === "") fail("a token is required: --token, FUSION_TOKEN or --token-file", 2);
 const scheduler = flags.scheduler as SchedulerName;
 if (!schedulerNames.includes(scheduler)) {
   fail(`--scheduler must be one of ${schedulerNames.join(", ")}`, 2);
@@ -149,6 +159,7 @@ const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 20
 const client = new FusionClient({
   paths,
   token,
+  tls,
   scheduler,
   windowBytes: windowMiB * 1024 * 1024,
   silenceTimeoutMs,
@@ -160,7 +171,7 @@ const client = new FusionClient({
 const listener = listenOrExit(listenAddr, "listen");
 const server = serve(listener, client.handle, { maxConns, log, handshakeTimeoutMs: 0 });
 log.info("listening", { name: "listen", addr: formatAddr(listener.addr) });
-log.info("paths", { count: paths.length, scheduler });
+log.info("paths", { count: paths.length, scheduler, tls: tls ? "on" : "off" });
 const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": () =>

@@ -9,15 +9,21 @@ import {
   fail,
   hostPortFlag,
   intFlag,
-  listenOrExit,
   onShutdown,
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
+import {
+  listenMaybeTls,
+  secretFileFlag,
+  secretFromFlags,
+  tlsServerFlags,
+  tlsServerFromFlags,
+} from "../lib/cli_security.ts";
 import { FusionServer } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
-import { formatAddr, serve } from "../lib/net/mod.ts";
+import { AuthFailureLimiter, formatAddr, serve } from "../lib/net/mod.ts";
 import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
 
 // ---- flags ----
@@ -43,8 +49,10 @@ const flags = parseFlags({
       type: "string",
       arg: "secret",
       env: "FUSION_TOKEN",
-      help: "shared secret every path must present (prefer the env variable)",
+      help: "shared secret every path must present (prefer the env variable or --token-file)",
     },
+    "token-file": secretFileFlag("token"),
+    ...tlsServerFlags,
     scheduler: {
       type: "string",
       arg: schedulerNames.join("|"),
@@ -87,6 +95,7 @@ const flags = parseFlags({
   examples: [
     "FUSION_TOKEN=s3cret fusion-server --listen 0.0.0.0:5022",
     "FUSION_TOKEN=s3cret fusion-server --listen 0.0.0.0:5022 --target 10.0.0.9:22 --metrics :9522",
+    "fusion-server --listen 0.0.0.0:5022 --token-file /etc/warren/fusion.token --tls-cert cert.pem --tls-key key.pem",
   ],
 });
 const log = serviceLogger("fusion-server", flags["log-level"]);
@@ -95,8 +104,9 @@ const log = serviceLogger("fusion-server", flags["log-level"]);
 const listenAddr = hostPortFlag("listen", flags.listen!);
 const target = hostPortFlag("target", flags.target!, "localhost");
 const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : undefined;
-const token = flags.token ?? "";
-if (token === "") fail("a token is required: --token or FUSION_TOKEN", 2);
+const token = secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "";
+if (token === "") fail("a token is required: --token, FUSION_TOKEN or --token-file", 2);
+const tls = tlsServerFromFlags(flags);
 const scheduler = flags.scheduler as SchedulerName;
 if (!schedulerNames.includes(scheduler)) {
   fail(`--scheduler must be one of ${schedulerNames.join(", ")}`, 2);
@@ -125,15 +135,21 @@ const fusion = new FusionServer({
   nackGapFrames,
   maxSessions,
   maxPathsPerSession: maxPaths,
+  authLimiter: new AuthFailureLimiter(),
   log,
 });
-const listener = listenOrExit(listenAddr, "listen");
+const listener = await listenMaybeTls(listenAddr, tls, "listen", log);
 const server = serve(listener, fusion.handle, {
   maxConns: maxSessions * maxPaths,
   log,
   handshakeTimeoutMs: 10_000,
 });
 log.info("listening", { name: "listen", addr: formatAddr(listener.addr) });
+log.info("path security", {
+  tls: tls
+    ? (tls.ca ? "mutual" : "server")
+    : "off (plaintext: keep it on loopback or a trusted network)",
+});
 log.info("target", { addr: `${target.host}:${target.port}`, scheduler });
 const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {

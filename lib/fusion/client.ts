@@ -10,6 +10,7 @@ import { Backoff, type BackoffOptions, sleep } from "../net/backoff.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
+import { type TlsClientConfig, TlsError } from "../net/tls.ts";
 import type { ConnContext } from "../net/serve.ts";
 import { sessionIdBytes } from "../sequencer/frame.ts";
 import { dialPath, formatPathSpec, type PathSpec } from "./dial_path.ts";
@@ -27,6 +28,8 @@ export interface FusionClientOptions extends FusionSessionOptions {
   paths: PathSpec[];
   /** Shared secret sent in every hello. */
   token: string;
+  /** Dial every path with TLS (server certificate verified; client certificate for mTLS). */
+  tls?: TlsClientConfig;
   /** Per-dial timeout. @default 5000 */
   dialTimeoutMs?: number;
   /** Hello/welcome timeout. @default 5000 */
@@ -131,7 +134,11 @@ export class FusionClient {
       let conn: Duplex | undefined;
       try {
         const pathId = newPathId();
-        conn = await dialPath(spec, { timeoutMs: this.#o.dialTimeoutMs, signal: s.signal });
+        conn = await dialPath(spec, {
+          timeoutMs: this.#o.dialTimeoutMs,
+          signal: s.signal,
+          tls: this.#o.tls,
+        });
         // The session may end during the handshake: closing the conn ends the wait.
         const dialled = conn;
         const cut = () => closeQuietly(dialled);
@@ -174,7 +181,12 @@ export class FusionClient {
           return;
         }
         if (s.state !== "open") return;
-        log.debug("path dial failed", { error: errorMessage(err) });
+        if (err instanceof TlsError) {
+          // Certificate trouble does not fix itself by redialling fast: say why, loudly.
+          log.warn("path TLS handshake failed", { reason: err.reason, error: err.message });
+        } else {
+          log.debug("path dial failed", { error: errorMessage(err) });
+        }
       }
       try {
         await sleep(backoff.next(), s.signal);

@@ -12,6 +12,7 @@ import { dial } from "../net/dial.ts";
 import type { Duplex } from "../net/duplex.ts";
 import { NetError, type NetFailureReason } from "../net/errors.ts";
 import { joinHostPort } from "../net/addr.ts";
+import { connectTls, type TlsClientConfig } from "../net/tls.ts";
 
 /** Where one path goes, and from where. */
 export interface PathSpec {
@@ -128,12 +129,22 @@ function nodeReason(code: string | undefined): NetFailureReason {
   }
 }
 
-/** Connect one path; rejects with a NetError. */
+/**
+ * Connect one path; rejects with a NetError (or a TlsError when `opts.tls` is set and the
+ * handshake fails: wrong CA, host name, no client certificate …).
+ */
 export function dialPath(
   spec: PathSpec,
-  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  opts: { timeoutMs?: number; signal?: AbortSignal; tls?: TlsClientConfig } = {},
 ): Promise<Duplex> {
   const timeoutMs = opts.timeoutMs ?? 5_000;
+  if (opts.tls) {
+    return connectTls(spec.host, spec.port, opts.tls, {
+      timeoutMs,
+      signal: opts.signal,
+      localAddress: spec.localAddress,
+    });
+  }
   if (!spec.localAddress) return dial(spec.host, spec.port, { timeoutMs, signal: opts.signal });
   return new Promise((resolve, reject) => {
     const sock = connect({ host: spec.host, port: spec.port, localAddress: spec.localAddress });

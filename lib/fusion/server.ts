@@ -11,6 +11,7 @@ import { dial } from "../net/dial.ts";
 import { type Duplex, writeAll } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
+import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import type { ConnContext } from "../net/serve.ts";
 import { encodeWelcome, sequencerVersion, WelcomeStatus } from "../sequencer/frame.ts";
@@ -26,6 +27,8 @@ export const defaultMaxPathsPerSession = 8;
 export interface FusionServerOptions extends FusionSessionOptions {
   /** Shared secret every hello must carry. */
   token: string;
+  /** Limits failed token attempts per source address (refused before the check). */
+  authLimiter?: AuthFailureLimiter;
   /** Where each session's connection goes. @default localhost:22 */
   target?: HostPort;
   /** Replace the target dial (tests, other transports). */
@@ -91,7 +94,12 @@ export class FusionServer {
     if (hello.version !== sequencerVersion) {
       return await refuse(WelcomeStatus.badVersion, "version");
     }
+    const limiter = this.#o.authLimiter;
+    if (limiter && !limiter.allowed(ctx.remote)) {
+      return await refuse(WelcomeStatus.badToken, "too many failed attempts from this address");
+    }
     if (!timingSafeEqual(hello.token, this.#o.token)) {
+      limiter?.failed(ctx.remote);
       return await refuse(WelcomeStatus.badToken, "bad token");
     }
     const key = hex(hello.sessionId);
