@@ -224,3 +224,72 @@ Deno.test("tunnel: a wrong identifier is refused and never logged", async () => 
     await app.close();
   }
 });
+
+Deno.test("tunnel: garbage on the public port and after a control upgrade never breaks the server", async () => {
+  const app = startApp();
+  const t = startTunnel();
+  const id = "identifier-garbage-00013";
+  await t.server.addHost("app.test", id);
+  const send = async (bytes: Uint8Array): Promise<string> => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    try {
+      await conn.write(bytes);
+      await conn.closeWrite();
+      const buf = new Uint8Array(4096);
+      let text = "";
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      return text;
+    } catch {
+      return "";
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // Closed by the server.
+      }
+    }
+  };
+  try {
+    for (let i = 0; i < 20; i++) {
+      await send(crypto.getRandomValues(new Uint8Array(1 + Math.floor(Math.random() * 3000))));
+    }
+    assertMatch(await send(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")), /^HTTP\/1.1 400/);
+    assertMatch(
+      await send(
+        new TextEncoder().encode(
+          "GET /x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+      ),
+      /^HTTP\/1.1 400/,
+    );
+    // A client with a valid identifier that speaks garbage after the upgrade.
+    const key = "dGhlIHNhbXBsZSBub25jZQ==";
+    const upgrade = `GET /_controlPath_/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+      `X-Tunnel-Identifier: ${id}\r\n\r\n`;
+    const junk = crypto.getRandomValues(new Uint8Array(2000));
+    const both = new Uint8Array(upgrade.length + junk.length);
+    both.set(new TextEncoder().encode(upgrade));
+    both.set(junk, upgrade.length);
+    assertMatch(await send(both), /^HTTP\/1.1 101/);
+    assertMatch(
+      await send(new TextEncoder().encode(upgrade.replace(id, "nope-nope"))),
+      /^HTTP\/1.1 401/,
+    );
+    // Still serving real clients.
+    const c = startClient({ server: t.url, identifier: id, local: local(app.port) });
+    try {
+      await c.connected();
+      assertEquals((await rawGet(t.port, "app.test", "/hello?id=1")).body, "hello 1");
+    } finally {
+      await c.stop();
+    }
+  } finally {
+    await t.close();
+    await app.close();
+  }
+});
