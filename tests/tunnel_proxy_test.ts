@@ -195,3 +195,30 @@ Deno.test("tunnel: the raw transport (Upgrade: warren-mux) carries the same traf
     await app.close();
   }
 });
+
+Deno.test("tunnel: a Host port selects a local port only when the client allows it", async () => {
+  const main = startApp("main");
+  const other = startApp("other");
+  const t = startTunnel();
+  await t.server.addHost("app.test", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: local(main.port),
+    allowPorts: [other.port],
+  });
+  try {
+    await c.connected();
+    assertEquals((await rawGet(t.port, "app.test", "/name")).body, "main ");
+    assertEquals((await rawGet(t.port, `app.test:${other.port}`, "/name")).body, "other ");
+    // Not allowed: the request goes to --local, never to an arbitrary port on the client host.
+    assertEquals((await rawGet(t.port, "app.test:22", "/name")).body, "main ");
+    // The server's own port in Host counts as no port.
+    assertEquals((await rawGet(t.port, `app.test:${t.port}`, "/name")).body, "main ");
+  } finally {
+    await c.stop();
+    await t.close();
+    await main.close();
+    await other.close();
+  }
+});
