@@ -11,11 +11,13 @@ import {
   hostPortFlag,
   intFlag,
   listenOrExit,
+  onReload,
   onShutdown,
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
+import { depotStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
   defaultControlPort,
@@ -187,9 +189,31 @@ const metrics = metricsAddr
   ? httpOrExit("metrics", metricsAddr, () =>
     serveMetrics(metricsAddr.host, metricsAddr.port, log, {
       "/status": () => Response.json(server.status()),
-    }))
+    }, { status: statusHub() }))
   : undefined;
+
+/** The live status page: exits with RTT and traffic, pending requests, failures. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: "depot-server" });
+  hub.register(depotStatusProvider(() => server.status()));
+  return hub;
+}
 log.info("waiting for depot-local", { defaultExit });
+
+// ---- reload (SIGHUP) ----
+// The token (next hellos) and the default exit change live; connected locals stay.
+onReload<typeof flags>((next) => {
+  const nextExit = next["default-exit"]!;
+  if (!exitNamePattern.test(nextExit)) {
+    throw new Error(`default-exit must match ${exitNamePattern}`);
+  }
+  const nextToken = next.token ?? "";
+  server.reconfigure({ token: nextToken, defaultExit: nextExit });
+  log.info("depot config applied", {
+    defaultExit: nextExit,
+    token: nextToken === "" ? "none" : "set",
+  });
+});
 
 // ---- shutdown ----
 onShutdown(log, async () => {

@@ -12,11 +12,13 @@ import {
   hostPortFlag,
   intFlag,
   listenOrExit,
+  onReload,
   onShutdown,
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
+import { StatusHub, tunnelStatusProvider } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr } from "../lib/net/mod.ts";
 import { createAdminApp, normalizeHost, serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
 
@@ -111,52 +113,73 @@ const flags = parseFlags({
 const log = serviceLogger("tunnel-server", flags["log-level"]);
 
 // ---- config validation ----
+/** `env:VAR`, `file:PATH` or the value itself; throws with `what` in the message. */
 function secretValue(v: string, what: string): string {
   if (v.startsWith("env:")) {
     const s = Deno.env.get(v.slice(4));
-    if (!s) fail(`${what}: environment variable ${v.slice(4)} is not set`, 2);
+    if (!s) throw new Error(`${what}: environment variable ${v.slice(4)} is not set`);
     return s;
   }
   if (v.startsWith("file:")) {
     try {
       return Deno.readTextFileSync(v.slice(5)).trim();
     } catch (err) {
-      fail(`${what}: cannot read ${v.slice(5)}: ${errorMessage(err)}`, 2);
+      throw new Error(`${what}: cannot read ${v.slice(5)}: ${errorMessage(err)}`);
     }
   }
   return v;
 }
 
-const hostSpecs: [string, string][] = [];
-const rawHosts = flags.host.length > 0
-  ? flags.host
-  : (Deno.env.get("TUNNEL_HOSTS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-for (const spec of rawHosts) {
-  const eq = spec.indexOf("=");
-  if (eq <= 0) {
-    fail(`--host must be vhost=identifier, got ${JSON.stringify(spec.split("=")[0])}`, 2);
+/**
+ * The vhost → identifier pairs of `--host` (or TUNNEL_HOSTS) and `--hosts-file`; throws with
+ * the offending flag named (at start the service exits 2, on reload the old hosts stay).
+ */
+function readHostSpecs(f: { host: string[]; "hosts-file"?: string }): [string, string][] {
+  const specs: [string, string][] = [];
+  const rawHosts = f.host.length > 0
+    ? f.host
+    : (Deno.env.get("TUNNEL_HOSTS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  for (const spec of rawHosts) {
+    const eq = spec.indexOf("=");
+    if (eq <= 0) {
+      throw new Error(
+        `--host must be vhost=identifier, got ${JSON.stringify(spec.split("=")[0])}`,
+      );
+    }
+    const vhost = spec.slice(0, eq);
+    if (!normalizeHost(vhost)) throw new Error(`--host: bad host name ${JSON.stringify(vhost)}`);
+    specs.push([vhost, secretValue(spec.slice(eq + 1), `--host ${vhost}`)]);
   }
-  const vhost = spec.slice(0, eq);
-  if (!normalizeHost(vhost)) fail(`--host: bad host name ${JSON.stringify(vhost)}`, 2);
-  hostSpecs.push([vhost, secretValue(spec.slice(eq + 1), `--host ${vhost}`)]);
+  if (f["hosts-file"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(f["hosts-file"]);
+    } catch (err) {
+      throw new Error(`--hosts-file: ${errorMessage(err)}`);
+    }
+    for (const line of text.split("\n")) {
+      const t = line.trim();
+      if (!t || t.startsWith("#")) continue;
+      const [vhost, identifier] = t.split(/\s+/);
+      if (!identifier || !normalizeHost(vhost)) {
+        throw new Error(`--hosts-file: bad line for ${vhost}`);
+      }
+      specs.push([vhost, identifier]);
+    }
+  }
+  for (const [vhost, identifier] of specs) {
+    if (identifier.length < 8) {
+      throw new Error(`--host ${vhost}: identifier must be at least 8 characters`);
+    }
+  }
+  return specs;
 }
-if (flags["hosts-file"]) {
-  let text = "";
-  try {
-    text = Deno.readTextFileSync(flags["hosts-file"]);
-  } catch (err) {
-    fail(`--hosts-file: ${errorMessage(err)}`, 2);
-  }
-  for (const line of text.split("\n")) {
-    const t = line.trim();
-    if (!t || t.startsWith("#")) continue;
-    const [vhost, identifier] = t.split(/\s+/);
-    if (!identifier || !normalizeHost(vhost)) fail(`--hosts-file: bad line for ${vhost}`, 2);
-    hostSpecs.push([vhost, identifier]);
-  }
-}
-for (const [vhost, identifier] of hostSpecs) {
-  if (identifier.length < 8) fail(`--host ${vhost}: identifier must be at least 8 characters`, 2);
+
+let hostSpecs: [string, string][] = [];
+try {
+  hostSpecs = readHostSpecs(flags);
+} catch (err) {
+  fail(errorMessage(err), 2);
 }
 const listenAddr = hostPortFlag("listen", flags.listen!);
 if (!!flags["tls-cert"] !== !!flags["tls-key"]) fail("--tls-cert and --tls-key go together", 2);
@@ -243,8 +266,15 @@ const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": async () =>
       Response.json({ hosts: await server.status(), clients: server.clients() }),
-  })
+  }, { status: statusHub() })
   : undefined;
+
+/** The live status page: hosts and their clients, requests, bytes, client RTT. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: "tunnel-server" });
+  hub.register(tunnelStatusProvider(() => server.status(), () => server.clients()));
+  return hub;
+}
 
 // ---- run ----
 const front = serveTunnel(listener, server, {
@@ -255,6 +285,25 @@ const front = serveTunnel(listener, server, {
 });
 log.info("listening", { name: "http", addr: formatAddr(listener.addr) });
 log.info("hosts", { count: hostSpecs.length, tcpPorts: flags["tcp-ports"] ?? "none" });
+
+// ---- reload (SIGHUP) ----
+// Hosts and identifiers from flags/config change live (hosts added through the admin API are
+// left alone); connected clients and their streams stay.
+const configHosts = new Map<string, string>(hostSpecs.map(([h, id]) => [normalizeHost(h)!, id]));
+onReload<typeof flags>(async (next) => {
+  const wanted = new Map(readHostSpecs(next).map(([h, id]) => [normalizeHost(h)!, id]));
+  for (const [host, id] of configHosts) {
+    if (wanted.get(host) === id) continue;
+    await server.removeHost(host);
+    configHosts.delete(host);
+  }
+  for (const [host, id] of wanted) {
+    if (configHosts.get(host) === id) continue;
+    await server.addHost(host, id);
+    configHosts.set(host, id);
+  }
+  log.info("hosts", { count: configHosts.size });
+});
 
 // ---- shutdown ----
 onShutdown(log, async () => {

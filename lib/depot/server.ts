@@ -233,9 +233,9 @@ class ExitSession {
  */
 export class DepotServer {
   /** The shared secret; private so it never ends up in a status dump or a log. */
-  readonly #token: string;
-  /** Exit for clients without username. */
-  readonly defaultExit: string;
+  #token: string;
+  /** Exit for clients without username (`reconfigure` changes it). */
+  defaultExit: string;
   /** Control heartbeat interval. */
   readonly heartbeatMs: number;
   /** Time for hellos, SOCKS and tunnel handshakes. */
@@ -320,6 +320,16 @@ export class DepotServer {
     const s = this.#servers;
     if (!s) throw new Error("depot server not started");
     return { control: s.control.addr, socks: s.socks.addr, tunnel: s.tunnel.addr };
+  }
+
+  /**
+   * Change the shared token and the default exit while running (config reload). Connected
+   * locals and relayed connections stay; the new token applies to the next hello or mux
+   * session (a local still holding the old one is refused when it reconnects).
+   */
+  reconfigure(opts: { token?: string; defaultExit?: string }): void {
+    if (opts.token !== undefined) this.#token = opts.token;
+    if (opts.defaultExit !== undefined) this.defaultExit = opts.defaultExit;
   }
 
   /** Names of the connected exits. */

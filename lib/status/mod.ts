@@ -17,3 +17,5 @@ export {
 export { statusUiApp } from "./app.ts";
 export { pagePollIntervalMs, statusPageHtml } from "./page.ts";
 export { fusionStatusProvider } from "./fusion.ts";
+export { depotStatusProvider } from "./depot.ts";
+export { tunnelStatusProvider } from "./tunnel.ts";

@@ -1,0 +1,51 @@
+/**
+ * The status page provider of depot-server: connected exits (locals) with RTT and traffic,
+ * pending requests, recent failures.
+ * @module
+ */
+
+import type { DepotServerStatus } from "../depot/server.ts";
+import type { StatusProvider, StatusSeries } from "./hub.ts";
+
+/** A provider over `DepotServer.status()`. */
+export function depotStatusProvider(status: () => DepotServerStatus): StatusProvider {
+  return () => {
+    const s = status();
+    const series: StatusSeries[] = [
+      { chart: "connections", name: "active", value: s.active },
+      { chart: "connections", name: "pending", value: s.pending },
+      { chart: "bytes/s", name: "up (client→target)", value: s.bytesUp, kind: "rate" },
+      { chart: "bytes/s", name: "down (target→client)", value: s.bytesDown, kind: "rate" },
+      { chart: "failures/s", name: "failures", value: s.failures, kind: "rate" },
+    ];
+    for (const e of s.exits) {
+      if (e.rttMs !== null) series.push({ chart: "exit RTT ms", name: e.name, value: e.rttMs });
+    }
+    return {
+      tables: [{
+        title: "exits",
+        columns: ["name", "remote", "since", "RTT ms", "active", "total", "failures", "up", "down"],
+        rows: s.exits.map((e) => [
+          e.name + (e.name === s.defaultExit ? " (default)" : ""),
+          e.remote,
+          e.connectedSince,
+          e.rttMs,
+          e.active,
+          e.total,
+          e.failures,
+          e.bytesUp,
+          e.bytesDown,
+        ]),
+      }, {
+        title: "totals",
+        columns: ["active", "total", "pending", "mux sessions", "failures", "up", "down"],
+        rows: [[s.active, s.total, s.pending, s.muxSessions, s.failures, s.bytesUp, s.bytesDown]],
+      }, {
+        title: "recent failures",
+        columns: ["record"],
+        rows: s.recentFailures.slice(-20).reverse().map((f) => [JSON.stringify(f)]),
+      }],
+      series,
+    };
+  };
+}
