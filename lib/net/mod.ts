@@ -16,3 +16,4 @@ export * from "./secret.ts";
 export * from "./node_socket.ts";
 export * from "./tls.ts";
 export * from "./ratelimit.ts";
+export * from "./acl.ts";
