@@ -8,6 +8,7 @@ import {
   encodeFrameHeader,
   encodeMessage,
   hostPort,
+  maskCopy,
   MemoryRegistry,
   normalizeHost,
   readMessage,
@@ -272,5 +273,9 @@ Deno.test("tunnel codec: WebSocket masking equals the byte-wise definition at an
     const expect = view.map((b, i) => b ^ key[(offset + i) % 4]);
     applyMask(view, key, offset);
     assertEquals(view, expect);
+    const src = backing.subarray(start, start + len);
+    const dst = new Uint8Array(4200).subarray(start % 8, start % 8 + len);
+    maskCopy(dst, src, key);
+    assertEquals(dst, src.map((b, i) => b ^ key[i % 4]));
   }
 });
