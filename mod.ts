@@ -13,3 +13,4 @@ export * from "./lib/fusion/mod.ts";
 export * from "./lib/control/mod.ts";
 export * from "./lib/depot/mod.ts";
 export * from "./lib/mux/mod.ts";
+export * from "./lib/tunnel/mod.ts";
