@@ -7,8 +7,8 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { encodeHeader, Flag, FrameType, headerBytes } from "../lib/mux/frame.ts";
-import { rawPair } from "./_mux.ts";
+import { encodeHeader, Flag, FrameType, headerBytes, MuxError } from "../lib/mux/frame.ts";
+import { muxPair, rawPair } from "./_mux.ts";
 import type { RawPeer } from "./_mux.ts";
 
 const MiB = 1024 * 1024;
@@ -156,5 +156,29 @@ Deno.test("hostile mux: window-update flood and no reads: the writer blocks, mem
   } finally {
     peer.close();
     await session.close();
+  }
+});
+
+Deno.test("hostile mux: closing a stream with unread data resets it, freeing a blocked sender", async () => {
+  const { client, server, close } = await muxPair({ closeLingerMs: 60_000 });
+  try {
+    const s = await client.open();
+    // More than a window: the sender blocks once the receiver stops reading.
+    const writing = s.write(new Uint8Array(4 * MiB)).then(
+      () => "written",
+      (err) => err instanceof MuxError ? err.reason : String(err),
+    );
+    const r = await server.accept();
+    assert(r !== null);
+    await r.read(new Uint8Array(1024));
+    const t0 = performance.now();
+    r.close(); // unread data and the peer still sending: RST, not FIN + a 60 s linger
+    const outcome = await writing;
+    const ms = performance.now() - t0;
+    assertEquals(outcome, "reset");
+    assert(ms < 5_000, `the blocked sender waited ${ms} ms`);
+    assertEquals(client.stats.streamsOpen, 0);
+  } finally {
+    await close();
   }
 });

@@ -225,9 +225,18 @@ export class Stream implements Duplex {
    * Full close: send FIN if not yet sent and stop reading. Buffered and later data from the
    * peer is discarded (data arriving after close is answered with RST, as TCP does); the
    * stream is freed when both FINs are done or after a reset. Safe to call twice.
+   *
+   * Closing with unread data while the peer is still sending aborts (RST), as TCP does
+   * (RFC 1122 §4.2.2.13): that peer has likely filled its window and would otherwise wait
+   * for credit that never comes, holding its end open until `closeLingerMs`.
    */
   close(): void {
     if (this.#localClosed) return;
+    if (this.#buffered > 0 && canReceive(this.#state) && !this.#err) {
+      this.#localClosed = true;
+      this.reset();
+      return;
+    }
     this.#localClosed = true;
     if (!this.#err) this.#sendFin();
     this.#windowWaiter?.reject(new MuxError("stream-closed", "stream closed"));
