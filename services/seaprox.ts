@@ -12,7 +12,17 @@ import { fail, intFlag, onReload, onShutdown, parseFlags, serviceLogger } from "
 import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
 import { StatusHub } from "../lib/status/mod.ts";
 import { formatAddr, type HostPort, parseHostPort, type Server } from "../lib/net/mod.ts";
-import { hostPortFlag, listenOrExit } from "../lib/cli.ts";
+import { hostPortFlag } from "../lib/cli.ts";
+import {
+  listenMaybeTls,
+  secretFileFlag,
+  secretFromFlags,
+  tlsClientFlags,
+  tlsClientFromFlags,
+  tlsServerFlags,
+  tlsServerFromFlags,
+} from "../lib/cli_security.ts";
+import { Acl, AclError, AuthFailureLimiter } from "../lib/net/mod.ts";
 import {
   dialerFor,
   type ForwardSpec,
@@ -52,6 +62,25 @@ const flags = parseFlags({
       arg: "secret",
       help: "shared secret of link:// peers (required with link:// or --via)",
       env: "SEAPROX_LINK_TOKEN",
+    },
+    "link-token-file": secretFileFlag("link token"),
+    ...tlsServerFlags,
+    ...tlsClientFlags,
+    allow: {
+      type: "string",
+      multiple: true,
+      arg: "rule",
+      help: "only these destinations: CIDR, host glob, [:ports] (10.0.0.0/8:443, *.internal)",
+    },
+    deny: {
+      type: "string",
+      multiple: true,
+      arg: "rule",
+      help: "never these destinations (checked on resolved addresses too; deny wins)",
+    },
+    "allow-open": {
+      type: "boolean",
+      help: "allow a SOCKS5/HTTP listener without user:pass on a non-loopback address",
     },
     forward: {
       type: "string",
@@ -116,7 +145,21 @@ const linkAddr = (url: string, flag: string): HostPort => {
 const linkListens = urls.filter((u) => u.startsWith("link://")).map((u) => linkAddr(u, "listen"));
 const via = flags.via ? linkAddr(flags.via, "via") : undefined;
 if (flags.via && !flags.via.startsWith("link://")) fail("--via must be a link:// URL", 2);
-const linkToken = flags["link-token"];
+const linkToken = secretFromFlags(flags["link-token"], flags["link-token-file"], {
+  flag: "link-token",
+  log,
+});
+const linkTlsServer = tlsServerFromFlags(flags);
+const linkTlsClient = tlsClientFromFlags(flags);
+if (linkTlsServer && linkListens.length === 0) fail("--tls-cert is for link:// listeners", 2);
+if (linkTlsClient && !via) fail("--tls/--tls-ca/--tls-client-cert are for --via link://", 2);
+let acl: Acl;
+try {
+  acl = new Acl({ allow: flags.allow, deny: flags.deny });
+} catch (err) {
+  if (err instanceof AclError) fail(`--allow/--deny: ${err.message}`, 2);
+  throw err;
+}
 if ((linkListens.length > 0 || via) && !linkToken) {
   fail("--link-token (or SEAPROX_LINK_TOKEN) is required with link:// listeners or --via", 2);
 }
@@ -129,6 +172,20 @@ try {
 } catch (err) {
   if (err instanceof ProxyUrlError) fail(err.message, 2);
   throw err;
+}
+/** Whether a listen host can only be reached from this machine. */
+const isLoopback = (host: string): boolean =>
+  host === "localhost" || host === "::1" || /^127\./.test(host) || /^::ffff:127\./i.test(host);
+/** Why `spec` must not start: an unauthenticated proxy reachable from other machines. */
+const openProxyProblem = (spec: ListenerSpec): string | undefined =>
+  (spec.scheme === "socks5" || spec.scheme === "http") && !spec.auth &&
+    !isLoopback(spec.addr.host) && !flags["allow-open"]
+    ? `${spec.display}: refusing an open ${spec.scheme} proxy on a non-loopback address ` +
+      `(add user:pass@ to the URL, or --allow-open if that is really intended)`
+    : undefined;
+for (const spec of listeners) {
+  const problem = openProxyProblem(spec);
+  if (problem) fail(problem, 2);
 }
 if (flags["prefer-ipv6"] && flags["prefer-ipv4"]) {
   fail("--prefer-ipv6 and --prefer-ipv4 are exclusive", 2);
@@ -153,7 +210,12 @@ const closedBytes = { up: 0, down: 0 };
 
 // ---- wiring and run ----
 const link = via && linkToken
-  ? new LinkClient({ addr: via, token: linkToken, log: log.child({ link: flags.via }) })
+  ? new LinkClient({
+    addr: via,
+    token: linkToken,
+    tls: linkTlsClient,
+    log: log.child({ link: flags.via }),
+  })
   : undefined;
 let proxy: Seaprox;
 try {
@@ -161,6 +223,7 @@ try {
     listeners,
     forward,
     dialer: link?.dial,
+    acl,
     prefer: flags["prefer-ipv4"] ? "ipv4" : "ipv6",
     maxConns,
     idleTimeoutMs,
@@ -193,15 +256,29 @@ try {
   throw err;
 }
 if (forward) log.info("forwarding via upstream", { upstream: forward.display });
-if (via) log.info("outgoing connections via link", { link: flags.via });
-// Link listeners dial destinations themselves, directly or through --forward.
-const linkServers: Server[] = linkListens.map((addr) => {
-  const l = listenOrExit(addr, "link listener");
-  log.info("listening", { name: "link", addr: formatAddr(l.addr) });
-  return serveLink(l, {
+if (via) {
+  log.info("outgoing connections via link", {
+    link: flags.via,
+    tls: linkTlsClient ? "on" : "off",
+  });
+}
+if (!acl.empty) log.info("destination access control", { acl: acl.describe() });
+// Link listeners dial destinations themselves, directly or through --forward (ACL applies).
+const linkLimiter = new AuthFailureLimiter();
+const linkServers: Server[] = [];
+for (const addr of linkListens) {
+  const l = await listenMaybeTls(addr, linkTlsServer, "link listener", log);
+  log.info("listening", {
+    name: "link",
+    addr: formatAddr(l.addr),
+    tls: linkTlsServer ? (linkTlsServer.ca ? "mutual" : "server") : "off",
+  });
+  linkServers.push(serveLink(l, {
     token: linkToken!,
+    authLimiter: linkLimiter,
     dialer: dialerFor({
       listeners: [],
+      acl,
       forward,
       prefer: flags["prefer-ipv4"] ? "ipv4" : "ipv6",
       dialTimeoutMs,
@@ -210,8 +287,8 @@ const linkServers: Server[] = linkListens.map((addr) => {
     idleTimeoutMs,
     maxConns,
     log: log.child({ listener: "link" }),
-  });
-});
+  }));
+}
 const startedMs = Date.now();
 const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
@@ -289,6 +366,10 @@ onReload<typeof flags>(async (next) => {
   if (wanted.length === 0 && linkServers.length === 0) throw new Error("no listener left");
   const specs = new Map<string, ListenerSpec>();
   for (const u of wanted) specs.set(u, parseListenUrl(u)); // throws ProxyUrlError: refused
+  for (const spec of specs.values()) {
+    const problem = openProxyProblem(spec);
+    if (problem) throw new Error(problem);
+  }
   const current = new Set(listenUrl.values());
   const added: ProxyServer[] = [];
   try {

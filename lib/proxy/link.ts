@@ -34,6 +34,7 @@ import {
   BufferedReader,
   closeQuietly,
   dial,
+  type Duplex,
   errorMessage,
   type HostPort,
   joinHostPort,
@@ -47,6 +48,8 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
+import type { AuthFailureLimiter } from "../net/ratelimit.ts";
+import { connectTls, type TlsClientConfig } from "../net/tls.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 
 /** Connection hello magic. */
@@ -66,6 +69,10 @@ const resultCodes: readonly ("ok" | NetFailureReason)[] = [
   "aborted",
   "other",
 ];
+
+/** First byte of a TLS alert / handshake record: a TLS listener answering our plaintext hello. */
+const tlsAlertRecord = 0x15;
+const tlsHandshakeRecord = 0x16;
 
 /** Hello reply codes. */
 const helloOk = 0;
@@ -102,6 +109,8 @@ export interface LinkClientOptions {
   addr: HostPort;
   /** Shared secret; sent in the hello, never logged. */
   token: string;
+  /** Connect with TLS (server certificate verified; client certificate for mutual TLS). */
+  tls?: TlsClientConfig;
   /** How long a dial waits for the session to be (re)established. @default 5000 */
   waitMs?: number;
   /** Time to connect and finish the hello. @default 10000 */
@@ -242,7 +251,10 @@ export class LinkClient {
         this.#lastError = err instanceof NetError
           ? err
           : new NetError("other", errorMessage(err), { cause: err });
-        this.#log.warn("link connect failed", { error: this.#lastError });
+        // The original error keeps its own reason (a TlsError says unknown-ca, not-tls …).
+        this.#log.warn("link connect failed", {
+          error: err instanceof Error ? err : this.#lastError,
+        });
         for (const w of this.#waiters.splice(0)) w(); // pending dials fail with this reason
       }
       if (stop.aborted) break;
@@ -254,7 +266,9 @@ export class LinkClient {
     const { addr } = this.#opts;
     const timeoutMs = this.#opts.connectTimeoutMs ?? 10_000;
     const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(timeoutMs)]);
-    const conn = await dial(addr.host, addr.port, { timeoutMs, signal });
+    const conn: Duplex = this.#opts.tls
+      ? await connectTls(addr.host, addr.port, this.#opts.tls, { timeoutMs, signal })
+      : await dial(addr.host, addr.port, { timeoutMs, signal });
     try {
       const onAbort = () => closeQuietly(conn);
       signal.addEventListener("abort", onAbort, { once: true });
@@ -263,6 +277,12 @@ export class LinkClient {
         const r = new BufferedReader(conn);
         const status = await r.readByte();
         if (status === helloBadToken) throw new NetError("not-allowed", "link token rejected");
+        if (status === tlsAlertRecord || status === tlsHandshakeRecord) {
+          throw new NetError(
+            "other",
+            "link listener answered with TLS: dial it with --tls-ca/--tls",
+          );
+        }
         if (status !== helloOk) throw new NetError("other", `link hello refused (${status})`);
         return Session.client(withPrefix(conn, r.takeBuffered()), {
           keepaliveIntervalMs: 10_000,
@@ -286,6 +306,8 @@ export class LinkClient {
 export interface ServeLinkOptions {
   /** Shared secret the dialling node must present. */
   token: string;
+  /** Limits failed token attempts per source address (closed before the check). */
+  authLimiter?: AuthFailureLimiter;
   /** How this node reaches destinations (direct, or chained). */
   dialer: Dialer;
   /** Time one destination dial may take. @default 10000 */
@@ -304,7 +326,10 @@ export interface ServeLinkOptions {
  * Accept link sessions on `listener` (token-checked in constant time) and serve each stream:
  * dial its destination with `opts.dialer`, answer the typed result, relay.
  */
-export function serveLink(listener: Deno.TcpListener, opts: ServeLinkOptions): Server {
+export function serveLink(
+  listener: Deno.Listener<Deno.Conn>,
+  opts: ServeLinkOptions,
+): Server {
   const log = opts.log ?? silentLogger;
   return serve(listener, async (conn, ctx) => {
     const r = new BufferedReader(conn);
@@ -317,7 +342,15 @@ export function serveLink(listener: Deno.TcpListener, opts: ServeLinkOptions): S
       return;
     }
     const token = new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6]));
+    if (opts.authLimiter && !opts.authLimiter.allowed(ctx.remote)) {
+      await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
+      ctx.log.warn("link hello: too many failed attempts from this address", {
+        remote: ctx.remote,
+      });
+      return;
+    }
     if (!timingSafeEqual(token, opts.token)) {
+      opts.authLimiter?.failed(ctx.remote);
       await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
       ctx.log.warn("link hello: bad token", { remote: ctx.remote });
       return;

@@ -6,7 +6,8 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
-import { errorMessage } from "../net/errors.ts";
+import { type Acl, aclDial } from "../net/acl.ts";
+import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
 import { staticCredentials } from "../socks5/mod.ts";
 import { socks5ChainDialer } from "./chain.ts";
@@ -36,6 +37,13 @@ export interface SeaproxConfig {
   dialTimeoutMs?: number;
   /** Replace the Dialer entirely (a later "link" dialer plugs in here). */
   dialer?: Dialer;
+  /**
+   * Destination allow/deny lists. With the direct dialer every resolved address is checked
+   * and only checked addresses are dialled; through `forward` or a custom dialer (link) the
+   * far side resolves, so names and IP literals are checked here. A refusal is
+   * `NetError("not-allowed")`: SOCKS5 reply 0x02, HTTP 403.
+   */
+  acl?: Acl;
   log?: Logger;
   hooks?: ProxyHooks;
 }
@@ -91,12 +99,35 @@ export function authenticatorFor(spec: ListenerSpec): Authenticator | undefined 
   return spec.auth ? staticCredentials(spec.auth.username, spec.auth.password) : undefined;
 }
 
-/** The Dialer a config asks for: direct, or chained through `forward`. */
+/** The Dialer a config asks for: direct, or chained through `forward`; ACL-checked if set. */
 export function dialerFor(cfg: SeaproxConfig): Dialer {
-  if (cfg.dialer) return cfg.dialer;
+  const acl = cfg.acl && !cfg.acl.empty ? cfg.acl : undefined;
+  if (cfg.dialer) return acl ? nameCheckedDialer(acl, cfg.dialer) : cfg.dialer;
   const direct = directDialer({ prefer: cfg.prefer, timeoutMs: cfg.dialTimeoutMs });
-  if (!cfg.forward) return direct;
-  return socks5ChainDialer({ upstream: cfg.forward.addr, auth: cfg.forward.auth, via: direct });
+  if (!cfg.forward) {
+    if (!acl) return direct;
+    return (dest, signal) =>
+      aclDial(acl, dest, { prefer: cfg.prefer, timeoutMs: cfg.dialTimeoutMs, signal });
+  }
+  const chained = socks5ChainDialer({
+    upstream: cfg.forward.addr,
+    auth: cfg.forward.auth,
+    via: direct,
+  });
+  return acl ? nameCheckedDialer(acl, chained) : chained;
+}
+
+/** A Dialer that refuses destinations the ACL denies by name or literal, then delegates. */
+function nameCheckedDialer(acl: Acl, inner: Dialer): Dialer {
+  return (dest, signal) => {
+    const d = acl.check(dest);
+    if (!d.allowed) {
+      return Promise.reject(
+        new NetError("not-allowed", `${dest.host}:${dest.port} refused by ${d.rule}`),
+      );
+    }
+    return inner(dest, signal);
+  };
 }
 
 /**
