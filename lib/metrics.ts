@@ -7,6 +7,7 @@
 
 import client from "prom-client";
 import type { Logger } from "./log.ts";
+import { liveServers } from "./net/serve.ts";
 import { type StatusHub, statusUiApp } from "./status/mod.ts";
 
 /** The process-wide registry every warren metric lives in. */
@@ -39,6 +40,63 @@ export function gauge<L extends string>(
     registers: [registry],
     ...(collect ? { collect } : {}),
   });
+}
+
+/**
+ * A counter whose value is read at scrape time from live state (cumulative counts kept by
+ * the code that owns them), per label set: `read` returns `[labels, value]` pairs.
+ */
+export function collectedCounter<L extends string>(
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  read: () => [Partial<Record<L, string>>, number][],
+): client.Counter<L> {
+  const found = registry.getSingleMetric(name);
+  if (found) return found as client.Counter<L>;
+  return new client.Counter<L>({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, v] of read()) if (v > 0) this.inc(labels, v);
+    },
+  });
+}
+
+// Every service's listeners (every lib/net serve() loop): connections and refusals by reason.
+gauge("warren_listener_connections_active", "Connections open now, by listener", [
+  "listener",
+], function () {
+  this.reset();
+  for (const s of liveServers) this.set({ listener: formatListener(s.addr) }, s.stats.active);
+});
+collectedCounter(
+  "warren_listener_connections_total",
+  "Connections accepted, by listener (refused ones included)",
+  ["listener"],
+  () => [...liveServers].map((s) => [{ listener: formatListener(s.addr) }, s.stats.total]),
+);
+collectedCounter(
+  "warren_listener_errors_total",
+  "Connections refused or failed at the listener, by reason (limit, handshake-timeout, " +
+    "handler-error)",
+  ["listener", "reason"],
+  () =>
+    [...liveServers].flatMap((s) => {
+      const listener = formatListener(s.addr);
+      return [
+        [{ listener, reason: "limit" }, s.stats.rejected],
+        [{ listener, reason: "handshake-timeout" }, s.stats.handshakeTimeouts],
+        [{ listener, reason: "handler-error" }, s.stats.errors],
+      ] as [Partial<Record<"listener" | "reason", string>>, number][];
+    }),
+);
+
+function formatListener(a: Deno.NetAddr): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
 
 /** Extra routes a service adds beside `/metrics` (a status JSON, a page). */

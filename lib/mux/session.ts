@@ -4,6 +4,7 @@
  * @module
  */
 
+import { liveSessions, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
@@ -70,6 +71,8 @@ export interface SessionStats {
   framesIn: number;
   /** Frames written. */
   framesOut: number;
+  /** Sum of the open streams' receive windows now (bytes). */
+  recvWindowBytes: number;
 }
 
 /** Why a session ended. */
@@ -257,6 +260,7 @@ export class Session implements StreamHost, FrameSink {
     bytesOut: 0,
     framesIn: 0,
     framesOut: 0,
+    recvWindowBytes: 0,
   };
 
   /** Resolves when the session has ended: why, and the error if there was one. */
@@ -301,6 +305,7 @@ export class Session implements StreamHost, FrameSink {
     this.#lingerTimers = new TimerQueue(this.#opts.closeLingerMs);
     this.#decoder = new FrameDecoder(this.#opts.maxFrameBytes);
     this.closed = new Promise((r) => this.#closedResolve = r);
+    liveSessions.add(this);
     this.#readDone = this.#readLoop();
     if (this.#opts.keepaliveIntervalMs > 0) {
       this.#keepaliveTimer = setInterval(
@@ -320,7 +325,9 @@ export class Session implements StreamHost, FrameSink {
 
   /** Live counters (a snapshot copy). */
   get stats(): SessionStats {
-    return { ...this.#stats, streamsOpen: this.#streams.size };
+    let recvWindowBytes = 0;
+    for (const st of this.#streams.values()) recvWindowBytes += st.windowBytes;
+    return { ...this.#stats, streamsOpen: this.#streams.size, recvWindowBytes };
   }
 
   /** Whether this side opens odd stream ids. */
@@ -840,6 +847,7 @@ export class Session implements StreamHost, FrameSink {
   async #shutdown(reason: SessionEndReason, error?: Error): Promise<void> {
     if (this.#shut) return;
     this.#shut = true;
+    sessionEnded(this);
     this.#log.debug("mux session end", { reason, error });
     clearInterval(this.#keepaliveTimer);
     for (const t of this.#deadlineTimers) clearTimeout(t);

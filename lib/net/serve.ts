@@ -61,6 +61,13 @@ export interface ServeStats {
   errors: number;
 }
 
+/**
+ * Every running `serve()` loop of the process (removed when it finishes), so lib/metrics can
+ * export per-listener connection counts for every service without each one wiring them.
+ */
+export const liveServers: Set<{ readonly addr: Deno.NetAddr; readonly stats: ServeStats }> =
+  new Set();
+
 /** A running accept loop. */
 export interface Server {
   readonly addr: Deno.NetAddr;
@@ -180,9 +187,12 @@ export function serve<C extends Deno.Conn>(
   };
 
   const loopDone = loop();
+  const entry = { addr, stats };
+  liveServers.add(entry);
   const finished = (async () => {
     await loopDone;
     while (settled.size > 0) await Promise.allSettled([...settled]);
+    liveServers.delete(entry);
   })();
 
   const stop = (drainMs = opts.drainTimeoutMs ?? defaultDrainTimeoutMs): Promise<void> => {
