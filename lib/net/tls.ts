@@ -488,7 +488,17 @@ class NodeTlsListener extends BaseTlsListener {
       this.queue.push(new NodeSocketConn(sock, { pausable: false }));
     });
     server.on("tlsClientError", (err: Error, sock: TLSSocket) => {
-      this.failed(err, formatAddr(netAddrOf(sock?.remoteAddress, sock?.remotePort)));
+      // After a failed handshake the TLS socket has forgotten its peer; the TCP socket under
+      // it (node's `_parent`) still knows.
+      const raw =
+        (sock as TLSSocket & { _parent?: { remoteAddress?: string; remotePort?: number } })
+          ?._parent;
+      this.failed(
+        err,
+        formatAddr(
+          netAddrOf(sock?.remoteAddress ?? raw?.remoteAddress, sock?.remotePort ?? raw?.remotePort),
+        ),
+      );
     });
     server.on("error", (err: Error) => this.log.warn("tls server error", { error: err }));
   }
