@@ -61,7 +61,7 @@ export function collectedCounter<L extends string>(
     registers: [registry],
     collect() {
       this.reset();
-      for (const [labels, v] of read()) if (v > 0) this.inc(labels, v);
+      for (const [labels, v] of read()) if (v >= 0) this.inc(labels, v);
     },
   });
 }

@@ -23,7 +23,7 @@ import {
   tlsClientFlags,
   tlsClientFromFlags,
 } from "../lib/cli_security.ts";
-import { FusionClient, parsePathSpec } from "../lib/fusion/mod.ts";
+import { FusionClient, livePathMetrics, parsePathSpec } from "../lib/fusion/mod.ts";
 import type { PathSpec } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
@@ -172,6 +172,8 @@ const listener = listenOrExit(listenAddr, "listen");
 const server = serve(listener, client.handle, { maxConns, log, handshakeTimeoutMs: 0 });
 log.info("listening", { name: "listen", addr: formatAddr(listener.addr) });
 log.info("paths", { count: paths.length, scheduler, tls: tls ? "on" : "off" });
+// Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
+if (metricsAddr) livePathMetrics(() => [...client.sessions].map((s) => s.status()));
 const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": () =>

@@ -5,14 +5,7 @@
  *   FUSION_TOKEN=s3cret deno run -A services/fusion-server.ts --listen 0.0.0.0:5022
  */
 
-import {
-  fail,
-  hostPortFlag,
-  intFlag,
-  onShutdown,
-  parseFlags,
-  serviceLogger,
-} from "../lib/cli.ts";
+import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import {
   listenMaybeTls,
   secretFileFlag,
@@ -20,7 +13,7 @@ import {
   tlsServerFlags,
   tlsServerFromFlags,
 } from "../lib/cli_security.ts";
-import { FusionServer } from "../lib/fusion/mod.ts";
+import { FusionServer, livePathMetrics } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, formatAddr, serve } from "../lib/net/mod.ts";
@@ -151,6 +144,8 @@ log.info("path security", {
     : "off (plaintext: keep it on loopback or a trusted network)",
 });
 log.info("target", { addr: `${target.host}:${target.port}`, scheduler });
+// Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
+if (metricsAddr) livePathMetrics(() => [...fusion.sessions.values()].map((s) => s.status()));
 const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": () =>

@@ -5,6 +5,7 @@
 
 import type client from "prom-client";
 import { counter, gauge } from "../metrics.ts";
+import type { PathStatus, SessionStatus } from "./session.ts";
 
 /** The fusion metric handles. */
 export interface FusionMetrics {
@@ -48,4 +49,60 @@ export function fusionMetrics(): FusionMetrics {
     ),
   };
   return metrics;
+}
+
+/**
+ * Gauges over the live sessions' paths, read at scrape time from `source` (the service
+ * passes its sessions' `status()`): per path (`path="<id> <label>"`, summed over sessions)
+ * the delivery rate, bytes in flight, the worst RTT; per process the largest reorder buffer
+ * peak and the frames resent by live sessions. Call once per process.
+ */
+export function livePathMetrics(source: () => SessionStatus[]): void {
+  const byPath = (f: (p: PathStatus) => number, combine: (a: number, b: number) => number) =>
+    function (this: client.Gauge<"path">): void {
+      this.reset();
+      const acc = new Map<string, number>();
+      for (const s of source()) {
+        for (const p of s.paths) {
+          const key = `${p.id} ${p.label}`;
+          const prev = acc.get(key);
+          acc.set(key, prev === undefined ? f(p) : combine(prev, f(p)));
+        }
+      }
+      for (const [path, v] of acc) this.set({ path }, v);
+    };
+  gauge(
+    "warren_fusion_path_rate_bytes_per_second",
+    "Delivery rate of each live path (windowed max), summed over sessions",
+    ["path"],
+    byPath((p) => p.rateBytesPerSec, (a, b) => a + b),
+  );
+  gauge(
+    "warren_fusion_path_rtt_seconds",
+    "Smoothed heartbeat RTT of each live path (worst over sessions)",
+    ["path"],
+    byPath((p) => p.rttMs / 1000, Math.max),
+  );
+  gauge(
+    "warren_fusion_path_inflight_bytes",
+    "Bytes assigned to each live path and not yet acknowledged",
+    ["path"],
+    byPath((p) => p.inflightBytes, (a, b) => a + b),
+  );
+  gauge(
+    "warren_fusion_live_reorder_peak_bytes",
+    "Largest reorder buffer peak among live sessions",
+    [],
+    function () {
+      this.set(source().reduce((m, s) => Math.max(m, s.reorderPeakBytes), 0));
+    },
+  );
+  gauge(
+    "warren_fusion_live_resent_frames",
+    "Frames resent by the live sessions so far (ended ones are in warren_fusion_resent_frames_total)",
+    [],
+    function () {
+      this.set(source().reduce((n, s) => n + s.framesResent, 0));
+    },
+  );
 }

@@ -161,6 +161,19 @@ gauge("warren_tunnel_open_streams", "Open tunnel streams by host", ["host"], fun
     for (const [host, st] of s.allHostStats()) this.set({ host }, st.openStreams);
   }
 });
+gauge(
+  "warren_tunnel_hosts",
+  "Registered virtual hosts, by whether a ready client serves them",
+  ["state"],
+  async function () {
+    let connected = 0, waiting = 0;
+    for (const s of liveServers) {
+      for (const h of await s.status()) h.connected ? connected++ : waiting++;
+    }
+    this.set({ state: "connected" }, connected);
+    this.set({ state: "waiting" }, waiting);
+  },
+);
 const clientEvents = counter("warren_tunnel_client_events_total", "Client connects/disconnects", [
   "event",
 ]);
