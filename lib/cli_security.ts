@@ -131,6 +131,22 @@ export function secretFileFlag(what: string): FlagDef {
 }
 
 /**
+ * The secret in `file` (its first line, trimmed). Throws an Error naming the file when it
+ * cannot be read or is empty (for config reloads, which must not exit).
+ */
+export function readSecretFile(file: string): string {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (err) {
+    throw new Error(`${file}: ${errorMessage(err)}`);
+  }
+  const secret = text.split(/\r?\n/)[0].trim();
+  if (secret === "") throw new Error(`${file}: empty`);
+  return secret;
+}
+
+/**
  * A secret from its flag (which lib/cli already fills from the env variable) or from a file.
  * Exits 2 when both are given or the file is unreadable or empty. Warns (never printing the
  * value) when the secret was typed on the command line, where `ps` shows it.
@@ -147,15 +163,11 @@ export function secretFromFlags(
     if (value !== undefined && onArgv) {
       fail(`give --${opts.flag} or --${opts.flag}-file, not both`, 2);
     }
-    let text: string;
     try {
-      text = Deno.readTextFileSync(file);
+      return readSecretFile(file);
     } catch (err) {
-      fail(`--${opts.flag}-file ${file}: ${errorMessage(err)}`, 2);
+      fail(`--${opts.flag}-file ${errorMessage(err)}`, 2);
     }
-    const secret = text.split(/\r?\n/)[0].trim();
-    if (secret === "") fail(`--${opts.flag}-file ${file}: empty`, 2);
-    return secret;
   }
   if (value !== undefined && onArgv) {
     opts.log?.warn(
