@@ -8,6 +8,7 @@
 
 import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
+import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
   allowList,
@@ -174,8 +175,15 @@ const metrics = metricsAddr
   ? httpOrExit("metrics", metricsAddr, () =>
     serveMetrics(metricsAddr.host, metricsAddr.port, log, {
       "/status": () => Response.json(local.status()),
-    }))
+    }, { status: statusHub() }))
   : undefined;
+
+/** The live status page: this exit's /status fields and tables. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: `depot-local ${name}` });
+  hub.register(jsonStatusProvider(() => local.status()));
+  return hub;
+}
 log.info("starting", {
   server: flags.server,
   name,

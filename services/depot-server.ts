@@ -17,7 +17,7 @@ import {
   serviceLogger,
 } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
-import { depotStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import { depotStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
   defaultControlPort,
@@ -196,6 +196,7 @@ const metrics = metricsAddr
 function statusHub(): StatusHub {
   const hub = new StatusHub({ service: "depot-server" });
   hub.register(depotStatusProvider(() => server.status()));
+  hub.register(listenersStatusProvider());
   return hub;
 }
 log.info("waiting for depot-local", { defaultExit });

@@ -15,7 +15,7 @@ import {
 } from "../lib/cli_security.ts";
 import { FusionServer, livePathMetrics } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
-import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import { fusionStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, formatAddr, serve } from "../lib/net/mod.ts";
 import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
 
@@ -159,6 +159,7 @@ const metrics = metricsAddr
 /** The live status page: sessions, paths, each path's share of the traffic. */
 function statusHub(): StatusHub {
   const hub = new StatusHub({ service: "fusion-server" });
+  hub.register(listenersStatusProvider());
   hub.register(fusionStatusProvider(() => [...fusion.sessions.values()].map((s) => s.status())));
   return hub;
 }

@@ -9,6 +9,7 @@
 
 import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
+import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage } from "../lib/net/mod.ts";
 import { type TcpTunnelSpec, TunnelClient } from "../lib/tunnel/mod.ts";
 
@@ -151,8 +152,21 @@ const metrics = metricsAddr
   ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
     "/status": () =>
       Response.json({ state: client.state, connects: client.connects, streams: client.streams }),
-  })
+  }, { status: statusHub() })
   : undefined;
+
+/** The live status page: connection state, reconnects, streams served. */
+function statusHub(): StatusHub {
+  const hub = new StatusHub({ service: "tunnel-client" });
+  hub.register(
+    jsonStatusProvider(() => ({
+      state: client.state,
+      connects: client.connects,
+      streams: client.streams,
+    })),
+  );
+  return hub;
+}
 
 // ---- run and shutdown ----
 onShutdown(log, async () => {

@@ -1,10 +1,11 @@
 /**
  * Every service's --metrics endpoint exports the documented names (prom-client text):
  * per-listener connections and errors, bytes, and each service's own gauges, while traffic
- * flows (depot exits and RTT, tunnel hosts/clients/requests, fusion paths, mux sessions).
+ * flows (depot exits and RTT, tunnel hosts/clients/requests, fusion paths, mux sessions),
+ * and its status page with the service's tables.
  */
 
-import { assert } from "./_assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { portOf, type ServiceProcess, startService } from "./_util.ts";
 import { socksDial, startTarget } from "./_depot.ts";
@@ -19,6 +20,18 @@ async function scrape(svc: ServiceProcess): Promise<string> {
 }
 
 /** Each name declared (`# TYPE`); counters with labels and no events yet have no sample. */
+/** Titles of the status page's tables (the JSON the page polls, beside /metrics). */
+async function tableTitles(svc: ServiceProcess): Promise<string[]> {
+  const line = await svc.waitFor(/msg="metrics listening"/);
+  const addr = /addr=(\S+)/.exec(line)![1];
+  const page = await fetch(`http://${addr}/`);
+  assert((await page.text()).includes("/status/ui/data"), "the page polls its JSON");
+  const data = await (await fetch(`http://${addr}/status/ui/data`)).json() as {
+    tables: { title: string }[];
+  };
+  return data.tables.map((t) => t.title);
+}
+
 function expectNames(text: string, names: string[]): void {
   const missing = names.filter((n) => !new RegExp(`^# TYPE ${n} `, "m").test(text));
   assert(missing.length === 0, `missing metrics: ${missing.join(", ")}\n${text}`);
@@ -86,6 +99,9 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
       "depot_exit_rtt_seconds",
     ]);
     expectNames(await scrape(local), ["depot_requests_total", "depot_bytes_total"]);
+    assertEquals(await tableTitles(sp), ["listeners", "connections"]);
+    assertEquals(await tableTitles(server), ["exits", "totals", "recent failures", "listeners"]);
+    assert((await tableTitles(local)).includes("summary"));
   } finally {
     await local?.stop();
     await server.stop();
@@ -129,6 +145,8 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "warren_mux_bytes_total",
     ]);
     expectNames(await scrape(tc), ["warren_tunnel_client_connected", "warren_mux_sessions"]);
+    assertEquals(await tableTitles(ts), ["hosts", "clients"]);
+    assertEquals(await tableTitles(tc), ["summary"]);
 
     fs = await startService("fusion-server.ts", [
       ...["--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`],
@@ -147,6 +165,7 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
         const text = await scrape(svc);
         assert(/^warren_fusion_path_rtt_seconds\{path="1 /m.test(text), text);
         assert(/^warren_mux_sessions /m.test(await scrape(ts)), "mux gauge sampled");
+        assert((await tableTitles(svc)).includes("paths"));
         expectNames(text, [
           ...listenerNames,
           "warren_fusion_sessions_active",

@@ -19,3 +19,4 @@ export { pagePollIntervalMs, statusPageHtml } from "./page.ts";
 export { fusionStatusProvider } from "./fusion.ts";
 export { depotStatusProvider } from "./depot.ts";
 export { tunnelStatusProvider } from "./tunnel.ts";
+export { jsonStatusProvider, listenersStatusProvider } from "./json.ts";

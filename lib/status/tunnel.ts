@@ -22,7 +22,12 @@ export function tunnelStatusProvider(
       { chart: "requests/s", name: "requests", value: sum((h) => h.requests), kind: "rate" },
       { chart: "requests/s", name: "errors (502/504)", value: sum((h) => h.errors), kind: "rate" },
       { chart: "bytes/s", name: "in (public→client)", value: sum((h) => h.bytesIn), kind: "rate" },
-      { chart: "bytes/s", name: "out (client→public)", value: sum((h) => h.bytesOut), kind: "rate" },
+      {
+        chart: "bytes/s",
+        name: "out (client→public)",
+        value: sum((h) => h.bytesOut),
+        kind: "rate",
+      },
     ];
     for (const c of cs) {
       if (c.rttMs !== undefined) {
