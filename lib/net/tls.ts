@@ -630,7 +630,9 @@ export async function connectTls(
     const reason = classifyTlsError(err);
     throw new TlsError(
       reason,
-      `tls connect ${target} (name ${name}): ${tlsReasonText[reason]}: ${errorMessage(err)}`,
+      `tls connect ${target} (name ${name}): ${reason} (${tlsReasonText[reason]}): ${
+        errorMessage(err)
+      }`,
       { cause: err },
     );
   } finally {
