@@ -47,6 +47,8 @@ import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
 import { SparePool } from "./spares.ts";
 import { noDelay } from "../net/mod.ts";
+import { type Acl, aclDial } from "../net/acl.ts";
+import { connectTls, type TlsClientConfig } from "../net/tls.ts";
 
 /** Default timeout of the local's dial to a target (and to the tunnel port). */
 export const defaultLocalDialTimeoutMs = 10_000;
@@ -77,6 +79,13 @@ export interface DepotLocalOptions {
   backoff?: BackoffOptions;
   /** Policy: return false to refuse a destination (reported as "not-allowed", 0x02). */
   allow?: (dest: HostPort) => boolean;
+  /**
+   * Destination allow/deny lists, checked on the name and on every resolved address; only
+   * checked addresses are dialled. A refusal is reported as "not-allowed" (0x02).
+   */
+  acl?: Acl;
+  /** Dial the control and tunnel ports with TLS (server verified; client cert for mTLS). */
+  tls?: TlsClientConfig;
   /** Close a relayed connection idle this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
   /**
@@ -316,15 +325,21 @@ export class DepotLocal {
     return joinHostPort(this.server.host, this.server.port);
   }
 
+  /** Dial a depot-server port (control or tunnel), over TLS when configured. */
+  #dialServer(to: HostPort, signal: AbortSignal): Promise<Duplex> {
+    const timeoutMs = this.#opts.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
+    const tls = this.#opts.tls;
+    return tls
+      ? connectTls(to.host, to.port, tls, { timeoutMs, signal })
+      : dial(to.host, to.port, { timeoutMs, signal });
+  }
+
   /** Dial the control port, say hello, wait for welcome. */
   async #connect(): Promise<Session> {
     const o = this.#opts;
     const signal = this.#stop.signal;
     this.#attempts++;
-    const conn = await dial(this.server.host, this.server.port, {
-      timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
-      signal,
-    });
+    const conn = await this.#dialServer(this.server, signal);
     const ctl = new ControlConn(noDelay(conn), depotProtocol, {
       maxMessageBytes: depotMaxMessageBytes,
     });
@@ -347,12 +362,7 @@ export class DepotLocal {
       );
       const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
       const dialTunnel = async (sig: AbortSignal): Promise<Duplex> =>
-        noDelay(
-          await dial(tunnel.host, tunnel.port, {
-            timeoutMs: o.dialTimeoutMs ?? defaultLocalDialTimeoutMs,
-            signal: sig,
-          }),
-        );
+        noDelay(await this.#dialServer(tunnel, sig));
       let session: Session = {
         ctl,
         tunnel,
@@ -476,7 +486,11 @@ export class DepotLocal {
         if (!allowed) {
           throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
         }
-        app = noDelay(await dial(req.host, req.port, { timeoutMs, signal }));
+        app = noDelay(
+          o.acl
+            ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
+            : await dial(req.host, req.port, { timeoutMs, signal }),
+        );
       } catch (err) {
         void transport.then((t) => closeQuietly(t.conn?.conn));
         const reason = classifyError(err);
