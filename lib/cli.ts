@@ -48,6 +48,10 @@ export const commonFlags = {
     help: "TOML file of flag values (keys are flag names; flags and env override it; " +
       "SIGHUP reloads it)",
   },
+  "check-config": {
+    type: "boolean",
+    help: "check the flags and the --config file (names and types), print 'config ok', exit",
+  },
 } as const satisfies Record<string, FlagDef>;
 
 type Value<D extends FlagDef> = D["type"] extends "boolean" ? boolean
@@ -91,6 +95,9 @@ export function usage<S extends Record<string, FlagDef>>(cmd: Command<S>): strin
   return lines.join("\n");
 }
 
+/** Flags that make no sense in a config file. */
+const commandOnlyFlags = new Set(["help", "config", "check-config"]);
+
 /** Raw values as they come out of parsing, before defaults are applied. */
 type RawValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
@@ -109,7 +116,7 @@ function resolveValues(all: Record<string, FlagDef>, argv: RawValues): RawValues
   if (configPath) {
     const fileFlags: Record<string, ConfigFlag> = {};
     for (const [name, d] of Object.entries(all)) {
-      if (name !== "help" && name !== "config") fileFlags[name] = d;
+      if (!commandOnlyFlags.has(name)) fileFlags[name] = d;
     }
     file = loadConfigFile(configPath, fileFlags);
   }
@@ -171,6 +178,10 @@ export function parseFlags<S extends Record<string, FlagDef>>(
     values = resolveValues(all, argv);
   } catch (err) {
     fail(errorMessage(err), 2);
+  }
+  if (values["check-config"]) {
+    console.log(`config ok${values.config ? `: ${values.config}` : ""}`);
+    Deno.exit(0);
   }
   parsed = { all, argv };
   return values as FlagValues<S & typeof commonFlags>;
