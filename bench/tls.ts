@@ -1,0 +1,139 @@
+/**
+ * TLS link throughput, one connection, loopback: direct TCP; lib/net/tls with Deno.listenTls
+ * (server TLS); with node:tls (mutual TLS); the node:tls client (bound local address); and
+ * socat's OpenSSL as the outside peer (TLS terminated by socat, forwarded to the same sink).
+ * Also handshakes per second (sequential connect + handshake + close).
+ *
+ *   deno run -A bench/tls.ts [MiB]
+ */
+
+import {
+  closeQuietly,
+  connectTls,
+  listenTls,
+  loadTlsClientConfig,
+  loadTlsServerConfig,
+} from "../lib/net/mod.ts";
+import { makePki } from "../tests/_tls.ts";
+import { randomBlock } from "../tests/_util.ts";
+
+const mib = Number(Deno.args[0] ?? 256);
+const total = mib * 1024 * 1024;
+const rounds = 3;
+const handshakeCount = 200;
+
+/** A sink listener: reads each connection to EOF, then closes. */
+async function sink(listener: Deno.Listener<Deno.Conn>): Promise<void> {
+  const buf = new Uint8Array(256 * 1024);
+  for await (const c of listener) {
+    (async () => {
+      try {
+        while ((await c.read(buf)) !== null) { /* drain */ }
+      } catch {
+        // a peer that vanished: the next connection is measured anyway
+      } finally {
+        closeQuietly(c);
+      }
+    })();
+  }
+}
+
+async function send(conn: Deno.Conn): Promise<void> {
+  let sent = 0;
+  while (sent < total) sent += await conn.write(randomBlock);
+  await conn.closeWrite();
+  // Wait for the sink's close so the measurement includes delivery.
+  await conn.read(new Uint8Array(1)).catch(() => null);
+  closeQuietly(conn);
+}
+
+async function best(dialer: () => Promise<Deno.Conn>): Promise<number> {
+  let top = 0;
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    await send(await dialer());
+    top = Math.max(top, total / 1e6 / ((performance.now() - t0) / 1000));
+  }
+  return top;
+}
+
+async function handshakes(dialer: () => Promise<Deno.Conn>): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < handshakeCount; i++) closeQuietly(await dialer());
+  return handshakeCount / ((performance.now() - t0) / 1000);
+}
+
+const pki = await makePki();
+const server = loadTlsServerConfig({ certFile: pki.serverCert, keyFile: pki.serverKey });
+const mutual = loadTlsServerConfig({
+  certFile: pki.serverCert,
+  keyFile: pki.serverKey,
+  caFile: pki.ca,
+});
+const client = loadTlsClientConfig({ caFile: pki.ca });
+const mclient = loadTlsClientConfig({
+  caFile: pki.ca,
+  certFile: pki.clientCert,
+  keyFile: pki.clientKey,
+});
+const addr = { hostname: "127.0.0.1", port: 0 };
+const plain = Deno.listen(addr);
+const denoTls = await listenTls(addr, server);
+const nodeTls = await listenTls(addr, mutual);
+for (const l of [plain, denoTls, nodeTls]) void sink(l);
+
+let socat: Deno.ChildProcess | undefined;
+let socatPort = 0;
+try {
+  const probe = Deno.listen(addr);
+  socatPort = probe.addr.port;
+  probe.close();
+  socat = new Deno.Command("socat", {
+    args: [
+      `OPENSSL-LISTEN:${socatPort},bind=127.0.0.1,reuseaddr,fork,cert=${pki.serverCert},` +
+      `key=${pki.serverKey},verify=0`,
+      `TCP:127.0.0.1:${plain.addr.port}`,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await new Promise((r) => setTimeout(r, 300));
+} catch {
+  socat = undefined; // not installed: reported below
+}
+
+const rows: [string, () => Promise<Deno.Conn>][] = [
+  ["direct TCP", () => Deno.connect({ hostname: "127.0.0.1", port: plain.addr.port })],
+  ["lib/net/tls (Deno.listenTls)", () => connectTls("localhost", denoTls.addr.port, client)],
+  ["lib/net/tls mutual (node:tls)", () => connectTls("localhost", nodeTls.addr.port, mclient)],
+  [
+    "lib/net/tls, bound local addr",
+    () => connectTls("127.0.0.1", denoTls.addr.port, client, { localAddress: "127.0.0.1" }),
+  ],
+];
+if (socat) {
+  rows.push(["socat OPENSSL-LISTEN (outside)", () => connectTls("localhost", socatPort, client)]);
+}
+
+const results: { name: string; mbps: number; hs: number }[] = [];
+for (const [name, d] of rows) results.push({ name, mbps: await best(d), hs: await handshakes(d) });
+const base = results[0];
+console.log(
+  `TLS links, ${mib} MiB per run, best of ${rounds}; ${handshakeCount} sequential handshakes`,
+);
+console.log("| path                           |   MB/s | × direct | conn/s | × direct |");
+console.log("| ------------------------------ | -----: | -------: | -----: | -------: |");
+for (const r of results) {
+  console.log(
+    `| ${r.name.padEnd(30)} | ${r.mbps.toFixed(0).padStart(6)} | ${
+      (r.mbps / base.mbps).toFixed(2).padStart(8)
+    } | ${r.hs.toFixed(0).padStart(6)} | ${(r.hs / base.hs).toFixed(2).padStart(8)} |`,
+  );
+}
+if (!socat) console.log("socat not installed: outside peer row skipped");
+
+socat?.kill("SIGTERM");
+await socat?.status;
+for (const l of [plain, denoTls, nodeTls]) closeQuietly(l);
+await pki.remove();
+Deno.exit(0);
