@@ -11,7 +11,13 @@ import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly, dial, type Duplex, writeAll } from "../lib/net/mod.ts";
 import { Reply, socks5Connect, Socks5ReplyError } from "../lib/socks5/mod.ts";
 import { blockStream, blockStreamSha256, portOf, startService } from "./_util.ts";
-import { type Stack, startDepotStack, startFusionStack, startTunnelStack } from "./_soak.ts";
+import {
+  type Stack,
+  startDepotStack,
+  startFusionStack,
+  startTunnelStack,
+  tunnelIdentifier,
+} from "./_soak.ts";
 import { createHash } from "node:crypto";
 
 const enc = new TextEncoder();
@@ -361,3 +367,63 @@ Deno.test("faults: fusion — server restarted and client killed/restarted; new 
 // - tunnel client killed/restarted and server restarted while the client retries:
 //   tunnel_failover_test.ts, tunnel_service_test.ts.
 // - seaprox garbage/truncation/dribbling: seaprox_hostile_test.ts.
+
+Deno.test("faults: DNS failure — fusion's target and the tunnel's local app unresolvable", async () => {
+  // Fusion: the session is reset (target-failed) and the client connection ends promptly.
+  const env = { FUSION_TOKEN: "fault-token" };
+  const server = await startService("fusion-server.ts", [
+    "--listen",
+    "127.0.0.1:0",
+    "--target",
+    "no-such-host.invalid:22",
+  ], { env });
+  const client = await startService("fusion-client.ts", [
+    "--listen",
+    "127.0.0.1:0",
+    "--server",
+    server.addrs.get("listen")!,
+  ], { env });
+  try {
+    const c = await dial("127.0.0.1", portOf(client.addrs.get("listen")!));
+    const t0 = performance.now();
+    const got = await drainOrReset(c);
+    closeQuietly(c);
+    assertEquals(got.bytes, 0);
+    assert(performance.now() - t0 < 15_000, "the session outlived its failed target");
+    await server.waitFor(/target dial failed/);
+  } finally {
+    await client.stop("SIGKILL");
+    await server.stop("SIGKILL");
+  }
+  // Tunnel: a request for a vhost whose client cannot resolve its local app gets a 502.
+  // The stack gives a server with the vhost; its client is swapped for one whose local app
+  // is an unresolvable name.
+  const t = await startTunnelStack(1);
+  await t.procs["tunnel-client"].stop("SIGKILL");
+  const server2 = t.procs["tunnel-server"];
+  const port = portOf(server2.addrs.get("http")!);
+  const tc = await startService("tunnel-client.ts", [
+    "--server",
+    `http://127.0.0.1:${port}`,
+    "--local",
+    "no-such-host.invalid:80",
+  ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: tunnelIdentifier } });
+  try {
+    const c = await dial("127.0.0.1", port);
+    try {
+      await writeAll(
+        c,
+        enc.encode("GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"),
+      );
+      const buf = new Uint8Array(4096);
+      const n = await c.read(buf);
+      const status = new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
+      assertEquals(status.split(" ")[1], "502", status);
+    } finally {
+      closeQuietly(c);
+    }
+  } finally {
+    await tc.stop("SIGKILL");
+    await server2.stop();
+  }
+});
