@@ -7,6 +7,7 @@
 
 import { type Logger, silentLogger } from "../log.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
+import { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
 import { staticCredentials } from "../socks5/mod.ts";
@@ -44,6 +45,9 @@ export interface SeaproxConfig {
    * `NetError("not-allowed")`: SOCKS5 reply 0x02, HTTP 403.
    */
   acl?: Acl;
+  /** Limits failed user:pass checks per client address across listeners. @default 5 in a
+   * burst, then 6 per minute */
+  authLimiter?: AuthFailureLimiter;
   log?: Logger;
   hooks?: ProxyHooks;
 }
@@ -145,6 +149,7 @@ function nameCheckedDialer(acl: Acl, inner: Dialer): Dialer {
 export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   const log = cfg.log ?? silentLogger;
   const table = new ConnectionTable(cfg.maxConns ?? 1024);
+  const authLimiter = cfg.authLimiter ?? new AuthFailureLimiter();
   const dialer = dialerFor(cfg);
   const servers: ProxyServer[] = [];
   const specs: ListenerSpec[] = [];
@@ -175,6 +180,7 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       idleTimeoutMs: cfg.idleTimeoutMs,
       handshakeTimeoutMs: cfg.handshakeTimeoutMs,
       authenticate: authenticatorFor(spec),
+      authLimiter,
       log: log.child({ listener: name }),
       hooks: cfg.hooks,
     });

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
@@ -49,6 +50,8 @@ export interface ProxyServerOptions {
   drainTimeoutMs?: number;
   /** Credentials check, set when the listener URL carried user:pass. */
   authenticate?: Authenticator;
+  /** Limits failed credential checks per client address (refused without checking). */
+  authLimiter?: AuthFailureLimiter;
   log?: Logger;
   hooks?: ProxyHooks;
 }
@@ -172,7 +175,8 @@ export function serveProxy(
       conn,
       signal: ctx.signal,
       log: clog,
-      authenticate: opts.authenticate,
+      authenticate: opts.authenticate &&
+        limitedAuth(opts.authenticate, opts.authLimiter, ctx.remote),
     };
     let dest: DialedConn | undefined;
     try {
@@ -257,5 +261,20 @@ export function serveProxy(
     table,
     stop: (drainMs) => server.stop(drainMs),
     finished: server.finished,
+  };
+}
+
+/** `auth` for one client at `remote`, refused while that address is over its failure budget. */
+function limitedAuth(
+  auth: Authenticator,
+  limiter: AuthFailureLimiter | undefined,
+  remote: string,
+): Authenticator {
+  if (!limiter) return auth;
+  return async (username, password) => {
+    if (!limiter.allowed(remote)) return false;
+    const ok = await auth(username, password);
+    if (!ok) limiter.failed(remote);
+    return ok;
   };
 }
