@@ -48,6 +48,7 @@ import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
 import { noDelay } from "../net/mod.ts";
 import * as m from "./metrics.ts";
+import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 
 /** Default bound on requests waiting for their exit's answer, across all exits. */
 export const defaultMaxPending = 512;
@@ -60,6 +61,8 @@ export const recentFailureCount = 50;
 export interface DepotServerOptions {
   /** Shared secret every local must present in hello; "" accepts any (warns). @default "" */
   token?: string;
+  /** Limits failed token attempts per source address (refused before the check). */
+  authLimiter?: AuthFailureLimiter;
   /** Exit used by clients that send no username. @default "default" */
   defaultExit?: string;
   /** Control heartbeat interval, told to locals in welcome. @default 2000 */
@@ -266,10 +269,12 @@ export class DepotServer {
   readonly #live = new Set<RelayStats>();
   readonly #muxSessions = new Set<MuxSession>();
   #stopping = false;
+  readonly #authLimiter: AuthFailureLimiter | undefined;
 
   /** A server with `opts`; nothing listens until `start`. */
   constructor(opts: DepotServerOptions = {}) {
     this.#token = opts.token ?? "";
+    this.#authLimiter = opts.authLimiter;
     this.defaultExit = opts.defaultExit ?? defaultExitName;
     this.heartbeatMs = opts.heartbeatMs ?? defaultHeartbeatMs;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
@@ -406,7 +411,16 @@ export class DepotServer {
       ctl.close();
       return;
     }
+    const limiter = this.#authLimiter;
+    if (limiter && !limiter.allowed(ctx.remote)) {
+      ctx.log.warn("local refused: too many failed attempts from this address", {
+        remote: ctx.remote,
+      });
+      await ctl.fail(DepotRefusal.unauthorized, "too many failed attempts");
+      return;
+    }
     if (!timingSafeEqual(hello.token, this.#token)) {
+      limiter?.failed(ctx.remote);
       ctx.log.warn("local refused: wrong token", { remote: ctx.remote, exit: hello.name });
       await ctl.fail(DepotRefusal.unauthorized, "wrong token");
       return;
@@ -678,7 +692,13 @@ export class DepotServer {
     }
     if (msg === null) return;
     if (msg.type === "mux" && allowMux) {
+      const limiter = this.#authLimiter;
+      if (limiter && !limiter.allowed(ctx.remote)) {
+        await refuse(DepotRefusal.unauthorized, "too many failed attempts");
+        return;
+      }
       if (!timingSafeEqual(msg.token, this.#token)) {
+        limiter?.failed(ctx.remote);
         await refuse(DepotRefusal.unauthorized, "wrong token");
         return;
       }
