@@ -75,7 +75,7 @@ export function listenersStatusProvider(): StatusProvider {
         ]),
       }],
       series: list.map((s) => ({
-        chart: "connections",
+        chart: "connections per listener",
         name: addr(s.addr),
         value: s.stats.active,
       })),
