@@ -19,7 +19,7 @@ import {
 } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { StatusHub, tunnelStatusProvider } from "../lib/status/mod.ts";
-import { errorMessage, formatAddr } from "../lib/net/mod.ts";
+import { AuthFailureLimiter, errorMessage, formatAddr } from "../lib/net/mod.ts";
 import { createAdminApp, normalizeHost, serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
 
 // ---- flags ----
@@ -226,6 +226,7 @@ const server = new TunnelServer({
   responseTimeoutMs,
   heartbeatIntervalMs: heartbeatMs,
   heartbeatTimeoutMs: heartbeatMs * 3,
+  authLimiter: new AuthFailureLimiter({ burst: 10, perMinute: 30 }),
   log,
 });
 for (const [vhost, identifier] of hostSpecs) await server.addHost(vhost, identifier);
@@ -247,7 +248,10 @@ if (tls) {
 }
 let admin: Deno.HttpServer<Deno.NetAddr> | undefined;
 if (adminAddr) {
-  const app = createAdminApp(server, { token: flags["admin-token"]! });
+  const app = createAdminApp(server, {
+    token: flags["admin-token"]!,
+    authLimiter: new AuthFailureLimiter(),
+  });
   try {
     admin = Deno.serve({
       hostname: adminAddr.host,

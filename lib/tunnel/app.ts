@@ -11,6 +11,7 @@
 
 import { Hono } from "hono";
 import type { Context } from "hono";
+import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { BufferedReader, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
 import {
@@ -87,7 +88,11 @@ export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {
     const auth = req.headers.get("authorization");
     const identifier = req.headers.get(identifierHeader) ??
       (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
-    const result = await server.authenticate(identifier ?? undefined);
+    const who = remoteOf(c).remote; // "-" when served without connection info: not limited
+    const result = await server.authenticate(
+      identifier ?? undefined,
+      who === "-" ? undefined : who,
+    );
     if (result === "unknown") return new Response("unknown identifier\n", { status: 401 });
     if (result === "duplicate") {
       return new Response("a client with this identifier is already connected\n", {
@@ -369,6 +374,8 @@ function poolOf(client: ClientConn, key: string): StreamPool {
 export interface AdminAppOptions {
   /** Bearer token every request must carry. */
   token: string;
+  /** Limits wrong-token attempts per source address (answered 429 while limited). */
+  authLimiter?: AuthFailureLimiter;
 }
 
 /**
@@ -382,7 +389,14 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
   app.use("*", async (c, next) => {
     const auth = c.req.header("authorization") ?? "";
     const given = auth.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : "";
+    const remote = remoteOf(c).remote;
+    // "-": served without connection info (an embedding's fetch): not limited.
+    const limiter = remote === "-" ? undefined : opts.authLimiter;
+    if (limiter && !limiter.allowed(remote)) {
+      return c.json({ error: "too many failed attempts" }, 429, { "retry-after": "10" });
+    }
     if (!given || !timingSafeEqual(given, opts.token)) {
+      limiter?.failed(remote);
       return c.json({ error: "unauthorized" }, 401, { "www-authenticate": "Bearer" });
     }
     await next();

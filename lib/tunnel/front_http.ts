@@ -446,7 +446,7 @@ async function handleControl(
   const auth = hdr("authorization");
   const identifier = hdr(identifierHeader) ??
     (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
-  const result = await server.authenticate(identifier);
+  const result = await server.authenticate(identifier, peer.remote);
   if (result !== "ok") {
     log.warn("client refused", { remote: peer.remote, reason: result });
     const [status, text] = result === "unknown"

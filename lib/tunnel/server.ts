@@ -8,6 +8,7 @@
 
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
+import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { counter, gauge } from "../metrics.ts";
 import {
   BufferedReader,
@@ -61,6 +62,8 @@ export interface TunnelServerOptions {
   registry?: Registry;
   /** Policy for a second client with a connected identifier. @default "replace" */
   duplicate?: DuplicatePolicy;
+  /** Limits unknown-identifier attempts per source address (refused before the lookup). */
+  authLimiter?: AuthFailureLimiter;
   /** Mux ping interval to each client. @default 2000 */
   heartbeatIntervalMs?: number;
   /** Silence after which a client is dead (its hosts answer 502). @default 6000 */
@@ -357,9 +360,21 @@ export class TunnelServer {
     return ok;
   }
 
-  /** Check a client's identifier before upgrading its connection (constant time). */
-  async authenticate(identifier: string | undefined): Promise<AuthResult> {
-    if (!identifier || !(await this.registry.isKnown(identifier))) return "unknown";
+  /**
+   * Check a client's identifier before upgrading its connection (constant time). With
+   * `remote` and an `authLimiter`, an address with too many unknown identifiers is refused
+   * ("unknown") without a lookup until its budget refills.
+   */
+  async authenticate(identifier: string | undefined, remote?: string): Promise<AuthResult> {
+    const limiter = remote !== undefined ? this.#opts.authLimiter : undefined;
+    if (limiter && !limiter.allowed(remote!)) {
+      this.log.warn("client refused: too many unknown identifiers", { remote });
+      return "unknown";
+    }
+    if (!identifier || !(await this.registry.isKnown(identifier))) {
+      limiter?.failed(remote!);
+      return "unknown";
+    }
     if (this.duplicate === "refuse" && this.#clients.has(digest(identifier))) return "duplicate";
     return "ok";
   }
