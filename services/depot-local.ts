@@ -9,15 +9,14 @@
 import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
-import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
-  allowList,
-  defaultControlPort,
-  DepotLocal,
-  exitNamePattern,
-  PolicyError,
-  statusApp,
-} from "../lib/depot/mod.ts";
+  secretFileFlag,
+  secretFromFlags,
+  tlsClientFlags,
+  tlsClientFromFlags,
+} from "../lib/cli_security.ts";
+import { Acl, AclError, errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
+import { defaultControlPort, DepotLocal, exitNamePattern, statusApp } from "../lib/depot/mod.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -41,8 +40,10 @@ const flags = parseFlags({
       type: "string",
       arg: "secret",
       env: "DEPOT_TOKEN",
-      help: "shared secret of the server (prefer the env variable)",
+      help: "shared secret of the server (prefer the env variable or --token-file)",
     },
+    "token-file": secretFileFlag("token"),
+    ...tlsClientFlags,
     name: {
       type: "string",
       arg: "name",
@@ -77,9 +78,17 @@ const flags = parseFlags({
     allow: {
       type: "string",
       multiple: true,
-      arg: "host[:port]",
-      help: "only these destinations (glob host, port or lo-hi; e.g. '*.corp.example:443'); " +
-        "others get SOCKS reply 0x02 (default: all; env DEPOT_ALLOW, space-separated)",
+      arg: "rule",
+      help: "only these destinations: host glob, CIDR, [:port|lo-hi|list] (e.g. " +
+        "'*.corp.example:443', '10.0.0.0/8'); others get SOCKS reply 0x02 (default: all; " +
+        "env DEPOT_ALLOW, space-separated)",
+    },
+    deny: {
+      type: "string",
+      multiple: true,
+      arg: "rule",
+      help: "never these destinations, checked on resolved addresses too (e.g. 169.254.0.0/16); " +
+        "deny wins (env DEPOT_DENY, space-separated)",
     },
     "spare-tunnels": {
       type: "string",
@@ -120,13 +129,17 @@ const maxBackoffMs = intFlag("max-backoff-ms", flags["max-backoff-ms"], 30_000);
 const allowPatterns = flags.allow.length > 0
   ? flags.allow
   : (Deno.env.get("DEPOT_ALLOW") ?? "").split(/\s+/).filter(Boolean);
-let allow: ((dest: HostPort) => boolean) | undefined;
+const denyPatterns = flags.deny.length > 0
+  ? flags.deny
+  : (Deno.env.get("DEPOT_DENY") ?? "").split(/\s+/).filter(Boolean);
+let acl: Acl;
 try {
-  allow = allowPatterns.length > 0 ? allowList(allowPatterns) : undefined;
+  acl = new Acl({ allow: allowPatterns, deny: denyPatterns });
 } catch (err) {
-  if (err instanceof PolicyError) fail(`--allow: ${err.message}`, 2);
+  if (err instanceof AclError) fail(`--allow/--deny: ${err.message}`, 2);
   throw err;
 }
+const tls = tlsClientFromFlags(flags);
 const spareTunnels = intFlag("spare-tunnels", flags["spare-tunnels"], 2);
 const socksPassword = flags["socks-password"];
 if (socksPassword !== undefined && new TextEncoder().encode(socksPassword).length > 255) {
@@ -137,14 +150,15 @@ if (socksPassword !== undefined && new TextEncoder().encode(socksPassword).lengt
 const local = new DepotLocal({
   server: serverAddr,
   tunnel: tunnelAddr,
-  token: flags.token ?? "",
+  token: secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "",
+  tls,
   name,
   socksPassword,
   dialTimeoutMs,
   idleTimeoutMs,
   mux: flags.mux,
   spareTunnels,
-  allow,
+  acl: acl.empty ? undefined : acl,
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
 });
@@ -187,7 +201,8 @@ function statusHub(): StatusHub {
 log.info("starting", {
   server: flags.server,
   name,
-  allow: allowPatterns.length > 0 ? allowPatterns.join(" ") : "all",
+  access: acl.empty ? "all destinations" : acl.describe(),
+  tls: tls ? "on" : "off",
 });
 const running = local.run();
 

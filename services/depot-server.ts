@@ -16,9 +16,17 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
+import {
+  listenMaybeTls,
+  readSecretFile,
+  secretFileFlag,
+  secretFromFlags,
+  tlsServerFlags,
+  tlsServerFromFlags,
+} from "../lib/cli_security.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { depotStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
-import { errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
+import { AuthFailureLimiter, errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
 import {
   defaultControlPort,
   defaultSocksPort,
@@ -58,8 +66,10 @@ const flags = parseFlags({
       type: "string",
       arg: "secret",
       env: "DEPOT_TOKEN",
-      help: "shared secret depot-locals must present (prefer the env variable)",
+      help: "shared secret depot-locals must present (prefer the env variable or --token-file)",
     },
+    "token-file": secretFileFlag("token (re-read on SIGHUP)"),
+    ...tlsServerFlags,
     "default-exit": {
       type: "string",
       arg: "name",
@@ -136,19 +146,23 @@ const idleTimeoutMs = intFlag("idle-timeout-ms", flags["idle-timeout-ms"], 0);
 const maxConns = intFlag("max-conns", flags["max-conns"], 4096);
 if (maxConns < 1) fail("--max-conns must be at least 1", 2);
 const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 2000);
-const token = flags.token ?? "";
+const token = secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "";
+const tls = tlsServerFromFlags(flags);
 if (token === "") {
   log.warn("no --token / DEPOT_TOKEN: any program reaching the control port can become an exit");
 }
 
 // ---- wiring ----
+// Control and tunnel connections come from depot-locals: TLS when configured. SOCKS clients
+// are local applications and stay plaintext.
 const listeners = {
-  control: listenOrExit(controlAddr, "control"),
+  control: await listenMaybeTls(controlAddr, tls, "control", log),
   socks: listenOrExit(socksAddr, "socks"),
-  tunnel: listenOrExit(tunnelAddr, "tunnel"),
+  tunnel: await listenMaybeTls(tunnelAddr, tls, "tunnel", log),
 };
 const server = new DepotServer({
   token,
+  authLimiter: new AuthFailureLimiter(),
   defaultExit,
   heartbeatMs,
   pendingTimeoutMs,
@@ -161,6 +175,11 @@ server.start(listeners);
 for (const [name, l] of Object.entries(listeners)) {
   log.info("listening", { name, addr: formatAddr(l.addr) });
 }
+log.info("link security", {
+  tls: tls
+    ? (tls.ca ? "mutual" : "server")
+    : "off (plaintext: keep it on loopback or a trusted network)",
+});
 const app = statusApp(server);
 /** Start an HTTP listener, exiting 1 with one line when its address cannot be bound. */
 function httpOrExit(
@@ -208,7 +227,8 @@ onReload<typeof flags>((next) => {
   if (!exitNamePattern.test(nextExit)) {
     throw new Error(`default-exit must match ${exitNamePattern}`);
   }
-  const nextToken = next.token ?? "";
+  // A token file is re-read, so rotating it is: write the file, SIGHUP.
+  const nextToken = next["token-file"] ? readSecretFile(next["token-file"]) : next.token ?? "";
   server.reconfigure({ token: nextToken, defaultExit: nextExit });
   log.info("depot config applied", {
     defaultExit: nextExit,

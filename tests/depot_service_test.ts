@@ -150,7 +150,9 @@ Deno.test("depot services: depot-local --allow refuses others with 0x02 and serv
       ":0",
     ]);
     const socksPort = portOf(server.addrs.get("socks")!);
-    const err = await socksDial(socksPort, { host: "localhost", port: target.port }).then(
+    // An address outside the allow list (a name resolving into it would be allowed: the
+    // lists are checked on resolved addresses, lib/net/acl.ts).
+    const err = await socksDial(socksPort, { host: "127.0.0.2", port: target.port }).then(
       () => undefined,
       (e) => e as { reply?: number },
     );
