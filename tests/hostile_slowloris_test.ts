@@ -13,6 +13,8 @@ import { encodeHello } from "../lib/sequencer/mod.ts";
 import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
+import { startClient, startTunnel } from "./_tunnel.ts";
+import { startOrigin } from "./_util.ts";
 import { listenLocal, readAll } from "./_util.ts";
 import { startHashTarget } from "./_fusion.ts";
 
@@ -180,5 +182,73 @@ Deno.test("slowloris: the fusion server cuts dribbled path hellos", async () => 
     await srv.stop(500);
     await server.close();
     await target.close();
+  }
+});
+
+Deno.test("slowloris: the tunnel front cuts a dribbled second head on a keep-alive connection", async () => {
+  // serve()'s handshake timer ends with the first head; later heads have headTimeoutMs from
+  // their first byte (before the fix: held until the 300 s idle timeout).
+  const app = startOrigin();
+  const t = startTunnel({}, 0, { headTimeoutMs: handshakeTimeoutMs });
+  const id = "identifier-slowloris-0001";
+  await t.server.addHost("app.test", id);
+  const client = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await client.connected();
+    const one = async () => {
+      const c = await dial("127.0.0.1", t.port);
+      await writeAll(c, enc.encode("GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n"));
+      const buf = new Uint8Array(4096);
+      const n = await c.read(buf);
+      assert(new TextDecoder().decode(buf.subarray(0, n ?? 0)).startsWith("HTTP/1.1 200"));
+      return c;
+    };
+    const head = enc.encode(
+      "GET /hello HTTP/1.1\r\nHost: app.test\r\nX-Pad: a-long-header-value-sent-slowly\r\n\r\n",
+    );
+    // Each attacker makes one good request, then dribbles the next head.
+    const conns = await Promise.all(Array.from({ length: 5 }, one));
+    const t0 = performance.now();
+    const cut = await Promise.all(conns.map(async (c) => {
+      let closed = false;
+      const reader = (async () => {
+        const buf = new Uint8Array(1024);
+        try {
+          while ((await c.read(buf)) !== null) { /* until closed */ }
+        } catch {
+          // reset: closed too
+        }
+        closed = true;
+      })();
+      for (let i = 0; i < head.length && !closed && performance.now() - t0 < 8_000; i++) {
+        try {
+          await writeAll(c, head.subarray(i, i + 1));
+        } catch {
+          break;
+        }
+        await new Promise((r) => setTimeout(r, dribbleMs));
+      }
+      closeQuietly(c);
+      await reader;
+      return closed ? performance.now() - t0 : Infinity;
+    }));
+    const worst = Math.max(...cut);
+    console.log(`tunnel keep-alive: 5 dribbled second heads cut after <= ${Math.round(worst)} ms`);
+    assert(worst < handshakeTimeoutMs + 3_000, `a dribbled keep-alive head held on ${worst} ms`);
+    // A good keep-alive client is unaffected: two requests on one connection.
+    const c = await one();
+    await writeAll(c, enc.encode("GET /hello?id=2 HTTP/1.1\r\nHost: app.test\r\n\r\n"));
+    const buf = new Uint8Array(4096);
+    const n = await c.read(buf);
+    assert(new TextDecoder().decode(buf.subarray(0, n ?? 0)).endsWith("hello 2"));
+    closeQuietly(c);
+  } finally {
+    await client.stop();
+    await t.close();
+    await app.close();
   }
 });

@@ -46,6 +46,8 @@ const rawSwitchResponse = new TextEncoder().encode(
 
 /** Default close of a public connection with no bytes moving either way. */
 export const defaultPublicIdleTimeoutMs = 300_000;
+/** Default time a keep-alive request head may take once its first byte arrived. */
+export const defaultHeadTimeoutMs = 30_000;
 /** Bytes per read when copying request bodies. */
 const copyBufferBytes = 64 * 1024;
 /** Bytes per read when copying responses (downloads dominate bulk traffic). */
@@ -61,6 +63,13 @@ export interface HttpFrontOptions {
   trustForwarded?: boolean;
   /** Close a public connection idle this long. @default 300000 */
   idleTimeoutMs?: number;
+  /**
+   * Once the first byte of a keep-alive connection's next request head has arrived, the
+   * whole head must follow within this long, else the connection is closed (a slowloris
+   * after the first request, which `serve()`'s handshake timeout covers); 0 = off.
+   * @default 30000
+   */
+  headTimeoutMs?: number;
   /** Where events are logged. @default silent */
   log?: Logger;
 }
@@ -202,6 +211,7 @@ export async function handlePublicConn(
   let lastActivity = Date.now();
   let first = true;
   const idleMs = opts.idleTimeoutMs ?? defaultPublicIdleTimeoutMs;
+  const headTimeoutMs = opts.headTimeoutMs ?? defaultHeadTimeoutMs;
   const idle = setInterval(() => {
     if (Date.now() - lastActivity > idleMs) {
       log.debug("public connection idle, closing", { remote: peer.remote });
@@ -298,7 +308,17 @@ export async function handlePublicConn(
   try {
     while (true) {
       let head: RequestHead | null;
+      let headTimer: ReturnType<typeof setTimeout> | undefined;
       try {
+        if (!first && headTimeoutMs > 0) {
+          // Idle between requests is the idle timer's business; from the next head's first
+          // byte on, the head has headTimeoutMs to arrive whole.
+          if (reader.buffered === 0 && (await reader.readExactOrEof(0)) === null) break;
+          headTimer = setTimeout(() => {
+            log.debug("request head too slow, closing", { remote: peer.remote });
+            closeQuietly(conn);
+          }, headTimeoutMs);
+        }
         head = await readRequestHead(reader);
       } catch (err) {
         const status = err instanceof HttpError ? statusForHttpError(err) : undefined;
@@ -308,6 +328,8 @@ export async function handlePublicConn(
           return;
         }
         break; // closed mid-head or reset: nothing to answer
+      } finally {
+        clearTimeout(headTimer);
       }
       if (head === null) break;
       lastActivity = Date.now();

@@ -28,7 +28,11 @@ export function serveTunnel(
   opts: ServeTunnelOptions = {},
 ): Server {
   const port = (listener.addr as Deno.NetAddr).port;
-  const front: HttpFrontOptions = { publicPort: port, ...opts };
+  const front: HttpFrontOptions = {
+    publicPort: port,
+    ...opts,
+    headTimeoutMs: opts.headTimeoutMs ?? opts.handshakeTimeoutMs,
+  };
   return serve(listener as Deno.Listener<Deno.Conn>, async (conn, ctx) => {
     // TLS connections have no setNoDelay (rustls sets it on the socket it wraps).
     const tcp = conn as Partial<Deno.TcpConn>;
