@@ -209,6 +209,12 @@ export async function listenMaybeTls(
   log: Logger,
 ): Promise<Deno.Listener<Deno.Conn, Deno.NetAddr>> {
   if (cfg) return await listenTlsOrExit(addr, cfg, what, log);
+  if (!isLoopbackHost(addr.host)) {
+    log.warn(`${what}: plaintext link on a non-loopback address; anyone on the path reads it`, {
+      addr: `${addr.host}:${addr.port}`,
+      fix: "--tls-cert/--tls-key (and --tls-client-ca for mutual TLS)",
+    });
+  }
   try {
     return Deno.listen({ hostname: addr.host, port: addr.port });
   } catch (err) {
@@ -217,4 +223,10 @@ export async function listenMaybeTls(
     }
     fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
   }
+}
+
+/** Whether `host` can only be reached from this machine (127/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\./.test(h) || /^::ffff:127\./.test(h);
 }

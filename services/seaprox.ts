@@ -14,6 +14,7 @@ import { StatusHub } from "../lib/status/mod.ts";
 import { formatAddr, type HostPort, parseHostPort, type Server } from "../lib/net/mod.ts";
 import { hostPortFlag } from "../lib/cli.ts";
 import {
+  isLoopbackHost,
   listenMaybeTls,
   secretFileFlag,
   secretFromFlags,
@@ -173,13 +174,10 @@ try {
   if (err instanceof ProxyUrlError) fail(err.message, 2);
   throw err;
 }
-/** Whether a listen host can only be reached from this machine. */
-const isLoopback = (host: string): boolean =>
-  host === "localhost" || host === "::1" || /^127\./.test(host) || /^::ffff:127\./i.test(host);
 /** Why `spec` must not start: an unauthenticated proxy reachable from other machines. */
 const openProxyProblem = (spec: ListenerSpec): string | undefined =>
   (spec.scheme === "socks5" || spec.scheme === "http") && !spec.auth &&
-    !isLoopback(spec.addr.host) && !flags["allow-open"]
+    !isLoopbackHost(spec.addr.host) && !flags["allow-open"]
     ? `${spec.display}: refusing an open ${spec.scheme} proxy on a non-loopback address ` +
       `(add user:pass@ to the URL, or --allow-open if that is really intended)`
     : undefined;
