@@ -2,6 +2,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { BufferedReader, ProtocolError } from "../lib/net/mod.ts";
+import { SimdMasker } from "../lib/tunnel/ws_mask.ts";
 import {
   applyMask,
   decodeMessage,
@@ -277,5 +278,20 @@ Deno.test("tunnel codec: WebSocket masking equals the byte-wise definition at an
     const dst = new Uint8Array(4200).subarray(start % 8, start % 8 + len);
     maskCopy(dst, src, key);
     assertEquals(dst, src.map((b, i) => b ^ key[i % 4]));
+  }
+});
+
+Deno.test("tunnel codec: SIMD masking (WebAssembly) equals the byte-wise definition", () => {
+  const m = SimdMasker.create(1024);
+  const noise = crypto.getRandomValues(new Uint8Array(65536));
+  assert(m !== null, "WebAssembly SIMD is available in Deno");
+  for (let trial = 0; trial < 200; trial++) {
+    const key = crypto.getRandomValues(new Uint8Array(4));
+    const len = trial < 40 ? trial : Math.floor(Math.random() * 300_000);
+    const src = new Uint8Array(len + 3).map((_, i) => noise[i % noise.length] ^ (i >> 16))
+      .subarray(trial % 4, trial % 4 + len);
+    const offset = 4 * (trial % 8);
+    m.maskInto(offset, src, key);
+    assertEquals(m.buffer.slice(offset, offset + len), src.map((b, i) => b ^ key[i % 4]));
   }
 });

@@ -11,6 +11,7 @@
 
 import { createHash } from "node:crypto";
 import { closeQuietly, type Duplex, ProtocolError, writeAll } from "../net/mod.ts";
+import { SimdMasker } from "./ws_mask.ts";
 
 /** GUID appended to Sec-WebSocket-Key (RFC 6455 §1.3). */
 const acceptGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -142,11 +143,15 @@ export class WsConn implements Duplex {
   #closeSent = false;
   #writeChain: Promise<void> = Promise.resolve();
   #scratch = new Uint8Array(bodyOffset + 64 * 1024);
+  /** Client role: the send buffer in WebAssembly memory, masked with SIMD (null: JS path). */
+  #masker: SimdMasker | null = null;
+  #head = new Uint8Array(maxHeaderBytes);
 
   /** Frame over `conn`, an upgraded connection. */
   constructor(conn: Duplex, opts: WsConnOptions) {
     this.#conn = conn;
     this.#client = opts.role === "client";
+    if (this.#client) this.#masker = SimdMasker.create(bodyOffset + 64 * 1024);
     if (opts.prefix && opts.prefix.length > 0) {
       if (opts.prefix.length > this.#buf.length) this.#buf = new Uint8Array(opts.prefix.length);
       this.#buf.set(opts.prefix);
@@ -291,6 +296,15 @@ export class WsConn implements Duplex {
     // The payload goes at a 4-byte aligned offset, the header right before it, so masking
     // can run a word at a time while copying (one pass instead of copy + XOR).
     const need = bodyOffset + payload.length;
+    const masker = this.#masker;
+    if (key && masker) {
+      masker.maskInto(bodyOffset, payload, key);
+      const out = masker.buffer;
+      const hl = encodeFrameHeader(this.#head, true, opcode, payload.length, key);
+      out.set(this.#head.subarray(0, hl), bodyOffset - hl);
+      await writeAll(this.#conn, out.subarray(bodyOffset - hl, need));
+      return;
+    }
     if (need > this.#scratch.length) {
       this.#scratch = new Uint8Array(Math.max(need, this.#scratch.length * 2));
     }
