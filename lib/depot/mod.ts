@@ -9,4 +9,3 @@ export * from "./server.ts";
 export * from "./local.ts";
 export { acceptDepotSocks, type DepotSocksOptions } from "./socks_front.ts";
 export { type HasStatus, statusApp } from "./status.ts";
-export { allowList, PolicyError } from "./policy.ts";
