@@ -15,6 +15,7 @@ import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
 import { startClient, startTunnel } from "./_tunnel.ts";
 import { startOrigin } from "./_util.ts";
+import { startHttpProxy } from "./_http.ts";
 import { listenLocal, readAll } from "./_util.ts";
 import { startHashTarget } from "./_fusion.ts";
 
@@ -182,6 +183,68 @@ Deno.test("slowloris: the fusion server cuts dribbled path hellos", async () => 
     await srv.stop(500);
     await server.close();
     await target.close();
+  }
+});
+
+/** One good request on a fresh connection (`request` must get a 200), then the open conn. */
+async function keptAlive(port: number, request: string): Promise<Deno.TcpConn> {
+  const c = await dial("127.0.0.1", port);
+  await writeAll(c, enc.encode(request));
+  const buf = new Uint8Array(4096);
+  const n = await c.read(buf);
+  const got = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+  assert(got.startsWith("HTTP/1.1 200"), got.slice(0, 40));
+  return c;
+}
+
+/** Dribble `head` on each connection; ms until each was closed by the server. */
+function dribbleHeads(conns: Deno.TcpConn[], head: Uint8Array): Promise<number[]> {
+  const t0 = performance.now();
+  return Promise.all(conns.map(async (c) => {
+    let closed = false;
+    const reader = (async () => {
+      const buf = new Uint8Array(1024);
+      try {
+        while ((await c.read(buf)) !== null) { /* until closed */ }
+      } catch {
+        // reset: closed too
+      }
+      closed = true;
+    })();
+    for (let i = 0; i < head.length && !closed && performance.now() - t0 < 8_000; i++) {
+      try {
+        await writeAll(c, head.subarray(i, i + 1));
+      } catch {
+        break;
+      }
+      await new Promise((r) => setTimeout(r, dribbleMs));
+    }
+    const byServer = closed;
+    closeQuietly(c);
+    await reader;
+    return byServer ? performance.now() - t0 : Infinity;
+  }));
+}
+
+Deno.test("slowloris: the HTTP proxy cuts a dribbled second head on a keep-alive connection", async () => {
+  const origin = startOrigin();
+  const proxy = startHttpProxy({ headTimeoutMs: handshakeTimeoutMs });
+  try {
+    const req = (id: number) =>
+      `GET http://127.0.0.1:${origin.port}/hello?id=${id} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`;
+    const conns = await Promise.all([1, 2, 3, 4, 5].map((i) => keptAlive(proxy.addr.port, req(i))));
+    const cut = await dribbleHeads(
+      conns,
+      enc.encode(req(9).replace("\r\n\r\n", "\r\nX-Pad: slowly-sent\r\n\r\n")),
+    );
+    const worst = Math.max(...cut);
+    console.log(
+      `http proxy keep-alive: 5 dribbled second heads cut after <= ${Math.round(worst)} ms`,
+    );
+    assert(worst < handshakeTimeoutMs + 3_000, `a dribbled keep-alive head held on ${worst} ms`);
+  } finally {
+    await proxy.stop(200);
+    await origin.close();
   }
 });
 

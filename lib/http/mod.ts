@@ -47,6 +47,7 @@ export {
 } from "./target.ts";
 export { basicCredentials, parseBasicCredentials, simpleResponse, statusText } from "./response.ts";
 export {
+  defaultProxyHeadTimeoutMs,
   defaultProxyIdleTimeoutMs,
   handleHttpProxy,
   type HttpExchange,

@@ -51,6 +51,8 @@ import { parseAbsoluteTarget, parseAuthority } from "./target.ts";
 
 /** Default idle timeout of a proxied connection (no byte either way for this long). */
 export const defaultProxyIdleTimeoutMs = 300_000;
+/** Default time a keep-alive request head may take once its first byte arrived. */
+export const defaultProxyHeadTimeoutMs = 30_000;
 /** Bytes the client-side head reader pulls per read. */
 const clientReadBytes = 16 * 1024;
 /** A response head is merged into one write with a first body piece up to this size. */
@@ -95,6 +97,13 @@ export interface HttpProxyOptions {
   realm?: string;
   /** Close when no byte moved either way for this long; 0 = never. @default 300000 */
   idleTimeoutMs?: number;
+  /**
+   * Once the first byte of a keep-alive connection's next request head has arrived, the
+   * whole head must follow within this long, else the connection is closed (a slowloris
+   * after the first request, which `serve()`'s handshake timeout covers); 0 = off.
+   * @default 30000
+   */
+  headTimeoutMs?: number;
   /** Limits on request and response heads. @default 64 KiB, 100 fields */
   limits?: HeadLimits;
   /** Abort: the connection (and any upstream) is closed and the call resolves. */
@@ -213,6 +222,7 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
   const log = opts.log ?? silentLogger;
   const limits = opts.limits ?? {};
   const idleTimeoutMs = opts.idleTimeoutMs ?? defaultProxyIdleTimeoutMs;
+  const headTimeoutMs = opts.headTimeoutMs ?? defaultProxyHeadTimeoutMs;
   noDelay(conn);
   const client = new BufferedReader(conn, clientReadBytes);
   let upstream: Upstream | undefined;
@@ -607,7 +617,14 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
   try {
     while (true) {
       let head: RequestHead | null;
+      let headTimer: ReturnType<typeof setTimeout> | undefined;
       try {
+        if (!first && headTimeoutMs > 0) {
+          // Idle between requests is the idle watch's business; from the next head's first
+          // byte on, the head has headTimeoutMs to arrive whole.
+          if (client.buffered === 0 && (await client.readExactOrEof(0)) === null) return;
+          headTimer = setTimeout(closeAll, headTimeoutMs);
+        }
         head = await readRequestHead(client, limits);
       } catch (err) {
         if (err instanceof HttpError) {
@@ -627,6 +644,8 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
         }
         // Anything else is the connection itself failing (reset, closed by idle/abort).
         return;
+      } finally {
+        clearTimeout(headTimer);
       }
       if (head === null) return;
       idle.touch();
