@@ -19,6 +19,8 @@ const acceptGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 export const maxFramePayloadBytes = 16 * 1024 * 1024;
 /** Largest payload we put in one frame; bigger writes are split. */
 const maxSendPayloadBytes = 1024 * 1024;
+/** Largest read of masked payload into the (server's) WebAssembly unmask buffer. */
+const maxUnmaskReadBytes = 1024 * 1024;
 /** Largest header: 2 + 8 (length) + 4 (mask). */
 const maxHeaderBytes = 14;
 
@@ -143,7 +145,10 @@ export class WsConn implements Duplex {
   #closeSent = false;
   #writeChain: Promise<void> = Promise.resolve();
   #scratch = new Uint8Array(bodyOffset + 64 * 1024);
-  /** Client role: the send buffer in WebAssembly memory, masked with SIMD (null: JS path). */
+  /**
+   * The client's send buffer, the server's receive buffer for masked payload: WebAssembly
+   * memory, masked with SIMD (null: JS path).
+   */
   #masker: SimdMasker | null = null;
   #head = new Uint8Array(maxHeaderBytes);
 
@@ -151,7 +156,7 @@ export class WsConn implements Duplex {
   constructor(conn: Duplex, opts: WsConnOptions) {
     this.#conn = conn;
     this.#client = opts.role === "client";
-    if (this.#client) this.#masker = SimdMasker.create(bodyOffset + 64 * 1024);
+    this.#masker = SimdMasker.create(bodyOffset + 64 * 1024);
     if (opts.prefix && opts.prefix.length > 0) {
       if (opts.prefix.length > this.#buf.length) this.#buf = new Uint8Array(opts.prefix.length);
       this.#buf.set(opts.prefix);
@@ -268,6 +273,18 @@ export class WsConn implements Duplex {
       n = Math.min(p.length, this.#left, buffered);
       p.set(this.#buf.subarray(this.#start, this.#start + n));
       this.#start += n;
+    } else if (this.#mask && this.#masker) {
+      // Masked (client) data: read into WebAssembly memory, unmask there with SIMD, copy
+      // out. Cheaper than XORing the caller's buffer in JS, even with the extra copy.
+      const m = this.#masker;
+      const want = Math.min(p.length, this.#left, maxUnmaskReadBytes);
+      const got = await this.#conn.read(m.reserve(want).subarray(0, want));
+      if (got === null) throw new ProtocolError("connection closed mid-frame", "eof");
+      m.maskInPlace(0, got, this.#mask, this.#maskPos);
+      this.#maskPos = (this.#maskPos + got) % 4;
+      p.set(m.buffer.subarray(0, got));
+      this.#left -= got;
+      return got;
     } else {
       // Straight into the caller's buffer: no copy for large payloads.
       const got = await this.#conn.read(p.length > this.#left ? p.subarray(0, this.#left) : p);

@@ -185,11 +185,20 @@ export class SimdMasker {
    * Copy `src` to `offset` (a multiple of 4) and XOR it with `key` (4 bytes, as on the wire).
    */
   maskInto(offset: number, src: Uint8Array, key: Uint8Array): void {
-    const v = this.reserve(offset + src.length);
-    v.set(src, offset);
-    const word = (key[0] | (key[1] << 8) | (key[2] << 16) | (key[3] << 24)) >>> 0;
-    this.#mask(offset, src.length, word | 0);
-    // The tail past the last whole 16-byte block starts at a key phase of 0.
-    for (let i = src.length & ~15; i < src.length; i++) v[offset + i] ^= key[i & 3];
+    this.reserve(offset + src.length).set(src, offset);
+    this.maskInPlace(offset, src.length, key, 0);
+  }
+
+  /**
+   * XOR the `length` bytes of the buffer at `offset` with `key`, the first byte with
+   * `key[phase]` (a frame's payload read in pieces continues where the last piece ended).
+   */
+  maskInPlace(offset: number, length: number, key: Uint8Array, phase: number): void {
+    const v = this.#view;
+    const k0 = key[phase & 3], k1 = key[(phase + 1) & 3];
+    const k2 = key[(phase + 2) & 3], k3 = key[(phase + 3) & 3];
+    this.#mask(offset, length, k0 | (k1 << 8) | (k2 << 16) | (k3 << 24));
+    // The tail past the last whole 16-byte block starts at the same key phase.
+    for (let i = length & ~15; i < length; i++) v[offset + i] ^= key[(phase + i) & 3];
   }
 }
