@@ -37,9 +37,21 @@ export class TimeoutError extends Error {
   readonly reason = "timeout";
 }
 
-/** Map an OS-level error from `Deno.connect` and friends to a typed reason. */
+/** `node:net` error codes (sockets made with node:net / node:tls) and their reasons. */
+const nodeCodeReasons: Record<string, NetFailureReason> = {
+  ECONNREFUSED: "refused",
+  EHOSTUNREACH: "host-unreachable",
+  ENETUNREACH: "network-unreachable",
+  ETIMEDOUT: "timeout",
+  ENOTFOUND: "resolve",
+  EAI_AGAIN: "resolve",
+};
+
+/** Map an OS-level error from `Deno.connect`, `node:net` and friends to a typed reason. */
 export function classifyError(err: unknown): NetFailureReason {
   if (err instanceof NetError) return err.reason;
+  const byCode = nodeCodeReasons[(err as { code?: unknown })?.code as string];
+  if (byCode) return byCode;
   if (err instanceof Deno.errors.ConnectionRefused) return "refused";
   if (err instanceof Deno.errors.NetworkUnreachable) return "network-unreachable";
   if (err instanceof Deno.errors.TimedOut || err instanceof TimeoutError) return "timeout";

@@ -8,8 +8,10 @@
  * @module
  */
 
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
+import { joinHostPort } from "./addr.ts";
 import { writeAll } from "./duplex.ts";
+import { classifyError, NetError } from "./errors.ts";
 
 /** Bytes a socket may buffer unread before it is paused (resumed below half of it). */
 export const nodeReadHighWaterBytes = 1024 * 1024;
@@ -185,4 +187,65 @@ export class NodeSocketConn implements Deno.Conn {
     });
     return this.#writable;
   }
+}
+
+/** Options of {@linkcode connectNodeSocket} and {@linkcode dialFrom}. */
+export interface DialFromOptions {
+  /** Give up after this long. @default 10000 */
+  timeoutMs?: number;
+  /** Abort the connect; it rejects with reason "aborted". */
+  signal?: AbortSignal;
+}
+
+/**
+ * TCP connect from `localAddress` (which selects the interface or link) with `node:net`,
+ * since `Deno.connect` cannot bind a local address. Resolves with the connected, half-open
+ * capable socket; rejects with a {@linkcode NetError} typed like `dial()`'s. TLS callers
+ * wrap the socket with `node:tls`; plain callers use {@linkcode dialFrom}.
+ */
+export function connectNodeSocket(
+  host: string,
+  port: number,
+  localAddress: string,
+  opts: DialFromOptions = {},
+): Promise<Socket> {
+  const target = `${localAddress}>${joinHostPort(host, port)}`;
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host, port, localAddress, allowHalfOpen: true });
+    const done = (err: NetError | null) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.off("error", onError);
+      sock.off("connect", onConnect);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else {
+        resolve(sock);
+      }
+    };
+    const onError = (e: Error) =>
+      done(new NetError(classifyError(e), `connect ${target}: ${e.message}`, { cause: e }));
+    const onConnect = () => done(null);
+    const onAbort = () => done(new NetError("aborted", `connect ${target} aborted`));
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const timer = setTimeout(
+      () => done(new NetError("timeout", `connect ${target} timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    sock.once("error", onError);
+    sock.once("connect", onConnect);
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** `dial()` from a given local address: a plain TCP connection as a Deno.Conn-shaped Duplex. */
+export async function dialFrom(
+  host: string,
+  port: number,
+  localAddress: string,
+  opts: DialFromOptions = {},
+): Promise<NodeSocketConn> {
+  return new NodeSocketConn(await connectNodeSocket(host, port, localAddress, opts));
 }

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { connect as netConnect, isIP } from "node:net";
+import { isIP } from "node:net";
 import {
   connect as tlsConnect,
   createServer as createTlsServer,
@@ -23,8 +23,8 @@ import {
 import { type Logger, silentLogger } from "../log.ts";
 import { joinHostPort } from "./addr.ts";
 import { closeQuietly } from "./duplex.ts";
-import { classifyError, errorMessage, NetError, type NetFailureReason } from "./errors.ts";
-import { NodeSocketConn } from "./node_socket.ts";
+import { classifyError, errorMessage, NetError } from "./errors.ts";
+import { connectNodeSocket, NodeSocketConn } from "./node_socket.ts";
 import { formatAddr } from "./serve.ts";
 
 /** Certificate files of a TLS server (what the flags name). */
@@ -674,60 +674,32 @@ async function connectDenoTls(
   return conn;
 }
 
-function connectNodeTls(
+async function connectNodeTls(
   host: string,
   port: number,
   name: string,
   cfg: TlsClientConfig,
   localAddress: string,
 ): Promise<Deno.Conn> {
-  return new Promise((resolve, reject) => {
-    const raw = netConnect({ host, port, localAddress, allowHalfOpen: true });
-    const rawError = (e: Error & { code?: string }) => {
+  const raw = await connectNodeSocket(host, port, localAddress);
+  return await new Promise((resolve, reject) => {
+    const sock = tlsConnect({
+      socket: raw,
+      host: name,
+      ...(isIP(name) ? {} : { servername: name }),
+      ...(cfg.ca ? { ca: cfg.ca } : {}),
+      ...(cfg.cert && cfg.key ? { cert: cfg.cert, key: cfg.key } : {}),
+      rejectUnauthorized: true,
+    });
+    const tlsError = (e: Error) => {
+      sock.destroy();
       raw.destroy();
-      reject(
-        new NetError(nodeNetReason(e.code), `connect ${joinHostPort(host, port)}: ${e.message}`),
-      );
+      reject(markTls(e));
     };
-    raw.once("error", rawError);
-    raw.once("connect", () => {
-      raw.off("error", rawError);
-      const sock = tlsConnect({
-        socket: raw,
-        host: name,
-        ...(isIP(name) ? {} : { servername: name }),
-        ...(cfg.ca ? { ca: cfg.ca } : {}),
-        ...(cfg.cert && cfg.key ? { cert: cfg.cert, key: cfg.key } : {}),
-        rejectUnauthorized: true,
-      });
-      const tlsError = (e: Error) => {
-        sock.destroy();
-        raw.destroy();
-        reject(markTls(e));
-      };
-      sock.once("error", tlsError);
-      sock.once("secureConnect", () => {
-        sock.off("error", tlsError);
-        resolve(new NodeSocketConn(sock, { pausable: false }));
-      });
+    sock.once("error", tlsError);
+    sock.once("secureConnect", () => {
+      sock.off("error", tlsError);
+      resolve(new NodeSocketConn(sock, { pausable: false }));
     });
   });
-}
-
-function nodeNetReason(code: string | undefined): NetFailureReason {
-  switch (code) {
-    case "ECONNREFUSED":
-      return "refused";
-    case "EHOSTUNREACH":
-      return "host-unreachable";
-    case "ENETUNREACH":
-      return "network-unreachable";
-    case "ETIMEDOUT":
-      return "timeout";
-    case "ENOTFOUND":
-    case "EAI_AGAIN":
-      return "resolve";
-    default:
-      return "other";
-  }
 }
