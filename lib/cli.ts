@@ -277,18 +277,24 @@ export function serviceLogger(name: string, level: string | undefined): Logger {
 }
 
 /**
- * `Deno.listen` on `addr`, exiting 1 with one line when the port is busy or the address
- * cannot be bound (a service that cannot listen has nothing to do).
+ * Run `start` (which binds `addr`), exiting 1 with one line when the port is busy or the
+ * address cannot be bound (a service that cannot listen has nothing to do). Serves TCP
+ * listeners, `Deno.serve` (metrics, status) and anything else that binds.
  */
-export function listenOrExit(addr: HostPort, what: string): Deno.TcpListener {
+export function bindOrExit<T>(what: string, addr: HostPort, start: () => T): T {
   try {
-    return Deno.listen({ hostname: addr.host, port: addr.port });
+    return start();
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
       fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
     }
     fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
   }
+}
+
+/** `Deno.listen` on `addr`, or exit 1 with one line (see {@linkcode bindOrExit}). */
+export function listenOrExit(addr: HostPort, what: string): Deno.TcpListener {
+  return bindOrExit(what, addr, () => Deno.listen({ hostname: addr.host, port: addr.port }));
 }
 
 /**

@@ -6,7 +6,15 @@
  *   DEPOT_TOKEN=s3cret deno run -A services/depot-local.ts --server depot.example:7000
  */
 
-import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import {
+  bindOrExit,
+  fail,
+  hostPortFlag,
+  intFlag,
+  onShutdown,
+  parseFlags,
+  serviceLogger,
+} from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import {
@@ -15,7 +23,7 @@ import {
   tlsClientFlags,
   tlsClientFromFlags,
 } from "../lib/cli_security.ts";
-import { Acl, AclError, errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
+import { Acl, AclError, formatAddr } from "../lib/net/mod.ts";
 import { defaultControlPort, DepotLocal, exitNamePattern, statusApp } from "../lib/depot/mod.ts";
 
 // ---- flags ----
@@ -162,23 +170,8 @@ const local = new DepotLocal({
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
 });
-/** Start an HTTP listener, exiting 1 with one line when its address cannot be bound. */
-function httpOrExit(
-  what: string,
-  addr: HostPort,
-  start: () => Deno.HttpServer<Deno.NetAddr>,
-): Deno.HttpServer<Deno.NetAddr> {
-  try {
-    return start();
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
-    }
-    fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
-  }
-}
 const statusServer = statusAddr
-  ? httpOrExit("status", statusAddr, () =>
+  ? bindOrExit("status", statusAddr, () =>
     Deno.serve({
       hostname: statusAddr.host,
       port: statusAddr.port,
@@ -186,7 +179,7 @@ const statusServer = statusAddr
     }, statusApp(local).fetch))
   : undefined;
 const metrics = metricsAddr
-  ? httpOrExit("metrics", metricsAddr, () =>
+  ? bindOrExit("metrics", metricsAddr, () =>
     serveMetrics(metricsAddr.host, metricsAddr.port, log, {
       "/status": () => Response.json(local.status()),
     }, { status: statusHub() }))

@@ -7,6 +7,7 @@
  */
 
 import {
+  bindOrExit,
   fail,
   hostPortFlag,
   intFlag,
@@ -26,7 +27,7 @@ import {
 } from "../lib/cli_security.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { depotStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
-import { AuthFailureLimiter, errorMessage, formatAddr, type HostPort } from "../lib/net/mod.ts";
+import { AuthFailureLimiter, formatAddr } from "../lib/net/mod.ts";
 import {
   defaultControlPort,
   defaultSocksPort,
@@ -181,23 +182,8 @@ log.info("link security", {
     : "off (plaintext: keep it on loopback or a trusted network)",
 });
 const app = statusApp(server);
-/** Start an HTTP listener, exiting 1 with one line when its address cannot be bound. */
-function httpOrExit(
-  what: string,
-  addr: HostPort,
-  start: () => Deno.HttpServer<Deno.NetAddr>,
-): Deno.HttpServer<Deno.NetAddr> {
-  try {
-    return start();
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
-    }
-    fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
-  }
-}
 const statusServer = statusAddr
-  ? httpOrExit("status", statusAddr, () =>
+  ? bindOrExit("status", statusAddr, () =>
     Deno.serve({
       hostname: statusAddr.host,
       port: statusAddr.port,
@@ -205,7 +191,7 @@ const statusServer = statusAddr
     }, app.fetch))
   : undefined;
 const metrics = metricsAddr
-  ? httpOrExit("metrics", metricsAddr, () =>
+  ? bindOrExit("metrics", metricsAddr, () =>
     serveMetrics(metricsAddr.host, metricsAddr.port, log, {
       "/status": () => Response.json(server.status()),
     }, { status: statusHub() }))

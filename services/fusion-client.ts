@@ -9,6 +9,7 @@
  */
 
 import {
+  bindOrExit,
   fail,
   hostPortFlag,
   intFlag,
@@ -175,13 +176,14 @@ log.info("paths", { count: paths.length, scheduler, tls: tls ? "on" : "off" });
 // Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
 if (metricsAddr) livePathMetrics(() => [...client.sessions].map((s) => s.status()));
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    "/status": () =>
-      Response.json({
-        sessions: [...client.sessions].map((s) => s.status()),
-        recent: client.recent,
-      }),
-  }, { status: statusHub() })
+  ? bindOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      "/status": () =>
+        Response.json({
+          sessions: [...client.sessions].map((s) => s.status()),
+          recent: client.recent,
+        }),
+    }, { status: statusHub() }))
   : undefined;
 
 /** The live status page: sessions, paths, each path's share of the traffic. */

@@ -5,7 +5,15 @@
  *   FUSION_TOKEN=s3cret deno run -A services/fusion-server.ts --listen 0.0.0.0:5022
  */
 
-import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import {
+  bindOrExit,
+  fail,
+  hostPortFlag,
+  intFlag,
+  onShutdown,
+  parseFlags,
+  serviceLogger,
+} from "../lib/cli.ts";
 import {
   listenMaybeTls,
   secretFileFlag,
@@ -147,13 +155,14 @@ log.info("target", { addr: `${target.host}:${target.port}`, scheduler });
 // Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
 if (metricsAddr) livePathMetrics(() => [...fusion.sessions.values()].map((s) => s.status()));
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    "/status": () =>
-      Response.json({
-        sessions: [...fusion.sessions.values()].map((s) => s.status()),
-        recent: fusion.recent,
-      }),
-  }, { status: statusHub() })
+  ? bindOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      "/status": () =>
+        Response.json({
+          sessions: [...fusion.sessions.values()].map((s) => s.status()),
+          recent: fusion.recent,
+        }),
+    }, { status: statusHub() }))
   : undefined;
 
 /** The live status page: sessions, paths, each path's share of the traffic. */

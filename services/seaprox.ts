@@ -8,7 +8,15 @@
  *     --listen http://user:pass@127.0.0.1:8080 --listen static://127.0.0.1:9000?to=example.org:80
  */
 
-import { fail, intFlag, onReload, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import {
+  bindOrExit,
+  fail,
+  intFlag,
+  onReload,
+  onShutdown,
+  parseFlags,
+  serviceLogger,
+} from "../lib/cli.ts";
 import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
 import { StatusHub } from "../lib/status/mod.ts";
 import { formatAddr, type HostPort, parseHostPort, type Server } from "../lib/net/mod.ts";
@@ -289,20 +297,21 @@ for (const addr of linkListens) {
 }
 const startedMs = Date.now();
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    // Live connections with both sides' states and byte counts (no secrets: users only).
-    "/status": () =>
-      Response.json({
-        uptimeMs: Date.now() - startedMs,
-        maxConns,
-        listeners: proxy.servers.map((s, i) => ({
-          url: proxy.specs[i].display,
-          addr: formatAddr(s.addr),
-          ...s.server.stats,
-        })),
-        connections: proxy.table.list().map((c) => c.snapshot()),
-      }),
-  }, { status: statusHub() })
+  ? bindOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      // Live connections with both sides' states and byte counts (no secrets: users only).
+      "/status": () =>
+        Response.json({
+          uptimeMs: Date.now() - startedMs,
+          maxConns,
+          listeners: proxy.servers.map((s, i) => ({
+            url: proxy.specs[i].display,
+            addr: formatAddr(s.addr),
+            ...s.server.stats,
+          })),
+          connections: proxy.table.list().map((c) => c.snapshot()),
+        }),
+    }, { status: statusHub() }))
   : undefined;
 
 /** The live status page: listeners, connections, and connection/byte-rate charts. */

@@ -7,7 +7,15 @@
  *     --server http://tunnel.example.com:8080 --local 127.0.0.1:3000
  */
 
-import { fail, hostPortFlag, intFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import {
+  bindOrExit,
+  fail,
+  hostPortFlag,
+  intFlag,
+  onShutdown,
+  parseFlags,
+  serviceLogger,
+} from "../lib/cli.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage } from "../lib/net/mod.ts";
@@ -149,10 +157,11 @@ gauge("warren_tunnel_client_streams_total", "tunnel streams served", [], functio
   this.set(client.streams);
 });
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    "/status": () =>
-      Response.json({ state: client.state, connects: client.connects, streams: client.streams }),
-  }, { status: statusHub() })
+  ? bindOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      "/status": () =>
+        Response.json({ state: client.state, connects: client.connects, streams: client.streams }),
+    }, { status: statusHub() }))
   : undefined;
 
 /** The live status page: connection state, reconnects, streams served. */

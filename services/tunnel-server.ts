@@ -8,6 +8,7 @@
  */
 
 import {
+  bindOrExit,
   fail,
   hostPortFlag,
   intFlag,
@@ -267,10 +268,11 @@ if (adminAddr) {
   }
 }
 const metrics = metricsAddr
-  ? serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-    "/status": async () =>
-      Response.json({ hosts: await server.status(), clients: server.clients() }),
-  }, { status: statusHub() })
+  ? bindOrExit("metrics", metricsAddr, () =>
+    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+      "/status": async () =>
+        Response.json({ hosts: await server.status(), clients: server.clients() }),
+    }, { status: statusHub() }))
   : undefined;
 
 /** The live status page: hosts and their clients, requests, bytes, client RTT. */
