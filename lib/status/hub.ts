@@ -136,7 +136,7 @@ export class StatusHub {
   }
 
   /** Take one sample of every provider's series (the timer calls it; tests may too). */
-  async sample(nowMs = Date.now()): Promise<void> {
+  async sample(nowMs: number = Date.now()): Promise<void> {
     if (this.#sampling) return;
     this.#sampling = true;
     try {

@@ -355,7 +355,7 @@ export class WsConn implements Duplex {
   }
 
   /** Send a ping with `data` (≤ 125 bytes); the peer's pong is consumed by `read`. */
-  ping(data = new Uint8Array(0)): Promise<void> {
+  ping(data: Uint8Array = new Uint8Array(0)): Promise<void> {
     return this.#send(Opcode.ping, data);
   }
 
