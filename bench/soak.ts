@@ -81,6 +81,8 @@ export interface SoakResult {
   failed: Record<string, number>;
   /** First failures, for the report. */
   errors: string[];
+  /** Warnings and errors the services logged, counted by process and message. */
+  serviceWarnings: Record<string, number>;
   /** Payload bytes moved (both directions), per stack. */
   bytes: Record<string, number>;
 }
@@ -287,6 +289,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     abandoned: {},
     failed: {},
     errors: [],
+    serviceWarnings: {},
     bytes: {},
   };
   try {
@@ -390,6 +393,16 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       }
       r.afterPhase.push(r.final);
     }
+    for (const st of stacks) {
+      for (const [role, p] of Object.entries(st.procs)) {
+        for (const line of p.lines) {
+          const m = /level=(warn|error) .*?msg="([^"]*)"/.exec(line);
+          if (!m) continue;
+          const key = `${st.name}/${role} ${m[1]}: ${m[2]}`;
+          r.serviceWarnings[key] = (r.serviceWarnings[key] ?? 0) + 1;
+        }
+      }
+    }
     return r;
   } finally {
     for (const s of stacks) await s.stop();
@@ -422,6 +435,7 @@ export function formatSoak(r: SoakResult): string {
     );
   }
   for (const e of r.errors) lines.push(`error: ${e}`);
+  for (const [k, n] of Object.entries(r.serviceWarnings)) lines.push(`logged ${n}× ${k}`);
   return lines.join("\n");
 }
 
