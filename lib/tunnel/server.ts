@@ -188,9 +188,9 @@ export class ClientConn {
   /** Virtual hosts it serves. */
   hosts: string[] = [];
   /** True once the handshake is done (routing uses only ready clients). */
-  ready = false;
+  ready: boolean = false;
   /** Public TCP tunnel listeners by port. */
-  readonly tcp = new Map<number, Server>();
+  readonly tcp: Map<number, Server> = new Map();
   /** The control stream, once the client opened it. */
   control: Stream | undefined;
   /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
