@@ -29,7 +29,7 @@ import type { PathSpec } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr, serve } from "../lib/net/mod.ts";
-import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
+import { fusionSessionFlags, fusionSessionOptions } from "./_fusion_flags.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -69,36 +69,9 @@ const flags = parseFlags({
     },
     "token-file": secretFileFlag("token"),
     ...tlsClientFlags,
-    scheduler: {
-      type: "string",
-      arg: schedulerNames.join("|"),
-      default: "weighted",
-      help: "how frames are spread over paths",
-    },
-    "window-mib": {
-      type: "string",
-      arg: "MiB",
-      default: "16",
-      help: "bytes in flight per direction and session (same on both ends)",
-    },
-    "silence-timeout-ms": {
-      type: "string",
-      arg: "ms",
-      default: "3000",
-      help: "a path silent this long (no acks, no heartbeats) is dropped and redialled",
-    },
-    "nack-gap": {
-      type: "string",
-      arg: "frames",
-      default: "10",
-      help: "a hole with this many frames received beyond it is NACKed (or after 300 ms)",
-    },
-    "grace-ms": {
-      type: "string",
-      arg: "ms",
-      default: "30000",
-      help: "a session with no path for this long ends",
-    },
+    ...fusionSessionFlags(
+      "a path silent this long (no acks, no heartbeats) is dropped and redialled",
+    ),
     "max-conns": {
       type: "string",
       arg: "n",
@@ -127,10 +100,7 @@ const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : und
 const token = secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "";
 const tls = tlsClientFromFlags(flags);
 if (token === "") fail("a token is required: --token, FUSION_TOKEN or --token-file", 2);
-const scheduler = flags.scheduler as SchedulerName;
-if (!schedulerNames.includes(scheduler)) {
-  fail(`--scheduler must be one of ${schedulerNames.join(", ")}`, 2);
-}
+const session = fusionSessionOptions(flags);
 const paths: PathSpec[] = [];
 for (const p of flags.path) {
   try {
@@ -146,13 +116,6 @@ if (flags.server) {
   for (let i = 0; i < n; i++) paths.push(server);
 }
 if (paths.length === 0) fail("give --server host:port (with --paths N) or --path, repeatable", 2);
-const windowMiB = intFlag("window-mib", flags["window-mib"], 16);
-if (windowMiB < 1 || windowMiB > 1024) fail("--window-mib must be between 1 and 1024", 2);
-const silenceTimeoutMs = intFlag("silence-timeout-ms", flags["silence-timeout-ms"], 3000);
-if (silenceTimeoutMs < 100) fail("--silence-timeout-ms must be at least 100", 2);
-const graceMs = intFlag("grace-ms", flags["grace-ms"], 30_000);
-const nackGapFrames = intFlag("nack-gap", flags["nack-gap"], 10);
-if (nackGapFrames < 1) fail("--nack-gap must be at least 1", 2);
 const maxConns = intFlag("max-conns", flags["max-conns"], 64);
 const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 2000);
 
@@ -161,18 +124,13 @@ const client = new FusionClient({
   paths,
   token,
   tls,
-  scheduler,
-  windowBytes: windowMiB * 1024 * 1024,
-  silenceTimeoutMs,
-  heartbeatIntervalMs: Math.max(20, Math.min(250, Math.floor(silenceTimeoutMs / 4))),
-  graceMs,
-  nackGapFrames,
+  ...session,
   log,
 });
 const listener = listenOrExit(listenAddr, "listen");
 const server = serve(listener, client.handle, { maxConns, log, handshakeTimeoutMs: 0 });
 log.info("listening", { name: "listen", addr: formatAddr(listener.addr) });
-log.info("paths", { count: paths.length, scheduler, tls: tls ? "on" : "off" });
+log.info("paths", { count: paths.length, scheduler: session.scheduler, tls: tls ? "on" : "off" });
 // Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
 if (metricsAddr) livePathMetrics(() => [...client.sessions].map((s) => s.status()));
 const metrics = metricsAddr

@@ -25,7 +25,7 @@ import { FusionServer, livePathMetrics } from "../lib/fusion/mod.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { fusionStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, formatAddr, serve } from "../lib/net/mod.ts";
-import { type SchedulerName, schedulerNames } from "../lib/sequencer/mod.ts";
+import { fusionSessionFlags, fusionSessionOptions } from "./_fusion_flags.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -54,36 +54,7 @@ const flags = parseFlags({
     },
     "token-file": secretFileFlag("token"),
     ...tlsServerFlags,
-    scheduler: {
-      type: "string",
-      arg: schedulerNames.join("|"),
-      default: "weighted",
-      help: "how frames back to the client are spread over paths",
-    },
-    "window-mib": {
-      type: "string",
-      arg: "MiB",
-      default: "16",
-      help: "bytes in flight per direction and session (same on both ends)",
-    },
-    "silence-timeout-ms": {
-      type: "string",
-      arg: "ms",
-      default: "3000",
-      help: "a path silent this long (no acks, no heartbeats) is dropped",
-    },
-    "nack-gap": {
-      type: "string",
-      arg: "frames",
-      default: "10",
-      help: "a hole with this many frames received beyond it is NACKed (or after 300 ms)",
-    },
-    "grace-ms": {
-      type: "string",
-      arg: "ms",
-      default: "30000",
-      help: "a session with no path for this long ends",
-    },
+    ...fusionSessionFlags("a path silent this long (no acks, no heartbeats) is dropped"),
     "max-sessions": { type: "string", arg: "n", default: "256", help: "sessions at once" },
     "max-paths": { type: "string", arg: "n", default: "8", help: "paths per session" },
     "drain-timeout-ms": {
@@ -108,17 +79,7 @@ const metricsAddr = flags.metrics ? hostPortFlag("metrics", flags.metrics) : und
 const token = secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "";
 if (token === "") fail("a token is required: --token, FUSION_TOKEN or --token-file", 2);
 const tls = tlsServerFromFlags(flags);
-const scheduler = flags.scheduler as SchedulerName;
-if (!schedulerNames.includes(scheduler)) {
-  fail(`--scheduler must be one of ${schedulerNames.join(", ")}`, 2);
-}
-const windowMiB = intFlag("window-mib", flags["window-mib"], 16);
-if (windowMiB < 1 || windowMiB > 1024) fail("--window-mib must be between 1 and 1024", 2);
-const silenceTimeoutMs = intFlag("silence-timeout-ms", flags["silence-timeout-ms"], 3000);
-if (silenceTimeoutMs < 100) fail("--silence-timeout-ms must be at least 100", 2);
-const graceMs = intFlag("grace-ms", flags["grace-ms"], 30_000);
-const nackGapFrames = intFlag("nack-gap", flags["nack-gap"], 10);
-if (nackGapFrames < 1) fail("--nack-gap must be at least 1", 2);
+const session = fusionSessionOptions(flags);
 const maxSessions = intFlag("max-sessions", flags["max-sessions"], 256);
 const maxPaths = intFlag("max-paths", flags["max-paths"], 8);
 if (maxSessions < 1 || maxPaths < 1) fail("--max-sessions and --max-paths must be >= 1", 2);
@@ -128,12 +89,7 @@ const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 20
 const fusion = new FusionServer({
   token,
   target,
-  scheduler,
-  windowBytes: windowMiB * 1024 * 1024,
-  silenceTimeoutMs,
-  heartbeatIntervalMs: Math.max(20, Math.min(250, Math.floor(silenceTimeoutMs / 4))),
-  graceMs,
-  nackGapFrames,
+  ...session,
   maxSessions,
   maxPathsPerSession: maxPaths,
   authLimiter: new AuthFailureLimiter(),
@@ -151,7 +107,7 @@ log.info("path security", {
     ? (tls.ca ? "mutual" : "server")
     : "off (plaintext: keep it on loopback or a trusted network)",
 });
-log.info("target", { addr: `${target.host}:${target.port}`, scheduler });
+log.info("target", { addr: `${target.host}:${target.port}`, scheduler: session.scheduler });
 // Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
 if (metricsAddr) livePathMetrics(() => [...fusion.sessions.values()].map((s) => s.status()));
 const metrics = metricsAddr
