@@ -21,6 +21,7 @@ export function httpProxy(): SessionProxyType {
         connect: ctx.connect,
         authenticate: ctx.authenticate,
         idleTimeoutMs: ctx.idleTimeoutMs,
+        headTimeoutMs: ctx.headTimeoutMs,
         signal: ctx.signal,
         handshakeDone: ctx.handshakeDone,
         log: ctx.log,

@@ -65,6 +65,11 @@ export interface SessionContext extends ProxyTypeContext {
   connect(dest: HostPort): Promise<DialedConn>;
   /** Close a relayed connection after this long without traffic; 0 = never. */
   idleTimeoutMs: number;
+  /**
+   * Time each later request head on a kept-alive connection has to arrive whole, from its
+   * first byte (the listener's handshake timeout; the first head is under serve()'s timer).
+   */
+  headTimeoutMs: number;
   /** Stop the handshake timer (called by `connect` as well). */
   handshakeDone(): void;
 }

@@ -12,7 +12,7 @@ import type { HostPort } from "../net/addr.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
 import { classifyError, errorMessage, isDisconnect, NetError } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
-import { type ConnContext, serve, type Server } from "../net/serve.ts";
+import { type ConnContext, defaultHandshakeTimeoutMs, serve, type Server } from "../net/serve.ts";
 import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 import type {
@@ -184,6 +184,7 @@ export function serveProxy(
         const sctx: SessionContext = {
           ...tctx,
           idleTimeoutMs,
+          headTimeoutMs: opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
           handshakeDone: ctx.handshakeDone,
           connect: async (d) => {
             ctx.handshakeDone();
