@@ -337,6 +337,10 @@ export async function handlePublicConn(
         first = false;
         ctx?.handshakeDone();
         if (head.target === controlPath || head.target.startsWith(controlPath + "?")) {
+          // A client session: the mux heartbeat judges its liveness, not the public idle
+          // timer (nothing touches lastActivity any more: it would cut every session
+          // idleTimeoutMs after it connected).
+          clearInterval(idle);
           await handleControl(server, conn, reader, head, peer, log);
           return;
         }
