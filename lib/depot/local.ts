@@ -42,6 +42,7 @@ import {
   DepotRefusal,
   heartbeatDeadFactor,
   muxFeature,
+  recentFailureCount,
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
@@ -56,8 +57,6 @@ export const defaultLocalDialTimeoutMs = 10_000;
 export const defaultSpareTunnels = 2;
 /** Wait before reconnecting after being replaced by a same-name local (avoids flapping). */
 export const replacedRetryMs = 10_000;
-/** Failures kept for the status page. */
-const recentFailureCount = 50;
 
 /** Options of {@linkcode DepotLocal}. */
 export interface DepotLocalOptions {

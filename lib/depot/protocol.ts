@@ -35,6 +35,8 @@ export const defaultTunnelPort = 7001;
 export const defaultHeartbeatMs = 2_000;
 /** Silence after which a control connection is declared dead: three missed heartbeats. */
 export const heartbeatDeadFactor = 3;
+/** Failures each side keeps for its status page. */
+export const recentFailureCount = 50;
 /** Time a peer has to complete the control hello or the tunnel handshake. */
 export const depotHandshakeTimeoutMs = 10_000;
 /** Control messages are small; anything larger is a protocol violation. */

@@ -43,6 +43,7 @@ import {
   DepotRefusal,
   heartbeatDeadFactor,
   muxFeature,
+  recentFailureCount,
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
@@ -54,8 +55,6 @@ import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 export const defaultMaxPending = 512;
 /** Default time a request may wait for its tunnel connection (beyond the local's dial). */
 export const defaultPendingTimeoutMs = 15_000;
-/** Failures kept for the status page. */
-export const recentFailureCount = 50;
 
 /** Options of {@linkcode DepotServer}. */
 export interface DepotServerOptions {
