@@ -19,7 +19,7 @@ import {
   type Protocol,
   str,
 } from "../control/mod.ts";
-import type { NetFailureReason } from "../net/mod.ts";
+import { netFailureReasons } from "../net/mod.ts";
 
 /** Version of the depot control protocol (the `v` of every frame). */
 export const depotProtocolVersion = 1;
@@ -46,17 +46,8 @@ export const exitNamePattern = /^[A-Za-z0-9._-]{1,64}$/;
 /** Name of the exit a client gets when it sends no username. */
 export const defaultExitName = "default";
 
-/** Failure reasons a local may report (lib/net's `NetFailureReason`). */
-export const failureReasons = [
-  "resolve",
-  "refused",
-  "host-unreachable",
-  "network-unreachable",
-  "timeout",
-  "not-allowed",
-  "aborted",
-  "other",
-] as const satisfies readonly NetFailureReason[];
+/** Failure reasons a local may report: all of lib/net's `NetFailureReason`s. */
+export const failureReasons = netFailureReasons;
 
 const requestId = int({ min: 1 });
 const requestKey = str({ minLength: 32, maxLength: 32, pattern: /^[0-9a-f]{32}$/ });

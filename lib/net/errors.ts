@@ -15,6 +15,22 @@ export type NetFailureReason =
   | "aborted" // the caller's AbortSignal fired
   | "other"; // anything else (the message says what)
 
+/**
+ * Every {@linkcode NetFailureReason}, in a fixed order: wire protocols that carry a reason
+ * (depot's control messages, the seaprox link's result byte) use this list, so the order
+ * must never change; new reasons go at the end.
+ */
+export const netFailureReasons = [
+  "resolve",
+  "refused",
+  "host-unreachable",
+  "network-unreachable",
+  "timeout",
+  "not-allowed",
+  "aborted",
+  "other",
+] as const satisfies readonly NetFailureReason[];
+
 /** A network failure with a typed reason. */
 export class NetError extends Error {
   override name = "NetError";

@@ -40,6 +40,7 @@ import {
   joinHostPort,
   NetError,
   type NetFailureReason,
+  netFailureReasons,
   relay,
   serve,
   type Server,
@@ -58,17 +59,7 @@ const linkMagic = new TextEncoder().encode("WLNK");
 export const linkVersion = 1;
 
 /** Stream results in wire order (index = code). */
-const resultCodes: readonly ("ok" | NetFailureReason)[] = [
-  "ok",
-  "resolve",
-  "refused",
-  "host-unreachable",
-  "network-unreachable",
-  "timeout",
-  "not-allowed",
-  "aborted",
-  "other",
-];
+const resultCodes: readonly ("ok" | NetFailureReason)[] = ["ok", ...netFailureReasons];
 
 /** First byte of a TLS alert / handshake record: a TLS listener answering our plaintext hello. */
 const tlsAlertRecord = 0x15;
