@@ -13,6 +13,7 @@ import { NetError, ProtocolError } from "../lib/net/mod.ts";
 import { MuxError } from "../lib/mux/mod.ts";
 import { Socks5Error } from "../lib/socks5/mod.ts";
 import { ChunkedSource } from "./_chunked.ts";
+import { collectGarbage } from "./_util.ts";
 
 /** Per-case time limit: an in-memory decode that takes longer than this is a hang. */
 export const caseTimeoutMs = 2_000;
@@ -158,10 +159,12 @@ export function cat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Heap growth while `fn` runs, in bytes (after a GC when exposed; an upper bound otherwise). */
+/** Memory growth while `fn` runs, in bytes, each side measured after a full GC. */
 export async function heapGrowth(fn: () => Promise<unknown>): Promise<number> {
+  collectGarbage();
   const before = Deno.memoryUsage();
   await fn();
+  collectGarbage();
   const after = Deno.memoryUsage();
   return Math.max(
     after.heapUsed - before.heapUsed,

@@ -4,6 +4,8 @@
  */
 
 import { createHash } from "node:crypto";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { type Duplex, writeAll } from "../lib/net/mod.ts";
 
 /** Listen on 127.0.0.1 with a kernel-chosen port. */
@@ -249,3 +251,12 @@ export async function startService(
 export function portOf(addr: string): number {
   return Number(addr.slice(addr.lastIndexOf(":") + 1));
 }
+
+/**
+ * Run a full garbage collection (V8's `gc`, exposed at run time), so memory assertions
+ * measure what is retained, not garbage a collection has not reached yet.
+ */
+export const collectGarbage: () => void = (() => {
+  v8.setFlagsFromString("--expose-gc");
+  return vm.runInNewContext("gc") as () => void;
+})();

@@ -10,6 +10,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { encodeHeader, Flag, FrameType, headerBytes, MuxError } from "../lib/mux/frame.ts";
 import { muxPair, rawPair } from "./_mux.ts";
 import type { RawPeer } from "./_mux.ts";
+import { collectGarbage } from "./_util.ts";
 
 const MiB = 1024 * 1024;
 /** Frames the flooding peer tries to push (12 bytes each: 24 MiB of headers). */
@@ -50,7 +51,9 @@ async function pushUntilBlocked(
   return { written, pending: null };
 }
 
+/** Heap retained after a full GC (garbage from decoding the flood is not growth). */
 function heapMiB(): number {
+  collectGarbage();
   const m = Deno.memoryUsage();
   return (m.heapUsed + m.external) / MiB;
 }
