@@ -122,6 +122,12 @@ async function drainOrReset(
 }
 
 /** SHA-256 of the first `n` bytes of the block stream (seed 5). */
+/**
+ * Size of a transfer that a kill 300 ms in must cut: 4 GiB takes seconds even on a fast
+ * loopback (256 MiB through depot once finished within the 300 ms in CI).
+ */
+const killedTransferBytes = 4096 * MiB;
+
 function prefixSha(n: number): string {
   return blockStreamSha256(n, 5);
 }
@@ -267,12 +273,12 @@ Deno.test("faults: depot — server restarted while the local keeps retrying; lo
     await roundTrip(stack, false);
     // Local killed mid-transfer and restarted: the transfer ends, a new local serves.
     const c = await stack.open();
-    await writeAll(c, enc.encode(`C${256 * MiB}\n`));
+    await writeAll(c, enc.encode(`C${killedTransferBytes}\n`));
     const draining = drainOrReset(c);
     await sleep(300);
     await local.stop("SIGKILL");
     const cut = await draining;
-    assert(cut.bytes < 256 * MiB, "the transfer outlived its exit");
+    assert(cut.bytes < killedTransferBytes, "the transfer outlived its exit");
     assertEquals(cut.sha256, prefixSha(cut.bytes));
     closeQuietly(c);
     local = await startService("depot-local.ts", localArgs, {
@@ -333,7 +339,7 @@ Deno.test("faults: fusion — server restarted and client killed/restarted; new 
     // does not know the session (unknown session), so it ends at once instead of waiting
     // out its grace period; the bytes that did arrive are an exact prefix.
     const c = await stack.open();
-    await writeAll(c, enc.encode(`C${256 * MiB}\n`));
+    await writeAll(c, enc.encode(`C${killedTransferBytes}\n`));
     const draining = drainOrReset(c);
     await sleep(300);
     await server.stop("SIGKILL");
