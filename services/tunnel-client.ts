@@ -16,6 +16,7 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
+import { tlsClientFlags, tlsClientFromFlags } from "../lib/cli_security.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage } from "../lib/net/mod.ts";
@@ -66,8 +67,19 @@ const flags = parseFlags({
     "ca-file": {
       type: "string",
       arg: "path",
-      help: "extra CA certificate (PEM) to trust for an https/wss server",
+      help: "extra CA certificate (PEM) to trust for an https/wss server (same as --tls-ca)",
     },
+    "tls-ca": {
+      ...tlsClientFlags["tls-ca"],
+      help: "trust this CA (PEM) for an https/wss server's certificate",
+    },
+    "tls-server-name": tlsClientFlags["tls-server-name"],
+    "tls-client-cert": {
+      ...tlsClientFlags["tls-client-cert"],
+      help: "present this client certificate to an https/wss server that requires one " +
+        "(tunnel-server --tls-client-ca); needs --tls-client-key",
+    },
+    "tls-client-key": tlsClientFlags["tls-client-key"],
     heartbeat: {
       type: "string",
       arg: "ms",
@@ -84,6 +96,7 @@ const flags = parseFlags({
   examples: [
     "TUNNEL_IDENTIFIER=s3cret tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000",
     "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --tcp 20022=127.0.0.1:22",
+    "tunnel-client --server wss://t.example.com --tls-ca ca.pem --tls-client-cert me.pem --tls-client-key me.key",
   ],
 });
 const log = serviceLogger("tunnel-client", flags["log-level"]);
@@ -121,13 +134,17 @@ const tcp: TcpTunnelSpec[] = flags.tcp.map((spec) => {
 if (flags.transport !== "websocket" && flags.transport !== "raw") {
   fail("--transport must be websocket or raw", 2);
 }
-let caCerts: string[] | undefined;
-if (flags["ca-file"]) {
-  try {
-    caCerts = [Deno.readTextFileSync(flags["ca-file"])];
-  } catch (err) {
-    fail(`--ca-file: ${errorMessage(err)}`, 2);
-  }
+if (flags["ca-file"] && flags["tls-ca"]) fail("give --ca-file or --tls-ca, not both", 2);
+// TLS itself follows the URL scheme (https/wss); these flags only say whom to trust and
+// which client certificate to present.
+const tls = tlsClientFromFlags({
+  "tls-ca": flags["tls-ca"] ?? flags["ca-file"],
+  "tls-server-name": flags["tls-server-name"],
+  "tls-client-cert": flags["tls-client-cert"],
+  "tls-client-key": flags["tls-client-key"],
+});
+if (tls && !/^(https|wss):/i.test(flags.server)) {
+  fail("--ca-file/--tls-* flags need an https:// or wss:// --server", 2);
 }
 const heartbeatMs = intFlag("heartbeat", flags.heartbeat, 2_000);
 if (heartbeatMs < 100) fail("--heartbeat must be at least 100 ms", 2);
@@ -143,7 +160,7 @@ const client = new TunnelClient({
   allowPorts,
   tcp,
   transport: flags.transport as "websocket" | "raw",
-  caCerts,
+  tls,
   heartbeatIntervalMs: heartbeatMs,
   heartbeatTimeoutMs: heartbeatMs * 3,
   backoff: { initialMs: 250, maxMs: backoffMaxMs },

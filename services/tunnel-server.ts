@@ -18,6 +18,7 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
+import { listenTlsOrExit, tlsServerFlags, tlsServerFromFlags } from "../lib/cli_security.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { StatusHub, tunnelStatusProvider } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, errorMessage, formatAddr } from "../lib/net/mod.ts";
@@ -47,11 +48,15 @@ const flags = parseFlags({
       help: "file of 'vhost identifier' lines (# comments)",
     },
     "tls-cert": {
-      type: "string",
-      arg: "path",
+      ...tlsServerFlags["tls-cert"],
       help: "serve https (and wss:// for clients) with this PEM certificate chain",
     },
-    "tls-key": { type: "string", arg: "path", help: "PEM private key of --tls-cert" },
+    "tls-key": { ...tlsServerFlags["tls-key"], help: "PEM private key of --tls-cert" },
+    "tls-client-ca": {
+      ...tlsServerFlags["tls-client-ca"],
+      help: "mutual TLS: every connection to --listen (public https clients and tunnel " +
+        "clients) must present a certificate signed by this CA (PEM)",
+    },
     admin: { type: "string", arg: "host:port", help: "serve the admin API here (needs a token)" },
     "admin-token": {
       type: "string",
@@ -183,18 +188,7 @@ try {
   fail(errorMessage(err), 2);
 }
 const listenAddr = hostPortFlag("listen", flags.listen!);
-if (!!flags["tls-cert"] !== !!flags["tls-key"]) fail("--tls-cert and --tls-key go together", 2);
-let tls: { cert: string; key: string } | undefined;
-if (flags["tls-cert"]) {
-  try {
-    tls = {
-      cert: Deno.readTextFileSync(flags["tls-cert"]),
-      key: Deno.readTextFileSync(flags["tls-key"]!),
-    };
-  } catch (err) {
-    fail(`--tls-cert/--tls-key: ${errorMessage(err)}`, 2);
-  }
-}
+const tls = tlsServerFromFlags(flags);
 const adminAddr = flags.admin ? hostPortFlag("admin", flags.admin) : undefined;
 if (adminAddr && !flags["admin-token"]) {
   fail("--admin needs --admin-token (or TUNNEL_ADMIN_TOKEN)", 2);
@@ -232,21 +226,11 @@ const server = new TunnelServer({
 });
 for (const [vhost, identifier] of hostSpecs) await server.addHost(vhost, identifier);
 
-let listener: Deno.TcpListener | Deno.TlsListener;
-if (tls) {
-  try {
-    listener = Deno.listenTls({ hostname: listenAddr.host, port: listenAddr.port, ...tls });
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`http: address ${listenAddr.host}:${listenAddr.port} is already in use`);
-    }
-    fail(
-      `http: cannot listen with TLS on ${listenAddr.host}:${listenAddr.port}: ${errorMessage(err)}`,
-    );
-  }
-} else {
-  listener = listenOrExit(listenAddr, "http");
-}
+// With --tls-client-ca the listener is node:tls and hands out only connections whose client
+// certificate chains to that CA; failed handshakes are logged (warn) and never reach the front.
+const listener: Deno.Listener<Deno.Conn, Deno.NetAddr> = tls
+  ? await listenTlsOrExit(listenAddr, tls, "http", log)
+  : listenOrExit(listenAddr, "http");
 let admin: Deno.HttpServer<Deno.NetAddr> | undefined;
 if (adminAddr) {
   const app = createAdminApp(server, {
@@ -290,7 +274,11 @@ const front = serveTunnel(listener, server, {
   log,
 });
 log.info("listening", { name: "http", addr: formatAddr(listener.addr) });
-log.info("hosts", { count: hostSpecs.length, tcpPorts: flags["tcp-ports"] ?? "none" });
+log.info("hosts", {
+  count: hostSpecs.length,
+  tcpPorts: flags["tcp-ports"] ?? "none",
+  tls: tls ? (tls.ca ? "mutual" : "server") : "off",
+});
 
 // ---- reload (SIGHUP) ----
 // Hosts and identifiers from flags/config change live (hosts added through the admin API are

@@ -19,10 +19,18 @@ import {
   type HostPort,
   joinHostPort,
   relay,
+  resolveHost,
   sleep,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
+import {
+  classifyTlsError,
+  connectTls,
+  type TlsClientConfig,
+  TlsError,
+  tlsReasonText,
+} from "../net/tls.ts";
 import { getHeader, readResponseHead } from "../http/mod.ts";
 import {
   type ControlMsg,
@@ -65,6 +73,11 @@ export interface TunnelClientOptions {
   transport?: Transport;
   /** Extra trusted CA certificates (PEM) for an https/wss server. */
   caCerts?: string[];
+  /**
+   * TLS for an https/wss server: a CA to trust (added to `caCerts`), the name to verify, and
+   * a client certificate for a server that requires one (mutual TLS).
+   */
+  tls?: TlsClientConfig;
   /** Redial policy. @default { initialMs: 250, maxMs: 30000 } */
   backoff?: BackoffOptions;
   /** Timeout of each dial (server and local). @default 10000 */
@@ -90,8 +103,18 @@ export interface TunnelClientOptions {
  */
 export type Transport = "websocket" | "raw";
 
-/** Why a connection to the server failed. */
-export type ConnectFailure = "dial" | "refused" | "unauthorized" | "duplicate" | "protocol";
+/**
+ * Why a connection to the server failed: "tls" is a failed TLS handshake (wrong CA, name,
+ * expired certificate) or a server that hung up right after it (it wants a client certificate
+ * we did not present, or does not trust ours).
+ */
+export type ConnectFailure =
+  | "dial"
+  | "tls"
+  | "refused"
+  | "unauthorized"
+  | "duplicate"
+  | "protocol";
 
 /** A failed attempt to reach or register with the server. */
 export class ConnectError extends Error {
@@ -124,34 +147,35 @@ function parseServerUrl(s: string): ServerUrl {
   return { tls, host, port, hostHeader: u.host, path: base + controlPath };
 }
 
+/** Options of {@linkcode connectTransport}. */
+export interface ConnectTransportOptions {
+  /** Time for the dial, TLS and the upgrade answer. @default 10000 */
+  timeoutMs?: number;
+  /** Abort the attempt. */
+  signal?: AbortSignal;
+  /** WebSocket (default) or the raw upgrade. */
+  transport?: Transport;
+  /** Extra trusted CA certificates (PEM) for an https/wss server. */
+  caCerts?: string[];
+  /** CA, server name and client certificate (mutual TLS) for an https/wss server. */
+  tls?: TlsClientConfig;
+}
+
 /**
  * Open the WebSocket transport to the server's control path with our identifier.
  * Rejects with ConnectError: "unauthorized" (401/403), "duplicate" (409), "refused" (other
- * status), "dial" (network), "protocol" (not a valid WebSocket answer).
+ * status), "dial" (network), "tls" (handshake failed, or the server hung up right after it:
+ * it wants a client certificate), "protocol" (not a valid WebSocket answer).
  */
 export async function connectTransport(
   server: string,
   identifier: string,
-  opts: { timeoutMs?: number; signal?: AbortSignal; transport?: Transport; caCerts?: string[] } =
-    {},
+  opts: ConnectTransportOptions = {},
 ): Promise<Duplex> {
   const raw = opts.transport === "raw";
   const u = parseServerUrl(server);
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  let conn: Deno.Conn;
-  try {
-    const tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
-    if (u.tls) {
-      conn = await Deno.startTls(tcp, { hostname: u.host, caCerts: opts.caCerts });
-    } else {
-      tcp.setNoDelay(true);
-      conn = tcp;
-    }
-  } catch (err) {
-    throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
-      cause: err,
-    });
-  }
+  const conn = u.tls ? await dialTls(u, opts, timeoutMs) : await dialTcp(u, opts, timeoutMs);
   const key = newWebSocketKey();
   const upgrade = raw
     ? `Upgrade: ${rawUpgradeToken}\r\nConnection: Upgrade\r\n`
@@ -188,12 +212,119 @@ export async function connectTransport(
   } catch (err) {
     closeQuietly(conn);
     if (err instanceof ConnectError) throw err;
+    if (u.tls && hungUpAfterTls(err)) {
+      // A mutual-TLS server verifies our certificate after the handshake has completed on
+      // our side (TLS 1.3) and then just closes: this is how a refused client cert looks.
+      const why = opts.tls?.cert
+        ? "it does not accept our client certificate (signed by a CA it does not trust?)"
+        : "it probably requires a client certificate (--tls-client-cert/--tls-client-key)";
+      throw new ConnectError(
+        "tls",
+        `${u.hostHeader} closed the TLS connection before answering: ${why} (${errorMessage(err)})`,
+        { cause: err },
+      );
+    }
     throw new ConnectError("protocol", `bad answer from server: ${errorMessage(err)}`, {
       cause: err,
     });
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Whether `err` (while reading the upgrade answer) is the peer closing or resetting. */
+function hungUpAfterTls(err: unknown): boolean {
+  if ((err as { reason?: unknown })?.reason === "eof") return true;
+  const r = classifyTlsError(err);
+  return r === "eof" || r === "client-cert-required" || r === "peer-rejected";
+}
+
+async function dialTcp(
+  u: ServerUrl,
+  opts: ConnectTransportOptions,
+  timeoutMs: number,
+): Promise<Deno.Conn> {
+  try {
+    const tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
+    tcp.setNoDelay(true);
+    return tcp;
+  } catch (err) {
+    throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * TLS to the server. Without a client certificate: `dial` (every address, TCP_NODELAY) then
+ * `Deno.startTls`. With one: lib/net `connectTls` (`Deno.startTls` cannot present a client
+ * certificate), trying each resolved address.
+ */
+async function dialTls(
+  u: ServerUrl,
+  opts: ConnectTransportOptions,
+  timeoutMs: number,
+): Promise<Deno.Conn> {
+  const cas = [...(opts.caCerts ?? []), ...(opts.tls?.ca ? [opts.tls.ca] : [])];
+  const name = opts.tls?.serverName ?? u.host;
+  const tlsFailure = (err: unknown) => {
+    const reason = classifyTlsError(err);
+    return new ConnectError(
+      "tls",
+      `TLS with ${u.hostHeader} (name ${name}) failed: ${reason} (${tlsReasonText[reason]}): ${
+        errorMessage(err)
+      }`,
+      { cause: err },
+    );
+  };
+  if (!opts.tls?.cert) {
+    let tcp: Deno.TcpConn;
+    try {
+      tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
+    } catch (err) {
+      throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    let conn: Deno.TlsConn | undefined;
+    const timer = setTimeout(() => closeQuietly(conn ?? tcp), timeoutMs);
+    try {
+      conn = await Deno.startTls(tcp, { hostname: name, caCerts: cas });
+      await conn.handshake();
+      return conn;
+    } catch (err) {
+      closeQuietly(conn ?? tcp);
+      throw tlsFailure(err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  const cfg: TlsClientConfig = {
+    ...opts.tls,
+    ca: cas.length > 0 ? cas.join("\n") : undefined,
+    serverName: name,
+  };
+  let addrs: string[];
+  try {
+    addrs = await resolveHost(u.host, "ipv4");
+  } catch (err) {
+    throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+  let last: unknown;
+  for (const addr of addrs) {
+    try {
+      return await connectTls(addr, u.port, cfg, { timeoutMs, signal: opts.signal });
+    } catch (err) {
+      if (err instanceof TlsError) throw tlsFailure(err);
+      last = err;
+      if (opts.signal?.aborted) break;
+    }
+  }
+  throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(last)}`, {
+    cause: last,
+  });
 }
 
 /** Client state, for status and tests. */
@@ -265,6 +396,7 @@ export class TunnelClient {
       signal,
       transport: this.#o.transport,
       caCerts: this.#o.caCerts,
+      tls: this.#o.tls,
     });
     const session = Session.client(transport, {
       keepaliveIntervalMs: this.#o.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,

@@ -12,8 +12,10 @@ import type { TunnelServer } from "./server.ts";
 export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions, "log"> {}
 
 /**
- * Accept public connections (and clients on the control path) on `listener` (TCP, or TLS
- * from `Deno.listenTls` for an https:// front and wss:// clients).
+ * Accept public connections (and clients on the control path) on `listener`: TCP, or TLS
+ * for an https:// front and wss:// clients — `Deno.listenTls`, or lib/net `listenTls` (its
+ * connections are handshaken already; with a client CA they are `node:tls` sockets whose
+ * client certificate was verified).
  *
  * @example
  * ```ts ignore
@@ -23,7 +25,10 @@ export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions,
  * ```
  */
 export function serveTunnel(
-  listener: Deno.Listener<Deno.TcpConn> | Deno.Listener<Deno.TlsConn>,
+  listener:
+    | Deno.Listener<Deno.TcpConn>
+    | Deno.Listener<Deno.TlsConn>
+    | Deno.Listener<Deno.Conn, Deno.NetAddr>,
   server: TunnelServer,
   opts: ServeTunnelOptions = {},
 ): Server {
@@ -34,7 +39,8 @@ export function serveTunnel(
     headTimeoutMs: opts.headTimeoutMs ?? opts.handshakeTimeoutMs,
   };
   return serve(listener as Deno.Listener<Deno.Conn>, async (conn, ctx) => {
-    // TLS connections have no setNoDelay (rustls sets it on the socket it wraps).
+    // TLS connections have no setNoDelay (rustls sets it on the socket it wraps; lib/net's
+    // node:tls sockets set it themselves).
     const tcp = conn as Partial<Deno.TcpConn>;
     if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
     const addr = conn.remoteAddr as Deno.NetAddr;
