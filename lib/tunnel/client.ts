@@ -41,6 +41,11 @@ import {
   identifierHeader,
   rawUpgradeToken,
   readMessage,
+  type SessionEndCauseLocal,
+  type SessionEndReport,
+  sessionEndReport,
+  sessionEndWaitMs,
+  sessionEndWithin,
   type StreamFailure,
 } from "./protocol.ts";
 import { newWebSocketKey, webSocketAccept, WsConn } from "./websocket.ts";
@@ -362,12 +367,16 @@ export class TunnelClient {
       this.state = "connecting";
       const started = Date.now();
       try {
-        await this.#once(() => backoff.reset());
+        const end = await this.#once(() => backoff.reset());
         if (this.replaced) {
           this.#log.error("replaced by another client with the same identifier; not reconnecting");
           break;
         }
-        this.#log.warn("disconnected from server");
+        this.#log[end.level]("disconnected from server", {
+          reason: end.reason,
+          why: end.why,
+          error: end.error,
+        });
       } catch (err) {
         if (signal?.aborted) break;
         const reason = err instanceof ConnectError ? err.reason : "error";
@@ -388,8 +397,11 @@ export class TunnelClient {
     this.state = this.replaced ? "replaced" : "stopped";
   }
 
-  /** One connection: transport, session, handshake, serve until the session ends. */
-  async #once(onUp: () => void): Promise<void> {
+  /**
+   * One connection: transport, session, handshake, serve until the session ends. Resolves
+   * with why it ended; rejects when it never got connected.
+   */
+  async #once(onUp: () => void): Promise<SessionEndReport> {
     const signal = this.#o.signal;
     const transport = await connectTransport(this.#o.server, this.#o.identifier, {
       timeoutMs: this.#o.dialTimeoutMs,
@@ -406,6 +418,7 @@ export class TunnelClient {
     });
     this.#session = session;
     let control: Stream | undefined;
+    let cause: SessionEndCauseLocal | undefined;
     const onAbort = () => {
       // The control stream is a stream like any other: close it so the drain can finish.
       if (control) closeQuietly(control);
@@ -444,7 +457,10 @@ export class TunnelClient {
           let m;
           while ((m = await readMessage(reader)) !== null) {
             if (m.type === "sessionEnd") {
-              this.#log.warn("server ended the session", { reason: m.reason });
+              cause = m.reason;
+              this.#log[m.reason === "replaced" ? "warn" : "info"]("server ended the session", {
+                reason: m.reason,
+              });
               if (m.reason === "replaced") this.replaced = true;
             }
           }
@@ -458,7 +474,19 @@ export class TunnelClient {
           void this.#serveStream(s);
         }
       })();
-      await Promise.race([session.closed, controlDone, accepting]);
+      let end = await Promise.race([
+        session.closed,
+        controlDone.then(() => undefined),
+        accepting.then(() => undefined),
+      ]);
+      if (!end) {
+        // Close our side of the control stream (the server's drain waits for it), then let
+        // the mux settle why the session ended.
+        closeQuietly(control);
+        end = await sessionEndWithin(session, sessionEndWaitMs);
+      }
+      if (signal?.aborted) cause ??= "stopped";
+      return sessionEndReport(end, cause);
     } finally {
       signal?.removeEventListener("abort", onAbort);
       if (control) closeQuietly(control);

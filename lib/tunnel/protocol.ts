@@ -214,3 +214,96 @@ export async function expectMessage<T extends TunnelMessage["type"]>(
   if (m.type !== type) throw new ControlError("unexpected", `expected ${type}, got ${m.type}`);
   return m as Extract<TunnelMessage, { type: T }>;
 }
+
+/** How a mux session ended, as lib/mux's `Session.closed` reports it. */
+export interface MuxSessionEnd {
+  /** lib/mux's SessionEndReason ("local-close", "eof", "keepalive-timeout", …). */
+  reason: string;
+  /** The error behind it, if any. */
+  error?: Error;
+}
+
+/** A session end made ready for one log line: its level, a reason code and the why. */
+export interface SessionEndReport {
+  /** "info" for an orderly end, "warn" for anything a soak or an operator must notice. */
+  level: "info" | "warn";
+  /** Machine-readable: a lib/mux SessionEndReason, or "replaced", "shutdown", "stopped",
+   * "control-closed". */
+  reason: string;
+  /** One line for people. */
+  why: string;
+  /** The underlying error's text, if there was one. */
+  error?: string;
+}
+
+/** Orderly ends that are not lib/mux reasons: who ended the session on purpose. */
+export type SessionEndCauseLocal = SessionEndCause | "stopped" | "control-closed";
+
+const endText: Readonly<Record<string, string>> = {
+  "replaced": "another client with the same identifier took over",
+  "shutdown": "the server is shutting down",
+  "stopped": "stopped locally",
+  "control-closed": "the peer closed the control stream",
+  "local-close": "closed locally",
+  "remote-goaway": "the peer went away",
+  "eof": "the transport ended without a go away (peer killed or connection cut)",
+  "keepalive-timeout": "heartbeat timeout: the peer stopped answering pings",
+  "protocol-error": "the peer broke the mux protocol",
+  "internal-error": "internal error",
+  "conn-error": "the transport failed",
+};
+
+/**
+ * Why a tunnel session ended, for the "disconnected" log lines of client and server. `cause`
+ * (a deliberate end: replaced, shutdown, stopped, control stream closed) wins over the mux's
+ * reason. Orderly ends (a local close, the peer's normal go away) are "info"; a heartbeat
+ * timeout, a transport that ended without a go away, a protocol, internal or transport error
+ * are "warn" — so a soak's log shows them without debug level.
+ */
+export function sessionEndReport(
+  end: MuxSessionEnd | undefined,
+  cause?: SessionEndCauseLocal,
+): SessionEndReport {
+  const error = end?.error ? errorText(end.error) : undefined;
+  if (cause) return { level: "info", reason: cause, why: endText[cause] ?? cause, error };
+  if (!end) return { level: "info", reason: "control-closed", why: endText["control-closed"] };
+  const orderly = end.reason === "local-close" ||
+    (end.reason === "remote-goaway" && end.error === undefined);
+  return {
+    level: orderly ? "info" : "warn",
+    reason: end.reason,
+    why: end.reason === "remote-goaway" && end.error
+      ? "the peer went away with an error"
+      : endText[end.reason] ?? end.reason,
+    error,
+  };
+}
+
+function errorText(err: Error): string {
+  const reason = (err as { reason?: unknown }).reason;
+  const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+  return (typeof reason === "string" ? `${reason}: ` : "") + err.message + cause;
+}
+
+/**
+ * `session.closed`, or undefined when the session has not ended within `waitMs`. A tunnel
+ * notices an end first through its control stream or accept loop; the mux settles the reason
+ * a moment later (after flushing its go away).
+ */
+export async function sessionEndWithin(
+  session: { closed: Promise<MuxSessionEnd> },
+  waitMs: number,
+): Promise<MuxSessionEnd | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      session.closed,
+      new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), waitMs)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** How long a tunnel waits for the mux to say why a session ended. */
+export const sessionEndWaitMs = 3_000;

@@ -31,6 +31,9 @@ import {
   type HandshakeResponse,
   readMessage,
   type SessionEndCause,
+  sessionEndReport,
+  sessionEndWaitMs,
+  sessionEndWithin,
   type StreamFailure,
   type StreamReply,
   type TcpTunnelResult,
@@ -195,6 +198,8 @@ export class ClientConn {
   control: Stream | undefined;
   /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
   readonly onClosing: (() => void)[] = [];
+  /** Why the server ended this session on purpose (set by `close(reason)`). */
+  endCause: SessionEndCause | undefined;
   #closing: Promise<void> | undefined;
   /** A client's session, before its handshake. */
   constructor(
@@ -211,6 +216,7 @@ export class ClientConn {
    */
   close(reason?: SessionEndCause): Promise<void> {
     this.#closing ??= (async () => {
+      this.endCause ??= reason;
       this.ready = false;
       for (const f of this.onClosing.splice(0)) f();
       if (reason && this.control) {
@@ -519,8 +525,22 @@ export class TunnelServer {
           s.reset();
         }
       })();
-      const end = await Promise.race([session.closed, controlDone.then(() => undefined)]);
-      log.info("client disconnected", { reason: end?.reason ?? "control stream closed" });
+      // The control stream usually ends together with the session: give the mux a moment to
+      // settle why (heartbeat timeout, transport cut, go away) before logging it.
+      let end = await Promise.race([session.closed, controlDone.then(() => undefined)]);
+      if (!end) {
+        // Our side of the control stream too, or the client's session drain waits for it.
+        if (client.control) closeQuietly(client.control);
+        end = await sessionEndWithin(session, sessionEndWaitMs);
+      }
+      const r = sessionEndReport(end, client.endCause);
+      log[r.level]("client disconnected", {
+        reason: r.reason,
+        why: r.why,
+        error: r.error,
+        remote,
+        connectedMs: Date.now() - client.since,
+      });
       void refuseStreams;
     } catch (err) {
       log.warn("client session failed", { error: errorMessage(err) });
