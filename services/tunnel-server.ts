@@ -22,7 +22,14 @@ import { listenTlsOrExit, tlsServerFlags, tlsServerFromFlags } from "../lib/cli_
 import { serveMetrics } from "../lib/metrics.ts";
 import { StatusHub, tunnelStatusProvider } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, errorMessage, formatAddr } from "../lib/net/mod.ts";
-import { createAdminApp, normalizeHost, serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
+import {
+  createAdminApp,
+  normalizeHost,
+  serveTunnel,
+  TcpTunnelError,
+  type TcpTunnelSpecServer,
+  TunnelServer,
+} from "../lib/tunnel/mod.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -75,6 +82,14 @@ const flags = parseFlags({
       arg: "min-max",
       help: "public TCP ports clients may ask for (TCP tunnels); none by default",
     },
+    tcp: {
+      type: "string",
+      multiple: true,
+      arg: "port[:localPort]=identifier",
+      help: "server-defined TCP tunnel: open public port (inside --tcp-ports) while the client " +
+        "with this identifier (env:VAR or file:PATH; it needs a --host) is connected, relayed " +
+        "to its localPort (default: its --local; it must allow the port)",
+    },
     "tcp-host": {
       type: "string",
       arg: "addr",
@@ -114,6 +129,7 @@ const flags = parseFlags({
   examples: [
     "tunnel-server --listen 0.0.0.0:8080 --host app.example.com=env:APP_ID",
     "TUNNEL_ADMIN_TOKEN=s3cret tunnel-server --admin 127.0.0.1:8081 --tcp-ports 20000-20100",
+    "tunnel-server --host db.example.com=env:DB_ID --tcp-ports 20000-20100 --tcp 20001:5432=env:DB_ID",
   ],
 });
 const log = serviceLogger("tunnel-server", flags["log-level"]);
@@ -187,6 +203,31 @@ try {
 } catch (err) {
   fail(errorMessage(err), 2);
 }
+/** `--tcp port[:localPort]=identifier` values; throws naming the offending one. */
+function readTcpSpecs(
+  f: { tcp: string[] },
+  range: { min: number; max: number } | undefined,
+  hosts: [string, string][],
+): TcpTunnelSpecServer[] {
+  const known = new Set(hosts.map(([, id]) => id));
+  return f.tcp.map((spec) => {
+    const m = /^(\d{1,5})(?::(\d{1,5}))?=(.+)$/.exec(spec);
+    const publicPort = m ? Number(m[1]) : NaN;
+    const localPort = m?.[2] !== undefined ? Number(m[2]) : undefined;
+    if (!m || publicPort < 1 || publicPort > 65535 || (localPort ?? 1) < 1 || localPort! > 65535) {
+      throw new Error(`--tcp must be port[:localPort]=identifier, got ${spec.split("=")[0]}`);
+    }
+    if (!range || publicPort < range.min || publicPort > range.max) {
+      throw new Error(`--tcp ${publicPort}: outside --tcp-ports ${flags["tcp-ports"] ?? "(none)"}`);
+    }
+    const identifier = secretValue(m[3], `--tcp ${publicPort}`);
+    if (!known.has(identifier)) {
+      throw new Error(`--tcp ${publicPort}: its identifier is not registered by any --host`);
+    }
+    return { publicPort, identifier, localPort };
+  });
+}
+
 const listenAddr = hostPortFlag("listen", flags.listen!);
 const tls = tlsServerFromFlags(flags);
 const adminAddr = flags.admin ? hostPortFlag("admin", flags.admin) : undefined;
@@ -204,6 +245,12 @@ if (flags["tcp-ports"]) {
   const max = m ? Number(m[2] ?? m[1]) : NaN;
   if (!m || min < 1 || max > 65535 || min > max) fail("--tcp-ports must be min-max", 2);
   tcpPorts = { min, max };
+}
+let tcpSpecs: TcpTunnelSpecServer[] = [];
+try {
+  tcpSpecs = readTcpSpecs(flags, tcpPorts, hostSpecs);
+} catch (err) {
+  fail(errorMessage(err), 2);
 }
 if (flags.proto !== "http" && flags.proto !== "https") fail("--proto must be http or https", 2);
 const responseTimeoutMs = intFlag("response-timeout", flags["response-timeout"], 60_000);
@@ -225,6 +272,13 @@ const server = new TunnelServer({
   log,
 });
 for (const [vhost, identifier] of hostSpecs) await server.addHost(vhost, identifier);
+for (const spec of tcpSpecs) {
+  try {
+    await server.addTcpTunnel(spec);
+  } catch (err) {
+    fail(`--tcp ${spec.publicPort}: ${errorMessage(err)}`, err instanceof TcpTunnelError ? 2 : 1);
+  }
+}
 
 // With --tls-client-ca the listener is node:tls and hands out only connections whose client
 // certificate chains to that CA; failed handshakes are logged (warn) and never reach the front.
@@ -284,6 +338,7 @@ log.info("hosts", {
 // Hosts and identifiers from flags/config change live (hosts added through the admin API are
 // left alone); connected clients and their streams stay.
 const configHosts = new Map<string, string>(hostSpecs.map(([h, id]) => [normalizeHost(h)!, id]));
+const configTcp = new Map<number, TcpTunnelSpecServer>(tcpSpecs.map((t) => [t.publicPort, t]));
 onReload<typeof flags>(async (next) => {
   const wanted = new Map(readHostSpecs(next).map(([h, id]) => [normalizeHost(h)!, id]));
   for (const [host, id] of configHosts) {
@@ -297,6 +352,25 @@ onReload<typeof flags>(async (next) => {
     configHosts.set(host, id);
   }
   log.info("hosts", { count: configHosts.size });
+  // --tcp tunnels from flags/config: removed, changed and new ones (admin ones stay).
+  const nextTcp = new Map(
+    readTcpSpecs(next, tcpPorts, [...configHosts]).map((t) => [t.publicPort, t]),
+  );
+  for (const [port, t] of configTcp) {
+    const n = nextTcp.get(port);
+    if (n && n.identifier === t.identifier && n.localPort === t.localPort) continue;
+    await server.removeTcpTunnel(port);
+    configTcp.delete(port);
+  }
+  for (const [port, t] of nextTcp) {
+    if (configTcp.has(port)) continue;
+    try {
+      await server.addTcpTunnel(t);
+      configTcp.set(port, t);
+    } catch (err) {
+      log.warn("tcp tunnel not added", { port, error: errorMessage(err) });
+    }
+  }
 });
 
 // ---- shutdown ----

@@ -9,7 +9,15 @@ import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";
 import { remoteOf } from "./app.ts";
-import type { TunnelServer } from "./server.ts";
+import { TcpTunnelError, type TcpTunnelFailure, type TunnelServer } from "./server.ts";
+
+/** HTTP status of each refused `POST /tcp`. */
+const tcpFailureStatus: Readonly<Record<TcpTunnelFailure, 400 | 403 | 409 | 422>> = {
+  "bad-request": 400,
+  "not-allowed": 403,
+  "in-use": 409,
+  "unknown-identifier": 422,
+};
 
 /** Options of {@linkcode createAdminApp}. */
 export interface AdminAppOptions {
@@ -22,7 +30,10 @@ export interface AdminAppOptions {
 /**
  * The admin API (all routes need `Authorization: Bearer <token>`):
  * `GET /hosts`, `POST /hosts {host, identifier?}` (returns the identifier, generated when
- * absent), `DELETE /hosts/:host`, `GET /clients`, `GET /status`.
+ * absent), `DELETE /hosts/:host`, `GET /clients`, `GET /status`, and server-defined TCP
+ * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
+ * request, 403 outside the TCP port range, 409 port taken, 422 unknown identifier),
+ * `DELETE /tcp/:port` (204, or 404).
  */
 export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hono {
   if (!opts.token) throw new RangeError("admin token must not be empty");
@@ -67,6 +78,44 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
   app.delete("/hosts/:host", async (c) => {
     const ok = await server.removeHost(c.req.param("host"));
     return ok ? c.body(null, 204) : c.json({ error: "no such host" }, 404);
+  });
+  app.get("/tcp", (c) => c.json(server.tcpTunnels()));
+  app.post("/tcp", async (c) => {
+    let body: { publicPort?: unknown; identifier?: unknown; localPort?: unknown };
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ error: "body must be JSON" }, 400);
+    }
+    if (typeof body !== "object" || body === null) {
+      return c.json({ error: "body must be a JSON object" }, 400);
+    }
+    if (typeof body.identifier !== "string" || !body.identifier) {
+      return c.json({ error: "identifier required" }, 400);
+    }
+    if (typeof body.publicPort !== "number") return c.json({ error: "publicPort required" }, 400);
+    if (body.localPort !== undefined && typeof body.localPort !== "number") {
+      return c.json({ error: "localPort must be a number" }, 400);
+    }
+    try {
+      const info = await server.addTcpTunnel({
+        publicPort: body.publicPort,
+        identifier: body.identifier,
+        localPort: body.localPort as number | undefined,
+      });
+      return c.json(info, 201);
+    } catch (err) {
+      if (err instanceof TcpTunnelError) {
+        return c.json({ error: err.message, reason: err.reason }, tcpFailureStatus[err.reason]);
+      }
+      return c.json({ error: errorMessage(err) }, 500);
+    }
+  });
+  app.delete("/tcp/:port", async (c) => {
+    const port = Number(c.req.param("port"));
+    if (!Number.isInteger(port)) return c.json({ error: "port must be a number" }, 400);
+    const ok = await server.removeTcpTunnel(port);
+    return ok ? c.body(null, 204) : c.json({ error: "no server-defined TCP tunnel there" }, 404);
   });
   app.get("/clients", (c) => c.json(server.clients()));
   app.get(

@@ -351,6 +351,8 @@ export class TunnelClient {
   /** Set when another client with our identifier took over: `run()` then returns. */
   replaced = false;
   #session: Session | undefined;
+  /** Local ports a server-defined TCP tunnel asked for and was refused (warned once). */
+  #refusedPorts = new Set<number>();
 
   /** A client; nothing happens until `run()`. */
   constructor(opts: TunnelClientOptions) {
@@ -503,6 +505,9 @@ export class TunnelClient {
   }
 
   #target(msg: ControlMsg): HostPort | StreamFailure {
+    if (msg.transportProtocol === "tcp" && msg.publicPort !== undefined) {
+      return this.#serverTcpTarget(msg.publicPort, msg.localPort);
+    }
     if (msg.transportProtocol === "tcp") {
       const t = (this.#o.tcp ?? []).find((x) => String(x.publicPort) === msg.localPort);
       return t ? t.local : "no-such-port";
@@ -512,6 +517,30 @@ export class TunnelClient {
       if (this.#o.allowPorts?.includes(p)) return { host: this.#o.local.host, port: p };
     }
     return this.#o.local;
+  }
+
+  /**
+   * Where a server-defined TCP tunnel goes. The server may name only what this client
+   * already exposes: its `--local` service ("" or its port), an `--allow-port` port (on the
+   * `--local` host), or the local address of one of its own `--tcp` tunnels. Anything else
+   * is refused, so a server cannot reach arbitrary ports on this host.
+   */
+  #serverTcpTarget(publicPort: number, localPort: string): HostPort | StreamFailure {
+    const local = this.#o.local;
+    if (localPort === "" || Number(localPort) === local.port) return local;
+    const p = Number(localPort);
+    if (this.#o.allowPorts?.includes(p)) return { host: local.host, port: p };
+    const t = (this.#o.tcp ?? []).find((x) => x.local.port === p);
+    if (t) return t.local;
+    if (!this.#refusedPorts.has(p)) {
+      this.#refusedPorts.add(p);
+      this.#log.warn("server asked for a local port this client does not allow", {
+        publicPort,
+        localPort: p,
+        fix: "--allow-port",
+      });
+    }
+    return "no-such-port";
   }
 
   async #serveStream(stream: Stream): Promise<void> {

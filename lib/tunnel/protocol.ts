@@ -104,13 +104,20 @@ export const controlMsgMessage: MessageDef<"controlMsg", {
   transportProtocol: Check<TransportProtocol>;
   localPort: Check<string>;
   requestId: Check<string>;
+  publicPort: OptionalCheck<number>;
 }> = defineMessage("controlMsg", {
   action: oneOf("RequestClientSession"),
   transportProtocol: oneOf("http", "tcp"),
-  /** HTTP: the Host header's port ("" = the client's default). TCP: the public port. */
+  /**
+   * HTTP: the Host header's port ("" = the client's default). TCP asked for by the client:
+   * the public port. TCP defined by the server (`publicPort` set): the local port the server
+   * asks for ("" = the client's default), which the client dials only if it allows it.
+   */
   localPort: str({ pattern: /^\d{0,5}$/, maxLength: 5 }),
   /** Chosen by the server, unique per server process; echoed in the StreamReply. */
   requestId: str({ minLength: 1, maxLength: 64 }),
+  /** Set only on a TCP tunnel the server defined (admin API, `--tcp`): its public port. */
+  publicPort: optional(port()),
 });
 /** The ControlMsg that opens every tunnel stream. */
 export type ControlMsg = MessageOf<typeof controlMsgMessage>;

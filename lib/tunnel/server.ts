@@ -146,6 +146,65 @@ export type Route =
 /** Result of authenticating a client's identifier before the upgrade. */
 export type AuthResult = "ok" | "unknown" | "duplicate";
 
+/** A TCP tunnel defined on the server side (admin API `POST /tcp`, `--tcp`). */
+export interface TcpTunnelSpecServer {
+  /** Public port on the server; must be inside `tcpPorts`. */
+  publicPort: number;
+  /** The secret of the client that serves it (a host must be registered for it). */
+  identifier: string;
+  /** Local port the client is asked to dial; its default `--local` when absent. */
+  localPort?: number;
+}
+
+/** A TCP tunnel as the admin API lists it (no secret). */
+export interface TcpTunnelInfo {
+  /** Public port on the server. */
+  publicPort: number;
+  /** Fingerprint of the identifier that serves it. */
+  client: string;
+  /** "server": defined by the admin API or `--tcp`; "client": asked for in a handshake. */
+  source: "server" | "client";
+  /** Server-defined: the local port the client is asked for (null = its default). */
+  localPort?: number | null;
+  /** Whether the public port is bound now (its client is connected). */
+  open: boolean;
+  /** Bound address while open. */
+  addr?: string;
+}
+
+/** Why a server-defined TCP tunnel cannot be added. */
+export type TcpTunnelFailure = "bad-request" | "not-allowed" | "unknown-identifier" | "in-use";
+
+/** A refused `addTcpTunnel`; the admin API maps `reason` to a 4xx status. */
+export class TcpTunnelError extends Error {
+  /** Error class name. */
+  override name = "TcpTunnelError";
+  /** A failure of kind `reason`. */
+  constructor(readonly reason: TcpTunnelFailure, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** A server-defined TCP tunnel: its client by digest only (the secret is not kept). */
+interface ServerTcpTunnel {
+  publicPort: number;
+  key: string;
+  fingerprint: string;
+  /** "" = the client's default service. */
+  localPort: string;
+}
+
+/** Entries the handshake response's `tcp` list may carry (its schema's bound). */
+const maxTcpResults = 64;
+
+function isPort(p: unknown): p is number {
+  return typeof p === "number" && Number.isInteger(p) && p >= 1 && p <= 65535;
+}
+
+function busy(error: string | undefined): TcpTunnelFailure {
+  return /in use|AddrInUse/i.test(error ?? "") ? "in-use" : "bad-request";
+}
+
 const requests = counter("warren_tunnel_requests_total", "Public requests by host and outcome", [
   "host",
   "outcome",
@@ -200,6 +259,8 @@ export class ClientConn {
   readonly onClosing: (() => void)[] = [];
   /** Why the server ended this session on purpose (set by `close(reason)`). */
   endCause: SessionEndCause | undefined;
+  /** True once its handshake opened the server-defined TCP tunnels (later ones open at once). */
+  serverTcpReady: boolean = false;
   #closing: Promise<void> | undefined;
   /** A client's session, before its handshake. */
   constructor(
@@ -207,7 +268,13 @@ export class ClientConn {
     readonly fingerprint: string,
     readonly remote: string,
     readonly session: Session,
+    readonly key: string = "",
   ) {}
+
+  /** Whether close() has started. */
+  get closing(): boolean {
+    return this.#closing !== undefined;
+  }
 
   /**
    * Tell the client why (when `reason` is given), release the public TCP ports (awaited, so
@@ -328,6 +395,7 @@ export class TunnelServer {
   #clients = new Map<string, ClientConn>();
   #hostStats = new Map<string, HostStats>();
   #tcpOwners = new Map<number, ClientConn>();
+  #serverTcp = new Map<number, ServerTcpTunnel>();
   #nextClient = 0;
   #nextRequest = 0;
   readonly #instance = randomSecret(4);
@@ -429,6 +497,7 @@ export class TunnelServer {
   /**
    * Open a tunnel stream to `client`: the ControlMsg (with a fresh request id) and
    * `firstData` ride in the stream's SYN frame. Call `reply()` on the result next.
+   * `serverTcpPort` marks a server-defined TCP tunnel (sent as the message's `publicPort`).
    */
   async openStream(
     client: ClientConn,
@@ -436,6 +505,7 @@ export class TunnelServer {
     transportProtocol: TransportProtocol,
     localPort: string,
     firstData?: Uint8Array,
+    serverTcpPort?: number,
   ): Promise<TunnelStream> {
     const requestId = `${this.#instance}.${++this.#nextRequest}`;
     const msg = encodeMessage({
@@ -444,6 +514,7 @@ export class TunnelServer {
       transportProtocol,
       localPort,
       requestId,
+      ...(serverTcpPort !== undefined ? { publicPort: serverTcpPort } : {}),
     });
     let stream: Stream;
     try {
@@ -478,7 +549,7 @@ export class TunnelServer {
       drainTimeoutMs: 2_000,
       ...this.#opts.mux,
     });
-    const client = new ClientConn(++this.#nextClient, fp, remote, session);
+    const client = new ClientConn(++this.#nextClient, fp, remote, session, key);
     // The previous client of this identifier keeps serving until the new one has done its
     // handshake; then it is told "replaced" and closed, and the new one takes its place.
     const takeOver = async (): Promise<boolean> => {
@@ -588,6 +659,9 @@ export class TunnelServer {
       }
       client.hosts = await this.registry.hostsOf(identifier);
       const tcp = this.#openTcp(client, req, log);
+      for (const r of this.#openServerTcp(client, log)) {
+        if (tcp.length < maxTcpResults) tcp.push(r);
+      }
       const resp: Outgoing<HandshakeResponse> = {
         type: "handshakeResponse",
         ok: true,
@@ -611,61 +685,210 @@ export class TunnelServer {
     log: Logger,
   ): TcpTunnelResult[] {
     const out: TcpTunnelResult[] = [];
-    const range = this.#opts.tcpPorts;
     for (const { publicPort } of req.tcp ?? []) {
-      if (!range || publicPort < range.min || publicPort > range.max) {
+      if (!this.#inTcpRange(publicPort)) {
         out.push({ publicPort, ok: false, error: "port not allowed by the server" });
         continue;
       }
       const owner = this.#tcpOwners.get(publicPort);
-      if (owner && owner !== client) {
+      const defined = this.#serverTcp.get(publicPort);
+      if ((owner && owner !== client) || (defined && defined.key !== client.key)) {
         out.push({ publicPort, ok: false, error: "port in use by another client" });
         continue;
       }
-      let listener: Deno.TcpListener;
-      try {
-        listener = Deno.listen({ hostname: this.#opts.tcpHost ?? "127.0.0.1", port: publicPort });
-      } catch (err) {
-        out.push({ publicPort, ok: false, error: errorMessage(err) });
+      if (defined) {
+        out.push({ publicPort, ok: false, error: "port defined by the server for this client" });
         continue;
       }
-      const addr = formatAddr(listener.addr);
-      const host = `tcp:${publicPort}`;
-      const srv = serve(listener, async (conn, ctx) => {
-        ctx.handshakeDone();
-        let ts: TunnelStream;
-        try {
-          ts = await this.openStream(client, host, "tcp", String(publicPort));
-        } catch (err) {
-          this.countRequest(host, "502");
-          ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
-          return;
-        }
-        try {
-          await ts.reply(this.responseTimeoutMs);
-        } catch (err) {
-          ts.release();
-          this.countRequest(
-            host,
-            err instanceof TunnelError && err.reason === "timeout" ? "504" : "502",
-          );
-          ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
-          return;
-        }
-        this.countRequest(host, "proxied");
-        try {
-          const r = await relay(conn, ts.body(), { signal: ctx.signal });
-          this.countBytes(host, r.aToB, r.bToA);
-        } finally {
-          ts.release();
-        }
-      }, { log: this.log.child({ tcp: publicPort }), handshakeTimeoutMs: 0 });
-      client.tcp.set(publicPort, srv);
-      this.#tcpOwners.set(publicPort, client);
-      log.info("listening", { name: `tcp-${publicPort}`, addr });
-      out.push({ publicPort, ok: true, addr });
+      out.push(this.#listenTcp(client, publicPort, undefined, log));
     }
     return out;
+  }
+
+  /** Open the server-defined TCP tunnels of `client` (at its handshake). */
+  #openServerTcp(client: ClientConn, log: Logger): TcpTunnelResult[] {
+    client.serverTcpReady = true;
+    const out: TcpTunnelResult[] = [];
+    for (const spec of this.#serverTcp.values()) {
+      if (spec.key !== client.key) continue;
+      const r = this.#listenTcp(client, spec.publicPort, spec.localPort, log);
+      if (!r.ok) log.warn("tcp tunnel not opened", { port: spec.publicPort, error: r.error });
+      out.push(r);
+    }
+    return out;
+  }
+
+  #inTcpRange(port: number): boolean {
+    const range = this.#opts.tcpPorts;
+    return !!range && port >= range.min && port <= range.max;
+  }
+
+  /**
+   * Bind `publicPort` for `client` and relay each connection over a tunnel stream. With
+   * `serverLocalPort` (a server-defined tunnel) the client is asked for that local port.
+   */
+  #listenTcp(
+    client: ClientConn,
+    publicPort: number,
+    serverLocalPort: string | undefined,
+    log: Logger,
+  ): TcpTunnelResult {
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname: this.#opts.tcpHost ?? "127.0.0.1", port: publicPort });
+    } catch (err) {
+      return { publicPort, ok: false, error: errorMessage(err) };
+    }
+    const addr = formatAddr(listener.addr);
+    const host = `tcp:${publicPort}`;
+    const localPort = serverLocalPort ?? String(publicPort);
+    const serverTcpPort = serverLocalPort === undefined ? undefined : publicPort;
+    const srv = serve(listener, async (conn, ctx) => {
+      ctx.handshakeDone();
+      let ts: TunnelStream;
+      try {
+        ts = await this.openStream(client, host, "tcp", localPort, undefined, serverTcpPort);
+      } catch (err) {
+        this.countRequest(host, "502");
+        ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
+        return;
+      }
+      try {
+        await ts.reply(this.responseTimeoutMs);
+      } catch (err) {
+        ts.release();
+        this.countRequest(
+          host,
+          err instanceof TunnelError && err.reason === "timeout" ? "504" : "502",
+        );
+        ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
+        return;
+      }
+      this.countRequest(host, "proxied");
+      try {
+        const r = await relay(conn, ts.body(), { signal: ctx.signal });
+        this.countBytes(host, r.aToB, r.bToA);
+      } finally {
+        ts.release();
+      }
+    }, { log: this.log.child({ tcp: publicPort }), handshakeTimeoutMs: 0 });
+    client.tcp.set(publicPort, srv);
+    this.#tcpOwners.set(publicPort, client);
+    log.info("listening", { name: `tcp-${publicPort}`, addr });
+    return { publicPort, ok: true, addr };
+  }
+
+  /**
+   * Define a TCP tunnel on the server side (admin API, `--tcp`): `publicPort` is opened
+   * while the client with `identifier` is connected (now, or whenever it connects) and
+   * closed when it disconnects or the tunnel is removed. Its connections ask the client for
+   * `localPort` (its default `--local` when absent), which the client dials only if its own
+   * allow rules permit it.
+   *
+   * Rejects with {@linkcode TcpTunnelError}: "bad-request" (not a port), "not-allowed"
+   * (outside `tcpPorts`), "unknown-identifier" (no host is registered for it), "in-use"
+   * (defined already, held by a client's own tunnel, or bound by another program).
+   */
+  async addTcpTunnel(spec: TcpTunnelSpecServer): Promise<TcpTunnelInfo> {
+    const { publicPort, identifier, localPort } = spec;
+    if (!isPort(publicPort)) throw new TcpTunnelError("bad-request", "publicPort must be 1-65535");
+    if (localPort !== undefined && !isPort(localPort)) {
+      throw new TcpTunnelError("bad-request", "localPort must be 1-65535");
+    }
+    if (!this.#inTcpRange(publicPort)) {
+      const range = this.#opts.tcpPorts;
+      throw new TcpTunnelError(
+        "not-allowed",
+        range
+          ? `port ${publicPort} is outside the server's TCP ports ${range.min}-${range.max}`
+          : "this server allows no TCP tunnels (no tcpPorts / --tcp-ports)",
+      );
+    }
+    if (typeof identifier !== "string" || !(await this.registry.isKnown(identifier))) {
+      throw new TcpTunnelError("unknown-identifier", "no host is registered for this identifier");
+    }
+    // From here on synchronous, so a client's handshake sees the tunnel either before
+    // (and opens it) or after (and this opens it).
+    if (this.#serverTcp.has(publicPort) || this.#tcpOwners.has(publicPort)) {
+      throw new TcpTunnelError("in-use", `port ${publicPort} already has a TCP tunnel`);
+    }
+    const key = digest(identifier);
+    const fp = fingerprint(identifier);
+    const def: ServerTcpTunnel = {
+      publicPort,
+      key,
+      fingerprint: fp,
+      localPort: localPort === undefined ? "" : String(localPort),
+    };
+    const client = this.#clients.get(key);
+    const log = client ? this.log.child({ client: fp, cid: client.id }) : this.log;
+    if (client?.serverTcpReady && !client.closing) {
+      const r = this.#listenTcp(client, publicPort, def.localPort, log);
+      if (!r.ok) throw new TcpTunnelError(busy(r.error), `cannot bind ${publicPort}: ${r.error}`);
+    } else {
+      // Not connected now: check the port can be bound, so a busy port is reported today.
+      try {
+        Deno.listen({ hostname: this.#opts.tcpHost ?? "127.0.0.1", port: publicPort }).close();
+      } catch (err) {
+        throw new TcpTunnelError(
+          busy(errorMessage(err)),
+          `cannot bind ${publicPort}: ${errorMessage(err)}`,
+        );
+      }
+    }
+    this.#serverTcp.set(publicPort, def);
+    log.info("tcp tunnel added", {
+      port: publicPort,
+      client: fp,
+      localPort: def.localPort || "default",
+    });
+    return this.#tcpInfo(def);
+  }
+
+  /** Remove a server-defined TCP tunnel and close its port; false if there was none. */
+  async removeTcpTunnel(publicPort: number): Promise<boolean> {
+    const def = this.#serverTcp.get(publicPort);
+    if (!def) return false;
+    this.#serverTcp.delete(publicPort);
+    const owner = this.#tcpOwners.get(publicPort);
+    const srv = owner?.tcp.get(publicPort);
+    if (owner && srv) {
+      owner.tcp.delete(publicPort);
+      this.#tcpOwners.delete(publicPort);
+      await srv.stop(0);
+    }
+    this.log.info("tcp tunnel removed", { port: publicPort, client: def.fingerprint });
+    return true;
+  }
+
+  /** Every TCP tunnel: server-defined ones (open or waiting for their client) and the ones
+   * clients asked for. No secrets. */
+  tcpTunnels(): TcpTunnelInfo[] {
+    const out = [...this.#serverTcp.values()].map((d) => this.#tcpInfo(d));
+    for (const [publicPort, owner] of this.#tcpOwners) {
+      if (this.#serverTcp.has(publicPort)) continue;
+      out.push({
+        publicPort,
+        client: owner.fingerprint,
+        source: "client",
+        open: true,
+        addr: owner.tcp.get(publicPort) ? formatAddr(owner.tcp.get(publicPort)!.addr) : undefined,
+      });
+    }
+    return out.sort((a, b) => a.publicPort - b.publicPort);
+  }
+
+  #tcpInfo(d: ServerTcpTunnel): TcpTunnelInfo {
+    const owner = this.#tcpOwners.get(d.publicPort);
+    const srv = owner?.key === d.key ? owner.tcp.get(d.publicPort) : undefined;
+    return {
+      publicPort: d.publicPort,
+      client: d.fingerprint,
+      source: "server",
+      localPort: d.localPort === "" ? null : Number(d.localPort),
+      open: !!srv,
+      addr: srv ? formatAddr(srv.addr) : undefined,
+    };
   }
 
   /** Connected clients (no secrets). */
