@@ -6,6 +6,7 @@
 
 import type { Duplex } from "../net/duplex.ts";
 import { defaultWindowBytes, Flag, FrameType, MuxError } from "./frame.ts";
+import { RecvBuffer } from "./recv_buffer.ts";
 import {
   canReceive,
   canWrite,
@@ -117,9 +118,7 @@ export class Stream implements Duplex {
   #freed = false;
 
   // receive side
-  #queue: Uint8Array[] = [];
-  #qHead = 0;
-  #buffered = 0;
+  #rx = new RecvBuffer();
   #reader: PendingRead | null = null;
   /** A reader whose buffer the session is reading the transport into right now. */
   #direct: PendingRead | null = null;
@@ -170,7 +169,7 @@ export class Stream implements Duplex {
 
   /** Bytes received and not yet read. */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#rx.length;
   }
 
   // ---------------------------------------------------------------- Duplex
@@ -178,8 +177,8 @@ export class Stream implements Duplex {
   /** Read into `p`; `null` at the peer's FIN (or after `close()`). */
   read(p: Uint8Array): Promise<number | null> {
     if (p.length === 0) return Promise.resolve(0);
-    if (this.#qHead < this.#queue.length) {
-      const n = this.#copyOut(p);
+    if (this.#rx.length > 0) {
+      const n = this.#rx.take(p);
       this.#consumed(n);
       return Promise.resolve(n);
     }
@@ -232,7 +231,7 @@ export class Stream implements Duplex {
    */
   close(): void {
     if (this.#localClosed) return;
-    if (this.#buffered > 0 && canReceive(this.#state) && !this.#err) {
+    if (this.#rx.length > 0 && canReceive(this.#state) && !this.#err) {
       this.#localClosed = true;
       this.reset();
       return;
@@ -373,35 +372,8 @@ export class Stream implements Duplex {
     return !this.#opener && !this.#err && (this.#state & SYN_ACK_TX) === 0;
   }
 
-  #copyOut(p: Uint8Array): number {
-    let n = 0;
-    const q = this.#queue;
-    while (n < p.length && this.#qHead < q.length) {
-      const c = q[this.#qHead];
-      const take = Math.min(c.length, p.length - n);
-      p.set(take === c.length ? c : c.subarray(0, take), n);
-      n += take;
-      if (take === c.length) {
-        q[this.#qHead++] = undefined as unknown as Uint8Array;
-      } else {
-        q[this.#qHead] = c.subarray(take);
-      }
-    }
-    if (this.#qHead === q.length) {
-      this.#queue = [];
-      this.#qHead = 0;
-    } else if (this.#qHead > 64 && this.#qHead * 2 > q.length) {
-      this.#queue = q.slice(this.#qHead);
-      this.#qHead = 0;
-    }
-    this.#buffered -= n;
-    return n;
-  }
-
   #dropBuffered(): void {
-    this.#queue = [];
-    this.#qHead = 0;
-    this.#buffered = 0;
+    this.#rx.clear();
   }
 
   /** The application took `n` bytes: credit them back, growing the window if drained fast. */
@@ -434,7 +406,7 @@ export class Stream implements Duplex {
     const r = this.#reader;
     this.#reader = null;
     if (r) {
-      if (this.#qHead < this.#queue.length) r.resolve(this.#copyOut(r.p));
+      if (this.#rx.length > 0) r.resolve(this.#rx.take(r.p));
       else if (this.#readErr) r.reject(this.#readErr);
       else r.resolve(null);
     }
@@ -481,25 +453,21 @@ export class Stream implements Duplex {
   _rxPayload(chunk: Uint8Array): void {
     if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
-    if (r && this.#qHead === this.#queue.length) {
+    if (r && this.#rx.length === 0) {
       this.#reader = null;
       const n = Math.min(chunk.length, r.p.length);
       r.p.set(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (n < chunk.length) {
-        this.#queue.push(chunk.slice(n));
-        this.#buffered += chunk.length - n;
-      }
+      if (n < chunk.length) this.#rx.push(chunk.subarray(n));
       this.#consumed(n);
       r.resolve(n);
       return;
     }
-    this.#queue.push(chunk.slice());
-    this.#buffered += chunk.length;
+    this.#rx.push(chunk);
   }
 
   /** Whether a read is waiting (and nothing is queued). */
   get _readerWaiting(): boolean {
-    return this.#reader !== null && this.#qHead === this.#queue.length;
+    return this.#reader !== null && this.#rx.length === 0;
   }
 
   /**
@@ -511,7 +479,7 @@ export class Stream implements Duplex {
    */
   _takeDirect(max: number): Uint8Array | null {
     const r = this.#reader;
-    if (!r || this.#qHead < this.#queue.length || this.#localClosed || this.#err) return null;
+    if (!r || this.#rx.length > 0 || this.#localClosed || this.#err) return null;
     this.#reader = null;
     this.#direct = r;
     return r.p.length > max ? r.p.subarray(0, max) : r.p;
@@ -538,7 +506,7 @@ export class Stream implements Duplex {
     if (this.#err || !canReceive(this.#state)) return;
     this.#state |= FIN_RX | FIN_ACK_TX;
     const r = this.#reader;
-    if (r && this.#qHead === this.#queue.length) {
+    if (r && this.#rx.length === 0) {
       this.#reader = null;
       r.resolve(null);
     }
