@@ -134,7 +134,7 @@ Deno.test("tunnel admin API: token required; add, list, remove hosts; list clien
   }
 });
 
-Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host, 501 for Upgrade", async () => {
+Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host, 501 for non-WebSocket Upgrade", async () => {
   const local = startApp();
   const t = startHonoTunnel(400);
   const id = "identifier-hono-timeout-10";
@@ -149,7 +149,12 @@ Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host
     const hang = await hostFetch(t.port, "/hang");
     assertEquals(hang.status, 504);
     await hang.body?.cancel();
-    const up = await hostFetch(t.port, "/ws", { headers: { upgrade: "websocket" } });
+    // WebSocket passes (tests/tunnel_app_ws_test.ts); an incomplete WebSocket handshake is a
+    // 400, any other Upgrade a 501.
+    const ws = await hostFetch(t.port, "/ws", { headers: { upgrade: "websocket" } });
+    assertEquals(ws.status, 400);
+    await ws.body?.cancel();
+    const up = await hostFetch(t.port, "/ws", { headers: { upgrade: "foo/2" } });
     assertEquals(up.status, 501);
     await up.body?.cancel();
     await t.server.removeHost("127.0.0.1");

@@ -25,6 +25,13 @@ import { controlPath, identifierHeader } from "./protocol.ts";
 import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
 import { type ClientConn, TunnelError, type TunnelServer, type TunnelStream } from "./server.ts";
 import { WebSocketDuplex } from "./ws_adapter.ts";
+import { checkUpgradeRequest } from "./websocket.ts";
+import {
+  appHandshake,
+  bridgeWebSocket,
+  type WebSocketLimits,
+  type WebSocketTarget,
+} from "./ws_passthrough.ts";
 
 /** Options of {@linkcode createTunnelApp}. */
 export interface TunnelAppOptions {
@@ -34,6 +41,8 @@ export interface TunnelAppOptions {
   trustForwarded?: boolean;
   /** The port the app is served on (a Host header naming it counts as "no port"). */
   publicPort?: number;
+  /** Limits of WebSocket pass-through (message size, buffering). */
+  webSocket?: WebSocketLimits;
 }
 
 /** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1). */
@@ -120,11 +129,16 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     return htmlError(route.status, route.host);
   }
   const host = route.host;
-  if (req.headers.get("upgrade")) {
+  const upgrade = upgradeTokens(req);
+  if (upgrade.length > 0 && !(upgrade.length === 1 && upgrade[0] === "websocket")) {
     server.countRequest(host, "501");
-    return new Response("Upgrade requests need the standalone tunnel-server front\n", {
-      status: 501,
-    });
+    return new Response(
+      `Upgrade to ${
+        req.headers.get("upgrade")
+      } is not supported by this (embeddable) tunnel front: it passes only WebSocket. ` +
+        "The standalone tunnel-server front passes any Upgrade.\n",
+      { status: 501, headers: { "content-type": "text/plain; charset=utf-8" } },
+    );
   }
   const headers: [string, string][] = [];
   if (!req.headers.has("host")) headers.push(["host", hostHeader]);
@@ -146,8 +160,16 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     opts.proto ?? "http",
     opts.trustForwarded ?? false,
   );
-  const headBytes = serializeRequestHead(head);
   const localPort = localPortOf(hostHeader, opts.publicPort);
+  if (upgrade.length > 0) {
+    return await proxyWebSocket(server, req, host, {
+      client: route.client,
+      localPort,
+      target: head.target,
+      headers: head.headers,
+    }, opts.webSocket ?? {});
+  }
+  const headBytes = serializeRequestHead(head);
   const pool = poolOf(route.client, `${host}|${localPort}`);
   let lastRequestByteAt = Date.now();
   let entry: IdleStream | undefined;
@@ -231,6 +253,23 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     if (ok && reusable && (await bodyDone) && e.reader.buffered === 0) pool.put(e);
     else e.ts.release();
   };
+  return tunnelResponse(server, host, resHead, req.method, e.reader, e.src, finish);
+}
+
+/**
+ * The public Response for a response head read from a tunnel stream, its body streamed
+ * from `reader`/`src`; `finish(ok)` runs once the body is through (or failed).
+ */
+function tunnelResponse(
+  server: TunnelServer,
+  host: string,
+  resHead: ResponseHead,
+  method: string,
+  reader: BufferedReader,
+  src: Duplex,
+  finish: (ok: boolean) => unknown,
+): Response {
+  const framing = responseBodyFraming(resHead, method);
   const out = new Headers();
   for (const [k, v] of resHead.headers) {
     const l = k.toLowerCase();
@@ -252,8 +291,8 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   void (async () => {
     let ok = false;
     try {
-      if (framing.kind === "chunked") await copyChunked(e.reader, e.src, sink, false);
-      else await copyBody(e.reader, e.src, framing, sink);
+      if (framing.kind === "chunked") await copyChunked(reader, src, sink, false);
+      else await copyBody(reader, src, framing, sink);
       await writer.close();
       ok = true;
     } catch (err) {
@@ -265,6 +304,75 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     }
   })();
   return new Response(pipe.readable, { status: resHead.status, headers: out });
+}
+
+/** The protocols `req` asks to upgrade to (lower case, versions dropped); empty for none. */
+function upgradeTokens(req: Request): string[] {
+  const up = req.headers.get("upgrade");
+  if (up === null) return [];
+  return up.toLowerCase().split(",").map((t) => t.trim().split("/")[0]).filter((t) => t);
+}
+
+/**
+ * A WebSocket request: the app's handshake over a tunnel stream first; on its 101 the
+ * public request is upgraded with the app's subprotocol and bridged; any other answer is
+ * passed back as an ordinary response.
+ */
+async function proxyWebSocket(
+  server: TunnelServer,
+  req: Request,
+  host: string,
+  target: Omit<WebSocketTarget, "server" | "host">,
+  limits: WebSocketLimits,
+): Promise<Response> {
+  const bad = checkUpgradeRequest(req.method, (n) => req.headers.get(n) ?? undefined);
+  if (bad) {
+    server.countRequest(host, "400");
+    return new Response(`${bad}\n`, { status: 400 });
+  }
+  const r = await appHandshake({ server, host, ...target });
+  if (r.kind === "failed") {
+    server.countRequest(host, String(r.status));
+    server.log.debug("websocket handshake with the app failed", { host, error: r.why });
+    return htmlError(r.status, host);
+  }
+  if (r.kind === "refused") {
+    server.countRequest(host, "proxied");
+    const ts = r.ts;
+    return tunnelResponse(
+      server,
+      host,
+      r.head,
+      req.method,
+      r.reader,
+      ts.body(),
+      () => ts.release(),
+    );
+  }
+  let upgraded: { socket: WebSocket; response: Response };
+  try {
+    upgraded = Deno.upgradeWebSocket(req, r.protocol ? { protocol: r.protocol } : {});
+  } catch (err) {
+    // Not a request Deno.serve can upgrade (e.g. built by hand and passed to app.fetch).
+    await r.conn.sendCloseFrame(1011, "the public side cannot be upgraded").catch(() => {});
+    r.ts.release();
+    server.countRequest(host, "501");
+    server.log.debug("cannot upgrade the public request", { host, error: errorMessage(err) });
+    return new Response("this request cannot be upgraded here\n", { status: 501 });
+  }
+  // The app's other 101 headers (Set-Cookie, …) reach the public client too.
+  for (const [k, v] of r.head.headers) {
+    const l = k.toLowerCase();
+    if (hopByHop.has(l) || l.startsWith("sec-websocket-") || l === "content-length") continue;
+    try {
+      upgraded.response.headers.append(k, v);
+    } catch {
+      // Immutable in this Deno version, or not a valid header value: the 101 goes without.
+    }
+  }
+  server.countRequest(host, "proxied");
+  void bridgeWebSocket(server, host, upgraded.socket, r, limits);
+  return upgraded.response;
 }
 
 /**

@@ -127,6 +127,20 @@ export interface WsConnOptions {
 }
 
 /**
+ * One whole message read by {@linkcode WsConn.readMessage}: a data message (fragments
+ * joined) or the peer's Close frame (`code` undefined when it carried none).
+ */
+export type WsMessage =
+  | { type: "text" | "binary"; data: Uint8Array }
+  | { type: "close"; code: number | undefined; reason: string };
+
+/** Close status codes that may appear in a Close frame (RFC 6455 §7.4). */
+export function isSendableCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+    (code >= 3000 && code <= 4999);
+}
+
+/**
  * A Duplex over a WebSocket connection: `write` sends binary frames, `read` returns the
  * payload bytes of binary (and text) messages in order. Pings are answered, a Close frame
  * is echoed and read as EOF, `closeWrite` sends a Close frame.
@@ -308,7 +322,7 @@ export class WsConn implements Duplex {
     return run;
   }
 
-  async #sendNow(opcode: number, payload: Uint8Array): Promise<void> {
+  async #sendNow(opcode: number, payload: Uint8Array, fin = true): Promise<void> {
     const key = this.#client ? crypto.getRandomValues(new Uint8Array(4)) : undefined;
     // The payload goes at a 4-byte aligned offset, the header right before it, so masking
     // can run a word at a time while copying (one pass instead of copy + XOR).
@@ -317,7 +331,7 @@ export class WsConn implements Duplex {
     if (key && masker) {
       masker.maskInto(bodyOffset, payload, key);
       const out = masker.buffer;
-      const hl = encodeFrameHeader(this.#head, true, opcode, payload.length, key);
+      const hl = encodeFrameHeader(this.#head, fin, opcode, payload.length, key);
       out.set(this.#head.subarray(0, hl), bodyOffset - hl);
       await writeAll(this.#conn, out.subarray(bodyOffset - hl, need));
       return;
@@ -326,7 +340,7 @@ export class WsConn implements Duplex {
       this.#scratch = new Uint8Array(Math.max(need, this.#scratch.length * 2));
     }
     const head = new Uint8Array(maxHeaderBytes);
-    const hl = encodeFrameHeader(head, true, opcode, payload.length, key);
+    const hl = encodeFrameHeader(head, fin, opcode, payload.length, key);
     this.#scratch.set(head.subarray(0, hl), bodyOffset - hl);
     const body = this.#scratch.subarray(bodyOffset, need);
     if (key) maskCopy(body, payload, key);
@@ -347,6 +361,119 @@ export class WsConn implements Duplex {
     this.#closeSent = true;
     const payload = code ?? new Uint8Array([CloseCode.normal >> 8, CloseCode.normal & 0xff]);
     return this.#send(Opcode.close, payload);
+  }
+
+  /**
+   * The next whole message, for message-level use (a WebSocket proxy) instead of `read`:
+   * do not mix the two on one connection. Fragments are joined (at most `maxBytes`, else a
+   * ProtocolError with reason "too-large"), pings answered, pongs skipped. A Close frame is
+   * answered with the same code (unless one was sent already) and returned; `null` on EOF
+   * without one. Text is returned as its bytes (not checked for UTF-8 here).
+   */
+  async readMessage(maxBytes: number): Promise<WsMessage | null> {
+    let type: "text" | "binary" | undefined;
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    while (true) {
+      if (this.#eof) return null;
+      const h = await this.#readHeader();
+      if (h === null) {
+        this.#eof = true;
+        if (type !== undefined) throw new ProtocolError("connection closed mid-message", "eof");
+        return null;
+      }
+      switch (h.opcode) {
+        case Opcode.ping: {
+          const data = await this.#readControl(h.len);
+          await this.#send(Opcode.pong, data).catch(() => {
+            // The peer is gone: the next read reports it.
+          });
+          continue;
+        }
+        case Opcode.pong:
+          await this.#readControl(h.len);
+          continue;
+        case Opcode.close: {
+          if (!h.fin) throw new ProtocolError("fragmented control frame", "ws-protocol");
+          const data = await this.#readControl(h.len);
+          this.#eof = true;
+          if (data.length === 1) throw new ProtocolError("close frame of 1 byte", "ws-protocol");
+          const code = data.length >= 2 ? (data[0] << 8) | data[1] : undefined;
+          if (!this.#closeSent) {
+            await this.#sendClose(data.length >= 2 ? data.subarray(0, 2) : new Uint8Array(0))
+              .catch(() => {
+                // Peer already gone; nothing to acknowledge.
+              });
+          }
+          return { type: "close", code, reason: new TextDecoder().decode(data.subarray(2)) };
+        }
+        case Opcode.text:
+        case Opcode.binary:
+          if (type !== undefined) throw new ProtocolError("new message mid-message", "ws-protocol");
+          type = h.opcode === Opcode.text ? "text" : "binary";
+          break;
+        case Opcode.continuation:
+          if (type === undefined) throw new ProtocolError("stray continuation", "ws-protocol");
+          break;
+        default:
+          throw new ProtocolError(`unknown opcode ${h.opcode}`, "ws-protocol");
+      }
+      total += h.len;
+      if (total > maxBytes) throw new ProtocolError("message too large", "too-large");
+      const part = new Uint8Array(h.len);
+      this.#left = h.len;
+      for (let o = 0; o < h.len;) {
+        const n = await this.read(part.subarray(o));
+        if (n === null) throw new ProtocolError("connection closed mid-frame", "eof");
+        o += n;
+      }
+      parts.push(part);
+      if (h.fin) {
+        if (parts.length === 1) return { type, data: parts[0] };
+        const data = new Uint8Array(total);
+        let o = 0;
+        for (const p of parts) {
+          data.set(p, o);
+          o += p.length;
+        }
+        return { type, data };
+      }
+    }
+  }
+
+  /**
+   * Send `data` as one text or binary message (fragmented above 1 MiB); the fragments of
+   * one message are never interleaved with another's.
+   */
+  sendMessage(type: "text" | "binary", data: Uint8Array): Promise<void> {
+    const run = this.#writeChain.then(async () => {
+      if (this.#closeSent) throw new Deno.errors.BrokenPipe("websocket closed for writing");
+      let o = 0;
+      do {
+        const end = Math.min(data.length, o + maxSendPayloadBytes);
+        const op = o === 0 ? (type === "text" ? Opcode.text : Opcode.binary) : Opcode.continuation;
+        await this.#sendNow(op, data.subarray(o, end), end === data.length);
+        o = end;
+      } while (o < data.length);
+    });
+    this.#writeChain = run.catch(() => {
+      // Reported to this call's caller; later writes fail on their own.
+    });
+    return run;
+  }
+
+  /**
+   * Send a Close frame with `code` and `reason` (cut to the 123 bytes a frame allows); no
+   * status at all when `code` is undefined. Only the first close is sent.
+   */
+  sendCloseFrame(code?: number, reason = ""): Promise<void> {
+    if (code === undefined) return this.#sendClose(new Uint8Array(0));
+    const text = new TextEncoder().encode(reason).subarray(0, 123);
+    const payload = new Uint8Array(2 + text.length);
+    payload[0] = code >> 8;
+    payload[1] = code & 0xff;
+    payload.set(text, 2);
+    return this.#sendClose(payload);
   }
 
   /** Send a Close frame (WebSocket has no half-close: the peer answers with its own). */

@@ -1,0 +1,421 @@
+/**
+ * WebSocket pass-through of the embeddable front (createTunnelApp mounted in Deno.serve):
+ * a WebSocket app behind a tunnel client, reached with Deno's WebSocket client, curl and
+ * headless chromium.
+ */
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { blockStream, blockStreamSha256, run } from "./_util.ts";
+import { startClient, testLog } from "./_tunnel.ts";
+import { haveChromium, withBrowser } from "./_status.ts";
+import { createTunnelApp, TunnelServer, webSocketAccept } from "../lib/tunnel/mod.ts";
+import { createHash } from "node:crypto";
+
+/** A TunnelServer served by Deno.serve through createTunnelApp. */
+function startHonoTunnel() {
+  const server = new TunnelServer({
+    heartbeatIntervalMs: 500,
+    heartbeatTimeoutMs: 5_000,
+    log: testLog("hono-tunnel"),
+  });
+  const http = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    createTunnelApp(server).fetch,
+  );
+  return {
+    server,
+    port: http.addr.port,
+    url: `http://127.0.0.1:${http.addr.port}`,
+    close: async () => {
+      await server.close();
+      await http.shutdown();
+    },
+  };
+}
+
+interface CloseSeen {
+  code: number;
+  reason: string;
+}
+
+/**
+ * The local WebSocket app. `/echo` echoes every message as it came (text as text, binary as
+ * binary); the text `close:<code>:<reason>` makes it close. `/hello` sends the request it
+ * saw (target, headers, chosen protocol) as its first message; it picks "chat.v2" when
+ * offered. `/forbidden` refuses with 403. Close events it receives are kept in `closes`.
+ */
+function startWsApp() {
+  const closes: CloseSeen[] = [];
+  let closeWaiters: (() => void)[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/forbidden") {
+      return new Response("no entry\n", { status: 403, headers: { "x-why": "test" } });
+    }
+    const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) =>
+      s.trim()
+    );
+    const protocol = offered.includes("chat.v2") ? "chat.v2" : undefined;
+    // The request is gone after the upgrade: take what /hello reports now.
+    const seen = JSON.stringify({
+      target: url.pathname + url.search,
+      headers: Object.fromEntries(req.headers),
+      protocol: protocol ?? "",
+    });
+    const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+    response.headers.append("set-cookie", "app=1");
+    socket.binaryType = "arraybuffer";
+    socket.onclose = (e) => {
+      closes.push({ code: e.code, reason: e.reason });
+      const w = closeWaiters;
+      closeWaiters = [];
+      for (const f of w) f();
+    };
+    if (url.pathname === "/hello") {
+      socket.onopen = () => socket.send(seen);
+    }
+    socket.onmessage = (e) => {
+      const m = /^close:(\d+):(.*)$/.exec(typeof e.data === "string" ? e.data : "");
+      if (m) socket.close(Number(m[1]), m[2]);
+      else socket.send(e.data);
+    };
+    return response;
+  });
+  return {
+    port: server.addr.port,
+    closes,
+    /** Resolves once the app has seen `n` closes. */
+    closed: (n: number) =>
+      closes.length >= n ? Promise.resolve() : new Promise<void>((r) => {
+        const check = () => closes.length >= n ? r() : closeWaiters.push(check);
+        closeWaiters.push(check);
+      }),
+    close: () => server.shutdown(),
+  };
+}
+
+/** A WebSocket client whose messages can be awaited one by one. */
+class TestSocket {
+  readonly ws: WebSocket;
+  #queue: (string | ArrayBuffer)[] = [];
+  #waiters: (() => void)[] = [];
+  readonly opened: Promise<void>;
+  readonly closed: Promise<CloseEvent>;
+
+  constructor(url: string, protocols: string[] = [], headers: Record<string, string> = {}) {
+    // Deno's WebSocket takes request headers in its options object.
+    const opts = { protocols, headers } as unknown as string[];
+    this.ws = new WebSocket(url, opts);
+    this.ws.binaryType = "arraybuffer";
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.onopen = () => resolve();
+      this.ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
+    });
+    this.closed = new Promise((resolve) => {
+      this.ws.addEventListener("close", (e) => {
+        resolve(e);
+        this.#wake();
+      });
+    });
+    this.ws.onmessage = (e) => {
+      this.#queue.push(e.data);
+      this.#wake();
+    };
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  async next(): Promise<string | ArrayBuffer> {
+    while (this.#queue.length === 0) {
+      if (this.ws.readyState === WebSocket.CLOSED) throw new Error("socket closed");
+      await new Promise<void>((r) => this.#waiters.push(r));
+    }
+    return this.#queue.shift()!;
+  }
+}
+
+/** A raw HTTP/1.1 request over TCP (status, head, and the body bytes that came within 2 s). */
+async function rawRequest(
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; head: string; body: string }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), 2_000);
+  try {
+    const lines = Object.entries({ host: `127.0.0.1:${port}`, ...headers })
+      .map(([k, v]) => `${k}: ${v}\r\n`).join("");
+    await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.1\r\n${lines}\r\n`));
+    let text = "";
+    const buf = new Uint8Array(65536);
+    const dec = new TextDecoder();
+    try {
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        text += dec.decode(buf.subarray(0, n), { stream: true });
+        const i = text.indexOf("\r\n\r\n");
+        const m = /content-length: *(\d+)/i.exec(text);
+        if (i >= 0 && m && text.length - i - 4 >= Number(m[1])) break;
+      }
+    } catch {
+      // Closed by the timer: what came is the answer.
+    }
+    const i = text.indexOf("\r\n\r\n");
+    const head = i >= 0 ? text.slice(0, i) : text;
+    return { status: Number(head.split(" ")[1]), head, body: i >= 0 ? text.slice(i + 4) : "" };
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+const wsKey = "dGhlIHNhbXBsZSBub25jZQ==";
+const wsHeaders = {
+  connection: "Upgrade",
+  upgrade: "websocket",
+  "sec-websocket-version": "13",
+  "sec-websocket-key": wsKey,
+};
+
+/** App, tunnel front and a connected client; torn down by `stop()`. */
+async function setup(id: string, localPort?: number) {
+  const app = startWsApp();
+  const t = startHonoTunnel();
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: localPort ?? app.port },
+  });
+  await c.connected();
+  return {
+    app,
+    t,
+    wsUrl: `ws://127.0.0.1:${t.port}`,
+    stop: async () => {
+      await c.stop();
+      await t.close();
+      await app.close();
+    },
+  };
+}
+
+Deno.test("tunnel app websocket: handshake headers, subprotocol, text and binary echo, 16 MiB by SHA-256", async () => {
+  const s = await setup("identifier-app-ws-echo-01");
+  try {
+    const ws = new TestSocket(`${s.wsUrl}/hello?q=1&r=two`, ["chat.v1", "chat.v2"], {
+      cookie: "session=abc",
+      authorization: "Bearer tok",
+      origin: "http://origin.test",
+    });
+    await ws.opened;
+    assertEquals(ws.ws.protocol, "chat.v2");
+    const seen = JSON.parse(await ws.next() as string) as {
+      target: string;
+      headers: Record<string, string>;
+      protocol: string;
+    };
+    assertEquals(seen.target, "/hello?q=1&r=two");
+    assertEquals(seen.protocol, "chat.v2");
+    const h = seen.headers;
+    assertEquals(h["cookie"], "session=abc");
+    assertEquals(h["authorization"], "Bearer tok");
+    assertEquals(h["origin"], "http://origin.test");
+    assertEquals(h["sec-websocket-protocol"], "chat.v1, chat.v2");
+    assertEquals(h["x-forwarded-for"], "127.0.0.1");
+    assertEquals(h["x-forwarded-proto"], "http");
+    assertEquals(h["host"], `127.0.0.1:${s.t.port}`);
+    assertEquals(h["x-forwarded-host"], `127.0.0.1:${s.t.port}`);
+    assert(h["sec-websocket-extensions"] === undefined, "no extension offered to the app");
+
+    // Text stays text (UTF-8 intact), binary stays binary.
+    ws.ws.send("héllo wörld ✓");
+    assertEquals(await ws.next(), "héllo wörld ✓");
+    ws.ws.send(new Uint8Array([0, 1, 2, 255]));
+    const bin = await ws.next();
+    assert(bin instanceof ArrayBuffer, "binary echo must be binary");
+    assertEquals([...new Uint8Array(bin)], [0, 1, 2, 255]);
+    ws.ws.send("");
+    assertEquals(await ws.next(), "");
+
+    // 16 MiB as 256 binary messages of 64 KiB, compared by SHA-256; then one 3 MiB
+    // message (fragmented towards the app: frames carry at most 1 MiB).
+    const total = 16 * 1024 * 1024;
+    const piece = 64 * 1024;
+    let sent = 0;
+    for (const block of blockStream(total, 7)) {
+      for (let o = 0; o < block.length; o += piece) {
+        ws.ws.send(block.slice(o, o + piece));
+        sent++;
+      }
+    }
+    const hash = createHash("sha256");
+    let got = 0;
+    for (let i = 0; i < sent; i++) {
+      const m = await ws.next();
+      assert(m instanceof ArrayBuffer, "binary message expected");
+      assertEquals(m.byteLength, piece);
+      hash.update(new Uint8Array(m));
+      got += m.byteLength;
+    }
+    assertEquals(got, total);
+    assertEquals(hash.digest("hex"), blockStreamSha256(total, 7));
+    const big = new Uint8Array(3 * 1024 * 1024 + 5);
+    for (const [i, b] of [...blockStream(big.length, 3)].entries()) big.set(b, i * (1 << 20));
+    ws.ws.send(big);
+    const bigBack = await ws.next();
+    assert(bigBack instanceof ArrayBuffer, "binary message expected");
+    assertEquals(bigBack.byteLength, big.length);
+    assertEquals(
+      createHash("sha256").update(new Uint8Array(bigBack)).digest("hex"),
+      createHash("sha256").update(big).digest("hex"),
+    );
+
+    // The client closes with its own code: the app sees the same code and reason.
+    ws.ws.close(4002, "bye from client");
+    const ev = await ws.closed;
+    assertEquals(ev.code, 4002);
+    await s.app.closed(1);
+    assertEquals(s.app.closes[0], { code: 4002, reason: "bye from client" });
+  } finally {
+    await s.stop();
+  }
+});
+
+Deno.test("tunnel app websocket: the app's close code reaches the client; a client close without code", async () => {
+  const s = await setup("identifier-app-ws-close-02");
+  try {
+    const a = new TestSocket(`${s.wsUrl}/echo`);
+    await a.opened;
+    a.ws.send("close:4001:bye from app");
+    const ev = await a.closed;
+    assertEquals([ev.code, ev.reason], [4001, "bye from app"]);
+    await s.app.closed(1);
+    assertEquals(s.app.closes[0].code, 4001); // the app's own close, answered
+
+    const b = new TestSocket(`${s.wsUrl}/echo`);
+    await b.opened;
+    b.ws.send("close:1001:going away");
+    const ev2 = await b.closed;
+    assertEquals([ev2.code, ev2.reason], [1001, "going away"]);
+
+    const c = new TestSocket(`${s.wsUrl}/echo`);
+    await c.opened;
+    c.ws.close();
+    await c.closed;
+    await s.app.closed(3);
+    assertEquals(s.app.closes[2].code, 1005); // no status in the client's Close: none sent on
+  } finally {
+    await s.stop();
+  }
+});
+
+Deno.test("tunnel app websocket: refusal passes through, app down is 502, other Upgrades 501, bad handshake 400, curl sees a valid 101", async () => {
+  const s = await setup("identifier-app-ws-refuse-03");
+  try {
+    const refused = await rawRequest(s.t.port, "/forbidden", wsHeaders);
+    assertEquals(refused.status, 403);
+    assertMatch(refused.head, /x-why: test/i);
+    assertEquals(refused.body, "no entry\n");
+
+    const h2c = await rawRequest(s.t.port, "/echo", {
+      connection: "Upgrade, HTTP2-Settings",
+      upgrade: "h2c",
+      "http2-settings": "AAMAAABkAARAAAAAAAIAAAAA",
+    });
+    assertEquals(h2c.status, 501);
+    assertMatch(h2c.body, /h2c.*only WebSocket/);
+
+    const noKey = await rawRequest(s.t.port, "/echo", {
+      connection: "Upgrade",
+      upgrade: "websocket",
+      "sec-websocket-version": "13",
+    });
+    assertEquals(noKey.status, 400);
+
+    // curl as an outside peer of the handshake: a 101 with the Accept for its key, the
+    // app's subprotocol choice and its Set-Cookie.
+    const r = await run("curl", [
+      "-sS",
+      "--include",
+      "--no-buffer",
+      "--max-time",
+      "2",
+      "-H",
+      "Connection: Upgrade",
+      "-H",
+      "Upgrade: websocket",
+      "-H",
+      "Sec-WebSocket-Version: 13",
+      "-H",
+      `Sec-WebSocket-Key: ${wsKey}`,
+      "-H",
+      "Sec-WebSocket-Protocol: chat.v2",
+      `http://127.0.0.1:${s.t.port}/echo`,
+    ]);
+    assertMatch(r.stdout, /^HTTP\/1\.1 101/);
+    const accept = webSocketAccept(wsKey).replace(/[+/=]/g, (c) => `\\${c}`);
+    assertMatch(r.stdout, new RegExp(`sec-websocket-accept: ${accept}\r`, "i"));
+    assertMatch(r.stdout, /sec-websocket-protocol: chat\.v2/i);
+    assertMatch(r.stdout, /set-cookie: app=1/i);
+  } finally {
+    await s.stop();
+  }
+  // A client whose local app is not listening: 502 with the page naming the host.
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const deadPort = dead.addr.port;
+  dead.close();
+  const d = await setup("identifier-app-ws-down-04", deadPort);
+  try {
+    const down = await rawRequest(d.t.port, "/echo", wsHeaders);
+    assertEquals(down.status, 502);
+    assertMatch(down.body, /127\.0\.0\.1/);
+  } finally {
+    await d.stop();
+  }
+});
+
+Deno.test({
+  name: "tunnel app websocket: headless chromium through the tunnel (subprotocol, echo, close)",
+  ignore: !haveChromium(),
+  fn: async () => {
+    const s = await setup("identifier-app-ws-chrome-05");
+    try {
+      const result = await withBrowser(async (browser) => {
+        const page = await browser.newPage();
+        return await page.evaluate(async (url: string) => {
+          const ws = new WebSocket(url, ["chat.v1", "chat.v2"]);
+          ws.binaryType = "arraybuffer";
+          const msgs: (string | number[])[] = [];
+          const done = new Promise<{ code: number; reason: string }>((resolve, reject) => {
+            ws.onerror = () => reject(new Error("websocket error"));
+            ws.onmessage = (e) => {
+              msgs.push(typeof e.data === "string" ? e.data : [...new Uint8Array(e.data)]);
+              if (msgs.length === 2) ws.send("close:4003:done");
+            };
+            ws.onclose = (e) => resolve({ code: e.code, reason: e.reason });
+          });
+          await new Promise((r) => ws.onopen = r);
+          const protocol = ws.protocol;
+          ws.send("from chromium");
+          ws.send(new Uint8Array([9, 8, 7]));
+          const closed = await done;
+          return { protocol, msgs, closed };
+        }, `${s.wsUrl}/echo`);
+      });
+      assertEquals(result.protocol, "chat.v2");
+      assertEquals(result.msgs, ["from chromium", [9, 8, 7]]);
+      assertEquals(result.closed, { code: 4003, reason: "done" });
+    } finally {
+      await s.stop();
+    }
+  },
+});
