@@ -7,11 +7,18 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { blockStream, blockStreamSha256, run } from "./_util.ts";
 import { startClient, testLog } from "./_tunnel.ts";
 import { haveChromium, withBrowser } from "./_status.ts";
-import { createTunnelApp, TunnelServer, webSocketAccept } from "../lib/tunnel/mod.ts";
+import {
+  createTunnelApp,
+  type TunnelAppOptions,
+  TunnelServer,
+  webSocketAccept,
+} from "../lib/tunnel/mod.ts";
+import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
+import { readRequestHead } from "../lib/http/mod.ts";
 import { createHash } from "node:crypto";
 
 /** A TunnelServer served by Deno.serve through createTunnelApp. */
-function startHonoTunnel() {
+function startHonoTunnel(opts: TunnelAppOptions = {}) {
   const server = new TunnelServer({
     heartbeatIntervalMs: 500,
     heartbeatTimeoutMs: 5_000,
@@ -19,7 +26,7 @@ function startHonoTunnel() {
   });
   const http = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    createTunnelApp(server).fetch,
+    createTunnelApp(server, opts).fetch,
   );
   return {
     server,
@@ -186,9 +193,9 @@ const wsHeaders = {
 };
 
 /** App, tunnel front and a connected client; torn down by `stop()`. */
-async function setup(id: string, localPort?: number) {
+async function setup(id: string, localPort?: number, opts: TunnelAppOptions = {}) {
   const app = startWsApp();
-  const t = startHonoTunnel();
+  const t = startHonoTunnel(opts);
   await t.server.addHost("127.0.0.1", id);
   const c = startClient({
     server: t.url,
@@ -418,4 +425,109 @@ Deno.test({
       await s.stop();
     }
   },
+});
+
+/**
+ * A raw-TCP WebSocket app that accepts the handshake and then never reads: the public
+ * client's messages can only pile up in front of it.
+ */
+function startDeafApp() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const done = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      const head = await readRequestHead(new BufferedReader(conn)).catch(() => null);
+      const key = head?.headers.find(([k]) => k.toLowerCase() === "sec-websocket-key")?.[1];
+      if (!key) {
+        closeQuietly(conn);
+        continue;
+      }
+      await writeAll(
+        conn,
+        new TextEncoder().encode(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+            `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n\r\n`,
+        ),
+      ).catch(() => {});
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    close: async () => {
+      listener.close();
+      for (const c of conns) closeQuietly(c);
+      await done;
+    },
+  };
+}
+
+Deno.test("tunnel app websocket: a slow side is not buffered without bound (both directions)", async () => {
+  // App → public client that never reads: the app can hand over only what the socket
+  // buffers, the mux window and the bridge's high-water mark hold, not the 256 MiB it offers.
+  const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    const block = new Uint8Array(1 << 20);
+    socket.onopen = async () => {
+      for (let i = 0; i < 256 && socket.readyState === WebSocket.OPEN; i++) {
+        socket.send(block);
+        flooded += block.length;
+        while (socket.bufferedAmount > 0 && socket.readyState === WebSocket.OPEN) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+    };
+    return response;
+  });
+  let flooded = 0;
+  const deaf = startDeafApp();
+  const t = startHonoTunnel({ webSocket: { maxQueuedBytes: 4 * 1024 * 1024 } });
+  await t.server.addHost("127.0.0.1", "identifier-app-ws-slow-06");
+  const c = startClient({
+    server: t.url,
+    identifier: "identifier-app-ws-slow-06",
+    local: { host: "127.0.0.1", port: app.addr.port },
+    allowPorts: [deaf.port],
+  });
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+  try {
+    await c.connected();
+    await writeAll(
+      raw,
+      new TextEncoder().encode(
+        `GET /flood HTTP/1.1\r\nHost: 127.0.0.1:${t.port}\r\nConnection: Upgrade\r\n` +
+          `Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${wsKey}\r\n\r\n`,
+      ),
+    );
+    // The public client reads nothing more; give the app time to push what it can.
+    let last = -1;
+    for (let i = 0; i < 40 && flooded !== last; i++) {
+      last = flooded;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert(flooded < 96 * 1024 * 1024, `app handed over ${flooded} bytes to a client not reading`);
+
+    // Public client → app that never reads: the bridge's queue is bounded (4 MiB here), the
+    // public client is closed with 1013.
+    const ws = new TestSocket(`ws://127.0.0.1:${t.port}/`, [], { host: `127.0.0.1:${deaf.port}` });
+    await ws.opened;
+    const block = new Uint8Array(1 << 20);
+    let sent = 0;
+    for (; sent < 128 && ws.ws.readyState === WebSocket.OPEN; sent++) {
+      ws.ws.send(block);
+      while (ws.ws.bufferedAmount > 0 && ws.ws.readyState === WebSocket.OPEN) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    const ev = await ws.closed;
+    assert(sent < 128, "the public client could send everything to an app not reading");
+    // 1013 from the bridge; a close while this client still sends can arrive as a reset.
+    assert(ev.code === 1013 || !ev.wasClean, `close ${ev.code} ${ev.reason}`);
+  } finally {
+    closeQuietly(raw);
+    await c.stop();
+    await t.close();
+    await deaf.close();
+    await app.shutdown();
+  }
 });
