@@ -531,3 +531,96 @@ Deno.test("tunnel app websocket: a slow side is not buffered without bound (both
     await app.shutdown();
   }
 });
+
+/** Read one (small, masked) frame a WebSocket client sent: opcode and unmasked payload. */
+async function readClientFrame(r: BufferedReader): Promise<{ opcode: number; data: Uint8Array }> {
+  const h = await r.readExact(2);
+  assert((h[1] & 0x80) !== 0, "frames from the bridge to the app must be masked");
+  const len = h[1] & 0x7f;
+  assert(len < 126, "small frame expected");
+  const mask = await r.readExact(4);
+  const data = (await r.readExact(len)).slice();
+  for (let i = 0; i < data.length; i++) data[i] ^= mask[i & 3];
+  return { opcode: h[0] & 0x0f, data };
+}
+
+Deno.test("tunnel app websocket: app pings are answered, a bad frame from the app closes both sides, a dying client closes the public side with 1001", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const appResult = (async () => {
+    const conn = await listener.accept();
+    try {
+      const r = new BufferedReader(conn);
+      const head = (await readRequestHead(r))!;
+      const key = head.headers.find(([k]) => k.toLowerCase() === "sec-websocket-key")![1];
+      const enc = new TextEncoder();
+      await writeAll(
+        conn,
+        enc.encode(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+            `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n\r\n`,
+        ),
+      );
+      // A ping (answered by the bridge, not passed on), a text message, then text that is
+      // not UTF-8.
+      await writeAll(conn, new Uint8Array([0x89, 2, 0x68, 0x69, 0x81, 2, 0x6f, 0x6b]));
+      const pong = await readClientFrame(r);
+      await writeAll(conn, new Uint8Array([0x81, 2, 0xff, 0xfe]));
+      const close = await readClientFrame(r);
+      return { pong, close };
+    } finally {
+      closeQuietly(conn);
+    }
+  })();
+  const t = startHonoTunnel();
+  await t.server.addHost("127.0.0.1", "identifier-app-ws-bad-07");
+  const c = startClient({
+    server: t.url,
+    identifier: "identifier-app-ws-bad-07",
+    local: { host: "127.0.0.1", port: listener.addr.port },
+  });
+  let stopped = false;
+  try {
+    await c.connected();
+    const ws = new TestSocket(`ws://127.0.0.1:${t.port}/raw`);
+    await ws.opened;
+    assertEquals(await ws.next(), "ok");
+    const ev = await ws.closed;
+    assertEquals(ev.code, 1011);
+    const { pong, close } = await appResult;
+    assertEquals([pong.opcode, new TextDecoder().decode(pong.data)], [0xa, "hi"]);
+    assertEquals(close.opcode, 0x8);
+    assertEquals((close.data[0] << 8) | close.data[1], 1007);
+    listener.close();
+
+    // The tunnel client goes away while a WebSocket is open: the public side gets 1001.
+    const app = startWsApp();
+    const c2 = startClient({
+      server: t.url,
+      identifier: "identifier-app-ws-bad-07",
+      local: { host: "127.0.0.1", port: app.port },
+    });
+    try {
+      await c.stop();
+      stopped = true;
+      await c2.connected();
+      const ws2 = new TestSocket(`ws://127.0.0.1:${t.port}/echo`);
+      await ws2.opened;
+      ws2.ws.send("still here");
+      assertEquals(await ws2.next(), "still here");
+      await c2.stop();
+      const ev2 = await ws2.closed;
+      assertEquals(ev2.code, 1001);
+    } finally {
+      await c2.stop();
+      await app.close();
+    }
+  } finally {
+    if (!stopped) await c.stop();
+    await t.close();
+    try {
+      listener.close();
+    } catch {
+      // Closed above.
+    }
+  }
+});

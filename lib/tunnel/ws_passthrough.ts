@@ -184,6 +184,7 @@ export async function bridgeWebSocket(
   let queued = 0;
   let appCloseSent = false;
   let closeTimer: ReturnType<typeof setTimeout> | undefined;
+  let finished = false;
 
   const closePublic = (code: number | undefined, reason: string) => {
     if (socket.readyState === WebSocket.CLOSING || socket.readyState === WebSocket.CLOSED) return;
@@ -200,7 +201,7 @@ export async function bridgeWebSocket(
   };
   /** Send our Close to the app; its answer ends the read loop (or the timer does). */
   const closeApp = (code: number | undefined, reason: string) => {
-    if (appCloseSent) return;
+    if (appCloseSent || finished) return;
     appCloseSent = true;
     conn.sendCloseFrame(code, closeReason(reason)).catch(() => {
       // The stream is gone: the read loop ends on its own.
@@ -285,6 +286,7 @@ export async function bridgeWebSocket(
       closePublic(1001, "tunnel closed");
     }
   } finally {
+    finished = true;
     clearTimeout(closeTimer);
     ts.release();
   }
