@@ -51,6 +51,8 @@ const defaults: Required<WebSocketLimits> = {
   closeTimeoutMs: 5_000,
 };
 
+/** The public side must finish its upgrade within this long (else the app is told 1001). */
+const publicOpenTimeoutMs = 30_000;
 /** How often a paused tunnel reader re-checks the public socket's `bufferedAmount`. */
 const drainPollMs = 2;
 /** Largest Close reason in bytes (125-byte control payload minus the code). */
@@ -185,6 +187,8 @@ export async function bridgeWebSocket(
   let appCloseSent = false;
   let closeTimer: ReturnType<typeof setTimeout> | undefined;
   let finished = false;
+  /** Our Close to the app, once sent (awaited briefly before the stream is released). */
+  let appClose: Promise<void> = Promise.resolve();
 
   const closePublic = (code: number | undefined, reason: string) => {
     if (socket.readyState === WebSocket.CLOSING || socket.readyState === WebSocket.CLOSED) return;
@@ -203,7 +207,7 @@ export async function bridgeWebSocket(
   const closeApp = (code: number | undefined, reason: string) => {
     if (appCloseSent || finished) return;
     appCloseSent = true;
-    conn.sendCloseFrame(code, closeReason(reason)).catch(() => {
+    appClose = conn.sendCloseFrame(code, closeReason(reason)).catch(() => {
       // The stream is gone: the read loop ends on its own.
     });
     closeTimer = setTimeout(() => ts.release(), lim.closeTimeoutMs);
@@ -244,11 +248,14 @@ export async function bridgeWebSocket(
     // A close event follows.
   };
 
+  let openTimer: ReturnType<typeof setTimeout> | undefined;
   const opened = socket.readyState === WebSocket.OPEN ||
     await new Promise<boolean>((resolve) => {
       socket.addEventListener("open", () => resolve(true), { once: true });
       socket.addEventListener("close", () => resolve(false), { once: true });
+      openTimer = setTimeout(() => resolve(false), publicOpenTimeoutMs);
     });
+  clearTimeout(openTimer);
   try {
     while (opened) {
       const m = await conn.readMessage(lim.maxMessageBytes);
@@ -271,7 +278,10 @@ export async function bridgeWebSocket(
         await sleep(drainPollMs);
       }
     }
-    if (!opened) closeApp(1001, "the public client went away");
+    if (!opened) {
+      closePublic(1001, "");
+      closeApp(1001, "the public client went away");
+    }
   } catch (err) {
     const tooBig = err instanceof ProtocolError && err.reason === "too-large";
     const codec = err instanceof ProtocolError && err.reason !== "eof";
@@ -280,14 +290,16 @@ export async function bridgeWebSocket(
     if (tooBig || codec || badText) {
       closeApp(tooBig ? 1009 : badText ? 1007 : 1002, tooBig ? "message too big" : "");
       closePublic(1011, tooBig ? "message from the app too big" : "bad frame from the app");
-      // Give the app's Close a moment to go out before the stream goes.
-      await sleep(50);
     } else {
       closePublic(1001, "tunnel closed");
     }
   } finally {
     finished = true;
     clearTimeout(closeTimer);
+    // Let a Close we queued for the app go out before the stream goes (bounded wait).
+    let waitTimer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([appClose, new Promise((r) => waitTimer = setTimeout(r, 1_000))]);
+    clearTimeout(waitTimer);
     ts.release();
   }
 }
