@@ -23,6 +23,26 @@ export const nodeUnpausedCapBytes = 64 * 1024 * 1024;
 /** Chunk size of the `readable` stream view. */
 const streamChunkBytes = 64 * 1024;
 
+/** The read switch of a node stream handle (libuv-style `readStop`/`readStart`). */
+interface ReadSwitch {
+  readStop(): unknown;
+  readStart(): unknown;
+}
+
+/**
+ * The TCP handle under a `node:tls` socket (node's `_parent._handle`), when this runtime has
+ * one. Stopping reads there pauses the TCP socket itself, which (unlike `pause()` on the TLS
+ * socket under Deno 2.9.6) still delivers the peer's FIN after `readStart()` (checked), and
+ * gives real TCP backpressure: the sender stops at the socket buffers.
+ */
+function tcpUnderTls(sock: Socket): ReadSwitch | undefined {
+  const h = (sock as Socket & { _parent?: { _handle?: Partial<ReadSwitch> | null } })._parent
+    ?._handle;
+  return typeof h?.readStop === "function" && typeof h?.readStart === "function"
+    ? h as ReadSwitch
+    : undefined;
+}
+
 function netAddr(hostname: string | undefined, port: number | undefined): Deno.NetAddr {
   return { transport: "tcp", hostname: hostname ?? "0.0.0.0", port: port ?? 0 };
 }
@@ -40,6 +60,8 @@ export class NodeSocketConn implements Deno.Conn {
   #eof = false;
   /** Whether we paused the socket (so only we resume it). */
   #paused = false;
+  /** node:tls: the TCP handle paused instead of the TLS socket (see `tcpUnderTls`). */
+  #tcp: ReadSwitch | undefined;
   #error: Error | null = null;
   #waiter: (() => void) | null = null;
   #readable: ReadableStream<Uint8Array<ArrayBuffer>> | undefined;
@@ -54,19 +76,26 @@ export class NodeSocketConn implements Deno.Conn {
    *
    * `pausable: false` is for `node:tls` sockets: under Deno 2.9.6 a TLSSocket that was paused
    * and resumed never emits "end" (checked: the peer's FIN is lost and a reader hangs), so
-   * those are never paused; the protocols on top (mux, fusion) bound what is in flight with
-   * their own windows, and a peer that overruns `nodeUnpausedCapBytes` is cut.
+   * those are paused at the TCP handle under them instead (see `tcpUnderTls`); only where no
+   * such handle exists is the socket never paused, and a peer that overruns
+   * `nodeUnpausedCapBytes` is cut.
    */
   constructor(sock: Socket, opts: { pausable?: boolean } = {}) {
     const pausable = opts.pausable ?? true;
     this.#sock = sock;
+    this.#tcp = pausable ? undefined : tcpUnderTls(sock);
     this.localAddr = netAddr(sock.localAddress, sock.localPort);
     this.remoteAddr = netAddr(sock.remoteAddress, sock.remotePort);
     sock.setNoDelay(true);
     sock.on("data", (b: Uint8Array) => {
       this.#chunks.push(b);
       this.#queued += b.length;
-      if (!pausable) {
+      if (this.#tcp) {
+        if (this.#queued > nodeReadHighWaterBytes && !this.#paused) {
+          this.#paused = true;
+          this.#switchTcp("readStop");
+        }
+      } else if (!pausable) {
         if (this.#queued > nodeUnpausedCapBytes) {
           this.#error = new Deno.errors.InvalidData(
             `more than ${nodeUnpausedCapBytes} bytes unread: reader too slow or peer flooding`,
@@ -98,6 +127,14 @@ export class NodeSocketConn implements Deno.Conn {
     return this.#sock;
   }
 
+  #switchTcp(op: "readStop" | "readStart"): void {
+    try {
+      this.#tcp![op]();
+    } catch {
+      // The socket is already closed: nothing left to pause or resume.
+    }
+  }
+
   #wake(): void {
     const w = this.#waiter;
     this.#waiter = null;
@@ -116,7 +153,8 @@ export class NodeSocketConn implements Deno.Conn {
         this.#queued -= n;
         if (this.#paused && this.#queued < nodeReadHighWaterBytes / 2) {
           this.#paused = false;
-          this.#sock.resume();
+          if (this.#tcp) this.#switchTcp("readStart");
+          else this.#sock.resume();
         }
         return n;
       }
