@@ -2,7 +2,8 @@
  * tunnel-server with mutual TLS on its public port (`--tls-client-ca`): tunnel clients (wss://
  * and the raw transport) and public https clients must present a certificate from that CA.
  * A client without a certificate, or with one from another CA, is refused with a clear log
- * line and keeps retrying; curl without a certificate fails; plaintext fails cleanly; the
+ * line and keeps retrying; curl without a certificate fails; a 96 MiB upload passes (TCP
+ * backpressure on the node:tls socket, no 64 MiB cut); plaintext fails cleanly; the
  * server keeps serving the good clients throughout.
  */
 
@@ -10,6 +11,7 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { startApp } from "./_tunnel.ts";
 import { makePki, type Pki } from "./_tls.ts";
 import {
+  blockStream,
   blockStreamSha256,
   portOf,
   run,
@@ -87,6 +89,24 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
       assertEquals(r2.stdout, "app2 7");
     };
     await check();
+
+    // An upload larger than what a node:tls socket used to buffer (64 MiB) before it was cut:
+    // the public connection is paused at TCP while the tunnel catches up.
+    const upload = 96 * 1024 * 1024;
+    const file = `${pki.dir}/upload.bin`;
+    const f = await Deno.open(file, { write: true, create: true });
+    try {
+      for (const b of blockStream(upload, 4)) await writeAll(f, b);
+    } finally {
+      f.close();
+    }
+    const up = await run("curl", [
+      ...curlArgs(pki, port, "app.test", "/sha256", true),
+      "--data-binary",
+      `@${file}`,
+    ]);
+    assertEquals(up.code, 0, up.stderr);
+    assertEquals(JSON.parse(up.stdout), { sha256: blockStreamSha256(upload, 4), bytes: upload });
 
     // A tunnel client without a certificate: refused, says why, keeps retrying.
     const noCert = await startService("tunnel-client.ts", [
