@@ -16,10 +16,10 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
-import { tlsClientFlags, tlsClientFromFlags } from "../lib/cli_security.ts";
+import { tlsClientFlags } from "../lib/cli_security.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
-import { errorMessage } from "../lib/net/mod.ts";
+import { errorMessage, loadTlsClientConfig, type TlsClientConfig } from "../lib/net/mod.ts";
 import { type TcpTunnelSpec, TunnelClient } from "../lib/tunnel/mod.ts";
 
 // ---- flags ----
@@ -137,12 +137,22 @@ if (flags.transport !== "websocket" && flags.transport !== "raw") {
 if (flags["ca-file"] && flags["tls-ca"]) fail("give --ca-file or --tls-ca, not both", 2);
 // TLS itself follows the URL scheme (https/wss); these flags only say whom to trust and
 // which client certificate to present.
-const tls = tlsClientFromFlags({
-  "tls-ca": flags["tls-ca"] ?? flags["ca-file"],
-  "tls-server-name": flags["tls-server-name"],
-  "tls-client-cert": flags["tls-client-cert"],
-  "tls-client-key": flags["tls-client-key"],
-});
+let tls: TlsClientConfig | undefined;
+if (
+  flags["tls-ca"] || flags["ca-file"] || flags["tls-server-name"] || flags["tls-client-cert"] ||
+  flags["tls-client-key"]
+) {
+  try {
+    tls = loadTlsClientConfig({
+      caFile: flags["tls-ca"] ?? flags["ca-file"],
+      serverName: flags["tls-server-name"],
+      certFile: flags["tls-client-cert"],
+      keyFile: flags["tls-client-key"],
+    });
+  } catch (err) {
+    fail(`TLS: ${errorMessage(err)}`, 2);
+  }
+}
 if (tls && !/^(https|wss):/i.test(flags.server)) {
   fail("--ca-file/--tls-* flags need an https:// or wss:// --server", 2);
 }
