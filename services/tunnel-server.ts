@@ -340,7 +340,10 @@ log.info("hosts", {
 const configHosts = new Map<string, string>(hostSpecs.map(([h, id]) => [normalizeHost(h)!, id]));
 const configTcp = new Map<number, TcpTunnelSpecServer>(tcpSpecs.map((t) => [t.publicPort, t]));
 onReload<typeof flags>(async (next) => {
-  const wanted = new Map(readHostSpecs(next).map(([h, id]) => [normalizeHost(h)!, id]));
+  const nextHosts = readHostSpecs(next);
+  const wanted = new Map(nextHosts.map(([h, id]) => [normalizeHost(h)!, id]));
+  // Validated before anything changes: a bad --tcp keeps the old hosts and tunnels.
+  const nextTcp = new Map(readTcpSpecs(next, tcpPorts, nextHosts).map((t) => [t.publicPort, t]));
   for (const [host, id] of configHosts) {
     if (wanted.get(host) === id) continue;
     await server.removeHost(host);
@@ -353,9 +356,6 @@ onReload<typeof flags>(async (next) => {
   }
   log.info("hosts", { count: configHosts.size });
   // --tcp tunnels from flags/config: removed, changed and new ones (admin ones stay).
-  const nextTcp = new Map(
-    readTcpSpecs(next, tcpPorts, [...configHosts]).map((t) => [t.publicPort, t]),
-  );
   for (const [port, t] of configTcp) {
     const n = nextTcp.get(port);
     if (n && n.identifier === t.identifier && n.localPort === t.localPort) continue;

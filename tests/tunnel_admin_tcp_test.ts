@@ -274,6 +274,36 @@ Deno.test("tunnel admin TCP: tunnel-server --tcp port:localPort=env:ID from the 
     for (const p of procs) {
       assert(!p.lines.some((l) => l.includes(id)), "identifier logged");
     }
+    // From a config file, --tcp follows SIGHUP reloads (a bad value keeps the old tunnels).
+    const dir = await Deno.makeTempDir({ prefix: "warren-tcp-" });
+    try {
+      const other = freePort();
+      const lo = Math.min(port, other), hi = Math.max(port, other);
+      const conf = (tcp: string) =>
+        Deno.writeTextFile(
+          `${dir}/t.toml`,
+          `host = ["b.test=env:APP_ID"]\ntcp-ports = "${lo}-${hi}"\ntcp = ["${tcp}"]\n`,
+        );
+      await server.stop();
+      await conf(`${port}:${hasher.port}=env:APP_ID`);
+      const reloading = await startService("tunnel-server.ts", [
+        "--listen=127.0.0.1:0",
+        `--config=${dir}/t.toml`,
+      ], { env: { APP_ID: id } });
+      procs.push(reloading);
+      await reloading.waitFor(new RegExp(`msg="tcp tunnel added" port=${port}`));
+      await conf(`${other}=env:APP_ID`);
+      reloading.child.kill("SIGHUP");
+      await reloading.waitFor(new RegExp(`msg="tcp tunnel removed" port=${port}`));
+      await reloading.waitFor(new RegExp(`msg="tcp tunnel added" port=${other}`));
+      await conf(`${other}=not-a-known-identifier`);
+      reloading.child.kill("SIGHUP");
+      await reloading.waitFor(/not registered/);
+      assert(!reloading.lines.some((l) => new RegExp(`tcp tunnel removed" port=${other}`).test(l)));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+
     // Bad --tcp values exit 2 with one line.
     for (
       const [arg, want] of [
