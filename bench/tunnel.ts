@@ -1,14 +1,19 @@
 /**
  * `deno run -A bench/tunnel.ts`: the HTTP vhost tunnel (services/tunnel-server.ts fast
  * path + services/tunnel-client.ts, separate processes) side by side with the local app
- * directly, a socat TCP relay (outside peer: a raw byte relay hop), the same server with a
+ * directly, a socat TCP relay (outside peer: a raw byte relay hop), one and two plain lib/net
+ * relay processes in series (bench/_relay.ts: the floor for any design with a server and a
+ * client process — the same two user-space hops with no protocol), the same server with a
  * client on `--transport raw` (no WebSocket framing), and the embeddable
  * Hono front (Deno.serve + createTunnelApp), in one run:
  *
  * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio;
  * - bulk HTTP: curl downloads 1 GiB (`--bytes`) and uploads it chunked from a pipe: MB/s, ratio;
- * - TCP tunnel: one connection reads 1 GiB from a raw TCP source directly and through a
- *   TCP tunnel port of the same server/client pair: MB/s, ratio.
+ * - TCP tunnel: one connection reads 1 GiB from a raw TCP source directly, through the relays
+ *   and through a TCP tunnel port of each client (WebSocket and raw): MB/s, ratio.
+ *
+ * "floor" is the ratio to the two relays in series: how close the tunnel gets to what two
+ * Deno processes relaying bytes can do on the same machine.
  *
  * The app (Deno.serve) and the TCP source run in this process's child (BENCH_ROLE=app).
  * Not a test: numbers are as measured on a shared machine.
@@ -133,6 +138,24 @@ async function stop(p: Proc): Promise<void> {
   await p.child.status;
 }
 
+function portFree(port: number): boolean {
+  try {
+    Deno.listen({ hostname: "127.0.0.1", port }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A bench/_relay.ts process in front of `target`; resolves with it and its port. */
+async function startRelay(target: number): Promise<{ proc: Proc; port: number }> {
+  const proc = spawn([Deno.execPath(), "run", "-A", `${here}_relay.ts`], {
+    BENCH_TARGET: `127.0.0.1:${target}`,
+  });
+  const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
+  return { proc, port };
+}
+
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const p = l.addr.port;
@@ -211,7 +234,9 @@ const app = spawn([Deno.execPath(), "run", "-A", import.meta.filename!], {
 });
 const ports = JSON.parse(await app.waitFor(/^\{"http"/)) as { http: number; tcp: number };
 const identifier = "bench-identifier-" + crypto.randomUUID();
-const tcpPublic = freePort();
+// Two consecutive free ports for the two clients' TCP tunnels.
+let tcpPublic = freePort();
+while (tcpPublic >= 65535 || !portFree(tcpPublic + 1)) tcpPublic = freePort();
 const server = spawn([
   Deno.execPath(),
   "run",
@@ -224,7 +249,7 @@ const server = spawn([
   "--host",
   "raw.test=env:BENCH_RAW_ID",
   "--tcp-ports",
-  `${tcpPublic}-${tcpPublic}`,
+  `${tcpPublic}-${tcpPublic + 1}`,
   "--log-level",
   "info",
 ], { BENCH_ID: identifier, BENCH_RAW_ID: identifier + "-raw" });
@@ -262,6 +287,8 @@ const rawClient = spawn([
   `127.0.0.1:${ports.http}`,
   "--transport",
   "raw",
+  "--tcp",
+  `${tcpPublic + 1}=127.0.0.1:${ports.tcp}`,
   "--log-level",
   "info",
 ], { TUNNEL_IDENTIFIER: identifier + "-raw" });
@@ -285,11 +312,19 @@ const honoClient = spawn([
   "info",
 ], { TUNNEL_IDENTIFIER: identifier + "-hono" });
 await honoClient.waitFor(/msg="connected"/);
+const httpRelay1 = await startRelay(ports.http);
+const httpRelay2 = await startRelay(httpRelay1.port);
+const tcpRelay1 = await startRelay(ports.tcp);
+const tcpRelay2 = await startRelay(tcpRelay1.port);
+const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2].map((r) => r.proc);
 await new Promise((r) => setTimeout(r, 300));
 
+const floorName = "Deno relay x2 (floor)";
 const paths: { name: string; url: string; host?: string }[] = [
   { name: "direct", url: `http://127.0.0.1:${ports.http}` },
   { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}` },
+  { name: "Deno relay x1", url: `http://127.0.0.1:${httpRelay1.port}` },
+  { name: floorName, url: `http://127.0.0.1:${httpRelay2.port}` },
   { name: "tunnel (fast path)", url: `http://127.0.0.1:${srvPort}`, host: "app.test" },
   { name: "tunnel (fast, raw)", url: `http://127.0.0.1:${srvPort}`, host: "raw.test" },
   { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}` },
@@ -299,25 +334,33 @@ const pad = (s: string, n: number) => s.padEnd(n);
 const num = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "-").padStart(9);
 try {
   console.log(`small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello`);
-  console.log(`${pad("path", 22)}      rps   p50 ms   p99 ms  ratio  non-2xx`);
-  let base = 0;
+  console.log(`${pad("path", 22)}      rps   p50 ms   p99 ms    ratio    floor  non-2xx`);
+  let base = 0, floor = 0;
   for (const p of paths) {
     const r = await wrk(`${p.url}/hello`, p.host);
     if (p.name === "direct") base = r.rps;
+    if (p.name === floorName) floor = r.rps;
     console.log(
       `${pad(p.name, 22)}${num(r.rps)}${num(r.p50, 2)}${num(r.p99, 2)}${num(r.rps / base, 2)}${
-        String(r.non2xx).padStart(9)
-      }`,
+        num(floor ? r.rps / floor : NaN, 2)
+      }${String(r.non2xx).padStart(9)}`,
     );
   }
   console.log(`\nbulk HTTP: ${totalBytes / (1 << 20)} MiB with curl (MB/s)`);
-  console.log(`${pad("path", 22)} download  ratio   upload  ratio`);
-  let bd = 0, bu = 0;
+  console.log(
+    `${pad("path", 22)} download    ratio    floor   upload    ratio    floor`,
+  );
+  let bd = 0, bu = 0, fd = 0, fu = 0;
   for (const p of paths) {
     const d = await download(`${p.url}/bytes/${totalBytes}`, p.host);
     const u = await upload(`${p.url}/discard`, p.host);
     if (p.name === "direct") (bd = d, bu = u);
-    console.log(`${pad(p.name, 22)}${num(d)}${num(d / bd, 2)}${num(u)}${num(u / bu, 2)}`);
+    if (p.name === floorName) (fd = d, fu = u);
+    console.log(
+      `${pad(p.name, 22)}${num(d)}${num(d / bd, 2)}${num(fd ? d / fd : NaN, 2)}${num(u)}${
+        num(u / bu, 2)
+      }${num(fu ? u / fu : NaN, 2)}`,
+    );
   }
   const rss = (p: Proc) => {
     try {
@@ -332,11 +375,22 @@ try {
       `tunnel-client ${rss(client).toFixed(0)} MiB (constant memory: far below the bytes moved)`,
   );
   console.log(`\nTCP: one connection reads ${totalBytes / (1 << 20)} MiB (MB/s)`);
+  console.log(`${pad("path", 22)}     MB/s    ratio    floor`);
   const direct = await tcpRead(ports.tcp);
-  const tunneled = await tcpRead(tcpPublic);
-  console.log(`${pad("direct", 22)}${num(direct)}${num(1, 2)}`);
-  console.log(`${pad("tunnel (tcp port)", 22)}${num(tunneled)}${num(tunneled / direct, 2)}`);
+  const rows: [string, number][] = [
+    ["direct", direct],
+    ["Deno relay x1", await tcpRead(tcpRelay1.port)],
+    [floorName, await tcpRead(tcpRelay2.port)],
+    ["tunnel (tcp port)", await tcpRead(tcpPublic)],
+    ["tunnel (tcp, raw)", await tcpRead(tcpPublic + 1)],
+  ];
+  const tcpFloor = rows[2][1];
+  for (const [name, v] of rows) {
+    console.log(`${pad(name, 22)}${num(v)}${num(v / direct, 2)}${num(v / tcpFloor, 2)}`);
+  }
 } finally {
-  for (const p of [honoClient, hono, socat, rawClient, client, server, app]) await stop(p);
+  for (const p of [...relays, honoClient, hono, socat, rawClient, client, server, app]) {
+    await stop(p);
+  }
 }
 Deno.exit(0);
