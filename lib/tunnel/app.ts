@@ -411,14 +411,13 @@ const bodyWriteBytes = 1024 * 1024;
 /**
  * A reader of `body` in pieces of at most {@linkcode bodyReadBytes}.
  *
- * Why not the default reader: Deno's request-body op hands out one hyper frame per read
- * when it fits the read size. With chunked uploads and a handler that does other I/O
- * between reads, hyper's read buffer then keeps growing (bytes' `BytesMut::reserve` on a
- * uniquely owned buffer doubles it instead of reclaiming the consumed front) and every
- * socket read copies the whole buffer: 92 % of the front's CPU in memmove, 24–30 MB/s. A
- * read smaller than the frame keeps the frame's rest referenced, so hyper allocates a
- * fresh buffer instead: 130–150 MB/s on the same box. 16 KiB and 32 KiB both do it; 64
- * KiB (the default) and 4 KiB (too many ops) do not.
+ * Why not the default reader: with a chunked request body and a handler that awaits other
+ * I/O between reads (as this one must), Deno's request-body read op ends up copying its
+ * whole backlog of unread body on every read (`perf`: 92–96 % of the front's CPU in
+ * memmove, one 47–65 MB copy per 64 KiB read; 16–51 MB/s). Reads smaller than the usual
+ * 64 KiB chunk mostly avoid getting there: 155–294 MB/s on the same box, 16 and 32 KiB
+ * alike; 64 KiB and 4 KiB do not help. See README.md ("Uploads through the embeddable
+ * front").
  */
 function bodyReader(body: ReadableStream<Uint8Array>): {
   read(): Promise<ReadableStreamReadResult<Uint8Array>>;
