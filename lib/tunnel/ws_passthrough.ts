@@ -240,8 +240,9 @@ export async function bridgeWebSocket(
     else if (d instanceof ArrayBuffer) toApp("binary", new Uint8Array(d));
   };
   socket.onclose = (e: CloseEvent) => {
-    // 1005: the client's Close had no code; 1006: it vanished without a Close.
-    const code = e.code === 1005 ? undefined : e.code === 1006 ? 1001 : e.code;
+    // 1005: the client's Close had no code; 1006 (it vanished without a Close), 1015 and
+    // anything else a Close frame cannot carry: "going away".
+    const code = e.code === 1005 ? undefined : isSendableCloseCode(e.code) ? e.code : 1001;
     closeApp(code, e.reason);
   };
   socket.onerror = () => {
