@@ -1,6 +1,7 @@
 /** The embeddable Hono front (Deno.serve + Deno.upgradeWebSocket) and the admin API. */
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { blockStream, blockStreamSha256 } from "./_util.ts";
+import { blockStream, blockStreamSha256, run } from "./_util.ts";
+import { createHash } from "node:crypto";
 import { startApp, startClient, testLog } from "./_tunnel.ts";
 import { createAdminApp, createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
 
@@ -161,6 +162,60 @@ Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host
     const gone = await hostFetch(t.port, "/hello");
     assertEquals(gone.status, 404);
     assertMatch(await gone.text(), /127\.0\.0\.1/);
+  } finally {
+    await c.stop();
+    await t.close();
+    await local.close();
+  }
+});
+
+Deno.test("tunnel app: an upload the public client abandons midway frees its tunnel stream; chunked upload by SHA-256", async () => {
+  const local = startApp();
+  const t = startHonoTunnel();
+  const id = "identifier-hono-abandon-11";
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: local.port },
+  });
+  try {
+    await c.connected();
+    for (const te of ["content-length: 67108864", "transfer-encoding: chunked"]) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+      try {
+        await conn.write(
+          new TextEncoder().encode(
+            `POST /sha256 HTTP/1.1\r\nhost: 127.0.0.1:${t.port}\r\n${te}\r\n\r\n`,
+          ),
+        );
+        const piece = new Uint8Array(1 << 20);
+        const framed = te.startsWith("transfer")
+          ? new Uint8Array([...new TextEncoder().encode("100000\r\n"), ...piece, 13, 10])
+          : piece;
+        for (let i = 0; i < 4; i++) {
+          let o = 0;
+          while (o < framed.length) o += await conn.write(framed.subarray(o));
+        }
+      } finally {
+        conn.close();
+      }
+    }
+    // Both streams go away (the app sees a cut body), and the tunnel keeps serving.
+    const stats = t.server.hostStats("127.0.0.1");
+    for (let i = 0; i < 100 && stats.openStreams > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(stats.openStreams, 0, "open streams left");
+    // A chunked upload from a pipe (curl's framing) arrives whole.
+    const total = 24 * 1024 * 1024;
+    const up = await run("sh", [
+      "-c",
+      `head -c ${total} /dev/zero | curl -sS -H 'Expect:' -X POST -T - ` +
+      `http://127.0.0.1:${t.port}/sha256`,
+    ]);
+    const zeros = createHash("sha256").update(new Uint8Array(total)).digest("hex");
+    assertEquals(JSON.parse(up.stdout), { sha256: zeros, bytes: total });
   } finally {
     await c.stop();
     await t.close();
