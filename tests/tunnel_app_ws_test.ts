@@ -624,3 +624,28 @@ Deno.test("tunnel app websocket: app pings are answered, a bad frame from the ap
     }
   }
 });
+
+Deno.test("tunnel app websocket: 100 sockets at once, each gets its own echo; all streams released after", async () => {
+  const s = await setup("identifier-app-ws-many-08");
+  try {
+    const socks = Array.from({ length: 100 }, () => new TestSocket(`${s.wsUrl}/echo`));
+    await Promise.all(socks.map((w) => w.opened));
+    socks.forEach((w, i) => w.ws.send(`socket ${i}`));
+    const answers = await Promise.all(socks.map((w) => w.next()));
+    answers.forEach((a, i) => assertEquals(a, `socket ${i}`));
+    socks.forEach((w, i) => w.ws.close(i % 2 ? 1000 : 4000 + i));
+    await Promise.all(socks.map((w) => w.closed));
+    await s.app.closed(100);
+    assertEquals(
+      s.app.closes.map((c) => c.code).sort((a, b) => a - b),
+      socks.map((_, i) => i % 2 ? 1000 : 4000 + i).sort((a, b) => a - b),
+    );
+    const stats = s.t.server.hostStats("127.0.0.1");
+    for (let i = 0; i < 100 && stats.openStreams > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(stats.openStreams, 0, "tunnel streams left open");
+  } finally {
+    await s.stop();
+  }
+});
