@@ -9,6 +9,10 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
         fc.oneof(
           fc.record({ push: fc.integer({ min: 0, max: 70_000 }) }),
           fc.record({ take: fc.integer({ min: 1, max: 90_000 }) }),
+          fc.record({
+            reserve: fc.integer({ min: 1, max: 300_000 }),
+            fill: fc.double({ min: 0, max: 1, noNaN: true }),
+          }),
         ),
         { maxLength: 60 },
       ),
@@ -24,6 +28,15 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
             rx.push(chunk);
             chunk.fill(0); // the buffer must have copied it
             for (let i = 0; i < op.push; i++) model.push((seq - op.push + i) & 0xff);
+          } else if ("reserve" in op) {
+            // A transport read into the reserved room that returned `got` bytes.
+            const room = rx.reserve(op.reserve);
+            assertEquals(room.length, op.reserve);
+            const got = Math.floor(op.reserve * op.fill);
+            for (let i = 0; i < got; i++) room[i] = (seq + i) & 0xff;
+            seq += got;
+            rx.commit(got);
+            for (let i = 0; i < got; i++) model.push((seq - got + i) & 0xff);
           } else {
             const out = new Uint8Array(op.take);
             const n = rx.take(out);
@@ -49,4 +62,27 @@ Deno.test("mux RecvBuffer: holds more than the largest pooled class", () => {
   assertEquals(rx.take(out), big.length);
   assertEquals(out, big);
   assertEquals(rx.length, 0);
+});
+
+Deno.test("mux RecvBuffer: clear during a reservation keeps the lent room out of the pool", () => {
+  const rx = new RecvBuffer();
+  rx.push(new Uint8Array(1000).fill(1));
+  const room = rx.reserve(64 * 1024);
+  rx.clear(); // the stream was reset while the transport read was in flight
+  assertEquals(rx.length, 0);
+  // Another stream takes buffers from the same pool: it must not get the lent one.
+  const other = new RecvBuffer();
+  const mine = new Uint8Array(200 * 1024).fill(7); // the same size class as the lent room
+  other.push(mine);
+  room.fill(9); // the read lands
+  rx.commit(room.length);
+  assertEquals(rx.length, 0, "data read after the clear is dropped");
+  const out = new Uint8Array(mine.length);
+  assertEquals(other.take(out), mine.length);
+  assertEquals(out, mine);
+  // The buffer is usable again afterwards.
+  rx.push(new Uint8Array([1, 2, 3]));
+  const three = new Uint8Array(3);
+  assertEquals(rx.take(three), 3);
+  assertEquals(Array.from(three), [1, 2, 3]);
 });

@@ -27,13 +27,20 @@ const recvPool = new BufferPool(
 
 const empty = new Uint8Array(0);
 
-/** A FIFO of bytes in one reusable buffer: `push` copies in, `take` copies out. */
+/**
+ * A FIFO of bytes in one reusable buffer: `push` copies in, `take` copies out; or
+ * `reserve` + `commit` to read the transport straight into the buffer (one copy fewer).
+ */
 export class RecvBuffer {
   #buf: Uint8Array = empty;
   /** Whether `#buf` came from the pool (an unpooled one is left to the GC). */
   #pooled = false;
   #start = 0;
   #end = 0;
+  /** Bytes at `#end` lent to a read in flight: the buffer must not move or go back. */
+  #reserved = 0;
+  /** `clear()` came during a reservation: drop everything at `commit`. */
+  #dropAtCommit = false;
 
   /** Bytes waiting. */
   get length(): number {
@@ -43,6 +50,7 @@ export class RecvBuffer {
   /** Append a copy of `chunk` (a view the caller may reuse afterwards). */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
+    if (this.#reserved > 0) throw new Error("RecvBuffer: push during a reservation");
     if (this.#end + chunk.length > this.#buf.length) this.#makeRoom(chunk.length);
     this.#buf.set(chunk, this.#end);
     this.#end += chunk.length;
@@ -53,12 +61,41 @@ export class RecvBuffer {
     const n = Math.min(p.length, this.#end - this.#start);
     p.set(this.#buf.subarray(this.#start, this.#start + n));
     this.#start += n;
-    if (this.#start === this.#end) this.clear();
+    if (this.#start === this.#end && this.#reserved === 0) this.clear();
     return n;
+  }
+
+  /**
+   * Room for `n` more bytes at the end, to read into; until `commit`, the buffer stays put
+   * (and `clear` is deferred to it).
+   */
+  reserve(n: number): Uint8Array {
+    if (this.#reserved > 0) throw new Error("RecvBuffer: already reserved");
+    if (this.#end + n > this.#buf.length) this.#makeRoom(n);
+    this.#reserved = n;
+    return this.#buf.subarray(this.#end, this.#end + n);
+  }
+
+  /** The read into the reserved room ended with `n` bytes (0: none). */
+  commit(n: number): void {
+    this.#reserved = 0;
+    if (this.#dropAtCommit) {
+      this.#dropAtCommit = false;
+      this.clear();
+      return;
+    }
+    this.#end += Math.max(0, n);
+    if (this.#start === this.#end) this.clear();
   }
 
   /** Drop what waits and give the buffer back. */
   clear(): void {
+    if (this.#reserved > 0) {
+      // A read is writing into the buffer: forget the data now, hand it back at commit.
+      this.#start = this.#end;
+      this.#dropAtCommit = true;
+      return;
+    }
     if (this.#pooled) recvPool.release(this.#buf);
     this.#buf = empty;
     this.#pooled = false;

@@ -97,6 +97,8 @@ const maxCoalesceBufferBytes = 256 * 1024;
 const directReadMinBytes = 64 * 1024;
 /** Microtasks the read loop waits for a stream's reader to return before a bulk read. */
 const directReadYieldTicks = 8;
+/** Read size while data frames are large: the next header plus a little payload. */
+const bulkHeadReadBytes = 8 * 1024;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
 const minReadBufferBytes = 16 * 1024;
 const maxReadBufferBytes = 2 * 1024 * 1024;
@@ -230,6 +232,8 @@ export class Session implements StreamHost, FrameSink {
   #decoder: FrameDecoder;
   #rxStream: Stream | null = null;
   #rxFin = false;
+  /** The last data frame was large: read headers in small pieces (see #readLoop). */
+  #bulkFrames = false;
   #prio = new FrameQueue();
   #ordered = new FrameQueue();
   #writing = false;
@@ -474,14 +478,20 @@ export class Session implements StreamHost, FrameSink {
         if (rs !== null && this.#decoder.payloadLeft >= directReadMinBytes) {
           // Bulk payload: give its reader a few microtasks to come back for more (it was
           // just handed the previous piece), then read the transport into its buffer.
+          // No reader back in time: read into the stream's receive buffer instead (one
+          // copy out later, never two).
           for (let i = 0; i < directReadYieldTicks && !rs._readerWaiting; i++) await null;
-          const target = rs._takeDirect(this.#decoder.payloadLeft);
+          const left = this.#decoder.payloadLeft;
+          let target = rs._takeDirect(left, directReadMinBytes);
+          const direct = target !== null;
+          target ??= rs._reserveQueue(left);
           if (target !== null) {
+            const done = (k: number) => direct ? rs._directDone(k) : rs._queueDone(k);
             let n: number | null = 0;
             try {
               n = await this.#conn.read(target);
             } finally {
-              if (!n) rs._directDone(0);
+              if (!n) done(0);
             }
             if (n === null) {
               if (!this.#shut) this.#shutdown(this.#remoteGoAway ? "remote-goaway" : "eof");
@@ -490,7 +500,7 @@ export class Session implements StreamHost, FrameSink {
             this.#stats.bytesIn += n;
             this.#lastRecvAt = performance.now();
             const complete = this.#decoder.skipPayload(n);
-            rs._directDone(n);
+            done(n);
             if (complete && this.#rxStream === rs) {
               this.#rxStream = null;
               if (this.#rxFin) rs._rxFin();
@@ -498,7 +508,10 @@ export class Session implements StreamHost, FrameSink {
             continue;
           }
         }
-        const n = await this.#conn.read(buf);
+        // Amid bulk frames, read little past the next header: the rest of its payload then
+        // goes straight to the stream's reader or buffer instead of being copied from ours.
+        const bulk = this.#bulkFrames;
+        const n = await this.#conn.read(bulk ? buf.subarray(0, bulkHeadReadBytes) : buf);
         if (n === null) {
           if (!this.#shut) {
             this.#shutdown(this.#remoteGoAway ? "remote-goaway" : "eof");
@@ -515,6 +528,7 @@ export class Session implements StreamHost, FrameSink {
             await new Promise<void>((r) => this.#controlDrained = r);
           }
         }
+        if (bulk) continue;
         if (n === buf.length && buf.length < maxReadBufferBytes) {
           buf = new Uint8Array(buf.length * 4);
           small = 0;
@@ -590,6 +604,7 @@ export class Session implements StreamHost, FrameSink {
     }
     this.#rxStream = s;
     this.#rxFin = fin;
+    this.#bulkFrames = length >= directReadMinBytes;
   }
 
   /** @internal FrameSink: payload of the current data frame. */

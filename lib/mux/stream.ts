@@ -27,6 +27,8 @@ import {
  * without a copy and resolve once written to the transport.
  */
 export const copyWriteMaxBytes = 16 * 1024;
+/** Most payload bytes one transport read puts into a stream's receive buffer. */
+const maxQueueReadBytes = 1024 * 1024;
 /**
  * Data bytes of one stream queued but not yet written to the transport above which a copied
  * (small) write waits for its frame to be written: without it a peer that grants huge
@@ -473,16 +475,38 @@ export class Stream implements Duplex {
   /**
    * Hand the waiting reader's buffer (at most `max` bytes of it) to the session, which reads
    * the transport straight into it: no copy for bulk data. Null when no reader waits with an
-   * empty queue. Until `_directDone`, close/reset leave that reader alone (its buffer is still
+   * empty queue, or its buffer is under `min(max, minBytes)`. Until `_directDone`, close/reset leave that reader alone (its buffer is still
    * being written), and `_directDone` settles it. A peer stalled mid-frame delays that until
    * keepalive ends the session.
    */
-  _takeDirect(max: number): Uint8Array | null {
+  _takeDirect(max: number, minBytes: number): Uint8Array | null {
     const r = this.#reader;
     if (!r || this.#rx.length > 0 || this.#localClosed || this.#err) return null;
+    if (r.p.length < Math.min(max, minBytes)) return null; // many small reads cost more
     this.#reader = null;
     this.#direct = r;
     return r.p.length > max ? r.p.subarray(0, max) : r.p;
+  }
+
+  /**
+   * Room at the end of the receive buffer for the session to read up to `max` payload bytes
+   * of this stream into when no reader waits (one copy instead of two). Null when the stream
+   * takes no more data. Must be followed by `_queueDone`.
+   */
+  _reserveQueue(max: number): Uint8Array | null {
+    if (this.#localClosed || this.#err) return null;
+    return this.#rx.reserve(Math.min(max, maxQueueReadBytes));
+  }
+
+  /** The read into the reserved room ended with `n` bytes (0: none, failed). */
+  _queueDone(n: number): void {
+    this.#rx.commit(n);
+    const r = this.#reader;
+    if (n <= 0 || !r || this.#rx.length === 0) return;
+    this.#reader = null;
+    const k = this.#rx.take(r.p);
+    this.#consumed(k);
+    r.resolve(k);
   }
 
   /** The direct read into the reader's buffer ended with `n` bytes (0: none, failed). */
