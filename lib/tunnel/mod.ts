@@ -11,6 +11,7 @@ export * from "./ws_adapter.ts";
 export * from "./server.ts";
 export * from "./front_http.ts";
 export * from "./app.ts";
+export type { WebSocketLimits } from "./ws_passthrough.ts";
 export * from "./admin.ts";
 export * from "./client.ts";
 export * from "./listen.ts";
