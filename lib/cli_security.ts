@@ -15,6 +15,7 @@ import { fail, type FlagDef } from "./cli.ts";
 import type { HostPort } from "./net/addr.ts";
 import { errorMessage } from "./net/errors.ts";
 import type { Logger } from "./log.ts";
+import { counter } from "./metrics.ts";
 import {
   listenTls,
   loadTlsClientConfig,
@@ -24,6 +25,16 @@ import {
   type TlsListener,
   type TlsServerConfig,
 } from "./net/tls.ts";
+
+/**
+ * Failed TLS handshakes per listener and reason (`--metrics`): a client without a certificate,
+ * a wrong CA or plaintext to a TLS port shows here, not only in the log.
+ */
+export const tlsHandshakeFailures = counter(
+  "warren_tls_handshake_failures_total",
+  "TLS handshakes that failed, by listener and reason",
+  ["listener", "reason"],
+);
 
 /** Flags of a TLS server (listener of a warren-to-warren link). */
 export const tlsServerFlags = {
@@ -189,7 +200,10 @@ export async function listenTlsOrExit(
   log: Logger,
 ): Promise<TlsListener> {
   try {
-    return await listenTls({ hostname: addr.host, port: addr.port }, cfg, { log });
+    return await listenTls({ hostname: addr.host, port: addr.port }, cfg, {
+      log,
+      onHandshakeFailure: (reason) => tlsHandshakeFailures.inc({ listener: what, reason }),
+    });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
       fail(`${what}: address ${addr.host}:${addr.port} is already in use`);

@@ -89,6 +89,11 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
       assertEquals(r2.stdout, "app2 7");
     };
     await check();
+    // The server names each client's certificate (CN agent-1) when it connects.
+    assert(
+      server.lines.filter((l) => /msg="client connected".*cert=agent-1/.test(l)).length >= 2,
+      server.lines.join("\n"),
+    );
 
     // An upload larger than what a node:tls socket used to buffer (64 MiB) before it was cut:
     // the public connection is paused at TCP while the tunnel catches up.

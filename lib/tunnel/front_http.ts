@@ -19,6 +19,7 @@ import {
   type ConnContext,
   type Duplex,
   errorMessage,
+  peerCommonName,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
@@ -486,10 +487,15 @@ async function handleControl(
   if (raw) {
     // The mux session runs straight on the TCP connection: no WebSocket framing cost.
     await writeAll(conn, rawSwitchResponse);
-    await server.attach(withPrefix(conn, reader.takeBuffered()), identifier!, peer.remote);
+    await server.attach(
+      withPrefix(conn, reader.takeBuffered()),
+      identifier!,
+      peer.remote,
+      peerCommonName(conn as Deno.Conn),
+    );
     return;
   }
   await writeAll(conn, switchingProtocolsResponse(hdr("sec-websocket-key")!));
   const ws = new WsConn(conn, { role: "server", prefix: reader.takeBuffered() });
-  await server.attach(ws, identifier!, peer.remote);
+  await server.attach(ws, identifier!, peer.remote, peerCommonName(conn as Deno.Conn));
 }

@@ -540,9 +540,15 @@ export class TunnelServer {
   /**
    * Run a client's session over `transport` (an upgraded, authenticated connection) until
    * it ends. With the "replace" policy a previous client of the same identifier is closed
-   * first; only the newest session is ever registered.
+   * first; only the newest session is ever registered. `certName`: the subject CN of the
+   * client certificate (mutual TLS), logged with the connection.
    */
-  async attach(transport: Duplex, identifier: string, remote: string): Promise<void> {
+  async attach(
+    transport: Duplex,
+    identifier: string,
+    remote: string,
+    certName?: string,
+  ): Promise<void> {
     const key = digest(identifier);
     const fp = fingerprint(identifier);
     if (this.#closed) {
@@ -587,7 +593,11 @@ export class TunnelServer {
       };
       await this.registry.setClient(identifier, rec);
       clientEvents.inc({ event: "connected" });
-      log.info("client connected", { remote, hosts: client.hosts.join(",") });
+      log.info("client connected", {
+        remote,
+        hosts: client.hosts.join(","),
+        ...(certName === undefined ? {} : { cert: certName }),
+      });
       // Live until the session dies (go away, heartbeat timeout, transport EOF) or the
       // client closes its control stream.
       const controlDone = (async () => {
