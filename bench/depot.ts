@@ -21,59 +21,40 @@
  * machine.
  */
 
-import { closeQuietly, dial, type Duplex, relay, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, dial, sleep, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
-
-const chunkBytes = 4 << 20;
-const uploadBit = 1n << 63n;
+import {
+  benchFlags,
+  concurrentRps,
+  downloadMBps,
+  fixed,
+  formatTable,
+  freePort,
+  type Proc,
+  ratio,
+  type Route,
+  sequentialMs,
+  serveLengthSource,
+  servicePath,
+  sh,
+  smallBuffer,
+  smallExchange,
+  socksRoute,
+  spawn,
+  spawnDeno,
+  startRelay,
+  stopAll,
+  tcpRoute,
+  uploadMBps,
+  waitPort,
+  waitUntil,
+} from "./_util.ts";
 
 // ---------------------------------------------------------------- source role
 if (Deno.env.get("BENCH_ROLE") === "source") {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) });
-  const zeros = new Uint8Array(chunkBytes);
-  for await (const c of l) {
-    (async () => {
-      try {
-        const head = new Uint8Array(8);
-        let got = 0;
-        while (got < 8) {
-          const n = await c.read(head.subarray(got));
-          if (n === null) return;
-          got += n;
-        }
-        const word = new DataView(head.buffer).getBigUint64(0);
-        if (word & uploadBit) {
-          let left = Number(word & ~uploadBit);
-          const buf = new Uint8Array(chunkBytes);
-          let total = 0;
-          while (left > 0) {
-            const n = await c.read(buf);
-            if (n === null) break;
-            left -= n;
-            total += n;
-          }
-          const answer = new Uint8Array(8);
-          new DataView(answer.buffer).setBigUint64(0, BigInt(total));
-          await writeAll(c, answer);
-        } else {
-          let left = Number(word);
-          while (left > 0) {
-            const n = Math.min(left, zeros.length);
-            await writeAll(c, zeros.subarray(0, n));
-            left -= n;
-          }
-        }
-        await c.closeWrite();
-        const sink = new Uint8Array(64);
-        while ((await c.read(sink)) !== null) { /* wait for the client's FIN */ }
-      } catch {
-        // A client that vanished mid-answer: nothing to do.
-      } finally {
-        closeQuietly(c);
-      }
-    })();
-  }
-  await new Promise(() => {});
+  await serveLengthSource(
+    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
+  );
 }
 
 // ---------------------------------------------------------------- delay role
@@ -97,7 +78,7 @@ if (Deno.env.get("BENCH_ROLE") === "delay") {
           continue;
         }
         const wait = item.at - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) await sleep(wait);
         queue.shift();
         if (item.data === null) return await dst.closeWrite();
         await writeAll(dst, item.data);
@@ -133,192 +114,60 @@ if (Deno.env.get("BENCH_ROLE") === "delay") {
   await new Promise(() => {});
 }
 
-// ---------------------------------------------------------------- relay role
-// A plain lib/net relay from BENCH_PORT to BENCH_TARGET: the reference for what one relay
-// hop costs on this machine (depot's data path is two of them, in two processes).
-if (Deno.env.get("BENCH_ROLE") === "relay") {
-  const target = Number(Deno.env.get("BENCH_TARGET"));
-  const l = Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) });
-  for await (const c of l) {
-    dial("127.0.0.1", target).then((up) => relay(c, up), () => closeQuietly(c));
-  }
-  await new Promise(() => {});
-}
-
 // ---------------------------------------------------------------- helpers
-function flag(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
-}
-const bulkBytes = flag("bytes", 512 << 20);
-const seqCount = flag("seq", 500);
-const reqCount = flag("requests", 2000);
-const concurrency = flag("concurrency", 32);
+const flags = benchFlags({
+  numbers: {
+    bytes: 512 << 20,
+    seq: 500,
+    requests: 2000,
+    concurrency: 32,
+    runs: 2,
+    rtt: 40,
+    "wan-conns": 20,
+  },
+  booleans: ["only-wan"],
+});
+const bulkBytes = flags.bytes;
+const seqCount = flags.seq;
+const reqCount = flags.requests;
+const concurrency = flags.concurrency;
 /** Bulk runs per direction; the best is reported (the machine is shared and noisy). */
-const bulkRuns = flag("runs", 2);
-const wanRttMs = flag("rtt", 40);
-const wanConns = flag("wan-conns", 20);
+const bulkRuns = flags.runs;
+const wanRttMs = flags.rtt;
+const wanConns = flags["wan-conns"];
 /** Skip the loopback section (bulk and set-up) and measure only the WAN set-up. */
-const onlyWan = Deno.args.includes("--only-wan");
-const smallBytes = 1024;
+const onlyWan = flags["only-wan"];
 
-/** A kernel-chosen free port (bound and released; fine for a benchmark). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = l.addr.port;
-  l.close();
+const procs: Proc[] = [];
+/** Temporary directories (sshd keys and config) removed at the end. */
+const tempDirs: string[] = [];
+/**
+ * A child whose output is discarded: sshd's per-connection children would hold a watched
+ * pipe open past the stop.
+ */
+function start(cmd: string, args: string[], env?: Record<string, string>): Proc {
+  const p = spawn(cmd, args, { env, output: "discard" });
+  procs.push(p);
   return p;
 }
 
-async function waitFor(what: string, ok: () => Promise<boolean>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await ok().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`${what} not ready in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const portOpen = (port: number) => async () => {
-  closeQuietly(await dial("127.0.0.1", port, { timeoutMs: 1000 }));
-  return true;
-};
-
-const procs: Deno.ChildProcess[] = [];
-/** Temporary directories (sshd keys and config) removed at the end. */
-const tempDirs: string[] = [];
-function spawn(cmd: string, args: string[], env?: Record<string, string>): Deno.ChildProcess {
-  const child = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "null" }).spawn();
-  procs.push(child);
-  return child;
-}
-async function stopAll(): Promise<void> {
-  for (const p of procs) {
-    try {
-      p.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-  }
-  await Promise.all(procs.map((p) => p.status));
-  for (const d of tempDirs) Deno.removeSync(d, { recursive: true });
-}
-
-async function readFull(c: Duplex, buf: Uint8Array): Promise<number> {
-  let total = 0;
-  while (true) {
-    const r = await c.read(buf);
-    if (r === null) return total;
-    total += r;
-  }
-}
-
-function header(n: number, upload = false): Uint8Array {
-  const head = new Uint8Array(8);
-  new DataView(head.buffer).setBigUint64(0, BigInt(n) | (upload ? uploadBit : 0n));
-  return head;
-}
-
-interface Route {
-  name: string;
-  open(): Promise<Duplex>;
-}
-
-function socksRoute(name: string, port: number, dest: number): Route {
-  return {
-    name,
-    open: async () => {
-      const c = await dial("127.0.0.1", port);
-      try {
-        const { leftover } = await socks5Connect(c, { host: "127.0.0.1", port: dest });
-        return withPrefix(c, leftover);
-      } catch (err) {
-        closeQuietly(c);
-        throw err;
-      }
-    },
-  };
-}
-
-async function download(route: Route): Promise<number> {
-  const buf = new Uint8Array(chunkBytes);
-  const t0 = performance.now();
-  const c = await route.open();
-  try {
-    await writeAll(c, header(bulkBytes));
-    const got = await readFull(c, buf);
-    if (got !== bulkBytes) throw new Error(`${route.name}: got ${got} of ${bulkBytes} bytes`);
-  } finally {
-    closeQuietly(c);
-  }
-  return bulkBytes / 1e6 / ((performance.now() - t0) / 1000);
-}
-
-async function upload(route: Route): Promise<number> {
-  const block = new Uint8Array(chunkBytes);
-  const t0 = performance.now();
-  const c = await route.open();
-  try {
-    await writeAll(c, header(bulkBytes, true));
-    for (let left = bulkBytes; left > 0; left -= block.length) {
-      await writeAll(c, block.subarray(0, Math.min(left, block.length)));
-    }
-    // Read the 8-byte answer before our FIN: some proxies (microsocks) do not keep half-close.
-    const answer = new Uint8Array(8);
-    let n = 0;
-    while (n < 8) {
-      const r = await c.read(answer.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    const got = n === 8 ? Number(new DataView(answer.buffer).getBigUint64(0)) : -1;
-    if (got !== bulkBytes) throw new Error(`${route.name}: target got ${got} of ${bulkBytes}`);
-  } finally {
-    closeQuietly(c);
-  }
-  return bulkBytes / 1e6 / ((performance.now() - t0) / 1000);
-}
-
-async function oneSmall(route: Route, buf: Uint8Array): Promise<void> {
-  const c = await route.open();
-  try {
-    await writeAll(c, header(smallBytes));
-    const got = await readFull(c, buf);
-    if (got !== smallBytes) throw new Error(`${route.name}: short answer ${got}`);
-  } finally {
-    closeQuietly(c);
-  }
-}
-
-/** Mean milliseconds per sequential connection (set-up + one small exchange). */
-async function sequential(route: Route): Promise<number> {
-  const buf = new Uint8Array(4096);
-  const t0 = performance.now();
-  for (let i = 0; i < seqCount; i++) await oneSmall(route, buf);
-  return (performance.now() - t0) / seqCount;
-}
-
-async function concurrent(route: Route): Promise<number> {
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      const buf = new Uint8Array(4096);
-      while (next++ < reqCount) await oneSmall(route, buf);
-    }),
-  );
-  return reqCount / ((performance.now() - t0) / 1000);
+/** `deno run -A script ...args` as {@linkcode start} starts it. */
+function startDeno(script: string, args: string[], env?: Record<string, string>): Proc {
+  const p = spawnDeno(script, args, { env, output: "discard" });
+  procs.push(p);
+  return p;
 }
 
 /** A delay proxy (this file, BENCH_ROLE=delay) in front of `target`; returns its port. */
 async function startDelay(target: number, delayMs: number): Promise<number> {
   const port = freePort();
-  spawn(Deno.execPath(), ["run", "-A", new URL(import.meta.url).pathname], {
+  startDeno(self, [], {
     BENCH_ROLE: "delay",
     BENCH_PORT: String(port),
     BENCH_TARGET: String(target),
     BENCH_DELAY_MS: String(delayMs),
   });
-  await waitFor("delay proxy", portOpen(port));
+  await waitPort(port, "delay proxy");
   return port;
 }
 
@@ -338,18 +187,47 @@ async function setupMs(port: number, dest: number, n: number, username?: string)
   return total / n;
 }
 
+/** depot-server with its four listeners on the given ports. */
+function startDepotServer(p: { control: number; socks: number; tunnel: number; status: number }) {
+  startDeno(servicePath("depot-server.ts"), [
+    "--log-level",
+    "warn",
+    "--control",
+    `127.0.0.1:${p.control}`,
+    "--socks",
+    `127.0.0.1:${p.socks}`,
+    "--tunnel",
+    `127.0.0.1:${p.tunnel}`,
+    "--status",
+    `127.0.0.1:${p.status}`,
+  ], env);
+}
+
+/** depot-local with `args` (`--server` and the rest). */
+function startDepotLocal(args: string[]) {
+  startDeno(servicePath("depot-local.ts"), [
+    "--log-level",
+    "warn",
+    ...args,
+  ], env);
+}
+
+/** Wait until depot-server's status page on `statusPort` lists `exits` exits. */
+async function waitExits(what: string, statusPort: number, exits: number): Promise<void> {
+  await waitUntil(what, async () => {
+    const st = await (await fetch(`http://127.0.0.1:${statusPort}/status`)).json() as {
+      exits: unknown[];
+    };
+    return st.exits.length === exits;
+  });
+}
+
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
 async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<void> {
   const dir = Deno.makeTempDirSync({ prefix: "depot-bench-ssh-" });
   tempDirs.push(dir);
-  const keygen = async (name: string) => {
-    const out = await new Deno.Command("ssh-keygen", {
-      args: ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${name}`],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (out.code !== 0) throw new Error(`ssh-keygen: ${new TextDecoder().decode(out.stderr)}`);
-  };
+  const keygen = (name: string) =>
+    sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${name}`]);
   await keygen("host_key");
   await keygen("user_key");
   Deno.copyFileSync(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
@@ -371,10 +249,10 @@ async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<voi
     ].join("\n"),
   );
   Deno.mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege-separation directory
-  spawn("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]);
-  await waitFor("sshd", portOpen(sshdPort));
+  start("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]);
+  await waitPort(sshdPort, "sshd");
   const sshPort = delayMs > 0 ? await startDelay(sshdPort, delayMs) : sshdPort;
-  spawn("ssh", [
+  start("ssh", [
     "-N",
     "-i",
     `${dir}/user_key`,
@@ -392,12 +270,11 @@ async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<voi
     `127.0.0.1:${socksPort}`,
     `${Deno.env.get("USER") ?? "root"}@127.0.0.1`,
   ]);
-  await waitFor("ssh -R", portOpen(socksPort));
+  await waitPort(socksPort, "ssh -R");
 }
 
 // ---------------------------------------------------------------- main
 const self = new URL(import.meta.url).pathname;
-const service = (name: string) => new URL(`../services/${name}`, import.meta.url).pathname;
 const srcPort = freePort();
 const ports = {
   control: freePort(),
@@ -410,9 +287,6 @@ const ports = {
   muxStatus: freePort(),
   microsocks: freePort(),
   ssh: freePort(),
-  relay1: freePort(),
-  relay2a: freePort(),
-  relay2b: freePort(),
 };
 
 interface Row {
@@ -427,86 +301,34 @@ const rows: Row[] = [];
 const wanRows: { name: string; ms: number; err?: string }[] = [];
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 try {
-  spawn(Deno.execPath(), ["run", "-A", self], {
+  startDeno(self, [], {
     BENCH_ROLE: "source",
     BENCH_PORT: String(srcPort),
   });
-  spawn(Deno.execPath(), [
-    "run",
-    "-A",
-    service("depot-server.ts"),
-    "--log-level",
-    "warn",
-    "--control",
-    `127.0.0.1:${ports.control}`,
-    "--socks",
-    `127.0.0.1:${ports.socks}`,
-    "--tunnel",
-    `127.0.0.1:${ports.tunnel}`,
-    "--status",
-    `127.0.0.1:${ports.status}`,
-  ], env);
-  spawn(Deno.execPath(), [
-    "run",
-    "-A",
-    service("depot-local.ts"),
-    "--log-level",
-    "warn",
-    "--server",
-    `127.0.0.1:${ports.control}`,
-  ], env);
+  startDepotServer(ports);
+  startDepotLocal(["--server", `127.0.0.1:${ports.control}`]);
   // A second depot pair whose local carries tunnels over one mux session (--mux).
-  spawn(Deno.execPath(), [
-    "run",
-    "-A",
-    service("depot-server.ts"),
-    "--log-level",
-    "warn",
-    "--control",
-    `127.0.0.1:${ports.muxControl}`,
-    "--socks",
-    `127.0.0.1:${ports.muxSocks}`,
-    "--tunnel",
-    `127.0.0.1:${ports.muxTunnel}`,
-    "--status",
-    `127.0.0.1:${ports.muxStatus}`,
-  ], env);
-  spawn(Deno.execPath(), [
-    "run",
-    "-A",
-    service("depot-local.ts"),
-    "--log-level",
-    "warn",
-    "--mux",
-    "--server",
-    `127.0.0.1:${ports.muxControl}`,
-  ], env);
-  spawn("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  startDepotServer({
+    control: ports.muxControl,
+    socks: ports.muxSocks,
+    tunnel: ports.muxTunnel,
+    status: ports.muxStatus,
+  });
+  startDepotLocal(["--mux", "--server", `127.0.0.1:${ports.muxControl}`]);
+  start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  await waitPort(srcPort, "source");
   // Reference relays: one hop, and two hops in two processes (depot's data path, minus
   // SOCKS and the control protocol).
-  for (
-    const [port, target] of [
-      [ports.relay1, srcPort],
-      [ports.relay2b, srcPort],
-      [ports.relay2a, ports.relay2b],
-    ]
-  ) {
-    spawn(Deno.execPath(), ["run", "-A", self], {
-      BENCH_ROLE: "relay",
-      BENCH_PORT: String(port),
-      BENCH_TARGET: String(target),
-    });
-    await waitFor("reference relay", portOpen(port));
-  }
-  await waitFor("source", portOpen(srcPort));
-  await waitFor("microsocks", portOpen(ports.microsocks));
-  for (const statusPort of [ports.status, ports.muxStatus]) {
-    await waitFor("depot", async () => {
-      const res = await fetch(`http://127.0.0.1:${statusPort}/status`);
-      const st = await res.json() as { exits: unknown[] };
-      return st.exits.length === 1;
-    });
-  }
+  const relayTo = async (target: number): Promise<number> => {
+    const { proc, port } = await startRelay(target);
+    procs.push(proc);
+    return port;
+  };
+  const relay1 = await relayTo(srcPort);
+  const relay2a = await relayTo(await relayTo(srcPort));
+  await waitPort(ports.microsocks, "microsocks");
+  await waitExits("depot", ports.status, 1);
+  await waitExits("depot", ports.muxStatus, 1);
   let sshError: string | undefined;
   try {
     await startSshReverseSocks(ports.ssh);
@@ -515,12 +337,9 @@ try {
   }
 
   const routes: Route[] = [
-    {
-      name: "direct TCP",
-      open: () => dial("127.0.0.1", srcPort),
-    },
-    { name: "lib/net relay, 1 hop (reference)", open: () => dial("127.0.0.1", ports.relay1) },
-    { name: "lib/net relay, 2 hops (reference)", open: () => dial("127.0.0.1", ports.relay2a) },
+    tcpRoute("direct TCP", srcPort),
+    tcpRoute("lib/net relay, 1 hop (reference)", relay1),
+    tcpRoute("lib/net relay, 2 hops (reference)", relay2a),
     socksRoute("depot (server+local)", ports.socks, srcPort),
     socksRoute("depot --mux", ports.muxSocks, srcPort),
     socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
@@ -532,14 +351,14 @@ try {
       continue;
     }
     try {
-      await oneSmall(r, new Uint8Array(4096)); // warm up (JIT, pools)
+      await smallExchange(r, smallBuffer()); // warm up (JIT, pools)
       let down = 0, up = 0;
       for (let i = 0; i < bulkRuns; i++) {
-        down = Math.max(down, await download(r));
-        up = Math.max(up, await upload(r));
+        down = Math.max(down, await downloadMBps(r, bulkBytes));
+        up = Math.max(up, await uploadMBps(r, bulkBytes));
       }
-      const seqMs = await sequential(r);
-      const rps = await concurrent(r);
+      const seqMs = await sequentialMs(r, seqCount);
+      const rps = await concurrentRps(r, reqCount, concurrency);
       rows.push({ name: r.name, down, up, seqMs, rps });
       console.error(`  measured ${r.name}`);
     } catch (err) {
@@ -552,22 +371,8 @@ try {
   if (wanConns > 0 && wanRttMs > 0) {
     const oneWay = wanRttMs / 2;
     const w = { control: freePort(), socks: freePort(), tunnel: freePort(), status: freePort() };
-    spawn(Deno.execPath(), [
-      "run",
-      "-A",
-      service("depot-server.ts"),
-      "--log-level",
-      "warn",
-      "--control",
-      `127.0.0.1:${w.control}`,
-      "--socks",
-      `127.0.0.1:${w.socks}`,
-      "--tunnel",
-      `127.0.0.1:${w.tunnel}`,
-      "--status",
-      `127.0.0.1:${w.status}`,
-    ], env);
-    await waitFor("WAN depot-server", portOpen(w.control));
+    startDepotServer(w);
+    await waitPort(w.control, "WAN depot-server");
     const farControl = await startDelay(w.control, oneWay);
     const farTunnel = await startDelay(w.tunnel, oneWay);
     const exits: [string, string[]][] = [
@@ -576,12 +381,7 @@ try {
       ["mux", ["--mux"]],
     ];
     for (const [name, extra] of exits) {
-      spawn(Deno.execPath(), [
-        "run",
-        "-A",
-        service("depot-local.ts"),
-        "--log-level",
-        "warn",
+      startDepotLocal([
         "--name",
         name,
         "--server",
@@ -589,15 +389,10 @@ try {
         "--tunnel",
         `127.0.0.1:${farTunnel}`,
         ...extra,
-      ], env);
+      ]);
     }
-    await waitFor("WAN depot-locals", async () => {
-      const st = await (await fetch(`http://127.0.0.1:${w.status}/status`)).json() as {
-        exits: unknown[];
-      };
-      return st.exits.length === exits.length;
-    });
-    await new Promise((r) => setTimeout(r, 3 * wanRttMs)); // spares dialled, mux open
+    await waitExits("WAN depot-locals", w.status, exits.length);
+    await sleep(3 * wanRttMs); // spares dialled, mux open
     const wanSsh = freePort();
     let wanSshError: string | undefined;
     try {
@@ -624,13 +419,11 @@ try {
     }
   }
 } finally {
-  await stopAll();
+  await stopAll(procs);
+  for (const d of tempDirs) Deno.removeSync(d, { recursive: true });
 }
 
 const direct = rows[0] ?? { name: "direct TCP", down: NaN, up: NaN, seqMs: NaN, rps: NaN };
-const fmt = (v: number, d = 0) => Number.isFinite(v) ? v.toFixed(d) : "-";
-const ratio = (v: number, base: number) =>
-  Number.isFinite(v) && Number.isFinite(base) && base > 0 ? (v / base).toFixed(2) : "-";
 if (rows.length > 0) {
   console.log(
     `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
@@ -638,18 +431,28 @@ if (rows.length > 0) {
       `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests`,
   );
   console.log("");
-  console.log(
-    "| path | down MB/s | ratio | up MB/s | ratio | set-up ms (seq) | req/s (x" +
-      `${concurrency}) | ratio |`,
-  );
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-  for (const r of rows) {
-    console.log(
-      `| ${r.name} | ${fmt(r.down)} | ${ratio(r.down, direct.down)} | ${fmt(r.up)} | ` +
-        `${ratio(r.up, direct.up)} | ${fmt(r.seqMs, 3)} | ${fmt(r.rps)} | ` +
-        `${ratio(r.rps, direct.rps)} |`,
-    );
-  }
+  console.log(formatTable(
+    [
+      "path",
+      "down MB/s",
+      "ratio",
+      "up MB/s",
+      "ratio",
+      "set-up ms (seq)",
+      `req/s (x${concurrency})`,
+      "ratio",
+    ],
+    rows.map((r) => [
+      r.name,
+      fixed(r.down),
+      ratio(r.down, direct.down),
+      fixed(r.up),
+      ratio(r.up, direct.up),
+      fixed(r.seqMs, 3),
+      fixed(r.rps),
+      ratio(r.rps, direct.rps),
+    ]),
+  ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
   const depot = rows.find((r) => r.name.startsWith("depot (server"));
   if (depot && Number.isFinite(depot.down)) {
@@ -663,10 +466,9 @@ if (wanRows.length > 0) {
     `\nWAN set-up: exit side behind an emulated RTT of ${wanRttMs} ms (delay proxy), ` +
       `${wanConns} sequential SOCKS CONNECTs, TCP connect to success reply\n`,
   );
-  console.log("| path | set-up ms | RTTs |");
-  console.log("| --- | ---: | ---: |");
-  for (const r of wanRows) {
-    console.log(`| ${r.name} | ${fmt(r.ms, 1)} | ${fmt(r.ms / wanRttMs, 2)} |`);
-  }
+  console.log(formatTable(
+    ["path", "set-up ms", "RTTs"],
+    wanRows.map((r) => [r.name, fixed(r.ms, 1), fixed(r.ms / wanRttMs, 2)]),
+  ));
   for (const r of wanRows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
 }

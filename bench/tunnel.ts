@@ -19,9 +19,29 @@
  * Not a test: numbers are as measured on a shared machine.
  */
 
-import { closeQuietly, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, sleep } from "../lib/net/mod.ts";
+import {
+  benchFlags,
+  benchPath,
+  curl,
+  fixed,
+  freePort,
+  listeningPort,
+  mbPerSec,
+  MiB,
+  type Proc,
+  procStatusKiB,
+  readToEnd,
+  sendBytes,
+  servicePath,
+  spawn,
+  spawnDeno,
+  startRelay,
+  stopAll,
+  wrk,
+} from "./_util.ts";
 
-const chunk = new Uint8Array(1 << 20);
+const chunk = new Uint8Array(MiB);
 
 // ---------------------------------------------------------------- app role
 if (Deno.env.get("BENCH_ROLE") === "app") {
@@ -50,16 +70,11 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
   });
   const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   console.log(JSON.stringify({ http: http.addr.port, tcp: tcp.addr.port }));
-  const big = new Uint8Array(4 << 20);
+  const big = new Uint8Array(4 * MiB);
   for await (const c of tcp) {
     (async () => {
       try {
-        let left = Number(Deno.env.get("BENCH_BYTES"));
-        while (left > 0) {
-          const n = Math.min(left, big.length);
-          await writeAll(c, big.subarray(0, n));
-          left -= n;
-        }
+        await sendBytes(c, Number(Deno.env.get("BENCH_BYTES")), big);
         await c.closeWrite();
       } catch {
         // Reader went away: next connection.
@@ -71,72 +86,15 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
 }
 
 // ---------------------------------------------------------------- helpers
-function flag(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
-}
-const totalBytes = flag("bytes", 1 << 30);
-const wrkSeconds = flag("seconds", 5);
-const here = new URL(".", import.meta.url).pathname;
-
-interface Proc {
-  child: Deno.ChildProcess;
-  lines: string[];
-  waitFor(re: RegExp): Promise<string>;
-}
-
-function spawn(args: string[], env: Record<string, string> = {}): Proc {
-  const child = new Deno.Command(args[0], {
-    args: args.slice(1),
-    env,
-    stdout: "piped",
-    stderr: "piped",
-    stdin: "null",
-  }).spawn();
-  const lines: string[] = [];
-  const waiters: { re: RegExp; res: (l: string) => void }[] = [];
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    let buf = "";
-    for await (const t of s.pipeThrough(new TextDecoderStream())) {
-      buf += t;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const l = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        lines.push(l);
-        for (const w of [...waiters]) {
-          if (w.re.test(l)) {
-            waiters.splice(waiters.indexOf(w), 1);
-            w.res(l);
-          }
-        }
-      }
-    }
-  };
-  void pump(child.stdout);
-  void pump(child.stderr);
-  return {
-    child,
-    lines,
-    waitFor: (re) => {
-      const hit = lines.find((l) => re.test(l));
-      if (hit) return Promise.resolve(hit);
-      return new Promise((res, rej) => {
-        waiters.push({ re, res });
-        setTimeout(() => rej(new Error(`timeout waiting for ${re}:\n${lines.join("\n")}`)), 20_000);
-      });
-    },
-  };
-}
-
-async function stop(p: Proc): Promise<void> {
-  try {
-    p.child.kill("SIGTERM");
-  } catch {
-    // Already gone.
-  }
-  await p.child.status;
-}
+const flags = benchFlags({ numbers: { bytes: 1 << 30, seconds: 5 } });
+const totalBytes = flags.bytes;
+const wrkSeconds = flags.seconds;
+/** Width of a number column of the tables. */
+const numWidth = 9;
+/** Width of the path column. */
+const nameWidth = 22;
+/** Read size of the TCP rows' client. */
+const tcpReadBytes = 4 * MiB;
 
 function portFree(port: number): boolean {
   try {
@@ -147,101 +105,49 @@ function portFree(port: number): boolean {
   }
 }
 
-/** A bench/_relay.ts process in front of `target`; resolves with it and its port. */
-async function startRelay(target: number): Promise<{ proc: Proc; port: number }> {
-  const proc = spawn([Deno.execPath(), "run", "-A", `${here}_relay.ts`], {
-    BENCH_TARGET: `127.0.0.1:${target}`,
-  });
-  const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
-  return { proc, port };
+/** A tunnel-client process connected to the server at `server` (`--server` URL). */
+async function startClient(
+  server: string,
+  identifier: string,
+  args: string[],
+): Promise<Proc> {
+  const proc = spawnDeno(servicePath("tunnel-client.ts"), [
+    "--server",
+    server,
+    "--local",
+    `127.0.0.1:${ports.http}`,
+    ...args,
+    "--log-level",
+    "info",
+  ], { env: { TUNNEL_IDENTIFIER: identifier } });
+  await proc.waitFor(/msg="connected"/);
+  return proc;
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = l.addr.port;
-  l.close();
-  return p;
-}
-
-async function wrk(url: string, host?: string) {
-  const args = ["-t2", "-c50", `-d${wrkSeconds}s`, "--latency", url];
-  if (host) args.unshift("-H", `Host: ${host}`);
-  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0);
-  const ms = (label: string) => {
-    const m = new RegExp(`\\s${label}\\s+([\\d.]+)(us|ms|s)`).exec(text);
-    if (!m) return NaN;
-    const v = Number(m[1]);
-    return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
-  };
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0);
-  return { rps, p50: ms("50%"), p99: ms("99%"), non2xx };
-}
-
-async function curlSpeed(args: string[]): Promise<number> {
-  const out = await new Deno.Command("curl", {
-    args: ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{speed_upload}", ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const [down, up] = new TextDecoder().decode(out.stdout).split(" ").map(Number);
-  return Math.max(down, up) / 1e6;
-}
-
-async function download(url: string, host?: string): Promise<number> {
-  return await curlSpeed([...(host ? ["-H", `Host: ${host}`] : []), url]);
-}
-
-async function upload(url: string, host?: string): Promise<number> {
-  // curl streams the body (chunked) from a pipe fed by `head -c N /dev/zero`.
-  const out = await new Deno.Command("sh", {
-    args: [
-      "-c",
-      `head -c ${totalBytes} /dev/zero | curl -sS -o /dev/null -w '%{speed_upload}' ` +
-      `${host ? `-H 'Host: ${host}'` : ""} -H 'Content-Type: application/octet-stream' ` +
-      `-H 'Expect:' -X POST -T - ${url}`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return Number(new TextDecoder().decode(out.stdout)) / 1e6;
-}
-
+/** MB/s of one connection reading all the TCP source sends (`totalBytes`) through `port`. */
 async function tcpRead(port: number): Promise<number> {
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  const buf = new Uint8Array(4 << 20);
-  let n = 0;
   const t0 = performance.now();
+  let n = 0;
   try {
-    while (true) {
-      const r = await c.read(buf);
-      if (r === null) break;
-      n += r;
-    }
+    n = await readToEnd(c, new Uint8Array(tcpReadBytes));
   } finally {
     closeQuietly(c);
   }
-  const s = (performance.now() - t0) / 1000;
   if (n !== totalBytes) console.error(`tcp read ${n} of ${totalBytes} bytes`);
-  return n / s / 1e6;
+  return mbPerSec(n, performance.now() - t0);
 }
 
 // ---------------------------------------------------------------- run
-const app = spawn([Deno.execPath(), "run", "-A", import.meta.filename!], {
-  BENCH_ROLE: "app",
-  BENCH_BYTES: String(totalBytes),
+const app = spawnDeno(import.meta.filename!, [], {
+  env: { BENCH_ROLE: "app", BENCH_BYTES: String(totalBytes) },
 });
 const ports = JSON.parse(await app.waitFor(/^\{"http"/)) as { http: number; tcp: number };
 const identifier = "bench-identifier-" + crypto.randomUUID();
 // Two consecutive free ports for the two clients' TCP tunnels.
 let tcpPublic = freePort();
 while (tcpPublic >= 65535 || !portFree(tcpPublic + 1)) tcpPublic = freePort();
-const server = spawn([
-  Deno.execPath(),
-  "run",
-  "-A",
-  `${here}../services/tunnel-server.ts`,
+const server = spawnDeno(servicePath("tunnel-server.ts"), [
   "--listen",
   "127.0.0.1:0",
   "--host",
@@ -252,72 +158,35 @@ const server = spawn([
   `${tcpPublic}-${tcpPublic + 1}`,
   "--log-level",
   "info",
-], { BENCH_ID: identifier, BENCH_RAW_ID: identifier + "-raw" });
-const srvLine = await server.waitFor(/msg="listening" name=http/);
-const srvPort = Number(/addr=\S+:(\d+)/.exec(srvLine)![1]);
-const client = spawn([
-  Deno.execPath(),
-  "run",
-  "-A",
-  `${here}../services/tunnel-client.ts`,
-  "--server",
-  `http://127.0.0.1:${srvPort}`,
-  "--local",
-  `127.0.0.1:${ports.http}`,
+], { env: { BENCH_ID: identifier, BENCH_RAW_ID: identifier + "-raw" } });
+const srvPort = await listeningPort(server, "http");
+const client = await startClient(`http://127.0.0.1:${srvPort}`, identifier, [
   "--tcp",
   `${tcpPublic}=127.0.0.1:${ports.tcp}`,
-  "--log-level",
-  "info",
-], { TUNNEL_IDENTIFIER: identifier });
-await client.waitFor(/msg="connected"/);
+]);
 const socatPort = freePort();
-const socat = spawn([
-  "socat",
+const socat = spawn("socat", [
   `TCP-LISTEN:${socatPort},bind=127.0.0.1,fork,reuseaddr`,
   `TCP:127.0.0.1:${ports.http}`,
 ]);
-const rawClient = spawn([
-  Deno.execPath(),
-  "run",
-  "-A",
-  `${here}../services/tunnel-client.ts`,
-  "--server",
-  `http://127.0.0.1:${srvPort}`,
-  "--local",
-  `127.0.0.1:${ports.http}`,
+const rawClient = await startClient(`http://127.0.0.1:${srvPort}`, identifier + "-raw", [
   "--transport",
   "raw",
   "--tcp",
   `${tcpPublic + 1}=127.0.0.1:${ports.tcp}`,
-  "--log-level",
-  "info",
-], { TUNNEL_IDENTIFIER: identifier + "-raw" });
-await rawClient.waitFor(/msg="connected"/);
+]);
 const honoPort = freePort();
-const hono = spawn([Deno.execPath(), "run", "-A", `${here}_tunnel_hono.ts`], {
-  BENCH_PORT: String(honoPort),
-  BENCH_ID: identifier + "-hono",
+const hono = spawnDeno(benchPath("_tunnel_hono.ts"), [], {
+  env: { BENCH_PORT: String(honoPort), BENCH_ID: identifier + "-hono" },
 });
 await hono.waitFor(/listening/);
-const honoClient = spawn([
-  Deno.execPath(),
-  "run",
-  "-A",
-  `${here}../services/tunnel-client.ts`,
-  "--server",
-  `http://127.0.0.1:${honoPort}`,
-  "--local",
-  `127.0.0.1:${ports.http}`,
-  "--log-level",
-  "info",
-], { TUNNEL_IDENTIFIER: identifier + "-hono" });
-await honoClient.waitFor(/msg="connected"/);
+const honoClient = await startClient(`http://127.0.0.1:${honoPort}`, identifier + "-hono", []);
 const httpRelay1 = await startRelay(ports.http);
 const httpRelay2 = await startRelay(httpRelay1.port);
 const tcpRelay1 = await startRelay(ports.tcp);
 const tcpRelay2 = await startRelay(tcpRelay1.port);
 const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2].map((r) => r.proc);
-await new Promise((r) => setTimeout(r, 300));
+await sleep(300);
 
 const floorName = "Deno relay x2 (floor)";
 const paths: { name: string; url: string; host?: string }[] = [
@@ -330,52 +199,57 @@ const paths: { name: string; url: string; host?: string }[] = [
   { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}` },
 ];
 
-const pad = (s: string, n: number) => s.padEnd(n);
-const num = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "-").padStart(9);
+// Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
+const pad = (s: string) => s.padEnd(nameWidth);
+const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
 try {
   console.log(`small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello`);
-  console.log(`${pad("path", 22)}      rps   p50 ms   p99 ms    ratio    floor  non-2xx`);
+  console.log(`${pad("path")}      rps   p50 ms   p99 ms    ratio    floor  non-2xx`);
   let base = 0, floor = 0;
   for (const p of paths) {
-    const r = await wrk(`${p.url}/hello`, p.host);
+    const r = await wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host });
     if (p.name === "direct") base = r.rps;
     if (p.name === floorName) floor = r.rps;
     console.log(
-      `${pad(p.name, 22)}${num(r.rps)}${num(r.p50, 2)}${num(r.p99, 2)}${num(r.rps / base, 2)}${
+      `${pad(p.name)}${num(r.rps)}${num(r.p50Ms, 2)}${num(r.p99Ms, 2)}${num(r.rps / base, 2)}${
         num(floor ? r.rps / floor : NaN, 2)
-      }${String(r.non2xx).padStart(9)}`,
+      }${String(r.non2xx).padStart(numWidth)}`,
     );
   }
-  console.log(`\nbulk HTTP: ${totalBytes / (1 << 20)} MiB with curl (MB/s)`);
-  console.log(
-    `${pad("path", 22)} download    ratio    floor   upload    ratio    floor`,
-  );
+  console.log(`\nbulk HTTP: ${totalBytes / MiB} MiB with curl (MB/s)`);
+  console.log(`${pad("path")} download    ratio    floor   upload    ratio    floor`);
   let bd = 0, bu = 0, fd = 0, fu = 0;
   for (const p of paths) {
-    const d = await download(`${p.url}/bytes/${totalBytes}`, p.host);
-    const u = await upload(`${p.url}/discard`, p.host);
+    const hostHeader = p.host ? ["-H", `Host: ${p.host}`] : [];
+    const d = (await curl([...hostHeader, `${p.url}/bytes/${totalBytes}`])).downloadMBps;
+    // curl streams the body (chunked) from a pipe fed by `head -c N /dev/zero`.
+    const u = (await curl([
+      ...hostHeader,
+      "-H",
+      "Content-Type: application/octet-stream",
+      "-H",
+      "Expect:",
+      "-X",
+      "POST",
+      "-T",
+      "-",
+      `${p.url}/discard`,
+    ], { stdinZeros: totalBytes })).uploadMBps;
     if (p.name === "direct") (bd = d, bu = u);
     if (p.name === floorName) (fd = d, fu = u);
     console.log(
-      `${pad(p.name, 22)}${num(d)}${num(d / bd, 2)}${num(fd ? d / fd : NaN, 2)}${num(u)}${
+      `${pad(p.name)}${num(d)}${num(d / bd, 2)}${num(fd ? d / fd : NaN, 2)}${num(u)}${
         num(u / bu, 2)
       }${num(fu ? u / fu : NaN, 2)}`,
     );
   }
-  const rss = (p: Proc) => {
-    try {
-      const st = Deno.readTextFileSync(`/proc/${p.child.pid}/status`);
-      return Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) / 1024;
-    } catch {
-      return NaN;
-    }
-  };
+  const peakMiB = (p: Proc) => fixed(procStatusKiB(p.child.pid, "VmHWM") / 1024);
   console.log(
-    `peak RSS after bulk: tunnel-server ${rss(server).toFixed(0)} MiB, ` +
-      `tunnel-client ${rss(client).toFixed(0)} MiB (constant memory: far below the bytes moved)`,
+    `peak RSS after bulk: tunnel-server ${peakMiB(server)} MiB, ` +
+      `tunnel-client ${peakMiB(client)} MiB (constant memory: far below the bytes moved)`,
   );
-  console.log(`\nTCP: one connection reads ${totalBytes / (1 << 20)} MiB (MB/s)`);
-  console.log(`${pad("path", 22)}     MB/s    ratio    floor`);
+  console.log(`\nTCP: one connection reads ${totalBytes / MiB} MiB (MB/s)`);
+  console.log(`${pad("path")}     MB/s    ratio    floor`);
   const direct = await tcpRead(ports.tcp);
   const rows: [string, number][] = [
     ["direct", direct],
@@ -386,11 +260,9 @@ try {
   ];
   const tcpFloor = rows[2][1];
   for (const [name, v] of rows) {
-    console.log(`${pad(name, 22)}${num(v)}${num(v / direct, 2)}${num(v / tcpFloor, 2)}`);
+    console.log(`${pad(name)}${num(v)}${num(v / direct, 2)}${num(v / tcpFloor, 2)}`);
   }
 } finally {
-  for (const p of [...relays, honoClient, hono, socat, rawClient, client, server, app]) {
-    await stop(p);
-  }
+  await stopAll([...relays, honoClient, hono, socat, rawClient, client, server, app]);
 }
 Deno.exit(0);

@@ -1,0 +1,677 @@
+/**
+ * The shared harness of the benchmarks in bench/: flags, child processes and their log lines,
+ * ports, the outside tools (curl, wrk, hey) and their output, the length-prefixed byte source
+ * several benches measure through, /proc readings and table formatting. One version of each,
+ * so every bench starts, waits, measures and prints the same way.
+ *
+ * Line watching is tests/_netns.ts's `Watched` (the fusion tests use it too), re-exported here
+ * so benches import their harness from one place.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  closeQuietly,
+  dial,
+  type Duplex,
+  errorMessage,
+  withPrefix,
+  writeAll,
+} from "../lib/net/mod.ts";
+import { socks5Connect } from "../lib/socks5/mod.ts";
+import { sh, Watched } from "../tests/_netns.ts";
+
+export { sh, Watched };
+
+// ---------------------------------------------------------------- units and limits
+
+/** Bytes in a megabyte as the tables count them: decimal, like curl, wrk and iperf3. */
+export const bytesPerMB = 1e6;
+/** Bytes in a mebibyte: sizes given on the command line (`--bytes`, `--mib`) use it. */
+export const MiB = 1 << 20;
+/**
+ * How long a helper process, port or condition may take to become ready. Generous: the
+ * machine is shared and a cold `deno run` type-checks nothing but still compiles.
+ */
+export const readyTimeoutMs = 20_000;
+/** Poll interval while waiting for a port or a condition. */
+export const pollIntervalMs = 50;
+/** Connect timeout of one readiness probe (a listener that is up answers at once). */
+export const probeTimeoutMs = 1_000;
+
+// ---------------------------------------------------------------- flags
+
+/** The parsed flags of {@linkcode benchFlags}: numbers, booleans, optional strings. */
+export type BenchFlags<N extends string, B extends string, S extends string> =
+  & { [K in N]: number }
+  & { [K in B]: boolean }
+  & { [K in S]?: string };
+
+/**
+ * Parse a bench's `--name value` flags (also `--name=value`). Numbers fall back to their
+ * default; a value that is not a number, or a flag the bench does not know, prints one line
+ * on stderr and exits 2 (a typo must not silently run the default, which can take minutes).
+ */
+export function benchFlags<
+  N extends string,
+  B extends string = never,
+  S extends string = never,
+>(
+  spec: { numbers?: Record<N, number>; booleans?: readonly B[]; strings?: readonly S[] },
+  args: string[] = Deno.args,
+): BenchFlags<N, B, S> {
+  const numbers = (spec.numbers ?? {}) as Record<N, number>;
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const k of Object.keys(numbers)) options[k] = { type: "string" };
+  for (const k of spec.booleans ?? []) options[k] = { type: "boolean" };
+  for (const k of spec.strings ?? []) options[k] = { type: "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    console.error(`error: ${errorMessage(err)}`);
+    Deno.exit(2);
+  }
+  const out: Record<string, number | boolean | string | undefined> = {};
+  for (const [k, fallback] of Object.entries(numbers) as [N, number][]) {
+    const raw = values[k];
+    const v = raw === undefined ? fallback : Number(raw);
+    if (!Number.isFinite(v)) {
+      console.error(`error: --${k} takes a number, got "${raw}"`);
+      Deno.exit(2);
+    }
+    out[k] = v;
+  }
+  for (const k of spec.booleans ?? []) out[k] = values[k] === true;
+  for (const k of spec.strings ?? []) out[k] = values[k] as string | undefined;
+  return out as BenchFlags<N, B, S>;
+}
+
+// ---------------------------------------------------------------- processes
+
+/** Absolute path of `services/<name>`. */
+export function servicePath(name: string): string {
+  return new URL(`../services/${name}`, import.meta.url).pathname;
+}
+
+/** Absolute path of `bench/<name>` (the helper scripts, e.g. `_relay.ts`). */
+export function benchPath(name: string): string {
+  return new URL(`./${name}`, import.meta.url).pathname;
+}
+
+/**
+ * What a bench does with a child's output:
+ * - `lines`: both streams are read into `lines`, so `waitFor` can wait for a log line;
+ * - `discard`: both go to /dev/null — outside peers whose logs would bury the table, and
+ *   processes that fork children holding the pipes open (sshd) so `stop` never waits on them;
+ * - `stderr`: stdout is discarded, stderr passes through, so a peer's own error shows.
+ */
+export type ChildOutput = "lines" | "discard" | "stderr";
+
+/** A child process the bench started. */
+export interface Proc {
+  readonly name: string;
+  readonly child: Deno.ChildProcess;
+  /** Lines of stdout and stderr seen so far (always empty unless the output is `lines`). */
+  readonly lines: string[];
+  /**
+   * The first line matching `re`, seen before or later; rejects after `timeoutMs`, at once if
+   * the process exits first, and always when the output is not `lines`.
+   */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Send `signal` (SIGTERM by default) and wait for the exit (and the end of its output). */
+  stop(signal?: Deno.Signal): Promise<void>;
+}
+
+/** Options of {@linkcode spawn}. */
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  /** What happens to the output. @default "lines" */
+  output?: ChildOutput;
+  /** Name in error messages. @default the command's base name */
+  name?: string;
+}
+
+/** Wrap a child spawned with piped stdout and stderr (e.g. in a namespace) as a {@linkcode Proc}. */
+export function watch(child: Deno.ChildProcess, name: string): Proc {
+  const w = new Watched(child, name);
+  return {
+    name,
+    child,
+    lines: w.lines,
+    waitFor: (re, timeoutMs = readyTimeoutMs) => w.waitFor(re, timeoutMs),
+    stop: (signal) => w.stop(signal),
+  };
+}
+
+/**
+ * Start `cmd args` with stdin closed. Throws `Deno.errors.NotFound` when `cmd` is not installed
+ * (check optional peers with {@linkcode hasCommand} first).
+ */
+export function spawn(cmd: string, args: string[], opts: SpawnOptions = {}): Proc {
+  const output = opts.output ?? "lines";
+  const name = opts.name ?? cmd.slice(cmd.lastIndexOf("/") + 1);
+  const child = new Deno.Command(cmd, {
+    args,
+    env: opts.env,
+    stdin: "null",
+    stdout: output === "lines" ? "piped" : "null",
+    stderr: output === "lines" ? "piped" : output === "stderr" ? "inherit" : "null",
+  }).spawn();
+  if (output === "lines") return watch(child, name);
+  return {
+    name,
+    child,
+    lines: [],
+    waitFor: (re) =>
+      Promise.reject(new Error(`${name}: output not watched, cannot wait for ${re}`)),
+    stop: async (signal = "SIGTERM") => {
+      try {
+        child.kill(signal);
+      } catch {
+        // already exited
+      }
+      await child.status;
+    },
+  };
+}
+
+/** `deno run -A <script> ...args` as a {@linkcode spawn}ed child. */
+export function spawnDeno(script: string, args: string[] = [], opts: SpawnOptions = {}): Proc {
+  const name = opts.name ?? script.slice(script.lastIndexOf("/") + 1);
+  return spawn(Deno.execPath(), ["run", "-A", script, ...args], { ...opts, name });
+}
+
+/**
+ * Stop every process: all are signalled first, in order, then awaited together, so one slow
+ * exit does not hold the others (and a client never outlives its server for long).
+ */
+export async function stopAll(procs: Proc[], signal: Deno.Signal = "SIGTERM"): Promise<void> {
+  await Promise.all(procs.map((p) => p.stop(signal)));
+}
+
+/** Whether `cmd` is an executable file on PATH (or at that path): optional outside peers. */
+export function hasCommand(cmd: string): boolean {
+  const dirs = cmd.includes("/") ? [""] : (Deno.env.get("PATH") ?? "").split(":");
+  return dirs.some((d) => {
+    try {
+      const st = Deno.statSync(d ? `${d}/${cmd}` : cmd);
+      return st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A kernel-chosen free port on 127.0.0.1 (bound and released: fine for a benchmark). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+/** Poll `ready` (a throw counts as not yet) until it is true; throws after `timeoutMs`. */
+export async function waitUntil(
+  what: string,
+  ready: () => Promise<boolean>,
+  timeoutMs: number = readyTimeoutMs,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ready().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`${what} not ready in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, pollIntervalMs));
+  }
+}
+
+/** Wait until 127.0.0.1:`port` accepts a connection (a child that binds a port it was given). */
+export async function waitPort(
+  port: number,
+  what = `port ${port}`,
+  timeoutMs: number = readyTimeoutMs,
+): Promise<void> {
+  await waitUntil(what, async () => {
+    closeQuietly(await dial("127.0.0.1", port, { timeoutMs: probeTimeoutMs }));
+    return true;
+  }, timeoutMs);
+}
+
+/** The `key=value` field of a logfmt line (unquoted values), or undefined. */
+export function logField(line: string, key: string): string | undefined {
+  return new RegExp(`(?:^| )${key}=(\\S+)`).exec(line)?.[1];
+}
+
+/**
+ * The port of a service's `msg="listening"` log line (the one named `listener`, or the first):
+ * services bound to port 0 say where they listen this way.
+ */
+export async function listeningPort(proc: Proc, listener?: string): Promise<number> {
+  const re = listener ? new RegExp(`msg="listening" name=${listener} `) : /msg="listening"/;
+  const addr = logField(await proc.waitFor(re), "addr") ?? "";
+  return Number(addr.slice(addr.lastIndexOf(":") + 1));
+}
+
+/**
+ * A bench/_relay.ts process (a plain lib/net relay, one user-space hop) in front of
+ * 127.0.0.1:`targetPort`: the reference row for what relaying alone costs on this machine.
+ */
+export async function startRelay(targetPort: number): Promise<{ proc: Proc; port: number }> {
+  const proc = spawnDeno(benchPath("_relay.ts"), [], {
+    env: { BENCH_TARGET: `127.0.0.1:${targetPort}` },
+  });
+  const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
+  return { proc, port };
+}
+
+// ---------------------------------------------------------------- /proc
+
+/**
+ * A size field of `/proc/<pid>/status` in KiB: `VmRSS` (resident now) or `VmHWM` (the peak
+ * resident size so far). NaN if the process is gone: a table cell, not a crash.
+ */
+export function procStatusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+// ---------------------------------------------------------------- measuring
+
+/** Throughput in MB/s (decimal) of `bytes` moved in `ms` milliseconds. */
+export function mbPerSec(bytes: number, ms: number): number {
+  return bytes / bytesPerMB / (ms / 1000);
+}
+
+/**
+ * The highest of `runs` results of `measure`: the machine is shared, and the best run is the
+ * least disturbed one.
+ */
+export async function bestOf(runs: number, measure: () => Promise<number>): Promise<number> {
+  let top = 0;
+  for (let i = 0; i < runs; i++) top = Math.max(top, await measure());
+  return top;
+}
+
+/** Read `r` to EOF into `buf` (overwritten), returning the byte count. */
+export async function readToEnd(r: Pick<Duplex, "read">, buf: Uint8Array): Promise<number> {
+  let total = 0;
+  while (true) {
+    const n = await r.read(buf);
+    if (n === null) return total;
+    total += n;
+  }
+}
+
+/** Write exactly `bytes` bytes to `w`, `block` (its content) at a time. */
+export async function sendBytes(
+  w: Pick<Duplex, "write">,
+  bytes: number,
+  block: Uint8Array,
+): Promise<void> {
+  for (let left = bytes; left > 0; left -= block.length) {
+    await writeAll(w, left >= block.length ? block : block.subarray(0, left));
+  }
+}
+
+// ---------------------------------------------------------------- the length source
+
+/**
+ * Read and write size of the bulk paths (source and client): large, so per-call overhead in
+ * Deno does not cap what a relay under test can show.
+ */
+export const bulkChunkBytes = 4 * MiB;
+/** Answer size of one small exchange (set-up cost, not bandwidth). */
+export const smallAnswerBytes = 1024;
+/** Read buffer of a small exchange. */
+const smallBufferBytes = 4096;
+/** Set in a request word: the client uploads that many bytes instead of downloading them. */
+export const uploadBit: bigint = 1n << 63n;
+/** Size of the request word and of the upload's answer. */
+const wordBytes = 8;
+
+/** The 8-byte big-endian request word asking the length source for (or sending) `n` bytes. */
+export function lengthHeader(n: number, upload = false): Uint8Array {
+  const head = new Uint8Array(wordBytes);
+  new DataView(head.buffer).setBigUint64(0, BigInt(n) | (upload ? uploadBit : 0n));
+  return head;
+}
+
+/**
+ * Serve the length source on `listener`, forever: per connection, read the 8-byte big-endian
+ * word n; if its top bit is clear send n zero bytes and FIN, if set read n bytes, answer the
+ * 8-byte count and FIN; then wait for the client's FIN. Run in its own process, so the client's
+ * event loop measures only the path under test.
+ */
+export async function serveLengthSource(listener: Deno.Listener): Promise<void> {
+  const zeros = new Uint8Array(bulkChunkBytes);
+  for await (const c of listener) {
+    (async () => {
+      try {
+        const head = new Uint8Array(wordBytes);
+        let got = 0;
+        while (got < wordBytes) {
+          const n = await c.read(head.subarray(got));
+          if (n === null) return;
+          got += n;
+        }
+        const word = new DataView(head.buffer).getBigUint64(0);
+        if (word & uploadBit) {
+          let left = Number(word & ~uploadBit);
+          const buf = new Uint8Array(bulkChunkBytes);
+          let total = 0;
+          while (left > 0) {
+            const n = await c.read(buf);
+            if (n === null) break;
+            left -= n;
+            total += n;
+          }
+          const answer = new Uint8Array(wordBytes);
+          new DataView(answer.buffer).setBigUint64(0, BigInt(total));
+          await writeAll(c, answer);
+        } else {
+          await sendBytes(c, Number(word), zeros);
+        }
+        await c.closeWrite();
+        const sink = new Uint8Array(64);
+        while ((await c.read(sink)) !== null) { /* wait for the client's FIN */ }
+      } catch {
+        // A client that vanished mid-answer (some phases cut them on purpose): nothing to do.
+      } finally {
+        closeQuietly(c);
+      }
+    })();
+  }
+}
+
+/** A way to the length source: one named path of a bench's table. */
+export interface Route {
+  name: string;
+  /** A connection whose bytes reach the source. */
+  open(): Promise<Duplex>;
+}
+
+/** A plain TCP path to 127.0.0.1:`port` (the source itself, or a relay in front of it). */
+export function tcpRoute(name: string, port: number): Route {
+  return { name, open: () => dial("127.0.0.1", port) };
+}
+
+/** Through the SOCKS5 proxy on 127.0.0.1:`port` to 127.0.0.1:`dest`. */
+export function socksRoute(name: string, port: number, dest: number): Route {
+  return {
+    name,
+    open: async () => {
+      const c = await dial("127.0.0.1", port);
+      try {
+        const { leftover } = await socks5Connect(c, { host: "127.0.0.1", port: dest });
+        return withPrefix(c, leftover);
+      } catch (err) {
+        closeQuietly(c);
+        throw err;
+      }
+    },
+  };
+}
+
+/** One connection downloads `bytes` from the source; MB/s including the set-up. */
+export async function downloadMBps(route: Route, bytes: number): Promise<number> {
+  const buf = new Uint8Array(bulkChunkBytes);
+  const t0 = performance.now();
+  const c = await route.open();
+  try {
+    await writeAll(c, lengthHeader(bytes));
+    const got = await readToEnd(c, buf);
+    if (got !== bytes) throw new Error(`${route.name}: got ${got} of ${bytes} bytes`);
+  } finally {
+    closeQuietly(c);
+  }
+  return mbPerSec(bytes, performance.now() - t0);
+}
+
+/** One connection uploads `bytes` to the source; MB/s until the source confirmed the count. */
+export async function uploadMBps(route: Route, bytes: number): Promise<number> {
+  const block = new Uint8Array(bulkChunkBytes);
+  const t0 = performance.now();
+  const c = await route.open();
+  try {
+    await writeAll(c, lengthHeader(bytes, true));
+    await sendBytes(c, bytes, block);
+    // Read the 8-byte answer before our FIN: some proxies (microsocks) do not keep half-close.
+    const answer = new Uint8Array(wordBytes);
+    let n = 0;
+    while (n < wordBytes) {
+      const r = await c.read(answer.subarray(n));
+      if (r === null) break;
+      n += r;
+    }
+    const got = n === wordBytes ? Number(new DataView(answer.buffer).getBigUint64(0)) : -1;
+    if (got !== bytes) throw new Error(`${route.name}: target got ${got} of ${bytes}`);
+  } finally {
+    closeQuietly(c);
+  }
+  return mbPerSec(bytes, performance.now() - t0);
+}
+
+/** One small exchange: connect, 8-byte request, `smallAnswerBytes` answer, close. */
+export async function smallExchange(route: Route, buf: Uint8Array): Promise<void> {
+  const c = await route.open();
+  try {
+    await writeAll(c, lengthHeader(smallAnswerBytes));
+    const got = await readToEnd(c, buf);
+    if (got !== smallAnswerBytes) throw new Error(`${route.name}: short answer ${got}`);
+  } finally {
+    closeQuietly(c);
+  }
+}
+
+/** Mean milliseconds of one of `count` sequential small exchanges (connection set-up cost). */
+export async function sequentialMs(route: Route, count: number): Promise<number> {
+  const buf = new Uint8Array(smallBufferBytes);
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) await smallExchange(route, buf);
+  return (performance.now() - t0) / count;
+}
+
+/** Small exchanges per second: `count` of them run by `workers` concurrent loops. */
+export async function concurrentRps(route: Route, count: number, workers: number): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      const buf = new Uint8Array(smallBufferBytes);
+      while (next++ < count) await smallExchange(route, buf);
+    }),
+  );
+  return count / ((performance.now() - t0) / 1000);
+}
+
+/** A buffer sized for {@linkcode smallExchange} (e.g. for one warm-up exchange). */
+export function smallBuffer(): Uint8Array {
+  return new Uint8Array(smallBufferBytes);
+}
+
+// ---------------------------------------------------------------- outside tools
+
+/** What one curl transfer reported (`-w`). */
+export interface CurlResult {
+  /** curl's exit code (0: the transfer completed). */
+  exit: number;
+  /** HTTP status of the last response (0 if none). */
+  status: number;
+  /** Body bytes received. */
+  sizeDownload: number;
+  /** Mean download speed, MB/s. */
+  downloadMBps: number;
+  /** Mean upload speed, MB/s. */
+  uploadMBps: number;
+  stderr: string;
+}
+
+/** Options of {@linkcode curl}. */
+export interface CurlOptions {
+  /** Feed this many zero bytes on curl's stdin (a pipe, as in `head -c N /dev/zero | curl`). */
+  stdinZeros?: number;
+  /** Throw unless curl exited 0 with this HTTP status. */
+  expectStatus?: number;
+  /** Throw unless curl exited 0 having received this many body bytes. */
+  expectBytes?: number;
+  /** Names the transfer in the error. @default the last argument */
+  what?: string;
+}
+
+/**
+ * One curl transfer (`curl -sS -o /dev/null` plus `args`), measured by curl itself. Without
+ * expectations it never throws: the caller's table shows what curl saw.
+ */
+export async function curl(args: string[], opts: CurlOptions = {}): Promise<CurlResult> {
+  const format = "%{http_code} %{size_download} %{speed_download} %{speed_upload}";
+  const curlArgs = ["-sS", "-o", "/dev/null", "-w", format, ...args];
+  // With stdin, a shell pipes `head` into curl: the body streams from a pipe (chunked upload),
+  // not from this process; "$@" passes the arguments without quoting them.
+  const out = opts.stdinZeros === undefined
+    ? await new Deno.Command("curl", { args: curlArgs, stdout: "piped", stderr: "piped" }).output()
+    : await new Deno.Command("sh", {
+      args: ["-c", `head -c ${opts.stdinZeros} /dev/zero | curl "$@"`, "sh", ...curlArgs],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const dec = new TextDecoder();
+  const [status, size, down, up] = dec.decode(out.stdout).trim().split(" ").map(Number);
+  const r: CurlResult = {
+    exit: out.code,
+    status: status || 0,
+    sizeDownload: size || 0,
+    downloadMBps: (down || 0) / bytesPerMB,
+    uploadMBps: (up || 0) / bytesPerMB,
+    stderr: dec.decode(out.stderr).trim(),
+  };
+  const checked = opts.expectStatus !== undefined || opts.expectBytes !== undefined;
+  const bad = r.exit !== 0 ||
+    (opts.expectStatus !== undefined && r.status !== opts.expectStatus) ||
+    (opts.expectBytes !== undefined && r.sizeDownload !== opts.expectBytes);
+  if (checked && bad) {
+    const of = opts.expectBytes === undefined ? "" : ` of ${opts.expectBytes}`;
+    const why = r.stderr ? `: ${r.stderr}` : "";
+    const what = opts.what ?? args.at(-1);
+    throw new Error(
+      `curl ${what}: exit ${r.exit}, HTTP ${r.status}, ${r.sizeDownload} B${of}${why}`,
+    );
+  }
+  return r;
+}
+
+/** What one wrk run reported. */
+export interface WrkResult {
+  rps: number;
+  /** Latency percentiles in ms (NaN if wrk printed none). */
+  p50Ms: number;
+  p99Ms: number;
+  /** Responses that were not 2xx or 3xx. */
+  non2xx: number;
+}
+
+/** Options of {@linkcode wrk}. */
+export interface WrkOptions {
+  seconds: number;
+  /** @default 2 */
+  threads?: number;
+  /** Keep-alive connections. @default 50 */
+  connections?: number;
+  /** Host header (a vhost behind the same address). */
+  host?: string;
+}
+
+/** `wrk --latency` against `url`: requests per second and latency percentiles. */
+export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
+  const args = [
+    `-t${opts.threads ?? 2}`,
+    `-c${opts.connections ?? 50}`,
+    `-d${opts.seconds}s`,
+    "--latency",
+    url,
+  ];
+  if (opts.host) args.unshift("-H", `Host: ${opts.host}`);
+  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const ms = (label: string): number => {
+    const m = new RegExp(`\\s${label}\\s+([\\d.]+)(us|ms|s)\\b`).exec(text);
+    if (!m) return NaN;
+    const v = Number(m[1]);
+    return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
+  };
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0),
+    p50Ms: ms("50%"),
+    p99Ms: ms("99%"),
+    non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0),
+  };
+}
+
+/**
+ * `hey -n requests -c concurrency ...args`: requests per second; throws unless every request
+ * answered 200 (a proxy that drops some must not look fast).
+ */
+export async function hey(
+  requests: number,
+  concurrency: number,
+  args: string[],
+): Promise<number> {
+  const text = await sh("hey", ["-n", String(requests), "-c", String(concurrency), ...args]);
+  const m = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  const ok = Number(/\[200\]\s+(\d+) responses/.exec(text)?.[1] ?? 0);
+  if (!m || ok !== requests) throw new Error(`hey ${args.join(" ")}: unexpected output\n${text}`);
+  return Number(m[1]);
+}
+
+// ---------------------------------------------------------------- tables
+
+/** `v` with `digits` decimals, or "-" when it is not a number (a failed or skipped row). */
+export function fixed(v: number, digits = 0): string {
+  return Number.isFinite(v) ? v.toFixed(digits) : "-";
+}
+
+/** `v / base` with `digits` decimals, or "-" when either is missing or the base is 0. */
+export function ratio(v: number, base: number, digits = 2): string {
+  return Number.isFinite(v) && Number.isFinite(base) && base > 0 ? (v / base).toFixed(digits) : "-";
+}
+
+/** Column alignment of {@linkcode formatTable}. */
+export type Align = "left" | "right";
+
+/** Options of {@linkcode formatTable}. */
+export interface TableOptions {
+  /**
+   * `markdown`: `| a | b |` rows under a `| --- | ---: |` rule (pastes into a README);
+   * `plain`: columns two spaces apart under a dashed rule. @default "markdown"
+   */
+  style?: "markdown" | "plain";
+  /** Per column. @default the first column left, the others right (numbers) */
+  align?: Align[];
+}
+
+/** A table with every column padded to its widest cell, as one string (no final newline). */
+export function formatTable(head: string[], rows: string[][], opts: TableOptions = {}): string {
+  const style = opts.style ?? "markdown";
+  const align = (i: number): Align => opts.align?.[i] ?? (i === 0 ? "left" : "right");
+  const minWidth = style === "markdown" ? 3 : 1;
+  const widths = head.map((h, i) =>
+    Math.max(minWidth, h.length, ...rows.map((r) => (r[i] ?? "").length))
+  );
+  const pad = (cells: string[]) =>
+    widths.map((w, i) =>
+      align(i) === "left" ? (cells[i] ?? "").padEnd(w) : (cells[i] ?? "").padStart(w)
+    );
+  if (style === "plain") {
+    return [
+      pad(head).join("  "),
+      widths.map((w) => "-".repeat(w)).join("  "),
+      ...rows.map((r) => pad(r).join("  ")),
+    ].join("\n");
+  }
+  const rule = widths.map((w, i) => align(i) === "right" ? `${"-".repeat(w - 1)}:` : "-".repeat(w));
+  return [head, ...rows].map(pad).map((cells) => `| ${cells.join(" | ")} |`)
+    .toSpliced(1, 0, `| ${rule.join(" | ")} |`).join("\n");
+}
