@@ -15,34 +15,28 @@
  * figures are as measured on a shared machine.
  */
 
-import { parseArgs } from "node:util";
 import { dial, serve } from "../lib/net/mod.ts";
 import { handleHttpProxy } from "../lib/http/mod.ts";
+import {
+  benchFlags,
+  curl,
+  fixed,
+  formatTable,
+  freePort,
+  hey,
+  MiB,
+  ratio,
+  spawn,
+  waitPort,
+} from "./_util.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    bytes: { type: "string", default: String(1 << 30) },
-    rounds: { type: "string", default: "3" },
-    requests: { type: "string", default: "20000" },
-    concurrency: { type: "string", default: "32" },
-  },
+const flags = benchFlags({
+  numbers: { bytes: 1 << 30, rounds: 3, requests: 20000, concurrency: 32 },
 });
-const bulkBytes = Number(flags.bytes);
-const rounds = Number(flags.rounds);
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function output(cmd: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
+const bulkBytes = flags.bytes;
+const rounds = flags.rounds;
+/** Size of the file of the small-request column. */
+const smallFileBytes = 1024;
 
 // ------------------------------------------------------------------ nginx: origin + peer
 const dir = await Deno.makeTempDir({ prefix: "warren-bench-http-" });
@@ -53,7 +47,7 @@ await Deno.truncate(
   await Deno.create(`${dir}/www/big`).then((f) => (f.close(), `${dir}/www/big`)),
   bulkBytes,
 );
-await Deno.writeFile(`${dir}/www/small`, new Uint8Array(1024).fill(0x61));
+await Deno.writeFile(`${dir}/www/small`, new Uint8Array(smallFileBytes).fill(0x61));
 await Deno.writeTextFile(
   `${dir}/nginx.conf`,
   `worker_processes 1;
@@ -84,11 +78,7 @@ http {
 }
 `,
 );
-const nginx = new Deno.Command("nginx", {
-  args: ["-c", `${dir}/nginx.conf`, "-p", dir],
-  stdout: "null",
-  stderr: "inherit",
-}).spawn();
+const nginx = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir], { output: "stderr" });
 
 // ------------------------------------------------------------------ our proxy
 const proxy = serve(
@@ -104,15 +94,7 @@ const proxy = serve(
 const px = `http://127.0.0.1:${proxy.addr.port}`;
 
 try {
-  for (let i = 0; i < 100; i++) {
-    if (i === 99) throw new Error("nginx did not start (see its error above)");
-    try {
-      (await dial("127.0.0.1", nginxProxyPort)).close();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  await waitPort(nginxProxyPort, "nginx (see its error above)");
   const origin = `http://127.0.0.1:${originPort}`;
   const viaNginx = `http://127.0.0.1:${nginxProxyPort}`;
 
@@ -126,66 +108,38 @@ try {
   const best = new Map<string, number>();
   for (let r = 0; r < rounds; r++) {
     for (const [name, args] of bulkPaths) {
-      const out = await output("curl", [
-        "-sS",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{size_download} %{speed_download}",
-        ...args,
-      ]);
-      const [code, size, bps] = out.split(" ").map(Number);
-      if (code !== 200 || size !== bulkBytes) throw new Error(`curl ${name}: ${out}`);
-      const speed = bps / 1e6;
+      const speed = (await curl(args, { expectStatus: 200, expectBytes: bulkBytes, what: name }))
+        .downloadMBps;
       best.set(name, Math.max(best.get(name) ?? 0, speed));
     }
   }
   const direct = best.get("direct")!;
-  console.log(`bulk: curl, ${bulkBytes / 2 ** 20} MiB from nginx, best of ${rounds}\n`);
-  console.log("| path | MB/s | ratio to direct |\n| --- | ---: | ---: |");
-  for (const [name] of bulkPaths) {
-    const v = best.get(name)!;
-    console.log(`| ${name} | ${v.toFixed(0)} | ${(v / direct).toFixed(2)} |`);
-  }
+  console.log(`bulk: curl, ${bulkBytes / MiB} MiB from nginx, best of ${rounds}\n`);
+  console.log(formatTable(
+    ["path", "MB/s", "ratio to direct"],
+    bulkPaths.map(([name]) => [name, fixed(best.get(name)!), ratio(best.get(name)!, direct)]),
+  ));
 
   // ---------------------------------------------------------------- small
-  const heyBase = ["-n", flags.requests!, "-c", flags.concurrency!];
   const smallPaths: [string, string[]][] = [
-    ["direct", [...heyBase, `${origin}/small`]],
-    ["forward proxy (hey -x)", [
-      ...heyBase,
-      "-x",
-      px,
-      `${origin}/small`,
-    ]],
-    ["nginx proxy_pass (peer)", [...heyBase, `${viaNginx}/small`]],
+    ["direct", [`${origin}/small`]],
+    ["forward proxy (hey -x)", ["-x", px, `${origin}/small`]],
+    ["nginx proxy_pass (peer)", [`${viaNginx}/small`]],
   ];
   const rps = new Map<string, number>();
   for (const [name, args] of smallPaths) {
-    const text = await output("hey", args);
-    const m = /Requests\/sec:\s+([\d.]+)/.exec(text);
-    const codes = /\[200\]\s+(\d+) responses/.exec(text);
-    if (!m || Number(codes?.[1] ?? 0) !== Number(flags.requests)) {
-      throw new Error(`hey ${name}: unexpected output\n${text}`);
-    }
-    rps.set(name, Number(m[1]));
+    rps.set(name, await hey(flags.requests, flags.concurrency, args));
   }
   const directRps = rps.get("direct")!;
   console.log(
     `\nsmall: hey, ${flags.requests} GETs of 1 KiB, ${flags.concurrency} keep-alive workers\n`,
   );
-  console.log("| path | req/s | ratio to direct |\n| --- | ---: | ---: |");
-  for (const [name] of smallPaths) {
-    const v = rps.get(name)!;
-    console.log(`| ${name} | ${v.toFixed(0)} | ${(v / directRps).toFixed(2)} |`);
-  }
+  console.log(formatTable(
+    ["path", "req/s", "ratio to direct"],
+    smallPaths.map(([name]) => [name, fixed(rps.get(name)!), ratio(rps.get(name)!, directRps)]),
+  ));
 } finally {
   await proxy.stop(1000);
-  try {
-    nginx.kill("SIGQUIT");
-  } catch {
-    // already gone
-  }
-  await nginx.status;
+  await nginx.stop("SIGQUIT"); // graceful: workers finish, the pid file goes
   await Deno.remove(dir, { recursive: true });
 }

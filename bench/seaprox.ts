@@ -16,132 +16,77 @@
  * Not a test: numbers are as measured on a shared machine.
  */
 
-import { closeQuietly, dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
-import { socks5Connect } from "../lib/socks5/mod.ts";
+import { closeQuietly, dial, type Duplex, sleep, writeAll } from "../lib/net/mod.ts";
+import {
+  benchFlags,
+  concurrentRps,
+  curl,
+  downloadMBps,
+  fixed,
+  formatTable,
+  freePort,
+  hasCommand,
+  lengthHeader,
+  mbPerSec,
+  MiB,
+  type Proc,
+  procStatusKiB,
+  ratio,
+  type Route,
+  sequentialMs,
+  serveLengthSource,
+  servicePath,
+  smallAnswerBytes,
+  smallBuffer,
+  smallExchange,
+  socksRoute,
+  spawn,
+  stopAll,
+  tcpRoute,
+  waitPort,
+} from "./_util.ts";
 
 const enc = new TextEncoder();
-const chunkBytes = 4 << 20;
 
 // ---------------------------------------------------------------- source role
 if (Deno.env.get("BENCH_ROLE") === "source") {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) });
-  const zeros = new Uint8Array(chunkBytes);
-  console.log("ready");
-  for await (const c of l) {
-    (async () => {
-      try {
-        const head = new Uint8Array(8);
-        let got = 0;
-        while (got < 8) {
-          const n = await c.read(head.subarray(got));
-          if (n === null) return;
-          got += n;
-        }
-        let left = Number(new DataView(head.buffer).getBigUint64(0));
-        while (left > 0) {
-          const n = Math.min(left, zeros.length);
-          await writeAll(c, zeros.subarray(0, n));
-          left -= n;
-        }
-        await c.closeWrite();
-        const sink = new Uint8Array(64);
-        while ((await c.read(sink)) !== null) { /* wait for the client's FIN */ }
-      } catch {
-        // A client that vanished mid-answer (the busy-RSS phase cuts them): nothing to do.
-      } finally {
-        closeQuietly(c);
-      }
-    })();
-  }
+  await serveLengthSource(
+    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
+  );
 }
 
 // ---------------------------------------------------------------- helpers
-function flag(name: string, fallback: number): number {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
-}
-const bulkBytes = flag("bytes", 1 << 30);
-const seqCount = flag("seq", 2000);
-const reqCount = flag("requests", 4000);
-const concurrency = flag("concurrency", 32);
-const rounds = flag("rounds", 3);
+const flags = benchFlags({
+  numbers: { bytes: 1 << 30, seq: 2000, requests: 4000, concurrency: 32, rounds: 3 },
+});
+const bulkBytes = flags.bytes;
+const seqCount = flags.seq;
+const reqCount = flags.requests;
+const concurrency = flags.concurrency;
+const rounds = flags.rounds;
 const idleConns = 1000;
 const busyConns = 100;
-const smallBytes = 1024;
 /** Size of the (sparse) file nginx serves for the curl bulk column. */
-const nginxFileBytes = 1 << 30;
+const nginxFileBytes = 1024 * MiB;
+/** How long the busy phase samples RSS, and how often. */
+const busySamples = 20;
+const busySampleMs = 200;
 
-/** A kernel-chosen free port (bound and released; fine for a benchmark). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = l.addr.port;
-  l.close();
-  return p;
-}
-
-async function waitPort(port: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    try {
-      closeQuietly(await dial("127.0.0.1", port, { timeoutMs: 1000 }));
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
-interface Proc {
-  name: string;
-  child: Deno.ChildProcess;
-}
 const procs: Proc[] = [];
 /** Outside peers that are not installed here: their rows say so instead of failing the run. */
 const missing = new Set<string>();
-function spawn(name: string, cmd: string, args: string[], env?: Record<string, string>): Proc {
-  // Peers' own logs would bury the table (the busy phase cuts 100 connections on purpose).
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "null" }).spawn();
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
+/**
+ * Start a peer with its output discarded: peers' own logs would bury the table (the busy
+ * phase cuts 100 connections on purpose). A peer that is not installed goes to `missing`.
+ */
+function start(cmd: string, args: string[], env?: Record<string, string>): Proc | undefined {
+  if (!hasCommand(cmd)) {
     missing.add(cmd);
-    return { name, child: undefined as unknown as Deno.ChildProcess };
+    return undefined;
   }
-  const p = { name, child };
+  const p = spawn(cmd, args, { env, output: "discard" });
   procs.push(p);
   return p;
-}
-async function stopAll(): Promise<void> {
-  for (const p of procs) {
-    try {
-      p.child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-  }
-  await Promise.all(procs.map((p) => p.child.status));
-  if (missing.size > 0) console.log(`\nnot installed here: ${[...missing].join(", ")}`);
-}
-
-function rssKiB(pid: number): number {
-  const s = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0);
-}
-
-/** Ask the source for `n` bytes on `c`, read them all; returns bytes read. */
-async function request(c: Duplex, n: number, buf: Uint8Array): Promise<number> {
-  const head = new Uint8Array(8);
-  new DataView(head.buffer).setBigUint64(0, BigInt(n));
-  await writeAll(c, head);
-  let total = 0;
-  while (true) {
-    const r = await c.read(buf);
-    if (r === null) break;
-    total += r;
-  }
-  return total;
 }
 
 /** Read an HTTP response head byte by byte; returns its status code. */
@@ -155,41 +100,25 @@ async function readHeadStatus(c: Duplex): Promise<number> {
   return Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
 }
 
-type Opener = () => Promise<Duplex>;
-interface Route {
-  name: string;
+/** A path of the table: a {@linkcode Route} to the source, and the same kind to nginx. */
+interface SeaproxRoute extends Route {
   /** The outside program this path needs, if any. */
   needs?: string;
-  open: Opener;
   /** curl arguments reaching nginx's `/big` through this path. */
   curl(nginxPort: number): string[];
 }
 
 /** A plain TCP path; `nginxFront` is the same kind of path in front of nginx. */
-function tcpRoute(name: string, port: number, nginxFront: number): Route {
-  return {
-    name,
-    open: () => dial("127.0.0.1", port),
-    curl: () => [`http://127.0.0.1:${nginxFront}/big`],
-  };
+function tcpPath(name: string, port: number, nginxFront: number): SeaproxRoute {
+  return { ...tcpRoute(name, port), curl: () => [`http://127.0.0.1:${nginxFront}/big`] };
 }
-function socksRoute(name: string, port: number, dest: number): Route {
+function socksPath(name: string, port: number, dest: number): SeaproxRoute {
   return {
-    name,
+    ...socksRoute(name, port, dest),
     curl: (np) => ["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${np}/big`],
-    open: async () => {
-      const c = await dial("127.0.0.1", port);
-      try {
-        const { leftover } = await socks5Connect(c, { host: "127.0.0.1", port: dest });
-        return withPrefix(c, leftover);
-      } catch (err) {
-        closeQuietly(c);
-        throw err;
-      }
-    },
   };
 }
-function connectRoute(name: string, port: number, dest: number): Route {
+function connectPath(name: string, port: number, dest: number): SeaproxRoute {
   return {
     name,
     curl: (np) => ["-p", "-x", `http://127.0.0.1:${port}`, `http://127.0.0.1:${np}/big`],
@@ -211,72 +140,18 @@ function connectRoute(name: string, port: number, dest: number): Route {
   };
 }
 
-async function bulk(route: Route): Promise<number> {
-  const buf = new Uint8Array(chunkBytes);
-  const t0 = performance.now();
-  const c = await route.open();
-  try {
-    const got = await request(c, bulkBytes, buf);
-    if (got !== bulkBytes) throw new Error(`${route.name}: got ${got} of ${bulkBytes} bytes`);
-  } finally {
-    closeQuietly(c);
-  }
-  return bulkBytes / 1e6 / ((performance.now() - t0) / 1000);
-}
-
 /** curl downloading the 1 GiB file from nginx through `route`: MB/s as curl reports it. */
-async function curlBulk(route: Route, nginxPort: number): Promise<number> {
-  const out = await new Deno.Command("curl", {
-    args: [
-      "-sS",
-      "-o",
-      "/dev/null",
-      "-w",
-      "%{speed_download} %{size_download}",
-      ...route.curl(nginxPort),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const [speed, size] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
-  if (out.code !== 0 || size !== nginxFileBytes) {
-    throw new Error(`curl via ${route.name}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  return speed / 1e6;
-}
-
-async function oneSmall(route: Route, buf: Uint8Array): Promise<void> {
-  const c = await route.open();
-  try {
-    const got = await request(c, smallBytes, buf);
-    if (got !== smallBytes) throw new Error(`${route.name}: short answer ${got}`);
-  } finally {
-    closeQuietly(c);
-  }
-}
-
-async function sequential(route: Route): Promise<number> {
-  const buf = new Uint8Array(4096);
-  const t0 = performance.now();
-  for (let i = 0; i < seqCount; i++) await oneSmall(route, buf);
-  return seqCount / ((performance.now() - t0) / 1000);
-}
-
-async function concurrent(route: Route): Promise<number> {
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      const buf = new Uint8Array(4096);
-      while (next++ < reqCount) await oneSmall(route, buf);
-    }),
-  );
-  return reqCount / ((performance.now() - t0) / 1000);
+async function curlBulk(route: SeaproxRoute, nginxPort: number): Promise<number> {
+  const r = await curl(route.curl(nginxPort), {
+    expectBytes: nginxFileBytes,
+    what: `via ${route.name}`,
+  });
+  return r.downloadMBps;
 }
 
 // ---------------------------------------------------------------- main
 const self = new URL(import.meta.url).pathname;
-const seaproxScript = new URL("../services/seaprox.ts", import.meta.url).pathname;
+const seaproxScript = servicePath("seaprox.ts");
 const srcPort = freePort();
 const ports = {
   static: freePort(),
@@ -292,11 +167,11 @@ const ports = {
 };
 
 try {
-  spawn("source", Deno.execPath(), ["run", "-A", self], {
+  start(Deno.execPath(), ["run", "-A", self], {
     BENCH_ROLE: "source",
     BENCH_PORT: String(srcPort),
   });
-  const seaprox = spawn("seaprox", Deno.execPath(), [
+  const seaprox = start(Deno.execPath(), [
     "run",
     "-A",
     seaproxScript,
@@ -314,11 +189,11 @@ try {
     "--listen",
     `static://127.0.0.1:${ports.staticNginx}?to=127.0.0.1:${ports.nginx}`,
   ]);
-  spawn("socat", "socat", [
+  start("socat", [
     `TCP-LISTEN:${ports.socat},bind=127.0.0.1,fork,reuseaddr`,
     `TCP:127.0.0.1:${srcPort}`,
   ]);
-  spawn("socat", "socat", [
+  start("socat", [
     `TCP-LISTEN:${ports.socatNginx},bind=127.0.0.1,fork,reuseaddr`,
     `TCP:127.0.0.1:${ports.nginx}`,
   ]);
@@ -344,7 +219,7 @@ try {
       "",
     ].join("\n"),
   );
-  spawn("nginx", "nginx", ["-c", `${dir}/nginx.conf`, "-p", dir]);
+  start("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir]);
   Deno.writeTextFileSync(
     `${dir}/haproxy.cfg`,
     [
@@ -368,8 +243,8 @@ try {
       "",
     ].join("\n"),
   );
-  spawn("haproxy", "haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
-  spawn("microsocks", "microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  start("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
+  start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
   const peerOf: Record<string, string> = {
     socat: "socat",
     socatNginx: "socat",
@@ -379,20 +254,18 @@ try {
     nginx: "nginx",
   };
   for (const [key, port] of [["source", srcPort] as const, ...Object.entries(ports)]) {
-    if (!missing.has(peerOf[key] ?? "")) await waitPort(port);
+    if (!missing.has(peerOf[key] ?? "")) await waitPort(port, key);
   }
-  const haveCurl = await new Deno.Command("curl", { args: ["--version"], stdout: "null" })
-    .output().then((o) => o.success, () => false);
-  const curlOk = haveCurl && !missing.has("nginx");
+  const curlOk = hasCommand("curl") && !missing.has("nginx");
 
-  const routes: Route[] = [
-    tcpRoute("direct TCP", srcPort, ports.nginx),
-    tcpRoute("seaprox static", ports.static, ports.staticNginx),
-    socksRoute("seaprox SOCKS5", ports.socks5, srcPort),
-    connectRoute("seaprox HTTP CONNECT", ports.http, srcPort),
-    { ...tcpRoute("socat", ports.socat, ports.socatNginx), needs: "socat" },
-    { ...tcpRoute("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx), needs: "haproxy" },
-    { ...socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort), needs: "microsocks" },
+  const routes: SeaproxRoute[] = [
+    tcpPath("direct TCP", srcPort, ports.nginx),
+    tcpPath("seaprox static", ports.static, ports.staticNginx),
+    socksPath("seaprox SOCKS5", ports.socks5, srcPort),
+    connectPath("seaprox HTTP CONNECT", ports.http, srcPort),
+    { ...tcpPath("socat", ports.socat, ports.socatNginx), needs: "socat" },
+    { ...tcpPath("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx), needs: "haproxy" },
+    { ...socksPath("microsocks (SOCKS5)", ports.microsocks, srcPort), needs: "microsocks" },
   ];
 
   interface Row {
@@ -416,11 +289,11 @@ try {
       const row = rows[i];
       if (row.err) continue;
       try {
-        await oneSmall(r, new Uint8Array(4096)); // warm up (JIT, resolver, pools)
-        row.mbps = Math.max(row.mbps, await bulk(r));
+        await smallExchange(r, smallBuffer()); // warm up (JIT, resolver, pools)
+        row.mbps = Math.max(row.mbps, await downloadMBps(r, bulkBytes));
         if (curlOk) row.curl = Math.max(row.curl, await curlBulk(r, ports.nginx));
-        row.seq = Math.max(row.seq, await sequential(r));
-        row.rps = Math.max(row.rps, await concurrent(r));
+        row.seq = Math.max(row.seq, 1000 / await sequentialMs(r, seqCount));
+        row.rps = Math.max(row.rps, await concurrentRps(r, reqCount, concurrency));
         console.error(`  round ${round}: measured ${r.name}`);
       } catch (err) {
         Object.assign(row, { mbps: NaN, curl: NaN, seq: NaN, rps: NaN, err: String(err) });
@@ -430,25 +303,24 @@ try {
   }
 
   // Memory of the seaprox process.
-  const pid = seaprox.child.pid;
+  const pid = seaprox!.child.pid;
+  const rssKiB = (pid: number) => procStatusKiB(pid, "VmRSS");
   const rssIdle = rssKiB(pid);
   const idle: Duplex[] = [];
   for (let i = 0; i < idleConns; i++) idle.push(await dial("127.0.0.1", ports.static));
   // Let every relay reach its pending read.
-  await new Promise((r) => setTimeout(r, 1000));
+  await sleep(1000);
   const rssIdleConns = rssKiB(pid);
   for (const c of idle) closeQuietly(c);
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
 
   const stopBusy = new AbortController();
   let busyBytes = 0;
   const busy = Promise.all(Array.from({ length: busyConns }, async () => {
     const c = await dial("127.0.0.1", ports.static);
     const buf = new Uint8Array(256 * 1024);
-    const head = new Uint8Array(8);
-    new DataView(head.buffer).setBigUint64(0, BigInt(1) << BigInt(50));
     try {
-      await writeAll(c, head);
+      await writeAll(c, lengthHeader(2 ** 50));
       while (!stopBusy.signal.aborted) {
         const n = await c.read(buf);
         if (n === null) throw new Error("busy connection ended early");
@@ -460,48 +332,53 @@ try {
   }));
   let rssBusy = 0;
   const busyStart = performance.now();
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 200));
+  for (let i = 0; i < busySamples; i++) {
+    await sleep(busySampleMs);
     rssBusy = Math.max(rssBusy, rssKiB(pid));
   }
-  const busyMBps = busyBytes / 1e6 / ((performance.now() - busyStart) / 1000);
+  const busyMBps = mbPerSec(busyBytes, performance.now() - busyStart);
   stopBusy.abort();
   await busy;
 
   // ---------------------------------------------------------------- table
   const direct = rows[0];
-  const fmt = (n: number, d = 0) => Number.isFinite(n) ? n.toFixed(d) : "-";
-  const ratio = (n: number, base: number) => Number.isFinite(n) ? (n / base).toFixed(2) : "-";
   console.log(
     `\nseaprox on loopback, best of ${rounds} rounds: bulk ${bulkBytes >> 20} MiB (Deno source ` +
       `-> Deno client, 4 MiB reads) and curl <- nginx 1 GiB file; ${seqCount} sequential and ` +
-      `${reqCount} x${concurrency} concurrent connect + 8 B request + ${smallBytes} B answer\n`,
+      `${reqCount} x${concurrency} concurrent connect + 8 B request + ${smallAnswerBytes} B answer\n`,
   );
-  console.log(
-    "| path | bulk MB/s | × direct | curl←nginx MB/s | × direct | seq conn/s | × direct " +
-      "| conc req/s | × direct |",
-  );
-  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-  for (const r of rows) {
-    console.log(
-      `| ${r.name} | ${fmt(r.mbps)} | ${ratio(r.mbps, direct.mbps)} | ${fmt(r.curl)} | ${
-        ratio(r.curl, direct.curl)
-      } | ${fmt(r.seq)} | ${ratio(r.seq, direct.seq)} | ${fmt(r.rps)} | ${
-        ratio(r.rps, direct.rps)
-      } |`,
-    );
-  }
+  console.log(formatTable(
+    [
+      "path",
+      "bulk MB/s",
+      "× direct",
+      "curl←nginx MB/s",
+      "× direct",
+      "seq conn/s",
+      "× direct",
+      "conc req/s",
+      "× direct",
+    ],
+    rows.map((r) => [
+      r.name,
+      fixed(r.mbps),
+      ratio(r.mbps, direct.mbps),
+      fixed(r.curl),
+      ratio(r.curl, direct.curl),
+      fixed(r.seq),
+      ratio(r.seq, direct.seq),
+      fixed(r.rps),
+      ratio(r.rps, direct.rps),
+    ]),
+  ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
   console.log("\nseaprox memory (VmRSS of the process)\n");
-  console.log("| state | RSS MiB |");
-  console.log("|---|---:|");
-  console.log(`| idle | ${(rssIdle / 1024).toFixed(1)} |`);
-  console.log(`| 1,000 idle relayed connections | ${(rssIdleConns / 1024).toFixed(1)} |`);
-  console.log(
-    `| ${busyConns} busy connections (peak; ${busyMBps.toFixed(0)} MB/s together) | ${
-      (rssBusy / 1024).toFixed(1)
-    } |`,
-  );
+  const mib = (kib: number) => fixed(kib / 1024, 1);
+  console.log(formatTable(["state", "RSS MiB"], [
+    ["idle", mib(rssIdle)],
+    ["1,000 idle relayed connections", mib(rssIdleConns)],
+    [`${busyConns} busy connections (peak; ${busyMBps.toFixed(0)} MB/s together)`, mib(rssBusy)],
+  ]));
   for (const [col, key] of [["Deno source", "mbps"], ["curl←nginx", "curl"]] as const) {
     const met = rows.slice(1, 4).every((r) => r[key] / direct[key] >= 0.8);
     console.log(
@@ -510,5 +387,6 @@ try {
   }
   Deno.removeSync(dir, { recursive: true });
 } finally {
-  await stopAll();
+  await stopAll(procs);
+  if (missing.size > 0) console.log(`\nnot installed here: ${[...missing].join(", ")}`);
 }
