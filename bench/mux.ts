@@ -15,8 +15,23 @@
 import { Session } from "../lib/mux/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { goAvailable, goPeer } from "../tests/_mux.ts";
+import {
+  benchFlags,
+  bestOf,
+  formatTable,
+  mbPerSec,
+  MiB,
+  type Proc,
+  sendBytes,
+  sh,
+  spawn,
+  spawnDeno,
+} from "./_util.ts";
 
-const MB = 1e6;
+/** Send size of one write of a bench stream. */
+const blockBytes = MiB;
+/** Streams opened for the idle-memory figure. */
+const idleStreams = 10_000;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -28,7 +43,7 @@ interface ByteConn {
 
 /** Receiver side of one bench stream: "discard N\n", N bytes, reply "N\n". */
 async function sink(c: ByteConn): Promise<void> {
-  const buf = new Uint8Array(1 << 20);
+  const buf = new Uint8Array(blockBytes);
   let head = "";
   let extra = 0;
   while (!head.includes("\n")) {
@@ -54,10 +69,7 @@ async function sink(c: ByteConn): Promise<void> {
 /** Sender side: returns when the receiver confirmed all bytes. */
 async function send(c: ByteConn, bytes: number): Promise<void> {
   await writeAll(c, enc.encode(`discard ${bytes}\n`));
-  const block = new Uint8Array(1 << 20);
-  for (let left = bytes; left > 0; left -= block.length) {
-    await writeAll(c, left >= block.length ? block : block.subarray(0, left));
-  }
+  await sendBytes(c, bytes, new Uint8Array(blockBytes));
   const reply = new Uint8Array(32);
   let text = "";
   while (!text.includes("\n")) {
@@ -85,27 +97,14 @@ if (Deno.env.get("BENCH_ROLE") === "mux-sink") {
 }
 
 // ------------------------------------------------------------------ driver
-async function startChild(cmd: string, args: string[], env: Record<string, string>, re: RegExp) {
-  const child = new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "inherit" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!re.test(text)) {
-    const r = await reader.read();
-    if (r.done) throw new Error(`${cmd} exited: ${text}`);
-    text += r.value;
+/** Wait for `proc`'s line matching `re` (a listening port), or stop it and throw. */
+async function portsLine(proc: Proc, re: RegExp): Promise<RegExpExecArray> {
+  try {
+    return re.exec(await proc.waitFor(re))!;
+  } catch (err) {
+    await proc.stop("SIGKILL");
+    throw err;
   }
-  return {
-    match: re.exec(text)!,
-    async stop() {
-      child.kill("SIGKILL");
-      await child.status;
-      await reader.cancel().catch(() => {});
-    },
-  };
-}
-
-function mbps(bytes: number, ms: number): number {
-  return bytes / MB / (ms / 1000);
 }
 
 async function warrenClient(port: number, bytes: number, streams: number): Promise<number> {
@@ -119,7 +118,7 @@ async function warrenClient(port: number, bytes: number, streams: number): Promi
   }));
   const ms = performance.now() - t0;
   await session.close();
-  return mbps(bytes, ms);
+  return mbPerSec(bytes, ms);
 }
 
 async function rawClient(port: number, bytes: number): Promise<number> {
@@ -128,17 +127,14 @@ async function rawClient(port: number, bytes: number): Promise<number> {
   await send(conn, bytes);
   const ms = performance.now() - t0;
   conn.close();
-  return mbps(bytes, ms);
+  return mbPerSec(bytes, ms);
 }
 
+/** The Go yamux client sending `bytes` over `streams` streams: MB/s as it measured them. */
 async function goClient(bin: string, port: number, bytes: number, streams: number) {
-  const out = await new Deno.Command(bin, {
-    args: ["client-bench", `127.0.0.1:${port}`, String(bytes), String(streams)],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const m = /bench (\d+)/.exec(dec.decode(out.stdout));
-  if (!m) throw new Error(`go client failed: ${dec.decode(out.stdout)}`);
+  const out = await sh(bin, ["client-bench", `127.0.0.1:${port}`, String(bytes), String(streams)]);
+  const m = /bench (\d+)/.exec(out);
+  if (!m) throw new Error(`go client failed: ${out}`);
   return Number(m[1]);
 }
 
@@ -164,30 +160,23 @@ async function idleStreamMemory(n: number): Promise<{ heap: number; rss: number 
 }
 
 if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
-  const i = Deno.args.indexOf("--mib");
-  const bytes = (i >= 0 ? Number(Deno.args[i + 1]) : 1024) * (1 << 20);
-  const r = Deno.args.indexOf("--runs");
-  const runs = r >= 0 ? Number(Deno.args[r + 1]) : 3;
+  const flags = benchFlags({ numbers: { mib: 1024, runs: 3 } });
+  const bytes = flags.mib * MiB;
+  const runs = flags.runs;
   /** Best of `runs`: the machine is shared, the best run is the least disturbed one. */
-  const best = async (f: () => Promise<number>): Promise<number> => {
-    let top = 0;
-    for (let k = 0; k < runs; k++) top = Math.max(top, await f());
-    return top;
-  };
+  const best = (f: () => Promise<number>): Promise<number> => bestOf(runs, f);
   const rows: { name: string; mbps: number | null; note?: string }[] = [];
   const self = new URL(import.meta.url).pathname;
-  const child = await startChild(Deno.execPath(), ["run", "-A", self], {
-    BENCH_ROLE: "mux-sink",
-  }, /ports (\d+) (\d+)/);
-  const rawPort = Number(child.match[1]);
-  const muxPort = Number(child.match[2]);
+  const child = spawnDeno(self, [], { env: { BENCH_ROLE: "mux-sink" } });
+  const ports = await portsLine(child, /ports (\d+) (\d+)/);
+  const rawPort = Number(ports[1]);
+  const muxPort = Number(ports[2]);
   const haveGo = goAvailable();
   const bin = haveGo ? await goPeer() : "";
-  const goSrv = haveGo
-    ? await startChild(bin, ["server", "127.0.0.1:0"], {}, /listening \S+:(\d+)/)
-    : null;
-  const goPort = goSrv ? Number(goSrv.match[1]) : 0;
+  let goSrv: Proc | null = null;
   try {
+    goSrv = haveGo ? spawn(bin, ["server", "127.0.0.1:0"], { name: "yamux_peer" }) : null;
+    const goPort = goSrv ? Number((await portsLine(goSrv, /listening \S+:(\d+)/))[1]) : 0;
     rows.push({
       name: "raw TCP (Deno -> Deno)",
       mbps: await best(() => rawClient(rawPort, bytes)),
@@ -221,8 +210,8 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
       rows.push({ name: "Go yamux", mbps: null, note: "go / yamux source not installed" });
     }
   } finally {
-    await child.stop();
-    await goSrv?.stop();
+    await child.stop("SIGKILL");
+    await goSrv?.stop("SIGKILL");
   }
   const raw = rows[0].mbps!;
   const go1 = rows.find((r) => r.name === "Go yamux, 1 stream")?.mbps;
@@ -230,18 +219,16 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
   console.log(
     `one-way bulk transfer over loopback, ${bytes >> 20} MiB per run, best of ${runs} runs\n`,
   );
-  console.log("| transfer | MB/s | vs raw TCP | vs Go yamux (same streams) |");
-  console.log("| --- | ---: | ---: | ---: |");
-  for (const r of rows) {
-    if (r.mbps === null) {
-      console.log(`| ${r.name} | – | – | ${r.note} |`);
-      continue;
-    }
-    const go = r.name.includes("4 streams") ? go4 : go1;
-    const vsGo = go && r.name.startsWith("warren mux") ? (r.mbps / go).toFixed(2) : "";
-    console.log(`| ${r.name} | ${r.mbps.toFixed(0)} | ${(r.mbps / raw).toFixed(2)} | ${vsGo} |`);
-  }
-  const mem = await idleStreamMemory(10_000);
+  console.log(formatTable(
+    ["transfer", "MB/s", "vs raw TCP", "vs Go yamux (same streams)"],
+    rows.map((r) => {
+      if (r.mbps === null) return [r.name, "–", "–", r.note ?? ""];
+      const go = r.name.includes("4 streams") ? go4 : go1;
+      const vsGo = go && r.name.startsWith("warren mux") ? (r.mbps / go).toFixed(2) : "";
+      return [r.name, r.mbps.toFixed(0), (r.mbps / raw).toFixed(2), vsGo];
+    }),
+  ));
+  const mem = await idleStreamMemory(idleStreams);
   console.log(
     `\nidle streams: ${mem.heap.toFixed(0)} B of JS heap per stream per side ` +
       `(RSS ${mem.rss.toFixed(0)} B), measured over 10,000 streams`,

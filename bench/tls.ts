@@ -16,19 +16,36 @@ import {
 } from "../lib/net/mod.ts";
 import { makePki } from "../tests/_tls.ts";
 import { randomBlock } from "../tests/_util.ts";
+import {
+  bestOf,
+  fixed,
+  formatTable,
+  freePort,
+  hasCommand,
+  mbPerSec,
+  MiB,
+  type Proc,
+  ratio,
+  readToEnd,
+  sendBytes,
+  spawn,
+  waitPort,
+} from "./_util.ts";
 
 const mib = Number(Deno.args[0] ?? 256);
-const total = mib * 1024 * 1024;
+const total = mib * MiB;
 const rounds = 3;
 const handshakeCount = 200;
+/** Read buffer of the sink. */
+const sinkBufferBytes = 256 * 1024;
 
 /** A sink listener: reads each connection to EOF, then closes. */
 async function sink(listener: Deno.Listener<Deno.Conn>): Promise<void> {
-  const buf = new Uint8Array(256 * 1024);
+  const buf = new Uint8Array(sinkBufferBytes);
   for await (const c of listener) {
     (async () => {
       try {
-        while ((await c.read(buf)) !== null) { /* drain */ }
+        await readToEnd(c, buf);
       } catch {
         // a peer that vanished: the next connection is measured anyway
       } finally {
@@ -39,22 +56,20 @@ async function sink(listener: Deno.Listener<Deno.Conn>): Promise<void> {
 }
 
 async function send(conn: Deno.Conn): Promise<void> {
-  let sent = 0;
-  while (sent < total) sent += await conn.write(randomBlock);
+  await sendBytes(conn, total, randomBlock);
   await conn.closeWrite();
   // Wait for the sink's close so the measurement includes delivery.
   await conn.read(new Uint8Array(1)).catch(() => null);
   closeQuietly(conn);
 }
 
-async function best(dialer: () => Promise<Deno.Conn>): Promise<number> {
-  let top = 0;
-  for (let i = 0; i < rounds; i++) {
+/** MB/s of the best of `rounds` sends through `dialer`'s connections (set-up included). */
+function best(dialer: () => Promise<Deno.Conn>): Promise<number> {
+  return bestOf(rounds, async () => {
     const t0 = performance.now();
     await send(await dialer());
-    top = Math.max(top, total / 1e6 / ((performance.now() - t0) / 1000));
-  }
-  return top;
+    return mbPerSec(total, performance.now() - t0);
+  });
 }
 
 async function handshakes(dialer: () => Promise<Deno.Conn>): Promise<number> {
@@ -82,24 +97,21 @@ const denoTls = await listenTls(addr, server);
 const nodeTls = await listenTls(addr, mutual);
 for (const l of [plain, denoTls, nodeTls]) void sink(l);
 
-let socat: Deno.ChildProcess | undefined;
-let socatPort = 0;
-try {
-  const probe = Deno.listen(addr);
-  socatPort = probe.addr.port;
-  probe.close();
-  socat = new Deno.Command("socat", {
-    args: [
-      `OPENSSL-LISTEN:${socatPort},bind=127.0.0.1,reuseaddr,fork,cert=${pki.serverCert},` +
-      `key=${pki.serverKey},verify=0`,
-      `TCP:127.0.0.1:${plain.addr.port}`,
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await new Promise((r) => setTimeout(r, 300));
-} catch {
-  socat = undefined; // not installed: reported below
+let socat: Proc | undefined;
+const socatPort = freePort();
+if (hasCommand("socat")) {
+  socat = spawn("socat", [
+    `OPENSSL-LISTEN:${socatPort},bind=127.0.0.1,reuseaddr,fork,cert=${pki.serverCert},` +
+    `key=${pki.serverKey},verify=0`,
+    `TCP:127.0.0.1:${plain.addr.port}`,
+  ], { output: "discard" });
+  try {
+    await waitPort(socatPort, "socat");
+  } catch (err) {
+    console.error(String(err));
+    await socat.stop();
+    socat = undefined; // reported below
+  }
 }
 
 const rows: [string, () => Promise<Deno.Conn>][] = [
@@ -121,19 +133,19 @@ const base = results[0];
 console.log(
   `TLS links, ${mib} MiB per run, best of ${rounds}; ${handshakeCount} sequential handshakes`,
 );
-console.log("| path                           |   MB/s | × direct | conn/s | × direct |");
-console.log("| ------------------------------ | -----: | -------: | -----: | -------: |");
-for (const r of results) {
-  console.log(
-    `| ${r.name.padEnd(30)} | ${r.mbps.toFixed(0).padStart(6)} | ${
-      (r.mbps / base.mbps).toFixed(2).padStart(8)
-    } | ${r.hs.toFixed(0).padStart(6)} | ${(r.hs / base.hs).toFixed(2).padStart(8)} |`,
-  );
-}
-if (!socat) console.log("socat not installed: outside peer row skipped");
+console.log(formatTable(
+  ["path", "MB/s", "× direct", "conn/s", "× direct"],
+  results.map((r) => [
+    r.name,
+    fixed(r.mbps),
+    ratio(r.mbps, base.mbps),
+    fixed(r.hs),
+    ratio(r.hs, base.hs),
+  ]),
+));
+if (!socat) console.log("socat not installed (or not listening): outside peer row skipped");
 
-socat?.kill("SIGTERM");
-await socat?.status;
+await socat?.stop();
 for (const l of [plain, denoTls, nodeTls]) closeQuietly(l);
 await pki.remove();
 Deno.exit(0);
