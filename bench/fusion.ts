@@ -14,11 +14,24 @@
  *   deno run -A bench/fusion.ts            (root; iproute2, iperf3, mptcpize for MPTCP)
  */
 
-import { netnsAvailable, sh, TwoPathNet, Watched } from "../tests/_netns.ts";
+import { sleep } from "../lib/net/mod.ts";
+import { netnsAvailable, TwoPathNet } from "../tests/_netns.ts";
+import {
+  benchPath,
+  formatTable,
+  hasCommand,
+  listeningPort,
+  logField,
+  pollIntervalMs,
+  type Proc,
+  servicePath,
+  sh,
+  stopAll,
+  watch,
+} from "./_util.ts";
 
 const deno = Deno.execPath();
-const here = (p: string) => new URL(p, import.meta.url).pathname;
-const peerScript = here("../tests/_fusion_peer.ts");
+const peerScript = benchPath("../tests/_fusion_peer.ts");
 const env = { FUSION_TOKEN: `bench-${crypto.randomUUID()}` };
 /** Each download is sized to take about this long at the nominal rate. */
 const targetSeconds = Number(Deno.env.get("FUSION_BENCH_SECONDS") ?? 4);
@@ -28,21 +41,9 @@ if (!netnsAvailable()) {
   console.error("bench/fusion.ts needs root and iproute2 (network namespaces)");
   Deno.exit(1);
 }
-const which = async (bin: string): Promise<boolean> => {
-  try {
-    await sh("which", [bin]);
-    return true;
-  } catch {
-    return false;
-  }
-};
-const haveMptcpize = await which("mptcpize");
-const haveIperf = await which("iperf3");
-
-const listeningAddr = (line: string): string => /addr=(\S+)/.exec(line)![1];
-const portOf = (addr: string): number => Number(addr.slice(addr.lastIndexOf(":") + 1));
-const field = (l: string, k: string): string | undefined =>
-  new RegExp(`(?:^| )${k}=(\\S+)`).exec(l)?.[1];
+const haveMptcpize = hasCommand("mptcpize");
+const haveIperf = hasCommand("iperf3");
+const field = logField;
 
 interface Row {
   shape: string;
@@ -55,7 +56,7 @@ interface Row {
 }
 
 const net = await TwoPathNet.create(shapes[0]);
-const procs: Watched[] = [];
+const procs: Proc[] = [];
 const rows: Row[] = [];
 const latencies: string[] = [];
 try {
@@ -95,73 +96,54 @@ try {
   }
 
   // ---- services ----
-  const start = (ns: string, args: string[], name: string): Watched => {
-    const w = new Watched(net.spawn(ns, deno, ["run", "-A", ...args], env), name);
+  const start = (ns: string, args: string[], name: string): Proc => {
+    const w = watch(net.spawn(ns, deno, ["run", "-A", ...args], env), name);
     procs.push(w);
     return w;
   };
   const source = start(net.serverNs, [peerScript, "source", "0.0.0.0:0"], "source");
-  const sourcePort = portOf(listeningAddr(await source.waitFor(/msg="listening"/)));
-  const server = start(net.serverNs, [
-    here("../services/fusion-server.ts"),
-    "--listen",
-    "0.0.0.0:0",
-    "--target",
-    `127.0.0.1:${sourcePort}`,
-  ], "fusion-server");
-  const serverPort = portOf(listeningAddr(await server.waitFor(/msg="listening"/)));
-  const pathArg = (i: number) =>
-    `${net.paths[i].clientAddr}>${net.paths[i].serverAddr}:${serverPort}`;
-  const client2 = start(net.clientNs, [
-    here("../services/fusion-client.ts"),
-    "--listen",
-    "127.0.0.1:0",
-    "--path",
-    pathArg(0),
-    "--path",
-    pathArg(1),
-  ], "fusion-client-2");
-  const client1 = start(net.clientNs, [
-    here("../services/fusion-client.ts"),
-    "--listen",
-    "127.0.0.1:0",
-    "--path",
-    pathArg(0),
-  ], "fusion-client-1");
-  const c2Port = portOf(listeningAddr(await client2.waitFor(/msg="listening"/)));
-  const c1Port = portOf(listeningAddr(await client1.waitFor(/msg="listening"/)));
-  // The other schedulers, each with its own server (the server schedules downloads).
-  const others: { name: string; server: Watched; client: Watched; port: number }[] = [];
-  for (const name of ["rr", "random"]) {
-    const srv = start(net.serverNs, [
-      here("../services/fusion-server.ts"),
+  const sourcePort = await listeningPort(source);
+  /** A fusion-server in the server namespace in front of the source; resolves with its port. */
+  const startServer = async (name: string, extra: string[]) => {
+    const proc = start(net.serverNs, [
+      servicePath("fusion-server.ts"),
       "--listen",
       "0.0.0.0:0",
       "--target",
       `127.0.0.1:${sourcePort}`,
-      "--scheduler",
-      name,
-    ], `fusion-server-${name}`);
-    const port = portOf(listeningAddr(await srv.waitFor(/msg="listening"/)));
-    const cli = start(net.clientNs, [
-      here("../services/fusion-client.ts"),
+      ...extra,
+    ], name);
+    return { proc, port: await listeningPort(proc) };
+  };
+  /** A fusion-client in the client namespace over `paths` (indexes) to the server on `port`. */
+  const startClient = (name: string, port: number, paths: number[], extra: string[]) =>
+    start(net.clientNs, [
+      servicePath("fusion-client.ts"),
       "--listen",
       "127.0.0.1:0",
-      "--scheduler",
-      name,
-      ...[0, 1].flatMap((i) => [
+      ...extra,
+      ...paths.flatMap((i) => [
         "--path",
         `${net.paths[i].clientAddr}>${net.paths[i].serverAddr}:${port}`,
       ]),
-    ], `fusion-client-${name}`);
-    const cport = portOf(listeningAddr(await cli.waitFor(/msg="listening"/)));
-    others.push({ name, server: srv, client: cli, port: cport });
+    ], name);
+  const { proc: server, port: serverPort } = await startServer("fusion-server", []);
+  const client2 = startClient("fusion-client-2", serverPort, [0, 1], []);
+  const client1 = startClient("fusion-client-1", serverPort, [0], []);
+  const c2Port = await listeningPort(client2);
+  const c1Port = await listeningPort(client1);
+  // The other schedulers, each with its own server (the server schedules downloads).
+  const others: { name: string; server: Proc; client: Proc; port: number }[] = [];
+  for (const name of ["rr", "random"]) {
+    const srv = await startServer(`fusion-server-${name}`, ["--scheduler", name]);
+    const cli = startClient(`fusion-client-${name}`, srv.port, [0, 1], ["--scheduler", name]);
+    others.push({ name, server: srv.proc, client: cli, port: await listeningPort(cli) });
   }
-  let iperfServer: Watched | undefined;
+  let iperfServer: Proc | undefined;
   const iperfPort = 5201 + Math.floor(Math.random() * 1000);
   if (haveIperf) {
     const args = ["-s", "-p", String(iperfPort), "--forceflush"];
-    iperfServer = new Watched(
+    iperfServer = watch(
       mptcpReady
         ? net.spawn(net.serverNs, "mptcpize", ["run", "iperf3", ...args])
         : net.spawn(net.serverNs, "iperf3", args),
@@ -173,7 +155,7 @@ try {
 
   /** Download `bytes` from `addr` inside the client namespace; returns Mbit/s. */
   const fetch = async (addr: string, bytes: number): Promise<number> => {
-    const w = new Watched(
+    const w = watch(
       net.spawn(net.clientNs, deno, ["run", "-A", peerScript, "fetch", addr, String(bytes)]),
       "fetch",
     );
@@ -188,12 +170,12 @@ try {
   };
 
   /** The newest "session closed" line of a service after `before` lines. */
-  const sessionLine = async (w: Watched, before: number): Promise<string> => {
+  const sessionLine = async (w: Proc, before: number): Promise<string> => {
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       const hit = w.lines.slice(before).reverse().find((l) => /msg="session closed"/.test(l));
       if (hit) return hit;
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(pollIntervalMs);
     }
     return "";
   };
@@ -208,7 +190,7 @@ try {
 
   /** 1-byte round trips through `addr`'s echo, inside the client namespace. */
   const pingpong = async (addr: string): Promise<string> => {
-    const w = new Watched(
+    const w = watch(
       net.spawn(net.clientNs, deno, ["run", "-A", peerScript, "pingpong", addr, "300"]),
       "pingpong",
     );
@@ -226,12 +208,20 @@ try {
     const nominal = shape[0] + shape[1];
     const label = `${shape[0]}+${shape[1]}`;
     const bytesFor = (mbit: number) => Math.round(mbit * 1e6 / 8 * targetSeconds);
-    const add = (what: string, mbps: number, tcpSum: number | null, resent = "", peak = "") =>
+    /** A row; `of` is the rate(s) it is compared with: one path's, or both (the default). */
+    const add = (
+      what: string,
+      mbps: number,
+      tcpSum: number | null,
+      resent = "",
+      peak = "",
+      of = nominal,
+    ) =>
       rows.push({
         shape: label,
         what,
         mbps,
-        ofNominal: mbps / nominal,
+        ofNominal: mbps / of,
         ofTcpSum: tcpSum ? mbps / tcpSum : null,
         resent,
         reorderPeak: peak,
@@ -239,39 +229,22 @@ try {
     const tcp1 = await fetch(`${net.paths[0].serverAddr}:${sourcePort}`, bytesFor(shape[0]));
     const tcp2 = await fetch(`${net.paths[1].serverAddr}:${sourcePort}`, bytesFor(shape[1]));
     const tcpSum = tcp1 + tcp2;
-    rows.push({
-      shape: label,
-      what: `TCP path 1 alone (${shape[0]} Mbit)`,
-      mbps: tcp1,
-      ofNominal: tcp1 / shape[0],
-      ofTcpSum: null,
-      resent: "",
-      reorderPeak: "",
-    });
-    rows.push({
-      shape: label,
-      what: `TCP path 2 alone (${shape[1]} Mbit)`,
-      mbps: tcp2,
-      ofNominal: tcp2 / shape[1],
-      ofTcpSum: null,
-      resent: "",
-      reorderPeak: "",
-    });
+    add(`TCP path 1 alone (${shape[0]} Mbit)`, tcp1, null, "", "", shape[0]);
+    add(`TCP path 2 alone (${shape[1]} Mbit)`, tcp2, null, "", "", shape[1]);
     {
       const b1 = client1.lines.length;
       const bs = server.lines.length;
       const f1 = await fetch(`127.0.0.1:${c1Port}`, bytesFor(shape[0]));
       const cl = await sessionLine(client1, b1);
       const sl = await sessionLine(server, bs);
-      rows.push({
-        shape: label,
-        what: "fusion, path 1 only",
-        mbps: f1,
-        ofNominal: f1 / shape[0],
-        ofTcpSum: f1 / tcp1,
-        resent: mib(Number(field(sl, "bytesResent") ?? 0)),
-        reorderPeak: mib(Number(field(cl, "reorderPeakBytes") ?? 0)),
-      });
+      add(
+        "fusion, path 1 only",
+        f1,
+        tcp1,
+        mib(Number(field(sl, "bytesResent") ?? 0)),
+        mib(Number(field(cl, "reorderPeakBytes") ?? 0)),
+        shape[0],
+      );
     }
     for (
       const o of [{ name: "weighted", server, client: client2, port: c2Port }, ...others]
@@ -310,22 +283,14 @@ try {
     if (haveIperf) {
       try {
         const ip1 = await iperf(net.paths[0].serverAddr, false);
-        rows.push({
-          shape: label,
-          what: "iperf3 TCP path 1 (outside peer)",
-          mbps: ip1,
-          ofNominal: ip1 / shape[0],
-          ofTcpSum: null,
-          resent: "",
-          reorderPeak: "",
-        });
+        add("iperf3 TCP path 1 (outside peer)", ip1, null, "", "", shape[0]);
       } catch (err) {
         console.error(`iperf3 run failed: ${err}`);
       }
     }
   }
 } finally {
-  for (const p of procs.reverse()) await p.stop();
+  await stopAll(procs.reverse());
   await net.destroy();
 }
 
@@ -339,28 +304,17 @@ console.log(
   "ratio/nominal: goodput / tbf rate(s) (TCP goodput tops out near 0.95 of a tbf rate: headers)",
 );
 console.log("ratio/TCP sum: goodput / sum of the single-path TCP goodputs measured in this run\n");
-const head = [
-  "shape",
-  "what",
-  "Mbit/s",
-  "ratio/nominal",
-  "ratio/TCP sum",
-  "resent",
-  "reorder peak",
-];
-const table = rows.map((r) => [
-  r.shape,
-  r.what,
-  r.mbps.toFixed(1),
-  r.ofNominal.toFixed(3),
-  r.ofTcpSum === null ? "" : r.ofTcpSum.toFixed(3),
-  r.resent,
-  r.reorderPeak,
-]);
-const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
-const fmt = (r: string[]) =>
-  r.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ");
-console.log(fmt(head));
-console.log(widths.map((w) => "-".repeat(w)).join("  "));
-for (const r of table) console.log(fmt(r));
+console.log(formatTable(
+  ["shape", "what", "Mbit/s", "ratio/nominal", "ratio/TCP sum", "resent", "reorder peak"],
+  rows.map((r) => [
+    r.shape,
+    r.what,
+    r.mbps.toFixed(1),
+    r.ofNominal.toFixed(3),
+    r.ofTcpSum === null ? "" : r.ofTcpSum.toFixed(3),
+    r.resent,
+    r.reorderPeak,
+  ]),
+  { style: "plain", align: ["left", "left"] },
+));
 if (latencies.length > 0) console.log(`\n${latencies.join("\n")}`);

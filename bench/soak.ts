@@ -12,7 +12,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, type Duplex, sleep, writeAll } from "../lib/net/mod.ts";
 import {
   fdCount,
   rssKiB,
@@ -21,9 +21,9 @@ import {
   startFusionStack,
   startTunnelStack,
 } from "../tests/_soak.ts";
-import { blockStream, blockStreamSha256, startOrigin } from "../tests/_util.ts";
+import { blockStream, blockStreamSha256, sha256, startOrigin } from "../tests/_util.ts";
+import { benchFlags, MiB } from "./_util.ts";
 
-const MiB = 1024 * 1024;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -147,6 +147,9 @@ export function startExchangeTarget(): { port: number; close(): Promise<void> } 
   };
 }
 
+/** How long an abandoned exchange sends before the client closes it mid-transfer. */
+const abandonAfterMs = 5;
+
 /** Read everything until EOF (bounded by `max` bytes). */
 async function readUpTo(c: Duplex, max: number): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
@@ -164,10 +167,6 @@ async function readUpTo(c: Duplex, max: number): Promise<Uint8Array> {
   return out;
 }
 
-function sha(b: Uint8Array): string {
-  return createHash("sha256").update(b).digest("hex");
-}
-
 /** One exchange through a depot or fusion stack; returns payload bytes moved. */
 export async function rawExchange(
   c: Duplex,
@@ -181,7 +180,7 @@ export async function rawExchange(
     for (const chunk of blockStream(up, seed)) await writeAll(c, chunk);
   })();
   if (abandon) {
-    await Promise.race([send, new Promise((r) => setTimeout(r, 5))]);
+    await Promise.race([send, sleep(abandonAfterMs)]);
     return -1;
   }
   const [, back] = await Promise.all([send, readUpTo(c, down + 65 + 64)]);
@@ -190,7 +189,7 @@ export async function rawExchange(
     throw new Error(`upload hash mismatch (${up} B)`);
   }
   const body = back.subarray(65);
-  if (body.length !== down || sha(body) !== blockStreamSha256(down, seed)) {
+  if (body.length !== down || sha256(body) !== blockStreamSha256(down, seed)) {
     throw new Error(`download mismatch: ${body.length} of ${down} B`);
   }
   return up + down;
@@ -209,7 +208,7 @@ async function httpExchange(c: Duplex, up: number, down: number, seed: number, a
     if (upload) { for (const chunk of blockStream(up, seed)) await writeAll(c, chunk); }
   })();
   if (abandon) {
-    await Promise.race([send, new Promise((r) => setTimeout(r, 5))]);
+    await Promise.race([send, sleep(abandonAfterMs)]);
     return -1;
   }
   const [, resp] = await Promise.all([send, readUpTo(c, Math.max(up, down) + 64 * 1024)]);
@@ -228,7 +227,7 @@ async function httpExchange(c: Duplex, up: number, down: number, seed: number, a
     }
     return up;
   }
-  if (body.length !== down || sha(body) !== blockStreamSha256(down, seed)) {
+  if (body.length !== down || sha256(body) !== blockStreamSha256(down, seed)) {
     throw new Error(`tunnel download mismatch: ${body.length} of ${down} B`);
   }
   return down;
@@ -265,7 +264,6 @@ function sampleAll(stacks: Stack[]): Record<string, ProcSample> {
   return out;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Shortest settle period after a load phase. */
 const settleMinMs = 6_000;
 
@@ -440,15 +438,12 @@ export function formatSoak(r: SoakResult): string {
 }
 
 if (import.meta.main) {
-  const arg = (name: string, fallback: number) => {
-    const i = Deno.args.indexOf(`--${name}`);
-    return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
-  };
-  const minutes = arg("minutes", 2);
-  const phases = arg("phases", 2);
-  const workers = arg("workers", 3);
-  const i = Deno.args.indexOf("--stacks");
-  const stacks = i >= 0 ? Deno.args[i + 1].split(",") : undefined;
+  const flags = benchFlags({
+    numbers: { minutes: 2, phases: 2, workers: 3 },
+    strings: ["stacks"],
+  });
+  const { minutes, phases, workers } = flags;
+  const stacks = flags.stacks?.split(",");
   console.log(
     `soak: ${minutes} min of mixed traffic, ${workers} workers per stack ` +
       `(depot, depot --mux, fusion, tunnel); RSS MiB / open FDs per process each second`,
