@@ -340,6 +340,17 @@ export function lengthHeader(n: number, upload = false): Uint8Array {
   return head;
 }
 
+/** Read one 8-byte big-endian word (a request or an upload's answer); null on an early EOF. */
+async function readWord(r: Pick<Duplex, "read">): Promise<bigint | null> {
+  const word = new Uint8Array(wordBytes);
+  for (let got = 0; got < wordBytes;) {
+    const n = await r.read(word.subarray(got));
+    if (n === null) return null;
+    got += n;
+  }
+  return new DataView(word.buffer).getBigUint64(0);
+}
+
 /**
  * Serve the length source on `listener`, forever: per connection, read the 8-byte big-endian
  * word n; if its top bit is clear send n zero bytes and FIN, if set read n bytes, answer the
@@ -351,14 +362,8 @@ export async function serveLengthSource(listener: Deno.Listener): Promise<void> 
   for await (const c of listener) {
     (async () => {
       try {
-        const head = new Uint8Array(wordBytes);
-        let got = 0;
-        while (got < wordBytes) {
-          const n = await c.read(head.subarray(got));
-          if (n === null) return;
-          got += n;
-        }
-        const word = new DataView(head.buffer).getBigUint64(0);
+        const word = await readWord(c);
+        if (word === null) return;
         if (word & uploadBit) {
           let left = Number(word & ~uploadBit);
           const buf = new Uint8Array(bulkChunkBytes);
@@ -440,14 +445,8 @@ export async function uploadMBps(route: Route, bytes: number): Promise<number> {
     await writeAll(c, lengthHeader(bytes, true));
     await sendBytes(c, bytes, block);
     // Read the 8-byte answer before our FIN: some proxies (microsocks) do not keep half-close.
-    const answer = new Uint8Array(wordBytes);
-    let n = 0;
-    while (n < wordBytes) {
-      const r = await c.read(answer.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    const got = n === wordBytes ? Number(new DataView(answer.buffer).getBigUint64(0)) : -1;
+    const word = await readWord(c);
+    const got = word === null ? -1 : Number(word);
     if (got !== bytes) throw new Error(`${route.name}: target got ${got} of ${bytes}`);
   } finally {
     closeQuietly(c);
