@@ -208,6 +208,34 @@ export async function readRequestHead(
 }
 
 /**
+ * Read the next request head of a kept-alive connection, with a slowloris defence: wait
+ * for its first byte without a deadline (idleness between requests is the caller's idle
+ * timer's business), then give the whole head `timeoutMs` to arrive, else call `onTimeout`
+ * (which should close the connection, so that this read rejects). `timeoutMs` <= 0 waits
+ * without a deadline. Resolves and rejects like {@linkcode readRequestHead}.
+ *
+ * @example
+ * ```ts ignore
+ * const head = await readRequestHeadWithin(r, 30_000, () => closeQuietly(conn));
+ * ```
+ */
+export async function readRequestHeadWithin(
+  r: BufferedReader,
+  timeoutMs: number,
+  onTimeout: () => void,
+  limits: HeadLimits = {},
+): Promise<RequestHead | null> {
+  if (timeoutMs <= 0) return await readRequestHead(r, limits);
+  if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) return null;
+  const timer = setTimeout(onTimeout, timeoutMs);
+  try {
+    return await readRequestHead(r, limits);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Read one response head. Interim (1xx) heads are returned like any other: the caller
  * forwards them and reads again. Rejects with {@linkcode HttpError} like `readRequestHead`.
  */

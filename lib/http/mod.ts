@@ -18,6 +18,7 @@ export {
   HttpError,
   type HttpErrorReason,
   readRequestHead,
+  readRequestHeadWithin,
   readResponseHead,
   type RequestHead,
   type ResponseHead,

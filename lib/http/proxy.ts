@@ -36,7 +36,7 @@ import {
   headerTokens,
   type HeadLimits,
   HttpError,
-  readRequestHead,
+  readRequestHeadWithin,
   readResponseHead,
   type RequestHead,
   type ResponseHead,
@@ -617,15 +617,10 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
   try {
     while (true) {
       let head: RequestHead | null;
-      let headTimer: ReturnType<typeof setTimeout> | undefined;
       try {
-        if (!first && headTimeoutMs > 0) {
-          // Idle between requests is the idle watch's business; from the next head's first
-          // byte on, the head has headTimeoutMs to arrive whole.
-          if (client.buffered === 0 && (await client.readExactOrEof(0)) === null) return;
-          headTimer = setTimeout(closeAll, headTimeoutMs);
-        }
-        head = await readRequestHead(client, limits);
+        // The first head is under the caller's handshake timer; later ones wait without a
+        // deadline for their first byte (the idle watch's business), then get headTimeoutMs.
+        head = await readRequestHeadWithin(client, first ? 0 : headTimeoutMs, closeAll, limits);
       } catch (err) {
         if (err instanceof HttpError) {
           const status = statusForHttpError(err);
@@ -644,8 +639,6 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
         }
         // Anything else is the connection itself failing (reset, closed by idle/abort).
         return;
-      } finally {
-        clearTimeout(headTimer);
       }
       if (head === null) return;
       idle.touch();

@@ -29,7 +29,7 @@ import {
   getHeader,
   headerHasToken,
   HttpError,
-  readRequestHead,
+  readRequestHeadWithin,
   requestBodyFraming,
   type RequestHead,
   serializeRequestHead,
@@ -309,18 +309,13 @@ export async function handlePublicConn(
   try {
     while (true) {
       let head: RequestHead | null;
-      let headTimer: ReturnType<typeof setTimeout> | undefined;
       try {
-        if (!first && headTimeoutMs > 0) {
-          // Idle between requests is the idle timer's business; from the next head's first
-          // byte on, the head has headTimeoutMs to arrive whole.
-          if (reader.buffered === 0 && (await reader.readExactOrEof(0)) === null) break;
-          headTimer = setTimeout(() => {
-            log.debug("request head too slow, closing", { remote: peer.remote });
-            closeQuietly(conn);
-          }, headTimeoutMs);
-        }
-        head = await readRequestHead(reader);
+        // The first head is under serve()'s handshake timer; later ones wait without a
+        // deadline for their first byte (the idle timer's business), then get headTimeoutMs.
+        head = await readRequestHeadWithin(reader, first ? 0 : headTimeoutMs, () => {
+          log.debug("request head too slow, closing", { remote: peer.remote });
+          closeQuietly(conn);
+        });
       } catch (err) {
         const status = err instanceof HttpError ? statusForHttpError(err) : undefined;
         if (status !== undefined) {
@@ -329,8 +324,6 @@ export async function handlePublicConn(
           return;
         }
         break; // closed mid-head or reset: nothing to answer
-      } finally {
-        clearTimeout(headTimer);
       }
       if (head === null) break;
       lastActivity = Date.now();
