@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { Logger, type LogLevel, logLevels } from "./log.ts";
 import { AddressError, type HostPort, parseHostPort } from "./net/addr.ts";
 import { errorMessage } from "./net/errors.ts";
+import { formatAddr } from "./net/serve.ts";
 import { type ConfigFlag, type ConfigValue, loadConfigFile } from "./config/mod.ts";
 
 /** One flag of a service. */
@@ -295,6 +296,25 @@ export function bindOrExit<T>(what: string, addr: HostPort, start: () => T): T {
 /** `Deno.listen` on `addr`, or exit 1 with one line (see {@linkcode bindOrExit}). */
 export function listenOrExit(addr: HostPort, what: string): Deno.TcpListener {
   return bindOrExit(what, addr, () => Deno.listen({ hostname: addr.host, port: addr.port }));
+}
+
+/**
+ * `Deno.serve` `handler` on `addr` (e.g. a `--status` endpoint), logging the standard
+ * `listening` line with `name: what` once bound, or exit 1 with one line (see
+ * {@linkcode bindOrExit}).
+ */
+export function serveOrExit(
+  addr: HostPort,
+  what: string,
+  log: Logger,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+): Deno.HttpServer<Deno.NetAddr> {
+  return bindOrExit(what, addr, () =>
+    Deno.serve({
+      hostname: addr.host,
+      port: addr.port,
+      onListen: (a) => log.info("listening", { name: what, addr: formatAddr(a) }),
+    }, handler));
 }
 
 /**

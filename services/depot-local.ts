@@ -13,6 +13,7 @@ import {
   intFlag,
   onShutdown,
   parseFlags,
+  serveOrExit,
   serviceLogger,
 } from "../lib/cli.ts";
 import { serveMetrics } from "../lib/metrics.ts";
@@ -23,7 +24,7 @@ import {
   tlsClientFlags,
   tlsClientFromFlags,
 } from "../lib/cli_security.ts";
-import { Acl, AclError, formatAddr } from "../lib/net/mod.ts";
+import { Acl, AclError } from "../lib/net/mod.ts";
 import { defaultControlPort, DepotLocal, exitNamePattern, statusApp } from "../lib/depot/mod.ts";
 
 // ---- flags ----
@@ -171,12 +172,7 @@ const local = new DepotLocal({
   log,
 });
 const statusServer = statusAddr
-  ? bindOrExit("status", statusAddr, () =>
-    Deno.serve({
-      hostname: statusAddr.host,
-      port: statusAddr.port,
-      onListen: (a) => log.info("listening", { name: "status", addr: formatAddr(a) }),
-    }, statusApp(local).fetch))
+  ? serveOrExit(statusAddr, "status", log, statusApp(local).fetch)
   : undefined;
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>

@@ -15,6 +15,7 @@ import {
   onReload,
   onShutdown,
   parseFlags,
+  serveOrExit,
   serviceLogger,
 } from "../lib/cli.ts";
 import {
@@ -181,14 +182,8 @@ log.info("link security", {
     ? (tls.ca ? "mutual" : "server")
     : "off (plaintext: keep it on loopback or a trusted network)",
 });
-const app = statusApp(server);
 const statusServer = statusAddr
-  ? bindOrExit("status", statusAddr, () =>
-    Deno.serve({
-      hostname: statusAddr.host,
-      port: statusAddr.port,
-      onListen: (a) => log.info("listening", { name: "status", addr: formatAddr(a) }),
-    }, app.fetch))
+  ? serveOrExit(statusAddr, "status", log, statusApp(server).fetch)
   : undefined;
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
