@@ -20,7 +20,7 @@ import { tlsClientFlags } from "../lib/cli_security.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, loadTlsClientConfig, type TlsClientConfig } from "../lib/net/mod.ts";
-import { type TcpTunnelSpec, TunnelClient } from "../lib/tunnel/mod.ts";
+import { type TcpTunnelSpec, type Transport, TunnelClient } from "../lib/tunnel/mod.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -60,9 +60,10 @@ const flags = parseFlags({
     },
     transport: {
       type: "string",
-      arg: "websocket|raw",
-      default: "websocket",
-      help: "websocket (any proxy, both server fronts) or raw (HTTP Upgrade, no framing: faster)",
+      arg: "auto|websocket|raw",
+      default: "auto",
+      help: "raw (HTTP Upgrade, no framing: fastest), websocket (any proxy, both server " +
+        "fronts), or auto: raw, falling back to websocket when refused on the way",
     },
     "ca-file": {
       type: "string",
@@ -131,8 +132,8 @@ const tcp: TcpTunnelSpec[] = flags.tcp.map((spec) => {
   }
   return { publicPort: Number(m[1]), local: hostPortFlag("tcp", m[2]) };
 });
-if (flags.transport !== "websocket" && flags.transport !== "raw") {
-  fail("--transport must be websocket or raw", 2);
+if (!["auto", "websocket", "raw"].includes(flags.transport!)) {
+  fail("--transport must be auto, websocket or raw", 2);
 }
 if (flags["ca-file"] && flags["tls-ca"]) fail("give --ca-file or --tls-ca, not both", 2);
 // TLS itself follows the URL scheme (https/wss); these flags only say whom to trust and
@@ -169,7 +170,7 @@ const client = new TunnelClient({
   local,
   allowPorts,
   tcp,
-  transport: flags.transport as "websocket" | "raw",
+  transport: flags.transport as Transport,
   tls,
   heartbeatIntervalMs: heartbeatMs,
   heartbeatTimeoutMs: heartbeatMs * 3,

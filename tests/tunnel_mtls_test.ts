@@ -62,6 +62,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     // The right certificate: over the WebSocket transport and over the raw one.
     const good = await startService("tunnel-client.ts", [
       `--server=wss://localhost:${port}`,
+      "--transport=websocket",
       `--identifier-file=${pki.dir}/id`,
       `--local=127.0.0.1:${app.port}`,
       `--tls-ca=${pki.ca}`,
@@ -116,6 +117,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     // A tunnel client without a certificate: refused, says why, keeps retrying.
     const noCert = await startService("tunnel-client.ts", [
       `--server=wss://localhost:${port}`,
+      "--transport=websocket",
       `--identifier-file=${pki.dir}/id`,
       `--local=127.0.0.1:${app.port}`,
       `--tls-ca=${pki.ca}`,
@@ -130,6 +132,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     // One from another CA: refused too, on the server for "unknown-ca".
     const rogue = await startService("tunnel-client.ts", [
       `--server=wss://localhost:${port}`,
+      "--transport=websocket",
       `--identifier-file=${pki.dir}/id`,
       `--local=127.0.0.1:${app.port}`,
       `--tls-ca=${pki.ca}`,

@@ -74,7 +74,7 @@ export interface TunnelClientOptions {
   allowPorts?: number[];
   /** Public TCP tunnels to request. */
   tcp?: TcpTunnelSpec[];
-  /** How the session reaches the server. @default "websocket" */
+  /** How the session reaches the server. @default "auto" */
   transport?: Transport;
   /** Extra trusted CA certificates (PEM) for an https/wss server. */
   caCerts?: string[];
@@ -103,10 +103,12 @@ export interface TunnelClientOptions {
 
 /**
  * How the mux session reaches the server: "websocket" (binary messages; passes any
- * WebSocket-capable proxy, works with both server fronts) or "raw" (HTTP Upgrade to
- * `warren-mux`, then plain bytes; standalone front only, no framing cost).
+ * WebSocket-capable proxy, works with both server fronts), "raw" (HTTP Upgrade to
+ * `warren-mux`, then plain bytes; standalone front only, no framing or masking cost: up to
+ * twice the bulk throughput), or "auto": raw, and websocket when something on the way (the
+ * embeddable front, a WebSocket-only proxy) does not switch to raw.
  */
-export type Transport = "websocket" | "raw";
+export type Transport = "auto" | "websocket" | "raw";
 
 /**
  * Why a connection to the server failed: "tls" is a failed TLS handshake (wrong CA, name,
@@ -158,8 +160,10 @@ export interface ConnectTransportOptions {
   timeoutMs?: number;
   /** Abort the attempt. */
   signal?: AbortSignal;
-  /** WebSocket (default) or the raw upgrade. */
+  /** WebSocket, the raw upgrade, or raw falling back to WebSocket. @default "auto" */
   transport?: Transport;
+  /** "auto" only: the raw upgrade was refused on the way (and WebSocket is tried next). */
+  onRawRefused?: (err: ConnectError) => void;
   /** Extra trusted CA certificates (PEM) for an https/wss server. */
   caCerts?: string[];
   /** CA, server name and client certificate (mutual TLS) for an https/wss server. */
@@ -167,17 +171,38 @@ export interface ConnectTransportOptions {
 }
 
 /**
- * Open the WebSocket transport to the server's control path with our identifier.
+ * Open the transport to the server's control path with our identifier (a `WsConn` for
+ * WebSocket, the upgraded connection itself for raw).
  * Rejects with ConnectError: "unauthorized" (401/403), "duplicate" (409), "refused" (other
  * status), "dial" (network), "tls" (handshake failed, or the server hung up right after it:
- * it wants a client certificate), "protocol" (not a valid WebSocket answer).
+ * it wants a client certificate), "protocol" (not a valid upgrade answer). With "auto", a
+ * "refused" or "protocol" answer to the raw upgrade is followed by a WebSocket attempt.
  */
 export async function connectTransport(
   server: string,
   identifier: string,
   opts: ConnectTransportOptions = {},
 ): Promise<Duplex> {
-  const raw = opts.transport === "raw";
+  const transport = opts.transport ?? "auto";
+  if (transport !== "auto") return await connectOnce(server, identifier, opts, transport);
+  try {
+    return await connectOnce(server, identifier, opts, "raw");
+  } catch (err) {
+    const refusedOnTheWay = err instanceof ConnectError &&
+      (err.reason === "refused" || err.reason === "protocol");
+    if (!refusedOnTheWay || opts.signal?.aborted) throw err;
+    opts.onRawRefused?.(err);
+    return await connectOnce(server, identifier, opts, "websocket");
+  }
+}
+
+async function connectOnce(
+  server: string,
+  identifier: string,
+  opts: ConnectTransportOptions,
+  transport: "websocket" | "raw",
+): Promise<Duplex> {
+  const raw = transport === "raw";
   const u = parseServerUrl(server);
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const conn = u.tls ? await dialTls(u, opts, timeoutMs) : await dialTcp(u, opts, timeoutMs);
@@ -353,6 +378,8 @@ export class TunnelClient {
   #session: Session | undefined;
   /** Local ports a server-defined TCP tunnel asked for and was refused (warned once). */
   #refusedPorts = new Set<number>();
+  /** "auto": the raw upgrade was refused on the way once; reconnect with WebSocket. */
+  #rawRefused = false;
 
   /** A client; nothing happens until `run()`. */
   constructor(opts: TunnelClientOptions) {
@@ -405,10 +432,18 @@ export class TunnelClient {
    */
   async #once(onUp: () => void): Promise<SessionEndReport> {
     const signal = this.#o.signal;
+    const mode = this.#o.transport ?? "auto";
     const transport = await connectTransport(this.#o.server, this.#o.identifier, {
       timeoutMs: this.#o.dialTimeoutMs,
       signal,
-      transport: this.#o.transport,
+      // Once the raw upgrade was refused on the way, later reconnects go straight to WebSocket.
+      transport: mode === "auto" && this.#rawRefused ? "websocket" : mode,
+      onRawRefused: (err) => {
+        this.#rawRefused = true;
+        this.#log.info("raw transport refused on the way, using websocket", {
+          error: err.message,
+        });
+      },
       caCerts: this.#o.caCerts,
       tls: this.#o.tls,
     });
@@ -448,7 +483,11 @@ export class TunnelClient {
       this.connects++;
       this.state = "connected";
       onUp();
-      this.#log.info("connected", { server: this.#o.server, hosts: resp.hosts.join(",") });
+      this.#log.info("connected", {
+        server: this.#o.server,
+        hosts: resp.hosts.join(","),
+        transport: transport instanceof WsConn ? "websocket" : "raw",
+      });
       for (const t of resp.tcp) {
         if (t.ok) this.#log.info("tcp tunnel open", { publicPort: t.publicPort, addr: t.addr });
         else this.#log.warn("tcp tunnel refused", { publicPort: t.publicPort, error: t.error });

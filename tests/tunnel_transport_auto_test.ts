@@ -1,0 +1,99 @@
+/**
+ * tunnel-client's default transport "auto": the raw upgrade where the server takes it (the
+ * standalone front), WebSocket where something on the way refuses it (here the embeddable
+ * front, which only speaks WebSocket), and once refused, reconnects go straight to WebSocket.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { curl, startApp, startClient, startTunnel, testLog } from "./_tunnel.ts";
+import { Logger } from "../lib/log.ts";
+import { createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
+
+function capture(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: new Logger("info", { svc: "tunnel-client" }, (l) => lines.push(l)), lines };
+}
+
+function honoTunnel(id: string, port = 0) {
+  const server = new TunnelServer({
+    heartbeatIntervalMs: 500,
+    heartbeatTimeoutMs: 5_000,
+    log: testLog("hono-tunnel"),
+  });
+  const http = Deno.serve(
+    { hostname: "127.0.0.1", port, onListen() {} },
+    createTunnelApp(server).fetch,
+  );
+  return {
+    server,
+    port: http.addr.port,
+    ready: server.addHost("127.0.0.1", id),
+    close: async () => {
+      await server.close();
+      await http.shutdown();
+    },
+  };
+}
+
+Deno.test("tunnel transport auto: raw on the standalone front", async () => {
+  const app = startApp();
+  const t = startTunnel();
+  const id = "identifier-auto-0001";
+  await t.server.addHost("app.test", id);
+  const cap = capture();
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+    log: cap.log,
+  });
+  try {
+    await c.connected();
+    const r = await curl(t.port, "app.test", "/hello?id=3");
+    assertEquals(r.body, "hello 3");
+    assert(cap.lines.some((l) => /msg="connected".*transport=raw/.test(l)), cap.lines.join("\n"));
+    assert(!cap.lines.some((l) => /raw transport refused/.test(l)), cap.lines.join("\n"));
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.close();
+  }
+});
+
+Deno.test("tunnel transport auto: falls back to WebSocket once, and reconnects on it", async () => {
+  const app = startApp();
+  const id = "identifier-auto-0002";
+  let t = honoTunnel(id);
+  await t.ready;
+  const port = t.port;
+  const cap = capture();
+  const c = startClient({
+    server: `http://127.0.0.1:${port}`,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+    log: cap.log,
+  });
+  const count = (re: RegExp) => cap.lines.filter((l) => re.test(l)).length;
+  try {
+    await c.connected();
+    const r = await fetch(`http://127.0.0.1:${port}/hello?id=4`);
+    assertEquals(await r.text(), "hello 4");
+    assertEquals(count(/raw transport refused on the way/), 1, cap.lines.join("\n"));
+    assertEquals(count(/msg="connected".*transport=websocket/), 1, cap.lines.join("\n"));
+
+    // The server restarts on the same port: the client comes back on WebSocket directly.
+    await t.close();
+    t = honoTunnel(id, port);
+    await t.ready;
+    for (let i = 0; i < 400 && count(/msg="connected"/) < 2; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const r2 = await fetch(`http://127.0.0.1:${port}/hello?id=5`);
+    assertEquals(await r2.text(), "hello 5");
+    assertEquals(count(/raw transport refused on the way/), 1, cap.lines.join("\n"));
+    assertEquals(count(/msg="connected".*transport=websocket/), 2, cap.lines.join("\n"));
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.close();
+  }
+});
