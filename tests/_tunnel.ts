@@ -3,8 +3,10 @@
 import { Logger, type LogLevel } from "../lib/log.ts";
 import type { Server } from "../lib/net/mod.ts";
 import {
+  createTunnelApp,
   type HttpFrontOptions,
   serveTunnel,
+  type TunnelAppOptions,
   TunnelClient,
   type TunnelClientOptions,
   TunnelServer,
@@ -52,6 +54,39 @@ export function startTunnel(
     close: async () => {
       await server.close();
       await srv.stop(200);
+    },
+  };
+}
+
+/** A running TunnelServer behind the embeddable front (createTunnelApp in Deno.serve). */
+export interface TestHonoTunnel {
+  server: TunnelServer;
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serve a TunnelServer through `createTunnelApp` on 127.0.0.1:`port` (0 = any). */
+export function startHonoTunnel(
+  opts: { server?: TunnelServerOptions; app?: TunnelAppOptions; port?: number } = {},
+): TestHonoTunnel {
+  const server = new TunnelServer({
+    heartbeatIntervalMs: 500,
+    heartbeatTimeoutMs: 5_000,
+    log: testLog("hono-tunnel"),
+    ...opts.server,
+  });
+  const http = Deno.serve(
+    { hostname: "127.0.0.1", port: opts.port ?? 0, onListen() {} },
+    createTunnelApp(server, opts.app).fetch,
+  );
+  return {
+    server,
+    port: http.addr.port,
+    url: `http://127.0.0.1:${http.addr.port}`,
+    close: async () => {
+      await server.close();
+      await http.shutdown();
     },
   };
 }

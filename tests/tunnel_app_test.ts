@@ -2,29 +2,8 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { blockStream, blockStreamSha256, run } from "./_util.ts";
 import { createHash } from "node:crypto";
-import { startApp, startClient, testLog } from "./_tunnel.ts";
-import { createAdminApp, createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
-
-/** A TunnelServer served by Deno.serve through createTunnelApp. */
-function startHonoTunnel(responseTimeoutMs?: number) {
-  const server = new TunnelServer({
-    heartbeatIntervalMs: 500,
-    heartbeatTimeoutMs: 5_000,
-    responseTimeoutMs,
-    log: testLog("hono-tunnel"),
-  });
-  const app = createTunnelApp(server);
-  const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
-  return {
-    server,
-    port: http.addr.port,
-    url: `http://127.0.0.1:${http.addr.port}`,
-    close: async () => {
-      await server.close();
-      await http.shutdown();
-    },
-  };
-}
+import { startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
+import { createAdminApp } from "../lib/tunnel/mod.ts";
 
 /** fetch through the tunnel; Deno's fetch derives Host from the URL, so the vhost is the IP. */
 async function hostFetch(port: number, path: string, init: RequestInit = {}) {
@@ -137,7 +116,7 @@ Deno.test("tunnel admin API: token required; add, list, remove hosts; list clien
 
 Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host, 501 for non-WebSocket Upgrade", async () => {
   const local = startApp();
-  const t = startHonoTunnel(400);
+  const t = startHonoTunnel({ server: { responseTimeoutMs: 400 } });
   const id = "identifier-hono-timeout-10";
   await t.server.addHost("127.0.0.1", id);
   const c = startClient({

@@ -5,40 +5,12 @@
  */
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { blockStream, blockStreamSha256, run } from "./_util.ts";
-import { startClient, testLog } from "./_tunnel.ts";
+import { startClient, startHonoTunnel } from "./_tunnel.ts";
 import { haveChromium, withBrowser } from "./_status.ts";
-import {
-  createTunnelApp,
-  type TunnelAppOptions,
-  TunnelServer,
-  webSocketAccept,
-  WsConn,
-} from "../lib/tunnel/mod.ts";
+import { type TunnelAppOptions, webSocketAccept, WsConn } from "../lib/tunnel/mod.ts";
 import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { readRequestHead, readResponseHead } from "../lib/http/mod.ts";
 import { createHash } from "node:crypto";
-
-/** A TunnelServer served by Deno.serve through createTunnelApp. */
-function startHonoTunnel(opts: TunnelAppOptions = {}) {
-  const server = new TunnelServer({
-    heartbeatIntervalMs: 500,
-    heartbeatTimeoutMs: 5_000,
-    log: testLog("hono-tunnel"),
-  });
-  const http = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    createTunnelApp(server, opts).fetch,
-  );
-  return {
-    server,
-    port: http.addr.port,
-    url: `http://127.0.0.1:${http.addr.port}`,
-    close: async () => {
-      await server.close();
-      await http.shutdown();
-    },
-  };
-}
 
 interface CloseSeen {
   code: number;
@@ -196,7 +168,7 @@ const wsHeaders = {
 /** App, tunnel front and a connected client; torn down by `stop()`. */
 async function setup(id: string, localPort?: number, opts: TunnelAppOptions = {}) {
   const app = startWsApp();
-  const t = startHonoTunnel(opts);
+  const t = startHonoTunnel({ app: opts });
   await t.server.addHost("127.0.0.1", id);
   const c = startClient({
     server: t.url,
@@ -483,7 +455,7 @@ Deno.test("tunnel app websocket: a slow side is not buffered without bound (both
   });
   let flooded = 0;
   const deaf = startDeafApp();
-  const t = startHonoTunnel({ webSocket: { maxQueuedBytes: 4 * 1024 * 1024 } });
+  const t = startHonoTunnel({ app: { webSocket: { maxQueuedBytes: 4 * 1024 * 1024 } } });
   await t.server.addHost("127.0.0.1", "identifier-app-ws-slow-06");
   const c = startClient({
     server: t.url,

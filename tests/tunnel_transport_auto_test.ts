@@ -4,34 +4,19 @@
  * front, which only speaks WebSocket), and once refused, reconnects go straight to WebSocket.
  */
 import { assert, assertEquals } from "./_assert.ts";
-import { curl, startApp, startClient, startTunnel, testLog } from "./_tunnel.ts";
+import { curl, startApp, startClient, startHonoTunnel, startTunnel } from "./_tunnel.ts";
 import { Logger } from "../lib/log.ts";
-import { createTunnelApp, TunnelServer } from "../lib/tunnel/mod.ts";
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
   return { log: new Logger("info", { svc: "tunnel-client" }, (l) => lines.push(l)), lines };
 }
 
-function honoTunnel(id: string, port = 0) {
-  const server = new TunnelServer({
-    heartbeatIntervalMs: 500,
-    heartbeatTimeoutMs: 5_000,
-    log: testLog("hono-tunnel"),
-  });
-  const http = Deno.serve(
-    { hostname: "127.0.0.1", port, onListen() {} },
-    createTunnelApp(server).fetch,
-  );
-  return {
-    server,
-    port: http.addr.port,
-    ready: server.addHost("127.0.0.1", id),
-    close: async () => {
-      await server.close();
-      await http.shutdown();
-    },
-  };
+/** The embeddable front serving `id` for host 127.0.0.1 (it speaks only WebSocket). */
+async function honoTunnel(id: string, port = 0) {
+  const t = startHonoTunnel({ port });
+  await t.server.addHost("127.0.0.1", id);
+  return t;
 }
 
 Deno.test("tunnel transport auto: raw on the standalone front", async () => {
@@ -62,8 +47,7 @@ Deno.test("tunnel transport auto: raw on the standalone front", async () => {
 Deno.test("tunnel transport auto: falls back to WebSocket once, and reconnects on it", async () => {
   const app = startApp();
   const id = "identifier-auto-0002";
-  let t = honoTunnel(id);
-  await t.ready;
+  let t = await honoTunnel(id);
   const port = t.port;
   const cap = capture();
   const c = startClient({
@@ -82,8 +66,7 @@ Deno.test("tunnel transport auto: falls back to WebSocket once, and reconnects o
 
     // The server restarts on the same port: the client comes back on WebSocket directly.
     await t.close();
-    t = honoTunnel(id, port);
-    await t.ready;
+    t = await honoTunnel(id, port);
     for (let i = 0; i < 400 && count(/msg="connected"/) < 2; i++) {
       await new Promise((r) => setTimeout(r, 25));
     }
