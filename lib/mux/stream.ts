@@ -120,7 +120,8 @@ export class Stream implements Duplex {
   #freed = false;
 
   // receive side
-  #rx = new RecvBuffer();
+  /** Bytes no reader has taken yet; created on first use (an idle stream holds none). */
+  #rx: RecvBuffer | null = null;
   #reader: PendingRead | null = null;
   /** A reader whose buffer the session is reading the transport into right now. */
   #direct: PendingRead | null = null;
@@ -171,7 +172,11 @@ export class Stream implements Duplex {
 
   /** Bytes received and not yet read. */
   get bufferedBytes(): number {
-    return this.#rx.length;
+    return this.#queued;
+  }
+
+  get #queued(): number {
+    return this.#rx?.length ?? 0;
   }
 
   // ---------------------------------------------------------------- Duplex
@@ -179,8 +184,8 @@ export class Stream implements Duplex {
   /** Read into `p`; `null` at the peer's FIN (or after `close()`). */
   read(p: Uint8Array): Promise<number | null> {
     if (p.length === 0) return Promise.resolve(0);
-    if (this.#rx.length > 0) {
-      const n = this.#rx.take(p);
+    if (this.#queued > 0) {
+      const n = this.#rx!.take(p);
       this.#consumed(n);
       return Promise.resolve(n);
     }
@@ -233,7 +238,7 @@ export class Stream implements Duplex {
    */
   close(): void {
     if (this.#localClosed) return;
-    if (this.#rx.length > 0 && canReceive(this.#state) && !this.#err) {
+    if (this.#queued > 0 && canReceive(this.#state) && !this.#err) {
       this.#localClosed = true;
       this.reset();
       return;
@@ -375,7 +380,7 @@ export class Stream implements Duplex {
   }
 
   #dropBuffered(): void {
-    this.#rx.clear();
+    this.#rx?.clear();
   }
 
   /** The application took `n` bytes: credit them back, growing the window if drained fast. */
@@ -408,7 +413,7 @@ export class Stream implements Duplex {
     const r = this.#reader;
     this.#reader = null;
     if (r) {
-      if (this.#rx.length > 0) r.resolve(this.#rx.take(r.p));
+      if (this.#queued > 0) r.resolve(this.#rx!.take(r.p));
       else if (this.#readErr) r.reject(this.#readErr);
       else r.resolve(null);
     }
@@ -455,21 +460,21 @@ export class Stream implements Duplex {
   _rxPayload(chunk: Uint8Array): void {
     if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
-    if (r && this.#rx.length === 0) {
+    if (r && this.#queued === 0) {
       this.#reader = null;
       const n = Math.min(chunk.length, r.p.length);
       r.p.set(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (n < chunk.length) this.#rx.push(chunk.subarray(n));
+      if (n < chunk.length) (this.#rx ??= new RecvBuffer()).push(chunk.subarray(n));
       this.#consumed(n);
       r.resolve(n);
       return;
     }
-    this.#rx.push(chunk);
+    (this.#rx ??= new RecvBuffer()).push(chunk);
   }
 
   /** Whether a read is waiting (and nothing is queued). */
   get _readerWaiting(): boolean {
-    return this.#reader !== null && this.#rx.length === 0;
+    return this.#reader !== null && this.#queued === 0;
   }
 
   /**
@@ -481,7 +486,7 @@ export class Stream implements Duplex {
    */
   _takeDirect(max: number, minBytes: number): Uint8Array | null {
     const r = this.#reader;
-    if (!r || this.#rx.length > 0 || this.#localClosed || this.#err) return null;
+    if (!r || this.#queued > 0 || this.#localClosed || this.#err) return null;
     if (r.p.length < Math.min(max, minBytes)) return null; // many small reads cost more
     this.#reader = null;
     this.#direct = r;
@@ -495,16 +500,16 @@ export class Stream implements Duplex {
    */
   _reserveQueue(max: number): Uint8Array | null {
     if (this.#localClosed || this.#err) return null;
-    return this.#rx.reserve(Math.min(max, maxQueueReadBytes));
+    return (this.#rx ??= new RecvBuffer()).reserve(Math.min(max, maxQueueReadBytes));
   }
 
   /** The read into the reserved room ended with `n` bytes (0: none, failed). */
   _queueDone(n: number): void {
-    this.#rx.commit(n);
+    this.#rx?.commit(n);
     const r = this.#reader;
-    if (n <= 0 || !r || this.#rx.length === 0) return;
+    if (n <= 0 || !r || this.#queued === 0) return;
     this.#reader = null;
-    const k = this.#rx.take(r.p);
+    const k = this.#rx!.take(r.p);
     this.#consumed(k);
     r.resolve(k);
   }
@@ -530,7 +535,7 @@ export class Stream implements Duplex {
     if (this.#err || !canReceive(this.#state)) return;
     this.#state |= FIN_RX | FIN_ACK_TX;
     const r = this.#reader;
-    if (r && this.#rx.length === 0) {
+    if (r && this.#queued === 0) {
       this.#reader = null;
       r.resolve(null);
     }
