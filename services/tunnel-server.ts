@@ -16,6 +16,7 @@ import {
   onReload,
   onShutdown,
   parseFlags,
+  serveOrExit,
   serviceLogger,
 } from "../lib/cli.ts";
 import { listenTlsOrExit, tlsServerFlags, tlsServerFromFlags } from "../lib/cli_security.ts";
@@ -285,26 +286,17 @@ for (const spec of tcpSpecs) {
 const listener: Deno.Listener<Deno.Conn, Deno.NetAddr> = tls
   ? await listenTlsOrExit(listenAddr, tls, "http", log)
   : listenOrExit(listenAddr, "http");
-let admin: Deno.HttpServer<Deno.NetAddr> | undefined;
-if (adminAddr) {
-  const app = createAdminApp(server, {
-    token: flags["admin-token"]!,
-    authLimiter: new AuthFailureLimiter(),
-  });
-  try {
-    admin = Deno.serve({
-      hostname: adminAddr.host,
-      port: adminAddr.port,
-      onListen: (a) => log.info("listening", { name: "admin", addr: `${a.hostname}:${a.port}` }),
-    }, app.fetch);
-  } catch (err) {
-    listener.close();
-    if (err instanceof Deno.errors.AddrInUse) {
-      fail(`admin: address ${adminAddr.host}:${adminAddr.port} is already in use`);
-    }
-    fail(`admin: ${errorMessage(err)}`);
-  }
-}
+const admin = adminAddr
+  ? serveOrExit(
+    adminAddr,
+    "admin",
+    log,
+    createAdminApp(server, {
+      token: flags["admin-token"]!,
+      authLimiter: new AuthFailureLimiter(),
+    }).fetch,
+  )
+  : undefined;
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
     serveMetrics(metricsAddr.host, metricsAddr.port, log, {

@@ -54,3 +54,40 @@ Deno.test("services: a busy --metrics port exits 1 with one line", async () => {
     busy.close();
   }
 });
+
+Deno.test("services: a busy --admin or --status port exits 1 with one line", async () => {
+  const busy = listenLocal();
+  const at = `127.0.0.1:${busy.addr.port}`;
+  const listeners: [string, string, string[]][] = [
+    ["tunnel-server.ts", "admin", ["--listen", "127.0.0.1:0", "--admin", at]],
+    ["depot-server.ts", "status", [
+      "--control",
+      "127.0.0.1:0",
+      "--socks",
+      "127.0.0.1:0",
+      "--tunnel",
+      "127.0.0.1:0",
+      "--status",
+      at,
+    ]],
+  ];
+  try {
+    for (const [script, what, args] of listeners) {
+      const r = await run(Deno.execPath(), [
+        "run",
+        "-A",
+        new URL(`../services/${script}`, import.meta.url).pathname,
+        ...args,
+      ], { env: { TUNNEL_ADMIN_TOKEN: "admin-token-1", DEPOT_TOKEN: "t" } });
+      assertEquals(r.code, 1, `${script}: ${r.stderr}`);
+      assertMatch(
+        r.stderr,
+        new RegExp(`^error: ${what}: address 127\\.0\\.0\\.1:\\d+ is already in use$`, "m"),
+        script,
+      );
+      assertEquals(/Uncaught|at file:/.test(r.stderr), false, `${script} crashed: ${r.stderr}`);
+    }
+  } finally {
+    busy.close();
+  }
+});
