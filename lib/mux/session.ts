@@ -5,7 +5,7 @@
  */
 
 import { liveSessions, sessionEnded } from "./metrics.ts";
-import { closeQuietly, type Duplex } from "../net/duplex.ts";
+import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
@@ -285,7 +285,9 @@ export class Session implements StreamHost, FrameSink {
   }
 
   private constructor(conn: Duplex, client: boolean, o: SessionOptions) {
-    this.#conn = conn;
+    // The session coalesces frames itself; with Nagle on, the small header write before a
+    // large payload waits for the peer's ACK (warren -> Go yamux: 424-541 vs 1374 MB/s).
+    this.#conn = noDelay(conn);
     this.#client = client;
     this.#nextId = client ? 1 : 2;
     this.#opts = {
