@@ -16,7 +16,7 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
-import { tlsClientFlags } from "../lib/cli_security.ts";
+import { readSecretFile, tlsClientFlags } from "../lib/cli_security.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, loadTlsClientConfig, type TlsClientConfig } from "../lib/net/mod.ts";
@@ -113,7 +113,7 @@ try {
 let identifier = flags.identifier;
 if (flags["identifier-file"]) {
   try {
-    identifier = Deno.readTextFileSync(flags["identifier-file"]).trim();
+    identifier = readSecretFile(flags["identifier-file"]);
   } catch (err) {
     fail(`--identifier-file: ${errorMessage(err)}`, 2);
   }

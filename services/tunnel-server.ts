@@ -19,7 +19,12 @@ import {
   serveOrExit,
   serviceLogger,
 } from "../lib/cli.ts";
-import { listenTlsOrExit, tlsServerFlags, tlsServerFromFlags } from "../lib/cli_security.ts";
+import {
+  listenTlsOrExit,
+  readSecretFile,
+  tlsServerFlags,
+  tlsServerFromFlags,
+} from "../lib/cli_security.ts";
 import { serveMetrics } from "../lib/metrics.ts";
 import { StatusHub, tunnelStatusProvider } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, errorMessage, formatAddr } from "../lib/net/mod.ts";
@@ -145,9 +150,9 @@ function secretValue(v: string, what: string): string {
   }
   if (v.startsWith("file:")) {
     try {
-      return Deno.readTextFileSync(v.slice(5)).trim();
+      return readSecretFile(v.slice(5));
     } catch (err) {
-      throw new Error(`${what}: cannot read ${v.slice(5)}: ${errorMessage(err)}`);
+      throw new Error(`${what}: cannot read ${errorMessage(err)}`);
     }
   }
   return v;
