@@ -56,11 +56,3 @@ export function startSocksServer(opts: Socks5ServerOptions = {}): Server {
     await relay(withPrefix(conn, req.leftover), out);
   }, { handshakeTimeoutMs: 5000 });
 }
-
-/** A port that was free a moment ago (bind port 0, close). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}

@@ -1,7 +1,7 @@
 /** Helpers for the tunnel tests: an in-process tunnel server front, clients, curl. */
 
 import { Logger, type LogLevel } from "../lib/log.ts";
-import type { Server } from "../lib/net/mod.ts";
+import { closeQuietly, type Server } from "../lib/net/mod.ts";
 import {
   createTunnelApp,
   type HttpFrontOptions,
@@ -13,7 +13,7 @@ import {
   type TunnelServerOptions,
 } from "../lib/tunnel/mod.ts";
 import { createHash } from "node:crypto";
-import { blockStream, run } from "./_util.ts";
+import { blockStream, listenLocal, run, sendBlocks } from "./_util.ts";
 
 const level = (Deno.env.get("WARREN_TEST_LOG") ?? "silent") as LogLevel;
 
@@ -287,5 +287,64 @@ export async function rawGet(
     } catch {
       // Already closed by the peer.
     }
+  }
+}
+
+/** A local TCP service: hashes everything it reads and, at EOF, answers the hex SHA-256. */
+export function startHasher(): { port: number; close(): Promise<void> } {
+  const l = listenLocal();
+  const conns = new Set<Deno.Conn>();
+  const handlers = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const c of l) {
+      conns.add(c);
+      const h = (async () => {
+        const hash = createHash("sha256");
+        const buf = new Uint8Array(256 * 1024);
+        try {
+          while (true) {
+            const n = await c.read(buf);
+            if (n === null) break;
+            hash.update(buf.subarray(0, n));
+          }
+          await c.write(new TextEncoder().encode(hash.digest("hex")));
+        } catch {
+          // Cut by the test (port removed mid-connection): nothing to answer.
+        } finally {
+          conns.delete(c);
+          closeQuietly(c);
+        }
+      })();
+      handlers.add(h);
+      h.finally(() => handlers.delete(h));
+    }
+  })();
+  return {
+    port: l.addr.port,
+    close: async () => {
+      l.close();
+      for (const c of conns) closeQuietly(c);
+      await loop.catch(() => {});
+      await Promise.all(handlers);
+    },
+  };
+}
+
+/** Send `total` bytes to `port`, half-close, and return what comes back (the hash). */
+export async function hashThrough(port: number, total: number, seed: number): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await sendBlocks(conn, total, seed);
+    await conn.closeWrite();
+    const buf = new Uint8Array(128);
+    let got = "";
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      got += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return got;
+  } finally {
+    closeQuietly(conn);
   }
 }

@@ -13,6 +13,14 @@ export function listenLocal(): Deno.TcpListener {
   return Deno.listen({ hostname: "127.0.0.1", port: 0 });
 }
 
+/** A port that was free a moment ago (bind port 0, close): for a service told its port. */
+export function freePort(): number {
+  const l = listenLocal();
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
 /** A reusable block of random bytes: cheap to send many times for large transfers. */
 export const randomBlock: Uint8Array = (() => {
   const b = new Uint8Array(1 << 20);

@@ -2,8 +2,7 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { startHttpProxy } from "./_http.ts";
-import { freePort } from "./_socks5.ts";
-import { run, startOrigin } from "./_util.ts";
+import { freePort, run, startOrigin } from "./_util.ts";
 import { NetError, staticCredentials } from "../lib/net/mod.ts";
 
 const curlBase = ["-sS", "--max-time", "20"];

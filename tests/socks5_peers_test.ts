@@ -4,8 +4,16 @@
  */
 
 import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
-import { dec, enc, freePort, startSocksServer } from "./_socks5.ts";
-import { blockStreamSha256, drainHash, readAll, run, sendBlocks, startOrigin } from "./_util.ts";
+import { dec, enc, startSocksServer } from "./_socks5.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  freePort,
+  readAll,
+  run,
+  sendBlocks,
+  startOrigin,
+} from "./_util.ts";
 import { closeQuietly, dial, withPrefix, writeAll } from "../lib/net/mod.ts";
 import {
   socks5Connect,

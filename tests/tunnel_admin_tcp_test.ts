@@ -5,84 +5,10 @@
  * client dials only local ports it allows. tunnel-server's `--tcp` does the same from flags.
  */
 
-import { createHash } from "node:crypto";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import {
-  blockStreamSha256,
-  listenLocal,
-  sendBlocks,
-  type ServiceProcess,
-  startService,
-} from "./_util.ts";
-import { startApp, startClient, startTunnel } from "./_tunnel.ts";
-import { closeQuietly } from "../lib/net/mod.ts";
+import { blockStreamSha256, freePort, type ServiceProcess, startService } from "./_util.ts";
+import { hashThrough, startApp, startClient, startHasher, startTunnel } from "./_tunnel.ts";
 import { createAdminApp, type TcpTunnelInfo } from "../lib/tunnel/mod.ts";
-
-/** A local TCP service: hashes everything it reads and, at EOF, answers the hex SHA-256. */
-function startHasher(): { port: number; close(): Promise<void> } {
-  const l = listenLocal();
-  const conns = new Set<Deno.Conn>();
-  const handlers = new Set<Promise<void>>();
-  const loop = (async () => {
-    for await (const c of l) {
-      conns.add(c);
-      const h = (async () => {
-        const hash = createHash("sha256");
-        const buf = new Uint8Array(256 * 1024);
-        try {
-          while (true) {
-            const n = await c.read(buf);
-            if (n === null) break;
-            hash.update(buf.subarray(0, n));
-          }
-          await c.write(new TextEncoder().encode(hash.digest("hex")));
-        } catch {
-          // Cut by the test (port removed mid-connection): nothing to answer.
-        } finally {
-          conns.delete(c);
-          closeQuietly(c);
-        }
-      })();
-      handlers.add(h);
-      h.finally(() => handlers.delete(h));
-    }
-  })();
-  return {
-    port: l.addr.port,
-    close: async () => {
-      l.close();
-      for (const c of conns) closeQuietly(c);
-      await loop.catch(() => {});
-      await Promise.all(handlers);
-    },
-  };
-}
-
-function freePort(): number {
-  const l = listenLocal();
-  const p = l.addr.port;
-  l.close();
-  return p;
-}
-
-/** Send `total` bytes to `port`, half-close, and return what comes back (the hash). */
-async function hashThrough(port: number, total: number, seed: number): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await sendBlocks(conn, total, seed);
-    await conn.closeWrite();
-    const buf = new Uint8Array(128);
-    let got = "";
-    while (true) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      got += new TextDecoder().decode(buf.subarray(0, n));
-    }
-    return got;
-  } finally {
-    closeQuietly(conn);
-  }
-}
 
 async function refused(port: number): Promise<void> {
   await assertRejects(async () => {

@@ -1,14 +1,7 @@
 /** The tunnel behind an ordinary reverse proxy (nginx): clients and public traffic through it. */
 import { assertEquals } from "./_assert.ts";
-import { blockStreamSha256, listenLocal, run } from "./_util.ts";
+import { blockStreamSha256, freePort, run } from "./_util.ts";
 import { rawGet, startApp, startClient, startTunnel } from "./_tunnel.ts";
-
-function freePort(): number {
-  const l = listenLocal();
-  const p = l.addr.port;
-  l.close();
-  return p;
-}
 
 /** nginx in front of `upstreamPort` with the usual WebSocket-capable proxy settings. */
 async function startNginx(upstreamPort: number): Promise<{ port: number; stop(): Promise<void> }> {

@@ -1,50 +1,7 @@
 /** TCP tunnels: a public port on the server relayed to a client's local TCP service. */
-import { createHash } from "node:crypto";
 import { assertEquals } from "./_assert.ts";
-import { blockStreamSha256, listenLocal, sendBlocks } from "./_util.ts";
-import { startClient, startTunnel } from "./_tunnel.ts";
-import { closeQuietly } from "../lib/net/mod.ts";
-
-/** A local TCP service: hashes everything it reads and, at EOF, answers the hex SHA-256. */
-function startHasher(): { port: number; close(): Promise<void> } {
-  const l = listenLocal();
-  const conns = new Set<Deno.Conn>();
-  const loop = (async () => {
-    for await (const c of l) {
-      conns.add(c);
-      (async () => {
-        const h = createHash("sha256");
-        const buf = new Uint8Array(256 * 1024);
-        try {
-          while (true) {
-            const n = await c.read(buf);
-            if (n === null) break;
-            h.update(buf.subarray(0, n));
-          }
-          await c.write(new TextEncoder().encode(h.digest("hex")));
-        } finally {
-          conns.delete(c);
-          closeQuietly(c);
-        }
-      })();
-    }
-  })();
-  return {
-    port: l.addr.port,
-    close: async () => {
-      l.close();
-      for (const c of conns) closeQuietly(c);
-      await loop.catch(() => {});
-    },
-  };
-}
-
-function freePort(): number {
-  const l = listenLocal();
-  const p = l.addr.port;
-  l.close();
-  return p;
-}
+import { blockStreamSha256, freePort } from "./_util.ts";
+import { hashThrough, startClient, startHasher, startTunnel } from "./_tunnel.ts";
 
 Deno.test("tunnel: a TCP tunnel relays 64 MiB with half-close and checksum", async () => {
   const hasher = startHasher();
@@ -64,23 +21,7 @@ Deno.test("tunnel: a TCP tunnel relays 64 MiB with half-close and checksum", asy
   try {
     await c.connected();
     const total = 64 * 1024 * 1024;
-    const results = await Promise.all([1, 2].map(async (seed) => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: publicPort });
-      try {
-        await sendBlocks(conn, total, seed);
-        await conn.closeWrite();
-        const buf = new Uint8Array(128);
-        let got = "";
-        while (true) {
-          const n = await conn.read(buf);
-          if (n === null) break;
-          got += new TextDecoder().decode(buf.subarray(0, n));
-        }
-        return got;
-      } finally {
-        closeQuietly(conn);
-      }
-    }));
+    const results = await Promise.all([1, 2].map((seed) => hashThrough(publicPort, total, seed)));
     assertEquals(results, [blockStreamSha256(total, 1), blockStreamSha256(total, 2)]);
     const clients = t.server.clients();
     assertEquals(clients[0].tcpPorts, [publicPort]);
