@@ -232,6 +232,15 @@ export class WsConn implements Duplex {
     return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f, len };
   }
 
+  /** A ping is answered with its data, a pong dropped (between or inside data messages). */
+  async #pingPong(h: { opcode: number; len: number }): Promise<void> {
+    const data = await this.#readControl(h.len);
+    if (h.opcode !== Opcode.ping) return;
+    await this.#send(Opcode.pong, data).catch(() => {
+      // The peer is gone: the next read reports it.
+    });
+  }
+
   async #readControl(len: number): Promise<Uint8Array> {
     if (len > 125) throw new ProtocolError("control frame too long", "ws-protocol");
     await this.#need(len);
@@ -257,15 +266,9 @@ export class WsConn implements Duplex {
         case Opcode.continuation:
           this.#left = h.len;
           break;
-        case Opcode.ping: {
-          const data = await this.#readControl(h.len);
-          await this.#send(Opcode.pong, data).catch(() => {
-            // The peer is gone: the next read reports it.
-          });
-          break;
-        }
+        case Opcode.ping:
         case Opcode.pong:
-          await this.#readControl(h.len);
+          await this.#pingPong(h);
           break;
         case Opcode.close: {
           const data = await this.#readControl(h.len);
@@ -383,15 +386,9 @@ export class WsConn implements Duplex {
         return null;
       }
       switch (h.opcode) {
-        case Opcode.ping: {
-          const data = await this.#readControl(h.len);
-          await this.#send(Opcode.pong, data).catch(() => {
-            // The peer is gone: the next read reports it.
-          });
-          continue;
-        }
+        case Opcode.ping:
         case Opcode.pong:
-          await this.#readControl(h.len);
+          await this.#pingPong(h);
           continue;
         case Opcode.close: {
           if (!h.fin) throw new ProtocolError("fragmented control frame", "ws-protocol");
