@@ -11,7 +11,7 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
-import { closeQuietly, type Duplex, writeAll } from "../net/duplex.ts";
+import { closeQuietly, type Duplex, noDelay, writeAll } from "../net/duplex.ts";
 import { errorMessage, isDisconnect, ProtocolError } from "../net/errors.ts";
 import {
   dataHeaderBytes,
@@ -430,14 +430,7 @@ export class FusionSession implements Duplex {
       resolveEnded: (why) => resolveEnded(why),
     };
     // Frames are small and latency matters (interactive ssh): never wait for Nagle.
-    const tcp = conn as Partial<Pick<Deno.TcpConn, "setNoDelay">>;
-    if (typeof tcp.setNoDelay === "function") {
-      try {
-        tcp.setNoDelay(true);
-      } catch {
-        // not a TCP socket after all, or already closed: nothing to tune
-      }
-    }
+    noDelay(conn);
     this.#paths.set(pc.id, pc);
     this.#everHadPath = true;
     this.#sender.addPath(pc.id, now);

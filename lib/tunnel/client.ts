@@ -275,9 +275,7 @@ async function dialTcp(
   timeoutMs: number,
 ): Promise<Deno.Conn> {
   try {
-    const tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
-    tcp.setNoDelay(true);
-    return tcp;
+    return await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
   } catch (err) {
     throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
       cause: err,
@@ -614,7 +612,6 @@ export class TunnelClient {
         timeoutMs: this.#o.dialTimeoutMs ?? 10_000,
         prefer: "ipv4",
       });
-      local.setNoDelay(true);
     } catch (err) {
       this.#log.warn("local dial failed", {
         target: joinHostPort(target.host, target.port),

@@ -39,10 +39,6 @@ export function serveTunnel(
     headTimeoutMs: opts.headTimeoutMs ?? opts.handshakeTimeoutMs,
   };
   return serve(listener as Deno.Listener<Deno.Conn>, async (conn, ctx) => {
-    // TLS connections have no setNoDelay (rustls sets it on the socket it wraps; lib/net's
-    // node:tls sockets set it themselves).
-    const tcp = conn as Partial<Deno.TcpConn>;
-    if (typeof tcp.setNoDelay === "function") tcp.setNoDelay(true);
     const addr = conn.remoteAddr as Deno.NetAddr;
     await handlePublicConn(server, conn, { ip: addr.hostname, remote: ctx.remote }, {
       ...front,
