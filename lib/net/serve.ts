@@ -7,7 +7,14 @@
 
 import { type Logger, silentLogger } from "../log.ts";
 import { closeQuietly, noDelay } from "./duplex.ts";
+import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
+
+/**
+ * Pause after a failed accept (EMFILE, a reset before accept) before the next one: the loop
+ * goes on, without spinning while the condition lasts.
+ */
+export const acceptRetryMs = 50;
 
 /** Default cap on concurrently handled connections per listener. */
 export const defaultMaxConns = 1024;
@@ -166,7 +173,7 @@ export function serve<C extends Deno.Conn>(
         if (stopping || err instanceof Deno.errors.BadResource) return;
         // Transient accept failures (EMFILE, ECONNABORTED) must not end the server.
         log.warn("accept failed", { error: errorMessage(err) });
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(acceptRetryMs);
         continue;
       }
       stats.total++;

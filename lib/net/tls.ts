@@ -25,7 +25,8 @@ import { joinHostPort } from "./addr.ts";
 import { closeQuietly } from "./duplex.ts";
 import { classifyError, errorMessage, NetError } from "./errors.ts";
 import { connectNodeSocket, NodeSocketConn } from "./node_socket.ts";
-import { formatAddr } from "./serve.ts";
+import { sleep } from "./backoff.ts";
+import { acceptRetryMs, formatAddr } from "./serve.ts";
 
 /** Certificate files of a TLS server (what the flags name). */
 export interface TlsServerOptions {
@@ -372,7 +373,7 @@ class DenoTlsListener extends BaseTlsListener {
         if (this.queue.closed || err instanceof Deno.errors.BadResource) break;
         // Transient accept failures (EMFILE, a reset before accept) must not end the server.
         this.log.warn("accept failed", { error: errorMessage(err) });
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(acceptRetryMs);
         continue;
       }
       if (this.pending >= max) {
