@@ -17,6 +17,7 @@ import {
   parseAuthority,
   parseBasicCredentials,
   readRequestHead,
+  readRequestHeadWithin,
   readResponseHead,
   requestAuthority,
   requestBodyFraming,
@@ -442,5 +443,46 @@ Deno.test("http targets: absolute URIs, authorities, Host routing; Basic credent
     ]
   ) {
     assertEquals(parseBasicCredentials(bad), undefined, String(bad));
+  }
+});
+
+/** Hands out `first`, then hangs until `cut()` (as a stalled peer would, until closed). */
+function stalledSource(
+  first: string,
+): { read(p: Uint8Array): Promise<number | null>; cut(): void } {
+  let bytes: Uint8Array | undefined = enc.encode(first);
+  let cut = () => {};
+  const hung = new Promise<null>((resolve) => cut = () => resolve(null));
+  return {
+    read(p) {
+      if (!bytes) return hung;
+      const n = Math.min(p.length, bytes.length);
+      p.set(bytes.subarray(0, n));
+      bytes = n < bytes.length ? bytes.subarray(n) : undefined;
+      return Promise.resolve(n);
+    },
+    cut: () => cut(),
+  };
+}
+
+Deno.test("http head: readRequestHeadWithin times only heads that are not complete yet", async () => {
+  const whole = stalledSource("\r\nGET / HTTP/1.1\r\nHost: a\n\r\nGET /next");
+  let fired = 0;
+  const head = await readRequestHeadWithin(new BufferedReader(whole), 20, () => fired++);
+  assertEquals(head?.target, "/");
+  await new Promise((r) => setTimeout(r, 40));
+  assertEquals(fired, 0);
+  // Leading empty lines and whole header lines, but no empty line after them yet: a stalled
+  // head (slowloris) must still meet the deadline.
+  for (const partial of ["\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\n", "GE"]) {
+    const src = stalledSource(partial);
+    let timedOut = false;
+    const safety = setTimeout(() => src.cut(), 2_000); // a missed deadline fails, not hangs
+    const e = await assertRejects(
+      readRequestHeadWithin(new BufferedReader(src), 20, () => (timedOut = true, src.cut())),
+    );
+    clearTimeout(safety);
+    assert(timedOut, JSON.stringify(partial));
+    assert(e instanceof HttpError && e.reason === "eof", `${JSON.stringify(partial)}: ${e}`);
   }
 });

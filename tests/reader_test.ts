@@ -44,3 +44,32 @@ Deno.test("reader: takeBuffered hands over read-ahead bytes exactly once", async
   assertEquals(dec.decode(r.takeBuffered()), "payload");
   assertEquals(r.buffered, 0);
 });
+
+Deno.test("reader: readBufferedLine takes only whole buffered lines, peek consumes nothing", async () => {
+  const r = new BufferedReader(new ChunkedSource(enc.encode("one\r\ntw"), 1 << 10));
+  assertEquals(r.readBufferedLine(100), undefined); // nothing read yet
+  assertEquals(dec.decode(await r.readLine(100)), "one");
+  assertEquals(dec.decode(r.peek()), "tw");
+  assertEquals(r.readBufferedLine(100), undefined); // a partial line stays buffered
+  assertEquals(dec.decode(r.peek()), "tw");
+  assertEquals(r.buffered, 2);
+  const long = new BufferedReader(new ChunkedSource(enc.encode("x".repeat(50) + "\ny"), 1 << 10));
+  await long.readExactOrEof(0);
+  const e = (() => {
+    try {
+      long.readBufferedLine(10);
+    } catch (err) {
+      return err;
+    }
+  })();
+  assert(e instanceof ProtocolError && e.reason === "too-long");
+  const noLf = new BufferedReader(new ChunkedSource(enc.encode("x".repeat(50)), 1 << 10));
+  await noLf.readExactOrEof(0);
+  let threw = false;
+  try {
+    noLf.readBufferedLine(10);
+  } catch (err) {
+    threw = err instanceof ProtocolError && err.reason === "too-long";
+  }
+  assert(threw, "a buffered run past maxBytes without LF is too long");
+});

@@ -92,25 +92,22 @@ const requestLineRe = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP
 const statusLineRe = /^(HTTP\/1\.[01]) (\d{3})(?: ([^\r\n]*))?$/;
 // deno-lint-ignore no-control-regex
 const badValueRe = /[\x00-\x08\x0a-\x1f\x7f]/;
-const asciiDecoder = new TextDecoder();
-const encoder = new TextEncoder();
 
-/** Bytes to a string one char per byte (latin-1), fast for the common ASCII case. */
+/** Bytes per `String.fromCharCode` call (its arguments go on the stack). */
+const charCodeChunkBytes = 8192;
+
+/** Bytes to a string one char per byte (latin-1). */
 export function decodeLatin1(b: Uint8Array): string {
-  for (let i = 0; i < b.length; i++) {
-    if (b[i] > 0x7f) {
-      let s = "";
-      for (let j = 0; j < b.length; j++) s += String.fromCharCode(b[j]);
-      return s;
-    }
+  let s = "";
+  for (let i = 0; i < b.length; i += charCodeChunkBytes) {
+    const part = b.subarray(i, i + charCodeChunkBytes) as unknown as number[];
+    s += String.fromCharCode.apply(null, part);
   }
-  return asciiDecoder.decode(b);
+  return s;
 }
 
 /** A string to bytes one byte per char (the inverse of `decodeLatin1`); chars > 0xFF throw. */
 export function encodeLatin1(s: string): Uint8Array {
-  // deno-lint-ignore no-control-regex
-  if (/^[\x00-\x7f]*$/.test(s)) return encoder.encode(s);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -120,23 +117,35 @@ export function encodeLatin1(s: string): Uint8Array {
   return out;
 }
 
-/** One line of the head, with reader errors turned into HttpErrors. */
-async function readHeadLine(
+/** A reader error as the HttpError a head parser reports. */
+function headLineError(err: unknown, tooLong: HttpErrorReason): unknown {
+  if (err instanceof ProtocolError && err.reason === "too-long") {
+    return new HttpError("head too large", tooLong);
+  }
+  if (err instanceof ProtocolError && err.reason === "eof") {
+    return new HttpError("connection closed inside the head", "eof");
+  }
+  return err;
+}
+
+/**
+ * One line of the head, with reader errors turned into HttpErrors. A line already buffered
+ * is taken without awaiting: a head that came in one read costs no promise per line.
+ */
+function readHeadLine(
   r: BufferedReader,
   maxBytes: number,
   tooLong: HttpErrorReason,
-): Promise<Uint8Array> {
+): Uint8Array | Promise<Uint8Array> {
   try {
-    return await r.readLine(maxBytes);
+    const line = r.readBufferedLine(maxBytes);
+    if (line) return line;
   } catch (err) {
-    if (err instanceof ProtocolError && err.reason === "too-long") {
-      throw new HttpError("head too large", tooLong);
-    }
-    if (err instanceof ProtocolError && err.reason === "eof") {
-      throw new HttpError("connection closed inside the head", "eof");
-    }
-    throw err;
+    throw headLineError(err, tooLong);
   }
+  return r.readLine(maxBytes).catch((err) => {
+    throw headLineError(err, tooLong);
+  });
 }
 
 /** The header fields after a start line of `used` bytes, up to the empty line. */
@@ -146,7 +155,8 @@ async function readFields(r: BufferedReader, limits: HeadLimits, used: number) {
   const headers: HeaderFields = [];
   while (true) {
     if (used > maxHead) throw new HttpError("head too large", "head-too-large");
-    const line = await readHeadLine(r, maxHead - used, "head-too-large");
+    let line = readHeadLine(r, maxHead - used, "head-too-large");
+    if (line instanceof Promise) line = await line;
     used += line.length + 2;
     if (line.length === 0) break;
     if (line[0] === 0x20 || line[0] === 0x09) {
@@ -193,7 +203,8 @@ export async function readRequestHead(
       if (i === 0) return null;
       throw new HttpError("connection closed inside the head", "eof");
     }
-    line = await readHeadLine(r, maxHead, "uri-too-long");
+    const next = readHeadLine(r, maxHead, "uri-too-long");
+    line = next instanceof Promise ? await next : next;
     if (line.length > 0) break;
   }
   if (!line || line.length === 0) throw new HttpError("only empty lines where a request was due");
@@ -205,6 +216,20 @@ export async function readRequestHead(
   }
   const headers = await readFields(r, limits, line.length + 2);
   return { method: m[1], target: m[2], version: m[3], headers };
+}
+
+/**
+ * Whether `b` holds a whole head: after any leading empty lines, a line followed by an empty
+ * one (LF or CRLF endings, as the parser accepts).
+ */
+function headBuffered(b: Uint8Array): boolean {
+  let i = 0;
+  while (i < b.length && (b[i] === 0x0d || b[i] === 0x0a)) i++;
+  for (let nl = b.indexOf(0x0a, i); nl >= 0; nl = b.indexOf(0x0a, nl + 1)) {
+    const next = b[nl + 1] === 0x0d ? nl + 2 : nl + 1;
+    if (next < b.length && b[next] === 0x0a) return true;
+  }
+  return false;
 }
 
 /**
@@ -227,6 +252,9 @@ export async function readRequestHeadWithin(
 ): Promise<RequestHead | null> {
   if (timeoutMs <= 0) return await readRequestHead(r, limits);
   if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) return null;
+  // Usually the whole head came in that one read: nothing left to time (a timer per request
+  // is a measurable share of a small request's cost).
+  if (headBuffered(r.peek())) return await readRequestHead(r, limits);
   const timer = setTimeout(onTimeout, timeoutMs);
   try {
     return await readRequestHead(r, limits);
@@ -244,7 +272,8 @@ export async function readResponseHead(
   limits: HeadLimits = {},
 ): Promise<ResponseHead> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
-  const line = await readHeadLine(r, maxHead, "head-too-large");
+  let line = readHeadLine(r, maxHead, "head-too-large");
+  if (line instanceof Promise) line = await line;
   const start = decodeLatin1(line);
   const m = statusLineRe.exec(start);
   if (!m) throw new HttpError(`malformed status line ${JSON.stringify(start.slice(0, 80))}`);

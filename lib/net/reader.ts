@@ -108,22 +108,41 @@ export class BufferedReader {
    * Rejects with a ProtocolError if no terminator appears within `maxBytes`.
    */
   async readLine(maxBytes: number): Promise<Uint8Array> {
-    let scanFrom = this.#start;
+    let scanned = 0; // bytes already searched: a line dribbled in byte by byte stays linear
     while (true) {
-      const idx = this.#buf.subarray(scanFrom, this.#end).indexOf(0x0a);
-      if (idx >= 0) {
-        const nl = scanFrom + idx;
-        if (nl - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
-        const lineEnd = nl > this.#start && this.#buf[nl - 1] === 0x0d ? nl - 1 : nl;
-        const line = this.#buf.slice(this.#start, lineEnd);
-        this.#start = nl + 1;
-        return line;
-      }
-      if (this.#end - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
-      const consumed = this.#end - this.#start;
+      const line = this.#bufferedLine(maxBytes, scanned);
+      if (line) return line;
+      scanned = this.#end - this.#start;
       if (!(await this.#fill())) throw new UnexpectedEofError();
-      scanFrom = this.#start + consumed;
     }
+  }
+
+  /**
+   * Like `readLine`, but only from what is already buffered: `undefined` when no whole line
+   * is there yet (nothing consumed). Parsers call it first so that a head that arrived in
+   * one read is parsed without a promise per line.
+   */
+  readBufferedLine(maxBytes: number): Uint8Array | undefined {
+    return this.#bufferedLine(maxBytes, 0);
+  }
+
+  #bufferedLine(maxBytes: number, skip: number): Uint8Array | undefined {
+    const idx = this.#buf.subarray(this.#start + skip, this.#end).indexOf(0x0a);
+    if (idx < 0) {
+      if (this.#end - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
+      return undefined;
+    }
+    const nl = this.#start + skip + idx;
+    if (nl - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
+    const lineEnd = nl > this.#start && this.#buf[nl - 1] === 0x0d ? nl - 1 : nl;
+    const line = this.#buf.slice(this.#start, lineEnd);
+    this.#start = nl + 1;
+    return line;
+  }
+
+  /** A view of the buffered bytes (not consumed), valid until the next read. */
+  peek(): Uint8Array {
+    return this.#buf.subarray(this.#start, this.#end);
   }
 
   /** Hand over (and forget) every byte read ahead of the current position. */
