@@ -13,11 +13,8 @@ import {
   type RequestHead,
   type ResponseHead,
 } from "./head.ts";
+import { ChunkedScanner, maxChunkLineBytes, maxTrailerBytes } from "./chunked.ts";
 
-/** Longest chunk-size line accepted (hex size plus extensions). */
-export const maxChunkLineBytes = 4096;
-/** Most bytes of trailer fields accepted after the last chunk. */
-export const maxTrailerBytes = 16 * 1024;
 /** Starting size of a body copy buffer from the relay pool; it grows while reads fill it. */
 const bodyCopyBytes = 64 * 1024;
 
@@ -178,8 +175,6 @@ export async function copyUntilEof(
   });
 }
 
-const crlf = new Uint8Array([0x0d, 0x0a]);
-
 async function readBodyLine(r: BufferedReader, maxBytes: number): Promise<Uint8Array> {
   try {
     return await r.readLine(maxBytes);
@@ -194,9 +189,11 @@ async function readBodyLine(r: BufferedReader, maxBytes: number): Promise<Uint8A
 
 /**
  * Copy a chunked body up to and including its trailers. With `raw` the framing is copied
- * too (normalised to CRLF; what a proxy relays); without, only the data reaches `sink`
- * (a decoder). Rejects with HttpError on a bad size line, a missing CRLF after chunk data,
- * oversize trailers, or EOF ("eof").
+ * too, byte for byte (what a proxy relays: each read goes to `sink` whole, checked by
+ * {@linkcode ChunkedScanner}, so lines must end in CRLF); without, only the data reaches
+ * `sink` (a decoder, which also takes bare LF line ends). Bytes read past the body's end go
+ * back into `r`. Rejects with HttpError on a bad size line, a missing CRLF after chunk
+ * data, oversize trailers, or EOF ("eof").
  */
 export async function copyChunked(
   r: BufferedReader,
@@ -205,6 +202,7 @@ export async function copyChunked(
   raw: boolean,
   buf?: Uint8Array,
 ): Promise<void> {
+  if (raw) return await relayChunked(r, src, sink, buf);
   await withBuffer(buf, async (cb) => {
     while (true) {
       const line = await readBodyLine(r, maxChunkLineBytes);
@@ -213,12 +211,10 @@ export async function copyChunked(
         throw new HttpError(`bad chunk size line ${JSON.stringify(sizeText.slice(0, 20))}`);
       }
       const size = parseInt(sizeText, 16);
-      if (raw) await sink(withCrlf(line));
       if (size === 0) break;
       await copyExact(r, src, size, sink, cb.buf);
       const end = await readBodyLine(r, 1); // 1: room for the CR of the CRLF
       if (end.length !== 0) throw new HttpError("chunk data longer than its size");
-      if (raw) await sink(crlf);
     }
     // Trailer fields, then the empty line that ends the message.
     let trailerBytes = 0;
@@ -226,18 +222,34 @@ export async function copyChunked(
       const t = await readBodyLine(r, maxTrailerBytes);
       trailerBytes += t.length + 2;
       if (trailerBytes > maxTrailerBytes) throw new HttpError("trailers too large");
-      if (raw) await sink(withCrlf(t));
       if (t.length === 0) return;
     }
   });
 }
 
-function withCrlf(line: Uint8Array): Uint8Array {
-  const out = new Uint8Array(line.length + 2);
-  out.set(line);
-  out[line.length] = 0x0d;
-  out[line.length + 1] = 0x0a;
-  return out;
+/** The raw copy: every read forwarded whole once the scanner has passed it. */
+async function relayChunked(
+  r: BufferedReader,
+  src: Pick<Duplex, "read">,
+  sink: Sink,
+  buf?: Uint8Array,
+): Promise<void> {
+  const scanner = new ChunkedScanner();
+  const ahead = r.takeBuffered();
+  const used = scanner.scan(ahead);
+  if (used > 0) await sink(ahead.subarray(0, used));
+  if (scanner.done) return r.unread(ahead.subarray(used));
+  await withBuffer(buf, async (cb) => {
+    while (true) {
+      const b = cb.buf;
+      const got = await src.read(b);
+      if (got === null) throw new HttpError("connection closed inside a chunked body", "eof");
+      const n = scanner.scan(b.subarray(0, got));
+      if (n > 0) await sink(b.subarray(0, n));
+      if (scanner.done) return r.unread(b.subarray(n, got));
+      cb.adapt(got);
+    }
+  });
 }
 
 /** Copy a body of the given framing to `sink`, chunked framing kept (what a proxy relays). */

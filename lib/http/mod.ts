@@ -34,12 +34,11 @@ export {
   copyChunked,
   copyExact,
   copyUntilEof,
-  maxChunkLineBytes,
-  maxTrailerBytes,
   requestBodyFraming,
   responseBodyFraming,
   type Sink,
 } from "./body.ts";
+export { ChunkedScanner, maxChunkLineBytes, maxTrailerBytes } from "./chunked.ts";
 export {
   type AbsoluteTarget,
   parseAbsoluteTarget,

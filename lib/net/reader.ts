@@ -145,6 +145,25 @@ export class BufferedReader {
     return this.#buf.subarray(this.#start, this.#end);
   }
 
+  /**
+   * Put `p` back in front of the buffered bytes: what a caller that read straight from the
+   * source (for large reads) got past the end of its frame. `p` is copied.
+   */
+  unread(p: Uint8Array): void {
+    if (p.length === 0) return;
+    const live = this.#end - this.#start;
+    if (live === 0 && p.length <= this.#buf.length) {
+      this.#buf.set(p);
+    } else {
+      const next = new Uint8Array(Math.max(this.#buf.length, p.length + live));
+      next.set(p);
+      next.set(this.#buf.subarray(this.#start, this.#end), p.length);
+      this.#buf = next;
+    }
+    this.#start = 0;
+    this.#end = p.length + live;
+  }
+
   /** Hand over (and forget) every byte read ahead of the current position. */
   takeBuffered(): Uint8Array {
     const out = this.#buf.slice(this.#start, this.#end);

@@ -49,8 +49,6 @@ const rawSwitchResponse = new TextEncoder().encode(
 export const defaultPublicIdleTimeoutMs = 300_000;
 /** Default time a keep-alive request head may take once its first byte arrived. */
 export const defaultHeadTimeoutMs = 30_000;
-/** Bytes per read when copying request bodies. */
-const copyBufferBytes = 64 * 1024;
 /** Bytes per read when copying responses (downloads dominate bulk traffic). */
 const responseBufferBytes = 256 * 1024;
 
@@ -207,7 +205,6 @@ export async function handlePublicConn(
     close: () => conn.close(),
   };
   const reader = new BufferedReader(pub);
-  const buf = new Uint8Array(copyBufferBytes);
   let current: Current | undefined;
   let lastActivity = Date.now();
   let first = true;
@@ -403,7 +400,7 @@ export async function handlePublicConn(
       };
       if (upgrade) {
         // After an Upgrade (WebSocket …) the connection is opaque bytes both ways.
-        await copyBody(reader, pub, { kind: "close" }, sink, buf).catch((err) => {
+        await copyBody(reader, pub, { kind: "close" }, sink).catch((err) => {
           log.debug("upgraded copy ended", { error: errorMessage(err) });
         });
         await out.flush().catch(() => {
@@ -416,7 +413,7 @@ export async function handlePublicConn(
         return;
       }
       try {
-        await copyBody(reader, pub, framing, sink, buf);
+        await copyBody(reader, pub, framing, sink);
       } catch (err) {
         if (cur.closePublic) break;
         log.debug("request body copy failed", { host: cur.host, error: errorMessage(err) });
