@@ -93,7 +93,7 @@ const flags = parseFlags({
       multiple: true,
       arg: "port[:localPort]=identifier",
       help: "server-defined TCP tunnel: open public port (inside --tcp-ports) while the client " +
-        "with this identifier (env:VAR or file:PATH; it needs a --host) is connected, relayed " +
+        "with this identifier (env:VAR or file:PATH; no --host needed) is connected, relayed " +
         "to its localPort (default: its --local; it must allow the port)",
     },
     "tcp-host": {
@@ -135,7 +135,7 @@ const flags = parseFlags({
   examples: [
     "tunnel-server --listen 0.0.0.0:8080 --host app.example.com=env:APP_ID",
     "TUNNEL_ADMIN_TOKEN=s3cret tunnel-server --admin 127.0.0.1:8081 --tcp-ports 20000-20100",
-    "tunnel-server --host db.example.com=env:DB_ID --tcp-ports 20000-20100 --tcp 20001:5432=env:DB_ID",
+    "tunnel-server --tcp-ports 20000-20100 --tcp 20001:5432=env:DB_ID   # a TCP-only client",
   ],
 });
 const log = serviceLogger("tunnel-server", flags["log-level"]);
@@ -213,9 +213,7 @@ try {
 function readTcpSpecs(
   f: { tcp: string[] },
   range: { min: number; max: number } | undefined,
-  hosts: [string, string][],
 ): TcpTunnelSpecServer[] {
-  const known = new Set(hosts.map(([, id]) => id));
   return f.tcp.map((spec) => {
     const m = /^(\d{1,5})(?::(\d{1,5}))?=(.+)$/.exec(spec);
     const publicPort = m ? Number(m[1]) : NaN;
@@ -227,9 +225,6 @@ function readTcpSpecs(
       throw new Error(`--tcp ${publicPort}: outside --tcp-ports ${flags["tcp-ports"] ?? "(none)"}`);
     }
     const identifier = secretValue(m[3], `--tcp ${publicPort}`);
-    if (!known.has(identifier)) {
-      throw new Error(`--tcp ${publicPort}: its identifier is not registered by any --host`);
-    }
     return { publicPort, identifier, localPort };
   });
 }
@@ -254,7 +249,7 @@ if (flags["tcp-ports"]) {
 }
 let tcpSpecs: TcpTunnelSpecServer[] = [];
 try {
-  tcpSpecs = readTcpSpecs(flags, tcpPorts, hostSpecs);
+  tcpSpecs = readTcpSpecs(flags, tcpPorts);
 } catch (err) {
   fail(errorMessage(err), 2);
 }
@@ -340,7 +335,7 @@ onReload<typeof flags>(async (next) => {
   const nextHosts = readHostSpecs(next);
   const wanted = new Map(nextHosts.map(([h, id]) => [normalizeHost(h)!, id]));
   // Validated before anything changes: a bad --tcp keeps the old hosts and tunnels.
-  const nextTcp = new Map(readTcpSpecs(next, tcpPorts, nextHosts).map((t) => [t.publicPort, t]));
+  const nextTcp = new Map(readTcpSpecs(next, tcpPorts).map((t) => [t.publicPort, t]));
   for (const [host, id] of configHosts) {
     if (wanted.get(host) === id) continue;
     await server.removeHost(host);

@@ -12,11 +12,10 @@ import { remoteOf } from "./app.ts";
 import { TcpTunnelError, type TcpTunnelFailure, type TunnelServer } from "./server.ts";
 
 /** HTTP status of each refused `POST /tcp`. */
-const tcpFailureStatus: Readonly<Record<TcpTunnelFailure, 400 | 403 | 409 | 422>> = {
+const tcpFailureStatus: Readonly<Record<TcpTunnelFailure, 400 | 403 | 409>> = {
   "bad-request": 400,
   "not-allowed": 403,
   "in-use": 409,
-  "unknown-identifier": 422,
 };
 
 /** Options of {@linkcode createAdminApp}. */
@@ -32,7 +31,7 @@ export interface AdminAppOptions {
  * `GET /hosts`, `POST /hosts {host, identifier?}` (returns the identifier, generated when
  * absent), `DELETE /hosts/:host`, `GET /clients`, `GET /status`, and server-defined TCP
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
- * request, 403 outside the TCP port range, 409 port taken, 422 unknown identifier),
+ * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),
  * `DELETE /tcp/:port` (204, or 404).
  */
 export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hono {
@@ -90,8 +89,9 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     if (typeof body !== "object" || body === null) {
       return c.json({ error: "body must be a JSON object" }, 400);
     }
-    if (typeof body.identifier !== "string" || !body.identifier) {
-      return c.json({ error: "identifier required" }, 400);
+    // It may introduce the identifier (a TCP-only client): the same rule as POST /hosts.
+    if (typeof body.identifier !== "string" || body.identifier.length < 8) {
+      return c.json({ error: "identifier must be a string of at least 8 characters" }, 400);
     }
     if (typeof body.publicPort !== "number") return c.json({ error: "publicPort required" }, 400);
     if (body.localPort !== undefined && typeof body.localPort !== "number") {

@@ -173,7 +173,7 @@ export interface TcpTunnelInfo {
 }
 
 /** Why a server-defined TCP tunnel cannot be added. */
-export type TcpTunnelFailure = "bad-request" | "not-allowed" | "unknown-identifier" | "in-use";
+export type TcpTunnelFailure = "bad-request" | "not-allowed" | "in-use";
 
 /** A refused `addTcpTunnel`; the admin API maps `reason` to a 4xx status. */
 export class TcpTunnelError extends Error {
@@ -407,6 +407,11 @@ export class TunnelServer {
   #hostStats = new Map<string, HostStats>();
   #tcpOwners = new Map<number, ClientConn>();
   #serverTcp = new Map<number, ServerTcpTunnel>();
+  /**
+   * Digests of the identifiers server-defined TCP tunnels name, with how many name each:
+   * these identifiers may connect without any virtual host (a TCP-only client).
+   */
+  #tcpIdentifiers = new Map<string, number>();
   #nextClient = 0;
   #nextRequest = 0;
   readonly #instance = randomSecret(4);
@@ -456,7 +461,9 @@ export class TunnelServer {
       this.log.warn("client refused: too many unknown identifiers", { remote });
       return "unknown";
     }
-    if (!identifier || !(await this.registry.isKnown(identifier))) {
+    const known = !!identifier &&
+      (this.#tcpIdentifiers.has(digest(identifier)) || await this.registry.isKnown(identifier));
+    if (!known) {
       limiter?.failed(remote!);
       return "unknown";
     }
@@ -806,9 +813,12 @@ export class TunnelServer {
    * `localPort` (its default `--local` when absent), which the client dials only if its own
    * allow rules permit it.
    *
-   * Rejects with {@linkcode TcpTunnelError}: "bad-request" (not a port), "not-allowed"
-   * (outside `tcpPorts`), "unknown-identifier" (no host is registered for it), "in-use"
-   * (defined already, held by a client's own tunnel, or bound by another program).
+   * The identifier needs no virtual host: naming it here lets its client connect (a TCP-only
+   * client, as with frp or rathole) for as long as a tunnel names it.
+   *
+   * Rejects with {@linkcode TcpTunnelError}: "bad-request" (not a port, empty identifier),
+   * "not-allowed" (outside `tcpPorts`), "in-use" (defined already, held by a client's own
+   * tunnel, or bound by another program).
    */
   async addTcpTunnel(spec: TcpTunnelSpecServer): Promise<TcpTunnelInfo> {
     const { publicPort, identifier, localPort } = spec;
@@ -825,8 +835,8 @@ export class TunnelServer {
           : "this server allows no TCP tunnels (no tcpPorts / --tcp-ports)",
       );
     }
-    if (typeof identifier !== "string" || !(await this.registry.isKnown(identifier))) {
-      throw new TcpTunnelError("unknown-identifier", "no host is registered for this identifier");
+    if (typeof identifier !== "string" || identifier === "") {
+      throw new TcpTunnelError("bad-request", "identifier must be a non-empty string");
     }
     // From here on synchronous, so a client's handshake sees the tunnel either before
     // (and opens it) or after (and this opens it).
@@ -858,6 +868,7 @@ export class TunnelServer {
       }
     }
     this.#serverTcp.set(publicPort, def);
+    this.#tcpIdentifiers.set(key, (this.#tcpIdentifiers.get(key) ?? 0) + 1);
     log.info("tcp tunnel added", {
       port: publicPort,
       client: fp,
@@ -871,6 +882,9 @@ export class TunnelServer {
     const def = this.#serverTcp.get(publicPort);
     if (!def) return false;
     this.#serverTcp.delete(publicPort);
+    const uses = (this.#tcpIdentifiers.get(def.key) ?? 1) - 1;
+    if (uses > 0) this.#tcpIdentifiers.set(def.key, uses);
+    else this.#tcpIdentifiers.delete(def.key);
     const owner = this.#tcpOwners.get(publicPort);
     const srv = owner?.tcp.get(publicPort);
     if (owner && srv) {
