@@ -1,11 +1,15 @@
 /**
  * tunnel-client's default transport "auto": the raw upgrade where the server takes it (the
  * standalone front), WebSocket where something on the way refuses it (here the embeddable
- * front, which only speaks WebSocket), and once refused, reconnects go straight to WebSocket.
+ * front, which only speaks WebSocket; a TLS proxy that hangs up on other upgrades), and once
+ * refused, reconnects go straight to WebSocket.
  */
 import { assert, assertEquals } from "./_assert.ts";
 import { curl, startApp, startClient, startHonoTunnel, startTunnel } from "./_tunnel.ts";
 import { Logger } from "../lib/log.ts";
+import { BufferedReader, closeQuietly, relay, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { getHeader, readRequestHead, serializeRequestHead } from "../lib/http/mod.ts";
+import { makePki } from "./_tls.ts";
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
@@ -78,5 +82,89 @@ Deno.test("tunnel transport auto: falls back to WebSocket once, and reconnects o
     await c.stop();
     await t.close();
     await app.close();
+  }
+});
+
+/**
+ * A TLS-terminating proxy in front of the standalone front that forwards WebSocket upgrades
+ * and hangs up on any other Upgrade (as some do), without answering.
+ */
+function wsOnlyTlsProxy(cert: string, key: string, upstreamPort: number) {
+  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
+  const conns = new Set<Promise<void>>();
+  let hangUps = 0;
+  const serveOne = async (conn: Deno.TlsConn) => {
+    try {
+      const reader = new BufferedReader(conn);
+      const head = await readRequestHead(reader);
+      if (!head || getHeader(head.headers, "upgrade")?.toLowerCase() !== "websocket") {
+        hangUps++;
+        return closeQuietly(conn);
+      }
+      const up = await Deno.connect({ hostname: "127.0.0.1", port: upstreamPort });
+      await writeAll(up, serializeRequestHead(head));
+      await relay(withPrefix(conn, reader.takeBuffered()), up);
+    } catch {
+      closeQuietly(conn);
+    }
+  };
+  const loop = (async () => {
+    for await (const conn of listener) {
+      const p = serveOne(conn);
+      conns.add(p);
+      p.finally(() => conns.delete(p));
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    hangUps: () => hangUps,
+    async close() {
+      listener.close();
+      await loop;
+      await Promise.all(conns);
+    },
+  };
+}
+
+Deno.test("tunnel transport auto: falls back to WebSocket when a TLS proxy hangs up on raw", async () => {
+  const pki = await makePki();
+  const app = startApp();
+  const t = startTunnel();
+  const id = "identifier-auto-0003";
+  await t.server.addHost("app.test", id);
+  const proxy = wsOnlyTlsProxy(
+    await Deno.readTextFile(pki.serverCert),
+    await Deno.readTextFile(pki.serverKey),
+    t.port,
+  );
+  const cap = capture();
+  const c = startClient({
+    server: `https://127.0.0.1:${proxy.port}`,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+    caCerts: [await Deno.readTextFile(pki.ca)],
+    log: cap.log,
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      c.connected(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("never connected: " + cap.lines.at(-1))), 10_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    const r = await curl(t.port, "app.test", "/hello?id=6");
+    assertEquals(r.body, "hello 6");
+    assertEquals(proxy.hangUps(), 1, "the raw upgrade was tried once");
+    assert(cap.lines.some((l) => /raw transport refused on the way/.test(l)), cap.lines.join("\n"));
+    assert(cap.lines.some((l) => /msg="connected".*transport=websocket/.test(l)));
+  } finally {
+    clearTimeout(timer);
+    await c.stop();
+    await proxy.close();
+    await t.close();
+    await app.close();
+    await pki.remove();
   }
 });

@@ -133,6 +133,12 @@ export class ConnectError extends Error {
   }
 }
 
+/**
+ * "tls": the server (or a TLS-terminating proxy) closed the connection after the handshake
+ * instead of answering the upgrade.
+ */
+class TlsHangUpError extends ConnectError {}
+
 /** Parsed server URL. */
 interface ServerUrl {
   tls: boolean;
@@ -176,7 +182,8 @@ export interface ConnectTransportOptions {
  * Rejects with ConnectError: "unauthorized" (401/403), "duplicate" (409), "refused" (other
  * status), "dial" (network), "tls" (handshake failed, or the server hung up right after it:
  * it wants a client certificate), "protocol" (not a valid upgrade answer). With "auto", a
- * "refused" or "protocol" answer to the raw upgrade is followed by a WebSocket attempt.
+ * "refused" or "protocol" answer to the raw upgrade, or a hang-up after TLS (a proxy that
+ * drops unknown upgrades), is followed by a WebSocket attempt.
  */
 export async function connectTransport(
   server: string,
@@ -188,11 +195,16 @@ export async function connectTransport(
   try {
     return await connectOnce(server, identifier, opts, "raw");
   } catch (err) {
+    // Refused on the way: another status than 101, not the raw protocol, or (a TLS-terminating
+    // proxy) a hang-up instead of an answer. A mutual-TLS server refusing our certificate
+    // hangs up too: then WebSocket fails the same way, its error is reported, and raw stays
+    // the first choice (onRawRefused only once WebSocket got through).
     const refusedOnTheWay = err instanceof ConnectError &&
-      (err.reason === "refused" || err.reason === "protocol");
+      (err.reason === "refused" || err.reason === "protocol" || err instanceof TlsHangUpError);
     if (!refusedOnTheWay || opts.signal?.aborted) throw err;
+    const ws = await connectOnce(server, identifier, opts, "websocket");
     opts.onRawRefused?.(err);
-    return await connectOnce(server, identifier, opts, "websocket");
+    return ws;
   }
 }
 
@@ -248,7 +260,7 @@ async function connectOnce(
       const why = opts.tls?.cert
         ? "it does not accept our client certificate (signed by a CA it does not trust?)"
         : "it probably requires a client certificate (--tls-client-cert/--tls-client-key)";
-      throw new ConnectError(
+      throw new TlsHangUpError(
         "tls",
         `${u.hostHeader} closed the TLS connection before answering: ${why} (${errorMessage(err)})`,
         { cause: err },
