@@ -279,6 +279,28 @@ export function procStatusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
   }
 }
 
+/** Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ: 100 on Linux). */
+const procTicksPerSecond = 100;
+
+/**
+ * CPU seconds (user + system) the processes have used so far: read before and after a run to
+ * see what a path costs, not only how fast it went. A process that is gone counts 0.
+ */
+export function procCpuSeconds(procs: readonly Proc[]): number {
+  let ticks = 0;
+  for (const p of procs) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
+      // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // Exited: nothing more to count.
+    }
+  }
+  return ticks / procTicksPerSecond;
+}
+
 // ---------------------------------------------------------------- measuring
 
 /** Throughput in MB/s (decimal) of `bytes` moved in `ms` milliseconds. */
@@ -565,6 +587,8 @@ export async function curl(args: string[], opts: CurlOptions = {}): Promise<Curl
 /** What one wrk run reported. */
 export interface WrkResult {
   rps: number;
+  /** Requests completed in the run. */
+  requests: number;
   /** Latency percentiles in ms (NaN if wrk printed none). */
   p50Ms: number;
   p99Ms: number;
@@ -603,6 +627,7 @@ export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
   };
   return {
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0),
+    requests: Number(/(\d+) requests in /.exec(text)?.[1] ?? 0),
     p50Ms: ms("50%"),
     p99Ms: ms("99%"),
     non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0),

@@ -31,6 +31,7 @@ import {
   mbPerSec,
   MiB,
   type Proc,
+  procCpuSeconds,
   procStatusKiB,
   readToEnd,
   sendBytes,
@@ -191,79 +192,128 @@ const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2].map((r) => r.proc)
 await sleep(300);
 
 const floorName = "Deno relay x2";
-const paths: { name: string; url: string; host?: string }[] = [
-  { name: "direct", url: `http://127.0.0.1:${ports.http}` },
-  { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}` },
-  { name: "Deno relay x1", url: `http://127.0.0.1:${httpRelay1.port}` },
-  { name: floorName, url: `http://127.0.0.1:${httpRelay2.port}` },
-  { name: "tunnel (raw, default)", url: `http://127.0.0.1:${srvPort}`, host: "raw.test" },
-  { name: "tunnel (websocket)", url: `http://127.0.0.1:${srvPort}`, host: "app.test" },
-  { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}` },
+/** `hops`: the processes between client and app whose CPU the row reports (socat forks a
+ * child per connection, which its parent's counters do not show: none). */
+const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
+  { name: "direct", url: `http://127.0.0.1:${ports.http}`, hops: [] },
+  { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}`, hops: [] },
+  { name: "Deno relay x1", url: `http://127.0.0.1:${httpRelay1.port}`, hops: [httpRelay1.proc] },
+  {
+    name: floorName,
+    url: `http://127.0.0.1:${httpRelay2.port}`,
+    hops: [httpRelay1.proc, httpRelay2.proc],
+  },
+  {
+    name: "tunnel (raw, default)",
+    url: `http://127.0.0.1:${srvPort}`,
+    host: "raw.test",
+    hops: [server, rawClient],
+  },
+  {
+    name: "tunnel (websocket)",
+    url: `http://127.0.0.1:${srvPort}`,
+    host: "app.test",
+    hops: [server, client],
+  },
+  { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}`, hops: [hono, honoClient] },
 ];
+/** CPU of `hops` and of the app while `run` goes. */
+async function cpuDuring<T>(hops: Proc[], run: () => Promise<T>) {
+  const h0 = procCpuSeconds(hops), a0 = procCpuSeconds([app]);
+  const result = await run();
+  return { result, hopsS: procCpuSeconds(hops) - h0, appS: procCpuSeconds([app]) - a0 };
+}
 
 // Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
 const pad = (s: string) => s.padEnd(nameWidth);
 const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
 try {
   console.log(`small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello`);
-  console.log(`${pad("path")}      rps   p50 ms   p99 ms    ratio     x2  non-2xx`);
+  console.log(
+    `${pad("path")}      rps   p50 ms   p99 ms    ratio       x2  non-2xx  hops µs   app µs`,
+  );
   let base = 0, floor = 0;
   for (const p of paths) {
-    const r = await wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host });
+    const { result: r, hopsS, appS } = await cpuDuring(
+      p.hops,
+      () => wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host }),
+    );
     if (p.name === "direct") base = r.rps;
     if (p.name === floorName) floor = r.rps;
+    const perRequest = (s: number) => num(s * 1e6 / r.requests);
     console.log(
       `${pad(p.name)}${num(r.rps)}${num(r.p50Ms, 2)}${num(r.p99Ms, 2)}${num(r.rps / base, 2)}${
         num(floor ? r.rps / floor : NaN, 2)
-      }${String(r.non2xx).padStart(numWidth)}`,
+      }${String(r.non2xx).padStart(numWidth)}${
+        p.hops.length ? perRequest(hopsS) : "-".padStart(numWidth)
+      }${perRequest(appS)}`,
     );
   }
+  console.log(
+    "(hops µs, app µs: CPU per request of the processes between wrk and the app, and of the app)",
+  );
   console.log(`\nbulk HTTP: ${totalBytes / MiB} MiB with curl (MB/s)`);
-  console.log(`${pad("path")} download    ratio       x2   upload    ratio       x2`);
+  console.log(
+    `${pad("path")} download    ratio       x2   upload    ratio       x2   hops ↓   hops ↑`,
+  );
   let bd = 0, bu = 0, fd = 0, fu = 0;
+  const gib = totalBytes / (1 << 30);
+  const perGiB = (p: { hops: Proc[] }, s: number) =>
+    p.hops.length ? num(s / gib, 2) : "-".padStart(numWidth);
   for (const p of paths) {
     const hostHeader = p.host ? ["-H", `Host: ${p.host}`] : [];
-    const d = (await curl([...hostHeader, `${p.url}/bytes/${totalBytes}`])).downloadMBps;
+    const down = await cpuDuring(
+      p.hops,
+      () => curl([...hostHeader, `${p.url}/bytes/${totalBytes}`]),
+    );
+    const d = down.result.downloadMBps;
     // curl streams the body (chunked) from a pipe fed by `head -c N /dev/zero`.
-    const u = (await curl([
-      ...hostHeader,
-      "-H",
-      "Content-Type: application/octet-stream",
-      "-H",
-      "Expect:",
-      "-X",
-      "POST",
-      "-T",
-      "-",
-      `${p.url}/discard`,
-    ], { stdinZeros: totalBytes })).uploadMBps;
+    const up = await cpuDuring(p.hops, () =>
+      curl([
+        ...hostHeader,
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-H",
+        "Expect:",
+        "-X",
+        "POST",
+        "-T",
+        "-",
+        `${p.url}/discard`,
+      ], { stdinZeros: totalBytes }));
+    const u = up.result.uploadMBps;
     if (p.name === "direct") (bd = d, bu = u);
     if (p.name === floorName) (fd = d, fu = u);
     console.log(
       `${pad(p.name)}${num(d)}${num(d / bd, 2)}${num(fd ? d / fd : NaN, 2)}${num(u)}${
         num(u / bu, 2)
-      }${num(fu ? u / fu : NaN, 2)}`,
+      }${num(fu ? u / fu : NaN, 2)}${perGiB(p, down.hopsS)}${perGiB(p, up.hopsS)}`,
     );
   }
+  console.log("(hops ↓/↑: CPU seconds per GiB of the processes between curl and the app)");
   const peakMiB = (p: Proc) => fixed(procStatusKiB(p.child.pid, "VmHWM") / 1024);
   console.log(
     `peak RSS after bulk: tunnel-server ${peakMiB(server)} MiB, ` +
       `tunnel-client ${peakMiB(client)} MiB (constant memory: far below the bytes moved)`,
   );
   console.log(`\nTCP: one connection reads ${totalBytes / MiB} MiB (MB/s)`);
-  console.log(`${pad("path")}     MB/s    ratio       x2`);
-  const direct = await tcpRead(ports.tcp);
-  const rows: [string, number][] = [
-    ["direct", direct],
-    ["Deno relay x1", await tcpRead(tcpRelay1.port)],
-    [floorName, await tcpRead(tcpRelay2.port)],
-    ["tunnel (raw, default)", await tcpRead(tcpPublic + 1)],
-    ["tunnel (websocket)", await tcpRead(tcpPublic)],
+  console.log(`${pad("path")}     MB/s    ratio       x2     hops`);
+  const tcpPaths: { name: string; port: number; hops: Proc[] }[] = [
+    { name: "direct", port: ports.tcp, hops: [] },
+    { name: "Deno relay x1", port: tcpRelay1.port, hops: [tcpRelay1.proc] },
+    { name: floorName, port: tcpRelay2.port, hops: [tcpRelay1.proc, tcpRelay2.proc] },
+    { name: "tunnel (raw, default)", port: tcpPublic + 1, hops: [server, rawClient] },
+    { name: "tunnel (websocket)", port: tcpPublic, hops: [server, client] },
   ];
-  const tcpFloor = rows[2][1];
-  for (const [name, v] of rows) {
-    console.log(`${pad(name)}${num(v)}${num(v / direct, 2)}${num(v / tcpFloor, 2)}`);
+  const measured = [];
+  for (const p of tcpPaths) measured.push({ p, ...await cpuDuring(p.hops, () => tcpRead(p.port)) });
+  const direct = measured[0].result, tcpFloor = measured[2].result;
+  for (const { p, result: v, hopsS } of measured) {
+    console.log(
+      `${pad(p.name)}${num(v)}${num(v / direct, 2)}${num(v / tcpFloor, 2)}${perGiB(p, hopsS)}`,
+    );
   }
+  console.log("(hops: CPU seconds per GiB of the processes between the reader and the source)");
 } finally {
   await stopAll([...relays, honoClient, hono, socat, rawClient, client, server, app]);
 }
