@@ -129,6 +129,17 @@ Deno.test("tls: the right CA connects, bytes pass both ways with half-close", as
       assertEquals(await echoRoundTrip(bound), want);
       assertEquals(s.listener.stats.handshakes, 3);
       assert(!s.listener.mutual);
+      // By IP, verifying another name the certificate holds (--tls-server-name).
+      const byName = loadTlsClientConfig({ caFile: pki.ca, serverName: "other.example" });
+      const other = await echoServer({ certFile: pki.otherCert, keyFile: pki.otherKey });
+      try {
+        assertEquals(
+          await echoRoundTrip(await connectTls("127.0.0.1", other.listener.addr.port, byName)),
+          want,
+        );
+      } finally {
+        await other.server.stop(0);
+      }
     } finally {
       await s.server.stop(0);
     }
@@ -284,7 +295,10 @@ Deno.test("tls: mutual TLS admits the CA's client certificate and refuses others
       assertEquals(await echoRoundTrip(await connectTls("localhost", port, good)), want);
       const bound = await connectTls("127.0.0.1", port, good, { localAddress: "127.0.0.1" });
       assertEquals(await echoRoundTrip(bound), want);
-      assertEquals(s.peers, ["agent-1", "agent-1"]);
+      // A server name other than the host, with the client certificate.
+      const named = await connectTls("127.0.0.1", port, { ...good, serverName: "localhost" });
+      assertEquals(await echoRoundTrip(named), want);
+      assertEquals(s.peers, ["agent-1", "agent-1", "agent-1"]);
 
       const none = await expectRefused(
         connectTls("localhost", port, loadTlsClientConfig({ caFile: pki.ca })),
@@ -298,7 +312,7 @@ Deno.test("tls: mutual TLS admits the CA's client certificate and refuses others
         loadTlsClientConfig({ caFile: pki.ca, certFile: pki.rogueCert, keyFile: pki.rogueKey }),
       ));
       await waitLine(s.lines, /msg="tls handshake failed".*reason=unknown-ca.*rogue/);
-      assertEquals(s.peers.length, 2, "refused clients never reach the handler");
+      assertEquals(s.peers.length, 3, "refused clients never reach the handler");
     } finally {
       await s.server.stop(0);
     }

@@ -236,18 +236,19 @@ export interface DialFromOptions {
 }
 
 /**
- * TCP connect from `localAddress` (which selects the interface or link) with `node:net`,
- * since `Deno.connect` cannot bind a local address. Resolves with the connected, half-open
- * capable socket; rejects with a {@linkcode NetError} typed like `dial()`'s. TLS callers
- * wrap the socket with `node:tls`; plain callers use {@linkcode dialFrom}.
+ * TCP connect from `localAddress` (which selects the interface or link; `undefined`: the
+ * system picks) with `node:net`, since `Deno.connect` cannot bind a local address. Resolves
+ * with the connected, half-open capable socket; rejects with a {@linkcode NetError} typed
+ * like `dial()`'s. TLS callers wrap the socket with `node:tls`; plain callers use
+ * {@linkcode dialFrom}.
  */
 export function connectNodeSocket(
   host: string,
   port: number,
-  localAddress: string,
+  localAddress: string | undefined,
   opts: DialFromOptions = {},
 ): Promise<Socket> {
-  const target = `${localAddress}>${joinHostPort(host, port)}`;
+  const target = `${localAddress ? localAddress + ">" : ""}${joinHostPort(host, port)}`;
   return new Promise((resolve, reject) => {
     const sock = connect({ host, port, localAddress, allowHalfOpen: true });
     const done = (err: NetError | null) => {

@@ -577,9 +577,6 @@ export interface TlsConnectOptions {
   localAddress?: string;
 }
 
-/** Symbol Deno 2.9.6's `connectTls` reads for an SNI/verification name other than the host. */
-const serverNameSymbol = Symbol.for("unstableServerName");
-
 /**
  * Connect to `host:port` and complete a TLS handshake, verifying the server certificate
  * against `cfg.ca` (or the system roots) and `cfg.serverName ?? host`; presents `cfg.cert`
@@ -603,9 +600,11 @@ export async function connectTls(
   const timeoutMs = opts.timeoutMs ?? defaultTlsHandshakeTimeoutMs;
   const target = joinHostPort(host, port);
   const name = cfg.serverName ?? host;
-  const attempt = opts.localAddress
+  // node:tls for a bound local address, and for a name other than the host: it takes that as
+  // `servername`, while Deno's connectTls has no documented option for it.
+  const attempt = opts.localAddress !== undefined || name !== host
     ? connectNodeTls(host, port, name, cfg, opts.localAddress)
-    : connectDenoTls(host, port, name, cfg);
+    : connectDenoTls(host, port, cfg);
   let timer: ReturnType<typeof setTimeout> | undefined;
   let onAbort: (() => void) | undefined;
   const cut = new Promise<never>((_, reject) => {
@@ -655,7 +654,6 @@ function markTls(err: unknown): unknown {
 async function connectDenoTls(
   host: string,
   port: number,
-  name: string,
   cfg: TlsClientConfig,
 ): Promise<Deno.Conn> {
   const options: Deno.ConnectTlsOptions & Partial<Deno.TlsCertifiedKeyPem> = {
@@ -664,7 +662,6 @@ async function connectDenoTls(
     ...(cfg.ca ? { caCerts: [cfg.ca] } : {}),
     ...(cfg.cert && cfg.key ? { cert: cfg.cert, key: cfg.key } : {}),
   };
-  if (name !== host) Object.assign(options, { [serverNameSymbol]: name });
   const conn = await Deno.connectTls(options as Deno.ConnectTlsOptions);
   try {
     await conn.handshake();
@@ -680,7 +677,7 @@ async function connectNodeTls(
   port: number,
   name: string,
   cfg: TlsClientConfig,
-  localAddress: string,
+  localAddress: string | undefined,
 ): Promise<Deno.Conn> {
   const raw = await connectNodeSocket(host, port, localAddress);
   return await new Promise((resolve, reject) => {
