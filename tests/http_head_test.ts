@@ -303,6 +303,8 @@ Deno.test("http head: serialise round-trips, latin-1 bytes included", async () =
   const bytes = serializeRequestHead(req);
   assertEquals(bytes[bytes.indexOf(0xe9)], 0xe9);
   assertEquals(await readRequestHead(new BufferedReader(new ChunkedSource(bytes, 1))), req);
+  // In one read: the lines are decoded in place from the reader's buffer.
+  assertEquals(await readRequestHead(new BufferedReader(new ChunkedSource(bytes, 1 << 16))), req);
   const res: ResponseHead = {
     version: "HTTP/1.1",
     status: 404,

@@ -95,9 +95,13 @@ const badValueRe = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 /** Bytes per `String.fromCharCode` call (its arguments go on the stack). */
 const charCodeChunkBytes = 8192;
+const asciiDecoder = new TextDecoder();
 
-/** Bytes to a string one char per byte (latin-1). */
+/** Bytes to a string one char per byte (latin-1), fast for the common ASCII case. */
 export function decodeLatin1(b: Uint8Array): string {
+  let ascii = true;
+  for (let i = 0; i < b.length && ascii; i++) ascii = b[i] < 0x80;
+  if (ascii) return asciiDecoder.decode(b);
   let s = "";
   for (let i = 0; i < b.length; i += charCodeChunkBytes) {
     const part = b.subarray(i, i + charCodeChunkBytes) as unknown as number[];
@@ -129,23 +133,32 @@ function headLineError(err: unknown, tooLong: HttpErrorReason): unknown {
 }
 
 /**
- * One line of the head, with reader errors turned into HttpErrors. A line already buffered
- * is taken without awaiting: a head that came in one read costs no promise per line.
+ * One line of the head as a latin-1 string, with reader errors turned into HttpErrors. A
+ * line already buffered is decoded in place, without awaiting: a head that came in one read
+ * costs no promise and no copy per line.
  */
 function readHeadLine(
   r: BufferedReader,
   maxBytes: number,
   tooLong: HttpErrorReason,
-): Uint8Array | Promise<Uint8Array> {
+): string | Promise<string> {
   try {
-    const line = r.readBufferedLine(maxBytes);
-    if (line) return line;
+    const line = r.readBufferedLine(maxBytes, false);
+    if (line) return decodeLatin1(line);
   } catch (err) {
     throw headLineError(err, tooLong);
   }
-  return r.readLine(maxBytes).catch((err) => {
+  return r.readLine(maxBytes).then(decodeLatin1, (err) => {
     throw headLineError(err, tooLong);
   });
+}
+
+/** `s` without leading and trailing spaces and tabs (the optional whitespace around a value). */
+function trimOws(s: string): string {
+  let a = 0, b = s.length;
+  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
 /** The header fields after a start line of `used` bytes, up to the empty line. */
@@ -155,23 +168,23 @@ async function readFields(r: BufferedReader, limits: HeadLimits, used: number) {
   const headers: HeaderFields = [];
   while (true) {
     if (used > maxHead) throw new HttpError("head too large", "head-too-large");
-    let line = readHeadLine(r, maxHead - used, "head-too-large");
-    if (line instanceof Promise) line = await line;
-    used += line.length + 2;
-    if (line.length === 0) break;
-    if (line[0] === 0x20 || line[0] === 0x09) {
+    let s = readHeadLine(r, maxHead - used, "head-too-large");
+    if (typeof s !== "string") s = await s;
+    used += s.length + 2;
+    if (s.length === 0) break;
+    const first = s.charCodeAt(0);
+    if (first === 0x20 || first === 0x09) {
       throw new HttpError("obsolete line folding is not accepted");
     }
     if (headers.length >= maxHeaders) {
       throw new HttpError("too many header fields", "head-too-large");
     }
-    const s = decodeLatin1(line);
     const colon = s.indexOf(":");
     if (colon <= 0) throw new HttpError("header field without a name or colon");
     const name = s.slice(0, colon);
     // Whitespace before the colon is a smuggling vector: RFC 9112 §5.1 says reject.
     if (!tokenRe.test(name)) throw new HttpError(`bad header field name ${JSON.stringify(name)}`);
-    const value = s.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    const value = trimOws(s.slice(colon + 1));
     if (badValueRe.test(value)) throw new HttpError(`control character in header ${name}`);
     headers.push([name, value]);
   }
@@ -196,7 +209,7 @@ export async function readRequestHead(
   limits: HeadLimits = {},
 ): Promise<RequestHead | null> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
-  let line: Uint8Array | undefined;
+  let start = "";
   for (let i = 0; i <= maxLeadingEmptyLines; i++) {
     // A zero-byte read fills the buffer, telling a clean EOF apart without consuming bytes.
     if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) {
@@ -204,17 +217,16 @@ export async function readRequestHead(
       throw new HttpError("connection closed inside the head", "eof");
     }
     const next = readHeadLine(r, maxHead, "uri-too-long");
-    line = next instanceof Promise ? await next : next;
-    if (line.length > 0) break;
+    start = typeof next === "string" ? next : await next;
+    if (start.length > 0) break;
   }
-  if (!line || line.length === 0) throw new HttpError("only empty lines where a request was due");
-  const start = decodeLatin1(line);
+  if (start.length === 0) throw new HttpError("only empty lines where a request was due");
   const m = requestLineRe.exec(start);
   if (!m) throw new HttpError(`malformed request line ${JSON.stringify(start.slice(0, 80))}`);
   if (m[3] !== "HTTP/1.1" && m[3] !== "HTTP/1.0") {
     throw new HttpError(`unsupported version ${m[3]}`, "version");
   }
-  const headers = await readFields(r, limits, line.length + 2);
+  const headers = await readFields(r, limits, start.length + 2);
   return { method: m[1], target: m[2], version: m[3], headers };
 }
 
@@ -272,12 +284,11 @@ export async function readResponseHead(
   limits: HeadLimits = {},
 ): Promise<ResponseHead> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
-  let line = readHeadLine(r, maxHead, "head-too-large");
-  if (line instanceof Promise) line = await line;
-  const start = decodeLatin1(line);
+  let start = readHeadLine(r, maxHead, "head-too-large");
+  if (typeof start !== "string") start = await start;
   const m = statusLineRe.exec(start);
   if (!m) throw new HttpError(`malformed status line ${JSON.stringify(start.slice(0, 80))}`);
-  const headers = await readFields(r, limits, line.length + 2);
+  const headers = await readFields(r, limits, start.length + 2);
   return {
     version: m[1] as ResponseHead["version"],
     status: Number(m[2]),

@@ -120,13 +120,14 @@ export class BufferedReader {
   /**
    * Like `readLine`, but only from what is already buffered: `undefined` when no whole line
    * is there yet (nothing consumed). Parsers call it first so that a head that arrived in
-   * one read is parsed without a promise per line.
+   * one read is parsed without a promise per line. With `copy` false the line is a view
+   * into the buffer, valid only until the next read (for a caller that decodes it at once).
    */
-  readBufferedLine(maxBytes: number): Uint8Array | undefined {
-    return this.#bufferedLine(maxBytes, 0);
+  readBufferedLine(maxBytes: number, copy = true): Uint8Array | undefined {
+    return this.#bufferedLine(maxBytes, 0, copy);
   }
 
-  #bufferedLine(maxBytes: number, skip: number): Uint8Array | undefined {
+  #bufferedLine(maxBytes: number, skip: number, copy = true): Uint8Array | undefined {
     const idx = this.#buf.subarray(this.#start + skip, this.#end).indexOf(0x0a);
     if (idx < 0) {
       if (this.#end - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
@@ -135,7 +136,9 @@ export class BufferedReader {
     const nl = this.#start + skip + idx;
     if (nl - this.#start > maxBytes) throw new ProtocolError("line too long", "too-long");
     const lineEnd = nl > this.#start && this.#buf[nl - 1] === 0x0d ? nl - 1 : nl;
-    const line = this.#buf.slice(this.#start, lineEnd);
+    const line = copy
+      ? this.#buf.slice(this.#start, lineEnd)
+      : this.#buf.subarray(this.#start, lineEnd);
     this.#start = nl + 1;
     return line;
   }
