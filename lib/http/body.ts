@@ -7,6 +7,7 @@
 import { type BufferedReader, type Duplex, relayPool } from "../net/mod.ts";
 import {
   decodeLatin1,
+  fieldNameIs,
   type HeaderFields,
   headerTokens,
   HttpError,
@@ -36,7 +37,7 @@ export type Sink = (p: Uint8Array) => Promise<void>;
 function contentLength(headers: HeaderFields): number | undefined {
   let len: number | undefined;
   for (const [k, v] of headers) {
-    if (k.toLowerCase() !== "content-length") continue;
+    if (!fieldNameIs(k, "content-length")) continue;
     for (const part of v.split(",")) {
       const t = part.trim();
       if (!/^\d{1,15}$/.test(t)) throw new HttpError(`bad Content-Length ${JSON.stringify(v)}`);

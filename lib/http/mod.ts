@@ -9,6 +9,7 @@ export {
   defaultMaxHeadBytes,
   defaultMaxHeaders,
   encodeLatin1,
+  fieldNameIs,
   getHeader,
   getHeaders,
   type HeaderFields,

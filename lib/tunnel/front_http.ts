@@ -26,6 +26,7 @@ import {
 import { type Logger, silentLogger } from "../log.ts";
 import {
   copyBody,
+  fieldNameIs,
   getHeader,
   headerHasToken,
   HttpError,
@@ -112,12 +113,11 @@ export function forwardHeaders(
   let xfh: string | undefined;
   let host = "";
   for (const [k, v] of head.headers) {
-    const l = k.toLowerCase();
-    if (l === "x-forwarded-for") xff = xff ? `${xff}, ${v}` : v;
-    else if (l === "x-forwarded-proto") xfp ??= v;
-    else if (l === "x-forwarded-host") xfh ??= v;
+    if (fieldNameIs(k, "x-forwarded-for")) xff = xff ? `${xff}, ${v}` : v;
+    else if (fieldNameIs(k, "x-forwarded-proto")) xfp ??= v;
+    else if (fieldNameIs(k, "x-forwarded-host")) xfh ??= v;
     else {
-      if (l === "host") host = v;
+      if (fieldNameIs(k, "host")) host = v;
       out.push([k, v]);
     }
   }
