@@ -275,7 +275,7 @@ const server = new TunnelServer({
 for (const [vhost, identifier] of hostSpecs) await server.addHost(vhost, identifier);
 for (const spec of tcpSpecs) {
   try {
-    await server.addTcpTunnel(spec);
+    server.addTcpTunnel(spec);
   } catch (err) {
     fail(`--tcp ${spec.publicPort}: ${errorMessage(err)}`, err instanceof TcpTunnelError ? 2 : 1);
   }
@@ -357,7 +357,7 @@ onReload<typeof flags>(async (next) => {
   for (const [port, t] of nextTcp) {
     if (configTcp.has(port)) continue;
     try {
-      await server.addTcpTunnel(t);
+      server.addTcpTunnel(t);
       configTcp.set(port, t);
     } catch (err) {
       log.warn("tcp tunnel not added", { port, error: errorMessage(err) });

@@ -98,7 +98,7 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
       return c.json({ error: "localPort must be a number" }, 400);
     }
     try {
-      const info = await server.addTcpTunnel({
+      const info = server.addTcpTunnel({
         publicPort: body.publicPort,
         identifier: body.identifier,
         localPort: body.localPort as number | undefined,

@@ -816,11 +816,11 @@ export class TunnelServer {
    * The identifier needs no virtual host: naming it here lets its client connect (a TCP-only
    * client, as with frp or rathole) for as long as a tunnel names it.
    *
-   * Rejects with {@linkcode TcpTunnelError}: "bad-request" (not a port, empty identifier),
+   * Throws {@linkcode TcpTunnelError}: "bad-request" (not a port, empty identifier),
    * "not-allowed" (outside `tcpPorts`), "in-use" (defined already, held by a client's own
    * tunnel, or bound by another program).
    */
-  async addTcpTunnel(spec: TcpTunnelSpecServer): Promise<TcpTunnelInfo> {
+  addTcpTunnel(spec: TcpTunnelSpecServer): TcpTunnelInfo {
     const { publicPort, identifier, localPort } = spec;
     if (!isPort(publicPort)) throw new TcpTunnelError("bad-request", "publicPort must be 1-65535");
     if (localPort !== undefined && !isPort(localPort)) {
