@@ -263,6 +263,91 @@ export async function startRelay(targetPort: number): Promise<{ proc: Proc; port
   return { proc, port };
 }
 
+// ---------------------------------------------------------------- OpenSSH ssh -R
+
+/** A throwaway sshd and its `ssh -N -R` client: the known peer for reverse tunnels. */
+export interface SshReverse {
+  /** sshd and ssh (their output discarded: sshd forks children that hold pipes). */
+  procs: Proc[];
+  /** Keys and config; {@linkcode SshReverse.close} removes it. */
+  dir: string;
+  /** Stop both and remove `dir`. */
+  close(): Promise<void>;
+}
+
+/**
+ * Start a throwaway sshd on loopback and `ssh -N -R forward` against it, then wait until
+ * `listenPort` (the port the forward opens) accepts. `forward` is OpenSSH's `-R` argument:
+ * `127.0.0.1:PORT` for a reverse dynamic SOCKS proxy, `127.0.0.1:PORT:HOST:HOSTPORT` for a
+ * reverse TCP forward (what a tunnel client does). `via` may put something (a delay proxy)
+ * between ssh and sshd: it gets sshd's port and returns the one ssh dials.
+ */
+export async function startSshReverse(
+  forward: string,
+  listenPort: number,
+  via?: (sshdPort: number) => Promise<number>,
+): Promise<SshReverse> {
+  const dir = Deno.makeTempDirSync({ prefix: "warren-bench-ssh-" });
+  const procs: Proc[] = [];
+  const close = async () => {
+    await stopAll(procs);
+    Deno.removeSync(dir, { recursive: true });
+  };
+  try {
+    const keygen = (name: string) =>
+      sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${name}`]);
+    await keygen("host_key");
+    await keygen("user_key");
+    Deno.copyFileSync(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
+    const sshdPort = freePort();
+    Deno.writeTextFileSync(
+      `${dir}/sshd_config`,
+      [
+        `Port ${sshdPort}`,
+        "ListenAddress 127.0.0.1",
+        `HostKey ${dir}/host_key`,
+        `AuthorizedKeysFile ${dir}/authorized_keys`,
+        `PidFile ${dir}/sshd.pid`,
+        "UsePAM no",
+        "StrictModes no",
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "AllowTcpForwarding yes",
+        "",
+      ].join("\n"),
+    );
+    Deno.mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege-separation directory
+    procs.push(
+      spawn("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`], { output: "discard" }),
+    );
+    await waitPort(sshdPort, "sshd");
+    const sshPort = via ? await via(sshdPort) : sshdPort;
+    procs.push(spawn("ssh", [
+      "-N",
+      "-i",
+      `${dir}/user_key`,
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ExitOnForwardFailure=yes",
+      "-p",
+      String(sshPort),
+      "-R",
+      forward,
+      `${Deno.env.get("USER") ?? "root"}@127.0.0.1`,
+    ], { output: "discard" }));
+    await waitPort(listenPort, "ssh -R");
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { procs, dir, close };
+}
+
 // ---------------------------------------------------------------- /proc
 
 /**

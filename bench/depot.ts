@@ -36,13 +36,14 @@ import {
   sequentialMs,
   serveLengthSource,
   servicePath,
-  sh,
   smallBuffer,
   smallExchange,
   socksRoute,
   spawn,
   spawnDeno,
+  type SshReverse,
   startRelay,
+  startSshReverse,
   stopAll,
   tcpRoute,
   uploadMBps,
@@ -139,8 +140,8 @@ const wanConns = flags["wan-conns"];
 const onlyWan = flags["only-wan"];
 
 const procs: Proc[] = [];
-/** Temporary directories (sshd keys and config) removed at the end. */
-const tempDirs: string[] = [];
+/** sshd + ssh -R pairs, stopped (and their key directories removed) at the end. */
+const sshPeers: SshReverse[] = [];
 /**
  * A child whose output is discarded: sshd's per-connection children would hold a watched
  * pipe open past the stop.
@@ -224,53 +225,12 @@ async function waitExits(what: string, statusPort: number, exits: number): Promi
 
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
 async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<void> {
-  const dir = Deno.makeTempDirSync({ prefix: "depot-bench-ssh-" });
-  tempDirs.push(dir);
-  const keygen = (name: string) =>
-    sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/${name}`]);
-  await keygen("host_key");
-  await keygen("user_key");
-  Deno.copyFileSync(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
-  const sshdPort = freePort();
-  Deno.writeTextFileSync(
-    `${dir}/sshd_config`,
-    [
-      `Port ${sshdPort}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${dir}/host_key`,
-      `AuthorizedKeysFile ${dir}/authorized_keys`,
-      `PidFile ${dir}/sshd.pid`,
-      "UsePAM no",
-      "StrictModes no",
-      "PermitRootLogin prohibit-password",
-      "PasswordAuthentication no",
-      "AllowTcpForwarding yes",
-      "",
-    ].join("\n"),
-  );
-  Deno.mkdirSync("/run/sshd", { recursive: true }); // sshd's privilege-separation directory
-  start("/usr/sbin/sshd", ["-D", "-e", "-f", `${dir}/sshd_config`]);
-  await waitPort(sshdPort, "sshd");
-  const sshPort = delayMs > 0 ? await startDelay(sshdPort, delayMs) : sshdPort;
-  start("ssh", [
-    "-N",
-    "-i",
-    `${dir}/user_key`,
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "ExitOnForwardFailure=yes",
-    "-p",
-    String(sshPort),
-    "-R",
+  const ssh = await startSshReverse(
     `127.0.0.1:${socksPort}`,
-    `${Deno.env.get("USER") ?? "root"}@127.0.0.1`,
-  ]);
-  await waitPort(socksPort, "ssh -R");
+    socksPort,
+    delayMs > 0 ? (sshdPort) => startDelay(sshdPort, delayMs) : undefined,
+  );
+  sshPeers.push(ssh);
 }
 
 // ---------------------------------------------------------------- main
@@ -420,7 +380,7 @@ try {
   }
 } finally {
   await stopAll(procs);
-  for (const d of tempDirs) Deno.removeSync(d, { recursive: true });
+  for (const ssh of sshPeers) await ssh.close();
 }
 
 const direct = rows[0] ?? { name: "direct TCP", down: NaN, up: NaN, seqMs: NaN, rps: NaN };

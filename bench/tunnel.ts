@@ -1,9 +1,10 @@
 /**
  * `deno run -A bench/tunnel.ts`: the HTTP vhost tunnel (services/tunnel-server.ts fast
  * path + services/tunnel-client.ts, separate processes) side by side with the local app
- * directly, a socat TCP relay (outside peer: a raw byte relay hop), one and two plain lib/net
- * relay processes in series (bench/_relay.ts: the same two user-space hops as a tunnel's
- * server and client, with no protocol on top), the tunnel with a client on its default
+ * directly, a socat TCP relay (outside peer: a raw byte relay hop), OpenSSH `ssh -R` (the
+ * known reverse tunnel, encrypted), one and two plain lib/net relay processes in series
+ * (bench/_relay.ts: the same two user-space hops as a tunnel's server and client, with no
+ * protocol on top), the tunnel with a client on its default
  * transport (auto: the raw upgrade here) and one pinned to `--transport websocket`, and the
  * embeddable Hono front (Deno.serve + createTunnelApp), in one run:
  *
@@ -38,7 +39,9 @@ import {
   servicePath,
   spawn,
   spawnDeno,
+  type SshReverse,
   startRelay,
+  startSshReverse,
   stopAll,
   wrk,
 } from "./_util.ts";
@@ -189,6 +192,23 @@ const httpRelay2 = await startRelay(httpRelay1.port);
 const tcpRelay1 = await startRelay(ports.tcp);
 const tcpRelay2 = await startRelay(tcpRelay1.port);
 const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2].map((r) => r.proc);
+// The known reverse tunnel: OpenSSH `ssh -R` forwarding a loopback port to the app and to the
+// TCP source (encrypted, unlike the tunnel over plain HTTP; sshd's per-connection child does
+// the work, so its CPU is not shown).
+const sshHttpPort = freePort(), sshTcpPort = freePort();
+const sshPeers: SshReverse[] = [];
+let sshError = "";
+try {
+  sshPeers.push(
+    await startSshReverse(`127.0.0.1:${sshHttpPort}:127.0.0.1:${ports.http}`, sshHttpPort),
+  );
+  sshPeers.push(
+    await startSshReverse(`127.0.0.1:${sshTcpPort}:127.0.0.1:${ports.tcp}`, sshTcpPort),
+  );
+} catch (err) {
+  sshError = `ssh -R unavailable: ${err instanceof Error ? err.message : err}`;
+  console.error(sshError);
+}
 await sleep(300);
 
 const floorName = "Deno relay x2";
@@ -197,6 +217,9 @@ const floorName = "Deno relay x2";
 const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
   { name: "direct", url: `http://127.0.0.1:${ports.http}`, hops: [] },
   { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}`, hops: [] },
+  ...(sshError
+    ? []
+    : [{ name: "ssh -R (peer)", url: `http://127.0.0.1:${sshHttpPort}`, hops: [] }]),
   { name: "Deno relay x1", url: `http://127.0.0.1:${httpRelay1.port}`, hops: [httpRelay1.proc] },
   {
     name: floorName,
@@ -300,6 +323,7 @@ try {
   console.log(`${pad("path")}     MB/s    ratio       x2     hops`);
   const tcpPaths: { name: string; port: number; hops: Proc[] }[] = [
     { name: "direct", port: ports.tcp, hops: [] },
+    ...(sshError ? [] : [{ name: "ssh -R (peer)", port: sshTcpPort, hops: [] }]),
     { name: "Deno relay x1", port: tcpRelay1.port, hops: [tcpRelay1.proc] },
     { name: floorName, port: tcpRelay2.port, hops: [tcpRelay1.proc, tcpRelay2.proc] },
     { name: "tunnel (raw, default)", port: tcpPublic + 1, hops: [server, rawClient] },
@@ -307,7 +331,8 @@ try {
   ];
   const measured = [];
   for (const p of tcpPaths) measured.push({ p, ...await cpuDuring(p.hops, () => tcpRead(p.port)) });
-  const direct = measured[0].result, tcpFloor = measured[2].result;
+  const direct = measured[0].result;
+  const tcpFloor = measured.find((m) => m.p.name === floorName)!.result;
   for (const { p, result: v, hopsS } of measured) {
     console.log(
       `${pad(p.name)}${num(v)}${num(v / direct, 2)}${num(v / tcpFloor, 2)}${perGiB(p, hopsS)}`,
@@ -316,5 +341,6 @@ try {
   console.log("(hops: CPU seconds per GiB of the processes between the reader and the source)");
 } finally {
   await stopAll([...relays, honoClient, hono, socat, rawClient, client, server, app]);
+  for (const ssh of sshPeers) await ssh.close();
 }
 Deno.exit(0);
