@@ -114,3 +114,22 @@ Deno.test("buffer pool: grows by class, honours the budget, always grants the mi
   pool.trim();
   assertEquals(pool.heldBytes, 0);
 });
+
+Deno.test("closeQuietly: closes once, never throws, a second call does nothing", () => {
+  let calls = 0;
+  const c = {
+    close() {
+      if (++calls > 1) throw new Deno.errors.BadResource("closed twice");
+    },
+  };
+  closeQuietly(c);
+  closeQuietly(c);
+  closeQuietly(null);
+  assertEquals(calls, 1);
+  const failing = {
+    close(): void {
+      throw new Error("already gone");
+    },
+  };
+  closeQuietly(failing); // swallowed
+});

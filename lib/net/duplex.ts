@@ -27,10 +27,19 @@ export async function writeAll(w: Pick<Duplex, "write">, p: Uint8Array): Promise
   }
 }
 
-/** Close ignoring "already closed": cleanup paths must never throw over the original error. */
+/** What `closeQuietly` already closed: cleanup paths often close the same thing twice. */
+const closedQuietly = new WeakSet<object>();
+
+/**
+ * Close ignoring "already closed": cleanup paths must never throw over the original error.
+ * A second call for the same object does nothing (Deno would throw BadResource, and building
+ * that error with its stack was a measurable share of a short connection's cost).
+ */
 export function closeQuietly(c: { close(): void } | undefined | null): void {
+  if (!c || closedQuietly.has(c)) return;
+  closedQuietly.add(c);
   try {
-    c?.close();
+    c.close();
   } catch {
     // Already closed or never opened: nothing left to release.
   }
