@@ -222,3 +222,40 @@ Deno.test("tunnel: a Host port selects a local port only when the client allows 
     await other.close();
   }
 });
+
+/** Send `request` on a fresh connection and read until the server closes. */
+async function exchange(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const timer = setTimeout(() => conn.close(), 10_000); // fail, not hang, if never answered
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const out: number[] = [];
+    const buf = new Uint8Array(16 * 1024);
+    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+      out.push(...buf.subarray(0, n));
+    }
+    return new TextDecoder().decode(new Uint8Array(out));
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timer.
+    }
+  }
+}
+
+Deno.test("tunnel: a malformed chunked request body is answered 400, the next client is served", async () => {
+  await withTunnel(async ({ port }) => {
+    const head = "POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // Bare LF after a chunk size, data longer than its size, a size that is not hex.
+    for (
+      const body of ["5\nhello\r\n0\r\n\r\n", "3\r\nhello\r\n0\r\n\r\n", "zz\r\nhi\r\n0\r\n\r\n"]
+    ) {
+      const answer = await exchange(port, head + body);
+      assertMatch(answer, /^HTTP\/1\.1 400 /, JSON.stringify(body));
+    }
+    const r = await curl(port, "app.test", "/hello?id=9");
+    assertEquals(r.body, "hello 9");
+  });
+});

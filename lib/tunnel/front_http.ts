@@ -177,6 +177,10 @@ interface Current {
   switching: boolean;
   /** Set by the pump when the public connection must end (error answered, origin closed). */
   closePublic: boolean;
+  /** A response byte of this stream went out to the public client. */
+  responded: boolean;
+  /** We answer the public client ourselves (a bad request body): the pump stays quiet. */
+  abandoned: boolean;
 }
 
 /**
@@ -233,6 +237,7 @@ export async function handlePublicConn(
     try {
       await cur.ts.reply(server.responseTimeoutMs);
     } catch (err) {
+      if (cur.abandoned) return;
       const e = err as TunnelError;
       await answer(e.reason === "timeout" ? 504 : 502, cur.host);
       log.debug("tunnel stream failed", { host: cur.host, reason: e.reason, error: e.message });
@@ -249,7 +254,7 @@ export async function handlePublicConn(
     let firstByteTimer: ReturnType<typeof setTimeout> | undefined;
     const arm = (ms: number) => {
       firstByteTimer = setTimeout(() => {
-        if (sawByte) return;
+        if (sawByte || cur.abandoned) return;
         const quietMs = Date.now() - lastActivity;
         if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
         // The app behind the client never answered: 504, and this connection ends.
@@ -264,7 +269,7 @@ export async function handlePublicConn(
       while (true) {
         const n = await src.read(rbuf);
         if (n === null) break;
-        sawByte = true;
+        sawByte = cur.responded = true;
         lastActivity = Date.now();
         await writeAll(conn, rbuf.subarray(0, n));
         server.countBytes(cur.host, 0, n);
@@ -277,7 +282,7 @@ export async function handlePublicConn(
         });
       }
     } catch (err) {
-      if (!cur.switching) {
+      if (!cur.switching && !cur.abandoned) {
         cur.closePublic = true;
         closeQuietly(conn);
       }
@@ -386,6 +391,8 @@ export async function handlePublicConn(
           pump: Promise.resolve(),
           switching: false,
           closePublic: false,
+          responded: false,
+          abandoned: false,
         };
         cur.pump = pumpResponses(cur);
         current = cur;
@@ -417,6 +424,16 @@ export async function handlePublicConn(
       } catch (err) {
         if (cur.closePublic) break;
         log.debug("request body copy failed", { host: cur.host, error: errorMessage(err) });
+        const badBody = err instanceof HttpError && err.reason !== "eof";
+        if (badBody && !cur.responded) {
+          // Malformed body framing before anything was answered on this stream: the client
+          // gets a 400 (the app's half-received request is reset), not a silent close.
+          cur.abandoned = true;
+          cur.ts.stream.reset();
+          await cur.pump;
+          if (!cur.responded) await answer(400, cur.host);
+          break;
+        }
         cur.ts.stream.reset();
         break;
       }
