@@ -4,8 +4,9 @@
  * several benches measure through, /proc readings and table formatting. One version of each,
  * so every bench starts, waits, measures and prints the same way.
  *
- * Line watching is tests/_netns.ts's `Watched` (the fusion tests use it too), re-exported here
- * so benches import their harness from one place.
+ * Line watching is tests/_netns.ts's `Watched` (the fusion tests use it too) and /proc sizes are
+ * tests/_soak.ts's `procStatusKiB`, both re-exported here so benches import their harness from one
+ * place.
  * @module
  */
 
@@ -20,8 +21,9 @@ import {
 } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { sh, Watched } from "../tests/_netns.ts";
+import { procStatusKiB } from "../tests/_soak.ts";
 
-export { sh, Watched };
+export { procStatusKiB, sh, Watched };
 
 // ---------------------------------------------------------------- units and limits
 
@@ -349,20 +351,6 @@ export async function startSshReverse(
 }
 
 // ---------------------------------------------------------------- /proc
-
-/**
- * A size field of `/proc/<pid>/status` in KiB: `VmRSS` (resident now) or `VmHWM` (the peak
- * resident size so far). NaN if the process is gone: a table cell, not a crash.
- */
-export function procStatusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
-  try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
-    return m ? Number(m[1]) : NaN;
-  } catch {
-    return NaN;
-  }
-}
 
 /** Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ: 100 on Linux). */
 const procTicksPerSecond = 100;

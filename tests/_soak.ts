@@ -9,14 +9,23 @@ import { socks5Connect } from "../lib/socks5/mod.ts";
 import { withPrefix } from "../lib/net/mod.ts";
 import { portOf, type ServiceProcess, startService } from "./_util.ts";
 
-/** Resident set size of `pid` in KiB (VmRSS), or NaN if the process is gone. */
-export function rssKiB(pid: number): number {
+/**
+ * A size field of `/proc/<pid>/status` in KiB: `VmRSS` (resident now) or `VmHWM` (the peak
+ * resident size so far). NaN if the process is gone (it exited): a reading, not a crash.
+ */
+export function procStatusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
     return m ? Number(m[1]) : NaN;
   } catch {
-    return NaN; // the process exited
+    return NaN;
   }
+}
+
+/** Resident set size of `pid` in KiB (VmRSS), or NaN if the process is gone. */
+export function rssKiB(pid: number): number {
+  return procStatusKiB(pid, "VmRSS");
 }
 
 /** Open file descriptors of `pid`, or NaN if the process is gone. */
