@@ -485,11 +485,10 @@ export class DepotLocal {
         if (!allowed) {
           throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
         }
-        app = noDelay(
-          o.acl
-            ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
-            : await dial(req.host, req.port, { timeoutMs, signal }),
-        );
+        // dial() (aclDial too) sets TCP_NODELAY already.
+        app = o.acl
+          ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
+          : await dial(req.host, req.port, { timeoutMs, signal });
       } catch (err) {
         void transport.then((t) => closeQuietly(t.conn?.conn));
         const reason = classifyError(err);

@@ -521,7 +521,6 @@ export class DepotServer {
     conn: Duplex,
     ctx: { remote: string; log: Logger; handshakeDone(): void },
   ): Promise<void> {
-    noDelay(conn);
     let req;
     let triedExit = "?";
     try {
@@ -673,7 +672,6 @@ export class DepotServer {
     ctx: { remote: string; log: Logger; handshakeDone(): void },
     allowMux = true,
   ): Promise<void> {
-    noDelay(conn);
     const buffered = new BufferedReader(conn, 1024);
     const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
     const writer = new ControlWriter(conn, depotProtocol);
