@@ -15,6 +15,7 @@ import {
 } from "../lib/http/mod.ts";
 import { BufferedReader } from "../lib/net/mod.ts";
 import { ChunkedSource } from "./_chunked.ts";
+import { readAll } from "./_util.ts";
 import {
   bytesArb,
   cat,
@@ -116,30 +117,21 @@ Deno.test("fuzz chunked: whatever the scanner accepts, the decoder reads to the 
       async (wire, sizes) => {
         const s = new ChunkedScanner();
         let used = 0;
-        const scanned = await clean(() => {
+        const scanned = await clean(async () => {
           const src = splitSource(wire, sizes);
           const buf = new Uint8Array(64);
-          return (async () => {
-            while (!s.done) {
-              const n = await src.read(buf);
-              if (n === null) return;
-              used += s.scan(buf.subarray(0, n));
-            }
-          })();
+          while (!s.done) {
+            const n = await src.read(buf);
+            if (n === null) return;
+            used += s.scan(buf.subarray(0, n));
+          }
         });
         if (scanned.kind !== "ok" || !s.done) return; // refused or incomplete: nothing to agree on
         const src = new ChunkedSource(wire, 7);
         const r = new BufferedReader(src);
         const decoded = await clean(() => copyChunked(r, src, () => Promise.resolve(), false));
         assertEquals(decoded.kind, "ok", "the decoder accepts what the scanner accepted");
-        let rest = r.takeBuffered().length;
-        for (
-          let n = await src.read(new Uint8Array(256));
-          n !== null;
-          n = await src.read(new Uint8Array(256))
-        ) {
-          rest += n;
-        }
+        const rest = r.takeBuffered().length + (await readAll(src)).length;
         assertEquals(wire.length - rest, used, "both end the body at the same byte");
       },
     ),
