@@ -248,13 +248,12 @@ export async function handlePublicConn(
     server.countRequest(cur.host, "proxied");
     const src = cur.ts.body();
     cur.out = cur.ts.stream;
-    let sawByte = false;
     // 504 when no response byte came for responseTimeoutMs after the last request byte (a
     // long upload keeps re-arming it, like nginx's proxy_read_timeout).
     let firstByteTimer: ReturnType<typeof setTimeout> | undefined;
     const arm = (ms: number) => {
       firstByteTimer = setTimeout(() => {
-        if (sawByte || cur.abandoned) return;
+        if (cur.responded || cur.abandoned) return;
         const quietMs = Date.now() - lastActivity;
         if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
         // The app behind the client never answered: 504, and this connection ends.
@@ -269,7 +268,7 @@ export async function handlePublicConn(
       while (true) {
         const n = await src.read(rbuf);
         if (n === null) break;
-        sawByte = cur.responded = true;
+        cur.responded = true;
         lastActivity = Date.now();
         await writeAll(conn, rbuf.subarray(0, n));
         server.countBytes(cur.host, 0, n);
