@@ -10,10 +10,16 @@ async function hostFetch(port: number, path: string, init: RequestInit = {}) {
   return await fetch(`http://127.0.0.1:${port}${path}`, init);
 }
 
-Deno.test("tunnel app: GET, streamed 32 MiB upload and download, chunked response, 404/502", async () => {
+/** The Hono front serving `id` for host 127.0.0.1, the test app and a connected client. */
+async function withHonoTunnel(
+  id: string,
+  opts: Parameters<typeof startHonoTunnel>[0],
+  fn: (
+    ctx: { t: ReturnType<typeof startHonoTunnel>; c: ReturnType<typeof startClient> },
+  ) => Promise<void>,
+): Promise<void> {
   const local = startApp();
-  const t = startHonoTunnel();
-  const id = "identifier-hono-000008";
+  const t = startHonoTunnel(opts);
   await t.server.addHost("127.0.0.1", id);
   const c = startClient({
     server: t.url,
@@ -22,6 +28,16 @@ Deno.test("tunnel app: GET, streamed 32 MiB upload and download, chunked respons
   });
   try {
     await c.connected();
+    await fn({ t, c });
+  } finally {
+    await c.stop();
+    await t.close();
+    await local.close();
+  }
+}
+
+Deno.test("tunnel app: GET, streamed 32 MiB upload and download, chunked response, 404/502", async () => {
+  await withHonoTunnel("identifier-hono-000008", {}, async ({ t, c }) => {
     const r = await hostFetch(t.port, "/hello?id=5");
     assertEquals(await r.text(), "hello 5");
     // Sequential requests reuse one keep-alive tunnel stream (and local connection).
@@ -62,14 +78,12 @@ Deno.test("tunnel app: GET, streamed 32 MiB upload and download, chunked respons
       ),
     );
     concurrent.forEach((b, i) => assertEquals(b, `hello ${i}`));
-  } finally {
+    // Client gone: the host answers 502.
     await c.stop();
     const gone = await hostFetch(t.port, "/hello");
     assertEquals(gone.status, 502);
     await gone.body?.cancel();
-    await t.close();
-    await local.close();
-  }
+  });
 });
 
 Deno.test("tunnel admin API: token required; add, list, remove hosts; list clients", async () => {
@@ -115,51 +129,31 @@ Deno.test("tunnel admin API: token required; add, list, remove hosts; list clien
 });
 
 Deno.test("tunnel app: 504 when the app does not answer, 404 for an unknown host, 501 for non-WebSocket Upgrade", async () => {
-  const local = startApp();
-  const t = startHonoTunnel({ server: { responseTimeoutMs: 400 } });
-  const id = "identifier-hono-timeout-10";
-  await t.server.addHost("127.0.0.1", id);
-  const c = startClient({
-    server: t.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: local.port },
-  });
-  try {
-    await c.connected();
-    const hang = await hostFetch(t.port, "/hang");
-    assertEquals(hang.status, 504);
-    await hang.body?.cancel();
-    // WebSocket passes (tests/tunnel_app_ws_test.ts); an incomplete WebSocket handshake is a
-    // 400, any other Upgrade a 501.
-    const ws = await hostFetch(t.port, "/ws", { headers: { upgrade: "websocket" } });
-    assertEquals(ws.status, 400);
-    await ws.body?.cancel();
-    const up = await hostFetch(t.port, "/ws", { headers: { upgrade: "foo/2" } });
-    assertEquals(up.status, 501);
-    await up.body?.cancel();
-    await t.server.removeHost("127.0.0.1");
-    const gone = await hostFetch(t.port, "/hello");
-    assertEquals(gone.status, 404);
-    assertMatch(await gone.text(), /127\.0\.0\.1/);
-  } finally {
-    await c.stop();
-    await t.close();
-    await local.close();
-  }
+  await withHonoTunnel(
+    "identifier-hono-timeout-10",
+    { server: { responseTimeoutMs: 400 } },
+    async ({ t }) => {
+      const hang = await hostFetch(t.port, "/hang");
+      assertEquals(hang.status, 504);
+      await hang.body?.cancel();
+      // WebSocket passes (tests/tunnel_app_ws_test.ts); an incomplete WebSocket handshake is a
+      // 400, any other Upgrade a 501.
+      const ws = await hostFetch(t.port, "/ws", { headers: { upgrade: "websocket" } });
+      assertEquals(ws.status, 400);
+      await ws.body?.cancel();
+      const up = await hostFetch(t.port, "/ws", { headers: { upgrade: "foo/2" } });
+      assertEquals(up.status, 501);
+      await up.body?.cancel();
+      await t.server.removeHost("127.0.0.1");
+      const gone = await hostFetch(t.port, "/hello");
+      assertEquals(gone.status, 404);
+      assertMatch(await gone.text(), /127\.0\.0\.1/);
+    },
+  );
 });
 
 Deno.test("tunnel app: an upload the public client abandons midway frees its tunnel stream; chunked upload by SHA-256", async () => {
-  const local = startApp();
-  const t = startHonoTunnel();
-  const id = "identifier-hono-abandon-11";
-  await t.server.addHost("127.0.0.1", id);
-  const c = startClient({
-    server: t.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: local.port },
-  });
-  try {
-    await c.connected();
+  await withHonoTunnel("identifier-hono-abandon-11", {}, async ({ t }) => {
     for (const te of ["content-length: 67108864", "transfer-encoding: chunked"]) {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
       try {
@@ -195,9 +189,5 @@ Deno.test("tunnel app: an upload the public client abandons midway frees its tun
     ]);
     const zeros = createHash("sha256").update(new Uint8Array(total)).digest("hex");
     assertEquals(JSON.parse(up.stdout), { sha256: zeros, bytes: total });
-  } finally {
-    await c.stop();
-    await t.close();
-    await local.close();
-  }
+  });
 });
