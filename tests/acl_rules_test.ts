@@ -1,7 +1,15 @@
 /** lib/net/acl: IPv4/IPv6 CIDR, ports, host globs, deny wins, resolved addresses, bad rules. */
 
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
-import { Acl, aclDial, AclError, closeQuietly, NetError, parseIp } from "../lib/net/mod.ts";
+import {
+  Acl,
+  aclDial,
+  AclError,
+  closeQuietly,
+  NetError,
+  parseInetAton,
+  parseIp,
+} from "../lib/net/mod.ts";
 
 const ok = (acl: Acl, host: string, port: number, addr?: string) =>
   acl.check({ host, port }, addr).allowed;
@@ -14,6 +22,51 @@ Deno.test("acl: IP parsing covers v4, v6, compressed, mapped and embedded forms"
   assertEquals(parseIp("fe80::1%eth0")?.v, 6);
   assertEquals(parseIp("example.org"), null);
   assertEquals(parseIp("10.1"), null);
+});
+
+Deno.test("acl: numeric IPv4 spellings are read as the resolver reads them", () => {
+  for (const s of ["127.0.0.1", "127.1", "0x7f.1", "0177.0.0.1", "2130706433", "0x7f000001"]) {
+    assertEquals(parseInetAton(s), 0x7f000001n, s);
+  }
+  for (const s of ["0", "0x0", "0x", "00", "0.0"]) assertEquals(parseInetAton(s), 0n, s);
+  for (const s of ["256.1.1.1", "1.2.3.4.5", "1.2.3.256", "09", "x", "1..2", "", "4294967296"]) {
+    assertEquals(parseInetAton(s), null, s);
+  }
+});
+
+Deno.test("acl: the unspecified address is the local host, in every spelling", () => {
+  const acl = new Acl({ deny: ["127.0.0.0/8", "::1"] });
+  const spellings = [
+    "0",
+    "0.0.0.0",
+    "0.0.0.0.",
+    "0x0",
+    "0.1.2.3",
+    "[::]",
+    "::",
+    "::ffff:0.0.0.0",
+    "[::ffff:0:0]",
+    "::ffff:127.0.0.1",
+    "::ffff:7f00:1",
+    "0x7f.1",
+    "2130706433",
+  ];
+  for (const h of spellings) assert(!ok(acl, h, 80), h);
+  for (const a of ["0.0.0.0", "::", "::ffff:0.0.0.0"]) assert(!ok(acl, "x.example", 80, a), a);
+  assert(ok(acl, "8.8.8.8", 80));
+  assert(ok(acl, "x.example", 80, "192.0.2.1"));
+  // An allow must admit what the connection reaches, not the unspecified address.
+  const only = new Acl({ allow: ["0.0.0.0/8", "::/128"] });
+  assert(!ok(only, "0.0.0.0", 80));
+  assert(!ok(only, "::", 80));
+  const local = new Acl({ allow: ["127.0.0.1:80", "[::1]:80"] });
+  assert(ok(local, "0", 80));
+  assert(ok(local, "[::]", 80));
+  assert(!ok(local, "0", 81));
+  // A deny of the unspecified network itself still applies.
+  assert(!ok(new Acl({ deny: ["0.0.0.0/8"] }), "0x0", 80));
+  // refusesName reads numeric spellings as literals (no resolution can allow them).
+  assert(new Acl({ allow: ["10.0.0.0/8"] }).refusesName({ host: "0x7f.1", port: 80 }) !== null);
 });
 
 Deno.test("acl: IPv4 networks and ports", () => {

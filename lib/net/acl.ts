@@ -18,7 +18,11 @@
  *
  * Semantics: a deny rule that matches the name or any address used wins; with no allow rule
  * everything else is allowed; with allow rules a destination must match one of them by name
- * or by address. IPv4-mapped IPv6 addresses are checked as IPv4.
+ * or by address. IPv4-mapped IPv6 addresses are checked as IPv4. Every numeric spelling the
+ * resolver accepts (`0x7f.1`, `2130706433`, `0177.0.0.1`) is checked as the address it means.
+ * An unspecified address (`0.0.0.0/8`, `::`, in any spelling) is checked as the local host it
+ * reaches (`127.0.0.1`, `::1`): a deny of either rule's address refuses it, an allow must admit
+ * the loopback address.
  * @module
  */
 
@@ -47,8 +51,14 @@ interface Rule {
   ports: [number, number][];
 }
 
+/** An IP address as its version and its 32- or 128-bit value. */
+export interface Ip {
+  v: 4 | 6;
+  bits: bigint;
+}
+
 /** Parse an IP literal to (version, 128/32-bit value); IPv4-mapped IPv6 becomes IPv4. */
-export function parseIp(ip: string): { v: 4 | 6; bits: bigint } | null {
+export function parseIp(ip: string): Ip | null {
   const s = ip.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
   const kind = isIP(s);
   if (kind === 4) {
@@ -74,7 +84,50 @@ export function parseIp(ip: string): { v: 4 | 6; bits: bigint } | null {
   return { v: 6, bits };
 }
 
-function inCidr(ip: { v: 4 | 6; bits: bigint }, c: Cidr): boolean {
+/**
+ * Parse a numeric IPv4 spelling as inet_aton (and so getaddrinfo) reads it: one to four parts,
+ * each decimal, octal (`0` prefix) or hex (`0x` prefix), the last filling the remaining bytes
+ * (`0`, `0x0`, `127.1`, `2130706433`). Null when `text` is not such a spelling.
+ */
+export function parseInetAton(text: string): bigint | null {
+  const parts = text.split(".");
+  if (parts.length > 4) return null;
+  const values: bigint[] = [];
+  for (const p of parts) {
+    if (/^0x[0-9a-f]*$/i.test(p)) values.push(p.length === 2 ? 0n : BigInt(p));
+    else if (/^0[0-7]*$/.test(p)) values.push(BigInt(`0o${p.slice(1) || "0"}`));
+    else if (/^[1-9]\d*$/.test(p)) values.push(BigInt(p));
+    else return null;
+  }
+  const last = values.pop()!;
+  if (values.some((v) => v > 255n)) return null;
+  const lastBits = BigInt(8 * (4 - values.length));
+  if (last >> lastBits !== 0n) return null;
+  return values.reduce((a, v, i) => a | (v << BigInt(24 - 8 * i)), 0n) | last;
+}
+
+/** An IP literal in any spelling the resolver accepts (see {@linkcode parseInetAton}). */
+function parseLiteral(name: string): Ip | null {
+  const ip = parseIp(name);
+  if (ip) return ip;
+  const v4 = parseInetAton(name);
+  return v4 === null ? null : { v: 4, bits: v4 };
+}
+
+const loopbackV4: Ip = { v: 4, bits: 0x7f000001n };
+const loopbackV6: Ip = { v: 6, bits: 1n };
+
+/**
+ * The address a connection to `ip` reaches: an unspecified address (0.0.0.0/8, `::`) means
+ * the local host (Linux connects 0.0.0.0 to 127.0.0.1 and `::` to ::1), anything else itself.
+ */
+function reached(ip: Ip): Ip {
+  if (ip.v === 4 && ip.bits >> 24n === 0n) return loopbackV4;
+  if (ip.v === 6 && ip.bits === 0n) return loopbackV6;
+  return ip;
+}
+
+function inCidr(ip: Ip, c: Cidr): boolean {
   if (ip.v !== c.v) return false;
   const width = c.v === 4 ? 32 : 128;
   const shift = BigInt(width - c.prefix);
@@ -183,9 +236,9 @@ export class Acl {
     return `allow ${a}; deny ${d}`;
   }
 
-  #matches(rule: Rule, name: string, ip: { v: 4 | 6; bits: bigint } | null, port: number) {
+  #matches(rule: Rule, name: string, ips: readonly Ip[], port: number) {
     if (!portOk(rule, port)) return false;
-    if (rule.cidr) return ip !== null && inCidr(ip, rule.cidr);
+    if (rule.cidr) return ips.some((ip) => inCidr(ip, rule.cidr!));
     return rule.glob!.test(name);
   }
 
@@ -196,19 +249,24 @@ export class Acl {
    */
   check(dest: HostPort, address?: string): AclDecision {
     const name = dest.host.toLowerCase().replace(/^\[|\]$/g, "").replace(/\.$/, "");
-    const literal = parseIp(name);
-    const ip = address !== undefined ? parseIp(address) : literal;
+    const literal = parseLiteral(name);
+    const ip = address !== undefined ? parseLiteral(address) : literal;
+    // Deny: the address as written, the literal asked for, and what each of them reaches.
+    const denyIps = [ip, literal].filter((x): x is Ip => x !== null).flatMap((
+      x,
+    ) => [x, reached(x)]);
     for (const r of this.#deny) {
-      if (
-        this.#matches(r, name, ip, dest.port) ||
-        (ip !== literal && this.#matches(r, name, literal, dest.port))
-      ) {
+      if (this.#matches(r, name, denyIps, dest.port)) {
         return { allowed: false, rule: `deny ${r.text}` };
       }
     }
     if (this.#allow.length === 0) return { allowed: true, rule: "no allow list" };
+    // Allow: only what the connection reaches (an allow of 0.0.0.0 does not admit 127.0.0.1).
+    const allowIps = ip === null ? [] : [reached(ip)];
     for (const r of this.#allow) {
-      if (this.#matches(r, name, ip, dest.port)) return { allowed: true, rule: `allow ${r.text}` };
+      if (this.#matches(r, name, allowIps, dest.port)) {
+        return { allowed: true, rule: `allow ${r.text}` };
+      }
     }
     return { allowed: false, rule: "not in the allow list" };
   }
@@ -223,7 +281,8 @@ export class Acl {
     if (d.rule.startsWith("deny")) return d;
     // Not in the allow list by name: an address rule may still allow it after resolution.
     const anyCidrAllow = this.#allow.some((r) => r.cidr && portOk(r, dest.port));
-    return anyCidrAllow && parseIp(dest.host) === null ? null : d;
+    const name = dest.host.replace(/^\[|\]$/g, "").replace(/\.$/, "");
+    return anyCidrAllow && parseLiteral(name) === null ? null : d;
   }
 }
 
