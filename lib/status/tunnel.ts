@@ -4,7 +4,8 @@
  * @module
  */
 
-import type { ClientInfo, HostStatus } from "../tunnel/server.ts";
+import type { ClientInfo } from "../tunnel/client_conn.ts";
+import type { HostStatus } from "../tunnel/stats.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
 /** A provider over `TunnelServer.status()` and `.clients()`. */

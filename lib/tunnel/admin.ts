@@ -9,7 +9,8 @@ import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";
 import { remoteOf } from "./app.ts";
-import { TcpTunnelError, type TcpTunnelFailure, type TunnelServer } from "./server.ts";
+import type { TunnelServer } from "./server.ts";
+import { TcpTunnelError, type TcpTunnelFailure } from "./tcp_ports.ts";
 
 /** HTTP status of each refused `POST /tcp`. */
 const tcpFailureStatus: Readonly<Record<TcpTunnelFailure, 400 | 403 | 409>> = {

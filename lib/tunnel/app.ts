@@ -24,7 +24,9 @@ import {
 } from "../http/mod.ts";
 import { controlPath, identifierHeader } from "./protocol.ts";
 import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
-import { type ClientConn, TunnelError, type TunnelServer, type TunnelStream } from "./server.ts";
+import type { ClientConn } from "./client_conn.ts";
+import type { TunnelServer } from "./server.ts";
+import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import { WebSocketDuplex } from "./ws_adapter.ts";
 import { checkUpgradeRequest } from "./websocket.ts";
 import {
@@ -183,7 +185,7 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     const reused = entry !== undefined;
     if (entry) {
       try {
-        await writeAll(entry.ts.stream, headBytes);
+        await writeAll(entry.ts.out, headBytes);
       } catch {
         entry.ts.release();
         entry = undefined;
@@ -209,7 +211,6 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
       const src = ts.body();
       entry = { ts, src, reader: new BufferedReader(src), idle: undefined };
     }
-    server.countBytes(host, headBytes.length, 0);
     const e = entry;
     if (req.body) {
       bodyDone = pumpBody(server, host, req.body, e.ts, chunked, () => {
@@ -300,7 +301,6 @@ async function tunnelResponse(
       server.log.debug("response body from tunnel cut", { host, error: errorMessage(err) });
       return htmlError(502, host);
     }
-    server.countBytes(host, 0, body.length);
     void finish(true);
     return new Response(body, { status: resHead.status, headers: out });
   }
@@ -309,7 +309,6 @@ async function tunnelResponse(
   const sink = async (p: Uint8Array) => {
     await writer.ready;
     await writer.write(p.slice());
-    server.countBytes(host, 0, p.length);
   };
   void (async () => {
     let ok = false;
@@ -495,11 +494,10 @@ async function pumpBody(
       queued -= n;
       wakeReader?.();
       wakeReader = undefined;
-      await writeAll(ts.stream, gather(parts, n, chunked));
-      server.countBytes(host, n, 0);
+      await writeAll(ts.out, gather(parts, n, chunked));
       onBytes();
     }
-    if (chunked) await writeAll(ts.stream, chunkEnd);
+    if (chunked) await writeAll(ts.out, chunkEnd);
     return true;
   } catch (err) {
     failed ??= err;

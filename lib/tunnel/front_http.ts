@@ -39,7 +39,8 @@ import {
 } from "../http/mod.ts";
 import { controlPath, identifierHeader, rawUpgradeToken } from "./protocol.ts";
 import { hostPort, normalizeHost } from "./registry.ts";
-import type { TunnelError, TunnelServer, TunnelStream } from "./server.ts";
+import type { TunnelServer } from "./server.ts";
+import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
 import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "./websocket.ts";
 
 const rawSwitchResponse = new TextEncoder().encode(
@@ -271,7 +272,6 @@ export async function handlePublicConn(
         cur.responded = true;
         lastActivity = Date.now();
         await writeAll(conn, rbuf.subarray(0, n));
-        server.countBytes(cur.host, 0, n);
       }
       if (!cur.switching) {
         // The app closed its connection: so does the public one (after what was sent).
@@ -386,7 +386,7 @@ export async function handlePublicConn(
         const cur: Current = {
           host: route.host,
           ts,
-          out: ts.stream,
+          out: ts.out,
           pump: Promise.resolve(),
           switching: false,
           closePublic: false,
@@ -395,14 +395,12 @@ export async function handlePublicConn(
         };
         cur.pump = pumpResponses(cur);
         current = cur;
-        out.target = ts.stream;
+        out.target = ts.out;
       }
-      server.countBytes(vhost, headBytes.length, 0);
       const cur = current!;
       const sink = async (p: Uint8Array) => {
         lastActivity = Date.now();
         await out.add(p);
-        server.countBytes(cur.host, p.length, 0);
       };
       if (upgrade) {
         // After an Upgrade (WebSocket …) the connection is opaque bytes both ways.

@@ -1,42 +1,24 @@
 /**
  * The tunnel server core, shared by both front ends (the standalone HTTP/1 fast path and
  * the embeddable Hono app): authenticates clients, runs their mux sessions and control
- * handshakes, routes virtual hosts to sessions, opens tunnel streams, owns public TCP
- * tunnel ports, and keeps per-host status and Prometheus metrics.
+ * handshakes, routes virtual hosts to sessions and opens tunnel streams. Public TCP ports
+ * are owned by tcp_ports.ts, counters kept by stats.ts, Prometheus export is metrics.ts.
  * @module
  */
 
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
-import { counter, gauge } from "../metrics.ts";
-import {
-  BufferedReader,
-  closeQuietly,
-  type Duplex,
-  errorMessage,
-  formatAddr,
-  ProtocolError,
-  relay,
-  serve,
-  type Server,
-  withPrefix,
-  writeAll,
-} from "../net/mod.ts";
+import { BufferedReader, closeQuietly, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
 import { type Outgoing, randomSecret } from "../control/mod.ts";
 import {
   encodeMessage,
   expectMessage,
-  type HandshakeRequest,
   type HandshakeResponse,
   readMessage,
-  type SessionEndCause,
   sessionEndReport,
   sessionEndWaitMs,
   sessionEndWithin,
-  type StreamFailure,
-  type StreamReply,
-  type TcpTunnelResult,
   type TransportProtocol,
 } from "./protocol.ts";
 import {
@@ -46,6 +28,10 @@ import {
   normalizeHost,
   type Registry,
 } from "./registry.ts";
+import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
+import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
+import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
+import { TunnelError, TunnelStream } from "./tunnel_stream.ts";
 
 /** Default interval of mux pings to each client. */
 export const defaultHeartbeatIntervalMs = 2_000;
@@ -83,61 +69,6 @@ export interface TunnelServerOptions {
   log?: Logger;
 }
 
-/** Live counters of one virtual host (kept across client reconnects). */
-export interface HostStats {
-  /** Requests proxied to the client. */
-  requests: number;
-  /** Bytes from the public side to the client. */
-  bytesIn: number;
-  /** Bytes from the client to the public side. */
-  bytesOut: number;
-  /** Tunnel streams open now. */
-  openStreams: number;
-  /** Requests answered by the tunnel itself with 502/504. */
-  errors: number;
-}
-
-/** Status of one registered host (admin API, status page). */
-export interface HostStatus extends HostStats {
-  /** The virtual host. */
-  host: string;
-  /** Fingerprint of the identifier serving it. */
-  client: string;
-  /** Whether its client is connected and ready. */
-  connected: boolean;
-}
-
-/** A connected client as the admin API shows it (no secret). */
-export interface ClientInfo {
-  /** Server-local client number. */
-  id: number;
-  /** SHA-256 tag of its identifier. */
-  fingerprint: string;
-  /** Address of its transport connection. */
-  remote: string;
-  /** Epoch ms when it connected. */
-  since: number;
-  /** Virtual hosts it serves. */
-  hosts: string[];
-  /** Public TCP tunnel ports it holds. */
-  tcpPorts: number[];
-  /** Last measured mux ping round trip. */
-  rttMs?: number;
-}
-
-/** Why a tunnel stream could not be used. */
-export type TunnelFailure = StreamFailure | "timeout" | "closed" | "protocol";
-
-/** A tunnel stream failed before carrying a response: maps to 502 (or 504 for "timeout"). */
-export class TunnelError extends Error {
-  /** Error class name. */
-  override name = "TunnelError";
-  /** A failure of kind `reason`. */
-  constructor(readonly reason: TunnelFailure, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
-}
-
 /** Result of routing a Host to a client. */
 export type Route =
   | { ok: true; host: string; client: ClientConn }
@@ -146,224 +77,16 @@ export type Route =
 /** Result of authenticating a client's identifier before the upgrade. */
 export type AuthResult = "ok" | "unknown" | "duplicate";
 
-/** A TCP tunnel defined on the server side (admin API `POST /tcp`, `--tcp`). */
-export interface TcpTunnelSpecServer {
-  /** Public port on the server; must be inside `tcpPorts`. */
-  publicPort: number;
-  /** The secret of the client that serves it (a host must be registered for it). */
-  identifier: string;
-  /** Local port the client is asked to dial; its default `--local` when absent. */
-  localPort?: number;
+/** Client connects and disconnects of one server, for `warren_tunnel_client_events_total`. */
+export interface ClientEvents {
+  /** Sessions that finished their handshake. */
+  connected: number;
+  /** Sessions that ended (after a handshake or not). */
+  disconnected: number;
 }
 
-/** A TCP tunnel as the admin API lists it (no secret). */
-export interface TcpTunnelInfo {
-  /** Public port on the server. */
-  publicPort: number;
-  /** Fingerprint of the identifier that serves it. */
-  client: string;
-  /** "server": defined by the admin API or `--tcp`; "client": asked for in a handshake. */
-  source: "server" | "client";
-  /** Server-defined: the local port the client is asked for (null = its default). */
-  localPort?: number | null;
-  /** Whether the public port is bound now (its client is connected). */
-  open: boolean;
-  /** Bound address while open. */
-  addr?: string;
-}
-
-/** Why a server-defined TCP tunnel cannot be added. */
-export type TcpTunnelFailure = "bad-request" | "not-allowed" | "in-use";
-
-/** A refused `addTcpTunnel`; the admin API maps `reason` to a 4xx status. */
-export class TcpTunnelError extends Error {
-  /** Error class name. */
-  override name = "TcpTunnelError";
-  /** A failure of kind `reason`. */
-  constructor(readonly reason: TcpTunnelFailure, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
-}
-
-/** A server-defined TCP tunnel: its client by digest only (the secret is not kept). */
-interface ServerTcpTunnel {
-  publicPort: number;
-  key: string;
-  fingerprint: string;
-  /** "" = the client's default service. */
-  localPort: string;
-}
-
-/** Entries the handshake response's `tcp` list may carry (its schema's bound). */
-const maxTcpResults = 64;
-
-function isPort(p: unknown): p is number {
-  return typeof p === "number" && Number.isInteger(p) && p >= 1 && p <= 65535;
-}
-
-function busy(error: string | undefined): TcpTunnelFailure {
-  return /in use|AddrInUse/i.test(error ?? "") ? "in-use" : "bad-request";
-}
-
-const requests = counter("warren_tunnel_requests_total", "Public requests by host and outcome", [
-  "host",
-  "outcome",
-]);
-const bytes = counter("warren_tunnel_bytes_total", "Bytes relayed by host and direction", [
-  "host",
-  "direction",
-]);
-/** Every live TunnelServer of the process, for the gauges below. */
-const liveServers = new Set<TunnelServer>();
-gauge("warren_tunnel_clients", "Connected tunnel clients", [], function () {
-  let n = 0;
-  for (const s of liveServers) n += s.clients().length;
-  this.set(n);
-});
-gauge("warren_tunnel_open_streams", "Open tunnel streams by host", ["host"], function () {
-  this.reset();
-  for (const s of liveServers) {
-    for (const [host, st] of s.allHostStats()) this.set({ host }, st.openStreams);
-  }
-});
-gauge(
-  "warren_tunnel_hosts",
-  "Registered virtual hosts, by whether a ready client serves them",
-  ["state"],
-  async function () {
-    let connected = 0, waiting = 0;
-    for (const s of liveServers) {
-      for (const h of await s.status()) h.connected ? connected++ : waiting++;
-    }
-    this.set({ state: "connected" }, connected);
-    this.set({ state: "waiting" }, waiting);
-  },
-);
-const clientEvents = counter("warren_tunnel_client_events_total", "Client connects/disconnects", [
-  "event",
-]);
-
-/** One connected client: its mux session, hosts and TCP tunnels. */
-export class ClientConn {
-  /** Epoch ms when the session started. */
-  readonly since: number = Date.now();
-  /** Virtual hosts it serves. */
-  hosts: string[] = [];
-  /** True once the handshake is done (routing uses only ready clients). */
-  ready: boolean = false;
-  /** Public TCP tunnel listeners by port. */
-  readonly tcp: Map<number, Server> = new Map();
-  /** The control stream, once the client opened it. */
-  control: Stream | undefined;
-  /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
-  readonly onClosing: (() => void)[] = [];
-  /** Why the server ended this session on purpose (set by `close(reason)`). */
-  endCause: SessionEndCause | undefined;
-  /** True once its handshake opened the server-defined TCP tunnels (later ones open at once). */
-  serverTcpReady: boolean = false;
-  #closing: Promise<void> | undefined;
-  /** A client's session, before its handshake. */
-  constructor(
-    readonly id: number,
-    readonly fingerprint: string,
-    readonly remote: string,
-    readonly session: Session,
-    readonly key: string = "",
-  ) {}
-
-  /** Whether close() has started. */
-  get closing(): boolean {
-    return this.#closing !== undefined;
-  }
-
-  /**
-   * Tell the client why (when `reason` is given), release the public TCP ports (awaited, so
-   * a replacing client can bind them), then tear the session down (go away) in the
-   * background.
-   */
-  close(reason?: SessionEndCause): Promise<void> {
-    this.#closing ??= (async () => {
-      this.endCause ??= reason;
-      this.ready = false;
-      for (const f of this.onClosing.splice(0)) f();
-      if (reason && this.control) {
-        const msg = encodeMessage({ type: "sessionEnd", reason });
-        await writeAll(this.control, msg).catch(() => {
-          // The client is already gone: it cannot be told.
-        });
-      }
-      await Promise.allSettled([...this.tcp.values()].map((s) => s.stop(0)));
-      if (this.control) closeQuietly(this.control);
-      this.session.close().catch(() => {
-        // Transport already gone: nothing else to release.
-      });
-    })();
-    return this.#closing;
-  }
-}
-
-/** A tunnel stream the server opened; the client's StreamReply has not been read yet. */
-export class TunnelStream {
-  /** Reads the reply and response bytes (bytes read ahead stay here). */
-  readonly reader: BufferedReader;
-  #stats: HostStats | undefined;
-  /** Wrap a freshly opened stream; counts it as open in `stats`. */
-  constructor(
-    readonly stream: Stream,
-    readonly requestId: string,
-    readonly host: string,
-    stats?: HostStats,
-  ) {
-    this.reader = new BufferedReader(stream);
-    this.#stats = stats;
-    if (stats) stats.openStreams++;
-  }
-
-  /** Close the stream and stop counting it as open (idempotent). */
-  release(): void {
-    if (this.#stats) this.#stats.openStreams--;
-    this.#stats = undefined;
-    closeQuietly(this.stream);
-  }
-
-  /**
-   * Wait for the client's StreamReply. Rejects with TunnelError: "timeout" if none in
-   * `timeoutMs`, the client's failure reason when it could not serve the stream,
-   * "protocol" when the reply names another request id, "closed" when the stream ended.
-   */
-  async reply(timeoutMs: number): Promise<StreamReply> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, rej) => {
-      timer = setTimeout(
-        () => rej(new TunnelError("timeout", `client did not answer in ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      const r = await Promise.race([expectMessage(this.reader, "streamReply"), timeout]);
-      if (r.requestId !== this.requestId) {
-        throw new TunnelError("protocol", "stream reply for another request");
-      }
-      if (!r.ok) throw new TunnelError(r.reason ?? "dial-failed", r.error ?? "client failed");
-      return r;
-    } catch (err) {
-      this.stream.reset();
-      if (err instanceof TunnelError) throw err;
-      throw new TunnelError(
-        err instanceof ProtocolError ? "protocol" : "closed",
-        errorMessage(err),
-        { cause: err },
-      );
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** The response byte stream after the reply (bytes read ahead included). */
-  body(): Duplex {
-    return withPrefix(this.stream, this.reader.takeBuffered());
-  }
-}
+/** Every live TunnelServer of the process (lib/tunnel/metrics.ts reads them at scrape). */
+export const liveTunnelServers: Set<TunnelServer> = new Set();
 
 function concat(a: Uint8Array, b?: Uint8Array): Uint8Array {
   if (!b || b.length === 0) return a;
@@ -371,22 +94,6 @@ function concat(a: Uint8Array, b?: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.length);
   return out;
-}
-
-/** Memo of `digest` (a SHA-256 per routed request was 2-3 % of a front's CPU). */
-const digests = new Map<string, string>();
-/** Entries kept before the memo starts over (identifiers are few; this bounds a flood). */
-const maxDigestMemo = 4096;
-
-function digest(identifier: string): string {
-  // The map key for live clients: never the secret itself.
-  let d = digests.get(identifier);
-  if (d === undefined) {
-    if (digests.size >= maxDigestMemo) digests.clear();
-    d = fingerprint(identifier) + ":" + identifier.length;
-    digests.set(identifier, d);
-  }
-  return d;
 }
 
 /**
@@ -404,14 +111,11 @@ export class TunnelServer {
   readonly responseTimeoutMs: number;
   readonly #opts: TunnelServerOptions;
   #clients = new Map<string, ClientConn>();
-  #hostStats = new Map<string, HostStats>();
-  #tcpOwners = new Map<number, ClientConn>();
-  #serverTcp = new Map<number, ServerTcpTunnel>();
-  /**
-   * Digests of the identifiers server-defined TCP tunnels name, with how many name each:
-   * these identifiers may connect without any virtual host (a TCP-only client).
-   */
-  #tcpIdentifiers = new Map<string, number>();
+  /** Per-host counters (status page, admin API, metrics). */
+  readonly stats: TunnelStats = new TunnelStats();
+  /** Client connects and disconnects so far. */
+  readonly clientEvents: ClientEvents = { connected: 0, disconnected: 0 };
+  readonly #tcp: TcpPorts;
   #nextClient = 0;
   #nextRequest = 0;
   readonly #instance = randomSecret(4);
@@ -424,7 +128,12 @@ export class TunnelServer {
     this.log = opts.log ?? silentLogger;
     this.duplicate = opts.duplicate ?? "replace";
     this.responseTimeoutMs = opts.responseTimeoutMs ?? defaultResponseTimeoutMs;
-    liveServers.add(this);
+    this.#tcp = new TcpPorts(this, {
+      range: opts.tcpPorts,
+      hostname: opts.tcpHost ?? "127.0.0.1",
+      log: this.log,
+    });
+    liveTunnelServers.add(this);
   }
 
   /**
@@ -434,7 +143,7 @@ export class TunnelServer {
   async addHost(host: string, identifier?: string): Promise<string> {
     const id = identifier ?? randomSecret(24);
     await this.registry.addHost(host, id);
-    const c = this.#clients.get(digest(id));
+    const c = this.#clients.get(clientKey(id));
     const h = normalizeHost(host);
     if (c && !c.hosts.includes(h)) c.hosts.push(h);
     this.log.info("host added", { host: h, client: fingerprint(id) });
@@ -462,44 +171,38 @@ export class TunnelServer {
       return "unknown";
     }
     const known = !!identifier &&
-      (this.#tcpIdentifiers.has(digest(identifier)) || await this.registry.isKnown(identifier));
+      (this.#tcp.names(clientKey(identifier)) || await this.registry.isKnown(identifier));
     if (!known) {
       limiter?.failed(remote!);
       return "unknown";
     }
-    if (this.duplicate === "refuse" && this.#clients.has(digest(identifier))) return "duplicate";
+    if (this.duplicate === "refuse" && this.#clients.has(clientKey(identifier))) return "duplicate";
     return "ok";
   }
 
   /** Counters of `host` (created on first use). */
   hostStats(host: string): HostStats {
-    let s = this.#hostStats.get(host);
-    if (!s) {
-      s = { requests: 0, bytesIn: 0, bytesOut: 0, openStreams: 0, errors: 0 };
-      this.#hostStats.set(host, s);
-    }
-    return s;
+    return this.stats.host(host);
   }
 
   /** Counters of every host seen so far. */
   allHostStats(): [string, HostStats][] {
-    return [...this.#hostStats];
+    return this.stats.hosts();
   }
 
   /** Count one request to `host` with its outcome ("proxied", "404", "502", …). */
   countRequest(host: string, outcome: string): void {
-    if (outcome === "proxied") this.hostStats(host).requests++;
-    else if (outcome === "502" || outcome === "504") this.hostStats(host).errors++;
-    requests.inc({ host: outcome === "404" || outcome === "400" ? "" : host, outcome });
+    this.stats.countRequest(host, outcome);
   }
 
-  /** Count relayed bytes of `host`. */
+  /**
+   * Count relayed bytes of `host` that did not go through a {@linkcode TunnelStream} (which
+   * counts its own).
+   */
   countBytes(host: string, inBytes: number, outBytes: number): void {
-    const s = this.hostStats(host);
+    const s = this.stats.host(host);
     s.bytesIn += inBytes;
     s.bytesOut += outBytes;
-    if (inBytes) bytes.inc({ host, direction: "in" }, inBytes);
-    if (outBytes) bytes.inc({ host, direction: "out" }, outBytes);
   }
 
   /** Find the connected client serving `host` (a Host header value or a bare name). */
@@ -507,7 +210,7 @@ export class TunnelServer {
     const h = normalizeHost(host);
     const identifier = h ? await this.registry.lookup(h) : undefined;
     if (identifier === undefined) return { ok: false, status: 404, host: h };
-    const client = this.#clients.get(digest(identifier));
+    const client = this.#clients.get(clientKey(identifier));
     if (!client || !client.ready) return { ok: false, status: 502, host: h };
     return { ok: true, host: h, client };
   }
@@ -540,8 +243,7 @@ export class TunnelServer {
     } catch (err) {
       throw new TunnelError("closed", `cannot open a stream: ${errorMessage(err)}`, { cause: err });
     }
-    const ts = new TunnelStream(stream, requestId, host, this.hostStats(host));
-    return ts;
+    return new TunnelStream(stream, requestId, host, this.stats.host(host), firstData?.length);
   }
 
   /**
@@ -556,7 +258,7 @@ export class TunnelServer {
     remote: string,
     certName?: string,
   ): Promise<void> {
-    const key = digest(identifier);
+    const key = clientKey(identifier);
     const fp = fingerprint(identifier);
     if (this.#closed) {
       closeQuietly(transport);
@@ -599,7 +301,7 @@ export class TunnelServer {
         since: client.since,
       };
       await this.registry.setClient(identifier, rec);
-      clientEvents.inc({ event: "connected" });
+      this.clientEvents.connected++;
       log.info("client connected", {
         remote,
         hosts: client.hosts.join(","),
@@ -650,11 +352,9 @@ export class TunnelServer {
           // A registry outage must not keep a dead client around locally.
         });
       }
-      clientEvents.inc({ event: "disconnected" });
+      this.clientEvents.disconnected++;
       await client.close();
-      for (const [port, owner] of this.#tcpOwners) {
-        if (owner === client) this.#tcpOwners.delete(port);
-      }
+      this.#tcp.releaseAll(client);
     }
   }
 
@@ -686,10 +386,7 @@ export class TunnelServer {
         return null;
       }
       client.hosts = await this.registry.hostsOf(identifier);
-      const tcp = this.#openTcp(client, req, log);
-      for (const r of this.#openServerTcp(client, log)) {
-        if (tcp.length < maxTcpResults) tcp.push(r);
-      }
+      const tcp = this.#tcp.openFor(client, req, log);
       const resp: Outgoing<HandshakeResponse> = {
         type: "handshakeResponse",
         ok: true,
@@ -707,105 +404,6 @@ export class TunnelServer {
     }
   }
 
-  #openTcp(
-    client: ClientConn,
-    req: HandshakeRequest,
-    log: Logger,
-  ): TcpTunnelResult[] {
-    const out: TcpTunnelResult[] = [];
-    for (const { publicPort } of req.tcp ?? []) {
-      if (!this.#inTcpRange(publicPort)) {
-        out.push({ publicPort, ok: false, error: "port not allowed by the server" });
-        continue;
-      }
-      const owner = this.#tcpOwners.get(publicPort);
-      const defined = this.#serverTcp.get(publicPort);
-      if ((owner && owner !== client) || (defined && defined.key !== client.key)) {
-        out.push({ publicPort, ok: false, error: "port in use by another client" });
-        continue;
-      }
-      if (defined) {
-        out.push({ publicPort, ok: false, error: "port defined by the server for this client" });
-        continue;
-      }
-      out.push(this.#listenTcp(client, publicPort, undefined, log));
-    }
-    return out;
-  }
-
-  /** Open the server-defined TCP tunnels of `client` (at its handshake). */
-  #openServerTcp(client: ClientConn, log: Logger): TcpTunnelResult[] {
-    client.serverTcpReady = true;
-    const out: TcpTunnelResult[] = [];
-    for (const spec of this.#serverTcp.values()) {
-      if (spec.key !== client.key) continue;
-      const r = this.#listenTcp(client, spec.publicPort, spec.localPort, log);
-      if (!r.ok) log.warn("tcp tunnel not opened", { port: spec.publicPort, error: r.error });
-      out.push(r);
-    }
-    return out;
-  }
-
-  #inTcpRange(port: number): boolean {
-    const range = this.#opts.tcpPorts;
-    return !!range && port >= range.min && port <= range.max;
-  }
-
-  /**
-   * Bind `publicPort` for `client` and relay each connection over a tunnel stream. With
-   * `serverLocalPort` (a server-defined tunnel) the client is asked for that local port.
-   */
-  #listenTcp(
-    client: ClientConn,
-    publicPort: number,
-    serverLocalPort: string | undefined,
-    log: Logger,
-  ): TcpTunnelResult {
-    let listener: Deno.TcpListener;
-    try {
-      listener = Deno.listen({ hostname: this.#opts.tcpHost ?? "127.0.0.1", port: publicPort });
-    } catch (err) {
-      return { publicPort, ok: false, error: errorMessage(err) };
-    }
-    const addr = formatAddr(listener.addr);
-    const host = `tcp:${publicPort}`;
-    const localPort = serverLocalPort ?? String(publicPort);
-    const serverTcpPort = serverLocalPort === undefined ? undefined : publicPort;
-    const srv = serve(listener, async (conn, ctx) => {
-      ctx.handshakeDone();
-      let ts: TunnelStream;
-      try {
-        ts = await this.openStream(client, host, "tcp", localPort, undefined, serverTcpPort);
-      } catch (err) {
-        this.countRequest(host, "502");
-        ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
-        return;
-      }
-      try {
-        await ts.reply(this.responseTimeoutMs);
-      } catch (err) {
-        ts.release();
-        this.countRequest(
-          host,
-          err instanceof TunnelError && err.reason === "timeout" ? "504" : "502",
-        );
-        ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
-        return;
-      }
-      this.countRequest(host, "proxied");
-      try {
-        const r = await relay(conn, ts.body(), { signal: ctx.signal });
-        this.countBytes(host, r.aToB, r.bToA);
-      } finally {
-        ts.release();
-      }
-    }, { log: this.log.child({ tcp: publicPort }), handshakeTimeoutMs: 0 });
-    client.tcp.set(publicPort, srv);
-    this.#tcpOwners.set(publicPort, client);
-    log.info("listening", { name: `tcp-${publicPort}`, addr });
-    return { publicPort, ok: true, addr };
-  }
-
   /**
    * Define a TCP tunnel on the server side (admin API, `--tcp`): `publicPort` is opened
    * while the client with `identifier` is connected (now, or whenever it connects) and
@@ -821,129 +419,30 @@ export class TunnelServer {
    * tunnel, or bound by another program).
    */
   addTcpTunnel(spec: TcpTunnelSpecServer): TcpTunnelInfo {
-    const { publicPort, identifier, localPort } = spec;
-    if (!isPort(publicPort)) throw new TcpTunnelError("bad-request", "publicPort must be 1-65535");
-    if (localPort !== undefined && !isPort(localPort)) {
-      throw new TcpTunnelError("bad-request", "localPort must be 1-65535");
-    }
-    if (!this.#inTcpRange(publicPort)) {
-      const range = this.#opts.tcpPorts;
-      throw new TcpTunnelError(
-        "not-allowed",
-        range
-          ? `port ${publicPort} is outside the server's TCP ports ${range.min}-${range.max}`
-          : "this server allows no TCP tunnels (no tcpPorts / --tcp-ports)",
-      );
-    }
-    if (typeof identifier !== "string" || identifier === "") {
-      throw new TcpTunnelError("bad-request", "identifier must be a non-empty string");
-    }
-    // From here on synchronous, so a client's handshake sees the tunnel either before
-    // (and opens it) or after (and this opens it).
-    if (this.#serverTcp.has(publicPort) || this.#tcpOwners.has(publicPort)) {
-      throw new TcpTunnelError("in-use", `port ${publicPort} already has a TCP tunnel`);
-    }
-    const key = digest(identifier);
-    const fp = fingerprint(identifier);
-    const def: ServerTcpTunnel = {
-      publicPort,
-      key,
-      fingerprint: fp,
-      localPort: localPort === undefined ? "" : String(localPort),
-    };
-    const client = this.#clients.get(key);
-    const log = client ? this.log.child({ client: fp, cid: client.id }) : this.log;
-    if (client?.serverTcpReady && !client.closing) {
-      const r = this.#listenTcp(client, publicPort, def.localPort, log);
-      if (!r.ok) throw new TcpTunnelError(busy(r.error), `cannot bind ${publicPort}: ${r.error}`);
-    } else {
-      // Not connected now: check the port can be bound, so a busy port is reported today.
-      try {
-        Deno.listen({ hostname: this.#opts.tcpHost ?? "127.0.0.1", port: publicPort }).close();
-      } catch (err) {
-        throw new TcpTunnelError(
-          busy(errorMessage(err)),
-          `cannot bind ${publicPort}: ${errorMessage(err)}`,
-        );
-      }
-    }
-    this.#serverTcp.set(publicPort, def);
-    this.#tcpIdentifiers.set(key, (this.#tcpIdentifiers.get(key) ?? 0) + 1);
-    log.info("tcp tunnel added", {
-      port: publicPort,
-      client: fp,
-      localPort: def.localPort || "default",
-    });
-    return this.#tcpInfo(def);
+    return this.#tcp.add(spec, (key) => this.#clients.get(key));
   }
 
   /** Remove a server-defined TCP tunnel and close its port; false if there was none. */
-  async removeTcpTunnel(publicPort: number): Promise<boolean> {
-    const def = this.#serverTcp.get(publicPort);
-    if (!def) return false;
-    this.#serverTcp.delete(publicPort);
-    const uses = (this.#tcpIdentifiers.get(def.key) ?? 1) - 1;
-    if (uses > 0) this.#tcpIdentifiers.set(def.key, uses);
-    else this.#tcpIdentifiers.delete(def.key);
-    const owner = this.#tcpOwners.get(publicPort);
-    const srv = owner?.tcp.get(publicPort);
-    if (owner && srv) {
-      owner.tcp.delete(publicPort);
-      this.#tcpOwners.delete(publicPort);
-      await srv.stop(0);
-    }
-    this.log.info("tcp tunnel removed", { port: publicPort, client: def.fingerprint });
-    return true;
+  removeTcpTunnel(publicPort: number): Promise<boolean> {
+    return this.#tcp.remove(publicPort);
   }
 
   /** Every TCP tunnel: server-defined ones (open or waiting for their client) and the ones
    * clients asked for. No secrets. */
   tcpTunnels(): TcpTunnelInfo[] {
-    const out = [...this.#serverTcp.values()].map((d) => this.#tcpInfo(d));
-    for (const [publicPort, owner] of this.#tcpOwners) {
-      if (this.#serverTcp.has(publicPort)) continue;
-      out.push({
-        publicPort,
-        client: owner.fingerprint,
-        source: "client",
-        open: true,
-        addr: owner.tcp.get(publicPort) ? formatAddr(owner.tcp.get(publicPort)!.addr) : undefined,
-      });
-    }
-    return out.sort((a, b) => a.publicPort - b.publicPort);
-  }
-
-  #tcpInfo(d: ServerTcpTunnel): TcpTunnelInfo {
-    const owner = this.#tcpOwners.get(d.publicPort);
-    const srv = owner?.key === d.key ? owner.tcp.get(d.publicPort) : undefined;
-    return {
-      publicPort: d.publicPort,
-      client: d.fingerprint,
-      source: "server",
-      localPort: d.localPort === "" ? null : Number(d.localPort),
-      open: !!srv,
-      addr: srv ? formatAddr(srv.addr) : undefined,
-    };
+    return this.#tcp.list();
   }
 
   /** Connected clients (no secrets). */
   clients(): ClientInfo[] {
-    return [...this.#clients.values()].filter((c) => c.ready).map((c) => ({
-      id: c.id,
-      fingerprint: c.fingerprint,
-      remote: c.remote,
-      since: c.since,
-      hosts: c.hosts,
-      tcpPorts: [...c.tcp.keys()],
-      rttMs: c.session.rttMs,
-    }));
+    return [...this.#clients.values()].filter((c) => c.ready).map((c) => c.info());
   }
 
   /** Status per registered host: connected client, counters. */
   async status(): Promise<HostStatus[]> {
     const out: HostStatus[] = [];
     for (const { host, identifier } of await this.registry.listHosts()) {
-      const c = this.#clients.get(digest(identifier));
+      const c = this.#clients.get(clientKey(identifier));
       out.push({
         host,
         client: fingerprint(identifier),
@@ -957,7 +456,7 @@ export class TunnelServer {
   /** Close every client session and TCP tunnel. */
   async close(): Promise<void> {
     this.#closed = true;
-    liveServers.delete(this);
+    liveTunnelServers.delete(this);
     const all = [...this.#clients.values()];
     await Promise.allSettled(all.map((c) => c.close("shutdown")));
     await Promise.allSettled(all.map((c) => c.session.closed));

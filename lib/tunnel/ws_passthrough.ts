@@ -22,7 +22,9 @@ import {
   type ResponseHead,
   serializeRequestHead,
 } from "../http/mod.ts";
-import { type ClientConn, TunnelError, type TunnelServer, type TunnelStream } from "./server.ts";
+import type { ClientConn } from "./client_conn.ts";
+import type { TunnelServer } from "./server.ts";
+import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import { isSendableCloseCode, newWebSocketKey, webSocketAccept, WsConn } from "./websocket.ts";
 
 /** Limits of a bridged WebSocket. */
@@ -115,7 +117,6 @@ export async function appHandshake(t: WebSocketTarget): Promise<AppHandshake> {
   } catch (err) {
     return { kind: "failed", status: 502, why: errorMessage(err) };
   }
-  server.countBytes(host, headBytes.length, 0);
   try {
     await ts.reply(server.responseTimeoutMs);
   } catch (err) {
@@ -228,7 +229,6 @@ export async function bridgeWebSocket(
     queued += data.length;
     conn.sendMessage(type, data).then(() => {
       queued -= data.length;
-      server.countBytes(host, data.length, 0);
     }, () => {
       queued -= data.length;
       // The stream is gone: the read loop ends and closes the public side.
@@ -272,7 +272,6 @@ export async function bridgeWebSocket(
       // Public side closing: keep reading until the app answers our Close.
       if (socket.readyState !== WebSocket.OPEN) continue;
       socket.send(m.type === "text" ? decoder.decode(m.data) : m.data);
-      server.countBytes(host, 0, m.data.length);
       while (
         socket.bufferedAmount > lim.sendHighWaterBytes && socket.readyState === WebSocket.OPEN
       ) {

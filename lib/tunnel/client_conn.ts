@@ -1,0 +1,116 @@
+/**
+ * One connected tunnel client as the server holds it: its mux session, control stream,
+ * virtual hosts and public TCP listeners, and how it is closed.
+ * @module
+ */
+
+import type { Session, Stream } from "../mux/mod.ts";
+import { closeQuietly, type Server, writeAll } from "../net/mod.ts";
+import { encodeMessage, type SessionEndCause } from "./protocol.ts";
+import { fingerprint } from "./registry.ts";
+
+/** A connected client as the admin API shows it (no secret). */
+export interface ClientInfo {
+  /** Server-local client number. */
+  id: number;
+  /** SHA-256 tag of its identifier. */
+  fingerprint: string;
+  /** Address of its transport connection. */
+  remote: string;
+  /** Epoch ms when it connected. */
+  since: number;
+  /** Virtual hosts it serves. */
+  hosts: string[];
+  /** Public TCP tunnel ports it holds. */
+  tcpPorts: number[];
+  /** Last measured mux ping round trip. */
+  rttMs?: number;
+}
+
+/** Memo of `clientKey` (a SHA-256 per routed request was 2-3 % of a front's CPU). */
+const digests = new Map<string, string>();
+/** Entries kept before the memo starts over (identifiers are few; this bounds a flood). */
+const maxDigestMemo = 4096;
+
+/** The map key of an identifier's live client: never the secret itself. */
+export function clientKey(identifier: string): string {
+  let d = digests.get(identifier);
+  if (d === undefined) {
+    if (digests.size >= maxDigestMemo) digests.clear();
+    d = fingerprint(identifier) + ":" + identifier.length;
+    digests.set(identifier, d);
+  }
+  return d;
+}
+
+/** One connected client: its mux session, hosts and TCP tunnels. */
+export class ClientConn {
+  /** Epoch ms when the session started. */
+  readonly since: number = Date.now();
+  /** Virtual hosts it serves. */
+  hosts: string[] = [];
+  /** True once the handshake is done (routing uses only ready clients). */
+  ready: boolean = false;
+  /** Public TCP tunnel listeners by port. */
+  readonly tcp: Map<number, Server> = new Map();
+  /** The control stream, once the client opened it. */
+  control: Stream | undefined;
+  /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
+  readonly onClosing: (() => void)[] = [];
+  /** Why the server ended this session on purpose (set by `close(reason)`). */
+  endCause: SessionEndCause | undefined;
+  /** True once its handshake opened the server-defined TCP tunnels (later ones open at once). */
+  serverTcpReady: boolean = false;
+  #closing: Promise<void> | undefined;
+  /** A client's session, before its handshake. */
+  constructor(
+    readonly id: number,
+    readonly fingerprint: string,
+    readonly remote: string,
+    readonly session: Session,
+    readonly key: string = "",
+  ) {}
+
+  /** Whether close() has started. */
+  get closing(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  /** What the admin API shows of it. */
+  info(): ClientInfo {
+    return {
+      id: this.id,
+      fingerprint: this.fingerprint,
+      remote: this.remote,
+      since: this.since,
+      hosts: this.hosts,
+      tcpPorts: [...this.tcp.keys()],
+      rttMs: this.session.rttMs,
+    };
+  }
+
+  /**
+   * Tell the client why (when `reason` is given), release the public TCP ports (awaited, so
+   * a replacing client can bind them), then tear the session down (go away) in the
+   * background.
+   */
+  close(reason?: SessionEndCause): Promise<void> {
+    this.#closing ??= (async () => {
+      this.endCause ??= reason;
+      this.ready = false;
+      for (const f of this.onClosing.splice(0)) f();
+      if (reason && this.control) {
+        const msg = encodeMessage({ type: "sessionEnd", reason });
+        await writeAll(this.control, msg).catch(() => {
+          // The client is already gone: it cannot be told.
+        });
+      }
+      await Promise.allSettled([...this.tcp.values()].map((s) => s.stop(0)));
+      if (this.control) closeQuietly(this.control);
+      this.session.close().catch(() => {
+        // Transport already gone: nothing else to release.
+      });
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Prometheus metrics of the tunnel server, read at scrape time from the counters every live
+ * {@linkcode TunnelServer} keeps (stats.ts): importing this module registers them; the
+ * server core itself knows nothing of Prometheus.
+ * @module
+ */
+
+import { collectedCounter, gauge } from "../metrics.ts";
+import { liveTunnelServers, type TunnelServer } from "./server.ts";
+
+function sum<L extends string>(
+  each: (s: TunnelServer) => [Partial<Record<L, string>>, number][],
+): [Partial<Record<L, string>>, number][] {
+  const totals = new Map<string, [Partial<Record<L, string>>, number]>();
+  for (const s of liveTunnelServers) {
+    for (const [labels, v] of each(s)) {
+      const k = JSON.stringify(labels);
+      const t = totals.get(k);
+      if (t) t[1] += v;
+      else totals.set(k, [labels, v]);
+    }
+  }
+  return [...totals.values()];
+}
+
+collectedCounter(
+  "warren_tunnel_requests_total",
+  "Public requests by host and outcome",
+  ["host", "outcome"],
+  () => sum((s) => s.stats.outcomes().map(([host, outcome, n]) => [{ host, outcome }, n])),
+);
+collectedCounter(
+  "warren_tunnel_bytes_total",
+  "Bytes relayed by host and direction",
+  ["host", "direction"],
+  () =>
+    sum((s) =>
+      s.allHostStats().flatMap(([host, st]) => [
+        [{ host, direction: "in" }, st.bytesIn],
+        [{ host, direction: "out" }, st.bytesOut],
+      ])
+    ),
+);
+gauge("warren_tunnel_clients", "Connected tunnel clients", [], function () {
+  let n = 0;
+  for (const s of liveTunnelServers) n += s.clients().length;
+  this.set(n);
+});
+gauge("warren_tunnel_open_streams", "Open tunnel streams by host", ["host"], function () {
+  this.reset();
+  for (const s of liveTunnelServers) {
+    for (const [host, st] of s.allHostStats()) this.set({ host }, st.openStreams);
+  }
+});
+gauge(
+  "warren_tunnel_hosts",
+  "Registered virtual hosts, by whether a ready client serves them",
+  ["state"],
+  async function () {
+    let connected = 0, waiting = 0;
+    for (const s of liveTunnelServers) {
+      for (const h of await s.status()) h.connected ? connected++ : waiting++;
+    }
+    this.set({ state: "connected" }, connected);
+    this.set({ state: "waiting" }, waiting);
+  },
+);
+collectedCounter(
+  "warren_tunnel_client_events_total",
+  "Client connects/disconnects",
+  ["event"],
+  () =>
+    sum((s) => [
+      [{ event: "connected" }, s.clientEvents.connected],
+      [{ event: "disconnected" }, s.clientEvents.disconnected],
+    ]),
+);
