@@ -142,8 +142,51 @@ export function secretFileFlag(what: string): FlagDef {
 }
 
 /**
+ * How every value of deploy/warren.env.example starts: a secret that still does was copied
+ * without being replaced, and anyone who read the example knows it.
+ */
+export const placeholderSecretPrefix = "change-me";
+
+/** A secret that is still the example file's placeholder. */
+export class PlaceholderSecretError extends Error {
+  constructor(readonly what: string) {
+    super(
+      `${what} is a placeholder ("${placeholderSecretPrefix}…" from deploy/warren.env.example): ` +
+        "set a real secret, e.g. openssl rand -hex 32",
+    );
+    this.name = "PlaceholderSecretError";
+  }
+}
+
+/**
+ * `secret` itself, or a PlaceholderSecretError when it is still an example placeholder
+ * (`what` names where it came from: a flag, a variable, a file).
+ */
+export function refusePlaceholder(secret: string, what: string): string {
+  if (secret.trim().toLowerCase().startsWith(placeholderSecretPrefix)) {
+    throw new PlaceholderSecretError(what);
+  }
+  return secret;
+}
+
+/**
+ * `refusePlaceholder` for a service starting: exits 2 with one line instead of throwing.
+ * Returns `secret` (undefined stays undefined).
+ */
+export function refusePlaceholderOrExit<T extends string | undefined>(secret: T, what: string): T {
+  if (secret === undefined) return secret;
+  try {
+    refusePlaceholder(secret, what);
+  } catch (err) {
+    fail(errorMessage(err), 2);
+  }
+  return secret;
+}
+
+/**
  * The secret in `file` (its first line, trimmed). Throws an Error naming the file when it
- * cannot be read or is empty (for config reloads, which must not exit).
+ * cannot be read, is empty or is an example placeholder (for config reloads, which must not
+ * exit).
  */
 export function readSecretFile(file: string): string {
   let text: string;
@@ -154,13 +197,14 @@ export function readSecretFile(file: string): string {
   }
   const secret = text.split(/\r?\n/)[0].trim();
   if (secret === "") throw new Error(`${file}: empty`);
-  return secret;
+  return refusePlaceholder(secret, file);
 }
 
 /**
  * A secret from its flag (which lib/cli already fills from the env variable) or from a file.
- * Exits 2 when both are given or the file is unreadable or empty. Warns (never printing the
- * value) when the secret was typed on the command line, where `ps` shows it.
+ * Exits 2 when both are given, the file is unreadable or empty, or the secret is still an
+ * example placeholder. Warns (never printing the value) when the secret was typed on the
+ * command line, where `ps` shows it.
  */
 export function secretFromFlags(
   value: string | undefined,
@@ -186,7 +230,10 @@ export function secretFromFlags(
         `prefer its environment variable or --${opts.flag}-file`,
     );
   }
-  return value;
+  return refusePlaceholderOrExit(
+    value,
+    onArgv ? `--${opts.flag}` : `--${opts.flag} (its environment variable or config file)`,
+  );
 }
 
 /**

@@ -16,7 +16,7 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
-import { readSecretFile, tlsClientFlags } from "../lib/cli_security.ts";
+import { readSecretFile, refusePlaceholderOrExit, tlsClientFlags } from "../lib/cli_security.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
 import { errorMessage, loadTlsClientConfig, type TlsClientConfig } from "../lib/net/mod.ts";
@@ -119,6 +119,7 @@ if (flags["identifier-file"]) {
   }
 }
 if (!identifier) fail("--identifier, --identifier-file or TUNNEL_IDENTIFIER is required", 2);
+refusePlaceholderOrExit(identifier, "--identifier");
 const local = hostPortFlag("local", flags.local!);
 const allowPorts = flags["allow-port"].map((p) => {
   const n = Number(p);

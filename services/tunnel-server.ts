@@ -22,6 +22,7 @@ import {
 import {
   listenTlsOrExit,
   readSecretFile,
+  refusePlaceholder,
   tlsServerFlags,
   tlsServerFromFlags,
 } from "../lib/cli_security.ts";
@@ -146,7 +147,7 @@ function secretValue(v: string, what: string): string {
   if (v.startsWith("env:")) {
     const s = Deno.env.get(v.slice(4));
     if (!s) throw new Error(`${what}: environment variable ${v.slice(4)} is not set`);
-    return s;
+    return refusePlaceholder(s, `${what} (${v.slice(4)})`);
   }
   if (v.startsWith("file:")) {
     try {
@@ -155,7 +156,7 @@ function secretValue(v: string, what: string): string {
       throw new Error(`${what}: cannot read ${errorMessage(err)}`);
     }
   }
-  return v;
+  return refusePlaceholder(v, what);
 }
 
 /**
@@ -192,7 +193,7 @@ function readHostSpecs(f: { host: string[]; "hosts-file"?: string }): [string, s
       if (!identifier || !normalizeHost(vhost)) {
         throw new Error(`--hosts-file: bad line for ${vhost}`);
       }
-      specs.push([vhost, identifier]);
+      specs.push([vhost, refusePlaceholder(identifier, `--hosts-file ${vhost}`)]);
     }
   }
   for (const [vhost, identifier] of specs) {

@@ -9,6 +9,22 @@ import { errorMessage } from "../lib/net/mod.ts";
 
 let counter = 0;
 
+/**
+ * Why this machine cannot build network namespaces (not Linux, not root, or a kernel without
+ * them), or undefined when it can. The netns tests are ignored only for such a reason and
+ * print it; `ip` and `tc` themselves are installed by the setup step (tools/setup.ts).
+ */
+export function netnsSkipReason(): string | undefined {
+  if (Deno.build.os !== "linux") return "not Linux";
+  if (Deno.uid() !== 0) return "not root (ip netns needs CAP_SYS_ADMIN)";
+  try {
+    Deno.statSync("/proc/self/ns/net");
+  } catch {
+    return "the kernel has no network namespaces (/proc/self/ns/net is missing)";
+  }
+  return undefined;
+}
+
 /** Whether this process can build namespaces: root, with `ip` and `tc` installed. */
 export function netnsAvailable(): boolean {
   const exists = (p: string) => {

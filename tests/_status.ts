@@ -10,15 +10,6 @@ import { randomBlock } from "./_util.ts";
 /** Debian's chromium binary. */
 export const chromiumPath = "/usr/bin/chromium";
 
-/** Whether the browser tests can run here. */
-export function haveChromium(): boolean {
-  try {
-    return Deno.statSync(chromiumPath).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Run `fn` with a headless chromium; always closes it. Background networking is off: on a
  * closed network Chromium otherwise keeps trying to reach Google services. Playwright gives

@@ -1,17 +1,18 @@
 /**
  * The reverse-proxy property for real: depot-local runs in its own network namespace, where
  * the target listens on that namespace's 127.0.0.1 (unreachable from the host). A SOCKS
- * client on the host reaches it through depot-server. Needs root (`ip netns`); skipped
- * otherwise.
+ * client on the host reaches it through depot-server. Needs root (`ip netns`); ignored
+ * otherwise, saying why.
  */
 import { DepotServer } from "../lib/depot/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { socksDial } from "./_depot.ts";
 import { readAll, run } from "./_util.ts";
+import { netnsSkipReason } from "./_netns.ts";
 
-const canNetns = Deno.build.os === "linux" && Deno.uid() === 0 &&
-  (await run("ip", ["netns", "list"]).then((r) => r.code === 0, () => false));
+const skip = netnsSkipReason();
+if (skip) console.log(`depot_netns_test: ignored: ${skip}`);
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -45,7 +46,7 @@ async function lineMatching(
 
 Deno.test({
   name: "depot netns: a target on the exit namespace's own loopback is reached through depot",
-  ignore: !canNetns,
+  ignore: skip !== undefined,
   async fn() {
     const tag = crypto.randomUUID().slice(0, 6);
     const ns = `depot-t-${tag}`;

@@ -6,8 +6,8 @@
  * Host-header request via the tunnel, a download via fusion's two paths compared byte-exact.
  * The stack is always brought down and a daemon started here is always stopped.
  *
- * Skipped (with the reason printed) when not root or Docker/compose/debootstrap are missing,
- * or when WARREN_SKIP_DOCKER is set. DOCKER_HOST selects an engine; WARREN_DOCKER_BASE skips
+ * Ignored (with the reason printed) only when not root on Linux: the engine, compose and
+ * debootstrap come from the setup step (tools/setup.ts). DOCKER_HOST selects an engine; WARREN_DOCKER_BASE skips
  * the offline base (e.g. WARREN_DOCKER_BASE=denoland/deno:2.9.6 with a registry).
  */
 

@@ -6,11 +6,9 @@
 import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
-import { goAvailable, goPeer } from "./_mux.ts";
+import { goPeer } from "./_mux.ts";
 import { blockStreamSha256, drainHash, listenLocal, readAll, sendBlocks, sha256 } from "./_util.ts";
 
-const haveGo = goAvailable();
-if (!haveGo) console.error("mux_interop_go: go or hashicorp/yamux source missing, skipping");
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const MiB = 1 << 20;
@@ -55,7 +53,6 @@ async function withGoServer(fn: (s: Session) => Promise<void>): Promise<void> {
 
 Deno.test({
   name: "interop go: warren client -> Go server, sink 16 MiB, half-close, reply after our FIN",
-  ignore: !haveGo,
   async fn() {
     await withGoServer(async (session) => {
       const s = await session.open({ data: enc.encode("sink\n") });
@@ -70,7 +67,6 @@ Deno.test({
 
 Deno.test({
   name: "interop go: warren client -> Go server, 16 concurrent echo streams of 4 MiB",
-  ignore: !haveGo,
   async fn() {
     await withGoServer(async (session) => {
       await Promise.all(Array.from({ length: 16 }, async (_, i) => {
@@ -89,7 +85,6 @@ Deno.test({
 
 Deno.test({
   name: "interop go: Go server refuses nothing when we open with SYN+data+FIN in one frame",
-  ignore: !haveGo,
   async fn() {
     await withGoServer(async (session) => {
       const payload = enc.encode("echo\nhello yamux");
@@ -129,7 +124,6 @@ async function goClient(
 
 Deno.test({
   name: "interop go: Go client -> warren server, 8 streams send 8 MiB each then FIN",
-  ignore: !haveGo,
   async fn() {
     const got: string[] = [];
     const lines = await goClient((a) => ["client-send", a, String(8 * MiB), "8"], async (s) => {
@@ -147,7 +141,6 @@ Deno.test({
 
 Deno.test({
   name: "interop go: Go client -> warren server, 8 echo streams of 4 MiB (both directions)",
-  ignore: !haveGo,
   async fn() {
     const lines = await goClient((a) => ["client-echo", a, String(4 * MiB), "8"], async (s) => {
       const buf = new Uint8Array(256 * 1024);
@@ -169,7 +162,6 @@ Deno.test({
 
 Deno.test({
   name: "interop go: Go client -> warren server holding its ACK back (optional SYN response)",
-  ignore: !haveGo,
   async fn() {
     const lines = await goClient(
       (a) => ["client-echo", a, String(64 * 1024), "32"],
@@ -195,7 +187,6 @@ Deno.test({
 
 Deno.test({
   name: "interop go: Go client reads 24 MiB the warren server sends after the request",
-  ignore: !haveGo,
   async fn() {
     const lines = await goClient((a) => ["client-recv", a, String(24 * MiB)], async (s) => {
       let line = "";

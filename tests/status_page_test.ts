@@ -6,11 +6,10 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { portOf, startService } from "./_util.ts";
-import { haveChromium, sink, trickle, withBrowser } from "./_status.ts";
+import { sink, trickle, withBrowser } from "./_status.ts";
 
 Deno.test({
   name: "status page: tables and charts update live in chromium while seaprox relays",
-  ignore: !haveChromium(),
   async fn() {
     const target = sink();
     const svc = await startService("seaprox.ts", [
@@ -79,7 +78,6 @@ Deno.test({
 
 Deno.test({
   name: "status page: fusion-client shows its paths and each path's share of the traffic",
-  ignore: !haveChromium(),
   async fn() {
     const target = sink();
     const env = { FUSION_TOKEN: "status-page-token" };

@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { blockStream, blockStreamSha256, run } from "./_util.ts";
 import { startClient, startHonoTunnel } from "./_tunnel.ts";
-import { haveChromium, withBrowser } from "./_status.ts";
+import { withBrowser } from "./_status.ts";
 import { type TunnelAppOptions, webSocketAccept, WsConn } from "../lib/tunnel/mod.ts";
 import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { readRequestHead, readResponseHead } from "../lib/http/mod.ts";
@@ -365,7 +365,6 @@ Deno.test("tunnel app websocket: refusal passes through, app down is 502, other 
 
 Deno.test({
   name: "tunnel app websocket: headless chromium through the tunnel (subprotocol, echo, close)",
-  ignore: !haveChromium(),
   fn: async () => {
     const s = await setup("identifier-app-ws-chrome-05");
     try {
