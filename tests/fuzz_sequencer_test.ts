@@ -3,6 +3,8 @@
  * every frame type round-trips arbitrary fields through the incremental decoder on any
  * split; mutated and random input yields frames or a typed ProtocolError; length fields
  * set to 4 GiB (data), 65535 (token) or 65535 (NACK count) are refused before buffering.
+ * The receiver, fed arbitrary sequence numbers and lengths, stays within a memory budget
+ * (frames and bytes held) and a work budget (NACK scan steps), counted, not timed.
  */
 
 import fc from "fast-check";
@@ -17,8 +19,11 @@ import {
   encodeWelcome,
   type Frame,
   FrameDecoder,
+  inOrderOverrunFactor,
   maxNackRanges,
+  Receiver,
   SeqFrameType,
+  SequenceError,
   sequencerVersion,
 } from "../lib/sequencer/mod.ts";
 import { ProtocolError } from "../lib/net/mod.ts";
@@ -148,4 +153,95 @@ Deno.test("fuzz sequencer: oversize length fields are refused before their bytes
   const seq = encodeFin(0);
   seq.fill(0xff, 1, 9); // 2^64 - 1: beyond a safe integer
   refuse(seq, "bad-frame");
+});
+
+/** One step of a hostile peer and a reader: a frame (seq relative to the ack or absolute). */
+type RxStep =
+  | { kind: "frame"; near: boolean; seq: number; len: number; fin: boolean }
+  | { kind: "read"; n: number }
+  | { kind: "nack"; dtMs: number };
+
+const rxStepArb: fc.Arbitrary<RxStep> = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      kind: fc.constant("frame" as const),
+      near: fc.boolean(),
+      seq: u53,
+      len: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 400 })),
+      fin: fc.integer({ min: 0, max: 19 }).map((n) => n === 0),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant("read" as const), n: fc.nat(40) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant("nack" as const), dtMs: fc.nat(500) }),
+  },
+);
+
+Deno.test("fuzz sequencer: arbitrary seqs and lengths stay within the receiver's budgets", () => {
+  const maxFramesAhead = 64;
+  const maxBufferedBytes = 4096;
+  fc.assert(
+    fc.property(fc.array(rxStepArb, { maxLength: 400 }), (steps) => {
+      const r = new Receiver({ maxFramesAhead, maxBufferedBytes, nackGapFrames: 3 });
+      let now = 0, nackCalls = 0, frames = 0, cut = 0;
+      for (const st of steps) {
+        if (st.kind === "read") {
+          for (let i = 0; i < st.n && r.shift(); i++);
+        } else if (st.kind === "nack") {
+          now += st.dtMs;
+          nackCalls++;
+          const ranges = r.nacks(now);
+          assert(ranges.length <= maxNackRanges);
+          for (const g of ranges) assert(g.from >= r.cumAck && g.to - g.from > 0);
+        } else {
+          // Near: within twice the window of the ack (both sides of the bound); else anywhere.
+          const seq = st.near ? r.cumAck + (st.seq % (2 * maxFramesAhead)) : st.seq;
+          const before = [r.cumAck, r.nextSeq, r.heldFrames, r.reorderBytes, r.readyBytes];
+          frames++;
+          try {
+            r.accept(seq, st.fin ? null : new Uint8Array(st.len), now);
+          } catch (err) {
+            assert(err instanceof SequenceError, String(err));
+            cut++;
+            // A refused frame changes nothing (the caller cuts the peer).
+            assertEquals([r.cumAck, r.nextSeq, r.heldFrames, r.reorderBytes, r.readyBytes], before);
+          }
+        }
+        // Memory budget: frames and bytes held.
+        assert(r.heldFrames <= maxFramesAhead, `${r.heldFrames} frames held`);
+        assert(r.reorderBytes <= maxBufferedBytes);
+        assert(r.reorderBytes + r.readyBytes <= inOrderOverrunFactor * maxBufferedBytes);
+      }
+      // Work budget: every NACK scan covers at most the frame window.
+      assert(r.stats.nackScanSteps <= nackCalls * maxFramesAhead, `${r.stats.nackScanSteps} steps`);
+      assert(r.stats.heldFramesPeak <= maxFramesAhead);
+      assertEquals(r.stats.framesReceived, frames);
+      assert(cut <= frames);
+    }),
+    fuzzParams(300),
+  );
+});
+
+Deno.test("sequencer receiver: 100,000 hostile frames cost bounded frames, bytes and scan steps", () => {
+  // A counted budget with the default bounds: whatever the peer sends, the receiver holds at
+  // most defaultMaxFramesAhead frames and scans at most that many seqs per NACK round.
+  const r = new Receiver();
+  let refused = 0;
+  let x = 12345;
+  const rand = () => (x = (x * 1103515245 + 12345) % 2 ** 31);
+  for (let i = 0; i < 100_000; i++) {
+    const seq = i % 3 === 0 ? rand() * 2 ** 21 : 1 + (rand() % (2 * r.maxFramesAhead));
+    try {
+      r.accept(seq, new Uint8Array(i % 5 === 0 ? 0 : 1), i);
+    } catch (err) {
+      assert(err instanceof SequenceError, String(err));
+      refused++;
+    }
+    if (i % 100 === 0) r.nacks(i * 1000);
+  }
+  assert(refused > 30_000, `${refused} refused`);
+  assert(r.heldFrames <= r.maxFramesAhead, `${r.heldFrames} frames held`);
+  assert(r.stats.nackScanSteps <= 1000 * r.maxFramesAhead, `${r.stats.nackScanSteps} steps`);
 });

@@ -10,22 +10,29 @@ import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
 import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
 import {
   encodeData,
+  encodeFin,
   encodeHello,
   FrameDecoder,
+  ResetCode,
   SeqFrameType,
   WelcomeStatus,
 } from "../lib/sequencer/mod.ts";
 import { startHashTarget } from "./_fusion.ts";
+import { Logger } from "../lib/log.ts";
 import { listenLocal, readAll, sha256 } from "./_util.ts";
 
 const token = "fusion-hostile-token";
 const enc = new TextEncoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Send `frames` on a fresh path; the welcome status (or null) and whether it was closed. */
+/**
+ * Send `frames` on a fresh path; the welcome status (or null), whether it was closed, and the
+ * code of the reset frame the server sent (or null).
+ */
 async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
   status: number | null;
   closed: boolean;
+  reset: number | null;
 }> {
   const c = await dial("127.0.0.1", port);
   try {
@@ -33,6 +40,7 @@ async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
     const dec = new FrameDecoder();
     const buf = new Uint8Array(4096);
     let status: number | null = null;
+    let reset: number | null = null;
     let closed = false;
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline) {
@@ -49,12 +57,12 @@ async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
       dec.push(buf.subarray(0, n));
       for (let f = dec.next(); f; f = dec.next()) {
         if (f.type === SeqFrameType.welcome && status === null) status = f.status;
-        if (f.type === SeqFrameType.reset) closed = true;
+        if (f.type === SeqFrameType.reset) (closed = true, reset = f.code);
       }
       if (status !== null && status !== WelcomeStatus.ok) continue; // read on to the close
       if (closed) break;
     }
-    return { status, closed };
+    return { status, closed, reset };
   } finally {
     closeQuietly(c);
   }
@@ -127,6 +135,59 @@ Deno.test("hostile fusion: paths for sessions they do not belong to are refused"
   } finally {
     s.close();
     await client.close();
+    await srv.stop(500);
+    await server.close();
+    await target.close();
+  }
+});
+
+Deno.test("hostile fusion: a peer sending sequence numbers out of bounds is cut, others go on", async () => {
+  const target = startHashTarget(1024);
+  const lines: string[] = [];
+  const log = new Logger("info", {}, (l) => lines.push(l));
+  const server = new FusionServer({ token, target: { host: "127.0.0.1", port: target.port }, log });
+  const srv = serve(listenLocal(), server.handle, { handshakeTimeoutMs: 2_000 });
+  const port = srv.addr.port;
+  const hello = (id: number) =>
+    encodeHello(new Uint8Array(16).fill(id), 1, enc.encode(token), false);
+  try {
+    // 1. Zero-length frames out of order, past the frame window (today: held without bound).
+    const zeros = new Uint8Array(20_000 * 13);
+    for (let i = 0; i < 20_000; i++) zeros.set(encodeData(1 + i, new Uint8Array(0)), i * 13);
+    const empty = await rawPath(port, hello(11), zeros);
+    assertEquals([empty.status, empty.reset], [WelcomeStatus.ok, ResetCode.protocol]);
+    // 2. A fin far ahead.
+    const fin = await rawPath(port, hello(12), encodeFin(1_000_000));
+    assertEquals([fin.status, fin.reset], [WelcomeStatus.ok, ResetCode.protocol]);
+    // 3. One frame numbered 2^52 after a valid hello (today: a NACK walk over 2^52
+    // seqs pins the event loop for good, so it comes last).
+    const huge = await rawPath(port, hello(10), encodeData(2 ** 52, enc.encode("x")));
+    assertEquals([huge.status, huge.reset], [WelcomeStatus.ok, ResetCode.protocol]);
+    const cuts = lines.filter((l) => l.includes("peer broke the sequence bounds"));
+    assertEquals(cuts.length, 3, lines.join("\n"));
+    assert(cuts.every((l) => /reason=seq-too-far/.test(l)), cuts.join("\n"));
+    for (let i = 0; i < 500 && server.sessions.size > 0; i++) await sleep(10);
+    assertEquals(server.sessions.size, 0);
+
+    // A well-behaved session afterwards carries its bytes exactly.
+    const client = new FusionClient({ token, paths: [{ host: "127.0.0.1", port }] });
+    const s = client.open();
+    try {
+      const payload = new Uint8Array(100_000).map((_, i) => i * 13);
+      const [, back] = await Promise.all([
+        writeAll(s, payload).then(() => s.closeWrite()),
+        readAll(s),
+      ]);
+      assertEquals(back.length, 1024);
+      for (let i = 0; i < 500 && !target.results.some((r) => r.bytes === payload.length); i++) {
+        await sleep(10);
+      }
+      assertEquals(target.results.find((r) => r.bytes === payload.length)?.sha256, sha256(payload));
+    } finally {
+      s.close();
+      await client.close();
+    }
+  } finally {
     await srv.stop(500);
     await server.close();
     await target.close();

@@ -28,7 +28,7 @@ import {
   type SeqRange,
 } from "../sequencer/frame.ts";
 import type { PathCapOptions } from "../sequencer/path.ts";
-import { Receiver } from "../sequencer/receiver.ts";
+import { Receiver, SequenceError } from "../sequencer/receiver.ts";
 import { makeScheduler, type Scheduler, type SchedulerName } from "../sequencer/scheduler.ts";
 import { Sender, type StoredFrame } from "../sequencer/sender.ts";
 import { fusionMetrics } from "./metrics.ts";
@@ -584,8 +584,20 @@ export class FusionSession implements Duplex {
       case SeqFrameType.fin: {
         const data = f.type === SeqFrameType.data ? f.data : null;
         pc.recvBytes += data ? dataHeaderBytes + data.length : finFrameBytes;
-        const r = this.#receiver.accept(f.seq, data, now);
-        return r === "delivered";
+        if (this.#state === "failed") return false; // nothing more is delivered
+        try {
+          return this.#receiver.accept(f.seq, data, now) === "delivered";
+        } catch (err) {
+          if (!(err instanceof SequenceError)) throw err;
+          // No conforming peer sends this: cut the whole session, not just the path.
+          this.#log.warn("peer broke the sequence bounds, cutting the session", {
+            path: pc.id,
+            reason: err.reason,
+            error: err.message,
+          });
+          this.abort("protocol", err.message);
+          return false;
+        }
       }
       case SeqFrameType.ack: {
         try {

@@ -1,10 +1,18 @@
 /**
  * The receiving half of a sequenced direction: in-order delivery, a bounded reorder buffer,
  * duplicate drop, and NACKs for gaps that persist. Pure logic: time is passed in.
+ *
+ * A peer is trusted for nothing: a conforming sender keeps at most `windowFrames` frames (plus
+ * the fin) and its window of bytes unacknowledged, so a frame numbered further ahead of the
+ * cumulative ack, or in-order bytes far past the bound, can only come from a broken or hostile
+ * peer; `accept()` refuses them with a {@linkcode SequenceError} and the caller cuts the peer.
+ * That bounds the frames held (whatever their length, zero included) and the NACK scan.
  * @module
  */
 
+import { ProtocolError } from "../net/errors.ts";
 import { maxNackRanges, type SeqRange } from "./frame.ts";
+import { defaultSendWindowFrames } from "./sender.ts";
 
 /** Default bound on bytes held (reordered plus ready, not yet read). @default 16 MiB */
 export const defaultReceiveBufferBytes = 16 * 1024 * 1024;
@@ -14,6 +22,27 @@ export const defaultNackGapFrames = 10;
 export const defaultNackTimeoutMs = 300;
 /** Default pause between two NACKs (so a hole in flight is not NACKed on every frame). */
 export const defaultNackRepeatMs = 200;
+
+/**
+ * Default distance, in frames, a frame may be ahead of the cumulative ack: the sender's frame
+ * window plus its fin.
+ */
+export const defaultMaxFramesAhead = defaultSendWindowFrames + 1;
+
+/**
+ * In-order frames are never dropped (nothing would NACK them), but held bytes past this many
+ * times the bound can only come from a sender ignoring its window: a {@linkcode SequenceError}.
+ */
+export const inOrderOverrunFactor = 2;
+
+/** A frame no conforming sender sends (too far ahead, or overrunning the window): cut the peer. */
+export class SequenceError extends ProtocolError {
+  override name = "SequenceError";
+  /** A frame outside the bounds; `reason` says which: "seq-too-far" or "window-overrun". */
+  constructor(message: string, reason: "seq-too-far" | "window-overrun") {
+    super(message, reason);
+  }
+}
 
 /** Options of {@linkcode Receiver}. */
 export interface ReceiverOptions {
@@ -25,6 +54,8 @@ export interface ReceiverOptions {
   nackTimeoutMs?: number;
   /** Minimum time between NACKs. @default 200 */
   nackRepeatMs?: number;
+  /** Frames a seq may be ahead of the cumulative ack. @default defaultMaxFramesAhead */
+  maxFramesAhead?: number;
 }
 
 /** One in-order item: a data chunk, or `null` for the direction's end (fin). */
@@ -50,6 +81,10 @@ export interface ReceiverStats {
   reorderPeakBytes: number;
   /** NACKs produced. */
   nacksSent: number;
+  /** Sequence numbers examined by NACK scans (the work they cost, at most `maxFramesAhead` each). */
+  nackScanSteps: number;
+  /** Highest frames held at once (out of order plus ready). */
+  heldFramesPeak: number;
 }
 
 /**
@@ -66,6 +101,8 @@ export class Receiver {
   readonly nackTimeoutMs: number;
   /** Minimum time between NACKs. */
   readonly nackRepeatMs: number;
+  /** Frames a seq may be ahead of the cumulative ack. */
+  readonly maxFramesAhead: number;
   /** Counters. */
   readonly stats: ReceiverStats = {
     framesReceived: 0,
@@ -73,6 +110,8 @@ export class Receiver {
     dropped: 0,
     reorderPeakBytes: 0,
     nacksSent: 0,
+    nackScanSteps: 0,
+    heldFramesPeak: 0,
   };
 
   #next = 0; // next seq to move to the ready queue
@@ -94,6 +133,7 @@ export class Receiver {
     this.nackGapFrames = opts.nackGapFrames ?? defaultNackGapFrames;
     this.nackTimeoutMs = opts.nackTimeoutMs ?? defaultNackTimeoutMs;
     this.nackRepeatMs = opts.nackRepeatMs ?? defaultNackRepeatMs;
+    this.maxFramesAhead = opts.maxFramesAhead ?? defaultMaxFramesAhead;
   }
 
   /** The cumulative ack: every seq below it was handed to the application. */
@@ -112,6 +152,10 @@ export class Receiver {
   get readyBytes(): number {
     return this.#readyBytes;
   }
+  /** Frames held now (out of order plus ready, fin included). */
+  get heldFrames(): number {
+    return this.#ooo.size + this.#ready.length - this.#readyHead;
+  }
   /** Whether an in-order item is waiting. */
   get hasReady(): boolean {
     return this.#readyHead < this.#ready.length;
@@ -124,17 +168,34 @@ export class Receiver {
   /**
    * Take one arriving frame (`data === null` is the fin). Duplicates and frames past the
    * fin are dropped; frames that would exceed the bound are dropped and NACKed later.
+   * Throws {@linkcode SequenceError} (state unchanged) for a seq `maxFramesAhead` or more past
+   * the cumulative ack, or an in-order frame overrunning the bound `inOrderOverrunFactor` times.
    */
   accept(seq: number, data: Uint8Array | null, now: number): AcceptResult {
     this.stats.framesReceived++;
+    if (seq - this.#consumed >= this.maxFramesAhead) {
+      throw new SequenceError(
+        `frame seq ${seq} is ${seq - this.#consumed} ahead of the acknowledged ${this.#consumed} ` +
+          `(at most ${this.maxFramesAhead - 1})`,
+        "seq-too-far",
+      );
+    }
     if (seq < this.#next || this.#ooo.has(seq) || (this.#finSeq >= 0 && seq > this.#finSeq)) {
       this.stats.duplicates++;
       return "duplicate";
     }
     const len = data?.length ?? 0;
-    if (seq !== this.#next && this.#oooBytes + this.#readyBytes + len > this.maxBufferedBytes) {
+    const held = this.#oooBytes + this.#readyBytes + len;
+    if (seq !== this.#next && held > this.maxBufferedBytes) {
       this.stats.dropped++;
       return "dropped";
+    }
+    if (held > inOrderOverrunFactor * this.maxBufferedBytes) {
+      throw new SequenceError(
+        `${held} bytes held with frame ${seq}, over ${inOrderOverrunFactor} x the bound ` +
+          `${this.maxBufferedBytes}: the sender ignores its window`,
+        "window-overrun",
+      );
     }
     if (data === null) this.#finSeq = seq;
     if (seq !== this.#next) {
@@ -148,6 +209,7 @@ export class Receiver {
         this.#gapSeq = this.#next;
         this.#gapSince = now;
       }
+      this.#notePeak();
       return "buffered";
     }
     this.#pushReady(seq, data);
@@ -164,7 +226,13 @@ export class Receiver {
       this.#gapSeq = this.#next;
       this.#gapSince = now;
     }
+    this.#notePeak();
     return "delivered";
+  }
+
+  #notePeak(): void {
+    const held = this.heldFrames;
+    if (held > this.stats.heldFramesPeak) this.stats.heldFramesPeak = held;
   }
 
   #pushReady(seq: number, data: Uint8Array | null): void {
@@ -188,7 +256,8 @@ export class Receiver {
   /**
    * Holes to NACK now, or an empty list. A hole is NACKed when at least `nackGapFrames`
    * sequence numbers beyond it arrived or it is older than `nackTimeoutMs`, and no NACK
-   * went out in the last `nackRepeatMs`.
+   * went out in the last `nackRepeatMs`. The scan covers at most `maxFramesAhead` seqs
+   * (everything held lies within that distance of the cumulative ack).
    */
   nacks(now: number): SeqRange[] {
     if (this.#ooo.size === 0) return [];
@@ -200,7 +269,8 @@ export class Receiver {
       now - this.#gapSince >= this.nackTimeoutMs;
     if (!due || now - this.#lastNackAt < this.nackRepeatMs) return [];
     const out: SeqRange[] = [];
-    let s = this.#next;
+    const start = this.#next;
+    let s = start;
     while (s < this.#highest && out.length < maxNackRanges) {
       if (this.#ooo.has(s)) {
         s++;
@@ -210,6 +280,7 @@ export class Receiver {
       while (s < this.#highest && !this.#ooo.has(s)) s++;
       out.push({ from, to: s });
     }
+    this.stats.nackScanSteps += s - start;
     this.#lastNackAt = now;
     this.stats.nacksSent++;
     return out;
