@@ -4,6 +4,7 @@
  * @module
  */
 export * from "./lib/net/mod.ts";
+export * from "./lib/transport/mod.ts";
 export * from "./lib/log.ts";
 export * from "./lib/socks5/mod.ts";
 export * from "./lib/http/mod.ts";

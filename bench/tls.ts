@@ -7,13 +7,13 @@
  *   deno run -A bench/tls.ts [MiB]
  */
 
+import { closeQuietly } from "../lib/net/mod.ts";
 import {
-  closeQuietly,
   connectTls,
   listenTls,
   loadTlsClientConfig,
   loadTlsServerConfig,
-} from "../lib/net/mod.ts";
+} from "../lib/transport/mod.ts";
 import { makePki } from "../tests/_tls.ts";
 import { randomBlock } from "../tests/_util.ts";
 import {

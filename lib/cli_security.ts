@@ -24,7 +24,7 @@ import {
   TlsError,
   type TlsListener,
   type TlsServerConfig,
-} from "./net/tls.ts";
+} from "./transport/tls.ts";
 
 /**
  * Failed TLS handshakes per listener and reason (`--metrics`): a client without a certificate,

@@ -19,7 +19,8 @@ import {
 import { readSecretFile, refusePlaceholderOrExit, tlsClientFlags } from "../lib/cli_security.ts";
 import { gauge, serveMetrics } from "../lib/metrics.ts";
 import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
-import { errorMessage, loadTlsClientConfig, type TlsClientConfig } from "../lib/net/mod.ts";
+import { errorMessage } from "../lib/net/mod.ts";
+import { loadTlsClientConfig, type TlsClientConfig } from "../lib/transport/mod.ts";
 import { type TcpTunnelSpec, type Transport, TunnelClient } from "../lib/tunnel/mod.ts";
 
 // ---- flags ----

@@ -8,7 +8,7 @@
 
 import fc from "fast-check";
 import { assert, assertEquals } from "./_assert.ts";
-import { encodeFrameHeader, maxFramePayloadBytes, Opcode, WsConn } from "../lib/tunnel/mod.ts";
+import { encodeFrameHeader, maxFramePayloadBytes, Opcode, WsConn } from "../lib/transport/mod.ts";
 import {
   bytesArb,
   cat,

@@ -8,15 +8,13 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
 import { blockStream, blockStreamSha256, drainHash } from "./_util.ts";
+import { closeQuietly, withPrefix, writeAll } from "../lib/net/mod.ts";
 import {
-  closeQuietly,
   connectTls,
   listenTls,
   loadTlsClientConfig,
   loadTlsServerConfig,
-  withPrefix,
-  writeAll,
-} from "../lib/net/mod.ts";
+} from "../lib/transport/mod.ts";
 
 Deno.test("tls: a slow reader on a mutual-TLS listener pauses the sender; 128 MiB and the FIN arrive", async () => {
   const pki = await makePki();

@@ -9,20 +9,16 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
 import { makePki, type Pki } from "./_tls.ts";
 import { Logger } from "../lib/log.ts";
+import { closeQuietly, NetError, serve, type Server, writeAll } from "../lib/net/mod.ts";
 import {
-  closeQuietly,
   connectTls,
   loadTlsClientConfig,
   loadTlsServerConfig,
-  NetError,
   peerCommonName,
-  serve,
-  type Server,
   TlsError,
   type TlsListener,
-  writeAll,
-} from "../lib/net/mod.ts";
-import { listenTls, type TlsServerOptions } from "../lib/net/tls.ts";
+} from "../lib/transport/mod.ts";
+import { listenTls, type TlsServerOptions } from "../lib/transport/tls.ts";
 
 const payloadBytes = 8 * 1024 * 1024;
 

@@ -8,7 +8,7 @@ import { Logger } from "../lib/log.ts";
 import { listenTlsOrExit } from "../lib/cli_security.ts";
 import { registry } from "../lib/metrics.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
-import { connectTls, loadTlsClientConfig, loadTlsServerConfig } from "../lib/net/tls.ts";
+import { connectTls, loadTlsClientConfig, loadTlsServerConfig } from "../lib/transport/tls.ts";
 
 async function failures(listener: string, reason: string): Promise<number> {
   const text = await registry.metrics();

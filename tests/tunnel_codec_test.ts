@@ -2,20 +2,22 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { BufferedReader, ProtocolError } from "../lib/net/mod.ts";
-import { SimdMasker } from "../lib/tunnel/ws_mask.ts";
+import { SimdMasker } from "../lib/transport/ws_mask.ts";
 import {
-  applyMask,
   decodeMessage,
-  encodeFrameHeader,
   encodeMessage,
   hostPort,
-  maskCopy,
   MemoryRegistry,
   normalizeHost,
   readMessage,
+} from "../lib/tunnel/mod.ts";
+import {
+  applyMask,
+  encodeFrameHeader,
+  maskCopy,
   webSocketAccept,
   WsConn,
-} from "../lib/tunnel/mod.ts";
+} from "../lib/transport/mod.ts";
 // The HTTP/1 codec is lib/http's; these cases pin what the tunnel relies on (chunk-exact
 // raw copies, smuggling refusal, limits).
 import {

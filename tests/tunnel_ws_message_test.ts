@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { ProtocolError } from "../lib/net/mod.ts";
-import { encodeFrameHeader, Opcode, WsConn, type WsMessage } from "../lib/tunnel/mod.ts";
+import { encodeFrameHeader, Opcode, WsConn, type WsMessage } from "../lib/transport/mod.ts";
 
 const enc = new TextEncoder();
 

@@ -49,7 +49,7 @@ import * as m from "./metrics.ts";
 import { SparePool } from "./spares.ts";
 import { noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
-import { connectTls, type TlsClientConfig } from "../net/tls.ts";
+import { connectTls, type TlsClientConfig } from "../transport/tls.ts";
 
 /** Default timeout of the local's dial to a target (and to the tunnel port). */
 export const defaultLocalDialTimeoutMs = 10_000;

@@ -10,7 +10,7 @@ import { Backoff, type BackoffOptions, sleep } from "../net/backoff.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
-import { type TlsClientConfig, TlsError } from "../net/tls.ts";
+import { type TlsClientConfig, TlsError } from "../transport/tls.ts";
 import type { ConnContext } from "../net/serve.ts";
 import { sessionIdBytes } from "../sequencer/frame.ts";
 import { dialPath, formatPathSpec, type PathSpec } from "./dial_path.ts";

@@ -11,7 +11,7 @@ import { dial } from "../net/dial.ts";
 import type { Duplex } from "../net/duplex.ts";
 import { joinHostPort } from "../net/addr.ts";
 import { dialFrom } from "../net/node_socket.ts";
-import { connectTls, type TlsClientConfig } from "../net/tls.ts";
+import { connectTls, type TlsClientConfig } from "../transport/tls.ts";
 
 /** Where one path goes, and from where. */
 export interface PathSpec {

@@ -14,6 +14,5 @@ export * from "./backoff.ts";
 export * from "./addr.ts";
 export * from "./secret.ts";
 export * from "./node_socket.ts";
-export * from "./tls.ts";
 export * from "./ratelimit.ts";
 export * from "./acl.ts";

@@ -50,7 +50,7 @@ import {
   writeAll,
 } from "../net/mod.ts";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
-import { connectTls, type TlsClientConfig } from "../net/tls.ts";
+import { connectTls, type TlsClientConfig } from "../transport/tls.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 
 /** Connection hello magic. */

@@ -27,8 +27,8 @@ import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
-import { WebSocketDuplex } from "./ws_adapter.ts";
-import { checkUpgradeRequest } from "./websocket.ts";
+import { WebSocketDuplex } from "../transport/ws_adapter.ts";
+import { checkUpgradeRequest } from "../transport/websocket.ts";
 import {
   appHandshake,
   bridgeWebSocket,

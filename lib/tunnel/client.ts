@@ -19,19 +19,21 @@ import {
   type HostPort,
   joinHostPort,
   relay,
-  resolveHost,
   sleep,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
 import {
   classifyTlsError,
-  connectTls,
+  dialTls,
   type TlsClientConfig,
   TlsError,
   tlsReasonText,
-} from "../net/tls.ts";
-import { getHeader, readResponseHead } from "../http/mod.ts";
+  upgradeClient,
+  UpgradeError,
+  webSocketProtocol,
+  WsConn,
+} from "../transport/mod.ts";
 import {
   type ControlMsg,
   controlPath,
@@ -48,7 +50,6 @@ import {
   sessionEndWithin,
   type StreamFailure,
 } from "./protocol.ts";
-import { newWebSocketKey, webSocketAccept, WsConn } from "./websocket.ts";
 import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
 
 /** How long a closing session lets open tunnel streams finish. */
@@ -214,46 +215,30 @@ async function connectOnce(
   opts: ConnectTransportOptions,
   transport: "websocket" | "raw",
 ): Promise<Duplex> {
-  const raw = transport === "raw";
   const u = parseServerUrl(server);
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const conn = u.tls ? await dialTls(u, opts, timeoutMs) : await dialTcp(u, opts, timeoutMs);
-  const key = newWebSocketKey();
-  const upgrade = raw
-    ? `Upgrade: ${rawUpgradeToken}\r\nConnection: Upgrade\r\n`
-    : `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n` +
-      `Sec-WebSocket-Version: 13\r\n`;
-  const req = `GET ${u.path} HTTP/1.1\r\nHost: ${u.hostHeader}\r\n${upgrade}` +
-    `${identifierHeader}: ${identifier}\r\nUser-Agent: warren-tunnel-client\r\n\r\n`;
+  const conn = await dialServer(u, opts, timeoutMs);
   const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
   try {
-    await writeAll(conn, new TextEncoder().encode(req));
-    const reader = new BufferedReader(conn);
-    const head = await readResponseHead(reader);
-    if (head.status !== 101) {
-      closeQuietly(conn);
-      const reason: ConnectFailure = head.status === 401 || head.status === 403
-        ? "unauthorized"
-        : head.status === 409
-        ? "duplicate"
-        : "refused";
-      throw new ConnectError(reason, `server answered ${head.status} ${head.reason}`);
-    }
-    if (raw) {
-      if ((getHeader(head.headers, "upgrade") ?? "").toLowerCase() !== rawUpgradeToken) {
-        closeQuietly(conn);
-        throw new ConnectError("protocol", "server did not switch to the raw transport");
-      }
-      return withPrefix(conn, reader.takeBuffered());
-    }
-    if (getHeader(head.headers, "sec-websocket-accept") !== webSocketAccept(key)) {
-      closeQuietly(conn);
-      throw new ConnectError("protocol", "bad Sec-WebSocket-Accept");
-    }
-    return new WsConn(conn, { role: "client", prefix: reader.takeBuffered() });
+    return await upgradeClient(conn, {
+      path: u.path,
+      host: u.hostHeader,
+      protocol: transport === "raw" ? rawUpgradeToken : webSocketProtocol,
+      headers: { [identifierHeader]: identifier, "User-Agent": "warren-tunnel-client" },
+    });
   } catch (err) {
     closeQuietly(conn);
-    if (err instanceof ConnectError) throw err;
+    if (err instanceof UpgradeError) {
+      const status = err.status ?? 0;
+      const reason: ConnectFailure = err.reason === "protocol"
+        ? "protocol"
+        : status === 401 || status === 403
+        ? "unauthorized"
+        : status === 409
+        ? "duplicate"
+        : "refused";
+      throw new ConnectError(reason, err.message, { cause: err });
+    }
     if (u.tls && hungUpAfterTls(err)) {
       // A mutual-TLS server verifies our certificate after the handshake has completed on
       // our side (TLS 1.3) and then just closes: this is how a refused client cert looks.
@@ -281,90 +266,44 @@ function hungUpAfterTls(err: unknown): boolean {
   return r === "eof" || r === "client-cert-required" || r === "peer-rejected";
 }
 
-async function dialTcp(
+/** TCP or TLS to the server (lib/transport), failures typed as "dial" or "tls". */
+async function dialServer(
   u: ServerUrl,
   opts: ConnectTransportOptions,
   timeoutMs: number,
 ): Promise<Deno.Conn> {
-  try {
-    return await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
-  } catch (err) {
-    throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
-      cause: err,
-    });
-  }
-}
-
-/**
- * TLS to the server. Without a client certificate: `dial` (every address, TCP_NODELAY) then
- * `Deno.startTls`. With one: lib/net `connectTls` (`Deno.startTls` cannot present a client
- * certificate), trying each resolved address.
- */
-async function dialTls(
-  u: ServerUrl,
-  opts: ConnectTransportOptions,
-  timeoutMs: number,
-): Promise<Deno.Conn> {
-  const cas = [...(opts.caCerts ?? []), ...(opts.tls?.ca ? [opts.tls.ca] : [])];
-  const name = opts.tls?.serverName ?? u.host;
-  const tlsFailure = (err: unknown) => {
-    const reason = classifyTlsError(err);
-    return new ConnectError(
-      "tls",
-      `TLS with ${u.hostHeader} (name ${name}) failed: ${reason} (${tlsReasonText[reason]}): ${
-        errorMessage(err)
-      }`,
-      { cause: err },
-    );
-  };
-  if (!opts.tls?.cert) {
-    let tcp: Deno.TcpConn;
+  const dialOpts = { timeoutMs, signal: opts.signal, prefer: "ipv4" as const };
+  if (!u.tls) {
     try {
-      tcp = await dial(u.host, u.port, { timeoutMs, signal: opts.signal, prefer: "ipv4" });
+      return await dial(u.host, u.port, dialOpts);
     } catch (err) {
       throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
         cause: err,
       });
     }
-    let conn: Deno.TlsConn | undefined;
-    const timer = setTimeout(() => closeQuietly(conn ?? tcp), timeoutMs);
-    try {
-      conn = await Deno.startTls(tcp, { hostname: name, caCerts: cas });
-      await conn.handshake();
-      return conn;
-    } catch (err) {
-      closeQuietly(conn ?? tcp);
-      throw tlsFailure(err);
-    } finally {
-      clearTimeout(timer);
-    }
   }
+  const cas = [...(opts.caCerts ?? []), ...(opts.tls?.ca ? [opts.tls.ca] : [])];
   const cfg: TlsClientConfig = {
     ...opts.tls,
     ca: cas.length > 0 ? cas.join("\n") : undefined,
-    serverName: name,
+    serverName: opts.tls?.serverName ?? u.host,
   };
-  let addrs: string[];
   try {
-    addrs = await resolveHost(u.host, "ipv4");
+    return await dialTls(u.host, u.port, cfg, dialOpts);
   } catch (err) {
-    throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
-      cause: err,
-    });
-  }
-  let last: unknown;
-  for (const addr of addrs) {
-    try {
-      return await connectTls(addr, u.port, cfg, { timeoutMs, signal: opts.signal });
-    } catch (err) {
-      if (err instanceof TlsError) throw tlsFailure(err);
-      last = err;
-      if (opts.signal?.aborted) break;
+    if (!(err instanceof TlsError)) {
+      throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
+    throw new ConnectError(
+      "tls",
+      `TLS with ${u.hostHeader} (name ${cfg.serverName}) failed: ${err.reason} (${
+        tlsReasonText[err.reason]
+      }): ${errorMessage(err.cause ?? err)}`,
+      { cause: err },
+    );
   }
-  throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(last)}`, {
-    cause: last,
-  });
 }
 
 /** Client state, for status and tests. */

@@ -19,10 +19,10 @@ import {
   type ConnContext,
   type Duplex,
   errorMessage,
-  peerCommonName,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
+import { peerCommonName } from "../transport/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   copyBody,
@@ -41,7 +41,7 @@ import { controlPath, identifierHeader, rawUpgradeToken } from "./protocol.ts";
 import { hostPort, normalizeHost } from "./registry.ts";
 import type { TunnelServer } from "./server.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
-import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "./websocket.ts";
+import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "../transport/websocket.ts";
 
 const rawSwitchResponse = new TextEncoder().encode(
   `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${rawUpgradeToken}\r\nConnection: Upgrade\r\n\r\n`,

@@ -6,8 +6,6 @@
  */
 export * from "./registry.ts";
 export * from "./protocol.ts";
-export * from "./websocket.ts";
-export * from "./ws_adapter.ts";
 export * from "./server.ts";
 export * from "./client_conn.ts";
 export * from "./tunnel_stream.ts";

@@ -25,7 +25,12 @@ import {
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
-import { isSendableCloseCode, newWebSocketKey, webSocketAccept, WsConn } from "./websocket.ts";
+import {
+  isSendableCloseCode,
+  newWebSocketKey,
+  webSocketAccept,
+  WsConn,
+} from "../transport/websocket.ts";
 
 /** Limits of a bridged WebSocket. */
 export interface WebSocketLimits {

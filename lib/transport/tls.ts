@@ -21,12 +21,12 @@ import {
   type TLSSocket,
 } from "node:tls";
 import { type Logger, silentLogger } from "../log.ts";
-import { joinHostPort } from "./addr.ts";
-import { closeQuietly } from "./duplex.ts";
-import { classifyError, errorMessage, NetError } from "./errors.ts";
-import { connectNodeSocket, NodeSocketConn } from "./node_socket.ts";
-import { sleep } from "./backoff.ts";
-import { acceptRetryMs, formatAddr } from "./serve.ts";
+import { joinHostPort } from "../net/addr.ts";
+import { closeQuietly } from "../net/duplex.ts";
+import { classifyError, errorMessage, NetError } from "../net/errors.ts";
+import { connectNodeSocket, NodeSocketConn } from "../net/node_socket.ts";
+import { sleep } from "../net/backoff.ts";
+import { acceptRetryMs, formatAddr } from "../net/serve.ts";
 
 /** Certificate files of a TLS server (what the flags name). */
 export interface TlsServerOptions {

@@ -1,0 +1,145 @@
+/**
+ * `dialTransport(endpoint)`: one call for every carrier. TCP (lib/net `dial`), TLS (with a
+ * client certificate and a bound local address when asked), then, for WebSocket, the
+ * upgrade; the answer is always a plain {@linkcode Duplex}.
+ * @module
+ */
+
+import { closeQuietly, type Duplex } from "../net/duplex.ts";
+import { dial, resolveHost } from "../net/dial.ts";
+import { dialFrom } from "../net/node_socket.ts";
+import { joinHostPort } from "../net/addr.ts";
+import { errorMessage, NetError } from "../net/errors.ts";
+import {
+  classifyTlsError,
+  connectTls,
+  defaultTlsHandshakeTimeoutMs,
+  type TlsClientConfig,
+  TlsError,
+  tlsReasonText,
+} from "./tls.ts";
+import { type Endpoint, isTlsKind, isWebSocketKind } from "./endpoint.ts";
+import { upgradeClient } from "./upgrade.ts";
+
+/** Options of {@linkcode dialTransport} and {@linkcode dialTls}. */
+export interface TransportDialOptions {
+  /** Time for the connect, the TLS handshake and the upgrade answer. @default 10000 */
+  timeoutMs?: number;
+  /** Abort the attempt. */
+  signal?: AbortSignal;
+  /** Trust and identity for tls/wss (the system roots and no client certificate if absent). */
+  tls?: TlsClientConfig;
+  /** Local address to bind (selects the interface or link). */
+  localAddress?: string;
+  /** Which address family to try first. @default "ipv6" */
+  prefer?: "ipv6" | "ipv4";
+  /** Extra fields of the WebSocket upgrade request. */
+  headers?: Record<string, string>;
+}
+
+/**
+ * Connect to `ep` and return the byte stream, whatever carries it.
+ *
+ * Rejects with a NetError (TCP: refused, unreachable, timeout, aborted), a TlsError (the
+ * handshake failed: `reason` says why) or an UpgradeError (the WebSocket upgrade was
+ * refused, `status` says how); a read error while waiting for the upgrade answer (the peer
+ * hung up) rejects as it is.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = await dialTransport(parseEndpoint("wss://depot.example:443/"), { tls: {} });
+ * ```
+ */
+export async function dialTransport(
+  ep: Endpoint,
+  opts: TransportDialOptions = {},
+): Promise<Duplex> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const started = Date.now();
+  const conn = isTlsKind(ep.kind) ? await dialTls(ep.host, ep.port, opts.tls ?? {}, opts) : await (
+    opts.localAddress
+      ? dialFrom(ep.host, ep.port, opts.localAddress, opts)
+      : dial(ep.host, ep.port, opts)
+  );
+  if (!isWebSocketKind(ep.kind)) return conn;
+  const left = Math.max(1, timeoutMs - (Date.now() - started));
+  const cut = () => closeQuietly(conn);
+  const timer = setTimeout(cut, left);
+  opts.signal?.addEventListener("abort", cut, { once: true });
+  try {
+    return await upgradeClient(conn, {
+      path: ep.path,
+      host: joinHostPort(ep.host, ep.port),
+      headers: opts.headers,
+    });
+  } catch (err) {
+    closeQuietly(conn);
+    if (opts.signal?.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
+    if (Date.now() - started >= timeoutMs) {
+      throw new NetError("timeout", `websocket upgrade timed out after ${timeoutMs} ms`);
+    }
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", cut);
+  }
+}
+
+/**
+ * TLS to `host:port`. Without a client certificate or local address: lib/net `dial` (every
+ * address, TCP_NODELAY) then `Deno.startTls`, verifying `cfg.serverName ?? host`. With one:
+ * lib/transport `connectTls` (`Deno.startTls` cannot present a client certificate), trying
+ * each resolved address.
+ *
+ * Rejects with NetError (TCP) or TlsError (handshake: unknown CA, name, certificate …).
+ */
+export async function dialTls(
+  host: string,
+  port: number,
+  cfg: TlsClientConfig,
+  opts: TransportDialOptions = {},
+): Promise<Deno.Conn> {
+  const timeoutMs = opts.timeoutMs ?? defaultTlsHandshakeTimeoutMs;
+  const name = cfg.serverName ?? host;
+  const target = joinHostPort(host, port);
+  if (!cfg.cert && opts.localAddress === undefined) {
+    const tcp = await dial(host, port, opts);
+    let conn: Deno.TlsConn | undefined;
+    const cut = () => closeQuietly(conn ?? tcp);
+    const timer = setTimeout(cut, timeoutMs);
+    opts.signal?.addEventListener("abort", cut, { once: true });
+    try {
+      conn = await Deno.startTls(tcp, { hostname: name, caCerts: cfg.ca ? [cfg.ca] : [] });
+      await conn.handshake();
+      return conn;
+    } catch (err) {
+      closeQuietly(conn ?? tcp);
+      if (opts.signal?.aborted) throw new NetError("aborted", `tls ${target} aborted`);
+      const reason = classifyTlsError(err);
+      throw new TlsError(
+        reason,
+        `tls connect ${target} (name ${name}): ${reason} (${tlsReasonText[reason]}): ${
+          errorMessage(err)
+        }`,
+        { cause: err },
+      );
+    } finally {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", cut);
+    }
+  }
+  const addrs = await resolveHost(host, opts.prefer);
+  const named = { ...cfg, serverName: name };
+  let last: unknown;
+  for (const addr of addrs) {
+    try {
+      return await connectTls(addr, port, named, opts);
+    } catch (err) {
+      if (err instanceof TlsError || opts.signal?.aborted) throw err;
+      last = err;
+    }
+  }
+  throw last instanceof NetError
+    ? last
+    : new NetError("other", `tls connect ${target}: ${errorMessage(last)}`, { cause: last });
+}
