@@ -15,7 +15,7 @@ import { fail, type FlagDef } from "./cli.ts";
 import type { HostPort } from "./net/addr.ts";
 import { errorMessage } from "./net/errors.ts";
 import type { Logger } from "./log.ts";
-import { counter } from "./metrics.ts";
+import { counter } from "./stats.ts";
 import {
   listenTls,
   loadTlsClientConfig,

@@ -13,11 +13,9 @@ import {
   intFlag,
   onShutdown,
   parseFlags,
-  serveOrExit,
   serviceLogger,
 } from "../lib/cli.ts";
-import { serveMetrics } from "../lib/metrics.ts";
-import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import { serveObservability } from "../lib/status/mod.ts";
 import {
   secretFileFlag,
   secretFromFlags,
@@ -25,7 +23,7 @@ import {
   tlsClientFromFlags,
 } from "../lib/cli_security.ts";
 import { Acl, AclError } from "../lib/net/mod.ts";
-import { defaultControlPort, DepotLocal, exitNamePattern, statusApp } from "../lib/depot/mod.ts";
+import { defaultControlPort, DepotLocal, exitNamePattern } from "../lib/depot/mod.ts";
 
 // ---- flags ----
 const flags = parseFlags({
@@ -171,22 +169,18 @@ const local = new DepotLocal({
   backoff: { maxMs: Math.max(250, maxBackoffMs) },
   log,
 });
+// --status and --metrics: the same listener (the page shows this exit's /status fields).
+const observed = { service: `depot-local ${name}`, log, status: () => local.status() };
 const statusServer = statusAddr
-  ? serveOrExit(statusAddr, "status", log, statusApp(local).fetch)
+  ? bindOrExit(
+    "status",
+    statusAddr,
+    () => serveObservability(statusAddr, { ...observed, name: "status" }),
+  )
   : undefined;
 const metrics = metricsAddr
-  ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-      "/status": () => Response.json(local.status()),
-    }, { status: statusHub() }))
+  ? bindOrExit("metrics", metricsAddr, () => serveObservability(metricsAddr, observed))
   : undefined;
-
-/** The live status page: this exit's /status fields and tables. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: `depot-local ${name}` });
-  hub.register(jsonStatusProvider(() => local.status()));
-  return hub;
-}
 log.info("starting", {
   server: flags.server,
   name,

@@ -15,7 +15,6 @@ import {
   onReload,
   onShutdown,
   parseFlags,
-  serveOrExit,
   serviceLogger,
 } from "../lib/cli.ts";
 import {
@@ -26,8 +25,11 @@ import {
   tlsServerFlags,
   tlsServerFromFlags,
 } from "../lib/cli_security.ts";
-import { serveMetrics } from "../lib/metrics.ts";
-import { depotStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import {
+  depotStatusProvider,
+  listenersStatusProvider,
+  serveObservability,
+} from "../lib/status/mod.ts";
 import { AuthFailureLimiter, formatAddr } from "../lib/net/mod.ts";
 import {
   defaultControlPort,
@@ -35,7 +37,6 @@ import {
   defaultTunnelPort,
   DepotServer,
   exitNamePattern,
-  statusApp,
 } from "../lib/depot/mod.ts";
 
 // ---- flags ----
@@ -182,23 +183,24 @@ log.info("link security", {
     ? (tls.ca ? "mutual" : "server")
     : "off (plaintext: keep it on loopback or a trusted network)",
 });
+// --status and --metrics: the same listener; the page shows exits with RTT and traffic,
+// pending requests, failures, and the listeners.
+const observed = {
+  service: "depot-server",
+  log,
+  status: () => server.status(),
+  providers: [depotStatusProvider(() => server.status()), listenersStatusProvider()],
+};
 const statusServer = statusAddr
-  ? serveOrExit(statusAddr, "status", log, statusApp(server).fetch)
+  ? bindOrExit(
+    "status",
+    statusAddr,
+    () => serveObservability(statusAddr, { ...observed, name: "status" }),
+  )
   : undefined;
 const metrics = metricsAddr
-  ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-      "/status": () => Response.json(server.status()),
-    }, { status: statusHub() }))
+  ? bindOrExit("metrics", metricsAddr, () => serveObservability(metricsAddr, observed))
   : undefined;
-
-/** The live status page: exits with RTT and traffic, pending requests, failures. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: "depot-server" });
-  hub.register(depotStatusProvider(() => server.status()));
-  hub.register(listenersStatusProvider());
-  return hub;
-}
 log.info("waiting for depot-local", { defaultExit });
 
 // ---- reload (SIGHUP) ----

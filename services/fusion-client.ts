@@ -26,8 +26,7 @@ import {
 } from "../lib/cli_security.ts";
 import { FusionClient, livePathMetrics, parsePathSpec } from "../lib/fusion/mod.ts";
 import type { PathSpec } from "../lib/fusion/mod.ts";
-import { serveMetrics } from "../lib/metrics.ts";
-import { fusionStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import { fusionStatusProvider, serveObservability } from "../lib/status/mod.ts";
 import { errorMessage, formatAddr, serve } from "../lib/net/mod.ts";
 import { fusionSessionFlags, fusionSessionOptions } from "./_fusion_flags.ts";
 
@@ -133,23 +132,19 @@ log.info("listening", { name: "listen", addr: formatAddr(listener.addr) });
 log.info("paths", { count: paths.length, scheduler: session.scheduler, tls: tls ? "on" : "off" });
 // Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
 if (metricsAddr) livePathMetrics(() => [...client.sessions].map((s) => s.status()));
+// The live status page: sessions, paths, each path's share of the traffic.
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-      "/status": () =>
-        Response.json({
-          sessions: [...client.sessions].map((s) => s.status()),
-          recent: client.recent,
-        }),
-    }, { status: statusHub() }))
+    serveObservability(metricsAddr, {
+      service: "fusion-client",
+      log,
+      status: () => ({
+        sessions: [...client.sessions].map((s) => s.status()),
+        recent: client.recent,
+      }),
+      providers: [fusionStatusProvider(() => [...client.sessions].map((s) => s.status()))],
+    }))
   : undefined;
-
-/** The live status page: sessions, paths, each path's share of the traffic. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: "fusion-client" });
-  hub.register(fusionStatusProvider(() => [...client.sessions].map((s) => s.status())));
-  return hub;
-}
 
 // ---- shutdown ----
 onShutdown(log, async () => {

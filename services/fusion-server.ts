@@ -22,8 +22,11 @@ import {
   tlsServerFromFlags,
 } from "../lib/cli_security.ts";
 import { FusionServer, livePathMetrics } from "../lib/fusion/mod.ts";
-import { serveMetrics } from "../lib/metrics.ts";
-import { fusionStatusProvider, listenersStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import {
+  fusionStatusProvider,
+  listenersStatusProvider,
+  serveObservability,
+} from "../lib/status/mod.ts";
 import { AuthFailureLimiter, formatAddr, serve } from "../lib/net/mod.ts";
 import { fusionSessionFlags, fusionSessionOptions } from "./_fusion_flags.ts";
 
@@ -110,24 +113,17 @@ log.info("path security", {
 log.info("target", { addr: `${target.host}:${target.port}`, scheduler: session.scheduler });
 // Per-path rate, RTT and in-flight bytes of the live sessions, read at scrape time.
 if (metricsAddr) livePathMetrics(() => [...fusion.sessions.values()].map((s) => s.status()));
+// The live status page: listeners, sessions, paths, each path's share of the traffic.
+const sessions = () => [...fusion.sessions.values()].map((s) => s.status());
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-      "/status": () =>
-        Response.json({
-          sessions: [...fusion.sessions.values()].map((s) => s.status()),
-          recent: fusion.recent,
-        }),
-    }, { status: statusHub() }))
+    serveObservability(metricsAddr, {
+      service: "fusion-server",
+      log,
+      status: () => ({ sessions: sessions(), recent: fusion.recent }),
+      providers: [listenersStatusProvider(), fusionStatusProvider(sessions)],
+    }))
   : undefined;
-
-/** The live status page: sessions, paths, each path's share of the traffic. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: "fusion-server" });
-  hub.register(listenersStatusProvider());
-  hub.register(fusionStatusProvider(() => [...fusion.sessions.values()].map((s) => s.status())));
-  return hub;
-}
 
 // ---- shutdown ----
 onShutdown(log, async () => {

@@ -17,8 +17,8 @@ import {
   parseFlags,
   serviceLogger,
 } from "../lib/cli.ts";
-import { counter, gauge, serveMetrics } from "../lib/metrics.ts";
-import { StatusHub } from "../lib/status/mod.ts";
+import { counter, gauge } from "../lib/stats.ts";
+import { serveObservability, type StatusProvider } from "../lib/status/mod.ts";
 import { formatAddr, type HostPort, parseHostPort, type Server } from "../lib/net/mod.ts";
 import { hostPortFlag } from "../lib/cli.ts";
 import {
@@ -298,26 +298,27 @@ for (const addr of linkListens) {
 const startedMs = Date.now();
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
+    serveObservability(metricsAddr, {
+      service: "seaprox",
+      log,
       // Live connections with both sides' states and byte counts (no secrets: users only).
-      "/status": () =>
-        Response.json({
-          uptimeMs: Date.now() - startedMs,
-          maxConns,
-          listeners: proxy.servers.map((s, i) => ({
-            url: proxy.specs[i].display,
-            addr: formatAddr(s.addr),
-            ...s.server.stats,
-          })),
-          connections: proxy.table.list().map((c) => c.snapshot()),
-        }),
-    }, { status: statusHub() }))
+      status: () => ({
+        uptimeMs: Date.now() - startedMs,
+        maxConns,
+        listeners: proxy.servers.map((s, i) => ({
+          url: proxy.specs[i].display,
+          addr: formatAddr(s.addr),
+          ...s.server.stats,
+        })),
+        connections: proxy.table.list().map((c) => c.snapshot()),
+      }),
+      providers: [statusProvider()],
+    }))
   : undefined;
 
 /** The live status page: listeners, connections, and connection/byte-rate charts. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: "seaprox" });
-  hub.register(() => {
+function statusProvider(): StatusProvider {
+  return () => {
     const conns = proxy.table.list().map((c) => c.snapshot());
     const up = closedBytes.up + conns.reduce((s, c) => s + c.bytesUp, 0);
     const down = closedBytes.down + conns.reduce((s, c) => s + c.bytesDown, 0);
@@ -355,8 +356,7 @@ function statusHub(): StatusHub {
         { chart: "bytes/s", name: "out (dest→client)", value: down, kind: "rate" },
       ],
     };
-  });
-  return hub;
+  };
 }
 
 // ---- reload (SIGHUP) ----

@@ -17,8 +17,8 @@ import {
   serviceLogger,
 } from "../lib/cli.ts";
 import { readSecretFile, refusePlaceholderOrExit, tlsClientFlags } from "../lib/cli_security.ts";
-import { gauge, serveMetrics } from "../lib/metrics.ts";
-import { jsonStatusProvider, StatusHub } from "../lib/status/mod.ts";
+import { gauge } from "../lib/stats.ts";
+import { serveObservability } from "../lib/status/mod.ts";
 import { errorMessage } from "../lib/net/mod.ts";
 import { loadTlsClientConfig, type TlsClientConfig } from "../lib/transport/mod.ts";
 import { type TcpTunnelSpec, type Transport, TunnelClient } from "../lib/tunnel/mod.ts";
@@ -186,26 +186,15 @@ gauge("warren_tunnel_client_connected", "1 while connected to the server", [], f
 gauge("warren_tunnel_client_streams_total", "tunnel streams served", [], function () {
   this.set(client.streams);
 });
+// /status and the live status page: connection state, reconnects, streams served.
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-      "/status": () =>
-        Response.json({ state: client.state, connects: client.connects, streams: client.streams }),
-    }, { status: statusHub() }))
+    serveObservability(metricsAddr, {
+      service: "tunnel-client",
+      log,
+      status: () => ({ state: client.state, connects: client.connects, streams: client.streams }),
+    }))
   : undefined;
-
-/** The live status page: connection state, reconnects, streams served. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: "tunnel-client" });
-  hub.register(
-    jsonStatusProvider(() => ({
-      state: client.state,
-      connects: client.connects,
-      streams: client.streams,
-    })),
-  );
-  return hub;
-}
 
 // ---- run and shutdown ----
 onShutdown(log, async () => {

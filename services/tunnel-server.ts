@@ -26,8 +26,7 @@ import {
   tlsServerFlags,
   tlsServerFromFlags,
 } from "../lib/cli_security.ts";
-import { serveMetrics } from "../lib/metrics.ts";
-import { StatusHub, tunnelStatusProvider } from "../lib/status/mod.ts";
+import { serveObservability, tunnelStatusProvider } from "../lib/status/mod.ts";
 import { AuthFailureLimiter, errorMessage, formatAddr } from "../lib/net/mod.ts";
 import {
   createAdminApp,
@@ -298,20 +297,16 @@ const admin = adminAddr
     }).fetch,
   )
   : undefined;
+// The live status page: hosts and their clients, requests, bytes, client RTT.
 const metrics = metricsAddr
   ? bindOrExit("metrics", metricsAddr, () =>
-    serveMetrics(metricsAddr.host, metricsAddr.port, log, {
-      "/status": async () =>
-        Response.json({ hosts: await server.status(), clients: server.clients() }),
-    }, { status: statusHub() }))
+    serveObservability(metricsAddr, {
+      service: "tunnel-server",
+      log,
+      status: async () => ({ hosts: await server.status(), clients: server.clients() }),
+      providers: [tunnelStatusProvider(() => server.status(), () => server.clients())],
+    }))
   : undefined;
-
-/** The live status page: hosts and their clients, requests, bytes, client RTT. */
-function statusHub(): StatusHub {
-  const hub = new StatusHub({ service: "tunnel-server" });
-  hub.register(tunnelStatusProvider(() => server.status(), () => server.clients()));
-  return hub;
-}
 
 // ---- run ----
 const front = serveTunnel(listener, server, {

@@ -1,9 +1,9 @@
 /**
- * Prometheus metrics of depot, in the process-wide registry of lib/metrics.ts.
+ * Prometheus metrics of depot, kept in lib/stats.ts (exported by lib/metrics.ts).
  * @module
  */
 
-import { counter, gauge } from "../metrics.ts";
+import { counter, gauge } from "../stats.ts";
 
 /** SOCKS requests by exit and result ("ok" or a failure reason). */
 export const requestsTotal = counter(

@@ -8,4 +8,3 @@ export * from "./protocol.ts";
 export * from "./server.ts";
 export * from "./local.ts";
 export { acceptDepotSocks, type DepotSocksOptions } from "./socks_front.ts";
-export { type HasStatus, statusApp } from "./status.ts";

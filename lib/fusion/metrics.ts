@@ -1,30 +1,29 @@
 /**
- * Prometheus metrics of fusion sessions and paths (served by `--metrics`).
+ * Prometheus metrics of fusion sessions and paths (kept in lib/stats.ts, served by `--metrics`).
  * @module
  */
 
-import type client from "prom-client";
-import { counter, gauge } from "../metrics.ts";
+import { type Counter, counter, type Gauge, gauge } from "../stats.ts";
 import type { PathStatus, SessionStatus } from "./session.ts";
 
 /** The fusion metric handles. */
 export interface FusionMetrics {
   /** Sessions open now. */
-  sessionsActive: client.Gauge<string>;
+  sessionsActive: Gauge<string>;
   /** Paths joined now. */
-  pathsActive: client.Gauge<string>;
+  pathsActive: Gauge<string>;
   /** Ended sessions by end (done, no-paths, peer-reset, ...). */
-  sessionEnds: client.Counter<"end">;
+  sessionEnds: Counter<"end">;
   /** Ended paths by why (eof, error, silent, ...). */
-  pathEnds: client.Counter<"end">;
+  pathEnds: Counter<"end">;
   /** Application bytes of ended sessions, by direction. */
-  bytes: client.Counter<"direction">;
+  bytes: Counter<"direction">;
   /** Frames sent again. */
-  resentFrames: client.Counter<string>;
+  resentFrames: Counter<string>;
   /** Wire bytes sent again. */
-  resentBytes: client.Counter<string>;
+  resentBytes: Counter<string>;
   /** Reorder buffer peak of the last ended session. */
-  reorderPeak: client.Gauge<string>;
+  reorderPeak: Gauge<string>;
 }
 
 let metrics: FusionMetrics | undefined;
@@ -59,7 +58,7 @@ export function fusionMetrics(): FusionMetrics {
  */
 export function livePathMetrics(source: () => SessionStatus[]): void {
   const byPath = (f: (p: PathStatus) => number, combine: (a: number, b: number) => number) =>
-    function (this: client.Gauge<"path">): void {
+    function (this: Gauge<"path">): void {
       this.reset();
       const acc = new Map<string, number>();
       for (const s of source()) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { collectedCounter, gauge } from "../metrics.ts";
+import { collectedCounter, gauge } from "../stats.ts";
 import type { SessionStats } from "./session.ts";
 
 /** What the metrics read from a session. */

@@ -1,5 +1,6 @@
 /**
- * Live status: per-service snapshot providers, sampled history, and the Hono page app.
+ * Live status: per-service snapshot providers, sampled history, the Hono page app, and
+ * `serveObservability()`, the one `/metrics` + status listener every service runs.
  * @module
  */
 
@@ -20,3 +21,9 @@ export { fusionStatusProvider } from "./fusion.ts";
 export { depotStatusProvider } from "./depot.ts";
 export { tunnelStatusProvider } from "./tunnel.ts";
 export { jsonStatusProvider, listenersStatusProvider } from "./json.ts";
+export {
+  observabilityHandler,
+  type ObservabilityOptions,
+  type ObservabilityServer,
+  serveObservability,
+} from "./serve.ts";

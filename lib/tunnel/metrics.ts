@@ -1,11 +1,11 @@
 /**
- * Prometheus metrics of the tunnel server, read at scrape time from the counters every live
+ * Prometheus metrics of the tunnel server (lib/stats.ts, no prom-client here), read at scrape time from the counters every live
  * {@linkcode TunnelServer} keeps (stats.ts): importing this module registers them; the
  * server core itself knows nothing of Prometheus.
  * @module
  */
 
-import { collectedCounter, gauge } from "../metrics.ts";
+import { collectedCounter, gauge } from "../stats.ts";
 import { liveTunnelServers, type TunnelServer } from "./server.ts";
 
 function sum<L extends string>(

@@ -1,0 +1,115 @@
+/**
+ * `serveObservability()`: the one HTTP listener of a service's `--metrics` (and depot's
+ * `--status`): Prometheus text at `/metrics`, the service's JSON at `/status`, `/healthz`,
+ * and the live status page. This is the top layer: it composes lib/metrics (the registry)
+ * with the status hub, so neither the registry nor any protocol module knows of the page.
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import { registry } from "../metrics.ts";
+import { formatAddr } from "../net/serve.ts";
+import { gauge } from "../stats.ts";
+import { denoVersion, warrenVersion } from "../version.ts";
+import { statusUiApp } from "./app.ts";
+import { StatusHub, type StatusProvider } from "./hub.ts";
+import { jsonStatusProvider } from "./json.ts";
+
+gauge("warren_build_info", "warren's version and Deno's (always 1)", ["version", "deno"])
+  .set({ version: warrenVersion, deno: denoVersion }, 1);
+
+/** What a service shows: its name, its JSON status, its page's tables and charts. */
+export interface ObservabilityOptions {
+  /** The service's name, the status page's title (`depot-local edge-1`). */
+  service: string;
+  log: Logger;
+  /** The JSON answered at `/status` (live connections, sessions…); none: 404. */
+  status?: () => unknown | Promise<unknown>;
+  /**
+   * The status page's providers, in page order.
+   * @default a provider showing `status` as tables (or nothing without `status`)
+   */
+  providers?: StatusProvider[];
+  /**
+   * The listener's name in the log: `metrics` logs `metrics listening`, any other name the
+   * standard `listening` line with `name`. @default "metrics"
+   */
+  name?: string;
+}
+
+/** A running observability listener. */
+export interface ObservabilityServer {
+  readonly addr: Deno.NetAddr;
+  /** Stop listening and sampling; resolves when the listener is closed. */
+  shutdown(): Promise<void>;
+  /** Resolves when the listener has ended. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * The request handler of {@linkcode serveObservability}, for an embedding that runs its own
+ * HTTP server: `/metrics`, `/status`, `/healthz`, the page (`/`, `/status/ui`, its data and
+ * uPlot's files). The hub is sampled only while the returned `hub` is started.
+ */
+export function observabilityHandler(
+  opts: ObservabilityOptions,
+): { hub: StatusHub; fetch: (req: Request) => Promise<Response> } {
+  const hub = new StatusHub({ service: opts.service });
+  const providers = opts.providers ?? (opts.status ? [jsonStatusProvider(opts.status)] : []);
+  for (const p of providers) hub.register(p);
+  const ui = statusUiApp(hub);
+  const status = opts.status;
+  const fetch = async (req: Request): Promise<Response> => {
+    const path = new URL(req.url).pathname;
+    if (path === "/metrics") {
+      return new Response(await registry.metrics(), {
+        headers: { "content-type": registry.contentType },
+      });
+    }
+    if (path === "/healthz") return new Response("ok\n");
+    if (path === "/status" && status) return Response.json(await status());
+    return await ui.fetch(req);
+  };
+  return { hub, fetch };
+}
+
+/**
+ * Serve {@linkcode observabilityHandler} on `listen` (throws like `Deno.listen` when the
+ * port is busy: the service turns that into its one-line exit).
+ *
+ * @example
+ * ```ts ignore
+ * const obs = serveObservability({ host: "127.0.0.1", port: 9090 }, {
+ *   service: "tunnel-client",
+ *   log,
+ *   status: () => ({ state: client.state, streams: client.streams }),
+ * });
+ * await obs.shutdown();
+ * ```
+ */
+export function serveObservability(
+  listen: { host: string; port: number },
+  opts: ObservabilityOptions,
+): ObservabilityServer {
+  const name = opts.name ?? "metrics";
+  const { hub, fetch } = observabilityHandler(opts);
+  const server = Deno.serve({
+    hostname: listen.host,
+    port: listen.port,
+    onListen: (a) => {
+      const addr = formatAddr(a);
+      if (name === "metrics") opts.log.info("metrics listening", { addr });
+      else opts.log.info("listening", { name, addr });
+    },
+  }, fetch);
+  hub.start();
+  const finished = server.finished.then(() => hub.stop());
+  return {
+    addr: server.addr,
+    finished,
+    shutdown: async () => {
+      await server.shutdown();
+      await finished;
+    },
+  };
+}
