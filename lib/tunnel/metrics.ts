@@ -1,7 +1,7 @@
 /**
- * Prometheus metrics of the tunnel server (lib/stats.ts, no prom-client here), read at scrape time from the counters every live
- * {@linkcode TunnelServer} keeps (stats.ts): importing this module registers them; the
- * server core itself knows nothing of Prometheus.
+ * Prometheus metrics of the tunnel server, read at scrape time from the counters every live
+ * {@linkcode TunnelServer} keeps (stats.ts): importing this module registers them in the
+ * dependency-free lib/stats.ts, which lib/metrics.ts exports; nothing here loads prom-client.
  * @module
  */
 
