@@ -117,9 +117,14 @@ function resolveValues(all: Record<string, FlagDef>, argv: RawValues): RawValues
   if (configPath) {
     const fileFlags: Record<string, ConfigFlag> = {};
     for (const [name, d] of Object.entries(all)) {
-      if (!commandOnlyFlags.has(name)) fileFlags[name] = d;
+      if (!commandOnlyFlags.has(name)) {
+        fileFlags[name] = {
+          kind: d.type === "boolean" ? "boolean" : "string",
+          multiple: d.multiple,
+        };
+      }
     }
-    file = loadConfigFile(configPath, fileFlags);
+    file = loadConfigFile(configPath, fileFlags).values;
   }
   for (const [name, d] of Object.entries(all)) {
     const given = values[name];

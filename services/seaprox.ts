@@ -230,6 +230,7 @@ try {
     forward,
     dialer: link?.dial,
     acl,
+    allowOpen: flags["allow-open"],
     prefer: flags["prefer-ipv4"] ? "ipv4" : "ipv6",
     maxConns,
     idleTimeoutMs,

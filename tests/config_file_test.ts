@@ -8,10 +8,10 @@ import { ConfigError, parseConfig } from "../lib/config/mod.ts";
 import { run, startService } from "./_util.ts";
 
 const flags = {
-  listen: { type: "string", multiple: true },
-  "max-conns": { type: "string" },
-  "prefer-ipv4": { type: "boolean" },
-  "log-level": { type: "string" },
+  listen: { kind: "string", multiple: true },
+  "max-conns": { kind: "string" },
+  "prefer-ipv4": { kind: "boolean" },
+  "log-level": { kind: "string" },
 } as const;
 
 function refusal(text: string): ConfigError {

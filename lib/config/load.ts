@@ -6,10 +6,12 @@
 
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
+import type { FlagKind } from "./flags.ts";
 
-/** The shape of one flag, as far as a config file cares (a subset of lib/cli's FlagDef). */
+/** The shape of one flag, as far as a config file cares (a subset of `FlagDef`). */
 export interface ConfigFlag {
-  type: "string" | "boolean";
+  /** Booleans are TOML booleans; every other kind is a string (or a number, kept as text). */
+  kind: FlagKind;
   /** Repeatable: the file holds an array (a single string is taken as a one-item array). */
   multiple?: boolean;
 }
@@ -44,7 +46,7 @@ export function configSchema(
   const scalar = z.union([z.string(), z.number().transform((n) => String(n))]);
   const shape: Record<string, z.ZodType<ConfigValue | undefined>> = {};
   for (const [name, d] of Object.entries(flags)) {
-    shape[name] = d.type === "boolean"
+    shape[name] = d.kind === "boolean"
       ? z.boolean().optional()
       : d.multiple
       ? z.union([z.array(scalar), scalar.transform((s) => [s])]).optional()
@@ -76,7 +78,7 @@ function describe(v: unknown): string {
 }
 
 function expected(d: ConfigFlag): string {
-  if (d.type === "boolean") return "a boolean (true/false)";
+  if (d.kind === "boolean") return "a boolean (true/false)";
   return d.multiple ? "a string or an array of strings" : "a string (or a number)";
 }
 
@@ -137,16 +139,21 @@ export function parseConfig(
   throw problems[0];
 }
 
+/** A parsed config file: its values by key, and where each key was written. */
+export interface ConfigFile {
+  path: string;
+  values: Record<string, ConfigValue>;
+  /** The 1-based line of `key`, for messages about its value. */
+  line(key: string): number | undefined;
+}
+
 /** Read and parse the config file at `path` (see `parseConfig`). */
-export function loadConfigFile(
-  path: string,
-  flags: Record<string, ConfigFlag>,
-): Record<string, ConfigValue> {
+export function loadConfigFile(path: string, flags: Record<string, ConfigFlag>): ConfigFile {
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
   } catch (err) {
     throw new ConfigError("read", `${path}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return parseConfig(text, flags, path);
+  return { path, values: parseConfig(text, flags, path), line: (key) => keyLine(text, key) };
 }

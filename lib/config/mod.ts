@@ -1,11 +1,16 @@
 /**
- * Config files: TOML keyed by flag names, validated by a schema derived from the flags.
+ * Service configuration: typed flag definitions (integers with bounds, durations with units,
+ * addresses, URLs, choices, secrets, lists), their resolution from the command line, the
+ * environment and a TOML config file (in that precedence), one resolver for secret
+ * references, and `--help` text. Pure: the process side (argv, exit, signals) is the
+ * services' kit.
  * @module
  */
 
 export {
   ConfigError,
   type ConfigErrorReason,
+  type ConfigFile,
   type ConfigFlag,
   configSchema,
   type ConfigValue,
@@ -13,3 +18,41 @@ export {
   loadConfigFile,
   parseConfig,
 } from "./load.ts";
+export { formatDurationMs, parseDurationMs } from "./duration.ts";
+export {
+  type FlagDef,
+  type FlagDefs,
+  type FlagKind,
+  type FlagValue,
+  FlagValueError,
+  type FlagValues,
+  parseFlagValue,
+} from "./flags.ts";
+export {
+  type ArgvValues,
+  describeSource,
+  FlagError,
+  type Resolved,
+  resolveFlags,
+  type ResolveInput,
+  secretFileFlagName,
+  type ValueSource,
+  withSecretFiles,
+} from "./resolve.ts";
+export {
+  isSecretRef,
+  readSecretFile,
+  resolveSecret,
+  SecretError,
+  type SecretErrorReason,
+} from "./secret.ts";
+export {
+  allFlags,
+  type Command,
+  commandOnlyFlags,
+  commonFlags,
+  configFileFlags,
+  parseArgv,
+  usage,
+} from "./command.ts";
+export { changedKeys } from "./diff.ts";

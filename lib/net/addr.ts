@@ -32,3 +32,9 @@ export function parseHostPort(s: string, defaultHost = "127.0.0.1"): HostPort {
 export function joinHostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** Whether `host` can only be reached from this machine (127/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\./.test(h) || /^::ffff:127\./.test(h);
+}

@@ -10,6 +10,7 @@ import { type Acl, aclDial } from "../net/acl.ts";
 import { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
+import { isLoopbackHost } from "../net/addr.ts";
 import { staticCredentials } from "../socks5/mod.ts";
 import { socks5ChainDialer } from "./chain.ts";
 import { ConnectionTable } from "./connection.ts";
@@ -19,7 +20,7 @@ import type { Authenticator, ProxyType } from "./proxy_type.ts";
 import { type ProxyHooks, type ProxyServer, serveProxy } from "./server.ts";
 import { socks5Proxy } from "./socks5.ts";
 import { staticProxy } from "./static.ts";
-import type { ForwardSpec, ListenerSpec } from "./url.ts";
+import { type ForwardSpec, type ListenerSpec, parseListenUrl, redact } from "./url.ts";
 
 /** Configuration of {@linkcode startSeaprox}. */
 export interface SeaproxConfig {
@@ -36,6 +37,11 @@ export interface SeaproxConfig {
   handshakeTimeoutMs?: number;
   /** Time one dial may take. @default 10000 */
   dialTimeoutMs?: number;
+  /**
+   * Allow a SOCKS5 or HTTP listener without user:pass on a non-loopback address (an open
+   * proxy). Without it such a listener is refused, at start and on reconcile. @default false
+   */
+  allowOpen?: boolean;
   /** Replace the Dialer entirely (a later "link" dialer plugs in here). */
   dialer?: Dialer;
   /**
@@ -65,6 +71,44 @@ export class ListenError extends Error {
   }
 }
 
+/**
+ * Why `spec` must not start: an unauthenticated SOCKS5/HTTP proxy reachable from other
+ * machines, unless `allowOpen`. A config check calls this without binding anything.
+ */
+export function openProxyProblem(spec: ListenerSpec, allowOpen = false): string | undefined {
+  return (spec.scheme === "socks5" || spec.scheme === "http") && !spec.auth &&
+      !isLoopbackHost(spec.addr.host) && !allowOpen
+    ? `${spec.display}: refusing an open ${spec.scheme} proxy on a non-loopback address ` +
+      `(add user:pass@ to the URL, or --allow-open if that is really intended)`
+    : undefined;
+}
+
+/** An open proxy refused by {@linkcode openProxyProblem}. */
+export class OpenProxyError extends Error {
+  override name = "OpenProxyError";
+}
+
+/** What {@linkcode Seaprox.reconcile} changed, by listener URL (passwords redacted). */
+export interface ReconcileResult {
+  added: string[];
+  removed: string[];
+}
+
+/**
+ * The listener changes that turn the running URLs into `wanted` (pure): URLs to bind and
+ * URLs to stop, identity being the URL as written.
+ */
+export function diffListeners(
+  running: readonly string[],
+  wanted: readonly string[],
+): { add: string[]; remove: string[] } {
+  const want = new Set(wanted), have = new Set(running);
+  return {
+    add: [...want].filter((u) => !have.has(u)),
+    remove: running.filter((u) => !want.has(u)),
+  };
+}
+
 /** A running seaprox. */
 export interface Seaprox {
   /** One server per listener, in the order given (then added ones). */
@@ -82,6 +126,13 @@ export interface Seaprox {
    * (or until `drainMs`). Resolves when it is closed, not when its connections end.
    */
   remove(server: ProxyServer, drainMs?: number): Promise<void>;
+  /**
+   * Make the listeners exactly `urls` (a config reload): new URLs are bound, listeners whose
+   * URL is gone stop accepting (their connections go on). All or nothing: a URL that does not
+   * parse ({@linkcode ProxyUrlError}), an open proxy ({@linkcode OpenProxyError}) or a bind
+   * failure ({@linkcode ListenError}) changes nothing.
+   */
+  reconcile(urls: readonly string[]): Promise<ReconcileResult>;
   /** Stop every listener, drain live connections up to `drainMs`, then cut them. */
   stop(drainMs?: number): Promise<void>;
 }
@@ -155,6 +206,8 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   const specs: ListenerSpec[] = [];
   const seen = new Map<string, number>();
   const add = (spec: ListenerSpec): ProxyServer => {
+    const open = openProxyProblem(spec, cfg.allowOpen);
+    if (open) throw new OpenProxyError(open);
     // Listener names are the scheme; a second listener of the same scheme is "<scheme>-2"
     // so every "listening" line names a distinct listener.
     const count = (seen.get(spec.scheme) ?? 0) + 1;
@@ -204,11 +257,32 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   }
   /** Longest drain a timer can wait (setTimeout overflows past 2^31-1 ms). */
   const maxDrainMs = 0x7fffffff;
-  return {
+  const sp: Seaprox = {
     servers,
     specs,
     table,
     add: (spec) => Promise.resolve().then(() => add(spec)),
+    reconcile: async (urls) => {
+      const wanted = urls.map(parseListenUrl);
+      for (const spec of wanted) {
+        const open = openProxyProblem(spec, cfg.allowOpen);
+        if (open) throw new OpenProxyError(open);
+      }
+      const diff = diffListeners(specs.map((s) => s.url), wanted.map((s) => s.url));
+      const added: ProxyServer[] = [];
+      try {
+        for (const url of diff.add) added.push(add(wanted.find((s) => s.url === url)!));
+      } catch (err) {
+        for (const s of added) await sp.remove(s, 0);
+        throw err;
+      }
+      const gone = servers.filter((_, i) => diff.remove.includes(specs[i].url));
+      for (const s of gone) await sp.remove(s);
+      return {
+        added: added.map((s) => specs[servers.indexOf(s)].display),
+        removed: diff.remove.map(redact),
+      };
+    },
     remove: (server, drainMs = maxDrainMs) => {
       const i = servers.indexOf(server);
       if (i < 0) return Promise.resolve();
@@ -223,4 +297,5 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       await Promise.all(servers.map((s) => s.stop(drainMs)));
     },
   };
+  return sp;
 }

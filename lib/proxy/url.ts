@@ -32,6 +32,8 @@ export interface ListenerSpec {
   to?: HostPort;
   /** The URL as given, with any password replaced by `***` (safe to log). */
   display: string;
+  /** The URL as given (trimmed; may hold a password): a listener's identity across reloads. */
+  url: string;
 }
 
 /** A parsed `--forward` URL: the upstream SOCKS5 proxy every outgoing connection goes through. */
@@ -183,7 +185,7 @@ export function parseListenUrl(s: string): ListenerSpec {
       );
     }
   }
-  return { scheme, addr, auth: raw.auth, to, display: redact(s.trim()) };
+  return { scheme, addr, auth: raw.auth, to, display: redact(s.trim()), url: s.trim() };
 }
 
 /**

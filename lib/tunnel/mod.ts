@@ -18,3 +18,4 @@ export type { WebSocketLimits } from "./ws_passthrough.ts";
 export * from "./admin.ts";
 export * from "./client.ts";
 export * from "./listen.ts";
+export * from "./config.ts";
