@@ -5,13 +5,31 @@
  */
 
 import { parseArgs } from "node:util";
-import { logLevels } from "../log.ts";
+import { type LogLevel, logLevels } from "../log.ts";
 import { formatDurationMs } from "./duration.ts";
 import type { FlagDef, FlagDefs } from "./flags.ts";
 import { type ArgvValues, FlagError, withSecretFiles } from "./resolve.ts";
 
+/** The type of {@linkcode commonFlags} (spelled out for the package's public API). */
+export interface CommonFlags extends FlagDefs {
+  help: { kind: "boolean"; short: string; help: string };
+  version: { kind: "boolean"; help: string };
+  "log-level": {
+    kind: "choice";
+    choices: readonly LogLevel[];
+    default: string;
+    arg: string;
+    help: string;
+    env: string;
+    live: true;
+  };
+  metrics: { kind: "hostport"; arg: string; help: string };
+  config: { kind: "string"; arg: string; env: string; help: string };
+  "check-config": { kind: "boolean"; help: string };
+}
+
 /** Flags every service takes. */
-export const commonFlags = {
+export const commonFlags: CommonFlags = {
   help: { kind: "boolean", short: "h", help: "show this help and exit" },
   version: { kind: "boolean", help: "print warren's and Deno's versions and exit" },
   "log-level": {
@@ -40,7 +58,7 @@ export const commonFlags = {
     help: "run every check a start runs (values, secrets, files, certificates), without " +
       "binding; print 'config ok' and exit",
   },
-} as const satisfies FlagDefs;
+};
 
 /** Common flags that only make sense on the command line, never in a config file. */
 export const commandOnlyFlags: ReadonlySet<string> = new Set([
@@ -51,7 +69,7 @@ export const commandOnlyFlags: ReadonlySet<string> = new Set([
 ]);
 
 /** A service's command-line description. */
-export interface Command<S extends FlagDefs> {
+export interface ServiceCommand<S extends FlagDefs> {
   name: string;
   summary: string;
   flags: S;
@@ -63,8 +81,8 @@ export interface Command<S extends FlagDefs> {
  * Every flag of `cmd`: its own, the common ones, and the secrets' `-file` companions (typed
  * as plain string flags by name lookup).
  */
-export function allFlags<S extends FlagDefs>(cmd: Command<S>): S & typeof commonFlags {
-  return withSecretFiles({ ...cmd.flags, ...commonFlags }) as S & typeof commonFlags;
+export function allFlags<S extends FlagDefs>(cmd: ServiceCommand<S>): S & CommonFlags {
+  return withSecretFiles({ ...cmd.flags, ...commonFlags }) as S & CommonFlags;
 }
 
 const takesValue = (d: FlagDef): boolean => d.kind !== "boolean";
@@ -78,7 +96,7 @@ function defaultText(d: FlagDef): string {
 }
 
 /** The `--help` text of a command. */
-export function usage<S extends FlagDefs>(cmd: Command<S>): string {
+export function usage<S extends FlagDefs>(cmd: ServiceCommand<S>): string {
   const lines = [`${cmd.name}: ${cmd.summary}`, "", `usage: ${cmd.name} [flags]`, "", "flags:"];
   for (const [name, d] of Object.entries(allFlags(cmd) as FlagDefs)) {
     const arg = d.arg ?? (d.kind === "duration" ? "duration" : d.kind === "int" ? "n" : "value");

@@ -48,11 +48,12 @@ export {
 } from "./secret.ts";
 export {
   allFlags,
-  type Command,
   commandOnlyFlags,
+  type CommonFlags,
   commonFlags,
   configFileFlags,
   parseArgv,
+  type ServiceCommand,
   usage,
 } from "./command.ts";
 export { changedKeys } from "./diff.ts";

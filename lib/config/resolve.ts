@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type ConfigFile, type ConfigValue } from "./load.ts";
+import type { ConfigFile, ConfigValue } from "./load.ts";
 import {
   type FlagDef,
   type FlagDefs,

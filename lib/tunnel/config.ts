@@ -10,7 +10,8 @@
 import { errorMessage } from "../net/errors.ts";
 import { resolveSecret } from "../config/secret.ts";
 import { normalizeHost } from "./registry.ts";
-import type { TcpTunnelSpecServer, TunnelServer } from "./server.ts";
+import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
+import type { TunnelServer } from "./server.ts";
 
 /** Shortest identifier accepted: identifiers are the clients' secrets. */
 export const minIdentifierChars = 8;
