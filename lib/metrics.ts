@@ -6,7 +6,9 @@
  * @module
  */
 
-import client from "prom-client";
+// Pinned inline, not through warren's deno.json: lib is imported from anywhere.
+// deno-lint-ignore no-import-prefix
+import client from "npm:prom-client@15.1.3";
 import { liveServers } from "./net/serve.ts";
 import { collectedCounter, gauge, onStat, type Stat } from "./stats.ts";
 

@@ -4,8 +4,11 @@
  * @module
  */
 
-import { parse, TomlError } from "smol-toml";
-import { z } from "zod";
+// Pinned inline, not through warren's deno.json: lib is imported from anywhere.
+// deno-lint-ignore no-import-prefix
+import { parse, TomlError } from "npm:smol-toml@1.9.1";
+// deno-lint-ignore no-import-prefix
+import { z } from "npm:zod@4.6.7";
 import type { FlagKind } from "./flags.ts";
 
 /** The shape of one flag, as far as a config file cares (a subset of `FlagDef`). */

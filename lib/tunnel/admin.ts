@@ -4,7 +4,9 @@
  * @module
  */
 
-import { Hono } from "hono";
+// Pinned inline, not through warren's deno.json: lib is imported from anywhere.
+// deno-lint-ignore no-import-prefix
+import { Hono } from "npm:hono@4.13.19";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";

@@ -7,8 +7,9 @@
  * @module
  */
 
-import { Hono } from "hono";
-import type { Context } from "hono";
+// Pinned inline, not through warren's deno.json: lib is imported from anywhere.
+// deno-lint-ignore no-import-prefix
+import { type Context, Hono } from "npm:hono@4.13.19";
 import { BufferedReader, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
 import {
   copyBody,
