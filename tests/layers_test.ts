@@ -83,6 +83,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
     allow: [
       ...counted,
       "lib/tunnel/",
+      "lib/config/secret.ts",
       "lib/control/",
       "lib/http/",
       "lib/mux/",
