@@ -49,7 +49,12 @@ import * as m from "./metrics.ts";
 import { SparePool } from "./spares.ts";
 import { noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
-import { connectTls, type TlsClientConfig } from "../transport/tls.ts";
+import {
+  dialTransport,
+  type TlsClientConfig,
+  transportKind,
+  type TransportName,
+} from "../transport/mod.ts";
 
 /** Default timeout of the local's dial to a target (and to the tunnel port). */
 export const defaultLocalDialTimeoutMs = 10_000;
@@ -85,6 +90,11 @@ export interface DepotLocalOptions {
   acl?: Acl;
   /** Dial the control and tunnel ports with TLS (server verified; client cert for mTLS). */
   tls?: TlsClientConfig;
+  /**
+   * What carries the control and tunnel connections ("ws": WebSocket, wss with `tls`); the
+   * server must run the same. @default "tcp"
+   */
+  transport?: TransportName;
   /** Close a relayed connection idle this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
   /**
@@ -324,13 +334,12 @@ export class DepotLocal {
     return joinHostPort(this.server.host, this.server.port);
   }
 
-  /** Dial a depot-server port (control or tunnel), over TLS when configured. */
+  /** Dial a depot-server port (control or tunnel) over the configured carrier. */
   #dialServer(to: HostPort, signal: AbortSignal): Promise<Duplex> {
     const timeoutMs = this.#opts.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     const tls = this.#opts.tls;
-    return tls
-      ? connectTls(to.host, to.port, tls, { timeoutMs, signal })
-      : dial(to.host, to.port, { timeoutMs, signal });
+    const kind = transportKind(this.#opts.transport ?? "tcp", tls !== undefined);
+    return dialTransport({ kind, ...to, path: "/" }, { timeoutMs, signal, tls });
   }
 
   /** Dial the control port, say hello, wait for welcome. */

@@ -48,6 +48,7 @@ import {
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
 import { noDelay } from "../net/mod.ts";
+import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 
@@ -81,6 +82,11 @@ export interface DepotServerOptions {
   spareIdleMs?: number;
   /** Concurrent connections per listener. @default 1024 */
   maxConns?: number;
+  /**
+   * What carries the control and tunnel connections from depot-locals ("ws": a WebSocket
+   * upgrade on each; TLS is the listeners' business). @default "tcp"
+   */
+  transport?: TransportName;
   /** Where events go. @default silent */
   log?: Logger;
 }
@@ -252,6 +258,8 @@ export class DepotServer {
   readonly spareIdleMs: number;
   /** Connections per listener. */
   readonly maxConns: number | undefined;
+  /** Carrier of the control and tunnel listeners. */
+  readonly transport: TransportName;
   /** Where events go. */
   readonly log: Logger;
 
@@ -285,6 +293,7 @@ export class DepotServer {
         ? Math.max(10, Math.floor(this.handshakeTimeoutMs / 2))
         : 60_000);
     this.maxConns = opts.maxConns;
+    this.transport = opts.transport ?? "tcp";
     this.log = opts.log ?? silentLogger;
   }
 
@@ -292,19 +301,29 @@ export class DepotServer {
   start(listeners: DepotListeners): void {
     if (this.#servers) throw new Error("depot server already started");
     const common = { maxConns: this.maxConns, handshakeTimeoutMs: this.handshakeTimeoutMs };
+    // The links from depot-local (control, tunnel) ride the chosen carrier; SOCKS stays TCP.
+    const carrier = transportKind(this.transport, false);
     this.#servers = {
-      control: serve(listeners.control, (c, ctx) => this.handleControl(c, ctx), {
-        ...common,
-        log: this.log.child({ listener: "control" }),
-      }),
+      control: serve(
+        listeners.control,
+        withTransport(carrier, (c, ctx) => this.handleControl(c, ctx)),
+        {
+          ...common,
+          log: this.log.child({ listener: "control" }),
+        },
+      ),
       socks: serve(listeners.socks, (c, ctx) => this.handleSocks(c, ctx), {
         ...common,
         log: this.log.child({ listener: "socks" }),
       }),
-      tunnel: serve(listeners.tunnel, (c, ctx) => this.handleTunnel(c, ctx), {
-        ...common,
-        log: this.log.child({ listener: "tunnel" }),
-      }),
+      tunnel: serve(
+        listeners.tunnel,
+        withTransport(carrier, (c, ctx) => this.handleTunnel(c, ctx)),
+        {
+          ...common,
+          log: this.log.child({ listener: "tunnel" }),
+        },
+      ),
     };
     m.liveSources.add(this.#metricsSource);
   }

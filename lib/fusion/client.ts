@@ -10,7 +10,7 @@ import { Backoff, type BackoffOptions, sleep } from "../net/backoff.ts";
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
-import { type TlsClientConfig, TlsError } from "../transport/tls.ts";
+import { type TlsClientConfig, TlsError, type TransportName } from "../transport/mod.ts";
 import type { ConnContext } from "../net/serve.ts";
 import { sessionIdBytes } from "../sequencer/frame.ts";
 import { dialPath, formatPathSpec, type PathSpec } from "./dial_path.ts";
@@ -30,6 +30,8 @@ export interface FusionClientOptions extends FusionSessionOptions {
   token: string;
   /** Dial every path with TLS (server certificate verified; client certificate for mTLS). */
   tls?: TlsClientConfig;
+  /** What carries a path that names none (`ws://` in its spec). @default "tcp" */
+  transport?: TransportName;
   /** Per-dial timeout. @default 5000 */
   dialTimeoutMs?: number;
   /** Hello/welcome timeout. @default 5000 */
@@ -43,15 +45,25 @@ export interface FusionClientOptions extends FusionSessionOptions {
 }
 
 /**
- * Parse `--path` syntax: `host:port` or `local_ip>host:port` (local address to bind).
- * Throws AddressError.
+ * Parse `--path` syntax: `host:port` or `local_ip>host:port` (local address to bind); the
+ * remote may name its carrier, `tcp://host:port` or `ws://host:port`. Throws AddressError.
  */
 export function parsePathSpec(s: string): PathSpec {
   const i = s.indexOf(">");
-  if (i < 0) return parseHostPort(s);
-  const local = s.slice(0, i).trim().replace(/^\[(.*)\]$/, "$1");
+  const local = i < 0 ? undefined : s.slice(0, i).trim().replace(/^\[(.*)\]$/, "$1");
   if (local === "") throw new AddressError(`empty local address in ${JSON.stringify(s)}`);
-  return { ...parseHostPort(s.slice(i + 1)), localAddress: local };
+  let remote = i < 0 ? s.trim() : s.slice(i + 1).trim();
+  let transport: TransportName | undefined;
+  const scheme = /^(tcp|ws):\/\//i.exec(remote);
+  if (scheme) {
+    transport = scheme[1].toLowerCase() as TransportName;
+    remote = remote.slice(scheme[0].length).replace(/\/$/, "");
+  }
+  return {
+    ...parseHostPort(remote),
+    ...(local !== undefined ? { localAddress: local } : {}),
+    ...(transport ? { transport } : {}),
+  };
 }
 
 /** Opens fusion sessions to a server over several paths. */
@@ -138,6 +150,7 @@ export class FusionClient {
           timeoutMs: this.#o.dialTimeoutMs,
           signal: s.signal,
           tls: this.#o.tls,
+          transport: this.#o.transport,
         });
         // The session may end during the handshake: closing the conn ends the wait.
         const dialled = conn;

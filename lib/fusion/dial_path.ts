@@ -7,11 +7,14 @@
  * @module
  */
 
-import { dial } from "../net/dial.ts";
 import type { Duplex } from "../net/duplex.ts";
 import { joinHostPort } from "../net/addr.ts";
-import { dialFrom } from "../net/node_socket.ts";
-import { connectTls, type TlsClientConfig } from "../transport/tls.ts";
+import {
+  dialTransport,
+  type TlsClientConfig,
+  transportKind,
+  type TransportName,
+} from "../transport/mod.ts";
 
 /** Where one path goes, and from where. */
 export interface PathSpec {
@@ -21,30 +24,36 @@ export interface PathSpec {
   port: number;
   /** Local address to bind (selects the interface/link). */
   localAddress?: string;
+  /** What carries this path (`ws://` in `--path`); the client's default when absent. */
+  transport?: TransportName;
 }
 
-/** Render a path spec as `local>host:port` or `host:port`. */
+/** Render a path spec as `local>host:port` or `host:port` (`ws://host:port` for WebSocket). */
 export function formatPathSpec(p: PathSpec): string {
-  const remote = joinHostPort(p.host, p.port);
+  const remote = (p.transport === "ws" ? "ws://" : "") + joinHostPort(p.host, p.port);
   return p.localAddress ? `${p.localAddress}>${remote}` : remote;
 }
 
 /**
- * Connect one path; rejects with a NetError (or a TlsError when `opts.tls` is set and the
- * handshake fails: wrong CA, host name, no client certificate …).
+ * Connect one path over its carrier (TCP, or WebSocket with `transport: "ws"`; TLS when
+ * `opts.tls` is set); rejects with a NetError, a TlsError when the TLS handshake fails (wrong
+ * CA, host name, no client certificate …) or an UpgradeError when the WebSocket is refused.
  */
 export function dialPath(
   spec: PathSpec,
-  opts: { timeoutMs?: number; signal?: AbortSignal; tls?: TlsClientConfig } = {},
+  opts: {
+    timeoutMs?: number;
+    signal?: AbortSignal;
+    tls?: TlsClientConfig;
+    transport?: TransportName;
+  } = {},
 ): Promise<Duplex> {
-  const timeoutMs = opts.timeoutMs ?? 5_000;
-  if (opts.tls) {
-    return connectTls(spec.host, spec.port, opts.tls, {
-      timeoutMs,
-      signal: opts.signal,
-      localAddress: spec.localAddress,
-    });
-  }
-  if (!spec.localAddress) return dial(spec.host, spec.port, { timeoutMs, signal: opts.signal });
-  return dialFrom(spec.host, spec.port, spec.localAddress, { timeoutMs, signal: opts.signal });
+  const name = spec.transport ?? opts.transport ?? "tcp";
+  const kind = transportKind(name, opts.tls !== undefined);
+  return dialTransport({ kind, host: spec.host, port: spec.port, path: "/" }, {
+    timeoutMs: opts.timeoutMs ?? 5_000,
+    signal: opts.signal,
+    tls: opts.tls,
+    localAddress: spec.localAddress,
+  });
 }

@@ -14,6 +14,7 @@ import { relay } from "../net/relay.ts";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import type { ConnContext } from "../net/serve.ts";
+import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import { encodeWelcome, sequencerVersion, WelcomeStatus } from "../sequencer/frame.ts";
 import { readHello } from "./handshake.ts";
 import { FusionSession, type FusionSessionOptions, type SessionSummary } from "./session.ts";
@@ -43,6 +44,8 @@ export interface FusionServerOptions extends FusionSessionOptions {
   dialTimeoutMs?: number;
   /** Close a session's relay when no byte moved for this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
+  /** What carries the paths ("ws": a WebSocket upgrade on each). @default "tcp" */
+  transport?: TransportName;
   /** Where sessions and paths log; silent by default. */
   log?: Logger;
 }
@@ -65,6 +68,7 @@ export class FusionServer {
   constructor(opts: FusionServerOptions) {
     this.#o = opts;
     this.#log = opts.log ?? silentLogger;
+    this.handle = withTransport(transportKind(opts.transport ?? "tcp", false), this.#handle);
   }
 
   /** Sessions open now, by hex id. */
@@ -72,8 +76,13 @@ export class FusionServer {
     return this.#sessions;
   }
 
-  /** `serve()` handler for one incoming path; resolves when the path ends. */
-  handle = async (conn: Duplex, ctx: ConnContext): Promise<void> => {
+  /**
+   * `serve()` handler for one incoming path (after the carrier's handshake); resolves when the
+   * path ends.
+   */
+  readonly handle: (conn: Duplex, ctx: ConnContext) => Promise<void>;
+
+  #handle = async (conn: Duplex, ctx: ConnContext): Promise<void> => {
     let hello;
     let decoder;
     try {

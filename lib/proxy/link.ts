@@ -33,8 +33,6 @@ import {
   type BackoffOptions,
   BufferedReader,
   closeQuietly,
-  dial,
-  type Duplex,
   errorMessage,
   type HostPort,
   joinHostPort,
@@ -50,7 +48,13 @@ import {
   writeAll,
 } from "../net/mod.ts";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
-import { connectTls, type TlsClientConfig } from "../transport/tls.ts";
+import {
+  dialTransport,
+  type TlsClientConfig,
+  transportKind,
+  type TransportName,
+  withTransport,
+} from "../transport/mod.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 
 /** Connection hello magic. */
@@ -102,6 +106,8 @@ export interface LinkClientOptions {
   token: string;
   /** Connect with TLS (server certificate verified; client certificate for mutual TLS). */
   tls?: TlsClientConfig;
+  /** What carries the link ("ws": WebSocket, wss with `tls`). @default "tcp" */
+  transport?: TransportName;
   /** How long a dial waits for the session to be (re)established. @default 5000 */
   waitMs?: number;
   /** Time to connect and finish the hello. @default 10000 */
@@ -257,9 +263,9 @@ export class LinkClient {
     const { addr } = this.#opts;
     const timeoutMs = this.#opts.connectTimeoutMs ?? 10_000;
     const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(timeoutMs)]);
-    const conn: Duplex = this.#opts.tls
-      ? await connectTls(addr.host, addr.port, this.#opts.tls, { timeoutMs, signal })
-      : await dial(addr.host, addr.port, { timeoutMs, signal });
+    const { tls } = this.#opts;
+    const kind = transportKind(this.#opts.transport ?? "tcp", tls !== undefined);
+    const conn = await dialTransport({ kind, ...addr, path: "/" }, { timeoutMs, signal, tls });
     try {
       const onAbort = () => closeQuietly(conn);
       signal.addEventListener("abort", onAbort, { once: true });
@@ -307,6 +313,8 @@ export interface ServeLinkOptions {
   idleTimeoutMs?: number;
   /** Link sessions at once. @default 64 */
   maxConns?: number;
+  /** What carries the links ("ws": a WebSocket upgrade on each). @default "tcp" */
+  transport?: TransportName;
   /** Options of each mux session. */
   session?: SessionOptions;
   /** Logger for sessions and refused hellos (never the token). */
@@ -322,51 +330,56 @@ export function serveLink(
   opts: ServeLinkOptions,
 ): Server {
   const log = opts.log ?? silentLogger;
-  return serve(listener, async (conn, ctx) => {
-    const r = new BufferedReader(conn);
-    const hello = await r.readExact(7);
-    const magicOk = hello[0] === linkMagic[0] && hello[1] === linkMagic[1] &&
-      hello[2] === linkMagic[2] && hello[3] === linkMagic[3];
-    if (!magicOk || hello[4] !== linkVersion) {
-      await writeAll(conn, new Uint8Array([helloBadVersion])).catch(() => {});
-      ctx.log.warn("link hello: bad magic or version", { remote: ctx.remote });
-      return;
-    }
-    const token = new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6]));
-    if (opts.authLimiter && !opts.authLimiter.allowed(ctx.remote)) {
-      await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
-      ctx.log.warn("link hello: too many failed attempts from this address", {
-        remote: ctx.remote,
+  const carrier = transportKind(opts.transport ?? "tcp", false);
+  return serve(
+    listener,
+    withTransport(carrier, async (conn, ctx) => {
+      const r = new BufferedReader(conn);
+      const hello = await r.readExact(7);
+      const magicOk = hello[0] === linkMagic[0] && hello[1] === linkMagic[1] &&
+        hello[2] === linkMagic[2] && hello[3] === linkMagic[3];
+      if (!magicOk || hello[4] !== linkVersion) {
+        await writeAll(conn, new Uint8Array([helloBadVersion])).catch(() => {});
+        ctx.log.warn("link hello: bad magic or version", { remote: ctx.remote });
+        return;
+      }
+      const token = new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6]));
+      if (opts.authLimiter && !opts.authLimiter.allowed(ctx.remote)) {
+        await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
+        ctx.log.warn("link hello: too many failed attempts from this address", {
+          remote: ctx.remote,
+        });
+        return;
+      }
+      if (!timingSafeEqual(token, opts.token)) {
+        opts.authLimiter?.failed(ctx.remote);
+        await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
+        ctx.log.warn("link hello: bad token", { remote: ctx.remote });
+        return;
+      }
+      await writeAll(conn, new Uint8Array([helloOk]));
+      ctx.handshakeDone();
+      const session = Session.server(withPrefix(conn, r.takeBuffered()), {
+        keepaliveIntervalMs: 10_000,
+        keepaliveTimeoutMs: 20_000,
+        ...opts.session,
+        log: ctx.log,
       });
-      return;
-    }
-    if (!timingSafeEqual(token, opts.token)) {
-      opts.authLimiter?.failed(ctx.remote);
-      await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
-      ctx.log.warn("link hello: bad token", { remote: ctx.remote });
-      return;
-    }
-    await writeAll(conn, new Uint8Array([helloOk]));
-    ctx.handshakeDone();
-    const session = Session.server(withPrefix(conn, r.takeBuffered()), {
-      keepaliveIntervalMs: 10_000,
-      keepaliveTimeoutMs: 20_000,
-      ...opts.session,
-      log: ctx.log,
-    });
-    ctx.log.info("link session up", { remote: ctx.remote });
-    const onStop = () => void session.close("normal");
-    ctx.signal.addEventListener("abort", onStop, { once: true });
-    const streams = new Set<Promise<void>>();
-    for await (const s of session) {
-      const p = serveLinkStream(s, opts, ctx.signal, log).finally(() => streams.delete(p));
-      streams.add(p);
-    }
-    ctx.signal.removeEventListener("abort", onStop);
-    const end = await session.closed;
-    ctx.log.info("link session down", { reason: end.reason, error: end.error });
-    await Promise.all(streams);
-  }, { maxConns: opts.maxConns ?? 64, log });
+      ctx.log.info("link session up", { remote: ctx.remote });
+      const onStop = () => void session.close("normal");
+      ctx.signal.addEventListener("abort", onStop, { once: true });
+      const streams = new Set<Promise<void>>();
+      for await (const s of session) {
+        const p = serveLinkStream(s, opts, ctx.signal, log).finally(() => streams.delete(p));
+        streams.add(p);
+      }
+      ctx.signal.removeEventListener("abort", onStop);
+      const end = await session.closed;
+      ctx.log.info("link session down", { reason: end.reason, error: end.error });
+      await Promise.all(streams);
+    }),
+    { maxConns: opts.maxConns ?? 64, log },
+  );
 }
 
 async function serveLinkStream(

@@ -92,6 +92,19 @@ export function withAccept(
 }
 
 /**
+ * `handler` behind the server side of carrier `kind` on an already accepted TCP or TLS
+ * connection: `handler` itself for tcp/tls (nothing added to the plain path), the WebSocket
+ * upgrade first for ws/wss. For services that bind their listeners themselves.
+ */
+export function withTransport(
+  kind: TransportKind,
+  handler: StreamHandler,
+  path?: string,
+): StreamHandler {
+  return isWebSocketKind(kind) ? withAccept(acceptFor(kind, path), handler) : handler;
+}
+
+/**
  * Accept connections of `l` (lib/net `serve`: limits, handshake timer, drain) and hand each
  * stream to `handler` after the carrier's handshake.
  */
@@ -100,5 +113,6 @@ export function serveTransport(
   handler: StreamHandler,
   opts: ServeOptions = {},
 ): Server {
-  return serve(l.listener, withAccept(l.accept, handler), opts);
+  const ws = isWebSocketKind(l.kind);
+  return serve(l.listener, ws ? withAccept(l.accept, handler) : handler, opts);
 }
