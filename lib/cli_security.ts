@@ -25,6 +25,7 @@ import {
   type TlsListener,
   type TlsServerConfig,
 } from "./transport/tls.ts";
+import { type TransportName, transportNames } from "./transport/endpoint.ts";
 
 /**
  * Failed TLS handshakes per listener and reason (`--metrics`): a client without a certificate,
@@ -80,6 +81,29 @@ export const tlsClientFlags = {
     help: "key of --tls-client-cert",
   },
 } as const satisfies Record<string, FlagDef>;
+
+/**
+ * `--transport tcp|ws`: what carries a warren-to-warren link (both ends must say the same;
+ * TLS comes from the TLS flags, so ws with TLS is wss). WebSocket passes HTTP-only proxies.
+ */
+export const transportFlags = {
+  transport: {
+    type: "string",
+    arg: "tcp|ws",
+    default: "tcp",
+    env: "WARREN_TRANSPORT",
+    help: "carrier of the link: tcp, or ws (WebSocket; wss with TLS); both ends must agree",
+  },
+} as const satisfies Record<string, FlagDef>;
+
+/** The `--transport` value; exits 2 with one line on anything but tcp or ws. */
+export function transportFromFlags(f: { transport?: string }): TransportName {
+  const v = (f.transport ?? "tcp").toLowerCase();
+  if (!(transportNames as readonly string[]).includes(v)) {
+    fail(`--transport must be one of ${transportNames.join(", ")}: ${f.transport}`, 2);
+  }
+  return v as TransportName;
+}
 
 /** Values of the TLS server flags. */
 export type TlsServerFlagValues = {

@@ -21,6 +21,8 @@ import {
   secretFromFlags,
   tlsClientFlags,
   tlsClientFromFlags,
+  transportFlags,
+  transportFromFlags,
 } from "../lib/cli_security.ts";
 import { Acl, AclError } from "../lib/net/mod.ts";
 import { defaultControlPort, DepotLocal, exitNamePattern } from "../lib/depot/mod.ts";
@@ -51,6 +53,7 @@ const flags = parseFlags({
     },
     "token-file": secretFileFlag("token"),
     ...tlsClientFlags,
+    ...transportFlags,
     name: {
       type: "string",
       arg: "name",
@@ -155,6 +158,7 @@ if (socksPassword !== undefined && new TextEncoder().encode(socksPassword).lengt
 
 // ---- wiring ----
 const local = new DepotLocal({
+  transport: transportFromFlags(flags),
   server: serverAddr,
   tunnel: tunnelAddr,
   token: secretFromFlags(flags.token, flags["token-file"], { flag: "token", log }) ?? "",

@@ -24,6 +24,8 @@ import {
   secretFromFlags,
   tlsServerFlags,
   tlsServerFromFlags,
+  transportFlags,
+  transportFromFlags,
 } from "../lib/cli_security.ts";
 import {
   depotStatusProvider,
@@ -73,6 +75,7 @@ const flags = parseFlags({
     },
     "token-file": secretFileFlag("token (re-read on SIGHUP)"),
     ...tlsServerFlags,
+    ...transportFlags,
     "default-exit": {
       type: "string",
       arg: "name",
@@ -164,6 +167,7 @@ const listeners = {
   tunnel: await listenMaybeTls(tunnelAddr, tls, "tunnel", log),
 };
 const server = new DepotServer({
+  transport: transportFromFlags(flags),
   token,
   authLimiter: new AuthFailureLimiter(),
   defaultExit,

@@ -23,6 +23,8 @@ import {
   secretFromFlags,
   tlsClientFlags,
   tlsClientFromFlags,
+  transportFlags,
+  transportFromFlags,
 } from "../lib/cli_security.ts";
 import { FusionClient, livePathMetrics, parsePathSpec } from "../lib/fusion/mod.ts";
 import type { PathSpec } from "../lib/fusion/mod.ts";
@@ -68,6 +70,7 @@ const flags = parseFlags({
     },
     "token-file": secretFileFlag("token"),
     ...tlsClientFlags,
+    ...transportFlags,
     ...fusionSessionFlags(
       "a path silent this long (no acks, no heartbeats) is dropped and redialled",
     ),
@@ -120,6 +123,7 @@ const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 20
 
 // ---- wiring ----
 const client = new FusionClient({
+  transport: transportFromFlags(flags),
   paths,
   token,
   tls,

@@ -20,6 +20,8 @@ import {
   secretFromFlags,
   tlsServerFlags,
   tlsServerFromFlags,
+  transportFlags,
+  transportFromFlags,
 } from "../lib/cli_security.ts";
 import { FusionServer, livePathMetrics } from "../lib/fusion/mod.ts";
 import {
@@ -57,6 +59,7 @@ const flags = parseFlags({
     },
     "token-file": secretFileFlag("token"),
     ...tlsServerFlags,
+    ...transportFlags,
     ...fusionSessionFlags("a path silent this long (no acks, no heartbeats) is dropped"),
     "max-sessions": { type: "string", arg: "n", default: "256", help: "sessions at once" },
     "max-paths": { type: "string", arg: "n", default: "8", help: "paths per session" },
@@ -90,6 +93,7 @@ const drainTimeoutMs = intFlag("drain-timeout-ms", flags["drain-timeout-ms"], 20
 
 // ---- wiring ----
 const fusion = new FusionServer({
+  transport: transportFromFlags(flags),
   token,
   target,
   ...session,

@@ -30,6 +30,8 @@ import {
   tlsClientFromFlags,
   tlsServerFlags,
   tlsServerFromFlags,
+  transportFlags,
+  transportFromFlags,
 } from "../lib/cli_security.ts";
 import { Acl, AclError, AuthFailureLimiter } from "../lib/net/mod.ts";
 import {
@@ -75,6 +77,7 @@ const flags = parseFlags({
     "link-token-file": secretFileFlag("link token"),
     ...tlsServerFlags,
     ...tlsClientFlags,
+    ...transportFlags,
     allow: {
       type: "string",
       multiple: true,
@@ -160,6 +163,7 @@ const linkToken = secretFromFlags(flags["link-token"], flags["link-token-file"],
 });
 const linkTlsServer = tlsServerFromFlags(flags);
 const linkTlsClient = tlsClientFromFlags(flags);
+const linkTransport = transportFromFlags(flags);
 if (linkTlsServer && linkListens.length === 0) fail("--tls-cert is for link:// listeners", 2);
 if (linkTlsClient && !via) fail("--tls/--tls-ca/--tls-client-cert are for --via link://", 2);
 let acl: Acl;
@@ -220,6 +224,7 @@ const link = via && linkToken
     addr: via,
     token: linkToken,
     tls: linkTlsClient,
+    transport: linkTransport,
     log: log.child({ link: flags.via }),
   })
   : undefined;
@@ -293,6 +298,7 @@ for (const addr of linkListens) {
     dialTimeoutMs,
     idleTimeoutMs,
     maxConns,
+    transport: linkTransport,
     log: log.child({ listener: "link" }),
   }));
 }
