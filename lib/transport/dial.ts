@@ -71,6 +71,7 @@ export async function dialTransport(
       path: ep.path,
       host: joinHostPort(ep.host, ep.port),
       headers: opts.headers,
+      halfClose: true,
     });
   } catch (err) {
     closeQuietly(conn);

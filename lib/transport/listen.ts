@@ -35,11 +35,12 @@ export interface TransportListener {
 
 /**
  * The handshake an accepted connection of `kind` goes through before it carries the stream:
- * none for tcp/tls, the WebSocket upgrade (on `path`, any when absent) for ws/wss.
+ * none for tcp/tls, the WebSocket upgrade (on `path`, any when absent) for ws/wss, keeping
+ * half-close (both ends of a lib/transport WebSocket are WsConns).
  */
 export function acceptFor(kind: TransportKind, path?: string): (conn: Duplex) => Promise<Duplex> {
   if (!isWebSocketKind(kind)) return (conn) => Promise.resolve(conn);
-  return (conn) => upgradeServer(conn, { path });
+  return (conn) => upgradeServer(conn, { path, halfClose: true });
 }
 
 /**

@@ -45,6 +45,8 @@ export interface UpgradeRequestOptions {
   protocol?: string;
   /** Extra header fields (a credential, a User-Agent). */
   headers?: Record<string, string>;
+  /** WebSocket only: keep half-close (see `WsConnOptions.halfClose`). @default false */
+  halfClose?: boolean;
 }
 
 /**
@@ -79,7 +81,8 @@ export async function upgradeClient(conn: Duplex, opts: UpgradeRequestOptions): 
     fail("protocol", "bad Sec-WebSocket-Accept");
   }
   const rest = reader.takeBuffered();
-  return ws ? new WsConn(conn, { role: "client", prefix: rest }) : withPrefix(conn, rest);
+  if (!ws) return withPrefix(conn, rest);
+  return new WsConn(conn, { role: "client", prefix: rest, halfClose: opts.halfClose });
 }
 
 /** What {@linkcode upgradeServer} accepts. */
@@ -88,6 +91,8 @@ export interface UpgradeAcceptOptions {
   path?: string;
   /** `websocket`, or a raw protocol token. @default "websocket" */
   protocol?: string;
+  /** WebSocket only: keep half-close (see `WsConnOptions.halfClose`). @default false */
+  halfClose?: boolean;
 }
 
 /**
@@ -133,7 +138,11 @@ export async function upgradeServer(
     const bad = checkUpgradeRequest(head.method, header);
     if (bad) return await refuse(400, bad);
     await writeAll(conn, switchingProtocolsResponse(header("sec-websocket-key")!));
-    return new WsConn(conn, { role: "server", prefix: reader.takeBuffered() });
+    return new WsConn(conn, {
+      role: "server",
+      prefix: reader.takeBuffered(),
+      halfClose: opts.halfClose,
+    });
   }
   if (
     head.method !== "GET" || !headerHasToken(head.headers, "upgrade", protocol) ||

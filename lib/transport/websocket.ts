@@ -124,6 +124,13 @@ export interface WsConnOptions {
   role: "client" | "server";
   /** Bytes the peer already sent past the handshake. */
   prefix?: Uint8Array;
+  /**
+   * Keep our sending side open after the peer's Close: its Close reads as EOF and ours goes
+   * out only at our own `closeWrite()`, so the stream keeps TCP's half-close (RFC 6455 §5.5.1
+   * lets an endpoint delay its Close while it sends). For links whose two ends are WsConns
+   * (depot, fusion, seaprox links); off by default (the tunnel echoes at once). @default false
+   */
+  halfClose?: boolean;
 }
 
 /**
@@ -143,11 +150,13 @@ export function isSendableCloseCode(code: number): boolean {
 /**
  * A Duplex over a WebSocket connection: `write` sends binary frames, `read` returns the
  * payload bytes of binary (and text) messages in order. Pings are answered, a Close frame
- * is echoed and read as EOF, `closeWrite` sends a Close frame.
+ * is echoed (with `halfClose`: at our own `closeWrite`) and read as EOF, `closeWrite` sends
+ * a Close frame.
  */
 export class WsConn implements Duplex {
   readonly #conn: Duplex;
   readonly #client: boolean;
+  readonly #halfClose: boolean;
   #buf = new Uint8Array(64 * 1024);
   #start = 0;
   #end = 0;
@@ -170,6 +179,7 @@ export class WsConn implements Duplex {
   constructor(conn: Duplex, opts: WsConnOptions) {
     this.#conn = conn;
     this.#client = opts.role === "client";
+    this.#halfClose = opts.halfClose ?? false;
     this.#masker = SimdMasker.create(bodyOffset + 64 * 1024);
     if (opts.prefix && opts.prefix.length > 0) {
       if (opts.prefix.length > this.#buf.length) this.#buf = new Uint8Array(opts.prefix.length);
@@ -273,7 +283,7 @@ export class WsConn implements Duplex {
         case Opcode.close: {
           const data = await this.#readControl(h.len);
           this.#eof = true;
-          if (!this.#closeSent) {
+          if (!this.#closeSent && !this.#halfClose) {
             await this.#sendClose(data.length >= 2 ? data.subarray(0, 2) : undefined).catch(() => {
               // Peer already gone; nothing to acknowledge.
             });
