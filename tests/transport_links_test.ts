@@ -80,7 +80,10 @@ Deno.test(
 );
 
 Deno.test(
-  { name: "seaprox link over WebSocket: 8 MiB each way with half-close; tcp peer refused", ...opts },
+  {
+    name: "seaprox link over WebSocket: 8 MiB each way with half-close; tcp peer refused",
+    ...opts,
+  },
   async () => {
     const target = startHashThenSendTarget(8 * MiB);
     const token = "link-ws-token";

@@ -9,7 +9,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
 import { readAll } from "./_util.ts";
 import { hashThenSend, uploadHalfCloseDownload } from "./_transport.ts";
-import { BufferedReader, closeQuietly, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import {
   dialTransport,
   type Endpoint,
