@@ -172,15 +172,23 @@ export interface ServiceProcess {
 
 /**
  * Start `deno run -A services/<script>` with `args`, waiting until `readyCount` "listening"
- * lines were logged.
+ * lines were logged. `denoArgs` go before the script (`--node-modules-dir=none`); `root` is
+ * the tree whose services/ runs (default: this checkout).
  */
 export async function startService(
   script: string,
   args: string[],
-  opts: { readyCount?: number; env?: Record<string, string>; ready?: RegExp } = {},
+  opts: {
+    readyCount?: number;
+    env?: Record<string, string>;
+    ready?: RegExp;
+    denoArgs?: string[];
+    root?: URL;
+  } = {},
 ): Promise<ServiceProcess> {
+  const path = new URL(`services/${script}`, opts.root ?? new URL("../", import.meta.url));
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(`../services/${script}`, import.meta.url).pathname, ...args],
+    args: ["run", "-A", ...opts.denoArgs ?? [], path.pathname, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
