@@ -2,7 +2,10 @@
  * A traffic endpoint run inside a network namespace by the fusion netns tests and bench:
  *
  *   serve <host:port> <sendBytes>    per connection: hash what arrives, send sendBytes back
- *   connect <host:port> <sendBytes>  send sendBytes, half-close, hash what comes back
+ *   connect <host:port> <sendBytes> [pauseAt]
+ *                                    send sendBytes, half-close, hash what comes back; with
+ *                                    pauseAt, print `paused sent=N` after N bytes and send
+ *                                    the rest only on SIGUSR1 (a test holds a transfer open)
  *   source <host:port>               per connection: read a u64 count, send that many bytes
  *                                    (count 2^64-1: echo everything back instead)
  *   fetch <host:port> <bytes>        ask a source for bytes, drain them, report the time
@@ -13,20 +16,46 @@
  * time, hash of what it sent: the payload is random per process, so peers compare hashes).
  */
 import { closeQuietly, formatAddr, parseHostPort, writeAll } from "../lib/net/mod.ts";
-import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+import { blockStream, blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
 
-const [mode, addr, sendArg] = Deno.args;
+const [mode, addr, sendArg, pauseArg] = Deno.args;
 const { host, port } = parseHostPort(addr);
 const sendBytes = Number(sendArg ?? 0);
+/** `connect`: hold the upload after this many bytes until SIGUSR1. */
+const pauseAt = pauseArg === undefined ? undefined : Number(pauseArg);
 /** The count a `source` reads as "echo instead of sending". */
 const echoRequest = 0xffff_ffff_ffff_ffffn;
 
+/** Send the block stream, holding after `pauseAt` bytes until SIGUSR1 arrives. */
+async function sendPausing(c: Deno.Conn, seed: number, pauseAt: number): Promise<void> {
+  const resume = Promise.withResolvers<void>();
+  const onSignal = () => resume.resolve();
+  Deno.addSignalListener("SIGUSR1", onSignal);
+  try {
+    let sent = 0;
+    for (const chunk of blockStream(sendBytes, seed)) {
+      const before = Math.max(0, Math.min(chunk.length, pauseAt - sent));
+      if (before < chunk.length && sent <= pauseAt) {
+        await writeAll(c, chunk.subarray(0, before));
+        console.log(`paused sent=${sent + before}`);
+        await resume.promise;
+        await writeAll(c, chunk.subarray(before));
+      } else {
+        await writeAll(c, chunk);
+      }
+      sent += chunk.length;
+    }
+  } finally {
+    Deno.removeSignalListener("SIGUSR1", onSignal);
+  }
+}
+
 async function exchange(c: Deno.Conn, seed: number): Promise<void> {
   const t0 = performance.now();
-  const [got] = await Promise.all([
-    drainHash(c),
-    sendBlocks(c, sendBytes, seed).then(() => c.closeWrite()),
-  ]);
+  const send = pauseAt === undefined
+    ? sendBlocks(c, sendBytes, seed)
+    : sendPausing(c, seed, pauseAt);
+  const [got] = await Promise.all([drainHash(c), send.then(() => c.closeWrite())]);
   const ms = Math.round(performance.now() - t0);
   const sent = blockStreamSha256(sendBytes, seed);
   console.log(`result bytes=${got.bytes} sha256=${got.sha256} ms=${ms} sent=${sent}`);

@@ -242,7 +242,8 @@ async function removeStale(): Promise<void> {
 export class Watched {
   readonly lines: string[] = [];
   readonly done: Promise<Deno.CommandStatus>;
-  #waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  /** Each waiter counts the matching lines still to come before it resolves. */
+  #waiters: { re: RegExp; left: number; resolve: (l: string) => void }[] = [];
   #reading: Promise<void>;
 
   constructor(readonly child: Deno.ChildProcess, readonly name: string) {
@@ -262,7 +263,7 @@ export class Watched {
         this.lines.push(line);
         if (Deno.env.get("WARREN_TEST_VERBOSE")) console.error(`[${this.name}] ${line}`);
         for (const w of [...this.#waiters]) {
-          if (w.re.test(line)) {
+          if (w.re.test(line) && --w.left === 0) {
             this.#waiters.splice(this.#waiters.indexOf(w), 1);
             w.resolve(line);
           }
@@ -273,11 +274,25 @@ export class Watched {
 
   /** Resolves with the first line matching `re` (seen before or later). */
   waitFor(re: RegExp, timeoutMs = 30_000): Promise<string> {
-    const hit = this.lines.find((l) => re.test(l));
-    if (hit) return Promise.resolve(hit);
+    return this.waitForNth(re, 1, timeoutMs);
+  }
+
+  /** How many lines seen so far match `re`. */
+  count(re: RegExp): number {
+    return this.lines.filter((l) => re.test(l)).length;
+  }
+
+  /**
+   * Resolves with the `n`-th line matching `re` (counted from the start of the output) as
+   * soon as it is logged: an event to wait on instead of polling with sleeps.
+   */
+  waitForNth(re: RegExp, n: number, timeoutMs = 30_000): Promise<string> {
+    const hits = this.lines.filter((l) => re.test(l));
+    if (hits.length >= n) return Promise.resolve(hits[n - 1]);
     return new Promise((resolve, reject) => {
       const w = {
         re,
+        left: n - hits.length,
         resolve: (l: string) => {
           clearTimeout(t);
           resolve(l);
@@ -285,7 +300,12 @@ export class Watched {
       };
       const t = setTimeout(() => {
         this.#waiters.splice(this.#waiters.indexOf(w), 1);
-        reject(new Error(`${this.name}: no line matching ${re}:\n${this.lines.join("\n")}`));
+        reject(
+          new Error(
+            `${this.name}: no ${n}th line matching ${re} in ${timeoutMs} ms:\n` +
+              this.lines.join("\n"),
+          ),
+        );
       }, timeoutMs);
       this.#waiters.push(w);
       this.#reading.then(() => {

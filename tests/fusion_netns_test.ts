@@ -21,7 +21,17 @@ const silenceMs = 1000;
 
 const listeningAddr = (line: string): string => /addr=(\S+)/.exec(line)![1];
 const portOf = (addr: string): number => Number(addr.slice(addr.lastIndexOf(":") + 1));
-const count = (w: Watched, re: RegExp): number => w.lines.filter((l) => re.test(l)).length;
+const count = (w: Watched, re: RegExp): number => w.count(re);
+/** The `via`/`label` of path `i` in fusion-client's log, as a regular expression. */
+const via = (net: TwoPathNet, i: number): string =>
+  `${net.paths[i].clientAddr}>${net.paths[i].serverAddr}:`.replaceAll(".", "\\.");
+/**
+ * Bound on waiting for one event (a path dropped, back, a session closed): generous, since a
+ * busy machine delays them; nothing in the test depends on them being quick.
+ */
+const eventTimeoutMs = 90_000;
+/** Bound on one 64 MiB transfer each way. */
+const transferTimeoutMs = 240_000;
 
 /** fusion-server in the server namespace and fusion-client in the client one. */
 async function startFusion(
@@ -81,8 +91,12 @@ Deno.test({
     const target = listeningAddr(await peer.waitFor(/msg="listening"/));
     const { client, clientPort } = await startFusion(net, target, procs);
 
-    /** One transfer through fusion; `during` runs while it is in flight. */
-    const transfer = async (during?: () => Promise<void>) => {
+    /**
+     * One transfer through fusion; `during` runs while it is in flight. With `hold`, the
+     * upload stops halfway until `during` is done, so whatever `during` waits for happens
+     * mid-transfer however slow the machine is.
+     */
+    const transfer = async (during?: () => Promise<void>, hold = false) => {
       const before = count(peer, /^result /);
       const conn = new Watched(
         net.spawn(net.clientNs, deno, [
@@ -92,18 +106,21 @@ Deno.test({
           "connect",
           `127.0.0.1:${clientPort}`,
           `${size}`,
+          ...(hold ? [`${size / 2}`] : []),
         ]),
         "source",
       );
       try {
         await during?.();
-        const got = await conn.waitFor(/^result /, 120_000);
-        console.log(`  ${got}`);
-        const deadline = Date.now() + 10_000;
-        while (count(peer, /^result /) === before && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
+        if (hold) {
+          // Still mid-transfer: the source holds the second half of its upload until now.
+          await conn.waitFor(/^paused sent=/, eventTimeoutMs);
+          assertEquals(count(conn, /^result /), 0, "the transfer was still running");
+          conn.child.kill("SIGUSR1");
         }
-        const atTarget = peer.lines.filter((l) => /^result /.test(l))[before] ?? "(none)";
+        const got = await conn.waitFor(/^result /, transferTimeoutMs);
+        console.log(`  ${got}`);
+        const atTarget = await peer.waitForNth(/^result /, before + 1, eventTimeoutMs);
         const field = (l: string, k: string) => new RegExp(` ${k}=(\\S+)`).exec(l)?.[1];
         assertEquals(field(got, "bytes"), String(size), "bytes down");
         assertEquals(field(got, "sha256"), field(atTarget, "sent"), "sha256 down");
@@ -121,38 +138,42 @@ Deno.test({
       await transfer();
     });
 
+    // Each transfer is a new fusion session: its "path up" lines are counted from `ups`.
+    const up = /msg="path up"/;
+    const pathUp = (i: number) => new RegExp(`msg="path up" .*via="${via(net, i)}`);
+    const pathDown = (i: number) => new RegExp(`msg="path down" .*label="${via(net, i)}`);
+
     await t.step("a path taken down mid-transfer comes back", async () => {
       await net.shape([100, 100]);
-      const ups = count(client, /msg="path up"/);
-      const downs = count(client, /msg="path down"/);
+      const ups = count(client, up);
+      const ups0 = count(client, pathUp(0));
+      const downs0 = count(client, pathDown(0));
       await transfer(async () => {
-        await client.waitFor(/msg="path up"/);
-        await new Promise((r) => setTimeout(r, 300));
+        await client.waitForNth(up, ups + 2, eventTimeoutMs); // both paths of this session
         await net.linkDown(0);
-        const deadline = Date.now() + 15_000;
-        while (count(client, /msg="path down"/) === downs && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await client.waitForNth(pathDown(0), downs0 + 1, eventTimeoutMs);
         await net.linkUp(0);
-      });
-      assert(count(client, /msg="path down"/) > downs, "the path was dropped");
-      assert(count(client, /msg="path up"/) >= ups + 3, "the path came back during the transfer");
+        // ups0 + 1 was this session's first path 0; + 2 is the same path coming back.
+        await client.waitForNth(pathUp(0), ups0 + 2, eventTimeoutMs);
+      }, true);
+      assert(count(client, pathDown(0)) > downs0, "the path was dropped");
+      assert(count(client, up) >= ups + 3, "the path came back during the transfer");
     });
 
     await t.step("a path blackholed mid-transfer comes back", async () => {
-      const ups = count(client, /msg="path up"/);
+      const ups = count(client, up);
+      const ups1 = count(client, pathUp(1));
       const silents = count(client, /msg="path silent/);
+      const downs1 = count(client, pathDown(1));
       await transfer(async () => {
-        await new Promise((r) => setTimeout(r, 500));
+        await client.waitForNth(up, ups + 2, eventTimeoutMs);
         await net.blackhole(1);
-        const deadline = Date.now() + 15_000;
-        while (count(client, /msg="path silent/) === silents && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await client.waitForNth(pathDown(1), downs1 + 1, eventTimeoutMs);
         await net.unblackhole(1);
-      });
+        await client.waitForNth(pathUp(1), ups1 + 2, eventTimeoutMs);
+      }, true);
       assert(count(client, /msg="path silent/) > silents, "the silent path was dropped");
-      assert(count(client, /msg="path up"/) >= ups + 3, "the path came back during the transfer");
+      assert(count(client, up) >= ups + 3, "the path came back during the transfer");
     });
   } finally {
     for (const p of procs.reverse()) await p.stop();
@@ -171,6 +192,10 @@ Deno.test({
   const net = await TwoPathNet.create([200, 200]);
   const procs: Watched[] = [];
   try {
+    // sshd's privilege-separation directory is compiled in; Debian's init creates it at boot,
+    // which a container or CI machine never ran. Left in place: it is the standard one, and
+    // another sshd may be using it.
+    await Deno.mkdir("/run/sshd", { recursive: true, mode: 0o755 });
     await sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/host_key`]);
     await sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", `${dir}/user_key`]);
     await Deno.copyFile(`${dir}/user_key.pub`, `${dir}/authorized_keys`);
@@ -260,10 +285,7 @@ Deno.test({
     assertEquals(sha256(survived.out), sha256(file));
     // Every session ended cleanly at both ends (fins exchanged, no reset).
     for (const w of [client, server]) {
-      const deadline = Date.now() + 10_000;
-      while (count(w, /msg="session closed"/) < 3 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await w.waitForNth(/msg="session closed"/, 3, eventTimeoutMs);
       assertEquals(count(w, /msg="session closed".* end=done /), 3, `${w.name} sessions`);
     }
   } finally {
