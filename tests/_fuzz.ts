@@ -8,7 +8,7 @@
  * or a huge allocation driven by a length field is a bug.
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { NetError, ProtocolError } from "../lib/net/mod.ts";
 import { MuxError } from "../lib/mux/mod.ts";
 import { Socks5Error } from "../lib/socks5/mod.ts";

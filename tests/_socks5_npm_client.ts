@@ -6,7 +6,9 @@
  * Usage: deno run -A tests/_socks5_npm_client.ts PROXY_PORT DEST_HOST DEST_PORT PATH [USER PASS]
  */
 
-import { SocksClient } from "socks";
+// Test-only, pinned here rather than in deno.json (kept out of the image and installs).
+// deno-lint-ignore no-import-prefix
+import { SocksClient } from "npm:socks@2.8.11";
 
 const [proxyPort, destHost, destPort, path, user, pass] = Deno.args;
 try {

@@ -3,7 +3,9 @@
  * (closed even when the test fails), and a steady trickle of traffic through a service.
  */
 
-import { type Browser, chromium } from "playwright-core";
+// Test-only, pinned here rather than in deno.json (kept out of the image and installs).
+// deno-lint-ignore no-import-prefix
+import { type Browser, chromium } from "npm:playwright-core@1.65.1";
 import { closeQuietly, dial, writeAll } from "../lib/net/mod.ts";
 import { randomBlock } from "./_util.ts";
 

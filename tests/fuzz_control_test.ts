@@ -6,7 +6,7 @@
  * a ControlConn answers a violation with an `error` message and closes.
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import {
   BufferedReader,

@@ -4,7 +4,7 @@
  * truncated input ends in a result or a typed HttpError, never a hang or another exception.
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import {
   copyBody,

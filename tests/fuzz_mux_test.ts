@@ -5,7 +5,7 @@
  * garbage ends (go away / EOF) without an exception escaping or a hang.
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import {
   encodeFrame,

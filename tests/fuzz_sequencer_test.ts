@@ -7,7 +7,7 @@
  * (frames and bytes held) and a work budget (NACK scan steps), counted, not timed.
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import {
   encodeAck,

@@ -4,7 +4,7 @@
  * mutated and random input ends in a result, a typed error or a defined reply.
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import {
   acceptSocks5,

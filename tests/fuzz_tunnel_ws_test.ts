@@ -6,7 +6,7 @@
  * fuzz_control_test.ts.)
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { encodeFrameHeader, maxFramePayloadBytes, Opcode, WsConn } from "../lib/transport/mod.ts";
 import {

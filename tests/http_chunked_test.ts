@@ -4,7 +4,7 @@
  * line-by-line decoder (whatever the scanner accepts, the decoder reads to the same end).
  */
 
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
   ChunkedScanner,

@@ -1,4 +1,4 @@
-import fc from "fast-check";
+import fc from "./_fc.ts";
 import { assertEquals } from "./_assert.ts";
 import { RecvBuffer } from "../lib/mux/recv_buffer.ts";
 
