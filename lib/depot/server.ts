@@ -50,7 +50,7 @@ import { acceptDepotSocks } from "./socks_front.ts";
 import { noDelay } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
-import type { AuthFailureLimiter } from "../net/ratelimit.ts";
+import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 
 /** Default bound on requests waiting for their exit's answer, across all exits. */
 export const defaultMaxPending = 512;
@@ -416,7 +416,7 @@ export class DepotServer {
   /** Serve one control connection (a depot-local): hello, welcome, then requests. */
   async handleControl(
     conn: Duplex,
-    ctx: { remote: string; log: Logger; handshakeDone(): void },
+    ctx: { remote: string; log: Logger; handshakeDone(): void; signal?: AbortSignal },
   ): Promise<void> {
     const ctl = new ControlConn(noDelay(conn), depotProtocol, {
       maxMessageBytes: depotMaxMessageBytes,
@@ -429,16 +429,13 @@ export class DepotServer {
       ctl.close();
       return;
     }
-    const limiter = this.#authLimiter;
-    if (limiter && !limiter.allowed(ctx.remote)) {
-      ctx.log.warn("local refused: too many failed attempts from this address", {
-        remote: ctx.remote,
-      });
-      await ctl.fail(DepotRefusal.unauthorized, "too many failed attempts");
-      return;
-    }
-    if (!timingSafeEqual(hello.token, this.#token)) {
-      limiter?.failed(ctx.remote);
+    const tokenOk = await verifySecret(
+      this.#authLimiter,
+      ctx.remote,
+      () => timingSafeEqual(hello.token, this.#token),
+      { signal: ctx.signal },
+    );
+    if (!tokenOk) {
       ctx.log.warn("local refused: wrong token", { remote: ctx.remote, exit: hello.name });
       await ctl.fail(DepotRefusal.unauthorized, "wrong token");
       return;
@@ -688,7 +685,7 @@ export class DepotServer {
    */
   async handleTunnel(
     conn: Duplex,
-    ctx: { remote: string; log: Logger; handshakeDone(): void },
+    ctx: { remote: string; log: Logger; handshakeDone(): void; signal?: AbortSignal },
     allowMux = true,
   ): Promise<void> {
     const buffered = new BufferedReader(conn, 1024);
@@ -708,13 +705,14 @@ export class DepotServer {
     }
     if (msg === null) return;
     if (msg.type === "mux" && allowMux) {
-      const limiter = this.#authLimiter;
-      if (limiter && !limiter.allowed(ctx.remote)) {
-        await refuse(DepotRefusal.unauthorized, "too many failed attempts");
-        return;
-      }
-      if (!timingSafeEqual(msg.token, this.#token)) {
-        limiter?.failed(ctx.remote);
+      const token = msg.token;
+      const tokenOk = await verifySecret(
+        this.#authLimiter,
+        ctx.remote,
+        () => timingSafeEqual(token, this.#token),
+        { signal: ctx.signal },
+      );
+      if (!tokenOk) {
         await refuse(DepotRefusal.unauthorized, "wrong token");
         return;
       }

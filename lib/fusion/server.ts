@@ -11,7 +11,7 @@ import { dial } from "../net/dial.ts";
 import { type Duplex, writeAll } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
-import type { AuthFailureLimiter } from "../net/ratelimit.ts";
+import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import type { ConnContext } from "../net/serve.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
@@ -103,14 +103,13 @@ export class FusionServer {
     if (hello.version !== sequencerVersion) {
       return await refuse(WelcomeStatus.badVersion, "version");
     }
-    const limiter = this.#o.authLimiter;
-    if (limiter && !limiter.allowed(ctx.remote)) {
-      return await refuse(WelcomeStatus.badToken, "too many failed attempts from this address");
-    }
-    if (!timingSafeEqual(hello.token, this.#o.token)) {
-      limiter?.failed(ctx.remote);
-      return await refuse(WelcomeStatus.badToken, "bad token");
-    }
+    const tokenOk = await verifySecret(
+      this.#o.authLimiter,
+      ctx.remote,
+      () => timingSafeEqual(hello.token, this.#o.token),
+      { signal: ctx.signal },
+    );
+    if (!tokenOk) return await refuse(WelcomeStatus.badToken, "bad token");
     const key = hex(hello.sessionId);
     let s = this.#sessions.get(key);
     if (!s) {

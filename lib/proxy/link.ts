@@ -47,7 +47,7 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
-import type { AuthFailureLimiter } from "../net/ratelimit.ts";
+import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 import {
   dialTransport,
   type TlsClientConfig,
@@ -303,7 +303,7 @@ export class LinkClient {
 export interface ServeLinkOptions {
   /** Shared secret the dialling node must present. */
   token: string;
-  /** Limits failed token attempts per source address (closed before the check). */
+  /** Limits failed token attempts per source address (wrong ones answered late). */
   authLimiter?: AuthFailureLimiter;
   /** How this node reaches destinations (direct, or chained). */
   dialer: Dialer;
@@ -344,15 +344,13 @@ export function serveLink(
         return;
       }
       const token = new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6]));
-      if (opts.authLimiter && !opts.authLimiter.allowed(ctx.remote)) {
-        await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
-        ctx.log.warn("link hello: too many failed attempts from this address", {
-          remote: ctx.remote,
-        });
-        return;
-      }
-      if (!timingSafeEqual(token, opts.token)) {
-        opts.authLimiter?.failed(ctx.remote);
+      const tokenOk = await verifySecret(
+        opts.authLimiter,
+        ctx.remote,
+        () => timingSafeEqual(token, opts.token),
+        { signal: ctx.signal },
+      );
+      if (!tokenOk) {
         await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
         ctx.log.warn("link hello: bad token", { remote: ctx.remote });
         return;

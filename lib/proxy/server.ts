@@ -176,7 +176,7 @@ export function serveProxy(
       signal: ctx.signal,
       log: clog,
       authenticate: opts.authenticate &&
-        limitedAuth(opts.authenticate, opts.authLimiter, ctx.remote),
+        limitedAuth(opts.authenticate, opts.authLimiter, ctx.remote, ctx.signal),
     };
     let dest: DialedConn | undefined;
     try {
@@ -265,17 +265,16 @@ export function serveProxy(
   };
 }
 
-/** `auth` for one client at `remote`, refused while that address is over its failure budget. */
+/** `auth` for one client at `remote` through the limiter: right passes, wrong ones late. */
 function limitedAuth(
   auth: Authenticator,
   limiter: AuthFailureLimiter | undefined,
   remote: string,
+  signal: AbortSignal,
 ): Authenticator {
   if (!limiter) return auth;
-  return async (username, password) => {
-    if (!limiter.allowed(remote)) return false;
-    const ok = await auth(username, password);
-    if (!ok) limiter.failed(remote);
-    return ok;
-  };
+  // Keyed by the claimed user too: guessing one user's password does not slow another's.
+  return async (username, password) =>
+    (await limiter.verify(remote, () => auth(username, password), { user: username, signal })) ===
+      "ok";
 }

@@ -46,11 +46,19 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     const remote = remoteOf(c).remote;
     // "-": served without connection info (an embedding's fetch): not limited.
     const limiter = remote === "-" ? undefined : opts.authLimiter;
-    if (limiter && !limiter.allowed(remote)) {
-      return c.json({ error: "too many failed attempts" }, 429, { "retry-after": "10" });
+    const right = () => !!given && timingSafeEqual(given, opts.token);
+    // HTTP says "limited" itself (429, Retry-After) instead of holding the request; the right
+    // token passes whatever failed before it.
+    const verdict = limiter
+      ? await limiter.verify(remote, right, { hold: false })
+      : right()
+      ? "ok"
+      : "wrong";
+    if (verdict === "limited") {
+      const retryS = Math.max(1, Math.ceil(limiter!.penaltyMs(remote) / 1000));
+      return c.json({ error: "too many failed attempts" }, 429, { "retry-after": String(retryS) });
     }
-    if (!given || !timingSafeEqual(given, opts.token)) {
-      limiter?.failed(remote);
+    if (verdict === "wrong") {
       return c.json({ error: "unauthorized" }, 401, { "www-authenticate": "Bearer" });
     }
     await next();

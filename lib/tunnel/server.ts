@@ -8,7 +8,7 @@
 
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import type { AuthFailureLimiter } from "../net/ratelimit.ts";
+import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 import { BufferedReader, closeQuietly, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
 import { type Outgoing, randomSecret } from "../control/mod.ts";
 import {
@@ -161,19 +161,16 @@ export class TunnelServer {
 
   /**
    * Check a client's identifier before upgrading its connection (constant time). With
-   * `remote` and an `authLimiter`, an address with too many unknown identifiers is refused
-   * ("unknown") without a lookup until its budget refills.
+   * `remote` and an `authLimiter`, a known identifier passes whatever failed before it from
+   * that address, and an unknown one from an address past its budget is answered late.
    */
   async authenticate(identifier: string | undefined, remote?: string): Promise<AuthResult> {
     const limiter = remote !== undefined ? this.#opts.authLimiter : undefined;
-    if (limiter && !limiter.allowed(remote!)) {
-      this.log.warn("client refused: too many unknown identifiers", { remote });
-      return "unknown";
-    }
-    const known = !!identifier &&
-      (this.#tcp.names(clientKey(identifier)) || await this.registry.isKnown(identifier));
-    if (!known) {
-      limiter?.failed(remote!);
+    const known = await verifySecret(limiter, remote ?? "-", async () =>
+      !!identifier &&
+      (this.#tcp.names(clientKey(identifier)) || await this.registry.isKnown(identifier)));
+    if (!known || !identifier) {
+      this.log.debug("client refused: unknown identifier", { remote });
       return "unknown";
     }
     if (this.duplicate === "refuse" && this.#clients.has(clientKey(identifier))) return "duplicate";
