@@ -9,7 +9,8 @@ import { parseArgs } from "node:util";
 import { Logger, type LogLevel, logLevels } from "./log.ts";
 import { AddressError, type HostPort, parseHostPort } from "./net/addr.ts";
 import { errorMessage } from "./net/errors.ts";
-import { formatAddr } from "./net/serve.ts";
+import { formatAddr, type Server } from "./net/serve.ts";
+import { type HttpHandler, serveHttp } from "./http/server.ts";
 import { type ConfigFlag, type ConfigValue, loadConfigFile } from "./config/mod.ts";
 
 /** One flag of a service. */
@@ -304,22 +305,21 @@ export function listenOrExit(addr: HostPort, what: string): Deno.TcpListener {
 }
 
 /**
- * `Deno.serve` `handler` on `addr` (e.g. a `--status` endpoint), logging the standard
- * `listening` line with `name: what` once bound, or exit 1 with one line (see
- * {@linkcode bindOrExit}).
+ * Serve the fetch `handler` on `addr` (the `--admin` API) through lib/http `serveHttp` (a
+ * connection cap, head and exchange timers; an fd shortage never ends the process), logging
+ * the standard `listening` line with `name: what`, or exit 1 with one line (see
+ * {@linkcode bindOrExit}). `shutdown()` stops it like `stop()`.
  */
 export function serveOrExit(
   addr: HostPort,
   what: string,
   log: Logger,
-  handler: Deno.ServeHandler<Deno.NetAddr>,
-): Deno.HttpServer<Deno.NetAddr> {
-  return bindOrExit(what, addr, () =>
-    Deno.serve({
-      hostname: addr.host,
-      port: addr.port,
-      onListen: (a) => log.info("listening", { name: what, addr: formatAddr(a) }),
-    }, handler));
+  handler: HttpHandler,
+): Server & { shutdown(): Promise<void> } {
+  const listener = listenOrExit(addr, what);
+  const server = serveHttp(listener, handler, { log: log.child({ listener: what }) });
+  log.info("listening", { name: what, addr: formatAddr(server.addr) });
+  return { ...server, shutdown: () => server.stop() };
 }
 
 /**

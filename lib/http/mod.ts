@@ -57,3 +57,12 @@ export {
   statusForFailure,
 } from "./proxy.ts";
 export { staticCredentials } from "../net/mod.ts";
+export {
+  defaultHttpExchangeTimeoutMs,
+  defaultHttpMaxBodyBytes,
+  defaultHttpMaxConns,
+  defaultHttpRequestTimeoutMs,
+  type HttpHandler,
+  type HttpServeOptions,
+  serveHttp,
+} from "./server.ts";

@@ -8,6 +8,7 @@
 
 import type { Logger } from "../log.ts";
 import { registry } from "../metrics.ts";
+import { serveHttp } from "../http/server.ts";
 import { formatAddr } from "../net/serve.ts";
 import { gauge } from "../stats.ts";
 import { denoVersion, warrenVersion } from "../version.ts";
@@ -74,8 +75,10 @@ export function observabilityHandler(
 }
 
 /**
- * Serve {@linkcode observabilityHandler} on `listen` (throws like `Deno.listen` when the
- * port is busy: the service turns that into its one-line exit).
+ * Serve {@linkcode observabilityHandler} on `listen` through lib/http `serveHttp` (a
+ * connection cap, head and exchange timers; an fd shortage pauses accepting and never ends
+ * the process). Throws like `Deno.listen` when the port is busy: the service turns that into
+ * its one-line exit.
  *
  * @example
  * ```ts ignore
@@ -93,22 +96,19 @@ export function serveObservability(
 ): ObservabilityServer {
   const name = opts.name ?? "metrics";
   const { hub, fetch } = observabilityHandler(opts);
-  const server = Deno.serve({
-    hostname: listen.host,
-    port: listen.port,
-    onListen: (a) => {
-      const addr = formatAddr(a);
-      if (name === "metrics") opts.log.info("metrics listening", { addr });
-      else opts.log.info("listening", { name, addr });
-    },
-  }, fetch);
+  const listener = Deno.listen({ hostname: listen.host, port: listen.port });
+  // Capped, with head and exchange timers (not Deno.serve, which dies when fds run out).
+  const server = serveHttp(listener, fetch, { log: opts.log.child({ listener: name }) });
+  const addr = formatAddr(server.addr);
+  if (name === "metrics") opts.log.info("metrics listening", { addr });
+  else opts.log.info("listening", { name, addr });
   hub.start();
   const finished = server.finished.then(() => hub.stop());
   return {
     addr: server.addr,
     finished,
     shutdown: async () => {
-      await server.shutdown();
+      await server.stop();
       await finished;
     },
   };
