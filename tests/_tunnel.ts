@@ -1,7 +1,7 @@
 /** Helpers for the tunnel tests: an in-process tunnel server front, clients, curl. */
 
 import { Logger, type LogLevel } from "../lib/log.ts";
-import { closeQuietly, type Server } from "../lib/net/mod.ts";
+import { closeQuietly, type Server, writeAll } from "../lib/net/mod.ts";
 import {
   createTunnelApp,
   type HttpFrontOptions,
@@ -346,5 +346,39 @@ export async function hashThrough(port: number, total: number, seed: number): Pr
     return got;
   } finally {
     closeQuietly(conn);
+  }
+}
+
+/**
+ * Send `request` raw to the front, end the sending side, and read until the front closes
+ * (a 30 s guard closes a hung connection: the assertions then fail, nothing waits on time).
+ */
+export async function rawSend(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const guard = setTimeout(() => {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }, 30_000);
+  try {
+    await writeAll(conn, new TextEncoder().encode(request));
+    await conn.closeWrite();
+    let text = "";
+    const buf = new Uint8Array(16384);
+    while (true) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return text;
+  } finally {
+    clearTimeout(guard);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the guard.
+    }
   }
 }

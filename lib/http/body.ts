@@ -52,13 +52,17 @@ function contentLength(headers: HeaderFields): number | undefined {
 /**
  * How a request's body is framed. Rejects (HttpError "bad-request") what a proxy must not
  * guess at: Content-Length together with Transfer-Encoding (request smuggling), a final
- * transfer coding other than chunked, malformed or conflicting lengths.
+ * transfer coding other than chunked, Transfer-Encoding in an HTTP/1.0 request, malformed
+ * or conflicting lengths.
  */
 export function requestBodyFraming(head: RequestHead): BodyFraming {
   const te = headerTokens(head.headers, "transfer-encoding");
   const len = contentLength(head.headers);
   if (te.length > 0) {
     if (len !== undefined) throw new HttpError("both Content-Length and Transfer-Encoding");
+    // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a receiver must treat the framing
+    // as faulty. Passed on as is, the next hop could read the body another way.
+    if (head.version === "HTTP/1.0") throw new HttpError("Transfer-Encoding in HTTP/1.0");
     if (te[te.length - 1] !== "chunked") throw new HttpError("request body is not chunked");
     return { kind: "chunked" };
   }

@@ -24,7 +24,7 @@ import {
   serializeRequestHead,
 } from "../http/mod.ts";
 import { controlPath, identifierHeader } from "./protocol.ts";
-import { errorPage, forwardHeaders, localPortOf } from "./front_http.ts";
+import { errorPage, forwardHeaders, localPortOf } from "./forward.ts";
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";

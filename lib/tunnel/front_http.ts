@@ -1,8 +1,8 @@
 /**
  * The standalone front end (fast path): our own HTTP/1 listener. It parses each request
- * head, routes by Host, writes the head (with X-Forwarded-*) and the body onto a tunnel
- * stream, and copies the response bytes back untouched. It also takes the control path's
- * WebSocket upgrade itself, so the same client works against this front and the Hono one.
+ * head, checks its Host and target, routes by Host, writes the head (with X-Forwarded-*)
+ * and the body onto a tunnel stream, and copies the response bytes back untouched. The
+ * first request of a tunnel client (the control path) is handed to front_control.ts.
  *
  * Keep-alive: one tunnel stream per public connection and virtual host. Every request head
  * on the connection is parsed (so each gets X-Forwarded-* and its Host is checked); while
@@ -10,6 +10,11 @@
  * the local app stays alive too). When a later request names another Host, the stream's
  * write side is closed, the previous responses drain, and a new stream to the new host's
  * client carries the request: responses can never cross hosts or requests.
+ *
+ * Upgrade: a request asking for one (`Connection: upgrade` + `Upgrade`) gets a stream of
+ * its own, and nothing more is read from the public side until the app answered it. Only a
+ * `101` naming a protocol the client offered switches the connection to opaque bytes both
+ * ways; any other answer is relayed and the next request is parsed as usual.
  * @module
  */
 
@@ -22,37 +27,39 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
-import { peerCommonName } from "../transport/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
+  type BodyFraming,
   copyBody,
-  fieldNameIs,
-  getHeader,
-  headerHasToken,
+  headerTokens,
   HttpError,
   readRequestHeadWithin,
+  readResponseHead,
   requestBodyFraming,
   type RequestHead,
   serializeRequestHead,
+  serializeResponseHead,
   simpleResponse,
   statusForHttpError,
 } from "../http/mod.ts";
-import { controlPath, identifierHeader, rawUpgradeToken } from "./protocol.ts";
-import { hostPort, normalizeHost } from "./registry.ts";
+import { errorPage, forwardHeaders, localPortOf, type PeerInfo, routedTarget } from "./forward.ts";
+import { handleControl, isControlRequest } from "./front_control.ts";
+import { WriteCoalescer } from "./coalescer.ts";
 import type { TunnelServer } from "./server.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
-import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "../transport/websocket.ts";
-
-const rawSwitchResponse = new TextEncoder().encode(
-  `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${rawUpgradeToken}\r\nConnection: Upgrade\r\n\r\n`,
-);
 
 /** Default close of a public connection with no bytes moving either way. */
 export const defaultPublicIdleTimeoutMs = 300_000;
 /** Default time a keep-alive request head may take once its first byte arrived. */
 export const defaultHeadTimeoutMs = 30_000;
-/** Bytes per read when copying responses (downloads dominate bulk traffic). */
-const responseBufferBytes = 256 * 1024;
+/** First size of a public connection's head buffer (it grows for larger heads). */
+const publicReadBytes = 4 * 1024;
+/** Bytes per response read while a response starts, and while the connection idles. */
+const responseFirstReadBytes = 16 * 1024;
+/** Bytes per response read once reads fill the first size (downloads dominate bulk traffic). */
+const responseBulkReadBytes = 256 * 1024;
+/** Free bulk response buffers kept for other connections (the rest go to the GC). */
+const maxFreeBulkBuffers = 16;
 
 /** Options of {@linkcode handlePublicConn}. */
 export interface HttpFrontOptions {
@@ -75,113 +82,578 @@ export interface HttpFrontOptions {
   log?: Logger;
 }
 
-/** Who is on the other end of a public connection. */
-export interface PeerInfo {
-  /** Remote IP (no port). */
-  ip: string;
-  /** `ip:port`, for logs. */
-  remote: string;
+/** Where a public connection of the standalone front is. */
+export enum PublicConnState {
+  /** Waiting for (or reading) the next request head. */
+  ReadingHead = "reading-head",
+  /** Copying a request body onto the tunnel stream. */
+  CopyingBody = "copying-body",
+  /** An Upgrade request went out: nothing more is read until the app answered it. */
+  AwaitingUpgrade = "awaiting-upgrade",
+  /** The app switched protocols: opaque bytes both ways. */
+  Upgraded = "upgraded",
+  /** No more requests are taken (`Connection: close`, EOF): the responses drain. */
+  Draining = "draining",
+  /** The connection ends now (an error answered, the app closed, a timeout). */
+  Closing = "closing",
+  /** Handed to the control path: a tunnel client's session runs on it. */
+  Control = "control",
 }
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+/** How one tunnel stream of a public connection stands. */
+enum LegState {
+  /** Carrying requests and responses. */
+  Open,
+  /** We closed its write side (another Host, or no more requests): its end is expected. */
+  Finishing,
+  /** We answer the public client ourselves (a malformed body): its pump stays quiet. */
+  Abandoned,
 }
 
-/** The short HTML page of an error the tunnel answers itself. */
-export function errorPage(status: number, host: string): string {
-  const h = escapeHtml(host || "(none)");
-  const text: Record<number, string> = {
-    400: "The request is malformed.",
-    404: `No tunnel is registered for host <b>${h}</b>.`,
-    502: `The tunnel client for <b>${h}</b> is not connected or cannot reach its local service.`,
-    504: `The tunnel client for <b>${h}</b> did not answer in time.`,
-  };
-  return `<!doctype html><title>${status}</title><h1>${status}</h1><p>${
-    text[status] ?? "Error."
-  }</p>\n`;
-}
+/** One tunnel stream of a public connection: one virtual host, requests in order. */
+class Leg {
+  state: LegState = LegState.Open;
+  /** Response bytes copied to the public client. */
+  responseBytes = 0;
+  /** Copies the responses to the public client until the stream ends. */
+  pump: Promise<void> = Promise.resolve();
+  /** Upgrade legs: true once the app switched protocols, false for any other answer. */
+  readonly switched: Promise<boolean>;
+  #settle: (switched: boolean) => void = () => {};
 
-/** The header list forwarded to the client: X-Forwarded-* added, Host kept. */
-export function forwardHeaders(
-  head: RequestHead,
-  peer: PeerInfo,
-  proto: string,
-  trust: boolean,
-): [string, string][] {
-  const out: [string, string][] = [];
-  let xff: string | undefined;
-  let xfp: string | undefined;
-  let xfh: string | undefined;
-  let host = "";
-  for (const [k, v] of head.headers) {
-    if (fieldNameIs(k, "x-forwarded-for")) xff = xff ? `${xff}, ${v}` : v;
-    else if (fieldNameIs(k, "x-forwarded-proto")) xfp ??= v;
-    else if (fieldNameIs(k, "x-forwarded-host")) xfh ??= v;
-    else {
-      if (fieldNameIs(k, "host")) host = v;
-      out.push([k, v]);
-    }
+  constructor(
+    readonly host: string,
+    readonly ts: TunnelStream,
+    /** The protocols the client asked to upgrade to (lower case); undefined: no upgrade. */
+    readonly upgrade: string[] | undefined,
+  ) {
+    this.switched = new Promise((r) => this.#settle = r);
   }
-  out.push(["X-Forwarded-For", trust && xff ? `${xff}, ${peer.ip}` : peer.ip]);
-  out.push(["X-Forwarded-Proto", trust && xfp ? xfp : proto]);
-  out.push(["X-Forwarded-Host", trust && xfh ? xfh : host]);
-  return out;
+
+  /** Decide `switched` (the first call counts). */
+  settle(switched: boolean): void {
+    this.#settle(switched);
+  }
 }
 
-/** The ControlMsg localPort for a Host header: its port, unless it is our own public port. */
-export function localPortOf(hostHeader: string, publicPort?: number): string {
-  const p = hostPort(hostHeader);
-  return p !== "" && publicPort !== undefined && Number(p) === publicPort ? "" : p;
-}
-
-/** Bytes bigger than this skip the coalescing buffer (after flushing it). */
-const coalesceMaxCopyBytes = 16 * 1024;
-/** Size of the coalescing buffer. */
-const coalesceBufferBytes = 64 * 1024;
+const freeBulkBuffers: Uint8Array[] = [];
 
 /**
- * Gathers small writes for the current tunnel stream; `flush()` sends them as one write.
- * Large writes go straight through (after what is gathered), so order is kept.
+ * The response copy buffer: small while a response starts (and while the connection waits
+ * for the next one), a bulk buffer borrowed while reads fill the small one.
  */
-class WriteCoalescer {
-  target: Duplex | undefined;
-  #buf = new Uint8Array(coalesceBufferBytes);
-  #len = 0;
+class ResponseBuffer {
+  #small: Uint8Array | undefined;
+  #bulk: Uint8Array | undefined;
 
-  async add(p: Uint8Array): Promise<void> {
-    if (!this.target) throw new Deno.errors.BrokenPipe("no tunnel stream");
-    if (p.length > coalesceMaxCopyBytes) {
-      await this.flush();
-      await writeAll(this.target, p);
-      return;
-    }
-    if (this.#len + p.length > this.#buf.length) await this.flush();
-    this.#buf.set(p, this.#len);
-    this.#len += p.length;
+  /** The buffer for the next read. */
+  get(): Uint8Array {
+    return this.#bulk ?? (this.#small ??= new Uint8Array(responseFirstReadBytes));
   }
 
-  async flush(): Promise<void> {
-    if (this.#len === 0 || !this.target) return;
-    const n = this.#len;
-    this.#len = 0;
-    // writeAll resolves once the mux took the bytes, so the buffer is free again after it.
-    await writeAll(this.target, this.#buf.subarray(0, n));
+  /** After `n` bytes were read into `get()` and written out: grow or shrink. */
+  adapt(n: number): void {
+    if (!this.#bulk && n === responseFirstReadBytes) {
+      this.#bulk = freeBulkBuffers.pop() ?? new Uint8Array(responseBulkReadBytes);
+    } else if (this.#bulk && n < responseFirstReadBytes) {
+      this.release();
+    }
+  }
+
+  /** Give the bulk buffer back. */
+  release(): void {
+    if (this.#bulk && freeBulkBuffers.length < maxFreeBulkBuffers) {
+      freeBulkBuffers.push(this.#bulk);
+    }
+    this.#bulk = undefined;
   }
 }
 
-interface Current {
-  host: string;
-  ts: TunnelStream;
-  out: Duplex;
-  pump: Promise<void>;
-  /** Set when we end the stream ourselves to switch hosts: the public side stays open. */
-  switching: boolean;
-  /** Set by the pump when the public connection must end (error answered, origin closed). */
-  closePublic: boolean;
-  /** A response byte of this stream went out to the public client. */
-  responded: boolean;
-  /** We answer the public client ourselves (a bad request body): the pump stays quiet. */
-  abandoned: boolean;
+/** The protocols a request asks to upgrade to (lower case), or undefined for none. */
+function upgradeOffer(head: RequestHead): string[] | undefined {
+  if (!headerTokens(head.headers, "connection").includes("upgrade")) return undefined;
+  const offered = headerTokens(head.headers, "upgrade");
+  return offered.length > 0 ? offered : undefined;
+}
+
+/** Whether a 101's Upgrade names only protocols the client offered (versions may be dropped). */
+function upgradeAccepted(offered: string[], chosen: string[]): boolean {
+  const name = (t: string) => t.split("/")[0];
+  return chosen.length > 0 &&
+    chosen.every((c) => offered.some((o) => o === c || name(o) === c || o === name(c)));
+}
+
+/** Whether no request may follow this one on its connection (RFC 9112 §9.3, §9.6). */
+function isLastRequest(head: RequestHead): boolean {
+  const tokens = headerTokens(head.headers, "connection");
+  if (tokens.includes("close")) return true;
+  return head.version === "HTTP/1.0" && !tokens.includes("keep-alive");
+}
+
+/**
+ * One public connection of the standalone front, from its first request head to its close.
+ * The state machine is {@linkcode PublicConnState}; each tunnel stream it uses is a `Leg`
+ * whose pump copies the responses back.
+ */
+export class PublicConn {
+  /** Where the connection is. */
+  state: PublicConnState = PublicConnState.ReadingHead;
+  readonly #server: TunnelServer;
+  readonly #conn: Duplex;
+  readonly #peer: PeerInfo;
+  readonly #opts: HttpFrontOptions;
+  readonly #ctx: Pick<ConnContext, "handshakeDone" | "signal"> | undefined;
+  readonly #log: Logger;
+  /**
+   * Request bytes bound for the tunnel stream are gathered and flushed as one write just
+   * before a read of the public side (which may block).
+   */
+  readonly #out = new WriteCoalescer();
+  /** The public side as request bodies are read from it (flushes `#out` first). */
+  readonly #pub: Duplex;
+  readonly #reader: BufferedReader;
+  #leg: Leg | undefined;
+  #lastActivity = Date.now();
+  #heads = 0;
+
+  /** A public connection to serve with {@linkcode PublicConn.run}. */
+  constructor(
+    server: TunnelServer,
+    conn: Duplex,
+    peer: PeerInfo,
+    opts: HttpFrontOptions = {},
+    ctx?: Pick<ConnContext, "handshakeDone" | "signal">,
+  ) {
+    this.#server = server;
+    this.#conn = conn;
+    this.#peer = peer;
+    this.#opts = opts;
+    this.#ctx = ctx;
+    this.#log = opts.log ?? silentLogger;
+    const out = this.#out;
+    this.#pub = {
+      read: async (p) => {
+        await out.flush();
+        return await conn.read(p);
+      },
+      write: (p) => conn.write(p),
+      closeWrite: () => conn.closeWrite(),
+      close: () => conn.close(),
+    };
+    this.#reader = new BufferedReader(this.#pub, publicReadBytes);
+  }
+
+  /** Serve requests until the connection ends. Never throws. */
+  async run(): Promise<void> {
+    const idleMs = this.#opts.idleTimeoutMs ?? defaultPublicIdleTimeoutMs;
+    const idle = setInterval(() => {
+      if (Date.now() - this.#lastActivity <= idleMs) return;
+      this.#log.debug("public connection idle, closing", { remote: this.#peer.remote });
+      closeQuietly(this.#conn);
+      this.#leg?.ts.release();
+    }, Math.min(idleMs, 5_000));
+    try {
+      while (this.state === PublicConnState.ReadingHead) {
+        const head = await this.#readHead();
+        if (head === null) break;
+        if (this.#heads === 1) {
+          this.#ctx?.handshakeDone();
+          if (isControlRequest(head)) {
+            // A client session: the mux heartbeat judges its liveness, not the public idle
+            // timer (nothing touches lastActivity any more: it would cut every session
+            // idleTimeoutMs after it connected).
+            clearInterval(idle);
+            this.state = PublicConnState.Control;
+            await handleControl(
+              this.#server,
+              this.#conn,
+              this.#reader,
+              head,
+              this.#peer,
+              this.#log,
+            );
+            return;
+          }
+        }
+        await this.#request(head);
+      }
+      await this.#drain();
+    } catch (err) {
+      this.#log.debug("public connection failed", {
+        remote: this.#peer.remote,
+        error: errorMessage(err),
+      });
+    } finally {
+      clearInterval(idle);
+      this.#leg?.ts.release();
+    }
+  }
+
+  /** Whether the connection is ending now (the pump or a timer may decide so any time). */
+  #closing(): boolean {
+    return this.state === PublicConnState.Closing;
+  }
+
+  /** Move to `s` unless the connection is already ending. */
+  #enter(s: PublicConnState): void {
+    if (!this.#closing()) this.state = s;
+  }
+
+  /** The next request head; null at EOF or when the head could not be read (answered). */
+  async #readHead(): Promise<RequestHead | null> {
+    const first = this.#heads === 0;
+    let head: RequestHead | null;
+    try {
+      // The first head is under serve()'s handshake timer; later ones wait without a
+      // deadline for their first byte (the idle timer's business), then get headTimeoutMs.
+      head = await readRequestHeadWithin(
+        this.#reader,
+        first ? 0 : this.#opts.headTimeoutMs ?? defaultHeadTimeoutMs,
+        () => {
+          this.#log.debug("request head too slow, closing", { remote: this.#peer.remote });
+          closeQuietly(this.#conn);
+        },
+      );
+    } catch (err) {
+      const status = err instanceof HttpError ? statusForHttpError(err) : undefined;
+      if (status !== undefined) {
+        await this.#endLeg();
+        await this.#answer(status, "");
+      }
+      // Otherwise closed mid-head or reset: nothing to answer.
+      this.state = PublicConnState.Closing;
+      return null;
+    }
+    if (head === null) return null;
+    this.#heads++;
+    this.#lastActivity = Date.now();
+    return head;
+  }
+
+  /** Check, route and forward one request with its body. */
+  async #request(head: RequestHead): Promise<void> {
+    if (this.#closing()) return; // the previous response ended the connection
+    let routed, framing: BodyFraming;
+    try {
+      routed = routedTarget(head);
+      framing = requestBodyFraming(head);
+      if (head.method === "CONNECT") throw new HttpError("CONNECT is not served here");
+    } catch (err) {
+      await this.#endLeg();
+      await this.#answer(400, "");
+      this.#log.debug("bad request", { remote: this.#peer.remote, error: errorMessage(err) });
+      this.state = PublicConnState.Closing;
+      return;
+    }
+    const upgrade = upgradeOffer(head);
+    const fwd = routed.head;
+    const headBytes = serializeRequestHead({
+      ...fwd,
+      headers: forwardHeaders(
+        fwd,
+        this.#peer,
+        this.#opts.proto ?? "http",
+        this.#opts.trustForwarded ?? false,
+      ),
+    });
+    const leg = await this.#legFor(routed.vhost, routed.hostHeader, headBytes, upgrade);
+    if (!leg) return;
+    this.#enter(PublicConnState.CopyingBody);
+    if (!(await this.#copyRequestBody(leg, framing))) return;
+    if (upgrade) {
+      this.#enter(PublicConnState.AwaitingUpgrade);
+      await this.#flush();
+      const switched = await leg.switched;
+      if (this.#closing()) return;
+      if (switched) return await this.#relayUpgraded();
+    }
+    this.#enter(isLastRequest(head) ? PublicConnState.Draining : PublicConnState.ReadingHead);
+  }
+
+  /**
+   * The leg that carries a request for `vhost`: the current one while the Host stays the
+   * same (the head is queued on it), else a new stream (the head rides in its SYN). An
+   * Upgrade request always gets a new one, so its answer is the stream's first response.
+   * Undefined when the request was answered here (404, 502).
+   */
+  async #legFor(
+    vhost: string,
+    hostHeader: string,
+    headBytes: Uint8Array,
+    upgrade: string[] | undefined,
+  ): Promise<Leg | undefined> {
+    const cur = this.#leg;
+    if (cur && !upgrade && cur.host === vhost && cur.state === LegState.Open) {
+      await this.#out.add(headBytes);
+      this.#server.countRequest(vhost, "proxied");
+      return cur;
+    }
+    await this.#endLeg();
+    const route = await this.#server.route(vhost);
+    if (!route.ok) {
+      await this.#answer(route.status, route.host);
+      this.state = PublicConnState.Closing;
+      return undefined;
+    }
+    let ts: TunnelStream;
+    try {
+      ts = await this.#server.openStream(
+        route.client,
+        route.host,
+        "http",
+        localPortOf(hostHeader, this.#opts.publicPort),
+        headBytes,
+      );
+    } catch (err) {
+      await this.#answer(502, route.host);
+      this.#log.debug("cannot open tunnel stream", {
+        host: route.host,
+        error: errorMessage(err),
+      });
+      this.state = PublicConnState.Closing;
+      return undefined;
+    }
+    const leg = new Leg(route.host, ts, upgrade);
+    leg.pump = this.#pump(leg);
+    this.#leg = leg;
+    this.#out.target = ts.out;
+    return leg;
+  }
+
+  /** Request-body bytes to the tunnel stream. */
+  #sink = async (p: Uint8Array): Promise<void> => {
+    this.#lastActivity = Date.now();
+    await this.#out.add(p);
+  };
+
+  /** Copy one request body; false when the connection must end (answered if need be). */
+  async #copyRequestBody(leg: Leg, framing: BodyFraming): Promise<boolean> {
+    try {
+      await copyBody(this.#reader, this.#pub, framing, this.#sink);
+      return !this.#closing();
+    } catch (err) {
+      if (this.#closing()) return false;
+      this.state = PublicConnState.Closing;
+      this.#log.debug("request body copy failed", { host: leg.host, error: errorMessage(err) });
+      const badBody = err instanceof HttpError && err.reason !== "eof";
+      if (badBody && leg.responseBytes === 0) {
+        // Malformed body framing before anything was answered on this stream: the client
+        // gets a 400 (the app's half-received request is reset), not a silent close.
+        leg.state = LegState.Abandoned;
+        leg.ts.stream.reset();
+        await leg.pump;
+        if (leg.responseBytes === 0) await this.#answer(400, leg.host);
+        return false;
+      }
+      leg.ts.stream.reset();
+      return false;
+    }
+  }
+
+  /** After the app's 101: the rest of the public side goes to the app untouched. */
+  async #relayUpgraded(): Promise<void> {
+    this.state = PublicConnState.Upgraded;
+    await copyBody(this.#reader, this.#pub, { kind: "close" }, this.#sink).catch((err) => {
+      this.#log.debug("upgraded copy ended", { error: errorMessage(err) });
+    });
+    await this.#halfClose();
+    this.#enter(PublicConnState.Draining);
+  }
+
+  /**
+   * No more requests: let the responses drain. After the public side's EOF (still
+   * ReadingHead) the stream's write side is closed at once. After a last request
+   * (`Connection: close`, Draining) it is not, as the app closes once it answered (RFC 9112
+   * §9.6) and some apps drop a response whose request side was half-closed: the public side
+   * is read (and dropped: no further request is processed) until it ends, then the stream
+   * is half-closed too, or until the app ends the stream.
+   */
+  async #drain(): Promise<void> {
+    const leg = this.#leg;
+    if (!leg) return;
+    if (this.state === PublicConnState.Draining) {
+      await this.#flush();
+      const publicEnded = this.#discardUntilEof();
+      if ((await Promise.race([leg.pump.then(() => "pump"), publicEnded])) === "pump") return;
+    }
+    await this.#halfClose();
+    await leg.pump;
+  }
+
+  /** Read and drop what the public side still sends; resolves at its EOF (or failure). */
+  async #discardUntilEof(): Promise<"public"> {
+    this.#reader.takeBuffered();
+    const buf = new Uint8Array(1024);
+    try {
+      while ((await this.#conn.read(buf)) !== null) {
+        // Bytes after a last request are not processed (RFC 9112 §9.6).
+      }
+    } catch {
+      // The connection was closed under us (the pump, the idle timer): that is an end too.
+    }
+    return "public";
+  }
+
+  /** Send the gathered request bytes now. */
+  async #flush(): Promise<void> {
+    await this.#out.flush().catch(() => {
+      // Stream gone: the pump has ended or will.
+    });
+  }
+
+  /** Send what is gathered and close the current stream's write side. */
+  async #halfClose(): Promise<void> {
+    const leg = this.#leg;
+    if (!leg) return;
+    await this.#flush();
+    await leg.ts.stream.closeWrite().catch(() => {
+      // Stream gone: the pump has ended or will.
+    });
+  }
+
+  /** Stop using the current leg: close its write side, let its responses drain. */
+  async #endLeg(): Promise<void> {
+    const leg = this.#leg;
+    if (!leg) return;
+    this.#leg = undefined;
+    leg.state = LegState.Finishing;
+    await this.#out.flush().catch(() => {
+      // Stream already gone: the pump ends on its own.
+    });
+    this.#out.target = undefined;
+    await leg.ts.stream.closeWrite().catch(() => {
+      // Stream already gone: the pump ends on its own.
+    });
+    await leg.pump;
+    leg.ts.release();
+  }
+
+  /** Answer the public client ourselves with an error page. */
+  async #answer(status: number, host: string, outcome = String(status)): Promise<void> {
+    this.#server.countRequest(host, outcome);
+    const page = errorPage(status, host);
+    await writeAll(
+      this.#conn,
+      simpleResponse(status, page, { contentType: "text/html; charset=utf-8" }),
+    ).catch(() => {
+      // The public client left: nothing to tell it.
+    });
+  }
+
+  /** The public connection ends now (the main loop sees the state, reads fail). */
+  #close(): void {
+    this.state = PublicConnState.Closing;
+    closeQuietly(this.#conn);
+  }
+
+  /** Copy the response bytes of `leg` to the public side until its stream ends. */
+  async #pump(leg: Leg): Promise<void> {
+    const server = this.#server;
+    try {
+      await leg.ts.reply(server.responseTimeoutMs);
+    } catch (err) {
+      leg.settle(false);
+      if (leg.state === LegState.Abandoned) return;
+      const e = err as TunnelError;
+      await this.#answer(e.reason === "timeout" ? 504 : 502, leg.host);
+      this.#log.debug("tunnel stream failed", {
+        host: leg.host,
+        reason: e.reason,
+        error: e.message,
+      });
+      this.#close();
+      return;
+    }
+    server.countRequest(leg.host, "proxied");
+    const watch = this.#watchFirstByte(leg);
+    const buf = new ResponseBuffer();
+    try {
+      let src = leg.ts.body();
+      if (leg.upgrade) src = await this.#answerToUpgrade(leg, src);
+      while (true) {
+        const b = buf.get();
+        const n = await src.read(b);
+        if (n === null) break;
+        leg.responseBytes += n;
+        this.#lastActivity = Date.now();
+        await writeAll(this.#conn, b.subarray(0, n));
+        buf.adapt(n);
+      }
+      if (leg.state !== LegState.Finishing) {
+        // The app closed its connection: so does the public one (after what was sent).
+        this.state = PublicConnState.Closing;
+        await this.#conn.closeWrite().catch(() => {
+          // Already closed.
+        });
+      }
+    } catch (err) {
+      if (leg.state === LegState.Open) {
+        if (leg.responseBytes === 0 && err instanceof HttpError) {
+          // The app's answer to an Upgrade request was not a usable response head.
+          await this.#answer(502, leg.host);
+          leg.ts.stream.reset();
+        }
+        this.#close();
+      }
+      this.#log.debug("response copy ended", { host: leg.host, error: errorMessage(err) });
+    } finally {
+      clearTimeout(watch.timer);
+      buf.release();
+      leg.settle(false);
+    }
+  }
+
+  /**
+   * The app's answer to an Upgrade request: interim heads and the final head are relayed;
+   * `leg.switched` is decided by it. A 101 for a protocol the client did not offer is an
+   * HttpError (answered 502). Returns the byte source after the head.
+   */
+  async #answerToUpgrade(leg: Leg, src: Duplex): Promise<Duplex> {
+    const r = new BufferedReader(src, publicReadBytes);
+    while (true) {
+      const head = await readResponseHead(r);
+      if (
+        head.status === 101 && !upgradeAccepted(leg.upgrade!, headerTokens(head.headers, "upgrade"))
+      ) {
+        throw new HttpError("101 for a protocol the client did not ask for");
+      }
+      const bytes = serializeResponseHead(head);
+      await writeAll(this.#conn, bytes);
+      leg.responseBytes += bytes.length;
+      this.#lastActivity = Date.now();
+      if (head.status === 101) {
+        leg.settle(true);
+        break;
+      }
+      if (head.status >= 200) {
+        leg.settle(false);
+        break;
+      }
+    }
+    return withPrefix(src, r.takeBuffered());
+  }
+
+  /**
+   * 504 when no response byte came for responseTimeoutMs after the last request byte (a
+   * long upload keeps re-arming it, like nginx's proxy_read_timeout).
+   */
+  #watchFirstByte(leg: Leg): { timer: ReturnType<typeof setTimeout> | undefined } {
+    const timeoutMs = this.#server.responseTimeoutMs;
+    const watch: { timer: ReturnType<typeof setTimeout> | undefined } = { timer: undefined };
+    const arm = (ms: number) => {
+      watch.timer = setTimeout(() => {
+        if (leg.responseBytes > 0 || leg.state === LegState.Abandoned) return;
+        const quietMs = Date.now() - this.#lastActivity;
+        if (quietMs < timeoutMs) return arm(timeoutMs - quietMs);
+        // The app behind the client never answered: 504, and this connection ends.
+        this.state = PublicConnState.Closing;
+        void this.#answer(504, leg.host).finally(() => closeQuietly(this.#conn));
+        leg.ts.stream.reset();
+      }, ms);
+    };
+    arm(timeoutMs);
+    return watch;
+  }
 }
 
 /**
@@ -195,311 +667,5 @@ export async function handlePublicConn(
   opts: HttpFrontOptions = {},
   ctx?: Pick<ConnContext, "handshakeDone" | "signal">,
 ): Promise<void> {
-  const log = opts.log ?? silentLogger;
-  // Request bytes bound for the tunnel stream are gathered (chunk-size lines, small chunks,
-  // pipelined heads) and flushed as one write just before a read that may block: fewer,
-  // larger mux frames without holding back anything the app is waiting for.
-  const out = new WriteCoalescer();
-  const pub: Duplex = {
-    read: async (p) => {
-      await out.flush();
-      return await conn.read(p);
-    },
-    write: (p) => conn.write(p),
-    closeWrite: () => conn.closeWrite(),
-    close: () => conn.close(),
-  };
-  const reader = new BufferedReader(pub);
-  let current: Current | undefined;
-  let lastActivity = Date.now();
-  let first = true;
-  const idleMs = opts.idleTimeoutMs ?? defaultPublicIdleTimeoutMs;
-  const headTimeoutMs = opts.headTimeoutMs ?? defaultHeadTimeoutMs;
-  const idle = setInterval(() => {
-    if (Date.now() - lastActivity > idleMs) {
-      log.debug("public connection idle, closing", { remote: peer.remote });
-      closeQuietly(conn);
-      if (current) current.ts.release();
-    }
-  }, Math.min(idleMs, 5_000));
-
-  const answer = async (status: number, host: string, outcome = String(status)) => {
-    server.countRequest(host, outcome);
-    await writeAll(
-      conn,
-      simpleResponse(status, errorPage(status, host), { contentType: "text/html; charset=utf-8" }),
-    ).catch(() => {
-      // The public client left: nothing to tell it.
-    });
-  };
-
-  /** Copy the response bytes of `cur` to the public side. */
-  const pumpResponses = async (cur: Current): Promise<void> => {
-    try {
-      await cur.ts.reply(server.responseTimeoutMs);
-    } catch (err) {
-      if (cur.abandoned) return;
-      const e = err as TunnelError;
-      await answer(e.reason === "timeout" ? 504 : 502, cur.host);
-      log.debug("tunnel stream failed", { host: cur.host, reason: e.reason, error: e.message });
-      cur.closePublic = true;
-      closeQuietly(conn);
-      return;
-    }
-    server.countRequest(cur.host, "proxied");
-    const src = cur.ts.body();
-    cur.out = cur.ts.stream;
-    // 504 when no response byte came for responseTimeoutMs after the last request byte (a
-    // long upload keeps re-arming it, like nginx's proxy_read_timeout).
-    let firstByteTimer: ReturnType<typeof setTimeout> | undefined;
-    const arm = (ms: number) => {
-      firstByteTimer = setTimeout(() => {
-        if (cur.responded || cur.abandoned) return;
-        const quietMs = Date.now() - lastActivity;
-        if (quietMs < server.responseTimeoutMs) return arm(server.responseTimeoutMs - quietMs);
-        // The app behind the client never answered: 504, and this connection ends.
-        cur.closePublic = true;
-        void answer(504, cur.host).finally(() => closeQuietly(conn));
-        cur.ts.stream.reset();
-      }, ms);
-    };
-    arm(server.responseTimeoutMs);
-    const rbuf = new Uint8Array(responseBufferBytes);
-    try {
-      while (true) {
-        const n = await src.read(rbuf);
-        if (n === null) break;
-        cur.responded = true;
-        lastActivity = Date.now();
-        await writeAll(conn, rbuf.subarray(0, n));
-      }
-      if (!cur.switching) {
-        // The app closed its connection: so does the public one (after what was sent).
-        cur.closePublic = true;
-        await conn.closeWrite().catch(() => {
-          // Already closed.
-        });
-      }
-    } catch (err) {
-      if (!cur.switching && !cur.abandoned) {
-        cur.closePublic = true;
-        closeQuietly(conn);
-      }
-      log.debug("response copy ended", { host: cur.host, error: errorMessage(err) });
-    } finally {
-      clearTimeout(firstByteTimer);
-    }
-  };
-
-  const endCurrent = async () => {
-    if (!current) return;
-    const cur = current;
-    current = undefined;
-    cur.switching = true;
-    await out.flush().catch(() => {
-      // Stream already gone: the pump ends on its own.
-    });
-    out.target = undefined;
-    await cur.ts.stream.closeWrite().catch(() => {
-      // Stream already gone: the pump ends on its own.
-    });
-    await cur.pump;
-    cur.ts.release();
-  };
-
-  try {
-    while (true) {
-      let head: RequestHead | null;
-      try {
-        // The first head is under serve()'s handshake timer; later ones wait without a
-        // deadline for their first byte (the idle timer's business), then get headTimeoutMs.
-        head = await readRequestHeadWithin(reader, first ? 0 : headTimeoutMs, () => {
-          log.debug("request head too slow, closing", { remote: peer.remote });
-          closeQuietly(conn);
-        });
-      } catch (err) {
-        const status = err instanceof HttpError ? statusForHttpError(err) : undefined;
-        if (status !== undefined) {
-          await endCurrent();
-          await answer(status, "");
-          return;
-        }
-        break; // closed mid-head or reset: nothing to answer
-      }
-      if (head === null) break;
-      lastActivity = Date.now();
-      if (first) {
-        first = false;
-        ctx?.handshakeDone();
-        if (head.target === controlPath || head.target.startsWith(controlPath + "?")) {
-          // A client session: the mux heartbeat judges its liveness, not the public idle
-          // timer (nothing touches lastActivity any more: it would cut every session
-          // idleTimeoutMs after it connected).
-          clearInterval(idle);
-          await handleControl(server, conn, reader, head, peer, log);
-          return;
-        }
-      }
-      const hostHeader = getHeader(head.headers, "host");
-      const vhost = hostHeader ? normalizeHost(hostHeader) : "";
-      let framing;
-      try {
-        framing = requestBodyFraming(head);
-        if (!vhost) throw new HttpError("missing or bad Host header");
-        if (head.method === "CONNECT") throw new HttpError("CONNECT is not served here");
-      } catch (err) {
-        await endCurrent();
-        await answer(400, vhost);
-        log.debug("bad request", { remote: peer.remote, error: errorMessage(err) });
-        return;
-      }
-      const upgrade = getHeader(head.headers, "upgrade") !== undefined &&
-        headerHasToken(head.headers, "connection", "upgrade");
-      const headBytes = serializeRequestHead({
-        ...head,
-        headers: forwardHeaders(head, peer, opts.proto ?? "http", opts.trustForwarded ?? false),
-      });
-      if (current && current.host === vhost && !current.closePublic) {
-        await out.add(headBytes);
-        server.countRequest(vhost, "proxied");
-      } else {
-        await endCurrent();
-        const route = await server.route(vhost);
-        if (!route.ok) {
-          await answer(route.status, route.host);
-          return;
-        }
-        let ts: TunnelStream;
-        try {
-          ts = await server.openStream(
-            route.client,
-            route.host,
-            "http",
-            localPortOf(hostHeader!, opts.publicPort),
-            headBytes,
-          );
-        } catch (err) {
-          await answer(502, route.host);
-          log.debug("cannot open tunnel stream", { host: route.host, error: errorMessage(err) });
-          return;
-        }
-        const cur: Current = {
-          host: route.host,
-          ts,
-          out: ts.out,
-          pump: Promise.resolve(),
-          switching: false,
-          closePublic: false,
-          responded: false,
-          abandoned: false,
-        };
-        cur.pump = pumpResponses(cur);
-        current = cur;
-        out.target = ts.out;
-      }
-      const cur = current!;
-      const sink = async (p: Uint8Array) => {
-        lastActivity = Date.now();
-        await out.add(p);
-      };
-      if (upgrade) {
-        // After an Upgrade (WebSocket …) the connection is opaque bytes both ways.
-        await copyBody(reader, pub, { kind: "close" }, sink).catch((err) => {
-          log.debug("upgraded copy ended", { error: errorMessage(err) });
-        });
-        await out.flush().catch(() => {
-          // Stream gone.
-        });
-        await cur.ts.stream.closeWrite().catch(() => {
-          // Stream gone.
-        });
-        await cur.pump;
-        return;
-      }
-      try {
-        await copyBody(reader, pub, framing, sink);
-      } catch (err) {
-        if (cur.closePublic) break;
-        log.debug("request body copy failed", { host: cur.host, error: errorMessage(err) });
-        const badBody = err instanceof HttpError && err.reason !== "eof";
-        if (badBody && !cur.responded) {
-          // Malformed body framing before anything was answered on this stream: the client
-          // gets a 400 (the app's half-received request is reset), not a silent close.
-          cur.abandoned = true;
-          cur.ts.stream.reset();
-          await cur.pump;
-          if (!cur.responded) await answer(400, cur.host);
-          break;
-        }
-        cur.ts.stream.reset();
-        break;
-      }
-      if (cur.closePublic) break;
-    }
-    // The public side finished sending: let the responses drain.
-    if (current) {
-      const cur = current;
-      await out.flush().catch(() => {
-        // Stream gone: the pump has ended or will.
-      });
-      await cur.ts.stream.closeWrite().catch(() => {
-        // Stream gone: the pump has ended or will.
-      });
-      await cur.pump;
-    }
-  } catch (err) {
-    log.debug("public connection failed", { remote: peer.remote, error: errorMessage(err) });
-  } finally {
-    clearInterval(idle);
-    if (current) current.ts.release();
-  }
-}
-
-async function handleControl(
-  server: TunnelServer,
-  conn: Duplex,
-  reader: BufferedReader,
-  head: RequestHead,
-  peer: PeerInfo,
-  log: Logger,
-): Promise<void> {
-  const hdr = (n: string) => getHeader(head.headers, n);
-  const raw = (hdr("upgrade") ?? "").toLowerCase() === rawUpgradeToken;
-  const why = raw
-    ? (head.method === "GET" && headerHasToken(head.headers, "connection", "upgrade")
-      ? null
-      : "bad raw upgrade")
-    : checkUpgradeRequest(head.method, hdr);
-  if (why) {
-    await writeAll(conn, simpleResponse(400, `${why}\n`));
-    return;
-  }
-  const auth = hdr("authorization");
-  const identifier = hdr(identifierHeader) ??
-    (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
-  const result = await server.authenticate(identifier, peer.remote);
-  if (result !== "ok") {
-    log.warn("client refused", { remote: peer.remote, reason: result });
-    const [status, text] = result === "unknown"
-      ? [401, "unknown identifier\n"]
-      : [409, "a client with this identifier is already connected\n"];
-    await writeAll(conn, simpleResponse(status, text)).catch(() => {
-      // Client left.
-    });
-    return;
-  }
-  if (raw) {
-    // The mux session runs straight on the TCP connection: no WebSocket framing cost.
-    await writeAll(conn, rawSwitchResponse);
-    await server.attach(
-      withPrefix(conn, reader.takeBuffered()),
-      identifier!,
-      peer.remote,
-      peerCommonName(conn as Deno.Conn),
-    );
-    return;
-  }
-  await writeAll(conn, switchingProtocolsResponse(hdr("sec-websocket-key")!));
-  const ws = new WsConn(conn, { role: "server", prefix: reader.takeBuffered() });
-  await server.attach(ws, identifier!, peer.remote, peerCommonName(conn as Deno.Conn));
+  await new PublicConn(server, conn, peer, opts, ctx).run();
 }

@@ -12,6 +12,7 @@ export * from "./tunnel_stream.ts";
 export * from "./tcp_ports.ts";
 export * from "./stats.ts";
 import "./metrics.ts";
+export * from "./forward.ts";
 export * from "./front_http.ts";
 export * from "./app.ts";
 export type { WebSocketLimits } from "./ws_passthrough.ts";

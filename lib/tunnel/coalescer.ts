@@ -1,0 +1,59 @@
+/**
+ * Write gathering for the standalone front's tunnel streams: small request pieces
+ * (chunk-size lines, small chunks, pipelined heads) go out as one write, fewer and larger
+ * mux frames, without holding back anything the app waits for (the front flushes before
+ * every read that may block). The gathering buffer is borrowed only while bytes wait in
+ * it, so an idle connection holds none.
+ * @module
+ */
+
+import { type Duplex, writeAll } from "../net/mod.ts";
+
+/** Bytes bigger than this skip the coalescing buffer (after flushing it). */
+const coalesceMaxCopyBytes = 16 * 1024;
+/** Size of the coalescing buffer. */
+const coalesceBufferBytes = 64 * 1024;
+/** Free coalescing buffers kept for the next connection (the rest go to the GC). */
+const maxFreeBuffers = 64;
+
+const free: Uint8Array[] = [];
+
+/**
+ * Gathers small writes for the current tunnel stream; `flush()` sends them as one write.
+ * Large writes go straight through (after what is gathered), so order is kept.
+ */
+export class WriteCoalescer {
+  /** Where gathered bytes go; writes fail while there is none. */
+  target: Duplex | undefined;
+  #buf: Uint8Array | undefined;
+  #len = 0;
+
+  /** Queue `p` (copied) or, when large, send what is queued and then `p`. */
+  async add(p: Uint8Array): Promise<void> {
+    if (!this.target) throw new Deno.errors.BrokenPipe("no tunnel stream");
+    if (p.length > coalesceMaxCopyBytes) {
+      await this.flush();
+      await writeAll(this.target, p);
+      return;
+    }
+    if (this.#len + p.length > coalesceBufferBytes) await this.flush();
+    this.#buf ??= free.pop() ?? new Uint8Array(coalesceBufferBytes);
+    this.#buf.set(p, this.#len);
+    this.#len += p.length;
+  }
+
+  /** Send what is queued as one write, then give the buffer back. */
+  async flush(): Promise<void> {
+    const buf = this.#buf;
+    if (!buf) return;
+    const n = this.#len;
+    this.#buf = undefined;
+    this.#len = 0;
+    try {
+      if (n > 0 && this.target) await writeAll(this.target, buf.subarray(0, n));
+    } finally {
+      // writeAll resolves once the mux took the bytes: the buffer is free again after it.
+      if (free.length < maxFreeBuffers) free.push(buf);
+    }
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * What both tunnel fronts (the standalone fast path, front_http.ts, and the embeddable Hono
+ * app, app.ts) forward the same way: the X-Forwarded-* fields, the local port a Host names,
+ * the request target and Host checks, and the error pages the tunnel answers itself. Neither
+ * front imports the other; both import this.
+ * @module
+ */
+
+import {
+  fieldNameIs,
+  HttpError,
+  parseAbsoluteTarget,
+  parseAuthority,
+  type RequestHead,
+} from "../http/mod.ts";
+import { hostPort, normalizeHost } from "./registry.ts";
+
+/** Who is on the other end of a public connection. */
+export interface PeerInfo {
+  /** Remote IP (no port). */
+  ip: string;
+  /** `ip:port`, for logs. */
+  remote: string;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** The short HTML page of an error the tunnel answers itself. */
+export function errorPage(status: number, host: string): string {
+  const h = escapeHtml(host || "(none)");
+  const text: Record<number, string> = {
+    400: "The request is malformed.",
+    404: `No tunnel is registered for host <b>${h}</b>.`,
+    502: `The tunnel client for <b>${h}</b> is not connected or cannot reach its local service.`,
+    504: `The tunnel client for <b>${h}</b> did not answer in time.`,
+  };
+  return `<!doctype html><title>${status}</title><h1>${status}</h1><p>${
+    text[status] ?? "Error."
+  }</p>\n`;
+}
+
+/** The header list forwarded to the client: X-Forwarded-* added, Host kept. */
+export function forwardHeaders(
+  head: RequestHead,
+  peer: PeerInfo,
+  proto: string,
+  trust: boolean,
+): [string, string][] {
+  const out: [string, string][] = [];
+  let xff: string | undefined;
+  let xfp: string | undefined;
+  let xfh: string | undefined;
+  let host = "";
+  for (const [k, v] of head.headers) {
+    if (fieldNameIs(k, "x-forwarded-for")) xff = xff ? `${xff}, ${v}` : v;
+    else if (fieldNameIs(k, "x-forwarded-proto")) xfp ??= v;
+    else if (fieldNameIs(k, "x-forwarded-host")) xfh ??= v;
+    else {
+      if (fieldNameIs(k, "host")) host = v;
+      out.push([k, v]);
+    }
+  }
+  out.push(["X-Forwarded-For", trust && xff ? `${xff}, ${peer.ip}` : peer.ip]);
+  out.push(["X-Forwarded-Proto", trust && xfp ? xfp : proto]);
+  out.push(["X-Forwarded-Host", trust && xfh ? xfh : host]);
+  return out;
+}
+
+/** The ControlMsg localPort for a Host header: its port, unless it is our own public port. */
+export function localPortOf(hostHeader: string, publicPort?: number): string {
+  const p = hostPort(hostHeader);
+  return p !== "" && publicPort !== undefined && Number(p) === publicPort ? "" : p;
+}
+
+/** A request as the standalone front routes it: its Host and its target in origin form. */
+export interface RoutedTarget {
+  /** The Host field value (what the client's local port is read from). */
+  hostHeader: string;
+  /** The virtual host (lower case, no port). */
+  vhost: string;
+  /** The head to forward: origin-form target. */
+  head: RequestHead;
+}
+
+/**
+ * Check the Host and request target of a request the front received (RFC 9112 §3.2):
+ * exactly one Host field, a valid `host[:port]` (numeric port); an absolute-form target
+ * must name the same authority as Host and is rewritten to origin form, so the app never
+ * routes by an authority the tunnel did not. Throws HttpError (answered 400).
+ */
+export function routedTarget(head: RequestHead): RoutedTarget {
+  let hostHeader: string | undefined;
+  for (const [k, v] of head.headers) {
+    if (!fieldNameIs(k, "host")) continue;
+    if (hostHeader !== undefined) throw new HttpError("more than one Host field");
+    hostHeader = v.trim();
+  }
+  if (hostHeader === undefined || hostHeader === "") throw new HttpError("missing Host header");
+  parseAuthority(hostHeader, 80); // a port, when written, is numeric and in range
+  const vhost = normalizeHost(hostHeader);
+  if (!vhost) throw new HttpError(`bad Host ${JSON.stringify(hostHeader)}`);
+  if (head.target.startsWith("/") || head.target === "*") {
+    return { hostHeader, vhost, head };
+  }
+  const target = parseAbsoluteTarget(head.target);
+  // A Host without a port means the scheme's default port, as the target's authority does.
+  const hostPortNumber = Number(hostPort(hostHeader) || target.dest.port);
+  if (normalizeHost(target.authority) !== vhost || hostPortNumber !== target.dest.port) {
+    throw new HttpError("request target names another authority than Host");
+  }
+  return { hostHeader, vhost, head: { ...head, target: target.path } };
+}

@@ -1,0 +1,126 @@
+/**
+ * Host and request-target handling of the standalone tunnel front (RFC 9112 §3.2, issue 16):
+ * two Host fields, a Host with a non-numeric port, or an absolute-form target naming another
+ * authority are answered 400 without reaching the app; an absolute-form target reaches the
+ * app in origin form; nothing after a `Connection: close` request is forwarded; an HTTP/1.0
+ * request with Transfer-Encoding is refused.
+ */
+
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { startPythonEcho } from "./_echo_apps.ts";
+import { startRawOrigin } from "./_http.ts";
+import { rawSend, startClient, startTunnel } from "./_tunnel.ts";
+import { writeAll } from "../lib/net/mod.ts";
+
+/** A tunnel front with `app.test` served by a client of `localPort`. */
+async function withTunnel(localPort: number, fn: (port: number) => Promise<void>) {
+  const t = startTunnel();
+  const id = "identifier-host-" + crypto.randomUUID();
+  await t.server.addHost("app.test", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: localPort },
+  });
+  try {
+    await c.connected();
+    await fn(t.port);
+  } finally {
+    await c.stop();
+    await t.close();
+  }
+}
+
+/** An app that answers every request with its target and never closes by itself. */
+function startTargetEcho() {
+  return startRawOrigin(async (head, _r, conn) => {
+    const body = `${head.method} ${head.target}\n`;
+    await writeAll(
+      conn,
+      new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
+    );
+    return true;
+  });
+}
+
+const refused: [string, string][] = [
+  ["two Host fields", "GET /a HTTP/1.1\r\nHost: app.test\r\nHost: internal.test\r\n\r\n"],
+  ["a Host with a non-numeric port", "GET /a HTTP/1.1\r\nHost: app.test:abc\r\n\r\n"],
+  [
+    "an absolute-form target naming another host",
+    "GET http://internal.admin/a HTTP/1.1\r\nHost: app.test\r\n\r\n",
+  ],
+  [
+    "an absolute-form target naming another port",
+    "GET http://app.test:8081/a HTTP/1.1\r\nHost: app.test:8080\r\n\r\n",
+  ],
+  [
+    "an HTTP/1.0 request with Transfer-Encoding",
+    "POST /a HTTP/1.0\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+  ],
+];
+
+for (const [what, request] of refused) {
+  Deno.test(`tunnel front: ${what} is answered 400 and never reaches the app`, async () => {
+    const app = startTargetEcho();
+    try {
+      await withTunnel(app.addr.port, async (port) => {
+        const text = await rawSend(port, request);
+        assertMatch(text, /^HTTP\/1\.1 400 /);
+        assertEquals(app.heads.length, 0);
+      });
+    } finally {
+      await app.stop(0);
+    }
+  });
+}
+
+Deno.test("tunnel front: an absolute-form target reaches the app in origin form", async () => {
+  const app = await startPythonEcho();
+  try {
+    await withTunnel(app.port, async (port) => {
+      const text = await rawSend(
+        port,
+        "GET http://APP.test/x?y=1 HTTP/1.1\r\nHost: app.test\r\n\r\n" +
+          "GET http://app.test:80/z HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+      );
+      assertMatch(text, /GET \/x\?y=1\|127\.0\.0\.1\|app\.test\n/);
+      assertMatch(text, /GET \/z\|127\.0\.0\.1\|app\.test\n/);
+      assert(!text.includes("http://"), text);
+    });
+  } finally {
+    await app.stop();
+  }
+});
+
+Deno.test("tunnel front: nothing after a Connection: close request is forwarded", async () => {
+  const app = startTargetEcho();
+  try {
+    await withTunnel(app.addr.port, async (port) => {
+      const text = await rawSend(
+        port,
+        "GET /first HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n" +
+          "GET /second HTTP/1.1\r\nHost: app.test\r\n\r\n",
+      );
+      assertMatch(text, /^HTTP\/1\.1 200 OK\r\n[^]*GET \/first\n$/);
+      assertEquals(app.heads.map((h) => h.target), ["/first"]);
+    });
+  } finally {
+    await app.stop(0);
+  }
+});
+
+Deno.test("tunnel front: nothing after an HTTP/1.0 request without keep-alive is forwarded", async () => {
+  const app = startTargetEcho();
+  try {
+    await withTunnel(app.addr.port, async (port) => {
+      await rawSend(
+        port,
+        "GET /first HTTP/1.0\r\nHost: app.test\r\n\r\nGET /second HTTP/1.1\r\nHost: app.test\r\n\r\n",
+      );
+      assertEquals(app.heads.map((h) => h.target), ["/first"]);
+    });
+  } finally {
+    await app.stop(0);
+  }
+});
