@@ -510,6 +510,9 @@ export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Pro
         ...hopByHop,
         ...resConnTokens.filter((t) => !framingFields.has(t)),
         ...(dechunk ? ["transfer-encoding", "trailer"] : []),
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
+        // beside it could make the next hop read the body the other way.
+        ...(headerTokens(res.headers, "transfer-encoding").length > 0 ? ["content-length"] : []),
       ]);
       if (!keep) fields.push(["Connection", "close"]);
       else if (head.version === "HTTP/1.0") fields = [...fields, ["Connection", "keep-alive"]];
