@@ -11,6 +11,7 @@ import {
 import { dial, type Duplex, type HostPort, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { drainHash, listenLocal, sendBlocks } from "./_util.ts";
+import { concatBytes } from "../lib/net/bytes.ts";
 /** A connected pair of loopback TCP connections. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
   const l = listenLocal();
@@ -35,12 +36,8 @@ export function rawFrame(body: string | Uint8Array, lengthOverride?: number): Ui
 }
 
 /** Concatenate byte arrays. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) (out.set(p, o), o += p.length);
-  return out;
-}
+/** Join byte arrays (lib/net `concatBytes`). */
+export const concat = concatBytes;
 
 /** An in-process depot: a server on port-0 listeners and (optionally) locals. */
 export interface TestDepot {

@@ -16,17 +16,14 @@ import {
   sendSocks5Reply,
   type Socks5ServerOptions,
 } from "../lib/socks5/mod.ts";
+import { concatBytes } from "../lib/net/bytes.ts";
 
 export const enc = new TextEncoder();
 export const dec = new TextDecoder();
 
 /** Concatenate byte arrays. */
 export function concat(...parts: (Uint8Array | number[])[]): Uint8Array {
-  const arrs = parts.map((p) => (p instanceof Uint8Array ? p : new Uint8Array(p)));
-  const out = new Uint8Array(arrs.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of arrs) (out.set(p, o), o += p.length);
-  return out;
+  return concatBytes(...parts.map((p) => (p instanceof Uint8Array ? p : new Uint8Array(p))));
 }
 
 /** A username/password sub-negotiation message. */

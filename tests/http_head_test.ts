@@ -30,20 +30,13 @@ import {
   withHeader,
   withoutHeaders,
 } from "../lib/http/mod.ts";
+import { concatBytes, concatList } from "../lib/net/bytes.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  return concatAll(parts);
-}
-
-function concatAll(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) (out.set(p, o), o += p.length);
-  return out;
-}
+const concat = concatBytes;
+const concatAll = concatList;
 
 /** Collect everything a copy writes. */
 function collector(): {

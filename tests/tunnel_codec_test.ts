@@ -29,16 +29,12 @@ import {
   requestBodyFraming,
   serializeRequestHead,
 } from "../lib/http/mod.ts";
+import { concatList } from "../lib/net/bytes.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) (out.set(p, o), o += p.length);
-  return out;
-}
+const concat = concatList;
 
 const twoRequests = "GET /a?x=1 HTTP/1.1\r\nHost: App.Test:8080\r\nX-A: 1\r\n\r\n" +
   "POST /up HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n" +

@@ -7,6 +7,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { ProtocolError } from "../lib/net/mod.ts";
 import { encodeFrameHeader, Opcode, WsConn, type WsMessage } from "../lib/transport/mod.ts";
+import { concatBytes } from "../lib/net/bytes.ts";
 
 const enc = new TextEncoder();
 
@@ -27,12 +28,7 @@ function frame(opcode: number, payload: Uint8Array, fin = true): Uint8Array {
   return out;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) (out.set(p, o), o += p.length);
-  return out;
-}
+const concat = concatBytes;
 
 async function readAllMessages(ws: WsConn, maxBytes = 8 << 20): Promise<WsMessage[]> {
   const out: WsMessage[] = [];

@@ -15,6 +15,7 @@ import {
   type Duplex,
   errorMessage,
   formatAddr,
+  joinHostPort,
   type NetFailureReason,
   relay,
   type RelayStats,
@@ -556,7 +557,7 @@ export class DepotServer {
     }
     ctx.handshakeDone();
     const exitName = req.username ? req.username : this.defaultExit;
-    const dest = joinDest(req.dest.host, req.dest.port);
+    const dest = joinHostPort(req.dest.host, req.dest.port);
     const exit = this.#exits.get(exitName);
     const log = ctx.log.child({ exit: exitName, dest });
     if (!exit) {
@@ -811,10 +812,6 @@ export class DepotServer {
       closeQuietly(stream);
     }
   }
-}
-
-function joinDest(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function describe(err: unknown): string {

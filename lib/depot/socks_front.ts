@@ -4,7 +4,7 @@
  * @module
  */
 
-import { BufferedReader, type Duplex, ProtocolError, withPrefix } from "../net/mod.ts";
+import { BufferedReader, concatBytes, type Duplex, ProtocolError, withPrefix } from "../net/mod.ts";
 import { acceptSocks5, Method, type Socks5Request } from "../socks5/mod.ts";
 
 /** SOCKS protocol version byte. */
@@ -50,13 +50,6 @@ export async function acceptDepotSocks(
     greeting = new Uint8Array([socksVersion, methods.length, ...methods]);
     useAuth = true;
   }
-  const replay = withPrefix(conn, concat(greeting, r.takeBuffered()));
+  const replay = withPrefix(conn, concatBytes(greeting, r.takeBuffered()));
   return await acceptSocks5(replay, useAuth ? { authenticate: opts.authenticate } : {});
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

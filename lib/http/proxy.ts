@@ -11,6 +11,7 @@ import {
   BufferedReader,
   classifyError,
   closeQuietly,
+  concatBytes,
   type Duplex,
   errorMessage,
   type HostPort,
@@ -693,11 +694,4 @@ function wantsKeepAlive(head: RequestHead | ResponseHead): boolean {
   ];
   if (tokens.includes("close")) return false;
   return head.version === "HTTP/1.1" || tokens.includes("keep-alive");
-}
-
-function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

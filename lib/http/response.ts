@@ -5,6 +5,7 @@
  */
 
 import { encodeLatin1 } from "./head.ts";
+import { concatBytes } from "../net/bytes.ts";
 
 /** Reason phrases of the statuses warren answers by itself. */
 export const statusText: Readonly<Record<number, string>> = {
@@ -44,11 +45,7 @@ export function simpleResponse(
     `Cache-Control: no-store\r\n`;
   if (!opts.keepAlive) head += "Connection: close\r\n";
   for (const [k, v] of opts.headers ?? []) head += `${k}: ${v}\r\n`;
-  const h = encodeLatin1(head + "\r\n");
-  const out = new Uint8Array(h.length + b.length);
-  out.set(h);
-  out.set(b, h.length);
-  return out;
+  return concatBytes(encodeLatin1(head + "\r\n"), b);
 }
 
 /**

@@ -27,6 +27,35 @@ export async function writeAll(w: Pick<Duplex, "write">, p: Uint8Array): Promise
   }
 }
 
+/**
+ * Write all of `p` to a peer that may be gone already (a refusal or a last reply before the
+ * connection is closed anyway): resolves true when written, false when the write failed. That
+ * failure cannot matter: the caller closes the connection next and has nobody left to tell.
+ * Never rejects.
+ */
+export async function writeQuietly(w: Pick<Duplex, "write">, p: Uint8Array): Promise<boolean> {
+  try {
+    await writeAll(w, p);
+    return true;
+  } catch {
+    // The peer is gone: see above.
+    return false;
+  }
+}
+
+/**
+ * `closeWrite()` on a connection whose peer may be gone (after a refusal, at the end of a
+ * relay): our FIN has nobody to reach then, and the caller closes the connection next.
+ * Never rejects.
+ */
+export async function closeWriteQuietly(c: Pick<Duplex, "closeWrite">): Promise<void> {
+  try {
+    await c.closeWrite();
+  } catch {
+    // Already closed or reset: the FIN has nobody to reach.
+  }
+}
+
 /** What `closeQuietly` already closed: cleanup paths often close the same thing twice. */
 const closedQuietly = new WeakSet<object>();
 

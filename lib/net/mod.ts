@@ -4,6 +4,7 @@
  * @module
  */
 export * from "./duplex.ts";
+export * from "./bytes.ts";
 export * from "./errors.ts";
 export * from "./pool.ts";
 export * from "./relay.ts";

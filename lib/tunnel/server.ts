@@ -9,7 +9,14 @@
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
-import { BufferedReader, closeQuietly, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
+import {
+  BufferedReader,
+  closeQuietly,
+  concatBytes,
+  type Duplex,
+  errorMessage,
+  writeAll,
+} from "../net/mod.ts";
 import { type Outgoing, randomSecret } from "../control/mod.ts";
 import {
   encodeMessage,
@@ -87,14 +94,6 @@ export interface ClientEvents {
 
 /** Every live TunnelServer of the process (lib/tunnel/metrics.ts reads them at scrape). */
 export const liveTunnelServers: Set<TunnelServer> = new Set();
-
-function concat(a: Uint8Array, b?: Uint8Array): Uint8Array {
-  if (!b || b.length === 0) return a;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
 
 /**
  * The tunnel server core. Front ends call `authenticate` + `attach` for the control path
@@ -236,7 +235,7 @@ export class TunnelServer {
     });
     let stream: Stream;
     try {
-      stream = await client.session.open({ data: concat(msg, firstData) });
+      stream = await client.session.open({ data: firstData ? concatBytes(msg, firstData) : msg });
     } catch (err) {
       throw new TunnelError("closed", `cannot open a stream: ${errorMessage(err)}`, { cause: err });
     }
