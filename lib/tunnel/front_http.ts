@@ -55,7 +55,7 @@ export const defaultHeadTimeoutMs = 30_000;
 /** First size of a public connection's head buffer (it grows for larger heads). */
 const publicReadBytes = 4 * 1024;
 /** Bytes per response read while a response starts, and while the connection idles. */
-const responseFirstReadBytes = 16 * 1024;
+const responseFirstReadBytes = 4 * 1024;
 /** Bytes per response read once reads fill the first size (downloads dominate bulk traffic). */
 const responseBulkReadBytes = 256 * 1024;
 /** Free bulk response buffers kept for other connections (the rest go to the GC). */

@@ -54,6 +54,12 @@ class CountedDuplex implements Duplex {
   }
 }
 
+/**
+ * First size of the reply reader: a StreamReply is about 100 bytes, and the reader lives as
+ * long as the stream (an idle keep-alive connection holds it); it grows for a larger one.
+ */
+const replyReadBytes = 1024;
+
 const noStats = (): HostStats => ({
   requests: 0,
   bytesIn: 0,
@@ -81,7 +87,7 @@ export class TunnelStream {
     stats: HostStats = noStats(),
     sentBytes = 0,
   ) {
-    this.reader = new BufferedReader(stream);
+    this.reader = new BufferedReader(stream, replyReadBytes);
     this.#stats = stats;
     this.out = new CountedDuplex(stream, stats);
     stats.openStreams++;
