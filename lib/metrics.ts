@@ -59,7 +59,7 @@ collectedCounter(
 collectedCounter(
   "warren_listener_errors_total",
   "Connections refused or failed at the listener, by reason (limit, handshake-timeout, " +
-    "handler-error)",
+    "handler-error, accept: a failed accept such as EMFILE, retried)",
   ["listener", "reason"],
   () =>
     [...liveServers].flatMap((s) => {
@@ -68,6 +68,7 @@ collectedCounter(
         [{ listener, reason: "limit" }, s.stats.rejected],
         [{ listener, reason: "handshake-timeout" }, s.stats.handshakeTimeouts],
         [{ listener, reason: "handler-error" }, s.stats.errors],
+        [{ listener, reason: "accept" }, s.stats.acceptErrors],
       ] as [Partial<Record<"listener" | "reason", string>>, number][];
     }),
 );

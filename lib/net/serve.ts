@@ -66,6 +66,8 @@ export interface ServeStats {
   handshakeTimeouts: number;
   /** Handlers that threw. */
   errors: number;
+  /** Failed accepts (EMFILE: out of file descriptors; a reset before accept), each retried. */
+  acceptErrors: number;
 }
 
 /**
@@ -115,7 +117,14 @@ export function serve<C extends Deno.Conn>(
   const log = opts.log ?? silentLogger;
   const maxConns = opts.maxConns ?? defaultMaxConns;
   const handshakeMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
-  const stats: ServeStats = { active: 0, total: 0, rejected: 0, handshakeTimeouts: 0, errors: 0 };
+  const stats: ServeStats = {
+    active: 0,
+    total: 0,
+    rejected: 0,
+    handshakeTimeouts: 0,
+    errors: 0,
+    acceptErrors: 0,
+  };
   const live = new Map<C, AbortController>();
   const settled = new Set<Promise<void>>();
   const hardStop = new AbortController();
@@ -165,6 +174,7 @@ export function serve<C extends Deno.Conn>(
   };
 
   const loop = async () => {
+    let failing = 0; // accept failures in a row: one log line per streak, not one per retry
     while (true) {
       let conn: C;
       try {
@@ -172,9 +182,16 @@ export function serve<C extends Deno.Conn>(
       } catch (err) {
         if (stopping || err instanceof Deno.errors.BadResource) return;
         // Transient accept failures (EMFILE, ECONNABORTED) must not end the server.
-        log.warn("accept failed", { error: errorMessage(err) });
+        stats.acceptErrors++;
+        if (failing++ === 0) {
+          log.warn("accept failed, retrying", { error: errorMessage(err), retryMs: acceptRetryMs });
+        }
         await sleep(acceptRetryMs);
         continue;
+      }
+      if (failing > 0) {
+        log.info("accepting again", { failedAccepts: failing });
+        failing = 0;
       }
       stats.total++;
       if (stats.active >= maxConns) {
