@@ -155,7 +155,9 @@ export class ControlWriter<M extends Message> {
       }
     });
     // The queue continues whatever this send's outcome; the caller sees it through `p`.
-    this.#tail = p.catch(() => {});
+    this.#tail = p.catch(() => {
+      // Only the order matters here; the caller sees the failure through `p`.
+    });
     return p;
   }
 }

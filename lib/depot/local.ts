@@ -388,7 +388,7 @@ export class DepotLocal {
           openTunnel: async () => ({ conn: await muxSession.open(), spare: false }),
         };
         // The mux connection and the control connection live and die together.
-        void mux.closed.then(() => ctl.close());
+        void mux.closed.then(() => ctl.close()); // `closed` only resolves
         ctl.signal.addEventListener("abort", () => void muxSession.close("internal-error"));
       } else {
         if (o.mux) this.log.warn("server does not offer mux; using one TCP connection per tunnel");
@@ -416,7 +416,7 @@ export class DepotLocal {
       return session;
     } catch (err) {
       ctl.close();
-      void mux?.close("internal-error");
+      void mux?.close("internal-error"); // does not reject
       spares?.close();
       throw err;
     } finally {
@@ -499,6 +499,7 @@ export class DepotLocal {
           ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
           : await dial(req.host, req.port, { timeoutMs, signal });
       } catch (err) {
+        // `transport` never rejects (its failure is a value): close what it brings, if any.
         void transport.then((t) => closeQuietly(t.conn?.conn));
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
@@ -508,7 +509,9 @@ export class DepotLocal {
           id: req.id,
           reason,
           message: errorMessage(err).slice(0, 500),
-        }).catch(() => {});
+        }).catch(() => {
+          // The control connection is gone: the server fails the request on its own.
+        });
         return;
       }
       try {
@@ -531,7 +534,9 @@ export class DepotLocal {
           id: req.id,
           reason: "other",
           message: `tunnel: ${describe(err)}`.slice(0, 500),
-        }).catch(() => {});
+        }).catch(() => {
+          // The control connection is gone: the server fails the request on its own.
+        });
         return;
       }
       const stats: RelayStats = { aToB: 0, bToA: 0 };

@@ -404,8 +404,10 @@ export class DepotServer {
     // Relays run inside SOCKS handlers: this waits for them (or cuts them at the deadline).
     if (servers) await servers.socks.stop(drainMs);
     for (const exit of [...this.#exits.values()]) {
+      // fail() does not reject: a send to a gone exit is dropped inside it.
       void exit.ctl.fail(DepotRefusal.shutdown, "server shutting down");
     }
+    // close() does not reject; each session settles on its own.
     for (const mux of [...this.#muxSessions]) void mux.close("internal-error");
     if (servers) {
       await Promise.all([servers.control.stop(drainMs), servers.tunnel.stop(drainMs)]);
@@ -527,7 +529,7 @@ export class DepotServer {
     for (const p of [...exit.pending]) {
       p.settle({ ok: false, reason: "network-unreachable", message: `exit gone: ${why}` });
     }
-    if (notify) void exit.ctl.fail(notify.reason, notify.message);
+    if (notify) void exit.ctl.fail(notify.reason, notify.message); // does not reject
     else exit.ctl.close();
   }
 
@@ -564,13 +566,17 @@ export class DepotServer {
       // Documented: no exit connected → 0x03 (network unreachable), at once.
       this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
       log.info("no exit connected, refusing");
-      await sendSocks5Reply(conn, Reply.networkUnreachable).catch(() => {});
+      await sendSocks5Reply(conn, Reply.networkUnreachable).catch(() => {
+        // The SOCKS client hung up: it has no use for the reply.
+      });
       return;
     }
     if (this.#pending.size >= this.maxPending) {
       this.#recordFailure(exitName, dest, "busy", `${this.maxPending} requests already pending`);
       log.warn("too many pending requests, refusing", { maxPending: this.maxPending });
-      await sendSocks5Reply(conn, Reply.generalFailure).catch(() => {});
+      await sendSocks5Reply(conn, Reply.generalFailure).catch(() => {
+        // The SOCKS client hung up: it has no use for the reply.
+      });
       return;
     }
 
@@ -579,7 +585,9 @@ export class DepotServer {
       exit.failures++;
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
       log.info("request failed", { reason: outcome.reason, error: outcome.message });
-      await sendSocks5Reply(conn, replyForReason(outcome.reason)).catch(() => {});
+      await sendSocks5Reply(conn, replyForReason(outcome.reason)).catch(() => {
+        // The SOCKS client hung up: it has no use for the reply.
+      });
       return;
     }
     const tunnel = outcome.conn;
@@ -641,7 +649,9 @@ export class DepotServer {
       let settled = false;
       const timer = setTimeout(() => {
         if (p.settle({ ok: false, reason: "timeout", message: "no tunnel in time" })) {
-          exit.ctl.send({ type: "cancel", id }).catch(() => {});
+          exit.ctl.send({ type: "cancel", id }).catch(() => {
+            // The exit is gone: nothing of this request is left to cancel there.
+          });
         }
       }, this.pendingTimeoutMs);
       const p: Pending = {
@@ -694,7 +704,9 @@ export class DepotServer {
     const writer = new ControlWriter(conn, depotProtocol);
     const refuse = async (reason: string, message: string) => {
       ctx.log.warn("tunnel refused", { remote: ctx.remote, reason, error: message });
-      await writer.send({ type: "error", reason, message }).catch(() => {});
+      await writer.send({ type: "error", reason, message }).catch(() => {
+        // The refused side hung up already; the refusal is logged above.
+      });
     };
     let msg;
     try {

@@ -60,7 +60,9 @@ async function readFrame(conn: Duplex, dec: FrameDecoder, timeoutMs: number): Pr
   };
   const reading = loop();
   // If the timer wins, the pending read fails once the caller closes the connection.
-  reading.catch(() => {});
+  reading.catch(() => {
+    // The timeout below is what the caller hears about.
+  });
   try {
     return await Promise.race([reading, timeout]);
   } catch (err) {

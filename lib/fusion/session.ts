@@ -438,6 +438,7 @@ export class FusionSession implements Duplex {
     this.#log.info("path up", { path: pc.id, via: pc.label, paths: this.#paths.size });
     // Tell the peer our clock right away: the first RTT sample comes before any data.
     this.#enqueueCtl(pc, encodeHeartbeat(performance.now(), false));
+    // Neither loop rejects: each ends the path on its own errors.
     void this.#readLoop(pc);
     void this.#writeLoop(pc);
     this.#pump();

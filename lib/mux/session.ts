@@ -885,7 +885,9 @@ export class Session implements StreamHost, FrameSink {
     // A transport whose close() does not end a pending read must not hold `closed` forever.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      this.#readDone.catch(() => {}),
+      this.#readDone.catch(() => {
+        // The read loop's own failure was recorded as the close reason already.
+      }),
       new Promise<void>((r) => timer = setTimeout(r, goAwayFlushMs)),
     ]);
     clearTimeout(timer);

@@ -67,7 +67,9 @@ export function deferred(): Deferred {
   });
   // Only some of these are awaited (e.g. the last frame of a write); a session failure must
   // not turn the others into unhandled rejections. Awaiting `promise` still sees the error.
-  promise.catch(() => {});
+  promise.catch(() => {
+    // Seen by whoever awaits `promise`; the others need not hear of it.
+  });
   return { promise, resolve, reject };
 }
 

@@ -33,6 +33,7 @@ import {
   type BackoffOptions,
   BufferedReader,
   closeQuietly,
+  closeWriteQuietly,
   errorMessage,
   type HostPort,
   joinHostPort,
@@ -46,6 +47,7 @@ import {
   timingSafeEqual,
   withPrefix,
   writeAll,
+  writeQuietly,
 } from "../net/mod.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 import {
@@ -255,7 +257,9 @@ export class LinkClient {
         for (const w of this.#waiters.splice(0)) w(); // pending dials fail with this reason
       }
       if (stop.aborted) break;
-      await sleep(backoff.next(), stop).catch(() => {});
+      await sleep(backoff.next(), stop).catch(() => {
+        // Stopped while waiting: the loop condition ends it.
+      });
     }
   }
 
@@ -339,7 +343,7 @@ export function serveLink(
       const magicOk = hello[0] === linkMagic[0] && hello[1] === linkMagic[1] &&
         hello[2] === linkMagic[2] && hello[3] === linkMagic[3];
       if (!magicOk || hello[4] !== linkVersion) {
-        await writeAll(conn, new Uint8Array([helloBadVersion])).catch(() => {});
+        await writeQuietly(conn, new Uint8Array([helloBadVersion]));
         ctx.log.warn("link hello: bad magic or version", { remote: ctx.remote });
         return;
       }
@@ -351,7 +355,7 @@ export function serveLink(
         { signal: ctx.signal },
       );
       if (!tokenOk) {
-        await writeAll(conn, new Uint8Array([helloBadToken])).catch(() => {});
+        await writeQuietly(conn, new Uint8Array([helloBadToken]));
         ctx.log.warn("link hello: bad token", { remote: ctx.remote });
         return;
       }
@@ -396,7 +400,7 @@ async function serveLinkStream(
     dest = { host, port: (rest[head[1]] << 8) | rest[head[1] + 1] };
   } catch (err) {
     log.debug("link: bad stream request", { error: err instanceof Error ? err : undefined });
-    await writeAll(s, new Uint8Array([resultCodes.indexOf("other")])).catch(() => {});
+    await writeQuietly(s, new Uint8Array([resultCodes.indexOf("other")]));
     s.close();
     return;
   }
@@ -407,8 +411,8 @@ async function serveLinkStream(
   } catch (err) {
     const reason = err instanceof NetError ? err.reason : "other";
     log.debug("link: dial failed", { dest: joinHostPort(dest.host, dest.port), reason });
-    await writeAll(s, new Uint8Array([resultCodes.indexOf(reason)])).catch(() => {});
-    await s.closeWrite().catch(() => {});
+    await writeQuietly(s, new Uint8Array([resultCodes.indexOf(reason)]));
+    await closeWriteQuietly(s);
     s.close();
     return;
   }

@@ -4,7 +4,14 @@
  * @module
  */
 
-import { BufferedReader, type Duplex, type HostPort, ProtocolError, writeAll } from "../net/mod.ts";
+import {
+  BufferedReader,
+  type Duplex,
+  type HostPort,
+  ProtocolError,
+  writeAll,
+  writeQuietly,
+} from "../net/mod.ts";
 import { abortable } from "./_abort.ts";
 import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
 import {
@@ -170,7 +177,7 @@ async function acceptUserPass(
     ok = (await authenticate(username, password)) === true;
   } finally {
     // A throwing authenticator still owes the client an answer; it is a refusal.
-    if (!ok) await writeAll(conn, new Uint8Array([authVersion, authFailed])).catch(() => {});
+    if (!ok) await writeQuietly(conn, new Uint8Array([authVersion, authFailed]));
   }
   if (!ok) throw new Socks5Error("auth-failed", `authentication failed for user ${username}`);
   await writeAll(conn, new Uint8Array([authVersion, authSucceeded]));

@@ -360,7 +360,7 @@ class DenoTlsListener extends BaseTlsListener {
     super(opts);
     this.#inner = inner;
     this.addr = inner.addr;
-    void this.#loop();
+    void this.#loop(); // never rejects: accept failures are retried, the end is a close
   }
 
   async #loop(): Promise<void> {
@@ -381,7 +381,7 @@ class DenoTlsListener extends BaseTlsListener {
         closeQuietly(conn);
         continue;
       }
-      void this.#handshake(conn);
+      void this.#handshake(conn); // never rejects: a failed handshake is counted and logged
     }
     this.queue.close();
   }

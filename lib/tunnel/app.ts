@@ -377,7 +377,9 @@ async function proxyWebSocket(
     upgraded = Deno.upgradeWebSocket(req, r.protocol ? { protocol: r.protocol } : {});
   } catch (err) {
     // Not a request Deno.serve can upgrade (e.g. built by hand and passed to app.fetch).
-    await r.conn.sendCloseFrame(1011, "the public side cannot be upgraded").catch(() => {});
+    await r.conn.sendCloseFrame(1011, "the public side cannot be upgraded").catch(() => {
+      // The app side is gone already: nobody to tell.
+    });
     r.ts.release();
     server.countRequest(host, "501");
     server.log.debug("cannot upgrade the public request", { host, error: errorMessage(err) });

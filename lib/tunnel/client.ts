@@ -408,7 +408,7 @@ export class TunnelClient {
     const onAbort = () => {
       // The control stream is a stream like any other: close it so the drain can finish.
       if (control) closeQuietly(control);
-      void session.close();
+      void session.close(); // settles the session; close() does not reject
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
@@ -461,7 +461,7 @@ export class TunnelClient {
       const accepting = (async () => {
         for await (const s of session) {
           this.streams++;
-          void this.#serveStream(s);
+          void this.#serveStream(s); // never rejects: a failure ends that stream only
         }
       })();
       let end = await Promise.race([

@@ -317,6 +317,7 @@ export class TunnelServer {
       const refuseStreams = (async () => {
         // Clients never open streams after the control stream: reset any that arrive.
         while (true) {
+          // A failed accept means the session is over: nothing left to refuse.
           const s = await session.accept().catch(() => null);
           if (s === null) return;
           s.reset();
