@@ -1,3 +1,4 @@
+import { type AddressInfo, createServer } from "node:net";
 import { assert, assertEquals } from "./_assert.ts";
 import { BufferPool, closeQuietly, dial, relay, writeAll } from "../lib/net/mod.ts";
 import { blockStreamSha256, drainHash, listenLocal, readAll, sendBlocks } from "./_util.ts";
@@ -60,6 +61,12 @@ Deno.test("relay: half-close — client shuts write, still receives the whole re
   server.close();
 });
 
+/** The next read of `c` rejects with a connection reset (not EOF, not data). */
+async function assertReset(c: Deno.TcpConn, what: string): Promise<void> {
+  const err = await c.read(new Uint8Array(1)).then((n) => n, (e: unknown) => e);
+  assert(err instanceof Deno.errors.ConnectionReset, `${what}: ${err}`);
+}
+
 Deno.test("relay: idle timeout closes both sides", async () => {
   const [client, proxyIn] = await tcpPair();
   const [proxyOut, server] = await tcpPair();
@@ -71,16 +78,49 @@ Deno.test("relay: idle timeout closes both sides", async () => {
   server.close();
 });
 
-Deno.test("relay: abort signal ends it and closes both sides", async () => {
+Deno.test("relay: abort signal ends it and resets both sides", async () => {
   const [client, proxyIn] = await tcpPair();
   const [proxyOut, server] = await tcpPair();
   const ac = new AbortController();
   const p = relay(proxyIn, proxyOut, { signal: ac.signal });
   setTimeout(() => ac.abort(), 50);
   assertEquals((await p).end, "aborted");
-  assertEquals(await client.read(new Uint8Array(1)), null);
+  await assertReset(client, "client");
   client.close();
   server.close();
+});
+
+Deno.test("relay: a far side that dies mid-transfer resets the client, it does not end it", async () => {
+  // The far side sends part of a close-delimited reply, then its connection is reset (the
+  // process behind it died). The client must read the part, then an error: a FIN would make
+  // the half reply look complete.
+  const [client, proxyIn] = await tcpPair();
+  const far = new Promise<void>((resolve) => {
+    const srv = createServer((sock) => {
+      sock.write(new Uint8Array(10_000), () => setTimeout(() => sock.resetAndDestroy(), 50));
+      sock.on("close", () => srv.close(() => resolve()));
+      sock.on("error", () => {}); // the reset we asked for
+    }).listen(0, "127.0.0.1", async () => {
+      const { port } = srv.address() as AddressInfo;
+      const up = await dial("127.0.0.1", port);
+      const r = await relay(proxyIn, up);
+      assertEquals(r.end, "error");
+    });
+  });
+  let got = 0;
+  let err: unknown;
+  try {
+    for (let n = await client.read(new Uint8Array(65536)); n !== null;) {
+      got += n;
+      n = await client.read(new Uint8Array(65536));
+    }
+  } catch (e) {
+    err = e;
+  }
+  await far;
+  assertEquals(got, 10_000);
+  assert(err instanceof Deno.errors.ConnectionReset, `the client read ${err ?? "EOF"}`);
+  client.close();
 });
 
 Deno.test("relay: a reset destination ends the relay as an error and frees the source", async () => {

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { isResettable, resetDenoSocket } from "./reset.ts";
+
 /**
  * A bidirectional byte stream: the subset of `Deno.Conn` warren relies on.
  *
@@ -72,6 +74,29 @@ export function closeQuietly(c: { close(): void } | undefined | null): void {
   } catch {
     // Already closed or never opened: nothing left to release.
   }
+}
+
+/**
+ * Close with a reset: the peer reads an error ("connection reset"), not an end. For relays
+ * that learn their other side died: a FIN would tell the client it got everything. Uses the
+ * Duplex's own `reset()` (mux streams, node sockets), else a TCP RST on the Deno socket it is
+ * or wraps (through `inner`; see ./reset.ts), else an ordinary close. Never throws.
+ */
+export function resetQuietly(c: Duplex | undefined | null): void {
+  if (!c || closedQuietly.has(c)) return;
+  for (let x: unknown = c, depth = 0; x && depth < 4; depth++) {
+    if (isResettable(x)) {
+      try {
+        x.reset();
+      } catch {
+        // Already closed: the close below is all that is left to do.
+      }
+      break;
+    }
+    if (resetDenoSocket(x as object)) break;
+    x = (x as { inner?: unknown }).inner;
+  }
+  closeQuietly(c);
 }
 
 /**

@@ -17,3 +17,4 @@ export * from "./secret.ts";
 export * from "./node_socket.ts";
 export * from "./ratelimit.ts";
 export * from "./acl.ts";
+export * from "./reset.ts";

@@ -187,6 +187,18 @@ export class NodeSocketConn implements Deno.Conn {
     this.#wake();
   }
 
+  /** Abort with a TCP RST (a TLS socket, which has no TCP handle of its own, is destroyed). */
+  reset(): void {
+    try {
+      this.#sock.resetAndDestroy();
+    } catch {
+      // ERR_INVALID_HANDLE_TYPE (TLS over a wrapped socket) or already destroyed.
+      this.#sock.destroy();
+    }
+    this.#eof = true;
+    this.#wake();
+  }
+
   /** Keep the event loop alive while the socket is open (the default). */
   ref(): void {
     this.#sock.ref();

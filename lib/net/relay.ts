@@ -8,7 +8,7 @@
  * @module
  */
 
-import { closeQuietly, type Duplex, writeAll } from "./duplex.ts";
+import { closeQuietly, type Duplex, resetQuietly, writeAll } from "./duplex.ts";
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
 
@@ -47,8 +47,9 @@ export interface RelayResult extends RelayStats {
  * Copy `a`→`b` and `b`→`a` until both directions reach EOF, then close both.
  *
  * Guarantees: EOF on one side becomes `closeWrite()` on the other; any error in either
- * direction, the idle timeout or the signal closes both sides; both are always closed when
- * the promise resolves, and it never rejects.
+ * direction or the signal resets both sides (see `resetQuietly`: a peer must not take a cut
+ * stream for a complete one), the idle timeout closes them; both are always closed when the
+ * promise resolves, and it never rejects.
  *
  * @example
  * ```ts ignore
@@ -66,13 +67,17 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
   let lastActivity = Date.now();
   let finished = false;
 
+  // An error or an abort cut a stream short: both sides are reset, so neither peer reads the
+  // cut as a clean end (a close-delimited download would look complete after a FIN). The idle
+  // timeout ends a connection on which nothing moved: an ordinary close.
   const stop = (why: RelayEnd, err?: Error) => {
     if (finished) return;
     finished = true;
     end = why;
     error = err;
-    closeQuietly(a);
-    closeQuietly(b);
+    const finish = why === "idle" ? closeQuietly : resetQuietly;
+    finish(a);
+    finish(b);
   };
 
   const pump = async (src: Duplex, dst: Duplex, count: (n: number) => void) => {
