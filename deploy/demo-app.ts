@@ -8,7 +8,7 @@
  * @module
  */
 
-import { hostPortFlag, onShutdown, parseFlags, serviceLogger } from "../lib/cli.ts";
+import { onShutdown, startService } from "../services/_kit.ts";
 import { joinHostPort } from "../lib/net/addr.ts";
 
 /** Largest `/bytes/N` answered (bytes): a demo, not a disk filler. */
@@ -68,25 +68,27 @@ export function demoHandler(req: Request): Response {
 }
 
 if (import.meta.main) {
-  const flags = parseFlags({
-    name: "demo-app",
-    summary: "the compose stack's demo web app: /hello, /bytes/N, /healthz",
-    flags: {
-      listen: {
-        type: "string",
-        arg: "host:port",
-        default: "127.0.0.1:8000",
-        env: "DEMO_LISTEN",
-        help: "where to serve HTTP",
+  const { flags, log } = await startService(
+    {
+      name: "demo-app",
+      summary: "the compose stack's demo web app: /hello, /bytes/N, /healthz",
+      flags: {
+        listen: {
+          kind: "hostport",
+          arg: "host:port",
+          default: "127.0.0.1:8000",
+          env: "DEMO_LISTEN",
+          help: "where to serve HTTP",
+        },
       },
-    },
-    examples: [
-      "demo-app --listen 0.0.0.0:8000",
-      "curl http://127.0.0.1:8000/bytes/1048576 | sha256sum",
-    ],
-  });
-  const log = serviceLogger("demo-app", flags["log-level"]);
-  const addr = hostPortFlag("listen", flags.listen!);
+      examples: [
+        "demo-app --listen 0.0.0.0:8000",
+        "curl http://127.0.0.1:8000/bytes/1048576 | sha256sum",
+      ],
+    } as const,
+    () => undefined,
+  );
+  const addr = flags.listen;
   const server = Deno.serve({
     hostname: addr.host,
     port: addr.port,

@@ -1,6 +1,7 @@
 /**
  * deploy/config/*.toml: one example per service, each accepted by its service
- * (`--check-config`: names and types against the service's own flags), and the file's keys
+ * (`--check-config`: every check a start runs, with the secrets their comments name in the
+ * environment), and the file's keys
  * really reach the flags (a service started from its example with only addresses overridden).
  */
 
@@ -17,6 +18,13 @@ const services = [
   "fusion-client",
 ];
 const configDir = new URL("../deploy/config/", import.meta.url).pathname;
+/** The secrets the examples' comments say come from the environment. */
+const exampleSecrets = {
+  APP_IDENTIFIER: "example-app-identifier-1",
+  DOCS_IDENTIFIER: "example-docs-identifier-2",
+  TUNNEL_IDENTIFIER: "example-tunnel-identifier-3",
+  FUSION_TOKEN: "example-fusion-token-4",
+};
 
 Deno.test("config examples: one per service, each accepted by --check-config", async () => {
   const files = [...Deno.readDirSync(configDir)].map((e) => e.name).filter((n) =>
@@ -31,7 +39,7 @@ Deno.test("config examples: one per service, each accepted by --check-config", a
       "--config",
       `${configDir}${s}.toml`,
       "--check-config",
-    ]);
+    ], { env: exampleSecrets });
     assertEquals([s, r.code, r.stdout.trim()], [s, 0, `config ok: ${configDir}${s}.toml`]);
   }));
 });

@@ -208,7 +208,7 @@ Deno.test("depot services: depot-local --mux carries tunnels as streams", async 
 
 Deno.test("depot services: local killed mid-transfer; server stays up; new local works", async () => {
   const target = startTarget();
-  const server = await startServer(["--heartbeat-ms", "200"]);
+  const server = await startServer(["--heartbeat", "200ms"]);
   let local: ServiceProcess | undefined;
   try {
     const control = server.addrs.get("control")!;
@@ -304,7 +304,7 @@ Deno.test("depot services: a local started before the server retries until it ap
   const local = await startService("depot-local.ts", [
     "--server",
     `127.0.0.1:${port}`,
-    "--max-backoff-ms",
+    "--backoff-max",
     "300",
   ], { readyCount: 0, ready: /msg="reconnecting"/, env: { DEPOT_TOKEN: "svc-token" } });
   let server: ServiceProcess | undefined;

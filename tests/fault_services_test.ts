@@ -240,7 +240,7 @@ Deno.test("faults: depot — server restarted while the local keeps retrying; lo
     "--tunnel",
     `127.0.0.1:${ports[2]}`,
   ];
-  const localArgs = ["--server", `127.0.0.1:${ports[0]}`, "--max-backoff-ms", "300"];
+  const localArgs = ["--server", `127.0.0.1:${ports[0]}`, "--backoff-max", "300ms"];
   let server = await startService("depot-server.ts", serverArgs, { readyCount: 3, env });
   let local = await startService("depot-local.ts", localArgs, {
     readyCount: 0,

@@ -54,7 +54,7 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
   const env = { DEPOT_TOKEN: "metrics-token" };
   const server = await startService("depot-server.ts", [
     ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
-    ...["--heartbeat-ms", "100"],
+    ...["--heartbeat", "100ms"],
   ], { readyCount: 3, env });
   let local: ServiceProcess | undefined;
   try {

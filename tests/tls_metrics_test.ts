@@ -5,7 +5,7 @@
 import { assert } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
 import { Logger } from "../lib/log.ts";
-import { listenTlsOrExit } from "../lib/cli_security.ts";
+import { listenTlsCounted } from "../lib/cli_security.ts";
 import { registry } from "../lib/metrics.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { connectTls, loadTlsClientConfig, loadTlsServerConfig } from "../lib/transport/tls.ts";
@@ -35,7 +35,7 @@ Deno.test("tls metrics: plaintext and a missing client certificate are counted b
     caFile: pki.ca,
   });
   const quiet = new Logger("error", {}, () => {});
-  const listener = await listenTlsOrExit(
+  const listener = await listenTlsCounted(
     { host: "127.0.0.1", port: 0 },
     cfg,
     "metrics-test",

@@ -41,7 +41,7 @@ Deno.test("tunnel TLS: wss client with a private CA; wrong CA refused; plaintext
       `--server=wss://localhost:${port}`,
       `--identifier-file=${pki.dir}/id`,
       `--local=127.0.0.1:${app.port}`,
-      `--ca-file=${pki.ca}`,
+      `--tls-ca=${pki.ca}`,
     ], { readyCount: 0, ready: /msg="connected"/ });
     procs.push(client);
     const get = () =>
@@ -64,7 +64,7 @@ Deno.test("tunnel TLS: wss client with a private CA; wrong CA refused; plaintext
       `--server=wss://localhost:${port}`,
       `--identifier-file=${pki.dir}/id`,
       `--local=127.0.0.1:${app.port}`,
-      `--ca-file=${pki.ca2}`,
+      `--tls-ca=${pki.ca2}`,
     ], { readyCount: 0, ready: /msg="cannot connect to server"/ });
     procs.push(wrong);
     assertMatch(

@@ -75,7 +75,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
       `--identifier-file=${pki.dir}/id2`,
       `--local=127.0.0.1:${app2.port}`,
       "--transport=raw",
-      `--ca-file=${pki.ca}`,
+      `--tls-ca=${pki.ca}`,
       `--tls-client-cert=${pki.clientCert}`,
       `--tls-client-key=${pki.clientKey}`,
     ], { readyCount: 0, ready: /msg="connected"/ });

@@ -74,7 +74,7 @@ export interface ServiceCommand<S extends FlagDefs> {
   summary: string;
   flags: S;
   /** Extra help text (examples) printed after the flag list. */
-  examples?: string[];
+  examples?: readonly string[];
 }
 
 /**

@@ -41,7 +41,10 @@ export {
 } from "./resolve.ts";
 export {
   isSecretRef,
+  PlaceholderSecretError,
+  placeholderSecretPrefix,
   readSecretFile,
+  refusePlaceholder,
   resolveSecret,
   SecretError,
   type SecretErrorReason,

@@ -28,7 +28,10 @@ export type ValueSource =
 const rank = (s: ValueSource): number =>
   s.kind === "flag" ? 3 : s.kind === "env" ? 2 : s.kind === "file" ? 1 : 0;
 
-/** How `source` is named in messages. */
+/**
+ * How `source` is named in messages, which read `<where> must be …`: `--max-conns`,
+ * `SEAPROX_LISTEN (--listen)`, `seaprox.toml:3: max-conns`.
+ */
 export function describeSource(source: ValueSource, flag: string): string {
   switch (source.kind) {
     case "flag":
@@ -36,7 +39,7 @@ export function describeSource(source: ValueSource, flag: string): string {
     case "env":
       return `${source.name} (--${flag})`;
     case "file":
-      return `${source.path}:${source.line ?? "?"}: key "${source.key}"`;
+      return `${source.path}:${source.line ?? "?"}: ${source.key}`;
     case "default":
       return `default of --${flag}`;
   }
@@ -153,7 +156,7 @@ function parseOne(name: string, d: FlagDef, text: string, source: ValueSource): 
     return parseFlagValue(d, text);
   } catch (err) {
     if (err instanceof FlagValueError) {
-      throw new FlagError(name, `${describeSource(source, name)}: ${err.message}`);
+      throw new FlagError(name, `${describeSource(source, name)} ${err.message}`);
     }
     throw err;
   }

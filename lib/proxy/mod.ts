@@ -16,3 +16,4 @@ export * from "./chain.ts";
 export * from "./http.ts";
 export * from "./seaprox.ts";
 export * from "./link.ts";
+export * from "./metrics.ts";

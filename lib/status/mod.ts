@@ -20,6 +20,7 @@ export { pagePollIntervalMs, statusPageHtml } from "./page.ts";
 export { fusionStatusProvider } from "./fusion.ts";
 export { depotStatusProvider } from "./depot.ts";
 export { tunnelStatusProvider } from "./tunnel.ts";
+export { seaproxStatusJson, seaproxStatusProvider, type SeaproxStatusSource } from "./seaprox.ts";
 export { jsonStatusProvider, listenersStatusProvider } from "./json.ts";
 export {
   observabilityHandler,

@@ -8,7 +8,7 @@
  */
 
 import { errorMessage } from "../net/errors.ts";
-import { resolveSecret } from "../config/secret.ts";
+import { refusePlaceholder, resolveSecret } from "../config/secret.ts";
 import { normalizeHost } from "./registry.ts";
 import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
 import type { TunnelServer } from "./server.ts";
@@ -41,7 +41,7 @@ export function parsePortRange(text: string, where: string): PortRange {
   const min = m ? Number(m[1]) : NaN;
   const max = m ? Number(m[2] ?? m[1]) : NaN;
   if (!m || min < 1 || max > 65535 || min > max) {
-    throw new TunnelConfigError(`${where}: must be min-max (ports 1-65535), got ${text}`);
+    throw new TunnelConfigError(`${where} must be min-max (ports 1-65535), got ${text}`);
   }
   return { min, max };
 }
@@ -77,7 +77,7 @@ export function parseHostSpec(
   const eq = spec.indexOf("=");
   if (eq <= 0) {
     throw new TunnelConfigError(
-      `${where}: must be vhost=identifier, got ${JSON.stringify(spec.split("=")[0])}`,
+      `${where} must be vhost=identifier, got ${JSON.stringify(spec.split("=")[0])}`,
     );
   }
   const vhost = spec.slice(0, eq);
@@ -98,7 +98,7 @@ export function parseHostsFile(text: string, path: string): [string, string][] {
     if (parts.length !== 2) {
       throw new TunnelConfigError(`${where}: want "vhost identifier", got ${parts.length} fields`);
     }
-    out.push(checkedHost(parts[0], parts[1], where));
+    out.push(checkedHost(parts[0], refusePlaceholder(parts[1], `${where}: identifier`), where));
   });
   return out;
 }
@@ -129,7 +129,7 @@ export function parseTcpSpec(
   const localPort = m?.[2] !== undefined ? Number(m[2]) : undefined;
   if (!m || publicPort < 1 || publicPort > 65535 || (localPort ?? 1) < 1 || localPort! > 65535) {
     throw new TunnelConfigError(
-      `${where}: must be port[:localPort]=identifier, got ${spec.split("=")[0]}`,
+      `${where} must be port[:localPort]=identifier, got ${spec.split("=")[0]}`,
     );
   }
   if (!range || publicPort < range.min || publicPort > range.max) {

@@ -39,6 +39,7 @@ import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
 import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
 import { TunnelError, TunnelStream } from "./tunnel_stream.ts";
+import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
 
 /** Default interval of mux pings to each client. */
 export const defaultHeartbeatIntervalMs = 2_000;
@@ -448,6 +449,16 @@ export class TunnelServer {
       });
     }
     return out;
+  }
+
+  #config?: TunnelConfigApplier;
+
+  /**
+   * Make the config-defined hosts and TCP tunnels `cfg` (start and reload): only what changed
+   * is touched, hosts and tunnels added through the admin API stay (lib/tunnel/config.ts).
+   */
+  applyConfig(cfg: TunnelConfig): Promise<TunnelConfigResult> {
+    return (this.#config ??= new TunnelConfigApplier(this)).apply(cfg);
   }
 
   /** Close every client session and TCP tunnel. */

@@ -1,0 +1,254 @@
+/**
+ * The services' process side, the only place that reads `Deno.args` and exits: flags from
+ * argv + environment + `--config` file (lib/config), `--help`, `--version`, `--check-config`
+ * (every check a start runs, then exit without binding), one-line failures with exit code 2
+ * (bad config) or 1 (cannot run), SIGHUP reloads, and SIGINT/SIGTERM shutdown.
+ *
+ * A service is: `startService(command, validate)` → construct from the config → run.
+ * `validate` is the whole of its config checking, so `--check-config` and a start (and a
+ * reload) refuse exactly the same configs.
+ * @module
+ */
+
+import { Logger, type LogLevel } from "../lib/log.ts";
+import type { HostPort } from "../lib/net/addr.ts";
+import { errorMessage } from "../lib/net/errors.ts";
+import { formatAddr, type Server } from "../lib/net/serve.ts";
+import { type HttpHandler, serveHttp } from "../lib/http/server.ts";
+import type { TlsServerConfig } from "../lib/transport/tls.ts";
+import { warrenVersion } from "../lib/version.ts";
+import { listenLink } from "../lib/cli_security.ts";
+import {
+  allFlags,
+  type ArgvValues,
+  changedKeys,
+  commandOnlyFlags,
+  type commonFlags,
+  configFileFlags,
+  describeSource,
+  type FlagDefs,
+  type FlagValues,
+  loadConfigFile,
+  parseArgv,
+  type Resolved,
+  resolveFlags,
+  type ServiceCommand,
+  usage,
+} from "../lib/config/mod.ts";
+
+/** Print `msg` as one line to stderr and exit with `code` (2 = bad config, 1 = cannot run). */
+export function fail(msg: string, code = 1): never {
+  console.error(`error: ${msg}`);
+  Deno.exit(code);
+}
+
+/** The values a service's `validate` sees: its flags and the common ones, typed. */
+export type ServiceFlags<S extends FlagDefs> = FlagValues<S & typeof commonFlags>;
+
+/** What a service's `validate` gets besides the flags. */
+export interface ValidateContext {
+  log: Logger;
+  /** Where flag `name`'s value was written, for messages (`--host`, `t.toml:3: key "host"`). */
+  where(name: string): string;
+}
+
+/** A service's config check: builds its config from the flags, throws (any Error) to refuse. */
+export type Validate<S extends FlagDefs, C> = (
+  flags: ServiceFlags<S>,
+  ctx: ValidateContext,
+) => C | Promise<C>;
+
+/** A started service's config, logger and reload hook. */
+export interface Started<S extends FlagDefs, C> {
+  flags: ServiceFlags<S>;
+  cfg: C;
+  log: Logger;
+  /**
+   * Register what SIGHUP re-applies, given the re-validated config (the file re-read with the
+   * same command line). Throw to refuse the reload: the old config stays. Keys that changed
+   * and are not `live` in their definition are named in one warning line.
+   */
+  onReload(handler: (next: C, flags: ServiceFlags<S>) => void | Promise<void>): void;
+}
+
+/** The validate context of one resolution. */
+function contextOf(r: Resolved<FlagDefs>, log: Logger): ValidateContext {
+  return { log, where: (name) => describeSource(r.sources[name] ?? { kind: "default" }, name) };
+}
+
+const processEnv = (name: string): string | undefined => Deno.env.get(name);
+
+/** Resolve the flags from argv, the environment and the config file (throws, never exits). */
+function resolve<S extends FlagDefs>(defs: FlagDefs, argv: ArgvValues): Resolved<S> {
+  const path = (argv.config as string | undefined) ?? processEnv("WARREN_CONFIG");
+  const file = path ? loadConfigFile(path, configFileFlags(defs)) : undefined;
+  return resolveFlags(defs, { argv, env: processEnv, file }) as unknown as Resolved<S>;
+}
+
+/**
+ * Parse and validate the service's config, exiting 2 with one line when anything is wrong;
+ * answer `--help` and `--version`; with `--check-config`, print `config ok` and exit 0 once
+ * `validate` passed. Installs the SIGHUP reload.
+ */
+export async function startService<S extends FlagDefs, C>(
+  cmd: ServiceCommand<S>,
+  validate: Validate<S, C>,
+  args: string[] = Deno.args,
+): Promise<Started<S, C>> {
+  const defs = allFlags(cmd);
+  let argv: ArgvValues;
+  let resolved: Resolved<S & typeof commonFlags>;
+  try {
+    argv = parseArgv(defs, args);
+    if (argv.help) {
+      console.log(usage(cmd));
+      Deno.exit(0);
+    }
+    if (argv.version) {
+      console.log(`${cmd.name} (warren ${warrenVersion}, deno ${Deno.version.deno})`);
+      Deno.exit(0);
+    }
+    resolved = resolve(defs, argv);
+  } catch (err) {
+    fail(errorMessage(err), 2);
+  }
+  const flags = resolved.values;
+  const log = new Logger(flags["log-level"] as LogLevel, { svc: cmd.name });
+  const warned = new Set<string>();
+  const warnOnce = (warnings: string[]) => {
+    for (const w of warnings) if (!warned.has(w)) warned.add(w), log.warn(w);
+  };
+  warnOnce(resolved.warnings);
+  let cfg: C;
+  try {
+    cfg = await validate(flags, contextOf(resolved, log));
+  } catch (err) {
+    fail(errorMessage(err), 2);
+  }
+  if (flags["check-config"]) {
+    console.log(`config ok${flags.config ? `: ${flags.config}` : ""}`);
+    Deno.exit(0);
+  }
+  const handlers: ((next: C, flags: ServiceFlags<S>) => void | Promise<void>)[] = [];
+  // What runs: live keys follow reloads, the others keep their start value until a restart.
+  const running: Record<string, unknown> = { ...flags };
+  let reloading = Promise.resolve();
+  const reload = async () => {
+    let next: Resolved<S & typeof commonFlags>;
+    try {
+      next = resolve(defs, argv);
+      warnOnce(next.warnings);
+      const nextCfg = await validate(next.values, contextOf(next, log));
+      for (const handler of handlers) await handler(nextCfg, next.values);
+    } catch (err) {
+      log.error("config reload failed, keeping the old config", { error: errorMessage(err) });
+      return;
+    }
+    const values = next.values as Record<string, unknown>;
+    const pending = changedKeys(running, values).filter((k) =>
+      !commandOnlyFlags.has(k) && !defs[k]?.live
+    );
+    if (pending.length > 0) {
+      log.warn("config changed keys that need a restart (not applied)", {
+        keys: pending.join(","),
+      });
+    }
+    for (const [k, d] of Object.entries(defs)) if (d.live) running[k] = values[k];
+    // Logged before the level changes, so a switch to "warn" still shows that it happened.
+    log.info("config reloaded", {
+      file: (values.config as string | undefined) ?? "-",
+      level: values["log-level"] as string,
+    });
+    log.level = values["log-level"] as LogLevel;
+  };
+  if (Deno.build.os !== "windows") {
+    Deno.addSignalListener("SIGHUP", () => {
+      log.info("SIGHUP: reloading config");
+      reloading = reloading.then(reload);
+    });
+  }
+  return { flags, cfg, log, onReload: (h) => void handlers.push(h) };
+}
+
+/**
+ * Run `start` (which binds `addr`), exiting 1 with one line when the port is busy or the
+ * address cannot be bound (a service that cannot listen has nothing to do).
+ */
+export async function bindOrExit<T>(
+  what: string,
+  addr: HostPort,
+  start: () => T | Promise<T>,
+): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      fail(`${what}: address ${addr.host}:${addr.port} is already in use`);
+    }
+    fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
+  }
+}
+
+/** `Deno.listen` on `addr`, or exit 1 with one line (see {@linkcode bindOrExit}). */
+export function listenOrExit(addr: HostPort, what: string): Promise<Deno.TcpListener> {
+  return bindOrExit(what, addr, () => Deno.listen({ hostname: addr.host, port: addr.port }));
+}
+
+/**
+ * A warren-to-warren link listener: TLS when `tls` is set (handshake failures counted), else
+ * plaintext with a warning off loopback; exit 1 with one line when it cannot be bound.
+ */
+export function listenLinkOrExit(
+  addr: HostPort,
+  tls: TlsServerConfig | undefined,
+  what: string,
+  log: Logger,
+): Promise<Deno.Listener<Deno.Conn, Deno.NetAddr>> {
+  return bindOrExit(what, addr, () => listenLink(addr, tls, what, log));
+}
+
+/**
+ * Serve the fetch `handler` on `addr` (the `--admin` API) through lib/http `serveHttp` (a
+ * connection cap, head and exchange timers; an fd shortage never ends the process), logging
+ * the standard `listening` line with `name: what`, or exit 1 with one line (see
+ * {@linkcode bindOrExit}). `shutdown()` stops it like `stop()`.
+ */
+export async function serveOrExit(
+  addr: HostPort,
+  what: string,
+  log: Logger,
+  handler: HttpHandler,
+): Promise<Server & { shutdown(): Promise<void> }> {
+  const listener = await listenOrExit(addr, what);
+  const server = serveHttp(listener, handler, { log: log.child({ listener: what }) });
+  log.info("listening", { name: what, addr: formatAddr(server.addr) });
+  return { ...server, shutdown: () => server.stop() };
+}
+
+/**
+ * Run `stop` once on the first SIGINT or SIGTERM; a second signal exits at once.
+ * Returns a signal that aborts when shutdown begins.
+ */
+export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal {
+  const ac = new AbortController();
+  const handler = (sig: Deno.Signal) => () => {
+    if (ac.signal.aborted) {
+      log.warn("second signal, exiting now", { signal: sig });
+      Deno.exit(130);
+    }
+    log.info("shutting down", { signal: sig });
+    ac.abort();
+    stop().then(
+      () => {
+        log.info("stopped");
+        Deno.exit(0);
+      },
+      (err) => {
+        log.error("shutdown failed", { error: errorMessage(err) });
+        Deno.exit(1);
+      },
+    );
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
+  return ac.signal;
+}

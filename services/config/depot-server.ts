@@ -1,0 +1,123 @@
+/**
+ * depot-server's flags and their validation: the one check a start, `--check-config` and a
+ * reload run (addresses, limits, the default exit's name, token and TLS files).
+ * @module
+ */
+
+import { FlagError } from "../../lib/config/mod.ts";
+import { tlsServerFlags, tlsServerFromFlags, transportFlags } from "../../lib/cli_security.ts";
+import {
+  defaultControlPort,
+  defaultSocksPort,
+  defaultTunnelPort,
+  exitNamePattern,
+} from "../../lib/depot/mod.ts";
+import type { ServiceFlags, ValidateContext } from "../_kit.ts";
+
+/** depot-server's command line. */
+export const command = {
+  name: "depot-server",
+  summary: "reverse SOCKS5 proxy: SOCKS clients here, connections exit at depot-local",
+  flags: {
+    control: {
+      kind: "hostport",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultControlPort}`,
+      env: "DEPOT_CONTROL",
+      help: "control listener depot-locals dial",
+    },
+    socks: {
+      kind: "hostport",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultSocksPort}`,
+      env: "DEPOT_SOCKS",
+      help: "SOCKS5 listener for clients",
+    },
+    tunnel: {
+      kind: "hostport",
+      arg: "host:port",
+      default: `127.0.0.1:${defaultTunnelPort}`,
+      env: "DEPOT_TUNNEL",
+      help: "tunnel listener (one connection per request from depot-local)",
+    },
+    token: {
+      kind: "secret",
+      arg: "secret",
+      env: "DEPOT_TOKEN",
+      live: true,
+      help: "shared secret depot-locals must present (prefer the env variable or --token-file, " +
+        "which SIGHUP re-reads)",
+    },
+    ...tlsServerFlags,
+    ...transportFlags,
+    "default-exit": {
+      kind: "string",
+      arg: "name",
+      default: "default",
+      live: true,
+      help: "exit used by SOCKS clients that send no username",
+    },
+    status: {
+      kind: "hostport",
+      arg: "host:port",
+      env: "DEPOT_STATUS",
+      help: "serve GET /status (JSON), /metrics and /healthz here (also on --metrics)",
+    },
+    heartbeat: {
+      kind: "duration",
+      min: 10,
+      default: "2s",
+      aliases: ["heartbeat-ms"],
+      help: "control heartbeat interval; 3 silent intervals mean the local is dead",
+    },
+    "pending-timeout": {
+      kind: "duration",
+      default: "15s",
+      aliases: ["pending-timeout-ms"],
+      help: "a request without tunnel by then gets reply 0x06",
+    },
+    "max-pending": {
+      kind: "int",
+      min: 1,
+      default: "512",
+      help: "requests waiting for their exit at once; more get reply 0x01",
+    },
+    "max-conns": {
+      kind: "int",
+      min: 1,
+      default: "4096",
+      help:
+        "connections at once per listener (each relayed connection holds a SOCKS and a tunnel one)",
+    },
+    "idle-timeout": {
+      kind: "duration",
+      default: "0",
+      aliases: ["idle-timeout-ms"],
+      help: "close a relayed connection idle this long (0 = never)",
+    },
+    "drain-timeout": {
+      kind: "duration",
+      default: "2s",
+      aliases: ["drain-timeout-ms"],
+      help: "on SIGINT/SIGTERM, let live connections finish this long",
+    },
+  },
+  examples: [
+    "DEPOT_TOKEN=s3cret depot-server",
+    "depot-server --socks 0.0.0.0:1080 --control 0.0.0.0:7000 --tunnel 0.0.0.0:7001 --status :7080",
+    "curl --socks5-hostname 127.0.0.1:1080 http://10.0.0.5/          # via the default exit",
+    "curl --proxy socks5h://office:pw@127.0.0.1:1080 http://intranet/  # via exit 'office'",
+  ],
+} as const;
+
+/** depot-server's config from its flags; throws to refuse. */
+export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+  const defaultExit = f["default-exit"];
+  if (!exitNamePattern.test(defaultExit)) {
+    throw new FlagError(
+      "default-exit",
+      `${ctx.where("default-exit")} must match ${exitNamePattern}`,
+    );
+  }
+  return { token: f.token ?? "", defaultExit, tls: tlsServerFromFlags(f) };
+}

@@ -1,0 +1,160 @@
+/**
+ * seaprox's flags and their validation: the one check a start, `--check-config` and a reload
+ * run (listener URLs parse, no open proxy, link token and TLS files present and readable).
+ * @module
+ */
+
+import { FlagError } from "../../lib/config/mod.ts";
+import {
+  tlsClientFlags,
+  tlsClientFromFlags,
+  tlsServerFlags,
+  tlsServerFromFlags,
+  transportFlags,
+} from "../../lib/cli_security.ts";
+import { Acl, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
+import { openProxyProblem, parseForwardUrl, parseListenUrl } from "../../lib/proxy/mod.ts";
+import type { ServiceFlags } from "../_kit.ts";
+
+/** seaprox's command line. */
+export const command = {
+  name: "seaprox",
+  summary: "static, SOCKS5 and HTTP proxy listeners by URL, optionally chained via SOCKS5",
+  flags: {
+    listen: {
+      kind: "string",
+      multiple: true,
+      arg: "url",
+      env: "SEAPROX_LISTEN",
+      live: true,
+      help: "static://host:port?to=host:port | socks5://[user:pass@]host:port | " +
+        "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change)",
+    },
+    via: {
+      kind: "string",
+      arg: "link://host:port",
+      env: "SEAPROX_VIA",
+      help: "carry every outgoing connection over a seaprox link to that node",
+    },
+    "link-token": {
+      kind: "secret",
+      arg: "secret",
+      env: "SEAPROX_LINK_TOKEN",
+      help: "shared secret of link:// peers (required with link:// or --via)",
+    },
+    ...tlsServerFlags,
+    ...tlsClientFlags,
+    ...transportFlags,
+    allow: {
+      kind: "string",
+      multiple: true,
+      arg: "rule",
+      help: "only these destinations: CIDR, host glob, [:ports] (10.0.0.0/8:443, *.internal)",
+    },
+    deny: {
+      kind: "string",
+      multiple: true,
+      arg: "rule",
+      help: "never these destinations (checked on resolved addresses too; deny wins)",
+    },
+    "allow-open": {
+      kind: "boolean",
+      live: true,
+      help: "allow a SOCKS5/HTTP listener without user:pass on a non-loopback address",
+    },
+    forward: {
+      kind: "string",
+      arg: "socks5://[user:pass@]host:port",
+      env: "SEAPROX_FORWARD",
+      help: "send every outgoing connection through this upstream SOCKS5 proxy",
+    },
+    "prefer-ipv6": { kind: "boolean", help: "try IPv6 addresses first when dialling (default)" },
+    "prefer-ipv4": { kind: "boolean", help: "try IPv4 addresses first when dialling" },
+    "max-conns": {
+      kind: "int",
+      min: 1,
+      default: "1024",
+      help: "connections at once across all listeners; more are closed at once",
+    },
+    "idle-timeout": {
+      kind: "duration",
+      default: "5m",
+      help: "close a relayed connection idle this long (0 = never)",
+    },
+    "handshake-timeout": {
+      kind: "duration",
+      default: "10s",
+      help: "close a client that has not finished its proxy handshake by then (0 = off)",
+    },
+    "dial-timeout": {
+      kind: "duration",
+      default: "10s",
+      help: "give up reaching a destination after this long",
+    },
+    "drain-timeout": {
+      kind: "duration",
+      default: "5s",
+      help: "on SIGINT/SIGTERM, let live connections finish this long",
+    },
+  },
+  examples: [
+    "seaprox --listen socks5://127.0.0.1:1080",
+    "seaprox --listen 'static://127.0.0.1:9000?to=example.org:80' --prefer-ipv4",
+    "seaprox --listen http://alice:s3cret@127.0.0.1:8080 --forward socks5://10.0.0.2:1080",
+  ],
+} as const;
+
+const isLink = (url: string) => url.startsWith("link://");
+/** `link://host:port` → its address; the link scheme is served here, not by startSeaprox. */
+function linkAddr(url: string, flag: string): HostPort {
+  try {
+    if (!isLink(url)) throw new Error();
+    return parseHostPort(url.slice("link://".length).replace(/\/$/, ""));
+  } catch {
+    throw new FlagError(flag, `--${flag}: not link://host:port: ${url}`);
+  }
+}
+/** seaprox's config from its flags; throws (FlagError, ProxyUrlError, AclError, …) to refuse. */
+export function validate(f: ServiceFlags<typeof command.flags>) {
+  if (f.listen.length === 0) {
+    throw new FlagError("listen", "at least one --listen URL is required (see --help)");
+  }
+  const urls = f.listen.filter((u) => !isLink(u));
+  const listeners = urls.map(parseListenUrl);
+  for (const spec of listeners) {
+    const problem = openProxyProblem(spec, f["allow-open"]);
+    if (problem) throw new FlagError("listen", problem);
+  }
+  const linkListens = f.listen.filter(isLink).map((u) => linkAddr(u, "listen"));
+  const via = f.via ? linkAddr(f.via, "via") : undefined;
+  const tlsServer = tlsServerFromFlags(f), tlsClient = tlsClientFromFlags(f);
+  if (tlsServer && linkListens.length === 0) {
+    throw new FlagError("tls-cert", "--tls-cert is for link:// listeners");
+  }
+  if (tlsClient && !via) {
+    throw new FlagError("tls", "--tls/--tls-ca/--tls-client-cert are for --via link://");
+  }
+  if ((linkListens.length > 0 || via) && !f["link-token"]) {
+    throw new FlagError(
+      "link-token",
+      "--link-token (or SEAPROX_LINK_TOKEN) is required with link:// listeners or --via",
+    );
+  }
+  if (via && f.forward) throw new FlagError("via", "--via and --forward are exclusive");
+  if (f["prefer-ipv6"] && f["prefer-ipv4"]) {
+    throw new FlagError("prefer-ipv4", "--prefer-ipv6 and --prefer-ipv4 are exclusive");
+  }
+  const acl = new Acl({ allow: f.allow, deny: f.deny });
+  const forward = f.forward ? parseForwardUrl(f.forward) : undefined;
+  return {
+    urls,
+    listeners,
+    linkListens,
+    via,
+    tlsServer,
+    tlsClient,
+    acl,
+    forward,
+    prefer: f["prefer-ipv4"] ? "ipv4" as const : "ipv6" as const,
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * tunnel-client's flags and their validation: the one check a start and `--check-config` run
+ * (server URL, identifier present and resolvable, ports, TLS files).
+ * @module
+ */
+
+import { FlagError } from "../../lib/config/mod.ts";
+import { tlsClientFlags, tlsClientFromFlags } from "../../lib/cli_security.ts";
+import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
+import type { TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
+import type { ServiceFlags, ValidateContext } from "../_kit.ts";
+
+/** tunnel-client's command line. */
+export const command = {
+  name: "tunnel-client",
+  summary: "expose a local app through a tunnel-server",
+  flags: {
+    server: {
+      kind: "string",
+      arg: "url",
+      env: "TUNNEL_SERVER",
+      help: "tunnel server base URL (http://, https://, ws://, wss://)",
+    },
+    local: {
+      kind: "hostport",
+      arg: "host:port",
+      default: "127.0.0.1:80",
+      help: "local app that receives the requests",
+    },
+    identifier: {
+      kind: "secret",
+      arg: "secret",
+      env: "TUNNEL_IDENTIFIER",
+      help: "this client's secret identifier (prefer the env variable: argv shows in ps)",
+    },
+    "allow-port": {
+      kind: "int",
+      min: 1,
+      max: 65535,
+      multiple: true,
+      arg: "port",
+      help: "a Host header naming this port is sent to local-host:port (default: --local)",
+    },
+    tcp: {
+      kind: "string",
+      multiple: true,
+      arg: "public_port=host:port",
+      help: "TCP tunnel: the server's public port relayed to this local address",
+    },
+    transport: {
+      kind: "choice",
+      choices: ["auto", "websocket", "raw"],
+      arg: "auto|websocket|raw",
+      default: "auto",
+      help: "raw (HTTP Upgrade, no framing: fastest), websocket (any proxy, both server " +
+        "fronts), or auto: raw, falling back to websocket when refused on the way",
+    },
+    "tls-ca": {
+      ...tlsClientFlags["tls-ca"],
+      aliases: ["ca-file"],
+      help: "trust this CA (PEM) for an https/wss server's certificate",
+    },
+    "tls-server-name": tlsClientFlags["tls-server-name"],
+    "tls-client-cert": {
+      ...tlsClientFlags["tls-client-cert"],
+      help: "present this client certificate to an https/wss server that requires one " +
+        "(tunnel-server --tls-client-ca); needs --tls-client-key",
+    },
+    "tls-client-key": tlsClientFlags["tls-client-key"],
+    heartbeat: {
+      kind: "duration",
+      min: 100,
+      default: "2s",
+      help: "ping the server this often; reconnect after 3 missed intervals",
+    },
+    "backoff-max": {
+      kind: "duration",
+      default: "30s",
+      help: "longest wait between reconnection attempts",
+    },
+  },
+  examples: [
+    "TUNNEL_IDENTIFIER=s3cret tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000",
+    "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --tcp 20022=127.0.0.1:22",
+    "tunnel-client --server wss://t.example.com --tls-ca ca.pem --tls-client-cert me.pem --tls-client-key me.key",
+  ],
+} as const;
+
+/** tunnel-client's config from its flags; throws to refuse. */
+export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+  const server = f.server;
+  if (!server) throw new FlagError("server", "--server is required (or TUNNEL_SERVER)");
+  let scheme = "";
+  try {
+    scheme = new URL(server.includes("://") ? server : `http://${server}`).protocol;
+  } catch {
+    // Not a URL at all: refused just below with the same message as a wrong scheme.
+  }
+  if (!["http:", "https:", "ws:", "wss:"].includes(scheme)) {
+    throw new FlagError("server", `${ctx.where("server")}: must be an http(s):// or ws(s):// URL`);
+  }
+  const identifier = f.identifier;
+  if (!identifier) {
+    throw new FlagError(
+      "identifier",
+      "--identifier, --identifier-file or TUNNEL_IDENTIFIER is required",
+    );
+  }
+  const tcp: TcpTunnelSpec[] = f.tcp.map((spec) => {
+    const m = /^(\d{1,5})=(.+)$/.exec(spec);
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) {
+      throw new FlagError("tcp", `${ctx.where("tcp")}: must be public_port=host:port, got ${spec}`);
+    }
+    try {
+      return { publicPort: Number(m[1]), local: parseHostPort(m[2]) };
+    } catch (err) {
+      throw new FlagError("tcp", `${ctx.where("tcp")}: ${errorMessage(err)}`);
+    }
+  });
+  // TLS itself follows the URL scheme (https/wss); these flags only say whom to trust and
+  // which client certificate to present.
+  const tls = tlsClientFromFlags(f);
+  if (tls && !/^(https|wss):/i.test(server)) {
+    throw new FlagError("tls-ca", "--tls-* flags need an https:// or wss:// --server");
+  }
+  return { server, identifier, tcp, tls };
+}

@@ -1,0 +1,143 @@
+/**
+ * tunnel-server's flags and their validation: the one check a start, `--check-config` and a
+ * reload run (host values and hosts files with their secrets, --tcp inside --tcp-ports, the
+ * admin token, TLS files).
+ * @module
+ */
+
+import { FlagError } from "../../lib/config/mod.ts";
+import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
+import {
+  parseHostSpec,
+  parsePortRange,
+  parseTcpSpec,
+  readHostsFile,
+  type TunnelConfig,
+} from "../../lib/tunnel/mod.ts";
+import type { ServiceFlags, ValidateContext } from "../_kit.ts";
+
+/** tunnel-server's command line. */
+export const command = {
+  name: "tunnel-server",
+  summary: "HTTP virtual-host reverse tunnel server (clients connect on /_controlPath_/)",
+  flags: {
+    listen: {
+      kind: "hostport",
+      arg: "host:port",
+      default: "127.0.0.1:8080",
+      help: "public HTTP port (and the clients' control path)",
+    },
+    host: {
+      kind: "string",
+      multiple: true,
+      arg: "vhost=identifier",
+      env: "TUNNEL_HOSTS",
+      envSeparator: "comma",
+      live: true,
+      help: "serve vhost by the client with this identifier; identifier may be env:VAR or " +
+        "file:PATH (TUNNEL_HOSTS: comma-separated)",
+    },
+    "hosts-file": {
+      kind: "string",
+      arg: "path",
+      live: true,
+      help: "file of 'vhost identifier' lines (# comments)",
+    },
+    "tls-cert": {
+      ...tlsServerFlags["tls-cert"],
+      help: "serve https (and wss:// for clients) with this PEM certificate chain",
+    },
+    "tls-key": { ...tlsServerFlags["tls-key"], help: "PEM private key of --tls-cert" },
+    "tls-client-ca": {
+      ...tlsServerFlags["tls-client-ca"],
+      help: "mutual TLS: every connection to --listen (public https clients and tunnel " +
+        "clients) must present a certificate signed by this CA (PEM)",
+    },
+    admin: { kind: "hostport", arg: "host:port", help: "serve the admin API here (needs a token)" },
+    "admin-token": {
+      kind: "secret",
+      arg: "token",
+      env: "TUNNEL_ADMIN_TOKEN",
+      help: "bearer token of the admin API",
+    },
+    duplicate: {
+      kind: "choice",
+      choices: ["replace", "refuse"],
+      arg: "replace|refuse",
+      default: "replace",
+      help: "a second client with a connected identifier replaces the first, or is refused",
+    },
+    "tcp-ports": {
+      kind: "string",
+      arg: "min-max",
+      help: "public TCP ports clients may ask for (TCP tunnels); none by default",
+    },
+    tcp: {
+      kind: "string",
+      multiple: true,
+      arg: "port[:localPort]=identifier",
+      live: true,
+      help: "server-defined TCP tunnel: open public port (inside --tcp-ports) while the client " +
+        "with this identifier (env:VAR or file:PATH; no --host needed) is connected, relayed " +
+        "to its localPort (default: its --local; it must allow the port)",
+    },
+    "tcp-host": {
+      kind: "string",
+      arg: "addr",
+      default: "127.0.0.1",
+      help: "address public TCP tunnel ports bind",
+    },
+    "response-timeout": {
+      kind: "duration",
+      default: "60s",
+      help: "answer 504 when a client or its app sends nothing back for this long",
+    },
+    heartbeat: {
+      kind: "duration",
+      min: 100,
+      default: "2s",
+      help: "ping clients this often; dead after 3 missed intervals",
+    },
+    proto: {
+      kind: "choice",
+      choices: ["http", "https"],
+      arg: "http|https",
+      default: "http",
+      help: "X-Forwarded-Proto value (https when TLS ends in front of this server)",
+    },
+    "trust-forwarded": {
+      kind: "boolean",
+      help: "keep and append to incoming X-Forwarded-* (only behind a trusted proxy)",
+    },
+    "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
+    "drain-timeout": {
+      kind: "duration",
+      default: "5s",
+      help: "on SIGINT/SIGTERM, let live connections finish this long",
+    },
+  },
+  examples: [
+    "tunnel-server --listen 0.0.0.0:8080 --host app.example.com=env:APP_ID",
+    "TUNNEL_ADMIN_TOKEN=s3cret tunnel-server --admin 127.0.0.1:8081 --tcp-ports 20000-20100",
+    "tunnel-server --tcp-ports 20000-20100 --tcp 20001:5432=env:DB_ID   # a TCP-only client",
+  ],
+} as const;
+
+/** tunnel-server's config from its flags; throws to refuse. */
+export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+  if (f.admin && !f["admin-token"]) {
+    throw new FlagError("admin-token", "--admin needs --admin-token (or TUNNEL_ADMIN_TOKEN)");
+  }
+  const tcpPorts = f["tcp-ports"]
+    ? parsePortRange(f["tcp-ports"], ctx.where("tcp-ports"))
+    : undefined;
+  const routes: TunnelConfig = { hosts: new Map(), tcp: new Map() };
+  const hosts = f.host.map((h) => parseHostSpec(h, ctx.where("host")));
+  if (f["hosts-file"]) hosts.push(...readHostsFile(f["hosts-file"]));
+  for (const [host, id] of hosts) routes.hosts.set(host, id);
+  for (const t of f.tcp) {
+    const spec = parseTcpSpec(t, tcpPorts, ctx.where("tcp"));
+    routes.tcp.set(spec.publicPort, spec);
+  }
+  return { tls: tlsServerFromFlags(f), tcpPorts, routes };
+}
