@@ -16,6 +16,35 @@ import { errorMessage } from "./errors.ts";
  */
 export const acceptRetryMs = 50;
 
+/**
+ * What an accept loop does after a failed accept (EMFILE: out of file descriptors; a reset
+ * before accept): pause {@linkcode acceptRetryMs} and go on, never end. One warning per streak
+ * of failures, one line when accepting works again (not 20 lines a second while fds are short).
+ */
+export class AcceptRetry {
+  #failing = 0;
+
+  constructor(readonly log: Logger) {}
+
+  /** After a failed accept: warn if it starts a streak, then pause. */
+  async failed(err: unknown): Promise<void> {
+    if (this.#failing++ === 0) {
+      this.log.warn("accept failed, retrying", {
+        error: errorMessage(err),
+        retryMs: acceptRetryMs,
+      });
+    }
+    await sleep(acceptRetryMs);
+  }
+
+  /** After a successful accept: ends a streak of failures. */
+  accepted(): void {
+    if (this.#failing === 0) return;
+    this.log.info("accepting again", { failedAccepts: this.#failing });
+    this.#failing = 0;
+  }
+}
+
 /** Default cap on concurrently handled connections per listener. */
 export const defaultMaxConns = 1024;
 /** Default time a client has to finish its protocol handshake. */
@@ -174,7 +203,7 @@ export function serve<C extends Deno.Conn>(
   };
 
   const loop = async () => {
-    let failing = 0; // accept failures in a row: one log line per streak, not one per retry
+    const retry = new AcceptRetry(log);
     while (true) {
       let conn: C;
       try {
@@ -183,16 +212,10 @@ export function serve<C extends Deno.Conn>(
         if (stopping || err instanceof Deno.errors.BadResource) return;
         // Transient accept failures (EMFILE, ECONNABORTED) must not end the server.
         stats.acceptErrors++;
-        if (failing++ === 0) {
-          log.warn("accept failed, retrying", { error: errorMessage(err), retryMs: acceptRetryMs });
-        }
-        await sleep(acceptRetryMs);
+        await retry.failed(err);
         continue;
       }
-      if (failing > 0) {
-        log.info("accepting again", { failedAccepts: failing });
-        failing = 0;
-      }
+      retry.accepted();
       stats.total++;
       if (stats.active >= maxConns) {
         stats.rejected++;

@@ -25,8 +25,7 @@ import { joinHostPort } from "../net/addr.ts";
 import { closeQuietly } from "../net/duplex.ts";
 import { classifyError, errorMessage, NetError } from "../net/errors.ts";
 import { connectNodeSocket, NodeSocketConn } from "../net/node_socket.ts";
-import { sleep } from "../net/backoff.ts";
-import { acceptRetryMs, formatAddr } from "../net/serve.ts";
+import { AcceptRetry, formatAddr } from "../net/serve.ts";
 
 /** Certificate files of a TLS server (what the flags name). */
 export interface TlsServerOptions {
@@ -365,6 +364,7 @@ class DenoTlsListener extends BaseTlsListener {
 
   async #loop(): Promise<void> {
     const max = this.opts.maxPendingHandshakes ?? defaultMaxPendingHandshakes;
+    const retry = new AcceptRetry(this.log);
     while (!this.queue.closed) {
       let conn: Deno.TlsConn;
       try {
@@ -372,10 +372,10 @@ class DenoTlsListener extends BaseTlsListener {
       } catch (err) {
         if (this.queue.closed || err instanceof Deno.errors.BadResource) break;
         // Transient accept failures (EMFILE, a reset before accept) must not end the server.
-        this.log.warn("accept failed", { error: errorMessage(err) });
-        await sleep(acceptRetryMs);
+        await retry.failed(err);
         continue;
       }
+      retry.accepted();
       if (this.pending >= max) {
         this.stats.overloaded++;
         closeQuietly(conn);
