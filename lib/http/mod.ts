@@ -52,8 +52,10 @@ export {
   defaultProxyIdleTimeoutMs,
   handleHttpProxy,
   type HttpExchange,
+  HttpProxyConn,
   type HttpProxyConnect,
   type HttpProxyOptions,
+  HttpProxyState,
   statusForFailure,
 } from "./proxy.ts";
 export { staticCredentials } from "../net/mod.ts";

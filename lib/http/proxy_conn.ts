@@ -1,0 +1,733 @@
+/**
+ * One client connection of the HTTP proxy as a small state machine (`HttpProxyConn`, one
+ * {@linkcode HttpProxyState}): request heads read and authorised, CONNECT tunnels, forward
+ * requests with a kept-alive upstream, 1xx and 101 handling, response relay, and the
+ * answers the proxy gives itself. `handleHttpProxy` (proxy.ts) is its public entry.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  BufferedReader,
+  classifyError,
+  closeQuietly,
+  concatBytes,
+  type Duplex,
+  errorMessage,
+  type HostPort,
+  isDisconnect,
+  joinHostPort,
+  type NetFailureReason,
+  noDelay,
+  relay,
+  withPrefix,
+  writeAll,
+} from "../net/mod.ts";
+import {
+  type BodyFraming,
+  copyBody,
+  copyChunked,
+  requestBodyFraming,
+  responseBodyFraming,
+  type Sink,
+} from "./body.ts";
+import {
+  getHeader,
+  type HeaderFields,
+  headerTokens,
+  type HeadLimits,
+  HttpError,
+  readRequestHeadWithin,
+  readResponseHead,
+  type RequestHead,
+  type ResponseHead,
+  serializeRequestHead,
+  serializeResponseHead,
+  statusForHttpError,
+  withHeader,
+  withoutHeaders,
+} from "./head.ts";
+import { parseBasicCredentials, simpleResponse, statusText } from "./response.ts";
+import { parseAbsoluteTarget, parseAuthority } from "./target.ts";
+import type { HttpExchange, HttpProxyOptions } from "./proxy.ts";
+
+/** Default idle timeout of a proxied connection (no byte either way for this long). */
+export const defaultProxyIdleTimeoutMs = 300_000;
+/** Default time a keep-alive request head may take once its first byte arrived. */
+export const defaultProxyHeadTimeoutMs = 30_000;
+/** Bytes the client-side head reader pulls per read. */
+const clientReadBytes = 16 * 1024;
+/** A response head is merged into one write with a first body piece up to this size. */
+const coalesceMaxBytes = 16 * 1024;
+
+/**
+ * Hop-by-hop fields (RFC 9110 §7.6.1) a proxy never forwards, plus the proxy's own
+ * credentials. Transfer-Encoding is absent on purpose: bodies are relayed with their
+ * framing, so the framing header travels with them.
+ */
+const hopByHop = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authorization",
+  "proxy-authenticate",
+  "te",
+  "upgrade",
+];
+/** Methods a proxy may resend after a stale connection failed (RFC 9110 §9.2.2). */
+const idempotent = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+/** Fields a `Connection` header may not remove, because the body framing depends on them. */
+const framingFields = new Set(["transfer-encoding", "content-length", "host"]);
+
+/** The status a proxy answers for a failed dial. */
+export function statusForFailure(reason: NetFailureReason): number {
+  return reason === "timeout" ? 504 : reason === "not-allowed" ? 403 : 502;
+}
+
+const failureText: Record<NetFailureReason, string> = {
+  "resolve": "cannot resolve host",
+  "refused": "connection refused",
+  "host-unreachable": "host unreachable",
+  "network-unreachable": "network unreachable",
+  "timeout": "connection timed out",
+  "not-allowed": "destination not allowed",
+  "aborted": "aborted",
+  "other": "cannot connect",
+};
+
+/** A write to one side failed while copying a body (so the other side is not to blame). */
+class SinkFailed extends Error {
+  override name = "SinkFailed";
+  constructor(readonly side: "client" | "upstream", cause: unknown) {
+    super(`write to ${side} failed: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/** Closes everything when nothing moved for `ms`. */
+class IdleWatch {
+  #last = Date.now();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  fired = false;
+  constructor(ms: number, onIdle: () => void) {
+    if (ms <= 0) return;
+    this.#timer = setInterval(() => {
+      if (Date.now() - this.#last < ms) return;
+      this.fired = true;
+      this.stop();
+      onIdle();
+    }, Math.max(10, Math.min(ms / 4, 1000)));
+  }
+  touch(): void {
+    this.#last = Date.now();
+  }
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** Whether the sender of `head` wants the connection kept open afterwards. */
+function wantsKeepAlive(head: RequestHead | ResponseHead): boolean {
+  const tokens = [
+    ...headerTokens(head.headers, "connection"),
+    ...headerTokens(head.headers, "proxy-connection"),
+  ];
+  if (tokens.includes("close")) return false;
+  return head.version === "HTTP/1.1" || tokens.includes("keep-alive");
+}
+
+/** Where a client connection of the HTTP proxy is. */
+export enum HttpProxyState {
+  /** Waiting for (or reading) the next request head. */
+  ReadingHead = "reading-head",
+  /** A forward request's head is being sent upstream (idleness closes everything). */
+  Sending = "sending",
+  /** The request went upstream; its response head is awaited (idleness answers 504). */
+  AwaitingResponse = "awaiting-response",
+  /** A response head and body are relayed to the client. */
+  Responding = "responding",
+  /** A CONNECT tunnel or an upgraded connection: raw bytes both ways. */
+  Relaying = "relaying",
+  /** Finished: both sides are closed. */
+  Closed = "closed",
+}
+
+/** A kept-alive connection to the last forward destination. */
+interface Upstream {
+  key: string;
+  conn: Duplex;
+  reader: BufferedReader;
+}
+
+/** A forward request, checked and rewritten for its destination. */
+interface ForwardPlan {
+  head: RequestHead;
+  dest: HostPort;
+  /** `host:port` of the destination (the upstream's reuse key). */
+  key: string;
+  /** The head to send upstream (origin form, hop-by-hop fields removed). */
+  upHead: Uint8Array;
+  reqFraming: BodyFraming;
+  /** Whether the client wants its connection kept. */
+  clientKeep: boolean;
+  /** The Upgrade value when the client asks for one. */
+  upgrade: string | undefined;
+}
+
+/** One request in flight upstream, once its response head arrived. */
+interface Exchange {
+  up: Upstream;
+  res: ResponseHead;
+  /** Settles when the request body copy ends: undefined, or the error it ended with. */
+  bodyCopy: Promise<unknown>;
+  /** Whether the whole request body went upstream. */
+  bodyDone: boolean;
+  /** Whether interim (1xx) heads went to the client already. */
+  sentSomething: boolean;
+  requestBytes: number;
+  responseBytes: number;
+}
+
+/** Serves one client connection of an HTTP proxy; see `handleHttpProxy`. */
+export class HttpProxyConn {
+  /** Where the connection is. */
+  state: HttpProxyState = HttpProxyState.ReadingHead;
+  readonly #conn: Duplex;
+  readonly #opts: HttpProxyOptions;
+  readonly #log: Logger;
+  readonly #limits: HeadLimits;
+  readonly #idleTimeoutMs: number;
+  readonly #client: BufferedReader;
+  readonly #idle: IdleWatch;
+  #upstream: Upstream | undefined;
+  #username: string | undefined;
+  #heads = 0;
+
+  /** A client connection to serve with {@linkcode HttpProxyConn.run}. */
+  constructor(conn: Duplex, opts: HttpProxyOptions) {
+    this.#conn = conn;
+    this.#opts = opts;
+    this.#log = opts.log ?? silentLogger;
+    this.#limits = opts.limits ?? {};
+    this.#idleTimeoutMs = opts.idleTimeoutMs ?? defaultProxyIdleTimeoutMs;
+    noDelay(conn);
+    this.#client = new BufferedReader(conn, clientReadBytes);
+    // Waiting for a response, idleness closes only the upstream so the client still gets a 504.
+    this.#idle = new IdleWatch(this.#idleTimeoutMs, () => {
+      if (this.state === HttpProxyState.AwaitingResponse) closeQuietly(this.#upstream?.conn);
+      else this.#closeAll();
+    });
+  }
+
+  /** Serve requests until the client is done; `conn` is closed by then. Never rejects. */
+  async run(): Promise<void> {
+    const onAbort = () => this.#closeAll();
+    if (this.#opts.signal?.aborted) onAbort();
+    this.#opts.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      while (this.state === HttpProxyState.ReadingHead) {
+        const head = await this.#readHead();
+        if (head === null || !(await this.#authorize(head))) return;
+        if (this.#heads === 1) this.#opts.handshakeDone?.();
+        if (head.method === "CONNECT") return await this.#tunnel(head);
+        if (!(await this.#forward(head))) return;
+        this.state = HttpProxyState.ReadingHead;
+      }
+    } finally {
+      this.state = HttpProxyState.Closed;
+      this.#idle.stop();
+      this.#opts.signal?.removeEventListener("abort", onAbort);
+      closeQuietly(this.#upstream?.conn);
+      closeQuietly(this.#conn);
+    }
+  }
+
+  #closeAll(): void {
+    closeQuietly(this.#conn);
+    closeQuietly(this.#upstream?.conn);
+  }
+
+  /** Drop the upstream connection (closed). */
+  #dropUpstream(): void {
+    closeQuietly(this.#upstream?.conn);
+    this.#upstream = undefined;
+  }
+
+  #report(e: Omit<HttpExchange, "username">): void {
+    this.#log.debug("http exchange", {
+      method: e.method,
+      dest: e.dest ? joinHostPort(e.dest.host, e.dest.port) : undefined,
+      status: e.status,
+      failure: e.failure,
+      up: e.requestBytes,
+      down: e.responseBytes,
+    });
+    this.#opts.onExchange?.({ ...e, username: this.#username });
+  }
+
+  /** Answer the client by ourselves; a client that is already gone is no error. */
+  async #answer(msg: Uint8Array): Promise<boolean> {
+    try {
+      await writeAll(this.#conn, msg);
+      return true;
+    } catch {
+      return false; // the client vanished; there is nobody left to tell
+    }
+  }
+
+  /** Answer `status` with a one-line text. */
+  #answerText(status: number, text: string): Promise<boolean> {
+    return this.#answer(simpleResponse(status, `${status} ${statusText[status]}: ${text}\n`));
+  }
+
+  /** A body sink to `dst` that counts and keeps the idle watch fed. */
+  #sinkTo(dst: Duplex, side: SinkFailed["side"], count: (n: number) => void): Sink {
+    return async (p) => {
+      try {
+        await writeAll(dst, p);
+      } catch (err) {
+        throw new SinkFailed(side, err);
+      }
+      count(p.length);
+      this.#idle.touch();
+    };
+  }
+
+  /** The next request head; null when the connection ends (a bad head is answered). */
+  async #readHead(): Promise<RequestHead | null> {
+    const first = this.#heads === 0;
+    let head: RequestHead | null;
+    try {
+      // The first head is under the caller's handshake timer; later ones wait without a
+      // deadline for their first byte (the idle watch's business), then get headTimeoutMs.
+      head = await readRequestHeadWithin(
+        this.#client,
+        first ? 0 : this.#opts.headTimeoutMs ?? defaultProxyHeadTimeoutMs,
+        () => this.#closeAll(),
+        this.#limits,
+      );
+    } catch (err) {
+      if (err instanceof HttpError) {
+        const status = statusForHttpError(err);
+        if (status !== undefined) await this.#answerText(status, err.message);
+        this.#report({
+          method: "",
+          status: status ?? 0,
+          failure: "bad-request",
+          requestBytes: 0,
+          responseBytes: 0,
+        });
+      }
+      // Anything else is the connection itself failing (reset, closed by idle/abort).
+      return null;
+    }
+    if (head === null) return null;
+    this.#heads++;
+    this.#idle.touch();
+    return head;
+  }
+
+  /** Check `Proxy-Authorization` when credentials are required; false: answered 407. */
+  async #authorize(head: RequestHead): Promise<boolean> {
+    const check = this.#opts.authenticate;
+    if (!check) return true;
+    const cred = parseBasicCredentials(getHeader(head.headers, "proxy-authorization"));
+    let ok = false;
+    try {
+      ok = cred !== undefined && (await check(cred.username, cred.password)) === true;
+    } catch (err) {
+      this.#log.warn("http proxy authenticator failed", { error: errorMessage(err) });
+    }
+    if (!ok) {
+      const realm = (this.#opts.realm ?? "warren").replace(/["\\]/g, "");
+      await this.#answer(simpleResponse(407, "407 Proxy Authentication Required\n", {
+        headers: [["Proxy-Authenticate", `Basic realm="${realm}", charset="UTF-8"`]],
+      }));
+      this.#report({
+        method: head.method,
+        status: 407,
+        failure: "auth",
+        requestBytes: 0,
+        responseBytes: 0,
+      });
+      return false;
+    }
+    this.#username = cred?.username;
+    return true;
+  }
+
+  /** Dial `dest` or answer the failure; undefined when it failed. */
+  async #dialOrAnswer(method: string, dest: HostPort): Promise<Duplex | undefined> {
+    try {
+      return noDelay(await this.#opts.connect(dest));
+    } catch (err) {
+      const reason = classifyError(err);
+      const status = statusForFailure(reason);
+      const where = joinHostPort(dest.host, dest.port);
+      this.#log.debug("http proxy dial failed", {
+        dest: where,
+        reason,
+        error: errorMessage(err),
+      });
+      await this.#answerText(status, `${failureText[reason]} (${where})`);
+      this.#report({ method, dest, status, failure: reason, requestBytes: 0, responseBytes: 0 });
+      return undefined;
+    }
+  }
+
+  /** CONNECT: dial, 200, relay. The connection ends with the tunnel. */
+  async #tunnel(head: RequestHead): Promise<void> {
+    const fail = { method: head.method, requestBytes: 0, responseBytes: 0 };
+    let dest: HostPort;
+    try {
+      dest = parseAuthority(head.target);
+    } catch (err) {
+      await this.#answerText(400, errorMessage(err));
+      this.#report({ ...fail, status: 400, failure: "bad-request" });
+      return;
+    }
+    const up = await this.#dialOrAnswer(head.method, dest);
+    if (!up) return;
+    const established = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
+    if (!(await this.#answer(established))) {
+      closeQuietly(up);
+      this.#report({ ...fail, dest, status: 0, failure: "client-gone" });
+      return;
+    }
+    this.state = HttpProxyState.Relaying;
+    this.#idle.stop(); // the relay keeps its own idle timer from here on
+    const r = await relay(withPrefix(this.#conn, this.#client.takeBuffered()), up, {
+      idleTimeoutMs: this.#idleTimeoutMs,
+      signal: this.#opts.signal,
+    });
+    this.#report({
+      method: head.method,
+      dest,
+      status: 200,
+      requestBytes: r.aToB,
+      responseBytes: r.bToA,
+    });
+  }
+
+  /** One forward request; resolves whether the client connection may serve another. */
+  async #forward(head: RequestHead): Promise<boolean> {
+    const plan = await this.#plan(head);
+    if (!plan) return false;
+    const ex = await this.#exchange(plan);
+    if (!ex) return false;
+    if (ex.res.status === 101) return await this.#switchProtocols(plan, ex);
+    return await this.#relayResponse(plan, ex);
+  }
+
+  /** Answer a request the proxy will not forward: 400 (or `status`), then close. */
+  async #refuse(head: RequestHead, message: string, status = 400): Promise<undefined> {
+    await this.#answerText(status, message);
+    this.#report({
+      method: head.method,
+      status,
+      failure: "bad-request",
+      requestBytes: 0,
+      responseBytes: 0,
+    });
+    return undefined;
+  }
+
+  /** Check a forward request and rewrite its head for the destination. */
+  async #plan(head: RequestHead): Promise<ForwardPlan | undefined> {
+    if (head.target.startsWith("/") || head.target === "*") {
+      return await this.#refuse(
+        head,
+        "this is a proxy; send an absolute URI (http://host/path) or CONNECT",
+      );
+    }
+    let target, reqFraming: BodyFraming;
+    try {
+      target = parseAbsoluteTarget(head.target);
+      reqFraming = requestBodyFraming(head);
+    } catch (err) {
+      return await this.#refuse(head, errorMessage(err));
+    }
+    if (target.scheme !== "http") {
+      return await this.#refuse(head, "only http:// URIs are forwarded; use CONNECT for https");
+    }
+    const clientKeep = wantsKeepAlive(head);
+    const connTokens = [
+      ...headerTokens(head.headers, "connection"),
+      ...headerTokens(head.headers, "proxy-connection"),
+    ];
+    const upgrade = connTokens.includes("upgrade") ? getHeader(head.headers, "upgrade") : undefined;
+    let headers = withoutHeaders(head.headers, [
+      ...hopByHop,
+      ...connTokens.filter((t) => !framingFields.has(t)),
+    ]);
+    headers = withHeader(headers, "Host", target.authority);
+    if (upgrade !== undefined) headers.push(["Connection", "upgrade"], ["Upgrade", upgrade]);
+    else if (!clientKeep) headers.push(["Connection", "close"]);
+    const upHead = serializeRequestHead({
+      method: head.method,
+      target: target.path,
+      version: "HTTP/1.1",
+      headers,
+    });
+    const dest = target.dest;
+    const key = joinHostPort(dest.host, dest.port);
+    return { head, dest, key, upHead, reqFraming, clientKeep, upgrade };
+  }
+
+  /**
+   * Send the request upstream (reusing the kept-alive connection to the same destination)
+   * while its body streams, and read the response head, interim heads forwarded. A stale
+   * kept-alive upstream is retried once when nothing is lost by it. Undefined when the
+   * exchange failed (answered).
+   */
+  async #exchange(plan: ForwardPlan): Promise<Exchange | undefined> {
+    const { head, dest, key, upHead, reqFraming } = plan;
+    for (let attempt = 0;; attempt++) {
+      let reused = false;
+      if (this.#upstream && this.#upstream.key === key) {
+        reused = true;
+      } else {
+        this.#dropUpstream();
+        const c = await this.#dialOrAnswer(head.method, dest);
+        if (!c) return undefined;
+        this.#upstream = { key, conn: c, reader: new BufferedReader(c, clientReadBytes) };
+      }
+      const up: Upstream = this.#upstream;
+      // A kept-alive upstream may have closed meanwhile: retry once on a fresh connection
+      // when nothing of this request is lost by doing so (no body was consumed).
+      const canRetry = reused && attempt === 0 && reqFraming.kind === "none" &&
+        idempotent.has(head.method);
+      this.state = HttpProxyState.Sending;
+      try {
+        await writeAll(up.conn, upHead);
+      } catch (err) {
+        this.#dropUpstream();
+        if (canRetry) continue;
+        await this.#upstreamFailed(head, dest, err, false);
+        return undefined;
+      }
+      this.#idle.touch();
+
+      // The request body streams while the response is read, so `Expect: 100-continue`
+      // and early answers (413, 401) work.
+      const ex: Exchange = {
+        up,
+        res: { version: "HTTP/1.1", status: 0, reason: "", headers: [] },
+        bodyCopy: Promise.resolve(),
+        bodyDone: false,
+        sentSomething: false,
+        requestBytes: 0,
+        responseBytes: 0,
+      };
+      ex.bodyCopy = copyBody(
+        this.#client,
+        this.#conn,
+        reqFraming,
+        this.#sinkTo(up.conn, "upstream", (n) => ex.requestBytes += n),
+      ).then(
+        () => (ex.bodyDone = true, undefined),
+        (err: unknown) => err,
+      );
+      this.state = HttpProxyState.AwaitingResponse;
+      try {
+        ex.res = await this.#responseHead(plan, ex);
+      } catch (err) {
+        this.state = HttpProxyState.Responding; // an answer of our own, or a close
+        this.#dropUpstream();
+        // A stale upstream shows as EOF, or as a reset when our head raced its close.
+        const stale = (err instanceof HttpError && err.reason === "eof") || isDisconnect(err);
+        if (
+          canRetry && !ex.sentSomething && stale && !this.#idle.fired &&
+          !this.#opts.signal?.aborted
+        ) {
+          await ex.bodyCopy; // no body: already settled
+          continue;
+        }
+        await this.#failAfterHead(head, dest, err, ex);
+        return undefined;
+      }
+      this.state = HttpProxyState.Responding;
+      return ex;
+    }
+  }
+
+  /** Read response heads until a final one (or a 101); interim ones go to HTTP/1.1 clients. */
+  async #responseHead(plan: ForwardPlan, ex: Exchange): Promise<ResponseHead> {
+    const reader = ex.up.reader;
+    while (true) {
+      if (reader.buffered === 0 && (await reader.readExactOrEof(0)) === null) {
+        throw new HttpError("upstream closed before answering", "eof");
+      }
+      const res = await readResponseHead(reader, this.#limits);
+      this.#idle.touch();
+      if (res.status >= 200 || res.status === 101) return res;
+      // Interim answers (100 Continue, 103 Early Hints) pass on to HTTP/1.1 clients.
+      if (plan.head.version === "HTTP/1.1") {
+        await writeAll(this.#conn, serializeResponseHead({ ...res, version: "HTTP/1.1" }));
+        ex.sentSomething = true;
+      }
+    }
+  }
+
+  /** A 101 after an Upgrade request: pass it on, then relay raw bytes both ways. */
+  async #switchProtocols(plan: ForwardPlan, ex: Exchange): Promise<false> {
+    const { head, dest } = plan;
+    const up = ex.up;
+    if (plan.upgrade === undefined) {
+      this.#dropUpstream();
+      const err = new HttpError("101 without an Upgrade request");
+      await this.#failAfterHead(head, dest, err, ex);
+      return false;
+    }
+    const fields = withoutHeaders(ex.res.headers, ["connection", "keep-alive", "proxy-connection"]);
+    fields.push(["Connection", "upgrade"]);
+    await ex.bodyCopy;
+    this.#upstream = undefined;
+    const switched = serializeResponseHead({ ...ex.res, version: "HTTP/1.1", headers: fields });
+    if (!(await this.#answer(switched))) {
+      closeQuietly(up.conn);
+      return false;
+    }
+    this.state = HttpProxyState.Relaying;
+    this.#idle.stop();
+    const r = await relay(
+      withPrefix(this.#conn, this.#client.takeBuffered()),
+      withPrefix(up.conn, up.reader.takeBuffered()),
+      { idleTimeoutMs: this.#idleTimeoutMs, signal: this.#opts.signal },
+    );
+    this.#report({
+      method: head.method,
+      dest,
+      status: 101,
+      requestBytes: ex.requestBytes + r.aToB,
+      responseBytes: r.bToA,
+    });
+    return false;
+  }
+
+  /** Relay the response head and body; resolves whether the client connection is kept. */
+  async #relayResponse(plan: ForwardPlan, ex: Exchange): Promise<boolean> {
+    const { head, dest, key } = plan;
+    const { up, res } = ex;
+    let resFraming: BodyFraming;
+    try {
+      resFraming = responseBodyFraming(res, head.method);
+    } catch (err) {
+      this.#dropUpstream();
+      await this.#failAfterHead(head, dest, err, ex);
+      return false;
+    }
+    const upstreamKeep = resFraming.kind !== "close" && wantsKeepAlive(res);
+    // HTTP/1.0 clients do not know chunked: they get the data, delimited by our close.
+    const dechunk = resFraming.kind === "chunked" && head.version === "HTTP/1.0";
+    let keep = plan.clientKeep && resFraming.kind !== "close" && !dechunk;
+    const resConnTokens = headerTokens(res.headers, "connection");
+    let fields: HeaderFields = withoutHeaders(res.headers, [
+      ...hopByHop,
+      ...resConnTokens.filter((t) => !framingFields.has(t)),
+      ...(dechunk ? ["transfer-encoding", "trailer"] : []),
+      // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
+      // beside it could make the next hop read the body the other way.
+      ...(headerTokens(res.headers, "transfer-encoding").length > 0 ? ["content-length"] : []),
+    ]);
+    if (!keep) fields.push(["Connection", "close"]);
+    else if (head.version === "HTTP/1.0") fields = [...fields, ["Connection", "keep-alive"]];
+    try {
+      // The head goes out with the first body piece: one write, one packet for small
+      // responses.
+      let pendingHead: Uint8Array | undefined = serializeResponseHead({
+        ...res,
+        version: "HTTP/1.1",
+        headers: fields,
+      });
+      const toClient = this.#sinkTo(this.#conn, "client", (n) => ex.responseBytes += n);
+      const sink: Sink = async (p) => {
+        const h = pendingHead;
+        pendingHead = undefined;
+        if (h && p.length <= coalesceMaxBytes) {
+          await writeAll(this.#conn, concatBytes(h, p));
+          ex.responseBytes += p.length;
+          this.#idle.touch();
+          return;
+        }
+        if (h) await writeAll(this.#conn, h);
+        await toClient(p);
+      };
+      if (dechunk) await copyChunked(up.reader, up.conn, sink, false);
+      else await copyBody(up.reader, up.conn, resFraming, sink);
+      if (pendingHead) await writeAll(this.#conn, pendingHead);
+    } catch (err) {
+      // Mid-response, the only honest signal left is closing the client connection.
+      this.#closeAll();
+      this.#upstream = undefined;
+      await ex.bodyCopy;
+      this.#log.debug("http proxy response cut", { dest: key, error: errorMessage(err) });
+      this.#report({
+        method: head.method,
+        dest,
+        status: res.status,
+        failure: err instanceof SinkFailed ? "client-gone" : "upstream-protocol",
+        requestBytes: ex.requestBytes,
+        responseBytes: ex.responseBytes,
+      });
+      return false;
+    }
+    if (!ex.bodyDone) {
+      // The server answered before taking the whole request body: the client connection
+      // cannot be re-synchronised, so both sides end here.
+      keep = false;
+      this.#closeAll();
+      this.#upstream = undefined;
+    }
+    const bodyErr = await ex.bodyCopy;
+    if (bodyErr !== undefined) keep = false;
+    if (!upstreamKeep || !keep) this.#dropUpstream();
+    this.#report({
+      method: head.method,
+      dest,
+      status: res.status,
+      requestBytes: ex.requestBytes,
+      responseBytes: ex.responseBytes,
+    });
+    return keep;
+  }
+
+  /** Answer a broken upstream, end the client connection, let the request body copy settle. */
+  async #failAfterHead(
+    head: RequestHead,
+    dest: HostPort,
+    err: unknown,
+    ex: Exchange,
+  ): Promise<void> {
+    await this.#upstreamFailed(head, dest, err, ex.sentSomething);
+    // A request body still arriving would block forever on a client waiting for an answer.
+    if (!ex.bodyDone) closeQuietly(this.#conn);
+    await ex.bodyCopy;
+  }
+
+  /** A broken upstream: 502 (or 504 for a timeout) if nothing was sent yet, else just close. */
+  async #upstreamFailed(
+    head: RequestHead,
+    dest: HostPort,
+    err: unknown,
+    sentSomething: boolean,
+  ): Promise<void> {
+    const reason = classifyError(err);
+    const timedOut = this.#idle.fired || reason === "timeout";
+    const status = timedOut ? 504 : 502;
+    const where = joinHostPort(dest.host, dest.port);
+    this.#log.debug("http proxy upstream failed", { dest: where, error: errorMessage(err) });
+    if (!sentSomething) {
+      const why = timedOut ? "no response in time" : `bad response: ${errorMessage(err)}`;
+      await this.#answerText(status, `${why} (${where})`);
+    }
+    this.#report({
+      method: head.method,
+      dest,
+      status: sentSomething ? 0 : status,
+      failure: timedOut ? "timeout" : "upstream-protocol",
+      requestBytes: 0,
+      responseBytes: 0,
+    });
+  }
+}
