@@ -114,9 +114,13 @@ export async function startService<S extends FlagDefs, C>(
   }
   const flags = resolved.values;
   const log = new Logger(flags["log-level"] as LogLevel, { svc: cmd.name });
+  // Deprecations and secrets on argv are said once, not again at every reload.
   const warned = new Set<string>();
   const warnOnce = (warnings: string[]) => {
-    for (const w of warnings) if (!warned.has(w)) warned.add(w), log.warn(w);
+    for (const w of warnings.filter((w) => !warned.has(w))) {
+      warned.add(w);
+      log.warn(w);
+    }
   };
   warnOnce(resolved.warnings);
   let cfg: C;

@@ -11,8 +11,7 @@ import { closeQuietly, dial, type Duplex, withPrefix, writeAll } from "../lib/ne
 import { parseListenUrl, type Seaprox, startSeaprox } from "../lib/proxy/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
+const enc = new TextEncoder(), dec = new TextDecoder();
 /** Whole demo must finish well within this; a hang is a failure, not a wait. */
 const checkTimeoutMs = 10_000;
 
@@ -24,9 +23,8 @@ const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (re
 const originAddr = `127.0.0.1:${origin.addr.port}`;
 
 // ---- seaprox in-process ----
-const log = new Logger(Deno.env.get("WARREN_LOG_LEVEL") === "debug" ? "debug" : "warn", {
-  svc: "seaprox",
-});
+const level = Deno.env.get("WARREN_LOG_LEVEL") === "debug" ? "debug" : "warn";
+const log = new Logger(level, { svc: "seaprox" });
 const sp: Seaprox = await startSeaprox({
   listeners: [
     parseListenUrl(`static://127.0.0.1:0?to=${originAddr}`),
