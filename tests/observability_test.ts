@@ -1,0 +1,91 @@
+/**
+ * The metrics and status layers in-process: stats kept in the dependency-free lib/stats.ts
+ * (before or after lib/metrics.ts is loaded) reach the Prometheus text with their labels and
+ * collect hooks; `serveObservability` answers /metrics (with warren_build_info), /status,
+ * /healthz and the page's data on one listener, and stops cleanly.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { collectedCounter, counter, gauge } from "../lib/stats.ts";
+import { silentLogger } from "../lib/log.ts";
+import meta from "../deno.json" with { type: "json" };
+
+// Registered before lib/metrics.ts is loaded: the registry must still export it.
+const early = counter("test_early_total", "counted before the registry existed", ["kind"]);
+early.inc({ kind: "a" }, 3);
+
+Deno.test("stats: counters and gauges reach the Prometheus text at scrape time", async () => {
+  const { registry } = await import("../lib/metrics.ts");
+  const late = counter("test_late_total", "counted after", ["side", "result"]);
+  late.inc({ side: "server", result: "ok" });
+  late.inc({ result: "ok", side: "server" }, 2); // label order does not matter
+  late.inc({ side: "local", result: "refused" });
+  let live = 7;
+  gauge("test_live", "read at scrape", [], function () {
+    this.set(live);
+  });
+  const g = gauge("test_gauge", "set and moved", ["host"]);
+  g.set({ host: "a" }, 5);
+  g.dec({ host: "a" }, 2);
+  collectedCounter("test_collected_total", "from live state", ["x"], () => [[{ x: "1" }, 42]]);
+  assertEquals(counter("test_late_total", "again", ["side", "result"]), late, "one per name");
+
+  let text = await registry.metrics();
+  for (
+    const line of [
+      'test_early_total{kind="a"} 3',
+      'test_late_total{side="server",result="ok"} 3',
+      'test_late_total{side="local",result="refused"} 1',
+      "test_live 7",
+      'test_gauge{host="a"} 3',
+      'test_collected_total{x="1"} 42',
+      "# TYPE test_late_total counter",
+      "# TYPE test_live gauge",
+    ]
+  ) assert(text.includes(line), `${line} in:\n${text}`);
+  live = 9;
+  text = await registry.metrics();
+  assert(text.includes("test_live 9"), "collect runs at each scrape");
+  let threw = false;
+  try {
+    late.inc({ side: "x" }, -1);
+  } catch (err) {
+    threw = err instanceof RangeError;
+  }
+  assert(threw, "a counter refuses to go down");
+});
+
+Deno.test("serveObservability: /metrics, /status, /healthz and the page on one listener", async () => {
+  const { serveObservability } = await import("../lib/status/mod.ts");
+  const obs = serveObservability({ host: "127.0.0.1", port: 0 }, {
+    service: "test-svc",
+    log: silentLogger,
+    status: () => ({ state: "connected", streams: 4 }),
+  });
+  try {
+    const base = `http://127.0.0.1:${obs.addr.port}`;
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const build = `warren_build_info{version="${meta.version}",deno="${Deno.version.deno}"} 1`;
+    assert(metrics.includes(build), `${build} in:\n${metrics}`);
+    assert(
+      metrics.includes(`warren_listener_connections_total{listener="127.0.0.1:${obs.addr.port}"}`),
+      "its own listener is counted like every serve() loop",
+    );
+    assertEquals(await (await fetch(`${base}/status`)).json(), { state: "connected", streams: 4 });
+    assertEquals(await (await fetch(`${base}/healthz`)).text(), "ok\n");
+    const data = await (await fetch(`${base}/status/ui/data`)).json() as {
+      service: string;
+      tables: { title: string; rows: unknown[][] }[];
+    };
+    assertEquals(data.service, "test-svc");
+    assert(
+      data.tables[0].rows.some((r) => r[0] === "state" && r[1] === "connected"),
+      JSON.stringify(data.tables),
+    );
+    const missing = await fetch(`${base}/nope`);
+    assertEquals(missing.status, 404);
+    await missing.body?.cancel();
+  } finally {
+    await obs.shutdown();
+  }
+});
