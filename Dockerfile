@@ -1,9 +1,10 @@
-# One image for every warren service. The entrypoint is deno, so the command names the script:
+# One image for every warren service, each on PATH under its own name with only the Deno
+# permissions it needs (tools/install.ts --shims): the command names the service.
 #
 #   docker build -t warren .
 #   docker run --rm warren                                    # in-process demo, then exit
 #   docker run --rm -p 127.0.0.1:1080:1080 -e DEPOT_TOKEN=... warren \
-#     run --cached-only -A services/depot-server.ts --socks 0.0.0.0:1080 --metrics :9100
+#     depot-server --socks 0.0.0.0:1080 --metrics 0.0.0.0:9100
 #
 # BASE is the official Deno image of the Deno version warren is tested with. Offline (CI) it
 # is a local image with the same Deno binary: see tests/docker_stack_test.ts.
@@ -17,35 +18,41 @@ ENV DENO_DIR=/var/cache/deno \
     DENO_NO_PROMPT=1 \
     WARREN_HEALTH_URL=http://127.0.0.1:9100/metrics
 
-# A non-root user owns the app and Deno's cache (the cache is written when modules compile).
-RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin warren \
- && mkdir -p /app "$DENO_DIR" \
- && chown warren:warren /app "$DENO_DIR"
+# The runtime user owns nothing: the code, the launchers and Deno's cache belong to root and
+# are read-only to it (Deno keeps its run-time caches in memory when it cannot write them).
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin warren
 WORKDIR /app
-USER warren
 
-# npm dependencies first: this layer only changes with deno.json / deno.lock.
-# EXTRA_CA_PEM: PEM text of CAs to trust while fetching them, for networks that intercept TLS.
-# No file of it stays in the image, but like any build arg it shows in `docker history`: pass
+# (.dockerignore lets only deno.json, deno.lock, mod.ts, lib/, services/, deploy/ and the two
+# tools below in.)
+COPY . ./
+
+# Only what the services import is cached: tools/runtime_lock.ts drops the packages only tests
+# use (fast-check, playwright-core, socks) from the image's deno.lock, every other version
+# pinned as committed, and each entry point is compiled into the cache against it (--frozen)
+# so containers start offline (--cached-only).
+# EXTRA_CA_PEM: PEM text of CAs to trust while fetching, for networks that intercept TLS. No
+# file of it stays in the image, but like any build arg it shows in `docker history`: pass
 # public CA certificates only, never a key.
-COPY --chown=warren:warren deno.json deno.lock ./
 ARG EXTRA_CA_PEM=
-RUN if [ -n "$EXTRA_CA_PEM" ]; then \
+RUN deno run --allow-read=. --allow-write=deno.lock tools/runtime_lock.ts \
+ && if [ -n "$EXTRA_CA_PEM" ]; then \
       printf '%s\n' "$EXTRA_CA_PEM" > /tmp/extra-ca.pem && export DENO_CERT=/tmp/extra-ca.pem; \
     fi \
- && deno install --frozen \
- && rm -f /tmp/extra-ca.pem
+ && deno cache --frozen services/*.ts deploy/*.ts \
+ && rm -f /tmp/extra-ca.pem \
+ && deno run --allow-read --allow-write=/usr/local/bin --allow-env tools/install.ts --shims \
+      --root /usr/local --read /app/deploy,/etc/warren,/run/secrets \
+ && chmod -R go-w /app "$DENO_DIR"
 
-# The code, then every entry point compiled into the cache so containers start offline
-# (services run with --cached-only).
-# (.dockerignore lets only deno.json, deno.lock, mod.ts, lib/, services/ and deploy/ in.)
-COPY --chown=warren:warren . ./
-RUN deno cache --frozen services/*.ts deploy/*.ts
+USER warren
 
 # Healthy when the service's --metrics endpoint answers (services in compose.yaml run with
 # --metrics 0.0.0.0:9100); WARREN_HEALTH_URL / WARREN_HEALTH_EXPECT refine it per service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["deno", "run", "--cached-only", "--allow-net", "--allow-env", "/app/deploy/healthcheck.ts"]
+  CMD ["deno", "run", "--cached-only", "--allow-net=127.0.0.1", \
+       "--allow-env=WARREN_HEALTH_URL,WARREN_HEALTH_EXPECT", "/app/deploy/healthcheck.ts"]
 
-ENTRYPOINT ["deno"]
-CMD ["run", "--cached-only", "-A", "services/demo.ts"]
+ENTRYPOINT []
+CMD ["deno", "run", "--cached-only", "--allow-net", "--allow-env=WARREN_*", "services/demo.ts"]

@@ -1,10 +1,14 @@
 /**
  * The Dockerfile and compose.yaml on a real engine: build the image offline (local base
- * image: debootstrap + the Deno binary running this test), bring the whole stack up, wait for
- * every container's HEALTHCHECK, then send real traffic from the host through each service to
- * the demo app: SOCKS5 via depot and seaprox, HTTP proxy (forward and CONNECT) via seaprox, a
- * Host-header request via the tunnel, a download via fusion's two paths compared byte-exact.
- * The stack is always brought down and a daemon started here is always stopped.
+ * image: debootstrap + the Deno binary running this test) and check what it holds (no test
+ * package in its Deno cache, nothing writable by its user, every service on PATH, the
+ * example's placeholder secrets refused at start with one line); bring the whole stack up,
+ * wait for every container's HEALTHCHECK (dependents wait for their dependency's health), check
+ * each container's processes (no -A) and environment (only its own secret), then send real
+ * traffic from the host through each service to the demo app: SOCKS5 via depot and seaprox,
+ * HTTP proxy (forward and CONNECT) via seaprox, a Host-header request via the tunnel, a
+ * download via fusion's two paths compared byte-exact. The stack is always brought down and a
+ * daemon started here is always stopped.
  *
  * Ignored (with the reason printed) only when not root on Linux: the engine, compose and
  * debootstrap come from the setup step (tools/setup.ts). DOCKER_HOST selects an engine; WARREN_DOCKER_BASE skips
@@ -47,6 +51,65 @@ const depotDownloadBytes = 8 * mib;
 const hello = "hello from the warren demo app";
 /** How long the vhost may take to come back after tunnel-server restarts (client backoff). */
 const tunnelBackTimeoutMs = 60_000;
+/** The stack's secrets: each compose service may see only those listed for it here. */
+const secretNames = ["DEPOT_TOKEN", "FUSION_TOKEN", "TUNNEL_IDENTIFIER"];
+const ownSecrets: Record<string, string[]> = {
+  "app": [],
+  "seaprox": [],
+  "depot-server": ["DEPOT_TOKEN"],
+  "depot-local": ["DEPOT_TOKEN"],
+  "tunnel-server": ["TUNNEL_IDENTIFIER"],
+  "tunnel-client": ["TUNNEL_IDENTIFIER"],
+  "fusion-server": ["FUSION_TOKEN"],
+  "fusion-client": ["FUSION_TOKEN"],
+};
+/** Start order that matters: each service waits for these to be healthy. */
+const waitsForHealthy: Record<string, string[]> = {
+  "depot-local": ["depot-server"],
+  "tunnel-client": ["app", "tunnel-server"],
+  "fusion-server": ["app"],
+  "fusion-client": ["fusion-server"],
+};
+/** A service command the example's placeholder secret must stop at start, per service. */
+const placeholderRuns: string[][] = [
+  ["depot-server", "--socks=0.0.0.0:1080"],
+  ["depot-local", "--server=depot-server:7000"],
+  ["tunnel-server", "--listen=0.0.0.0:8080", "--host=hello.warren.test=env:TUNNEL_IDENTIFIER"],
+  ["tunnel-client", "--server=http://tunnel-server:8080", "--local=app:8000"],
+  ["fusion-server", "--listen=0.0.0.0:5022", "--target=app:8000"],
+  ["fusion-client", "--listen=0.0.0.0:5021", "--path=fusion-server:5022"],
+];
+/** Names of test-only npm packages, which the image must not hold. */
+const testOnlyPackages =
+  /playwright|fast-check|pure-rand|(^|[/@])socks(@|$)|smart-buffer|ip-address/i;
+
+/**
+ * `depends_on` conditions per service in `docker-compose config` output (the normalized YAML:
+ * two-space indents, `condition:` under each dependency).
+ */
+function dependsOn(config: string): Map<string, Map<string, string>> {
+  const out = new Map<string, Map<string, string>>();
+  let inServices = false;
+  let svc = "";
+  let inDeps = false;
+  let dep = "";
+  for (const line of config.split("\n")) {
+    if (/^\S/.test(line)) inServices = line === "services:";
+    if (!inServices) continue;
+    let m;
+    if ((m = /^ {2}(\S+):$/.exec(line))) [svc, inDeps] = [m[1], false];
+    else if (/^ {4}depends_on:$/.test(line)) inDeps = true;
+    else if (/^ {4}\S/.test(line)) inDeps = false;
+    else if (inDeps && (m = /^ {6}(\S+):$/.exec(line))) {
+      dep = m[1];
+      if (!out.has(svc)) out.set(svc, new Map());
+      out.get(svc)!.set(dep, "");
+    } else if (inDeps && (m = /^ {8}condition: (\S+)$/.exec(line))) {
+      out.get(svc)!.set(dep, m[1]);
+    }
+  }
+  return out;
+}
 
 function hex(bytes: number): string {
   return [...crypto.getRandomValues(new Uint8Array(bytes))]
@@ -132,37 +195,72 @@ Deno.test({
 
     const config = JSON.parse(
       await must(dockerBin, ["image", "inspect", "--format", "{{json .Config}}", image], env),
-    ) as { User: string; Entrypoint: string[]; Healthcheck?: { Test: string[] } };
+    ) as {
+      User: string;
+      Entrypoint: string[] | null;
+      Cmd: string[];
+      Healthcheck?: { Test: string[] };
+    };
     assertEquals(config.User, "warren", "the image runs as a non-root user");
-    assertEquals(config.Entrypoint, ["deno"]);
+    assertEquals(config.Entrypoint ?? [], [], "the command names what runs");
+    assert(!config.Cmd.includes("-A") && config.Cmd.includes("--allow-net"), `${config.Cmd}`);
     assert(config.Healthcheck?.Test?.[0] === "CMD", "the image has a HEALTHCHECK");
     // The default command: seaprox's in-process demo, offline (--network none, cached deps).
     const demo = await must(dockerBin, ["run", "--rm", "--network=none", image], env);
     assert(demo.includes("all checks passed"), demo);
-    // The documented usage: the command names the service script.
+    // The documented usage: the command names the service, on PATH with its permissions.
     const help = await must(dockerBin, [
       "run",
       "--rm",
       "--network=none",
       image,
-      "run",
-      "-A",
-      "services/depot-server.ts",
+      "depot-server",
       "--help",
     ], env);
     assert(help.includes("usage: depot-server"), help);
     lap("docker run (default command; a service's --help), no network");
 
-    // ---- stack ----
-    const envFile = `${tmp}/warren.env`;
-    await Deno.writeTextFile(
-      envFile,
-      `DEPOT_TOKEN=${hex(32)}\nFUSION_TOKEN=${hex(32)}\nTUNNEL_IDENTIFIER=${hex(32)}\n`,
+    // What the image holds: only what services import, nothing its user can change.
+    const inImage = (script: string) =>
+      must(dockerBin, ["run", "--rm", "--network=none", image, "sh", "-c", script], env);
+    const cached = await inImage(
+      'find /app /usr/local/bin "$DENO_DIR" -maxdepth 6 -not -path "*/lib/*" -not -path "*/services/*"',
     );
+    assert(cached.includes("/app/node_modules/.deno/hono@"), `cache listing:\n${cached}`);
+    const testPkgs = cached.split("\n").filter((p) => testOnlyPackages.test(p));
+    assertEquals(testPkgs, [], "test-only npm packages in the image");
+    const writable = await inImage(
+      'id -un; find /app /usr/local/bin "$DENO_DIR" -writable -print | head -20',
+    );
+    assertEquals(writable.trim(), "warren", `writable by the runtime user:\n${writable}`);
+    for (const name of ["seaprox", "depot-server", "tunnel-client", "fusion-client"]) {
+      const launcher = await inImage(`cat "$(command -v ${name})"`);
+      assert(/--allow-net/.test(launcher) && !/\s(-A|--allow-all)\s/.test(launcher), launcher);
+    }
+    // The example env file, copied unchanged: every service with a secret refuses to start.
+    const example = `${repoRoot}deploy/warren.env.example`;
+    for (const cmd of placeholderRuns) {
+      const r = await run(dockerBin, [
+        "run",
+        "--rm",
+        "--network=none",
+        `--env-file=${example}`,
+        image,
+        ...cmd,
+      ], { env });
+      const lines = r.stderr.trim().split("\n");
+      assertEquals(r.code, 2, `${cmd[0]} with the example's secrets: ${r.stdout}${r.stderr}`);
+      assertEquals(lines.length, 1, `${cmd[0]} says one line: ${r.stderr}`);
+      assert(lines[0].includes("placeholder"), `${cmd[0]}: ${lines[0]}`);
+    }
+    lap("image contents, permissions, placeholder secrets refused");
+
+    // ---- stack ----
+    const secrets = Object.fromEntries(secretNames.map((n) => [n, hex(32)]));
     composeEnv = {
       ...env,
+      ...secrets,
       WARREN_IMAGE: image,
-      WARREN_ENV_FILE: envFile,
       WARREN_HEALTH_INTERVAL: healthInterval,
       // empty: ephemeral host ports (read back with `port`), so parallel runs never collide
       WARREN_DEPOT_SOCKS_PORT: "",
@@ -172,6 +270,13 @@ Deno.test({
       WARREN_FUSION_PORT: "",
     };
     const cenv = composeEnv;
+    // Where order matters, a service waits for its dependency's health, not its start.
+    const deps = dependsOn(await must(composeBin, [...compose, "config"], cenv));
+    for (const [svc, needs] of Object.entries(waitsForHealthy)) {
+      for (const dep of needs) {
+        assertEquals(deps.get(svc)?.get(dep), "service_healthy", `${svc} depends_on ${dep}`);
+      }
+    }
     await must(composeBin, [...compose, "up", "--detach", "--no-build"], cenv);
     lap("compose up");
 
@@ -200,6 +305,20 @@ Deno.test({
     };
     await allHealthy();
     lap("all containers healthy");
+
+    // Every container: only its own secret in its environment, no -A on any command line.
+    for (const [svc, own] of Object.entries(ownSecrets)) {
+      const id = (await must(composeBin, [...compose, "ps", "-q", svc], cenv)).trim();
+      const envList = JSON.parse(
+        await must(dockerBin, ["inspect", "--format", "{{json .Config.Env}}", id], env),
+      ) as string[];
+      const seen = secretNames.filter((n) => envList.some((e) => e.startsWith(`${n}=`)));
+      assertEquals(seen, own, `${svc} sees secrets ${seen.join(" ")}`);
+      const top = await must(dockerBin, ["top", id, "-o", "pid,args"], env);
+      assert(/deno run .*--allow-net/.test(top), `${svc} processes:\n${top}`);
+      assert(!/\s(-A|--allow-all)(\s|$)/m.test(top), `${svc} runs with -A:\n${top}`);
+    }
+    lap("container environments and command lines");
 
     const port = async (service: string, containerPort: number): Promise<string> => {
       const addr =
