@@ -37,6 +37,7 @@ export const testPeers: readonly TestPeer[] = [
     files: ["/usr/share/gocode/src/github.com/hashicorp/yamux"],
     usedBy: "mux interop with hashicorp/yamux (its source, built offline)",
   },
+  { pkg: "python3", files: ["python3"], usedBy: "tunnel apps in other languages (echo servers)" },
   { pkg: "microsocks", files: ["microsocks"], usedBy: "SOCKS5 peers, seaprox chains" },
   { pkg: "dante-server", files: ["danted"], usedBy: "SOCKS5 peers (dante)" },
   { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy" },

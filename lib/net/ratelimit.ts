@@ -93,7 +93,8 @@ export type AuthVerdict = "ok" | "wrong" | "limited";
  * ```ts
  * import { AuthFailureLimiter } from "./ratelimit.ts";
  * const limiter = new AuthFailureLimiter({ burst: 2, perMinute: 1 });
- * const verdict = await limiter.verify("10.0.0.1:5000", () => "given" === "expected");
+ * const given: string = "wrong password";
+ * const verdict = await limiter.verify("10.0.0.1:5000", () => given === "expected");
  * console.assert(verdict === "wrong" && limiter.penaltyMs("10.0.0.1:5001") === 0);
  * ```
  */
