@@ -19,7 +19,7 @@ import { DepotServer } from "../lib/depot/mod.ts";
 // ---- flags, config validation (the same for --check-config and reloads) ----
 const { cfg, flags, log, onReload } = await startService(command, validate);
 if (cfg.token === "") {
-  log.warn("no --token / DEPOT_TOKEN: any program reaching the control port can become an exit");
+  log.warn("no token (--allow-open): any program reaching the control port can become an exit");
 }
 
 // ---- wiring ----

@@ -1,5 +1,5 @@
 import { DepotLocal, DepotServer } from "../lib/depot/mod.ts";
-import { writeAll } from "../lib/net/mod.ts";
+import { AuthFailureLimiter, writeAll } from "../lib/net/mod.ts";
 import { Reply, Socks5ReplyError } from "../lib/socks5/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { fakeLocal, socksDial, startDepot, startTarget } from "./_depot.ts";
@@ -183,6 +183,74 @@ Deno.test("depot exits: stop() lets live relays finish within the drain time", a
     c.close();
     await stopping;
     await depot.locals[0].waitConnected(false, 10_000);
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});
+
+Deno.test("depot exits: a second local without the exit's password cannot take the name over", async () => {
+  const target = startTarget();
+  const depot = await startDepot({ locals: [] });
+  const pw = "office-socks-password";
+  const holder = await fakeLocal(depot.controlPort, { name: "office", socksPassword: pw });
+  try {
+    // Without the password, or with another one: refused, and the holder keeps the exit.
+    for (const socksPassword of [undefined, "another-password-123"]) {
+      const err = await assertRejects(
+        fakeLocal(depot.controlPort, { name: "office", socksPassword }),
+      );
+      assertEquals((err as { reason?: string }).reason, "name-taken", String(err));
+    }
+    assertEquals(depot.server.exitNames(), ["office"]);
+    assertEquals(depot.server.status().exits[0].passwordProtected, true);
+    // The SOCKS password still guards the exit.
+    const wrong = await assertRejects(
+      socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port }, {
+        username: "office",
+        password: "",
+      }),
+    );
+    assert(!(wrong instanceof Socks5ReplyError), String(wrong)); // refused in the handshake
+    // With the same password, a reconnecting local takes over (the holder is told why).
+    const fresh = await depot.addLocal({ name: "office", socksPassword: pw });
+    const err = await assertRejects(holder.expect("connect", 5000));
+    assertEquals((err as { reason?: string }).reason, "replaced");
+    const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port }, {
+      username: "office",
+      password: pw,
+    });
+    await writeAll(c, enc.encode("Ehi"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "hi");
+    c.close();
+    assertEquals(fresh.status().total, 1);
+  } finally {
+    holder.close();
+    await depot.close();
+    await target.close();
+  }
+});
+
+Deno.test("depot exits: wrong SOCKS passwords go through the shared limiter, a right one passes", async () => {
+  const target = startTarget();
+  const authLimiter = new AuthFailureLimiter({ burst: 3, perMinute: 600, maxDelayMs: 20 });
+  const pw = "office-socks-password";
+  const depot = await startDepot({
+    server: { authLimiter },
+    locals: [{ name: "office", socksPassword: pw }],
+  });
+  try {
+    const dest = { host: "127.0.0.1", port: target.port };
+    for (let i = 0; i < 10; i++) {
+      await assertRejects(
+        socksDial(depot.socksPort, dest, { username: "office", password: `guess${i}` }),
+      );
+    }
+    // Past the burst, wrong answers were held (counted, not timed).
+    assertEquals(authLimiter.delayed, 7);
+    const c = await socksDial(depot.socksPort, dest, { username: "office", password: pw });
+    c.close();
   } finally {
     await depot.close();
     await target.close();

@@ -76,7 +76,7 @@ Deno.test("depot services: a busy port exits 1 with one line", async () => {
       ...anyPorts,
       "--socks",
       `127.0.0.1:${busy.addr.port}`,
-    ]);
+    ], { env: { DEPOT_TOKEN: "svc-token" } });
     assertEquals(r.code, 1);
     assertMatch(r.stderr, /already in use/);
     for (const flag of ["--status", "--metrics"]) {
@@ -87,7 +87,7 @@ Deno.test("depot services: a busy port exits 1 with one line", async () => {
         ...anyPorts,
         flag,
         `127.0.0.1:${busy.addr.port}`,
-      ]);
+      ], { env: { DEPOT_TOKEN: "svc-token" } });
       assertEquals(h.code, 1, `${flag}: ${h.stderr}`);
       assertMatch(h.stderr, /^error: (status|metrics): address \S+ is already in use$/m);
     }
@@ -322,5 +322,53 @@ Deno.test("depot services: a local started before the server retries until it ap
   } finally {
     await local.stop("SIGKILL");
     await server?.stop("SIGKILL");
+  }
+});
+
+Deno.test("depot services: no token, or SOCKS on a non-loopback address, needs --allow-open", async () => {
+  const refused: [string[], Record<string, string>, RegExp][] = [
+    [anyPorts, {}, /refusing to run without --token/],
+    [
+      ["--control", ":0", "--socks", "0.0.0.0:0", "--tunnel", ":0"],
+      { DEPOT_TOKEN: "svc-token" },
+      /refusing an open SOCKS5 listener on 0\.0\.0\.0:0/,
+    ],
+    [
+      ["--control", ":0", "--socks", "[::]:0", "--tunnel", ":0"],
+      { DEPOT_TOKEN: "svc-token" },
+      /refusing an open SOCKS5 listener/,
+    ],
+  ];
+  for (const [args, env, re] of refused) {
+    // A server that starts anyway (the old behaviour) is stopped and reported, not waited on.
+    const started = await startService("depot-server.ts", args, { readyCount: 3, env }).then(
+      (svc) => svc,
+      () => null,
+    );
+    if (started) {
+      await started.stop();
+      throw new Error(`depot-server ${args.join(" ")} started`);
+    }
+    const r = await run(Deno.execPath(), ["run", "-A", script("depot-server.ts"), ...args], {
+      env,
+    });
+    assertEquals(r.code, 2, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assertEquals(lines.length, 1, r.stderr);
+    assertMatch(lines[0], re);
+  }
+  const open = await startService("depot-server.ts", [
+    "--control",
+    ":0",
+    "--socks",
+    "0.0.0.0:0",
+    "--tunnel",
+    ":0",
+    "--allow-open",
+  ], { readyCount: 3 });
+  try {
+    assert(open.lines.some((l) => /no token \(--allow-open\)/.test(l)), open.lines.join("\n"));
+  } finally {
+    await open.stop();
   }
 });

@@ -311,6 +311,12 @@ export class DepotLocal {
             ours: depotProtocol.version,
             error: err.message,
           });
+        } else if (err instanceof RemoteError && err.reason === DepotRefusal.nameTaken) {
+          this.log.error("server refused this local: the exit name is held", {
+            name: this.name,
+            error: err.message,
+          });
+          delayMs = replacedRetryMs;
         } else if (err instanceof RemoteError && err.reason === DepotRefusal.replaced) {
           this.log.warn("replaced by another local with the same name", { name: this.name });
           delayMs = replacedRetryMs;

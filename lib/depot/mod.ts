@@ -8,3 +8,4 @@ export * from "./protocol.ts";
 export * from "./server.ts";
 export * from "./local.ts";
 export { acceptDepotSocks, type DepotSocksOptions } from "./socks_front.ts";
+export * from "./open.ts";

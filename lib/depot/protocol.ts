@@ -193,6 +193,11 @@ export const DepotRefusal = {
   unauthorized: "unauthorized",
   /** Another local with the same name connected; this one is replaced. */
   replaced: "replaced",
+  /**
+   * The name is held by a connected local with another SOCKS password: a takeover needs the
+   * holder's credential (so a second local cannot strip the password or hijack the exit).
+   */
+  nameTaken: "name-taken",
   /** The tunnel names no pending request (unknown, used, timed out or cancelled). */
   unknownRequest: "unknown-request",
   /** The tunnel's key does not match its request. */

@@ -448,6 +448,18 @@ export class DepotServer {
       return;
     }
     const log = this.log.child({ exit: hello.name });
+    const held = this.#exits.get(hello.name);
+    if (held && !(await this.#sameExitCredential(held, hello.socksPassword, ctx))) {
+      log.warn("local refused: the exit name is held with another SOCKS password", {
+        remote: ctx.remote,
+        holder: held.remote,
+      });
+      await ctl.fail(
+        DepotRefusal.nameTaken,
+        `exit ${hello.name} is connected with another SOCKS password; a takeover needs the same one`,
+      );
+      return;
+    }
     const exit = new ExitSession(
       hello.name,
       ctl,
@@ -547,7 +559,16 @@ export class DepotServer {
         defaultNeedsPassword: () => this.#exits.get(this.defaultExit)?.socksPassword !== undefined,
         authenticate: (user, pass) => {
           triedExit = user === "" ? this.defaultExit : user.slice(0, 64);
-          return this.#checkSocksAuth(user, pass);
+          // The shared limiter: a right password passes at once, wrong ones past the burst
+          // are answered late (per source and exit name).
+          return verifySecret(
+            this.#authLimiter,
+            ctx.remote,
+            () => this.#checkSocksAuth(user, pass),
+            {
+              user: triedExit,
+            },
+          );
         },
       });
     } catch (err) {
@@ -630,6 +651,26 @@ export class DepotServer {
       m.bytesTotal.inc({ side: "server", direction: "up" }, stats.aToB);
       m.bytesTotal.inc({ side: "server", direction: "down" }, stats.bToA);
     }
+  }
+
+  /**
+   * Whether a hello may take over the exit `held`: its SOCKS password (or the lack of one) is
+   * the exit's credential, compared in constant time; wrong ones count against the limiter.
+   */
+  #sameExitCredential(
+    held: ExitSession,
+    password: string | undefined,
+    ctx: { remote: string; signal?: AbortSignal },
+  ): Promise<boolean> {
+    return verifySecret(
+      this.#authLimiter,
+      ctx.remote,
+      () =>
+        held.socksPassword === undefined
+          ? password === undefined
+          : password !== undefined && timingSafeEqual(password, held.socksPassword),
+      { user: held.name, signal: ctx.signal },
+    );
   }
 
   #checkSocksAuth(user: string, pass: string): boolean {

@@ -3,6 +3,8 @@
  * @module
  */
 
+import { isIP } from "node:net";
+
 /** A host (name, IPv4 or IPv6 without brackets) and a port. */
 export interface HostPort {
   host: string;
@@ -33,8 +35,19 @@ export function joinHostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Whether `host` can only be reached from this machine (127/8, ::1, localhost). */
+/**
+ * Whether a listener on `host` can only be reached from this machine: an IP literal in
+ * 127.0.0.0/8 or ::1 (IPv4-mapped too, any IPv6 spelling), or the name `localhost`. Any other
+ * name is not: what it resolves to is not known here (and `127.0.0.1.lan` is a DNS name, not
+ * an address), so a guard built on this refuses it unless the operator writes the address.
+ */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h === "::1" || /^127\./.test(h) || /^::ffff:127\./.test(h);
+  const h = host.replace(/^\[|\]$/g, "").replace(/%.*$/, "").toLowerCase();
+  if (h === "localhost" || h === "localhost.") return true;
+  const kind = isIP(h);
+  if (kind === 4) return h.startsWith("127.");
+  if (kind !== 6) return false;
+  // The URL parser writes an IPv6 literal in its canonical compressed form.
+  const canonical = new URL(`http://[${h}]/`).hostname.slice(1, -1);
+  return canonical === "::1" || /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(canonical);
 }

@@ -10,6 +10,7 @@ import {
   defaultControlPort,
   defaultSocksPort,
   defaultTunnelPort,
+  depotOpenProblem,
   exitNamePattern,
 } from "../../lib/depot/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
@@ -47,6 +48,10 @@ export const command = {
       live: true,
       help: "shared secret depot-locals must present (prefer the env variable or --token-file, " +
         "which SIGHUP re-reads)",
+    },
+    "allow-open": {
+      kind: "boolean",
+      help: "allow running without a token, or SOCKS on a non-loopback address",
     },
     ...tlsServerFlags,
     ...transportFlags,
@@ -119,5 +124,8 @@ export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateCon
       `${ctx.where("default-exit")} must match ${exitNamePattern}`,
     );
   }
-  return { token: f.token ?? "", defaultExit, tls: tlsServerFromFlags(f) };
+  const token = f.token ?? "";
+  const open = depotOpenProblem({ token, socks: f.socks, allowOpen: f["allow-open"] ?? false });
+  if (open) throw new FlagError(token === "" ? "token" : "socks", open);
+  return { token, defaultExit, tls: tlsServerFromFlags(f) };
 }
