@@ -24,6 +24,7 @@ const exampleSecrets = {
   DOCS_IDENTIFIER: "example-docs-identifier-2",
   TUNNEL_IDENTIFIER: "example-tunnel-identifier-3",
   FUSION_TOKEN: "example-fusion-token-4",
+  DEPOT_TOKEN: "example-depot-token-5",
 };
 
 Deno.test("config examples: one per service, each accepted by --check-config", async () => {
