@@ -6,7 +6,9 @@
 
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsClientFlags, tlsClientFromFlags, transportFlags } from "../../lib/cli_security.ts";
-import { Acl } from "../../lib/net/mod.ts";
+import type { Acl } from "../../lib/net/mod.ts";
+import type { TlsClientConfig } from "../../lib/transport/mod.ts";
+import { aclFromFlags } from "./acl.ts";
 import { defaultControlPort, exitNamePattern } from "../../lib/depot/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
@@ -109,8 +111,18 @@ export const command = {
   ],
 } as const;
 
+/** What depot-local runs with, beyond the typed flags. */
+export interface DepotLocalServiceConfig {
+  acl: Acl;
+  socksPassword?: string;
+  tls?: TlsClientConfig;
+}
+
 /** depot-local's config from its flags; throws to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+export function validate(
+  f: ServiceFlags<typeof command.flags>,
+  ctx: ValidateContext,
+): DepotLocalServiceConfig {
   if (!exitNamePattern.test(f.name)) {
     throw new FlagError("name", `${ctx.where("name")} must match ${exitNamePattern}`);
   }
@@ -121,6 +133,5 @@ export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateCon
       "--socks-password is longer than 255 bytes (SOCKS5 limit)",
     );
   }
-  const acl = new Acl({ allow: f.allow, deny: f.deny });
-  return { acl, socksPassword, tls: tlsClientFromFlags(f) };
+  return { acl: aclFromFlags(f), socksPassword, tls: tlsClientFromFlags(f) };
 }

@@ -13,6 +13,7 @@ import {
   depotOpenProblem,
   exitNamePattern,
 } from "../../lib/depot/mod.ts";
+import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
 /** depot-server's command line. */
@@ -115,8 +116,19 @@ export const command = {
   ],
 } as const;
 
+/** What depot-server runs with, beyond the typed flags. */
+export interface DepotServerServiceConfig {
+  /** The token depot-locals present ("" = none: any program may become an exit). */
+  token: string;
+  defaultExit: string;
+  tls?: TlsServerConfig;
+}
+
 /** depot-server's config from its flags; throws to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+export function validate(
+  f: ServiceFlags<typeof command.flags>,
+  ctx: ValidateContext,
+): DepotServerServiceConfig {
   const defaultExit = f["default-exit"];
   if (!exitNamePattern.test(defaultExit)) {
     throw new FlagError(

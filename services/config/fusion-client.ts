@@ -9,7 +9,12 @@ import { tlsClientFlags, tlsClientFromFlags, transportFlags } from "../../lib/cl
 import { parsePathSpec, type PathSpec } from "../../lib/fusion/mod.ts";
 import { errorMessage } from "../../lib/net/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
-import { fusionSessionFlags, fusionSessionOptions } from "./fusion_session.ts";
+import type { TlsClientConfig } from "../../lib/transport/mod.ts";
+import {
+  fusionSessionFlags,
+  type FusionSessionOptions,
+  fusionSessionOptions,
+} from "./fusion_session.ts";
 
 /** fusion-client's command line. */
 export const command = {
@@ -63,8 +68,16 @@ export const command = {
   ],
 } as const;
 
+/** What fusion-client runs with, beyond the typed flags. */
+export interface FusionClientServiceConfig {
+  token: string;
+  paths: PathSpec[];
+  tls?: TlsClientConfig;
+  session: FusionSessionOptions;
+}
+
 /** fusion-client's config from its flags; throws to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>) {
+export function validate(f: ServiceFlags<typeof command.flags>): FusionClientServiceConfig {
   const token = f.token ?? "";
   if (token === "") {
     throw new FlagError("token", "a token is required: --token, FUSION_TOKEN or --token-file");

@@ -7,7 +7,12 @@
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags, transportFlags } from "../../lib/cli_security.ts";
 import type { ServiceFlags } from "../_kit.ts";
-import { fusionSessionFlags, fusionSessionOptions } from "./fusion_session.ts";
+import type { TlsServerConfig } from "../../lib/transport/mod.ts";
+import {
+  fusionSessionFlags,
+  type FusionSessionOptions,
+  fusionSessionOptions,
+} from "./fusion_session.ts";
 
 /** fusion-server's command line. */
 export const command = {
@@ -54,8 +59,15 @@ export const command = {
   ],
 } as const;
 
+/** What fusion-server runs with, beyond the typed flags. */
+export interface FusionServerServiceConfig {
+  token: string;
+  tls?: TlsServerConfig;
+  session: FusionSessionOptions;
+}
+
 /** fusion-server's config from its flags; throws to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>) {
+export function validate(f: ServiceFlags<typeof command.flags>): FusionServerServiceConfig {
   const token = f.token ?? "";
   if (token === "") {
     throw new FlagError("token", "a token is required: --token, FUSION_TOKEN or --token-file");

@@ -48,6 +48,16 @@ export function fusionSessionFlags(silenceHelp: string) {
   } as const satisfies FlagDefs;
 }
 
+/** The session options both fusion ends take from these flags. */
+export interface FusionSessionOptions {
+  scheduler: SchedulerName;
+  windowBytes: number;
+  silenceTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  graceMs: number;
+  nackGapFrames: number;
+}
+
 /** Session options from the parsed flags (already range-checked). */
 export function fusionSessionOptions(f: {
   scheduler: SchedulerName;
@@ -55,14 +65,7 @@ export function fusionSessionOptions(f: {
   "silence-timeout": number;
   "nack-gap": number;
   grace: number;
-}): {
-  scheduler: SchedulerName;
-  windowBytes: number;
-  silenceTimeoutMs: number;
-  heartbeatIntervalMs: number;
-  graceMs: number;
-  nackGapFrames: number;
-} {
+}): FusionSessionOptions {
   const silenceTimeoutMs = f["silence-timeout"];
   return {
     scheduler: f.scheduler,

@@ -12,8 +12,16 @@ import {
   tlsServerFromFlags,
   transportFlags,
 } from "../../lib/cli_security.ts";
-import { Acl, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
-import { openProxyProblem, parseForwardUrl, parseListenUrl } from "../../lib/proxy/mod.ts";
+import type { TlsClientConfig, TlsServerConfig } from "../../lib/transport/mod.ts";
+import { type Acl, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
+import {
+  type ForwardSpec,
+  type ListenerSpec,
+  openProxyProblem,
+  parseForwardUrl,
+  parseListenUrl,
+} from "../../lib/proxy/mod.ts";
+import { aclFromFlags } from "./acl.ts";
 import type { ServiceFlags } from "../_kit.ts";
 
 /** seaprox's command line. */
@@ -114,8 +122,23 @@ function linkAddr(url: string, flag: string): HostPort {
     throw new FlagError(flag, `--${flag}: not link://host:port: ${url}`);
   }
 }
-/** seaprox's config from its flags; throws (FlagError, ProxyUrlError, AclError, …) to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>) {
+
+/** What seaprox runs with, beyond the typed flags. */
+export interface SeaproxServiceConfig {
+  /** The proxy listener URLs (not link://), as written: their identity across reloads. */
+  urls: string[];
+  listeners: ListenerSpec[];
+  linkListens: HostPort[];
+  via?: HostPort;
+  tlsServer?: TlsServerConfig;
+  tlsClient?: TlsClientConfig;
+  acl: Acl;
+  forward?: ForwardSpec;
+  prefer: "ipv4" | "ipv6";
+}
+
+/** seaprox's config from its flags; throws (FlagError, ProxyUrlError, …) to refuse. */
+export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceConfig {
   if (f.listen.length === 0) {
     throw new FlagError("listen", "at least one --listen URL is required (see --help)");
   }
@@ -144,7 +167,7 @@ export function validate(f: ServiceFlags<typeof command.flags>) {
   if (f["prefer-ipv6"] && f["prefer-ipv4"]) {
     throw new FlagError("prefer-ipv4", "--prefer-ipv6 and --prefer-ipv4 are exclusive");
   }
-  const acl = new Acl({ allow: f.allow, deny: f.deny });
+  const acl = aclFromFlags(f);
   const forward = f.forward ? parseForwardUrl(f.forward) : undefined;
   return {
     urls,
@@ -155,6 +178,6 @@ export function validate(f: ServiceFlags<typeof command.flags>) {
     tlsClient,
     acl,
     forward,
-    prefer: f["prefer-ipv4"] ? "ipv4" as const : "ipv6" as const,
+    prefer: f["prefer-ipv4"] ? "ipv4" : "ipv6",
   };
 }

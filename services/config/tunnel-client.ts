@@ -8,6 +8,7 @@ import { FlagError } from "../../lib/config/mod.ts";
 import { tlsClientFlags, tlsClientFromFlags } from "../../lib/cli_security.ts";
 import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
 import type { TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
+import type { TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
 /** tunnel-client's command line. */
@@ -86,8 +87,19 @@ export const command = {
   ],
 } as const;
 
+/** What tunnel-client runs with, beyond the typed flags. */
+export interface TunnelClientServiceConfig {
+  server: string;
+  identifier: string;
+  tcp: TcpTunnelSpec[];
+  tls?: TlsClientConfig;
+}
+
 /** tunnel-client's config from its flags; throws to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+export function validate(
+  f: ServiceFlags<typeof command.flags>,
+  ctx: ValidateContext,
+): TunnelClientServiceConfig {
   const server = f.server;
   if (!server) throw new FlagError("server", "--server is required (or TUNNEL_SERVER)");
   let scheme = "";

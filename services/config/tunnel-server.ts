@@ -11,9 +11,11 @@ import {
   parseHostSpec,
   parsePortRange,
   parseTcpSpec,
+  type PortRange,
   readHostsFile,
   type TunnelConfig,
 } from "../../lib/tunnel/mod.ts";
+import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
 /** tunnel-server's command line. */
@@ -123,8 +125,19 @@ export const command = {
   ],
 } as const;
 
+/** What tunnel-server runs with, beyond the typed flags. */
+export interface TunnelServerServiceConfig {
+  tls?: TlsServerConfig;
+  tcpPorts?: PortRange;
+  /** Hosts and TCP tunnels the config defines (TunnelServer.applyConfig). */
+  routes: TunnelConfig;
+}
+
 /** tunnel-server's config from its flags; throws to refuse. */
-export function validate(f: ServiceFlags<typeof command.flags>, ctx: ValidateContext) {
+export function validate(
+  f: ServiceFlags<typeof command.flags>,
+  ctx: ValidateContext,
+): TunnelServerServiceConfig {
   if (f.admin && !f["admin-token"]) {
     throw new FlagError("admin-token", "--admin needs --admin-token (or TUNNEL_ADMIN_TOKEN)");
   }
