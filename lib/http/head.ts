@@ -195,9 +195,19 @@ async function readFields(r: BufferedReader, limits: HeadLimits, used: number) {
  * other than 1.0/1.1 "version", EOF inside the head "eof".
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { readRequestHead } from "./head.ts";
+ * import { BufferedReader } from "../net/mod.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * const conn = await listener.accept();
+ * await client.write(new TextEncoder().encode("GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n"));
  * const r = new BufferedReader(conn);
  * const head = await readRequestHead(r, { maxHeadBytes: 16 * 1024 });
+ * console.assert(head?.method === "GET" && head.target === "/x");
+ * client.close();
+ * conn.close();
+ * listener.close();
  * ```
  */
 export async function readRequestHead(
@@ -248,8 +258,20 @@ function headBuffered(b: Uint8Array): boolean {
  * without a deadline. Resolves and rejects like {@linkcode readRequestHead}.
  *
  * @example
- * ```ts ignore
- * const head = await readRequestHeadWithin(r, 30_000, () => closeQuietly(conn));
+ * ```ts
+ * import { readRequestHeadWithin } from "./head.ts";
+ * import { BufferedReader, closeQuietly } from "../net/mod.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const slow = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * const conn = await listener.accept();
+ * await slow.write(new TextEncoder().encode("GET / HT")); // and then nothing more
+ * const r = new BufferedReader(conn);
+ * // A client that never finishes its head is cut after the deadline (here 50 ms).
+ * const head = await readRequestHeadWithin(r, 50, () => closeQuietly(conn)).catch((e) => e);
+ * console.assert(head instanceof Error, String(head));
+ * closeQuietly(conn);
+ * slow.close();
+ * listener.close();
  * ```
  */
 export async function readRequestHeadWithin(

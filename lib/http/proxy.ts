@@ -96,14 +96,26 @@ export interface HttpExchange {
  * Resolves when the client is done (never rejects); `conn` is closed by then.
  *
  * @example
- * ```ts ignore
- * serve(listener, (conn, ctx) =>
+ * ```ts
+ * import { handleHttpProxy, staticCredentials } from "./mod.ts";
+ * import { dial, serve } from "../net/mod.ts";
+ * const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response("ok"));
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const server = serve(listener, (conn, ctx) =>
  *   handleHttpProxy(conn, {
  *     connect: (dest) => dial(dest.host, dest.port, { timeoutMs: 10_000 }),
  *     authenticate: staticCredentials("user", "pass"),
  *     handshakeDone: ctx.handshakeDone,
  *     signal: ctx.signal,
  *   }));
+ * const client = Deno.createHttpClient({
+ *   proxy: { url: `http://127.0.0.1:${listener.addr.port}`, basicAuth: { username: "user", password: "pass" } },
+ * });
+ * const res = await fetch(`http://127.0.0.1:${origin.addr.port}/`, { client });
+ * console.assert((await res.text()) === "ok");
+ * client.close();
+ * await server.stop();
+ * await origin.shutdown();
  * ```
  */
 export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Promise<void> {

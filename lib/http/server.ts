@@ -58,9 +58,12 @@ export interface HttpServeOptions {
  * count refusals at the cap and head timeouts, and it is in `liveServers` like every listener.
  *
  * @example
- * ```ts ignore
- * const server = serveHttp(Deno.listen({ hostname: "127.0.0.1", port: 9090 }), () =>
+ * ```ts
+ * import { serveHttp } from "./server.ts";
+ * const server = serveHttp(Deno.listen({ hostname: "127.0.0.1", port: 0 }), () =>
  *   new Response("ok\n"));
+ * const res = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+ * console.assert((await res.text()) === "ok\n");
  * await server.stop();
  * ```
  */

@@ -212,12 +212,28 @@ interface PendingPing {
  * loops have finished.
  *
  * @example
- * ```ts ignore
- * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 7400 });
+ * ```ts
+ * import { Session } from "./mod.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const accepted = listener.accept();
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+ * const server = Session.server(await accepted);
  * const session = Session.client(conn);
  * const stream = await session.open({ data: new TextEncoder().encode("GET /\n"), fin: true });
- * const reply = await readAll(stream);
+ * for await (const s of server) { // the server's first stream carries the request, then its end
+ *   const buf = new Uint8Array(16);
+ *   const n = await s.read(buf);
+ *   console.assert(new TextDecoder().decode(buf.subarray(0, n!)) === "GET /\n");
+ *   console.assert((await s.read(buf)) === null); // fin came in the same frame
+ *   await s.write(new TextEncoder().encode("200"));
+ *   await s.closeWrite();
+ *   break;
+ * }
+ * const reply = new Uint8Array(3);
+ * await stream.read(reply);
  * await session.close();
+ * await server.close();
+ * listener.close();
  * ```
  */
 export class Session implements StreamHost, FrameSink {

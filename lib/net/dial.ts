@@ -54,8 +54,12 @@ export async function resolveHost(
  * unreachable beats timeout).
  *
  * @example
- * ```ts ignore
- * const conn = await dial("localhost", 8080, { timeoutMs: 5000 });
+ * ```ts
+ * import { dial } from "./dial.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const conn = await dial("localhost", listener.addr.port, { timeoutMs: 5000 }); // ::1 refused, 127.0.0.1 next
+ * conn.close();
+ * listener.close();
  * ```
  */
 export async function dial(

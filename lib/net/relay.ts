@@ -52,11 +52,34 @@ export interface RelayResult extends RelayStats {
  * promise resolves, and it never rejects.
  *
  * @example
- * ```ts ignore
- * const client = await listener.accept();
- * const upstream = await dial("example.org", 80);
- * const r = await relay(client, upstream, { idleTimeoutMs: 300_000 });
- * console.log(r.aToB, r.bToA, r.end);
+ * ```ts
+ * import { dial, relay, writeAll } from "./mod.ts";
+ * // An upstream that answers what it reads, and a client on the other side of the relay.
+ * const upstreamL = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const echoing = (async () => {
+ *   const c = await upstreamL.accept();
+ *   const buf = new Uint8Array(1024);
+ *   for (let n = await c.read(buf); n !== null; n = await c.read(buf)) {
+ *     await writeAll(c, buf.subarray(0, n));
+ *   }
+ *   await c.closeWrite();
+ *   c.close();
+ * })();
+ * const user = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+ * const client = await front.accept();
+ * const upstream = await dial("127.0.0.1", upstreamL.addr.port);
+ * const relaying = relay(client, upstream, { idleTimeoutMs: 300_000 });
+ * await writeAll(user, new TextEncoder().encode("ping"));
+ * await user.closeWrite(); // half-close travels through: the upstream ends its side too
+ * const got = new Uint8Array(4);
+ * while ((await user.read(got)) !== null) continue; // read to the end
+ * const r = await relaying;
+ * console.log(r.aToB, r.bToA, r.end); // 4 4 "done"
+ * await echoing;
+ * user.close();
+ * upstreamL.close();
+ * front.close();
  * ```
  */
 export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayResult> {

@@ -130,12 +130,17 @@ export function formatAddr(addr: Deno.Addr): string {
  * Accept connections from `listener` and run `handler` for each (with TCP_NODELAY set).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { dial, relay, serve } from "./mod.ts";
+ * const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response("hi"));
  * const server = serve(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn, ctx) => {
  *   ctx.handshakeDone();
- *   await relay(conn, await dial("example.org", 80));
+ *   await relay(conn, await dial("127.0.0.1", origin.addr.port));
  * });
+ * const res = await fetch(`http://127.0.0.1:${server.addr.port}/`, { headers: { connection: "close" } });
+ * console.assert((await res.text()) === "hi");
  * await server.stop();
+ * await origin.shutdown();
  * ```
  */
 export function serve<C extends Deno.Conn>(

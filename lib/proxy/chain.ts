@@ -29,8 +29,23 @@ export interface ChainDialerOptions {
  * bound address the upstream reported.
  *
  * @example
- * ```ts ignore
- * const d = socks5ChainDialer({ upstream: { host: "10.0.0.2", port: 1080 }, via: directDialer() });
+ * ```ts
+ * import { directDialer, serveProxy, socks5ChainDialer, socks5Proxy } from "./mod.ts";
+ * // An upstream SOCKS5 proxy (here another warren one on loopback) that every dial goes through.
+ * const upstream = serveProxy(Deno.listen({ hostname: "127.0.0.1", port: 0 }), socks5Proxy(), {
+ *   dialer: directDialer(),
+ * });
+ * const d = socks5ChainDialer({
+ *   upstream: { host: "127.0.0.1", port: upstream.addr.port },
+ *   via: directDialer(),
+ * });
+ * const target = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const reached = target.accept();
+ * const conn = await d({ host: "127.0.0.1", port: target.addr.port }, AbortSignal.timeout(10_000));
+ * (await reached).close();
+ * conn.close();
+ * target.close();
+ * await upstream.stop();
  * ```
  */
 export function socks5ChainDialer(opts: ChainDialerOptions): Dialer {

@@ -35,9 +35,13 @@ export interface DirectDialerOptions {
  * address tried, preferred family first, failures typed).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { directDialer } from "./mod.ts";
+ * const target = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const d = directDialer({ prefer: "ipv4", timeoutMs: 5000 });
- * const conn = await d({ host: "example.org", port: 80 }, AbortSignal.timeout(10_000));
+ * const conn = await d({ host: "localhost", port: target.addr.port }, AbortSignal.timeout(10_000));
+ * conn.close();
+ * target.close();
  * ```
  */
 export function directDialer(opts: DirectDialerOptions = {}): Dialer {

@@ -126,10 +126,31 @@ export interface LinkClientOptions {
  * The dialling end of a link: a session kept up in the background and a Dialer over it.
  *
  * @example
- * ```ts ignore
- * const link = new LinkClient({ addr: parseHostPort("b.example:7400"), token });
+ * ```ts
+ * import { directDialer, LinkClient, parseListenUrl, serveLink, startSeaprox } from "./mod.ts";
+ * import { parseHostPort } from "../net/mod.ts";
+ * import { socks5Connect } from "../socks5/mod.ts";
+ * const token = "a-long-random-link-token";
+ * // Host B: the far end of the link, dialing destinations directly.
+ * const b = serveLink(Deno.listen({ hostname: "127.0.0.1", port: 0 }), {
+ *   token,
+ *   dialer: directDialer(),
+ * });
+ * // Host A: a SOCKS5 listener whose connections travel over the link to B.
+ * const link = new LinkClient({ addr: parseHostPort(`127.0.0.1:${b.addr.port}`), token });
+ * const listeners = [parseListenUrl("socks5://127.0.0.1:0")];
  * const sp = await startSeaprox({ listeners, dialer: link.dial });
- * // on shutdown: await sp.stop(); await link.close();
+ * const origin = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const c = await Deno.connect({ hostname: "127.0.0.1", port: sp.servers[0].addr.port });
+ * const reached = origin.accept();
+ * await socks5Connect(c, { host: "127.0.0.1", port: origin.addr.port }); // dialed by B
+ * (await reached).close();
+ * c.close();
+ * origin.close();
+ * // on shutdown:
+ * await sp.stop();
+ * await link.close();
+ * await b.stop();
  * ```
  */
 export class LinkClient {

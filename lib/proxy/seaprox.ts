@@ -191,8 +191,9 @@ function nameCheckedDialer(acl: Acl, inner: Dialer): Dialer {
  * stopped and a {@linkcode ListenError} is thrown.
  *
  * @example
- * ```ts ignore
- * const sp = startSeaprox({ listeners: [parseListenUrl("socks5://127.0.0.1:0")] });
+ * ```ts
+ * import { parseListenUrl, startSeaprox } from "./mod.ts";
+ * const sp = await startSeaprox({ listeners: [parseListenUrl("socks5://127.0.0.1:0")] });
  * console.log(sp.servers[0].addr.port);
  * await sp.stop();
  * ```

@@ -127,7 +127,8 @@ class CountingConn implements Duplex {
  * relayed with the idle timeout; one log line at close.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { directDialer, serveProxy, socks5Proxy } from "./mod.ts";
  * const p = serveProxy(Deno.listen({ hostname: "127.0.0.1", port: 0 }), socks5Proxy(), {
  *   dialer: directDialer(),
  * });

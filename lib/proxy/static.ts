@@ -11,10 +11,19 @@ import type { AddressProxyType } from "./proxy_type.ts";
  * A proxy type that forwards every connection to `to`.
  *
  * @example
- * ```ts ignore
- * serveProxy(Deno.listen({ port: 9000 }), staticProxy({ host: "example.org", port: 80 }), {
- *   dialer: directDialer(),
- * });
+ * ```ts
+ * import { directDialer, serveProxy, staticProxy } from "./mod.ts";
+ * // Every connection to the listener is relayed to one fixed destination (here an HTTP origin).
+ * const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response("hi"));
+ * const p = serveProxy(
+ *   Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+ *   staticProxy({ host: "127.0.0.1", port: origin.addr.port }),
+ *   { dialer: directDialer() },
+ * );
+ * const res = await fetch(`http://127.0.0.1:${p.addr.port}/`, { headers: { connection: "close" } });
+ * console.assert((await res.text()) === "hi");
+ * await p.stop();
+ * await origin.shutdown();
  * ```
  */
 export function staticProxy(to: HostPort): AddressProxyType {

@@ -50,10 +50,27 @@ export interface Socks5ConnectResult {
  * and closes it on error.
  *
  * @example
- * ```ts ignore
- * const conn = await dial("127.0.0.1", 1080);
- * const { leftover } = await socks5Connect(conn, { host: "example.org", port: 80 });
- * const stream = withPrefix(conn, leftover);
+ * ```ts
+ * import { socks5Connect } from "./mod.ts";
+ * import { closeQuietly, dial, withPrefix } from "../net/mod.ts";
+ * // A one-connection SOCKS5 proxy for the example: accept no-auth, reply "succeeded".
+ * const proxy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const serving = (async () => {
+ *   const p = await proxy.accept();
+ *   const buf = new Uint8Array(64);
+ *   await p.read(buf); // greeting: 05 01 00
+ *   await p.write(new Uint8Array([5, 0])); // no authentication
+ *   await p.read(buf); // CONNECT request
+ *   await p.write(new Uint8Array([5, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90])); // bound 127.0.0.1:8080
+ *   p.close();
+ * })();
+ * const conn = await dial("127.0.0.1", proxy.addr.port);
+ * const { bound, leftover } = await socks5Connect(conn, { host: "example.org", port: 80 });
+ * const stream = withPrefix(conn, leftover); // bytes the proxy sent past its reply come first
+ * console.log(bound); // { host: "127.0.0.1", port: 8080 }
+ * closeQuietly(stream);
+ * await serving;
+ * proxy.close();
  * ```
  */
 export function socks5Connect(

@@ -76,8 +76,10 @@ export interface Socks5Request {
  * (`serve()`'s `handshakeTimeoutMs`).
  *
  * @example
- * ```ts ignore
- * serve(listener, async (conn, ctx) => {
+ * ```ts
+ * import { acceptSocks5, replyForReason, Reply, sendSocks5Reply, socks5Connect } from "./mod.ts";
+ * import { classifyError, closeQuietly, dial, relay, serve, withPrefix } from "../net/mod.ts";
+ * const server = serve(Deno.listen({ hostname: "127.0.0.1", port: 0 }), async (conn, ctx) => {
  *   const req = await acceptSocks5(conn);
  *   let out: Deno.TcpConn;
  *   try {
@@ -90,6 +92,14 @@ export interface Socks5Request {
  *   ctx.handshakeDone();
  *   await relay(withPrefix(conn, req.leftover), out);
  * });
+ * // A client asking for a port nobody listens on gets "connection refused" (0x05).
+ * const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * closed.close();
+ * const c = await dial("127.0.0.1", server.addr.port);
+ * const failed = await socks5Connect(c, { host: "127.0.0.1", port: closed.addr.port }).catch((e) => e);
+ * console.assert(failed.reason === "refused", String(failed));
+ * closeQuietly(c);
+ * await server.stop();
  * ```
  */
 export function acceptSocks5(

@@ -82,10 +82,17 @@ const crlf = new TextEncoder().encode("\r\n");
  * other request routed by Host to the client serving it.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createTunnelApp, TunnelServer } from "./mod.ts";
  * const server = new TunnelServer();
  * await server.addHost("app.example.com", "s3cret-identifier");
- * Deno.serve({ port: 8080 }, createTunnelApp(server).fetch);
+ * const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, createTunnelApp(server).fetch);
+ * // No client serves the host yet: the front answers by itself.
+ * const res = await fetch(`http://127.0.0.1:${http.addr.port}/`);
+ * console.assert(res.status === 404, String(res.status));
+ * await res.body?.cancel();
+ * await http.shutdown();
+ * await server.close();
  * ```
  */
 export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {}): Hono {

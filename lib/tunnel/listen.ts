@@ -18,10 +18,39 @@ export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions,
  * client certificate was verified).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { serveTunnel, TunnelClient, TunnelServer } from "./mod.ts";
+ * const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
+ *   new Response("from the app"));
  * const server = new TunnelServer();
- * await server.addHost("app.example.com", identifier);
- * const front = serveTunnel(Deno.listen({ port: 8080 }), server);
+ * const identifier = await server.addHost("app.example.com"); // a generated secret
+ * const front = serveTunnel(Deno.listen({ hostname: "127.0.0.1", port: 0 }), server);
+ *
+ * // The client side (tunnel-client): serves the vhost from the local app.
+ * const stop = new AbortController();
+ * const connected = Promise.withResolvers<void>();
+ * const client = new TunnelClient({
+ *   server: `http://127.0.0.1:${front.addr.port}`,
+ *   identifier,
+ *   local: { host: "127.0.0.1", port: app.addr.port },
+ *   signal: stop.signal,
+ *   onConnected: () => connected.resolve(),
+ * });
+ * const running = client.run();
+ * await connected.promise;
+ *
+ * // A public request for the vhost reaches the app through the tunnel.
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+ * await conn.write(
+ *   new TextEncoder().encode("GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"),
+ * );
+ * const text = await new Response(conn.readable).text();
+ * console.assert(text.endsWith("from the app"), text);
+ * stop.abort();
+ * await running;
+ * await front.stop();
+ * await server.close();
+ * await app.shutdown();
  * ```
  */
 export function serveTunnel(
