@@ -33,6 +33,7 @@ export {
   readSecretFile,
   refusePlaceholder,
 } from "./config/mod.ts";
+export { isLoopbackHost } from "./net/addr.ts";
 
 /**
  * Failed TLS handshakes per listener and reason (`--metrics`): a client without a certificate,
