@@ -171,12 +171,29 @@ interface Session {
  * A depot-local: `run()` until `stop()`.
  *
  * @example
- * ```ts ignore
- * const local = new DepotLocal({ server: { host: "depot.example", port: 7000 }, token });
+ * ```ts
+ * import { DepotLocal, DepotServer } from "./mod.ts";
+ * import { socks5Connect } from "../socks5/mod.ts";
+ * const token = "a-long-random-depot-token";
+ * const listen = () => Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const [control, socks, tunnel] = [listen(), listen(), listen()];
+ * const server = new DepotServer({ token });
+ * server.start({ control, socks, tunnel });
+ *
+ * // The exit: dials the server's control address; SOCKS5 clients' connections leave from here.
+ * const local = new DepotLocal({ server: { host: "127.0.0.1", port: control.addr.port }, token });
  * const done = local.run();
- * // ...
+ * await local.waitConnected();
+ * const target = listen();
+ * const reached = target.accept();
+ * const c = await Deno.connect({ hostname: "127.0.0.1", port: socks.addr.port });
+ * await socks5Connect(c, { host: "127.0.0.1", port: target.addr.port }); // dialed by the local
+ * (await reached).close();
+ * c.close();
+ * target.close();
  * await local.stop();
  * await done;
+ * await server.stop();
  * ```
  */
 export class DepotLocal {

@@ -231,13 +231,14 @@ class ExitSession {
  * The depot server: give it three listeners with `start`, stop it with `stop`.
  *
  * @example
- * ```ts ignore
- * const server = new DepotServer({ token: "s3cret" });
- * server.start({
- *   control: Deno.listen({ hostname: "127.0.0.1", port: 7000 }),
- *   socks: Deno.listen({ hostname: "127.0.0.1", port: 1080 }),
- *   tunnel: Deno.listen({ hostname: "127.0.0.1", port: 7001 }),
- * });
+ * ```ts
+ * import { DepotServer } from "./mod.ts";
+ * const listen = () => Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const server = new DepotServer({ token: "a-long-random-depot-token" });
+ * const socks = listen();
+ * server.start({ control: listen(), socks, tunnel: listen() });
+ * console.log(`SOCKS5 clients: 127.0.0.1:${socks.addr.port}`); // exits are depot-locals dialing in
+ * await server.stop();
  * ```
  */
 export class DepotServer {

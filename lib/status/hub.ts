@@ -77,10 +77,15 @@ interface SeriesHistory {
  * Samples providers into bounded per-series histories (a ring of `historySize` samples).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { StatusHub } from "./hub.ts";
+ * let n = 0;
  * const hub = new StatusHub({ service: "seaprox" });
  * hub.register(() => ({ series: [{ chart: "connections", name: "active", value: n }] }));
- * hub.start();
+ * hub.start(); // samples every sampleIntervalMs (1 s) into a bounded history
+ * n = 3;
+ * await hub.sample(); // or one sample now
+ * hub.stop();
  * ```
  */
 export class StatusHub {

@@ -81,12 +81,16 @@ export function observabilityHandler(
  * its one-line exit.
  *
  * @example
- * ```ts ignore
- * const obs = serveObservability({ host: "127.0.0.1", port: 9090 }, {
+ * ```ts
+ * import { serveObservability } from "./serve.ts";
+ * import { silentLogger } from "../log.ts";
+ * const obs = serveObservability({ host: "127.0.0.1", port: 0 }, {
  *   service: "tunnel-client",
- *   log,
- *   status: () => ({ state: client.state, streams: client.streams }),
+ *   log: silentLogger,
+ *   status: () => ({ state: "connected", streams: 0 }),
  * });
+ * const res = await fetch(`http://127.0.0.1:${obs.addr.port}/status`);
+ * console.log(await res.json()); // the service's status, with its charts' series
  * await obs.shutdown();
  * ```
  */

@@ -46,8 +46,17 @@ export interface TransportDialOptions {
  * hung up) rejects as it is.
  *
  * @example
- * ```ts ignore
- * const conn = await dialTransport(parseEndpoint("wss://depot.example:443/"), { tls: {} });
+ * ```ts
+ * import { dialTransport, parseEndpoint } from "./mod.ts";
+ * // tcp://, tls://, ws:// or wss:// (TLS ones take { tls: { caFile, serverName, … } }).
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const accepted = listener.accept();
+ * const conn = await dialTransport(parseEndpoint(`tcp://127.0.0.1:${listener.addr.port}`), {
+ *   timeoutMs: 5_000,
+ * });
+ * (await accepted).close();
+ * conn.close();
+ * listener.close();
  * ```
  */
 export async function dialTransport(

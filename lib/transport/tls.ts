@@ -257,10 +257,33 @@ export function peerCommonName(conn: Deno.Conn): string | undefined {
  * Rejects like `Deno.listen` (`Deno.errors.AddrInUse` for a busy port).
  *
  * @example
- * ```ts ignore
- * const cfg = loadTlsServerConfig({ certFile: "cert.pem", keyFile: "key.pem" });
- * const listener = await listenTls({ hostname: "127.0.0.1", port: 0 }, cfg, { log });
- * serve(listener, async (conn, ctx) => { ... });
+ * ```ts
+ * import { connectTls, listenTls, loadTlsClientConfig, loadTlsServerConfig } from "./tls.ts";
+ * import { serve, writeAll } from "../net/mod.ts";
+ * // A throwaway CA and a leaf for localhost (openssl), in a temporary directory.
+ * const dir = await Deno.makeTempDir();
+ * const openssl = (...args: string[]) => new Deno.Command("openssl", { args, stderr: "null" }).output();
+ * const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+ * await openssl("req", "-x509", ...ec, "-days", "1", "-subj", "/CN=example CA", "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`);
+ * await openssl("req", ...ec, "-subj", "/CN=localhost", "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`);
+ * await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+ * await openssl("x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`, "-CAcreateserial", "-days", "1", "-extfile", `${dir}/ext`, "-out", `${dir}/cert.pem`);
+ *
+ * const cfg = loadTlsServerConfig({ certFile: `${dir}/cert.pem`, keyFile: `${dir}/key.pem` });
+ * const listener = await listenTls({ hostname: "127.0.0.1", port: 0 }, cfg);
+ * const server = serve(listener, async (conn, ctx) => {
+ *   ctx.handshakeDone();
+ *   await writeAll(conn, new TextEncoder().encode("over TLS"));
+ *   await conn.closeWrite();
+ * });
+ * const client = loadTlsClientConfig({ caFile: `${dir}/ca.pem` });
+ * const conn = await connectTls("localhost", listener.addr.port, client, { timeoutMs: 5000 });
+ * const buf = new Uint8Array(16);
+ * const n = await conn.read(buf);
+ * console.assert(new TextDecoder().decode(buf.subarray(0, n ?? 0)) === "over TLS");
+ * conn.close();
+ * await server.stop();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function listenTls(
@@ -586,9 +609,19 @@ export interface TlsConnectOptions {
  * and with {@linkcode TlsError} when the handshake fails (`reason` says why).
  *
  * @example
- * ```ts ignore
- * const cfg = loadTlsClientConfig({ caFile: "ca.pem" });
- * const conn = await connectTls("depot.example", 7000, cfg, { timeoutMs: 5000 });
+ * ```ts
+ * import { connectTls, TlsError } from "./tls.ts";
+ * // A peer that is not TLS at all: the handshake fails with a typed reason.
+ * const plain = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const accepted = plain.accept().then(async (c) => {
+ *   await c.write(new TextEncoder().encode("SSH-2.0-not-tls\r\n"));
+ *   c.close();
+ * });
+ * const err = await connectTls("127.0.0.1", plain.addr.port, {}, { timeoutMs: 5000 }).catch((e) => e);
+ * console.assert(err instanceof TlsError, String(err));
+ * console.log((err as TlsError).reason);
+ * await accepted;
+ * plain.close();
  * ```
  */
 export async function connectTls(
