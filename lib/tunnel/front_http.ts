@@ -170,8 +170,8 @@ class ResponseBuffer {
 }
 
 /** The protocols a request asks to upgrade to (lower case), or undefined for none. */
-function upgradeOffer(head: RequestHead): string[] | undefined {
-  if (!headerTokens(head.headers, "connection").includes("upgrade")) return undefined;
+function upgradeOffer(head: RequestHead, connection: string[]): string[] | undefined {
+  if (!connection.includes("upgrade")) return undefined;
   const offered = headerTokens(head.headers, "upgrade");
   return offered.length > 0 ? offered : undefined;
 }
@@ -184,10 +184,9 @@ function upgradeAccepted(offered: string[], chosen: string[]): boolean {
 }
 
 /** Whether no request may follow this one on its connection (RFC 9112 §9.3, §9.6). */
-function isLastRequest(head: RequestHead): boolean {
-  const tokens = headerTokens(head.headers, "connection");
-  if (tokens.includes("close")) return true;
-  return head.version === "HTTP/1.0" && !tokens.includes("keep-alive");
+function isLastRequest(head: RequestHead, connection: string[]): boolean {
+  if (connection.includes("close")) return true;
+  return head.version === "HTTP/1.0" && !connection.includes("keep-alive");
 }
 
 /**
@@ -345,7 +344,8 @@ export class PublicConn {
       this.state = PublicConnState.Closing;
       return;
     }
-    const upgrade = upgradeOffer(head);
+    const connection = headerTokens(head.headers, "connection");
+    const upgrade = upgradeOffer(head, connection);
     const fwd = routed.head;
     const headBytes = serializeRequestHead({
       ...fwd,
@@ -367,7 +367,9 @@ export class PublicConn {
       if (this.#closing()) return;
       if (switched) return await this.#relayUpgraded();
     }
-    this.#enter(isLastRequest(head) ? PublicConnState.Draining : PublicConnState.ReadingHead);
+    this.#enter(
+      isLastRequest(head, connection) ? PublicConnState.Draining : PublicConnState.ReadingHead,
+    );
   }
 
   /**
