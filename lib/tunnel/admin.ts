@@ -11,6 +11,7 @@ import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";
 import { remoteOf } from "./app.ts";
+import { bearerToken } from "./forward.ts";
 import type { TunnelServer } from "./server.ts";
 import { TcpTunnelError, type TcpTunnelFailure } from "./tcp_ports.ts";
 
@@ -42,7 +43,7 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
   const app = new Hono();
   app.use("*", async (c, next) => {
     const auth = c.req.header("authorization") ?? "";
-    const given = auth.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : "";
+    const given = bearerToken(auth) ?? "";
     const remote = remoteOf(c).remote;
     // "-": served without connection info (an embedding's fetch): not limited.
     const limiter = remote === "-" ? undefined : opts.authLimiter;

@@ -23,8 +23,14 @@ import {
   type ResponseHead,
   serializeRequestHead,
 } from "../http/mod.ts";
-import { controlPath, identifierHeader } from "./protocol.ts";
-import { errorPage, forwardHeaders, localPortOf } from "./forward.ts";
+import { controlPath } from "./protocol.ts";
+import {
+  clientRefusal,
+  errorPage,
+  forwardHeaders,
+  localPortOf,
+  presentedIdentifier,
+} from "./forward.ts";
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
@@ -102,19 +108,12 @@ export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {
     if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
       return new Response("websocket upgrade required\n", { status: 400 });
     }
-    const auth = req.headers.get("authorization");
-    const identifier = req.headers.get(identifierHeader) ??
-      (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
+    const identifier = presentedIdentifier((n) => req.headers.get(n));
     const who = remoteOf(c).remote; // "-" when served without connection info: not limited
-    const result = await server.authenticate(
-      identifier ?? undefined,
-      who === "-" ? undefined : who,
-    );
-    if (result === "unknown") return new Response("unknown identifier\n", { status: 401 });
-    if (result === "duplicate") {
-      return new Response("a client with this identifier is already connected\n", {
-        status: 409,
-      });
+    const result = await server.authenticate(identifier, who === "-" ? undefined : who);
+    if (result !== "ok") {
+      const { status, text } = clientRefusal[result];
+      return new Response(text, { status });
     }
     const peer = remoteOf(c); // before the upgrade: the request is gone after it
     const { socket, response } = Deno.upgradeWebSocket(req);

@@ -1,7 +1,8 @@
 /**
  * What both tunnel fronts (the standalone fast path, front_http.ts, and the embeddable Hono
- * app, app.ts) forward the same way: the X-Forwarded-* fields, the local port a Host names,
- * the request target and Host checks, and the error pages the tunnel answers itself. Neither
+ * app, app.ts) do the same way: the X-Forwarded-* fields, the local port a Host names, the
+ * request target and Host checks, the error pages the tunnel answers itself, and on the
+ * control path the identifier a client presents and how a refusal is answered. Neither
  * front imports the other; both import this.
  * @module
  */
@@ -13,7 +14,9 @@ import {
   parseAuthority,
   type RequestHead,
 } from "../http/mod.ts";
+import { identifierHeader } from "./protocol.ts";
 import { hostPort, normalizeHost } from "./registry.ts";
+import type { AuthResult } from "./server.ts";
 
 /** Who is on the other end of a public connection. */
 export interface PeerInfo {
@@ -112,3 +115,28 @@ export function routedTarget(head: RequestHead): RoutedTarget {
   }
   return { hostHeader, vhost, head: { ...head, target: target.path } };
 }
+
+/** The token of an `Authorization: Bearer …` value, or undefined. */
+export function bearerToken(authorization: string | null | undefined): string | undefined {
+  return authorization?.toLowerCase().startsWith("bearer ")
+    ? authorization.slice(7).trim()
+    : undefined;
+}
+
+/**
+ * The identifier a tunnel client presents on the control path: `X-Tunnel-Identifier`, else
+ * an `Authorization: Bearer` token. `header` reads one request header.
+ */
+export function presentedIdentifier(
+  header: (name: string) => string | null | undefined,
+): string | undefined {
+  return header(identifierHeader) ?? bearerToken(header("authorization"));
+}
+
+/** How the control path answers a client whose identifier was not accepted. */
+export const clientRefusal: Readonly<
+  Record<Exclude<AuthResult, "ok">, { status: 401 | 409; text: string }>
+> = {
+  unknown: { status: 401, text: "unknown identifier\n" },
+  duplicate: { status: 409, text: "a client with this identifier is already connected\n" },
+};

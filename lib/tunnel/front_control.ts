@@ -9,8 +9,8 @@ import { type BufferedReader, type Duplex, withPrefix, writeAll } from "../net/m
 import { peerCommonName } from "../transport/mod.ts";
 import type { Logger } from "../log.ts";
 import { getHeader, headerHasToken, type RequestHead, simpleResponse } from "../http/mod.ts";
-import { controlPath, identifierHeader, rawUpgradeToken } from "./protocol.ts";
-import type { PeerInfo } from "./forward.ts";
+import { controlPath, rawUpgradeToken } from "./protocol.ts";
+import { clientRefusal, type PeerInfo, presentedIdentifier } from "./forward.ts";
 import type { TunnelServer } from "./server.ts";
 import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "../transport/websocket.ts";
 
@@ -46,15 +46,11 @@ export async function handleControl(
     await writeAll(conn, simpleResponse(400, `${why}\n`));
     return;
   }
-  const auth = hdr("authorization");
-  const identifier = hdr(identifierHeader) ??
-    (auth?.toLowerCase().startsWith("bearer ") ? auth.slice(7).trim() : undefined);
+  const identifier = presentedIdentifier(hdr);
   const result = await server.authenticate(identifier, peer.remote);
   if (result !== "ok") {
     log.warn("client refused", { remote: peer.remote, reason: result });
-    const [status, text] = result === "unknown"
-      ? [401, "unknown identifier\n"]
-      : [409, "a client with this identifier is already connected\n"];
+    const { status, text } = clientRefusal[result];
     await writeAll(conn, simpleResponse(status, text)).catch(() => {
       // Client left.
     });
