@@ -7,6 +7,7 @@
 import { liveSessions, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
+import { DeadlineGroup } from "../net/deadline.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   defaultWindowBytes,
@@ -115,40 +116,6 @@ const goAwayFlushMs = 1000;
 const maxQueuedControlFrames = 4096;
 /** Bytes decoded between checks of that bound (at most 5462 frames' worth of answers). */
 const controlCheckBytes = 64 * 1024;
-
-/** Callbacks run a fixed delay after being added: one timer for any number of them. */
-class TimerQueue {
-  #items: { at: number; fn: () => void }[] = [];
-  #head = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  constructor(readonly delayMs: number) {}
-  add(fn: () => void): void {
-    this.#items.push({ at: performance.now() + this.delayMs, fn });
-    if (this.#timer === undefined) this.#arm();
-  }
-  clear(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#items = [];
-    this.#head = 0;
-  }
-  #arm(): void {
-    const next = this.#items[this.#head];
-    if (!next) {
-      this.#items = [];
-      this.#head = 0;
-      this.#timer = undefined;
-      return;
-    }
-    this.#timer = setTimeout(() => {
-      const now = performance.now() + 0.5;
-      while (this.#head < this.#items.length && this.#items[this.#head].at <= now) {
-        this.#items[this.#head++].fn();
-      }
-      this.#arm();
-    }, Math.max(0, next.at - performance.now()));
-  }
-}
 
 /** A FIFO of frames with O(1) shift. */
 class FrameQueue {
@@ -266,8 +233,8 @@ export class Session implements StreamHost, FrameSink {
   #closing: Promise<void> | null = null;
   #readDone: Promise<void>;
   #closedResolve!: (v: { reason: string; error?: Error }) => void;
-  #ackTimers: TimerQueue;
-  #lingerTimers: TimerQueue;
+  /** Held-back SYN ACKs and lingering closes: lib/net's shared deadline wheel. */
+  readonly #timers = new DeadlineGroup();
   #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
   #keepaliveDeadline: number | undefined;
   #lastRecvAt = performance.now();
@@ -323,8 +290,6 @@ export class Session implements StreamHost, FrameSink {
     this.maxWindowBytes = this.#opts.maxWindowBytes;
     this.maxSendFrameBytes = Math.max(1, Math.min(maxSendFrameCapBytes, this.#opts.maxFrameBytes));
     this.#log = o.log ?? silentLogger;
-    this.#ackTimers = new TimerQueue(this.#opts.synAckDelayMs);
-    this.#lingerTimers = new TimerQueue(this.#opts.closeLingerMs);
     this.#decoder = new FrameDecoder(this.#opts.maxFrameBytes);
     this.closed = new Promise((r) => this.#closedResolve = r);
     liveSessions.add(this);
@@ -666,12 +631,15 @@ export class Session implements StreamHost, FrameSink {
 
   #accepted(s: Stream): void {
     if (this.#opts.synAckDelayMs <= 0) s._sendAck();
-    else this.#ackTimers.add(() => s._sendAck()); // unless it rode on a frame meanwhile
+    // Unless it rode on a frame meanwhile.
+    else this.#timers.after(this.#opts.synAckDelayMs, () => s._sendAck());
   }
 
   /** @internal A stream was closed before the peer's FIN: RST it if that FIN never comes. */
   lingerStream(s: Stream): void {
-    if (this.#opts.closeLingerMs > 0) this.#lingerTimers.add(() => s._lingerExpired());
+    if (this.#opts.closeLingerMs > 0) {
+      this.#timers.after(this.#opts.closeLingerMs, () => s._lingerExpired());
+    }
   }
 
   #onPing(flags: number, value: number): void {
@@ -885,8 +853,7 @@ export class Session implements StreamHost, FrameSink {
     clearInterval(this.#keepaliveTimer);
     for (const t of this.#deadlineTimers) clearTimeout(t);
     this.#deadlineTimers.clear();
-    this.#ackTimers.clear();
-    this.#lingerTimers.clear();
+    this.#timers.clear();
     if (reason === "local-close") await this.#flushed(goAwayFlushMs); // last FINs, go away
     closeQuietly(this.#conn);
     const err = new MuxError("session-closed", `session ended: ${reason}`, { cause: error });

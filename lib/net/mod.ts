@@ -7,6 +7,7 @@ export * from "./duplex.ts";
 export * from "./bytes.ts";
 export * from "./errors.ts";
 export * from "./pool.ts";
+export * from "./deadline.ts";
 export * from "./relay.ts";
 export * from "./reader.ts";
 export * from "./dial.ts";

@@ -11,6 +11,7 @@
 import { closeQuietly, type Duplex, resetQuietly, writeAll } from "./duplex.ts";
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
+import { IdleTimer } from "./deadline.ts";
 
 /** Live byte counters of a relay; readable while it runs (metrics, status pages). */
 export interface RelayStats {
@@ -87,7 +88,6 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
   const pool = opts.pool ?? relayPool;
   let end: RelayEnd = "done";
   let error: Error | undefined;
-  let lastActivity = Date.now();
   let finished = false;
 
   // An error or an abort cut a stream short: both sides are reset, so neither peer reads the
@@ -112,7 +112,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
           await dst.closeWrite();
           return;
         }
-        lastActivity = Date.now();
+        idle?.touch();
         await writeAll(dst, buf.subarray(0, n));
         count(n);
         // Grow while reads fill the buffer; drop back as soon as they stop doing so, so an
@@ -141,13 +141,8 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
     }
   };
 
-  let timer: ReturnType<typeof setTimeout> | undefined;
   const idleMs = opts.idleTimeoutMs ?? 0;
-  if (idleMs > 0) {
-    timer = setInterval(() => {
-      if (Date.now() - lastActivity >= idleMs) stop("idle");
-    }, Math.max(10, Math.min(idleMs / 4, 1000)));
-  }
+  const idle = idleMs > 0 ? new IdleTimer(idleMs, () => stop("idle")) : undefined;
   const onAbort = () => stop("aborted");
   if (opts.signal?.aborted) onAbort();
   opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -158,7 +153,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
       pump(b, a, (n) => stats.bToA += n),
     ]);
   } finally {
-    if (timer !== undefined) clearInterval(timer);
+    idle?.stop();
     opts.signal?.removeEventListener("abort", onAbort);
     if (!finished) {
       finished = true;

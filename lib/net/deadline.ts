@@ -1,0 +1,251 @@
+/**
+ * The one deadline mechanism: idle timeouts, response timeouts and delayed acknowledgements
+ * of every layer share a coarse timer wheel, one interval for the whole process, instead of a
+ * timer (or an interval) per connection, request or stream.
+ *
+ * Why coarse: these deadlines guard against what has stopped (an idle peer, an app that never
+ * answers); firing up to a tick late costs nothing, while a timer object per request was a
+ * measurable share of a small request's cost, and `Date.now()` on every relayed chunk was
+ * another. An {@linkcode IdleTimer}'s `touch()` is one field store of the wheel's clock.
+ * @module
+ */
+
+/**
+ * Something due at `due` (ms on the `Date.now()` clock). When it is reached `fire(nowMs)`
+ * runs: it returns a later time to stay on the wheel (the deadline moved meanwhile) or
+ * nothing to leave it.
+ */
+export interface Deadline {
+  due: number;
+  fire(nowMs: number): number | void;
+}
+
+/** Options of {@linkcode DeadlineWheel}. */
+export interface DeadlineWheelOptions {
+  /** Granularity: deadlines fire up to this late. @default 10 */
+  tickMs?: number;
+  /** Slots of the wheel; a deadline further than `tickMs * slots` waits whole turns. @default 512 */
+  slots?: number;
+  /** Clock (tests). @default Date.now */
+  now?: () => number;
+  /** Run ticks on an interval while anything is due (tests turn it off and call `tick`). @default true */
+  autoTick?: boolean;
+}
+
+/**
+ * A hashed timer wheel: deadlines sit in the slot of their due tick; each tick looks at one
+ * slot only, so a tick costs the deadlines due then, not all of them. The interval runs only
+ * while a deadline is registered and does not keep the process alive.
+ *
+ * @example
+ * ```ts
+ * import { DeadlineWheel } from "./deadline.ts";
+ * let now = 0;
+ * const wheel = new DeadlineWheel({ now: () => now, autoTick: false });
+ * let fired = false;
+ * wheel.add({ due: 25, fire: () => { fired = true; } });
+ * now = 30;
+ * wheel.tick();
+ * console.assert(fired);
+ * ```
+ */
+export class DeadlineWheel {
+  readonly tickMs: number;
+  readonly #slots: Set<Deadline>[];
+  readonly #slotOf = new Map<Deadline, number>();
+  readonly #clock: () => number;
+  readonly #auto: boolean;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  /** The next tick to process (absolute tick number). */
+  #cursor: number;
+  /** The clock as of the last tick or registration: what `touch()` stores. */
+  nowMs: number;
+
+  /** A wheel; nothing runs until a deadline is added. */
+  constructor(opts: DeadlineWheelOptions = {}) {
+    this.tickMs = opts.tickMs ?? 10;
+    const n = opts.slots ?? 512;
+    if (this.tickMs <= 0 || n < 1) throw new RangeError("tickMs and slots must be positive");
+    this.#slots = Array.from({ length: n }, () => new Set<Deadline>());
+    this.#clock = opts.now ?? Date.now;
+    this.#auto = opts.autoTick ?? true;
+    this.nowMs = this.#clock();
+    this.#cursor = Math.floor(this.nowMs / this.tickMs);
+  }
+
+  /**
+   * The wheel's clock: as of the last tick while deadlines are registered (so reading it is
+   * a field load), read afresh while the wheel is idle.
+   */
+  clockMs(): number {
+    if (this.#slotOf.size === 0) this.nowMs = this.#clock();
+    return this.nowMs;
+  }
+
+  /** Deadlines registered now. */
+  get size(): number {
+    return this.#slotOf.size;
+  }
+
+  /** Register `d` (again, if it was: its slot follows `d.due`). */
+  add(d: Deadline): void {
+    this.delete(d);
+    if (this.#slotOf.size === 0) {
+      // Idle until now: the cursor catches up with the clock instead of replaying the gap.
+      this.nowMs = this.#clock();
+      this.#cursor = Math.floor(this.nowMs / this.tickMs);
+    }
+    // Never behind the cursor: an overdue deadline fires at the next tick.
+    if (!Number.isFinite(d.due)) throw new RangeError("a deadline needs a finite due time");
+    const t = Math.max(Math.ceil(d.due / this.tickMs), this.#cursor);
+    const slot = t % this.#slots.length;
+    this.#slots[slot].add(d);
+    this.#slotOf.set(d, slot);
+    if (this.#auto && this.#timer === undefined) {
+      this.#timer = setInterval(() => this.tick(), this.tickMs);
+      Deno.unrefTimer(this.#timer);
+    }
+  }
+
+  /** Unregister `d` (nothing happens if it is not registered). */
+  delete(d: Deadline): void {
+    const slot = this.#slotOf.get(d);
+    if (slot === undefined) return;
+    this.#slotOf.delete(d);
+    this.#slots[slot].delete(d);
+    if (this.#slotOf.size === 0 && this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** Fire what is due: every slot from the last tick up to the clock's. */
+  tick(): void {
+    const now = this.#clock();
+    this.nowMs = now;
+    const until = Math.floor(now / this.tickMs);
+    // After a stall (a blocked event loop), at most one turn of the wheel is worth walking.
+    if (until - this.#cursor >= this.#slots.length) this.#cursor = until - this.#slots.length + 1;
+    for (; this.#cursor <= until; this.#cursor++) {
+      const slot = this.#slots[this.#cursor % this.#slots.length];
+      if (slot.size === 0) continue;
+      for (const d of [...slot]) {
+        if (d.due > now) {
+          // A later turn (or moved later without a re-add): wait there.
+          if (
+            Math.ceil(d.due / this.tickMs) % this.#slots.length !==
+              this.#cursor % this.#slots.length
+          ) {
+            this.add(d);
+          }
+          continue;
+        }
+        this.delete(d);
+        const later = d.fire(now);
+        if (typeof later === "number") {
+          d.due = later;
+          this.add(d);
+        }
+      }
+    }
+  }
+}
+
+/** The process-wide wheel every layer's deadlines share (10 ms ticks). */
+export const deadlines: DeadlineWheel = new DeadlineWheel();
+
+/**
+ * Calls `onIdle` once nothing called `touch()` for `idleMs` (up to a tick late). `touch()` is
+ * one store of the wheel's clock, cheap enough for every relayed chunk.
+ *
+ * @example
+ * ```ts ignore
+ * const idle = new IdleTimer(300_000, () => closeQuietly(conn));
+ * // per read: idle.touch();   at the end: idle.stop();
+ * ```
+ */
+export class IdleTimer implements Deadline {
+  due: number;
+  /** When `touch()` last ran (the wheel's clock). */
+  lastMs: number;
+  /** Whether `onIdle` ran. */
+  fired = false;
+  readonly #idleMs: number;
+  readonly #onIdle: () => void;
+  readonly #wheel: DeadlineWheel;
+
+  /** Start watching (`idleMs` <= 0: never fires, costs nothing). */
+  constructor(idleMs: number, onIdle: () => void, wheel: DeadlineWheel = deadlines) {
+    this.#idleMs = idleMs;
+    this.#onIdle = onIdle;
+    this.#wheel = wheel;
+    this.lastMs = wheel.clockMs();
+    this.due = this.lastMs + idleMs;
+    if (idleMs > 0) wheel.add(this);
+  }
+
+  /** Activity: the idle period starts again. */
+  touch(): void {
+    this.lastMs = this.#wheel.nowMs;
+  }
+
+  /** Stop watching. */
+  stop(): void {
+    this.#wheel.delete(this);
+  }
+
+  /** @internal The wheel reached `due`: idle, or moved on by a touch. */
+  fire(nowMs: number): number | void {
+    const due = this.lastMs + this.#idleMs;
+    if (due > nowMs) return due;
+    this.fired = true;
+    this.#onIdle();
+  }
+}
+
+/**
+ * Deadlines that end together (a session's held-back acknowledgements, its lingering
+ * streams): `after` puts one on the wheel, `clear()` cancels every one still pending.
+ */
+export class DeadlineGroup {
+  readonly #pending = new Set<Deadline>();
+  readonly #wheel: DeadlineWheel;
+
+  /** An empty group on `wheel`. */
+  constructor(wheel: DeadlineWheel = deadlines) {
+    this.#wheel = wheel;
+  }
+
+  /** Run `fn` once, about `delayMs` from now (up to a tick late), unless cleared first. */
+  after(delayMs: number, fn: () => void): void {
+    const d: Deadline = {
+      due: this.#wheel.clockMs() + delayMs,
+      fire: () => {
+        this.#pending.delete(d);
+        fn();
+      },
+    };
+    this.#pending.add(d);
+    this.#wheel.add(d);
+  }
+
+  /** Cancel everything pending. */
+  clear(): void {
+    for (const d of this.#pending) this.#wheel.delete(d);
+    this.#pending.clear();
+  }
+}
+
+/**
+ * Run `fn` once, about `delayMs` from now, on `wheel`; the returned function cancels it.
+ * For delays that need no precision (a held-back acknowledgement, a linger).
+ */
+export function after(
+  delayMs: number,
+  fn: () => void,
+  wheel: DeadlineWheel = deadlines,
+): () => void {
+  const d: Deadline = { due: wheel.clockMs() + delayMs, fire: () => fn() };
+  wheel.add(d);
+  return () => wheel.delete(d);
+}
