@@ -15,6 +15,7 @@ import {
   type Duplex,
   errorMessage,
   type HostPort,
+  IdleTimer,
   isDisconnect,
   joinHostPort,
   type NetFailureReason,
@@ -103,29 +104,6 @@ class SinkFailed extends Error {
   }
 }
 
-/** Closes everything when nothing moved for `ms`. */
-class IdleWatch {
-  #last = Date.now();
-  #timer: ReturnType<typeof setInterval> | undefined;
-  fired = false;
-  constructor(ms: number, onIdle: () => void) {
-    if (ms <= 0) return;
-    this.#timer = setInterval(() => {
-      if (Date.now() - this.#last < ms) return;
-      this.fired = true;
-      this.stop();
-      onIdle();
-    }, Math.max(10, Math.min(ms / 4, 1000)));
-  }
-  touch(): void {
-    this.#last = Date.now();
-  }
-  stop(): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
-    this.#timer = undefined;
-  }
-}
-
 /** Whether the sender of `head` wants the connection kept open afterwards. */
 function wantsKeepAlive(head: RequestHead | ResponseHead): boolean {
   const tokens = [
@@ -198,7 +176,7 @@ export class HttpProxyConn {
   readonly #limits: HeadLimits;
   readonly #idleTimeoutMs: number;
   readonly #client: BufferedReader;
-  readonly #idle: IdleWatch;
+  readonly #idle: IdleTimer;
   #upstream: Upstream | undefined;
   #username: string | undefined;
   #heads = 0;
@@ -213,7 +191,7 @@ export class HttpProxyConn {
     noDelay(conn);
     this.#client = new BufferedReader(conn, clientReadBytes);
     // Waiting for a response, idleness closes only the upstream so the client still gets a 504.
-    this.#idle = new IdleWatch(this.#idleTimeoutMs, () => {
+    this.#idle = new IdleTimer(this.#idleTimeoutMs, () => {
       if (this.state === HttpProxyState.AwaitingResponse) closeQuietly(this.#upstream?.conn);
       else this.#closeAll();
     });

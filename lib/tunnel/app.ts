@@ -10,7 +10,14 @@
 // Pinned inline, not through warren's deno.json: lib is imported from anywhere.
 // deno-lint-ignore no-import-prefix
 import { type Context, Hono } from "npm:hono@4.13.19";
-import { BufferedReader, type Duplex, errorMessage, writeAll } from "../net/mod.ts";
+import {
+  BufferedReader,
+  type Deadline,
+  deadlines,
+  type Duplex,
+  errorMessage,
+  writeAll,
+} from "../net/mod.ts";
 import {
   copyBody,
   copyChunked,
@@ -536,53 +543,6 @@ function gather(parts: Uint8Array[], n: number, chunked: boolean): Uint8Array {
   if (chunked) out.set(crlf, o);
   return out;
 }
-
-/**
- * Something to do once `due` (epoch ms) has passed; `fire` may return a later due to be
- * asked again then.
- */
-interface Deadline {
-  due: number;
-  fire(): number | void;
-}
-
-/** How often pending deadlines are checked. */
-const deadlineTickMs = 100;
-
-/**
- * Deadlines checked by one interval instead of a timer each: a request used two (its 504
- * watch and its stream's idle time in the pool), about 6 % of the front's CPU on small
- * requests as timer objects. Fires up to `deadlineTickMs` late.
- */
-class Deadlines {
-  #items = new Set<Deadline>();
-  #timer: ReturnType<typeof setInterval> | undefined;
-
-  add(d: Deadline): void {
-    this.#items.add(d);
-    this.#timer ??= setInterval(() => this.#tick(), deadlineTickMs);
-  }
-
-  delete(d: Deadline): void {
-    this.#items.delete(d);
-    if (this.#items.size === 0 && this.#timer !== undefined) {
-      clearInterval(this.#timer);
-      this.#timer = undefined;
-    }
-  }
-
-  #tick(): void {
-    const now = Date.now();
-    for (const d of this.#items) {
-      if (d.due > now) continue;
-      const later = d.fire();
-      if (typeof later === "number") d.due = later;
-      else this.delete(d);
-    }
-  }
-}
-
-const deadlines = new Deadlines();
 
 /** Idle keep-alive tunnel streams kept per client and (host, local port). */
 interface IdleStream {

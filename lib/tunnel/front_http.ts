@@ -22,8 +22,11 @@ import {
   BufferedReader,
   closeQuietly,
   type ConnContext,
+  type Deadline,
+  deadlines,
   type Duplex,
   errorMessage,
+  IdleTimer,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
@@ -212,7 +215,8 @@ export class PublicConn {
   readonly #pub: Duplex;
   readonly #reader: BufferedReader;
   #leg: Leg | undefined;
-  #lastActivity = Date.now();
+  /** Closes the public connection when nothing moved for idleTimeoutMs (set by `run`). */
+  #idle: IdleTimer | undefined;
   #heads = 0;
 
   /** A public connection to serve with {@linkcode PublicConn.run}. */
@@ -245,12 +249,12 @@ export class PublicConn {
   /** Serve requests until the connection ends. Never throws. */
   async run(): Promise<void> {
     const idleMs = this.#opts.idleTimeoutMs ?? defaultPublicIdleTimeoutMs;
-    const idle = setInterval(() => {
-      if (Date.now() - this.#lastActivity <= idleMs) return;
+    const idle = new IdleTimer(idleMs, () => {
       this.#log.debug("public connection idle, closing", { remote: this.#peer.remote });
       closeQuietly(this.#conn);
       this.#leg?.ts.release();
-    }, Math.min(idleMs, 5_000));
+    });
+    this.#idle = idle;
     try {
       while (this.state === PublicConnState.ReadingHead) {
         const head = await this.#readHead();
@@ -261,7 +265,7 @@ export class PublicConn {
             // A client session: the mux heartbeat judges its liveness, not the public idle
             // timer (nothing touches lastActivity any more: it would cut every session
             // idleTimeoutMs after it connected).
-            clearInterval(idle);
+            idle.stop();
             this.state = PublicConnState.Control;
             await handleControl(
               this.#server,
@@ -283,7 +287,7 @@ export class PublicConn {
         error: errorMessage(err),
       });
     } finally {
-      clearInterval(idle);
+      idle.stop();
       this.#leg?.ts.release();
     }
   }
@@ -325,7 +329,7 @@ export class PublicConn {
     }
     if (head === null) return null;
     this.#heads++;
-    this.#lastActivity = Date.now();
+    this.#idle?.touch();
     return head;
   }
 
@@ -424,7 +428,7 @@ export class PublicConn {
 
   /** Request-body bytes to the tunnel stream. */
   #sink = async (p: Uint8Array): Promise<void> => {
-    this.#lastActivity = Date.now();
+    this.#idle?.touch();
     await this.#out.add(p);
   };
 
@@ -577,7 +581,7 @@ export class PublicConn {
         const n = await src.read(b);
         if (n === null) break;
         leg.responseBytes += n;
-        this.#lastActivity = Date.now();
+        this.#idle?.touch();
         await writeAll(this.#conn, b.subarray(0, n));
         buf.adapt(n);
       }
@@ -599,7 +603,7 @@ export class PublicConn {
       }
       this.#log.debug("response copy ended", { host: leg.host, error: errorMessage(err) });
     } finally {
-      clearTimeout(watch.timer);
+      deadlines.delete(watch);
       buf.release();
       leg.settle(false);
     }
@@ -622,7 +626,7 @@ export class PublicConn {
       const bytes = serializeResponseHead(head);
       await writeAll(this.#conn, bytes);
       leg.responseBytes += bytes.length;
-      this.#lastActivity = Date.now();
+      this.#idle?.touch();
       if (head.status === 101) {
         leg.settle(true);
         break;
@@ -639,21 +643,22 @@ export class PublicConn {
    * 504 when no response byte came for responseTimeoutMs after the last request byte (a
    * long upload keeps re-arming it, like nginx's proxy_read_timeout).
    */
-  #watchFirstByte(leg: Leg): { timer: ReturnType<typeof setTimeout> | undefined } {
+  #watchFirstByte(leg: Leg): Deadline {
     const timeoutMs = this.#server.responseTimeoutMs;
-    const watch: { timer: ReturnType<typeof setTimeout> | undefined } = { timer: undefined };
-    const arm = (ms: number) => {
-      watch.timer = setTimeout(() => {
+    const watch: Deadline = {
+      due: deadlines.clockMs() + timeoutMs,
+      fire: (nowMs) => {
         if (leg.responseBytes > 0 || leg.state === LegState.Abandoned) return;
-        const quietMs = Date.now() - this.#lastActivity;
-        if (quietMs < timeoutMs) return arm(timeoutMs - quietMs);
+        const later = (this.#idle?.lastMs ?? 0) + timeoutMs;
+        if (later > nowMs) return later;
         // The app behind the client never answered: 504, and this connection ends.
         this.state = PublicConnState.Closing;
+        // #answer does not reject (a gone client is its own business).
         void this.#answer(504, leg.host).finally(() => closeQuietly(this.#conn));
         leg.ts.stream.reset();
-      }, ms);
+      },
     };
-    arm(timeoutMs);
+    deadlines.add(watch);
     return watch;
   }
 }
