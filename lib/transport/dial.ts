@@ -11,12 +11,11 @@ import { dialFrom } from "../net/node_socket.ts";
 import { joinHostPort } from "../net/addr.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import {
-  classifyTlsError,
   connectTls,
   defaultTlsHandshakeTimeoutMs,
   type TlsClientConfig,
+  tlsConnectError,
   TlsError,
-  tlsReasonText,
 } from "./tls.ts";
 import { type Endpoint, isTlsKind, isWebSocketKind } from "./endpoint.ts";
 import { upgradeClient } from "./upgrade.ts";
@@ -125,14 +124,7 @@ export async function dialTls(
     } catch (err) {
       closeQuietly(conn ?? tcp);
       if (opts.signal?.aborted) throw new NetError("aborted", `tls ${target} aborted`);
-      const reason = classifyTlsError(err);
-      throw new TlsError(
-        reason,
-        `tls connect ${target} (name ${name}): ${reason} (${tlsReasonText[reason]}): ${
-          errorMessage(err)
-        }`,
-        { cause: err },
-      );
+      throw tlsConnectError(err, target, name);
     } finally {
       clearTimeout(timer);
       opts.signal?.removeEventListener("abort", cut);

@@ -660,18 +660,23 @@ export async function connectTls(
     if (netReason !== "other" && !isTlsPhase(err)) {
       throw new NetError(netReason, `tls connect ${target}: ${errorMessage(err)}`, { cause: err });
     }
-    const reason = classifyTlsError(err);
-    throw new TlsError(
-      reason,
-      `tls connect ${target} (name ${name}): ${reason} (${tlsReasonText[reason]}): ${
-        errorMessage(err)
-      }`,
-      { cause: err },
-    );
+    throw tlsConnectError(err, target, name);
   } finally {
     clearTimeout(timer);
     if (onAbort) opts.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/** A failed client handshake with `target` (verifying `name`) as a TlsError with its reason. */
+export function tlsConnectError(err: unknown, target: string, name: string): TlsError {
+  const reason = classifyTlsError(err);
+  return new TlsError(
+    reason,
+    `tls connect ${target} (name ${name}): ${reason} (${tlsReasonText[reason]}): ${
+      errorMessage(err)
+    }`,
+    { cause: err },
+  );
 }
 
 /** Errors that happened after TCP was up (handshake), whatever their class. */
