@@ -297,7 +297,7 @@ async function tunnelResponse(
     out.append(k, v);
   }
   if (framing.kind === "none") {
-    void finish(true);
+    void finish(true); // finish does not reject (bodyDone only resolves)
     return new Response(null, { status: resHead.status, headers: out });
   }
   if (framing.kind === "length" && framing.length <= smallBodyBytes) {
@@ -311,11 +311,11 @@ async function tunnelResponse(
         return Promise.resolve();
       });
     } catch (err) {
-      void finish(false);
+      void finish(false); // does not reject
       server.log.debug("response body from tunnel cut", { host, error: errorMessage(err) });
       return htmlError(502, host);
     }
-    void finish(true);
+    void finish(true); // does not reject
     return new Response(body, { status: resHead.status, headers: out });
   }
   const pipe = new TransformStream<Uint8Array, Uint8Array>();
@@ -324,6 +324,7 @@ async function tunnelResponse(
     await writer.ready;
     await writer.write(p.slice());
   };
+  // Never rejects: a failed copy aborts the public body, `finish` runs in any case.
   void (async () => {
     let ok = false;
     try {
@@ -409,7 +410,7 @@ async function proxyWebSocket(
     }
   }
   server.countRequest(host, "proxied");
-  void bridgeWebSocket(server, host, upgraded.socket, r, limits);
+  void bridgeWebSocket(server, host, upgraded.socket, r, limits); // ends both sides itself
   return upgraded.response;
 }
 
@@ -572,7 +573,7 @@ class StreamPool {
       for (const e of this.#idle.splice(0)) this.#drop(e);
     };
     client.onClosing.push(drop);
-    void client.session.closed.then(drop);
+    void client.session.closed.then(drop); // `closed` only resolves
   }
 
   take(): IdleStream | undefined {

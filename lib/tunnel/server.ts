@@ -340,7 +340,7 @@ export class TunnelServer {
         remote,
         connectedMs: Date.now() - client.since,
       });
-      void refuseStreams;
+      void refuseStreams; // never rejects: a failed accept ends it
     } catch (err) {
       log.warn("client session failed", { error: errorMessage(err) });
     } finally {
