@@ -71,6 +71,11 @@ export class Logger {
     return c;
   }
 
+  /** The value of a context field (`listener`, `svc`…), for code that names things by it. */
+  field(key: string): LogValue {
+    return this.#fields[key];
+  }
+
   /** Whether a line at `level` would be written (skip building costly fields otherwise). */
   enabled(level: LogLevel): boolean {
     return levelRank[level] >= levelRank[this.#level.value] && level !== "silent";

@@ -1,78 +1,178 @@
 /**
- * Prometheus metrics: one registry per process (prom-client) that exports every stat of
- * lib/stats.ts (where protocol modules count without loading prom-client), read at scrape
- * time. The HTTP endpoint (`/metrics` beside the status page) is lib/status
- * `serveObservability`, the layer above.
+ * Prometheus metrics: the text exposition of every stat of lib/stats.ts (where protocol
+ * modules count without loading a metrics library), read at scrape time, plus the process's
+ * own figures (RSS, CPU seconds, open fds, start time) and anything an embedding registers in
+ * prom-client's `registry`. A stat with no series in this process (a server gauge in a client)
+ * is left out, so each service exports only what it has. The HTTP endpoint (`/metrics` beside
+ * the status page) is lib/status `serveObservability`, the layer above.
  * @module
  */
 
 // Pinned inline, not through warren's deno.json: lib is imported from anywhere.
 // deno-lint-ignore no-import-prefix
 import client from "npm:prom-client@15.1.3";
+import process from "node:process";
 import { liveServers } from "./net/serve.ts";
-import { collectedCounter, gauge, onStat, type Stat } from "./stats.ts";
+import {
+  allStats,
+  collectedCounter,
+  counter,
+  gauge,
+  type Labels,
+  type Sample,
+  type Stat,
+} from "./stats.ts";
 
-export { collectedCounter, counter, gauge } from "./stats.ts";
+export { collectedCounter, counter, gauge, histogram } from "./stats.ts";
 
-/** The process-wide registry every warren metric lives in. */
+/**
+ * A prom-client registry for metrics an embedding keeps with prom-client itself; its text is
+ * appended to warren's at every scrape.
+ */
 export const registry: client.Registry = new client.Registry();
 
-/** Mirror one stat into the registry: its samples are copied in at each scrape. */
-function exportStat(stat: Stat): void {
-  if (registry.getSingleMetric(stat.name)) return;
-  const config = { name: stat.name, help: stat.help, labelNames: stat.labelNames };
-  if (stat.type === "counter") {
-    new client.Counter({
-      ...config,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const [labels, v] of await stat.samples()) this.inc(labels, v);
-      },
-    });
-  } else {
-    new client.Gauge({
-      ...config,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const [labels, v] of await stat.samples()) this.set(labels, v);
-      },
-    });
-  }
-}
-onStat(exportStat);
+/** The Content-Type of {@linkcode metricsText}: Prometheus text format 0.0.4. */
+export const metricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-// Every service's listeners (every lib/net serve() loop): connections and refusals by reason.
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+function formatLabels(labels: Labels<string>): string {
+  const parts = Object.entries(labels)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}="${escapeLabel(String(v))}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+function family(name: string, help: string, type: Stat["type"], samples: Sample[]): string {
+  let out = `# HELP ${name} ${help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}\n`;
+  out += `# TYPE ${name} ${type}\n`;
+  for (const [labels, v, suffix] of samples) {
+    out += `${name}${suffix ?? ""}${formatLabels(labels)} ${formatValue(v)}\n`;
+  }
+  return out;
+}
+
+/**
+ * The Prometheus text of every stat with series (and, for one release, each renamed stat
+ * again under its deprecated name), then prom-client's `registry`.
+ */
+export async function metricsText(): Promise<string> {
+  let out = "";
+  for (const stat of allStats.values()) {
+    const samples = await stat.samples();
+    if (samples.length === 0) continue;
+    out += family(stat.name, stat.help, stat.type, samples);
+    if (stat.deprecatedName) {
+      const help = `Deprecated, removed in the next release: use ${stat.name}. ${stat.help}`;
+      out += family(stat.deprecatedName, help, stat.type, samples);
+    }
+  }
+  return out + await registry.metrics();
+}
+
+// ---- every service's listeners (every lib/net serve() loop), by name and address ----
+
+function listenerLabels(s: { addr: Deno.NetAddr; name?: string }): Labels<string> {
+  const a = s.addr;
+  const addr = a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+  return { listener: s.name ?? addr, addr };
+}
+
 gauge("warren_listener_connections_active", "Connections open now, by listener", [
   "listener",
+  "addr",
 ], function () {
   this.reset();
-  for (const s of liveServers) this.set({ listener: formatListener(s.addr) }, s.stats.active);
+  for (const s of liveServers) this.set(listenerLabels(s), s.stats.active);
 });
 collectedCounter(
   "warren_listener_connections_total",
   "Connections accepted, by listener (refused ones included)",
-  ["listener"],
-  () => [...liveServers].map((s) => [{ listener: formatListener(s.addr) }, s.stats.total]),
+  ["listener", "addr"],
+  () => [...liveServers].map((s) => [listenerLabels(s), s.stats.total]),
 );
 collectedCounter(
   "warren_listener_errors_total",
   "Connections refused or failed at the listener, by reason (limit, handshake-timeout, " +
     "handler-error, accept: a failed accept such as EMFILE, retried)",
-  ["listener", "reason"],
+  ["listener", "addr", "reason"],
   () =>
     [...liveServers].flatMap((s) => {
-      const listener = formatListener(s.addr);
+      const l = listenerLabels(s);
       return [
-        [{ listener, reason: "limit" }, s.stats.rejected],
-        [{ listener, reason: "handshake-timeout" }, s.stats.handshakeTimeouts],
-        [{ listener, reason: "handler-error" }, s.stats.errors],
-        [{ listener, reason: "accept" }, s.stats.acceptErrors],
-      ] as [Partial<Record<"listener" | "reason", string>>, number][];
+        [{ ...l, reason: "limit" }, s.stats.rejected],
+        [{ ...l, reason: "handshake-timeout" }, s.stats.handshakeTimeouts],
+        [{ ...l, reason: "handler-error" }, s.stats.errors],
+        [{ ...l, reason: "accept" }, s.stats.acceptErrors],
+      ] as [Labels<string>, number][];
     }),
 );
 
-function formatListener(a: Deno.NetAddr): string {
-  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+// ---- the process (the names every Prometheus client library uses) ----
+
+/** Whether /proc/self can be read without a prompt (an installed service may not have it). */
+function canReadProc(path: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "read", path }).state === "granted";
+  } catch {
+    // No permission API answer (an embedding with a stricter runtime): leave /proc alone.
+    return false;
+  }
 }
+
+gauge("process_resident_memory_bytes", "Resident memory size in bytes", [], function () {
+  this.set(Deno.memoryUsage().rss);
+});
+gauge("process_heap_bytes", "JavaScript heap in use (V8), in bytes", [], function () {
+  this.set(Deno.memoryUsage().heapUsed);
+});
+counter(
+  "process_cpu_seconds_total",
+  "User and system CPU time spent, in seconds",
+  [],
+  function () {
+    const u = process.cpuUsage();
+    this.reset();
+    this.inc((u.user + u.system) / 1e6);
+  },
+);
+gauge(
+  "process_start_time_seconds",
+  "Start time of the process since the Unix epoch, in seconds",
+  [],
+  function () {
+    this.set(Math.round(performance.timeOrigin) / 1000);
+  },
+);
+gauge(
+  "process_open_fds",
+  "Open file descriptors (needs read access to /proc/self/fd)",
+  [],
+  function () {
+    this.reset();
+    if (!canReadProc("/proc/self/fd")) return;
+    let n = 0;
+    for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
+    this.set(n - 1); // less the descriptor of the listing itself
+  },
+);
+gauge(
+  "process_max_fds",
+  "Limit of open file descriptors (needs read access to /proc)",
+  [],
+  function () {
+    this.reset();
+    if (!canReadProc("/proc/self/limits")) return;
+    const m = /^Max open files\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/limits"));
+    if (m) this.set(Number(m[1]));
+  },
+);

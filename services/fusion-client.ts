@@ -29,6 +29,7 @@ const client = new FusionClient({
 const listener = await listenOrExit(flags.listen, "listen");
 const server = serve(listener, client.handle, {
   maxConns: flags["max-conns"],
+  name: "listen",
   log,
   handshakeTimeoutMs: 0,
 });

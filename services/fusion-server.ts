@@ -32,6 +32,7 @@ const fusion = new FusionServer({
 const listener = await listenLinkOrExit(flags.listen, cfg.tls, "listen", log);
 const server = serve(listener, fusion.handle, {
   maxConns: flags["max-sessions"] * flags["max-paths"],
+  name: "listen",
   log,
   handshakeTimeoutMs: 10_000,
 });

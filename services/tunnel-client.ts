@@ -10,7 +10,7 @@
 import { bindOrExit, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/tunnel-client.ts";
 import { joinHostPort } from "../lib/net/mod.ts";
-import { gauge } from "../lib/stats.ts";
+import { collectedCounter, gauge } from "../lib/stats.ts";
 import { serveObservability } from "../lib/status/mod.ts";
 import { TunnelClient } from "../lib/tunnel/mod.ts";
 
@@ -36,9 +36,14 @@ const client = new TunnelClient({
 gauge("warren_tunnel_client_connected", "1 while connected to the server", [], function () {
   this.set(client.state === "connected" ? 1 : 0);
 });
-gauge("warren_tunnel_client_streams_total", "tunnel streams served", [], function () {
-  this.set(client.streams);
-});
+collectedCounter("warren_tunnel_client_streams_total", "Tunnel streams served", [], () => [[
+  {},
+  client.streams,
+]]);
+collectedCounter("warren_tunnel_client_connects_total", "Sessions established", [], () => [[
+  {},
+  client.connects,
+]]);
 // /status and the live status page: connection state, reconnects, streams served.
 const metrics = flags.metrics &&
   await bindOrExit("metrics", flags.metrics, () =>

@@ -113,7 +113,7 @@ Deno.test("listeners: --metrics survives a flood of partial requests at a low fd
     const text = await (await fetch(`http://${addr}/metrics`)).text();
     for (const reason of ["accept", "handshake-timeout"]) {
       const n = new RegExp(
-        `warren_listener_errors_total\\{listener="${addr}",reason="${reason}"\\} (\\d+)`,
+        `warren_listener_errors_total\\{listener="metrics",addr="${addr}",reason="${reason}"\\} (\\d+)`,
       ).exec(text);
       assert(n && Number(n[1]) >= 1, `${reason} counted:\n${text}`);
     }

@@ -1,8 +1,10 @@
 /**
- * Every service's --metrics endpoint exports the documented names (prom-client text):
- * per-listener connections and errors, bytes, and each service's own gauges, while traffic
- * flows (depot exits and RTT, tunnel hosts/clients/requests, fusion paths, mux sessions),
- * and its status page with the service's tables.
+ * Every service's --metrics endpoint exports the documented names while traffic flows
+ * (per-listener connections and errors by listener name, bytes, depot exits and RTT, tunnel
+ * hosts/clients/requests, fusion paths, mux sessions, latency histograms, process figures),
+ * passes `promtool check metrics` (Debian's prometheus package), exports nothing a service
+ * does not have (no server gauges in a client, no mux series without mux sessions), and
+ * its status page has the service's tables.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -11,12 +13,40 @@ import { portOf, type ServiceProcess, startService } from "./_util.ts";
 import { socksDial, startTarget } from "./_depot.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 
+/** The service's metrics text, after `promtool check metrics` found nothing to say. */
 async function scrape(svc: ServiceProcess): Promise<string> {
   const line = await svc.waitFor(/msg="metrics listening"/);
   const addr = /addr=(\S+)/.exec(line)![1];
   const res = await fetch(`http://${addr}/metrics`);
   assert(res.headers.get("content-type")?.startsWith("text/plain"), "prometheus text");
-  return await res.text();
+  const text = await res.text();
+  await promtool(text);
+  return text;
+}
+
+/** `promtool check metrics` (lint included) must pass on `text`. */
+async function promtool(text: string): Promise<void> {
+  const p = new Deno.Command("promtool", {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(text));
+  await w.close();
+  const out = await p.output();
+  const dec = new TextDecoder();
+  assert(
+    out.success,
+    `promtool check metrics: ${dec.decode(out.stdout)}${dec.decode(out.stderr)}\n${text}`,
+  );
+}
+
+/** Names that must not be exported at all (a family with no series is left out). */
+function expectAbsent(text: string, names: string[]): void {
+  const there = names.filter((n) => new RegExp(`^# TYPE ${n} `, "m").test(text));
+  assert(there.length === 0, `exported but not this service's: ${there.join(", ")}\n${text}`);
 }
 
 /** Each name declared (`# TYPE`); counters with labels and no events yet have no sample. */
@@ -41,16 +71,24 @@ const listenerNames = [
   "warren_listener_connections_active",
   "warren_listener_connections_total",
   "warren_listener_errors_total",
+  "process_resident_memory_bytes",
+  "process_cpu_seconds_total",
+  "process_open_fds",
+  "process_start_time_seconds",
+  "warren_build_info",
 ];
+const muxNames = ["warren_mux_sessions", "warren_mux_streams_total", "warren_mux_bytes_total"];
 
 Deno.test("metrics: seaprox and depot-server/local", async () => {
   const target = startTarget();
   const sp = await startService("seaprox.ts", [
     "--listen",
     `static://127.0.0.1:0?to=127.0.0.1:${target.port}`,
+    "--listen",
+    "socks5://127.0.0.1:0",
     "--metrics",
     "127.0.0.1:0",
-  ]);
+  ], { readyCount: 2 });
   const env = { DEPOT_TOKEN: "metrics-token" };
   const server = await startService("depot-server.ts", [
     ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
@@ -62,14 +100,41 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
     await writeAll(c, new TextEncoder().encode("Ehi"));
     await c.read(new Uint8Array(2));
     closeQuietly(c);
-    expectNames(await scrape(sp), [
+    // A refused connection: a failure by reason beside the successes.
+    const bad = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: portOf(sp.addrs.get("socks5")!),
+    });
+    await writeAll(bad, new Uint8Array([4, 1, 0, 80, 127, 0, 0, 1, 0]));
+    await bad.read(new Uint8Array(16)).catch(() => null);
+    closeQuietly(bad);
+    let spText = "";
+    for (let i = 0; i < 100 && !/^warren_seaprox_errors_total\{/m.test(spText); i++) {
+      spText = await scrape(sp);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expectNames(spText, [
       ...listenerNames,
+      "warren_seaprox_connections_total",
+      "warren_seaprox_connections_active",
+      "warren_seaprox_bytes_total",
+      "warren_seaprox_errors_total",
+      "warren_seaprox_connect_seconds",
+      // the first release's names, kept for one more
       "seaprox_connections_total",
       "seaprox_connections_active",
       "seaprox_bytes_in_total",
       "seaprox_bytes_out_total",
       "seaprox_errors_total",
     ]);
+    assert(
+      /^warren_listener_connections_total\{listener="static",addr="127\.0\.0\.1:\d+"\} 1$/m.test(
+        spText,
+      ),
+      spText,
+    );
+    assert(/^warren_seaprox_connect_seconds_count\{listener="static"\} 1$/m.test(spText), spText);
+    expectAbsent(spText, [...muxNames, "warren_tunnel_clients", "warren_depot_exits_connected"]);
 
     local = await startService("depot-local.ts", [
       "--server",
@@ -84,21 +149,35 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
     await writeAll(s, new TextEncoder().encode("Ehi"));
     await s.read(new Uint8Array(2));
     closeQuietly(s);
+    // Bytes are counted when a relay ends: each side logs that line.
+    await local.waitFor(/msg="connection closed"/);
+    await server.waitFor(/msg="connection closed"/);
     // RTT needs a heartbeat answered: wait for it rather than for a fixed time.
     let text = "";
-    for (let i = 0; i < 100 && !/^depot_exit_rtt_seconds\{/m.test(text); i++) {
+    for (let i = 0; i < 100 && !/^warren_depot_exit_rtt_seconds\{/m.test(text); i++) {
       text = await scrape(server);
       await new Promise((r) => setTimeout(r, 100));
     }
     expectNames(text, [
       ...listenerNames,
+      "warren_depot_requests_total",
+      "warren_depot_bytes_total",
+      "warren_depot_connections_active",
+      "warren_depot_exits_connected",
+      "warren_depot_exit_rtt_seconds",
+      "warren_depot_connect_seconds",
       "depot_requests_total",
-      "depot_bytes_total",
-      "depot_active_connections",
       "depot_exits_connected",
-      "depot_exit_rtt_seconds",
     ]);
-    expectNames(await scrape(local), ["depot_requests_total", "depot_bytes_total"]);
+    assert(/^warren_listener_connections_active\{listener="socks",/m.test(text), text);
+    const localText = await scrape(local);
+    expectNames(localText, [
+      ...listenerNames,
+      "warren_depot_requests_total",
+      "warren_depot_bytes_total",
+      "warren_depot_connect_seconds",
+    ]);
+    expectAbsent(localText, ["warren_depot_exits_connected"]);
     assertEquals(await tableTitles(sp), ["listeners", "connections"]);
     assertEquals(await tableTitles(server), ["exits", "totals", "recent failures", "listeners"]);
     assert((await tableTitles(local)).includes("summary"));
@@ -143,8 +222,17 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "warren_mux_streams_total",
       "warren_mux_recv_window_bytes",
       "warren_mux_bytes_total",
+      "warren_mux_rtt_seconds",
+      "warren_tunnel_request_duration_seconds",
     ]);
-    expectNames(await scrape(tc), ["warren_tunnel_client_connected", "warren_mux_sessions"]);
+    const tcText = await scrape(tc);
+    expectNames(tcText, [
+      ...listenerNames,
+      "warren_tunnel_client_connected",
+      "warren_tunnel_client_streams_total",
+      "warren_mux_sessions",
+    ]);
+    expectAbsent(tcText, ["warren_tunnel_clients", "warren_tunnel_hosts"]);
     assertEquals(await tableTitles(ts), ["hosts", "clients"]);
     assertEquals(await tableTitles(tc), ["summary"]);
 
@@ -176,6 +264,7 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
           "warren_fusion_live_reorder_peak_bytes",
           "warren_fusion_live_resent_frames",
           "warren_fusion_resent_frames_total",
+          "warren_fusion_rtt_seconds",
         ]);
       }
     } finally {

@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { collectedCounter, counter, gauge } from "../lib/stats.ts";
+import { collectedCounter, counter, gauge, histogram } from "../lib/stats.ts";
 import { silentLogger } from "../lib/log.ts";
 import meta from "../deno.json" with { type: "json" };
 
@@ -15,7 +15,7 @@ const early = counter("test_early_total", "counted before the registry existed",
 early.inc({ kind: "a" }, 3);
 
 Deno.test("stats: counters and gauges reach the Prometheus text at scrape time", async () => {
-  const { registry } = await import("../lib/metrics.ts");
+  const { metricsText } = await import("../lib/metrics.ts");
   const late = counter("test_late_total", "counted after", ["side", "result"]);
   late.inc({ side: "server", result: "ok" });
   late.inc({ result: "ok", side: "server" }, 2); // label order does not matter
@@ -30,7 +30,7 @@ Deno.test("stats: counters and gauges reach the Prometheus text at scrape time",
   collectedCounter("test_collected_total", "from live state", ["x"], () => [[{ x: "1" }, 42]]);
   assertEquals(counter("test_late_total", "again", ["side", "result"]), late, "one per name");
 
-  let text = await registry.metrics();
+  let text = await metricsText();
   for (
     const line of [
       'test_early_total{kind="a"} 3',
@@ -44,7 +44,7 @@ Deno.test("stats: counters and gauges reach the Prometheus text at scrape time",
     ]
   ) assert(text.includes(line), `${line} in:\n${text}`);
   live = 9;
-  text = await registry.metrics();
+  text = await metricsText();
   assert(text.includes("test_live 9"), "collect runs at each scrape");
   let threw = false;
   try {
@@ -53,6 +53,36 @@ Deno.test("stats: counters and gauges reach the Prometheus text at scrape time",
     threw = err instanceof RangeError;
   }
   assert(threw, "a counter refuses to go down");
+});
+
+Deno.test("stats: histograms, families without series left out, deprecated names", async () => {
+  const { metricsText } = await import("../lib/metrics.ts");
+  const h = histogram("test_wait_seconds", "waits", ["side"], [0.1, 1]);
+  h.observe({ side: "a" }, 0.05);
+  h.observe({ side: "a" }, 0.5);
+  h.observe({ side: "a" }, 7);
+  histogram("test_never_seconds", "never observed");
+  gauge("test_absent", "a server gauge in a client", [], function () {
+    this.reset(); // no live server: no series
+  });
+  counter("test_renamed_total", "new name", ["k"], undefined, { deprecatedName: "old_total" })
+    .inc({ k: 'a"b\\' }, 2);
+  const text = await metricsText();
+  for (
+    const line of [
+      "# TYPE test_wait_seconds histogram",
+      'test_wait_seconds_bucket{side="a",le="0.1"} 1',
+      'test_wait_seconds_bucket{side="a",le="1"} 2',
+      'test_wait_seconds_bucket{side="a",le="+Inf"} 3',
+      'test_wait_seconds_sum{side="a"} 7.55',
+      'test_wait_seconds_count{side="a"} 3',
+      'test_renamed_total{k="a\\"b\\\\"} 2',
+      'old_total{k="a\\"b\\\\"} 2',
+      "# HELP old_total Deprecated, removed in the next release: use test_renamed_total. new name",
+    ]
+  ) assert(text.includes(line), `${line} in:\n${text}`);
+  assert(!text.includes("test_never_seconds"), "a histogram without observations is left out");
+  assert(!text.includes("test_absent"), "a gauge without series is left out");
 });
 
 Deno.test("serveObservability: /metrics, /status, /healthz and the page on one listener", async () => {
@@ -68,7 +98,9 @@ Deno.test("serveObservability: /metrics, /status, /healthz and the page on one l
     const build = `warren_build_info{version="${meta.version}",deno="${Deno.version.deno}"} 1`;
     assert(metrics.includes(build), `${build} in:\n${metrics}`);
     assert(
-      metrics.includes(`warren_listener_connections_total{listener="127.0.0.1:${obs.addr.port}"}`),
+      metrics.includes(
+        `warren_listener_connections_total{listener="metrics",addr="127.0.0.1:${obs.addr.port}"}`,
+      ),
       "its own listener is counted like every serve() loop",
     );
     assertEquals(await (await fetch(`${base}/status`)).json(), { state: "connected", streams: 4 });

@@ -6,12 +6,12 @@ import { assert } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
 import { Logger } from "../lib/log.ts";
 import { listenTlsCounted } from "../lib/cli_security.ts";
-import { registry } from "../lib/metrics.ts";
+import { metricsText } from "../lib/metrics.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { connectTls, loadTlsClientConfig, loadTlsServerConfig } from "../lib/transport/tls.ts";
 
 async function failures(listener: string, reason: string): Promise<number> {
-  const text = await registry.metrics();
+  const text = await metricsText();
   const line = text.split("\n").find((l) =>
     l.startsWith("warren_tls_handshake_failures_total{") &&
     l.includes(`listener="${listener}"`) && l.includes(`reason="${reason}"`)

@@ -38,6 +38,7 @@ export const testPeers: readonly TestPeer[] = [
     usedBy: "mux interop with hashicorp/yamux (its source, built offline)",
   },
   { pkg: "python3", files: ["python3"], usedBy: "tunnel apps in other languages (echo servers)" },
+  { pkg: "prometheus", files: ["promtool"], usedBy: "metrics lint (promtool check metrics)" },
   { pkg: "microsocks", files: ["microsocks"], usedBy: "SOCKS5 peers, seaprox chains" },
   { pkg: "dante-server", files: ["danted"], usedBy: "SOCKS5 peers (dante)" },
   { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy" },

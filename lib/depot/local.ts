@@ -500,6 +500,7 @@ export class DepotLocal {
     const signal = AbortSignal.any([ac.signal, ctl.signal]);
     const dest = joinHostPort(req.host, req.port);
     const log = this.log.child({ id: req.id, dest });
+    const startedMs = performance.now();
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     let app: Deno.TcpConn | undefined;
     let tunnel: Duplex | undefined;
@@ -568,16 +569,22 @@ export class DepotLocal {
       this.#live.add(stats);
       m.activeConnections.inc({ side: "local" });
       m.requestsTotal.inc({ side: "local", exit: this.name, result: "ok" });
+      m.connectSeconds.observe({ side: "local" }, (performance.now() - startedMs) / 1000);
+      let end = "error";
       try {
         // a = tunnel (client side), b = app: aToB is "up".
         const r = await relay(tunnel, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
         // relay() closed both; closing again would only build BadResource errors.
         app = undefined;
         tunnel = undefined;
-        if (log.enabled("debug")) {
-          log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
-        }
+        end = r.end;
       } finally {
+        log.info("connection closed", {
+          end,
+          up: stats.aToB,
+          down: stats.bToA,
+          ms: Math.round(performance.now() - startedMs),
+        });
         this.#active--;
         this.#live.delete(stats);
         this.#bytesUp += stats.aToB;

@@ -1,28 +1,42 @@
 /**
- * Prometheus metrics of depot, kept in lib/stats.ts (exported by lib/metrics.ts).
+ * Prometheus metrics of depot, kept in lib/stats.ts (exported by lib/metrics.ts). The
+ * `depot_*` names of the first release stay for one more (`deprecatedName`).
  * @module
  */
 
-import { counter, gauge } from "../stats.ts";
+import { counter, gauge, type Histogram, histogram } from "../stats.ts";
 
 /** SOCKS requests by exit and result ("ok" or a failure reason). */
 export const requestsTotal = counter(
-  "depot_requests_total",
+  "warren_depot_requests_total",
   "SOCKS CONNECT requests handled by depot, by exit and result",
   ["side", "exit", "result"],
+  undefined,
+  { deprecatedName: "depot_requests_total" },
 );
 
 /** Relayed payload bytes by direction ("up": client to target, "down": back). */
 export const bytesTotal = counter(
-  "depot_bytes_total",
-  "payload bytes relayed by depot, by direction (up = client to target)",
+  "warren_depot_bytes_total",
+  "Payload bytes relayed by depot, by direction (up = client to target)",
   ["side", "direction"],
+  undefined,
+  { deprecatedName: "depot_bytes_total" },
 );
 
 /** Tunnelled connections currently relaying. */
 export const activeConnections = gauge(
-  "depot_active_connections",
-  "tunnelled connections currently relaying",
+  "warren_depot_connections_active",
+  "Tunnelled connections relaying now",
+  ["side"],
+  undefined,
+  { deprecatedName: "depot_active_connections" },
+);
+
+/** From the SOCKS request read to the tunnel ready (server), or to the target dialled (local). */
+export const connectSeconds: Histogram<"side"> = histogram(
+  "warren_depot_connect_seconds",
+  "Connection set-up: SOCKS request to tunnel ready (server), target dial (local)",
   ["side"],
 );
 
@@ -42,20 +56,25 @@ export const liveSources: Set<() => { exits?: number; rtts: RttSample[] }> = new
 
 /** depot-locals connected to this server. */
 export const exitsConnected = gauge(
-  "depot_exits_connected",
+  "warren_depot_exits_connected",
   "depot-local exits connected to this server",
   [],
   function () {
-    let n = 0;
-    for (const src of liveSources) n += src().exits ?? 0;
-    this.set(n);
+    this.reset();
+    let n: number | undefined;
+    for (const src of liveSources) {
+      const e = src().exits;
+      if (e !== undefined) n = (n ?? 0) + e; // only a server counts exits
+    }
+    if (n !== undefined) this.set(n);
   },
+  { deprecatedName: "depot_exits_connected" },
 );
 
 /** Control connection round-trip time per exit. */
 export const exitRttSeconds = gauge(
-  "depot_exit_rtt_seconds",
-  "control connection round-trip time by exit",
+  "warren_depot_exit_rtt_seconds",
+  "Control connection round-trip time by exit (latest smoothed)",
   ["side", "exit"],
   function () {
     this.reset();
@@ -63,11 +82,14 @@ export const exitRttSeconds = gauge(
       for (const r of src().rtts) this.set({ side: r.side, exit: r.exit }, r.seconds);
     }
   },
+  { deprecatedName: "depot_exit_rtt_seconds" },
 );
 
 /** Control sessions established (server: hellos accepted; local: connects). */
 export const sessionsTotal = counter(
-  "depot_control_sessions_total",
-  "control sessions established",
+  "warren_depot_control_sessions_total",
+  "Control sessions established",
   ["side"],
+  undefined,
+  { deprecatedName: "depot_control_sessions_total" },
 );

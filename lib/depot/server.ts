@@ -108,7 +108,7 @@ export interface FailureRecord {
   at: string;
   /** Exit the client asked for ("?" when authentication failed first). */
   exit: string;
-  /** Requested `host:port` ("-" when unknown). */
+  /** Requested `host:port` (empty when unknown: an authentication failure). */
   dest: string;
   /** The local's dial failure, or: no such exit, too many pending, SOCKS auth failed. */
   reason: NetFailureReason | "no-exit" | "busy" | "auth";
@@ -574,20 +574,28 @@ export class DepotServer {
       });
     } catch (err) {
       if (err instanceof Socks5Error && err.reason === "auth-failed") {
-        this.#recordFailure(triedExit, "-", "auth", "SOCKS authentication failed");
+        this.#recordFailure(triedExit, "", "auth", "SOCKS authentication failed");
+        // The exit asked for and the address, never the password tried.
+        ctx.log.warn("SOCKS authentication failed", {
+          remote: ctx.remote,
+          exit: triedExit,
+          failure: "auth-failed",
+        });
+        return;
       }
       ctx.log.debug("SOCKS handshake failed", { remote: ctx.remote, error: describe(err) });
       return;
     }
     ctx.handshakeDone();
+    const startedMs = performance.now();
     const exitName = req.username ? req.username : this.defaultExit;
     const dest = joinHostPort(req.dest.host, req.dest.port);
     const exit = this.#exits.get(exitName);
-    const log = ctx.log.child({ exit: exitName, dest });
+    const log = ctx.log.child({ exit: exitName, remote: ctx.remote, dest });
     if (!exit) {
       // Documented: no exit connected → 0x03 (network unreachable), at once.
       this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
-      log.info("no exit connected, refusing");
+      log.info("no exit connected, refusing", { failure: "no-exit" });
       await sendSocks5Reply(conn, Reply.networkUnreachable).catch(() => {
         // The SOCKS client hung up: it has no use for the reply.
       });
@@ -595,7 +603,10 @@ export class DepotServer {
     }
     if (this.#pending.size >= this.maxPending) {
       this.#recordFailure(exitName, dest, "busy", `${this.maxPending} requests already pending`);
-      log.warn("too many pending requests, refusing", { maxPending: this.maxPending });
+      log.warn("too many pending requests, refusing", {
+        failure: "busy",
+        maxPending: this.maxPending,
+      });
       await sendSocks5Reply(conn, Reply.generalFailure).catch(() => {
         // The SOCKS client hung up: it has no use for the reply.
       });
@@ -606,7 +617,11 @@ export class DepotServer {
     if (!outcome.ok) {
       exit.failures++;
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
-      log.info("request failed", { reason: outcome.reason, error: outcome.message });
+      log.info("request failed", {
+        failure: outcome.reason,
+        ms: Math.round(performance.now() - startedMs),
+        error: outcome.message,
+      });
       await sendSocks5Reply(conn, replyForReason(outcome.reason)).catch(() => {
         // The SOCKS client hung up: it has no use for the reply.
       });
@@ -622,7 +637,9 @@ export class DepotServer {
     this.#live.add(stats);
     m.activeConnections.inc({ side: "server" });
     m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
+    m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
     let relayed = false;
+    let end = "error";
     try {
       await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
       relayed = true; // relay() closes both sides itself
@@ -631,13 +648,18 @@ export class DepotServer {
         idleTimeoutMs: this.idleTimeoutMs,
         stats,
       });
-      if (log.enabled("debug")) {
-        log.debug("relay ended", { end: r.end, up: r.aToB, down: r.bToA });
-      }
+      end = r.end;
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
+      end = "reset";
       log.debug("client gone before the reply", { error: describe(err) });
     } finally {
+      log.info("connection closed", {
+        end,
+        up: stats.aToB,
+        down: stats.bToA,
+        ms: Math.round(performance.now() - startedMs),
+      });
       if (!relayed) closeQuietly(tunnel);
       outcome.done();
       this.#active--;

@@ -3,7 +3,7 @@
  * @module
  */
 
-import { type Counter, counter, type Gauge, gauge } from "../stats.ts";
+import { type Counter, counter, type Gauge, gauge, type Histogram, histogram } from "../stats.ts";
 import type { PathStatus, SessionStatus } from "./session.ts";
 
 /** The fusion metric handles. */
@@ -24,6 +24,8 @@ export interface FusionMetrics {
   resentBytes: Counter<string>;
   /** Reorder buffer peak of the last ended session. */
   reorderPeak: Gauge<string>;
+  /** Heartbeat round trips, every path of every session. */
+  rtt: Histogram<string>;
 }
 
 let metrics: FusionMetrics | undefined;
@@ -46,6 +48,7 @@ export function fusionMetrics(): FusionMetrics {
       "warren_fusion_reorder_peak_bytes",
       "Reorder buffer peak of the last ended session",
     ),
+    rtt: histogram("warren_fusion_rtt_seconds", "Heartbeat round-trip time, every path"),
   };
   return metrics;
 }

@@ -614,7 +614,9 @@ export class FusionSession implements Duplex {
       }
       case SeqFrameType.heartbeat: {
         if (f.reply) {
-          this.#sender.path(pc.id)?.onHeartbeatRtt(Math.max(0, performance.now() - f.ts));
+          const rttMs = Math.max(0, performance.now() - f.ts);
+          this.#sender.path(pc.id)?.onHeartbeatRtt(rttMs);
+          fusionMetrics().rtt.observe(rttMs / 1000);
         } else if (!pc.shutWrite) {
           this.#enqueueCtl(pc, encodeHeartbeat(f.ts, true));
         }

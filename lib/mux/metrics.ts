@@ -5,7 +5,7 @@
  * @module
  */
 
-import { collectedCounter, gauge } from "../stats.ts";
+import { collectedCounter, gauge, type Histogram, histogram } from "../stats.ts";
 import type { SessionStats } from "./session.ts";
 
 /** What the metrics read from a session. */
@@ -34,36 +34,57 @@ function sum(f: (s: SessionStats) => number): number {
   return n;
 }
 
-gauge("warren_mux_sessions", "Mux sessions open now", [], function () {
-  this.set(liveSessions.size);
-});
-gauge("warren_mux_streams_open", "Mux streams open now, all sessions", [], function () {
-  this.set(sum((s) => s.streamsOpen));
-});
-gauge(
+/** Whether this process ever ran a mux session (a seaprox without links exports no mux series). */
+function used(): boolean {
+  return liveSessions.size > 0 || ended.sessions > 0;
+}
+
+/** A gauge of the live sessions, without series in a process that never had one. */
+function sessionGauge(name: string, help: string, read: () => number): void {
+  gauge(name, help, [], function () {
+    this.reset();
+    if (used()) this.set(read());
+  });
+}
+
+sessionGauge("warren_mux_sessions", "Mux sessions open now", () => liveSessions.size);
+sessionGauge(
+  "warren_mux_streams_open",
+  "Mux streams open now, all sessions",
+  () => sum((s) => s.streamsOpen),
+);
+sessionGauge(
   "warren_mux_recv_window_bytes",
   "Sum of the open mux streams' receive windows (grow while readers keep up)",
-  [],
-  function () {
-    this.set(sum((s) => s.recvWindowBytes));
-  },
+  () => sum((s) => s.recvWindowBytes),
 );
 collectedCounter(
   "warren_mux_streams_total",
   "Mux streams opened by either side",
   [],
-  () => [[{}, ended.streams + sum((s) => s.streamsTotal)]],
+  () => used() ? [[{}, ended.streams + sum((s) => s.streamsTotal)]] : [],
 );
-collectedCounter("warren_mux_sessions_total", "Mux sessions ended", [], () => [[
-  {},
-  ended.sessions,
-]]);
+collectedCounter(
+  "warren_mux_sessions_total",
+  "Mux sessions ended",
+  [],
+  () => used() ? [[{}, ended.sessions]] : [],
+);
 collectedCounter(
   "warren_mux_bytes_total",
   "Mux transport bytes (headers included)",
   ["direction"],
-  () => [
-    [{ direction: "in" }, ended.bytesIn + sum((s) => s.bytesIn)],
-    [{ direction: "out" }, ended.bytesOut + sum((s) => s.bytesOut)],
-  ],
+  () =>
+    used()
+      ? [
+        [{ direction: "in" }, ended.bytesIn + sum((s) => s.bytesIn)],
+        [{ direction: "out" }, ended.bytesOut + sum((s) => s.bytesOut)],
+      ]
+      : [],
+);
+
+/** Round-trip time of mux pings (keepalive and explicit), every session of the process. */
+export const muxRttSeconds: Histogram<string> = histogram(
+  "warren_mux_rtt_seconds",
+  "Round-trip time of answered mux pings",
 );

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { liveSessions, sessionEnded } from "./metrics.ts";
+import { liveSessions, muxRttSeconds, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { DeadlineGroup } from "../net/deadline.ts";
@@ -651,6 +651,7 @@ export class Session implements StreamHost, FrameSink {
     if (!p) return; // an unsolicited or late reply: nothing waits for it
     this.#pings.delete(value);
     const rtt = performance.now() - p.sentAt;
+    muxRttSeconds.observe(rtt / 1000);
     this.#rtt = this.#rtt === undefined ? rtt : this.#rtt * 0.75 + rtt * 0.25;
     p.resolve(rtt);
   }

@@ -82,6 +82,11 @@ export interface ServeOptions {
   signal?: AbortSignal;
   /** Default drain deadline for `stop()`. @default 5000 */
   drainTimeoutMs?: number;
+  /**
+   * The listener's name in metrics (`warren_listener_*{listener=…}`): `socks`, `control`…
+   * @default the `listener` field of `log`, else the address
+   */
+  name?: string;
   log?: Logger;
 }
 
@@ -103,8 +108,9 @@ export interface ServeStats {
  * Every running `serve()` loop of the process (removed when it finishes), so lib/metrics can
  * export per-listener connection counts for every service without each one wiring them.
  */
-export const liveServers: Set<{ readonly addr: Deno.NetAddr; readonly stats: ServeStats }> =
-  new Set();
+export const liveServers: Set<
+  { readonly addr: Deno.NetAddr; readonly name?: string; readonly stats: ServeStats }
+> = new Set();
 
 /** A running accept loop. */
 export interface Server {
@@ -239,7 +245,12 @@ export function serve<C extends Deno.Conn>(
   };
 
   const loopDone = loop();
-  const entry = { addr, stats };
+  const listenerName = opts.name ?? log.field("listener");
+  const entry = {
+    addr,
+    name: listenerName === undefined ? undefined : String(listenerName),
+    stats,
+  };
   liveServers.add(entry);
   const finished = (async () => {
     await loopDone;

@@ -52,6 +52,8 @@ export interface ProxyConnectionRecord {
   /** Bytes from the destination to the client. */
   bytesDown: number;
   durationMs: number;
+  /** From accept to the first destination connected (none if it never connected). */
+  setupMs?: number;
   username?: string;
 }
 
@@ -91,6 +93,7 @@ export class ProxyConnection {
   #end?: ProxyEnd;
   #failure?: string;
   #message?: string;
+  #setupMs?: number;
   #record?: ProxyConnectionRecord;
 
   constructor(readonly id: number, readonly scheme: string, source: Deno.Addr | string) {
@@ -179,6 +182,7 @@ export class ProxyConnection {
       this.dest.description = reached === asked ? reached : `${asked}=${reached}`;
     }
     this.dest.transition("connected");
+    this.#setupMs ??= performance.now() - this.startedMs;
   }
 
   /**
@@ -200,6 +204,7 @@ export class ProxyConnection {
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,
       durationMs: Math.round(performance.now() - this.startedMs),
+      setupMs: this.#setupMs,
       username: this.username,
     };
     this.#record = rec;

@@ -1,11 +1,12 @@
 /**
  * seaprox's counters (lib/stats, exported as Prometheus text by lib/metrics): connections by
- * listener, open now, bytes each way, bad ends by reason; and the bytes of finished
- * connections the status page adds to the live ones.
+ * listener, open now, bytes each way, failures by reason, set-up time; and the bytes of
+ * finished connections the status page adds to the live ones. The `seaprox_*` names of the
+ * first release stay for one more (see the README's deprecation note).
  * @module
  */
 
-import { counter, gauge } from "../stats.ts";
+import { counter, gauge, histogram } from "../stats.ts";
 import type { ProxyHooks } from "./server.ts";
 
 /** Connection ends that are not errors. */
@@ -15,11 +16,41 @@ const okEnds: ReadonlySet<string> = new Set(["done", "idle", "closed"]);
 export class SeaproxStats {
   /** Bytes of finished connections (live ones come from their snapshots). */
   readonly closedBytes = { up: 0, down: 0 };
-  readonly #total = counter("seaprox_connections_total", "connections accepted", ["listener"]);
-  readonly #active = gauge("seaprox_connections_active", "connections open now");
-  readonly #in = counter("seaprox_bytes_in_total", "bytes from clients to destinations");
-  readonly #out = counter("seaprox_bytes_out_total", "bytes from destinations to clients");
-  readonly #errors = counter("seaprox_errors_total", "connections that ended badly", ["reason"]);
+  /** Connections that ended badly, by `end` or `end:failure` (the page's failure table). */
+  readonly failures: Map<string, number> = new Map();
+  readonly #total = counter(
+    "warren_seaprox_connections_total",
+    "Connections accepted, by listener",
+    ["listener"],
+    undefined,
+    { deprecatedName: "seaprox_connections_total" },
+  );
+  readonly #active = gauge(
+    "warren_seaprox_connections_active",
+    "Connections open now",
+    [],
+    undefined,
+    { deprecatedName: "seaprox_connections_active" },
+  );
+  readonly #bytes = counter(
+    "warren_seaprox_bytes_total",
+    "Bytes relayed, by direction (up = client to destination)",
+    ["direction"],
+  );
+  readonly #oldIn = counter("seaprox_bytes_in_total", "Deprecated: warren_seaprox_bytes_total");
+  readonly #oldOut = counter("seaprox_bytes_out_total", "Deprecated: warren_seaprox_bytes_total");
+  readonly #errors = counter(
+    "warren_seaprox_errors_total",
+    "Connections that ended badly, by reason (end, or end:failure)",
+    ["reason"],
+    undefined,
+    { deprecatedName: "seaprox_errors_total" },
+  );
+  readonly #setup = histogram(
+    "warren_seaprox_connect_seconds",
+    "From accept to the destination connected (observed when the connection closes)",
+    ["listener"],
+  );
 
   /** The hooks that count (a connection refused by the limit is counted, never active). */
   readonly hooks: ProxyHooks = {
@@ -30,12 +61,17 @@ export class SeaproxStats {
     onClose: (r) => {
       if (r.end === "limit") this.#total.inc({ listener: r.scheme });
       else this.#active.dec();
-      this.#in.inc(r.bytesUp);
-      this.#out.inc(r.bytesDown);
+      this.#bytes.inc({ direction: "up" }, r.bytesUp);
+      this.#bytes.inc({ direction: "down" }, r.bytesDown);
+      this.#oldIn.inc(r.bytesUp);
+      this.#oldOut.inc(r.bytesDown);
       this.closedBytes.up += r.bytesUp;
       this.closedBytes.down += r.bytesDown;
+      if (r.setupMs !== undefined) this.#setup.observe({ listener: r.scheme }, r.setupMs / 1000);
       if (!okEnds.has(r.end)) {
-        this.#errors.inc({ reason: r.failure ? `${r.end}:${r.failure}` : r.end });
+        const reason = r.failure ? `${r.end}:${r.failure}` : r.end;
+        this.#errors.inc({ reason });
+        this.failures.set(reason, (this.failures.get(reason) ?? 0) + 1);
       }
     },
   };

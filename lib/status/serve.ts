@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../log.ts";
-import { registry } from "../metrics.ts";
+import { metricsContentType, metricsText } from "../metrics.ts";
 import { serveHttp } from "../http/server.ts";
 import { formatAddr } from "../net/serve.ts";
 import { gauge } from "../stats.ts";
@@ -63,8 +63,8 @@ export function observabilityHandler(
   const fetch = async (req: Request): Promise<Response> => {
     const path = new URL(req.url).pathname;
     if (path === "/metrics") {
-      return new Response(await registry.metrics(), {
-        headers: { "content-type": registry.contentType },
+      return new Response(await metricsText(), {
+        headers: { "content-type": metricsContentType },
       });
     }
     if (path === "/healthz") return new Response("ok\n");

@@ -49,6 +49,7 @@ import { errorPage, forwardHeaders, localPortOf, type PeerInfo, routedTarget } f
 import { handleControl, isControlRequest } from "./front_control.ts";
 import { WriteCoalescer } from "./coalescer.ts";
 import type { TunnelServer } from "./server.ts";
+import { tunnelRequestSeconds } from "./stats.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
 
 /** Default close of a public connection with no bytes moving either way. */
@@ -116,8 +117,12 @@ enum LegState {
 /** One tunnel stream of a public connection: one virtual host, requests in order. */
 class Leg {
   state: LegState = LegState.Open;
+  /** Request bytes (heads and bodies) sent into the stream. */
+  requestBytes = 0;
   /** Response bytes copied to the public client. */
   responseBytes = 0;
+  /** When the stream was opened (`performance.now()`), for its duration. */
+  readonly startedMs: number = performance.now();
   /** Copies the responses to the public client until the stream ends. */
   pump: Promise<void> = Promise.resolve();
   /** Upgrade legs: true once the app switched protocols, false for any other answer. */
@@ -391,6 +396,7 @@ export class PublicConn {
     const cur = this.#leg;
     if (cur && !upgrade && cur.host === vhost && cur.state === LegState.Open) {
       await this.#out.add(headBytes);
+      cur.requestBytes += headBytes.length;
       this.#server.countRequest(vhost, "proxied");
       return cur;
     }
@@ -420,6 +426,7 @@ export class PublicConn {
       return undefined;
     }
     const leg = new Leg(route.host, ts, upgrade);
+    leg.requestBytes = headBytes.length;
     leg.pump = this.#pump(leg);
     this.#leg = leg;
     this.#out.target = ts.out;
@@ -429,6 +436,7 @@ export class PublicConn {
   /** Request-body bytes to the tunnel stream. */
   #sink = async (p: Uint8Array): Promise<void> => {
     this.#idle?.touch();
+    if (this.#leg) this.#leg.requestBytes += p.length;
     await this.#out.add(p);
   };
 
@@ -561,12 +569,9 @@ export class PublicConn {
       leg.settle(false);
       if (leg.state === LegState.Abandoned) return;
       const e = err as TunnelError;
-      await this.#answer(e.reason === "timeout" ? 504 : 502, leg.host);
-      this.#log.debug("tunnel stream failed", {
-        host: leg.host,
-        reason: e.reason,
-        error: e.message,
-      });
+      const status = e.reason === "timeout" ? 504 : 502;
+      await this.#answer(status, leg.host);
+      this.#legDone(leg, String(status), e.reason, e.message);
       this.#close();
       return;
     }
@@ -592,21 +597,43 @@ export class PublicConn {
           // Already closed.
         });
       }
+      this.#legDone(leg, "proxied");
     } catch (err) {
+      let outcome = "reset";
       if (leg.state === LegState.Open) {
         if (leg.responseBytes === 0 && err instanceof HttpError) {
           // The app's answer to an Upgrade request was not a usable response head.
           await this.#answer(502, leg.host);
           leg.ts.stream.reset();
+          outcome = "502";
         }
         this.#close();
       }
-      this.#log.debug("response copy ended", { host: leg.host, error: errorMessage(err) });
+      this.#legDone(leg, outcome, "io", errorMessage(err));
     } finally {
       deadlines.delete(watch);
       buf.release();
       leg.settle(false);
     }
+  }
+
+  /**
+   * One log line and one duration per tunnel stream (a request, or a kept-alive run of
+   * requests to one host): `end` is the outcome counted in warren_tunnel_requests_total.
+   */
+  #legDone(leg: Leg, end: string, failure?: string, error?: string): void {
+    const seconds = (performance.now() - leg.startedMs) / 1000;
+    tunnelRequestSeconds.observe({ outcome: end }, seconds);
+    const fields = {
+      remote: this.#peer.remote,
+      host: leg.host,
+      end,
+      up: leg.requestBytes,
+      down: leg.responseBytes,
+      ms: Math.round(seconds * 1000),
+    };
+    if (failure === undefined) this.#log.info("request done", fields);
+    else this.#log.info("request done", { ...fields, failure, error });
   }
 
   /**

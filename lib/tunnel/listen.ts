@@ -78,6 +78,7 @@ export function serveTunnel(
     handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
     drainTimeoutMs: opts.drainTimeoutMs,
     signal: opts.signal,
+    name: "http",
     log: opts.log,
   });
 }

@@ -42,6 +42,8 @@ collectedCounter(
     ),
 );
 gauge("warren_tunnel_clients", "Connected tunnel clients", [], function () {
+  this.reset();
+  if (liveTunnelServers.size === 0) return; // a tunnel-client has no clients to count
   let n = 0;
   for (const s of liveTunnelServers) n += s.clients().length;
   this.set(n);
@@ -57,6 +59,8 @@ gauge(
   "Registered virtual hosts, by whether a ready client serves them",
   ["state"],
   async function () {
+    this.reset();
+    if (liveTunnelServers.size === 0) return;
     let connected = 0, waiting = 0;
     for (const s of liveTunnelServers) {
       for (const h of await s.status()) h.connected ? connected++ : waiting++;

@@ -5,6 +5,18 @@
  * @module
  */
 
+import { type Histogram, histogram } from "../stats.ts";
+
+/**
+ * Duration of each tunnel stream the public front opens (a request, or a kept-alive run of
+ * requests to one host), from the request head to the last response byte, by outcome.
+ */
+export const tunnelRequestSeconds: Histogram<"outcome"> = histogram(
+  "warren_tunnel_request_duration_seconds",
+  "Tunnel streams from the request head to the last response byte, by outcome",
+  ["outcome"],
+);
+
 /** Live counters of one virtual host (kept across client reconnects). */
 export interface HostStats {
   /** Requests proxied to the client. */

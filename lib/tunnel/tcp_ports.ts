@@ -209,7 +209,11 @@ export class TcpPorts {
       } finally {
         ts.release();
       }
-    }, { log: this.opts.log.child({ tcp: publicPort }), handshakeTimeoutMs: 0 });
+    }, {
+      log: this.opts.log.child({ tcp: publicPort }),
+      handshakeTimeoutMs: 0,
+      name: `tcp-${publicPort}`,
+    });
     client.tcp.set(publicPort, srv);
     this.#owners.set(publicPort, client);
     log.info("listening", { name: `tcp-${publicPort}`, addr });
