@@ -3,7 +3,7 @@
  * that does not read, the grace period when every path is gone, and path limits.
  */
 import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
-import { closeQuietly, serve, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { FaultyLink, startHashTarget } from "./_fusion.ts";
 import { listenLocal, readAll, sha256 } from "./_util.ts";
@@ -219,5 +219,24 @@ Deno.test({ name: "fusion: sessions beyond the server's limit get no path", ...o
     await srv.stop(1000);
     await server.close();
     await target.close();
+  }
+});
+
+Deno.test("fusion limits: a silent pre-auth path holds a few KiB, path state comes after the hello", async () => {
+  // Measured by the process's array-buffer memory (counted, not timed): each silent
+  // connection used to hold the 256 KiB decoder buffer of a joined path before any hello.
+  const server = new FusionServer({ token, target: { host: "127.0.0.1", port: 9 } });
+  const srv = serve(listenLocal(), server.handle, { handshakeTimeoutMs: 60_000 });
+  const silent: Deno.TcpConn[] = [];
+  try {
+    const before = Deno.memoryUsage().external;
+    for (let i = 0; i < 100; i++) silent.push(await dial("127.0.0.1", srv.addr.port));
+    while (srv.stats.active < 100) await new Promise((r) => setTimeout(r, 10));
+    const perConnKiB = (Deno.memoryUsage().external - before) / 1024 / 100;
+    assert(perConnKiB < 32, `${perConnKiB.toFixed(1)} KiB of buffers per silent connection`);
+  } finally {
+    for (const c of silent) closeQuietly(c);
+    await srv.stop(500);
+    await server.close();
   }
 });

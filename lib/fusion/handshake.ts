@@ -41,6 +41,13 @@ const refusals: Record<number, RefusalReason> = {
 /** A decoded hello frame. */
 export type HelloFrame = Extract<Frame, { type: typeof SeqFrameType.hello }>;
 
+/**
+ * Decoder buffer of a path until its hello is read: a hello or welcome is at most a few
+ * hundred bytes plus a 1 KiB token, so a silent pre-auth connection holds 2 KiB here, not the
+ * 256 KiB a joined path grows to (the session's read loop reserves that after the welcome).
+ */
+export const handshakeBufferBytes = 2048;
+
 async function readFrame(conn: Duplex, dec: FrameDecoder, timeoutMs: number): Promise<Frame> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -52,7 +59,7 @@ async function readFrame(conn: Duplex, dec: FrameDecoder, timeoutMs: number): Pr
     while (true) {
       const f = dec.next();
       if (f) return f;
-      const buf = dec.reserve(4096);
+      const buf = dec.reserve(handshakeBufferBytes / 2);
       const n = await conn.read(buf);
       if (n === null) throw new ProtocolError("path closed during handshake", "eof");
       dec.commit(n);
@@ -95,7 +102,7 @@ export async function clientHandshake(
     conn,
     encodeHello(opts.sessionId, opts.pathId, opts.token, opts.rejoin, opts.receiveBound),
   );
-  const dec = new FrameDecoder(opts.maxDataBytes);
+  const dec = new FrameDecoder(opts.maxDataBytes, handshakeBufferBytes);
   const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
   if (f.type !== SeqFrameType.welcome) {
     throw new ProtocolError(`expected welcome, got frame type ${f.type}`, "bad-frame");
@@ -111,7 +118,7 @@ export async function readHello(
   conn: Duplex,
   opts: { timeoutMs?: number; maxDataBytes?: number } = {},
 ): Promise<{ hello: HelloFrame; decoder: FrameDecoder }> {
-  const dec = new FrameDecoder(opts.maxDataBytes);
+  const dec = new FrameDecoder(opts.maxDataBytes, handshakeBufferBytes);
   const f = await readFrame(conn, dec, opts.timeoutMs ?? defaultPathHandshakeTimeoutMs);
   if (f.type !== SeqFrameType.hello) {
     throw new ProtocolError(`expected hello, got frame type ${f.type}`, "bad-frame");

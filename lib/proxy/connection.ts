@@ -9,6 +9,7 @@ import type { LogFields, Logger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import type { NetFailureReason } from "../net/errors.ts";
 import type { RelayStats } from "../net/relay.ts";
+import { sourceKey } from "../net/ratelimit.ts";
 import { describeEndpoint, ProxySide, type ProxyState } from "./state.ts";
 
 /**
@@ -23,7 +24,8 @@ import { describeEndpoint, ProxySide, type ProxyState } from "./state.ts";
  * - "handshake-failed": the client broke its protocol (bad version, malformed head …).
  * - "auth-failed": wrong or missing credentials.
  * - "handshake-timeout": the client did not finish its handshake in time.
- * - "limit": over the connection limit, closed at once.
+ * - "limit": over the connection limit (or its source's share of it), closed at once.
+ * - "shed": the longest idle connection, closed to make room when the limit was reached.
  * - "closed": the client left before asking for anything.
  */
 export type ProxyEnd =
@@ -37,6 +39,7 @@ export type ProxyEnd =
   | "auth-failed"
   | "handshake-timeout"
   | "limit"
+  | "shed"
   | "closed";
 
 /** What a closed connection reports (the fields of its log line). */
@@ -90,11 +93,17 @@ export class ProxyConnection {
    * destination), so a status page sees a long transfer progress.
    */
   readonly stats: RelayStats = { aToB: 0, bToA: 0 };
+  /** The client's address key for per-source limits (IPv4 address, IPv6 /64). */
+  readonly sourceKey: string;
+  /** Closes the client connection (set by the server): how the table sheds this one. */
+  shed?: () => void;
   #end?: ProxyEnd;
   #failure?: string;
   #message?: string;
   #setupMs?: number;
   #record?: ProxyConnectionRecord;
+  #seenBytes = 0;
+  #seenAtMs: number = performance.now();
 
   constructor(readonly id: number, readonly scheme: string, source: Deno.Addr | string) {
     this.source = new ProxySide(
@@ -102,6 +111,25 @@ export class ProxyConnection {
       typeof source === "string" ? source : describeEndpoint(source),
     );
     this.source.transition("connected");
+    this.sourceKey = typeof source === "string"
+      ? sourceKey(source)
+      : "hostname" in source
+      ? sourceKey(source.hostname)
+      : this.source.description;
+  }
+
+  /**
+   * When bytes last moved, as far as the table saw: the byte counters are compared with
+   * their value at the previous look, so a connection counts as active from the first look
+   * after it moved data, and idle since its start if it never did.
+   */
+  lastActiveMs(now: number = performance.now()): number {
+    const b = this.stats.aToB + this.stats.bToA;
+    if (b !== this.#seenBytes) {
+      this.#seenBytes = b;
+      this.#seenAtMs = now;
+    }
+    return this.#seenAtMs;
   }
 
   /** What the proxy dialled on the client's behalf (the latest, for a session type). */
@@ -227,16 +255,56 @@ export class ProxyConnection {
   }
 }
 
+/** Options of {@linkcode ConnectionTable}. */
+export interface ConnectionTableOptions {
+  /**
+   * Connections one source (IPv4 address, IPv6 /64) may hold at once, so one client cannot
+   * take the whole table. @default a quarter of `maxConns`, at least `minDefaultPerSource`
+   */
+  maxPerSource?: number;
+  /**
+   * When the table is full, the connection idle longest is closed to admit a new one if it
+   * moved no byte for at least this long; else the newcomer is refused. @default 10000
+   */
+  shedIdleMs?: number;
+}
+
+/**
+ * Default least idle time of a connection the full table sheds for a newcomer: as long as a
+ * client may take for its handshake (serve's default), far below the relay idle timeout.
+ */
+export const defaultShedIdleMs = 10_000;
+/** The default per-source share never goes below this (a small table is not split up). */
+export const minDefaultPerSource = 64;
+
+/** Why {@linkcode ConnectionTable.admit} refused a connection. */
+export type AdmitRefusal = "limit" | "source-limit";
+
 /**
  * The live connections of a process, shared by every listener: the seed's
- * `MAX_NUM_CONNECTIONS` array, so one limit covers all listeners together.
+ * `MAX_NUM_CONNECTIONS` array, so one limit covers all listeners together. Two rules keep an
+ * idle flood on one listener from starving the others: each source gets at most
+ * `maxPerSource`, and a full table (or a source at its share) sheds its longest-idle
+ * connection (idle for `shedIdleMs` at least) to admit a new one, instead of refusing
+ * everybody until the idle timeout.
  */
 export class ConnectionTable {
   #live = new Set<ProxyConnection>();
+  #perSource = new Map<string, number>();
   #nextId = 0;
+  /** Per-source cap. */
+  readonly maxPerSource: number;
+  /** Least idle time of a connection shed for a newcomer. */
+  readonly shedIdleMs: number;
+  /** Connections shed to make room. */
+  shed = 0;
 
   /** @param maxConns Connections allowed at once across all listeners sharing this table. */
-  constructor(readonly maxConns: number = Infinity) {}
+  constructor(readonly maxConns: number = Infinity, opts: ConnectionTableOptions = {}) {
+    this.maxPerSource = opts.maxPerSource ??
+      Math.min(maxConns, Math.max(minDefaultPerSource, Math.floor(maxConns / 4)));
+    this.shedIdleMs = opts.shedIdleMs ?? defaultShedIdleMs;
+  }
 
   /** Live connections now. */
   get size(): number {
@@ -248,16 +316,54 @@ export class ConnectionTable {
     return ++this.#nextId;
   }
 
+  /**
+   * Admit `c`, shedding the longest-idle connection when the table is full; the refusal
+   * reason when it cannot (the caller closes `c` at once).
+   */
+  admit(c: ProxyConnection): AdmitRefusal | undefined {
+    if (
+      (this.#perSource.get(c.sourceKey) ?? 0) >= this.maxPerSource && !this.#shedOne(c.sourceKey)
+    ) return "source-limit";
+    if (this.#live.size >= this.maxConns && !this.#shedOne()) return "limit";
+    this.#live.add(c);
+    this.#perSource.set(c.sourceKey, (this.#perSource.get(c.sourceKey) ?? 0) + 1);
+    return undefined;
+  }
+
   /** Add `c` unless the table is full; false means the caller must close it at once. */
   tryAdd(c: ProxyConnection): boolean {
-    if (this.#live.size >= this.maxConns) return false;
-    this.#live.add(c);
+    return this.admit(c) === undefined;
+  }
+
+  /** Shed the longest-idle connection (of `source`, if given); false if none is idle enough. */
+  #shedOne(source?: string): boolean {
+    const now = performance.now();
+    const idleSince = now - this.shedIdleMs;
+    let victim: ProxyConnection | undefined;
+    let victimAt = Infinity;
+    for (const c of this.#live) {
+      if (source !== undefined && c.sourceKey !== source) continue;
+      const at = c.lastActiveMs(now);
+      // Strictly older wins, so of equally idle ones the first admitted goes.
+      if (c.shed && at <= idleSince && at < victimAt) {
+        victimAt = at;
+        victim = c;
+      }
+    }
+    if (!victim) return false;
+    this.delete(victim);
+    victim.fail("shed");
+    victim.shed!();
+    this.shed++;
     return true;
   }
 
   /** Forget `c` (after it closed). */
   delete(c: ProxyConnection): void {
-    this.#live.delete(c);
+    if (!this.#live.delete(c)) return;
+    const n = (this.#perSource.get(c.sourceKey) ?? 1) - 1;
+    if (n > 0) this.#perSource.set(c.sourceKey, n);
+    else this.#perSource.delete(c.sourceKey);
   }
 
   /** Snapshot of the live connections (for a status page). */

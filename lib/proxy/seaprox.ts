@@ -31,6 +31,13 @@ export interface SeaproxConfig {
   prefer?: "ipv6" | "ipv4";
   /** Connections at once across all listeners. @default 1024 */
   maxConns?: number;
+  /** Connections one source (IPv4 address, IPv6 /64) may hold at once. @default max(64, maxConns / 4) */
+  maxConnsPerSource?: number;
+  /**
+   * At the limit, the longest-idle connection is shed for a newcomer if it moved nothing for
+   * this long. @default 10000
+   */
+  shedIdleMs?: number;
   /** Close a relay after this long without traffic; 0 = never. @default 300000 */
   idleTimeoutMs?: number;
   /** Time a client has for its handshake; 0 = off. @default 10000 */
@@ -200,7 +207,10 @@ function nameCheckedDialer(acl: Acl, inner: Dialer): Dialer {
  */
 export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   const log = cfg.log ?? silentLogger;
-  const table = new ConnectionTable(cfg.maxConns ?? 1024);
+  const table = new ConnectionTable(cfg.maxConns ?? 1024, {
+    maxPerSource: cfg.maxConnsPerSource,
+    shedIdleMs: cfg.shedIdleMs,
+  });
   const authLimiter = cfg.authLimiter ?? new AuthFailureLimiter();
   const dialer = dialerFor(cfg);
   const servers: ProxyServer[] = [];

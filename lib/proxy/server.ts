@@ -165,8 +165,10 @@ export function serveProxy(
   const handler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
     const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
     const clog = ctx.log;
-    if (!table.tryAdd(conn)) {
-      conn.fail("limit");
+    conn.shed = () => closeQuietly(sock);
+    const refused = table.admit(conn);
+    if (refused) {
+      conn.fail("limit", refused === "source-limit" ? "source-limit" : undefined);
       closeQuietly(sock);
       opts.hooks?.onClose?.(conn.close(clog));
       return;
