@@ -1,149 +1,102 @@
 /**
- * `deno task demo`: proves seaprox works on this machine in a few seconds, with no flags.
+ * `deno task demo`: all of warren on this machine in a few seconds, with no flags and
+ * nothing installed beyond Deno.
  *
- * Starts a tiny HTTP origin and, in this same process, a seaprox with a static, a SOCKS5
- * and an HTTP listener (all on port 0); fetches a page through each, checks the bodies,
- * prints a short summary and exits 0 (1 if any check failed).
+ * Starts, in this process, on 127.0.0.1 with free ports and generated secrets, an origin
+ * app and every service as its script runs it (services/demo/): seaprox (static, SOCKS5,
+ * HTTP and a link:// pair), depot-server + depot-local, tunnel-server + tunnel-client
+ * (HTTP and WebSocket to a vhost of the origin), fusion-server + fusion-client over two
+ * paths. Sends a small request and 4 MiB (checked by SHA-256) through each, prints one
+ * table and a final line; exits 0 only when every check passed.
+ *
+ * `--serve` keeps everything running after the checks and prints, per service, a command
+ * to try it by hand and the address of its live status page; Ctrl-C stops all cleanly.
  */
 
-import { Logger } from "../lib/log.ts";
-import { closeQuietly, dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
-import { parseListenUrl, type Seaprox, startSeaprox } from "../lib/proxy/mod.ts";
-import { socks5Connect } from "../lib/socks5/mod.ts";
+import type { LogLevel } from "../lib/log.ts";
+import { errorMessage } from "../lib/net/mod.ts";
+import { formatTable, runChecks, summaryLine } from "../lib/demo/mod.ts";
+import { startDemoSet } from "./demo/set.ts";
 
-const enc = new TextEncoder(), dec = new TextDecoder();
-/** Whole demo must finish well within this; a hang is a failure, not a wait. */
-const checkTimeoutMs = 10_000;
+const usage = `usage: deno task demo [--serve] [--log-level debug|info|warn|error]
 
-// ---- an origin ----
-const origin = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
-  const id = new URL(req.url).searchParams.get("via") ?? "?";
-  return new Response(`hello from the origin, via ${id}\n`);
+  (no flags)   start the set, check every path, print the table, stop; exit 0 if all passed
+  --serve      keep the set running after the checks, print how to try each service and
+               its status page; Ctrl-C stops it`;
+
+/** A check that has not answered by then failed (a hang is a failure, not a wait). */
+const checkTimeoutMs = 15_000;
+const levels = ["debug", "info", "warn", "error"];
+
+// ---- flags ----
+let serve = false;
+let level: LogLevel = (levels.find((l) => l === Deno.env.get("WARREN_LOG_LEVEL")) ??
+  "error") as LogLevel;
+for (let i = 0; i < Deno.args.length; i++) {
+  const a = Deno.args[i];
+  if (a === "--serve") serve = true;
+  else if (a === "--help" || a === "-h") {
+    console.log(usage);
+    Deno.exit(0);
+  } else if (a === "--log-level" && levels.includes(Deno.args[i + 1])) {
+    level = Deno.args[++i] as LogLevel;
+  } else {
+    console.error(`error: unknown argument ${JSON.stringify(a)} (see --help)`);
+    Deno.exit(2);
+  }
+}
+
+// ---- start ----
+const t0 = performance.now();
+const set = await startDemoSet({ level, pages: serve }).catch((err) => {
+  console.error(`error: ${errorMessage(err)}`);
+  Deno.exit(1);
 });
-const originAddr = `127.0.0.1:${origin.addr.port}`;
-
-// ---- seaprox in-process ----
-const level = Deno.env.get("WARREN_LOG_LEVEL") === "debug" ? "debug" : "warn";
-const log = new Logger(level, { svc: "seaprox" });
-const sp: Seaprox = await startSeaprox({
-  listeners: [
-    parseListenUrl(`static://127.0.0.1:0?to=${originAddr}`),
-    parseListenUrl("socks5://127.0.0.1:0"),
-    parseListenUrl("http://127.0.0.1:0"),
-  ],
-  prefer: "ipv4",
-  log,
-});
-const [staticPort, socksPort, httpPort] = sp.servers.map((s) => s.addr.port);
-
-/** Read a whole HTTP/1.1 response sent with `Connection: close`; returns status and body. */
-async function readResponse(c: Duplex): Promise<{ status: number; body: string }> {
-  const parts: Uint8Array[] = [];
-  const buf = new Uint8Array(16 * 1024);
-  while (true) {
-    const n = await c.read(buf);
-    if (n === null) break;
-    parts.push(buf.slice(0, n));
-  }
-  const text = dec.decode(new Uint8Array(parts.flatMap((p) => [...p])));
-  const split = text.indexOf("\r\n\r\n");
-  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0);
-  return { status, body: split < 0 ? "" : text.slice(split + 4) };
-}
-
-/** GET `target` (origin-form or absolute) on an open stream, Connection: close. */
-async function get(c: Duplex, target: string): Promise<{ status: number; body: string }> {
-  await writeAll(
-    c,
-    enc.encode(`GET ${target} HTTP/1.1\r\nHost: ${originAddr}\r\nConnection: close\r\n\r\n`),
-  );
-  return await readResponse(c);
-}
-
-/** Read an HTTP head byte by byte (so nothing after it is consumed); returns the status. */
-async function readHeadStatus(c: Duplex): Promise<number> {
-  let head = "";
-  const one = new Uint8Array(1);
-  while (!head.endsWith("\r\n\r\n")) {
-    if ((await c.read(one)) === null || head.length > 8192) break;
-    head += String.fromCharCode(one[0]);
-  }
-  return Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-}
-
-const checks: [string, string, () => Promise<string>][] = [
-  ["static", `127.0.0.1:${staticPort} -> ${originAddr}`, async () => {
-    const res = await fetch(`http://127.0.0.1:${staticPort}/?via=static`, {
-      headers: { connection: "close" },
-    });
-    return await res.text();
-  }],
-  ["socks5", `127.0.0.1:${socksPort}, CONNECT ${originAddr}`, async () => {
-    const c = await dial("127.0.0.1", socksPort);
-    try {
-      const { leftover } = await socks5Connect(c, { host: "127.0.0.1", port: origin.addr.port });
-      return (await get(withPrefix(c, leftover), "/?via=socks5")).body;
-    } finally {
-      closeQuietly(c);
-    }
-  }],
-  ["http CONNECT", `127.0.0.1:${httpPort}, CONNECT ${originAddr}`, async () => {
-    const c = await dial("127.0.0.1", httpPort);
-    try {
-      await writeAll(
-        c,
-        enc.encode(`CONNECT ${originAddr} HTTP/1.1\r\nHost: ${originAddr}\r\n\r\n`),
-      );
-      const status = await readHeadStatus(c);
-      if (status !== 200) throw new Error(`CONNECT answered ${status}`);
-      return (await get(c, "/?via=http-connect")).body;
-    } finally {
-      closeQuietly(c);
-    }
-  }],
-  ["http forward", `127.0.0.1:${httpPort}, GET http://${originAddr}/`, async () => {
-    const c = await dial("127.0.0.1", httpPort);
-    try {
-      const res = await get(c, `http://${originAddr}/?via=http-forward`);
-      if (res.status !== 200) throw new Error(`forward GET answered ${res.status}`);
-      return res.body;
-    } finally {
-      closeQuietly(c);
-    }
-  }],
-];
-
-console.log(`warren demo: origin on ${originAddr}, seaprox listeners started in-process\n`);
-let failed = 0;
-for (const [name, route, fn] of checks) {
-  const expected = `hello from the origin, via ${name.toLowerCase().replace(" ", "-")}\n`;
-  const t0 = performance.now();
-  let got: string;
-  try {
-    got = await Promise.race([
-      fn(),
-      new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new Error("timed out")), checkTimeoutMs)
-      ),
-    ]);
-  } catch (err) {
-    got = `error: ${err instanceof Error ? err.message : String(err)}`;
-  }
-  const ms = (performance.now() - t0).toFixed(0);
-  const ok = got === expected;
-  if (!ok) failed++;
-  console.log(
-    `${ok ? "ok  " : "FAIL"} ${name.padEnd(13)} ${route.padEnd(44)} ${ms.padStart(4)} ms  ${
-      JSON.stringify(got.trim())
-    }`,
-  );
-}
-
-await sp.stop(200);
-await origin.shutdown();
+const startMs = performance.now() - t0;
 console.log(
-  failed === 0
-    ? "\nall checks passed: requests went through seaprox's static, SOCKS5 and HTTP listeners"
-    : `\n${failed} check(s) failed`,
+  `warren demo: origin and ${set.nodes.length} services on 127.0.0.1 ` +
+    `(origin ${set.origin.addr}), started in ${(startMs / 1000).toFixed(1)} s\n`,
 );
-Deno.exit(failed === 0 ? 0 : 1);
+
+// ---- check ----
+const results = await runChecks(set.checks, checkTimeoutMs);
+const passed = results.every((r) => r.ok);
+console.log(formatTable(results));
+console.log(
+  "\n" + summaryLine(
+    results,
+    performance.now() - t0,
+    "seaprox (static, SOCKS5, HTTP, link), depot, tunnel (HTTP, WebSocket), fusion",
+  ),
+);
+
+if (!serve) {
+  await set.stop();
+  Deno.exit(passed ? 0 : 1);
+}
+
+// ---- serve ----
+const width = Math.max(...set.commands.map((c) => c.service.length));
+console.log("\ntry them (running until Ctrl-C):");
+for (const c of set.commands) console.log(`  ${c.service.padEnd(width)}  ${c.command}`);
+console.log("\nlive status pages (/, /status, /metrics):");
+const nameWidth = Math.max(...set.nodes.map((n) => n.name.length));
+for (const n of set.nodes) if (n.page) console.log(`  ${n.name.padEnd(nameWidth)}  ${n.page}`);
+console.log("\nready; Ctrl-C stops everything");
+
+let stopping = false;
+const shutdown = () => {
+  if (stopping) Deno.exit(130);
+  stopping = true;
+  set.stop().then(
+    () => {
+      console.log("stopped");
+      Deno.exit(passed ? 0 : 1);
+    },
+    (err) => {
+      console.error(`error: stopping: ${errorMessage(err)}`);
+      Deno.exit(1);
+    },
+  );
+};
+for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, shutdown);

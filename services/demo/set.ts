@@ -1,0 +1,274 @@
+/**
+ * The whole demo set on loopback with free ports and generated secrets: an origin, seaprox
+ * (static, SOCKS5, HTTP listeners and a link:// pair), depot-server + depot-local,
+ * tunnel-server + tunnel-client serving a vhost of the origin, fusion-server +
+ * fusion-client over two paths; the check of each path, and the command to try it by hand.
+ * @module
+ */
+
+import type { LogLevel } from "../../lib/log.ts";
+import { errorMessage, type HostPort } from "../../lib/net/mod.ts";
+import {
+  type DemoCheck,
+  type DemoOrigin,
+  demoPayload,
+  demoPayloadBytes,
+  expectBody,
+  type Fetched,
+  helloText,
+  httpGet,
+  startDemoOrigin,
+  viaConnect,
+  viaSocks5,
+  withConn,
+  wsEcho,
+} from "../../lib/demo/mod.ts";
+import { generateSecret } from "./configure.ts";
+import {
+  type DemoNode,
+  type NodeContext,
+  startDepotLocalNode,
+  startDepotServerNode,
+  startFusionClientNode,
+  startFusionServerNode,
+  startSeaproxNode,
+  startTunnelClientNode,
+  startTunnelServerNode,
+} from "./nodes.ts";
+
+/** The tunnel's virtual host (curl resolves *.localhost to loopback by itself). */
+export const demoVhost = "demo.localhost";
+
+/** A command to try one service by hand. */
+export interface TryCommand {
+  service: string;
+  command: string;
+}
+
+/** The running set. */
+export interface DemoSet {
+  origin: DemoOrigin;
+  nodes: DemoNode[];
+  checks: DemoCheck[];
+  commands: TryCommand[];
+  /** Stop every service (clients first), then the origin. */
+  stop(): Promise<void>;
+}
+
+/** Start `starts` together; if any fails, stop those that started and throw naming it. */
+async function startAll(
+  names: string[],
+  starts: Promise<DemoNode>[],
+  started: DemoNode[],
+): Promise<void> {
+  const results = await Promise.allSettled(starts);
+  for (const r of results) if (r.status === "fulfilled") started.push(r.value);
+  const i = results.findIndex((r) => r.status === "rejected");
+  if (i < 0) return;
+  await stopAll(started);
+  const reason = (results[i] as PromiseRejectedResult).reason;
+  throw new Error(`${names[i]} did not start: ${errorMessage(reason)}`);
+}
+
+async function stopAll(nodes: DemoNode[]): Promise<void> {
+  for (const n of [...nodes].reverse()) await n.stop();
+}
+
+/** Start the set; `pages` also serves each service's live status page. */
+export async function startDemoSet(opts: { level: LogLevel; pages: boolean }): Promise<DemoSet> {
+  const origin = startDemoOrigin();
+  const user = "demo", pass = generateSecret(), identifier = generateSecret();
+  const ctx: NodeContext = {
+    ...opts,
+    env: {
+      SEAPROX_LINK_TOKEN: generateSecret(),
+      DEPOT_TOKEN: generateSecret(),
+      FUSION_TOKEN: generateSecret(),
+      TUNNEL_IDENTIFIER: identifier,
+    },
+  };
+  const any = "127.0.0.1:0";
+  const nodes: DemoNode[] = [];
+  try {
+    const [front, depotServer, tunnelServer, fusionServer] = await (async () => {
+      const starts = [
+        startSeaproxNode("seaprox", [
+          "--listen",
+          `static://${any}?to=${origin.addr}`,
+          "--listen",
+          `socks5://${user}:${pass}@${any}`,
+          "--listen",
+          `http://${user}:${pass}@${any}`,
+          "--listen",
+          `link://${any}`,
+        ], ctx),
+        startDepotServerNode(["--control", any, "--socks", any, "--tunnel", any], ctx),
+        startTunnelServerNode([
+          "--listen",
+          any,
+          "--host",
+          `${demoVhost}=${identifier}`,
+          "--host",
+          `localhost=${identifier}`,
+        ], ctx),
+        startFusionServerNode(["--listen", any, "--target", origin.addr], ctx),
+      ] as const;
+      await startAll(
+        ["seaprox", "depot-server", "tunnel-server", "fusion-server"],
+        [...starts],
+        nodes,
+      );
+      return await Promise.all(starts);
+    })();
+    const [via, , , fusionClient] = await (async () => {
+      const fusionPath = `127.0.0.1:${fusionServer.port}`;
+      const starts = [
+        startSeaproxNode("seaprox-via", [
+          "--listen",
+          `static://${any}?to=${origin.addr}`,
+          "--via",
+          `link://127.0.0.1:${front.linkPorts[0]}`,
+        ], ctx),
+        startDepotLocalNode([
+          "--server",
+          `127.0.0.1:${depotServer.addrs.control.port}`,
+          "--tunnel",
+          `127.0.0.1:${depotServer.addrs.tunnel.port}`,
+        ], ctx),
+        startTunnelClientNode([
+          "--server",
+          `http://127.0.0.1:${tunnelServer.port}`,
+          "--local",
+          origin.addr,
+        ], ctx),
+        startFusionClientNode(["--listen", any, "--path", fusionPath, "--path", fusionPath], ctx),
+      ] as const;
+      await startAll(
+        ["seaprox-via", "depot-local", "tunnel-client", "fusion-client"],
+        [...starts],
+        nodes,
+      );
+      return await Promise.all(starts);
+    })();
+    const [staticPort, socksPort, httpPort] = front.ports;
+    const originHp: HostPort = { host: "127.0.0.1", port: origin.port };
+    const auth = { user, pass };
+    const target = origin.addr;
+    /** A small GET and a large one, each on a new connection from `get`. */
+    const smallAndLarge = (get: (path: string) => Promise<Fetched>) => async () =>
+      expectBody(await get("/hello"), helloText) +
+      expectBody(await get(`/bytes/${demoPayloadBytes}`), demoPayload(demoPayloadBytes));
+    const at = (p: number) => `:${p}`;
+    const checks: DemoCheck[] = [
+      {
+        path: "seaprox static",
+        through: `static ${at(staticPort)} -> origin`,
+        service: "seaprox",
+        run: smallAndLarge((p) => withConn(staticPort, (c) => httpGet(c, target, p))),
+      },
+      {
+        path: "seaprox socks5",
+        through: `SOCKS5 ${at(socksPort)}, user:pass -> origin`,
+        service: "seaprox",
+        run: smallAndLarge((p) =>
+          withConn(socksPort, async (c) => httpGet(await viaSocks5(c, originHp, auth), target, p))
+        ),
+      },
+      {
+        path: "seaprox http CONNECT",
+        through: `HTTP proxy ${at(httpPort)}, CONNECT, user:pass -> origin`,
+        service: "seaprox",
+        run: smallAndLarge((p) =>
+          withConn(httpPort, async (c) => httpGet(await viaConnect(c, target, auth), target, p))
+        ),
+      },
+      {
+        path: "seaprox http forward",
+        through: `HTTP proxy ${at(httpPort)}, GET http://origin/, user:pass`,
+        service: "seaprox",
+        run: smallAndLarge((p) =>
+          withConn(httpPort, (c) => httpGet(c, target, `http://${target}${p}`, auth))
+        ),
+      },
+      {
+        path: "seaprox link",
+        through: `static ${at(via.ports[0])} -> link ${at(front.linkPorts[0])}, token -> origin`,
+        service: "seaprox link:// pair",
+        run: smallAndLarge((p) => withConn(via.ports[0], (c) => httpGet(c, target, p))),
+      },
+      {
+        path: "depot",
+        through: `depot-server SOCKS5 ${at(depotServer.addrs.socks.port)} -> depot-local, token`,
+        service: "depot-server + depot-local",
+        run: smallAndLarge((p) =>
+          withConn(
+            depotServer.addrs.socks.port,
+            async (c) => httpGet(await viaSocks5(c, originHp), target, p),
+          )
+        ),
+      },
+      {
+        path: "tunnel http",
+        through: `tunnel-server ${at(tunnelServer.port)}, Host ${demoVhost} -> tunnel-client`,
+        service: "tunnel-server + tunnel-client",
+        run: smallAndLarge((p) => withConn(tunnelServer.port, (c) => httpGet(c, demoVhost, p))),
+      },
+      {
+        path: "tunnel websocket",
+        through: `tunnel-server ${at(tunnelServer.port)}, ws://${demoVhost}/ws -> echo`,
+        service: "tunnel-server + tunnel-client",
+        run: () => withConn(tunnelServer.port, (c) => wsEcho(c, demoVhost, demoPayloadBytes)),
+      },
+      {
+        path: "fusion",
+        through: `fusion-client ${at(fusionClient.port)} -> 2 paths, token -> fusion-server`,
+        service: "fusion-client + fusion-server",
+        run: smallAndLarge((p) => withConn(fusionClient.port, (c) => httpGet(c, target, p))),
+      },
+    ];
+    const hello = `http://${target}/hello`;
+    const proxyAuth = `-U ${user}:${pass}`;
+    const wsScript = `const ws = new WebSocket('ws://localhost:${tunnelServer.port}/ws'); ` +
+      `ws.onopen = () => ws.send('hello over a websocket'); ` +
+      `ws.onmessage = (e) => { console.log(e.data); ws.close(); };`;
+    const commands: TryCommand[] = [
+      { service: "seaprox static", command: `curl -s http://127.0.0.1:${staticPort}/hello` },
+      {
+        service: "seaprox socks5",
+        command: `curl -s --socks5 127.0.0.1:${socksPort} ${proxyAuth} ${hello}`,
+      },
+      {
+        service: "seaprox http",
+        command: `curl -s -x http://127.0.0.1:${httpPort} ${proxyAuth} ${hello}`,
+      },
+      {
+        service: "seaprox http CONNECT",
+        command: `curl -s -p -x http://127.0.0.1:${httpPort} ${proxyAuth} ${hello}`,
+      },
+      { service: "seaprox link", command: `curl -s http://127.0.0.1:${via.ports[0]}/hello` },
+      {
+        service: "depot",
+        command: `curl -s --socks5 127.0.0.1:${depotServer.addrs.socks.port} ${hello}`,
+      },
+      {
+        service: "tunnel http",
+        command: `curl -s -H 'Host: ${demoVhost}' http://127.0.0.1:${tunnelServer.port}/hello`,
+      },
+      { service: "tunnel websocket", command: `deno eval "${wsScript}"` },
+      { service: "fusion", command: `curl -s http://127.0.0.1:${fusionClient.port}/hello` },
+    ];
+    return {
+      origin,
+      nodes,
+      checks,
+      commands,
+      stop: async () => {
+        await stopAll(nodes);
+        await origin.close();
+      },
+    };
+  } catch (err) {
+    await origin.close();
+    throw err;
+  }
+}
