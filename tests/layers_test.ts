@@ -78,6 +78,10 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/transport/",
     ],
   },
+  // The demo's clients speak the protocols, never the services' internals.
+  "lib/demo/mod.ts": {
+    allow: [...base, "lib/demo/", "lib/http/", "lib/socks5/", "lib/transport/"],
+  },
   // The Hono front (app.ts) and admin API are part of the tunnel: hono is its one package.
   "lib/tunnel/mod.ts": {
     allow: [
