@@ -61,7 +61,7 @@ Deno.test("demo: every path ok, the table's columns, the README shows the same o
     assertEquals(row[3], "4.00 MiB", `${row[0]} carried the 4 MiB`);
     assertEquals(row[4], "ok", `${row[0]}: ${row.join(" | ")}`);
   }
-  assertMatch(r.stdout, /\nall 9 checks passed in [\d.]+ s: seaprox .*fusion\n$/);
+  assertMatch(r.stdout, /\nall checks passed: 9 paths in [\d.]+ s, through seaprox .*fusion\n$/);
   assertEquals(shape(readmeBlock(/^warren demo:/)), shape(r.stdout), "README demo block");
 });
 
@@ -91,7 +91,7 @@ Deno.test("demo --serve: the printed commands work, the status pages answer, SIG
   const stderr = new Response(child.stderr).text();
   const { text, rest } = await readUntil(child.stdout, "ready; Ctrl-C stops everything");
   try {
-    assertMatch(text, /all 9 checks passed/, text);
+    assertMatch(text, /all checks passed: 9 paths/, text);
     // The indented lines under `title`, up to the blank line, as [name, value].
     const section = (title: string) => {
       const lines = text.slice(text.indexOf(title)).split("\n").slice(1);

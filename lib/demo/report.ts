@@ -85,6 +85,6 @@ export function summaryLine(results: DemoResult[], totalMs: number, covered: str
   const failed = results.filter((r) => !r.ok).length;
   const secs = (totalMs / 1000).toFixed(1);
   return failed === 0
-    ? `all ${results.length} checks passed in ${secs} s: ${covered}`
+    ? `all checks passed: ${results.length} paths in ${secs} s, through ${covered}`
     : `${failed} of ${results.length} checks failed (${secs} s)`;
 }
