@@ -208,3 +208,23 @@ Deno.test("--version: every service prints warren's and Deno's versions", async 
     assertEquals(r.stdout.trim(), `${s} (warren ${version}, deno ${Deno.version.deno})`);
   }));
 });
+
+Deno.test("check-config: a shared secret shorter than 8 characters is refused with one line", async () => {
+  await refused("depot-server", ["--token", "a"], /--token is 1 characters: too weak/);
+  await refused("fusion-server", ["--token", "short"], /--token is 5 characters: too weak/);
+  await refused(
+    "tunnel-server",
+    ["--admin", "127.0.0.1:0", "--admin-token", "admin"],
+    /--admin-token is 5 characters/,
+  );
+  await refused(
+    "seaprox",
+    ["--listen", "link://127.0.0.1:0", "--link-token", "s3cret"],
+    /--link-token is 6 characters/,
+  );
+  await refused(
+    "depot-local",
+    ["--token", "depot-token-ok", "--socks-password", "pw"],
+    /--socks-password is 2 characters/,
+  );
+});

@@ -7,8 +7,15 @@ import { listenLocal, run } from "./_util.ts";
 
 const cases: [string, string[]][] = [
   ["seaprox.ts", ["--listen", "socks5://127.0.0.1:0"]],
-  ["fusion-server.ts", ["--listen", "127.0.0.1:0", "--token", "t"]],
-  ["fusion-client.ts", ["--listen", "127.0.0.1:0", "--server", "127.0.0.1:1", "--token", "t"]],
+  ["fusion-server.ts", ["--listen", "127.0.0.1:0", "--token", "busy-port-token"]],
+  ["fusion-client.ts", [
+    "--listen",
+    "127.0.0.1:0",
+    "--server",
+    "127.0.0.1:1",
+    "--token",
+    "busy-port-token",
+  ]],
   ["tunnel-server.ts", ["--listen", "127.0.0.1:0"]],
   ["tunnel-client.ts", [
     "--server",
@@ -16,7 +23,7 @@ const cases: [string, string[]][] = [
     "--local",
     "127.0.0.1:1",
     "--identifier",
-    "x",
+    "busy-port-identifier",
   ]],
   ["depot-server.ts", [
     "--control",
@@ -26,7 +33,7 @@ const cases: [string, string[]][] = [
     "--tunnel",
     "127.0.0.1:0",
     "--token",
-    "t",
+    "busy-port-token",
   ]],
 ];
 
@@ -41,7 +48,7 @@ Deno.test("services: a busy --metrics port exits 1 with one line", async () => {
         ...args,
         "--metrics",
         `127.0.0.1:${busy.addr.port}`,
-      ], { env: { FUSION_TOKEN: "t", DEPOT_TOKEN: "t" } });
+      ], { env: { FUSION_TOKEN: "busy-port-token", DEPOT_TOKEN: "busy-port-token" } });
       assertEquals(r.code, 1, `${script}: ${r.stderr}`);
       assertMatch(
         r.stderr,
@@ -78,7 +85,7 @@ Deno.test("services: a busy --admin or --status port exits 1 with one line", asy
         "-A",
         new URL(`../services/${script}`, import.meta.url).pathname,
         ...args,
-      ], { env: { TUNNEL_ADMIN_TOKEN: "admin-token-1", DEPOT_TOKEN: "t" } });
+      ], { env: { TUNNEL_ADMIN_TOKEN: "admin-token-1", DEPOT_TOKEN: "busy-port-token" } });
       assertEquals(r.code, 1, `${script}: ${r.stderr}`);
       assertMatch(
         r.stderr,

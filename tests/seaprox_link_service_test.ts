@@ -9,13 +9,13 @@ import { portFor, startSeaproxService } from "./_seaprox.ts";
 
 Deno.test("seaprox service: curl via A (SOCKS5) -> link -> B reaches the origin", async () => {
   const origin = startOrigin();
-  const b = await startSeaproxService(["link://127.0.0.1:0"], ["--link-token", "s3cret"]);
+  const b = await startSeaproxService(["link://127.0.0.1:0"], ["--link-token", "link-s3cret"]);
   try {
     const a = await startSeaproxService(["socks5://127.0.0.1:0"], [
       "--via",
       `link://127.0.0.1:${portFor(b, "link")}`,
       "--link-token",
-      "s3cret",
+      "link-s3cret",
     ]);
     try {
       const socks = `socks5h://127.0.0.1:${portFor(a, "socks5")}`;

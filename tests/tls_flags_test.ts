@@ -24,7 +24,7 @@ Deno.test("security flags: TLS mistakes exit 2 with one line", async () => {
     ];
     for (const [args, re] of cases) {
       const r = await run(Deno.execPath(), ["run", "-A", script, "--listen=127.0.0.1:0", ...args], {
-        env: { FUSION_TOKEN: "t" },
+        env: { FUSION_TOKEN: "tls-flags-token" },
       });
       assertEquals(r.code, 2, r.stderr);
       const lines = r.stderr.trim().split("\n");

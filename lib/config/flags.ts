@@ -36,7 +36,7 @@ export interface FlagDef {
   envSeparator?: "whitespace" | "comma";
   /** Placeholder shown in help, e.g. `host:port`. */
   arg?: string;
-  /** Smallest value (int: the number; duration: milliseconds). */
+  /** Smallest value (int: the number; duration: milliseconds; secret: characters, "" exempt). */
   min?: number;
   /** Largest value (int: the number; duration: milliseconds). */
   max?: number;

@@ -190,7 +190,15 @@ export function resolveFlags<S extends FlagDefs>(defs: S, input: ResolveInput): 
   }
   for (const [name, d] of Object.entries(defs)) {
     if (d.kind === "secret") {
-      values[name] = resolveSecretFlag(name, values, sources, input, warnings);
+      const secret = resolveSecretFlag(name, values, sources, input, warnings);
+      if (secret && d.min !== undefined && secret.length < d.min) {
+        throw new FlagError(
+          name,
+          `--${name} is ${secret.length} characters: too weak, a shared secret needs at least ` +
+            `${d.min} (e.g. openssl rand -hex 16)`,
+        );
+      }
+      values[name] = secret;
     }
   }
   return { values: values as FlagValues<S>, warnings, sources };

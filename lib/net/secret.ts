@@ -9,6 +9,14 @@ import { createHash, timingSafeEqual as nodeTimingSafeEqual } from "node:crypto"
 const encoder = new TextEncoder();
 
 /**
+ * Fewest characters a shared secret (depot, fusion and link tokens, the admin token, an exit's
+ * SOCKS password, a tunnel identifier) may have: a one-letter token is guessed at once, limiter
+ * or not. The tunnel identifier's 8 (lib/tunnel `minIdentifierChars`), so deployments that
+ * satisfy one satisfy both; `openssl rand -hex 16` gives 32.
+ */
+export const minSecretChars = 8;
+
+/**
  * Whether `a` equals `b`, in time independent of where they differ and of their lengths.
  *
  * Both sides are hashed with SHA-256 first, so the comparison always runs over 32 bytes

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsClientFlags, tlsClientFromFlags, transportFlags } from "../../lib/cli_security.ts";
 import type { Acl } from "../../lib/net/mod.ts";
@@ -32,6 +33,7 @@ export const command = {
     },
     token: {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "DEPOT_TOKEN",
       help: "shared secret of the server (prefer the env variable or --token-file)",
@@ -47,6 +49,7 @@ export const command = {
     },
     "socks-password": {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "DEPOT_SOCKS_PASSWORD",
       help: "password SOCKS clients of this exit must send (username = --name)",

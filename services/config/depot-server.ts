@@ -4,6 +4,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags, transportFlags } from "../../lib/cli_security.ts";
 import {
@@ -44,6 +45,7 @@ export const command = {
     },
     token: {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "DEPOT_TOKEN",
       live: true,

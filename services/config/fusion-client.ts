@@ -4,6 +4,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsClientFlags, tlsClientFromFlags, transportFlags } from "../../lib/cli_security.ts";
 import { parsePathSpec, type PathSpec } from "../../lib/fusion/mod.ts";
@@ -43,6 +44,7 @@ export const command = {
     },
     token: {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "FUSION_TOKEN",
       help: "shared secret (prefer the env variable or --token-file)",

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags, transportFlags } from "../../lib/cli_security.ts";
 import type { ServiceFlags } from "../_kit.ts";
@@ -36,6 +37,7 @@ export const command = {
     },
     token: {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "FUSION_TOKEN",
       help: "shared secret every path must present (prefer the env variable or --token-file)",

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import {
   tlsClientFlags,
@@ -46,6 +47,7 @@ export const command = {
     },
     "link-token": {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "SEAPROX_LINK_TOKEN",
       help: "shared secret of link:// peers (required with link:// or --via)",

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsClientFlags, tlsClientFromFlags } from "../../lib/cli_security.ts";
 import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
@@ -30,6 +31,7 @@ export const command = {
     },
     identifier: {
       kind: "secret",
+      min: minSecretChars,
       arg: "secret",
       env: "TUNNEL_IDENTIFIER",
       help: "this client's secret identifier (prefer the env variable: argv shows in ps)",

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
 import {
@@ -58,6 +59,7 @@ export const command = {
     admin: { kind: "hostport", arg: "host:port", help: "serve the admin API here (needs a token)" },
     "admin-token": {
       kind: "secret",
+      min: minSecretChars,
       arg: "token",
       env: "TUNNEL_ADMIN_TOKEN",
       help: "bearer token of the admin API",
