@@ -1,8 +1,10 @@
 /**
- * Structured, levelled logging in logfmt (`ts=… level=info svc=depot msg="…" key=value`).
+ * Structured, levelled logging in logfmt (`ts=… level=info svc=depot msg="…" key=value`) or
+ * JSON lines (`{"ts":"…","level":"info","svc":"depot","msg":"…","key":"value"}`).
  *
  * One line per event so logs stay grep- and machine-friendly; fields are values, never
- * secrets (callers pass ids and addresses, not tokens).
+ * secrets (callers pass ids and addresses, not tokens). A field whose value is undefined or
+ * null is left out (no `error=-` placeholders).
  * @module
  */
 
@@ -26,6 +28,12 @@ export type LogValue = string | number | boolean | bigint | null | undefined | E
 /** Key/value context of one log line. */
 export type LogFields = Record<string, LogValue>;
 
+/** How a line is written: logfmt (the default) or one JSON object per line. */
+export type LogFormat = "logfmt" | "json";
+
+/** The formats accepted by `--log-format`. */
+export const logFormats: readonly LogFormat[] = ["logfmt", "json"];
+
 /** Where finished lines go; tests swap it to capture output. */
 export type LogSink = (line: string, level: LogLevel) => void;
 
@@ -35,25 +43,62 @@ function quote(v: string): string {
   return /^[A-Za-z0-9_.:\/@\[\]+-]+$/.test(v) ? v : JSON.stringify(v);
 }
 
-function render(v: LogValue): string {
+/** A field's value as JSON has it: errors by their message (and reason when typed). */
+function plain(v: Exclude<LogValue, null | undefined>): string | number | boolean {
   if (v instanceof Error) {
     const reason = (v as { reason?: unknown }).reason;
-    return quote(typeof reason === "string" ? `${reason}: ${v.message}` : v.message);
+    return typeof reason === "string" ? `${reason}: ${v.message}` : v.message;
   }
-  if (v === null || v === undefined) return "-";
-  return quote(String(v));
+  return typeof v === "bigint" ? String(v) : v;
 }
+
+function logfmtLine(level: LogLevel, msg: string, all: LogFields[]): string {
+  let line = `ts=${new Date().toISOString()} level=${level}`;
+  all.forEach((fields, i) => {
+    if (i === 1) line += ` msg=${JSON.stringify(msg)}`;
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined && v !== null) line += ` ${k}=${quote(String(plain(v)))}`;
+    }
+  });
+  return line;
+}
+
+function jsonLine(level: LogLevel, msg: string, all: LogFields[]): string {
+  const o: Record<string, string | number | boolean> = { ts: new Date().toISOString(), level };
+  all.forEach((fields, i) => {
+    if (i === 1) o.msg = msg;
+    for (const [k, v] of Object.entries(fields)) {
+      // A field never overwrites the line's own ts, level or msg.
+      if (v !== undefined && v !== null && !ownKeys.has(k)) o[k] = plain(v);
+    }
+  });
+  return JSON.stringify(o);
+}
+
+const ownKeys: ReadonlySet<string> = new Set(["ts", "level", "msg"]);
 
 /** A levelled logger carrying fixed context fields (`svc`, a connection id …). */
 export class Logger {
   #level: { value: LogLevel };
   #fields: LogFields;
   #sink: LogSink;
+  #format: LogFormat;
 
-  constructor(level: LogLevel = "info", fields: LogFields = {}, sink: LogSink = defaultSink) {
+  constructor(
+    level: LogLevel = "info",
+    fields: LogFields = {},
+    sink: LogSink = defaultSink,
+    format: LogFormat = "logfmt",
+  ) {
     this.#level = { value: level };
     this.#fields = fields;
     this.#sink = sink;
+    this.#format = format;
+  }
+
+  /** The line format, shared with children. */
+  get format(): LogFormat {
+    return this.#format;
   }
 
   /** Current threshold; shared with children so a reload changes them all. */
@@ -66,7 +111,12 @@ export class Logger {
 
   /** A logger that adds `fields` to every line and shares this one's level and sink. */
   child(fields: LogFields): Logger {
-    const c = new Logger(this.#level.value, { ...this.#fields, ...fields }, this.#sink);
+    const c = new Logger(
+      this.#level.value,
+      { ...this.#fields, ...fields },
+      this.#sink,
+      this.#format,
+    );
     c.#level = this.#level;
     return c;
   }
@@ -83,10 +133,8 @@ export class Logger {
 
   log(level: LogLevel, msg: string, fields?: LogFields): void {
     if (!this.enabled(level)) return;
-    let line = `ts=${new Date().toISOString()} level=${level}`;
-    for (const [k, v] of Object.entries(this.#fields)) line += ` ${k}=${render(v)}`;
-    line += ` msg=${JSON.stringify(msg)}`;
-    if (fields) { for (const [k, v] of Object.entries(fields)) line += ` ${k}=${render(v)}`; }
+    const all = [this.#fields, fields ?? {}];
+    const line = this.#format === "json" ? jsonLine(level, msg, all) : logfmtLine(level, msg, all);
     this.#sink(line, level);
   }
 

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { Logger, type LogLevel } from "../lib/log.ts";
+import { type LogFormat, Logger, type LogLevel } from "../lib/log.ts";
 import type { HostPort } from "../lib/net/addr.ts";
 import { errorMessage } from "../lib/net/errors.ts";
 import { formatAddr, type Server } from "../lib/net/serve.ts";
@@ -113,7 +113,12 @@ export async function startService<S extends FlagDefs, C>(
     fail(errorMessage(err), 2);
   }
   const flags = resolved.values;
-  const log = new Logger(flags["log-level"] as LogLevel, { svc: cmd.name });
+  const log = new Logger(
+    flags["log-level"] as LogLevel,
+    { svc: cmd.name },
+    undefined,
+    flags["log-format"] as LogFormat,
+  );
   // Deprecations and secrets on argv are said once, not again at every reload.
   const warned = new Set<string>();
   const warnOnce = (warnings: string[]) => {

@@ -33,7 +33,12 @@ const local = new DepotLocal({
   log,
 });
 // --status and --metrics: the same listener (the page shows this exit's /status fields).
-const observed = { service: `depot-local ${flags.name}`, log, status: () => local.status() };
+const observed = {
+  service: `depot-local ${flags.name}`,
+  log,
+  status: () => local.status(),
+  auth: flags["status-auth"],
+};
 const statusAddr = flags.status, metricsAddr = flags.metrics;
 const statusServer = statusAddr &&
   await bindOrExit(

@@ -58,6 +58,7 @@ const observed = {
   log,
   status: () => server.status(),
   providers: [depotStatusProvider(() => server.status()), listenersStatusProvider()],
+  auth: flags["status-auth"],
 };
 const statusAddr = flags.status, metricsAddr = flags.metrics;
 const statusServer = statusAddr &&

@@ -48,6 +48,7 @@ const metrics = flags.metrics &&
     serveObservability(flags.metrics!, {
       service: "fusion-client",
       log,
+      auth: flags["status-auth"],
       status: () => ({ sessions: sessions(), recent: client.recent }),
       providers: [fusionStatusProvider(sessions)],
     }));

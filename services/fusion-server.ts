@@ -55,6 +55,7 @@ const metrics = flags.metrics &&
     serveObservability(flags.metrics!, {
       service: "fusion-server",
       log,
+      auth: flags["status-auth"],
       status: () => ({ sessions: sessions(), recent: fusion.recent }),
       providers: [listenersStatusProvider(), fusionStatusProvider(sessions)],
     }));

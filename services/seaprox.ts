@@ -84,6 +84,7 @@ const metrics = flags.metrics &&
     serveObservability(flags.metrics!, {
       service: "seaprox",
       log,
+      auth: flags["status-auth"],
       status: () => seaproxStatusJson(status),
       providers: [seaproxStatusProvider(status)],
     }));

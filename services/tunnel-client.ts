@@ -50,6 +50,7 @@ const metrics = flags.metrics &&
     serveObservability(flags.metrics!, {
       service: "tunnel-client",
       log,
+      auth: flags["status-auth"],
       status: () => ({ state: client.state, connects: client.connects, streams: client.streams }),
     }));
 

@@ -53,6 +53,7 @@ const metrics = flags.metrics &&
     serveObservability(flags.metrics!, {
       service: "tunnel-server",
       log,
+      auth: flags["status-auth"],
       status: async () => ({ hosts: await server.status(), clients: server.clients() }),
       providers: [tunnelStatusProvider(() => server.status(), () => server.clients())],
     }));

@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { collectedCounter, counter, gauge, histogram } from "../lib/stats.ts";
-import { silentLogger } from "../lib/log.ts";
+import { Logger, silentLogger } from "../lib/log.ts";
 import meta from "../deno.json" with { type: "json" };
 
 // Registered before lib/metrics.ts is loaded: the registry must still export it.
@@ -119,5 +119,68 @@ Deno.test("serveObservability: /metrics, /status, /healthz and the page on one l
     await missing.body?.cancel();
   } finally {
     await obs.shutdown();
+  }
+});
+
+Deno.test("logs: logfmt and JSON lines, no placeholder for missing values", () => {
+  const lines: string[] = [];
+  const text = new Logger("info", { svc: "t" }, (l) => lines.push(l));
+  const json = new Logger("info", { svc: "t" }, (l) => lines.push(l), "json");
+  for (const log of [text, json]) {
+    log.child({ conn: 3 }).info("connection closed", {
+      remote: "127.0.0.1:5",
+      up: 10,
+      down: 20,
+      end: "done",
+      failure: undefined,
+      error: null,
+      msg: "not the message",
+    });
+  }
+  assert(
+    /^ts=\S+ level=info svc=t conn=3 msg="connection closed" remote=127\.0\.0\.1:5 up=10 down=20 end=done msg="not the message"$/
+      .test(lines[0]),
+    lines[0],
+  );
+  const o = JSON.parse(lines[1]);
+  assertEquals({ ...o, ts: "" }, {
+    ts: "",
+    level: "info",
+    svc: "t",
+    conn: 3,
+    msg: "connection closed",
+    remote: "127.0.0.1:5",
+    up: 10,
+    down: 20,
+    end: "done",
+  });
+});
+
+Deno.test("serveObservability: --status-auth protects the page, /status and /metrics", async () => {
+  const { serveObservability } = await import("../lib/status/mod.ts");
+  for (const auth of ["ops:pa:ss", "bearer:tok-123"]) {
+    const obs = serveObservability({ host: "127.0.0.1", port: 0 }, {
+      service: "test-svc",
+      log: silentLogger,
+      status: () => ({ ok: true }),
+      auth,
+    });
+    try {
+      const base = `http://127.0.0.1:${obs.addr.port}`;
+      const good = auth.startsWith("bearer:") ? "Bearer tok-123" : `Basic ${btoa("ops:pa:ss")}`;
+      for (const path of ["/", "/status", "/metrics", "/status/ui/data"]) {
+        for (const bad of [undefined, "Basic " + btoa("ops:wrong"), "Bearer nope", "Basic !!"]) {
+          const res = await fetch(base + path, bad ? { headers: { authorization: bad } } : {});
+          assertEquals(res.status, 401, `${path} with ${bad}`);
+          await res.body?.cancel();
+        }
+        const res = await fetch(base + path, { headers: { authorization: good } });
+        assertEquals(res.status, 200, path);
+        await res.body?.cancel();
+      }
+      assertEquals(await (await fetch(`${base}/healthz`)).text(), "ok\n", "health stays open");
+    } finally {
+      await obs.shutdown();
+    }
   }
 });

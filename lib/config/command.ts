@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type LogLevel, logLevels } from "../log.ts";
+import { type LogFormat, logFormats, type LogLevel, logLevels } from "../log.ts";
 import { formatDurationMs } from "./duration.ts";
 import type { FlagDef, FlagDefs } from "./flags.ts";
 import { type ArgvValues, FlagError, withSecretFiles } from "./resolve.ts";
@@ -23,7 +23,16 @@ export interface CommonFlags extends FlagDefs {
     env: string;
     live: true;
   };
+  "log-format": {
+    kind: "choice";
+    choices: readonly LogFormat[];
+    default: string;
+    arg: string;
+    help: string;
+    env: string;
+  };
   metrics: { kind: "hostport"; arg: string; help: string };
+  "status-auth": { kind: "secret"; arg: string; env: string; help: string };
   config: { kind: "string"; arg: string; env: string; help: string };
   "check-config": { kind: "boolean"; help: string };
 }
@@ -41,10 +50,26 @@ export const commonFlags: CommonFlags = {
     env: "WARREN_LOG_LEVEL",
     live: true,
   },
+  "log-format": {
+    kind: "choice",
+    choices: logFormats,
+    default: "logfmt",
+    arg: logFormats.join("|"),
+    help: "log line format: logfmt, or one JSON object per line",
+    env: "WARREN_LOG_FORMAT",
+  },
   metrics: {
     kind: "hostport",
     arg: "host:port",
-    help: "serve Prometheus metrics (and status) on this address",
+    help: "serve Prometheus metrics, /status and the status page on this address " +
+      "(host defaults to 127.0.0.1)",
+  },
+  "status-auth": {
+    kind: "secret",
+    arg: "user:pass|bearer:token",
+    env: "WARREN_STATUS_AUTH",
+    help: "protect --metrics (page, /status, /metrics; not /healthz) with HTTP Basic " +
+      "user:pass or a bearer token (prefer the env variable or --status-auth-file)",
   },
   config: {
     kind: "string",

@@ -10,6 +10,7 @@ import type { Logger } from "../log.ts";
 import { metricsContentType, metricsText } from "../metrics.ts";
 import { serveHttp } from "../http/server.ts";
 import { formatAddr } from "../net/serve.ts";
+import { timingSafeEqual } from "../net/secret.ts";
 import { gauge } from "../stats.ts";
 import { denoVersion, warrenVersion } from "../version.ts";
 import { statusUiApp } from "./app.ts";
@@ -36,6 +37,12 @@ export interface ObservabilityOptions {
    * standard `listening` line with `name`. @default "metrics"
    */
   name?: string;
+  /**
+   * Who may read the page, `/status` and `/metrics` (`/healthz` stays open): `user:pass`
+   * (HTTP Basic) or `bearer:<token>`; a function is read at each request (a reload changes
+   * it). None: open, which is why `--metrics` binds loopback unless told otherwise.
+   */
+  auth?: string | (() => string | undefined);
 }
 
 /** A running observability listener. */
@@ -54,24 +61,57 @@ export interface ObservabilityServer {
  */
 export function observabilityHandler(
   opts: ObservabilityOptions,
-): { hub: StatusHub; fetch: (req: Request) => Promise<Response> } {
+): { hub: StatusHub; fetch: (req: Request, remote?: string) => Promise<Response> } {
   const hub = new StatusHub({ service: opts.service });
   const providers = opts.providers ?? (opts.status ? [jsonStatusProvider(opts.status)] : []);
   for (const p of providers) hub.register(p);
   const ui = statusUiApp(hub);
   const status = opts.status;
-  const fetch = async (req: Request): Promise<Response> => {
+  const authOf = typeof opts.auth === "function"
+    ? opts.auth
+    : () => opts.auth as string | undefined;
+  const fetch = async (req: Request, remote = ""): Promise<Response> => {
     const path = new URL(req.url).pathname;
+    if (path === "/healthz") return new Response("ok\n");
+    const auth = authOf();
+    if (auth && !authorized(req, auth)) {
+      opts.log.warn("status authentication failed", { remote, path, failure: "auth-failed" });
+      return new Response("authentication required\n", {
+        status: 401,
+        headers: { "www-authenticate": 'Basic realm="warren", charset="UTF-8"' },
+      });
+    }
     if (path === "/metrics") {
       return new Response(await metricsText(), {
         headers: { "content-type": metricsContentType },
       });
     }
-    if (path === "/healthz") return new Response("ok\n");
     if (path === "/status" && status) return Response.json(await status());
     return await ui.fetch(req);
   };
   return { hub, fetch };
+}
+
+/**
+ * Whether `req` carries the credentials `auth` names (`user:pass` as HTTP Basic, or
+ * `bearer:<token>`), compared in constant time.
+ */
+function authorized(req: Request, auth: string): boolean {
+  const given = req.headers.get("authorization") ?? "";
+  const sp = given.indexOf(" ");
+  const scheme = given.slice(0, sp < 0 ? 0 : sp).toLowerCase();
+  const value = given.slice(sp + 1).trim();
+  if (auth.startsWith("bearer:")) {
+    return scheme === "bearer" && timingSafeEqual(value, auth.slice(7));
+  }
+  if (scheme !== "basic") return false;
+  let decoded: string;
+  try {
+    decoded = new TextDecoder().decode(Uint8Array.from(atob(value), (c) => c.charCodeAt(0)));
+  } catch {
+    return false; // not base64: no credentials at all
+  }
+  return timingSafeEqual(decoded, auth);
 }
 
 /**
@@ -102,7 +142,9 @@ export function serveObservability(
   const { hub, fetch } = observabilityHandler(opts);
   const listener = Deno.listen({ hostname: listen.host, port: listen.port });
   // Capped, with head and exchange timers (not Deno.serve, which dies when fds run out).
-  const server = serveHttp(listener, fetch, { log: opts.log.child({ listener: name }) });
+  const server = serveHttp(listener, (req, info) => fetch(req, formatAddr(info.remoteAddr)), {
+    log: opts.log.child({ listener: name }),
+  });
   const addr = formatAddr(server.addr);
   if (name === "metrics") opts.log.info("metrics listening", { addr });
   else opts.log.info("listening", { name, addr });
