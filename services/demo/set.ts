@@ -55,19 +55,27 @@ export interface DemoSet {
   stop(): Promise<void>;
 }
 
-/** Start `starts` together; if any fails, stop those that started and throw naming it. */
-async function startAll(
-  names: string[],
-  starts: Promise<DemoNode>[],
+/**
+ * Start one wave of nodes together (each may take its own time to bind or connect). If any
+ * fails, stop every node started so far (`started`, this wave's included) and throw naming
+ * the one that failed.
+ */
+async function startWave<W extends Record<string, Promise<DemoNode>>>(
   started: DemoNode[],
-): Promise<void> {
-  const results = await Promise.allSettled(starts);
+  wave: W,
+): Promise<{ [K in keyof W]: Awaited<W[K]> }> {
+  const names = Object.keys(wave);
+  const results = await Promise.allSettled(Object.values(wave));
   for (const r of results) if (r.status === "fulfilled") started.push(r.value);
-  const i = results.findIndex((r) => r.status === "rejected");
-  if (i < 0) return;
-  await stopAll(started);
-  const reason = (results[i] as PromiseRejectedResult).reason;
-  throw new Error(`${names[i]} did not start: ${errorMessage(reason)}`);
+  const failed = results.findIndex((r) => r.status === "rejected");
+  if (failed >= 0) {
+    await stopAll(started);
+    const reason = (results[failed] as PromiseRejectedResult).reason;
+    throw new Error(`${names[failed]} did not start: ${errorMessage(reason)}`);
+  }
+  const out: Record<string, DemoNode> = {};
+  names.forEach((name, i) => out[name] = (results[i] as PromiseFulfilledResult<DemoNode>).value);
+  return out as { [K in keyof W]: Awaited<W[K]> };
 }
 
 async function stopAll(nodes: DemoNode[]): Promise<void> {
@@ -90,66 +98,61 @@ export async function startDemoSet(opts: { level: LogLevel; pages: boolean }): P
   const any = "127.0.0.1:0";
   const nodes: DemoNode[] = [];
   try {
-    const [front, depotServer, tunnelServer, fusionServer] = await (async () => {
-      const starts = [
-        startSeaproxNode("seaprox", [
-          "--listen",
-          `static://${any}?to=${origin.addr}`,
-          "--listen",
-          `socks5://${user}:${pass}@${any}`,
-          "--listen",
-          `http://${user}:${pass}@${any}`,
-          "--listen",
-          `link://${any}`,
-        ], ctx),
-        startDepotServerNode(["--control", any, "--socks", any, "--tunnel", any], ctx),
-        startTunnelServerNode([
-          "--listen",
-          any,
-          "--host",
-          `${demoVhost}=${identifier}`,
-          "--host",
-          `localhost=${identifier}`,
-        ], ctx),
-        startFusionServerNode(["--listen", any, "--target", origin.addr], ctx),
-      ] as const;
-      await startAll(
-        ["seaprox", "depot-server", "tunnel-server", "fusion-server"],
-        [...starts],
-        nodes,
-      );
-      return await Promise.all(starts);
-    })();
-    const [via, , , fusionClient] = await (async () => {
-      const fusionPath = `127.0.0.1:${fusionServer.port}`;
-      const starts = [
-        startSeaproxNode("seaprox-via", [
-          "--listen",
-          `static://${any}?to=${origin.addr}`,
-          "--via",
-          `link://127.0.0.1:${front.linkPorts[0]}`,
-        ], ctx),
-        startDepotLocalNode([
-          "--server",
-          `127.0.0.1:${depotServer.addrs.control.port}`,
-          "--tunnel",
-          `127.0.0.1:${depotServer.addrs.tunnel.port}`,
-        ], ctx),
-        startTunnelClientNode([
-          "--server",
-          `http://127.0.0.1:${tunnelServer.port}`,
-          "--local",
-          origin.addr,
-        ], ctx),
-        startFusionClientNode(["--listen", any, "--path", fusionPath, "--path", fusionPath], ctx),
-      ] as const;
-      await startAll(
-        ["seaprox-via", "depot-local", "tunnel-client", "fusion-client"],
-        [...starts],
-        nodes,
-      );
-      return await Promise.all(starts);
-    })();
+    const {
+      seaprox: front,
+      "depot-server": depotServer,
+      "tunnel-server": tunnelServer,
+      "fusion-server": fusionServer,
+    } = await startWave(nodes, {
+      seaprox: startSeaproxNode("seaprox", [
+        "--listen",
+        `static://${any}?to=${origin.addr}`,
+        "--listen",
+        `socks5://${user}:${pass}@${any}`,
+        "--listen",
+        `http://${user}:${pass}@${any}`,
+        "--listen",
+        `link://${any}`,
+      ], ctx),
+      "depot-server": startDepotServerNode(
+        ["--control", any, "--socks", any, "--tunnel", any],
+        ctx,
+      ),
+      "tunnel-server": startTunnelServerNode([
+        "--listen",
+        any,
+        "--host",
+        `${demoVhost}=${identifier}`,
+        "--host",
+        `localhost=${identifier}`,
+      ], ctx),
+      "fusion-server": startFusionServerNode(["--listen", any, "--target", origin.addr], ctx),
+    });
+    const fusionPath = `127.0.0.1:${fusionServer.port}`;
+    const { "seaprox-via": via, "fusion-client": fusionClient } = await startWave(nodes, {
+      "seaprox-via": startSeaproxNode("seaprox-via", [
+        "--listen",
+        `static://${any}?to=${origin.addr}`,
+        "--via",
+        `link://127.0.0.1:${front.linkPorts[0]}`,
+      ], ctx),
+      "depot-local": startDepotLocalNode([
+        "--server",
+        `127.0.0.1:${depotServer.addrs.control.port}`,
+        "--tunnel",
+        `127.0.0.1:${depotServer.addrs.tunnel.port}`,
+      ], ctx),
+      "tunnel-client": startTunnelClientNode([
+        "--server",
+        `http://127.0.0.1:${tunnelServer.port}`,
+        "--local",
+        origin.addr,
+      ], ctx),
+      "fusion-client": startFusionClientNode(
+        ["--listen", any, "--path", fusionPath, "--path", fusionPath],
+        ctx,
+      ),
+    });
     const [staticPort, socksPort, httpPort] = front.ports;
     const originHp: HostPort = { host: "127.0.0.1", port: origin.port };
     const auth = { user, pass };
