@@ -105,7 +105,15 @@ export class ProxyConnection {
   #seenBytes = 0;
   #seenAtMs: number = performance.now();
 
-  constructor(readonly id: number, readonly scheme: string, source: Deno.Addr | string) {
+  /**
+   * The protocol spoken: the listener's scheme, refined by the handshake where one listener
+   * speaks several (a socks5 listener's SOCKS4 client is "socks4"). Metrics count accepts by
+   * the listener's scheme, taken before the handshake.
+   */
+  scheme: string;
+
+  constructor(readonly id: number, scheme: string, source: Deno.Addr | string) {
+    this.scheme = scheme;
     this.source = new ProxySide(
       "source",
       typeof source === "string" ? source : describeEndpoint(source),

@@ -84,7 +84,9 @@ function handshakeEnd(
     return r?.name === "TimeoutError" ? "handshake-timeout" : "aborted";
   }
   const reason = reasonOf(err);
-  if (reason === "auth" || reason === "auth-failed") return "auth-failed";
+  if (reason === "auth" || reason === "auth-failed" || reason === "auth-required") {
+    return "auth-failed";
+  }
   if (reason === "eof" || reason === "closed" || err instanceof Deno.errors.UnexpectedEof) {
     return "closed";
   }

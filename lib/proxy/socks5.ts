@@ -1,31 +1,47 @@
 /**
  * The `socks5` proxy type: lib/socks5's server handshake names the destination; after the
  * shared dial the client gets the reply (success with the real bound address, or the
- * failure's code from lib/socks5's one table: refused 0x05, unreachable 0x04 …).
+ * failure's code from lib/socks5's one table: refused 0x05, unreachable 0x04 …). SOCKS4/4a
+ * clients on the same port get 0x5A or 0x5B.
  * @module
  */
 
 import { withPrefix } from "../net/duplex.ts";
-import { acceptSocks5, Reply, replyForReason, sendSocks5Reply } from "../socks5/mod.ts";
+import {
+  acceptSocks,
+  Reply,
+  replyForReason,
+  sendSocks4Reply,
+  sendSocks5Reply,
+  Socks4Reply,
+} from "../socks5/mod.ts";
 import type { AddressProxyType } from "./proxy_type.ts";
 
 /**
  * A SOCKS5 (RFC 1928, CONNECT) proxy type; username/password (RFC 1929) when the listener
- * has an authenticator.
+ * has an authenticator. SOCKS4 and SOCKS4a clients are served on the same listener (the
+ * version byte decides; the connection's scheme becomes "socks4"/"socks4a"), through the same
+ * dialer, ACL and limits, except on a listener with user:pass: SOCKS4 cannot carry a password,
+ * so it is refused with reply 0x5B and logged as auth-failed ("auth-required").
  */
 export function socks5Proxy(): AddressProxyType {
   return {
     kind: "address",
     scheme: "socks5",
     handshake: async (conn, ctx) => {
-      const req = await acceptSocks5(conn, { authenticate: ctx.authenticate });
+      const req = await acceptSocks(conn, { authenticate: ctx.authenticate });
       ctx.conn.username = req.username;
+      if (req.version === 4) ctx.conn.scheme = req.socks4a ? "socks4a" : "socks4";
       return {
         dest: req.dest,
         source: withPrefix(conn, req.leftover),
         reply: async (outcome) => {
           try {
-            if (outcome.ok) await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
+            if (req.version === 4) {
+              // SOCKS4 has one failure code: the reason is in our log line, not on the wire.
+              const code = outcome.ok ? Socks4Reply.granted : Socks4Reply.rejected;
+              await sendSocks4Reply(conn, code, outcome.ok ? outcome.bound : undefined);
+            } else if (outcome.ok) await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
             else await sendSocks5Reply(conn, replyForReason(outcome.reason));
           } catch {
             // The client left before its answer; the relay (or close) that follows sees it.

@@ -64,6 +64,8 @@ export type Socks5ErrorReason =
   | "no-acceptable-method"
   /** Wrong username or password; we answered status 0x01. */
   | "auth-failed"
+  /** A SOCKS4 request (no password possible) on a listener that requires one; we answered 0x5B. */
+  | "auth-required"
   /** BIND, UDP ASSOCIATE or an unknown command; we answered 0x07. */
   | "command-not-supported"
   /** The client asked for something we cannot encode (a domain over 255 bytes …). */

@@ -1,5 +1,5 @@
 /**
- * lib/socks5: RFC 1928 (SOCKS5) and RFC 1929 (username/password) — the wire vocabulary,
+ * lib/socks5: RFC 1928 (SOCKS5), RFC 1929 (username/password) and SOCKS4/4a on the same port — the wire vocabulary,
  * the server handshake (`acceptSocks5` + `sendSocks5Reply`), the client (`socks5Connect`)
  * and the one table between dial failures and reply codes. See README.md for the format.
  * @module
@@ -15,11 +15,20 @@ export {
 } from "./const.ts";
 export { reasonForReply, replyForReason, replyName } from "./reply.ts";
 export {
+  acceptSocks,
   acceptSocks5,
   sendSocks5Reply,
   type Socks5Request,
   type Socks5ServerOptions,
+  type SocksRequest,
   staticCredentials,
 } from "./server.ts";
 export { type Socks5ClientOptions, socks5Connect, type Socks5ConnectResult } from "./client.ts";
+export {
+  readSocks4Request,
+  sendSocks4Reply,
+  Socks4Reply,
+  type Socks4Request,
+  socks4Version,
+} from "./socks4.ts";
 export { encodeAddress, formatIPv6, parseIPv4, parseIPv6 } from "./addr.ts";

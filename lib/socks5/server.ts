@@ -14,6 +14,7 @@ import {
 } from "../net/mod.ts";
 import { abortable } from "./_abort.ts";
 import { encodeAddress, isKnownAddrType, readAddress } from "./addr.ts";
+import { readSocks4Request, sendSocks4Reply, Socks4Reply, socks4Version } from "./socks4.ts";
 import {
   authFailed,
   authSucceeded,
@@ -109,11 +110,72 @@ export function acceptSocks5(
   return abortable(conn, opts.signal, () => handshake(conn, opts));
 }
 
+/** A request accepted by {@linkcode acceptSocks}: SOCKS5, or SOCKS4/4a (no username then). */
+export interface SocksRequest extends Socks5Request {
+  /** The protocol the client spoke: answer with `sendSocks5Reply` or `sendSocks4Reply`. */
+  version: 4 | 5;
+  /** SOCKS4 only: the destination came as a SOCKS4a host name. */
+  socks4a?: boolean;
+}
+
+/**
+ * Like {@linkcode acceptSocks5}, but a first byte 0x04 is a SOCKS4/4a request on the same
+ * port (the version byte decides). SOCKS4 carries a user id but no password, so with
+ * `opts.authenticate` set a SOCKS4 request is refused: reply 0x5B, then a
+ * `Socks5Error("auth-required")`. Otherwise SOCKS4 refusals are 0x5B (see
+ * `readSocks4Request`); SOCKS5 ones are `acceptSocks5`'s.
+ *
+ * @example
+ * ```ts
+ * import { acceptSocks, Reply, sendSocks4Reply, sendSocks5Reply, Socks4Reply } from "./mod.ts";
+ * const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const c = await Deno.connect({ hostname: "127.0.0.1", port: l.addr.port });
+ * // What `curl --socks4a` sends for example.org:80: VN CD PORT, DSTIP 0.0.0.1, no user id, the name.
+ * const name = new TextEncoder().encode("example.org");
+ * await c.write(Uint8Array.of(4, 1, 0, 80, 0, 0, 0, 1, 0, ...name, 0));
+ * const s = await l.accept();
+ * const req = await acceptSocks(s);
+ * if (req.version === 4) await sendSocks4Reply(s, Socks4Reply.granted);
+ * else await sendSocks5Reply(s, Reply.succeeded);
+ * console.assert(req.version === 4 && req.socks4a && req.dest.host === "example.org");
+ * s.close();
+ * c.close();
+ * l.close();
+ * ```
+ */
+export function acceptSocks(conn: Duplex, opts: Socks5ServerOptions = {}): Promise<SocksRequest> {
+  return abortable(conn, opts.signal, async () => {
+    const r = new BufferedReader(conn, handshakeChunkBytes);
+    const ver = await r.readByte();
+    if (ver !== socks4Version) return { version: 5, ...await socks5Handshake(conn, r, ver, opts) };
+    if (opts.authenticate) {
+      // Read the request first so the refusal reaches a client that is waiting for it.
+      const req = await readSocks4Request(conn, r);
+      await sendSocks4Reply(conn, Socks4Reply.rejected);
+      throw new Socks5Error(
+        "auth-required",
+        `SOCKS4 request for ${req.dest.host}:${req.dest.port} refused: ` +
+          `this listener requires a password, which SOCKS4 cannot carry (use SOCKS5)`,
+      );
+    }
+    const req = await readSocks4Request(conn, r);
+    return { version: 4, socks4a: req.socks4a, dest: req.dest, leftover: r.takeBuffered() };
+  });
+}
+
 async function handshake(conn: Duplex, opts: Socks5ServerOptions): Promise<Socks5Request> {
   const r = new BufferedReader(conn, handshakeChunkBytes);
+  return await socks5Handshake(conn, r, await r.readByte(), opts);
+}
 
+/** The SOCKS5 handshake after its first byte `ver` was read from `r`. */
+async function socks5Handshake(
+  conn: Duplex,
+  r: BufferedReader,
+  ver: number,
+  opts: Socks5ServerOptions,
+): Promise<Socks5Request> {
   // Greeting: VER NMETHODS METHODS…
-  const ver = await r.readByte();
   if (ver !== socksVersion) {
     // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
     throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");

@@ -36,7 +36,8 @@ export const command = {
       arg: "url",
       env: "SEAPROX_LISTEN",
       live: true,
-      help: "static://host:port?to=host:port | socks5://[user:pass@]host:port | " +
+      help: "static://host:port?to=host:port | socks5://[user:pass@]host:port (SOCKS4/4a too " +
+        "when there is no user:pass) | " +
         "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change)",
     },
     via: {
