@@ -339,3 +339,50 @@ Deno.test("tls: unreadable or non-PEM files are a config error naming the file",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tls: an expired or server-only client certificate is refused with its real reason, on both sides", async () => {
+  await withPki(async (pki) => {
+    const s = await echoServer({
+      certFile: pki.serverCert,
+      keyFile: pki.serverKey,
+      caFile: pki.ca,
+    });
+    try {
+      const port = s.listener.addr.port;
+      const cases = [
+        // The expired leaf is also server-only: expiry is reported first.
+        { cert: pki.expiredCert, key: pki.expiredKey, reason: "expired", re: /expired .*2020/ },
+        { cert: pki.serverCert, key: pki.serverKey, reason: "wrong-usage", re: /clientAuth/ },
+      ];
+      for (const c of cases) {
+        // Client side: loading such a certificate says why at once.
+        let loadErr: unknown;
+        try {
+          loadTlsClientConfig({ caFile: pki.ca, certFile: c.cert, keyFile: c.key });
+        } catch (err) {
+          loadErr = err;
+        }
+        assert(loadErr instanceof TlsError, String(loadErr));
+        assertEquals(loadErr.reason, c.reason);
+        assertMatch(loadErr.message, c.re);
+        // Server side: a client presenting it anyway (Deno's own connectTls, no check) is
+        // refused and logged with the real reason, not unknown-ca.
+        await expectRefused(Deno.connectTls({
+          hostname: "localhost",
+          port,
+          caCerts: [Deno.readTextFileSync(pki.ca)],
+          cert: Deno.readTextFileSync(c.cert),
+          key: Deno.readTextFileSync(c.key),
+        }));
+        const line = await waitLine(
+          s.lines,
+          new RegExp(`msg="tls handshake failed".*reason=${c.reason}`),
+        );
+        assertMatch(line, c.re);
+      }
+      assertEquals(s.peers.length, 0, "refused clients never reach the handler");
+    } finally {
+      await s.server.stop(0);
+    }
+  });
+});

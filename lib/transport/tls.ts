@@ -13,6 +13,7 @@
  * @module
  */
 
+import { certProblem } from "./cert_check.ts";
 import { isIP } from "node:net";
 import {
   connect as tlsConnect,
@@ -74,6 +75,7 @@ export type TlsFailureReason =
   | "unknown-ca" // the peer's certificate does not chain to a CA we trust
   | "hostname-mismatch" // the server certificate is not valid for the name we dialled
   | "expired" // the peer's certificate expired or is not valid yet
+  | "wrong-usage" // the certificate is not for this use (extended key usage: a server cert as client)
   | "client-cert-required" // the server requires a client certificate and got none
   | "peer-rejected" // the peer refused our certificate (it does not trust our CA, or the name)
   | "bad-certificate" // any other certificate problem
@@ -101,6 +103,7 @@ export const tlsReasonText: Readonly<Record<TlsFailureReason, string>> = {
   "unknown-ca": "certificate not signed by a trusted CA",
   "hostname-mismatch": "certificate not valid for this host name",
   "expired": "certificate expired or not yet valid",
+  "wrong-usage": "certificate not made for this use (extended key usage)",
   "client-cert-required": "a client certificate is required and none was sent",
   "peer-rejected": "the peer refused our certificate",
   "bad-certificate": "bad certificate",
@@ -182,7 +185,10 @@ export function loadTlsServerConfig(o: TlsServerOptions): TlsServerConfig {
   return cfg;
 }
 
-/** Read a client's files; throws {@linkcode TlsError} (reason "config"). */
+/**
+ * Read a client's files; throws {@linkcode TlsError} (reason "config"; "expired" or
+ * "wrong-usage" for a client certificate no server would accept).
+ */
 export function loadTlsClientConfig(o: TlsClientOptions): TlsClientConfig {
   if ((o.certFile === undefined) !== (o.keyFile === undefined)) {
     throw new TlsError("config", "a client certificate needs both its certificate and its key");
@@ -198,6 +204,12 @@ export function loadTlsClientConfig(o: TlsClientOptions): TlsClientConfig {
     cfg.key = readPem("client key", o.keyFile);
     checkPem("client certificate", o.certFile, cfg.cert, "CERTIFICATE");
     checkPem("client key", o.keyFile, cfg.key, "PRIVATE KEY");
+    // A certificate every server would refuse: say why here (the client would only see the
+    // connection close after the handshake, its server logging the reason).
+    const found = certProblem(cfg.cert, "clientAuth");
+    if (found) {
+      throw new TlsError(found.problem, `client certificate ${o.certFile}: ${found.detail}`);
+    }
   }
   return cfg;
 }
@@ -479,13 +491,17 @@ class NodeTlsListener extends BaseTlsListener {
   readonly addr: Deno.NetAddr;
   #server: ReturnType<typeof createTlsServer>;
 
+  readonly #ca: string | undefined;
+
   constructor(
     server: ReturnType<typeof createTlsServer>,
     addr: Deno.NetAddr,
     opts: TlsListenOptions,
+    ca?: string,
   ) {
     super(opts);
     this.#server = server;
+    this.#ca = ca;
     this.addr = addr;
     server.on("secureConnection", (sock: TLSSocket) => {
       const remote = formatAddr(netAddrOf(sock.remoteAddress, sock.remotePort));
@@ -494,14 +510,18 @@ class NodeTlsListener extends BaseTlsListener {
       if (!sock.authorized) {
         const cert = sock.getPeerCertificate();
         const none = !cert || Object.keys(cert).length === 0;
+        // Deno's node:tls says UNABLE_TO_VERIFY_LEAF_SIGNATURE for every refusal (expired,
+        // wrong usage, unknown CA): read the certificate for the real one.
+        const found = none ? undefined : certProblem(cert.raw, "clientAuth", { caPem: this.#ca });
         const err = none
           ? new TlsError("client-cert-required", "client sent no certificate")
           : new TlsError(
-            classifyTlsError({ code: String(sock.authorizationError ?? "") }) === "expired"
-              ? "expired"
-              : "unknown-ca",
+            found?.problem ??
+              (classifyTlsError({ code: String(sock.authorizationError ?? "") }) === "expired"
+                ? "expired"
+                : "unknown-ca"),
             `client certificate ${JSON.stringify(cert.subject?.CN ?? "?")} refused: ${
-              String(sock.authorizationError ?? "not trusted")
+              found?.detail ?? String(sock.authorizationError ?? "not trusted")
             }`,
           );
         sock.destroy();
@@ -587,7 +607,7 @@ async function listenNodeTls(
   const bound = typeof a === "object" && a
     ? netAddrOf(a.address, a.port)
     : netAddrOf(addr.hostname, addr.port);
-  return new NodeTlsListener(server, bound, opts);
+  return new NodeTlsListener(server, bound, opts, cfg.ca);
 }
 
 /** Options of {@linkcode connectTls}. */
