@@ -2,14 +2,15 @@
  * A transfer cut mid-way must end in an error at the client, never in a clean end: curl
  * downloads a close-delimited HTTP/1.0 response (no Content-Length, so only the way the
  * connection ends tells a complete body from a half one) through each relay, and the far side
- * dies mid-body — the origin behind seaprox resets, depot-local (--mux) or fusion-server is
- * killed. curl must exit non-zero ("Connection reset by peer") instead of 0 with half the bytes.
+ * dies mid-body — the origin behind seaprox resets, depot-local (--mux), fusion-server or
+ * tunnel-client (TCP tunnel) is killed. curl must exit non-zero ("Connection reset by peer")
+ * instead of 0 with half the bytes.
  */
 
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { assert, assertEquals } from "./_assert.ts";
 import { portFor } from "./_seaprox.ts";
-import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { freePort, portOf, type ServiceProcess, startService } from "./_util.ts";
 
 const partBytes = 256 * 1024;
 
@@ -143,6 +144,35 @@ Deno.test("truncation: fusion-server killed mid-transfer resets curl at fusion-c
     await o.partSent;
     await server.stop("SIGKILL");
     assertCut(await got, "fusion");
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await o.close();
+  }
+});
+
+Deno.test("truncation: tunnel-client killed mid-transfer resets curl at tunnel-server (TCP tunnel)", async () => {
+  const o = origin("hold");
+  const port = await o.listening;
+  const publicPort = freePort();
+  const id = "truncation-tunnel-identifier";
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("tunnel-server.ts", [
+      "--listen=127.0.0.1:0",
+      `--tcp-ports=${publicPort}-${publicPort}`,
+      `--tcp=${publicPort}:${port}=env:APP_ID`,
+    ], { readyCount: 1, env: { APP_ID: id } });
+    procs.push(server);
+    const client = await startService("tunnel-client.ts", [
+      `--server=http://${server.addrs.get("http")}`,
+      `--allow-port=${port}`,
+    ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
+    procs.push(client);
+    await server.waitFor(new RegExp(`msg="listening" name=tcp-${publicPort}`));
+    const got = curl(`http://127.0.0.1:${publicPort}/`);
+    await o.partSent;
+    await client.stop("SIGKILL");
+    assertCut(await got, "tunnel");
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await o.close();
