@@ -5,7 +5,15 @@
  * @module
  */
 
-import { BufferedReader, closeQuietly, type Duplex, withPrefix, writeAll } from "../net/mod.ts";
+import {
+  BufferedReader,
+  closeQuietly,
+  type Duplex,
+  errorMessage,
+  withPrefix,
+  writeAll,
+  writeQuietly,
+} from "../net/mod.ts";
 import { getHeader, headerHasToken, readRequestHead, readResponseHead } from "../http/head.ts";
 import {
   checkUpgradeRequest,
@@ -112,22 +120,20 @@ export async function upgradeServer(
   const refuse = async (status: 400 | 404, why: string): Promise<never> => {
     const text = status === 404 ? "Not Found" : "Bad Request";
     const body = `${why}\n`;
-    await writeAll(
+    await writeQuietly(
       conn,
       new TextEncoder().encode(
         `HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain\r\n` +
           `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
       ),
-    ).catch(() => {
-      // The peer is gone already; the rejection below tells the caller why.
-    });
+    );
     throw new UpgradeError("refused", why, status);
   };
   let head;
   try {
     head = await readRequestHead(reader, { maxHeadBytes: 16 * 1024 });
   } catch (err) {
-    return await refuse(400, `malformed upgrade request: ${(err as Error).message}`);
+    return await refuse(400, `malformed upgrade request: ${errorMessage(err)}`);
   }
   if (head === null) throw new UpgradeError("protocol", "connection closed before a request");
   const header = (name: string) => getHeader(head.headers, name);
