@@ -57,6 +57,12 @@ const libcSymbols = {
 type LibcSymbols = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
 
 let fdSymbol: symbol | undefined;
+/**
+ * Socket descriptors by `localPort/remotePort`, from the last scan of /proc/self/fd: a server
+ * stopping with thousands of relays resets every dialled side, and one scan serves them all
+ * (each hit is checked against the descriptor's ports before use; a miss scans again).
+ */
+let socketsByPorts = new Map<string, number>();
 
 /**
  * The OS descriptor of a Deno TCP/TLS connection: an internal field on accepted connections;
@@ -68,11 +74,21 @@ function fdOf(conn: object, c: LibcSymbols): number | undefined {
   if (typeof fd === "number" && fd >= 0) return fd;
   const { localAddr, remoteAddr } = conn as Partial<Deno.Conn>;
   if (localAddr?.transport !== "tcp" || remoteAddr?.transport !== "tcp") return undefined;
+  const key = `${localAddr.port}/${remoteAddr.port}`;
+  const cached = socketsByPorts.get(key);
+  if (cached !== undefined && portsKey(c, cached) === key) return cached;
+  socketsByPorts = scanSockets(c);
+  return socketsByPorts.get(key);
+}
+
+/** Every socket descriptor of this process by `localPort/remotePort`. */
+function scanSockets(c: LibcSymbols): Map<string, number> {
+  const found = new Map<string, number>();
   let entries: Deno.DirEntry[];
   try {
     entries = [...Deno.readDirSync("/proc/self/fd")];
   } catch {
-    return undefined; // no read permission on /proc: no reset
+    return found; // no read permission on /proc: no reset
   }
   for (const e of entries) {
     const n = Number(e.name);
@@ -82,14 +98,14 @@ function fdOf(conn: object, c: LibcSymbols): number | undefined {
     } catch {
       continue; // closed since the listing (the listing's own descriptor, for one)
     }
-    if (!link.startsWith("socket:")) continue;
-    if (
-      portOf(c.getsockname, n) === localAddr.port && portOf(c.getpeername, n) === remoteAddr.port
-    ) {
-      return n;
-    }
+    if (link.startsWith("socket:")) found.set(portsKey(c, n), n);
   }
-  return undefined;
+  return found;
+}
+
+/** `localPort/remotePort` of descriptor `fd` (-1 for an end that is not TCP). */
+function portsKey(c: LibcSymbols, fd: number): string {
+  return `${portOf(c.getsockname, fd)}/${portOf(c.getpeername, fd)}`;
 }
 
 /** The TCP port of one end (getsockname/getpeername) of descriptor `fd`, or -1. */
