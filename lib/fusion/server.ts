@@ -8,7 +8,7 @@
 import { type Logger, silentLogger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import { dial } from "../net/dial.ts";
-import { type Duplex, writeAll } from "../net/duplex.ts";
+import { type Duplex, writeAll, writeQuietly } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
@@ -96,9 +96,7 @@ export class FusionServer {
     }
     const refuse = async (status: number, why: string) => {
       ctx.log.warn("path refused", { remote: ctx.remote, why });
-      await writeAll(conn, encodeWelcome(status)).catch(() => {
-        // The refused client may be gone already; nothing to tell it then.
-      });
+      await writeQuietly(conn, encodeWelcome(status));
     };
     if (hello.version !== sequencerVersion) {
       return await refuse(WelcomeStatus.badVersion, "version");

@@ -22,6 +22,7 @@ import {
   sleep,
   withPrefix,
   writeAll,
+  writeQuietly,
 } from "../net/mod.ts";
 import {
   classifyTlsError,
@@ -551,9 +552,7 @@ export class TunnelClient {
       });
     const target = this.#target(msg);
     if (typeof target === "string") {
-      await writeAll(stream, reply(false, target, "no local service for this port")).catch(
-        () => {},
-      );
+      await writeQuietly(stream, reply(false, target, "no local service for this port"));
       closeQuietly(stream);
       return;
     }
@@ -568,9 +567,7 @@ export class TunnelClient {
         target: joinHostPort(target.host, target.port),
         error: errorMessage(err),
       });
-      await writeAll(stream, reply(false, "dial-failed", errorMessage(err))).catch(() => {
-        // Server side gone.
-      });
+      await writeQuietly(stream, reply(false, "dial-failed", errorMessage(err)));
       closeQuietly(stream);
       return;
     }
