@@ -37,7 +37,7 @@ Deno.test("seaprox service: usage errors exit 2 with one line", async () => {
       [["--listen", "ftp://127.0.0.1:0"], /unknown listener scheme "ftp"/],
       [["--listen", "static://127.0.0.1:0"], /needs \?to=host:port/],
       [["--listen", "socks5://127.0.0.1:99999"], /port out of range/],
-      [["--listen", "socks5://127.0.0.1:0", "--forward", "http://h:1"], /upstream scheme/],
+      [["--listen", "socks5://127.0.0.1:0", "--forward", "ftp://h:1"], /upstream scheme/],
       [["--listen", "socks5://127.0.0.1:0", "--max-conns", "x"], /--max-conns/],
       [["--listen", "socks5://127.0.0.1:0", "--prefer-ipv4", "--prefer-ipv6"], /exclusive/],
     ] as const
@@ -140,7 +140,7 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
     assertEquals(await askAfterEof(c, ""), "hi");
     c.close();
     const bad = await dial("127.0.0.1", portFor(sp, "socks5"));
-    await bad.write(new Uint8Array([4, 1, 0, 80])); // SOCKS4: refused as garbage
+    await bad.write(new Uint8Array([3, 1, 0, 80])); // neither SOCKS4 nor SOCKS5: garbage
     while ((await bad.read(buf)) !== null) { /* until seaprox closes */ }
     bad.close();
     await sp.waitFor(/end=handshake-failed/);
