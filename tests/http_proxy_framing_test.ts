@@ -74,3 +74,30 @@ Deno.test("http proxy: an HTTP/1.0 client gets a de-chunked body without Content
     await origin.stop();
   }
 });
+
+Deno.test("http proxy: an HTTP/1.0 request with Transfer-Encoding is refused, not forwarded", async () => {
+  // HTTP/1.0 has no transfer codings (RFC 9112 §6.1): a hop that reads this body by another
+  // rule (until close, or not at all) than the next one would let bytes pass as a request.
+  const origin = startRawOrigin(async (_head, _r, conn) => {
+    await writeAll(conn, enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    return true;
+  });
+  const proxy = startHttpProxy();
+  const c = await dial("127.0.0.1", proxy.addr.port);
+  try {
+    const r = new BufferedReader(c);
+    const res = await rawExchange(
+      c,
+      r,
+      `POST http://127.0.0.1:${origin.addr.port}/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n` +
+        "5\r\nhello\r\n0\r\n\r\n",
+      "POST",
+    );
+    assertEquals(res.head.status, 400);
+    assertEquals(origin.heads.length, 0);
+  } finally {
+    closeQuietly(c);
+    await proxy.stop();
+    await origin.stop();
+  }
+});
