@@ -1,3 +1,4 @@
+import { connect as nodeConnect, type Socket } from "node:net";
 import { assertEquals } from "./_assert.ts";
 import { dial, serve, writeAll } from "../lib/net/mod.ts";
 import { listenLocal, readAll } from "./_util.ts";
@@ -52,4 +53,42 @@ Deno.test("serve: stop() lets a live connection finish, then cuts past the deadl
   await stuck.stop(100);
   assertEquals(await c2.read(new Uint8Array(1)), null);
   c2.close();
+});
+
+Deno.test("serve: a source over maxConnsPerSource is closed at once, another source still gets in", async () => {
+  const server = serve(listenLocal(), async (conn) => {
+    await conn.write(Uint8Array.of(42));
+    await conn.read(new Uint8Array(1)); // hold until the client leaves
+  }, { maxConns: 4, maxConnsPerSource: 2 });
+  const port = server.addr.port;
+  const mine: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      assertEquals(await c.read(new Uint8Array(1)), 1, "served");
+      mine.push(c);
+    }
+    const third = await Deno.connect({ hostname: "127.0.0.1", port });
+    assertEquals(await third.read(new Uint8Array(1)).catch(() => null), null, "closed at once");
+    third.close();
+    const other = await new Promise<Socket>((resolve, reject) => {
+      const s = nodeConnect(
+        { host: "127.0.0.1", port, localAddress: "127.0.0.2" },
+        () => resolve(s),
+      );
+      s.once("error", reject);
+    });
+    try {
+      const first = await new Promise<number>((resolve) =>
+        other.once("data", (d) => resolve(d[0]))
+      );
+      assertEquals(first, 42, "another source is served");
+    } finally {
+      other.destroy();
+    }
+    assertEquals(server.stats.rejected, 1);
+  } finally {
+    for (const c of mine) c.close();
+    await server.stop(500);
+  }
 });

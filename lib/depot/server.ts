@@ -48,7 +48,7 @@ import {
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
-import { noDelay } from "../net/mod.ts";
+import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
@@ -316,6 +316,8 @@ export class DepotServer {
       ),
       socks: serve(listeners.socks, (c, ctx) => this.handleSocks(c, ctx), {
         ...common,
+        // SOCKS clients are many and unauthenticated at accept: none may take the whole cap.
+        maxConnsPerSource: perSourceShare(this.maxConns ?? defaultMaxConns),
         log: this.log.child({ listener: "socks" }),
       }),
       tunnel: serve(

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { sourceKey } from "./ratelimit.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { closeQuietly, noDelay } from "./duplex.ts";
 import { sleep } from "./backoff.ts";
@@ -47,6 +48,18 @@ export class AcceptRetry {
 
 /** Default cap on concurrently handled connections per listener. */
 export const defaultMaxConns = 1024;
+/** The per-source share never goes below this by default (a small limit is not split up). */
+export const minPerSourceShare = 64;
+
+/**
+ * The default per-source share of a connection limit: a quarter of it, at least
+ * {@linkcode minPerSourceShare}, at most the limit itself. One rule for serve() listeners and
+ * seaprox's shared table.
+ */
+export function perSourceShare(maxConns: number): number {
+  return Math.min(maxConns, Math.max(minPerSourceShare, Math.floor(maxConns / 4)));
+}
+
 /** Default time a client has to finish its protocol handshake. */
 export const defaultHandshakeTimeoutMs = 10_000;
 /** Default time live connections get to finish after stop() before they are cut. */
@@ -76,6 +89,11 @@ export type ConnHandler<C extends Deno.Conn = Deno.Conn> = (
 export interface ServeOptions {
   /** Connections handled at once; the next ones are accepted and closed. @default 1024 */
   maxConns?: number;
+  /**
+   * Connections one source (IPv4 address, IPv6 /64) may hold at once; the next ones from it
+   * are accepted and closed, so one client cannot take the whole `maxConns`. @default maxConns
+   */
+  maxConnsPerSource?: number;
   /** Close a connection whose handler has not called `handshakeDone()` in time; 0 = off. @default 10000 */
   handshakeTimeoutMs?: number;
   /** Stop accepting when this aborts, then drain (same as calling `stop()`). */
@@ -94,7 +112,7 @@ export interface ServeOptions {
 export interface ServeStats {
   active: number;
   total: number;
-  /** Connections closed at once because `maxConns` was reached. */
+  /** Connections closed at once because `maxConns` (or `maxConnsPerSource`) was reached. */
   rejected: number;
   /** Connections closed because their handshake did not finish in time. */
   handshakeTimeouts: number;
@@ -120,6 +138,13 @@ export interface Server {
   stop(drainMs?: number): Promise<void>;
   /** Resolves when the accept loop has ended and every handler settled. */
   readonly finished: Promise<void>;
+}
+
+/** The per-source key of a peer address: IPv4 address or IPv6 /64 (see `sourceKey`). */
+function sourceOf(addr: Deno.Addr): string {
+  return addr.transport === "tcp" || addr.transport === "udp"
+    ? sourceKey(addr.hostname)
+    : formatAddr(addr);
 }
 
 /** Format a Deno address as `host:port` (IPv6 in brackets). */
@@ -156,6 +181,8 @@ export function serve<C extends Deno.Conn>(
 ): Server {
   const log = opts.log ?? silentLogger;
   const maxConns = opts.maxConns ?? defaultMaxConns;
+  const maxPerSource = opts.maxConnsPerSource ?? maxConns;
+  const perSource = new Map<string, number>();
   const handshakeMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
   const stats: ServeStats = {
     active: 0,
@@ -172,7 +199,7 @@ export function serve<C extends Deno.Conn>(
   let nextId = 0;
   const addr = listener.addr as Deno.NetAddr;
 
-  const handle = async (conn: C) => {
+  const handle = async (conn: C, source: string) => {
     const id = ++nextId;
     const ac = new AbortController();
     const remote = formatAddr(conn.remoteAddr);
@@ -209,6 +236,9 @@ export function serve<C extends Deno.Conn>(
       if (timer !== undefined) clearTimeout(timer);
       live.delete(conn);
       stats.active--;
+      const n = (perSource.get(source) ?? 1) - 1;
+      if (n > 0) perSource.set(source, n);
+      else perSource.delete(source);
       closeQuietly(conn);
     }
   };
@@ -237,8 +267,20 @@ export function serve<C extends Deno.Conn>(
         closeQuietly(conn);
         continue;
       }
+      const source = sourceOf(conn.remoteAddr);
+      const held = perSource.get(source) ?? 0;
+      if (held >= maxPerSource) {
+        stats.rejected++;
+        log.warn("per-source connection limit reached, closing new connection", {
+          remote: formatAddr(conn.remoteAddr),
+          maxConnsPerSource: maxPerSource,
+        });
+        closeQuietly(conn);
+        continue;
+      }
+      perSource.set(source, held + 1);
       stats.active++;
-      const p = handle(noDelay(conn));
+      const p = handle(noDelay(conn), source);
       settled.add(p);
       p.finally(() => settled.delete(p));
     }

@@ -10,6 +10,7 @@ import type { HostPort } from "../net/addr.ts";
 import type { NetFailureReason } from "../net/errors.ts";
 import type { RelayStats } from "../net/relay.ts";
 import { sourceKey } from "../net/ratelimit.ts";
+import { perSourceShare } from "../net/serve.ts";
 import { describeEndpoint, ProxySide, type ProxyState } from "./state.ts";
 
 /**
@@ -267,7 +268,7 @@ export class ProxyConnection {
 export interface ConnectionTableOptions {
   /**
    * Connections one source (IPv4 address, IPv6 /64) may hold at once, so one client cannot
-   * take the whole table. @default a quarter of `maxConns`, at least `minDefaultPerSource`
+   * take the whole table. @default lib/net `perSourceShare(maxConns)` (a quarter, at least 64)
    */
   maxPerSource?: number;
   /**
@@ -282,8 +283,6 @@ export interface ConnectionTableOptions {
  * client may take for its handshake (serve's default), far below the relay idle timeout.
  */
 export const defaultShedIdleMs = 10_000;
-/** The default per-source share never goes below this (a small table is not split up). */
-export const minDefaultPerSource = 64;
 
 /** Why {@linkcode ConnectionTable.admit} refused a connection. */
 export type AdmitRefusal = "limit" | "source-limit";
@@ -309,8 +308,7 @@ export class ConnectionTable {
 
   /** @param maxConns Connections allowed at once across all listeners sharing this table. */
   constructor(readonly maxConns: number = Infinity, opts: ConnectionTableOptions = {}) {
-    this.maxPerSource = opts.maxPerSource ??
-      Math.min(maxConns, Math.max(minDefaultPerSource, Math.floor(maxConns / 4)));
+    this.maxPerSource = opts.maxPerSource ?? perSourceShare(maxConns);
     this.shedIdleMs = opts.shedIdleMs ?? defaultShedIdleMs;
   }
 
