@@ -207,7 +207,9 @@ export async function startService(
         pending = pending.slice(i + 1);
         lines.push(line);
         if (Deno.env.get("WARREN_TEST_VERBOSE")) console.error(`[${script}] ${line}`);
-        const m = /msg="listening".* name=(\S+).* addr=(\S+)/.exec(line);
+        // logfmt, or the same line as JSON (--log-format json)
+        const m = /msg="listening".* name=(\S+).* addr=(\S+)/.exec(line) ??
+          /"msg":"listening".*"name":"([^"]+)".*"addr":"([^"]+)"/.exec(line);
         if (m) addrs.set(m[1], m[2]);
         for (const w of [...waiters]) {
           if (w.re.test(line)) {

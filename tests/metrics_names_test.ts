@@ -105,7 +105,7 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
       hostname: "127.0.0.1",
       port: portOf(sp.addrs.get("socks5")!),
     });
-    await writeAll(bad, new Uint8Array([4, 1, 0, 80, 127, 0, 0, 1, 0]));
+    await writeAll(bad, new Uint8Array([7, 1, 0, 80])); // no SOCKS version
     await bad.read(new Uint8Array(16)).catch(() => null);
     closeQuietly(bad);
     let spText = "";

@@ -125,7 +125,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     ], { readyCount: 0, ready: /msg="cannot connect to server"/ });
     procs.push(noCert);
     const noCertLine = noCert.lines.find((l) => /cannot connect to server/.test(l))!;
-    assertMatch(noCertLine, /reason=tls/);
+    assertMatch(noCertLine, /failure=tls/);
     assertMatch(noCertLine, /client certificate/);
     await server.waitFor(/msg="tls handshake failed".*reason=client-cert-required/);
 
@@ -142,13 +142,13 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     ], { readyCount: 0, ready: /msg="cannot connect to server"/ });
     procs.push(rogue);
     const rogueLine = rogue.lines.find((l) => /cannot connect to server/.test(l))!;
-    assertMatch(rogueLine, /reason=tls/);
+    assertMatch(rogueLine, /failure=tls/);
     assertMatch(rogueLine, /does not accept our client certificate/);
     await server.waitFor(/msg="tls handshake failed".*reason=unknown-ca/);
 
     // Both keep retrying (a later attempt is refused the same way) and neither crashed.
     for (const p of [noCert, rogue]) {
-      await waitCount(p, /msg="cannot connect to server".*reason=tls/, 3);
+      await waitCount(p, /msg="cannot connect to server".*failure=tls/, 3);
       const exited = await Promise.race([
         p.child.status.then(() => true),
         new Promise<boolean>((r) => setTimeout(() => r(false), 100)),

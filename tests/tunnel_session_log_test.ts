@@ -102,11 +102,11 @@ Deno.test("tunnel session end: a cut transport is logged at warn on both ends, w
     fwd.cut();
     const s = await waitLine(srv.lines, /msg="client disconnected"/);
     assert(/level=warn/.test(s), s);
-    assert(/reason=eof/.test(s) || /reason=conn-error/.test(s), s);
+    assert(/end=eof/.test(s) || /end=conn-error/.test(s), s);
     assert(s.includes(`client=${fingerprint(id)}`), s);
     const k = await waitLine(cli.lines, /msg="disconnected from server"/);
     assert(/level=warn/.test(k), k);
-    assert(/reason=(eof|conn-error)/.test(k), k);
+    assert(/end=(eof|conn-error)/.test(k), k);
     // It reconnects through the forwarder afterwards.
     await waitLine(srv.lines, /cid=2 msg="client connected"/);
   } finally {
@@ -138,9 +138,9 @@ Deno.test("tunnel session end: a heartbeat timeout is logged at warn on both end
     await c.connected();
     fwd.freeze();
     const s = await waitLine(srv.lines, /msg="client disconnected"/);
-    assert(/level=warn.*reason=keepalive-timeout.*why="heartbeat timeout/.test(s), s);
+    assert(/level=warn.*end=keepalive-timeout.*why="heartbeat timeout/.test(s), s);
     const k = await waitLine(cli.lines, /msg="disconnected from server"/);
-    assert(/level=warn.*reason=keepalive-timeout/.test(k), k);
+    assert(/level=warn.*end=keepalive-timeout/.test(k), k);
   } finally {
     await c.stop();
     await t.close();
@@ -169,10 +169,10 @@ Deno.test("tunnel session end: stop, server shutdown and a replaced client are l
     // The client stops: it says "stopped", the server hears an orderly go away.
     await c1.stop();
     const k1 = await waitLine(clients[0].lines, /msg="disconnected from server"/);
-    assert(/level=info.*reason=stopped/.test(k1), k1);
+    assert(/level=info.*end=stopped/.test(k1), k1);
     const s1 = await waitLine(srv.lines, /cid=1 msg="client disconnected"/);
     assert(/level=info/.test(s1), s1);
-    assert(/reason=(remote-goaway|control-closed)/.test(s1), s1);
+    assert(/end=(remote-goaway|control-closed)/.test(s1), s1);
 
     // A second client is replaced by a third: info on the server for the old one.
     c2 = startClient(opts(1));
@@ -180,15 +180,15 @@ Deno.test("tunnel session end: stop, server shutdown and a replaced client are l
     c3 = startClient(opts(2));
     await c3.connected();
     const s2 = await waitLine(srv.lines, /cid=2 msg="client disconnected"/);
-    assert(/level=info.*reason=replaced/.test(s2), s2);
+    assert(/level=info.*end=replaced/.test(s2), s2);
     await c2.stop();
 
     // Server shutdown: info on both ends.
     await t.server.close();
     const s3 = await waitLine(srv.lines, /cid=3 msg="client disconnected"/);
-    assert(/level=info.*reason=shutdown/.test(s3), s3);
+    assert(/level=info.*end=shutdown/.test(s3), s3);
     const k3 = await waitLine(clients[2].lines, /msg="disconnected from server"/);
-    assert(/level=info.*reason=shutdown/.test(k3), k3);
+    assert(/level=info.*end=shutdown/.test(k3), k3);
     assertEquals(srv.lines.filter((l) => /level=(warn|error)/.test(l)), []);
   } finally {
     await c1.stop();

@@ -320,34 +320,44 @@ export class DepotLocal {
       } catch (err) {
         if (signal.aborted) break;
         this.#lastError = describe(err);
-        if (err instanceof RemoteError && err.reason === DepotRefusal.unauthorized) {
-          this.log.error("server refused this local: wrong token", { server: this.#serverStr });
-        } else if (err instanceof RemoteError && err.reason === "bad-version") {
-          this.log.error("server speaks another depot protocol version", {
-            server: this.#serverStr,
-            ours: depotProtocol.version,
-            error: err.message,
+        // One line per attempt: what went wrong and when the next one starts.
+        const refusal = err instanceof RemoteError ? err.reason : undefined;
+        const held = refusal === DepotRefusal.nameTaken || refusal === DepotRefusal.replaced;
+        delayMs = held ? replacedRetryMs : this.#backoff.next();
+        const server = this.#serverStr;
+        if (refusal === DepotRefusal.unauthorized) {
+          this.log.error("server refused this local: wrong token", {
+            server,
+            failure: refusal,
+            inMs: delayMs,
           });
-        } else if (err instanceof RemoteError && err.reason === DepotRefusal.nameTaken) {
+        } else if (refusal === "bad-version") {
+          this.log.error("server speaks another depot protocol version", {
+            server,
+            ours: depotProtocol.version,
+            failure: refusal,
+            error: (err as Error).message,
+            inMs: delayMs,
+          });
+        } else if (refusal === DepotRefusal.nameTaken) {
           this.log.error("server refused this local: the exit name is held", {
             name: this.name,
-            error: err.message,
+            failure: refusal,
+            error: (err as Error).message,
+            inMs: delayMs,
           });
-          delayMs = replacedRetryMs;
-        } else if (err instanceof RemoteError && err.reason === DepotRefusal.replaced) {
-          this.log.warn("replaced by another local with the same name", { name: this.name });
-          delayMs = replacedRetryMs;
+        } else if (refusal === DepotRefusal.replaced) {
+          this.log.warn("replaced by another local with the same name", {
+            name: this.name,
+            failure: refusal,
+            inMs: delayMs,
+          });
         } else {
-          this.log.warn("control connection failed", {
-            server: this.#serverStr,
-            error: this.#lastError,
-          });
+          this.log.warn("reconnecting", { server, error: this.#lastError, inMs: delayMs });
         }
       }
       if (signal.aborted) break;
-      delayMs ??= this.#backoff.next();
-      this.log.info("reconnecting", { server: this.#serverStr, inMs: delayMs });
-      await sleep(delayMs, signal).catch(() => {
+      await sleep(delayMs ?? this.#backoff.next(), signal).catch(() => {
         // Stopped while waiting: the loop condition ends it.
       });
     }

@@ -115,7 +115,7 @@ export class FusionServer {
       if (this.#sessions.size >= (this.#o.maxSessions ?? defaultMaxSessions)) {
         return await refuse(WelcomeStatus.limit, "session limit");
       }
-      s = new FusionSession(hello.sessionId, { ...this.#o, log: this.#log });
+      s = new FusionSession(hello.sessionId, { ...this.#o, log: this.#log, side: "server" });
       this.#sessions.set(key, s);
       const run = this.#run(key, s);
       this.#runs.add(run);

@@ -82,6 +82,11 @@ export interface FusionSessionOptions {
   pathCap?: PathCapOptions;
   /** Where the session logs; silent by default. */
   log?: Logger;
+  /**
+   * Which end this is, for the direction words of its log line (`up` = from the client's
+   * application toward the target). @default "client"
+   */
+  side?: "client" | "server";
 }
 
 /** Why a session failed. */
@@ -260,7 +265,7 @@ export class FusionSession implements Duplex {
   /** Aborted when the session ends (done or failed). */
   readonly signal: AbortSignal;
 
-  readonly #o: Required<Omit<FusionSessionOptions, "log" | "scheduler" | "pathCap">>;
+  readonly #o: Required<Omit<FusionSessionOptions, "log" | "scheduler" | "pathCap" | "side">>;
   readonly #log: Logger;
   readonly #sender: Sender;
   readonly #receiver: Receiver;
@@ -290,6 +295,8 @@ export class FusionSession implements Duplex {
   #everHadPath = false;
 
   /** A session with id `id` and no path yet; attach paths with `addPath`. */
+  readonly #side: "client" | "server";
+
   constructor(id: Uint8Array, opts: FusionSessionOptions = {}) {
     this.id = id;
     this.idHex = hex(id);
@@ -307,6 +314,7 @@ export class FusionSession implements Duplex {
       stallMs: opts.stallMs ?? 200,
     };
     this.#log = (opts.log ?? silentLogger).child({ session: this.idHex.slice(0, 12) });
+    this.#side = opts.side ?? "client";
     const scheduler = typeof opts.scheduler === "object"
       ? opts.scheduler
       : makeScheduler(opts.scheduler ?? "weighted");
@@ -923,8 +931,19 @@ export class FusionSession implements Duplex {
     m.resentFrames.inc(summary.framesResent);
     m.resentBytes.inc(summary.bytesResent);
     m.reorderPeak.set(Math.max(summary.reorderPeakBytes, 0));
-    const { paths: _paths, ...flat } = summary;
-    this.#log.info("session closed", { ...flat, paths: this.#pathSummaries.length });
+    const client = this.#side === "client";
+    this.#log.info("session closed", {
+      end: summary.end,
+      up: client ? summary.bytesOut : summary.bytesIn,
+      down: client ? summary.bytesIn : summary.bytesOut,
+      ms: summary.durationMs,
+      framesResent: summary.framesResent,
+      bytesResent: summary.bytesResent,
+      reorderPeakBytes: summary.reorderPeakBytes,
+      duplicates: summary.duplicates,
+      nacksSent: summary.nacksSent,
+      paths: this.#pathSummaries.length,
+    });
     this.#resolveClosed(summary);
   }
 }

@@ -6,7 +6,8 @@
  */
 
 import type { LogFields, Logger } from "../log.ts";
-import type { HostPort } from "../net/addr.ts";
+import { type HostPort, joinHostPort } from "../net/addr.ts";
+import { formatAddr } from "../net/serve.ts";
 import type { NetFailureReason } from "../net/errors.ts";
 import type { RelayStats } from "../net/relay.ts";
 import { sourceKey } from "../net/ratelimit.ts";
@@ -102,6 +103,8 @@ export class ProxyConnection {
   #failure?: string;
   #message?: string;
   #setupMs?: number;
+  /** The client's `host:port`, for the log line. */
+  readonly #remote: string;
   #record?: ProxyConnectionRecord;
   #seenBytes = 0;
   #seenAtMs: number = performance.now();
@@ -115,6 +118,7 @@ export class ProxyConnection {
 
   constructor(readonly id: number, scheme: string, source: Deno.Addr | string) {
     this.scheme = scheme;
+    this.#remote = typeof source === "string" ? source : formatAddr(source);
     this.source = new ProxySide(
       "source",
       typeof source === "string" ? source : describeEndpoint(source),
@@ -249,6 +253,8 @@ export class ProxyConnection {
     const ok = rec.end === "done" || rec.end === "idle" || rec.end === "closed" ||
       rec.end === "reset";
     const fields: LogFields = {
+      remote: this.#remote,
+      dest: this.target && joinHostPort(this.target.host, this.target.port),
       proxy: rec.description,
       end: rec.end,
       failure: rec.failure,

@@ -7,7 +7,7 @@
  */
 
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
-import { type Logger, silentLogger } from "../log.ts";
+import { type LogFields, type Logger, silentLogger } from "../log.ts";
 import {
   Backoff,
   type BackoffOptions,
@@ -18,6 +18,7 @@ import {
   errorMessage,
   type HostPort,
   joinHostPort,
+  NetError,
   relay,
   sleep,
   withPrefix,
@@ -345,28 +346,37 @@ export class TunnelClient {
     while (!signal?.aborted) {
       this.state = "connecting";
       const started = Date.now();
+      // One line per attempt: how it ended and when the next one starts.
+      let line: { level: "info" | "warn"; msg: string; fields: LogFields };
       try {
         const end = await this.#once(() => backoff.reset());
         if (this.replaced) {
           this.#log.error("replaced by another client with the same identifier; not reconnecting");
           break;
         }
-        this.#log[end.level]("disconnected from server", {
-          reason: end.reason,
-          why: end.why,
-          error: end.error,
-        });
+        line = {
+          level: end.level,
+          msg: "disconnected from server",
+          fields: { end: end.reason, why: end.why, error: end.error },
+        };
       } catch (err) {
         if (signal?.aborted) break;
-        const reason = err instanceof ConnectError ? err.reason : "error";
-        this.#log.warn("cannot connect to server", { reason, error: errorMessage(err) });
+        const failure = err instanceof ConnectError ? err.reason : "error";
+        line = {
+          level: "warn",
+          msg: "cannot connect to server",
+          fields: { failure, error: errorMessage(err) },
+        };
       }
-      if (signal?.aborted) break;
+      if (signal?.aborted) {
+        this.#log[line.level](line.msg, line.fields); // stopped: no next attempt to announce
+        break;
+      }
       // A session that lived a while resets the delay; flapping ones keep growing it.
       if (Date.now() - started > 30_000) backoff.reset();
       const delayMs = backoff.next();
       this.state = "backoff";
-      this.#log.info("reconnecting", { inMs: delayMs, attempt: backoff.attempt });
+      this.#log[line.level](line.msg, { ...line.fields, inMs: delayMs, attempt: backoff.attempt });
       try {
         await sleep(delayMs, signal);
       } catch {
@@ -556,6 +566,8 @@ export class TunnelClient {
       closeQuietly(stream);
       return;
     }
+    const dest = joinHostPort(target.host, target.port);
+    const startedMs = performance.now();
     let local: Deno.TcpConn;
     try {
       local = await dial(target.host, target.port, {
@@ -564,7 +576,8 @@ export class TunnelClient {
       });
     } catch (err) {
       this.#log.warn("local dial failed", {
-        target: joinHostPort(target.host, target.port),
+        dest,
+        failure: err instanceof NetError ? err.reason : "dial-failed",
         error: errorMessage(err),
       });
       await writeQuietly(stream, reply(false, "dial-failed", errorMessage(err)));
@@ -578,6 +591,14 @@ export class TunnelClient {
       closeQuietly(stream);
       return;
     }
-    await relay(withPrefix(stream, reader.takeBuffered()), local);
+    // a = the tunnel stream (the public request), b = the local app: aToB is "up".
+    const r = await relay(withPrefix(stream, reader.takeBuffered()), local);
+    this.#log.info("stream closed", {
+      dest,
+      end: r.end,
+      up: r.aToB,
+      down: r.bToA,
+      ms: Math.round(performance.now() - startedMs),
+    });
   }
 }

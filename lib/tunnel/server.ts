@@ -334,11 +334,11 @@ export class TunnelServer {
       }
       const r = sessionEndReport(end, client.endCause);
       log[r.level]("client disconnected", {
-        reason: r.reason,
+        end: r.reason,
         why: r.why,
         error: r.error,
         remote,
-        connectedMs: Date.now() - client.since,
+        ms: Date.now() - client.since,
       });
       void refuseStreams; // never rejects: a failed accept ends it
     } catch (err) {
