@@ -48,6 +48,14 @@ import {
 import { errorPage, forwardHeaders, localPortOf, type PeerInfo, routedTarget } from "./forward.ts";
 import { handleControl, isControlRequest } from "./front_control.ts";
 import { WriteCoalescer } from "./coalescer.ts";
+import {
+  isLastRequest,
+  Leg,
+  LegState,
+  ResponseBuffer,
+  upgradeAccepted,
+  upgradeOffer,
+} from "./front_leg.ts";
 import type { TunnelServer } from "./server.ts";
 import { tunnelRequestSeconds } from "./stats.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
@@ -58,12 +66,6 @@ export const defaultPublicIdleTimeoutMs = 300_000;
 export const defaultHeadTimeoutMs = 30_000;
 /** First size of a public connection's head buffer (it grows for larger heads). */
 const publicReadBytes = 4 * 1024;
-/** Bytes per response read while a response starts, and while the connection idles. */
-const responseFirstReadBytes = 4 * 1024;
-/** Bytes per response read once reads fill the first size (downloads dominate bulk traffic). */
-const responseBulkReadBytes = 256 * 1024;
-/** Free bulk response buffers kept for other connections (the rest go to the GC). */
-const maxFreeBulkBuffers = 16;
 
 /** Options of {@linkcode handlePublicConn}. */
 export interface HttpFrontOptions {
@@ -102,99 +104,6 @@ export enum PublicConnState {
   Closing = "closing",
   /** Handed to the control path: a tunnel client's session runs on it. */
   Control = "control",
-}
-
-/** How one tunnel stream of a public connection stands. */
-enum LegState {
-  /** Carrying requests and responses. */
-  Open,
-  /** We closed its write side (another Host, or no more requests): its end is expected. */
-  Finishing,
-  /** We answer the public client ourselves (a malformed body): its pump stays quiet. */
-  Abandoned,
-}
-
-/** One tunnel stream of a public connection: one virtual host, requests in order. */
-class Leg {
-  state: LegState = LegState.Open;
-  /** Request bytes (heads and bodies) sent into the stream. */
-  requestBytes = 0;
-  /** Response bytes copied to the public client. */
-  responseBytes = 0;
-  /** When the stream was opened (`performance.now()`), for its duration. */
-  readonly startedMs: number = performance.now();
-  /** Copies the responses to the public client until the stream ends. */
-  pump: Promise<void> = Promise.resolve();
-  /** Upgrade legs: true once the app switched protocols, false for any other answer. */
-  readonly switched: Promise<boolean>;
-  #settle: (switched: boolean) => void = () => {};
-
-  constructor(
-    readonly host: string,
-    readonly ts: TunnelStream,
-    /** The protocols the client asked to upgrade to (lower case); undefined: no upgrade. */
-    readonly upgrade: string[] | undefined,
-  ) {
-    this.switched = new Promise((r) => this.#settle = r);
-  }
-
-  /** Decide `switched` (the first call counts). */
-  settle(switched: boolean): void {
-    this.#settle(switched);
-  }
-}
-
-const freeBulkBuffers: Uint8Array[] = [];
-
-/**
- * The response copy buffer: small while a response starts (and while the connection waits
- * for the next one), a bulk buffer borrowed while reads fill the small one.
- */
-class ResponseBuffer {
-  #small: Uint8Array | undefined;
-  #bulk: Uint8Array | undefined;
-
-  /** The buffer for the next read. */
-  get(): Uint8Array {
-    return this.#bulk ?? (this.#small ??= new Uint8Array(responseFirstReadBytes));
-  }
-
-  /** After `n` bytes were read into `get()` and written out: grow or shrink. */
-  adapt(n: number): void {
-    if (!this.#bulk && n === responseFirstReadBytes) {
-      this.#bulk = freeBulkBuffers.pop() ?? new Uint8Array(responseBulkReadBytes);
-    } else if (this.#bulk && n < responseFirstReadBytes) {
-      this.release();
-    }
-  }
-
-  /** Give the bulk buffer back. */
-  release(): void {
-    if (this.#bulk && freeBulkBuffers.length < maxFreeBulkBuffers) {
-      freeBulkBuffers.push(this.#bulk);
-    }
-    this.#bulk = undefined;
-  }
-}
-
-/** The protocols a request asks to upgrade to (lower case), or undefined for none. */
-function upgradeOffer(head: RequestHead, connection: string[]): string[] | undefined {
-  if (!connection.includes("upgrade")) return undefined;
-  const offered = headerTokens(head.headers, "upgrade");
-  return offered.length > 0 ? offered : undefined;
-}
-
-/** Whether a 101's Upgrade names only protocols the client offered (versions may be dropped). */
-function upgradeAccepted(offered: string[], chosen: string[]): boolean {
-  const name = (t: string) => t.split("/")[0];
-  return chosen.length > 0 &&
-    chosen.every((c) => offered.some((o) => o === c || name(o) === c || o === name(c)));
-}
-
-/** Whether no request may follow this one on its connection (RFC 9112 §9.3, §9.6). */
-function isLastRequest(head: RequestHead, connection: string[]): boolean {
-  if (connection.includes("close")) return true;
-  return head.version === "HTTP/1.0" && !connection.includes("keep-alive");
 }
 
 /**

@@ -1,0 +1,109 @@
+/**
+ * The pieces of a standalone-front connection below its state machine (front_http.ts): one
+ * tunnel stream it uses (`Leg`, with its own small state), the response copy buffer, and the
+ * HTTP/1.1 rules it applies to each request (upgrade offer and acceptance, last request).
+ * @module
+ */
+
+import { headerTokens, type RequestHead } from "../http/mod.ts";
+import type { TunnelStream } from "./tunnel_stream.ts";
+
+/** Bytes per response read while a response starts, and while the connection idles. */
+const responseFirstReadBytes = 4 * 1024;
+/** Bytes per response read once reads fill the first size (downloads dominate bulk traffic). */
+const responseBulkReadBytes = 256 * 1024;
+/** Free bulk response buffers kept for other connections (the rest go to the GC). */
+const maxFreeBulkBuffers = 16;
+
+/** How one tunnel stream of a public connection stands. */
+export enum LegState {
+  /** Carrying requests and responses. */
+  Open,
+  /** We closed its write side (another Host, or no more requests): its end is expected. */
+  Finishing,
+  /** We answer the public client ourselves (a malformed body): its pump stays quiet. */
+  Abandoned,
+}
+
+/** One tunnel stream of a public connection: one virtual host, requests in order. */
+export class Leg {
+  state: LegState = LegState.Open;
+  /** Request bytes (heads and bodies) sent into the stream. */
+  requestBytes = 0;
+  /** Response bytes copied to the public client. */
+  responseBytes = 0;
+  /** When the stream was opened (`performance.now()`), for its duration. */
+  readonly startedMs: number = performance.now();
+  /** Copies the responses to the public client until the stream ends. */
+  pump: Promise<void> = Promise.resolve();
+  /** Upgrade legs: true once the app switched protocols, false for any other answer. */
+  readonly switched: Promise<boolean>;
+  #settle: (switched: boolean) => void = () => {};
+
+  constructor(
+    readonly host: string,
+    readonly ts: TunnelStream,
+    /** The protocols the client asked to upgrade to (lower case); undefined: no upgrade. */
+    readonly upgrade: string[] | undefined,
+  ) {
+    this.switched = new Promise((r) => this.#settle = r);
+  }
+
+  /** Decide `switched` (the first call counts). */
+  settle(switched: boolean): void {
+    this.#settle(switched);
+  }
+}
+
+const freeBulkBuffers: Uint8Array[] = [];
+
+/**
+ * The response copy buffer: small while a response starts (and while the connection waits
+ * for the next one), a bulk buffer borrowed while reads fill the small one.
+ */
+export class ResponseBuffer {
+  #small: Uint8Array | undefined;
+  #bulk: Uint8Array | undefined;
+
+  /** The buffer for the next read. */
+  get(): Uint8Array {
+    return this.#bulk ?? (this.#small ??= new Uint8Array(responseFirstReadBytes));
+  }
+
+  /** After `n` bytes were read into `get()` and written out: grow or shrink. */
+  adapt(n: number): void {
+    if (!this.#bulk && n === responseFirstReadBytes) {
+      this.#bulk = freeBulkBuffers.pop() ?? new Uint8Array(responseBulkReadBytes);
+    } else if (this.#bulk && n < responseFirstReadBytes) {
+      this.release();
+    }
+  }
+
+  /** Give the bulk buffer back. */
+  release(): void {
+    if (this.#bulk && freeBulkBuffers.length < maxFreeBulkBuffers) {
+      freeBulkBuffers.push(this.#bulk);
+    }
+    this.#bulk = undefined;
+  }
+}
+
+/** The protocols a request asks to upgrade to (lower case), or undefined for none. */
+export function upgradeOffer(head: RequestHead, connection: string[]): string[] | undefined {
+  if (!connection.includes("upgrade")) return undefined;
+  const offered = headerTokens(head.headers, "upgrade");
+  return offered.length > 0 ? offered : undefined;
+}
+
+/** Whether a 101's Upgrade names only protocols the client offered (versions may be dropped). */
+export function upgradeAccepted(offered: string[], chosen: string[]): boolean {
+  const name = (t: string) => t.split("/")[0];
+  return chosen.length > 0 &&
+    chosen.every((c) => offered.some((o) => o === c || name(o) === c || o === name(c)));
+}
+
+/** Whether no request may follow this one on its connection (RFC 9112 §9.3, §9.6). */
+export function isLastRequest(head: RequestHead, connection: string[]): boolean {
+  if (connection.includes("close")) return true;
+  return head.version === "HTTP/1.0" && !connection.includes("keep-alive");
+}
