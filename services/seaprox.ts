@@ -1,8 +1,9 @@
 /**
- * seaprox: static, SOCKS5 and HTTP proxy listeners given as URLs, any number at once,
- * optionally chained through an upstream SOCKS5 proxy (seed 003), and seaprox-to-seaprox
- * links: `--listen link://` accepts mux sessions from other nodes, `--via link://` carries
- * every outgoing connection as one stream over a long-lived session to such a node.
+ * seaprox: static, SOCKS5 (and SOCKS4/4a) and HTTP proxy listeners given as URLs, any number
+ * at once, optionally through a chain of hops (`--forward` repeated: SOCKS5, HTTP CONNECT and
+ * seaprox links mixed, in order; seed 003), and seaprox-to-seaprox links: `--listen link://`
+ * accepts mux sessions from other nodes, a `link://` hop carries every outgoing connection as
+ * one stream over a long-lived session to such a node.
  *
  *   deno run -A services/seaprox.ts --listen socks5://127.0.0.1:1080 \
  *     --listen http://user:pass@127.0.0.1:8080 --listen static://127.0.0.1:9000?to=example.org:80
@@ -13,10 +14,11 @@ import { command, validate } from "./config/seaprox.ts";
 import { AuthFailureLimiter, formatAddr, type Server } from "../lib/net/mod.ts";
 import {
   dialerFor,
-  LinkClient,
+  directDialer,
   ListenError,
   SeaproxStats,
   serveLink,
+  startChain,
   startSeaprox,
 } from "../lib/proxy/mod.ts";
 import { seaproxStatusJson, seaproxStatusProvider, serveObservability } from "../lib/status/mod.ts";
@@ -25,19 +27,21 @@ import { seaproxStatusJson, seaproxStatusProvider, serveObservability } from "..
 const { cfg, flags, log, onReload } = await startService(command, validate);
 
 // ---- wiring and run ----
-const link = cfg.via
-  ? new LinkClient({
-    addr: cfg.via,
-    token: flags["link-token"]!,
-    tls: cfg.tlsClient,
-    transport: flags.transport,
-    log: log.child({ link: flags.via }),
+const chain = cfg.hops.length > 0
+  ? startChain(cfg.hops, {
+    base: directDialer({ prefer: cfg.prefer, timeoutMs: flags["dial-timeout"] }),
+    link: {
+      token: flags["link-token"] ?? "",
+      tls: cfg.tlsClient,
+      transport: flags.transport,
+      log: log.child({ link: cfg.hops.find((h) => h.scheme === "link")?.display }),
+    },
   })
   : undefined;
 const stats = new SeaproxStats();
 const shared = {
   acl: cfg.acl,
-  forward: cfg.forward,
+  dialer: chain?.dial,
   prefer: cfg.prefer,
   maxConns: flags["max-conns"],
   dialTimeoutMs: flags["dial-timeout"],
@@ -45,19 +49,20 @@ const shared = {
 const proxy = await startSeaprox({
   ...shared,
   listeners: cfg.listeners,
-  dialer: link?.dial,
   allowOpen: flags["allow-open"],
   idleTimeoutMs: flags["idle-timeout"],
   handshakeTimeoutMs: flags["handshake-timeout"],
   log,
   hooks: stats.hooks,
 }).catch((err) => err instanceof ListenError ? fail(err.message, 1) : Promise.reject(err));
-if (cfg.forward) log.info("forwarding via upstream", { upstream: cfg.forward.display });
-if (cfg.via) {
-  log.info("outgoing connections via link", { link: flags.via, tls: cfg.tlsClient ? "on" : "off" });
+if (chain) {
+  log.info("outgoing connections via", {
+    chain: cfg.hops.map((h) => h.display).join(" -> "),
+    tls: cfg.tlsClient ? "on" : "off",
+  });
 }
 if (!cfg.acl.empty) log.info("destination access control", { acl: cfg.acl.describe() });
-// Link listeners dial destinations themselves, directly or through --forward (ACL applies).
+// Link listeners dial destinations themselves, directly or through the chain (ACL applies).
 const linkLimiter = new AuthFailureLimiter();
 const links: Server[] = [];
 for (const addr of cfg.linkListens) {
@@ -101,6 +106,6 @@ onReload(async (next) => {
 onShutdown(log, async () => {
   const drainMs = flags["drain-timeout"];
   await Promise.all([proxy.stop(drainMs), ...links.map((s) => s.stop(drainMs))]);
-  await link?.close();
+  await chain?.close();
   if (metrics) await metrics.shutdown();
 });

@@ -62,7 +62,10 @@ Deno.test("proxy url: forward is socks5 only, port required", () => {
   assertEquals(f.addr, { host: "10.0.0.1", port: 1080 });
   assertEquals(f.auth, { username: "u", password: "p" });
   assertEquals(parseForwardUrl("socks5h://h:1").scheme, "socks5");
-  assertEquals(reasonOf(() => parseForwardUrl("http://h:1")), "bad-scheme");
+  assertEquals(parseForwardUrl("http://h:1").scheme, "http");
+  assertEquals(parseForwardUrl("link://h:2").scheme, "link");
+  assertEquals(reasonOf(() => parseForwardUrl("ftp://h:1")), "bad-scheme");
+  assertEquals(reasonOf(() => parseForwardUrl("link://u:p@h:1")), "bad-credentials");
   assertEquals(reasonOf(() => parseForwardUrl("socks5://h:0")), "bad-address");
   assertEquals(reasonOf(() => parseForwardUrl("socks5://h")), "bad-address");
 });

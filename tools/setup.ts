@@ -41,6 +41,7 @@ export const testPeers: readonly TestPeer[] = [
   { pkg: "prometheus", files: ["promtool"], usedBy: "metrics lint (promtool check metrics)" },
   { pkg: "microsocks", files: ["microsocks"], usedBy: "SOCKS5 peers, seaprox chains" },
   { pkg: "dante-server", files: ["danted"], usedBy: "SOCKS5 peers (dante)" },
+  { pkg: "tinyproxy", files: ["tinyproxy"], usedBy: "HTTP CONNECT hops: seaprox chains, egress" },
   { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy" },
   { pkg: "chromium", files: ["/usr/bin/chromium"], usedBy: "status page, WebSocket in a browser" },
   {

@@ -58,6 +58,12 @@ export {
   HttpProxyState,
   statusForFailure,
 } from "./proxy.ts";
+export {
+  httpConnect,
+  HttpConnectError,
+  type HttpConnectOptions,
+  reasonForConnectStatus,
+} from "./connect_client.ts";
 export { staticCredentials } from "../net/mod.ts";
 export {
   defaultHttpExchangeTimeoutMs,

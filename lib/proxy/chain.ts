@@ -1,17 +1,24 @@
 /**
- * The chaining Dialer (`--forward socks5://[user:pass@]host:port`): every outgoing
- * connection is a CONNECT through an upstream SOCKS5 proxy. Failures keep their typed
- * reason (the upstream's reply code mapped back by lib/socks5), so a refused destination
- * behind the upstream still reaches our client as "refused".
+ * Chains of upstream hops (`--forward` repeated, like gost's `-F`): every outgoing
+ * connection goes through hop 1, then hop 2 … then the destination. A hop is a SOCKS5 proxy
+ * (`socks5://`), an HTTP CONNECT proxy (`http://`) or a seaprox link (`link://`), mixed
+ * freely; each is reached through the hops before it.
+ *
+ * Failures name their hop. A hop that cannot be reached or refuses us (down, wrong
+ * credentials, garbage) is a {@linkcode ChainHopError}: reason "other" (SOCKS5 reply 0x01,
+ * HTTP 502) or "timeout" (0x06, 504). The destination failing behind the last hop keeps the
+ * reason that hop reported (refused 0x05, not-allowed 0x02 / 403 …), its message naming the hop.
  * @module
  */
 
 import type { HostPort } from "../net/addr.ts";
 import { closeQuietly, PrefixedDuplex } from "../net/duplex.ts";
-import { classifyError, errorMessage, NetError } from "../net/errors.ts";
-import { socks5Connect } from "../socks5/mod.ts";
-import type { Dialer } from "./dialer.ts";
-import type { Credentials } from "./url.ts";
+import { classifyError, errorMessage, NetError, type NetFailureReason } from "../net/errors.ts";
+import { httpConnect, HttpConnectError } from "../http/mod.ts";
+import { socks5Connect, Socks5ReplyError } from "../socks5/mod.ts";
+import type { DialedConn, Dialer } from "./dialer.ts";
+import { LinkClient, type LinkClientOptions, LinkDialError } from "./link.ts";
+import type { Credentials, ForwardSpec } from "./url.ts";
 
 /** Options of {@linkcode socks5ChainDialer}. */
 export interface ChainDialerOptions {
@@ -21,6 +28,138 @@ export interface ChainDialerOptions {
   auth?: Credentials;
   /** How the upstream itself is reached. */
   via: Dialer;
+}
+
+/**
+ * Hop `hop` of a chain (1-based, of `of`) could not be used: unreachable, or it refused or
+ * garbled our handshake. The destination was never asked for.
+ */
+export class ChainHopError extends NetError {
+  override name = "ChainHopError";
+  constructor(
+    readonly hop: number,
+    readonly hopUrl: string,
+    reason: NetFailureReason,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(reason, message, options);
+  }
+}
+
+/** A hop failure keeps "timeout" and "aborted"; anything else is "other" (not the dest's fault). */
+function hopReason(err: unknown): NetFailureReason {
+  const r = classifyError(err);
+  return r === "timeout" || r === "aborted" ? r : "other";
+}
+
+/** A failure the hop reported about the address it was asked to reach (a reply, a status). */
+function isDestFailure(err: unknown): boolean {
+  return err instanceof Socks5ReplyError || err instanceof HttpConnectError ||
+    err instanceof LinkDialError;
+}
+
+interface HopInfo {
+  /** 1-based position and chain length, for messages. */
+  index: number;
+  of: number;
+  display: string;
+}
+
+/**
+ * Wrap the handshake of one hop: reaching it through `via` and the hop's own failures become
+ * {@linkcode ChainHopError}s naming it (an earlier hop's error passes through unchanged); a
+ * failure the hop reports about `dest` keeps its reason, named after the hop.
+ */
+function hopDialer(
+  info: HopInfo,
+  addr: HostPort,
+  via: Dialer,
+  handshake: (up: DialedConn, dest: HostPort) => Promise<DialedConn>,
+): Dialer {
+  const name = `hop ${info.index}/${info.of} ${info.display}`;
+  return async (dest, signal) => {
+    let up: DialedConn;
+    try {
+      up = await via(addr, signal);
+    } catch (err) {
+      if (err instanceof ChainHopError) throw err;
+      throw new ChainHopError(
+        info.index,
+        info.display,
+        hopReason(err),
+        `${name} unreachable: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    const onAbort = () => closeQuietly(up);
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await handshake(up, dest);
+    } catch (err) {
+      closeQuietly(up);
+      if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
+      if (isDestFailure(err)) {
+        throw new NetError(classifyError(err), `${name}: ${errorMessage(err)}`, { cause: err });
+      }
+      throw new ChainHopError(
+        info.index,
+        info.display,
+        hopReason(err),
+        `${name} failed: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  };
+}
+
+/**
+ * A link hop: the session is the LinkClient's (kept up in the background); a stream per
+ * connection. The link being down is the hop's failure; the far node's refusal is the dest's.
+ */
+function linkHopDialer(info: HopInfo, link: LinkClient): Dialer {
+  const name = `hop ${info.index}/${info.of} ${info.display}`;
+  return async (dest, signal) => {
+    try {
+      return await link.dial(dest, signal);
+    } catch (err) {
+      if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
+      if (err instanceof LinkDialError) {
+        throw new NetError(err.reason, `${name}: ${errorMessage(err)}`, { cause: err });
+      }
+      throw new ChainHopError(
+        info.index,
+        info.display,
+        hopReason(err),
+        `${name} unreachable: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+  };
+}
+
+/** The SOCKS5 CONNECT of a hop; the conn's `localAddr` becomes the bound address reported. */
+async function socks5Handshake(
+  up: DialedConn,
+  dest: HostPort,
+  auth?: Credentials,
+): Promise<DialedConn> {
+  const res = await socks5Connect(up, dest, { username: auth?.username, password: auth?.password });
+  const bound: Deno.NetAddr = { transport: "tcp", hostname: res.bound.host, port: res.bound.port };
+  // A fresh object (never the TcpConn itself) carries the upstream's bound address.
+  return Object.assign(new PrefixedDuplex(up, res.leftover), { localAddr: bound });
+}
+
+/** The HTTP CONNECT of a hop (no bound address: HTTP does not tell one). */
+async function httpHandshake(
+  up: DialedConn,
+  dest: HostPort,
+  auth?: Credentials,
+): Promise<DialedConn> {
+  const { leftover } = await httpConnect(up, dest, { auth });
+  return new PrefixedDuplex(up, leftover);
 }
 
 /**
@@ -49,34 +188,88 @@ export interface ChainDialerOptions {
  * ```
  */
 export function socks5ChainDialer(opts: ChainDialerOptions): Dialer {
-  return async (dest, signal) => {
-    const up = await opts.via(opts.upstream, signal);
-    const onAbort = () => closeQuietly(up);
-    signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      const res = await socks5Connect(up, dest, {
-        username: opts.auth?.username,
-        password: opts.auth?.password,
+  const display = `socks5://${opts.upstream.host}:${opts.upstream.port}`;
+  return hopDialer(
+    { index: 1, of: 1, display },
+    opts.upstream,
+    opts.via,
+    (up, dest) => socks5Handshake(up, dest, opts.auth),
+  );
+}
+
+/** Options of {@linkcode startChain}. */
+export interface ChainOptions {
+  /** How the first hop is reached (direct TCP in seaprox). */
+  base: Dialer;
+  /**
+   * Options of a `link://` hop's {@linkcode LinkClient} (token, and for a first hop TLS and
+   * transport); `addr` and `via` are the chain's.
+   */
+  link?: Omit<LinkClientOptions, "addr" | "via">;
+}
+
+/** A running chain: its Dialer, and the link sessions it keeps up. */
+export interface Chain {
+  /** Reach a destination through every hop in order. */
+  dial: Dialer;
+  /** The link hops' clients (in hop order), for status and shutdown. */
+  links: LinkClient[];
+  /** Close the link sessions. */
+  close(): Promise<void>;
+}
+
+/**
+ * Build the chain `hops` (in the order given): hop 1 is reached through `opts.base`, hop n
+ * through hops 1…n-1, and the destination through all of them. Link hops start their session
+ * at once (redialled in the background); a link hop after the first needs no TLS/ws (it runs
+ * over the stream the earlier hops opened). An empty chain dials through `opts.base`.
+ *
+ * @example
+ * ```ts
+ * import { directDialer, httpProxy, parseForwardUrl, serveProxy, socks5Proxy, startChain } from "./mod.ts";
+ * const listen = () => Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const a = serveProxy(listen(), socks5Proxy(), { dialer: directDialer() });
+ * const b = serveProxy(listen(), httpProxy(), { dialer: directDialer() });
+ * const chain = startChain(
+ *   [`socks5://127.0.0.1:${a.addr.port}`, `http://127.0.0.1:${b.addr.port}`].map(parseForwardUrl),
+ *   { base: directDialer() },
+ * );
+ * const target = listen();
+ * const reached = target.accept();
+ * const conn = await chain.dial({ host: "127.0.0.1", port: target.addr.port }, AbortSignal.timeout(10_000));
+ * (await reached).close();
+ * conn.close();
+ * target.close();
+ * await chain.close();
+ * await a.stop();
+ * await b.stop();
+ * ```
+ */
+export function startChain(hops: readonly ForwardSpec[], opts: ChainOptions): Chain {
+  let dial = opts.base;
+  const links: LinkClient[] = [];
+  hops.forEach((spec, i) => {
+    const info = { index: i + 1, of: hops.length, display: spec.display };
+    const via = dial;
+    if (spec.scheme === "link") {
+      if (!opts.link) throw new Error(`${spec.display}: a link hop needs link options (token)`);
+      const link = new LinkClient({
+        ...opts.link,
+        addr: spec.addr,
+        via: i === 0 ? undefined : via,
       });
-      const bound: Deno.NetAddr = {
-        transport: "tcp",
-        hostname: res.bound.host,
-        port: res.bound.port,
-      };
-      // A fresh object (never the TcpConn itself) carries the upstream's bound address.
-      return Object.assign(new PrefixedDuplex(up, res.leftover), { localAddr: bound });
-    } catch (err) {
-      closeQuietly(up);
-      if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
-      if (err instanceof NetError) throw err;
-      // The upstream itself failed (auth refused, garbage): the destination was not reached.
-      throw new NetError(
-        classifyError(err),
-        `via upstream ${opts.upstream.host}:${opts.upstream.port}: ${errorMessage(err)}`,
-        { cause: err },
-      );
-    } finally {
-      signal.removeEventListener("abort", onAbort);
+      links.push(link);
+      dial = linkHopDialer(info, link);
+    } else {
+      const handshake = spec.scheme === "socks5" ? socks5Handshake : httpHandshake;
+      dial = hopDialer(info, spec.addr, via, (up, dest) => handshake(up, dest, spec.auth));
     }
+  });
+  return {
+    dial,
+    links,
+    close: async () => {
+      await Promise.all(links.map((l) => l.close()));
+    },
   };
 }

@@ -120,6 +120,19 @@ export interface LinkClientOptions {
   session?: SessionOptions;
   /** Logger for link up/down events (never the token). */
   log?: Logger;
+  /**
+   * Reach the far node through this Dialer (the earlier hops of a chain) instead of
+   * dialling it; the link then runs over that plain byte stream (no `tls`, `transport` tcp).
+   */
+  via?: Dialer;
+}
+
+/**
+ * The far node of a link answered a stream with a failure: it could not reach `dest` (the
+ * link itself is up). `reason` is the far node's typed failure.
+ */
+export class LinkDialError extends NetError {
+  override name = "LinkDialError";
 }
 
 /**
@@ -207,7 +220,7 @@ export class LinkClient {
     const result = resultCodes[one[0]] ?? "other";
     if (result === "ok") return stream;
     stream.close();
-    throw new NetError(
+    throw new LinkDialError(
       result,
       `far node: ${result} dialling ${joinHostPort(dest.host, dest.port)}`,
     );
@@ -290,7 +303,9 @@ export class LinkClient {
     const signal = AbortSignal.any([this.#stop.signal, AbortSignal.timeout(timeoutMs)]);
     const { tls } = this.#opts;
     const kind = transportKind(this.#opts.transport ?? "tcp", tls !== undefined);
-    const conn = await dialTransport({ kind, ...addr, path: "/" }, { timeoutMs, signal, tls });
+    const conn = this.#opts.via
+      ? await this.#opts.via(addr, signal)
+      : await dialTransport({ kind, ...addr, path: "/" }, { timeoutMs, signal, tls });
     try {
       const onAbort = () => closeQuietly(conn);
       signal.addEventListener("abort", onAbort, { once: true });

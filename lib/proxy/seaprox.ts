@@ -1,7 +1,7 @@
 /**
  * `startSeaprox(config)`: a whole seaprox in-process — every listener URL bound, one shared
  * connection table (one limit across listeners), one Dialer (direct or chained through an
- * upstream SOCKS5 proxy). Used by services/seaprox.ts and by the demo.
+ * upstream chain). Used by services/seaprox.ts and by the demo.
  * @module
  */
 
@@ -12,7 +12,7 @@ import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
 import { isLoopbackHost } from "../net/addr.ts";
 import { staticCredentials } from "../socks5/mod.ts";
-import { socks5ChainDialer } from "./chain.ts";
+import { startChain } from "./chain.ts";
 import { ConnectionTable } from "./connection.ts";
 import { type Dialer, directDialer } from "./dialer.ts";
 import { httpProxy } from "./http.ts";
@@ -25,8 +25,11 @@ import { type ForwardSpec, type ListenerSpec, parseListenUrl, redact } from "./u
 /** Configuration of {@linkcode startSeaprox}. */
 export interface SeaproxConfig {
   listeners: ListenerSpec[];
-  /** Upstream SOCKS5 proxy every outgoing connection goes through. */
-  forward?: ForwardSpec;
+  /**
+   * Upstream hops every outgoing connection goes through, in order (SOCKS5 and HTTP CONNECT;
+   * a chain with link hops is built with `startChain` and passed as `dialer`).
+   */
+  forward?: readonly ForwardSpec[];
   /** Address family tried first when dialling. @default "ipv6" */
   prefer?: "ipv6" | "ipv4";
   /** Connections at once across all listeners. @default 1024 */
@@ -161,21 +164,20 @@ export function authenticatorFor(spec: ListenerSpec): Authenticator | undefined 
   return spec.auth ? staticCredentials(spec.auth.username, spec.auth.password) : undefined;
 }
 
-/** The Dialer a config asks for: direct, or chained through `forward`; ACL-checked if set. */
+/**
+ * The Dialer a config asks for: direct, or chained through `forward`; ACL-checked if set.
+ * Throws for a link hop in `forward` (its session needs `startChain` and a `close`).
+ */
 export function dialerFor(cfg: SeaproxConfig): Dialer {
   const acl = cfg.acl && !cfg.acl.empty ? cfg.acl : undefined;
   if (cfg.dialer) return acl ? nameCheckedDialer(acl, cfg.dialer) : cfg.dialer;
   const direct = directDialer({ prefer: cfg.prefer, timeoutMs: cfg.dialTimeoutMs });
-  if (!cfg.forward) {
+  if (!cfg.forward?.length) {
     if (!acl) return direct;
     return (dest, signal) =>
       aclDial(acl, dest, { prefer: cfg.prefer, timeoutMs: cfg.dialTimeoutMs, signal });
   }
-  const chained = socks5ChainDialer({
-    upstream: cfg.forward.addr,
-    auth: cfg.forward.auth,
-    via: direct,
-  });
+  const chained = startChain(cfg.forward, { base: direct }).dial;
   return acl ? nameCheckedDialer(acl, chained) : chained;
 }
 

@@ -1,7 +1,7 @@
 /**
  * Listener and upstream URLs: `static://127.0.0.1:9000?to=example.org:80`,
  * `socks5://[user:pass@]127.0.0.1:1080`, `http://[user:pass@]127.0.0.1:8080`, and the
- * `--forward socks5://[user:pass@]host:port` upstream. Parsed by hand rather than with
+ * `--forward` hops (`socks5://`, `http://`, `link://`). Parsed by hand rather than with
  * WHATWG `URL`, which silently drops default ports (`http://h:80` → port "") and would
  * accept paths and fragments we have no use for.
  * @module
@@ -36,10 +36,14 @@ export interface ListenerSpec {
   url: string;
 }
 
-/** A parsed `--forward` URL: the upstream SOCKS5 proxy every outgoing connection goes through. */
+/**
+ * A parsed `--forward` URL: one hop of the upstream chain every outgoing connection goes
+ * through — a SOCKS5 proxy, an HTTP CONNECT proxy or a seaprox link.
+ */
 export interface ForwardSpec {
-  scheme: "socks5";
+  scheme: "socks5" | "http" | "link";
   addr: HostPort;
+  /** Credentials for the hop (SOCKS5 RFC 1929, HTTP Proxy-Authorization; none for link). */
   auth?: Credentials;
   display: string;
 }
@@ -188,26 +192,43 @@ export function parseListenUrl(s: string): ListenerSpec {
   return { scheme, addr, auth: raw.auth, to, display: redact(s.trim()), url: s.trim() };
 }
 
+/** The hop kinds a `--forward` URL names, by URL scheme. */
+const forwardSchemes: Readonly<Record<string, ForwardSpec["scheme"]>> = {
+  socks5: "socks5",
+  socks5h: "socks5",
+  http: "http",
+  link: "link",
+};
+
 /**
- * Parse a `--forward` URL (only `socks5://[user:pass@]host:port`; `socks5h` is accepted as
- * a synonym since names are always resolved by the upstream).
+ * Parse a `--forward` URL: `socks5://[user:pass@]host:port` (`socks5h` is a synonym: names
+ * are always resolved by the upstream), `http://[user:pass@]host:port` (HTTP CONNECT) or
+ * `link://host:port` (a seaprox link; its token is the service's).
  *
  * @throws {ProxyUrlError} as {@linkcode parseListenUrl}.
  */
 export function parseForwardUrl(s: string): ForwardSpec {
   const raw = splitUrl(s);
-  if (raw.scheme !== "socks5" && raw.scheme !== "socks5h") {
+  const scheme = forwardSchemes[raw.scheme];
+  if (!scheme) {
     throw new ProxyUrlError(
       "bad-scheme",
-      `unsupported upstream scheme "${raw.scheme}" in ${redact(s)} (want socks5://host:port)`,
+      `unsupported upstream scheme "${raw.scheme}" in ${redact(s)} ` +
+        `(want socks5://, http:// or link://host:port)`,
     );
   }
   if ([...raw.query.keys()].length > 0) {
     throw new ProxyUrlError("bad-option", `upstream URL takes no options: ${redact(s)}`);
   }
+  if (scheme === "link" && raw.auth) {
+    throw new ProxyUrlError(
+      "bad-credentials",
+      `link hop takes no credentials (it uses the link token): ${redact(s)}`,
+    );
+  }
   const addr = hostPortOf(raw, "upstream address", s);
   if (addr.port === 0) throw new ProxyUrlError("bad-address", `upstream port 0 in ${redact(s)}`);
-  return { scheme: "socks5", addr, auth: raw.auth, display: redact(s.trim()) };
+  return { scheme, addr, auth: raw.auth, display: redact(s.trim()) };
 }
 
 /** Render a listener URL for a bound address (used to log what actually listens). */

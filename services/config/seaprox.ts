@@ -28,7 +28,7 @@ import type { ServiceFlags } from "../_kit.ts";
 /** seaprox's command line. */
 export const command = {
   name: "seaprox",
-  summary: "static, SOCKS5 and HTTP proxy listeners by URL, optionally chained via SOCKS5",
+  summary: "static, SOCKS5 and HTTP proxy listeners by URL, optionally through a chain of hops",
   flags: {
     listen: {
       kind: "string",
@@ -42,9 +42,12 @@ export const command = {
     },
     via: {
       kind: "string",
-      arg: "link://host:port",
+      multiple: true,
+      arg: "url",
       env: "SEAPROX_VIA",
-      help: "carry every outgoing connection over a seaprox link to that node",
+      help:
+        "carry every outgoing connection over a seaprox link to that node (link://host:port); " +
+        "takes the same hops as --forward",
     },
     "link-token": {
       kind: "secret",
@@ -75,9 +78,12 @@ export const command = {
     },
     forward: {
       kind: "string",
-      arg: "socks5://[user:pass@]host:port",
+      multiple: true,
+      arg: "url",
       env: "SEAPROX_FORWARD",
-      help: "send every outgoing connection through this upstream SOCKS5 proxy",
+      help: "send every outgoing connection through this hop: socks5://[user:pass@]host:port, " +
+        "http://[user:pass@]host:port (CONNECT) or link://host:port; repeat for a chain, " +
+        "in order (--tls/--transport apply to a first link hop; later ones ride the chain)",
     },
     "prefer-ipv6": { kind: "boolean", help: "try IPv6 addresses first when dialling (default)" },
     "prefer-ipv4": { kind: "boolean", help: "try IPv4 addresses first when dialling" },
@@ -112,6 +118,8 @@ export const command = {
     "seaprox --listen socks5://127.0.0.1:1080",
     "seaprox --listen 'static://127.0.0.1:9000?to=example.org:80' --prefer-ipv4",
     "seaprox --listen http://alice:s3cret@127.0.0.1:8080 --forward socks5://10.0.0.2:1080",
+    "seaprox --listen socks5://127.0.0.1:1080 --forward socks5://10.0.0.2:1080 " +
+    "--forward http://10.0.1.3:3128 --forward link://10.0.2.4:7400 --link-token-file t",
   ],
 } as const;
 
@@ -132,11 +140,11 @@ export interface SeaproxServiceConfig {
   urls: string[];
   listeners: ListenerSpec[];
   linkListens: HostPort[];
-  via?: HostPort;
+  /** The upstream chain (`--forward` or `--via` hops, in order); empty: dial directly. */
+  hops: ForwardSpec[];
   tlsServer?: TlsServerConfig;
   tlsClient?: TlsClientConfig;
   acl: Acl;
-  forward?: ForwardSpec;
   prefer: "ipv4" | "ipv6";
 }
 
@@ -152,35 +160,36 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     if (problem) throw new FlagError("listen", problem);
   }
   const linkListens = f.listen.filter(isLink).map((u) => linkAddr(u, "listen"));
-  const via = f.via ? linkAddr(f.via, "via") : undefined;
+  if (f.via.length > 0 && f.forward.length > 0) {
+    throw new FlagError("via", "give the chain with --forward or --via, not both (order matters)");
+  }
+  const hops = (f.via.length > 0 ? f.via : f.forward).map(parseForwardUrl);
+  const viaLink = hops.some((h) => h.scheme === "link");
   const tlsServer = tlsServerFromFlags(f), tlsClient = tlsClientFromFlags(f);
   if (tlsServer && linkListens.length === 0) {
     throw new FlagError("tls-cert", "--tls-cert is for link:// listeners");
   }
-  if (tlsClient && !via) {
-    throw new FlagError("tls", "--tls/--tls-ca/--tls-client-cert are for --via link://");
+  if (tlsClient && hops[0]?.scheme !== "link") {
+    throw new FlagError("tls", "--tls/--tls-ca/--tls-client-cert are for a first hop link://");
   }
-  if ((linkListens.length > 0 || via) && !f["link-token"]) {
+  if ((linkListens.length > 0 || viaLink) && !f["link-token"]) {
     throw new FlagError(
       "link-token",
-      "--link-token (or SEAPROX_LINK_TOKEN) is required with link:// listeners or --via",
+      "--link-token (or SEAPROX_LINK_TOKEN) is required with link:// listeners or hops",
     );
   }
-  if (via && f.forward) throw new FlagError("via", "--via and --forward are exclusive");
   if (f["prefer-ipv6"] && f["prefer-ipv4"]) {
     throw new FlagError("prefer-ipv4", "--prefer-ipv6 and --prefer-ipv4 are exclusive");
   }
   const acl = aclFromFlags(f);
-  const forward = f.forward ? parseForwardUrl(f.forward) : undefined;
   return {
     urls,
     listeners,
     linkListens,
-    via,
+    hops,
     tlsServer,
     tlsClient,
     acl,
-    forward,
     prefer: f["prefer-ipv4"] ? "ipv4" : "ipv6",
   };
 }

@@ -11,9 +11,10 @@ import { listenLink } from "../../lib/cli_security.ts";
 import { AuthFailureLimiter, type HostPort, serve, type Server } from "../../lib/net/mod.ts";
 import {
   dialerFor,
-  LinkClient,
+  directDialer,
   SeaproxStats,
   serveLink,
+  startChain,
   startSeaprox,
 } from "../../lib/proxy/mod.ts";
 import { DepotLocal, DepotServer } from "../../lib/depot/mod.ts";
@@ -70,7 +71,7 @@ function observe(
   return { server, page: `http://127.0.0.1:${server.addr.port}/` };
 }
 
-/** A seaprox node (services/seaprox.ts): proxy listeners, link listeners, `--via` link. */
+/** A seaprox node (services/seaprox.ts): proxy listeners, link listeners, its hop chain. */
 export async function startSeaproxNode(name: string, args: string[], ctx: NodeContext) {
   const log = new Logger(ctx.level, { svc: name });
   const { flags, cfg } = await configure(
@@ -80,19 +81,21 @@ export async function startSeaproxNode(name: string, args: string[], ctx: NodeCo
     ctx.env,
     log,
   );
-  const link = cfg.via
-    ? new LinkClient({
-      addr: cfg.via,
-      token: flags["link-token"]!,
-      tls: cfg.tlsClient,
-      transport: flags.transport,
-      log: log.child({ link: flags.via }),
+  const chain = cfg.hops.length > 0
+    ? startChain(cfg.hops, {
+      base: directDialer({ prefer: cfg.prefer, timeoutMs: flags["dial-timeout"] }),
+      link: {
+        token: flags["link-token"] ?? "",
+        tls: cfg.tlsClient,
+        transport: flags.transport,
+        log: log.child({ link: cfg.hops.find((h) => h.scheme === "link")?.display }),
+      },
     })
     : undefined;
   const stats = new SeaproxStats();
   const shared = {
     acl: cfg.acl,
-    forward: cfg.forward,
+    dialer: chain?.dial,
     prefer: cfg.prefer,
     maxConns: flags["max-conns"],
     dialTimeoutMs: flags["dial-timeout"],
@@ -100,7 +103,6 @@ export async function startSeaproxNode(name: string, args: string[], ctx: NodeCo
   const proxy = await startSeaprox({
     ...shared,
     listeners: cfg.listeners,
-    dialer: link?.dial,
     allowOpen: flags["allow-open"],
     idleTimeoutMs: flags["idle-timeout"],
     handshakeTimeoutMs: flags["handshake-timeout"],
@@ -135,7 +137,7 @@ export async function startSeaproxNode(name: string, args: string[], ctx: NodeCo
     linkPorts: links.map((s) => s.addr.port),
     stop: async () => {
       await Promise.all([proxy.stop(drainMs), ...links.map((s) => s.stop(drainMs))]);
-      await link?.close();
+      await chain?.close();
       await obs.server?.shutdown();
     },
   };
