@@ -13,11 +13,7 @@
 import { type LogFormat, Logger, type LogLevel } from "../lib/log.ts";
 import type { HostPort } from "../lib/net/addr.ts";
 import { errorMessage } from "../lib/net/errors.ts";
-import { formatAddr, type Server } from "../lib/net/serve.ts";
-import { type HttpHandler, serveHttp } from "../lib/http/server.ts";
-import type { TlsServerConfig } from "../lib/transport/tls.ts";
 import { warrenVersion } from "../lib/version.ts";
-import { listenLink } from "../lib/cli_security.ts";
 import {
   allFlags,
   type ArgvValues,
@@ -196,42 +192,6 @@ export async function bindOrExit<T>(
     }
     fail(`${what}: cannot listen on ${addr.host}:${addr.port}: ${errorMessage(err)}`);
   }
-}
-
-/** `Deno.listen` on `addr`, or exit 1 with one line (see {@linkcode bindOrExit}). */
-export function listenOrExit(addr: HostPort, what: string): Promise<Deno.TcpListener> {
-  return bindOrExit(what, addr, () => Deno.listen({ hostname: addr.host, port: addr.port }));
-}
-
-/**
- * A warren-to-warren link listener: TLS when `tls` is set (handshake failures counted), else
- * plaintext with a warning off loopback; exit 1 with one line when it cannot be bound.
- */
-export function listenLinkOrExit(
-  addr: HostPort,
-  tls: TlsServerConfig | undefined,
-  what: string,
-  log: Logger,
-): Promise<Deno.Listener<Deno.Conn, Deno.NetAddr>> {
-  return bindOrExit(what, addr, () => listenLink(addr, tls, what, log));
-}
-
-/**
- * Serve the fetch `handler` on `addr` (the `--admin` API) through lib/http `serveHttp` (a
- * connection cap, head and exchange timers; an fd shortage never ends the process), logging
- * the standard `listening` line with `name: what`, or exit 1 with one line (see
- * {@linkcode bindOrExit}). `shutdown()` stops it like `stop()`.
- */
-export async function serveOrExit(
-  addr: HostPort,
-  what: string,
-  log: Logger,
-  handler: HttpHandler,
-): Promise<Server & { shutdown(): Promise<void> }> {
-  const listener = await listenOrExit(addr, what);
-  const server = serveHttp(listener, handler, { log: log.child({ listener: what }) });
-  log.info("listening", { name: what, addr: formatAddr(server.addr) });
-  return { ...server, shutdown: () => server.stop() };
 }
 
 /**

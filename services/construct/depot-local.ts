@@ -1,0 +1,75 @@
+/**
+ * depot-local built from its validated config: the exit, running (it dials its server and
+ * reconnects forever), and `--status` / `--metrics`. services/depot-local.ts runs it as a
+ * process; the demo in-process.
+ * @module
+ */
+
+import type { Logger } from "../../lib/log.ts";
+import { joinHostPort } from "../../lib/net/mod.ts";
+import { DepotLocal } from "../../lib/depot/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/mod.ts";
+import type { ServiceFlags } from "../_kit.ts";
+import type { command, DepotLocalServiceConfig } from "../config/depot-local.ts";
+import { type Bind, observeAt } from "./bind.ts";
+
+/** A running depot-local. */
+export interface DepotLocalService {
+  local: DepotLocal;
+  status?: ObservabilityServer;
+  metrics?: ObservabilityServer;
+  /** Disconnect and wait for the run loop to end. */
+  stop(): Promise<void>;
+}
+
+/** Start depot-local (connecting in the background); its pages are bound through `bind`. */
+export async function constructDepotLocal(
+  flags: ServiceFlags<typeof command.flags>,
+  cfg: DepotLocalServiceConfig,
+  log: Logger,
+  bind: Bind,
+): Promise<DepotLocalService> {
+  const local = new DepotLocal({
+    transport: flags.transport,
+    server: flags.server,
+    tunnel: flags.tunnel,
+    token: flags.token ?? "",
+    tls: cfg.tls,
+    name: flags.name,
+    socksPassword: cfg.socksPassword,
+    dialTimeoutMs: flags["dial-timeout"],
+    idleTimeoutMs: flags["idle-timeout"],
+    mux: flags.mux,
+    spareTunnels: flags["spare-tunnels"],
+    acl: cfg.acl.empty ? undefined : cfg.acl,
+    backoff: { maxMs: Math.max(250, flags["backoff-max"]) },
+    log,
+  });
+  // --status and --metrics: the same page (this exit's /status fields).
+  const observed = {
+    service: `depot-local ${flags.name}`,
+    log,
+    status: () => local.status(),
+    auth: flags["status-auth"],
+  };
+  const status = await observeAt(bind, "status", flags.status, observed);
+  const metrics = await observeAt(bind, "metrics", flags.metrics, observed);
+  log.info("starting", {
+    server: joinHostPort(flags.server.host, flags.server.port),
+    name: flags.name,
+    access: cfg.acl.empty ? "all destinations" : cfg.acl.describe(),
+    tls: cfg.tls ? "on" : "off",
+  });
+  const running = local.run();
+  return {
+    local,
+    status,
+    metrics,
+    stop: async () => {
+      await local.stop();
+      await running;
+      await status?.shutdown();
+      await metrics?.shutdown();
+    },
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * seaprox built from its validated config: proxy listeners, link listeners, the chain of
+ * hops (`--forward` / `--via`), the status page. services/seaprox.ts runs it as a process; the demo in-process.
+ * @module
+ */
+
+import type { Logger } from "../../lib/log.ts";
+import { listenLink } from "../../lib/cli_security.ts";
+import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.ts";
+import {
+  dialerFor,
+  directDialer,
+  type Seaprox,
+  SeaproxStats,
+  serveLink,
+  startChain,
+  startSeaprox,
+} from "../../lib/proxy/mod.ts";
+import {
+  type ObservabilityServer,
+  seaproxStatusJson,
+  seaproxStatusProvider,
+} from "../../lib/status/mod.ts";
+import type { ServiceFlags } from "../_kit.ts";
+import type { command, SeaproxServiceConfig } from "../config/seaprox.ts";
+import { type Bind, observeAt } from "./bind.ts";
+
+/** A running seaprox. */
+export interface SeaproxService {
+  proxy: Seaprox;
+  /** The link:// listeners. */
+  links: Server[];
+  metrics?: ObservabilityServer;
+  /** Stop listening, let connections finish `drainMs`, close the chain. */
+  stop(drainMs: number): Promise<void>;
+}
+
+/**
+ * Start seaprox. Rejects with lib/proxy `ListenError` when a proxy listener cannot bind;
+ * link and metrics listeners go through `bind`.
+ */
+export async function constructSeaprox(
+  flags: ServiceFlags<typeof command.flags>,
+  cfg: SeaproxServiceConfig,
+  log: Logger,
+  bind: Bind,
+  service = "seaprox",
+): Promise<SeaproxService> {
+  const chain = cfg.hops.length > 0
+    ? startChain(cfg.hops, {
+      base: directDialer({ prefer: cfg.prefer, timeoutMs: flags["dial-timeout"] }),
+      link: {
+        token: flags["link-token"] ?? "",
+        tls: cfg.tlsClient,
+        transport: flags.transport,
+        log: log.child({ link: cfg.hops.find((h) => h.scheme === "link")?.display }),
+      },
+    })
+    : undefined;
+  const stats = new SeaproxStats();
+  const shared = {
+    acl: cfg.acl,
+    dialer: chain?.dial,
+    prefer: cfg.prefer,
+    maxConns: flags["max-conns"],
+    dialTimeoutMs: flags["dial-timeout"],
+  };
+  const proxy = await startSeaprox({
+    ...shared,
+    listeners: cfg.listeners,
+    allowOpen: flags["allow-open"],
+    idleTimeoutMs: flags["idle-timeout"],
+    handshakeTimeoutMs: flags["handshake-timeout"],
+    log,
+    hooks: stats.hooks,
+  });
+  if (chain) {
+    log.info("outgoing connections via", {
+      chain: cfg.hops.map((h) => h.display).join(" -> "),
+      tls: cfg.tlsClient ? "on" : "off",
+    });
+  }
+  if (!cfg.acl.empty) log.info("destination access control", { acl: cfg.acl.describe() });
+  // Link listeners dial destinations themselves, directly or through the chain (ACL applies).
+  const linkLimiter = new AuthFailureLimiter();
+  const links: Server[] = [];
+  for (const addr of cfg.linkListens) {
+    const l = await bind(
+      "link listener",
+      addr,
+      () => listenLink(addr, cfg.tlsServer, "link listener", log),
+    );
+    log.info("listening", {
+      name: "link",
+      addr: formatAddr(l.addr),
+      tls: cfg.tlsServer ? (cfg.tlsServer.ca ? "mutual" : "server") : "off",
+    });
+    links.push(serveLink(l, {
+      maxConns: shared.maxConns,
+      dialTimeoutMs: shared.dialTimeoutMs,
+      transport: flags.transport,
+      token: flags["link-token"]!,
+      authLimiter: linkLimiter,
+      dialer: dialerFor({ ...shared, listeners: [] }),
+      idleTimeoutMs: flags["idle-timeout"],
+      log: log.child({ listener: "link" }),
+    }));
+  }
+  const status = { proxy, links, stats, maxConns: flags["max-conns"], startedMs: Date.now() };
+  const metrics = await observeAt(bind, "metrics", flags.metrics, {
+    service,
+    log,
+    auth: flags["status-auth"],
+    status: () => seaproxStatusJson(status),
+    providers: [seaproxStatusProvider(status)],
+  });
+  return {
+    proxy,
+    links,
+    metrics,
+    stop: async (drainMs) => {
+      await Promise.all([proxy.stop(drainMs), ...links.map((s) => s.stop(drainMs))]);
+      await chain?.close();
+      await metrics?.shutdown();
+    },
+  };
+}

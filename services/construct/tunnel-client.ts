@@ -1,0 +1,84 @@
+/**
+ * tunnel-client built from its validated config: the client, running (it connects and
+ * reconnects until stopped or replaced), its metrics and status page.
+ * services/tunnel-client.ts runs it as a process; the demo in-process.
+ * @module
+ */
+
+import type { Logger } from "../../lib/log.ts";
+import { joinHostPort } from "../../lib/net/mod.ts";
+import { collectedCounter, gauge } from "../../lib/stats.ts";
+import type { ObservabilityServer } from "../../lib/status/mod.ts";
+import { TunnelClient, type TunnelClientOptions } from "../../lib/tunnel/mod.ts";
+import type { ServiceFlags } from "../_kit.ts";
+import type { command, TunnelClientServiceConfig } from "../config/tunnel-client.ts";
+import { type Bind, observeAt } from "./bind.ts";
+
+/** A running tunnel-client. */
+export interface TunnelClientService {
+  client: TunnelClient;
+  metrics?: ObservabilityServer;
+  /** Resolves when the client stops: stopped, or replaced by another with its identifier. */
+  done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Start tunnel-client; `onConnected` is told of each handshake (the demo waits for one). */
+export async function constructTunnelClient(
+  flags: ServiceFlags<typeof command.flags>,
+  cfg: TunnelClientServiceConfig,
+  log: Logger,
+  bind: Bind,
+  onConnected?: TunnelClientOptions["onConnected"],
+): Promise<TunnelClientService> {
+  const ac = new AbortController();
+  const client = new TunnelClient({
+    server: cfg.server,
+    identifier: cfg.identifier,
+    local: flags.local,
+    allowPorts: flags["allow-port"],
+    tcp: cfg.tcp,
+    transport: flags.transport,
+    tls: cfg.tls,
+    heartbeatIntervalMs: flags.heartbeat,
+    heartbeatTimeoutMs: flags.heartbeat * 3,
+    backoff: { initialMs: 250, maxMs: flags["backoff-max"] },
+    log,
+    signal: ac.signal,
+    onConnected,
+  });
+  gauge("warren_tunnel_client_connected", "1 while connected to the server", [], function () {
+    this.set(client.state === "connected" ? 1 : 0);
+  });
+  collectedCounter("warren_tunnel_client_streams_total", "Tunnel streams served", [], () => [[
+    {},
+    client.streams,
+  ]]);
+  collectedCounter("warren_tunnel_client_connects_total", "Sessions established", [], () => [[
+    {},
+    client.connects,
+  ]]);
+  // /status and the live status page: connection state, reconnects, streams served.
+  const metrics = await observeAt(bind, "metrics", flags.metrics, {
+    service: "tunnel-client",
+    log,
+    auth: flags["status-auth"],
+    status: () => ({ state: client.state, connects: client.connects, streams: client.streams }),
+  });
+  log.info("starting", {
+    server: cfg.server,
+    local: joinHostPort(flags.local.host, flags.local.port),
+    tcp: cfg.tcp.length,
+  });
+  const done = client.run();
+  return {
+    client,
+    metrics,
+    done,
+    stop: async () => {
+      ac.abort();
+      await done;
+      await metrics?.shutdown();
+    },
+  };
+}

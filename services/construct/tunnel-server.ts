@@ -1,0 +1,96 @@
+/**
+ * tunnel-server built from its validated config: the hosts, the public front (TLS when
+ * configured), the admin API and the status page. services/tunnel-server.ts runs it as a
+ * process; the demo in-process.
+ * @module
+ */
+
+import type { Logger } from "../../lib/log.ts";
+import { listenTlsCounted } from "../../lib/cli_security.ts";
+import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.ts";
+import { serveHttp } from "../../lib/http/mod.ts";
+import { createAdminApp, serveTunnel, TunnelServer } from "../../lib/tunnel/mod.ts";
+import { type ObservabilityServer, tunnelStatusProvider } from "../../lib/status/mod.ts";
+import type { ServiceFlags } from "../_kit.ts";
+import type { command, TunnelServerServiceConfig } from "../config/tunnel-server.ts";
+import { type Bind, listenAt, observeAt } from "./bind.ts";
+
+/** A running tunnel-server. */
+export interface TunnelServerService {
+  server: TunnelServer;
+  front: Server;
+  admin?: Server;
+  metrics?: ObservabilityServer;
+  /** `--tcp` tunnels that could not be added (the service refuses to start with any). */
+  failedTcp: { port: number; error: string }[];
+  stop(drainMs: number): Promise<void>;
+}
+
+/** Start tunnel-server; its listeners are bound through `bind`. */
+export async function constructTunnelServer(
+  flags: ServiceFlags<typeof command.flags>,
+  cfg: TunnelServerServiceConfig,
+  log: Logger,
+  bind: Bind,
+): Promise<TunnelServerService> {
+  const server = new TunnelServer({
+    duplicate: flags.duplicate,
+    tcpPorts: cfg.tcpPorts,
+    tcpHost: flags["tcp-host"],
+    responseTimeoutMs: flags["response-timeout"],
+    heartbeatIntervalMs: flags.heartbeat,
+    heartbeatTimeoutMs: flags.heartbeat * 3,
+    authLimiter: new AuthFailureLimiter({ burst: 10, perMinute: 30 }),
+    log,
+  });
+  const { failedTcp } = await server.applyConfig(cfg.routes);
+  // With --tls-client-ca the listener is node:tls and hands out only connections whose client
+  // certificate chains to that CA; failed handshakes are logged (warn), never reach the front.
+  const listener = cfg.tls
+    ? await bind("http", flags.listen, () => listenTlsCounted(flags.listen, cfg.tls!, "http", log))
+    : await listenAt(bind, "http", flags.listen);
+  let admin: Server | undefined;
+  if (flags.admin) {
+    const app = createAdminApp(server, {
+      token: flags["admin-token"]!,
+      authLimiter: new AuthFailureLimiter(),
+    });
+    admin = serveHttp(await listenAt(bind, "admin", flags.admin), app.fetch, {
+      log: log.child({ listener: "admin" }),
+    });
+    log.info("listening", { name: "admin", addr: formatAddr(admin.addr) });
+  }
+  // The live status page: hosts and their clients, requests, bytes, client RTT.
+  const metrics = await observeAt(bind, "metrics", flags.metrics, {
+    service: "tunnel-server",
+    log,
+    auth: flags["status-auth"],
+    status: async () => ({ hosts: await server.status(), clients: server.clients() }),
+    providers: [tunnelStatusProvider(() => server.status(), () => server.clients())],
+  });
+  const front = serveTunnel(listener, server, {
+    maxConns: flags["max-conns"],
+    proto: cfg.tls ? "https" : flags.proto,
+    trustForwarded: flags["trust-forwarded"],
+    log,
+  });
+  log.info("listening", { name: "http", addr: formatAddr(listener.addr) });
+  log.info("hosts", {
+    count: cfg.routes.hosts.size,
+    tcpPorts: flags["tcp-ports"] ?? "none",
+    tls: cfg.tls ? (cfg.tls.ca ? "mutual" : "server") : "off",
+  });
+  return {
+    server,
+    front,
+    admin,
+    metrics,
+    failedTcp,
+    stop: async (drainMs) => {
+      await server.close();
+      await front.stop(drainMs);
+      await admin?.stop();
+      await metrics?.shutdown();
+    },
+  };
+}
