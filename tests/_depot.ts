@@ -55,7 +55,10 @@ export interface TestDepot {
 export async function startDepot(
   opts: { server?: DepotServerOptions; locals?: Partial<DepotLocalOptions>[] } = {},
 ): Promise<TestDepot> {
-  const server = new DepotServer({ heartbeatMs: 500, ...opts.server });
+  // Heartbeats every 2 s (an exit is dead after 6 s of silence): a machine busy enough to
+  // stall the event loop for a while must not drop the exit mid-test. Tests about heartbeats
+  // pass their own, shorter interval.
+  const server = new DepotServer({ heartbeatMs: 2_000, ...opts.server });
   server.start({ control: listenLocal(), socks: listenLocal(), tunnel: listenLocal() });
   const a = server.addrs;
   const locals: DepotLocal[] = [];

@@ -80,7 +80,9 @@ Deno.test("control conn exchanges messages, answers pings and measures RTT", asy
     const got = cb.expect("hello", 5000);
     await ca.send({ type: "hello", token: "tok" });
     assertEquals((await got).token, "tok");
-    ca.startHeartbeat({ intervalMs: 20 });
+    // Pings every 20 ms; the silence bound is far away, so a busy machine that delays a pong
+    // cannot end the connection before the RTT and the exchange below are checked.
+    ca.startHeartbeat({ intervalMs: 20, deadAfterMs: 60_000 });
     const readB = (async () => {
       while ((await cb.receive()) !== null);
     })().catch(() => {});
