@@ -65,6 +65,19 @@ Deno.test("demo: every path ok, the table's columns, the README shows the same o
   assertEquals(shape(readmeBlock(/^warren demo:/)), shape(r.stdout), "README demo block");
 });
 
+Deno.test("demo: passes with only the image's permissions (its default command, not -A)", async () => {
+  // The Dockerfile's last CMD runs the demo: the same arguments, from this checkout.
+  const dockerfile = Deno.readTextFileSync(new URL("../Dockerfile", import.meta.url));
+  const cmd = JSON.parse([...dockerfile.matchAll(/^CMD (\[.*\])$/gm)].at(-1)![1]) as string[];
+  assertEquals(cmd[0], "deno");
+  assert(!cmd.includes("-A") && cmd.includes("services/demo.ts"), `${cmd}`);
+  const args = cmd.slice(1).filter((a) => a !== "--cached-only")
+    .map((a) => a === "services/demo.ts" ? demo : a);
+  const r = await run(Deno.execPath(), args);
+  assertEquals(r.code, 0, r.stdout + r.stderr);
+  assertMatch(r.stdout, /\nall checks passed: 9 paths/);
+});
+
 /** Read `stream` until `marker` appears; the text so far. The rest keeps being drained. */
 async function readUntil(stream: ReadableStream<Uint8Array>, marker: string) {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
