@@ -30,4 +30,5 @@ export {
   formatTable,
   runChecks,
   summaryLine,
+  within,
 } from "./report.ts";

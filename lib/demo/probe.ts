@@ -34,6 +34,8 @@ export interface Credentials {
 }
 
 const enc = new TextEncoder();
+/** A body up to this size is also kept as text (for a failure's message). */
+const textBytes = 4096;
 /** Chunk of the WebSocket upload (one message each). */
 const wsMessageBytes = 64 * 1024;
 
@@ -98,7 +100,7 @@ export async function httpGet(
   const take = (p: Uint8Array) => {
     hash.update(p);
     bytes += p.length;
-    if (bytes <= 4096) small.push(p.slice());
+    if (bytes <= textBytes) small.push(p.slice());
   };
   take(reader.takeBuffered());
   const buf = new Uint8Array(256 * 1024);
@@ -110,7 +112,7 @@ export async function httpGet(
   if (Number.isFinite(want) && bytes !== want) {
     throw new DemoCheckError(`body ended after ${bytes} of ${want} bytes`);
   }
-  const text = bytes <= 4096 ? new TextDecoder().decode(concatList(small)) : "";
+  const text = bytes <= textBytes ? new TextDecoder().decode(concatList(small)) : "";
   return { status: head.status, bytes, sha256: hash.digest("hex"), text };
 }
 

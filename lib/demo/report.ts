@@ -31,28 +31,30 @@ export interface DemoResult {
 /** The table's column titles, in order. */
 export const demoColumns = ["path", "through", "time", "bytes", "ok"] as const;
 
+/** `p`, or a rejection saying `what` did not happen within `ms` (a hang is a failure). */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Run the checks one after the other, each within `timeoutMs`. */
 export async function runChecks(checks: DemoCheck[], timeoutMs: number): Promise<DemoResult[]> {
   const results: DemoResult[] = [];
   for (const check of checks) {
     const t0 = performance.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
     try {
-      const bytes = await Promise.race([check.run(), deadline]);
+      const bytes = await within(check.run(), timeoutMs, "no answer");
       results.push({ check, ok: true, ms: performance.now() - t0, bytes });
     } catch (err) {
-      results.push({
-        check,
-        ok: false,
-        ms: performance.now() - t0,
-        bytes: 0,
-        reason: errorMessage(err),
-      });
-    } finally {
-      clearTimeout(timer);
+      const ms = performance.now() - t0;
+      results.push({ check, ok: false, ms, bytes: 0, reason: errorMessage(err) });
     }
   }
   return results;

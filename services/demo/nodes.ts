@@ -8,6 +8,7 @@
 
 import { Logger, type LogLevel } from "../../lib/log.ts";
 import type { ObservabilityServer } from "../../lib/status/mod.ts";
+import { within } from "../../lib/demo/mod.ts";
 import * as seaprox from "../config/seaprox.ts";
 import * as depotServer from "../config/depot-server.ts";
 import * as depotLocal from "../config/depot-local.ts";
@@ -138,14 +139,7 @@ export async function startTunnelClientNode(argv: string[], ctx: NodeContext) {
   let connected: () => void = () => {};
   const ready = new Promise<void>((resolve) => connected = resolve);
   const tc = await constructTunnelClient(flags, cfg, log, bindOrThrow, () => connected());
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`tunnel-client: not connected within ${connectWaitMs} ms`)),
-      connectWaitMs,
-    );
-  });
-  await Promise.race([ready, deadline]).finally(() => clearTimeout(timer)).catch(async (err) => {
+  await within(ready, connectWaitMs, "tunnel-client: not connected").catch(async (err) => {
     await tc.stop();
     throw err;
   });

@@ -118,6 +118,7 @@ export async function startDemoSet(opts: { level: LogLevel; pages: boolean }): P
         ["--control", any, "--socks", any, "--tunnel", any],
         ctx,
       ),
+      // Also as localhost: for clients that cannot set Host (WebSocket in a browser or Deno).
       "tunnel-server": startTunnelServerNode([
         "--listen",
         any,
