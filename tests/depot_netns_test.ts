@@ -24,18 +24,22 @@ async function sh(cmd: string, ...args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Read lines of `stream` until one matches; returns the match. */
+/**
+ * Read lines of `stream` until one matches; returns the match. Reads the stream itself (no
+ * pipeThrough, which would keep it locked), so the caller can still cancel it afterwards.
+ */
 async function lineMatching(
   stream: ReadableStream<Uint8Array>,
   re: RegExp,
 ): Promise<RegExpExecArray> {
   let pending = "";
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  const decoder = new TextDecoder();
+  const reader = stream.getReader();
   try {
     while (true) {
       const { value, done } = await reader.read();
       if (done) throw new Error(`stream ended before ${re}: ${pending}`);
-      pending += value;
+      pending += decoder.decode(value, { stream: true });
       const m = re.exec(pending);
       if (m) return m;
     }
