@@ -5,7 +5,9 @@
 
 // Test-only, pinned here rather than in deno.json (kept out of the image and installs).
 // deno-lint-ignore no-import-prefix
-import { type Browser, chromium } from "npm:playwright-core@1.65.1";
+import { type Browser, chromium, type Page } from "npm:playwright-core@1.65.1";
+
+export type { Page };
 import { closeQuietly, dial, writeAll } from "../lib/net/mod.ts";
 import { randomBlock } from "./_util.ts";
 

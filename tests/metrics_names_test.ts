@@ -178,8 +178,14 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
       "warren_depot_connect_seconds",
     ]);
     expectAbsent(localText, ["warren_depot_exits_connected"]);
-    assertEquals(await tableTitles(sp), ["listeners", "connections"]);
-    assertEquals(await tableTitles(server), ["exits", "totals", "recent failures", "listeners"]);
+    assertEquals(await tableTitles(sp), ["listeners", "outcomes", "connections"]);
+    assertEquals(await tableTitles(server), [
+      "exits",
+      "totals",
+      "outcomes",
+      "recent failures",
+      "listeners",
+    ]);
     assert((await tableTitles(local)).includes("summary"));
   } finally {
     await local?.stop();

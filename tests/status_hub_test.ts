@@ -7,7 +7,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { StatusHub, statusUiApp } from "../lib/status/mod.ts";
 
 Deno.test("status hub: gauge, rate and share series; history bounded", async () => {
-  const hub = new StatusHub({ service: "t", historySize: 3 });
+  const hub = new StatusHub({ service: "t", historySize: 3, rateWindowMs: 1000 });
   let bytes = 0;
   let a = 0, b = 0;
   hub.register(() => ({
@@ -41,6 +41,34 @@ Deno.test("status hub: gauge, rate and share series; history bounded", async () 
   d = await hub.data();
   assertEquals(chart("g").times.length, 3, "history keeps historySize samples");
   assertEquals(chart("r").values, [[2000, 1000, 0]]);
+});
+
+Deno.test("status hub: rates are smoothed over the window; a counter appearing mid-run starts at 0", async () => {
+  const hub = new StatusHub({ service: "t", rateWindowMs: 4000 });
+  let bytes = 0;
+  let failures: number | undefined;
+  hub.register(() => ({
+    series: [
+      { chart: "bytes/s", name: "down", value: bytes, kind: "rate" },
+      ...(failures === undefined ? [] : [{
+        chart: "closed/s",
+        name: "refused",
+        value: failures,
+        kind: "rate" as const,
+      }]),
+    ],
+  }));
+  // 2 MB/s arriving in 4 MB bursts every other second (what raw deltas drew as 0, 4 MB/s …).
+  const t0 = 5_000_000;
+  for (let i = 0; i <= 12; i++) {
+    if (i % 2 === 1) bytes += 4_000_000;
+    if (i === 10) failures = 3; // first seen with three failures since the last sample
+    await hub.sample(t0 + i * 1000);
+  }
+  const d = await hub.data();
+  const down = d.charts.find((c) => c.chart === "bytes/s")!.values[0];
+  for (const v of down.slice(5)) assert(v !== null && v >= 1.5e6 && v <= 2.5e6, `${down}`);
+  assertEquals(d.charts.find((c) => c.chart === "closed/s")!.values[0].slice(-3), [3, 1.5, 1]);
 });
 
 Deno.test("status hub: late series padded, vanished ones dropped, provider errors shown", async () => {

@@ -1,12 +1,17 @@
 /**
  * The live status page in a real browser: seaprox relays a steady trickle while headless
  * chromium (playwright-core) loads the page from --metrics; the numbers change without a
- * reload, the charts draw, and no console error appears. A screenshot is saved.
+ * reload, the charts draw, and no console error appears. A screenshot is saved. With a
+ * failure injected, seaprox's and depot-server's pages show it by reason beside the successes
+ * (compared with what /status says), bytes and times in human units, current values in the
+ * legends without hovering, listeners by name; depot's page sits behind --status-auth.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { portOf, startService } from "./_util.ts";
-import { sink, trickle, withBrowser } from "./_status.ts";
+import { type Page, sink, trickle, withBrowser } from "./_status.ts";
+import { socksDial } from "./_depot.ts";
+import { closeQuietly } from "../lib/net/mod.ts";
 
 Deno.test({
   name: "status page: tables and charts update live in chromium while seaprox relays",
@@ -55,8 +60,9 @@ Deno.test({
         );
         const after = await bytesOf();
         assert(before !== after, `byte counts did not change: ${before} → ${after}`);
-        // Both charts drawn (uPlot served by the service itself), with the byte rate above 0.
-        assertEquals(await page.locator("#charts .chart canvas").count(), 2);
+        // The charts drawn (uPlot served by the service itself): connections, bytes/s and
+        // closed connections/s.
+        assertEquals(await page.locator("#charts .chart canvas").count(), 3);
         const title = await page.title();
         assertEquals(title, "seaprox status");
         await page.screenshot({ path: `${dir}/status.png`, fullPage: true });
@@ -139,6 +145,165 @@ Deno.test({
       await server.stop();
       await target.close();
       if (!Deno.env.get("WARREN_KEEP_SCREENSHOT")) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** seaprox's log lines of a refused dial. */
+function refusals(lines: string[]): number {
+  return lines.filter((l) => /msg="connection closed".* end=dial-failed failure=refused/.test(l))
+    .length;
+}
+
+/** The page's rows of one table, as the browser shows them. */
+function tableText(page: Page, title: string): Promise<string[][]> {
+  return page.$$eval(
+    `table[data-title="${title}"] tr`,
+    (rows) => rows.slice(1).map((r) => [...r.children].map((c) => c.textContent ?? "")),
+  );
+}
+
+Deno.test({
+  name: "status page: seaprox shows failures by reason beside successes, in human units",
+  async fn() {
+    const target = sink();
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const closedPort = probe.addr.port;
+    probe.close(); // nothing listens there: every dial is refused
+    const svc = await startService("seaprox.ts", [
+      ...["--listen", `static://127.0.0.1:0?to=127.0.0.1:${target.port}`],
+      ...["--listen", `static://127.0.0.1:0?to=127.0.0.1:${closedPort}`],
+      ...["--metrics", "127.0.0.1:0"],
+    ], { readyCount: 2 });
+    const stopTraffic = new AbortController();
+    const traffic: Promise<void>[] = [];
+    const dir = await Deno.makeTempDir({ prefix: "warren-status-failures-" });
+    try {
+      const metricsLine = await svc.waitFor(/msg="metrics listening"/);
+      const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
+      traffic.push(trickle(portOf(svc.addrs.get("static")!), 100, stopTraffic.signal));
+      // The injected failure: three connections to the listener whose target refuses.
+      for (let i = 0; i < 3; i++) {
+        const c = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: portOf(svc.addrs.get("static-2")!),
+        });
+        await c.read(new Uint8Array(8)).catch(() => null); // closed by seaprox
+        closeQuietly(c);
+      }
+      for (let i = 0; i < 400 && refusals(svc.lines) < 3; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assertEquals(refusals(svc.lines), 3, svc.lines.join("\n"));
+      const json = await (await fetch(`${base}/status`)).json() as {
+        failures: Record<string, number>;
+        closedOk: number;
+      };
+      assertEquals(json.failures, { "dial-failed:refused": 3 });
+
+      await withBrowser(async (browser) => {
+        const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });
+        const errors: string[] = [];
+        page.on("pageerror", (e) => errors.push(e.message));
+        await page.goto(`${base}/`);
+        await page.waitForFunction(
+          `document.querySelectorAll('table[data-title="outcomes"] tr').length >= 3`,
+        );
+        // The outcomes table says what /status says: the reason and its count beside "ok".
+        const outcomes = await tableText(page, "outcomes");
+        assertEquals(outcomes.map((r) => r.slice(0, 2)), [
+          ["ok", String(json.closedOk)],
+          ["dial-failed:refused", "3"],
+        ]);
+        // Listeners by name, bytes in human units, the failure reason in the chart's legend.
+        const listeners = await tableText(page, "listeners");
+        assertEquals(listeners.map((r) => r[0]).sort(), ["static", "static-2"]);
+        await page.waitForFunction(
+          `[...document.querySelectorAll('table[data-title="connections"] td')].some((td) => /^[\\d.,]+ (KiB|MiB)$/.test(td.textContent))`,
+        );
+        const legend = (chart: string) =>
+          page.$$eval(
+            `.chart[data-chart="${chart}"] .u-series`,
+            (rows) =>
+              rows.slice(1).map((r) => [
+                r.querySelector(".u-label")?.textContent ?? "",
+                r.querySelector(".u-value")?.textContent ?? "",
+              ]),
+          );
+        // Current values without hovering (uPlot shows "--" for none), with units.
+        await page.waitForFunction(
+          `[...document.querySelectorAll('.chart[data-chart="bytes/s"] .u-series .u-value')].slice(1).every((v) => / (B|KiB|MiB)\\/s$/.test(v.textContent))`,
+        );
+        // A rate needs two samples: then every legend has its current value.
+        await page.waitForFunction(
+          `[...document.querySelectorAll('.chart[data-chart="closed connections/s"] .u-series .u-value')].slice(1).every((v) => /\\/s$/.test(v.textContent))`,
+        );
+        const closed = await legend("closed connections/s");
+        assertEquals(closed.map(([label]) => label), ["ok", "dial-failed:refused"]);
+        for (const [label, value] of [...closed, ...await legend("bytes/s")]) {
+          assert(value !== "--" && value !== "", `${label} shows its value: ${value}`);
+        }
+        // The uptime and the axis in local time, not raw seconds.
+        assert(/^up \d/.test(await page.textContent("#meta") ?? ""), "uptime");
+        await page.screenshot({ path: `${dir}/failures.png`, fullPage: true });
+        console.log(`screenshot: ${dir}/failures.png`);
+        assertEquals(errors, []);
+        await page.close();
+      });
+    } finally {
+      stopTraffic.abort();
+      await Promise.allSettled(traffic);
+      await svc.stop();
+      await target.close();
+      if (!Deno.env.get("WARREN_KEEP_SCREENSHOT")) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "status page: depot-server behind --status-auth shows failures in real columns",
+  async fn() {
+    const env = { DEPOT_TOKEN: "status-depot-token", WARREN_STATUS_AUTH: "ops:page-secret" };
+    const svc = await startService("depot-server.ts", [
+      ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
+    ], { readyCount: 3, env });
+    try {
+      const metricsLine = await svc.waitFor(/msg="metrics listening"/);
+      const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
+      const open = await fetch(`${base}/`);
+      assertEquals(open.status, 401, "the page needs the password");
+      await open.body?.cancel();
+      // The injected failure: a SOCKS request while no exit is connected.
+      const refused = await socksDial(portOf(svc.addrs.get("socks")!), {
+        host: "127.0.0.1",
+        port: 9,
+      }).then((c) => (closeQuietly(c), false), () => true);
+      assert(refused, "no exit: refused");
+      await withBrowser(async (browser) => {
+        const ctx = await browser.newContext({
+          httpCredentials: { username: "ops", password: "page-secret" },
+          viewport: { width: 1000, height: 1200 },
+        });
+        const page = await ctx.newPage();
+        await page.goto(`${base}/`);
+        await page.waitForFunction(
+          `document.querySelectorAll('table[data-title="recent failures"] td').length >= 5`,
+        );
+        const head = await page.$$eval(
+          'table[data-title="recent failures"] th',
+          (ths) => ths.map((t) => t.textContent),
+        );
+        assertEquals(head, ["at", "exit", "dest", "reason", "message"]);
+        const [row] = await tableText(page, "recent failures");
+        assertEquals(row.slice(1, 4), ["default", "127.0.0.1:9", "no-exit"]);
+        assert(!/T\d\d:\d\d/.test(row[0]), `a local time, not ISO: ${row[0]}`);
+        assertEquals(await tableText(page, "outcomes"), [["ok", "0"], ["no-exit", "1"]]);
+        const names = (await tableText(page, "listeners")).map((r) => r[0]).sort();
+        assertEquals(names, ["control", "metrics", "socks", "tunnel"]);
+        await ctx.close();
+      });
+    } finally {
+      await svc.stop();
     }
   },
 });

@@ -160,6 +160,8 @@ export interface DepotServerStatus {
   total: number;
   /** Failed requests since start. */
   failures: number;
+  /** Failed requests since start, by reason (the page shows them beside `total`). */
+  failuresByReason: Record<string, number>;
   /** Bytes from clients to targets, all exits. */
   bytesUp: number;
   /** Bytes from targets to clients, all exits. */
@@ -273,6 +275,7 @@ export class DepotServer {
   #total = 0;
   #active = 0;
   #failureCount = 0;
+  readonly #failuresByReason = new Map<string, number>();
   #closedBytesUp = 0;
   #closedBytesDown = 0;
   readonly #live = new Set<RelayStats>();
@@ -387,6 +390,7 @@ export class DepotServer {
       active: this.#active,
       total: this.#total,
       failures: this.#failureCount,
+      failuresByReason: Object.fromEntries(this.#failuresByReason),
       bytesUp: up,
       bytesDown: down,
       recentFailures: [...this.#failures],
@@ -745,6 +749,7 @@ export class DepotServer {
 
   #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
     this.#failureCount++;
+    this.#failuresByReason.set(reason, (this.#failuresByReason.get(reason) ?? 0) + 1);
     // Clients choose the exit name: only known names become label values, so a client
     // trying random usernames cannot grow the metric series without bound.
     const label = this.#exits.has(exit) || exit === this.defaultExit ? exit : "(unknown)";

@@ -133,6 +133,8 @@ export const liveServers: Set<
 /** A running accept loop. */
 export interface Server {
   readonly addr: Deno.NetAddr;
+  /** The listener's name (`ServeOptions.name`), if it has one. */
+  readonly name?: string;
   readonly stats: ServeStats;
   /** Stop accepting, let live connections finish up to `drainMs`, then cut the rest. */
   stop(drainMs?: number): Promise<void>;
@@ -319,5 +321,5 @@ export function serve<C extends Deno.Conn>(
   };
   opts.signal?.addEventListener("abort", () => void stop(), { once: true });
 
-  return { addr, stats, stop, finished };
+  return { addr, name: entry.name, stats, stop, finished };
 }

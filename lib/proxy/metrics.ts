@@ -18,6 +18,8 @@ export class SeaproxStats {
   readonly closedBytes = { up: 0, down: 0 };
   /** Connections that ended badly, by `end` or `end:failure` (the page's failure table). */
   readonly failures: Map<string, number> = new Map();
+  /** Connections that ended well (done, idle, closed), beside `failures` on the page. */
+  closedOk = 0;
   readonly #total = counter(
     "warren_seaprox_connections_total",
     "Connections accepted, by listener",
@@ -68,7 +70,8 @@ export class SeaproxStats {
       this.closedBytes.up += r.bytesUp;
       this.closedBytes.down += r.bytesDown;
       if (r.setupMs !== undefined) this.#setup.observe({ listener: r.scheme }, r.setupMs / 1000);
-      if (!okEnds.has(r.end)) {
+      if (okEnds.has(r.end)) this.closedOk++;
+      else {
         const reason = r.failure ? `${r.end}:${r.failure}` : r.end;
         this.#errors.inc({ reason });
         this.failures.set(reason, (this.failures.get(reason) ?? 0) + 1);

@@ -1,6 +1,6 @@
 /**
  * The status page provider of depot-server: connected exits (locals) with RTT and traffic,
- * pending requests, recent failures.
+ * pending requests, outcomes by reason beside the successes, recent failures.
  * @module
  */
 
@@ -16,8 +16,12 @@ export function depotStatusProvider(status: () => DepotServerStatus): StatusProv
       { chart: "connections", name: "pending", value: s.pending },
       { chart: "bytes/s", name: "up (client→target)", value: s.bytesUp, kind: "rate" },
       { chart: "bytes/s", name: "down (target→client)", value: s.bytesDown, kind: "rate" },
-      { chart: "failures/s", name: "failures", value: s.failures, kind: "rate" },
+      { chart: "requests/s", name: "ok", value: s.total, kind: "rate" },
     ];
+    const reasons = Object.entries(s.failuresByReason).sort((a, b) => b[1] - a[1]);
+    for (const [reason, n] of reasons) {
+      series.push({ chart: "requests/s", name: reason, value: n, kind: "rate" });
+    }
     for (const e of s.exits) {
       if (e.rttMs !== null) series.push({ chart: "exit RTT ms", name: e.name, value: e.rttMs });
     }
@@ -41,9 +45,19 @@ export function depotStatusProvider(status: () => DepotServerStatus): StatusProv
         columns: ["active", "total", "pending", "mux sessions", "failures", "up", "down"],
         rows: [[s.active, s.total, s.pending, s.muxSessions, s.failures, s.bytesUp, s.bytesDown]],
       }, {
+        title: "outcomes",
+        columns: ["outcome", "requests"],
+        rows: [["ok", s.total], ...reasons],
+      }, {
         title: "recent failures",
-        columns: ["record"],
-        rows: s.recentFailures.slice(-20).reverse().map((f) => [JSON.stringify(f)]),
+        columns: ["at", "exit", "dest", "reason", "message"],
+        rows: s.recentFailures.slice(-20).reverse().map((f) => [
+          f.at,
+          f.exit,
+          f.dest,
+          f.reason,
+          f.message ?? "",
+        ]),
       }],
       series,
     };

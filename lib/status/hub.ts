@@ -14,8 +14,13 @@ export interface StatusTable {
 
 /**
  * How a series' sampled value becomes a chart point: `gauge` as is; `rate` the per-second
- * increase of a cumulative counter; `share` that rate as a percentage of the sum of the
- * `share` series of the same chart (each fusion path's share of the traffic).
+ * increase of a cumulative counter over the last `rateWindowMs` (a smoothed rate: a steady
+ * transfer plots as a flat line, not as alternating zeros and spikes); `share` that rate as a
+ * percentage of the sum of the `share` series of the same chart (each fusion path's share).
+ *
+ * The page formats values by the chart's name: `… bytes/s` and `… bytes` in KiB/MiB/GiB,
+ * `… ms` as durations, `… %` as percentages; table columns named `up`, `down`, `in`, `out`
+ * or with `bytes` in bytes, `… ms` and `… s` as durations, ISO timestamps in local time.
  */
 export type SeriesKind = "gauge" | "rate" | "share";
 
@@ -61,6 +66,8 @@ export interface StatusHubOptions {
   sampleIntervalMs?: number;
   /** Samples kept per series. @default 300 (five minutes at one a second) */
   historySize?: number;
+  /** Window of `rate` and `share` series. @default 5000 */
+  rateWindowMs?: number;
 }
 
 interface SeriesHistory {
@@ -69,8 +76,8 @@ interface SeriesHistory {
   kind: SeriesKind;
   /** Aligned with the hub's times; null where the series had no sample. */
   values: (number | null)[];
-  /** Last raw value and time, for rates. */
-  last?: { value: number; atMs: number };
+  /** Raw values of the rate window, oldest first. */
+  raw: { value: number; atMs: number }[];
 }
 
 /**
@@ -92,6 +99,7 @@ export class StatusHub {
   readonly service: string;
   readonly sampleIntervalMs: number;
   readonly historySize: number;
+  readonly rateWindowMs: number;
   readonly #providers: StatusProvider[] = [];
   readonly #times: number[] = [];
   readonly #series = new Map<string, SeriesHistory>();
@@ -103,6 +111,7 @@ export class StatusHub {
     this.service = opts.service;
     this.sampleIntervalMs = opts.sampleIntervalMs ?? 1000;
     this.historySize = opts.historySize ?? 300;
+    this.rateWindowMs = opts.rateWindowMs ?? 5000;
   }
 
   /** Add a provider; its tables and series join the page. */
@@ -161,15 +170,24 @@ export class StatusHub {
             name: s.name,
             kind: s.kind ?? "gauge",
             values: new Array(this.#times.length - 1).fill(null),
+            // A counter that appears mid-run (a new failure reason, a new path) counted from 0
+            // since the previous sample: its first events are charted, not lost.
+            raw: this.#times.length > 1 && s.kind !== undefined && s.kind !== "gauge"
+              ? [{ value: 0, atMs: this.#times[this.#times.length - 2] * 1000 }]
+              : [],
           };
           this.#series.set(key, h);
         }
         let point: number | null = s.value;
         if (h.kind !== "gauge") {
-          const prev = h.last;
-          h.last = { value: s.value, atMs: nowMs };
-          point = prev && nowMs > prev.atMs
-            ? Math.max(0, (s.value - prev.value) / ((nowMs - prev.atMs) / 1000))
+          // A counter that went down (its source restarted) starts a fresh window.
+          const last = h.raw.at(-1);
+          if (last && s.value < last.value) h.raw = [];
+          h.raw.push({ value: s.value, atMs: nowMs });
+          while (h.raw.length > 2 && nowMs - h.raw[1].atMs >= this.rateWindowMs) h.raw.shift();
+          const first = h.raw[0];
+          point = nowMs > first.atMs
+            ? (s.value - first.value) / ((nowMs - first.atMs) / 1000)
             : null;
           if (h.kind === "share" && point !== null) {
             shareTotals.set(s.chart, (shareTotals.get(s.chart) ?? 0) + point);

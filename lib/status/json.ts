@@ -55,7 +55,7 @@ export function jsonStatusProvider(status: () => unknown | Promise<unknown>): St
   };
 }
 
-/** The process's listeners: address, connections now and since start, refusals. */
+/** The process's listeners: name, address, connections now and since start, refusals. */
 export function listenersStatusProvider(): StatusProvider {
   return () => {
     const list = [...liveServers];
@@ -64,8 +64,9 @@ export function listenersStatusProvider(): StatusProvider {
     return {
       tables: [{
         title: "listeners",
-        columns: ["addr", "active", "total", "over limit", "handshake timeouts", "errors"],
+        columns: ["name", "addr", "active", "total", "over limit", "handshake timeouts", "errors"],
         rows: list.map((s) => [
+          s.name ?? "",
           addr(s.addr),
           s.stats.active,
           s.stats.total,
@@ -76,7 +77,7 @@ export function listenersStatusProvider(): StatusProvider {
       }],
       series: list.map((s) => ({
         chart: "connections per listener",
-        name: addr(s.addr),
+        name: s.name ?? addr(s.addr),
         value: s.stats.active,
       })),
     };

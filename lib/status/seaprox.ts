@@ -30,6 +30,8 @@ export function seaproxStatusJson(src: SeaproxStatusSource): unknown {
       ...s.server.stats,
     })),
     connections: proxy.table.list().map((c) => c.snapshot()),
+    closedOk: src.stats.closedOk,
+    failures: Object.fromEntries(src.stats.failures),
   };
 }
 
@@ -40,12 +42,15 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
     const conns = proxy.table.list().map((c) => c.snapshot());
     const up = stats.closedBytes.up + conns.reduce((s, c) => s + c.bytesUp, 0);
     const down = stats.closedBytes.down + conns.reduce((s, c) => s + c.bytesDown, 0);
+    const failures = [...stats.failures].sort((a, b) => b[1] - a[1]);
+    const closed = stats.closedOk + failures.reduce((n, [, c]) => n + c, 0);
     return {
       tables: [{
         title: "listeners",
-        columns: ["url", "addr", "active", "total", "rejected"],
+        columns: ["name", "url", "addr", "active", "total", "over limit"],
         rows: [
           ...proxy.servers.map((s, i) => [
+            s.server.name ?? s.scheme,
             proxy.specs[i].display,
             formatAddr(s.addr),
             s.server.stats.active,
@@ -53,6 +58,7 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
             s.server.stats.rejected,
           ]),
           ...src.links.map((s) => [
+            "link",
             "link://",
             formatAddr(s.addr),
             s.stats.active,
@@ -61,8 +67,16 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
           ]),
         ],
       }, {
+        title: "outcomes",
+        columns: ["outcome", "connections", "share %"],
+        rows: ([["ok", stats.closedOk], ...failures] as [string, number][]).map(([outcome, n]) => [
+          outcome,
+          n,
+          closed > 0 ? Math.round((1000 * n) / closed) / 10 : 0,
+        ]),
+      }, {
         title: "connections",
-        columns: ["id", "scheme", "from → to", "up bytes", "down bytes", "age s"],
+        columns: ["id", "scheme", "from → to", "up", "down", "age s"],
         rows: conns.slice(0, 200).map((c) => [
           c.id,
           c.scheme,
@@ -74,8 +88,15 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
       }],
       series: [
         { chart: "connections", name: "active", value: conns.length },
-        { chart: "bytes/s", name: "in (client→dest)", value: up, kind: "rate" },
-        { chart: "bytes/s", name: "out (dest→client)", value: down, kind: "rate" },
+        { chart: "bytes/s", name: "up (client→dest)", value: up, kind: "rate" },
+        { chart: "bytes/s", name: "down (dest→client)", value: down, kind: "rate" },
+        { chart: "closed connections/s", name: "ok", value: stats.closedOk, kind: "rate" },
+        ...failures.map(([reason, n]) => ({
+          chart: "closed connections/s",
+          name: reason,
+          value: n,
+          kind: "rate" as const,
+        })),
       ],
     };
   };
