@@ -26,6 +26,7 @@ import {
   type TlsServerConfig,
 } from "./transport/tls.ts";
 import { transportNames } from "./transport/endpoint.ts";
+import { ProxyConfigError, type ProxySettings, proxySettings } from "./transport/proxy.ts";
 
 export {
   PlaceholderSecretError,
@@ -104,6 +105,45 @@ export const transportFlags = {
     help: "carrier of the link: tcp, or ws (WebSocket; wss with TLS); both ends must agree",
   },
 } as const satisfies FlagDefs;
+
+/**
+ * The egress proxy flags of clients (like chisel's `--proxy`): reach the server through an
+ * HTTP CONNECT or SOCKS5 proxy. See lib/transport `proxySettings`.
+ */
+export const proxyFlags = {
+  proxy: {
+    kind: "string",
+    arg: "url",
+    env: "ALL_PROXY",
+    help: "reach the server through this proxy: http://[user:pass@]host:port (CONNECT) or " +
+      "socks5://[user:pass@]host:port",
+  },
+  "https-proxy": {
+    kind: "string",
+    arg: "url",
+    env: "HTTPS_PROXY",
+    help: "the proxy for TLS carriers (https, wss, tls), instead of --proxy",
+  },
+  "no-proxy": {
+    kind: "string",
+    arg: "list",
+    env: "NO_PROXY",
+    help: "comma-separated servers reached directly: host, .domain, IP, host:port, * for all",
+  },
+} as const satisfies FlagDefs;
+
+/** The proxy settings of {@linkcode proxyFlags}; throws FlagError for a bad URL. */
+export function proxyFromFlags(
+  f: { proxy?: string; "https-proxy"?: string; "no-proxy"?: string },
+): ProxySettings | undefined {
+  if (!f.proxy && !f["https-proxy"]) return undefined;
+  try {
+    return proxySettings({ all: f.proxy, https: f["https-proxy"], noProxy: f["no-proxy"] });
+  } catch (err) {
+    if (err instanceof ProxyConfigError) throw new FlagError("proxy", `--proxy: ${err.message}`);
+    throw err;
+  }
+}
 
 /** Values of the TLS server flags. */
 export type TlsServerFlagValues = {

@@ -10,8 +10,10 @@ import { freePort } from "./_util.ts";
 /** A started upstream proxy. */
 export interface Upstream {
   port: number;
-  /** Everything it logged (tinyproxy: its log; microsocks: nothing). */
+  /** Everything it logged so far (tinyproxy: its log; microsocks: one line per client). */
   output(): string;
+  /** Resolves once its log matches `re` (the pipe is read asynchronously); throws after 10 s. */
+  waitFor(re: RegExp): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -31,6 +33,13 @@ async function startOnFreePort(
         return {
           port,
           output: p.output,
+          waitFor: async (re) => {
+            const until = Date.now() + 10_000;
+            while (!re.test(p.output())) {
+              if (Date.now() > until) throw new Error(`no ${re} in:\n${p.output()}`);
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          },
           stop: async () => {
             p.child.kill("SIGTERM");
             await status;

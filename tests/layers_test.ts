@@ -53,9 +53,16 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
   "lib/socks5/mod.ts": { allow: [...base, "lib/socks5/"] },
   "lib/http/mod.ts": { allow: [...base, "lib/http/"] },
   "lib/mux/mod.ts": { allow: [...counted, "lib/mux/"] },
-  "lib/transport/mod.ts": { allow: [...base, "lib/transport/", "lib/http/"] },
+  "lib/transport/mod.ts": { allow: [...base, "lib/transport/", "lib/http/", "lib/socks5/"] },
   "lib/fusion/mod.ts": {
-    allow: [...counted, "lib/fusion/", "lib/sequencer/", "lib/transport/", "lib/http/"],
+    allow: [
+      ...counted,
+      "lib/fusion/",
+      "lib/sequencer/",
+      "lib/transport/",
+      "lib/http/",
+      "lib/socks5/",
+    ],
   },
   "lib/depot/mod.ts": {
     allow: [
@@ -91,6 +98,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/control/",
       "lib/http/",
       "lib/mux/",
+      "lib/socks5/",
       "lib/transport/",
     ],
     npm: ["hono"],

@@ -64,7 +64,7 @@ Deno.test("seaprox chain: socks5 -> http CONNECT -> link, byte-exact; failures n
       assertEquals(up.code, 0, up.stderr);
       assertEquals(JSON.parse(up.stdout), { sha256: sha256(body), bytes: totalBytes });
       // Each hop really carried it: tinyproxy logged the CONNECT to B's link port.
-      assertMatch(tp.output(), new RegExp(`CONNECT 127\\.0\\.0\\.1:${portFor(b, "link")}`));
+      await tp.waitFor(new RegExp(`CONNECT 127\\.0\\.0\\.1:${portFor(b, "link")}`));
     });
 
     await t.step("a refusal behind the last hop keeps its reason: 0x02 and 403", async () => {

@@ -51,6 +51,8 @@ import { noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
 import {
   dialTransport,
+  proxyFor,
+  type ProxySettings,
   type TlsClientConfig,
   transportKind,
   type TransportName,
@@ -67,6 +69,11 @@ export const replacedRetryMs = 10_000;
 export interface DepotLocalOptions {
   /** depot-server's control address. */
   server: HostPort;
+  /**
+   * Leave through an HTTP CONNECT or SOCKS5 proxy to reach the server (`--proxy`,
+   * `HTTPS_PROXY`/`ALL_PROXY`, `NO_PROXY`; lib/transport `proxySettings`).
+   */
+  proxy?: ProxySettings;
   /** Tunnel address; default: the control host with the port announced in welcome. */
   tunnel?: HostPort;
   /** Shared secret (the server's `--token`). @default "" */
@@ -372,7 +379,8 @@ export class DepotLocal {
     const timeoutMs = this.#opts.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     const tls = this.#opts.tls;
     const kind = transportKind(this.#opts.transport ?? "tcp", tls !== undefined);
-    return dialTransport({ kind, ...to, path: "/" }, { timeoutMs, signal, tls });
+    const proxy = proxyFor(this.#opts.proxy, to, tls !== undefined);
+    return dialTransport({ kind, ...to, path: "/" }, { timeoutMs, signal, tls, proxy });
   }
 
   /** Dial the control port, say hello, wait for welcome. */

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { ProxySettings } from "../transport/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { AddressError, parseHostPort } from "../net/addr.ts";
 import { Backoff, type BackoffOptions, sleep } from "../net/backoff.ts";
@@ -26,6 +27,11 @@ const recentSummaries = 16;
 export interface FusionClientOptions extends FusionSessionOptions {
   /** The paths every session opens (one connection each). */
   paths: PathSpec[];
+  /**
+   * Leave through an HTTP CONNECT or SOCKS5 proxy to reach the server (`--proxy`,
+   * `HTTPS_PROXY`/`ALL_PROXY`, `NO_PROXY`; lib/transport `proxySettings`).
+   */
+  proxy?: ProxySettings;
   /** Shared secret sent in every hello. */
   token: string;
   /** Dial every path with TLS (server certificate verified; client certificate for mTLS). */
@@ -151,6 +157,7 @@ export class FusionClient {
           signal: s.signal,
           tls: this.#o.tls,
           transport: this.#o.transport,
+          proxy: this.#o.proxy,
         });
         // The session may end during the handshake: closing the conn ends the wait.
         const dialled = conn;

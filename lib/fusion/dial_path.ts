@@ -11,6 +11,8 @@ import type { Duplex } from "../net/duplex.ts";
 import { joinHostPort } from "../net/addr.ts";
 import {
   dialTransport,
+  proxyFor,
+  type ProxySettings,
   type TlsClientConfig,
   transportKind,
   type TransportName,
@@ -46,6 +48,8 @@ export function dialPath(
     signal?: AbortSignal;
     tls?: TlsClientConfig;
     transport?: TransportName;
+    /** Proxy settings; a path with a local address is always dialled directly. */
+    proxy?: ProxySettings;
   } = {},
 ): Promise<Duplex> {
   const name = spec.transport ?? opts.transport ?? "tcp";
@@ -55,5 +59,8 @@ export function dialPath(
     signal: opts.signal,
     tls: opts.tls,
     localAddress: spec.localAddress,
+    proxy: spec.localAddress === undefined
+      ? proxyFor(opts.proxy, spec, opts.tls !== undefined)
+      : undefined,
   });
 }

@@ -16,7 +16,8 @@ import { closeQuietly, PrefixedDuplex } from "../net/duplex.ts";
 import { classifyError, errorMessage, NetError, type NetFailureReason } from "../net/errors.ts";
 import { httpConnect, HttpConnectError } from "../http/mod.ts";
 import { socks5Connect, Socks5ReplyError } from "../socks5/mod.ts";
-import type { DialedConn, Dialer } from "./dialer.ts";
+import { type DialedConn, type Dialer, directDialer } from "./dialer.ts";
+import { dialViaProxy, proxyFor, type ProxySettings } from "../transport/mod.ts";
 import { LinkClient, type LinkClientOptions, LinkDialError } from "./link.ts";
 import type { Credentials, ForwardSpec } from "./url.ts";
 
@@ -206,6 +207,38 @@ export interface ChainOptions {
    * transport); `addr` and `via` are the chain's.
    */
   link?: Omit<LinkClientOptions, "addr" | "via">;
+}
+
+/** Options of {@linkcode seaproxChain}: a service's dial and link settings. */
+export interface SeaproxChainOptions {
+  prefer?: "ipv6" | "ipv4";
+  dialTimeoutMs?: number;
+  /** The link token, TLS and transport (a first-hop link) of link hops. */
+  link: Omit<LinkClientOptions, "addr" | "via" | "proxy">;
+  /** Reach the first hop through this egress proxy (`--proxy`, `ALL_PROXY` …), if it applies. */
+  proxy?: ProxySettings;
+}
+
+/**
+ * seaprox's chain from its hops (undefined when there are none): hop 1 reached directly or
+ * through the egress proxy (`proxy`, NO_PROXY respected; a first-hop link keeps its TLS over
+ * it), the rest as {@linkcode startChain} does.
+ */
+export function seaproxChain(
+  hops: readonly ForwardSpec[],
+  opts: SeaproxChainOptions,
+): Chain | undefined {
+  if (hops.length === 0) return undefined;
+  const direct = directDialer({ prefer: opts.prefer, timeoutMs: opts.dialTimeoutMs });
+  const base: Dialer = (dest, signal) => {
+    const proxy = proxyFor(opts.proxy, dest, false);
+    if (!proxy) return direct(dest, signal);
+    return dialViaProxy(proxy, dest, { timeoutMs: opts.dialTimeoutMs, signal })
+      .then(({ conn, leftover }) =>
+        leftover.length > 0 ? new PrefixedDuplex(conn, leftover) : conn
+      );
+  };
+  return startChain(hops, { base, link: { ...opts.link, proxy: opts.proxy } });
 }
 
 /** A running chain: its Dialer, and the link sessions it keeps up. */

@@ -52,6 +52,8 @@ import {
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 import {
   dialTransport,
+  proxyFor,
+  type ProxySettings,
   type TlsClientConfig,
   transportKind,
   type TransportName,
@@ -120,6 +122,11 @@ export interface LinkClientOptions {
   session?: SessionOptions;
   /** Logger for link up/down events (never the token). */
   log?: Logger;
+  /**
+   * Leave through an HTTP CONNECT or SOCKS5 proxy to reach the server (`--proxy`,
+   * `HTTPS_PROXY`/`ALL_PROXY`, `NO_PROXY`; lib/transport `proxySettings`).
+   */
+  proxy?: ProxySettings;
   /**
    * Reach the far node through this Dialer (the earlier hops of a chain) instead of
    * dialling it; the link then runs over that plain byte stream (no `tls`, `transport` tcp).
@@ -305,7 +312,12 @@ export class LinkClient {
     const kind = transportKind(this.#opts.transport ?? "tcp", tls !== undefined);
     const conn = this.#opts.via
       ? await this.#opts.via(addr, signal)
-      : await dialTransport({ kind, ...addr, path: "/" }, { timeoutMs, signal, tls });
+      : await dialTransport({ kind, ...addr, path: "/" }, {
+        timeoutMs,
+        signal,
+        tls,
+        proxy: proxyFor(this.#opts.proxy, addr, tls !== undefined),
+      });
     try {
       const onAbort = () => closeQuietly(conn);
       signal.addEventListener("abort", onAbort, { once: true });

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { closeQuietly, type Duplex } from "../net/duplex.ts";
+import { closeQuietly, type Duplex, withPrefix } from "../net/duplex.ts";
 import { dial, resolveHost } from "../net/dial.ts";
 import { dialFrom } from "../net/node_socket.ts";
 import { joinHostPort } from "../net/addr.ts";
@@ -19,6 +19,7 @@ import {
 } from "./tls.ts";
 import { type Endpoint, isTlsKind, isWebSocketKind } from "./endpoint.ts";
 import { upgradeClient } from "./upgrade.ts";
+import { dialViaProxy, type EgressProxy } from "./proxy.ts";
 
 /** Options of {@linkcode dialTransport} and {@linkcode dialTls}. */
 export interface TransportDialOptions {
@@ -34,6 +35,43 @@ export interface TransportDialOptions {
   prefer?: "ipv6" | "ipv4";
   /** Extra fields of the WebSocket upgrade request. */
   headers?: Record<string, string>;
+  /**
+   * Leave through an HTTP CONNECT or SOCKS5 proxy (see `proxyFor`: `--proxy`, `HTTPS_PROXY`,
+   * `ALL_PROXY`, `NO_PROXY`). Not with `localAddress`, nor with a TLS client certificate.
+   */
+  proxy?: EgressProxy;
+}
+
+/** TCP to `host:port`, through `opts.proxy` when set (then the proxied stream), or directly. */
+async function dialTcp(host: string, port: number, opts: TransportDialOptions): Promise<Duplex> {
+  if (!opts.proxy) {
+    return opts.localAddress
+      ? await dialFrom(host, port, opts.localAddress, opts)
+      : await dial(host, port, opts);
+  }
+  if (opts.localAddress !== undefined) {
+    throw new NetError("other", `a local address and a proxy exclude each other`);
+  }
+  const { conn, leftover } = await dialViaProxy(opts.proxy, { host, port }, opts);
+  return leftover.length > 0 ? withPrefix(conn, leftover) : conn;
+}
+
+/**
+ * The TcpConn TLS starts on: direct, or the proxy's connection once it said yes (it must not
+ * have sent anything past its answer: the TLS server speaks only after our hello).
+ */
+async function dialTcpForTls(
+  host: string,
+  port: number,
+  opts: TransportDialOptions,
+): Promise<Deno.TcpConn> {
+  if (!opts.proxy) return await dial(host, port, opts);
+  const { conn, leftover } = await dialViaProxy(opts.proxy, { host, port }, opts);
+  if (leftover.length > 0) {
+    closeQuietly(conn);
+    throw new NetError("other", `proxy ${opts.proxy.display} sent data before the TLS handshake`);
+  }
+  return conn;
 }
 
 /**
@@ -64,11 +102,9 @@ export async function dialTransport(
 ): Promise<Duplex> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const started = Date.now();
-  const conn = isTlsKind(ep.kind) ? await dialTls(ep.host, ep.port, opts.tls ?? {}, opts) : await (
-    opts.localAddress
-      ? dialFrom(ep.host, ep.port, opts.localAddress, opts)
-      : dial(ep.host, ep.port, opts)
-  );
+  const conn = isTlsKind(ep.kind)
+    ? await dialTls(ep.host, ep.port, opts.tls ?? {}, opts)
+    : await dialTcp(ep.host, ep.port, opts);
   if (!isWebSocketKind(ep.kind)) return conn;
   const left = Math.max(1, timeoutMs - (Date.now() - started));
   const cut = () => closeQuietly(conn);
@@ -111,8 +147,14 @@ export async function dialTls(
   const timeoutMs = opts.timeoutMs ?? defaultTlsHandshakeTimeoutMs;
   const name = cfg.serverName ?? host;
   const target = joinHostPort(host, port);
+  if (opts.proxy && cfg.cert) {
+    throw new NetError(
+      "other",
+      `tls ${target}: a client certificate through a proxy is not supported`,
+    );
+  }
   if (!cfg.cert && opts.localAddress === undefined) {
-    const tcp = await dial(host, port, opts);
+    const tcp = await dialTcpForTls(host, port, opts);
     let conn: Deno.TlsConn | undefined;
     const cut = () => closeQuietly(conn ?? tcp);
     const timer = setTimeout(cut, timeoutMs);

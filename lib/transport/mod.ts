@@ -8,6 +8,7 @@
  */
 export * from "./endpoint.ts";
 export * from "./dial.ts";
+export * from "./proxy.ts";
 export * from "./listen.ts";
 export * from "./upgrade.ts";
 export * from "./tls.ts";

@@ -28,6 +28,9 @@ import {
 import {
   classifyTlsError,
   dialTls,
+  dialTransport,
+  proxyFor,
+  type ProxySettings,
   type TlsClientConfig,
   TlsError,
   tlsReasonText,
@@ -86,6 +89,11 @@ export interface TunnelClientOptions {
    * a client certificate for a server that requires one (mutual TLS).
    */
   tls?: TlsClientConfig;
+  /**
+   * Leave through an HTTP CONNECT or SOCKS5 proxy to reach the server (`--proxy`,
+   * `HTTPS_PROXY`/`ALL_PROXY`, `NO_PROXY`; lib/transport `proxySettings`).
+   */
+  proxy?: ProxySettings;
   /** Redial policy. @default { initialMs: 250, maxMs: 30000 } */
   backoff?: BackoffOptions;
   /** Timeout of each dial (server and local). @default 10000 */
@@ -177,6 +185,11 @@ export interface ConnectTransportOptions {
   caCerts?: string[];
   /** CA, server name and client certificate (mutual TLS) for an https/wss server. */
   tls?: TlsClientConfig;
+  /**
+   * Leave through an HTTP CONNECT or SOCKS5 proxy to reach the server (`--proxy`,
+   * `HTTPS_PROXY`/`ALL_PROXY`, `NO_PROXY`; lib/transport `proxySettings`).
+   */
+  proxy?: ProxySettings;
 }
 
 /**
@@ -273,11 +286,12 @@ async function dialServer(
   u: ServerUrl,
   opts: ConnectTransportOptions,
   timeoutMs: number,
-): Promise<Deno.Conn> {
-  const dialOpts = { timeoutMs, signal: opts.signal, prefer: "ipv4" as const };
+): Promise<Duplex> {
+  const proxy = proxyFor(opts.proxy, u, u.tls);
+  const dialOpts = { timeoutMs, signal: opts.signal, prefer: "ipv4" as const, proxy };
   if (!u.tls) {
     try {
-      return await dial(u.host, u.port, dialOpts);
+      return await dialTransport({ kind: "tcp", host: u.host, port: u.port, path: "/" }, dialOpts);
     } catch (err) {
       throw new ConnectError("dial", `cannot reach ${u.hostHeader}: ${errorMessage(err)}`, {
         cause: err,
@@ -406,6 +420,7 @@ export class TunnelClient {
       },
       caCerts: this.#o.caCerts,
       tls: this.#o.tls,
+      proxy: this.#o.proxy,
     });
     const session = Session.client(transport, {
       keepaliveIntervalMs: this.#o.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,

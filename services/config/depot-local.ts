@@ -6,9 +6,15 @@
 
 import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
-import { tlsClientFlags, tlsClientFromFlags, transportFlags } from "../../lib/cli_security.ts";
+import {
+  proxyFlags,
+  proxyFromFlags,
+  tlsClientFlags,
+  tlsClientFromFlags,
+  transportFlags,
+} from "../../lib/cli_security.ts";
 import type { Acl } from "../../lib/net/mod.ts";
-import type { TlsClientConfig } from "../../lib/transport/mod.ts";
+import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import { aclFromFlags } from "./acl.ts";
 import { defaultControlPort, exitNamePattern } from "../../lib/depot/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
@@ -40,6 +46,7 @@ export const command = {
     },
     ...tlsClientFlags,
     ...transportFlags,
+    ...proxyFlags,
     name: {
       kind: "string",
       arg: "name",
@@ -119,6 +126,8 @@ export interface DepotLocalServiceConfig {
   acl: Acl;
   socksPassword?: string;
   tls?: TlsClientConfig;
+  /** How the server is reached through a proxy, if at all. */
+  proxy?: ProxySettings;
 }
 
 /** depot-local's config from its flags; throws to refuse. */
@@ -136,5 +145,6 @@ export function validate(
       "--socks-password is longer than 255 bytes (SOCKS5 limit)",
     );
   }
-  return { acl: aclFromFlags(f), socksPassword, tls: tlsClientFromFlags(f) };
+  const proxy = proxyFromFlags(f);
+  return { acl: aclFromFlags(f), socksPassword, tls: tlsClientFromFlags(f), proxy };
 }

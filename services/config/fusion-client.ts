@@ -6,11 +6,17 @@
 
 import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
-import { tlsClientFlags, tlsClientFromFlags, transportFlags } from "../../lib/cli_security.ts";
+import {
+  proxyFlags,
+  proxyFromFlags,
+  tlsClientFlags,
+  tlsClientFromFlags,
+  transportFlags,
+} from "../../lib/cli_security.ts";
 import { parsePathSpec, type PathSpec } from "../../lib/fusion/mod.ts";
 import { errorMessage } from "../../lib/net/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
-import type { TlsClientConfig } from "../../lib/transport/mod.ts";
+import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import {
   fusionSessionFlags,
   type FusionSessionOptions,
@@ -51,6 +57,7 @@ export const command = {
     },
     ...tlsClientFlags,
     ...transportFlags,
+    ...proxyFlags,
     ...fusionSessionFlags(
       "a path silent this long (no acks, no heartbeats) is dropped and redialled",
     ),
@@ -75,6 +82,8 @@ export interface FusionClientServiceConfig {
   token: string;
   paths: PathSpec[];
   tls?: TlsClientConfig;
+  /** How the server is reached through a proxy, if at all. */
+  proxy?: ProxySettings;
   session: FusionSessionOptions;
 }
 
@@ -95,5 +104,11 @@ export function validate(f: ServiceFlags<typeof command.flags>): FusionClientSer
   if (paths.length === 0) {
     throw new FlagError("path", "give --server host:port (with --paths N) or --path, repeatable");
   }
-  return { token, paths, tls: tlsClientFromFlags(f), session: fusionSessionOptions(f) };
+  return {
+    token,
+    paths,
+    tls: tlsClientFromFlags(f),
+    proxy: proxyFromFlags(f),
+    session: fusionSessionOptions(f),
+  };
 }

@@ -7,13 +7,15 @@
 import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import {
+  proxyFlags,
+  proxyFromFlags,
   tlsClientFlags,
   tlsClientFromFlags,
   tlsServerFlags,
   tlsServerFromFlags,
   transportFlags,
 } from "../../lib/cli_security.ts";
-import type { TlsClientConfig, TlsServerConfig } from "../../lib/transport/mod.ts";
+import type { ProxySettings, TlsClientConfig, TlsServerConfig } from "../../lib/transport/mod.ts";
 import { type Acl, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
 import {
   type ForwardSpec,
@@ -59,6 +61,7 @@ export const command = {
     ...tlsServerFlags,
     ...tlsClientFlags,
     ...transportFlags,
+    ...proxyFlags,
     allow: {
       kind: "string",
       multiple: true,
@@ -144,6 +147,8 @@ export interface SeaproxServiceConfig {
   hops: ForwardSpec[];
   tlsServer?: TlsServerConfig;
   tlsClient?: TlsClientConfig;
+  /** How the first hop is reached through an egress proxy (`--proxy` …), if at all. */
+  proxy?: ProxySettings;
   acl: Acl;
   prefer: "ipv4" | "ipv6";
 }
@@ -187,6 +192,7 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     listeners,
     linkListens,
     hops,
+    proxy: proxyFromFlags(f),
     tlsServer,
     tlsClient,
     acl,

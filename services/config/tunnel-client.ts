@@ -6,10 +6,15 @@
 
 import { minSecretChars } from "../../lib/net/secret.ts";
 import { FlagError } from "../../lib/config/mod.ts";
-import { tlsClientFlags, tlsClientFromFlags } from "../../lib/cli_security.ts";
+import {
+  proxyFlags,
+  proxyFromFlags,
+  tlsClientFlags,
+  tlsClientFromFlags,
+} from "../../lib/cli_security.ts";
 import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
 import type { TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
-import type { TlsClientConfig } from "../../lib/transport/mod.ts";
+import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
 /** tunnel-client's command line. */
@@ -70,6 +75,7 @@ export const command = {
         "(tunnel-server --tls-client-ca); needs --tls-client-key",
     },
     "tls-client-key": tlsClientFlags["tls-client-key"],
+    ...proxyFlags,
     heartbeat: {
       kind: "duration",
       min: 100,
@@ -95,6 +101,8 @@ export interface TunnelClientServiceConfig {
   identifier: string;
   tcp: TcpTunnelSpec[];
   tls?: TlsClientConfig;
+  /** How the server is reached through a proxy, if at all. */
+  proxy?: ProxySettings;
 }
 
 /** tunnel-client's config from its flags; throws to refuse. */
@@ -137,5 +145,5 @@ export function validate(
   if (tls && !/^(https|wss):/i.test(server)) {
     throw new FlagError("tls-ca", "--tls-* flags need an https:// or wss:// --server");
   }
-  return { server, identifier, tcp, tls };
+  return { server, identifier, tcp, tls, proxy: proxyFromFlags(f) };
 }

@@ -35,6 +35,7 @@ export async function constructDepotLocal(
     tunnel: flags.tunnel,
     token: flags.token ?? "",
     tls: cfg.tls,
+    proxy: cfg.proxy,
     name: flags.name,
     socksPassword: cfg.socksPassword,
     dialTimeoutMs: flags["dial-timeout"],

@@ -33,6 +33,7 @@ export async function constructFusionClient(
     paths: cfg.paths,
     token: cfg.token,
     tls: cfg.tls,
+    proxy: cfg.proxy,
     ...cfg.session,
     log,
   });

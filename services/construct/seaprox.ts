@@ -9,11 +9,10 @@ import { listenLink } from "../../lib/cli_security.ts";
 import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.ts";
 import {
   dialerFor,
-  directDialer,
   type Seaprox,
+  seaproxChain,
   SeaproxStats,
   serveLink,
-  startChain,
   startSeaprox,
 } from "../../lib/proxy/mod.ts";
 import {
@@ -46,17 +45,17 @@ export async function constructSeaprox(
   bind: Bind,
   service = "seaprox",
 ): Promise<SeaproxService> {
-  const chain = cfg.hops.length > 0
-    ? startChain(cfg.hops, {
-      base: directDialer({ prefer: cfg.prefer, timeoutMs: flags["dial-timeout"] }),
-      link: {
-        token: flags["link-token"] ?? "",
-        tls: cfg.tlsClient,
-        transport: flags.transport,
-        log: log.child({ link: cfg.hops.find((h) => h.scheme === "link")?.display }),
-      },
-    })
-    : undefined;
+  const chain = seaproxChain(cfg.hops, {
+    prefer: cfg.prefer,
+    dialTimeoutMs: flags["dial-timeout"],
+    proxy: cfg.proxy,
+    link: {
+      token: flags["link-token"] ?? "",
+      tls: cfg.tlsClient,
+      transport: flags.transport,
+      log: log.child({ link: cfg.hops.find((h) => h.scheme === "link")?.display }),
+    },
+  });
   const stats = new SeaproxStats();
   const shared = {
     acl: cfg.acl,

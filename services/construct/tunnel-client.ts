@@ -40,6 +40,7 @@ export async function constructTunnelClient(
     tcp: cfg.tcp,
     transport: flags.transport,
     tls: cfg.tls,
+    proxy: cfg.proxy,
     heartbeatIntervalMs: flags.heartbeat,
     heartbeatTimeoutMs: flags.heartbeat * 3,
     backoff: { initialMs: 250, maxMs: flags["backoff-max"] },
