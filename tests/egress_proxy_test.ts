@@ -19,7 +19,9 @@ import {
 } from "../lib/transport/mod.ts";
 import { startDepot } from "./_depot.ts";
 import { startHashTarget } from "./_fusion.ts";
-import { startApp, startClient, startTunnel } from "./_tunnel.ts";
+import { startApp, startClient, startTunnel, testLog } from "./_tunnel.ts";
+import { makePki } from "./_tls.ts";
+import { serveTunnel, TunnelServer } from "../lib/tunnel/mod.ts";
 import { startMicrosocks, startTinyproxy } from "./_upstreams.ts";
 import {
   blockStreamSha256,
@@ -215,5 +217,54 @@ Deno.test("egress: tunnel-client reads ALL_PROXY and respects NO_PROXY", async (
     await t.close();
     await app.close();
     await ms.stop();
+  }
+});
+
+Deno.test("egress: wss:// tunnel-client through tinyproxy, TLS end to end (HTTPS_PROXY role)", async () => {
+  const pki = await makePki();
+  const tp = await startTinyproxy();
+  const app = startApp();
+  const server = new TunnelServer({ log: testLog("egress-tls") });
+  const id = "identifier-egress-tls-0001";
+  await server.addHost("app.test", id);
+  const cert = await Deno.readTextFile(pki.serverCert);
+  const key = await Deno.readTextFile(pki.serverKey);
+  const front = serveTunnel(Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key }), server, {
+    proto: "https",
+  });
+  const client = startClient({
+    server: `wss://localhost:${front.addr.port}`,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+    caCerts: [await Deno.readTextFile(pki.ca)],
+    // A dead ALL_PROXY: only the https proxy may be used for a TLS carrier.
+    proxy: proxySettings({
+      all: `http://127.0.0.1:${freePort()}`,
+      https: `http://127.0.0.1:${tp.port}`,
+    }),
+  });
+  try {
+    await client.connected();
+    // tinyproxy saw only the CONNECT: the TLS inside it is end to end.
+    await tp.waitFor(new RegExp(`CONNECT localhost:${front.addr.port} `));
+    const r = await run("curl", [
+      "-sS",
+      "--max-time",
+      "60",
+      "--cacert",
+      pki.ca,
+      "-H",
+      "Host: app.test",
+      `https://127.0.0.1:${front.addr.port}/bytes/${totalBytes}?seed=6`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(sha256(r.raw), blockStreamSha256(totalBytes, 6));
+  } finally {
+    await client.stop();
+    await server.close();
+    await front.stop(200);
+    await app.close();
+    await tp.stop();
+    await pki.remove();
   }
 });
