@@ -545,7 +545,7 @@ export class DepotLocal {
         void transport.then((t) => closeQuietly(t.conn?.conn));
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
-        log.info("dial failed", { reason, error: errorMessage(err) });
+        log.info("dial failed", { failure: reason, error: errorMessage(err) });
         await ctl.send({
           type: "connectFailed",
           id: req.id,

@@ -877,7 +877,7 @@ export class FusionSession implements Duplex {
     if (this.#state !== "open") return;
     this.#state = "failed";
     this.#error = err;
-    this.#log.info("session failed", { reason: err.reason, error: err.message });
+    this.#log.info("session failed", { failure: err.reason, error: err.message });
     for (const pc of this.#paths.values()) {
       if (resetCode >= 0) this.#enqueueCtl(pc, encodeReset(resetCode));
       pc.data = [];
