@@ -62,6 +62,16 @@ async function tableTitles(svc: ServiceProcess): Promise<string[]> {
   return data.tables.map((t) => t.title);
 }
 
+/** The rows of one table of the status page's data. */
+async function tableRows(svc: ServiceProcess, title: string): Promise<unknown[][]> {
+  const line = await svc.waitFor(/msg="metrics listening"/);
+  const addr = /addr=(\S+)/.exec(line)![1];
+  const data = await (await fetch(`http://${addr}/status/ui/data`)).json() as {
+    tables: { title: string; rows: unknown[][] }[];
+  };
+  return data.tables.find((t) => t.title === title)?.rows ?? [];
+}
+
 function expectNames(text: string, names: string[]): void {
   const missing = names.filter((n) => !new RegExp(`^# TYPE ${n} `, "m").test(text));
   assert(missing.length === 0, `missing metrics: ${missing.join(", ")}\n${text}`);
@@ -239,7 +249,13 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "warren_mux_sessions",
     ]);
     expectAbsent(tcText, ["warren_tunnel_clients", "warren_tunnel_hosts"]);
-    assertEquals(await tableTitles(ts), ["hosts", "clients"]);
+    assertEquals(await tableTitles(ts), ["hosts", "outcomes", "clients"]);
+    // A request for an unknown host: its 404 shows beside the proxied ones on the page.
+    assertEquals((await rawGet(port, "unknown.test", "/")).status, 404);
+    assertEquals(
+      (await tableRows(ts, "outcomes")).map((r) => r[0]).sort(),
+      ["404", "proxied"],
+    );
     assertEquals(await tableTitles(tc), ["summary"]);
 
     fs = await startService("fusion-server.ts", [

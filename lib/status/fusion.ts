@@ -4,6 +4,7 @@
  * @module
  */
 
+import { fusionMetrics } from "../fusion/metrics.ts";
 import type { SessionStatus } from "../fusion/session.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
@@ -12,8 +13,12 @@ import type { StatusProvider, StatusSeries } from "./hub.ts";
  * go), so a path keeps its line across sessions.
  */
 export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusProvider {
-  return () => {
+  return async () => {
     const list = sessions();
+    // Ended sessions by how they ended: done beside each failure (no-paths, peer-reset …).
+    const ends = (await fusionMetrics().sessionEnds.samples())
+      .map(([labels, n]) => [String(labels.end), n] as [string, number])
+      .sort((a, b) => (a[0] === "done" ? -1 : b[0] === "done" ? 1 : b[1] - a[1]));
     const byLabel = new Map<string, { bytes: number; rate: number; rtt: number }>();
     const pathRows: (string | number)[][] = [];
     for (const s of list) {
@@ -47,6 +52,9 @@ export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusPro
         kind: "rate",
       },
     ];
+    for (const [end, n] of ends) {
+      series.push({ chart: "ended sessions/s", name: end, value: n, kind: "rate" });
+    }
     for (const [label, e] of byLabel) {
       series.push({ chart: "path share of traffic %", name: label, value: e.bytes, kind: "share" });
       series.push({ chart: "path bytes/s", name: label, value: e.bytes, kind: "rate" });
@@ -54,6 +62,10 @@ export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusPro
     }
     return {
       tables: [{
+        title: "outcomes",
+        columns: ["end", "sessions"],
+        rows: ends,
+      }, {
         title: "sessions",
         columns: ["id", "state", "bytes out", "bytes in", "resent frames", "reorder peak", "paths"],
         rows: list.map((s) => [

@@ -8,20 +8,36 @@ import type { ClientInfo } from "../tunnel/client_conn.ts";
 import type { HostStatus } from "../tunnel/stats.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
-/** A provider over `TunnelServer.status()` and `.clients()`. */
+/**
+ * A provider over `TunnelServer.status()`, `.clients()` and, when given, the request counts
+ * by host and outcome (`server.stats.outcomes()`): every outcome (proxied, 404, 502, 504 …)
+ * is charted and tabled beside the others.
+ */
 export function tunnelStatusProvider(
   hosts: () => Promise<HostStatus[]>,
   clients: () => ClientInfo[],
+  outcomes?: () => [host: string, outcome: string, count: number][],
 ): StatusProvider {
   return async () => {
     const hs = await hosts();
     const cs = clients();
     const sum = (f: (h: HostStatus) => number) => hs.reduce((n, h) => n + f(h), 0);
+    const byOutcome = new Map<string, number>();
+    for (const [, o, n] of outcomes?.() ?? []) byOutcome.set(o, (byOutcome.get(o) ?? 0) + n);
     const series: StatusSeries[] = [
       { chart: "clients and streams", name: "clients", value: cs.length },
       { chart: "clients and streams", name: "open streams", value: sum((h) => h.openStreams) },
-      { chart: "requests/s", name: "requests", value: sum((h) => h.requests), kind: "rate" },
-      { chart: "requests/s", name: "errors (502/504)", value: sum((h) => h.errors), kind: "rate" },
+      ...(outcomes
+        ? [...byOutcome].map(([o, n]): StatusSeries => ({
+          chart: "requests/s",
+          name: o,
+          value: n,
+          kind: "rate",
+        }))
+        : [
+          { chart: "requests/s", name: "requests", value: sum((h) => h.requests), kind: "rate" },
+          { chart: "requests/s", name: "errors", value: sum((h) => h.errors), kind: "rate" },
+        ] as StatusSeries[]),
       { chart: "bytes/s", name: "in (public→client)", value: sum((h) => h.bytesIn), kind: "rate" },
       {
         chart: "bytes/s",
@@ -36,32 +52,42 @@ export function tunnelStatusProvider(
       }
     }
     return {
-      tables: [{
-        title: "hosts",
-        columns: ["host", "client", "connected", "requests", "errors", "streams", "in", "out"],
-        rows: hs.map((h) => [
-          h.host,
-          h.client,
-          h.connected,
-          h.requests,
-          h.errors,
-          h.openStreams,
-          h.bytesIn,
-          h.bytesOut,
-        ]),
-      }, {
-        title: "clients",
-        columns: ["id", "fingerprint", "remote", "since", "hosts", "tcp ports", "RTT ms"],
-        rows: cs.map((c) => [
-          c.id,
-          c.fingerprint,
-          c.remote,
-          new Date(c.since).toISOString(),
-          c.hosts.join(" "),
-          c.tcpPorts.join(" "),
-          c.rttMs === undefined ? null : Math.round(c.rttMs * 10) / 10,
-        ]),
-      }],
+      tables: [
+        {
+          title: "hosts",
+          columns: ["host", "client", "connected", "requests", "errors", "streams", "in", "out"],
+          rows: hs.map((h) => [
+            h.host,
+            h.client,
+            h.connected,
+            h.requests,
+            h.errors,
+            h.openStreams,
+            h.bytesIn,
+            h.bytesOut,
+          ]),
+        },
+        ...(outcomes
+          ? [{
+            title: "outcomes",
+            columns: ["outcome", "requests"],
+            rows: [...byOutcome].sort((a, b) => b[1] - a[1]),
+          }]
+          : []),
+        {
+          title: "clients",
+          columns: ["id", "fingerprint", "remote", "since", "hosts", "tcp ports", "RTT ms"],
+          rows: cs.map((c) => [
+            c.id,
+            c.fingerprint,
+            c.remote,
+            new Date(c.since).toISOString(),
+            c.hosts.join(" "),
+            c.tcpPorts.join(" "),
+            c.rttMs === undefined ? null : Math.round(c.rttMs * 10) / 10,
+          ]),
+        },
+      ],
       series,
     };
   };

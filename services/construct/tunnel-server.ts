@@ -66,7 +66,13 @@ export async function constructTunnelServer(
     log,
     auth: flags["status-auth"],
     status: async () => ({ hosts: await server.status(), clients: server.clients() }),
-    providers: [tunnelStatusProvider(() => server.status(), () => server.clients())],
+    providers: [
+      tunnelStatusProvider(
+        () => server.status(),
+        () => server.clients(),
+        () => server.stats.outcomes(),
+      ),
+    ],
   });
   const front = serveTunnel(listener, server, {
     maxConns: flags["max-conns"],
