@@ -184,28 +184,39 @@ export class TcpPorts {
     const core = this.core;
     const srv = serve(listener, async (conn, ctx) => {
       ctx.handshakeDone();
+      const startedMs = performance.now();
+      // One line per connection, as the HTTP front writes per request.
+      const done = (end: string, up = 0, down = 0, failure?: string, error?: string) =>
+        ctx.log.info("connection closed", {
+          remote: ctx.remote,
+          end,
+          up,
+          down,
+          ms: Math.round(performance.now() - startedMs),
+          failure,
+          error,
+        });
       let ts: TunnelStream;
       try {
         ts = await core.openStream(client, host, "tcp", localPort, undefined, serverTcpPort);
       } catch (err) {
         core.countRequest(host, "502");
-        ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
+        done("502", 0, 0, err instanceof TunnelError ? err.reason : "error", errorMessage(err));
         return;
       }
       try {
         await ts.reply(core.responseTimeoutMs);
       } catch (err) {
         ts.release();
-        core.countRequest(
-          host,
-          err instanceof TunnelError && err.reason === "timeout" ? "504" : "502",
-        );
-        ctx.log.debug("tcp tunnel failed", { port: publicPort, error: errorMessage(err) });
+        const outcome = err instanceof TunnelError && err.reason === "timeout" ? "504" : "502";
+        core.countRequest(host, outcome);
+        done(outcome, 0, 0, err instanceof TunnelError ? err.reason : "error", errorMessage(err));
         return;
       }
       core.countRequest(host, "proxied");
       try {
-        await relay(conn, ts.body(), { signal: ctx.signal });
+        const r = await relay(conn, ts.body(), { signal: ctx.signal });
+        done(r.end, r.aToB, r.bToA);
       } finally {
         ts.release();
       }
