@@ -7,6 +7,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { noDelay } from "./duplex.ts";
+import { after } from "./deadline.ts";
 import { classifyError, errorMessage, NetError, type NetFailureReason } from "./errors.ts";
 
 /** Default time for the whole dial (resolution plus every attempt). */
@@ -68,12 +69,12 @@ export async function dial(
   opts: DialOptions = {},
 ): Promise<Deno.TcpConn> {
   const timeoutMs = opts.timeoutMs ?? defaultDialTimeoutMs;
-  // A timer we clear ourselves: AbortSignal.timeout would keep running after a fast dial,
-  // one live timer per connection for the whole timeout.
+  // A deadline we cancel ourselves (AbortSignal.timeout would keep a live timer per
+  // connection for the whole timeout), on the shared wheel (cheaper than a timer of its own).
   const timeout = new AbortController();
-  const timer = setTimeout(
-    () => timeout.abort(new DOMException("dial timeout", "TimeoutError")),
+  const cancel = after(
     timeoutMs,
+    () => timeout.abort(new DOMException("dial timeout", "TimeoutError")),
   );
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
   try {
@@ -87,7 +88,7 @@ export async function dial(
         : new NetError(classifyError(e), `dial ${host}:${port}: ${errorMessage(e)}`, { cause: e });
     });
   } finally {
-    clearTimeout(timer);
+    cancel();
   }
 }
 

@@ -8,6 +8,7 @@
 import { sourceKey } from "./ratelimit.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { closeQuietly, noDelay } from "./duplex.ts";
+import { type Deadline, deadlines } from "./deadline.ts";
 import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
 
@@ -207,15 +208,21 @@ export function serve<C extends Deno.Conn>(
     const remote = formatAddr(conn.remoteAddr);
     const clog = log.child({ conn: id });
     live.set(conn, ac);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    // On the shared deadline wheel: a timer object per connection was a measurable share of
+    // a short connection's cost.
+    let timer: Deadline | undefined;
     if (handshakeMs > 0) {
-      timer = setTimeout(() => {
-        timer = undefined;
-        stats.handshakeTimeouts++;
-        clog.warn("handshake timeout, closing", { remote, timeoutMs: handshakeMs });
-        ac.abort(new DOMException("handshake timeout", "TimeoutError"));
-        closeQuietly(conn);
-      }, handshakeMs);
+      timer = {
+        due: deadlines.clockMs() + handshakeMs,
+        fire: () => {
+          timer = undefined;
+          stats.handshakeTimeouts++;
+          clog.warn("handshake timeout, closing", { remote, timeoutMs: handshakeMs });
+          ac.abort(new DOMException("handshake timeout", "TimeoutError"));
+          closeQuietly(conn);
+        },
+      };
+      deadlines.add(timer);
     }
     const ctx: ConnContext = {
       id,
@@ -223,7 +230,7 @@ export function serve<C extends Deno.Conn>(
       signal: AbortSignal.any([ac.signal, hardStop.signal]),
       log: clog,
       handshakeDone: () => {
-        if (timer !== undefined) clearTimeout(timer);
+        if (timer !== undefined) deadlines.delete(timer);
         timer = undefined;
       },
     };
@@ -235,7 +242,7 @@ export function serve<C extends Deno.Conn>(
         clog.warn("connection handler failed", { remote, error: errorMessage(err) });
       }
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      if (timer !== undefined) deadlines.delete(timer);
       live.delete(conn);
       stats.active--;
       const n = (perSource.get(source) ?? 1) - 1;
