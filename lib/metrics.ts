@@ -12,7 +12,7 @@
 // deno-lint-ignore no-import-prefix
 import client from "npm:prom-client@15.1.3";
 import process from "node:process";
-import { liveServers } from "./net/serve.ts";
+import { formatAddr, liveServers } from "./net/serve.ts";
 import {
   allStats,
   collectedCounter,
@@ -82,8 +82,7 @@ export async function metricsText(): Promise<string> {
 // ---- every service's listeners (every lib/net serve() loop), by name and address ----
 
 function listenerLabels(s: { addr: Deno.NetAddr; name?: string }): Labels<string> {
-  const a = s.addr;
-  const addr = a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+  const addr = formatAddr(s.addr);
   return { listener: s.name ?? addr, addr };
 }
 
@@ -119,13 +118,17 @@ collectedCounter(
 
 // ---- the process (the names every Prometheus client library uses) ----
 
-/** Whether /proc/self can be read without a prompt (an installed service may not have it). */
-function canReadProc(path: string): boolean {
+/**
+ * `read(path)` when /proc can be read without a prompt (an installed service may not have
+ * the permission; other systems have no /proc); undefined otherwise.
+ */
+function fromProc<T>(path: string, read: (path: string) => T): T | undefined {
   try {
-    return Deno.permissions.querySync({ name: "read", path }).state === "granted";
+    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return undefined;
+    return read(path);
   } catch {
-    // No permission API answer (an embedding with a stricter runtime): leave /proc alone.
-    return false;
+    // No /proc here (not Linux) or no permission API answer: the figure is left out.
+    return undefined;
   }
 }
 
@@ -159,10 +162,8 @@ gauge(
   [],
   function () {
     this.reset();
-    if (!canReadProc("/proc/self/fd")) return;
-    let n = 0;
-    for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
-    this.set(n - 1); // less the descriptor of the listing itself
+    const n = fromProc("/proc/self/fd", (p) => [...Deno.readDirSync(p)].length);
+    if (n !== undefined) this.set(n - 1); // less the descriptor of the listing itself
   },
 );
 gauge(
@@ -171,8 +172,8 @@ gauge(
   [],
   function () {
     this.reset();
-    if (!canReadProc("/proc/self/limits")) return;
-    const m = /^Max open files\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/limits"));
+    const limits = fromProc("/proc/self/limits", Deno.readTextFileSync) ?? "";
+    const m = /^Max open files\s+(\d+)/m.exec(limits);
     if (m) this.set(Number(m[1]));
   },
 );
