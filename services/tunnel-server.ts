@@ -15,7 +15,10 @@ import { constructTunnelServer } from "./construct/tunnel-server.ts";
 const { cfg, flags, log, onReload } = await startService(command, validate);
 
 // ---- wiring and run (services/construct/tunnel-server.ts) ----
-const tunnel = await constructTunnelServer(flags, cfg, log, bindOrExit);
+// A bad --state-file is refused like a bad flag: one line, exit 2.
+const tunnel = await constructTunnelServer(flags, cfg, log, bindOrExit).catch((err: Error) =>
+  fail(err.message, 2)
+);
 for (const f of tunnel.failedTcp) fail(`--tcp ${f.port}: ${f.error}`, 2);
 
 // ---- reload (SIGHUP) ----

@@ -71,6 +71,7 @@ Deno.test("tunnel config: --tcp and --tcp-ports", () => {
     publicPort: 20001,
     identifier: id1,
     localPort: 5432,
+    origin: "flag",
   });
   assertMatch(
     refusal(() => parseTcpSpec(`30000=${id1}`, range, "--tcp")),

@@ -12,7 +12,8 @@ import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";
 import { remoteOf } from "./app.ts";
 import { bearerToken } from "./forward.ts";
-import type { TunnelServer } from "./server.ts";
+import { HostTakenError, type TunnelServer } from "./server.ts";
+import { normalizeHost } from "./registry.ts";
 import { TcpTunnelError, type TcpTunnelFailure } from "./tcp_ports.ts";
 
 /** HTTP status of each refused `POST /tcp`. */
@@ -28,12 +29,19 @@ export interface AdminAppOptions {
   token: string;
   /** Limits wrong-token attempts per source address (answered 429 while limited). */
   authLimiter?: AuthFailureLimiter;
+  /**
+   * Run after every change the API made (hosts, TCP tunnels), before it answers: the state
+   * file is written here. A failure answers 500 naming it (the change itself stays in force).
+   */
+  onChange?: () => Promise<void>;
 }
 
 /**
  * The admin API (all routes need `Authorization: Bearer <token>`):
- * `GET /hosts`, `POST /hosts {host, identifier?}` (returns the identifier, generated when
- * absent), `DELETE /hosts/:host`, `GET /clients`, `GET /status`, and server-defined TCP
+ * `GET /hosts` (each with its `origin`: flag, file or admin), `POST /hosts {host,
+ * identifier?, replace?}` (201 with the identifier, generated when absent; 409 when the host
+ * is served already, unless `replace: true`), `DELETE /hosts/:host`, `GET /clients`,
+ * `GET /status`, and server-defined TCP
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
  * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),
  * `DELETE /tcp/:port` (204, or 404).
@@ -64,9 +72,18 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     }
     await next();
   });
+  /** After a change: persist it; the error to answer (500) when that failed. */
+  const unsaved = async (): Promise<string | undefined> => {
+    try {
+      await opts.onChange?.();
+      return undefined;
+    } catch (err) {
+      return `applied, but not saved: ${errorMessage(err)}`;
+    }
+  };
   app.get("/hosts", async (c) => c.json(await server.status()));
   app.post("/hosts", async (c) => {
-    let body: { host?: unknown; identifier?: unknown };
+    let body: { host?: unknown; identifier?: unknown; replace?: unknown };
     try {
       body = await c.req.json();
     } catch {
@@ -79,16 +96,30 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     ) {
       return c.json({ error: "identifier must be a string of at least 8 characters" }, 400);
     }
+    if (body.replace !== undefined && typeof body.replace !== "boolean") {
+      return c.json({ error: "replace must be true or false" }, 400);
+    }
+    let identifier: string;
     try {
-      const identifier = await server.addHost(body.host, body.identifier as string | undefined);
-      return c.json({ host: body.host.toLowerCase(), identifier }, 201);
+      identifier = await server.addHost(body.host, body.identifier as string | undefined, {
+        origin: "admin",
+        exclusive: body.replace !== true,
+      });
     } catch (err) {
+      if (err instanceof HostTakenError) {
+        return c.json({ error: err.message, reason: "host-taken" }, 409);
+      }
       return c.json({ error: errorMessage(err) }, 400);
     }
+    const err = await unsaved();
+    if (err) return c.json({ error: err }, 500);
+    return c.json({ host: normalizeHost(body.host), identifier }, 201);
   });
   app.delete("/hosts/:host", async (c) => {
     const ok = await server.removeHost(c.req.param("host"));
-    return ok ? c.body(null, 204) : c.json({ error: "no such host" }, 404);
+    if (!ok) return c.json({ error: "no such host" }, 404);
+    const err = await unsaved();
+    return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });
   app.get("/tcp", (c) => c.json(server.tcpTunnels()));
   app.post("/tcp", async (c) => {
@@ -114,8 +145,10 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
         publicPort: body.publicPort,
         identifier: body.identifier,
         localPort: body.localPort as number | undefined,
+        origin: "admin",
       });
-      return c.json(info, 201);
+      const err = await unsaved();
+      return err ? c.json({ error: err }, 500) : c.json(info, 201);
     } catch (err) {
       if (err instanceof TcpTunnelError) {
         return c.json({ error: err.message, reason: err.reason }, tcpFailureStatus[err.reason]);
@@ -127,7 +160,9 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     const port = Number(c.req.param("port"));
     if (!Number.isInteger(port)) return c.json({ error: "port must be a number" }, 400);
     const ok = await server.removeTcpTunnel(port);
-    return ok ? c.body(null, 204) : c.json({ error: "no server-defined TCP tunnel there" }, 404);
+    if (!ok) return c.json({ error: "no server-defined TCP tunnel there" }, 404);
+    const err = await unsaved();
+    return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });
   app.get("/clients", (c) => c.json(server.clients()));
   app.get(

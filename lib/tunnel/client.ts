@@ -474,7 +474,7 @@ export class TunnelClient {
           while ((m = await readMessage(reader)) !== null) {
             if (m.type === "sessionEnd") {
               cause = m.reason;
-              this.#log[m.reason === "replaced" ? "warn" : "info"]("server ended the session", {
+              this.#log[m.reason === "shutdown" ? "info" : "warn"]("server ended the session", {
                 reason: m.reason,
               });
               if (m.reason === "replaced") this.replaced = true;

@@ -9,7 +9,7 @@
 
 import { errorMessage } from "../net/errors.ts";
 import { refusePlaceholder, resolveSecret } from "../config/secret.ts";
-import { normalizeHost } from "./registry.ts";
+import { normalizeHost, type RouteOrigin } from "./registry.ts";
 import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
 import type { TunnelServer } from "./server.ts";
 
@@ -27,6 +27,8 @@ export interface TunnelConfig {
   hosts: Map<string, string>;
   /** Server-defined TCP tunnels by public port. */
   tcp: Map<number, TcpTunnelSpecServer>;
+  /** Where each host was written ("flag" when absent; "file": a hosts file). */
+  origins?: Map<string, RouteOrigin>;
 }
 
 /** A public-port range (`--tcp-ports min-max`). */
@@ -139,7 +141,8 @@ export function parseTcpSpec(
       }`,
     );
   }
-  return { publicPort, identifier: secretOf(m[3], `${where} ${publicPort}`, env), localPort };
+  const identifier = secretOf(m[3], `${where} ${publicPort}`, env);
+  return { publicPort, identifier, localPort, origin: "flag" };
 }
 
 /** The changes that turn `current` routes into `wanted` (pure; a changed identifier or local
@@ -188,7 +191,7 @@ export class TunnelConfigApplier {
       applied.hosts.delete(host);
     }
     for (const [host, id] of diff.addHosts) {
-      await this.server.addHost(host, id);
+      await this.server.addHost(host, id, { origin: cfg.origins?.get(host) ?? "flag" });
       applied.hosts.set(host, id);
     }
     for (const port of diff.removeTcp) {

@@ -20,3 +20,4 @@ export * from "./admin.ts";
 export * from "./client.ts";
 export * from "./listen.ts";
 export * from "./config.ts";
+export * from "./state.ts";

@@ -141,17 +141,18 @@ export const streamReplyMessage: MessageDef<"streamReply", {
 export type StreamReply = MessageOf<typeof streamReplyMessage>;
 
 /** Why the server ends a client's session on purpose. */
-export type SessionEndCause = "replaced" | "shutdown";
+export type SessionEndCause = "replaced" | "shutdown" | "revoked";
 
 /**
  * Server -> client on the control stream, just before the server closes the session:
  * "replaced" (another client with the same identifier took over: do not reconnect) or
- * "shutdown" (the server is stopping: reconnect with backoff).
+ * "shutdown" (the server is stopping: reconnect with backoff) or "revoked" (the admin gave
+ * its last host to another identifier: reconnect, and learn from the handshake what is left).
  */
 export const sessionEndMessage: MessageDef<"sessionEnd", {
   reason: Check<SessionEndCause>;
 }> = defineMessage("sessionEnd", {
-  reason: oneOf("replaced", "shutdown"),
+  reason: oneOf("replaced", "shutdown", "revoked"),
 });
 /** The server's notice before it closes a session. */
 export type SessionEnd = MessageOf<typeof sessionEndMessage>;
@@ -249,6 +250,7 @@ export type SessionEndCauseLocal = SessionEndCause | "stopped" | "control-closed
 const endText: Readonly<Record<string, string>> = {
   "replaced": "another client with the same identifier took over",
   "shutdown": "the server is shutting down",
+  "revoked": "the server gave this identifier's last host to another client",
   "stopped": "stopped locally",
   "control-closed": "the peer closed the control stream",
   "local-close": "closed locally",

@@ -12,6 +12,12 @@
 import { createHash } from "node:crypto";
 import { timingSafeEqual } from "../net/secret.ts";
 
+/**
+ * Where a host or a server-defined TCP tunnel came from: a flag (`--host`, `--tcp`), a hosts
+ * file, or the admin API (kept in the state file across restarts).
+ */
+export type RouteOrigin = "flag" | "file" | "admin";
+
 /** One virtual host and the identifier (secret) of the client that serves it. */
 export interface HostEntry {
   /** Lower-case host name without port, e.g. `app.example.com`. */

@@ -31,9 +31,11 @@ import {
 import {
   type ClientRecord,
   fingerprint,
+  type HostEntry,
   MemoryRegistry,
   normalizeHost,
   type Registry,
+  type RouteOrigin,
 } from "./registry.ts";
 import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
@@ -77,6 +79,15 @@ export interface TunnelServerOptions {
   log?: Logger;
 }
 
+/** `addHost` refused: the host is registered already (the admin API's 409). */
+export class HostTakenError extends Error {
+  override name = "HostTakenError";
+  /** The host asked for. */
+  constructor(readonly host: string) {
+    super(`host ${host} is served already (send "replace": true to take it over)`);
+  }
+}
+
 /** Result of routing a Host to a client. */
 export type Route =
   | { ok: true; host: string; client: ClientConn }
@@ -116,6 +127,8 @@ export class TunnelServer {
   /** Client connects and disconnects so far. */
   readonly clientEvents: ClientEvents = { connected: 0, disconnected: 0 };
   readonly #tcp: TcpPorts;
+  /** Where each registered host came from (absent: added through the API, "admin"). */
+  #hostOrigins = new Map<string, RouteOrigin>();
   #nextClient = 0;
   #nextRequest = 0;
   readonly #instance = randomSecret(4);
@@ -139,24 +152,67 @@ export class TunnelServer {
   /**
    * Serve `host` with the client holding `identifier` (a fresh random one when omitted).
    * Returns the identifier: hand it to the client, it is its secret.
+   *
+   * A host registered already is replaced, unless `exclusive` (the admin API without
+   * `replace`), which throws {@linkcode HostTakenError} instead. A replaced host's previous
+   * client loses it; when it then serves nothing else, its session is ended ("revoked").
    */
-  async addHost(host: string, identifier?: string): Promise<string> {
+  async addHost(
+    host: string,
+    identifier?: string,
+    opts: { origin?: RouteOrigin; exclusive?: boolean } = {},
+  ): Promise<string> {
     const id = identifier ?? randomSecret(24);
-    await this.registry.addHost(host, id);
-    const c = this.#clients.get(clientKey(id));
     const h = normalizeHost(host);
+    const prev = h ? await this.registry.lookup(h) : undefined;
+    if (prev !== undefined && opts.exclusive) throw new HostTakenError(h);
+    await this.registry.addHost(host, id);
+    this.#hostOrigins.set(h, opts.origin ?? "admin");
+    if (prev !== undefined && clientKey(prev) !== clientKey(id)) await this.#revoke(h, prev);
+    const c = this.#clients.get(clientKey(id));
     if (c && !c.hosts.includes(h)) c.hosts.push(h);
-    this.log.info("host added", { host: h, client: fingerprint(id) });
+    this.log.info("host added", {
+      host: h,
+      client: fingerprint(id),
+      origin: opts.origin ?? "admin",
+      ...(prev !== undefined ? { replaced: fingerprint(prev) } : {}),
+    });
     return id;
+  }
+
+  /** `host` was given to another identifier: its old client loses it, and ends if idle. */
+  async #revoke(host: string, oldIdentifier: string): Promise<void> {
+    const old = this.#clients.get(clientKey(oldIdentifier));
+    if (!old) return;
+    old.hosts = old.hosts.filter((x) => x !== host);
+    if (old.hosts.length > 0 || old.tcp.size > 0) return;
+    this.log.info("client ended: its last host was given to another client", {
+      client: old.fingerprint,
+      cid: old.id,
+      host,
+    });
+    await old.close("revoked");
   }
 
   /** Stop serving `host`; false if it was not registered. */
   async removeHost(host: string): Promise<boolean> {
     const h = normalizeHost(host);
     const ok = await this.registry.removeHost(h);
+    this.#hostOrigins.delete(h);
     for (const c of this.#clients.values()) c.hosts = c.hosts.filter((x) => x !== h);
     if (ok) this.log.info("host removed", { host: h });
     return ok;
+  }
+
+  /**
+   * The hosts and server-defined TCP tunnels added through the admin API, with their
+   * identifiers (secrets): what the state file keeps across restarts.
+   */
+  async adminRoutes(): Promise<{ hosts: HostEntry[]; tcp: TcpTunnelSpecServer[] }> {
+    const hosts = (await this.registry.listHosts()).filter((e) =>
+      (this.#hostOrigins.get(e.host) ?? "admin") === "admin"
+    );
+    return { hosts, tcp: this.#tcp.specs().filter((t) => t.origin === "admin") };
   }
 
   /**
@@ -445,6 +501,7 @@ export class TunnelServer {
         host,
         client: fingerprint(identifier),
         connected: !!c?.ready,
+        origin: this.#hostOrigins.get(host) ?? "admin",
         ...this.hostStats(host),
       });
     }

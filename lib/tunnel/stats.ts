@@ -6,6 +6,7 @@
  */
 
 import { type Histogram, histogram } from "../stats.ts";
+import type { RouteOrigin } from "./registry.ts";
 
 /**
  * Duration of each tunnel stream the public front opens (a request, or a kept-alive run of
@@ -39,6 +40,8 @@ export interface HostStatus extends HostStats {
   client: string;
   /** Whether its client is connected and ready. */
   connected: boolean;
+  /** Where the host was defined: a flag, a hosts file, or the admin API. */
+  origin: RouteOrigin;
 }
 
 /**

@@ -8,7 +8,7 @@
 import type { Logger } from "../log.ts";
 import { errorMessage, formatAddr, relay, serve } from "../net/mod.ts";
 import type { HandshakeRequest, TcpTunnelResult, TransportProtocol } from "./protocol.ts";
-import { fingerprint } from "./registry.ts";
+import { fingerprint, type RouteOrigin } from "./registry.ts";
 import { type ClientConn, clientKey } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 
@@ -20,6 +20,8 @@ export interface TcpTunnelSpecServer {
   identifier: string;
   /** Local port the client is asked to dial; its default `--local` when absent. */
   localPort?: number;
+  /** Where it was defined (shown by the admin API). @default "admin" */
+  origin?: RouteOrigin;
 }
 
 /** A TCP tunnel as the admin API lists it (no secret). */
@@ -32,6 +34,8 @@ export interface TcpTunnelInfo {
   source: "server" | "client";
   /** Server-defined: the local port the client is asked for (null = its default). */
   localPort?: number | null;
+  /** Server-defined: where it was defined. */
+  origin?: RouteOrigin;
   /** Whether the public port is bound now (its client is connected). */
   open: boolean;
   /** Bound address while open. */
@@ -81,6 +85,9 @@ export interface TcpPortsOptions {
 /** A server-defined TCP tunnel: its client by digest only (the secret is not kept). */
 interface ServerTcpTunnel {
   publicPort: number;
+  /** Kept for the state file (the admin's tunnels survive a restart). */
+  identifier: string;
+  origin: RouteOrigin;
   key: string;
   fingerprint: string;
   /** "" = the client's default service. */
@@ -265,6 +272,8 @@ export class TcpPorts {
     const fp = fingerprint(identifier);
     const def: ServerTcpTunnel = {
       publicPort,
+      identifier,
+      origin: spec.origin ?? "admin",
       key,
       fingerprint: fp,
       localPort: localPort === undefined ? "" : String(localPort),
@@ -314,6 +323,16 @@ export class TcpPorts {
     return true;
   }
 
+  /** The server-defined tunnels with their identifiers (secrets: for the state file only). */
+  specs(): TcpTunnelSpecServer[] {
+    return [...this.#defined.values()].map((d) => ({
+      publicPort: d.publicPort,
+      identifier: d.identifier,
+      ...(d.localPort === "" ? {} : { localPort: Number(d.localPort) }),
+      origin: d.origin,
+    }));
+  }
+
   /** Every TCP tunnel: server-defined ones (open or waiting) and the ones clients asked for. */
   list(): TcpTunnelInfo[] {
     const out = [...this.#defined.values()].map((d) => this.#info(d));
@@ -338,6 +357,7 @@ export class TcpPorts {
       publicPort: d.publicPort,
       client: d.fingerprint,
       source: "server",
+      origin: d.origin,
       localPort: d.localPort === "" ? null : Number(d.localPort),
       open: !!srv,
       addr: srv ? formatAddr(srv.addr) : undefined,

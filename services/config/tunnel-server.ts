@@ -64,6 +64,12 @@ export const command = {
       env: "TUNNEL_ADMIN_TOKEN",
       help: "bearer token of the admin API",
     },
+    "state-file": {
+      kind: "string",
+      arg: "path",
+      help: "keep hosts and TCP tunnels added through the admin API in this file (JSON, " +
+        "mode 0600: it holds identifiers), written atomically on each change, loaded at start",
+    },
     duplicate: {
       kind: "choice",
       choices: ["replace", "refuse"],
@@ -147,9 +153,14 @@ export function validate(
     ? parsePortRange(f["tcp-ports"], ctx.where("tcp-ports"))
     : undefined;
   const routes: TunnelConfig = { hosts: new Map(), tcp: new Map() };
-  const hosts = f.host.map((h) => parseHostSpec(h, ctx.where("host")));
-  if (f["hosts-file"]) hosts.push(...readHostsFile(f["hosts-file"]));
-  for (const [host, id] of hosts) routes.hosts.set(host, id);
+  for (const [host, id] of f.host.map((h) => parseHostSpec(h, ctx.where("host")))) {
+    routes.hosts.set(host, id);
+  }
+  routes.origins = new Map();
+  for (const [host, id] of f["hosts-file"] ? readHostsFile(f["hosts-file"]) : []) {
+    routes.hosts.set(host, id);
+    routes.origins.set(host, "file");
+  }
   for (const t of f.tcp) {
     const spec = parseTcpSpec(t, tcpPorts, ctx.where("tcp"));
     routes.tcp.set(spec.publicPort, spec);

@@ -9,7 +9,12 @@ import type { Logger } from "../../lib/log.ts";
 import { listenTlsCounted } from "../../lib/cli_security.ts";
 import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
-import { createAdminApp, serveTunnel, TunnelServer } from "../../lib/tunnel/mod.ts";
+import {
+  createAdminApp,
+  serveTunnel,
+  TunnelServer,
+  TunnelStateFile,
+} from "../../lib/tunnel/mod.ts";
 import { type ObservabilityServer, tunnelStatusProvider } from "../../lib/status/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, TunnelServerServiceConfig } from "../config/tunnel-server.ts";
@@ -44,6 +49,11 @@ export async function constructTunnelServer(
     log,
   });
   const { failedTcp } = await server.applyConfig(cfg.routes);
+  // After the flags' routes, which win over a state entry for the same host or port.
+  const state = flags["state-file"]
+    ? new TunnelStateFile(flags["state-file"], server, log)
+    : undefined;
+  await state?.load();
   // With --tls-client-ca the listener is node:tls and hands out only connections whose client
   // certificate chains to that CA; failed handshakes are logged (warn), never reach the front.
   const listener = cfg.tls
@@ -54,6 +64,7 @@ export async function constructTunnelServer(
     const app = createAdminApp(server, {
       token: flags["admin-token"]!,
       authLimiter: new AuthFailureLimiter(),
+      onChange: state && (() => state.save()),
     });
     admin = serveHttp(await listenAt(bind, "admin", flags.admin), app.fetch, {
       log: log.child({ listener: "admin" }),

@@ -1,0 +1,151 @@
+/**
+ * The tunnel server's state file (`--state-file`): the hosts and TCP tunnels added through
+ * the admin API, so they survive a restart and their clients are not locked out by a
+ * redeploy. Written atomically (a temporary file beside it, then a rename) with mode 0600:
+ * it holds the clients' identifiers.
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import { errorMessage } from "../net/errors.ts";
+import { minIdentifierChars, TunnelConfigError } from "./config.ts";
+import type { HostEntry } from "./registry.ts";
+import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
+import type { TunnelServer } from "./server.ts";
+
+/** Version written in (and required of) the file. */
+export const stateFileVersion = 1;
+
+/** The admin API's routes as the state file holds them. */
+export interface TunnelState {
+  /** {@linkcode stateFileVersion}. */
+  version: number;
+  /** Hosts added through the admin API. */
+  hosts: HostEntry[];
+  /** Server-defined TCP tunnels added through the admin API. */
+  tcp: TcpTunnelSpecServer[];
+}
+
+function isPort(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= 65535;
+}
+
+function isIdentifier(s: unknown): s is string {
+  return typeof s === "string" && s.length >= minIdentifierChars;
+}
+
+/** Parse and check a state file's text; throws {@linkcode TunnelConfigError} naming `path`. */
+export function parseTunnelState(text: string, path: string): TunnelState {
+  const bad = (what: string) => new TunnelConfigError(`state file ${path}: ${what}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw bad(`not JSON: ${errorMessage(err)}`);
+  }
+  const o = raw as Partial<Record<keyof TunnelState, unknown>>;
+  if (typeof o !== "object" || o === null || o.version !== stateFileVersion) {
+    throw bad(`want an object with "version": ${stateFileVersion}`);
+  }
+  if (!Array.isArray(o.hosts) || !Array.isArray(o.tcp)) throw bad(`want "hosts" and "tcp" lists`);
+  const hosts = o.hosts.map((h: Partial<HostEntry>, i: number) => {
+    if (typeof h?.host !== "string" || !h.host || !isIdentifier(h.identifier)) {
+      throw bad(`hosts[${i}] must be {host, identifier of ${minIdentifierChars}+ characters}`);
+    }
+    return { host: h.host, identifier: h.identifier };
+  });
+  const tcp = o.tcp.map((t: Partial<TcpTunnelSpecServer>, i: number) => {
+    if (
+      !isPort(t?.publicPort) || !isIdentifier(t.identifier) ||
+      (t.localPort !== undefined && !isPort(t.localPort))
+    ) {
+      throw bad(`tcp[${i}] must be {publicPort, identifier, localPort?}`);
+    }
+    return {
+      publicPort: t.publicPort,
+      identifier: t.identifier,
+      ...(t.localPort === undefined ? {} : { localPort: t.localPort }),
+    };
+  });
+  return { version: stateFileVersion, hosts, tcp };
+}
+
+/**
+ * Keeps one server's admin routes in a file: {@linkcode load} at start (after the flags'
+ * routes, which win over a file entry for the same host or port), {@linkcode save} after
+ * every admin change (saves never overlap; the last one written is the newest state).
+ */
+export class TunnelStateFile {
+  #saving: Promise<void> = Promise.resolve();
+
+  /** The state file at `path` for `server`. */
+  constructor(readonly path: string, readonly server: TunnelServer, readonly log: Logger) {}
+
+  /**
+   * Add the file's hosts and TCP tunnels to the server (a missing file is an empty state).
+   * An entry that cannot be added (host defined by a flag, port busy) is skipped with a
+   * warning; a malformed file throws {@linkcode TunnelConfigError}.
+   */
+  async load(): Promise<{ hosts: number; tcp: number }> {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(this.path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return { hosts: 0, tcp: 0 };
+      throw new TunnelConfigError(`state file ${this.path}: ${errorMessage(err)}`);
+    }
+    const state = parseTunnelState(text, this.path);
+    let hosts = 0, tcp = 0;
+    for (const { host, identifier } of state.hosts) {
+      try {
+        await this.server.addHost(host, identifier, { origin: "admin", exclusive: true });
+        hosts++;
+      } catch (err) {
+        this.log.warn("state file host skipped", { host, error: errorMessage(err) });
+      }
+    }
+    for (const t of state.tcp) {
+      try {
+        this.server.addTcpTunnel({ ...t, origin: "admin" });
+        tcp++;
+      } catch (err) {
+        this.log.warn("state file tcp tunnel skipped", {
+          port: t.publicPort,
+          error: errorMessage(err),
+        });
+      }
+    }
+    this.log.info("state loaded", { path: this.path, hosts, tcp });
+    return { hosts, tcp };
+  }
+
+  /** Write the server's admin routes now: a temporary file (0600), then a rename over the old. */
+  save(): Promise<void> {
+    const run = this.#saving.then(() => this.#write());
+    this.#saving = run.catch(() => {
+      // The next save waits for this one, failed or not: its caller saw the failure.
+    });
+    return run;
+  }
+
+  async #write(): Promise<void> {
+    const { hosts, tcp } = await this.server.adminRoutes();
+    const state: TunnelState = {
+      version: stateFileVersion,
+      hosts,
+      tcp: tcp.map(({ origin: _, ...t }) => t),
+    };
+    const tmp = `${this.path}.tmp-${Deno.pid}`;
+    try {
+      await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
+      await Deno.rename(tmp, this.path);
+    } catch (err) {
+      await Deno.remove(tmp).catch(() => {
+        // Never written, or already renamed: nothing to clean.
+      });
+      this.log.error("state file not written", { path: this.path, error: errorMessage(err) });
+      throw err;
+    }
+    this.log.debug("state saved", { path: this.path, hosts: hosts.length, tcp: tcp.length });
+  }
+}
