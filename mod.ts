@@ -7,6 +7,7 @@ export * from "./lib/net/mod.ts";
 export * from "./lib/transport/mod.ts";
 export * from "./lib/log.ts";
 export * from "./lib/socks5/mod.ts";
+export * from "./lib/proxyproto/mod.ts";
 export * from "./lib/http/mod.ts";
 export * from "./lib/proxy/mod.ts";
 export * from "./lib/sequencer/mod.ts";

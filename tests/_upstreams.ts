@@ -121,3 +121,91 @@ export function startTinyproxy(): Promise<Upstream> {
     };
   });
 }
+
+/** A temp dir with one config file, removed after the child's output drained. */
+function withConfig(
+  prefix: string,
+  name: string,
+  text: (dir: string) => string,
+  cmd: string,
+  args: (conf: string, dir: string) => string[],
+) {
+  const dir = Deno.makeTempDirSync({ prefix });
+  const conf = `${dir}/${name}`;
+  Deno.writeTextFileSync(conf, text(dir));
+  const child = new Deno.Command(cmd, { args: args(conf, dir), stdout: "piped", stderr: "piped" })
+    .spawn();
+  const out = collect(child);
+  return {
+    child,
+    output: out.output,
+    cleanup: async () => {
+      await out.drained;
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** haproxy in TCP mode on 127.0.0.1 in front of `backend`, sending PROXY v2 to it. */
+export function startHaproxySendProxyV2(backend: number): Promise<Upstream> {
+  return startOnFreePort((port) =>
+    withConfig(
+      "haproxy-",
+      "haproxy.cfg",
+      () =>
+        [
+          "global",
+          "  maxconn 100",
+          "defaults",
+          "  mode tcp",
+          "  timeout connect 5s",
+          "  timeout client 60s",
+          "  timeout server 60s",
+          "frontend f",
+          `  bind 127.0.0.1:${port}`,
+          "  default_backend b",
+          "backend b",
+          `  server s 127.0.0.1:${backend} send-proxy-v2`,
+          "",
+        ].join("\n"),
+      "haproxy",
+      (conf) => ["-db", "-f", conf],
+    )
+  );
+}
+
+/**
+ * nginx on 127.0.0.1 whose listener requires a PROXY header: `/who` answers the address in it
+ * (`$proxy_protocol_addr $proxy_protocol_port`), anything else is passed to `origin`.
+ */
+export function startNginxProxyProtocol(origin: number): Promise<Upstream> {
+  return startOnFreePort((port) =>
+    withConfig(
+      "nginx-pp-",
+      "nginx.conf",
+      (dir) =>
+        `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log stderr crit;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port} proxy_protocol;
+    default_type text/plain;
+    location = /who { return 200 "$proxy_protocol_addr $proxy_protocol_port"; }
+    location / { proxy_pass http://127.0.0.1:${origin}; proxy_buffering off; }
+  }
+}
+`,
+      "nginx",
+      (conf, dir) => ["-c", conf, "-p", dir],
+    )
+  );
+}

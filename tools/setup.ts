@@ -42,7 +42,8 @@ export const testPeers: readonly TestPeer[] = [
   { pkg: "microsocks", files: ["microsocks"], usedBy: "SOCKS5 peers, seaprox chains" },
   { pkg: "dante-server", files: ["danted"], usedBy: "SOCKS5 peers (dante)" },
   { pkg: "tinyproxy", files: ["tinyproxy"], usedBy: "HTTP CONNECT hops: seaprox chains, egress" },
-  { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy" },
+  { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy, PROXY protocol" },
+  { pkg: "haproxy", files: ["haproxy"], usedBy: "PROXY protocol v2 in front of seaprox" },
   { pkg: "chromium", files: ["/usr/bin/chromium"], usedBy: "status page, WebSocket in a browser" },
   {
     pkg: "docker.io",

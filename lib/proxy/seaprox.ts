@@ -6,7 +6,7 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
-import { type Acl, aclDial } from "../net/acl.ts";
+import { Acl, aclDial } from "../net/acl.ts";
 import { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
@@ -61,12 +61,20 @@ export interface SeaproxConfig {
    * `NetError("not-allowed")`: SOCKS5 reply 0x02, HTTP 403.
    */
   acl?: Acl;
+  /**
+   * Peers whose PROXY headers a `?proxy-protocol=1` listener takes (CIDRs / addresses as
+   * allow rules). @default loopback only (127.0.0.0/8, ::1)
+   */
+  proxyProtocolFrom?: readonly string[];
   /** Limits failed user:pass checks per client address across listeners. @default 5 in a
    * burst, then 6 per minute */
   authLimiter?: AuthFailureLimiter;
   log?: Logger;
   hooks?: ProxyHooks;
 }
+
+/** Whose PROXY headers are taken when `proxyProtocolFrom` is not given: this host only. */
+export const defaultProxyProtocolFrom: readonly string[] = ["127.0.0.0/8", "::1"];
 
 /** A listener could not be bound. */
 export class ListenError extends Error {
@@ -215,6 +223,8 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   });
   const authLimiter = cfg.authLimiter ?? new AuthFailureLimiter();
   const dialer = dialerFor(cfg);
+  const balancers = new Acl({ allow: cfg.proxyProtocolFrom ?? defaultProxyProtocolFrom });
+  const trusted = (ip: string) => balancers.check({ host: ip, port: 0 }).allowed;
   const servers: ProxyServer[] = [];
   const specs: ListenerSpec[] = [];
   const seen = new Map<string, number>();
@@ -247,6 +257,8 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       handshakeTimeoutMs: cfg.handshakeTimeoutMs,
       authenticate: authenticatorFor(spec),
       authLimiter,
+      acceptProxyProtocol: spec.proxyProtocol ? trusted : undefined,
+      sendProxyProtocol: spec.sendProxy,
       log: log.child({ listener: name }),
       hooks: cfg.hooks,
     });
@@ -257,6 +269,8 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       addr: formatAddr(server.addr),
       auth: spec.auth ? "user/pass" : "none",
       ...(spec.to ? { to: `${spec.to.host}:${spec.to.port}` } : {}),
+      ...(spec.proxyProtocol ? { proxyProtocol: "accept" } : {}),
+      ...(spec.sendProxy ? { sendProxy: `v${spec.sendProxy}` } : {}),
     });
     return server;
   };

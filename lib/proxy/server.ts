@@ -9,7 +9,10 @@
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
-import { closeQuietly, type Duplex } from "../net/duplex.ts";
+import { closeQuietly, type Duplex, withPrefix, writeAll } from "../net/duplex.ts";
+import { BufferedReader } from "../net/reader.ts";
+import { encodeProxyHeader, readProxyHeader } from "../proxyproto/mod.ts";
+import { describeEndpoint } from "./state.ts";
 import { classifyError, errorMessage, isDisconnect, NetError } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
 import { type ConnContext, defaultHandshakeTimeoutMs, serve, type Server } from "../net/serve.ts";
@@ -22,6 +25,9 @@ import type {
   ProxyTypeContext,
   SessionContext,
 } from "./proxy_type.ts";
+
+/** Bytes read per call while looking for a PROXY header (what follows it is handed on). */
+const proxyHeaderChunkBytes = 512;
 
 /** Default idle timeout of a relayed connection: 5 minutes without a byte either way. */
 export const defaultIdleTimeoutMs = 300_000;
@@ -52,6 +58,18 @@ export interface ProxyServerOptions {
   authenticate?: Authenticator;
   /** Limits failed credential checks per client address (refused without checking). */
   authLimiter?: AuthFailureLimiter;
+  /**
+   * Expect a PROXY protocol header (v1 or v2) first, and take the client's address from it,
+   * from peers (IP text) this accepts; any other peer is refused (closed, logged), since it
+   * could claim any address.
+   */
+  acceptProxyProtocol?: (peerIp: string) => boolean;
+  /**
+   * Send a PROXY header of this version to every destination before the client's bytes
+   * (address types: static, SOCKS): the client's address (from an accepted header, else the
+   * peer's) and the address it connected to.
+   */
+  sendProxyProtocol?: 1 | 2;
   log?: Logger;
   hooks?: ProxyHooks;
 }
@@ -176,15 +194,42 @@ export function serveProxy(
       return;
     }
     opts.hooks?.onOpen?.(conn);
-    const tctx: ProxyTypeContext = {
-      conn,
-      signal: ctx.signal,
-      log: clog,
-      authenticate: opts.authenticate &&
-        limitedAuth(opts.authenticate, opts.authLimiter, ctx.remote, ctx.signal),
-    };
     let dest: DialedConn | undefined;
     try {
+      let client: Duplex = sock;
+      let from: HostPort = { host: sock.remoteAddr.hostname, port: sock.remoteAddr.port };
+      let to: HostPort = { host: sock.localAddr.hostname, port: sock.localAddr.port };
+      if (opts.acceptProxyProtocol) {
+        if (!opts.acceptProxyProtocol(from.host)) {
+          conn.fail(
+            "handshake-failed",
+            "untrusted-proxy-header",
+            `${from.host} is not a trusted balancer: PROXY headers are taken only from ` +
+              `--proxy-protocol-from sources`,
+          );
+          return;
+        }
+        try {
+          const r = new BufferedReader(sock, proxyHeaderChunkBytes);
+          const header = await readProxyHeader(r);
+          client = withPrefix(sock, r.takeBuffered());
+          if (header.source) {
+            from = header.source;
+            conn.source.description = describeEndpoint(header.source);
+          }
+          if (header.dest) to = header.dest;
+        } catch (err) {
+          conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
+          return;
+        }
+      }
+      const tctx: ProxyTypeContext = {
+        conn,
+        signal: ctx.signal,
+        log: clog,
+        authenticate: opts.authenticate &&
+          limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal),
+      };
       if (type.kind === "session") {
         const sctx: SessionContext = {
           ...tctx,
@@ -197,7 +242,7 @@ export function serveProxy(
           },
         };
         try {
-          await type.session(sock, sctx);
+          await type.session(client, sctx);
         } catch (err) {
           if (conn.end === undefined) {
             const end = handshakeEnd(err, ctx);
@@ -216,7 +261,7 @@ export function serveProxy(
 
       let req: ProxyRequest;
       try {
-        req = await type.handshake(sock, tctx);
+        req = await type.handshake(client, tctx);
       } catch (err) {
         conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
         return;
@@ -227,6 +272,19 @@ export function serveProxy(
       } catch (err) {
         await req.reply({ ok: false, reason: classifyError(err) });
         return;
+      }
+      if (opts.sendProxyProtocol) {
+        try {
+          await writeAll(dest, encodeProxyHeader(opts.sendProxyProtocol, from, to));
+        } catch (err) {
+          conn.fail(
+            "error",
+            reasonOf(err) ?? "io",
+            `PROXY header to the backend: ${errorMessage(err)}`,
+          );
+          await req.reply({ ok: false, reason: "other" });
+          return;
+        }
       }
       const local = dest.localAddr;
       await req.reply({

@@ -30,6 +30,10 @@ export interface ListenerSpec {
   auth?: Credentials;
   /** Destination of a `static` listener (`?to=host:port`). */
   to?: HostPort;
+  /** `?proxy-protocol=1`: expect a PROXY header (v1 or v2) from a trusted balancer first. */
+  proxyProtocol?: boolean;
+  /** `?send-proxy=1|2` (static): send a PROXY header of that version to the destination. */
+  sendProxy?: 1 | 2;
   /** The URL as given, with any password replaced by `***` (safe to log). */
   display: string;
   /** The URL as given (trimmed; may hold a password): a listener's identity across reloads. */
@@ -161,7 +165,7 @@ export function parseListenUrl(s: string): ListenerSpec {
   }
   const scheme = raw.scheme as ListenerScheme;
   const addr = hostPortOf(raw, "listen address", s);
-  const allowed = scheme === "static" ? ["to"] : [];
+  const allowed = scheme === "static" ? ["to", "proxy-protocol", "send-proxy"] : ["proxy-protocol"];
   for (const key of raw.query.keys()) {
     if (!allowed.includes(key)) {
       throw new ProxyUrlError("bad-option", `unknown option "${key}" in ${redact(s)}`);
@@ -189,7 +193,27 @@ export function parseListenUrl(s: string): ListenerSpec {
       );
     }
   }
-  return { scheme, addr, auth: raw.auth, to, display: redact(s.trim()), url: s.trim() };
+  const pp = raw.query.get("proxy-protocol");
+  if (pp !== null && pp !== "1" && pp !== "0") {
+    throw new ProxyUrlError("bad-option", `proxy-protocol=1 or 0, not ${pp}: ${redact(s)}`);
+  }
+  const sp = raw.query.get("send-proxy");
+  if (sp !== null && sp !== "1" && sp !== "2") {
+    throw new ProxyUrlError(
+      "bad-option",
+      `send-proxy=1 or 2 (the version), not ${sp}: ${redact(s)}`,
+    );
+  }
+  return {
+    scheme,
+    addr,
+    auth: raw.auth,
+    to,
+    proxyProtocol: pp === "1" || undefined,
+    sendProxy: sp === null ? undefined : sp === "1" ? 1 : 2,
+    display: redact(s.trim()),
+    url: s.trim(),
+  };
 }
 
 /** The hop kinds a `--forward` URL names, by URL scheme. */

@@ -16,7 +16,7 @@ import {
   transportFlags,
 } from "../../lib/cli_security.ts";
 import type { ProxySettings, TlsClientConfig, TlsServerConfig } from "../../lib/transport/mod.ts";
-import { type Acl, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
+import { Acl, errorMessage, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
 import {
   type ForwardSpec,
   type ListenerSpec,
@@ -38,9 +38,11 @@ export const command = {
       arg: "url",
       env: "SEAPROX_LISTEN",
       live: true,
-      help: "static://host:port?to=host:port | socks5://[user:pass@]host:port (SOCKS4/4a too " +
+      help:
+        "static://host:port?to=host:port[&send-proxy=1|2] | socks5://[user:pass@]host:port (SOCKS4/4a too " +
         "when there is no user:pass) | " +
-        "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change)",
+        "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change); " +
+        "?proxy-protocol=1 on any of the first three takes a PROXY header from --proxy-protocol-from",
     },
     via: {
       kind: "string",
@@ -73,6 +75,12 @@ export const command = {
       multiple: true,
       arg: "rule",
       help: "never these destinations (checked on resolved addresses too; deny wins)",
+    },
+    "proxy-protocol-from": {
+      kind: "string",
+      multiple: true,
+      arg: "cidr",
+      help: "balancers whose PROXY headers ?proxy-protocol=1 listeners take (default: loopback)",
     },
     "allow-open": {
       kind: "boolean",
@@ -150,6 +158,8 @@ export interface SeaproxServiceConfig {
   /** How the first hop is reached through an egress proxy (`--proxy` …), if at all. */
   proxy?: ProxySettings;
   acl: Acl;
+  /** `--proxy-protocol-from`, checked; undefined: loopback only. */
+  proxyProtocolFrom?: string[];
   prefer: "ipv4" | "ipv6";
 }
 
@@ -187,6 +197,12 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     throw new FlagError("prefer-ipv4", "--prefer-ipv6 and --prefer-ipv4 are exclusive");
   }
   const acl = aclFromFlags(f);
+  const ppFrom = f["proxy-protocol-from"];
+  try {
+    new Acl({ allow: ppFrom });
+  } catch (err) {
+    throw new FlagError("proxy-protocol-from", `--proxy-protocol-from: ${errorMessage(err)}`);
+  }
   return {
     urls,
     listeners,
@@ -196,6 +212,7 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     tlsServer,
     tlsClient,
     acl,
+    proxyProtocolFrom: ppFrom.length > 0 ? ppFrom : undefined,
     prefer: f["prefer-ipv4"] ? "ipv4" : "ipv6",
   };
 }

@@ -67,6 +67,7 @@ export async function constructSeaprox(
   const proxy = await startSeaprox({
     ...shared,
     listeners: cfg.listeners,
+    proxyProtocolFrom: cfg.proxyProtocolFrom,
     allowOpen: flags["allow-open"],
     idleTimeoutMs: flags["idle-timeout"],
     handshakeTimeoutMs: flags["handshake-timeout"],

@@ -1,0 +1,170 @@
+/**
+ * PROXY protocol v1/v2 (lib/proxyproto) as a codec — round trip on any split with the bytes
+ * after it kept, truncation, mutation and random input ending cleanly, the v2 length bound —
+ * and in seaprox: haproxy `send-proxy-v2` in front of a `?proxy-protocol=1&send-proxy=2`
+ * static listener, nginx `proxy_protocol` behind it reporting curl's own address and port,
+ * 4 MiB byte-exact; a peer outside `--proxy-protocol-from` and a header-less client refused.
+ */
+
+import fc from "./_fc.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { BufferedReader, UnexpectedEofError } from "../lib/net/mod.ts";
+import { encodeProxyHeader, readProxyHeader } from "../lib/proxyproto/mod.ts";
+import {
+  bytesArb,
+  cat,
+  clean,
+  fuzzParams,
+  mutate,
+  mutationArb,
+  splitArb,
+  splitSource,
+} from "./_fuzz.ts";
+import { blockStreamSha256, run, sha256, startOrigin } from "./_util.ts";
+import { portFor, startSeaproxService } from "./_seaprox.ts";
+import { startHaproxySendProxyV2, startNginxProxyProtocol } from "./_upstreams.ts";
+
+const v4 = fc.ipV4();
+/** IPv6 in the full lower-case form the codec writes (so text compares exactly). */
+const v6 = fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 8, maxLength: 8 })
+  .map((g) => g.map((x) => x.toString(16)).join(":"));
+const port = fc.integer({ min: 0, max: 65535 });
+
+Deno.test("proxyproto: v1 and v2 round-trip on any split, the bytes after kept", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom(1 as const, 2 as const),
+      fc.oneof(fc.tuple(v4, v4), fc.tuple(v6, v6)),
+      port,
+      port,
+      fc.uint8Array({ maxLength: 64 }),
+      splitArb,
+      async (version, [src, dst], sport, dport, tail, sizes) => {
+        const wire = cat(
+          encodeProxyHeader(version, { host: src, port: sport }, { host: dst, port: dport }),
+          tail,
+        );
+        const src2 = splitSource(wire, sizes);
+        const r = new BufferedReader(src2, 16);
+        const out = await clean(() => readProxyHeader(r));
+        assertEquals(out.kind, "ok", out.kind === "error" ? out.error.message : "");
+        if (out.kind !== "ok") return;
+        assertEquals(out.value, {
+          version,
+          source: { host: src, port: sport },
+          dest: { host: dst, port: dport },
+        });
+        const rest = [...r.takeBuffered()];
+        const buf = new Uint8Array(64);
+        for (let n; (n = await src2.read(buf)) !== null;) rest.push(...buf.subarray(0, n));
+        assertEquals(rest, [...tail]);
+      },
+    ),
+    fuzzParams(200),
+  );
+});
+
+Deno.test("proxyproto: truncated, mutated and random input end cleanly; v2 length bounded", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom(1 as const, 2 as const),
+      v4,
+      mutationArb,
+      fc.nat(),
+      bytesArb,
+      splitArb,
+      async (version, ip, muts, at, garbage, sizes) => {
+        const whole = encodeProxyHeader(version, { host: ip, port: 1 }, { host: ip, port: 2 });
+        const cut = await clean(() =>
+          readProxyHeader(
+            new BufferedReader(splitSource(whole.subarray(0, at % whole.length), sizes)),
+          )
+        );
+        assert(cut.kind === "error" && cut.error instanceof UnexpectedEofError, "truncated: EOF");
+        for (const input of [mutate(whole, muts), garbage, cat(whole.subarray(0, 12), garbage)]) {
+          await clean(() => readProxyHeader(new BufferedReader(splitSource(input, sizes))));
+        }
+      },
+    ),
+    fuzzParams(300),
+  );
+  // A v2 header announcing a 64 KiB block is refused before anything is read past it.
+  const huge = encodeProxyHeader(2, { host: "1.2.3.4", port: 1 }, { host: "5.6.7.8", port: 2 });
+  huge[14] = 0xff;
+  huge[15] = 0xff;
+  const out = await clean(() => readProxyHeader(new BufferedReader(splitSource(huge, [5]))));
+  assertEquals(out.kind === "error" && out.error.reason, "bad-proxy-header");
+  // v1 UNKNOWN and v2 LOCAL carry no address.
+  const unknown = new TextEncoder().encode("PROXY UNKNOWN\r\n");
+  assertEquals(await readProxyHeader(new BufferedReader(splitSource(unknown, [3]))), {
+    version: 1,
+  });
+  const local = encodeProxyHeader(2, { host: "1.2.3.4", port: 1 }, { host: "5.6.7.8", port: 2 });
+  local[12] = 0x20;
+  assertEquals(await readProxyHeader(new BufferedReader(splitSource(local, [4]))), { version: 2 });
+});
+
+Deno.test("proxyproto: haproxy send-proxy-v2 -> seaprox -> nginx proxy_protocol keeps the client", async () => {
+  const origin = startOrigin();
+  const nginx = await startNginxProxyProtocol(origin.port);
+  const sp = await startSeaproxService([
+    `static://127.0.0.1:0?to=127.0.0.1:${nginx.port}&proxy-protocol=1&send-proxy=2`,
+  ]);
+  const haproxy = await startHaproxySendProxyV2(portFor(sp, "static"));
+  try {
+    const who = await run("curl", [
+      "-sS",
+      "--max-time",
+      "30",
+      "-w",
+      "|%{local_port}",
+      `http://127.0.0.1:${haproxy.port}/who`,
+    ]);
+    assertEquals(who.code, 0, who.stderr);
+    const [body, localPort] = who.stdout.split("|");
+    // nginx saw curl's own address and port: carried by haproxy's v2 header through seaprox.
+    assertEquals(body, `127.0.0.1 ${localPort}`);
+    await sp.waitFor(new RegExp(`proxy="static\\[ipv4\\[127\\.0\\.0\\.1:${localPort}\\]->`));
+
+    const big = await run("curl", [
+      "-sS",
+      "--max-time",
+      "60",
+      `http://127.0.0.1:${haproxy.port}/bytes/${4 << 20}?seed=9`,
+    ]);
+    assertEquals(big.code, 0, big.stderr);
+    assertEquals(sha256(big.raw), blockStreamSha256(4 << 20, 9));
+
+    // A trusted peer that sends no header is refused, not relayed with a made-up client.
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: portFor(sp, "static") });
+    await c.write(new TextEncoder().encode("GET /who HTTP/1.0\r\n\r\n"));
+    assertEquals(await c.read(new Uint8Array(16)), null);
+    c.close();
+    await sp.waitFor(/end=handshake-failed failure=bad-proxy-header/);
+  } finally {
+    await haproxy.stop();
+    assertEquals(await sp.stop(), 0);
+    await nginx.stop();
+    await origin.close();
+  }
+});
+
+Deno.test("proxyproto: a peer outside --proxy-protocol-from is refused and logged", async () => {
+  const sp = await startSeaproxService(
+    ["static://127.0.0.1:0?to=127.0.0.1:9&proxy-protocol=1"],
+    ["--proxy-protocol-from", "10.9.9.0/24"],
+  );
+  try {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: portFor(sp, "static") });
+    await c.write(
+      encodeProxyHeader(1, { host: "203.0.113.7", port: 4242 }, { host: "127.0.0.1", port: 1 }),
+    );
+    assertEquals(await c.read(new Uint8Array(16)), null);
+    c.close();
+    const line = await sp.waitFor(/failure=untrusted-proxy-header/);
+    assertMatch(line, /127\.0\.0\.1 is not a trusted balancer/);
+    assert(!line.includes("203.0.113.7"), "the claimed address is not believed");
+  } finally {
+    assertEquals(await sp.stop(), 0);
+  }
+});
