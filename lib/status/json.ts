@@ -4,7 +4,7 @@
  * @module
  */
 
-import { liveServers } from "../net/serve.ts";
+import { formatAddr, liveServers } from "../net/serve.ts";
 import type { StatusProvider, StatusSeries, StatusTable } from "./hub.ts";
 
 type Cell = string | number | boolean | null;
@@ -59,15 +59,13 @@ export function jsonStatusProvider(status: () => unknown | Promise<unknown>): St
 export function listenersStatusProvider(): StatusProvider {
   return () => {
     const list = [...liveServers];
-    const addr = (a: Deno.NetAddr) =>
-      a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
     return {
       tables: [{
         title: "listeners",
         columns: ["name", "addr", "active", "total", "over limit", "handshake timeouts", "errors"],
         rows: list.map((s) => [
           s.name ?? "",
-          addr(s.addr),
+          formatAddr(s.addr),
           s.stats.active,
           s.stats.total,
           s.stats.rejected,
@@ -77,7 +75,7 @@ export function listenersStatusProvider(): StatusProvider {
       }],
       series: list.map((s) => ({
         chart: "connections per listener",
-        name: s.name ?? addr(s.addr),
+        name: s.name ?? formatAddr(s.addr),
         value: s.stats.active,
       })),
     };
