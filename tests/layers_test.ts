@@ -53,6 +53,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
   "lib/socks5/mod.ts": { allow: [...base, "lib/socks5/"] },
   "lib/proxyproto/mod.ts": { allow: [...base, "lib/proxyproto/"] },
   "lib/http/mod.ts": { allow: [...base, "lib/http/"] },
+  "lib/udp/mod.ts": { allow: [...base, "lib/udp/"] },
   "lib/mux/mod.ts": { allow: [...counted, "lib/mux/"] },
   "lib/transport/mod.ts": { allow: [...base, "lib/transport/", "lib/http/", "lib/socks5/"] },
   "lib/fusion/mod.ts": {
@@ -85,6 +86,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/proxyproto/",
       "lib/socks5/",
       "lib/transport/",
+      "lib/udp/",
     ],
   },
   // The demo's clients speak the protocols, never the services' internals.

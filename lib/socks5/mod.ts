@@ -31,4 +31,5 @@ export {
   type Socks4Request,
   socks4Version,
 } from "./socks4.ts";
+export { decodeSocks5Udp, encodeSocks5Udp, type Socks5UdpDatagram } from "./udp.ts";
 export { encodeAddress, formatIPv6, parseIPv4, parseIPv6 } from "./addr.ts";

@@ -1,0 +1,62 @@
+/**
+ * `UdpDrops`: counters of datagrams a relay dropped, by reason, logged without flooding the
+ * log (the 1st, 10th, 100th … drop of each reason is a warn line with the running count).
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+
+/**
+ * Why a datagram was dropped.
+ * - "too-big": larger than the relay takes, or the kernel refused its size (EMSGSIZE);
+ * - "fragmented": a SOCKS5 datagram with FRAG ≠ 0 (reassembly is not supported);
+ * - "malformed": a SOCKS5 UDP header that does not parse;
+ * - "wrong-source": from an address that is not the relay's client (or its destination);
+ * - "flow-limit": a new flow while the table holds its maximum of flows;
+ * - "queue-full": the bytes waiting to be sent are at their bound;
+ * - "not-allowed": the destination is refused by the ACL;
+ * - "resolve": the destination name does not resolve;
+ * - "send-failed": the kernel refused the send for another reason.
+ */
+export type UdpDropReason =
+  | "too-big"
+  | "fragmented"
+  | "malformed"
+  | "wrong-source"
+  | "flow-limit"
+  | "queue-full"
+  | "not-allowed"
+  | "resolve"
+  | "send-failed";
+
+/** Counts dropped datagrams by reason and logs them sparsely. */
+export class UdpDrops {
+  readonly #counts = new Map<UdpDropReason, number>();
+  constructor(readonly log: Logger = silentLogger) {}
+
+  /** Count one drop; log it when the count of `reason` is 1, 10, 100 … */
+  drop(reason: UdpDropReason, detail?: string): void {
+    const n = (this.#counts.get(reason) ?? 0) + 1;
+    this.#counts.set(reason, n);
+    if (/^10*$/.test(String(n))) {
+      this.log.warn("udp datagram dropped", { reason, count: n, detail });
+    }
+  }
+
+  /** Drops of one reason so far. */
+  count(reason: UdpDropReason): number {
+    return this.#counts.get(reason) ?? 0;
+  }
+
+  /** All counts, for status and tests. */
+  snapshot(): Partial<Record<UdpDropReason, number>> {
+    return Object.fromEntries(this.#counts);
+  }
+
+  /** Total drops. */
+  get total(): number {
+    let t = 0;
+    for (const n of this.#counts.values()) t += n;
+    return t;
+  }
+}

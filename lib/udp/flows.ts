@@ -1,0 +1,163 @@
+/**
+ * `FlowTable`: the per-peer state of a UDP relay (a "flow" is one peer's association with
+ * its upstream socket or destination), bounded three ways — flows expire after an idle
+ * timeout, at most `maxFlows` are held (a new one over the bound is dropped and counted),
+ * and the bytes handed to the kernel but not yet sent are capped (`reserve`/`release`).
+ * @module
+ */
+
+import type { UdpDrops } from "./drops.ts";
+
+/** Default time a flow lives without a datagram either way: 60 s (like conntrack's UDP). */
+export const defaultUdpIdleTimeoutMs = 60_000;
+/** Default bound on flows one table holds. */
+export const defaultMaxUdpFlows = 1024;
+/** Default bound on bytes queued for sending across one table's flows: 4 MiB. */
+export const defaultMaxUdpQueuedBytes = 4 * 1024 * 1024;
+
+/** The bounds of a {@linkcode FlowTable}. */
+export interface FlowLimits {
+  /** A flow without traffic for this long is closed; 0 = never. @default 60000 */
+  idleTimeoutMs?: number;
+  /** Flows held at once. @default 1024 */
+  maxFlows?: number;
+  /** Bytes waiting to be sent, across flows. @default 4 MiB */
+  maxQueuedBytes?: number;
+}
+
+/** What a flow must offer the table: a way to release it. */
+export interface Flow {
+  close(): void;
+}
+
+interface Entry<F> {
+  flow: F;
+  lastActiveMs: number;
+}
+
+/** Bounded, idle-expiring flows by key (a peer's `ip:port`). */
+export class FlowTable<F extends Flow> {
+  readonly idleTimeoutMs: number;
+  readonly maxFlows: number;
+  readonly maxQueuedBytes: number;
+  readonly #flows = new Map<string, Entry<F>>();
+  readonly #timer?: ReturnType<typeof setInterval>;
+  #queuedBytes = 0;
+  /** Flows opened so far. */
+  opened = 0;
+  /** Flows closed by the idle timeout so far. */
+  expired = 0;
+  /** Most flows held at once. */
+  peak = 0;
+
+  constructor(limits: FlowLimits, readonly drops: UdpDrops) {
+    this.idleTimeoutMs = limits.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
+    this.maxFlows = limits.maxFlows ?? defaultMaxUdpFlows;
+    this.maxQueuedBytes = limits.maxQueuedBytes ?? defaultMaxUdpQueuedBytes;
+    if (this.idleTimeoutMs > 0) {
+      // Swept at a quarter of the timeout (within 250 ms – 5 s): a flow outlives its timeout
+      // by at most that much.
+      const everyMs = Math.min(5_000, Math.max(250, this.idleTimeoutMs / 4));
+      const timer = setInterval(() => this.sweep(), everyMs);
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  /** Flows held now. */
+  get size(): number {
+    return this.#flows.size;
+  }
+
+  /** Bytes reserved and not yet released. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** The flow of `key`, marked active; undefined when there is none. */
+  get(key: string): F | undefined {
+    const e = this.#flows.get(key);
+    if (e) e.lastActiveMs = performance.now();
+    return e?.flow;
+  }
+
+  /**
+   * Whether a new flow for `key` fits beside the held ones and `opening` more being set up;
+   * at the bound idle flows are swept first, and a refusal is counted ("flow-limit").
+   */
+  hasRoom(key: string, opening = 0): boolean {
+    if (this.#flows.size + opening >= this.maxFlows) this.sweep();
+    if (this.#flows.size + opening < this.maxFlows) return true;
+    this.drops.drop("flow-limit", `${this.maxFlows} flows held; new flow from ${key}`);
+    return false;
+  }
+
+  /**
+   * The flow of `key`, opened with `open` when there is none. At the bound, idle flows are
+   * swept first; if the table is still full the datagram is dropped ("flow-limit") and
+   * undefined returned.
+   */
+  getOrOpen(key: string, open: () => F): F | undefined {
+    const had = this.get(key);
+    if (had) return had;
+    if (!this.hasRoom(key)) return undefined;
+    const flow = open();
+    this.#flows.set(key, { flow, lastActiveMs: performance.now() });
+    this.opened++;
+    this.peak = Math.max(this.peak, this.#flows.size);
+    return flow;
+  }
+
+  /** Mark `key` active (traffic in the other direction). */
+  touch(key: string): void {
+    const e = this.#flows.get(key);
+    if (e) e.lastActiveMs = performance.now();
+  }
+
+  /** Close and forget the flow of `key`. */
+  delete(key: string): void {
+    const e = this.#flows.get(key);
+    if (!e) return;
+    this.#flows.delete(key);
+    e.flow.close();
+  }
+
+  /**
+   * Reserve `n` bytes of the send queue; false (and a "queue-full" drop counted) when that
+   * would pass `maxQueuedBytes`. Call `release(n)` once the send settles.
+   */
+  reserve(n: number): boolean {
+    if (this.#queuedBytes + n > this.maxQueuedBytes) {
+      this.drops.drop("queue-full", `${this.#queuedBytes} bytes queued`);
+      return false;
+    }
+    this.#queuedBytes += n;
+    return true;
+  }
+
+  /** Give back bytes reserved with `reserve`. */
+  release(n: number): void {
+    this.#queuedBytes = Math.max(0, this.#queuedBytes - n);
+  }
+
+  /** Close flows idle for the timeout; returns how many. */
+  sweep(now: number = performance.now()): number {
+    if (this.idleTimeoutMs <= 0) return 0;
+    let n = 0;
+    for (const [key, e] of this.#flows) {
+      if (now - e.lastActiveMs < this.idleTimeoutMs) continue;
+      this.#flows.delete(key);
+      e.flow.close();
+      n++;
+    }
+    this.expired += n;
+    return n;
+  }
+
+  /** Close every flow and stop the sweep timer. */
+  close(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const e of this.#flows.values()) e.flow.close();
+    this.#flows.clear();
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * `startUdpForward`: a static UDP forward (seaprox's `udp://host:port?to=host:port`). Every
+ * peer that sends to the listening socket gets a flow: its own upstream socket, so the
+ * target's answers find their way back to that peer. Flows expire when idle and are bounded
+ * in number and in queued bytes; every dropped datagram is counted by reason.
+ * @module
+ */
+
+import { type Logger, silentLogger } from "../log.ts";
+import { type HostPort, joinHostPort } from "../net/addr.ts";
+import { resolveHost } from "../net/dial.ts";
+import { UdpDrops } from "./drops.ts";
+import { type FlowLimits, FlowTable } from "./flows.ts";
+import { sendCounted } from "./send.ts";
+import { maxUdpPayloadBytes, UdpSocket } from "./socket.ts";
+
+/** Options of {@linkcode startUdpForward}. */
+export interface UdpForwardOptions extends FlowLimits {
+  /** Where to listen (port 0: kernel-chosen). */
+  listen: HostPort;
+  /** Where every datagram goes; a name is resolved once, at start. */
+  to: HostPort;
+  /** Address family tried first when resolving `to`. @default "ipv4" */
+  prefer?: "ipv6" | "ipv4";
+  log?: Logger;
+}
+
+/** Counters of a running forward. */
+export interface UdpForwardStats {
+  /** Datagrams and payload bytes from peers to the target. */
+  datagramsUp: number;
+  bytesUp: number;
+  /** Datagrams and payload bytes from the target back to peers. */
+  datagramsDown: number;
+  bytesDown: number;
+}
+
+/** A running UDP forward. */
+export interface UdpForward {
+  /** The listening address (the real port when 0 was asked). */
+  readonly addr: HostPort;
+  /** The target as resolved. */
+  readonly target: HostPort;
+  readonly flows: FlowTable<UdpSocket>;
+  readonly drops: UdpDrops;
+  readonly stats: UdpForwardStats;
+  /** Close the listening socket and every flow. */
+  stop(): void;
+}
+
+/**
+ * Bind `opts.listen` and forward to `opts.to`. Rejects with a `NetError` when the address
+ * cannot be bound or `to` does not resolve.
+ *
+ * @example
+ * ```ts
+ * import { startUdpForward, UdpSocket } from "./mod.ts";
+ * const echo = await UdpSocket.bind("127.0.0.1", 0);
+ * echo.onMessage = (d, from) => void echo.send(d, from);
+ * const fwd = await startUdpForward({ listen: { host: "127.0.0.1", port: 0 }, to: echo.addr });
+ * const client = await UdpSocket.bind("127.0.0.1", 0);
+ * const answer = new Promise<Uint8Array>((r) => client.onMessage = r);
+ * await client.send(new TextEncoder().encode("ping"), fwd.addr);
+ * console.assert(new TextDecoder().decode(await answer) === "ping");
+ * client.close();
+ * fwd.stop();
+ * echo.close();
+ * ```
+ */
+export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForward> {
+  const log = opts.log ?? silentLogger;
+  const [targetIp] = await resolveHost(opts.to.host, opts.prefer ?? "ipv4");
+  const target: HostPort = { host: targetIp, port: opts.to.port };
+  const targetKey = joinHostPort(target.host, target.port);
+  const listener = await UdpSocket.bind(opts.listen.host, opts.listen.port);
+  const drops = new UdpDrops(log);
+  const flows = new FlowTable<UdpSocket>(opts, drops);
+  const stats: UdpForwardStats = { datagramsUp: 0, bytesUp: 0, datagramsDown: 0, bytesDown: 0 };
+  /** Upstream sockets still binding, by peer: datagrams wait on them in order. */
+  const pending = new Map<string, Promise<UdpSocket | undefined>>();
+  let stopped = false;
+
+  const openFlow = async (peer: HostPort, key: string): Promise<UdpSocket | undefined> => {
+    let up: UdpSocket;
+    try {
+      up = await UdpSocket.bind(targetIp.includes(":") ? "::" : "0.0.0.0", 0);
+    } catch (err) {
+      drops.drop("send-failed", `no upstream socket for ${key}: ${err}`);
+      return undefined;
+    }
+    if (stopped) return void up.close();
+    up.onMessage = (data, from) => {
+      if (joinHostPort(from.host, from.port) !== targetKey) {
+        return drops.drop("wrong-source", `upstream datagram from ${from.host}:${from.port}`);
+      }
+      flows.touch(key);
+      stats.datagramsDown++;
+      stats.bytesDown += data.length;
+      sendCounted(listener, data, peer, flows);
+    };
+    const flow = flows.getOrOpen(key, () => up);
+    if (flow !== up) up.close();
+    return flow;
+  };
+
+  listener.onMessage = (data, peer) => {
+    if (data.length > maxUdpPayloadBytes) return drops.drop("too-big");
+    const key = joinHostPort(peer.host, peer.port);
+    const send = (up: UdpSocket | undefined) => {
+      if (!up) return;
+      stats.datagramsUp++;
+      stats.bytesUp += data.length;
+      sendCounted(up, data, target, flows);
+    };
+    const flow = flows.get(key);
+    if (flow) return send(flow);
+    // A datagram that arrives while its flow's socket is binding waits behind the first one,
+    // so a peer's datagrams leave in the order they came. The wait costs queue budget.
+    let p = pending.get(key);
+    if (!p) {
+      // Checked before a socket is bound: a flood of new peers costs no sockets at the bound.
+      if (!flows.hasRoom(key, pending.size)) return;
+      p = openFlow(peer, key).finally(() => pending.delete(key));
+      pending.set(key, p);
+    }
+    if (!flows.reserve(data.length)) return;
+    void p.then((up) => {
+      flows.release(data.length);
+      send(up);
+    });
+  };
+
+  log.debug("udp forward started", {
+    addr: joinHostPort(listener.addr.host, listener.addr.port),
+    to: targetKey,
+  });
+  return {
+    addr: listener.addr,
+    target,
+    flows,
+    drops,
+    stats,
+    stop: () => {
+      stopped = true;
+      listener.close();
+      flows.close();
+    },
+  };
+}

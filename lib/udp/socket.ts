@@ -1,0 +1,115 @@
+/**
+ * `UdpSocket`: a `node:dgram` socket behind a small promise API. Why node:dgram: Deno 2.9.6's
+ * own `Deno.listenDatagram` needs `--unstable-net`; node:dgram needs no unstable flag, so the
+ * services keep their permissions (`--allow-net`) and nothing else.
+ * @module
+ */
+
+import dgram from "node:dgram";
+import { isIP } from "node:net";
+import type { HostPort } from "../net/addr.ts";
+import { resolveHost } from "../net/dial.ts";
+import { errorMessage, NetError } from "../net/errors.ts";
+
+/** Largest UDP payload over IPv4 (65535 − 20 IP − 8 UDP); IPv6 allows 65527. */
+export const maxUdpPayloadBytes = 65_507;
+
+/** A datagram handler: `from` is an IP literal (no brackets) and a port. */
+export type DatagramHandler = (data: Uint8Array, from: HostPort) => void;
+
+/** Why a send failed: the datagram was too large for the path, or anything else. */
+export class UdpSendError extends Error {
+  override name = "UdpSendError";
+  constructor(readonly reason: "too-big" | "send-failed", message: string) {
+    super(message);
+  }
+}
+
+/** A bound UDP socket. Incoming datagrams go to `onMessage`; errors never throw from it. */
+export class UdpSocket {
+  readonly #sock: dgram.Socket;
+  readonly #addr: HostPort;
+  #closed = false;
+  /** Called for every datagram received (set before traffic arrives; dropped otherwise). */
+  onMessage: DatagramHandler = () => {};
+
+  private constructor(sock: dgram.Socket, addr: HostPort) {
+    this.#sock = sock;
+    this.#addr = addr;
+    sock.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
+      this.onMessage(
+        new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength),
+        { host: rinfo.address, port: rinfo.port },
+      );
+    });
+    // Errors after bind (ICMP port unreachable reported on Linux …) concern one datagram,
+    // not the socket: sends report theirs through their own callback.
+    sock.on("error", () => {});
+  }
+
+  /**
+   * Bind `host:port` (port 0: kernel-chosen). A host name is resolved (IPv4 first). Rejects
+   * with a `NetError` ("addr-in-use" as its message for a busy port, reason "other").
+   */
+  static async bind(host: string, port: number): Promise<UdpSocket> {
+    const bare = host.replace(/^\[|\]$/g, "");
+    const ip = isIP(bare) ? bare : (await resolveHost(bare, "ipv4"))[0];
+    const sock = dgram.createSocket({ type: isIP(ip) === 6 ? "udp6" : "udp4" });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once("error", reject);
+        sock.bind(port, ip, () => {
+          sock.off("error", reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      sock.close();
+      throw new NetError("other", `cannot bind udp ${ip}:${port}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    const a = sock.address();
+    return new UdpSocket(sock, { host: a.address, port: a.port });
+  }
+
+  /** The bound address (the real port when 0 was asked). */
+  get addr(): HostPort {
+    return this.#addr;
+  }
+
+  /** Whether this socket speaks IPv6 (its peers must be IPv6 literals). */
+  get ipv6(): boolean {
+    return isIP(this.#addr.host) === 6;
+  }
+
+  /**
+   * Send one datagram to `to` (an IP literal). Resolves when the kernel took it; rejects with
+   * {@linkcode UdpSendError} ("too-big" for EMSGSIZE) — never throws synchronously.
+   */
+  send(data: Uint8Array, to: HostPort): Promise<void> {
+    if (this.#closed) return Promise.reject(new UdpSendError("send-failed", "socket closed"));
+    return new Promise((resolve, reject) => {
+      try {
+        this.#sock.send(data, to.port, to.host, (err) => {
+          if (!err) return resolve();
+          const code = (err as { code?: string }).code;
+          reject(new UdpSendError(code === "EMSGSIZE" ? "too-big" : "send-failed", err.message));
+        });
+      } catch (err) {
+        reject(new UdpSendError("send-failed", errorMessage(err)));
+      }
+    });
+  }
+
+  /** Close the socket (idempotent). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#sock.close();
+    } catch {
+      // Already closed by node (ERR_SOCKET_DGRAM_NOT_RUNNING): nothing left to release.
+    }
+  }
+}
