@@ -200,6 +200,13 @@ Deno.test({
         closedOk: number;
       };
       assertEquals(json.failures, { "dial-failed:refused": 3 });
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      for (
+        const line of [
+          'warren_seaprox_connections_total{listener="static-2"} 3',
+          'warren_seaprox_errors_total{reason="dial-failed:refused"} 3',
+        ]
+      ) assert(metrics.includes(line), `${line} in:\n${metrics}`);
 
       await withBrowser(async (browser) => {
         const page = await browser.newPage({ viewport: { width: 1000, height: 1400 } });

@@ -48,6 +48,8 @@ export type ProxyEnd =
 export interface ProxyConnectionRecord {
   id: number;
   scheme: string;
+  /** The listener's name (`socks5`, `socks5-2`…; the scheme when it has none). */
+  listener: string;
   description: string;
   end: ProxyEnd;
   /** Typed dial failure (`NetError.reason`) or protocol error reason. */
@@ -90,6 +92,8 @@ export class ProxyConnection {
   target?: HostPort;
   /** The user the client authenticated as, if any. */
   username?: string;
+  /** The accepting listener's name (set by the server; the scheme until then). */
+  listener: string;
   /**
    * Live byte counters, updated in place by the relay while it runs (aToB: client to
    * destination), so a status page sees a long transfer progress.
@@ -118,6 +122,7 @@ export class ProxyConnection {
 
   constructor(readonly id: number, scheme: string, source: Deno.Addr | string) {
     this.scheme = scheme;
+    this.listener = scheme;
     this.#remote = typeof source === "string" ? source : formatAddr(source);
     this.source = new ProxySide(
       "source",
@@ -239,6 +244,7 @@ export class ProxyConnection {
     const rec: ProxyConnectionRecord = {
       id: this.id,
       scheme: this.scheme,
+      listener: this.listener,
       description: this.description,
       end: this.#end,
       failure: this.#failure,

@@ -57,11 +57,11 @@ export class SeaproxStats {
   /** The hooks that count (a connection refused by the limit is counted, never active). */
   readonly hooks: ProxyHooks = {
     onOpen: (c) => {
-      this.#total.inc({ listener: c.scheme });
+      this.#total.inc({ listener: c.listener });
       this.#active.inc();
     },
     onClose: (r) => {
-      if (r.end === "limit") this.#total.inc({ listener: r.scheme });
+      if (r.end === "limit") this.#total.inc({ listener: r.listener });
       else this.#active.dec();
       this.#bytes.inc({ direction: "up" }, r.bytesUp);
       this.#bytes.inc({ direction: "down" }, r.bytesDown);
@@ -69,7 +69,7 @@ export class SeaproxStats {
       this.#oldOut.inc(r.bytesDown);
       this.closedBytes.up += r.bytesUp;
       this.closedBytes.down += r.bytesDown;
-      if (r.setupMs !== undefined) this.#setup.observe({ listener: r.scheme }, r.setupMs / 1000);
+      if (r.setupMs !== undefined) this.#setup.observe({ listener: r.listener }, r.setupMs / 1000);
       if (okEnds.has(r.end)) this.closedOk++;
       else {
         const reason = r.failure ? `${r.end}:${r.failure}` : r.end;

@@ -184,6 +184,7 @@ export function serveProxy(
 
   const handler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
     const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
+    conn.listener = String(log.field("listener") ?? type.scheme);
     const clog = ctx.log;
     conn.shed = () => closeQuietly(sock);
     const refused = table.admit(conn);
