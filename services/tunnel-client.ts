@@ -7,7 +7,7 @@
  *     --server http://tunnel.example.com:8080 --local 127.0.0.1:3000
  */
 
-import { bindOrExit, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, fail, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/tunnel-client.ts";
 import { constructTunnelClient } from "./construct/tunnel-client.ts";
 
@@ -25,3 +25,5 @@ if (tc.client.replaced) {
   log.error("exiting: another client with the same identifier took over");
   Deno.exit(3);
 }
+// A wrong identifier ends the client (unless --keep-trying) with one line and status 4.
+if (tc.client.refusal) fail(tc.client.refusal, 4);

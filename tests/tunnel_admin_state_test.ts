@@ -1,7 +1,7 @@
 /**
  * tunnel-server's admin state, with curl against real tunnel-server and tunnel-client
  * processes: `POST /hosts` on a served host answers 409 (or takes it over with `replace`,
- * ending the old client's session), hosts and TCP tunnels added through the API survive a
+ * ending the old client's session, which then exits as its identifier is refused), hosts and TCP tunnels added through the API survive a
  * restart through `--state-file` (written atomically, mode 0600), and `GET` lists say where
  * each came from (flag, file, admin).
  */
@@ -174,6 +174,9 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     });
     assertEquals(take.status, 201, JSON.stringify(take.json));
     await clientA.waitFor(/msg="server ended the session" reason=revoked/);
+    // Its identifier names nothing any more: it is refused, gives up, exits 4 with one line.
+    assertEquals((await clientA.child.status).code, 4);
+    assertMatch(clientA.lines.at(-1)!, /^error: the server refused this identifier 3 times/);
     const clientB = await startClient(idB, appB.port);
     procs.push(clientB);
     await eventually(

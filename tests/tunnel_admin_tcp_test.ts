@@ -147,7 +147,7 @@ Deno.test("tunnel admin TCP: add for a connected client, 64 MiB by SHA-256, remo
 
     // An identifier no host has: a TCP tunnel naming it lets its client connect (TCP-only).
     const tcpOnly = "admin-tcp-only-identifier-02";
-    assertEquals(await t.server.authenticate(tcpOnly), "unknown");
+    assertEquals(await t.server.authenticate(tcpOnly), "unknown-identifier");
     const only = await call("POST", "/tcp", {
       publicPort: port,
       identifier: tcpOnly,
@@ -163,7 +163,11 @@ Deno.test("tunnel admin TCP: add for a connected client, 64 MiB by SHA-256, remo
       await c2.stop();
     }
     assertEquals((await call("DELETE", `/tcp/${port}`)).status, 204);
-    assertEquals(await t.server.authenticate(tcpOnly), "unknown", "no tunnel names it any more");
+    assertEquals(
+      await t.server.authenticate(tcpOnly),
+      "unknown-identifier",
+      "no tunnel names it any more",
+    );
     for (const [m, p] of [["GET", "/tcp"], ["POST", "/tcp"], ["DELETE", `/tcp/${port}`]]) {
       const r = await call(
         m,

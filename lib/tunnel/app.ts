@@ -119,6 +119,7 @@ export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {
     const who = remoteOf(c).remote; // "-" when served without connection info: not limited
     const result = await server.authenticate(identifier, who === "-" ? undefined : who);
     if (result !== "ok") {
+      server.log.warn("client refused", { remote: who, reason: result });
       const { status, text } = clientRefusal[result];
       return new Response(text, { status });
     }

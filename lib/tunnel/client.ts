@@ -96,6 +96,12 @@ export interface TunnelClientOptions {
   proxy?: ProxySettings;
   /** Redial policy. @default { initialMs: 250, maxMs: 30000 } */
   backoff?: BackoffOptions;
+  /**
+   * Consecutive refusals of the identifier (401/403) after which `run()` gives up and sets
+   * `refusal` (frpc's `loginFailExit`): a wrong secret does not retry forever. 0 = keep
+   * trying. @default 3
+   */
+  authFailExitAfter?: number;
   /** Timeout of each dial (server and local). @default 10000 */
   dialTimeoutMs?: number;
   /** Mux ping interval. @default 2000 */
@@ -323,7 +329,16 @@ async function dialServer(
 }
 
 /** Client state, for status and tests. */
-export type ClientState = "connecting" | "connected" | "backoff" | "stopped" | "replaced";
+export type ClientState =
+  | "connecting"
+  | "connected"
+  | "backoff"
+  | "stopped"
+  | "replaced"
+  | "refused";
+
+/** Default of {@linkcode TunnelClientOptions.authFailExitAfter}. */
+export const defaultAuthFailExitAfter = 3;
 
 /**
  * A tunnel client. `run()` keeps it connected until the signal aborts; every failure
@@ -340,6 +355,8 @@ export class TunnelClient {
   streams = 0;
   /** Set when another client with our identifier took over: `run()` then returns. */
   replaced = false;
+  /** Set (one line, why) when the server kept refusing the identifier: `run()` then returns. */
+  refusal: string | undefined;
   #session: Session | undefined;
   /** Local ports a server-defined TCP tunnel asked for and was refused (warned once). */
   #refusedPorts = new Set<number>();
@@ -357,13 +374,18 @@ export class TunnelClient {
   async run(): Promise<void> {
     const backoff = new Backoff(this.#o.backoff ?? { initialMs: 250, maxMs: 30_000 });
     const signal = this.#o.signal;
+    const authFailExitAfter = this.#o.authFailExitAfter ?? defaultAuthFailExitAfter;
+    let authFails = 0;
     while (!signal?.aborted) {
       this.state = "connecting";
       const started = Date.now();
       // One line per attempt: how it ended and when the next one starts.
       let line: { level: "info" | "warn"; msg: string; fields: LogFields };
       try {
-        const end = await this.#once(() => backoff.reset());
+        const end = await this.#once(() => {
+          backoff.reset();
+          authFails = 0;
+        });
         if (this.replaced) {
           this.#log.error("replaced by another client with the same identifier; not reconnecting");
           break;
@@ -376,6 +398,15 @@ export class TunnelClient {
       } catch (err) {
         if (signal?.aborted) break;
         const failure = err instanceof ConnectError ? err.reason : "error";
+        if (failure === "unauthorized" && ++authFails >= authFailExitAfter && authFailExitAfter) {
+          this.refusal = `the server refused this identifier ${authFails} times in a row ` +
+            `(${errorMessage(err)}): check the identifier, or ask the server's admin to add it`;
+          this.#log.error("giving up: identifier refused", {
+            attempts: authFails,
+            error: errorMessage(err),
+          });
+          break;
+        }
         line = {
           level: "warn",
           msg: "cannot connect to server",
@@ -397,7 +428,7 @@ export class TunnelClient {
         break; // aborted
       }
     }
-    this.state = this.replaced ? "replaced" : "stopped";
+    this.state = this.replaced ? "replaced" : this.refusal ? "refused" : "stopped";
   }
 
   /**

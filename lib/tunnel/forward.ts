@@ -137,6 +137,10 @@ export function presentedIdentifier(
 export const clientRefusal: Readonly<
   Record<Exclude<AuthResult, "ok">, { status: 401 | 409; text: string }>
 > = {
-  unknown: { status: 401, text: "unknown identifier\n" },
-  duplicate: { status: 409, text: "a client with this identifier is already connected\n" },
+  "no-identifier": { status: 401, text: "no identifier\n" },
+  "unknown-identifier": { status: 401, text: "unknown identifier\n" },
+  "identifier-connected": {
+    status: 409,
+    text: "a client with this identifier is already connected\n",
+  },
 };

@@ -93,8 +93,12 @@ export type Route =
   | { ok: true; host: string; client: ClientConn }
   | { ok: false; status: 404 | 502; host: string };
 
-/** Result of authenticating a client's identifier before the upgrade. */
-export type AuthResult = "ok" | "unknown" | "duplicate";
+/**
+ * Result of authenticating a client's identifier before the upgrade; a refusal names its
+ * reason (logged as `reason=`): no identifier header, an identifier no host or TCP tunnel
+ * names, or (policy "refuse") one whose client is connected already.
+ */
+export type AuthResult = "ok" | "no-identifier" | "unknown-identifier" | "identifier-connected";
 
 /** Client connects and disconnects of one server, for `warren_tunnel_client_events_total`. */
 export interface ClientEvents {
@@ -225,11 +229,11 @@ export class TunnelServer {
     const known = await verifySecret(limiter, remote ?? "-", async () =>
       !!identifier &&
       (this.#tcp.names(clientKey(identifier)) || await this.registry.isKnown(identifier)));
-    if (!known || !identifier) {
-      this.log.debug("client refused: unknown identifier", { remote });
-      return "unknown";
+    if (!identifier) return "no-identifier";
+    if (!known) return "unknown-identifier";
+    if (this.duplicate === "refuse" && this.#clients.has(clientKey(identifier))) {
+      return "identifier-connected";
     }
-    if (this.duplicate === "refuse" && this.#clients.has(clientKey(identifier))) return "duplicate";
     return "ok";
   }
 

@@ -87,6 +87,11 @@ export const command = {
       default: "30s",
       help: "longest wait between reconnection attempts",
     },
+    "keep-trying": {
+      kind: "boolean",
+      help: "keep reconnecting when the server refuses the identifier (default: exit with " +
+        "status 4 after 3 refusals in a row)",
+    },
   },
   examples: [
     "TUNNEL_IDENTIFIER=s3cret tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000",

@@ -44,6 +44,7 @@ export async function constructTunnelClient(
     heartbeatIntervalMs: flags.heartbeat,
     heartbeatTimeoutMs: flags.heartbeat * 3,
     backoff: { initialMs: 250, maxMs: flags["backoff-max"] },
+    authFailExitAfter: flags["keep-trying"] ? 0 : undefined,
     log,
     signal: ac.signal,
     onConnected,
