@@ -102,6 +102,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/control/",
       "lib/http/",
       "lib/mux/",
+      "lib/proxyproto/",
       "lib/socks5/",
       "lib/transport/",
     ],

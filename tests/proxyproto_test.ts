@@ -3,7 +3,8 @@
  * after it kept, truncation, mutation and random input ending cleanly, the v2 length bound —
  * and in seaprox: haproxy `send-proxy-v2` in front of a `?proxy-protocol=1&send-proxy=2`
  * static listener, nginx `proxy_protocol` behind it reporting curl's own address and port,
- * 4 MiB byte-exact; a peer outside `--proxy-protocol-from` and a header-less client refused.
+ * 4 MiB byte-exact; a peer outside `--proxy-protocol-from` and a header-less client refused;
+ * tunnel-server `--proxy-protocol` behind haproxy forwarding the real client's address.
  */
 
 import fc from "./_fc.ts";
@@ -20,7 +21,8 @@ import {
   splitArb,
   splitSource,
 } from "./_fuzz.ts";
-import { blockStreamSha256, run, sha256, startOrigin } from "./_util.ts";
+import { blockStreamSha256, portOf, run, sha256, startOrigin, startService } from "./_util.ts";
+import { startApp, startClient } from "./_tunnel.ts";
 import { portFor, startSeaproxService } from "./_seaprox.ts";
 import { startHaproxySendProxyV2, startNginxProxyProtocol } from "./_upstreams.ts";
 
@@ -166,5 +168,52 @@ Deno.test("proxyproto: a peer outside --proxy-protocol-from is refused and logge
     assert(!line.includes("203.0.113.7"), "the claimed address is not believed");
   } finally {
     assertEquals(await sp.stop(), 0);
+  }
+});
+
+Deno.test("proxyproto: tunnel-server --proxy-protocol behind haproxy sees the real client", async () => {
+  const app = startApp();
+  const id = "identifier-proxy-protocol-0001";
+  const ts = await startService(
+    "tunnel-server.ts",
+    ["--listen", "127.0.0.1:0", "--proxy-protocol", "--host", "app.test=env:PP_APP_ID"],
+    { env: { PP_APP_ID: id } },
+  );
+  const port = portOf(ts.addrs.get("http")!);
+  const haproxy = await startHaproxySendProxyV2(port);
+  // The client too reaches the server only through the balancer (the control path shares the port).
+  const client = startClient({
+    server: `http://127.0.0.1:${haproxy.port}`,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await client.connected();
+    // curl from 127.0.0.2: haproxy connects from 127.0.0.1, the header says 127.0.0.2.
+    const r = await run("curl", [
+      "-sS",
+      "--max-time",
+      "30",
+      "--interface",
+      "127.0.0.2",
+      "-H",
+      "Host: app.test",
+      `http://127.0.0.1:${haproxy.port}/headers`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    const headers = JSON.parse(r.stdout).headers as Record<string, string>;
+    assertEquals(headers["x-forwarded-for"], "127.0.0.2");
+
+    // A connection without the header (straight to the port) is closed and logged.
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    await c.write(new TextEncoder().encode("GET /headers HTTP/1.1\r\nHost: app.test\r\n\r\n"));
+    assertEquals(await c.read(new Uint8Array(16)), null);
+    c.close();
+    await ts.waitFor(/msg="bad PROXY header"/);
+  } finally {
+    await client.stop();
+    await haproxy.stop();
+    assertEquals(await ts.stop(), 0);
+    await app.close();
   }
 });

@@ -11,6 +11,7 @@ import { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
 import { isLoopbackHost } from "../net/addr.ts";
+import { defaultProxyProtocolFrom } from "../proxyproto/mod.ts";
 import { staticCredentials } from "../socks5/mod.ts";
 import { startChain } from "./chain.ts";
 import { ConnectionTable } from "./connection.ts";
@@ -72,9 +73,6 @@ export interface SeaproxConfig {
   log?: Logger;
   hooks?: ProxyHooks;
 }
-
-/** Whose PROXY headers are taken when `proxyProtocolFrom` is not given: this host only. */
-export const defaultProxyProtocolFrom: readonly string[] = ["127.0.0.0/8", "::1"];
 
 /** A listener could not be bound. */
 export class ListenError extends Error {

@@ -10,6 +10,12 @@ import { parseIp } from "../net/acl.ts";
 import { type BufferedReader, UnexpectedEofError } from "../net/reader.ts";
 import { ProtocolError } from "../net/errors.ts";
 
+/**
+ * Whose PROXY headers a listener takes when not told otherwise: this host only (a balancer
+ * on the same machine). Anyone else could claim any client address.
+ */
+export const defaultProxyProtocolFrom: readonly string[] = ["127.0.0.0/8", "::1"];
+
 /** The 12 bytes every v2 header starts with. */
 export const v2Signature: Uint8Array = Uint8Array.of(
   0x0d,

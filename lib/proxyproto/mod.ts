@@ -4,6 +4,7 @@
  * @module
  */
 export {
+  defaultProxyProtocolFrom,
   encodeProxyHeader,
   maxV1LineBytes,
   maxV2BlockBytes,

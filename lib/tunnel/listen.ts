@@ -4,12 +4,63 @@
  * @module
  */
 
-import { serve, type ServeOptions, type Server } from "../net/mod.ts";
+import {
+  BufferedReader,
+  type Duplex,
+  errorMessage,
+  joinHostPort,
+  serve,
+  type ServeOptions,
+  type Server,
+  withPrefix,
+} from "../net/mod.ts";
+import type { Logger } from "../log.ts";
+import { readProxyHeader } from "../proxyproto/mod.ts";
+import type { PeerInfo } from "./forward.ts";
 import { handlePublicConn, type HttpFrontOptions } from "./front_http.ts";
 import type { TunnelServer } from "./server.ts";
 
 /** Options of {@linkcode serveTunnel}. */
-export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions, "log"> {}
+export interface ServeTunnelOptions extends HttpFrontOptions, Omit<ServeOptions, "log"> {
+  /**
+   * Expect a PROXY protocol header (v1 or v2) on every connection (a plain-TCP listener
+   * behind haproxy or a cloud balancer) and take the client's address from it (logs,
+   * X-Forwarded-For), from peers (IP text) this accepts; others are closed and logged.
+   */
+  acceptProxyProtocol?: (peerIp: string) => boolean;
+}
+
+/** Bytes read per call while looking for a PROXY header (what follows is handed on). */
+const proxyHeaderChunkBytes = 512;
+
+/**
+ * The connection past its PROXY header and the client it names (the peer itself for a
+ * header without addresses), or undefined after logging why it was refused.
+ */
+async function acceptProxyHeader(
+  conn: Deno.Conn,
+  peer: PeerInfo,
+  trusted: (ip: string) => boolean,
+  log: Logger,
+): Promise<{ conn: Duplex; peer: PeerInfo } | undefined> {
+  if (!trusted(peer.ip)) {
+    log.warn("PROXY header from an untrusted peer refused", { remote: peer.remote });
+    return undefined;
+  }
+  const r = new BufferedReader(conn, proxyHeaderChunkBytes);
+  try {
+    const h = await readProxyHeader(r);
+    const rest = withPrefix(conn, r.takeBuffered());
+    if (!h.source) return { conn: rest, peer };
+    return {
+      conn: rest,
+      peer: { ip: h.source.host, remote: joinHostPort(h.source.host, h.source.port) },
+    };
+  } catch (err) {
+    log.warn("bad PROXY header", { remote: peer.remote, error: errorMessage(err) });
+    return undefined;
+  }
+}
 
 /**
  * Accept public connections (and clients on the control path) on `listener`: TCP, or TLS
@@ -69,10 +120,14 @@ export function serveTunnel(
   };
   return serve(listener as Deno.Listener<Deno.Conn>, async (conn, ctx) => {
     const addr = conn.remoteAddr as Deno.NetAddr;
-    await handlePublicConn(server, conn, { ip: addr.hostname, remote: ctx.remote }, {
-      ...front,
-      log: front.log ?? ctx.log,
-    }, ctx);
+    let peer: PeerInfo = { ip: addr.hostname, remote: ctx.remote };
+    let stream: Duplex = conn;
+    if (opts.acceptProxyProtocol) {
+      const got = await acceptProxyHeader(conn, peer, opts.acceptProxyProtocol, ctx.log);
+      if (!got) return;
+      ({ conn: stream, peer } = got);
+    }
+    await handlePublicConn(server, stream, peer, { ...front, log: front.log ?? ctx.log }, ctx);
   }, {
     maxConns: opts.maxConns ?? 4096,
     handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,

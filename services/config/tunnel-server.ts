@@ -6,6 +6,8 @@
  */
 
 import { minSecretChars } from "../../lib/net/secret.ts";
+import { Acl, errorMessage } from "../../lib/net/mod.ts";
+import { defaultProxyProtocolFrom } from "../../lib/proxyproto/mod.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
 import {
@@ -119,6 +121,17 @@ export const command = {
       kind: "boolean",
       help: "keep and append to incoming X-Forwarded-* (only behind a trusted proxy)",
     },
+    "proxy-protocol": {
+      kind: "boolean",
+      help: "the public port expects a PROXY header (v1/v2, haproxy send-proxy) on every " +
+        "connection and takes the client address from it (plain TCP only)",
+    },
+    "proxy-protocol-from": {
+      kind: "string",
+      multiple: true,
+      arg: "cidr",
+      help: "balancers whose PROXY headers are taken (default: loopback); others are closed",
+    },
     "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
     "drain-timeout": {
       kind: "duration",
@@ -139,6 +152,8 @@ export interface TunnelServerServiceConfig {
   tcpPorts?: PortRange;
   /** Hosts and TCP tunnels the config defines (TunnelServer.applyConfig). */
   routes: TunnelConfig;
+  /** `--proxy-protocol`: who may send PROXY headers (an allow list); undefined: off. */
+  proxyProtocolFrom?: Acl;
 }
 
 /** tunnel-server's config from its flags; throws to refuse. */
@@ -165,5 +180,23 @@ export function validate(
     const spec = parseTcpSpec(t, tcpPorts, ctx.where("tcp"));
     routes.tcp.set(spec.publicPort, spec);
   }
-  return { tls: tlsServerFromFlags(f), tcpPorts, routes };
+  const tls = tlsServerFromFlags(f);
+  let proxyProtocolFrom: Acl | undefined;
+  if (f["proxy-protocol"]) {
+    if (tls) {
+      throw new FlagError(
+        "proxy-protocol",
+        "--proxy-protocol is for a plain-TCP public port (the header comes before TLS)",
+      );
+    }
+    const from = f["proxy-protocol-from"];
+    try {
+      proxyProtocolFrom = new Acl({ allow: from.length > 0 ? from : defaultProxyProtocolFrom });
+    } catch (err) {
+      throw new FlagError("proxy-protocol-from", `--proxy-protocol-from: ${errorMessage(err)}`);
+    }
+  } else if (f["proxy-protocol-from"].length > 0) {
+    throw new FlagError("proxy-protocol-from", "--proxy-protocol-from needs --proxy-protocol");
+  }
+  return { tls, tcpPorts, routes, proxyProtocolFrom };
 }

@@ -89,6 +89,8 @@ export async function constructTunnelServer(
     maxConns: flags["max-conns"],
     proto: cfg.tls ? "https" : flags.proto,
     trustForwarded: flags["trust-forwarded"],
+    acceptProxyProtocol: cfg.proxyProtocolFrom &&
+      ((ip) => cfg.proxyProtocolFrom!.check({ host: ip, port: 0 }).allowed),
     log,
   });
   log.info("listening", { name: "http", addr: formatAddr(listener.addr) });
