@@ -89,7 +89,7 @@ Deno.test("fusion TLS: mutual TLS paths carry bytes; wrong CA and no client cert
         hostname: "127.0.0.1",
         port: portOf(wrongCa.addrs.get("listen")!),
       });
-      await wrongCa.waitFor(/msg="path TLS handshake failed".*reason=unknown-ca/);
+      await wrongCa.waitFor(/msg="path TLS handshake failed".*failure=unknown-ca/);
       await server.waitFor(/msg="tls handshake failed".*reason=peer-rejected/);
       closeQuietly(c1);
 
@@ -153,7 +153,7 @@ Deno.test("fusion TLS: server-only TLS with a name check; a wrong name is refuse
         hostname: "127.0.0.1",
         port: portOf(wrongName.addrs.get("listen")!),
       });
-      await wrongName.waitFor(/msg="path TLS handshake failed".*reason=hostname-mismatch/);
+      await wrongName.waitFor(/msg="path TLS handshake failed".*failure=hostname-mismatch/);
       closeQuietly(c);
     } finally {
       for (const c of clients) await c.stop();

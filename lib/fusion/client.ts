@@ -196,14 +196,14 @@ export class FusionClient {
           return;
         }
         if (err instanceof PathRefusedError && err.reason !== "limit") {
-          log.error("server refused the path", { reason: err.reason });
+          log.error("server refused the path", { failure: err.reason });
           s.abort("peer-reset", err.message);
           return;
         }
         if (s.state !== "open") return;
         if (err instanceof TlsError) {
           // Certificate trouble does not fix itself by redialling fast: say why, loudly.
-          log.warn("path TLS handshake failed", { reason: err.reason, error: err.message });
+          log.warn("path TLS handshake failed", { failure: err.reason, error: err.message });
         } else {
           log.debug("path dial failed", { error: errorMessage(err) });
         }

@@ -523,7 +523,7 @@ export class Session implements StreamHost, FrameSink {
     } catch (err) {
       if (this.#shut) return; // we closed the transport ourselves
       if (err instanceof MuxError) {
-        this.#log.warn("mux protocol error", { reason: err.reason, error: err });
+        this.#log.warn("mux protocol error", { failure: err.reason, error: err });
         const code = err.reason === "remote-error" ? undefined : GoAwayCode.protocolError;
         this.#fail(err.reason === "remote-error" ? "remote-goaway" : "protocol-error", err, code);
       } else {

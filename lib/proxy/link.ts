@@ -286,7 +286,7 @@ export class LinkClient {
         for (const w of this.#waiters.splice(0)) w();
         const end = await session.closed;
         this.#session = null;
-        if (!stop.aborted) this.#log.warn("link down", { reason: end.reason, error: end.error });
+        if (!stop.aborted) this.#log.warn("link down", { end: end.reason, error: end.error });
       } catch (err) {
         this.#lastError = err instanceof NetError
           ? err
@@ -425,7 +425,7 @@ export function serveLink(
       }
       ctx.signal.removeEventListener("abort", onStop);
       const end = await session.closed;
-      ctx.log.info("link session down", { reason: end.reason, error: end.error });
+      ctx.log.info("link session down", { end: end.reason, error: end.error });
       await Promise.all(streams);
     }),
     { maxConns: opts.maxConns ?? 64, log },

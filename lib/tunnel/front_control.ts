@@ -49,7 +49,7 @@ export async function handleControl(
   const identifier = presentedIdentifier(hdr);
   const result = await server.authenticate(identifier, peer.remote);
   if (result !== "ok") {
-    log.warn("client refused", { remote: peer.remote, reason: result });
+    log.warn("client refused", { remote: peer.remote, failure: result });
     const { status, text } = clientRefusal[result];
     await writeAll(conn, simpleResponse(status, text)).catch(() => {
       // Client left.
