@@ -12,6 +12,7 @@ import { closeQuietly, serve } from "../lib/net/mod.ts";
 import { directDialer, LinkClient, serveLink } from "../lib/proxy/mod.ts";
 import {
   bypassesProxy,
+  dialTransport,
   parseProxyUrl,
   ProxyConfigError,
   proxyFor,
@@ -266,5 +267,30 @@ Deno.test("egress: wss:// tunnel-client through tinyproxy, TLS end to end (HTTPS
     await app.close();
     await tp.stop();
     await pki.remove();
+  }
+});
+
+Deno.test("egress: what cannot go through a proxy is refused, never dialled directly", async () => {
+  const proxy = parseProxyUrl("http://127.0.0.1:9");
+  // A listener that accepts and never answers: a direct dial would hang here, not fail fast.
+  const target = listenLocal();
+  const ep = (kind: "tcp" | "tls") => ({
+    kind,
+    host: "127.0.0.1",
+    port: target.addr.port,
+    path: "/",
+  });
+  const cases: [Parameters<typeof dialTransport>, RegExp][] = [
+    [[ep("tcp"), { proxy, localAddress: "127.0.0.1" }], /local address/],
+    [[ep("tls"), { proxy, localAddress: "127.0.0.1" }], /local address through a proxy/],
+    [[ep("tls"), { proxy, tls: { cert: "x", key: "y" } }], /client certificate through a proxy/],
+  ];
+  try {
+    for (const [args, want] of cases) {
+      const err = await dialTransport(...args).then(() => undefined, (e: Error) => e);
+      assert(err && want.test(err.message), String(err));
+    }
+  } finally {
+    target.close();
   }
 });

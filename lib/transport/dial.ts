@@ -147,11 +147,10 @@ export async function dialTls(
   const timeoutMs = opts.timeoutMs ?? defaultTlsHandshakeTimeoutMs;
   const name = cfg.serverName ?? host;
   const target = joinHostPort(host, port);
-  if (opts.proxy && cfg.cert) {
-    throw new NetError(
-      "other",
-      `tls ${target}: a client certificate through a proxy is not supported`,
-    );
+  if (opts.proxy && (cfg.cert || opts.localAddress !== undefined)) {
+    // Both need node:tls over its own socket; never fall back to a direct dial silently.
+    const what = cfg.cert ? "a client certificate" : "a local address";
+    throw new NetError("other", `tls ${target}: ${what} through a proxy is not supported`);
   }
   if (!cfg.cert && opts.localAddress === undefined) {
     const tcp = await dialTcpForTls(host, port, opts);
