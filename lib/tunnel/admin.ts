@@ -13,7 +13,7 @@ import { errorMessage } from "../net/mod.ts";
 import { remoteOf } from "./app.ts";
 import { bearerToken } from "./forward.ts";
 import { HostTakenError, type TunnelServer } from "./server.ts";
-import { normalizeHost } from "./registry.ts";
+import { normalizeHostPattern } from "./registry.ts";
 import { TcpTunnelError, type TcpTunnelFailure } from "./tcp_ports.ts";
 
 /** HTTP status of each refused `POST /tcp`. */
@@ -113,7 +113,7 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     }
     const err = await unsaved();
     if (err) return c.json({ error: err }, 500);
-    return c.json({ host: normalizeHost(body.host), identifier }, 201);
+    return c.json({ host: normalizeHostPattern(body.host), identifier }, 201);
   });
   app.delete("/hosts/:host", async (c) => {
     const ok = await server.removeHost(c.req.param("host"));

@@ -165,6 +165,17 @@ interface ServerUrl {
   path: string;
 }
 
+/**
+ * The public URL of each host a server hands this client (as ngrok prints its forwarding
+ * lines): the server URL's scheme and port with the host's name; a wildcard stays `*.name`.
+ */
+export function publicUrls(server: string, hosts: string[]): string[] {
+  const u = parseServerUrl(server);
+  const scheme = u.tls ? "https" : "http";
+  const port = u.port === (u.tls ? 443 : 80) ? "" : `:${u.port}`;
+  return hosts.map((h) => `${scheme}://${h}${port}`);
+}
+
 function parseServerUrl(s: string): ServerUrl {
   const u = new URL(s.includes("://") ? s : `http://${s}`);
   const tls = u.protocol === "https:" || u.protocol === "wss:";
@@ -494,6 +505,10 @@ export class TunnelClient {
         hosts: resp.hosts.join(","),
         transport: transport instanceof WsConn ? "websocket" : "raw",
       });
+      const local = joinHostPort(this.#o.local.host, this.#o.local.port);
+      for (const url of publicUrls(this.#o.server, resp.hosts)) {
+        this.#log.info("forwarding", { url, to: local });
+      }
       for (const t of resp.tcp) {
         if (t.ok) this.#log.info("tcp tunnel open", { publicPort: t.publicPort, addr: t.addr });
         else this.#log.warn("tcp tunnel refused", { publicPort: t.publicPort, error: t.error });

@@ -9,7 +9,7 @@
 
 import { errorMessage } from "../net/errors.ts";
 import { refusePlaceholder, resolveSecret } from "../config/secret.ts";
-import { normalizeHost, type RouteOrigin } from "./registry.ts";
+import { normalizeHostPattern, type RouteOrigin } from "./registry.ts";
 import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
 import type { TunnelServer } from "./server.ts";
 
@@ -49,7 +49,7 @@ export function parsePortRange(text: string, where: string): PortRange {
 }
 
 function checkedHost(vhost: string, identifier: string, where: string): [string, string] {
-  const host = normalizeHost(vhost);
+  const host = normalizeHostPattern(vhost);
   if (!host) throw new TunnelConfigError(`${where}: bad host name ${JSON.stringify(vhost)}`);
   if (identifier.length < minIdentifierChars) {
     throw new TunnelConfigError(

@@ -46,7 +46,10 @@ export interface Registry {
   addHost(host: string, identifier: string): Promise<void>;
   /** Forget `host`; false if it was not registered. */
   removeHost(host: string): Promise<boolean>;
-  /** The identifier serving `host` (normalised by {@linkcode normalizeHost}), if any. */
+  /**
+   * The identifier of the entry `host` (normalised by {@linkcode normalizeHostPattern}: a
+   * wildcard entry is found by its own name `*.example.com`), if any.
+   */
   lookup(host: string): Promise<string | undefined>;
   /** Every registered host. */
   listHosts(): Promise<HostEntry[]>;
@@ -91,6 +94,17 @@ export function normalizeHost(host: string): string {
   return /^[a-z0-9._-]+$/.test(h) ? h : "";
 }
 
+/**
+ * {@linkcode normalizeHost} of a host name, or of a wildcard entry `*.example.com` (which
+ * routes every name under example.com that has no entry of its own). "" when malformed.
+ */
+export function normalizeHostPattern(host: string): string {
+  const t = host.trim();
+  if (!t.startsWith("*.")) return normalizeHost(t);
+  const rest = normalizeHost(t.slice(2));
+  return rest && !rest.startsWith("[") && !rest.includes("*") ? `*.${rest}` : "";
+}
+
 /** The port written in a Host header (`app.example.com:3000` → "3000"), or "" if none. */
 export function hostPort(host: string): string {
   const h = host.trim();
@@ -106,7 +120,7 @@ export class MemoryRegistry implements Registry {
   #clients = new Map<string, ClientRecord>();
 
   addHost(host: string, identifier: string): Promise<void> {
-    const h = normalizeHost(host);
+    const h = normalizeHostPattern(host);
     if (!h) return Promise.reject(new RangeError(`bad host name: ${JSON.stringify(host)}`));
     if (!identifier) return Promise.reject(new RangeError("empty identifier"));
     const prev = this.#hosts.get(h);
@@ -126,7 +140,7 @@ export class MemoryRegistry implements Registry {
   }
 
   removeHost(host: string): Promise<boolean> {
-    const h = normalizeHost(host);
+    const h = normalizeHostPattern(host);
     const prev = this.#hosts.get(h);
     if (prev === undefined) return Promise.resolve(false);
     this.#hosts.delete(h);
@@ -135,7 +149,7 @@ export class MemoryRegistry implements Registry {
   }
 
   lookup(host: string): Promise<string | undefined> {
-    return Promise.resolve(this.#hosts.get(normalizeHost(host)));
+    return Promise.resolve(this.#hosts.get(normalizeHostPattern(host)));
   }
 
   listHosts(): Promise<HostEntry[]> {

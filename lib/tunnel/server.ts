@@ -34,6 +34,7 @@ import {
   type HostEntry,
   MemoryRegistry,
   normalizeHost,
+  normalizeHostPattern,
   type Registry,
   type RouteOrigin,
 } from "./registry.ts";
@@ -133,6 +134,8 @@ export class TunnelServer {
   readonly #tcp: TcpPorts;
   /** Where each registered host came from (absent: added through the API, "admin"). */
   #hostOrigins = new Map<string, RouteOrigin>();
+  /** Wildcard entries registered through this server (route() skips their walk when 0). */
+  #wildcards = 0;
   #nextClient = 0;
   #nextRequest = 0;
   readonly #instance = randomSecret(4);
@@ -167,11 +170,12 @@ export class TunnelServer {
     opts: { origin?: RouteOrigin; exclusive?: boolean } = {},
   ): Promise<string> {
     const id = identifier ?? randomSecret(24);
-    const h = normalizeHost(host);
+    const h = normalizeHostPattern(host);
     const prev = h ? await this.registry.lookup(h) : undefined;
     if (prev !== undefined && opts.exclusive) throw new HostTakenError(h);
     await this.registry.addHost(host, id);
     this.#hostOrigins.set(h, opts.origin ?? "admin");
+    this.#wildcards = this.#countWildcards();
     if (prev !== undefined && clientKey(prev) !== clientKey(id)) await this.#revoke(h, prev);
     const c = this.#clients.get(clientKey(id));
     if (c && !c.hosts.includes(h)) c.hosts.push(h);
@@ -182,6 +186,12 @@ export class TunnelServer {
       ...(prev !== undefined ? { replaced: fingerprint(prev) } : {}),
     });
     return id;
+  }
+
+  #countWildcards(): number {
+    let n = 0;
+    for (const h of this.#hostOrigins.keys()) if (h.startsWith("*.")) n++;
+    return n;
   }
 
   /** `host` was given to another identifier: its old client loses it, and ends if idle. */
@@ -200,9 +210,10 @@ export class TunnelServer {
 
   /** Stop serving `host`; false if it was not registered. */
   async removeHost(host: string): Promise<boolean> {
-    const h = normalizeHost(host);
+    const h = normalizeHostPattern(host);
     const ok = await this.registry.removeHost(h);
     this.#hostOrigins.delete(h);
+    this.#wildcards = this.#countWildcards();
     for (const c of this.#clients.values()) c.hosts = c.hosts.filter((x) => x !== h);
     if (ok) this.log.info("host removed", { host: h });
     return ok;
@@ -262,14 +273,25 @@ export class TunnelServer {
     s.bytesOut += outBytes;
   }
 
-  /** Find the connected client serving `host` (a Host header value or a bare name). */
+  /**
+   * Find the connected client serving `host` (a Host header value or a bare name): its own
+   * entry, else the nearest wildcard entry (`a.b.example.com`: `*.b.example.com`, then
+   * `*.example.com`). The route's `host` is the entry (a wildcard's requests are counted
+   * under its pattern, so random names cannot grow the per-host counters).
+   */
   async route(host: string): Promise<Route> {
     const h = normalizeHost(host);
-    const identifier = h ? await this.registry.lookup(h) : undefined;
+    let entry = h;
+    let identifier = h ? await this.registry.lookup(h) : undefined;
+    for (let i = h.indexOf("."); identifier === undefined && this.#wildcards > 0 && i > 0;) {
+      entry = `*${h.slice(i)}`;
+      identifier = await this.registry.lookup(entry);
+      i = h.indexOf(".", i + 1);
+    }
     if (identifier === undefined) return { ok: false, status: 404, host: h };
     const client = this.#clients.get(clientKey(identifier));
-    if (!client || !client.ready) return { ok: false, status: 502, host: h };
-    return { ok: true, host: h, client };
+    if (!client || !client.ready) return { ok: false, status: 502, host: entry };
+    return { ok: true, host: entry, client };
   }
 
   /**
