@@ -138,3 +138,40 @@ Deno.test("seaprox chain: a dead middle hop is named, 0x01 to SOCKS5 and 502 to 
     await origin.close();
   }
 });
+
+Deno.test("seaprox chain: --proxy carries the first hop through an HTTP proxy (egress)", async () => {
+  const origin = startOrigin();
+  const tp = await startTinyproxy();
+  const ms = await startMicrosocks();
+  const b = await startSeaproxService(["link://127.0.0.1:0"], ["--link-token", token]);
+  const a = await startSeaproxService(["socks5://127.0.0.1:0"], [
+    "--link-token",
+    token,
+    "--proxy",
+    `http://127.0.0.1:${tp.port}`,
+    "--forward",
+    `socks5://127.0.0.1:${ms.port}`,
+    "--forward",
+    `link://127.0.0.1:${portFor(b, "link")}`,
+  ]);
+  try {
+    await a.waitFor(/msg="link up"/);
+    const r = await run("curl", [
+      ...curlBase,
+      "--socks5-hostname",
+      `127.0.0.1:${portFor(a, "socks5")}`,
+      `http://localhost:${origin.port}/bytes/${totalBytes}?seed=8`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(sha256(r.raw), blockStreamSha256(totalBytes, 8));
+    // tinyproxy carried hop 1 (microsocks); microsocks carried hop 2 (B's link port).
+    await tp.waitFor(new RegExp(`CONNECT 127\\.0\\.0\\.1:${ms.port} `));
+    await ms.waitFor(new RegExp(`connected to 127\\.0\\.0\\.1:${portFor(b, "link")}`));
+  } finally {
+    assertEquals(await a.stop(), 0);
+    assertEquals(await b.stop(), 0);
+    await ms.stop();
+    await tp.stop();
+    await origin.close();
+  }
+});
