@@ -133,6 +133,17 @@ Deno.test({
           await new Promise((r) => setTimeout(r, 3000));
           await page.screenshot({ path: `${dir}/fusion.png`, fullPage: true });
           console.log(`screenshot: ${dir}/fusion.png`);
+          // The session ends with its connection: the outcomes table says how, as /status does.
+          stopTraffic.abort();
+          await traffic?.catch(() => {});
+          await client.waitFor(/msg="session closed"/);
+          const recent = (await (await fetch(`${base}/status`)).json() as {
+            recent: { end: string }[];
+          }).recent.map((r) => r.end);
+          assertEquals(recent, ["done"]);
+          await page.waitForFunction(
+            `[...document.querySelectorAll('table[data-title="outcomes"] tr')].some((tr) => tr.textContent === "done1")`,
+          );
           assertEquals(errors, []);
           await page.close();
         });
