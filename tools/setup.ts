@@ -44,6 +44,11 @@ export const testPeers: readonly TestPeer[] = [
   { pkg: "tinyproxy", files: ["tinyproxy"], usedBy: "HTTP CONNECT hops: seaprox chains, egress" },
   { pkg: "dnsmasq", files: ["dnsmasq"], usedBy: "UDP tests (a real DNS server behind the relays)" },
   { pkg: "bind9-dnsutils", files: ["dig"], usedBy: "UDP tests (dig as the DNS client)" },
+  {
+    pkg: "python3-socks",
+    files: ["/usr/lib/python3/dist-packages/socks.py"],
+    usedBy: "SOCKS5 UDP ASSOCIATE with PySocks (a client we did not write)",
+  },
 
   { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy, PROXY protocol" },
   { pkg: "haproxy", files: ["haproxy"], usedBy: "PROXY protocol v2 in front of seaprox" },

@@ -12,6 +12,7 @@ export * from "./proxy_type.ts";
 export * from "./static.ts";
 export * from "./server.ts";
 export * from "./socks5.ts";
+export * from "./socks5_udp.ts";
 export * from "./chain.ts";
 export * from "./http.ts";
 export * from "./seaprox.ts";

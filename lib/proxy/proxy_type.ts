@@ -31,6 +31,18 @@ export interface ProxyTypeContext {
   log: Logger;
   /** Set when the listener URL carried user:pass. */
   authenticate?: Authenticator;
+  /**
+   * The client's TCP connection as the kernel sees it (not a PROXY header's claim): where a
+   * type that opens another socket for this client (UDP ASSOCIATE) binds and whom it admits.
+   */
+  socket: { local: HostPort; remote: HostPort };
+}
+
+/** How a request that a type serves itself ended (see `ProxyRequest.serve`). */
+export interface ServedEnd {
+  end: "done" | "idle" | "aborted" | "error";
+  failure?: string;
+  message?: string;
 }
 
 /** How the dial for a {@linkcode ProxyRequest} turned out. */
@@ -45,6 +57,12 @@ export interface ProxyRequest {
   source: Duplex;
   /** Answer the client (SOCKS5 reply, nothing for static). Must not throw on a dead client. */
   reply(outcome: DialOutcome): Promise<void>;
+  /**
+   * Set when the type already answered and serves the client itself instead of a dial and a
+   * relay (SOCKS5 UDP ASSOCIATE, where `dest` is the UDP relay's address): runs until the
+   * client is done, within the listener's idle timeout and `signal`.
+   */
+  serve?(ctx: { signal: AbortSignal; idleTimeoutMs: number }): Promise<ServedEnd>;
 }
 
 /** A proxy type that names one destination per connection; the relay is shared. */

@@ -20,6 +20,7 @@ import { httpProxy } from "./http.ts";
 import type { Authenticator, ProxyType } from "./proxy_type.ts";
 import { type ProxyHooks, type ProxyServer, serveProxy } from "./server.ts";
 import { socks5Proxy } from "./socks5.ts";
+import type { UdpAssociateOptions } from "./socks5_udp.ts";
 import { staticProxy } from "./static.ts";
 import { type ForwardSpec, type ListenerSpec, parseListenUrl, redact } from "./url.ts";
 
@@ -153,16 +154,29 @@ export interface Seaprox {
   stop(drainMs?: number): Promise<void>;
 }
 
-/** The proxy type a listener URL names. */
-export function proxyTypeFor(spec: ListenerSpec): ProxyType {
+/**
+ * The proxy type a listener URL names; a SOCKS5 listener serves UDP ASSOCIATE when `udp` is
+ * given (see {@linkcode udpAssociateFor}).
+ */
+export function proxyTypeFor(spec: ListenerSpec, udp?: UdpAssociateOptions): ProxyType {
   switch (spec.scheme) {
     case "static":
       return staticProxy(spec.to!);
     case "socks5":
-      return socks5Proxy();
+      return socks5Proxy({ udp });
     case "http":
       return httpProxy();
   }
+}
+
+/**
+ * UDP ASSOCIATE's settings for a config, or undefined when connections leave through
+ * `forward` or a custom dialer (a link): datagrams would leave from this host instead, so
+ * SOCKS5 clients get reply 0x07 for UDP there.
+ */
+export function udpAssociateFor(cfg: SeaproxConfig): UdpAssociateOptions | undefined {
+  if (cfg.dialer || cfg.forward?.length) return undefined;
+  return { acl: cfg.acl, prefer: cfg.prefer, idleTimeoutMs: cfg.idleTimeoutMs };
 }
 
 /** The credentials check of a listener URL with user:pass (constant-time compare). */
@@ -221,6 +235,7 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   });
   const authLimiter = cfg.authLimiter ?? new AuthFailureLimiter();
   const dialer = dialerFor(cfg);
+  const udp = udpAssociateFor(cfg);
   const balancers = new Acl({ allow: cfg.proxyProtocolFrom ?? defaultProxyProtocolFrom });
   const trusted = (ip: string) => balancers.check({ host: ip, port: 0 }).allowed;
   const servers: ProxyServer[] = [];
@@ -248,7 +263,7 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
         { cause: err },
       );
     }
-    const server = serveProxy(listener, proxyTypeFor(spec), {
+    const server = serveProxy(listener, proxyTypeFor(spec, udp), {
       dialer,
       table,
       idleTimeoutMs: cfg.idleTimeoutMs,
@@ -267,6 +282,7 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       addr: formatAddr(server.addr),
       auth: spec.auth ? "user/pass" : "none",
       ...(spec.to ? { to: `${spec.to.host}:${spec.to.port}` } : {}),
+      ...(spec.scheme === "socks5" ? { udpAssociate: udp ? "on" : "off" } : {}),
       ...(spec.proxyProtocol ? { proxyProtocol: "accept" } : {}),
       ...(spec.sendProxy ? { sendProxy: `v${spec.sendProxy}` } : {}),
     });

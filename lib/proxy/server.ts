@@ -230,6 +230,10 @@ export function serveProxy(
         log: clog,
         authenticate: opts.authenticate &&
           limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal),
+        socket: {
+          local: { host: sock.localAddr.hostname, port: sock.localAddr.port },
+          remote: { host: sock.remoteAddr.hostname, port: sock.remoteAddr.port },
+        },
       };
       if (type.kind === "session") {
         const sctx: SessionContext = {
@@ -268,6 +272,13 @@ export function serveProxy(
         return;
       }
       ctx.handshakeDone();
+      if (req.serve) {
+        conn.connecting(req.dest);
+        conn.connected();
+        const r = await req.serve({ signal: ctx.signal, idleTimeoutMs });
+        conn.fail(r.end, r.failure, r.message);
+        return;
+      }
       try {
         dest = await dialTracked(conn, req.dest, ctx.signal);
       } catch (err) {

@@ -16,6 +16,7 @@ import {
   Socks4Reply,
 } from "../socks5/mod.ts";
 import type { AddressProxyType } from "./proxy_type.ts";
+import { type UdpAssociateOptions, UdpAssociation } from "./socks5_udp.ts";
 
 /**
  * A SOCKS5 (RFC 1928, CONNECT) proxy type; username/password (RFC 1929) when the listener
@@ -23,14 +24,51 @@ import type { AddressProxyType } from "./proxy_type.ts";
  * version byte decides; the connection's scheme becomes "socks4"/"socks4a"), through the same
  * dialer, ACL and limits, except on a listener with user:pass: SOCKS4 cannot carry a password,
  * so it is refused with reply 0x5B and logged as auth-failed ("auth-required").
+ *
+ * With `opts.udp`, UDP ASSOCIATE is served too (see socks5_udp.ts; the connection's scheme
+ * becomes "socks5-udp"); without it, it is refused with reply 0x07. Leave it out when
+ * connections go through an upstream chain: datagrams would leave from here, not the chain.
  */
-export function socks5Proxy(): AddressProxyType {
+export function socks5Proxy(opts: { udp?: UdpAssociateOptions } = {}): AddressProxyType {
   return {
     kind: "address",
     scheme: "socks5",
     handshake: async (conn, ctx) => {
-      const req = await acceptSocks(conn, { authenticate: ctx.authenticate });
+      const req = await acceptSocks(conn, {
+        authenticate: ctx.authenticate,
+        udpAssociate: opts.udp !== undefined,
+      });
       ctx.conn.username = req.username;
+      if (req.udpAssociate && opts.udp) {
+        ctx.conn.scheme = "socks5-udp";
+        let assoc: UdpAssociation;
+        try {
+          assoc = await UdpAssociation.bind(
+            ctx.socket,
+            req.dest,
+            opts.udp,
+            ctx.conn.stats,
+            ctx.log,
+          );
+        } catch (err) {
+          await sendSocks5Reply(conn, Reply.generalFailure).catch(() => {
+            // The client left before its answer; the bind failure is what gets logged.
+          });
+          throw err;
+        }
+        try {
+          await sendSocks5Reply(conn, Reply.succeeded, assoc.addr);
+        } catch (err) {
+          assoc.close();
+          throw err;
+        }
+        return {
+          dest: assoc.addr,
+          source: conn,
+          reply: () => Promise.resolve(),
+          serve: ({ signal, idleTimeoutMs }) => assoc.run(conn, signal, idleTimeoutMs),
+        };
+      }
       if (req.version === 4) ctx.conn.scheme = req.socks4a ? "socks4a" : "socks4";
       return {
         dest: req.dest,

@@ -48,6 +48,13 @@ export interface Socks5ServerOptions {
    */
   allowNoAuth?: boolean;
   /**
+   * Accept UDP ASSOCIATE (RFC 1928 §7) requests instead of refusing them with 0x07: they come
+   * back with `udpAssociate` set, `dest` being where the client says it will send from
+   * (0.0.0.0:0 when it does not know), and the caller answers with the relay's address.
+   * @default false
+   */
+  udpAssociate?: boolean;
+  /**
    * Abort the handshake: `conn` is closed and the call rejects with the signal's reason
    * (pass `serve()`'s `ctx.signal`).
    */
@@ -62,6 +69,8 @@ export interface Socks5Request {
   username?: string;
   /** Bytes the client sent after the request; forward them before anything else. */
   leftover: Uint8Array;
+  /** A UDP ASSOCIATE (only with `udpAssociate` in the options); CONNECT otherwise. */
+  udpAssociate?: boolean;
 }
 
 /**
@@ -218,6 +227,9 @@ async function socks5Handshake(
       await sendSocks5Reply(conn, Reply.generalFailure);
     }
     throw err;
+  }
+  if (cmd === Command.udpAssociate && opts.udpAssociate) {
+    return { dest, username, leftover: r.takeBuffered(), udpAssociate: true };
   }
   if (cmd !== Command.connect) {
     await sendSocks5Reply(conn, Reply.commandNotSupported);

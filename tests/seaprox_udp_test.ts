@@ -1,0 +1,171 @@
+/**
+ * SOCKS5 UDP ASSOCIATE on seaprox's SOCKS5 listener (RFC 1928 §7): PySocks (a client we did
+ * not write) asks dnsmasq 50 DNS queries through it, every answer back in order; a raw client
+ * shows the relay's rules — datagrams from another port, fragments, malformed headers and ACL-
+ * denied destinations (the unspecified address included) are dropped and counted while the
+ * allowed ones pass; the association ends with its TCP connection, on the idle timeout, and
+ * is refused (0x07) when connections leave through a --forward chain.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { Logger } from "../lib/log.ts";
+import { Acl, BufferedReader, closeQuietly, dial } from "../lib/net/mod.ts";
+import {
+  parseForwardUrl,
+  parseListenUrl,
+  type ProxyConnectionRecord,
+  type Seaprox,
+  startSeaprox,
+} from "../lib/proxy/mod.ts";
+import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
+import { UdpSocket } from "../lib/udp/mod.ts";
+import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
+import { run } from "./_util.ts";
+
+const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
+/** PySocks as Debian's python3-socks installs it (tools/setup.ts), for Debian's python3. */
+const pysocksModule = "/usr/lib/python3/dist-packages/socks.py";
+
+/** seaprox with one SOCKS5 listener; closed connections and log lines are collected. */
+async function seaprox(
+  extra: Partial<Parameters<typeof startSeaprox>[0]> = {},
+): Promise<{ sp: Seaprox; port: number; closed: ProxyConnectionRecord[]; lines: string[] }> {
+  const closed: ProxyConnectionRecord[] = [];
+  const lines: string[] = [];
+  const sp = await startSeaprox({
+    listeners: [parseListenUrl("socks5://127.0.0.1:0")],
+    log: new Logger("debug", {}, (l) => void lines.push(l)),
+    hooks: { onClose: (r) => void closed.push(r) },
+    ...extra,
+  });
+  return { sp, port: sp.servers[0].addr.port, closed, lines };
+}
+
+/** A raw SOCKS5 UDP ASSOCIATE: the control connection and the reply's code and address. */
+async function associate(port: number, fromPort = 0) {
+  const control = await dial("127.0.0.1", port);
+  const r = new BufferedReader(control, 64);
+  await control.write(Uint8Array.of(5, 1, 0));
+  assertEquals([...await r.readExact(2)], [5, 0]);
+  await control.write(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, fromPort >> 8, fromPort & 0xff));
+  const head = await r.readExact(4);
+  const rest = await r.readExact(head[3] === 1 ? 6 : 18);
+  const relayPort = (rest[rest.length - 2] << 8) | rest[rest.length - 1];
+  return { control, reply: head[1], relay: { host: "127.0.0.1", port: relayPort } };
+}
+
+/** Wait until `cond` holds (a datagram or a log line that must come). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 10));
+}
+
+Deno.test("seaprox udp: PySocks asks dnsmasq 50 queries through UDP ASSOCIATE, all in order", async () => {
+  const dns = await startDnsmasq();
+  const { sp, port, closed } = await seaprox();
+  try {
+    assertEquals(await dig(dns.port, "direct.example.test"), exampleTestAddress);
+    Deno.statSync(pysocksModule); // a missing python3-socks is named, not a Python traceback
+    const n = 50;
+    const r = await run("/usr/bin/python3", [pysocksScript, `${port}`, `${dns.port}`, `${n}`]);
+    assertEquals(r.code, 0, r.stderr);
+    const got = JSON.parse(r.stdout) as {
+      ids: number[];
+      addrs: string[];
+      sent: number;
+      retries: number;
+    };
+    console.log(
+      `PySocks via seaprox: ${got.sent} queries sent, ${got.ids.length} answered, ` +
+        `${got.retries} retried, order ${
+          got.ids.every((id, i) => id === i + 1) ? "kept" : "changed"
+        }`,
+    );
+    assertEquals(got.ids, Array.from({ length: n }, (_, i) => i + 1));
+    assert(got.addrs.every((a) => a === exampleTestAddress), got.addrs.join());
+    await until(() => closed.length === 1);
+    assertEquals([closed[0].scheme, closed[0].end], ["socks5-udp", "done"]);
+    assert(closed[0].bytesUp > 0 && closed[0].bytesDown > closed[0].bytesUp);
+  } finally {
+    await sp.stop();
+    await dns.stop();
+  }
+});
+
+Deno.test("seaprox udp: only the client's datagrams, no fragments, ACL on every destination", async () => {
+  const echo = await UdpSocket.bind("127.0.0.2", 0);
+  echo.onMessage = (d, from) => void echo.send(d, from).catch(() => {});
+  const { sp, port, closed, lines } = await seaprox({
+    acl: new Acl({ deny: ["127.0.0.1"] }),
+  });
+  const client = await UdpSocket.bind("127.0.0.1", 0);
+  const stranger = await UdpSocket.bind("127.0.0.1", 0);
+  const a = await associate(port, client.addr.port);
+  try {
+    assertEquals(a.reply, 0);
+    const answers: string[] = [];
+    client.onMessage = (d) => {
+      const g = decodeSocks5Udp(d);
+      answers.push(`${g.dest.host}:${g.dest.port} ${new TextDecoder().decode(g.data)}`);
+    };
+    const enc = new TextEncoder();
+    const dgram = (host: string, p: number, text: string) =>
+      encodeSocks5Udp({ host, port: p }, enc.encode(text));
+    const frag = dgram(echo.addr.host, echo.addr.port, "fragment");
+    frag[2] = 1;
+    await stranger.send(dgram(echo.addr.host, echo.addr.port, "stranger"), a.relay);
+    await client.send(frag, a.relay);
+    await client.send(Uint8Array.of(0, 0, 0, 9, 1), a.relay);
+    await client.send(dgram("127.0.0.1", echo.addr.port, "denied"), a.relay);
+    await client.send(dgram("0.0.0.0", echo.addr.port, "unspecified"), a.relay);
+    await client.send(dgram(echo.addr.host, echo.addr.port, "allowed"), a.relay);
+    await until(() => answers.length === 1);
+    assertEquals(answers, [`127.0.0.2:${echo.addr.port} allowed`]);
+    const drops = (reason: string) =>
+      lines.filter((l) => l.includes("udp datagram dropped") && l.includes(`reason=${reason}`));
+    await until(() => drops("wrong-source").length === 1);
+    assertEquals(drops("fragmented").length, 1);
+    assertEquals(drops("malformed").length, 1);
+    // Both the literal 127.0.0.1 and 0.0.0.0 (which reaches it) are refused.
+    assertEquals(drops("not-allowed").map((l) => /count=(\d+)/.exec(l)?.[1]), ["1"]);
+    assert(drops("not-allowed")[0].includes("deny 127.0.0.1"), drops("not-allowed")[0]);
+    closeQuietly(a.control);
+    await until(() => closed.length === 1);
+    assertEquals([closed[0].scheme, closed[0].end], ["socks5-udp", "done"]);
+    assertEquals([closed[0].bytesUp, closed[0].bytesDown], [7, 7]);
+    // The connection's line counts every drop, the second refusal too.
+    const endLine = lines.find((l) => l.includes("socks5-udp["))!;
+    assert(endLine.includes("5 datagrams dropped"), endLine);
+    assert(endLine.includes(String.raw`\"not-allowed\":2`), endLine);
+  } finally {
+    client.close();
+    stranger.close();
+    echo.close();
+    await sp.stop();
+  }
+});
+
+Deno.test("seaprox udp: an association ends on its idle timeout", async () => {
+  const { sp, port, closed } = await seaprox({ idleTimeoutMs: 300 });
+  const a = await associate(port);
+  try {
+    assertEquals(a.reply, 0);
+    await until(() => closed.length === 1);
+    assertEquals([closed[0].scheme, closed[0].end], ["socks5-udp", "idle"]);
+    // The control connection was closed with it.
+    assertEquals(await a.control.read(new Uint8Array(1)), null);
+  } finally {
+    closeQuietly(a.control);
+    await sp.stop();
+  }
+});
+
+Deno.test("seaprox udp: refused with 0x07 when connections leave through a --forward chain", async () => {
+  const { sp, port } = await seaprox({ forward: [parseForwardUrl("socks5://127.0.0.1:1")] });
+  const a = await associate(port);
+  try {
+    assertEquals(a.reply, 7);
+  } finally {
+    closeQuietly(a.control);
+    await sp.stop();
+  }
+});
