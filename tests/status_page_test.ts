@@ -8,7 +8,8 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { portOf, startService } from "./_util.ts";
+import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { rawGet, startApp } from "./_tunnel.ts";
 import { type Page, sink, trickle, withBrowser } from "./_status.ts";
 import { socksDial } from "./_depot.ts";
 import { closeQuietly } from "../lib/net/mod.ts";
@@ -322,6 +323,52 @@ Deno.test({
       });
     } finally {
       await svc.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "status page: tunnel-server shows a 404 beside the proxied requests",
+  async fn() {
+    const app = startApp();
+    const id = "status-page-identifier-1234";
+    const ts = await startService("tunnel-server.ts", [
+      ...["--listen", "127.0.0.1:0", "--host", "p.test=env:APP_ID", "--metrics", "127.0.0.1:0"],
+    ], { env: { APP_ID: id } });
+    let tc: ServiceProcess | undefined;
+    try {
+      const port = portOf(ts.addrs.get("http")!);
+      tc = await startService("tunnel-client.ts", [
+        ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${app.port}`],
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
+      for (let i = 0; i < 3; i++) {
+        assertEquals((await rawGet(port, "p.test", `/hello?id=${i}`)).body, `hello ${i}`);
+      }
+      assertEquals((await rawGet(port, "nobody.test", "/")).status, 404); // the failure
+      const metricsLine = await ts.waitFor(/msg="metrics listening"/);
+      const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
+      const data = await (await fetch(`${base}/status/ui/data`)).json() as {
+        tables: { title: string; rows: (string | number)[][] }[];
+      };
+      const want = data.tables.find((t) => t.title === "outcomes")!.rows
+        .map((r) => [String(r[0]), String(r[1])]);
+      assertEquals(want.find((r) => r[0] === "404"), ["404", "1"]);
+      await withBrowser(async (browser) => {
+        const page = await browser.newPage({ viewport: { width: 1000, height: 1000 } });
+        await page.goto(`${base}/`);
+        await page.waitForFunction(
+          `document.querySelectorAll('table[data-title="outcomes"] tr').length >= 3`,
+        );
+        assertEquals(await tableText(page, "outcomes"), want);
+        await page.waitForFunction(
+          `[...document.querySelectorAll('.chart[data-chart="requests/s"] .u-series .u-label')].some((l) => l.textContent === "404")`,
+        );
+        await page.close();
+      });
+    } finally {
+      await tc?.stop();
+      await ts.stop();
+      await app.close();
     }
   },
 });
