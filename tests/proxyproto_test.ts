@@ -21,7 +21,15 @@ import {
   splitArb,
   splitSource,
 } from "./_fuzz.ts";
-import { blockStreamSha256, portOf, run, sha256, startOrigin, startService } from "./_util.ts";
+import {
+  blockStreamSha256,
+  freePort,
+  portOf,
+  run,
+  sha256,
+  startOrigin,
+  startService,
+} from "./_util.ts";
 import { startApp, startClient } from "./_tunnel.ts";
 import { portFor, startSeaproxService } from "./_seaprox.ts";
 import { startHaproxySendProxyV2, startNginxProxyProtocol } from "./_upstreams.ts";
@@ -215,5 +223,56 @@ Deno.test("proxyproto: tunnel-server --proxy-protocol behind haproxy sees the re
     await haproxy.stop();
     assertEquals(await ts.stop(), 0);
     await app.close();
+  }
+});
+
+Deno.test("proxyproto: tunnel-server --tcp-send-proxy 2 tells nginx behind a TCP tunnel the client", async () => {
+  const origin = startOrigin();
+  const nginx = await startNginxProxyProtocol(origin.port);
+  const publicPort = freePort();
+  const id = "identifier-tcp-send-proxy-0001";
+  const ts = await startService("tunnel-server.ts", [
+    "--listen",
+    "127.0.0.1:0",
+    "--tcp-ports",
+    `${publicPort}-${publicPort}`,
+    "--tcp-send-proxy",
+    "2",
+    "--host",
+    "app.test=env:PP_TCP_ID",
+  ], { env: { PP_TCP_ID: id } });
+  const client = startClient({
+    server: `http://${ts.addrs.get("http")}`,
+    identifier: id,
+    local: { host: "127.0.0.1", port: nginx.port },
+    tcp: [{ publicPort, local: { host: "127.0.0.1", port: nginx.port } }],
+  });
+  try {
+    await client.connected();
+    await ts.waitFor(new RegExp(`name=tcp-${publicPort}`));
+    const who = await run("curl", [
+      "-sS",
+      "--max-time",
+      "30",
+      "-w",
+      "|%{local_port}",
+      `http://127.0.0.1:${publicPort}/who`,
+    ]);
+    assertEquals(who.code, 0, who.stderr);
+    const [body, localPort] = who.stdout.split("|");
+    assertEquals(body, `127.0.0.1 ${localPort}`);
+    const big = await run("curl", [
+      "-sS",
+      "--max-time",
+      "60",
+      `http://127.0.0.1:${publicPort}/bytes/${4 << 20}?seed=10`,
+    ]);
+    assertEquals(big.code, 0, big.stderr);
+    assertEquals(sha256(big.raw), blockStreamSha256(4 << 20, 10));
+  } finally {
+    await client.stop();
+    assertEquals(await ts.stop(), 0);
+    await nginx.stop();
+    await origin.close();
   }
 });

@@ -74,6 +74,8 @@ export interface TunnelServerOptions {
   tcpPorts?: { min: number; max: number };
   /** Address public TCP tunnels bind. @default "127.0.0.1" */
   tcpHost?: string;
+  /** Send a PROXY header (v1 or v2) first on every TCP tunnel connection (see TcpPorts). */
+  tcpSendProxyProtocol?: 1 | 2;
   /** Extra mux session options. */
   mux?: SessionOptions;
   /** Where events are logged. @default silent */
@@ -151,6 +153,7 @@ export class TunnelServer {
     this.#tcp = new TcpPorts(this, {
       range: opts.tcpPorts,
       hostname: opts.tcpHost ?? "127.0.0.1",
+      sendProxyProtocol: opts.tcpSendProxyProtocol,
       log: this.log,
     });
     liveTunnelServers.add(this);

@@ -7,6 +7,7 @@
 
 import type { Logger } from "../log.ts";
 import { errorMessage, formatAddr, relay, serve } from "../net/mod.ts";
+import { encodeProxyHeader } from "../proxyproto/mod.ts";
 import type { HandshakeRequest, TcpTunnelResult, TransportProtocol } from "./protocol.ts";
 import { fingerprint, type RouteOrigin } from "./registry.ts";
 import { type ClientConn, clientKey } from "./client_conn.ts";
@@ -78,6 +79,12 @@ export interface TcpPortsOptions {
   range?: { min: number; max: number };
   /** Address public TCP tunnels bind. */
   hostname: string;
+  /**
+   * Send a PROXY header of this version (the public client and the port it reached) as the
+   * first bytes of every TCP tunnel connection, so the app behind the client learns who
+   * connected (nginx `listen … proxy_protocol`; frp's `proxy_protocol_version`).
+   */
+  sendProxyProtocol?: 1 | 2;
   /** Where listeners log. */
   log: Logger;
 }
@@ -204,8 +211,23 @@ export class TcpPorts {
           error,
         });
       let ts: TunnelStream;
+      const { remoteAddr: from, localAddr: to } = conn;
+      // The header rides in the stream's SYN with the request: no extra round trip.
+      const header = this.opts.sendProxyProtocol &&
+        encodeProxyHeader(
+          this.opts.sendProxyProtocol,
+          { host: from.hostname, port: from.port },
+          { host: to.hostname, port: to.port },
+        );
       try {
-        ts = await core.openStream(client, host, "tcp", localPort, undefined, serverTcpPort);
+        ts = await core.openStream(
+          client,
+          host,
+          "tcp",
+          localPort,
+          header || undefined,
+          serverTcpPort,
+        );
       } catch (err) {
         core.countRequest(host, "502");
         done("502", 0, 0, err instanceof TunnelError ? err.reason : "error", errorMessage(err));

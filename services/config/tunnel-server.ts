@@ -126,6 +126,14 @@ export const command = {
       help: "the public port expects a PROXY header (v1/v2, haproxy send-proxy) on every " +
         "connection and takes the client address from it (plain TCP only)",
     },
+    "tcp-send-proxy": {
+      kind: "choice",
+      choices: ["0", "1", "2"],
+      arg: "0|1|2",
+      default: "0",
+      help: "send a PROXY header of this version first on every TCP tunnel connection " +
+        "(the app behind the client learns the public client; 0 = off)",
+    },
     "proxy-protocol-from": {
       kind: "string",
       multiple: true,

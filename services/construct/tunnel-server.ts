@@ -42,6 +42,11 @@ export async function constructTunnelServer(
     duplicate: flags.duplicate,
     tcpPorts: cfg.tcpPorts,
     tcpHost: flags["tcp-host"],
+    tcpSendProxyProtocol: flags["tcp-send-proxy"] === "0"
+      ? undefined
+      : flags["tcp-send-proxy"] === "1"
+      ? 1
+      : 2,
     responseTimeoutMs: flags["response-timeout"],
     heartbeatIntervalMs: flags.heartbeat,
     heartbeatTimeoutMs: flags.heartbeat * 3,
