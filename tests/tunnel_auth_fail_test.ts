@@ -1,7 +1,7 @@
 /**
  * A tunnel-client whose identifier the server refuses gives up after 3 refusals in a row
  * with one clear line and exit status 4 (frpc's `loginFailExit`), unless `--keep-trying`;
- * tunnel-server names the refusal (`reason=unknown-identifier`) in its log.
+ * tunnel-server names the refusal (`failure=unknown-identifier`) in its log.
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
@@ -31,8 +31,8 @@ Deno.test("tunnel auth failure: a wrong identifier exits 4 with one line; --keep
     assertEquals(errors.length, 1, client.lines.join("\n"));
     assertMatch(errors[0], /^error: the server refused this identifier 3 times in a row/);
     assertEquals(client.lines.filter((l) => /failure=unauthorized/.test(l)).length, 2);
-    await server.waitFor(/msg="client refused".*reason=unknown-identifier/);
-    assert(!server.lines.some((l) => /reason=unknown( |$)/.test(l)), "unnamed reason");
+    await server.waitFor(/msg="client refused".*failure=unknown-identifier/);
+    assert(!server.lines.some((l) => /(reason|failure)=unknown( |$)/.test(l)), "unnamed reason");
 
     // --keep-trying: past 3 refusals it still runs, until stopped.
     const patient = await startService("tunnel-client.ts", [...args, "--keep-trying"], {
