@@ -113,6 +113,20 @@ async function readV1(r: BufferedReader): Promise<ProxyHeader> {
  * Encode a header saying `source` connected to `dest` (IP literals). Version 1 is text
  * (`PROXY TCP4 …\r\n`), version 2 binary; an IPv4 and an IPv6 address together are both
  * sent as IPv6 (the IPv4 one mapped).
+ *
+ * @example
+ * ```ts
+ * import { encodeProxyHeader, readProxyHeader } from "./mod.ts";
+ * import { BufferedReader } from "../net/mod.ts";
+ * const client = { host: "203.0.113.7", port: 51000 }, reached = { host: "10.0.0.1", port: 443 };
+ * const wire = encodeProxyHeader(2, client, reached);
+ * let sent = false;
+ * const r = new BufferedReader({
+ *   read: (p: Uint8Array) => Promise.resolve(sent ? null : (sent = true, p.set(wire), wire.length)),
+ * });
+ * const header = await readProxyHeader(r);
+ * console.assert(header.source?.host === "203.0.113.7" && header.source.port === 51000);
+ * ```
  */
 export function encodeProxyHeader(version: 1 | 2, source: HostPort, dest: HostPort): Uint8Array {
   const s = parseIp(source.host), d = parseIp(dest.host);

@@ -113,7 +113,17 @@ export function bypassesProxy(target: HostPort, entries: readonly string[]): boo
   });
 }
 
-/** The proxy `target` is reached through under `s`, or undefined for a direct dial. */
+/**
+ * The proxy `target` is reached through under `s`, or undefined for a direct dial.
+ *
+ * @example
+ * ```ts
+ * import { proxyFor, proxySettings } from "./mod.ts";
+ * const s = proxySettings({ all: "socks5://10.0.0.1:1080", noProxy: ".internal" });
+ * console.assert(proxyFor(s, { host: "server.example", port: 7000 }, false)?.kind === "socks5");
+ * console.assert(proxyFor(s, { host: "db.internal", port: 7000 }, false) === undefined);
+ * ```
+ */
 export function proxyFor(
   s: ProxySettings | undefined,
   target: HostPort,
