@@ -40,6 +40,7 @@ import {
 } from "./forward.ts";
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
+import { subdomainHeader } from "./subdomains.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import { WebSocketDuplex } from "../transport/ws_adapter.ts";
 import { checkUpgradeRequest } from "../transport/websocket.ts";
@@ -117,17 +118,21 @@ export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {
     }
     const identifier = presentedIdentifier((n) => req.headers.get(n));
     const who = remoteOf(c).remote; // "-" when served without connection info: not limited
-    const result = await server.authenticate(identifier, who === "-" ? undefined : who);
-    if (result !== "ok") {
-      server.log.warn("client refused", { remote: who, reason: result });
-      const { status, text } = clientRefusal[result];
+    const admitted = await server.admit(
+      identifier,
+      who === "-" ? undefined : who,
+      req.headers.get(subdomainHeader) ?? undefined,
+    );
+    if (!admitted.ok) {
+      server.log.warn("client refused", { remote: who, failure: admitted.reason });
+      const { status, text } = clientRefusal[admitted.reason];
       return new Response(text, { status });
     }
     const peer = remoteOf(c); // before the upgrade: the request is gone after it
     const { socket, response } = Deno.upgradeWebSocket(req);
     const duplex = new WebSocketDuplex(socket);
     duplex.opened.then(
-      () => server.attach(duplex, identifier!, peer.remote),
+      () => server.attach(duplex, admitted.identifier, peer.remote),
       (err) => server.log.debug("websocket did not open", { error: errorMessage(err) }),
     );
     return response;

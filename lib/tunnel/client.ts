@@ -56,6 +56,7 @@ import {
   type StreamFailure,
 } from "./protocol.ts";
 import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
+import { subdomainHeader } from "./subdomains.ts";
 
 /** How long a closing session lets open tunnel streams finish. */
 const defaultDrainMs = 2_000;
@@ -102,6 +103,12 @@ export interface TunnelClientOptions {
    * trying. @default 3
    */
   authFailExitAfter?: number;
+  /**
+   * Claim this subdomain of the server's `--domain` (a DNS label; `*`: any free one, then
+   * kept across reconnects). Needs an account token as the identifier. A refusal (taken,
+   * malformed, no domain) counts like a refused identifier.
+   */
+  subdomain?: string;
   /** Timeout of each dial (server and local). @default 10000 */
   dialTimeoutMs?: number;
   /** Mux ping interval. @default 2000 */
@@ -190,6 +197,8 @@ function parseServerUrl(s: string): ServerUrl {
 
 /** Options of {@linkcode connectTransport}. */
 export interface ConnectTransportOptions {
+  /** The subdomain to claim (sent in the `X-Tunnel-Subdomain` header). */
+  subdomain?: string;
   /** Time for the dial, TLS and the upgrade answer. @default 10000 */
   timeoutMs?: number;
   /** Abort the attempt. */
@@ -256,7 +265,11 @@ async function connectOnce(
       path: u.path,
       host: u.hostHeader,
       protocol: transport === "raw" ? rawUpgradeToken : webSocketProtocol,
-      headers: { [identifierHeader]: identifier, "User-Agent": "warren-tunnel-client" },
+      headers: {
+        [identifierHeader]: identifier,
+        "User-Agent": "warren-tunnel-client",
+        ...(opts.subdomain === undefined ? {} : { [subdomainHeader]: opts.subdomain }),
+      },
     });
   } catch (err) {
     closeQuietly(conn);
@@ -371,6 +384,8 @@ export class TunnelClient {
   #session: Session | undefined;
   /** Local ports a server-defined TCP tunnel asked for and was refused (warned once). */
   #refusedPorts = new Set<number>();
+  /** The subdomain asked for: `subdomain`, or once a random one was given, that one. */
+  #subdomain: string | undefined;
   /** "auto": the raw upgrade was refused on the way once; reconnect with WebSocket. */
   #rawRefused = false;
 
@@ -379,6 +394,7 @@ export class TunnelClient {
     parseServerUrl(opts.server); // validate early
     this.#o = opts;
     this.#log = opts.log ?? silentLogger;
+    this.#subdomain = opts.subdomain;
   }
 
   /** Run until `signal` aborts. Never rejects. */
@@ -409,9 +425,17 @@ export class TunnelClient {
       } catch (err) {
         if (signal?.aborted) break;
         const failure = err instanceof ConnectError ? err.reason : "error";
-        if (failure === "unauthorized" && ++authFails >= authFailExitAfter && authFailExitAfter) {
-          this.refusal = `the server refused this identifier ${authFails} times in a row ` +
-            `(${errorMessage(err)}): check the identifier, or ask the server's admin to add it`;
+        const claimRefused = this.#subdomain !== undefined &&
+          (failure === "duplicate" || failure === "refused");
+        if (
+          (failure === "unauthorized" || claimRefused) && ++authFails >= authFailExitAfter &&
+          authFailExitAfter
+        ) {
+          this.refusal = claimRefused
+            ? `the server refused subdomain ${this.#subdomain} ${authFails} times in a row ` +
+              `(${errorMessage(err)}: 409 = taken by another token, 400 = not a DNS label)`
+            : `the server refused this identifier ${authFails} times in a row ` +
+              `(${errorMessage(err)}): check the identifier, or ask the server's admin to add it`;
           this.#log.error("giving up: identifier refused", {
             attempts: authFails,
             error: errorMessage(err),
@@ -450,6 +474,7 @@ export class TunnelClient {
     const signal = this.#o.signal;
     const mode = this.#o.transport ?? "auto";
     const transport = await connectTransport(this.#o.server, this.#o.identifier, {
+      subdomain: this.#subdomain,
       timeoutMs: this.#o.dialTimeoutMs,
       signal,
       // Once the raw upgrade was refused on the way, later reconnects go straight to WebSocket.
@@ -505,6 +530,10 @@ export class TunnelClient {
         hosts: resp.hosts.join(","),
         transport: transport instanceof WsConn ? "websocket" : "raw",
       });
+      // A random subdomain is kept: reconnects ask for the name given (reserved for us).
+      if (this.#subdomain === "*" && resp.hosts.length === 1) {
+        this.#subdomain = resp.hosts[0].split(".")[0];
+      }
       const local = joinHostPort(this.#o.local.host, this.#o.local.port);
       for (const url of publicUrls(this.#o.server, resp.hosts)) {
         this.#log.info("forwarding", { url, to: local });

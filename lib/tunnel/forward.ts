@@ -16,7 +16,7 @@ import {
 } from "../http/mod.ts";
 import { identifierHeader } from "./protocol.ts";
 import { hostPort, normalizeHost } from "./registry.ts";
-import type { AuthResult } from "./server.ts";
+import type { Admission } from "./server.ts";
 
 /** Who is on the other end of a public connection. */
 export interface PeerInfo {
@@ -133,9 +133,12 @@ export function presentedIdentifier(
   return header(identifierHeader) ?? bearerToken(header("authorization"));
 }
 
-/** How the control path answers a client whose identifier was not accepted. */
+/** How the control path answers a client it does not admit (bad identifier or claim). */
 export const clientRefusal: Readonly<
-  Record<Exclude<AuthResult, "ok">, { status: 401 | 409; text: string }>
+  Record<Extract<Admission, { ok: false }>["reason"], {
+    status: 400 | 401 | 403 | 409;
+    text: string;
+  }>
 > = {
   "no-identifier": { status: 401, text: "no identifier\n" },
   "unknown-identifier": { status: 401, text: "unknown identifier\n" },
@@ -143,4 +146,8 @@ export const clientRefusal: Readonly<
     status: 409,
     text: "a client with this identifier is already connected\n",
   },
+  "no-domain": { status: 403, text: "this server gives out no subdomains (no --domain)\n" },
+  "not-an-account": { status: 403, text: "subdomains need an account token\n" },
+  "bad-subdomain": { status: 400, text: "a subdomain must be a DNS label (a-z 0-9 -)\n" },
+  "host-taken": { status: 409, text: "this subdomain is taken\n" },
 };

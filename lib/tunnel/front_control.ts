@@ -12,6 +12,7 @@ import { getHeader, headerHasToken, type RequestHead, simpleResponse } from "../
 import { controlPath, rawUpgradeToken } from "./protocol.ts";
 import { clientRefusal, type PeerInfo, presentedIdentifier } from "./forward.ts";
 import type { TunnelServer } from "./server.ts";
+import { subdomainHeader } from "./subdomains.ts";
 import { checkUpgradeRequest, switchingProtocolsResponse, WsConn } from "../transport/websocket.ts";
 
 const rawSwitchResponse = new TextEncoder().encode(
@@ -46,11 +47,14 @@ export async function handleControl(
     await writeAll(conn, simpleResponse(400, `${why}\n`));
     return;
   }
-  const identifier = presentedIdentifier(hdr);
-  const result = await server.authenticate(identifier, peer.remote);
-  if (result !== "ok") {
-    log.warn("client refused", { remote: peer.remote, failure: result });
-    const { status, text } = clientRefusal[result];
+  const admitted = await server.admit(
+    presentedIdentifier(hdr),
+    peer.remote,
+    hdr(subdomainHeader) ?? undefined,
+  );
+  if (!admitted.ok) {
+    log.warn("client refused", { remote: peer.remote, failure: admitted.reason });
+    const { status, text } = clientRefusal[admitted.reason];
     await writeAll(conn, simpleResponse(status, text)).catch(() => {
       // Client left.
     });
@@ -61,7 +65,7 @@ export async function handleControl(
     await writeAll(conn, rawSwitchResponse);
     await server.attach(
       withPrefix(conn, reader.takeBuffered()),
-      identifier!,
+      admitted.identifier,
       peer.remote,
       peerCommonName(conn as Deno.Conn),
     );
@@ -69,5 +73,5 @@ export async function handleControl(
   }
   await writeAll(conn, switchingProtocolsResponse(hdr("sec-websocket-key")!));
   const ws = new WsConn(conn, { role: "server", prefix: reader.takeBuffered() });
-  await server.attach(ws, identifier!, peer.remote, peerCommonName(conn as Deno.Conn));
+  await server.attach(ws, admitted.identifier, peer.remote, peerCommonName(conn as Deno.Conn));
 }

@@ -21,3 +21,4 @@ export * from "./client.ts";
 export * from "./listen.ts";
 export * from "./config.ts";
 export * from "./state.ts";
+export * from "./subdomains.ts";

@@ -14,9 +14,9 @@ import { timingSafeEqual } from "../net/secret.ts";
 
 /**
  * Where a host or a server-defined TCP tunnel came from: a flag (`--host`, `--tcp`), a hosts
- * file, or the admin API (kept in the state file across restarts).
+ * file, the admin API (kept in the state file across restarts), or a client's subdomain claim.
  */
-export type RouteOrigin = "flag" | "file" | "admin";
+export type RouteOrigin = "flag" | "file" | "admin" | "claim";
 
 /** One virtual host and the identifier (secret) of the client that serves it. */
 export interface HostEntry {

@@ -42,6 +42,8 @@ import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
 import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
 import { TunnelError, TunnelStream } from "./tunnel_stream.ts";
+import { claimIdentifier, type ClaimRefusal, type SubdomainClaims } from "./subdomains.ts";
+import { timingSafeEqual } from "../net/secret.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
 
 /** Default interval of mux pings to each client. */
@@ -80,7 +82,14 @@ export interface TunnelServerOptions {
   mux?: SessionOptions;
   /** Where events are logged. @default silent */
   log?: Logger;
+  /** Subdomain claims under a domain by account tokens (`--domain`, `--account-token`). */
+  subdomains?: SubdomainClaims;
 }
+
+/** A control-path request admitted (with the identifier its session runs under) or refused. */
+export type Admission =
+  | { ok: true; identifier: string }
+  | { ok: false; reason: Exclude<AuthResult, "ok"> | ClaimRefusal };
 
 /** `addHost` refused: the host is registered already (the admin API's 409). */
 export class HostTakenError extends Error {
@@ -136,6 +145,8 @@ export class TunnelServer {
   readonly #tcp: TcpPorts;
   /** Where each registered host came from (absent: added through the API, "admin"). */
   #hostOrigins = new Map<string, RouteOrigin>();
+  /** The host each claim session (by client key) holds. */
+  #claims = new Map<string, string>();
   /** Wildcard entries registered through this server (route() skips their walk when 0). */
   #wildcards = 0;
   #nextClient = 0;
@@ -242,13 +253,82 @@ export class TunnelServer {
     const limiter = remote !== undefined ? this.#opts.authLimiter : undefined;
     const known = await verifySecret(limiter, remote ?? "-", async () =>
       !!identifier &&
-      (this.#tcp.names(clientKey(identifier)) || await this.registry.isKnown(identifier)));
+      (this.#tcp.names(clientKey(identifier)) || !!this.#opts.subdomains?.isAccount(identifier) ||
+        await this.registry.isKnown(identifier)));
     if (!identifier) return "no-identifier";
     if (!known) return "unknown-identifier";
     if (this.duplicate === "refuse" && this.#clients.has(clientKey(identifier))) {
       return "identifier-connected";
     }
     return "ok";
+  }
+
+  /**
+   * {@linkcode authenticate}, then the subdomain claim a client asked for (`wanted`: a DNS
+   * label, or `*` for a random free one): an account token gets `wanted.<domain>` unless
+   * another token holds it ("host-taken"), and its session runs under an identifier per
+   * token and name (one token, several names at once). Without `wanted`, as today.
+   */
+  async admit(
+    identifier: string | undefined,
+    remote: string | undefined,
+    wanted?: string,
+  ): Promise<Admission> {
+    const result = await this.authenticate(identifier, remote);
+    if (wanted === undefined) {
+      return result === "ok" ? { ok: true, identifier: identifier! } : {
+        ok: false,
+        reason: result,
+      };
+    }
+    if (result !== "ok" && result !== "identifier-connected") return { ok: false, reason: result };
+    const claims = this.#opts.subdomains;
+    if (!claims) return { ok: false, reason: "no-domain" };
+    if (!claims.isAccount(identifier!)) return { ok: false, reason: "not-an-account" };
+    for (let tries = 0;; tries++) {
+      const name = claims.nameFor(wanted);
+      if (!name) return { ok: false, reason: "bad-subdomain" };
+      const host = claims.hostOf(name);
+      const derived = claimIdentifier(identifier!, name);
+      const key = clientKey(derived);
+      const owner = await this.registry.lookup(host);
+      if (owner !== undefined && !timingSafeEqual(owner, derived)) {
+        if (wanted === "*" && tries < 8) continue;
+        return { ok: false, reason: "host-taken" };
+      }
+      if (this.duplicate === "refuse" && this.#clients.has(key)) {
+        return { ok: false, reason: "identifier-connected" };
+      }
+      if (owner === undefined) {
+        try {
+          await this.addHost(host, derived, { origin: "claim", exclusive: true });
+        } catch (err) {
+          // Claimed by another token in the meantime: as if it had been taken before.
+          if (!(err instanceof HostTakenError)) throw err;
+          if (wanted === "*" && tries < 8) continue;
+          return { ok: false, reason: "host-taken" };
+        }
+        this.#claims.set(key, host);
+        this.log.info("subdomain claimed", { host, client: fingerprint(derived) });
+      }
+      // Released after the grace period unless its session comes up (attach keeps it).
+      this.#leaveClaim(key);
+      return { ok: true, identifier: derived };
+    }
+  }
+
+  /** Start the grace period of the claim of client `key` (if it has one). */
+  #leaveClaim(key: string): void {
+    const host = this.#claims.get(key);
+    if (host === undefined) return;
+    this.#opts.subdomains?.leave(host, () => {
+      if (this.#clients.has(key) || this.#claims.get(key) !== host) return;
+      this.#claims.delete(key);
+      this.removeHost(host).then(
+        () => this.log.info("subdomain released", { host }),
+        (err) => this.log.warn("subdomain release failed", { host, error: errorMessage(err) }),
+      );
+    });
   }
 
   /** Counters of `host` (created on first use). */
@@ -383,6 +463,8 @@ export class TunnelServer {
         since: client.since,
       };
       await this.registry.setClient(identifier, rec);
+      const claimed = this.#claims.get(key);
+      if (claimed !== undefined) this.#opts.subdomains?.keep(claimed);
       this.clientEvents.connected++;
       log.info("client connected", {
         remote,
@@ -431,6 +513,7 @@ export class TunnelServer {
     } finally {
       if (this.#clients.get(key) === client) {
         this.#clients.delete(key);
+        this.#leaveClaim(key);
         await this.registry.setClient(identifier, undefined).catch(() => {
           // A registry outage must not keep a dead client around locally.
         });
@@ -550,6 +633,7 @@ export class TunnelServer {
   /** Close every client session and TCP tunnel. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#opts.subdomains?.close();
     liveTunnelServers.delete(this);
     const all = [...this.#clients.values()];
     await Promise.allSettled(all.map((c) => c.close("shutdown")));

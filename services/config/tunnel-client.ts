@@ -13,7 +13,7 @@ import {
   tlsClientFromFlags,
 } from "../../lib/cli_security.ts";
 import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
-import type { TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
+import { isDnsLabel, type TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
 import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
@@ -87,6 +87,15 @@ export const command = {
       default: "30s",
       help: "longest wait between reconnection attempts",
     },
+    subdomain: {
+      kind: "string",
+      arg: "name",
+      help: "claim name.<the server's --domain> (the identifier must be an account token)",
+    },
+    "random-subdomain": {
+      kind: "boolean",
+      help: "claim a random free subdomain of the server's --domain (kept across reconnects)",
+    },
     "keep-trying": {
       kind: "boolean",
       help: "keep reconnecting when the server refuses the identifier (default: exit with " +
@@ -131,6 +140,15 @@ export function validate(
     throw new FlagError(
       "identifier",
       "--identifier, --identifier-file or TUNNEL_IDENTIFIER is required",
+    );
+  }
+  if (f.subdomain !== undefined && f["random-subdomain"]) {
+    throw new FlagError("subdomain", "--subdomain and --random-subdomain exclude each other");
+  }
+  if (f.subdomain !== undefined && !isDnsLabel(f.subdomain.toLowerCase())) {
+    throw new FlagError(
+      "subdomain",
+      `--subdomain must be a DNS label (a-z 0-9 -), got ${f.subdomain}`,
     );
   }
   const tcp: TcpTunnelSpec[] = f.tcp.map((spec) => {

@@ -10,7 +10,9 @@ import { Acl, errorMessage } from "../../lib/net/mod.ts";
 import { defaultProxyProtocolFrom } from "../../lib/proxyproto/mod.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
+import { resolveSecret } from "../../lib/config/secret.ts";
 import {
+  normalizeHost,
   parseHostSpec,
   parsePortRange,
   parseTcpSpec,
@@ -65,6 +67,26 @@ export const command = {
       arg: "token",
       env: "TUNNEL_ADMIN_TOKEN",
       help: "bearer token of the admin API",
+    },
+    domain: {
+      kind: "string",
+      arg: "name",
+      help: "clients with an --account-token may claim name.<domain> (tunnel-client " +
+        "--subdomain) or get a random free one",
+    },
+    "account-token": {
+      kind: "string",
+      multiple: true,
+      arg: "token",
+      env: "TUNNEL_ACCOUNT_TOKENS",
+      envSeparator: "comma",
+      help: "a token that may claim subdomains under --domain (env:VAR or file:PATH; one " +
+        "token may hold several names)",
+    },
+    "subdomain-grace": {
+      kind: "duration",
+      default: "60s",
+      help: "a claimed subdomain stays reserved for its token this long after its client left",
     },
     "state-file": {
       kind: "string",
@@ -160,6 +182,8 @@ export interface TunnelServerServiceConfig {
   tcpPorts?: PortRange;
   /** Hosts and TCP tunnels the config defines (TunnelServer.applyConfig). */
   routes: TunnelConfig;
+  /** Tokens that may claim subdomains under --domain (resolved secrets). */
+  accountTokens: string[];
   /** `--proxy-protocol`: who may send PROXY headers (an allow list); undefined: off. */
   proxyProtocolFrom?: Acl;
 }
@@ -206,5 +230,15 @@ export function validate(
   } else if (f["proxy-protocol-from"].length > 0) {
     throw new FlagError("proxy-protocol-from", "--proxy-protocol-from needs --proxy-protocol");
   }
-  return { tls, tcpPorts, routes, proxyProtocolFrom };
+  const accountTokens = f["account-token"].map((t) => resolveSecret(t));
+  if (accountTokens.some((t) => t.length < minSecretChars)) {
+    throw new FlagError("account-token", `account tokens need ${minSecretChars}+ characters`);
+  }
+  if (f.domain !== undefined && !normalizeHost(f.domain)) {
+    throw new FlagError("domain", `--domain must be a host name, got ${f.domain}`);
+  }
+  if (accountTokens.length > 0 && f.domain === undefined) {
+    throw new FlagError("domain", "--account-token needs --domain");
+  }
+  return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens };
 }

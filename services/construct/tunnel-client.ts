@@ -45,6 +45,7 @@ export async function constructTunnelClient(
     heartbeatTimeoutMs: flags.heartbeat * 3,
     backoff: { initialMs: 250, maxMs: flags["backoff-max"] },
     authFailExitAfter: flags["keep-trying"] ? 0 : undefined,
+    subdomain: flags["random-subdomain"] ? "*" : flags.subdomain,
     log,
     signal: ac.signal,
     onConnected,

@@ -11,7 +11,9 @@ import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.t
 import { serveHttp } from "../../lib/http/mod.ts";
 import {
   createAdminApp,
+  normalizeHost,
   serveTunnel,
+  SubdomainClaims,
   TunnelServer,
   TunnelStateFile,
 } from "../../lib/tunnel/mod.ts";
@@ -52,6 +54,11 @@ export async function constructTunnelServer(
     heartbeatTimeoutMs: flags.heartbeat * 3,
     authLimiter: new AuthFailureLimiter({ burst: 10, perMinute: 30 }),
     log,
+    subdomains: flags.domain === undefined ? undefined : new SubdomainClaims({
+      domain: normalizeHost(flags.domain),
+      tokens: cfg.accountTokens,
+      graceMs: flags["subdomain-grace"],
+    }),
   });
   const { failedTcp } = await server.applyConfig(cfg.routes);
   // After the flags' routes, which win over a state entry for the same host or port.
