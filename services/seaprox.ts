@@ -25,7 +25,9 @@ const sp = await constructSeaprox(flags, cfg, log, bindOrExit)
 // Proxy listeners follow the URLs (connections of a removed one go on until they end); link
 // listeners and the other keys need a restart.
 onReload(async (next) => {
-  if (next.listeners.length === 0 && sp.links.length === 0) throw new Error("no listener left");
+  if (next.listeners.length === 0 && sp.links.length === 0 && sp.udp.length === 0) {
+    throw new Error("no listener left");
+  }
   await sp.proxy.reconcile(next.urls);
 });
 

@@ -3,6 +3,7 @@ import {
   listenerUrl,
   parseForwardUrl,
   parseListenUrl,
+  parseUdpListenUrl,
   ProxyUrlError,
   redact,
 } from "../lib/proxy/mod.ts";
@@ -33,6 +34,27 @@ Deno.test("proxy url: socks5 and http, with and without credentials, IPv6", () =
   // http's default port is kept (WHATWG URL would drop it).
   assertEquals(parseListenUrl("http://127.0.0.1:80").addr.port, 80);
   assertEquals(parseListenUrl("HTTP://:8080").addr, { host: "127.0.0.1", port: 8080 });
+});
+
+Deno.test("proxy url: udp:// forwards need to=, take max-flows, no credentials", () => {
+  const u = parseUdpListenUrl("udp://[::1]:0?to=example.org:53&max-flows=64");
+  assertEquals([u.addr, u.to, u.maxFlows], [{ host: "::1", port: 0 }, {
+    host: "example.org",
+    port: 53,
+  }, 64]);
+  assertEquals(parseUdpListenUrl("udp://127.0.0.1:5353?to=10.0.0.1:53").maxFlows, undefined);
+  assertEquals(reasonOf(() => parseUdpListenUrl("udp://127.0.0.1:5353")), "missing-to");
+  assertEquals(reasonOf(() => parseUdpListenUrl("udp://127.0.0.1:1?to=h:0")), "bad-address");
+  assertEquals(
+    reasonOf(() => parseUdpListenUrl("udp://a:b@127.0.0.1:1?to=h:53")),
+    "bad-credentials",
+  );
+  assertEquals(
+    reasonOf(() => parseUdpListenUrl("udp://127.0.0.1:1?to=h:53&max-flows=0")),
+    "bad-option",
+  );
+  assertEquals(reasonOf(() => parseUdpListenUrl("udp://127.0.0.1:1?to=h:53&x=1")), "bad-option");
+  assertEquals(reasonOf(() => parseUdpListenUrl("static://127.0.0.1:1?to=h:53")), "bad-scheme");
 });
 
 Deno.test("proxy url: clear errors for bad scheme, missing to=, bad port, junk", () => {

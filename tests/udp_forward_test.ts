@@ -10,7 +10,7 @@ import { dig, dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_d
 
 const local = { host: "127.0.0.1", port: 0 };
 
-Deno.test("udp flows: bounded in number, expired when idle, queued bytes capped", () => {
+Deno.test("udp flows: bounded in number (oldest evicted), expired when idle, bytes capped", () => {
   const closed: string[] = [];
   const drops = new UdpDrops();
   const t = new FlowTable<{ close(): void }>(
@@ -18,26 +18,27 @@ Deno.test("udp flows: bounded in number, expired when idle, queued bytes capped"
     drops,
   );
   try {
-    for (const k of ["a", "b", "c", "d", "e"]) {
-      t.getOrOpen(k, () => ({
-        close: () => closed.push(k),
-      }));
-    }
-    assertEquals([t.size, t.opened, drops.count("flow-limit")], [3, 3, 2]);
-    assert(t.get("a") && !t.get("d"));
+    const open = (k: string) => t.getOrOpen(k, () => ({ close: () => closed.push(k) }));
+    for (const k of ["a", "b", "c"]) open(k);
+    t.touch("a"); // a talked last: b is now the least recently active
+    for (const k of ["d", "e"]) open(k);
+    assertEquals([t.size, t.opened, t.evicted, closed.join()], [3, 5, 2, "b,c"]);
+    assert(t.get("a") && t.get("e") && !t.get("b"));
+    assert(t.canOpen("x", 2) && !t.canOpen("x", 3));
+    assertEquals(drops.count("flow-limit"), 1);
     // Nothing is idle yet; a second later (by the clock given) every flow is.
     assertEquals(t.sweep(performance.now() + 10), 0);
     assertEquals(t.sweep(performance.now() + 1001), 3);
-    assertEquals([t.size, t.expired, closed.join()], [0, 3, "a,b,c"]);
-    assert(t.getOrOpen("d", () => ({ close: () => closed.push("d") })));
+    assertEquals([t.size, t.expired], [0, 3]);
     assert(t.reserve(60) && !t.reserve(41) && t.reserve(40));
     assertEquals([t.queuedBytes, drops.count("queue-full")], [100, 1]);
     t.release(100);
     assertEquals(t.queuedBytes, 0);
+    open("f");
   } finally {
     t.close();
   }
-  assertEquals(closed.join(), "a,b,c,d");
+  assertEquals(closed.length, 6);
 });
 
 /** A UDP echo on loopback. */
@@ -107,28 +108,53 @@ Deno.test("udp forward: dig and raw queries through it to dnsmasq", async () => 
   }
 });
 
-Deno.test("udp forward: a flood of new flows is held to the bound, the rest counted", async () => {
+Deno.test("udp forward: a flood of new flows is held to the bound; a talking peer still gets through", async () => {
   const e = await echo();
   const maxFlows = 32;
   const fwd = await startUdpForward({ listen: local, to: e.addr, maxFlows });
   const peers = await Promise.all(
     Array.from({ length: 120 }, () => UdpSocket.bind("127.0.0.1", 0)),
   );
+  const client = await UdpSocket.bind("127.0.0.1", 0);
   try {
-    let answered = 0;
-    for (const p of peers) p.onMessage = () => answered++;
-    for (const p of peers) await p.send(Uint8Array.of(1, 2, 3), fwd.addr);
-    // Every datagram ends up either forwarded or dropped for the flow bound.
-    while (fwd.stats.datagramsUp + fwd.drops.count("flow-limit") < peers.length) {
-      await new Promise((r) => setTimeout(r, 20));
+    // In waves of 16 (under the bound of sockets still binding): every peer opens a flow and
+    // the oldest are evicted.
+    for (let i = 0; i < peers.length; i += 16) {
+      for (const p of peers.slice(i, i + 16)) await p.send(Uint8Array.of(1, 2, 3), fwd.addr);
+      const sent = Math.min(peers.length, i + 16);
+      while (fwd.stats.datagramsUp + fwd.drops.total < sent) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
     }
     assertEquals(fwd.flows.size, maxFlows);
     assertEquals(fwd.flows.peak, maxFlows);
-    assertEquals(fwd.stats.datagramsUp, maxFlows);
-    assertEquals(fwd.drops.count("flow-limit"), peers.length - maxFlows);
-    while (answered < maxFlows) await new Promise((r) => setTimeout(r, 20));
-    assertEquals(answered, maxFlows);
+    assertEquals([fwd.flows.opened, fwd.flows.evicted], [peers.length, peers.length - maxFlows]);
+    // A burst of new peers while sockets bind is refused beyond the bound, never held.
+    const burst = await Promise.all(
+      Array.from({ length: 64 }, () => UdpSocket.bind("127.0.0.1", 0)),
+    );
+    peers.push(...burst);
+    for (const p of burst) await p.send(Uint8Array.of(4), fwd.addr);
+    while (fwd.flows.opened + fwd.drops.count("flow-limit") < peers.length) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(fwd.flows.size, maxFlows);
+    console.log(
+      `${peers.length} new peers, bound ${maxFlows}: ${fwd.flows.opened} flows opened, ` +
+        `${fwd.flows.evicted} evicted, ${fwd.drops.count("flow-limit")} refused while binding`,
+    );
+    // A peer arriving after the flood gets its answers: the flood churns, it does not lock out.
+    let answered = 0, wake = () => {};
+    client.onMessage = () => (answered++, wake());
+    for (let i = 0; i < 5; i++) {
+      const arrived = new Promise<void>((r) => wake = r);
+      await client.send(Uint8Array.of(i), fwd.addr);
+      await arrived;
+    }
+    assertEquals(answered, 5);
+    assertEquals(fwd.flows.size, maxFlows);
   } finally {
+    client.close();
     for (const p of peers) p.close();
     fwd.stop();
     e.close();

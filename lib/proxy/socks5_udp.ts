@@ -194,7 +194,7 @@ export class UdpAssociation {
     const ip = acl ? addrs.find((a) => acl.check(dest, a).allowed) : addrs[0];
     if (ip === undefined) return this.drops.drop("not-allowed", `${target} refused by the ACL`);
     const to = { host: unmapped(ip), port: dest.port };
-    if (!this.flows.getOrOpen(joinHostPort(to.host, to.port), () => ({ close: () => {} }))) return;
+    this.flows.getOrOpen(joinHostPort(to.host, to.port), () => ({ close: () => {} }));
     const out = await this.#outbound(to.host.includes(":") ? 6 : 4);
     if (!out || this.#closed) return;
     this.stats.datagramsUp++;

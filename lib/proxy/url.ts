@@ -173,19 +173,7 @@ export function parseListenUrl(s: string): ListenerSpec {
   }
   let to: HostPort | undefined;
   if (scheme === "static") {
-    const t = raw.query.get("to");
-    if (!t) {
-      throw new ProxyUrlError("missing-to", `static listener needs ?to=host:port: ${redact(s)}`);
-    }
-    try {
-      to = parseHostPort(t);
-    } catch (err) {
-      if (err instanceof AddressError) {
-        throw new ProxyUrlError("bad-address", `to=${t}: ${err.message} (in ${redact(s)})`);
-      }
-      throw err;
-    }
-    if (to.port === 0) throw new ProxyUrlError("bad-address", `to= needs a non-zero port: ${s}`);
+    to = toOf(raw, "static", s);
     if (raw.auth) {
       throw new ProxyUrlError(
         "bad-credentials",
@@ -213,6 +201,79 @@ export function parseListenUrl(s: string): ListenerSpec {
     sendProxy: sp === null ? undefined : sp === "1" ? 1 : 2,
     display: redact(s.trim()),
     url: s.trim(),
+  };
+}
+
+/** The `?to=host:port` of a `scheme` listener URL `s` (required, non-zero port). */
+function toOf(raw: RawUrl, scheme: string, s: string): HostPort {
+  const t = raw.query.get("to");
+  if (!t) {
+    throw new ProxyUrlError("missing-to", `${scheme} listener needs ?to=host:port: ${redact(s)}`);
+  }
+  let to: HostPort;
+  try {
+    to = parseHostPort(t);
+  } catch (err) {
+    if (err instanceof AddressError) {
+      throw new ProxyUrlError("bad-address", `to=${t}: ${err.message} (in ${redact(s)})`);
+    }
+    throw err;
+  }
+  if (to.port === 0) throw new ProxyUrlError("bad-address", `to= needs a non-zero port: ${s}`);
+  return to;
+}
+
+/** A parsed `udp://host:port?to=host:port[&max-flows=N]` listener: a static UDP forward. */
+export interface UdpListenerSpec {
+  /** Address to bind (port 0 = kernel-chosen). */
+  addr: HostPort;
+  /** Where every datagram goes. */
+  to: HostPort;
+  /** Peer flows held at once (`max-flows=`); lib/udp's default when unset. */
+  maxFlows?: number;
+  /** The URL as given. */
+  display: string;
+}
+
+/** Whether `s` names a UDP listener (`udp://…`), served apart from the TCP proxy types. */
+export function isUdpListenUrl(s: string): boolean {
+  return /^udp:\/\//i.test(s.trim());
+}
+
+/**
+ * Parse a `udp://host:port?to=host:port[&max-flows=N]` listener URL.
+ *
+ * @throws {ProxyUrlError} as {@linkcode parseListenUrl} ("bad-scheme" for another scheme,
+ *   "bad-credentials" for user:pass, which UDP cannot check).
+ *
+ * @example
+ * ```ts
+ * const spec = parseUdpListenUrl("udp://127.0.0.1:5353?to=10.0.0.1:53&max-flows=256");
+ * console.assert(spec.to.port === 53 && spec.maxFlows === 256);
+ * ```
+ */
+export function parseUdpListenUrl(s: string): UdpListenerSpec {
+  const raw = splitUrl(s);
+  if (raw.scheme !== "udp") {
+    throw new ProxyUrlError("bad-scheme", `not a udp:// listener: ${redact(s)}`);
+  }
+  if (raw.auth) {
+    throw new ProxyUrlError("bad-credentials", `udp listener takes no credentials: ${redact(s)}`);
+  }
+  for (const key of raw.query.keys()) {
+    if (key !== "to" && key !== "max-flows") {
+      throw new ProxyUrlError("bad-option", `unknown option "${key}" in ${redact(s)}`);
+    }
+  }
+  const mf = raw.query.get("max-flows");
+  if (mf !== null && !/^[1-9]\d{0,6}$/.test(mf)) {
+    throw new ProxyUrlError("bad-option", `max-flows=1..9999999, not ${mf}: ${redact(s)}`);
+  }
+  return {
+    addr: hostPortOf(raw, "listen address", s),
+    to: toOf(raw, "udp", s),
+    maxFlows: mf === null ? undefined : Number(mf),
+    display: redact(s.trim()),
   };
 }
 

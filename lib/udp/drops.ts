@@ -12,7 +12,7 @@ import { type Logger, silentLogger } from "../log.ts";
  * - "fragmented": a SOCKS5 datagram with FRAG ≠ 0 (reassembly is not supported);
  * - "malformed": a SOCKS5 UDP header that does not parse;
  * - "wrong-source": from an address that is not the relay's client (or its destination);
- * - "flow-limit": a new flow while the table holds its maximum of flows;
+ * - "flow-limit": a new flow while as many flows as the bound are still being opened;
  * - "queue-full": the bytes waiting to be sent are at their bound;
  * - "not-allowed": the destination is refused by the ACL;
  * - "resolve": the destination name does not resolve;

@@ -1,8 +1,10 @@
 /**
  * `FlowTable`: the per-peer state of a UDP relay (a "flow" is one peer's association with
  * its upstream socket or destination), bounded three ways — flows expire after an idle
- * timeout, at most `maxFlows` are held (a new one over the bound is dropped and counted),
- * and the bytes handed to the kernel but not yet sent are capped (`reserve`/`release`).
+ * timeout, at most `maxFlows` are held (at the bound the least recently active one is closed
+ * for a newcomer, and counted: a flood of new peers churns the table instead of locking out
+ * the peers that keep talking), and the bytes handed to the kernel but not yet sent are
+ * capped (`reserve`/`release`).
  * @module
  */
 
@@ -47,6 +49,8 @@ export class FlowTable<F extends Flow> {
   opened = 0;
   /** Flows closed by the idle timeout so far. */
   expired = 0;
+  /** Flows closed to make room for a new one at the bound so far. */
+  evicted = 0;
   /** Most flows held at once. */
   peak = 0;
 
@@ -77,30 +81,42 @@ export class FlowTable<F extends Flow> {
   /** The flow of `key`, marked active; undefined when there is none. */
   get(key: string): F | undefined {
     const e = this.#flows.get(key);
-    if (e) e.lastActiveMs = performance.now();
-    return e?.flow;
+    if (!e) return undefined;
+    this.#markActive(key, e);
+    return e.flow;
+  }
+
+  /** Map order is activity order (oldest first): re-inserting keeps eviction O(1). */
+  #markActive(key: string, e: Entry<F>): void {
+    e.lastActiveMs = performance.now();
+    this.#flows.delete(key);
+    this.#flows.set(key, e);
   }
 
   /**
-   * Whether a new flow for `key` fits beside the held ones and `opening` more being set up;
-   * at the bound idle flows are swept first, and a refusal is counted ("flow-limit").
+   * Whether `opening` flows may be set up beside the held ones (flows whose sockets are still
+   * binding, which eviction cannot reclaim): false, counted as "flow-limit", when `opening`
+   * alone reaches the bound.
    */
-  hasRoom(key: string, opening = 0): boolean {
-    if (this.#flows.size + opening >= this.maxFlows) this.sweep();
-    if (this.#flows.size + opening < this.maxFlows) return true;
-    this.drops.drop("flow-limit", `${this.maxFlows} flows held; new flow from ${key}`);
+  canOpen(key: string, opening: number): boolean {
+    if (opening < this.maxFlows) return true;
+    this.drops.drop("flow-limit", `${opening} flows being opened; new flow from ${key}`);
     return false;
   }
 
   /**
    * The flow of `key`, opened with `open` when there is none. At the bound, idle flows are
-   * swept first; if the table is still full the datagram is dropped ("flow-limit") and
-   * undefined returned.
+   * swept, then the least recently active flow is closed to make room (`evicted`).
    */
-  getOrOpen(key: string, open: () => F): F | undefined {
+  getOrOpen(key: string, open: () => F): F {
     const had = this.get(key);
     if (had) return had;
-    if (!this.hasRoom(key)) return undefined;
+    if (this.#flows.size >= this.maxFlows) this.sweep();
+    if (this.#flows.size >= this.maxFlows) {
+      const [oldest] = this.#flows.keys();
+      this.delete(oldest);
+      this.evicted++;
+    }
     const flow = open();
     this.#flows.set(key, { flow, lastActiveMs: performance.now() });
     this.opened++;
@@ -111,7 +127,7 @@ export class FlowTable<F extends Flow> {
   /** Mark `key` active (traffic in the other direction). */
   touch(key: string): void {
     const e = this.#flows.get(key);
-    if (e) e.lastActiveMs = performance.now();
+    if (e) this.#markActive(key, e);
   }
 
   /** Close and forget the flow of `key`. */
@@ -144,8 +160,9 @@ export class FlowTable<F extends Flow> {
   sweep(now: number = performance.now()): number {
     if (this.idleTimeoutMs <= 0) return 0;
     let n = 0;
+    // Oldest first: the first flow still active ends the sweep.
     for (const [key, e] of this.#flows) {
-      if (now - e.lastActiveMs < this.idleTimeoutMs) continue;
+      if (now - e.lastActiveMs < this.idleTimeoutMs) break;
       this.#flows.delete(key);
       e.flow.close();
       n++;

@@ -8,7 +8,9 @@
 
 import { type Logger, silentLogger } from "../log.ts";
 import { type HostPort, joinHostPort } from "../net/addr.ts";
+import type { Acl } from "../net/acl.ts";
 import { resolveHost } from "../net/dial.ts";
+import { NetError } from "../net/errors.ts";
 import { UdpDrops } from "./drops.ts";
 import { type FlowLimits, FlowTable } from "./flows.ts";
 import { sendCounted } from "./send.ts";
@@ -20,6 +22,8 @@ export interface UdpForwardOptions extends FlowLimits {
   listen: HostPort;
   /** Where every datagram goes; a name is resolved once, at start. */
   to: HostPort;
+  /** Checked once on `to`, by name and resolved address: a refusal is `NetError("not-allowed")`. */
+  acl?: Acl;
   /** Address family tried first when resolving `to`. @default "ipv4" */
   prefer?: "ipv6" | "ipv4";
   log?: Logger;
@@ -50,7 +54,7 @@ export interface UdpForward {
 
 /**
  * Bind `opts.listen` and forward to `opts.to`. Rejects with a `NetError` when the address
- * cannot be bound or `to` does not resolve.
+ * cannot be bound, `to` does not resolve or the ACL refuses it.
  *
  * @example
  * ```ts
@@ -70,6 +74,13 @@ export interface UdpForward {
 export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForward> {
   const log = opts.log ?? silentLogger;
   const [targetIp] = await resolveHost(opts.to.host, opts.prefer ?? "ipv4");
+  const decision = opts.acl?.check(opts.to, targetIp);
+  if (decision && !decision.allowed) {
+    throw new NetError(
+      "not-allowed",
+      `udp forward to ${joinHostPort(opts.to.host, opts.to.port)} refused by ${decision.rule}`,
+    );
+  }
   const target: HostPort = { host: targetIp, port: opts.to.port };
   const targetKey = joinHostPort(target.host, target.port);
   const listener = await UdpSocket.bind(opts.listen.host, opts.listen.port);
@@ -98,9 +109,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
       stats.bytesDown += data.length;
       sendCounted(listener, data, peer, flows);
     };
-    const flow = flows.getOrOpen(key, () => up);
-    if (flow !== up) up.close();
-    return flow;
+    return flows.getOrOpen(key, () => up);
   };
 
   listener.onMessage = (data, peer) => {
@@ -118,8 +127,8 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
     // so a peer's datagrams leave in the order they came. The wait costs queue budget.
     let p = pending.get(key);
     if (!p) {
-      // Checked before a socket is bound: a flood of new peers costs no sockets at the bound.
-      if (!flows.hasRoom(key, pending.size)) return;
+      // Sockets still binding are bounded too (eviction makes room among bound ones only).
+      if (!flows.canOpen(key, pending.size)) return;
       p = openFlow(peer, key).finally(() => pending.delete(key));
       pending.set(key, p);
     }

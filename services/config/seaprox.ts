@@ -19,10 +19,13 @@ import type { ProxySettings, TlsClientConfig, TlsServerConfig } from "../../lib/
 import { Acl, errorMessage, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
 import {
   type ForwardSpec,
+  isUdpListenUrl,
   type ListenerSpec,
   openProxyProblem,
   parseForwardUrl,
   parseListenUrl,
+  parseUdpListenUrl,
+  type UdpListenerSpec,
 } from "../../lib/proxy/mod.ts";
 import { aclFromFlags } from "./acl.ts";
 import type { ServiceFlags } from "../_kit.ts";
@@ -41,7 +44,8 @@ export const command = {
       help:
         "static://host:port?to=host:port[&send-proxy=1|2] | socks5://[user:pass@]host:port (SOCKS4/4a too " +
         "when there is no user:pass) | " +
-        "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change); " +
+        "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change) | " +
+        "udp://host:port?to=host:port[&max-flows=N] (a UDP forward; restart to change); " +
         "?proxy-protocol=1 on any of the first three takes a PROXY header from --proxy-protocol-from",
     },
     via: {
@@ -151,6 +155,8 @@ export interface SeaproxServiceConfig {
   urls: string[];
   listeners: ListenerSpec[];
   linkListens: HostPort[];
+  /** The `udp://` static UDP forwards (restart to change). */
+  udpListens: UdpListenerSpec[];
   /** The upstream chain (`--forward` or `--via` hops, in order); empty: dial directly. */
   hops: ForwardSpec[];
   tlsServer?: TlsServerConfig;
@@ -168,18 +174,25 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
   if (f.listen.length === 0) {
     throw new FlagError("listen", "at least one --listen URL is required (see --help)");
   }
-  const urls = f.listen.filter((u) => !isLink(u));
+  const urls = f.listen.filter((u) => !isLink(u) && !isUdpListenUrl(u));
   const listeners = urls.map(parseListenUrl);
   for (const spec of listeners) {
     const problem = openProxyProblem(spec, f["allow-open"]);
     if (problem) throw new FlagError("listen", problem);
   }
   const linkListens = f.listen.filter(isLink).map((u) => linkAddr(u, "listen"));
+  const udpListens = f.listen.filter(isUdpListenUrl).map(parseUdpListenUrl);
   if (f.via.length > 0 && f.forward.length > 0) {
     throw new FlagError("via", "give the chain with --forward or --via, not both (order matters)");
   }
   const hops = (f.via.length > 0 ? f.via : f.forward).map(parseForwardUrl);
   const viaLink = hops.some((h) => h.scheme === "link");
+  if (udpListens.length > 0 && hops.length > 0) {
+    throw new FlagError(
+      "listen",
+      "udp:// listeners send from this host: they cannot go through --forward/--via",
+    );
+  }
   const tlsServer = tlsServerFromFlags(f), tlsClient = tlsClientFromFlags(f);
   if (tlsServer && linkListens.length === 0) {
     throw new FlagError("tls-cert", "--tls-cert is for link:// listeners");
@@ -207,6 +220,7 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     urls,
     listeners,
     linkListens,
+    udpListens,
     hops,
     proxy: proxyFromFlags(f),
     tlsServer,

@@ -6,7 +6,7 @@
 
 import type { Logger } from "../../lib/log.ts";
 import { listenLink } from "../../lib/cli_security.ts";
-import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.ts";
+import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../../lib/net/mod.ts";
 import {
   dialerFor,
   type Seaprox,
@@ -20,6 +20,7 @@ import {
   seaproxStatusJson,
   seaproxStatusProvider,
 } from "../../lib/status/mod.ts";
+import { startUdpForward, type UdpForward } from "../../lib/udp/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, SeaproxServiceConfig } from "../config/seaprox.ts";
 import { type Bind, observeAt } from "./bind.ts";
@@ -29,6 +30,8 @@ export interface SeaproxService {
   proxy: Seaprox;
   /** The link:// listeners. */
   links: Server[];
+  /** The udp:// forwards. */
+  udp: UdpForward[];
   metrics?: ObservabilityServer;
   /** Stop listening, let connections finish `drainMs`, close the chain. */
   stop(drainMs: number): Promise<void>;
@@ -106,6 +109,26 @@ export async function constructSeaprox(
       log: log.child({ listener: "link" }),
     }));
   }
+  const udp: UdpForward[] = [];
+  for (const spec of cfg.udpListens) {
+    const fwd = await bind("udp listener", spec.addr, () =>
+      startUdpForward({
+        listen: spec.addr,
+        to: spec.to,
+        maxFlows: spec.maxFlows,
+        acl: cfg.acl,
+        prefer: cfg.prefer,
+        log: log.child({ listener: "udp" }),
+      }));
+    udp.push(fwd);
+    log.info("listening", {
+      name: udp.length === 1 ? "udp" : `udp-${udp.length}`,
+      addr: joinHostPort(fwd.addr.host, fwd.addr.port),
+      to: joinHostPort(fwd.target.host, fwd.target.port),
+      maxFlows: fwd.flows.maxFlows,
+      idleTimeoutMs: fwd.flows.idleTimeoutMs,
+    });
+  }
   const status = { proxy, links, stats, maxConns: flags["max-conns"], startedMs: Date.now() };
   const metrics = await observeAt(bind, "metrics", flags.metrics, {
     service,
@@ -117,8 +140,10 @@ export async function constructSeaprox(
   return {
     proxy,
     links,
+    udp,
     metrics,
     stop: async (drainMs) => {
+      for (const f of udp) f.stop();
       await Promise.all([proxy.stop(drainMs), ...links.map((s) => s.stop(drainMs))]);
       await chain?.close();
       await metrics?.shutdown();
