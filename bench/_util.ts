@@ -265,6 +265,19 @@ export async function startRelay(targetPort: number): Promise<{ proc: Proc; port
   return { proc, port };
 }
 
+/**
+ * A bench/floor_proxy.ts process (the least a Deno proxy can do per connection) as a SOCKS5
+ * proxy, or with `targetPort` as a static relay to 127.0.0.1:`targetPort`.
+ */
+export async function startFloor(targetPort?: number): Promise<{ proc: Proc; port: number }> {
+  const env: Record<string, string> = targetPort === undefined
+    ? { BENCH_MODE: "socks5" }
+    : { BENCH_MODE: "static", BENCH_TARGET: `127.0.0.1:${targetPort}` };
+  const proc = spawnDeno(benchPath("floor_proxy.ts"), [], { env });
+  const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
+  return { proc, port };
+}
+
 // ---------------------------------------------------------------- OpenSSH ssh -R
 
 /** A throwaway sshd and its `ssh -N -R` client: the known peer for reverse tunnels. */
@@ -355,23 +368,57 @@ export async function startSshReverse(
 /** Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ: 100 on Linux). */
 const procTicksPerSecond = 100;
 
+/** utime, stime, cutime, cstime of `/proc/<pid>/stat`, in ticks, and the pid's live children. */
+function procTicks(pid: number): { ticks: number; children: number[] } {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15, cutime 16, cstime 17 (the last two: children already waited for).
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    const children: number[] = [];
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const list = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
+      if (list) children.push(...list.split(" ").map(Number));
+    }
+    return { ticks, children };
+  } catch {
+    // Exited (or exiting): nothing more to count; its parent's cutime has it once reaped.
+    return { ticks: 0, children: [] };
+  }
+}
+
 /**
- * CPU seconds (user + system) the processes have used so far: read before and after a run to
- * see what a path costs, not only how fast it went. A process that is gone counts 0.
+ * CPU seconds (user + system) the processes have used so far, each with its whole tree (live
+ * descendants and the children it has reaped): read before and after a run to see what a path
+ * costs, not only how fast it went. The tree matters for peers that fork per connection or
+ * session (socat, sshd). A process that is gone counts 0.
  */
 export function procCpuSeconds(procs: readonly Proc[]): number {
   let ticks = 0;
-  for (const p of procs) {
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
-      // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]);
-    } catch {
-      // Exited: nothing more to count.
-    }
+  const todo = procs.map((p) => p.child.pid);
+  for (let pid = todo.pop(); pid !== undefined; pid = todo.pop()) {
+    const t = procTicks(pid);
+    ticks += t.ticks;
+    todo.push(...t.children);
   }
   return ticks / procTicksPerSecond;
+}
+
+/**
+ * Run `run` (which makes `count` connections) and return its result with the CPU microseconds
+ * per connection each of `procs` spent meanwhile (same order): the steadier figure on a shared
+ * machine, where rates move with whatever else runs.
+ */
+export async function cpuPerConn<T>(
+  procs: readonly Proc[],
+  count: number,
+  run: () => Promise<T>,
+): Promise<{ result: T; usPerConn: number[] }> {
+  const before = procs.map((p) => procCpuSeconds([p]));
+  const result = await run();
+  const usPerConn = procs.map((p, i) => (procCpuSeconds([p]) - before[i]) * 1e6 / count);
+  return { result, usPerConn };
 }
 
 // ---------------------------------------------------------------- measuring
@@ -726,6 +773,14 @@ export async function hey(
 }
 
 // ---------------------------------------------------------------- tables
+
+/** The median of `values` (NaN when empty): the per-round figure the tables print for CPU. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const v = [...values].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return v.length % 2 === 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
 
 /** `v` with `digits` decimals, or "-" when it is not a number (a failed or skipped row). */
 export function fixed(v: number, digits = 0): string {

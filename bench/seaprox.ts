@@ -9,7 +9,14 @@
  * Every figure is the best of `--rounds` (default 3) interleaved rounds.
  * - small: `--seq` (default 2000) sequential connect + 8-byte request + 1 KiB answer, and
  *   `--requests` (default 4000) of them with `--concurrency` (default 32) workers: req/s;
+ * - CPU: microseconds of CPU per connection of the proxy process (its whole tree for socat, which
+ *   forks per connection) during the concurrent phase, median of the rounds: steadier than the
+ *   rates on a shared machine;
  * - memory: seaprox's VmRSS idle, with 1,000 idle connections, and with 100 busy ones.
+ *
+ * Beside the peers, "Deno floor" rows: bench/floor_proxy.ts, the least any Deno proxy does
+ * per connection (the goal where the C peers are out of Deno's reach). `--small-only` skips
+ * the bulk and memory phases (for comparing per-connection cost quickly).
  *
  * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
  * read an 8-byte big-endian length, send that many bytes, FIN. The client is this process.
@@ -20,6 +27,7 @@ import { closeQuietly, dial, type Duplex, sleep, writeAll } from "../lib/net/mod
 import {
   benchFlags,
   concurrentRps,
+  cpuPerConn,
   curl,
   downloadMBps,
   fixed,
@@ -28,6 +36,7 @@ import {
   hasCommand,
   lengthHeader,
   mbPerSec,
+  median,
   MiB,
   type Proc,
   procStatusKiB,
@@ -41,6 +50,7 @@ import {
   smallExchange,
   socksRoute,
   spawn,
+  startFloor,
   stopAll,
   tcpRoute,
   waitPort,
@@ -58,7 +68,9 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 // ---------------------------------------------------------------- helpers
 const flags = benchFlags({
   numbers: { bytes: 1 << 30, seq: 2000, requests: 4000, concurrency: 32, rounds: 3 },
+  booleans: ["small-only"],
 });
+const smallOnly = flags["small-only"];
 const bulkBytes = flags.bytes;
 const seqCount = flags.seq;
 const reqCount = flags.requests;
@@ -106,6 +118,8 @@ interface SeaproxRoute extends Route {
   needs?: string;
   /** curl arguments reaching nginx's `/big` through this path. */
   curl(nginxPort: number): string[];
+  /** The process whose CPU per connection the table shows (none for direct). */
+  proc?: Proc;
 }
 
 /** A plain TCP path; `nginxFront` is the same kind of path in front of nginx. */
@@ -189,7 +203,7 @@ try {
     "--listen",
     `static://127.0.0.1:${ports.staticNginx}?to=127.0.0.1:${ports.nginx}`,
   ]);
-  start("socat", [
+  const socat = start("socat", [
     `TCP-LISTEN:${ports.socat},bind=127.0.0.1,fork,reuseaddr`,
     `TCP:127.0.0.1:${srcPort}`,
   ]);
@@ -243,8 +257,11 @@ try {
       "",
     ].join("\n"),
   );
-  start("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
-  start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  const haproxy = start("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
+  const microsocks = start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  const floorStatic = await startFloor(srcPort);
+  const floorSocks = await startFloor();
+  procs.push(floorStatic.proc, floorSocks.proc);
   const peerOf: Record<string, string> = {
     socat: "socat",
     socatNginx: "socat",
@@ -258,14 +275,29 @@ try {
   }
   const curlOk = hasCommand("curl") && !missing.has("nginx");
 
-  const routes: SeaproxRoute[] = [
+  const noCurl = { curl: () => [], noBulk: true };
+  const routes: (SeaproxRoute & { noBulk?: boolean })[] = [
     tcpPath("direct TCP", srcPort, ports.nginx),
-    tcpPath("seaprox static", ports.static, ports.staticNginx),
-    socksPath("seaprox SOCKS5", ports.socks5, srcPort),
-    connectPath("seaprox HTTP CONNECT", ports.http, srcPort),
-    { ...tcpPath("socat", ports.socat, ports.socatNginx), needs: "socat" },
-    { ...tcpPath("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx), needs: "haproxy" },
-    { ...socksPath("microsocks (SOCKS5)", ports.microsocks, srcPort), needs: "microsocks" },
+    { ...tcpPath("seaprox static", ports.static, ports.staticNginx), proc: seaprox },
+    { ...socksPath("seaprox SOCKS5", ports.socks5, srcPort), proc: seaprox },
+    { ...connectPath("seaprox HTTP CONNECT", ports.http, srcPort), proc: seaprox },
+    { ...tcpPath("socat", ports.socat, ports.socatNginx), needs: "socat", proc: socat },
+    {
+      ...tcpPath("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx),
+      needs: "haproxy",
+      proc: haproxy,
+    },
+    {
+      ...socksPath("microsocks (SOCKS5)", ports.microsocks, srcPort),
+      needs: "microsocks",
+      proc: microsocks,
+    },
+    { ...tcpRoute("Deno floor static", floorStatic.port), ...noCurl, proc: floorStatic.proc },
+    {
+      ...socksRoute("Deno floor SOCKS5", floorSocks.port, srcPort),
+      ...noCurl,
+      proc: floorSocks.proc,
+    },
   ];
 
   interface Row {
@@ -274,13 +306,22 @@ try {
     curl: number;
     seq: number;
     rps: number;
+    /** CPU µs per connection of the path's process, one per round. */
+    cpu: number[];
     err?: string;
   }
-  if (curlOk) await curlBulk(routes[0], ports.nginx); // pull the file into the page cache
+  const withCurl = curlOk && !smallOnly;
+  if (withCurl) await curlBulk(routes[0], ports.nginx); // pull the file into the page cache
+  const none = { mbps: NaN, curl: NaN, seq: NaN, rps: NaN, cpu: [] };
   const rows: Row[] = routes.map((r) =>
-    r.needs && missing.has(r.needs)
-      ? { name: r.name, mbps: NaN, curl: NaN, seq: NaN, rps: NaN, err: `${r.needs} not installed` }
-      : { name: r.name, mbps: 0, curl: curlOk ? 0 : NaN, seq: 0, rps: 0 }
+    r.needs && missing.has(r.needs) ? { name: r.name, ...none, err: `${r.needs} not installed` } : {
+      name: r.name,
+      mbps: smallOnly || r.noBulk ? NaN : 0,
+      curl: withCurl && !r.noBulk ? 0 : NaN,
+      seq: 0,
+      rps: 0,
+      cpu: [],
+    }
   );
   // Rounds interleave the paths so a burst of load from elsewhere on the machine does not
   // land on one path only; each figure is the best round (the least disturbed one).
@@ -290,55 +331,67 @@ try {
       if (row.err) continue;
       try {
         await smallExchange(r, smallBuffer()); // warm up (JIT, resolver, pools)
-        row.mbps = Math.max(row.mbps, await downloadMBps(r, bulkBytes));
-        if (curlOk) row.curl = Math.max(row.curl, await curlBulk(r, ports.nginx));
+        if (!Number.isNaN(row.mbps)) {
+          row.mbps = Math.max(row.mbps, await downloadMBps(r, bulkBytes));
+        }
+        if (!Number.isNaN(row.curl)) row.curl = Math.max(row.curl, await curlBulk(r, ports.nginx));
         row.seq = Math.max(row.seq, 1000 / await sequentialMs(r, seqCount));
-        row.rps = Math.max(row.rps, await concurrentRps(r, reqCount, concurrency));
+        const { result: rps, usPerConn } = await cpuPerConn(
+          r.proc ? [r.proc] : [],
+          reqCount,
+          () => concurrentRps(r, reqCount, concurrency),
+        );
+        row.rps = Math.max(row.rps, rps);
+        if (r.proc) row.cpu.push(usPerConn[0]);
         console.error(`  round ${round}: measured ${r.name}`);
       } catch (err) {
-        Object.assign(row, { mbps: NaN, curl: NaN, seq: NaN, rps: NaN, err: String(err) });
+        Object.assign(row, { ...none, err: String(err) });
         console.error(`  ${r.name} failed: ${err}`);
       }
     }
   }
 
   // Memory of the seaprox process.
-  const pid = seaprox!.child.pid;
-  const rssKiB = (pid: number) => procStatusKiB(pid, "VmRSS");
-  const rssIdle = rssKiB(pid);
-  const idle: Duplex[] = [];
-  for (let i = 0; i < idleConns; i++) idle.push(await dial("127.0.0.1", ports.static));
-  // Let every relay reach its pending read.
-  await sleep(1000);
-  const rssIdleConns = rssKiB(pid);
-  for (const c of idle) closeQuietly(c);
-  await sleep(500);
+  const memory = async () => {
+    const pid = seaprox!.child.pid;
+    const rssKiB = (pid: number) => procStatusKiB(pid, "VmRSS");
+    const rssIdle = rssKiB(pid);
+    const idle: Duplex[] = [];
+    for (let i = 0; i < idleConns; i++) idle.push(await dial("127.0.0.1", ports.static));
+    // Let every relay reach its pending read.
+    await sleep(1000);
+    const rssIdleConns = rssKiB(pid);
+    for (const c of idle) closeQuietly(c);
+    await sleep(500);
 
-  const stopBusy = new AbortController();
-  let busyBytes = 0;
-  const busy = Promise.all(Array.from({ length: busyConns }, async () => {
-    const c = await dial("127.0.0.1", ports.static);
-    const buf = new Uint8Array(256 * 1024);
-    try {
-      await writeAll(c, lengthHeader(2 ** 50));
-      while (!stopBusy.signal.aborted) {
-        const n = await c.read(buf);
-        if (n === null) throw new Error("busy connection ended early");
-        busyBytes += n;
+    const stopBusy = new AbortController();
+    let busyBytes = 0;
+    const busy = Promise.all(Array.from({ length: busyConns }, async () => {
+      const c = await dial("127.0.0.1", ports.static);
+      const buf = new Uint8Array(256 * 1024);
+      try {
+        await writeAll(c, lengthHeader(2 ** 50));
+        while (!stopBusy.signal.aborted) {
+          const n = await c.read(buf);
+          if (n === null) throw new Error("busy connection ended early");
+          busyBytes += n;
+        }
+      } finally {
+        closeQuietly(c);
       }
-    } finally {
-      closeQuietly(c);
+    }));
+    let rssBusy = 0;
+    const busyStart = performance.now();
+    for (let i = 0; i < busySamples; i++) {
+      await sleep(busySampleMs);
+      rssBusy = Math.max(rssBusy, rssKiB(pid));
     }
-  }));
-  let rssBusy = 0;
-  const busyStart = performance.now();
-  for (let i = 0; i < busySamples; i++) {
-    await sleep(busySampleMs);
-    rssBusy = Math.max(rssBusy, rssKiB(pid));
-  }
-  const busyMBps = mbPerSec(busyBytes, performance.now() - busyStart);
-  stopBusy.abort();
-  await busy;
+    const busyMBps = mbPerSec(busyBytes, performance.now() - busyStart);
+    stopBusy.abort();
+    await busy;
+    return { rssIdle, rssIdleConns, rssBusy, busyMBps };
+  };
+  const mem = smallOnly ? undefined : await memory();
 
   // ---------------------------------------------------------------- table
   const direct = rows[0];
@@ -358,6 +411,7 @@ try {
       "× direct",
       "conc req/s",
       "× direct",
+      "CPU µs/conn",
     ],
     rows.map((r) => [
       r.name,
@@ -369,17 +423,25 @@ try {
       ratio(r.seq, direct.seq),
       fixed(r.rps),
       ratio(r.rps, direct.rps),
+      r.cpu.length > 0 ? fixed(median(r.cpu)) : "—",
     ]),
   ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
-  console.log("\nseaprox memory (VmRSS of the process)\n");
-  const mib = (kib: number) => fixed(kib / 1024, 1);
-  console.log(formatTable(["state", "RSS MiB"], [
-    ["idle", mib(rssIdle)],
-    ["1,000 idle relayed connections", mib(rssIdleConns)],
-    [`${busyConns} busy connections (peak; ${busyMBps.toFixed(0)} MB/s together)`, mib(rssBusy)],
-  ]));
-  for (const [col, key] of [["Deno source", "mbps"], ["curl←nginx", "curl"]] as const) {
+  if (mem) {
+    console.log("\nseaprox memory (VmRSS of the process)\n");
+    const mib = (kib: number) => fixed(kib / 1024, 1);
+    console.log(formatTable(["state", "RSS MiB"], [
+      ["idle", mib(mem.rssIdle)],
+      ["1,000 idle relayed connections", mib(mem.rssIdleConns)],
+      [
+        `${busyConns} busy connections (peak; ${mem.busyMBps.toFixed(0)} MB/s together)`,
+        mib(mem.rssBusy),
+      ],
+    ]));
+  }
+  for (
+    const [col, key] of smallOnly ? [] : [["Deno source", "mbps"], ["curl←nginx", "curl"]] as const
+  ) {
     const met = rows.slice(1, 4).every((r) => r[key] / direct[key] >= 0.8);
     console.log(
       `bulk target (static, SOCKS5, CONNECT ≥ 0.8 × direct), ${col}: ${met ? "met" : "NOT met"}`,
