@@ -26,6 +26,7 @@ import { socks5Connect } from "../lib/socks5/mod.ts";
 import {
   benchFlags,
   concurrentRps,
+  cpuPerConn,
   downloadMBps,
   fixed,
   formatTable,
@@ -42,6 +43,7 @@ import {
   spawn,
   spawnDeno,
   type SshReverse,
+  startFloor,
   startRelay,
   startSshReverse,
   stopAll,
@@ -189,8 +191,10 @@ async function setupMs(port: number, dest: number, n: number, username?: string)
 }
 
 /** depot-server with its four listeners on the given ports. */
-function startDepotServer(p: { control: number; socks: number; tunnel: number; status: number }) {
-  startDeno(servicePath("depot-server.ts"), [
+function startDepotServer(
+  p: { control: number; socks: number; tunnel: number; status: number },
+): Proc {
+  return startDeno(servicePath("depot-server.ts"), [
     "--log-level",
     "warn",
     "--control",
@@ -205,8 +209,8 @@ function startDepotServer(p: { control: number; socks: number; tunnel: number; s
 }
 
 /** depot-local with `args` (`--server` and the rest). */
-function startDepotLocal(args: string[]) {
-  startDeno(servicePath("depot-local.ts"), [
+function startDepotLocal(args: string[]): Proc {
+  return startDeno(servicePath("depot-local.ts"), [
     "--log-level",
     "warn",
     ...args,
@@ -224,13 +228,14 @@ async function waitExits(what: string, statusPort: number, exits: number): Promi
 }
 
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
-async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<void> {
+async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<Proc[]> {
   const ssh = await startSshReverse(
     `127.0.0.1:${socksPort}`,
     socksPort,
     delayMs > 0 ? (sshdPort) => startDelay(sshdPort, delayMs) : undefined,
   );
   sshPeers.push(ssh);
+  return ssh.procs;
 }
 
 // ---------------------------------------------------------------- main
@@ -255,6 +260,9 @@ interface Row {
   up: number;
   seqMs: number;
   rps: number;
+  /** CPU µs per connection of each process of the path (concurrent phase), and their names. */
+  cpu: number[];
+  cpuOf: string[];
   err?: string;
 }
 const rows: Row[] = [];
@@ -265,49 +273,85 @@ try {
     BENCH_ROLE: "source",
     BENCH_PORT: String(srcPort),
   });
-  startDepotServer(ports);
-  startDepotLocal(["--server", `127.0.0.1:${ports.control}`]);
+  const depotServer = startDepotServer(ports);
+  const depotLocal = startDepotLocal(["--server", `127.0.0.1:${ports.control}`]);
   // A second depot pair whose local carries tunnels over one mux session (--mux).
-  startDepotServer({
+  const muxServer = startDepotServer({
     control: ports.muxControl,
     socks: ports.muxSocks,
     tunnel: ports.muxTunnel,
     status: ports.muxStatus,
   });
-  startDepotLocal(["--mux", "--server", `127.0.0.1:${ports.muxControl}`]);
-  start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  const muxLocal = startDepotLocal(["--mux", "--server", `127.0.0.1:${ports.muxControl}`]);
+  const microsocks = start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
   await waitPort(srcPort, "source");
   // Reference relays: one hop, and two hops in two processes (depot's data path, minus
   // SOCKS and the control protocol).
+  const relayProcs: Proc[] = [];
   const relayTo = async (target: number): Promise<number> => {
     const { proc, port } = await startRelay(target);
     procs.push(proc);
+    relayProcs.push(proc);
     return port;
   };
   const relay1 = await relayTo(srcPort);
   const relay2a = await relayTo(await relayTo(srcPort));
+  const floor = await startFloor();
+  procs.push(floor.proc);
   await waitPort(ports.microsocks, "microsocks");
   await waitExits("depot", ports.status, 1);
   await waitExits("depot", ports.muxStatus, 1);
   let sshError: string | undefined;
+  let sshProcs: Proc[] = [];
   try {
-    await startSshReverseSocks(ports.ssh);
+    sshProcs = await startSshReverseSocks(ports.ssh);
   } catch (err) {
     sshError = `ssh -R unavailable: ${err instanceof Error ? err.message : err}`;
   }
 
-  const routes: Route[] = [
-    tcpRoute("direct TCP", srcPort),
-    tcpRoute("lib/net relay, 1 hop (reference)", relay1),
-    tcpRoute("lib/net relay, 2 hops (reference)", relay2a),
-    socksRoute("depot (server+local)", ports.socks, srcPort),
-    socksRoute("depot --mux", ports.muxSocks, srcPort),
-    socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
-    socksRoute("OpenSSH ssh -R (SOCKS)", ports.ssh, srcPort),
+  /** A path and the processes whose CPU per connection its row shows, by short name. */
+  const paths: { route: Route; procs: Proc[]; names: string[] }[] = [
+    { route: tcpRoute("direct TCP", srcPort), procs: [], names: [] },
+    {
+      route: tcpRoute("lib/net relay, 1 hop (reference)", relay1),
+      procs: [relayProcs[0]],
+      names: ["relay"],
+    },
+    {
+      route: tcpRoute("lib/net relay, 2 hops (reference)", relay2a),
+      procs: [relayProcs[2], relayProcs[1]],
+      names: ["relay", "relay"],
+    },
+    {
+      route: socksRoute("Deno floor SOCKS5 (1 process)", floor.port, srcPort),
+      procs: [floor.proc],
+      names: ["floor"],
+    },
+    {
+      route: socksRoute("depot (server+local)", ports.socks, srcPort),
+      procs: [depotServer, depotLocal],
+      names: ["server", "local"],
+    },
+    {
+      route: socksRoute("depot --mux", ports.muxSocks, srcPort),
+      procs: [muxServer, muxLocal],
+      names: ["server", "local"],
+    },
+    {
+      route: socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
+      procs: [microsocks],
+      names: ["microsocks"],
+    },
+    {
+      route: socksRoute("OpenSSH ssh -R (SOCKS)", ports.ssh, srcPort),
+      procs: sshProcs,
+      names: sshProcs.map((p) => p.name),
+    },
   ];
-  for (const r of onlyWan ? [] : routes) {
+  const failed = { down: NaN, up: NaN, seqMs: NaN, rps: NaN, cpu: [], cpuOf: [] };
+  for (const { route: r, procs: costed, names } of onlyWan ? [] : paths) {
     if (r.name.startsWith("OpenSSH") && sshError) {
-      rows.push({ name: r.name, down: NaN, up: NaN, seqMs: NaN, rps: NaN, err: sshError });
+      rows.push({ name: r.name, ...failed, err: sshError });
       continue;
     }
     try {
@@ -318,11 +362,15 @@ try {
         up = Math.max(up, await uploadMBps(r, bulkBytes));
       }
       const seqMs = await sequentialMs(r, seqCount);
-      const rps = await concurrentRps(r, reqCount, concurrency);
-      rows.push({ name: r.name, down, up, seqMs, rps });
+      const { result: rps, usPerConn: cpu } = await cpuPerConn(
+        costed,
+        reqCount,
+        () => concurrentRps(r, reqCount, concurrency),
+      );
+      rows.push({ name: r.name, down, up, seqMs, rps, cpu, cpuOf: names });
       console.error(`  measured ${r.name}`);
     } catch (err) {
-      rows.push({ name: r.name, down: NaN, up: NaN, seqMs: NaN, rps: NaN, err: String(err) });
+      rows.push({ name: r.name, ...failed, err: String(err) });
       console.error(`  ${r.name} failed: ${err}`);
     }
   }
@@ -384,6 +432,13 @@ try {
 }
 
 const direct = rows[0] ?? { name: "direct TCP", down: NaN, up: NaN, seqMs: NaN, rps: NaN };
+/** "total (name a + name b)" CPU µs per connection, or "—" for a path with no process. */
+function cpuCell(r: Row): string {
+  if (r.cpu.length === 0) return "—";
+  const total = fixed(r.cpu.reduce((a, b) => a + b, 0));
+  if (r.cpu.length === 1) return total;
+  return `${total} (${r.cpu.map((v, i) => `${r.cpuOf[i]} ${fixed(v)}`).join(" + ")})`;
+}
 if (rows.length > 0) {
   console.log(
     `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
@@ -401,6 +456,7 @@ if (rows.length > 0) {
       "set-up ms (seq)",
       `req/s (x${concurrency})`,
       "ratio",
+      "CPU µs/conn",
     ],
     rows.map((r) => [
       r.name,
@@ -411,6 +467,7 @@ if (rows.length > 0) {
       fixed(r.seqMs, 3),
       fixed(r.rps),
       ratio(r.rps, direct.rps),
+      cpuCell(r),
     ]),
   ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
