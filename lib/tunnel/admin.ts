@@ -13,8 +13,18 @@ import { errorMessage } from "../net/mod.ts";
 import { remoteOf } from "./app.ts";
 import { bearerToken } from "./forward.ts";
 import { HostTakenError, type TunnelServer } from "./server.ts";
+import { HostAccessError, type HostAccessSpec } from "./access.ts";
 import { normalizeHostPattern } from "./registry.ts";
 import { TcpTunnelError, type TcpTunnelFailure } from "./tcp_ports.ts";
+
+/** A JSON list of strings, or undefined (a wrong type fails HostAccess's own checks). */
+function list(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) {
+    throw new HostAccessError("basic, bearer and allow must be lists of strings");
+  }
+  return v;
+}
 
 /** HTTP status of each refused `POST /tcp`. */
 const tcpFailureStatus: Readonly<Record<TcpTunnelFailure, 400 | 403 | 409>> = {
@@ -41,7 +51,9 @@ export interface AdminAppOptions {
  * `GET /hosts` (each with its `origin`: flag, file or admin), `POST /hosts {host,
  * identifier?, replace?}` (201 with the identifier, generated when absent; 409 when the host
  * is served already, unless `replace: true`), `DELETE /hosts/:host`, `GET /clients`,
- * `GET /status`, and server-defined TCP
+ * `GET /status`, `PUT /hosts/:host/access {basic?: ["user:pw"], bearer?: [token],
+ * allow?: [cidr]}` (rules checked before a request reaches the client: 401/403; answered
+ * without secrets), `DELETE /hosts/:host/access`, and server-defined TCP
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
  * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),
  * `DELETE /tcp/:port` (204, or 404).
@@ -120,6 +132,35 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     if (!ok) return c.json({ error: "no such host" }, 404);
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.body(null, 204);
+  });
+  app.put("/hosts/:host/access", async (c) => {
+    let body: HostAccessSpec;
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ error: "body must be JSON" }, 400);
+    }
+    if (typeof body !== "object" || body === null) {
+      return c.json({ error: "body must be {basic?, bearer?, allow?}" }, 400);
+    }
+    const host = c.req.param("host");
+    if (!(await server.registry.lookup(host))) return c.json({ error: "no such host" }, 404);
+    try {
+      server.setAccess(host, {
+        basic: list(body.basic),
+        bearer: list(body.bearer),
+        allow: list(body.allow),
+      });
+    } catch (err) {
+      return c.json({ error: errorMessage(err) }, 400);
+    }
+    return c.json(server.accessInfo(host)!, 200);
+  });
+  app.delete("/hosts/:host/access", (c) => {
+    const host = c.req.param("host");
+    if (!server.accessInfo(host)) return c.json({ error: "no access rules" }, 404);
+    server.setAccess(host, undefined);
+    return c.body(null, 204);
   });
   app.get("/tcp", (c) => c.json(server.tcpTunnels()));
   app.post("/tcp", async (c) => {

@@ -81,10 +81,18 @@ export function remoteOf(c: Context): { ip: string; remote: string } {
   return a ? { ip: a.hostname, remote: `${a.hostname}:${a.port}` } : { ip: "unknown", remote: "-" };
 }
 
-function htmlError(status: 400 | 404 | 501 | 502 | 504, host: string): Response {
+function htmlError(
+  status: 400 | 401 | 403 | 404 | 501 | 502 | 504,
+  host: string,
+  extra: Record<string, string> = {},
+): Response {
   return new Response(errorPage(status, host), {
     status,
-    headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
+    headers: {
+      "content-type": "text/html; charset=utf-8",
+      "cache-control": "no-store",
+      ...extra,
+    },
   });
 }
 
@@ -150,6 +158,26 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   if (!route.ok) {
     server.countRequest(route.host, String(route.status));
     return htmlError(route.status, route.host);
+  }
+  const denied = await server.checkAccess(
+    hostHeader,
+    req.headers.get("authorization") ?? undefined,
+    remoteOf(c).ip,
+  );
+  if (denied) {
+    // Refused here (401/403): nothing of it reaches the client.
+    server.countRequest(route.host, String(denied.status));
+    server.log.info("access denied", {
+      remote: remoteOf(c).remote,
+      host: route.host,
+      status: denied.status,
+      failure: denied.reason,
+    });
+    return htmlError(
+      denied.status,
+      route.host,
+      denied.challenge ? { "www-authenticate": denied.challenge } : {},
+    );
   }
   const host = route.host;
   const upgrade = upgradeTokens(req);

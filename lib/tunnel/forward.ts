@@ -35,6 +35,8 @@ export function errorPage(status: number, host: string): string {
   const h = escapeHtml(host || "(none)");
   const text: Record<number, string> = {
     400: "The request is malformed.",
+    401: `<b>${h}</b> needs credentials.`,
+    403: `Your address may not reach <b>${h}</b>.`,
     404: `No tunnel is registered for host <b>${h}</b>.`,
     502: `The tunnel client for <b>${h}</b> is not connected or cannot reach its local service.`,
     504: `The tunnel client for <b>${h}</b> did not answer in time.`,

@@ -34,6 +34,7 @@ import { type Logger, silentLogger } from "../log.ts";
 import {
   type BodyFraming,
   copyBody,
+  getHeader,
   headerTokens,
   HttpError,
   readRequestHeadWithin,
@@ -274,6 +275,30 @@ export class PublicConn {
         this.#opts.trustForwarded ?? false,
       ),
     });
+    const denied = await this.#server.checkAccess(
+      routed.vhost,
+      getHeader(head.headers, "authorization"),
+      this.#peer.ip,
+    );
+    if (denied) {
+      // Refused here (401/403): nothing of it reaches the client; the body is not read.
+      await this.#endLeg();
+      this.#log.info("access denied", {
+        remote: this.#peer.remote,
+        host: routed.vhost,
+        status: denied.status,
+        failure: denied.reason,
+      });
+      const challenge = denied.challenge;
+      await this.#answer(
+        denied.status,
+        routed.vhost,
+        undefined,
+        challenge ? [["WWW-Authenticate", challenge]] : [],
+      );
+      this.state = PublicConnState.Closing;
+      return;
+    }
     const leg = await this.#legFor(routed.vhost, routed.hostHeader, headBytes, upgrade);
     if (!leg) return;
     this.#enter(PublicConnState.CopyingBody);
@@ -452,12 +477,17 @@ export class PublicConn {
   }
 
   /** Answer the public client ourselves with an error page. */
-  async #answer(status: number, host: string, outcome = String(status)): Promise<void> {
+  async #answer(
+    status: number,
+    host: string,
+    outcome = String(status),
+    headers: [string, string][] = [],
+  ): Promise<void> {
     this.#server.countRequest(host, outcome);
     const page = errorPage(status, host);
     await writeAll(
       this.#conn,
-      simpleResponse(status, page, { contentType: "text/html; charset=utf-8" }),
+      simpleResponse(status, page, { contentType: "text/html; charset=utf-8", headers }),
     ).catch(() => {
       // The public client left: nothing to tell it.
     });

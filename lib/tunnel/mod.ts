@@ -22,3 +22,4 @@ export * from "./listen.ts";
 export * from "./config.ts";
 export * from "./state.ts";
 export * from "./subdomains.ts";
+export * from "./access.ts";

@@ -42,6 +42,12 @@ import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
 import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
 import { TunnelError, TunnelStream } from "./tunnel_stream.ts";
+import {
+  type AccessDenied,
+  HostAccess,
+  type HostAccessInfo,
+  type HostAccessSpec,
+} from "./access.ts";
 import { claimIdentifier, type ClaimRefusal, type SubdomainClaims } from "./subdomains.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
@@ -145,6 +151,8 @@ export class TunnelServer {
   readonly #tcp: TcpPorts;
   /** Where each registered host came from (absent: added through the API, "admin"). */
   #hostOrigins = new Map<string, RouteOrigin>();
+  /** Access rules by host entry. */
+  #access = new Map<string, HostAccess>();
   /** The host each claim session (by client key) holds. */
   #claims = new Map<string, string>();
   /** Wildcard entries registered through this server (route() skips their walk when 0). */
@@ -329,6 +337,41 @@ export class TunnelServer {
         (err) => this.log.warn("subdomain release failed", { host, error: errorMessage(err) }),
       );
     });
+  }
+
+  /**
+   * Set (or with `undefined`, clear) the access rules of the entry `host` (a wildcard entry
+   * covers its names); throws HostAccessError on a bad rule.
+   */
+  setAccess(host: string, spec: HostAccessSpec | undefined): void {
+    const h = normalizeHostPattern(host);
+    if (!h) throw new RangeError(`bad host name: ${JSON.stringify(host)}`);
+    if (spec === undefined) this.#access.delete(h);
+    else this.#access.set(h, new HostAccess(spec));
+    const info = this.#access.get(h)?.info();
+    this.log.info(info ? "host access set" : "host access cleared", {
+      host: h,
+      ...(info ? { basic: info.basic, bearer: info.bearer, allow: info.allow.join(",") } : {}),
+    });
+  }
+
+  /** The access rules of the entry `host` (no secrets), if any. */
+  accessInfo(host: string): HostAccessInfo | undefined {
+    return this.#access.get(normalizeHostPattern(host))?.info();
+  }
+
+  /**
+   * Whether a public request for `host` (a Host header) from `ip` with this Authorization
+   * may reach its client; the refusal to answer otherwise. Free when no host has rules.
+   */
+  async checkAccess(
+    host: string,
+    authorization: string | undefined,
+    ip: string,
+  ): Promise<AccessDenied | undefined> {
+    if (this.#access.size === 0) return undefined;
+    const entry = (await this.route(host)).host;
+    return this.#access.get(entry)?.check(authorization, ip);
   }
 
   /** Counters of `host` (created on first use). */
@@ -614,6 +657,7 @@ export class TunnelServer {
         client: fingerprint(identifier),
         connected: !!c?.ready,
         origin: this.#hostOrigins.get(host) ?? "admin",
+        ...(this.#access.has(host) ? { access: this.#access.get(host)!.info() } : {}),
         ...this.hostStats(host),
       });
     }

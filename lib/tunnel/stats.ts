@@ -40,8 +40,10 @@ export interface HostStatus extends HostStats {
   client: string;
   /** Whether its client is connected and ready. */
   connected: boolean;
-  /** Where the host was defined: a flag, a hosts file, or the admin API. */
+  /** Where the host was defined: a flag, a hosts file, the admin API or a claim. */
   origin: RouteOrigin;
+  /** Its access rules (counts and CIDRs, no secret), when it has any. */
+  access?: { basic: number; bearer: number; allow: string[] };
 }
 
 /**

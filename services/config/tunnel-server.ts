@@ -12,7 +12,10 @@ import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
 import { resolveSecret } from "../../lib/config/secret.ts";
 import {
+  HostAccess,
+  type HostAccessSpec,
   normalizeHost,
+  parseHostAccessFlag,
   parseHostSpec,
   parsePortRange,
   parseTcpSpec,
@@ -87,6 +90,14 @@ export const command = {
       kind: "duration",
       default: "60s",
       help: "a claimed subdomain stays reserved for its token this long after its client left",
+    },
+    "host-access": {
+      kind: "string",
+      multiple: true,
+      arg: "vhost=rule",
+      help: "access rule of vhost checked before a request reaches its client (401/403): " +
+        "basic:user:password, bearer:token (env:VAR or file:PATH) or allow:cidr; repeat to " +
+        "combine (any credential passes, the source must be allowed)",
     },
     "state-file": {
       kind: "string",
@@ -184,6 +195,8 @@ export interface TunnelServerServiceConfig {
   routes: TunnelConfig;
   /** Tokens that may claim subdomains under --domain (resolved secrets). */
   accountTokens: string[];
+  /** Access rules by host (--host-access). */
+  access: Map<string, HostAccessSpec>;
   /** `--proxy-protocol`: who may send PROXY headers (an allow list); undefined: off. */
   proxyProtocolFrom?: Acl;
 }
@@ -240,5 +253,21 @@ export function validate(
   if (accountTokens.length > 0 && f.domain === undefined) {
     throw new FlagError("domain", "--account-token needs --domain");
   }
-  return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens };
+  const access = new Map<string, HostAccessSpec>();
+  for (const v of f["host-access"]) {
+    let host: string, rule: HostAccessSpec;
+    try {
+      [host, rule] = parseHostAccessFlag(v);
+      const kind = Object.keys(rule)[0] as keyof HostAccessSpec;
+      const value = rule[kind]![0];
+      rule = { [kind]: [/^(env|file):/.test(value) ? resolveSecret(value) : value] };
+      const spec = access.get(host) ?? {};
+      spec[kind] = [...spec[kind] ?? [], ...rule[kind]!];
+      new HostAccess(spec); // checked now: a bad rule refuses the start
+      access.set(host, spec);
+    } catch (err) {
+      throw new FlagError("host-access", `${ctx.where("host-access")}: ${errorMessage(err)}`);
+    }
+  }
+  return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens, access };
 }
