@@ -2,7 +2,7 @@
  * seaprox's `udp://host:port?to=host:port` listener as a process: `dig` through it to a real
  * dnsmasq, and a flood of 5000 new peer flows held to `max-flows` — its open sockets stay
  * within the bound (counted in /proc), RSS before and after reported — after which a peer
- * still gets its answer. Also: a udp:// listener with --forward is refused at start.
+ * still gets its answer (dig may retry: UDP on a busy machine may lose one). Also: a udp:// listener with --forward is refused at start.
  */
 
 import { assert, assertEquals } from "./_assert.ts";

@@ -2,6 +2,12 @@
  * `UdpSocket`: a `node:dgram` socket behind a small promise API. Why node:dgram: Deno 2.9.6's
  * own `Deno.listenDatagram` needs `--unstable-net`; node:dgram needs no unstable flag, so the
  * services keep their permissions (`--allow-net`) and nothing else.
+ *
+ * Measured (Deno 2.9.6): 20 000 node:dgram sockets bound and closed in a loop leave ~440 MB
+ * RSS (native memory; the JS heap stays ~4 MB), against ~75 MB for `Deno.listenDatagram`. In
+ * seaprox's UDP forward (one socket per peer flow) the two came out alike, though — 5000 new
+ * flows took RSS from ~70 MB to ~220 MB (node:dgram) and ~270 MB (Deno's), flat at ~230 MB
+ * up to 20 000 flows — so the flag-free backend is kept.
  * @module
  */
 
