@@ -19,3 +19,4 @@ export * from "./node_socket.ts";
 export * from "./ratelimit.ts";
 export * from "./acl.ts";
 export * from "./reset.ts";
+export * from "./original_dst.ts";

@@ -57,6 +57,17 @@ const libcSymbols = {
 type LibcSymbols = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
 
 let fdSymbol: symbol | undefined;
+
+/**
+ * The OS descriptor of an accepted Deno TCP connection (Deno 2.9.6 keeps it in an internal
+ * symbol field; dialled connections lack it), or undefined. For socket options Deno has no
+ * API for (SO_LINGER here, SO_ORIGINAL_DST in original_dst.ts), used through FFI.
+ */
+export function acceptedFd(conn: object): number | undefined {
+  fdSymbol ??= Object.getOwnPropertySymbols(conn).find((s) => s.description === "Deno.internal.fd");
+  const fd = fdSymbol && (conn as Record<symbol, unknown>)[fdSymbol];
+  return typeof fd === "number" && fd >= 0 ? fd : undefined;
+}
 /**
  * Socket descriptors by `localPort/remotePort`, from the last scan of /proc/self/fd: a server
  * stopping with thousands of relays resets every dialled side, and one scan serves them all
@@ -69,9 +80,8 @@ let socketsByPorts = new Map<string, number>();
  * for dialled ones (which lack it) the socket among /proc/self/fd whose ends are the conn's.
  */
 function fdOf(conn: object, c: LibcSymbols): number | undefined {
-  fdSymbol ??= Object.getOwnPropertySymbols(conn).find((s) => s.description === "Deno.internal.fd");
-  const fd = fdSymbol && (conn as Record<symbol, unknown>)[fdSymbol];
-  if (typeof fd === "number" && fd >= 0) return fd;
+  const fd = acceptedFd(conn);
+  if (fd !== undefined) return fd;
   const { localAddr, remoteAddr } = conn as Partial<Deno.Conn>;
   if (localAddr?.transport !== "tcp" || remoteAddr?.transport !== "tcp") return undefined;
   const key = `${localAddr.port}/${remoteAddr.port}`;

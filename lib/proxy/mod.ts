@@ -10,6 +10,7 @@ export * from "./dialer.ts";
 export * from "./url.ts";
 export * from "./proxy_type.ts";
 export * from "./static.ts";
+export * from "./redir.ts";
 export * from "./server.ts";
 export * from "./socks5.ts";
 export * from "./socks5_udp.ts";

@@ -35,7 +35,15 @@ export interface ProxyTypeContext {
    * The client's TCP connection as the kernel sees it (not a PROXY header's claim): where a
    * type that opens another socket for this client (UDP ASSOCIATE) binds and whom it admits.
    */
-  socket: { local: HostPort; remote: HostPort };
+  socket: {
+    local: HostPort;
+    remote: HostPort;
+    /**
+     * The accepted socket itself, for what only the kernel knows about it (the redir type's
+     * SO_ORIGINAL_DST). Read and write through the Duplex the type is given, never this.
+     */
+    conn: Deno.TcpConn;
+  };
 }
 
 /** How a request that a type serves itself ended (see `ProxyRequest.serve`). */

@@ -11,6 +11,7 @@ import { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
 import { isLoopbackHost } from "../net/addr.ts";
+import { originalDstUnavailable } from "../net/original_dst.ts";
 import { defaultProxyProtocolFrom } from "../proxyproto/mod.ts";
 import { staticCredentials } from "../socks5/mod.ts";
 import { startChain } from "./chain.ts";
@@ -22,6 +23,7 @@ import { type ProxyHooks, type ProxyServer, serveProxy } from "./server.ts";
 import { socks5Proxy } from "./socks5.ts";
 import type { UdpAssociateOptions } from "./socks5_udp.ts";
 import { staticProxy } from "./static.ts";
+import { redirProxy } from "./redir.ts";
 import { type ForwardSpec, type ListenerSpec, parseListenUrl, redact } from "./url.ts";
 
 /** Configuration of {@linkcode startSeaprox}. */
@@ -100,6 +102,15 @@ export function openProxyProblem(spec: ListenerSpec, allowOpen = false): string 
     : undefined;
 }
 
+/**
+ * Why `spec` cannot work in this process: a `redir` listener without the means to read
+ * SO_ORIGINAL_DST (Linux, `--allow-ffi`). Checked at start, by a config check and on reload.
+ */
+export function listenerUnavailable(spec: ListenerSpec): string | undefined {
+  const why = spec.scheme === "redir" ? originalDstUnavailable() : undefined;
+  return why && `${spec.display}: ${why}`;
+}
+
 /** An open proxy refused by {@linkcode openProxyProblem}. */
 export class OpenProxyError extends Error {
   override name = "OpenProxyError";
@@ -166,6 +177,8 @@ export function proxyTypeFor(spec: ListenerSpec, udp?: UdpAssociateOptions): Pro
       return socks5Proxy({ udp });
     case "http":
       return httpProxy();
+    case "redir":
+      return redirProxy();
   }
 }
 
@@ -249,6 +262,8 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
     const count = (seen.get(spec.scheme) ?? 0) + 1;
     seen.set(spec.scheme, count);
     const name = count === 1 ? spec.scheme : `${spec.scheme}-${count}`;
+    const unavailable = listenerUnavailable(spec);
+    if (unavailable) throw new ListenError("other", spec, unavailable);
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: spec.addr.host, port: spec.addr.port });

@@ -233,6 +233,7 @@ export function serveProxy(
         socket: {
           local: { host: sock.localAddr.hostname, port: sock.localAddr.port },
           remote: { host: sock.remoteAddr.hostname, port: sock.remoteAddr.port },
+          conn: sock,
         },
       };
       if (type.kind === "session") {

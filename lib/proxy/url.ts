@@ -1,6 +1,7 @@
 /**
  * Listener and upstream URLs: `static://127.0.0.1:9000?to=example.org:80`,
- * `socks5://[user:pass@]127.0.0.1:1080`, `http://[user:pass@]127.0.0.1:8080`, and the
+ * `socks5://[user:pass@]127.0.0.1:1080`, `http://[user:pass@]127.0.0.1:8080`,
+ * `redir://0.0.0.0:12345` (transparent, behind an iptables REDIRECT rule), and the
  * `--forward` hops (`socks5://`, `http://`, `link://`). Parsed by hand rather than with
  * WHATWG `URL`, which silently drops default ports (`http://h:80` → port "") and would
  * accept paths and fragments we have no use for.
@@ -10,7 +11,7 @@
 import { AddressError, type HostPort, joinHostPort, parseHostPort } from "../net/addr.ts";
 
 /** The proxy types a listener URL can name. */
-export const listenerSchemes = ["static", "socks5", "http"] as const;
+export const listenerSchemes = ["static", "socks5", "http", "redir"] as const;
 
 /** A proxy type name. */
 export type ListenerScheme = typeof listenerSchemes[number];
@@ -143,7 +144,7 @@ function hostPortOf(raw: RawUrl, what: string, original: string): HostPort {
 /**
  * Parse a `--listen` URL.
  *
- * @throws {ProxyUrlError} with reason "bad-scheme" (not static/socks5/http), "missing-to"
+ * @throws {ProxyUrlError} with reason "bad-scheme" (not static/socks5/http/redir), "missing-to"
  *   (static without `?to=`), "bad-address" (no or bad host:port, port over 65535),
  *   "bad-option" (unknown query parameter), "bad-credentials" or "bad-url".
  *
@@ -165,7 +166,12 @@ export function parseListenUrl(s: string): ListenerSpec {
   }
   const scheme = raw.scheme as ListenerScheme;
   const addr = hostPortOf(raw, "listen address", s);
-  const allowed = scheme === "static" ? ["to", "proxy-protocol", "send-proxy"] : ["proxy-protocol"];
+  // redir takes nothing: its clients are redirected as they are, never through a balancer.
+  const allowed = scheme === "static"
+    ? ["to", "proxy-protocol", "send-proxy"]
+    : scheme === "redir"
+    ? []
+    : ["proxy-protocol"];
   for (const key of raw.query.keys()) {
     if (!allowed.includes(key)) {
       throw new ProxyUrlError("bad-option", `unknown option "${key}" in ${redact(s)}`);
@@ -180,6 +186,12 @@ export function parseListenUrl(s: string): ListenerSpec {
         `static listener takes no credentials: ${redact(s)}`,
       );
     }
+  }
+  if (scheme === "redir" && raw.auth) {
+    throw new ProxyUrlError(
+      "bad-credentials",
+      `redir listener takes no credentials (its clients never see a proxy): ${redact(s)}`,
+    );
   }
   const pp = raw.query.get("proxy-protocol");
   if (pp !== null && pp !== "1" && pp !== "0") {

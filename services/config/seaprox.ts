@@ -21,6 +21,7 @@ import {
   type ForwardSpec,
   isUdpListenUrl,
   type ListenerSpec,
+  listenerUnavailable,
   openProxyProblem,
   parseForwardUrl,
   parseListenUrl,
@@ -33,7 +34,8 @@ import type { ServiceFlags } from "../_kit.ts";
 /** seaprox's command line. */
 export const command = {
   name: "seaprox",
-  summary: "static, SOCKS5 and HTTP proxy listeners by URL, optionally through a chain of hops",
+  summary:
+    "static, SOCKS5, HTTP and redir (transparent) proxy listeners by URL, optionally through a chain of hops",
   flags: {
     listen: {
       kind: "string",
@@ -44,7 +46,9 @@ export const command = {
       help:
         "static://host:port?to=host:port[&send-proxy=1|2] | socks5://[user:pass@]host:port (SOCKS4/4a too " +
         "when there is no user:pass) | " +
-        "http://[user:pass@]host:port | link://host:port (accept seaprox links; restart to change) | " +
+        "http://[user:pass@]host:port | redir://host:port (transparent: connections an iptables " +
+        "REDIRECT rule sent here go to their original destination; needs --allow-ffi) | " +
+        "link://host:port (accept seaprox links; restart to change) | " +
         "udp://host:port?to=host:port[&max-flows=N] (a UDP forward; restart to change); " +
         "?proxy-protocol=1 on any of the first three takes a PROXY header from --proxy-protocol-from",
     },
@@ -177,7 +181,7 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
   const urls = f.listen.filter((u) => !isLink(u) && !isUdpListenUrl(u));
   const listeners = urls.map(parseListenUrl);
   for (const spec of listeners) {
-    const problem = openProxyProblem(spec, f["allow-open"]);
+    const problem = openProxyProblem(spec, f["allow-open"]) ?? listenerUnavailable(spec);
     if (problem) throw new FlagError("listen", problem);
   }
   const linkListens = f.listen.filter(isLink).map((u) => linkAddr(u, "listen"));
