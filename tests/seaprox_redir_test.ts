@@ -22,19 +22,9 @@ import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { netnsSkipReason, sh, Watched } from "./_netns.ts";
 import { run } from "./_util.ts";
 
-const skip = netnsSkipReason() ?? iptablesMissing();
+// iptables/ip6tables are installed by the setup step (tools/setup.ts), like `ip`.
+const skip = netnsSkipReason();
 if (skip) console.log(`seaprox_redir_test: netns test ignored: ${skip}`);
-
-function iptablesMissing(): string | undefined {
-  for (const p of ["/usr/sbin/iptables", "/sbin/iptables"]) {
-    try {
-      if (Deno.statSync(p).isFile) return undefined;
-    } catch {
-      // not at this path
-    }
-  }
-  return "iptables is not installed (tools/setup.ts installs it)";
-}
 
 const seaproxScript = new URL("../services/seaprox.ts", import.meta.url).pathname;
 const peerScript = new URL("./_fusion_peer.ts", import.meta.url).pathname;

@@ -28,6 +28,11 @@ export interface TestPeer {
 export const testPeers: readonly TestPeer[] = [
   { pkg: "curl", files: ["curl"], usedBy: "HTTP, SOCKS5 and proxy tests (curl as the client)" },
   { pkg: "iproute2", files: ["ip", "tc"], usedBy: "netns tests (namespaces, veths, tc tbf)" },
+  {
+    pkg: "iptables",
+    files: ["iptables", "ip6tables"],
+    usedBy: "seaprox redir:// (REDIRECT rules)",
+  },
   { pkg: "openssl", files: ["openssl"], usedBy: "TLS tests (a throwaway PKI)" },
   { pkg: "openssh-client", files: ["ssh", "ssh-keygen"], usedBy: "fusion netns ssh scenario" },
   { pkg: "openssh-server", files: ["/usr/sbin/sshd"], usedBy: "fusion netns ssh scenario" },
