@@ -41,6 +41,7 @@ import {
   readResponseHead,
   requestBodyFraming,
   type RequestHead,
+  responseBodyFraming,
   serializeRequestHead,
   serializeResponseHead,
   simpleResponse,
@@ -85,6 +86,12 @@ export interface HttpFrontOptions {
    * @default 30000
    */
   headTimeoutMs?: number;
+  /**
+   * One "access" log line per request (host, method, path, status, bytes in/out, ms, request
+   * id, client fingerprint): responses are then parsed on their way out instead of copied as
+   * opaque bytes. @default false
+   */
+  accessLog?: boolean;
   /** Where events are logged. @default silent */
   log?: Logger;
 }
@@ -301,6 +308,16 @@ export class PublicConn {
     }
     const leg = await this.#legFor(routed.vhost, routed.hostHeader, headBytes, upgrade);
     if (!leg) return;
+    if (this.#opts.accessLog) {
+      const q = head.target.indexOf("?");
+      leg.pending.push({
+        method: head.method,
+        path: q < 0 ? head.target : head.target.slice(0, q),
+        host: routed.vhost,
+        startedMs: performance.now(),
+        inStart: leg.requestBytes - headBytes.length,
+      });
+    }
     this.#enter(PublicConnState.CopyingBody);
     if (!(await this.#copyRequestBody(leg, framing))) return;
     if (upgrade) {
@@ -360,6 +377,7 @@ export class PublicConn {
       return undefined;
     }
     const leg = new Leg(route.host, ts, upgrade);
+    leg.client = route.client.fingerprint;
     leg.requestBytes = headBytes.length;
     leg.pump = this.#pump(leg);
     this.#leg = leg;
@@ -520,6 +538,7 @@ export class PublicConn {
     try {
       let src = leg.ts.body();
       if (leg.upgrade) src = await this.#answerToUpgrade(leg, src);
+      if (this.#opts.accessLog && !leg.upgrade) await this.#copyLogged(leg, src);
       while (true) {
         const b = buf.get();
         const n = await src.read(b);
@@ -553,6 +572,50 @@ export class PublicConn {
       deadlines.delete(watch);
       buf.release();
       leg.settle(false);
+    }
+  }
+
+  /**
+   * The access log's copy: each response head is parsed (and written re-serialised), its
+   * body copied by its framing, then its request's line is logged. Returns at the stream's
+   * end between responses, or after a response framed by the close (the rest is copied raw).
+   */
+  async #copyLogged(leg: Leg, src: Duplex): Promise<void> {
+    const r = new BufferedReader(src, publicReadBytes);
+    const sink = async (p: Uint8Array): Promise<void> => {
+      leg.responseBytes += p.length;
+      this.#idle?.touch();
+      await writeAll(this.#conn, p);
+    };
+    while (true) {
+      const first = await r.readExactOrEof(1);
+      if (first === null) return;
+      r.unread(first);
+      const req = leg.pending[0];
+      const outStart = leg.responseBytes;
+      let head = await readResponseHead(r);
+      await sink(serializeResponseHead(head));
+      while (head.status < 200) {
+        head = await readResponseHead(r);
+        await sink(serializeResponseHead(head));
+      }
+      const framing = responseBodyFraming(head, req?.method ?? "GET");
+      await copyBody(r, src, framing, sink);
+      leg.pending.shift();
+      const next = leg.pending[0];
+      this.#log.info("access", {
+        host: req?.host ?? leg.host,
+        method: req?.method ?? "-",
+        path: req?.path ?? "-",
+        status: head.status,
+        in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
+        out: leg.responseBytes - outStart,
+        ms: req ? Math.round(performance.now() - req.startedMs) : 0,
+        rid: `${leg.ts.requestId}.${++leg.answered}`,
+        client: leg.client,
+        remote: this.#peer.remote,
+      });
+      if (framing.kind === "close") return;
     }
   }
 

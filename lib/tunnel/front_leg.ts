@@ -25,6 +25,19 @@ export enum LegState {
   Abandoned,
 }
 
+/** A request of a leg waiting for its response (the access log's line is written then). */
+export interface PendingRequest {
+  method: string;
+  /** The request target without its query (a query may carry secrets). */
+  path: string;
+  /** The Host it was sent for (a wildcard leg serves many names). */
+  host: string;
+  /** `performance.now()` when its head was read. */
+  startedMs: number;
+  /** `leg.requestBytes` before its head: its size is the difference to the next one's. */
+  inStart: number;
+}
+
 /** One tunnel stream of a public connection: one virtual host, requests in order. */
 export class Leg {
   state: LegState = LegState.Open;
@@ -36,6 +49,12 @@ export class Leg {
   readonly startedMs: number = performance.now();
   /** Copies the responses to the public client until the stream ends. */
   pump: Promise<void> = Promise.resolve();
+  /** Access log: the requests sent on this stream whose responses are not through yet. */
+  readonly pending: PendingRequest[] = [];
+  /** Access log: responses completed so far (numbers the request ids). */
+  answered = 0;
+  /** Fingerprint of the client serving it (access log). */
+  client = "";
   /** Upgrade legs: true once the app switched protocols, false for any other answer. */
   readonly switched: Promise<boolean>;
   #settle: (switched: boolean) => void = () => {};

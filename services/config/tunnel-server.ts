@@ -99,6 +99,14 @@ export const command = {
         "basic:user:password, bearer:token (env:VAR or file:PATH) or allow:cidr; repeat to " +
         "combine (any credential passes, the source must be allowed)",
     },
+    "access-log": {
+      kind: "choice",
+      choices: ["off", "info"],
+      arg: "off|info",
+      default: "off",
+      help: "one 'access' line per request (host, method, path without query, status, bytes " +
+        "in/out, ms, request id, client fingerprint); responses are then parsed on the way out",
+    },
     "state-file": {
       kind: "string",
       arg: "path",

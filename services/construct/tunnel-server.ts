@@ -102,6 +102,7 @@ export async function constructTunnelServer(
     maxConns: flags["max-conns"],
     proto: cfg.tls ? "https" : flags.proto,
     trustForwarded: flags["trust-forwarded"],
+    accessLog: flags["access-log"] === "info",
     acceptProxyProtocol: cfg.proxyProtocolFrom &&
       ((ip) => cfg.proxyProtocolFrom!.check({ host: ip, port: 0 }).allowed),
     log,
