@@ -169,3 +169,33 @@ Deno.test("seaprox udp: refused with 0x07 when connections leave through a --for
     await sp.stop();
   }
 });
+
+Deno.test("seaprox udp: an answer too big to wrap for the client is counted, the next one passes", async () => {
+  // The destination answers "big" with a full 65507-byte datagram: with the SOCKS5 header it
+  // no longer fits in one, so the relay counts it ("too-big") instead of failing.
+  const dest = await UdpSocket.bind("127.0.0.1", 0);
+  dest.onMessage = (d, from) => {
+    const big = new TextDecoder().decode(d) === "big";
+    void dest.send(big ? new Uint8Array(65_507) : d, from).catch(() => {});
+  };
+  const { sp, port, closed, lines } = await seaprox();
+  const client = await UdpSocket.bind("127.0.0.1", 0);
+  const a = await associate(port, client.addr.port);
+  try {
+    const got: number[] = [];
+    client.onMessage = (d) => void got.push(decodeSocks5Udp(d).data.length);
+    const enc = new TextEncoder();
+    await client.send(encodeSocks5Udp(dest.addr, enc.encode("big")), a.relay);
+    await until(() => lines.some((l) => l.includes("reason=too-big")));
+    await client.send(encodeSocks5Udp(dest.addr, enc.encode("small")), a.relay);
+    await until(() => got.length === 1);
+    assertEquals(got, [5]);
+    closeQuietly(a.control);
+    await until(() => closed.length === 1);
+    assertEquals(closed[0].bytesDown, 5); // the answer delivered; the dropped one is not counted
+  } finally {
+    client.close();
+    dest.close();
+    await sp.stop();
+  }
+});

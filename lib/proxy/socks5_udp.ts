@@ -18,7 +18,14 @@ import type { Duplex } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import type { RelayStats } from "../net/relay.ts";
 import { decodeSocks5Udp, encodeSocks5Udp } from "../socks5/mod.ts";
-import { type FlowLimits, FlowTable, sendCounted, UdpDrops, UdpSocket } from "../udp/mod.ts";
+import {
+  type FlowLimits,
+  FlowTable,
+  maxUdpPayloadBytes,
+  sendCounted,
+  UdpDrops,
+  UdpSocket,
+} from "../udp/mod.ts";
 import type { ServedEnd } from "./proxy_type.ts";
 
 /** What UDP ASSOCIATE needs beyond the listener: the ACL and the bounds of each association. */
@@ -196,10 +203,9 @@ export class UdpAssociation {
     const to = { host: unmapped(ip), port: dest.port };
     this.flows.getOrOpen(joinHostPort(to.host, to.port), () => ({ close: () => {} }));
     const out = await this.#outbound(to.host.includes(":") ? 6 : 4);
-    if (!out || this.#closed) return;
+    if (!out || this.#closed || !sendCounted(out, payload, to, this.flows)) return;
     this.stats.datagramsUp++;
     this.#bytes.aToB += payload.length;
-    sendCounted(out, payload, to, this.flows);
   }
 
   /** The outbound socket of one family, bound on first use (undefined if it cannot be). */
@@ -223,10 +229,14 @@ export class UdpAssociation {
     const key = joinHostPort(src.host, src.port);
     if (!this.flows.get(key)) return this.drops.drop("wrong-source", `answer from ${key}`);
     this.#lastActiveMs = performance.now();
+    const packet = encodeSocks5Udp(src, data);
+    if (packet.length > maxUdpPayloadBytes) {
+      // The answer fit in a datagram, but not with the SOCKS5 header in front of it.
+      return this.drops.drop("too-big", `${data.length}-byte answer from ${key}`);
+    }
+    if (!sendCounted(this.#relay, packet, this.#client, this.flows)) return;
     this.stats.datagramsDown++;
     this.#bytes.bToA += data.length;
-    // Larger than a datagram can be once wrapped: the send fails "too-big" and is counted.
-    sendCounted(this.#relay, encodeSocks5Udp(src, data), this.#client, this.flows);
   }
 }
 

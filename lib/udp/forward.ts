@@ -14,7 +14,7 @@ import { NetError } from "../net/errors.ts";
 import { UdpDrops } from "./drops.ts";
 import { type FlowLimits, FlowTable } from "./flows.ts";
 import { sendCounted } from "./send.ts";
-import { maxUdpPayloadBytes, UdpSocket } from "./socket.ts";
+import { UdpSocket } from "./socket.ts";
 
 /** Options of {@linkcode startUdpForward}. */
 export interface UdpForwardOptions extends FlowLimits {
@@ -105,21 +105,19 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
         return drops.drop("wrong-source", `upstream datagram from ${from.host}:${from.port}`);
       }
       flows.touch(key);
+      if (!sendCounted(listener, data, peer, flows)) return;
       stats.datagramsDown++;
       stats.bytesDown += data.length;
-      sendCounted(listener, data, peer, flows);
     };
     return flows.getOrOpen(key, () => up);
   };
 
   listener.onMessage = (data, peer) => {
-    if (data.length > maxUdpPayloadBytes) return drops.drop("too-big");
     const key = joinHostPort(peer.host, peer.port);
     const send = (up: UdpSocket | undefined) => {
-      if (!up) return;
+      if (!up || !sendCounted(up, data, target, flows)) return;
       stats.datagramsUp++;
       stats.bytesUp += data.length;
-      sendCounted(up, data, target, flows);
     };
     const flow = flows.get(key);
     if (flow) return send(flow);
