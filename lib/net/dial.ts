@@ -28,7 +28,7 @@ export async function resolveHost(
   host: string,
   prefer: "ipv6" | "ipv4" = "ipv6",
 ): Promise<string[]> {
-  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  const bare = unbracket(host);
   if (isIP(bare)) return [bare];
   let found: { address: string; family: number }[];
   try {
@@ -71,16 +71,23 @@ export async function dial(
   const timeoutMs = opts.timeoutMs ?? defaultDialTimeoutMs;
   // A deadline we cancel ourselves (AbortSignal.timeout would keep a live timer per
   // connection for the whole timeout), on the shared wheel (cheaper than a timer of its own).
-  const timeout = new AbortController();
-  const cancel = after(
-    timeoutMs,
-    () => timeout.abort(new DOMException("dial timeout", "TimeoutError")),
-  );
-  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
+  // One controller for both the timeout and the caller's signal: AbortSignal.any cost ~20 µs
+  // per dial, a listener forwarding the caller's abort a third of that.
+  const ac = new AbortController();
+  let timedOut = false;
+  const cancel = after(timeoutMs, () => {
+    timedOut = true;
+    ac.abort(new DOMException("dial timeout", "TimeoutError"));
+  });
+  const outer = opts.signal;
+  const forward = () => ac.abort(outer?.reason);
+  if (outer?.aborted) forward();
+  else outer?.addEventListener("abort", forward, { once: true });
+  const signal = ac.signal;
   try {
     return await dialAddresses(host, port, opts.prefer ?? "ipv6", signal, (e) => {
-      if (opts.signal?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
-      if (timeout.signal.aborted) {
+      if (outer?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
+      if (timedOut) {
         return new NetError("timeout", `dial ${host}:${port} timed out after ${timeoutMs} ms`);
       }
       return e instanceof NetError
@@ -89,6 +96,7 @@ export async function dial(
     });
   } finally {
     cancel();
+    outer?.removeEventListener("abort", forward);
   }
 }
 
@@ -101,10 +109,15 @@ async function dialAddresses(
   failure: (e: unknown) => NetError,
 ): Promise<Deno.TcpConn> {
   let addrs: string[];
-  try {
-    addrs = await raceSignal(resolveHost(host, prefer), signal);
-  } catch (e) {
-    throw failure(e);
+  const literal = addressLiteral(host);
+  if (literal !== undefined && !signal.aborted) {
+    addrs = [literal]; // an address needs no lookup, nor a race with the signal (a listener)
+  } else {
+    try {
+      addrs = await raceSignal(resolveHost(host, prefer), signal);
+    } catch (e) {
+      throw failure(e);
+    }
   }
   let best: NetError | undefined;
   for (const hostname of addrs) {
@@ -117,6 +130,17 @@ async function dialAddresses(
     }
   }
   throw best ?? new NetError("other", `dial ${host}:${port}: no address worked`);
+}
+
+/** `host` without the brackets of `[v6]`. */
+function unbracket(host: string): string {
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}
+
+/** `host` as an IP address (brackets removed), or undefined for a name. */
+function addressLiteral(host: string): string | undefined {
+  const bare = unbracket(host);
+  return isIP(bare) !== 0 ? bare : undefined;
 }
 
 function rank(r: NetFailureReason): number {

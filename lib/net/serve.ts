@@ -197,7 +197,9 @@ export function serve<C extends Deno.Conn>(
   };
   const live = new Map<C, AbortController>();
   const settled = new Set<Promise<void>>();
-  const hardStop = new AbortController();
+  // Set once the drain deadline passed: every live connection's own controller is aborted
+  // then (a signal per connection derived with AbortSignal.any cost ~20 µs of each one).
+  let hardStopped = false;
   let stopping: Promise<void> | undefined;
   let nextId = 0;
   const addr = listener.addr as Deno.NetAddr;
@@ -227,7 +229,7 @@ export function serve<C extends Deno.Conn>(
     const ctx: ConnContext = {
       id,
       remote,
-      signal: AbortSignal.any([ac.signal, hardStop.signal]),
+      signal: ac.signal,
       log: clog,
       handshakeDone: () => {
         if (timer !== undefined) deadlines.delete(timer);
@@ -238,7 +240,7 @@ export function serve<C extends Deno.Conn>(
       await handler(conn, ctx);
     } catch (err) {
       stats.errors++;
-      if (!ac.signal.aborted && !hardStop.signal.aborted) {
+      if (!ac.signal.aborted && !hardStopped) {
         clog.warn("connection handler failed", { remote, error: errorMessage(err) });
       }
     } finally {
@@ -319,8 +321,12 @@ export function serve<C extends Deno.Conn>(
       clearTimeout(t);
       if (live.size > 0) {
         log.info("drain deadline reached, closing live connections", { count: live.size });
-        hardStop.abort(new DOMException("server stopped", "AbortError"));
-        for (const conn of live.keys()) closeQuietly(conn);
+        hardStopped = true;
+        const reason = new DOMException("server stopped", "AbortError");
+        for (const [conn, ac] of live) {
+          ac.abort(reason);
+          closeQuietly(conn);
+        }
       }
       await finished;
     })();
