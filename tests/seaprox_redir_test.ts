@@ -10,7 +10,7 @@
  * byte-exact both ways with half-close, over IPv4 (dual-stack socket, v4-mapped) and IPv6,
  * and an address on the deny list must be refused. Needs root; ignored otherwise, saying why.
  */
-import { closeQuietly } from "../lib/net/mod.ts";
+import { closeQuietly, OriginalDstError, parseSockaddr } from "../lib/net/mod.ts";
 import {
   parseListenUrl,
   type ProxyConnectionRecord,
@@ -46,6 +46,30 @@ Deno.test("redir url: no options, no credentials", () => {
     const err = assertThrows(() => parseListenUrl(url));
     assert(err instanceof ProxyUrlError && err.reason === reason, `${url}: ${err}`);
   }
+});
+
+Deno.test("redir: sockaddr_in / sockaddr_in6 from SO_ORIGINAL_DST as host and port", () => {
+  const sa = (family: number, port: number, addr: number[], at: number) => {
+    const b = new Uint8Array(28);
+    b.set([family, 0, port >> 8, port & 0xff]);
+    b.set(addr, at);
+    return b;
+  };
+  assertEquals(parseSockaddr(sa(2, 4444, [127, 0, 0, 2], 4)), { host: "127.0.0.2", port: 4444 });
+  const v6 = (groups: number[]) => groups.flatMap((g) => [g >> 8, g & 0xff]);
+  const cases: [number[], string][] = [
+    [[0, 0, 0, 0, 0, 0, 0, 1], "::1"],
+    [[0xfd00, 0x5e, 0x7e, 0, 0, 0, 0, 2], "fd00:5e:7e::2"],
+    [[0x2001, 0xdb8, 0, 1, 0, 0, 1, 0], "2001:db8:0:1::1:0"], // a lone 0 stays
+    [[1, 0, 0, 2, 0, 0, 3, 4], "1::2:0:0:3:4"], // of equal runs, the first
+    [[0x2001, 0xdb8, 1, 2, 3, 4, 5, 6], "2001:db8:1:2:3:4:5:6"],
+    [[0, 0, 0, 0, 0, 0xffff, 0xc612, 0x7e02], "198.18.126.2"], // v4-mapped
+  ];
+  for (const [groups, text] of cases) {
+    assertEquals(parseSockaddr(sa(10, 80, v6(groups), 8)), { host: text, port: 80 });
+  }
+  const err = assertThrows(() => parseSockaddr(sa(1, 0, [], 4)));
+  assert(err instanceof OriginalDstError && err.reason === "getsockopt", String(err));
 });
 
 Deno.test("redir: seaprox without --allow-ffi refuses a redir listener in one line", async () => {
@@ -85,157 +109,130 @@ Deno.test("redir: a client connecting to the listener directly is closed, not re
 
 let counter = 0;
 
-Deno.test({
-  name: "redir netns: REDIRECTed connections reach their original destination byte-exact " +
-    "(IPv4 and IPv6, half-close); a denied original destination is refused",
-  ignore: skip !== undefined,
-  async fn() {
-    const tag = `${Deno.pid}${String.fromCharCode(97 + counter++ % 26)}`;
-    const clientNs = `wrc${tag}`, serverNs = `wrs${tag}`;
-    const clientIf = `wr${tag}c`, serverIf = `wr${tag}s`;
-    const octet = 16 + Deno.pid % 200;
-    const v4 = `198.18.${octet}`, v6 = `fd00:5e:${octet.toString(16)}:`;
-    const allowed = { v4: `${v4}.2`, v6: `${v6}:2`, denied: `${v4}.3` };
-    const bytes = 4 * 1024 * 1024;
-    const watched: Watched[] = [];
-    const inNs = (ns: string, name: string, args: string[]) => {
-      const w = new Watched(
-        new Deno.Command("ip", {
-          args: ["netns", "exec", ns, Deno.execPath(), ...args],
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn(),
-        name,
-      );
-      watched.push(w);
-      return w;
-    };
-    const nsSh = (ns: string, ...args: string[]) => sh("ip", ["netns", "exec", ns, ...args]);
-    try {
-      await sh("ip", ["netns", "add", clientNs]);
-      await sh("ip", ["netns", "add", serverNs]);
-      await sh("ip", [
-        "link",
-        "add",
-        clientIf,
-        "netns",
-        clientNs,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        serverIf,
-        "netns",
-        serverNs,
-      ]);
-      for (
-        const [ns, dev, addrs] of [
-          [clientNs, clientIf, [`${v4}.1/24`, `${v6}:1/64`]],
-          [serverNs, serverIf, [`${allowed.v4}/24`, `${allowed.denied}/24`, `${allowed.v6}/64`]],
-        ] as const
-      ) {
-        for (const a of addrs) {
-          await sh("ip", [
-            "-n",
-            ns,
-            "addr",
-            "add",
-            a,
-            "dev",
-            dev,
-            ...(a.includes(":") ? ["nodad"] : []),
-          ]);
-        }
-        await sh("ip", ["-n", ns, "link", "set", dev, "up"]);
-        await sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+/**
+ * The netns scenario; with `viaHop`, seaprox sends every connection through a second seaprox
+ * (a SOCKS5 hop in the server namespace) given as `--forward`, whose log must show each
+ * original destination: the redir listener dials through the shared chain.
+ */
+async function redirScenario(viaHop: boolean): Promise<void> {
+  const tag = `${Deno.pid}${String.fromCharCode(97 + counter++ % 26)}`;
+  const clientNs = `wrc${tag}`, serverNs = `wrs${tag}`;
+  const clientIf = `wr${tag}c`, serverIf = `wr${tag}s`;
+  const octet = 16 + (Deno.pid + counter) % 200;
+  const v4 = `198.18.${octet}`, v6 = `fd00:5e:${octet.toString(16)}:`;
+  const allowed = { v4: `${v4}.2`, v6: `${v6}:2`, denied: `${v4}.3` };
+  const bytes = 4 * 1024 * 1024;
+  const watched: Watched[] = [];
+  const inNs = (ns: string, name: string, args: string[]) => {
+    const w = new Watched(
+      new Deno.Command("ip", {
+        args: ["netns", "exec", ns, Deno.execPath(), ...args],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+      name,
+    );
+    watched.push(w);
+    return w;
+  };
+  const ip = (args: string) => sh("ip", args.split(" "));
+  try {
+    await ip(`netns add ${clientNs}`);
+    await ip(`netns add ${serverNs}`);
+    await ip(
+      `link add ${clientIf} netns ${clientNs} type veth peer name ${serverIf} netns ${serverNs}`,
+    );
+    const sides = [
+      [clientNs, clientIf, [`${v4}.1/24`, `${v6}:1/64`]],
+      [serverNs, serverIf, [`${allowed.v4}/24`, `${allowed.denied}/24`, `${allowed.v6}/64`]],
+    ] as const;
+    for (const [ns, dev, addrs] of sides) {
+      for (const a of addrs) {
+        await ip(`-n ${ns} addr add ${a} dev ${dev}${a.includes(":") ? " nodad" : ""}`);
       }
+      await ip(`-n ${ns} link set ${dev} up`);
+      await ip(`-n ${ns} link set lo up`);
+    }
 
-      const origin = inNs(serverNs, "origin", [
-        "run",
-        "-A",
-        peerScript,
-        "serve",
-        "[::]:0",
-        `${bytes}`,
-      ]);
-      const originPort = portIn(await origin.waitFor(/msg="listening"/));
-      const seaprox = inNs(serverNs, "seaprox", [
-        "run",
-        ...basePermissions,
-        "--allow-ffi",
-        seaproxScript,
-        "--listen",
-        "redir://[::]:0",
-        "--deny",
-        allowed.denied,
-      ]);
-      const redirPort = portIn(await seaprox.waitFor(/msg="listening" name=redir/));
-      for (const tool of ["iptables", "ip6tables"]) {
-        await nsSh(
-          serverNs,
-          tool,
-          "-t",
-          "nat",
-          "-A",
-          "PREROUTING",
-          "-i",
-          serverIf,
-          "-p",
-          "tcp",
-          "--dport",
-          `${originPort}`,
-          "-j",
-          "REDIRECT",
-          "--to-ports",
-          `${redirPort}`,
-        );
-      }
+    const origin = inNs(serverNs, "origin", [
+      "run",
+      "-A",
+      peerScript,
+      "serve",
+      "[::]:0",
+      `${bytes}`,
+    ]);
+    const originPort = portIn(await origin.waitFor(/msg="listening"/));
+    const seaproxArgs = ["run", ...basePermissions, "--allow-ffi", seaproxScript];
+    let hop: Watched | undefined;
+    const forward: string[] = [];
+    if (viaHop) {
+      hop = inNs(serverNs, "hop", [...seaproxArgs, "--listen", "socks5://127.0.0.1:0"]);
+      forward.push("--forward", `socks5://127.0.0.1:${portIn(await hop.waitFor(/"listening"/))}`);
+    }
+    const seaprox = inNs(serverNs, "seaprox", [
+      ...seaproxArgs,
+      ...["--listen", "redir://[::]:0", "--deny", allowed.denied, ...forward],
+    ]);
+    const redirPort = portIn(await seaprox.waitFor(/msg="listening" name=redir/));
+    for (const tool of ["iptables", "ip6tables"]) {
+      const rule = `-t nat -A PREROUTING -i ${serverIf} -p tcp --dport ${originPort} ` +
+        `-j REDIRECT --to-ports ${redirPort}`;
+      await sh("ip", ["netns", "exec", serverNs, tool, ...rule.split(" ")]);
+    }
 
-      for (const [i, host] of [allowed.v4, `[${allowed.v6}]`].entries()) {
-        const client = inNs(clientNs, `client ${host}`, [
-          "run",
-          "-A",
-          peerScript,
-          "connect",
-          `${host}:${originPort}`,
-          `${bytes}`,
-        ]);
-        const got = parse(await client.waitFor(/^result /));
-        assertEquals((await client.done).code, 0);
-        const served = parse(await origin.waitForNth(/^result /, i + 1));
-        assertEquals(got.bytes, bytes, `${host}: bytes back`);
-        assertEquals(served.bytes, bytes, `${host}: bytes at the origin`);
-        assertEquals(served.sha256, got.sent, `${host}: upload hash`);
-        assertEquals(got.sha256, served.sent, `${host}: download hash`);
-        // seaprox recovered the address the client dialled (not its own, not the origin's bind).
-        const bare = host.replace(/[[\]]/g, "");
-        const line = await seaprox.waitFor(
-          new RegExp(`msg="connection closed".*${escape(bare)}\\]?:${originPort}.* end=done`),
-        );
-        assertMatch(line, /up=4194304 down=4194304/);
-      }
-
-      const denied = inNs(clientNs, "client denied", [
+    for (const [i, host] of [allowed.v4, `[${allowed.v6}]`].entries()) {
+      const target = `${host}:${originPort}`;
+      const client = inNs(clientNs, `client ${host}`, [
         "run",
         "-A",
         peerScript,
         "connect",
-        `${allowed.denied}:${originPort}`,
-        "1000",
+        target,
+        `${bytes}`,
       ]);
-      await denied.done;
-      const line = await seaprox.waitFor(/end=dial-failed/);
-      assertMatch(line, new RegExp(`${escape(allowed.denied)}:${originPort}`));
-      assertMatch(line, /failure=not-allowed/);
-      assertEquals(origin.count(/^result /), 2, "the denied connection never reached the origin");
-    } finally {
-      for (const w of watched) await w.stop();
-      for (const ns of [clientNs, serverNs]) {
-        await sh("ip", ["netns", "del", ns]).catch((err) => console.error(`${ns}: ${err}`));
-      }
+      const got = parse(await client.waitFor(/^result /));
+      assertEquals((await client.done).code, 0);
+      const served = parse(await origin.waitForNth(/^result /, i + 1));
+      assertEquals(got.bytes, bytes, `${host}: bytes back`);
+      assertEquals(served.bytes, bytes, `${host}: bytes at the origin`);
+      assertEquals(served.sha256, got.sent, `${host}: upload hash`);
+      assertEquals(got.sha256, served.sent, `${host}: download hash`);
+      // seaprox recovered the address the client dialled (not its own, not the origin's bind).
+      const dest = new RegExp(`msg="connection closed".* dest=${escape(target)} .* end=done`);
+      assertMatch(await seaprox.waitFor(dest), /up=4194304 down=4194304/);
+      if (hop) assertMatch(await hop.waitFor(dest), /up=4194304 down=4194304/);
     }
-  },
+
+    const denied = inNs(clientNs, "client denied", [
+      ...["run", "-A", peerScript, "connect", `${allowed.denied}:${originPort}`, "1000"],
+    ]);
+    await denied.done;
+    const line = await seaprox.waitFor(/end=dial-failed/);
+    assertMatch(line, new RegExp(` dest=${escape(allowed.denied)}:${originPort} `));
+    assertMatch(line, /failure=not-allowed/);
+    assertEquals(origin.count(/^result /), 2, "the denied connection never reached the origin");
+    if (hop) assertEquals(hop.count(/msg="connection closed"/), 2, "nor the hop");
+  } finally {
+    for (const w of watched) await w.stop();
+    for (const ns of [clientNs, serverNs]) {
+      await sh("ip", ["netns", "del", ns]).catch((err) => console.error(`${ns}: ${err}`));
+    }
+  }
+}
+
+Deno.test({
+  name: "redir netns: REDIRECTed connections reach their original destination byte-exact " +
+    "(IPv4 and IPv6, half-close); a denied original destination is refused",
+  ignore: skip !== undefined,
+  fn: () => redirScenario(false),
+});
+
+Deno.test({
+  name: "redir netns: through a --forward SOCKS5 hop, the hop dials each original destination",
+  ignore: skip !== undefined,
+  fn: () => redirScenario(true),
 });
 
 /** The port of the `addr=` field of a log line. */
