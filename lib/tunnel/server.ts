@@ -113,7 +113,7 @@ export type Route =
 
 /**
  * Result of authenticating a client's identifier before the upgrade; a refusal names its
- * reason (logged as `reason=`): no identifier header, an identifier no host or TCP tunnel
+ * reason (logged as `failure=`): no identifier header, an identifier no host or TCP tunnel
  * names, or (policy "refuse") one whose client is connected already.
  */
 export type AuthResult = "ok" | "no-identifier" | "unknown-identifier" | "identifier-connected";
