@@ -16,5 +16,6 @@ export * from "./lib/control/mod.ts";
 export * from "./lib/depot/mod.ts";
 export * from "./lib/mux/mod.ts";
 export * from "./lib/tunnel/mod.ts";
+export * from "./lib/inspect/mod.ts";
 export * from "./lib/status/mod.ts";
 export * from "./lib/config/mod.ts";

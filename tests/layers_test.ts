@@ -89,6 +89,8 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/udp/",
     ],
   },
+  // The inspector watches relayed HTTP; it knows nothing of the tunnel that feeds it.
+  "lib/inspect/mod.ts": { allow: [...base, "lib/inspect/", "lib/http/"] },
   // The demo's clients speak the protocols, never the services' internals.
   "lib/demo/mod.ts": {
     allow: [...base, "lib/demo/", "lib/http/", "lib/socks5/", "lib/transport/"],

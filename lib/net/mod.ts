@@ -18,5 +18,6 @@ export * from "./secret.ts";
 export * from "./node_socket.ts";
 export * from "./ratelimit.ts";
 export * from "./acl.ts";
+export * from "./tap.ts";
 export * from "./reset.ts";
 export * from "./original_dst.ts";

@@ -21,6 +21,7 @@ import {
   NetError,
   relay,
   sleep,
+  TappedDuplex,
   withPrefix,
   writeAll,
   writeQuietly,
@@ -123,6 +124,21 @@ export interface TunnelClientOptions {
   signal?: AbortSignal;
   /** Called after every successful handshake. */
   onConnected?: (resp: HandshakeResponse) => void;
+  /**
+   * Watches each HTTP tunnel stream (the inspector): given the local app's `host:port`, an
+   * observer shown every piece relayed, synchronously; it must not throw or keep the pieces.
+   */
+  tap?: (dest: string) => StreamTap;
+}
+
+/** An observer of one relayed HTTP stream ({@linkcode TunnelClientOptions.tap}). */
+export interface StreamTap {
+  /** Bytes read from the tunnel, on their way to the local app. */
+  up(p: Uint8Array): void;
+  /** Bytes read from the local app, on their way back. */
+  down(p: Uint8Array): void;
+  /** The relay ended. */
+  end(): void;
 }
 
 /**
@@ -682,7 +698,15 @@ export class TunnelClient {
       return;
     }
     // a = the tunnel stream (the public request), b = the local app: aToB is "up".
-    const r = await relay(withPrefix(stream, reader.takeBuffered()), local);
+    const a = withPrefix(stream, reader.takeBuffered());
+    const tap = msg.transportProtocol === "tcp" ? undefined : this.#o.tap?.(dest);
+    const r = tap
+      ? await relay(
+        new TappedDuplex(a, (p) => tap.up(p)),
+        new TappedDuplex(local, (p) => tap.down(p)),
+      )
+      : await relay(a, local);
+    tap?.end();
     this.#log.info("stream closed", {
       dest,
       end: r.end,

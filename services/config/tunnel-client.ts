@@ -14,6 +14,7 @@ import {
 } from "../../lib/cli_security.ts";
 import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
 import { isDnsLabel, type TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
+import { defaultInspectBodyBytes, defaultInspectMaxRequests } from "../../lib/inspect/mod.ts";
 import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
@@ -96,6 +97,26 @@ export const command = {
       kind: "boolean",
       help: "claim a random free subdomain of the server's --domain (kept across reconnects)",
     },
+    inspect: {
+      kind: "hostport",
+      arg: "host:port",
+      help: "serve the request inspector (page + JSON API, replay) here, e.g. :4040 " +
+        "(loopback unless a host is named)",
+    },
+    "inspect-requests": {
+      kind: "int",
+      min: 1,
+      max: 10000,
+      default: String(defaultInspectMaxRequests),
+      help: "requests the inspector keeps (the oldest is dropped)",
+    },
+    "inspect-body-bytes": {
+      kind: "int",
+      min: 0,
+      max: 1 << 20,
+      default: String(defaultInspectBodyBytes),
+      help: "bytes of each request and response body the inspector keeps",
+    },
     "keep-trying": {
       kind: "boolean",
       help: "keep reconnecting when the server refuses the identifier (default: exit with " +
@@ -106,6 +127,7 @@ export const command = {
     "TUNNEL_IDENTIFIER=s3cret tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000",
     "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --tcp 20022=127.0.0.1:22",
     "tunnel-client --server wss://t.example.com --tls-ca ca.pem --tls-client-cert me.pem --tls-client-key me.key",
+    "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --inspect :4040",
   ],
 } as const;
 

@@ -6,13 +6,14 @@
  */
 
 import type { Logger } from "../../lib/log.ts";
-import { joinHostPort } from "../../lib/net/mod.ts";
+import { formatAddr, joinHostPort } from "../../lib/net/mod.ts";
 import { collectedCounter, gauge } from "../../lib/stats.ts";
 import type { ObservabilityServer } from "../../lib/status/mod.ts";
 import { TunnelClient, type TunnelClientOptions } from "../../lib/tunnel/mod.ts";
+import { Inspector, serveInspector } from "../../lib/inspect/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, TunnelClientServiceConfig } from "../config/tunnel-client.ts";
-import { type Bind, observeAt } from "./bind.ts";
+import { type Bind, listenAt, observeAt } from "./bind.ts";
 
 /** A running tunnel-client. */
 export interface TunnelClientService {
@@ -32,6 +33,13 @@ export async function constructTunnelClient(
   onConnected?: TunnelClientOptions["onConnected"],
 ): Promise<TunnelClientService> {
   const ac = new AbortController();
+  // --inspect: every HTTP stream relayed to the local app is tapped into a bounded ring.
+  const inspector = flags.inspect
+    ? new Inspector({
+      maxRequests: flags["inspect-requests"],
+      bodyBytes: flags["inspect-body-bytes"],
+    })
+    : undefined;
   const client = new TunnelClient({
     server: cfg.server,
     identifier: cfg.identifier,
@@ -49,6 +57,7 @@ export async function constructTunnelClient(
     log,
     signal: ac.signal,
     onConnected,
+    tap: inspector?.tap,
   });
   gauge("warren_tunnel_client_connected", "1 while connected to the server", [], function () {
     this.set(client.state === "connected" ? 1 : 0);
@@ -68,6 +77,10 @@ export async function constructTunnelClient(
     auth: flags["status-auth"],
     status: () => ({ state: client.state, connects: client.connects, streams: client.streams }),
   });
+  const inspectAt = flags.inspect && inspector
+    ? serveInspector(await listenAt(bind, "inspect", flags.inspect), inspector, { log })
+    : undefined;
+  if (inspectAt) log.info("listening", { name: "inspect", addr: formatAddr(inspectAt.addr) });
   log.info("starting", {
     server: cfg.server,
     local: joinHostPort(flags.local.host, flags.local.port),
@@ -82,6 +95,7 @@ export async function constructTunnelClient(
       ac.abort();
       await done;
       await metrics?.shutdown();
+      await inspectAt?.stop();
     },
   };
 }
