@@ -28,18 +28,22 @@ export const serviceNames = [
 /** A service script name. */
 export type ServiceName = typeof serviceNames[number];
 
+/** The egress-proxy variables (`--proxy`, `--https-proxy`, `--no-proxy`) a dialling service reads. */
+const proxyEnv = ["ALL_PROXY", "HTTPS_PROXY", "NO_PROXY"];
+
 /**
  * The environment variables each service reads: lib/cli's common ones (WARREN_LOG_LEVEL,
- * WARREN_CONFIG, WARREN_TLS_*) and those of its own flags, which all share a prefix.
+ * WARREN_CONFIG, WARREN_TLS_*), those of its own flags, which all share a prefix, and the
+ * egress-proxy variables of the services that dial out to a server.
  */
 export const serviceEnv: Record<ServiceName, string[]> = {
-  "seaprox": ["WARREN_*", "SEAPROX_*"],
+  "seaprox": ["WARREN_*", "SEAPROX_*", ...proxyEnv],
   "depot-server": ["WARREN_*", "DEPOT_*"],
-  "depot-local": ["WARREN_*", "DEPOT_*"],
+  "depot-local": ["WARREN_*", "DEPOT_*", ...proxyEnv],
   "tunnel-server": ["WARREN_*", "TUNNEL_*"],
-  "tunnel-client": ["WARREN_*", "TUNNEL_*"],
+  "tunnel-client": ["WARREN_*", "TUNNEL_*", ...proxyEnv],
   "fusion-server": ["WARREN_*", "FUSION_*"],
-  "fusion-client": ["WARREN_*", "FUSION_*"],
+  "fusion-client": ["WARREN_*", "FUSION_*", ...proxyEnv],
 };
 
 /**
