@@ -21,6 +21,8 @@ import {
 import { type CapturedBody, emptyBody, type Exchange, type ExchangeRing } from "./record.ts";
 
 const CRLFCRLF = [0x0d, 0x0a, 0x0d, 0x0a];
+/** A head longer than this is not followed (the bytes still pass). */
+const maxHeadBytes = defaultMaxHeadBytes;
 
 /** Index just past the first CRLFCRLF in `b` at or after `from`, or -1. */
 function headEnd(b: Uint8Array, from: number): number {
@@ -65,7 +67,9 @@ function capture(body: CapturedBody, p: Uint8Array, cap: number): void {
 
 /** One direction's parser: a head, then a body by its framing, then the next head. */
 class MessageScanner {
+  /** The head being gathered: `#head[0, #headLen)`. */
   #head: Uint8Array = new Uint8Array(0);
+  #headLen = 0;
   #framing: BodyFraming | undefined;
   #left = 0;
   #chunked: ChunkedScanner | undefined;
@@ -87,21 +91,20 @@ class MessageScanner {
     let i = 0;
     while (i < p.length && !this.opaque) {
       if (this.#framing === undefined) {
-        const before = this.#head.length;
-        const take = Math.min(p.length - i, defaultMaxHeadBytes + 4 - before);
-        const head = new Uint8Array(before + take);
-        head.set(this.#head);
-        head.set(p.subarray(i, i + take), before);
+        const before = this.#headLen;
+        const take = Math.min(p.length - i, maxHeadBytes + 4 - before);
+        this.#appendHead(p.subarray(i, i + take));
+        const head = this.#head.subarray(0, this.#headLen);
         const end = headEnd(head, before - 3);
         if (end < 0) {
-          this.#head = head;
           i += take;
-          if (head.length > defaultMaxHeadBytes) this.opaque = true;
+          if (head.length > maxHeadBytes) this.opaque = true;
           continue;
         }
         i += end - before;
-        this.#head = new Uint8Array(0);
+        this.#headLen = 0;
         const framing = this.onHead(head.subarray(0, end));
+        if (this.#head.length > 4096) this.#head = new Uint8Array(0); // a big head's buffer goes
         if (!framing) {
           this.opaque = true;
           return;
@@ -111,6 +114,17 @@ class MessageScanner {
       }
       i += this.#body(p.subarray(i));
     }
+  }
+
+  /** Add `p` to the head being gathered; the buffer doubles, so a head read byte by byte costs linear time. */
+  #appendHead(p: Uint8Array): void {
+    if (this.#headLen + p.length > this.#head.length) {
+      const grown = new Uint8Array(Math.max(256, 2 * (this.#headLen + p.length)));
+      grown.set(this.#head.subarray(0, this.#headLen));
+      this.#head = grown;
+    }
+    this.#head.set(p, this.#headLen);
+    this.#headLen += p.length;
   }
 
   #begin(framing: BodyFraming): void {
@@ -250,7 +264,6 @@ export class HttpTap {
       requestBody: emptyBody(),
       responseBody: emptyBody(),
       state: "pending",
-      rawHead: raw.slice(),
     });
     this.#sending = x;
     this.lastRequest = x;

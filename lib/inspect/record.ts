@@ -48,8 +48,6 @@ export interface Exchange {
   /** From the request to the end of the response (ms). */
   durationMs?: number;
   state: ExchangeState;
-  /** Raw request head bytes (for a replay). */
-  rawHead: Uint8Array;
 }
 
 /** A new empty body capture. */

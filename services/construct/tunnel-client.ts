@@ -6,7 +6,7 @@
  */
 
 import type { Logger } from "../../lib/log.ts";
-import { formatAddr, joinHostPort } from "../../lib/net/mod.ts";
+import { formatAddr, isLoopbackHost, joinHostPort } from "../../lib/net/mod.ts";
 import { collectedCounter, gauge } from "../../lib/stats.ts";
 import type { ObservabilityServer } from "../../lib/status/mod.ts";
 import { TunnelClient, type TunnelClientOptions } from "../../lib/tunnel/mod.ts";
@@ -81,6 +81,9 @@ export async function constructTunnelClient(
     ? serveInspector(await listenAt(bind, "inspect", flags.inspect), inspector, { log })
     : undefined;
   if (inspectAt) log.info("listening", { name: "inspect", addr: formatAddr(inspectAt.addr) });
+  if (flags.inspect && !isLoopbackHost(flags.inspect.host)) {
+    log.warn("the inspector is reachable beyond this machine: it shows request headers and bodies");
+  }
   log.info("starting", {
     server: cfg.server,
     local: joinHostPort(flags.local.host, flags.local.port),
