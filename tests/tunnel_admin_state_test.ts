@@ -2,7 +2,7 @@
  * tunnel-server's admin state, with curl against real tunnel-server and tunnel-client
  * processes: `POST /hosts` on a served host answers 409 (or takes it over with `replace`,
  * ending the old client's session, which then exits as its identifier is refused), hosts and TCP tunnels added through the API survive a
- * restart through `--state-file` (written atomically, mode 0600), and `GET` lists say where
+ * restart (and access rules set through the API) through `--state-file` (written atomically, mode 0600), and `GET` lists say where
  * each came from (flag, file, admin).
  */
 
@@ -14,6 +14,8 @@ const token = "admin-token-for-state-tests";
 const idA = "state-identifier-aaaa-0001";
 const idB = "state-identifier-bbbb-0002";
 const idFlag = "state-identifier-flag-0003";
+const bearerA = "state-bearer-token-0004";
+const auth = ["-H", `Authorization: Bearer ${bearerA}`];
 
 async function eventually(what: string, fn: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 30_000;
@@ -133,11 +135,17 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     const tcpList = (await admin(adminPort, "GET", "/tcp")).json as { origin: string }[];
     assertEquals(tcpList.map((t) => t.origin), ["admin"]);
 
+    // An access rule set through the API is kept too.
+    const rule = await admin(adminPort, "PUT", "/hosts/app.test/access", { bearer: [bearerA] });
+    assertEquals(rule.status, 200, JSON.stringify(rule.json));
+    assertEquals((await curl(httpPort, "app.test", "/name")).status, 401);
+
     // The state file: only the admin's routes, private, no temporary file left.
     assertEquals((await Deno.stat(stateFile)).mode! & 0o777, 0o600);
     const saved = JSON.parse(await Deno.readTextFile(stateFile));
     assertEquals(saved.hosts, [{ host: "app.test", identifier: idA }]);
     assertEquals(saved.tcp, [{ publicPort: tcpPort, identifier: idA, localPort: appA.port }]);
+    assertEquals(saved.access, [{ host: "app.test", bearer: [bearerA] }]);
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["hosts", "state.json"]);
 
     // Restart: the admin's host and TCP tunnel are back, the client reconnects and serves.
@@ -145,7 +153,7 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     server = await startServer();
     procs.push(server);
     adminPort = portOf(server.addrs.get("admin")!);
-    await server.waitFor(/msg="state loaded".* hosts=1 tcp=1/);
+    await server.waitFor(/msg="state loaded".* hosts=1 tcp=1 access=1/);
     assertEquals(await origins(), {
       "flag.test": "flag",
       "file.test": "file",
@@ -153,8 +161,10 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     });
     await eventually(
       "app.test served again after the restart",
-      async () => (await curl(httpPort, "app.test", "/name?id=3")).body === "a 3",
+      async () => (await curl(httpPort, "app.test", "/name?id=3", auth)).body === "a 3",
     );
+    assertEquals((await curl(httpPort, "app.test", "/name")).status, 401);
+    assertEquals((await admin(adminPort, "DELETE", "/hosts/app.test/access")).status, 204);
     await eventually("the TCP tunnel open again", async () => {
       const r = await run("curl", [
         "-sS",
@@ -186,10 +196,15 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     const clients = (await admin(adminPort, "GET", "/clients")).json as { hosts: string[] }[];
     assertEquals(clients.map((c) => c.hosts), [["app.test"]]);
     const after = JSON.parse(await Deno.readTextFile(stateFile));
-    assertEquals(after, { version: 1, hosts: [{ host: "app.test", identifier: idB }], tcp: [] });
+    assertEquals(after, {
+      version: 1,
+      hosts: [{ host: "app.test", identifier: idB }],
+      tcp: [],
+      access: [],
+    });
     // No identifier in any log line.
     for (const p of procs) {
-      for (const id of [idA, idB, idFlag]) {
+      for (const id of [idA, idB, idFlag, bearerA]) {
         assert(!p.lines.some((l) => l.includes(id)), `identifier logged: ${p.lines.join("\n")}`);
       }
     }

@@ -154,13 +154,15 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     } catch (err) {
       return c.json({ error: errorMessage(err) }, 400);
     }
-    return c.json(server.accessInfo(host)!, 200);
+    const err = await unsaved();
+    return err ? c.json({ error: err }, 500) : c.json(server.accessInfo(host)!, 200);
   });
-  app.delete("/hosts/:host/access", (c) => {
+  app.delete("/hosts/:host/access", async (c) => {
     const host = c.req.param("host");
     if (!server.accessInfo(host)) return c.json({ error: "no access rules" }, 404);
     server.setAccess(host, undefined);
-    return c.body(null, 204);
+    const err = await unsaved();
+    return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });
   app.get("/tcp", (c) => c.json(server.tcpTunnels()));
   app.post("/tcp", async (c) => {

@@ -153,6 +153,8 @@ export class TunnelServer {
   #hostOrigins = new Map<string, RouteOrigin>();
   /** Access rules by host entry. */
   #access = new Map<string, HostAccess>();
+  /** The rules as given (with secrets) and where they came from, for the state file. */
+  #accessSpecs = new Map<string, { spec: HostAccessSpec; origin: RouteOrigin }>();
   /** The host each claim session (by client key) holds. */
   #claims = new Map<string, string>();
   /** Wildcard entries registered through this server (route() skips their walk when 0). */
@@ -242,14 +244,20 @@ export class TunnelServer {
   }
 
   /**
-   * The hosts and server-defined TCP tunnels added through the admin API, with their
-   * identifiers (secrets): what the state file keeps across restarts.
+   * The hosts, server-defined TCP tunnels and access rules set through the admin API, with
+   * their secrets: what the state file keeps across restarts.
    */
-  async adminRoutes(): Promise<{ hosts: HostEntry[]; tcp: TcpTunnelSpecServer[] }> {
+  async adminRoutes(): Promise<{
+    hosts: HostEntry[];
+    tcp: TcpTunnelSpecServer[];
+    access: ({ host: string } & HostAccessSpec)[];
+  }> {
     const hosts = (await this.registry.listHosts()).filter((e) =>
       (this.#hostOrigins.get(e.host) ?? "admin") === "admin"
     );
-    return { hosts, tcp: this.#tcp.specs().filter((t) => t.origin === "admin") };
+    const access = [...this.#accessSpecs].filter(([, a]) => a.origin === "admin")
+      .map(([host, a]) => ({ host, ...a.spec }));
+    return { hosts, tcp: this.#tcp.specs().filter((t) => t.origin === "admin"), access };
   }
 
   /**
@@ -343,11 +351,16 @@ export class TunnelServer {
    * Set (or with `undefined`, clear) the access rules of the entry `host` (a wildcard entry
    * covers its names); throws HostAccessError on a bad rule.
    */
-  setAccess(host: string, spec: HostAccessSpec | undefined): void {
+  setAccess(host: string, spec: HostAccessSpec | undefined, origin: RouteOrigin = "admin"): void {
     const h = normalizeHostPattern(host);
     if (!h) throw new RangeError(`bad host name: ${JSON.stringify(host)}`);
-    if (spec === undefined) this.#access.delete(h);
-    else this.#access.set(h, new HostAccess(spec));
+    if (spec === undefined) {
+      this.#access.delete(h);
+      this.#accessSpecs.delete(h);
+    } else {
+      this.#access.set(h, new HostAccess(spec));
+      this.#accessSpecs.set(h, { spec, origin });
+    }
     const info = this.#access.get(h)?.info();
     this.log.info(info ? "host access set" : "host access cleared", {
       host: h,

@@ -12,6 +12,7 @@ import { minIdentifierChars, TunnelConfigError } from "./config.ts";
 import type { HostEntry } from "./registry.ts";
 import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
 import type { TunnelServer } from "./server.ts";
+import { HostAccess, type HostAccessSpec } from "./access.ts";
 
 /** Version written in (and required of) the file. */
 export const stateFileVersion = 1;
@@ -24,6 +25,8 @@ export interface TunnelState {
   hosts: HostEntry[];
   /** Server-defined TCP tunnels added through the admin API. */
   tcp: TcpTunnelSpecServer[];
+  /** Access rules set through the admin API (absent in files of older builds). */
+  access?: ({ host: string } & HostAccessSpec)[];
 }
 
 function isPort(n: unknown): n is number {
@@ -67,7 +70,17 @@ export function parseTunnelState(text: string, path: string): TunnelState {
       ...(t.localPort === undefined ? {} : { localPort: t.localPort }),
     };
   });
-  return { version: stateFileVersion, hosts, tcp };
+  if (o.access !== undefined && !Array.isArray(o.access)) throw bad(`"access" must be a list`);
+  const access = (o.access ?? []).map((a: { host?: unknown } & HostAccessSpec, i: number) => {
+    if (typeof a?.host !== "string" || !a.host) throw bad(`access[${i}] needs a host`);
+    try {
+      new HostAccess(a);
+    } catch (err) {
+      throw bad(`access[${i}]: ${errorMessage(err)}`);
+    }
+    return { host: a.host, basic: a.basic, bearer: a.bearer, allow: a.allow };
+  });
+  return { version: stateFileVersion, hosts, tcp, access };
 }
 
 /**
@@ -86,12 +99,12 @@ export class TunnelStateFile {
    * An entry that cannot be added (host defined by a flag, port busy) is skipped with a
    * warning; a malformed file throws {@linkcode TunnelConfigError}.
    */
-  async load(): Promise<{ hosts: number; tcp: number }> {
+  async load(): Promise<{ hosts: number; tcp: number; access: number }> {
     let text: string;
     try {
       text = await Deno.readTextFile(this.path);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return { hosts: 0, tcp: 0 };
+      if (err instanceof Deno.errors.NotFound) return { hosts: 0, tcp: 0, access: 0 };
       throw new TunnelConfigError(`state file ${this.path}: ${errorMessage(err)}`);
     }
     const state = parseTunnelState(text, this.path);
@@ -115,8 +128,17 @@ export class TunnelStateFile {
         });
       }
     }
-    this.log.info("state loaded", { path: this.path, hosts, tcp });
-    return { hosts, tcp };
+    let access = 0;
+    for (const { host, ...spec } of state.access ?? []) {
+      if (this.server.accessInfo(host)) {
+        this.log.warn("state file access rules skipped: set by a flag", { host });
+        continue;
+      }
+      this.server.setAccess(host, spec, "admin");
+      access++;
+    }
+    this.log.info("state loaded", { path: this.path, hosts, tcp, access });
+    return { hosts, tcp, access };
   }
 
   /** Write the server's admin routes now: a temporary file (0600), then a rename over the old. */
@@ -129,11 +151,12 @@ export class TunnelStateFile {
   }
 
   async #write(): Promise<void> {
-    const { hosts, tcp } = await this.server.adminRoutes();
+    const { hosts, tcp, access } = await this.server.adminRoutes();
     const state: TunnelState = {
       version: stateFileVersion,
       hosts,
       tcp: tcp.map(({ origin: _, ...t }) => t),
+      access,
     };
     const tmp = `${this.path}.tmp-${Deno.pid}`;
     try {

@@ -65,8 +65,8 @@ export async function constructTunnelServer(
   const state = flags["state-file"]
     ? new TunnelStateFile(flags["state-file"], server, log)
     : undefined;
+  for (const [host, spec] of cfg.access) server.setAccess(host, spec, "flag");
   await state?.load();
-  for (const [host, spec] of cfg.access) server.setAccess(host, spec);
   // With --tls-client-ca the listener is node:tls and hands out only connections whose client
   // certificate chains to that CA; failed handshakes are logged (warn), never reach the front.
   const listener = cfg.tls
