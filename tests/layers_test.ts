@@ -95,7 +95,8 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
   "lib/demo/mod.ts": {
     allow: [...base, "lib/demo/", "lib/http/", "lib/socks5/", "lib/transport/"],
   },
-  // The Hono front (app.ts) and admin API are part of the tunnel: hono is its one package.
+  // The Hono front (app.ts) and admin API are part of the tunnel, and so is the Redis
+  // registry of a cluster (@redis/client, which needs cluster-key-slot).
   "lib/tunnel/mod.ts": {
     allow: [
       ...counted,
@@ -108,7 +109,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/socks5/",
       "lib/transport/",
     ],
-    npm: ["hono"],
+    npm: ["hono", "@redis/client", "cluster-key-slot"],
   },
 };
 

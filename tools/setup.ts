@@ -57,6 +57,7 @@ export const testPeers: readonly TestPeer[] = [
 
   { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy, PROXY protocol" },
   { pkg: "haproxy", files: ["haproxy"], usedBy: "PROXY protocol v2 in front of seaprox" },
+  { pkg: "redis-server", files: ["redis-server"], usedBy: "tunnel cluster (the shared registry)" },
   { pkg: "chromium", files: ["/usr/bin/chromium"], usedBy: "status page, WebSocket in a browser" },
   {
     pkg: "docker.io",

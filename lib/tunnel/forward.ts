@@ -138,7 +138,7 @@ export function presentedIdentifier(
 /** How the control path answers a client it does not admit (bad identifier or claim). */
 export const clientRefusal: Readonly<
   Record<Extract<Admission, { ok: false }>["reason"], {
-    status: 400 | 401 | 403 | 409;
+    status: 400 | 401 | 403 | 409 | 503;
     text: string;
   }>
 > = {
@@ -152,4 +152,8 @@ export const clientRefusal: Readonly<
   "not-an-account": { status: 403, text: "subdomains need an account token\n" },
   "bad-subdomain": { status: 400, text: "a subdomain must be a DNS label (a-z 0-9 -)\n" },
   "host-taken": { status: 409, text: "this subdomain is taken\n" },
+  "registry-unavailable": {
+    status: 503,
+    text: "the host registry is unavailable: retry later\n",
+  },
 };

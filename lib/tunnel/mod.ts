@@ -23,3 +23,4 @@ export * from "./config.ts";
 export * from "./state.ts";
 export * from "./subdomains.ts";
 export * from "./access.ts";
+export * from "./redis_registry.ts";

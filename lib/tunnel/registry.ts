@@ -11,6 +11,19 @@
 
 import { createHash } from "node:crypto";
 import { timingSafeEqual } from "../net/secret.ts";
+import { errorMessage } from "../net/mod.ts";
+
+/**
+ * A shared registry (Redis) is unreachable: it cannot take a new registration now (clients
+ * are refused with reason `registry-unavailable`; held ones keep serving).
+ */
+export class RegistryUnavailableError extends Error {
+  override name = "RegistryUnavailableError";
+  /** `what` was being done when the store failed with `cause`. */
+  constructor(what: string, cause: unknown) {
+    super(`registry unavailable (${what}): ${errorMessage(cause)}`, { cause });
+  }
+}
 
 /**
  * Where a host or a server-defined TCP tunnel came from: a flag (`--host`, `--tcp`), a hosts
@@ -42,6 +55,8 @@ export interface ClientRecord {
 
 /** Hosts and client locations; every method is async so a networked store can implement it. */
 export interface Registry {
+  /** This server instance's name in a shared registry (its ClientRecords carry it). */
+  readonly instance?: string;
   /** Map `host` to `identifier`, replacing any previous mapping of that host. */
   addHost(host: string, identifier: string): Promise<void>;
   /** Forget `host`; false if it was not registered. */
@@ -69,8 +84,25 @@ export interface Registry {
   listClients(): Promise<ClientRecord[]>;
 }
 
-/** Short, non-reversible tag of an identifier for logs and the admin API (12 hex digits). */
+/**
+ * Prefix of the stand-in a shared registry (redis_registry.ts) returns for an identifier it
+ * keeps only as a digest and this process has never seen: `sha256:<hex digest>`.
+ */
+export const digestRefPrefix = "sha256:";
+
+/** The stand-in identifier of SHA-256 hex digest `d` (see {@linkcode digestRefPrefix}). */
+export function digestRef(d: string): string {
+  return digestRefPrefix + d;
+}
+
+/**
+ * Short, non-reversible tag of an identifier for logs and the admin API (12 hex digits);
+ * a {@linkcode digestRef} stand-in has the same tag as the identifier it stands for.
+ */
 export function fingerprint(identifier: string): string {
+  if (identifier.startsWith(digestRefPrefix) && identifier.length === 71) {
+    return identifier.slice(7, 19);
+  }
   return createHash("sha256").update(identifier).digest("hex").slice(0, 12);
 }
 

@@ -36,6 +36,7 @@ import {
   normalizeHost,
   normalizeHostPattern,
   type Registry,
+  RegistryUnavailableError,
   type RouteOrigin,
 } from "./registry.ts";
 import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
@@ -116,7 +117,12 @@ export type Route =
  * reason (logged as `failure=`): no identifier header, an identifier no host or TCP tunnel
  * names, or (policy "refuse") one whose client is connected already.
  */
-export type AuthResult = "ok" | "no-identifier" | "unknown-identifier" | "identifier-connected";
+export type AuthResult =
+  | "ok"
+  | "no-identifier"
+  | "unknown-identifier"
+  | "identifier-connected"
+  | "registry-unavailable";
 
 /** Client connects and disconnects of one server, for `warren_tunnel_client_events_total`. */
 export interface ClientEvents {
@@ -161,13 +167,14 @@ export class TunnelServer {
   #wildcards = 0;
   #nextClient = 0;
   #nextRequest = 0;
-  readonly #instance = randomSecret(4);
+  readonly #instance: string;
   #closed = false;
 
   /** A server core with no clients yet. */
   constructor(opts: TunnelServerOptions = {}) {
     this.#opts = opts;
     this.registry = opts.registry ?? new MemoryRegistry();
+    this.#instance = this.registry.instance ?? randomSecret(4);
     this.log = opts.log ?? silentLogger;
     this.duplicate = opts.duplicate ?? "replace";
     this.responseTimeoutMs = opts.responseTimeoutMs ?? defaultResponseTimeoutMs;
@@ -267,10 +274,18 @@ export class TunnelServer {
    */
   async authenticate(identifier: string | undefined, remote?: string): Promise<AuthResult> {
     const limiter = remote !== undefined ? this.#opts.authLimiter : undefined;
-    const known = await verifySecret(limiter, remote ?? "-", async () =>
-      !!identifier &&
-      (this.#tcp.names(clientKey(identifier)) || !!this.#opts.subdomains?.isAccount(identifier) ||
-        await this.registry.isKnown(identifier)));
+    let known: boolean;
+    try {
+      known = await verifySecret(limiter, remote ?? "-", async () =>
+        !!identifier &&
+        (this.#tcp.names(clientKey(identifier)) ||
+          !!this.#opts.subdomains?.isAccount(identifier) ||
+          await this.registry.isKnown(identifier)));
+    } catch (err) {
+      if (!(err instanceof RegistryUnavailableError)) throw err;
+      this.log.warn("client refused: registry unavailable", { error: err.message });
+      return "registry-unavailable";
+    }
     if (!identifier) return "no-identifier";
     if (!known) return "unknown-identifier";
     if (this.duplicate === "refuse" && this.#clients.has(clientKey(identifier))) {

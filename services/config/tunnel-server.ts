@@ -181,6 +181,14 @@ export const command = {
       arg: "cidr",
       help: "balancers whose PROXY headers are taken (default: loopback); others are closed",
     },
+    registry: {
+      kind: "string",
+      arg: "redis://[:password@]host:port[/db]",
+      env: "TUNNEL_REGISTRY",
+      help: "keep hosts and which instance holds each client in this Redis, shared by the " +
+        "instances of a cluster (rediss:// for TLS; a password is safer in TUNNEL_REGISTRY); " +
+        "default: in memory",
+    },
     "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
     "drain-timeout": {
       kind: "duration",
@@ -207,6 +215,25 @@ export interface TunnelServerServiceConfig {
   access: Map<string, HostAccessSpec>;
   /** `--proxy-protocol`: who may send PROXY headers (an allow list); undefined: off. */
   proxyProtocolFrom?: Acl;
+  /** `--registry`: the Redis URL, and its address without the password for the log. */
+  registry?: { url: string; addr: string };
+}
+
+/** A `--registry` value: redis:// or rediss:// with a host and port. */
+function parseRegistry(v: string): { url: string; addr: string } {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new FlagError("registry", "--registry: not a URL (redis://[:password@]host:port[/db])");
+  }
+  if ((u.protocol !== "redis:" && u.protocol !== "rediss:") || !u.hostname || !u.port) {
+    throw new FlagError("registry", "--registry: expected redis://[:password@]host:port[/db]");
+  }
+  if (!/^\/?\d*$/.test(u.pathname)) {
+    throw new FlagError("registry", "--registry: the database is a number (/0 ... /15)");
+  }
+  return { url: v, addr: `${u.protocol}//${u.host}${u.pathname}` };
 }
 
 /** tunnel-server's config from its flags; throws to refuse. */
@@ -277,5 +304,6 @@ export function validate(
       throw new FlagError("host-access", `${ctx.where("host-access")}: ${errorMessage(err)}`);
     }
   }
-  return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens, access };
+  const registry = f.registry ? parseRegistry(f.registry) : undefined;
+  return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens, access, registry };
 }

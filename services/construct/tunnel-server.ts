@@ -12,6 +12,7 @@ import { serveHttp } from "../../lib/http/mod.ts";
 import {
   createAdminApp,
   normalizeHost,
+  RedisRegistry,
   serveTunnel,
   SubdomainClaims,
   TunnelServer,
@@ -40,7 +41,11 @@ export async function constructTunnelServer(
   log: Logger,
   bind: Bind,
 ): Promise<TunnelServerService> {
+  const registry = cfg.registry &&
+    await RedisRegistry.connect({ url: cfg.registry.url, leaseMs: flags.heartbeat * 3, log });
+  if (cfg.registry) log.info("registry", { kind: "redis", addr: cfg.registry.addr });
   const server = new TunnelServer({
+    registry,
     duplicate: flags.duplicate,
     tcpPorts: cfg.tcpPorts,
     tcpHost: flags["tcp-host"],
@@ -121,6 +126,7 @@ export async function constructTunnelServer(
     failedTcp,
     stop: async (drainMs) => {
       await server.close();
+      await registry?.close();
       await front.stop(drainMs);
       await admin?.stop();
       await metrics?.shutdown();

@@ -1,0 +1,366 @@
+/**
+ * The host registry in Redis, shared by several tunnel-server instances (issue 19): hosts,
+ * identifiers as SHA-256 digests (the secret itself never leaves the process), and which
+ * instance holds each client as a lease the holder refreshes every heartbeat, so an instance
+ * that dies loses its clients within `leaseMs`.
+ *
+ * Client: `@redis/client`, the core of node-redis (Redis Inc.'s maintained client; the
+ * `redis` package is it plus module commands we do not use). It reconnects by itself, and
+ * with the offline queue off a command during an outage fails at once instead of waiting.
+ *
+ * Redis unreachable: lookups answer from the last copy of the hosts (read every heartbeat),
+ * so held clients keep serving; `isKnown`/`addHost`/`setClient` throw
+ * {@linkcode RegistryUnavailableError} (new registrations are refused with that reason).
+ * When Redis returns, each heartbeat rewrites the held leases, and when the instance's own
+ * key was gone (Redis restarted empty, or this instance was cut off beyond its lease) it
+ * writes back the hosts added through it too.
+ *
+ * Keys, under `prefix`: `hosts` (hash host → digest), `ids` (hash digest → host count),
+ * `client:<digest>` (lease: JSON ClientRecord), `instance:<name>` (lease: JSON
+ * {@linkcode InstanceRecord}).
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix
+import { createClient } from "npm:@redis/client@6.3.1";
+import { createHash } from "node:crypto";
+import { errorMessage } from "../net/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import { randomSecret } from "../control/mod.ts";
+import {
+  type ClientRecord,
+  digestRef,
+  digestRefPrefix,
+  type HostEntry,
+  normalizeHostPattern,
+  type Registry,
+  RegistryUnavailableError,
+} from "./registry.ts";
+
+/** Default lifetime of a lease (client, instance) not refreshed: 3 heartbeats. */
+export const defaultLeaseMs = 6_000;
+/** Time to connect to Redis (at start and on each reconnect attempt). */
+export const redisConnectTimeoutMs = 3_000;
+/** Longest wait between reconnect attempts. */
+export const redisMaxReconnectDelayMs = 2_000;
+
+/** One tunnel-server instance as the cluster sees it. */
+export interface InstanceRecord {
+  /** Its name (random per process unless given). */
+  name: string;
+  /** Where other instances reach it (`--advertise`), if it takes cluster links. */
+  advertise?: string;
+  /** Epoch ms when it started. */
+  since: number;
+}
+
+/** Options of {@linkcode RedisRegistry.connect}. */
+export interface RedisRegistryOptions {
+  /** `redis://[:password@]host:port[/db]` (or `rediss://` for TLS). */
+  url: string;
+  /** This instance's name. @default random */
+  instance?: string;
+  /** Where other instances reach this one. */
+  advertise?: string;
+  /** Key prefix, so several clusters can share one Redis. @default "warren:tunnel:" */
+  prefix?: string;
+  /** Lease lifetime; refreshed every `leaseMs / 3`. @default 6000 */
+  leaseMs?: number;
+  /** Where connection changes are logged. @default silent */
+  log?: Logger;
+}
+
+/** Connect attempts at start before giving up (later outages retry forever). */
+const startAttempts = 3;
+
+/** A client that retries forever once it has been connected, a few times before. */
+function newClient(url: string, connected: () => boolean) {
+  return createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: redisConnectTimeoutMs,
+      reconnectStrategy: (retries: number, cause: Error) =>
+        !connected() && retries >= startAttempts
+          ? cause
+          : Math.min(50 * 2 ** Math.min(retries, 10), redisMaxReconnectDelayMs),
+    },
+  });
+}
+type Client = ReturnType<typeof newClient>;
+
+function digest(identifier: string): string {
+  return createHash("sha256").update(identifier).digest("hex");
+}
+
+// Atomic host moves: the digest counts in `ids` follow the hosts hash.
+const addScript = `local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if prev then
+  if redis.call('HINCRBY', KEYS[2], prev, -1) <= 0 then redis.call('HDEL', KEYS[2], prev) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return prev`;
+const removeScript = `local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if not prev then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[2], prev, -1) <= 0 then redis.call('HDEL', KEYS[2], prev) end
+return 1`;
+
+/** A {@linkcode Registry} in Redis, shared by the instances of a tunnel-server cluster. */
+export class RedisRegistry implements Registry {
+  /** This instance's name (in every ClientRecord it writes). */
+  readonly instance: string;
+  readonly #client: Client;
+  readonly #p: string;
+  readonly #leaseMs: number;
+  readonly #log: Logger;
+  readonly #self: InstanceRecord;
+  /** Identifiers this process has seen (added here, or authenticated here): digest → secret. */
+  #known = new Map<string, string>();
+  /** Hosts as last read from Redis (answers lookups while it is unreachable). */
+  #hosts = new Map<string, string>();
+  /** Hosts added through this instance, written back if Redis lost them. */
+  #own = new Map<string, string>();
+  /** Leases this instance holds: digest → record. */
+  #held = new Map<string, ClientRecord>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #beat: Promise<void> = Promise.resolve();
+  #up = false;
+
+  private constructor(client: Client, opts: RedisRegistryOptions) {
+    this.#client = client;
+    this.instance = opts.instance ?? randomSecret(4);
+    this.#p = opts.prefix ?? "warren:tunnel:";
+    this.#leaseMs = opts.leaseMs ?? defaultLeaseMs;
+    this.#log = (opts.log ?? silentLogger).child({ registry: "redis" });
+    this.#self = {
+      name: this.instance,
+      ...(opts.advertise ? { advertise: opts.advertise } : {}),
+      since: Date.now(),
+    };
+  }
+
+  /** Connect to Redis and start the heartbeat; throws when the first connect fails. */
+  static async connect(opts: RedisRegistryOptions): Promise<RedisRegistry> {
+    let connected = false;
+    const client = newClient(opts.url, () => connected);
+    const reg = new RedisRegistry(client, opts);
+    client.on("error", (err: unknown) => {
+      if (reg.#up) reg.#log.warn("redis connection lost", { error: errorMessage(err) });
+      reg.#up = false;
+    });
+    client.on("ready", () => {
+      if (!reg.#up) reg.#log.info("redis connected");
+      reg.#up = connected = true;
+    });
+    try {
+      await client.connect();
+    } catch (err) {
+      // The reconnect strategy gave up: the client is closed already.
+      throw new RegistryUnavailableError("connect", err);
+    }
+    await reg.#heartbeat();
+    reg.#timer = setInterval(() => {
+      reg.#beat = reg.#beat.then(() => reg.#heartbeat());
+    }, Math.max(50, Math.floor(reg.#leaseMs / 3)));
+    return reg;
+  }
+
+  #key(name: string): string {
+    return this.#p + name;
+  }
+
+  #fail(what: string, err: unknown): never {
+    throw new RegistryUnavailableError(what, err);
+  }
+
+  /** Refresh this instance's and its clients' leases; write back what a restart lost. */
+  async #heartbeat(): Promise<void> {
+    const c = this.#client;
+    try {
+      const px = { expiration: { type: "PX" as const, value: this.#leaseMs } };
+      const had = await c.exists(this.#key(`instance:${this.instance}`));
+      await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
+      if (!had) {
+        for (const [host, d] of this.#own) {
+          if (await c.hGet(this.#key("hosts"), host) === null) await this.#writeHost(host, d);
+        }
+      }
+      for (const [d, rec] of this.#held) {
+        await c.set(this.#key(`client:${d}`), JSON.stringify(rec), px);
+      }
+      this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
+    } catch (err) {
+      // The outage is logged by the "error" handler; the next beat tries again.
+      this.#log.debug("heartbeat failed", { error: errorMessage(err) });
+    }
+  }
+
+  async #writeHost(host: string, d: string): Promise<string | null> {
+    const prev = await this.#client.eval(addScript, {
+      keys: [this.#key("hosts"), this.#key("ids")],
+      arguments: [host, d],
+    });
+    return typeof prev === "string" ? prev : null;
+  }
+
+  /** The secret of digest `d` when this process knows it, else a stand-in naming the digest. */
+  #identifierOf(d: string): string {
+    return this.#known.get(d) ?? digestRef(d);
+  }
+
+  async addHost(host: string, identifier: string): Promise<void> {
+    const h = normalizeHostPattern(host);
+    if (!h) throw new RangeError(`bad host name: ${JSON.stringify(host)}`);
+    if (!identifier) throw new RangeError("empty identifier");
+    const d = digest(identifier);
+    try {
+      await this.#writeHost(h, d);
+    } catch (err) {
+      this.#fail("add host", err);
+    }
+    this.#known.set(d, identifier);
+    this.#own.set(h, d);
+    this.#hosts.set(h, d);
+  }
+
+  async removeHost(host: string): Promise<boolean> {
+    const h = normalizeHostPattern(host);
+    let n: unknown;
+    try {
+      n = await this.#client.eval(removeScript, {
+        keys: [this.#key("hosts"), this.#key("ids")],
+        arguments: [h],
+      });
+    } catch (err) {
+      this.#fail("remove host", err);
+    }
+    this.#own.delete(h);
+    this.#hosts.delete(h);
+    return n === 1;
+  }
+
+  async lookup(host: string): Promise<string | undefined> {
+    const h = normalizeHostPattern(host);
+    let d: string | null | undefined;
+    try {
+      d = await this.#client.hGet(this.#key("hosts"), h);
+    } catch {
+      // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
+      d = this.#hosts.get(h);
+    }
+    return d ? this.#identifierOf(d) : undefined;
+  }
+
+  async listHosts(): Promise<HostEntry[]> {
+    let all: Record<string, string>;
+    try {
+      all = await this.#client.hGetAll(this.#key("hosts"));
+    } catch {
+      // Redis is down: the copy of the last heartbeat.
+      all = Object.fromEntries(this.#hosts);
+    }
+    return Object.entries(all).map(([host, d]) => ({ host, identifier: this.#identifierOf(d) }));
+  }
+
+  async hostsOf(identifier: string): Promise<string[]> {
+    const d = digest(identifier);
+    return (await this.listHosts()).filter((e) => e.identifier === this.#identifierOf(d))
+      .map((e) => e.host);
+  }
+
+  /** Whether a host names `identifier`: looked up by digest (a hash lookup, no comparison). */
+  async isKnown(identifier: string): Promise<boolean> {
+    const d = digest(identifier);
+    let n: string | null;
+    try {
+      n = await this.#client.hGet(this.#key("ids"), d);
+    } catch (err) {
+      this.#fail("authenticate", err);
+    }
+    if (n === null || Number(n) <= 0) return false;
+    this.#known.set(d, identifier);
+    return true;
+  }
+
+  async setClient(identifier: string, rec: ClientRecord | undefined): Promise<void> {
+    const d = digest(identifier);
+    const key = this.#key(`client:${d}`);
+    if (!rec) {
+      this.#held.delete(d);
+      try {
+        // Only our own lease: another instance may hold this client by now.
+        const cur = await this.#client.get(key);
+        if (cur && (JSON.parse(cur) as ClientRecord).instance === this.instance) {
+          await this.#client.del(key);
+        }
+      } catch (err) {
+        this.#fail("release client", err);
+      }
+      return;
+    }
+    const held = { ...rec, instance: this.instance };
+    try {
+      await this.#client.set(key, JSON.stringify(held), {
+        expiration: { type: "PX", value: this.#leaseMs },
+      });
+    } catch (err) {
+      this.#fail("register client", err);
+    }
+    this.#held.set(d, held);
+  }
+
+  async getClient(identifier: string): Promise<ClientRecord | undefined> {
+    const d = identifier.startsWith(digestRefPrefix)
+      ? identifier.slice(digestRefPrefix.length)
+      : digest(identifier);
+    try {
+      const v = await this.#client.get(this.#key(`client:${d}`));
+      return v ? JSON.parse(v) as ClientRecord : undefined;
+    } catch {
+      // Redis is down: only our own clients are known for sure.
+      return this.#held.get(d);
+    }
+  }
+
+  async listClients(): Promise<ClientRecord[]> {
+    return (await this.#scan("client:*")).map((v) => JSON.parse(v) as ClientRecord);
+  }
+
+  /** The live instances of the cluster (their leases not expired). */
+  async instances(): Promise<InstanceRecord[]> {
+    return (await this.#scan("instance:*")).map((v) => JSON.parse(v) as InstanceRecord);
+  }
+
+  async #scan(pattern: string): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for await (const keys of this.#client.scanIterator({ MATCH: this.#key(pattern) })) {
+        for (const k of keys) {
+          const v = await this.#client.get(k);
+          if (v) out.push(v);
+        }
+      }
+    } catch (err) {
+      this.#fail("list", err);
+    }
+    return out;
+  }
+
+  /** Stop the heartbeat, release this instance's leases (best effort) and disconnect. */
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#beat;
+    try {
+      for (const d of this.#held.keys()) await this.#client.del(this.#key(`client:${d}`));
+      await this.#client.del(this.#key(`instance:${this.instance}`));
+      await this.#client.close();
+    } catch (err) {
+      // Redis is down: the leases expire by themselves within leaseMs.
+      this.#log.debug("leases not released", { error: errorMessage(err) });
+      this.#client.destroy();
+    }
+    this.#held.clear();
+  }
+}

@@ -1,0 +1,80 @@
+/** A real redis-server for the cluster tests: a free port, a temp dir, no persistence. */
+
+import { freePort } from "./_util.ts";
+
+/** A running redis-server; `stop()` kills it (SIGKILL) and removes its directory. */
+export interface TestRedis {
+  port: number;
+  url: string;
+  /** Stop it (the data is gone: nothing is saved). */
+  stop(): Promise<void>;
+  /** Kill it (SIGKILL), keeping the port's owner for `up()`: an outage. */
+  down(): Promise<void>;
+  /** Start it again on the same port, empty (a Redis restart that lost everything). */
+  up(): Promise<void>;
+}
+
+interface Running {
+  child: Deno.ChildProcess;
+  /** Ends when its stdout does. */
+  drained: Promise<void>;
+}
+
+async function spawnRedis(port: number, dir: string): Promise<Running> {
+  const child = new Deno.Command("redis-server", {
+    args: [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  // Ready when it says so on stdout.
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("Ready to accept connections")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`redis-server did not start: ${out.slice(-400)}`);
+    out += value;
+  }
+  // Keep draining its log so it never blocks on a full pipe.
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  return { child, drained };
+}
+
+/** Start redis-server on a free loopback port (`--save '' --appendonly no`). */
+export async function startRedis(): Promise<TestRedis> {
+  const dir = await Deno.makeTempDir({ prefix: "warren-redis-" });
+  const port = freePort();
+  let running: Running | undefined = await spawnRedis(port, dir);
+  const kill = async () => {
+    if (!running) return;
+    running.child.kill("SIGKILL");
+    await running.child.status;
+    await running.drained;
+    running = undefined;
+  };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    down: kill,
+    up: async () => {
+      await kill();
+      running = await spawnRedis(port, dir);
+    },
+    stop: async () => {
+      await kill();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * The tunnel registry in a real redis-server (issue 19): two instances share hosts and
+ * client leases, identifiers are stored only as digests, a killed instance's leases expire,
+ * and an outage keeps lookups working, refuses registrations, and heals when Redis returns.
+ */
+
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { startRedis } from "./_redis.ts";
+import {
+  type ClientRecord,
+  fingerprint,
+  RedisRegistry,
+  RegistryUnavailableError,
+} from "../lib/tunnel/mod.ts";
+// deno-lint-ignore no-import-prefix
+import { createClient } from "npm:@redis/client@6.3.1";
+
+const leaseMs = 600;
+
+function rec(clientId: number): ClientRecord {
+  return { fingerprint: "x", clientId, instance: "?", remote: "127.0.0.1:1", since: Date.now() };
+}
+
+/** Poll `f` until it holds (the bound is generous: a lease is 600 ms). */
+async function until(what: string, f: () => Promise<boolean>, maxMs = 20_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`never happened: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Every key and value in Redis, as one string. */
+async function dump(url: string): Promise<string> {
+  const c = createClient({ url });
+  await c.connect();
+  let out = "";
+  for (const k of await c.keys("*")) {
+    const t = await c.type(k);
+    out += k + "=" + (t === "hash" ? JSON.stringify(await c.hGetAll(k)) : await c.get(k)) + "\n";
+  }
+  await c.close();
+  return out;
+}
+
+/** `f` fails with RegistryUnavailableError. */
+async function unavailable(f: () => Promise<unknown>): Promise<void> {
+  const err = await assertRejects(f);
+  assert(err instanceof RegistryUnavailableError, `wrong error: ${err}`);
+}
+
+Deno.test("redis registry: shared hosts, digests only, leases across instances", async () => {
+  const redis = await startRedis();
+  const a = await RedisRegistry.connect({ url: redis.url, instance: "a", leaseMs });
+  const b = await RedisRegistry.connect({ url: redis.url, instance: "b", leaseMs });
+  try {
+    const secret = "s3cret-identifier-of-app";
+    await a.addHost("App.Example.com", secret);
+    await a.addHost("*.dev.example.com", secret);
+    // B never saw the secret: it gets a stand-in with the same fingerprint, never the secret.
+    const seen = await b.lookup("app.example.com");
+    assert(seen !== undefined && seen !== secret, `b sees ${seen}`);
+    assertEquals(fingerprint(seen), fingerprint(secret));
+    assertEquals(await b.isKnown("wrong"), false);
+    assertEquals(await b.isKnown(secret), true);
+    assertEquals(await b.lookup("app.example.com"), secret);
+    assertEquals((await b.hostsOf(secret)).sort(), ["*.dev.example.com", "app.example.com"]);
+    const stored = await dump(redis.url);
+    assert(!stored.includes(secret), `the secret is in Redis:\n${stored}`);
+    assert(stored.includes("app.example.com"), stored);
+
+    // Moving a host drops the old identifier once it serves nothing.
+    await b.addHost("app.example.com", "other-identifier");
+    await a.removeHost("*.dev.example.com");
+    assertEquals(await a.isKnown(secret), false);
+    assertEquals(await a.isKnown("other-identifier"), true);
+    assertEquals(await a.removeHost("nope.example.com"), false);
+
+    await a.setClient("other-identifier", rec(7));
+    const got = await b.getClient("other-identifier");
+    assertEquals([got?.instance, got?.clientId], ["a", 7]);
+    // Held past several lease lifetimes: the heartbeat refreshes it.
+    await new Promise((r) => setTimeout(r, leaseMs * 3));
+    assertEquals((await b.getClient("other-identifier"))?.instance, "a");
+    assertEquals((await b.listClients()).map((c) => c.clientId), [7]);
+    assertEquals((await a.instances()).map((i) => i.name).sort(), ["a", "b"]);
+    // B cannot release A's lease; A can.
+    await b.setClient("other-identifier", undefined);
+    assertEquals((await b.getClient("other-identifier"))?.instance, "a");
+    await a.setClient("other-identifier", undefined);
+    assertEquals(await b.getClient("other-identifier"), undefined);
+  } finally {
+    await a.close();
+    await b.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("redis registry: a killed instance loses its leases within a bounded time", async () => {
+  const redis = await startRedis();
+  const b = await RedisRegistry.connect({ url: redis.url, instance: "b", leaseMs });
+  const script = `
+    import { RedisRegistry } from "${new URL("../lib/tunnel/mod.ts", import.meta.url).href}";
+    const r = await RedisRegistry.connect({ url: "${redis.url}", instance: "a", leaseMs: ${leaseMs} });
+    await r.addHost("app.example.com", "id-of-a");
+    await r.setClient("id-of-a", { fingerprint: "x", clientId: 1, instance: "a", remote: "-", since: 0 });
+    console.log("ready");
+    await new Promise(() => {});
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    while (!out.includes("ready")) {
+      const { value, done } = await reader.read();
+      assert(!done, `instance a did not start: ${out}`);
+      out += value;
+    }
+    await new Promise((r) => setTimeout(r, leaseMs * 2));
+    assertEquals((await b.getClient("id-of-a"))?.instance, "a");
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    const killedAt = Date.now();
+    await until("a's lease expires", async () => (await b.getClient("id-of-a")) === undefined);
+    const ms = Date.now() - killedAt;
+    // The bound is the lease (plus polling); generous so the test never fails on timing.
+    assert(ms < leaseMs * 10, `lease outlived its owner by ${ms} ms`);
+    assertEquals((await b.instances()).map((i) => i.name), ["b"]);
+    // The host stays: only the lease went.
+    assert((await b.lookup("app.example.com")) !== undefined);
+  } finally {
+    await b.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("redis registry: an outage keeps lookups, refuses registrations, heals", async () => {
+  const redis = await startRedis();
+  const a = await RedisRegistry.connect({ url: redis.url, instance: "a", leaseMs });
+  try {
+    await a.addHost("app.example.com", "id-a");
+    await a.setClient("id-a", rec(1));
+    await redis.down();
+    // Held clients keep being routed: the host comes from the last heartbeat's copy.
+    assertEquals(await a.lookup("app.example.com"), "id-a");
+    assertEquals(await a.lookup("nope.example.com"), undefined);
+    await unavailable(() => a.isKnown("id-a"));
+    await unavailable(() => a.addHost("b.example.com", "id-b"));
+    await unavailable(() => a.setClient("id-b", rec(2)));
+    // Redis comes back empty: the instance writes back its hosts and its lease.
+    await redis.up();
+    const b = await RedisRegistry.connect({ url: redis.url, instance: "b", leaseMs });
+    try {
+      await until(
+        "a's host is back",
+        async () => (await b.lookup("app.example.com")) !== undefined,
+      );
+      await until("a's lease is back", async () => (await b.getClient("id-a"))?.instance === "a");
+      assertEquals(await b.isKnown("id-a"), true);
+      await until("a registers again", async () => {
+        try {
+          await a.addHost("b.example.com", "id-b");
+          return true;
+        } catch (err) {
+          if (!(err instanceof RegistryUnavailableError)) throw err;
+          return false;
+        }
+      });
+      assertEquals(await b.isKnown("id-b"), true);
+    } finally {
+      await b.close();
+    }
+  } finally {
+    await a.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("redis registry: an unreachable Redis at start is a typed error", async () => {
+  const redis = await startRedis();
+  await redis.stop();
+  await unavailable(() => RedisRegistry.connect({ url: redis.url, leaseMs }));
+});

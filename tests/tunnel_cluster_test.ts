@@ -1,0 +1,108 @@
+/**
+ * tunnel-server instances sharing a real redis-server (`--registry`, issue 19): the client's
+ * lease names the instance holding it, a Redis outage keeps serving the held client and
+ * refuses new ones (503 registry-unavailable), and Redis restarted empty gets the hosts and
+ * the lease back.
+ */
+
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import { curl, startApp } from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
+import { RedisRegistry } from "../lib/tunnel/mod.ts";
+
+const id = "cluster-identifier-0001";
+
+/** Poll `f` until it holds (a bound far above a few heartbeats; never a timing assertion). */
+async function until(what: string, f: () => Promise<boolean>, maxMs = 20_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`never happened: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+Deno.test("tunnel cluster: --registry redis shares hosts and the client's lease; outage and restart", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const procs: ServiceProcess[] = [];
+  const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
+  try {
+    const args = ["--listen", "127.0.0.1:0", "--heartbeat", "300ms", "--host", `app.test=${id}`];
+    const a = await startService("tunnel-server.ts", args, {
+      env: { TUNNEL_REGISTRY: redis.url },
+    });
+    procs.push(a);
+    assertMatch(await a.waitFor(/msg="registry"/), /kind=redis addr=redis:\/\/127\.0\.0\.1:\d+/);
+    const b = await startService("tunnel-server.ts", [...args, "--registry", redis.url]);
+    procs.push(b);
+    const portA = portOf(a.addrs.get("http")!);
+    const client = await startService("tunnel-client.ts", [
+      "--server",
+      `http://127.0.0.1:${portA}`,
+      "--local",
+      `127.0.0.1:${app.port}`,
+    ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
+    procs.push(client);
+    assertEquals((await curl(portA, "app.test", "/name?id=1")).body, "app 1");
+    const lease = await watcher.getClient(id);
+    assert(lease !== undefined, "the client has a lease");
+    const instances = await watcher.instances();
+    assertEquals(instances.length, 3);
+    assert(instances.some((i) => i.name === lease.instance), "held by a live instance");
+
+    // Redis goes away: the held client keeps serving, a new client is refused with the reason.
+    await redis.down();
+    assertEquals((await curl(portA, "app.test", "/name?id=2")).body, "app 2");
+    const refused = await run("curl", [
+      "-sS",
+      "-o",
+      "-",
+      "-w",
+      "\n%{http_code}",
+      "-H",
+      "Upgrade: warren-mux",
+      "-H",
+      "Connection: Upgrade",
+      "-H",
+      `X-Tunnel-Identifier: ${id}`,
+      `http://127.0.0.1:${portA}/_controlPath_/`,
+    ]);
+    assertMatch(refused.stdout, /registry is unavailable[^]*\n503$/);
+    await a.waitFor(/failure=registry-unavailable/);
+
+    // Redis returns empty: the instances write their hosts and the lease back.
+    await redis.up();
+    await until("the lease is back", async () => (await watcher.getClient(id)) !== undefined);
+    assert((await watcher.lookup("app.test")) !== undefined, "the host is back");
+    assertEquals((await curl(portA, "app.test", "/name?id=3")).body, "app 3");
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await watcher.close();
+    await app.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("tunnel cluster: a bad --registry or an unreachable Redis exits with one line", async () => {
+  const svc = new URL("../services/tunnel-server.ts", import.meta.url).pathname;
+  for (const bad of ["http://127.0.0.1:6379", "redis://127.0.0.1", "redis://h:1/x"]) {
+    const r = await run(Deno.execPath(), ["run", "-A", svc, "--check-config", "--registry", bad]);
+    assertEquals(r.code, 2, `${bad}: ${r.stderr}`);
+    assertMatch(r.stderr.trim(), /^error: --registry/);
+  }
+  const redis = await startRedis();
+  await redis.stop();
+  const r = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    svc,
+    "--listen",
+    "127.0.0.1:0",
+    "--registry",
+    `redis://:pw-not-logged@127.0.0.1:${redis.port}`,
+  ]);
+  assert(r.code !== 0, "it must not start");
+  assertMatch(r.stderr, /registry unavailable/);
+  assert(!r.stderr.includes("pw-not-logged"), r.stderr);
+});
