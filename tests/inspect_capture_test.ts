@@ -124,3 +124,12 @@ Deno.test("inspect: a head over the limit stops observing without holding more t
   assertEquals(ring.list(), []);
   assertEquals(new Inspector({ maxRequests: 3 }).ring.maxRequests, 3);
 });
+
+Deno.test("inspect tap: unanswered pipelined requests are followed up to the ring's size only", () => {
+  const ring = new ExchangeRing(3);
+  const tap = new HttpTap({ ring, dest: "127.0.0.1:1", bodyBytes: 8 });
+  for (let i = 0; i < 10; i++) tap.up(enc(`GET /${i} HTTP/1.1\r\nHost: h\r\n\r\n`));
+  assertEquals(ring.list().map((x) => x.path), ["/2", "/1", "/0"]);
+  tap.end();
+  assertEquals(ring.list().map((x) => x.state), ["aborted", "aborted", "aborted"]);
+});

@@ -318,3 +318,25 @@ Deno.test("tunnel inspector: the page in chromium shows a request arriving while
     await teardown(s);
   }
 });
+
+Deno.test("tunnel inspector: a busy --inspect port ends tunnel-client with one line", async () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const svc = new URL("../services/tunnel-client.ts", import.meta.url).pathname;
+    const r = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      svc,
+      "--server",
+      "http://127.0.0.1:1",
+      "--inspect",
+      `127.0.0.1:${busy.addr.port}`,
+    ], { env: { TUNNEL_IDENTIFIER: identifier } });
+    assert(r.code !== 0, r.stderr);
+    const lines = r.stderr.trim().split("\n").filter((l) => /inspect/.test(l));
+    assertEquals(lines.length, 1, r.stderr);
+    assert(/already in use/.test(lines[0]), lines[0]);
+  } finally {
+    busy.close();
+  }
+});

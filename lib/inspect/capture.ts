@@ -246,6 +246,8 @@ export class HttpTap {
   #request(raw: Uint8Array): BodyFraming | undefined {
     const h = parseHead(raw);
     if (!h || !/^HTTP\/1\.[01]$/.test(h.start[2] ?? "")) return undefined;
+    // Unanswered requests are held here beyond the ring: as many as it keeps, then no more.
+    if (this.#waiting.length >= this.#o.ring.maxRequests) return undefined;
     const [method, path, version] = h.start as [string, string, "HTTP/1.1" | "HTTP/1.0"];
     let framing: BodyFraming;
     try {
