@@ -139,6 +139,11 @@ Deno.test("tunnel inspector: the JSON API lists requests with their fields, repl
   const s = await setup(["--inspect-body-bytes", "1024"]);
   const tmp = await Deno.makeTempFile();
   try {
+    // The address is printed as a URL, as ngrok's "Web Interface" line.
+    const addr = s.inspect.slice("http://".length);
+    assert(
+      s.procs[1].lines.some((l) => l.includes(`name=inspect addr=${addr} url=http://${addr}/`)),
+    );
     assertEquals((await curl(s.port, vhost, "/hello?id=1")).body, "hello 1");
     const echo = await curl(s.port, vhost, "/echo", [
       "-H",

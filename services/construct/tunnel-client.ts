@@ -80,7 +80,10 @@ export async function constructTunnelClient(
   const inspectAt = flags.inspect && inspector
     ? serveInspector(await listenAt(bind, "inspect", flags.inspect), inspector, { log })
     : undefined;
-  if (inspectAt) log.info("listening", { name: "inspect", addr: formatAddr(inspectAt.addr) });
+  if (inspectAt) {
+    const addr = formatAddr(inspectAt.addr);
+    log.info("listening", { name: "inspect", addr, url: `http://${addr}/` });
+  }
   if (flags.inspect && !isLoopbackHost(flags.inspect.host)) {
     log.warn("the inspector is reachable beyond this machine: it shows request headers and bodies");
   }
