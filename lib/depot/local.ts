@@ -515,7 +515,12 @@ export class DepotLocal {
     const { ctl } = session;
     const ac = new AbortController();
     session.requests.set(req.id, ac);
-    const signal = AbortSignal.any([ac.signal, ctl.signal]);
+    // The session's end aborts this request's controller: AbortSignal.any on the long-lived
+    // ctl.signal cost ~20-40 µs per request (its dependents pile up until a GC).
+    const onSessionEnd = () => ac.abort(ctl.signal.reason);
+    if (ctl.signal.aborted) onSessionEnd();
+    else ctl.signal.addEventListener("abort", onSessionEnd, { once: true });
+    const signal = ac.signal;
     const dest = joinHostPort(req.host, req.port);
     const log = this.log.child({ id: req.id, dest });
     const startedMs = performance.now();
@@ -612,6 +617,7 @@ export class DepotLocal {
         m.bytesTotal.inc({ side: "local", direction: "down" }, stats.bToA);
       }
     } finally {
+      ctl.signal.removeEventListener("abort", onSessionEnd);
       session.requests.delete(req.id);
       closeQuietly(app);
       closeQuietly(tunnel);
