@@ -7,7 +7,8 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
-import { curl, startApp } from "./_tunnel.ts";
+import { curl, startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
+import { Logger } from "../lib/log.ts";
 
 const id = "access-log-identifier-01";
 
@@ -102,6 +103,65 @@ Deno.test("tunnel access log: one line per request with status, sizes, request i
   } finally {
     await client.stop();
     await server.stop();
+    await app.close();
+  }
+});
+
+Deno.test("tunnel access log: the embeddable (Hono) front with accessLog writes the same line", async () => {
+  const lines: string[] = [];
+  const log = new Logger("info", {}, (l) => lines.push(l));
+  const app = startApp("h");
+  const t = startHonoTunnel({ server: { log }, app: { accessLog: true } });
+  await t.server.addHost("app.test", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await c.connected();
+    assertEquals((await curl(t.port, "app.test", "/name?id=1&token=q-secret")).body, "h 1");
+    const big = new Uint8Array(200_000).map((_, i) => i % 249);
+    const post = await run("curl", [
+      "-sS",
+      "-H",
+      "Host: app.test",
+      "-H",
+      "Transfer-Encoding: chunked",
+      "--data-binary",
+      "@-",
+      `http://127.0.0.1:${t.port}/echo`,
+    ], { stdin: big });
+    assertEquals(post.raw, big);
+    const deadline = Date.now() + 10_000;
+    while (lines.filter((l) => /msg="?access"? /.test(l)).length < 2 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const access = lines.filter((l) => /msg="?access"? /.test(l));
+    assertEquals(access.length, 2, lines.join("\n"));
+    const [get, echo] = access;
+    assertEquals([
+      field(get, "host"),
+      field(get, "method"),
+      field(get, "path"),
+      field(get, "status"),
+    ], [
+      "app.test",
+      "GET",
+      "/name",
+      "200",
+    ]);
+    assertEquals(field(get, "out"), "3");
+    assertEquals([field(echo, "method"), field(echo, "in"), field(echo, "out")], [
+      "POST",
+      String(big.length),
+      String(big.length),
+    ]);
+    assertMatch(field(echo, "client"), /^[0-9a-f]{12}$/);
+    assert(!lines.some((l) => l.includes("q-secret") || l.includes(id)), "secret logged");
+  } finally {
+    await c.stop();
+    await t.close();
     await app.close();
   }
 });

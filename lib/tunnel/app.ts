@@ -40,6 +40,7 @@ import {
 } from "./forward.ts";
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
+import { normalizeHost } from "./registry.ts";
 import { subdomainHeader } from "./subdomains.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import { WebSocketDuplex } from "../transport/ws_adapter.ts";
@@ -61,6 +62,8 @@ export interface TunnelAppOptions {
   publicPort?: number;
   /** Limits of WebSocket pass-through (message size, buffering). */
   webSocket?: WebSocketLimits;
+  /** One "access" log line per proxied request (as the standalone front's). @default false */
+  accessLog?: boolean;
 }
 
 /** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1). */
@@ -223,6 +226,8 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   const headBytes = serializeRequestHead(head);
   const pool = poolOf(route.client, `${host}|${localPort}`);
   let lastRequestByteAt = Date.now();
+  const startedMs = performance.now();
+  let bytesIn = 0;
   let entry: IdleStream | undefined;
   let bodyDone: Promise<boolean> = Promise.resolve(true);
   let resHead: ResponseHead | undefined;
@@ -261,8 +266,9 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     }
     const e = entry;
     if (req.body) {
-      bodyDone = pumpBody(server, host, req.body, e.ts, chunked, () => {
+      bodyDone = pumpBody(server, host, req.body, e.ts, chunked, (n) => {
         lastRequestByteAt = Date.now();
+        bytesIn += n;
       });
     }
     let timedOut = false;
@@ -299,11 +305,29 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   const reusable = framing.kind !== "close" && resHead.version === "HTTP/1.1" &&
     !headerHasToken(resHead.headers, "connection", "close");
   /** After the exchange: back to the pool when the connection can carry another request. */
+  const sent = { bytes: 0 };
+  const status = resHead.status;
   const finish = async (ok: boolean) => {
     if (ok && reusable && (await bodyDone) && e.reader.buffered === 0) pool.put(e);
     else e.ts.release();
+    if (opts.accessLog) {
+      // As the standalone front's line; sizes are the bodies (heads are Deno's here).
+      server.log.info("access", {
+        host: normalizeHost(hostHeader),
+        method: req.method,
+        path: url.pathname,
+        status,
+        in: bytesIn,
+        out: sent.bytes,
+        ms: Math.round(performance.now() - startedMs),
+        rid: e.ts.requestId,
+        client: route.client.fingerprint,
+        remote: remoteOf(c).remote,
+        ...(ok ? {} : { failure: "cut" }),
+      });
+    }
   };
-  return await tunnelResponse(server, host, resHead, req.method, e.reader, e.src, finish);
+  return await tunnelResponse(server, host, resHead, req.method, e.reader, e.src, finish, sent);
 }
 
 /** Responses with a Content-Length up to this are read whole before they are answered. */
@@ -321,6 +345,7 @@ async function tunnelResponse(
   reader: BufferedReader,
   src: Duplex,
   finish: (ok: boolean) => unknown,
+  counted: { bytes: number },
 ): Promise<Response> {
   const framing = responseBodyFraming(resHead, method);
   const out = new Headers();
@@ -349,12 +374,14 @@ async function tunnelResponse(
       server.log.debug("response body from tunnel cut", { host, error: errorMessage(err) });
       return htmlError(502, host);
     }
+    counted.bytes = body.length;
     void finish(true); // does not reject
     return new Response(body, { status: resHead.status, headers: out });
   }
   const pipe = new TransformStream<Uint8Array, Uint8Array>();
   const writer = pipe.writable.getWriter();
   const sink = async (p: Uint8Array) => {
+    counted.bytes += p.length;
     await writer.ready;
     await writer.write(p.slice());
   };
@@ -418,6 +445,7 @@ async function proxyWebSocket(
       r.reader,
       ts.body(),
       () => ts.release(),
+      { bytes: 0 },
     );
   }
   let upgraded: { socket: WebSocket; response: Response };
@@ -497,7 +525,7 @@ async function pumpBody(
   body: ReadableStream<Uint8Array>,
   ts: TunnelStream,
   chunked: boolean,
-  onBytes: () => void,
+  onBytes: (n: number) => void,
 ): Promise<boolean> {
   const reader = bodyReader(body);
   const queue: Uint8Array[] = [];
@@ -546,7 +574,7 @@ async function pumpBody(
       wakeReader?.();
       wakeReader = undefined;
       await writeAll(ts.out, gather(parts, n, chunked));
-      onBytes();
+      onBytes(n);
     }
     if (chunked) await writeAll(ts.out, chunkEnd);
     return true;
