@@ -109,6 +109,27 @@ Deno.test("redir: a client connecting to the listener directly is closed, not re
 
 let counter = 0;
 
+/** `ip netns exec ns [prefix…] deno args…`, watched, added to `watched` (stopped by the caller). */
+function spawnIn(
+  watched: Watched[],
+  ns: string,
+  name: string,
+  args: string[],
+  prefix: string[] = [],
+): Watched {
+  const w = new Watched(
+    new Deno.Command("ip", {
+      args: ["netns", "exec", ns, ...prefix, Deno.execPath(), ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+    name,
+  );
+  watched.push(w);
+  return w;
+}
+
 /**
  * The netns scenario; with `viaHop`, seaprox sends every connection through a second seaprox
  * (a SOCKS5 hop in the server namespace) given as `--forward`, whose log must show each
@@ -123,19 +144,7 @@ async function redirScenario(viaHop: boolean): Promise<void> {
   const allowed = { v4: `${v4}.2`, v6: `${v6}:2`, denied: `${v4}.3` };
   const bytes = 4 * 1024 * 1024;
   const watched: Watched[] = [];
-  const inNs = (ns: string, name: string, args: string[]) => {
-    const w = new Watched(
-      new Deno.Command("ip", {
-        args: ["netns", "exec", ns, Deno.execPath(), ...args],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn(),
-      name,
-    );
-    watched.push(w);
-    return w;
-  };
+  const inNs = (ns: string, name: string, args: string[]) => spawnIn(watched, ns, name, args);
   const ip = (args: string) => sh("ip", args.split(" "));
   try {
     await ip(`netns add ${clientNs}`);
@@ -233,6 +242,67 @@ Deno.test({
   name: "redir netns: through a --forward SOCKS5 hop, the hop dials each original destination",
   ignore: skip !== undefined,
   fn: () => redirScenario(true),
+});
+
+Deno.test({
+  name: "redir netns: locally generated traffic (OUTPUT chain, seaprox's gid excluded) is " +
+    "relayed byte-exact; a rule that catches seaprox's own dials is cut as a redirect loop",
+  ignore: skip !== undefined,
+  async fn() {
+    const ns = `wro${Deno.pid}${String.fromCharCode(97 + counter++ % 26)}`;
+    /** seaprox runs with this group id; the OUTPUT rule leaves its connections alone. */
+    const seaproxGid = 4242;
+    /** Redirected with no exclusion: seaprox's dial there comes back to it. Never bound. */
+    const loopPort = 9;
+    const bytes = 4 * 1024 * 1024;
+    const watched: Watched[] = [];
+    try {
+      await sh("ip", ["netns", "add", ns]);
+      await sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+      const origin = spawnIn(watched, ns, "origin", [
+        ...["run", "-A", peerScript, "serve", "127.0.0.1:0", `${bytes}`],
+      ]);
+      const originPort = portIn(await origin.waitFor(/msg="listening"/));
+      const seaprox = spawnIn(watched, ns, "seaprox", [
+        ...["run", ...basePermissions, "--allow-ffi", seaproxScript],
+        ...["--listen", "redir://127.0.0.1:0", "--max-conns", "64"],
+      ], ["setpriv", `--regid=${seaproxGid}`, "--clear-groups"]);
+      const redirPort = portIn(await seaprox.waitFor(/msg="listening" name=redir/));
+      const rules = [
+        `--dport ${originPort} -m owner ! --gid-owner ${seaproxGid}`,
+        `--dport ${loopPort}`,
+      ];
+      for (const r of rules) {
+        const rule = `-t nat -A OUTPUT -o lo -p tcp ${r} -j REDIRECT --to-ports ${redirPort}`;
+        await sh("ip", ["netns", "exec", ns, "iptables", ...rule.split(" ")]);
+      }
+
+      const target = `127.0.0.1:${originPort}`;
+      const client = spawnIn(watched, ns, "client", [
+        ...["run", "-A", peerScript, "connect", target, `${bytes}`],
+      ]);
+      const got = parse(await client.waitFor(/^result /));
+      const served = parse(await origin.waitFor(/^result /));
+      assertEquals([got.bytes, served.bytes], [bytes, bytes]);
+      assertEquals(served.sha256, got.sent, "upload hash");
+      assertEquals(got.sha256, served.sent, "download hash");
+      const dest = new RegExp(`msg="connection closed".* dest=${escape(target)} .* end=done`);
+      assertMatch(await seaprox.waitFor(dest), /up=4194304 down=4194304/);
+
+      const looped = spawnIn(watched, ns, "client loop", [
+        ...["run", "-A", peerScript, "connect", `127.0.0.1:${loopPort}`, "1000"],
+      ]);
+      await looped.done;
+      assertMatch(await seaprox.waitFor(/failure=redirect-loop/), /end=handshake-failed/);
+      const loopDest = new RegExp(`msg="connection closed".* dest=127\\.0\\.0\\.1:${loopPort} `);
+      await seaprox.waitFor(loopDest); // the client's connection (its dial came back to us)
+      // The relay to the origin, the client's looping connection, seaprox's own dial: no more.
+      assertEquals(seaprox.count(/msg="connection closed"/), 3, seaprox.lines.join("\n"));
+    } finally {
+      for (const w of watched) await w.stop();
+      await sh("ip", ["netns", "del", ns]).catch((err) => console.error(`${ns}: ${err}`));
+    }
+  },
 });
 
 /** The port of the `addr=` field of a log line. */

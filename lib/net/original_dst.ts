@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { HostPort } from "./addr.ts";
+import { type HostPort, isLoopbackHost } from "./addr.ts";
 import { errorMessage } from "./errors.ts";
 import { acceptedFd } from "./reset.ts";
 
@@ -21,6 +21,11 @@ export type OriginalDstFailure =
   | "unavailable"
   /** The connection was not redirected (no NAT entry, or it names this very socket). */
   | "not-redirected"
+  /**
+   * The connection is one this process dialled, redirected back to it: a REDIRECT rule on
+   * the OUTPUT chain that does not exclude our own traffic (relaying it would loop).
+   */
+  | "redirect-loop"
   /** The descriptor of the connection could not be found. */
   | "no-descriptor"
   /** getsockopt failed otherwise (errno in the message). */
@@ -47,6 +52,11 @@ const sockaddrBytes = 32;
 
 const libcSymbols = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  closedir: { parameters: ["pointer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -126,17 +136,80 @@ export function originalDestination(conn: Deno.TcpConn): HostPort {
       throw new OriginalDstError("getsockopt", `getsockopt SO_ORIGINAL_DST: errno ${errno}`);
     }
     dest = parseSockaddr(addr);
+    if (sameEndpoint(dest, { host: local.hostname, port: local.port })) {
+      throw new OriginalDstError(
+        "not-redirected",
+        `the connection was made to the listener itself (${local.hostname}:${local.port}), ` +
+          "not redirected to it",
+      );
+    }
+    // Redirected on the OUTPUT chain (REDIRECT sends local traffic to loopback): it may be
+    // a connection this process dialled, caught by a rule that does not exclude us.
+    const remote = { host: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
+    if (isLoopbackHost(local.hostname) && ownSocketBetween(lib.symbols, remote, dest)) {
+      throw new OriginalDstError(
+        "redirect-loop",
+        `this is our own connection to ${dest.host}:${dest.port}, redirected back to us: ` +
+          "exclude this process's traffic from the REDIRECT rule (iptables -m owner ! " +
+          "--uid-owner/--gid-owner, nftables meta skuid/skgid)",
+      );
+    }
   } finally {
     lib.close();
   }
-  if (sameEndpoint(dest, { host: local.hostname, port: local.port })) {
-    throw new OriginalDstError(
-      "not-redirected",
-      `the connection was made to the listener itself (${local.hostname}:${local.port}), ` +
-        "not redirected to it",
-    );
-  }
   return dest;
+}
+
+type Libc = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
+
+/**
+ * Whether this process holds a socket from `local` to `peer`. Only asked for
+ * loopback-redirected connections, so ordinary traffic never pays for the scan.
+ */
+function ownSocketBetween(c: Libc, local: HostPort, peer: HostPort): boolean {
+  for (const fd of openDescriptors(c)) {
+    const here = endOf(c.getsockname, fd);
+    if (!here || !sameEndpoint(here, local)) continue;
+    const there = endOf(c.getpeername, fd);
+    if (there && sameEndpoint(there, peer)) return true;
+  }
+  return false;
+}
+
+const procSelfFd = new TextEncoder().encode("/proc/self/fd\0");
+/** Offset of `d_name` in glibc's 64-bit `struct dirent` (d_ino, d_off, d_reclen, d_type). */
+const direntNameOffset = 19;
+
+/**
+ * This process's open descriptors, listed by libc's opendir/readdir of /proc/self/fd: Deno
+ * wants --allow-all to read that directory itself, while this runs with FFI anyway. Empty
+ * without /proc (the loop is then cut by the connection limit instead).
+ */
+function openDescriptors(c: Libc): number[] {
+  const dir = c.opendir(procSelfFd);
+  if (dir === null) return [];
+  const fds: number[] = [];
+  try {
+    for (let e = c.readdir(dir); e !== null; e = c.readdir(dir)) {
+      const name = new Deno.UnsafePointerView(e).getCString(direntNameOffset);
+      if (/^\d+$/.test(name)) fds.push(Number(name));
+    }
+  } finally {
+    c.closedir(dir);
+  }
+  return fds;
+}
+
+/** One end (getsockname/getpeername) of descriptor `fd`, if it is an IP socket. */
+function endOf(
+  call: (fd: number, addr: Uint8Array, len: Uint8Array) => number,
+  fd: number,
+): HostPort | undefined {
+  const addr = new Uint8Array(sockaddrBytes);
+  const len = new Uint8Array(new Uint32Array([addr.length]).buffer);
+  if (call(fd, addr, len) !== 0) return undefined; // not a socket (or closed since listed)
+  const family = addr[0] | (addr[1] << 8);
+  return family === afInet || family === afInet6 ? parseSockaddr(addr) : undefined;
 }
 
 /** errno of the calling thread, read right after the failed call. */
