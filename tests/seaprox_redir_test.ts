@@ -28,7 +28,11 @@ if (skip) console.log(`seaprox_redir_test: netns test ignored: ${skip}`);
 
 const seaproxScript = new URL("../services/seaprox.ts", import.meta.url).pathname;
 const peerScript = new URL("./_fusion_peer.ts", import.meta.url).pathname;
-/** The installed seaprox's permissions (tools/install.ts) with the full environment. */
+/**
+ * The installed seaprox's permissions (tools/install.ts), but the whole environment: with only
+ * `--allow-env=WARREN_*,SEAPROX_*` seaprox stops at start reading ALL_PROXY (the egress proxy
+ * settings), a problem of its own that this test is not about.
+ */
 const basePermissions = servicePermissions("seaprox").filter((p) => !p.startsWith("--allow-env"))
   .concat("--allow-env");
 
