@@ -1,5 +1,6 @@
 /**
- * seaprox: static, SOCKS5 (and SOCKS4/4a) and HTTP proxy listeners given as URLs, any number
+ * seaprox: static, SOCKS5 (and SOCKS4/4a), HTTP and redir (transparent, behind an iptables
+ * REDIRECT rule; needs --allow-ffi) proxy listeners given as URLs, any number
  * at once, optionally through a chain of hops (`--forward` repeated: SOCKS5, HTTP CONNECT and
  * seaprox links mixed, in order; seed 003), and seaprox-to-seaprox links: `--listen link://`
  * accepts mux sessions from other nodes, a `link://` hop carries every outgoing connection as
