@@ -6,7 +6,15 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import {
+  blockStreamSha256,
+  portOf,
+  randomBlock,
+  run,
+  type ServiceProcess,
+  sha256,
+  startService,
+} from "./_util.ts";
 import { curl, startApp } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { RedisRegistry } from "../lib/tunnel/mod.ts";
@@ -79,6 +87,93 @@ Deno.test("tunnel cluster: --registry redis shares hosts and the client's lease;
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await watcher.close();
+    await app.close();
+    await redis.stop();
+  }
+});
+
+const token = "cluster-link-token-0001";
+
+Deno.test("tunnel cluster: a request to the instance that does not hold the client is served byte-exact over the link", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const procs: ServiceProcess[] = [];
+  const upload = await Deno.makeTempFile();
+  try {
+    const instance = async () => {
+      const p = await startService("tunnel-server.ts", [
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--registry",
+        redis.url,
+        "--heartbeat",
+        "300ms",
+        "--host",
+        `app.test=${id}`,
+      ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: token } });
+      procs.push(p);
+      return portOf(p.addrs.get("http")!);
+    };
+    const portA = await instance();
+    const portB = await instance();
+    procs.push(
+      await startService("tunnel-client.ts", [
+        "--server",
+        `http://127.0.0.1:${portA}`,
+        "--local",
+        `127.0.0.1:${app.port}`,
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+    );
+    // Small requests, each way: B hands them to A, which holds the client.
+    for (let i = 0; i < 5; i++) {
+      assertEquals((await curl(portB, "app.test", `/name?id=${i}`)).body, `app ${i}`);
+    }
+    const total = 4 * 1024 * 1024 + 17;
+    const down = await run("curl", [
+      "-sS",
+      "--max-time",
+      "60",
+      "-H",
+      "Host: app.test",
+      `http://127.0.0.1:${portB}/bytes/${total}?seed=5`,
+    ]);
+    assertEquals(down.code, 0, down.stderr);
+    assertEquals(down.raw.length, total);
+    assertEquals(sha256(down.raw), blockStreamSha256(total, 5));
+    const body = new Uint8Array(3 * 1024 * 1024 + 5);
+    for (let i = 0; i < body.length; i += randomBlock.length) {
+      body.set(randomBlock.subarray(0, Math.min(randomBlock.length, body.length - i)), i);
+    }
+    await Deno.writeFile(upload, body);
+    const up = await run("curl", [
+      "-sS",
+      "--max-time",
+      "60",
+      "-H",
+      "Host: app.test",
+      "--data-binary",
+      `@${upload}`,
+      `http://127.0.0.1:${portB}/sha256`,
+    ]);
+    assertEquals(JSON.parse(up.stdout), { sha256: sha256(body), bytes: body.length });
+    // A wrong token gets no link: B's instance record is real, the token is not.
+    const bad = await startService("tunnel-server.ts", [
+      "--listen",
+      "127.0.0.1:0",
+      "--registry",
+      redis.url,
+      "--host",
+      `app.test=${id}`,
+    ], { env: { TUNNEL_CLUSTER_TOKEN: "not-the-cluster-token" } });
+    procs.push(bad);
+    const c = await curl(portOf(bad.addrs.get("http")!), "app.test", "/name?id=x");
+    assertEquals(c.status, 502);
+    await procs[0].waitFor(/cluster link refused.*failure=bad-token/);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await Deno.remove(upload);
     await app.close();
     await redis.stop();
   }

@@ -59,6 +59,11 @@ export class ClientConn {
   readonly onClosing: (() => void)[] = [];
   /** Why the server ended this session on purpose (set by `close(reason)`). */
   endCause: SessionEndCause | undefined;
+  /**
+   * Sent before the ControlMsg in every tunnel stream's SYN: set on a client held by another
+   * cluster instance (lib/tunnel/cluster.ts), whose session is the link to that instance.
+   */
+  streamPrefix: Uint8Array | undefined;
   /** True once its handshake opened the server-defined TCP tunnels (later ones open at once). */
   serverTcpReady: boolean = false;
   #closing: Promise<void> | undefined;

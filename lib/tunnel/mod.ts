@@ -24,3 +24,4 @@ export * from "./state.ts";
 export * from "./subdomains.ts";
 export * from "./access.ts";
 export * from "./redis_registry.ts";
+export * from "./cluster.ts";

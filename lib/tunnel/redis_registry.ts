@@ -30,8 +30,8 @@ import { randomSecret } from "../control/mod.ts";
 import {
   type ClientRecord,
   digestRef,
-  digestRefPrefix,
   type HostEntry,
+  identifierDigest,
   normalizeHostPattern,
   type Registry,
   RegistryUnavailableError,
@@ -312,9 +312,7 @@ export class RedisRegistry implements Registry {
   }
 
   async getClient(identifier: string): Promise<ClientRecord | undefined> {
-    const d = identifier.startsWith(digestRefPrefix)
-      ? identifier.slice(digestRefPrefix.length)
-      : digest(identifier);
+    const d = identifierDigest(identifier);
     try {
       const v = await this.#client.get(this.#key(`client:${d}`));
       return v ? JSON.parse(v) as ClientRecord : undefined;
@@ -326,6 +324,22 @@ export class RedisRegistry implements Registry {
 
   async listClients(): Promise<ClientRecord[]> {
     return (await this.#scan("client:*")).map((v) => JSON.parse(v) as ClientRecord);
+  }
+
+  /** The secret of digest `d` if this process has seen it (its clients authenticated here). */
+  knownIdentifier(d: string): string | undefined {
+    return this.#known.get(d);
+  }
+
+  /** The live instance `name`, if its lease has not expired. */
+  async instanceRecord(name: string): Promise<InstanceRecord | undefined> {
+    let v: string | null;
+    try {
+      v = await this.#client.get(this.#key(`instance:${name}`));
+    } catch (err) {
+      this.#fail("find instance", err);
+    }
+    return v ? JSON.parse(v) as InstanceRecord : undefined;
   }
 
   /** The live instances of the cluster (their leases not expired). */

@@ -95,6 +95,13 @@ export function digestRef(d: string): string {
   return digestRefPrefix + d;
 }
 
+/** The SHA-256 hex digest of an identifier (or the one a {@linkcode digestRef} names). */
+export function identifierDigest(identifier: string): string {
+  return identifier.startsWith(digestRefPrefix) && identifier.length === 71
+    ? identifier.slice(7)
+    : createHash("sha256").update(identifier).digest("hex");
+}
+
 /**
  * Short, non-reversible tag of an identifier for logs and the admin API (12 hex digits);
  * a {@linkcode digestRef} stand-in has the same tag as the identifier it stands for.

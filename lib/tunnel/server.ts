@@ -443,7 +443,10 @@ export class TunnelServer {
       i = h.indexOf(".", i + 1);
     }
     if (identifier === undefined) return { ok: false, status: 404, host: h };
-    const client = this.#clients.get(clientKey(identifier));
+    let client = this.#clients.get(clientKey(identifier));
+    if ((!client || !client.ready) && this.remoteClient) {
+      client = await this.remoteClient(identifier);
+    }
     if (!client || !client.ready) return { ok: false, status: 502, host: entry };
     return { ok: true, host: entry, client };
   }
@@ -472,7 +475,8 @@ export class TunnelServer {
     });
     let stream: Stream;
     try {
-      stream = await client.session.open({ data: firstData ? concatBytes(msg, firstData) : msg });
+      const head = client.streamPrefix ? concatBytes(client.streamPrefix, msg) : msg;
+      stream = await client.session.open({ data: firstData ? concatBytes(head, firstData) : head });
     } catch (err) {
       throw new TunnelError("closed", `cannot open a stream: ${errorMessage(err)}`, { cause: err });
     }
@@ -668,6 +672,18 @@ export class TunnelServer {
    * clients asked for. No secrets. */
   tcpTunnels(): TcpTunnelInfo[] {
     return this.#tcp.list();
+  }
+
+  /**
+   * Where clients held by other cluster instances are found (lib/tunnel/cluster.ts sets it):
+   * `route()` asks it when no local client serves a host.
+   */
+  remoteClient?: (identifier: string) => Promise<ClientConn | undefined>;
+
+  /** The ready local client of `identifier`, if it is connected here. */
+  localClient(identifier: string): ClientConn | undefined {
+    const c = this.#clients.get(clientKey(identifier));
+    return c?.ready ? c : undefined;
   }
 
   /** Connected clients (no secrets). */

@@ -189,6 +189,24 @@ export const command = {
         "instances of a cluster (rediss:// for TLS; a password is safer in TUNNEL_REGISTRY); " +
         "default: in memory",
     },
+    "cluster-listen": {
+      kind: "hostport",
+      arg: "host:port",
+      help: "take links from the other instances of a --registry cluster here (they hand it " +
+        "requests for the clients this instance holds)",
+    },
+    advertise: {
+      kind: "hostport",
+      arg: "host:port",
+      help: "where the other instances reach --cluster-listen (default: its bound address)",
+    },
+    "cluster-token": {
+      kind: "secret",
+      min: minSecretChars,
+      arg: "token",
+      env: "TUNNEL_CLUSTER_TOKEN",
+      help: "shared secret of the cluster's links (every instance the same)",
+    },
     "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
     "drain-timeout": {
       kind: "duration",
@@ -305,5 +323,11 @@ export function validate(
     }
   }
   const registry = f.registry ? parseRegistry(f.registry) : undefined;
+  if ((f["cluster-listen"] || f["cluster-token"]) && !registry) {
+    throw new FlagError("cluster-listen", "--cluster-listen/--cluster-token need --registry");
+  }
+  if ((f["cluster-listen"] || f.advertise) && !f["cluster-token"]) {
+    throw new FlagError("cluster-token", "--cluster-listen needs --cluster-token");
+  }
   return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens, access, registry };
 }

@@ -7,9 +7,10 @@
 
 import type { Logger } from "../../lib/log.ts";
 import { listenTlsCounted } from "../../lib/cli_security.ts";
-import { AuthFailureLimiter, formatAddr, type Server } from "../../lib/net/mod.ts";
+import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
 import {
+  ClusterLinks,
   createAdminApp,
   normalizeHost,
   RedisRegistry,
@@ -41,19 +42,22 @@ export async function constructTunnelServer(
   log: Logger,
   bind: Bind,
 ): Promise<TunnelServerService> {
-  const registry = cfg.registry &&
-    await RedisRegistry.connect({ url: cfg.registry.url, leaseMs: flags.heartbeat * 3, log });
+  const clusterL = flags["cluster-listen"] &&
+    await listenAt(bind, "cluster", flags["cluster-listen"]);
+  const adv = flags.advertise ?? clusterL?.addr;
+  const registry = cfg.registry && await RedisRegistry.connect({
+    url: cfg.registry.url,
+    leaseMs: flags.heartbeat * 3,
+    advertise: adv && ("host" in adv ? joinHostPort(adv.host, adv.port) : formatAddr(adv)),
+    log,
+  });
   if (cfg.registry) log.info("registry", { kind: "redis", addr: cfg.registry.addr });
   const server = new TunnelServer({
     registry,
     duplicate: flags.duplicate,
     tcpPorts: cfg.tcpPorts,
     tcpHost: flags["tcp-host"],
-    tcpSendProxyProtocol: flags["tcp-send-proxy"] === "0"
-      ? undefined
-      : flags["tcp-send-proxy"] === "1"
-      ? 1
-      : 2,
+    tcpSendProxyProtocol: ({ "0": undefined, "1": 1, "2": 2 } as const)[flags["tcp-send-proxy"]],
     responseTimeoutMs: flags["response-timeout"],
     heartbeatIntervalMs: flags.heartbeat,
     heartbeatTimeoutMs: flags.heartbeat * 3,
@@ -65,6 +69,14 @@ export async function constructTunnelServer(
       graceMs: flags["subdomain-grace"],
     }),
   });
+  const token = flags["cluster-token"];
+  const cluster = registry && token
+    ? new ClusterLinks(server, registry, { token, log })
+    : undefined;
+  cluster?.attach();
+  if (clusterL) {
+    log.info("listening", { name: "cluster", addr: formatAddr(cluster!.listen(clusterL).addr) });
+  }
   const { failedTcp } = await server.applyConfig(cfg.routes);
   // After the flags' routes, which win over a state entry for the same host or port.
   const state = flags["state-file"]
@@ -126,6 +138,7 @@ export async function constructTunnelServer(
     failedTcp,
     stop: async (drainMs) => {
       await server.close();
+      await cluster?.close();
       await registry?.close();
       await front.stop(drainMs);
       await admin?.stop();

@@ -1,0 +1,230 @@
+/**
+ * Any instance serves any host (issue 19): a public request reaching instance A for a client
+ * held by instance B travels A → B over one long-lived, token-authenticated mux link per
+ * pair of instances, one stream per request. The stream's SYN frame carries a small frame
+ * naming the client (its identifier's digest), then exactly what A would have sent a local
+ * client (the ControlMsg and the already-read request), so the hand-over costs no extra
+ * round trip; B opens a stream to its client with those bytes in the SYN and relays both
+ * ways (half-close and all). Instances find each other through the Redis registry
+ * (`advertise` of their instance record).
+ * @module
+ */
+
+import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  BufferedReader,
+  closeQuietly,
+  type ConnHandler,
+  dial,
+  errorMessage,
+  relay,
+  serve,
+  type Server,
+  timingSafeEqual,
+  withPrefix,
+  writeAll,
+} from "../net/mod.ts";
+import { encodeFrame, readFrameJson } from "../control/mod.ts";
+import { ClientConn, clientKey } from "./client_conn.ts";
+import { fingerprint, identifierDigest } from "./registry.ts";
+import type { RedisRegistry } from "./redis_registry.ts";
+import type { TunnelServer } from "./server.ts";
+
+/** Time a peer has to send its link handshake (and to answer ours). */
+export const clusterHandshakeTimeoutMs = 5_000;
+/** Largest link or stream header frame. */
+const maxHeaderBytes = 4096;
+
+/** Options of {@linkcode ClusterLinks}. */
+export interface ClusterLinksOptions {
+  /** The shared secret every instance of the cluster presents on its links. */
+  token: string;
+  /** Mux options of the links (keepalive). */
+  mux?: SessionOptions;
+  /** Where link events are logged. @default silent */
+  log?: Logger;
+}
+
+/** Read one JSON frame within the handshake time; null on EOF or timeout. */
+async function readHeader(r: BufferedReader): Promise<Record<string, unknown> | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<null>((res) =>
+    timer = setTimeout(() => res(null), clusterHandshakeTimeoutMs)
+  );
+  try {
+    const f = await Promise.race([readFrameJson(r, maxHeaderBytes), timeout]);
+    return f && typeof f.json === "object" && f.json !== null
+      ? f.json as Record<string, unknown>
+      : null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The links of one instance: serves the cluster port (streams from other instances to the
+ * clients held here) and dials the instances holding clients this one does not.
+ * `attach()` makes the TunnelServer route to remote clients through it.
+ */
+export class ClusterLinks {
+  readonly #server: TunnelServer;
+  readonly #registry: RedisRegistry;
+  readonly #opts: ClusterLinksOptions;
+  readonly #log: Logger;
+  /** Live links to other instances by address (one dial shared by concurrent requests). */
+  #links = new Map<string, Promise<Session>>();
+  /** Remote clients as ClientConns on a link, by `digest@address`. */
+  #remote = new Map<string, ClientConn>();
+  #listener?: Server;
+
+  /** Links for `server`, finding peers in `registry`. */
+  constructor(server: TunnelServer, registry: RedisRegistry, opts: ClusterLinksOptions) {
+    this.#server = server;
+    this.#registry = registry;
+    this.#opts = opts;
+    this.#log = (opts.log ?? silentLogger).child({ cluster: registry.instance });
+  }
+
+  /** Route requests for clients held elsewhere through the links. */
+  attach(): void {
+    this.#server.remoteClient = (identifier) => this.remoteClient(identifier);
+  }
+
+  /** Serve other instances' links on `listener` (the `--cluster-listen` address). */
+  listen(listener: Deno.Listener<Deno.TcpConn>): Server {
+    const handler: ConnHandler<Deno.TcpConn> = (conn, ctx) => this.#accept(conn, ctx);
+    this.#listener = serve(listener, handler, { log: this.#log, name: "cluster" });
+    return this.#listener;
+  }
+
+  async #accept(conn: Deno.TcpConn, ctx: { handshakeDone(): void }): Promise<void> {
+    const reader = new BufferedReader(conn);
+    const remote = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+    let hello: Record<string, unknown> | null;
+    try {
+      hello = await readHeader(reader);
+    } catch (err) {
+      this.#log.warn("cluster link refused", { remote, failure: errorMessage(err) });
+      return;
+    }
+    if (
+      !hello || typeof hello.token !== "string" || !timingSafeEqual(hello.token, this.#opts.token)
+    ) {
+      this.#log.warn("cluster link refused", { remote, failure: hello ? "bad-token" : "no-hello" });
+      await writeAll(conn, encodeFrame({ ok: false, error: "bad token" })).catch(() => {
+        // The peer left: nothing to tell.
+      });
+      return;
+    }
+    ctx.handshakeDone();
+    await writeAll(conn, encodeFrame({ ok: true }));
+    const session = Session.server(withPrefix(conn, reader.takeBuffered()), this.#opts.mux);
+    this.#log.info("cluster link up", { remote, peer: String(hello.from ?? "?") });
+    while (true) {
+      // A failed accept means the link is over.
+      const s = await session.accept().catch(() => null);
+      if (s === null) break;
+      void this.#serveStream(s);
+    }
+    this.#log.info("cluster link down", { remote });
+  }
+
+  /** One request from another instance: hand it to the local client, relay both ways. */
+  async #serveStream(s: Stream): Promise<void> {
+    const reader = new BufferedReader(s);
+    try {
+      const h = await readHeader(reader);
+      const d = typeof h?.client === "string" ? h.client : "";
+      const identifier = this.#registry.knownIdentifier(d);
+      const client = identifier !== undefined ? this.#server.localClient(identifier) : undefined;
+      if (!client) {
+        this.#log.warn("cluster stream for a client not held here", { client: d.slice(0, 12) });
+        s.reset();
+        return;
+      }
+      const out = await client.session.open({ data: reader.takeBuffered() });
+      await relay(s, out);
+    } catch (err) {
+      this.#log.debug("cluster stream failed", { error: errorMessage(err) });
+      s.reset();
+    }
+  }
+
+  /**
+   * The client of `identifier` held by another instance, as a ClientConn whose streams go
+   * over the link to it; undefined when no live instance holds it or it cannot be reached.
+   */
+  async remoteClient(identifier: string): Promise<ClientConn | undefined> {
+    const rec = await this.#registry.getClient(identifier).catch(() => undefined);
+    if (!rec || rec.instance === this.#registry.instance) return undefined;
+    const inst = await this.#registry.instanceRecord(rec.instance).catch(() => undefined);
+    if (!inst?.advertise) return undefined;
+    const d = identifierDigest(identifier);
+    const key = `${d}@${inst.advertise}`;
+    const have = this.#remote.get(key);
+    if (have) return have;
+    let session: Session;
+    try {
+      session = await this.#link(inst.advertise);
+    } catch (err) {
+      this.#log.warn("cluster link failed", { peer: inst.advertise, error: errorMessage(err) });
+      return undefined;
+    }
+    const c = new ClientConn(
+      0,
+      fingerprint(identifier),
+      `cluster:${rec.instance}`,
+      session,
+      clientKey(identifier),
+    );
+    c.streamPrefix = encodeFrame({ client: d });
+    c.hosts = [];
+    c.ready = true;
+    this.#remote.set(key, c);
+    return c;
+  }
+
+  #link(addr: string): Promise<Session> {
+    let p = this.#links.get(addr);
+    if (!p) {
+      p = this.#dial(addr);
+      this.#links.set(addr, p);
+      const forget = () => {
+        if (this.#links.get(addr) === p) this.#links.delete(addr);
+        for (const k of this.#remote.keys()) if (k.endsWith(`@${addr}`)) this.#remote.delete(k);
+      };
+      p.then((s) => s.closed.then(forget), forget);
+    }
+    return p;
+  }
+
+  async #dial(addr: string): Promise<Session> {
+    const i = addr.lastIndexOf(":");
+    const conn = await dial(addr.slice(0, i).replace(/^\[|\]$/g, ""), Number(addr.slice(i + 1)));
+    try {
+      await writeAll(conn, encodeFrame({ token: this.#opts.token, from: this.#registry.instance }));
+      const reader = new BufferedReader(conn);
+      const answer = await readHeader(reader);
+      if (answer?.ok !== true) {
+        throw new Error(`peer refused the link: ${String(answer?.error ?? "no answer")}`);
+      }
+      const session = Session.client(withPrefix(conn, reader.takeBuffered()), this.#opts.mux);
+      this.#log.info("cluster link up", { peer: addr });
+      return session;
+    } catch (err) {
+      closeQuietly(conn);
+      throw err;
+    }
+  }
+
+  /** Close every link and the cluster port. */
+  async close(): Promise<void> {
+    this.#server.remoteClient = undefined;
+    const links = [...this.#links.values()];
+    this.#links.clear();
+    this.#remote.clear();
+    for (const p of links) await p.then((s) => s.close(), () => {});
+    await this.#listener?.stop(0);
+  }
+}
