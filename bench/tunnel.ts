@@ -181,6 +181,21 @@ const rawClient = await startClient(`http://127.0.0.1:${srvPort}`, identifier + 
   "--tcp",
   `${tcpPublic + 1}=127.0.0.1:${ports.tcp}`,
 ]);
+// The same raw path through a server writing one access line per request (issue 18: its cost).
+const logged = spawnDeno(servicePath("tunnel-server.ts"), [
+  "--listen",
+  "127.0.0.1:0",
+  "--host",
+  "raw.test=env:BENCH_LOGGED_ID",
+  "--access-log",
+  "info",
+], { env: { BENCH_LOGGED_ID: identifier + "-logged" } });
+const loggedPort = await listeningPort(logged, "http");
+const loggedClient = await startClient(
+  `http://127.0.0.1:${loggedPort}`,
+  identifier + "-logged",
+  [],
+);
 const honoPort = freePort();
 const hono = spawnDeno(benchPath("_tunnel_hono.ts"), [], {
   env: { BENCH_PORT: String(honoPort), BENCH_ID: identifier + "-hono" },
@@ -231,6 +246,12 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     url: `http://127.0.0.1:${srvPort}`,
     host: "raw.test",
     hops: [server, rawClient],
+  },
+  {
+    name: "tunnel (raw, access log)",
+    url: `http://127.0.0.1:${loggedPort}`,
+    host: "raw.test",
+    hops: [logged, loggedClient],
   },
   {
     name: "tunnel (websocket)",
@@ -340,7 +361,18 @@ try {
   }
   console.log("(hops: CPU seconds per GiB of the processes between the reader and the source)");
 } finally {
-  await stopAll([...relays, honoClient, hono, socat, rawClient, client, server, app]);
+  await stopAll([
+    ...relays,
+    honoClient,
+    hono,
+    socat,
+    loggedClient,
+    logged,
+    rawClient,
+    client,
+    server,
+    app,
+  ]);
   for (const ssh of sshPeers) await ssh.close();
 }
 Deno.exit(0);
