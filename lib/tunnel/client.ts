@@ -74,6 +74,11 @@ export interface TcpTunnelSpec {
 export interface TunnelClientOptions {
   /** Server base URL: `http://host:port`, `https://…`, `ws://…` or `wss://…`. */
   server: string;
+  /**
+   * More instances of the same cluster (issue 19): after a failed attempt or a lost session
+   * the next attempt goes to the next URL in turn (`server` first), with the same backoff.
+   */
+  servers?: string[];
   /** The secret the server maps this client's hosts to. */
   identifier: string;
   /** Where HTTP requests go when the Host header names no (allowed) port. */
@@ -404,10 +409,18 @@ export class TunnelClient {
   #subdomain: string | undefined;
   /** "auto": the raw upgrade was refused on the way once; reconnect with WebSocket. */
   #rawRefused = false;
+  /** Attempts so far: picks the server URL of the next one. */
+  #attempts = 0;
+
+  /** The server URL of the current attempt (rotates through `server` and `servers`). */
+  get #server(): string {
+    const all = [this.#o.server, ...this.#o.servers ?? []];
+    return all[(this.#attempts - 1 + all.length) % all.length];
+  }
 
   /** A client; nothing happens until `run()`. */
   constructor(opts: TunnelClientOptions) {
-    parseServerUrl(opts.server); // validate early
+    for (const url of [opts.server, ...opts.servers ?? []]) parseServerUrl(url); // validate early
     this.#o = opts;
     this.#log = opts.log ?? silentLogger;
     this.#subdomain = opts.subdomain;
@@ -489,7 +502,8 @@ export class TunnelClient {
   async #once(onUp: () => void): Promise<SessionEndReport> {
     const signal = this.#o.signal;
     const mode = this.#o.transport ?? "auto";
-    const transport = await connectTransport(this.#o.server, this.#o.identifier, {
+    this.#attempts++;
+    const transport = await connectTransport(this.#server, this.#o.identifier, {
       subdomain: this.#subdomain,
       timeoutMs: this.#o.dialTimeoutMs,
       signal,
@@ -542,7 +556,7 @@ export class TunnelClient {
       this.state = "connected";
       onUp();
       this.#log.info("connected", {
-        server: this.#o.server,
+        server: this.#server,
         hosts: resp.hosts.join(","),
         transport: transport instanceof WsConn ? "websocket" : "raw",
       });
@@ -551,7 +565,7 @@ export class TunnelClient {
         this.#subdomain = resp.hosts[0].split(".")[0];
       }
       const local = joinHostPort(this.#o.local.host, this.#o.local.port);
-      for (const url of publicUrls(this.#o.server, resp.hosts)) {
+      for (const url of publicUrls(this.#server, resp.hosts)) {
         this.#log.info("forwarding", { url, to: local });
       }
       for (const t of resp.tcp) {

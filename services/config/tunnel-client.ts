@@ -27,7 +27,8 @@ export const command = {
       kind: "string",
       arg: "url",
       env: "TUNNEL_SERVER",
-      help: "tunnel server base URL (http://, https://, ws://, wss://)",
+      help: "tunnel server base URL (http://, https://, ws://, wss://); a comma-separated " +
+        "list names the instances of a cluster, tried in turn when one fails",
     },
     local: {
       kind: "hostport",
@@ -134,6 +135,8 @@ export const command = {
 /** What tunnel-client runs with, beyond the typed flags. */
 export interface TunnelClientServiceConfig {
   server: string;
+  /** The other instances of a cluster (`--server a,b,…`), tried in turn after the first. */
+  servers: string[];
   identifier: string;
   tcp: TcpTunnelSpec[];
   tls?: TlsClientConfig;
@@ -146,16 +149,21 @@ export function validate(
   f: ServiceFlags<typeof command.flags>,
   ctx: ValidateContext,
 ): TunnelClientServiceConfig {
-  const server = f.server;
-  if (!server) throw new FlagError("server", "--server is required (or TUNNEL_SERVER)");
-  let scheme = "";
-  try {
-    scheme = new URL(server.includes("://") ? server : `http://${server}`).protocol;
-  } catch {
-    // Not a URL at all: refused just below with the same message as a wrong scheme.
-  }
-  if (!["http:", "https:", "ws:", "wss:"].includes(scheme)) {
-    throw new FlagError("server", `${ctx.where("server")}: must be an http(s):// or ws(s):// URL`);
+  if (!f.server) throw new FlagError("server", "--server is required (or TUNNEL_SERVER)");
+  const [server, ...servers] = f.server.split(",").map((u) => u.trim());
+  for (const url of [server, ...servers]) {
+    let scheme = "";
+    try {
+      scheme = new URL(url.includes("://") ? url : `http://${url}`).protocol;
+    } catch {
+      // Not a URL at all: refused just below with the same message as a wrong scheme.
+    }
+    if (!["http:", "https:", "ws:", "wss:"].includes(scheme)) {
+      throw new FlagError(
+        "server",
+        `${ctx.where("server")}: must be an http(s):// or ws(s):// URL`,
+      );
+    }
   }
   const identifier = f.identifier;
   if (!identifier) {
@@ -187,8 +195,8 @@ export function validate(
   // TLS itself follows the URL scheme (https/wss); these flags only say whom to trust and
   // which client certificate to present.
   const tls = tlsClientFromFlags(f);
-  if (tls && !/^(https|wss):/i.test(server)) {
+  if (tls && ![server, ...servers].every((u) => /^(https|wss):/i.test(u))) {
     throw new FlagError("tls-ca", "--tls-* flags need an https:// or wss:// --server");
   }
-  return { server, identifier, tcp, tls, proxy: proxyFromFlags(f) };
+  return { server, servers, identifier, tcp, tls, proxy: proxyFromFlags(f) };
 }

@@ -42,6 +42,7 @@ export async function constructTunnelClient(
     : undefined;
   const client = new TunnelClient({
     server: cfg.server,
+    servers: cfg.servers,
     identifier: cfg.identifier,
     local: flags.local,
     allowPorts: flags["allow-port"],
@@ -88,7 +89,7 @@ export async function constructTunnelClient(
     log.warn("the inspector is reachable beyond this machine: it shows request headers and bodies");
   }
   log.info("starting", {
-    server: cfg.server,
+    server: [cfg.server, ...cfg.servers].join(","),
     local: joinHostPort(flags.local.host, flags.local.port),
     tcp: cfg.tcp.length,
   });
