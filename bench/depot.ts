@@ -8,7 +8,10 @@
  * - bulk: one connection downloads `--bytes` (default 512 MiB), then one uploads as much,
  *   `--runs` times (default 2, best kept); MB/s and ratio to direct;
  * - set-up: `--seq` (default 500) sequential connect + 8-byte request + 1 KiB answer (ms each)
- *   and `--requests` (default 2000) of them with `--concurrency` (default 32) workers (req/s);
+ *   and `--requests` (default 2000) of them with `--concurrency` (default 32) workers (req/s),
+ *   `--rounds` times (default 3) with the paths interleaved, best kept; beside them the CPU
+ *   microseconds per connection of each process of the path during the concurrent phase
+ *   (whole process trees: sshd forks per session), median of the rounds;
  * - WAN set-up: the exit side (depot-local, or the `ssh -R` client) reaches the server side
  *   through a delay proxy adding `--rtt`/2 ms each way (default RTT 40 ms; netem is not
  *   available here), and `--wan-conns` (default 20) sequential SOCKS set-ups are timed, in
@@ -31,6 +34,7 @@ import {
   fixed,
   formatTable,
   freePort,
+  median,
   type Proc,
   ratio,
   type Route,
@@ -127,6 +131,7 @@ const flags = benchFlags({
     runs: 2,
     rtt: 40,
     "wan-conns": 20,
+    rounds: 3,
   },
   booleans: ["only-wan"],
 });
@@ -138,6 +143,7 @@ const concurrency = flags.concurrency;
 const bulkRuns = flags.runs;
 const wanRttMs = flags.rtt;
 const wanConns = flags["wan-conns"];
+const rounds = flags.rounds;
 /** Skip the loopback section (bulk and set-up) and measure only the WAN set-up. */
 const onlyWan = flags["only-wan"];
 
@@ -349,29 +355,43 @@ try {
     },
   ];
   const failed = { down: NaN, up: NaN, seqMs: NaN, rps: NaN, cpu: [], cpuOf: [] };
-  for (const { route: r, procs: costed, names } of onlyWan ? [] : paths) {
-    if (r.name.startsWith("OpenSSH") && sshError) {
-      rows.push({ name: r.name, ...failed, err: sshError });
-      continue;
-    }
-    try {
-      await smallExchange(r, smallBuffer()); // warm up (JIT, pools)
-      let down = 0, up = 0;
-      for (let i = 0; i < bulkRuns; i++) {
-        down = Math.max(down, await downloadMBps(r, bulkBytes));
-        up = Math.max(up, await uploadMBps(r, bulkBytes));
+  // The small-request phases run `--rounds` times, interleaving the paths so a burst of load
+  // from elsewhere does not land on one path only: best set-up time and rate, and the median
+  // CPU per connection of each process (steadier than either on a shared machine).
+  const cpuRounds: number[][][] = paths.map((p) => p.procs.map(() => []));
+  for (let round = 1; round <= (onlyWan ? 0 : rounds); round++) {
+    for (const [i, { route: r, procs: costed, names }] of paths.entries()) {
+      if (round === 1) {
+        if (r.name.startsWith("OpenSSH") && sshError) {
+          rows.push({ name: r.name, ...failed, err: sshError });
+          continue;
+        }
+        rows.push({ name: r.name, down: 0, up: 0, seqMs: Infinity, rps: 0, cpu: [], cpuOf: names });
       }
-      const seqMs = await sequentialMs(r, seqCount);
-      const { result: rps, usPerConn: cpu } = await cpuPerConn(
-        costed,
-        reqCount,
-        () => concurrentRps(r, reqCount, concurrency),
-      );
-      rows.push({ name: r.name, down, up, seqMs, rps, cpu, cpuOf: names });
-      console.error(`  measured ${r.name}`);
-    } catch (err) {
-      rows.push({ name: r.name, ...failed, err: String(err) });
-      console.error(`  ${r.name} failed: ${err}`);
+      const row = rows[i];
+      if (row.err) continue;
+      try {
+        if (round === 1) {
+          await smallExchange(r, smallBuffer()); // warm up (JIT, pools)
+          for (let k = 0; k < bulkRuns; k++) {
+            row.down = Math.max(row.down, await downloadMBps(r, bulkBytes));
+            row.up = Math.max(row.up, await uploadMBps(r, bulkBytes));
+          }
+        }
+        row.seqMs = Math.min(row.seqMs, await sequentialMs(r, seqCount));
+        const { result: rps, usPerConn } = await cpuPerConn(
+          costed,
+          reqCount,
+          () => concurrentRps(r, reqCount, concurrency),
+        );
+        row.rps = Math.max(row.rps, rps);
+        usPerConn.forEach((us, k) => cpuRounds[i][k].push(us));
+        row.cpu = cpuRounds[i].map(median);
+        console.error(`  round ${round}: measured ${r.name}`);
+      } catch (err) {
+        Object.assign(row, { ...failed, cpuOf: names, err: String(err) });
+        console.error(`  ${r.name} failed: ${err}`);
+      }
     }
   }
 
@@ -443,7 +463,8 @@ if (rows.length > 0) {
   console.log(
     `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
       `${bulkRuns}; ` +
-      `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests`,
+      `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests, ` +
+      `best of ${rounds} rounds (CPU: median)`,
   );
   console.log("");
   console.log(formatTable(
