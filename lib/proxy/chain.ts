@@ -19,6 +19,7 @@ import { socks5Connect, Socks5ReplyError } from "../socks5/mod.ts";
 import { type DialedConn, type Dialer, directDialer } from "./dialer.ts";
 import { dialViaProxy, proxyFor, type ProxySettings } from "../transport/mod.ts";
 import { LinkClient, type LinkClientOptions, LinkDialError } from "./link.ts";
+import { QuicLinkClient } from "./link_quic.ts";
 import type { Credentials, ForwardSpec } from "./url.ts";
 
 /** Options of {@linkcode socks5ChainDialer}. */
@@ -120,7 +121,7 @@ function hopDialer(
  * A link hop: the session is the LinkClient's (kept up in the background); a stream per
  * connection. The link being down is the hop's failure; the far node's refusal is the dest's.
  */
-function linkHopDialer(info: HopInfo, link: LinkClient): Dialer {
+function linkHopDialer(info: HopInfo, link: { dial: Dialer }): Dialer {
   const name = `hop ${info.index}/${info.of} ${info.display}`;
   return async (dest, signal) => {
     try {
@@ -247,6 +248,8 @@ export interface Chain {
   dial: Dialer;
   /** The link hops' clients (in hop order), for status and shutdown. */
   links: LinkClient[];
+  /** The quic:// hop's client, if the chain starts with one. */
+  quic?: QuicLinkClient;
   /** Close the link sessions. */
   close(): Promise<void>;
 }
@@ -281,10 +284,18 @@ export interface Chain {
 export function startChain(hops: readonly ForwardSpec[], opts: ChainOptions): Chain {
   let dial = opts.base;
   const links: LinkClient[] = [];
+  let quic: QuicLinkClient | undefined;
   hops.forEach((spec, i) => {
     const info = { index: i + 1, of: hops.length, display: spec.display };
     const via = dial;
-    if (spec.scheme === "link") {
+    if (spec.scheme === "quic") {
+      // QUIC runs over UDP from this host: it cannot ride the TCP streams of earlier hops.
+      if (i !== 0) throw new Error(`${spec.display}: a quic:// hop must be the first`);
+      if (!opts.link) throw new Error(`${spec.display}: a quic hop needs link options (token)`);
+      const { token, tls, log } = opts.link;
+      quic = new QuicLinkClient({ addr: spec.addr, token, tls, log });
+      dial = linkHopDialer(info, quic);
+    } else if (spec.scheme === "link") {
       if (!opts.link) throw new Error(`${spec.display}: a link hop needs link options (token)`);
       const link = new LinkClient({
         ...opts.link,
@@ -301,8 +312,9 @@ export function startChain(hops: readonly ForwardSpec[], opts: ChainOptions): Ch
   return {
     dial,
     links,
+    quic,
     close: async () => {
-      await Promise.all(links.map((l) => l.close()));
+      await Promise.all([...links.map((l) => l.close()), quic?.close()]);
     },
   };
 }

@@ -34,6 +34,7 @@ import {
   BufferedReader,
   closeQuietly,
   closeWriteQuietly,
+  type Duplex,
   errorMessage,
   type HostPort,
   joinHostPort,
@@ -91,7 +92,8 @@ export function encodeLinkRequest(dest: HostPort): Uint8Array {
   return out;
 }
 
-function encodeHello(token: string): Uint8Array {
+/** Encode a connection hello carrying `token`. */
+export function encodeHello(token: string): Uint8Array {
   const t = new TextEncoder().encode(token);
   const out = new Uint8Array(7 + t.length);
   out.set(linkMagic);
@@ -101,6 +103,59 @@ function encodeHello(token: string): Uint8Array {
   out.set(t, 7);
   return out;
 }
+
+/**
+ * Wait for the far node's one-byte result on a fresh link stream: the stream itself when it
+ * reached `dest`, else a {@linkcode LinkDialError} with the far node's reason. `abort` tears
+ * the stream down when `signal` fires. Shared by the TCP (mux) and QUIC links.
+ */
+export async function readLinkResult<S extends DialedConn>(
+  stream: S,
+  dest: HostPort,
+  signal: AbortSignal,
+  abort: () => void,
+): Promise<S> {
+  const one = new Uint8Array(1);
+  signal.addEventListener("abort", abort, { once: true });
+  let n: number | null;
+  try {
+    n = await stream.read(one);
+  } catch (err) {
+    if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
+    throw new NetError("other", `link stream failed: ${errorMessage(err)}`, { cause: err });
+  } finally {
+    signal.removeEventListener("abort", abort);
+  }
+  if (n === null) {
+    stream.close();
+    throw new NetError("other", "link: far node closed the stream without a result");
+  }
+  const result = resultCodes[one[0]] ?? "other";
+  if (result === "ok") return stream;
+  stream.close();
+  throw new LinkDialError(
+    result,
+    `far node: ${result} dialling ${joinHostPort(dest.host, dest.port)}`,
+  );
+}
+
+/** What a connection hello carried: the token, or a bad magic/version. */
+export type LinkHello = { ok: true; token: string } | { ok: false };
+
+/** Read a connection hello (magic, version, token) from `r`. */
+export async function readLinkHello(r: BufferedReader): Promise<LinkHello> {
+  const hello = await r.readExact(7);
+  const magicOk = hello[0] === linkMagic[0] && hello[1] === linkMagic[1] &&
+    hello[2] === linkMagic[2] && hello[3] === linkMagic[3];
+  if (!magicOk || hello[4] !== linkVersion) return { ok: false };
+  return {
+    ok: true,
+    token: new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6])),
+  };
+}
+
+/** Hello reply codes on the wire. */
+export const linkHelloReply = { ok: helloOk, badToken: helloBadToken, badVersion: helloBadVersion };
 
 /** Options of {@linkcode LinkClient}. */
 export interface LinkClientOptions {
@@ -208,29 +263,7 @@ export class LinkClient {
     } catch (err) {
       throw new NetError("other", `link: ${errorMessage(err)}`, { cause: err });
     }
-    const one = new Uint8Array(1);
-    const onAbort = () => stream.reset();
-    signal.addEventListener("abort", onAbort, { once: true });
-    let n: number | null;
-    try {
-      n = await stream.read(one);
-    } catch (err) {
-      if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
-      throw new NetError("other", `link stream failed: ${errorMessage(err)}`, { cause: err });
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-    }
-    if (n === null) {
-      stream.close();
-      throw new NetError("other", "link: far node closed the stream without a result");
-    }
-    const result = resultCodes[one[0]] ?? "other";
-    if (result === "ok") return stream;
-    stream.close();
-    throw new LinkDialError(
-      result,
-      `far node: ${result} dialling ${joinHostPort(dest.host, dest.port)}`,
-    );
+    return await readLinkResult(stream, dest, signal, () => stream.reset());
   };
 
   /** Stop redialling and close the session (its streams end). */
@@ -387,15 +420,13 @@ export function serveLink(
     listener,
     withTransport(carrier, async (conn, ctx) => {
       const r = new BufferedReader(conn);
-      const hello = await r.readExact(7);
-      const magicOk = hello[0] === linkMagic[0] && hello[1] === linkMagic[1] &&
-        hello[2] === linkMagic[2] && hello[3] === linkMagic[3];
-      if (!magicOk || hello[4] !== linkVersion) {
+      const hello = await readLinkHello(r);
+      if (!hello.ok) {
         await writeQuietly(conn, new Uint8Array([helloBadVersion]));
         ctx.log.warn("link hello: bad magic or version", { remote: ctx.remote });
         return;
       }
-      const token = new TextDecoder().decode(await r.readExact((hello[5] << 8) | hello[6]));
+      const token = hello.token;
       const tokenOk = await verifySecret(
         opts.authLimiter,
         ctx.remote,
@@ -432,8 +463,12 @@ export function serveLink(
   );
 }
 
-async function serveLinkStream(
-  s: Stream,
+/**
+ * Serve one link stream (TCP mux or QUIC): read its request, dial the destination with
+ * `opts.dialer`, answer the typed result, relay until both sides end.
+ */
+export async function serveLinkStream(
+  s: Duplex,
   opts: ServeLinkOptions,
   stop: AbortSignal,
   log: Logger,

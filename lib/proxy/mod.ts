@@ -18,4 +18,5 @@ export * from "./chain.ts";
 export * from "./http.ts";
 export * from "./seaprox.ts";
 export * from "./link.ts";
+export * from "./link_quic.ts";
 export * from "./metrics.ts";

@@ -46,7 +46,7 @@ export interface ListenerSpec {
  * through — a SOCKS5 proxy, an HTTP CONNECT proxy or a seaprox link.
  */
 export interface ForwardSpec {
-  scheme: "socks5" | "http" | "link";
+  scheme: "socks5" | "http" | "link" | "quic";
   addr: HostPort;
   /** Credentials for the hop (SOCKS5 RFC 1929, HTTP Proxy-Authorization; none for link). */
   auth?: Credentials;
@@ -295,12 +295,14 @@ const forwardSchemes: Readonly<Record<string, ForwardSpec["scheme"]>> = {
   socks5h: "socks5",
   http: "http",
   link: "link",
+  quic: "quic",
 };
 
 /**
  * Parse a `--forward` URL: `socks5://[user:pass@]host:port` (`socks5h` is a synonym: names
  * are always resolved by the upstream), `http://[user:pass@]host:port` (HTTP CONNECT) or
- * `link://host:port` (a seaprox link; its token is the service's).
+ * `link://host:port` (a seaprox link; its token is the service's) or `quic://host:port` (the
+ * seaprox link over QUIC; a first hop only).
  *
  * @throws {ProxyUrlError} as {@linkcode parseListenUrl}.
  */
@@ -311,13 +313,13 @@ export function parseForwardUrl(s: string): ForwardSpec {
     throw new ProxyUrlError(
       "bad-scheme",
       `unsupported upstream scheme "${raw.scheme}" in ${redact(s)} ` +
-        `(want socks5://, http:// or link://host:port)`,
+        `(want socks5://, http://, link:// or quic://host:port)`,
     );
   }
   if ([...raw.query.keys()].length > 0) {
     throw new ProxyUrlError("bad-option", `upstream URL takes no options: ${redact(s)}`);
   }
-  if (scheme === "link" && raw.auth) {
+  if ((scheme === "link" || scheme === "quic") && raw.auth) {
     throw new ProxyUrlError(
       "bad-credentials",
       `link hop takes no credentials (it uses the link token): ${redact(s)}`,

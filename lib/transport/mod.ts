@@ -14,3 +14,4 @@ export * from "./upgrade.ts";
 export * from "./tls.ts";
 export * from "./websocket.ts";
 export * from "./ws_adapter.ts";
+export * from "./quic.ts";

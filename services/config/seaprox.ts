@@ -15,7 +15,13 @@ import {
   tlsServerFromFlags,
   transportFlags,
 } from "../../lib/cli_security.ts";
-import type { ProxySettings, TlsClientConfig, TlsServerConfig } from "../../lib/transport/mod.ts";
+import {
+  type ProxySettings,
+  quicAvailable,
+  QuicUnavailableError,
+  type TlsClientConfig,
+  type TlsServerConfig,
+} from "../../lib/transport/mod.ts";
 import { Acl, errorMessage, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
 import {
   type ForwardSpec,
@@ -49,6 +55,7 @@ export const command = {
         "http://[user:pass@]host:port | redir://host:port (transparent: connections an iptables " +
         "REDIRECT rule sent here go to their original destination; needs --allow-ffi) | " +
         "link://host:port (accept seaprox links; restart to change) | " +
+        "quic://host:port (seaprox links over QUIC/UDP: needs --tls-cert and --unstable-net) | " +
         "udp://host:port?to=host:port[&max-flows=N] (a UDP forward; restart to change); " +
         "?proxy-protocol=1 on any of the first three takes a PROXY header from --proxy-protocol-from",
     },
@@ -58,7 +65,8 @@ export const command = {
       arg: "url",
       env: "SEAPROX_VIA",
       help:
-        "carry every outgoing connection over a seaprox link to that node (link://host:port); " +
+        "carry every outgoing connection over a seaprox link to that node (link://host:port, or " +
+        "quic://host:port over QUIC: first hop only, needs --unstable-net); " +
         "takes the same hops as --forward",
     },
     "link-token": {
@@ -143,13 +151,16 @@ export const command = {
 } as const;
 
 const isLink = (url: string) => url.startsWith("link://");
-/** `link://host:port` → its address; the link scheme is served here, not by startSeaprox. */
-function linkAddr(url: string, flag: string): HostPort {
+const isQuic = (url: string) => url.startsWith("quic://");
+/**
+ * `link://host:port` / `quic://host:port` → its address; link schemes are served here, not
+ * by startSeaprox.
+ */
+function linkAddr(url: string, flag: string, scheme = "link"): HostPort {
   try {
-    if (!isLink(url)) throw new Error();
-    return parseHostPort(url.slice("link://".length).replace(/\/$/, ""));
+    return parseHostPort(url.slice(`${scheme}://`.length).replace(/\/$/, ""));
   } catch {
-    throw new FlagError(flag, `--${flag}: not link://host:port: ${url}`);
+    throw new FlagError(flag, `--${flag}: not ${scheme}://host:port: ${url}`);
   }
 }
 
@@ -161,6 +172,8 @@ export interface SeaproxServiceConfig {
   linkListens: HostPort[];
   /** The `udp://` static UDP forwards (restart to change). */
   udpListens: UdpListenerSpec[];
+  /** `quic://` listeners (the link over QUIC). */
+  quicListens: HostPort[];
   /** The upstream chain (`--forward` or `--via` hops, in order); empty: dial directly. */
   hops: ForwardSpec[];
   tlsServer?: TlsServerConfig;
@@ -178,7 +191,13 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
   if (f.listen.length === 0) {
     throw new FlagError("listen", "at least one --listen URL is required (see --help)");
   }
-  const urls = f.listen.filter((u) => !isLink(u) && !isUdpListenUrl(u));
+  if ([...f.listen, ...f.via, ...f.forward].some(isQuic) && !quicAvailable()) {
+    throw new FlagError(
+      f.listen.some(isQuic) ? "listen" : "via",
+      new QuicUnavailableError().message,
+    );
+  }
+  const urls = f.listen.filter((u) => !isLink(u) && !isQuic(u) && !isUdpListenUrl(u));
   const listeners = urls.map(parseListenUrl);
   for (const spec of listeners) {
     const problem = openProxyProblem(spec, f["allow-open"]) ?? listenerUnavailable(spec);
@@ -186,11 +205,12 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
   }
   const linkListens = f.listen.filter(isLink).map((u) => linkAddr(u, "listen"));
   const udpListens = f.listen.filter(isUdpListenUrl).map(parseUdpListenUrl);
+  const quicListens = f.listen.filter(isQuic).map((u) => linkAddr(u, "listen", "quic"));
   if (f.via.length > 0 && f.forward.length > 0) {
     throw new FlagError("via", "give the chain with --forward or --via, not both (order matters)");
   }
   const hops = (f.via.length > 0 ? f.via : f.forward).map(parseForwardUrl);
-  const viaLink = hops.some((h) => h.scheme === "link");
+  const viaLink = hops.some((h) => h.scheme === "link" || h.scheme === "quic");
   if (udpListens.length > 0 && hops.length > 0) {
     throw new FlagError(
       "listen",
@@ -198,10 +218,10 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     );
   }
   const tlsServer = tlsServerFromFlags(f), tlsClient = tlsClientFromFlags(f);
-  if (tlsServer && linkListens.length === 0) {
-    throw new FlagError("tls-cert", "--tls-cert is for link:// listeners");
+  if (tlsServer && linkListens.length === 0 && quicListens.length === 0) {
+    throw new FlagError("tls-cert", "--tls-cert is for link:// and quic:// listeners");
   }
-  if (tlsClient && hops[0]?.scheme !== "link") {
+  if (tlsClient && hops[0]?.scheme !== "link" && hops[0]?.scheme !== "quic") {
     throw new FlagError("tls", "--tls/--tls-ca/--tls-client-cert are for a first hop link://");
   }
   if ((linkListens.length > 0 || viaLink) && !f["link-token"]) {
@@ -210,6 +230,7 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
       "--link-token (or SEAPROX_LINK_TOKEN) is required with link:// listeners or hops",
     );
   }
+  checkQuic(quicListens.length > 0, hops, tlsServer);
   if (f["prefer-ipv6"] && f["prefer-ipv4"]) {
     throw new FlagError("prefer-ipv4", "--prefer-ipv6 and --prefer-ipv4 are exclusive");
   }
@@ -225,6 +246,7 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     listeners,
     linkListens,
     udpListens,
+    quicListens,
     hops,
     proxy: proxyFromFlags(f),
     tlsServer,
@@ -233,4 +255,26 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     proxyProtocolFrom: ppFrom.length > 0 ? ppFrom : undefined,
     prefer: f["prefer-ipv4"] ? "ipv4" : "ipv6",
   };
+}
+
+/** quic:// needs a certificate (no client CA: Deno's QUIC cannot check one); a quic hop comes first. */
+function checkQuic(
+  listens: boolean,
+  hops: readonly ForwardSpec[],
+  tlsServer: TlsServerConfig | undefined,
+): void {
+  const hop = hops.findIndex((h) => h.scheme === "quic");
+  if (!listens && hop < 0) return;
+  const flag = listens ? "listen" : "via";
+  if (hop > 0) throw new FlagError(flag, "a quic:// hop must be the first of the chain");
+  if (listens && !tlsServer) {
+    throw new FlagError("tls-cert", "quic:// listeners need --tls-cert/--tls-key (QUIC is TLS)");
+  }
+  if (listens && tlsServer?.ca) {
+    throw new FlagError(
+      "tls-client-ca",
+      "--tls-client-ca cannot apply to quic:// (Deno's QUIC has no client certificates; " +
+        "the link token authenticates the dialler)",
+    );
+  }
 }

@@ -5,14 +5,17 @@
  */
 
 import type { Logger } from "../../lib/log.ts";
+import { listenQuic } from "../../lib/transport/mod.ts";
 import { listenLink } from "../../lib/cli_security.ts";
 import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../../lib/net/mod.ts";
 import {
   dialerFor,
+  quicLinkAlpn,
   type Seaprox,
   seaproxChain,
   SeaproxStats,
   serveLink,
+  serveQuicLink,
   startSeaprox,
 } from "../../lib/proxy/mod.ts";
 import {
@@ -56,7 +59,9 @@ export async function constructSeaprox(
       token: flags["link-token"] ?? "",
       tls: cfg.tlsClient,
       transport: flags.transport,
-      log: log.child({ link: cfg.hops.find((h) => h.scheme === "link")?.display }),
+      log: log.child({
+        link: cfg.hops.find((h) => h.scheme === "link" || h.scheme === "quic")?.display,
+      }),
     },
   });
   const stats = new SeaproxStats();
@@ -128,6 +133,24 @@ export async function constructSeaprox(
       maxFlows: fwd.flows.maxFlows,
       idleTimeoutMs: fwd.flows.idleTimeoutMs,
     });
+  }
+  for (const addr of cfg.quicListens) {
+    const ep = await bind(
+      "quic link listener",
+      addr,
+      () => listenQuic(addr, cfg.tlsServer!, { alpn: quicLinkAlpn }),
+    );
+    log.info("listening", { name: "quic", addr: formatAddr(ep.addr), tls: "server" });
+    links.push(serveQuicLink(ep, {
+      maxConns: shared.maxConns,
+      dialTimeoutMs: shared.dialTimeoutMs,
+      handshakeTimeoutMs: flags["handshake-timeout"],
+      token: flags["link-token"]!,
+      authLimiter: linkLimiter,
+      dialer: dialerFor({ ...shared, listeners: [] }),
+      idleTimeoutMs: flags["idle-timeout"],
+      log: log.child({ listener: "quic" }),
+    }));
   }
   const status = { proxy, links, stats, maxConns: flags["max-conns"], startedMs: Date.now() };
   const metrics = await observeAt(bind, "metrics", flags.metrics, {
