@@ -93,7 +93,7 @@ export function encodeLinkRequest(dest: HostPort): Uint8Array {
 }
 
 /** Encode a connection hello carrying `token`. */
-export function encodeHello(token: string): Uint8Array {
+export function encodeLinkHello(token: string): Uint8Array {
   const t = new TextEncoder().encode(token);
   const out = new Uint8Array(7 + t.length);
   out.set(linkMagic);
@@ -355,7 +355,7 @@ export class LinkClient {
       const onAbort = () => closeQuietly(conn);
       signal.addEventListener("abort", onAbort, { once: true });
       try {
-        await writeAll(conn, encodeHello(this.#opts.token));
+        await writeAll(conn, encodeLinkHello(this.#opts.token));
         const r = new BufferedReader(conn);
         const status = await r.readByte();
         if (status === helloBadToken) throw new NetError("not-allowed", "link token rejected");

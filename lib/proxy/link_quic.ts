@@ -37,7 +37,7 @@ import {
   writeAll,
   writeQuietly,
 } from "../net/mod.ts";
-import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
+import { verifySecret } from "../net/ratelimit.ts";
 import {
   connectQuic,
   quicAddr,
@@ -47,7 +47,7 @@ import {
 } from "../transport/mod.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 import {
-  encodeHello,
+  encodeLinkHello,
   encodeLinkRequest,
   linkHelloReply,
   readLinkHello,
@@ -192,7 +192,7 @@ export class QuicLinkClient {
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       const hello = new QuicStreamConn(await conn.createBidirectionalStream());
-      await writeAll(hello, encodeHello(this.#opts.token));
+      await writeAll(hello, encodeLinkHello(this.#opts.token));
       await hello.closeWrite();
       const status = await new BufferedReader(hello, 16).readByte().catch(async (err) => {
         // A refused hello closes the connection: its close code says why.
