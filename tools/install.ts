@@ -47,11 +47,13 @@ export const serviceEnv: Record<ServiceName, string[]> = {
 };
 
 /**
- * The Deno permission flags of `name`. `read` lists the paths it may read (config, secret
+ * The Deno permission flags of `name` (and `--unstable-net` for seaprox's QUIC). `read` lists the paths it may read (config, secret
  * and certificate files); undefined lets it read any file the user names.
  */
 export function servicePermissions(name: ServiceName, read?: string[]): string[] {
   return [
+    // seaprox's quic:// links use Deno's QUIC, unstable in Deno 2.9.6.
+    ...(name === "seaprox" ? ["--unstable-net"] : []),
     "--allow-net",
     `--allow-env=${serviceEnv[name].join(",")}`,
     read ? `--allow-read=${read.join(",")}` : "--allow-read",
