@@ -84,6 +84,17 @@ Deno.test("redis registry: shared hosts, digests only, leases across instances",
     assertEquals((await b.getClient("other-identifier"))?.instance, "a");
     assertEquals((await b.listClients()).map((c) => c.clientId), [7]);
     assertEquals((await a.instances()).map((i) => i.name).sort(), ["a", "b"]);
+    // The client reconnects to B while A's old session is still timing out: A's heartbeat
+    // does not take the lease back.
+    await b.setClient("other-identifier", rec(8));
+    const holders = new Set<string | undefined>();
+    for (const end = Date.now() + leaseMs * 2; Date.now() < end;) {
+      holders.add((await a.getClient("other-identifier"))?.instance);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals([...holders], ["b"]);
+    await b.setClient("other-identifier", undefined);
+    await a.setClient("other-identifier", rec(7));
     // B cannot release A's lease; A can.
     await b.setClient("other-identifier", undefined);
     assertEquals((await b.getClient("other-identifier"))?.instance, "a");

@@ -107,6 +107,13 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HINCRBY', KEYS[2], prev, -1) <= 0 then redis.call('HDEL', KEYS[2], prev) end
 return 1`;
 
+// A lease is refreshed only while it is ours (or gone, after a Redis restart): a client that
+// reconnected to another instance keeps its new lease while our old session times out.
+const refreshScript = `local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur).instance ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`;
+
 /** A {@linkcode Registry} in Redis, shared by the instances of a tunnel-server cluster. */
 export class RedisRegistry implements Registry {
   /** This instance's name (in every ClientRecord it writes). */
@@ -188,7 +195,15 @@ export class RedisRegistry implements Registry {
         }
       }
       for (const [d, rec] of this.#held) {
-        await c.set(this.#key(`client:${d}`), JSON.stringify(rec), px);
+        const kept = await c.eval(refreshScript, {
+          keys: [this.#key(`client:${d}`)],
+          arguments: [JSON.stringify(rec), String(this.#leaseMs), this.instance],
+        });
+        if (kept !== 1) {
+          // Another instance registered this client since (it reconnected there): its lease.
+          this.#held.delete(d);
+          this.#log.info("client now held by another instance", { client: d.slice(0, 12) });
+        }
       }
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
     } catch (err) {
