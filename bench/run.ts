@@ -24,7 +24,7 @@ for (const area of wanted) {
   }
   console.log(`\n## ${area}\n`);
   const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${here}${area}.ts`],
+    args: ["run", "-A", "--unstable-net", `${here}${area}.ts`], // quic.ts: Deno QUIC
     stdout: "inherit",
     stderr: "inherit",
   }).output();
