@@ -17,22 +17,45 @@ const encoder = new TextEncoder();
 export const minSecretChars = 8;
 
 /**
+ * Secrets up to this many bytes are compared over exactly this many (zero-padded), so the
+ * work does not depend on where they differ nor on their lengths; longer ones are hashed.
+ */
+const paddedCompareBytes = 1024;
+const padA = new Uint8Array(paddedCompareBytes);
+const padB = new Uint8Array(paddedCompareBytes);
+
+/**
  * Whether `a` equals `b`, in time independent of where they differ and of their lengths.
  *
- * Both sides are hashed with SHA-256 first, so the comparison always runs over 32 bytes
- * and a length mismatch leaks nothing either.
+ * Both sides are copied into zero-padded 1 KiB buffers and compared over all of them (their
+ * lengths folded into the result), so a length mismatch leaks nothing either. Longer inputs
+ * are hashed with SHA-256 first, as every comparison was before: two node:crypto hashes cost
+ * ~25 µs per call here, a share of a short connection's set-up; the padded loop ~1 µs.
  *
  * @example
  * ```ts
  * import { timingSafeEqual } from "./secret.ts";
  * console.assert(timingSafeEqual("s3cret", "s3cret"));
  * console.assert(!timingSafeEqual("s3cret", "s3cre"));
+ * console.assert(!timingSafeEqual("s3cret", "s3cret\0"));
  * ```
  */
 export function timingSafeEqual(a: string | Uint8Array, b: string | Uint8Array): boolean {
-  const ha = createHash("sha256").update(typeof a === "string" ? encoder.encode(a) : a).digest();
-  const hb = createHash("sha256").update(typeof b === "string" ? encoder.encode(b) : b).digest();
-  return nodeTimingSafeEqual(ha, hb);
+  const ba = typeof a === "string" ? encoder.encode(a) : a;
+  const bb = typeof b === "string" ? encoder.encode(b) : b;
+  if (ba.length > paddedCompareBytes || bb.length > paddedCompareBytes) {
+    const ha = createHash("sha256").update(ba).digest();
+    const hb = createHash("sha256").update(bb).digest();
+    return nodeTimingSafeEqual(ha, hb);
+  }
+  padA.set(ba);
+  padB.set(bb);
+  let diff = ba.length ^ bb.length;
+  for (let i = 0; i < paddedCompareBytes; i++) diff |= padA[i] ^ padB[i];
+  // Zeroed again at once: no secret lingers here, and the next call starts from zeros.
+  padA.fill(0);
+  padB.fill(0);
+  return diff === 0;
 }
 
 /**
