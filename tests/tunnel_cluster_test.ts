@@ -112,6 +112,9 @@ Deno.test("tunnel cluster: a request to the instance that does not hold the clie
         "300ms",
         "--host",
         `app.test=${id}`,
+        // Deno's WebSocket sends Host from the URL: this name lets it reach the app.
+        "--host",
+        `127.0.0.1=${id}`,
       ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: token } });
       procs.push(p);
       return portOf(p.addrs.get("http")!);
@@ -158,6 +161,24 @@ Deno.test("tunnel cluster: a request to the instance that does not hold the clie
       `http://127.0.0.1:${portB}/sha256`,
     ]);
     assertEquals(JSON.parse(up.stdout), { sha256: sha256(body), bytes: body.length });
+    // A WebSocket through B: the upgrade and every message go over the link both ways.
+    const ws = new WebSocket(`ws://127.0.0.1:${portB}/ws`);
+    ws.binaryType = "arraybuffer";
+    const big = body.subarray(0, 1024 * 1024 + 3);
+    const echoed = await new Promise<string[]>((resolve, reject) => {
+      const got: string[] = [];
+      ws.onopen = () => {
+        ws.send("hello over the link");
+        ws.send(big);
+      };
+      ws.onmessage = (e) => {
+        got.push(typeof e.data === "string" ? e.data : sha256(new Uint8Array(e.data)));
+        if (got.length === 2) ws.close();
+      };
+      ws.onclose = () => resolve(got);
+      ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
+    });
+    assertEquals(echoed, ["hello over the link", sha256(big)]);
     // A wrong token gets no link: B's instance record is real, the token is not.
     const bad = await startService("tunnel-server.ts", [
       "--listen",
