@@ -224,7 +224,11 @@ export class ClusterLinks {
     const links = [...this.#links.values()];
     this.#links.clear();
     this.#remote.clear();
-    for (const p of links) await p.then((s) => s.close(), () => {});
+    for (const p of links) {
+      await p.then((s) => s.close(), () => {
+        // That link never came up: nothing to close.
+      });
+    }
     await this.#listener?.stop(0);
   }
 }
