@@ -3,14 +3,15 @@
  * (`--via quic://`) reaches node B (`--listen quic://`, certificate from the test PKI) and
  * curl through A's SOCKS5 listener moves 8 MiB down and 8 MiB up byte-exact; a raw client
  * sends 8 MiB, half-closes, and gets 8 MiB back that the origin sends only after our FIN;
- * eight streams at once; a stream nobody reads does not stop another from moving 8 MiB; a
+ * eight streams at once; a stream nobody reads (64 MiB held back by flow control, its source
+ * still blocked) does not stop another from moving 8 MiB; a
  * wrong token is refused with a log line on both ends; started without --unstable-net, a
  * quic:// flag ends the process with one line.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { concat } from "./_socks5.ts";
-import { blockSourceServer, portFor, rawServer } from "./_seaprox.ts";
+import { portFor, rawServer } from "./_seaprox.ts";
 import { makePki } from "./_tls.ts";
 import {
   blockStream,
@@ -55,7 +56,17 @@ async function curl(socksPort: number, args: string[]): Promise<string> {
 Deno.test("seaprox quic link: curl 8 MiB each way, half-close, 8 streams, slow stream, bad token", async () => {
   const pki = await makePki();
   const origin = startOrigin();
-  const slowSource = blockSourceServer(total, 9);
+  // 64 MiB for the stream nobody reads: more than every buffer and window on its path holds,
+  // so its source is still held back (by flow control) when the other stream has finished.
+  const slowTotal = 64 * mib;
+  let slowSent = 0;
+  const slowSource = rawServer(async (c) => {
+    for (const chunk of blockStream(slowTotal, 9)) {
+      await writeAll(c, chunk);
+      slowSent += chunk.length;
+    }
+    await c.closeWrite();
+  });
   // Reads the client's bytes to EOF (hashing them), and only then answers 8 MiB and FIN.
   const received: { bytes: number; sha256: string }[] = [];
   const afterEof = rawServer(async (c) => {
@@ -136,8 +147,12 @@ Deno.test("seaprox quic link: curl 8 MiB each way, half-close, 8 streams, slow s
       "| sha256sum",
     ]);
     assertEquals(fast.split(" ")[0], blockStreamSha256(total, 11));
+    assert(slowSent < slowTotal, `the unread stream was not held back: ${slowSent} sent`);
     // The stalled one then completes, byte-exact.
-    assertEquals(await drainHash(slow.conn), { bytes: total, sha256: blockStreamSha256(total, 9) });
+    assertEquals(await drainHash(slow.conn), {
+      bytes: slowTotal,
+      sha256: blockStreamSha256(slowTotal, 9),
+    });
     closeQuietly(slow.conn);
 
     // Wrong token: refused on both ends with a clear line; B keeps serving the good node.
