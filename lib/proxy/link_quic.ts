@@ -40,6 +40,7 @@ import {
 import { verifySecret } from "../net/ratelimit.ts";
 import {
   connectQuic,
+  openQuicStream,
   quicAddr,
   type QuicServerEndpoint,
   QuicStreamConn,
@@ -109,11 +110,13 @@ export class QuicLinkClient {
   /** The Dialer: one QUIC stream per connection, the far node dials `dest`. */
   readonly dial: Dialer = async (dest: HostPort, signal: AbortSignal): Promise<DialedConn> => {
     const conn = await this.#waitConn(signal);
-    let s: QuicStreamConn;
+    let s: QuicStreamConn | undefined;
     try {
-      s = new QuicStreamConn(await conn.createBidirectionalStream({ waitUntilAvailable: true }));
+      s = await openQuicStream(conn, signal);
       await writeAll(s, encodeLinkRequest(dest));
     } catch (err) {
+      closeQuietly(s);
+      if (signal.aborted) throw new NetError("aborted", "dial aborted", { cause: err });
       throw new NetError("other", `quic link: ${errorMessage(err)}`, { cause: err });
     }
     return await readLinkResult(s, dest, signal, () => s.close());
@@ -251,7 +254,7 @@ export function serveQuicLink(ep: QuicServerEndpoint, opts: ServeQuicLinkOptions
     try {
       conn = await incoming.accept();
     } catch (err) {
-      log.debug("quic handshake failed", { error: errorMessage(err) });
+      log.warn("quic handshake failed", { error: errorMessage(err) });
       return;
     }
     const remote = formatAddr(quicAddr(conn.remoteAddr));

@@ -58,8 +58,8 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
             s.server.stats.rejected,
           ]),
           ...src.links.map((s) => [
-            "link",
-            "link://",
+            s.name === "quic-link" ? "quic" : "link",
+            s.name === "quic-link" ? "quic://" : "link://",
             formatAddr(s.addr),
             s.stats.active,
             s.stats.total,

@@ -134,6 +134,41 @@ export async function connectQuic(
     alpnProtocols: [opts.alpn],
     zeroRtt: false,
   });
+  try {
+    return await untilAborted(dialing, signal, (c) => c.close());
+  } catch (err) {
+    if (signal.aborted) {
+      throw new NetError("timeout", `quic connect to ${addr.host}:${addr.port} timed out`, {
+        cause: err,
+      });
+    }
+    throw new NetError("other", `quic connect: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+/**
+ * Open a bidirectional stream on `conn`, waiting for stream credit (the peer's limit of open
+ * streams) until `signal` fires; then rejects with the signal's reason.
+ */
+export async function openQuicStream(
+  conn: Deno.QuicConn,
+  signal: AbortSignal,
+): Promise<QuicStreamConn> {
+  const opening = conn.createBidirectionalStream({ waitUntilAvailable: true });
+  return new QuicStreamConn(
+    await untilAborted(opening, signal, (s) => new QuicStreamConn(s).close()),
+  );
+}
+
+/**
+ * `p`, or a rejection with `signal`'s reason when it fires first; what `p` yields after that
+ * is handed to `discard` (a connection or stream nobody will use).
+ */
+async function untilAborted<T>(
+  p: Promise<T>,
+  signal: AbortSignal,
+  discard: (v: T) => void,
+): Promise<T> {
   let onAbort!: () => void;
   const aborted = new Promise<never>((_, reject) => {
     onAbort = () => reject(signal.reason);
@@ -141,17 +176,10 @@ export async function connectQuic(
     else signal.addEventListener("abort", onAbort, { once: true });
   });
   try {
-    const conn = await Promise.race([dialing, aborted]);
-    return conn;
+    return await Promise.race([p, aborted]);
   } catch (err) {
-    // A connection finishing after the deadline is closed as soon as it exists.
-    dialing.then((c) => c.close(), () => {/* failed anyway: nothing to close */});
-    if (signal.aborted) {
-      throw new NetError("timeout", `quic connect to ${addr.host}:${addr.port} timed out`, {
-        cause: err,
-      });
-    }
-    throw new NetError("other", `quic connect: ${errorMessage(err)}`, { cause: err });
+    if (signal.aborted) p.then(discard, () => {/* failed anyway: nothing to discard */});
+    throw err;
   } finally {
     signal.removeEventListener("abort", onAbort);
     aborted.catch(() => {/* only raced above */});
