@@ -20,7 +20,7 @@ interface Running {
   drained: Promise<void>;
 }
 
-async function spawnRedis(port: number, dir: string): Promise<Running> {
+async function spawnRedis(port: number, dir: string, password?: string): Promise<Running> {
   const child = new Deno.Command("redis-server", {
     args: [
       "--port",
@@ -33,6 +33,7 @@ async function spawnRedis(port: number, dir: string): Promise<Running> {
       "no",
       "--dir",
       dir,
+      ...(password ? ["--requirepass", password] : []),
     ],
     stdout: "piped",
     stderr: "null",
@@ -52,11 +53,14 @@ async function spawnRedis(port: number, dir: string): Promise<Running> {
   return { child, drained };
 }
 
-/** Start redis-server on a free loopback port (`--save '' --appendonly no`). */
-export async function startRedis(): Promise<TestRedis> {
+/**
+ * Start redis-server on a free loopback port (`--save '' --appendonly no`), with
+ * `--requirepass` when `password` is given (then `url` carries it).
+ */
+export async function startRedis(password?: string): Promise<TestRedis> {
   const dir = await Deno.makeTempDir({ prefix: "warren-redis-" });
   const port = freePort();
-  let running: Running | undefined = await spawnRedis(port, dir);
+  let running: Running | undefined = await spawnRedis(port, dir, password);
   const kill = async () => {
     if (!running) return;
     running.child.kill("SIGKILL");
@@ -66,11 +70,11 @@ export async function startRedis(): Promise<TestRedis> {
   };
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `redis://${password ? `:${password}@` : ""}127.0.0.1:${port}`,
     down: kill,
     up: async () => {
       await kill();
-      running = await spawnRedis(port, dir);
+      running = await spawnRedis(port, dir, password);
     },
     stop: async () => {
       await kill();

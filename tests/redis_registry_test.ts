@@ -197,3 +197,28 @@ Deno.test("redis registry: an unreachable Redis at start is a typed error", asyn
   await redis.stop();
   await unavailable(() => RedisRegistry.connect({ url: redis.url, leaseMs }));
 });
+
+Deno.test("redis registry: a password-protected Redis (redis://:password@host:port/db)", async () => {
+  const redis = await startRedis("redis-pass-0001");
+  try {
+    await unavailable(() =>
+      RedisRegistry.connect({ url: redis.url.replace("redis-pass-0001", "wrong-pass"), leaseMs })
+    );
+    await unavailable(() =>
+      RedisRegistry.connect({ url: redis.url.replace(":redis-pass-0001@", ""), leaseMs })
+    );
+    const a = await RedisRegistry.connect({ url: `${redis.url}/3`, instance: "a", leaseMs });
+    const b = await RedisRegistry.connect({ url: redis.url, instance: "b", leaseMs });
+    try {
+      await a.addHost("app.example.com", "id-in-db-3");
+      assertEquals(await a.isKnown("id-in-db-3"), true);
+      // Database 0 is another namespace.
+      assertEquals(await b.lookup("app.example.com"), undefined);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    await redis.stop();
+  }
+});
