@@ -277,8 +277,9 @@ Deno.test("tunnel cluster: kill -9 of the instance holding the client: it moves 
     const gapMs = failed > 0 ? lastFailAt - killedAt : 0;
     const kinds = [...new Set(outcomes)].join(",");
     console.log(`kill -9 under load: ${ok} served, ${failed} failed (${kinds}) over ${gapMs} ms`);
-    // Only the gap until the client reconnected failed: 502s from B, nothing else.
-    assert(outcomes.every((o) => o === "502"), outcomes.join(","));
+    // Only the gap until the client reconnected failed: 502s from B, and at most the one
+    // request in flight on A when it died cut otherwise (the load is sequential).
+    assert(outcomes.filter((o) => o !== "502").length <= 1, outcomes.join(","));
     await until("the lease moved", async () => {
       const now = (await watcher.getClient(id))?.instance;
       return now !== undefined && now !== before;
