@@ -165,7 +165,7 @@ Deno.test("hostile fusion: a peer sending sequence numbers out of bounds is cut,
     assertEquals([huge.status, huge.reset], [WelcomeStatus.ok, ResetCode.protocol]);
     const cuts = lines.filter((l) => l.includes("peer broke the sequence bounds"));
     assertEquals(cuts.length, 3, lines.join("\n"));
-    assert(cuts.every((l) => /reason=seq-too-far/.test(l)), cuts.join("\n"));
+    assert(cuts.every((l) => /failure=seq-too-far/.test(l)), cuts.join("\n"));
     for (let i = 0; i < 500 && server.sessions.size > 0; i++) await sleep(10);
     assertEquals(server.sessions.size, 0);
 

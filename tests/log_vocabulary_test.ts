@@ -2,7 +2,7 @@
  * Every line each service writes during a scripted scenario (traffic through all seven, a
  * refused SOCKS handshake at seaprox, a wrong SOCKS password at depot-server) parses, in
  * logfmt and in JSON (`--log-format json`): ts, level, svc and msg on every line, no
- * placeholder values, no retired keys (bytesIn, durationMs …); every line with byte counts
+ * placeholder values, no retired keys (bytesIn, durationMs, reason …); every line with byte counts
  * carries the one vocabulary (up, down, ms, end); each service writes its one line per
  * relayed connection or request, and the SOCKS authentication failure names the source
  * address and never the password.
@@ -18,7 +18,16 @@ type Format = "logfmt" | "json";
 type Record = { [key: string]: string | number | boolean };
 
 /** Keys the one vocabulary replaced (up, down, ms, end, failure, remote, dest). */
-const retiredKeys = ["bytesIn", "bytesOut", "bytesUp", "bytesDown", "durationMs", "connectedMs"];
+/** `reason` too: a failure word is `failure=`, an end cause `end=` (metric labels may say reason). */
+const retiredKeys = [
+  "bytesIn",
+  "bytesOut",
+  "bytesUp",
+  "bytesDown",
+  "durationMs",
+  "connectedMs",
+  "reason",
+];
 const password = "right-socks-password";
 const wrongPassword = "wrong-socks-password";
 

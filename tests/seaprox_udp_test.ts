@@ -121,7 +121,7 @@ Deno.test("seaprox udp: only the client's datagrams, no fragments, ACL on every 
     await until(() => answers.length === 1);
     assertEquals(answers, [`127.0.0.2:${echo.addr.port} allowed`]);
     const drops = (reason: string) =>
-      lines.filter((l) => l.includes("udp datagram dropped") && l.includes(`reason=${reason}`));
+      lines.filter((l) => l.includes("udp datagram dropped") && l.includes(`failure=${reason}`));
     await until(() => drops("wrong-source").length === 1);
     assertEquals(drops("fragmented").length, 1);
     assertEquals(drops("malformed").length, 1);
@@ -186,7 +186,7 @@ Deno.test("seaprox udp: an answer too big to wrap for the client is counted, the
     client.onMessage = (d) => void got.push(decodeSocks5Udp(d).data.length);
     const enc = new TextEncoder();
     await client.send(encodeSocks5Udp(dest.addr, enc.encode("big")), a.relay);
-    await until(() => lines.some((l) => l.includes("reason=too-big")));
+    await until(() => lines.some((l) => l.includes("failure=too-big")));
     await client.send(encodeSocks5Udp(dest.addr, enc.encode("small")), a.relay);
     await until(() => got.length === 1);
     assertEquals(got, [5]);

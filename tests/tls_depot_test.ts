@@ -81,15 +81,15 @@ Deno.test("depot TLS: mutual TLS control and tunnels; wrong CA, no cert, plainte
       `--tls-client-key=${pki.clientKey}`,
     ], /unknown-ca/);
     procs.push(wrongCa);
-    await server.waitFor(/msg="tls handshake failed".*reason=peer-rejected/);
+    await server.waitFor(/msg="tls handshake failed".*failure=peer-rejected/);
 
     const noCert = await startLocal(control, [`--tls-ca=${pki.ca}`], /msg="starting"/);
     procs.push(noCert);
-    await server.waitFor(/msg="tls handshake failed".*reason=client-cert-required/);
+    await server.waitFor(/msg="tls handshake failed".*failure=client-cert-required/);
 
     const plain = await startLocal(control, [], /msg="starting"/);
     procs.push(plain);
-    await server.waitFor(/msg="tls handshake failed".*reason=not-tls/);
+    await server.waitFor(/msg="tls handshake failed".*failure=not-tls/);
 
     // Still serving through the good local.
     await curlBytes(socks, origin.port);

@@ -90,7 +90,7 @@ Deno.test("fusion TLS: mutual TLS paths carry bytes; wrong CA and no client cert
         port: portOf(wrongCa.addrs.get("listen")!),
       });
       await wrongCa.waitFor(/msg="path TLS handshake failed".*failure=unknown-ca/);
-      await server.waitFor(/msg="tls handshake failed".*reason=peer-rejected/);
+      await server.waitFor(/msg="tls handshake failed".*failure=peer-rejected/);
       closeQuietly(c1);
 
       // No client certificate: the server refuses it.
@@ -99,7 +99,7 @@ Deno.test("fusion TLS: mutual TLS paths carry bytes; wrong CA and no client cert
         hostname: "127.0.0.1",
         port: portOf(noCert.addrs.get("listen")!),
       });
-      await server.waitFor(/msg="tls handshake failed".*reason=client-cert-required/);
+      await server.waitFor(/msg="tls handshake failed".*failure=client-cert-required/);
       closeQuietly(c2);
 
       // Plaintext paths to the TLS port: refused, server stays up.
@@ -108,7 +108,7 @@ Deno.test("fusion TLS: mutual TLS paths carry bytes; wrong CA and no client cert
         hostname: "127.0.0.1",
         port: portOf(plain.addrs.get("listen")!),
       });
-      await server.waitFor(/msg="tls handshake failed".*reason=not-tls/);
+      await server.waitFor(/msg="tls handshake failed".*failure=not-tls/);
       closeQuietly(c3);
 
       await transfer(portOf(good.addrs.get("listen")!));

@@ -164,7 +164,7 @@ Deno.test("tls: wrong CA, wrong name and expired certificates are refused with a
       assertEquals(wrongCa.reason, "unknown-ca");
       assertMatch(wrongCa.message, /not signed by a trusted CA/);
       // The server says the client did not trust it.
-      await waitLine(s.lines, /msg="tls handshake failed".*reason=peer-rejected/);
+      await waitLine(s.lines, /msg="tls handshake failed".*failure=peer-rejected/);
 
       const byName = await reasonOf(connectTls(
         "127.0.0.1",
@@ -234,10 +234,10 @@ Deno.test("tls: plaintext to a TLS port fails cleanly and the server keeps servi
         const got = await drainHash(plain).catch(() => null);
         closeQuietly(plain);
         assert(got === null || got.bytes < 16, "plaintext must not be echoed");
-        await waitLine(srv.lines, /msg="tls handshake failed".*reason=not-tls/);
+        await waitLine(srv.lines, /msg="tls handshake failed".*failure=not-tls/);
         // Silent client: the handshake timer closes it.
         const silent = await Deno.connect({ hostname: "127.0.0.1", port });
-        await waitLine(srv.lines, /msg="tls handshake failed".*reason=timeout/);
+        await waitLine(srv.lines, /msg="tls handshake failed".*failure=timeout/);
         closeQuietly(silent);
       }
       // Still serving.
@@ -300,14 +300,14 @@ Deno.test("tls: mutual TLS admits the CA's client certificate and refuses others
         connectTls("localhost", port, loadTlsClientConfig({ caFile: pki.ca })),
       );
       if (none) assertEquals((none as TlsError).reason, "client-cert-required");
-      await waitLine(s.lines, /msg="tls handshake failed".*reason=client-cert-required/);
+      await waitLine(s.lines, /msg="tls handshake failed".*failure=client-cert-required/);
 
       await expectRefused(connectTls(
         "localhost",
         port,
         loadTlsClientConfig({ caFile: pki.ca, certFile: pki.rogueCert, keyFile: pki.rogueKey }),
       ));
-      await waitLine(s.lines, /msg="tls handshake failed".*reason=unknown-ca.*rogue/);
+      await waitLine(s.lines, /msg="tls handshake failed".*failure=unknown-ca.*rogue/);
       assertEquals(s.peers.length, 3, "refused clients never reach the handler");
     } finally {
       await s.server.stop(0);
@@ -376,7 +376,7 @@ Deno.test("tls: an expired or server-only client certificate is refused with its
         }));
         const line = await waitLine(
           s.lines,
-          new RegExp(`msg="tls handshake failed".*reason=${c.reason}`),
+          new RegExp(`msg="tls handshake failed".*failure=${c.reason}`),
         );
         assertMatch(line, c.re);
       }

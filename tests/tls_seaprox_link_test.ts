@@ -73,16 +73,16 @@ Deno.test("seaprox link TLS: mutual TLS carries bytes; wrong CA, no cert, plaint
     ]);
     nodes.push(wrongCa);
     await wrongCa.waitFor(/msg="link connect failed".*unknown-ca/);
-    await b.waitFor(/msg="tls handshake failed".*reason=peer-rejected/);
+    await b.waitFor(/msg="tls handshake failed".*failure=peer-rejected/);
 
     const noCert = await nodeA(pki, linkPort, [`--tls-ca=${pki.ca}`]);
     nodes.push(noCert);
-    await b.waitFor(/msg="tls handshake failed".*reason=client-cert-required/);
+    await b.waitFor(/msg="tls handshake failed".*failure=client-cert-required/);
     await noCert.waitFor(/msg="link connect failed"/);
 
     const plain = await nodeA(pki, linkPort, []);
     nodes.push(plain);
-    await b.waitFor(/msg="tls handshake failed".*reason=not-tls/);
+    await b.waitFor(/msg="tls handshake failed".*failure=not-tls/);
     // A dial through a link that never came up is refused, not hung.
     const refused = await socksConnect(portFor(plain, "socks5"), source.port);
     assertEquals(refused.rep !== 0, true);

@@ -183,7 +183,7 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
       replace: true,
     });
     assertEquals(take.status, 201, JSON.stringify(take.json));
-    await clientA.waitFor(/msg="server ended the session" reason=revoked/);
+    await clientA.waitFor(/msg="server ended the session" end=revoked/);
     // Its identifier names nothing any more: it is refused, gives up, exits 4 with one line.
     assertEquals((await clientA.child.status).code, 4);
     assertMatch(clientA.lines.at(-1)!, /^error: the server refused this identifier 3 times/);

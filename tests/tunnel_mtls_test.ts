@@ -127,7 +127,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     const noCertLine = noCert.lines.find((l) => /cannot connect to server/.test(l))!;
     assertMatch(noCertLine, /failure=tls/);
     assertMatch(noCertLine, /client certificate/);
-    await server.waitFor(/msg="tls handshake failed".*reason=client-cert-required/);
+    await server.waitFor(/msg="tls handshake failed".*failure=client-cert-required/);
 
     // One from another CA: refused too, on the server for "unknown-ca".
     const rogue = await startService("tunnel-client.ts", [
@@ -144,7 +144,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     const rogueLine = rogue.lines.find((l) => /cannot connect to server/.test(l))!;
     assertMatch(rogueLine, /failure=tls/);
     assertMatch(rogueLine, /does not accept our client certificate/);
-    await server.waitFor(/msg="tls handshake failed".*reason=unknown-ca/);
+    await server.waitFor(/msg="tls handshake failed".*failure=unknown-ca/);
 
     // Both keep retrying (a later attempt is refused the same way) and neither crashed.
     for (const p of [noCert, rogue]) {
@@ -184,7 +184,7 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
     } finally {
       closeQuietly(plain);
     }
-    await server.waitFor(/msg="tls handshake failed".*reason=not-tls/);
+    await server.waitFor(/msg="tls handshake failed".*failure=not-tls/);
 
     // The good clients never dropped, and still serve.
     await check();

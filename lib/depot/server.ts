@@ -775,7 +775,7 @@ export class DepotServer {
     const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
     const writer = new ControlWriter(conn, depotProtocol);
     const refuse = async (reason: string, message: string) => {
-      ctx.log.warn("tunnel refused", { remote: ctx.remote, reason, error: message });
+      ctx.log.warn("tunnel refused", { remote: ctx.remote, failure: reason, error: message });
       await writer.send({ type: "error", reason, message }).catch(() => {
         // The refused side hung up already; the refusal is logged above.
       });

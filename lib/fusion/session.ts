@@ -601,7 +601,7 @@ export class FusionSession implements Duplex {
           // No conforming peer sends this: cut the whole session, not just the path.
           this.#log.warn("peer broke the sequence bounds, cutting the session", {
             path: pc.id,
-            reason: err.reason,
+            failure: err.reason,
             error: err.message,
           });
           this.abort("protocol", err.message);

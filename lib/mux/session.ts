@@ -850,7 +850,7 @@ export class Session implements StreamHost, FrameSink {
     if (this.#shut) return;
     this.#shut = true;
     sessionEnded(this);
-    this.#log.debug("mux session end", { reason, error });
+    this.#log.debug("mux session end", { end: reason, error });
     clearInterval(this.#keepaliveTimer);
     for (const t of this.#deadlineTimers) clearTimeout(t);
     this.#deadlineTimers.clear();

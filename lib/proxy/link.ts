@@ -493,7 +493,7 @@ export async function serveLinkStream(
     upstream = await opts.dialer(dest, signal);
   } catch (err) {
     const reason = err instanceof NetError ? err.reason : "other";
-    log.debug("link: dial failed", { dest: joinHostPort(dest.host, dest.port), reason });
+    log.debug("link: dial failed", { dest: joinHostPort(dest.host, dest.port), failure: reason });
     await writeQuietly(s, new Uint8Array([resultCodes.indexOf(reason)]));
     await closeWriteQuietly(s);
     s.close();

@@ -355,7 +355,7 @@ abstract class BaseTlsListener implements TlsListener {
     const level = reason === "eof" ? "debug" : "warn";
     this.log[level]("tls handshake failed", {
       remote,
-      reason,
+      failure: reason,
       why: tlsReasonText[reason],
       error: errorMessage(err),
     });

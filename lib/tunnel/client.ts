@@ -580,7 +580,7 @@ export class TunnelClient {
             if (m.type === "sessionEnd") {
               cause = m.reason;
               this.#log[m.reason === "shutdown" ? "info" : "warn"]("server ended the session", {
-                reason: m.reason,
+                end: m.reason,
               });
               if (m.reason === "replaced") this.replaced = true;
             }

@@ -19,7 +19,7 @@ export const defaultSubdomainGraceMs = 60_000;
 /** Characters of a random subdomain. */
 const randomLabelChars = 10;
 
-/** Why a claim was refused (logged as `reason=`; the control path's answer). */
+/** Why a claim was refused (logged as `failure=`; the control path's answer). */
 export type ClaimRefusal = "no-domain" | "not-an-account" | "bad-subdomain" | "host-taken";
 
 /** A DNS label: 1-63 of a-z 0-9 and "-", not starting or ending with "-". */

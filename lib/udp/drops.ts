@@ -39,7 +39,7 @@ export class UdpDrops {
     const n = (this.#counts.get(reason) ?? 0) + 1;
     this.#counts.set(reason, n);
     if (/^10*$/.test(String(n))) {
-      this.log.warn("udp datagram dropped", { reason, count: n, detail });
+      this.log.warn("udp datagram dropped", { failure: reason, count: n, detail });
     }
   }
 
