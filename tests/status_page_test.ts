@@ -2,7 +2,8 @@
  * The live status page in a real browser: seaprox relays a steady trickle while headless
  * chromium (playwright-core) loads the page from --metrics; the numbers change without a
  * reload, the charts draw, and no console error appears. A screenshot is saved. With a
- * failure injected, seaprox's and depot-server's pages show it by reason beside the successes
+ * failure injected, seaprox's, depot-server's and depot-local's pages show it by reason beside
+ * the successes
  * (compared with what /status says), bytes and times in human units, current values in the
  * legends without hovering, listeners by name; depot's page sits behind --status-auth.
  */
@@ -369,6 +370,80 @@ Deno.test({
       await tc?.stop();
       await ts.stop();
       await app.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "status page: depot-local shows a refused destination by reason beside the successes",
+  async fn() {
+    const env = { DEPOT_TOKEN: "status-depot-local-token" };
+    const server = await startService("depot-server.ts", [
+      ...["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
+    ], { readyCount: 3, env });
+    let local: ServiceProcess | undefined;
+    const target = sink();
+    try {
+      local = await startService("depot-local.ts", [
+        ...["--server", server.addrs.get("control")!, "--status", "127.0.0.1:0"],
+      ], { readyCount: 0, ready: /msg="connected"/, env });
+      const statusLine = await local.waitFor(/msg="listening" name=status/);
+      const base = `http://${/addr=(\S+)/.exec(statusLine)![1]}`;
+      const socks = portOf(server.addrs.get("socks")!);
+      // One relayed connection, then the injected failure: a destination that refuses.
+      const ok = await socksDial(socks, { host: "127.0.0.1", port: target.port });
+      closeQuietly(ok);
+      const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const closedPort = probe.addr.port;
+      probe.close(); // nothing listens there: the exit's dial is refused
+      const refused = await socksDial(socks, { host: "127.0.0.1", port: closedPort })
+        .then((c) => (closeQuietly(c), false), () => true);
+      assert(refused, "a refused destination fails the SOCKS request");
+      type LocalStatus = {
+        total: number;
+        failures: number;
+        failuresByReason: Record<string, number>;
+        recentFailures: { dest: string; reason: string; message: string }[];
+      };
+      const read = async () => await (await fetch(`${base}/status`)).json() as LocalStatus;
+      // The exit counts each request as it settles there, which may trail the SOCKS answer.
+      let json = await read();
+      for (let i = 0; i < 400 && json.total + json.failures < 2; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        json = await read();
+      }
+      assertEquals(json.total, 1);
+      assertEquals(json.failuresByReason, { refused: 1 });
+      assertEquals(json.recentFailures.map((f) => [f.dest, f.reason]), [
+        [`127.0.0.1:${closedPort}`, "refused"],
+      ]);
+      await withBrowser(async (browser) => {
+        const page = await browser.newPage({ viewport: { width: 1000, height: 1200 } });
+        await page.goto(`${base}/`);
+        await page.waitForFunction(
+          `document.querySelectorAll('table[data-title="recent failures"] td').length >= 4`,
+        );
+        const head = await page.$$eval(
+          'table[data-title="recent failures"] th',
+          (ths) => ths.map((t) => t.textContent),
+        );
+        assertEquals(head, ["at", "dest", "reason", "message"]);
+        const [row] = await tableText(page, "recent failures");
+        assertEquals(row.slice(1, 4), [
+          `127.0.0.1:${closedPort}`,
+          "refused",
+          json.recentFailures[0].message,
+        ]);
+        assertEquals(await tableText(page, "outcomes"), [["ok", "1"], ["refused", "1"]]);
+        await page.waitForFunction(
+          `[...document.querySelectorAll('.chart[data-chart="requests/s"] .u-series .u-label')].some((l) => l.textContent === "refused")`,
+        );
+        await page.close();
+      });
+    } finally {
+      await local?.stop();
+      await server.stop();
+      await target.close();
     }
   },
 });

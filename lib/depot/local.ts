@@ -147,6 +147,8 @@ export interface DepotLocalStatus {
   total: number;
   /** Requests that failed here (dial, policy, tunnel). */
   failures: number;
+  /** The failures by reason since start (the page charts them beside the successes). */
+  failuresByReason: Record<string, number>;
   /** Bytes from clients to targets. */
   bytesUp: number;
   /** Bytes from targets to clients. */
@@ -225,6 +227,7 @@ export class DepotLocal {
   #active = 0;
   #total = 0;
   #failureCount = 0;
+  readonly #failuresByReason: Record<string, number> = {};
   #bytesUp = 0;
   #bytesDown = 0;
   #running: Promise<void> | undefined;
@@ -293,6 +296,7 @@ export class DepotLocal {
       active: this.#active,
       total: this.#total,
       failures: this.#failureCount,
+      failuresByReason: { ...this.#failuresByReason },
       bytesUp: up,
       bytesDown: down,
       recentFailures: [...this.#failures],
@@ -705,6 +709,7 @@ export class DepotLocal {
 
   #fail(dest: string, reason: NetFailureReason, message: string): void {
     this.#failureCount++;
+    this.#failuresByReason[reason] = (this.#failuresByReason[reason] ?? 0) + 1;
     m.requestsTotal.inc({ side: "local", exit: this.name, result: reason });
     this.#failures.push({ at: new Date().toISOString(), dest, reason, message });
     if (this.#failures.length > recentFailureCount) this.#failures.shift();

@@ -19,6 +19,7 @@ export { statusUiApp } from "./app.ts";
 export { pagePollIntervalMs, statusPageHtml } from "./page.ts";
 export { fusionStatusProvider } from "./fusion.ts";
 export { depotStatusProvider } from "./depot.ts";
+export { depotLocalStatusProvider } from "./depot_local.ts";
 export { tunnelStatusProvider } from "./tunnel.ts";
 export { seaproxStatusJson, seaproxStatusProvider, type SeaproxStatusSource } from "./seaprox.ts";
 export { jsonStatusProvider, listenersStatusProvider } from "./json.ts";

@@ -8,7 +8,11 @@
 import type { Logger } from "../../lib/log.ts";
 import { joinHostPort } from "../../lib/net/mod.ts";
 import { DepotLocal } from "../../lib/depot/mod.ts";
-import type { ObservabilityServer } from "../../lib/status/mod.ts";
+import {
+  depotLocalStatusProvider,
+  listenersStatusProvider,
+  type ObservabilityServer,
+} from "../../lib/status/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, DepotLocalServiceConfig } from "../config/depot-local.ts";
 import { type Bind, observeAt } from "./bind.ts";
@@ -51,6 +55,7 @@ export async function constructDepotLocal(
     service: `depot-local ${flags.name}`,
     log,
     status: () => local.status(),
+    providers: [depotLocalStatusProvider(() => local.status()), listenersStatusProvider()],
     auth: flags["status-auth"],
   };
   const status = await observeAt(bind, "status", flags.status, observed);
