@@ -2,8 +2,8 @@
  * The live status page in a real browser: seaprox relays a steady trickle while headless
  * chromium (playwright-core) loads the page from --metrics; the numbers change without a
  * reload, the charts draw, and no console error appears. A screenshot is saved. With a
- * failure injected, seaprox's, depot-server's and depot-local's pages show it by reason beside
- * the successes
+ * failure injected, seaprox's, depot-server's, depot-local's and tunnel-client's pages show it
+ * by reason beside the successes
  * (compared with what /status says), bytes and times in human units, current values in the
  * legends without hovering, listeners by name; depot's page sits behind --status-auth.
  */
@@ -444,6 +444,87 @@ Deno.test({
       await local?.stop();
       await server.stop();
       await target.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "status page: tunnel-client shows a down local app (a 502) by reason beside the streams",
+  async fn() {
+    const app = startApp();
+    let appUp = true;
+    const id = "status-page-client-1234";
+    const ts = await startService("tunnel-server.ts", [
+      ...["--listen", "127.0.0.1:0", "--host", "p.test=env:APP_ID", "--metrics", "127.0.0.1:0"],
+    ], { env: { APP_ID: id } });
+    let tc: ServiceProcess | undefined;
+    try {
+      const port = portOf(ts.addrs.get("http")!);
+      tc = await startService("tunnel-client.ts", [
+        ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${app.port}`],
+        ...["--metrics", "127.0.0.1:0"],
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
+      for (let i = 0; i < 3; i++) {
+        assertEquals((await rawGet(port, "p.test", `/hello?id=${i}`)).body, `hello ${i}`);
+      }
+      await app.close(); // the injected failure: the local app is down
+      appUp = false;
+      assertEquals((await rawGet(port, "p.test", "/")).status, 502);
+      // The server counted the 502 (after answering it: wait for the count) …
+      const serverLine = await ts.waitFor(/msg="metrics listening"/);
+      const serverOutcomes = async () => {
+        const data = await (await fetch(
+          `http://${/addr=(\S+)/.exec(serverLine)![1]}/status/ui/data`,
+        )).json() as { tables: { title: string; rows: (string | number)[][] }[] };
+        return data.tables.find((t) => t.title === "outcomes")!.rows;
+      };
+      const has502 = (rows: (string | number)[][]) => rows.some((r) => r[0] === "502");
+      let outcomes = await serverOutcomes();
+      for (let i = 0; i < 400 && !has502(outcomes); i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        outcomes = await serverOutcomes();
+      }
+      assert(outcomes.some((r) => r[0] === "502" && r[1] === 1), `${outcomes}`);
+      // … and the client says why: its local dial was refused.
+      const metricsLine = await tc.waitFor(/msg="metrics listening"/);
+      const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
+      const json = await (await fetch(`${base}/status`)).json() as {
+        relayed: number;
+        failuresByReason: Record<string, number>;
+        recentFailures: { dest: string; reason: string; message: string }[];
+      };
+      assertEquals(json.relayed, 3);
+      assertEquals(json.failuresByReason, { refused: 1 });
+      assertEquals(json.recentFailures.map((f) => [f.dest, f.reason]), [
+        [`127.0.0.1:${app.port}`, "refused"],
+      ]);
+      await withBrowser(async (browser) => {
+        const page = await browser.newPage({ viewport: { width: 1000, height: 1000 } });
+        await page.goto(`${base}/`);
+        await page.waitForFunction(
+          `document.querySelectorAll('table[data-title="recent failures"] td').length >= 4`,
+        );
+        const head = await page.$$eval(
+          'table[data-title="recent failures"] th',
+          (ths) => ths.map((t) => t.textContent),
+        );
+        assertEquals(head, ["at", "dest", "reason", "message"]);
+        const [row] = await tableText(page, "recent failures");
+        assertEquals(row.slice(1, 4), [
+          `127.0.0.1:${app.port}`,
+          "refused",
+          json.recentFailures[0].message,
+        ]);
+        assertEquals(await tableText(page, "outcomes"), [["ok", "3"], ["refused", "1"]]);
+        await page.waitForFunction(
+          `[...document.querySelectorAll('.chart[data-chart="streams/s"] .u-series .u-label')].some((l) => l.textContent === "refused")`,
+        );
+        await page.close();
+      });
+    } finally {
+      await tc?.stop();
+      await ts.stop();
+      if (appUp) await app.close();
     }
   },
 });

@@ -21,6 +21,7 @@ export { fusionStatusProvider } from "./fusion.ts";
 export { depotStatusProvider } from "./depot.ts";
 export { depotLocalStatusProvider } from "./depot_local.ts";
 export { tunnelStatusProvider } from "./tunnel.ts";
+export { type TunnelClientStatus, tunnelClientStatusProvider } from "./tunnel_client.ts";
 export { seaproxStatusJson, seaproxStatusProvider, type SeaproxStatusSource } from "./seaprox.ts";
 export { jsonStatusProvider, listenersStatusProvider } from "./json.ts";
 export {

@@ -59,6 +59,17 @@ import {
 import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
 import { subdomainHeader } from "./subdomains.ts";
 
+/** How many failed streams `TunnelClient.recentFailures` keeps (the status page's table). */
+export const recentFailuresKept = 50;
+
+/** One stream that failed here: when, where it was going, the reason word and the error. */
+export interface TunnelClientFailure {
+  at: string;
+  dest: string;
+  reason: string;
+  message: string;
+}
+
 /** How long a closing session lets open tunnel streams finish. */
 const defaultDrainMs = 2_000;
 
@@ -398,6 +409,12 @@ export class TunnelClient {
   connects = 0;
   /** Tunnel streams served so far. */
   streams = 0;
+  /** Streams relayed to the local service (its dial succeeded). */
+  relayed = 0;
+  /** Streams that failed here, by reason (`refused`, `no-such-port` …): the server's 502s. */
+  readonly failuresByReason: Record<string, number> = {};
+  /** The last failures, oldest first (at most {@linkcode recentFailuresKept}). */
+  readonly recentFailures: TunnelClientFailure[] = [];
   /** Set when another client with our identifier took over: `run()` then returns. */
   replaced = false;
   /** Set (one line, why) when the server kept refusing the identifier: `run()` then returns. */
@@ -682,6 +699,7 @@ export class TunnelClient {
       });
     const target = this.#target(msg);
     if (typeof target === "string") {
+      this.#fail(`port ${msg.localPort}`, target, "no local service for this port");
       await writeQuietly(stream, reply(false, target, "no local service for this port"));
       closeQuietly(stream);
       return;
@@ -695,11 +713,9 @@ export class TunnelClient {
         prefer: "ipv4",
       });
     } catch (err) {
-      this.#log.warn("local dial failed", {
-        dest,
-        failure: err instanceof NetError ? err.reason : "dial-failed",
-        error: errorMessage(err),
-      });
+      const failure = err instanceof NetError ? err.reason : "dial-failed";
+      this.#fail(dest, failure, errorMessage(err));
+      this.#log.warn("local dial failed", { dest, failure, error: errorMessage(err) });
       await writeQuietly(stream, reply(false, "dial-failed", errorMessage(err)));
       closeQuietly(stream);
       return;
@@ -711,6 +727,7 @@ export class TunnelClient {
       closeQuietly(stream);
       return;
     }
+    this.relayed++;
     // a = the tunnel stream (the public request), b = the local app: aToB is "up".
     const a = withPrefix(stream, reader.takeBuffered());
     const tap = msg.transportProtocol === "tcp" ? undefined : this.#o.tap?.(dest);
@@ -728,5 +745,11 @@ export class TunnelClient {
       down: r.bToA,
       ms: Math.round(performance.now() - startedMs),
     });
+  }
+
+  #fail(dest: string, reason: string, message: string): void {
+    this.failuresByReason[reason] = (this.failuresByReason[reason] ?? 0) + 1;
+    this.recentFailures.push({ at: new Date().toISOString(), dest, reason, message });
+    if (this.recentFailures.length > recentFailuresKept) this.recentFailures.shift();
   }
 }

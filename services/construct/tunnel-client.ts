@@ -8,7 +8,11 @@
 import type { Logger } from "../../lib/log.ts";
 import { formatAddr, isLoopbackHost, joinHostPort } from "../../lib/net/mod.ts";
 import { collectedCounter, gauge } from "../../lib/stats.ts";
-import type { ObservabilityServer } from "../../lib/status/mod.ts";
+import {
+  type ObservabilityServer,
+  type TunnelClientStatus,
+  tunnelClientStatusProvider,
+} from "../../lib/status/mod.ts";
 import { TunnelClient, type TunnelClientOptions } from "../../lib/tunnel/mod.ts";
 import { Inspector, serveInspector } from "../../lib/inspect/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
@@ -71,12 +75,21 @@ export async function constructTunnelClient(
     {},
     client.connects,
   ]]);
-  // /status and the live status page: connection state, reconnects, streams served.
+  // /status and the live status page: connection state, reconnects, streams by outcome.
+  const status = (): TunnelClientStatus => ({
+    state: client.state,
+    connects: client.connects,
+    streams: client.streams,
+    relayed: client.relayed,
+    failuresByReason: { ...client.failuresByReason },
+    recentFailures: [...client.recentFailures],
+  });
   const metrics = await observeAt(bind, "metrics", flags.metrics, {
     service: "tunnel-client",
     log,
     auth: flags["status-auth"],
-    status: () => ({ state: client.state, connects: client.connects, streams: client.streams }),
+    status,
+    providers: [tunnelClientStatusProvider(status)],
   });
   const inspectAt = flags.inspect && inspector
     ? serveInspector(await listenAt(bind, "inspect", flags.inspect), inspector, { log })

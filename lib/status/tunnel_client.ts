@@ -1,0 +1,53 @@
+/**
+ * The status page provider of tunnel-client: its session, streams relayed to the local
+ * service beside the failed ones by reason (each a 502 at the server), recent failures.
+ * @module
+ */
+
+import type { TunnelClientFailure } from "../tunnel/client.ts";
+import type { StatusProvider, StatusSeries } from "./hub.ts";
+
+/** What the page shows of a tunnel-client: its `/status` JSON. */
+export interface TunnelClientStatus {
+  state: string;
+  connects: number;
+  streams: number;
+  /** Streams whose local dial succeeded. */
+  relayed: number;
+  failuresByReason: Record<string, number>;
+  recentFailures: TunnelClientFailure[];
+}
+
+/** A provider over a tunnel-client's status. */
+export function tunnelClientStatusProvider(status: () => TunnelClientStatus): StatusProvider {
+  return () => {
+    const s = status();
+    const reasons = Object.entries(s.failuresByReason).sort((a, b) => b[1] - a[1]);
+    const series: StatusSeries[] = [
+      { chart: "streams/s", name: "ok", value: s.relayed, kind: "rate" },
+      ...reasons.map(([reason, n]): StatusSeries => ({
+        chart: "streams/s",
+        name: reason,
+        value: n,
+        kind: "rate",
+      })),
+      { chart: "sessions", name: "connects", value: s.connects },
+    ];
+    return {
+      tables: [{
+        title: "session",
+        columns: ["state", "connects", "streams"],
+        rows: [[s.state, s.connects, s.streams]],
+      }, {
+        title: "outcomes",
+        columns: ["outcome", "streams"],
+        rows: [["ok", s.relayed], ...reasons],
+      }, {
+        title: "recent failures",
+        columns: ["at", "dest", "reason", "message"],
+        rows: s.recentFailures.slice(-20).reverse().map((f) => [f.at, f.dest, f.reason, f.message]),
+      }],
+      series,
+    };
+  };
+}
