@@ -1,6 +1,7 @@
 /**
  * Every line each service writes during a scripted scenario (traffic through all seven, a
- * refused SOCKS handshake at seaprox, a wrong SOCKS password at depot-server) parses, in
+ * refused SOCKS handshake at seaprox, a wrong SOCKS password at depot-server, plaintext HTTP on
+ * depot-server's tunnel port) parses, in
  * logfmt and in JSON (`--log-format json`): ts, level, svc and msg on every line, no
  * placeholder values, no retired keys (bytesIn, durationMs, reason …); every line with byte counts
  * carries the one vocabulary (up, down, ms, end); each service writes its one line per
@@ -156,6 +157,15 @@ async function scenario(format: Format): Promise<void> {
     await echo(await socksDial(socks, dest, { username: "edge", password }));
     await ds.waitFor(msgRe(format, "connection closed"));
     await dl.waitFor(msgRe(format, "connection closed"));
+    // Not the depot protocol on the tunnel port: refused, with its failure word.
+    const garbage = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: portOf(ds.addrs.get("tunnel")!),
+    });
+    await writeAll(garbage, new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+    await garbage.read(new Uint8Array(1024)).catch(() => null); // the refusal, or the close
+    closeQuietly(garbage);
+    await ds.waitFor(msgRe(format, "tunnel refused"));
 
     // tunnel: one request through server and client.
     const id = "vocabulary-identifier-1234";
@@ -205,6 +215,7 @@ async function scenario(format: Format): Promise<void> {
     assert(failed && "failure" in failed && "remote" in failed, JSON.stringify(seaprox));
     expectEvent(server, "connection closed", [...per, "remote", "dest", "exit"], "depot-server");
     const auth = expectEvent(server, "SOCKS authentication failed", ["remote", "failure"], "ds");
+    expectEvent(server, "tunnel refused", ["remote", "failure", "error"], "depot-server");
     assert(/^127\.0\.0\.1:\d+$/.test(String(auth.remote)), JSON.stringify(auth));
     expectEvent(local, "connection closed", [...per, "dest"], "depot-local");
     expectEvent(tserver, "request done", [...per, "remote", "host"], "tunnel-server");
