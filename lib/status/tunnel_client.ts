@@ -1,6 +1,7 @@
 /**
  * The status page provider of tunnel-client: its session, streams relayed to the local
- * service beside the failed ones by reason (each a 502 at the server), recent failures.
+ * service beside the failed ones by reason (for an HTTP request, the server answers 502),
+ * recent failures.
  * @module
  */
 
@@ -31,7 +32,6 @@ export function tunnelClientStatusProvider(status: () => TunnelClientStatus): St
         value: n,
         kind: "rate",
       })),
-      { chart: "sessions", name: "connects", value: s.connects },
     ];
     return {
       tables: [{
