@@ -1,5 +1,6 @@
 /**
- * The setup step's package list (tools/setup.ts) is the one list of what the suite starts:
+ * The setup step's package list (the `test-peers` block of .ci/run, read by tools/setup.ts) is
+ * the one list of what the suite starts:
  * every program a test spawns is either in it or part of every Debian system, and every entry
  * of it is started by some test. Also: the setup step finds programs on PATH and by path,
  * and stops with one line naming what is missing when it may not install.
@@ -60,7 +61,11 @@ Deno.test("setup: every program a test starts is in the setup list or essential"
     assert(names.has(p), `the scan found ${p}: ${[...names].join(" ")}`);
   }
   const unlisted = [...programs].filter(([p]) => !listed.has(base(p)) && !essential.has(base(p)));
-  assertEquals(unlisted, [], "programs started by tests but missing from tools/setup.ts");
+  assertEquals(
+    unlisted,
+    [],
+    "programs started by tests but missing from the test-peers list in .ci/run",
+  );
 });
 
 Deno.test("setup: every package in the list is used by a test", () => {

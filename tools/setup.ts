@@ -1,9 +1,9 @@
 /**
- * The test suite's setup step (`deno task test` runs it first): the one list of Debian
- * packages whose programs the tests start, checked by the files those programs are. Missing
- * ones are installed with apt-get when this runs as root on a machine that has it (Debian's
- * packages are the only outside source: nothing else is downloaded here); otherwise it stops
- * with one line naming them.
+ * The test suite's setup step (`deno task test` runs it first): it reads the one list of Debian
+ * packages whose programs the tests start (the `test-peers` block of `.ci/run`) and checks
+ * them by the files those programs are. Missing ones are installed with apt-get when this
+ * runs as root on a machine that has it (Debian's packages are the only outside source:
+ * nothing else is downloaded here); otherwise it stops with one line naming them.
  *
  *     deno run --allow-read --allow-env --allow-sys=uid --allow-run=apt-get tools/setup.ts [--check]
  *
@@ -24,49 +24,27 @@ export interface TestPeer {
   usedBy: string;
 }
 
-/** Every Debian package the test suite starts a program of. */
-export const testPeers: readonly TestPeer[] = [
-  { pkg: "curl", files: ["curl"], usedBy: "HTTP, SOCKS5 and proxy tests (curl as the client)" },
-  { pkg: "iproute2", files: ["ip", "tc"], usedBy: "netns tests (namespaces, veths, tc tbf)" },
-  {
-    pkg: "iptables",
-    files: ["iptables", "ip6tables"],
-    usedBy: "seaprox redir:// (REDIRECT rules)",
-  },
-  { pkg: "openssl", files: ["openssl"], usedBy: "TLS tests (a throwaway PKI)" },
-  { pkg: "openssh-client", files: ["ssh", "ssh-keygen"], usedBy: "fusion netns ssh scenario" },
-  { pkg: "openssh-server", files: ["/usr/sbin/sshd"], usedBy: "fusion netns ssh scenario" },
-  { pkg: "golang-go", files: ["go"], usedBy: "mux interop with hashicorp/yamux (Go peer)" },
-  {
-    pkg: "golang-github-hashicorp-yamux-dev",
-    files: ["/usr/share/gocode/src/github.com/hashicorp/yamux"],
-    usedBy: "mux interop with hashicorp/yamux (its source, built offline)",
-  },
-  { pkg: "python3", files: ["python3"], usedBy: "tunnel apps in other languages (echo servers)" },
-  { pkg: "prometheus", files: ["promtool"], usedBy: "metrics lint (promtool check metrics)" },
-  { pkg: "microsocks", files: ["microsocks"], usedBy: "SOCKS5 peers, seaprox chains" },
-  { pkg: "dante-server", files: ["danted"], usedBy: "SOCKS5 peers (dante)" },
-  { pkg: "tinyproxy", files: ["tinyproxy"], usedBy: "HTTP CONNECT hops: seaprox chains, egress" },
-  { pkg: "dnsmasq", files: ["dnsmasq"], usedBy: "UDP tests (a real DNS server behind the relays)" },
-  { pkg: "bind9-dnsutils", files: ["dig"], usedBy: "UDP tests (dig as the DNS client)" },
-  {
-    pkg: "python3-socks",
-    files: ["/usr/lib/python3/dist-packages/socks.py"],
-    usedBy: "SOCKS5 UDP ASSOCIATE with PySocks (a client we did not write)",
-  },
+/** Where the one package list lives: the CI entry point, which a reader of CI sees first. */
+const listFile = new URL("../.ci/run", import.meta.url);
 
-  { pkg: "nginx", files: ["nginx"], usedBy: "tunnel behind a reverse proxy, PROXY protocol" },
-  { pkg: "haproxy", files: ["haproxy"], usedBy: "PROXY protocol v2 in front of seaprox" },
-  { pkg: "redis-server", files: ["redis-server"], usedBy: "tunnel cluster (the shared registry)" },
-  { pkg: "chromium", files: ["/usr/bin/chromium"], usedBy: "status page, WebSocket in a browser" },
-  {
-    pkg: "docker.io",
-    files: ["/usr/bin/docker", "/usr/sbin/dockerd"],
-    usedBy: "docker stack (image build, compose up)",
-  },
-  { pkg: "docker-compose", files: ["/usr/bin/docker-compose"], usedBy: "docker stack" },
-  { pkg: "debootstrap", files: ["/usr/sbin/debootstrap"], usedBy: "docker stack (offline base)" },
-];
+/**
+ * Parse the `# test-peers:` … `# end test-peers` block of `.ci/run`: one package a line,
+ * then its files (comma-separated), then what starts them, columns split by 2+ spaces.
+ */
+export function parsePeers(text: string): TestPeer[] {
+  const lines = text.split("\n");
+  const start = lines.findIndex((l) => l.trim() === "# test-peers:");
+  const end = lines.findIndex((l) => l.trim() === "# end test-peers");
+  if (start < 0 || end < start) throw new Error("no '# test-peers:' block in .ci/run");
+  return lines.slice(start + 1, end).map((line) => {
+    const [pkg, files, ...usedBy] = line.replace(/^#\s*/, "").split(/\s{2,}/);
+    if (!pkg || !files || usedBy.length === 0) throw new Error(`bad test-peers line: ${line}`);
+    return { pkg, files: files.split(","), usedBy: usedBy.join("  ") };
+  });
+}
+
+/** Every Debian package the test suite starts a program of. */
+export const testPeers: readonly TestPeer[] = parsePeers(Deno.readTextFileSync(listFile));
 
 function isPresent(path: string): boolean {
   try {
