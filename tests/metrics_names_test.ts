@@ -196,7 +196,10 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
       "recent failures",
       "listeners",
     ]);
-    assert((await tableTitles(local)).includes("summary"));
+    const localTitles = await tableTitles(local);
+    for (const t of ["session", "totals", "outcomes", "recent failures"]) {
+      assert(localTitles.includes(t), `depot-local page lacks ${t}: ${localTitles}`);
+    }
   } finally {
     await local?.stop();
     await server.stop();
@@ -256,7 +259,7 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       (await tableRows(ts, "outcomes")).map((r) => r[0]).sort(),
       ["404", "proxied"],
     );
-    assertEquals(await tableTitles(tc), ["summary"]);
+    assertEquals(await tableTitles(tc), ["session", "outcomes", "recent failures"]);
 
     fs = await startService("fusion-server.ts", [
       ...["--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`],
