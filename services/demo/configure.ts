@@ -40,9 +40,3 @@ export async function configure<S extends FlagDefs, C>(
   const where = (name: string) => describeSource(r.sources[name] ?? { kind: "default" }, name);
   return { flags, cfg: await validate(flags, { log, where }) };
 }
-
-/** A fresh random secret (hex, 128 bits). */
-export function generateSecret(): string {
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}

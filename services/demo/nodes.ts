@@ -25,6 +25,8 @@ import { constructTunnelClient } from "../construct/tunnel-client.ts";
 import { constructFusionServer } from "../construct/fusion-server.ts";
 import { constructFusionClient } from "../construct/fusion-client.ts";
 import { configure } from "./configure.ts";
+import type { FlagDefs, ServiceCommand } from "../../lib/config/mod.ts";
+import type { Validate } from "../_kit.ts";
 
 /** One running service of the demo. */
 export interface DemoNode {
@@ -48,18 +50,32 @@ const drainMs = 200;
 /** How long a client node may take to connect before the demo gives up on it. */
 const connectWaitMs = 10_000;
 
-/** The node's logger and its argv (plus `--metrics` when pages are served). */
-function setup(name: string, args: string[], ctx: NodeContext) {
+/** A service's command and `validate` (its services/config/<name>.ts module). */
+interface ServiceConfig<S extends FlagDefs, C> {
+  command: ServiceCommand<S>;
+  validate: Validate<S, C>;
+}
+
+/**
+ * The node's logger and its config, from `argv` (plus `--metrics` when pages are served)
+ * through the service's own command and `validate`.
+ */
+async function setup<S extends FlagDefs, C>(
+  name: string,
+  service: ServiceConfig<S, C>,
+  argv: string[],
+  ctx: NodeContext,
+) {
   const log = new Logger(ctx.level, { svc: name });
-  return { log, args: ctx.pages ? [...args, "--metrics", "127.0.0.1:0"] : args };
+  const args = ctx.pages ? [...argv, "--metrics", "127.0.0.1:0"] : argv;
+  return { log, ...await configure(service.command, service.validate, args, ctx.env, log) };
 }
 
 const pageOf = (s?: ObservabilityServer) => s && `http://127.0.0.1:${s.addr.port}/`;
 
 /** A seaprox (services/seaprox.ts), named `name` in its log and page. */
 export async function startSeaproxNode(name: string, argv: string[], ctx: NodeContext) {
-  const { log, args } = setup(name, argv, ctx);
-  const { flags, cfg } = await configure(seaprox.command, seaprox.validate, args, ctx.env, log);
+  const { log, flags, cfg } = await setup(name, seaprox, argv, ctx);
   const sp = await constructSeaprox(flags, cfg, log, bindOrThrow, name);
   return {
     name,
@@ -72,14 +88,7 @@ export async function startSeaproxNode(name: string, argv: string[], ctx: NodeCo
 
 /** depot-server (services/depot-server.ts). */
 export async function startDepotServerNode(argv: string[], ctx: NodeContext) {
-  const { log, args } = setup("depot-server", argv, ctx);
-  const { flags, cfg } = await configure(
-    depotServer.command,
-    depotServer.validate,
-    args,
-    ctx.env,
-    log,
-  );
+  const { log, flags, cfg } = await setup("depot-server", depotServer, argv, ctx);
   const depot = await constructDepotServer(flags, cfg, log, bindOrThrow);
   return {
     name: "depot-server",
@@ -91,14 +100,7 @@ export async function startDepotServerNode(argv: string[], ctx: NodeContext) {
 
 /** depot-local (services/depot-local.ts); resolves once it is connected to its server. */
 export async function startDepotLocalNode(argv: string[], ctx: NodeContext) {
-  const { log, args } = setup("depot-local", argv, ctx);
-  const { flags, cfg } = await configure(
-    depotLocal.command,
-    depotLocal.validate,
-    args,
-    ctx.env,
-    log,
-  );
+  const { log, flags, cfg } = await setup("depot-local", depotLocal, argv, ctx);
   const local = await constructDepotLocal(flags, cfg, log, bindOrThrow);
   await local.local.waitConnected(true, connectWaitMs).catch(async (err) => {
     await local.stop();
@@ -109,14 +111,7 @@ export async function startDepotLocalNode(argv: string[], ctx: NodeContext) {
 
 /** tunnel-server (services/tunnel-server.ts). */
 export async function startTunnelServerNode(argv: string[], ctx: NodeContext) {
-  const { log, args } = setup("tunnel-server", argv, ctx);
-  const { flags, cfg } = await configure(
-    tunnelServer.command,
-    tunnelServer.validate,
-    args,
-    ctx.env,
-    log,
-  );
+  const { log, flags, cfg } = await setup("tunnel-server", tunnelServer, argv, ctx);
   const tunnel = await constructTunnelServer(flags, cfg, log, bindOrThrow);
   return {
     name: "tunnel-server",
@@ -128,14 +123,7 @@ export async function startTunnelServerNode(argv: string[], ctx: NodeContext) {
 
 /** tunnel-client (services/tunnel-client.ts); resolves once it is connected. */
 export async function startTunnelClientNode(argv: string[], ctx: NodeContext) {
-  const { log, args } = setup("tunnel-client", argv, ctx);
-  const { flags, cfg } = await configure(
-    tunnelClient.command,
-    tunnelClient.validate,
-    args,
-    ctx.env,
-    log,
-  );
+  const { log, flags, cfg } = await setup("tunnel-client", tunnelClient, argv, ctx);
   let connected: () => void = () => {};
   const ready = new Promise<void>((resolve) => connected = resolve);
   const tc = await constructTunnelClient(flags, cfg, log, bindOrThrow, () => connected());
@@ -148,14 +136,7 @@ export async function startTunnelClientNode(argv: string[], ctx: NodeContext) {
 
 /** fusion-server (services/fusion-server.ts). */
 export async function startFusionServerNode(argv: string[], ctx: NodeContext) {
-  const { log, args } = setup("fusion-server", argv, ctx);
-  const { flags, cfg } = await configure(
-    fusionServer.command,
-    fusionServer.validate,
-    args,
-    ctx.env,
-    log,
-  );
+  const { log, flags, cfg } = await setup("fusion-server", fusionServer, argv, ctx);
   const fusion = await constructFusionServer(flags, cfg, log, bindOrThrow);
   return {
     name: "fusion-server",
@@ -167,14 +148,7 @@ export async function startFusionServerNode(argv: string[], ctx: NodeContext) {
 
 /** fusion-client (services/fusion-client.ts). */
 export async function startFusionClientNode(argv: string[], ctx: NodeContext) {
-  const { log, args } = setup("fusion-client", argv, ctx);
-  const { flags, cfg } = await configure(
-    fusionClient.command,
-    fusionClient.validate,
-    args,
-    ctx.env,
-    log,
-  );
+  const { log, flags, cfg } = await setup("fusion-client", fusionClient, argv, ctx);
   const fusion = await constructFusionClient(flags, cfg, log, bindOrThrow);
   return {
     name: "fusion-client",

@@ -23,7 +23,7 @@ import {
   withConn,
   wsEcho,
 } from "../../lib/demo/mod.ts";
-import { generateSecret } from "./configure.ts";
+import { randomSecret } from "../../lib/control/mod.ts";
 import {
   type DemoNode,
   type NodeContext,
@@ -85,13 +85,13 @@ async function stopAll(nodes: DemoNode[]): Promise<void> {
 /** Start the set; `pages` also serves each service's live status page. */
 export async function startDemoSet(opts: { level: LogLevel; pages: boolean }): Promise<DemoSet> {
   const origin = startDemoOrigin();
-  const user = "demo", pass = generateSecret(), identifier = generateSecret();
+  const user = "demo", pass = randomSecret(), identifier = randomSecret();
   const ctx: NodeContext = {
     ...opts,
     env: {
-      SEAPROX_LINK_TOKEN: generateSecret(),
-      DEPOT_TOKEN: generateSecret(),
-      FUSION_TOKEN: generateSecret(),
+      SEAPROX_LINK_TOKEN: randomSecret(),
+      DEPOT_TOKEN: randomSecret(),
+      FUSION_TOKEN: randomSecret(),
       TUNNEL_IDENTIFIER: identifier,
     },
   };
