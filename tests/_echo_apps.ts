@@ -5,6 +5,7 @@
  */
 
 import { freePort } from "./_util.ts";
+import { nginxConf } from "./_nginx.ts";
 
 /** A running echo app. */
 export interface EchoApp {
@@ -89,25 +90,14 @@ export async function startNginxEcho(): Promise<EchoApp> {
   const port = freePort();
   await Deno.writeTextFile(
     `${dir}/nginx.conf`,
-    `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log stderr crit;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
+    nginxConf(
+      dir,
+      `  server {
     listen 127.0.0.1:${port};
     default_type text/plain;
     location / { return 200 "$request_method $request_uri|$http_x_forwarded_for|$http_host\\n"; }
-  }
-}
-`,
+  }`,
+    ),
   );
   const child = new Deno.Command("nginx", {
     args: ["-c", `${dir}/nginx.conf`, "-p", dir],

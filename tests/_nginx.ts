@@ -2,18 +2,20 @@
 
 import { freePort } from "./_util.ts";
 
-/** nginx in front of `upstreamPort` with the usual WebSocket-capable proxy settings. */
-export async function startNginx(
-  upstreamPort: number,
-): Promise<{ port: number; stop(): Promise<void> }> {
-  const dir = await Deno.makeTempDir({ prefix: "warren-nginx-" });
-  const port = freePort();
-  const conf = `
-daemon off;
+/**
+ * A whole nginx.conf for a test instance living in `dir` (pid, temp paths, no access log):
+ * `http` is what goes inside the `http { }` block after those settings.
+ */
+export function nginxConf(
+  dir: string,
+  http: string,
+  { errorLog = "crit", workerConnections = 64 } = {},
+): string {
+  return `daemon off;
 worker_processes 1;
 pid ${dir}/nginx.pid;
-error_log stderr warn;
-events { worker_connections 256; }
+error_log stderr ${errorLog};
+events { worker_connections ${workerConnections}; }
 http {
   access_log off;
   client_body_temp_path ${dir}/body;
@@ -21,7 +23,20 @@ http {
   fastcgi_temp_path ${dir}/fcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+${http}
+}
+`;
+}
+
+/** nginx in front of `upstreamPort` with the usual WebSocket-capable proxy settings. */
+export async function startNginx(
+  upstreamPort: number,
+): Promise<{ port: number; stop(): Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix: "warren-nginx-" });
+  const port = freePort();
+  const conf = nginxConf(
+    dir,
+    `  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
   server {
     listen 127.0.0.1:${port};
     client_max_body_size 0;
@@ -36,8 +51,9 @@ http {
       proxy_request_buffering off;
       proxy_read_timeout 1h;
     }
-  }
-}`;
+  }`,
+    { errorLog: "warn", workerConnections: 256 },
+  );
   await Deno.writeTextFile(`${dir}/nginx.conf`, conf);
   const child = new Deno.Command("nginx", {
     args: ["-c", `${dir}/nginx.conf`, "-p", dir],

@@ -382,3 +382,25 @@ export async function rawSend(port: number, request: string): Promise<string> {
     }
   }
 }
+
+/** A tunnel front with `app.test` served by a connected client of `localPort`; `fn` gets its port. */
+export async function withAppTunnel(
+  localPort: number,
+  fn: (port: number) => Promise<void>,
+): Promise<void> {
+  const t = startTunnel();
+  const id = "identifier-app-" + crypto.randomUUID();
+  await t.server.addHost("app.test", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: localPort },
+  });
+  try {
+    await c.connected();
+    await fn(t.port);
+  } finally {
+    await c.stop();
+    await t.close();
+  }
+}

@@ -6,6 +6,7 @@
 
 import { closeQuietly, dial } from "../lib/net/mod.ts";
 import { freePort } from "./_util.ts";
+import { nginxConf } from "./_nginx.ts";
 
 /** A started upstream proxy. */
 export interface Upstream {
@@ -184,26 +185,15 @@ export function startNginxProxyProtocol(origin: number): Promise<Upstream> {
       "nginx-pp-",
       "nginx.conf",
       (dir) =>
-        `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log stderr crit;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
+        nginxConf(
+          dir,
+          `  server {
     listen 127.0.0.1:${port} proxy_protocol;
     default_type text/plain;
     location = /who { return 200 "$proxy_protocol_addr $proxy_protocol_port"; }
     location / { proxy_pass http://127.0.0.1:${origin}; proxy_buffering off; }
-  }
-}
-`,
+  }`,
+        ),
       "nginx",
       (conf, dir) => ["-c", conf, "-p", dir],
     )

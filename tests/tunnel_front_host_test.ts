@@ -9,27 +9,8 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { startPythonEcho } from "./_echo_apps.ts";
 import { startRawOrigin } from "./_http.ts";
-import { rawSend, startClient, startTunnel } from "./_tunnel.ts";
+import { rawSend, withAppTunnel } from "./_tunnel.ts";
 import { writeAll } from "../lib/net/mod.ts";
-
-/** A tunnel front with `app.test` served by a client of `localPort`. */
-async function withTunnel(localPort: number, fn: (port: number) => Promise<void>) {
-  const t = startTunnel();
-  const id = "identifier-host-" + crypto.randomUUID();
-  await t.server.addHost("app.test", id);
-  const c = startClient({
-    server: t.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: localPort },
-  });
-  try {
-    await c.connected();
-    await fn(t.port);
-  } finally {
-    await c.stop();
-    await t.close();
-  }
-}
 
 /** An app that answers every request with its target and never closes by itself. */
 function startTargetEcho() {
@@ -64,7 +45,7 @@ for (const [what, request] of refused) {
   Deno.test(`tunnel front: ${what} is answered 400 and never reaches the app`, async () => {
     const app = startTargetEcho();
     try {
-      await withTunnel(app.addr.port, async (port) => {
+      await withAppTunnel(app.addr.port, async (port) => {
         const text = await rawSend(port, request);
         assertMatch(text, /^HTTP\/1\.1 400 /);
         assertEquals(app.heads.length, 0);
@@ -78,7 +59,7 @@ for (const [what, request] of refused) {
 Deno.test("tunnel front: an absolute-form target reaches the app in origin form", async () => {
   const app = await startPythonEcho();
   try {
-    await withTunnel(app.port, async (port) => {
+    await withAppTunnel(app.port, async (port) => {
       const text = await rawSend(
         port,
         "GET http://APP.test/x?y=1 HTTP/1.1\r\nHost: app.test\r\n\r\n" +
@@ -96,7 +77,7 @@ Deno.test("tunnel front: an absolute-form target reaches the app in origin form"
 Deno.test("tunnel front: nothing after a Connection: close request is forwarded", async () => {
   const app = startTargetEcho();
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       const text = await rawSend(
         port,
         "GET /first HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n" +
@@ -113,7 +94,7 @@ Deno.test("tunnel front: nothing after a Connection: close request is forwarded"
 Deno.test("tunnel front: nothing after an HTTP/1.0 request without keep-alive is forwarded", async () => {
   const app = startTargetEcho();
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       await rawSend(
         port,
         "GET /first HTTP/1.0\r\nHost: app.test\r\n\r\nGET /second HTTP/1.1\r\nHost: app.test\r\n\r\n",

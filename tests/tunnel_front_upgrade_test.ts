@@ -9,27 +9,8 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { type EchoApp, startGoEcho, startNginxEcho, startPythonEcho } from "./_echo_apps.ts";
 import { startRawOrigin } from "./_http.ts";
-import { rawSend, startClient, startTunnel } from "./_tunnel.ts";
+import { rawSend, withAppTunnel } from "./_tunnel.ts";
 import { writeAll } from "../lib/net/mod.ts";
-
-/** A tunnel front with `app.test` served by a client of `localPort`. */
-async function withTunnel(localPort: number, fn: (port: number) => Promise<void>) {
-  const t = startTunnel();
-  const id = "identifier-upgrade-" + crypto.randomUUID();
-  await t.server.addHost("app.test", id);
-  const c = startClient({
-    server: t.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: localPort },
-  });
-  try {
-    await c.connected();
-    await fn(t.port);
-  } finally {
-    await c.stop();
-    await t.close();
-  }
-}
 
 const smuggle = "GET /first HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n" +
   "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" +
@@ -47,7 +28,7 @@ for (const [name, start] of apps) {
   Deno.test(`tunnel front: an Upgrade the app does not take keeps requests parsed (${name})`, async () => {
     const app = await start();
     try {
-      await withTunnel(app.port, async (port) => {
+      await withAppTunnel(app.port, async (port) => {
         const text = await rawSend(port, smuggle);
         assertMatch(text, /GET \/first\|127\.0\.0\.1\|app\.test/);
         // The second request got the front's X-Forwarded-For, not the forged one.
@@ -77,7 +58,7 @@ Deno.test("tunnel front: a 101 for a protocol the client did not offer is answer
     return true;
   });
   try {
-    await withTunnel(origin.addr.port, async (port) => {
+    await withAppTunnel(origin.addr.port, async (port) => {
       const text = await rawSend(port, smuggle);
       assertMatch(text, /^HTTP\/1\.1 502 /);
       assert(!text.includes("101"), text);
@@ -112,7 +93,7 @@ Deno.test("tunnel front: after the app's 101 the bytes pass untouched both ways"
     return false;
   });
   try {
-    await withTunnel(origin.addr.port, async (port) => {
+    await withAppTunnel(origin.addr.port, async (port) => {
       const text = await rawSend(
         port,
         "GET /up HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo/1\r\n\r\n" +
