@@ -243,6 +243,7 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "warren_mux_bytes_total",
       "warren_mux_rtt_seconds",
       "warren_tunnel_request_duration_seconds",
+      "warren_tunnel_unknown_host_requests_total",
     ]);
     const tcText = await scrape(tc);
     expectNames(tcText, [
@@ -252,12 +253,21 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "warren_mux_sessions",
     ]);
     expectAbsent(tcText, ["warren_tunnel_clients", "warren_tunnel_hosts"]);
-    assertEquals(await tableTitles(ts), ["hosts", "outcomes", "clients"]);
-    // A request for an unknown host: its 404 shows beside the proxied ones on the page.
+    assertEquals(await tableTitles(ts), ["hosts", "outcomes", "unknown hosts", "clients"]);
+    // A request for an unknown host: its 404 shows beside the proxied ones on the page, is
+    // counted on its own, and its name is listed.
     assertEquals((await rawGet(port, "unknown.test", "/")).status, 404);
+    assertEquals((await rawGet(port, "Unknown.test:8080", "/")).status, 404);
     assertEquals(
       (await tableRows(ts, "outcomes")).map((r) => r[0]).sort(),
       ["404", "proxied"],
+    );
+    assertEquals((await tableRows(ts, "unknown hosts")).map((r) => r.slice(0, 2)), [
+      ["unknown.test", 2],
+    ]);
+    assert(
+      /^warren_tunnel_unknown_host_requests_total 2$/m.test(await scrape(ts)),
+      "unknown-host 404s counted",
     );
     assertEquals(await tableTitles(tc), ["session", "outcomes", "recent failures"]);
 

@@ -5,18 +5,21 @@
  */
 
 import type { ClientInfo } from "../tunnel/client_conn.ts";
-import type { HostStatus } from "../tunnel/stats.ts";
+import type { HostStatus, UnknownHost } from "../tunnel/stats.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
 /**
  * A provider over `TunnelServer.status()`, `.clients()` and, when given, the request counts
  * by host and outcome (`server.stats.outcomes()`): every outcome (proxied, 404, 502, 504 …)
- * is charted and tabled beside the others.
+ * is charted and tabled beside the others; and the recent unknown hosts (the names behind
+ * the 404s, `server.stats.recentUnknownHosts()`), so a typo'd DNS entry or a client that
+ * never came shows by name.
  */
 export function tunnelStatusProvider(
   hosts: () => Promise<HostStatus[]>,
   clients: () => ClientInfo[],
   outcomes?: () => [host: string, outcome: string, count: number][],
+  unknownHosts?: () => UnknownHost[],
 ): StatusProvider {
   return async () => {
     const hs = await hosts();
@@ -72,6 +75,17 @@ export function tunnelStatusProvider(
             title: "outcomes",
             columns: ["outcome", "requests"],
             rows: [...byOutcome].sort((a, b) => b[1] - a[1]),
+          }]
+          : []),
+        ...(unknownHosts
+          ? [{
+            title: "unknown hosts",
+            columns: ["host", "404s", "last"],
+            rows: unknownHosts().map((u) => [
+              u.host || "(malformed)",
+              u.requests,
+              new Date(u.lastMs).toISOString(),
+            ]),
           }]
           : []),
         {

@@ -30,6 +30,12 @@ collectedCounter(
   () => sum((s) => s.stats.outcomes().map(([host, outcome, n]) => [{ host, outcome }, n])),
 );
 collectedCounter(
+  "warren_tunnel_unknown_host_requests_total",
+  "Public requests answered 404 because no entry serves their Host",
+  [],
+  () => sum((s) => [[{}, s.stats.unknownHostRequests]]),
+);
+collectedCounter(
   "warren_tunnel_bytes_total",
   "Bytes relayed by host and direction",
   ["host", "direction"],

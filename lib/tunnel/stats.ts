@@ -46,14 +46,35 @@ export interface HostStatus extends HostStats {
   access?: { basic: number; bearer: number; allow: string[] };
 }
 
+/** Distinct unknown hosts the status page lists (the most recent ones). */
+export const recentUnknownHostsKept = 20;
+/** Longest unknown host name kept in that list (a DNS name has at most 253 characters). */
+const maxUnknownHostChars = 253;
+
+/** One host asked for that no entry serves (a 404), as the status page lists it. */
+export interface UnknownHost {
+  /** The name asked for (normalised; "" for a malformed Host). */
+  host: string;
+  /** 404s for it since it entered the list. */
+  requests: number;
+  /** Epoch ms of the last one. */
+  lastMs: number;
+}
+
 /**
  * The counters of every host a server has seen, and the request count per (host, outcome)
  * that `warren_tunnel_requests_total` exports (404 and 400 under host "": an unregistered
- * or malformed Host must not grow the label set).
+ * or malformed Host must not grow the label set). Unknown hosts are counted in one number
+ * and a list of the last {@linkcode recentUnknownHostsKept} names (a typo'd DNS entry or a
+ * client that never connected shows there; a scan of random names cannot grow it).
  */
 export class TunnelStats {
   #hosts = new Map<string, HostStats>();
   #outcomes = new Map<string, Map<string, number>>();
+  /** Requests answered 404 because no entry serves their Host. */
+  unknownHostRequests = 0;
+  /** The recent unknown hosts, least recent first (Map order: re-inserted on each hit). */
+  #unknown = new Map<string, UnknownHost>();
 
   /** Counters of `host` (created on first use). */
   host(host: string): HostStats {
@@ -74,6 +95,7 @@ export class TunnelStats {
   countRequest(host: string, outcome: string): void {
     if (outcome === "proxied") this.host(host).requests++;
     else if (outcome === "502" || outcome === "504") this.host(host).errors++;
+    else if (outcome === "404") this.#countUnknown(host);
     const label = outcome === "404" || outcome === "400" ? "" : host;
     let byOutcome = this.#outcomes.get(label);
     if (!byOutcome) {
@@ -81,6 +103,26 @@ export class TunnelStats {
       this.#outcomes.set(label, byOutcome);
     }
     byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
+  }
+
+  #countUnknown(host: string): void {
+    this.unknownHostRequests++;
+    const name = host.slice(0, maxUnknownHostChars);
+    const prev = this.#unknown.get(name);
+    this.#unknown.delete(name);
+    this.#unknown.set(name, {
+      host: name,
+      requests: (prev?.requests ?? 0) + 1,
+      lastMs: Date.now(),
+    });
+    if (this.#unknown.size > recentUnknownHostsKept) {
+      this.#unknown.delete(this.#unknown.keys().next().value!);
+    }
+  }
+
+  /** The recent unknown hosts, most recent first (at most {@linkcode recentUnknownHostsKept}). */
+  recentUnknownHosts(): UnknownHost[] {
+    return [...this.#unknown.values()].reverse().map((u) => ({ ...u }));
   }
 
   /** Requests counted so far as `[host, outcome, count]`. */

@@ -106,12 +106,20 @@ export async function constructTunnelServer(
     service: "tunnel-server",
     log,
     auth: flags["status-auth"],
-    status: async () => ({ hosts: await server.status(), clients: server.clients() }),
+    status: async () => ({
+      hosts: await server.status(),
+      clients: server.clients(),
+      unknownHosts: {
+        requests: server.stats.unknownHostRequests,
+        recent: server.stats.recentUnknownHosts(),
+      },
+    }),
     providers: [
       tunnelStatusProvider(
         () => server.status(),
         () => server.clients(),
         () => server.stats.outcomes(),
+        () => server.stats.recentUnknownHosts(),
       ),
     ],
   });
