@@ -2,15 +2,27 @@
  * A transfer cut mid-way must end in an error at the client, never in a clean end: curl
  * downloads a close-delimited HTTP/1.0 response (no Content-Length, so only the way the
  * connection ends tells a complete body from a half one) through each relay, and the far side
- * dies mid-body — the origin behind seaprox resets, depot-local (--mux), fusion-server or
- * tunnel-client (TCP tunnel) is killed. curl must exit non-zero ("Connection reset by peer")
- * instead of 0 with half the bytes.
+ * dies mid-body — the origin behind seaprox resets, depot-local (--mux or plain tunnels),
+ * fusion-server or tunnel-client (TCP tunnel) is killed. curl must exit non-zero ("Connection
+ * reset by peer") instead of 0 with half the bytes; and a clean end must stay a clean end.
  */
 
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { assert, assertEquals } from "./_assert.ts";
 import { portFor } from "./_seaprox.ts";
-import { freePort, portOf, type ServiceProcess, startService } from "./_util.ts";
+import { createHash } from "node:crypto";
+import { socksDial } from "./_depot.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  freePort,
+  portOf,
+  readAll,
+  sendBlocks,
+  type ServiceProcess,
+  startService,
+} from "./_util.ts";
+import { writeAll } from "../lib/net/mod.ts";
 
 const partBytes = 256 * 1024;
 
@@ -176,5 +188,166 @@ Deno.test("truncation: tunnel-client killed mid-transfer resets curl at tunnel-s
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await o.close();
+  }
+});
+
+/**
+ * A forwarder for depot-local's control connection that passes bytes both ways but never
+ * passes on the local's end: after the local dies, depot-server keeps seeing an open control
+ * connection until its heartbeat gives up. That fixes the order of the worst case — the
+ * tunnel's FIN reaches the server before any sign that the local is gone — which a kill alone
+ * leaves to chance.
+ */
+function holdingForwarder(to: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const pump = async (src: Deno.Conn, dst: Deno.Conn) => {
+    const buf = new Uint8Array(16 * 1024);
+    try {
+      for (let n = await src.read(buf); n !== null; n = await src.read(buf)) {
+        await dst.write(buf.subarray(0, n));
+      }
+    } catch {
+      // The killed local's side resets or the held side was closed: the end is held anyway.
+    }
+  };
+  const pumps: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const local of listener) {
+      const server = await Deno.connect({ hostname: "127.0.0.1", port: to });
+      conns.push(local, server);
+      pumps.push(pump(local, server), pump(server, local));
+    }
+  })();
+  return {
+    addr: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    async close() {
+      listener.close();
+      await accepting.catch(() => {});
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // Closed by a pump already.
+        }
+      }
+      await Promise.all(pumps);
+    },
+  };
+}
+
+Deno.test("truncation: depot-local killed mid-transfer resets curl at depot-server (plain tunnels)", async () => {
+  const o = origin("hold");
+  const port = await o.listening;
+  const env = { DEPOT_TOKEN: "truncation-depot-token" };
+  const procs: ServiceProcess[] = [];
+  let fwd: ReturnType<typeof holdingForwarder> | undefined;
+  try {
+    const server = await startService("depot-server.ts", [
+      "--control=:0",
+      "--socks=:0",
+      "--tunnel=:0",
+      "--heartbeat=200ms",
+    ], { readyCount: 3, env });
+    procs.push(server);
+    fwd = holdingForwarder(portOf(server.addrs.get("control")!));
+    const local = await startService("depot-local.ts", [
+      `--server=${fwd.addr}`,
+      `--tunnel=${server.addrs.get("tunnel")}`,
+    ], { readyCount: 0, ready: /msg="connected"/, env });
+    procs.push(local);
+    const got = curl(`http://127.0.0.1:${port}/`, [
+      "--socks5-hostname",
+      `127.0.0.1:${portFor(server, "socks")}`,
+    ]);
+    await o.partSent;
+    await local.stop("SIGKILL");
+    assertCut(await got, "depot");
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await fwd?.close();
+    await o.close();
+  }
+});
+
+Deno.test("truncation: a clean end through depot plain tunnels stays clean (curl SHA-256, half-close)", async () => {
+  const bodyBytes = 32 * 1024 * 1024;
+  const uploads: Promise<{ bytes: number; sha256: string }>[] = [];
+  const target = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  // "G…" (curl's GET): a close-delimited body, then a FIN. "U": "hello" and a FIN first, then
+  // everything the client still sends (the target's FIN must not end the other direction).
+  const serving = (async () => {
+    for await (const c of target) {
+      uploads.push(
+        (async () => {
+          try {
+            const first = new Uint8Array(1);
+            if ((await c.read(first)) !== 1) return { bytes: -1, sha256: "" };
+            if (first[0] === 0x55) {
+              await writeAll(c, new TextEncoder().encode("hello"));
+              await c.closeWrite();
+              return await drainHash(c);
+            }
+            await writeAll(c, new TextEncoder().encode("HTTP/1.0 200 OK\r\n\r\n"));
+            await sendBlocks(c, bodyBytes, 7);
+            await c.closeWrite();
+            return await drainHash(c);
+          } finally {
+            c.close();
+          }
+        })().catch((err) => ({ bytes: -1, sha256: String(err) })),
+      );
+    }
+  })();
+  const env = { DEPOT_TOKEN: "truncation-depot-token" };
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("depot-server.ts", [
+      "--control=:0",
+      "--socks=:0",
+      "--tunnel=:0",
+    ], { readyCount: 3, env });
+    procs.push(server);
+    procs.push(
+      await startService("depot-local.ts", [`--server=${server.addrs.get("control")}`], {
+        readyCount: 0,
+        ready: /msg="connected"/,
+        env,
+      }),
+    );
+    const socksPort = portFor(server, "socks");
+    const out = await new Deno.Command("curl", {
+      args: [
+        "-sS",
+        "--max-time",
+        "60",
+        "--socks5-hostname",
+        `127.0.0.1:${socksPort}`,
+        `http://127.0.0.1:${target.addr.port}/`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    assertEquals(
+      createHash("sha256").update(out.stdout).digest("hex"),
+      blockStreamSha256(bodyBytes, 7),
+    );
+
+    const c = await socksDial(socksPort, { host: "127.0.0.1", port: target.addr.port });
+    await writeAll(c, new TextEncoder().encode("U"));
+    assertEquals(new TextDecoder().decode(await readAll(c)), "hello"); // the target's FIN first
+    await sendBlocks(c, 4 * 1024 * 1024, 3); // and the upload still flows after it
+    await c.closeWrite();
+    c.close();
+    assertEquals(await uploads[1], {
+      bytes: 4 * 1024 * 1024,
+      sha256: blockStreamSha256(4 * 1024 * 1024, 3),
+    });
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    target.close();
+    await serving.catch(() => {});
+    await Promise.allSettled(uploads);
   }
 });

@@ -40,10 +40,12 @@ import {
   type DepotMessage,
   depotProtocol,
   DepotRefusal,
+  endFeature,
   heartbeatDeadFactor,
   muxFeature,
   recentFailureCount,
 } from "./protocol.ts";
+import { ReportedEnd } from "./tunnel_end.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
 import { SparePool } from "./spares.ts";
@@ -174,6 +176,8 @@ interface Session {
   mux?: MuxSession;
   /** Per-request abort controllers (cancel, session end). */
   requests: Map<number, AbortController>;
+  /** The server waits for `end{id}` before passing a plain tunnel's FIN on. */
+  reportsEnds: boolean;
 }
 
 /**
@@ -408,6 +412,7 @@ export class DepotLocal {
         name: this.name,
         socksPassword: o.socksPassword,
         agent: "warren-depot-local/1",
+        features: [endFeature],
       });
       const welcome = await ctl.expect(
         "welcome",
@@ -422,6 +427,7 @@ export class DepotLocal {
         dialTunnel,
         openTunnel: async (sig) => ({ conn: await dialTunnel(sig), spare: false }),
         requests: new Map(),
+        reportsEnds: welcome.features?.includes(endFeature) ?? false,
       };
       const spareCount = o.spareTunnels ?? defaultSpareTunnels;
       if (o.mux && welcome.features?.includes(muxFeature)) {
@@ -430,6 +436,7 @@ export class DepotLocal {
         session = {
           ...session,
           mux,
+          reportsEnds: false, // a stream's FIN and RST are the mux's own frames
           openTunnel: async () => ({ conn: await muxSession.open(), spare: false }),
         };
         // The mux connection and the control connection live and die together.
@@ -599,8 +606,15 @@ export class DepotLocal {
       m.connectSeconds.observe({ side: "local" }, (performance.now() - startedMs) / 1000);
       let end = "error";
       try {
+        // The target's FIN, once passed on, is confirmed to the server (see tunnel_end.ts).
+        const relayed = session.reportsEnds
+          ? new ReportedEnd(tunnel, () =>
+            ctl.send({ type: "end", id: req.id }).catch(() => {
+              // The control connection is gone: the server resets the client, as it must.
+            }))
+          : tunnel;
         // a = tunnel (client side), b = app: aToB is "up".
-        const r = await relay(tunnel, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
+        const r = await relay(relayed, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
         // relay() closed both; closing again would only build BadResource errors.
         app = undefined;
         tunnel = undefined;

@@ -59,6 +59,7 @@ export const helloMessage: MessageDef<"hello", {
   name: Check<string>;
   socksPassword: OptionalCheck<string>;
   agent: OptionalCheck<string>;
+  features: OptionalCheck<string[]>;
 }> = defineMessage("hello", {
   role: oneOf("depot-local"),
   token: str({ maxLength: 1024 }),
@@ -67,6 +68,8 @@ export const helloMessage: MessageDef<"hello", {
   socksPassword: optional(str({ maxLength: 255 })),
   /** Software version, for the status page. */
   agent: optional(str({ maxLength: 128 })),
+  /** Optional capabilities of the local, e.g. "end" (it confirms clean tunnel ends). */
+  features: optional(arrayOf(str({ maxLength: 32 }), 32)),
 });
 
 /** server → local, answer to a valid hello. */
@@ -122,6 +125,17 @@ export const cancelMessage: MessageDef<"cancel", { id: Check<number> }> = define
   { id: requestId },
 );
 
+/**
+ * local → server on the control connection: the target→client direction of plain tunnel `id`
+ * ended cleanly (the target's FIN; the local has closed-write the tunnel). A raw TCP tunnel
+ * ends in a FIN whether the local finished or died, so the server passes the tunnel's FIN on
+ * to the SOCKS client only after this; without it, the client is reset. Sent when both sides
+ * announced {@linkcode endFeature}; never for mux streams (they carry FIN and RST themselves).
+ */
+export const endMessage: MessageDef<"end", { id: Check<number> }> = defineMessage("end", {
+  id: requestId,
+});
+
 /** local → server, first frame of a tunnel connection: which request it carries. */
 export const tunnelMessage: MessageDef<"tunnel", {
   id: Check<number>;
@@ -158,6 +172,11 @@ export const muxAcceptedMessage: MessageDef<"muxAccepted", Record<never, never>>
 
 /** Feature name a server announces in welcome when it accepts `mux`. */
 export const muxFeature = "mux";
+/**
+ * Feature name both sides announce (hello, welcome) when they speak `end`: only then does the
+ * local send it and the server wait for it before passing a plain tunnel's FIN on.
+ */
+export const endFeature = "end";
 
 /** The depot control protocol (control and tunnel connections). */
 export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", depotProtocolVersion, [
@@ -166,6 +185,7 @@ export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", dep
   connectMessage,
   connectFailedMessage,
   cancelMessage,
+  endMessage,
   tunnelMessage,
   tunnelAcceptedMessage,
   muxMessage,
@@ -179,6 +199,7 @@ export type DepotMessage =
   | MessageOf<typeof connectMessage>
   | MessageOf<typeof connectFailedMessage>
   | MessageOf<typeof cancelMessage>
+  | MessageOf<typeof endMessage>
   | MessageOf<typeof tunnelMessage>
   | MessageOf<typeof tunnelAcceptedMessage>
   | MessageOf<typeof muxMessage>

@@ -43,12 +43,14 @@ import {
   type DepotMessage,
   depotProtocol,
   DepotRefusal,
+  endFeature,
   heartbeatDeadFactor,
   muxFeature,
   recentFailureCount,
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
+import { ConfirmedEnd } from "./tunnel_end.ts";
 import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
@@ -202,12 +204,16 @@ class ExitSession {
   bytesDown = 0;
   readonly live = new Set<RelayStats>();
   readonly pending = new Set<Pending>();
+  /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
+  readonly ends = new Map<number, ConfirmedEnd>();
   constructor(
     readonly name: string,
     readonly ctl: ControlConn<DepotMessage>,
     readonly remote: string,
     readonly socksPassword: string | undefined,
     readonly agent: string | undefined,
+    /** The local confirms clean tunnel ends (`end`): its tunnels' FINs wait for them. */
+    readonly confirmsEnds: boolean,
     readonly log: Logger,
   ) {}
 
@@ -474,6 +480,7 @@ export class DepotServer {
       ctx.remote,
       hello.socksPassword,
       hello.agent,
+      hello.features?.includes(endFeature) ?? false,
       log,
     );
     const stale = this.#exits.get(hello.name);
@@ -495,7 +502,7 @@ export class DepotServer {
         name: hello.name,
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
-        features: [muxFeature],
+        features: [muxFeature, endFeature],
         spareIdleMs: this.spareIdleMs,
       });
     } catch (err) {
@@ -520,6 +527,10 @@ export class DepotServer {
           if (p && p.exit === exit) {
             p.settle({ ok: false, reason: msg.reason, message: msg.message ?? msg.reason });
           }
+        } else if (msg.type === "end") {
+          // An id no longer relaying (already cut, or never this exit's) is ignored: the end
+          // and a reset of the same tunnel may cross.
+          exit.ends.get(msg.id)?.confirm();
         } else if (msg.type === "error") {
           why = `local error: ${msg.reason}`;
           break;
@@ -647,6 +658,7 @@ export class DepotServer {
     m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
     let relayed = false;
     let end = "error";
+    let cause: string | undefined;
     try {
       await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
       relayed = true; // relay() closes both sides itself
@@ -656,6 +668,7 @@ export class DepotServer {
         stats,
       });
       end = r.end;
+      cause = r.error && errorMessage(r.error);
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
       end = "reset";
@@ -663,6 +676,7 @@ export class DepotServer {
     } finally {
       log.info("connection closed", {
         end,
+        error: cause,
         up: stats.aToB,
         down: stats.bToA,
         ms: Math.round(performance.now() - startedMs),
@@ -829,23 +843,35 @@ export class DepotServer {
     ctx.handshakeDone();
     let release!: () => void;
     const released = new Promise<void>((r) => release = r);
-    try {
-      await writer.send({ type: "tunnelAccepted", id: msg.id });
-    } catch (err) {
-      p.settle({ ok: false, reason: "other", message: `tunnel write failed: ${describe(err)}` });
-      return;
+    // The reader buffers only what it was asked for: nothing more arrives before our answer.
+    let tunnel = withPrefix(conn, buffered.takeBuffered());
+    const { exit, id } = p;
+    if (allowMux && exit.confirmsEnds) {
+      // Registered before the answer: the local may report the end right after it.
+      const gate = new ConfirmedEnd(
+        tunnel,
+        exit.ctl.signal,
+        this.heartbeatMs * heartbeatDeadFactor,
+      );
+      exit.ends.set(id, gate);
+      tunnel = gate;
     }
-    const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
-      ? { host: msg.boundHost, port: msg.boundPort }
-      : undefined;
-    const taken = p.settle({
-      ok: true,
-      conn: withPrefix(conn, buffered.takeBuffered()),
-      bound,
-      done: release,
-    });
-    if (!taken) return; // timed out or cancelled at the same moment: close it
-    await released;
+    try {
+      try {
+        await writer.send({ type: "tunnelAccepted", id });
+      } catch (err) {
+        p.settle({ ok: false, reason: "other", message: `tunnel write failed: ${describe(err)}` });
+        return;
+      }
+      const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
+        ? { host: msg.boundHost, port: msg.boundPort }
+        : undefined;
+      const taken = p.settle({ ok: true, conn: tunnel, bound, done: release });
+      if (!taken) return; // timed out or cancelled at the same moment: close it
+      await released;
+    } finally {
+      exit.ends.delete(id);
+    }
   }
 
   /** Serve a mux session: every stream the local opens is a tunnel (one handshake each). */

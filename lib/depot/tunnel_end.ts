@@ -1,0 +1,110 @@
+/**
+ * Clean ends of plain tunnels, confirmed on the control connection (`end{id}`).
+ *
+ * A plain tunnel is raw TCP: when depot-local dies, its kernel closes the tunnel with a FIN
+ * just as a finished transfer does, and a close-delimited download would look complete at the
+ * SOCKS client. So the local reports each clean end of the target→client direction on the
+ * control connection after closing the tunnel's write side ({@linkcode ReportedEnd}), and the
+ * server passes the tunnel's FIN on only once that report arrived ({@linkcode ConfirmedEnd});
+ * if the control connection ends or the wait runs out first, the read fails and the relay
+ * resets the client. Half-close is kept: a confirmed FIN is passed on as a FIN.
+ * @module
+ */
+
+import type { Duplex } from "../net/mod.ts";
+
+/** A plain tunnel's FIN arrived without its `end` confirmation: the local died mid-stream. */
+export class UnconfirmedEndError extends Error {
+  override name = "UnconfirmedEndError";
+  /** Why the FIN was not taken as a clean end. */
+  readonly reason = "unconfirmed-end";
+}
+
+/**
+ * Server side: the tunnel, whose EOF counts only once `confirm()` ran. `read` returns null
+ * after the confirmation; it throws {@linkcode UnconfirmedEndError} when `signal` (the
+ * control connection) aborts, `waitMs` pass after the FIN, or the tunnel is closed first.
+ */
+export class ConfirmedEnd implements Duplex {
+  #confirmed = false;
+  #settle: ((err?: Error) => void) | undefined;
+
+  /**
+   * @param inner the tunnel connection
+   * @param signal aborts when the control connection of the tunnel's local ends
+   * @param waitMs how long a FIN may wait for its confirmation
+   */
+  constructor(readonly inner: Duplex, readonly signal: AbortSignal, readonly waitMs: number) {}
+
+  /** The local reported a clean end (`end{id}`); may come before or after the FIN. */
+  confirm(): void {
+    this.#confirmed = true;
+    this.#settle?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    const n = await this.inner.read(p);
+    if (n !== null || this.#confirmed) return n;
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        this.signal.removeEventListener("abort", onAbort);
+        this.#settle = undefined;
+        if (err) reject(err);
+        else resolve();
+      };
+      const onAbort = () =>
+        done(new UnconfirmedEndError("control connection ended before the end"));
+      const timer = setTimeout(
+        () => done(new UnconfirmedEndError(`no end confirmation within ${this.waitMs} ms`)),
+        this.waitMs,
+      );
+      this.#settle = done;
+      if (this.signal.aborted) onAbort();
+      else this.signal.addEventListener("abort", onAbort, { once: true });
+    });
+    return null;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.inner.write(p);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+
+  close(): void {
+    this.#settle?.(new UnconfirmedEndError("tunnel closed before the end"));
+    this.inner.close();
+  }
+}
+
+/**
+ * Local side: the tunnel, which reports each clean end of the target→client direction —
+ * `onEnd` runs once `closeWrite()` (the relay passing the target's FIN on) has succeeded.
+ */
+export class ReportedEnd implements Duplex {
+  /**
+   * @param inner the tunnel connection
+   * @param onEnd sends `end{id}` on the control connection; must not reject
+   */
+  constructor(readonly inner: Duplex, readonly onEnd: () => Promise<void>) {}
+
+  read(p: Uint8Array): Promise<number | null> {
+    return this.inner.read(p);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.inner.write(p);
+  }
+
+  async closeWrite(): Promise<void> {
+    await this.inner.closeWrite();
+    await this.onEnd();
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+}
