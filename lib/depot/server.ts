@@ -843,7 +843,7 @@ export class DepotServer {
     ctx.handshakeDone();
     let release!: () => void;
     const released = new Promise<void>((r) => release = r);
-    // The reader buffers only what it was asked for: nothing more arrives before our answer.
+    // Nothing is read between here and the answer: the same bytes as taken after it.
     let tunnel = withPrefix(conn, buffered.takeBuffered());
     const { exit, id } = p;
     if (allowMux && exit.confirmsEnds) {
