@@ -15,6 +15,7 @@ import { type Logger, silentLogger } from "../log.ts";
 import {
   BufferedReader,
   closeQuietly,
+  concatBytes,
   type ConnHandler,
   dial,
   errorMessage,
@@ -27,7 +28,7 @@ import {
 } from "../net/mod.ts";
 import { encodeFrame, readFrameJson } from "../control/mod.ts";
 import { ClientConn, clientKey } from "./client_conn.ts";
-import { fingerprint, identifierDigest } from "./registry.ts";
+import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
 import type { RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 
@@ -74,7 +75,7 @@ export class ClusterLinks {
   readonly #log: Logger;
   /** Live links to other instances by address (one dial shared by concurrent requests). */
   #links = new Map<string, Promise<Session>>();
-  /** Remote clients as ClientConns on a link, by `digest@address`. */
+  /** Remote clients as ClientConns on a link, by digest (`remote` names the link). */
   #remote = new Map<string, ClientConn>();
   #listener?: Server;
 
@@ -130,7 +131,11 @@ export class ClusterLinks {
     this.#log.info("cluster link down", { remote });
   }
 
-  /** One request from another instance: hand it to the local client, relay both ways. */
+  /**
+   * One request from another instance: hand it to the local client, relay both ways. When
+   * the client is not held here (the sender's cache was stale), look it up afresh and pass
+   * the stream on to the instance holding it, once (`hop`), so the request is still served.
+   */
   async #serveStream(s: Stream): Promise<void> {
     const reader = new BufferedReader(s);
     try {
@@ -138,12 +143,14 @@ export class ClusterLinks {
       const d = typeof h?.client === "string" ? h.client : "";
       const identifier = this.#registry.knownIdentifier(d);
       const client = identifier !== undefined ? this.#server.localClient(identifier) : undefined;
-      if (!client) {
+      let out: Stream | undefined;
+      if (client) out = await client.session.open({ data: reader.takeBuffered() });
+      else if (d && h?.hop === undefined) out = await this.#passOn(d, reader.takeBuffered());
+      if (!out) {
         this.#log.warn("cluster stream for a client not held here", { client: d.slice(0, 12) });
         s.reset();
         return;
       }
-      const out = await client.session.open({ data: reader.takeBuffered() });
       await relay(s, out);
     } catch (err) {
       this.#log.debug("cluster stream failed", { error: errorMessage(err) });
@@ -151,38 +158,56 @@ export class ClusterLinks {
     }
   }
 
+  /** Open the stream of client `d` on the link to the instance holding it now, if another. */
+  async #passOn(d: string, rest: Uint8Array): Promise<Stream | undefined> {
+    const identifier = digestRef(d);
+    this.#registry.forget(identifier);
+    const at = await this.#registry.locate(identifier, true).catch(() => undefined);
+    if (!at?.inst?.advertise || at.rec.instance === this.#registry.instance) return undefined;
+    const session = await this.#link(at.inst.advertise);
+    this.#log.info("cluster stream passed on to the instance holding the client", {
+      client: d.slice(0, 12),
+      peer: at.inst.advertise,
+    });
+    return await session.open({ data: concatBytes(encodeFrame({ client: d, hop: 1 }), rest) });
+  }
+
   /**
    * The client of `identifier` held by another instance, as a ClientConn whose streams go
    * over the link to it; undefined when no live instance holds it or it cannot be reached.
+   * Where it is held comes from the registry's cache; when the link to a cached place fails,
+   * the entry is dropped and looked up afresh once.
    */
   async remoteClient(identifier: string): Promise<ClientConn | undefined> {
-    const rec = await this.#registry.getClient(identifier).catch(() => undefined);
-    if (!rec || rec.instance === this.#registry.instance) return undefined;
-    const inst = await this.#registry.instanceRecord(rec.instance).catch(() => undefined);
-    if (!inst?.advertise) return undefined;
     const d = identifierDigest(identifier);
-    const key = `${d}@${inst.advertise}`;
-    const have = this.#remote.get(key);
-    if (have) return have;
-    let session: Session;
-    try {
-      session = await this.#link(inst.advertise);
-    } catch (err) {
-      this.#log.warn("cluster link failed", { peer: inst.advertise, error: errorMessage(err) });
-      return undefined;
+    for (let fresh = false;; fresh = true) {
+      const at = await this.#registry.locate(identifier, fresh).catch(() => undefined);
+      if (!at || at.rec.instance === this.#registry.instance || !at.inst?.advertise) {
+        this.#remote.delete(d);
+        return undefined;
+      }
+      const addr = at.inst.advertise;
+      const have = this.#remote.get(d);
+      if (have?.remote === `cluster:${addr}`) return have;
+      try {
+        const session = await this.#link(addr);
+        const c = new ClientConn(
+          0,
+          fingerprint(identifier),
+          `cluster:${addr}`,
+          session,
+          clientKey(identifier),
+        );
+        c.streamPrefix = encodeFrame({ client: d });
+        c.ready = true;
+        this.#remote.set(d, c);
+        return c;
+      } catch (err) {
+        this.#log.warn("cluster link failed", { peer: addr, error: errorMessage(err) });
+        this.#registry.forget(identifier, at.rec.instance);
+        if (!at.cached) return undefined;
+      }
     }
-    const c = new ClientConn(
-      0,
-      fingerprint(identifier),
-      `cluster:${rec.instance}`,
-      session,
-      clientKey(identifier),
-    );
-    c.streamPrefix = encodeFrame({ client: d });
-    c.hosts = [];
-    c.ready = true;
-    this.#remote.set(key, c);
-    return c;
   }
 
   #link(addr: string): Promise<Session> {
@@ -192,7 +217,9 @@ export class ClusterLinks {
       this.#links.set(addr, p);
       const forget = () => {
         if (this.#links.get(addr) === p) this.#links.delete(addr);
-        for (const k of this.#remote.keys()) if (k.endsWith(`@${addr}`)) this.#remote.delete(k);
+        for (const [d, c] of this.#remote) {
+          if (c.remote === `cluster:${addr}`) this.#remote.delete(d);
+        }
       };
       p.then((s) => s.closed.then(forget), forget);
     }

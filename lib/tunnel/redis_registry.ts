@@ -15,9 +15,14 @@
  * key was gone (Redis restarted empty, or this instance was cut off beyond its lease) it
  * writes back the hosts added through it too.
  *
+ * Routing lookups (`route`, `locate`) answer from a {@linkcode LookupCache} while a second
+ * connection is subscribed to the change notices every instance publishes on `events` when
+ * it writes a host or a lease: a notice drops the entry at once, a lost one (subscriber
+ * reconnecting) is bounded by `cacheMs`, and the cache is off while the subscriber is down.
+ *
  * Keys, under `prefix`: `hosts` (hash host → digest), `ids` (hash digest → host count),
  * `client:<digest>` (lease: JSON ClientRecord), `instance:<name>` (lease: JSON
- * {@linkcode InstanceRecord}).
+ * {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`, `i:<name>`).
  * @module
  */
 
@@ -36,6 +41,7 @@ import {
   type Registry,
   RegistryUnavailableError,
 } from "./registry.ts";
+import { LookupCache } from "./lookup_cache.ts";
 
 /** Default lifetime of a lease (client, instance) not refreshed: 3 heartbeats. */
 export const defaultLeaseMs = 6_000;
@@ -43,6 +49,11 @@ export const defaultLeaseMs = 6_000;
 export const redisConnectTimeoutMs = 3_000;
 /** Longest wait between reconnect attempts. */
 export const redisMaxReconnectDelayMs = 2_000;
+/**
+ * Default lifetime of a cached routing answer: how long a lost change notice can route
+ * requests to where a client used to be (a notice that arrives drops it at once).
+ */
+export const defaultLookupCacheMs = 1_000;
 
 /** One tunnel-server instance as the cluster sees it. */
 export interface InstanceRecord {
@@ -66,6 +77,8 @@ export interface RedisRegistryOptions {
   prefix?: string;
   /** Lease lifetime; refreshed every `leaseMs / 3`. @default 6000 */
   leaseMs?: number;
+  /** Lifetime of cached routing answers; 0 turns the cache off. @default 1000 */
+  cacheMs?: number;
   /** Where connection changes are logged. @default silent */
   log?: Logger;
 }
@@ -109,16 +122,30 @@ return 1`;
 
 // A lease is refreshed only while it is ours (or gone, after a Redis restart): a client that
 // reconnected to another instance keeps its new lease while our old session times out.
+// 1: refreshed, 2: written back (it had expired or Redis lost it), 0: not ours.
 const refreshScript = `local cur = redis.call('GET', KEYS[1])
 if cur and cjson.decode(cur).instance ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1`;
+if cur then return 1 end
+return 2`;
+
+/** Where the client of an identifier is held: its lease and the holding instance's record. */
+export interface ClientLocation {
+  /** The lease. */
+  rec: ClientRecord;
+  /** The holding instance, while its own lease lives. */
+  inst?: InstanceRecord;
+  /** Whether this came from the cache (a failure on it is worth a fresh look). */
+  cached: boolean;
+}
 
 /** A {@linkcode Registry} in Redis, shared by the instances of a tunnel-server cluster. */
 export class RedisRegistry implements Registry {
   /** This instance's name (in every ClientRecord it writes). */
   readonly instance: string;
   readonly #client: Client;
+  /** The connection subscribed to the change notices (a subscriber runs no commands). */
+  readonly #sub: Client;
   readonly #p: string;
   readonly #leaseMs: number;
   readonly #log: Logger;
@@ -134,9 +161,22 @@ export class RedisRegistry implements Registry {
   #timer: ReturnType<typeof setInterval> | undefined;
   #beat: Promise<void> = Promise.resolve();
   #up = false;
+  /** Whether the subscriber is connected: the caches are used only then. */
+  #subUp = false;
+  /** host → digest (null: no such host). */
+  readonly #hostCache: LookupCache<string | null>;
+  /** digest → lease (null: not held anywhere). */
+  readonly #clientCache: LookupCache<ClientRecord | null>;
+  /** instance name → record (null: gone). */
+  readonly #instCache: LookupCache<InstanceRecord | null>;
 
   private constructor(client: Client, opts: RedisRegistryOptions) {
     this.#client = client;
+    this.#sub = client.duplicate();
+    const cacheMs = opts.cacheMs ?? defaultLookupCacheMs;
+    this.#hostCache = new LookupCache(cacheMs);
+    this.#clientCache = new LookupCache(cacheMs);
+    this.#instCache = new LookupCache(cacheMs);
     this.instance = opts.instance ?? randomSecret(4);
     this.#p = opts.prefix ?? "warren:tunnel:";
     this.#leaseMs = opts.leaseMs ?? defaultLeaseMs;
@@ -167,6 +207,7 @@ export class RedisRegistry implements Registry {
       // The reconnect strategy gave up: the client is closed already.
       throw new RegistryUnavailableError("connect", err);
     }
+    await reg.#subscribe();
     await reg.#heartbeat();
     reg.#timer = setInterval(() => {
       reg.#beat = reg.#beat.then(() => reg.#heartbeat());
@@ -176,6 +217,59 @@ export class RedisRegistry implements Registry {
 
   #key(name: string): string {
     return this.#p + name;
+  }
+
+  /** Subscribe to the change notices; the caches are trusted only while subscribed. */
+  async #subscribe(): Promise<void> {
+    const sub = this.#sub;
+    const off = () => {
+      this.#subUp = false;
+      this.#clearCaches();
+    };
+    sub.on("error", off);
+    sub.on("end", off);
+    try {
+      await sub.connect();
+      await sub.subscribe(this.#key("events"), (msg: string) => this.#notice(msg));
+    } catch (err) {
+      // Routing goes to Redis every time (no cache) while there are no notices.
+      this.#log.warn("change notices unavailable: lookups are not cached", {
+        error: errorMessage(err),
+      });
+      return;
+    }
+    this.#subUp = true;
+    // Back after an outage (the client resubscribes by itself): notices may have been
+    // missed meanwhile, so start from empty caches.
+    sub.on("ready", () => {
+      this.#clearCaches();
+      this.#subUp = true;
+    });
+  }
+
+  #clearCaches(): void {
+    this.#hostCache.clear();
+    this.#clientCache.clear();
+    this.#instCache.clear();
+  }
+
+  /** A change notice from any instance (this one included). */
+  #notice(msg: string): void {
+    const what = msg.slice(2);
+    if (msg.startsWith("h:")) this.#hostCache.delete(what);
+    else if (msg.startsWith("c:")) this.#clientCache.delete(what);
+    else if (msg.startsWith("i:")) this.#instCache.delete(what);
+  }
+
+  /** Tell every instance that `what` changed (after the write). */
+  async #publish(what: string): Promise<void> {
+    this.#notice(what);
+    try {
+      await this.#client.publish(this.#key("events"), what);
+    } catch (err) {
+      // The write it announces went through: the others' entries expire within cacheMs.
+      this.#log.debug("change notice not sent", { error: errorMessage(err) });
+    }
   }
 
   #fail(what: string, err: unknown): never {
@@ -191,7 +285,10 @@ export class RedisRegistry implements Registry {
       await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
       if (!had) {
         for (const [host, d] of this.#own) {
-          if (await c.hGet(this.#key("hosts"), host) === null) await this.#writeHost(host, d);
+          if (await c.hGet(this.#key("hosts"), host) === null) {
+            await this.#writeHost(host, d);
+            await this.#publish(`h:${host}`);
+          }
         }
       }
       for (const [d, rec] of this.#held) {
@@ -199,11 +296,11 @@ export class RedisRegistry implements Registry {
           keys: [this.#key(`client:${d}`)],
           arguments: [JSON.stringify(rec), String(this.#leaseMs), this.instance],
         });
-        if (kept !== 1) {
+        if (kept === 0) {
           // Another instance registered this client since (it reconnected there): its lease.
           this.#held.delete(d);
           this.#log.info("client now held by another instance", { client: d.slice(0, 12) });
-        }
+        } else if (kept === 2) await this.#publish(`c:${d}`); // written back: it was gone
       }
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
     } catch (err) {
@@ -238,6 +335,7 @@ export class RedisRegistry implements Registry {
     this.#known.set(d, identifier);
     this.#own.set(h, d);
     this.#hosts.set(h, d);
+    await this.#publish(`h:${h}`);
   }
 
   async removeHost(host: string): Promise<boolean> {
@@ -253,6 +351,7 @@ export class RedisRegistry implements Registry {
     }
     this.#own.delete(h);
     this.#hosts.delete(h);
+    await this.#publish(`h:${h}`);
     return n === 1;
   }
 
@@ -265,6 +364,26 @@ export class RedisRegistry implements Registry {
       // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
       d = this.#hosts.get(h);
     }
+    return d ? this.#identifierOf(d) : undefined;
+  }
+
+  /**
+   * {@linkcode lookup} for routing a request: from the cache while change notices arrive
+   * (no round trip), else from Redis.
+   */
+  async route(host: string): Promise<string | undefined> {
+    const h = normalizeHostPattern(host);
+    const hit = this.#subUp ? this.#hostCache.get(h) : undefined;
+    if (hit) return hit.value ? this.#identifierOf(hit.value) : undefined;
+    const epoch = this.#hostCache.epoch;
+    let d: string | null | undefined;
+    try {
+      d = await this.#client.hGet(this.#key("hosts"), h);
+    } catch {
+      // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
+      return this.#hosts.has(h) ? this.#identifierOf(this.#hosts.get(h)!) : undefined;
+    }
+    if (this.#subUp) this.#hostCache.set(h, d ?? null, epoch);
     return d ? this.#identifierOf(d) : undefined;
   }
 
@@ -309,6 +428,7 @@ export class RedisRegistry implements Registry {
         const cur = await this.#client.get(key);
         if (cur && (JSON.parse(cur) as ClientRecord).instance === this.instance) {
           await this.#client.del(key);
+          await this.#publish(`c:${d}`);
         }
       } catch (err) {
         this.#fail("release client", err);
@@ -324,6 +444,7 @@ export class RedisRegistry implements Registry {
       this.#fail("register client", err);
     }
     this.#held.set(d, held);
+    await this.#publish(`c:${d}`);
   }
 
   async getClient(identifier: string): Promise<ClientRecord | undefined> {
@@ -357,6 +478,48 @@ export class RedisRegistry implements Registry {
     return v ? JSON.parse(v) as InstanceRecord : undefined;
   }
 
+  /**
+   * Where the client of `identifier` is held, for routing a request to it: from the cache
+   * while change notices arrive, unless `fresh` (a cached answer just failed). Throws
+   * {@linkcode RegistryUnavailableError} when Redis is needed and unreachable.
+   */
+  async locate(identifier: string, fresh = false): Promise<ClientLocation | undefined> {
+    const d = identifierDigest(identifier);
+    const useCache = this.#subUp && !fresh;
+    let cached = true;
+    let rec = useCache ? this.#clientCache.get(d)?.value : undefined;
+    if (rec === undefined) {
+      cached = false;
+      const epoch = this.#clientCache.epoch;
+      let v: string | null;
+      try {
+        v = await this.#client.get(this.#key(`client:${d}`));
+      } catch (err) {
+        this.#fail("find client", err);
+      }
+      rec = v ? JSON.parse(v) as ClientRecord : null;
+      if (this.#subUp) this.#clientCache.set(d, rec, epoch);
+    }
+    if (!rec) return undefined;
+    let inst = useCache ? this.#instCache.get(rec.instance)?.value : undefined;
+    if (inst === undefined) {
+      cached = false;
+      const epoch = this.#instCache.epoch;
+      inst = (await this.instanceRecord(rec.instance)) ?? null;
+      if (this.#subUp) this.#instCache.set(rec.instance, inst, epoch);
+    }
+    return { rec, ...(inst ? { inst } : {}), cached };
+  }
+
+  /**
+   * Drop what the cache says about `identifier`'s client (and its instance, when named):
+   * routing to it failed, so the next request looks it up afresh.
+   */
+  forget(identifier: string, instance?: string): void {
+    this.#clientCache.delete(identifierDigest(identifier));
+    if (instance !== undefined) this.#instCache.delete(instance);
+  }
+
   /** The live instances of the cluster (their leases not expired). */
   async instances(): Promise<InstanceRecord[]> {
     return (await this.#scan("instance:*")).map((v) => JSON.parse(v) as InstanceRecord);
@@ -384,6 +547,8 @@ export class RedisRegistry implements Registry {
     try {
       for (const d of this.#held.keys()) await this.#client.del(this.#key(`client:${d}`));
       await this.#client.del(this.#key(`instance:${this.instance}`));
+      for (const d of this.#held.keys()) await this.#publish(`c:${d}`);
+      await this.#publish(`i:${this.instance}`);
       await this.#client.close();
     } catch (err) {
       // Redis is down: the leases expire by themselves within leaseMs.
@@ -391,5 +556,12 @@ export class RedisRegistry implements Registry {
       this.#client.destroy();
     }
     this.#held.clear();
+    this.#subUp = false;
+    try {
+      await this.#sub.close();
+    } catch {
+      // Never connected, or Redis is down: nothing to unsubscribe from.
+      if (this.#sub.isOpen) this.#sub.destroy();
+    }
   }
 }

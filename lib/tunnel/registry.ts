@@ -66,6 +66,11 @@ export interface Registry {
    * wildcard entry is found by its own name `*.example.com`), if any.
    */
   lookup(host: string): Promise<string | undefined>;
+  /**
+   * {@linkcode lookup} for routing one public request: a shared store may answer from a
+   * cache it keeps coherent with change notices (stale for a bounded time at most).
+   */
+  route(host: string): Promise<string | undefined>;
   /** Every registered host. */
   listHosts(): Promise<HostEntry[]>;
   /** The hosts served by `identifier`. */
@@ -189,6 +194,10 @@ export class MemoryRegistry implements Registry {
 
   lookup(host: string): Promise<string | undefined> {
     return Promise.resolve(this.#hosts.get(normalizeHostPattern(host)));
+  }
+
+  route(host: string): Promise<string | undefined> {
+    return this.lookup(host);
   }
 
   listHosts(): Promise<HostEntry[]> {

@@ -436,10 +436,10 @@ export class TunnelServer {
   async route(host: string): Promise<Route> {
     const h = normalizeHost(host);
     let entry = h;
-    let identifier = h ? await this.registry.lookup(h) : undefined;
+    let identifier = h ? await this.registry.route(h) : undefined;
     for (let i = h.indexOf("."); identifier === undefined && this.#wildcards > 0 && i > 0;) {
       entry = `*${h.slice(i)}`;
-      identifier = await this.registry.lookup(entry);
+      identifier = await this.registry.route(entry);
       i = h.indexOf(".", i + 1);
     }
     if (identifier === undefined) return { ok: false, status: 404, host: h };
