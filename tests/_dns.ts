@@ -86,7 +86,11 @@ export async function startDnsmasq(): Promise<Dnsmasq> {
   throw new Error("dnsmasq did not start");
 }
 
-/** `dig +short name @127.0.0.1 -p port`: the answer lines. */
+/**
+ * `dig +short name @127.0.0.1 -p port`: the answer lines. dig's own comments (";; … timed
+ * out" before a retry that got the answer, on a busy machine) are left out: a late answer is
+ * still the answer.
+ */
 export async function dig(port: number, name: string): Promise<string> {
   const r = await run("dig", [
     "+short",
@@ -97,5 +101,5 @@ export async function dig(port: number, name: string): Promise<string> {
     `${port}`,
     name,
   ]);
-  return r.stdout.trim();
+  return r.stdout.split("\n").filter((l) => !l.startsWith(";")).join("\n").trim();
 }

@@ -53,7 +53,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
   "lib/socks5/mod.ts": { allow: [...base, "lib/socks5/"] },
   "lib/proxyproto/mod.ts": { allow: [...base, "lib/proxyproto/"] },
   "lib/http/mod.ts": { allow: [...base, "lib/http/"] },
-  "lib/udp/mod.ts": { allow: [...base, "lib/udp/"] },
+  "lib/udp/mod.ts": { allow: [...counted, "lib/udp/", "lib/socks5/"] },
   "lib/mux/mod.ts": { allow: [...counted, "lib/mux/"] },
   "lib/transport/mod.ts": { allow: [...base, "lib/transport/", "lib/http/", "lib/socks5/"] },
   "lib/fusion/mod.ts": {

@@ -16,7 +16,11 @@ import {
   Socks4Reply,
 } from "../socks5/mod.ts";
 import type { AddressProxyType } from "./proxy_type.ts";
-import { type UdpAssociateOptions, UdpAssociation } from "./socks5_udp.ts";
+import {
+  bindLocalAssociation,
+  type LocalAssociation,
+  type UdpAssociateOptions,
+} from "./socks5_udp.ts";
 
 /**
  * A SOCKS5 (RFC 1928, CONNECT) proxy type; username/password (RFC 1929) when the listener
@@ -41,9 +45,9 @@ export function socks5Proxy(opts: { udp?: UdpAssociateOptions } = {}): AddressPr
       ctx.conn.username = req.username;
       if (req.udpAssociate && opts.udp) {
         ctx.conn.scheme = "socks5-udp";
-        let assoc: UdpAssociation;
+        let assoc: LocalAssociation;
         try {
-          assoc = await UdpAssociation.bind(
+          assoc = await bindLocalAssociation(
             ctx.socket,
             req.dest,
             opts.udp,

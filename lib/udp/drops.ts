@@ -5,6 +5,7 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
+import { udpDroppedTotal, type UdpRelayName } from "./metrics.ts";
 
 /**
  * Why a datagram was dropped.
@@ -29,15 +30,19 @@ export type UdpDropReason =
   | "resolve"
   | "send-failed";
 
-/** Counts dropped datagrams by reason and logs them sparsely. */
+/**
+ * Counts dropped datagrams by reason and logs them sparsely; with `relay`, the process's
+ * `warren_udp_dropped_total` counts them too.
+ */
 export class UdpDrops {
   readonly #counts = new Map<UdpDropReason, number>();
-  constructor(readonly log: Logger = silentLogger) {}
+  constructor(readonly log: Logger = silentLogger, readonly relay?: UdpRelayName) {}
 
   /** Count one drop; log it when the count of `reason` is 1, 10, 100 … */
   drop(reason: UdpDropReason, detail?: string): void {
     const n = (this.#counts.get(reason) ?? 0) + 1;
     this.#counts.set(reason, n);
+    if (this.relay) udpDroppedTotal.inc({ relay: this.relay, reason });
     if (/^10*$/.test(String(n))) {
       this.log.warn("udp datagram dropped", { failure: reason, count: n, detail });
     }

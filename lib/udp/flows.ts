@@ -9,6 +9,7 @@
  */
 
 import type { UdpDrops } from "./drops.ts";
+import { liveFlowSources, type UdpRelayName } from "./metrics.ts";
 
 /** Default time a flow lives without a datagram either way: 60 s (like conntrack's UDP). */
 export const defaultUdpIdleTimeoutMs = 60_000;
@@ -53,6 +54,8 @@ export class FlowTable<F extends Flow> {
   evicted = 0;
   /** Most flows held at once. */
   peak = 0;
+  /** This table in the flows gauge (when its drops name a relay). */
+  readonly #gauged?: { relay: UdpRelayName; readonly size: number };
 
   constructor(limits: FlowLimits, readonly drops: UdpDrops) {
     this.idleTimeoutMs = limits.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
@@ -65,6 +68,16 @@ export class FlowTable<F extends Flow> {
       const timer = setInterval(() => this.sweep(), everyMs);
       Deno.unrefTimer(timer);
       this.#timer = timer;
+    }
+    if (drops.relay) {
+      const flows = this.#flows;
+      this.#gauged = {
+        relay: drops.relay,
+        get size() {
+          return flows.size;
+        },
+      };
+      liveFlowSources.add(this.#gauged);
     }
   }
 
@@ -171,9 +184,10 @@ export class FlowTable<F extends Flow> {
     return n;
   }
 
-  /** Close every flow and stop the sweep timer. */
+  /** Close every flow, stop the sweep timer and leave the flows gauge. */
   close(): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#gauged) liveFlowSources.delete(this.#gauged);
     for (const e of this.#flows.values()) e.flow.close();
     this.#flows.clear();
   }

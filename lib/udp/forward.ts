@@ -15,6 +15,7 @@ import { UdpDrops } from "./drops.ts";
 import { type FlowLimits, FlowTable } from "./flows.ts";
 import { sendCounted } from "./send.ts";
 import { UdpSocket } from "./socket.ts";
+import { UdpTally } from "./metrics.ts";
 
 /** Options of {@linkcode startUdpForward}. */
 export interface UdpForwardOptions extends FlowLimits {
@@ -29,7 +30,7 @@ export interface UdpForwardOptions extends FlowLimits {
   log?: Logger;
 }
 
-/** Counters of a running forward. */
+/** Counters of a running forward (also in `warren_udp_*{relay="udp-forward"}`). */
 export interface UdpForwardStats {
   /** Datagrams and payload bytes from peers to the target. */
   datagramsUp: number;
@@ -84,9 +85,9 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
   const target: HostPort = { host: targetIp, port: opts.to.port };
   const targetKey = joinHostPort(target.host, target.port);
   const listener = await UdpSocket.bind(opts.listen.host, opts.listen.port);
-  const drops = new UdpDrops(log);
+  const drops = new UdpDrops(log, "udp-forward");
   const flows = new FlowTable<UdpSocket>(opts, drops);
-  const stats: UdpForwardStats = { datagramsUp: 0, bytesUp: 0, datagramsDown: 0, bytesDown: 0 };
+  const stats = new UdpTally("udp-forward");
   /** Upstream sockets still binding, by peer: datagrams wait on them in order. */
   const pending = new Map<string, Promise<UdpSocket | undefined>>();
   let stopped = false;
@@ -105,9 +106,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
         return drops.drop("wrong-source", `upstream datagram from ${from.host}:${from.port}`);
       }
       flows.touch(key);
-      if (!sendCounted(listener, data, peer, flows)) return;
-      stats.datagramsDown++;
-      stats.bytesDown += data.length;
+      if (sendCounted(listener, data, peer, flows)) stats.down(data.length);
     };
     return flows.getOrOpen(key, () => up);
   };
@@ -115,9 +114,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
   listener.onMessage = (data, peer) => {
     const key = joinHostPort(peer.host, peer.port);
     const send = (up: UdpSocket | undefined) => {
-      if (!up || !sendCounted(up, data, target, flows)) return;
-      stats.datagramsUp++;
-      stats.bytesUp += data.length;
+      if (up && sendCounted(up, data, target, flows)) stats.up(data.length);
     };
     const flow = flows.get(key);
     if (flow) return send(flow);
