@@ -16,7 +16,9 @@
  *
  * Beside the peers, "Deno floor" rows: bench/floor_proxy.ts, the least any Deno proxy does
  * per connection (the goal where the C peers are out of Deno's reach). `--small-only` skips
- * the bulk and memory phases (for comparing per-connection cost quickly).
+ * the bulk and memory phases (for comparing per-connection cost quickly). `--old DIR` adds
+ * seaprox static and SOCKS5 rows from another checkout (an old tree), so a change is measured
+ * before and after in one run; `--only REGEX` keeps the paths whose name matches.
  *
  * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
  * read an 8-byte big-endian length, send that many bytes, FIN. The client is this process.
@@ -69,6 +71,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 const flags = benchFlags({
   numbers: { bytes: 1 << 30, seq: 2000, requests: 4000, concurrency: 32, rounds: 3 },
   booleans: ["small-only"],
+  strings: ["old", "only"],
 });
 const smallOnly = flags["small-only"];
 const bulkBytes = flags.bytes;
@@ -203,6 +206,26 @@ try {
     "--listen",
     `static://127.0.0.1:${ports.staticNginx}?to=127.0.0.1:${ports.nginx}`,
   ]);
+  const oldPorts = { static: freePort(), socks5: freePort() };
+  const old = flags.old
+    ? start(Deno.execPath(), [
+      "run",
+      "-A",
+      `${flags.old}/services/seaprox.ts`,
+      "--log-level",
+      "warn",
+      "--prefer-ipv4",
+      "--max-conns",
+      "4096",
+      "--listen",
+      `static://127.0.0.1:${oldPorts.static}?to=127.0.0.1:${srcPort}`,
+      "--listen",
+      `socks5://127.0.0.1:${oldPorts.socks5}`,
+    ])
+    : undefined;
+  if (old) {
+    for (const [key, port] of Object.entries(oldPorts)) await waitPort(port, `old ${key}`);
+  }
   const socat = start("socat", [
     `TCP-LISTEN:${ports.socat},bind=127.0.0.1,fork,reuseaddr`,
     `TCP:127.0.0.1:${srcPort}`,
@@ -276,10 +299,21 @@ try {
   const curlOk = hasCommand("curl") && !missing.has("nginx");
 
   const noCurl = { curl: () => [], noBulk: true };
+  const only = flags.only === undefined ? undefined : new RegExp(flags.only);
   const routes: (SeaproxRoute & { noBulk?: boolean })[] = [
     tcpPath("direct TCP", srcPort, ports.nginx),
     { ...tcpPath("seaprox static", ports.static, ports.staticNginx), proc: seaprox },
+    ...(old
+      ? [{ ...tcpRoute("seaprox static (old)", oldPorts.static), ...noCurl, proc: old }]
+      : []),
     { ...socksPath("seaprox SOCKS5", ports.socks5, srcPort), proc: seaprox },
+    ...(old
+      ? [{
+        ...socksRoute("seaprox SOCKS5 (old)", oldPorts.socks5, srcPort),
+        ...noCurl,
+        proc: old,
+      }]
+      : []),
     { ...connectPath("seaprox HTTP CONNECT", ports.http, srcPort), proc: seaprox },
     { ...tcpPath("socat", ports.socat, ports.socatNginx), needs: "socat", proc: socat },
     {
@@ -298,7 +332,7 @@ try {
       ...noCurl,
       proc: floorSocks.proc,
     },
-  ];
+  ].filter((r) => r.name === "direct TCP" || !only || only.test(r.name));
 
   interface Row {
     name: string;
@@ -442,7 +476,9 @@ try {
   for (
     const [col, key] of smallOnly ? [] : [["Deno source", "mbps"], ["curl←nginx", "curl"]] as const
   ) {
-    const met = rows.slice(1, 4).every((r) => r[key] / direct[key] >= 0.8);
+    const met = rows.filter((r) => /^seaprox [^(]*$/.test(r.name)).every((r) =>
+      r[key] / direct[key] >= 0.8
+    );
     console.log(
       `bulk target (static, SOCKS5, CONNECT ≥ 0.8 × direct), ${col}: ${met ? "met" : "NOT met"}`,
     );

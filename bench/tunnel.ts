@@ -8,7 +8,10 @@
  * transport (auto: the raw upgrade here) and one pinned to `--transport websocket`, and the
  * embeddable Hono front (Deno.serve + createTunnelApp), in one run:
  *
- * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio;
+ * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio, and
+ *   CPU µs per request of the hops and of the app; the median of `--rounds` (default 3)
+ *   interleaved rounds. Beside them two haproxy processes in TCP mode in series (the C peer of
+ *   the tunnel's two hops, issue 20): "x hap2" is each row's ratio to it;
  * - bulk HTTP: curl downloads 1 GiB (`--bytes`) and uploads it chunked from a pipe: MB/s, ratio;
  * - TCP tunnel: one connection reads 1 GiB from a raw TCP source directly, through the relays
  *   and through a TCP tunnel port of each client (raw and WebSocket): MB/s, ratio.
@@ -16,6 +19,11 @@
  * "x2" is the ratio to the two relays in series: the tunnel against two bare Deno relay hops
  * on the same machine (not a hard floor: lib/net's relay sizes its buffers adaptively and
  * can lose to the tunnel on a single fast connection).
+ *
+ * "Deno floor x2" is bench/floor_proxy.ts twice in series: the least any two Deno hops can do
+ * per request (read, write), the floor under the tunnel where haproxy is out of Deno's reach.
+ * `--small-only` skips the bulk and TCP tables; `--old DIR` adds the raw tunnel from another
+ * checkout (an old tree: its services/) as "tunnel (raw, old)", for a before/after in one run.
  *
  * The app (Deno.serve) and the TCP source run in this process's child (BENCH_ROLE=app).
  * Not a test: numbers are as measured on a shared machine.
@@ -28,8 +36,10 @@ import {
   curl,
   fixed,
   freePort,
+  hasCommand,
   listeningPort,
   mbPerSec,
+  median,
   MiB,
   type Proc,
   procCpuSeconds,
@@ -40,10 +50,13 @@ import {
   spawn,
   spawnDeno,
   type SshReverse,
+  startFloor,
   startRelay,
   startSshReverse,
   stopAll,
+  waitPort,
   wrk,
+  type WrkResult,
 } from "./_util.ts";
 
 const chunk = new Uint8Array(MiB);
@@ -91,9 +104,14 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
 }
 
 // ---------------------------------------------------------------- helpers
-const flags = benchFlags({ numbers: { bytes: 1 << 30, seconds: 5 } });
+const flags = benchFlags({
+  numbers: { bytes: 1 << 30, seconds: 5, rounds: 3 },
+  booleans: ["small-only"],
+  strings: ["old"],
+});
 const totalBytes = flags.bytes;
 const wrkSeconds = flags.seconds;
+const rounds = flags.rounds;
 /** Width of a number column of the tables. */
 const numWidth = 9;
 /** Width of the path column. */
@@ -110,13 +128,19 @@ function portFree(port: number): boolean {
   }
 }
 
+/** `services/<name>` of this checkout, or of `--old`'s with `old`. */
+function service(name: string, old = false): string {
+  return old ? `${flags.old}/services/${name}` : servicePath(name);
+}
+
 /** A tunnel-client process connected to the server at `server` (`--server` URL). */
 async function startClient(
   server: string,
   identifier: string,
   args: string[],
+  old = false,
 ): Promise<Proc> {
-  const proc = spawnDeno(servicePath("tunnel-client.ts"), [
+  const proc = spawnDeno(service("tunnel-client.ts", old), [
     "--server",
     server,
     "--local",
@@ -206,7 +230,10 @@ const httpRelay1 = await startRelay(ports.http);
 const httpRelay2 = await startRelay(httpRelay1.port);
 const tcpRelay1 = await startRelay(ports.tcp);
 const tcpRelay2 = await startRelay(tcpRelay1.port);
-const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2].map((r) => r.proc);
+// The least two Deno hops can do per request (bench/floor_proxy.ts: read, write, nothing else).
+const floor2 = await startFloor(ports.http);
+const floor1 = await startFloor(floor2.port);
+const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2, floor1, floor2].map((r) => r.proc);
 // The known reverse tunnel: OpenSSH `ssh -R` forwarding a loopback port to the app and to the
 // TCP source (encrypted, unlike the tunnel over plain HTTP; sshd's per-connection child does
 // the work, so its CPU is not shown).
@@ -224,11 +251,53 @@ try {
   sshError = `ssh -R unavailable: ${err instanceof Error ? err.message : err}`;
   console.error(sshError);
 }
+// The C peer of the tunnel's two hops: two haproxy processes in TCP mode, in series.
+const haproxyPorts = [freePort(), freePort()];
+const haproxies: Proc[] = [];
+const haproxyDir = Deno.makeTempDirSync({ prefix: "warren-bench-haproxy-" });
+if (hasCommand("haproxy")) {
+  for (const [i, port] of haproxyPorts.entries()) {
+    const cfg = `${haproxyDir}/hop${i}.cfg`;
+    Deno.writeTextFileSync(
+      cfg,
+      [
+        "global",
+        "  maxconn 8192",
+        "defaults",
+        "  mode tcp",
+        "  timeout connect 5s",
+        "  timeout client 60s",
+        "  timeout server 60s",
+        "listen hop",
+        `  bind 127.0.0.1:${port}`,
+        `  server s1 127.0.0.1:${i === 0 ? haproxyPorts[1] : ports.http}`,
+        "",
+      ].join("\n"),
+    );
+    haproxies.push(spawn("haproxy", ["-f", cfg, "-db"], { output: "discard" }));
+  }
+  for (const port of haproxyPorts) await waitPort(port, "haproxy");
+} else console.error("haproxy not installed: no haproxy x2 row");
+// The raw tunnel of another checkout (`--old`), for a before/after in the same run.
+let oldServer: Proc | undefined, oldClient: Proc | undefined, oldPort = 0;
+if (flags.old) {
+  oldServer = spawnDeno(service("tunnel-server.ts", true), [
+    "--listen",
+    "127.0.0.1:0",
+    "--host",
+    "raw.test=env:BENCH_OLD_ID",
+    "--log-level",
+    "info",
+  ], { env: { BENCH_OLD_ID: identifier + "-old" } });
+  oldPort = await listeningPort(oldServer, "http");
+  oldClient = await startClient(`http://127.0.0.1:${oldPort}`, identifier + "-old", [], true);
+}
 await sleep(300);
 
 const floorName = "Deno relay x2";
 /** `hops`: the processes between client and app whose CPU the row reports (socat forks a
  * child per connection, which its parent's counters do not show: none). */
+const haproxyName = "haproxy x2 (peer)";
 const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
   { name: "direct", url: `http://127.0.0.1:${ports.http}`, hops: [] },
   { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}`, hops: [] },
@@ -242,11 +311,27 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     hops: [httpRelay1.proc, httpRelay2.proc],
   },
   {
+    name: "Deno floor x2",
+    url: `http://127.0.0.1:${floor1.port}`,
+    hops: [floor1.proc, floor2.proc],
+  },
+  ...(haproxies.length === 0
+    ? []
+    : [{ name: haproxyName, url: `http://127.0.0.1:${haproxyPorts[0]}`, hops: haproxies }]),
+  {
     name: "tunnel (raw, default)",
     url: `http://127.0.0.1:${srvPort}`,
     host: "raw.test",
     hops: [server, rawClient],
   },
+  ...(oldServer && oldClient
+    ? [{
+      name: "tunnel (raw, old)",
+      url: `http://127.0.0.1:${oldPort}`,
+      host: "raw.test",
+      hops: [oldServer, oldClient],
+    }]
+    : []),
   {
     name: "tunnel (raw, access log)",
     url: `http://127.0.0.1:${loggedPort}`,
@@ -268,34 +353,8 @@ async function cpuDuring<T>(hops: Proc[], run: () => Promise<T>) {
   return { result, hopsS: procCpuSeconds(hops) - h0, appS: procCpuSeconds([app]) - a0 };
 }
 
-// Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
-const pad = (s: string) => s.padEnd(nameWidth);
-const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
-try {
-  console.log(`small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello`);
-  console.log(
-    `${pad("path")}      rps   p50 ms   p99 ms    ratio       x2  non-2xx  hops µs   app µs`,
-  );
-  let base = 0, floor = 0;
-  for (const p of paths) {
-    const { result: r, hopsS, appS } = await cpuDuring(
-      p.hops,
-      () => wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host }),
-    );
-    if (p.name === "direct") base = r.rps;
-    if (p.name === floorName) floor = r.rps;
-    const perRequest = (s: number) => num(s * 1e6 / r.requests);
-    console.log(
-      `${pad(p.name)}${num(r.rps)}${num(r.p50Ms, 2)}${num(r.p99Ms, 2)}${num(r.rps / base, 2)}${
-        num(floor ? r.rps / floor : NaN, 2)
-      }${String(r.non2xx).padStart(numWidth)}${
-        p.hops.length ? perRequest(hopsS) : "-".padStart(numWidth)
-      }${perRequest(appS)}`,
-    );
-  }
-  console.log(
-    "(hops µs, app µs: CPU per request of the processes between wrk and the app, and of the app)",
-  );
+/** The bulk HTTP and TCP tables (left out with `--small-only`). */
+async function bulkAndTcp(): Promise<void> {
   console.log(`\nbulk HTTP: ${totalBytes / MiB} MiB with curl (MB/s)`);
   console.log(
     `${pad("path")} download    ratio       x2   upload    ratio       x2   hops ↓   hops ↑`,
@@ -360,8 +419,67 @@ try {
     );
   }
   console.log("(hops: CPU seconds per GiB of the processes between the reader and the source)");
+}
+
+// Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
+const pad = (s: string) => s.padEnd(nameWidth);
+const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
+try {
+  console.log(
+    `small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello, median of ${rounds} rounds`,
+  );
+  // Rounds interleave the paths, so a burst of load from elsewhere does not land on one path.
+  const small = paths.map(() => ({
+    runs: [] as WrkResult[],
+    hopsUs: [] as number[],
+    appUs: [] as number[],
+  }));
+  for (let round = 1; round <= rounds; round++) {
+    for (const [i, p] of paths.entries()) {
+      const { result: r, hopsS, appS } = await cpuDuring(
+        p.hops,
+        () => wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host }),
+      );
+      small[i].runs.push(r);
+      small[i].hopsUs.push(hopsS * 1e6 / r.requests);
+      small[i].appUs.push(appS * 1e6 / r.requests);
+    }
+    console.error(`  round ${round} of the small requests done`);
+  }
+  const med = (i: number, f: (r: WrkResult) => number) => median(small[i].runs.map(f));
+  const rpsOf = (name: string) => {
+    const i = paths.findIndex((p) => p.name === name);
+    return i < 0 ? NaN : med(i, (r) => r.rps);
+  };
+  const base = rpsOf("direct"), floor = rpsOf(floorName), hap2 = rpsOf(haproxyName);
+  console.log(
+    `${
+      pad("path")
+    }      rps   p50 ms   p99 ms    ratio       x2   x hap2  non-2xx  hops µs   app µs`,
+  );
+  for (const [i, p] of paths.entries()) {
+    const rps = med(i, (r) => r.rps);
+    console.log(
+      `${pad(p.name)}${num(rps)}${num(med(i, (r) => r.p50Ms), 2)}${num(med(i, (r) => r.p99Ms), 2)}${
+        num(rps / base, 2)
+      }${num(rps / floor, 2)}${num(rps / hap2, 2)}${
+        String(small[i].runs.reduce((n, r) => n + r.non2xx, 0)).padStart(numWidth)
+      }${p.hops.length ? num(median(small[i].hopsUs)) : "-".padStart(numWidth)}${
+        num(median(small[i].appUs))
+      }`,
+    );
+  }
+  console.log(
+    "(hops µs, app µs: CPU per request of the processes between wrk and the app, and of the app;",
+  );
+  console.log(
+    " x2: ratio to two Deno relays in series; x hap2: to two haproxy processes in series)",
+  );
+  if (!flags["small-only"]) await bulkAndTcp();
 } finally {
   await stopAll([
+    ...haproxies,
+    ...[oldClient, oldServer].filter((p) => p !== undefined),
     ...relays,
     honoClient,
     hono,
@@ -374,5 +492,6 @@ try {
     app,
   ]);
   for (const ssh of sshPeers) await ssh.close();
+  Deno.removeSync(haproxyDir, { recursive: true });
 }
 Deno.exit(0);

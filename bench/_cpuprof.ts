@@ -1,0 +1,125 @@
+/**
+ * A CPU profile of a running Deno process through its inspector (`deno run --inspect=HOST:PORT`),
+ * for finding where the microseconds of a request go (issue 20): V8's sampling profiler runs
+ * for `--seconds` while the caller drives load, then the self time is summed per function
+ * (and per category: GC, the event loop's native side, idle) and the top entries printed.
+ * The raw profile is written to `--out` (open it in Chrome DevTools).
+ *
+ *   deno run -A bench/_cpuprof.ts --port 9229 --seconds 5 [--top 40] [--out x.cpuprofile]
+ * @module
+ */
+
+import { benchFlags } from "./_util.ts";
+
+/** One node of a V8 CPU profile (`Profiler.stop`'s result). */
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+/** A V8 CPU profile. */
+export interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
+
+/** Record a CPU profile of the process whose inspector listens on `host:port` for `ms`. */
+export async function recordProfile(
+  host: string,
+  port: number,
+  ms: number,
+  intervalUs = 100,
+): Promise<CpuProfile> {
+  const targets = await (await fetch(`http://${host}:${port}/json/list`)).json() as {
+    webSocketDebuggerUrl: string;
+  }[];
+  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
+  await new Promise((ok, fail) => {
+    ws.onopen = ok;
+    ws.onerror = fail;
+  });
+  let nextId = 0;
+  const waiting = new Map<number, (result: unknown) => void>();
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data) as { id?: number; result?: unknown };
+    if (m.id !== undefined) waiting.get(m.id)?.(m.result);
+  };
+  const call = (method: string, params: Record<string, unknown> = {}) =>
+    new Promise<unknown>((ok) => {
+      const id = ++nextId;
+      waiting.set(id, ok);
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  await call("Profiler.enable");
+  await call("Profiler.setSamplingInterval", { interval: intervalUs });
+  await call("Profiler.start");
+  await new Promise((r) => setTimeout(r, ms));
+  const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
+  ws.close();
+  return profile;
+}
+
+/** Self time in ms per function (`name url:line`), largest first. */
+export function selfTimes(p: CpuProfile): { key: string; ms: number }[] {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const ms = new Map<string, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    const n = byId.get(p.samples[i])!;
+    const f = n.callFrame;
+    const file = f.url.slice(f.url.lastIndexOf("/") + 1);
+    const key = file ? `${f.functionName || "(anon)"} ${file}:${f.lineNumber + 1}` : f.functionName;
+    ms.set(key, (ms.get(key) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+  }
+  return [...ms].map(([key, v]) => ({ key, ms: v })).sort((a, b) => b.ms - a.ms);
+}
+
+/**
+ * Where the busy time went, by kind: Deno's ops (`op_*`: the syscalls and their bindings),
+ * GC, V8's own work ("(program)"), Deno's JS runtime (ext: files), and each of our files.
+ */
+export function byKind(p: CpuProfile): { key: string; ms: number }[] {
+  const kinds = new Map<string, number>();
+  for (const r of selfTimes(p)) {
+    if (r.key === "(idle)") continue;
+    const cut = r.key.startsWith("(") ? -1 : r.key.lastIndexOf(" ");
+    const name = cut < 0 ? r.key : r.key.slice(0, cut);
+    const where = cut < 0 ? "" : r.key.slice(cut + 1);
+    const file = where.slice(0, where.lastIndexOf(":"));
+    const kind = name.startsWith("op_")
+      ? "ops (syscalls and bindings)"
+      : name.startsWith("(")
+      ? name
+      : /^\d\d_/.test(file) || file === ""
+      ? "Deno runtime JS"
+      : file;
+    kinds.set(kind, (kinds.get(kind) ?? 0) + r.ms);
+  }
+  return [...kinds].map(([key, ms]) => ({ key, ms })).sort((a, b) => b.ms - a.ms);
+}
+
+if (import.meta.main) {
+  const flags = benchFlags({
+    numbers: { port: 9229, seconds: 5, top: 40, interval: 100 },
+    strings: ["out", "host"],
+  });
+  const profile = await recordProfile(
+    flags.host ?? "127.0.0.1",
+    flags.port,
+    flags.seconds * 1000,
+    flags.interval,
+  );
+  if (flags.out) Deno.writeTextFileSync(flags.out, JSON.stringify(profile));
+  const rows = selfTimes(profile);
+  const total = rows.reduce((s, r) => s + r.ms, 0);
+  const busy = rows.filter((r) => r.key !== "(idle)").reduce((s, r) => s + r.ms, 0);
+  console.log(`profile ${total.toFixed(0)} ms, busy ${busy.toFixed(0)} ms`);
+  for (const r of rows.slice(0, flags.top)) {
+    console.log(
+      `${r.ms.toFixed(1).padStart(8)} ms ${(100 * r.ms / busy).toFixed(1).padStart(5)} %  ${r.key}`,
+    );
+  }
+}
