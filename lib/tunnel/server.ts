@@ -49,7 +49,13 @@ import {
   type HostAccessInfo,
   type HostAccessSpec,
 } from "./access.ts";
-import { claimIdentifier, type ClaimRefusal, type SubdomainClaims } from "./subdomains.ts";
+import {
+  accountDigest,
+  claimIdentifier,
+  type ClaimRefusal,
+  isDnsLabel,
+  type SubdomainClaims,
+} from "./subdomains.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
 
@@ -97,6 +103,19 @@ export interface TunnelServerOptions {
 export type Admission =
   | { ok: true; identifier: string }
   | { ok: false; reason: Exclude<AuthResult, "ok"> | ClaimRefusal };
+
+/**
+ * A subdomain claim as the state file keeps it: the host, the SHA-256 digest of the account
+ * token holding it (never the token), and when its client left (absent: connected).
+ */
+export interface ClaimRecord {
+  /** `name.<domain>`. */
+  host: string;
+  /** SHA-256 hex digest of the account token. */
+  account: string;
+  /** Epoch ms when its client left; the name is released `--subdomain-grace` after. */
+  leftAt?: number;
+}
 
 /** `addHost` refused: the host is registered already (the admin API's 409). */
 export class HostTakenError extends Error {
@@ -161,8 +180,13 @@ export class TunnelServer {
   #access = new Map<string, HostAccess>();
   /** The rules as given (with secrets) and where they came from, for the state file. */
   #accessSpecs = new Map<string, { spec: HostAccessSpec; origin: RouteOrigin }>();
-  /** The host each claim session (by client key) holds. */
-  #claims = new Map<string, string>();
+  /** The claim each claim session (by client key) holds. */
+  #claims = new Map<string, ClaimRecord>();
+  /**
+   * Run after a subdomain claim was made, released, or its client came or left (the state
+   * file is written here); it must not throw.
+   */
+  onClaimsChange?: () => void;
   /** Wildcard entries registered through this server (route() skips their walk when 0). */
   #wildcards = 0;
   #nextClient = 0;
@@ -246,6 +270,12 @@ export class TunnelServer {
     this.#hostOrigins.delete(h);
     this.#wildcards = this.#countWildcards();
     for (const c of this.#clients.values()) c.hosts = c.hosts.filter((x) => x !== h);
+    for (const [key, c] of this.#claims) {
+      if (c.host !== h) continue;
+      this.#claims.delete(key);
+      this.#opts.subdomains?.keep(h); // no release timer left for a host that is gone
+      this.onClaimsChange?.();
+    }
     if (ok) this.log.info("host removed", { host: h });
     return ok;
   }
@@ -339,27 +369,75 @@ export class TunnelServer {
           if (wanted === "*" && tries < 8) continue;
           return { ok: false, reason: "host-taken" };
         }
-        this.#claims.set(key, host);
+        this.#claims.set(key, { host, account: accountDigest(identifier!) });
         this.log.info("subdomain claimed", { host, client: fingerprint(derived) });
       }
-      // Released after the grace period unless its session comes up (attach keeps it).
-      this.#leaveClaim(key);
+      // Released after the handshake time and the grace period unless its session comes up
+      // (attach stops the clock, and restarts it when the session ends or never came up).
+      if (!this.#clients.has(key)) {
+        this.#leaveClaim(key, Date.now(), defaultClientHandshakeTimeoutMs);
+      }
       return { ok: true, identifier: derived };
     }
   }
 
-  /** Start the grace period of the claim of client `key` (if it has one). */
-  #leaveClaim(key: string): void {
-    const host = this.#claims.get(key);
-    if (host === undefined) return;
-    this.#opts.subdomains?.leave(host, () => {
-      if (this.#clients.has(key) || this.#claims.get(key) !== host) return;
-      this.#claims.delete(key);
+  /**
+   * Start the grace period of the claim of client `key` (if it has one): from now, or from
+   * `leftAt` (a claim restored from the state file), `extraMs` later (an admitted client
+   * still has to come up).
+   */
+  #leaveClaim(key: string, leftAt = Date.now(), extraMs = 0): void {
+    const claim = this.#claims.get(key);
+    const claims = this.#opts.subdomains;
+    // Clients leaving because the server stops did not leave: their grace starts at the next
+    // start (restoreClaim), so a server that was down longer than it gives no name away.
+    if (claim === undefined || !claims || this.#closed) return;
+    claim.leftAt = leftAt;
+    const { host } = claim;
+    claims.leave(host, () => {
+      if (this.#clients.has(key) || this.#claims.get(key) !== claim) return;
+      // removeHost drops the claim too (and tells the state file).
       this.removeHost(host).then(
         () => this.log.info("subdomain released", { host }),
         (err) => this.log.warn("subdomain release failed", { host, error: errorMessage(err) }),
       );
-    });
+    }, Math.max(0, leftAt + claims.graceMs + extraMs - Date.now()));
+    this.onClaimsChange?.();
+  }
+
+  /**
+   * The subdomain claims held now (the state file keeps them, so a restart within their
+   * grace period does not give a name away): no token, only its digest.
+   */
+  claimRecords(): ClaimRecord[] {
+    return [...this.#claims.values()]
+      .filter((c) => this.#hostOrigins.get(c.host) === "claim")
+      .map((c) => ({ ...c }));
+  }
+
+  /**
+   * Restore a claim from the state file: its account token must still be one of
+   * `--account-token` and its host under `--domain`. Its grace period runs from `leftAt`
+   * (from now when its client was connected: it reconnects after the restart); a claim past
+   * it is not restored. Throws naming why it cannot be restored.
+   */
+  async restoreClaim(rec: ClaimRecord): Promise<void> {
+    const claims = this.#opts.subdomains;
+    if (!claims) throw new RangeError("no --domain: subdomain claims are not served");
+    const suffix = `.${claims.domain}`;
+    const name = rec.host.endsWith(suffix) ? rec.host.slice(0, -suffix.length) : "";
+    if (!isDnsLabel(name)) {
+      throw new RangeError(`not a name under --domain ${claims.domain}`);
+    }
+    const token = claims.accountByDigest(rec.account);
+    if (token === undefined) throw new RangeError("its account token is no longer configured");
+    const leftAt = rec.leftAt ?? Date.now();
+    if (leftAt + claims.graceMs <= Date.now()) throw new RangeError("its grace period is over");
+    const derived = claimIdentifier(token, name);
+    await this.addHost(rec.host, derived, { origin: "claim", exclusive: true });
+    const key = clientKey(derived);
+    this.#claims.set(key, { host: rec.host, account: rec.account });
+    this.#leaveClaim(key, leftAt);
   }
 
   /**
@@ -506,6 +584,9 @@ export class TunnelServer {
       closeQuietly(transport);
       return;
     }
+    // A claimed name is not released while its session comes up (see the finally below).
+    const claim = this.#claims.get(key);
+    if (claim) this.#opts.subdomains?.keep(claim.host);
     const session = Session.server(transport, {
       keepaliveIntervalMs: this.#opts.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
       keepaliveTimeoutMs: this.#opts.heartbeatTimeoutMs ?? defaultHeartbeatTimeoutMs,
@@ -539,7 +620,11 @@ export class TunnelServer {
       };
       await this.registry.setClient(identifier, rec);
       const claimed = this.#claims.get(key);
-      if (claimed !== undefined) this.#opts.subdomains?.keep(claimed);
+      if (claimed !== undefined) {
+        this.#opts.subdomains?.keep(claimed.host);
+        delete claimed.leftAt;
+        this.onClaimsChange?.();
+      }
       this.clientEvents.connected++;
       log.info("client connected", {
         remote,
@@ -588,11 +673,12 @@ export class TunnelServer {
     } finally {
       if (this.#clients.get(key) === client) {
         this.#clients.delete(key);
-        this.#leaveClaim(key);
         await this.registry.setClient(identifier, undefined).catch(() => {
           // A registry outage must not keep a dead client around locally.
         });
       }
+      // No session of this identifier is left (it ended, or never came up): the grace starts.
+      if (!this.#clients.has(key)) this.#leaveClaim(key);
       this.clientEvents.disconnected++;
       await client.close();
       this.#tcp.releaseAll(client);

@@ -1,7 +1,8 @@
 /**
  * The tunnel server's state file (`--state-file`): the hosts and TCP tunnels added through
  * the admin API, so they survive a restart and their clients are not locked out by a
- * redeploy. Written atomically (a temporary file beside it, then a rename) with mode 0600:
+ * redeploy, and the subdomain claims, so a restart within their grace period gives no name
+ * away. Written atomically (a temporary file beside it, then a rename) with mode 0600:
  * it holds the clients' identifiers.
  * @module
  */
@@ -11,7 +12,7 @@ import { errorMessage } from "../net/errors.ts";
 import { minIdentifierChars, TunnelConfigError } from "./config.ts";
 import type { HostEntry } from "./registry.ts";
 import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
-import type { TunnelServer } from "./server.ts";
+import type { ClaimRecord, TunnelServer } from "./server.ts";
 import { HostAccess, type HostAccessSpec } from "./access.ts";
 
 /** Version written in (and required of) the file. */
@@ -27,6 +28,8 @@ export interface TunnelState {
   tcp: TcpTunnelSpecServer[];
   /** Access rules set through the admin API (absent in files of older builds). */
   access?: ({ host: string } & HostAccessSpec)[];
+  /** Subdomain claims (account token digests, never tokens; absent in older files). */
+  claims?: ClaimRecord[];
 }
 
 function isPort(n: unknown): n is number {
@@ -80,7 +83,22 @@ export function parseTunnelState(text: string, path: string): TunnelState {
     }
     return { host: a.host, basic: a.basic, bearer: a.bearer, allow: a.allow };
   });
-  return { version: stateFileVersion, hosts, tcp, access };
+  if (o.claims !== undefined && !Array.isArray(o.claims)) throw bad(`"claims" must be a list`);
+  const claims = (o.claims ?? []).map((c: Partial<ClaimRecord>, i: number) => {
+    if (
+      typeof c?.host !== "string" || !c.host || typeof c.account !== "string" ||
+      !/^[0-9a-f]{64}$/.test(c.account) ||
+      (c.leftAt !== undefined && (typeof c.leftAt !== "number" || !Number.isFinite(c.leftAt)))
+    ) {
+      throw bad(`claims[${i}] must be {host, account: SHA-256 hex, leftAt?: epoch ms}`);
+    }
+    return {
+      host: c.host,
+      account: c.account,
+      ...(c.leftAt === undefined ? {} : { leftAt: c.leftAt }),
+    };
+  });
+  return { version: stateFileVersion, hosts, tcp, access, claims };
 }
 
 /**
@@ -99,12 +117,12 @@ export class TunnelStateFile {
    * An entry that cannot be added (host defined by a flag, port busy) is skipped with a
    * warning; a malformed file throws {@linkcode TunnelConfigError}.
    */
-  async load(): Promise<{ hosts: number; tcp: number; access: number }> {
+  async load(): Promise<{ hosts: number; tcp: number; access: number; claims: number }> {
     let text: string;
     try {
       text = await Deno.readTextFile(this.path);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return { hosts: 0, tcp: 0, access: 0 };
+      if (err instanceof Deno.errors.NotFound) return { hosts: 0, tcp: 0, access: 0, claims: 0 };
       throw new TunnelConfigError(`state file ${this.path}: ${errorMessage(err)}`);
     }
     const state = parseTunnelState(text, this.path);
@@ -137,8 +155,22 @@ export class TunnelStateFile {
       this.server.setAccess(host, spec, "admin");
       access++;
     }
-    this.log.info("state loaded", { path: this.path, hosts, tcp, access });
-    return { hosts, tcp, access };
+    let claims = 0;
+    for (const c of state.claims ?? []) {
+      try {
+        await this.server.restoreClaim(c);
+        claims++;
+      } catch (err) {
+        this.log.info("state file claim not restored", { host: c.host, why: errorMessage(err) });
+      }
+    }
+    this.log.info("state loaded", { path: this.path, hosts, tcp, access, claims });
+    return { hosts, tcp, access, claims };
+  }
+
+  /** Resolves once the saves started so far are done (written or failed): before an exit. */
+  settled(): Promise<void> {
+    return this.#saving;
   }
 
   /** Write the server's admin routes now: a temporary file (0600), then a rename over the old. */
@@ -157,6 +189,7 @@ export class TunnelStateFile {
       hosts,
       tcp: tcp.map(({ origin: _, ...t }) => t),
       access,
+      claims: this.server.claimRecords(),
     };
     const tmp = `${this.path}.tmp-${Deno.pid}`;
     try {

@@ -34,6 +34,11 @@ export function randomLabel(): string {
   return [...bytes].map((b, i) => (i === 0 ? alnum[b % 26] : alnum[b % 36])).join("");
 }
 
+/** The SHA-256 hex digest of an account token: how the state file names a claim's owner. */
+export function accountDigest(token: string): string {
+  return digest(token);
+}
+
 /** The identifier a claim's session runs under: per token and name, never shown. */
 export function claimIdentifier(token: string, name: string): string {
   return `${token}#${name}`;
@@ -71,6 +76,11 @@ export class SubdomainClaims {
     return t !== undefined && timingSafeEqual(t, token);
   }
 
+  /** The account token whose {@linkcode accountDigest} is `d`, if it is configured. */
+  accountByDigest(d: string): string | undefined {
+    return this.#tokens.get(d);
+  }
+
   /** The public host of `name`. */
   hostOf(name: string): string {
     return `${name}.${this.domain}`;
@@ -89,13 +99,16 @@ export class SubdomainClaims {
     this.#release.delete(host);
   }
 
-  /** The client of `host` left: run `release` after the grace period unless kept before. */
-  leave(host: string, release: () => void): void {
+  /**
+   * The client of `host` left: run `release` after `delayMs` (the grace period) unless kept
+   * before.
+   */
+  leave(host: string, release: () => void, delayMs: number = this.graceMs): void {
     this.keep(host);
     const t = setTimeout(() => {
       this.#release.delete(host);
       release();
-    }, this.graceMs);
+    }, delayMs);
     Deno.unrefTimer(t);
     this.#release.set(host, t);
   }

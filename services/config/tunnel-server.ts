@@ -110,8 +110,9 @@ export const command = {
     "state-file": {
       kind: "string",
       arg: "path",
-      help: "keep hosts and TCP tunnels added through the admin API in this file (JSON, " +
-        "mode 0600: it holds identifiers), written atomically on each change, loaded at start",
+      help: "keep hosts, TCP tunnels and access rules added through the admin API, and " +
+        "subdomain claims, in this file (JSON, mode 0600: it holds identifiers), written " +
+        "atomically on each change, loaded at start",
     },
     duplicate: {
       kind: "choice",

@@ -84,6 +84,12 @@ export async function constructTunnelServer(
     : undefined;
   for (const [host, spec] of cfg.access) server.setAccess(host, spec, "flag");
   await state?.load();
+  if (state) {
+    server.onClaimsChange = () =>
+      void state.save().catch(() => {
+        // Logged by save ("state file not written"); the claim itself stays in force.
+      });
+  }
   // With --tls-client-ca the listener is node:tls and hands out only connections whose client
   // certificate chains to that CA; failed handshakes are logged (warn), never reach the front.
   const listener = cfg.tls
@@ -146,6 +152,7 @@ export async function constructTunnelServer(
     failedTcp,
     stop: async (drainMs) => {
       await server.close();
+      await state?.settled();
       await cluster?.close();
       await registry?.close();
       await front.stop(drainMs);
