@@ -29,6 +29,10 @@ export interface Pki {
   /** Client leaf signed by `ca2` (a stranger's client certificate). */
   rogueCert: string;
   rogueKey: string;
+  /** Leaf for localhost/127.0.0.1 usable both ways (serverAuth and clientAuth), signed by
+   * `ca`: a cluster peer's certificate. */
+  peerCert: string;
+  peerKey: string;
   /** Delete the directory. */
   remove(): Promise<void>;
 }
@@ -79,6 +83,13 @@ export async function makePki(): Promise<Pki> {
   await leaf("other", "other.example", "ca", `subjectAltName=DNS:other.example\n${serverExt}`);
   await leaf("client", "agent-1", "ca", clientExt);
   await leaf("rogue", "rogue", "ca2", clientExt);
+  await leaf(
+    "peer",
+    "peer",
+    "ca",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n" +
+      "extendedKeyUsage=serverAuth,clientAuth\n",
+  );
   // An expired leaf needs explicit dates: `openssl ca` takes them (OpenSSL 3.0's x509 does not).
   await Deno.mkdir(p("db"));
   await Deno.writeTextFile(p("db/index.txt"), "");
@@ -126,6 +137,8 @@ export async function makePki(): Promise<Pki> {
     clientKey: p("client.key"),
     rogueCert: p("rogue.pem"),
     rogueKey: p("rogue.key"),
+    peerCert: p("peer.pem"),
+    peerKey: p("peer.key"),
     remove: () => Deno.remove(dir, { recursive: true }),
   };
 }

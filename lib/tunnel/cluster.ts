@@ -7,6 +7,11 @@
  * round trip; B opens a stream to its client with those bytes in the SYN and relays both
  * ways (half-close and all). Instances find each other through the Redis registry
  * (`advertise` of their instance record).
+ *
+ * TLS (`tls`): lib/transport's TLS on both ends of every link, like etcd's peer TLS: each
+ * instance serves its certificate on the cluster port and, when it trusts a CA for its peers,
+ * presents the same certificate when it dials and requires one from the instances dialling
+ * it (mutual TLS). The token is checked inside TLS as well.
  * @module
  */
 
@@ -17,7 +22,7 @@ import {
   closeQuietly,
   concatBytes,
   type ConnHandler,
-  dial,
+  type Duplex,
   errorMessage,
   relay,
   serve,
@@ -27,6 +32,7 @@ import {
   writeAll,
 } from "../net/mod.ts";
 import { encodeFrame, readFrameJson } from "../control/mod.ts";
+import { dialTransport, type TlsClientConfig, type TlsServerConfig } from "../transport/mod.ts";
 import { ClientConn, clientKey } from "./client_conn.ts";
 import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
 import type { RedisRegistry } from "./redis_registry.ts";
@@ -36,6 +42,20 @@ import type { TunnelServer } from "./server.ts";
 export const clusterHandshakeTimeoutMs = 5_000;
 /** Largest link or stream header frame. */
 const maxHeaderBytes = 4096;
+/** Time to connect to a peer (TCP and TLS handshake). */
+export const clusterDialTimeoutMs = 5_000;
+
+/** TLS of the links: the same lib/transport options as every other warren link. */
+export interface ClusterTls {
+  /**
+   * This instance's certificate, served on the cluster port; with `client.ca` set, a client
+   * certificate is required of the peers (`server.ca` = the same CA) and `client.cert` is
+   * presented when dialling. A certificate used both ways needs both extended key usages.
+   */
+  server: TlsServerConfig;
+  /** Trust (and identity, for mutual TLS) when dialling a peer. */
+  client: TlsClientConfig;
+}
 
 /** Options of {@linkcode ClusterLinks}. */
 export interface ClusterLinksOptions {
@@ -43,6 +63,11 @@ export interface ClusterLinksOptions {
   token: string;
   /** Mux options of the links (keepalive). */
   mux?: SessionOptions;
+  /**
+   * TLS on the links; the listener given to `listen()` must then be a TLS listener of
+   * `tls.server` (lib/transport `listenTls`). @default plaintext
+   */
+  tls?: ClusterTls;
   /** Where link events are logged. @default silent */
   log?: Logger;
 }
@@ -92,16 +117,20 @@ export class ClusterLinks {
     this.#server.remoteClient = (identifier) => this.remoteClient(identifier);
   }
 
-  /** Serve other instances' links on `listener` (the `--cluster-listen` address). */
-  listen(listener: Deno.Listener<Deno.TcpConn>): Server {
-    const handler: ConnHandler<Deno.TcpConn> = (conn, ctx) => this.#accept(conn, ctx);
+  /**
+   * Serve other instances' links on `listener` (the `--cluster-listen` address): a TCP
+   * listener, or with `tls` a TLS one (which hands out only handshaken connections).
+   */
+  listen(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): Server {
+    const handler: ConnHandler = (conn, ctx) => this.#accept(conn, ctx);
     this.#listener = serve(listener, handler, { log: this.#log, name: "cluster" });
     return this.#listener;
   }
 
-  async #accept(conn: Deno.TcpConn, ctx: { handshakeDone(): void }): Promise<void> {
+  async #accept(conn: Deno.Conn, ctx: { handshakeDone(): void }): Promise<void> {
     const reader = new BufferedReader(conn);
-    const remote = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+    const at = conn.remoteAddr as Deno.NetAddr;
+    const remote = `${at.hostname}:${at.port}`;
     let hello: Record<string, unknown> | null;
     try {
       hello = await readHeader(reader);
@@ -228,7 +257,13 @@ export class ClusterLinks {
 
   async #dial(addr: string): Promise<Session> {
     const i = addr.lastIndexOf(":");
-    const conn = await dial(addr.slice(0, i).replace(/^\[|\]$/g, ""), Number(addr.slice(i + 1)));
+    const tls = this.#opts.tls;
+    const conn: Duplex = await dialTransport({
+      kind: tls ? "tls" : "tcp",
+      host: addr.slice(0, i).replace(/^\[|\]$/g, ""),
+      port: Number(addr.slice(i + 1)),
+      path: "/",
+    }, { timeoutMs: clusterDialTimeoutMs, ...(tls ? { tls: tls.client } : {}) });
     try {
       await writeAll(conn, encodeFrame({ token: this.#opts.token, from: this.#registry.instance }));
       const reader = new BufferedReader(conn);

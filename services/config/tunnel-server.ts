@@ -12,6 +12,7 @@ import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
 import { resolveSecret } from "../../lib/config/secret.ts";
 import {
+  type ClusterTls,
   HostAccess,
   type HostAccessSpec,
   normalizeHost,
@@ -23,7 +24,12 @@ import {
   readHostsFile,
   type TunnelConfig,
 } from "../../lib/tunnel/mod.ts";
-import type { TlsServerConfig } from "../../lib/transport/mod.ts";
+import {
+  loadTlsClientConfig,
+  loadTlsServerConfig,
+  TlsError,
+  type TlsServerConfig,
+} from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 
 /** tunnel-server's command line. */
@@ -208,6 +214,24 @@ export const command = {
       env: "TUNNEL_CLUSTER_TOKEN",
       help: "shared secret of the cluster's links (every instance the same)",
     },
+    "cluster-tls-cert": {
+      kind: "string",
+      arg: "file",
+      help: "TLS on the cluster's links: this instance's certificate chain (PEM), served on " +
+        "--cluster-listen and, with --cluster-tls-ca, presented to the peers it dials",
+    },
+    "cluster-tls-key": { kind: "string", arg: "file", help: "private key of --cluster-tls-cert" },
+    "cluster-tls-ca": {
+      kind: "string",
+      arg: "file",
+      help: "trust this CA (PEM) for the peers' certificates, and require one of every peer " +
+        "(mutual TLS; the certificate then needs serverAuth and clientAuth); default: system CAs",
+    },
+    "cluster-tls-server-name": {
+      kind: "string",
+      arg: "name",
+      help: "verify the peers' certificates for this name instead of their --advertise host",
+    },
     "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
     "drain-timeout": {
       kind: "duration",
@@ -236,6 +260,40 @@ export interface TunnelServerServiceConfig {
   proxyProtocolFrom?: Acl;
   /** `--registry`: the Redis URL, and its address without the password for the log. */
   registry?: { url: string; addr: string };
+  /** `--cluster-tls-*`: TLS on the links between instances. */
+  clusterTls?: ClusterTls;
+}
+
+/** The links' TLS from `--cluster-tls-*` (files read and checked), or undefined. */
+function clusterTlsFromFlags(f: ServiceFlags<typeof command.flags>): ClusterTls | undefined {
+  const cert = f["cluster-tls-cert"], key = f["cluster-tls-key"], ca = f["cluster-tls-ca"];
+  if (!cert && !key) {
+    if (ca || f["cluster-tls-server-name"]) {
+      throw new FlagError(
+        "cluster-tls-cert",
+        "--cluster-tls-ca/-server-name need --cluster-tls-cert",
+      );
+    }
+    return undefined;
+  }
+  if (!cert || !key) {
+    throw new FlagError("cluster-tls-cert", "--cluster-tls-cert and --cluster-tls-key go together");
+  }
+  try {
+    return {
+      server: loadTlsServerConfig({ certFile: cert, keyFile: key, caFile: ca }),
+      client: loadTlsClientConfig({
+        caFile: ca,
+        serverName: f["cluster-tls-server-name"],
+        ...(ca ? { certFile: cert, keyFile: key } : {}),
+      }),
+    };
+  } catch (err) {
+    if (err instanceof TlsError) {
+      throw new FlagError("cluster-tls-cert", `--cluster-tls-*: ${err.message}`);
+    }
+    throw err;
+  }
 }
 
 /** A `--registry` value: redis:// or rediss:// with a host and port. */
@@ -330,5 +388,18 @@ export function validate(
   if ((f["cluster-listen"] || f.advertise) && !f["cluster-token"]) {
     throw new FlagError("cluster-token", "--cluster-listen needs --cluster-token");
   }
-  return { tls, tcpPorts, routes, proxyProtocolFrom, accountTokens, access, registry };
+  const clusterTls = clusterTlsFromFlags(f);
+  if (clusterTls && !f["cluster-token"]) {
+    throw new FlagError("cluster-tls-cert", "--cluster-tls-cert needs --cluster-token");
+  }
+  return {
+    tls,
+    tcpPorts,
+    routes,
+    proxyProtocolFrom,
+    accountTokens,
+    access,
+    registry,
+    clusterTls,
+  };
 }

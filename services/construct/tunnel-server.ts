@@ -6,7 +6,7 @@
  */
 
 import type { Logger } from "../../lib/log.ts";
-import { listenTlsCounted } from "../../lib/cli_security.ts";
+import { listenLink, listenTlsCounted } from "../../lib/cli_security.ts";
 import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
 import {
@@ -42,8 +42,9 @@ export async function constructTunnelServer(
   log: Logger,
   bind: Bind,
 ): Promise<TunnelServerService> {
-  const clusterL = flags["cluster-listen"] &&
-    await listenAt(bind, "cluster", flags["cluster-listen"]);
+  const at = flags["cluster-listen"];
+  const clusterL = at &&
+    await bind("cluster", at, () => listenLink(at, cfg.clusterTls?.server, "cluster", log));
   const adv = flags.advertise ?? clusterL?.addr;
   const registry = cfg.registry && await RedisRegistry.connect({
     url: cfg.registry.url,
@@ -71,7 +72,7 @@ export async function constructTunnelServer(
   });
   const token = flags["cluster-token"];
   const cluster = registry && token
-    ? new ClusterLinks(server, registry, { token, log })
+    ? new ClusterLinks(server, registry, { token, log, tls: cfg.clusterTls })
     : undefined;
   cluster?.attach();
   if (clusterL) {
