@@ -58,6 +58,7 @@ import {
 } from "./protocol.ts";
 import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
 import { subdomainHeader } from "./subdomains.ts";
+import { type HealthCheckOptions, HealthMonitor } from "./health.ts";
 
 /** How many failed streams `TunnelClient.recentFailures` keeps (the status page's table). */
 export const recentFailuresKept = 50;
@@ -128,6 +129,12 @@ export interface TunnelClientOptions {
   subdomain?: string;
   /** Timeout of each dial (server and local). @default 10000 */
   dialTimeoutMs?: number;
+  /**
+   * Check the local app (GET a path on `local`) and tell the server: it sends this client no
+   * request until a check passed, and none while `failures` checks in a row fail (a group's
+   * other members take them).
+   */
+  healthCheck?: HealthCheckOptions;
   /** Mux ping interval. @default 2000 */
   heartbeatIntervalMs?: number;
   /** Silence after which the server is given up for dead. @default 6000 */
@@ -417,6 +424,8 @@ export class TunnelClient {
   readonly recentFailures: TunnelClientFailure[] = [];
   /** Set when another client with our identifier took over: `run()` then returns. */
   replaced = false;
+  /** The health check's verdict while connected (undefined: no check, or not connected). */
+  healthy: boolean | undefined;
   /** Set (one line, why) when the server kept refusing the identifier: `run()` then returns. */
   refusal: string | undefined;
   #session: Session | undefined;
@@ -544,6 +553,7 @@ export class TunnelClient {
     });
     this.#session = session;
     let control: Stream | undefined;
+    let monitor: HealthMonitor | undefined;
     let cause: SessionEndCauseLocal | undefined;
     const onAbort = () => {
       // The control stream is a stream like any other: close it so the drain can finish.
@@ -560,6 +570,7 @@ export class TunnelClient {
           type: "handshakeRequest",
           client: "warren-tunnel-client/1",
           tcp: (this.#o.tcp ?? []).map((t) => ({ publicPort: t.publicPort })),
+          ...(this.#o.healthCheck ? { healthCheck: true } : {}),
         }),
       );
       const resp = await Promise.race([
@@ -590,6 +601,7 @@ export class TunnelClient {
         else this.#log.warn("tcp tunnel refused", { publicPort: t.publicPort, error: t.error });
       }
       this.#o.onConnected?.(resp);
+      monitor = this.#healthMonitor(control);
       const controlDone = (async () => {
         try {
           let m;
@@ -626,6 +638,8 @@ export class TunnelClient {
       if (signal?.aborted) cause ??= "stopped";
       return sessionEndReport(end, cause);
     } finally {
+      await monitor?.stop();
+      this.healthy = undefined;
       signal?.removeEventListener("abort", onAbort);
       if (control) closeQuietly(control);
       await session.close().catch(() => {
@@ -633,6 +647,25 @@ export class TunnelClient {
       });
       this.#session = undefined;
     }
+  }
+
+  /** With a health check: check the local app and report each change on `control`. */
+  #healthMonitor(control: Stream): HealthMonitor | undefined {
+    const hc = this.#o.healthCheck;
+    if (!hc) return undefined;
+    this.healthy = false;
+    const monitor = new HealthMonitor(this.#o.local, hc, {
+      log: this.#log,
+      onChange: async (ok, error) => {
+        this.healthy = ok;
+        if (ok) this.#log.info("health check passes: in rotation", { path: hc.path });
+        else this.#log.warn("health check failing: out of rotation", { path: hc.path, error });
+        const why = error === undefined ? {} : { error: error.slice(0, 256) };
+        await writeAll(control, encodeMessage({ type: "health", ok, ...why }));
+      },
+    });
+    monitor.start(); // stopped when the session ends
+    return monitor;
   }
 
   /** Close the current session (the run loop reconnects unless its signal aborted). */

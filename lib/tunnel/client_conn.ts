@@ -25,6 +25,15 @@ export interface ClientInfo {
   tcpPorts: number[];
   /** Last measured mux ping round trip. */
   rttMs?: number;
+  /**
+   * False while its health check fails (or has not passed yet): it gets no new streams. A
+   * client without a health check is always healthy.
+   */
+  healthy: boolean;
+  /** Tunnel streams open to it now. */
+  openStreams: number;
+  /** Tunnel streams opened to it so far (its share of a group's requests). */
+  streams: number;
 }
 
 /** Memo of `clientKey` (a SHA-256 per routed request was 2-3 % of a front's CPU). */
@@ -66,6 +75,16 @@ export class ClientConn {
   streamPrefix: Uint8Array | undefined;
   /** True once its handshake opened the server-defined TCP tunnels (later ones open at once). */
   serverTcpReady: boolean = false;
+  /**
+   * What its health check last reported (`health` messages on the control stream); a client
+   * that announced a check starts unhealthy until its first report.
+   */
+  healthy: boolean = true;
+  /** Tunnel streams open to it now (TunnelStream counts them; least-streams balancing). */
+  openStreams: number = 0;
+  /** Tunnel streams opened to it so far. */
+  streams: number = 0;
+  #sessionOver = false;
   #closing: Promise<void> | undefined;
   /** A client's session, before its handshake. */
   constructor(
@@ -74,7 +93,15 @@ export class ClientConn {
     readonly remote: string,
     readonly session: Session,
     readonly key: string = "",
-  ) {}
+  ) {
+    // A dead session must take no new stream even before its attach() has cleaned up.
+    session.closed.then(() => this.#sessionOver = true);
+  }
+
+  /** Whether it can take a new stream now: ready, healthy, its session alive. */
+  get usable(): boolean {
+    return this.ready && this.healthy && !this.#sessionOver;
+  }
 
   /** Whether close() has started. */
   get closing(): boolean {
@@ -91,6 +118,9 @@ export class ClientConn {
       hosts: this.hosts,
       tcpPorts: [...this.tcp.keys()],
       rttMs: this.session.rttMs,
+      healthy: this.healthy,
+      openStreams: this.openStreams,
+      streams: this.streams,
     };
   }
 

@@ -559,8 +559,10 @@ export class PublicConn {
     } catch (err) {
       let outcome = "reset";
       if (leg.state === LegState.Open) {
-        if (leg.responseBytes === 0 && err instanceof HttpError) {
-          // The app's answer to an Upgrade request was not a usable response head.
+        if (leg.responseBytes === 0) {
+          // Nothing answered yet: the app's answer to an Upgrade request was not a usable
+          // response head, or the stream broke before a response (its client went away
+          // mid-request): a 502 rather than an empty reply.
           await this.#answer(502, leg.host);
           leg.ts.stream.reset();
           outcome = "502";
@@ -613,6 +615,7 @@ export class PublicConn {
         ms: req ? Math.round(performance.now() - req.startedMs) : 0,
         rid: `${leg.ts.requestId}.${++leg.answered}`,
         client: leg.client,
+        cid: leg.ts.client?.id,
         remote: this.#peer.remote,
       });
       if (framing.kind === "close") return;

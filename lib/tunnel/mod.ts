@@ -8,6 +8,8 @@ export * from "./registry.ts";
 export * from "./protocol.ts";
 export * from "./server.ts";
 export * from "./client_conn.ts";
+export * from "./group.ts";
+export * from "./health.ts";
 export * from "./tunnel_stream.ts";
 export * from "./tcp_ports.ts";
 export * from "./stats.ts";

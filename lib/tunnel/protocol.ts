@@ -56,11 +56,17 @@ const port = () => int({ min: 0, max: 65535 });
 export const handshakeRequestMessage: MessageDef<"handshakeRequest", {
   client: OptionalCheck<string>;
   tcp: OptionalCheck<{ publicPort: number }[]>;
+  healthCheck: OptionalCheck<boolean>;
 }> = defineMessage("handshakeRequest", {
   /** Free-form client name/version for logs. */
   client: optional(str({ maxLength: 128 })),
   /** Public TCP ports the client wants relayed to its local services. */
   tcp: optional(arrayOf(object({ publicPort: port() }), 64)),
+  /**
+   * The client checks its local app's health and reports it with `health` messages: the
+   * server sends it no stream until the first report says healthy.
+   */
+  healthCheck: optional(bool()),
 });
 /** Client -> server, first message on the control stream. */
 export type HandshakeRequest = MessageOf<typeof handshakeRequestMessage>;
@@ -157,6 +163,20 @@ export const sessionEndMessage: MessageDef<"sessionEnd", {
 /** The server's notice before it closes a session. */
 export type SessionEnd = MessageOf<typeof sessionEndMessage>;
 
+/**
+ * Client -> server on the control stream after the handshake: its health check's verdict
+ * changed (`ok` false: take it out of rotation; true: back in). `error` says why it failed.
+ */
+export const healthMessage: MessageDef<"health", {
+  ok: Check<boolean>;
+  error: OptionalCheck<string>;
+}> = defineMessage("health", {
+  ok: bool(),
+  error: optional(str({ maxLength: 256 })),
+});
+/** A client's health report. */
+export type Health = MessageOf<typeof healthMessage>;
+
 /** The tunnel's control protocol (lib/control framing and schemas, version 1). */
 export const tunnelProtocol: Protocol<TunnelMessage> = defineProtocol("tunnel", protocolVersion, [
   handshakeRequestMessage,
@@ -164,6 +184,7 @@ export const tunnelProtocol: Protocol<TunnelMessage> = defineProtocol("tunnel", 
   controlMsgMessage,
   streamReplyMessage,
   sessionEndMessage,
+  healthMessage,
 ]);
 
 /** Any message of this protocol (lib/control's base error/ping/pong included). */
@@ -173,6 +194,7 @@ export type TunnelMessage =
   | ControlMsg
   | StreamReply
   | SessionEnd
+  | Health
   | BaseMessage;
 
 /** Frame a message: u32 BE length + JSON (`v` is added). */

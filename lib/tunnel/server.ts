@@ -40,9 +40,10 @@ import {
   type RouteOrigin,
 } from "./registry.ts";
 import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
+import { type BalancePolicy, ClientGroup } from "./group.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
 import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
-import { TunnelError, TunnelStream } from "./tunnel_stream.ts";
+import { type StreamReopen, TunnelError, TunnelStream } from "./tunnel_stream.ts";
 import {
   type AccessDenied,
   HostAccess,
@@ -68,8 +69,12 @@ export const defaultResponseTimeoutMs = 60_000;
 /** Time a new client has to open its control stream and send its handshake. */
 export const defaultClientHandshakeTimeoutMs = 10_000;
 
-/** What to do when a second client connects with an identifier that is already connected. */
-export type DuplicatePolicy = "replace" | "refuse";
+/**
+ * What to do when a second client connects with an identifier that is already connected:
+ * it replaces the first, is refused, or joins it in a group that shares the load
+ * (group.ts).
+ */
+export type DuplicatePolicy = "replace" | "refuse" | "balance";
 
 /** Options of {@linkcode TunnelServer}. */
 export interface TunnelServerOptions {
@@ -77,6 +82,8 @@ export interface TunnelServerOptions {
   registry?: Registry;
   /** Policy for a second client with a connected identifier. @default "replace" */
   duplicate?: DuplicatePolicy;
+  /** How a group (`duplicate: "balance"`) spreads streams. @default "round-robin" */
+  balance?: BalancePolicy;
   /** Limits unknown-identifier attempts per source address (refused before the lookup). */
   authLimiter?: AuthFailureLimiter;
   /** Mux ping interval to each client. @default 2000 */
@@ -165,10 +172,13 @@ export class TunnelServer {
   readonly log: Logger;
   /** Policy for a second client with a connected identifier. */
   readonly duplicate: DuplicatePolicy;
+  /** How a group spreads streams over its members. */
+  readonly balance: BalancePolicy;
   /** 504 after this long without an answer. */
   readonly responseTimeoutMs: number;
   readonly #opts: TunnelServerOptions;
-  #clients = new Map<string, ClientConn>();
+  /** The live clients of each identifier (by client key): one, or a group's members. */
+  #clients = new Map<string, ClientGroup>();
   /** Per-host counters (status page, admin API, metrics). */
   readonly stats: TunnelStats = new TunnelStats();
   /** Client connects and disconnects so far. */
@@ -201,6 +211,7 @@ export class TunnelServer {
     this.#instance = this.registry.instance ?? randomSecret(4);
     this.log = opts.log ?? silentLogger;
     this.duplicate = opts.duplicate ?? "replace";
+    this.balance = opts.balance ?? "round-robin";
     this.responseTimeoutMs = opts.responseTimeoutMs ?? defaultResponseTimeoutMs;
     this.#tcp = new TcpPorts(this, {
       range: opts.tcpPorts,
@@ -232,8 +243,7 @@ export class TunnelServer {
     this.#hostOrigins.set(h, opts.origin ?? "admin");
     this.#wildcards = this.#countWildcards();
     if (prev !== undefined && clientKey(prev) !== clientKey(id)) await this.#revoke(h, prev);
-    const c = this.#clients.get(clientKey(id));
-    if (c && !c.hosts.includes(h)) c.hosts.push(h);
+    for (const c of this.#members(clientKey(id))) if (!c.hosts.includes(h)) c.hosts.push(h);
     this.log.info("host added", {
       host: h,
       client: fingerprint(id),
@@ -249,18 +259,28 @@ export class TunnelServer {
     return n;
   }
 
-  /** `host` was given to another identifier: its old client loses it, and ends if idle. */
+  /** The live clients of `key` (a group's members; none when not connected). */
+  #members(key: string): readonly ClientConn[] {
+    return this.#clients.get(key)?.members ?? [];
+  }
+
+  /** Every live client (each group member). */
+  *#allClients(): Iterable<ClientConn> {
+    for (const g of this.#clients.values()) yield* g.members;
+  }
+
+  /** `host` was given to another identifier: its old clients lose it, and end if idle. */
   async #revoke(host: string, oldIdentifier: string): Promise<void> {
-    const old = this.#clients.get(clientKey(oldIdentifier));
-    if (!old) return;
-    old.hosts = old.hosts.filter((x) => x !== host);
-    if (old.hosts.length > 0 || old.tcp.size > 0) return;
-    this.log.info("client ended: its last host was given to another client", {
-      client: old.fingerprint,
-      cid: old.id,
-      host,
-    });
-    await old.close("revoked");
+    for (const old of [...this.#members(clientKey(oldIdentifier))]) {
+      old.hosts = old.hosts.filter((x) => x !== host);
+      if (old.hosts.length > 0 || old.tcp.size > 0) continue;
+      this.log.info("client ended: its last host was given to another client", {
+        client: old.fingerprint,
+        cid: old.id,
+        host,
+      });
+      await old.close("revoked");
+    }
   }
 
   /** Stop serving `host`; false if it was not registered. */
@@ -269,7 +289,7 @@ export class TunnelServer {
     const ok = await this.registry.removeHost(h);
     this.#hostOrigins.delete(h);
     this.#wildcards = this.#countWildcards();
-    for (const c of this.#clients.values()) c.hosts = c.hosts.filter((x) => x !== h);
+    for (const c of this.#allClients()) c.hosts = c.hosts.filter((x) => x !== h);
     for (const [key, c] of this.#claims) {
       if (c.host !== h) continue;
       this.#claims.delete(key);
@@ -521,10 +541,8 @@ export class TunnelServer {
       i = h.indexOf(".", i + 1);
     }
     if (identifier === undefined) return { ok: false, status: 404, host: h };
-    let client = this.#clients.get(clientKey(identifier));
-    if ((!client || !client.ready) && this.remoteClient) {
-      client = await this.remoteClient(identifier);
-    }
+    let client = this.#clients.get(clientKey(identifier))?.pick(this.balance);
+    if (!client && this.remoteClient) client = await this.remoteClient(identifier);
     if (!client || !client.ready) return { ok: false, status: 502, host: entry };
     return { ok: true, host: entry, client };
   }
@@ -551,14 +569,48 @@ export class TunnelServer {
       requestId,
       ...(serverTcpPort !== undefined ? { publicPort: serverTcpPort } : {}),
     });
+    const open = (c: ClientConn, fin = false): Promise<Stream> => {
+      const head = c.streamPrefix ? concatBytes(c.streamPrefix, msg) : msg;
+      return c.session.open({ data: firstData ? concatBytes(head, firstData) : head, fin });
+    };
+    // A group's member that cannot take the request hands it to the next one (HTTP only: a
+    // TCP port belongs to one member).
+    const group = transportProtocol === "http" ? this.#clients.get(client.key) : undefined;
+    const tried = new Set<ClientConn>();
+    const reopen: StreamReopen | undefined = group && group.members.length > 1
+      ? async (failed, fin) => {
+        tried.add(failed);
+        for (let c; (c = group.pick(this.balance, tried));) {
+          try {
+            return { stream: await open(c, fin), client: c };
+          } catch {
+            tried.add(c); // its session is over: the next member
+          }
+        }
+        return undefined;
+      }
+      : undefined;
     let stream: Stream;
     try {
-      const head = client.streamPrefix ? concatBytes(client.streamPrefix, msg) : msg;
-      stream = await client.session.open({ data: firstData ? concatBytes(head, firstData) : head });
+      stream = await open(client);
     } catch (err) {
-      throw new TunnelError("closed", `cannot open a stream: ${errorMessage(err)}`, { cause: err });
+      const next = await reopen?.(client, false);
+      if (!next) {
+        throw new TunnelError("closed", `cannot open a stream: ${errorMessage(err)}`, {
+          cause: err,
+        });
+      }
+      ({ stream, client } = next);
     }
-    return new TunnelStream(stream, requestId, host, this.stats.host(host), firstData?.length);
+    return new TunnelStream(
+      stream,
+      requestId,
+      host,
+      this.stats.host(host),
+      firstData?.length,
+      client,
+      reopen,
+    );
   }
 
   /**
@@ -595,30 +647,32 @@ export class TunnelServer {
     });
     const client = new ClientConn(++this.#nextClient, fp, remote, session, key);
     // The previous client of this identifier keeps serving until the new one has done its
-    // handshake; then it is told "replaced" and closed, and the new one takes its place.
+    // handshake; then it is told "replaced" and closed, and the new one takes its place
+    // ("balance": the new one joins it instead).
     const takeOver = async (): Promise<boolean> => {
-      const prev = this.#clients.get(key);
-      if (prev && prev !== client) {
+      let group = this.#clients.get(key);
+      if (group && this.duplicate !== "balance") {
         if (this.duplicate === "refuse") return false;
-        this.log.info("client replaced by a new connection", { client: fp, old: prev.id, remote });
+        for (const prev of group.members) {
+          this.log.info("client replaced by a new connection", {
+            client: fp,
+            old: prev.id,
+            remote,
+          });
+        }
         this.#clients.delete(key);
-        await prev.close("replaced");
+        await Promise.all(group.members.map((prev) => prev.close("replaced")));
+        group = undefined;
       }
-      this.#clients.set(key, client);
+      if (!group) this.#clients.set(key, group = new ClientGroup());
+      group.add(client);
       return true;
     };
     const log = this.log.child({ client: fp, cid: client.id });
     try {
       const control = await this.#handshake(client, identifier, log, takeOver);
       if (!control) return;
-      const rec: ClientRecord = {
-        fingerprint: fp,
-        clientId: client.id,
-        instance: this.#instance,
-        remote,
-        since: client.since,
-      };
-      await this.registry.setClient(identifier, rec);
+      await this.registry.setClient(identifier, this.#record(client));
       const claimed = this.#claims.get(key);
       if (claimed !== undefined) {
         this.#opts.subdomains?.keep(claimed.host);
@@ -626,17 +680,22 @@ export class TunnelServer {
         this.onClaimsChange?.();
       }
       this.clientEvents.connected++;
+      const members = this.#members(key).length;
       log.info("client connected", {
         remote,
         hosts: client.hosts.join(","),
+        ...(members > 1 ? { members } : {}),
+        ...(client.healthy ? {} : { health: "waiting for its first check" }),
         ...(certName === undefined ? {} : { cert: certName }),
       });
       // Live until the session dies (go away, heartbeat timeout, transport EOF) or the
       // client closes its control stream.
       const controlDone = (async () => {
         try {
-          while ((await readMessage(control)) !== null) {
-            // No messages are defined after the handshake; ignore for forward compatibility.
+          let m;
+          while ((m = await readMessage(control)) !== null) {
+            // Other types after the handshake are ignored for forward compatibility.
+            if (m.type === "health") this.#health(client, m.ok, m.error, log);
           }
         } catch (err) {
           log.debug("control stream ended", { error: errorMessage(err) });
@@ -671,11 +730,14 @@ export class TunnelServer {
     } catch (err) {
       log.warn("client session failed", { error: errorMessage(err) });
     } finally {
-      if (this.#clients.get(key) === client) {
-        this.#clients.delete(key);
-        await this.registry.setClient(identifier, undefined).catch(() => {
+      const group = this.#clients.get(key);
+      if (group?.remove(client)) {
+        const next = group.first;
+        if (!next) this.#clients.delete(key);
+        await this.registry.setClient(identifier, next && this.#record(next)).catch(() => {
           // A registry outage must not keep a dead client around locally.
         });
+        if (next) log.info("group member left", { members: group.members.length });
       }
       // No session of this identifier is left (it ended, or never came up): the grace starts.
       if (!this.#clients.has(key)) this.#leaveClaim(key);
@@ -683,6 +745,27 @@ export class TunnelServer {
       await client.close();
       this.#tcp.releaseAll(client);
     }
+  }
+
+  /** Where `client` is, for the registry. */
+  #record(client: ClientConn): ClientRecord {
+    return {
+      fingerprint: client.fingerprint,
+      clientId: client.id,
+      instance: this.#instance,
+      remote: client.remote,
+      since: client.since,
+    };
+  }
+
+  /** A client's health check changed its verdict: it leaves or rejoins the rotation. */
+  #health(client: ClientConn, ok: boolean, error: string | undefined, log: Logger): void {
+    if (client.healthy === ok) return;
+    client.healthy = ok;
+    const group = this.#clients.get(client.key);
+    const fields = { usable: group?.usableCount ?? 0, members: group?.members.length ?? 0 };
+    if (ok) log.info("client healthy: in rotation", fields);
+    else log.warn("client unhealthy: out of rotation", { ...fields, error });
   }
 
   async #handshake(
@@ -713,7 +796,15 @@ export class TunnelServer {
         return null;
       }
       client.hosts = await this.registry.hostsOf(identifier);
-      const tcp = this.#tcp.openFor(client, req, log);
+      if (req.healthCheck) client.healthy = false;
+      // A group's TCP tunnels stay with its first member (a public port has one owner).
+      const tcp = this.#clients.get(client.key)?.first === client
+        ? this.#tcp.openFor(client, req, log)
+        : (req.tcp ?? []).map((t) => ({
+          publicPort: t.publicPort,
+          ok: false,
+          error: "TCP tunnels stay with the group's first client",
+        }));
       const resp: Outgoing<HandshakeResponse> = {
         type: "handshakeResponse",
         ok: true,
@@ -746,7 +837,7 @@ export class TunnelServer {
    * tunnel, or bound by another program).
    */
   addTcpTunnel(spec: TcpTunnelSpecServer): TcpTunnelInfo {
-    return this.#tcp.add(spec, (key) => this.#clients.get(key));
+    return this.#tcp.add(spec, (key) => this.#clients.get(key)?.first);
   }
 
   /** Remove a server-defined TCP tunnel and close its port; false if there was none. */
@@ -766,26 +857,30 @@ export class TunnelServer {
    */
   remoteClient?: (identifier: string) => Promise<ClientConn | undefined>;
 
-  /** The ready local client of `identifier`, if it is connected here. */
+  /**
+   * The ready local client of `identifier` (a group's next member in turn), if it is
+   * connected here.
+   */
   localClient(identifier: string): ClientConn | undefined {
-    const c = this.#clients.get(clientKey(identifier));
-    return c?.ready ? c : undefined;
+    return this.#clients.get(clientKey(identifier))?.pick(this.balance);
   }
 
-  /** Connected clients (no secrets). */
+  /** Connected clients, each group member on its own (no secrets). */
   clients(): ClientInfo[] {
-    return [...this.#clients.values()].filter((c) => c.ready).map((c) => c.info());
+    return [...this.#allClients()].filter((c) => c.ready).map((c) => c.info());
   }
 
   /** Status per registered host: connected client, counters. */
   async status(): Promise<HostStatus[]> {
     const out: HostStatus[] = [];
     for (const { host, identifier } of await this.registry.listHosts()) {
-      const c = this.#clients.get(clientKey(identifier));
+      const members = this.#members(clientKey(identifier)).filter((c) => c.ready);
       out.push({
         host,
         client: fingerprint(identifier),
-        connected: !!c?.ready,
+        connected: members.length > 0,
+        members: members.length,
+        healthy: members.filter((c) => c.healthy).length,
         origin: this.#hostOrigins.get(host) ?? "admin",
         ...(this.#access.has(host) ? { access: this.#access.get(host)!.info() } : {}),
         ...this.hostStats(host),
@@ -809,7 +904,7 @@ export class TunnelServer {
     this.#closed = true;
     this.#opts.subdomains?.close();
     liveTunnelServers.delete(this);
-    const all = [...this.#clients.values()];
+    const all = [...this.#allClients()];
     await Promise.allSettled(all.map((c) => c.close("shutdown")));
     await Promise.allSettled(all.map((c) => c.session.closed));
   }

@@ -40,6 +40,10 @@ export interface HostStatus extends HostStats {
   client: string;
   /** Whether its client is connected and ready. */
   connected: boolean;
+  /** Clients connected for it (more than one: a group sharing the load). */
+  members: number;
+  /** Of those, the ones whose health check passes (or that have none): in rotation. */
+  healthy: number;
   /** Where the host was defined: a flag, a hosts file, the admin API or a claim. */
   origin: RouteOrigin;
   /** Its access rules (counts and CIDRs, no secret), when it has any. */

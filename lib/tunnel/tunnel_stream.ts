@@ -16,6 +16,7 @@ import {
 } from "../net/mod.ts";
 import { expectMessage, type StreamFailure, type StreamReply } from "./protocol.ts";
 import type { HostStats } from "./stats.ts";
+import type { ClientConn } from "./client_conn.ts";
 
 /** Why a tunnel stream could not be used. */
 export type TunnelFailure = StreamFailure | "timeout" | "closed" | "protocol";
@@ -35,7 +36,9 @@ export class TunnelError extends Error {
  * `stats.bytesOut` (public side → client is "in").
  */
 class CountedDuplex implements Duplex {
-  constructor(readonly inner: Duplex, readonly stats: HostStats) {}
+  /** Bytes written through it. */
+  written = 0;
+  constructor(public inner: Duplex, readonly stats: HostStats) {}
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);
     if (n !== null) this.stats.bytesOut += n;
@@ -44,6 +47,7 @@ class CountedDuplex implements Duplex {
   async write(p: Uint8Array): Promise<number> {
     const n = await this.inner.write(p);
     this.stats.bytesIn += n;
+    this.written += n;
     return n;
   }
   closeWrite(): Promise<void> {
@@ -68,45 +72,124 @@ const noStats = (): HostStats => ({
   errors: 0,
 });
 
+/**
+ * Opens the same request again on another member of the failed client's group (its SYN data
+ * again, with a FIN when the request's write side was closed already); undefined when no
+ * other member can take it.
+ */
+export type StreamReopen = (
+  failed: ClientConn,
+  fin: boolean,
+) => Promise<{ stream: Stream; client: ClientConn } | undefined>;
+
+/** What the fronts do with a tunnel stream's mux stream directly. */
+export interface StreamControl {
+  /** Abort both directions. */
+  reset(): void;
+  /** No more request bytes. */
+  closeWrite(): Promise<void>;
+}
+
 /** A tunnel stream the server opened; the client's StreamReply has not been read yet. */
 export class TunnelStream {
   /** Reads the reply (bytes read ahead stay here until `body()`). */
-  readonly reader: BufferedReader;
+  reader: BufferedReader;
   /** The stream for request bytes: what is written here is counted as the host's bytes in. */
   readonly out: Duplex;
+  readonly #out: CountedDuplex;
   readonly #stats: HostStats;
+  #stream: Stream;
+  #client: ClientConn | undefined;
+  #reopen: StreamReopen | undefined;
+  #writeClosed = false;
   #open = true;
+  /** Reset and half-close of the current mux stream (it changes when the request is retried). */
+  readonly stream: StreamControl = {
+    reset: () => this.#stream.reset(),
+    closeWrite: () => {
+      this.#writeClosed = true;
+      return this.#stream.closeWrite();
+    },
+  };
   /**
-   * Wrap a freshly opened stream; counts it as open in `stats` and `sentBytes` (the request
-   * bytes that rode in its SYN frame) as bytes in.
+   * Wrap a freshly opened stream; counts it as open in `stats` (and in `client`'s open
+   * streams) and `sentBytes` (the request bytes that rode in its SYN frame) as bytes in.
+   * With `reopen`, a request the client did not take (no StreamReply: its session died, or
+   * its local app refused the dial) and of which nothing but the SYN was sent goes to another
+   * member of its group: the app never saw it, so nothing can be processed twice.
    */
   constructor(
-    readonly stream: Stream,
+    stream: Stream,
     readonly requestId: string,
     readonly host: string,
     stats: HostStats = noStats(),
     sentBytes = 0,
+    client?: ClientConn,
+    reopen?: StreamReopen,
   ) {
+    this.#stream = stream;
     this.reader = new BufferedReader(stream, replyReadBytes);
     this.#stats = stats;
-    this.out = new CountedDuplex(stream, stats);
+    this.#out = new CountedDuplex(stream, stats);
+    this.out = this.#out;
+    this.#client = client;
+    this.#reopen = reopen;
     stats.openStreams++;
     stats.bytesIn += sentBytes;
+    if (client) {
+      client.openStreams++;
+      client.streams++;
+    }
+  }
+
+  /** The client serving it now. */
+  get client(): ClientConn | undefined {
+    return this.#client;
   }
 
   /** Close the stream and stop counting it as open (idempotent). */
   release(): void {
-    if (this.#open) this.#stats.openStreams--;
+    if (this.#open) {
+      this.#stats.openStreams--;
+      if (this.#client) this.#client.openStreams--;
+    }
     this.#open = false;
-    closeQuietly(this.stream);
+    closeQuietly(this.#stream);
   }
 
   /**
    * Wait for the client's StreamReply. Rejects with TunnelError: "timeout" if none in
    * `timeoutMs`, the client's failure reason when it could not serve the stream,
    * "protocol" when the reply names another request id, "closed" when the stream ended.
+   * When the client could not take the request (see the constructor), the other members of
+   * its group are tried in turn first.
    */
   async reply(timeoutMs: number): Promise<StreamReply> {
+    while (true) {
+      try {
+        return await this.#replyOnce(timeoutMs);
+      } catch (err) {
+        const e = err as TunnelError;
+        const failed = this.#client;
+        if (
+          !this.#reopen || !failed || !this.#open || this.#out.written > 0 ||
+          (e.reason !== "closed" && e.reason !== "dial-failed")
+        ) throw err;
+        const next = await this.#reopen(failed, this.#writeClosed).catch(() => undefined);
+        if (!next || !this.#open) throw err;
+        failed.openStreams--;
+        next.client.openStreams++;
+        next.client.streams++;
+        this.#client = next.client;
+        this.#stream = next.stream;
+        this.#out.inner = next.stream;
+        this.reader = new BufferedReader(next.stream, replyReadBytes);
+      }
+    }
+  }
+
+  /** One wait for the current stream's StreamReply (see `reply`). */
+  async #replyOnce(timeoutMs: number): Promise<StreamReply> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, rej) => {
       timer = setTimeout(
@@ -122,7 +205,7 @@ export class TunnelStream {
       if (!r.ok) throw new TunnelError(r.reason ?? "dial-failed", r.error ?? "client failed");
       return r;
     } catch (err) {
-      this.stream.reset();
+      this.#stream.reset();
       if (err instanceof TunnelError) throw err;
       throw new TunnelError(
         err instanceof ProtocolError ? "protocol" : "closed",
@@ -139,6 +222,6 @@ export class TunnelStream {
    * counted. Call once.
    */
   body(): Duplex {
-    return new CountedDuplex(withPrefix(this.stream, this.reader.takeBuffered()), this.#stats);
+    return new CountedDuplex(withPrefix(this.#stream, this.reader.takeBuffered()), this.#stats);
   }
 }

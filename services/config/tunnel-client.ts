@@ -118,6 +118,32 @@ export const command = {
       default: String(defaultInspectBodyBytes),
       help: "bytes of each request and response body the inspector keeps",
     },
+    "health-check": {
+      kind: "string",
+      arg: "path",
+      help: "GET this path on --local every --health-interval: the server sends this client " +
+        "nothing until it answers 2xx, and nothing while --health-failures checks in a row " +
+        "fail (the other clients of its group take the requests)",
+    },
+    "health-interval": {
+      kind: "duration",
+      min: 100,
+      default: "5s",
+      help: "time between two health checks",
+    },
+    "health-timeout": {
+      kind: "duration",
+      min: 100,
+      default: "3s",
+      help: "time one health check may take",
+    },
+    "health-failures": {
+      kind: "int",
+      min: 1,
+      max: 100,
+      default: "3",
+      help: "failed health checks in a row that take this client out of rotation",
+    },
     "keep-trying": {
       kind: "boolean",
       help: "keep reconnecting when the server refuses the identifier (default: exit with " +
@@ -129,6 +155,7 @@ export const command = {
     "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --tcp 20022=127.0.0.1:22",
     "tunnel-client --server wss://t.example.com --tls-ca ca.pem --tls-client-cert me.pem --tls-client-key me.key",
     "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --inspect :4040",
+    "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --health-check /healthz",
   ],
 } as const;
 
@@ -170,6 +197,12 @@ export function validate(
     throw new FlagError(
       "identifier",
       "--identifier, --identifier-file or TUNNEL_IDENTIFIER is required",
+    );
+  }
+  if (f["health-check"] !== undefined && !f["health-check"].startsWith("/")) {
+    throw new FlagError(
+      "health-check",
+      `--health-check must be a path (/…), got ${f["health-check"]}`,
     );
   }
   if (f.subdomain !== undefined && f["random-subdomain"]) {

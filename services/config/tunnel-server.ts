@@ -122,10 +122,19 @@ export const command = {
     },
     duplicate: {
       kind: "choice",
-      choices: ["replace", "refuse"],
-      arg: "replace|refuse",
+      choices: ["replace", "refuse", "balance"],
+      arg: "replace|refuse|balance",
       default: "replace",
-      help: "a second client with a connected identifier replaces the first, or is refused",
+      help: "a second client with a connected identifier replaces the first, is refused, or " +
+        "(balance) joins it in a group: requests are spread over the group's healthy clients",
+    },
+    balance: {
+      kind: "choice",
+      choices: ["round-robin", "least-streams"],
+      arg: "round-robin|least-streams",
+      default: "round-robin",
+      help: "with --duplicate balance: each new tunnel stream (a public connection per host) " +
+        "goes to the next client in turn, or to the one with the fewest open streams",
     },
     "tcp-ports": {
       kind: "string",

@@ -59,6 +59,12 @@ export async function constructTunnelClient(
     backoff: { initialMs: 250, maxMs: flags["backoff-max"] },
     authFailExitAfter: flags["keep-trying"] ? 0 : undefined,
     subdomain: flags["random-subdomain"] ? "*" : flags.subdomain,
+    healthCheck: flags["health-check"] === undefined ? undefined : {
+      path: flags["health-check"],
+      intervalMs: flags["health-interval"],
+      timeoutMs: flags["health-timeout"],
+      failures: flags["health-failures"],
+    },
     log,
     signal: ac.signal,
     onConnected,

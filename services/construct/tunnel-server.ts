@@ -56,6 +56,7 @@ export async function constructTunnelServer(
   const server = new TunnelServer({
     registry,
     duplicate: flags.duplicate,
+    balance: flags.balance,
     tcpPorts: cfg.tcpPorts,
     tcpHost: flags["tcp-host"],
     tcpSendProxyProtocol: ({ "0": undefined, "1": 1, "2": 2 } as const)[flags["tcp-send-proxy"]],

@@ -1,0 +1,69 @@
+/**
+ * A group: the clients connected with one identifier at the same time (server policy
+ * `duplicate: "balance"`), which share its hosts. The identifier is the group's credential:
+ * a client can only join by presenting it, so no one joins someone else's host (as frp's
+ * `group_key`, but with the one secret a host is registered to). Public requests are spread
+ * over the members that are ready and healthy (their health check passes), round-robin or to
+ * the one with the fewest open streams.
+ * @module
+ */
+
+import type { ClientConn } from "./client_conn.ts";
+
+/** How a group spreads new tunnel streams over its members. */
+export type BalancePolicy = "round-robin" | "least-streams";
+
+/** The live clients of one identifier, in the order they connected. */
+export class ClientGroup {
+  /** Members, oldest first. */
+  readonly members: ClientConn[] = [];
+  #next = 0;
+
+  /** The oldest member (it holds the group's TCP tunnels), if any. */
+  get first(): ClientConn | undefined {
+    return this.members[0];
+  }
+
+  /** Add a member (last in order). */
+  add(c: ClientConn): void {
+    if (!this.members.includes(c)) this.members.push(c);
+  }
+
+  /** Remove a member; false if it was not one. */
+  remove(c: ClientConn): boolean {
+    const i = this.members.indexOf(c);
+    if (i < 0) return false;
+    this.members.splice(i, 1);
+    return true;
+  }
+
+  /**
+   * The member for the next stream: among those that can take one (ready, healthy, session
+   * alive) and are not in `skip` (members that already failed this request), the next in
+   * turn, or the one with the fewest open streams (ties: the next in turn).
+   */
+  pick(policy: BalancePolicy, skip?: ReadonlySet<ClientConn>): ClientConn | undefined {
+    const n = this.members.length;
+    if (n === 1) {
+      const only = this.members[0];
+      return only.usable && !skip?.has(only) ? only : undefined;
+    }
+    const start = this.#next++ % Math.max(1, n);
+    if (this.#next >= Number.MAX_SAFE_INTEGER) this.#next = 0;
+    let best: ClientConn | undefined;
+    for (let i = 0; i < n; i++) {
+      const c = this.members[(start + i) % n];
+      if (!c.usable || skip?.has(c)) continue;
+      if (policy === "round-robin") return c;
+      if (!best || c.openStreams < best.openStreams) best = c;
+    }
+    return best;
+  }
+
+  /** Members that can take a stream now. */
+  get usableCount(): number {
+    let k = 0;
+    for (const c of this.members) if (c.usable) k++;
+    return k;
+  }
+}

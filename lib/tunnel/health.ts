@@ -1,0 +1,183 @@
+/**
+ * The tunnel client's health check of its local app (frp's `health_check_type = http`): a
+ * GET of one path every interval; `failures` failed checks in a row take the client out of
+ * the server's rotation, one passing check puts it back. The verdict travels to the server
+ * as a `health` message on the control stream, so a failing app is taken out before a public
+ * request has to fail on it.
+ * @module
+ */
+
+import {
+  BufferedReader,
+  closeQuietly,
+  dial,
+  errorMessage,
+  type HostPort,
+  writeAll,
+} from "../net/mod.ts";
+import { readResponseHead } from "../http/mod.ts";
+import { type Logger, silentLogger } from "../log.ts";
+
+/** Default time between two checks. */
+export const defaultHealthIntervalMs = 5_000;
+/** Default time one check may take (dial, request, status line). */
+export const defaultHealthTimeoutMs = 3_000;
+/** Default failed checks in a row before the client leaves the rotation. */
+export const defaultHealthFailures = 3;
+
+/** Options of {@linkcode HealthMonitor}. */
+export interface HealthCheckOptions {
+  /** Path asked for with GET (`/healthz`); a 2xx status passes. */
+  path: string;
+  /** Time between two checks. @default 5000 */
+  intervalMs?: number;
+  /** Time one check may take. @default 3000 */
+  timeoutMs?: number;
+  /** Failed checks in a row before "unhealthy". @default 3 */
+  failures?: number;
+}
+
+/** What the monitor needs besides its options. */
+export interface HealthMonitorHooks {
+  /** Called when the verdict changes (first: healthy after the first passing check). */
+  onChange: (healthy: boolean, error?: string) => Promise<void> | void;
+  /** Each failed check is logged here (warn). @default silent */
+  log?: Logger;
+}
+
+/**
+ * One check: GET `path` on `target` with `Host: host`; undefined when it answered 2xx in
+ * time, else why not (status, refused dial, timeout).
+ */
+export async function checkHttp(
+  target: HostPort,
+  path: string,
+  timeoutMs: number,
+  host: string = `${target.host}:${target.port}`,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  let conn: Deno.TcpConn | undefined;
+  let timedOut = false;
+  const cut = () => {
+    if (conn) closeQuietly(conn);
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    cut();
+  }, timeoutMs);
+  signal?.addEventListener("abort", cut, { once: true });
+  try {
+    conn = await dial(target.host, target.port, { timeoutMs, prefer: "ipv4", signal });
+    if (timedOut || signal?.aborted) throw new Error("timed out or stopped");
+    const req = `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUser-Agent: warren-tunnel-health\r\n` +
+      "Connection: close\r\n\r\n";
+    await writeAll(conn, new TextEncoder().encode(req));
+    const head = await readResponseHead(new BufferedReader(conn, 1024));
+    return head.status >= 200 && head.status < 300 ? undefined : `status ${head.status}`;
+  } catch (err) {
+    return timedOut ? `no answer in ${timeoutMs} ms` : errorMessage(err);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", cut);
+    if (conn) closeQuietly(conn);
+  }
+}
+
+/**
+ * Checks the local app until stopped and calls `onChange` when the verdict changes. The
+ * first verdict is "unhealthy" (the server starts a checked client out of rotation): the
+ * first passing check reports healthy.
+ */
+export class HealthMonitor {
+  /** The current verdict. */
+  healthy = false;
+  /** Failed checks in a row. */
+  failing = 0;
+  /** Why the last check failed. */
+  lastError: string | undefined;
+  readonly #opts: Required<HealthCheckOptions>;
+  readonly #hooks: HealthMonitorHooks;
+  #stopped = false;
+  #wake: (() => void) | undefined;
+  readonly #abort = new AbortController();
+  #running: Promise<void> | undefined;
+
+  /** A monitor of `target`; nothing happens until `run()`. */
+  constructor(
+    readonly target: HostPort,
+    opts: HealthCheckOptions,
+    hooks: HealthMonitorHooks,
+  ) {
+    this.#hooks = hooks;
+    this.#opts = {
+      path: opts.path,
+      intervalMs: opts.intervalMs ?? defaultHealthIntervalMs,
+      timeoutMs: opts.timeoutMs ?? defaultHealthTimeoutMs,
+      failures: Math.max(1, opts.failures ?? defaultHealthFailures),
+    };
+  }
+
+  /** Check now and every interval until `stop()`. */
+  start(): void {
+    this.#running ??= this.#run();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      const error = await checkHttp(
+        this.target,
+        this.#opts.path,
+        this.#opts.timeoutMs,
+        undefined,
+        this.#abort.signal,
+      );
+      if (this.#stopped) break;
+      this.lastError = error;
+      if (error === undefined) {
+        this.failing = 0;
+        if (!this.healthy) {
+          this.healthy = true;
+          await this.#report(true);
+        }
+      } else {
+        this.failing++;
+        // Failures while in rotation are warnings; once out, only the first (the app is down).
+        (this.#hooks.log ?? silentLogger)[this.healthy || this.failing === 1 ? "warn" : "debug"](
+          "health check failed",
+          {
+            path: this.#opts.path,
+            error,
+            failing: this.failing,
+          },
+        );
+        if (this.failing >= this.#opts.failures && this.healthy) {
+          this.healthy = false;
+          await this.#report(false, error);
+        }
+      }
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, this.#opts.intervalMs);
+        this.#wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+    }
+  }
+
+  async #report(healthy: boolean, error?: string): Promise<void> {
+    try {
+      await this.#hooks.onChange(healthy, error);
+    } catch {
+      // The session is going away: the next one starts with a check of its own.
+    }
+  }
+
+  /** Stop checking (a check under way is cut short); resolves once the loop has ended. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#abort.abort();
+    this.#wake?.();
+    await this.#running;
+  }
+}
