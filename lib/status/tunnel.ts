@@ -1,6 +1,6 @@
 /**
- * The status page provider of tunnel-server: hosts with their client and traffic, connected
- * clients with RTT.
+ * The status page provider of tunnel-server: hosts with their client (a group: its members
+ * and how many are healthy) and traffic, connected clients with health, streams and RTT.
  * @module
  */
 
@@ -58,11 +58,25 @@ export function tunnelStatusProvider(
       tables: [
         {
           title: "hosts",
-          columns: ["host", "client", "connected", "requests", "errors", "streams", "in", "out"],
+          columns: [
+            "host",
+            "client",
+            "connected",
+            "members",
+            "requests",
+            "errors",
+            "streams",
+            "in",
+            "out",
+          ],
           rows: hs.map((h) => [
             h.host,
             h.client,
             h.connected,
+            // A group: its clients, and how many of them are in rotation.
+            h.members > 1 || h.healthy < h.members
+              ? `${h.healthy}/${h.members} healthy`
+              : h.members,
             h.requests,
             h.errors,
             h.openStreams,
@@ -90,7 +104,18 @@ export function tunnelStatusProvider(
           : []),
         {
           title: "clients",
-          columns: ["id", "fingerprint", "remote", "since", "hosts", "tcp ports", "RTT ms"],
+          columns: [
+            "id",
+            "fingerprint",
+            "remote",
+            "since",
+            "hosts",
+            "tcp ports",
+            "health",
+            "streams",
+            "open",
+            "RTT ms",
+          ],
           rows: cs.map((c) => [
             c.id,
             c.fingerprint,
@@ -98,6 +123,9 @@ export function tunnelStatusProvider(
             new Date(c.since).toISOString(),
             c.hosts.join(" "),
             c.tcpPorts.join(" "),
+            c.healthy ? "healthy" : "out of rotation",
+            c.streams,
+            c.openStreams,
             c.rttMs === undefined ? null : Math.round(c.rttMs * 10) / 10,
           ]),
         },

@@ -17,6 +17,8 @@ export interface TunnelClientStatus {
   relayed: number;
   failuresByReason: Record<string, number>;
   recentFailures: TunnelClientFailure[];
+  /** With `--health-check`: the local app's health as last reported to the server. */
+  health?: "healthy" | "out of rotation";
 }
 
 /** A provider over a tunnel-client's status. */
@@ -36,8 +38,8 @@ export function tunnelClientStatusProvider(status: () => TunnelClientStatus): St
     return {
       tables: [{
         title: "session",
-        columns: ["state", "connects", "streams"],
-        rows: [[s.state, s.connects, s.streams]],
+        columns: ["state", "connects", "streams", ...(s.health ? ["health"] : [])],
+        rows: [[s.state, s.connects, s.streams, ...(s.health ? [s.health] : [])]],
       }, {
         title: "outcomes",
         columns: ["outcome", "streams"],

@@ -54,6 +54,18 @@ gauge("warren_tunnel_clients", "Connected tunnel clients", [], function () {
   for (const s of liveTunnelServers) n += s.clients().length;
   this.set(n);
 });
+gauge(
+  "warren_tunnel_clients_unhealthy",
+  "Connected tunnel clients out of rotation: their health check fails (or has not passed yet)",
+  [],
+  function () {
+    this.reset();
+    if (liveTunnelServers.size === 0) return;
+    let n = 0;
+    for (const s of liveTunnelServers) for (const c of s.clients()) if (!c.healthy) n++;
+    this.set(n);
+  },
+);
 gauge("warren_tunnel_open_streams", "Open tunnel streams by host", ["host"], function () {
   this.reset();
   for (const s of liveTunnelServers) {

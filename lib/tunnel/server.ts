@@ -580,6 +580,7 @@ export class TunnelServer {
     const reopen: StreamReopen | undefined = group && group.members.length > 1
       ? async (failed, fin) => {
         tried.add(failed);
+        this.log.debug("request passed to the next group member", { host, cid: failed.id });
         for (let c; (c = group.pick(this.balance, tried));) {
           try {
             return { stream: await open(c, fin), client: c };

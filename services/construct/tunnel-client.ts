@@ -89,6 +89,9 @@ export async function constructTunnelClient(
     relayed: client.relayed,
     failuresByReason: { ...client.failuresByReason },
     recentFailures: [...client.recentFailures],
+    ...(flags["health-check"] === undefined
+      ? {}
+      : { health: client.healthy ? "healthy" : "out of rotation" } as const),
   });
   const metrics = await observeAt(bind, "metrics", flags.metrics, {
     service: "tunnel-client",

@@ -1,16 +1,17 @@
 """An app behind a tunnel-client for the group tests: one log line per request on stdout.
 
-  python3 group_app.py NAME FLAGFILE
+  python3 group_app.py NAME PREFIX
 prints "listening PORT", then per request "begin ID" and "end ID" (ID from ?id=, after
-?ms= milliseconds of sleep), "health up|down" per /healthz (503 while FLAGFILE exists),
-and "empty" for a connection that closed before sending a request.
+?ms= milliseconds of sleep, or with ?hold=1 for as long as PREFIX.hold exists), "health
+up|down" per /healthz (503 while PREFIX.down exists), and "empty" for a connection that
+closed before sending a request. While PREFIX.broken exists every other request gets 500.
 """
 import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-NAME, FLAG = sys.argv[1], sys.argv[2]
+NAME, PREFIX = sys.argv[1], sys.argv[2]
 
 
 def log(*words):
@@ -51,7 +52,7 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         if path == "/healthz":
-            down = os.path.exists(FLAG)
+            down = os.path.exists(PREFIX + ".down")
             log("health", "down" if down else "up")
             self.send(503 if down else 200, b"down\n" if down else b"ok\n")
             return
@@ -60,8 +61,11 @@ class Handler(BaseHTTPRequestHandler):
         ms = int(params.get("ms", "0"))
         if ms:
             time.sleep(ms / 1000)
+        while params.get("hold") and os.path.exists(PREFIX + ".hold"):
+            time.sleep(0.02)
+        broken = os.path.exists(PREFIX + ".broken")
         try:
-            self.send(200, f"{NAME} {rid}\n".encode())
+            self.send(500 if broken else 200, f"{NAME} {rid}\n".encode())
         except OSError:
             log("lost", rid)
             return

@@ -1,0 +1,287 @@
+/**
+ * Groups (tunnel-server `--duplicate balance`) and health checks (tunnel-client
+ * `--health-check`), with real processes: tunnel-server and tunnel-client services, one
+ * python app per member that logs every request it receives (tests/py/group_app.py), hey
+ * and curl as the public clients. Distribution is counted from the apps' logs.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import type { ClientInfo, HostStatus } from "../lib/tunnel/mod.ts";
+
+const id = "group-identifier-000001";
+const appScript = new URL("./py/group_app.py", import.meta.url).pathname;
+
+/** One app behind a member: its log lines, and the files that switch its behaviour. */
+interface GroupApp {
+  name: string;
+  port: number;
+  lines: string[];
+  /** Request ids it began (`begin ID`). */
+  begun(): string[];
+  /** `PREFIX.down` (health 503), `.broken` (500 for all), `.hold` (hold=1 requests wait). */
+  set(flag: "down" | "broken" | "hold", on: boolean): Promise<void>;
+  waitFor(pred: () => boolean, what: string): Promise<void>;
+  kill(): Promise<void>;
+}
+
+async function until(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`not reached in ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function startGroupApp(name: string, dir: string): Promise<GroupApp> {
+  const prefix = `${dir}/${name}`;
+  const child = new Deno.Command("python3", {
+    args: ["-u", appScript, name, prefix],
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: "null",
+  }).spawn();
+  const lines: string[] = [];
+  const done = (async () => {
+    let pending = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      pending += chunk;
+      let i;
+      while ((i = pending.indexOf("\n")) >= 0) {
+        lines.push(pending.slice(0, i));
+        pending = pending.slice(i + 1);
+      }
+    }
+  })();
+  let killed: Promise<void> | undefined;
+  const app: GroupApp = {
+    name,
+    port: 0,
+    lines,
+    begun: () => lines.filter((l) => l.startsWith("begin ")).map((l) => l.slice(6)),
+    set: async (flag, on) => {
+      if (on) await Deno.writeTextFile(`${prefix}.${flag}`, "");
+      else await Deno.remove(`${prefix}.${flag}`);
+    },
+    waitFor: (pred, what) => until(pred, `${name}: ${what}`),
+    kill: () =>
+      killed ??= (async () => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Exited already.
+        }
+        await child.status;
+        await done;
+      })(),
+  };
+  try {
+    await until(() => lines.some((l) => l.startsWith("listening ")), `${name} listening`);
+  } catch (err) {
+    await app.kill();
+    throw err;
+  }
+  app.port = Number(lines.find((l) => l.startsWith("listening "))!.slice(10));
+  return app;
+}
+
+const adminToken = "group-test-admin-token-01";
+
+async function startServer(extra: string[]): Promise<[ServiceProcess, number]> {
+  const server = await startService("tunnel-server.ts", [
+    "--listen",
+    "127.0.0.1:0",
+    "--duplicate",
+    "balance",
+    "--host",
+    `app.test=${id}`,
+    ...extra,
+  ], {
+    readyCount: extra.includes("--admin") ? 2 : 1,
+    env: { TUNNEL_ADMIN_TOKEN: adminToken },
+  });
+  return [server, portOf(server.addrs.get("http")!)];
+}
+
+function startMember(
+  port: number,
+  app: GroupApp,
+  extra: string[] = [],
+  identifier = id,
+): Promise<ServiceProcess> {
+  return startService("tunnel-client.ts", [
+    "--server",
+    `http://127.0.0.1:${port}`,
+    "--local",
+    `127.0.0.1:${app.port}`,
+    ...extra,
+  ], {
+    readyCount: 0,
+    ready: extra.includes("--health-check") ? /in rotation/ : /msg="connected"/,
+    env: { TUNNEL_IDENTIFIER: identifier },
+  });
+}
+
+/** hey's status code counts (`[200]\t100 responses`) and its error lines. */
+async function hey(port: number, n: number, c: number): Promise<Map<number, number>> {
+  const r = await run("hey", [
+    "-n",
+    String(n),
+    "-c",
+    String(c),
+    "-disable-keepalive",
+    "-host",
+    "app.test",
+    `http://127.0.0.1:${port}/r?id=hey`,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  const codes = new Map<number, number>();
+  for (const m of r.stdout.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)) {
+    codes.set(Number(m[1]), Number(m[2]));
+  }
+  assert(!/Error distribution/.test(r.stdout), r.stdout);
+  return codes;
+}
+
+/** One request's outcome as curl reported it. */
+interface Outcome {
+  id: string;
+  status: number;
+  exit: number;
+  body: string;
+}
+
+/**
+ * curl as an open-ended load: requests `?id=1…` (each on its own connection), `parallel` at
+ * a time, until `stop()`; each finished request's outcome is in `done`.
+ */
+function curlLoad(port: number, parallel: number, query = "") {
+  const child = new Deno.Command("curl", {
+    args: [
+      "-s",
+      "-Z",
+      "--parallel-max",
+      String(parallel),
+      "-H",
+      "Host: app.test",
+      "-H",
+      "Connection: close",
+      "-w",
+      "\n=%{http_code} %{exitcode} %{url}\n",
+      `http://127.0.0.1:${port}/r?${query}id=[1-1000000]`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
+  const done: Outcome[] = [];
+  const reading = (async () => {
+    let pending = "";
+    let body = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      pending += chunk;
+      let i;
+      while ((i = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 1);
+        const m = /^=(\d{3}) (\d+) .*[?&]id=(\d+)/.exec(line);
+        if (m) {
+          done.push({ id: m[3], status: Number(m[1]), exit: Number(m[2]), body: body.trim() });
+          body = "";
+        } else if (line) body += line;
+      }
+    }
+  })();
+  return {
+    done,
+    stop: async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      await child.status;
+      await reading;
+    },
+  };
+}
+
+async function withGroup(
+  fn: (dir: string, apps: GroupApp[], procs: ServiceProcess[]) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "warren-group-" });
+  const apps: GroupApp[] = [];
+  const procs: ServiceProcess[] = [];
+  try {
+    await fn(dir, apps, procs);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    for (const a of apps) await a.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("tunnel group: round-robin over two clients counted in the apps' logs (hey); another identifier cannot join; a member whose app is down passes its requests on", async () => {
+  await withGroup(async (dir, apps, procs) => {
+    const a = await startGroupApp("A", dir);
+    apps.push(a);
+    const b = await startGroupApp("B", dir);
+    apps.push(b);
+    const [server, port] = await startServer([
+      "--admin",
+      "127.0.0.1:0",
+      "--metrics",
+      "127.0.0.1:0",
+    ]);
+    procs.push(server);
+    procs.push(await startMember(port, a), await startMember(port, b));
+    await server.waitFor(/msg="client connected".* members=2/);
+
+    const codes = await hey(port, 200, 4);
+    assertEquals([...codes], [[200, 200]]);
+    assertEquals([a.begun().length, b.begun().length], [100, 100]);
+
+    // The admin API and /status list both members with their share; metrics count them.
+    const admin = `http://${server.addrs.get("admin")}`;
+    const auth = { headers: { authorization: `Bearer ${adminToken}` } };
+    const clients = await (await fetch(`${admin}/clients`, auth)).json() as ClientInfo[];
+    assertEquals(clients.map((c) => [c.hosts, c.healthy, c.streams]), [
+      [["app.test"], true, 100],
+      [["app.test"], true, 100],
+    ]);
+    const hosts = await (await fetch(`${admin}/hosts`, auth)).json() as HostStatus[];
+    assertEquals(hosts.map((h) => [h.host, h.connected, h.members, h.healthy]), [
+      ["app.test", true, 2, 2],
+    ]);
+    const metricsAt = /msg="metrics listening" addr=(\S+)/.exec(
+      await server.waitFor(/metrics listening/),
+    )![1];
+    const status = await (await fetch(`http://${metricsAt}/status`)).json() as {
+      hosts: HostStatus[];
+      clients: ClientInfo[];
+    };
+    assertEquals(status.hosts[0].members, 2);
+    assertEquals(status.clients.length, 2);
+    const metrics = await (await fetch(`http://${metricsAt}/metrics`)).text();
+    assert(/^warren_tunnel_clients 2$/m.test(metrics), metrics);
+    assert(/^warren_tunnel_clients_unhealthy 0$/m.test(metrics), metrics);
+
+    // A client with another identifier is refused: it cannot join the group's host.
+    const intruder = await startService("tunnel-client.ts", [
+      "--server",
+      `http://127.0.0.1:${port}`,
+      "--local",
+      `127.0.0.1:${a.port}`,
+    ], { readyCount: 0, env: { TUNNEL_IDENTIFIER: "not-the-group-identifier" } });
+    procs.push(intruder);
+    assertEquals(await intruder.child.status.then((s) => s.code), 4);
+    assert(server.lines.some((l) => /failure=unknown-identifier/.test(l)), server.lines.join("\n"));
+
+    // B's app is gone: B's dials fail before anything reached an app, so each request is
+    // handed to A; no public failure.
+    await b.kill();
+    const before = a.begun().length;
+    assertEquals([...await hey(port, 60, 4)], [[200, 60]]);
+    assertEquals(a.begun().length - before, 60);
+  });
+});
