@@ -285,3 +285,135 @@ Deno.test("tunnel group: round-robin over two clients counted in the apps' logs 
     assertEquals(a.begun().length - before, 60);
   });
 });
+
+Deno.test("tunnel group: a member failing its health check leaves the rotation before any public request fails", async () => {
+  await withGroup(async (dir, apps, procs) => {
+    const a = await startGroupApp("A", dir);
+    apps.push(a);
+    const b = await startGroupApp("B", dir);
+    apps.push(b);
+    const [server, port] = await startServer(["--admin", "127.0.0.1:0"]);
+    procs.push(server);
+    const health = ["--health-check", "/healthz", "--health-interval", "200ms"];
+    const healthOut = [...health, "--health-failures", "2"];
+    procs.push(await startMember(port, a, healthOut), await startMember(port, b, healthOut));
+    const clients = async () =>
+      await (await fetch(`http://${server.addrs.get("admin")}/clients`, {
+        headers: { authorization: `Bearer ${adminToken}` },
+      })).json() as ClientInfo[];
+    await server.waitFor(/msg="client connected".* members=2/);
+    const load = curlLoad(port, 4);
+    try {
+      await b.waitFor(() => b.begun().length >= 20, "20 requests");
+      // B's health check fails (the app is draining); its requests still work meanwhile.
+      await b.set("down", true);
+      await server.waitFor(/msg="client unhealthy: out of rotation"/);
+      // Out of rotation: once the streams B had are done, B's app may fail every request, as
+      // no public request is sent there any more.
+      while ((await clients()).some((c) => !c.healthy && c.openStreams > 0)) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await b.set("broken", true);
+      const atOut = b.begun().length;
+      const aAtOut = a.begun().length;
+      await a.waitFor(() => a.begun().length >= aAtOut + 100, "100 more requests");
+      assertEquals(b.begun().length, atOut);
+      // Healthy again: B is back in rotation.
+      await b.set("broken", false);
+      await b.set("down", false);
+      await server.waitFor(/msg="client healthy: in rotation"/);
+      await b.waitFor(() => b.begun().length >= atOut + 20, "20 more requests");
+    } finally {
+      await load.stop();
+    }
+    const failed = load.done.filter((o) => o.status !== 200 || o.exit !== 0);
+    assertEquals(failed, []);
+    assert(load.done.length >= 140, String(load.done.length));
+  });
+});
+
+Deno.test("tunnel group: kill -9 of a member under load fails only the requests in flight on it", async () => {
+  await withGroup(async (dir, apps, procs) => {
+    const a = await startGroupApp("A", dir);
+    apps.push(a);
+    const b = await startGroupApp("B", dir);
+    apps.push(b);
+    const [server, port] = await startServer([]);
+    procs.push(server);
+    procs.push(await startMember(port, a));
+    const memberB = await startMember(port, b);
+    procs.push(memberB);
+    await server.waitFor(/msg="client connected".* members=2/);
+    const parallel = 8;
+    // Each request takes 100 ms at the app: about half of the 8 are in flight on B.
+    const load = curlLoad(port, parallel, "ms=100&");
+    let aAtKill = 0;
+    try {
+      await b.waitFor(() => b.begun().length >= 30, "30 requests");
+      await memberB.stop("SIGKILL");
+      aAtKill = a.begun().length;
+      await server.waitFor(/msg="group member left"/);
+      await a.waitFor(() => a.begun().length >= aAtKill + 100, "100 more requests");
+    } finally {
+      await load.stop();
+    }
+    const ok = new Set(load.done.filter((o) => o.status === 200 && o.exit === 0).map((o) => o.id));
+    const failed = load.done.filter((o) => !ok.has(o.id));
+    // Each failure was a request B's app had begun (in flight on the killed member) and it
+    // was answered 502 by the server; every request B's app began either got through or is
+    // one of them. A connection B had opened to its app without sending a request yet
+    // ("empty" in its log) stands for a request B took but never passed on.
+    const begunB = new Set(b.begun());
+    const notBegun = failed.filter((o) => !begunB.has(o.id));
+    const empty = b.lines.filter((l) => l === "empty").length;
+    assert(notBegun.length <= empty, JSON.stringify({ notBegun, empty }));
+    for (const o of failed) assertEquals([o.status, o.exit], [502, 0], JSON.stringify(o));
+    assert(failed.length <= parallel, JSON.stringify(failed));
+    const doneIds = new Set(load.done.map((o) => o.id));
+    const inFlightOnB = [...begunB].filter((i) => doneIds.has(i) && !ok.has(i));
+    assertEquals(inFlightOnB.sort(), failed.map((o) => o.id).filter((i) => begunB.has(i)).sort());
+    // After the kill everything went to A and got through.
+    const afterKill = a.begun().slice(aAtKill).filter((i) => doneIds.has(i));
+    assert(afterKill.length >= 90, String(afterKill.length));
+    for (const i of afterKill) assert(ok.has(i), `request ${i} at A failed`);
+    console.log(
+      `kill -9 of one member under load: ${failed.length} in-flight requests failed (502), ` +
+        `${load.done.length - failed.length} served`,
+    );
+  });
+});
+
+Deno.test("tunnel group: least-streams sends new requests to the member with the fewest open streams", async () => {
+  await withGroup(async (dir, apps, procs) => {
+    const a = await startGroupApp("A", dir);
+    apps.push(a);
+    const b = await startGroupApp("B", dir);
+    apps.push(b);
+    const [server, port] = await startServer(["--balance", "least-streams"]);
+    procs.push(server);
+    procs.push(await startMember(port, a));
+    // Three requests held open at A (the only member yet).
+    await a.set("hold", true);
+    const held = [1, 2, 3].map((i) =>
+      run("curl", ["-s", "-H", "Host: app.test", `http://127.0.0.1:${port}/r?hold=1&id=held${i}`])
+    );
+    await a.waitFor(() => a.begun().length === 3, "3 held requests");
+    procs.push(await startMember(port, b));
+    await server.waitFor(/msg="client connected".* members=2/);
+    // A has 3 open streams, B none: each of these goes to B.
+    for (let i = 1; i <= 6; i++) {
+      const r = await run("curl", [
+        "-s",
+        "-H",
+        "Host: app.test",
+        `http://127.0.0.1:${port}/r?id=${i}`,
+      ]);
+      assertEquals(r.stdout, `B ${i}\n`);
+    }
+    assertEquals(b.begun(), ["1", "2", "3", "4", "5", "6"]);
+    await a.set("hold", false);
+    for (const [i, r] of (await Promise.all(held)).entries()) {
+      assertEquals(r.stdout, `A held${i + 1}\n`);
+    }
+  });
+});
