@@ -1,6 +1,7 @@
 /** Helpers for the SOCKS5 tests: wire messages and a tiny SOCKS5 server built on lib/socks5. */
 
 import {
+  BufferedReader,
   classifyError,
   closeQuietly,
   dial,
@@ -52,4 +53,25 @@ export function startSocksServer(opts: Socks5ServerOptions = {}): Server {
     ctx.handshakeDone();
     await relay(withPrefix(conn, req.leftover), out);
   }, { handshakeTimeoutMs: 5000 });
+}
+
+/**
+ * A raw SOCKS5 UDP ASSOCIATE on `port` (no authentication), saying the client sends from
+ * `fromPort` (0: not known yet): the control connection, the reply code and the relay address.
+ */
+export async function socks5Associate(port: number, fromPort = 0): Promise<{
+  control: Deno.TcpConn;
+  reply: number;
+  relay: { host: string; port: number };
+}> {
+  const control = await dial("127.0.0.1", port);
+  const r = new BufferedReader(control, 64);
+  await control.write(Uint8Array.of(5, 1, 0));
+  const method = await r.readExact(2);
+  if (method[1] !== 0) throw new Error(`SOCKS5 method 0x${method[1].toString(16)}`);
+  await control.write(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, fromPort >> 8, fromPort & 0xff));
+  const head = await r.readExact(4);
+  const rest = await r.readExact(head[3] === 1 ? 6 : 18);
+  const relayPort = (rest[rest.length - 2] << 8) | rest[rest.length - 1];
+  return { control, reply: head[1], relay: { host: "127.0.0.1", port: relayPort } };
 }

@@ -75,6 +75,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/socks5/",
       "lib/transport/",
       "lib/http/",
+      "lib/udp/",
     ],
   },
   "lib/proxy/mod.ts": {

@@ -12,6 +12,10 @@ import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { portOf, type ServiceProcess, startService } from "./_util.ts";
 import { socksDial, startTarget } from "./_depot.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
+import { dig, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
+import { socks5Associate } from "./_socks5.ts";
+import { encodeSocks5Udp } from "../lib/socks5/mod.ts";
+import { UdpSocket } from "../lib/udp/mod.ts";
 
 /** The service's metrics text, after `promtool check metrics` found nothing to say. */
 async function scrape(svc: ServiceProcess): Promise<string> {
@@ -205,6 +209,111 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
     await server.stop();
     await sp.stop();
     await target.close();
+  }
+});
+
+/** The UDP counters every UDP relay exports (lib/udp metrics.ts). */
+const udpNames = [
+  "warren_udp_datagrams_total",
+  "warren_udp_bytes_total",
+  "warren_udp_dropped_total",
+  "warren_udp_flows_active",
+];
+
+/**
+ * One DNS query through a SOCKS5 UDP ASSOCIATE at `socksPort` (answered), one fragment and one
+ * datagram to `denied` (dropped); returns the control connection, held open until closed.
+ */
+async function udpThroughSocks(
+  socksPort: number,
+  dnsPort: number,
+  denied: string,
+): Promise<Deno.TcpConn> {
+  const client = await UdpSocket.bind("127.0.0.1", 0);
+  const a = await socks5Associate(socksPort, client.addr.port);
+  try {
+    assertEquals(a.reply, 0);
+    const answered = new Promise<void>((resolve) => client.onMessage = () => resolve());
+    const dns = { host: "127.0.0.1", port: dnsPort };
+    const frag = encodeSocks5Udp(dns, dnsQuery(2, "frag.example.test"));
+    frag[2] = 1;
+    await client.send(frag, a.relay);
+    await client.send(encodeSocks5Udp({ host: denied, port: 53 }, new Uint8Array(4)), a.relay);
+    await client.send(encodeSocks5Udp(dns, dnsQuery(1, "udp.example.test")), a.relay);
+    await answered;
+    return a.control;
+  } catch (err) {
+    closeQuietly(a.control);
+    throw err;
+  } finally {
+    client.close();
+  }
+}
+
+/** The value of one series (`name{labels}`) in a metrics text (undefined when absent). */
+function valueOf(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+Deno.test("metrics: UDP counters of seaprox (udp://, SOCKS5 UDP ASSOCIATE) and depot-server/local", async () => {
+  const dns = await startDnsmasq();
+  const sp = await startService("seaprox.ts", [
+    ...["--listen", `udp://127.0.0.1:0?to=127.0.0.1:${dns.port}`],
+    ...["--listen", "socks5://127.0.0.1:0", "--deny", "10.0.0.0/8", "--metrics", "127.0.0.1:0"],
+  ], { readyCount: 2 });
+  const env = { DEPOT_TOKEN: "metrics-token" };
+  const server = await startService("depot-server.ts", [
+    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
+  ], { readyCount: 3, env });
+  let local: ServiceProcess | undefined;
+  const controls: Deno.TcpConn[] = [];
+  try {
+    local = await startService("depot-local.ts", [
+      ...["--server", server.addrs.get("control")!, "--deny", "10.0.0.0/8"],
+      ...["--metrics", "127.0.0.1:0"],
+    ], { readyCount: 0, ready: /msg="connected"/, env });
+    assertEquals(await dig(portOf(sp.addrs.get("udp")!), "fwd.example.test"), exampleTestAddress);
+    controls.push(await udpThroughSocks(portOf(sp.addrs.get("socks5")!), dns.port, "10.0.0.1"));
+    controls.push(await udpThroughSocks(portOf(server.addrs.get("socks")!), dns.port, "10.0.0.1"));
+    // Scraped while the associations are open: their flows are held now.
+    const spText = await scrape(sp);
+    const serverText = await scrape(server);
+    const localText = await scrape(local);
+    for (const text of [spText, serverText, localText]) expectNames(text, udpNames);
+    const series = (relay: string, rest: string) => `{relay="${relay}",${rest}}`;
+    const dg = (relay: string, direction: string) =>
+      `warren_udp_datagrams_total${series(relay, `direction="${direction}"`)}`;
+    const dropped = (relay: string, reason: string) =>
+      `warren_udp_dropped_total${series(relay, `reason="${reason}"`)}`;
+    // dig may have retried on a busy machine: at least one each way through the forward.
+    assert((valueOf(spText, dg("udp-forward", "up")) ?? 0) >= 1, spText);
+    assert((valueOf(spText, dg("udp-forward", "down")) ?? 0) >= 1, spText);
+    assertEquals(valueOf(spText, `warren_udp_flows_active{relay="udp-forward"}`), 1);
+    assertEquals(valueOf(spText, dg("socks5-udp", "up")), 1);
+    assertEquals(valueOf(spText, dg("socks5-udp", "down")), 1);
+    assertEquals(valueOf(spText, dropped("socks5-udp", "fragmented")), 1);
+    assertEquals(valueOf(spText, dropped("socks5-udp", "not-allowed")), 1);
+    assertEquals(valueOf(spText, `warren_udp_flows_active{relay="socks5-udp"}`), 1);
+    // depot: the server passes on what it cannot judge; the exit's ACL drops at the local.
+    assertEquals(valueOf(serverText, dg("depot-server", "up")), 2);
+    assertEquals(valueOf(serverText, dg("depot-server", "down")), 1);
+    assertEquals(valueOf(serverText, dropped("depot-server", "fragmented")), 1);
+    assertEquals(valueOf(localText, dg("depot-local", "up")), 1);
+    assertEquals(valueOf(localText, dg("depot-local", "down")), 1);
+    assertEquals(valueOf(localText, dropped("depot-local", "not-allowed")), 1);
+    assertEquals(valueOf(localText, `warren_udp_flows_active{relay="depot-local"}`), 1);
+    assert(
+      (valueOf(localText, `warren_udp_bytes_total${series("depot-local", 'direction="down"')}`) ??
+        0) > 12,
+      localText,
+    );
+  } finally {
+    for (const c of controls) closeQuietly(c);
+    await local?.stop();
+    await server.stop();
+    await sp.stop();
+    await dns.stop();
   }
 });
 

@@ -9,7 +9,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { Logger } from "../lib/log.ts";
-import { Acl, BufferedReader, closeQuietly, dial } from "../lib/net/mod.ts";
+import { Acl, closeQuietly } from "../lib/net/mod.ts";
 import {
   parseForwardUrl,
   parseListenUrl,
@@ -21,6 +21,7 @@ import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
 import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { run } from "./_util.ts";
+import { socks5Associate } from "./_socks5.ts";
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
 /** PySocks as Debian's python3-socks installs it (tools/setup.ts), for Debian's python3. */
@@ -41,18 +42,8 @@ async function seaprox(
   return { sp, port: sp.servers[0].addr.port, closed, lines };
 }
 
-/** A raw SOCKS5 UDP ASSOCIATE: the control connection and the reply's code and address. */
-async function associate(port: number, fromPort = 0) {
-  const control = await dial("127.0.0.1", port);
-  const r = new BufferedReader(control, 64);
-  await control.write(Uint8Array.of(5, 1, 0));
-  assertEquals([...await r.readExact(2)], [5, 0]);
-  await control.write(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, fromPort >> 8, fromPort & 0xff));
-  const head = await r.readExact(4);
-  const rest = await r.readExact(head[3] === 1 ? 6 : 18);
-  const relayPort = (rest[rest.length - 2] << 8) | rest[rest.length - 1];
-  return { control, reply: head[1], relay: { host: "127.0.0.1", port: relayPort } };
-}
+/** A raw SOCKS5 UDP ASSOCIATE (tests/_socks5.ts). */
+const associate = socks5Associate;
 
 /** Wait until `cond` holds (a datagram or a log line that must come). */
 async function until(cond: () => boolean): Promise<void> {

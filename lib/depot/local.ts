@@ -33,6 +33,7 @@ import {
   RemoteError,
 } from "../control/mod.ts";
 import {
+  type AssociateRequest,
   type ConnectRequest,
   defaultExitName,
   depotHandshakeTimeoutMs,
@@ -44,10 +45,17 @@ import {
   heartbeatDeadFactor,
   muxFeature,
   recentFailureCount,
+  udpFeature,
 } from "./protocol.ts";
 import { ReportedEnd } from "./tunnel_end.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
+import {
+  type DepotUdpExitOptions,
+  type ExitAssociationResult,
+  serveExitAssociation,
+} from "./udp.ts";
+import type { FlowLimits } from "../udp/mod.ts";
 import { SparePool } from "./spares.ts";
 import { noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
@@ -117,6 +125,13 @@ export interface DepotLocalOptions {
    * the tunnel port; 0 disables. @default 2
    */
   spareTunnels?: number;
+  /**
+   * SOCKS5 UDP ASSOCIATE through this exit (announced to the server as "udp"): false refuses
+   * it (clients get 0x07); bounds of each association's destinations (idle 60 s, 1024 flows,
+   * 4 MiB queued by default). Datagrams go through `acl` and `allow` like connections.
+   * @default true
+   */
+  udp?: boolean | FlowLimits;
   /** Where events go. @default silent */
   log?: Logger;
 }
@@ -235,10 +250,18 @@ export class DepotLocal {
   #bytesUp = 0;
   #bytesDown = 0;
   #running: Promise<void> | undefined;
+  /** The UDP exit's settings, and whether this local carries UDP at all. */
+  readonly #udpOpts: DepotUdpExitOptions & { enabled: boolean };
 
   /** A local for `opts`; nothing happens until `run`. */
   constructor(opts: DepotLocalOptions) {
     this.#opts = opts;
+    this.#udpOpts = {
+      ...(typeof opts.udp === "object" ? opts.udp : {}),
+      enabled: opts.udp !== false,
+      acl: opts.acl,
+      allow: opts.allow,
+    };
     this.server = opts.server;
     this.name = opts.name ?? defaultExitName;
     this.log = opts.log ?? silentLogger;
@@ -412,7 +435,7 @@ export class DepotLocal {
         name: this.name,
         socksPassword: o.socksPassword,
         agent: "warren-depot-local/1",
-        features: [endFeature],
+        features: this.#udpOpts.enabled ? [endFeature, udpFeature] : [endFeature],
       });
       const welcome = await ctl.expect(
         "welcome",
@@ -493,7 +516,7 @@ export class DepotLocal {
       while (true) {
         const msg = await ctl.receive();
         if (msg === null) throw new ControlError("closed", "server closed the control connection");
-        if (msg.type === "connect") {
+        if (msg.type === "connect" || (msg.type === "associate" && this.#udpOpts.enabled)) {
           this.#track(this.#handleConnect(session, msg));
         } else if (msg.type === "cancel") {
           session.requests.get(msg.id)?.abort(new DOMException("cancelled", "AbortError"));
@@ -520,8 +543,11 @@ export class DepotLocal {
     p.finally(() => this.#tasks.delete(p));
   }
 
-  /** Dial the target; report failure, or open the tunnel and relay. Never rejects. */
-  async #handleConnect(session: Session, req: ConnectRequest): Promise<void> {
+  /**
+   * Dial the target; report failure, or open the tunnel and relay. An `associate` dials
+   * nothing: its tunnel carries datagrams to the UDP exit (udp.ts). Never rejects.
+   */
+  async #handleConnect(session: Session, req: ConnectRequest | AssociateRequest): Promise<void> {
     const o = this.#opts;
     const { ctl } = session;
     const ac = new AbortController();
@@ -532,13 +558,15 @@ export class DepotLocal {
     if (ctl.signal.aborted) onSessionEnd();
     else ctl.signal.addEventListener("abort", onSessionEnd, { once: true });
     const signal = ac.signal;
-    const dest = joinHostPort(req.host, req.port);
+    const udp = req.type === "associate";
+    const dest = udp ? "udp" : joinHostPort(req.host, req.port);
     const log = this.log.child({ id: req.id, dest });
     const startedMs = performance.now();
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     let app: Deno.TcpConn | undefined;
     let tunnel: Duplex | undefined;
-    const allowed = !o.allow || o.allow({ host: req.host, port: req.port });
+    // A datagram's destination is checked when it comes (the ACL and `allow`, in udp.ts).
+    const allowed = udp || !o.allow || o.allow({ host: req.host, port: req.port });
     // The tunnel transport is opened while the target is dialled: set-up costs one of the
     // two, not both. If the dial fails, the unused transport is closed unnamed.
     const transport = allowed
@@ -553,9 +581,11 @@ export class DepotLocal {
           throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
         }
         // dial() (aclDial too) sets TCP_NODELAY already.
-        app = o.acl
-          ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
-          : await dial(req.host, req.port, { timeoutMs, signal });
+        if (!udp) {
+          app = o.acl
+            ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
+            : await dial(req.host, req.port, { timeoutMs, signal });
+        }
       } catch (err) {
         // `transport` never rejects (its failure is a value): close what it brings, if any.
         void transport.then((t) => closeQuietly(t.conn?.conn));
@@ -576,13 +606,13 @@ export class DepotLocal {
         const t = await transport;
         if (t.error !== undefined) throw t.error;
         try {
-          tunnel = await this.#tunnelHandshake(t.conn!.conn, req, app.localAddr, signal);
+          tunnel = await this.#tunnelHandshake(t.conn!.conn, req, app?.localAddr, signal);
         } catch (err) {
           if (!t.conn!.spare || err instanceof RemoteError || signal.aborted) throw err;
           // A spare the server had already dropped (restart, timer): one fresh connection.
           log.debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
           const fresh = await session.dialTunnel(signal);
-          tunnel = await this.#tunnelHandshake(fresh, req, app.localAddr, signal);
+          tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal);
         }
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
@@ -605,7 +635,15 @@ export class DepotLocal {
       m.requestsTotal.inc({ side: "local", exit: this.name, result: "ok" });
       m.connectSeconds.observe({ side: "local" }, (performance.now() - startedMs) / 1000);
       let end = "error";
+      let udpResult: ExitAssociationResult | undefined;
       try {
+        if (!app) {
+          const t = tunnel;
+          tunnel = undefined; // serveExitAssociation closes it
+          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, signal, log);
+          end = udpResult.end;
+          return;
+        }
         // The target's FIN, once passed on, is confirmed to the server (see tunnel_end.ts).
         const relayed = session.reportsEnds
           ? new ReportedEnd(tunnel, () =>
@@ -624,6 +662,13 @@ export class DepotLocal {
           end,
           up: stats.aToB,
           down: stats.bToA,
+          ...(udpResult
+            ? {
+              datagramsUp: udpResult.datagramsUp,
+              datagramsDown: udpResult.datagramsDown,
+              error: udpResult.message,
+            }
+            : {}),
           ms: Math.round(performance.now() - startedMs),
         });
         this.#active--;
@@ -683,8 +728,8 @@ export class DepotLocal {
   /** Name the request on a fresh tunnel transport and wait for the server's acceptance. */
   async #tunnelHandshake(
     conn: Duplex,
-    req: ConnectRequest,
-    bound: Deno.NetAddr,
+    req: { id: number; key: string },
+    bound: Deno.NetAddr | undefined,
     signal: AbortSignal,
   ): Promise<Duplex> {
     const o = this.#opts;
@@ -698,8 +743,8 @@ export class DepotLocal {
         type: "tunnel",
         id: req.id,
         key: req.key,
-        boundHost: bound.hostname,
-        boundPort: bound.port,
+        boundHost: bound?.hostname,
+        boundPort: bound?.port,
       });
       const buffered = new BufferedReader(conn, 1024);
       const answer = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })

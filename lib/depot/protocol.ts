@@ -136,6 +136,17 @@ export const endMessage: MessageDef<"end", { id: Check<number> }> = defineMessag
   id: requestId,
 });
 
+/**
+ * server → local: a SOCKS client asked for UDP ASSOCIATE through this exit. The local answers
+ * like a `connect` — a tunnel naming `{id,key}`, or `connectFailed` — and the tunnel then
+ * carries datagrams (lib/depot udp.ts). Sent only to a local that announced
+ * {@linkcode udpFeature}.
+ */
+export const associateMessage: MessageDef<"associate", {
+  id: Check<number>;
+  key: Check<string>;
+}> = defineMessage("associate", { id: requestId, key: requestKey });
+
 /** local → server, first frame of a tunnel connection: which request it carries. */
 export const tunnelMessage: MessageDef<"tunnel", {
   id: Check<number>;
@@ -178,6 +189,12 @@ export const muxFeature = "mux";
  */
 export const endFeature = "end";
 
+/**
+ * Feature name both sides announce (hello, welcome) when they carry SOCKS5 UDP ASSOCIATE: only
+ * then does the server send `associate` (otherwise the client gets reply 0x07).
+ */
+export const udpFeature = "udp";
+
 /** The depot control protocol (control and tunnel connections). */
 export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", depotProtocolVersion, [
   helloMessage,
@@ -186,6 +203,7 @@ export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", dep
   connectFailedMessage,
   cancelMessage,
   endMessage,
+  associateMessage,
   tunnelMessage,
   tunnelAcceptedMessage,
   muxMessage,
@@ -200,6 +218,7 @@ export type DepotMessage =
   | MessageOf<typeof connectFailedMessage>
   | MessageOf<typeof cancelMessage>
   | MessageOf<typeof endMessage>
+  | MessageOf<typeof associateMessage>
   | MessageOf<typeof tunnelMessage>
   | MessageOf<typeof tunnelAcceptedMessage>
   | MessageOf<typeof muxMessage>
@@ -207,6 +226,8 @@ export type DepotMessage =
   | BaseMessage;
 /** A `connect` request. */
 export type ConnectRequest = MessageOf<typeof connectMessage>;
+/** An `associate` request. */
+export type AssociateRequest = MessageOf<typeof associateMessage>;
 
 /** Reasons the server gives (in an `error` message) for refusing a peer. */
 export const DepotRefusal = {

@@ -16,6 +16,7 @@ import {
   equalFixedLength,
   errorMessage,
   formatAddr,
+  type HostPort,
   joinHostPort,
   type NetFailureReason,
   relay,
@@ -47,6 +48,7 @@ import {
   heartbeatDeadFactor,
   muxFeature,
   recentFailureCount,
+  udpFeature,
 } from "./protocol.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
@@ -54,6 +56,16 @@ import { ConfirmedEnd } from "./tunnel_end.ts";
 import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
+import { relayAssociation } from "./udp.ts";
+import {
+  defaultUdpIdleTimeoutMs,
+  type Flow,
+  type FlowLimits,
+  FlowTable,
+  UdpAssociation,
+  UdpDrops,
+  UdpTally,
+} from "../udp/mod.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 
 /** Default bound on requests waiting for their exit's answer, across all exits. */
@@ -87,6 +99,12 @@ export interface DepotServerOptions {
   /** Concurrent connections per listener. @default 1024 */
   maxConns?: number;
   /**
+   * Bounds of each SOCKS5 UDP ASSOCIATE's relay: idle timeout (default 60 s: an association
+   * ends when no datagram moved for that long) and queued bytes toward the client and the
+   * tunnel (default 4 MiB). Destinations are bounded at the exit.
+   */
+  udp?: FlowLimits;
+  /**
    * What carries the control and tunnel connections from depot-locals ("ws": a WebSocket
    * upgrade on each; TLS is the listeners' business). @default "tcp"
    */
@@ -114,7 +132,7 @@ export interface FailureRecord {
   /** Requested `host:port` (empty when unknown: an authentication failure). */
   dest: string;
   /** The local's dial failure, or: no such exit, too many pending, SOCKS auth failed. */
-  reason: NetFailureReason | "no-exit" | "busy" | "auth";
+  reason: NetFailureReason | "no-exit" | "busy" | "auth" | "no-udp";
   /** Human-readable detail. */
   message?: string;
 }
@@ -190,6 +208,8 @@ interface Pending {
   key: string;
   exit: ExitSession;
   dest: string;
+  /** An ASSOCIATE: its tunnel carries framed datagrams, which end on their own. */
+  udp: boolean;
   /** First call wins; returns false when the request was already settled. */
   settle(o: Outcome): boolean;
 }
@@ -204,6 +224,8 @@ class ExitSession {
   bytesDown = 0;
   readonly live = new Set<RelayStats>();
   readonly pending = new Set<Pending>();
+  /** The local announced "udp": it serves `associate`. */
+  carriesUdp = false;
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
   constructor(
@@ -269,6 +291,8 @@ export class DepotServer {
   readonly spareIdleMs: number;
   /** Connections per listener. */
   readonly maxConns: number | undefined;
+  /** Bounds of each UDP association's relay. */
+  readonly udp: FlowLimits;
   /** Carrier of the control and tunnel listeners. */
   readonly transport: TransportName;
   /** Where events go. */
@@ -305,6 +329,7 @@ export class DepotServer {
         ? Math.max(10, Math.floor(this.handshakeTimeoutMs / 2))
         : 60_000);
     this.maxConns = opts.maxConns;
+    this.udp = { idleTimeoutMs: defaultUdpIdleTimeoutMs, ...opts.udp };
     this.transport = opts.transport ?? "tcp";
     this.log = opts.log ?? silentLogger;
   }
@@ -483,6 +508,7 @@ export class DepotServer {
       hello.features?.includes(endFeature) ?? false,
       log,
     );
+    exit.carriesUdp = hello.features?.includes(udpFeature) ?? false;
     const stale = this.#exits.get(hello.name);
     if (stale) {
       log.info("exit reconnected, replacing the previous session", {
@@ -502,7 +528,7 @@ export class DepotServer {
         name: hello.name,
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
-        features: [muxFeature, endFeature],
+        features: [muxFeature, endFeature, udpFeature],
         spareIdleMs: this.spareIdleMs,
       });
     } catch (err) {
@@ -575,6 +601,7 @@ export class DepotServer {
     let triedExit = "?";
     try {
       req = await acceptDepotSocks(conn, {
+        udpAssociate: true,
         defaultNeedsPassword: () => this.#exits.get(this.defaultExit)?.socksPassword !== undefined,
         authenticate: (user, pass) => {
           triedExit = user === "" ? this.defaultExit : user.slice(0, 64);
@@ -607,9 +634,11 @@ export class DepotServer {
     ctx.handshakeDone();
     const startedMs = performance.now();
     const exitName = req.username ? req.username : this.defaultExit;
-    const dest = joinHostPort(req.dest.host, req.dest.port);
+    // An ASSOCIATE names where the client sends from, not a destination: each datagram has its own.
+    const dest = req.udpAssociate ? "udp" : joinHostPort(req.dest.host, req.dest.port);
     const exit = this.#exits.get(exitName);
     const log = ctx.log.child({ exit: exitName, remote: ctx.remote, dest });
+    const stats: RelayStats = { aToB: 0, bToA: 0 };
     if (!exit) {
       // Documented: no exit connected → 0x03 (network unreachable), at once.
       this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
@@ -631,8 +660,19 @@ export class DepotServer {
       return;
     }
 
-    const outcome = await this.#request(exit, req.dest.host, req.dest.port, dest);
+    let udp: { assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined;
+    if (req.udpAssociate) {
+      udp = await this.#bindAssociation(conn, req.dest, exit, stats, log);
+      if (!udp) return;
+    }
+    const outcome = await this.#request(
+      exit,
+      udp ? { type: "associate" } : { type: "connect", host: req.dest.host, port: req.dest.port },
+      dest,
+    );
     if (!outcome.ok) {
+      udp?.assoc.close();
+      udp?.table.close();
       exit.failures++;
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
       log.info("request failed", {
@@ -646,7 +686,6 @@ export class DepotServer {
       return;
     }
     const tunnel = outcome.conn;
-    const stats: RelayStats = { aToB: 0, bToA: 0 };
     this.#active++;
     this.#total++;
     exit.active++;
@@ -659,16 +698,34 @@ export class DepotServer {
     let relayed = false;
     let end = "error";
     let cause: string | undefined;
+    let failure: string | undefined; // why an association ended from the exit's side
     try {
-      await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
-      relayed = true; // relay() closes both sides itself
-      const r = await relay(withPrefix(conn, req.leftover), tunnel, {
-        signal: exit.ctl.signal,
-        idleTimeoutMs: this.idleTimeoutMs,
-        stats,
-      });
-      end = r.end;
-      cause = r.error && errorMessage(r.error);
+      if (udp) {
+        await sendSocks5Reply(conn, Reply.succeeded, udp.assoc.addr);
+        relayed = true; // relayAssociation closes the tunnel and the association
+        const r = await relayAssociation(
+          udp.assoc,
+          tunnel,
+          udp.table,
+          udp.tally,
+          conn,
+          exit.ctl.signal,
+          this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs,
+        );
+        end = r.end;
+        failure = r.failure;
+        cause = r.message;
+      } else {
+        await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
+        relayed = true; // relay() closes both sides itself
+        const r = await relay(withPrefix(conn, req.leftover), tunnel, {
+          signal: exit.ctl.signal,
+          idleTimeoutMs: this.idleTimeoutMs,
+          stats,
+        });
+        end = r.end;
+        cause = r.error && errorMessage(r.error);
+      }
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
       end = "reset";
@@ -676,12 +733,20 @@ export class DepotServer {
     } finally {
       log.info("connection closed", {
         end,
+        failure,
         error: cause,
         up: stats.aToB,
         down: stats.bToA,
+        ...(udp
+          ? { datagramsUp: udp.tally.datagramsUp, datagramsDown: udp.tally.datagramsDown }
+          : {}),
         ms: Math.round(performance.now() - startedMs),
       });
-      if (!relayed) closeQuietly(tunnel);
+      if (!relayed) {
+        closeQuietly(tunnel);
+        udp?.assoc.close();
+        udp?.table.close();
+      }
       outcome.done();
       this.#active--;
       exit.active--;
@@ -726,8 +791,61 @@ export class DepotServer {
     return timingSafeEqual(pass, exit.socksPassword);
   }
 
-  /** Send `connect` to the exit and wait for its tunnel, its failure or the timeout. */
-  #request(exit: ExitSession, host: string, port: number, dest: string): Promise<Outcome> {
+  /**
+   * Bind the UDP relay of an ASSOCIATE for the client of `conn`, or answer it: 0x07 when the
+   * exit does not carry UDP (an older depot-local) or the connection has no socket addresses,
+   * 0x01 when the relay cannot be bound. Undefined when answered.
+   */
+  async #bindAssociation(
+    conn: Duplex & Partial<Pick<Deno.Conn, "localAddr" | "remoteAddr">>,
+    requested: HostPort,
+    exit: ExitSession,
+    stats: RelayStats,
+    log: Logger,
+  ): Promise<{ assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined> {
+    const local = conn.localAddr, remote = conn.remoteAddr;
+    let problem: [number, FailureRecord["reason"], string] | undefined;
+    if (!exit.carriesUdp) {
+      problem = [Reply.commandNotSupported, "no-udp", "this exit does not carry UDP"];
+    } else if (local?.transport !== "tcp" || remote?.transport !== "tcp") {
+      problem = [Reply.commandNotSupported, "no-udp", "no socket address to bind a relay on"];
+    } else {
+      const table = new FlowTable<Flow>(this.udp, new UdpDrops(log, "depot-server"));
+      const tally = new UdpTally("depot-server", stats);
+      try {
+        const socket = {
+          local: { host: local.hostname, port: local.port },
+          remote: { host: remote.hostname, port: remote.port },
+        };
+        return {
+          assoc: await UdpAssociation.bind(socket, requested, table, tally, log),
+          table,
+          tally,
+        };
+      } catch (err) {
+        table.close();
+        problem = [Reply.generalFailure, "other", `udp relay: ${errorMessage(err)}`];
+      }
+    }
+    const [reply, reason, message] = problem;
+    this.#recordFailure(exit.name, "udp", reason, message);
+    exit.failures++;
+    log.info("udp associate refused", { failure: reason, error: message });
+    await sendSocks5Reply(conn, reply).catch(() => {
+      // The SOCKS client hung up: it has no use for the reply.
+    });
+    return undefined;
+  }
+
+  /**
+   * Send `connect` (or `associate`) to the exit and wait for its tunnel, its failure or the
+   * timeout.
+   */
+  #request(
+    exit: ExitSession,
+    ask: { type: "connect"; host: string; port: number } | { type: "associate" },
+    dest: string,
+  ): Promise<Outcome> {
     const id = this.#nextId++;
     const key = randomSecret(16);
     return new Promise<Outcome>((resolve) => {
@@ -744,6 +862,7 @@ export class DepotServer {
         key,
         exit,
         dest,
+        udp: ask.type === "associate",
         settle: (o) => {
           if (settled) return false;
           settled = true;
@@ -756,7 +875,7 @@ export class DepotServer {
       };
       this.#pending.set(id, p);
       exit.pending.add(p);
-      exit.ctl.send({ type: "connect", id, key, host, port }).catch((err) => {
+      exit.ctl.send({ ...ask, id, key }).catch((err) => {
         p.settle({ ok: false, reason: "network-unreachable", message: describe(err) });
       });
     });
@@ -846,7 +965,7 @@ export class DepotServer {
     // Nothing is read between here and the answer: the same bytes as taken after it.
     let tunnel = withPrefix(conn, buffered.takeBuffered());
     const { exit, id } = p;
-    if (allowMux && exit.confirmsEnds) {
+    if (allowMux && exit.confirmsEnds && !p.udp) {
       // Registered before the answer: the local may report the end right after it.
       const gate = new ConfirmedEnd(
         tunnel,

@@ -16,6 +16,8 @@ export interface DepotSocksOptions {
   defaultNeedsPassword(): boolean;
   /** Decide a username/password pair (username "" = default exit). */
   authenticate(username: string, password: string): boolean | Promise<boolean>;
+  /** Accept UDP ASSOCIATE (returned with `udpAssociate` set) instead of answering 0x07. */
+  udpAssociate?: boolean;
 }
 
 /**
@@ -51,5 +53,8 @@ export async function acceptDepotSocks(
     useAuth = true;
   }
   const replay = withPrefix(conn, concatBytes(greeting, r.takeBuffered()));
-  return await acceptSocks5(replay, useAuth ? { authenticate: opts.authenticate } : {});
+  return await acceptSocks5(replay, {
+    udpAssociate: opts.udpAssociate,
+    ...(useAuth ? { authenticate: opts.authenticate } : {}),
+  });
 }

@@ -102,6 +102,12 @@ export const command = {
       default: "2",
       help: "tunnel connections kept pre-dialled (skips a TCP handshake per request; 0 = off)",
     },
+    "no-udp": {
+      kind: "boolean",
+      env: "DEPOT_NO_UDP",
+      help: "refuse SOCKS5 UDP ASSOCIATE through this exit (clients get 0x07); otherwise " +
+        "datagrams leave from here, through --allow/--deny like connections",
+    },
     mux: {
       kind: "boolean",
       env: "DEPOT_MUX",

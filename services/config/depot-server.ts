@@ -103,6 +103,11 @@ export const command = {
       aliases: ["idle-timeout-ms"],
       help: "close a relayed connection idle this long (0 = never)",
     },
+    "udp-idle-timeout": {
+      kind: "duration",
+      default: "60s",
+      help: "end a SOCKS5 UDP ASSOCIATE when no datagram moved for this long (0 = never)",
+    },
     "drain-timeout": {
       kind: "duration",
       default: "2s",

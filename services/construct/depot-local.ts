@@ -45,6 +45,7 @@ export async function constructDepotLocal(
     dialTimeoutMs: flags["dial-timeout"],
     idleTimeoutMs: flags["idle-timeout"],
     mux: flags.mux,
+    udp: !flags["no-udp"],
     spareTunnels: flags["spare-tunnels"],
     acl: cfg.acl.empty ? undefined : cfg.acl,
     backoff: { maxMs: Math.max(250, flags["backoff-max"]) },
@@ -65,6 +66,7 @@ export async function constructDepotLocal(
     name: flags.name,
     access: cfg.acl.empty ? "all destinations" : cfg.acl.describe(),
     tls: cfg.tls ? "on" : "off",
+    udpAssociate: flags["no-udp"] ? "off" : "on",
   });
   const running = local.run();
   return {

@@ -54,6 +54,7 @@ export async function constructDepotServer(
     pendingTimeoutMs: flags["pending-timeout"],
     maxPending: flags["max-pending"],
     idleTimeoutMs: flags["idle-timeout"],
+    udp: { idleTimeoutMs: flags["udp-idle-timeout"] },
     maxConns: flags["max-conns"],
     log,
   });
