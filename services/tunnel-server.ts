@@ -20,13 +20,15 @@ const tunnel = await constructTunnelServer(flags, cfg, log, bindOrExit).catch((e
   fail(err.message, 2)
 );
 for (const f of tunnel.failedTcp) fail(`--tcp ${f.port}: ${f.error}`, 2);
+for (const f of tunnel.failedUdp) fail(`--udp ${f.port}: ${f.error}`, 2);
 
 // ---- reload (SIGHUP) ----
-// Hosts, identifiers and --tcp tunnels from flags/config change live (what the admin API
+// Hosts, identifiers and --tcp/--udp tunnels from flags/config change live (what the admin API
 // added stays); connected clients and their streams stay.
 onReload(async (next) => {
   const r = await tunnel.server.applyConfig(next.routes);
   for (const f of r.failedTcp) log.warn("tcp tunnel not added", { port: f.port, error: f.error });
+  for (const f of r.failedUdp) log.warn("udp tunnel not added", { port: f.port, error: f.error });
   log.info("hosts", { count: next.routes.hosts.size });
 });
 

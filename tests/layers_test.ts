@@ -109,6 +109,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/proxyproto/",
       "lib/socks5/",
       "lib/transport/",
+      "lib/udp/",
     ],
     npm: ["hono", "@redis/client", "cluster-key-slot"],
   },

@@ -15,7 +15,7 @@ import { bearerToken } from "./forward.ts";
 import { HostTakenError, type TunnelServer } from "./server.ts";
 import { HostAccessError, type HostAccessSpec } from "./access.ts";
 import { normalizeHostPattern } from "./registry.ts";
-import { TcpTunnelError, type TcpTunnelFailure } from "./tcp_ports.ts";
+import { PortTunnelError, type PortTunnelFailure, type PortTunnelSpec } from "./port_tunnels.ts";
 
 /** A JSON list of strings, or undefined (a wrong type fails HostAccess's own checks). */
 function list(v: unknown): string[] | undefined {
@@ -26,8 +26,8 @@ function list(v: unknown): string[] | undefined {
   return v;
 }
 
-/** HTTP status of each refused `POST /tcp`. */
-const tcpFailureStatus: Readonly<Record<TcpTunnelFailure, 400 | 403 | 409>> = {
+/** HTTP status of each refused `POST /tcp` or `POST /udp`. */
+const portFailureStatus: Readonly<Record<PortTunnelFailure, 400 | 403 | 409>> = {
   "bad-request": 400,
   "not-allowed": 403,
   "in-use": 409,
@@ -40,7 +40,7 @@ export interface AdminAppOptions {
   /** Limits wrong-token attempts per source address (answered 429 while limited). */
   authLimiter?: AuthFailureLimiter;
   /**
-   * Run after every change the API made (hosts, TCP tunnels), before it answers: the state
+   * Run after every change the API made (hosts, TCP/UDP tunnels), before it answers: the state
    * file is written here. A failure answers 500 naming it (the change itself stays in force).
    */
   onChange?: () => Promise<void>;
@@ -56,7 +56,8 @@ export interface AdminAppOptions {
  * without secrets), `DELETE /hosts/:host/access`, and server-defined TCP
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
  * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),
- * `DELETE /tcp/:port` (204, or 404).
+ * `DELETE /tcp/:port` (204, or 404); server-defined UDP tunnels the same under `/udp` (its
+ * list shows each port's flows and datagram counters).
  */
 export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hono {
   if (!opts.token) throw new RangeError("admin token must not be empty");
@@ -164,48 +165,70 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });
-  app.get("/tcp", (c) => c.json(server.tcpTunnels()));
-  app.post("/tcp", async (c) => {
-    let body: { publicPort?: unknown; identifier?: unknown; localPort?: unknown };
-    try {
-      body = await c.req.json();
-    } catch {
-      return c.json({ error: "body must be JSON" }, 400);
-    }
-    if (typeof body !== "object" || body === null) {
-      return c.json({ error: "body must be a JSON object" }, 400);
-    }
-    // It may introduce the identifier (a TCP-only client): the same rule as POST /hosts.
-    if (typeof body.identifier !== "string" || body.identifier.length < 8) {
-      return c.json({ error: "identifier must be a string of at least 8 characters" }, 400);
-    }
-    if (typeof body.publicPort !== "number") return c.json({ error: "publicPort required" }, 400);
-    if (body.localPort !== undefined && typeof body.localPort !== "number") {
-      return c.json({ error: "localPort must be a number" }, 400);
-    }
-    try {
-      const info = server.addTcpTunnel({
-        publicPort: body.publicPort,
-        identifier: body.identifier,
-        localPort: body.localPort as number | undefined,
-        origin: "admin",
-      });
-      const err = await unsaved();
-      return err ? c.json({ error: err }, 500) : c.json(info, 201);
-    } catch (err) {
-      if (err instanceof TcpTunnelError) {
-        return c.json({ error: err.message, reason: err.reason }, tcpFailureStatus[err.reason]);
+  /** `GET/POST /tcp|/udp` and `DELETE /tcp|/udp/:port`: the two protocols' tunnels. */
+  const portRoutes = (
+    proto: "tcp" | "udp",
+    ops: {
+      list(): unknown;
+      add(spec: PortTunnelSpec): Promise<unknown>;
+      remove(port: number): Promise<boolean>;
+    },
+  ) => {
+    app.get(`/${proto}`, (c) => c.json(ops.list()));
+    app.post(`/${proto}`, async (c) => {
+      let body: { publicPort?: unknown; identifier?: unknown; localPort?: unknown };
+      try {
+        body = await c.req.json();
+      } catch {
+        return c.json({ error: "body must be JSON" }, 400);
       }
-      return c.json({ error: errorMessage(err) }, 500);
-    }
+      if (typeof body !== "object" || body === null) {
+        return c.json({ error: "body must be a JSON object" }, 400);
+      }
+      // It may introduce the identifier (a TCP/UDP-only client): the same rule as POST /hosts.
+      if (typeof body.identifier !== "string" || body.identifier.length < 8) {
+        return c.json({ error: "identifier must be a string of at least 8 characters" }, 400);
+      }
+      if (typeof body.publicPort !== "number") return c.json({ error: "publicPort required" }, 400);
+      if (body.localPort !== undefined && typeof body.localPort !== "number") {
+        return c.json({ error: "localPort must be a number" }, 400);
+      }
+      try {
+        const info = await ops.add({
+          publicPort: body.publicPort,
+          identifier: body.identifier,
+          localPort: body.localPort as number | undefined,
+          origin: "admin",
+        });
+        const err = await unsaved();
+        return err ? c.json({ error: err }, 500) : c.json(info, 201);
+      } catch (err) {
+        if (err instanceof PortTunnelError) {
+          return c.json({ error: err.message, reason: err.reason }, portFailureStatus[err.reason]);
+        }
+        return c.json({ error: errorMessage(err) }, 500);
+      }
+    });
+    app.delete(`/${proto}/:port`, async (c) => {
+      const port = Number(c.req.param("port"));
+      if (!Number.isInteger(port)) return c.json({ error: "port must be a number" }, 400);
+      const ok = await ops.remove(port);
+      if (!ok) {
+        return c.json({ error: `no server-defined ${proto.toUpperCase()} tunnel there` }, 404);
+      }
+      const err = await unsaved();
+      return err ? c.json({ error: err }, 500) : c.body(null, 204);
+    });
+  };
+  portRoutes("tcp", {
+    list: () => server.tcpTunnels(),
+    add: (spec) => server.addTcpTunnel(spec),
+    remove: (port) => server.removeTcpTunnel(port),
   });
-  app.delete("/tcp/:port", async (c) => {
-    const port = Number(c.req.param("port"));
-    if (!Number.isInteger(port)) return c.json({ error: "port must be a number" }, 400);
-    const ok = await server.removeTcpTunnel(port);
-    if (!ok) return c.json({ error: "no server-defined TCP tunnel there" }, 404);
-    const err = await unsaved();
-    return err ? c.json({ error: err }, 500) : c.body(null, 204);
+  portRoutes("udp", {
+    list: () => server.udpTunnels(),
+    add: (spec) => server.addUdpTunnel(spec),
+    remove: (port) => server.removeUdpTunnel(port),
   });
   app.get("/clients", (c) => c.json(server.clients()));
   app.get(

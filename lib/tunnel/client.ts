@@ -1,7 +1,8 @@
 /**
  * The tunnel client: connects to the server's control path over a WebSocket, runs the
  * mux session (client side), does the handshake, and serves every tunnel stream the
- * server opens by dialing the local app (HTTP) or local TCP service and relaying bytes.
+ * server opens by dialing the local app (HTTP) or local TCP service and relaying bytes, or
+ * (UDP tunnels) relaying one public peer's datagrams to a local UDP service.
  * Reconnects forever with exponential backoff and jitter, the first attempt included.
  * @module
  */
@@ -57,6 +58,13 @@ import {
   type StreamFailure,
 } from "./protocol.ts";
 import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
+import { type FlowLimits, FlowTable, UdpDrops, type UdpSocket } from "../udp/mod.ts";
+import {
+  type LocalUdpFlow,
+  openLocalUdp,
+  relayUdpStream,
+  type UdpTunnelSpec,
+} from "./udp_client.ts";
 import { subdomainHeader } from "./subdomains.ts";
 import { type HealthCheckOptions, HealthMonitor } from "./health.ts";
 
@@ -99,6 +107,10 @@ export interface TunnelClientOptions {
   allowPorts?: number[];
   /** Public TCP tunnels to request. */
   tcp?: TcpTunnelSpec[];
+  /** Public UDP tunnels to request. */
+  udp?: UdpTunnelSpec[];
+  /** Bounds of the UDP flows (one per public peer) this client holds. */
+  udpLimits?: FlowLimits;
   /** How the session reaches the server. @default "auto" */
   transport?: Transport;
   /** Extra trusted CA certificates (PEM) for an https/wss server. */
@@ -437,7 +449,13 @@ export class TunnelClient {
   #rawRefused = false;
   /** Attempts so far: picks the server URL of the next one. */
   #attempts = 0;
+  /** UDP flows (one per tunnel stream of a UDP tunnel), made at the first one. */
+  #udpFlows: FlowTable<LocalUdpFlow> | undefined;
 
+  /** The UDP flow table, once a UDP tunnel stream came (status, tests). */
+  get udpFlows(): FlowTable<LocalUdpFlow> | undefined {
+    return this.#udpFlows;
+  }
   /** The server URL of the current attempt (rotates through `server` and `servers`). */
   get #server(): string {
     const all = [this.#o.server, ...this.#o.servers ?? []];
@@ -518,6 +536,7 @@ export class TunnelClient {
         break; // aborted
       }
     }
+    this.#udpFlows?.close();
     this.state = this.replaced ? "replaced" : this.refusal ? "refused" : "stopped";
   }
 
@@ -571,6 +590,9 @@ export class TunnelClient {
           client: "warren-tunnel-client/1",
           tcp: (this.#o.tcp ?? []).map((t) => ({ publicPort: t.publicPort })),
           ...(this.#o.healthCheck ? { healthCheck: true } : {}),
+          ...(this.#o.udp?.length
+            ? { udp: this.#o.udp.map((t) => ({ publicPort: t.publicPort })) }
+            : {}),
         }),
       );
       const resp = await Promise.race([
@@ -596,9 +618,15 @@ export class TunnelClient {
       for (const url of publicUrls(this.#server, resp.hosts)) {
         this.#log.info("forwarding", { url, to: local });
       }
-      for (const t of resp.tcp) {
-        if (t.ok) this.#log.info("tcp tunnel open", { publicPort: t.publicPort, addr: t.addr });
-        else this.#log.warn("tcp tunnel refused", { publicPort: t.publicPort, error: t.error });
+      for (const [proto, list] of [["tcp", resp.tcp], ["udp", resp.udp ?? []]] as const) {
+        for (const t of list) {
+          if (t.ok) {
+            this.#log.info(`${proto} tunnel open`, { publicPort: t.publicPort, addr: t.addr });
+          } else {this.#log.warn(`${proto} tunnel refused`, {
+              publicPort: t.publicPort,
+              error: t.error,
+            });}
+        }
       }
       this.#o.onConnected?.(resp);
       monitor = this.#healthMonitor(control);
@@ -674,6 +702,7 @@ export class TunnelClient {
   }
 
   #target(msg: ControlMsg): HostPort | StreamFailure {
+    if (msg.transportProtocol === "udp") return this.#udpTarget(msg);
     if (msg.transportProtocol === "tcp" && msg.publicPort !== undefined) {
       return this.#serverTcpTarget(msg.publicPort, msg.localPort);
     }
@@ -712,6 +741,25 @@ export class TunnelClient {
     return "no-such-port";
   }
 
+  /**
+   * Where a UDP tunnel's flow goes. Asked for by this client: its `--udp` tunnel of that
+   * public port. Defined by the server: only what this client already exposes — the local
+   * address of one of its `--udp` tunnels ("": the first), or an `--allow-port` port on the
+   * `--local` host.
+   */
+  #udpTarget(msg: ControlMsg): HostPort | StreamFailure {
+    const udp = this.#o.udp ?? [];
+    if (msg.publicPort === undefined) {
+      return udp.find((x) => String(x.publicPort) === msg.localPort)?.local ?? "no-such-port";
+    }
+    if (msg.localPort === "") return udp[0]?.local ?? "no-such-port";
+    const p = Number(msg.localPort);
+    const t = udp.find((x) => x.local.port === p);
+    if (t) return t.local;
+    if (this.#o.allowPorts?.includes(p)) return { host: this.#o.local.host, port: p };
+    return "no-such-port";
+  }
+
   async #serveStream(stream: Stream): Promise<void> {
     const reader = new BufferedReader(stream);
     let msg: ControlMsg;
@@ -739,12 +787,14 @@ export class TunnelClient {
     }
     const dest = joinHostPort(target.host, target.port);
     const startedMs = performance.now();
-    let local: Deno.TcpConn;
+    let local: Deno.TcpConn | { sock: UdpSocket; to: HostPort };
     try {
-      local = await dial(target.host, target.port, {
-        timeoutMs: this.#o.dialTimeoutMs ?? 10_000,
-        prefer: "ipv4",
-      });
+      local = msg.transportProtocol === "udp"
+        ? await openLocalUdp(target)
+        : await dial(target.host, target.port, {
+          timeoutMs: this.#o.dialTimeoutMs ?? 10_000,
+          prefer: "ipv4",
+        });
     } catch (err) {
       const failure = err instanceof NetError ? err.reason : "dial-failed";
       this.#fail(dest, failure, errorMessage(err));
@@ -756,11 +806,37 @@ export class TunnelClient {
     try {
       await writeAll(stream, reply(true));
     } catch {
-      closeQuietly(local);
+      closeQuietly("sock" in local ? local.sock : local);
       closeQuietly(stream);
       return;
     }
     this.relayed++;
+    if ("sock" in local) {
+      this.#udpFlows ??= new FlowTable(
+        this.#o.udpLimits ?? {},
+        new UdpDrops(this.#log, "tunnel-client"),
+      );
+      const { sock, to } = local;
+      const r = await relayUdpStream(
+        stream,
+        reader,
+        sock,
+        to,
+        msg.requestId,
+        this.#udpFlows,
+        this.#log,
+      );
+      this.#log.info("stream closed", {
+        dest,
+        end: "udp",
+        up: r.bytesUp,
+        down: r.bytesDown,
+        datagramsUp: r.up,
+        datagramsDown: r.down,
+        ms: Math.round(performance.now() - startedMs),
+      });
+      return;
+    }
     // a = the tunnel stream (the public request), b = the local app: aToB is "up".
     const a = withPrefix(stream, reader.takeBuffered());
     const tap = msg.transportProtocol === "tcp" ? undefined : this.#o.tap?.(dest);

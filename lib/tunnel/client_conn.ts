@@ -1,13 +1,14 @@
 /**
  * One connected tunnel client as the server holds it: its mux session, control stream,
- * virtual hosts and public TCP listeners, and how it is closed.
+ * virtual hosts and public TCP and UDP ports, and how it is closed.
  * @module
  */
 
 import type { Session, Stream } from "../mux/mod.ts";
-import { closeQuietly, type Server, writeAll } from "../net/mod.ts";
+import { closeQuietly, writeAll } from "../net/mod.ts";
 import { encodeMessage, type SessionEndCause } from "./protocol.ts";
 import { fingerprint } from "./registry.ts";
+import type { PortListener, PortProtocol } from "./port_tunnels.ts";
 
 /** A connected client as the admin API shows it (no secret). */
 export interface ClientInfo {
@@ -23,6 +24,8 @@ export interface ClientInfo {
   hosts: string[];
   /** Public TCP tunnel ports it holds. */
   tcpPorts: number[];
+  /** Public UDP tunnel ports it holds. */
+  udpPorts: number[];
   /** Last measured mux ping round trip. */
   rttMs?: number;
   /**
@@ -52,7 +55,7 @@ export function clientKey(identifier: string): string {
   return d;
 }
 
-/** One connected client: its mux session, hosts and TCP tunnels. */
+/** One connected client: its mux session, hosts and TCP/UDP tunnels. */
 export class ClientConn {
   /** Epoch ms when the session started. */
   readonly since: number = Date.now();
@@ -61,7 +64,9 @@ export class ClientConn {
   /** True once the handshake is done (routing uses only ready clients). */
   ready: boolean = false;
   /** Public TCP tunnel listeners by port. */
-  readonly tcp: Map<number, Server> = new Map();
+  readonly tcp: Map<number, PortListener> = new Map();
+  /** Public UDP tunnel sockets by port. */
+  readonly udp: Map<number, PortListener> = new Map();
   /** The control stream, once the client opened it. */
   control: Stream | undefined;
   /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
@@ -73,8 +78,8 @@ export class ClientConn {
    * cluster instance (lib/tunnel/cluster.ts), whose session is the link to that instance.
    */
   streamPrefix: Uint8Array | undefined;
-  /** True once its handshake opened the server-defined TCP tunnels (later ones open at once). */
-  serverTcpReady: boolean = false;
+  /** Protocols whose server-defined tunnels its handshake opened (later ones open at once). */
+  readonly serverPortsReady: Set<PortProtocol> = new Set();
   /**
    * What its health check last reported (`health` messages on the control stream); a client
    * that announced a check starts unhealthy until its first report.
@@ -117,6 +122,7 @@ export class ClientConn {
       since: this.since,
       hosts: this.hosts,
       tcpPorts: [...this.tcp.keys()],
+      udpPorts: [...this.udp.keys()],
       rttMs: this.session.rttMs,
       healthy: this.healthy,
       openStreams: this.openStreams,
@@ -125,7 +131,7 @@ export class ClientConn {
   }
 
   /**
-   * Tell the client why (when `reason` is given), release the public TCP ports (awaited, so
+   * Tell the client why (when `reason` is given), release the public ports (awaited, so
    * a replacing client can bind them), then tear the session down (go away) in the
    * background.
    */
@@ -140,7 +146,7 @@ export class ClientConn {
           // The client is already gone: it cannot be told.
         });
       }
-      await Promise.allSettled([...this.tcp.values()].map((s) => s.stop(0)));
+      await Promise.allSettled([...this.tcp.values(), ...this.udp.values()].map((s) => s.stop()));
       if (this.control) closeQuietly(this.control);
       this.session.close().catch(() => {
         // Transport already gone: nothing else to release.

@@ -1,6 +1,6 @@
 /**
  * The tunnel server's config-defined routes — `vhost → identifier` (from `--host` values and
- * hosts files) and server-defined TCP tunnels (`--tcp`) — parsed with errors that name where
+ * hosts files) and server-defined TCP and UDP tunnels (`--tcp`, `--udp`) — parsed with errors that name where
  * the bad value was written, and applied to a running {@linkcode TunnelServer} by a pure diff
  * (reload: only what changed is touched; hosts and tunnels added through the admin API are
  * left alone).
@@ -10,7 +10,7 @@
 import { errorMessage } from "../net/errors.ts";
 import { refusePlaceholder, resolveSecret } from "../config/secret.ts";
 import { normalizeHostPattern, type RouteOrigin } from "./registry.ts";
-import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
+import type { PortProtocol, PortTunnelSpec } from "./port_tunnels.ts";
 import type { TunnelServer } from "./server.ts";
 
 /** Shortest identifier accepted: identifiers are the clients' secrets. */
@@ -26,12 +26,14 @@ export interface TunnelConfig {
   /** Normalised vhost → identifier. */
   hosts: Map<string, string>;
   /** Server-defined TCP tunnels by public port. */
-  tcp: Map<number, TcpTunnelSpecServer>;
+  tcp: Map<number, PortTunnelSpec>;
+  /** Server-defined UDP tunnels by public port (none when absent). */
+  udp?: Map<number, PortTunnelSpec>;
   /** Where each host was written ("flag" when absent; "file": a hosts file). */
   origins?: Map<string, RouteOrigin>;
 }
 
-/** A public-port range (`--tcp-ports min-max`). */
+/** A public-port range (`--tcp-ports min-max`, `--udp-ports`). */
 export interface PortRange {
   min: number;
   max: number;
@@ -117,15 +119,16 @@ export function readHostsFile(path: string): [string, string][] {
 }
 
 /**
- * One `port[:localPort]=identifier` value (`--tcp`), inside `range`; identifier may be
- * `env:VAR` or `file:PATH`.
+ * One `port[:localPort]=identifier` value (`--tcp`, or `--udp` with `protocol` "udp"), inside
+ * `range`; identifier may be `env:VAR` or `file:PATH`.
  */
 export function parseTcpSpec(
   spec: string,
   range: PortRange | undefined,
   where: string,
   env?: (n: string) => string | undefined,
-): TcpTunnelSpecServer {
+  protocol: PortProtocol = "tcp",
+): PortTunnelSpec {
   const m = /^(\d{1,5})(?::(\d{1,5}))?=(.+)$/.exec(spec);
   const publicPort = m ? Number(m[1]) : NaN;
   const localPort = m?.[2] !== undefined ? Number(m[2]) : undefined;
@@ -136,7 +139,7 @@ export function parseTcpSpec(
   }
   if (!range || publicPort < range.min || publicPort > range.max) {
     throw new TunnelConfigError(
-      `${where} ${publicPort}: outside --tcp-ports ${
+      `${where} ${publicPort}: outside --${protocol}-ports ${
         range ? `${range.min}-${range.max}` : "(none)"
       }`,
     );
@@ -151,18 +154,27 @@ export interface TunnelConfigDiff {
   removeHosts: string[];
   addHosts: [string, string][];
   removeTcp: number[];
-  addTcp: TcpTunnelSpecServer[];
+  addTcp: PortTunnelSpec[];
+  removeUdp: number[];
+  addUdp: PortTunnelSpec[];
 }
 
 /** {@linkcode TunnelConfigDiff} of two configs. */
 export function diffTunnelConfig(current: TunnelConfig, wanted: TunnelConfig): TunnelConfigDiff {
-  const sameTcp = (a: TcpTunnelSpecServer, b?: TcpTunnelSpecServer) =>
+  const same = (a: PortTunnelSpec, b?: PortTunnelSpec) =>
     b !== undefined && a.identifier === b.identifier && a.localPort === b.localPort;
+  const remove = (cur: Map<number, PortTunnelSpec>, want: Map<number, PortTunnelSpec>) =>
+    [...cur].filter(([p, t]) => !same(t, want.get(p))).map(([p]) => p);
+  const add = (cur: Map<number, PortTunnelSpec>, want: Map<number, PortTunnelSpec>) =>
+    [...want].filter(([p, t]) => !same(t, cur.get(p))).map(([, t]) => t);
+  const [curUdp, wantUdp] = [current.udp ?? new Map(), wanted.udp ?? new Map()];
   return {
     removeHosts: [...current.hosts].filter(([h, id]) => wanted.hosts.get(h) !== id).map(([h]) => h),
     addHosts: [...wanted.hosts].filter(([h, id]) => current.hosts.get(h) !== id),
-    removeTcp: [...current.tcp].filter(([p, t]) => !sameTcp(t, wanted.tcp.get(p))).map(([p]) => p),
-    addTcp: [...wanted.tcp].filter(([p, t]) => !sameTcp(t, current.tcp.get(p))).map(([, t]) => t),
+    removeTcp: remove(current.tcp, wanted.tcp),
+    addTcp: add(current.tcp, wanted.tcp),
+    removeUdp: remove(curUdp, wantUdp),
+    addUdp: add(curUdp, wantUdp),
   };
 }
 
@@ -170,6 +182,8 @@ export function diffTunnelConfig(current: TunnelConfig, wanted: TunnelConfig): T
 export interface TunnelConfigResult extends TunnelConfigDiff {
   /** TCP tunnels that could not be added (port busy, outside the range), with why. */
   failedTcp: { port: number; error: string }[];
+  /** UDP tunnels that could not be added, with why. */
+  failedUdp: { port: number; error: string }[];
 }
 
 /**
@@ -178,7 +192,11 @@ export interface TunnelConfigResult extends TunnelConfigDiff {
  * streams stay; a removed host stops routing, a changed identifier takes the next client.
  */
 export class TunnelConfigApplier {
-  #applied: TunnelConfig = { hosts: new Map(), tcp: new Map() };
+  #applied: Required<Omit<TunnelConfig, "origins">> = {
+    hosts: new Map(),
+    tcp: new Map(),
+    udp: new Map(),
+  };
 
   constructor(readonly server: TunnelServer) {}
 
@@ -194,19 +212,39 @@ export class TunnelConfigApplier {
       await this.server.addHost(host, id, { origin: cfg.origins?.get(host) ?? "flag" });
       applied.hosts.set(host, id);
     }
-    for (const port of diff.removeTcp) {
-      await this.server.removeTcpTunnel(port);
-      applied.tcp.delete(port);
-    }
-    const failedTcp: { port: number; error: string }[] = [];
-    for (const t of diff.addTcp) {
-      try {
-        this.server.addTcpTunnel(t);
-        applied.tcp.set(t.publicPort, t);
-      } catch (err) {
-        failedTcp.push({ port: t.publicPort, error: errorMessage(err) });
+    const ports = async (
+      remove: number[],
+      add: PortTunnelSpec[],
+      into: Map<number, PortTunnelSpec>,
+      ops: {
+        remove(port: number): Promise<boolean>;
+        add(spec: PortTunnelSpec): Promise<unknown>;
+      },
+    ) => {
+      for (const port of remove) {
+        await ops.remove(port);
+        into.delete(port);
       }
-    }
-    return { ...diff, failedTcp };
+      const failed: { port: number; error: string }[] = [];
+      for (const t of add) {
+        try {
+          await ops.add(t);
+          into.set(t.publicPort, t);
+        } catch (err) {
+          failed.push({ port: t.publicPort, error: errorMessage(err) });
+        }
+      }
+      return failed;
+    };
+    const s = this.server;
+    const failedTcp = await ports(diff.removeTcp, diff.addTcp, applied.tcp, {
+      remove: (p) => s.removeTcpTunnel(p),
+      add: (t) => s.addTcpTunnel(t),
+    });
+    const failedUdp = await ports(diff.removeUdp, diff.addUdp, applied.udp, {
+      remove: (p) => s.removeUdpTunnel(p),
+      add: (t) => s.addUdpTunnel(t),
+    });
+    return { ...diff, failedTcp, failedUdp };
   }
 }

@@ -47,8 +47,11 @@ export const protocolVersion = 1;
 export const maxTunnelMessageBytes = 64 * 1024;
 /** Bytes of the length prefix. */
 
-/** What a tunnel stream carries: an HTTP connection or raw TCP. */
-export type TransportProtocol = "http" | "tcp";
+/**
+ * What a tunnel stream carries: an HTTP connection, raw TCP, or the datagrams of one UDP
+ * peer flow (each a u16 BE length and the payload; lib/udp `DatagramStream`).
+ */
+export type TransportProtocol = "http" | "tcp" | "udp";
 
 const port = () => int({ min: 0, max: 65535 });
 
@@ -57,6 +60,7 @@ export const handshakeRequestMessage: MessageDef<"handshakeRequest", {
   client: OptionalCheck<string>;
   tcp: OptionalCheck<{ publicPort: number }[]>;
   healthCheck: OptionalCheck<boolean>;
+  udp: OptionalCheck<{ publicPort: number }[]>;
 }> = defineMessage("handshakeRequest", {
   /** Free-form client name/version for logs. */
   client: optional(str({ maxLength: 128 })),
@@ -67,24 +71,16 @@ export const handshakeRequestMessage: MessageDef<"handshakeRequest", {
    * server sends it no stream until the first report says healthy.
    */
   healthCheck: optional(bool()),
+  /** Public UDP ports the client wants relayed to its local UDP services. */
+  udp: optional(arrayOf(object({ publicPort: port() }), 64)),
 });
 /** Client -> server, first message on the control stream. */
 export type HandshakeRequest = MessageOf<typeof handshakeRequestMessage>;
-/** A TCP tunnel the client asks the server to open: public port on the server. */
+/** A TCP (or UDP) tunnel the client asks the server to open: public port on the server. */
 export type TcpTunnelRequest = NonNullable<HandshakeRequest["tcp"]>[number];
 
-/** Server -> client, the answer to the handshake. */
-export const handshakeResponseMessage: MessageDef<"handshakeResponse", {
-  ok: Check<boolean>;
-  hosts: Check<string[]>;
-  tcp: Check<{ publicPort: number; ok: boolean; addr?: string; error?: string }[]>;
-  error: OptionalCheck<string>;
-}> = defineMessage("handshakeResponse", {
-  ok: bool(),
-  /** Virtual hosts this client now serves. */
-  hosts: arrayOf(str({ maxLength: 253 }), 1024),
-  /** Outcome of each requested TCP tunnel (`addr` bound when ok). */
-  tcp: arrayOf(
+const portResults = () =>
+  arrayOf(
     object({
       publicPort: port(),
       ok: bool(),
@@ -92,13 +88,31 @@ export const handshakeResponseMessage: MessageDef<"handshakeResponse", {
       error: optional(str()),
     }),
     64,
-  ),
+  );
+
+/** Server -> client, the answer to the handshake. */
+export const handshakeResponseMessage: MessageDef<"handshakeResponse", {
+  ok: Check<boolean>;
+  hosts: Check<string[]>;
+  tcp: Check<{ publicPort: number; ok: boolean; addr?: string; error?: string }[]>;
+  udp: OptionalCheck<{ publicPort: number; ok: boolean; addr?: string; error?: string }[]>;
+  error: OptionalCheck<string>;
+}> = defineMessage("handshakeResponse", {
+  ok: bool(),
+  /** Virtual hosts this client now serves. */
+  hosts: arrayOf(str({ maxLength: 253 }), 1024),
+  /** Outcome of each requested TCP tunnel (`addr` bound when ok). */
+  tcp: portResults(),
+  /** Outcome of each UDP tunnel (absent from servers without UDP tunnels). */
+  udp: optional(portResults()),
   error: optional(str()),
 });
 /** Server -> client, the answer to the handshake. */
 export type HandshakeResponse = MessageOf<typeof handshakeResponseMessage>;
+/** Outcome of one requested TCP or UDP tunnel. */
+export type PortTunnelResult = HandshakeResponse["tcp"][number];
 /** Outcome of one requested TCP tunnel. */
-export type TcpTunnelResult = HandshakeResponse["tcp"][number];
+export type TcpTunnelResult = PortTunnelResult;
 
 /**
  * Server -> client, the first bytes of every tunnel stream (seed: ControlMsg). The server
@@ -113,16 +127,18 @@ export const controlMsgMessage: MessageDef<"controlMsg", {
   publicPort: OptionalCheck<number>;
 }> = defineMessage("controlMsg", {
   action: oneOf("RequestClientSession"),
-  transportProtocol: oneOf("http", "tcp"),
+  transportProtocol: oneOf("http", "tcp", "udp"),
   /**
    * HTTP: the Host header's port ("" = the client's default). TCP asked for by the client:
    * the public port. TCP defined by the server (`publicPort` set): the local port the server
-   * asks for ("" = the client's default), which the client dials only if it allows it.
+   * asks for ("" = the client's default), which the client dials only if it allows it. UDP:
+   * the same as TCP.
    */
   localPort: str({ pattern: /^\d{0,5}$/, maxLength: 5 }),
   /** Chosen by the server, unique per server process; echoed in the StreamReply. */
   requestId: str({ minLength: 1, maxLength: 64 }),
-  /** Set only on a TCP tunnel the server defined (admin API, `--tcp`): its public port. */
+  /** Set only on a TCP or UDP tunnel the server defined (admin API, `--tcp`, `--udp`): its
+   * public port. */
   publicPort: optional(port()),
 });
 /** The ControlMsg that opens every tunnel stream. */

@@ -1,8 +1,9 @@
 /**
  * The tunnel server core, shared by both front ends (the standalone HTTP/1 fast path and
  * the embeddable Hono app): authenticates clients, runs their mux sessions and control
- * handshakes, routes virtual hosts to sessions and opens tunnel streams. Public TCP ports
- * are owned by tcp_ports.ts, counters kept by stats.ts, Prometheus export is metrics.ts.
+ * handshakes, routes virtual hosts to sessions and opens tunnel streams. Public TCP and UDP
+ * ports are owned by tcp_ports.ts and udp_ports.ts, counters kept by stats.ts, Prometheus
+ * export is metrics.ts.
  * @module
  */
 
@@ -43,6 +44,8 @@ import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
 import { type BalancePolicy, ClientGroup } from "./group.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
 import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
+import { UdpPorts, type UdpTunnelInfo, type UdpTunnelSpecServer } from "./udp_ports.ts";
+import type { FlowLimits } from "../udp/mod.ts";
 import { type StreamReopen, TunnelError, TunnelStream } from "./tunnel_stream.ts";
 import {
   type AccessDenied,
@@ -98,6 +101,12 @@ export interface TunnelServerOptions {
   tcpHost?: string;
   /** Send a PROXY header (v1 or v2) first on every TCP tunnel connection (see TcpPorts). */
   tcpSendProxyProtocol?: 1 | 2;
+  /** Public UDP ports clients may ask for (inclusive range); none when absent. */
+  udpPorts?: { min: number; max: number };
+  /** Address public UDP tunnels bind. @default "127.0.0.1" */
+  udpHost?: string;
+  /** Bounds of each public UDP port's peer flows (idle timeout, flows, queued bytes). */
+  udpLimits?: FlowLimits;
   /** Extra mux session options. */
   mux?: SessionOptions;
   /** Where events are logged. @default silent */
@@ -184,6 +193,7 @@ export class TunnelServer {
   /** Client connects and disconnects so far. */
   readonly clientEvents: ClientEvents = { connected: 0, disconnected: 0 };
   readonly #tcp: TcpPorts;
+  readonly #udp: UdpPorts;
   /** Where each registered host came from (absent: added through the API, "admin"). */
   #hostOrigins = new Map<string, RouteOrigin>();
   /** Access rules by host entry. */
@@ -217,6 +227,12 @@ export class TunnelServer {
       range: opts.tcpPorts,
       hostname: opts.tcpHost ?? "127.0.0.1",
       sendProxyProtocol: opts.tcpSendProxyProtocol,
+      log: this.log,
+    });
+    this.#udp = new UdpPorts(this, {
+      ...opts.udpLimits,
+      range: opts.udpPorts,
+      hostname: opts.udpHost ?? "127.0.0.1",
       log: this.log,
     });
     liveTunnelServers.add(this);
@@ -273,7 +289,7 @@ export class TunnelServer {
   async #revoke(host: string, oldIdentifier: string): Promise<void> {
     for (const old of [...this.#members(clientKey(oldIdentifier))]) {
       old.hosts = old.hosts.filter((x) => x !== host);
-      if (old.hosts.length > 0 || old.tcp.size > 0) continue;
+      if (old.hosts.length > 0 || old.tcp.size > 0 || old.udp.size > 0) continue;
       this.log.info("client ended: its last host was given to another client", {
         client: old.fingerprint,
         cid: old.id,
@@ -301,12 +317,13 @@ export class TunnelServer {
   }
 
   /**
-   * The hosts, server-defined TCP tunnels and access rules set through the admin API, with
-   * their secrets: what the state file keeps across restarts.
+   * The hosts, server-defined TCP and UDP tunnels and access rules set through the admin
+   * API, with their secrets: what the state file keeps across restarts.
    */
   async adminRoutes(): Promise<{
     hosts: HostEntry[];
     tcp: TcpTunnelSpecServer[];
+    udp: UdpTunnelSpecServer[];
     access: ({ host: string } & HostAccessSpec)[];
   }> {
     const hosts = (await this.registry.listHosts()).filter((e) =>
@@ -314,7 +331,13 @@ export class TunnelServer {
     );
     const access = [...this.#accessSpecs].filter(([, a]) => a.origin === "admin")
       .map(([host, a]) => ({ host, ...a.spec }));
-    return { hosts, tcp: this.#tcp.specs().filter((t) => t.origin === "admin"), access };
+    const admin = (t: { origin?: RouteOrigin }) => t.origin === "admin";
+    return {
+      hosts,
+      tcp: this.#tcp.specs().filter(admin),
+      udp: this.#udp.specs().filter(admin),
+      access,
+    };
   }
 
   /**
@@ -328,7 +351,7 @@ export class TunnelServer {
     try {
       known = await verifySecret(limiter, remote ?? "-", async () =>
         !!identifier &&
-        (this.#tcp.names(clientKey(identifier)) ||
+        (this.#tcp.names(clientKey(identifier)) || this.#udp.names(clientKey(identifier)) ||
           !!this.#opts.subdomains?.isAccount(identifier) ||
           await this.registry.isKnown(identifier)));
     } catch (err) {
@@ -550,7 +573,7 @@ export class TunnelServer {
   /**
    * Open a tunnel stream to `client`: the ControlMsg (with a fresh request id) and
    * `firstData` ride in the stream's SYN frame. Call `reply()` on the result next.
-   * `serverTcpPort` marks a server-defined TCP tunnel (sent as the message's `publicPort`).
+   * `serverPort` marks a server-defined TCP or UDP tunnel (sent as the message's `publicPort`).
    */
   async openStream(
     client: ClientConn,
@@ -558,7 +581,7 @@ export class TunnelServer {
     transportProtocol: TransportProtocol,
     localPort: string,
     firstData?: Uint8Array,
-    serverTcpPort?: number,
+    serverPort?: number,
   ): Promise<TunnelStream> {
     const requestId = `${this.#instance}.${++this.#nextRequest}`;
     const msg = encodeMessage({
@@ -567,7 +590,7 @@ export class TunnelServer {
       transportProtocol,
       localPort,
       requestId,
-      ...(serverTcpPort !== undefined ? { publicPort: serverTcpPort } : {}),
+      ...(serverPort !== undefined ? { publicPort: serverPort } : {}),
     });
     const open = (c: ClientConn, fin = false): Promise<Stream> => {
       const head = c.streamPrefix ? concatBytes(c.streamPrefix, msg) : msg;
@@ -745,6 +768,7 @@ export class TunnelServer {
       this.clientEvents.disconnected++;
       await client.close();
       this.#tcp.releaseAll(client);
+      this.#udp.releaseAll(client);
     }
   }
 
@@ -798,19 +822,28 @@ export class TunnelServer {
       }
       client.hosts = await this.registry.hostsOf(identifier);
       if (req.healthCheck) client.healthy = false;
-      // A group's TCP tunnels stay with its first member (a public port has one owner).
-      const tcp = this.#clients.get(client.key)?.first === client
-        ? this.#tcp.openFor(client, req, log)
+      // A group's TCP/UDP tunnels stay with its first member (a public port has one owner).
+      const first = this.#clients.get(client.key)?.first === client;
+      const tcp = first
+        ? await this.#tcp.openFor(client, req.tcp, log)
         : (req.tcp ?? []).map((t) => ({
           publicPort: t.publicPort,
           ok: false,
           error: "TCP tunnels stay with the group's first client",
+        }));
+      const udp = first
+        ? await this.#udp.openFor(client, req.udp, log)
+        : (req.udp ?? []).map((t) => ({
+          publicPort: t.publicPort,
+          ok: false,
+          error: "UDP tunnels stay with the group's first client",
         }));
       const resp: Outgoing<HandshakeResponse> = {
         type: "handshakeResponse",
         ok: true,
         hosts: client.hosts,
         tcp,
+        ...(udp.length > 0 ? { udp } : {}),
       };
       await writeAll(control, encodeMessage(resp));
       client.ready = true;
@@ -833,12 +866,31 @@ export class TunnelServer {
    * The identifier needs no virtual host: naming it here lets its client connect (a TCP-only
    * client, as with frp or rathole) for as long as a tunnel names it.
    *
-   * Throws {@linkcode TcpTunnelError}: "bad-request" (not a port, empty identifier),
+   * Rejects with {@linkcode PortTunnelError}: "bad-request" (not a port, empty identifier),
    * "not-allowed" (outside `tcpPorts`), "in-use" (defined already, held by a client's own
    * tunnel, or bound by another program).
    */
-  addTcpTunnel(spec: TcpTunnelSpecServer): TcpTunnelInfo {
+  addTcpTunnel(spec: TcpTunnelSpecServer): Promise<TcpTunnelInfo> {
     return this.#tcp.add(spec, (key) => this.#clients.get(key)?.first);
+  }
+
+  /**
+   * Define a UDP tunnel on the server side (admin API, `--udp`), as
+   * {@linkcode addTcpTunnel} does for TCP: `publicPort` (inside `udpPorts`) is bound while
+   * the client is connected, and each peer's datagrams go to its `localPort` as one flow.
+   */
+  async addUdpTunnel(spec: UdpTunnelSpecServer): Promise<UdpTunnelInfo> {
+    return this.#udp.describe(await this.#udp.add(spec, (key) => this.#clients.get(key)?.first));
+  }
+
+  /** Remove a server-defined UDP tunnel and close its port; false if there was none. */
+  removeUdpTunnel(publicPort: number): Promise<boolean> {
+    return this.#udp.remove(publicPort);
+  }
+
+  /** Every UDP tunnel with its flows and datagram counters. No secrets. */
+  udpTunnels(): UdpTunnelInfo[] {
+    return this.#udp.list();
   }
 
   /** Remove a server-defined TCP tunnel and close its port; false if there was none. */

@@ -1,5 +1,5 @@
 /**
- * The tunnel server's state file (`--state-file`): the hosts and TCP tunnels added through
+ * The tunnel server's state file (`--state-file`): the hosts and TCP/UDP tunnels added through
  * the admin API, so they survive a restart and their clients are not locked out by a
  * redeploy, and the subdomain claims, so a restart within their grace period gives no name
  * away. Written atomically (a temporary file beside it, then a rename) with mode 0600:
@@ -11,7 +11,7 @@ import type { Logger } from "../log.ts";
 import { errorMessage } from "../net/errors.ts";
 import { minIdentifierChars, TunnelConfigError } from "./config.ts";
 import type { HostEntry } from "./registry.ts";
-import type { TcpTunnelSpecServer } from "./tcp_ports.ts";
+import type { PortTunnelSpec } from "./port_tunnels.ts";
 import type { ClaimRecord, TunnelServer } from "./server.ts";
 import { HostAccess, type HostAccessSpec } from "./access.ts";
 
@@ -25,7 +25,9 @@ export interface TunnelState {
   /** Hosts added through the admin API. */
   hosts: HostEntry[];
   /** Server-defined TCP tunnels added through the admin API. */
-  tcp: TcpTunnelSpecServer[];
+  tcp: PortTunnelSpec[];
+  /** Server-defined UDP tunnels added through the admin API (absent in older files). */
+  udp?: PortTunnelSpec[];
   /** Access rules set through the admin API (absent in files of older builds). */
   access?: ({ host: string } & HostAccessSpec)[];
   /** Subdomain claims (account token digests, never tokens; absent in older files). */
@@ -60,19 +62,23 @@ export function parseTunnelState(text: string, path: string): TunnelState {
     }
     return { host: h.host, identifier: h.identifier };
   });
-  const tcp = o.tcp.map((t: Partial<TcpTunnelSpecServer>, i: number) => {
-    if (
-      !isPort(t?.publicPort) || !isIdentifier(t.identifier) ||
-      (t.localPort !== undefined && !isPort(t.localPort))
-    ) {
-      throw bad(`tcp[${i}] must be {publicPort, identifier, localPort?}`);
-    }
-    return {
-      publicPort: t.publicPort,
-      identifier: t.identifier,
-      ...(t.localPort === undefined ? {} : { localPort: t.localPort }),
-    };
-  });
+  const ports = (list: Partial<PortTunnelSpec>[], name: string) =>
+    list.map((t: Partial<PortTunnelSpec>, i: number) => {
+      if (
+        !isPort(t?.publicPort) || !isIdentifier(t.identifier) ||
+        (t.localPort !== undefined && !isPort(t.localPort))
+      ) {
+        throw bad(`${name}[${i}] must be {publicPort, identifier, localPort?}`);
+      }
+      return {
+        publicPort: t.publicPort,
+        identifier: t.identifier,
+        ...(t.localPort === undefined ? {} : { localPort: t.localPort }),
+      };
+    });
+  const tcp = ports(o.tcp, "tcp");
+  if (o.udp !== undefined && !Array.isArray(o.udp)) throw bad(`"udp" must be a list`);
+  const udp = ports(o.udp ?? [], "udp");
   if (o.access !== undefined && !Array.isArray(o.access)) throw bad(`"access" must be a list`);
   const access = (o.access ?? []).map((a: { host?: unknown } & HostAccessSpec, i: number) => {
     if (typeof a?.host !== "string" || !a.host) throw bad(`access[${i}] needs a host`);
@@ -98,7 +104,7 @@ export function parseTunnelState(text: string, path: string): TunnelState {
       ...(c.leftAt === undefined ? {} : { leftAt: c.leftAt }),
     };
   });
-  return { version: stateFileVersion, hosts, tcp, access, claims };
+  return { version: stateFileVersion, hosts, tcp, udp, access, claims };
 }
 
 /**
@@ -113,20 +119,24 @@ export class TunnelStateFile {
   constructor(readonly path: string, readonly server: TunnelServer, readonly log: Logger) {}
 
   /**
-   * Add the file's hosts and TCP tunnels to the server (a missing file is an empty state).
+   * Add the file's hosts and TCP/UDP tunnels to the server (a missing file is an empty state).
    * An entry that cannot be added (host defined by a flag, port busy) is skipped with a
    * warning; a malformed file throws {@linkcode TunnelConfigError}.
    */
-  async load(): Promise<{ hosts: number; tcp: number; access: number; claims: number }> {
+  async load(): Promise<
+    { hosts: number; tcp: number; udp: number; access: number; claims: number }
+  > {
     let text: string;
     try {
       text = await Deno.readTextFile(this.path);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return { hosts: 0, tcp: 0, access: 0, claims: 0 };
+      if (err instanceof Deno.errors.NotFound) {
+        return { hosts: 0, tcp: 0, udp: 0, access: 0, claims: 0 };
+      }
       throw new TunnelConfigError(`state file ${this.path}: ${errorMessage(err)}`);
     }
     const state = parseTunnelState(text, this.path);
-    let hosts = 0, tcp = 0;
+    let hosts = 0, tcp = 0, udp = 0;
     for (const { host, identifier } of state.hosts) {
       try {
         await this.server.addHost(host, identifier, { origin: "admin", exclusive: true });
@@ -137,10 +147,21 @@ export class TunnelStateFile {
     }
     for (const t of state.tcp) {
       try {
-        this.server.addTcpTunnel({ ...t, origin: "admin" });
+        await this.server.addTcpTunnel({ ...t, origin: "admin" });
         tcp++;
       } catch (err) {
         this.log.warn("state file tcp tunnel skipped", {
+          port: t.publicPort,
+          error: errorMessage(err),
+        });
+      }
+    }
+    for (const t of state.udp ?? []) {
+      try {
+        await this.server.addUdpTunnel({ ...t, origin: "admin" });
+        udp++;
+      } catch (err) {
+        this.log.warn("state file udp tunnel skipped", {
           port: t.publicPort,
           error: errorMessage(err),
         });
@@ -164,8 +185,8 @@ export class TunnelStateFile {
         this.log.info("state file claim not restored", { host: c.host, why: errorMessage(err) });
       }
     }
-    this.log.info("state loaded", { path: this.path, hosts, tcp, access, claims });
-    return { hosts, tcp, access, claims };
+    this.log.info("state loaded", { path: this.path, hosts, tcp, access, claims, udp });
+    return { hosts, tcp, udp, access, claims };
   }
 
   /** Resolves once the saves started so far are done (written or failed): before an exit. */
@@ -183,11 +204,13 @@ export class TunnelStateFile {
   }
 
   async #write(): Promise<void> {
-    const { hosts, tcp, access } = await this.server.adminRoutes();
+    const { hosts, tcp, udp, access } = await this.server.adminRoutes();
     const state: TunnelState = {
       version: stateFileVersion,
       hosts,
       tcp: tcp.map(({ origin: _, ...t }) => t),
+      // Only when there are any: files without UDP tunnels keep their older shape.
+      ...(udp.length > 0 ? { udp: udp.map(({ origin: _, ...t }) => t) } : {}),
       access,
       claims: this.server.claimRecords(),
     };

@@ -99,6 +99,11 @@ export class FlowTable<F extends Flow> {
     return e.flow;
   }
 
+  /** The flow of `key` without marking it active; undefined when there is none. */
+  peek(key: string): F | undefined {
+    return this.#flows.get(key)?.flow;
+  }
+
   /** Map order is activity order (oldest first): re-inserting keeps eviction O(1). */
   #markActive(key: string, e: Entry<F>): void {
     e.lastActiveMs = performance.now();

@@ -1,7 +1,8 @@
 /**
  * UDP counters every relay keeps (lib/stats.ts, exported by lib/metrics.ts): datagrams and
  * payload bytes relayed each way, datagrams dropped by reason, and flows held now — all by
- * `relay` ("udp-forward", "socks5-udp", "depot-server", "depot-local"). A datagram is counted
+ * `relay` ("udp-forward", "socks5-udp", "depot-server", "depot-local", "tunnel-server",
+ * "tunnel-client"). A datagram is counted
  * where it is sent on: "up" toward its destination, "down" toward the client; a dropped one
  * is counted once, by the half that dropped it, so in = relayed + dropped.
  * @module
@@ -11,7 +12,13 @@ import { type Counter, counter, type Gauge, gauge } from "../stats.ts";
 import type { RelayStats } from "../net/relay.ts";
 
 /** Which relay a counter belongs to (the `relay` label). */
-export type UdpRelayName = "udp-forward" | "socks5-udp" | "depot-server" | "depot-local";
+export type UdpRelayName =
+  | "udp-forward"
+  | "socks5-udp"
+  | "depot-server"
+  | "depot-local"
+  | "tunnel-server"
+  | "tunnel-client";
 
 /** Datagrams relayed, by relay and direction. */
 export const udpDatagramsTotal: Counter<"relay" | "direction"> = counter(

@@ -36,6 +36,7 @@ export class UdpSocket {
   readonly #sock: dgram.Socket;
   readonly #addr: HostPort;
   #closed = false;
+  #closing: Promise<void> | undefined;
   /** Called for every datagram received (set before traffic arrives; dropped otherwise). */
   onMessage: DatagramHandler = () => {};
 
@@ -108,14 +109,21 @@ export class UdpSocket {
     });
   }
 
-  /** Close the socket (idempotent). */
-  close(): void {
-    if (this.#closed) return;
+  /**
+   * Close the socket (idempotent). The port is released asynchronously: await the result
+   * before binding it again.
+   */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
     this.#closed = true;
-    try {
-      this.#sock.close();
-    } catch {
-      // Already closed by node (ERR_SOCKET_DGRAM_NOT_RUNNING): nothing left to release.
-    }
+    this.#closing = new Promise<void>((resolve) => {
+      try {
+        this.#sock.close(() => resolve());
+      } catch {
+        // Already closed by node (ERR_SOCKET_DGRAM_NOT_RUNNING): nothing left to release.
+        resolve();
+      }
+    });
+    return this.#closing;
   }
 }

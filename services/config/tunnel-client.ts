@@ -13,7 +13,7 @@ import {
   tlsClientFromFlags,
 } from "../../lib/cli_security.ts";
 import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
-import { isDnsLabel, type TcpTunnelSpec } from "../../lib/tunnel/mod.ts";
+import { isDnsLabel, type TcpTunnelSpec, type UdpTunnelSpec } from "../../lib/tunnel/mod.ts";
 import { defaultInspectBodyBytes, defaultInspectMaxRequests } from "../../lib/inspect/mod.ts";
 import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
@@ -56,6 +56,13 @@ export const command = {
       multiple: true,
       arg: "public_port=host:port",
       help: "TCP tunnel: the server's public port relayed to this local address",
+    },
+    udp: {
+      kind: "string",
+      multiple: true,
+      arg: "public_port=host:port",
+      help: "UDP tunnel: the server's public UDP port relayed to this local UDP service " +
+        "(one flow, with its own socket, per public peer)",
     },
     transport: {
       kind: "choice",
@@ -153,6 +160,7 @@ export const command = {
   examples: [
     "TUNNEL_IDENTIFIER=s3cret tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000",
     "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --tcp 20022=127.0.0.1:22",
+    "tunnel-client --server https://t.example.com --identifier-file ~/.tunnel-id --udp 20053=127.0.0.1:53",
     "tunnel-client --server wss://t.example.com --tls-ca ca.pem --tls-client-cert me.pem --tls-client-key me.key",
     "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --inspect :4040",
     "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --health-check /healthz",
@@ -166,6 +174,7 @@ export interface TunnelClientServiceConfig {
   servers: string[];
   identifier: string;
   tcp: TcpTunnelSpec[];
+  udp: UdpTunnelSpec[];
   tls?: TlsClientConfig;
   /** How the server is reached through a proxy, if at all. */
   proxy?: ProxySettings;
@@ -214,22 +223,24 @@ export function validate(
       `--subdomain must be a DNS label (a-z 0-9 -), got ${f.subdomain}`,
     );
   }
-  const tcp: TcpTunnelSpec[] = f.tcp.map((spec) => {
+  const portTunnel = (flag: "tcp" | "udp") => (spec: string): TcpTunnelSpec => {
     const m = /^(\d{1,5})=(.+)$/.exec(spec);
     if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) {
-      throw new FlagError("tcp", `${ctx.where("tcp")}: must be public_port=host:port, got ${spec}`);
+      throw new FlagError(flag, `${ctx.where(flag)}: must be public_port=host:port, got ${spec}`);
     }
     try {
       return { publicPort: Number(m[1]), local: parseHostPort(m[2]) };
     } catch (err) {
-      throw new FlagError("tcp", `${ctx.where("tcp")}: ${errorMessage(err)}`);
+      throw new FlagError(flag, `${ctx.where(flag)}: ${errorMessage(err)}`);
     }
-  });
+  };
+  const tcp = f.tcp.map(portTunnel("tcp"));
+  const udp: UdpTunnelSpec[] = f.udp.map(portTunnel("udp"));
   // TLS itself follows the URL scheme (https/wss); these flags only say whom to trust and
   // which client certificate to present.
   const tls = tlsClientFromFlags(f);
   if (tls && ![server, ...servers].every((u) => /^(https|wss):/i.test(u))) {
     throw new FlagError("tls-ca", "--tls-* flags need an https:// or wss:// --server");
   }
-  return { server, servers, identifier, tcp, tls, proxy: proxyFromFlags(f) };
+  return { server, servers, identifier, tcp, udp, tls, proxy: proxyFromFlags(f) };
 }

@@ -1,6 +1,6 @@
 /**
  * tunnel-server's flags and their validation: the one check a start, `--check-config` and a
- * reload run (host values and hosts files with their secrets, --tcp inside --tcp-ports, the
+ * reload run (host values and hosts files with their secrets, --tcp/--udp inside their port ranges, the
  * admin token, TLS files).
  * @module
  */
@@ -156,6 +156,45 @@ export const command = {
       default: "127.0.0.1",
       help: "address public TCP tunnel ports bind",
     },
+    "udp-ports": {
+      kind: "string",
+      arg: "min-max",
+      help: "public UDP ports clients may ask for (UDP tunnels); none by default",
+    },
+    udp: {
+      kind: "string",
+      multiple: true,
+      arg: "port[:localPort]=identifier",
+      live: true,
+      help: "server-defined UDP tunnel: open public port (inside --udp-ports) while the client " +
+        "with this identifier is connected; each peer's datagrams go to its localPort " +
+        "(default: its first --udp service; it must allow the port)",
+    },
+    "udp-host": {
+      kind: "string",
+      arg: "addr",
+      default: "127.0.0.1",
+      help: "address public UDP tunnel ports bind",
+    },
+    "udp-idle-timeout": {
+      kind: "duration",
+      default: "60s",
+      help: "a UDP peer flow without a datagram either way for this long is closed",
+    },
+    "udp-max-flows": {
+      kind: "int",
+      min: 1,
+      arg: "n",
+      default: "1024",
+      help: "peer flows per public UDP port (at the bound the least recently active is closed)",
+    },
+    "udp-max-queued": {
+      kind: "int",
+      min: 65536,
+      arg: "bytes",
+      default: String(4 * 1024 * 1024),
+      help: "bytes waiting to be sent per public UDP port (more are dropped and counted)",
+    },
     "response-timeout": {
       kind: "duration",
       default: "60s",
@@ -252,6 +291,7 @@ export const command = {
     "tunnel-server --listen 0.0.0.0:8080 --host app.example.com=env:APP_ID",
     "TUNNEL_ADMIN_TOKEN=s3cret tunnel-server --admin 127.0.0.1:8081 --tcp-ports 20000-20100",
     "tunnel-server --tcp-ports 20000-20100 --tcp 20001:5432=env:DB_ID   # a TCP-only client",
+    "tunnel-server --udp-ports 20000-20100 --udp 20053:53=env:DNS_ID    # a UDP-only client",
   ],
 } as const;
 
@@ -259,7 +299,8 @@ export const command = {
 export interface TunnelServerServiceConfig {
   tls?: TlsServerConfig;
   tcpPorts?: PortRange;
-  /** Hosts and TCP tunnels the config defines (TunnelServer.applyConfig). */
+  udpPorts?: PortRange;
+  /** Hosts and TCP/UDP tunnels the config defines (TunnelServer.applyConfig). */
   routes: TunnelConfig;
   /** Tokens that may claim subdomains under --domain (resolved secrets). */
   accountTokens: string[];
@@ -333,7 +374,10 @@ export function validate(
   const tcpPorts = f["tcp-ports"]
     ? parsePortRange(f["tcp-ports"], ctx.where("tcp-ports"))
     : undefined;
-  const routes: TunnelConfig = { hosts: new Map(), tcp: new Map() };
+  const udpPorts = f["udp-ports"]
+    ? parsePortRange(f["udp-ports"], ctx.where("udp-ports"))
+    : undefined;
+  const routes: TunnelConfig = { hosts: new Map(), tcp: new Map(), udp: new Map() };
   for (const [host, id] of f.host.map((h) => parseHostSpec(h, ctx.where("host")))) {
     routes.hosts.set(host, id);
   }
@@ -345,6 +389,10 @@ export function validate(
   for (const t of f.tcp) {
     const spec = parseTcpSpec(t, tcpPorts, ctx.where("tcp"));
     routes.tcp.set(spec.publicPort, spec);
+  }
+  for (const t of f.udp) {
+    const spec = parseTcpSpec(t, udpPorts, ctx.where("udp"), undefined, "udp");
+    routes.udp!.set(spec.publicPort, spec);
   }
   const tls = tlsServerFromFlags(f);
   let proxyProtocolFrom: Acl | undefined;
@@ -404,6 +452,7 @@ export function validate(
   return {
     tls,
     tcpPorts,
+    udpPorts,
     routes,
     proxyProtocolFrom,
     accountTokens,

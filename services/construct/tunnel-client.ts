@@ -51,6 +51,7 @@ export async function constructTunnelClient(
     local: flags.local,
     allowPorts: flags["allow-port"],
     tcp: cfg.tcp,
+    udp: cfg.udp,
     transport: flags.transport,
     tls: cfg.tls,
     proxy: cfg.proxy,

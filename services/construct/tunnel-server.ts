@@ -30,8 +30,9 @@ export interface TunnelServerService {
   front: Server;
   admin?: Server;
   metrics?: ObservabilityServer;
-  /** `--tcp` tunnels that could not be added (the service refuses to start with any). */
+  /** `--tcp`/`--udp` tunnels that could not be added (the service refuses to start with any). */
   failedTcp: { port: number; error: string }[];
+  failedUdp: { port: number; error: string }[];
   stop(drainMs: number): Promise<void>;
 }
 
@@ -60,6 +61,13 @@ export async function constructTunnelServer(
     tcpPorts: cfg.tcpPorts,
     tcpHost: flags["tcp-host"],
     tcpSendProxyProtocol: ({ "0": undefined, "1": 1, "2": 2 } as const)[flags["tcp-send-proxy"]],
+    udpPorts: cfg.udpPorts,
+    udpHost: flags["udp-host"],
+    udpLimits: {
+      idleTimeoutMs: flags["udp-idle-timeout"],
+      maxFlows: flags["udp-max-flows"],
+      maxQueuedBytes: flags["udp-max-queued"],
+    },
     responseTimeoutMs: flags["response-timeout"],
     heartbeatIntervalMs: flags.heartbeat,
     heartbeatTimeoutMs: flags.heartbeat * 3,
@@ -79,7 +87,7 @@ export async function constructTunnelServer(
   if (clusterL) {
     log.info("listening", { name: "cluster", addr: formatAddr(cluster!.listen(clusterL).addr) });
   }
-  const { failedTcp } = await server.applyConfig(cfg.routes);
+  const { failedTcp, failedUdp } = await server.applyConfig(cfg.routes);
   // After the flags' routes, which win over a state entry for the same host or port.
   const state = flags["state-file"]
     ? new TunnelStateFile(flags["state-file"], server, log)
@@ -144,6 +152,7 @@ export async function constructTunnelServer(
   log.info("hosts", {
     count: cfg.routes.hosts.size,
     tcpPorts: flags["tcp-ports"] ?? "none",
+    udpPorts: flags["udp-ports"] ?? "none",
     tls: cfg.tls ? (cfg.tls.ca ? "mutual" : "server") : "off",
   });
   return {
@@ -152,6 +161,7 @@ export async function constructTunnelServer(
     admin,
     metrics,
     failedTcp,
+    failedUdp,
     stop: async (drainMs) => {
       await server.close();
       await state?.settled();
