@@ -7,9 +7,10 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { startRedis, type TestRedis } from "./_redis.ts";
-import { curl, startApp, startClient, startTunnel, type TestTunnel } from "./_tunnel.ts";
-import { type ClientRecord, ClusterLinks, RedisRegistry } from "../lib/tunnel/mod.ts";
+import { startRedis } from "./_redis.ts";
+import { curl, startApp, startClient } from "./_tunnel.ts";
+import { type Member, member } from "./_tunnel_cluster.ts";
+import { type ClientRecord, RedisRegistry } from "../lib/tunnel/mod.ts";
 import { createHash } from "node:crypto";
 // deno-lint-ignore no-import-prefix
 import { createClient } from "npm:@redis/client@6.3.1";
@@ -118,52 +119,15 @@ Deno.test("cluster cache: cached answers cost no Redis command; notices drop the
   }
 });
 
-const token = "cache-link-token-0001";
-
-interface Member {
-  name: string;
-  registry: RedisRegistry;
-  tunnel: TestTunnel;
-  links: ClusterLinks;
-  close(): Promise<void>;
-}
-
-/** One cluster instance in this process: registry, front, links (cache and leases long). */
-async function member(redis: TestRedis, name: string): Promise<Member> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const registry = await RedisRegistry.connect({
-    url: redis.url,
-    instance: name,
-    advertise: `127.0.0.1:${l.addr.port}`,
-    leaseMs: 600_000,
-    cacheMs: 600_000,
-  });
-  const tunnel = startTunnel({ registry });
-  const links = new ClusterLinks(tunnel.server, registry, { token });
-  links.attach();
-  links.listen(l);
-  return {
-    name,
-    registry,
-    tunnel,
-    links,
-    close: async () => {
-      await links.close();
-      await tunnel.close();
-      await registry.close();
-    },
-  };
-}
-
 Deno.test("cluster cache: a stale entry still gets the request served (fresh lookup, pass on)", async () => {
   const redis = await startRedis();
   const raw = await rawRedis(redis.url);
   const app = startApp("app");
   const members: Member[] = [];
   try {
-    const a = await member(redis, "a");
-    const b = await member(redis, "b");
-    const c = await member(redis, "c");
+    const a = await member(redis.url, "a");
+    const b = await member(redis.url, "b");
+    const c = await member(redis.url, "c");
     members.push(a, b, c);
     await c.tunnel.server.addHost("app.test", id);
     const client = startClient({

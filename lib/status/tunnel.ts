@@ -6,24 +6,33 @@
 
 import type { ClientInfo } from "../tunnel/client_conn.ts";
 import type { HostStatus, UnknownHost } from "../tunnel/stats.ts";
+import type { ClusterInstanceInfo } from "../tunnel/cluster_view.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
+/** What the page shows of the hosts and clients: one instance's, or a cluster's. */
+export interface TunnelStatusView {
+  hosts: HostStatus[];
+  clients: ClientInfo[];
+  /** A cluster's live instances (its hosts and clients then name their holder). */
+  instances?: ClusterInstanceInfo[];
+}
+
 /**
- * A provider over `TunnelServer.status()`, `.clients()` and, when given, the request counts
+ * A provider over the hosts and clients (`clusterView(server)`: the whole cluster when the
+ * registry is shared) and, when given, the request counts
  * by host and outcome (`server.stats.outcomes()`): every outcome (proxied, 404, 502, 504 …)
  * is charted and tabled beside the others; and the recent unknown hosts (the names behind
  * the 404s, `server.stats.recentUnknownHosts()`), so a typo'd DNS entry or a client that
  * never came shows by name.
  */
 export function tunnelStatusProvider(
-  hosts: () => Promise<HostStatus[]>,
-  clients: () => ClientInfo[],
+  view: () => Promise<TunnelStatusView>,
   outcomes?: () => [host: string, outcome: string, count: number][],
   unknownHosts?: () => UnknownHost[],
 ): StatusProvider {
   return async () => {
-    const hs = await hosts();
-    const cs = clients();
+    const { hosts: hs, clients: cs, instances = [] } = await view();
+    const cluster = instances.length > 0;
     const sum = (f: (h: HostStatus) => number) => hs.reduce((n, h) => n + f(h), 0);
     const byOutcome = new Map<string, number>();
     for (const [, o, n] of outcomes?.() ?? []) byOutcome.set(o, (byOutcome.get(o) ?? 0) + n);
@@ -56,12 +65,26 @@ export function tunnelStatusProvider(
     }
     return {
       tables: [
+        ...(cluster
+          ? [{
+            title: "instances",
+            columns: ["instance", "advertise", "since", "clients", "this one"],
+            rows: instances.map((i) => [
+              i.name,
+              i.advertise ?? null,
+              new Date(i.since).toISOString(),
+              i.clients,
+              i.self,
+            ]),
+          }]
+          : []),
         {
           title: "hosts",
           columns: [
             "host",
             "client",
             "connected",
+            ...(cluster ? ["instance"] : []),
             "members",
             "requests",
             "errors",
@@ -73,6 +96,7 @@ export function tunnelStatusProvider(
             h.host,
             h.client,
             h.connected,
+            ...(cluster ? [h.instance ?? null] : []),
             // A group: its clients, and how many of them are in rotation.
             h.members > 1 || h.healthy < h.members
               ? `${h.healthy}/${h.members} healthy`
@@ -107,6 +131,7 @@ export function tunnelStatusProvider(
           columns: [
             "id",
             "fingerprint",
+            ...(cluster ? ["instance"] : []),
             "remote",
             "since",
             "hosts",
@@ -119,6 +144,7 @@ export function tunnelStatusProvider(
           rows: cs.map((c) => [
             c.id,
             c.fingerprint,
+            ...(cluster ? [c.instance ?? null] : []),
             c.remote,
             new Date(c.since).toISOString(),
             c.hosts.join(" "),

@@ -16,6 +16,7 @@ import { HostTakenError, type TunnelServer } from "./server.ts";
 import { HostAccessError, type HostAccessSpec } from "./access.ts";
 import { normalizeHostPattern } from "./registry.ts";
 import { PortTunnelError, type PortTunnelFailure, type PortTunnelSpec } from "./port_tunnels.ts";
+import { clusterView } from "./cluster_view.ts";
 
 /** A JSON list of strings, or undefined (a wrong type fails HostAccess's own checks). */
 function list(v: unknown): string[] | undefined {
@@ -57,7 +58,9 @@ export interface AdminAppOptions {
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
  * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),
  * `DELETE /tcp/:port` (204, or 404); server-defined UDP tunnels the same under `/udp` (its
- * list shows each port's flows and datagram counters).
+ * list shows each port's flows and datagram counters). In a cluster (shared registry)
+ * `GET /hosts`, `/clients` and `/status` show every instance's (`instance` names the holder)
+ * and `GET /cluster` adds the live instances ({@linkcode clusterView}).
  */
 export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hono {
   if (!opts.token) throw new RangeError("admin token must not be empty");
@@ -94,7 +97,7 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
       return `applied, but not saved: ${errorMessage(err)}`;
     }
   };
-  app.get("/hosts", async (c) => c.json(await server.status()));
+  app.get("/hosts", async (c) => c.json((await clusterView(server)).hosts));
   app.post("/hosts", async (c) => {
     let body: { host?: unknown; identifier?: unknown; replace?: unknown };
     try {
@@ -230,10 +233,11 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     add: (spec) => server.addUdpTunnel(spec),
     remove: (port) => server.removeUdpTunnel(port),
   });
-  app.get("/clients", (c) => c.json(server.clients()));
-  app.get(
-    "/status",
-    async (c) => c.json({ hosts: await server.status(), clients: server.clients() }),
-  );
+  app.get("/clients", async (c) => c.json((await clusterView(server)).clients));
+  app.get("/status", async (c) => {
+    const { hosts, clients } = await clusterView(server);
+    return c.json({ hosts, clients });
+  });
+  app.get("/cluster", async (c) => c.json(await clusterView(server)));
   return app;
 }

@@ -26,7 +26,7 @@ export interface ClientInfo {
   tcpPorts: number[];
   /** Public UDP tunnel ports it holds. */
   udpPorts: number[];
-  /** Last measured mux ping round trip. */
+  /** Last measured mux ping round trip (clients held by this instance). */
   rttMs?: number;
   /**
    * False while its health check fails (or has not passed yet): it gets no new streams. A
@@ -37,6 +37,8 @@ export interface ClientInfo {
   openStreams: number;
   /** Tunnel streams opened to it so far (its share of a group's requests). */
   streams: number;
+  /** In a cluster (shared registry): the instance holding it. */
+  instance?: string;
 }
 
 /** Memo of `clientKey` (a SHA-256 per routed request was 2-3 % of a front's CPU). */

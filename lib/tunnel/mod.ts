@@ -30,3 +30,4 @@ export * from "./subdomains.ts";
 export * from "./access.ts";
 export * from "./redis_registry.ts";
 export * from "./cluster.ts";
+export * from "./cluster_view.ts";

@@ -247,6 +247,11 @@ export class RedisRegistry implements Registry {
     });
   }
 
+  /** Whether change notices arrive, so routing answers are cached (false during an outage). */
+  get cacheActive(): boolean {
+    return this.#subUp;
+  }
+
   #clearCaches(): void {
     this.#hostCache.clear();
     this.#clientCache.clear();
@@ -529,10 +534,8 @@ export class RedisRegistry implements Registry {
     const out: string[] = [];
     try {
       for await (const keys of this.#client.scanIterator({ MATCH: this.#key(pattern) })) {
-        for (const k of keys) {
-          const v = await this.#client.get(k);
-          if (v) out.push(v);
-        }
+        if (keys.length === 0) continue;
+        for (const v of await this.#client.mGet(keys)) if (v) out.push(v);
       }
     } catch (err) {
       this.#fail("list", err);

@@ -38,12 +38,14 @@ export interface HostStatus extends HostStats {
   host: string;
   /** Fingerprint of the identifier serving it. */
   client: string;
-  /** Whether its client is connected and ready. */
+  /** Whether its client is connected and ready (on any instance of a cluster). */
   connected: boolean;
   /** Clients connected for it (more than one: a group sharing the load). */
   members: number;
   /** Of those, the ones whose health check passes (or that have none): in rotation. */
   healthy: number;
+  /** In a cluster (shared registry): the instance holding its client, if one does. */
+  instance?: string;
   /** Where the host was defined: a flag, a hosts file, the admin API or a claim. */
   origin: RouteOrigin;
   /** Its access rules (counts and CIDRs, no secret), when it has any. */

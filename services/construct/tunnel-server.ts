@@ -11,6 +11,8 @@ import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../..
 import { serveHttp } from "../../lib/http/mod.ts";
 import {
   ClusterLinks,
+  type ClusterView,
+  clusterView,
   createAdminApp,
   normalizeHost,
   RedisRegistry,
@@ -123,8 +125,7 @@ export async function constructTunnelServer(
     log,
     auth: flags["status-auth"],
     status: async () => ({
-      hosts: await server.status(),
-      clients: server.clients(),
+      ...clusterJson(await clusterView(server)),
       unknownHosts: {
         requests: server.stats.unknownHostRequests,
         recent: server.stats.recentUnknownHosts(),
@@ -132,8 +133,7 @@ export async function constructTunnelServer(
     }),
     providers: [
       tunnelStatusProvider(
-        () => server.status(),
-        () => server.clients(),
+        () => clusterView(server),
         () => server.stats.outcomes(),
         () => server.stats.recentUnknownHosts(),
       ),
@@ -171,5 +171,17 @@ export async function constructTunnelServer(
       await admin?.stop();
       await metrics?.shutdown();
     },
+  };
+}
+
+/** The status JSON's hosts and clients, and in a cluster its instances. */
+function clusterJson(
+  v: ClusterView,
+): Pick<ClusterView, "hosts" | "clients"> & { cluster?: Omit<ClusterView, "hosts" | "clients"> } {
+  const { hosts, clients, instance, instances, registryError } = v;
+  return {
+    hosts,
+    clients,
+    ...(instance === undefined ? {} : { cluster: { instance, instances, registryError } }),
   };
 }

@@ -1,0 +1,43 @@
+/** In-process tunnel-server cluster members for the cluster tests (a real redis-server). */
+
+import { ClusterLinks, RedisRegistry } from "../lib/tunnel/mod.ts";
+import { startTunnel, type TestTunnel } from "./_tunnel.ts";
+
+/** The link token of the in-process members. */
+export const memberToken = "cluster-member-token-0001";
+
+/** One running member. */
+export interface Member {
+  name: string;
+  registry: RedisRegistry;
+  tunnel: TestTunnel;
+  links: ClusterLinks;
+  close(): Promise<void>;
+}
+
+/** One cluster instance in this process: registry, front, links (cache and leases long). */
+export async function member(url: string, name: string): Promise<Member> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const registry = await RedisRegistry.connect({
+    url,
+    instance: name,
+    advertise: `127.0.0.1:${l.addr.port}`,
+    leaseMs: 600_000,
+    cacheMs: 600_000,
+  });
+  const tunnel = startTunnel({ registry });
+  const links = new ClusterLinks(tunnel.server, registry, { token: memberToken });
+  links.attach();
+  links.listen(l);
+  return {
+    name,
+    registry,
+    tunnel,
+    links,
+    close: async () => {
+      await links.close();
+      await tunnel.close();
+      await registry.close();
+    },
+  };
+}
