@@ -78,6 +78,31 @@ export function selfTimes(p: CpuProfile): { key: string; ms: number }[] {
 }
 
 /**
+ * Total time in ms per function (its samples and its callees', within one synchronous run:
+ * an async function's time after an await is counted where it resumes), largest first.
+ */
+export function totalTimes(p: CpuProfile): { key: string; ms: number }[] {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const ms = new Map<string, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    const seen = new Set<string>();
+    for (let id: number | undefined = p.samples[i]; id !== undefined; id = parent.get(id)) {
+      const f = byId.get(id)!.callFrame;
+      if (!f.url) continue;
+      const key = `${f.functionName || "(anon)"} ${f.url.slice(f.url.lastIndexOf("/") + 1)}:${
+        f.lineNumber + 1
+      }`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      ms.set(key, (ms.get(key) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+    }
+  }
+  return [...ms].map(([key, v]) => ({ key, ms: v })).sort((a, b) => b.ms - a.ms);
+}
+
+/**
  * Where the busy time went, by kind: Deno's ops (`op_*`: the syscalls and their bindings),
  * GC, V8's own work ("(program)"), Deno's JS runtime (ext: files), and each of our files.
  */

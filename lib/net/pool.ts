@@ -21,8 +21,14 @@ export const maxRelayBufferBytes = 4 * 1024 * 1024;
  * RSS peaked near 480 MiB at 256, about 210 MiB at 64, at the same aggregate throughput.
  */
 export const defaultRelayBudgetBytes = 64 * 1024 * 1024;
-/** Free buffers kept per size class for reuse (more are dropped to the GC). */
-const maxFreePerClass = 8;
+/**
+ * Free bytes kept per size class for reuse (more are dropped to the GC), and the least
+ * number of free buffers of any class. With 1 MiB, 256 of the smallest class wait for the
+ * next connections: 8 were too few for 32 concurrent short connections (two buffers each),
+ * which then allocated (and collected) a fresh 4 KiB pair per connection.
+ */
+const maxFreeBytesPerClass = 1024 * 1024;
+const minFreePerClass = 8;
 
 /** A budgeted pool of power-of-four sized buffers. */
 export class BufferPool {
@@ -70,7 +76,8 @@ export class BufferPool {
   /** Give a buffer back; it is pooled for reuse or dropped if its class list is full. */
   release(buf: Uint8Array): void {
     const list = this.#free.get(buf.length) ?? [];
-    if (list.length < maxFreePerClass && buf.length >= this.minBytes) {
+    const keep = Math.max(minFreePerClass, maxFreeBytesPerClass / buf.length);
+    if (list.length < keep && buf.length >= this.minBytes) {
       list.push(buf);
       this.#free.set(buf.length, list);
     } else {

@@ -10,6 +10,9 @@ import { ProtocolError } from "./errors.ts";
 /** Bytes read from the source at most per syscall while parsing. */
 const defaultChunkBytes = 16 * 1024;
 
+/** What `takeBuffered` hands over when nothing was read ahead (length 0: nothing to change). */
+const noBytes = new Uint8Array(0);
+
 /** The peer closed before a complete frame arrived. */
 export class UnexpectedEofError extends ProtocolError {
   override name = "UnexpectedEofError";
@@ -30,9 +33,14 @@ export class BufferedReader {
   #start = 0;
   #end = 0;
 
-  constructor(src: Pick<Duplex, "read">, chunkBytes = defaultChunkBytes) {
+  /**
+   * Read from `src`, `chunkBytes` at a time at first; or into `buffer` (a pooled one the
+   * caller owns again once it is done with the reader: every read is awaited by then, and
+   * what the reader hands out is a copy, except `readBufferedLine` without copy).
+   */
+  constructor(src: Pick<Duplex, "read">, chunkBytes: number | Uint8Array = defaultChunkBytes) {
     this.#src = src;
-    this.#buf = new Uint8Array(chunkBytes);
+    this.#buf = typeof chunkBytes === "number" ? new Uint8Array(chunkBytes) : chunkBytes;
   }
 
   /** Number of bytes buffered and not yet consumed. */
@@ -169,6 +177,7 @@ export class BufferedReader {
 
   /** Hand over (and forget) every byte read ahead of the current position. */
   takeBuffered(): Uint8Array {
+    if (this.#start === this.#end) return noBytes;
     const out = this.#buf.slice(this.#start, this.#end);
     this.#start = this.#end = 0;
     return out;

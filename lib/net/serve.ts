@@ -204,11 +204,18 @@ export function serve<C extends Deno.Conn>(
   let nextId = 0;
   const addr = listener.addr as Deno.NetAddr;
 
-  const handle = async (conn: C, source: string) => {
+  // Without a per-source share below the limit there is nothing to count per source.
+  const perSourceLimited = maxPerSource < maxConns;
+
+  const handle = async (conn: C, source: string | undefined) => {
     const id = ++nextId;
     const ac = new AbortController();
-    const remote = formatAddr(conn.remoteAddr);
-    const clog = log.child({ conn: id });
+    // The remote's text and the connection's logger are made when first used (a log line):
+    // most connections of a busy proxy never log through them.
+    let remoteText: string | undefined;
+    const remote = () => remoteText ??= formatAddr(conn.remoteAddr);
+    let connLog: Logger | undefined;
+    const clog = () => connLog ??= log.child({ conn: id });
     live.set(conn, ac);
     // On the shared deadline wheel: a timer object per connection was a measurable share of
     // a short connection's cost.
@@ -219,7 +226,7 @@ export function serve<C extends Deno.Conn>(
         fire: () => {
           timer = undefined;
           stats.handshakeTimeouts++;
-          clog.warn("handshake timeout, closing", { remote, timeoutMs: handshakeMs });
+          clog().warn("handshake timeout, closing", { remote: remote(), timeoutMs: handshakeMs });
           ac.abort(new DOMException("handshake timeout", "TimeoutError"));
           closeQuietly(conn);
         },
@@ -228,9 +235,13 @@ export function serve<C extends Deno.Conn>(
     }
     const ctx: ConnContext = {
       id,
-      remote,
+      get remote() {
+        return remote();
+      },
       signal: ac.signal,
-      log: clog,
+      get log() {
+        return clog();
+      },
       handshakeDone: () => {
         if (timer !== undefined) deadlines.delete(timer);
         timer = undefined;
@@ -241,15 +252,17 @@ export function serve<C extends Deno.Conn>(
     } catch (err) {
       stats.errors++;
       if (!ac.signal.aborted && !hardStopped) {
-        clog.warn("connection handler failed", { remote, error: errorMessage(err) });
+        clog().warn("connection handler failed", { remote: remote(), error: errorMessage(err) });
       }
     } finally {
       if (timer !== undefined) deadlines.delete(timer);
       live.delete(conn);
       stats.active--;
-      const n = (perSource.get(source) ?? 1) - 1;
-      if (n > 0) perSource.set(source, n);
-      else perSource.delete(source);
+      if (source !== undefined) {
+        const n = (perSource.get(source) ?? 1) - 1;
+        if (n > 0) perSource.set(source, n);
+        else perSource.delete(source);
+      }
       closeQuietly(conn);
     }
   };
@@ -278,18 +291,21 @@ export function serve<C extends Deno.Conn>(
         closeQuietly(conn);
         continue;
       }
-      const source = sourceOf(conn.remoteAddr);
-      const held = perSource.get(source) ?? 0;
-      if (held >= maxPerSource) {
-        stats.rejected++;
-        log.warn("per-source connection limit reached, closing new connection", {
-          remote: formatAddr(conn.remoteAddr),
-          maxConnsPerSource: maxPerSource,
-        });
-        closeQuietly(conn);
-        continue;
+      let source: string | undefined;
+      if (perSourceLimited) {
+        source = sourceOf(conn.remoteAddr);
+        const held = perSource.get(source) ?? 0;
+        if (held >= maxPerSource) {
+          stats.rejected++;
+          log.warn("per-source connection limit reached, closing new connection", {
+            remote: formatAddr(conn.remoteAddr),
+            maxConnsPerSource: maxPerSource,
+          });
+          closeQuietly(conn);
+          continue;
+        }
+        perSource.set(source, held + 1);
       }
-      perSource.set(source, held + 1);
       stats.active++;
       const p = handle(noDelay(conn), source);
       settled.add(p);

@@ -107,8 +107,8 @@ export class ProxyConnection {
   #failure?: string;
   #message?: string;
   #setupMs?: number;
-  /** The client's `host:port`, for the log line. */
-  readonly #remote: string;
+  /** The client's address, for the log line. */
+  readonly #remote: Deno.Addr | string;
   #record?: ProxyConnectionRecord;
   #seenBytes = 0;
   #seenAtMs: number = performance.now();
@@ -123,10 +123,10 @@ export class ProxyConnection {
   constructor(readonly id: number, scheme: string, source: Deno.Addr | string) {
     this.scheme = scheme;
     this.listener = scheme;
-    this.#remote = typeof source === "string" ? source : formatAddr(source);
+    this.#remote = source;
     this.source = new ProxySide(
       "source",
-      typeof source === "string" ? source : describeEndpoint(source),
+      typeof source === "string" ? source : () => describeEndpoint(source),
     );
     this.source.transition("connected");
     this.sourceKey = typeof source === "string"
@@ -216,16 +216,19 @@ export class ProxyConnection {
     // A session type (HTTP keep-alive) may dial again: the new destination is a new side.
     if (this.#dest.state !== "idle") this.#dest = new ProxySide("dest");
     this.target = target;
-    this.dest.description = describeEndpoint(target);
+    this.dest.describeLater(() => describeEndpoint(target));
     this.dest.transition("connecting");
   }
 
   /** The destination answered; `peer` (the address reached) refines the description. */
   connected(peer?: Deno.Addr): void {
-    if (peer && this.target && "hostname" in peer) {
-      const reached = describeEndpoint(peer);
-      const asked = describeEndpoint(this.target);
-      this.dest.description = reached === asked ? reached : `${asked}=${reached}`;
+    const target = this.target;
+    if (peer && target && "hostname" in peer) {
+      this.dest.describeLater(() => {
+        const reached = describeEndpoint(peer);
+        const asked = describeEndpoint(target);
+        return reached === asked ? reached : `${asked}=${reached}`;
+      });
     }
     this.dest.transition("connected");
     this.#setupMs ??= performance.now() - this.startedMs;
@@ -241,11 +244,15 @@ export class ProxyConnection {
     this.source.transition("closed");
     this.dest.transition("closed");
     this.#end ??= fallback;
+    const describe = () => this.description;
     const rec: ProxyConnectionRecord = {
       id: this.id,
       scheme: this.scheme,
       listener: this.listener,
-      description: this.description,
+      // Read when needed (the log line, a test): the sides no longer change once closed.
+      get description() {
+        return describe();
+      },
       end: this.#end,
       failure: this.#failure,
       bytesUp: this.bytesUp,
@@ -258,8 +265,11 @@ export class ProxyConnection {
     // Peers vanishing is ordinary life for a proxy: info, not warn.
     const ok = rec.end === "done" || rec.end === "idle" || rec.end === "closed" ||
       rec.end === "reset";
+    const level = ok ? "info" : "warn";
+    if (!log.enabled(level)) return rec;
+    const remote = this.#remote;
     const fields: LogFields = {
-      remote: this.#remote,
+      remote: typeof remote === "string" ? remote : formatAddr(remote),
       dest: this.target && joinHostPort(this.target.host, this.target.port),
       proxy: rec.description,
       end: rec.end,
@@ -271,7 +281,7 @@ export class ProxyConnection {
       error: this.#message,
     };
     for (const k of Object.keys(fields)) if (fields[k] === undefined) delete fields[k];
-    log.log(ok ? "info" : "warn", "connection closed", fields);
+    log.log(level, "connection closed", fields);
     return rec;
   }
 }

@@ -182,9 +182,10 @@ export function serveProxy(
     }
   };
 
+  const listenerName = String(log.field("listener") ?? type.scheme);
   const handler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
     const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
-    conn.listener = String(log.field("listener") ?? type.scheme);
+    conn.listener = listenerName;
     const clog = ctx.log;
     conn.shed = () => closeQuietly(sock);
     const refused = table.admit(conn);
@@ -198,8 +199,9 @@ export function serveProxy(
     let dest: DialedConn | undefined;
     try {
       let client: Duplex = sock;
-      let from: HostPort = { host: sock.remoteAddr.hostname, port: sock.remoteAddr.port };
-      let to: HostPort = { host: sock.localAddr.hostname, port: sock.localAddr.port };
+      const remote = sock.remoteAddr, here = sock.localAddr;
+      let from: HostPort = { host: remote.hostname, port: remote.port };
+      let to: HostPort | undefined;
       if (opts.acceptProxyProtocol) {
         if (!opts.acceptProxyProtocol(from.host)) {
           conn.fail(
@@ -231,8 +233,8 @@ export function serveProxy(
         authenticate: opts.authenticate &&
           limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal),
         socket: {
-          local: { host: sock.localAddr.hostname, port: sock.localAddr.port },
-          remote: { host: sock.remoteAddr.hostname, port: sock.remoteAddr.port },
+          local: { host: here.hostname, port: here.port },
+          remote: { host: remote.hostname, port: remote.port },
           conn: sock,
         },
       };
@@ -288,6 +290,7 @@ export function serveProxy(
       }
       if (opts.sendProxyProtocol) {
         try {
+          to ??= { host: here.hostname, port: here.port };
           await writeAll(dest, encodeProxyHeader(opts.sendProxyProtocol, from, to));
         } catch (err) {
           conn.fail(

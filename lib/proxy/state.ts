@@ -32,11 +32,31 @@ export class StateError extends Error {
  */
 export class ProxySide {
   #state: ProxyState = "idle";
-  /** Human description such as `ipv4[1.2.3.4:3234]`, `ipv6[[::1]:80]`, `name[example.org:80]`. */
-  description: string;
+  #description: string | undefined;
+  #describe: (() => string) | undefined;
 
-  constructor(readonly kind: SideKind, description = "-") {
-    this.description = description;
+  /** A side described by `description`, or by `describe()` when its description is first read. */
+  constructor(readonly kind: SideKind, description: string | (() => string) = "-") {
+    if (typeof description === "string") this.#description = description;
+    else this.#describe = description;
+  }
+
+  /** Human description such as `ipv4[1.2.3.4:3234]`, `ipv6[[::1]:80]`, `name[example.org:80]`. */
+  get description(): string {
+    return this.#description ??= this.#describe?.() ?? "-";
+  }
+
+  set description(d: string) {
+    this.#description = d;
+  }
+
+  /**
+   * Describe the side by `describe()` when the description is first read (a log line, a
+   * status page): most connections are never looked at, and the text costs on every one.
+   */
+  describeLater(describe: () => string): void {
+    this.#description = undefined;
+    this.#describe = describe;
   }
 
   /** Current state. */
