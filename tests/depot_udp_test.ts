@@ -3,10 +3,11 @@
  * relay and leave from the depot-local it chose. PySocks (a client we did not write) asks
  * dnsmasq 50 DNS queries through depot-server → depot-local, over plain tunnels and over
  * `--mux`, each answer counted and its order reported; a raw client shows the rules — datagrams
- * from another port, fragments and malformed headers are dropped at the server, destinations
- * the local's ACL denies at the local, an answer too big to wrap for the client is counted,
- * each by reason (in /metrics too) — and the association ends with its TCP connection, on the
- * idle timeout, with the exit's control connection, and is refused (0x07) by a local without UDP.
+ * from another port, fragments and malformed headers are dropped at the server; destinations
+ * the local's ACL denies, and answers from destinations the client never sent to, at the local;
+ * an answer too big to wrap for the client is counted — each by reason (in /metrics too) — and
+ * the association ends with its TCP connection, on the idle timeout, with the exit's control
+ * connection, and is refused (0x07) by a local without UDP.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -118,7 +119,11 @@ for (const mux of [false, true]) {
 
 Deno.test("depot udp: only the client's datagrams, no fragments, the local's ACL on every destination", async () => {
   const echo = await UdpSocket.bind("127.0.0.2", 0);
-  echo.onMessage = (d, from) => void echo.send(d, from).catch(() => {});
+  let exitSocket: { host: string; port: number } | undefined; // where the local sends from
+  echo.onMessage = (d, from) => {
+    exitSocket = from;
+    void echo.send(d, from).catch(() => {});
+  };
   const server = collector(), local = collector();
   const depot = await startDepot({
     server: { log: server.log },
@@ -148,6 +153,10 @@ Deno.test("depot udp: only the client's datagrams, no fragments, the local's ACL
     await client.send(dgram(echo.addr.host, echo.addr.port, "allowed"), a.relay);
     await until(() => answers.length === 1);
     assertEquals(answers, [`127.0.0.2:${echo.addr.port} allowed`]);
+    // Only destinations the client sent to may answer: another socket writing to the exit's
+    // outbound socket is dropped there, and the client gets nothing from it.
+    await stranger.send(new TextEncoder().encode("unasked"), exitSocket!);
+    await until(() => drops(local.lines, "wrong-source").length === 1);
     // The client side's rules hold at the server …
     await until(() => drops(server.lines, "wrong-source").length === 1);
     assertEquals(drops(server.lines, "fragmented").length, 1);
@@ -168,6 +177,7 @@ Deno.test("depot udp: only the client's datagrams, no fragments, the local's ACL
     assert(sLine.includes("up=31 ") && sLine.includes("down=7 "), sLine);
     assert(lLine.includes("up=7 ") && lLine.includes("down=7 "), lLine);
     assert(sLine.includes("datagramsUp=4") && sLine.includes("3 datagrams dropped"), sLine);
+    assertEquals(answers.length, 1);
     assert(lLine.includes("datagramsUp=1") && lLine.includes(String.raw`\"not-allowed\":3`), lLine);
     const text = await metricsText();
     for (

@@ -46,12 +46,16 @@ export class DatagramStream {
   }
 
   /**
-   * Queue `datagram` for the stream. False when it is not sent: too big for a frame
-   * ("too-big"), over the queued-byte bound ("queue-full", counted by the table) or the
-   * stream already failed; a write failure ends every later send (the reader sees the end).
+   * Queue `datagram` for the stream. False when it is not sent, each counted as a drop: too
+   * big for a frame ("too-big"), over the queued-byte bound ("queue-full") or the stream
+   * already failed ("send-failed"); a write failure ends every later send (the reader sees
+   * the end).
    */
   send(datagram: Uint8Array): boolean {
-    if (this.#failed) return false;
+    if (this.#failed) {
+      this.#table.drops.drop("send-failed", "the stream carrying datagrams is gone");
+      return false;
+    }
     if (datagram.length > maxDatagramFrameBytes) {
       this.#table.drops.drop("too-big", `${datagram.length}-byte datagram over a stream`);
       return false;
