@@ -174,7 +174,13 @@ export function acceptSocks(conn: Duplex, opts: Socks5ServerOptions = {}): Promi
       // Done: no read is pending on the buffer and nothing refers to it (what was read past
       // the request is a copy). After a failure it is left to the GC: a read may be pending.
       relayPool.release(buf);
-      return { version: 5, dest: req.dest, username: req.username, leftover: req.leftover };
+      return {
+        version: 5,
+        dest: req.dest,
+        username: req.username,
+        leftover: req.leftover,
+        udpAssociate: req.udpAssociate,
+      };
     }
     if (opts.authenticate) {
       // Read the request first so the refusal reaches a client that is waiting for it.
