@@ -8,6 +8,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
 import type { ClientInfo, HostStatus } from "../lib/tunnel/mod.ts";
+import { startRedis } from "./_redis.ts";
 
 const id = "group-identifier-000001";
 const appScript = new URL("./py/group_app.py", import.meta.url).pathname;
@@ -25,9 +26,14 @@ interface GroupApp {
   kill(): Promise<void>;
 }
 
-async function until(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
+/** Poll `pred` until it holds (bounded far above what it needs: never a timing assertion). */
+async function until(
+  pred: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 30_000,
+): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > deadline) throw new Error(`not reached in ${ms} ms: ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -416,4 +422,54 @@ Deno.test("tunnel group: least-streams sends new requests to the member with the
       assertEquals(r.stdout, `A held${i + 1}\n`);
     }
   });
+});
+
+Deno.test("tunnel group across cluster instances: each instance balances over its own members; when the last member on the lease holder leaves, another instance's member takes the lease back", async () => {
+  const redis = await startRedis();
+  try {
+    await withGroup(async (dir, apps, procs) => {
+      const a = await startGroupApp("A", dir);
+      apps.push(a);
+      const b = await startGroupApp("B", dir);
+      apps.push(b);
+      const instance = async () => {
+        const p = await startService("tunnel-server.ts", [
+          "--listen",
+          "127.0.0.1:0",
+          "--cluster-listen",
+          "127.0.0.1:0",
+          "--registry",
+          redis.url,
+          "--heartbeat",
+          "300ms",
+          "--duplicate",
+          "balance",
+          "--host",
+          `app.test=${id}`,
+        ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: "group-cluster-token-0001" } });
+        procs.push(p);
+        return [p, portOf(p.addrs.get("http")!)] as const;
+      };
+      const [one, port1] = await instance();
+      const [, port2] = await instance();
+      procs.push(await startMember(port1, a));
+      const memberB = await startMember(port2, b);
+      procs.push(memberB);
+      const get = async (port: number, i: number) =>
+        (await run("curl", ["-s", "-H", "Host: app.test", `http://127.0.0.1:${port}/r?id=${i}`]))
+          .stdout;
+      for (let i = 0; i < 4; i++) {
+        assertEquals(await get(port1, i), `A ${i}\n`);
+        assertEquals(await get(port2, i), `B ${i}\n`);
+      }
+      // The lease went to the second instance (the last to register): the first stands by.
+      await one.waitFor(/msg="client now held by another instance"/);
+      await memberB.stop();
+      await until(async () => (await get(port2, 99)) === "A 99\n", "instance 2 hands to A");
+      await one.waitFor(/msg="client held here again"/);
+      for (let i = 100; i < 104; i++) assertEquals(await get(port2, i), `A ${i}\n`);
+    });
+  } finally {
+    await redis.stop();
+  }
 });

@@ -156,8 +156,15 @@ export class RedisRegistry implements Registry {
   #hosts = new Map<string, string>();
   /** Hosts added through this instance, written back if Redis lost them. */
   #own = new Map<string, string>();
-  /** Leases this instance holds: digest → record. */
+  /** Leases this instance holds or stands by for: digest → record. */
   #held = new Map<string, ClientRecord>();
+  /**
+   * Of those, the ones another instance holds now while clients of the same identifier are
+   * still connected here too (a group with members on several instances, or a client that
+   * reconnected elsewhere before its old session here timed out): written back only when that
+   * lease is gone, never taken from the other instance.
+   */
+  #standby = new Set<string>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #beat: Promise<void> = Promise.resolve();
   #up = false;
@@ -302,10 +309,18 @@ export class RedisRegistry implements Registry {
           arguments: [JSON.stringify(rec), String(this.#leaseMs), this.instance],
         });
         if (kept === 0) {
-          // Another instance registered this client since (it reconnected there): its lease.
-          this.#held.delete(d);
-          this.#log.info("client now held by another instance", { client: d.slice(0, 12) });
-        } else if (kept === 2) await this.#publish(`c:${d}`); // written back: it was gone
+          // Another instance registered this client since (it reconnected there, or another
+          // member of its group connected there): its lease while it lasts.
+          if (!this.#standby.has(d)) {
+            this.#standby.add(d);
+            this.#log.info("client now held by another instance", { client: d.slice(0, 12) });
+          }
+          continue;
+        }
+        if (this.#standby.delete(d)) {
+          this.#log.info("client held here again", { client: d.slice(0, 12) });
+        }
+        if (kept === 2) await this.#publish(`c:${d}`); // written back: it was gone
       }
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
     } catch (err) {
@@ -428,6 +443,7 @@ export class RedisRegistry implements Registry {
     const key = this.#key(`client:${d}`);
     if (!rec) {
       this.#held.delete(d);
+      this.#standby.delete(d);
       try {
         // Only our own lease: another instance may hold this client by now.
         const cur = await this.#client.get(key);
@@ -449,6 +465,7 @@ export class RedisRegistry implements Registry {
       this.#fail("register client", err);
     }
     this.#held.set(d, held);
+    this.#standby.delete(d);
     await this.#publish(`c:${d}`);
   }
 
@@ -548,7 +565,9 @@ export class RedisRegistry implements Registry {
     clearInterval(this.#timer);
     await this.#beat;
     try {
-      for (const d of this.#held.keys()) await this.#client.del(this.#key(`client:${d}`));
+      for (const d of this.#held.keys()) {
+        if (!this.#standby.has(d)) await this.#client.del(this.#key(`client:${d}`));
+      }
       await this.#client.del(this.#key(`instance:${this.instance}`));
       for (const d of this.#held.keys()) await this.#publish(`c:${d}`);
       await this.#publish(`i:${this.instance}`);
@@ -559,6 +578,7 @@ export class RedisRegistry implements Registry {
       this.#client.destroy();
     }
     this.#held.clear();
+    this.#standby.clear();
     this.#subUp = false;
     try {
       await this.#sub.close();
