@@ -57,7 +57,7 @@ import {
 } from "./udp.ts";
 import type { FlowLimits } from "../udp/mod.ts";
 import { SparePool } from "./spares.ts";
-import { noDelay } from "../net/mod.ts";
+import { after, noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
 import {
   dialTransport,
@@ -735,7 +735,7 @@ export class DepotLocal {
     const o = this.#opts;
     const timeoutMs = o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
     const onAbort = () => closeQuietly(conn);
-    const timer = setTimeout(onAbort, timeoutMs);
+    const cancelTimer = after(timeoutMs, onAbort); // the shared wheel: no timer per request
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       const writer = new ControlWriter(conn, depotProtocol);
@@ -761,7 +761,7 @@ export class DepotLocal {
       closeQuietly(conn);
       throw err;
     } finally {
-      clearTimeout(timer);
+      cancelTimer();
       signal.removeEventListener("abort", onAbort);
     }
   }

@@ -10,6 +10,7 @@
  */
 
 import {
+  after,
   BufferedReader,
   closeQuietly,
   type Duplex,
@@ -850,13 +851,14 @@ export class DepotServer {
     const key = randomSecret(16);
     return new Promise<Outcome>((resolve) => {
       let settled = false;
-      const timer = setTimeout(() => {
+      // On the shared deadline wheel: a timer of its own per request cost ~5 µs of each.
+      const cancelTimer = after(this.pendingTimeoutMs, () => {
         if (p.settle({ ok: false, reason: "timeout", message: "no tunnel in time" })) {
           exit.ctl.send({ type: "cancel", id }).catch(() => {
             // The exit is gone: nothing of this request is left to cancel there.
           });
         }
-      }, this.pendingTimeoutMs);
+      });
       const p: Pending = {
         id,
         key,
@@ -866,7 +868,7 @@ export class DepotServer {
         settle: (o) => {
           if (settled) return false;
           settled = true;
-          clearTimeout(timer);
+          cancelTimer();
           this.#pending.delete(id);
           exit.pending.delete(p);
           resolve(o);
@@ -1020,25 +1022,17 @@ export class DepotServer {
 
   /** One mux stream: the tunnel handshake under its own timer, then the relay. */
   async #serveMuxStream(stream: Duplex, log: Logger, remote: string): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
-      timer = undefined;
+    const cancelTimer = after(this.handshakeTimeoutMs, () => {
       log.warn("mux stream handshake timeout, closing", { timeoutMs: this.handshakeTimeoutMs });
       closeQuietly(stream);
-    }, this.handshakeTimeoutMs);
-    const ctx = {
-      remote,
-      log,
-      handshakeDone: () => {
-        if (timer !== undefined) clearTimeout(timer);
-        timer = undefined;
-      },
-    };
+    });
+    const ctx = { remote, log, handshakeDone: cancelTimer };
     try {
       await this.handleTunnel(stream, ctx, false);
     } catch (err) {
       log.debug("mux stream failed", { error: describe(err) });
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      cancelTimer();
       closeQuietly(stream);
     }
   }
