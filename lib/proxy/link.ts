@@ -74,6 +74,16 @@ const resultCodes: readonly ("ok" | NetFailureReason)[] = ["ok", ...netFailureRe
 const tlsAlertRecord = 0x15;
 const tlsHandshakeRecord = 0x16;
 
+/**
+ * How long node B holds the mux ACK of a new stream so it rides on the stream's result frame.
+ * Why: Deno 2.9.6's `Deno.listenTls` connections have no `setNoDelay`, so B's side of a TLS
+ * link runs with Nagle on; an ACK frame sent at accept and the result frame written after
+ * the dial were two small writes in a row, and the second waited for A's delayed ACK —
+ * about 44 ms per proxied connection (0.7 ms with the ACK carried by the result). A dial
+ * slower than this sends the ACK alone. Our link client never waits for the ACK.
+ */
+export const linkSynAckDelayMs = 1_000;
+
 /** Hello reply codes. */
 const helloOk = 0;
 const helloBadToken = 1;
@@ -443,6 +453,7 @@ export function serveLink(
       const session = Session.server(withPrefix(conn, r.takeBuffered()), {
         keepaliveIntervalMs: 10_000,
         keepaliveTimeoutMs: 20_000,
+        synAckDelayMs: linkSynAckDelayMs,
         ...opts.session,
         log: ctx.log,
       });
