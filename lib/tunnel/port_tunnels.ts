@@ -3,6 +3,11 @@
  * tunnels: which ports clients may ask for, which ones the server defined for which
  * identifier, and who holds each bound port. What a bound port does with its traffic is the
  * protocol's own (tcp_ports.ts, udp_ports.ts).
+ *
+ * In a cluster (issue 19) a server-defined tunnel is bound on every instance as soon as it is
+ * defined ("standing"), and each connection or UDP flow finds its client when it arrives:
+ * held here, or by another instance, reached over the cluster link (lib/tunnel/cluster.ts).
+ * Ports a client asks for in its handshake stay on the instance holding it.
  * @module
  */
 
@@ -74,7 +79,14 @@ export interface PortStreamOpener {
   ): Promise<TunnelStream>;
   /** Count one connection (or UDP flow) with its outcome ("proxied", "502", "504"). */
   countRequest(host: string, outcome: string): void;
+  /** Whether the server is a cluster instance (server-defined ports are then standing). */
+  readonly clustered: boolean;
+  /** The ready client of `identifier`, held here or (in a cluster) by another instance. */
+  anyClient(identifier: string): Promise<ClientConn | undefined>;
 }
+
+/** Finds the client of a connection or flow when it arrives (undefined: none is ready). */
+export type ClientFinder = () => Promise<ClientConn | undefined>;
 
 /** A bound public port: what the owner stops when its client leaves. */
 export interface PortListener {
@@ -115,20 +127,27 @@ export abstract class PortTunnels<L extends PortListener> {
    * identifiers may connect without any virtual host (a TCP- or UDP-only client).
    */
   #identifiers = new Map<string, number>();
+  /** In a cluster: the server-defined tunnels' listeners, bound while they are defined. */
+  #standing = new Map<number, L>();
 
-  /** Ports of `protocol` inside `range` (none when absent); events go to `log`. */
+  /**
+   * Ports of `protocol` inside `range` (none when absent), relayed through `core`; events
+   * go to `log`.
+   */
   constructor(
     readonly protocol: PortProtocol,
+    readonly core: PortStreamOpener,
     readonly range: { min: number; max: number } | undefined,
     readonly log: Logger,
   ) {}
 
   /**
-   * Bind `publicPort` for `client`; with `serverLocalPort` (a server-defined tunnel) the
-   * client is asked for that local port. Throws with the reason when it cannot be bound.
+   * Bind `publicPort`; each connection or flow goes to the client `clientOf` finds then.
+   * With `serverLocalPort` (a server-defined tunnel) the client is asked for that local
+   * port. Throws with the reason when it cannot be bound.
    */
   protected abstract bind(
-    client: ClientConn,
+    clientOf: ClientFinder,
     publicPort: number,
     serverLocalPort: string | undefined,
     log: Logger,
@@ -176,7 +195,12 @@ export abstract class PortTunnels<L extends PortListener> {
     client.serverPortsReady.add(this.protocol);
     const mine = [...this.#defined.values()].filter((d) => d.key === client.key);
     for (const spec of mine) {
-      const r = await this.#open(client, spec.publicPort, spec.localPort, log);
+      const standing = this.#standing.get(spec.publicPort);
+      const r: PortTunnelResult = this.core.clustered
+        ? standing
+          ? { publicPort: spec.publicPort, ok: true, addr: standing.addrText }
+          : { publicPort: spec.publicPort, ok: false, error: "port not bound" }
+        : await this.#open(client, spec.publicPort, spec.localPort, log);
       if (!r.ok) {
         log.warn(`${this.protocol} tunnel not opened`, { port: spec.publicPort, error: r.error });
       }
@@ -210,7 +234,7 @@ export abstract class PortTunnels<L extends PortListener> {
     this.#owners.set(publicPort, client);
     let l: L;
     try {
-      l = await this.bind(client, publicPort, serverLocalPort, log);
+      l = await this.bind(() => Promise.resolve(client), publicPort, serverLocalPort, log);
     } catch (err) {
       this.#owners.delete(publicPort);
       return { publicPort, ok: false, error: errorMessage(err) };
@@ -271,7 +295,18 @@ export abstract class PortTunnels<L extends PortListener> {
     const client = clientOf(key);
     const log = client ? this.log.child({ client: fp, cid: client.id }) : this.log;
     let error: string | undefined;
-    if (client?.serverPortsReady.has(this.protocol) && !client.closing) {
+    if (this.core.clustered) {
+      try {
+        const find = () => this.core.anyClient(identifier);
+        const l = await this.bind(find, publicPort, def.localPort, this.log);
+        if (this.#defined.get(publicPort) === def) {
+          this.#standing.set(publicPort, l);
+          this.log.info("listening", { name: `${this.protocol}-${publicPort}`, addr: l.addrText });
+        } else await l.stop(); // removed while it was being bound
+      } catch (err) {
+        error = errorMessage(err);
+      }
+    } else if (client?.serverPortsReady.has(this.protocol) && !client.closing) {
       const r = await this.#open(client, publicPort, def.localPort, log);
       if (!r.ok) error = r.error;
     } else if (this.#owners.get(publicPort)?.key !== key) {
@@ -304,6 +339,9 @@ export abstract class PortTunnels<L extends PortListener> {
     const def = this.#defined.get(publicPort);
     if (!def) return false;
     this.#forget(def);
+    const standing = this.#standing.get(publicPort);
+    this.#standing.delete(publicPort);
+    await standing?.stop();
     const owner = this.#owners.get(publicPort);
     const l = owner && this.held(owner).get(publicPort);
     if (owner) this.#owners.delete(publicPort);
@@ -345,9 +383,17 @@ export abstract class PortTunnels<L extends PortListener> {
     return out.sort((a, b) => a.publicPort - b.publicPort);
   }
 
+  /** Stop the standing listeners (the server is closing). */
+  async close(): Promise<void> {
+    const all = [...this.#standing.values()];
+    this.#standing.clear();
+    await Promise.allSettled(all.map((l) => l.stop()));
+  }
+
   #info(d: DefinedTunnel): PortTunnelInfo {
     const owner = this.#owners.get(d.publicPort);
-    const l = owner?.key === d.key ? this.held(owner).get(d.publicPort) : undefined;
+    const l = this.#standing.get(d.publicPort) ??
+      (owner?.key === d.key ? this.held(owner).get(d.publicPort) : undefined);
     return {
       publicPort: d.publicPort,
       client: d.fingerprint,

@@ -466,6 +466,9 @@ export class RedisRegistry implements Registry {
     }
     this.#held.set(d, held);
     this.#standby.delete(d);
+    // A client held here is reachable over the links whether or not a host names it (a
+    // TCP- or UDP-only client's identifier is named by the tunnels, not the hosts).
+    this.#known.set(d, identifier);
     await this.#publish(`c:${d}`);
   }
 

@@ -910,6 +910,20 @@ export class TunnelServer {
    */
   remoteClient?: (identifier: string) => Promise<ClientConn | undefined>;
 
+  /** Whether this server is a cluster instance (lib/tunnel/cluster.ts attached it). */
+  get clustered(): boolean {
+    return this.remoteClient !== undefined;
+  }
+
+  /**
+   * The ready client of `identifier`: held here (a group's next member in turn), else, in a
+   * cluster, held by another instance (reached over the link).
+   */
+  async anyClient(identifier: string): Promise<ClientConn | undefined> {
+    const c = this.localClient(identifier) ?? await this.remoteClient?.(identifier);
+    return c?.ready ? c : undefined;
+  }
+
   /**
    * The ready local client of `identifier` (a group's next member in turn), if it is
    * connected here.
@@ -957,6 +971,7 @@ export class TunnelServer {
     this.#closed = true;
     this.#opts.subdomains?.close();
     liveTunnelServers.delete(this);
+    await Promise.allSettled([this.#tcp.close(), this.#udp.close()]);
     const all = [...this.#allClients()];
     await Promise.allSettled(all.map((c) => c.close("shutdown")));
     await Promise.allSettled(all.map((c) => c.session.closed));

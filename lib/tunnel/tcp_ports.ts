@@ -10,6 +10,7 @@ import { encodeProxyHeader } from "../proxyproto/mod.ts";
 import type { ClientConn } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import {
+  type ClientFinder,
   type PortListener,
   type PortStreamOpener,
   type PortTunnelFailure,
@@ -58,8 +59,8 @@ class TcpListener implements PortListener {
 /** The public TCP ports of one tunnel server: definitions, owners, listeners. */
 export class TcpPorts extends PortTunnels<TcpListener> {
   /** Ports relayed through `core`'s tunnel streams. */
-  constructor(readonly core: TcpStreamOpener, readonly opts: TcpPortsOptions) {
-    super("tcp", opts.range, opts.log);
+  constructor(core: TcpStreamOpener, readonly opts: TcpPortsOptions) {
+    super("tcp", core, opts.range, opts.log);
   }
 
   protected held(client: ClientConn): Map<number, PortListener> {
@@ -80,7 +81,7 @@ export class TcpPorts extends PortTunnels<TcpListener> {
    * `serverLocalPort` (a server-defined tunnel) the client is asked for that local port.
    */
   protected bind(
-    client: ClientConn,
+    clientOf: ClientFinder,
     publicPort: number,
     serverLocalPort: string | undefined,
     _log: Logger,
@@ -118,6 +119,12 @@ export class TcpPorts extends PortTunnels<TcpListener> {
           { host: from.hostname, port: from.port },
           { host: to.hostname, port: to.port },
         );
+      const client = await clientOf();
+      if (!client) {
+        core.countRequest(host, "502");
+        done("502", 0, 0, "no-client", "no instance holds a ready client for this port");
+        return;
+      }
       try {
         ts = await core.openStream(
           client,

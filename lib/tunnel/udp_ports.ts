@@ -26,6 +26,7 @@ import {
 import type { ClientConn } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import {
+  type ClientFinder,
   type PortListener,
   type PortStreamOpener,
   type PortTunnelFailure,
@@ -112,8 +113,8 @@ export class UdpPorts extends PortTunnels<UdpListener> {
   readonly #tables = new Map<number, FlowTable<PeerFlow>>();
 
   /** Ports relayed through `core`'s tunnel streams. */
-  constructor(readonly core: PortStreamOpener, readonly opts: UdpPortsOptions) {
-    super("udp", opts.range, opts.log);
+  constructor(core: PortStreamOpener, readonly opts: UdpPortsOptions) {
+    super("udp", core, opts.range, opts.log);
   }
 
   protected held(client: ClientConn): Map<number, PortListener> {
@@ -173,7 +174,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
    * for that local port.
    */
   protected async bind(
-    client: ClientConn,
+    clientOf: ClientFinder,
     publicPort: number,
     serverLocalPort: string | undefined,
     log: Logger,
@@ -203,6 +204,12 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       first: Uint8Array,
     ): Promise<PeerFlow | undefined> => {
       let ts: TunnelStream;
+      const client = await clientOf();
+      if (!client) {
+        core.countRequest(host, "502");
+        drops.drop("send-failed", `no ready client for the flow of ${key}`);
+        return undefined;
+      }
       try {
         ts = await core.openStream(
           client,

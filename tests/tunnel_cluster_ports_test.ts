@@ -1,0 +1,208 @@
+/**
+ * TCP and UDP tunnels across cluster instances (issue 19): two tunnel-servers on a real
+ * redis-server, each defining the same identifier's server-defined tunnels on its own ports
+ * (`--tcp`, `--udp`). The client connects to B only; connections and datagrams arriving at A's
+ * ports travel A → B over the cluster link and reach the client there — byte-exact both ways
+ * with half-close (an upload hashed after the sender's FIN, a download sent after the
+ * request's FIN), and DNS answers from a real dnsmasq, every datagram counted.
+ */
+
+import { assertEquals } from "./_assert.ts";
+import {
+  blockStreamSha256,
+  freePort,
+  listenLocal,
+  readAll,
+  sendBlocks,
+  type ServiceProcess,
+  sha256,
+  startService,
+} from "./_util.ts";
+import { hashThrough, startHasher } from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
+import { dig, dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
+import { UdpSocket } from "../lib/udp/mod.ts";
+import { writeAll } from "../lib/net/mod.ts";
+
+const id = "cluster-ports-identifier-01";
+const token = "cluster-ports-link-token-01";
+
+/** A UDP port free now on 127.0.0.1. */
+async function freeUdpPort(): Promise<number> {
+  const s = await UdpSocket.bind("127.0.0.1", 0);
+  const port = s.addr.port;
+  await s.close();
+  return port;
+}
+
+/**
+ * A TCP service that reads a request ("total seed") up to the peer's FIN, then sends `total`
+ * bytes of the block stream and closes: a download that starts after a half-close.
+ */
+function startSender(): { port: number; close(): Promise<void> } {
+  const l = listenLocal();
+  const served = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const c of l) {
+      const p = (async () => {
+        try {
+          const [total, seed] = new TextDecoder().decode(await readAll(c)).split(" ").map(Number);
+          await sendBlocks(c, total, seed);
+        } finally {
+          c.close();
+        }
+      })().catch(() => {
+        // The peer went away: the test's hash comparison shows it.
+      });
+      served.add(p);
+      p.finally(() => served.delete(p));
+    }
+  })();
+  return {
+    port: l.addr.port,
+    close: async () => {
+      l.close();
+      await loop;
+      await Promise.all(served);
+    },
+  };
+}
+
+/** Ask `port` for `total` bytes: the request, FIN, then everything until the service closes. */
+async function download(port: number, total: number, seed: number): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, new TextEncoder().encode(`${total} ${seed}`));
+    await conn.closeWrite();
+    return sha256(await readAll(conn));
+  } finally {
+    conn.close();
+  }
+}
+
+/** `n` DNS queries from one socket, one at a time (re-sent after 2 s without an answer). */
+async function queries(port: number, n: number): Promise<{ sent: number; answered: number }> {
+  const sock = await UdpSocket.bind("127.0.0.1", 0);
+  const answers = new Map<number, string | undefined>();
+  let wake: (() => void) | undefined;
+  sock.onMessage = (d) => {
+    const a = dnsAnswer(d);
+    answers.set(a.id, a.a);
+    wake?.();
+  };
+  let sent = 0;
+  try {
+    for (let q = 1; q <= n; q++) {
+      for (let attempt = 0; attempt < 3 && !answers.has(q); attempt++) {
+        sent++;
+        await sock.send(dnsQuery(q, `c${q}.example.test`), { host: "127.0.0.1", port });
+        const deadline = Date.now() + 2_000;
+        while (!answers.has(q) && Date.now() < deadline) {
+          await new Promise<void>((r) => {
+            wake = r;
+            setTimeout(r, 100);
+          });
+        }
+      }
+    }
+    const answered = [...answers.values()].filter((a) => a === exampleTestAddress).length;
+    return { sent, answered };
+  } finally {
+    await sock.close();
+  }
+}
+
+Deno.test("tunnel cluster: TCP and UDP tunnels of a client held by another instance, over the link", async () => {
+  const redis = await startRedis();
+  const hasher = startHasher();
+  const app = startSender();
+  const dns = await startDnsmasq();
+  const procs: ServiceProcess[] = [];
+  try {
+    const instance = async (tcpPort: number, udpPort: number) => {
+      const p = await startService("tunnel-server.ts", [
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--registry",
+        redis.url,
+        "--heartbeat",
+        "300ms",
+        "--tcp-ports",
+        `${tcpPort}-${tcpPort + 1}`,
+        "--tcp",
+        `${tcpPort}:${hasher.port}=env:ID`,
+        "--tcp",
+        `${tcpPort + 1}:${app.port}=env:ID`,
+        "--udp-ports",
+        `${udpPort}-${udpPort}`,
+        "--udp",
+        `${udpPort}:${dns.port}=env:ID`,
+      ], { readyCount: 5, env: { TUNNEL_CLUSTER_TOKEN: token, ID: id } });
+      procs.push(p);
+      return p;
+    };
+    // Two consecutive free TCP ports per instance (the hasher's and the app's tunnel).
+    const pair = () => {
+      for (;;) {
+        const p = freePort();
+        try {
+          Deno.listen({ hostname: "127.0.0.1", port: p + 1 }).close();
+          return p;
+        } catch {
+          // Taken: try another.
+        }
+      }
+    };
+    const [tcpA, udpA] = [pair(), await freeUdpPort()];
+    const a = await instance(tcpA, udpA);
+    const [tcpB, udpB] = [pair(), await freeUdpPort()];
+    const b = await instance(tcpB, udpB);
+    // No client anywhere yet: A's port takes the connection and closes it (a 502 in its log).
+    const early = await Deno.connect({ hostname: "127.0.0.1", port: tcpA });
+    assertEquals((await readAll(early)).length, 0);
+    early.close();
+    await a.waitFor(/failure=no-client/);
+    // The client is held by B; it allows the ports the servers name.
+    procs.push(
+      await startService("tunnel-client.ts", [
+        "--server",
+        `http://${b.addrs.get("http")}`,
+        "--local",
+        `127.0.0.1:${hasher.port}`,
+        "--allow-port",
+        String(app.port),
+        "--allow-port",
+        String(dns.port),
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+    );
+
+    // Through B itself (the client is local there) and through A (handed over the link).
+    for (const [port, who] of [[tcpB, "B"], [tcpA, "A"]] as const) {
+      const total = 24 * 1024 * 1024 + 7;
+      const up = await Promise.all([1, 2].map((seed) => hashThrough(port, total, seed)));
+      assertEquals(up, [blockStreamSha256(total, 1), blockStreamSha256(total, 2)], who);
+      const down = 8 * 1024 * 1024 + 3;
+      assertEquals(await download(port + 1, down, 9), blockStreamSha256(down, 9), who);
+    }
+    await a.waitFor(/cluster link up/);
+
+    for (const port of [udpB, udpA]) {
+      assertEquals(await dig(port, "cluster.example.test"), exampleTestAddress);
+      const r = await queries(port, 50);
+      assertEquals(r.answered, 50, `port ${port}: ${JSON.stringify(r)}`);
+      console.log(
+        `udp through ${
+          port === udpA ? "A (over the link)" : "B"
+        }: ${r.sent} sent, ${r.answered} answered`,
+      );
+    }
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await dns.stop();
+    await app.close();
+    await hasher.close();
+    await redis.stop();
+  }
+});
