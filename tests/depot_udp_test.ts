@@ -7,7 +7,8 @@
  * the local's ACL denies, and answers from destinations the client never sent to, at the local;
  * an answer too big to wrap for the client is counted — each by reason (in /metrics too) — and
  * the association ends with its TCP connection, on the idle timeout, with the exit's control
- * connection, and is refused (0x07) by a local without UDP.
+ * connection, and is refused (0x07) by a local without UDP. 2000 destinations in one association
+ * are held to the local's flow bound.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -254,6 +255,45 @@ Deno.test("depot udp: a local without UDP (udp: false) gets no associate; the cl
     assertEquals(a.reply, 7);
     assertEquals(depot.server.status().failuresByReason["no-udp"], 1);
   } finally {
+    closeQuietly(a.control);
+    await depot.close();
+  }
+});
+
+Deno.test("depot udp: a flood of destinations is held to the local's flow bound", async () => {
+  const maxFlows = 64;
+  const local = collector();
+  const depot = await startDepot({ locals: [{ udp: { maxFlows }, log: local.log }] });
+  const client = await UdpSocket.bind("127.0.0.1", 0);
+  const a = await socks5Associate(depot.socksPort, client.addr.port);
+  const echo = await UdpSocket.bind("127.0.0.2", 0);
+  echo.onMessage = (d, from) => void echo.send(d, from).catch(() => {});
+  try {
+    // 2000 destinations (ports on 127.0.0.3, where nothing listens), in batches; after each,
+    // the echo answers once everything before it went out (the exit keeps the order). UDP
+    // may lose the probe or its answer on a busy machine: it is sent again until answered.
+    const payload = new Uint8Array(8);
+    let answers = 0;
+    client.onMessage = () => void answers++;
+    for (let batch = 0; batch < 20; batch++) {
+      for (let i = 0; i < 100; i++) {
+        const port = 20_000 + batch * 100 + i;
+        await client.send(encodeSocks5Udp({ host: "127.0.0.3", port }, payload), a.relay);
+      }
+      const want = answers + 1;
+      for (let tries = 0; answers < want; tries++) {
+        assert(tries < 6_000, `no echo after batch ${batch}: the association stopped relaying`);
+        if (tries % 50 === 0) await client.send(encodeSocks5Udp(echo.addr, payload), a.relay);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    const text = await metricsText();
+    const flows = sample(text, 'warren_udp_flows_active{relay="depot-local"}');
+    console.log(`2000 destinations and an echo, max ${maxFlows} flows: ${flows} held at the local`);
+    assertEquals(flows, maxFlows);
+  } finally {
+    client.close();
+    echo.close();
     closeQuietly(a.control);
     await depot.close();
   }
