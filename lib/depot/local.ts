@@ -638,6 +638,7 @@ export class DepotLocal {
       let udpResult: ExitAssociationResult | undefined;
       try {
         if (!app) {
+          // An associate (nothing was dialled): the tunnel carries datagrams.
           const t = tunnel;
           tunnel = undefined; // serveExitAssociation closes it
           udpResult = await serveExitAssociation(t, this.#udpOpts, stats, signal, log);
