@@ -226,19 +226,21 @@ export function listenTlsCounted(
 
 /**
  * A warren-to-warren link listener: TLS when `cfg` is set, else plaintext with a warning when
- * not on loopback (anyone on the path reads it). Throws what binding throws.
+ * not on loopback (anyone on the path reads it), naming the flags that `fix` it. Throws what
+ * binding throws.
  */
 export async function listenLink(
   addr: HostPort,
   cfg: TlsServerConfig | undefined,
   what: string,
   log: Logger,
+  fix = "--tls-cert/--tls-key (and --tls-client-ca for mutual TLS)",
 ): Promise<Deno.Listener<Deno.Conn, Deno.NetAddr>> {
   if (cfg) return await listenTlsCounted(addr, cfg, what, log);
   if (!isLoopbackHost(addr.host)) {
     log.warn(`${what}: plaintext link on a non-loopback address; anyone on the path reads it`, {
       addr: `${addr.host}:${addr.port}`,
-      fix: "--tls-cert/--tls-key (and --tls-client-ca for mutual TLS)",
+      fix,
     });
   }
   return Deno.listen({ hostname: addr.host, port: addr.port });

@@ -354,3 +354,61 @@ export function metricSum(text: string, name: string): number {
   }
   return sum;
 }
+
+/** The checkout the images are built from. */
+const repoRoot = new URL("..", import.meta.url).pathname;
+
+/**
+ * Build the warren image (the repository's Dockerfile) on `baseRef` as `tag`; the npm
+ * packages are fetched over the host's network (no masquerading bridge on our engine).
+ */
+export async function buildWarrenImage(
+  env: Record<string, string>,
+  baseRef: string,
+  tag: string,
+): Promise<void> {
+  await must(dockerBin, [
+    "build",
+    "--force-rm",
+    "--quiet",
+    "--network=host",
+    "--build-arg",
+    `BASE=${baseRef}`,
+    "--build-arg",
+    `EXTRA_CA_PEM=${localCaPem()}`,
+    "--tag",
+    tag,
+    repoRoot,
+  ], env);
+}
+
+/** The offline image holding Debian's redis-server and haproxy (for the cluster stack). */
+export const extrasImage = "warren-test-extras:bookworm";
+
+/**
+ * {@linkcode extrasImage}, built once from the offline base's root file system with apt over
+ * the host's network (about 15 s), then reused; `commands` of the official redis and haproxy
+ * images (`redis-server …`, `haproxy -f …`) run the same in it.
+ */
+export async function ensureExtrasImage(env: Record<string, string>, tmp: string): Promise<void> {
+  if (await imageExists(env, extrasImage)) return;
+  const ctx = `${tmp}/extras-context`;
+  await Deno.mkdir(ctx, { recursive: true });
+  await Deno.writeTextFile(
+    `${ctx}/Dockerfile`,
+    [
+      "FROM warren-base-rootfs:bookworm",
+      // No daemon starts at install (policy-rc.d), and nothing of apt stays.
+      "RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \\",
+      " && apt-get update && apt-get install -y --no-install-recommends redis-server haproxy \\",
+      " && rm -rf /var/lib/apt/lists/* /var/cache/apt/*",
+      "",
+    ].join("\n"),
+  );
+  await must(
+    dockerBin,
+    ["build", "--force-rm", "-q", "--network=host", "-t", extrasImage, ctx],
+    env,
+  );
+  await Deno.remove(ctx, { recursive: true });
+}

@@ -19,12 +19,12 @@ import { createHash } from "node:crypto";
 import { assert, assertEquals } from "./_assert.ts";
 import { run, sha256 } from "./_util.ts";
 import {
+  buildWarrenImage,
   composeBin,
   dockerBin,
   dockerSkipReason,
   ensureBaseImage,
   ensureDocker,
-  localCaPem,
   metricSum,
   must,
 } from "./_docker.ts";
@@ -176,19 +176,7 @@ Deno.test({
     // ---- images ----
     const base = await ensureBaseImage(env, tmp, progress);
     lap(`base image ${base.ref} (${base.how})`);
-    await must(dockerBin, [
-      "build",
-      "--force-rm",
-      "--quiet",
-      "--network=host", // RUN steps fetch npm packages: no masquerading bridge here
-      "--build-arg",
-      `BASE=${base.ref}`,
-      "--build-arg",
-      `EXTRA_CA_PEM=${localCaPem()}`,
-      "--tag",
-      image,
-      repoRoot,
-    ], env);
+    await buildWarrenImage(env, base.ref, image);
     // Old builds of the tag are dangling now; on our own engine, drop them (vfs is big).
     if (engine.started) await run(dockerBin, ["image", "prune", "--force"], { env });
     lap("build image");

@@ -40,7 +40,8 @@ export const serviceEnv: Record<ServiceName, string[]> = {
   "seaprox": ["WARREN_*", "SEAPROX_*", ...proxyEnv],
   "depot-server": ["WARREN_*", "DEPOT_*"],
   "depot-local": ["WARREN_*", "DEPOT_*", ...proxyEnv],
-  "tunnel-server": ["WARREN_*", "TUNNEL_*"],
+  // The two variables @redis/client (--registry) reads when it loads.
+  "tunnel-server": ["WARREN_*", "TUNNEL_*", "REDIS_DEBUG_MAINTENANCE", "REDIS_EMIT_DIAGNOSTICS"],
   "tunnel-client": ["WARREN_*", "TUNNEL_*", ...proxyEnv],
   "fusion-server": ["WARREN_*", "FUSION_*"],
   "fusion-client": ["WARREN_*", "FUSION_*", ...proxyEnv],

@@ -38,6 +38,9 @@ export interface TunnelServerService {
   stop(drainMs: number): Promise<void>;
 }
 
+/** What the plaintext-link warning of --cluster-listen names. */
+const clusterFix = "--cluster-tls-cert/--cluster-tls-key (and --cluster-tls-ca for mutual TLS)";
+
 /** Start tunnel-server; its listeners are bound through `bind`. */
 export async function constructTunnelServer(
   flags: ServiceFlags<typeof command.flags>,
@@ -47,7 +50,11 @@ export async function constructTunnelServer(
 ): Promise<TunnelServerService> {
   const at = flags["cluster-listen"];
   const clusterL = at &&
-    await bind("cluster", at, () => listenLink(at, cfg.clusterTls?.server, "cluster", log));
+    await bind(
+      "cluster",
+      at,
+      () => listenLink(at, cfg.clusterTls?.server, "cluster", log, clusterFix),
+    );
   const adv = flags.advertise ?? clusterL?.addr;
   const registry = cfg.registry && await RedisRegistry.connect({
     url: cfg.registry.url,
