@@ -1,8 +1,10 @@
 /**
- * `deno run -A bench/udp.ts [--seconds N] [--rates 50M,200M,500M]`: `iperf3 -u` direct and
- * through seaprox's `udp://` forward (issue 17), on loopback. iperf3 runs its control
- * connection over TCP on the same port as its datagrams, so seaprox listens with a `static://`
- * and a `udp://` listener on one port number, both to the iperf3 server. For each offered rate:
+ * `deno run -A bench/udp.ts [--seconds N] [--rates 50M,200M,500M]`: `iperf3 -u` direct,
+ * through seaprox's `udp://` forward and through a UDP tunnel (tunnel-server `--udp` →
+ * tunnel-client, issue 17), on loopback. iperf3 runs its control connection over TCP on the
+ * same port as its datagrams, so seaprox listens with a `static://` and a `udp://` listener on
+ * one port number, and the tunnel server defines a `--tcp` and a `--udp` tunnel on one port
+ * number, all to the iperf3 server. For each offered rate:
  * the receiver's rate, datagrams sent, lost (and %) and out of order, as iperf3 counts them —
  * loss is reported, never hidden. 1400-byte datagrams.
  *
@@ -262,9 +264,28 @@ try {
   ]);
   procs.push(sp);
   await listeningPort(sp, "udp");
+  const tport = freePort();
+  const env = { TUNNEL_IDENTIFIER: crypto.randomUUID() };
+  const ts = spawnDeno(servicePath("tunnel-server.ts"), [
+    ...["--listen", "127.0.0.1:0", "--tcp-ports", `${tport}`, "--udp-ports", `${tport}`],
+    ...[
+      "--tcp",
+      `${tport}=env:TUNNEL_IDENTIFIER`,
+      "--udp",
+      `${tport}:${serverPort}=env:TUNNEL_IDENTIFIER`,
+    ],
+  ], { env });
+  procs.push(ts);
+  const tc = spawnDeno(servicePath("tunnel-client.ts"), [
+    ...["--server", `http://127.0.0.1:${await listeningPort(ts, "http")}`],
+    ...["--local", `127.0.0.1:${serverPort}`, "--allow-port", `${serverPort}`],
+  ], { env });
+  procs.push(tc);
+  await listeningPort(ts, `udp-${tport}`);
   const rows: string[][] = [];
+  const paths = [["direct", serverPort], ["seaprox udp://", port], ["tunnel --udp", tport]];
   for (const rate of rates) {
-    for (const [path, p] of [["direct", serverPort], ["seaprox udp://", port]] as const) {
+    for (const [path, p] of paths as [string, number][]) {
       const r = await iperfUdp(p, rate);
       rows.push([
         path,
