@@ -187,6 +187,28 @@ Deno.test("tunnel --udp: dig and 400 counted datagrams to a real dnsmasq, admin 
     const rebound = await UdpSocket.bind("127.0.0.1", p2);
     await rebound.close();
     assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/state.json`)).udp, undefined);
+
+    // A local port the client does not allow: it refuses each flow, nothing is sent there,
+    // and the server counts every datagram it could not carry (in = relayed + dropped).
+    const refused = await call("POST", "/udp", { publicPort: p2, identifier: id, localPort: 9 });
+    assertEquals(refused.status, 201);
+    const stats = () => t.server.udpTunnels().find((x) => x.publicPort === p2)!.stats;
+    const [inBefore, failedBefore] = [stats().datagramsIn, stats().drops["send-failed"] ?? 0];
+    const stranger = await UdpSocket.bind("127.0.0.1", 0);
+    try {
+      for (let q = 0; q < 3; q++) {
+        await stranger.send(dnsQuery(q, "refused.example.test"), { host: "127.0.0.1", port: p2 });
+      }
+      await until(
+        () => (stats().drops["send-failed"] ?? 0) - failedBefore === 3,
+        "three datagrams counted as dropped",
+      );
+    } finally {
+      await stranger.close();
+    }
+    assertEquals(stats().datagramsIn, inBefore);
+    assert((c.client.failuresByReason["no-such-port"] ?? 0) >= 1, "the client refused the flow");
+    assertEquals((await call("DELETE", `/udp/${p2}`)).status, 204);
   } finally {
     peer.close();
     await c.stop();

@@ -228,7 +228,8 @@ export abstract class PortTunnels<L extends PortListener> {
     serverLocalPort: string | undefined,
     log: Logger,
   ): Promise<PortTunnelResult> {
-    if (this.#owners.has(publicPort) || client.closing) {
+    if (client.closing) return { publicPort, ok: false, error: "client closed" };
+    if (this.#owners.has(publicPort)) {
       return { publicPort, ok: false, error: "port in use by another client" };
     }
     this.#owners.set(publicPort, client);

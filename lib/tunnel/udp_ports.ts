@@ -252,7 +252,9 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       const key = joinHostPort(peer.host, peer.port);
       if (data.length > maxDatagramFrameBytes) return drops.drop("too-big", key);
       const send = (flow: PeerFlow | undefined) => {
-        if (flow?.ds.send(data)) tally.up(data.length);
+        // No flow: its stream could not be opened (the first datagram's drop is counted there).
+        if (!flow) return drops.drop("send-failed", `no flow for ${key}`);
+        if (flow.ds.send(data)) tally.up(data.length);
       };
       const flow = flows.get(key);
       if (flow) return send(flow);
