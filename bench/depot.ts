@@ -17,6 +17,10 @@
  *   available here), and `--wan-conns` (default 20) sequential SOCKS set-ups are timed, in
  *   RTTs: depot with spare tunnels (default), without (`--spare-tunnels 0`), `--mux`, ssh -R.
  *
+ * `--small-only` skips the bulk runs; `--old DIR` adds depot and depot --mux of another
+ * checkout (an old tree: its services/) as "(old)" rows, for a before/after in one run;
+ * `--only REGEX` keeps the paths whose name matches (direct TCP always).
+ *
  * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
  * read an 8-byte big-endian length n; if its top bit is clear send n bytes and FIN, if set
  * read n bytes from the client, then answer the 8-byte count and FIN. Every proxy runs in its
@@ -133,7 +137,8 @@ const flags = benchFlags({
     "wan-conns": 20,
     rounds: 3,
   },
-  booleans: ["only-wan"],
+  booleans: ["only-wan", "small-only"],
+  strings: ["old", "only"],
 });
 const bulkBytes = flags.bytes;
 const seqCount = flags.seq;
@@ -196,11 +201,17 @@ async function setupMs(port: number, dest: number, n: number, username?: string)
   return total / n;
 }
 
+/** `services/<name>` of this checkout, or with `old` of `--old`'s. */
+function service(name: string, old = false): string {
+  return old ? `${flags.old}/services/${name}` : servicePath(name);
+}
+
 /** depot-server with its four listeners on the given ports. */
 function startDepotServer(
   p: { control: number; socks: number; tunnel: number; status: number },
+  old = false,
 ): Proc {
-  return startDeno(servicePath("depot-server.ts"), [
+  return startDeno(service("depot-server.ts", old), [
     "--log-level",
     "warn",
     "--control",
@@ -215,8 +226,8 @@ function startDepotServer(
 }
 
 /** depot-local with `args` (`--server` and the rest). */
-function startDepotLocal(args: string[]): Proc {
-  return startDeno(servicePath("depot-local.ts"), [
+function startDepotLocal(args: string[], old = false): Proc {
+  return startDeno(service("depot-local.ts", old), [
     "--log-level",
     "warn",
     ...args,
@@ -289,6 +300,24 @@ try {
     status: ports.muxStatus,
   });
   const muxLocal = startDepotLocal(["--mux", "--server", `127.0.0.1:${ports.muxControl}`]);
+  /** The same two pairs from `--old`'s checkout. */
+  const oldPairs: { name: string; socks: number; procs: Proc[] }[] = [];
+  for (const mux of flags.old ? [false, true] : []) {
+    const p = { control: freePort(), socks: freePort(), tunnel: freePort(), status: freePort() };
+    const server = startDepotServer(p, true);
+    const local = startDepotLocal([
+      ...(mux ? ["--mux"] : []),
+      "--server",
+      `127.0.0.1:${p.control}`,
+    ], true);
+    await waitPort(p.status, "old depot-server");
+    await waitExits("old depot", p.status, 1);
+    oldPairs.push({
+      name: mux ? "depot --mux (old)" : "depot (old)",
+      socks: p.socks,
+      procs: [server, local],
+    });
+  }
   const microsocks = start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
   await waitPort(srcPort, "source");
   // Reference relays: one hop, and two hops in two processes (depot's data path, minus
@@ -343,6 +372,11 @@ try {
       procs: [muxServer, muxLocal],
       names: ["server", "local"],
     },
+    ...oldPairs.map((o) => ({
+      route: socksRoute(o.name, o.socks, srcPort),
+      procs: o.procs,
+      names: ["server", "local"],
+    })),
     {
       route: socksRoute("microsocks (SOCKS5)", ports.microsocks, srcPort),
       procs: [microsocks],
@@ -353,7 +387,7 @@ try {
       procs: sshProcs,
       names: sshProcs.map((p) => p.name),
     },
-  ];
+  ].filter((p, i) => i === 0 || !flags.only || new RegExp(flags.only).test(p.route.name));
   const failed = { down: NaN, up: NaN, seqMs: NaN, rps: NaN, cpu: [], cpuOf: [] };
   // The small-request phases run `--rounds` times, interleaving the paths so a burst of load
   // from elsewhere does not land on one path only: best set-up time and rate, and the median
@@ -366,14 +400,23 @@ try {
           rows.push({ name: r.name, ...failed, err: sshError });
           continue;
         }
-        rows.push({ name: r.name, down: 0, up: 0, seqMs: Infinity, rps: 0, cpu: [], cpuOf: names });
+        const bulk = flags["small-only"] ? NaN : 0;
+        rows.push({
+          name: r.name,
+          down: bulk,
+          up: bulk,
+          seqMs: Infinity,
+          rps: 0,
+          cpu: [],
+          cpuOf: names,
+        });
       }
       const row = rows[i];
       if (row.err) continue;
       try {
         if (round === 1) {
           await smallExchange(r, smallBuffer()); // warm up (JIT, pools)
-          for (let k = 0; k < bulkRuns; k++) {
+          for (let k = 0; k < (flags["small-only"] ? 0 : bulkRuns); k++) {
             row.down = Math.max(row.down, await downloadMBps(r, bulkBytes));
             row.up = Math.max(row.up, await uploadMBps(r, bulkBytes));
           }

@@ -44,6 +44,7 @@ import {
   endFeature,
   heartbeatDeadFactor,
   muxFeature,
+  openFeature,
   recentFailureCount,
   udpFeature,
 } from "./protocol.ts";
@@ -193,6 +194,15 @@ interface Session {
   requests: Map<number, AbortController>;
   /** The server waits for `end{id}` before passing a plain tunnel's FIN on. */
   reportsEnds: boolean;
+  /** "open": the server opens a mux stream per request, its SYN carrying the request. */
+  opens?: boolean;
+}
+
+/** A request that came on a stream the server opened ("open"): it is the tunnel, answered on. */
+interface OnStream {
+  stream: Duplex;
+  /** What the first frame's read took past the request (forwarded first). */
+  leftover: Uint8Array;
 }
 
 /**
@@ -435,7 +445,12 @@ export class DepotLocal {
         name: this.name,
         socksPassword: o.socksPassword,
         agent: "warren-depot-local/1",
-        features: this.#udpOpts.enabled ? [endFeature, udpFeature] : [endFeature],
+        // "open": with --mux, requests come as streams the server opens (open-with-data).
+        features: [
+          endFeature,
+          ...(this.#udpOpts.enabled ? [udpFeature] : []),
+          ...(o.mux ? [openFeature] : []),
+        ],
       });
       const welcome = await ctl.expect(
         "welcome",
@@ -454,13 +469,20 @@ export class DepotLocal {
       };
       const spareCount = o.spareTunnels ?? defaultSpareTunnels;
       if (o.mux && welcome.features?.includes(muxFeature)) {
-        mux = await this.#openMux(dialTunnel, welcome.heartbeatMs);
+        const opens = welcome.features?.includes(openFeature) === true &&
+          welcome.sessionKey !== undefined;
+        mux = await this.#openMux(
+          dialTunnel,
+          welcome.heartbeatMs,
+          opens ? welcome.sessionKey : undefined,
+        );
         const muxSession = mux;
         session = {
           ...session,
           mux,
           reportsEnds: false, // a stream's FIN and RST are the mux's own frames
           openTunnel: async () => ({ conn: await muxSession.open(), spare: false }),
+          opens,
         };
         // The mux connection and the control connection live and die together.
         void mux.closed.then(() => ctl.close()); // `closed` only resolves
@@ -512,6 +534,7 @@ export class DepotLocal {
     this.#events.dispatchEvent(new Event("change"));
     m.sessionsTotal.inc({ side: "local" });
     this.log.info("connected", { server: this.#serverStr, name: this.name });
+    if (session.mux && session.opens) this.#track(this.#acceptStreams(session, session.mux));
     try {
       while (true) {
         const msg = await ctl.receive();
@@ -543,11 +566,43 @@ export class DepotLocal {
     p.finally(() => this.#tasks.delete(p));
   }
 
+  /** "open": every stream the server opens on the mux session is one request. */
+  async #acceptStreams(session: Session, mux: MuxSession): Promise<void> {
+    for await (const stream of mux) this.#track(this.#serveStream(session, stream));
+  }
+
+  /** Read the request a server-opened stream starts with (under the handshake timer), serve it. */
+  async #serveStream(session: Session, stream: Duplex): Promise<void> {
+    const timeoutMs = this.#opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
+    const cancelTimer = after(timeoutMs, () => closeQuietly(stream));
+    let req;
+    const buffered = new BufferedReader(stream, 1024);
+    try {
+      req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 }).read();
+    } catch (err) {
+      this.log.debug("request stream failed", { error: describe(err) });
+    } finally {
+      cancelTimer();
+    }
+    if (req?.type === "connect" || (req?.type === "associate" && this.#udpOpts.enabled)) {
+      await this.#handleConnect(session, req, { stream, leftover: buffered.takeBuffered() });
+      return;
+    }
+    if (req) this.log.warn("unexpected first frame on a request stream", { type: req.type });
+    closeQuietly(stream);
+  }
+
   /**
    * Dial the target; report failure, or open the tunnel and relay. An `associate` dials
-   * nothing: its tunnel carries datagrams to the UDP exit (udp.ts). Never rejects.
+   * nothing: its tunnel carries datagrams to the UDP exit (udp.ts). With `on`, the request
+   * came on a stream the server opened: that stream is the tunnel and takes the answer.
+   * Never rejects.
    */
-  async #handleConnect(session: Session, req: ConnectRequest | AssociateRequest): Promise<void> {
+  async #handleConnect(
+    session: Session,
+    req: ConnectRequest | AssociateRequest,
+    on?: OnStream,
+  ): Promise<void> {
     const o = this.#opts;
     const { ctl } = session;
     const ac = new AbortController();
@@ -560,6 +615,19 @@ export class DepotLocal {
     const signal = ac.signal;
     const udp = req.type === "associate";
     const dest = udp ? "udp" : joinHostPort(req.host, req.port);
+    /** Tell the server the request failed: on its stream, else on the control connection. */
+    const report = async (reason: NetFailureReason, message: string): Promise<void> => {
+      const failed = {
+        type: "connectFailed" as const,
+        id: req.id,
+        reason,
+        message: message.slice(0, 500),
+      };
+      const sent = on ? new ControlWriter(on.stream, depotProtocol).send(failed) : ctl.send(failed);
+      await sent.catch(() => {
+        // The control connection (or the stream) is gone: the server fails the request itself.
+      });
+    };
     const log = this.log.child({ id: req.id, dest });
     const startedMs = performance.now();
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
@@ -569,7 +637,9 @@ export class DepotLocal {
     const allowed = udp || !o.allow || o.allow({ host: req.host, port: req.port });
     // The tunnel transport is opened while the target is dialled: set-up costs one of the
     // two, not both. If the dial fails, the unused transport is closed unnamed.
-    const transport = allowed
+    const transport = on
+      ? Promise.resolve({ conn: { conn: on.stream, spare: false }, error: undefined })
+      : allowed
       ? session.openTunnel(signal).then(
         (conn) => ({ conn, error: undefined }),
         (error: unknown) => ({ conn: undefined, error }),
@@ -587,26 +657,21 @@ export class DepotLocal {
             : await dial(req.host, req.port, { timeoutMs, signal });
         }
       } catch (err) {
-        // `transport` never rejects (its failure is a value): close what it brings, if any.
-        void transport.then((t) => closeQuietly(t.conn?.conn));
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
         log.info("dial failed", { failure: reason, error: errorMessage(err) });
-        await ctl.send({
-          type: "connectFailed",
-          id: req.id,
-          reason,
-          message: errorMessage(err).slice(0, 500),
-        }).catch(() => {
-          // The control connection is gone: the server fails the request on its own.
-        });
+        await report(reason, errorMessage(err));
+        // `transport` never rejects (its failure is a value): close what it brings, if any.
+        void transport.then((t) => closeQuietly(t.conn?.conn));
         return;
       }
       try {
         const t = await transport;
         if (t.error !== undefined) throw t.error;
         try {
-          tunnel = await this.#tunnelHandshake(t.conn!.conn, req, app?.localAddr, signal);
+          tunnel = on
+            ? await this.#answerOnStream(on, req, app?.localAddr)
+            : await this.#tunnelHandshake(t.conn!.conn, req, app?.localAddr, signal);
         } catch (err) {
           if (!t.conn!.spare || err instanceof RemoteError || signal.aborted) throw err;
           // A spare the server had already dropped (restart, timer): one fresh connection.
@@ -617,14 +682,7 @@ export class DepotLocal {
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
         log.warn("tunnel failed", { error: describe(err) });
-        await ctl.send({
-          type: "connectFailed",
-          id: req.id,
-          reason: "other",
-          message: `tunnel: ${describe(err)}`.slice(0, 500),
-        }).catch(() => {
-          // The control connection is gone: the server fails the request on its own.
-        });
+        await report("other", `tunnel: ${describe(err)}`);
         return;
       }
       const stats: RelayStats = { aToB: 0, bToA: 0 };
@@ -692,6 +750,7 @@ export class DepotLocal {
   async #openMux(
     dialTunnel: (signal: AbortSignal) => Promise<Duplex>,
     heartbeatMs: number,
+    sessionKey?: string,
   ): Promise<MuxSession> {
     const o = this.#opts;
     const conn = await dialTunnel(this.#stop.signal);
@@ -704,6 +763,7 @@ export class DepotLocal {
         type: "mux",
         token: o.token ?? "",
         name: this.name,
+        sessionKey,
       });
       const buffered = new BufferedReader(conn, 1024);
       const answer = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
@@ -724,6 +784,25 @@ export class DepotLocal {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * "open": answer a request on the stream it came on; the stream relays from the next byte
+   * (the server needs no acceptance round: it opened the stream for this request).
+   */
+  async #answerOnStream(
+    on: OnStream,
+    req: { id: number; key: string },
+    bound: Deno.NetAddr | undefined,
+  ): Promise<Duplex> {
+    await new ControlWriter(on.stream, depotProtocol).send({
+      type: "tunnel",
+      id: req.id,
+      key: req.key,
+      boundHost: bound?.hostname,
+      boundPort: bound?.port,
+    });
+    return withPrefix(on.stream, on.leftover);
   }
 
   /** Name the request on a fresh tunnel transport and wait for the server's acceptance. */

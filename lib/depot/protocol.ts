@@ -79,6 +79,7 @@ export const welcomeMessage: MessageDef<"welcome", {
   tunnelPort: Check<number>;
   features: OptionalCheck<string[]>;
   spareIdleMs: OptionalCheck<number>;
+  sessionKey: OptionalCheck<string>;
 }> = defineMessage("welcome", {
   name: str({ pattern: exitNamePattern, maxLength: 64 }),
   /** Ping interval both sides use; silence for 3 intervals means dead. */
@@ -92,6 +93,12 @@ export const welcomeMessage: MessageDef<"welcome", {
    * server's handshake timeout); absent: the local keeps no spares.
    */
   spareIdleMs: optional(int({ min: 10, max: 3_600_000 })),
+  /**
+   * With "open" on both sides: this session's secret, which the local's `mux` frame presents so
+   * the server opens the exit's requests on that session and no other (a token alone does not
+   * make a mux session an exit's).
+   */
+  sessionKey: optional(requestKey),
 });
 
 /** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
@@ -169,11 +176,16 @@ export const tunnelAcceptedMessage: MessageDef<"tunnelAccepted", { id: Check<num
  * local → server, first frame of a tunnel connection that becomes one lib/mux (yamux)
  * session carrying every tunnel as a stream (`--mux`). Authenticated by the shared token.
  */
-export const muxMessage: MessageDef<"mux", { token: Check<string>; name: Check<string> }> =
-  defineMessage("mux", {
-    token: str({ maxLength: 1024 }),
-    name: str({ pattern: exitNamePattern, maxLength: 64 }),
-  });
+export const muxMessage: MessageDef<"mux", {
+  token: Check<string>;
+  name: Check<string>;
+  sessionKey: OptionalCheck<string>;
+}> = defineMessage("mux", {
+  token: str({ maxLength: 1024 }),
+  name: str({ pattern: exitNamePattern, maxLength: 64 }),
+  /** The welcome's `sessionKey` ("open"): requests of this exit go on streams of this session. */
+  sessionKey: optional(requestKey),
+});
 
 /** server → local on a mux tunnel connection: yamux frames follow from now on. */
 export const muxAcceptedMessage: MessageDef<"muxAccepted", Record<never, never>> = defineMessage(
@@ -194,6 +206,16 @@ export const endFeature = "end";
  * then does the server send `associate` (otherwise the client gets reply 0x07).
  */
 export const udpFeature = "udp";
+
+/**
+ * Feature of open-with-data on the mux session: a local announces it in hello when it accepts
+ * streams the server opens, and the server in welcome when it opens them. A request then
+ * costs no control message: the server opens a stream whose SYN frame carries the
+ * `connect{id,key,host,port}` (or `associate`), the local answers on that stream with
+ * `tunnel{id,key,bound}` (relay from the next byte on, no `tunnelAccepted`) or
+ * `connectFailed{id,reason}`; a timed-out request's stream is reset.
+ */
+export const openFeature = "open";
 
 /** The depot control protocol (control and tunnel connections). */
 export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", depotProtocolVersion, [

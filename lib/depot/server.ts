@@ -32,6 +32,7 @@ import {
   ControlError,
   ControlReader,
   ControlWriter,
+  encodeFrame,
   randomSecret,
   RemoteError,
   timingSafeEqual,
@@ -48,6 +49,7 @@ import {
   endFeature,
   heartbeatDeadFactor,
   muxFeature,
+  openFeature,
   recentFailureCount,
   udpFeature,
 } from "./protocol.ts";
@@ -227,6 +229,12 @@ class ExitSession {
   readonly pending = new Set<Pending>();
   /** The local announced "udp": it serves `associate`. */
   carriesUdp = false;
+  /** The local announced "open": it takes requests on streams we open on its mux session. */
+  opensStreams = false;
+  /** Its mux session, when it opened one (and announced "open"). */
+  mux: MuxSession | undefined;
+  /** With "open": the secret (welcome's `sessionKey`) its mux frame presents. */
+  sessionKey: string | undefined;
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
   constructor(
@@ -510,6 +518,8 @@ export class DepotServer {
       log,
     );
     exit.carriesUdp = hello.features?.includes(udpFeature) ?? false;
+    exit.opensStreams = hello.features?.includes(openFeature) ?? false;
+    if (exit.opensStreams) exit.sessionKey = randomSecret(16);
     const stale = this.#exits.get(hello.name);
     if (stale) {
       log.info("exit reconnected, replacing the previous session", {
@@ -529,8 +539,9 @@ export class DepotServer {
         name: hello.name,
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
-        features: [muxFeature, endFeature, udpFeature],
+        features: [muxFeature, endFeature, udpFeature, openFeature],
         spareIdleMs: this.spareIdleMs,
+        sessionKey: exit.sessionKey,
       });
     } catch (err) {
       log.warn("welcome failed", { error: describe(err) });
@@ -666,11 +677,12 @@ export class DepotServer {
       udp = await this.#bindAssociation(conn, req.dest, exit, stats, log);
       if (!udp) return;
     }
-    const outcome = await this.#request(
-      exit,
-      udp ? { type: "associate" } : { type: "connect", host: req.dest.host, port: req.dest.port },
-      dest,
-    );
+    const ask = udp
+      ? { type: "associate" as const }
+      : { type: "connect" as const, host: req.dest.host, port: req.dest.port };
+    const outcome = exit.mux
+      ? await this.#requestOnStream(exit, exit.mux, ask, dest)
+      : await this.#request(exit, ask, dest);
     if (!outcome.ok) {
       udp?.assoc.close();
       udp?.table.close();
@@ -883,6 +895,76 @@ export class DepotServer {
     });
   }
 
+  /**
+   * Open-with-data (feature "open"): a mux stream whose SYN carries the `connect` (or
+   * `associate`); the local's answer on it is the outcome: `tunnel` (the stream relays from
+   * the next byte), `connectFailed`, or nothing in time (the stream is reset). No control
+   * message and no `tunnelAccepted`: the control path adds nothing to the request.
+   */
+  #requestOnStream(
+    exit: ExitSession,
+    mux: MuxSession,
+    ask: { type: "connect"; host: string; port: number } | { type: "associate" },
+    dest: string,
+  ): Promise<Outcome> {
+    const id = this.#nextId++;
+    const key = randomSecret(16);
+    return new Promise<Outcome>((resolve) => {
+      let settled = false;
+      let stream: Duplex & { reset(): void } | undefined;
+      const cancelTimer = after(this.pendingTimeoutMs, () => {
+        p.settle({ ok: false, reason: "timeout", message: "no answer on the stream in time" });
+      });
+      const p: Pending = {
+        id,
+        key,
+        exit,
+        dest,
+        udp: ask.type === "associate",
+        settle: (o) => {
+          if (settled) return false;
+          settled = true;
+          cancelTimer();
+          this.#pending.delete(id);
+          exit.pending.delete(p);
+          // A request given up (timeout, exit gone, shutdown) ends its stream at the local.
+          if (!o.ok) stream?.reset();
+          resolve(o);
+          return true;
+        },
+      };
+      this.#pending.set(id, p);
+      exit.pending.add(p);
+      const answer = async (): Promise<Outcome> => {
+        const frame = encodeFrame({ v: depotProtocol.version, ...ask, id, key });
+        stream = await mux.open({ data: frame });
+        if (settled) return { ok: false, reason: "other", message: "settled" };
+        const buffered = new BufferedReader(stream, 1024);
+        const msg = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
+          .read();
+        if (msg?.type === "tunnel" && msg.id === id && equalFixedLength(msg.key, key)) {
+          const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
+            ? { host: msg.boundHost, port: msg.boundPort }
+            : undefined;
+          // The relay owns the stream from here: nothing waits for its end.
+          const conn = withPrefix(stream, buffered.takeBuffered());
+          return { ok: true, conn, bound, done: () => {} };
+        }
+        if (msg?.type === "connectFailed" && msg.id === id) {
+          return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
+        }
+        const what = msg ? `unexpected ${msg.type} for request ${id}` : "stream ended unanswered";
+        return { ok: false, reason: "other", message: what };
+      };
+      answer().then(
+        (o) => {
+          if (!p.settle(o) && o.ok) closeQuietly(o.conn);
+        },
+        (err) => p.settle({ ok: false, reason: "network-unreachable", message: describe(err) }),
+      );
+    });
+  }
+
   #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
     this.#failureCount++;
     this.#failuresByReason.set(reason, (this.#failuresByReason.get(reason) ?? 0) + 1);
@@ -943,7 +1025,12 @@ export class DepotServer {
         return;
       }
       ctx.handshakeDone();
-      await this.#serveMux(withPrefix(conn, buffered.takeBuffered()), msg.name, ctx.remote);
+      await this.#serveMux(
+        withPrefix(conn, buffered.takeBuffered()),
+        msg.name,
+        ctx.remote,
+        msg.sessionKey,
+      );
       return;
     }
     if (msg.type !== "tunnel") {
@@ -996,7 +1083,12 @@ export class DepotServer {
   }
 
   /** Serve a mux session: every stream the local opens is a tunnel (one handshake each). */
-  async #serveMux(conn: Duplex, name: string, remote: string): Promise<void> {
+  async #serveMux(
+    conn: Duplex,
+    name: string,
+    remote: string,
+    sessionKey?: string,
+  ): Promise<void> {
     const log = this.log.child({ exit: name, mux: remote });
     const session = MuxSession.server(conn, {
       keepaliveIntervalMs: this.heartbeatMs,
@@ -1004,6 +1096,12 @@ export class DepotServer {
       log,
     });
     this.#muxSessions.add(session);
+    // The exit's requests go on streams we open (open-with-data) when its local takes them
+    // and this session presents the exit session's key (ours: its length is no secret).
+    const exit = this.#exits.get(name);
+    const bound = exit?.sessionKey !== undefined && sessionKey !== undefined &&
+      equalFixedLength(sessionKey, exit.sessionKey);
+    if (bound) exit.mux = session;
     log.info("mux session opened");
     const streams = new Set<Promise<void>>();
     try {
@@ -1013,6 +1111,7 @@ export class DepotServer {
         p.finally(() => streams.delete(p));
       }
     } finally {
+      if (exit?.mux === session) exit.mux = undefined;
       this.#muxSessions.delete(session);
       await session.close("internal-error");
       await Promise.allSettled([...streams]);

@@ -1,0 +1,200 @@
+/**
+ * depot open-with-data (feature "open"): with --mux, the server opens a stream per request
+ * whose SYN carries the `connect`; the local answers on that stream. Driven by hand on the
+ * local's side (control connection and mux session), so what crosses which connection is
+ * checked, and with real DepotLocals for the bytes.
+ */
+import { BufferedReader, ControlReader, ControlWriter } from "../lib/control/mod.ts";
+import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
+import { Session, type Stream } from "../lib/mux/mod.ts";
+import { ControlConn } from "../lib/control/mod.ts";
+import { dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { socks5Connect } from "../lib/socks5/mod.ts";
+import { assert, assertEquals } from "./_assert.ts";
+import { socksDial, startDepot, startTarget } from "./_depot.ts";
+import { readAll } from "./_util.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A hand-driven local announcing "open": its control connection and mux session. */
+async function openLocal(
+  depot: { controlPort: number; tunnelPort: number },
+  opts: { presentKey?: "right" | "wrong" | "none" } = {},
+): Promise<{ ctl: ControlConn<DepotMessage>; mux: Session; close(): Promise<void> }> {
+  const ctl = new ControlConn(await dial("127.0.0.1", depot.controlPort), depotProtocol);
+  await ctl.send({
+    type: "hello",
+    role: "depot-local",
+    token: "t",
+    name: "default",
+    features: ["open"],
+  });
+  const welcome = await ctl.expect("welcome", 5000);
+  assert(welcome.features?.includes("open"), "the server offers open");
+  assertEquals(welcome.sessionKey?.length, 32);
+  const key = opts.presentKey ?? "right";
+  const conn = await dial("127.0.0.1", depot.tunnelPort);
+  await new ControlWriter(conn, depotProtocol).send({
+    type: "mux",
+    token: "t",
+    name: "default",
+    sessionKey: key === "right" ? welcome.sessionKey : key === "wrong" ? "0".repeat(32) : undefined,
+  });
+  const r = new BufferedReader(conn, 1024);
+  assertEquals((await new ControlReader(r, depotProtocol).read())?.type, "muxAccepted");
+  const mux = Session.client(withPrefix(conn, r.takeBuffered()), { keepaliveIntervalMs: 0 });
+  return {
+    ctl,
+    mux,
+    async close() {
+      await mux.close("internal-error");
+      ctl.close();
+    },
+  };
+}
+
+/** The first frame of a stream the server opened, and the stream after it. */
+async function firstFrame(s: Stream): Promise<{ msg: DepotMessage | null; rest: Duplex }> {
+  const r = new BufferedReader(s, 1024);
+  const msg = await new ControlReader(r, depotProtocol).read();
+  return { msg, rest: withPrefix(s, r.takeBuffered()) };
+}
+
+/** Whether a frame arrives on the control connection within `ms` (pings excepted). */
+async function controlFrameWithin(ctl: ControlConn<DepotMessage>, ms: number): Promise<string> {
+  const t = new Promise<string>((r) => setTimeout(() => r("none"), ms));
+  const got = ctl.receive().then((m) => m?.type ?? "eof");
+  const first = await Promise.race([got, t]);
+  return first;
+}
+
+Deno.test("depot open: the request rides in the SYN of a stream the server opens, answered on it", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t" } });
+  const local = await openLocal(depot);
+  try {
+    const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
+    const stream = await local.mux.accept();
+    assert(stream !== null);
+    const { msg, rest } = await firstFrame(stream);
+    assertEquals(msg?.type, "connect");
+    const req = msg as Extract<DepotMessage, { type: "connect" }>;
+    assertEquals([req.host, req.port], ["app.invalid", 8080]);
+    await new ControlWriter(rest, depotProtocol).send({
+      type: "tunnel",
+      id: req.id,
+      key: req.key,
+      boundHost: "192.0.2.7",
+      boundPort: 4321,
+    });
+    const c = await client;
+    // Half-close both ways, either direction first.
+    await writeAll(c, enc.encode("up"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(rest)), "up");
+    await writeAll(rest, enc.encode("down"));
+    await rest.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "down");
+    c.close();
+    rest.close();
+    // Nothing of the request crossed the control connection.
+    assertEquals(await controlFrameWithin(local.ctl, 200), "none");
+  } finally {
+    await local.close();
+    await depot.close();
+  }
+});
+
+Deno.test("depot open: connectFailed on the stream is the client's reply code", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t" } });
+  const local = await openLocal(depot);
+  try {
+    const conn = await dial("127.0.0.1", depot.socksPort);
+    const answer = socks5Connect(conn, { host: "127.0.0.1", port: 9 }).catch((e) => e);
+    const stream = (await local.mux.accept())!;
+    const { msg, rest } = await firstFrame(stream);
+    const id = (msg as { id: number }).id;
+    await new ControlWriter(rest, depotProtocol).send({
+      type: "connectFailed",
+      id,
+      reason: "refused",
+    });
+    const err = await answer;
+    assertEquals((err as { reason?: string }).reason, "refused");
+    conn.close();
+    rest.close();
+  } finally {
+    await local.close();
+    await depot.close();
+  }
+});
+
+Deno.test("depot open: a stream unanswered in time is reset, the client gets 0x06", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t", pendingTimeoutMs: 300 } });
+  const local = await openLocal(depot);
+  try {
+    const conn = await dial("127.0.0.1", depot.socksPort);
+    const answer = socks5Connect(conn, { host: "127.0.0.1", port: 9 }).catch((e) => e);
+    const stream = (await local.mux.accept())!;
+    const { msg, rest } = await firstFrame(stream);
+    assertEquals(msg?.type, "connect");
+    assertEquals((await answer as { reason?: string }).reason, "timeout");
+    // The server gave the stream up: reading it ends (reset), it carries nothing more.
+    const left = await readAll(rest).catch(() => new Uint8Array(0));
+    assertEquals(left.length, 0);
+    conn.close();
+    rest.close();
+  } finally {
+    await local.close();
+    await depot.close();
+  }
+});
+
+for (const presentKey of ["wrong", "none"] as const) {
+  Deno.test(`depot open: a mux session with ${presentKey} session key gets no requests`, async () => {
+    const depot = await startDepot({ locals: [], server: { token: "t" } });
+    const local = await openLocal(depot, { presentKey });
+    try {
+      const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
+      // The request goes the old way: a connect on the control connection.
+      const req = await local.ctl.expect("connect", 5000);
+      assertEquals(req.host, "app.invalid");
+      const accepted = await Promise.race([
+        local.mux.accept(),
+        new Promise((r) => setTimeout(() => r("none"), 200)),
+      ]);
+      assertEquals(accepted, "none");
+      await local.ctl.send({ type: "connectFailed", id: req.id, reason: "refused" });
+      assertEquals((await client.catch((e) => e) as { reason?: string }).reason, "refused");
+    } finally {
+      await local.close();
+      await depot.close();
+    }
+  });
+}
+
+Deno.test("depot open: real --mux locals relay byte-exact over server-opened streams", async () => {
+  const target = startTarget();
+  const depot = await startDepot({ locals: [{ mux: true }] });
+  try {
+    // Concurrent echoes and one 8 MiB download, each checked.
+    const echo = async (i: number) => {
+      const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+      const body = `E${"x".repeat(i * 100)}`;
+      await writeAll(c, enc.encode(body));
+      await c.closeWrite();
+      assertEquals(dec.decode(await readAll(c)), body.slice(1));
+      c.close();
+    };
+    await Promise.all(Array.from({ length: 20 }, (_, i) => echo(i)));
+    const bytes = 8 << 20;
+    const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+    await writeAll(c, enc.encode(`D${bytes}\n`));
+    assertEquals((await readAll(c)).length, bytes);
+    c.close();
+    assertEquals(depot.server.status().muxSessions, 1);
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});
