@@ -2,7 +2,7 @@
  * seaprox's `udp://host:port?to=host:port` listener as a process: `dig` through it to a real
  * dnsmasq, and a flood of 5000 new peer flows held to `max-flows` — its open sockets stay
  * within the bound (counted in /proc), RSS before and after reported — after which a peer
- * still gets its answer (dig may retry: UDP on a busy machine may lose one). Also: a udp:// listener with --forward is refused at start.
+ * still gets its answer (dig may retry: UDP on a busy machine may lose one). Also: a udp:// listener through an HTTP CONNECT hop is refused at start, naming it.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -53,7 +53,7 @@ Deno.test("seaprox udp:// forward: dig through it, and 5000 new flows held to ma
   }
 });
 
-Deno.test("seaprox udp:// forward: refused with --forward (datagrams would bypass it)", async () => {
+Deno.test("seaprox udp:// forward: refused through an HTTP CONNECT hop, which cannot carry UDP", async () => {
   const r = await run(Deno.execPath(), [
     "run",
     "-A",
@@ -61,8 +61,11 @@ Deno.test("seaprox udp:// forward: refused with --forward (datagrams would bypas
     "--listen",
     "udp://127.0.0.1:0?to=127.0.0.1:53",
     "--forward",
-    "socks5://127.0.0.1:1080",
+    "http://127.0.0.1:3128",
   ]);
   assertEquals(r.code, 2, r.stderr);
-  assert(r.stderr.includes("udp:// listeners send from this host"), r.stderr);
+  assert(
+    r.stderr.includes("hop 1/1 http://127.0.0.1:3128 (HTTP CONNECT) cannot carry UDP"),
+    r.stderr,
+  );
 });

@@ -4,7 +4,7 @@
  * shows the relay's rules — datagrams from another port, fragments, malformed headers and ACL-
  * denied destinations (the unspecified address included) are dropped and counted while the
  * allowed ones pass; the association ends with its TCP connection, on the idle timeout, and
- * is refused (0x07) when connections leave through a --forward chain.
+ * fails naming the hop (0x01) when it leaves through a --forward SOCKS5 hop that is down.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -150,11 +150,17 @@ Deno.test("seaprox udp: an association ends on its idle timeout", async () => {
   }
 });
 
-Deno.test("seaprox udp: refused with 0x07 when connections leave through a --forward chain", async () => {
-  const { sp, port } = await seaprox({ forward: [parseForwardUrl("socks5://127.0.0.1:1")] });
+Deno.test("seaprox udp: through a --forward SOCKS5 hop that is down: 0x01, the hop named", async () => {
+  // Datagrams never bypass the chain: the hop's own UDP ASSOCIATE is needed, and it is down.
+  const { sp, port, closed, lines } = await seaprox({
+    forward: [parseForwardUrl("socks5://127.0.0.1:1")],
+  });
   const a = await associate(port);
   try {
-    assertEquals(a.reply, 7);
+    assertEquals(a.reply, 1);
+    await until(() => closed.length === 1);
+    const line = lines.find((l) => l.includes("socks5-udp[")) ?? lines.join("\n");
+    assert(line.includes("hop 1/1 socks5://127.0.0.1:1 unreachable"), line);
   } finally {
     closeQuietly(a.control);
     await sp.stop();

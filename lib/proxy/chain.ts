@@ -21,6 +21,14 @@ import { dialViaProxy, proxyFor, type ProxySettings } from "../transport/mod.ts"
 import { LinkClient, type LinkClientOptions, LinkDialError } from "./link.ts";
 import { QuicLinkClient } from "./link_quic.ts";
 import type { Credentials, ForwardSpec } from "./url.ts";
+import { directUdpOpener, type UdpChannelOpener } from "../udp/mod.ts";
+import {
+  chainUdpRefusal,
+  httpNoUdp,
+  linkHopUdp,
+  refusingUdpOpener,
+  socks5HopUdp,
+} from "./udp_chain.ts";
 
 /** Options of {@linkcode socks5ChainDialer}. */
 export interface ChainDialerOptions {
@@ -204,6 +212,11 @@ export interface ChainOptions {
   /** How the first hop is reached (direct TCP in seaprox). */
   base: Dialer;
   /**
+   * How datagrams reach a first SOCKS5 hop's relay, or why they cannot (a string: the egress
+   * proxy carries no UDP). @default from this host
+   */
+  baseUdp?: UdpChannelOpener | string;
+  /**
    * Options of a `link://` hop's {@linkcode LinkClient} (token, and for a first hop TLS and
    * transport); `addr` and `via` are the chain's.
    */
@@ -239,13 +252,28 @@ export function seaproxChain(
         leftover.length > 0 ? new PrefixedDuplex(conn, leftover) : conn
       );
   };
-  return startChain(hops, { base, link: { ...opts.link, proxy: opts.proxy } });
+  const egress = proxyFor(opts.proxy, hops[0].addr, false);
+  return startChain(hops, {
+    base,
+    baseUdp: egress
+      ? `hop 1/${hops.length} ${hops[0].display} is reached through the egress proxy, ` +
+        "which carries no UDP"
+      : directUdpOpener({ prefer: opts.prefer }),
+    link: { ...opts.link, proxy: opts.proxy },
+  });
 }
 
 /** A running chain: its Dialer, and the link sessions it keeps up. */
 export interface Chain {
   /** Reach a destination through every hop in order. */
   dial: Dialer;
+  /**
+   * UDP through every hop in order (udp_chain.ts): datagrams leave behind the last hop.
+   * Rejects with `UdpUnsupportedError` naming the hop that cannot carry UDP.
+   */
+  udp: UdpChannelOpener;
+  /** Why the chain cannot carry UDP at all (a hop kind that never can), if so. */
+  udpRefusal?: string;
   /** The link hops' clients (in hop order), for status and shutdown. */
   links: LinkClient[];
   /** The quic:// hop's client, if the chain starts with one. */
@@ -283,10 +311,14 @@ export interface Chain {
  */
 export function startChain(hops: readonly ForwardSpec[], opts: ChainOptions): Chain {
   let dial = opts.base;
+  const baseUdp = opts.baseUdp ?? directUdpOpener();
+  /** The UDP path so far (refusing, naming the hop, where a hop cannot carry it). */
+  let udp = typeof baseUdp === "string" ? refusingUdpOpener(baseUdp) : baseUdp;
   const links: LinkClient[] = [];
   let quic: QuicLinkClient | undefined;
   hops.forEach((spec, i) => {
     const info = { index: i + 1, of: hops.length, display: spec.display };
+    const name = `hop ${info.index}/${info.of} ${info.display}`;
     const via = dial;
     if (spec.scheme === "quic") {
       // QUIC runs over UDP from this host: it cannot ride the TCP streams of earlier hops.
@@ -295,6 +327,7 @@ export function startChain(hops: readonly ForwardSpec[], opts: ChainOptions): Ch
       const { token, tls, log } = opts.link;
       quic = new QuicLinkClient({ addr: spec.addr, token, tls, log });
       dial = linkHopDialer(info, quic);
+      udp = linkHopUdp(name, quic.openUdp);
     } else if (spec.scheme === "link") {
       if (!opts.link) throw new Error(`${spec.display}: a link hop needs link options (token)`);
       const link = new LinkClient({
@@ -304,13 +337,19 @@ export function startChain(hops: readonly ForwardSpec[], opts: ChainOptions): Ch
       });
       links.push(link);
       dial = linkHopDialer(info, link);
+      udp = linkHopUdp(name, link.openUdp);
     } else {
       const handshake = spec.scheme === "socks5" ? socks5Handshake : httpHandshake;
       dial = hopDialer(info, spec.addr, via, (up, dest) => handshake(up, dest, spec.auth));
+      udp = spec.scheme === "http"
+        ? refusingUdpOpener(httpNoUdp(name))
+        : socks5HopUdp(name, spec.addr, spec.auth, via, udp);
     }
   });
   return {
     dial,
+    udp,
+    udpRefusal: chainUdpRefusal(hops, typeof baseUdp === "string" ? baseUdp : undefined),
     links,
     quic,
     close: async () => {

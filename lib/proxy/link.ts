@@ -61,6 +61,16 @@ import {
   withTransport,
 } from "../transport/mod.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
+import type { UdpChannelOpener } from "../udp/mod.ts";
+import {
+  encodeLinkUdpRequest,
+  type LinkUdpNear,
+  linkUdpRequest,
+  readLinkUdpResult,
+  serveLinkUdp,
+  type ServeLinkUdpOptions,
+  StreamUdpChannel,
+} from "./udp_link.ts";
 
 /** Connection hello magic. */
 const linkMagic = new TextEncoder().encode("WLNK");
@@ -276,6 +286,34 @@ export class LinkClient {
     return await readLinkResult(stream, dest, signal, () => stream.reset());
   };
 
+  /**
+   * A UDP association carried to the far node: one stream, datagrams framed on it, leaving
+   * there. Rejects with udp_link.ts `UdpUnsupportedError` when the far node carries no UDP.
+   */
+  readonly openUdp: UdpChannelOpener = async ({ flows, tally, signal }) => {
+    const session = await this.#waitSession(signal);
+    let stream: Stream;
+    try {
+      stream = await session.open({ data: encodeLinkUdpRequest(0) });
+    } catch (err) {
+      throw new NetError("other", `link: ${errorMessage(err)}`, { cause: err });
+    }
+    const r = new BufferedReader(stream);
+    const onAbort = () => stream.reset();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await readLinkUdpResult(r, "link");
+    } catch (err) {
+      stream.close();
+      if (signal.aborted) throw new NetError("aborted", "udp open aborted", { cause: err });
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    const carried = withPrefix(stream, r.takeBuffered());
+    return new StreamUdpChannel(carried, flows, (bytes) => tally.up(bytes), () => stream.reset());
+  };
+
   /** Stop redialling and close the session (its streams end). */
   async close(): Promise<void> {
     this.#stop.abort();
@@ -394,8 +432,8 @@ export class LinkClient {
   }
 }
 
-/** Options of {@linkcode serveLink}. */
-export interface ServeLinkOptions {
+/** Options of {@linkcode serveLink} (`udp`: how UDP associations leave this node). */
+export interface ServeLinkOptions extends ServeLinkUdpOptions {
   /** Shared secret the dialling node must present. */
   token: string;
   /** Limits failed token attempts per source address (wrong ones answered late). */
@@ -476,18 +514,25 @@ export function serveLink(
 
 /**
  * Serve one link stream (TCP mux or QUIC): read its request, dial the destination with
- * `opts.dialer`, answer the typed result, relay until both sides end.
+ * `opts.dialer`, answer the typed result, relay until both sides end. A UDP request is
+ * served by udp_link.ts `serveLinkUdp` (datagrams leave through `opts.udp`).
  */
 export async function serveLinkStream(
   s: Duplex,
   opts: ServeLinkOptions,
   stop: AbortSignal,
   log: Logger,
+  udpNear?: LinkUdpNear,
 ): Promise<void> {
   const r = new BufferedReader(s, 512);
   let dest: HostPort;
   try {
     const head = await r.readExact(2);
+    if (head[0] === linkUdpRequest) {
+      const rest = await r.readExact(3);
+      const id = new DataView(Uint8Array.of(head[1], ...rest).buffer).getUint32(0);
+      return await serveLinkUdp(withPrefix(s, r.takeBuffered()), id, opts, stop, log, udpNear);
+    }
     if (head[0] !== linkVersion) throw new Error(`bad request version ${head[0]}`);
     const rest = await r.readExact(head[1] + 2);
     const host = new TextDecoder().decode(rest.subarray(0, head[1]));

@@ -34,6 +34,7 @@ import {
   type ServeStats,
   sleep,
   timingSafeEqual,
+  withPrefix,
   writeAll,
   writeQuietly,
 } from "../net/mod.ts";
@@ -56,6 +57,9 @@ import {
   type ServeLinkOptions,
   serveLinkStream,
 } from "./link.ts";
+import type { UdpChannelOpener } from "../udp/mod.ts";
+import { encodeLinkUdpRequest, type LinkUdpNear, readLinkUdpResult } from "./udp_link.ts";
+import { QuicDatagrams, type QuicDatagramStats, QuicUdpChannel } from "./udp_quic.ts";
 
 /** ALPN name of the warren link over QUIC. */
 export const quicLinkAlpn = "warren-link/1";
@@ -90,6 +94,7 @@ export class QuicLinkClient {
   #opts: QuicLinkClientOptions;
   #log: Logger;
   #conn: Deno.QuicConn | null = null;
+  #dgrams: QuicDatagrams | null = null;
   #waiters: (() => void)[] = [];
   #lastError: NetError | null = null;
   #stop = new AbortController();
@@ -120,6 +125,37 @@ export class QuicLinkClient {
       throw new NetError("other", `quic link: ${errorMessage(err)}`, { cause: err });
     }
     return await readLinkResult(s, dest, signal, () => s.close());
+  };
+
+  /**
+   * A UDP association carried to the far node: one QUIC stream for its request and lifetime,
+   * its datagrams as QUIC datagrams (udp_quic.ts). Rejects with udp_link.ts
+   * `UdpUnsupportedError` when the far node carries no UDP.
+   */
+  readonly openUdp: UdpChannelOpener = async ({ flows, tally, signal }) => {
+    const conn = await this.#waitConn(signal);
+    const dgrams = this.#dgrams!;
+    const id = dgrams.nextId();
+    let s: QuicStreamConn | undefined;
+    try {
+      s = await openQuicStream(conn, signal);
+      await writeAll(s, encodeLinkUdpRequest(id));
+      const r = new BufferedReader(s, 512);
+      const onAbort = () => closeQuietly(s);
+      signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        await readLinkUdpResult(r, "quic link");
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+      const carried = withPrefix(s, r.takeBuffered());
+      return new QuicUdpChannel(id, carried, dgrams, flows, (bytes) => tally.up(bytes));
+    } catch (err) {
+      closeQuietly(s);
+      if (signal.aborted) throw new NetError("aborted", "udp open aborted", { cause: err });
+      if (err instanceof NetError) throw err;
+      throw new NetError("other", `quic link: ${errorMessage(err)}`, { cause: err });
+    }
   };
 
   /** Stop redialling and close the connection (its streams end). */
@@ -164,15 +200,24 @@ export class QuicLinkClient {
         }
         backoff.reset();
         this.#lastError = null;
+        this.#dgrams = new QuicDatagrams(conn, this.#log);
         this.#conn = conn;
-        this.#log.info("link up", { addr, transport: "quic" });
+        this.#log.info("link up", {
+          addr,
+          transport: "quic",
+          maxDatagramBytes: conn.maxDatagramSize,
+        });
         for (const w of this.#waiters.splice(0)) w();
         const end = await conn.closed.catch((err) => ({
           closeCode: -1,
           reason: errorMessage(err),
         }));
         this.#conn = null;
-        if (!stop.aborted) this.#log.warn("link down", { code: end.closeCode, end: end.reason });
+        const d = this.#dgrams?.stats;
+        this.#dgrams = null;
+        if (!stop.aborted) {
+          this.#log.warn("link down", { code: end.closeCode, end: end.reason, ...datagramKeys(d) });
+        }
       } catch (err) {
         this.#lastError = err instanceof NetError
           ? err
@@ -223,6 +268,17 @@ export class QuicLinkClient {
   }
 }
 
+/** A connection's datagram counters as log keys (none when it carried no UDP). */
+function datagramKeys(d: QuicDatagramStats | undefined): Record<string, number> {
+  if (!d || d.sent + d.received + d.onStream === 0) return {};
+  return {
+    datagramsSent: d.sent,
+    datagramsReceived: d.received,
+    datagramsOnStream: d.onStream,
+    datagramsUnknown: d.unknownAssociation,
+  };
+}
+
 /** Options of {@linkcode serveQuicLink}: the TCP link's, plus the hello's deadline. */
 export interface ServeQuicLinkOptions extends Omit<ServeLinkOptions, "transport" | "session"> {
   /** Time a new connection has to send a good hello. @default 10000 */
@@ -264,18 +320,26 @@ export function serveQuicLink(ep: QuicServerEndpoint, opts: ServeQuicLinkOptions
     const streams = conn.incomingBidirectionalStreams.getReader();
     try {
       if (!await quicHello(conn, streams, opts, remote, clog, stats)) return;
-      clog.info("link session up", { transport: "quic" });
+      clog.info("link session up", { transport: "quic", maxDatagramBytes: conn.maxDatagramSize });
+      const dgrams = new QuicDatagrams(conn, clog);
+      const udpNear: LinkUdpNear = (id, s, flows, counted) =>
+        new QuicUdpChannel(id, s, dgrams, flows, counted);
       const live = new Set<Promise<void>>();
       while (true) {
         const next = await streams.read().catch(() => ({ done: true as const, value: undefined }));
         if (next.done) break;
         const s = new QuicStreamConn(next.value);
-        const p = serveLinkStream(s, opts, stop.signal, clog).finally(() => live.delete(p));
+        const p = serveLinkStream(s, opts, stop.signal, clog, udpNear)
+          .finally(() => live.delete(p));
         live.add(p);
       }
       await Promise.all(live);
       const end = await conn.closed.catch((err) => ({ closeCode: -1, reason: errorMessage(err) }));
-      clog.info("link session down", { code: end.closeCode, end: end.reason });
+      clog.info("link session down", {
+        code: end.closeCode,
+        end: end.reason,
+        ...datagramKeys(dgrams.stats),
+      });
     } catch (err) {
       stats.errors++;
       clog.warn("quic link connection failed", { error: errorMessage(err) });

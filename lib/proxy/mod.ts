@@ -20,3 +20,6 @@ export * from "./seaprox.ts";
 export * from "./link.ts";
 export * from "./link_quic.ts";
 export * from "./metrics.ts";
+export * from "./udp_link.ts";
+export * from "./udp_chain.ts";
+export * from "./udp_quic.ts";

@@ -22,6 +22,7 @@ import type { Authenticator, ProxyType } from "./proxy_type.ts";
 import { type ProxyHooks, type ProxyServer, serveProxy } from "./server.ts";
 import { socks5Proxy } from "./socks5.ts";
 import type { UdpAssociateOptions } from "./socks5_udp.ts";
+import type { UdpChannelOpener } from "../udp/mod.ts";
 import { staticProxy } from "./static.ts";
 import { redirProxy } from "./redir.ts";
 import { type ForwardSpec, type ListenerSpec, parseListenUrl, redact } from "./url.ts";
@@ -58,6 +59,12 @@ export interface SeaproxConfig {
   allowOpen?: boolean;
   /** Replace the Dialer entirely (a later "link" dialer plugs in here). */
   dialer?: Dialer;
+  /**
+   * Where SOCKS5 UDP ASSOCIATE datagrams leave when `dialer` is set (a chain's `udp`; its
+   * `refusal` says why the chain carries none). Without it, a custom dialer refuses UDP
+   * (0x07); `forward` hops carry it as chain.ts's `udp` does; no hops: from this host.
+   */
+  udp?: { open: UdpChannelOpener; refusal?: string };
   /**
    * Destination allow/deny lists. With the direct dialer every resolved address is checked
    * and only checked addresses are dialled; through `forward` or a custom dialer (link) the
@@ -183,13 +190,25 @@ export function proxyTypeFor(spec: ListenerSpec, udp?: UdpAssociateOptions): Pro
 }
 
 /**
- * UDP ASSOCIATE's settings for a config, or undefined when connections leave through
- * `forward` or a custom dialer (a link): datagrams would leave from this host instead, so
- * SOCKS5 clients get reply 0x07 for UDP there.
+ * UDP ASSOCIATE's settings for a config: datagrams leave through `cfg.udp` (a chain's), the
+ * `forward` hops, or from this host; undefined (SOCKS5 reply 0x07) for a custom dialer with
+ * no `udp`, so datagrams never leave from here when connections go elsewhere.
  */
 export function udpAssociateFor(cfg: SeaproxConfig): UdpAssociateOptions | undefined {
-  if (cfg.dialer || cfg.forward?.length) return undefined;
-  return { acl: cfg.acl, prefer: cfg.prefer, idleTimeoutMs: cfg.idleTimeoutMs };
+  const base = { acl: cfg.acl, prefer: cfg.prefer, idleTimeoutMs: cfg.idleTimeoutMs };
+  if (cfg.udp) return { ...base, open: cfg.udp.open };
+  if (cfg.dialer) return undefined;
+  if (!cfg.forward?.length) return base;
+  const direct = directDialer({ prefer: cfg.prefer, timeoutMs: cfg.dialTimeoutMs });
+  return { ...base, open: startChain(cfg.forward, { base: direct }).udp };
+}
+
+/** Why UDP ASSOCIATE is refused for a config, known before any client asks (its log line). */
+function udpRefusalFor(cfg: SeaproxConfig): string | undefined {
+  if (cfg.udp) return cfg.udp.refusal;
+  if (cfg.dialer) return "connections leave through a custom dialer without UDP";
+  if (!cfg.forward?.length) return undefined;
+  return startChain(cfg.forward, { base: directDialer() }).udpRefusal;
 }
 
 /** The credentials check of a listener URL with user:pass (constant-time compare). */
@@ -249,6 +268,7 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
   const authLimiter = cfg.authLimiter ?? new AuthFailureLimiter();
   const dialer = dialerFor(cfg);
   const udp = udpAssociateFor(cfg);
+  const udpRefusal = udpRefusalFor(cfg);
   const balancers = new Acl({ allow: cfg.proxyProtocolFrom ?? defaultProxyProtocolFrom });
   const trusted = (ip: string) => balancers.check({ host: ip, port: 0 }).allowed;
   const servers: ProxyServer[] = [];
@@ -297,7 +317,9 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
       addr: formatAddr(server.addr),
       auth: spec.auth ? "user/pass" : "none",
       ...(spec.to ? { to: `${spec.to.host}:${spec.to.port}` } : {}),
-      ...(spec.scheme === "socks5" ? { udpAssociate: udp ? "on" : "off" } : {}),
+      ...(spec.scheme === "socks5"
+        ? { udpAssociate: udp && !udpRefusal ? "on" : "off", udpRefusal }
+        : {}),
       ...(spec.proxyProtocol ? { proxyProtocol: "accept" } : {}),
       ...(spec.sendProxy ? { sendProxy: `v${spec.sendProxy}` } : {}),
     });

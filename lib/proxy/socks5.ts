@@ -7,6 +7,7 @@
  */
 
 import { withPrefix } from "../net/duplex.ts";
+import { errorMessage, NetError } from "../net/errors.ts";
 import {
   acceptSocks,
   Reply,
@@ -21,6 +22,18 @@ import {
   type LocalAssociation,
   type UdpAssociateOptions,
 } from "./socks5_udp.ts";
+import { UdpUnsupportedError } from "./udp_link.ts";
+
+/**
+ * A UDP ASSOCIATE the client was refused (reply sent): `reason` is the log line's `failure`
+ * ("udp-unsupported" when a hop cannot carry UDP, the message naming it).
+ */
+export class UdpAssociateError extends Error {
+  override name = "UdpAssociateError";
+  constructor(readonly reason: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
 
 /**
  * A SOCKS5 (RFC 1928, CONNECT) proxy type; username/password (RFC 1929) when the listener
@@ -30,8 +43,9 @@ import {
  * so it is refused with reply 0x5B and logged as auth-failed ("auth-required").
  *
  * With `opts.udp`, UDP ASSOCIATE is served too (see socks5_udp.ts; the connection's scheme
- * becomes "socks5-udp"); without it, it is refused with reply 0x07. Leave it out when
- * connections go through an upstream chain: datagrams would leave from here, not the chain.
+ * becomes "socks5-udp"), its datagrams leaving through `opts.udp.open` (the chain's UDP
+ * carriage) or from here; without it, it is refused with reply 0x07, as it is when the
+ * carriage cannot be opened because a hop cannot carry UDP ({@linkcode UdpUnsupportedError}).
  */
 export function socks5Proxy(opts: { udp?: UdpAssociateOptions } = {}): AddressProxyType {
   return {
@@ -53,12 +67,26 @@ export function socks5Proxy(opts: { udp?: UdpAssociateOptions } = {}): AddressPr
             opts.udp,
             ctx.conn.stats,
             ctx.log,
+            ctx.signal,
           );
         } catch (err) {
-          await sendSocks5Reply(conn, Reply.generalFailure).catch(() => {
+          const code = err instanceof UdpUnsupportedError
+            ? Reply.commandNotSupported
+            : err instanceof NetError
+            ? replyForReason(err.reason)
+            : Reply.generalFailure;
+          await sendSocks5Reply(conn, code).catch(() => {
             // The client left before its answer; the bind failure is what gets logged.
           });
-          throw err;
+          throw new UdpAssociateError(
+            err instanceof UdpUnsupportedError
+              ? "udp-unsupported"
+              : err instanceof NetError
+              ? err.reason
+              : "udp-bind",
+            errorMessage(err),
+            { cause: err },
+          );
         }
         try {
           await sendSocks5Reply(conn, Reply.succeeded, assoc.addr);

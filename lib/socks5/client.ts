@@ -78,11 +78,27 @@ export function socks5Connect(
   dest: HostPort,
   opts: Socks5ClientOptions = {},
 ): Promise<Socks5ConnectResult> {
-  return abortable(conn, opts.signal, () => connect(conn, dest, opts));
+  return abortable(conn, opts.signal, () => request(conn, Command.connect, dest, opts));
 }
 
-async function connect(
+/**
+ * Ask the SOCKS5 server at the other end of `conn` for a UDP relay (UDP ASSOCIATE, RFC 1928
+ * §7), saying we will send from `from` (0.0.0.0:0: not known yet). `bound` is the relay's
+ * address as the server reported it (0.0.0.0 or :: means the server's own address). The
+ * association lasts as long as `conn`. Errors as {@linkcode socks5Connect}'s; a server without
+ * UDP answers reply 0x07 (command not supported).
+ */
+export function socks5UdpAssociate(
   conn: Duplex,
+  opts: Socks5ClientOptions & { from?: HostPort } = {},
+): Promise<Socks5ConnectResult> {
+  const from = opts.from ?? { host: "0.0.0.0", port: 0 };
+  return abortable(conn, opts.signal, () => request(conn, Command.udpAssociate, from, opts));
+}
+
+async function request(
+  conn: Duplex,
+  command: number,
   dest: HostPort,
   opts: Socks5ClientOptions,
 ): Promise<Socks5ConnectResult> {
@@ -126,7 +142,7 @@ async function connect(
   }
 
   const req = new Uint8Array(3 + request.length);
-  req.set([socksVersion, Command.connect, 0x00]);
+  req.set([socksVersion, command, 0x00]);
   req.set(request, 3);
   await writeAll(conn, req);
 
@@ -140,7 +156,8 @@ async function connect(
     throw new Socks5ReplyError(
       head[1],
       reasonForReply(head[1]),
-      `SOCKS5 server refused CONNECT ${dest.host}:${dest.port}: ${replyName(head[1])}`,
+      `SOCKS5 server refused ${command === Command.connect ? "CONNECT" : "UDP ASSOCIATE"} ` +
+        `${dest.host}:${dest.port}: ${replyName(head[1])}`,
     );
   }
   if (!isKnownAddrType(head[3])) {

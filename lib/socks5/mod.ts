@@ -23,7 +23,12 @@ export {
   type SocksRequest,
   staticCredentials,
 } from "./server.ts";
-export { type Socks5ClientOptions, socks5Connect, type Socks5ConnectResult } from "./client.ts";
+export {
+  type Socks5ClientOptions,
+  socks5Connect,
+  type Socks5ConnectResult,
+  socks5UdpAssociate,
+} from "./client.ts";
 export {
   readSocks4Request,
   sendSocks4Reply,

@@ -23,7 +23,7 @@ import { maxUdpPayloadBytes, UdpSocket } from "./socket.ts";
 
 /** How an association ended (the shape of lib/proxy's `ServedEnd`). */
 export interface UdpAssociationEnd {
-  end: "done" | "idle" | "aborted";
+  end: "done" | "idle" | "aborted" | "error";
   failure?: string;
   message?: string;
 }
@@ -98,19 +98,22 @@ export class UdpAssociation {
 
   /**
    * Serve until the control connection ends ("done"), nothing moved for `idleTimeoutMs`
-   * ("idle") or `signal` fires ("aborted"); then the relay socket is closed (the caller
-   * closes its exit). The message counts the drops, if any.
+   * ("idle"), `signal` fires ("aborted") or `ended` settles (the exit's carrier went away);
+   * then the relay socket is closed (the caller closes its exit). The message counts the
+   * drops, if any.
    */
   async run(
     control: Duplex,
     signal: AbortSignal,
     idleTimeoutMs: number,
+    ended: Promise<UdpAssociationEnd> = new Promise(() => {}),
   ): Promise<UdpAssociationEnd> {
     let timer: ReturnType<typeof setInterval> | undefined;
     let onAbort = () => {};
     try {
-      const ended = await Promise.race<UdpAssociationEnd>([
+      const end = await Promise.race<UdpAssociationEnd>([
         drainControl(control),
+        ended,
         new Promise((resolve) => {
           onAbort = () => resolve({ end: "aborted" });
           if (signal.aborted) onAbort();
@@ -124,12 +127,9 @@ export class UdpAssociation {
         }),
       ]);
       const drops = this.#table.drops;
-      return drops.total > 0
-        ? {
-          ...ended,
-          message: `${drops.total} datagrams dropped ${JSON.stringify(drops.snapshot())}`,
-        }
-        : ended;
+      if (drops.total === 0) return end;
+      const counted = `${drops.total} datagrams dropped ${JSON.stringify(drops.snapshot())}`;
+      return { ...end, message: end.message ? `${end.message}; ${counted}` : counted };
     } finally {
       clearInterval(timer);
       signal.removeEventListener("abort", onAbort);

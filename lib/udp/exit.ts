@@ -34,7 +34,7 @@ export type UdpAnswerHandler = (src: HostPort, payload: Uint8Array) => void;
 /** The destination half of an association; `close` it when the association ends. */
 export class UdpExit {
   readonly #table: FlowTable<Flow>;
-  readonly #tally: UdpTally;
+  readonly #tally: Pick<UdpTally, "up">;
   readonly #opts: UdpExitOptions;
   readonly #onAnswer: UdpAnswerHandler;
   readonly #out = new Map<4 | 6, Promise<UdpSocket>>();
@@ -48,7 +48,7 @@ export class UdpExit {
    */
   constructor(
     table: FlowTable<Flow>,
-    tally: UdpTally,
+    tally: Pick<UdpTally, "up">,
     opts: UdpExitOptions,
     onAnswer: UdpAnswerHandler,
   ) {

@@ -10,12 +10,35 @@ import { type Logger, silentLogger } from "../log.ts";
 import { type HostPort, joinHostPort } from "../net/addr.ts";
 import type { Acl } from "../net/acl.ts";
 import { resolveHost } from "../net/dial.ts";
-import { NetError } from "../net/errors.ts";
+import { errorMessage, NetError } from "../net/errors.ts";
+import type { UdpChannel, UdpChannelOpener } from "./channel.ts";
 import { UdpDrops } from "./drops.ts";
-import { type FlowLimits, FlowTable } from "./flows.ts";
+import { type Flow, type FlowLimits, FlowTable } from "./flows.ts";
 import { sendCounted } from "./send.ts";
 import { UdpSocket } from "./socket.ts";
 import { UdpTally } from "./metrics.ts";
+
+/** How long a peer's channel may take to open (a link round trip, an upstream handshake). */
+const channelOpenTimeoutMs = 10_000;
+
+/** One peer's way to the target: its socket here, or its channel. */
+interface PeerFlow extends Flow {
+  /** Send one datagram to the target (counted, or dropped and counted). */
+  send(data: Uint8Array): void;
+}
+
+/** `opts.to` resolved and checked against the ACL (datagrams leaving from this host). */
+async function checkedTarget(opts: UdpForwardOptions): Promise<HostPort> {
+  const [targetIp] = await resolveHost(opts.to.host, opts.prefer ?? "ipv4");
+  const decision = opts.acl?.check(opts.to, targetIp);
+  if (decision && !decision.allowed) {
+    throw new NetError(
+      "not-allowed",
+      `udp forward to ${joinHostPort(opts.to.host, opts.to.port)} refused by ${decision.rule}`,
+    );
+  }
+  return { host: targetIp, port: opts.to.port };
+}
 
 /** Options of {@linkcode startUdpForward}. */
 export interface UdpForwardOptions extends FlowLimits {
@@ -27,6 +50,11 @@ export interface UdpForwardOptions extends FlowLimits {
   acl?: Acl;
   /** Address family tried first when resolving `to`. @default "ipv4" */
   prefer?: "ipv6" | "ipv4";
+  /**
+   * Carry each peer's datagrams elsewhere (a link, a chain: one channel per peer flow, `to`
+   * sent unresolved and checked there) instead of from this host.
+   */
+  open?: UdpChannelOpener;
   log?: Logger;
 }
 
@@ -46,7 +74,7 @@ export interface UdpForward {
   readonly addr: HostPort;
   /** The target as resolved. */
   readonly target: HostPort;
-  readonly flows: FlowTable<UdpSocket>;
+  readonly flows: FlowTable<Flow>;
   readonly drops: UdpDrops;
   readonly stats: UdpForwardStats;
   /** Close the listening socket and every flow. */
@@ -74,48 +102,81 @@ export interface UdpForward {
  */
 export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForward> {
   const log = opts.log ?? silentLogger;
-  const [targetIp] = await resolveHost(opts.to.host, opts.prefer ?? "ipv4");
-  const decision = opts.acl?.check(opts.to, targetIp);
-  if (decision && !decision.allowed) {
-    throw new NetError(
-      "not-allowed",
-      `udp forward to ${joinHostPort(opts.to.host, opts.to.port)} refused by ${decision.rule}`,
-    );
-  }
-  const target: HostPort = { host: targetIp, port: opts.to.port };
+  const target = opts.open ? opts.to : await checkedTarget(opts);
   const targetKey = joinHostPort(target.host, target.port);
   const listener = await UdpSocket.bind(opts.listen.host, opts.listen.port);
   const drops = new UdpDrops(log, "udp-forward");
-  const flows = new FlowTable<UdpSocket>(opts, drops);
+  const flows = new FlowTable<PeerFlow>(opts, drops);
   const stats = new UdpTally("udp-forward");
-  /** Upstream sockets still binding, by peer: datagrams wait on them in order. */
-  const pending = new Map<string, Promise<UdpSocket | undefined>>();
+  /** Upstream sockets or channels still opening, by peer: datagrams wait on them in order. */
+  const pending = new Map<string, Promise<PeerFlow | undefined>>();
   let stopped = false;
 
-  const openFlow = async (peer: HostPort, key: string): Promise<UdpSocket | undefined> => {
+  const back = (peer: HostPort, key: string) => (data: Uint8Array) => {
+    flows.touch(key);
+    if (sendCounted(listener, data, peer, flows)) stats.down(data.length);
+  };
+
+  /** A peer's own upstream socket on this host: the target's answers find the peer back. */
+  const openSocket = async (peer: HostPort, key: string): Promise<PeerFlow | undefined> => {
     let up: UdpSocket;
     try {
-      up = await UdpSocket.bind(targetIp.includes(":") ? "::" : "0.0.0.0", 0);
+      up = await UdpSocket.bind(target.host.includes(":") ? "::" : "0.0.0.0", 0);
     } catch (err) {
       drops.drop("send-failed", `no upstream socket for ${key}: ${err}`);
       return undefined;
     }
     if (stopped) return void up.close();
+    const toPeer = back(peer, key);
     up.onMessage = (data, from) => {
       if (joinHostPort(from.host, from.port) !== targetKey) {
         return drops.drop("wrong-source", `upstream datagram from ${from.host}:${from.port}`);
       }
-      flows.touch(key);
-      if (sendCounted(listener, data, peer, flows)) stats.down(data.length);
+      toPeer(data);
     };
-    return flows.getOrOpen(key, () => up);
+    return flows.getOrOpen(key, () => ({
+      send: (data) => {
+        if (sendCounted(up, data, target, flows)) stats.up(data.length);
+      },
+      close: () => void up.close(),
+    }));
   };
+
+  /**
+   * What the channels share: their queued-bytes bound and drop counts (peers are bounded by
+   * `flows`; no sweep timer here, a channel lives as long as its peer's flow).
+   */
+  const carried = new FlowTable<Flow>(
+    { idleTimeoutMs: 0, maxQueuedBytes: opts.maxQueuedBytes },
+    drops,
+  );
+
+  /** A peer's own channel through `opts.open` (its association at the far end). */
+  const openChannel = async (peer: HostPort, key: string): Promise<PeerFlow | undefined> => {
+    let ch: UdpChannel;
+    try {
+      const signal = AbortSignal.timeout(channelOpenTimeoutMs);
+      ch = await opts.open!({ flows: carried, tally: stats, signal });
+    } catch (err) {
+      drops.drop("send-failed", `no channel for ${key}: ${errorMessage(err)}`);
+      return undefined;
+    }
+    if (stopped) return void ch.close();
+    const toPeer = back(peer, key);
+    ch.onDatagram = (_from, data) => toPeer(data);
+    const flow = flows.getOrOpen(key, () => ({
+      send: (data) => void ch.send(target, data),
+      close: () => ch.close(),
+    }));
+    // The channel ending (its link went away) ends the flow: the next datagram opens another.
+    void ch.ended.then(() => flows.peek(key) === flow && flows.delete(key));
+    return flow;
+  };
+  const openFlow = opts.open ? openChannel : openSocket;
 
   listener.onMessage = (data, peer) => {
     const key = joinHostPort(peer.host, peer.port);
-    const send = (up: UdpSocket | undefined) => {
-      if (up && sendCounted(up, data, target, flows)) stats.up(data.length);
-    };
+    const send = (up: PeerFlow | undefined) => up?.send(data);
     const flow = flows.get(key);
     if (flow) return send(flow);
     // A datagram that arrives while its flow's socket is binding waits behind the first one,
@@ -135,6 +196,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
   };
 
   log.debug("udp forward started", {
+    via: opts.open ? "channel" : "direct",
     addr: joinHostPort(listener.addr.host, listener.addr.port),
     to: targetKey,
   });
@@ -148,6 +210,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
       stopped = true;
       listener.close();
       flows.close();
+      carried.close();
     },
   };
 }

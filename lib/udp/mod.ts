@@ -36,3 +36,9 @@ export {
   type UdpRelayName,
   UdpTally,
 } from "./metrics.ts";
+export {
+  directUdpOpener,
+  type UdpChannel,
+  type UdpChannelContext,
+  type UdpChannelOpener,
+} from "./channel.ts";

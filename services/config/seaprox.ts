@@ -24,6 +24,7 @@ import {
 } from "../../lib/transport/mod.ts";
 import { Acl, errorMessage, type HostPort, parseHostPort } from "../../lib/net/mod.ts";
 import {
+  chainUdpRefusal,
   type ForwardSpec,
   isUdpListenUrl,
   type ListenerSpec,
@@ -211,11 +212,9 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
   }
   const hops = (f.via.length > 0 ? f.via : f.forward).map(parseForwardUrl);
   const viaLink = hops.some((h) => h.scheme === "link" || h.scheme === "quic");
-  if (udpListens.length > 0 && hops.length > 0) {
-    throw new FlagError(
-      "listen",
-      "udp:// listeners send from this host: they cannot go through --forward/--via",
-    );
+  const noUdp = udpListens.length > 0 ? chainUdpRefusal(hops) : undefined;
+  if (noUdp) {
+    throw new FlagError("listen", `udp:// listeners cannot go through this chain: ${noUdp}`);
   }
   const tlsServer = tlsServerFromFlags(f), tlsClient = tlsClientFromFlags(f);
   if (tlsServer && linkListens.length === 0 && quicListens.length === 0) {

@@ -10,6 +10,7 @@ import { listenLink } from "../../lib/cli_security.ts";
 import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../../lib/net/mod.ts";
 import {
   dialerFor,
+  nameCheckedUdp,
   quicLinkAlpn,
   type Seaprox,
   seaproxChain,
@@ -23,7 +24,7 @@ import {
   seaproxStatusJson,
   seaproxStatusProvider,
 } from "../../lib/status/mod.ts";
-import { startUdpForward, type UdpForward } from "../../lib/udp/mod.ts";
+import { directUdpOpener, startUdpForward, type UdpForward } from "../../lib/udp/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, SeaproxServiceConfig } from "../config/seaprox.ts";
 import { type Bind, observeAt } from "./bind.ts";
@@ -65,6 +66,11 @@ export async function constructSeaprox(
     },
   });
   const stats = new SeaproxStats();
+  // How datagrams leave this node: through the chain (names checked here, the far end
+  // resolves) or from here (every resolved address checked).
+  const udpOut = chain
+    ? (cfg.acl.empty ? chain.udp : nameCheckedUdp(cfg.acl, chain.udp))
+    : directUdpOpener({ acl: cfg.acl, prefer: cfg.prefer });
   const shared = {
     acl: cfg.acl,
     dialer: chain?.dial,
@@ -75,6 +81,7 @@ export async function constructSeaprox(
   const proxy = await startSeaprox({
     ...shared,
     listeners: cfg.listeners,
+    udp: chain && { open: chain.udp, refusal: chain.udpRefusal },
     proxyProtocolFrom: cfg.proxyProtocolFrom,
     allowOpen: flags["allow-open"],
     idleTimeoutMs: flags["idle-timeout"],
@@ -110,6 +117,8 @@ export async function constructSeaprox(
       token: flags["link-token"]!,
       authLimiter: linkLimiter,
       dialer: dialerFor({ ...shared, listeners: [] }),
+      udp: udpOut,
+      udpRefusal: chain?.udpRefusal,
       idleTimeoutMs: flags["idle-timeout"],
       log: log.child({ listener: "link" }),
     }));
@@ -123,6 +132,7 @@ export async function constructSeaprox(
         maxFlows: spec.maxFlows,
         acl: cfg.acl,
         prefer: cfg.prefer,
+        open: chain && udpOut,
         log: log.child({ listener: "udp" }),
       }));
     udp.push(fwd);
@@ -148,6 +158,8 @@ export async function constructSeaprox(
       token: flags["link-token"]!,
       authLimiter: linkLimiter,
       dialer: dialerFor({ ...shared, listeners: [] }),
+      udp: udpOut,
+      udpRefusal: chain?.udpRefusal,
       idleTimeoutMs: flags["idle-timeout"],
       log: log.child({ listener: "quic" }),
     }));
