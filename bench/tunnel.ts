@@ -5,8 +5,9 @@
  * known reverse tunnel, encrypted), one and two plain lib/net relay processes in series
  * (bench/_relay.ts: the same two user-space hops as a tunnel's server and client, with no
  * protocol on top), the tunnel with a client on its default
- * transport (auto: the raw upgrade here) and one pinned to `--transport websocket`, and the
- * embeddable Hono front (Deno.serve + createTunnelApp), in one run:
+ * transport (auto: the raw upgrade here) and one pinned to `--transport websocket`, the raw
+ * tunnel with `--access-log info` and served by a group of two clients (`--duplicate balance`),
+ * and the embeddable Hono front (Deno.serve + createTunnelApp), in one run:
  *
  * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio, and
  *   CPU µs per request of the hops and of the app; the median of `--rounds` (default 3)
@@ -220,6 +221,21 @@ const loggedClient = await startClient(
   identifier + "-logged",
   [],
 );
+// The same raw path served by a group of two clients (`--duplicate balance`, round-robin):
+// what spreading a host over two clients costs against one (issue 18).
+const grouped = spawnDeno(servicePath("tunnel-server.ts"), [
+  "--listen",
+  "127.0.0.1:0",
+  "--host",
+  "raw.test=env:BENCH_GROUP_ID",
+  "--duplicate",
+  "balance",
+], { env: { BENCH_GROUP_ID: identifier + "-group" } });
+const groupPort = await listeningPort(grouped, "http");
+const groupClients = [
+  await startClient(`http://127.0.0.1:${groupPort}`, identifier + "-group", []),
+  await startClient(`http://127.0.0.1:${groupPort}`, identifier + "-group", []),
+];
 const honoPort = freePort();
 const hono = spawnDeno(benchPath("_tunnel_hono.ts"), [], {
   env: { BENCH_PORT: String(honoPort), BENCH_ID: identifier + "-hono" },
@@ -337,6 +353,12 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     url: `http://127.0.0.1:${loggedPort}`,
     host: "raw.test",
     hops: [logged, loggedClient],
+  },
+  {
+    name: "tunnel (raw, group of 2)",
+    url: `http://127.0.0.1:${groupPort}`,
+    host: "raw.test",
+    hops: [grouped, ...groupClients],
   },
   {
     name: "tunnel (websocket)",
@@ -486,6 +508,8 @@ try {
     socat,
     loggedClient,
     logged,
+    ...groupClients,
+    grouped,
     rawClient,
     client,
     server,
