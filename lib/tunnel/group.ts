@@ -48,16 +48,20 @@ export class ClientGroup {
       const only = this.members[0];
       return only.usable && !skip?.has(only) ? only : undefined;
     }
-    const start = this.#next++ % Math.max(1, n);
-    if (this.#next >= Number.MAX_SAFE_INTEGER) this.#next = 0;
-    let best: ClientConn | undefined;
+    // The turn moves past the member chosen, so one out of rotation does not give its share
+    // to its neighbour alone.
+    const start = this.#next % Math.max(1, n);
+    let best = -1;
     for (let i = 0; i < n; i++) {
-      const c = this.members[(start + i) % n];
+      const k = (start + i) % n;
+      const c = this.members[k];
       if (!c.usable || skip?.has(c)) continue;
-      if (policy === "round-robin") return c;
-      if (!best || c.openStreams < best.openStreams) best = c;
+      if (best < 0 || c.openStreams < this.members[best].openStreams) best = k;
+      if (policy === "round-robin") break;
     }
-    return best;
+    if (best < 0) return undefined;
+    this.#next = best + 1;
+    return this.members[best];
   }
 
   /** Members that can take a stream now. */

@@ -36,8 +36,8 @@ export class TunnelError extends Error {
  * `stats.bytesOut` (public side → client is "in").
  */
 class CountedDuplex implements Duplex {
-  /** Bytes written through it. */
-  written = 0;
+  /** Set when a write through it starts (a retry must not lose bytes already on the way). */
+  wrote = false;
   constructor(public inner: Duplex, readonly stats: HostStats) {}
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);
@@ -45,9 +45,9 @@ class CountedDuplex implements Duplex {
     return n;
   }
   async write(p: Uint8Array): Promise<number> {
+    this.wrote = true;
     const n = await this.inner.write(p);
     this.stats.bytesIn += n;
-    this.written += n;
     return n;
   }
   closeWrite(): Promise<void> {
@@ -172,11 +172,24 @@ export class TunnelStream {
         const e = err as TunnelError;
         const failed = this.#client;
         if (
-          !this.#reopen || !failed || !this.#open || this.#out.written > 0 ||
+          !this.#reopen || !failed || !this.#open || this.#out.wrote ||
           (e.reason !== "closed" && e.reason !== "dial-failed")
         ) throw err;
-        const next = await this.#reopen(failed, this.#writeClosed).catch(() => undefined);
-        if (!next || !this.#open) throw err;
+        const fin = this.#writeClosed;
+        const next = await this.#reopen(failed, fin);
+        if (!next) throw err;
+        if (!this.#open || this.#out.wrote) {
+          // Released, or request bytes went to the failed stream meanwhile: they are lost
+          // with it, so the request cannot go on elsewhere.
+          next.stream.reset();
+          throw err;
+        }
+        if (this.#writeClosed && !fin) {
+          // Half-closed while the next member's stream was being opened.
+          next.stream.closeWrite().catch(() => {
+            // That stream failed already: the reply wait below reports it.
+          });
+        }
         failed.openStreams--;
         next.client.openStreams++;
         next.client.streams++;

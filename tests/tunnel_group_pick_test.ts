@@ -1,0 +1,146 @@
+/**
+ * The pieces of groups and health checks on their own: ClientGroup's choice of member
+ * (round-robin, least-streams, who is usable), the `health` control message, and the
+ * health check's verdicts against real listeners (2xx, 503, refused, silent).
+ */
+
+import { assertEquals, assertThrows } from "./_assert.ts";
+import { muxPair } from "./_mux.ts";
+import {
+  checkHttp,
+  ClientConn,
+  ClientGroup,
+  decodeMessage,
+  encodeMessage,
+  HealthMonitor,
+} from "../lib/tunnel/mod.ts";
+import { encodeFrame } from "../lib/control/mod.ts";
+
+async function members(n: number) {
+  const pairs = await Promise.all(Array.from({ length: n }, () => muxPair()));
+  const conns = pairs.map((p, i) => {
+    const c = new ClientConn(i + 1, "fp", "remote", p.server, "key");
+    c.ready = true;
+    return c;
+  });
+  return { conns, close: () => Promise.all(pairs.map((p) => p.close())) };
+}
+
+Deno.test("group pick: round-robin over usable members, skipping unhealthy, not ready, tried and dead ones", async () => {
+  const { conns: [a, b, c], close } = await members(3);
+  try {
+    const g = new ClientGroup();
+    for (const m of [a, b, c]) g.add(m);
+    const ids = (k: number, skip?: Set<ClientConn>) =>
+      Array.from({ length: k }, () => g.pick("round-robin", skip)?.id);
+    assertEquals(ids(6), [1, 2, 3, 1, 2, 3]);
+    b.healthy = false;
+    // B's turns are shared, not all given to the member after it.
+    assertEquals(ids(4), [1, 3, 1, 3]);
+    assertEquals(g.usableCount, 2);
+    c.ready = false;
+    assertEquals(ids(3), [1, 1, 1]);
+    assertEquals(g.pick("round-robin", new Set([a])), undefined);
+    b.healthy = true;
+    c.ready = true;
+    assertEquals(ids(3, new Set([a, c])), [2, 2, 2]);
+    // A session that ended takes no stream, even before its attach() removed it.
+    await a.session.close();
+    await a.session.closed;
+    assertEquals(ids(4).sort(), [2, 2, 3, 3]);
+    assertEquals(g.remove(a), true);
+    assertEquals(g.remove(a), false);
+    assertEquals(g.first, b);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("group pick: least-streams takes the member with the fewest open streams, ties in turn", async () => {
+  const { conns: [a, b], close } = await members(2);
+  try {
+    const g = new ClientGroup();
+    g.add(a);
+    g.add(b);
+    a.openStreams = 3;
+    assertEquals([1, 2, 3].map(() => g.pick("least-streams")?.id), [2, 2, 2]);
+    b.openStreams = 3;
+    assertEquals([1, 2].map(() => g.pick("least-streams")?.id).sort(), [1, 2]);
+    b.healthy = false;
+    b.openStreams = 0;
+    assertEquals(g.pick("least-streams")?.id, 1);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("health message: encoded and checked like every control message", () => {
+  const m = decodeMessage(encodeMessage({ type: "health", ok: false, error: "status 503" }));
+  assertEquals(m, { v: 1, type: "health", ok: false, error: "status 503" });
+  const bad = (x: object) => assertThrows(() => decodeMessage(encodeFrame(x, 65536)));
+  bad({ v: 1, type: "health" });
+  bad({ v: 1, type: "health", ok: "yes" });
+  bad({ v: 1, type: "health", ok: true, error: "x".repeat(300) });
+  bad({ v: 1, type: "handshakeRequest", healthCheck: 1 });
+  assertEquals(
+    decodeMessage(encodeMessage({ type: "handshakeRequest", healthCheck: true })),
+    { v: 1, type: "handshakeRequest", healthCheck: true },
+  );
+});
+
+Deno.test("health check: 2xx passes; 503, a refused dial and an app that never answers fail with the reason", async () => {
+  let status = 204;
+  const seen: string[] = [];
+  const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    seen.push(`${new URL(req.url).pathname} ${req.headers.get("user-agent")}`);
+    return new Response(null, { status });
+  });
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const holding = (async () => {
+    for await (const c of silent) held.push(c);
+  })();
+  const gone = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const gonePort = gone.addr.port;
+  gone.close();
+  try {
+    const target = { host: "127.0.0.1", port: app.addr.port };
+    assertEquals(await checkHttp(target, "/healthz", 2000), undefined);
+    status = 503;
+    assertEquals(await checkHttp(target, "/healthz", 2000), "status 503");
+    assertEquals(seen, [
+      "/healthz warren-tunnel-health",
+      "/healthz warren-tunnel-health",
+    ]);
+    const refused = await checkHttp({ host: "127.0.0.1", port: gonePort }, "/", 2000);
+    assertEquals(typeof refused, "string");
+    assertEquals(
+      await checkHttp({ host: "127.0.0.1", port: silent.addr.port }, "/", 200),
+      "no answer in 200 ms",
+    );
+
+    // The monitor: unhealthy until a check passes, out after `failures` in a row, back after one.
+    const changes: boolean[] = [];
+    status = 200;
+    const mon = new HealthMonitor(target, { path: "/h", intervalMs: 20, failures: 2 }, {
+      onChange: (ok) => void changes.push(ok),
+    });
+    mon.start();
+    const until = async (f: () => boolean) => {
+      while (!f()) await new Promise((r) => setTimeout(r, 10));
+    };
+    await until(() => changes.length === 1);
+    status = 500;
+    await until(() => changes.length === 2);
+    assertEquals(mon.failing >= 2, true);
+    status = 200;
+    await until(() => changes.length === 3);
+    await mon.stop();
+    assertEquals(changes, [true, false, true]);
+  } finally {
+    silent.close();
+    await holding;
+    for (const c of held) c.close();
+    await app.shutdown();
+  }
+});
