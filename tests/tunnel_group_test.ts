@@ -9,6 +9,8 @@ import { assert, assertEquals } from "./_assert.ts";
 import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
 import type { ClientInfo, HostStatus } from "../lib/tunnel/mod.ts";
 import { startRedis } from "./_redis.ts";
+import { BufferedReader, writeAll } from "../lib/net/mod.ts";
+import { getHeader, readResponseHead } from "../lib/http/mod.ts";
 
 const id = "group-identifier-000001";
 const appScript = new URL("./py/group_app.py", import.meta.url).pathname;
@@ -147,6 +149,24 @@ async function hey(port: number, n: number, c: number): Promise<Map<number, numb
   }
   assert(!/Error distribution/.test(r.stdout), r.stdout);
   return codes;
+}
+
+/** A kept-alive public connection: one request at a time, the body of each answer. */
+async function keptAlive(port: number) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const reader = new BufferedReader(conn);
+  return {
+    get: async (rid: string): Promise<string> => {
+      await writeAll(
+        conn,
+        new TextEncoder().encode(`GET /r?id=${rid} HTTP/1.1\r\nHost: app.test\r\n\r\n`),
+      );
+      const head = await readResponseHead(reader);
+      const n = Number(getHeader(head.headers, "content-length"));
+      return `${head.status} ${new TextDecoder().decode(await reader.readExact(n)).trim()}`;
+    },
+    close: () => conn.close(),
+  };
 }
 
 /** One request's outcome as curl reported it. */
@@ -309,11 +329,19 @@ Deno.test("tunnel group: a member failing its health check leaves the rotation b
       })).json() as ClientInfo[];
     await server.waitFor(/msg="client connected".* members=2/);
     const load = curlLoad(port, 4);
+    // A kept-alive connection whose stream is on B.
+    let kept = await keptAlive(port);
     try {
       await b.waitFor(() => b.begun().length >= 20, "20 requests");
+      for (let i = 0; (await kept.get(`k${i}`)) !== `200 B k${i}`; i++) {
+        kept.close();
+        kept = await keptAlive(port);
+      }
       // B's health check fails (the app is draining); its requests still work meanwhile.
       await b.set("down", true);
       await server.waitFor(/msg="client unhealthy: out of rotation"/);
+      // The kept-alive connection's next request leaves B too.
+      assertEquals(await kept.get("next"), "200 A next");
       // Out of rotation: once the streams B had are done, B's app may fail every request, as
       // no public request is sent there any more.
       while ((await clients()).some((c) => !c.healthy && c.openStreams > 0)) {
@@ -330,6 +358,7 @@ Deno.test("tunnel group: a member failing its health check leaves the rotation b
       await server.waitFor(/msg="client healthy: in rotation"/);
       await b.waitFor(() => b.begun().length >= atOut + 20, "20 more requests");
     } finally {
+      kept.close();
       await load.stop();
     }
     const failed = load.done.filter((o) => o.status !== 200 || o.exit !== 0);

@@ -345,7 +345,12 @@ export class PublicConn {
     upgrade: string[] | undefined,
   ): Promise<Leg | undefined> {
     const cur = this.#leg;
-    if (cur && !upgrade && cur.host === vhost && cur.state === LegState.Open) {
+    // A kept-alive stream follows its host, unless its client left the rotation meanwhile
+    // (its health check fails): then the next request goes where a new stream would.
+    if (
+      cur && !upgrade && cur.host === vhost && cur.state === LegState.Open &&
+      cur.ts.client?.usable !== false
+    ) {
       await this.#out.add(headBytes);
       cur.requestBytes += headBytes.length;
       this.#server.countRequest(vhost, "proxied");

@@ -599,20 +599,8 @@ export class TunnelServer {
     // A group's member that cannot take the request hands it to the next one (HTTP only: a
     // TCP port belongs to one member).
     const group = transportProtocol === "http" ? this.#clients.get(client.key) : undefined;
-    const tried = new Set<ClientConn>();
-    const reopen: StreamReopen | undefined = group && group.members.length > 1
-      ? async (failed, fin) => {
-        tried.add(failed);
-        this.log.debug("request passed to the next group member", { host, cid: failed.id });
-        for (let c; (c = group.pick(this.balance, tried));) {
-          try {
-            return { stream: await open(c, fin), client: c };
-          } catch {
-            tried.add(c); // its session is over: the next member
-          }
-        }
-        return undefined;
-      }
+    const reopen = group && group.members.length > 1
+      ? this.#reopener(group, host, open)
       : undefined;
     let stream: Stream;
     try {
@@ -635,6 +623,27 @@ export class TunnelServer {
       client,
       reopen,
     );
+  }
+
+  /** Opens a request again on the group's members not tried yet, each once. */
+  #reopener(
+    group: ClientGroup,
+    host: string,
+    open: (c: ClientConn, fin: boolean) => Promise<Stream>,
+  ): StreamReopen {
+    const tried = new Set<ClientConn>();
+    return async (failed, fin) => {
+      tried.add(failed);
+      this.log.debug("request passed to the next group member", { host, cid: failed.id });
+      for (let c; (c = group.pick(this.balance, tried));) {
+        try {
+          return { stream: await open(c, fin), client: c };
+        } catch {
+          tried.add(c); // its session is over: the next member
+        }
+      }
+      return undefined;
+    };
   }
 
   /**
