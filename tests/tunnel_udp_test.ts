@@ -6,12 +6,12 @@
  * processes, a flood of new peers held to `--udp-max-flows`.
  */
 
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { createAdminApp, TunnelStateFile, type UdpTunnelInfo } from "../lib/tunnel/mod.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
 import { dig, dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { startClient, startTunnel, testLog } from "./_tunnel.ts";
-import { startService } from "./_util.ts";
+import { run, startService } from "./_util.ts";
 
 /** A UDP port free now on 127.0.0.1. */
 async function freeUdpPort(): Promise<number> {
@@ -297,5 +297,28 @@ Deno.test("tunnel-server --udp as processes: dig to dnsmasq, and 3000 new peers 
     await client?.stop();
     await server.stop();
     await dns.stop();
+  }
+});
+
+Deno.test("tunnel-server --udp: outside --udp-ports, or a busy UDP port, exits with one line", async () => {
+  const svc = new URL("../services/tunnel-server.ts", import.meta.url).pathname;
+  const outside = await run(Deno.execPath(), [
+    ...["run", "-A", svc, "--check-config", "--udp-ports", "20000-20010"],
+    ...["--udp", `30000=${id}`],
+  ]);
+  assertEquals(outside.code, 2, outside.stderr);
+  assertEquals(outside.stderr.trim().split("\n").length, 1, outside.stderr);
+  assertMatch(outside.stderr, /--udp 30000: outside --udp-ports 20000-20010/);
+  const busy = await UdpSocket.bind("127.0.0.1", 0);
+  try {
+    const port = busy.addr.port;
+    const r = await run(Deno.execPath(), [
+      ...["run", "-A", svc, "--listen", "127.0.0.1:0", "--udp-ports", `${port}`],
+      ...["--udp", `${port}=${id}`],
+    ]);
+    assertEquals(r.code, 2, r.stderr);
+    assertMatch(r.stderr, new RegExp(`--udp ${port}: cannot bind ${port}`));
+  } finally {
+    await busy.close();
   }
 });
