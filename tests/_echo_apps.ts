@@ -84,6 +84,59 @@ export async function startPythonEcho(): Promise<EchoApp> {
   };
 }
 
+const pythonHeaderEcho = `
+import json
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        body = json.dumps([[k, v] for k, v in self.headers.items()]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Powered-By", "python")
+        self.send_header("X-App", "1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    do_GET = do_POST = do_HEAD = answer
+    def log_message(self, *args):
+        pass
+
+srv = HTTPServer(("127.0.0.1", 0), Echo)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+`;
+
+/**
+ * Python's http.server answering every request with its header fields as JSON
+ * (`[[name, value], …]`, duplicates kept) and the response headers `X-Powered-By: python`,
+ * `X-App: 1` (and http.server's own `Server`, `Date`); HEAD gets the head only.
+ */
+export async function startPythonHeaderEcho(): Promise<EchoApp> {
+  const dir = await Deno.makeTempDir({ prefix: "warren-pyheaders-" });
+  await Deno.writeTextFile(`${dir}/headers.py`, pythonHeaderEcho);
+  const child = new Deno.Command("python3", {
+    args: ["-u", `${dir}/headers.py`],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const port = Number(await firstLine(child));
+  return {
+    name: "python http.server (headers)",
+    port,
+    stop: async () => {
+      await stopChild(child);
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
 /** nginx answering every request itself (`return 200`). */
 export async function startNginxEcho(): Promise<EchoApp> {
   const dir = await Deno.makeTempDir({ prefix: "warren-nginxecho-" });

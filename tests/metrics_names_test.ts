@@ -379,6 +379,14 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "unknown-host 404s counted",
     );
     assertEquals(await tableTitles(tc), ["session", "outcomes", "recent failures"]);
+    // The client's page names its server, the public URL it serves and its local target.
+    const [session] = await tableRows(tc, "session");
+    assertEquals(session.slice(0, 4), [
+      "connected",
+      `http://127.0.0.1:${port}`,
+      `http://m.test:${port}`,
+      `127.0.0.1:${app.port}`,
+    ]);
 
     fs = await startService("fusion-server.ts", [
       ...["--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`],

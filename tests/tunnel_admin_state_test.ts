@@ -201,6 +201,7 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
       hosts: [{ host: "app.test", identifier: idB }],
       tcp: [],
       access: [],
+      rewrites: [],
       claims: [],
     });
     // No identifier in any log line.

@@ -1,5 +1,6 @@
 /**
- * The status page provider of tunnel-client: its session, streams relayed to the local
+ * The status page provider of tunnel-client: its session (server, public URLs, local target,
+ * RTT), streams relayed to the local
  * service beside the failed ones by reason (for an HTTP request, the server answers 502),
  * recent failures.
  * @module
@@ -11,6 +12,14 @@ import type { StatusProvider, StatusSeries } from "./hub.ts";
 /** What the page shows of a tunnel-client: its `/status` JSON. */
 export interface TunnelClientStatus {
   state: string;
+  /** The server URL of the current (or last) attempt. */
+  server?: string;
+  /** The public URLs it serves (from the last handshake). */
+  publicUrls?: string[];
+  /** The local app it forwards to (`host:port`). */
+  local?: string;
+  /** The last mux ping round trip to the server, while connected. */
+  rttMs?: number;
   connects: number;
   streams: number;
   /** Streams whose local dial succeeded. */
@@ -28,6 +37,7 @@ export function tunnelClientStatusProvider(status: () => TunnelClientStatus): St
     const reasons = Object.entries(s.failuresByReason).sort((a, b) => b[1] - a[1]);
     const series: StatusSeries[] = [
       { chart: "streams/s", name: "ok", value: s.relayed, kind: "rate" },
+      ...(s.rttMs === undefined ? [] : [{ chart: "server RTT ms", name: "rtt", value: s.rttMs }]),
       ...reasons.map(([reason, n]): StatusSeries => ({
         chart: "streams/s",
         name: reason,
@@ -38,8 +48,26 @@ export function tunnelClientStatusProvider(status: () => TunnelClientStatus): St
     return {
       tables: [{
         title: "session",
-        columns: ["state", "connects", "streams", ...(s.health ? ["health"] : [])],
-        rows: [[s.state, s.connects, s.streams, ...(s.health ? [s.health] : [])]],
+        columns: [
+          "state",
+          "server",
+          "public URLs",
+          "local",
+          "connects",
+          "streams",
+          "RTT ms",
+          ...(s.health ? ["health"] : []),
+        ],
+        rows: [[
+          s.state,
+          s.server ?? "",
+          (s.publicUrls ?? []).join(" "),
+          s.local ?? "",
+          s.connects,
+          s.streams,
+          s.rttMs === undefined ? null : Math.round(s.rttMs * 10) / 10,
+          ...(s.health ? [s.health] : []),
+        ]],
       }, {
         title: "outcomes",
         columns: ["outcome", "streams"],

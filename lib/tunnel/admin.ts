@@ -17,6 +17,7 @@ import { HostAccessError, type HostAccessSpec } from "./access.ts";
 import { normalizeHostPattern } from "./registry.ts";
 import { PortTunnelError, type PortTunnelFailure, type PortTunnelSpec } from "./port_tunnels.ts";
 import { clusterView } from "./cluster_view.ts";
+import type { HostRewriteSpec } from "./rewrite.ts";
 
 /** A JSON list of strings, or undefined (a wrong type fails HostAccess's own checks). */
 function list(v: unknown): string[] | undefined {
@@ -54,7 +55,9 @@ export interface AdminAppOptions {
  * is served already, unless `replace: true`), `DELETE /hosts/:host`, `GET /clients`,
  * `GET /status`, `PUT /hosts/:host/access {basic?: ["user:pw"], bearer?: [token],
  * allow?: [cidr]}` (rules checked before a request reaches the client: 401/403; answered
- * without secrets), `DELETE /hosts/:host/access`, and server-defined TCP
+ * without secrets), `DELETE /hosts/:host/access`, `PUT /hosts/:host/rewrite {host?,
+ * request?: {set?, add?, remove?}, response?: {…}}` (header rewrites, lib/tunnel/rewrite.ts;
+ * answered with header names only), `DELETE /hosts/:host/rewrite`, and server-defined TCP
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
  * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),
  * `DELETE /tcp/:port` (204, or 404); server-defined UDP tunnels the same under `/udp` (its
@@ -165,6 +168,30 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     const host = c.req.param("host");
     if (!server.accessInfo(host)) return c.json({ error: "no access rules" }, 404);
     server.setAccess(host, undefined);
+    const err = await unsaved();
+    return err ? c.json({ error: err }, 500) : c.body(null, 204);
+  });
+  app.put("/hosts/:host/rewrite", async (c) => {
+    let body: HostRewriteSpec;
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ error: "body must be JSON" }, 400);
+    }
+    const host = c.req.param("host");
+    if (!(await server.registry.lookup(host))) return c.json({ error: "no such host" }, 404);
+    try {
+      server.setRewrite(host, body);
+    } catch (err) {
+      return c.json({ error: errorMessage(err) }, 400);
+    }
+    const err = await unsaved();
+    return err ? c.json({ error: err }, 500) : c.json(server.rewriteInfo(host)!, 200);
+  });
+  app.delete("/hosts/:host/rewrite", async (c) => {
+    const host = c.req.param("host");
+    if (!server.rewriteInfo(host)) return c.json({ error: "no rewrites" }, 404);
+    server.setRewrite(host, undefined);
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });

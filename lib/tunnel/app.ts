@@ -43,6 +43,7 @@ import type { TunnelServer } from "./server.ts";
 import { normalizeHost } from "./registry.ts";
 import { subdomainHeader } from "./subdomains.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
+import type { HostRewrite } from "./rewrite.ts";
 import { WebSocketDuplex } from "../transport/ws_adapter.ts";
 import { checkUpgradeRequest } from "../transport/websocket.ts";
 import {
@@ -214,14 +215,23 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     opts.proto ?? "http",
     opts.trustForwarded ?? false,
   );
+  const rewrite = server.rewriteOf(route);
+  if (rewrite) head.headers = rewrite.request(head.headers);
   const localPort = localPortOf(hostHeader, opts.publicPort);
   if (upgrade.length > 0) {
-    return await proxyWebSocket(server, req, host, {
-      client: route.client,
-      localPort,
-      target: head.target,
-      headers: head.headers,
-    }, opts.webSocket ?? {});
+    return await proxyWebSocket(
+      server,
+      req,
+      host,
+      {
+        client: route.client,
+        localPort,
+        target: head.target,
+        headers: head.headers,
+      },
+      opts.webSocket ?? {},
+      rewrite,
+    );
   }
   const headBytes = serializeRequestHead(head);
   const pool = poolOf(route.client, `${host}|${localPort}`);
@@ -327,7 +337,17 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
       });
     }
   };
-  return await tunnelResponse(server, host, resHead, req.method, e.reader, e.src, finish, sent);
+  return await tunnelResponse(
+    server,
+    host,
+    resHead,
+    req.method,
+    e.reader,
+    e.src,
+    finish,
+    sent,
+    rewrite,
+  );
 }
 
 /** Responses with a Content-Length up to this are read whole before they are answered. */
@@ -346,10 +366,12 @@ async function tunnelResponse(
   src: Duplex,
   finish: (ok: boolean) => unknown,
   counted: { bytes: number },
+  rewrite?: HostRewrite,
 ): Promise<Response> {
   const framing = responseBodyFraming(resHead, method);
   const out = new Headers();
-  for (const [k, v] of resHead.headers) {
+  const fields = rewrite?.rewritesResponse ? rewrite.response(resHead.headers) : resHead.headers;
+  for (const [k, v] of fields) {
     const l = k.toLowerCase();
     if (hopByHop.has(l)) continue;
     if (l === "content-length" && framing.kind !== "length") continue;
@@ -422,6 +444,7 @@ async function proxyWebSocket(
   host: string,
   target: Omit<WebSocketTarget, "server" | "host">,
   limits: WebSocketLimits,
+  rewrite: HostRewrite | undefined,
 ): Promise<Response> {
   const bad = checkUpgradeRequest(req.method, (n) => req.headers.get(n) ?? undefined);
   if (bad) {
@@ -446,6 +469,7 @@ async function proxyWebSocket(
       ts.body(),
       () => ts.release(),
       { bytes: 0 },
+      rewrite,
     );
   }
   let upgraded: { socket: WebSocket; response: Response };
@@ -462,7 +486,8 @@ async function proxyWebSocket(
     return new Response("this request cannot be upgraded here\n", { status: 501 });
   }
   // The app's other 101 headers (Set-Cookie, …) reach the public client too.
-  for (const [k, v] of r.head.headers) {
+  const fields = rewrite?.rewritesResponse ? rewrite.response(r.head.headers) : r.head.headers;
+  for (const [k, v] of fields) {
     const l = k.toLowerCase();
     if (hopByHop.has(l) || l.startsWith("sec-websocket-") || l === "content-length") continue;
     try {

@@ -67,6 +67,8 @@ import {
 } from "./udp_client.ts";
 import { subdomainHeader } from "./subdomains.ts";
 import { type HealthCheckOptions, HealthMonitor } from "./health.ts";
+import type { HostAccessSpec } from "./access.ts";
+import type { HostRewriteSpec } from "./rewrite.ts";
 
 /** How many failed streams `TunnelClient.recentFailures` keeps (the status page's table). */
 export const recentFailuresKept = 50;
@@ -139,6 +141,14 @@ export interface TunnelClientOptions {
    * malformed, no domain) counts like a refused identifier.
    */
   subdomain?: string;
+  /**
+   * Access rules the server checks for this client's hosts before a request reaches it
+   * (basic, bearer, source CIDRs; the server's own rules of a host win). Sent in the
+   * handshake, inside the session; a server refusing them ends `run()` (`refusal`).
+   */
+  access?: HostAccessSpec;
+  /** Header rewrites the server applies for this client's hosts (before its own). */
+  rewrite?: HostRewriteSpec;
   /** Timeout of each dial (server and local). @default 10000 */
   dialTimeoutMs?: number;
   /**
@@ -207,6 +217,9 @@ export class ConnectError extends Error {
     super(message, options);
   }
 }
+
+/** The server refused the access rules or rewrites this client sent (a config error). */
+class RulesRefusedError extends ConnectError {}
 
 /**
  * "tls": the server (or a TLS-terminating proxy) closed the connection after the handshake
@@ -440,6 +453,8 @@ export class TunnelClient {
   healthy: boolean | undefined;
   /** Set (one line, why) when the server kept refusing the identifier: `run()` then returns. */
   refusal: string | undefined;
+  /** The public URLs the server gave at the last handshake (as the `forwarding` lines). */
+  publicUrls: string[] = [];
   #session: Session | undefined;
   /** Local ports a server-defined TCP tunnel asked for and was refused (warned once). */
   #refusedPorts = new Set<number>();
@@ -460,6 +475,16 @@ export class TunnelClient {
   get #server(): string {
     const all = [this.#o.server, ...this.#o.servers ?? []];
     return all[(this.#attempts - 1 + all.length) % all.length];
+  }
+
+  /** The server URL of the current (or last) attempt. */
+  get serverUrl(): string {
+    return this.#server;
+  }
+
+  /** The last mux ping round trip to the server, while connected. */
+  get rttMs(): number | undefined {
+    return this.state === "connected" ? this.#session?.rttMs : undefined;
   }
 
   /** A client; nothing happens until `run()`. */
@@ -497,6 +522,12 @@ export class TunnelClient {
         };
       } catch (err) {
         if (signal?.aborted) break;
+        if (err instanceof RulesRefusedError) {
+          this.refusal = `the server refused this client's access rules or header rewrites ` +
+            `(${err.message})`;
+          this.#log.error("giving up: rules refused", { error: err.message });
+          break;
+        }
         const failure = err instanceof ConnectError ? err.reason : "error";
         const claimRefused = this.#subdomain !== undefined &&
           (failure === "duplicate" || failure === "refused");
@@ -593,6 +624,8 @@ export class TunnelClient {
           ...(this.#o.udp?.length
             ? { udp: this.#o.udp.map((t) => ({ publicPort: t.publicPort })) }
             : {}),
+          ...(this.#o.access ? { access: this.#o.access } : {}),
+          ...(this.#o.rewrite ? { rewrite: this.#o.rewrite } : {}),
         }),
       );
       const resp = await Promise.race([
@@ -601,7 +634,13 @@ export class TunnelClient {
           throw new ConnectError("protocol", `session closed during handshake: ${c.reason}`);
         }),
       ]);
-      if (!resp.ok) throw new ConnectError("refused", resp.error ?? "handshake refused");
+      if (!resp.ok) {
+        const error = resp.error ?? "handshake refused";
+        // Refused rules stay refused: trying again with the same ones cannot help.
+        if (error.startsWith("rules refused")) throw new RulesRefusedError("refused", error);
+        throw new ConnectError("refused", error);
+      }
+      for (const note of resp.notes ?? []) this.#log.warn("server note", { note });
       this.connects++;
       this.state = "connected";
       onUp();
@@ -615,9 +654,8 @@ export class TunnelClient {
         this.#subdomain = resp.hosts[0].split(".")[0];
       }
       const local = joinHostPort(this.#o.local.host, this.#o.local.port);
-      for (const url of publicUrls(this.#server, resp.hosts)) {
-        this.#log.info("forwarding", { url, to: local });
-      }
+      this.publicUrls = publicUrls(this.#server, resp.hosts);
+      for (const url of this.publicUrls) this.#log.info("forwarding", { url, to: local });
       for (const [proto, list] of [["tcp", resp.tcp], ["udp", resp.udp ?? []]] as const) {
         for (const t of list) {
           if (t.ok) {

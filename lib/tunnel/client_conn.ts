@@ -9,6 +9,8 @@ import { closeQuietly, writeAll } from "../net/mod.ts";
 import { encodeMessage, type SessionEndCause } from "./protocol.ts";
 import { fingerprint } from "./registry.ts";
 import type { PortListener, PortProtocol } from "./port_tunnels.ts";
+import type { HostAccess } from "./access.ts";
+import type { HostRewrite } from "./rewrite.ts";
 
 /** A connected client as the admin API shows it (no secret). */
 export interface ClientInfo {
@@ -92,6 +94,10 @@ export class ClientConn {
   /** Tunnel streams opened to it so far. */
   streams: number = 0;
   #sessionOver = false;
+  /** Access rules it set for its hosts in its handshake (the server's own rules win). */
+  access: HostAccess | undefined;
+  /** Header rewrites it set for its hosts in its handshake (applied before the server's). */
+  rewrite: HostRewrite | undefined;
   #closing: Promise<void> | undefined;
   /** A client's session, before its handshake. */
   constructor(

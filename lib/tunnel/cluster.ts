@@ -172,6 +172,15 @@ export class ClusterLinks {
       const d = typeof h?.client === "string" ? h.client : "";
       const identifier = this.#registry.knownIdentifier(d);
       const client = identifier !== undefined ? this.#server.localClient(identifier) : undefined;
+      if (client && (client.access || client.rewrite)) {
+        // Its own access rules and rewrites are applied where a request is parsed, on the
+        // instance the public request reached: not there, so it is served only here.
+        this.#log.warn("cluster stream refused: the client set its own access rules or rewrites", {
+          client: d.slice(0, 12),
+        });
+        s.reset();
+        return;
+      }
       let out: Stream | undefined;
       if (client) out = await client.session.open({ data: reader.takeBuffered() });
       else if (d && h?.hop === undefined) out = await this.#passOn(d, reader.takeBuffered());

@@ -42,6 +42,7 @@ import {
   requestBodyFraming,
   type RequestHead,
   responseBodyFraming,
+  type ResponseHead,
   serializeRequestHead,
   serializeResponseHead,
   simpleResponse,
@@ -59,6 +60,7 @@ import {
   upgradeOffer,
 } from "./front_leg.ts";
 import type { TunnelServer } from "./server.ts";
+import type { HostRewrite } from "./rewrite.ts";
 import { tunnelRequestSeconds } from "./stats.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
 
@@ -273,15 +275,14 @@ export class PublicConn {
     const connection = headerTokens(head.headers, "connection");
     const upgrade = upgradeOffer(head, connection);
     const fwd = routed.head;
-    const headBytes = serializeRequestHead({
-      ...fwd,
-      headers: forwardHeaders(
-        fwd,
-        this.#peer,
-        this.#opts.proto ?? "http",
-        this.#opts.trustForwarded ?? false,
-      ),
-    });
+    const headers = forwardHeaders(
+      fwd,
+      this.#peer,
+      this.#opts.proto ?? "http",
+      this.#opts.trustForwarded ?? false,
+    );
+    const headFor = (rw: HostRewrite | undefined) =>
+      serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
     const denied = await this.#server.checkAccess(
       routed.vhost,
       getHeader(head.headers, "authorization"),
@@ -306,16 +307,17 @@ export class PublicConn {
       this.state = PublicConnState.Closing;
       return;
     }
-    const leg = await this.#legFor(routed.vhost, routed.hostHeader, headBytes, upgrade);
+    const leg = await this.#legFor(routed.vhost, routed.hostHeader, headFor, upgrade);
     if (!leg) return;
-    if (this.#opts.accessLog) {
+    if (this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
+      // Its response is parsed: its method frames the body (HEAD), its line is logged.
       const q = head.target.indexOf("?");
       leg.pending.push({
         method: head.method,
         path: q < 0 ? head.target : head.target.slice(0, q),
         host: routed.vhost,
         startedMs: performance.now(),
-        inStart: leg.requestBytes - headBytes.length,
+        inStart: leg.requestBytes - leg.lastHeadBytes,
       });
     }
     this.#enter(PublicConnState.CopyingBody);
@@ -336,12 +338,13 @@ export class PublicConn {
    * The leg that carries a request for `vhost`: the current one while the Host stays the
    * same (the head is queued on it), else a new stream (the head rides in its SYN). An
    * Upgrade request always gets a new one, so its answer is the stream's first response.
-   * Undefined when the request was answered here (404, 502).
+   * `headFor` serialises the head with the leg's header rewrites. Undefined when the request
+   * was answered here (404, 502).
    */
   async #legFor(
     vhost: string,
     hostHeader: string,
-    headBytes: Uint8Array,
+    headFor: (rewrite: HostRewrite | undefined) => Uint8Array,
     upgrade: string[] | undefined,
   ): Promise<Leg | undefined> {
     const cur = this.#leg;
@@ -351,8 +354,10 @@ export class PublicConn {
       cur && !upgrade && cur.host === vhost && cur.state === LegState.Open &&
       cur.ts.client?.usable !== false
     ) {
+      const headBytes = headFor(cur.rewrite);
       await this.#out.add(headBytes);
       cur.requestBytes += headBytes.length;
+      cur.lastHeadBytes = headBytes.length;
       this.#server.countRequest(vhost, "proxied");
       return cur;
     }
@@ -363,6 +368,8 @@ export class PublicConn {
       this.state = PublicConnState.Closing;
       return undefined;
     }
+    const rewrite = this.#server.rewriteOf(route);
+    const headBytes = headFor(rewrite);
     let ts: TunnelStream;
     try {
       ts = await this.#server.openStream(
@@ -383,7 +390,9 @@ export class PublicConn {
     }
     const leg = new Leg(route.host, ts, upgrade);
     leg.client = route.client.fingerprint;
+    leg.rewrite = rewrite;
     leg.requestBytes = headBytes.length;
+    leg.lastHeadBytes = headBytes.length;
     leg.pump = this.#pump(leg);
     this.#leg = leg;
     this.#out.target = ts.out;
@@ -543,7 +552,9 @@ export class PublicConn {
     try {
       let src = leg.ts.body();
       if (leg.upgrade) src = await this.#answerToUpgrade(leg, src);
-      if (this.#opts.accessLog && !leg.upgrade) await this.#copyLogged(leg, src);
+      if ((this.#opts.accessLog || leg.rewrite?.rewritesResponse) && !leg.upgrade) {
+        await this.#copyParsed(leg, src);
+      }
       while (true) {
         const b = buf.get();
         const n = await src.read(b);
@@ -583,11 +594,12 @@ export class PublicConn {
   }
 
   /**
-   * The access log's copy: each response head is parsed (and written re-serialised), its
-   * body copied by its framing, then its request's line is logged. Returns at the stream's
-   * end between responses, or after a response framed by the close (the rest is copied raw).
+   * The access log's and the response rewrites' copy: each response head is parsed (and
+   * written re-serialised, rewritten), its body copied by its framing, then its request's
+   * line is logged. Returns at the stream's end between responses, or after a response
+   * framed by the close (the rest is copied raw).
    */
-  async #copyLogged(leg: Leg, src: Duplex): Promise<void> {
+  async #copyParsed(leg: Leg, src: Duplex): Promise<void> {
     const r = new BufferedReader(src, publicReadBytes);
     const sink = async (p: Uint8Array): Promise<void> => {
       leg.responseBytes += p.length;
@@ -601,28 +613,30 @@ export class PublicConn {
       const req = leg.pending[0];
       const outStart = leg.responseBytes;
       let head = await readResponseHead(r);
-      await sink(serializeResponseHead(head));
       while (head.status < 200) {
-        head = await readResponseHead(r);
         await sink(serializeResponseHead(head));
+        head = await readResponseHead(r);
       }
+      await sink(serializeResponseHead(rewritten(leg, head)));
       const framing = responseBodyFraming(head, req?.method ?? "GET");
       await copyBody(r, src, framing, sink);
       leg.pending.shift();
       const next = leg.pending[0];
-      this.#log.info("access", {
-        host: req?.host ?? leg.host,
-        method: req?.method ?? "-",
-        path: req?.path ?? "-",
-        status: head.status,
-        in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
-        out: leg.responseBytes - outStart,
-        ms: req ? Math.round(performance.now() - req.startedMs) : 0,
-        rid: `${leg.ts.requestId}.${++leg.answered}`,
-        client: leg.client,
-        cid: leg.ts.client?.id,
-        remote: this.#peer.remote,
-      });
+      if (this.#opts.accessLog) {
+        this.#log.info("access", {
+          host: req?.host ?? leg.host,
+          method: req?.method ?? "-",
+          path: req?.path ?? "-",
+          status: head.status,
+          in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
+          out: leg.responseBytes - outStart,
+          ms: req ? Math.round(performance.now() - req.startedMs) : 0,
+          rid: `${leg.ts.requestId}.${++leg.answered}`,
+          client: leg.client,
+          cid: leg.ts.client?.id,
+          remote: this.#peer.remote,
+        });
+      }
       if (framing.kind === "close") return;
     }
   }
@@ -660,7 +674,8 @@ export class PublicConn {
       ) {
         throw new HttpError("101 for a protocol the client did not ask for");
       }
-      const bytes = serializeResponseHead(head);
+      const final = head.status === 101 || head.status >= 200;
+      const bytes = serializeResponseHead(final ? rewritten(leg, head) : head);
       await writeAll(this.#conn, bytes);
       leg.responseBytes += bytes.length;
       this.#idle?.touch();
@@ -698,6 +713,13 @@ export class PublicConn {
     deadlines.add(watch);
     return watch;
   }
+}
+
+/** A final response head with its leg's response rewrites applied. */
+function rewritten(leg: Leg, head: ResponseHead): ResponseHead {
+  return leg.rewrite?.rewritesResponse
+    ? { ...head, headers: leg.rewrite.response(head.headers) }
+    : head;
 }
 
 /**

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { HostRewrite } from "./rewrite.ts";
 import { headerTokens, type RequestHead } from "../http/mod.ts";
 import type { TunnelStream } from "./tunnel_stream.ts";
 
@@ -55,6 +56,10 @@ export class Leg {
   answered = 0;
   /** Fingerprint of the client serving it (access log). */
   client = "";
+  /** Header rewrites of its host and client (responses are then parsed on the way out). */
+  rewrite: HostRewrite | undefined;
+  /** Bytes of the last request head sent on it (where that request's bytes start). */
+  lastHeadBytes = 0;
   /** Upgrade legs: true once the app switched protocols, false for any other answer. */
   readonly switched: Promise<boolean>;
   #settle: (switched: boolean) => void = () => {};

@@ -31,3 +31,4 @@ export * from "./access.ts";
 export * from "./redis_registry.ts";
 export * from "./cluster.ts";
 export * from "./cluster_view.ts";
+export * from "./rewrite.ts";

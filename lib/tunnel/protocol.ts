@@ -55,12 +55,25 @@ export type TransportProtocol = "http" | "tcp" | "udp";
 
 const port = () => int({ min: 0, max: 65535 });
 
+/** Header rules as a client sends them (lib/tunnel/rewrite.ts checks their meaning). */
+type WireHeaderRules = { set?: string[][]; add?: string[][]; remove?: string[] };
+const headerRules = (): OptionalCheck<WireHeaderRules> =>
+  optional(object({
+    set: optional(arrayOf(arrayOf(str({ maxLength: 1024 }), 2), 32)),
+    add: optional(arrayOf(arrayOf(str({ maxLength: 1024 }), 2), 32)),
+    remove: optional(arrayOf(str({ maxLength: 128 }), 32)),
+  }));
+
 /** Client -> server, first message on the control stream. */
 export const handshakeRequestMessage: MessageDef<"handshakeRequest", {
   client: OptionalCheck<string>;
   tcp: OptionalCheck<{ publicPort: number }[]>;
   healthCheck: OptionalCheck<boolean>;
   udp: OptionalCheck<{ publicPort: number }[]>;
+  access: OptionalCheck<{ basic?: string[]; bearer?: string[]; allow?: string[] }>;
+  rewrite: OptionalCheck<
+    { host?: string; request?: WireHeaderRules; response?: WireHeaderRules }
+  >;
 }> = defineMessage("handshakeRequest", {
   /** Free-form client name/version for logs. */
   client: optional(str({ maxLength: 128 })),
@@ -73,6 +86,21 @@ export const handshakeRequestMessage: MessageDef<"handshakeRequest", {
   healthCheck: optional(bool()),
   /** Public UDP ports the client wants relayed to its local UDP services. */
   udp: optional(arrayOf(object({ publicPort: port() }), 64)),
+  /**
+   * Access rules for the client's hosts (lib/tunnel/access.ts), checked by the server before
+   * a request reaches the client; rules the server has for a host win over these.
+   */
+  access: optional(object({
+    basic: optional(arrayOf(str({ maxLength: 512 }), 16)),
+    bearer: optional(arrayOf(str({ maxLength: 512 }), 16)),
+    allow: optional(arrayOf(str({ maxLength: 64 }), 64)),
+  })),
+  /** Header rewrites for the client's hosts (lib/tunnel/rewrite.ts), applied before the server's. */
+  rewrite: optional(object({
+    host: optional(str({ maxLength: 255 })),
+    request: headerRules(),
+    response: headerRules(),
+  })),
 });
 /** Client -> server, first message on the control stream. */
 export type HandshakeRequest = MessageOf<typeof handshakeRequestMessage>;
@@ -97,6 +125,7 @@ export const handshakeResponseMessage: MessageDef<"handshakeResponse", {
   tcp: Check<{ publicPort: number; ok: boolean; addr?: string; error?: string }[]>;
   udp: OptionalCheck<{ publicPort: number; ok: boolean; addr?: string; error?: string }[]>;
   error: OptionalCheck<string>;
+  notes: OptionalCheck<string[]>;
 }> = defineMessage("handshakeResponse", {
   ok: bool(),
   /** Virtual hosts this client now serves. */
@@ -106,6 +135,8 @@ export const handshakeResponseMessage: MessageDef<"handshakeResponse", {
   /** Outcome of each UDP tunnel (absent from servers without UDP tunnels). */
   udp: optional(portResults()),
   error: optional(str()),
+  /** Lines for the client's log: e.g. a host whose server-side access rules win over its own. */
+  notes: optional(arrayOf(str({ maxLength: 512 }), 16)),
 });
 /** Server -> client, the answer to the handshake. */
 export type HandshakeResponse = MessageOf<typeof handshakeResponseMessage>;

@@ -61,6 +61,7 @@ import {
   type SubdomainClaims,
 } from "./subdomains.ts";
 import { timingSafeEqual } from "../net/secret.ts";
+import { HostRewrite, type HostRewriteInfo, type HostRewriteSpec } from "./rewrite.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
 
 /** Default interval of mux pings to each client. */
@@ -200,6 +201,13 @@ export class TunnelServer {
   #access = new Map<string, HostAccess>();
   /** The rules as given (with secrets) and where they came from, for the state file. */
   #accessSpecs = new Map<string, { spec: HostAccessSpec; origin: RouteOrigin }>();
+  /** Connected clients that set access rules of their own (checkAccess is free at 0). */
+  #clientAccess = 0;
+  /** Header rewrites by host entry, as given and compiled, and where they came from. */
+  #rewrites = new Map<
+    string,
+    { spec: HostRewriteSpec; rewrite: HostRewrite; origin: RouteOrigin }
+  >();
   /** The claim each claim session (by client key) holds. */
   #claims = new Map<string, ClaimRecord>();
   /**
@@ -325,18 +333,22 @@ export class TunnelServer {
     tcp: TcpTunnelSpecServer[];
     udp: UdpTunnelSpecServer[];
     access: ({ host: string } & HostAccessSpec)[];
+    rewrites: ({ host: string } & HostRewriteSpec)[];
   }> {
     const hosts = (await this.registry.listHosts()).filter((e) =>
       (this.#hostOrigins.get(e.host) ?? "admin") === "admin"
     );
     const access = [...this.#accessSpecs].filter(([, a]) => a.origin === "admin")
       .map(([host, a]) => ({ host, ...a.spec }));
+    const rewrites = [...this.#rewrites].filter(([, r]) => r.origin === "admin")
+      .map(([host, r]) => ({ host, ...r.spec }));
     const admin = (t: { origin?: RouteOrigin }) => t.origin === "admin";
     return {
       hosts,
       tcp: this.#tcp.specs().filter(admin),
       udp: this.#udp.specs().filter(admin),
       access,
+      rewrites,
     };
   }
 
@@ -511,16 +523,57 @@ export class TunnelServer {
 
   /**
    * Whether a public request for `host` (a Host header) from `ip` with this Authorization
-   * may reach its client; the refusal to answer otherwise. Free when no host has rules.
+   * may reach its client; the refusal to answer otherwise. The entry's rules (flags, admin
+   * API) win; else those its connected client set in its handshake. Free when no host and
+   * no client has rules.
    */
   async checkAccess(
     host: string,
     authorization: string | undefined,
     ip: string,
   ): Promise<AccessDenied | undefined> {
-    if (this.#access.size === 0) return undefined;
-    const entry = (await this.route(host)).host;
-    return this.#access.get(entry)?.check(authorization, ip);
+    if (this.#access.size === 0 && this.#clientAccess === 0) return undefined;
+    const route = await this.route(host);
+    const rules = this.#access.get(route.host) ?? (route.ok ? route.client.access : undefined);
+    return rules?.check(authorization, ip);
+  }
+
+  /**
+   * Set (or with `undefined`, clear) the header rewrites of the entry `host`; throws
+   * RewriteError on a bad rule. Logged with header names only (values may be credentials).
+   */
+  setRewrite(host: string, spec: HostRewriteSpec | undefined, origin: RouteOrigin = "admin"): void {
+    const h = normalizeHostPattern(host);
+    if (!h) throw new RangeError(`bad host name: ${JSON.stringify(host)}`);
+    if (spec === undefined) this.#rewrites.delete(h);
+    else this.#rewrites.set(h, { spec, rewrite: new HostRewrite(spec), origin });
+    const info = this.#rewrites.get(h)?.rewrite.info();
+    this.log.info(info ? "host rewrite set" : "host rewrite cleared", {
+      host: h,
+      ...(info
+        ? {
+          hostHeader: info.host,
+          request: [...info.request.set, ...info.request.add, ...info.request.remove].join(","),
+          response: [...info.response.set, ...info.response.add, ...info.response.remove]
+            .join(","),
+        }
+        : {}),
+    });
+  }
+
+  /** The header rewrites of the entry `host` (names, no values), if any. */
+  rewriteInfo(host: string): HostRewriteInfo | undefined {
+    return this.#rewrites.get(normalizeHostPattern(host))?.rewrite.info();
+  }
+
+  /**
+   * The header rewrites of a routed request: its client's own (from its handshake), then the
+   * entry's (flags, admin API), which win where both touch a header. Undefined: none.
+   */
+  rewriteOf(route: { host: string; client: ClientConn }): HostRewrite | undefined {
+    const entry = this.#rewrites.size ? this.#rewrites.get(route.host)?.rewrite : undefined;
+    const own = route.client.rewrite;
+    return own ? own.then(entry) : entry;
   }
 
   /** Counters of `host` (created on first use). */
@@ -702,6 +755,7 @@ export class TunnelServer {
       return true;
     };
     const log = this.log.child({ client: fp, cid: client.id });
+    let countedAccess = false;
     try {
       const control = await this.#handshake(client, identifier, log, takeOver);
       if (!control) return;
@@ -714,6 +768,10 @@ export class TunnelServer {
       }
       this.clientEvents.connected++;
       const members = this.#members(key).length;
+      if (client.access) {
+        this.#clientAccess++;
+        countedAccess = true;
+      }
       log.info("client connected", {
         remote,
         hosts: client.hosts.join(","),
@@ -775,6 +833,7 @@ export class TunnelServer {
       // No session of this identifier is left (it ended, or never came up): the grace starts.
       if (!this.#clients.has(key)) this.#leaveClaim(key);
       this.clientEvents.disconnected++;
+      if (countedAccess) this.#clientAccess--;
       await client.close();
       this.#tcp.releaseAll(client);
       this.#udp.releaseAll(client);
@@ -825,6 +884,29 @@ export class TunnelServer {
         log.warn("client sent no handshake");
         return null;
       }
+      // The client's own rules for its hosts: checked before it takes over from anyone.
+      try {
+        if (req.access) client.access = new HostAccess(req.access);
+        if (req.rewrite) client.rewrite = new HostRewrite(req.rewrite as HostRewriteSpec);
+      } catch (err) {
+        // The reason names the rule, never a credential or a header value.
+        log.warn("client refused", { failure: "bad-rules", error: errorMessage(err) });
+        const refusal: Outgoing<HandshakeResponse> = {
+          type: "handshakeResponse",
+          ok: false,
+          hosts: [],
+          tcp: [],
+          error: `rules refused: ${errorMessage(err)}`,
+        };
+        await writeAll(control, encodeMessage(refusal))
+          .then(() => control.closeWrite())
+          .catch(() => {
+            // The client left already: nobody to tell.
+          });
+        // Let the client read it and hang up first (a go away now could overtake it there).
+        await sessionEndWithin(client.session, sessionEndWaitMs);
+        return null;
+      }
       if (!(await takeOver())) {
         log.warn("duplicate client refused");
         return null;
@@ -847,12 +929,19 @@ export class TunnelServer {
           ok: false,
           error: "UDP tunnels stay with the group's first client",
         }));
+      // The server's own rules of a host win over the client's: say so.
+      const notes = client.access
+        ? client.hosts.filter((h) => this.#access.has(h)).map((h) =>
+          `${h} has access rules on the server: they apply instead of this client's`
+        )
+        : [];
       const resp: Outgoing<HandshakeResponse> = {
         type: "handshakeResponse",
         ok: true,
         hosts: client.hosts,
         tcp,
         ...(udp.length > 0 ? { udp } : {}),
+        ...(notes.length ? { notes: notes.slice(0, 16) } : {}),
       };
       await writeAll(control, encodeMessage(resp));
       client.ready = true;
@@ -951,6 +1040,7 @@ export class TunnelServer {
     const out: HostStatus[] = [];
     for (const { host, identifier } of await this.registry.listHosts()) {
       const members = this.#members(clientKey(identifier)).filter((c) => c.ready);
+      const c = members[0] as ClientConn | undefined; // a group's members set the same rules
       out.push({
         host,
         client: fingerprint(identifier),
@@ -958,7 +1048,13 @@ export class TunnelServer {
         members: members.length,
         healthy: members.filter((c) => c.healthy).length,
         origin: this.#hostOrigins.get(host) ?? "admin",
-        ...(this.#access.has(host) ? { access: this.#access.get(host)!.info() } : {}),
+        ...(this.#access.has(host)
+          ? { access: this.#access.get(host)!.info() }
+          : c?.ready && c.access
+          ? { access: { ...c.access.info(), from: "client" as const } }
+          : {}),
+        ...(this.#rewrites.has(host) ? { rewrite: this.#rewrites.get(host)!.rewrite.info() } : {}),
+        ...(c?.ready && c.rewrite ? { clientRewrite: c.rewrite.info() } : {}),
         ...this.hostStats(host),
       });
     }

@@ -14,6 +14,7 @@ import type { HostEntry } from "./registry.ts";
 import type { PortTunnelSpec } from "./port_tunnels.ts";
 import type { ClaimRecord, TunnelServer } from "./server.ts";
 import { HostAccess, type HostAccessSpec } from "./access.ts";
+import { HostRewrite, type HostRewriteSpec } from "./rewrite.ts";
 
 /** Version written in (and required of) the file. */
 export const stateFileVersion = 1;
@@ -32,6 +33,8 @@ export interface TunnelState {
   access?: ({ host: string } & HostAccessSpec)[];
   /** Subdomain claims (account token digests, never tokens; absent in older files). */
   claims?: ClaimRecord[];
+  /** Header rewrites set through the admin API (absent in older files). */
+  rewrites?: ({ host: string } & HostRewriteSpec)[];
 }
 
 function isPort(n: unknown): n is number {
@@ -104,7 +107,20 @@ export function parseTunnelState(text: string, path: string): TunnelState {
       ...(c.leftAt === undefined ? {} : { leftAt: c.leftAt }),
     };
   });
-  return { version: stateFileVersion, hosts, tcp, udp, access, claims };
+  if (o.rewrites !== undefined && !Array.isArray(o.rewrites)) {
+    throw bad(`"rewrites" must be a list`);
+  }
+  const rewrites = (o.rewrites ?? []).map((r: { host?: unknown } & HostRewriteSpec, i: number) => {
+    if (typeof r?.host !== "string" || !r.host) throw bad(`rewrites[${i}] needs a host`);
+    const { host, ...spec } = r;
+    try {
+      new HostRewrite(spec);
+    } catch (err) {
+      throw bad(`rewrites[${i}]: ${errorMessage(err)}`);
+    }
+    return { host, ...spec };
+  });
+  return { version: stateFileVersion, hosts, tcp, udp, access, claims, rewrites };
 }
 
 /**
@@ -124,14 +140,14 @@ export class TunnelStateFile {
    * warning; a malformed file throws {@linkcode TunnelConfigError}.
    */
   async load(): Promise<
-    { hosts: number; tcp: number; udp: number; access: number; claims: number }
+    { hosts: number; tcp: number; udp: number; access: number; rewrites: number; claims: number }
   > {
     let text: string;
     try {
       text = await Deno.readTextFile(this.path);
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) {
-        return { hosts: 0, tcp: 0, udp: 0, access: 0, claims: 0 };
+        return { hosts: 0, tcp: 0, udp: 0, access: 0, rewrites: 0, claims: 0 };
       }
       throw new TunnelConfigError(`state file ${this.path}: ${errorMessage(err)}`);
     }
@@ -176,6 +192,15 @@ export class TunnelStateFile {
       this.server.setAccess(host, spec, "admin");
       access++;
     }
+    let rewrites = 0;
+    for (const { host, ...spec } of state.rewrites ?? []) {
+      if (this.server.rewriteInfo(host)) {
+        this.log.warn("state file rewrites skipped: set by a flag", { host });
+        continue;
+      }
+      this.server.setRewrite(host, spec, "admin");
+      rewrites++;
+    }
     let claims = 0;
     for (const c of state.claims ?? []) {
       try {
@@ -185,8 +210,8 @@ export class TunnelStateFile {
         this.log.info("state file claim not restored", { host: c.host, why: errorMessage(err) });
       }
     }
-    this.log.info("state loaded", { path: this.path, hosts, tcp, access, claims, udp });
-    return { hosts, tcp, udp, access, claims };
+    this.log.info("state loaded", { path: this.path, hosts, tcp, udp, access, rewrites, claims });
+    return { hosts, tcp, udp, access, rewrites, claims };
   }
 
   /** Resolves once the saves started so far are done (written or failed): before an exit. */
@@ -204,7 +229,7 @@ export class TunnelStateFile {
   }
 
   async #write(): Promise<void> {
-    const { hosts, tcp, udp, access } = await this.server.adminRoutes();
+    const { hosts, tcp, udp, access, rewrites } = await this.server.adminRoutes();
     const state: TunnelState = {
       version: stateFileVersion,
       hosts,
@@ -212,6 +237,7 @@ export class TunnelStateFile {
       // Only when there are any: files without UDP tunnels keep their older shape.
       ...(udp.length > 0 ? { udp: udp.map(({ origin: _, ...t }) => t) } : {}),
       access,
+      rewrites,
       claims: this.server.claimRecords(),
     };
     const tmp = `${this.path}.tmp-${Deno.pid}`;

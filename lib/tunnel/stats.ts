@@ -7,6 +7,7 @@
 
 import { type Histogram, histogram } from "../stats.ts";
 import type { RouteOrigin } from "./registry.ts";
+import type { HostRewriteInfo } from "./rewrite.ts";
 
 /**
  * Duration of each tunnel stream the public front opens (a request, or a kept-alive run of
@@ -48,8 +49,15 @@ export interface HostStatus extends HostStats {
   instance?: string;
   /** Where the host was defined: a flag, a hosts file, the admin API or a claim. */
   origin: RouteOrigin;
-  /** Its access rules (counts and CIDRs, no secret), when it has any. */
-  access?: { basic: number; bearer: number; allow: string[] };
+  /**
+   * Its access rules (counts and CIDRs, no secret), when it has any: the server's, else
+   * those its connected client set (`from: "client"`).
+   */
+  access?: { basic: number; bearer: number; allow: string[]; from?: "client" };
+  /** Its header rewrites set on the server (names, no values). */
+  rewrite?: HostRewriteInfo;
+  /** The header rewrites its connected client set (names, no values). */
+  clientRewrite?: HostRewriteInfo;
 }
 
 /** Distinct unknown hosts the status page lists (the most recent ones). */

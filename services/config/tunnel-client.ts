@@ -12,8 +12,19 @@ import {
   tlsClientFlags,
   tlsClientFromFlags,
 } from "../../lib/cli_security.ts";
-import { errorMessage, parseHostPort } from "../../lib/net/mod.ts";
-import { isDnsLabel, type TcpTunnelSpec, type UdpTunnelSpec } from "../../lib/tunnel/mod.ts";
+import { errorMessage, joinHostPort, parseHostPort } from "../../lib/net/mod.ts";
+import { resolveSecret } from "../../lib/config/secret.ts";
+import {
+  headerRule,
+  HostAccess,
+  type HostAccessSpec,
+  HostRewrite,
+  type HostRewriteSpec,
+  isDnsLabel,
+  mergeRewriteSpecs,
+  type TcpTunnelSpec,
+  type UdpTunnelSpec,
+} from "../../lib/tunnel/mod.ts";
 import { defaultInspectBodyBytes, defaultInspectMaxRequests } from "../../lib/inspect/mod.ts";
 import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
@@ -105,6 +116,67 @@ export const command = {
       kind: "boolean",
       help: "claim a random free subdomain of the server's --domain (kept across reconnects)",
     },
+    "basic-auth": {
+      kind: "string",
+      multiple: true,
+      arg: "user:password",
+      help: "the server asks public requests for these credentials (HTTP Basic, 401 without; " +
+        "env:VAR or file:PATH); any of --basic-auth/--bearer-auth passes",
+    },
+    "bearer-auth": {
+      kind: "string",
+      multiple: true,
+      arg: "token",
+      help: "the server asks public requests for this bearer token (env:VAR or file:PATH)",
+    },
+    "allow-cidr": {
+      kind: "string",
+      multiple: true,
+      arg: "cidr",
+      help: "the server lets only these source addresses reach this client (403 for others)",
+    },
+    "host-header": {
+      kind: "string",
+      arg: "host[:port]|local",
+      help: "the Host header the local app sees (local: the --local address) instead of the " +
+        "public one",
+    },
+    "request-header-set": {
+      kind: "string",
+      multiple: true,
+      arg: "Name: value",
+      help: "set this header on every request to the local app (replaces it)",
+    },
+    "request-header-add": {
+      kind: "string",
+      multiple: true,
+      arg: "Name: value",
+      help: "add this header to every request to the local app",
+    },
+    "request-header-remove": {
+      kind: "string",
+      multiple: true,
+      arg: "Name",
+      help: "remove this header from every request to the local app",
+    },
+    "response-header-set": {
+      kind: "string",
+      multiple: true,
+      arg: "Name: value",
+      help: "set this header on every response to the public client (replaces it)",
+    },
+    "response-header-add": {
+      kind: "string",
+      multiple: true,
+      arg: "Name: value",
+      help: "add this header to every response to the public client",
+    },
+    "response-header-remove": {
+      kind: "string",
+      multiple: true,
+      arg: "Name",
+      help: "remove this header from every response to the public client",
+    },
     inspect: {
       kind: "hostport",
       arg: "host:port",
@@ -164,6 +236,8 @@ export const command = {
     "tunnel-client --server wss://t.example.com --tls-ca ca.pem --tls-client-cert me.pem --tls-client-key me.key",
     "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --inspect :4040",
     "tunnel-client --server http://tunnel.example.com --local 127.0.0.1:3000 --health-check /healthz",
+    "tunnel-client --server http://t.example.com --subdomain app --basic-auth env:APP_LOGIN " +
+    "--host-header local --response-header-remove Server",
   ],
 } as const;
 
@@ -178,6 +252,62 @@ export interface TunnelClientServiceConfig {
   tls?: TlsClientConfig;
   /** How the server is reached through a proxy, if at all. */
   proxy?: ProxySettings;
+  /** Access rules the server checks for this client's hosts (resolved secrets). */
+  access?: HostAccessSpec;
+  /** Header rewrites the server applies for this client's hosts. */
+  rewrite?: HostRewriteSpec;
+}
+
+/** `--basic-auth`/`--bearer-auth`/`--allow-cidr` as access rules (checked), or undefined. */
+function accessFromFlags(f: ServiceFlags<typeof command.flags>): HostAccessSpec | undefined {
+  const secret = (v: string) => /^(env|file):/.test(v) ? resolveSecret(v) : v;
+  const spec: HostAccessSpec = {
+    ...(f["basic-auth"].length ? { basic: f["basic-auth"].map(secret) } : {}),
+    ...(f["bearer-auth"].length ? { bearer: f["bearer-auth"].map(secret) } : {}),
+    ...(f["allow-cidr"].length ? { allow: f["allow-cidr"] } : {}),
+  };
+  if (Object.keys(spec).length === 0) return undefined;
+  try {
+    new HostAccess(spec);
+  } catch (err) {
+    const flag = /bearer/.test(errorMessage(err))
+      ? "bearer-auth"
+      : /allow/.test(errorMessage(err))
+      ? "allow-cidr"
+      : "basic-auth";
+    throw new FlagError(flag, `--${flag}: ${errorMessage(err)}`);
+  }
+  return spec;
+}
+
+/** `--host-header` and the `--request-header-*`/`--response-header-*` flags, or undefined. */
+function rewriteFromFlags(f: ServiceFlags<typeof command.flags>): HostRewriteSpec | undefined {
+  let spec: HostRewriteSpec = {};
+  const flags = [
+    ["request", "set"],
+    ["request", "add"],
+    ["request", "remove"],
+    ["response", "set"],
+    ["response", "add"],
+    ["response", "remove"],
+  ] as const;
+  try {
+    const host = f["host-header"] === "local"
+      ? joinHostPort(f.local.host, f.local.port)
+      : f["host-header"];
+    if (host !== undefined) spec.host = host;
+    for (const [where, action] of flags) {
+      for (const v of f[`${where}-header-${action}`]) {
+        const rule = headerRule(action, v, `--${where}-header-${action}`);
+        spec = mergeRewriteSpecs(spec, { [where]: rule });
+      }
+    }
+    if (Object.keys(spec).length === 0) return undefined;
+    new HostRewrite(spec);
+  } catch (err) {
+    throw new FlagError("request-header-set", errorMessage(err));
+  }
+  return spec;
 }
 
 /** tunnel-client's config from its flags; throws to refuse. */
@@ -242,5 +372,15 @@ export function validate(
   if (tls && ![server, ...servers].every((u) => /^(https|wss):/i.test(u))) {
     throw new FlagError("tls-ca", "--tls-* flags need an https:// or wss:// --server");
   }
-  return { server, servers, identifier, tcp, udp, tls, proxy: proxyFromFlags(f) };
+  return {
+    server,
+    servers,
+    identifier,
+    tcp,
+    udp,
+    tls,
+    proxy: proxyFromFlags(f),
+    access: accessFromFlags(f),
+    rewrite: rewriteFromFlags(f),
+  };
 }

@@ -15,8 +15,12 @@ import {
   type ClusterTls,
   HostAccess,
   type HostAccessSpec,
+  HostRewrite,
+  type HostRewriteSpec,
+  mergeRewriteSpecs,
   normalizeHost,
   parseHostAccessFlag,
+  parseHostRewriteFlag,
   parseHostSpec,
   parsePortRange,
   parseTcpSpec,
@@ -104,6 +108,14 @@ export const command = {
       help: "access rule of vhost checked before a request reaches its client (401/403): " +
         "basic:user:password, bearer:token (env:VAR or file:PATH) or allow:cidr; repeat to " +
         "combine (any credential passes, the source must be allowed)",
+    },
+    "host-rewrite": {
+      kind: "string",
+      multiple: true,
+      arg: "vhost=rule",
+      help: "header rewrite of vhost: host:HOST[:PORT] (the Host its app sees), " +
+        "req-set|req-add|res-set|res-add:Name:value, req-remove|res-remove:Name; repeat to " +
+        "combine (framing and hop-by-hop headers cannot be changed)",
     },
     "access-log": {
       kind: "choice",
@@ -306,6 +318,8 @@ export interface TunnelServerServiceConfig {
   accountTokens: string[];
   /** Access rules by host (--host-access). */
   access: Map<string, HostAccessSpec>;
+  /** Header rewrites by host (--host-rewrite). */
+  rewrites: Map<string, HostRewriteSpec>;
   /** `--proxy-protocol`: who may send PROXY headers (an allow list); undefined: off. */
   proxyProtocolFrom?: Acl;
   /** `--registry`: the Redis URL, and its address without the password for the log. */
@@ -438,6 +452,17 @@ export function validate(
       throw new FlagError("host-access", `${ctx.where("host-access")}: ${errorMessage(err)}`);
     }
   }
+  const rewrites = new Map<string, HostRewriteSpec>();
+  for (const v of f["host-rewrite"]) {
+    try {
+      const [host, rule] = parseHostRewriteFlag(v);
+      const spec = mergeRewriteSpecs(rewrites.get(host) ?? {}, rule);
+      new HostRewrite(spec); // checked now: a bad rule refuses the start
+      rewrites.set(host, spec);
+    } catch (err) {
+      throw new FlagError("host-rewrite", `${ctx.where("host-rewrite")}: ${errorMessage(err)}`);
+    }
+  }
   const registry = f.registry ? parseRegistry(f.registry) : undefined;
   if ((f["cluster-listen"] || f["cluster-token"]) && !registry) {
     throw new FlagError("cluster-listen", "--cluster-listen/--cluster-token need --registry");
@@ -457,6 +482,7 @@ export function validate(
     proxyProtocolFrom,
     accountTokens,
     access,
+    rewrites,
     registry,
     clusterTls,
   };

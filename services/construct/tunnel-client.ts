@@ -48,6 +48,8 @@ export async function constructTunnelClient(
     server: cfg.server,
     servers: cfg.servers,
     identifier: cfg.identifier,
+    access: cfg.access,
+    rewrite: cfg.rewrite,
     local: flags.local,
     allowPorts: flags["allow-port"],
     tcp: cfg.tcp,
@@ -85,6 +87,10 @@ export async function constructTunnelClient(
   // /status and the live status page: connection state, reconnects, streams by outcome.
   const status = (): TunnelClientStatus => ({
     state: client.state,
+    server: client.serverUrl,
+    publicUrls: client.publicUrls,
+    local: joinHostPort(flags.local.host, flags.local.port),
+    rttMs: client.rttMs,
     connects: client.connects,
     streams: client.streams,
     relayed: client.relayed,

@@ -102,6 +102,7 @@ export async function constructTunnelServer(
     ? new TunnelStateFile(flags["state-file"], server, log)
     : undefined;
   for (const [host, spec] of cfg.access) server.setAccess(host, spec, "flag");
+  for (const [host, spec] of cfg.rewrites) server.setRewrite(host, spec, "flag");
   await state?.load();
   if (state) {
     server.onClaimsChange = () =>
