@@ -210,7 +210,7 @@ export class TunnelStateFile {
         this.log.info("state file claim not restored", { host: c.host, why: errorMessage(err) });
       }
     }
-    this.log.info("state loaded", { path: this.path, hosts, tcp, udp, access, rewrites, claims });
+    this.log.info("state loaded", { path: this.path, hosts, tcp, access, rewrites, claims, udp });
     return { hosts, tcp, udp, access, rewrites, claims };
   }
 
