@@ -89,6 +89,42 @@ export function startMicrosocks(auth?: { user: string; pass: string }): Promise<
   });
 }
 
+/**
+ * dante (danted) on 127.0.0.1 with CONNECT and UDP ASSOCIATE (its relay answers from
+ * loopback too), no auth: a SOCKS5 upstream that carries UDP, unlike microsocks.
+ */
+export function startDante(): Promise<Upstream> {
+  return startOnFreePort((port) => {
+    const dir = Deno.makeTempDirSync({ prefix: "warren-danted-" });
+    Deno.writeTextFileSync(
+      `${dir}/danted.conf`,
+      `logoutput: stderr
+internal: 127.0.0.1 port = ${port}
+external: lo
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate }
+socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: udpreply }
+`,
+    );
+    const child = new Deno.Command("danted", {
+      args: ["-f", `${dir}/danted.conf`, "-N", "1"],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const out = collect(child);
+    return {
+      child,
+      output: out.output,
+      // The mother process takes its children down with it on SIGTERM.
+      cleanup: () => out.drained.then(() => Deno.remove(dir, { recursive: true })),
+    };
+  });
+}
+
 /** tinyproxy in the foreground on 127.0.0.1, CONNECT to any port, clients from loopback. */
 export function startTinyproxy(): Promise<Upstream> {
   return startOnFreePort((port) => {

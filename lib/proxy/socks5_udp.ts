@@ -107,7 +107,11 @@ export async function bindLocalAssociation(
           failure: "udp-carrier",
           message: why,
         }));
-        return await assoc.run(control, signal, idleTimeoutMs, ended);
+        const end = await assoc.run(control, signal, idleTimeoutMs, ended);
+        const counts = channel.counts?.();
+        if (!counts) return end;
+        const carried = Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(" ");
+        return { ...end, message: [end.message, carried].filter(Boolean).join("; ") };
       } finally {
         close();
       }

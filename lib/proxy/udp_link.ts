@@ -296,5 +296,6 @@ export async function serveLinkUdp(
     ...(drops.total > 0 ? { dropped: JSON.stringify(drops.snapshot()) } : {}),
     peak: flows.peak,
     evicted: flows.evicted,
+    ...nearSide.counts?.(),
   });
 }

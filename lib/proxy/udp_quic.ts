@@ -136,6 +136,9 @@ export class QuicUdpChannel implements UdpChannel {
   readonly #flows: FlowTable<Flow>;
   readonly #counted: (bytes: number) => void;
   readonly #handler: (body: Uint8Array) => void;
+  /** Datagrams this association sent as QUIC datagrams, and on its stream (too big). */
+  #asDatagrams = 0;
+  #onStream = 0;
   #closed = false;
 
   /**
@@ -179,11 +182,18 @@ export class QuicUdpChannel implements UdpChannel {
     }
     if (this.#dgrams.fits(body.length)) {
       if (!this.#dgrams.send(this.#id, body, this.#flows)) return false;
+      this.#asDatagrams++;
       this.#counted(data.length);
       return true;
     }
+    if (!this.#stream.send(dest, data)) return false;
     this.#dgrams.stats.onStream++;
-    return this.#stream.send(dest, data);
+    this.#onStream++;
+    return true;
+  }
+
+  counts(): Record<string, number> {
+    return { quicDatagrams: this.#asDatagrams, onStream: this.#onStream };
   }
 
   close(): void {

@@ -29,6 +29,8 @@ export interface UdpChannel {
   readonly ended: Promise<string>;
   /** Release the channel (idempotent). */
   close(): void;
+  /** The carrier's own counts for the association's log line (QUIC: datagrams vs stream). */
+  counts?(): Record<string, number>;
 }
 
 /** What a channel is opened with: the association's bounds, counters and deadline. */
