@@ -198,3 +198,110 @@ Deno.test("depot open: real --mux locals relay byte-exact over server-opened str
     await target.close();
   }
 });
+
+/** A hand-driven local with "open" (and `features`) and its standby spares. */
+async function standbyLocal(
+  depot: { controlPort: number; tunnelPort: number },
+  features: string[] = ["open"],
+): Promise<{ ctl: ControlConn<DepotMessage>; sessionKey: string }> {
+  const ctl = new ControlConn(await dial("127.0.0.1", depot.controlPort), depotProtocol);
+  await ctl.send({ type: "hello", role: "depot-local", token: "t", name: "default", features });
+  const welcome = await ctl.expect("welcome", 5000);
+  return { ctl, sessionKey: welcome.sessionKey! };
+}
+
+/** Dial the tunnel port and announce a standby spare. */
+async function standby(tunnelPort: number, sessionKey: string): Promise<Deno.TcpConn> {
+  const conn = await dial("127.0.0.1", tunnelPort);
+  await new ControlWriter(conn, depotProtocol).send({
+    type: "standby",
+    name: "default",
+    sessionKey,
+  });
+  return conn;
+}
+
+/** Wait until the server holds `n` standby spares of the default exit (it has no gauge: poll). */
+async function settle(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+Deno.test("depot open: a request is written on a standby spare and answered there; end{id} may come first", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t", heartbeatMs: 200 } });
+  const local = await standbyLocal(depot, ["open", "end"]);
+  const spare = await standby(depot.tunnelPort, local.sessionKey);
+  try {
+    await settle();
+    const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
+    const { msg, rest } = await firstFrame(spare as unknown as Stream);
+    assertEquals(msg?.type, "connect");
+    const req = msg as Extract<DepotMessage, { type: "connect" }>;
+    // The local relays at once: its end{id} (control connection) may overtake the answer.
+    await local.ctl.send({ type: "end", id: req.id });
+    await settle(); // the server has surely taken the end before the answer
+    await new ControlWriter(rest, depotProtocol).send({ type: "tunnel", id: req.id, key: req.key });
+    await writeAll(rest, enc.encode("down"));
+    await rest.closeWrite();
+    const c = await client;
+    // A clean end: the confirmed FIN reaches the client as a FIN, not a reset.
+    assertEquals(dec.decode(await readAll(c)), "down");
+    await writeAll(c, enc.encode("up"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(rest)), "up");
+    c.close();
+    assertEquals(await controlFrameWithin(local.ctl, 200), "none");
+  } finally {
+    spare.close();
+    local.ctl.close();
+    await depot.close();
+  }
+});
+
+Deno.test("depot open: a standby spare with a wrong session key is refused; a closed one is skipped", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t" } });
+  const local = await standbyLocal(depot);
+  const wrong = await standby(depot.tunnelPort, "0".repeat(32));
+  const closing = await standby(depot.tunnelPort, local.sessionKey);
+  try {
+    const r = new BufferedReader(wrong, 1024);
+    const refusal = await new ControlReader(r, depotProtocol).read();
+    assertEquals((refusal as { reason?: string }).reason, "bad-key");
+    await settle();
+    closing.close(); // the local replaced it: the server must not count on it
+    await settle();
+    const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
+    // No usable spare: the request goes the old way, on the control connection.
+    const req = await local.ctl.expect("connect", 5000);
+    await local.ctl.send({ type: "connectFailed", id: req.id, reason: "refused" });
+    assertEquals((await client.catch((e) => e) as { reason?: string }).reason, "refused");
+  } finally {
+    wrong.close();
+    local.ctl.close();
+    await depot.close();
+  }
+});
+
+Deno.test("depot open: real locals with standby spares relay byte-exact, sequential and concurrent", async () => {
+  const target = startTarget();
+  const depot = await startDepot({ locals: [{}] });
+  try {
+    for (let i = 0; i < 30; i++) {
+      const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+      await writeAll(c, enc.encode(`E${i}`));
+      await c.closeWrite();
+      assertEquals(dec.decode(await readAll(c)), String(i));
+      c.close();
+    }
+    const bytes = 8 << 20;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+      await writeAll(c, enc.encode(`D${bytes}\n`));
+      assertEquals((await readAll(c)).length, bytes);
+      c.close();
+    }));
+    assert(depot.locals[0].status().spares!.hits >= 30, "requests were served by standby spares");
+  } finally {
+    await depot.close();
+    await target.close();
+  }
+});

@@ -437,6 +437,8 @@ export class DepotLocal {
     signal.addEventListener("abort", onStop, { once: true });
     let mux: MuxSession | undefined;
     let spares: SparePool | undefined;
+    /** The session being set up (standby spares serve requests of it once it is complete). */
+    let current: Session | undefined;
     try {
       await ctl.send({
         type: "hello",
@@ -445,11 +447,11 @@ export class DepotLocal {
         name: this.name,
         socksPassword: o.socksPassword,
         agent: "warren-depot-local/1",
-        // "open": with --mux, requests come as streams the server opens (open-with-data).
+        // "open": requests come on streams the server opens, or on standby spares.
         features: [
           endFeature,
           ...(this.#udpOpts.enabled ? [udpFeature] : []),
-          ...(o.mux ? [openFeature] : []),
+          openFeature,
         ],
       });
       const welcome = await ctl.expect(
@@ -459,6 +461,10 @@ export class DepotLocal {
       const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
       const dialTunnel = async (sig: AbortSignal): Promise<Duplex> =>
         noDelay(await this.#dialServer(tunnel, sig));
+      const sessionKey = welcome.features?.includes(openFeature) === true
+        ? welcome.sessionKey
+        : undefined;
+      const opens = sessionKey !== undefined;
       let session: Session = {
         ctl,
         tunnel,
@@ -469,8 +475,6 @@ export class DepotLocal {
       };
       const spareCount = o.spareTunnels ?? defaultSpareTunnels;
       if (o.mux && welcome.features?.includes(muxFeature)) {
-        const opens = welcome.features?.includes(openFeature) === true &&
-          welcome.sessionKey !== undefined;
         mux = await this.#openMux(
           dialTunnel,
           welcome.heartbeatMs,
@@ -490,17 +494,34 @@ export class DepotLocal {
       } else {
         if (o.mux) this.log.warn("server does not offer mux; using one TCP connection per tunnel");
         if (spareCount > 0 && welcome.spareIdleMs !== undefined) {
-          const pool = new SparePool(
+          // "open": each spare announces itself (standby) and waits for a request the server
+          // writes on it; requests that still come on the control connection dial fresh.
+          const standby = async (): Promise<Duplex> => {
+            const conn = await dialTunnel(this.#stop.signal);
+            try {
+              await new ControlWriter(conn, depotProtocol).send({
+                type: "standby",
+                name: this.name,
+                sessionKey: sessionKey!,
+              });
+            } catch (err) {
+              closeQuietly(conn);
+              throw err;
+            }
+            this.#track(this.#watchStandby(pool, conn, () => current));
+            return conn;
+          };
+          const pool: SparePool = new SparePool(
             spareCount,
             welcome.spareIdleMs,
-            () => dialTunnel(this.#stop.signal),
+            opens ? standby : () => dialTunnel(this.#stop.signal),
           );
           spares = pool;
           session = {
             ...session,
             spares: pool,
             openTunnel: async (sig) => {
-              const conn = pool.take();
+              const conn = opens ? undefined : pool.take();
               return conn ? { conn, spare: true } : { conn: await dialTunnel(sig), spare: false };
             },
           };
@@ -510,6 +531,7 @@ export class DepotLocal {
         intervalMs: welcome.heartbeatMs,
         deadAfterMs: welcome.heartbeatMs * heartbeatDeadFactor,
       });
+      current = session;
       return session;
     } catch (err) {
       ctl.close();
@@ -564,6 +586,38 @@ export class DepotLocal {
   #track(p: Promise<void>): void {
     this.#tasks.add(p);
     p.finally(() => this.#tasks.delete(p));
+  }
+
+  /**
+   * A standby spare ("open"): wait for the request the server writes on it, take it out of
+   * the pool and serve it there. An expired spare (closed by the pool) ends the wait.
+   */
+  async #watchStandby(
+    pool: SparePool,
+    conn: Duplex,
+    session: () => Session | undefined,
+  ): Promise<void> {
+    const buffered = new BufferedReader(conn, 1024);
+    let req;
+    try {
+      req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 }).read();
+    } catch {
+      // Closed: expired and replaced by the pool, or the session ended. Nothing was asked.
+      return;
+    }
+    const s = session();
+    const wanted = req?.type === "connect" ||
+      (req?.type === "associate" && this.#udpOpts.enabled);
+    if (!pool.remove(conn, wanted) || !s || !wanted) {
+      // A refusal (error frame) or EOF: the server will not take this session's spares.
+      if (req) this.log.warn("standby spare refused", { frame: req.type });
+      closeQuietly(conn);
+      return;
+    }
+    await this.#handleConnect(s, req as ConnectRequest | AssociateRequest, {
+      stream: conn,
+      leftover: buffered.takeBuffered(),
+    });
   }
 
   /** "open": every stream the server opens on the mux session is one request. */

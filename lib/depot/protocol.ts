@@ -168,6 +168,20 @@ export const tunnelMessage: MessageDef<"tunnel", {
   boundPort: optional(int({ min: 0, max: 65535 })),
 });
 
+/**
+ * local → server, first frame of a standby tunnel ("open"): a pre-dialled spare of the exit
+ * session holding `sessionKey` (the welcome's). The server keeps it and, for a request, writes
+ * the `connect` (or `associate`) on it; the local answers there with `tunnel` or
+ * `connectFailed`, as on a stream the server opened.
+ */
+export const standbyMessage: MessageDef<"standby", {
+  name: Check<string>;
+  sessionKey: Check<string>;
+}> = defineMessage("standby", {
+  name: str({ pattern: exitNamePattern, maxLength: 64 }),
+  sessionKey: requestKey,
+});
+
 /** server → local on a tunnel connection: matched; relay bytes from now on. */
 export const tunnelAcceptedMessage: MessageDef<"tunnelAccepted", { id: Check<number> }> =
   defineMessage("tunnelAccepted", { id: requestId });
@@ -227,6 +241,7 @@ export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", dep
   endMessage,
   associateMessage,
   tunnelMessage,
+  standbyMessage,
   tunnelAcceptedMessage,
   muxMessage,
   muxAcceptedMessage,
@@ -242,6 +257,7 @@ export type DepotMessage =
   | MessageOf<typeof endMessage>
   | MessageOf<typeof associateMessage>
   | MessageOf<typeof tunnelMessage>
+  | MessageOf<typeof standbyMessage>
   | MessageOf<typeof tunnelAcceptedMessage>
   | MessageOf<typeof muxMessage>
   | MessageOf<typeof muxAcceptedMessage>

@@ -22,9 +22,11 @@ import {
   type NetFailureReason,
   relay,
   type RelayStats,
+  resetQuietly,
   serve,
   type Server,
   withPrefix,
+  writeAll,
 } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
@@ -53,7 +55,7 @@ import {
   recentFailureCount,
   udpFeature,
 } from "./protocol.ts";
-import { Session as MuxSession } from "../mux/mod.ts";
+import { Session as MuxSession, type Stream } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
 import { ConfirmedEnd } from "./tunnel_end.ts";
 import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
@@ -75,6 +77,8 @@ import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 export const defaultMaxPending = 512;
 /** Default time a request may wait for its tunnel connection (beyond the local's dial). */
 export const defaultPendingTimeoutMs = 15_000;
+/** Standby spares kept per exit ("open"); a local keeps 2 by default. */
+const maxStandbyPerExit = 16;
 
 /** Options of {@linkcode DepotServer}. */
 export interface DepotServerOptions {
@@ -205,6 +209,34 @@ interface TunnelArrival {
 
 type Outcome = TunnelArrival | { ok: false; reason: NetFailureReason; message: string };
 
+/** How a request goes straight on a tunnel ("open"): see `#requestDirect`. */
+interface DirectWay {
+  /** Write the request frame; the tunnel, its reader and the answer read from it. */
+  send(frame: Uint8Array): Promise<{
+    conn: Duplex;
+    buffered: BufferedReader;
+    answer: Promise<DepotMessage | null>;
+  }>;
+  /** Give the request up: the local sees its tunnel end (RST on a stream, reset on TCP). */
+  giveUp(): void;
+  /** A plain TCP tunnel: its FIN counts once `end` confirms it. */
+  plain: boolean;
+  /** The relay is over (a standby's handler lets its connection go). */
+  done(): void;
+}
+
+/** A standby spare tunnel of an exit ("open"), idle until a request takes it. */
+interface Standby {
+  conn: Duplex;
+  buffered: BufferedReader;
+  /** The pending read of its first frame from the local: EOF while idle, the answer once used. */
+  answer: Promise<DepotMessage | null>;
+  /** Taken by a request. */
+  used: boolean;
+  /** Lets the tunnel handler (and so the connection) go. */
+  release: () => void;
+}
+
 /** A SOCKS request waiting for its exit's answer. */
 interface Pending {
   id: number;
@@ -233,8 +265,10 @@ class ExitSession {
   opensStreams = false;
   /** Its mux session, when it opened one (and announced "open"). */
   mux: MuxSession | undefined;
-  /** With "open": the secret (welcome's `sessionKey`) its mux frame presents. */
+  /** With "open": the secret (welcome's `sessionKey`) its mux and standby frames present. */
   sessionKey: string | undefined;
+  /** With "open": its idle standby spares, newest last. */
+  readonly standby: Standby[] = [];
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
   constructor(
@@ -598,6 +632,7 @@ export class DepotServer {
     for (const p of [...exit.pending]) {
       p.settle({ ok: false, reason: "network-unreachable", message: `exit gone: ${why}` });
     }
+    for (const st of exit.standby.splice(0)) closeQuietly(st.conn);
     if (notify) void exit.ctl.fail(notify.reason, notify.message); // does not reject
     else exit.ctl.close();
   }
@@ -680,9 +715,7 @@ export class DepotServer {
     const ask = udp
       ? { type: "associate" as const }
       : { type: "connect" as const, host: req.dest.host, port: req.dest.port };
-    const outcome = exit.mux
-      ? await this.#requestOnStream(exit, exit.mux, ask, dest)
-      : await this.#request(exit, ask, dest);
+    const outcome = await this.#ask(exit, ask, dest);
     if (!outcome.ok) {
       udp?.assoc.close();
       udp?.table.close();
@@ -896,73 +929,154 @@ export class DepotServer {
   }
 
   /**
-   * Open-with-data (feature "open"): a mux stream whose SYN carries the `connect` (or
-   * `associate`); the local's answer on it is the outcome: `tunnel` (the stream relays from
-   * the next byte), `connectFailed`, or nothing in time (the stream is reset). No control
-   * message and no `tunnelAccepted`: the control path adds nothing to the request.
+   * Open-with-data (feature "open"): the request frame goes straight on a tunnel (`way`: a mux
+   * stream whose SYN carries it, or a standby spare), and the local's answer on it is the
+   * outcome: `tunnel` (it relays from the next byte), `connectFailed`, or nothing in time (the
+   * tunnel is given up). No control message and no `tunnelAccepted`. "unanswered": the tunnel
+   * ended before any answer (a standby the local closed at that moment): ask another way.
    */
-  #requestOnStream(
+  #requestDirect(
     exit: ExitSession,
-    mux: MuxSession,
+    way: DirectWay,
     ask: { type: "connect"; host: string; port: number } | { type: "associate" },
     dest: string,
-  ): Promise<Outcome> {
+  ): Promise<Outcome | "unanswered"> {
     const id = this.#nextId++;
     const key = randomSecret(16);
-    return new Promise<Outcome>((resolve) => {
+    const udp = ask.type === "associate";
+    return new Promise((resolve) => {
       let settled = false;
-      let stream: Duplex & { reset(): void } | undefined;
       const cancelTimer = after(this.pendingTimeoutMs, () => {
-        p.settle({ ok: false, reason: "timeout", message: "no answer on the stream in time" });
+        p.settle({ ok: false, reason: "timeout", message: "no answer on the tunnel in time" });
       });
+      // A plain tunnel's FIN waits for `end{id}`, which may come (on the control connection)
+      // before we read the answer: the gate is registered before the request goes out.
+      const late: Duplex & { inner?: Duplex } = {
+        read: (b) => late.inner!.read(b),
+        write: (b) => late.inner!.write(b),
+        closeWrite: () => late.inner!.closeWrite(),
+        close: () => late.inner?.close(),
+      };
+      const gate = way.plain && exit.confirmsEnds && !udp
+        ? new ConfirmedEnd(late, exit.ctl.signal, this.heartbeatMs * heartbeatDeadFactor)
+        : undefined;
+      if (gate) exit.ends.set(id, gate);
+      const finish = () => {
+        if (gate && exit.ends.get(id) === gate) exit.ends.delete(id);
+      };
       const p: Pending = {
         id,
         key,
         exit,
         dest,
-        udp: ask.type === "associate",
+        udp,
         settle: (o) => {
           if (settled) return false;
           settled = true;
           cancelTimer();
           this.#pending.delete(id);
           exit.pending.delete(p);
-          // A request given up (timeout, exit gone, shutdown) ends its stream at the local.
-          if (!o.ok) stream?.reset();
+          if (!o.ok) {
+            // A request given up (timeout, exit gone, shutdown) ends its tunnel at the local.
+            way.giveUp();
+            finish();
+            way.done();
+          }
           resolve(o);
           return true;
         },
       };
       this.#pending.set(id, p);
       exit.pending.add(p);
-      const answer = async (): Promise<Outcome> => {
-        const frame = encodeFrame({ v: depotProtocol.version, ...ask, id, key });
-        stream = await mux.open({ data: frame });
-        if (settled) return { ok: false, reason: "other", message: "settled" };
-        const buffered = new BufferedReader(stream, 1024);
-        const msg = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
-          .read();
+      const answer = async (): Promise<Outcome | "unanswered"> => {
+        const sent = await way.send(encodeFrame({ v: depotProtocol.version, ...ask, id, key }));
+        const msg = await sent.answer;
         if (msg?.type === "tunnel" && msg.id === id && equalFixedLength(msg.key, key)) {
           const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
             ? { host: msg.boundHost, port: msg.boundPort }
             : undefined;
-          // The relay owns the stream from here: nothing waits for its end.
-          const conn = withPrefix(stream, buffered.takeBuffered());
-          return { ok: true, conn, bound, done: () => {} };
+          late.inner = withPrefix(sent.conn, sent.buffered.takeBuffered());
+          const conn = gate ?? late.inner;
+          return { ok: true, conn, bound, done: () => (finish(), way.done()) };
         }
         if (msg?.type === "connectFailed" && msg.id === id) {
           return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
         }
-        const what = msg ? `unexpected ${msg.type} for request ${id}` : "stream ended unanswered";
-        return { ok: false, reason: "other", message: what };
+        if (msg === null) return "unanswered";
+        return { ok: false, reason: "other", message: `unexpected ${msg.type} for request ${id}` };
       };
       answer().then(
         (o) => {
-          if (!p.settle(o) && o.ok) closeQuietly(o.conn);
+          if (o === "unanswered") {
+            if (settled) return;
+            settled = true;
+            cancelTimer();
+            this.#pending.delete(id);
+            exit.pending.delete(p);
+            finish();
+            way.done();
+            resolve(o);
+          } else if (!p.settle(o) && o.ok) {
+            closeQuietly(o.conn);
+            o.done();
+          }
         },
         (err) => p.settle({ ok: false, reason: "network-unreachable", message: describe(err) }),
       );
     });
+  }
+
+  /** A request on a stream we open on the exit's mux session. */
+  #streamWay(mux: MuxSession): DirectWay {
+    let stream: Stream | undefined;
+    return {
+      plain: false,
+      send: async (frame) => {
+        stream = await mux.open({ data: frame });
+        const buffered = new BufferedReader(stream, 1024);
+        const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
+        return { conn: stream, buffered, answer: reader.read() };
+      },
+      giveUp: () => stream?.reset(),
+      done: () => {},
+    };
+  }
+
+  /** A request on a standby spare of the exit (taken out of its list). */
+  #standbyWay(st: Standby): DirectWay {
+    return {
+      plain: true,
+      send: async (frame) => {
+        await writeAll(st.conn, frame);
+        return { conn: st.conn, buffered: st.buffered, answer: st.answer };
+      },
+      giveUp: () => resetQuietly(st.conn),
+      done: st.release,
+    };
+  }
+
+  /**
+   * Send the request the cheapest way the exit takes: a stream of its mux session, else a
+   * standby spare (another one, or the control path, if the local closed that one at the same
+   * moment), else `connect` on the control connection.
+   */
+  async #ask(
+    exit: ExitSession,
+    ask: { type: "connect"; host: string; port: number } | { type: "associate" },
+    dest: string,
+  ): Promise<Outcome> {
+    if (exit.mux) {
+      const o = await this.#requestDirect(exit, this.#streamWay(exit.mux), ask, dest);
+      return o === "unanswered"
+        ? { ok: false, reason: "other", message: "stream ended unanswered" }
+        : o;
+    }
+    for (let st = exit.standby.pop(); st; st = exit.standby.pop()) {
+      st.used = true;
+      const o = await this.#requestDirect(exit, this.#standbyWay(st), ask, dest);
+      if (o !== "unanswered") return o;
+    }
+    return await this.#request(exit, ask, dest);
   }
 
   #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
@@ -1033,6 +1147,10 @@ export class DepotServer {
       );
       return;
     }
+    if (msg.type === "standby" && allowMux) {
+      await this.#holdStandby(conn, buffered, reader, msg, ctx, refuse);
+      return;
+    }
     if (msg.type !== "tunnel") {
       await refuse("unexpected", `expected tunnel, got ${msg.type}`);
       return;
@@ -1080,6 +1198,44 @@ export class DepotServer {
     } finally {
       exit.ends.delete(id);
     }
+  }
+
+  /**
+   * A standby spare ("open"): kept in its exit's list until a request takes it (then the
+   * handler holds it until the relay is over) or the local closes it; its first-frame read
+   * stays pending meanwhile, and is the answer to the request written on it.
+   */
+  async #holdStandby(
+    conn: Duplex,
+    buffered: BufferedReader,
+    reader: ControlReader<DepotMessage>,
+    msg: Extract<DepotMessage, { type: "standby" }>,
+    ctx: { handshakeDone(): void },
+    refuse: (reason: string, message: string) => Promise<void>,
+  ): Promise<void> {
+    const exit = this.#exits.get(msg.name);
+    // The key is ours (randomSecret(16): always 32 hex digits), so its length is no secret.
+    if (exit?.sessionKey === undefined || !equalFixedLength(msg.sessionKey, exit.sessionKey)) {
+      await refuse(DepotRefusal.badKey, `wrong session key for exit ${msg.name}`);
+      return;
+    }
+    if (exit.standby.length >= maxStandbyPerExit) return; // more than the local keeps: close
+    ctx.handshakeDone();
+    let release!: () => void;
+    const released = new Promise<void>((r) => release = r);
+    const answer = reader.read();
+    const st: Standby = { conn, buffered, answer, used: false, release };
+    exit.standby.push(st);
+    const idleEnd = () => {
+      if (st.used) return;
+      const i = exit.standby.indexOf(st);
+      if (i >= 0) exit.standby.splice(i, 1);
+      release();
+    };
+    // While idle, any frame or the end of the connection retires it (the local closes the
+    // spares it replaces); once used, the request reads `answer`.
+    answer.then(idleEnd, idleEnd);
+    await released;
   }
 
   /** Serve a mux session: every stream the local opens is a tunnel (one handshake each). */

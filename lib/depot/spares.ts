@@ -5,7 +5,10 @@
  * A spare says nothing until it is used: its first frame is the `tunnel{id,key}` of the
  * request that takes it, so it carries no credential while idle. The server closes tunnel
  * connections that stay silent past its handshake timeout; it announces half of that as
- * `spareIdleMs` in welcome and spares older than it are closed and replaced.
+ * `spareIdleMs` in welcome and spares older than it are closed and replaced. With "open" (see
+ * the README) a spare instead announces itself with `standby{name,sessionKey}` (a per-session
+ * key, not the token) and the server writes a request on it; the local takes it out with
+ * `remove`.
  * @module
  */
 
@@ -47,6 +50,22 @@ export class SparePool {
     else this.#misses++;
     this.fill();
     return s?.conn;
+  }
+
+  /**
+   * Take out the spare `conn`, which the server wrote a request on (a standby spare, "open"),
+   * and start a refill (unless `refill` is false: the server refused it, and another would
+   * be refused too); false when it is no longer here (expired at that moment: closed).
+   */
+  remove(conn: Duplex, refill = true): boolean {
+    const i = this.#spares.findIndex((s) => s.conn === conn);
+    if (i < 0) return false;
+    this.#spares.splice(i, 1);
+    if (refill) {
+      this.#hits++;
+      this.fill();
+    }
+    return true;
   }
 
   /** Start dials until `size` spares are ready or on their way. */
