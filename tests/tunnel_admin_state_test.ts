@@ -186,6 +186,8 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     await clientA.waitFor(/msg="server ended the session" end=revoked/);
     // Its identifier names nothing any more: it is refused, gives up, exits 4 with one line.
     assertEquals((await clientA.child.status).code, 4);
+    // stop() on an exited process waits for its output to be read to the end: the last line.
+    await clientA.stop();
     assertMatch(clientA.lines.at(-1)!, /^error: the server refused this identifier 3 times/);
     const clientB = await startClient(idB, appB.port);
     procs.push(clientB);
