@@ -471,6 +471,7 @@ export class TunnelClient {
   get udpFlows(): FlowTable<LocalUdpFlow> | undefined {
     return this.#udpFlows;
   }
+
   /** The server URL of the current attempt (rotates through `server` and `servers`). */
   get #server(): string {
     const all = [this.#o.server, ...this.#o.servers ?? []];
@@ -568,6 +569,7 @@ export class TunnelClient {
       }
     }
     this.#udpFlows?.close();
+    this.#udpFlows = undefined;
     this.state = this.replaced ? "replaced" : this.refusal ? "refused" : "stopped";
   }
 
