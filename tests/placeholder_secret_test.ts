@@ -23,7 +23,15 @@ const service = (name: string) => new URL(`../services/${name}.ts`, import.meta.
 
 Deno.test("placeholder secrets: the example's secrets are all placeholders", () => {
   const env = exampleEnv();
-  for (const name of ["DEPOT_TOKEN", "FUSION_TOKEN", "TUNNEL_IDENTIFIER"]) {
+  for (
+    const name of [
+      "DEPOT_TOKEN",
+      "FUSION_TOKEN",
+      "TUNNEL_IDENTIFIER",
+      "TUNNEL_CLUSTER_TOKEN",
+      "TUNNEL_REDIS_PASSWORD",
+    ]
+  ) {
     assert(env[name], `${name} in the example`);
     const e = assertThrows(() => refusePlaceholder(env[name], name));
     assert(e instanceof PlaceholderSecretError, String(e));
@@ -55,7 +63,8 @@ Deno.test("placeholder secrets: every service refuses them at start with one lin
     [
       "tunnel-server",
       ["--listen=127.0.0.1:0", "--host=hello.warren.test=env:TUNNEL_IDENTIFIER"],
-      /TUNNEL_IDENTIFIER/,
+      // The example also sets the cluster's link token (deploy/cluster/compose.yaml).
+      /TUNNEL_IDENTIFIER|TUNNEL_CLUSTER_TOKEN/,
     ],
     ["tunnel-client", ["--server=http://127.0.0.1:1", "--local=127.0.0.1:1"], /--identifier/],
   ];
