@@ -14,6 +14,7 @@
 
 import { type FlagDefs, FlagError } from "./config/mod.ts";
 import { type HostPort, isLoopbackHost } from "./net/addr.ts";
+import { sharedPortOptions } from "./net/worker_slot.ts";
 import type { Logger } from "./log.ts";
 import { counter } from "./stats.ts";
 import {
@@ -210,24 +211,28 @@ export function tlsClientFromFlags(f: TlsClientFlagValues): TlsClientConfig | un
 
 /**
  * `listenTls` on `addr` with handshake failures counted per `what` and reason; throws
- * what binding throws (`Deno.errors.AddrInUse`, …).
+ * what binding throws (`Deno.errors.AddrInUse`, …). The port is shared with this process's
+ * fellow workers (lib/net `sharedPortOptions`) unless `own`.
  */
 export function listenTlsCounted(
   addr: HostPort,
   cfg: TlsServerConfig,
   what: string,
   log: Logger,
+  own = false,
 ): Promise<TlsListener> {
   return listenTls({ hostname: addr.host, port: addr.port }, cfg, {
     log,
     onHandshakeFailure: (reason) => tlsHandshakeFailures.inc({ listener: what, reason }),
+    ...(own ? {} : sharedPortOptions()),
   });
 }
 
 /**
  * A warren-to-warren link listener: TLS when `cfg` is set, else plaintext with a warning when
  * not on loopback (anyone on the path reads it), naming the flags that `fix` it. Throws what
- * binding throws.
+ * binding throws. Shared with the fellow workers like every public port, unless `own` (a
+ * worker's own cluster port).
  */
 export async function listenLink(
   addr: HostPort,
@@ -235,13 +240,14 @@ export async function listenLink(
   what: string,
   log: Logger,
   fix = "--tls-cert/--tls-key (and --tls-client-ca for mutual TLS)",
+  own = false,
 ): Promise<Deno.Listener<Deno.Conn, Deno.NetAddr>> {
-  if (cfg) return await listenTlsCounted(addr, cfg, what, log);
+  if (cfg) return await listenTlsCounted(addr, cfg, what, log, own);
   if (!isLoopbackHost(addr.host)) {
     log.warn(`${what}: plaintext link on a non-loopback address; anyone on the path reads it`, {
       addr: `${addr.host}:${addr.port}`,
       fix,
     });
   }
-  return Deno.listen({ hostname: addr.host, port: addr.port });
+  return Deno.listen({ hostname: addr.host, port: addr.port, ...(own ? {} : sharedPortOptions()) });
 }

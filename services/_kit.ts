@@ -13,6 +13,19 @@
 import { type LogFormat, Logger, type LogLevel } from "../lib/log.ts";
 import type { HostPort } from "../lib/net/addr.ts";
 import { errorMessage } from "../lib/net/errors.ts";
+import {
+  portSharingAvailable,
+  setWorkerSlot,
+  type WorkerSlot,
+  workerSlot,
+} from "../lib/net/worker_slot.ts";
+import {
+  workerCountEnv,
+  workerIndexEnv,
+  WorkerPool,
+  workerReadyLine,
+  WorkerStartError,
+} from "../lib/workers/mod.ts";
 import { warrenVersion } from "../lib/version.ts";
 import {
   allFlags,
@@ -109,9 +122,10 @@ export async function startService<S extends FlagDefs, C>(
     fail(errorMessage(err), 2);
   }
   const flags = resolved.values;
+  const slot = workerSlotFromEnv();
   const log = new Logger(
     flags["log-level"] as LogLevel,
-    { svc: cmd.name },
+    slot ? { svc: cmd.name, worker: slot.index } : { svc: cmd.name },
     undefined,
     flags["log-format"] as LogFormat,
   );
@@ -133,6 +147,11 @@ export async function startService<S extends FlagDefs, C>(
   if (flags["check-config"]) {
     console.log(`config ok${flags.config ? `: ${flags.config}` : ""}`);
     Deno.exit(0);
+  }
+  const workers = (flags as Record<string, unknown>).workers;
+  if (slot) setWorkerSlot(slot);
+  else if (typeof workers === "number" && workers > 1) {
+    await superviseWorkers(log, workers, flags.metrics as HostPort | undefined);
   }
   const handlers: ((next: C, flags: ServiceFlags<S>) => void | Promise<void>)[] = [];
   // What runs: live keys follow reloads, the others keep their start value until a restart.
@@ -219,5 +238,80 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal 
     );
   };
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
+  if (workerSlot()) {
+    // Listening: tell the supervisor. Its end of our stdin closes when it is gone (even
+    // killed with -9): shut down as on SIGTERM rather than live on unsupervised.
+    Deno.stdout.writeSync(new TextEncoder().encode(`${workerReadyLine}\n`));
+    const lifeline = handler("SIGTERM");
+    Deno.stdin.readable.pipeTo(new WritableStream()).then(lifeline, lifeline);
+  }
   return ac.signal;
+}
+
+/** This process's worker slot when a `--workers` supervisor started it. */
+function workerSlotFromEnv(): WorkerSlot | undefined {
+  const index = Number(Deno.env.get(workerIndexEnv) ?? "");
+  const count = Number(Deno.env.get(workerCountEnv) ?? "");
+  if (!Number.isInteger(index) || index < 1 || !Number.isInteger(count) || count < index) {
+    return undefined;
+  }
+  return { index, count };
+}
+
+/**
+ * Run `count` copies of this very command line as workers sharing its ports (SO_REUSEPORT)
+ * and supervise them until a signal stops them; never returns. Signals are passed on: SIGHUP
+ * to reload each worker, SIGINT/SIGTERM to drain and stop them (a second one: at once).
+ */
+async function superviseWorkers(
+  log: Logger,
+  count: number,
+  metrics: HostPort | undefined,
+): Promise<never> {
+  if (!portSharingAvailable()) {
+    fail("--workers: sharing ports (SO_REUSEPORT) needs Linux and deno run --unstable-net", 2);
+  }
+  if (metrics?.port === 0) fail("--workers: --metrics port 0 would give each worker its own", 2);
+  let args: string[];
+  try {
+    // Linux's copy of our own argv, with Deno's flags: each worker runs exactly what we do.
+    args = Deno.readTextFileSync("/proc/self/cmdline").split("\0").slice(1, -1);
+  } catch (err) {
+    fail(`--workers: cannot read /proc/self/cmdline (allow reading it): ${errorMessage(err)}`, 2);
+  }
+  const program = Deno.execPath();
+  if (Deno.permissions.querySync({ name: "run", command: program }).state !== "granted") {
+    fail(`--workers: starting workers needs --allow-run=${program}`, 2);
+  }
+  const pool = new WorkerPool({ program, args, count, log });
+  log.info("starting workers", { count });
+  try {
+    await pool.start();
+  } catch (err) {
+    // The worker printed its one-line reason (a busy port, an unreadable certificate…).
+    if (err instanceof WorkerStartError) Deno.exit(err.code || 1);
+    fail(`--workers: ${errorMessage(err)}`);
+  }
+  log.info("workers ready", { count, pids: pool.workers().map((w) => w.pid).join(",") });
+  Deno.addSignalListener("SIGHUP", () => {
+    log.info("SIGHUP: passed to the workers");
+    pool.signal("SIGHUP");
+  });
+  let stopping = false;
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(sig, () => {
+      if (stopping) {
+        log.warn("second signal, passed to the workers", { signal: sig });
+        pool.signal(sig);
+        return;
+      }
+      stopping = true;
+      log.info("shutting down", { signal: sig });
+      pool.stop(sig).then(() => {
+        log.info("stopped");
+        Deno.exit(0);
+      });
+    });
+  }
+  return await new Promise<never>(() => {});
 }

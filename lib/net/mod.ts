@@ -21,3 +21,4 @@ export * from "./acl.ts";
 export * from "./tap.ts";
 export * from "./reset.ts";
 export * from "./original_dst.ts";
+export * from "./worker_slot.ts";

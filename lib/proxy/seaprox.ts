@@ -12,6 +12,7 @@ import { errorMessage, NetError } from "../net/errors.ts";
 import { formatAddr } from "../net/serve.ts";
 import { isLoopbackHost } from "../net/addr.ts";
 import { originalDstUnavailable } from "../net/original_dst.ts";
+import { sharedPortOptions } from "../net/worker_slot.ts";
 import { defaultProxyProtocolFrom } from "../proxyproto/mod.ts";
 import { staticCredentials } from "../socks5/mod.ts";
 import { startChain } from "./chain.ts";
@@ -286,7 +287,11 @@ export async function startSeaprox(cfg: SeaproxConfig): Promise<Seaprox> {
     if (unavailable) throw new ListenError("other", spec, unavailable);
     let listener: Deno.TcpListener;
     try {
-      listener = Deno.listen({ hostname: spec.addr.host, port: spec.addr.port });
+      listener = Deno.listen({
+        hostname: spec.addr.host,
+        port: spec.addr.port,
+        ...sharedPortOptions(),
+      });
     } catch (err) {
       const busy = err instanceof Deno.errors.AddrInUse;
       throw new ListenError(

@@ -11,6 +11,7 @@ import { metricsContentType, metricsText } from "../metrics.ts";
 import { serveHttp } from "../http/server.ts";
 import { formatAddr } from "../net/serve.ts";
 import { timingSafeEqual } from "../net/secret.ts";
+import { sharedPortOptions, workerSlot } from "../net/worker_slot.ts";
 import { gauge } from "../stats.ts";
 import { denoVersion, warrenVersion } from "../version.ts";
 import { statusUiApp } from "./app.ts";
@@ -70,7 +71,8 @@ export function observabilityHandler(
   const authOf = typeof opts.auth === "function"
     ? opts.auth
     : () => opts.auth as string | undefined;
-  const fetch = async (req: Request, remote = ""): Promise<Response> => {
+  const slot = workerSlot();
+  const answer = async (req: Request, remote = ""): Promise<Response> => {
     const path = new URL(req.url).pathname;
     if (path === "/healthz") return new Response("ok\n");
     const auth = authOf();
@@ -89,6 +91,19 @@ export function observabilityHandler(
     if (path === "/status" && status) return Response.json(await status());
     return await ui.fetch(req);
   };
+  // One of several workers on a shared port (`--workers`): every answer says whose it is.
+  const fetch = !slot ? answer : async (req: Request, remote?: string) => {
+    const res = await answer(req, remote);
+    const headers = new Headers(res.headers);
+    headers.set("x-warren-worker", `${slot.index}/${slot.count}`);
+    return new Response(res.body, { status: res.status, headers });
+  };
+  if (slot) {
+    gauge("warren_worker_info", "which of the --workers processes answered (always 1)", [
+      "worker",
+      "workers",
+    ]).set({ worker: String(slot.index), workers: String(slot.count) }, 1);
+  }
   return { hub, fetch };
 }
 
@@ -140,7 +155,11 @@ export function serveObservability(
 ): ObservabilityServer {
   const name = opts.name ?? "metrics";
   const { hub, fetch } = observabilityHandler(opts);
-  const listener = Deno.listen({ hostname: listen.host, port: listen.port });
+  const listener = Deno.listen({
+    hostname: listen.host,
+    port: listen.port,
+    ...sharedPortOptions(),
+  });
   // Capped, with head and exchange timers (not Deno.serve, which dies when fds run out).
   const server = serveHttp(listener, (req, info) => fetch(req, formatAddr(info.remoteAddr)), {
     log: opts.log.child({ listener: name }),

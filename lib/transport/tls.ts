@@ -231,6 +231,8 @@ export interface TlsListenOptions {
   log?: Logger;
   /** Called for each failed handshake (metrics). */
   onHandshakeFailure?: (reason: TlsFailureReason, remote: string) => void;
+  /** Bind with SO_REUSEPORT, so several processes share the port (Linux). @default false */
+  reusePort?: boolean;
 }
 
 /** Counters of a TLS listener. */
@@ -473,6 +475,7 @@ function listenDenoTls(
       port: addr.port,
       cert: cfg.cert,
       key: cfg.key,
+      ...(opts.reusePort ? { reusePort: true } : {}),
     });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) throw err;
@@ -598,7 +601,8 @@ async function listenNodeTls(
       );
     };
     server.once("error", onError);
-    server.listen(addr.port, addr.hostname, () => {
+    const at = { port: addr.port, host: addr.hostname, reusePort: opts.reusePort === true };
+    server.listen(at, () => {
       server.off("error", onError);
       resolve();
     });

@@ -121,6 +121,16 @@ export const command = {
       default: "1024",
       help: "connections at once across all listeners; more are closed at once",
     },
+    workers: {
+      kind: "int",
+      min: 1,
+      max: 64,
+      arg: "n",
+      default: "1",
+      env: "SEAPROX_WORKERS",
+      help: "run n worker processes on the same ports (SO_REUSEPORT, Linux; each worker has " +
+        "its own --max-conns); not with udp:// or quic:// listeners",
+    },
     "idle-timeout": {
       kind: "duration",
       default: "5m",
@@ -230,6 +240,13 @@ export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceC
     );
   }
   checkQuic(quicListens.length > 0, hops, tlsServer);
+  if (f.workers > 1 && (udpListens.length > 0 || quicListens.length > 0)) {
+    // A UDP port is not shared: each worker would hold its own flows for the same peers.
+    throw new FlagError("workers", "--workers: udp:// and quic:// listeners run in one process");
+  }
+  if (f.workers > 1 && [...listeners.map((l) => l.addr), ...linkListens].some((a) => !a.port)) {
+    throw new FlagError("workers", "--workers: port 0 would give each worker its own port");
+  }
   if (f["prefer-ipv6"] && f["prefer-ipv4"]) {
     throw new FlagError("prefer-ipv4", "--prefer-ipv6 and --prefer-ipv4 are exclusive");
   }

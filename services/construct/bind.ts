@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { HostPort } from "../../lib/net/mod.ts";
+import { type HostPort, sharedPortOptions } from "../../lib/net/mod.ts";
 import {
   type ObservabilityOptions,
   type ObservabilityServer,
@@ -31,7 +31,11 @@ export async function observeAt(
   return await bind(what, addr, () => serveObservability(addr, named));
 }
 
-/** Deno.listen on `addr` through `bind`. */
+/** Deno.listen on `addr` through `bind` (shared with the fellow workers, `--workers`). */
 export function listenAt(bind: Bind, what: string, addr: HostPort): Promise<Deno.TcpListener> {
-  return bind(what, addr, () => Deno.listen({ hostname: addr.host, port: addr.port }));
+  return bind(
+    what,
+    addr,
+    () => Deno.listen({ hostname: addr.host, port: addr.port, ...sharedPortOptions() }),
+  );
 }

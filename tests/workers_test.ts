@@ -1,0 +1,213 @@
+/**
+ * `--workers N` with real processes: seaprox's supervisor starts two workers on the same
+ * ports (SO_REUSEPORT); both answer, every download is byte-exact, SIGHUP reaches each,
+ * a killed worker is restarted while the other serves, SIGTERM stops all of them, and a
+ * killed supervisor takes its workers with it. Refusals are one line.
+ */
+
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import {
+  blockStreamSha256,
+  freePort,
+  listenLocal,
+  run,
+  type ServiceProcess,
+  sha256,
+  startOrigin,
+  startService,
+} from "./_util.ts";
+
+const bulkBytes = 4 * 1024 * 1024;
+
+/** seaprox with `--workers 2`: a static listener to `origin`, metrics; ready once both listen. */
+async function seaproxWorkers(originPort: number, extra: string[] = []) {
+  const port = freePort();
+  const metrics = freePort();
+  const sp = await startService("seaprox.ts", [
+    "--listen",
+    `static://127.0.0.1:${port}?to=127.0.0.1:${originPort}`,
+    "--metrics",
+    `127.0.0.1:${metrics}`,
+    "--workers",
+    "2",
+    ...extra,
+  ], { denoArgs: ["--unstable-net"], ready: /msg="workers ready"/ });
+  return { sp, port, metrics };
+}
+
+/** The pids of the workers the supervisor last said were ready or restarted. */
+function workerPids(sp: ServiceProcess): Map<number, number> {
+  const pids = new Map<number, number>();
+  for (const l of sp.lines) {
+    const ready = /msg="workers ready" count=\d+ pids="([\d,]+)"/.exec(l);
+    if (ready) ready[1].split(",").forEach((p, i) => pids.set(i + 1, Number(p)));
+    const restarted = /msg="worker restarted" worker=(\d+) pid=(\d+)/.exec(l);
+    if (restarted) pids.set(Number(restarted[1]), Number(restarted[2]));
+  }
+  return pids;
+}
+
+/** Whether process `pid` is alive. */
+function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false; // ESRCH: gone
+  }
+}
+
+/** GET `/bytes/N` through the proxy with curl; the SHA-256 of what curl wrote. */
+async function curlSha(port: number, bytes: number, seed: number): Promise<string> {
+  const r = await run("curl", [
+    "-sS",
+    "--fail",
+    `http://127.0.0.1:${port}/bytes/${bytes}?seed=${seed}`,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  return sha256(r.raw);
+}
+
+/** Which workers logged a relayed connection so far. */
+function workersThatRelayed(sp: ServiceProcess, since = 0): Set<string> {
+  const seen = new Set<string>();
+  for (const l of sp.lines.slice(since)) {
+    const m = /worker=(\d+) listener=static .*msg="connection closed"/.exec(l);
+    if (m) seen.add(m[1]);
+  }
+  return seen;
+}
+
+/** Small requests until both workers relayed one since line `since` (at most 200). */
+async function untilBothAnswered(sp: ServiceProcess, port: number, since: number) {
+  for (let i = 0; i < 200 && workersThatRelayed(sp, since).size < 2; i++) {
+    const r = await run("curl", ["-sS", "--fail", `http://127.0.0.1:${port}/hello?id=${i}`]);
+    assertEquals(r.stdout, `hello ${i}`, r.stderr);
+    // The line of the connection just closed may still be on its way.
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assertEquals([...workersThatRelayed(sp, since)].sort(), ["1", "2"]);
+}
+
+Deno.test("workers: two seaprox workers share the port, byte-exact, SIGHUP, restart, stop", async () => {
+  const origin = startOrigin();
+  const { sp, port, metrics } = await seaproxWorkers(origin.port);
+  try {
+    const pids = workerPids(sp);
+    assertEquals(pids.size, 2);
+    await untilBothAnswered(sp, port, 0);
+
+    // Byte-exact downloads, six at once (spread over both workers by the kernel).
+    const want = [0, 1, 2, 3, 4, 5].map((s) => blockStreamSha256(bulkBytes, s));
+    const got = await Promise.all(want.map((_, s) => curlSha(port, bulkBytes, s)));
+    assertEquals(got, want);
+
+    // The observability port is shared too, and says which worker answered.
+    const answered = new Set<string>();
+    for (let i = 0; i < 200 && answered.size < 2; i++) {
+      const res = await fetch(`http://127.0.0.1:${metrics}/metrics`);
+      const text = await res.text();
+      const w = res.headers.get("x-warren-worker") ?? "";
+      assertMatch(w, /^[12]\/2$/);
+      assert(text.includes(`warren_worker_info{worker="${w[0]}",workers="2"} 1`), text);
+      answered.add(w);
+    }
+    assertEquals([...answered].sort(), ["1/2", "2/2"]);
+
+    // SIGHUP to the supervisor reaches every worker.
+    Deno.kill(sp.child.pid, "SIGHUP");
+    await sp.waitFor(/worker=1 msg="config reloaded"/);
+    await sp.waitFor(/worker=2 msg="config reloaded"/);
+
+    // kill -9 of worker 1: the other one goes on serving, worker 1 comes back.
+    Deno.kill(pids.get(1)!, "SIGKILL");
+    await sp.waitFor(/msg="worker exited, restarting" worker=1 .*signal=SIGKILL/);
+    const r = await run("curl", ["-sS", "--fail", `http://127.0.0.1:${port}/hello?id=x`]);
+    assertEquals(r.stdout, "hello x", r.stderr);
+    await sp.waitFor(/msg="worker restarted" worker=1 pid=\d+ restarts=1/);
+    const after = workerPids(sp);
+    assert(after.get(1) !== pids.get(1));
+    assertEquals(after.get(2), pids.get(2));
+    await untilBothAnswered(sp, port, sp.lines.length);
+
+    // SIGTERM: every worker drains and stops, then the supervisor, exit 0.
+    assertEquals(await sp.stop("SIGTERM"), 0);
+    for (const w of [1, 2]) assert(sp.lines.some((l) => l.includes(`worker=${w} msg="stopped"`)));
+    for (const pid of after.values()) assert(!alive(pid), `worker ${pid} still running`);
+  } finally {
+    await sp.stop("SIGKILL");
+    await origin.close();
+  }
+});
+
+Deno.test("workers: a supervisor killed with -9 takes its workers with it", async () => {
+  const origin = startOrigin();
+  const { sp } = await seaproxWorkers(origin.port);
+  try {
+    const pids = [...workerPids(sp).values()];
+    assertEquals(pids.length, 2);
+    await sp.stop("SIGKILL");
+    // Their stdin (the lifeline) ends: each shuts down as on SIGTERM.
+    for (let i = 0; i < 200 && pids.some(alive); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(pids.filter(alive), []);
+  } finally {
+    await sp.stop("SIGKILL");
+    await origin.close();
+  }
+});
+
+Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port, udp)", async () => {
+  const busy = listenLocal();
+  const seaprox = new URL("../services/seaprox.ts", import.meta.url).pathname;
+  const cases: { deno: string[]; args: string[]; code: number; line: RegExp }[] = [
+    {
+      deno: [],
+      args: ["--listen", `static://127.0.0.1:${freePort()}?to=127.0.0.1:9`],
+      code: 2,
+      line:
+        /^error: --workers: sharing ports \(SO_REUSEPORT\) needs Linux and deno run --unstable-net$/,
+    },
+    {
+      deno: ["--unstable-net"],
+      args: ["--listen", "static://127.0.0.1:0?to=127.0.0.1:9"],
+      code: 2,
+      line: /^error: .*--workers: port 0 would give each worker its own port$/,
+    },
+    {
+      deno: ["--unstable-net"],
+      args: ["--listen", `static://127.0.0.1:${busy.addr.port}?to=127.0.0.1:9`],
+      code: 1,
+      line: /^error: static:\/\/127\.0\.0\.1:\d+.*address already in use$/,
+    },
+    {
+      deno: ["--unstable-net"],
+      args: ["--listen", `udp://127.0.0.1:${freePort()}?to=127.0.0.1:53`],
+      code: 2,
+      line: /^error: .*--workers: udp:\/\/ and quic:\/\/ listeners run in one process$/,
+    },
+  ];
+  try {
+    for (const c of cases) {
+      const r = await run(Deno.execPath(), [
+        "run",
+        "-A",
+        ...c.deno,
+        seaprox,
+        ...c.args,
+        "--workers",
+        "2",
+        "--log-level",
+        "warn",
+      ]);
+      const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
+      assertEquals(errors.length, 1, r.stderr);
+      assertMatch(errors[0], c.line);
+      assertEquals(r.code, c.code, r.stderr);
+    }
+  } finally {
+    busy.close();
+  }
+});
