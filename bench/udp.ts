@@ -12,8 +12,12 @@
  * numbered 1400-byte datagrams at each offered rate to a UDP echo (bench/_udp_echo.ts, its own
  * process) directly, through seaprox's SOCKS5 listener, and through depot-server → depot-local
  * (a plain tunnel, then `--mux`), and counts the echoes back: rate, lost (and %), out of order.
- * A round trip crosses each relay twice. Not a test: numbers are as measured on a shared
- * machine.
+ * A round trip crosses each relay twice.
+ *
+ * Then iperf3 -u through seaprox links: a `udp://` forward whose peers ride `--via link://`
+ * (TCP+TLS) or `--via quic://` (QUIC datagrams) to a second seaprox (run with
+ * `--unstable-net`), 1200-byte datagrams so they fit a QUIC datagram. Not a test: numbers are
+ * as measured on a shared machine.
  * @module
  */
 
@@ -53,7 +57,7 @@ interface UdpRun {
   outOfOrder: number;
 }
 
-async function iperfUdp(port: number, rate: string): Promise<UdpRun> {
+async function iperfUdp(port: number, rate: string, bytes = datagramBytes): Promise<UdpRun> {
   const out = await new Deno.Command("iperf3", {
     args: [
       "-c",
@@ -64,7 +68,7 @@ async function iperfUdp(port: number, rate: string): Promise<UdpRun> {
       "-b",
       rate,
       "-l",
-      `${datagramBytes}`,
+      `${bytes}`,
       "-t",
       `${seconds}`,
       "-J",
@@ -246,6 +250,108 @@ async function socksUdpTable(procs: Proc[]): Promise<string> {
     );
 }
 
+/** Datagrams of the link table: they fit one QUIC datagram on a fresh path (about 1,280). */
+const linkDatagramBytes = 1200;
+
+/** A CA and a server leaf for localhost (the links run TLS; QUIC always does). */
+async function benchCert(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const out = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      `cd ${dir} && openssl req -x509 ${ec} -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.pem ` +
+      `-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign && ` +
+      `openssl req ${ec} -subj /CN=localhost -keyout server.key -out server.csr && ` +
+      `printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext && ` +
+      `openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ` +
+      `-extfile ext -out server.pem`,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  return { ca: `${dir}/ca.pem`, cert: `${dir}/server.pem`, key: `${dir}/server.key` };
+}
+
+/**
+ * iperf3 -u through seaprox links (issue 17): a node A whose `udp://` forward (and the
+ * `static://` beside it for iperf3's control connection) leaves through `--via link://`
+ * (TCP+TLS: each peer one mux stream, datagrams framed on it) or `--via quic://` (QUIC
+ * datagrams), to node B, which sends them to the iperf3 server; beside direct and the local
+ * `udp://` forward, all with ${linkDatagramBytes}-byte datagrams.
+ */
+async function linkUdpTable(procs: Proc[], serverPort: number): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "warren-bench-udp-" });
+  try {
+    const pki = await benchCert(dir);
+    await Deno.writeTextFile(`${dir}/token`, crypto.randomUUID());
+    const seaprox = (args: string[]) => {
+      const p = spawn(Deno.execPath(), [
+        ...["run", "-A", "--unstable-net", servicePath("seaprox.ts")],
+        ...[`--link-token-file=${dir}/token`, "--prefer-ipv4", ...args],
+      ], { name: "seaprox" });
+      procs.push(p);
+      return p;
+    };
+    const b = seaprox([
+      ...["--listen=link://127.0.0.1:0", "--listen=quic://127.0.0.1:0"],
+      ...[`--tls-cert=${pki.cert}`, `--tls-key=${pki.key}`],
+    ]);
+    const nodeA = async (via: string) => {
+      const port = freePort();
+      const a = seaprox([
+        ...["--listen", `static://127.0.0.1:${port}?to=127.0.0.1:${serverPort}`],
+        ...["--listen", `udp://127.0.0.1:${port}?to=127.0.0.1:${serverPort}`],
+        `--via=${via}`,
+        `--tls-ca=${pki.ca}`,
+      ]);
+      await listeningPort(a, "udp");
+      await a.waitFor(/msg="link up"/);
+      return port;
+    };
+    const local = freePort();
+    procs.push(spawnDeno(servicePath("seaprox.ts"), [
+      ...["--listen", `static://127.0.0.1:${local}?to=127.0.0.1:${serverPort}`],
+      ...["--listen", `udp://127.0.0.1:${local}?to=127.0.0.1:${serverPort}`],
+    ]));
+    const paths: [string, number][] = [
+      ["direct", serverPort],
+      ["seaprox udp://", local],
+      [
+        "udp:// via link:// (TCP+TLS)",
+        await nodeA(`link://localhost:${await listeningPort(b, "link")}`),
+      ],
+      [
+        "udp:// via quic:// (datagrams)",
+        await nodeA(`quic://localhost:${await listeningPort(b, "quic")}`),
+      ],
+    ];
+    const rows: string[][] = [];
+    for (const rate of rates) {
+      for (const [path, p] of paths) {
+        const r = await iperfUdp(p, rate, linkDatagramBytes);
+        rows.push([
+          path,
+          rate,
+          fixed(r.mbps, 1),
+          `${r.packets}`,
+          `${r.lost}`,
+          fixed(r.lostPercent, 2),
+          `${r.outOfOrder}`,
+        ]);
+      }
+    }
+    return `iperf3 -u through seaprox links, ${linkDatagramBytes}-byte datagrams, ${seconds} s per ` +
+      `run, loopback\n\n` +
+      formatTable(
+        ["path", "offered", "received Mbit/s", "datagrams", "lost", "lost %", "out of order"],
+        rows,
+      );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 if (!hasCommand("iperf3")) {
   console.log("iperf3 is not installed: skipped (apt-get install iperf3)");
   Deno.exit(0);
@@ -306,6 +412,7 @@ try {
       ),
   );
   console.log("\n" + await socksUdpTable(procs));
+  console.log("\n" + await linkUdpTable(procs, serverPort));
 } finally {
   await stopAll(procs);
 }
