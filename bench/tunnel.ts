@@ -6,7 +6,8 @@
  * (bench/_relay.ts: the same two user-space hops as a tunnel's server and client, with no
  * protocol on top), the tunnel with a client on its default
  * transport (auto: the raw upgrade here) and one pinned to `--transport websocket`, the raw
- * tunnel with `--access-log info` and served by a group of two clients (`--duplicate balance`),
+ * tunnel with `--access-log info`, with header rewrites (`--host-rewrite`, a request header set
+ * and a response header added) and served by a group of two clients (`--duplicate balance`),
  * and the embeddable Hono front (Deno.serve + createTunnelApp), in one run:
  *
  * - small responses: `wrk -t2 -c50 -d5s --latency` on GET /hello: rps, p50, p99, ratio, and
@@ -221,6 +222,24 @@ const loggedClient = await startClient(
   identifier + "-logged",
   [],
 );
+// The same raw path with header rewrites (issue 18): a request header set and a response
+// header added, so the front parses every response (as the access log does).
+const rewriting = spawnDeno(servicePath("tunnel-server.ts"), [
+  "--listen",
+  "127.0.0.1:0",
+  "--host",
+  "raw.test=env:BENCH_REWRITE_ID",
+  "--host-rewrite",
+  "raw.test=req-set:X-Env:bench",
+  "--host-rewrite",
+  "raw.test=res-add:X-Frame-Options:DENY",
+], { env: { BENCH_REWRITE_ID: identifier + "-rewrite" } });
+const rewritePort = await listeningPort(rewriting, "http");
+const rewriteClient = await startClient(
+  `http://127.0.0.1:${rewritePort}`,
+  identifier + "-rewrite",
+  [],
+);
 // The same raw path served by a group of two clients (`--duplicate balance`, round-robin):
 // what spreading a host over two clients costs against one (issue 18).
 const grouped = spawnDeno(servicePath("tunnel-server.ts"), [
@@ -353,6 +372,12 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     url: `http://127.0.0.1:${loggedPort}`,
     host: "raw.test",
     hops: [logged, loggedClient],
+  },
+  {
+    name: "tunnel (raw, rewrites)",
+    url: `http://127.0.0.1:${rewritePort}`,
+    host: "raw.test",
+    hops: [rewriting, rewriteClient],
   },
   {
     name: "tunnel (raw, group of 2)",
@@ -508,6 +533,8 @@ try {
     socat,
     loggedClient,
     logged,
+    rewriteClient,
+    rewriting,
     ...groupClients,
     grouped,
     rawClient,

@@ -11,6 +11,7 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
 import { curl, startApp, startClient, startTunnel } from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
 
 const account = "client-access-account-0001";
 const plainId = "client-access-plain-id-0002";
@@ -136,5 +137,91 @@ Deno.test("tunnel client access: rules the server cannot use refuse the client, 
   } finally {
     await c.stop();
     await t.close();
+  }
+});
+
+Deno.test("tunnel client access in a cluster: another instance never serves a client with rules of its own", async () => {
+  const redis = await startRedis();
+  const app = startApp("a");
+  const procs: ServiceProcess[] = [];
+  try {
+    const instance = async () => {
+      const p = await startService("tunnel-server.ts", [
+        ...["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"],
+        ...["--registry", redis.url, "--heartbeat", "300ms", "--host", "app.test=env:ID"],
+      ], {
+        readyCount: 2,
+        env: { TUNNEL_CLUSTER_TOKEN: "client-access-cluster-token", ID: plainId },
+      });
+      procs.push(p);
+      return p;
+    };
+    const a = await instance();
+    const b = await instance();
+    const portA = portOf(a.addrs.get("http")!);
+    const portB = portOf(b.addrs.get("http")!);
+    procs.push(
+      await startService("tunnel-client.ts", [
+        ...["--server", `http://127.0.0.1:${portA}`, "--local", `127.0.0.1:${app.port}`],
+        ...["--basic-auth", "env:LOGIN"],
+      ], {
+        readyCount: 0,
+        ready: /msg="connected"/,
+        env: { TUNNEL_IDENTIFIER: plainId, LOGIN: login },
+      }),
+    );
+    // A, which holds the client, checks its rules.
+    assertEquals((await curl(portA, "app.test", "/name?id=1")).status, 401);
+    assertEquals((await curl(portA, "app.test", "/name?id=2", ["-u", login])).body, "a 2");
+    // B would hand the request over unchecked: A refuses the stream, B answers 502.
+    let status = 0;
+    const deadline = Date.now() + 20_000;
+    while (status !== 502 && Date.now() < deadline) {
+      status = (await curl(portB, "app.test", "/name?id=3")).status;
+      if (status !== 502) await new Promise((r) => setTimeout(r, 200)); // lease not seen yet
+    }
+    assertEquals(status, 502);
+    await a.waitFor(/msg="cluster stream refused: the client set its own access rules/);
+    assertEquals((await curl(portB, "app.test", "/name?id=4", ["-u", login])).status, 502);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await app.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("tunnel access in a group: a host's rules leave round-robin alone (each request picks one member)", async () => {
+  const appA = startApp("a");
+  const appB = startApp("b");
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("tunnel-server.ts", [
+      ...["--listen", "127.0.0.1:0", "--duplicate", "balance", "--host", "app.test=env:ID"],
+      ...["--host-access", "app.test=bearer:env:BEARER"],
+    ], { env: { ID: plainId, BEARER: bearer } });
+    procs.push(server);
+    const port = portOf(server.addrs.get("http")!);
+    for (const app of [appA, appB]) {
+      procs.push(
+        await startService("tunnel-client.ts", [
+          ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${app.port}`],
+        ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: plainId } }),
+      );
+    }
+    await server.waitFor(/msg="client connected".* members=2/);
+    const names: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await curl(port, "app.test", `/name?id=${i}`, [
+        ...["-H", `Authorization: Bearer ${bearer}`],
+      ]);
+      names.push(r.body.split(" ")[0]);
+    }
+    assertEquals(names.filter((n) => n === "a").length, 3, names.join(","));
+    assertEquals(names.filter((n) => n === "b").length, 3, names.join(","));
+    assertEquals((await curl(port, "app.test", "/name")).status, 401);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await appA.close();
+    await appB.close();
   }
 });

@@ -163,8 +163,8 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     server.countRequest(route.host, String(route.status));
     return htmlError(route.status, route.host);
   }
-  const denied = await server.checkAccess(
-    hostHeader,
+  const denied = server.checkAccess(
+    route,
     req.headers.get("authorization") ?? undefined,
     remoteOf(c).ip,
   );

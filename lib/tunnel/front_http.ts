@@ -61,6 +61,7 @@ import {
 } from "./front_leg.ts";
 import type { TunnelServer } from "./server.ts";
 import type { HostRewrite } from "./rewrite.ts";
+import type { AccessDenied } from "./access.ts";
 import { tunnelRequestSeconds } from "./stats.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
 
@@ -283,31 +284,13 @@ export class PublicConn {
     );
     const headFor = (rw: HostRewrite | undefined) =>
       serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
-    const denied = await this.#server.checkAccess(
+    const leg = await this.#legFor(
       routed.vhost,
+      routed.hostHeader,
+      headFor,
+      upgrade,
       getHeader(head.headers, "authorization"),
-      this.#peer.ip,
     );
-    if (denied) {
-      // Refused here (401/403): nothing of it reaches the client; the body is not read.
-      await this.#endLeg();
-      this.#log.info("access denied", {
-        remote: this.#peer.remote,
-        host: routed.vhost,
-        status: denied.status,
-        failure: denied.reason,
-      });
-      const challenge = denied.challenge;
-      await this.#answer(
-        denied.status,
-        routed.vhost,
-        undefined,
-        challenge ? [["WWW-Authenticate", challenge]] : [],
-      );
-      this.state = PublicConnState.Closing;
-      return;
-    }
-    const leg = await this.#legFor(routed.vhost, routed.hostHeader, headFor, upgrade);
     if (!leg) return;
     if (this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
       // Its response is parsed: its method frames the body (HEAD), its line is logged.
@@ -338,14 +321,17 @@ export class PublicConn {
    * The leg that carries a request for `vhost`: the current one while the Host stays the
    * same (the head is queued on it), else a new stream (the head rides in its SYN). An
    * Upgrade request always gets a new one, so its answer is the stream's first response.
-   * `headFor` serialises the head with the leg's header rewrites. Undefined when the request
-   * was answered here (404, 502).
+   * `headFor` serialises the head with the leg's header rewrites. The access rules of the
+   * host and of the client it goes to are checked first (once per request, with the route
+   * the request takes: a group's turn moves once). Undefined when the request was answered
+   * here (401, 403, 404, 502).
    */
   async #legFor(
     vhost: string,
     hostHeader: string,
     headFor: (rewrite: HostRewrite | undefined) => Uint8Array,
     upgrade: string[] | undefined,
+    authorization: string | undefined,
   ): Promise<Leg | undefined> {
     const cur = this.#leg;
     // A kept-alive stream follows its host, unless its client left the rotation meanwhile
@@ -354,6 +340,8 @@ export class PublicConn {
       cur && !upgrade && cur.host === vhost && cur.state === LegState.Open &&
       cur.ts.client?.usable !== false
     ) {
+      const denied = this.#server.checkAccess(cur.ts, authorization, this.#peer.ip);
+      if (denied) return await this.#deny(denied, vhost);
       const headBytes = headFor(cur.rewrite);
       await this.#out.add(headBytes);
       cur.requestBytes += headBytes.length;
@@ -363,6 +351,12 @@ export class PublicConn {
     }
     await this.#endLeg();
     const route = await this.#server.route(vhost);
+    const denied = this.#server.checkAccess(
+      { host: route.host, client: route.ok ? route.client : undefined },
+      authorization,
+      this.#peer.ip,
+    );
+    if (denied) return await this.#deny(denied, vhost);
     if (!route.ok) {
       await this.#answer(route.status, route.host);
       this.state = PublicConnState.Closing;
@@ -397,6 +391,26 @@ export class PublicConn {
     this.#leg = leg;
     this.#out.target = ts.out;
     return leg;
+  }
+
+  /** Refuse a request here (401/403): nothing of it reaches the client; its body is not read. */
+  async #deny(denied: AccessDenied, vhost: string): Promise<undefined> {
+    await this.#endLeg();
+    this.#log.info("access denied", {
+      remote: this.#peer.remote,
+      host: vhost,
+      status: denied.status,
+      failure: denied.reason,
+    });
+    const challenge = denied.challenge;
+    await this.#answer(
+      denied.status,
+      vhost,
+      undefined,
+      challenge ? [["WWW-Authenticate", challenge]] : [],
+    );
+    this.state = PublicConnState.Closing;
+    return undefined;
   }
 
   /** Request-body bytes to the tunnel stream. */

@@ -522,20 +522,19 @@ export class TunnelServer {
   }
 
   /**
-   * Whether a public request for `host` (a Host header) from `ip` with this Authorization
-   * may reach its client; the refusal to answer otherwise. The entry's rules (flags, admin
-   * API) win; else those its connected client set in its handshake. Free when no host and
-   * no client has rules.
+   * Whether a public request routed to the entry `target.host` and its client (the one
+   * {@linkcode route} chose, or the one of a kept-alive stream) from `ip` with this
+   * Authorization may reach it; the refusal to answer otherwise. The entry's rules (flags,
+   * admin API) win; else those the client set in its handshake. Free when no host and no
+   * client has rules.
    */
-  async checkAccess(
-    host: string,
+  checkAccess(
+    target: { host: string; client?: ClientConn },
     authorization: string | undefined,
     ip: string,
-  ): Promise<AccessDenied | undefined> {
+  ): AccessDenied | undefined {
     if (this.#access.size === 0 && this.#clientAccess === 0) return undefined;
-    const route = await this.route(host);
-    const rules = this.#access.get(route.host) ?? (route.ok ? route.client.access : undefined);
-    return rules?.check(authorization, ip);
+    return (this.#access.get(target.host) ?? target.client?.access)?.check(authorization, ip);
   }
 
   /**
