@@ -24,6 +24,7 @@ import {
   workerIndexEnv,
   WorkerPool,
   workerReadyLine,
+  workerSecretEnv,
   WorkerStartError,
 } from "../lib/workers/mod.ts";
 import { warrenVersion } from "../lib/version.ts";
@@ -246,6 +247,11 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal 
     Deno.stdin.readable.pipeTo(new WritableStream()).then(lifeline, lifeline);
   }
   return ac.signal;
+}
+
+/** The secret the `--workers` supervisor shares with its workers (undefined outside one). */
+export function workerSecret(): string | undefined {
+  return workerSlot() ? Deno.env.get(workerSecretEnv) : undefined;
 }
 
 /** This process's worker slot when a `--workers` supervisor started it. */

@@ -16,6 +16,8 @@ import {
   startOrigin,
   startService,
 } from "./_util.ts";
+import { startRedis } from "./_redis.ts";
+import { curl, startApp } from "./_tunnel.ts";
 
 const bulkBytes = 4 * 1024 * 1024;
 
@@ -159,10 +161,33 @@ Deno.test("workers: a supervisor killed with -9 takes its workers with it", asyn
   }
 });
 
-Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port, udp)", async () => {
+Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port, udp, no registry, state file)", async () => {
   const busy = listenLocal();
   const seaprox = new URL("../services/seaprox.ts", import.meta.url).pathname;
-  const cases: { deno: string[]; args: string[]; code: number; line: RegExp }[] = [
+  const tunnelServer = new URL("../services/tunnel-server.ts", import.meta.url).pathname;
+  const cases: { deno: string[]; args: string[]; code: number; line: RegExp; svc?: string }[] = [
+    {
+      svc: tunnelServer,
+      deno: ["--unstable-net"],
+      args: ["--listen", `127.0.0.1:${freePort()}`],
+      code: 2,
+      line:
+        /^error: .*--workers needs --registry redis:\/\/… \(the workers share which one holds each client\)$/,
+    },
+    {
+      svc: tunnelServer,
+      deno: ["--unstable-net"],
+      args: [
+        "--listen",
+        `127.0.0.1:${freePort()}`,
+        "--registry",
+        "redis://127.0.0.1:1",
+        "--state-file",
+        "/tmp/x.json",
+      ],
+      code: 2,
+      line: /^error: .*--workers: --state-file would have one writer per worker$/,
+    },
     {
       deno: [],
       args: ["--listen", `static://127.0.0.1:${freePort()}?to=127.0.0.1:9`],
@@ -195,7 +220,7 @@ Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port,
         "run",
         "-A",
         ...c.deno,
-        seaprox,
+        c.svc ?? seaprox,
         ...c.args,
         "--workers",
         "2",
@@ -209,5 +234,165 @@ Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port,
     }
   } finally {
     busy.close();
+  }
+});
+
+Deno.test("workers: two tunnel-server workers hand requests to the one holding the client, byte-exact; kill -9 of the holder", async () => {
+  const redis = await startRedis();
+  const app = startApp();
+  const id = "identifier-workers-0001";
+  const port = freePort();
+  const procs: ServiceProcess[] = [];
+  const upload = await Deno.makeTempFile();
+  try {
+    const server = await startService("tunnel-server.ts", [
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--registry",
+      redis.url,
+      "--heartbeat",
+      "300ms",
+      "--access-log",
+      "info",
+      "--host",
+      `app.test=${id}`,
+      // Deno's WebSocket sends Host from the URL: this name lets it reach the app.
+      "--host",
+      `127.0.0.1=${id}`,
+      "--workers",
+      "2",
+    ], { denoArgs: ["--unstable-net"], ready: /msg="workers ready"/, readyCount: 0 });
+    procs.push(server);
+    // Each worker is a cluster instance with its own loopback link port.
+    for (const w of [1, 2]) {
+      await server.waitFor(new RegExp(`worker=${w} msg="listening" name=cluster`));
+    }
+    procs.push(
+      await startService("tunnel-client.ts", [
+        "--server",
+        `http://127.0.0.1:${port}`,
+        "--local",
+        `127.0.0.1:${app.port}`,
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+    );
+    const holder = /worker=(\d) .*msg="client connected"/.exec(
+      await server.waitFor(/worker=\d .*msg="client connected"/),
+    )![1];
+
+    // Requests land on both workers (the kernel spreads the connections); the one without
+    // the client hands them over. Every body byte-exact.
+    const accessBy = (w: string, since = 0) =>
+      server.lines.slice(since).filter((l) => new RegExp(`worker=${w} .*msg="access"`).test(l))
+        .length;
+    for (let i = 0; i < 200 && (accessBy("1") === 0 || accessBy("2") === 0); i++) {
+      const r = await curl(port, "app.test", `/bytes/65536?seed=${i}`, ["-o", "/dev/null"]);
+      assertEquals(r.status, 200, r.stderr);
+      const got = await run("curl", [
+        "-sS",
+        "-H",
+        "Host: app.test",
+        `http://127.0.0.1:${port}/bytes/65536?seed=${i}`,
+      ]);
+      assertEquals(sha256(got.raw), blockStreamSha256(65536, i));
+    }
+    assert(accessBy("1") > 0 && accessBy("2") > 0, "both workers answered");
+    const other = holder === "1" ? "2" : "1";
+    assert(accessBy(other) > 0, `worker ${other} (not holding the client) handed requests over`);
+
+    const want = [0, 1, 2, 3].map((s) => blockStreamSha256(bulkBytes, s));
+    const got = await Promise.all(
+      want.map((_, s) =>
+        run("curl", [
+          "-sS",
+          "--fail",
+          "-H",
+          "Host: app.test",
+          `http://127.0.0.1:${port}/bytes/${bulkBytes}?seed=${s}`,
+        ])
+          .then((r) => sha256(r.raw))
+      ),
+    );
+    assertEquals(got, want);
+    const body = crypto.getRandomValues(new Uint8Array(65536));
+    const big = new Uint8Array(3 * 1024 * 1024);
+    for (let o = 0; o < big.length; o += body.length) big.set(body, o);
+    await Deno.writeFile(upload, big);
+    const ups = await Promise.all(
+      [0, 1, 2, 3].map(() =>
+        run("curl", [
+          "-sS",
+          "--fail",
+          "-H",
+          "Host: app.test",
+          "--data-binary",
+          `@${upload}`,
+          `http://127.0.0.1:${port}/sha256`,
+        ])
+      ),
+    );
+    for (const up of ups) {
+      assertEquals(JSON.parse(up.stdout), { sha256: sha256(big), bytes: big.length });
+    }
+    // WebSockets, on whichever worker each lands: every message echoed whole.
+    for (let i = 0; i < 4; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+      ws.binaryType = "arraybuffer";
+      const msg = big.subarray(0, 1024 * 1024 + i);
+      const echoed = await new Promise<string[]>((resolve, reject) => {
+        const seen: string[] = [];
+        ws.onopen = () => {
+          ws.send(`hello ${i}`);
+          ws.send(msg);
+        };
+        ws.onmessage = (e) => {
+          seen.push(typeof e.data === "string" ? e.data : sha256(new Uint8Array(e.data)));
+          if (seen.length === 2) ws.close();
+        };
+        ws.onclose = () => resolve(seen);
+        ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
+      });
+      assertEquals(echoed, [`hello ${i}`, sha256(msg)]);
+    }
+
+    // kill -9 of the worker holding the client: it is restarted, the client reconnects (to
+    // either worker), and requests through both answer again; never a wrong body.
+    const holderPid = workerPids(server).get(Number(holder))!;
+    const since = server.lines.length;
+    Deno.kill(holderPid, "SIGKILL");
+    await server.waitFor(new RegExp(`msg="worker restarted" worker=${holder}`));
+    let failed = 0, okInARow = 0;
+    for (let i = 0; i < 600 && okInARow < 20; i++) {
+      const r = await curl(port, "app.test", `/hello?id=${i}`);
+      if (r.status === 200) {
+        assertEquals(r.body, `hello ${i}`);
+        okInARow++;
+      } else {
+        failed++;
+        okInARow = 0;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    assertEquals(okInARow, 20, `requests did not recover (${failed} failed)`);
+    const restarted = server.lines.length;
+    for (
+      let i = 0;
+      i < 200 && (accessBy("1", restarted) === 0 || accessBy("2", restarted) === 0);
+      i++
+    ) {
+      const r = await curl(port, "app.test", `/hello?id=again-${i}`);
+      assertEquals([r.status, r.body], [200, `hello again-${i}`]);
+    }
+    assert(
+      accessBy("1", restarted) > 0 && accessBy("2", restarted) > 0,
+      "both workers answer again",
+    );
+    assert(server.lines.slice(since).some((l) => /msg="client connected"/.test(l)));
+
+    assertEquals(await server.stop("SIGTERM"), 0);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    await app.close();
+    await redis.stop();
+    await Deno.remove(upload);
   }
 });

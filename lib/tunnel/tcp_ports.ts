@@ -5,7 +5,14 @@
  */
 
 import type { Logger } from "../log.ts";
-import { errorMessage, formatAddr, relay, serve, type Server } from "../net/mod.ts";
+import {
+  errorMessage,
+  formatAddr,
+  relay,
+  serve,
+  type Server,
+  sharedPortOptions,
+} from "../net/mod.ts";
 import { encodeProxyHeader } from "../proxyproto/mod.ts";
 import type { ClientConn } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
@@ -88,7 +95,10 @@ export class TcpPorts extends PortTunnels<TcpListener> {
   ): Promise<TcpListener> {
     let listener: Deno.TcpListener;
     try {
-      listener = Deno.listen({ hostname: this.opts.hostname, port: publicPort });
+      // A server-defined port is every cluster instance's, so --workers share it; a port a
+      // client asked for is its holder's alone (the kernel refuses it to another worker).
+      const shared = serverLocalPort === undefined ? {} : sharedPortOptions();
+      listener = Deno.listen({ hostname: this.opts.hostname, port: publicPort, ...shared });
     } catch (err) {
       return Promise.reject(err);
     }

@@ -293,6 +293,18 @@ export const command = {
       help: "verify the peers' certificates for this name instead of their --advertise host",
     },
     "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
+    workers: {
+      kind: "int",
+      min: 1,
+      max: 64,
+      arg: "n",
+      default: "1",
+      env: "TUNNEL_WORKERS",
+      help: "run n worker processes on the same ports (SO_REUSEPORT, Linux), each an instance " +
+        "of the --registry cluster: a request reaching a worker that does not hold its client " +
+        "is handed to the one that does over a local link (own port and token unless " +
+        "--cluster-listen/--cluster-token: then worker i takes port+i-1)",
+    },
     "drain-timeout": {
       kind: "duration",
       default: "5s",
@@ -357,6 +369,29 @@ function clusterTlsFromFlags(f: ServiceFlags<typeof command.flags>): ClusterTls 
       throw new FlagError("cluster-tls-cert", `--cluster-tls-*: ${err.message}`);
     }
     throw err;
+  }
+}
+
+/**
+ * `--workers` > 1: the workers are the instances of a cluster, so they need the shared
+ * registry; each binds the public ports at a named port; the state file would have N writers
+ * and a server-defined UDP port cannot be shared (each worker would hold its own flows).
+ */
+function checkWorkers(f: ServiceFlags<typeof command.flags>, registry: boolean): void {
+  if (!registry) {
+    throw new FlagError(
+      "workers",
+      "--workers needs --registry redis://… (the workers share which one holds each client)",
+    );
+  }
+  if (f["state-file"]) {
+    throw new FlagError("workers", "--workers: --state-file would have one writer per worker");
+  }
+  if (f.udp.length > 0) {
+    throw new FlagError("workers", "--workers: --udp tunnels run in one process");
+  }
+  if ([f.listen, f.admin].some((a) => a?.port === 0)) {
+    throw new FlagError("workers", "--workers: port 0 would give each worker its own port");
   }
 }
 
@@ -470,6 +505,7 @@ export function validate(
   if ((f["cluster-listen"] || f.advertise) && !f["cluster-token"]) {
     throw new FlagError("cluster-token", "--cluster-listen needs --cluster-token");
   }
+  if (f.workers > 1) checkWorkers(f, registry !== undefined);
   const clusterTls = clusterTlsFromFlags(f);
   if (clusterTls && !f["cluster-token"]) {
     throw new FlagError("cluster-tls-cert", "--cluster-tls-cert needs --cluster-token");

@@ -7,7 +7,15 @@
 
 import type { Logger } from "../../lib/log.ts";
 import { listenLink, listenTlsCounted } from "../../lib/cli_security.ts";
-import { AuthFailureLimiter, formatAddr, joinHostPort, type Server } from "../../lib/net/mod.ts";
+import {
+  AuthFailureLimiter,
+  formatAddr,
+  type HostPort,
+  joinHostPort,
+  type Server,
+  type WorkerSlot,
+  workerSlot,
+} from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
 import {
   ClusterLinks,
@@ -22,7 +30,7 @@ import {
   TunnelStateFile,
 } from "../../lib/tunnel/mod.ts";
 import { type ObservabilityServer, tunnelStatusProvider } from "../../lib/status/mod.ts";
-import type { ServiceFlags } from "../_kit.ts";
+import { type ServiceFlags, workerSecret } from "../_kit.ts";
 import type { command, TunnelServerServiceConfig } from "../config/tunnel-server.ts";
 import { type Bind, listenAt, observeAt } from "./bind.ts";
 
@@ -48,14 +56,23 @@ export async function constructTunnelServer(
   log: Logger,
   bind: Bind,
 ): Promise<TunnelServerService> {
-  const at = flags["cluster-listen"];
+  // With --workers each worker is an instance of the cluster, with a link port of its own (a
+  // peer must reach the very worker it means) and, unless told otherwise, on loopback with
+  // the supervisor's secret for a token.
+  const slot = workerSlot();
+  const workers = slot && slot.count > 1 ? slot : undefined;
+  const at = workers
+    ? workerPort(flags["cluster-listen"] ?? { host: "127.0.0.1", port: 0 }, workers)
+    : flags["cluster-listen"];
   const clusterL = at &&
     await bind(
       "cluster",
       at,
-      () => listenLink(at, cfg.clusterTls?.server, "cluster", log, clusterFix),
+      () => listenLink(at, cfg.clusterTls?.server, "cluster", log, clusterFix, true),
     );
-  const adv = flags.advertise ?? clusterL?.addr;
+  const adv =
+    (workers && flags.advertise ? workerPort(flags.advertise, workers) : flags.advertise) ??
+      clusterL?.addr;
   const registry = cfg.registry && await RedisRegistry.connect({
     url: cfg.registry.url,
     leaseMs: flags.heartbeat * 3,
@@ -88,7 +105,7 @@ export async function constructTunnelServer(
       graceMs: flags["subdomain-grace"],
     }),
   });
-  const token = flags["cluster-token"];
+  const token = flags["cluster-token"] ?? (workers && workerSecret());
   const cluster = registry && token
     ? new ClusterLinks(server, registry, { token, log, tls: cfg.clusterTls })
     : undefined;
@@ -180,6 +197,11 @@ export async function constructTunnelServer(
       await metrics?.shutdown();
     },
   };
+}
+
+/** Worker i's port of a `--cluster-listen`/`--advertise` given for all: port + i - 1. */
+function workerPort(a: HostPort, slot: WorkerSlot): HostPort {
+  return a.port === 0 ? a : { host: a.host, port: a.port + slot.index - 1 };
 }
 
 /** The status JSON's hosts and clients, and in a cluster its instances. */
