@@ -13,6 +13,7 @@ import {
   decodeMessage,
   encodeMessage,
   HealthMonitor,
+  isHealthPath,
 } from "../lib/tunnel/mod.ts";
 import { encodeFrame } from "../lib/control/mod.ts";
 
@@ -118,6 +119,13 @@ Deno.test("health check: 2xx passes; 503, a refused dial and an app that never a
       await checkHttp({ host: "127.0.0.1", port: silent.addr.port }, "/", 200),
       "no answer in 200 ms",
     );
+
+    // A path that could smuggle a header (or is not a path) is refused up front.
+    for (const path of ["/a\r\nX-Injected: 1", "/a b", "healthz", ""]) {
+      assertEquals(isHealthPath(path), false, path);
+      assertThrows(() => new HealthMonitor(target, { path }, { onChange: () => {} }));
+    }
+    assertEquals(isHealthPath("/healthz?full=1"), true);
 
     // The monitor: unhealthy until a check passes, out after `failures` in a row, back after one.
     const changes: boolean[] = [];

@@ -25,9 +25,14 @@ export const defaultHealthTimeoutMs = 3_000;
 /** Default failed checks in a row before the client leaves the rotation. */
 export const defaultHealthFailures = 3;
 
+/** Whether `path` can be a health check's request target: `/` and no space or control byte. */
+export function isHealthPath(path: string): boolean {
+  return /^\/[\x21-\x7e]*$/.test(path);
+}
+
 /** Options of {@linkcode HealthMonitor}. */
 export interface HealthCheckOptions {
-  /** Path asked for with GET (`/healthz`); a 2xx status passes. */
+  /** Path asked for with GET (`/healthz`, see {@linkcode isHealthPath}); a 2xx status passes. */
   path: string;
   /** Time between two checks. @default 5000 */
   intervalMs?: number;
@@ -108,6 +113,11 @@ export class HealthMonitor {
     opts: HealthCheckOptions,
     hooks: HealthMonitorHooks,
   ) {
+    if (!isHealthPath(opts.path)) {
+      throw new RangeError(
+        `health check path must be /… without spaces: ${JSON.stringify(opts.path)}`,
+      );
+    }
     this.#hooks = hooks;
     this.#opts = {
       path: opts.path,

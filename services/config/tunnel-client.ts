@@ -21,6 +21,7 @@ import {
   HostRewrite,
   type HostRewriteSpec,
   isDnsLabel,
+  isHealthPath,
   mergeRewriteSpecs,
   type TcpTunnelSpec,
   type UdpTunnelSpec,
@@ -338,10 +339,10 @@ export function validate(
       "--identifier, --identifier-file or TUNNEL_IDENTIFIER is required",
     );
   }
-  if (f["health-check"] !== undefined && !f["health-check"].startsWith("/")) {
+  if (f["health-check"] !== undefined && !isHealthPath(f["health-check"])) {
     throw new FlagError(
       "health-check",
-      `--health-check must be a path (/…), got ${f["health-check"]}`,
+      `--health-check must be a path (/…, no spaces), got ${f["health-check"]}`,
     );
   }
   if (f.subdomain !== undefined && f["random-subdomain"]) {
