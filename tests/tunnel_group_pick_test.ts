@@ -1,7 +1,8 @@
 /**
  * The pieces of groups and health checks on their own: ClientGroup's choice of member
  * (round-robin, least-streams, who is usable), the `health` control message, and the
- * health check's verdicts against real listeners (2xx, 503, refused, silent).
+ * health check's verdicts against real listeners (2xx, 503, refused, silent), and a group
+ * behind the embeddable front.
  */
 
 import { assertEquals, assertThrows } from "./_assert.ts";
@@ -16,6 +17,7 @@ import {
   isHealthPath,
 } from "../lib/tunnel/mod.ts";
 import { encodeFrame } from "../lib/control/mod.ts";
+import { curl, startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
 
 async function members(n: number) {
   const pairs = await Promise.all(Array.from({ length: n }, () => muxPair()));
@@ -150,5 +152,43 @@ Deno.test("health check: 2xx passes; 503, a refused dial and an app that never a
     await holding;
     for (const c of held) c.close();
     await app.shutdown();
+  }
+});
+
+Deno.test("group through the embeddable (Hono) front: requests alternate, and a member whose app is down passes them on", async () => {
+  const a = startApp("a");
+  const b = startApp("b");
+  const t = startHonoTunnel({ server: { duplicate: "balance" } });
+  const id = "hono-group-identifier-01";
+  await t.server.addHost("app.test", id);
+  const ca = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: a.port },
+  });
+  await ca.connected();
+  const cb = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: b.port },
+  });
+  let bClosed = false;
+  try {
+    await cb.connected();
+    const names: string[] = [];
+    for (let i = 0; i < 6; i++) names.push((await curl(t.port, "app.test", `/name?id=${i}`)).body);
+    assertEquals(names.map((n) => n[0]).sort().join(""), "aaabbb");
+    await b.close();
+    bClosed = true;
+    for (let i = 0; i < 6; i++) {
+      const r = await curl(t.port, "app.test", `/name?id=x${i}`);
+      assertEquals([r.status, r.body], [200, `a x${i}`]);
+    }
+  } finally {
+    await cb.stop();
+    await ca.stop();
+    await t.close();
+    await a.close();
+    if (!bClosed) await b.close();
   }
 });
