@@ -27,6 +27,7 @@ import {
   workerSecretEnv,
   WorkerStartError,
 } from "../lib/workers/mod.ts";
+import { resetSupport } from "../lib/net/reset.ts";
 import { warrenVersion } from "../lib/version.ts";
 import {
   allFlags,
@@ -216,9 +217,14 @@ export async function bindOrExit<T>(
 
 /**
  * Run `stop` once on the first SIGINT or SIGTERM; a second signal exits at once.
- * Returns a signal that aborts when shutdown begins.
+ * Returns a signal that aborts when shutdown begins. Every service calls it once it is up
+ * (listening), so it also says, once, whether this process can reset connections.
  */
 export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal {
+  // After binding: a busy port still exits with its one line. See lib/net/reset.ts.
+  const resets = resetSupport();
+  if (resets.available) log.info("connection resets available", { libc: resets.libc });
+  else log.info("connection resets unavailable: a relay cut short ends in a FIN", resets);
   const ac = new AbortController();
   const handler = (sig: Deno.Signal) => () => {
     if (ac.signal.aborted) {

@@ -184,11 +184,13 @@ export async function startService(
     ready?: RegExp;
     denoArgs?: string[];
     root?: URL;
+    /** Deno permission flags instead of -A (e.g. tools/install.ts servicePermissions). */
+    permissions?: string[];
   } = {},
 ): Promise<ServiceProcess> {
   const path = new URL(`services/${script}`, opts.root ?? new URL("../", import.meta.url));
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...opts.denoArgs ?? [], path.pathname, ...args],
+    args: ["run", ...opts.permissions ?? ["-A"], ...opts.denoArgs ?? [], path.pathname, ...args],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

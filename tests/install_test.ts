@@ -5,7 +5,7 @@
  * environment variable its help names is inside its --allow-env list, and no launcher has -A.
  */
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { serviceEnv, serviceNames, servicePermissions } from "../tools/install.ts";
+import { installedLibc, serviceEnv, serviceNames, servicePermissions } from "../tools/install.ts";
 import { run } from "./_util.ts";
 
 const installScript = new URL("../tools/install.ts", import.meta.url).pathname;
@@ -25,7 +25,11 @@ async function checkInstalled(root: string): Promise<void> {
       const kind = flag.split("=")[0];
       assert(launcher.includes(kind), `${name} launcher has ${kind}:\n${launcher}`);
     }
-    assert(!/--allow-(write|run|ffi|sys)/.test(launcher), `${name}: ${launcher}`);
+    assert(!/--allow-(write|run|sys)/.test(launcher), `${name}: ${launcher}`);
+    // FFI for glibc alone (TCP resets, SO_ORIGINAL_DST), never for any library.
+    const ffi = [...launcher.matchAll(/--allow-ffi\S*/g)].map((m) => m[0]);
+    const libc = installedLibc();
+    assertEquals(ffi, libc ? [`--allow-ffi=${libc}`] : [], `${name}: ${launcher}`);
     const r = await run(name, ["--help"], { env });
     assertEquals(r.code, 0, `${name} --help: ${r.stderr}`);
     assertMatch(r.stdout + r.stderr, new RegExp(`usage: ${name}\\b`));

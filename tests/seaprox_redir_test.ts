@@ -4,7 +4,7 @@
  *
  * The netns test builds a real path: a client namespace and a server namespace joined by a
  * veth pair (IPv4 and IPv6). In the server namespace run an origin (tests/_fusion_peer.ts
- * serve) and seaprox (`redir://[::]:0`, the installed permissions plus --allow-ffi), with
+ * serve) and seaprox (`redir://[::]:0`, the installed permissions: FFI for libc only), with
  * `iptables`/`ip6tables -t nat -A PREROUTING -i <veth> --dport <origin> -j REDIRECT
  * --to-ports <seaprox>`. The client connects to the origin's address; the bytes must arrive
  * byte-exact both ways with half-close, over IPv4 (dual-stack socket, v4-mapped) and IPv6,
@@ -79,7 +79,7 @@ Deno.test("redir: sockaddr_in / sockaddr_in6 from SO_ORIGINAL_DST as host and po
 Deno.test("redir: seaprox without --allow-ffi refuses a redir listener in one line", async () => {
   const r = await run(Deno.execPath(), [
     "run",
-    ...basePermissions,
+    ...basePermissions.filter((p) => !p.startsWith("--allow-ffi")),
     seaproxScript,
     "--listen",
     "redir://127.0.0.1:0",
@@ -177,7 +177,7 @@ async function redirScenario(viaHop: boolean): Promise<void> {
       `${bytes}`,
     ]);
     const originPort = portIn(await origin.waitFor(/msg="listening"/));
-    const seaproxArgs = ["run", ...basePermissions, "--allow-ffi", seaproxScript];
+    const seaproxArgs = ["run", ...basePermissions, seaproxScript];
     let hop: Watched | undefined;
     const forward: string[] = [];
     if (viaHop) {
@@ -268,7 +268,7 @@ Deno.test({
       ]);
       const originPort = portIn(await origin.waitFor(/msg="listening"/));
       const seaprox = spawnIn(watched, ns, "seaprox", [
-        ...["run", ...basePermissions, "--allow-ffi", seaproxScript],
+        ...["run", ...basePermissions, seaproxScript],
         ...["--listen", "redir://127.0.0.1:0", "--max-conns", "64"],
       ], ["setpriv", `--regid=${seaproxGid}`, "--clear-groups"]);
       const redirPort = portIn(await seaprox.waitFor(/msg="listening" name=redir/));

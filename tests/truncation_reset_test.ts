@@ -7,7 +7,7 @@
  * reset by peer") instead of 0 with half the bytes; and a clean end must stay a clean end.
  */
 
-import { type AddressInfo, createServer, type Socket } from "node:net";
+import { type AddressInfo, createConnection, createServer, type Socket } from "node:net";
 import { assert, assertEquals } from "./_assert.ts";
 import { portFor } from "./_seaprox.ts";
 import { createHash } from "node:crypto";
@@ -23,6 +23,13 @@ import {
   startService,
 } from "./_util.ts";
 import { writeAll } from "../lib/net/mod.ts";
+import { type ServiceName, servicePermissions } from "../tools/install.ts";
+
+/**
+ * The exact permission flags tools/install.ts gives `name` (installed services, the image):
+ * the resets below must happen under them, not only under -A.
+ */
+const installed = (name: ServiceName) => servicePermissions(name);
 
 const partBytes = 256 * 1024;
 
@@ -90,8 +97,9 @@ Deno.test("truncation: an origin reset behind seaprox resets curl (SOCKS5 and CO
   const svc = await startService("seaprox.ts", [
     "--listen=socks5://127.0.0.1:0",
     "--listen=http://127.0.0.1:0",
-  ], { readyCount: 2 });
+  ], { readyCount: 2, permissions: installed("seaprox") });
   try {
+    await svc.waitFor(/msg="connection resets available" libc=\//);
     const url = `http://127.0.0.1:${port}/`;
     assertCut(
       await curl(url, ["--socks5-hostname", `127.0.0.1:${portFor(svc, "socks5")}`]),
@@ -114,12 +122,12 @@ Deno.test("truncation: depot-local killed mid-transfer resets curl at depot-serv
       "--control=:0",
       "--socks=:0",
       "--tunnel=:0",
-    ], { readyCount: 3, env });
+    ], { permissions: installed("depot-server"), readyCount: 3, env });
     procs.push(server);
     const local = await startService("depot-local.ts", [
       `--server=${server.addrs.get("control")}`,
       "--mux",
-    ], { readyCount: 0, ready: /msg="connected"/, env });
+    ], { permissions: installed("depot-local"), readyCount: 0, ready: /msg="connected"/, env });
     procs.push(local);
     const got = curl(`http://127.0.0.1:${port}/`, [
       "--socks5-hostname",
@@ -143,14 +151,14 @@ Deno.test("truncation: fusion-server killed mid-transfer resets curl at fusion-c
     const server = await startService("fusion-server.ts", [
       "--listen=127.0.0.1:0",
       `--target=127.0.0.1:${port}`,
-    ], { env });
+    ], { permissions: installed("fusion-server"), env });
     procs.push(server);
     const client = await startService("fusion-client.ts", [
       "--listen=127.0.0.1:0",
       `--server=${server.addrs.get("listen")}`,
       "--paths=2",
       "--grace-ms=500",
-    ], { env });
+    ], { permissions: installed("fusion-client"), env });
     procs.push(client);
     const got = curl(`http://127.0.0.1:${portOf(client.addrs.get("listen")!)}/`);
     await o.partSent;
@@ -172,13 +180,18 @@ Deno.test("truncation: tunnel-client killed mid-transfer resets curl at tunnel-s
     const server = await startService("tunnel-server.ts", [
       "--listen=127.0.0.1:0",
       `--tcp-ports=${publicPort}-${publicPort}`,
-      `--tcp=${publicPort}:${port}=env:APP_ID`,
-    ], { readyCount: 1, env: { APP_ID: id } });
+      `--tcp=${publicPort}:${port}=env:TUNNEL_APP_ID`,
+    ], { permissions: installed("tunnel-server"), readyCount: 1, env: { TUNNEL_APP_ID: id } });
     procs.push(server);
     const client = await startService("tunnel-client.ts", [
       `--server=http://${server.addrs.get("http")}`,
       `--allow-port=${port}`,
-    ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
+    ], {
+      permissions: installed("tunnel-client"),
+      readyCount: 0,
+      ready: /msg="connected"/,
+      env: { TUNNEL_IDENTIFIER: id },
+    });
     procs.push(client);
     await server.waitFor(new RegExp(`msg="listening" name=tcp-${publicPort}`));
     const got = curl(`http://127.0.0.1:${publicPort}/`);
@@ -248,13 +261,13 @@ Deno.test("truncation: depot-local killed mid-transfer resets curl at depot-serv
       "--socks=:0",
       "--tunnel=:0",
       "--heartbeat=200ms",
-    ], { readyCount: 3, env });
+    ], { permissions: installed("depot-server"), readyCount: 3, env });
     procs.push(server);
     fwd = holdingForwarder(portOf(server.addrs.get("control")!));
     const local = await startService("depot-local.ts", [
       `--server=${fwd.addr}`,
       `--tunnel=${server.addrs.get("tunnel")}`,
-    ], { readyCount: 0, ready: /msg="connected"/, env });
+    ], { permissions: installed("depot-local"), readyCount: 0, ready: /msg="connected"/, env });
     procs.push(local);
     const got = curl(`http://127.0.0.1:${port}/`, [
       "--socks5-hostname",
@@ -306,10 +319,11 @@ Deno.test("truncation: a clean end through depot plain tunnels stays clean (curl
       "--control=:0",
       "--socks=:0",
       "--tunnel=:0",
-    ], { readyCount: 3, env });
+    ], { permissions: installed("depot-server"), readyCount: 3, env });
     procs.push(server);
     procs.push(
       await startService("depot-local.ts", [`--server=${server.addrs.get("control")}`], {
+        permissions: installed("depot-local"),
         readyCount: 0,
         ready: /msg="connected"/,
         env,
@@ -349,5 +363,41 @@ Deno.test("truncation: a clean end through depot plain tunnels stays clean (curl
     target.close();
     await serving.catch(() => {});
     await Promise.allSettled(uploads);
+  }
+});
+
+Deno.test("truncation: a client's reset reaches the origin as a reset through seaprox (dialled side)", async () => {
+  // The origin records how its connection ended: "end" (FIN) or the error code (RST).
+  const ended = Promise.withResolvers<string>();
+  let got!: () => void;
+  const gotBytes = new Promise<void>((r) => got = r);
+  const socks = new Set<Socket>();
+  const srv = createServer((sock) => {
+    socks.add(sock);
+    sock.on("data", () => got());
+    sock.on("end", () => ended.resolve("end"));
+    sock.on("error", (e: NodeJS.ErrnoException) => ended.resolve(e.code ?? e.message));
+    sock.on("close", () => socks.delete(sock));
+  });
+  const port = await new Promise<number>((r) =>
+    srv.listen(0, "127.0.0.1", () => r((srv.address() as AddressInfo).port))
+  );
+  const svc = await startService("seaprox.ts", [
+    `--listen=static://127.0.0.1:0?to=127.0.0.1:${port}`,
+  ], {
+    readyCount: 1,
+    permissions: installed("seaprox"),
+  });
+  try {
+    const client = createConnection(portFor(svc, "static"), "127.0.0.1");
+    client.on("error", () => {}); // it resets itself
+    client.write("the start of an upload");
+    await gotBytes;
+    client.resetAndDestroy();
+    assertEquals(await ended.promise, "ECONNRESET");
+  } finally {
+    await svc.stop();
+    for (const s of socks) s.destroy();
+    await new Promise<void>((r) => srv.close(() => r()));
   }
 });

@@ -2,7 +2,9 @@
  * Puts every warren service on PATH under its own name (seaprox, depot-server, …), each with
  * only the Deno permissions it needs: the network, its own environment variables (WARREN_*
  * and its prefix, e.g. DEPOT_*), reading files (config, secrets, TLS keys; `--read` narrows
- * it to some paths), and nothing else (no write, run, ffi or sys).
+ * it to some paths), FFI for glibc's libc.so.6 only (the TCP resets of lib/net/reset.ts and
+ * seaprox's SO_ORIGINAL_DST; without it a relay cut short ends in a FIN that a client takes
+ * for a complete transfer), and nothing else (no write, run or sys).
  *
  *     deno run -A tools/install.ts [--root DIR] [--read PATHS] [--shims] [service…]
  *
@@ -13,6 +15,8 @@
  * whose cache is already filled, like the image (Dockerfile).
  * @module
  */
+
+import { libcCandidates } from "../lib/net/libc.ts";
 
 /** The service scripts (services/<name>.ts) installed under their own names. */
 export const serviceNames = [
@@ -48,17 +52,35 @@ export const serviceEnv: Record<ServiceName, string[]> = {
 };
 
 /**
- * The Deno permission flags of `name` (and `--unstable-net` for seaprox's QUIC). `read` lists the paths it may read (config, secret
- * and certificate files); undefined lets it read any file the user names.
+ * The Deno permission flags of `name` (and `--unstable-net` for seaprox's QUIC). `read` lists
+ * the paths it may read (config, secret and certificate files); undefined lets it read any
+ * file the user names. FFI is granted for this machine's libc.so.6 alone (none without glibc).
  */
 export function servicePermissions(name: ServiceName, read?: string[]): string[] {
+  const libc = installedLibc();
   return [
     // seaprox's quic:// links use Deno's QUIC, unstable in Deno 2.9.6.
     ...(name === "seaprox" ? ["--unstable-net"] : []),
     "--allow-net",
     `--allow-env=${serviceEnv[name].join(",")}`,
     read ? `--allow-read=${read.join(",")}` : "--allow-read",
+    ...(libc ? [`--allow-ffi=${libc}`] : []),
   ];
+}
+
+/**
+ * The libc.so.6 the services will open (lib/net/libc.ts tries the same paths in the same
+ * order), or undefined on a machine without glibc (musl, not Linux): no FFI at all then.
+ */
+export function installedLibc(): string | undefined {
+  if (Deno.build.os !== "linux") return undefined;
+  return libcCandidates.find((path) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false; // not this layout
+    }
+  });
 }
 
 const repoRoot = new URL("../", import.meta.url);

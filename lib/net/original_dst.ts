@@ -5,15 +5,15 @@
  * kernel answers from the connection-tracking entry the NAT rule made.
  *
  * Deno 2.9.6 has no getsockopt, so this calls libc through FFI (`Deno.dlopen`, stable: needs
- * `--allow-ffi`, no unstable flag) on the descriptor of the accepted connection (reset.ts
+ * `--allow-ffi` for libc, see ./libc.ts; no unstable flag) on the descriptor of the accepted connection (reset.ts
  * `acceptedFd`). Linux with glibc only; {@linkcode originalDstUnavailable} says why not
  * elsewhere, so a service can refuse a redir listener at start with one clear line.
  * @module
  */
 
 import { type HostPort, isLoopbackHost } from "./addr.ts";
-import { errorMessage } from "./errors.ts";
 import { acceptedFd } from "./reset.ts";
+import { copyFrom, libcPath, openDescriptors, openLibc, pointerSymbols } from "./libc.ts";
 
 /** Why the original destination could not be read. */
 export type OriginalDstFailure =
@@ -54,9 +54,7 @@ const libcSymbols = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  opendir: { parameters: ["buffer"], result: "pointer" },
-  readdir: { parameters: ["pointer"], result: "pointer" },
-  closedir: { parameters: ["pointer"], result: "i32" },
+  ...pointerSymbols,
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -76,14 +74,9 @@ function whyUnavailable(): string | undefined {
   if (Deno.build.os !== "linux") {
     return `transparent redirection (SO_ORIGINAL_DST) is Linux only, not ${Deno.build.os}`;
   }
-  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+  if (libcPath() === null) {
     return "reading the original destination (getsockopt SO_ORIGINAL_DST through FFI) needs " +
-      "Deno's --allow-ffi permission";
-  }
-  try {
-    Deno.dlopen("libc.so.6", libcSymbols).close();
-  } catch (err) {
-    return `no glibc to call getsockopt through (${errorMessage(err)})`;
+      "glibc and Deno's --allow-ffi permission for it (--allow-ffi=<path of libc.so.6>)";
   }
   return undefined;
 }
@@ -113,13 +106,13 @@ export function originalDestination(conn: Deno.TcpConn): HostPort {
   const local = conn.localAddr;
   // A dual-stack socket whose peer is IPv4 (::ffff:a.b.c.d) has IPv4 conntrack: SOL_IP.
   const v6 = local.hostname.includes(":") && !local.hostname.startsWith("::ffff:");
-  const lib = Deno.dlopen("libc.so.6", libcSymbols);
+  const lib = openLibc(libcSymbols)!; // libcPath() found one above
   let dest: HostPort;
   try {
     const addr = new Uint8Array(sockaddrBytes);
     const len = new Uint8Array(new Uint32Array([addr.length]).buffer);
     if (lib.symbols.getsockopt(fd, v6 ? solIpv6 : solIp, soOriginalDst, addr, len) !== 0) {
-      const errno = errnoOf(lib.symbols.__errno_location());
+      const errno = errnoOf(lib.symbols, lib.symbols.__errno_location());
       if (errno === enoent) {
         throw new OriginalDstError(
           "not-redirected",
@@ -176,30 +169,6 @@ function ownSocketBetween(c: Libc, local: HostPort, peer: HostPort): boolean {
   return false;
 }
 
-const procSelfFd = new TextEncoder().encode("/proc/self/fd\0");
-/** Offset of `d_name` in glibc's 64-bit `struct dirent` (d_ino, d_off, d_reclen, d_type). */
-const direntNameOffset = 19;
-
-/**
- * This process's open descriptors, listed by libc's opendir/readdir of /proc/self/fd: Deno
- * wants --allow-all to read that directory itself, while this runs with FFI anyway. Empty
- * without /proc (the loop is then cut by the connection limit instead).
- */
-function openDescriptors(c: Libc): number[] {
-  const dir = c.opendir(procSelfFd);
-  if (dir === null) return [];
-  const fds: number[] = [];
-  try {
-    for (let e = c.readdir(dir); e !== null; e = c.readdir(dir)) {
-      const name = new Deno.UnsafePointerView(e).getCString(direntNameOffset);
-      if (/^\d+$/.test(name)) fds.push(Number(name));
-    }
-  } finally {
-    c.closedir(dir);
-  }
-  return fds;
-}
-
 /** One end (getsockname/getpeername) of descriptor `fd`, if it is an IP socket. */
 function endOf(
   call: (fd: number, addr: Uint8Array, len: Uint8Array) => number,
@@ -213,8 +182,10 @@ function endOf(
 }
 
 /** errno of the calling thread, read right after the failed call. */
-function errnoOf(p: Deno.PointerValue): number {
-  return p === null ? -1 : new Deno.UnsafePointerView(p).getInt32();
+function errnoOf(c: Libc, p: Deno.PointerValue): number {
+  if (p === null) return -1;
+  const b = copyFrom(c, p, new Uint8Array(4));
+  return new DataView(b.buffer).getInt32(0, true); // int, host order (little-endian Linux)
 }
 
 /** A sockaddr_in / sockaddr_in6 as host (IPv4 text, or IPv6 text; v4-mapped → IPv4) and port. */

@@ -9,10 +9,21 @@
  * /dev/null over the descriptor. That releases the socket at once (the kernel answers with a
  * RST) while the descriptor number stays taken until Deno closes it, so nothing else can be
  * given that number meanwhile; Deno's own shutdown and close then act on /dev/null and fail or
- * succeed harmlessly. Without the FFI permission, or off Linux, it falls back to `close()`.
+ * succeed harmlessly. Without the FFI permission for libc (./libc.ts; the installed services
+ * and the image have `--allow-ffi=<libc path>`), or off Linux, it falls back to `close()`:
+ * {@linkcode resetSupport} says which, and every service logs it once at start.
  * `node:net` sockets use `resetAndDestroy()`; Duplexes with a `reset()` (mux streams) use it.
+ *
+ * Checked under Deno 2.9.6, none of these sends a RST without FFI: `Deno.TcpConn` has only
+ * setNoDelay/setKeepAlive; closing it with unread input still sends a FIN first (the peer
+ * reads EOF); `new net.Socket({ fd })` on its descriptor fails (EINVAL); node's native
+ * `TCPWrap.openFromRid(rid)` adopts it (reads and writes work) but `resetAndDestroy()` on it
+ * sends nothing, and the peer reads EOF once Deno closes the conn. Only sockets node:net made
+ * itself reset without FFI.
  * @module
  */
+
+import { libcPath, openDescriptors, openLibc, pointerSymbols } from "./libc.ts";
 
 /** A Duplex that can abort itself (mux stream: RST frame; node socket: TCP RST). */
 export interface Resettable {
@@ -25,24 +36,20 @@ const oRdonlyCloexec = 0o2000000;
 const lingerZero = new Uint8Array(new Int32Array([1, 0]).buffer);
 const devNullPath = new TextEncoder().encode("/dev/null\0");
 
-let ffiUsable: boolean | undefined;
-
 /**
- * libc through FFI, or null where that is not possible (no permission, not Linux, no glibc).
- * Opened per reset and closed by the caller: resets are rare (a relay cut short), and a
- * library held open for the process would count as a leaked resource in every test.
+ * Whether this process can reset connections, and how: for the one line every service logs
+ * at start (a deployment without the permission cuts relays with a FIN, which a client of a
+ * close-delimited transfer takes for a complete one).
  */
-function openLibc(): Deno.DynamicLibrary<typeof libcSymbols> | null {
-  if (ffiUsable === false) return null;
-  try {
-    ffiUsable ??= Deno.build.os === "linux" &&
-      Deno.permissions.querySync({ name: "ffi" }).state === "granted";
-    return ffiUsable ? Deno.dlopen("libc.so.6", libcSymbols) : null;
-  } catch {
-    // No libc.so.6 (musl) or FFI refused: resets degrade to an ordinary close.
-    ffiUsable = false;
-    return null;
-  }
+export function resetSupport(): { available: boolean; libc?: string; fix?: string } {
+  const path = libcPath();
+  if (path !== null) return { available: true, libc: path };
+  return {
+    available: false,
+    fix: Deno.build.os === "linux"
+      ? "grant --allow-ffi=<path of glibc's libc.so.6> (tools/install.ts does)"
+      : `TCP resets need Linux, not ${Deno.build.os}`,
+  };
 }
 
 const libcSymbols = {
@@ -52,6 +59,7 @@ const libcSymbols = {
   close: { parameters: ["i32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  ...pointerSymbols,
 } as const;
 
 type LibcSymbols = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
@@ -91,24 +99,15 @@ function fdOf(conn: object, c: LibcSymbols): number | undefined {
   return socketsByPorts.get(key);
 }
 
-/** Every socket descriptor of this process by `localPort/remotePort`. */
+/**
+ * Every TCP socket descriptor of this process by `localPort/remotePort` (listed through libc:
+ * Deno itself wants --allow-all for /proc/self/fd).
+ */
 function scanSockets(c: LibcSymbols): Map<string, number> {
   const found = new Map<string, number>();
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync("/proc/self/fd")];
-  } catch {
-    return found; // no read permission on /proc: no reset
-  }
-  for (const e of entries) {
-    const n = Number(e.name);
-    let link: string;
-    try {
-      link = Deno.readLinkSync(`/proc/self/fd/${n}`);
-    } catch {
-      continue; // closed since the listing (the listing's own descriptor, for one)
-    }
-    if (link.startsWith("socket:")) found.set(portsKey(c, n), n);
+  for (const fd of openDescriptors(c)) {
+    const key = portsKey(c, fd);
+    if (!key.includes("-1")) found.set(key, fd); // not a connected TCP socket otherwise
   }
   return found;
 }
@@ -136,7 +135,7 @@ function portOf(
  */
 export function resetDenoSocket(conn: object): boolean {
   if (!("localAddr" in conn)) return false; // not a Deno connection
-  const lib = openLibc();
+  const lib = openLibc(libcSymbols);
   if (!lib) return false;
   try {
     const c = lib.symbols;
@@ -148,6 +147,10 @@ export function resetDenoSocket(conn: object): boolean {
     const ok = c.dup2(devNull, fd) === fd;
     c.close(devNull);
     return ok;
+  } catch {
+    // A call the permission does not cover after all: the caller's close ends it with a FIN,
+    // as without FFI (resetSupport() told the operator at start).
+    return false;
   } finally {
     lib.close();
   }
