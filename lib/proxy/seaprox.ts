@@ -16,6 +16,7 @@ import { sharedPortOptions } from "../net/worker_slot.ts";
 import { defaultProxyProtocolFrom } from "../proxyproto/mod.ts";
 import { staticCredentials } from "../socks5/mod.ts";
 import { startChain } from "./chain.ts";
+import { chainUdpRefusal } from "./udp_chain.ts";
 import { ConnectionTable } from "./connection.ts";
 import { type Dialer, directDialer } from "./dialer.ts";
 import { httpProxy } from "./http.ts";
@@ -208,8 +209,7 @@ export function udpAssociateFor(cfg: SeaproxConfig): UdpAssociateOptions | undef
 function udpRefusalFor(cfg: SeaproxConfig): string | undefined {
   if (cfg.udp) return cfg.udp.refusal;
   if (cfg.dialer) return "connections leave through a custom dialer without UDP";
-  if (!cfg.forward?.length) return undefined;
-  return startChain(cfg.forward, { base: directDialer() }).udpRefusal;
+  return cfg.forward?.length ? chainUdpRefusal(cfg.forward) : undefined;
 }
 
 /** The credentials check of a listener URL with user:pass (constant-time compare). */

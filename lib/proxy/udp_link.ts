@@ -7,11 +7,11 @@
  * | --------------- | --------- | ------------------------------------------------------------ |
  * | request         | A → B     | u8 2 (UDP) · u32 association id (0 on the TCP link)          |
  * | reply           | B → A     | u8 result (link.ts's table); 9 = B carries no UDP, then u8 length · why |
- * | then, each way  | both      | u16 length · SOCKS5 UDP header (FRAG 0, address) · payload   |
+ * | then, each way  | both      | lib/udp `DatagramStream` frames: u16 length · SOCKS5 UDP header (FRAG 0, address) · payload |
  *
  * The address is the destination going out and the answering source coming back. A frame's
- * length covers header and payload, so a datagram whose frame passes 65,535 bytes (only with
- * a long name) is dropped as "too-big". A far node too old to know the request answers 8
+ * length covers header and payload, so a datagram whose frame passes 65,535 bytes is dropped
+ * as "too-big". A far node too old to know the request answers 8
  * ("other"): both map to {@linkcode UdpUnsupportedError}, SOCKS5 reply 0x07.
  * @module
  */

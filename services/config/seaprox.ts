@@ -111,7 +111,9 @@ export const command = {
       env: "SEAPROX_FORWARD",
       help: "send every outgoing connection through this hop: socks5://[user:pass@]host:port, " +
         "http://[user:pass@]host:port (CONNECT) or link://host:port; repeat for a chain, " +
-        "in order (--tls/--transport apply to a first link hop; later ones ride the chain)",
+        "in order (--tls/--transport apply to a first link hop; later ones ride the chain); " +
+        "SOCKS5 UDP ASSOCIATE and udp:// follow the chain too (link, quic and SOCKS5 hops carry " +
+        "UDP; an http:// hop cannot)",
     },
     "prefer-ipv6": { kind: "boolean", help: "try IPv6 addresses first when dialling (default)" },
     "prefer-ipv4": { kind: "boolean", help: "try IPv4 addresses first when dialling" },
