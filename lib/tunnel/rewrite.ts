@@ -151,7 +151,12 @@ function pairs(v: unknown, what: string): [string, string][] {
       `${what} must be {name: value} or [[name, value], …], at most ${maxRewriteRules}`,
     );
   }
-  return (list as [string, string][]).map(([n, val]) => [n, val.trim()]);
+  return (list as [string, string][]).map(([n, val]) => [n, ows(val)]);
+}
+
+/** `s` without the spaces and tabs around it (a line break stays, and is refused). */
+function ows(s: string): string {
+  return s.replace(/^[ \t]+|[ \t]+$/g, "");
 }
 
 function applyRules(headers: HeaderFields, r: CompiledRules): HeaderFields {
@@ -270,10 +275,10 @@ export function headerRule(
   text: string,
   what: string,
 ): HeaderRules {
-  if (action === "remove") return { remove: [text.trim()] };
+  if (action === "remove") return { remove: [ows(text)] };
   const i = text.indexOf(":");
   if (i <= 0) throw new RewriteError(`${what} must be Name:value`);
-  return { [action]: [[text.slice(0, i).trim(), text.slice(i + 1).trim()]] };
+  return { [action]: [[ows(text.slice(0, i)), ows(text.slice(i + 1))]] };
 }
 
 /** Two specs of one host as one (lists concatenated; the later `host` wins). */

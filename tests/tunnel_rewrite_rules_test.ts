@@ -1,0 +1,141 @@
+/**
+ * lib/tunnel/rewrite.ts on its own: what a rule does to a header list (remove, then set, then
+ * add; names case-insensitive; the Host rewrite), a client's rules then the server's, and what
+ * is refused whatever its source (flags, admin API, state file, a hostile client's handshake):
+ * CR/LF or control characters in a value (header injection), a malformed name, framing and
+ * hop-by-hop headers, Host outside `host`, too many or too large rules.
+ */
+
+import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
+import {
+  HostRewrite,
+  maxRewriteRules,
+  maxRewriteValueBytes,
+  mergeRewriteSpecs,
+  parseHostRewriteFlag,
+  RewriteError,
+} from "../lib/tunnel/mod.ts";
+
+const head: [string, string][] = [
+  ["Host", "a.test"],
+  ["X-A", "1"],
+  ["x-a", "2"],
+  ["X-Keep", "k"],
+  ["Cookie", "c"],
+];
+
+Deno.test("rewrite rules: remove, set (replaces every field of the name), add, Host", () => {
+  const rw = new HostRewrite({
+    host: "app.internal:8080",
+    request: { remove: ["cookie"], set: [["X-A", "one"]], add: [["X-B", "b1"], ["X-B", "b2"]] },
+  });
+  assertEquals(rw.request(head), [
+    ["Host", "app.internal:8080"],
+    ["X-Keep", "k"],
+    ["X-A", "one"],
+    ["X-B", "b1"],
+    ["X-B", "b2"],
+  ]);
+  assertEquals(rw.rewritesResponse, false);
+  assertEquals(rw.response(head), head); // no response rules: untouched
+  // The object form of set/add reads the same.
+  const obj = new HostRewrite({ request: { set: { "X-A": "one" } as never } });
+  assertEquals(obj.request([["x-a", "1"]]), [["X-A", "one"]]);
+});
+
+Deno.test("rewrite rules: a client's rules first, then the server's, which win", () => {
+  const client = new HostRewrite({
+    host: "client.internal",
+    request: { set: [["X-Env", "client"]], add: [["X-Client", "1"]] },
+    response: { set: [["X-Frame", "client"]] },
+  });
+  const server = new HostRewrite({
+    host: "server.internal",
+    request: { set: [["X-Env", "server"]] },
+    response: { remove: ["X-Frame"], add: [["X-Frame", "server"]] },
+  });
+  const both = client.then(server);
+  assertEquals(both.request([["Host", "p.test"]]), [
+    ["Host", "server.internal"],
+    ["X-Client", "1"],
+    ["X-Env", "server"],
+  ]);
+  assertEquals(both.response([["X-Frame", "app"]]), [["X-Frame", "server"]]);
+  assertEquals(client.then(undefined), client);
+});
+
+Deno.test("rewrite rules: info shows names, never values", () => {
+  const rw = new HostRewrite({
+    request: { set: [["Authorization", "Bearer secret-value"]], remove: ["X-Debug"] },
+    response: { add: [["Set-Cookie", "s=secret"]] },
+  });
+  const info = rw.info();
+  assertEquals(info, {
+    request: { set: ["Authorization"], add: [], remove: ["X-Debug"] },
+    response: { set: [], add: ["Set-Cookie"], remove: [] },
+  });
+  assertEquals(JSON.stringify(info).includes("secret"), false);
+});
+
+Deno.test("rewrite rules: injection, framing, hop-by-hop, Host and size limits are refused", () => {
+  const refused = (spec: unknown, re: RegExp) => {
+    const err = assertThrows(() => new HostRewrite(spec as never));
+    assert(err instanceof RewriteError, String(err));
+    assertMatch(err.message, re);
+    assertEquals(err.message.includes("evil"), false, "the value is not echoed");
+  };
+  for (const v of ["a\r\nX-Injected: evil", "evil\n", "ev\u0000il", "evil\r"]) {
+    refused({ request: { set: [["X-A", v]] } }, /printable, no line breaks/);
+    refused({ response: { add: [["X-A", v]] } }, /printable, no line breaks/);
+  }
+  refused({ request: { set: [["X A", "1"]] } }, /is no header name/);
+  refused({ request: { add: [["X-A:\r\nX-B", "1"]] } }, /is no header name/);
+  for (
+    const name of [
+      "Content-Length",
+      "transfer-encoding",
+      "Connection",
+      "Keep-Alive",
+      "Proxy-Connection",
+      "TE",
+      "Trailer",
+      "Upgrade",
+    ]
+  ) {
+    for (const where of ["request", "response"]) {
+      for (const action of ["set", "add"]) {
+        refused({ [where]: { [action]: [[name, "1"]] } }, /framing or hop-by-hop/);
+      }
+      refused({ [where]: { remove: [name] } }, /framing or hop-by-hop/);
+    }
+  }
+  refused({ request: { set: [["Host", "x"]] } }, /rewritten with "host"/);
+  refused({ host: "a b" }, /host must be host\[:port\]/);
+  refused({ host: "a.test:99999" }, /host must be host\[:port\]/);
+  refused({ host: "x\r\nX-B: 1" }, /host must be host\[:port\]/);
+  refused({}, /need host, request or response rules/);
+  refused({ request: { set: "X-A: 1" } }, /must be \{name: value\}/);
+  refused({ request: { remove: "X-A" } }, /must be a list of header names/);
+  const many = Array.from({ length: maxRewriteRules + 1 }, (_, i) => [`X-${i}`, "v"]);
+  refused({ request: { add: many } }, /at most 32/);
+  refused({ request: { set: [["X-A", "v".repeat(maxRewriteValueBytes + 1)]] } }, /at most 1024/);
+  const big = Array.from({ length: 20 }, (_, i) => [`X-${i}`, "v".repeat(1000)]);
+  refused({ request: { add: big } }, /at most 16384 bytes/);
+});
+
+Deno.test("rewrite rules: --host-rewrite values, merged per host", () => {
+  const [h1, a] = parseHostRewriteFlag("a.test=host:app.internal:8080");
+  const [h2, b] = parseHostRewriteFlag("a.test=req-set:X-Env:prod:blue");
+  const [, c] = parseHostRewriteFlag("a.test=res-remove:Server");
+  assertEquals([h1, h2], ["a.test", "a.test"]);
+  const spec = mergeRewriteSpecs(mergeRewriteSpecs(a, b), c);
+  assertEquals(spec, {
+    host: "app.internal:8080",
+    request: { set: [["X-Env", "prod:blue"]], add: [], remove: [] },
+    response: { set: [], add: [], remove: ["Server"] },
+  });
+  new HostRewrite(spec);
+  for (const bad of ["a.test=req-sett:X:1", "a.test=req-set:novalue", "a.test"]) {
+    assert(assertThrows(() => parseHostRewriteFlag(bad)) instanceof RewriteError, bad);
+  }
+});
