@@ -1,7 +1,8 @@
 /**
  * UDP through a SOCKS5 `--forward` upstream: the datagrams take the upstream's own UDP
  * ASSOCIATE, never a way around the chain. PySocks asks dnsmasq through seaprox whose hop is
- * dante (a real SOCKS5 server with UDP ASSOCIATE), answered in order; the same through a
+ * dante (a real SOCKS5 server with UDP ASSOCIATE), answered in order, and dig through a
+ * `udp://` forward whose peers take the same hop; the same through a
  * link then dante (datagrams carried to the far node, which talks to dante's relay); a
  * microsocks hop (no UDP ASSOCIATE) is refused with 0x07 and a line naming the hop.
  */
@@ -19,8 +20,8 @@ import {
   startChain,
   startSeaprox,
 } from "../lib/proxy/mod.ts";
-import { directUdpOpener } from "../lib/udp/mod.ts";
-import { exampleTestAddress, startDnsmasq } from "./_dns.ts";
+import { directUdpOpener, startUdpForward } from "../lib/udp/mod.ts";
+import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { startDante, startMicrosocks } from "./_upstreams.ts";
 import { run } from "./_util.ts";
 
@@ -53,17 +54,28 @@ async function until(cond: () => boolean): Promise<void> {
   while (!cond()) await new Promise((r) => setTimeout(r, 10));
 }
 
-Deno.test("udp through a SOCKS5 upstream: PySocks -> seaprox --forward dante -> dnsmasq", async () => {
+Deno.test("udp through a SOCKS5 upstream: PySocks and dig -> seaprox --forward dante -> dnsmasq", async () => {
   const dns = await startDnsmasq();
   const dante = await startDante();
-  const a = await nodeA({ forward: [parseForwardUrl(`socks5://127.0.0.1:${dante.port}`)] });
+  const hops = [parseForwardUrl(`socks5://127.0.0.1:${dante.port}`)];
+  const a = await nodeA({ forward: hops });
+  const chain = startChain(hops, { base: directDialer() });
+  const fwd = await startUdpForward({
+    listen: { host: "127.0.0.1", port: 0 },
+    to: { host: "127.0.0.1", port: dns.port },
+    open: chain.udp,
+  });
   try {
     assert(a.lines.some((l) => l.includes("udpAssociate=on")), a.lines.join("\n"));
     await pysocks(a.port, dns.port, 30);
     await until(() => a.closed.length === 1);
     assertEquals([a.closed[0].scheme, a.closed[0].end], ["socks5-udp", "done"]);
     assert(a.closed[0].bytesUp > 0 && a.closed[0].bytesDown > a.closed[0].bytesUp);
+    // A udp:// forward through the same hop: each dig is a peer with its own UDP ASSOCIATE.
+    assertEquals(await dig(fwd.addr.port, "forward.example.test"), exampleTestAddress);
+    assert(fwd.stats.datagramsUp >= 1 && fwd.stats.datagramsDown >= 1, JSON.stringify(fwd.stats));
   } finally {
+    fwd.stop();
     await a.sp.stop();
     await dante.stop();
     await dns.stop();
