@@ -201,13 +201,34 @@ Deno.test("tunnel codec: malformed and random input is rejected", async () => {
       assert(e instanceof ProtocolError, String(e));
     }
   }
-  // Wrong version / type / fields.
+  // Wrong version / type / fields (a client's own rules included: wrong types, too many).
+  const hs = { v: 1, type: "handshakeRequest" };
   for (
-    const obj of [{ v: 2, type: "streamReply" }, { v: 1, type: "nope" }, {
-      v: 1,
-      type: "streamReply",
-      ok: 1,
-    }]
+    const obj of [
+      { v: 2, type: "streamReply" },
+      { v: 1, type: "nope" },
+      {
+        v: 1,
+        type: "streamReply",
+        ok: 1,
+      },
+      { ...hs, access: { basic: "user:pw" } },
+      { ...hs, access: { allow: [1] } },
+      {
+        ...hs,
+        access: { bearer: Array.from({ length: 17 }, () => "token-1234") },
+      },
+      { ...hs, rewrite: { request: { set: [[1, 2]] } } },
+      {
+        ...hs,
+        rewrite: { request: { set: [["X-A", "1", "extra"]] } },
+      },
+      { ...hs, rewrite: { response: { remove: "Server" } } },
+      {
+        ...hs,
+        rewrite: { host: "h".repeat(256) },
+      },
+    ]
   ) {
     const body = enc(JSON.stringify(obj));
     const f = new Uint8Array(4 + body.length);
