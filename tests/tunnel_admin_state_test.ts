@@ -2,7 +2,7 @@
  * tunnel-server's admin state, with curl against real tunnel-server and tunnel-client
  * processes: `POST /hosts` on a served host answers 409 (or takes it over with `replace`,
  * ending the old client's session, which then exits as its identifier is refused), hosts and TCP tunnels added through the API survive a
- * restart (and access rules set through the API) through `--state-file` (written atomically, mode 0600), and `GET` lists say where
+ * restart (and access rules and header rewrites set through the API) through `--state-file` (written atomically, mode 0600), and `GET` lists say where
  * each came from (flag, file, admin).
  */
 
@@ -139,6 +139,11 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     const rule = await admin(adminPort, "PUT", "/hosts/app.test/access", { bearer: [bearerA] });
     assertEquals(rule.status, 200, JSON.stringify(rule.json));
     assertEquals((await curl(httpPort, "app.test", "/name")).status, 401);
+    // And header rewrites.
+    const rw = await admin(adminPort, "PUT", "/hosts/app.test/rewrite", {
+      response: { add: { "X-Kept": "yes" } },
+    });
+    assertEquals(rw.status, 200, JSON.stringify(rw.json));
 
     // The state file: only the admin's routes, private, no temporary file left.
     assertEquals((await Deno.stat(stateFile)).mode! & 0o777, 0o600);
@@ -146,6 +151,7 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     assertEquals(saved.hosts, [{ host: "app.test", identifier: idA }]);
     assertEquals(saved.tcp, [{ publicPort: tcpPort, identifier: idA, localPort: appA.port }]);
     assertEquals(saved.access, [{ host: "app.test", bearer: [bearerA] }]);
+    assertEquals(saved.rewrites, [{ host: "app.test", response: { add: { "X-Kept": "yes" } } }]);
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["hosts", "state.json"]);
 
     // Restart: the admin's host and TCP tunnel are back, the client reconnects and serves.
@@ -153,7 +159,7 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     server = await startServer();
     procs.push(server);
     adminPort = portOf(server.addrs.get("admin")!);
-    await server.waitFor(/msg="state loaded".* hosts=1 tcp=1 access=1/);
+    await server.waitFor(/msg="state loaded".* hosts=1 tcp=1 access=1 rewrites=1/);
     assertEquals(await origins(), {
       "flag.test": "flag",
       "file.test": "file",
@@ -164,6 +170,10 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
       async () => (await curl(httpPort, "app.test", "/name?id=3", auth)).body === "a 3",
     );
     assertEquals((await curl(httpPort, "app.test", "/name")).status, 401);
+    const kept = await curl(httpPort, "app.test", "/name?id=4", [...auth, "-D", "/dev/stderr"]);
+    assertEquals(kept.body, "a 4");
+    assert(/^x-kept: yes\r?$/im.test(kept.stderr), kept.stderr);
+    assertEquals((await admin(adminPort, "DELETE", "/hosts/app.test/rewrite")).status, 204);
     assertEquals((await admin(adminPort, "DELETE", "/hosts/app.test/access")).status, 204);
     await eventually("the TCP tunnel open again", async () => {
       const r = await run("curl", [
