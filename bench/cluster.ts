@@ -7,7 +7,9 @@
  * - "cluster: local": instance A of a two-instance cluster on a real redis-server, which
  *   holds the client (a local request, routing from the cached registry);
  * - "cluster: handoff": instance B, which hands every request to A over their mux link;
- * - "2 instances, haproxy": haproxy round-robin over A and B (half local, half handed over).
+ * - "2 instances, haproxy": haproxy round-robin over A and B (half local, half handed over);
+ * - "--workers 2": `tunnel-server --workers 2` (two worker processes on one port, each a
+ *   member of a second cluster in Redis db 1, handing requests over loopback links).
  *
  * Small responses: `wrk -t2 -c50 -d5s` GET /hello, median of `--rounds` interleaved rounds:
  * rps, p50, p99 and CPU µs per request of the processes between wrk and the app (servers,
@@ -200,6 +202,27 @@ async function setUp(): Promise<Path[]> {
   const b = await startServer("B", clusterArgs);
   const clusterClient = await startClient("cluster-client", a.port);
   const clusterHap = await startHaproxy("hap-cluster", [a.port, b.port]);
+  // Two worker processes on one port (SO_REUSEPORT) under the kit's supervisor, each a member.
+  const workersPort = freePort();
+  const workers = spawn(Deno.execPath(), [
+    "run",
+    "-A",
+    "--unstable-net",
+    servicePath("tunnel-server.ts"),
+    "--listen",
+    `127.0.0.1:${workersPort}`,
+    "--host",
+    "app.test=env:BENCH_ID",
+    "--registry",
+    `redis://127.0.0.1:${redisPort}/1`,
+    "--workers",
+    "2",
+    "--log-level",
+    "info",
+  ], { env: { BENCH_ID: identifier, TUNNEL_CLUSTER_TOKEN: token }, name: "workers" });
+  procs.push(workers);
+  await workers.waitFor(/msg="workers ready"/);
+  const workersClient = await startClient("workers-client", workersPort);
   // B's first request opens its link to A.
   await curl(["-H", "Host: app.test", `http://127.0.0.1:${b.port}/hello`], { expectStatus: 200 });
 
@@ -218,6 +241,7 @@ async function setUp(): Promise<Path[]> {
       port: clusterHap.port,
       hops: [clusterHap.proc, a.proc, b.proc, clusterClient, redis],
     },
+    { name: "--workers 2", port: workersPort, hops: [workers, workersClient, redis] },
   ];
 }
 

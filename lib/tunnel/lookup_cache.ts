@@ -60,9 +60,4 @@ export class LookupCache<V> {
     this.#epoch++;
     this.#map.clear();
   }
-
-  /** Number of entries held (fresh or not yet swept). */
-  get size(): number {
-    return this.#map.size;
-  }
 }
