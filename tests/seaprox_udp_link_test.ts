@@ -5,26 +5,36 @@
  * A; the far node's ACL drops a denied destination; a flood of new destinations and of new
  * forward peers stays within the flow bounds (streams on the link and destinations at the far
  * node); a chain that cannot carry UDP (an HTTP CONNECT hop, a far node with UDP off) answers
- * 0x07 with a log line naming the hop.
+ * 0x07 with a log line naming the hop; garbage from a near node ends only its own association;
+ * the UDP result parses on any split, and a truncated one is a NetError.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { Logger } from "../lib/log.ts";
-import { Acl, BufferedReader, closeQuietly, dial } from "../lib/net/mod.ts";
+import { Acl, BufferedReader, closeQuietly, dial, NetError } from "../lib/net/mod.ts";
 import {
   directDialer,
+  encodeLinkUdpRequest,
   LinkClient,
   parseForwardUrl,
   parseListenUrl,
   type ProxyConnectionRecord,
+  readLinkUdpResult,
   type Seaprox,
   type SeaproxConfig,
   serveLink,
   type ServeLinkOptions,
   startSeaprox,
+  UdpUnsupportedError,
 } from "../lib/proxy/mod.ts";
 import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
-import { directUdpOpener, startUdpForward, UdpSocket } from "../lib/udp/mod.ts";
+import {
+  directUdpOpener,
+  FlowTable,
+  startUdpForward,
+  UdpDrops,
+  UdpSocket,
+} from "../lib/udp/mod.ts";
 import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { run } from "./_util.ts";
 
@@ -283,5 +293,77 @@ Deno.test("udp through a chain that cannot carry it: 0x07 and a line naming the 
     await viaHttp.sp.stop();
     await viaLink.sp.stop();
     await pair.close();
+  }
+});
+
+Deno.test("udp over link://: a near node's garbage ends its own association, not the link", async () => {
+  const echo = await UdpSocket.bind("127.0.0.1", 0);
+  echo.onMessage = (d, from) => void echo.send(d, from).catch(() => {});
+  const pair = linkPair();
+  try {
+    await until(() => pair.link.connected);
+    const session = pair.link.session!;
+    // Garbage after an accepted UDP request: a frame whose SOCKS5 header does not parse, and
+    // a frame announced longer than the bytes that follow before the end.
+    const truncated = Uint8Array.of(0xff, 0xff, ...new Uint8Array(300).fill(0xaa));
+    for (const garbage of [Uint8Array.of(0, 3, 1, 2, 3), truncated]) {
+      const s = await session.open({ data: encodeLinkUdpRequest(0) });
+      const r = new BufferedReader(s, 64);
+      assertEquals(await r.readByte(), 0);
+      await s.write(garbage);
+      await s.closeWrite();
+      // B ends the association (its stream closes) with a line saying why.
+      while (await r.readExactOrEof(1).catch(() => null) !== null) {
+        // Drain until B closes: nothing it sends back matters here.
+      }
+      s.close();
+    }
+    await until(() => pair.lines.filter((l) => l.includes("udp association closed")).length === 2);
+    // The link still carries a new association, end to end.
+    const flows = new FlowTable({ idleTimeoutMs: 0 }, new UdpDrops());
+    const ch = await pair.link.openUdp({
+      flows,
+      tally: { up: () => {} },
+      signal: AbortSignal.timeout(5000),
+    });
+    const answer = new Promise<string>((resolve) =>
+      ch.onDatagram = (_f, d) => resolve(new TextDecoder().decode(d))
+    );
+    ch.send(echo.addr, new TextEncoder().encode("still here"));
+    assertEquals(await answer, "still here");
+    ch.close();
+    flows.close();
+  } finally {
+    echo.close();
+    await pair.close();
+  }
+});
+
+Deno.test("udp over link://: the UDP result is read whole on any split, truncated is a NetError", async () => {
+  const reader = (bytes: number[], chunk: number) => {
+    let at = 0;
+    return new BufferedReader({
+      read: (p: Uint8Array) => {
+        if (at >= bytes.length) return Promise.resolve(null);
+        const n = Math.min(chunk, p.length, bytes.length - at);
+        p.set(bytes.slice(at, at + n));
+        at += n;
+        return Promise.resolve(n);
+      },
+    });
+  };
+  const why = [...new TextEncoder().encode("hop 1/1 http://x:1 (HTTP CONNECT) cannot carry UDP")];
+  for (const chunk of [1, 3, 1000]) {
+    await readLinkUdpResult(reader([0], chunk), "link");
+    const e = await readLinkUdpResult(reader([9, why.length, ...why], chunk), "link").catch((x) =>
+      x
+    );
+    assert(e instanceof UdpUnsupportedError && e.message.includes("HTTP CONNECT"), String(e));
+    const refused = await readLinkUdpResult(reader([6], chunk), "link").catch((x) => x);
+    assert(refused instanceof NetError && refused.reason === "not-allowed", String(refused));
+    for (const cut of [[], [9], [9, why.length, ...why.slice(0, 5)]]) {
+      const t = await readLinkUdpResult(reader(cut, chunk), "link").catch((x) => x);
+      assert(t instanceof NetError && !(t instanceof UdpUnsupportedError), String(t));
+    }
   }
 });

@@ -71,14 +71,17 @@ export function encodeLinkUdpRequest(associationId: number): Uint8Array {
  */
 export async function readLinkUdpResult(r: BufferedReader, what: string): Promise<void> {
   let code: number;
+  let why = "";
   try {
     code = await r.readByte();
+    if (code === linkUdpUnsupported) {
+      why = new TextDecoder().decode(await r.readExact(await r.readByte()));
+    }
   } catch (err) {
     throw new NetError("other", `${what}: stream ended before the UDP result`, { cause: err });
   }
   if (code === 0) return;
   if (code === linkUdpUnsupported) {
-    const why = new TextDecoder().decode(await r.readExact(await r.readByte()));
     throw new UdpUnsupportedError(`${what}: far node carries no UDP: ${why}`);
   }
   const reason = netFailureReasons[code - 1] ?? "other";
@@ -159,7 +162,9 @@ export class StreamUdpChannel implements UdpChannel {
         const frame = await this.#frames.read();
         if (frame === null) break;
         const d = decodeSocks5Udp(frame);
-        this.onDatagram(d.dest, d.data);
+        // Our peers send whole datagrams only (FRAG 0): a fragment is dropped, not reassembled.
+        if (d.frag !== 0) this.#flows.drops.drop("fragmented", "on a link stream");
+        else this.onDatagram(d.dest, d.data);
       }
     } catch (err) {
       why = `stream failed: ${errorMessage(err)}`;

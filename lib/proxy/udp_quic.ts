@@ -165,6 +165,7 @@ export class QuicUdpChannel implements UdpChannel {
       } catch (err) {
         return flows.drops.drop("malformed", `quic datagram: ${errorMessage(err)}`);
       }
+      if (d.frag !== 0) return flows.drops.drop("fragmented", "quic datagram");
       this.onDatagram(d.dest, d.data);
     };
     dgrams.register(id, this.#handler);
