@@ -42,6 +42,11 @@ export class WriteCoalescer {
     this.#len += p.length;
   }
 
+  /** Whether bytes wait to be flushed. */
+  get pending(): boolean {
+    return this.#buf !== undefined;
+  }
+
   /** Send what is queued as one write, then give the buffer back. */
   async flush(): Promise<void> {
     const buf = this.#buf;

@@ -160,10 +160,8 @@ export class PublicConn {
     this.#log = opts.log ?? silentLogger;
     const out = this.#out;
     this.#pub = {
-      read: async (p) => {
-        await out.flush();
-        return await conn.read(p);
-      },
+      // Nothing gathered (most reads): straight to the connection, no promise of our own.
+      read: (p) => out.pending ? out.flush().then(() => conn.read(p)) : conn.read(p),
       write: (p) => conn.write(p),
       closeWrite: () => conn.closeWrite(),
       close: () => conn.close(),
