@@ -629,6 +629,16 @@ export async function concurrentRps(route: Route, count: number, workers: number
   return count / ((performance.now() - t0) / 1000);
 }
 
+/**
+ * `items` with their indexes in the order round `round` (1-based) measures them: forward in
+ * odd rounds, backward in even ones, so a path compared with its neighbour (an old tree's
+ * row beside the new one) does not always run second, right after the same other path.
+ */
+export function roundOrder<T>(items: readonly T[], round: number): [number, T][] {
+  const order = [...items.entries()];
+  return round % 2 === 1 ? order : order.reverse();
+}
+
 /** A buffer sized for {@linkcode smallExchange} (e.g. for one warm-up exchange). */
 export function smallBuffer(): Uint8Array {
   return new Uint8Array(smallBufferBytes);

@@ -41,6 +41,7 @@ import {
   median,
   type Proc,
   ratio,
+  roundOrder,
   type Route,
   sequentialMs,
   serveLengthSource,
@@ -394,7 +395,10 @@ try {
   // CPU per connection of each process (steadier than either on a shared machine).
   const cpuRounds: number[][][] = paths.map((p) => p.procs.map(() => []));
   for (let round = 1; round <= (onlyWan ? 0 : rounds); round++) {
-    for (const [i, { route: r, procs: costed, names }] of paths.entries()) {
+    // Round 1 makes the rows in order; later rounds alternate the order (see roundOrder).
+    for (
+      const [i, { route: r, procs: costed, names }] of roundOrder(paths, round)
+    ) {
       if (round === 1) {
         if (r.name.startsWith("OpenSSH") && sshError) {
           rows.push({ name: r.name, ...failed, err: sshError });

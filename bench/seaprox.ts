@@ -43,6 +43,7 @@ import {
   type Proc,
   procStatusKiB,
   ratio,
+  roundOrder,
   type Route,
   sequentialMs,
   serveLengthSource,
@@ -360,7 +361,7 @@ try {
   // Rounds interleave the paths so a burst of load from elsewhere on the machine does not
   // land on one path only; each figure is the best round (the least disturbed one).
   for (let round = 1; round <= rounds; round++) {
-    for (const [i, r] of routes.entries()) {
+    for (const [i, r] of roundOrder(routes, round)) {
       const row = rows[i];
       if (row.err) continue;
       try {

@@ -47,6 +47,7 @@ import {
   procCpuSeconds,
   procStatusKiB,
   readToEnd,
+  roundOrder,
   sendBytes,
   servicePath,
   spawn,
@@ -482,7 +483,7 @@ try {
     appUs: [] as number[],
   }));
   for (let round = 1; round <= rounds; round++) {
-    for (const [i, p] of paths.entries()) {
+    for (const [i, p] of roundOrder(paths, round)) {
       const { result: r, hopsS, appS } = await cpuDuring(
         p.hops,
         () => wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host }),
