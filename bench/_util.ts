@@ -267,12 +267,17 @@ export async function startRelay(targetPort: number): Promise<{ proc: Proc; port
 
 /**
  * A bench/floor_proxy.ts process (the least a Deno proxy can do per connection) as a SOCKS5
- * proxy, or with `targetPort` as a static relay to 127.0.0.1:`targetPort`.
+ * proxy, or with `targetPort` as a static relay to 127.0.0.1:`targetPort`; `extras` adds
+ * TCP_NODELAY and a dial signal (what any real proxy pays).
  */
-export async function startFloor(targetPort?: number): Promise<{ proc: Proc; port: number }> {
+export async function startFloor(
+  targetPort?: number,
+  extras = false,
+): Promise<{ proc: Proc; port: number }> {
   const env: Record<string, string> = targetPort === undefined
     ? { BENCH_MODE: "socks5" }
     : { BENCH_MODE: "static", BENCH_TARGET: `127.0.0.1:${targetPort}` };
+  if (extras) env.BENCH_FLOOR_EXTRAS = "1";
   const proc = spawnDeno(benchPath("floor_proxy.ts"), [], { env });
   const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
   return { proc, port };

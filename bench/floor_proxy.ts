@@ -7,6 +7,9 @@
  *
  *   BENCH_MODE=socks5 deno run -A bench/floor_proxy.ts                 # prints {"port":N}
  *   BENCH_MODE=static BENCH_TARGET=127.0.0.1:8080 deno run -A bench/floor_proxy.ts
+ *
+ * `BENCH_FLOOR_EXTRAS=1` adds what any real proxy pays on top: TCP_NODELAY on both sockets and
+ * an abort signal on the dial (its timeout).
  * @module
  */
 
@@ -43,11 +46,18 @@ async function socksTarget(c: Deno.TcpConn, buf: Uint8Array): Promise<Deno.Conne
   return { hostname: `${r[4]}.${r[5]}.${r[6]}.${r[7]}`, port: (r[8] << 8) | r[9] };
 }
 
+/** With BENCH_FLOOR_EXTRAS: TCP_NODELAY and a dial signal (never aborted). */
+const extras = Deno.env.get("BENCH_FLOOR_EXTRAS") === "1";
+const dialSignal = new AbortController().signal;
+
 async function handle(c: Deno.TcpConn, target: Deno.ConnectOptions | undefined): Promise<void> {
   let up: Deno.TcpConn | undefined;
   try {
     const down = new Uint8Array(bufBytes);
-    up = await Deno.connect(target ?? await socksTarget(c, down));
+    if (extras) c.setNoDelay(true);
+    const to = target ?? await socksTarget(c, down);
+    up = await Deno.connect(extras ? { ...to, signal: dialSignal } : to);
+    if (extras) up.setNoDelay(true);
     if (!target) await c.write(succeeded);
     await Promise.all([pump(c, up, down), pump(up, c, new Uint8Array(bufBytes))]);
   } catch {

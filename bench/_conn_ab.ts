@@ -1,0 +1,105 @@
+/**
+ * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000]`: CPU per connection of
+ * seaprox (static and SOCKS5) of this checkout and of another one (an old tree), beside the Deno
+ * floors and lib/net's reference relay, each in its own process, in one run (issue 20). Every
+ * round measures every path once (`--count` small exchanges, 32 concurrent), in alternating
+ * order; the table gives the median CPU µs per connection and each round's figure. Made for
+ * before/after rows of one change: the rates of bench/seaprox.ts vary more on a shared box.
+ * @module
+ */
+
+import {
+  benchFlags,
+  concurrentRps,
+  cpuPerConn,
+  freePort,
+  median,
+  type Proc,
+  roundOrder,
+  type Route,
+  serveLengthSource,
+  servicePath,
+  socksRoute,
+  spawnDeno,
+  startFloor,
+  startRelay,
+  stopAll,
+  tcpRoute,
+  waitPort,
+} from "./_util.ts";
+
+if (Deno.env.get("BENCH_ROLE") === "source") {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ port: l.addr.port }));
+  await serveLengthSource(l);
+}
+
+const flags = benchFlags({ numbers: { rounds: 7, count: 3000 }, strings: ["old"] });
+const procs: Proc[] = [];
+try {
+  const src = spawnDeno(import.meta.filename!, [], { env: { BENCH_ROLE: "source" } });
+  procs.push(src);
+  const srcPort = (JSON.parse(await src.waitFor(/^\{"port"/)) as { port: number }).port;
+  const paths: { route: Route; proc: Proc }[] = [];
+  const add = (route: Route, proc: Proc) => {
+    procs.push(proc);
+    paths.push({ route, proc });
+  };
+  const floor = await startFloor(srcPort);
+  add(tcpRoute("Deno floor, static", floor.port), floor.proc);
+  const floorX = await startFloor(srcPort, true);
+  add(tcpRoute("Deno floor, static + TCP_NODELAY + dial signal", floorX.port), floorX.proc);
+  const floorS = await startFloor();
+  add(socksRoute("Deno floor, SOCKS5", floorS.port, srcPort), floorS.proc);
+  const relay = await startRelay(srcPort);
+  add(tcpRoute("lib/net relay", relay.port), relay.proc);
+  for (
+    const [tree, script] of [
+      ["new", servicePath("seaprox.ts")],
+      ...(flags.old ? [["old", `${flags.old}/services/seaprox.ts`]] : []),
+    ]
+  ) {
+    // One process per listener kind, so one path's garbage is not collected on the other's time.
+    for (const kind of ["static", "socks5"]) {
+      const port = freePort();
+      const proc = spawnDeno(script, [
+        "--log-level",
+        "warn",
+        "--prefer-ipv4",
+        "--max-conns",
+        "4096",
+        "--listen",
+        kind === "static"
+          ? `static://127.0.0.1:${port}?to=127.0.0.1:${srcPort}`
+          : `socks5://127.0.0.1:${port}`,
+      ], { output: "discard" });
+      procs.push(proc);
+      await waitPort(port, `seaprox ${kind} (${tree})`);
+      const name = `seaprox ${kind === "static" ? "static" : "SOCKS5"} (${tree})`;
+      add(kind === "static" ? tcpRoute(name, port) : socksRoute(name, port, srcPort), proc);
+    }
+  }
+  for (const p of paths) await concurrentRps(p.route, 500, 32); // warm up
+  const cpu = paths.map(() => [] as number[]);
+  for (let round = 1; round <= flags.rounds; round++) {
+    for (const [i, p] of roundOrder(paths, round)) {
+      const { usPerConn } = await cpuPerConn(
+        [p.proc],
+        flags.count,
+        () => concurrentRps(p.route, flags.count, 32),
+      );
+      cpu[i].push(usPerConn[0]);
+    }
+    console.error(`  round ${round} done`);
+  }
+  console.log(`CPU µs per connection, median of ${flags.rounds} rounds (then each round)`);
+  for (const [i, p] of paths.entries()) {
+    console.log(
+      `${p.route.name.padEnd(48)} ${median(cpu[i]).toFixed(0).padStart(5)}   ${
+        cpu[i].map((x) => x.toFixed(0)).join(" ")
+      }`,
+    );
+  }
+} finally {
+  await stopAll(procs);
+}
