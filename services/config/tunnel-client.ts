@@ -306,7 +306,12 @@ function rewriteFromFlags(f: ServiceFlags<typeof command.flags>): HostRewriteSpe
     if (Object.keys(spec).length === 0) return undefined;
     new HostRewrite(spec);
   } catch (err) {
-    throw new FlagError("request-header-set", errorMessage(err));
+    // The message names its flag, or the rule's place ("host …", "response.add …").
+    const msg = errorMessage(err);
+    const named = /^--([a-z-]+)/.exec(msg)?.[1];
+    const m = /^(request|response)\.(set|add|remove)/.exec(msg);
+    const flag = named ?? (m ? `${m[1]}-header-${m[2]}` : "host-header");
+    throw new FlagError(flag, named ? msg : `--${flag}: ${msg}`);
   }
   return spec;
 }
