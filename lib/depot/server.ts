@@ -964,28 +964,22 @@ export class DepotServer {
       const finish = () => {
         if (gate && exit.ends.get(id) === gate) exit.ends.delete(id);
       };
-      const p: Pending = {
-        id,
-        key,
-        exit,
-        dest,
-        udp,
-        settle: (o) => {
-          if (settled) return false;
-          settled = true;
-          cancelTimer();
-          this.#pending.delete(id);
-          exit.pending.delete(p);
-          if (!o.ok) {
-            // A request given up (timeout, exit gone, shutdown) ends its tunnel at the local.
-            way.giveUp();
-            finish();
-            way.done();
-          }
-          resolve(o);
-          return true;
-        },
+      const end = (o: Outcome | "unanswered"): boolean => {
+        if (settled) return false;
+        settled = true;
+        cancelTimer();
+        this.#pending.delete(id);
+        exit.pending.delete(p);
+        if (o === "unanswered" || !o.ok) {
+          // A request given up (timeout, exit gone, shutdown) ends its tunnel at the local.
+          way.giveUp();
+          finish();
+          way.done();
+        }
+        resolve(o);
+        return true;
       };
+      const p: Pending = { id, key, exit, dest, udp, settle: end };
       this.#pending.set(id, p);
       exit.pending.add(p);
       const answer = async (): Promise<Outcome | "unanswered"> => {
@@ -1007,21 +1001,13 @@ export class DepotServer {
       };
       answer().then(
         (o) => {
-          if (o === "unanswered") {
-            if (settled) return;
-            settled = true;
-            cancelTimer();
-            this.#pending.delete(id);
-            exit.pending.delete(p);
-            finish();
-            way.done();
-            resolve(o);
-          } else if (!p.settle(o) && o.ok) {
+          // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
+          if (!end(o) && o !== "unanswered" && o.ok) {
             closeQuietly(o.conn);
             o.done();
           }
         },
-        (err) => p.settle({ ok: false, reason: "network-unreachable", message: describe(err) }),
+        (err) => end({ ok: false, reason: "network-unreachable", message: describe(err) }),
       );
     });
   }
