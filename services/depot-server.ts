@@ -6,7 +6,7 @@
  *   curl --socks5-hostname 127.0.0.1:1080 http://intranet.example/
  */
 
-import { bindOrExit, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, fail, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/depot-server.ts";
 import { constructDepotServer } from "./construct/depot-server.ts";
 
@@ -14,7 +14,9 @@ import { constructDepotServer } from "./construct/depot-server.ts";
 const { cfg, flags, log, onReload } = await startService(command, validate);
 
 // ---- wiring and run (services/construct/depot-server.ts) ----
-const depot = await constructDepotServer(flags, cfg, log, bindOrExit);
+// An unreachable --registry at start ends it with one line, like a busy port.
+const depot = await constructDepotServer(flags, cfg, log, bindOrExit)
+  .catch((err: Error) => fail(`cannot start: ${err.message}`));
 
 // ---- reload (SIGHUP) ----
 // The token (next hellos; a token file is re-read, so rotating it is: write the file, SIGHUP)

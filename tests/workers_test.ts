@@ -396,3 +396,117 @@ Deno.test("workers: two tunnel-server workers hand requests to the one holding t
     await Deno.remove(upload);
   }
 });
+
+Deno.test("workers: two depot-server workers, a SOCKS client on either reaches the exit held by one, byte-exact; kill -9 of the holder", async () => {
+  const redis = await startRedis();
+  const origin = startOrigin();
+  const socks = freePort();
+  const control = freePort();
+  const procs: ServiceProcess[] = [];
+  const upload = await Deno.makeTempFile();
+  const env = { DEPOT_TOKEN: "workers-depot-token" };
+  try {
+    const server = await startService("depot-server.ts", [
+      "--socks",
+      `127.0.0.1:${socks}`,
+      "--control",
+      `127.0.0.1:${control}`,
+      "--tunnel",
+      "127.0.0.1:0",
+      "--registry",
+      redis.url,
+      "--heartbeat",
+      "300ms",
+      "--workers",
+      "2",
+    ], { denoArgs: ["--unstable-net"], ready: /msg="workers ready"/, readyCount: 0, env });
+    procs.push(server);
+    procs.push(
+      await startService("depot-local.ts", ["--server", `127.0.0.1:${control}`], {
+        readyCount: 0,
+        ready: /msg="connected"/,
+        env,
+      }),
+    );
+    const holder = /worker=(\d) .*msg="exit connected"/.exec(
+      await server.waitFor(/worker=\d .*msg="exit connected"/),
+    )![1];
+    const other = holder === "1" ? "2" : "1";
+    const socksCurl = (path: string, extra: string[] = []) =>
+      run("curl", [
+        "-sS",
+        "--fail",
+        "--socks5-hostname",
+        `127.0.0.1:${socks}`,
+        ...extra,
+        `http://127.0.0.1:${origin.port}${path}`,
+      ]);
+    const relayedBy = (w: string, since = 0) =>
+      server.lines.slice(since).filter((l) =>
+        new RegExp(`worker=${w} .*msg="connection closed"`).test(l)
+      ).length;
+    // The exit's lease reaches the other worker within a heartbeat: until then it answers 0x03.
+    await server.waitFor(new RegExp(`worker=${other} .*msg="exits held elsewhere" exits=default@`));
+    for (let i = 0; i < 200 && (relayedBy("1") === 0 || relayedBy("2") === 0); i++) {
+      const r = await socksCurl(`/hello?id=${i}`);
+      assertEquals(r.stdout, `hello ${i}`, r.stderr);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    assert(relayedBy(other) > 0, `worker ${other} (without the exit) relayed through the cluster`);
+    assert(server.lines.some((l) => new RegExp(`worker=${other} .*via=cluster`).test(l)));
+
+    const want = [0, 1, 2, 3].map((s) => blockStreamSha256(bulkBytes, s));
+    const got = await Promise.all(
+      want.map((_, s) => socksCurl(`/bytes/${bulkBytes}?seed=${s}`).then((r) => sha256(r.raw))),
+    );
+    assertEquals(got, want);
+    const big = new Uint8Array(3 * 1024 * 1024);
+    const block = crypto.getRandomValues(new Uint8Array(65536));
+    for (let o = 0; o < big.length; o += block.length) big.set(block, o);
+    await Deno.writeFile(upload, big);
+    const ups = await Promise.all(
+      [0, 1, 2, 3].map(() => socksCurl("/sha256", ["--data-binary", `@${upload}`])),
+    );
+    for (const up of ups) {
+      assertEquals(JSON.parse(up.stdout), { sha256: sha256(big), bytes: big.length });
+    }
+
+    // kill -9 of the worker holding the exit: restarted; the local reconnects (to either);
+    // SOCKS clients of both workers get through again; never a wrong body.
+    const since = server.lines.length;
+    Deno.kill(workerPids(server).get(Number(holder))!, "SIGKILL");
+    await server.waitFor(new RegExp(`msg="worker restarted" worker=${holder}`));
+    // The local reconnects to one worker; the other learns where the exit is now.
+    const back = /worker=(\d) .*msg="exit connected"/.exec(
+      await waitAfter(server, since, /worker=\d .*msg="exit connected"/),
+    )![1];
+    const notBack = back === "1" ? "2" : "1";
+    await waitAfter(
+      server,
+      since,
+      new RegExp(`worker=${notBack} .*msg="exits held elsewhere" exits=default@`),
+    );
+    for (let i = 0; i < 200 && (relayedBy("1", since) === 0 || relayedBy("2", since) === 0); i++) {
+      const r = await socksCurl(`/hello?id=again-${i}`);
+      assertEquals(r.stdout, `hello again-${i}`, r.stderr);
+    }
+    assert(relayedBy("1", since) > 0 && relayedBy("2", since) > 0, "both workers relay again");
+    assertEquals(await server.stop("SIGTERM"), 0);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    await origin.close();
+    await redis.stop();
+    await Deno.remove(upload);
+  }
+});
+
+/** The first line of `sp` from line `since` on that matches `re` (waits up to 30 s). */
+async function waitAfter(sp: ServiceProcess, since: number, re: RegExp): Promise<string> {
+  for (let i = 0; i < 600; i++) {
+    const hit = sp.lines.slice(since).find((l) => re.test(l));
+    if (hit) return hit;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no line matching ${re}:\n${sp.lines.slice(since).join("\n")}`);
+}

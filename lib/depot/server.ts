@@ -199,7 +199,7 @@ export interface DepotServerStatus {
 }
 
 /** A tunnel connection matched to its request. */
-interface TunnelArrival {
+export interface TunnelArrival {
   ok: true;
   conn: Duplex;
   bound?: { host: string; port: number };
@@ -207,7 +207,25 @@ interface TunnelArrival {
   done: () => void;
 }
 
-type Outcome = TunnelArrival | { ok: false; reason: NetFailureReason; message: string };
+/** What a request through an exit came to: its tunnel, or why there is none. */
+export type Outcome = TunnelArrival | { ok: false; reason: NetFailureReason; message: string };
+
+/** An exit held by another instance of a depot-server cluster (lib/cluster). */
+export interface RemoteExit {
+  /** Whether its SOCKS clients must authenticate. */
+  readonly needsPassword: boolean;
+  /** Whether `password` is its SOCKS password (constant time). */
+  checkPassword(password: string): boolean;
+  /** Have the instance holding it connect to `host:port` through it. */
+  connect(host: string, port: number): Promise<Outcome>;
+}
+
+/** A cluster's side of the server: exits held elsewhere, and news of the ones held here. */
+export interface DepotClusterHooks {
+  remoteExit(name: string): RemoteExit | undefined;
+  /** An exit connected here or left. */
+  exitsChanged(): void;
+}
 
 /** How a request goes straight on a tunnel ("open"): see `#requestDirect`. */
 interface DirectWay {
@@ -316,6 +334,8 @@ class ExitSession {
  * ```
  */
 export class DepotServer {
+  /** Set by a cluster (lib/cluster DepotCluster): exits held by the other instances. */
+  cluster?: DepotClusterHooks;
   /** The shared secret; private so it never ends up in a status dump or a log. */
   #token: string;
   /** Exit for clients without username (`reconfigure` changes it). */
@@ -566,6 +586,7 @@ export class DepotServer {
       });
     }
     this.#exits.set(hello.name, exit);
+    this.cluster?.exitsChanged();
     m.sessionsTotal.inc({ side: "server" });
     try {
       await ctl.send({
@@ -627,6 +648,7 @@ export class DepotServer {
   #endExit(exit: ExitSession, why: string, notify?: { reason: string; message: string }): void {
     if (this.#exits.get(exit.name) === exit) {
       this.#exits.delete(exit.name);
+      this.cluster?.exitsChanged();
       exit.log.info("exit disconnected", { why, active: exit.active, total: exit.total });
     }
     for (const p of [...exit.pending]) {
@@ -649,7 +671,11 @@ export class DepotServer {
     try {
       req = await acceptDepotSocks(conn, {
         udpAssociate: true,
-        defaultNeedsPassword: () => this.#exits.get(this.defaultExit)?.socksPassword !== undefined,
+        defaultNeedsPassword: () => {
+          const held = this.#exits.get(this.defaultExit);
+          if (held) return held.socksPassword !== undefined;
+          return this.cluster?.remoteExit(this.defaultExit)?.needsPassword ?? false;
+        },
         authenticate: (user, pass) => {
           triedExit = user === "" ? this.defaultExit : user.slice(0, 64);
           // The shared limiter: a right password passes at once, wrong ones past the burst
@@ -686,6 +712,11 @@ export class DepotServer {
     const exit = this.#exits.get(exitName);
     const log = ctx.log.child({ exit: exitName, remote: ctx.remote, dest });
     const stats: RelayStats = { aToB: 0, bToA: 0 };
+    const remote = exit ? undefined : this.cluster?.remoteExit(exitName);
+    if (remote) {
+      await this.#socksViaCluster(conn, req, remote, exitName, dest, log, startedMs);
+      return;
+    }
     if (!exit) {
       // Documented: no exit connected → 0x03 (network unreachable), at once.
       this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
@@ -809,6 +840,114 @@ export class DepotServer {
   }
 
   /**
+   * A SOCKS request for an exit another instance holds: that instance connects through it and
+   * the stream between the two is relayed like a tunnel (UDP ASSOCIATE stays with the
+   * instance holding the exit: 0x07 here).
+   */
+  async #socksViaCluster(
+    conn: Duplex,
+    req: { dest: HostPort; leftover: Uint8Array; udpAssociate?: boolean },
+    remote: RemoteExit,
+    exitName: string,
+    dest: string,
+    log: Logger,
+    startedMs: number,
+  ): Promise<void> {
+    const refuse = (reply: number) =>
+      sendSocks5Reply(conn, reply).catch(() => {
+        // The SOCKS client hung up: it has no use for the reply.
+      });
+    if (req.udpAssociate) {
+      log.info("UDP ASSOCIATE for an exit held by another instance, refusing", {
+        failure: "command-not-supported",
+      });
+      return await refuse(Reply.commandNotSupported);
+    }
+    const outcome = await remote.connect(req.dest.host, req.dest.port);
+    if (!outcome.ok) {
+      this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
+      log.info("request failed", {
+        failure: outcome.reason,
+        via: "cluster",
+        ms: Math.round(performance.now() - startedMs),
+        error: outcome.message,
+      });
+      return await refuse(replyForReason(outcome.reason));
+    }
+    const stats: RelayStats = { aToB: 0, bToA: 0 };
+    this.#active++;
+    this.#total++;
+    this.#live.add(stats);
+    m.activeConnections.inc({ side: "server" });
+    m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
+    m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
+    let end = "reset";
+    let cause: string | undefined;
+    try {
+      await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
+      const r = await relay(withPrefix(conn, req.leftover), outcome.conn, {
+        idleTimeoutMs: this.idleTimeoutMs,
+        stats,
+      });
+      end = r.end;
+      cause = r.error && errorMessage(r.error);
+    } catch (err) {
+      // The SOCKS client vanished before its reply was written.
+      closeQuietly(outcome.conn);
+      log.debug("client gone before the reply", { error: describe(err) });
+    } finally {
+      log.info("connection closed", {
+        end,
+        via: "cluster",
+        error: cause,
+        up: stats.aToB,
+        down: stats.bToA,
+        ms: Math.round(performance.now() - startedMs),
+      });
+      outcome.done();
+      this.#active--;
+      this.#live.delete(stats);
+      this.#closedBytesUp += stats.aToB;
+      this.#closedBytesDown += stats.bToA;
+      m.activeConnections.dec({ side: "server" });
+      m.bytesTotal.inc({ side: "server", direction: "up" }, stats.aToB);
+      m.bytesTotal.inc({ side: "server", direction: "down" }, stats.bToA);
+    }
+  }
+
+  /**
+   * For a cluster: connect to `host:port` through the exit `name` held here (a request another
+   * instance received). The caller relays and then calls `done()`.
+   */
+  async connectHere(name: string, host: string, port: number): Promise<Outcome> {
+    const exit = this.#exits.get(name);
+    if (!exit) {
+      return { ok: false, reason: "network-unreachable", message: "exit not held here" };
+    }
+    const dest = joinHostPort(host, port);
+    const outcome = await this.#ask(exit, { type: "connect", host, port }, dest);
+    if (!outcome.ok) {
+      exit.failures++;
+      this.#recordFailure(name, dest, outcome.reason, outcome.message);
+      return outcome;
+    }
+    exit.active++;
+    exit.total++;
+    return {
+      ...outcome,
+      done: () => {
+        exit.active--;
+        outcome.done();
+      },
+    };
+  }
+
+  /** The exits held here with their SOCKS passwords (what a cluster publishes, as digests). */
+  heldExits(): { name: string; socksPassword?: string }[] {
+    return [...this.#exits.values()].map((e) => ({ name: e.name, socksPassword: e.socksPassword }));
+  }
+
+  /**
    * Whether a hello may take over the exit `held`: its SOCKS password (or the lack of one) is
    * the exit's credential, compared in constant time; wrong ones count against the limiter.
    */
@@ -833,7 +972,8 @@ export class DepotServer {
     const exit = this.#exits.get(name);
     // An exit without a password accepts any; an unknown exit is refused later with 0x03
     // (its password cannot be checked while it is away).
-    if (!exit || exit.socksPassword === undefined) return true;
+    if (!exit) return this.cluster?.remoteExit(name)?.checkPassword(pass) ?? true;
+    if (exit.socksPassword === undefined) return true;
     return timingSafeEqual(pass, exit.socksPassword);
   }
 

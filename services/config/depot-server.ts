@@ -16,6 +16,7 @@ import {
 } from "../../lib/depot/mod.ts";
 import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
+import { parseRegistry } from "./tunnel-server.ts";
 
 /** depot-server's command line. */
 export const command = {
@@ -114,6 +115,41 @@ export const command = {
       aliases: ["drain-timeout-ms"],
       help: "on SIGINT/SIGTERM, let live connections finish this long",
     },
+    registry: {
+      kind: "string",
+      arg: "redis://[:password@]host:port[/db]",
+      env: "DEPOT_REGISTRY",
+      help: "run as one instance of a cluster: which instance holds each exit is kept in this " +
+        "Redis, and SOCKS clients of any instance reach exits held by the others",
+    },
+    "cluster-listen": {
+      kind: "hostport",
+      arg: "host:port",
+      help: "take links from the other instances of the --registry cluster here",
+    },
+    advertise: {
+      kind: "hostport",
+      arg: "host:port",
+      help: "where the other instances reach --cluster-listen (default: its bound address)",
+    },
+    "cluster-token": {
+      kind: "secret",
+      min: minSecretChars,
+      arg: "secret",
+      env: "DEPOT_CLUSTER_TOKEN",
+      help: "shared secret of the cluster's links (every instance the same)",
+    },
+    workers: {
+      kind: "int",
+      min: 1,
+      max: 64,
+      arg: "n",
+      default: "1",
+      env: "DEPOT_WORKERS",
+      help: "run n worker processes on the same SOCKS and control ports (SO_REUSEPORT, Linux), " +
+        "each an instance of the --registry cluster with its own tunnel port (announced to " +
+        "its locals) and a loopback link port (worker i: port+i-1 of --tunnel/--cluster-listen)",
+    },
   },
   examples: [
     "DEPOT_TOKEN=s3cret depot-server",
@@ -129,6 +165,8 @@ export interface DepotServerServiceConfig {
   token: string;
   defaultExit: string;
   tls?: TlsServerConfig;
+  /** `--registry`: the Redis URL, and its address without the password for the log. */
+  registry?: { url: string; addr: string };
 }
 
 /** depot-server's config from its flags; throws to refuse. */
@@ -146,5 +184,22 @@ export function validate(
   const token = f.token ?? "";
   const open = depotOpenProblem({ token, socks: f.socks, allowOpen: f["allow-open"] ?? false });
   if (open) throw new FlagError(token === "" ? "token" : "socks", open);
-  return { token, defaultExit, tls: tlsServerFromFlags(f) };
+  const registry = f.registry ? parseRegistry(f.registry) : undefined;
+  if ((f["cluster-listen"] || f["cluster-token"] || f.advertise) && !registry) {
+    throw new FlagError("cluster-listen", "--cluster-listen/--cluster-token need --registry");
+  }
+  if (f.workers > 1) {
+    if (!registry) {
+      throw new FlagError(
+        "workers",
+        "--workers needs --registry redis://… (the workers share which one holds each exit)",
+      );
+    }
+    if ([f.socks, f.control].some((a) => a.port === 0)) {
+      throw new FlagError("workers", "--workers: port 0 would give each worker its own port");
+    }
+  } else if (registry && !(f["cluster-listen"] && f["cluster-token"])) {
+    throw new FlagError("registry", "--registry needs --cluster-listen and --cluster-token");
+  }
+  return { token, defaultExit, tls: tlsServerFromFlags(f), registry };
 }

@@ -396,7 +396,7 @@ function checkWorkers(f: ServiceFlags<typeof command.flags>, registry: boolean):
 }
 
 /** A `--registry` value: redis:// or rediss:// with a host and port. */
-function parseRegistry(v: string): { url: string; addr: string } {
+export function parseRegistry(v: string): { url: string; addr: string } {
   let u: URL;
   try {
     u = new URL(v);

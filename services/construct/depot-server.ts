@@ -7,14 +7,22 @@
 
 import type { Logger } from "../../lib/log.ts";
 import { listenLink } from "../../lib/cli_security.ts";
-import { AuthFailureLimiter, formatAddr } from "../../lib/net/mod.ts";
+import {
+  AuthFailureLimiter,
+  formatAddr,
+  type HostPort,
+  joinHostPort,
+  type WorkerSlot,
+  workerSlot,
+} from "../../lib/net/mod.ts";
+import { DepotCluster } from "../../lib/cluster/mod.ts";
 import { DepotServer } from "../../lib/depot/mod.ts";
 import {
   depotStatusProvider,
   listenersStatusProvider,
   type ObservabilityServer,
 } from "../../lib/status/mod.ts";
-import type { ServiceFlags } from "../_kit.ts";
+import { type ServiceFlags, workerSecret } from "../_kit.ts";
 import type { command, DepotServerServiceConfig } from "../config/depot-server.ts";
 import { type Bind, listenAt, observeAt } from "./bind.ts";
 
@@ -38,12 +46,18 @@ export async function constructDepotServer(
   }
   // Control and tunnel connections come from depot-locals: TLS when configured. SOCKS
   // clients are local applications and stay plaintext.
-  const link = (what: string, addr: typeof flags.control) =>
-    bind(what, addr, () => listenLink(addr, cfg.tls, what, log));
+  const link = (what: string, addr: typeof flags.control, own = false) =>
+    bind(what, addr, () => listenLink(addr, cfg.tls, what, log, undefined, own));
+  // With --workers, a local's tunnel connections must reach the worker holding its control
+  // connection: each worker has a tunnel port of its own, the one its welcome announces.
+  const slot = workerSlot();
+  const workers = slot && slot.count > 1 ? slot : undefined;
   const listeners = {
     control: await link("control", flags.control),
     socks: await listenAt(bind, "socks", flags.socks),
-    tunnel: await link("tunnel", flags.tunnel),
+    tunnel: workers
+      ? await link("tunnel", workerPort(flags.tunnel, workers), true)
+      : await link("tunnel", flags.tunnel),
   };
   const server = new DepotServer({
     transport: flags.transport,
@@ -62,6 +76,8 @@ export async function constructDepotServer(
   for (const [name, l] of Object.entries(listeners)) {
     log.info("listening", { name, addr: formatAddr(l.addr) });
   }
+  const cluster = cfg.registry &&
+    await joinCluster(flags, cfg.registry, server, bind, workers, log);
   log.info("link security", {
     tls: cfg.tls
       ? (cfg.tls.ca ? "mutual" : "server")
@@ -84,9 +100,51 @@ export async function constructDepotServer(
     status,
     metrics,
     stop: async (drainMs) => {
+      await cluster?.close();
       await server.stop(drainMs);
       await status?.shutdown();
       await metrics?.shutdown();
     },
   };
+}
+
+/** Worker i's port of an address given for all: port + i - 1 (0 stays 0). */
+function workerPort(a: HostPort, slot: WorkerSlot): HostPort {
+  return a.port === 0 ? a : { host: a.host, port: a.port + slot.index - 1 };
+}
+
+/**
+ * Join the --registry cluster: the link port (with --workers each worker's own, on loopback
+ * unless --cluster-listen, with the supervisor's secret unless --cluster-token) and the
+ * exits' leases.
+ */
+async function joinCluster(
+  flags: ServiceFlags<typeof command.flags>,
+  registry: { url: string; addr: string },
+  server: DepotServer,
+  bind: Bind,
+  workers: WorkerSlot | undefined,
+  log: Logger,
+): Promise<DepotCluster> {
+  const given = flags["cluster-listen"] ?? { host: "127.0.0.1", port: 0 };
+  const at = workers ? workerPort(given, workers) : given;
+  const listener = await bind(
+    "cluster",
+    at,
+    () => listenLink(at, undefined, "cluster", log, undefined, true),
+  );
+  const adv =
+    (workers && flags.advertise ? workerPort(flags.advertise, workers) : flags.advertise) ??
+      { host: listener.addr.hostname, port: listener.addr.port };
+  const cluster = await DepotCluster.connect(server, {
+    url: registry.url,
+    token: flags["cluster-token"] ?? workerSecret() ?? "",
+    advertise: joinHostPort(adv.host, adv.port),
+    heartbeatMs: flags.heartbeat,
+    log,
+  });
+  cluster.listen(listener);
+  log.info("registry", { kind: "redis", addr: registry.addr, instance: cluster.instance });
+  log.info("listening", { name: "cluster", addr: formatAddr(listener.addr) });
+  return cluster;
 }

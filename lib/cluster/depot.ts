@@ -1,0 +1,308 @@
+/**
+ * depot-server as a cluster (issue 19): a SOCKS client on any instance reaches an exit
+ * (depot-local) held by another. Each instance writes a lease in Redis for every exit it
+ * holds (`<prefix>depot:exit:<name>` → its instance name, where its cluster port is
+ * reached, and the exit's SOCKS password as an HMAC keyed with the cluster token, never in
+ * clear), refreshed every heartbeat and written at once when an exit connects; it reads the
+ * others' leases on the same beat, so where an exit is held is known within a heartbeat and
+ * the SOCKS handshake needs no Redis round trip. A request for an exit held elsewhere goes
+ * over the {@linkcode PeerLinks} link to that instance as one stream whose first frame is the
+ * request (`{exit, host, port}`); the holder connects through its exit and answers one frame
+ * (`{ok, bound}` or `{ok: false, reason, message}`) before the bytes flow both ways.
+ *
+ * Redis unreachable: instances keep serving the exits they hold and the leases they last
+ * read (until those expire); requests for exits known nowhere get 0x03 as without a cluster.
+ * @module
+ */
+
+// deno-lint-ignore no-import-prefix
+import { createClient } from "npm:@redis/client@6.3.1";
+import { createHmac } from "node:crypto";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  BufferedReader,
+  closeQuietly,
+  errorMessage,
+  type NetFailureReason,
+  relay,
+  timingSafeEqual,
+  withPrefix,
+  writeAll,
+} from "../net/mod.ts";
+import { encodeFrame, randomSecret, readFrameJson } from "../control/mod.ts";
+import type { Stream } from "../mux/mod.ts";
+import type { TlsClientConfig } from "../transport/mod.ts";
+import type { DepotServer, Outcome, RemoteExit } from "../depot/mod.ts";
+import { linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
+
+/** Options of {@linkcode DepotCluster}. */
+export interface DepotClusterOptions {
+  /** redis:// or rediss:// URL of the shared registry. */
+  url: string;
+  /** The links' shared secret (also the key of the password digests). */
+  token: string;
+  /** Where the other instances reach this one's cluster port (`host:port`). */
+  advertise: string;
+  /** How often leases are written and read; a lease lives 3 of them. @default 2000 */
+  heartbeatMs?: number;
+  /** Key prefix in Redis. @default "warren:" */
+  prefix?: string;
+  /** This instance's name. @default random */
+  instance?: string;
+  /** TLS when dialling the peers (their cluster ports then serve TLS). */
+  tls?: TlsClientConfig;
+  log?: Logger;
+}
+
+/** An exit's lease as stored. */
+interface ExitLease {
+  instance: string;
+  advertise: string;
+  /** HMAC-SHA256(token, SOCKS password), hex; "" = no password. */
+  auth: string;
+}
+
+/** A Redis client that retries forever (at most 5 s apart) once it has been connected. */
+function newClient(url: string) {
+  return createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: 5_000,
+      reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 10), 5_000),
+    },
+  });
+}
+type Client = ReturnType<typeof newClient>;
+
+/** The cluster side of one depot-server instance; see the module doc. */
+export class DepotCluster {
+  readonly instance: string;
+  readonly #server: DepotServer;
+  readonly #opts: DepotClusterOptions;
+  readonly #log: Logger;
+  readonly #redis: Client;
+  readonly #links: PeerLinks;
+  readonly #heartbeatMs: number;
+  /** Exits held by the other instances, as last read. */
+  #remote = new Map<string, ExitLease>();
+  /** Names this instance wrote leases for (to delete the ones that left). */
+  #written = new Set<string>();
+  #timer?: ReturnType<typeof setInterval>;
+  #beat: Promise<void> = Promise.resolve();
+  #redisUp = false;
+
+  private constructor(server: DepotServer, redis: Client, opts: DepotClusterOptions) {
+    this.#server = server;
+    this.#opts = opts;
+    this.#redis = redis;
+    this.#heartbeatMs = opts.heartbeatMs ?? 2_000;
+    this.instance = opts.instance ?? randomSecret(4);
+    this.#log = (opts.log ?? silentLogger).child({ cluster: this.instance });
+    this.#links = new PeerLinks({
+      token: opts.token,
+      from: this.instance,
+      tls: opts.tls,
+      log: this.#log,
+      onStream: (s) => void this.#serveStream(s),
+    });
+  }
+
+  /** Connect to Redis (throws when it cannot), attach to `server` and start the heartbeat. */
+  static async connect(server: DepotServer, opts: DepotClusterOptions): Promise<DepotCluster> {
+    const redis = newClient(opts.url);
+    const c = new DepotCluster(server, redis, opts);
+    redis.on("error", (err: Error) => {
+      if (c.#redisUp) c.#log.warn("registry unreachable", { error: errorMessage(err) });
+      c.#redisUp = false;
+    });
+    await redis.connect();
+    c.#redisUp = true;
+    server.cluster = {
+      remoteExit: (name) => c.#remoteExit(name),
+      exitsChanged: () => c.#schedule(),
+    };
+    await c.#heartbeat();
+    c.#timer = setInterval(() => c.#schedule(), c.#heartbeatMs);
+    return c;
+  }
+
+  /** Take the other instances' links on `listener` (the cluster port). */
+  listen(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): void {
+    this.#links.serve(listener);
+  }
+
+  #key(name: string): string {
+    return `${this.#opts.prefix ?? "warren:"}depot:exit:${name}`;
+  }
+
+  #digest(password: string | undefined): string {
+    return password === undefined
+      ? ""
+      : createHmac("sha256", this.#opts.token).update(password).digest("hex");
+  }
+
+  /** One heartbeat after the current one (beats never overlap). */
+  #schedule(): void {
+    this.#beat = this.#beat.then(() => this.#heartbeat());
+  }
+
+  /** Write the leases of the exits held here, drop those that left, read everyone's. */
+  async #heartbeat(): Promise<void> {
+    const leaseMs = this.#heartbeatMs * 3;
+    try {
+      const held = this.#server.heldExits();
+      const names = new Set(held.map((e) => e.name));
+      for (const e of held) {
+        const lease: ExitLease = {
+          instance: this.instance,
+          advertise: this.#opts.advertise,
+          auth: this.#digest(e.socksPassword),
+        };
+        await this.#redis.set(this.#key(e.name), JSON.stringify(lease), { PX: leaseMs });
+      }
+      for (const name of this.#written) {
+        if (names.has(name)) continue;
+        // Only our own lease: the exit may have reconnected to another instance since.
+        const cur = await this.#redis.get(this.#key(name));
+        if (cur && (JSON.parse(cur) as ExitLease).instance === this.instance) {
+          await this.#redis.del(this.#key(name));
+        }
+      }
+      this.#written = names;
+      const remote = new Map<string, ExitLease>();
+      const prefix = this.#key("");
+      for await (const keys of this.#redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
+        const batch = keys as string[];
+        if (batch.length === 0) continue;
+        const values = await this.#redis.mGet(batch);
+        batch.forEach((k, i) => {
+          const v = values[i];
+          if (!v) return;
+          const lease = JSON.parse(v) as ExitLease;
+          if (lease.instance !== this.instance) remote.set(k.slice(prefix.length), lease);
+        });
+      }
+      const seen = (m: Map<string, ExitLease>) =>
+        [...m].map(([name, l]) => `${name}@${l.instance}`).sort().join(",");
+      if (seen(remote) !== seen(this.#remote)) {
+        this.#log.info("exits held elsewhere", { exits: seen(remote) || "none" });
+      }
+      this.#remote = remote;
+      if (!this.#redisUp) this.#log.info("registry reachable again");
+      this.#redisUp = true;
+    } catch (err) {
+      // Logged once per outage by the client's error handler; what was read last stays.
+      this.#log.debug("heartbeat failed", { error: errorMessage(err) });
+    }
+  }
+
+  #remoteExit(name: string): RemoteExit | undefined {
+    const lease = this.#remote.get(name);
+    if (!lease) return undefined;
+    return {
+      needsPassword: lease.auth !== "",
+      checkPassword: (password) =>
+        lease.auth === "" || timingSafeEqual(this.#digest(password), lease.auth),
+      connect: (host, port) => this.#connect(name, lease, host, port),
+    };
+  }
+
+  /** Ask the instance holding `name` to connect through it. */
+  async #connect(name: string, lease: ExitLease, host: string, port: number): Promise<Outcome> {
+    let s: Stream;
+    try {
+      const session = await this.#links.link(lease.advertise);
+      s = await session.open({ data: encodeFrame({ exit: name, host, port }) });
+    } catch (err) {
+      this.#log.warn("cluster link failed", { peer: lease.advertise, error: errorMessage(err) });
+      return {
+        ok: false,
+        reason: "network-unreachable",
+        message: "instance holding the exit unreachable",
+      };
+    }
+    const reader = new BufferedReader(s);
+    // The holder answers once its exit did (its own pending timeout bounds that).
+    const answer = await readAnswer(reader);
+    if (answer?.ok !== true) {
+      s.reset();
+      return {
+        ok: false,
+        reason: (answer?.reason as NetFailureReason | undefined) ?? "other",
+        message: String(answer?.message ?? "no answer from the instance holding the exit"),
+      };
+    }
+    const bound = answer.bound as { host: string; port: number } | undefined;
+    return { ok: true, conn: withPrefix(s, reader.takeBuffered()), bound, done: () => {} };
+  }
+
+  /** A request from another instance for an exit held here. */
+  async #serveStream(s: Stream): Promise<void> {
+    const reader = new BufferedReader(s);
+    let out: Outcome | undefined;
+    try {
+      const h = await readLinkHeader(reader);
+      const name = typeof h?.exit === "string" ? h.exit : "";
+      const host = typeof h?.host === "string" ? h.host : "";
+      const port = typeof h?.port === "number" ? h.port : 0;
+      if (!name || !host || !Number.isInteger(port) || port < 1 || port > 65535) {
+        this.#log.warn("cluster stream refused: malformed request");
+        s.reset();
+        return;
+      }
+      out = await this.#server.connectHere(name, host, port);
+      if (!out.ok) {
+        await writeAll(s, encodeFrame({ ok: false, reason: out.reason, message: out.message }));
+        await s.close();
+        return;
+      }
+      await writeAll(s, encodeFrame({ ok: true, bound: out.bound }));
+      const r = await relay(withPrefix(s, reader.takeBuffered()), out.conn);
+      this.#log.info("cluster connection closed", {
+        exit: name,
+        dest: `${host}:${port}`,
+        end: r.end,
+        up: r.aToB,
+        down: r.bToA,
+      });
+    } catch (err) {
+      this.#log.debug("cluster stream failed", { error: errorMessage(err) });
+      s.reset();
+      if (out?.ok) closeQuietly(out.conn);
+    } finally {
+      if (out?.ok) out.done();
+    }
+  }
+
+  /** Stop the heartbeat, delete this instance's leases, close the links and Redis. */
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#server.cluster = undefined;
+    await this.#beat;
+    try {
+      for (const name of this.#written) {
+        const cur = await this.#redis.get(this.#key(name));
+        if (cur && (JSON.parse(cur) as ExitLease).instance === this.instance) {
+          await this.#redis.del(this.#key(name));
+        }
+      }
+      await this.#redis.quit();
+    } catch (err) {
+      // Redis is away: the leases expire on their own within 3 heartbeats.
+      this.#log.debug("leases not removed", { error: errorMessage(err) });
+      await this.#redis.disconnect().catch(() => {
+        // Already disconnected: nothing left to close.
+      });
+    }
+    await this.#links.close();
+  }
+}
+
+/** The holder's one-frame answer, or null (EOF, malformed). No timer: the holder bounds it. */
+async function readAnswer(r: BufferedReader): Promise<Record<string, unknown> | null> {
+  const f = await readFrameJson(r, linkMaxHeaderBytes).catch(() => null);
+  return f && typeof f.json === "object" && f.json !== null
+    ? f.json as Record<string, unknown>
+    : null;
+}
