@@ -110,8 +110,8 @@ export async function bindLocalAssociation(
         const end = await assoc.run(control, signal, idleTimeoutMs, ended);
         const counts = channel.counts?.();
         if (!counts) return end;
-        const carried = Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(" ");
-        return { ...end, message: [end.message, carried].filter(Boolean).join("; ") };
+        const shown = Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(" ");
+        return { ...end, message: [end.message, shown].filter(Boolean).join("; ") };
       } finally {
         close();
       }
