@@ -3,19 +3,25 @@
  * carries SOCKS5 UDP ASSOCIATE and a `udp://` forward to node B as QUIC datagrams. PySocks
  * asks dnsmasq 50 queries (answered in order), `dig` goes through the forward, and a
  * datagram larger than a QUIC datagram can hold on the path rides the association's stream
- * instead — delivered, and counted on both ends (`onStream`), small ones as `quicDatagrams`.
+ * instead — delivered, and counted on both ends (`onStream`), small ones as `quicDatagrams`;
+ * a flood of 2000 new forward peers keeps the far node's sockets within the flow bound.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { BufferedReader, closeQuietly, dial } from "../lib/net/mod.ts";
 import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
-import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
+import { dig, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { portFor } from "./_seaprox.ts";
 import { makePki } from "./_tls.ts";
 import { run, type ServiceProcess, startService } from "./_util.ts";
 
 const quic = { denoArgs: ["--unstable-net"] };
+
+/** Open file descriptors of process `pid`. */
+function openFds(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
 
 /** A raw SOCKS5 UDP ASSOCIATE: the control connection and the relay's address. */
@@ -38,6 +44,7 @@ Deno.test("udp over quic://: PySocks and dig to dnsmasq as QUIC datagrams; a big
   const echo = await UdpSocket.bind("127.0.0.1", 0);
   echo.onMessage = (d, from) => void echo.send(d, from).catch(() => {});
   const nodes: ServiceProcess[] = [];
+  const maxFlows = 128;
   try {
     await Deno.writeTextFile(`${pki.dir}/token`, "quic-udp-token-1234\n");
     const b = await startService("seaprox.ts", [
@@ -49,7 +56,7 @@ Deno.test("udp over quic://: PySocks and dig to dnsmasq as QUIC datagrams; a big
     nodes.push(b);
     const a = await startService("seaprox.ts", [
       "--listen=socks5://127.0.0.1:0",
-      `--listen=udp://127.0.0.1:0?to=127.0.0.1:${dns.port}`,
+      `--listen=udp://127.0.0.1:0?to=127.0.0.1:${dns.port}&max-flows=${maxFlows}`,
       `--via=quic://localhost:${portFor(b, "quic")}`,
       `--link-token-file=${pki.dir}/token`,
       `--tls-ca=${pki.ca}`,
@@ -95,6 +102,23 @@ Deno.test("udp over quic://: PySocks and dig to dnsmasq as QUIC datagrams; a big
     console.log(far);
     const near = await a.waitFor(/socks5-udp\[.*onStream=[1-9]/);
     assert(/quicDatagrams=[1-9]/.test(near), near);
+
+    // A flood of 2000 new forward peers: each is an association (a QUIC stream) while A holds
+    // its flow; B's sockets (one per association) stay within the bound.
+    const fwd = portFor(a, "udp");
+    const before = openFds(b.child.pid);
+    const query = dnsQuery(9, "flood.example.test");
+    for (let wave = 0; wave < 10; wave++) {
+      const peers = await Promise.all(
+        Array.from({ length: 200 }, () => UdpSocket.bind("127.0.0.1", 0)),
+      );
+      for (const p of peers) await p.send(query, { host: "127.0.0.1", port: fwd });
+      await Promise.all(peers.map((p) => p.close()));
+    }
+    assertEquals(await dig(fwd, "after.example.test"), exampleTestAddress);
+    const after = openFds(b.child.pid);
+    console.log(`quic, 2000 new forward peers, max-flows ${maxFlows}: B fds ${before} -> ${after}`);
+    assert(after - before <= 2 * maxFlows, `B: ${before} -> ${after} fds`);
   } finally {
     for (const node of nodes.reverse()) await node.stop();
     echo.close();
