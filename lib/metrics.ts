@@ -101,14 +101,16 @@ collectedCounter(
 );
 collectedCounter(
   "warren_listener_errors_total",
-  "Connections refused or failed at the listener, by reason (limit, handshake-timeout, " +
-    "handler-error, accept: a failed accept such as EMFILE, retried)",
+  "Connections refused or failed at the listener, by reason (limit, shed: an idle one " +
+    "closed for a newcomer at the limit, handshake-timeout, handler-error, accept: a failed " +
+    "accept such as EMFILE, retried)",
   ["listener", "addr", "reason"],
   () =>
     [...liveServers].flatMap((s) => {
       const l = listenerLabels(s);
       return [
         [{ ...l, reason: "limit" }, s.stats.rejected],
+        [{ ...l, reason: "shed" }, s.stats.shed ?? 0],
         [{ ...l, reason: "handshake-timeout" }, s.stats.handshakeTimeouts],
         [{ ...l, reason: "handler-error" }, s.stats.errors],
         [{ ...l, reason: "accept" }, s.stats.acceptErrors],

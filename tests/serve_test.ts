@@ -8,7 +8,7 @@ Deno.test("serve: over maxConns the next connection is accepted and closed at on
   const server = serve(listenLocal(), async (_conn, ctx) => {
     ctx.handshakeDone();
     await release.promise;
-  }, { maxConns: 2, handshakeTimeoutMs: 0 });
+  }, { maxConns: 2, handshakeTimeoutMs: 0, shedIdleMs: Infinity }); // refusal, never shedding
   const port = server.addr.port;
   const held = [await dial("127.0.0.1", port), await dial("127.0.0.1", port)];
   await new Promise((r) => setTimeout(r, 50));
@@ -59,7 +59,7 @@ Deno.test("serve: a source over maxConnsPerSource is closed at once, another sou
   const server = serve(listenLocal(), async (conn) => {
     await conn.write(Uint8Array.of(42));
     await conn.read(new Uint8Array(1)); // hold until the client leaves
-  }, { maxConns: 4, maxConnsPerSource: 2 });
+  }, { maxConns: 4, maxConnsPerSource: 2, shedIdleMs: Infinity }); // refusal, never shedding
   const port = server.addr.port;
   const mine: Deno.TcpConn[] = [];
   try {

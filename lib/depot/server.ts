@@ -103,8 +103,10 @@ export interface DepotServerOptions {
    * @default half of handshakeTimeoutMs (60000 when that is 0)
    */
   spareIdleMs?: number;
-  /** Concurrent connections per listener. @default 1024 */
+  /** Concurrent connections per listener (a full one sheds its longest-idle). @default 1024 */
   maxConns?: number;
+  /** Least idle time of a connection shed at a full listener (lib/net serve). @default 10000 */
+  shedIdleMs?: number;
   /**
    * Bounds of each SOCKS5 UDP ASSOCIATE's relay: idle timeout (default 60 s: an association
    * ends when no datagram moved for that long) and queued bytes toward the client and the
@@ -354,6 +356,8 @@ export class DepotServer {
   readonly spareIdleMs: number;
   /** Connections per listener. */
   readonly maxConns: number | undefined;
+  /** Least idle time of a connection shed at a full listener. */
+  readonly shedIdleMs: number | undefined;
   /** Bounds of each UDP association's relay. */
   readonly udp: FlowLimits;
   /** Carrier of the control and tunnel listeners. */
@@ -392,6 +396,7 @@ export class DepotServer {
         ? Math.max(10, Math.floor(this.handshakeTimeoutMs / 2))
         : 60_000);
     this.maxConns = opts.maxConns;
+    this.shedIdleMs = opts.shedIdleMs;
     this.udp = { idleTimeoutMs: defaultUdpIdleTimeoutMs, ...opts.udp };
     this.transport = opts.transport ?? "tcp";
     this.log = opts.log ?? silentLogger;
@@ -400,7 +405,11 @@ export class DepotServer {
   /** Start serving on the three listeners. */
   start(listeners: DepotListeners): void {
     if (this.#servers) throw new Error("depot server already started");
-    const common = { maxConns: this.maxConns, handshakeTimeoutMs: this.handshakeTimeoutMs };
+    const common = {
+      maxConns: this.maxConns,
+      shedIdleMs: this.shedIdleMs,
+      handshakeTimeoutMs: this.handshakeTimeoutMs,
+    };
     // The links from depot-local (control, tunnel) ride the chosen carrier; SOCKS stays TCP.
     const carrier = transportKind(this.transport, false);
     this.#servers = {

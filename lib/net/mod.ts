@@ -12,6 +12,7 @@ export * from "./relay.ts";
 export * from "./reader.ts";
 export * from "./dial.ts";
 export * from "./serve.ts";
+export * from "./shed.ts";
 export * from "./backoff.ts";
 export * from "./addr.ts";
 export * from "./secret.ts";

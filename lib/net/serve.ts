@@ -1,7 +1,7 @@
 /**
  * `serve(listener, handler)`: an accept loop with a connection limit, a handshake timer and
  * graceful stop. Every accepted connection is closed when its handler settles, whatever
- * happened inside.
+ * happened inside. A full limit sheds the longest-idle connection for a newcomer (./shed.ts).
  * @module
  */
 
@@ -11,6 +11,7 @@ import { closeQuietly, noDelay } from "./duplex.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
 import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
+import { defaultShedIdleMs, longestIdle } from "./shed.ts";
 
 /**
  * Pause after a failed accept (EMFILE, a reset before accept) before the next one: the loop
@@ -88,13 +89,23 @@ export type ConnHandler<C extends Deno.Conn = Deno.Conn> = (
 
 /** Options of {@linkcode serve}. */
 export interface ServeOptions {
-  /** Connections handled at once; the next ones are accepted and closed. @default 1024 */
+  /**
+   * Connections handled at once. At the limit the connection idle longest (no read or write
+   * for `shedIdleMs`) is closed to admit the next one; without one, the next is accepted and
+   * closed. @default 1024
+   */
   maxConns?: number;
   /**
-   * Connections one source (IPv4 address, IPv6 /64) may hold at once; the next ones from it
-   * are accepted and closed, so one client cannot take the whole `maxConns`. @default maxConns
+   * Connections one source (IPv4 address, IPv6 /64) may hold at once, so one client cannot
+   * take the whole `maxConns`; at its share, its own longest-idle connection makes room, else
+   * its next one is accepted and closed. @default maxConns
    */
   maxConnsPerSource?: number;
+  /**
+   * Least time without a read or write for a connection to be shed at a full limit;
+   * Infinity: never shed, refuse. @default 10000
+   */
+  shedIdleMs?: number;
   /** Close a connection whose handler has not called `handshakeDone()` in time; 0 = off. @default 10000 */
   handshakeTimeoutMs?: number;
   /** Stop accepting when this aborts, then drain (same as calling `stop()`). */
@@ -115,6 +126,8 @@ export interface ServeStats {
   total: number;
   /** Connections closed at once because `maxConns` (or `maxConnsPerSource`) was reached. */
   rejected: number;
+  /** Idle connections closed to make room at the limit (absent: a server that never sheds). */
+  shed?: number;
   /** Connections closed because their handshake did not finish in time. */
   handshakeTimeouts: number;
   /** Handlers that threw. */
@@ -130,6 +143,36 @@ export interface ServeStats {
 export const liveServers: Set<
   { readonly addr: Deno.NetAddr; readonly name?: string; readonly stats: ServeStats }
 > = new Set();
+
+/** What serve() keeps of a live connection. */
+interface LiveConn<C> {
+  conn: C;
+  ac: AbortController;
+  /** Its per-source key, when per-source limits are counted. */
+  source: string | undefined;
+  /** When it last started a read or a write (the deadline wheel's clock). */
+  activeMs: number;
+  /** Shed: already uncounted, its handler is ending. */
+  shed: boolean;
+}
+
+/**
+ * Note each read and write `conn` starts, for the shedding rule: own `read`/`write` on the
+ * instance, so handlers (and the RST and SO_ORIGINAL_DST paths) keep the connection itself,
+ * at the cost of a clock read per call. A read waiting for an idle peer was started when the
+ * last bytes moved, so the time is the connection's last activity in both directions.
+ */
+function trackActivity(conn: Deno.Conn, entry: { activeMs: number }): void {
+  const read = conn.read, write = conn.write;
+  conn.read = (p) => {
+    entry.activeMs = deadlines.clockMs();
+    return read.call(conn, p);
+  };
+  conn.write = (p) => {
+    entry.activeMs = deadlines.clockMs();
+    return write.call(conn, p);
+  };
+}
 
 /** A running accept loop. */
 export interface Server {
@@ -187,15 +230,17 @@ export function serve<C extends Deno.Conn>(
   const maxPerSource = opts.maxConnsPerSource ?? maxConns;
   const perSource = new Map<string, number>();
   const handshakeMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
+  const shedIdleMs = opts.shedIdleMs ?? defaultShedIdleMs;
   const stats: ServeStats = {
     active: 0,
     total: 0,
     rejected: 0,
+    shed: 0,
     handshakeTimeouts: 0,
     errors: 0,
     acceptErrors: 0,
   };
-  const live = new Map<C, AbortController>();
+  const live = new Set<LiveConn<C>>();
   const settled = new Set<Promise<void>>();
   // Set once the drain deadline passed: every live connection's own controller is aborted
   // then (a signal per connection derived with AbortSignal.any cost ~20 µs of each one).
@@ -207,16 +252,50 @@ export function serve<C extends Deno.Conn>(
   // Without a per-source share below the limit there is nothing to count per source.
   const perSourceLimited = maxPerSource < maxConns;
 
-  const handle = async (conn: C, source: string | undefined) => {
+  /** Give back the places `entry` held (at its end, or when it is shed). */
+  const uncount = (entry: LiveConn<C>) => {
+    live.delete(entry);
+    stats.active--;
+    const source = entry.source;
+    if (source !== undefined) {
+      const n = (perSource.get(source) ?? 1) - 1;
+      if (n > 0) perSource.set(source, n);
+      else perSource.delete(source);
+    }
+  };
+
+  /** Close the longest-idle connection (of `source`, if given) for a newcomer; false: none. */
+  const shedOne = (source?: string): boolean => {
+    if (!(shedIdleMs < Infinity)) return false;
+    const now = deadlines.clockMs();
+    const victim = longestIdle(
+      live,
+      (e) => source === undefined || e.source === source ? e.activeMs : undefined,
+      now - shedIdleMs,
+    );
+    if (!victim) return false;
+    victim.shed = true;
+    uncount(victim);
+    stats.shed = (stats.shed ?? 0) + 1;
+    log.warn("connection limit reached, shedding the longest-idle connection", {
+      remote: formatAddr(victim.conn.remoteAddr),
+      idleMs: Math.round(now - victim.activeMs),
+      scope: source === undefined ? "listener" : "source",
+    });
+    victim.ac.abort(new DOMException("shed for a newcomer", "AbortError"));
+    closeQuietly(victim.conn); // an idle connection: an ordinary close, like the idle timeout
+    return true;
+  };
+
+  const handle = async (conn: C, entry: LiveConn<C>) => {
     const id = ++nextId;
-    const ac = new AbortController();
+    const ac = entry.ac;
     // The remote's text and the connection's logger are made when first used (a log line):
     // most connections of a busy proxy never log through them.
     let remoteText: string | undefined;
     const remote = () => remoteText ??= formatAddr(conn.remoteAddr);
     let connLog: Logger | undefined;
     const clog = () => connLog ??= log.child({ conn: id });
-    live.set(conn, ac);
     // On the shared deadline wheel: a timer object per connection was a measurable share of
     // a short connection's cost.
     let timer: Deadline | undefined;
@@ -251,18 +330,12 @@ export function serve<C extends Deno.Conn>(
       await handler(conn, ctx);
     } catch (err) {
       stats.errors++;
-      if (!ac.signal.aborted && !hardStopped) {
+      if (!ac.signal.aborted && !hardStopped && !entry.shed) {
         clog().warn("connection handler failed", { remote: remote(), error: errorMessage(err) });
       }
     } finally {
       if (timer !== undefined) deadlines.delete(timer);
-      live.delete(conn);
-      stats.active--;
-      if (source !== undefined) {
-        const n = (perSource.get(source) ?? 1) - 1;
-        if (n > 0) perSource.set(source, n);
-        else perSource.delete(source);
-      }
+      if (!entry.shed) uncount(entry);
       closeQuietly(conn);
     }
   };
@@ -282,20 +355,11 @@ export function serve<C extends Deno.Conn>(
       }
       retry.accepted();
       stats.total++;
-      if (stats.active >= maxConns) {
-        stats.rejected++;
-        log.warn("connection limit reached, closing new connection", {
-          remote: formatAddr(conn.remoteAddr),
-          maxConns,
-        });
-        closeQuietly(conn);
-        continue;
-      }
+      // The source's share first: a source at it makes room among its own connections only.
       let source: string | undefined;
       if (perSourceLimited) {
         source = sourceOf(conn.remoteAddr);
-        const held = perSource.get(source) ?? 0;
-        if (held >= maxPerSource) {
+        if ((perSource.get(source) ?? 0) >= maxPerSource && !shedOne(source)) {
           stats.rejected++;
           log.warn("per-source connection limit reached, closing new connection", {
             remote: formatAddr(conn.remoteAddr),
@@ -304,10 +368,28 @@ export function serve<C extends Deno.Conn>(
           closeQuietly(conn);
           continue;
         }
-        perSource.set(source, held + 1);
       }
+      if (stats.active >= maxConns && !shedOne()) {
+        stats.rejected++;
+        log.warn("connection limit reached, closing new connection", {
+          remote: formatAddr(conn.remoteAddr),
+          maxConns,
+        });
+        closeQuietly(conn);
+        continue;
+      }
+      if (source !== undefined) perSource.set(source, (perSource.get(source) ?? 0) + 1);
       stats.active++;
-      const p = handle(noDelay(conn), source);
+      const entry: LiveConn<C> = {
+        conn,
+        ac: new AbortController(),
+        source,
+        activeMs: deadlines.clockMs(),
+        shed: false,
+      };
+      live.add(entry);
+      if (shedIdleMs < Infinity) trackActivity(conn, entry);
+      const p = handle(noDelay(conn), entry);
       settled.add(p);
       p.finally(() => settled.delete(p));
     }
@@ -339,7 +421,7 @@ export function serve<C extends Deno.Conn>(
         log.info("drain deadline reached, closing live connections", { count: live.size });
         hardStopped = true;
         const reason = new DOMException("server stopped", "AbortError");
-        for (const [conn, ac] of live) {
+        for (const { conn, ac } of live) {
           ac.abort(reason);
           closeQuietly(conn);
         }

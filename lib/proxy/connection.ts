@@ -12,6 +12,7 @@ import type { NetFailureReason } from "../net/errors.ts";
 import type { RelayStats } from "../net/relay.ts";
 import { sourceKey } from "../net/ratelimit.ts";
 import { perSourceShare } from "../net/serve.ts";
+import { defaultShedIdleMs, longestIdle } from "../net/shed.ts";
 import { describeEndpoint, ProxySide, type ProxyState } from "./state.ts";
 
 /**
@@ -300,12 +301,6 @@ export interface ConnectionTableOptions {
   shedIdleMs?: number;
 }
 
-/**
- * Default least idle time of a connection the full table sheds for a newcomer: as long as a
- * client may take for its handshake (serve's default), far below the relay idle timeout.
- */
-export const defaultShedIdleMs = 10_000;
-
 /** Why {@linkcode ConnectionTable.admit} refused a connection. */
 export type AdmitRefusal = "limit" | "source-limit";
 
@@ -366,18 +361,16 @@ export class ConnectionTable {
   /** Shed the longest-idle connection (of `source`, if given); false if none is idle enough. */
   #shedOne(source?: string): boolean {
     const now = performance.now();
-    const idleSince = now - this.shedIdleMs;
-    let victim: ProxyConnection | undefined;
-    let victimAt = Infinity;
-    for (const c of this.#live) {
-      if (source !== undefined && c.sourceKey !== source) continue;
-      const at = c.lastActiveMs(now);
-      // Strictly older wins, so of equally idle ones the first admitted goes.
-      if (c.shed && at <= idleSince && at < victimAt) {
-        victimAt = at;
-        victim = c;
-      }
-    }
+    // lib/net's rule: of equally idle ones the first admitted goes.
+    const victim = longestIdle(
+      this.#live,
+      (c) => {
+        if (source !== undefined && c.sourceKey !== source) return undefined;
+        const at = c.lastActiveMs(now); // every look moves its baseline
+        return c.shed ? at : undefined;
+      },
+      now - this.shedIdleMs,
+    );
     if (!victim) return false;
     this.delete(victim);
     victim.fail("shed");

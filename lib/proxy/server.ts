@@ -327,9 +327,10 @@ export function serveProxy(
   };
 
   const server = serve(listener, handler, {
-    // The table enforces the limit (shared across listeners, counted in the hooks); serve()'s
-    // own per-listener limit is left out of the way.
+    // The table enforces the limit (shared across listeners, counted in the hooks) and sheds
+    // for it; serve()'s own per-listener limit is left out of the way.
     maxConns: Number.MAX_SAFE_INTEGER,
+    shedIdleMs: Infinity,
     handshakeTimeoutMs: opts.handshakeTimeoutMs,
     drainTimeoutMs: opts.drainTimeoutMs,
     log,
