@@ -17,7 +17,9 @@
  * per path, MB/s and CPU s/GiB. Then the cost of a handoff (handoff row minus local row, per
  * request) and the Redis commands per handed-over request (INFO commandstats: the routing
  * cache makes it 0 in the steady state). The box has 2 cores shared by everything here:
- * CPU per request is the figure to compare, rates are as measured. Not a test.
+ * CPU per request is the figure to compare, rates are as measured. `--old DIR` adds the
+ * two-instance cluster of another checkout (local and handoff rows, "(old)") for a before/after
+ * in one run. Not a test.
  */
 
 import { closeQuietly } from "../lib/net/mod.ts";
@@ -27,6 +29,7 @@ import {
   fixed,
   formatTable,
   freePort,
+  hey,
   listeningPort,
   median,
   MiB,
@@ -65,7 +68,12 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
   Deno.exit(0);
 }
 
-const flags = benchFlags({ numbers: { bytes: 256 * MiB, seconds: 5, rounds: 3 } });
+/** Requests of the one-connection-per-request table. */
+const newConnRequests = 4000;
+const flags = benchFlags({
+  numbers: { bytes: 256 * MiB, seconds: 5, rounds: 3 },
+  strings: ["old"],
+});
 const tmp = Deno.makeTempDirSync({ prefix: "warren-bench-cluster-" });
 const procs: Proc[] = [];
 const token = "bench-cluster-token-" + crypto.randomUUID();
@@ -128,8 +136,12 @@ async function startHaproxy(
 }
 
 /** A tunnel-server with `args`; its public port. */
-async function startServer(name: string, args: string[]): Promise<{ proc: Proc; port: number }> {
-  const proc = spawnDeno(servicePath("tunnel-server.ts"), [
+async function startServer(
+  name: string,
+  args: string[],
+  script = servicePath("tunnel-server.ts"),
+): Promise<{ proc: Proc; port: number }> {
+  const proc = spawnDeno(script, [
     "--listen",
     "127.0.0.1:0",
     "--host",
@@ -226,6 +238,29 @@ async function setUp(): Promise<Path[]> {
   // B's first request opens its link to A.
   await curl(["-H", "Host: app.test", `http://127.0.0.1:${b.port}/hello`], { expectStatus: 200 });
 
+  // `--old DIR`: the same two-instance cluster from another checkout (its services/), for a
+  // before/after of the routing cache in one run (Redis db 2, the same client program).
+  const old: Path[] = [];
+  if (flags.old) {
+    const script = `${flags.old}/services/tunnel-server.ts`;
+    const oldArgs = [
+      "--registry",
+      `redis://127.0.0.1:${redisPort}/2`,
+      "--cluster-listen",
+      "127.0.0.1:0",
+    ];
+    const oa = await startServer("A-old", oldArgs, script);
+    const ob = await startServer("B-old", oldArgs, script);
+    const oldClient = await startClient("old-client", oa.port);
+    await curl(["-H", "Host: app.test", `http://127.0.0.1:${ob.port}/hello`], {
+      expectStatus: 200,
+    });
+    old.push(
+      { name: "cluster: local (old)", port: oa.port, hops: [oa.proc, oldClient, redis] },
+      { name: "cluster: handoff (old)", port: ob.port, hops: [ob.proc, oa.proc, oldClient, redis] },
+    );
+  }
+
   return [
     { name: "direct (app)", port: appPorts.http, hops: [] },
     { name: "1 instance", port: single.port, hops: [single.proc, singleClient] },
@@ -242,6 +277,7 @@ async function setUp(): Promise<Path[]> {
       hops: [clusterHap.proc, a.proc, b.proc, clusterClient, redis],
     },
     { name: "--workers 2", port: workersPort, hops: [workers, workersClient, redis] },
+    ...old,
   ];
 }
 
@@ -259,7 +295,8 @@ try {
     `small responses: wrk -t2 -c50 -d${flags.seconds}s GET /hello, median of ${flags.rounds} rounds`,
   );
   const small = paths.map(() => ({ runs: [] as WrkResult[], cpuUs: [] as number[][] }));
-  let redisCallsPerHandoff = NaN;
+  /** Redis commands per request of each handoff row (its last round). */
+  const redisCalls = new Map<string, number>();
   for (let round = 1; round <= flags.rounds; round++) {
     for (const [i, p] of paths.entries()) {
       const calls0 = p.name.includes("handoff") ? await redisCommandCalls(redisPort) : 0;
@@ -268,7 +305,7 @@ try {
         () => wrk(`http://127.0.0.1:${p.port}/hello`, { seconds: flags.seconds, host: "app.test" }),
       );
       if (p.name.includes("handoff")) {
-        redisCallsPerHandoff = ((await redisCommandCalls(redisPort)) - calls0) / r.requests;
+        redisCalls.set(p.name, ((await redisCommandCalls(redisPort)) - calls0) / r.requests);
       }
       small[i].runs.push(r);
       small[i].cpuUs.push(cpuS.map((s) => us(s, r.requests)));
@@ -290,14 +327,41 @@ try {
   console.log(
     formatTable(["path", "rps", "p50 ms", "p99 ms", "non-2xx", "CPU µs/req", "of which"], rows),
   );
-  const local = paths.findIndex((p) => p.name.startsWith("cluster: local"));
-  const handoff = paths.findIndex((p) => p.name.startsWith("cluster: handoff"));
+  for (const tree of flags.old ? ["", " (old)"] : [""]) {
+    const local = paths.findIndex((p) => p.name === `cluster: local${tree ? tree : " (A)"}`);
+    const handoff = paths.findIndex((p) => p.name === `cluster: handoff${tree ? tree : " (B)"}`);
+    console.log(
+      `\nhandoff cost${tree}: ${fixed(total(handoff) - total(local))} µs CPU per request more ` +
+        `than a local one (${fixed(total(handoff))} vs ${fixed(total(local))}); the handing ` +
+        `instance alone: ${fixed(cpu(handoff, 0))} µs; Redis commands per handed-over request: ` +
+        `${fixed(redisCalls.get(paths[handoff].name) ?? NaN, 4)} (heartbeats included)`,
+    );
+  }
+
+  // A kept-alive connection routes once (its stream carries the next requests for the same
+  // host): the registry is asked per new connection. One connection per request shows it.
   console.log(
-    `\nhandoff cost: ${fixed(total(handoff) - total(local))} µs CPU per request more than a ` +
-      `local one (${fixed(total(handoff))} vs ${fixed(total(local))}); the handing instance B ` +
-      `alone: ${fixed(cpu(handoff, 0))} µs; Redis commands per handed-over request: ` +
-      `${fixed(redisCallsPerHandoff, 4)} (heartbeats included)`,
+    `\nnew connection per request: hey -disable-keepalive -c 16, ${newConnRequests} requests`,
   );
+  const fresh: string[][] = [];
+  for (const p of paths.filter((p) => p.name.startsWith("cluster:"))) {
+    const calls0 = await redisCommandCalls(redisPort);
+    const { result: rps, cpuS } = await cpuDuring(p.hops, () =>
+      hey(newConnRequests, 16, [
+        "-disable-keepalive",
+        "-host",
+        "app.test",
+        `http://127.0.0.1:${p.port}/hello`,
+      ]));
+    const calls = (await redisCommandCalls(redisPort)) - calls0;
+    fresh.push([
+      p.name,
+      fixed(rps),
+      fixed(us(cpuS.reduce((x, y) => x + y, 0), newConnRequests)),
+      fixed(calls / newConnRequests, 2),
+    ]);
+  }
+  console.log(formatTable(["path", "rps", "CPU µs/req", "Redis cmds/req"], fresh));
 
   console.log(`\nbulk: curl downloads ${flags.bytes / MiB} MiB per path`);
   const gib = flags.bytes / (1 << 30);
