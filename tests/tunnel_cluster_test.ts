@@ -315,3 +315,87 @@ Deno.test("tunnel cluster: a bad --registry or an unreachable Redis exits with o
   assertMatch(r.stderr, /registry unavailable/);
   assert(!r.stderr.includes("pw-not-logged"), r.stderr);
 });
+
+Deno.test("tunnel cluster: Redis restarted empty under load loses no registration; handed-over requests recover", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const procs: ServiceProcess[] = [];
+  const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
+  try {
+    const instance = async () => {
+      const p = await startService("tunnel-server.ts", [
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--registry",
+        redis.url,
+        "--heartbeat",
+        "300ms",
+        "--host",
+        `app.test=${id}`,
+      ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: token } });
+      procs.push(p);
+      return portOf(p.addrs.get("http")!);
+    };
+    const portA = await instance();
+    const portB = await instance();
+    procs.push(
+      await startService("tunnel-client.ts", [
+        "--server",
+        `http://127.0.0.1:${portA}`,
+        "--local",
+        `127.0.0.1:${app.port}`,
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+    );
+    await until("a lease", async () => (await watcher.getClient(id)) !== undefined);
+    const holder = (await watcher.getClient(id))!.instance;
+
+    // Requests through B (handed over to A) and A (local) while Redis restarts empty.
+    let ok = 0, n = 0, streak = 0, stop = false;
+    const failures: string[] = [];
+    const load = (async () => {
+      while (!stop) {
+        const i = n++;
+        const port = i % 2 === 0 ? portB : portA;
+        try {
+          const r = await rawGet(port, "app.test", `/name?id=${i}`);
+          if (r.status === 200) {
+            assertEquals(r.body, `app ${i}`, "never a wrong body");
+            ok++;
+            streak++;
+            continue;
+          }
+          failures.push(`${port === portA ? "A" : "B"} ${r.status}`);
+        } catch (err) {
+          if (err instanceof Error && err.name === "AssertionError") throw err;
+          failures.push(String(err));
+        }
+        streak = 0;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await until("requests flow", () => Promise.resolve(ok >= 20));
+    await redis.up();
+    await until(
+      "the lease is back",
+      async () => (await watcher.getClient(id))?.instance === holder,
+    );
+    await until("the host is back", async () => (await watcher.lookup("app.test")) !== undefined);
+    await until("both instances are back", async () => (await watcher.instances()).length === 3);
+    const streakAfter = streak;
+    await until("40 in a row through both", () => Promise.resolve(streak >= streakAfter + 40));
+    stop = true;
+    await load;
+    console.log(
+      `redis restart under load: ${ok} served, ${failures.length} failed (${
+        [...new Set(failures)].join(", ") || "-"
+      })`,
+    );
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await watcher.close();
+    await app.close();
+    await redis.stop();
+  }
+});

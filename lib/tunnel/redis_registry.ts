@@ -206,6 +206,11 @@ export class RedisRegistry implements Registry {
     });
     client.on("ready", () => {
       if (!reg.#up) reg.#log.info("redis connected");
+      // Back after an outage: write back at once what a restart lost (the lease, the hosts),
+      // rather than at the next beat, so lookups find them within a round trip.
+      if (connected && !reg.#up && reg.#timer !== undefined) {
+        reg.#beat = reg.#beat.then(() => reg.#heartbeat());
+      }
       reg.#up = connected = true;
     });
     try {
@@ -296,6 +301,8 @@ export class RedisRegistry implements Registry {
       const had = await c.exists(this.#key(`instance:${this.instance}`));
       await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
       if (!had) {
+        // Back after an outage or a Redis restart: the others may have cached us as gone.
+        await this.#publish(`i:${this.instance}`);
         for (const [host, d] of this.#own) {
           if (await c.hGet(this.#key("hosts"), host) === null) {
             await this.#writeHost(host, d);
