@@ -225,3 +225,61 @@ Deno.test("tunnel access in a group: a host's rules leave round-robin alone (eac
     await appB.close();
   }
 });
+
+Deno.test("tunnel client access in a group: a member must send the group's rules, else it is refused with one line", async () => {
+  const appA = startApp("a");
+  const appB = startApp("b");
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("tunnel-server.ts", [
+      ...["--listen", "127.0.0.1:0", "--duplicate", "balance", "--host", "app.test=env:ID"],
+    ], { env: { ID: plainId } });
+    procs.push(server);
+    const port = portOf(server.addrs.get("http")!);
+    const member = async (appPort: number, args: string[], ready = /msg="connected"/) => {
+      const p = await startService("tunnel-client.ts", [
+        ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${appPort}`, ...args],
+      ], {
+        readyCount: 0,
+        ready,
+        env: { TUNNEL_IDENTIFIER: plainId, LOGIN: login, OTHER: "bob:other-password-1" },
+      });
+      procs.push(p);
+      return p;
+    };
+    const rules = ["--basic-auth", "env:LOGIN", "--response-header-add", "X-Group: 1"];
+    await member(appA.port, rules);
+    // Without the rules, or with others: refused at once, one line, exit 4.
+    for (const args of [[], ["--basic-auth", "env:OTHER", "--response-header-add", "X-Group: 1"]]) {
+      const p = await member(appB.port, args, /./);
+      const outcome = await p.waitFor(/msg="(giving up: rules refused|connected)"/);
+      assertMatch(outcome, /giving up/); // (before, it joined the group)
+      assertEquals((await p.child.status).code, 4);
+      await p.stop(); // its output read to the end
+      const errors = p.lines.filter((l) => l.startsWith("error: "));
+      assertEquals(errors.length, 1, p.lines.join("\n"));
+      assertMatch(
+        errors[0],
+        /refused this client's access rules .*every member must send the same/,
+      );
+    }
+    await server.waitFor(/msg="client refused".*failure=group-rules-differ/);
+    // The same rules: it joins, and the host is protected whichever member a request reaches.
+    await member(appB.port, rules);
+    await server.waitFor(/msg="client connected".* members=2/);
+    for (let i = 0; i < 4; i++) assertEquals((await curl(port, "app.test", "/name")).status, 401);
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const r = await curl(port, "app.test", `/name?id=${i}`, ["-u", login]);
+      names.add(r.body.split(" ")[0]);
+    }
+    assertEquals([...names].sort(), ["a", "b"]);
+    for (const p of procs) {
+      assert(!p.lines.some((l) => l.includes(login) || l.includes("other-password-1")));
+    }
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await appA.close();
+    await appB.close();
+  }
+});

@@ -98,6 +98,8 @@ export class ClientConn {
   access: HostAccess | undefined;
   /** Header rewrites it set for its hosts in its handshake (applied before the server's). */
   rewrite: HostRewrite | undefined;
+  /** Digest of those rules as sent ("" for none): a group's members must send the same. */
+  rulesDigest: string = "";
   #closing: Promise<void> | undefined;
   /** A client's session, before its handshake. */
   constructor(

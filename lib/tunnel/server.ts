@@ -7,6 +7,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
@@ -132,6 +133,17 @@ export interface ClaimRecord {
   account: string;
   /** Epoch ms when its client left; the name is released `--subdomain-grace` after. */
   leftAt?: number;
+}
+
+/**
+ * A digest of the rules a client sent (its access rules and header rewrites as sent, "" for
+ * none): a group's members must all send the same. The rules hold credentials: only their
+ * digest is kept for the comparison.
+ */
+function rulesDigest(access: unknown, rewrite: unknown): string {
+  if (access === undefined && rewrite === undefined) return "";
+  return createHash("sha256").update(JSON.stringify([access ?? null, rewrite ?? null]))
+    .digest("hex");
 }
 
 /** `addHost` refused: the host is registered already (the admin API's 409). */
@@ -883,19 +895,36 @@ export class TunnelServer {
         log.warn("client sent no handshake");
         return null;
       }
-      // The client's own rules for its hosts: checked before it takes over from anyone.
+      // The client's own rules for its hosts: checked before it takes over from anyone. A
+      // group's members must all send the same (else the host's protection would depend on
+      // the member a request lands on).
+      let refused: { failure: string; error: string } | undefined;
       try {
         if (req.access) client.access = new HostAccess(req.access);
         if (req.rewrite) client.rewrite = new HostRewrite(req.rewrite as HostRewriteSpec);
+        client.rulesDigest = rulesDigest(req.access, req.rewrite);
+        const first = this.#clients.get(client.key)?.first;
+        if (
+          this.duplicate === "balance" && first && first.rulesDigest !== client.rulesDigest
+        ) {
+          refused = {
+            failure: "group-rules-differ",
+            error: "this host's group serves with other access rules or header rewrites of " +
+              "its clients: every member must send the same",
+          };
+        }
       } catch (err) {
+        refused = { failure: "bad-rules", error: errorMessage(err) };
+      }
+      if (refused) {
         // The reason names the rule, never a credential or a header value.
-        log.warn("client refused", { failure: "bad-rules", error: errorMessage(err) });
+        log.warn("client refused", refused);
         const refusal: Outgoing<HandshakeResponse> = {
           type: "handshakeResponse",
           ok: false,
           hosts: [],
           tcp: [],
-          error: `rules refused: ${errorMessage(err)}`,
+          error: `rules refused: ${refused.error}`,
         };
         await writeAll(control, encodeMessage(refusal))
           .then(() => control.closeWrite())
