@@ -73,7 +73,8 @@ Deno.test("cluster cache: cached answers cost no Redis command; notices drop the
     await a.addHost("app.test", id);
     await a.setClient(id, rec(1));
     assertEquals(await b.route("app.test"), `sha256:${digest}`);
-    assertEquals((await b.locate(id))?.rec.instance, "a");
+    // Cached once the notices of those writes have reached b (they may come after its reads).
+    await until("b caches the lease", async () => (await b.locate(id))?.cached === true);
     const gets = await raw.calls("get");
     const hgets = await raw.calls("hget");
     for (let i = 0; i < 100; i++) {
@@ -82,8 +83,9 @@ Deno.test("cluster cache: cached answers cost no Redis command; notices drop the
       assertEquals(at?.rec.instance, "a");
       assert(at?.cached, "a cached answer");
     }
-    assertEquals(await raw.calls("get"), gets, "no GET for 100 cached locates");
-    assertEquals(await raw.calls("hget"), hgets, "no HGET for 100 cached routes");
+    // One read each at most: a notice of the writes above still under way drops an entry once.
+    assert((await raw.calls("get")) - gets <= 1, "no GET for 100 cached locates");
+    assert((await raw.calls("hget")) - hgets <= 1, "no HGET for 100 cached routes");
 
     // The client moves to b, the host to another identifier: a's notices reach b at once.
     await b.setClient(id, rec(2));
@@ -101,8 +103,12 @@ Deno.test("cluster cache: cached answers cost no Redis command; notices drop the
     // A change written without a notice: the long-lived cache keeps the old answer, the
     // short one lets it go within its lifetime.
     await raw.lease("a");
-    assertEquals((await b.locate(id))?.rec.instance, "a");
-    assertEquals((await short.locate(id))?.rec.instance, "a");
+    const cachedA = (r: RedisRegistry) => async () => {
+      const at = await r.locate(id);
+      return at?.cached === true && at.rec.instance === "a";
+    };
+    await until("b caches a", cachedA(b));
+    await until("the short cache caches a", cachedA(short));
     await raw.lease("z");
     assertEquals((await b.locate(id))?.rec.instance, "a", "no notice, long lifetime: stale");
     await until(
@@ -147,7 +153,10 @@ Deno.test("cluster cache: a stale entry still gets the request served (fresh loo
       // the request to a, which does not hold it, looks afresh and passes it on to c.
       b.registry.forget(id);
       await raw.lease("a");
-      assertEquals((await b.registry.locate(id))?.rec.instance, "a");
+      await until("b caches a", async () => {
+        const at = await b.registry.locate(id);
+        return at?.cached === true && at.rec.instance === "a";
+      });
       await raw.lease("c");
       assertEquals((await curl(b.tunnel.port, "app.test", "/name?id=2")).body, "app 2");
       const at = await b.registry.locate(id);
@@ -163,7 +172,10 @@ Deno.test("cluster cache: a stale entry still gets the request served (fresh loo
       );
       b.registry.forget(id);
       await raw.lease("dead");
-      assertEquals((await b.registry.locate(id))?.inst?.advertise, deadAddr);
+      await until("b caches the dead instance", async () => {
+        const at = await b.registry.locate(id);
+        return at?.cached === true && at.inst?.advertise === deadAddr;
+      });
       await raw.lease("c");
       assertEquals((await curl(b.tunnel.port, "app.test", "/name?id=3")).body, "app 3");
       assertEquals((await b.registry.locate(id))?.rec.instance, "c", "the fresh answer is cached");
