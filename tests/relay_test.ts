@@ -1,6 +1,16 @@
 import { type AddressInfo, createServer } from "node:net";
 import { assert, assertEquals } from "./_assert.ts";
-import { BufferPool, closeQuietly, dial, relay, writeAll } from "../lib/net/mod.ts";
+import {
+  acceptedFd,
+  BufferPool,
+  closeQuietly,
+  dial,
+  libcPath,
+  relay,
+  resetQuietly,
+  withPrefix,
+  writeAll,
+} from "../lib/net/mod.ts";
 import { blockStreamSha256, drainHash, listenLocal, readAll, sendBlocks } from "./_util.ts";
 
 /** A TCP pair (client side, server side) on loopback. */
@@ -173,3 +183,50 @@ Deno.test("closeQuietly: closes once, never throws, a second call does nothing",
   };
   closeQuietly(failing); // swallowed
 });
+
+Deno.test("resetQuietly: a conn closed already never resets the connection that took its descriptor number", async () => {
+  const l = listenLocal();
+  const [a, b] = [
+    await Deno.connect({ hostname: "127.0.0.1", port: l.addr.port }),
+    await Deno.connect({ hostname: "127.0.0.1", port: l.addr.port }),
+  ];
+  const first = await l.accept();
+  const firstFd = acceptedFd(first);
+  first.close(); // its Deno field keeps the number
+  const second = await l.accept();
+  try {
+    assertEquals(
+      acceptedFd(second),
+      firstFd,
+      "the kernel gave the freed number to the next accept",
+    );
+    // A wrapper over the closed conn, as a relay cut short holds it (a shed or timed-out client).
+    resetQuietly(withPrefix(first, new Uint8Array([1])));
+    // Asked of the kernel first (a socket released under Deno's feet can hang a read): the
+    // number still holds the second connection.
+    assertEquals(peerPortOf(firstFd!), second.remoteAddr.port, "the second socket is intact");
+    await writeAll(second, new TextEncoder().encode("still here"));
+    await second.closeWrite();
+    const peer = second.remoteAddr.port === a.localAddr.port ? a : b;
+    assertEquals(new TextDecoder().decode(await readAll(peer)), "still here");
+  } finally {
+    second.close();
+    a.close();
+    b.close();
+    l.close();
+  }
+});
+
+/** The peer port of descriptor `fd` (getpeername through libc), or -1 if it is no socket. */
+function peerPortOf(fd: number): number {
+  const lib = Deno.dlopen(libcPath()!, {
+    getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  });
+  try {
+    const addr = new Uint8Array(128);
+    const len = new Uint8Array(new Uint32Array([addr.length]).buffer);
+    return lib.symbols.getpeername(fd, addr, len) === 0 ? (addr[2] << 8) | addr[3] : -1;
+  } finally {
+    lib.close();
+  }
+}

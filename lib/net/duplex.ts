@@ -85,6 +85,7 @@ export function closeQuietly(c: { close(): void } | undefined | null): void {
 export function resetQuietly(c: Duplex | undefined | null): void {
   if (!c || closedQuietly.has(c)) return;
   for (let x: unknown = c, depth = 0; x && depth < 4; depth++) {
+    if (closedQuietly.has(x as object)) break; // closed already: nothing of it to reset
     if (isResettable(x)) {
       try {
         x.reset();

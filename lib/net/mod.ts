@@ -21,5 +21,6 @@ export * from "./ratelimit.ts";
 export * from "./acl.ts";
 export * from "./tap.ts";
 export * from "./reset.ts";
+export { libcCandidates, libcPath } from "./libc.ts";
 export * from "./original_dst.ts";
 export * from "./worker_slot.ts";

@@ -86,13 +86,16 @@ let socketsByPorts = new Map<string, number>();
 /**
  * The OS descriptor of a Deno TCP/TLS connection: an internal field on accepted connections;
  * for dialled ones (which lack it) the socket among /proc/self/fd whose ends are the conn's.
+ * Either way only a descriptor whose ends are the conn's ports: the internal field outlives
+ * `close()`, and by then its number may belong to another connection (a newcomer accepted
+ * right after a shed one got it), which a reset must never hit.
  */
 function fdOf(conn: object, c: LibcSymbols): number | undefined {
-  const fd = acceptedFd(conn);
-  if (fd !== undefined) return fd;
   const { localAddr, remoteAddr } = conn as Partial<Deno.Conn>;
   if (localAddr?.transport !== "tcp" || remoteAddr?.transport !== "tcp") return undefined;
   const key = `${localAddr.port}/${remoteAddr.port}`;
+  const fd = acceptedFd(conn);
+  if (fd !== undefined) return portsKey(c, fd) === key ? fd : undefined;
   const cached = socketsByPorts.get(key);
   if (cached !== undefined && portsKey(c, cached) === key) return cached;
   socketsByPorts = scanSockets(c);
