@@ -305,6 +305,12 @@ Deno.test({
       const top = await must(dockerBin, ["top", id, "-o", "pid,args"], env);
       assert(/deno run .*--allow-net/.test(top), `${svc} processes:\n${top}`);
       assert(!/\s(-A|--allow-all)(\s|$)/m.test(top), `${svc} runs with -A:\n${top}`);
+      if (svc === "app") continue;
+      // A warren service (not the demo app): FFI for libc only, so a relay cut short can
+      // reset its client (lib/net/reset.ts), and it says so once it is up.
+      assert(/--allow-ffi=\/\S*libc\.so\.6(\s|$)/m.test(top), `${svc} processes:\n${top}`);
+      const logs = await must(composeBin, [...compose, "logs", "--no-color", svc], cenv);
+      assert(/msg="connection resets available" libc=\//.test(logs), `${svc} logs:\n${logs}`);
     }
     lap("container environments and command lines");
 
