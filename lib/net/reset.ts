@@ -121,7 +121,7 @@ function portsKey(c: LibcSymbols, fd: number): string {
 }
 
 /** The TCP port of one end (getsockname/getpeername) of descriptor `fd`, or -1. */
-function portOf(
+export function portOf(
   call: (fd: number, addr: Uint8Array, len: Uint8Array) => number,
   fd: number,
 ): number {

@@ -7,7 +7,10 @@
  * Under Deno 2.9.6 `Deno.listenTls` cannot request client certificates, while `node:tls`'s
  * `createServer({ requestCert, ca })` does verify them (checked: a certificate from another
  * CA, or none, is refused). So a server with a client CA (mutual TLS) runs on `node:tls`, a
- * server without one on `Deno.listenTls` (about twice the throughput). The client uses
+ * server without one on `Deno.listenTls` (about twice the throughput). Accepted connections
+ * have Nagle off on both (TCP_NODELAY: node's `noDelay` option; for `Deno.listenTls`, whose
+ * connections have no `setNoDelay`, set once on the listening socket through libc, see
+ * lib/net/listen_nodelay.ts). The client uses
  * `Deno.connectTls` (clearer errors, client certificates), or `node:tls` over a `node:net`
  * socket when a local address must be bound.
  * @module
@@ -25,6 +28,8 @@ import { type Logger, silentLogger } from "../log.ts";
 import { joinHostPort } from "../net/addr.ts";
 import { closeQuietly } from "../net/duplex.ts";
 import { classifyError, errorMessage, NetError } from "../net/errors.ts";
+import { listenerNoDelay } from "../net/listen_nodelay.ts";
+import { libcPath } from "../net/libc.ts";
 import { connectNodeSocket, NodeSocketConn } from "../net/node_socket.ts";
 import { AcceptRetry, formatAddr } from "../net/serve.ts";
 
@@ -254,6 +259,10 @@ export interface TlsListener extends Deno.Listener<Deno.Conn, Deno.NetAddr> {
   readonly stats: TlsListenerStats;
   /** Whether client certificates are required and verified. */
   readonly mutual: boolean;
+  /** Whether accepted connections have TCP_NODELAY (Nagle off). False only for a
+   * `Deno.listenTls` listener in a process without FFI permission for libc: small writes
+   * may then wait ~40 ms for the peer's delayed ACK (logged at listen). */
+  readonly noDelay: boolean;
 }
 
 /** The subject CN of a client certificate on a connection from a mutual-TLS listener. */
@@ -344,6 +353,7 @@ abstract class BaseTlsListener implements TlsListener {
   protected pending = 0;
   abstract readonly addr: Deno.NetAddr;
   abstract readonly mutual: boolean;
+  abstract readonly noDelay: boolean;
 
   constructor(protected opts: TlsListenOptions) {
     this.log = opts.log ?? silentLogger;
@@ -390,12 +400,25 @@ abstract class BaseTlsListener implements TlsListener {
 class DenoTlsListener extends BaseTlsListener {
   readonly mutual = false;
   readonly addr: Deno.NetAddr;
+  readonly noDelay: boolean;
   #inner: Deno.TlsListener;
 
   constructor(inner: Deno.TlsListener, opts: TlsListenOptions) {
     super(opts);
     this.#inner = inner;
     this.addr = inner.addr;
+    // Before the first accept: every connection from here on inherits it.
+    this.noDelay = listenerNoDelay(inner.addr.port);
+    if (!this.noDelay) {
+      this.log.warn("tls listener without TCP_NODELAY: small writes may wait for delayed ACKs", {
+        listen: formatAddr(inner.addr),
+        fix: libcPath() !== null
+          ? "the listening socket was not found among this process's descriptors"
+          : Deno.build.os === "linux"
+          ? "grant --allow-ffi=<path of glibc's libc.so.6> (tools/install.ts does)"
+          : `TCP_NODELAY on TLS listeners needs Linux, not ${Deno.build.os}`,
+      });
+    }
     void this.#loop(); // never rejects: accept failures are retried, the end is a close
   }
 
@@ -491,6 +514,7 @@ function listenDenoTls(
 
 class NodeTlsListener extends BaseTlsListener {
   readonly mutual = true;
+  readonly noDelay = true; // node's `noDelay` server option, set on each accepted socket
   readonly addr: Deno.NetAddr;
   #server: ReturnType<typeof createTlsServer>;
 
@@ -584,6 +608,8 @@ async function listenNodeTls(
       // Verified, then judged in "secureConnection" (see NodeTlsListener) for a clear reason.
       rejectUnauthorized: false,
       allowHalfOpen: true,
+      // TCP_NODELAY on each accepted socket (node's default leaves Nagle on: checked, 0).
+      noDelay: true,
       handshakeTimeout: opts.handshakeTimeoutMs ?? defaultTlsHandshakeTimeoutMs,
     });
   } catch (err) {

@@ -1,0 +1,126 @@
+/**
+ * Connections accepted by lib/transport `listenTls` have Nagle off (TCP_NODELAY), on both
+ * listener kinds. Why it matters: `Deno.listenTls` connections have no `setNoDelay`, so the
+ * server side of every TLS listener (seaprox link far node, tunnel-server, depot-server,
+ * fusion, admin) ran with Nagle on and a small write after an unanswered one waited for the
+ * peer's delayed ACK (a TLS link's set-up 44–53 ms, stalls of ~40 ms between frames; see
+ * bench/RESULTS.md). Read off the accepted socket itself with getsockopt through libc (this
+ * test's own FFI, not the code under test), no timing. Without FFI permission the listener
+ * still serves and says in its log that Nagle stays on.
+ */
+
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { makePki } from "./_tls.ts";
+import { run } from "./_util.ts";
+import { Logger } from "../lib/log.ts";
+import { closeQuietly } from "../lib/net/mod.ts";
+import { libcPath } from "../lib/net/libc.ts";
+import {
+  connectTls,
+  listenTls,
+  loadTlsClientConfig,
+  loadTlsServerConfig,
+} from "../lib/transport/mod.ts";
+
+/** TCP_NODELAY (0/1) of this process's TCP socket whose ends are `localPort`/`remotePort`. */
+function noDelayOf(localPort: number, remotePort: number): number {
+  const path = libcPath();
+  if (path === null) throw new Error("this test needs Linux, glibc and -A");
+  const lib = Deno.dlopen(path, {
+    getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+    getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+    getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  });
+  try {
+    const port = (call: typeof lib.symbols.getsockname, fd: number): number => {
+      const a = new Uint8Array(128);
+      const len = new Uint8Array(new Uint32Array([a.length]).buffer);
+      return call(fd, a, len) === 0 ? (a[2] << 8) | a[3] : -1;
+    };
+    for (const e of Deno.readDirSync("/proc/self/fd")) {
+      const fd = Number(e.name);
+      if (port(lib.symbols.getsockname, fd) !== localPort) continue;
+      if (port(lib.symbols.getpeername, fd) !== remotePort) continue;
+      const v = new Uint8Array(4);
+      const len = new Uint8Array(new Uint32Array([4]).buffer);
+      assertEquals(lib.symbols.getsockopt(fd, 6, 1, v, len), 0); // IPPROTO_TCP, TCP_NODELAY
+      return new Int32Array(v.buffer)[0];
+    }
+    throw new Error(`no socket ${localPort}/${remotePort} in this process`);
+  } finally {
+    lib.close();
+  }
+}
+
+Deno.test("listenTls: accepted connections have TCP_NODELAY (Deno.listenTls and mutual node:tls)", async () => {
+  const pki = await makePki();
+  try {
+    for (const mutual of [false, true]) {
+      const cfg = loadTlsServerConfig({
+        certFile: pki.serverCert,
+        keyFile: pki.serverKey,
+        ...(mutual ? { caFile: pki.ca } : {}),
+      });
+      const listener = await listenTls({ hostname: "127.0.0.1", port: 0 }, cfg);
+      const client = loadTlsClientConfig({
+        caFile: pki.ca,
+        ...(mutual ? { certFile: pki.clientCert, keyFile: pki.clientKey } : {}),
+      });
+      const accepted = listener.accept();
+      const conn = await connectTls("localhost", listener.addr.port, client, { timeoutMs: 5000 });
+      const server = await accepted;
+      try {
+        assertEquals(listener.mutual, mutual);
+        const clientPort = (conn.localAddr as Deno.NetAddr).port;
+        assertEquals(noDelayOf(listener.addr.port, clientPort), 1, `mutual=${mutual}`);
+        assert(listener.noDelay, "listener says Nagle stays on");
+      } finally {
+        closeQuietly(conn);
+        closeQuietly(server);
+        listener.close();
+      }
+    }
+  } finally {
+    await pki.remove();
+  }
+});
+
+Deno.test("listenTls without FFI permission: serves, and logs that Nagle stays on", async () => {
+  const pki = await makePki();
+  const script = `${pki.dir}/listen.ts`;
+  try {
+    await Deno.writeTextFile(
+      script,
+      `import { Logger } from "${new URL("../lib/log.ts", import.meta.url)}";
+import { connectTls, listenTls, loadTlsClientConfig, loadTlsServerConfig } from "${new URL(
+        "../lib/transport/mod.ts",
+        import.meta.url,
+      )}";
+const log = new Logger("info", { svc: "t" }, (l) => console.log(l));
+const cfg = loadTlsServerConfig({ certFile: "${pki.serverCert}", keyFile: "${pki.serverKey}" });
+const listener = await listenTls({ hostname: "127.0.0.1", port: 0 }, cfg, { log });
+const accepted = listener.accept();
+const conn = await connectTls("localhost", listener.addr.port, loadTlsClientConfig({ caFile: "${pki.ca}" }));
+const server = await accepted;
+await server.write(new TextEncoder().encode("hi"));
+const buf = new Uint8Array(8);
+console.log("noDelay=" + listener.noDelay + " read=" + new TextDecoder().decode(buf.subarray(0, (await conn.read(buf)) ?? 0)));
+conn.close(); server.close(); listener.close();
+`,
+    );
+    const out = await run(Deno.execPath(), [
+      "run",
+      "--no-lock",
+      `--config=${new URL("../deno.json", import.meta.url).pathname}`,
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      script,
+    ]);
+    assertEquals(out.code, 0, out.stderr);
+    assertMatch(out.stdout, /noDelay=false read=hi/);
+    assertMatch(out.stdout, /level=warn .*msg="tls listener without TCP_NODELAY.*--allow-ffi/);
+  } finally {
+    await pki.remove();
+  }
+});
