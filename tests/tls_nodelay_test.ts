@@ -12,7 +12,6 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
 import { run } from "./_util.ts";
-import { Logger } from "../lib/log.ts";
 import { closeQuietly } from "../lib/net/mod.ts";
 import { libcPath } from "../lib/net/libc.ts";
 import {
