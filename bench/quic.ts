@@ -10,6 +10,10 @@
  *   process (median of `--setups`, default 20). Round trips before the first byte can flow:
  *   QUIC 2 (QUIC+TLS 1.3 handshake, token hello), TCP link with TLS 3 (TCP, TLS 1.3, hello).
  *
+ * `--old DIR` adds a TCP+TLS link pair (nodes A and B) run from another checkout's services/
+ * (marked "(old)"), measured in the same rounds, and its link set-up against that B: a
+ * before/after in one run (the far node B is where the TLS server's socket options live).
+ *
  * The source is this file in its own process (BENCH_ROLE=source). Not a test: numbers are
  * as measured on a shared machine.
  */
@@ -48,7 +52,10 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
   Deno.exit(0);
 }
 
-const flags = benchFlags({ numbers: { mib: 256, rounds: 3, seq: 500, setups: 20 } });
+const flags = benchFlags({
+  numbers: { mib: 256, rounds: 3, seq: 500, setups: 20 },
+  strings: ["old"],
+});
 const token = "bench-quic-link-token";
 const dir = await Deno.makeTempDir({ prefix: "warren-bench-quic-" });
 const procs: Proc[] = [];
@@ -71,12 +78,12 @@ async function makeCert(): Promise<{ ca: string; cert: string; key: string }> {
   return { ca: `${dir}/ca.pem`, cert: `${dir}/server.pem`, key: `${dir}/server.key` };
 }
 
-function seaprox(name: string, args: string[]): Proc {
+function seaprox(name: string, args: string[], script = servicePath("seaprox.ts")): Proc {
   const p = spawn(Deno.execPath(), [
     "run",
     "-A",
     "--unstable-net",
-    servicePath("seaprox.ts"),
+    script,
     "--log-level",
     "info",
     "--prefer-ipv4",
@@ -135,6 +142,21 @@ try {
   ];
   await viaQuic.waitFor(/msg="link up"/);
   await viaTcp.waitFor(/msg="link up"/);
+  let oldLinkPort = 0;
+  if (flags.old) {
+    const script = `${flags.old}/services/seaprox.ts`;
+    const tlsB = [`--tls-cert=${pki.cert}`, `--tls-key=${pki.key}`];
+    const oldB = seaprox("node-b-old", ["--listen=link://127.0.0.1:0", ...tlsB], script);
+    oldLinkPort = await listeningPort(oldB, "link");
+    const oldA = seaprox("node-a-old", [
+      "--listen=socks5://127.0.0.1:0",
+      `--via=link://localhost:${oldLinkPort}`,
+      `--tls-ca=${pki.ca}`,
+    ], script);
+    const port = await listeningPort(oldA, "socks5");
+    await oldA.waitFor(/msg="link up"/);
+    routes.push(socksRoute("SOCKS5 -> TCP+TLS link (old)", port, srcPort));
+  }
 
   const bytes = flags.mib * MiB;
   const best = routes.map(() => ({ down: 0, up: 0, seqMs: Infinity }));
@@ -153,6 +175,11 @@ try {
   const tcpSetup = await setupMs(() =>
     new LinkClient({ addr: at(linkPort), token, tls, backoff: { initialMs: 5 } })
   );
+  const oldSetup = oldLinkPort === 0
+    ? 0
+    : await setupMs(() =>
+      new LinkClient({ addr: at(oldLinkPort), token, tls, backoff: { initialMs: 5 } })
+    );
 
   console.log(
     `seaprox links, ${flags.mib} MiB per transfer, best of ${flags.rounds}; ${flags.seq} ` +
@@ -167,7 +194,7 @@ try {
       fixed(best[i].up),
       ratio(best[i].up, best[0].up),
       fixed(best[i].seqMs, 2),
-      i === 0 ? "-" : fixed(i === 1 ? quicSetup : tcpSetup, 1),
+      i === 0 ? "-" : fixed([quicSetup, tcpSetup, oldSetup][i - 1], 1),
       i === 0 ? "1 (TCP)" : i === 1 ? "2" : "3",
     ]),
   ));

@@ -86,11 +86,13 @@ const tlsHandshakeRecord = 0x16;
 
 /**
  * How long node B holds the mux ACK of a new stream so it rides on the stream's result frame.
- * Why: Deno 2.9.6's `Deno.listenTls` connections have no `setNoDelay`, so B's side of a TLS
- * link runs with Nagle on; an ACK frame sent at accept and the result frame written after
- * the dial were two small writes in a row, and the second waited for A's delayed ACK —
- * about 44 ms per proxied connection (0.7 ms with the ACK carried by the result). A dial
- * slower than this sends the ACK alone. Our link client never waits for the ACK.
+ * Why: one frame and one write per new stream instead of two. It was first the fix for B's
+ * side of a TLS link running with Nagle on (`Deno.listenTls` connections have no
+ * `setNoDelay`): the ACK at accept and the result after the dial were two small writes in a
+ * row, the second waiting for A's delayed ACK, about 44 ms per proxied connection. TLS
+ * listeners now get TCP_NODELAY (lib/net/listen_nodelay.ts); this still spares the write,
+ * and the stall where that cannot be set (no FFI permission). A dial slower than this sends
+ * the ACK alone. Our link client never waits for the ACK.
  */
 export const linkSynAckDelayMs = 1_000;
 
