@@ -62,13 +62,23 @@ export function listenersStatusProvider(): StatusProvider {
     return {
       tables: [{
         title: "listeners",
-        columns: ["name", "addr", "active", "total", "over limit", "handshake timeouts", "errors"],
+        columns: [
+          "name",
+          "addr",
+          "active",
+          "total",
+          "over limit",
+          "shed",
+          "handshake timeouts",
+          "errors",
+        ],
         rows: list.map((s) => [
           s.name ?? "",
           formatAddr(s.addr),
           s.stats.active,
           s.stats.total,
           s.stats.rejected,
+          s.stats.shed ?? 0,
           s.stats.handshakeTimeouts,
           s.stats.errors,
         ]),
