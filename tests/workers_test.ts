@@ -161,10 +161,13 @@ Deno.test("workers: a supervisor killed with -9 takes its workers with it", asyn
   }
 });
 
-Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port, udp, no registry, state file)", async () => {
+Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port, udp, no registry, state file; tunnel and depot)", async () => {
   const busy = listenLocal();
   const seaprox = new URL("../services/seaprox.ts", import.meta.url).pathname;
   const tunnelServer = new URL("../services/tunnel-server.ts", import.meta.url).pathname;
+  const depotServer = new URL("../services/depot-server.ts", import.meta.url).pathname;
+  const depotPorts =
+    () => ["--socks", `127.0.0.1:${freePort()}`, "--control", `127.0.0.1:${freePort()}`];
   const cases: { deno: string[]; args: string[]; code: number; line: RegExp; svc?: string }[] = [
     {
       svc: tunnelServer,
@@ -187,6 +190,14 @@ Deno.test("workers: refusals are one line (no --unstable-net, port 0, busy port,
       ],
       code: 2,
       line: /^error: .*--workers: --state-file would have one writer per worker$/,
+    },
+    {
+      svc: depotServer,
+      deno: ["--unstable-net"],
+      args: [...depotPorts(), "--token", "workers-depot-token"],
+      code: 2,
+      line:
+        /^error: .*--workers needs --registry redis:\/\/… \(the workers share which one holds each exit\)$/,
     },
     {
       deno: [],
@@ -510,3 +521,45 @@ async function waitAfter(sp: ServiceProcess, since: number, re: RegExp): Promise
   }
   throw new Error(`no line matching ${re}:\n${sp.lines.slice(since).join("\n")}`);
 }
+
+Deno.test("workers: a depot-server cluster instance stops on SIGTERM while Redis is down", async () => {
+  const redis = await startRedis();
+  const sp = await startService("depot-server.ts", [
+    "--socks",
+    "127.0.0.1:0",
+    "--control",
+    "127.0.0.1:0",
+    "--tunnel",
+    "127.0.0.1:0",
+    "--registry",
+    redis.url,
+    "--cluster-listen",
+    "127.0.0.1:0",
+    "--heartbeat",
+    "300ms",
+  ], {
+    readyCount: 4,
+    env: { DEPOT_TOKEN: "workers-depot-token", DEPOT_CLUSTER_TOKEN: "workers-cluster-token" },
+  });
+  try {
+    await redis.down();
+    await sp.waitFor(/msg="registry unreachable"/);
+    // Shutdown does not wait on the unreachable registry (it hung there before: the leases
+    // expire by themselves). A hang is caught by this generous bound, not timed.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const code = await Promise.race([
+      sp.stop("SIGTERM"),
+      new Promise<string>((r) => timer = setTimeout(() => r("still running after 30 s"), 30_000)),
+    ]);
+    clearTimeout(timer);
+    assertEquals(code, 0);
+  } finally {
+    try {
+      sp.child.kill("SIGKILL"); // stop() above may still be waiting on its SIGTERM
+    } catch {
+      // already exited
+    }
+    await sp.stop("SIGKILL");
+    await redis.stop();
+  }
+});

@@ -142,9 +142,14 @@ export class DepotCluster {
       : createHmac("sha256", this.#opts.token).update(password).digest("hex");
   }
 
-  /** One heartbeat after the current one (beats never overlap). */
+  /**
+   * One heartbeat after the current one (beats never overlap); a beat stuck on a Redis that
+   * stopped answering is given up after a lease time, so the next ones still run.
+   */
   #schedule(): void {
-    this.#beat = this.#beat.then(() => this.#heartbeat());
+    this.#beat = this.#beat.then(async () => {
+      await bounded(this.#heartbeat(), this.#heartbeatMs * 3);
+    });
   }
 
   /** Write the leases of the exits held here, drop those that left, read everyone's. */
@@ -279,23 +284,43 @@ export class DepotCluster {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     this.#server.cluster = undefined;
-    await this.#beat;
-    try {
+    await bounded(this.#beat, closeWaitMs);
+    const release = async () => {
       for (const name of this.#written) {
         const cur = await this.#redis.get(this.#key(name));
         if (cur && (JSON.parse(cur) as ExitLease).instance === this.instance) {
           await this.#redis.del(this.#key(name));
         }
       }
-      await this.#redis.quit();
+      await this.#redis.close();
+    };
+    try {
+      if (!this.#redisUp) throw new Error("registry unreachable");
+      if (await bounded(release(), closeWaitMs) === timedOut) throw new Error("registry too slow");
     } catch (err) {
       // Redis is away: the leases expire on their own within 3 heartbeats.
       this.#log.debug("leases not removed", { error: errorMessage(err) });
-      await this.#redis.disconnect().catch(() => {
-        // Already disconnected: nothing left to close.
-      });
+      this.#redis.destroy();
     }
     await this.#links.close();
+  }
+}
+
+/** How long shutdown waits for Redis (a beat in progress, removing the leases). */
+const closeWaitMs = 1_000;
+
+const timedOut = Symbol("timed out");
+
+/** `p`, or {@linkcode timedOut} after `ms` (`p` is then left to settle on its own). */
+async function bounded<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOut> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<typeof timedOut>((r) => timer = setTimeout(() => r(timedOut), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
