@@ -22,6 +22,6 @@ export * from "./acl.ts";
 export * from "./tap.ts";
 export * from "./reset.ts";
 export { libcCandidates, libcPath } from "./libc.ts";
-export * from "./listen_nodelay.ts";
+export * from "./tcp_nodelay.ts";
 export * from "./original_dst.ts";
 export * from "./worker_slot.ts";

@@ -90,7 +90,7 @@ const tlsHandshakeRecord = 0x16;
  * side of a TLS link running with Nagle on (`Deno.listenTls` connections have no
  * `setNoDelay`): the ACK at accept and the result after the dial were two small writes in a
  * row, the second waiting for A's delayed ACK, about 44 ms per proxied connection. TLS
- * listeners now get TCP_NODELAY (lib/net/listen_nodelay.ts); this still spares the write,
+ * listeners now get TCP_NODELAY (lib/net/tcp_nodelay.ts); this still spares the write,
  * and the stall where that cannot be set (no FFI permission). A dial slower than this sends
  * the ACK alone. Our link client never waits for the ACK.
  */
