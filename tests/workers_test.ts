@@ -563,3 +563,86 @@ Deno.test("workers: a depot-server cluster instance stops on SIGTERM while Redis
     await redis.stop();
   }
 });
+
+Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS clients of B get through only with it; a stranger's token gets no link", async () => {
+  const redis = await startRedis();
+  const origin = startOrigin();
+  const procs: ServiceProcess[] = [];
+  const env = { DEPOT_TOKEN: "cluster-depot-token", DEPOT_CLUSTER_TOKEN: "cluster-link-token-1" };
+  const instance = async (clusterToken = env.DEPOT_CLUSTER_TOKEN) => {
+    const p = await startService("depot-server.ts", [
+      "--socks",
+      "127.0.0.1:0",
+      "--control",
+      "127.0.0.1:0",
+      "--tunnel",
+      "127.0.0.1:0",
+      "--registry",
+      redis.url,
+      "--cluster-listen",
+      "127.0.0.1:0",
+      "--heartbeat",
+      "300ms",
+    ], { readyCount: 4, env: { ...env, DEPOT_CLUSTER_TOKEN: clusterToken } });
+    procs.push(p);
+    return p;
+  };
+  try {
+    const a = await instance();
+    const b = await instance();
+    procs.push(
+      await startService("depot-local.ts", [
+        "--server",
+        a.addrs.get("control")!,
+        "--name",
+        "office",
+        "--socks-password",
+        "office-password-1",
+      ], { readyCount: 0, ready: /msg="connected"/, env }),
+    );
+    await b.waitFor(/msg="exits held elsewhere" exits=office@/);
+    const through = (p: ServiceProcess, user: string, path: string) =>
+      run("curl", [
+        "-sS",
+        "--fail",
+        "--proxy",
+        `socks5h://${user}@${p.addrs.get("socks")}`,
+        `http://127.0.0.1:${origin.port}${path}`,
+      ]);
+    // B checks the password against the lease's digest, then hands the request to A.
+    const ok = await through(b, "office:office-password-1", `/bytes/${bulkBytes}?seed=7`);
+    assertEquals(ok.code, 0, ok.stderr);
+    assertEquals(sha256(ok.raw), blockStreamSha256(bulkBytes, 7));
+    await b.waitFor(/exit=office .*msg="connection closed" .*via=cluster/);
+    const wrong = await through(b, "office:not-the-password", "/hello?id=1");
+    assert(wrong.code !== 0);
+    await b.waitFor(/msg="SOCKS authentication failed" .*exit=office/);
+    // An instance with another cluster token: the password digests are keyed with the token,
+    // so it cannot check office's password (refused), and it gets no link to A (an exit
+    // without a password: 0x03, logged on both sides).
+    procs.push(
+      await startService(
+        "depot-local.ts",
+        ["--server", a.addrs.get("control")!, "--name", "open"],
+        {
+          readyCount: 0,
+          ready: /msg="connected"/,
+          env,
+        },
+      ),
+    );
+    const c = await instance("another-cluster-token");
+    await c.waitFor(/msg="exits held elsewhere" exits="office@\w+,open@/);
+    const stranger = await through(c, "office:office-password-1", "/hello?id=2");
+    assert(stranger.code !== 0);
+    await c.waitFor(/msg="SOCKS authentication failed" .*exit=office/);
+    const refused = await through(c, "open:any", "/hello?id=3");
+    assert(refused.code !== 0);
+    await c.waitFor(/msg="cluster link failed" .*peer refused the link: bad token/);
+    await a.waitFor(/msg="cluster link refused" .*failure=bad-token/);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    await origin.close();
+    await redis.stop();
+  }
+});
