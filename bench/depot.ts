@@ -281,9 +281,14 @@ interface Row {
   /** CPU µs per connection of each process of the path (concurrent phase), and their names. */
   cpu: number[];
   cpuOf: string[];
+  /** CPU seconds per GiB of the path's processes together, bulk down and up (median). */
+  gibDown: number;
+  gibUp: number;
   err?: string;
 }
 const rows: Row[] = [];
+/** GiB in `bytes`, for CPU per GiB. */
+const gib = (bytes: number) => bytes / (1 << 30);
 const wanRows: { name: string; ms: number; err?: string }[] = [];
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 try {
@@ -389,11 +394,22 @@ try {
       names: sshProcs.map((p) => p.name),
     },
   ].filter((p, i) => i === 0 || !flags.only || new RegExp(flags.only).test(p.route.name));
-  const failed = { down: NaN, up: NaN, seqMs: NaN, rps: NaN, cpu: [], cpuOf: [] };
+  const failed = {
+    down: NaN,
+    up: NaN,
+    seqMs: NaN,
+    rps: NaN,
+    cpu: [],
+    cpuOf: [],
+    gibDown: NaN,
+    gibUp: NaN,
+  };
   // The small-request phases run `--rounds` times, interleaving the paths so a burst of load
   // from elsewhere does not land on one path only: best set-up time and rate, and the median
   // CPU per connection of each process (steadier than either on a shared machine).
   const cpuRounds: number[][][] = paths.map((p) => p.procs.map(() => []));
+  /** CPU s/GiB of each path's processes together, per round: down and up. */
+  const gibRounds = paths.map(() => ({ down: [] as number[], up: [] as number[] }));
   for (let round = 1; round <= (onlyWan ? 0 : rounds); round++) {
     // Round 1 makes the rows in order; later rounds alternate the order (see roundOrder).
     for (
@@ -413,17 +429,26 @@ try {
           rps: 0,
           cpu: [],
           cpuOf: names,
+          gibDown: NaN,
+          gibUp: NaN,
         });
       }
       const row = rows[i];
       if (row.err) continue;
       try {
-        if (round === 1) {
-          await smallExchange(r, smallBuffer()); // warm up (JIT, pools)
-          for (let k = 0; k < (flags["small-only"] ? 0 : bulkRuns); k++) {
-            row.down = Math.max(row.down, await downloadMBps(r, bulkBytes));
-            row.up = Math.max(row.up, await uploadMBps(r, bulkBytes));
-          }
+        if (round === 1) await smallExchange(r, smallBuffer()); // warm up (JIT, pools)
+        // Bulk: `--runs` transfers each way in round 1, one in every later round (for the
+        // median of CPU per GiB, which rounds make steadier than rates on a shared box).
+        for (let k = 0; k < (flags["small-only"] ? 0 : round === 1 ? bulkRuns : 1); k++) {
+          const down = await cpuPerConn(costed, 1, () => downloadMBps(r, bulkBytes));
+          const up = await cpuPerConn(costed, 1, () => uploadMBps(r, bulkBytes));
+          row.down = Math.max(row.down, down.result);
+          row.up = Math.max(row.up, up.result);
+          const perGib = (us: number[]) => us.reduce((a, b) => a + b, 0) / 1e6 / gib(bulkBytes);
+          gibRounds[i].down.push(perGib(down.usPerConn));
+          gibRounds[i].up.push(perGib(up.usPerConn));
+          row.gibDown = median(gibRounds[i].down);
+          row.gibUp = median(gibRounds[i].up);
         }
         row.seqMs = Math.min(row.seqMs, await sequentialMs(r, seqCount));
         const { result: rps, usPerConn } = await cpuPerConn(
@@ -509,7 +534,7 @@ function cpuCell(r: Row): string {
 if (rows.length > 0) {
   console.log(
     `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
-      `${bulkRuns}; ` +
+      `${bulkRuns} + ${rounds - 1} (CPU s/GiB: median of them); ` +
       `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests, ` +
       `best of ${rounds} rounds (CPU: median)`,
   );
@@ -525,6 +550,7 @@ if (rows.length > 0) {
       `req/s (x${concurrency})`,
       "ratio",
       "CPU µs/conn",
+      "CPU s/GiB down/up",
     ],
     rows.map((r) => [
       r.name,
@@ -536,6 +562,9 @@ if (rows.length > 0) {
       fixed(r.rps),
       ratio(r.rps, direct.rps),
       cpuCell(r),
+      r.cpu.length === 0 || !Number.isFinite(r.gibDown)
+        ? "—"
+        : `${fixed(r.gibDown, 2)} / ${fixed(r.gibUp, 2)}`,
     ]),
   ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);

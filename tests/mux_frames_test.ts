@@ -86,6 +86,28 @@ for (const [name, split] of splits) {
   });
 }
 
+Deno.test("frames: reads of exactly toNextHeader bytes end on header boundaries", () => {
+  // The session reads this much amid bulk frames so no payload past the next header is copied.
+  const { bytes, events } = randomFrames(200);
+  const { sink, events: got } = collect();
+  const dec = new FrameDecoder(1 << 20);
+  let partial = 0; // a read that split a header (a short read), then completed it
+  for (let o = 0; o < bytes.length;) {
+    const want = dec.toNextHeader;
+    // Every 7th read comes back short, as TCP reads may.
+    const n = Math.min(o % 7 === 0 && want > 1 ? want - 1 : want, bytes.length - o);
+    const before = got.length;
+    dec.push(bytes.subarray(o, o + n), sink);
+    o += n;
+    if (n === want) {
+      assertEquals(got.length, before + 1, "a full read completes exactly one header");
+      assertEquals(dec.toNextHeader, dec.payloadLeft + headerBytes);
+    } else partial++;
+  }
+  assertEquals(got, events);
+  assert(partial > 0);
+});
+
 Deno.test("frames: bad version, unknown type, oversize data length throw typed errors", () => {
   const { sink } = collect();
   const bad = (bytes: Uint8Array, reason: string) => {

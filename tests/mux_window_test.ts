@@ -85,3 +85,36 @@ Deno.test("window: a larger initialWindowBytes is granted on open, so the peer s
     peer.close();
   }
 });
+
+Deno.test("window: a large write goes out as one data frame when the window allows (up to 4 MiB)", async () => {
+  // Fewer, larger frames: one header write and one payload write per relay read of a bulk
+  // stream, and fewer header reads on the receiving side (was 1 MiB frames: 12 here).
+  const { session, peer } = await rawPair("client");
+  try {
+    const s = await session.open();
+    await peer.until((f) => f.streamId === s.id); // the SYN
+    await peer.frame(FrameType.windowUpdate, 2, s.id, 16 * MiB);
+    const payload = crypto.getRandomValues(new Uint8Array(65536));
+    const big = new Uint8Array(12 * MiB);
+    for (let o = 0; o < big.length; o += payload.length) big.set(payload, o);
+    const writing = s.write(big);
+    const sizes: number[] = [];
+    let got = 0;
+    while (got < big.length) {
+      const f = await peer.until((f) => f.type === FrameType.data);
+      assert(f !== null);
+      assertEquals(f.payload, big.subarray(got, got + f.length));
+      sizes.push(f.length);
+      got += f.length;
+    }
+    await writing;
+    // Frames of 4 MiB once the 16 MiB grant is in (the write may start on the initial 256
+    // KiB window if it overtakes the grant).
+    assertEquals(Math.max(...sizes), 4 * MiB);
+    assert(sizes.length <= 4, `${sizes}`);
+    s.reset();
+  } finally {
+    await session.close();
+    peer.close();
+  }
+});

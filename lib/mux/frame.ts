@@ -183,6 +183,12 @@ export class FrameDecoder {
     return this.#payloadLeft;
   }
 
+  /** Bytes still to come until the next header is complete: this frame's payload left plus
+   * the header's missing bytes. Reading exactly this many never reads into the next payload. */
+  get toNextHeader(): number {
+    return this.#payloadLeft + headerBytes - this.#hdrLen;
+  }
+
   /**
    * Account `n` payload bytes of the current data frame that the caller read itself (straight
    * into a stream reader's buffer). Returns whether the frame is now complete.

@@ -87,7 +87,7 @@ export type SessionEndReason =
   | "conn-error"; // the transport failed
 
 /** Largest data frame we send; larger writes are split. */
-const maxSendFrameCapBytes = 1024 * 1024;
+const maxSendFrameCapBytes = 4 * 1024 * 1024;
 /** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
 const coalesceCopyMaxBytes = 16 * 1024;
 /** The buffer small frames are coalesced into: starts small (idle sessions stay cheap) and
@@ -98,8 +98,6 @@ const maxCoalesceBufferBytes = 256 * 1024;
 const directReadMinBytes = 64 * 1024;
 /** Microtasks the read loop waits for a stream's reader to return before a bulk read. */
 const directReadYieldTicks = 8;
-/** Read size while data frames are large: the next header plus a little payload. */
-const bulkHeadReadBytes = 8 * 1024;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
 const minReadBufferBytes = 16 * 1024;
 const maxReadBufferBytes = 2 * 1024 * 1024;
@@ -491,10 +489,13 @@ export class Session implements StreamHost, FrameSink {
             continue;
           }
         }
-        // Amid bulk frames, read little past the next header: the rest of its payload then
-        // goes straight to the stream's reader or buffer instead of being copied from ours.
+        // Amid bulk frames, read up to the end of the next header and no further: its payload
+        // then goes straight to the stream's reader or buffer instead of being copied from
+        // ours, and the reader never gets a sliver of it (a relay would shrink its buffer).
         const bulk = this.#bulkFrames;
-        const n = await this.#conn.read(bulk ? buf.subarray(0, bulkHeadReadBytes) : buf);
+        const n = await this.#conn.read(
+          bulk ? buf.subarray(0, Math.min(buf.length, this.#decoder.toNextHeader)) : buf,
+        );
         if (n === null) {
           if (!this.#shut) {
             this.#shutdown(this.#remoteGoAway ? "remote-goaway" : "eof");
