@@ -1,5 +1,5 @@
 import fc from "./_fc.ts";
-import { assertEquals } from "./_assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { RecvBuffer } from "../lib/mux/recv_buffer.ts";
 
 Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for byte", () => {
@@ -12,6 +12,7 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
           fc.record({
             reserve: fc.integer({ min: 1, max: 300_000 }),
             fill: fc.double({ min: 0, max: 1, noNaN: true }),
+            min: fc.integer({ min: 1, max: 300_000 }),
           }),
         ),
         { maxLength: 60 },
@@ -30,9 +31,9 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
             for (let i = 0; i < op.push; i++) model.push((seq - op.push + i) & 0xff);
           } else if ("reserve" in op) {
             // A transport read into the reserved room that returned `got` bytes.
-            const room = rx.reserve(op.reserve);
-            assertEquals(room.length, op.reserve);
-            const got = Math.floor(op.reserve * op.fill);
+            const room = rx.reserve(op.reserve, op.min);
+            assert(room.length >= Math.min(op.reserve, op.min) && room.length <= op.reserve);
+            const got = Math.floor(room.length * op.fill);
             for (let i = 0; i < got; i++) room[i] = (seq + i) & 0xff;
             seq += got;
             rx.commit(got);
@@ -85,4 +86,22 @@ Deno.test("mux RecvBuffer: clear during a reservation keeps the lent room out of
   const three = new Uint8Array(3);
   assertEquals(rx.take(three), 3);
   assertEquals(Array.from(three), [1, 2, 3]);
+});
+
+Deno.test("mux RecvBuffer: a reservation uses the free room at the end without moving bytes", () => {
+  const rx = new RecvBuffer();
+  const first = rx.reserve(64 * 1024); // a 64 KiB buffer from the pool
+  first.fill(1);
+  rx.commit(40 * 1024);
+  const out = new Uint8Array(10 * 1024);
+  rx.take(out); // 30 KiB wait at offset 10 KiB, 24 KiB free at the end
+  const room = rx.reserve(1024 * 1024, 16 * 1024);
+  assertEquals(room.length, 24 * 1024, "the free tail, not a moved or regrown buffer");
+  assertEquals(room.buffer, first.buffer);
+  room.fill(2);
+  rx.commit(room.length);
+  const all = new Uint8Array(64 * 1024);
+  assertEquals(rx.take(all), 54 * 1024);
+  assertEquals(all.subarray(0, 30 * 1024), new Uint8Array(30 * 1024).fill(1));
+  assertEquals(all.subarray(30 * 1024, 54 * 1024), new Uint8Array(24 * 1024).fill(2));
 });

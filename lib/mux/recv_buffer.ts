@@ -66,14 +66,19 @@ export class RecvBuffer {
   }
 
   /**
-   * Room for `n` more bytes at the end, to read into; until `commit`, the buffer stays put
-   * (and `clear` is deferred to it).
+   * Room for up to `n` more bytes at the end, to read into: what the buffer has free there if
+   * that is at least `minBytes` (a transport read rarely fills a big room, and making room
+   * moves or regrows the waiting bytes: that copy was a sixth of a relaying process's CPU),
+   * else `n` bytes made room for. Until `commit`, the buffer stays put (and `clear` is
+   * deferred to it).
    */
-  reserve(n: number): Uint8Array {
+  reserve(n: number, minBytes: number = n): Uint8Array {
     if (this.#reserved > 0) throw new Error("RecvBuffer: already reserved");
-    if (this.#end + n > this.#buf.length) this.#makeRoom(n);
-    this.#reserved = n;
-    return this.#buf.subarray(this.#end, this.#end + n);
+    const free = this.#buf.length - this.#end;
+    if (free < Math.min(n, minBytes)) this.#makeRoom(n);
+    const room = Math.min(n, this.#buf.length - this.#end);
+    this.#reserved = room;
+    return this.#buf.subarray(this.#end, this.#end + room);
   }
 
   /** The read into the reserved room ended with `n` bytes (0: none). */

@@ -29,6 +29,8 @@ import {
 export const copyWriteMaxBytes = 16 * 1024;
 /** Most payload bytes one transport read puts into a stream's receive buffer. */
 const maxQueueReadBytes = 1024 * 1024;
+/** Free room at the end of the receive buffer that is read into as it is (not made bigger). */
+const minQueueReadBytes = 64 * 1024;
 /**
  * Data bytes of one stream queued but not yet written to the transport above which a copied
  * (small) write waits for its frame to be written: without it a peer that grants huge
@@ -502,7 +504,10 @@ export class Stream implements Duplex {
    */
   _reserveQueue(max: number): Uint8Array | null {
     if (this.#localClosed || this.#err) return null;
-    return (this.#rx ??= new RecvBuffer()).reserve(Math.min(max, maxQueueReadBytes));
+    return (this.#rx ??= new RecvBuffer()).reserve(
+      Math.min(max, maxQueueReadBytes),
+      minQueueReadBytes,
+    );
   }
 
   /** The read into the reserved room ended with `n` bytes (0: none, failed). */
