@@ -583,7 +583,9 @@ Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS cli
       "127.0.0.1:0",
       "--heartbeat",
       "300ms",
-    ], { readyCount: 4, env: { ...env, DEPOT_CLUSTER_TOKEN: clusterToken } });
+      "--status",
+      "127.0.0.1:0",
+    ], { readyCount: 5, env: { ...env, DEPOT_CLUSTER_TOKEN: clusterToken } });
     procs.push(p);
     return p;
   };
@@ -601,6 +603,11 @@ Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS cli
       ], { readyCount: 0, ready: /msg="connected"/, env }),
     );
     await b.waitFor(/msg="exits held elsewhere" exits=office@/);
+    // B's /status names the exit and the instance holding it.
+    const aName = /msg="registry" .*instance=(\w+)/.exec(await a.waitFor(/msg="registry"/))![1];
+    const st = await (await fetch(`http://${b.addrs.get("status")}/status`)).json();
+    assertEquals(st.cluster.exitsElsewhere, [{ name: "office", instance: aName }]);
+    assertEquals(st.cluster.registryUp, true);
     const through = (p: ServiceProcess, user: string, path: string) =>
       run("curl", [
         "-sS",

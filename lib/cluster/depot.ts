@@ -127,6 +127,23 @@ export class DepotCluster {
     return c;
   }
 
+  /**
+   * The cluster as this instance sees it (the status JSON's `cluster`): its name, whether
+   * Redis answers, and the exits the other instances hold, as of the last heartbeat.
+   */
+  view(): {
+    instance: string;
+    registryUp: boolean;
+    exitsElsewhere: { name: string; instance: string }[];
+  } {
+    return {
+      instance: this.instance,
+      registryUp: this.#redisUp,
+      exitsElsewhere: [...this.#remote].map(([name, l]) => ({ name, instance: l.instance }))
+        .sort((a, b) => a.name.localeCompare(b.name)),
+    };
+  }
+
   /** Take the other instances' links on `listener` (the cluster port). */
   listen(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): void {
     this.#links.serve(listener);

@@ -88,7 +88,8 @@ export async function constructDepotServer(
   const observed = {
     service: "depot-server",
     log,
-    status: () => server.status(),
+    // In a cluster, /status also shows the exits the other instances hold.
+    status: () => cluster ? { ...server.status(), cluster: cluster.view() } : server.status(),
     providers: [depotStatusProvider(() => server.status()), listenersStatusProvider()],
     auth: flags["status-auth"],
   };
