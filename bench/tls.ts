@@ -2,7 +2,11 @@
  * TLS link throughput, one connection, loopback: direct TCP; lib/net/tls with Deno.listenTls
  * (server TLS); with node:tls (mutual TLS); the node:tls client (bound local address); and
  * socat's OpenSSL as the outside peer (TLS terminated by socat, forwarded to the same sink).
- * Also handshakes per second (sequential connect + handshake + close).
+ * Also handshakes per second (sequential connect + handshake + close), and the small-exchange
+ * table: on one connection, `exchanges` times the client sends 1 byte and the server answers
+ * with two 1-byte writes (no reply between, like a head then a body, or a frame then a FIN):
+ * lib/transport's listeners beside a bare `Deno.listenTls` (what they were before TCP_NODELAY
+ * was set on their listening socket), mean and worst ms per exchange.
  *
  *   deno run -A bench/tls.ts [MiB]
  */
@@ -36,6 +40,7 @@ const mib = Number(Deno.args[0] ?? 256);
 const total = mib * MiB;
 const rounds = 3;
 const handshakeCount = 200;
+const exchanges = 200;
 /** Read buffer of the sink. */
 const sinkBufferBytes = 256 * 1024;
 
@@ -76,6 +81,46 @@ async function handshakes(dialer: () => Promise<Deno.Conn>): Promise<number> {
   const t0 = performance.now();
   for (let i = 0; i < handshakeCount; i++) closeQuietly(await dialer());
   return handshakeCount / ((performance.now() - t0) / 1000);
+}
+
+/** Answer each byte read with two 1-byte writes. */
+async function twoWrites(listener: Deno.Listener<Deno.Conn>): Promise<void> {
+  const one = new Uint8Array(1);
+  for await (const c of listener) {
+    (async () => {
+      try {
+        while ((await c.read(new Uint8Array(1))) !== null) {
+          await c.write(one);
+          await c.write(one);
+        }
+      } catch {
+        // a peer that vanished: the next connection is measured anyway
+      } finally {
+        closeQuietly(c);
+      }
+    })();
+  }
+}
+
+/**
+ * ms of the first of `exchanges` 1-byte requests answered by two 1-byte writes (right after the
+ * handshake), then mean and worst of the others.
+ */
+async function smallExchanges(
+  conn: Deno.Conn,
+): Promise<{ first: number; mean: number; worst: number }> {
+  const buf = new Uint8Array(2);
+  let first = 0, sum = 0, worst = 0;
+  for (let i = 0; i < exchanges; i++) {
+    const t0 = performance.now();
+    await conn.write(buf.subarray(0, 1));
+    for (let got = 0; got < 2;) got += (await conn.read(buf.subarray(got))) ?? Infinity;
+    const ms = performance.now() - t0;
+    if (i === 0) first = ms;
+    else [sum, worst] = [sum + ms, Math.max(worst, ms)];
+  }
+  closeQuietly(conn);
+  return { first, mean: sum / (exchanges - 1), worst };
 }
 
 const pki = await makePki();
@@ -144,6 +189,21 @@ console.log(formatTable(
   ]),
 ));
 if (!socat) console.log("socat not installed (or not listening): outside peer row skipped");
+
+const small = [
+  ["Deno.listenTls, bare (Nagle on)", Deno.listenTls({ ...addr, ...server }), client],
+  ["lib/transport listenTls (Deno.listenTls)", await listenTls(addr, server), client],
+  ["lib/transport listenTls mutual (node:tls)", await listenTls(addr, mutual), mclient],
+] as const;
+for (const [, l] of small) void twoWrites(l);
+const smallRows: string[][] = [];
+for (const [name, l, cfg] of small) {
+  const r = await smallExchanges(await connectTls("localhost", l.addr.port, cfg));
+  smallRows.push([name, fixed(r.first, 1), fixed(r.mean, 2), fixed(r.worst, 1)]);
+}
+console.log(`\n${exchanges} exchanges on one connection: 1 byte up, two 1-byte writes down`);
+console.log(formatTable(["server", "first ms", "then mean ms", "worst ms"], smallRows));
+for (const [, l] of small) closeQuietly(l);
 
 await socat?.stop();
 for (const l of [plain, denoTls, nodeTls]) closeQuietly(l);

@@ -1,6 +1,5 @@
 /**
- * TCP_NODELAY where Deno 2.9.6 has no `setNoDelay`: for every connection a TLS listener
- * accepts (set once on the listening socket), and on a `Deno.connectTls` connection.
+ * TCP_NODELAY for every connection a listener accepts, set once on the listening socket.
  *
  * Why: Deno 2.9.6's `Deno.listenTls` hands out `Deno.TlsConn`s that have no `setNoDelay`
  * (and no descriptor in their internal fd field), so the server side of every TLS listener
@@ -15,12 +14,11 @@
  * (another address or a SO_REUSEPORT sibling on the same port is a listener of ours too, and
  * TCP_NODELAY is what lib/net's `serve()` sets on its connections anyway).
  *
- * `Deno.connectTls` connections have no `setNoDelay` either (checked: 0 on the socket);
- * {@linkcode connNoDelay} finds that socket among the descriptors by its two ports, once per
- * connection (a scan of the process's descriptors: for the few dials that take this path).
+ * Not done per connection (e.g. for `Deno.connectTls` connections, which have no
+ * `setNoDelay` either): opening libc and scanning the descriptors costs 2.8–4 ms a call here.
  *
  * Needs the FFI permission for libc (./libc.ts; the installed services have it) and Linux;
- * otherwise both answer false and the caller says so in its log.
+ * otherwise {@linkcode listenerNoDelay} answers false and the caller says so in its log.
  * A connection the kernel completed between `listen()` and this call (a fixed port, a client
  * already knocking) keeps Nagle on; none can with port 0.
  * @module
@@ -39,7 +37,6 @@ const libcSymbols = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   ...pointerSymbols,
 } as const;
 
@@ -73,33 +70,6 @@ export function listenerNoDelay(port: number): boolean {
   } catch {
     // A call the permission does not cover after all: the listener keeps Nagle on, which
     // the caller logs (false), as without FFI.
-    return false;
-  } finally {
-    lib.close();
-  }
-}
-
-/**
- * Set TCP_NODELAY on the socket behind `conn` (a dialled `Deno.TlsConn`, which has no
- * `setNoDelay`), found among this process's descriptors by its local and remote ports. True
- * when set; false without FFI permission for libc, off Linux, or for a conn that is not TCP.
- */
-export function connNoDelay(conn: Deno.Conn): boolean {
-  const { localAddr, remoteAddr } = conn;
-  if (Deno.build.os !== "linux") return false;
-  if (localAddr.transport !== "tcp" || remoteAddr.transport !== "tcp") return false;
-  const lib = openLibc(libcSymbols);
-  if (!lib) return false;
-  try {
-    const c = lib.symbols;
-    for (const fd of openDescriptors(c)) {
-      if (portOf(c.getsockname, fd) !== localAddr.port) continue;
-      if (portOf(c.getpeername, fd) !== remoteAddr.port) continue;
-      return c.setsockopt(fd, ipprotoTcp, tcpNoDelay, optOn, optOn.length) === 0;
-    }
-    return false;
-  } catch {
-    // As in listenerNoDelay: the connection keeps Nagle on.
     return false;
   } finally {
     lib.close();
