@@ -10,6 +10,7 @@ import {
   blockStreamSha256,
   freePort,
   listenLocal,
+  portOf,
   run,
   type ServiceProcess,
   sha256,
@@ -17,6 +18,9 @@ import {
   startService,
 } from "./_util.ts";
 import { startRedis } from "./_redis.ts";
+import { makePki } from "./_tls.ts";
+import { encodeFrame, readFrameJson } from "../lib/control/mod.ts";
+import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { curl, startApp } from "./_tunnel.ts";
 
 const bulkBytes = 4 * 1024 * 1024;
@@ -647,6 +651,80 @@ Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS cli
     assert(refused.code !== 0);
     await c.waitFor(/msg="cluster link failed" .*peer refused the link: bad token/);
     await a.waitFor(/msg="cluster link refused" .*failure=bad-token/);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    await origin.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("depot cluster TLS: a request handed over a mutual-TLS link is byte-exact; plaintext gets no link", async () => {
+  const pki = await makePki();
+  const redis = await startRedis();
+  const origin = startOrigin();
+  const procs: ServiceProcess[] = [];
+  const env = { DEPOT_TOKEN: "cluster-depot-token", DEPOT_CLUSTER_TOKEN: "cluster-link-token-1" };
+  const instance = async () => {
+    const p = await startService("depot-server.ts", [
+      "--socks",
+      "127.0.0.1:0",
+      "--control",
+      "127.0.0.1:0",
+      "--tunnel",
+      "127.0.0.1:0",
+      "--registry",
+      redis.url,
+      "--cluster-listen",
+      "127.0.0.1:0",
+      "--heartbeat",
+      "300ms",
+      "--cluster-tls-cert",
+      pki.peerCert,
+      "--cluster-tls-key",
+      pki.peerKey,
+      "--cluster-tls-ca",
+      pki.ca,
+    ], { readyCount: 4, env });
+    procs.push(p);
+    return p;
+  };
+  try {
+    const a = await instance();
+    const b = await instance();
+    procs.push(
+      await startService("depot-local.ts", ["--server", a.addrs.get("control")!], {
+        readyCount: 0,
+        ready: /msg="connected"/,
+        env,
+      }),
+    );
+    await b.waitFor(/msg="exits held elsewhere" exits=default@/);
+    const r = await run("curl", [
+      "-sS",
+      "--fail",
+      "--socks5-hostname",
+      b.addrs.get("socks")!,
+      `http://127.0.0.1:${origin.port}/bytes/${bulkBytes}?seed=11`,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(sha256(r.raw), blockStreamSha256(bulkBytes, 11));
+    await b.waitFor(/msg="connection closed" .*via=cluster/);
+    // A's cluster port speaks TLS only: a plaintext hello with the right token gets no link.
+    const plain = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: portOf(a.addrs.get("cluster")!),
+    });
+    let answer = "eof";
+    try {
+      await writeAll(plain, encodeFrame({ token: env.DEPOT_CLUSTER_TOKEN, from: "test" }));
+      const f = await readFrameJson(new BufferedReader(plain), 4096);
+      if (f) answer = JSON.stringify(f.json);
+    } catch (err) {
+      answer = `error: ${(err as Error).name}`;
+    } finally {
+      closeQuietly(plain);
+    }
+    assert(!answer.includes('"ok":true'), `plaintext got a link: ${answer}`);
   } finally {
     for (const p of procs.reverse()) await p.stop("SIGKILL");
     await origin.close();

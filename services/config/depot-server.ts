@@ -16,7 +16,8 @@ import {
 } from "../../lib/depot/mod.ts";
 import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
-import { parseRegistry } from "./tunnel-server.ts";
+import { clusterTlsFromFlags, command as tunnelCommand, parseRegistry } from "./tunnel-server.ts";
+import type { ClusterTls } from "../../lib/tunnel/mod.ts";
 
 /** depot-server's command line. */
 export const command = {
@@ -139,6 +140,11 @@ export const command = {
       env: "DEPOT_CLUSTER_TOKEN",
       help: "shared secret of the cluster's links (every instance the same)",
     },
+    // The same TLS on the links as tunnel-server's cluster (etcd-style peer TLS).
+    "cluster-tls-cert": tunnelCommand.flags["cluster-tls-cert"],
+    "cluster-tls-key": tunnelCommand.flags["cluster-tls-key"],
+    "cluster-tls-ca": tunnelCommand.flags["cluster-tls-ca"],
+    "cluster-tls-server-name": tunnelCommand.flags["cluster-tls-server-name"],
     workers: {
       kind: "int",
       min: 1,
@@ -167,6 +173,8 @@ export interface DepotServerServiceConfig {
   tls?: TlsServerConfig;
   /** `--registry`: the Redis URL, and its address without the password for the log. */
   registry?: { url: string; addr: string };
+  /** `--cluster-tls-*`: TLS on the links between instances. */
+  clusterTls?: ClusterTls;
 }
 
 /** depot-server's config from its flags; throws to refuse. */
@@ -201,5 +209,9 @@ export function validate(
   } else if (registry && !(f["cluster-listen"] && f["cluster-token"])) {
     throw new FlagError("registry", "--registry needs --cluster-listen and --cluster-token");
   }
-  return { token, defaultExit, tls: tlsServerFromFlags(f), registry };
+  const clusterTls = clusterTlsFromFlags(f);
+  if (clusterTls && !registry) {
+    throw new FlagError("cluster-tls-cert", "--cluster-tls-* need --registry");
+  }
+  return { token, defaultExit, tls: tlsServerFromFlags(f), registry, clusterTls };
 }

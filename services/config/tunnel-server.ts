@@ -340,8 +340,16 @@ export interface TunnelServerServiceConfig {
   clusterTls?: ClusterTls;
 }
 
-/** The links' TLS from `--cluster-tls-*` (files read and checked), or undefined. */
-function clusterTlsFromFlags(f: ServiceFlags<typeof command.flags>): ClusterTls | undefined {
+/**
+ * The links' TLS from `--cluster-tls-*` (files read and checked), or undefined; depot-server's
+ * cluster takes the same flags.
+ */
+export function clusterTlsFromFlags(
+  f: Pick<
+    ServiceFlags<typeof command.flags>,
+    "cluster-tls-cert" | "cluster-tls-key" | "cluster-tls-ca" | "cluster-tls-server-name"
+  >,
+): ClusterTls | undefined {
   const cert = f["cluster-tls-cert"], key = f["cluster-tls-key"], ca = f["cluster-tls-ca"];
   if (!cert && !key) {
     if (ca || f["cluster-tls-server-name"]) {

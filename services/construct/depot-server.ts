@@ -76,8 +76,7 @@ export async function constructDepotServer(
   for (const [name, l] of Object.entries(listeners)) {
     log.info("listening", { name, addr: formatAddr(l.addr) });
   }
-  const cluster = cfg.registry &&
-    await joinCluster(flags, cfg.registry, server, bind, workers, log);
+  const cluster = cfg.registry && await joinCluster(flags, cfg, server, bind, workers, log);
   log.info("link security", {
     tls: cfg.tls
       ? (cfg.tls.ca ? "mutual" : "server")
@@ -121,7 +120,7 @@ function workerPort(a: HostPort, slot: WorkerSlot): HostPort {
  */
 async function joinCluster(
   flags: ServiceFlags<typeof command.flags>,
-  registry: { url: string; addr: string },
+  cfg: DepotServerServiceConfig,
   server: DepotServer,
   bind: Bind,
   workers: WorkerSlot | undefined,
@@ -132,20 +131,21 @@ async function joinCluster(
   const listener = await bind(
     "cluster",
     at,
-    () => listenLink(at, undefined, "cluster", log, undefined, true),
+    () => listenLink(at, cfg.clusterTls?.server, "cluster", log, undefined, true),
   );
   const adv =
     (workers && flags.advertise ? workerPort(flags.advertise, workers) : flags.advertise) ??
       { host: listener.addr.hostname, port: listener.addr.port };
   const cluster = await DepotCluster.connect(server, {
-    url: registry.url,
+    url: cfg.registry!.url,
     token: flags["cluster-token"] ?? workerSecret() ?? "",
     advertise: joinHostPort(adv.host, adv.port),
     heartbeatMs: flags.heartbeat,
+    tls: cfg.clusterTls?.client,
     log,
   });
   cluster.listen(listener);
-  log.info("registry", { kind: "redis", addr: registry.addr, instance: cluster.instance });
+  log.info("registry", { kind: "redis", addr: cfg.registry!.addr, instance: cluster.instance });
   log.info("listening", { name: "cluster", addr: formatAddr(listener.addr) });
   return cluster;
 }
