@@ -11,39 +11,21 @@
  * TLS (`tls`): lib/transport's TLS on both ends of every link, like etcd's peer TLS: each
  * instance serves its certificate on the cluster port and, when it trusts a CA for its peers,
  * presents the same certificate when it dials and requires one from the instances dialling
- * it (mutual TLS). The token is checked inside TLS as well.
+ * it (mutual TLS). The token is checked inside TLS as well. The links themselves (hello,
+ * token, dialling, one session per peer) are lib/cluster's PeerLinks, shared with depot.
  * @module
  */
 
-import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
+import type { SessionOptions, Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import {
-  BufferedReader,
-  closeQuietly,
-  concatBytes,
-  type ConnHandler,
-  type Duplex,
-  errorMessage,
-  relay,
-  serve,
-  type Server,
-  timingSafeEqual,
-  withPrefix,
-  writeAll,
-} from "../net/mod.ts";
-import { encodeFrame, readFrameJson } from "../control/mod.ts";
-import { dialTransport, type TlsClientConfig, type TlsServerConfig } from "../transport/mod.ts";
+import { BufferedReader, concatBytes, errorMessage, relay, type Server } from "../net/mod.ts";
+import { encodeFrame } from "../control/mod.ts";
+import type { TlsClientConfig, TlsServerConfig } from "../transport/mod.ts";
 import { ClientConn, clientKey } from "./client_conn.ts";
 import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
 import type { RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
-
-/** Time a peer has to send its link handshake (and to answer ours). */
-export const clusterHandshakeTimeoutMs = 5_000;
-/** Largest link or stream header frame. */
-const maxHeaderBytes = 4096;
-/** Time to connect to a peer (TCP and TLS handshake). */
-export const clusterDialTimeoutMs = 5_000;
+import { PeerLinks, readLinkHeader } from "../cluster/links.ts";
 
 /** TLS of the links: the same lib/transport options as every other warren link. */
 export interface ClusterTls {
@@ -72,22 +54,6 @@ export interface ClusterLinksOptions {
   log?: Logger;
 }
 
-/** Read one JSON frame within the handshake time; null on EOF or timeout. */
-async function readHeader(r: BufferedReader): Promise<Record<string, unknown> | null> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<null>((res) =>
-    timer = setTimeout(() => res(null), clusterHandshakeTimeoutMs)
-  );
-  try {
-    const f = await Promise.race([readFrameJson(r, maxHeaderBytes), timeout]);
-    return f && typeof f.json === "object" && f.json !== null
-      ? f.json as Record<string, unknown>
-      : null;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /**
  * The links of one instance: serves the cluster port (streams from other instances to the
  * clients held here) and dials the instances holding clients this one does not.
@@ -98,11 +64,10 @@ export class ClusterLinks {
   readonly #registry: RedisRegistry;
   readonly #opts: ClusterLinksOptions;
   readonly #log: Logger;
-  /** Live links to other instances by address (one dial shared by concurrent requests). */
-  #links = new Map<string, Promise<Session>>();
+  /** The links to other instances (one per address, shared by concurrent requests). */
+  readonly #links: PeerLinks;
   /** Remote clients as ClientConns on a link, by digest (`remote` names the link). */
   #remote = new Map<string, ClientConn>();
-  #listener?: Server;
 
   /** Links for `server`, finding peers in `registry`. */
   constructor(server: TunnelServer, registry: RedisRegistry, opts: ClusterLinksOptions) {
@@ -110,6 +75,14 @@ export class ClusterLinks {
     this.#registry = registry;
     this.#opts = opts;
     this.#log = (opts.log ?? silentLogger).child({ cluster: registry.instance });
+    this.#links = new PeerLinks({
+      token: opts.token,
+      from: registry.instance,
+      tls: opts.tls?.client,
+      mux: opts.mux,
+      log: this.#log,
+      onStream: (s) => void this.#serveStream(s),
+    });
   }
 
   /** Route requests for clients held elsewhere through the links. */
@@ -122,42 +95,7 @@ export class ClusterLinks {
    * listener, or with `tls` a TLS one (which hands out only handshaken connections).
    */
   listen(listener: Deno.Listener<Deno.Conn, Deno.NetAddr>): Server {
-    const handler: ConnHandler = (conn, ctx) => this.#accept(conn, ctx);
-    this.#listener = serve(listener, handler, { log: this.#log, name: "cluster" });
-    return this.#listener;
-  }
-
-  async #accept(conn: Deno.Conn, ctx: { handshakeDone(): void }): Promise<void> {
-    const reader = new BufferedReader(conn);
-    const at = conn.remoteAddr as Deno.NetAddr;
-    const remote = `${at.hostname}:${at.port}`;
-    let hello: Record<string, unknown> | null;
-    try {
-      hello = await readHeader(reader);
-    } catch (err) {
-      this.#log.warn("cluster link refused", { remote, failure: errorMessage(err) });
-      return;
-    }
-    if (
-      !hello || typeof hello.token !== "string" || !timingSafeEqual(hello.token, this.#opts.token)
-    ) {
-      this.#log.warn("cluster link refused", { remote, failure: hello ? "bad-token" : "no-hello" });
-      await writeAll(conn, encodeFrame({ ok: false, error: "bad token" })).catch(() => {
-        // The peer left: nothing to tell.
-      });
-      return;
-    }
-    ctx.handshakeDone();
-    await writeAll(conn, encodeFrame({ ok: true }));
-    const session = Session.server(withPrefix(conn, reader.takeBuffered()), this.#opts.mux);
-    this.#log.info("cluster link up", { remote, peer: String(hello.from ?? "?") });
-    while (true) {
-      // A failed accept means the link is over.
-      const s = await session.accept().catch(() => null);
-      if (s === null) break;
-      void this.#serveStream(s);
-    }
-    this.#log.info("cluster link down", { remote });
+    return this.#links.serve(listener);
   }
 
   /**
@@ -168,7 +106,7 @@ export class ClusterLinks {
   async #serveStream(s: Stream): Promise<void> {
     const reader = new BufferedReader(s);
     try {
-      const h = await readHeader(reader);
+      const h = await readLinkHeader(reader);
       const d = typeof h?.client === "string" ? h.client : "";
       const identifier = this.#registry.knownIdentifier(d);
       const client = identifier !== undefined ? this.#server.localClient(identifier) : undefined;
@@ -202,7 +140,7 @@ export class ClusterLinks {
     this.#registry.forget(identifier);
     const at = await this.#registry.locate(identifier, true).catch(() => undefined);
     if (!at?.inst?.advertise || at.rec.instance === this.#registry.instance) return undefined;
-    const session = await this.#link(at.inst.advertise);
+    const session = await this.#links.link(at.inst.advertise);
     this.#log.info("cluster stream passed on to the instance holding the client", {
       client: d.slice(0, 12),
       peer: at.inst.advertise,
@@ -228,7 +166,7 @@ export class ClusterLinks {
       const have = this.#remote.get(d);
       if (have?.remote === `cluster:${addr}`) return have;
       try {
-        const session = await this.#link(addr);
+        const session = await this.#links.link(addr);
         const c = new ClientConn(
           0,
           fingerprint(identifier),
@@ -239,6 +177,9 @@ export class ClusterLinks {
         c.streamPrefix = encodeFrame({ client: d });
         c.ready = true;
         this.#remote.set(d, c);
+        session.closed.then(() => {
+          if (this.#remote.get(d) === c) this.#remote.delete(d);
+        });
         return c;
       } catch (err) {
         this.#log.warn("cluster link failed", { peer: addr, error: errorMessage(err) });
@@ -248,58 +189,10 @@ export class ClusterLinks {
     }
   }
 
-  #link(addr: string): Promise<Session> {
-    let p = this.#links.get(addr);
-    if (!p) {
-      p = this.#dial(addr);
-      this.#links.set(addr, p);
-      const forget = () => {
-        if (this.#links.get(addr) === p) this.#links.delete(addr);
-        for (const [d, c] of this.#remote) {
-          if (c.remote === `cluster:${addr}`) this.#remote.delete(d);
-        }
-      };
-      p.then((s) => s.closed.then(forget), forget);
-    }
-    return p;
-  }
-
-  async #dial(addr: string): Promise<Session> {
-    const i = addr.lastIndexOf(":");
-    const tls = this.#opts.tls;
-    const conn: Duplex = await dialTransport({
-      kind: tls ? "tls" : "tcp",
-      host: addr.slice(0, i).replace(/^\[|\]$/g, ""),
-      port: Number(addr.slice(i + 1)),
-      path: "/",
-    }, { timeoutMs: clusterDialTimeoutMs, ...(tls ? { tls: tls.client } : {}) });
-    try {
-      await writeAll(conn, encodeFrame({ token: this.#opts.token, from: this.#registry.instance }));
-      const reader = new BufferedReader(conn);
-      const answer = await readHeader(reader);
-      if (answer?.ok !== true) {
-        throw new Error(`peer refused the link: ${String(answer?.error ?? "no answer")}`);
-      }
-      const session = Session.client(withPrefix(conn, reader.takeBuffered()), this.#opts.mux);
-      this.#log.info("cluster link up", { peer: addr });
-      return session;
-    } catch (err) {
-      closeQuietly(conn);
-      throw err;
-    }
-  }
-
   /** Close every link and the cluster port. */
   async close(): Promise<void> {
     this.#server.remoteClient = undefined;
-    const links = [...this.#links.values()];
-    this.#links.clear();
     this.#remote.clear();
-    for (const p of links) {
-      await p.then((s) => s.close(), () => {
-        // That link never came up: nothing to close.
-      });
-    }
-    await this.#listener?.stop(0);
+    await this.#links.close();
   }
 }
