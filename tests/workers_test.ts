@@ -21,7 +21,7 @@ import { startRedis } from "./_redis.ts";
 import { makePki } from "./_tls.ts";
 import { encodeFrame, readFrameJson } from "../lib/control/mod.ts";
 import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
-import { curl, startApp } from "./_tunnel.ts";
+import { curl, hashThrough, startApp, startHasher } from "./_tunnel.ts";
 
 const bulkBytes = 4 * 1024 * 1024;
 
@@ -728,6 +728,63 @@ Deno.test("depot cluster TLS: a request handed over a mutual-TLS link is byte-ex
   } finally {
     for (const p of procs.reverse()) await p.stop("SIGKILL");
     await origin.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("workers: a server-defined TCP tunnel port is shared by two tunnel-server workers, byte-exact through both", async () => {
+  const redis = await startRedis();
+  const hasher = startHasher();
+  const id = "identifier-workers-tcp-01";
+  const port = freePort();
+  const tcp = freePort();
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("tunnel-server.ts", [
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--registry",
+      redis.url,
+      "--heartbeat",
+      "300ms",
+      "--tcp-ports",
+      `${tcp}-${tcp}`,
+      "--tcp",
+      `${tcp}:${hasher.port}=env:ID`,
+      "--workers",
+      "2",
+    ], {
+      denoArgs: ["--unstable-net"],
+      ready: /msg="workers ready"/,
+      readyCount: 0,
+      env: { ID: id },
+    });
+    procs.push(server);
+    for (const w of [1, 2]) {
+      await server.waitFor(new RegExp(`worker=${w} msg="listening" name=tcp-${tcp}`));
+    }
+    procs.push(
+      await startService("tunnel-client.ts", [
+        "--server",
+        `http://127.0.0.1:${port}`,
+        "--local",
+        `127.0.0.1:${hasher.port}`,
+      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+    );
+    const closedBy = (w: string) =>
+      server.lines.filter((l) => new RegExp(`worker=${w} .*msg="connection closed"`).test(l))
+        .length;
+    const total = 1024 * 1024 + 5;
+    for (let i = 0; i < 200 && (closedBy("1") === 0 || closedBy("2") === 0); i++) {
+      assertEquals(await hashThrough(tcp, total, i), blockStreamSha256(total, i));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    assert(closedBy("1") > 0 && closedBy("2") > 0, "both workers relayed TCP connections");
+    assertEquals(await server.stop("SIGTERM"), 0);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    await hasher.close();
     await redis.stop();
   }
 });
