@@ -37,7 +37,29 @@ export const logFormats: readonly LogFormat[] = ["logfmt", "json"];
 /** Where finished lines go; tests swap it to capture output. */
 export type LogSink = (line: string, level: LogLevel) => void;
 
-const defaultSink: LogSink = (line) => console.error(line);
+/** Lines formatted in this turn of the event loop, written to stderr together. */
+let pendingLines: string[] = [];
+const encoder = new TextEncoder();
+
+/**
+ * Write the pending lines to stderr in one synchronous write: console.error per line cost a
+ * print op and the console's formatting each (about 18 µs of a tunnel-server's 77 µs per
+ * access-logged request); a busy turn logs many lines at once.
+ */
+function flushLines(): void {
+  if (pendingLines.length === 0) return;
+  const bytes = encoder.encode(pendingLines.join("\n") + "\n");
+  pendingLines = [];
+  for (let off = 0; off < bytes.length;) off += Deno.stderr.writeSync(bytes.subarray(off));
+}
+
+/** A line goes out at the end of the current turn (its microtasks), never later. */
+const defaultSink: LogSink = (line) => {
+  if (pendingLines.push(line) === 1) queueMicrotask(flushLines);
+};
+// Deno.exit() (and a normal end) fire "unload" synchronously: lines logged just before are
+// written, not lost. Without a global event target (a worker) the microtask is enough.
+globalThis.addEventListener?.("unload", flushLines);
 
 function quote(v: string): string {
   return /^[A-Za-z0-9_.:\/@\[\]+-]+$/.test(v) ? v : JSON.stringify(v);
