@@ -102,6 +102,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
     allow: [
       ...counted,
       "lib/tunnel/",
+      "lib/cluster/lease.ts",
       "lib/cluster/links.ts",
       "lib/config/secret.ts",
       "lib/control/",

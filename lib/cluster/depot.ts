@@ -33,6 +33,7 @@ import { encodeFrame, randomSecret, readFrameJson } from "../control/mod.ts";
 import type { Stream } from "../mux/mod.ts";
 import type { TlsClientConfig } from "../transport/mod.ts";
 import type { DepotServer, Outcome, RemoteExit } from "../depot/mod.ts";
+import { refreshLease } from "./lease.ts";
 import { linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
 
 /** Options of {@linkcode DepotCluster}. */
@@ -88,6 +89,10 @@ export class DepotCluster {
   #remote = new Map<string, ExitLease>();
   /** Names this instance wrote leases for (to delete the ones that left). */
   #written = new Set<string>();
+  /** Exits that connected here since the last beat: their lease is taken outright. */
+  #claims = new Set<string>();
+  /** Exits held here whose lease another instance holds (the exit connected there later). */
+  #ceded = new Set<string>();
   #timer?: ReturnType<typeof setInterval>;
   #beat: Promise<void> = Promise.resolve();
   #redisUp = false;
@@ -120,7 +125,10 @@ export class DepotCluster {
     c.#redisUp = true;
     server.cluster = {
       remoteExit: (name) => c.#remoteExit(name),
-      exitsChanged: () => c.#schedule(),
+      exitsChanged: (connected) => {
+        if (connected !== undefined) c.#claims.add(connected);
+        c.#schedule();
+      },
     };
     await c.#heartbeat();
     c.#timer = setInterval(() => c.#schedule(), c.#heartbeatMs);
@@ -169,20 +177,42 @@ export class DepotCluster {
     });
   }
 
-  /** Write the leases of the exits held here, drop those that left, read everyone's. */
+  /**
+   * Write the leases of the exits held here, drop those that left, read everyone's. An exit
+   * that just connected takes its lease outright; the others' leases are only refreshed while
+   * they are ours ({@linkcode refreshLease}): an exit name connected to two instances stays
+   * with the one it connected to last instead of flipping between them every beat.
+   */
   async #heartbeat(): Promise<void> {
     const leaseMs = this.#heartbeatMs * 3;
     try {
       const held = this.#server.heldExits();
       const names = new Set(held.map((e) => e.name));
       for (const e of held) {
-        const lease: ExitLease = {
-          instance: this.instance,
-          advertise: this.#opts.advertise,
-          auth: this.#digest(e.socksPassword),
-        };
-        await this.#redis.set(this.#key(e.name), JSON.stringify(lease), { PX: leaseMs });
+        const key = this.#key(e.name);
+        const lease = JSON.stringify(
+          {
+            instance: this.instance,
+            advertise: this.#opts.advertise,
+            auth: this.#digest(e.socksPassword),
+          } satisfies ExitLease,
+        );
+        if (this.#claims.has(e.name) || !this.#written.has(e.name)) {
+          this.#claims.delete(e.name);
+          await this.#redis.set(key, lease, { PX: leaseMs });
+          this.#ceded.delete(e.name);
+          continue;
+        }
+        const kept = await refreshLease(this.#redis, key, lease, leaseMs, this.instance);
+        if (kept !== "not-ours") {
+          if (this.#ceded.delete(e.name)) this.#log.info("exit held here again", { exit: e.name });
+        } else if (!this.#ceded.has(e.name)) {
+          this.#ceded.add(e.name);
+          this.#log.info("exit now held by another instance", { exit: e.name });
+        }
       }
+      for (const name of this.#claims) if (!names.has(name)) this.#claims.delete(name);
+      for (const name of this.#ceded) if (!names.has(name)) this.#ceded.delete(name);
       for (const name of this.#written) {
         if (names.has(name)) continue;
         // Only our own lease: the exit may have reconnected to another instance since.

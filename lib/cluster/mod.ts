@@ -5,5 +5,6 @@
  * @module
  */
 
+export * from "./lease.ts";
 export * from "./links.ts";
 export * from "./depot.ts";

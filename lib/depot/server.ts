@@ -225,8 +225,8 @@ export interface RemoteExit {
 /** A cluster's side of the server: exits held elsewhere, and news of the ones held here. */
 export interface DepotClusterHooks {
   remoteExit(name: string): RemoteExit | undefined;
-  /** An exit connected here or left. */
-  exitsChanged(): void;
+  /** An exit connected here (`connected`, its name) or left (no argument). */
+  exitsChanged(connected?: string): void;
 }
 
 /** How a request goes straight on a tunnel ("open"): see `#requestDirect`. */
@@ -595,7 +595,7 @@ export class DepotServer {
       });
     }
     this.#exits.set(hello.name, exit);
-    this.cluster?.exitsChanged();
+    this.cluster?.exitsChanged(hello.name);
     m.sessionsTotal.inc({ side: "server" });
     try {
       await ctl.send({

@@ -42,6 +42,7 @@ import {
   RegistryUnavailableError,
 } from "./registry.ts";
 import { LookupCache } from "./lookup_cache.ts";
+import { refreshLease } from "../cluster/lease.ts";
 
 /** Default lifetime of a lease (client, instance) not refreshed: 3 heartbeats. */
 export const defaultLeaseMs = 6_000;
@@ -119,15 +120,6 @@ if not prev then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HINCRBY', KEYS[2], prev, -1) <= 0 then redis.call('HDEL', KEYS[2], prev) end
 return 1`;
-
-// A lease is refreshed only while it is ours (or gone, after a Redis restart): a client that
-// reconnected to another instance keeps its new lease while our old session times out.
-// 1: refreshed, 2: written back (it had expired or Redis lost it), 0: not ours.
-const refreshScript = `local cur = redis.call('GET', KEYS[1])
-if cur and cjson.decode(cur).instance ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if cur then return 1 end
-return 2`;
 
 /** Where the client of an identifier is held: its lease and the holding instance's record. */
 export interface ClientLocation {
@@ -311,11 +303,16 @@ export class RedisRegistry implements Registry {
         }
       }
       for (const [d, rec] of this.#held) {
-        const kept = await c.eval(refreshScript, {
-          keys: [this.#key(`client:${d}`)],
-          arguments: [JSON.stringify(rec), String(this.#leaseMs), this.instance],
-        });
-        if (kept === 0) {
+        // A client that reconnected to another instance keeps its new lease there while our
+        // old session times out.
+        const kept = await refreshLease(
+          c,
+          this.#key(`client:${d}`),
+          JSON.stringify(rec),
+          this.#leaseMs,
+          this.instance,
+        );
+        if (kept === "not-ours") {
           // Another instance registered this client since (it reconnected there, or another
           // member of its group connected there): its lease while it lasts.
           if (!this.#standby.has(d)) {
@@ -327,7 +324,7 @@ export class RedisRegistry implements Registry {
         if (this.#standby.delete(d)) {
           this.#log.info("client held here again", { client: d.slice(0, 12) });
         }
-        if (kept === 2) await this.#publish(`c:${d}`); // written back: it was gone
+        if (kept === "written-back") await this.#publish(`c:${d}`); // written back: it was gone
       }
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
     } catch (err) {

@@ -1,0 +1,89 @@
+/**
+ * depot-server cluster leases (issue 19): an exit name connected to two instances stays with
+ * the one it connected to last. Before lib/cluster/lease.ts every heartbeat of each instance
+ * rewrote the lease, so its holder flipped between them on every beat (SOCKS clients of a
+ * third instance then went to either exit at random). A real redis-server; the writes are
+ * watched with MONITOR, so the count does not depend on when the beats fall.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { DepotCluster } from "../lib/cluster/mod.ts";
+import { startDepot } from "./_depot.ts";
+import { startRedis } from "./_redis.ts";
+
+/** The instances that wrote `key`, in order, from a MONITOR connection (plain and Lua SETs). */
+async function monitor(port: number, key: string) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode("MONITOR\r\n"));
+  const writers: string[] = [];
+  const waiters: { n: number; resolve: () => void }[] = [];
+  const quotedKey = `"SET" "${key}" "`;
+  const done = (async () => {
+    let text = "";
+    for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      const lines = text.split("\r\n");
+      text = lines.pop() ?? "";
+      for (const line of lines) {
+        if (!line.includes(quotedKey)) continue;
+        const m = /\\"instance\\":\\"([^\\"]+)\\"/.exec(line);
+        if (m) writers.push(m[1]);
+      }
+      for (const w of waiters.filter((w) => writers.length >= w.n)) w.resolve();
+    }
+  })();
+  return {
+    writers,
+    /** Resolves once `n` writes were seen. */
+    seen: (n: number) =>
+      writers.length >= n ? Promise.resolve() : new Promise<void>((resolve) => {
+        waiters.push({ n, resolve });
+      }),
+    close: async () => {
+      conn.close();
+      await done.catch(() => {/* the read ends with the close we asked for */});
+    },
+  };
+}
+
+Deno.test("depot cluster: an exit connected to two instances keeps one lease holder over many heartbeats", async () => {
+  const redis = await startRedis();
+  const mon = await monitor(redis.port, "warren:depot:exit:shared");
+  const a = await startDepot({ locals: [{ name: "shared" }] });
+  const b = await startDepot({ locals: [{ name: "shared" }] });
+  const opts = { url: redis.url, token: "lease-test-token-0001", heartbeatMs: 50 };
+  const ca = await DepotCluster.connect(a.server, {
+    ...opts,
+    instance: "a",
+    advertise: "127.0.0.1:1",
+  });
+  const cb = await DepotCluster.connect(b.server, {
+    ...opts,
+    instance: "b",
+    advertise: "127.0.0.1:2",
+  });
+  try {
+    // About 10 beats of each instance's worth of writes (the holder refreshes every beat).
+    await mon.seen(20);
+    const w = [...mon.writers];
+    const changes = w.slice(1).filter((x, i) => x !== w[i]).length;
+    // a wrote it first, b took it when it joined; then only b refreshes it.
+    assertEquals(w[0], "a");
+    assert(changes <= 1, `lease holder changed ${changes} times: ${w.join(" ")}`);
+    assertEquals(w.at(-1), "b");
+    assertEquals(cb.view().exitsElsewhere, []);
+    assertEquals(ca.view().exitsElsewhere, [{ name: "shared", instance: "b" }]);
+    // b's exit leaves: b drops its lease and a, still holding one, writes it back.
+    const before = mon.writers.length;
+    await b.locals[0].stop();
+    await mon.seen(before + 1);
+    while (mon.writers.at(-1) !== "a") await mon.seen(mon.writers.length + 1);
+  } finally {
+    await ca.close();
+    await cb.close();
+    await a.close();
+    await b.close();
+    await mon.close();
+    await redis.stop();
+  }
+});
