@@ -612,6 +612,14 @@ Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS cli
     const st = await (await fetch(`http://${b.addrs.get("status")}/status`)).json();
     assertEquals(st.cluster.exitsElsewhere, [{ name: "office", instance: aName }]);
     assertEquals(st.cluster.registryUp, true);
+    // And B's status page: the exit by holder, both instances (A holding one exit).
+    const page = await (await fetch(`http://${b.addrs.get("status")}/status/ui/data`)).json() as {
+      tables: { title: string; rows: unknown[][] }[];
+    };
+    const rows = (t: string) => page.tables.find((x) => x.title === t)?.rows;
+    assertEquals(rows("exits elsewhere"), [["office", aName]]);
+    assertEquals(rows("instances")?.find((r) => r[0] === aName)?.[3], 1);
+    assertEquals(rows("instances")?.filter((r) => r[4] === true).length, 1);
     const through = (p: ServiceProcess, user: string, path: string) =>
       run("curl", [
         "-sS",

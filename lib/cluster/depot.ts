@@ -5,7 +5,10 @@
  * reached, and the exit's SOCKS password as an HMAC keyed with the cluster token, never in
  * clear), refreshed every heartbeat and written at once when an exit connects; it reads the
  * others' leases on the same beat, so where an exit is held is known within a heartbeat and
- * the SOCKS handshake needs no Redis round trip. A request for an exit held elsewhere goes
+ * the SOCKS handshake needs no Redis round trip. An exit name connected to two instances
+ * stays with the one it connected to last (lib/cluster/lease.ts). Each instance also keeps a
+ * lease of its own (`<prefix>depot:instance:<name>`), so any instance's status lists the live
+ * ones ({@linkcode DepotClusterView}). A request for an exit held elsewhere goes
  * over the {@linkcode PeerLinks} link to that instance as one stream whose first frame is the
  * request (`{exit, host, port}`); the holder connects through its exit and answers one frame
  * (`{ok, bound}` or `{ok: false, reason, message}`) before the bytes flow both ways.
@@ -63,6 +66,37 @@ interface ExitLease {
   auth: string;
 }
 
+/** An instance's own lease (`<prefix>depot:instance:<name>`), so every one lists the live ones. */
+interface InstanceLease {
+  advertise: string;
+  /** When it joined (ISO 8601). */
+  since: string;
+}
+
+/** One live instance as {@linkcode DepotClusterView} lists it. */
+export interface DepotInstanceInfo {
+  name: string;
+  /** Where the others reach its cluster port. */
+  advertise: string;
+  /** When it joined (ISO 8601). */
+  since: string;
+  /** How many exits' leases name it. */
+  exits: number;
+  /** Whether it is the instance answering. */
+  self: boolean;
+}
+
+/** The cluster as one instance sees it, as of its last heartbeat (status JSON and page). */
+export interface DepotClusterView {
+  instance: string;
+  /** Whether Redis answered the last heartbeat (if not, what was read last is shown). */
+  registryUp: boolean;
+  /** The live instances, by name, this one included. */
+  instances: DepotInstanceInfo[];
+  /** The exits the other instances hold, by name. */
+  exitsElsewhere: { name: string; instance: string }[];
+}
+
 /** A Redis client that retries forever (at most 5 s apart) once it has been connected. */
 function newClient(url: string) {
   return createClient({
@@ -96,6 +130,9 @@ export class DepotCluster {
   #timer?: ReturnType<typeof setInterval>;
   #beat: Promise<void> = Promise.resolve();
   #redisUp = false;
+  /** The live instances (this one included), as last read. */
+  #instances = new Map<string, InstanceLease>();
+  readonly #since = new Date().toISOString();
 
   private constructor(server: DepotServer, redis: Client, opts: DepotClusterOptions) {
     this.#server = server;
@@ -139,14 +176,24 @@ export class DepotCluster {
    * The cluster as this instance sees it (the status JSON's `cluster`): its name, whether
    * Redis answers, and the exits the other instances hold, as of the last heartbeat.
    */
-  view(): {
-    instance: string;
-    registryUp: boolean;
-    exitsElsewhere: { name: string; instance: string }[];
-  } {
+  view(): DepotClusterView {
+    const exitsOf = new Map<string, number>();
+    for (const l of this.#remote.values()) {
+      exitsOf.set(l.instance, (exitsOf.get(l.instance) ?? 0) + 1);
+    }
+    exitsOf.set(this.instance, this.#written.size - this.#ceded.size);
+    const instances = new Map(this.#instances);
+    instances.set(this.instance, { advertise: this.#opts.advertise, since: this.#since });
     return {
       instance: this.instance,
       registryUp: this.#redisUp,
+      instances: [...instances].map(([name, i]) => ({
+        name,
+        advertise: i.advertise,
+        since: i.since,
+        exits: exitsOf.get(name) ?? 0,
+        self: name === this.instance,
+      })).sort((a, b) => a.name.localeCompare(b.name)),
       exitsElsewhere: [...this.#remote].map(([name, l]) => ({ name, instance: l.instance }))
         .sort((a, b) => a.name.localeCompare(b.name)),
     };
@@ -159,6 +206,25 @@ export class DepotCluster {
 
   #key(name: string): string {
     return `${this.#opts.prefix ?? "warren:"}depot:exit:${name}`;
+  }
+
+  #instanceKey(name: string): string {
+    return `${this.#opts.prefix ?? "warren:"}depot:instance:${name}`;
+  }
+
+  /** Every value under `prefix`, by the rest of its key. */
+  async #scan(prefix: string): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for await (const keys of this.#redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
+      const batch = keys as string[];
+      if (batch.length === 0) continue;
+      const values = await this.#redis.mGet(batch);
+      batch.forEach((k, i) => {
+        const v = values[i];
+        if (v) out.set(k.slice(prefix.length), v);
+      });
+    }
+    return out;
   }
 
   #digest(password: string | undefined): string {
@@ -186,6 +252,11 @@ export class DepotCluster {
   async #heartbeat(): Promise<void> {
     const leaseMs = this.#heartbeatMs * 3;
     try {
+      // First, so whoever reads one of our exit leases also finds this instance.
+      const self: InstanceLease = { advertise: this.#opts.advertise, since: this.#since };
+      await this.#redis.set(this.#instanceKey(this.instance), JSON.stringify(self), {
+        PX: leaseMs,
+      });
       const held = this.#server.heldExits();
       const names = new Set(held.map((e) => e.name));
       for (const e of held) {
@@ -223,18 +294,15 @@ export class DepotCluster {
       }
       this.#written = names;
       const remote = new Map<string, ExitLease>();
-      const prefix = this.#key("");
-      for await (const keys of this.#redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
-        const batch = keys as string[];
-        if (batch.length === 0) continue;
-        const values = await this.#redis.mGet(batch);
-        batch.forEach((k, i) => {
-          const v = values[i];
-          if (!v) return;
-          const lease = JSON.parse(v) as ExitLease;
-          if (lease.instance !== this.instance) remote.set(k.slice(prefix.length), lease);
-        });
+      for (const [name, v] of await this.#scan(this.#key(""))) {
+        const lease = JSON.parse(v) as ExitLease;
+        if (lease.instance !== this.instance) remote.set(name, lease);
       }
+      const instances = new Map<string, InstanceLease>();
+      for (const [name, v] of await this.#scan(this.#instanceKey(""))) {
+        instances.set(name, JSON.parse(v) as InstanceLease);
+      }
+      this.#instances = instances;
       const seen = (m: Map<string, ExitLease>) =>
         [...m].map(([name, l]) => `${name}@${l.instance}`).sort().join(",");
       if (seen(remote) !== seen(this.#remote)) {
@@ -339,6 +407,7 @@ export class DepotCluster {
           await this.#redis.del(this.#key(name));
         }
       }
+      await this.#redis.del(this.#instanceKey(this.instance));
       await this.#redis.close();
     };
     try {

@@ -1,16 +1,25 @@
 /**
  * The status page provider of depot-server: connected exits (locals) with RTT and traffic,
- * pending requests, outcomes by reason beside the successes, recent failures.
+ * pending requests, outcomes by reason beside the successes, recent failures; in a cluster,
+ * the live instances and the exits the other instances hold.
  * @module
  */
 
+import type { DepotClusterView } from "../cluster/depot.ts";
 import type { DepotServerStatus } from "../depot/server.ts";
-import type { StatusProvider, StatusSeries } from "./hub.ts";
+import type { StatusProvider, StatusSeries, StatusTable } from "./hub.ts";
 
-/** A provider over `DepotServer.status()`. */
-export function depotStatusProvider(status: () => DepotServerStatus): StatusProvider {
+/**
+ * A provider over `DepotServer.status()` and, in a cluster, `DepotCluster.view()`: a SOCKS
+ * client of this instance may go through an exit another one holds, so the page shows which.
+ */
+export function depotStatusProvider(
+  status: () => DepotServerStatus,
+  cluster?: () => DepotClusterView,
+): StatusProvider {
   return () => {
     const s = status();
+    const c = cluster?.();
     const series: StatusSeries[] = [
       { chart: "connections", name: "active", value: s.active },
       { chart: "connections", name: "pending", value: s.pending },
@@ -26,7 +35,7 @@ export function depotStatusProvider(status: () => DepotServerStatus): StatusProv
       if (e.rttMs !== null) series.push({ chart: "exit RTT ms", name: e.name, value: e.rttMs });
     }
     return {
-      tables: [{
+      tables: [...(c ? clusterTables(c) : []), {
         title: "exits",
         columns: ["name", "remote", "since", "RTT ms", "active", "total", "failures", "up", "down"],
         rows: s.exits.map((e) => [
@@ -62,4 +71,25 @@ export function depotStatusProvider(status: () => DepotServerStatus): StatusProv
       series,
     };
   };
+}
+
+/** The cluster's tables: its instances (and whether Redis answers), the exits held elsewhere. */
+function clusterTables(c: DepotClusterView): StatusTable[] {
+  return [
+    {
+      title: "instances",
+      columns: ["instance", "advertise", "since", "exits", "this one"],
+      rows: c.instances.map((i) => [i.name, i.advertise, i.since, i.exits, i.self]),
+    },
+    {
+      title: "exits elsewhere",
+      columns: ["name", "instance"],
+      rows: c.exitsElsewhere.map((e) => [e.name, e.instance]),
+    },
+    ...(c.registryUp ? [] : [{
+      title: "registry",
+      columns: ["state"],
+      rows: [["unreachable: the instances and exits as last read"]],
+    }]),
+  ];
 }

@@ -89,7 +89,10 @@ export async function constructDepotServer(
     log,
     // In a cluster, /status also shows the exits the other instances hold.
     status: () => cluster ? { ...server.status(), cluster: cluster.view() } : server.status(),
-    providers: [depotStatusProvider(() => server.status()), listenersStatusProvider()],
+    providers: [
+      depotStatusProvider(() => server.status(), cluster ? () => cluster.view() : undefined),
+      listenersStatusProvider(),
+    ],
     auth: flags["status-auth"],
   };
   const status = await observeAt(bind, "status", flags.status, observed);
