@@ -25,7 +25,8 @@
  * "Deno floor x2" is bench/floor_proxy.ts twice in series: the least any two Deno hops can do
  * per request (read, write), the floor under the tunnel where haproxy is out of Deno's reach.
  * `--small-only` skips the bulk and TCP tables; `--old DIR` adds the raw tunnel from another
- * checkout (an old tree: its services/) as "tunnel (raw, old)", for a before/after in one run.
+ * checkout (an old tree: its services/) as "tunnel (raw, old)" and its access-logged one as
+ * "tunnel (raw, access log, old)", for a before/after in one run.
  *
  * The app (Deno.serve) and the TCP source run in this process's child (BENCH_ROLE=app).
  * Not a test: numbers are as measured on a shared machine.
@@ -328,6 +329,25 @@ if (flags.old) {
   oldPort = await listeningPort(oldServer, "http");
   oldClient = await startClient(`http://127.0.0.1:${oldPort}`, identifier + "-old", [], true);
 }
+// And its access-logged raw tunnel, for the log's cost before/after.
+let oldLogged: Proc | undefined, oldLoggedClient: Proc | undefined, oldLoggedPort = 0;
+if (flags.old) {
+  oldLogged = spawnDeno(service("tunnel-server.ts", true), [
+    "--listen",
+    "127.0.0.1:0",
+    "--host",
+    "raw.test=env:BENCH_OLD_LOGGED_ID",
+    "--access-log",
+    "info",
+  ], { env: { BENCH_OLD_LOGGED_ID: identifier + "-old-logged" } });
+  oldLoggedPort = await listeningPort(oldLogged, "http");
+  oldLoggedClient = await startClient(
+    `http://127.0.0.1:${oldLoggedPort}`,
+    identifier + "-old-logged",
+    [],
+    true,
+  );
+}
 await sleep(300);
 
 const floorName = "Deno relay x2";
@@ -374,6 +394,14 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     host: "raw.test",
     hops: [logged, loggedClient],
   },
+  ...(oldLogged && oldLoggedClient
+    ? [{
+      name: "tunnel (raw, access log, old)",
+      url: `http://127.0.0.1:${oldLoggedPort}`,
+      host: "raw.test",
+      hops: [oldLogged, oldLoggedClient],
+    }]
+    : []),
   {
     name: "tunnel (raw, rewrites)",
     url: `http://127.0.0.1:${rewritePort}`,
@@ -527,7 +555,7 @@ try {
 } finally {
   await stopAll([
     ...haproxies,
-    ...[oldClient, oldServer].filter((p) => p !== undefined),
+    ...[oldClient, oldServer, oldLoggedClient, oldLogged].filter((p) => p !== undefined),
     ...relays,
     honoClient,
     hono,
