@@ -58,7 +58,7 @@ const defaultSink: LogSink = (line) => {
   if (pendingLines.push(line) === 1) queueMicrotask(flushLines);
 };
 // Deno.exit() (and a normal end) fire "unload" synchronously: lines logged just before are
-// written, not lost. Without a global event target (a worker) the microtask is enough.
+// written, not lost (`?.`: a runtime without the event leaves the microtask only).
 globalThis.addEventListener?.("unload", flushLines);
 
 function quote(v: string): string {
