@@ -153,7 +153,7 @@ export async function startService<S extends FlagDefs, C>(
   const workers = (flags as Record<string, unknown>).workers;
   if (slot) setWorkerSlot(slot);
   else if (typeof workers === "number" && workers > 1) {
-    await superviseWorkers(log, workers, flags.metrics as HostPort | undefined);
+    await superviseWorkers(log, workers);
   }
   const handlers: ((next: C, flags: ServiceFlags<S>) => void | Promise<void>)[] = [];
   // What runs: live keys follow reloads, the others keep their start value until a restart.
@@ -278,12 +278,10 @@ function workerSlotFromEnv(): WorkerSlot | undefined {
 async function superviseWorkers(
   log: Logger,
   count: number,
-  metrics: HostPort | undefined,
 ): Promise<never> {
   if (!portSharingAvailable()) {
     fail("--workers: sharing ports (SO_REUSEPORT) needs Linux and deno run --unstable-net", 2);
   }
-  if (metrics?.port === 0) fail("--workers: --metrics port 0 would give each worker its own", 2);
   let args: string[];
   try {
     // Linux's copy of our own argv, with Deno's flags: each worker runs exactly what we do.

@@ -28,16 +28,21 @@ const bulkBytes = 4 * 1024 * 1024;
 /** seaprox with `--workers 2`: a static listener to `origin`, metrics; ready once both listen. */
 async function seaproxWorkers(originPort: number, extra: string[] = []) {
   const port = freePort();
-  const metrics = freePort();
   const sp = await startService("seaprox.ts", [
     "--listen",
     `static://127.0.0.1:${port}?to=127.0.0.1:${originPort}`,
     "--metrics",
-    `127.0.0.1:${metrics}`,
+    "127.0.0.1:0",
     "--workers",
     "2",
     ...extra,
   ], { denoArgs: ["--unstable-net"], ready: /msg="workers ready"/ });
+  // Each worker its own metrics port (port 0: any), in its "metrics listening" line.
+  const metrics = new Map<string, string>();
+  for (const w of ["1", "2"]) {
+    const line = await sp.waitFor(new RegExp(`worker=${w} msg="metrics listening"`));
+    metrics.set(w, /addr=(\S+)/.exec(line)![1]);
+  }
   return { sp, port, metrics };
 }
 
@@ -109,17 +114,23 @@ Deno.test("workers: two seaprox workers share the port, byte-exact, SIGHUP, rest
     const got = await Promise.all(want.map((_, s) => curlSha(port, bulkBytes, s)));
     assertEquals(got, want);
 
-    // The observability port is shared too, and says which worker answered.
-    const answered = new Set<string>();
-    for (let i = 0; i < 200 && answered.size < 2; i++) {
-      const res = await fetch(`http://127.0.0.1:${metrics}/metrics`);
-      const text = await res.text();
-      const w = res.headers.get("x-warren-worker") ?? "";
-      assertMatch(w, /^[12]\/2$/);
-      assert(text.includes(`warren_worker_info{worker="${w[0]}",workers="2"} 1`), text);
-      answered.add(w);
+    // Each worker answers /metrics on its own port (a shared one would give whichever worker
+    // the kernel picked), says so, and counts its own connections: together, the six.
+    assert(metrics.get("1") !== metrics.get("2"));
+    let accepted = 0;
+    for (const [w, addr] of metrics) {
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`http://${addr}/metrics`);
+        const text = await res.text();
+        assertEquals(res.headers.get("x-warren-worker"), `${w}/2`);
+        assert(text.includes(`warren_worker_info{worker="${w}",workers="2"} 1`), text);
+        if (i === 2) {
+          const m = /^warren_listener_connections_total\{[^}]*\} (\d+)$/m.exec(text);
+          accepted += Number(m?.[1] ?? 0);
+        }
+      }
     }
-    assertEquals([...answered].sort(), ["1/2", "2/2"]);
+    assert(accepted >= 6, `connections counted by the two workers: ${accepted}`);
 
     // SIGHUP to the supervisor reaches every worker.
     Deno.kill(sp.child.pid, "SIGHUP");

@@ -29,4 +29,5 @@ export {
   type ObservabilityOptions,
   type ObservabilityServer,
   serveObservability,
+  workerObservabilityPort,
 } from "./serve.ts";

@@ -11,7 +11,7 @@ import { metricsContentType, metricsText } from "../metrics.ts";
 import { serveHttp } from "../http/server.ts";
 import { formatAddr } from "../net/serve.ts";
 import { timingSafeEqual } from "../net/secret.ts";
-import { sharedPortOptions, workerSlot } from "../net/worker_slot.ts";
+import { workerSlot } from "../net/worker_slot.ts";
 import { gauge } from "../stats.ts";
 import { denoVersion, warrenVersion } from "../version.ts";
 import { statusUiApp } from "./app.ts";
@@ -91,7 +91,7 @@ export function observabilityHandler(
     if (path === "/status" && status) return Response.json(await status());
     return await ui.fetch(req);
   };
-  // One of several workers on a shared port (`--workers`): every answer says whose it is.
+  // One of several workers (`--workers`): every answer says whose it is.
   const fetch = !slot ? answer : async (req: Request, remote?: string) => {
     const res = await answer(req, remote);
     const headers = new Headers(res.headers);
@@ -130,7 +130,19 @@ function authorized(req: Request, auth: string): boolean {
 }
 
 /**
- * Serve {@linkcode observabilityHandler} on `listen` through lib/http `serveHttp` (a
+ * The port worker i of N (`--workers`) serves `/metrics` and the status page on: `port + i - 1`
+ * (port 0: any, each its own), never a shared one. Each worker counts only its own traffic, so
+ * a scrape of a shared port would get whichever worker the kernel picked; on its own port each
+ * one is a scrape target of its own (sum over `worker` for the whole machine).
+ */
+export function workerObservabilityPort(port: number): number {
+  const slot = workerSlot();
+  return !slot || slot.count < 2 || port === 0 ? port : port + slot.index - 1;
+}
+
+/**
+ * Serve {@linkcode observabilityHandler} on `listen` (with `--workers`, on
+ * {@linkcode workerObservabilityPort}) through lib/http `serveHttp` (a
  * connection cap, head and exchange timers; an fd shortage pauses accepting and never ends
  * the process). Throws like `Deno.listen` when the port is busy: the service turns that into
  * its one-line exit.
@@ -157,8 +169,7 @@ export function serveObservability(
   const { hub, fetch } = observabilityHandler(opts);
   const listener = Deno.listen({
     hostname: listen.host,
-    port: listen.port,
-    ...sharedPortOptions(),
+    port: workerObservabilityPort(listen.port),
   });
   // Capped, with head and exchange timers (not Deno.serve, which dies when fds run out).
   const server = serveHttp(listener, (req, info) => fetch(req, formatAddr(info.remoteAddr)), {

@@ -154,7 +154,7 @@ export const command = {
       env: "DEPOT_WORKERS",
       help: "run n worker processes on the same SOCKS and control ports (SO_REUSEPORT, Linux), " +
         "each an instance of the --registry cluster with its own tunnel port (announced to " +
-        "its locals) and a loopback link port (worker i: port+i-1 of --tunnel/--cluster-listen)",
+        "its locals) and a loopback link port (worker i: port+i-1 of --tunnel/--cluster-listen/--status/--metrics)",
     },
   },
   examples: [

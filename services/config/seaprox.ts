@@ -131,7 +131,8 @@ export const command = {
       default: "1",
       env: "SEAPROX_WORKERS",
       help: "run n worker processes on the same ports (SO_REUSEPORT, Linux; each worker has " +
-        "its own --max-conns); not with udp:// or quic:// listeners",
+        "its own --max-conns; worker i serves --metrics/--status on port+i-1); not with " +
+        "udp:// or quic:// listeners",
     },
     "idle-timeout": {
       kind: "duration",

@@ -303,7 +303,8 @@ export const command = {
       help: "run n worker processes on the same ports (SO_REUSEPORT, Linux), each an instance " +
         "of the --registry cluster: a request reaching a worker that does not hold its client " +
         "is handed to the one that does over a local link (own port and token unless " +
-        "--cluster-listen/--cluster-token: then worker i takes port+i-1)",
+        "--cluster-listen/--cluster-token: then worker i takes port+i-1; so it does of " +
+        "--metrics/--status)",
     },
     "drain-timeout": {
       kind: "duration",
