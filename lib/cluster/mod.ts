@@ -1,7 +1,9 @@
 /**
  * Services as clusters of instances (issue 19): the token-checked mux links between instances
- * ({@linkcode PeerLinks}) and depot-server's cluster ({@linkcode DepotCluster}: a SOCKS client
- * on any instance reaches an exit held by another, leases in Redis).
+ * ({@linkcode PeerLinks}), the lease refresh both clusters share ({@linkcode refreshLease}: a
+ * lease is refreshed only while it is the instance's own) and depot-server's cluster
+ * ({@linkcode DepotCluster}: a SOCKS client on any instance reaches an exit held by another,
+ * leases in Redis).
  * @module
  */
 
