@@ -57,9 +57,14 @@ function flushLines(): void {
 const defaultSink: LogSink = (line) => {
   if (pendingLines.push(line) === 1) queueMicrotask(flushLines);
 };
-// Deno.exit() (and a normal end) fire "unload" synchronously: lines logged just before are
-// written, not lost (`?.`: a runtime without the event leaves the microtask only).
-globalThis.addEventListener?.("unload", flushLines);
+// Deno.exit() (and a normal end) fire "unload" synchronously, and an uncaught error or rejection
+// fires "error"/"unhandledrejection" before the process ends without running the microtask:
+// lines logged just before are written, not lost. The listeners only flush; they never
+// preventDefault, so the process still ends as it would. (`?.`: a runtime without the events
+// leaves the microtask only.)
+for (const event of ["unload", "error", "unhandledrejection"]) {
+  globalThis.addEventListener?.(event, flushLines);
+}
 
 function quote(v: string): string {
   return /^[A-Za-z0-9_.:\/@\[\]+-]+$/.test(v) ? v : JSON.stringify(v);

@@ -40,3 +40,19 @@ Deno.test("log: a normal end writes every line, in order", async () => {
   assertEquals(code, 0);
   check(lines, [`level=info svc=t msg="end"`]);
 });
+
+Deno.test("log: the lines before an uncaught error or rejection are written before it ends the process", async () => {
+  for (
+    const tail of [
+      `setTimeout(() => { log.error("dying", { why: "throw" }); throw new Error("boom"); }, 1);`,
+      `setTimeout(async () => { log.error("dying", { why: "reject" }); await Promise.reject(new Error("boom")); }, 1);`,
+    ]
+  ) {
+    const { code, lines } = await run(tail);
+    assertEquals(code, 1);
+    const logged = lines.filter((l) => l.startsWith("ts="));
+    check(logged, [
+      `level=error svc=t msg="dying" why=${tail.includes("reject") ? "reject" : "throw"}`,
+    ]);
+  }
+});
