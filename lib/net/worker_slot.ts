@@ -41,3 +41,12 @@ export function sharedPortOptions(): { reusePort?: true } {
 export function portSharingAvailable(): boolean {
   return Deno.build.os === "linux" && typeof Deno.QuicEndpoint === "function";
 }
+
+/**
+ * Worker i's own port of a port given for all workers (`port + i - 1`), for what each worker
+ * must serve apart (its metrics, its cluster link, its depot tunnel port). Port 0 (any) and a
+ * process alone keep the port as given.
+ */
+export function workerOwnPort(port: number, s: WorkerSlot | undefined = slot): number {
+  return !s || s.count < 2 || port === 0 ? port : port + s.index - 1;
+}

@@ -11,7 +11,7 @@ import { metricsContentType, metricsText } from "../metrics.ts";
 import { serveHttp } from "../http/server.ts";
 import { formatAddr } from "../net/serve.ts";
 import { timingSafeEqual } from "../net/secret.ts";
-import { workerSlot } from "../net/worker_slot.ts";
+import { workerOwnPort, workerSlot } from "../net/worker_slot.ts";
 import { gauge } from "../stats.ts";
 import { denoVersion, warrenVersion } from "../version.ts";
 import { statusUiApp } from "./app.ts";
@@ -136,8 +136,7 @@ function authorized(req: Request, auth: string): boolean {
  * one is a scrape target of its own (sum over `worker` for the whole machine).
  */
 export function workerObservabilityPort(port: number): number {
-  const slot = workerSlot();
-  return !slot || slot.count < 2 || port === 0 ? port : port + slot.index - 1;
+  return workerOwnPort(port);
 }
 
 /**

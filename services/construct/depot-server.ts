@@ -12,7 +12,7 @@ import {
   formatAddr,
   type HostPort,
   joinHostPort,
-  type WorkerSlot,
+  workerOwnPort,
   workerSlot,
 } from "../../lib/net/mod.ts";
 import { DepotCluster } from "../../lib/cluster/mod.ts";
@@ -55,9 +55,7 @@ export async function constructDepotServer(
   const listeners = {
     control: await link("control", flags.control),
     socks: await listenAt(bind, "socks", flags.socks),
-    tunnel: workers
-      ? await link("tunnel", workerPort(flags.tunnel, workers), true)
-      : await link("tunnel", flags.tunnel),
+    tunnel: await link("tunnel", ownPort(flags.tunnel), workers !== undefined),
   };
   const server = new DepotServer({
     transport: flags.transport,
@@ -76,7 +74,7 @@ export async function constructDepotServer(
   for (const [name, l] of Object.entries(listeners)) {
     log.info("listening", { name, addr: formatAddr(l.addr) });
   }
-  const cluster = cfg.registry && await joinCluster(flags, cfg, server, bind, workers, log);
+  const cluster = cfg.registry && await joinCluster(flags, cfg, server, bind, log);
   log.info("link security", {
     tls: cfg.tls
       ? (cfg.tls.ca ? "mutual" : "server")
@@ -111,9 +109,9 @@ export async function constructDepotServer(
   };
 }
 
-/** Worker i's port of an address given for all: port + i - 1 (0 stays 0). */
-function workerPort(a: HostPort, slot: WorkerSlot): HostPort {
-  return a.port === 0 ? a : { host: a.host, port: a.port + slot.index - 1 };
+/** This worker's own port of an address given for all workers (lib/net workerOwnPort). */
+function ownPort(a: HostPort): HostPort {
+  return { host: a.host, port: workerOwnPort(a.port) };
 }
 
 /**
@@ -126,19 +124,17 @@ async function joinCluster(
   cfg: DepotServerServiceConfig,
   server: DepotServer,
   bind: Bind,
-  workers: WorkerSlot | undefined,
   log: Logger,
 ): Promise<DepotCluster> {
   const given = flags["cluster-listen"] ?? { host: "127.0.0.1", port: 0 };
-  const at = workers ? workerPort(given, workers) : given;
+  const at = ownPort(given);
   const listener = await bind(
     "cluster",
     at,
     () => listenLink(at, cfg.clusterTls?.server, "cluster", log, undefined, true),
   );
-  const adv =
-    (workers && flags.advertise ? workerPort(flags.advertise, workers) : flags.advertise) ??
-      { host: listener.addr.hostname, port: listener.addr.port };
+  const adv = (flags.advertise && ownPort(flags.advertise)) ??
+    { host: listener.addr.hostname, port: listener.addr.port };
   const cluster = await DepotCluster.connect(server, {
     url: cfg.registry!.url,
     token: flags["cluster-token"] ?? workerSecret() ?? "",

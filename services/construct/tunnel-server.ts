@@ -13,7 +13,7 @@ import {
   type HostPort,
   joinHostPort,
   type Server,
-  type WorkerSlot,
+  workerOwnPort,
   workerSlot,
 } from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
@@ -61,18 +61,16 @@ export async function constructTunnelServer(
   // the supervisor's secret for a token.
   const slot = workerSlot();
   const workers = slot && slot.count > 1 ? slot : undefined;
-  const at = workers
-    ? workerPort(flags["cluster-listen"] ?? { host: "127.0.0.1", port: 0 }, workers)
-    : flags["cluster-listen"];
+  const given = flags["cluster-listen"] ?? (workers ? { host: "127.0.0.1", port: 0 } : undefined);
+  const at = given && ownPort(given);
   const clusterL = at &&
     await bind(
       "cluster",
       at,
       () => listenLink(at, cfg.clusterTls?.server, "cluster", log, clusterFix, true),
     );
-  const adv =
-    (workers && flags.advertise ? workerPort(flags.advertise, workers) : flags.advertise) ??
-      clusterL?.addr;
+  const adv = (flags.advertise && ownPort(flags.advertise)) ??
+    clusterL?.addr;
   const registry = cfg.registry && await RedisRegistry.connect({
     url: cfg.registry.url,
     leaseMs: flags.heartbeat * 3,
@@ -199,9 +197,9 @@ export async function constructTunnelServer(
   };
 }
 
-/** Worker i's port of a `--cluster-listen`/`--advertise` given for all: port + i - 1. */
-function workerPort(a: HostPort, slot: WorkerSlot): HostPort {
-  return a.port === 0 ? a : { host: a.host, port: a.port + slot.index - 1 };
+/** This worker's own port of an address given for all workers (lib/net workerOwnPort). */
+function ownPort(a: HostPort): HostPort {
+  return { host: a.host, port: workerOwnPort(a.port) };
 }
 
 /** The status JSON's hosts and clients, and in a cluster its instances. */
