@@ -12,6 +12,20 @@ import { type BufferedReader, ProtocolError } from "../net/mod.ts";
 export const defaultMaxHeadBytes = 64 * 1024;
 /** Most header fields accepted in one head by default. */
 export const defaultMaxHeaders = 100;
+
+/**
+ * The hop-by-hop fields of RFC 9110 §7.6.1 (with the body framing's Transfer-Encoding): what a
+ * gateway re-frames itself and so never passes on, and what a header rule may not touch.
+ */
+export const hopByHopFields: ReadonlySet<string> = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
 /** Empty lines tolerated before a request line (RFC 9112 §2.2 says ignore at least one). */
 const maxLeadingEmptyLines = 4;
 

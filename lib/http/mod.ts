@@ -16,6 +16,7 @@ export {
   headerHasToken,
   headerTokens,
   type HeadLimits,
+  hopByHopFields,
   HttpError,
   type HttpErrorReason,
   readRequestHead,

@@ -24,6 +24,7 @@ import {
   copyExact,
   encodeLatin1,
   headerHasToken,
+  hopByHopFields as hopByHop,
   readResponseHead,
   type RequestHead,
   responseBodyFraming,
@@ -66,17 +67,6 @@ export interface TunnelAppOptions {
   /** One "access" log line per proxied request (as the standalone front's). @default false */
   accessLog?: boolean;
 }
-
-/** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1). */
-const hopByHop = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
 
 /** The public peer of a request (`remote` is "-" when served without connection info). */
 export function remoteOf(c: Context): { ip: string; remote: string } {

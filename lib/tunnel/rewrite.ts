@@ -11,7 +11,7 @@
  * @module
  */
 
-import { type HeaderFields, parseAuthority } from "../http/mod.ts";
+import { type HeaderFields, hopByHopFields, parseAuthority } from "../http/mod.ts";
 
 /** Headers set, added and removed, in that order: remove, then set (replaces), then add. */
 export interface HeaderRules {
@@ -53,16 +53,7 @@ export const maxRewriteBytes = 16 * 1024;
 export const maxRewriteValueBytes = 1024;
 
 /** Never touched by a rule: hop-by-hop (RFC 9110 §7.6.1) and the body framing. */
-const untouchable = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "content-length",
-]);
+const untouchable = new Set([...hopByHopFields, "content-length"]);
 
 const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/;
 /** A field value: visible characters, spaces and tabs inside (no CR, LF or NUL). */
