@@ -13,7 +13,14 @@ import {
   type TunnelServerOptions,
 } from "../lib/tunnel/mod.ts";
 import { createHash } from "node:crypto";
-import { blockStream, listenLocal, run, sendBlocks } from "./_util.ts";
+import {
+  blockStream,
+  listenLocal,
+  run,
+  sendBlocks,
+  type ServiceProcess,
+  startService,
+} from "./_util.ts";
 
 const level = (Deno.env.get("WARREN_TEST_LOG") ?? "silent") as LogLevel;
 
@@ -403,4 +410,43 @@ export async function withAppTunnel(
     await c.stop();
     await t.close();
   }
+}
+
+/**
+ * A tunnel-server process that joins the Redis cluster at `redisUrl` (public and link ports on
+ * loopback, a 300 ms heartbeat so leases move quickly), with `args` added.
+ */
+export function startClusterMember(
+  redisUrl: string,
+  token: string,
+  args: string[],
+  opts: { readyCount?: number; env?: Record<string, string> } = {},
+): Promise<ServiceProcess> {
+  return startService("tunnel-server.ts", [
+    "--listen",
+    "127.0.0.1:0",
+    "--cluster-listen",
+    "127.0.0.1:0",
+    "--registry",
+    redisUrl,
+    "--heartbeat",
+    "300ms",
+    ...args,
+  ], { readyCount: opts.readyCount ?? 2, env: { TUNNEL_CLUSTER_TOKEN: token, ...opts.env } });
+}
+
+/** A tunnel-client process serving `localPort` through the server at `server` (host:port). */
+export function startClientProcess(
+  server: string,
+  localPort: number,
+  id: string,
+  args: string[] = [],
+): Promise<ServiceProcess> {
+  return startService("tunnel-client.ts", [
+    "--server",
+    `http://${server}`,
+    "--local",
+    `127.0.0.1:${localPort}`,
+    ...args,
+  ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
 }

@@ -16,9 +16,8 @@ import {
   sendBlocks,
   type ServiceProcess,
   sha256,
-  startService,
 } from "./_util.ts";
-import { hashThrough, startHasher } from "./_tunnel.ts";
+import { hashThrough, startClientProcess, startClusterMember, startHasher } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { dig, dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
@@ -120,15 +119,7 @@ Deno.test("tunnel cluster: TCP and UDP tunnels of a client held by another insta
   const procs: ServiceProcess[] = [];
   try {
     const instance = async (tcpPort: number, udpPort: number) => {
-      const p = await startService("tunnel-server.ts", [
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--registry",
-        redis.url,
-        "--heartbeat",
-        "300ms",
+      const p = await startClusterMember(redis.url, token, [
         "--tcp-ports",
         `${tcpPort}-${tcpPort + 1}`,
         "--tcp",
@@ -139,7 +130,7 @@ Deno.test("tunnel cluster: TCP and UDP tunnels of a client held by another insta
         `${udpPort}-${udpPort}`,
         "--udp",
         `${udpPort}:${dns.port}=env:ID`,
-      ], { readyCount: 5, env: { TUNNEL_CLUSTER_TOKEN: token, ID: id } });
+      ], { readyCount: 5, env: { ID: id } });
       procs.push(p);
       return p;
     };
@@ -166,16 +157,12 @@ Deno.test("tunnel cluster: TCP and UDP tunnels of a client held by another insta
     await a.waitFor(/failure=no-client/);
     // The client is held by B; it allows the ports the servers name.
     procs.push(
-      await startService("tunnel-client.ts", [
-        "--server",
-        `http://${b.addrs.get("http")}`,
-        "--local",
-        `127.0.0.1:${hasher.port}`,
+      await startClientProcess(b.addrs.get("http")!, hasher.port, id, [
         "--allow-port",
         String(app.port),
         "--allow-port",
         String(dns.port),
-      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+      ]),
     );
 
     // Through B itself (the client is local there) and through A (handed over the link).

@@ -15,7 +15,7 @@ import {
   sha256,
   startService,
 } from "./_util.ts";
-import { curl, rawGet, startApp } from "./_tunnel.ts";
+import { curl, rawGet, startApp, startClientProcess, startClusterMember } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { RedisRegistry } from "../lib/tunnel/mod.ts";
 
@@ -45,12 +45,7 @@ Deno.test("tunnel cluster: --registry redis shares hosts and the client's lease;
     const b = await startService("tunnel-server.ts", [...args, "--registry", redis.url]);
     procs.push(b);
     const portA = portOf(a.addrs.get("http")!);
-    const client = await startService("tunnel-client.ts", [
-      "--server",
-      `http://127.0.0.1:${portA}`,
-      "--local",
-      `127.0.0.1:${app.port}`,
-    ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } });
+    const client = await startClientProcess(`127.0.0.1:${portA}`, app.port, id);
     procs.push(client);
     assertEquals((await curl(portA, "app.test", "/name?id=1")).body, "app 1");
     await until("a lease", async () => (await watcher.getClient(id)) !== undefined);
@@ -101,33 +96,20 @@ Deno.test("tunnel cluster: a request to the instance that does not hold the clie
   const upload = await Deno.makeTempFile();
   try {
     const instance = async () => {
-      const p = await startService("tunnel-server.ts", [
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--registry",
-        redis.url,
-        "--heartbeat",
-        "300ms",
+      const p = await startClusterMember(redis.url, token, [
         "--host",
         `app.test=${id}`,
         // Deno's WebSocket sends Host from the URL: this name lets it reach the app.
         "--host",
         `127.0.0.1=${id}`,
-      ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: token } });
+      ]);
       procs.push(p);
       return portOf(p.addrs.get("http")!);
     };
     const portA = await instance();
     const portB = await instance();
     procs.push(
-      await startService("tunnel-client.ts", [
-        "--server",
-        `http://127.0.0.1:${portA}`,
-        "--local",
-        `127.0.0.1:${app.port}`,
-      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+      await startClientProcess(`127.0.0.1:${portA}`, app.port, id),
     );
     // Small requests, each way: B hands them to A, which holds the client.
     for (let i = 0; i < 5; i++) {
@@ -207,18 +189,10 @@ Deno.test("tunnel cluster: kill -9 of the instance holding the client: it moves 
   const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
   try {
     const instance = async () => {
-      const p = await startService("tunnel-server.ts", [
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--registry",
-        redis.url,
-        "--heartbeat",
-        "300ms",
+      const p = await startClusterMember(redis.url, token, [
         "--host",
         `app.test=${id}`,
-      ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: token } });
+      ]);
       procs.push(p);
       return [p, portOf(p.addrs.get("http")!)] as const;
     };
@@ -323,30 +297,17 @@ Deno.test("tunnel cluster: Redis restarted empty under load loses no registratio
   const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
   try {
     const instance = async () => {
-      const p = await startService("tunnel-server.ts", [
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--registry",
-        redis.url,
-        "--heartbeat",
-        "300ms",
+      const p = await startClusterMember(redis.url, token, [
         "--host",
         `app.test=${id}`,
-      ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: token } });
+      ]);
       procs.push(p);
       return portOf(p.addrs.get("http")!);
     };
     const portA = await instance();
     const portB = await instance();
     procs.push(
-      await startService("tunnel-client.ts", [
-        "--server",
-        `http://127.0.0.1:${portA}`,
-        "--local",
-        `127.0.0.1:${app.port}`,
-      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+      await startClientProcess(`127.0.0.1:${portA}`, app.port, id),
     );
     await until("a lease", async () => (await watcher.getClient(id)) !== undefined);
     const holder = (await watcher.getClient(id))!.instance;

@@ -7,15 +7,8 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import {
-  blockStreamSha256,
-  portOf,
-  run,
-  type ServiceProcess,
-  sha256,
-  startService,
-} from "./_util.ts";
-import { curl, startApp } from "./_tunnel.ts";
+import { blockStreamSha256, portOf, run, type ServiceProcess, sha256 } from "./_util.ts";
+import { curl, startApp, startClientProcess, startClusterMember } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { makePki } from "./_tls.ts";
 import { encodeFrame, readFrameJson } from "../lib/control/mod.ts";
@@ -53,19 +46,11 @@ Deno.test("tunnel cluster TLS: a request handed over a mutual-TLS link is served
       pki.ca,
     ];
     const instance = async (extra: string[], readyCount = 2) => {
-      const p = await startService("tunnel-server.ts", [
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-listen",
-        "127.0.0.1:0",
-        "--registry",
-        redis.url,
-        "--heartbeat",
-        "300ms",
+      const p = await startClusterMember(redis.url, token, [
         "--host",
         `app.test=${id}`,
         ...extra,
-      ], { readyCount, env: { TUNNEL_CLUSTER_TOKEN: token } });
+      ], { readyCount });
       procs.push(p);
       return p;
     };
@@ -74,12 +59,7 @@ Deno.test("tunnel cluster TLS: a request handed over a mutual-TLS link is served
     const portA = portOf(a.addrs.get("http")!);
     const portB = portOf(b.addrs.get("http")!);
     procs.push(
-      await startService("tunnel-client.ts", [
-        "--server",
-        `http://127.0.0.1:${portA}`,
-        "--local",
-        `127.0.0.1:${app.port}`,
-      ], { readyCount: 0, ready: /msg="connected"/, env: { TUNNEL_IDENTIFIER: id } }),
+      await startClientProcess(`127.0.0.1:${portA}`, app.port, id),
     );
     // B hands these to A over the TLS link.
     for (let i = 0; i < 3; i++) {

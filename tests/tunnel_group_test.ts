@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
 import type { ClientInfo, HostStatus } from "../lib/tunnel/mod.ts";
 import { startRedis } from "./_redis.ts";
+import { startClusterMember } from "./_tunnel.ts";
 import { BufferedReader, writeAll } from "../lib/net/mod.ts";
 import { getHeader, readResponseHead } from "../lib/http/mod.ts";
 
@@ -462,20 +463,12 @@ Deno.test("tunnel group across cluster instances: each instance balances over it
       const b = await startGroupApp("B", dir);
       apps.push(b);
       const instance = async () => {
-        const p = await startService("tunnel-server.ts", [
-          "--listen",
-          "127.0.0.1:0",
-          "--cluster-listen",
-          "127.0.0.1:0",
-          "--registry",
-          redis.url,
-          "--heartbeat",
-          "300ms",
+        const p = await startClusterMember(redis.url, "group-cluster-token-0001", [
           "--duplicate",
           "balance",
           "--host",
           `app.test=${id}`,
-        ], { readyCount: 2, env: { TUNNEL_CLUSTER_TOKEN: "group-cluster-token-0001" } });
+        ]);
         procs.push(p);
         return [p, portOf(p.addrs.get("http")!)] as const;
       };
