@@ -4,7 +4,8 @@
  * a client can only join by presenting it, so no one joins someone else's host (as frp's
  * `group_key`, but with the one secret a host is registered to). Public requests are spread
  * over the members that are ready and healthy (their health check passes), round-robin or to
- * the one with the fewest open streams.
+ * the one with the fewest open streams; so are the connections and flows of a public TCP or
+ * UDP port, over the members that serve it (port_tunnels.ts keeps one group per port).
  * @module
  */
 
@@ -19,7 +20,7 @@ export class ClientGroup {
   readonly members: ClientConn[] = [];
   #next = 0;
 
-  /** The oldest member (it holds the group's TCP tunnels), if any. */
+  /** The oldest member, if any (the registry's record of the group). */
   get first(): ClientConn | undefined {
     return this.members[0];
   }

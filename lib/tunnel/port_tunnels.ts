@@ -8,6 +8,13 @@
  * defined ("standing"), and each connection or UDP flow finds its client when it arrives:
  * held here, or by another instance, reached over the cluster link (lib/tunnel/cluster.ts).
  * Ports a client asks for in its handshake stay on the instance holding it.
+ *
+ * In a group (`duplicate: "balance"`) a port belongs to the identifier, not to one member:
+ * every member that asks for it (or, for a server-defined tunnel, every member) serves it, each
+ * new connection or UDP flow goes to one of them by the group's balance policy (a TCP
+ * connection or a UDP flow is one unit, as one HTTP request is), and the port stays bound
+ * until the last of them leaves. A member that leaves or fails its health check gets no new
+ * connection or flow; those it carries end with it.
  * @module
  */
 
@@ -17,6 +24,7 @@ import type { HandshakeRequest, PortTunnelResult, TransportProtocol } from "./pr
 import { fingerprint, type RouteOrigin } from "./registry.ts";
 import { type ClientConn, clientKey } from "./client_conn.ts";
 import type { TunnelStream } from "./tunnel_stream.ts";
+import { type BalancePolicy, ClientGroup } from "./group.ts";
 
 /** The protocol of a public port tunnel. */
 export type PortProtocol = "tcp" | "udp";
@@ -68,7 +76,12 @@ export class PortTunnelError extends Error {
 export interface PortStreamOpener {
   /** Time a client has to answer a tunnel stream. */
   readonly responseTimeoutMs: number;
-  /** Open a tunnel stream to `client` (see `TunnelServer.openStream`). */
+  /** How a group's members share a port's connections and flows. */
+  readonly balance: BalancePolicy;
+  /**
+   * Open a tunnel stream to `client` (see `TunnelServer.openStream`); one `client` did not
+   * take goes to the next of `members`.
+   */
   openStream(
     client: ClientConn,
     host: string,
@@ -76,6 +89,7 @@ export interface PortStreamOpener {
     localPort: string,
     firstData?: Uint8Array,
     serverPort?: number,
+    members?: ClientGroup,
   ): Promise<TunnelStream>;
   /** Count one connection (or UDP flow) with its outcome ("proxied", "502", "504"). */
   countRequest(host: string, outcome: string): void;
@@ -85,8 +99,13 @@ export interface PortStreamOpener {
   anyClient(identifier: string): Promise<ClientConn | undefined>;
 }
 
-/** Finds the client of a connection or flow when it arrives (undefined: none is ready). */
-export type ClientFinder = () => Promise<ClientConn | undefined>;
+/** Who serves a bound port's connections and flows. */
+export interface PortClients {
+  /** The client of a connection or flow when it arrives (undefined: none is ready). */
+  pick(): Promise<ClientConn | undefined>;
+  /** The members serving it here: a stream one of them did not take goes to the next. */
+  readonly members?: ClientGroup;
+}
 
 /** A bound public port: what the owner stops when its client leaves. */
 export interface PortListener {
@@ -107,6 +126,23 @@ interface DefinedTunnel {
   localPort: string;
 }
 
+/** A port bound for the members of one identifier that serve it. */
+interface Holding<L> {
+  key: string;
+  fingerprint: string;
+  /** Members serving it, in the order they joined. */
+  members: ClientGroup;
+  /** Bound by the first member (joiners wait on it). */
+  bound: Promise<L>;
+  /** Set once bound. */
+  listener?: L;
+}
+
+/** One member's share of a port: stopping it leaves the port; the last one out unbinds it. */
+class PortHold implements PortListener {
+  constructor(readonly addrText: string, readonly stop: () => Promise<void>) {}
+}
+
 /** Entries the handshake response's lists may carry (their schema's bound). */
 const maxResults = 64;
 
@@ -120,7 +156,8 @@ function busy(error: string): PortTunnelFailure {
 
 /** Definitions and owners of one protocol's public ports; subclasses bind and relay. */
 export abstract class PortTunnels<L extends PortListener> {
-  #owners = new Map<number, ClientConn>();
+  /** Bound ports of local clients (and those being bound), by public port. */
+  #holdings = new Map<number, Holding<L>>();
   #defined = new Map<number, DefinedTunnel>();
   /**
    * Digests of the identifiers server-defined tunnels name, with how many name each: these
@@ -142,12 +179,12 @@ export abstract class PortTunnels<L extends PortListener> {
   ) {}
 
   /**
-   * Bind `publicPort`; each connection or flow goes to the client `clientOf` finds then.
+   * Bind `publicPort`; each connection or flow goes to the client `clients` picks then.
    * With `serverLocalPort` (a server-defined tunnel) the client is asked for that local
    * port. Throws with the reason when it cannot be bound.
    */
   protected abstract bind(
-    clientOf: ClientFinder,
+    clients: PortClients,
     publicPort: number,
     serverLocalPort: string | undefined,
     log: Logger,
@@ -166,7 +203,8 @@ export abstract class PortTunnels<L extends PortListener> {
 
   /**
    * At `client`'s handshake: bind the ports it asked for (`wanted`), then its server-defined
-   * ones. The results go into the handshake response.
+   * ones (or join them, when a member of its group holds them). The results go into the
+   * handshake response.
    */
   async openFor(
     client: ClientConn,
@@ -179,9 +217,9 @@ export abstract class PortTunnels<L extends PortListener> {
         out.push({ publicPort, ok: false, error: "port not allowed by the server" });
         continue;
       }
-      const owner = this.#owners.get(publicPort);
+      const held = this.#holdings.get(publicPort);
       const defined = this.#defined.get(publicPort);
-      if ((owner && owner !== client) || (defined && defined.key !== client.key)) {
+      if ((held && held.key !== client.key) || (defined && defined.key !== client.key)) {
         out.push({ publicPort, ok: false, error: "port in use by another client" });
         continue;
       }
@@ -209,11 +247,28 @@ export abstract class PortTunnels<L extends PortListener> {
     return out;
   }
 
-  /** `client` is gone: its ports have no owner any more (its close() stopped them). */
-  releaseAll(client: ClientConn): void {
-    for (const [port, owner] of this.#owners) {
-      if (owner === client) this.#owners.delete(port);
+  /** `client` is gone: it leaves the ports it served (its close() did so already). */
+  async releaseAll(client: ClientConn): Promise<void> {
+    for (const [port, h] of this.#holdings) {
+      if (h.members.members.includes(client)) await this.#leave(port, h, client);
     }
+  }
+
+  /** `client` leaves port `port`; the port is unbound when no member serves it any more. */
+  #leave(port: number, h: Holding<L>, client: ClientConn): Promise<void> {
+    if (!h.members.remove(client) || this.#holdings.get(port) !== h) return Promise.resolve();
+    const left = h.members.members.length;
+    if (left > 0) {
+      this.log.info(`${this.protocol} tunnel handed on`, {
+        port,
+        client: h.fingerprint,
+        left: client.id,
+        members: left,
+      });
+      return Promise.resolve();
+    }
+    this.#holdings.delete(port);
+    return h.listener?.stop() ?? Promise.resolve();
   }
 
   #inRange(port: number): boolean {
@@ -221,7 +276,10 @@ export abstract class PortTunnels<L extends PortListener> {
     return !!range && port >= range.min && port <= range.max;
   }
 
-  /** Bind for `client` and record it as the owner (the port is claimed while binding). */
+  /**
+   * Bind for `client` (the port is claimed while binding), or join the binding of a member of
+   * its group, which then shares the port's connections and flows with it.
+   */
   async #open(
     client: ClientConn,
     publicPort: number,
@@ -229,35 +287,63 @@ export abstract class PortTunnels<L extends PortListener> {
     log: Logger,
   ): Promise<PortTunnelResult> {
     if (client.closing) return { publicPort, ok: false, error: "client closed" };
-    if (this.#owners.has(publicPort)) {
+    let h = this.#holdings.get(publicPort);
+    if (h && h.key !== client.key) {
       return { publicPort, ok: false, error: "port in use by another client" };
     }
-    this.#owners.set(publicPort, client);
+    const binding = !h;
+    if (!h) {
+      const members = new ClientGroup();
+      const pick = () => Promise.resolve(members.pick(this.core.balance));
+      h = {
+        key: client.key,
+        fingerprint: client.fingerprint,
+        members,
+        bound: this.bind({ pick, members }, publicPort, serverLocalPort, log),
+      };
+      this.#holdings.set(publicPort, h);
+    }
     let l: L;
     try {
-      l = await this.bind(() => Promise.resolve(client), publicPort, serverLocalPort, log);
+      l = await h.bound;
     } catch (err) {
-      this.#owners.delete(publicPort);
+      if (this.#holdings.get(publicPort) === h) this.#holdings.delete(publicPort);
       return { publicPort, ok: false, error: errorMessage(err) };
     }
-    if (client.closing || this.#owners.get(publicPort) !== client) {
+    const current = this.#holdings.get(publicPort) === h;
+    if (client.closing || !current) {
       // The client left (or the tunnel was removed) while the port was being bound.
-      await l.stop();
-      if (this.#owners.get(publicPort) === client) this.#owners.delete(publicPort);
+      if (binding && (!current || h.members.members.length === 0)) {
+        if (current) this.#holdings.delete(publicPort);
+        await l.stop();
+      }
       return { publicPort, ok: false, error: "client closed" };
     }
-    this.held(client).set(publicPort, l);
-    log.info("listening", { name: `${this.protocol}-${publicPort}`, addr: l.addrText });
+    h.listener = l;
+    h.members.add(client);
+    const held = h;
+    this.held(client).set(
+      publicPort,
+      new PortHold(l.addrText, () => this.#leave(publicPort, held, client)),
+    );
+    if (binding) {
+      log.info("listening", { name: `${this.protocol}-${publicPort}`, addr: l.addrText });
+    } else {
+      log.info(`${this.protocol} tunnel joined`, {
+        port: publicPort,
+        members: h.members.members.length,
+      });
+    }
     return { publicPort, ok: true, addr: l.addrText };
   }
 
   /**
-   * Define a server-side tunnel (see `TunnelServer.addTcpTunnel`); `clientOf` finds the
-   * live client of a key, whose port is then bound at once.
+   * Define a server-side tunnel (see `TunnelServer.addTcpTunnel`); `clientsOf` lists the
+   * live clients of a key (a group's members), whose port is then bound at once.
    */
   async add(
     spec: PortTunnelSpec,
-    clientOf: (key: string) => ClientConn | undefined,
+    clientsOf: (key: string) => readonly ClientConn[],
   ): Promise<PortTunnelInfo> {
     const { publicPort, identifier, localPort } = spec;
     const kind = this.protocol.toUpperCase();
@@ -277,7 +363,7 @@ export abstract class PortTunnels<L extends PortListener> {
     if (typeof identifier !== "string" || identifier === "") {
       throw new PortTunnelError("bad-request", "identifier must be a non-empty string");
     }
-    if (this.#defined.has(publicPort) || this.#owners.has(publicPort)) {
+    if (this.#defined.has(publicPort) || this.#holdings.has(publicPort)) {
       throw new PortTunnelError("in-use", `port ${publicPort} already has a ${kind} tunnel`);
     }
     const key = clientKey(identifier);
@@ -293,13 +379,14 @@ export abstract class PortTunnels<L extends PortListener> {
     // Claimed before anything is awaited: a handshake from now on sees it and opens it.
     this.#defined.set(publicPort, def);
     this.#identifiers.set(key, (this.#identifiers.get(key) ?? 0) + 1);
-    const client = clientOf(key);
-    const log = client ? this.log.child({ client: fp, cid: client.id }) : this.log;
+    const clients = clientsOf(key);
+    const ready = clients.filter((c) => c.serverPortsReady.has(this.protocol) && !c.closing);
+    const logOf = (c: ClientConn) => this.log.child({ client: fp, cid: c.id });
     let error: string | undefined;
     if (this.core.clustered) {
       try {
-        const find = () => this.core.anyClient(identifier);
-        const l = await this.bind(find, publicPort, def.localPort, this.log);
+        const pick = () => this.core.anyClient(identifier);
+        const l = await this.bind({ pick }, publicPort, def.localPort, this.log);
         if (this.#defined.get(publicPort) === def) {
           this.#standing.set(publicPort, l);
           this.log.info("listening", { name: `${this.protocol}-${publicPort}`, addr: l.addrText });
@@ -307,20 +394,22 @@ export abstract class PortTunnels<L extends PortListener> {
       } catch (err) {
         error = errorMessage(err);
       }
-    } else if (client?.serverPortsReady.has(this.protocol) && !client.closing) {
-      const r = await this.#open(client, publicPort, def.localPort, log);
-      if (!r.ok) error = r.error;
-    } else if (this.#owners.get(publicPort)?.key !== key) {
+    } else if (ready.length > 0) {
+      // Every member serves it; it is refused only when none could.
+      const results: PortTunnelResult[] = [];
+      for (const c of ready) results.push(await this.#open(c, publicPort, def.localPort, logOf(c)));
+      if (!results.some((r) => r.ok)) error = results[0].error;
+    } else if (this.#holdings.get(publicPort)?.key !== key) {
       // Not connected now: check the port can be bound, so a busy port is reported today.
       // (A handshake that opened it meanwhile is its client's own binding: that is fine.)
       error = await this.probe(publicPort).then(() => undefined, errorMessage);
-      if (error !== undefined && this.#owners.get(publicPort)?.key === key) error = undefined;
+      if (error !== undefined && this.#holdings.get(publicPort)?.key === key) error = undefined;
     }
     if (error !== undefined) {
       this.#forget(def);
       throw new PortTunnelError(busy(error), `cannot bind ${publicPort}: ${error}`);
     }
-    log.info(`${this.protocol} tunnel added`, {
+    (clients.length > 0 ? logOf(clients[0]) : this.log).info(`${this.protocol} tunnel added`, {
       port: publicPort,
       client: fp,
       localPort: def.localPort || "default",
@@ -343,12 +432,12 @@ export abstract class PortTunnels<L extends PortListener> {
     const standing = this.#standing.get(publicPort);
     this.#standing.delete(publicPort);
     await standing?.stop();
-    const owner = this.#owners.get(publicPort);
-    const l = owner && this.held(owner).get(publicPort);
-    if (owner) this.#owners.delete(publicPort);
-    if (owner && l) {
-      this.held(owner).delete(publicPort);
-      await l.stop();
+    const h = this.#holdings.get(publicPort);
+    if (h) {
+      this.#holdings.delete(publicPort);
+      for (const m of h.members.members) this.held(m).delete(publicPort);
+      // Still being bound: its binder stops it (it finds the tunnel gone).
+      await h.listener?.stop();
     }
     this.log.info(`${this.protocol} tunnel removed`, {
       port: publicPort,
@@ -370,15 +459,14 @@ export abstract class PortTunnels<L extends PortListener> {
   /** Every tunnel: server-defined ones (open or waiting) and the ones clients asked for. */
   list(): PortTunnelInfo[] {
     const out = [...this.#defined.values()].map((d) => this.#info(d));
-    for (const [publicPort, owner] of this.#owners) {
+    for (const [publicPort, h] of this.#holdings) {
       if (this.#defined.has(publicPort)) continue;
-      const l = this.held(owner).get(publicPort);
       out.push({
         publicPort,
-        client: owner.fingerprint,
+        client: h.fingerprint,
         source: "client",
-        open: !!l,
-        addr: l?.addrText,
+        open: !!h.listener,
+        addr: h.listener?.addrText,
       });
     }
     return out.sort((a, b) => a.publicPort - b.publicPort);
@@ -392,9 +480,8 @@ export abstract class PortTunnels<L extends PortListener> {
   }
 
   #info(d: DefinedTunnel): PortTunnelInfo {
-    const owner = this.#owners.get(d.publicPort);
-    const l = this.#standing.get(d.publicPort) ??
-      (owner?.key === d.key ? this.held(owner).get(d.publicPort) : undefined);
+    const h = this.#holdings.get(d.publicPort);
+    const l = this.#standing.get(d.publicPort) ?? (h?.key === d.key ? h.listener : undefined);
     return {
       publicPort: d.publicPort,
       client: d.fingerprint,

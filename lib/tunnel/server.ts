@@ -646,6 +646,7 @@ export class TunnelServer {
     localPort: string,
     firstData?: Uint8Array,
     serverPort?: number,
+    members?: ClientGroup,
   ): Promise<TunnelStream> {
     const requestId = `${this.#instance}.${++this.#nextRequest}`;
     const msg = encodeMessage({
@@ -660,9 +661,9 @@ export class TunnelServer {
       const head = c.streamPrefix ? concatBytes(c.streamPrefix, msg) : msg;
       return c.session.open({ data: firstData ? concatBytes(head, firstData) : head, fin });
     };
-    // A group's member that cannot take the request hands it to the next one (HTTP only: a
-    // TCP port belongs to one member).
-    const group = transportProtocol === "http" ? this.#clients.get(client.key) : undefined;
+    // A group's member that cannot take the request hands it to the next one: for a TCP or
+    // UDP port, the next of the members that serve it.
+    const group = transportProtocol === "http" ? this.#clients.get(client.key) : members;
     const reopen = group && group.members.length > 1
       ? this.#reopener(group, host, open)
       : undefined;
@@ -846,8 +847,8 @@ export class TunnelServer {
       this.clientEvents.disconnected++;
       if (countedAccess) this.#clientAccess--;
       await client.close();
-      this.#tcp.releaseAll(client);
-      this.#udp.releaseAll(client);
+      await this.#tcp.releaseAll(client);
+      await this.#udp.releaseAll(client);
     }
   }
 
@@ -941,22 +942,9 @@ export class TunnelServer {
       }
       client.hosts = await this.registry.hostsOf(identifier);
       if (req.healthCheck) client.healthy = false;
-      // A group's TCP/UDP tunnels stay with its first member (a public port has one owner).
-      const first = this.#clients.get(client.key)?.first === client;
-      const tcp = first
-        ? await this.#tcp.openFor(client, req.tcp, log)
-        : (req.tcp ?? []).map((t) => ({
-          publicPort: t.publicPort,
-          ok: false,
-          error: "TCP tunnels stay with the group's first client",
-        }));
-      const udp = first
-        ? await this.#udp.openFor(client, req.udp, log)
-        : (req.udp ?? []).map((t) => ({
-          publicPort: t.publicPort,
-          ok: false,
-          error: "UDP tunnels stay with the group's first client",
-        }));
+      // A group's members share its TCP/UDP ports (port_tunnels.ts).
+      const tcp = await this.#tcp.openFor(client, req.tcp, log);
+      const udp = await this.#udp.openFor(client, req.udp, log);
       // The server's own rules of a host win over the client's: say so.
       const notes = client.access
         ? client.hosts.filter((h) => this.#access.has(h)).map((h) =>
@@ -997,7 +985,7 @@ export class TunnelServer {
    * tunnel, or bound by another program).
    */
   addTcpTunnel(spec: TcpTunnelSpecServer): Promise<TcpTunnelInfo> {
-    return this.#tcp.add(spec, (key) => this.#clients.get(key)?.first);
+    return this.#tcp.add(spec, (key) => this.#members(key));
   }
 
   /**
@@ -1006,7 +994,7 @@ export class TunnelServer {
    * the client is connected, and each peer's datagrams go to its `localPort` as one flow.
    */
   async addUdpTunnel(spec: UdpTunnelSpecServer): Promise<UdpTunnelInfo> {
-    return this.#udp.describe(await this.#udp.add(spec, (key) => this.#clients.get(key)?.first));
+    return this.#udp.describe(await this.#udp.add(spec, (key) => this.#members(key)));
   }
 
   /** Remove a server-defined UDP tunnel and close its port; false if there was none. */

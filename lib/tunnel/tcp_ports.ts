@@ -17,7 +17,7 @@ import { encodeProxyHeader } from "../proxyproto/mod.ts";
 import type { ClientConn } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import {
-  type ClientFinder,
+  type PortClients,
   type PortListener,
   type PortStreamOpener,
   type PortTunnelFailure,
@@ -88,7 +88,7 @@ export class TcpPorts extends PortTunnels<TcpListener> {
    * `serverLocalPort` (a server-defined tunnel) the client is asked for that local port.
    */
   protected bind(
-    clientOf: ClientFinder,
+    clients: PortClients,
     publicPort: number,
     serverLocalPort: string | undefined,
     _log: Logger,
@@ -129,7 +129,7 @@ export class TcpPorts extends PortTunnels<TcpListener> {
           { host: from.hostname, port: from.port },
           { host: to.hostname, port: to.port },
         );
-      const client = await clientOf();
+      const client = await clients.pick();
       if (!client) {
         core.countRequest(host, "502");
         done("502", 0, 0, "no-client", "no instance holds a ready client for this port");
@@ -143,6 +143,7 @@ export class TcpPorts extends PortTunnels<TcpListener> {
           localPort,
           header || undefined,
           serverTcpPort,
+          clients.members,
         );
       } catch (err) {
         core.countRequest(host, "502");

@@ -26,7 +26,7 @@ import {
 import type { ClientConn } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import {
-  type ClientFinder,
+  type PortClients,
   type PortListener,
   type PortStreamOpener,
   type PortTunnelFailure,
@@ -174,7 +174,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
    * for that local port.
    */
   protected async bind(
-    clientOf: ClientFinder,
+    clients: PortClients,
     publicPort: number,
     serverLocalPort: string | undefined,
     log: Logger,
@@ -204,7 +204,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       first: Uint8Array,
     ): Promise<PeerFlow | undefined> => {
       let ts: TunnelStream;
-      const client = await clientOf();
+      const client = await clients.pick();
       if (!client) {
         core.countRequest(host, "502");
         drops.drop("send-failed", `no ready client for the flow of ${key}`);
@@ -218,6 +218,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
           localPort,
           encodeDatagramFrame(first),
           serverPort,
+          clients.members,
         );
       } catch (err) {
         core.countRequest(host, "502");
