@@ -56,19 +56,29 @@ export function startSocksServer(opts: Socks5ServerOptions = {}): Server {
 }
 
 /**
- * A raw SOCKS5 UDP ASSOCIATE on `port` (no authentication), saying the client sends from
- * `fromPort` (0: not known yet): the control connection, the reply code and the relay address.
+ * A raw SOCKS5 UDP ASSOCIATE on `port` (no authentication, or username/password with `auth`),
+ * saying the client sends from `fromPort` (0: not known yet): the control connection, the
+ * reply code and the relay address.
  */
-export async function socks5Associate(port: number, fromPort = 0): Promise<{
+export async function socks5Associate(
+  port: number,
+  fromPort = 0,
+  auth?: { user: string; pass: string },
+): Promise<{
   control: Deno.TcpConn;
   reply: number;
   relay: { host: string; port: number };
 }> {
   const control = await dial("127.0.0.1", port);
   const r = new BufferedReader(control, 64);
-  await control.write(Uint8Array.of(5, 1, 0));
+  await control.write(Uint8Array.of(5, 1, auth ? 2 : 0));
   const method = await r.readExact(2);
-  if (method[1] !== 0) throw new Error(`SOCKS5 method 0x${method[1].toString(16)}`);
+  if (method[1] !== (auth ? 2 : 0)) throw new Error(`SOCKS5 method 0x${method[1].toString(16)}`);
+  if (auth) {
+    await control.write(userPassMsg(auth.user, auth.pass));
+    const status = await r.readExact(2);
+    if (status[1] !== 0) throw new Error(`SOCKS5 authentication refused (${status[1]})`);
+  }
   await control.write(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, fromPort >> 8, fromPort & 0xff));
   const head = await r.readExact(4);
   const rest = await r.readExact(head[3] === 1 ? 6 : 18);

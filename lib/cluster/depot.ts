@@ -11,7 +11,13 @@
  * ones ({@linkcode DepotClusterView}). A request for an exit held elsewhere goes
  * over the {@linkcode PeerLinks} link to that instance as one stream whose first frame is the
  * request (`{exit, host, port}`); the holder connects through its exit and answers one frame
- * (`{ok, bound}` or `{ok: false, reason, message}`) before the bytes flow both ways.
+ * (`{ok, bound}` or `{ok: false, reason, message}`) before the bytes flow both ways. A UDP
+ * ASSOCIATE is the same with `{exit, udp: true}`: the client's relay socket stays on the
+ * instance it reached, and the association's framed datagrams (lib/udp `DatagramStream`) ride
+ * the stream; the holder passes them on over its tunnel to the exit and the answers back,
+ * counted as relay "depot-cluster", within its own queued-byte bound. The stream ends with the
+ * association (client gone, idle timeout: the instance the client reached closes it), with
+ * the exit, or with the link.
  *
  * Redis unreachable: instances keep serving the exits they hold and the leases they last
  * read (until those expire); requests for exits known nowhere get 0x03 as without a cluster.
@@ -25,6 +31,7 @@ import { type Logger, silentLogger } from "../log.ts";
 import {
   BufferedReader,
   closeQuietly,
+  type Duplex,
   errorMessage,
   type NetFailureReason,
   relay,
@@ -35,7 +42,14 @@ import {
 import { encodeFrame, randomSecret, readFrameJson } from "../control/mod.ts";
 import type { Stream } from "../mux/mod.ts";
 import type { TlsClientConfig } from "../transport/mod.ts";
-import type { DepotServer, Outcome, RemoteExit } from "../depot/mod.ts";
+import {
+  type DepotServer,
+  type HereRequest,
+  type Outcome,
+  passAssociation,
+  type RemoteExit,
+} from "../depot/mod.ts";
+import { type Flow, FlowTable, UdpDrops, UdpTally } from "../udp/mod.ts";
 import { refreshLease } from "./lease.ts";
 import { linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
 
@@ -64,6 +78,8 @@ interface ExitLease {
   advertise: string;
   /** HMAC-SHA256(token, SOCKS password), hex; "" = no password. */
   auth: string;
+  /** The exit carries UDP (absent in leases of older instances, which cannot hand it over). */
+  udp?: boolean;
 }
 
 /** An instance's own lease (`<prefix>depot:instance:<name>`), so every one lists the live ones. */
@@ -266,6 +282,7 @@ export class DepotCluster {
             instance: this.instance,
             advertise: this.#opts.advertise,
             auth: this.#digest(e.socksPassword),
+            udp: e.carriesUdp,
           } satisfies ExitLease,
         );
         if (this.#claims.has(e.name) || !this.#written.has(e.name)) {
@@ -324,16 +341,18 @@ export class DepotCluster {
       needsPassword: lease.auth !== "",
       checkPassword: (password) =>
         lease.auth === "" || timingSafeEqual(this.#digest(password), lease.auth),
-      connect: (host, port) => this.#connect(name, lease, host, port),
+      carriesUdp: lease.udp === true,
+      connect: (host, port) => this.#connect(lease, { exit: name, host, port }),
+      associate: () => this.#connect(lease, { exit: name, udp: true }),
     };
   }
 
-  /** Ask the instance holding `name` to connect through it. */
-  async #connect(name: string, lease: ExitLease, host: string, port: number): Promise<Outcome> {
+  /** Ask the instance holding the exit to connect (or associate) through it. */
+  async #connect(lease: ExitLease, request: Record<string, unknown>): Promise<Outcome> {
     let s: Stream;
     try {
       const session = await this.#links.link(lease.advertise);
-      s = await session.open({ data: encodeFrame({ exit: name, host, port }) });
+      s = await session.open({ data: encodeFrame(request) });
     } catch (err) {
       this.#log.warn("cluster link failed", { peer: lease.advertise, error: errorMessage(err) });
       return {
@@ -360,28 +379,32 @@ export class DepotCluster {
   /** A request from another instance for an exit held here. */
   async #serveStream(s: Stream): Promise<void> {
     const reader = new BufferedReader(s);
-    let out: Outcome | undefined;
+    let out: Awaited<ReturnType<DepotServer["connectHere"]>> | undefined;
     try {
       const h = await readLinkHeader(reader);
+      const ask = hereRequest(h);
       const name = typeof h?.exit === "string" ? h.exit : "";
-      const host = typeof h?.host === "string" ? h.host : "";
-      const port = typeof h?.port === "number" ? h.port : 0;
-      if (!name || !host || !Number.isInteger(port) || port < 1 || port > 65535) {
+      if (!name || !ask) {
         this.#log.warn("cluster stream refused: malformed request");
         s.reset();
         return;
       }
-      out = await this.#server.connectHere(name, host, port);
+      out = await this.#server.connectHere(name, ask);
       if (!out.ok) {
         await writeAll(s, encodeFrame({ ok: false, reason: out.reason, message: out.message }));
         await s.close();
         return;
       }
       await writeAll(s, encodeFrame({ ok: true, bound: out.bound }));
-      const r = await relay(withPrefix(s, reader.takeBuffered()), out.conn);
+      const link = withPrefix(s, reader.takeBuffered());
+      if (ask.type === "associate") {
+        await this.#passAssociation(name, link, out.conn, out.signal);
+        return;
+      }
+      const r = await relay(link, out.conn);
       this.#log.info("cluster connection closed", {
         exit: name,
-        dest: `${host}:${port}`,
+        dest: `${ask.host}:${ask.port}`,
         end: r.end,
         up: r.aToB,
         down: r.bToA,
@@ -393,6 +416,30 @@ export class DepotCluster {
     } finally {
       if (out?.ok) out.done();
     }
+  }
+
+  /** Relay a handed-over association between the link stream and the exit's tunnel. */
+  async #passAssociation(
+    name: string,
+    link: Duplex,
+    tunnel: Duplex,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const log = this.#log.child({ exit: name, dest: "udp" });
+    const table = new FlowTable<Flow>(this.#server.udp, new UdpDrops(log, "depot-cluster"));
+    const tally = new UdpTally("depot-cluster");
+    const r = await passAssociation(link, tunnel, table, tally, signal);
+    const drops = table.drops.total;
+    log.info("cluster connection closed", {
+      end: r.end,
+      endedBy: r.by,
+      error: r.message,
+      up: tally.bytesUp,
+      down: tally.bytesDown,
+      datagramsUp: tally.datagramsUp,
+      datagramsDown: tally.datagramsDown,
+      ...(drops > 0 ? { drops, dropped: JSON.stringify(table.drops.snapshot()) } : {}),
+    });
   }
 
   /** Stop the heartbeat, delete this instance's leases, close the links and Redis. */
@@ -438,6 +485,15 @@ async function bounded<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOu
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The request of a stream's header frame (`{host, port}` or `{udp: true}`), or null. */
+function hereRequest(h: Record<string, unknown> | null): HereRequest | null {
+  if (h?.udp === true) return { type: "associate" };
+  const host = typeof h?.host === "string" ? h.host : "";
+  const port = typeof h?.port === "number" ? h.port : 0;
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) return null;
+  return { type: "connect", host, port };
 }
 
 /** The holder's one-frame answer, or null (EOF, malformed). No timer: the holder bounds it. */

@@ -9,3 +9,4 @@ export * from "./server.ts";
 export * from "./local.ts";
 export { acceptDepotSocks, type DepotSocksOptions } from "./socks_front.ts";
 export * from "./open.ts";
+export { type HandedAssociationEnd, passAssociation } from "./udp.ts";

@@ -218,9 +218,19 @@ export interface RemoteExit {
   readonly needsPassword: boolean;
   /** Whether `password` is its SOCKS password (constant time). */
   checkPassword(password: string): boolean;
+  /** Whether it carries UDP (its local announced "udp"): else an ASSOCIATE gets 0x07 at once. */
+  readonly carriesUdp: boolean;
   /** Have the instance holding it connect to `host:port` through it. */
   connect(host: string, port: number): Promise<Outcome>;
+  /** Have the instance holding it open a UDP association through it (framed datagrams). */
+  associate(): Promise<Outcome>;
 }
+
+/** What a request asks of an exit held here on another instance's behalf (`connectHere`). */
+export type HereRequest = { type: "connect"; host: string; port: number } | { type: "associate" };
+
+/** The signal of a relay nothing aborts (it ends with its client, idle time or link). */
+const neverAborted = new AbortController().signal;
 
 /** A cluster's side of the server: exits held elsewhere, and news of the ones held here. */
 export interface DepotClusterHooks {
@@ -750,7 +760,10 @@ export class DepotServer {
     let udp: { assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined;
     if (req.udpAssociate) {
       udp = await this.#bindAssociation(conn, req.dest, exit, stats, log);
-      if (!udp) return;
+      if (!udp) {
+        exit.failures++;
+        return;
+      }
     }
     const ask = udp
       ? { type: "associate" as const }
@@ -849,9 +862,9 @@ export class DepotServer {
   }
 
   /**
-   * A SOCKS request for an exit another instance holds: that instance connects through it and
-   * the stream between the two is relayed like a tunnel (UDP ASSOCIATE stays with the
-   * instance holding the exit: 0x07 here).
+   * A SOCKS request for an exit another instance holds: that instance connects (or opens a UDP
+   * association) through it, and the stream between the two is relayed like a tunnel. An
+   * ASSOCIATE's relay socket is bound here, where the client is; its datagrams ride the stream.
    */
   async #socksViaCluster(
     conn: Duplex,
@@ -862,18 +875,19 @@ export class DepotServer {
     log: Logger,
     startedMs: number,
   ): Promise<void> {
-    const refuse = (reply: number) =>
-      sendSocks5Reply(conn, reply).catch(() => {
-        // The SOCKS client hung up: it has no use for the reply.
-      });
+    const stats: RelayStats = { aToB: 0, bToA: 0 };
+    let udp: { assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined;
     if (req.udpAssociate) {
-      log.info("UDP ASSOCIATE for an exit held by another instance, refusing", {
-        failure: "command-not-supported",
-      });
-      return await refuse(Reply.commandNotSupported);
+      const target = { name: exitName, carriesUdp: remote.carriesUdp };
+      udp = await this.#bindAssociation(conn, req.dest, target, stats, log);
+      if (!udp) return;
     }
-    const outcome = await remote.connect(req.dest.host, req.dest.port);
+    const outcome = udp
+      ? await remote.associate()
+      : await remote.connect(req.dest.host, req.dest.port);
     if (!outcome.ok) {
+      udp?.assoc.close();
+      udp?.table.close();
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
       log.info("request failed", {
         failure: outcome.reason,
@@ -881,9 +895,10 @@ export class DepotServer {
         ms: Math.round(performance.now() - startedMs),
         error: outcome.message,
       });
-      return await refuse(replyForReason(outcome.reason));
+      return await sendSocks5Reply(conn, replyForReason(outcome.reason)).catch(() => {
+        // The SOCKS client hung up: it has no use for the reply.
+      });
     }
-    const stats: RelayStats = { aToB: 0, bToA: 0 };
     this.#active++;
     this.#total++;
     this.#live.add(stats);
@@ -892,25 +907,52 @@ export class DepotServer {
     m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
     let end = "reset";
     let cause: string | undefined;
+    let failure: string | undefined; // why an association ended from the holder's side
+    let relayed = false;
     try {
-      await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
-      const r = await relay(withPrefix(conn, req.leftover), outcome.conn, {
-        idleTimeoutMs: this.idleTimeoutMs,
-        stats,
-      });
-      end = r.end;
-      cause = r.error && errorMessage(r.error);
+      if (udp) {
+        await sendSocks5Reply(conn, Reply.succeeded, udp.assoc.addr);
+        relayed = true; // relayAssociation closes the stream and the association
+        const r = await relayAssociation(
+          udp.assoc,
+          outcome.conn,
+          udp.table,
+          udp.tally,
+          conn,
+          neverAborted,
+          this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs,
+        );
+        end = r.end;
+        failure = r.failure;
+        cause = r.message;
+      } else {
+        await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
+        const r = await relay(withPrefix(conn, req.leftover), outcome.conn, {
+          idleTimeoutMs: this.idleTimeoutMs,
+          stats,
+        });
+        end = r.end;
+        cause = r.error && errorMessage(r.error);
+      }
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
       closeQuietly(outcome.conn);
       log.debug("client gone before the reply", { error: describe(err) });
     } finally {
+      if (udp && !relayed) {
+        udp.assoc.close();
+        udp.table.close();
+      }
       log.info("connection closed", {
         end,
         via: "cluster",
+        failure,
         error: cause,
         up: stats.aToB,
         down: stats.bToA,
+        ...(udp
+          ? { datagramsUp: udp.tally.datagramsUp, datagramsDown: udp.tally.datagramsDown }
+          : {}),
         ms: Math.round(performance.now() - startedMs),
       });
       outcome.done();
@@ -925,16 +967,22 @@ export class DepotServer {
   }
 
   /**
-   * For a cluster: connect to `host:port` through the exit `name` held here (a request another
-   * instance received). The caller relays and then calls `done()`.
+   * For a cluster: connect to `host:port` (or open a UDP association) through the exit `name`
+   * held here, a request another instance received. The caller relays (ending it when
+   * `signal`, the exit's control connection, ends) and then calls `done()`.
    */
-  async connectHere(name: string, host: string, port: number): Promise<Outcome> {
+  async connectHere(
+    name: string,
+    ask: HereRequest,
+  ): Promise<(TunnelArrival & { signal: AbortSignal }) | Exclude<Outcome, TunnelArrival>> {
     const exit = this.#exits.get(name);
     if (!exit) {
       return { ok: false, reason: "network-unreachable", message: "exit not held here" };
     }
-    const dest = joinHostPort(host, port);
-    const outcome = await this.#ask(exit, { type: "connect", host, port }, dest);
+    const dest = ask.type === "connect" ? joinHostPort(ask.host, ask.port) : "udp";
+    const outcome = ask.type === "associate" && !exit.carriesUdp
+      ? { ok: false as const, reason: "other" as const, message: "this exit does not carry UDP" }
+      : await this.#ask(exit, ask, dest);
     if (!outcome.ok) {
       exit.failures++;
       this.#recordFailure(name, dest, outcome.reason, outcome.message);
@@ -944,6 +992,7 @@ export class DepotServer {
     exit.total++;
     return {
       ...outcome,
+      signal: exit.ctl.signal,
       done: () => {
         exit.active--;
         outcome.done();
@@ -952,8 +1001,12 @@ export class DepotServer {
   }
 
   /** The exits held here with their SOCKS passwords (what a cluster publishes, as digests). */
-  heldExits(): { name: string; socksPassword?: string }[] {
-    return [...this.#exits.values()].map((e) => ({ name: e.name, socksPassword: e.socksPassword }));
+  heldExits(): { name: string; socksPassword?: string; carriesUdp: boolean }[] {
+    return [...this.#exits.values()].map((e) => ({
+      name: e.name,
+      socksPassword: e.socksPassword,
+      carriesUdp: e.carriesUdp,
+    }));
   }
 
   /**
@@ -988,13 +1041,13 @@ export class DepotServer {
 
   /**
    * Bind the UDP relay of an ASSOCIATE for the client of `conn`, or answer it: 0x07 when the
-   * exit does not carry UDP (an older depot-local) or the connection has no socket addresses,
-   * 0x01 when the relay cannot be bound. Undefined when answered.
+   * exit (held here or elsewhere) does not carry UDP (an older depot-local) or the connection
+   * has no socket addresses, 0x01 when the relay cannot be bound. Undefined when answered.
    */
   async #bindAssociation(
     conn: Duplex & Partial<Pick<Deno.Conn, "localAddr" | "remoteAddr">>,
     requested: HostPort,
-    exit: ExitSession,
+    exit: { name: string; carriesUdp: boolean },
     stats: RelayStats,
     log: Logger,
   ): Promise<{ assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined> {
@@ -1024,7 +1077,6 @@ export class DepotServer {
     }
     const [reply, reason, message] = problem;
     this.#recordFailure(exit.name, "udp", reason, message);
-    exit.failures++;
     log.info("udp associate refused", { failure: reason, error: message });
     await sendSocks5Reply(conn, reply).catch(() => {
       // The SOCKS client hung up: it has no use for the reply.

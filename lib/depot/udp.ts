@@ -36,17 +36,18 @@ interface TunnelEnd {
 
 /**
  * Read the tunnel's frames into `onDatagram` until it ends; a frame that is not a SOCKS5 UDP
- * datagram of fragment 0 ends it too (the peer does not speak the protocol).
+ * datagram of fragment 0 ends it too (the peer does not speak the protocol). `frame` is the
+ * whole datagram (header and payload), for a relay that passes it on as it came.
  */
 async function readTunnel(
   stream: DatagramStream,
-  onDatagram: (addr: HostPort, payload: Uint8Array) => void,
+  onDatagram: (addr: HostPort, payload: Uint8Array, frame: Uint8Array) => void,
 ): Promise<TunnelEnd> {
   try {
     for (let frame = await stream.read(); frame !== null; frame = await stream.read()) {
       const d = decodeSocks5Udp(frame);
       if (d.frag !== 0) return { end: "error", message: "fragment on the tunnel" };
-      onDatagram(d.dest, d.data);
+      onDatagram(d.dest, d.data, frame);
     }
     return { end: "done" };
   } catch (err) {
@@ -92,6 +93,60 @@ export async function relayAssociation(
     signal.removeEventListener("abort", onAbort);
     closeQuietly(tunnel);
     await reading;
+    table.close();
+  }
+}
+
+/** How a handed-over association ended at the holder: which side ended it, and how. */
+export interface HandedAssociationEnd extends TunnelEnd {
+  /** "instance": the one the client reached ended it (or its link went); "exit": the exit. */
+  by: "instance" | "exit";
+}
+
+/**
+ * The holder's side of an association another depot-server instance handed over (lib/cluster):
+ * the frames that instance's relay sends on `link` go on to the exit's `tunnel` as they came,
+ * and the exit's answers back, each checked (a SOCKS5 UDP datagram of fragment 0) and counted
+ * in `tally`, every write within `table`'s queued-byte bound (over it: dropped, "queue-full").
+ * The client, its relay socket and the idle timeout stay with the other instance: this ends
+ * when either stream ends or `signal` fires, and closes both and the table.
+ */
+export async function passAssociation(
+  link: Duplex,
+  tunnel: Duplex,
+  table: FlowTable<Flow>,
+  tally: UdpTally,
+  signal: AbortSignal,
+): Promise<HandedAssociationEnd> {
+  const toExit = new DatagramStream(tunnel, table);
+  const toInstance = new DatagramStream(link, table);
+  const closeBoth = () => {
+    closeQuietly(link);
+    closeQuietly(tunnel);
+  };
+  signal.addEventListener("abort", closeBoth, { once: true });
+  if (signal.aborted) closeBoth();
+  try {
+    // Whichever side ends first ends the other: closing both ends the second reader too.
+    const [up, down] = [
+      readTunnel(toInstance, (_dest, payload, frame) => {
+        if (toExit.send(frame)) tally.up(payload.length);
+      }),
+      readTunnel(toExit, (_src, payload, frame) => {
+        if (toInstance.send(frame)) tally.down(payload.length);
+      }),
+    ].map((p, i) =>
+      p.then((e): HandedAssociationEnd => {
+        closeBoth();
+        return { ...e, by: i === 0 ? "instance" : "exit" };
+      })
+    );
+    const first = await Promise.race([up, down]);
+    await Promise.all([up, down]);
+    return first;
+  } finally {
+    signal.removeEventListener("abort", closeBoth);
+    closeBoth();
     table.close();
   }
 }

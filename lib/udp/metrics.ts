@@ -2,7 +2,8 @@
  * UDP counters every relay keeps (lib/stats.ts, exported by lib/metrics.ts): datagrams and
  * payload bytes relayed each way, datagrams dropped by reason, and flows held now — all by
  * `relay` ("udp-forward", "socks5-udp", "depot-server", "depot-local", "tunnel-server",
- * "tunnel-client", "seaprox-link": associations a link carried, where they leave). A datagram is counted
+ * "tunnel-client", "seaprox-link": associations a link carried, where they leave; "depot-cluster":
+ * depot associations another instance handed over, at the one holding the exit). A datagram is counted
  * where it is sent on: "up" toward its destination, "down" toward the client; a dropped one
  * is counted once, by the half that dropped it, so in = relayed + dropped.
  * @module
@@ -19,7 +20,8 @@ export type UdpRelayName =
   | "depot-local"
   | "tunnel-server"
   | "tunnel-client"
-  | "seaprox-link";
+  | "seaprox-link"
+  | "depot-cluster";
 
 /** Datagrams relayed, by relay and direction. */
 export const udpDatagramsTotal: Counter<"relay" | "direction"> = counter(

@@ -1,9 +1,10 @@
 """DNS queries over SOCKS5 UDP ASSOCIATE with PySocks (a SOCKS5 client warren did not write).
 
-usage: pysocks_dns.py PROXY_PORT DNS_PORT COUNT
+usage: pysocks_dns.py PROXY_PORT DNS_PORT COUNT [USER PASS]
 Sends COUNT A queries (ids 1..COUNT, host<id>.example.test) one at a time to 127.0.0.1:DNS_PORT
 through the SOCKS5 proxy at 127.0.0.1:PROXY_PORT, each retried up to 3 times on a 5 s wait,
 and prints one JSON line: the ids answered in arrival order, the addresses, sends, retries.
+With USER and PASS it authenticates with them (RFC 1929).
 """
 import json
 import socket
@@ -14,7 +15,8 @@ import socks
 
 proxy_port, dns_port, count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
-s.set_proxy(socks.SOCKS5, "127.0.0.1", proxy_port)
+user, password = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
+s.set_proxy(socks.SOCKS5, "127.0.0.1", proxy_port, username=user, password=password)
 s.settimeout(5)
 
 
