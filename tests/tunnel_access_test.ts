@@ -139,8 +139,8 @@ Deno.test("tunnel per-host access: the embeddable (Hono) front refuses the same 
   const app = startApp("h");
   const t = startHonoTunnel();
   await t.server.addHost("app.test", id);
-  t.server.setAccess("app.test", { bearer: [bearer] });
-  t.server.setAccess("open.test", { allow: ["10.0.0.0/8"] });
+  await t.server.setAccess("app.test", { bearer: [bearer] });
+  await t.server.setAccess("open.test", { allow: ["10.0.0.0/8"] });
   await t.server.addHost("open.test", id);
   const c = startClient({
     server: t.url,

@@ -197,7 +197,7 @@ Deno.test("tunnel rewrites: the embeddable front applies a client's rules", asyn
   const app = await startPythonHeaderEcho();
   const t = startHonoTunnel();
   await t.server.addHost("h.test", idA);
-  t.server.setRewrite("h.test", { response: { add: [["X-Server-Rule", "yes"]] } }, "flag");
+  await t.server.setRewrite("h.test", { response: { add: [["X-Server-Rule", "yes"]] } }, "flag");
   const c = startClient({
     server: t.url,
     identifier: idA,

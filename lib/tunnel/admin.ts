@@ -6,7 +6,7 @@
 
 // Pinned inline, not through warren's deno.json: lib is imported from anywhere.
 // deno-lint-ignore no-import-prefix
-import { Hono } from "npm:hono@4.13.19";
+import { type Context, Hono } from "npm:hono@4.13.19";
 import type { AuthFailureLimiter } from "../net/ratelimit.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";
@@ -14,7 +14,7 @@ import { remoteOf } from "./app.ts";
 import { bearerToken } from "./forward.ts";
 import { HostTakenError, type TunnelServer } from "./server.ts";
 import { HostAccessError, type HostAccessSpec } from "./access.ts";
-import { normalizeHostPattern } from "./registry.ts";
+import { normalizeHostPattern, RegistryUnavailableError } from "./registry.ts";
 import { PortTunnelError, type PortTunnelFailure, type PortTunnelSpec } from "./port_tunnels.ts";
 import { clusterView } from "./cluster_view.ts";
 import type { HostRewriteSpec } from "./rewrite.ts";
@@ -26,6 +26,13 @@ function list(v: unknown): string[] | undefined {
     throw new HostAccessError("basic, bearer and allow must be lists of strings");
   }
   return v;
+}
+
+/** A refused rule change: 503 when the cluster's Redis is down, else 400 (a bad rule). */
+function ruleRefused(c: Context, err: unknown): Response {
+  return err instanceof RegistryUnavailableError
+    ? c.json({ error: errorMessage(err), reason: "registry-unavailable" }, 503)
+    : c.json({ error: errorMessage(err) }, 400);
 }
 
 /** HTTP status of each refused `POST /tcp` or `POST /udp`. */
@@ -153,13 +160,13 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     const host = c.req.param("host");
     if (!(await server.registry.lookup(host))) return c.json({ error: "no such host" }, 404);
     try {
-      server.setAccess(host, {
+      await server.setAccess(host, {
         basic: list(body.basic),
         bearer: list(body.bearer),
         allow: list(body.allow),
       });
     } catch (err) {
-      return c.json({ error: errorMessage(err) }, 400);
+      return ruleRefused(c, err);
     }
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.json(server.accessInfo(host)!, 200);
@@ -167,7 +174,11 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
   app.delete("/hosts/:host/access", async (c) => {
     const host = c.req.param("host");
     if (!server.accessInfo(host)) return c.json({ error: "no access rules" }, 404);
-    server.setAccess(host, undefined);
+    try {
+      await server.setAccess(host, undefined);
+    } catch (err) {
+      return ruleRefused(c, err);
+    }
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });
@@ -181,9 +192,9 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
     const host = c.req.param("host");
     if (!(await server.registry.lookup(host))) return c.json({ error: "no such host" }, 404);
     try {
-      server.setRewrite(host, body);
+      await server.setRewrite(host, body);
     } catch (err) {
-      return c.json({ error: errorMessage(err) }, 400);
+      return ruleRefused(c, err);
     }
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.json(server.rewriteInfo(host)!, 200);
@@ -191,7 +202,11 @@ export function createAdminApp(server: TunnelServer, opts: AdminAppOptions): Hon
   app.delete("/hosts/:host/rewrite", async (c) => {
     const host = c.req.param("host");
     if (!server.rewriteInfo(host)) return c.json({ error: "no rewrites" }, 404);
-    server.setRewrite(host, undefined);
+    try {
+      await server.setRewrite(host, undefined);
+    } catch (err) {
+      return ruleRefused(c, err);
+    }
     const err = await unsaved();
     return err ? c.json({ error: err }, 500) : c.body(null, 204);
   });

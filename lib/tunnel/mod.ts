@@ -29,6 +29,7 @@ export * from "./state.ts";
 export * from "./subdomains.ts";
 export * from "./access.ts";
 export * from "./redis_registry.ts";
+export * from "./host_rules.ts";
 export * from "./cluster.ts";
 export * from "./cluster_view.ts";
 export * from "./rewrite.ts";

@@ -23,6 +23,8 @@
  * Keys, under `prefix`: `hosts` (hash host → digest), `ids` (hash digest → host count),
  * `client:<digest>` (lease: JSON ClientRecord), `instance:<name>` (lease: JSON
  * {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`, `i:<name>`).
+ * Extensions ({@linkcode RegistryExtension}) keep their own keys beside these and their own
+ * notices on the same channel: the hosts' rules (host_rules.ts: `rules`, `r:<field>`).
  * @module
  */
 
@@ -102,6 +104,29 @@ function newClient(url: string, connected: () => boolean) {
   });
 }
 type Client = ReturnType<typeof newClient>;
+/** The commands {@linkcode RedisRegistry.redis} lends an extension for its own keys. */
+export interface RedisCommands {
+  /** EVAL: one atomic script. */
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  /** HGET. */
+  hGet(key: string, field: string): Promise<string | null>;
+  /** HGETALL. */
+  hGetAll(key: string): Promise<Record<string, string>>;
+}
+
+/**
+ * Something else a cluster keeps in the registry's Redis, under its prefix (the host rules,
+ * host_rules.ts): it gets the change notices the registry does not handle, and a look at Redis
+ * every heartbeat and whenever notices resume after an outage (some may have been lost).
+ */
+export interface RegistryExtension {
+  /** Prefix of its change notices (`r:`); never one of the registry's own (`h:`, `c:`, `i:`). */
+  readonly noticePrefix: string;
+  /** A notice with that prefix, from any instance (this one included). */
+  notice(msg: string): void;
+  /** Compare with what Redis holds now; must not throw (Redis may be down). */
+  sync(): Promise<void>;
+}
 
 function digest(identifier: string): string {
   return createHash("sha256").update(identifier).digest("hex");
@@ -157,6 +182,8 @@ export class RedisRegistry implements Registry {
    * lease is gone, never taken from the other instance.
    */
   #standby = new Set<string>();
+  /** What else is kept beside the registry ({@linkcode extend}). */
+  readonly #extensions: RegistryExtension[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   #beat: Promise<void> = Promise.resolve();
   #up = false;
@@ -248,7 +275,31 @@ export class RedisRegistry implements Registry {
     sub.on("ready", () => {
       this.#clearCaches();
       this.#subUp = true;
+      for (const e of this.#extensions) void e.sync();
     });
+  }
+
+  /**
+   * Keep `ext` beside the registry: it gets its notices from now on and a `sync` every
+   * heartbeat (see {@linkcode RegistryExtension}).
+   */
+  extend(ext: RegistryExtension): void {
+    this.#extensions.push(ext);
+  }
+
+  /** The Redis connection, for an extension's own keys (named by {@linkcode key}). */
+  get redis(): RedisCommands {
+    return this.#client;
+  }
+
+  /** The Redis key of `name` under this cluster's prefix. */
+  key(name: string): string {
+    return this.#key(name);
+  }
+
+  /** Tell every instance (this one first) that `what` changed: an extension's notice. */
+  notify(what: string): Promise<void> {
+    return this.#publish(what);
   }
 
   /** Whether change notices arrive, so routing answers are cached (false during an outage). */
@@ -268,6 +319,9 @@ export class RedisRegistry implements Registry {
     if (msg.startsWith("h:")) this.#hostCache.delete(what);
     else if (msg.startsWith("c:")) this.#clientCache.delete(what);
     else if (msg.startsWith("i:")) this.#instCache.delete(what);
+    else {
+      for (const e of this.#extensions) if (msg.startsWith(e.noticePrefix)) e.notice(msg);
+    }
   }
 
   /** Tell every instance that `what` changed (after the write). */
@@ -327,6 +381,7 @@ export class RedisRegistry implements Registry {
         if (kept === "written-back") await this.#publish(`c:${d}`); // written back: it was gone
       }
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
+      for (const e of this.#extensions) await e.sync();
     } catch (err) {
       // The outage is logged by the "error" handler; the next beat tries again.
       this.#log.debug("heartbeat failed", { error: errorMessage(err) });

@@ -63,6 +63,7 @@ import {
 } from "./subdomains.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { HostRewrite, type HostRewriteInfo, type HostRewriteSpec } from "./rewrite.ts";
+import { HostRules } from "./host_rules.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
 
 /** Default interval of mux pings to each client. */
@@ -115,6 +116,11 @@ export interface TunnelServerOptions {
   log?: Logger;
   /** Subdomain claims under a domain by account tokens (`--domain`, `--account-token`). */
   subdomains?: SubdomainClaims;
+  /**
+   * The hosts' access rules and header rewrites: a cluster's in Redis
+   * ({@linkcode ClusterHostRules}). @default in this process
+   */
+  rules?: HostRules;
 }
 
 /** A control-path request admitted (with the identifier its session runs under) or refused. */
@@ -209,17 +215,10 @@ export class TunnelServer {
   readonly #udp: UdpPorts;
   /** Where each registered host came from (absent: added through the API, "admin"). */
   #hostOrigins = new Map<string, RouteOrigin>();
-  /** Access rules by host entry. */
-  #access = new Map<string, HostAccess>();
-  /** The rules as given (with secrets) and where they came from, for the state file. */
-  #accessSpecs = new Map<string, { spec: HostAccessSpec; origin: RouteOrigin }>();
+  /** Access rules and header rewrites by host entry (the cluster's, when shared). */
+  readonly #rules: HostRules;
   /** Connected clients that set access rules of their own (checkAccess is free at 0). */
   #clientAccess = 0;
-  /** Header rewrites by host entry, as given and compiled, and where they came from. */
-  #rewrites = new Map<
-    string,
-    { spec: HostRewriteSpec; rewrite: HostRewrite; origin: RouteOrigin }
-  >();
   /** The claim each claim session (by client key) holds. */
   #claims = new Map<string, ClaimRecord>();
   /**
@@ -238,6 +237,7 @@ export class TunnelServer {
   constructor(opts: TunnelServerOptions = {}) {
     this.#opts = opts;
     this.registry = opts.registry ?? new MemoryRegistry();
+    this.#rules = opts.rules ?? new HostRules();
     this.#instance = this.registry.instance ?? randomSecret(4);
     this.log = opts.log ?? silentLogger;
     this.duplicate = opts.duplicate ?? "replace";
@@ -350,9 +350,11 @@ export class TunnelServer {
     const hosts = (await this.registry.listHosts()).filter((e) =>
       (this.#hostOrigins.get(e.host) ?? "admin") === "admin"
     );
-    const access = [...this.#accessSpecs].filter(([, a]) => a.origin === "admin")
+    // Shared rules are kept by Redis (where they have no clear secrets): not in the file.
+    const rules = this.#rules.shared ? undefined : this.#rules;
+    const access = [...rules?.access ?? []].filter(([, a]) => a.origin === "admin" && a.spec)
       .map(([host, a]) => ({ host, ...a.spec }));
-    const rewrites = [...this.#rewrites].filter(([, r]) => r.origin === "admin")
+    const rewrites = [...rules?.rewrites ?? []].filter(([, r]) => r.origin === "admin")
       .map(([host, r]) => ({ host, ...r.spec }));
     const admin = (t: { origin?: RouteOrigin }) => t.origin === "admin";
     return {
@@ -509,19 +511,18 @@ export class TunnelServer {
 
   /**
    * Set (or with `undefined`, clear) the access rules of the entry `host` (a wildcard entry
-   * covers its names); throws HostAccessError on a bad rule.
+   * covers its names): on every instance of a cluster sharing {@linkcode HostRules}. Throws
+   * HostAccessError on a bad rule, RegistryUnavailableError when Redis is down.
    */
-  setAccess(host: string, spec: HostAccessSpec | undefined, origin: RouteOrigin = "admin"): void {
+  async setAccess(
+    host: string,
+    spec: HostAccessSpec | undefined,
+    origin: RouteOrigin = "admin",
+  ): Promise<void> {
     const h = normalizeHostPattern(host);
     if (!h) throw new RangeError(`bad host name: ${JSON.stringify(host)}`);
-    if (spec === undefined) {
-      this.#access.delete(h);
-      this.#accessSpecs.delete(h);
-    } else {
-      this.#access.set(h, new HostAccess(spec));
-      this.#accessSpecs.set(h, { spec, origin });
-    }
-    const info = this.#access.get(h)?.info();
+    await this.#rules.setAccess(h, spec, origin);
+    const info = this.accessInfo(h);
     this.log.info(info ? "host access set" : "host access cleared", {
       host: h,
       ...(info ? { basic: info.basic, bearer: info.bearer, allow: info.allow.join(",") } : {}),
@@ -530,7 +531,7 @@ export class TunnelServer {
 
   /** The access rules of the entry `host` (no secrets), if any. */
   accessInfo(host: string): HostAccessInfo | undefined {
-    return this.#access.get(normalizeHostPattern(host))?.info();
+    return this.#rules.access.get(normalizeHostPattern(host))?.rule.info();
   }
 
   /**
@@ -545,20 +546,24 @@ export class TunnelServer {
     authorization: string | undefined,
     ip: string,
   ): AccessDenied | undefined {
-    if (this.#access.size === 0 && this.#clientAccess === 0) return undefined;
-    return (this.#access.get(target.host) ?? target.client?.access)?.check(authorization, ip);
+    const rules = this.#rules.access;
+    if (rules.size === 0 && this.#clientAccess === 0) return undefined;
+    return (rules.get(target.host)?.rule ?? target.client?.access)?.check(authorization, ip);
   }
 
   /**
    * Set (or with `undefined`, clear) the header rewrites of the entry `host`; throws
    * RewriteError on a bad rule. Logged with header names only (values may be credentials).
    */
-  setRewrite(host: string, spec: HostRewriteSpec | undefined, origin: RouteOrigin = "admin"): void {
+  async setRewrite(
+    host: string,
+    spec: HostRewriteSpec | undefined,
+    origin: RouteOrigin = "admin",
+  ): Promise<void> {
     const h = normalizeHostPattern(host);
     if (!h) throw new RangeError(`bad host name: ${JSON.stringify(host)}`);
-    if (spec === undefined) this.#rewrites.delete(h);
-    else this.#rewrites.set(h, { spec, rewrite: new HostRewrite(spec), origin });
-    const info = this.#rewrites.get(h)?.rewrite.info();
+    await this.#rules.setRewrite(h, spec, origin);
+    const info = this.rewriteInfo(h);
     this.log.info(info ? "host rewrite set" : "host rewrite cleared", {
       host: h,
       ...(info
@@ -574,7 +579,7 @@ export class TunnelServer {
 
   /** The header rewrites of the entry `host` (names, no values), if any. */
   rewriteInfo(host: string): HostRewriteInfo | undefined {
-    return this.#rewrites.get(normalizeHostPattern(host))?.rewrite.info();
+    return this.#rules.rewrites.get(normalizeHostPattern(host))?.rule.info();
   }
 
   /**
@@ -582,7 +587,8 @@ export class TunnelServer {
    * entry's (flags, admin API), which win where both touch a header. Undefined: none.
    */
   rewriteOf(route: { host: string; client: ClientConn }): HostRewrite | undefined {
-    const entry = this.#rewrites.size ? this.#rewrites.get(route.host)?.rewrite : undefined;
+    const rules = this.#rules.rewrites;
+    const entry = rules.size ? rules.get(route.host)?.rule : undefined;
     const own = route.client.rewrite;
     return own ? own.then(entry) : entry;
   }
@@ -947,7 +953,7 @@ export class TunnelServer {
       const udp = await this.#udp.openFor(client, req.udp, log);
       // The server's own rules of a host win over the client's: say so.
       const notes = client.access
-        ? client.hosts.filter((h) => this.#access.has(h)).map((h) =>
+        ? client.hosts.filter((h) => this.#rules.access.has(h)).map((h) =>
           `${h} has access rules on the server: they apply instead of this client's`
         )
         : [];
@@ -1064,12 +1070,14 @@ export class TunnelServer {
         members: members.length,
         healthy: members.filter((c) => c.healthy).length,
         origin: this.#hostOrigins.get(host) ?? "admin",
-        ...(this.#access.has(host)
-          ? { access: this.#access.get(host)!.info() }
+        ...(this.#rules.access.has(host)
+          ? { access: this.#rules.access.get(host)!.rule.info() }
           : c?.ready && c.access
           ? { access: { ...c.access.info(), from: "client" as const } }
           : {}),
-        ...(this.#rewrites.has(host) ? { rewrite: this.#rewrites.get(host)!.rewrite.info() } : {}),
+        ...(this.#rules.rewrites.has(host)
+          ? { rewrite: this.#rules.rewrites.get(host)!.rule.info() }
+          : {}),
         ...(c?.ready && c.rewrite ? { clientRewrite: c.rewrite.info() } : {}),
         ...this.hostStats(host),
       });

@@ -186,19 +186,29 @@ export class TunnelStateFile {
     let access = 0;
     for (const { host, ...spec } of state.access ?? []) {
       if (this.server.accessInfo(host)) {
-        this.log.warn("state file access rules skipped: set by a flag", { host });
+        this.log.warn("state file access rules skipped: set by a flag or the cluster", { host });
         continue;
       }
-      this.server.setAccess(host, spec, "admin");
+      try {
+        await this.server.setAccess(host, spec, "admin");
+      } catch (err) {
+        this.log.warn("state file access rules skipped", { host, error: errorMessage(err) });
+        continue;
+      }
       access++;
     }
     let rewrites = 0;
     for (const { host, ...spec } of state.rewrites ?? []) {
       if (this.server.rewriteInfo(host)) {
-        this.log.warn("state file rewrites skipped: set by a flag", { host });
+        this.log.warn("state file rewrites skipped: set by a flag or the cluster", { host });
         continue;
       }
-      this.server.setRewrite(host, spec, "admin");
+      try {
+        await this.server.setRewrite(host, spec, "admin");
+      } catch (err) {
+        this.log.warn("state file rewrites skipped", { host, error: errorMessage(err) });
+        continue;
+      }
       rewrites++;
     }
     let claims = 0;

@@ -18,6 +18,7 @@ import {
 } from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
 import {
+  ClusterHostRules,
   ClusterLinks,
   type ClusterView,
   clusterView,
@@ -45,6 +46,9 @@ export interface TunnelServerService {
   failedUdp: { port: number; error: string }[];
   stop(drainMs: number): Promise<void>;
 }
+
+/** The rules' digest key of a cluster without a token (digests, but no secret behind them). */
+const unkeyedRulesKey = "warren-tunnel-host-rules";
 
 /** What the plaintext-link warning of --cluster-listen names. */
 const clusterFix = "--cluster-tls-cert/--cluster-tls-key (and --cluster-tls-ca for mutual TLS)";
@@ -78,6 +82,13 @@ export async function constructTunnelServer(
     log,
   });
   if (cfg.registry) log.info("registry", { kind: "redis", addr: cfg.registry.addr });
+  const token = flags["cluster-token"] ?? (workers && workerSecret());
+  if (registry && !token) {
+    log.warn("no --cluster-token: the host rules' credentials are kept in redis unkeyed");
+  }
+  // The hosts' access rules and rewrites are the cluster's: every instance applies them.
+  const rules = registry &&
+    await ClusterHostRules.start(registry, { key: token || unkeyedRulesKey, log });
   const server = new TunnelServer({
     registry,
     duplicate: flags.duplicate,
@@ -97,13 +108,13 @@ export async function constructTunnelServer(
     heartbeatTimeoutMs: flags.heartbeat * 3,
     authLimiter: new AuthFailureLimiter({ burst: 10, perMinute: 30 }),
     log,
+    rules,
     subdomains: flags.domain === undefined ? undefined : new SubdomainClaims({
       domain: normalizeHost(flags.domain),
       tokens: cfg.accountTokens,
       graceMs: flags["subdomain-grace"],
     }),
   });
-  const token = flags["cluster-token"] ?? (workers && workerSecret());
   const cluster = registry && token
     ? new ClusterLinks(server, registry, { token, log, tls: cfg.clusterTls })
     : undefined;
@@ -116,8 +127,9 @@ export async function constructTunnelServer(
   const state = flags["state-file"]
     ? new TunnelStateFile(flags["state-file"], server, log)
     : undefined;
-  for (const [host, spec] of cfg.access) server.setAccess(host, spec, "flag");
-  for (const [host, spec] of cfg.rewrites) server.setRewrite(host, spec, "flag");
+  // In a cluster a flag's rule is written to Redis at start, for every instance (README).
+  for (const [host, spec] of cfg.access) await server.setAccess(host, spec, "flag");
+  for (const [host, spec] of cfg.rewrites) await server.setRewrite(host, spec, "flag");
   await state?.load();
   if (state) {
     server.onClaimsChange = () =>
@@ -189,6 +201,7 @@ export async function constructTunnelServer(
       await server.close();
       await state?.settled();
       await cluster?.close();
+      await rules?.close();
       await registry?.close();
       await front.stop(drainMs);
       await admin?.stop();
