@@ -10,6 +10,7 @@ export * from "./server.ts";
 export * from "./client_conn.ts";
 export * from "./group.ts";
 export * from "./health.ts";
+export * from "./health_log.ts";
 export * from "./tunnel_stream.ts";
 export * from "./port_tunnels.ts";
 export * from "./tcp_ports.ts";

@@ -43,6 +43,7 @@ import {
 } from "./registry.ts";
 import { ClientConn, type ClientInfo, clientKey } from "./client_conn.ts";
 import { type BalancePolicy, ClientGroup } from "./group.ts";
+import { HealthLog } from "./health_log.ts";
 import { type HostStats, type HostStatus, TunnelStats } from "./stats.ts";
 import { TcpPorts, type TcpTunnelInfo, type TcpTunnelSpecServer } from "./tcp_ports.ts";
 import { UdpPorts, type UdpTunnelInfo, type UdpTunnelSpecServer } from "./udp_ports.ts";
@@ -773,6 +774,7 @@ export class TunnelServer {
       return true;
     };
     const log = this.log.child({ client: fp, cid: client.id });
+    const healthLog = new HealthLog(log);
     let countedAccess = false;
     try {
       const control = await this.#handshake(client, identifier, log, takeOver);
@@ -804,7 +806,7 @@ export class TunnelServer {
           let m;
           while ((m = await readMessage(control)) !== null) {
             // Other types after the handshake are ignored for forward compatibility.
-            if (m.type === "health") this.#health(client, m.ok, m.error, log);
+            if (m.type === "health") this.#health(client, m.ok, m.error, healthLog);
           }
         } catch (err) {
           log.debug("control stream ended", { error: errorMessage(err) });
@@ -851,6 +853,7 @@ export class TunnelServer {
       // No session of this identifier is left (it ended, or never came up): the grace starts.
       if (!this.#clients.has(key)) this.#leaveClaim(key);
       this.clientEvents.disconnected++;
+      healthLog.close();
       if (countedAccess) this.#clientAccess--;
       await client.close();
       await this.#tcp.releaseAll(client);
@@ -870,13 +873,12 @@ export class TunnelServer {
   }
 
   /** A client's health check changed its verdict: it leaves or rejoins the rotation. */
-  #health(client: ClientConn, ok: boolean, error: string | undefined, log: Logger): void {
+  #health(client: ClientConn, ok: boolean, error: string | undefined, log: HealthLog): void {
     if (client.healthy === ok) return;
     client.healthy = ok;
     const group = this.#clients.get(client.key);
     const fields = { usable: group?.usableCount ?? 0, members: group?.members.length ?? 0 };
-    if (ok) log.info("client healthy: in rotation", fields);
-    else log.warn("client unhealthy: out of rotation", { ...fields, error });
+    log.transition(ok, ok ? fields : { ...fields, error });
   }
 
   async #handshake(

@@ -1,0 +1,102 @@
+/**
+ * The server's log of one client's health transitions ("client unhealthy: out of rotation",
+ * "client healthy: in rotation"), bounded: a member whose check flaps, or a client that
+ * sends `health` messages in a loop, must not fill the log. The first transitions of a window
+ * are logged in full; further ones are counted and summed up in one line when the window
+ * ends, and every window after that gets one summary line until a window passes without a
+ * transition.
+ * @module
+ */
+
+import type { LogFields, Logger } from "../log.ts";
+
+/** Transition lines logged in full per client and window before they are summed up. */
+export const healthLinesPerWindow = 4;
+/** Length of a window: how often a flapping client's summary line is written. */
+export const healthLogWindowMs = 60_000;
+
+/** Runs `fn` after `ms`; returns what cancels it (a timer by default). */
+export type Schedule = (fn: () => void, ms: number) => () => void;
+
+const timerSchedule: Schedule = (fn, ms) => {
+  const t = setTimeout(fn, ms);
+  return () => clearTimeout(t);
+};
+
+/** Options of {@linkcode HealthLog}. */
+export interface HealthLogOptions {
+  /** @default healthLinesPerWindow */
+  linesPerWindow?: number;
+  /** @default healthLogWindowMs */
+  windowMs?: number;
+  /** Where the end of a window is scheduled. @default setTimeout */
+  schedule?: Schedule;
+}
+
+/** The health transition lines of one client (see the module doc). */
+export class HealthLog {
+  readonly #log: Logger;
+  readonly #linesPerWindow: number;
+  readonly #windowMs: number;
+  readonly #schedule: Schedule;
+  /** Cancels the end of the current window; undefined: no window is open. */
+  #cancel: (() => void) | undefined;
+  #logged = 0;
+  #held = { out: 0, in: 0 };
+  #last: { ok: boolean; fields: LogFields } | undefined;
+
+  /** Lines for one client go to `log`. */
+  constructor(log: Logger, opts: HealthLogOptions = {}) {
+    this.#log = log;
+    this.#linesPerWindow = opts.linesPerWindow ?? healthLinesPerWindow;
+    this.#windowMs = opts.windowMs ?? healthLogWindowMs;
+    this.#schedule = opts.schedule ?? timerSchedule;
+  }
+
+  /** The client went in (`ok`) or out of rotation; `fields` describe it (error, members). */
+  transition(ok: boolean, fields: LogFields): void {
+    this.#cancel ??= this.#schedule(() => this.#windowEnd(), this.#windowMs);
+    if (this.#logged < this.#linesPerWindow) {
+      this.#logged++;
+      if (ok) this.#log.info("client healthy: in rotation", fields);
+      else this.#log.warn("client unhealthy: out of rotation", fields);
+      return;
+    }
+    if (ok) this.#held.in++;
+    else this.#held.out++;
+    this.#last = { ok, fields };
+  }
+
+  /** The client is gone: the transitions held back so far are summed up now. */
+  close(): void {
+    this.#cancel?.();
+    this.#cancel = undefined;
+    this.#summary();
+  }
+
+  #windowEnd(): void {
+    this.#cancel = undefined;
+    this.#logged = 0;
+    if (!this.#summary()) return;
+    // Still flapping: the next window gets its summary only.
+    this.#logged = this.#linesPerWindow;
+    this.#cancel = this.#schedule(() => this.#windowEnd(), this.#windowMs);
+  }
+
+  /** One line for the transitions held back, if any; whether there were. */
+  #summary(): boolean {
+    const last = this.#last;
+    if (!last) return false;
+    const { out, in: back } = this.#held;
+    this.#held = { out: 0, in: 0 };
+    this.#last = undefined;
+    // Its state now is the last transition's; warn while it stays out of rotation.
+    this.#log[last.ok ? "info" : "warn"]("client health flapping: transitions not logged", {
+      out,
+      in: back,
+      healthy: last.ok,
+      ...last.fields,
+    });
+    return true;
+  }
+}

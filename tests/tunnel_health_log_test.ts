@@ -1,0 +1,121 @@
+/**
+ * The server's health transition lines are bounded per client (lib/tunnel/health_log.ts):
+ * the first ones of a window in full, then one summary line per window with the counts. Once
+ * with the window ends driven by hand, once with a real client whose app flaps on every check.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { Logger } from "../lib/log.ts";
+import { healthLinesPerWindow, HealthLog } from "../lib/tunnel/mod.ts";
+import { startClient, startTunnel } from "./_tunnel.ts";
+
+/** A logger whose lines land in `lines`. */
+function capture(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { log: new Logger("info", { svc: "t" }, (l) => lines.push(l)), lines };
+}
+
+/** A schedule whose window ends the test runs by hand. */
+function manual() {
+  const pending: (() => void)[] = [];
+  return {
+    schedule: (fn: () => void) => {
+      pending.push(fn);
+      return () => pending.splice(pending.indexOf(fn), 1);
+    },
+    pending,
+    /** End the current window. */
+    fire: () => pending.shift()!(),
+  };
+}
+
+const full = (lines: string[]) => lines.filter((l) => /msg="client (un)?healthy/.test(l));
+const summaries = (lines: string[]) => lines.filter((l) => /msg="client health flapping/.test(l));
+
+Deno.test("health log: the first transitions of a window in full, then one summary per window until a quiet one", () => {
+  const { log, lines } = capture();
+  const clock = manual();
+  const h = new HealthLog(log, { schedule: clock.schedule });
+  // 10 transitions: out, in, out, in, ... (the last one: in).
+  for (let i = 0; i < 10; i++) h.transition(i % 2 === 1, { members: 2, error: "503" });
+  assertEquals(full(lines).length, healthLinesPerWindow);
+  assert(
+    /level=warn .*msg="client unhealthy: out of rotation".* error=503/.test(lines[0]),
+    lines[0],
+  );
+  assert(/level=info .*msg="client healthy: in rotation"/.test(lines[1]), lines[1]);
+  assertEquals(summaries(lines), []);
+  assertEquals(clock.pending.length, 1);
+  clock.fire();
+  assertEquals(lines.length, healthLinesPerWindow + 1);
+  assert(
+    /level=info .*msg="client health flapping: transitions not logged" out=3 in=3 healthy=true/
+      .test(lines.at(-1)!),
+    lines.at(-1),
+  );
+  // Still flapping: the next window has its summary only.
+  h.transition(false, { error: "refused" });
+  h.transition(true, {});
+  h.transition(false, { error: "timeout" });
+  assertEquals(lines.length, healthLinesPerWindow + 1);
+  clock.fire();
+  assert(/level=warn .*out=2 in=1 healthy=false.* error=timeout/.test(lines.at(-1)!), lines.at(-1));
+  // A quiet window ends the summaries: the next transitions are logged in full again.
+  clock.fire();
+  assertEquals(lines.length, healthLinesPerWindow + 2);
+  assertEquals(clock.pending.length, 0);
+  h.transition(true, {});
+  assertEquals(full(lines).length, healthLinesPerWindow + 1);
+  // The client leaves with transitions held back: they are summed up, the window cancelled.
+  for (let i = 0; i < 6; i++) h.transition(i % 2 === 0, {}); // in, out, in full; out, in, out held
+  assertEquals(full(lines).length, 2 * healthLinesPerWindow);
+  h.close();
+  assertEquals(clock.pending.length, 0);
+  assert(/out=2 in=1 healthy=false$/.test(lines.at(-1)!), lines.at(-1));
+  assertEquals(summaries(lines).length, 3);
+});
+
+Deno.test("health log: a client whose app flaps on every check writes a bounded number of lines at the server", async () => {
+  let n = 0;
+  const app = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(null, { status: n++ % 2 === 0 ? 200 : 503 }),
+  );
+  const server = capture();
+  const t = startTunnel({ log: server.log });
+  const id = "identifier-flapping-health-01";
+  await t.server.addHost("flap.test", id);
+  const client = capture();
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.addr.port },
+    healthCheck: { path: "/healthz", intervalMs: 5, failures: 1 },
+    log: client.log,
+  });
+  const changes = () => client.lines.filter((l) => /msg="health check (passes|failing)/.test(l));
+  try {
+    await c.connected();
+    const deadline = Date.now() + 60_000;
+    while (changes().length < 40) {
+      if (Date.now() > deadline) throw new Error(`only ${changes().length} health changes`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.shutdown();
+  }
+  // The server logged the first transitions in full and summed up the rest (here at the
+  // client's end, or at a window's end too when the test ran past a minute).
+  assertEquals(full(server.lines).length, healthLinesPerWindow);
+  const held = summaries(server.lines).map((l) => {
+    const m = / out=(\d+) in=(\d+) /.exec(l)!;
+    return Number(m[1]) + Number(m[2]);
+  });
+  assert(held.length >= 1, server.lines.join("\n"));
+  const total = healthLinesPerWindow + held.reduce((a, b) => a + b, 0);
+  // Every change the client sent and the server took was counted (the last few may have
+  // been cut by the client's stop).
+  assert(total <= changes().length && held.every((k) => k > 0), JSON.stringify({ total, held }));
+});
