@@ -19,6 +19,7 @@ import {
   readRequestHead,
   readRequestHeadWithin,
   readResponseHead,
+  readResponseHeadRaw,
   requestAuthority,
   requestBodyFraming,
   type RequestHead,
@@ -315,6 +316,46 @@ Deno.test("http head: serialise round-trips, latin-1 bytes included", async () =
   assertEquals(withoutHeaders(h, ["A"]), [["Connection", "close"]]);
   assertEquals(withHeader(h, "a", "9"), [["A", "9"], ["Connection", "close"]]);
   assertEquals(withHeader(h, "New", "v").at(-1), ["New", "v"]);
+});
+
+Deno.test("http head: readResponseHeadRaw hands back a head's bytes only where serialising gives them back", async () => {
+  const heads: [string, boolean][] = [
+    ["HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 2\r\n\r\n", true],
+    ["HTTP/1.1 200 OK\r\n\r\n", true],
+    ["HTTP/1.1 200 \r\nA: \r\n\r\n", true],
+    ["HTTP/1.0 204 No Content\r\nX-Latin: caf\u00e9\r\n\r\n", true],
+    ["HTTP/1.1 200 OK\r\nA:\r\n\r\n", false],
+    ["HTTP/1.1 200 OK\r\nA:b\r\n\r\n", false],
+    ["HTTP/1.1 200 OK\r\nA:  b\r\n\r\n", false],
+    ["HTTP/1.1 200 OK\r\nA: b \r\n\r\n", false],
+    ["HTTP/1.1 200 OK\r\nA:\tb\r\n\r\n", false],
+    ["HTTP/1.1 200\r\n\r\n", false],
+    ["HTTP/1.1 099 Low\r\n\r\n", false],
+    ["HTTP/1.1 200 OK\nA: b\r\n\r\n", false],
+    ["HTTP/1.1 200 OK\r\nA: b\r\n\n", false],
+  ];
+  for (const [text, canonical] of heads) {
+    const bytes = encodeLatin1(text);
+    const body = encodeLatin1("hi");
+    // All in one read (the reader filled before the head is read): the head's own bytes.
+    const r = new BufferedReader(new ChunkedSource(concat(bytes, body), 1 << 16));
+    await r.readExactOrEof(0);
+    const { head, raw } = await readResponseHeadRaw(r);
+    assertEquals(head, await readResponseHead(new BufferedReader(new ChunkedSource(bytes, 3))));
+    const same = dec.decode(serializeResponseHead(head)) === dec.decode(bytes);
+    assertEquals(same, canonical, text);
+    assertEquals(raw === undefined ? undefined : decodeLatin1(raw), canonical ? text : undefined);
+    assertEquals(decodeLatin1(r.takeBuffered()), "hi");
+    // Arriving a byte at a time (not buffered when the read began): parsed, no bytes.
+    const slow = await readResponseHeadRaw(new BufferedReader(new ChunkedSource(bytes, 1)));
+    assertEquals([slow.head, slow.raw], [head, undefined]);
+  }
+  const bad = await assertRejects(
+    readResponseHeadRaw(
+      new BufferedReader(new ChunkedSource(encodeLatin1("HTTP/1.1 200 OK\r\nA : b\r\n\r\n"), 64)),
+    ),
+  );
+  assert(bad instanceof HttpError && bad.reason === "bad-request", String(bad));
 });
 
 Deno.test("http body framing: RFC 9112 rules, smuggling refused", () => {

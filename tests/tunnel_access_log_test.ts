@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, readAll, run, type ServiceProcess, startService } from "./_util.ts";
 import { curl, startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
 import { Logger } from "../lib/log.ts";
 
@@ -162,6 +162,129 @@ Deno.test("tunnel access log: the embeddable (Hono) front with accessLog writes 
   } finally {
     await c.stop();
     await t.close();
+    await app.close();
+  }
+});
+
+/** Exact responses of the raw app below, by request path (latin-1 text). */
+const rawResponses: Record<string, string> = {
+  // As a serialiser writes it: relayed as it came.
+  "/canon": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello",
+  // No reason phrase, bare LF, no space after a colon, trailing space: the front writes the
+  // head it parsed (`HTTP/1.1 201 `, `X-A: b`, CRLF).
+  "/odd": "HTTP/1.1 201\nX-A:b \r\nContent-Length: 2\n\r\nhi",
+  // An interim head, then a chunked response.
+  "/early":
+    "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+  // HEAD: the length announces a body that never comes.
+  "/head": "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n",
+};
+/** What the public client receives for each path. */
+const publicResponses: Record<string, string> = {
+  ...rawResponses,
+  "/odd": "HTTP/1.1 201 \r\nX-A: b\r\nContent-Length: 2\r\n\r\nhi",
+};
+
+const latin1 = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+
+/**
+ * An app that answers each request head (no bodies) on a connection with `rawResponses`
+ * byte for byte, recording how many bytes each request head had as it arrived.
+ */
+function startRawApp(): { port: number; received: Map<string, number>; close(): Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const received = new Map<string, number>();
+  const conns = new Set<Deno.Conn>();
+  const serveConn = async (c: Deno.Conn) => {
+    let buf = new Uint8Array(0);
+    const chunk = new Uint8Array(16 * 1024);
+    try {
+      while (true) {
+        const end = new TextDecoder("latin1").decode(buf).indexOf("\r\n\r\n");
+        if (end < 0) {
+          const n = await c.read(chunk);
+          if (n === null) return;
+          const more = new Uint8Array(buf.length + n);
+          more.set(buf);
+          more.set(chunk.subarray(0, n), buf.length);
+          buf = more;
+          continue;
+        }
+        const head = new TextDecoder("latin1").decode(buf.subarray(0, end));
+        const path = head.split(" ")[1].split("?")[0];
+        received.set(path, end + 4);
+        buf = buf.slice(end + 4);
+        await c.write(latin1(rawResponses[path]));
+      }
+    } catch {
+      // The tunnel client closed the connection at the end of the test.
+    } finally {
+      conns.delete(c);
+      c.close();
+    }
+  };
+  const accepting = (async () => {
+    for await (const c of listener) {
+      conns.add(c);
+      serveConn(c);
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    received,
+    close: async () => {
+      listener.close();
+      for (const c of conns) c.close();
+      await accepting;
+    },
+  };
+}
+
+Deno.test("tunnel access log: the fields of each line, and in/out counting the bytes that went each way", async () => {
+  const app = startRawApp();
+  const [server, client, port] = await startPair(app, ["--access-log", "info"]);
+  const pub = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const requests: [string, string, number][] = [
+      ["GET", "/canon", 200],
+      ["GET", "/odd", 201],
+      ["GET", "/early", 200],
+      ["HEAD", "/head", 200],
+    ];
+    // Pipelined on one kept-alive connection, then its end: the responses follow in order,
+    // several of them maybe in one read of the tunnel stream.
+    await pub.write(
+      latin1(requests.map(([m, p]) => `${m} ${p}?q=1 HTTP/1.1\r\nHost: app.test\r\n\r\n`).join("")),
+    );
+    await pub.closeWrite();
+    assertEquals(
+      new TextDecoder("latin1").decode(await readAll(pub)),
+      requests.map(([, p]) => publicResponses[p]).join(""),
+    );
+    await server.waitFor(/path=\/head /);
+    const lines = server.lines.filter((l) => /msg="?access"? /.test(l));
+    assertEquals(lines.length, requests.length, lines.join("\n"));
+    const cid = field(lines[0], "cid"), client0 = field(lines[0], "client");
+    const rid = field(lines[0], "rid").replace(/\.1$/, "");
+    const remote = `127.0.0.1:${(pub.localAddr as Deno.NetAddr).port}`;
+    for (const [i, [method, path, status]] of requests.entries()) {
+      const ms = field(lines[i], "ms");
+      assertMatch(ms, /^\d+$/);
+      assertEquals(
+        lines[i].replace(/^ts=\S+ /, ""),
+        `level=info svc=tunnel-server msg="access" host=app.test method=${method} path=${path} ` +
+          `status=${status} in=${app.received.get(path)} ` +
+          `out=${publicResponses[path].length} ms=${ms} rid=${rid}.${i + 1} client=${client0} ` +
+          `cid=${cid} remote=${remote}`,
+      );
+    }
+    assertMatch(field(lines[0], "ts"), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assertMatch(client0, /^[0-9a-f]{12}$/);
+    assertMatch(cid, /^\d+$/);
+  } finally {
+    pub.close();
+    await client.stop();
+    await server.stop();
     await app.close();
   }
 });

@@ -171,11 +171,25 @@ function trimOws(s: string): string {
   return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
+/** What {@linkcode readFields} read. */
+interface ReadFields {
+  headers: HeaderFields;
+  /** Bytes of the whole head, counting a CRLF per line (as `serializeHead` writes it). */
+  used: number;
+  /** Whether every field line was `name: value` exactly as `serializeHead` writes it. */
+  canonical: boolean;
+}
+
 /** The header fields after a start line of `used` bytes, up to the empty line. */
-async function readFields(r: BufferedReader, limits: HeadLimits, used: number) {
+async function readFields(
+  r: BufferedReader,
+  limits: HeadLimits,
+  used: number,
+): Promise<ReadFields> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
   const headers: HeaderFields = [];
+  let canonical = true;
   while (true) {
     if (used > maxHead) throw new HttpError("head too large", "head-too-large");
     let s = readHeadLine(r, maxHead - used, "head-too-large");
@@ -197,9 +211,11 @@ async function readFields(r: BufferedReader, limits: HeadLimits, used: number) {
     const value = trimOws(s.slice(colon + 1));
     if (badValueRe.test(value)) throw new HttpError(`control character in header ${name}`);
     headers.push([name, value]);
+    // One space after the colon, none after the value: the line serialises back to itself.
+    canonical &&= s.charCodeAt(colon + 1) === 0x20 && value.length === s.length - colon - 2;
   }
   if (used > maxHead) throw new HttpError("head too large", "head-too-large");
-  return headers;
+  return { headers, used, canonical };
 }
 
 /**
@@ -246,7 +262,7 @@ export async function readRequestHead(
   if (m[3] !== "HTTP/1.1" && m[3] !== "HTTP/1.0") {
     throw new HttpError(`unsupported version ${m[3]}`, "version");
   }
-  const headers = await readFields(r, limits, start.length + 2);
+  const { headers } = await readFields(r, limits, start.length + 2);
   return { method: m[1], target: m[2], version: m[3], headers };
 }
 
@@ -315,17 +331,62 @@ export async function readResponseHead(
   r: BufferedReader,
   limits: HeadLimits = {},
 ): Promise<ResponseHead> {
+  return (await parseResponseHead(r, limits)).head;
+}
+
+/** A response head with the bytes it came in as, when a proxy may pass those on unchanged. */
+export interface RawResponseHead {
+  head: ResponseHead;
+  /**
+   * The head's bytes as received, when `serializeResponseHead(head)` would give exactly them
+   * back (CRLF line ends, a reason phrase, `name: value` fields) and they were all buffered
+   * when the read began; otherwise undefined. A view into the reader's buffer: valid until
+   * its next read.
+   */
+  raw: Uint8Array | undefined;
+}
+
+/**
+ * `readResponseHead`, plus the head's own bytes when re-serialising them would change
+ * nothing: a proxy that passes a response on as it came (the tunnel's access log) writes
+ * those instead of building the same bytes again. Parses and rejects exactly like
+ * `readResponseHead`.
+ */
+export async function readResponseHeadRaw(
+  r: BufferedReader,
+  limits: HeadLimits = {},
+): Promise<RawResponseHead> {
+  const view = r.peek();
+  // Only a head that is all in the buffer is parsed without a read, which would move it.
+  const whole = headBuffered(view);
+  const before = r.buffered;
+  const { head, used, canonical } = await parseResponseHead(r, limits);
+  const taken = before - r.buffered;
+  return { head, raw: whole && canonical && taken === used ? view.subarray(0, taken) : undefined };
+}
+
+/** A response head, its size as serialised, and whether it was exactly that. */
+async function parseResponseHead(
+  r: BufferedReader,
+  limits: HeadLimits,
+): Promise<{ head: ResponseHead; used: number; canonical: boolean }> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   let start = readHeadLine(r, maxHead, "head-too-large");
   if (typeof start !== "string") start = await start;
   const m = statusLineRe.exec(start);
   if (!m) throw new HttpError(`malformed status line ${JSON.stringify(start.slice(0, 80))}`);
-  const headers = await readFields(r, limits, start.length + 2);
+  const fields = await readFields(r, limits, start.length + 2);
+  const status = Number(m[2]);
   return {
-    version: m[1] as ResponseHead["version"],
-    status: Number(m[2]),
-    reason: m[3] ?? "",
-    headers,
+    head: {
+      version: m[1] as ResponseHead["version"],
+      status,
+      reason: m[3] ?? "",
+      headers: fields.headers,
+    },
+    used: fields.used,
+    // `String(status)` drops leading zeros, and a missing reason comes back as "200 ".
+    canonical: fields.canonical && m[3] !== undefined && status >= 100,
   };
 }
 

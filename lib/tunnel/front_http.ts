@@ -39,6 +39,7 @@ import {
   HttpError,
   readRequestHeadWithin,
   readResponseHead,
+  readResponseHeadRaw,
   requestBodyFraming,
   type RequestHead,
   responseBodyFraming,
@@ -607,49 +608,71 @@ export class PublicConn {
 
   /**
    * The access log's and the response rewrites' copy: each response head is parsed (and
-   * written re-serialised, rewritten), its body copied by its framing, then its request's
-   * line is logged. Returns at the stream's end between responses, or after a response
-   * framed by the close (the rest is copied raw).
+   * rewritten), its body copied by its framing, then its request's line is logged. Returns
+   * at the stream's end between responses, or after a response framed by the close (the
+   * rest is copied raw). A head that needs no change goes out as it came, and a response's
+   * bytes are gathered until the stream must be read again: one write per response, as
+   * the opaque copy makes.
    */
   async #copyParsed(leg: Leg, src: Duplex): Promise<void> {
-    const r = new BufferedReader(src, publicReadBytes);
-    const sink = async (p: Uint8Array): Promise<void> => {
+    const out = new WriteCoalescer();
+    out.target = this.#conn;
+    const from: Duplex = {
+      read: (p) => out.pending ? out.flush().then(() => src.read(p)) : src.read(p),
+      write: (p) => src.write(p),
+      closeWrite: () => src.closeWrite(),
+      close: () => src.close(),
+    };
+    const r = new BufferedReader(from, publicReadBytes);
+    const sink = (p: Uint8Array): Promise<void> => {
       leg.responseBytes += p.length;
       this.#idle?.touch();
-      await writeAll(this.#conn, p);
+      return out.add(p);
     };
-    while (true) {
-      const first = await r.readExactOrEof(1);
-      if (first === null) return;
-      r.unread(first);
-      const req = leg.pending[0];
-      const outStart = leg.responseBytes;
-      let head = await readResponseHead(r);
-      while (head.status < 200) {
-        await sink(serializeResponseHead(head));
-        head = await readResponseHead(r);
+    const rewrites = leg.rewrite?.rewritesResponse ?? false;
+    try {
+      while (true) {
+        // A zero-byte read waits for the next response (or the stream's end) consuming nothing.
+        if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) return;
+        const req = leg.pending[0];
+        const outStart = leg.responseBytes;
+        let { head, raw } = await readResponseHeadRaw(r);
+        while (head.status < 200) {
+          await sink(raw ?? serializeResponseHead(head));
+          ({ head, raw } = await readResponseHeadRaw(r));
+        }
+        await sink(
+          rewrites
+            ? serializeResponseHead(rewritten(leg, head))
+            : raw ?? serializeResponseHead(head),
+        );
+        const framing = responseBodyFraming(head, req?.method ?? "GET");
+        await copyBody(r, from, framing, sink);
+        leg.pending.shift();
+        const next = leg.pending[0];
+        if (this.#opts.accessLog) {
+          // The line follows the response out, as when every piece was written at once.
+          await out.flush();
+          this.#log.info("access", {
+            host: req?.host ?? leg.host,
+            method: req?.method ?? "-",
+            path: req?.path ?? "-",
+            status: head.status,
+            in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
+            out: leg.responseBytes - outStart,
+            ms: req ? Math.round(performance.now() - req.startedMs) : 0,
+            rid: `${leg.ts.requestId}.${++leg.answered}`,
+            client: leg.client,
+            cid: leg.ts.client?.id,
+            remote: this.#peer.remote,
+          });
+        }
+        if (framing.kind === "close") return;
       }
-      await sink(serializeResponseHead(rewritten(leg, head)));
-      const framing = responseBodyFraming(head, req?.method ?? "GET");
-      await copyBody(r, src, framing, sink);
-      leg.pending.shift();
-      const next = leg.pending[0];
-      if (this.#opts.accessLog) {
-        this.#log.info("access", {
-          host: req?.host ?? leg.host,
-          method: req?.method ?? "-",
-          path: req?.path ?? "-",
-          status: head.status,
-          in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
-          out: leg.responseBytes - outStart,
-          ms: req ? Math.round(performance.now() - req.startedMs) : 0,
-          rid: `${leg.ts.requestId}.${++leg.answered}`,
-          client: leg.client,
-          cid: leg.ts.client?.id,
-          remote: this.#peer.remote,
-        });
-      }
-      if (framing.kind === "close") return;
+    } finally {
+      // What was gathered goes out even when the response broke off (as it went before):
+      // a failure of that write is the public side's, which the pump's caller sees next.
+      await out.flush().catch(() => {});
     }
   }
 
