@@ -25,8 +25,12 @@
  * "Deno floor x2" is bench/floor_proxy.ts twice in series: the least any two Deno hops can do
  * per request (read, write), the floor under the tunnel where haproxy is out of Deno's reach.
  * `--small-only` skips the bulk and TCP tables; `--old DIR` adds the raw tunnel from another
- * checkout (an old tree: its services/) as "tunnel (raw, old)" and its access-logged one as
- * "tunnel (raw, access log, old)", for a before/after in one run.
+ * checkout (an old tree: its services/) as "tunnel (raw, old)", its access-logged one as
+ * "tunnel (raw, access log, old)" and its header-rewriting one as "tunnel (raw, rewrites, old)",
+ * for a before/after in one run. `--only REGEX` measures only the small-request rows whose
+ * name matches (direct, the Deno floor and relay rows and haproxy always run: the ratios need
+ * them). "each µs" splits the hops' CPU per request by process (server / client for the
+ * tunnel rows).
  *
  * The app (Deno.serve) and the TCP source run in this process's child (BENCH_ROLE=app).
  * Not a test: numbers are as measured on a shared machine.
@@ -111,7 +115,7 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
 const flags = benchFlags({
   numbers: { bytes: 1 << 30, seconds: 5, rounds: 3 },
   booleans: ["small-only"],
-  strings: ["old"],
+  strings: ["old", "only"],
 });
 const totalBytes = flags.bytes;
 const wrkSeconds = flags.seconds;
@@ -119,7 +123,9 @@ const rounds = flags.rounds;
 /** Width of a number column of the tables. */
 const numWidth = 9;
 /** Width of the path column. */
-const nameWidth = 22;
+const nameWidth = 30;
+/** Width of the per-process CPU column. */
+const eachWidth = 16;
 /** Read size of the TCP rows' client. */
 const tcpReadBytes = 4 * MiB;
 
@@ -226,7 +232,7 @@ const loggedClient = await startClient(
 );
 // The same raw path with header rewrites (issue 18): a request header set and a response
 // header added, so the front parses every response (as the access log does).
-const rewriting = spawnDeno(servicePath("tunnel-server.ts"), [
+const rewriteArgs = [
   "--listen",
   "127.0.0.1:0",
   "--host",
@@ -235,7 +241,10 @@ const rewriting = spawnDeno(servicePath("tunnel-server.ts"), [
   "raw.test=req-set:X-Env:bench",
   "--host-rewrite",
   "raw.test=res-add:X-Frame-Options:DENY",
-], { env: { BENCH_REWRITE_ID: identifier + "-rewrite" } });
+];
+const rewriting = spawnDeno(servicePath("tunnel-server.ts"), rewriteArgs, {
+  env: { BENCH_REWRITE_ID: identifier + "-rewrite" },
+});
 const rewritePort = await listeningPort(rewriting, "http");
 const rewriteClient = await startClient(
   `http://127.0.0.1:${rewritePort}`,
@@ -348,6 +357,20 @@ if (flags.old) {
     true,
   );
 }
+// And its header-rewriting one.
+let oldRewriting: Proc | undefined, oldRewriteClient: Proc | undefined, oldRewritePort = 0;
+if (flags.old) {
+  oldRewriting = spawnDeno(service("tunnel-server.ts", true), rewriteArgs, {
+    env: { BENCH_REWRITE_ID: identifier + "-old-rewrite" },
+  });
+  oldRewritePort = await listeningPort(oldRewriting, "http");
+  oldRewriteClient = await startClient(
+    `http://127.0.0.1:${oldRewritePort}`,
+    identifier + "-old-rewrite",
+    [],
+    true,
+  );
+}
 await sleep(300);
 
 const floorName = "Deno relay x2";
@@ -408,6 +431,14 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     host: "raw.test",
     hops: [rewriting, rewriteClient],
   },
+  ...(oldRewriting && oldRewriteClient
+    ? [{
+      name: "tunnel (raw, rewrites, old)",
+      url: `http://127.0.0.1:${oldRewritePort}`,
+      host: "raw.test",
+      hops: [oldRewriting, oldRewriteClient],
+    }]
+    : []),
   {
     name: "tunnel (raw, group of 2)",
     url: `http://127.0.0.1:${groupPort}`,
@@ -422,11 +453,22 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
   },
   { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}`, hops: [hono, honoClient] },
 ];
-/** CPU of `hops` and of the app while `run` goes. */
+/** Rows every small-request table keeps under `--only` (the ratios are to them). */
+const alwaysRows = new Set(["direct", floorName, "Deno floor x2", haproxyName]);
+const only = flags.only === undefined ? undefined : new RegExp(flags.only);
+const smallPaths = paths.filter((p) => !only || alwaysRows.has(p.name) || only.test(p.name));
+
+/** CPU of `hops` (together and each) and of the app while `run` goes. */
 async function cpuDuring<T>(hops: Proc[], run: () => Promise<T>) {
-  const h0 = procCpuSeconds(hops), a0 = procCpuSeconds([app]);
+  const h0 = hops.map((h) => procCpuSeconds([h])), a0 = procCpuSeconds([app]);
   const result = await run();
-  return { result, hopsS: procCpuSeconds(hops) - h0, appS: procCpuSeconds([app]) - a0 };
+  const eachS = hops.map((h, i) => procCpuSeconds([h]) - h0[i]);
+  return {
+    result,
+    hopsS: eachS.reduce((a, b) => a + b, 0),
+    eachS,
+    appS: procCpuSeconds([app]) - a0,
+  };
 }
 
 /** The bulk HTTP and TCP tables (left out with `--small-only`). */
@@ -505,36 +547,41 @@ try {
     `small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello, median of ${rounds} rounds`,
   );
   // Rounds interleave the paths, so a burst of load from elsewhere does not land on one path.
-  const small = paths.map(() => ({
+  const small = smallPaths.map((p) => ({
     runs: [] as WrkResult[],
     hopsUs: [] as number[],
+    eachUs: p.hops.map(() => [] as number[]),
     appUs: [] as number[],
   }));
   for (let round = 1; round <= rounds; round++) {
-    for (const [i, p] of roundOrder(paths, round)) {
-      const { result: r, hopsS, appS } = await cpuDuring(
+    for (const [i, p] of roundOrder(smallPaths, round)) {
+      const { result: r, hopsS, eachS, appS } = await cpuDuring(
         p.hops,
         () => wrk(`${p.url}/hello`, { seconds: wrkSeconds, host: p.host }),
       );
       small[i].runs.push(r);
       small[i].hopsUs.push(hopsS * 1e6 / r.requests);
+      eachS.forEach((sec, h) => small[i].eachUs[h].push(sec * 1e6 / r.requests));
       small[i].appUs.push(appS * 1e6 / r.requests);
     }
     console.error(`  round ${round} of the small requests done`);
   }
   const med = (i: number, f: (r: WrkResult) => number) => median(small[i].runs.map(f));
   const rpsOf = (name: string) => {
-    const i = paths.findIndex((p) => p.name === name);
+    const i = smallPaths.findIndex((p) => p.name === name);
     return i < 0 ? NaN : med(i, (r) => r.rps);
   };
   const base = rpsOf("direct"), floor = rpsOf(floorName), hap2 = rpsOf(haproxyName);
   console.log(
     `${
       pad("path")
-    }      rps   p50 ms   p99 ms    ratio       x2   x hap2  non-2xx  hops µs   app µs`,
+    }      rps   p50 ms   p99 ms    ratio       x2   x hap2  non-2xx  hops µs   app µs${
+      "each µs".padStart(eachWidth)
+    }`,
   );
-  for (const [i, p] of paths.entries()) {
+  for (const [i, p] of smallPaths.entries()) {
     const rps = med(i, (r) => r.rps);
+    const each = small[i].eachUs.map((us) => fixed(median(us))).join(" / ") || "-";
     console.log(
       `${pad(p.name)}${num(rps)}${num(med(i, (r) => r.p50Ms), 2)}${num(med(i, (r) => r.p99Ms), 2)}${
         num(rps / base, 2)
@@ -542,11 +589,12 @@ try {
         String(small[i].runs.reduce((n, r) => n + r.non2xx, 0)).padStart(numWidth)
       }${p.hops.length ? num(median(small[i].hopsUs)) : "-".padStart(numWidth)}${
         num(median(small[i].appUs))
-      }`,
+      }${each.padStart(eachWidth)}`,
     );
   }
   console.log(
-    "(hops µs, app µs: CPU per request of the processes between wrk and the app, and of the app;",
+    "(hops µs, app µs: CPU per request of the processes between wrk and the app, and of the app;" +
+      " each µs: the hops' one by one, server / client for the tunnel;",
   );
   console.log(
     " x2: ratio to two Deno relays in series; x hap2: to two haproxy processes in series)",
@@ -555,7 +603,8 @@ try {
 } finally {
   await stopAll([
     ...haproxies,
-    ...[oldClient, oldServer, oldLoggedClient, oldLogged].filter((p) => p !== undefined),
+    ...[oldClient, oldServer, oldLoggedClient, oldLogged, oldRewriteClient, oldRewriting]
+      .filter((p) => p !== undefined),
     ...relays,
     honoClient,
     hono,
