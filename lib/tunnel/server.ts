@@ -34,6 +34,7 @@ import {
   type ClientRecord,
   fingerprint,
   type HostEntry,
+  identifierDigest,
   MemoryRegistry,
   normalizeHost,
   normalizeHostPattern,
@@ -151,6 +152,14 @@ function rulesDigest(access: unknown, rewrite: unknown): string {
   if (access === undefined && rewrite === undefined) return "";
   return createHash("sha256").update(JSON.stringify([access ?? null, rewrite ?? null]))
     .digest("hex");
+}
+
+/**
+ * Whether two identifiers are one, compared by digest in constant time: a shared registry
+ * names an identifier this process never saw by a digest stand-in (registry.ts digestRef).
+ */
+function sameIdentifier(a: string, b: string): boolean {
+  return timingSafeEqual(identifierDigest(a), identifierDigest(b));
 }
 
 /** `addHost` refused: the host is registered already (the admin API's 409). */
@@ -423,7 +432,7 @@ export class TunnelServer {
       const derived = claimIdentifier(identifier!, name);
       const key = clientKey(derived);
       const owner = await this.registry.lookup(host);
-      if (owner !== undefined && !timingSafeEqual(owner, derived)) {
+      if (owner !== undefined && !sameIdentifier(owner, derived)) {
         if (wanted === "*" && tries < 8) continue;
         return { ok: false, reason: "host-taken" };
       }
@@ -441,6 +450,10 @@ export class TunnelServer {
         }
         this.#claims.set(key, { host, account: accountDigest(identifier!) });
         this.log.info("subdomain claimed", { host, client: fingerprint(derived) });
+      } else if (!this.#claims.has(key)) {
+        // Its own name, claimed through another instance of the cluster (or before this one
+        // restarted): kept here from now on, with its release when the client leaves.
+        this.#adoptClaim(key, host, accountDigest(identifier!));
       }
       // Released after the handshake time and the grace period unless its session comes up
       // (attach stops the clock, and restarts it when the session ends or never came up).
@@ -464,15 +477,40 @@ export class TunnelServer {
     if (claim === undefined || !claims || this.#closed) return;
     claim.leftAt = leftAt;
     const { host } = claim;
-    claims.leave(host, () => {
+    claims.leave(
+      host,
+      () => void this.#releaseClaim(key, claim),
+      Math.max(0, leftAt + claims.graceMs + extraMs - Date.now()),
+    );
+    this.onClaimsChange?.();
+  }
+
+  /**
+   * The grace of `claim` is over: release its name, unless its client is back, here or (a
+   * shared registry) on another instance, which kept the claim when it came.
+   */
+  async #releaseClaim(key: string, claim: ClaimRecord): Promise<void> {
+    if (this.#clients.has(key) || this.#claims.get(key) !== claim) return;
+    const { host } = claim;
+    try {
+      const owner = await this.registry.lookup(host);
+      const held = owner !== undefined && await this.registry.getClient(owner);
+      if (held && held.instance !== this.#instance) {
+        this.#claims.delete(key);
+        this.log.info("subdomain claim left to the instance holding its client", {
+          host,
+          instance: held.instance,
+        });
+        this.onClaimsChange?.();
+        return;
+      }
       if (this.#clients.has(key) || this.#claims.get(key) !== claim) return;
       // removeHost drops the claim too (and tells the state file).
-      this.removeHost(host).then(
-        () => this.log.info("subdomain released", { host }),
-        (err) => this.log.warn("subdomain release failed", { host, error: errorMessage(err) }),
-      );
-    }, Math.max(0, leftAt + claims.graceMs + extraMs - Date.now()));
-    this.onClaimsChange?.();
+      await this.removeHost(host);
+      this.log.info("subdomain released", { host });
+    } catch (err) {
+      this.log.warn("subdomain release failed", { host, error: errorMessage(err) });
+    }
   }
 
   /**
@@ -504,10 +542,23 @@ export class TunnelServer {
     const leftAt = rec.leftAt ?? Date.now();
     if (leftAt + claims.graceMs <= Date.now()) throw new RangeError("its grace period is over");
     const derived = claimIdentifier(token, name);
-    await this.addHost(rec.host, derived, { origin: "claim", exclusive: true });
     const key = clientKey(derived);
-    this.#claims.set(key, { host: rec.host, account: rec.account });
+    // A shared registry may hold it still (this instance restarted, the cluster did not).
+    const owner = await this.registry.lookup(rec.host);
+    if (owner !== undefined && sameIdentifier(owner, derived)) {
+      this.#adoptClaim(key, rec.host, rec.account);
+    } else {
+      await this.addHost(rec.host, derived, { origin: "claim", exclusive: true });
+      this.#claims.set(key, { host: rec.host, account: rec.account });
+    }
     this.#leaveClaim(key, leftAt);
+  }
+
+  /** Keep the claim of `host`, which the registry holds already, as this instance's. */
+  #adoptClaim(key: string, host: string, account: string): void {
+    this.#hostOrigins.set(host, "claim");
+    this.#claims.set(key, { host, account });
+    this.log.info("subdomain claim kept here", { host });
   }
 
   /**

@@ -1,0 +1,94 @@
+/**
+ * Subdomain claims in a cluster (issue 19), with a real redis-server and tunnel-server and
+ * tunnel-client processes: an instance restarted while Redis still holds its claim restores it
+ * from its state file and releases it after its grace period (before, the restore failed on
+ * the host Redis held, and the name was never released), and a claim follows its client to
+ * another instance: the owner gets its name there, the instance it left does not release it
+ * meanwhile, and the new one releases it after the client left.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { curl, startApp, startClusterMember } from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
+import { RedisRegistry } from "../lib/tunnel/mod.ts";
+
+const linkToken = "claims-link-token-0001";
+const account = "claims-cluster-account-0001";
+const host = "app.t.localhost";
+
+/** Poll `f` until it holds (a bound far above the grace period; never a timing assertion). */
+async function until(what: string, f: () => Promise<boolean>, maxMs = 30_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`never happened: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+Deno.test("tunnel cluster claims: restored on restart while redis holds them, released after the grace; they follow the client to another instance", async () => {
+  const redis = await startRedis();
+  const app = startApp("a");
+  const dir = await Deno.makeTempDir();
+  const stateFile = `${dir}/state.json`;
+  const procs: ServiceProcess[] = [];
+  const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
+  try {
+    const instance = async (extra: string[] = []) => {
+      const p = await startClusterMember(redis.url, linkToken, [
+        ...["--domain", "t.localhost", "--account-token", "env:ACCOUNT"],
+        ...["--subdomain-grace", "2s", ...extra],
+      ], { env: { ACCOUNT: account } });
+      procs.push(p);
+      return { p, port: portOf(p.addrs.get("http")!) };
+    };
+    const client = async (port: number) => {
+      const p = await startService("tunnel-client.ts", [
+        ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${app.port}`],
+        ...["--subdomain", "app", "--backoff-max", "300"],
+      ], { readyCount: 0, ready: /./, env: { TUNNEL_IDENTIFIER: account } });
+      procs.push(p);
+      await p.waitFor(/msg="forwarding" url=http:\/\/app\.t\.localhost:/);
+      return p;
+    };
+    const inRedis = async () => (await watcher.lookup(host)) !== undefined;
+
+    // The client claims the name on A and leaves; A stops within the grace, Redis keeps it.
+    let a = await instance(["--state-file", stateFile]);
+    const c1 = await client(a.port);
+    assertEquals((await curl(a.port, host, "/name?id=1")).body, "a 1");
+    await c1.stop();
+    await a.p.waitFor(/msg="client disconnected"/);
+    await a.p.stop();
+    assert(await inRedis(), "redis holds the claimed host");
+
+    // A comes back: it restores the claim Redis still holds, and releases it after the grace.
+    a = await instance(["--state-file", stateFile]);
+    await a.p.waitFor(/msg="state loaded".* claims=1/);
+    await until("the claim released", async () => !(await inRedis()));
+    await a.p.waitFor(/msg="subdomain released" host=app\.t\.localhost/);
+
+    // Claimed again on A, the client moves to B: B gives it its name, A keeps it past the grace.
+    const b = await instance();
+    const c2 = await client(a.port);
+    await c2.stop();
+    await a.p.waitFor(/msg="client disconnected"/);
+    const c3 = await client(b.port);
+    assertEquals((await curl(b.port, host, "/name?id=2")).body, "a 2");
+    await a.p.waitFor(/msg="subdomain claim left to the instance holding its client"/);
+    assert(await inRedis(), "A released a name its client holds on B");
+    assertEquals((await curl(a.port, host, "/name?id=3")).body, "a 3");
+
+    // The client leaves B: B releases the name after the grace.
+    await c3.stop();
+    await until("the claim released by B", async () => !(await inRedis()));
+    await b.p.waitFor(/msg="subdomain released" host=app\.t\.localhost/);
+    for (const p of procs) assert(!p.lines.some((l) => l.includes(account)), "token logged");
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await watcher.close();
+    await app.close();
+    await redis.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
