@@ -14,6 +14,9 @@ import type { ClientConn } from "./client_conn.ts";
 /** How a group spreads new tunnel streams over its members. */
 export type BalancePolicy = "round-robin" | "least-streams";
 
+/** Members a pick passes over (tried already, or refused what is asked). */
+export type MemberSkip = { has(c: ClientConn): boolean };
+
 /** The live clients of one identifier, in the order they connected. */
 export class ClientGroup {
   /** Members, oldest first. */
@@ -43,7 +46,7 @@ export class ClientGroup {
    * alive) and are not in `skip` (members that already failed this request), the next in
    * turn, or the one with the fewest open streams (ties: the next in turn).
    */
-  pick(policy: BalancePolicy, skip?: ReadonlySet<ClientConn>): ClientConn | undefined {
+  pick(policy: BalancePolicy, skip?: MemberSkip): ClientConn | undefined {
     const n = this.members.length;
     if (n === 1) {
       const only = this.members[0];

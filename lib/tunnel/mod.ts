@@ -16,6 +16,7 @@ export * from "./port_tunnels.ts";
 export * from "./tcp_ports.ts";
 export * from "./udp_ports.ts";
 export * from "./udp_client.ts";
+export * from "./refusals.ts";
 export * from "./stats.ts";
 import "./metrics.ts";
 export * from "./forward.ts";

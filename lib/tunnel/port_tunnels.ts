@@ -24,7 +24,7 @@ import type { HandshakeRequest, PortTunnelResult, TransportProtocol } from "./pr
 import { fingerprint, type RouteOrigin } from "./registry.ts";
 import { type ClientConn, clientKey } from "./client_conn.ts";
 import type { TunnelStream } from "./tunnel_stream.ts";
-import { type BalancePolicy, ClientGroup } from "./group.ts";
+import { type BalancePolicy, ClientGroup, type MemberSkip } from "./group.ts";
 
 /** The protocol of a public port tunnel. */
 export type PortProtocol = "tcp" | "udp";
@@ -101,8 +101,11 @@ export interface PortStreamOpener {
 
 /** Who serves a bound port's connections and flows. */
 export interface PortClients {
-  /** The client of a connection or flow when it arrives (undefined: none is ready). */
-  pick(): Promise<ClientConn | undefined>;
+  /**
+   * The client of a connection or flow when it arrives (undefined: none is ready); members
+   * in `skip` are passed over where there is a choice.
+   */
+  pick(skip?: MemberSkip): Promise<ClientConn | undefined>;
   /** The members serving it here: a stream one of them did not take goes to the next. */
   readonly members?: ClientGroup;
 }
@@ -294,7 +297,7 @@ export abstract class PortTunnels<L extends PortListener> {
     const binding = !h;
     if (!h) {
       const members = new ClientGroup();
-      const pick = () => Promise.resolve(members.pick(this.core.balance));
+      const pick = (skip?: MemberSkip) => Promise.resolve(members.pick(this.core.balance, skip));
       h = {
         key: client.key,
         fingerprint: client.fingerprint,

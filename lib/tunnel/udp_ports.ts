@@ -25,6 +25,7 @@ import {
 } from "../udp/mod.ts";
 import type { ClientConn } from "./client_conn.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
+import { isRefusal, Refusals } from "./refusals.ts";
 import {
   type PortClients,
   type PortListener,
@@ -189,6 +190,8 @@ export class UdpPorts extends PortTunnels<UdpListener> {
     const tally = counts.tally;
     const drops = new UdpDrops(plog, "tunnel-server");
     const flows = new FlowTable<PeerFlow>(this.opts, drops);
+    /** Clients that refused this port lately (see refusals.ts). */
+    const refused = new Refusals<ClientConn>();
     /** Flows whose stream is being opened, by peer: later datagrams wait on them in order. */
     const pending = new Map<string, Promise<PeerFlow | undefined>>();
     let stopped = false;
@@ -204,7 +207,12 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       first: Uint8Array,
     ): Promise<PeerFlow | undefined> => {
       let ts: TunnelStream;
-      const client = await clients.pick();
+      const client = await clients.pick(refused);
+      if ((client && refused.has(client)) || (!client && refused.size > 0)) {
+        // It refused this port a moment ago: no new stream to be refused again.
+        drops.drop("refused", `the client refused this port; flow of ${key}`);
+        return undefined;
+      }
       if (!client) {
         core.countRequest(host, "502");
         drops.drop("send-failed", `no ready client for the flow of ${key}`);
@@ -230,6 +238,8 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       } catch (err) {
         ts.release();
         const timeout = err instanceof TunnelError && err.reason === "timeout";
+        // Its answer (not a timeout or a lost session) is remembered for a while.
+        if (err instanceof TunnelError && isRefusal(err.reason)) refused.add(client);
         core.countRequest(host, timeout ? "504" : "502");
         drops.drop("send-failed", `client refused the flow of ${key}: ${errorMessage(err)}`);
         return undefined;

@@ -17,7 +17,9 @@ import { udpDroppedTotal, type UdpRelayName } from "./metrics.ts";
  * - "queue-full": the bytes waiting to be sent are at their bound;
  * - "not-allowed": the destination is refused by the ACL;
  * - "resolve": the destination name does not resolve;
- * - "send-failed": the kernel refused the send for another reason.
+ * - "send-failed": the kernel refused the send for another reason;
+ * - "refused": the far end refused this flow's port a moment ago (a tunnel client that does
+ *   not serve it): dropped without asking it again.
  */
 export type UdpDropReason =
   | "too-big"
@@ -28,7 +30,8 @@ export type UdpDropReason =
   | "queue-full"
   | "not-allowed"
   | "resolve"
-  | "send-failed";
+  | "send-failed"
+  | "refused";
 
 /**
  * Counts dropped datagrams by reason and logs them sparsely; with `relay`, the process's

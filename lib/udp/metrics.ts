@@ -42,7 +42,7 @@ export const udpBytesTotal: Counter<"relay" | "direction"> = counter(
 export const udpDroppedTotal: Counter<"relay" | "reason"> = counter(
   "warren_udp_dropped_total",
   "UDP datagrams dropped, by relay and reason (too-big, fragmented, malformed, " +
-    "wrong-source, flow-limit, queue-full, not-allowed, resolve, send-failed)",
+    "wrong-source, flow-limit, queue-full, not-allowed, resolve, send-failed, refused)",
   ["relay", "reason"],
 );
 
