@@ -81,26 +81,38 @@ export async function dial(
   });
   const outer = opts.signal;
   const forward = () => ac.abort(outer?.reason);
+  // No `once`: an abort fires once anyway, the listener is removed below, and an options
+  // object costs a WebIDL dictionary conversion per call.
   if (outer?.aborted) forward();
-  else outer?.addEventListener("abort", forward, { once: true });
+  else outer?.addEventListener("abort", forward);
   const signal = ac.signal;
+  const failure = (e: unknown) => {
+    if (outer?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
+    if (timedOut) {
+      return new NetError("timeout", `dial ${host}:${port} timed out after ${timeoutMs} ms`);
+    }
+    return e instanceof NetError
+      ? e
+      : new NetError(classifyError(e), `dial ${host}:${port}: ${errorMessage(e)}`, { cause: e });
+  };
   try {
-    return await dialAddresses(host, port, opts.prefer ?? "ipv6", signal, (e) => {
-      if (outer?.aborted) return new NetError("aborted", "dial aborted", { cause: e });
-      if (timedOut) {
-        return new NetError("timeout", `dial ${host}:${port} timed out after ${timeoutMs} ms`);
-      }
-      return e instanceof NetError
-        ? e
-        : new NetError(classifyError(e), `dial ${host}:${port}: ${errorMessage(e)}`, { cause: e });
-    });
+    const literal = addressLiteral(host);
+    if (literal === undefined) {
+      return await dialAddresses(host, port, opts.prefer ?? "ipv6", signal, failure);
+    }
+    // An address (the common case) needs no lookup: one connect, in this frame.
+    try {
+      return noDelay(await Deno.connect({ hostname: literal, port, signal }));
+    } catch (e) {
+      throw failure(e);
+    }
   } finally {
     cancel();
     outer?.removeEventListener("abort", forward);
   }
 }
 
-/** Try each resolved address of `host` in turn; `failure` types what went wrong. */
+/** Try each resolved address of the name `host` in turn; `failure` types what went wrong. */
 async function dialAddresses(
   host: string,
   port: number,
@@ -109,15 +121,10 @@ async function dialAddresses(
   failure: (e: unknown) => NetError,
 ): Promise<Deno.TcpConn> {
   let addrs: string[];
-  const literal = addressLiteral(host);
-  if (literal !== undefined && !signal.aborted) {
-    addrs = [literal]; // an address needs no lookup, nor a race with the signal (a listener)
-  } else {
-    try {
-      addrs = await raceSignal(resolveHost(host, prefer), signal);
-    } catch (e) {
-      throw failure(e);
-    }
+  try {
+    addrs = await raceSignal(resolveHost(host, prefer), signal);
+  } catch (e) {
+    throw failure(e);
   }
   let best: NetError | undefined;
   for (const hostname of addrs) {

@@ -33,6 +33,9 @@ interface Bucket {
  * the /64 prefix of an IPv6 address (IPv4-mapped IPv6 counts as IPv4).
  */
 export function sourceKey(remote: string): string {
+  // An IPv4 address or a name (no port, bracket or zone): itself, without the regexes
+  // below (every accepted connection asks).
+  if (remote.indexOf(":") < 0 && remote.indexOf("%") < 0 && remote[0] !== "[") return remote;
   let host = remote;
   const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(remote);
   if (bracket) host = bracket[1];

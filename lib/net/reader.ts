@@ -89,15 +89,31 @@ export class BufferedReader {
    * Exactly `n` bytes (a copy the caller owns). Rejects with `UnexpectedEofError` if the
    * source ends first. Callers bound `n` before calling: never pass an untrusted length.
    */
-  async readExact(n: number): Promise<Uint8Array> {
+  readExact(n: number): Promise<Uint8Array> {
+    // Buffered already (a handshake's fields after its first read): no async frame.
+    if (this.#end - this.#start >= n) return Promise.resolve(this.#take(n));
+    return this.#readExactSlow(n);
+  }
+
+  async #readExactSlow(n: number): Promise<Uint8Array> {
     if (!(await this.#ensure(n))) throw new UnexpectedEofError();
+    return this.#take(n);
+  }
+
+  /** A copy of the next `n` buffered bytes, consumed. */
+  #take(n: number): Uint8Array {
     const out = this.#buf.slice(this.#start, this.#start + n);
     this.#start += n;
     return out;
   }
 
   /** One byte. */
-  async readByte(): Promise<number> {
+  readByte(): Promise<number> {
+    if (this.#end > this.#start) return Promise.resolve(this.#buf[this.#start++]);
+    return this.#readByteSlow();
+  }
+
+  async #readByteSlow(): Promise<number> {
     if (!(await this.#ensure(1))) throw new UnexpectedEofError();
     return this.#buf[this.#start++];
   }

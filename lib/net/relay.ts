@@ -145,7 +145,8 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
   const idle = idleMs > 0 ? new IdleTimer(idleMs, () => stop("idle")) : undefined;
   const onAbort = () => stop("aborted");
   if (opts.signal?.aborted) onAbort();
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  // No `once` (removed below; an options object costs a WebIDL conversion per call).
+  opts.signal?.addEventListener("abort", onAbort);
 
   try {
     await Promise.all([

@@ -14,7 +14,7 @@ export async function abortable<T>(
   if (!signal) return await fn();
   signal.throwIfAborted();
   const onAbort = () => closeQuietly(conn);
-  signal.addEventListener("abort", onAbort, { once: true });
+  signal.addEventListener("abort", onAbort); // removed below: no `once` (its conversion costs)
   try {
     return await fn();
   } catch (err) {
