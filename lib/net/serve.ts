@@ -108,6 +108,11 @@ export interface ServeOptions {
   shedIdleMs?: number;
   /** Close a connection whose handler has not called `handshakeDone()` in time; 0 = off. @default 10000 */
   handshakeTimeoutMs?: number;
+  /**
+   * The listener's sockets come with TCP_NODELAY already (./tcp_nodelay.ts
+   * `listenerNoDelay` succeeded): no per-connection setsockopt. @default false
+   */
+  acceptedNoDelay?: boolean;
   /** Stop accepting when this aborts, then drain (same as calling `stop()`). */
   signal?: AbortSignal;
   /** Default drain deadline for `stop()`. @default 5000 */
@@ -231,6 +236,7 @@ export function serve<C extends Deno.Conn>(
   const perSource = new Map<string, number>();
   const handshakeMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
   const shedIdleMs = opts.shedIdleMs ?? defaultShedIdleMs;
+  const acceptedNoDelay = opts.acceptedNoDelay ?? false;
   const stats: ServeStats = {
     active: 0,
     total: 0,
@@ -241,7 +247,10 @@ export function serve<C extends Deno.Conn>(
     acceptErrors: 0,
   };
   const live = new Set<LiveConn<C>>();
-  const settled = new Set<Promise<void>>();
+  // Handlers not settled yet, and what `finished` waits for once the loop ended: a count,
+  // not a set of promises each with a `finally` of its own (two promises per connection).
+  let running = 0;
+  let allSettled: (() => void) | undefined;
   // Set once the drain deadline passed: every live connection's own controller is aborted
   // then (a signal per connection derived with AbortSignal.any cost ~20 µs of each one).
   let hardStopped = false;
@@ -337,6 +346,7 @@ export function serve<C extends Deno.Conn>(
       if (timer !== undefined) deadlines.delete(timer);
       if (!entry.shed) uncount(entry);
       closeQuietly(conn);
+      if (--running === 0) allSettled?.();
     }
   };
 
@@ -389,9 +399,9 @@ export function serve<C extends Deno.Conn>(
       };
       live.add(entry);
       if (shedIdleMs < Infinity) trackActivity(conn, entry);
-      const p = handle(noDelay(conn), entry);
-      settled.add(p);
-      p.finally(() => settled.delete(p));
+      running++;
+      // handle() never rejects: its catch takes every handler error.
+      handle(acceptedNoDelay ? conn : noDelay(conn), entry);
     }
   };
 
@@ -405,7 +415,7 @@ export function serve<C extends Deno.Conn>(
   liveServers.add(entry);
   const finished = (async () => {
     await loopDone;
-    while (settled.size > 0) await Promise.allSettled([...settled]);
+    if (running > 0) await new Promise<void>((resolve) => allSettled = resolve);
     liveServers.delete(entry);
   })();
 

@@ -112,7 +112,7 @@ export class ProxyConnection {
   readonly #remote: Deno.Addr | string;
   #record?: ProxyConnectionRecord;
   #seenBytes = 0;
-  #seenAtMs: number = performance.now();
+  #seenAtMs: number = this.startedMs;
 
   /**
    * The protocol spoken: the listener's scheme, refined by the handshake where one listener
@@ -238,9 +238,14 @@ export class ProxyConnection {
   /**
    * Close both sides (states only: the relay or serve() closes the sockets), record the
    * end reason (`fallback` if none was recorded) and log one line. Idempotent: returns
-   * the same record on every call and logs once.
+   * the same record on every call and logs once. With `lineLog` the line goes there (the
+   * connection's own logger, sharing `log`'s level), made only when the line is written.
    */
-  close(log: Logger, fallback: ProxyEnd = "done"): ProxyConnectionRecord {
+  close(
+    log: Logger,
+    fallback: ProxyEnd = "done",
+    lineLog?: () => Logger,
+  ): ProxyConnectionRecord {
     if (this.#record) return this.#record;
     this.source.transition("closed");
     this.dest.transition("closed");
@@ -282,7 +287,7 @@ export class ProxyConnection {
       error: this.#message,
     };
     for (const k of Object.keys(fields)) if (fields[k] === undefined) delete fields[k];
-    log.log(level, "connection closed", fields);
+    (lineLog?.() ?? log).log(level, "connection closed", fields);
     return rec;
   }
 }

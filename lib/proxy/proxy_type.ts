@@ -78,6 +78,11 @@ export interface AddressProxyType {
   kind: "address";
   scheme: string;
   /**
+   * The handshake reads nothing from the client and settles at once (static, redir): the
+   * listener sets no handshake timer for it (one expecting a PROXY header still does).
+   */
+  instant?: boolean;
+  /**
    * Run the protocol handshake. Rejects with an error carrying `reason` ("auth" for bad
    * credentials, anything else counts as a protocol failure) after answering the client
    * where the protocol has an answer.

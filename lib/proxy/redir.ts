@@ -19,6 +19,7 @@ import type { AddressProxyType, ProxyRequest } from "./proxy_type.ts";
 export function redirProxy(): AddressProxyType {
   return {
     kind: "address",
+    instant: true,
     scheme: "redir",
     handshake: (conn, ctx) =>
       // The executor's throw (OriginalDstError) becomes the rejection.

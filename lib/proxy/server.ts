@@ -16,6 +16,7 @@ import { describeEndpoint } from "./state.ts";
 import { classifyError, errorMessage, isDisconnect, NetError } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
 import { type ConnContext, defaultHandshakeTimeoutMs, serve, type Server } from "../net/serve.ts";
+import { listenerNoDelay } from "../net/tcp_nodelay.ts";
 import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 import type {
@@ -165,6 +166,14 @@ export function serveProxy(
   const table = opts.table ?? new ConnectionTable(opts.maxConns ?? 1024);
   const idleTimeoutMs = opts.idleTimeoutMs ?? defaultIdleTimeoutMs;
 
+  /** Record a failed dial on `conn`; the error as a typed `NetError`. */
+  const dialFailed = (conn: ProxyConnection, err: unknown): NetError => {
+    const reason = classifyError(err);
+    conn.fail("dial-failed", reason, errorMessage(err));
+    return err instanceof NetError ? err : new NetError(reason, errorMessage(err), { cause: err });
+  };
+
+  /** A session type's dial: the dest side CONNECTING → CONNECTED, a failure recorded. */
   const dialTracked = async (
     conn: ProxyConnection,
     dest: HostPort,
@@ -176,9 +185,7 @@ export function serveProxy(
       conn.connected(out.remoteAddr);
       return out;
     } catch (err) {
-      const reason = classifyError(err);
-      conn.fail("dial-failed", reason, errorMessage(err));
-      throw err instanceof NetError ? err : new NetError(reason, errorMessage(err), { cause: err });
+      throw dialFailed(conn, err);
     }
   };
 
@@ -186,13 +193,14 @@ export function serveProxy(
   const handler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
     const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
     conn.listener = listenerName;
-    const clog = ctx.log;
+    // The connection's logger only when a line is written (ctx.log makes it).
+    const clog = () => ctx.log;
     conn.shed = () => closeQuietly(sock);
     const refused = table.admit(conn);
     if (refused) {
       conn.fail("limit", refused === "source-limit" ? "source-limit" : undefined);
       closeQuietly(sock);
-      opts.hooks?.onClose?.(conn.close(clog));
+      opts.hooks?.onClose?.(conn.close(log, "done", clog));
       return;
     }
     opts.hooks?.onOpen?.(conn);
@@ -229,7 +237,9 @@ export function serveProxy(
       const tctx: ProxyTypeContext = {
         conn,
         signal: ctx.signal,
-        log: clog,
+        get log() {
+          return ctx.log;
+        },
         authenticate: opts.authenticate &&
           limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal),
         socket: {
@@ -282,12 +292,15 @@ export function serveProxy(
         conn.fail(r.end, r.failure, r.message);
         return;
       }
+      // The dial in this frame (not through dialTracked's): one async frame less per connection.
+      conn.connecting(req.dest);
       try {
-        dest = await dialTracked(conn, req.dest, ctx.signal);
+        dest = await opts.dialer(req.dest, ctx.signal);
       } catch (err) {
-        await req.reply({ ok: false, reason: classifyError(err) });
+        await req.reply({ ok: false, reason: dialFailed(conn, err).reason });
         return;
       }
+      conn.connected(dest.remoteAddr);
       if (opts.sendProxyProtocol) {
         try {
           to ??= { host: here.hostname, port: here.port };
@@ -322,16 +335,23 @@ export function serveProxy(
       closeQuietly(dest);
       closeQuietly(sock);
       table.delete(conn);
-      opts.hooks?.onClose?.(conn.close(clog, conn.dest.state === "idle" ? "closed" : "done"));
+      opts.hooks?.onClose?.(
+        conn.close(log, conn.dest.state === "idle" ? "closed" : "done", clog),
+      );
     }
   };
 
+  // Nothing to time before the dial when the type reads nothing (and no PROXY header comes).
+  const instant = type.kind === "address" && type.instant === true && !opts.acceptProxyProtocol;
   const server = serve(listener, handler, {
     // The table enforces the limit (shared across listeners, counted in the hooks) and sheds
     // for it; serve()'s own per-listener limit is left out of the way.
     maxConns: Number.MAX_SAFE_INTEGER,
     shedIdleMs: Infinity,
-    handshakeTimeoutMs: opts.handshakeTimeoutMs,
+    handshakeTimeoutMs: instant ? 0 : opts.handshakeTimeoutMs,
+    // TCP_NODELAY once on the listening socket (accepted sockets inherit it) instead of a
+    // setsockopt per connection; without FFI for libc, serve() sets it per connection.
+    acceptedNoDelay: listenerNoDelay(listener.addr.port),
     drainTimeoutMs: opts.drainTimeoutMs,
     log,
   });

@@ -29,6 +29,7 @@ import type { AddressProxyType } from "./proxy_type.ts";
 export function staticProxy(to: HostPort): AddressProxyType {
   return {
     kind: "address",
+    instant: true,
     scheme: "static",
     handshake: (conn) =>
       Promise.resolve({
