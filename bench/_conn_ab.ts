@@ -1,10 +1,13 @@
 /**
- * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000]`: CPU per connection of
+ * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000] [--only REGEX]`: CPU per connection of
  * seaprox (static and SOCKS5) of this checkout and of another one (an old tree), beside the Deno
  * floors and lib/net's reference relay, each in its own process, in one run (issue 20). Every
  * round measures every path once (`--count` small exchanges, 32 concurrent), in alternating
  * order; the table gives the median CPU µs per connection and each round's figure. Made for
  * before/after rows of one change: the rates of bench/seaprox.ts vary more on a shared box.
+ * `--only` keeps the paths whose name matches (fewer paths: more rounds in the same time);
+ * `--together` loads every path of a round at once instead of one after the other (32
+ * connections each), so a burst of load from elsewhere lands on all of them alike.
  * @module
  */
 
@@ -34,7 +37,12 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
   await serveLengthSource(l);
 }
 
-const flags = benchFlags({ numbers: { rounds: 7, count: 3000 }, strings: ["old"] });
+const flags = benchFlags({
+  numbers: { rounds: 7, count: 3000 },
+  booleans: ["together"],
+  strings: ["old", "only"],
+});
+const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const procs: Proc[] = [];
 try {
   const src = spawnDeno(import.meta.filename!, [], { env: { BENCH_ROLE: "source" } });
@@ -43,7 +51,7 @@ try {
   const paths: { route: Route; proc: Proc }[] = [];
   const add = (route: Route, proc: Proc) => {
     procs.push(proc);
-    paths.push({ route, proc });
+    if (!only || only.test(route.name)) paths.push({ route, proc });
   };
   const floor = await startFloor(srcPort);
   add(tcpRoute("Deno floor, static", floor.port), floor.proc);
@@ -82,6 +90,17 @@ try {
   for (const p of paths) await concurrentRps(p.route, 500, 32); // warm up
   const cpu = paths.map(() => [] as number[]);
   for (let round = 1; round <= flags.rounds; round++) {
+    if (flags.together) {
+      // Every path loaded at once: the same moments of the box's load land on all of them.
+      const all = await Promise.all(
+        paths.map((p) =>
+          cpuPerConn([p.proc], flags.count, () => concurrentRps(p.route, flags.count, 32))
+        ),
+      );
+      all.forEach((r, i) => cpu[i].push(r.usPerConn[0]));
+      console.error(`  round ${round} done`);
+      continue;
+    }
     for (const [i, p] of roundOrder(paths, round)) {
       const { usPerConn } = await cpuPerConn(
         [p.proc],
@@ -98,6 +117,19 @@ try {
       `${p.route.name.padEnd(48)} ${median(cpu[i]).toFixed(0).padStart(5)}   ${
         cpu[i].map((x) => x.toFixed(0)).join(" ")
       }`,
+    );
+  }
+  // Paired: each round's new against the same round's old (measured next to each other), so
+  // a burst of load from elsewhere moves both; the median of these ratios is the steadier
+  // figure on a shared box.
+  for (const [i, p] of paths.entries()) {
+    const j = paths.findIndex((q) => q.route.name === p.route.name.replace("(new)", "(old)"));
+    if (!p.route.name.endsWith("(new)") || j < 0) continue;
+    const ratios = cpu[i].map((x, r) => x / cpu[j][r]);
+    console.log(
+      `${p.route.name.replace(" (new)", "")} new/old per round: median ${
+        median(ratios).toFixed(3)
+      }   ${ratios.map((x) => x.toFixed(2)).join(" ")}`,
     );
   }
 } finally {
