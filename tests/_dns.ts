@@ -87,16 +87,16 @@ export async function startDnsmasq(): Promise<Dnsmasq> {
 }
 
 /**
- * `dig +short name @127.0.0.1 -p port`: the answer lines. dig's own comments (";; … timed
+ * `dig +short name @server -p port` (server 127.0.0.1 unless given): the answer lines. dig's own comments (";; … timed
  * out" before a retry that got the answer, on a busy machine) are left out: a late answer is
  * still the answer.
  */
-export async function dig(port: number, name: string): Promise<string> {
+export async function dig(port: number, name: string, server = "127.0.0.1"): Promise<string> {
   const r = await run("dig", [
     "+short",
     "+tries=3",
     "+time=2",
-    `@127.0.0.1`,
+    `@${server}`,
     "-p",
     `${port}`,
     name,

@@ -16,11 +16,14 @@ import { createHash } from "node:crypto";
 import {
   blockStream,
   listenLocal,
+  readAll,
   run,
   sendBlocks,
   type ServiceProcess,
+  sha256,
   startService,
 } from "./_util.ts";
+import { UdpSocket } from "../lib/udp/mod.ts";
 
 const level = (Deno.env.get("WARREN_TEST_LOG") ?? "silent") as LogLevel;
 
@@ -337,9 +340,75 @@ export function startHasher(): { port: number; close(): Promise<void> } {
   };
 }
 
-/** Send `total` bytes to `port`, half-close, and return what comes back (the hash). */
-export async function hashThrough(port: number, total: number, seed: number): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+/** A UDP port free now on 127.0.0.1. */
+export async function freeUdpPort(): Promise<number> {
+  const s = await UdpSocket.bind("127.0.0.1", 0);
+  const port = s.addr.port;
+  await s.close();
+  return port;
+}
+
+/**
+ * A TCP service that reads a request ("total seed") up to the peer's FIN, then sends `total`
+ * bytes of the block stream and closes: a download that starts after a half-close.
+ */
+export function startSender(): { port: number; close(): Promise<void> } {
+  const l = listenLocal();
+  const served = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const c of l) {
+      const p = (async () => {
+        try {
+          const [total, seed] = new TextDecoder().decode(await readAll(c)).split(" ").map(Number);
+          await sendBlocks(c, total, seed);
+        } finally {
+          c.close();
+        }
+      })().catch(() => {
+        // The peer went away: the test's hash comparison shows it.
+      });
+      served.add(p);
+      p.finally(() => served.delete(p));
+    }
+  })();
+  return {
+    port: l.addr.port,
+    close: async () => {
+      l.close();
+      await loop;
+      await Promise.all(served);
+    },
+  };
+}
+
+/**
+ * Ask `hostname:port` for `total` bytes: the request, FIN, then everything until the service
+ * closes; the SHA-256 of what came.
+ */
+export async function download(
+  port: number,
+  total: number,
+  seed: number,
+  hostname = "127.0.0.1",
+): Promise<string> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await writeAll(conn, new TextEncoder().encode(`${total} ${seed}`));
+    await conn.closeWrite();
+    return sha256(await readAll(conn));
+  } finally {
+    conn.close();
+  }
+}
+
+/** Send `total` bytes to `hostname:port`, half-close, and return what comes back (the hash). */
+export async function hashThrough(
+  port: number,
+  total: number,
+  seed: number,
+  hostname = "127.0.0.1",
+): Promise<string> {
+  const conn = await Deno.connect({ hostname, port });
   try {
     await sendBlocks(conn, total, seed);
     await conn.closeWrite();

@@ -8,76 +8,22 @@
  */
 
 import { assertEquals } from "./_assert.ts";
+import { blockStreamSha256, freePort, readAll, type ServiceProcess } from "./_util.ts";
 import {
-  blockStreamSha256,
-  freePort,
-  listenLocal,
-  readAll,
-  sendBlocks,
-  type ServiceProcess,
-  sha256,
-} from "./_util.ts";
-import { hashThrough, startClientProcess, startClusterMember, startHasher } from "./_tunnel.ts";
+  download,
+  freeUdpPort,
+  hashThrough,
+  startClientProcess,
+  startClusterMember,
+  startHasher,
+  startSender,
+} from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { dig, dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
-import { writeAll } from "../lib/net/mod.ts";
 
 const id = "cluster-ports-identifier-01";
 const token = "cluster-ports-link-token-01";
-
-/** A UDP port free now on 127.0.0.1. */
-async function freeUdpPort(): Promise<number> {
-  const s = await UdpSocket.bind("127.0.0.1", 0);
-  const port = s.addr.port;
-  await s.close();
-  return port;
-}
-
-/**
- * A TCP service that reads a request ("total seed") up to the peer's FIN, then sends `total`
- * bytes of the block stream and closes: a download that starts after a half-close.
- */
-function startSender(): { port: number; close(): Promise<void> } {
-  const l = listenLocal();
-  const served = new Set<Promise<void>>();
-  const loop = (async () => {
-    for await (const c of l) {
-      const p = (async () => {
-        try {
-          const [total, seed] = new TextDecoder().decode(await readAll(c)).split(" ").map(Number);
-          await sendBlocks(c, total, seed);
-        } finally {
-          c.close();
-        }
-      })().catch(() => {
-        // The peer went away: the test's hash comparison shows it.
-      });
-      served.add(p);
-      p.finally(() => served.delete(p));
-    }
-  })();
-  return {
-    port: l.addr.port,
-    close: async () => {
-      l.close();
-      await loop;
-      await Promise.all(served);
-    },
-  };
-}
-
-/** Ask `port` for `total` bytes: the request, FIN, then everything until the service closes. */
-async function download(port: number, total: number, seed: number): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await writeAll(conn, new TextEncoder().encode(`${total} ${seed}`));
-    await conn.closeWrite();
-    return sha256(await readAll(conn));
-  } finally {
-    conn.close();
-  }
-}
 
 /** `n` DNS queries from one socket, one at a time (re-sent after 2 s without an answer). */
 async function queries(port: number, n: number): Promise<{ sent: number; answered: number }> {

@@ -661,7 +661,12 @@ export class TunnelClient {
       for (const [proto, list] of [["tcp", resp.tcp], ["udp", resp.udp ?? []]] as const) {
         for (const t of list) {
           if (t.ok) {
-            this.#log.info(`${proto} tunnel open`, { publicPort: t.publicPort, addr: t.addr });
+            // A note with it: in a cluster, the port is not bound on the instance answering.
+            this.#log.info(`${proto} tunnel open`, {
+              publicPort: t.publicPort,
+              addr: t.addr,
+              note: t.error,
+            });
           } else {this.#log.warn(`${proto} tunnel refused`, {
               publicPort: t.publicPort,
               error: t.error,

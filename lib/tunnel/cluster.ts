@@ -26,6 +26,7 @@ import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
 import type { RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import { PeerLinks, readLinkHeader } from "../cluster/links.ts";
+import { PortClaims } from "./port_claims.ts";
 
 /** TLS of the links: the same lib/transport options as every other warren link. */
 export interface ClusterTls {
@@ -68,6 +69,8 @@ export class ClusterLinks {
   readonly #links: PeerLinks;
   /** Remote clients as ClientConns on a link, by digest (`remote` names the link). */
   #remote = new Map<string, ClientConn>();
+  /** The claims of the ports clients ask for, kept beside the registry. */
+  readonly #claims: PortClaims;
 
   /** Links for `server`, finding peers in `registry`. */
   constructor(server: TunnelServer, registry: RedisRegistry, opts: ClusterLinksOptions) {
@@ -83,11 +86,17 @@ export class ClusterLinks {
       log: this.#log,
       onStream: (s) => void this.#serveStream(s),
     });
+    this.#claims = new PortClaims(registry, this.#log);
+    registry.extend(this.#claims);
   }
 
-  /** Route requests for clients held elsewhere through the links. */
+  /**
+   * Route requests for clients held elsewhere through the links, and make the ports clients
+   * ask for span the cluster (claimed in the registry, bound on every instance).
+   */
   attach(): void {
     this.#server.remoteClient = (identifier) => this.remoteClient(identifier);
+    this.#server.attachPortClaims(this.#claims);
   }
 
   /**
@@ -192,6 +201,7 @@ export class ClusterLinks {
   /** Close every link and the cluster port. */
   async close(): Promise<void> {
     this.#server.remoteClient = undefined;
+    this.#server.attachPortClaims(undefined);
     this.#remote.clear();
     await this.#links.close();
   }

@@ -7,7 +7,15 @@
  * In a cluster (issue 19) a server-defined tunnel is bound on every instance as soon as it is
  * defined ("standing"), and each connection or UDP flow finds its client when it arrives:
  * held here, or by another instance, reached over the cluster link (lib/tunnel/cluster.ts).
- * Ports a client asks for in its handshake stay on the instance holding it.
+ *
+ * A port a client asks for in its handshake spans the cluster the same way: the instance
+ * holding the client claims it in Redis (port_claims.ts: a lease of that instance, refused
+ * while another client's claim lives), and every instance binds it while the claim lives,
+ * its traffic finding the client as a server-defined port's does. An instance that cannot
+ * bind a claimed port (another program has it there) logs it once, lists it in the admin API
+ * with the error (`open: false`), tries again at each look at the claims (every heartbeat),
+ * and the other instances keep serving it; the holder answers the client `ok` with that
+ * error as a note, since the port is served elsewhere in the cluster.
  *
  * In a group (`duplicate: "balance"`) a port belongs to the identifier, not to one member:
  * every member that asks for it (or, for a server-defined tunnel, every member) serves it, each
@@ -25,6 +33,7 @@ import { fingerprint, type RouteOrigin } from "./registry.ts";
 import { type ClientConn, clientKey } from "./client_conn.ts";
 import type { TunnelStream } from "./tunnel_stream.ts";
 import { type BalancePolicy, ClientGroup, type MemberSkip } from "./group.ts";
+import type { PortClaim, PortClaims } from "./port_claims.ts";
 
 /** The protocol of a public port tunnel. */
 export type PortProtocol = "tcp" | "udp";
@@ -57,6 +66,10 @@ export interface PortTunnelInfo {
   open: boolean;
   /** Bound address while open. */
   addr?: string;
+  /** In a cluster, a port a client asked for: the instance holding its client. */
+  instance?: string;
+  /** In a cluster, a port a client asked for and not bound here: why (served elsewhere). */
+  error?: string;
 }
 
 /** Why a server-defined port tunnel cannot be added. */
@@ -97,6 +110,8 @@ export interface PortStreamOpener {
   readonly clustered: boolean;
   /** The ready client of `identifier`, held here or (in a cluster) by another instance. */
   anyClient(identifier: string): Promise<ClientConn | undefined>;
+  /** In a cluster: the claims of the ports clients ask for (they then span the cluster). */
+  readonly portClaims?: PortClaims;
 }
 
 /** Who serves a bound port's connections and flows. */
@@ -146,6 +161,23 @@ class PortHold implements PortListener {
   constructor(readonly addrText: string, readonly stop: () => Promise<void>) {}
 }
 
+/** A port a client asked for somewhere in the cluster, bound here while its claim lives. */
+interface ClaimedPort<L> {
+  claim: PortClaim;
+  /** Its listener here, once bound. */
+  listener?: L;
+  /** Why it could not be bound here (tried again at each look at the claims). */
+  error?: string;
+  /** performance.now() when a client here claimed it: claims read before that miss it. */
+  claimedMs: number;
+}
+
+/** The local members of one identifier that claimed a port in the cluster. */
+interface Claimers {
+  key: string;
+  members: ClientGroup;
+}
+
 /** Entries the handshake response's lists may carry (their schema's bound). */
 const maxResults = 64;
 
@@ -169,6 +201,14 @@ export abstract class PortTunnels<L extends PortListener> {
   #identifiers = new Map<string, number>();
   /** In a cluster: the server-defined tunnels' listeners, bound while they are defined. */
   #standing = new Map<number, L>();
+  /** In a cluster: the ports clients asked for (here or elsewhere), bound while claimed. */
+  #claimed = new Map<number, ClaimedPort<L>>();
+  /** In a cluster: the local clients that claimed each port (its release waits for the last). */
+  #claimers = new Map<number, Claimers>();
+  /** Changes to `#claimed` run one after another (binding takes turns). */
+  #claimTurn: Promise<void> = Promise.resolve();
+  /** close() was called: nothing is bound any more. */
+  #closed = false;
 
   /**
    * Ports of `protocol` inside `range` (none when absent), relayed through `core`; events
@@ -205,12 +245,13 @@ export abstract class PortTunnels<L extends PortListener> {
   }
 
   /**
-   * At `client`'s handshake: bind the ports it asked for (`wanted`), then its server-defined
-   * ones (or join them, when a member of its group holds them). The results go into the
-   * handshake response.
+   * At `client`'s handshake (its secret `identifier`): bind the ports it asked for (`wanted`;
+   * in a cluster, claim them for every instance), then its server-defined ones (or join them,
+   * when a member of its group holds them). The results go into the handshake response.
    */
   async openFor(
     client: ClientConn,
+    identifier: string,
     wanted: HandshakeRequest["tcp"],
     log: Logger,
   ): Promise<PortTunnelResult[]> {
@@ -230,7 +271,12 @@ export abstract class PortTunnels<L extends PortListener> {
         out.push({ publicPort, ok: false, error: "port defined by the server for this client" });
         continue;
       }
-      out.push(await this.#open(client, publicPort, undefined, log));
+      const claims = this.core.portClaims;
+      out.push(
+        claims
+          ? await this.#claim(claims, client, identifier, publicPort, log)
+          : await this.#open(client, publicPort, undefined, log),
+      );
     }
     // In one step with the ready flag: a tunnel added from now on is opened by add().
     client.serverPortsReady.add(this.protocol);
@@ -341,6 +387,163 @@ export abstract class PortTunnels<L extends PortListener> {
   }
 
   /**
+   * In a cluster: claim `publicPort` for `client` in Redis, then bind it here too. A group's
+   * members each claim it (the same identifier's claim); the last to leave releases it.
+   */
+  async #claim(
+    claims: PortClaims,
+    client: ClientConn,
+    identifier: string,
+    publicPort: number,
+    log: Logger,
+  ): Promise<PortTunnelResult> {
+    if (client.closing) return { publicPort, ok: false, error: "client closed" };
+    let r: Awaited<ReturnType<PortClaims["claim"]>>;
+    try {
+      r = await claims.claim(this.protocol, publicPort, identifier);
+    } catch (err) {
+      return { publicPort, ok: false, error: `port not claimed: ${errorMessage(err)}` };
+    }
+    if (!r.ok) {
+      log.info(`${this.protocol} port refused: another client holds it`, {
+        port: publicPort,
+        holder: r.claim.instance,
+        other: r.claim.fingerprint,
+      });
+      return {
+        publicPort,
+        ok: false,
+        error: `port in use by another client (on instance ${r.claim.instance})`,
+      };
+    }
+    let g = this.#claimers.get(publicPort);
+    // Another identifier's entry is stale: Redis just gave the port to this one.
+    if (g?.key !== client.key) {
+      this.#claimers.set(publicPort, g = { key: client.key, members: new ClientGroup() });
+    }
+    g.members.add(client);
+    const group = g;
+    const leave = () => this.#unclaim(claims, publicPort, group, client, identifier, log);
+    await this.#inTurn(() => this.#stand(r.claim, performance.now()));
+    if (client.closing) {
+      // It left meanwhile (its close() may have stopped its ports already: leaving twice is
+      // nothing).
+      await leave();
+      return { publicPort, ok: false, error: "client closed" };
+    }
+    const l = this.#claimed.get(publicPort);
+    this.held(client).set(publicPort, new PortHold(l?.listener?.addrText ?? "", leave));
+    if (l?.listener) return { publicPort, ok: true, addr: l.listener.addrText };
+    return {
+      publicPort,
+      ok: true,
+      error: `claimed for the cluster; not bound on this instance (${l?.error}): ` +
+        "the other instances serve it",
+    };
+  }
+
+  /** `client` leaves the claim of `port`; the last local member out releases it. */
+  async #unclaim(
+    claims: PortClaims,
+    port: number,
+    group: Claimers,
+    client: ClientConn,
+    identifier: string,
+    log: Logger,
+  ): Promise<void> {
+    this.held(client).delete(port);
+    if (!group.members.remove(client) || group.members.members.length > 0) return;
+    if (this.#claimers.get(port) === group) this.#claimers.delete(port);
+    await claims.release(this.protocol, port, identifier).catch((err) =>
+      log.warn(`${this.protocol} port claim not released: it ends with its lease`, {
+        port,
+        error: errorMessage(err),
+      })
+    );
+  }
+
+  /** Run `f` after the changes to the claimed ports before it. */
+  #inTurn(f: () => Promise<void>): Promise<void> {
+    const p = this.#claimTurn.then(f);
+    // The next turn runs whatever this one did; its caller sees its failure.
+    this.#claimTurn = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Bind the port of `claim` here unless bound already (a client here claimed it at
+   * `claimedMs`); a failure is logged once, kept for the admin API and retried next time.
+   * Its connections and flows go to the local members that claimed it, else to the
+   * identifier's client wherever it is held.
+   */
+  async #stand(claim: PortClaim, claimedMs?: number): Promise<void> {
+    const port = claim.port;
+    if (this.#closed) return;
+    let e = this.#claimed.get(port);
+    if (!e) this.#claimed.set(port, e = { claim, claimedMs: claimedMs ?? -Infinity });
+    e.claim = claim;
+    if (claimedMs !== undefined) e.claimedMs = claimedMs;
+    if (e.listener) return;
+    const entry = e;
+    const claims = this.core.portClaims!;
+    const claimers = this.#claimers;
+    const balance = this.core.balance;
+    const anyClient = (identifier: string) => this.core.anyClient(identifier);
+    const clients: PortClients = {
+      pick(skip?: MemberSkip) {
+        const local = claimers.get(port)?.members.pick(balance, skip);
+        return local ? Promise.resolve(local) : anyClient(claims.identifierOf(entry.claim));
+      },
+      get members() {
+        return claimers.get(port)?.members;
+      },
+    };
+    const fields = { port, client: claim.fingerprint, holder: claim.instance };
+    try {
+      entry.listener = await this.bind(clients, port, undefined, this.log);
+      delete entry.error;
+      this.log.info("listening", {
+        name: `${this.protocol}-${port}`,
+        addr: entry.listener.addrText,
+        ...fields,
+      });
+    } catch (err) {
+      const error = errorMessage(err);
+      if (entry.error !== error) {
+        this.log.warn(
+          `${this.protocol} port claimed in the cluster not bound here: the other instances serve it`,
+          { ...fields, error },
+        );
+      }
+      entry.error = error;
+    }
+  }
+
+  /**
+   * In a cluster: every claim of the cluster as read from `startedMs` on. Claimed ports are
+   * bound here (or tried again), released ones closed; a port this instance defines on the
+   * server side stays its own.
+   */
+  syncClaims(claims: PortClaim[], startedMs: number): Promise<void> {
+    return this.#inTurn(async () => {
+      const want = new Map<number, PortClaim>();
+      for (const c of claims) {
+        if (c.proto === this.protocol && !this.#defined.has(c.port)) want.set(c.port, c);
+      }
+      for (const [port, e] of this.#claimed) {
+        if (want.has(port) || e.claimedMs >= startedMs) continue;
+        this.#claimed.delete(port);
+        await e.listener?.stop();
+        this.log.info(`${this.protocol} port released in the cluster: closed`, {
+          port,
+          client: e.claim.fingerprint,
+        });
+      }
+      for (const c of want.values()) await this.#stand(c);
+    });
+  }
+
+  /**
    * Define a server-side tunnel (see `TunnelServer.addTcpTunnel`); `clientsOf` lists the
    * live clients of a key (a group's members), whose port is then bound at once.
    */
@@ -366,7 +569,10 @@ export abstract class PortTunnels<L extends PortListener> {
     if (typeof identifier !== "string" || identifier === "") {
       throw new PortTunnelError("bad-request", "identifier must be a non-empty string");
     }
-    if (this.#defined.has(publicPort) || this.#holdings.has(publicPort)) {
+    if (
+      this.#defined.has(publicPort) || this.#holdings.has(publicPort) ||
+      this.#claimed.has(publicPort)
+    ) {
       throw new PortTunnelError("in-use", `port ${publicPort} already has a ${kind} tunnel`);
     }
     const key = clientKey(identifier);
@@ -462,6 +668,18 @@ export abstract class PortTunnels<L extends PortListener> {
   /** Every tunnel: server-defined ones (open or waiting) and the ones clients asked for. */
   list(): PortTunnelInfo[] {
     const out = [...this.#defined.values()].map((d) => this.#info(d));
+    for (const [publicPort, e] of this.#claimed) {
+      if (this.#defined.has(publicPort)) continue;
+      out.push({
+        publicPort,
+        client: e.claim.fingerprint,
+        source: "client",
+        open: !!e.listener,
+        addr: e.listener?.addrText,
+        instance: e.claim.instance,
+        ...(e.error === undefined ? {} : { error: e.error }),
+      });
+    }
     for (const [publicPort, h] of this.#holdings) {
       if (this.#defined.has(publicPort)) continue;
       out.push({
@@ -475,11 +693,16 @@ export abstract class PortTunnels<L extends PortListener> {
     return out.sort((a, b) => a.publicPort - b.publicPort);
   }
 
-  /** Stop the standing listeners (the server is closing). */
+  /** Stop the standing and claimed ports' listeners (the server is closing). */
   async close(): Promise<void> {
-    const all = [...this.#standing.values()];
-    this.#standing.clear();
-    await Promise.allSettled(all.map((l) => l.stop()));
+    this.#closed = true;
+    await this.#inTurn(async () => {
+      const all = [...this.#standing.values()];
+      for (const e of this.#claimed.values()) if (e.listener) all.push(e.listener);
+      this.#standing.clear();
+      this.#claimed.clear();
+      await Promise.allSettled(all.map((l) => l.stop()));
+    });
   }
 
   #info(d: DefinedTunnel): PortTunnelInfo {

@@ -24,7 +24,8 @@
  * `client:<digest>` (lease: JSON ClientRecord), `instance:<name>` (lease: JSON
  * {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`, `i:<name>`).
  * Extensions ({@linkcode RegistryExtension}) keep their own keys beside these and their own
- * notices on the same channel: the hosts' rules (host_rules.ts: `rules`, `r:<field>`).
+ * notices on the same channel: the hosts' rules (host_rules.ts: `rules`, `r:<field>`), the
+ * ports clients ask for (port_claims.ts: `port:<proto>:<port>`, `ports`, `p:<proto>:<port>`).
  * @module
  */
 
@@ -290,6 +291,11 @@ export class RedisRegistry implements Registry {
   /** The Redis connection, for an extension's own keys (named by {@linkcode key}). */
   get redis(): RedisCommands {
     return this.#client;
+  }
+
+  /** How long a lease lives unrefreshed (an extension's leases live as long). */
+  get leaseMs(): number {
+    return this.#leaseMs;
   }
 
   /** The Redis key of `name` under this cluster's prefix. */

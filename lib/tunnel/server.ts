@@ -67,6 +67,7 @@ import { timingSafeEqual } from "../net/secret.ts";
 import { HostRewrite, type HostRewriteInfo, type HostRewriteSpec } from "./rewrite.ts";
 import { HostRules } from "./host_rules.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
+import type { PortClaims } from "./port_claims.ts";
 
 /** Default interval of mux pings to each client. */
 export const defaultHeartbeatIntervalMs = 2_000;
@@ -1002,8 +1003,8 @@ export class TunnelServer {
       client.hosts = await this.registry.hostsOf(identifier);
       if (req.healthCheck) client.healthy = false;
       // A group's members share its TCP/UDP ports (port_tunnels.ts).
-      const tcp = await this.#tcp.openFor(client, req.tcp, log);
-      const udp = await this.#udp.openFor(client, req.udp, log);
+      const tcp = await this.#tcp.openFor(client, identifier, req.tcp, log);
+      const udp = await this.#udp.openFor(client, identifier, req.udp, log);
       // The server's own rules of a host win over the client's: say so.
       const notes = client.access
         ? client.hosts.filter((h) => this.#rules.access.has(h)).map((h) =>
@@ -1083,6 +1084,34 @@ export class TunnelServer {
    */
   remoteClient?: (identifier: string) => Promise<ClientConn | undefined>;
 
+  /**
+   * In a cluster: the claims through which the ports clients ask for span every instance
+   * (set by {@linkcode attachPortClaims}).
+   */
+  portClaims?: PortClaims;
+  #claimsOff?: () => void;
+
+  /**
+   * Make the ports clients ask for span the cluster (lib/tunnel/cluster.ts): claimed in
+   * `claims`, bound here whenever claimed anywhere. `undefined` stops following the claims.
+   */
+  attachPortClaims(claims: PortClaims | undefined): void {
+    this.#claimsOff?.();
+    this.#claimsOff = undefined;
+    this.portClaims = claims;
+    if (!claims) return;
+    this.#claimsOff = claims.onChange((list, startedMs) => {
+      for (const ports of [this.#tcp, this.#udp]) {
+        ports.syncClaims(list, startedMs).catch((err) =>
+          this.log.warn(`${ports.protocol} ports not synced with the cluster's claims`, {
+            error: errorMessage(err),
+          })
+        );
+      }
+    });
+    void claims.rescan();
+  }
+
   /** Whether this server is a cluster instance (lib/tunnel/cluster.ts attached it). */
   get clustered(): boolean {
     return this.remoteClient !== undefined;
@@ -1151,6 +1180,7 @@ export class TunnelServer {
   /** Close every client session and TCP tunnel. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.attachPortClaims(undefined);
     this.#opts.subdomains?.close();
     liveTunnelServers.delete(this);
     await Promise.allSettled([this.#tcp.close(), this.#udp.close()]);

@@ -95,9 +95,12 @@ export class TcpPorts extends PortTunnels<TcpListener> {
   ): Promise<TcpListener> {
     let listener: Deno.TcpListener;
     try {
-      // A server-defined port is every cluster instance's, so --workers share it; a port a
-      // client asked for is its holder's alone (the kernel refuses it to another worker).
-      const shared = serverLocalPort === undefined ? {} : sharedPortOptions();
+      // A server-defined port is every cluster instance's, and so is in a cluster a port a
+      // client asked for: --workers share it. A lone server's client port is its holder's
+      // alone (the kernel refuses it to another worker).
+      const shared = serverLocalPort === undefined && !this.core.clustered
+        ? {}
+        : sharedPortOptions();
       listener = Deno.listen({ hostname: this.opts.hostname, port: publicPort, ...shared });
     } catch (err) {
       return Promise.reject(err);

@@ -1,0 +1,191 @@
+/**
+ * Ports a client asks for in its own handshake span the cluster (issue 19): two
+ * tunnel-servers on a real redis-server, A binding public ports on 127.0.0.1 and B on
+ * 127.0.0.2 (one machine, so each instance has an address of its own). The client connects
+ * to B and asks for TCP and UDP ports; A binds them when it learns of the claim and hands
+ * their traffic to B over the cluster link:
+ *
+ * - byte-exact through A: two 24 MiB uploads hashed after the sender's FIN, an 8 MiB download
+ *   sent after the request's FIN, DNS answers from a real dnsmasq;
+ * - a port another program holds on A: A says so in its log and admin API, B serves it;
+ * - a second client asking for the same port on A is refused with the reason;
+ * - kill -9 of B: the client reconnects to A, which takes the claim over; a new instance
+ *   (127.0.0.2 again) binds the claimed ports at start and serves them through A;
+ * - the client leaves: both instances close the ports.
+ */
+
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { blockStreamSha256, freePort, type ServiceProcess } from "./_util.ts";
+import {
+  download,
+  freeUdpPort,
+  hashThrough,
+  startClientProcess,
+  startClusterMember,
+  startHasher,
+  startSender,
+} from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
+import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
+import type { PortTunnelInfo } from "../lib/tunnel/mod.ts";
+
+const id = "client-ports-identifier-01";
+const otherId = "client-ports-identifier-02";
+const token = "client-ports-link-token-01";
+const adminToken = "client-ports-admin-token-01";
+
+/** Three consecutive TCP ports free now on both 127.0.0.1 and 127.0.0.2. */
+function threePorts(): number {
+  for (;;) {
+    const p = freePort();
+    try {
+      for (const hostname of ["127.0.0.1", "127.0.0.2"]) {
+        for (const port of [p, p + 1, p + 2]) Deno.listen({ hostname, port }).close();
+      }
+      return p;
+    } catch {
+      // One of them is taken: try others.
+    }
+  }
+}
+
+/** Whether a TCP connection to `hostname:port` is refused (nothing listens there). */
+async function refused(hostname: string, port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname, port })).close();
+    return false;
+  } catch (err) {
+    return err instanceof Deno.errors.ConnectionRefused;
+  }
+}
+
+/** The TCP tunnels `m`'s admin API lists. */
+async function tcpTunnels(m: ServiceProcess): Promise<PortTunnelInfo[]> {
+  const res = await fetch(`http://${m.addrs.get("admin")}/tcp`, {
+    headers: { authorization: `Bearer ${adminToken}` },
+  });
+  assertEquals(res.status, 200);
+  return await res.json();
+}
+
+Deno.test("tunnel cluster: ports a client asks for are bound on every instance and reach it over the link", async () => {
+  const redis = await startRedis();
+  const hasher = startHasher();
+  const app = startSender();
+  const dns = await startDnsmasq();
+  const procs: ServiceProcess[] = [];
+  // Another program holds one of the ports on A's address.
+  const P = threePorts();
+  const U = await freeUdpPort();
+  const [up, down, busy] = [P, P + 1, P + 2];
+  const squatter = Deno.listen({ hostname: "127.0.0.1", port: busy });
+  try {
+    const member = async (host: string, admin = false) => {
+      const p = await startClusterMember(redis.url, token, [
+        "--tcp-ports",
+        `${P}-${P + 2}`,
+        "--tcp-host",
+        host,
+        "--udp-ports",
+        `${U}-${U}`,
+        "--udp-host",
+        host,
+        "--host",
+        "one.test=env:ID",
+        "--host",
+        "two.test=env:OTHER_ID",
+        ...(admin ? ["--admin", "127.0.0.1:0"] : []),
+      ], {
+        readyCount: admin ? 3 : 2,
+        env: { ID: id, OTHER_ID: otherId, TUNNEL_ADMIN_TOKEN: adminToken },
+      });
+      procs.push(p);
+      return p;
+    };
+    const a = await member("127.0.0.1", true);
+    let b = await member("127.0.0.2");
+    const client = await startClientProcess(
+      `${b.addrs.get("http")},http://${a.addrs.get("http")}`,
+      hasher.port,
+      id,
+      [
+        "--tcp",
+        `${up}=127.0.0.1:${hasher.port}`,
+        "--tcp",
+        `${down}=127.0.0.1:${app.port}`,
+        "--tcp",
+        `${busy}=127.0.0.1:${hasher.port}`,
+        "--udp",
+        `${U}=127.0.0.1:${dns.port}`,
+      ],
+    );
+    procs.push(client);
+    await client.waitFor(new RegExp(`msg="tcp tunnel open" publicPort=${up} addr=127.0.0.2:`));
+    // A learns of the claims and binds the ports; the one another program holds it cannot.
+    for (const name of [`tcp-${up}`, `tcp-${down}`, `udp-${U}`]) {
+      await a.waitFor(new RegExp(`msg="listening" name=${name} addr=127\\.0\\.0\\.1:`));
+    }
+    await a.waitFor(
+      new RegExp(`level=warn .*msg="tcp port claimed in the cluster not bound here.* port=${busy}`),
+    );
+
+    const total = 24 * 1024 * 1024 + 7;
+    const hashes = await Promise.all([1, 2].map((seed) => hashThrough(up, total, seed)));
+    assertEquals(hashes, [blockStreamSha256(total, 1), blockStreamSha256(total, 2)]);
+    const size = 8 * 1024 * 1024 + 3;
+    assertEquals(await download(down, size, 9), blockStreamSha256(size, 9));
+    await a.waitFor(/cluster link up/);
+    assertEquals(await dig(U, "one.example.test"), exampleTestAddress);
+    // The busy port: shown by A's admin API, served by B.
+    const listed = await tcpTunnels(a);
+    const busyInfo = listed.find((t) => t.publicPort === busy);
+    assertEquals([busyInfo?.source, busyInfo?.open], ["client", false]);
+    assertMatch(busyInfo?.error ?? "", /in use/i);
+    const upInfo = listed.find((t) => t.publicPort === up);
+    assertEquals([upInfo?.open, upInfo?.addr], [true, `127.0.0.1:${up}`]);
+    assert(upInfo?.instance !== undefined && upInfo.instance !== "", "the holder is named");
+    assertEquals(await hashThrough(busy, 1024, 3, "127.0.0.2"), blockStreamSha256(1024, 3));
+
+    // Another client asking for the same port on A is refused, with the reason.
+    const other = await startClientProcess(a.addrs.get("http")!, hasher.port, otherId, [
+      "--tcp",
+      `${up}=127.0.0.1:${hasher.port}`,
+    ]);
+    procs.push(other);
+    await other.waitFor(
+      new RegExp(`msg="tcp tunnel refused" publicPort=${up} error="port in use by another client`),
+    );
+    await other.stop();
+    assertEquals(await hashThrough(up, 4096, 4), blockStreamSha256(4096, 4));
+
+    // kill -9 of the holder: the client reconnects to A, whose ports serve again.
+    await b.stop("SIGKILL");
+    await client.waitFor(new RegExp(`msg="tcp tunnel open" publicPort=${up} addr=127.0.0.1:`));
+    assertEquals(await hashThrough(up, total, 5), blockStreamSha256(total, 5));
+    assertEquals(await dig(U, "two.example.test"), exampleTestAddress);
+    // A new instance on B's address binds the claimed ports at start and hands them to A.
+    b = await member("127.0.0.2");
+    await b.waitFor(new RegExp(`msg="listening" name=tcp-${up} addr=127\\.0\\.0\\.2:`));
+    await b.waitFor(new RegExp(`msg="listening" name=udp-${U} addr=127\\.0\\.0\\.2:`));
+    assertEquals(await hashThrough(up, total, 6, "127.0.0.2"), blockStreamSha256(total, 6));
+    assertEquals(await download(down, size, 7, "127.0.0.2"), blockStreamSha256(size, 7));
+    assertEquals(await dig(U, "three.example.test", "127.0.0.2"), exampleTestAddress);
+
+    // The client leaves: every instance closes its ports.
+    await client.stop();
+    for (const [m, host] of [[a, "127.0.0.1"], [b, "127.0.0.2"]] as const) {
+      await m.waitFor(new RegExp(`msg="tcp port released in the cluster: closed" port=${up}`));
+      await m.waitFor(new RegExp(`msg="udp port released in the cluster: closed" port=${U}`));
+      assert(await refused(host, up), `${host}:${up} still open`);
+      assert(await refused(host, down), `${host}:${down} still open`);
+    }
+    assertEquals((await tcpTunnels(a)).length, 0);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    squatter.close();
+    await dns.stop();
+    await app.close();
+    await hasher.close();
+    await redis.stop();
+  }
+});
