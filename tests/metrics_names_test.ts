@@ -281,7 +281,11 @@ Deno.test("metrics: UDP counters of seaprox (udp://, SOCKS5 UDP ASSOCIATE) and d
     const serverText = await scrape(server);
     const localText = await scrape(local);
     for (const text of [spText, serverText, localText]) expectNames(text, udpNames);
-    const series = (relay: string, rest: string) => `{relay="${relay}",${rest}}`;
+    // seaprox's relays carry the listener's name, as its other series do; depot's none.
+    const series = (relay: string, rest: string) => {
+      const listener = { "udp-forward": "udp", "socks5-udp": "socks5" }[relay];
+      return `{relay="${relay}",${listener ? `listener="${listener}",` : ""}${rest}}`;
+    };
     const dg = (relay: string, direction: string) =>
       `warren_udp_datagrams_total${series(relay, `direction="${direction}"`)}`;
     const dropped = (relay: string, reason: string) =>
@@ -289,12 +293,20 @@ Deno.test("metrics: UDP counters of seaprox (udp://, SOCKS5 UDP ASSOCIATE) and d
     // dig may have retried on a busy machine: at least one each way through the forward.
     assert((valueOf(spText, dg("udp-forward", "up")) ?? 0) >= 1, spText);
     assert((valueOf(spText, dg("udp-forward", "down")) ?? 0) >= 1, spText);
-    assertEquals(valueOf(spText, `warren_udp_flows_active{relay="udp-forward"}`), 1);
+    assertEquals(valueOf(spText, `warren_udp_flows_active{relay="udp-forward",listener="udp"}`), 1);
     assertEquals(valueOf(spText, dg("socks5-udp", "up")), 1);
     assertEquals(valueOf(spText, dg("socks5-udp", "down")), 1);
     assertEquals(valueOf(spText, dropped("socks5-udp", "fragmented")), 1);
     assertEquals(valueOf(spText, dropped("socks5-udp", "not-allowed")), 1);
-    assertEquals(valueOf(spText, `warren_udp_flows_active{relay="socks5-udp"}`), 1);
+    assertEquals(
+      valueOf(spText, `warren_udp_flows_active{relay="socks5-udp",listener="socks5"}`),
+      1,
+    );
+    // No seaprox UDP series without its listener.
+    assert(
+      !/^warren_udp_\w+\{relay="(udp-forward|socks5-udp)",(?!listener=)/m.test(spText),
+      spText,
+    );
     // depot: the server passes on what it cannot judge; the exit's ACL drops at the local.
     assertEquals(valueOf(serverText, dg("depot-server", "up")), 2);
     assertEquals(valueOf(serverText, dg("depot-server", "down")), 1);

@@ -24,6 +24,7 @@ import {
   type UdpChannelOpener,
   UdpDrops,
   type UdpExitOptions,
+  udpListenerOf,
   UdpTally,
 } from "../udp/mod.ts";
 import type { ServedEnd } from "./proxy_type.ts";
@@ -62,8 +63,9 @@ export async function bindLocalAssociation(
   log: Logger,
   signal: AbortSignal,
 ): Promise<LocalAssociation> {
-  const table = new FlowTable<Flow>(opts, new UdpDrops(log, "socks5-udp"));
-  const tally = new UdpTally("socks5-udp", bytes);
+  const listener = udpListenerOf(log);
+  const table = new FlowTable<Flow>(opts, new UdpDrops(log, "socks5-udp", listener));
+  const tally = new UdpTally("socks5-udp", bytes, listener);
   const open = opts.open ?? directUdpOpener(opts);
   let channel: UdpChannel;
   let assoc: UdpAssociation;

@@ -36,6 +36,7 @@ import {
   type UdpChannel,
   type UdpChannelOpener,
   UdpDrops,
+  udpListenerOf,
   UdpTally,
 } from "../udp/mod.ts";
 
@@ -262,9 +263,9 @@ export async function serveLinkUdp(
     s.close();
     return;
   }
-  const drops = new UdpDrops(log, "seaprox-link");
+  const drops = new UdpDrops(log, "seaprox-link", udpListenerOf(log));
   const flows = new FlowTable<Flow>({ idleTimeoutMs: opts.idleTimeoutMs }, drops);
-  const tally = new UdpTally("seaprox-link");
+  const tally = new UdpTally("seaprox-link", undefined, drops.listener);
   let far: UdpChannel;
   try {
     far = await opts.udp({ flows, tally, signal: stop });

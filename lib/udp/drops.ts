@@ -5,7 +5,7 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
-import { udpDroppedTotal, type UdpRelayName } from "./metrics.ts";
+import { udpDroppedTotal, udpLabels, type UdpRelayName } from "./metrics.ts";
 
 /**
  * Why a datagram was dropped.
@@ -39,13 +39,21 @@ export type UdpDropReason =
  */
 export class UdpDrops {
   readonly #counts = new Map<UdpDropReason, number>();
-  constructor(readonly log: Logger = silentLogger, readonly relay?: UdpRelayName) {}
+  /**
+   * Drops logged to `log`; with `relay` counted in `warren_udp_dropped_total` too (with
+   * `listener`, a seaprox listener's name, when given).
+   */
+  constructor(
+    readonly log: Logger = silentLogger,
+    readonly relay?: UdpRelayName,
+    readonly listener?: string,
+  ) {}
 
   /** Count one drop; log it when the count of `reason` is 1, 10, 100 … */
   drop(reason: UdpDropReason, detail?: string): void {
     const n = (this.#counts.get(reason) ?? 0) + 1;
     this.#counts.set(reason, n);
-    if (this.relay) udpDroppedTotal.inc({ relay: this.relay, reason });
+    if (this.relay) udpDroppedTotal.inc({ ...udpLabels(this.relay, this.listener), reason });
     if (/^10*$/.test(String(n))) {
       this.log.warn("udp datagram dropped", { failure: reason, count: n, detail });
     }

@@ -9,7 +9,7 @@
  */
 
 import type { UdpDrops } from "./drops.ts";
-import { liveFlowSources, type UdpRelayName } from "./metrics.ts";
+import { liveFlowSources, udpLabels, type UdpRelayName } from "./metrics.ts";
 
 /** Default time a flow lives without a datagram either way: 60 s (like conntrack's UDP). */
 export const defaultUdpIdleTimeoutMs = 60_000;
@@ -55,7 +55,7 @@ export class FlowTable<F extends Flow> {
   /** Most flows held at once. */
   peak = 0;
   /** This table in the flows gauge (when its drops name a relay). */
-  readonly #gauged?: { relay: UdpRelayName; readonly size: number };
+  readonly #gauged?: { relay: UdpRelayName; listener?: string; readonly size: number };
 
   constructor(limits: FlowLimits, readonly drops: UdpDrops) {
     this.idleTimeoutMs = limits.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
@@ -72,7 +72,7 @@ export class FlowTable<F extends Flow> {
     if (drops.relay) {
       const flows = this.#flows;
       this.#gauged = {
-        relay: drops.relay,
+        ...udpLabels(drops.relay, drops.listener),
         get size() {
           return flows.size;
         },

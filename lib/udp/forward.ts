@@ -16,7 +16,7 @@ import { UdpDrops } from "./drops.ts";
 import { type Flow, type FlowLimits, FlowTable } from "./flows.ts";
 import { sendCounted } from "./send.ts";
 import { UdpSocket } from "./socket.ts";
-import { UdpTally } from "./metrics.ts";
+import { udpListenerOf, UdpTally } from "./metrics.ts";
 
 /** How long a peer's channel may take to open (a link round trip, an upstream handshake). */
 const channelOpenTimeoutMs = 10_000;
@@ -105,9 +105,9 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
   const target = opts.open ? opts.to : await checkedTarget(opts);
   const targetKey = joinHostPort(target.host, target.port);
   const listener = await UdpSocket.bind(opts.listen.host, opts.listen.port);
-  const drops = new UdpDrops(log, "udp-forward");
+  const drops = new UdpDrops(log, "udp-forward", udpListenerOf(log));
   const flows = new FlowTable<PeerFlow>(opts, drops);
-  const stats = new UdpTally("udp-forward");
+  const stats = new UdpTally("udp-forward", undefined, drops.listener);
   /** Upstream sockets or channels still opening, by peer: datagrams wait on them in order. */
   const pending = new Map<string, Promise<PeerFlow | undefined>>();
   let stopped = false;

@@ -33,6 +33,8 @@ export {
   udpDatagramsTotal,
   udpDroppedTotal,
   udpFlowsActive,
+  udpLabels,
+  udpListenerOf,
   type UdpRelayName,
   UdpTally,
 } from "./metrics.ts";

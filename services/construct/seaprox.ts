@@ -125,6 +125,7 @@ export async function constructSeaprox(
   }
   const udp: UdpForward[] = [];
   for (const spec of cfg.udpListens) {
+    const name = udp.length === 0 ? "udp" : `udp-${udp.length + 1}`;
     const fwd = await bind("udp listener", spec.addr, () =>
       startUdpForward({
         listen: spec.addr,
@@ -133,11 +134,11 @@ export async function constructSeaprox(
         acl: cfg.acl,
         prefer: cfg.prefer,
         open: chain && udpOut,
-        log: log.child({ listener: "udp" }),
+        log: log.child({ listener: name }),
       }));
     udp.push(fwd);
     log.info("listening", {
-      name: udp.length === 1 ? "udp" : `udp-${udp.length}`,
+      name,
       addr: joinHostPort(fwd.addr.host, fwd.addr.port),
       to: joinHostPort(fwd.target.host, fwd.target.port),
       maxFlows: fwd.flows.maxFlows,
