@@ -453,6 +453,7 @@ export class Session implements StreamHost, FrameSink {
   async #readLoop(): Promise<void> {
     let buf = new Uint8Array(minReadBufferBytes);
     let small = 0;
+    const nextHeader = new Uint8Array(headerBytes);
     try {
       while (!this.#shut) {
         const rs = this.#rxStream;
@@ -462,10 +463,13 @@ export class Session implements StreamHost, FrameSink {
           // No reader back in time: read into the stream's receive buffer instead (one
           // copy out later, never two).
           for (let i = 0; i < directReadYieldTicks && !rs._readerWaiting; i++) await null;
+          // The read may also take the next frame's header (never more): one read per frame
+          // instead of two when the rest of the payload and that header are both there.
           const left = this.#decoder.payloadLeft;
-          let target = rs._takeDirect(left, directReadMinBytes);
+          const want = left + headerBytes;
+          let target = rs._takeDirect(want, directReadMinBytes);
           const direct = target !== null;
-          target ??= rs._reserveQueue(left);
+          target ??= rs._reserveQueue(want);
           if (target !== null) {
             const done = (k: number) => direct ? rs._directDone(k) : rs._queueDone(k);
             let n: number | null = 0;
@@ -480,12 +484,16 @@ export class Session implements StreamHost, FrameSink {
             }
             this.#stats.bytesIn += n;
             this.#lastRecvAt = performance.now();
-            const complete = this.#decoder.skipPayload(n);
-            done(n);
+            const k = Math.min(n, left);
+            // Header bytes past the payload: kept apart before the stream owns the target again.
+            if (n > k) nextHeader.set(target.subarray(k, n));
+            const complete = this.#decoder.skipPayload(k);
+            done(k);
             if (complete && this.#rxStream === rs) {
               this.#rxStream = null;
               if (this.#rxFin) rs._rxFin();
             }
+            if (n > k) this.#decoder.push(nextHeader.subarray(0, n - k), this);
             continue;
           }
         }

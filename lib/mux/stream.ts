@@ -483,9 +483,11 @@ export class Stream implements Duplex {
 
   /**
    * Hand the waiting reader's buffer (at most `max` bytes of it) to the session, which reads
-   * the transport straight into it: no copy for bulk data. Null when no reader waits with an
-   * empty queue, or its buffer is under `min(max, minBytes)`. Until `_directDone`, close/reset leave that reader alone (its buffer is still
-   * being written), and `_directDone` settles it. A peer stalled mid-frame delays that until
+   * the transport straight into it: no copy for bulk data (the session may also read the next
+   * frame's header into it, past what it reports, and takes that back out). Null when no
+   * reader waits with an empty queue, or its buffer is under `min(max, minBytes)`. Until
+   * `_directDone`, close/reset leave that reader alone (its buffer is still being written),
+   * and `_directDone` settles it. A peer stalled mid-frame delays that until
    * keepalive ends the session.
    */
   _takeDirect(max: number, minBytes: number): Uint8Array | null {
@@ -498,8 +500,9 @@ export class Stream implements Duplex {
   }
 
   /**
-   * Room at the end of the receive buffer for the session to read up to `max` payload bytes
-   * of this stream into when no reader waits (one copy instead of two). Null when the stream
+   * Room at the end of the receive buffer for the session to read up to `max` bytes into
+   * when no reader waits (one copy instead of two): payload of this stream, and perhaps the
+   * next frame's header past it, which the session takes back out before `_queueDone`. Null when the stream
    * takes no more data. Must be followed by `_queueDone`.
    */
   _reserveQueue(max: number): Uint8Array | null {
