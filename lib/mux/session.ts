@@ -719,7 +719,17 @@ export class Session implements StreamHost, FrameSink {
 
   #sendControl(type: number, flags: number, id: number, length: number): void {
     this.enqueue(
-      { type, flags, id, length, payload: null, stream: null, encoded: false, done: null },
+      {
+        type,
+        flags,
+        id,
+        length,
+        payload: null,
+        framed: false,
+        stream: null,
+        encoded: false,
+        done: null,
+      },
       type !== FrameType.windowUpdate || flags === 0 || (flags & Flag.rst) !== 0,
     );
   }
@@ -771,6 +781,23 @@ export class Session implements StreamHost, FrameSink {
           if (this.#prio.length === 0 && this.#ordered.length === 0) break;
           continue; // more arrived while we wrote
         }
+        const p = f.payload;
+        if (p !== null && f.framed && p.length > coalesceCopyMaxBytes) {
+          // Header in the room in front of the payload (see OutFrame.framed): one write.
+          if (off > 0) await this.#writeAll(out.subarray(0, off));
+          off = 0;
+          const whole = new Uint8Array(
+            p.buffer,
+            p.byteOffset - headerBytes,
+            p.length + headerBytes,
+          );
+          encodeHeader(whole, 0, f.type, f.flags, f.id, f.length);
+          f.encoded = true;
+          written.push(f);
+          await this.#writeAll(whole);
+          report();
+          continue;
+        }
         if (off + headerBytes > out.length) {
           overflowed = true;
           await flush();
@@ -779,7 +806,6 @@ export class Session implements StreamHost, FrameSink {
         f.encoded = true;
         off += headerBytes;
         written.push(f);
-        const p = f.payload;
         if (p === null) continue;
         if (p.length <= coalesceCopyMaxBytes) {
           if (off + p.length > out.length) {

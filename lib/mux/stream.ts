@@ -4,8 +4,8 @@
  * @module
  */
 
-import type { Duplex } from "../net/duplex.ts";
-import { defaultWindowBytes, Flag, FrameType, MuxError } from "./frame.ts";
+import type { Duplex, FramedWriter } from "../net/duplex.ts";
+import { defaultWindowBytes, Flag, FrameType, headerBytes, MuxError } from "./frame.ts";
 import { RecvBuffer } from "./recv_buffer.ts";
 import {
   canReceive,
@@ -45,6 +45,11 @@ export interface OutFrame {
   id: number;
   length: number;
   payload: Uint8Array | null;
+  /**
+   * The `headerBytes` in front of `payload` (in its buffer) are ours to write the header into
+   * once the frames before it are written: header and payload go out in one write.
+   */
+  framed: boolean;
   stream: Stream | null;
   /** Set once the header has been encoded: flags can no longer be added. */
   encoded: boolean;
@@ -113,7 +118,7 @@ interface PendingRead {
  * reset (local or by the peer) makes pending and later reads and writes reject with
  * `MuxError` reason "reset".
  */
-export class Stream implements Duplex {
+export class Stream implements Duplex, FramedWriter {
   #host: StreamHost;
   #state: number;
   #opener: boolean;
@@ -205,11 +210,27 @@ export class Stream implements Duplex {
   }
 
   /** Write all of `p`, waiting for send window; resolves with `p.length`. */
-  async write(p: Uint8Array): Promise<number> {
+  write(p: Uint8Array): Promise<number> {
+    return this.#write(p, false);
+  }
+
+  /** Room a {@linkcode writeFramed} caller leaves in front of the payload: one header. */
+  readonly headroomBytes: number = headerBytes;
+
+  /**
+   * Write all of `p.subarray(headroomBytes)` as {@linkcode write} does, each frame's header in
+   * the bytes in front of its payload (the headroom, or payload already written), so header and
+   * payload leave in one transport write. `p` is ours until this settles.
+   */
+  writeFramed(p: Uint8Array): Promise<number> {
+    return this.#write(p.subarray(headerBytes), true);
+  }
+
+  async #write(p: Uint8Array, framed: boolean): Promise<number> {
     if (this.#writeBusy) await new Promise<void>((r) => this.#writeWaiters.push(r));
     this.#writeBusy = true;
     try {
-      return await this.#writeChunks(p);
+      return await this.#writeChunks(p, framed);
     } finally {
       this.#unlockWrite();
     }
@@ -281,7 +302,8 @@ export class Stream implements Duplex {
     }
   }
 
-  async #writeChunks(p: Uint8Array): Promise<number> {
+  /** `framed`: `p` has `headerBytes` of headroom in front of it (see writeFramed). */
+  async #writeChunks(p: Uint8Array, framed: boolean): Promise<number> {
     this.#checkWritable();
     const copy = p.length <= copyWriteMaxBytes;
     let off = 0;
@@ -303,6 +325,7 @@ export class Stream implements Duplex {
         n,
         chunk,
         !copy || this.#unflushedBytes > maxUnflushedWriteBytes,
+        framed && !copy,
       );
       off += n;
     }
@@ -331,6 +354,7 @@ export class Stream implements Duplex {
     length: number,
     payload: Uint8Array | null,
     wantDone: boolean,
+    framed = false,
   ): OutFrame {
     flags |= this.#takeFlags();
     const f: OutFrame = {
@@ -339,6 +363,7 @@ export class Stream implements Duplex {
       id: this.id,
       length,
       payload,
+      framed,
       stream: this,
       encoded: false,
       done: wantDone ? deferred() : null,

@@ -19,6 +19,30 @@ export interface Duplex {
   close(): void;
 }
 
+/**
+ * A Duplex that frames what it writes (a mux stream), offering to send its frame header and
+ * the payload in one transport write (Deno has no writev): the caller leaves `headroomBytes`
+ * free in front of the payload and calls `writeFramed`. `relay()` does so when its destination
+ * offers it.
+ */
+export interface FramedWriter {
+  /** Bytes to leave in front of the payload. */
+  readonly headroomBytes: number;
+  /**
+   * Write all of `p.subarray(headroomBytes)`; resolves with that length. Until it settles, `p`
+   * is the writer's: it writes headers into the headroom and into payload bytes already sent.
+   */
+  writeFramed(p: Uint8Array): Promise<number>;
+}
+
+/** `d` as a {@linkcode FramedWriter} if it is one, else null. */
+export function framedWriter(d: Duplex): FramedWriter | null {
+  const f = d as Partial<FramedWriter>;
+  return typeof f.writeFramed === "function" && typeof f.headroomBytes === "number"
+    ? f as FramedWriter
+    : null;
+}
+
 /** Write all of `p`, looping over short writes (Deno's `write` may write fewer bytes). */
 export async function writeAll(w: Pick<Duplex, "write">, p: Uint8Array): Promise<void> {
   let off = 0;

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { closeQuietly, type Duplex, resetQuietly, writeAll } from "./duplex.ts";
+import { closeQuietly, type Duplex, framedWriter, resetQuietly, writeAll } from "./duplex.ts";
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
 import { IdleTimer } from "./deadline.ts";
@@ -105,19 +105,24 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
 
   const pump = async (src: Duplex, dst: Duplex, count: (n: number) => void) => {
     let buf = pool.acquire(pool.minBytes);
+    // A framing destination (a mux stream) gets room in front of what we read for its frame
+    // header: header and payload then leave in one write instead of two.
+    const framed = framedWriter(dst);
+    const room = framed?.headroomBytes ?? 0;
     try {
       while (true) {
-        const n = await src.read(buf);
+        const n = await src.read(room > 0 ? buf.subarray(room) : buf);
         if (n === null) {
           await dst.closeWrite();
           return;
         }
         idle?.touch();
-        await writeAll(dst, buf.subarray(0, n));
+        if (framed) await framed.writeFramed(buf.subarray(0, room + n));
+        else await writeAll(dst, buf.subarray(0, n));
         count(n);
         // Grow while reads fill the buffer; drop back as soon as they stop doing so, so an
         // idle connection holds only a small buffer while its read is pending.
-        const grow = n === buf.length;
+        const grow = n === buf.length - room;
         const want = grow ? buf.length * 4 : n < buf.length / 4 ? n * 2 : buf.length;
         if (pool.classFor(want) !== buf.length) {
           const next = pool.acquire(want);

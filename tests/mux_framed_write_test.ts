@@ -1,0 +1,192 @@
+/**
+ * Framed writes (`Stream.writeFramed`, used by `relay()`): the header goes into the room in
+ * front of the payload and each data frame is one transport write; split frames (window or
+ * frame size smaller than the write) put their headers into payload already sent. And a bulk
+ * stream leaves room for small exchanges on the same session.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { muxPair, tcpPair } from "./_mux.ts";
+import { blockStreamSha256, drainHash, sendBlocks, sha256 } from "./_util.ts";
+import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
+import { type Duplex, framedWriter, relay } from "../lib/net/mod.ts";
+
+const MiB = 1 << 20;
+
+/** A transport that records the length of every write asked of it, and the bytes written. */
+class CountingConn implements Duplex {
+  asked: number[] = [];
+  written = 0;
+  constructor(readonly inner: Deno.TcpConn) {}
+  read(p: Uint8Array): Promise<number | null> {
+    return this.inner.read(p);
+  }
+  async write(p: Uint8Array): Promise<number> {
+    this.asked.push(p.length);
+    const n = await this.inner.write(p);
+    this.written += n;
+    return n;
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/** A client session over a counting transport and its server. */
+async function countedPair(opts: SessionOptions = {}) {
+  const [a, b] = await tcpPair();
+  const conn = new CountingConn(a);
+  const base = { keepaliveIntervalMs: 0, drainTimeoutMs: 3000, ...opts };
+  const client = Session.client(conn, base);
+  const server = Session.server(b, base);
+  return {
+    conn,
+    client,
+    server,
+    close: () => Promise.all([client.close(), server.close()]),
+  };
+}
+
+/** `payload` behind `headroom` bytes of junk, as relay() hands it over. */
+function withRoom(payload: Uint8Array, headroom: number): Uint8Array {
+  const b = new Uint8Array(headroom + payload.length).fill(0xee, 0, headroom);
+  b.set(payload, headroom);
+  return b;
+}
+
+Deno.test("mux framed write: a stream offers headroom, a TCP conn does not", async () => {
+  const p = await muxPair();
+  try {
+    const s = await p.client.open();
+    assertEquals(framedWriter(s)?.headroomBytes, 12);
+    const [a, b] = await tcpPair();
+    assertEquals(framedWriter(a), null);
+    a.close();
+    b.close();
+    s.close();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("mux framed write: header and payload leave in one write, split frames intact", async () => {
+  // 100,000-byte frames (and the 256 KiB initial window): a 1 MiB write is a dozen frames,
+  // most with their header written over the tail of the payload before them.
+  const p = await countedPair({ maxFrameBytes: 100_000 });
+  try {
+    const s = await p.client.open();
+    const t = (await p.server.accept())!;
+    const payload = crypto.getRandomValues(new Uint8Array(65536));
+    const big = new Uint8Array(MiB);
+    for (let o = 0; o < big.length; o += payload.length) big.set(payload, o);
+    const expected = big.slice();
+    const reading = drainHash(t);
+    reading.catch(() => {});
+    p.conn.asked = [];
+    p.conn.written = 0;
+    const framesBefore = p.client.stats.framesOut;
+    assertEquals(await s.writeFramed(withRoom(big, 12)), MiB);
+    const frames = p.client.stats.framesOut - framesBefore;
+    assert(frames >= Math.ceil(MiB / 100_000), `${frames} frames`);
+    // Every frame went out with its header in one write: no header written on its own.
+    assertEquals(p.conn.asked.filter((n) => n === 12).length, 0);
+    assertEquals(p.conn.written, MiB + 12 * frames);
+    // A small framed write takes the copying path and still arrives.
+    await s.writeFramed(withRoom(new TextEncoder().encode("tail"), 12));
+    await s.closeWrite();
+    const got = await reading;
+    const tail = new TextEncoder().encode("tail");
+    const whole = new Uint8Array(MiB + tail.length);
+    whole.set(expected);
+    whole.set(tail, MiB);
+    assertEquals(got.bytes, whole.length);
+    assertEquals(got.sha256, sha256(whole));
+    s.close();
+    t.close();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("mux framed write: relay() over streams, both ways, frames split by window and size", async () => {
+  // Windows that never grow past 256 KiB and odd frame sizes: the relay's reads (up to 4 MiB)
+  // are split into many frames, most with their header over payload already sent.
+  const p = await muxPair({ maxWindowBytes: 256 * 1024, maxFrameBytes: 77_777 });
+  const [user, front] = await tcpPair();
+  try {
+    const s = await p.client.open();
+    const t = (await p.server.accept())!;
+    const relaying = relay(front, s);
+    const total = 48 * MiB;
+    const [down, up] = await Promise.all([
+      drainHash(user),
+      drainHash(t),
+      sendBlocks(t, total, 7).then(() => t.closeWrite()),
+      sendBlocks(user, total, 8).then(() => user.closeWrite()),
+    ]);
+    assertEquals(down.sha256, blockStreamSha256(total, 7));
+    assertEquals(up.sha256, blockStreamSha256(total, 8));
+    const r = await relaying;
+    assertEquals([r.end, r.aToB, r.bToA], ["done", total, total]);
+    t.close();
+  } finally {
+    user.close();
+    await p.close();
+  }
+});
+
+Deno.test("mux fairness: small exchanges complete while a bulk stream keeps the session busy", async () => {
+  const p = await muxPair();
+  try {
+    // Bulk: the client writes until told to stop; the server reads it all as fast as it can.
+    const bulk = await p.client.open();
+    const bulkIn = (await p.server.accept())!;
+    let stop = false;
+    let received = 0;
+    const block = new Uint8Array(4 * MiB);
+    const sending = (async () => {
+      while (!stop) await bulk.write(block);
+      await bulk.closeWrite();
+    })();
+    const draining = (async () => {
+      const buf = new Uint8Array(MiB);
+      for (let n = await bulkIn.read(buf); n !== null; n = await bulkIn.read(buf)) received += n;
+    })();
+    while (received < 16 * MiB) await new Promise((r) => setTimeout(r, 5));
+    // Small echo exchanges on new streams, one after another, behind the bulk frames: with a
+    // writer that let the bulk stream go first until it ends, they would never complete.
+    const echo = (async () => {
+      for (let s = await p.server.accept(); s; s = await p.server.accept()) {
+        const st: Stream = s;
+        (async () => {
+          const b = new Uint8Array(64);
+          const n = await st.read(b);
+          if (n !== null) await st.write(b.slice(0, n));
+          await st.closeWrite();
+          st.close();
+        })();
+      }
+    })();
+    const atStart = received;
+    for (let i = 0; i < 20; i++) {
+      const s = await p.client.open({ data: new TextEncoder().encode(`ping ${i}`), fin: true });
+      const b = new Uint8Array(64);
+      const n = await s.read(b);
+      assertEquals(new TextDecoder().decode(b.subarray(0, n!)), `ping ${i}`);
+      s.close();
+    }
+    stop = true;
+    await sending;
+    await draining;
+    assert(received > atStart, "the bulk stream moved while the small exchanges ran");
+    bulkIn.close();
+    bulk.close();
+    await p.close();
+    await echo;
+  } finally {
+    await p.close();
+  }
+});
