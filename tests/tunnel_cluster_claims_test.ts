@@ -4,7 +4,7 @@
  * from its state file and releases it after its grace period (before, the restore failed on
  * the host Redis held, and the name was never released), and a claim follows its client to
  * another instance: the owner gets its name there, the instance it left does not release it
- * meanwhile, and the new one releases it after the client left.
+ * after its grace, and the new one releases it after the client left.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -53,28 +53,31 @@ Deno.test("tunnel cluster claims: restored on restart while redis holds them, re
     };
     const inRedis = async () => (await watcher.lookup(host)) !== undefined;
 
-    // The client claims the name on A and leaves; A stops within the grace, Redis keeps it.
+    // The client claims the name on A; A stops (its clients did not leave: their grace starts
+    // when it is back), the client too. Redis keeps the host.
     let a = await instance(["--state-file", stateFile]);
     const c1 = await client(a.port);
     assertEquals((await curl(a.port, host, "/name?id=1")).body, "a 1");
-    await c1.stop();
-    await a.p.waitFor(/msg="client disconnected"/);
     await a.p.stop();
+    await c1.stop();
     assert(await inRedis(), "redis holds the claimed host");
 
-    // A comes back: it restores the claim Redis still holds, and releases it after the grace.
+    // A comes back: it restores the claim Redis still holds, and releases it after the grace
+    // (from its start: the client never came back).
     a = await instance(["--state-file", stateFile]);
     await a.p.waitFor(/msg="state loaded".* claims=1/);
     await until("the claim released", async () => !(await inRedis()));
     await a.p.waitFor(/msg="subdomain released" host=app\.t\.localhost/);
 
-    // Claimed again on A, the client moves to B: B gives it its name, A keeps it past the grace.
+    // Claimed again on A, the client reconnects to B before its session on A ended: B gives it
+    // its name; A, once that session ended, does not release it past the grace.
     const b = await instance();
     const c2 = await client(a.port);
+    const c3 = await client(b.port);
+    await b.p.waitFor(/msg="subdomain claim kept here" host=app\.t\.localhost/);
+    assertEquals((await curl(b.port, host, "/name?id=2")).body, "a 2");
     await c2.stop();
     await a.p.waitFor(/msg="client disconnected"/);
-    const c3 = await client(b.port);
-    assertEquals((await curl(b.port, host, "/name?id=2")).body, "a 2");
     await a.p.waitFor(/msg="subdomain claim left to the instance holding its client"/);
     assert(await inRedis(), "A released a name its client holds on B");
     assertEquals((await curl(a.port, host, "/name?id=3")).body, "a 3");

@@ -493,14 +493,18 @@ export class TunnelServer {
   async #releaseClaim(key: string, claim: ClaimRecord): Promise<void> {
     if (this.#clients.has(key) || this.#claims.get(key) !== claim) return;
     const { host } = claim;
+    const heldElsewhere = async (identifier: string) => {
+      const rec = await this.registry.getClient(identifier);
+      return rec !== undefined && rec.instance !== this.#instance ? rec.instance : undefined;
+    };
     try {
       const owner = await this.registry.lookup(host);
-      const held = owner !== undefined && await this.registry.getClient(owner);
-      if (held && held.instance !== this.#instance) {
+      const at = owner !== undefined ? await heldElsewhere(owner) : undefined;
+      if (at !== undefined) {
         this.#claims.delete(key);
         this.log.info("subdomain claim left to the instance holding its client", {
           host,
-          instance: held.instance,
+          instance: at,
         });
         this.onClaimsChange?.();
         return;
@@ -509,8 +513,27 @@ export class TunnelServer {
       // removeHost drops the claim too (and tells the state file).
       await this.removeHost(host);
       this.log.info("subdomain released", { host });
+      // Its client came up on another instance between the look and the removal: give the
+      // name back (that instance checks for its host after its lease, so one of us sees it).
+      const token = this.#opts.subdomains?.accountByDigest(claim.account);
+      const name = host.slice(0, host.indexOf("."));
+      if (owner !== undefined && token !== undefined && await heldElsewhere(owner)) {
+        await this.#reclaim(host, claimIdentifier(token, name));
+      }
     } catch (err) {
       this.log.warn("subdomain release failed", { host, error: errorMessage(err) });
+    }
+  }
+
+  /** Give `host`, released meanwhile, back to its claim `identifier` unless taken since. */
+  async #reclaim(host: string, identifier: string): Promise<void> {
+    try {
+      await this.addHost(host, identifier, { origin: "claim", exclusive: true });
+      this.log.info("subdomain claimed again for its client", { host });
+    } catch (err) {
+      if (!(err instanceof HostTakenError)) throw err;
+      // Claimed by another token in between: the name is theirs now, as after any release.
+      this.log.info("subdomain taken while its client moved", { host });
     }
   }
 
@@ -837,6 +860,13 @@ export class TunnelServer {
         this.#opts.subdomains?.keep(claimed.host);
         delete claimed.leftAt;
         this.onClaimsChange?.();
+        // Released by the instance it came from, its grace over as it came here: claim it
+        // again (after the lease, so that instance's second look finds it otherwise).
+        if (this.registry.instance && (await this.registry.lookup(claimed.host)) === undefined) {
+          await this.#reclaim(claimed.host, identifier).catch((err) =>
+            log.warn("subdomain not claimed again", { error: errorMessage(err) })
+          );
+        }
       }
       this.clientEvents.connected++;
       const members = this.#members(key).length;
