@@ -6,7 +6,8 @@
  * their traffic to B over the cluster link:
  *
  * - byte-exact through A: two 24 MiB uploads hashed after the sender's FIN, an 8 MiB download
- *   sent after the request's FIN, DNS answers from a real dnsmasq;
+ *   sent after the request's FIN, DNS answers from a real dnsmasq (the client sets access
+ *   rules for its HTTP host: they do not stop its ports' streams over the link);
  * - a port another program holds on A: A says so in its log and admin API, B serves it;
  * - a second client asking for the same port on A is refused with the reason;
  * - kill -9 of B: the client reconnects to A, which takes the claim over; a new instance
@@ -117,6 +118,9 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
         `${busy}=127.0.0.1:${hasher.port}`,
         "--udp",
         `${U}=127.0.0.1:${dns.port}`,
+        // Access rules of its HTTP host do not stop its ports' streams over the link.
+        "--basic-auth",
+        "user:client-ports-password",
       ],
     );
     procs.push(client);

@@ -27,6 +27,7 @@ import type { RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import { PeerLinks, readLinkHeader } from "../cluster/links.ts";
 import { PortClaims } from "./port_claims.ts";
+import { encodeMessage, expectMessage } from "./protocol.ts";
 
 /** TLS of the links: the same lib/transport options as every other warren link. */
 export interface ClusterTls {
@@ -119,18 +120,27 @@ export class ClusterLinks {
       const d = typeof h?.client === "string" ? h.client : "";
       const identifier = this.#registry.knownIdentifier(d);
       const client = identifier !== undefined ? this.#server.localClient(identifier) : undefined;
+      let head: Uint8Array | undefined;
       if (client && (client.access || client.rewrite)) {
-        // Its own access rules and rewrites are applied where a request is parsed, on the
-        // instance the public request reached: not there, so it is served only here.
-        this.#log.warn("cluster stream refused: the client set its own access rules or rewrites", {
-          client: d.slice(0, 12),
-        });
-        s.reset();
-        return;
+        // Its own access rules and rewrites are applied where an HTTP request is parsed, on
+        // the instance the public request reached: not there, so HTTP is served only here.
+        // They are rules of its hosts: a TCP or UDP port's streams pass.
+        const msg = await expectMessage(reader, "controlMsg");
+        if (msg.transportProtocol === "http") {
+          this.#log.warn(
+            "cluster stream refused: the client set its own access rules or rewrites",
+            { client: d.slice(0, 12) },
+          );
+          s.reset();
+          return;
+        }
+        head = encodeMessage(msg);
       }
       let out: Stream | undefined;
-      if (client) out = await client.session.open({ data: reader.takeBuffered() });
-      else if (d && h?.hop === undefined) out = await this.#passOn(d, reader.takeBuffered());
+      if (client) {
+        const rest = reader.takeBuffered();
+        out = await client.session.open({ data: head ? concatBytes(head, rest) : rest });
+      } else if (d && h?.hop === undefined) out = await this.#passOn(d, reader.takeBuffered());
       if (!out) {
         this.#log.warn("cluster stream for a client not held here", { client: d.slice(0, 12) });
         s.reset();
