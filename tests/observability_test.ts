@@ -20,6 +20,10 @@ Deno.test("stats: counters and gauges reach the Prometheus text at scrape time",
   late.inc({ side: "server", result: "ok" });
   late.inc({ result: "ok", side: "server" }, 2); // label order does not matter
   late.inc({ side: "local", result: "refused" });
+  // A bound series counts into the same series as inc(labels), in any label order.
+  const bound = late.series({ result: "ok", side: "server" });
+  bound.inc();
+  bound.inc(4);
   let live = 7;
   gauge("test_live", "read at scrape", [], function () {
     this.set(live);
@@ -34,7 +38,7 @@ Deno.test("stats: counters and gauges reach the Prometheus text at scrape time",
   for (
     const line of [
       'test_early_total{kind="a"} 3',
-      'test_late_total{side="server",result="ok"} 3',
+      'test_late_total{side="server",result="ok"} 8',
       'test_late_total{side="local",result="refused"} 1',
       "test_live 7",
       'test_gauge{host="a"} 3',
@@ -53,13 +57,20 @@ Deno.test("stats: counters and gauges reach the Prometheus text at scrape time",
     threw = err instanceof RangeError;
   }
   assert(threw, "a counter refuses to go down");
+  threw = false;
+  try {
+    bound.inc(-1);
+  } catch (err) {
+    threw = err instanceof RangeError;
+  }
+  assert(threw, "a bound counter series refuses to go down");
 });
 
 Deno.test("stats: histograms, families without series left out, deprecated names", async () => {
   const { metricsText } = await import("../lib/metrics.ts");
   const h = histogram("test_wait_seconds", "waits", ["side"], [0.1, 1]);
   h.observe({ side: "a" }, 0.05);
-  h.observe({ side: "a" }, 0.5);
+  h.series({ side: "a" }).observe(0.5); // the same series as observe({ side: "a" }, …)
   h.observe({ side: "a" }, 7);
   histogram("test_never_seconds", "never observed");
   gauge("test_absent", "a server gauge in a client", [], function () {

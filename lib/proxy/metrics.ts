@@ -54,22 +54,40 @@ export class SeaproxStats {
     ["listener"],
   );
 
+  // Series bound once (lib/stats `series`): every connection counts into them.
+  readonly #bytesUp = this.#bytes.series({ direction: "up" });
+  readonly #bytesDown = this.#bytes.series({ direction: "down" });
+  readonly #perListener = new Map<
+    string,
+    { total: { inc(): void }; setup: { observe(seconds: number): void } }
+  >();
+
+  /** The series of `listener`'s connections. */
+  #of(listener: string) {
+    let s = this.#perListener.get(listener);
+    if (!s) {
+      s = { total: this.#total.series({ listener }), setup: this.#setup.series({ listener }) };
+      this.#perListener.set(listener, s);
+    }
+    return s;
+  }
+
   /** The hooks that count (a connection refused by the limit is counted, never active). */
   readonly hooks: ProxyHooks = {
     onOpen: (c) => {
-      this.#total.inc({ listener: c.listener });
+      this.#of(c.listener).total.inc();
       this.#active.inc();
     },
     onClose: (r) => {
-      if (r.end === "limit") this.#total.inc({ listener: r.listener });
+      if (r.end === "limit") this.#of(r.listener).total.inc();
       else this.#active.dec();
-      this.#bytes.inc({ direction: "up" }, r.bytesUp);
-      this.#bytes.inc({ direction: "down" }, r.bytesDown);
+      this.#bytesUp.inc(r.bytesUp);
+      this.#bytesDown.inc(r.bytesDown);
       this.#oldIn.inc(r.bytesUp);
       this.#oldOut.inc(r.bytesDown);
       this.closedBytes.up += r.bytesUp;
       this.closedBytes.down += r.bytesDown;
-      if (r.setupMs !== undefined) this.#setup.observe({ listener: r.listener }, r.setupMs / 1000);
+      if (r.setupMs !== undefined) this.#of(r.listener).setup.observe(r.setupMs / 1000);
       if (okEnds.has(r.end)) this.closedOk++;
       else {
         const reason = r.failure ? `${r.end}:${r.failure}` : r.end;
