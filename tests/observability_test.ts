@@ -167,6 +167,33 @@ Deno.test("logs: logfmt and JSON lines, no placeholder for missing values", () =
   });
 });
 
+Deno.test("logs: each kind of value as logfmt writes it (numbers bare, the rest quoted unless plain)", () => {
+  const lines: string[] = [];
+  const log = new Logger("info", { svc: "t" }, (l) => lines.push(l));
+  const typed = Object.assign(new Error("short read"), { reason: "eof" });
+  log.info("values", {
+    n: -0,
+    nan: NaN,
+    big: 1e21,
+    neg: -2.5,
+    inf: -Infinity,
+    bi: 2n ** 70n,
+    t: true,
+    s: "a b",
+    q: 'say "hi"',
+    path: "/p/a:b@c[1]+-_.",
+    empty: "",
+    err: new Error("boom"),
+    typed,
+  });
+  assertEquals(
+    lines[0].replace(/^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /, "ts=T "),
+    'ts=T level=info svc=t msg="values" n=0 nan=NaN big=1e+21 neg=-2.5 inf=-Infinity ' +
+      'bi=1180591620717411303424 t=true s="a b" q="say \\"hi\\"" path=/p/a:b@c[1]+-_. empty="" ' +
+      'err=boom typed="eof: short read"',
+  );
+});
+
 Deno.test("serveObservability: --status-auth protects the page, /status and /metrics", async () => {
   const { serveObservability } = await import("../lib/status/mod.ts");
   for (const auth of ["ops:pa:ss", "bearer:tok-123"]) {
