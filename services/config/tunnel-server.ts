@@ -130,7 +130,7 @@ export const command = {
       arg: "path",
       help: "keep hosts, TCP tunnels and access rules added through the admin API, and " +
         "subdomain claims, in this file (JSON, mode 0600: it holds identifiers), written " +
-        "atomically on each change, loaded at start",
+        "atomically on each change, loaded at start (with --registry, Redis keeps the rules)",
     },
     duplicate: {
       kind: "choice",
