@@ -25,11 +25,13 @@ import {
   serveLink,
   type ServeLinkOptions,
   startSeaprox,
+  StreamUdpChannel,
   UdpUnsupportedError,
 } from "../lib/proxy/mod.ts";
 import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
 import {
   directUdpOpener,
+  encodeDatagramFrame,
   FlowTable,
   startUdpForward,
   UdpDrops,
@@ -114,6 +116,10 @@ Deno.test("udp over link://: PySocks -> A -> link -> B -> dnsmasq, 50 answers in
     const count = (k: string) => Number(new RegExp(` ${k}=(\\d+)`).exec(line)?.[1]);
     assertEquals(count("up"), n + got.retries, line);
     assertEquals(count("down"), n + got.retries, line);
+    // A normal end: A ended the stream with its FIN, not a reset; nothing at warn or error
+    // on either node.
+    assert(/ end="near side: far end closed the stream"/.test(line), line);
+    for (const l of [...pair.lines, ...a.lines]) assert(!/level=(warn|error)|reset/.test(l), l);
   } finally {
     await a.sp.stop();
     await pair.close();
@@ -365,5 +371,52 @@ Deno.test("udp over link://: the UDP result is read whole on any split, truncate
       const t = await readLinkUdpResult(reader(cut, chunk), "link").catch((x) => x);
       assert(t instanceof NetError && !(t instanceof UdpUnsupportedError), String(t));
     }
+  }
+});
+
+Deno.test("udp over link://: a closed association's stream ends with FINs both ways, and is cut when the other end sends none", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const flows = new FlowTable<{ close(): void }>({ idleTimeoutMs: 0 }, new UdpDrops());
+  /** Our end's channel over a TCP connection; `other` reads what it sends until EOF. */
+  const pair = async () => {
+    const [mine, other] = await Promise.all([dial("127.0.0.1", l.addr.port), l.accept()]);
+    let cuts = 0;
+    const ch = new StreamUdpChannel(mine, flows, () => {}, () => {
+      cuts++;
+      mine.close();
+    });
+    const eof = (async () => {
+      const buf = new Uint8Array(1024);
+      try {
+        while ((await other.read(buf)) !== null);
+        return "fin";
+      } catch (err) {
+        return `failed: ${err}`;
+      }
+    })();
+    return { ch, other, eof, cuts: () => cuts };
+  };
+  try {
+    // The other end answers our FIN with its own: no cut, its answers in between dropped.
+    const a = await pair();
+    a.ch.send({ host: "127.0.0.1", port: 53 }, Uint8Array.of(1, 2, 3));
+    a.ch.close();
+    assertEquals(await a.eof, "fin");
+    await a.other.write(
+      encodeDatagramFrame(encodeSocks5Udp({ host: "10.0.0.1", port: 53 }, Uint8Array.of(9))),
+    );
+    a.other.close();
+    // The other end never sends its FIN: cut after the linger.
+    const b = await pair();
+    b.ch.close();
+    assertEquals(await b.eof, "fin");
+    await until(() => b.cuts() === 1);
+    b.other.close();
+    // The first one was closed at the end of its drain (both FINs): its linger, older than
+    // the second's, never cut it.
+    assertEquals(a.cuts(), 0);
+  } finally {
+    l.close();
+    flows.close();
   }
 });

@@ -98,39 +98,52 @@ function unsupportedReply(why: string): Uint8Array {
   return Uint8Array.of(linkUdpUnsupported, text.length, ...text);
 }
 
+/** How long a closed association's stream waits for the far end's FIN before it is cut. */
+export const streamUdpLingerMs = 5_000;
+
 /**
  * A {@linkcode UdpChannel} over a byte stream (a link stream): datagrams out as lib/udp
  * `DatagramStream` frames holding a SOCKS5 UDP datagram (its address: the destination going
  * out, the source coming back), frames in as answers. Writes queue within the table's
- * queued-bytes bound (beyond it a datagram is dropped, "queue-full"). Ends when the stream
+ * queued-byte bound (beyond it a datagram is dropped, "queue-full"). Ends when the stream
  * ends, fails or carries a malformed frame.
+ *
+ * `close()` ends the stream the same way at both ends, so a normal end never looks like a
+ * failure at the other one: its FIN once the queued frames are written, then what the other
+ * end still sends is read and dropped until its FIN. An end that sends none within
+ * {@linkcode streamUdpLingerMs} is cut; `cut()` (an evicted flow) ends it at once.
  */
 export class StreamUdpChannel implements UdpChannel {
   onDatagram: UdpChannel["onDatagram"] = () => {};
   readonly ended: Promise<string>;
+  readonly #stream: Duplex;
   readonly #frames: DatagramStream;
   readonly #flows: FlowTable<Flow>;
   readonly #counted: (bytes: number) => void;
-  readonly #release: () => void;
+  readonly #cut: () => void;
   #closed = false;
+  /** The read loop is over (the other end's FIN, or a failure). */
+  #readDone = false;
+  #linger: ReturnType<typeof setTimeout> | undefined;
   #end!: (why: string) => void;
 
   /**
    * Serve `stream` (its bytes after the UDP result) within `flows`' bounds; `counted` counts
    * the payload of each datagram sent on (a `UdpTally`'s up, or down on the far node).
-   * `release` ends the stream on `close()` (default `stream.close()`; a mux stream's `reset`
-   * frees it at once instead of waiting for the far side's FIN: datagrams need no flush).
+   * `cut` ends the stream when the other end sends no FIN after `close()` (default
+   * `stream.close()`; a mux stream's `reset` frees it at once).
    */
   constructor(
     stream: Duplex,
     flows: FlowTable<Flow>,
     counted: (bytes: number) => void,
-    release: () => void = () => stream.close(),
+    cut: () => void = () => stream.close(),
   ) {
+    this.#stream = stream;
     this.#frames = new DatagramStream(stream, flows);
     this.#flows = flows;
     this.#counted = counted;
-    this.#release = release;
+    this.#cut = cut;
     this.ended = new Promise((resolve) => this.#end = resolve);
     void this.#readLoop(); // never rejects: its end settles `ended`
   }
@@ -152,16 +165,33 @@ export class StreamUdpChannel implements UdpChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#release();
     this.#end("closed");
+    if (this.#readDone) {
+      closeQuietly(this.#stream);
+      return;
+    }
+    this.#linger = setTimeout(() => this.#cut(), streamUdpLingerMs);
+    this.#frames.flushed().then(() => this.#stream.closeWrite()).catch(() => {
+      // The stream failed under the FIN: the read loop ends with it.
+    });
+  }
+
+  /** End at once (an evicted flow's carrier): the other end sees a reset. */
+  cut(): void {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#end("closed");
+    }
+    clearTimeout(this.#linger);
+    this.#cut();
   }
 
   async #readLoop(): Promise<void> {
     let why = "far end closed the stream";
     try {
-      while (!this.#closed) {
-        const frame = await this.#frames.read();
-        if (frame === null) break;
+      for (let frame; (frame = await this.#frames.read()) !== null;) {
+        // After close(): answers that were on their way, read only to reach the FIN.
+        if (this.#closed) continue;
         const d = decodeSocks5Udp(frame);
         // Our peers send whole datagrams only (FRAG 0): a fragment is dropped, not reassembled.
         if (d.frag !== 0) this.#flows.drops.drop("fragmented", "on a link stream");
@@ -169,6 +199,13 @@ export class StreamUdpChannel implements UdpChannel {
       }
     } catch (err) {
       why = `stream failed: ${errorMessage(err)}`;
+    }
+    this.#readDone = true;
+    if (this.#closed) {
+      // Our end's drain is over: both FINs are through (or the stream failed).
+      clearTimeout(this.#linger);
+      closeQuietly(this.#stream);
+      return;
     }
     this.#end(why);
     this.close();

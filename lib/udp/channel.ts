@@ -27,8 +27,10 @@ export interface UdpChannel {
    * never settles for a channel only `close()` ends.
    */
   readonly ended: Promise<string>;
-  /** Release the channel (idempotent). */
+  /** Release the channel (idempotent); a carrier may end it gracefully. */
   close(): void;
+  /** Release it at once, without a graceful end (its flow was evicted); `close()` if absent. */
+  cut?(): void;
   /** The carrier's own counts for the association's log line (QUIC: datagrams vs stream). */
   counts?(): Record<string, number>;
 }

@@ -31,6 +31,11 @@ export interface FlowLimits {
 /** What a flow must offer the table: a way to release it. */
 export interface Flow {
   close(): void;
+  /**
+   * Release it at once to make room for a newcomer (a carrier that ends gracefully on
+   * `close()` cuts instead); `close()` when absent.
+   */
+  evict?(): void;
 }
 
 interface Entry<F> {
@@ -131,8 +136,10 @@ export class FlowTable<F extends Flow> {
     if (had) return had;
     if (this.#flows.size >= this.maxFlows) this.sweep();
     if (this.#flows.size >= this.maxFlows) {
-      const [oldest] = this.#flows.keys();
-      this.delete(oldest);
+      const [oldest, e] = this.#flows.entries().next().value!;
+      this.#flows.delete(oldest);
+      if (e.flow.evict) e.flow.evict();
+      else e.flow.close();
       this.evicted++;
     }
     const flow = open();

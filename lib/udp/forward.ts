@@ -167,6 +167,8 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
     const flow = flows.getOrOpen(key, () => ({
       send: (data) => void ch.send(target, data),
       close: () => ch.close(),
+      // Evicted under a flood of peers: its carrier is freed at once, not after an end.
+      evict: () => ch.cut ? ch.cut() : ch.close(),
     }));
     // The channel ending (its link went away) ends the flow: the next datagram opens another.
     void ch.ended.then(() => flows.peek(key) === flow && flows.delete(key));
