@@ -3,13 +3,20 @@
  * in the other's copy and checks credentials there; a change whose notice was lost (written
  * without one) reaches the copy by the heartbeat's count check; a rule Redis holds in a shape
  * it cannot use is skipped with a warning; an instance digesting under another cluster token
- * says so and never admits those credentials.
+ * says so and never admits those credentials; with Redis down a change is refused (the admin
+ * API answers 503) and the copy keeps serving.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { startRedis } from "./_redis.ts";
 import { Logger } from "../lib/log.ts";
-import { ClusterHostRules, type HostRules, RedisRegistry } from "../lib/tunnel/mod.ts";
+import {
+  ClusterHostRules,
+  createAdminApp,
+  type HostRules,
+  RedisRegistry,
+  TunnelServer,
+} from "../lib/tunnel/mod.ts";
 
 const key = "host-rules-cluster-token-0001";
 const bearer = "host-rules-bearer-0001";
@@ -65,6 +72,39 @@ Deno.test("host rules: shared through redis, a lost notice caught by the heartbe
     assert(lines.some((l) => /level=error .*stored under another cluster token/.test(l)));
     const other = c.rules.access.get("app.test")!.rule;
     assertEquals(other.check(`Bearer ${bearer}`, "127.0.0.1")?.status, 401);
+
+    // Redis down: the admin API refuses a change with 503, the copy keeps its rules.
+    const server = new TunnelServer({ registry: a.reg, rules: a.rules });
+    try {
+      await server.addHost("app.test", "host-rules-identifier-0001");
+      const admin = createAdminApp(server, { token: "host-rules-admin-0001" });
+      await redis.down();
+      const res = await admin.fetch(
+        new Request("http://admin/hosts/app.test/access", {
+          method: "PUT",
+          headers: { authorization: "Bearer host-rules-admin-0001" },
+          body: JSON.stringify({ bearer: ["host-rules-other-0001"] }),
+        }),
+      );
+      assertEquals(res.status, 503);
+      assertEquals((await res.json()).reason, "registry-unavailable");
+      assertEquals(
+        server.checkAccess({ host: "app.test" }, `Bearer ${bearer}`, "10.0.0.1"),
+        undefined,
+      );
+      assertEquals(server.accessInfo("app.test"), { basic: 0, bearer: 1, allow: [] });
+      await redis.up();
+      // Every connection back before they are closed (a reconnect timer would outlive the test).
+      for (const { reg } of open) {
+        const end = Date.now() + 20_000;
+        while (!reg.cacheActive || !(await reg.instances().then(() => true, () => false))) {
+          if (Date.now() > end) throw new Error(`never reconnected: ${reg.instance}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    } finally {
+      await server.close();
+    }
     for (const l of lines) assert(!l.includes(bearer), "secret logged");
   } finally {
     for (const { rules, reg } of open.reverse()) {
