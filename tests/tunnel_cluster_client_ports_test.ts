@@ -95,7 +95,7 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
         "one.test=env:ID",
         "--host",
         "two.test=env:OTHER_ID",
-        ...(admin ? ["--admin", "127.0.0.1:0"] : []),
+        ...(admin ? ["--admin", "127.0.0.1:0", "--metrics", "127.0.0.1:0"] : []),
       ], {
         readyCount: admin ? 3 : 2,
         env: { ID: id, OTHER_ID: otherId, TUNNEL_ADMIN_TOKEN: adminToken },
@@ -149,6 +149,18 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
     assertEquals([upInfo?.open, upInfo?.addr], [true, `127.0.0.1:${up}`]);
     assert(upInfo?.instance !== undefined && upInfo.instance !== "", "the holder is named");
     assertEquals(await hashThrough(busy, 1024, 3, "127.0.0.2"), blockStreamSha256(1024, 3));
+    // And A's status page: the ports, by holder, the busy one with its error.
+    const metrics = /addr=(\S+)/.exec(await a.waitFor(/msg="metrics listening"/))![1];
+    const page = await (await fetch(`http://${metrics}/status/ui/data`))
+      .json() as { tables: { title: string; columns: string[]; rows: unknown[][] }[] };
+    const ports = page.tables.find((t) => t.title === "ports");
+    assertEquals(ports?.columns.slice(0, 2), ["proto", "port"]);
+    const row = (proto: string, port: number) =>
+      ports?.rows.find((r) => r[0] === proto && r[1] === port);
+    assertEquals(row("tcp", up)?.slice(3), ["client", upInfo.instance, true, `127.0.0.1:${up}`]);
+    assertEquals(row("tcp", busy)?.slice(3, 6), ["client", upInfo.instance, false]);
+    assertMatch(String(row("tcp", busy)?.[6]), /in use/i);
+    assertEquals(row("udp", U)?.[5], true);
 
     // Another client asking for the same port on A is refused, with the reason.
     const other = await startClientProcess(a.addrs.get("http")!, hasher.port, otherId, [

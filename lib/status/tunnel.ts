@@ -6,7 +6,7 @@
 
 import type { ClientInfo } from "../tunnel/client_conn.ts";
 import type { HostStatus, UnknownHost } from "../tunnel/stats.ts";
-import type { ClusterInstanceInfo } from "../tunnel/cluster_view.ts";
+import type { ClusterInstanceInfo, PortStatus } from "../tunnel/cluster_view.ts";
 import type { StatusProvider, StatusSeries } from "./hub.ts";
 
 /** What the page shows of the hosts and clients: one instance's, or a cluster's. */
@@ -15,6 +15,11 @@ export interface TunnelStatusView {
   clients: ClientInfo[];
   /** A cluster's live instances (its hosts and clients then name their holder). */
   instances?: ClusterInstanceInfo[];
+  /**
+   * The TCP and UDP ports: in a cluster the ports clients asked for name their holder, and one
+   * this instance could not bind says why.
+   */
+  ports?: PortStatus[];
 }
 
 /**
@@ -31,7 +36,7 @@ export function tunnelStatusProvider(
   unknownHosts?: () => UnknownHost[],
 ): StatusProvider {
   return async () => {
-    const { hosts: hs, clients: cs, instances = [] } = await view();
+    const { hosts: hs, clients: cs, instances = [], ports = [] } = await view();
     const cluster = instances.length > 0;
     const sum = (f: (h: HostStatus) => number) => hs.reduce((n, h) => n + f(h), 0);
     const byOutcome = new Map<string, number>();
@@ -108,6 +113,29 @@ export function tunnelStatusProvider(
             h.bytesOut,
           ]),
         },
+        ...(ports.length > 0
+          ? [{
+            title: "ports",
+            columns: [
+              "proto",
+              "port",
+              "client",
+              "source",
+              ...(cluster ? ["instance"] : []),
+              "bound here",
+              "addr or error",
+            ],
+            rows: ports.map((p) => [
+              p.proto,
+              p.publicPort,
+              p.client,
+              p.source,
+              ...(cluster ? [p.instance ?? null] : []),
+              p.open,
+              p.addr ?? p.error ?? null,
+            ]),
+          }]
+          : []),
         ...(outcomes
           ? [{
             title: "outcomes",

@@ -12,6 +12,7 @@ import type { ClientRecord } from "./registry.ts";
 import { type InstanceRecord, RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import type { HostStatus } from "./stats.ts";
+import type { PortProtocol, PortTunnelInfo } from "./port_tunnels.ts";
 
 /** One live instance of the cluster. */
 export interface ClusterInstanceInfo extends InstanceRecord {
@@ -19,6 +20,15 @@ export interface ClusterInstanceInfo extends InstanceRecord {
   self: boolean;
   /** Clients it holds (by their leases). */
   clients: number;
+}
+
+/**
+ * A TCP or UDP port as this instance serves it: in a cluster, a port a client asked for
+ * anywhere names its holder, and one this instance could not bind says why.
+ */
+export interface PortStatus extends PortTunnelInfo {
+  /** "tcp" or "udp". */
+  proto: PortProtocol;
 }
 
 /** What {@linkcode clusterView} returns. */
@@ -31,6 +41,8 @@ export interface ClusterView {
   hosts: HostStatus[];
   /** Every connected client; `instance` names its holder. */
   clients: ClientInfo[];
+  /** This instance's TCP and UDP ports (in a cluster: every client's claimed ports). */
+  ports: PortStatus[];
   /** Set when the registry could not be read: only this instance's own clients are shown. */
   registryError?: string;
 }
@@ -40,7 +52,8 @@ export async function clusterView(server: TunnelServer): Promise<ClusterView> {
   const reg = server.registry;
   const hosts = await server.status();
   const local = server.clients();
-  if (!(reg instanceof RedisRegistry)) return { instances: [], hosts, clients: local };
+  const ports = portsOf(server);
+  if (!(reg instanceof RedisRegistry)) return { instances: [], hosts, clients: local, ports };
   const self = reg.instance;
   let leases: ClientRecord[] = [];
   let records: InstanceRecord[] = [];
@@ -83,5 +96,22 @@ export async function clusterView(server: TunnelServer): Promise<ClusterView> {
   const instances = records
     .map((r) => ({ ...r, self: r.name === self, clients: count(r.name) }))
     .sort((a, b) => a.name.localeCompare(b.name));
-  return { instance: self, instances, hosts, clients, ...(registryError ? { registryError } : {}) };
+  return {
+    instance: self,
+    instances,
+    hosts,
+    clients,
+    ports,
+    ...(registryError ? { registryError } : {}),
+  };
+}
+
+/** `server`'s TCP and UDP ports (the UDP ones without their flow counters). */
+function portsOf(server: TunnelServer): PortStatus[] {
+  const tcp = server.tcpTunnels().map((t): PortStatus => ({ proto: "tcp", ...t }));
+  const udp = server.udpTunnels().map(({ flows: _f, stats: _s, ...t }): PortStatus => ({
+    proto: "udp",
+    ...t,
+  }));
+  return [...tcp, ...udp];
 }

@@ -215,14 +215,17 @@ function ownPort(a: HostPort): HostPort {
   return { host: a.host, port: workerOwnPort(a.port) };
 }
 
-/** The status JSON's hosts and clients, and in a cluster its instances. */
+/** The status JSON's hosts, clients and ports, and in a cluster its instances. */
 function clusterJson(
   v: ClusterView,
-): Pick<ClusterView, "hosts" | "clients"> & { cluster?: Omit<ClusterView, "hosts" | "clients"> } {
-  const { hosts, clients, instance, instances, registryError } = v;
+):
+  & Pick<ClusterView, "hosts" | "clients" | "ports">
+  & { cluster?: Omit<ClusterView, "hosts" | "clients" | "ports"> } {
+  const { hosts, clients, ports, instance, instances, registryError } = v;
   return {
     hosts,
     clients,
+    ports,
     ...(instance === undefined ? {} : { cluster: { instance, instances, registryError } }),
   };
 }
