@@ -32,6 +32,7 @@ import { closeQuietly, dial, sleep, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import {
   benchFlags,
+  benchPath,
   concurrentRps,
   cpuPerConn,
   downloadMBps,
@@ -245,6 +246,26 @@ async function waitExits(what: string, statusPort: number, exits: number): Promi
   });
 }
 
+/**
+ * bench/floor_reverse.ts's two processes (plain depot's work per connection and nothing else):
+ * the server's SOCKS5 port, and both processes.
+ */
+async function startReverseFloor(): Promise<{ port: number; procs: Proc[] }> {
+  const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
+    env: { BENCH_MODE: "server" },
+  });
+  procs.push(server);
+  const { port, tunnel } = JSON.parse(await server.waitFor(/^\{"port"/)) as {
+    port: number;
+    tunnel: number;
+  };
+  const local = startDeno(benchPath("floor_reverse.ts"), [], {
+    BENCH_MODE: "local",
+    BENCH_SERVER: `127.0.0.1:${tunnel}`,
+  });
+  return { port, procs: [server, local] };
+}
+
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
 async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<Proc[]> {
   const ssh = await startSshReverse(
@@ -339,6 +360,7 @@ try {
   const relay2a = await relayTo(await relayTo(srcPort));
   const floor = await startFloor();
   procs.push(floor.proc);
+  const revFloor = await startReverseFloor();
   await waitPort(ports.microsocks, "microsocks");
   await waitExits("depot", ports.status, 1);
   await waitExits("depot", ports.muxStatus, 1);
@@ -367,6 +389,11 @@ try {
       route: socksRoute("Deno floor SOCKS5 (1 process)", floor.port, srcPort),
       procs: [floor.proc],
       names: ["floor"],
+    },
+    {
+      route: socksRoute("Deno floor reverse exit (2 processes)", revFloor.port, srcPort),
+      procs: revFloor.procs,
+      names: ["server", "local"],
     },
     {
       route: socksRoute("depot (server+local)", ports.socks, srcPort),

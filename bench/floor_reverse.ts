@@ -1,0 +1,137 @@
+/**
+ * The floor for any Deno reverse SOCKS5 exit (issue 20): plain depot's work per connection and
+ * nothing else, with `Deno.listen`/`Deno.connect` and nothing of lib/. Two processes:
+ *
+ * - `BENCH_MODE=server`: SOCKS5 clients on one port, pre-dialled tunnel connections from the
+ *   exit on another (prints `{"port":N,"tunnel":M}`). Per client: accept, read the greeting,
+ *   answer "no auth", read a CONNECT to an IPv4 address, take a waiting tunnel connection,
+ *   write the 6-byte address on it, read the exit's 1-byte answer, reply, relay both ways with
+ *   half-close, close.
+ * - `BENCH_MODE=local BENCH_SERVER=127.0.0.1:M`: keeps `BENCH_SPARES` (default 16) tunnel
+ *   connections dialled to the server; one that receives an address is replaced by a new dial,
+ *   dials the target, answers one byte, relays, closes.
+ *
+ * No control connection, credentials, confirmation of ends, limits, timeouts, logs, metrics or
+ * error replies: not a proxy to run, the bar plain depot is compared with in bench/depot.ts.
+ * Both sockets of each hop get TCP_NODELAY, as any real proxy's do.
+ * @module
+ */
+
+/** Read buffer per direction: the small exchanges the floor is measured with fit at once. */
+const bufBytes = 16 * 1024;
+const noAuth = new Uint8Array([5, 0]);
+const succeeded = new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+const ok = new Uint8Array([0]);
+
+/** Copy `from` to `to` until EOF, then half-close `to`. */
+async function pump(from: Deno.Conn, to: Deno.Conn, buf: Uint8Array): Promise<void> {
+  for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+    for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+  }
+  await to.closeWrite();
+}
+
+/** Read until `buf` holds at least `n` bytes (`have` already there); the new count. */
+async function need(c: Deno.Conn, buf: Uint8Array, have: number, n: number): Promise<number> {
+  while (have < n) {
+    const got = await c.read(buf.subarray(have));
+    if (got === null) throw new Error("EOF in handshake");
+    have += got;
+  }
+  return have;
+}
+
+/** Relay `a` ↔ `b` (buffers of their own), then close both. */
+async function relayBoth(a: Deno.Conn, b: Deno.Conn, aBuf: Uint8Array): Promise<void> {
+  try {
+    await Promise.all([pump(a, b, aBuf), pump(b, a, new Uint8Array(bufBytes))]);
+  } finally {
+    a.close();
+    b.close();
+  }
+}
+
+// ---------------------------------------------------------------- server
+/** Tunnel connections waiting for a client, and clients waiting for a tunnel. */
+const tunnels: Deno.Conn[] = [];
+const waiters: ((t: Deno.Conn) => void)[] = [];
+
+async function serveClient(c: Deno.TcpConn): Promise<void> {
+  let t: Deno.Conn | undefined;
+  try {
+    c.setNoDelay(true);
+    const buf = new Uint8Array(bufBytes);
+    let have = await need(c, buf, 0, 2);
+    const greeting = 2 + buf[1];
+    have = await need(c, buf, have, greeting);
+    await c.write(noAuth);
+    await need(c, buf, have, greeting + 10);
+    const r = buf.subarray(greeting);
+    if (r[1] !== 1 || r[3] !== 1) throw new Error("only CONNECT to IPv4 in the floor");
+    t = tunnels.pop() ?? await new Promise<Deno.Conn>((resolve) => waiters.push(resolve));
+    await t.write(r.slice(4, 10));
+    const answer = new Uint8Array(1);
+    if (await t.read(answer) !== 1) throw new Error("exit failed");
+    await c.write(succeeded);
+  } catch {
+    // A peer that reset or misbehaved: the floor only closes (a real proxy logs and replies).
+    c.close();
+    t?.close();
+    return;
+  }
+  await relayBoth(c, t, new Uint8Array(bufBytes)).catch(() => {
+    // As above: the floor only closes.
+  });
+}
+
+async function server(): Promise<void> {
+  const socks = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const tunnel = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ port: socks.addr.port, tunnel: tunnel.addr.port }));
+  (async () => {
+    for await (const t of tunnel) {
+      t.setNoDelay(true);
+      const w = waiters.shift();
+      if (w) w(t);
+      else tunnels.push(t);
+    }
+  })();
+  for await (const c of socks) serveClient(c);
+}
+
+// ---------------------------------------------------------------- local
+async function spare(to: Deno.ConnectOptions): Promise<void> {
+  const t = await Deno.connect(to);
+  let up: Deno.TcpConn | undefined;
+  try {
+    t.setNoDelay(true);
+    const buf = new Uint8Array(bufBytes);
+    await need(t, buf, 0, 6);
+    spare(to); // the replacement
+    up = await Deno.connect({
+      hostname: `${buf[0]}.${buf[1]}.${buf[2]}.${buf[3]}`,
+      port: (buf[4] << 8) | buf[5],
+    });
+    up.setNoDelay(true);
+    await t.write(ok);
+  } catch {
+    // As above: the floor only closes.
+    t.close();
+    up?.close();
+    return;
+  }
+  await relayBoth(t, up, new Uint8Array(bufBytes)).catch(() => {
+    // As above: the floor only closes.
+  });
+}
+
+if (import.meta.main) {
+  if (Deno.env.get("BENCH_MODE") === "local") {
+    const [hostname, port] = (Deno.env.get("BENCH_SERVER") ?? "").split(":");
+    const spares = Number(Deno.env.get("BENCH_SPARES") ?? 16);
+    for (let i = 0; i < spares; i++) spare({ hostname, port: Number(port) });
+    await new Promise(() => {});
+  } else {
+    await server();
+  }
+}
