@@ -159,6 +159,17 @@ interface LiveConn<C> {
   activeMs: number;
   /** Shed: already uncounted, its handler is ending. */
   shed: boolean;
+  /** Its `close()` ran (by the handler, a relay or a shed). */
+  closed: boolean;
+}
+
+/** Note in `entry` when `conn` is closed (own `close` on the instance, as for activity). */
+function noteClose(conn: Deno.Conn, entry: { closed: boolean }): void {
+  const close = conn.close;
+  conn.close = () => {
+    entry.closed = true;
+    close.call(conn);
+  };
 }
 
 /**
@@ -345,7 +356,9 @@ export function serve<C extends Deno.Conn>(
     } finally {
       if (timer !== undefined) deadlines.delete(timer);
       if (!entry.shed) uncount(entry);
-      closeQuietly(conn);
+      // Most handlers closed it already (a relay does): closing again would build a
+      // BadResource error with its stack only to drop it, ~20 µs per connection.
+      if (!entry.closed) closeQuietly(conn);
       if (--running === 0) allSettled?.();
     }
   };
@@ -396,9 +409,11 @@ export function serve<C extends Deno.Conn>(
         source,
         activeMs: deadlines.clockMs(),
         shed: false,
+        closed: false,
       };
       live.add(entry);
       if (shedIdleMs < Infinity) trackActivity(conn, entry);
+      noteClose(conn, entry);
       running++;
       // handle() never rejects: its catch takes every handler error.
       handle(acceptedNoDelay ? conn : noDelay(conn), entry);
