@@ -14,6 +14,14 @@ const hexByte: readonly string[] = Array.from(
 );
 
 /**
+ * Random bytes drawn 4 KiB at a time, each handed out once: a `getRandomValues` call per
+ * secret was a measurable share of a depot request's cost (one key per request).
+ */
+const randomBytes = new Uint8Array(4096);
+/** Where the unused part of {@linkcode randomBytes} starts (its length: none left). */
+let randomAt = randomBytes.length;
+
+/**
  * A random secret of `bytes` bytes as lowercase hex (per-request tunnel keys).
  *
  * @example
@@ -23,7 +31,18 @@ const hexByte: readonly string[] = Array.from(
  * ```
  */
 export function randomSecret(bytes = 16): string {
+  if (bytes > randomBytes.length) {
+    let hex = "";
+    for (const x of crypto.getRandomValues(new Uint8Array(bytes))) hex += hexByte[x];
+    return hex;
+  }
+  if (randomAt + bytes > randomBytes.length) {
+    crypto.getRandomValues(randomBytes);
+    randomAt = 0;
+  }
   let hex = "";
-  for (const x of crypto.getRandomValues(new Uint8Array(bytes))) hex += hexByte[x];
+  for (let i = randomAt; i < randomAt + bytes; i++) hex += hexByte[randomBytes[i]];
+  randomBytes.fill(0, randomAt, randomAt + bytes); // handed out: not kept
+  randomAt += bytes;
   return hex;
 }

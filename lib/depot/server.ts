@@ -310,7 +310,21 @@ class ExitSession {
     /** The local confirms clean tunnel ends (`end`): its tunnels' FINs wait for them. */
     readonly confirmsEnds: boolean,
     readonly log: Logger,
-  ) {}
+  ) {
+    // One listener for all its plain tunnels: an unconfirmed FIN never will be once the
+    // control connection is gone.
+    ctl.signal.addEventListener("abort", () => {
+      for (const gate of this.ends.values()) gate.fail();
+    }, { once: true });
+  }
+
+  /** A FIN gate for plain tunnel `id`, registered before its request goes out. */
+  gate(id: number, tunnel: Duplex, waitMs: number): ConfirmedEnd {
+    const gate = new ConfirmedEnd(tunnel, waitMs);
+    if (this.ctl.signal.aborted) gate.fail();
+    this.ends.set(id, gate);
+    return gate;
+  }
 
   status(): ExitStatus {
     let up = this.bytesUp, down = this.bytesDown;
@@ -1159,9 +1173,8 @@ export class DepotServer {
         close: () => late.inner?.close(),
       };
       const gate = way.plain && exit.confirmsEnds && !udp
-        ? new ConfirmedEnd(late, exit.ctl.signal, this.heartbeatMs * heartbeatDeadFactor)
+        ? exit.gate(id, late, this.heartbeatMs * heartbeatDeadFactor)
         : undefined;
-      if (gate) exit.ends.set(id, gate);
       const finish = () => {
         if (gate && exit.ends.get(id) === gate) exit.ends.delete(id);
       };
@@ -1361,13 +1374,7 @@ export class DepotServer {
     const { exit, id } = p;
     if (allowMux && exit.confirmsEnds && !p.udp) {
       // Registered before the answer: the local may report the end right after it.
-      const gate = new ConfirmedEnd(
-        tunnel,
-        exit.ctl.signal,
-        this.heartbeatMs * heartbeatDeadFactor,
-      );
-      exit.ends.set(id, gate);
-      tunnel = gate;
+      tunnel = exit.gate(id, tunnel, this.heartbeatMs * heartbeatDeadFactor);
     }
     try {
       try {

@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Duplex } from "../net/mod.ts";
+import { after, type Duplex } from "../net/mod.ts";
 
 /** A plain tunnel's FIN arrived without its `end` confirmation: the local died mid-stream. */
 export class UnconfirmedEndError extends Error {
@@ -22,46 +22,55 @@ export class UnconfirmedEndError extends Error {
 
 /**
  * Server side: the tunnel, whose EOF counts only once `confirm()` ran. `read` returns null
- * after the confirmation; it throws {@linkcode UnconfirmedEndError} when `signal` (the
- * control connection) aborts, `waitMs` pass after the FIN, or the tunnel is closed first.
+ * after the confirmation; it throws {@linkcode UnconfirmedEndError} when `fail()` runs (the
+ * control connection ended), `waitMs` pass after the FIN, or the tunnel is closed first.
+ *
+ * The FIN usually comes before its `end` (the local sends `end` after its FIN), so the wait is
+ * on every connection's path: it is a deadline on the shared wheel, and the control
+ * connection's end reaches the gates of its exit through one listener there (`fail()`), not
+ * one listener and one timer per connection.
  */
 export class ConfirmedEnd implements Duplex {
   #confirmed = false;
+  #failure: UnconfirmedEndError | undefined;
   #settle: ((err?: Error) => void) | undefined;
 
   /**
    * @param inner the tunnel connection
-   * @param signal aborts when the control connection of the tunnel's local ends
    * @param waitMs how long a FIN may wait for its confirmation
    */
-  constructor(readonly inner: Duplex, readonly signal: AbortSignal, readonly waitMs: number) {}
+  constructor(readonly inner: Duplex, readonly waitMs: number) {}
 
   /** The local reported a clean end (`end{id}`); may come before or after the FIN. */
   confirm(): void {
+    if (this.#failure) return;
     this.#confirmed = true;
     this.#settle?.();
+  }
+
+  /** The control connection of the tunnel's local ended: an unconfirmed FIN stays so. */
+  fail(): void {
+    if (this.#confirmed || this.#failure) return;
+    this.#failure = new UnconfirmedEndError("control connection ended before the end");
+    this.#settle?.(this.#failure);
   }
 
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);
     if (n !== null || this.#confirmed) return n;
+    if (this.#failure) throw this.#failure;
     await new Promise<void>((resolve, reject) => {
+      const cancel = after(
+        this.waitMs,
+        () => done(new UnconfirmedEndError(`no end confirmation within ${this.waitMs} ms`)),
+      );
       const done = (err?: Error) => {
-        clearTimeout(timer);
-        this.signal.removeEventListener("abort", onAbort);
+        cancel();
         this.#settle = undefined;
         if (err) reject(err);
         else resolve();
       };
-      const onAbort = () =>
-        done(new UnconfirmedEndError("control connection ended before the end"));
-      const timer = setTimeout(
-        () => done(new UnconfirmedEndError(`no end confirmation within ${this.waitMs} ms`)),
-        this.waitMs,
-      );
       this.#settle = done;
-      if (this.signal.aborted) onAbort();
-      else this.signal.addEventListener("abort", onAbort, { once: true });
     });
     return null;
   }

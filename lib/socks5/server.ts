@@ -56,9 +56,10 @@ export interface Socks5ServerOptions {
   /**
    * With `authenticate` set, also accept clients that offer only "no authentication":
    * username/password is still chosen whenever the client offers it (so a username can
-   * select something, as depot's exits do), 0x00 otherwise. @default false
+   * select something, as depot's exits do), 0x00 otherwise; a function decides per client
+   * (depot: unless its default exit has a password). @default false
    */
-  allowNoAuth?: boolean;
+  allowNoAuth?: boolean | (() => boolean);
   /**
    * Accept UDP ASSOCIATE (RFC 1928 §7) requests instead of refusing them with 0x07: they come
    * back with `udpAssociate` set, `dest` being where the client says it will send from
@@ -198,8 +199,12 @@ export function acceptSocks(conn: Duplex, opts: Socks5ServerOptions = {}): Promi
 }
 
 async function handshake(conn: Duplex, opts: Socks5ServerOptions): Promise<Socks5Request> {
-  const r = new BufferedReader(conn, handshakeChunkBytes);
-  return await socks5Handshake(conn, r, await r.readByte(), opts);
+  const buf = relayPool.acquire(handshakeChunkBytes);
+  const r = new BufferedReader(conn, buf);
+  const req = await socks5Handshake(conn, r, await r.readByte(), opts);
+  // As in acceptSocks: given back after a completed handshake only.
+  relayPool.release(buf);
+  return req;
 }
 
 /** The SOCKS5 handshake after its first byte `ver` was read from `r`. */
@@ -217,7 +222,10 @@ async function socks5Handshake(
   const nMethods = await r.readByte();
   const methods = await r.readExact(nMethods);
   let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
-  if (opts.authenticate && opts.allowNoAuth && !methods.includes(wanted)) wanted = Method.noAuth;
+  if (opts.authenticate && !methods.includes(wanted)) {
+    const noAuth = opts.allowNoAuth;
+    if (noAuth === true || (typeof noAuth === "function" && noAuth())) wanted = Method.noAuth;
+  }
   if (!methods.includes(wanted)) {
     await writeAll(conn, new Uint8Array([socksVersion, Method.noAcceptable]));
     throw new Socks5Error(

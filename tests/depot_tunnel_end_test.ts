@@ -1,0 +1,81 @@
+/**
+ * lib/depot/tunnel_end.ts: a plain tunnel's FIN counts only once its `end` is confirmed; an
+ * unconfirmed one fails when the control connection ends, when the wait runs out, or when the
+ * tunnel is closed first.
+ */
+
+import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
+import { ConfirmedEnd, UnconfirmedEndError } from "../lib/depot/tunnel_end.ts";
+import type { Duplex } from "../lib/net/mod.ts";
+
+/** A tunnel that yields `data` once, then EOF. */
+function tunnel(data: Uint8Array): Duplex & { closed: boolean } {
+  let sent = false;
+  const t = {
+    closed: false,
+    read: (p: Uint8Array) => {
+      if (sent) return Promise.resolve(null);
+      sent = true;
+      p.set(data);
+      return Promise.resolve(data.length);
+    },
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => {
+      t.closed = true;
+    },
+  };
+  return t;
+}
+
+const buf = new Uint8Array(16);
+
+/** `err` is the gate's refusal, saying `why`. */
+function assertUnconfirmed(err: Error, why: string): void {
+  assert(err instanceof UnconfirmedEndError, String(err));
+  assertMatch(err.message, new RegExp(why));
+}
+
+Deno.test("tunnel end: a FIN confirmed before or after it arrives is an EOF", async () => {
+  const early = new ConfirmedEnd(tunnel(Uint8Array.of(1, 2)), 60_000);
+  early.confirm();
+  assertEquals(await early.read(buf), 2);
+  assertEquals(await early.read(buf), null);
+  const late = new ConfirmedEnd(tunnel(Uint8Array.of(1)), 60_000);
+  assertEquals(await late.read(buf), 1);
+  const eof = late.read(buf);
+  await new Promise((r) => setTimeout(r, 0));
+  late.confirm();
+  assertEquals(await eof, null);
+});
+
+Deno.test("tunnel end: the control connection's end fails a FIN, waiting or to come", async () => {
+  const waiting = new ConfirmedEnd(tunnel(Uint8Array.of(1)), 60_000);
+  assertEquals(await waiting.read(buf), 1);
+  const eof = waiting.read(buf);
+  await new Promise((r) => setTimeout(r, 0));
+  waiting.fail();
+  assertUnconfirmed(await assertRejects(eof), "control connection ended");
+  const before = new ConfirmedEnd(tunnel(Uint8Array.of(1)), 60_000);
+  before.fail();
+  before.confirm(); // too late: the failure stands
+  assertEquals(await before.read(buf), 1);
+  assertUnconfirmed(await assertRejects(before.read(buf)), "control connection ended");
+});
+
+Deno.test("tunnel end: no confirmation in time, or a close first, fails the FIN", async () => {
+  const slow = new ConfirmedEnd(tunnel(Uint8Array.of(1)), 30);
+  assertEquals(await slow.read(buf), 1);
+  // The wait is on the shared deadline wheel, which does not keep a process alive.
+  const alive = setTimeout(() => {}, 60_000);
+  assertUnconfirmed(await assertRejects(slow.read(buf)), "no end confirmation within");
+  clearTimeout(alive);
+  const inner = tunnel(Uint8Array.of(1));
+  const closed = new ConfirmedEnd(inner, 60_000);
+  assertEquals(await closed.read(buf), 1);
+  const eof = closed.read(buf);
+  await new Promise((r) => setTimeout(r, 0));
+  closed.close();
+  assertUnconfirmed(await assertRejects(eof), "tunnel closed before the end");
+  assertEquals(inner.closed, true);
+});
