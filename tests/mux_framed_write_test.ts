@@ -1,15 +1,16 @@
 /**
  * Framed writes (`Stream.writeFramed`, used by `relay()`): the header goes into the room in
  * front of the payload and each data frame is one transport write; split frames (window or
- * frame size smaller than the write) put their headers into payload already sent. And a bulk
- * stream leaves room for small exchanges on the same session.
+ * frame size smaller than the write) put their headers into payload already sent. Lent reads
+ * (`Stream.readView`, also used by `relay()`): the received bytes in order, kept intact until
+ * released. And a bulk stream leaves room for small exchanges on the same session.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
 import { blockStreamSha256, drainHash, sendBlocks, sha256 } from "./_util.ts";
 import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
-import { type Duplex, framedWriter, relay } from "../lib/net/mod.ts";
+import { type Duplex, framedWriter, relay, viewReader } from "../lib/net/mod.ts";
 
 const MiB = 1 << 20;
 
@@ -186,6 +187,51 @@ Deno.test("mux fairness: small exchanges complete while a bulk stream keeps the 
     bulk.close();
     await p.close();
     await echo;
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views survive a reset", async () => {
+  const p = await muxPair();
+  try {
+    const s = await p.client.open();
+    const t = (await p.server.accept())!;
+    assert(viewReader(t) !== null);
+    const sent = crypto.getRandomValues(new Uint8Array(65536));
+    await s.write(sent);
+    await s.write(new TextEncoder().encode("end"));
+    await s.closeWrite();
+    const got: number[] = [];
+    for (let v = await t.readView(); v !== null; v = await t.readView()) got.push(...v);
+    assertEquals(got.length, sent.length + 3);
+    assertEquals(new Uint8Array(got.slice(0, sent.length)), sent);
+    t.releaseView();
+    s.close();
+    t.close();
+
+    // A view still being written on when its stream is reset keeps its bytes while other
+    // streams receive: its buffer goes back to the pool only at releaseView.
+    const a = await p.client.open();
+    const aIn = (await p.server.accept())!;
+    const block = new Uint8Array(200 * 1024).fill(0x5a);
+    await a.write(block);
+    let view = await aIn.readView();
+    while (view!.length === 0) view = await aIn.readView();
+    const copy = view!.slice();
+    aIn.reset();
+    const b = await p.client.open();
+    const bIn = (await p.server.accept())!;
+    const other = new Uint8Array(4 * MiB).fill(0xa5);
+    const draining = drainHash(bIn);
+    await b.write(other);
+    await b.closeWrite();
+    await draining;
+    assertEquals(view, copy);
+    aIn.releaseView();
+    a.close();
+    b.close();
+    bIn.close();
   } finally {
     await p.close();
   }

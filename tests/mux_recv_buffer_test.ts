@@ -9,6 +9,7 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
         fc.oneof(
           fc.record({ push: fc.integer({ min: 0, max: 70_000 }) }),
           fc.record({ take: fc.integer({ min: 1, max: 90_000 }) }),
+          fc.record({ view: fc.integer({ min: 1, max: 90_000 }) }),
           fc.record({
             reserve: fc.integer({ min: 1, max: 300_000 }),
             fill: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -21,8 +22,22 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
         const rx = new RecvBuffer();
         const model: number[] = [];
         let seq = 0;
+        /** The bytes lent by the last takeView, and what they must still read. */
+        let lent: { view: Uint8Array; bytes: number[] } | null = null;
+        const release = () => {
+          if (lent) assertEquals(Array.from(lent.view), lent.bytes, "a lent view stays intact");
+          rx.releaseView();
+          lent = null;
+        };
         for (const op of ops) {
-          if ("push" in op) {
+          if ("view" in op) {
+            release();
+            const view = rx.takeView(op.view);
+            assert(view.length <= op.view && (view.length > 0 || model.length === 0));
+            const bytes = model.splice(0, view.length);
+            assertEquals(Array.from(view), bytes);
+            lent = { view, bytes };
+          } else if ("push" in op) {
             const chunk = new Uint8Array(op.push);
             for (let i = 0; i < chunk.length; i++) chunk[i] = (seq + i) & 0xff;
             seq += chunk.length;
@@ -47,6 +62,7 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
           assertEquals(rx.length, model.length);
         }
         rx.clear();
+        release();
         assertEquals(rx.length, 0);
       },
     ),
@@ -73,7 +89,7 @@ Deno.test("mux RecvBuffer: clear during a reservation keeps the lent room out of
   assertEquals(rx.length, 0);
   // Another stream takes buffers from the same pool: it must not get the lent one.
   const other = new RecvBuffer();
-  const mine = new Uint8Array(200 * 1024).fill(7); // the same size class as the lent room
+  const mine = new Uint8Array(60 * 1024).fill(7); // the same size class as the lent room
   other.push(mine);
   room.fill(9); // the read lands
   rx.commit(room.length);
@@ -104,4 +120,25 @@ Deno.test("mux RecvBuffer: a reservation uses the free room at the end without m
   assertEquals(rx.take(all), 54 * 1024);
   assertEquals(all.subarray(0, 30 * 1024), new Uint8Array(30 * 1024).fill(1));
   assertEquals(all.subarray(30 * 1024, 54 * 1024), new Uint8Array(24 * 1024).fill(2));
+});
+
+Deno.test("mux RecvBuffer: a lent view stays out of the pool until released, even after clear", () => {
+  const rx = new RecvBuffer();
+  rx.push(new Uint8Array(60 * 1024).fill(5));
+  const view = rx.takeView(1024 * 1024);
+  assertEquals(view.length, 60 * 1024);
+  rx.clear(); // the stream was closed while a relay was still writing the view
+  // Another stream takes buffers of the same class from the same pool: not the lent one.
+  const other = new RecvBuffer();
+  other.push(new Uint8Array(60 * 1024).fill(9));
+  assertEquals(view, new Uint8Array(60 * 1024).fill(5), "the lent bytes were not reused");
+  rx.releaseView();
+  // Released, the buffer is pooled again: the next stream of its class gets it back.
+  const third = new RecvBuffer();
+  const room = third.reserve(60 * 1024);
+  assertEquals(room.buffer, view.buffer);
+  third.commit(0);
+  const out = new Uint8Array(60 * 1024);
+  assertEquals(other.take(out), out.length);
+  assertEquals(out, new Uint8Array(60 * 1024).fill(9));
 });

@@ -3,17 +3,21 @@
  *
  * Why not a list of copied chunks: every `slice()` is a fresh, zero-filled allocation that the
  * GC frees again; in bulk transfers through a busy relay that was a sixth of a process's CPU
- * (memset, page faults). Here a stream holds one contiguous buffer from a shared pool while
- * data waits, and gives it back as soon as the reader has drained it, so an idle stream
- * holds nothing.
+ * (memset, page faults). Why not one contiguous buffer (as before): keeping it contiguous moved
+ * or regrew the waiting bytes whenever the session needed room at its end (`makeRoom`, 6 % of
+ * a relaying depot-server's busy time), and a window past 4 MiB meant unpooled buffers. Here
+ * the bytes wait in a queue of buffers from a shared pool, which the session reads the
+ * transport straight into, nothing is ever moved, each buffer goes back as soon as it has been
+ * read, and an idle stream holds nothing. `takeView` lends the waiting bytes themselves to a
+ * reader that writes them on (`relay()`): no copy out either.
  * @module
  */
 
 import { BufferPool } from "../net/pool.ts";
 
-/** Smallest receive buffer a stream takes from the pool. */
+/** Smallest buffer a stream takes from the pool. */
 const minRecvBufferBytes = 16 * 1024;
-/** Largest pooled class; bigger needs (a window past it) are allocated unpooled. */
+/** Largest pooled class. */
 const maxPooledRecvBufferBytes = 4 * 1024 * 1024;
 /** Free plus lent bytes the shared pool may hold before it stops keeping freed buffers. */
 const recvPoolBudgetBytes = 64 * 1024 * 1024;
@@ -25,111 +29,157 @@ const recvPool = new BufferPool(
   maxPooledRecvBufferBytes,
 );
 
-const empty = new Uint8Array(0);
+/** One buffer of the queue: bytes `[start, end)` wait, `[end, buf.length)` is free. */
+interface Chunk {
+  buf: Uint8Array;
+  /** Whether `buf` came from the pool (an unpooled one is left to the GC). */
+  pooled: boolean;
+  start: number;
+  end: number;
+}
+
+function newChunk(want: number, atLeast: number): Chunk {
+  const buf = recvPool.acquire(want);
+  if (buf.length >= atLeast) return { buf, pooled: true, start: 0, end: 0 };
+  // Over the pool's budget: the pool granted a smaller class than the caller needs.
+  recvPool.release(buf);
+  return { buf: new Uint8Array(atLeast), pooled: false, start: 0, end: 0 };
+}
+
+function freeChunk(c: Chunk): void {
+  if (c.pooled) recvPool.release(c.buf);
+}
 
 /**
- * A FIFO of bytes in one reusable buffer: `push` copies in, `take` copies out; or
- * `reserve` + `commit` to read the transport straight into the buffer (one copy fewer).
+ * A FIFO of bytes in pooled buffers: `push` copies in, `take` copies out; `reserve` +
+ * `commit` read the transport straight into it, `takeView` lends waiting bytes out.
  */
 export class RecvBuffer {
-  #buf: Uint8Array = empty;
-  /** Whether `#buf` came from the pool (an unpooled one is left to the GC). */
-  #pooled = false;
-  #start = 0;
-  #end = 0;
-  /** Bytes at `#end` lent to a read in flight: the buffer must not move or go back. */
-  #reserved = 0;
-  /** `clear()` came during a reservation: drop everything at `commit`. */
+  #chunks: Chunk[] = [];
+  #length = 0;
+  /** The chunk lent to a read in flight (`reserve`): it must not go back to the pool. */
+  #reserved: Chunk | null = null;
+  /** `clear()` came during a reservation: drop what the read brings at `commit`. */
   #dropAtCommit = false;
+  /** The chunk the last `takeView` lent out: back to the pool only at `releaseView`. */
+  #lent: Chunk | null = null;
+  /** Whether `#lent` has left the queue (consumed or cleared) and waits only for release. */
+  #lentDetached = false;
 
   /** Bytes waiting. */
   get length(): number {
-    return this.#end - this.#start;
+    return this.#length;
   }
 
   /** Append a copy of `chunk` (a view the caller may reuse afterwards). */
   push(chunk: Uint8Array): void {
-    if (chunk.length === 0) return;
-    if (this.#reserved > 0) throw new Error("RecvBuffer: push during a reservation");
-    if (this.#end + chunk.length > this.#buf.length) this.#makeRoom(chunk.length);
-    this.#buf.set(chunk, this.#end);
-    this.#end += chunk.length;
+    if (this.#reserved) throw new Error("RecvBuffer: push during a reservation");
+    let off = 0;
+    while (off < chunk.length) {
+      let tail = this.#chunks[this.#chunks.length - 1];
+      if (!tail || tail.end === tail.buf.length) {
+        tail = newChunk(chunk.length - off, minRecvBufferBytes);
+        this.#chunks.push(tail);
+      }
+      const k = Math.min(chunk.length - off, tail.buf.length - tail.end);
+      tail.buf.set(chunk.subarray(off, off + k), tail.end);
+      tail.end += k;
+      off += k;
+    }
+    this.#length += chunk.length;
   }
 
   /** Move up to `p.length` waiting bytes into `p`; returns how many. */
   take(p: Uint8Array): number {
-    const n = Math.min(p.length, this.#end - this.#start);
-    p.set(this.#buf.subarray(this.#start, this.#start + n));
-    this.#start += n;
-    if (this.#start === this.#end && this.#reserved === 0) this.clear();
+    let n = 0;
+    while (n < p.length && this.#length > 0) {
+      const c = this.#chunks[0];
+      const k = Math.min(p.length - n, c.end - c.start);
+      p.set(c.buf.subarray(c.start, c.start + k), n);
+      n += k;
+      this.#consume(c, k);
+    }
     return n;
   }
 
   /**
-   * Room for up to `n` more bytes at the end, to read into: what the buffer has free there if
-   * that is at least `minBytes` (a transport read rarely fills a big room, and making room
-   * moves or regrows the waiting bytes: that copy was a sixth of a relaying process's CPU),
-   * else `n` bytes made room for. Until `commit`, the buffer stays put (and `clear` is
+   * Lend up to `max` waiting bytes as they lie (one buffer's worth at most): valid until
+   * `releaseView`, which must come before the next `takeView` and once the borrower is done
+   * with them. Empty when nothing waits.
+   */
+  takeView(max: number): Uint8Array {
+    if (this.#lent) throw new Error("RecvBuffer: takeView before releaseView");
+    const c = this.#chunks[0];
+    if (!c || this.#length === 0) return new Uint8Array(0);
+    const k = Math.min(max, c.end - c.start);
+    const view = c.buf.subarray(c.start, c.start + k);
+    this.#lent = c;
+    this.#consume(c, k);
+    return view;
+  }
+
+  /** The borrower of the last `takeView` is done with it. */
+  releaseView(): void {
+    const c = this.#lent;
+    if (!c) return;
+    this.#lent = null;
+    if (this.#lentDetached && c !== this.#reserved) freeChunk(c);
+    this.#lentDetached = false;
+  }
+
+  /**
+   * Room for up to `n` more bytes at the end, to read into: what the last buffer has free if
+   * that is at least `min(n, minBytes)` (a transport read rarely fills a big room), else a
+   * fresh buffer of about `n`. Until `commit`, that buffer stays put (and `clear` is
    * deferred to it).
    */
   reserve(n: number, minBytes: number = n): Uint8Array {
-    if (this.#reserved > 0) throw new Error("RecvBuffer: already reserved");
-    const free = this.#buf.length - this.#end;
-    if (free < Math.min(n, minBytes)) this.#makeRoom(n);
-    const room = Math.min(n, this.#buf.length - this.#end);
-    this.#reserved = room;
-    return this.#buf.subarray(this.#end, this.#end + room);
+    if (this.#reserved) throw new Error("RecvBuffer: already reserved");
+    const need = Math.min(n, minBytes);
+    let tail = this.#chunks[this.#chunks.length - 1];
+    if (!tail || tail.buf.length - tail.end < need) {
+      tail = newChunk(n, need);
+      this.#chunks.push(tail);
+    }
+    this.#reserved = tail;
+    return tail.buf.subarray(tail.end, Math.min(tail.buf.length, tail.end + n));
   }
 
   /** The read into the reserved room ended with `n` bytes (0: none). */
   commit(n: number): void {
-    this.#reserved = 0;
+    const c = this.#reserved;
+    if (!c) return;
+    this.#reserved = null;
     if (this.#dropAtCommit) {
       this.#dropAtCommit = false;
-      this.clear();
+      if (c === this.#lent) this.#lentDetached = true;
+      else freeChunk(c);
       return;
     }
-    this.#end += Math.max(0, n);
-    if (this.#start === this.#end) this.clear();
+    c.end += Math.max(0, n);
+    this.#length += Math.max(0, n);
+    if (this.#length === 0) this.clear();
   }
 
-  /** Drop what waits and give the buffer back. */
+  /** Drop what waits and give the buffers back (a lent or reserved one once it returns). */
   clear(): void {
-    if (this.#reserved > 0) {
-      // A read is writing into the buffer: forget the data now, hand it back at commit.
-      this.#start = this.#end;
-      this.#dropAtCommit = true;
-      return;
+    for (const c of this.#chunks) {
+      if (c === this.#reserved) this.#dropAtCommit = true;
+      else if (c === this.#lent) this.#lentDetached = true;
+      else freeChunk(c);
     }
-    if (this.#pooled) recvPool.release(this.#buf);
-    this.#buf = empty;
-    this.#pooled = false;
-    this.#start = this.#end = 0;
+    this.#chunks = [];
+    this.#length = 0;
   }
 
-  #makeRoom(more: number): void {
-    const len = this.#end - this.#start;
-    const need = len + more;
-    if (need <= this.#buf.length && len <= this.#start) {
-      // Moves no more bytes than it frees: each byte is moved O(1) times overall.
-      this.#buf.copyWithin(0, this.#start, this.#end);
-    } else {
-      // Doubling: a backlog that keeps growing is copied O(1) times per byte.
-      const want = Math.max(need, this.#buf.length * 2);
-      let next = recvPool.acquire(want);
-      let pooled = true;
-      if (next.length < need) {
-        // Over the pool's budget, or past its largest class: an unpooled buffer.
-        recvPool.release(next);
-        next = new Uint8Array(want);
-        pooled = false;
-      }
-      next.set(this.#buf.subarray(this.#start, this.#end));
-      if (this.#pooled) recvPool.release(this.#buf);
-      this.#buf = next;
-      this.#pooled = pooled;
-    }
-    this.#start = 0;
-    this.#end = len;
+  /** `k` bytes of the head chunk `c` were read: a drained chunk leaves the queue. */
+  #consume(c: Chunk, k: number): void {
+    c.start += k;
+    this.#length -= k;
+    if (c.start < c.end) return;
+    if (c === this.#reserved) return; // the read in flight fills it next: it stays the tail
+    this.#chunks.shift();
+    if (c === this.#lent) this.#lentDetached = true;
+    else freeChunk(c);
   }
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Duplex, FramedWriter } from "../net/duplex.ts";
+import type { Duplex, FramedWriter, ViewReader } from "../net/duplex.ts";
 import { defaultWindowBytes, Flag, FrameType, headerBytes, MuxError } from "./frame.ts";
 import { RecvBuffer } from "./recv_buffer.ts";
 import {
@@ -31,6 +31,8 @@ export const copyWriteMaxBytes = 16 * 1024;
 const maxQueueReadBytes = 1024 * 1024;
 /** Free room at the end of the receive buffer that is read into as it is (not made bigger). */
 const minQueueReadBytes = 64 * 1024;
+/** Most bytes one `readView` lends. */
+const maxViewBytes = 4 * 1024 * 1024;
 /**
  * Data bytes of one stream queued but not yet written to the transport above which a copied
  * (small) write waits for its frame to be written: without it a peer that grants huge
@@ -104,10 +106,22 @@ const minTuningRttMs = 2;
 const defaultTuningRttMs = 10;
 
 interface PendingRead {
-  p: Uint8Array;
+  /** The reader's buffer, or null for a `readView` reader (lent the queued bytes instead). */
+  p: Uint8Array | null;
   resolve: (n: number | null) => void;
+  resolveView: (v: Uint8Array | null) => void;
   reject: (e: Error) => void;
 }
+
+/** A direct read's pending reader: one with a buffer. */
+type BufferRead = PendingRead & { p: Uint8Array };
+
+const noView = (): void => {
+  throw new Error("a buffer read resolved as a view");
+};
+const noCount = (): void => {
+  throw new Error("a view read resolved as a count");
+};
 
 /**
  * A yamux stream. Create through `Session.open()` / `Session.accept()`.
@@ -118,7 +132,7 @@ interface PendingRead {
  * reset (local or by the peer) makes pending and later reads and writes reject with
  * `MuxError` reason "reset".
  */
-export class Stream implements Duplex, FramedWriter {
+export class Stream implements Duplex, FramedWriter, ViewReader {
   #host: StreamHost;
   #state: number;
   #opener: boolean;
@@ -133,7 +147,7 @@ export class Stream implements Duplex, FramedWriter {
   #rx: RecvBuffer | null = null;
   #reader: PendingRead | null = null;
   /** A reader whose buffer the session is reading the transport into right now. */
-  #direct: PendingRead | null = null;
+  #direct: BufferRead | null = null;
   /** Credit the peer still has (bytes it may send before our next window update). */
   #recvWindow = defaultWindowBytes;
   /** Target window: recvWindow + buffered + pendingCredit (+ bytes in flight). */
@@ -193,6 +207,7 @@ export class Stream implements Duplex, FramedWriter {
   /** Read into `p`; `null` at the peer's FIN (or after `close()`). */
   read(p: Uint8Array): Promise<number | null> {
     if (p.length === 0) return Promise.resolve(0);
+    this.#rx?.releaseView();
     if (this.#queued > 0) {
       const n = this.#rx!.take(p);
       this.#consumed(n);
@@ -205,8 +220,33 @@ export class Stream implements Duplex, FramedWriter {
       return Promise.reject(new MuxError("protocol", "concurrent read on one stream"));
     }
     return new Promise((resolve, reject) => {
-      this.#reader = { p, resolve, reject };
+      this.#reader = { p, resolve, resolveView: noView, reject };
     });
+  }
+
+  /**
+   * Read without a buffer of one's own: the received bytes themselves, as they wait in the
+   * stream's receive queue (what the session read the transport into): no copy. The view is
+   * valid until `releaseView()`, the next `readView()` or `read()`; `null` at the peer's FIN
+   * (or after `close()`). `relay()` reads a stream this way.
+   */
+  readView(): Promise<Uint8Array | null> {
+    this.#rx?.releaseView();
+    if (this.#queued > 0) return Promise.resolve(this.#lend());
+    if (this.#localClosed) return Promise.resolve(null);
+    if (this.#readErr) return Promise.reject(this.#readErr);
+    if (!canReceive(this.#state)) return Promise.resolve(null);
+    if (this.#reader) {
+      return Promise.reject(new MuxError("protocol", "concurrent read on one stream"));
+    }
+    return new Promise((resolve, reject) => {
+      this.#reader = { p: null, resolve: noCount, resolveView: resolve, reject };
+    });
+  }
+
+  /** The last `readView`'s bytes are no longer needed (they may be reused). */
+  releaseView(): void {
+    this.#rx?.releaseView();
   }
 
   /** Write all of `p`, waiting for send window; resolves with `p.length`. */
@@ -275,7 +315,7 @@ export class Stream implements Duplex, FramedWriter {
     this.#dropBuffered();
     const r = this.#reader;
     this.#reader = null;
-    r?.resolve(null);
+    if (r) this.#endRead(r);
     this.#maybeFree();
     if (!this.#freed && canReceive(this.#state)) this.#host.lingerStream(this);
   }
@@ -412,6 +452,30 @@ export class Stream implements Duplex, FramedWriter {
     this.#rx?.clear();
   }
 
+  /** Lend the head of the receive queue (which must not be empty) and credit it. */
+  #lend(): Uint8Array {
+    const v = this.#rx!.takeView(maxViewBytes);
+    this.#consumed(v.length);
+    return v;
+  }
+
+  /** Settle the waiting read `r` with queued bytes (there must be some). */
+  #deliver(r: PendingRead): void {
+    if (r.p === null) {
+      r.resolveView(this.#lend());
+      return;
+    }
+    const n = this.#rx!.take(r.p);
+    this.#consumed(n);
+    r.resolve(n);
+  }
+
+  /** Settle the waiting read `r` with the end of the stream. */
+  #endRead(r: PendingRead): void {
+    if (r.p === null) r.resolveView(null);
+    else r.resolve(null);
+  }
+
   /** The application took `n` bytes: credit them back, growing the window if drained fast. */
   #consumed(n: number): void {
     this.#pendingCredit += n;
@@ -442,9 +506,9 @@ export class Stream implements Duplex, FramedWriter {
     const r = this.#reader;
     this.#reader = null;
     if (r) {
-      if (this.#queued > 0) r.resolve(this.#rx!.take(r.p));
+      if (this.#queued > 0) this.#deliver(r);
       else if (this.#readErr) r.reject(this.#readErr);
-      else r.resolve(null);
+      else this.#endRead(r);
     }
     this.#windowWaiter?.reject(err);
     this.#windowWaiter = null;
@@ -489,7 +553,7 @@ export class Stream implements Duplex, FramedWriter {
   _rxPayload(chunk: Uint8Array): void {
     if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
-    if (r && this.#queued === 0) {
+    if (r && r.p && this.#queued === 0) {
       this.#reader = null;
       const n = Math.min(chunk.length, r.p.length);
       r.p.set(n === chunk.length ? chunk : chunk.subarray(0, n));
@@ -499,6 +563,10 @@ export class Stream implements Duplex, FramedWriter {
       return;
     }
     (this.#rx ??= new RecvBuffer()).push(chunk);
+    if (r) {
+      this.#reader = null;
+      this.#deliver(r); // a view reader: lent what was just queued
+    }
   }
 
   /** Whether a read is waiting (and nothing is queued). */
@@ -517,10 +585,10 @@ export class Stream implements Duplex, FramedWriter {
    */
   _takeDirect(max: number, minBytes: number): Uint8Array | null {
     const r = this.#reader;
-    if (!r || this.#queued > 0 || this.#localClosed || this.#err) return null;
+    if (!r || !r.p || this.#queued > 0 || this.#localClosed || this.#err) return null;
     if (r.p.length < Math.min(max, minBytes)) return null; // many small reads cost more
     this.#reader = null;
-    this.#direct = r;
+    this.#direct = r as BufferRead;
     return r.p.length > max ? r.p.subarray(0, max) : r.p;
   }
 
@@ -544,9 +612,7 @@ export class Stream implements Duplex, FramedWriter {
     const r = this.#reader;
     if (n <= 0 || !r || this.#queued === 0) return;
     this.#reader = null;
-    const k = this.#rx!.take(r.p);
-    this.#consumed(k);
-    r.resolve(k);
+    this.#deliver(r);
   }
 
   /** The direct read into the reader's buffer ended with `n` bytes (0: none, failed). */
@@ -572,7 +638,7 @@ export class Stream implements Duplex, FramedWriter {
     const r = this.#reader;
     if (r && this.#queued === 0) {
       this.#reader = null;
-      r.resolve(null);
+      this.#endRead(r);
     }
     this.#maybeFree();
   }

@@ -43,6 +43,29 @@ export function framedWriter(d: Duplex): FramedWriter | null {
     : null;
 }
 
+/**
+ * A Duplex that can lend the bytes it received instead of copying them into the caller's
+ * buffer (a mux stream: they wait in its receive queue, where they were read to). `relay()`
+ * writes them on as they are when its source offers this.
+ */
+export interface ViewReader {
+  /**
+   * The next received bytes, or null at EOF. They stay valid until `releaseView()` or the
+   * next read; a borrower must call `releaseView()` when done (their buffer goes back then).
+   */
+  readView(): Promise<Uint8Array | null>;
+  /** The bytes of the last `readView` are no longer needed. */
+  releaseView(): void;
+}
+
+/** `d` as a {@linkcode ViewReader} if it is one, else null. */
+export function viewReader(d: Duplex): ViewReader | null {
+  const v = d as Partial<ViewReader>;
+  return typeof v.readView === "function" && typeof v.releaseView === "function"
+    ? v as ViewReader
+    : null;
+}
+
 /** Write all of `p`, looping over short writes (Deno's `write` may write fewer bytes). */
 export async function writeAll(w: Pick<Duplex, "write">, p: Uint8Array): Promise<void> {
   let off = 0;

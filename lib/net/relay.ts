@@ -8,7 +8,15 @@
  * @module
  */
 
-import { closeQuietly, type Duplex, framedWriter, resetQuietly, writeAll } from "./duplex.ts";
+import {
+  closeQuietly,
+  type Duplex,
+  framedWriter,
+  resetQuietly,
+  type ViewReader,
+  viewReader,
+  writeAll,
+} from "./duplex.ts";
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
 import { IdleTimer } from "./deadline.ts";
@@ -103,7 +111,38 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
     finish(b);
   };
 
+  /** Report a pump's failure, unless the relay already ended for another reason. */
+  const failed = (err: unknown) => {
+    if (finished) return; // the other side or a timer already ended the relay
+    // A vanished peer is an ordinary end of a connection; anything else is reported.
+    stop("error", err instanceof Error ? err : new Error(errorMessage(err)));
+    if (isDisconnect(err)) error = err as Error;
+  };
+
+  /** A source that lends what it received (a mux stream): its bytes are written on as they
+   * lie, without a buffer of ours or a copy into one. */
+  const pumpViews = async (src: ViewReader, dst: Duplex, count: (n: number) => void) => {
+    try {
+      while (true) {
+        const v = await src.readView();
+        if (v === null) {
+          await dst.closeWrite();
+          return;
+        }
+        idle?.touch();
+        await writeAll(dst, v);
+        count(v.length);
+      }
+    } catch (err) {
+      failed(err);
+    } finally {
+      src.releaseView(); // only now: a write in flight still used the bytes
+    }
+  };
+
   const pump = async (src: Duplex, dst: Duplex, count: (n: number) => void) => {
+    const views = framedWriter(dst) ? null : viewReader(src);
+    if (views) return pumpViews(views, dst, count);
     let buf = pool.acquire(pool.minBytes);
     // A framing destination (a mux stream) gets room in front of what we read for its frame
     // header: header and payload then leave in one write instead of two.
@@ -137,10 +176,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
         }
       }
     } catch (err) {
-      if (finished) return; // the other side or a timer already ended the relay
-      // A vanished peer is an ordinary end of a connection; anything else is reported.
-      stop("error", err instanceof Error ? err : new Error(errorMessage(err)));
-      if (isDisconnect(err)) error = err as Error;
+      failed(err);
     } finally {
       pool.release(buf);
     }
