@@ -64,3 +64,51 @@ Deno.test("tunnel --udp: datagrams to a port the client refuses cost one tunnel 
     await t.close();
   }
 });
+
+Deno.test("tunnel --udp in a group: the member that refuses the port is passed over, the other serves every new peer", async () => {
+  const echo = await UdpSocket.bind("127.0.0.1", 0);
+  echo.onMessage = (d, from) => void echo.send(d, from);
+  const probe = await UdpSocket.bind("127.0.0.1", 0);
+  const port = probe.addr.port;
+  await probe.close();
+  const t = startTunnel({ udpPorts: { min: port, max: port }, duplicate: "balance" });
+  const id = "identifier-udp-refused-02";
+  await t.server.addUdpTunnel({ publicPort: port, identifier: id, localPort: echo.addr.port });
+  const local = { host: "127.0.0.1", port: 1 };
+  // A exposes nothing on that port (it refuses each flow); B allows it.
+  const a = startClient({ server: t.url, identifier: id, local });
+  await a.connected();
+  const b = startClient({ server: t.url, identifier: id, local, allowPorts: [echo.addr.port] });
+  const peers: UdpSocket[] = [];
+  try {
+    await b.connected();
+    const n = 20;
+    const startedMs = performance.now();
+    for (let i = 0; i < n; i++) {
+      const peer = await UdpSocket.bind("127.0.0.1", 0);
+      peers.push(peer);
+      let answered = false;
+      peer.onMessage = () => answered = true;
+      // A refused flow is lost (counted at the server): the peer sends again, as DNS would.
+      for (let k = 0; k < 50 && !answered; k++) {
+        await peer.send(Uint8Array.of(i), { host: "127.0.0.1", port });
+        for (let j = 0; j < 40 && !answered; j++) await new Promise((r) => setTimeout(r, 5));
+      }
+      assert(answered, `peer ${i} got no answer`);
+    }
+    const elapsedMs = performance.now() - startedMs;
+    const [ca, cb] = t.server.clients();
+    // A was asked once, then once more per expiry of its refusal at most; B took every peer.
+    assert(
+      ca.streams >= 1 && ca.streams <= 1 + Math.floor(elapsedMs / udpRefusalTtlMs),
+      `${ca.streams}`,
+    );
+    assertEquals(cb.streams, n);
+  } finally {
+    for (const p of peers) await p.close();
+    await b.stop();
+    await a.stop();
+    await t.close();
+    await echo.close();
+  }
+});

@@ -207,8 +207,10 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       first: Uint8Array,
     ): Promise<PeerFlow | undefined> => {
       let ts: TunnelStream;
-      const client = await clients.pick(refused);
-      if ((client && refused.has(client)) || (!client && refused.size > 0)) {
+      // Members that refused it lately are passed over; when no other can take the flow, the
+      // one picked then is asked again only once its refusal expired.
+      const client = await clients.pick(refused) ?? await clients.pick();
+      if (client && refused.has(client)) {
         // It refused this port a moment ago: no new stream to be refused again.
         drops.drop("refused", `the client refused this port; flow of ${key}`);
         return undefined;
