@@ -162,8 +162,8 @@ export interface ServiceProcess {
   child: Deno.ChildProcess;
   /** Every log line seen so far (stderr). */
   lines: string[];
-  /** Resolves when a log line matches. */
-  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Resolves when a log line matches (one of the lines from index `from` on, when given). */
+  waitFor(re: RegExp, timeoutMs?: number, from?: number): Promise<string>;
   /** `name=… addr=host:port` of each "listening" line seen so far. */
   addrs: Map<string, string>;
   /** SIGTERM, then wait for exit; returns the exit code. */
@@ -223,8 +223,8 @@ export async function startService(
     }
   };
   const done = Promise.all([consume(child.stdout), consume(child.stderr)]);
-  const waitFor = (re: RegExp, timeoutMs = 20_000): Promise<string> => {
-    const hit = lines.find((l) => re.test(l));
+  const waitFor = (re: RegExp, timeoutMs = 20_000, from = 0): Promise<string> => {
+    const hit = lines.slice(from).find((l) => re.test(l));
     if (hit) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {

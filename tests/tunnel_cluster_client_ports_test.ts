@@ -12,7 +12,9 @@
  * - a second client asking for the same port on A is refused with the reason;
  * - kill -9 of B: the client reconnects to A, which takes the claim over; a new instance
  *   (127.0.0.2 again) binds the claimed ports at start and serves them through A;
- * - the client leaves: both instances close the ports.
+ * - the client leaves: both instances close the ports;
+ * - a holder killed while its client can reach no other instance: the claim's lease expires
+ *   and the other instance closes the port.
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
@@ -188,14 +190,32 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
     assertEquals(await dig(U, "three.example.test", "127.0.0.2"), exampleTestAddress);
 
     // The client leaves: every instance closes its ports.
+    const released = (proto: string, port: number) =>
+      new RegExp(`msg="${proto} port released in the cluster: closed" port=${port}`);
+    let marks = [a.lines.length, b.lines.length];
     await client.stop();
-    for (const [m, host] of [[a, "127.0.0.1"], [b, "127.0.0.2"]] as const) {
-      await m.waitFor(new RegExp(`msg="tcp port released in the cluster: closed" port=${up}`));
-      await m.waitFor(new RegExp(`msg="udp port released in the cluster: closed" port=${U}`));
+    for (const [i, m, host] of [[0, a, "127.0.0.1"], [1, b, "127.0.0.2"]] as const) {
+      await m.waitFor(released("tcp", up), undefined, marks[i]);
+      await m.waitFor(released("udp", U), undefined, marks[i]);
       assert(await refused(host, up), `${host}:${up} still open`);
       assert(await refused(host, down), `${host}:${down} still open`);
     }
     assertEquals((await tcpTunnels(a)).length, 0);
+
+    // A holder killed while its client cannot reach another instance: its claim's lease
+    // expires and the other instances close the port.
+    marks = [a.lines.length];
+    const stranded = await startClientProcess(b.addrs.get("http")!, hasher.port, otherId, [
+      "--tcp",
+      `${down}=127.0.0.1:${app.port}`,
+    ]);
+    procs.push(stranded);
+    await a.waitFor(new RegExp(`msg="listening" name=tcp-${down} `), undefined, marks[0]);
+    assertEquals(await download(down, size, 8), blockStreamSha256(size, 8));
+    marks = [a.lines.length];
+    await b.stop("SIGKILL");
+    await a.waitFor(released("tcp", down), undefined, marks[0]);
+    assert(await refused("127.0.0.1", down), `127.0.0.1:${down} still open`);
   } finally {
     for (const p of procs.reverse()) await p.stop();
     squatter.close();
