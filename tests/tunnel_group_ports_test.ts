@@ -187,3 +187,71 @@ Deno.test("tunnel group ports: TCP connections and UDP flows are spread over the
     for (const a of apps) await a.close();
   }
 });
+
+Deno.test("tunnel group ports: a member out of rotation (health check failing) gets no new TCP connection, and gets them again once back", async () => {
+  const tcpPort = freePort();
+  const apps = [namedHasher("A"), namedHasher("B")];
+  // Each member's health check asks its own small HTTP app, which fails while `down`.
+  const down = [false, false];
+  const health = [0, 1].map((i) =>
+    Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () => new Response(null, { status: down[i] ? 503 : 200 }),
+    )
+  );
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("tunnel-server.ts", [
+      "--listen",
+      "127.0.0.1:0",
+      "--duplicate",
+      "balance",
+      "--host",
+      `app.test=${id}`,
+      `--tcp-ports=${tcpPort}-${tcpPort}`,
+    ]);
+    procs.push(server);
+    for (const i of [0, 1]) {
+      procs.push(
+        await startService("tunnel-client.ts", [
+          "--server",
+          `http://${server.addrs.get("http")}`,
+          "--local",
+          `127.0.0.1:${health[i].addr.port}`,
+          ...["--health-check", "/healthz", "--health-interval", "100ms", "--health-failures", "1"],
+          "--tcp",
+          `${tcpPort}=127.0.0.1:${apps[i].port}`,
+        ], { readyCount: 0, ready: /in rotation/, env: { TUNNEL_IDENTIFIER: id } }),
+      );
+    }
+    const inRotation = () => server.lines.filter((l) => /msg="client healthy/.test(l)).length;
+    const until = async (pred: () => boolean, what: string) => {
+      for (let i = 0; !pred(); i++) {
+        if (i > 3_000) throw new Error(`not reached: ${what}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await until(() => inRotation() === 2, "both members in rotation");
+    const size = 1024 * 1024;
+    const names = async (seeds: number[]) => {
+      const out: string[] = [];
+      for (const seed of seeds) {
+        const [name, hash] = (await through(tcpPort, size, seed)).split(" ");
+        assertEquals(hash, blockStreamSha256(size, seed));
+        out.push(name);
+      }
+      return out;
+    };
+    assertEquals((await names([1, 2])).sort(), ["A", "B"]);
+    down[1] = true;
+    await server.waitFor(/msg="client unhealthy: out of rotation"/);
+    assertEquals(await names([3, 4, 5, 6]), ["A", "A", "A", "A"]);
+    down[1] = false;
+    await until(() => inRotation() === 3, "B back in rotation");
+    assertEquals((await names([7, 8])).sort(), ["A", "B"]);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
+    for (const h of health) await h.shutdown();
+    for (const a of apps) await a.close();
+  }
+});
