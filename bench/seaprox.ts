@@ -5,10 +5,13 @@
  *
  * - bulk: one connection downloads `--bytes` (default 1 GiB) from a Deno source into a Deno
  *   client reading 4 MiB at a time; and curl downloads a 1 GiB file from nginx (the issue's
- *   measurement) through the same kinds of paths; MB/s and ratio to direct;
- * Every figure is the best of `--rounds` (default 3) interleaved rounds.
+ *   measurement) through the same kinds of paths; MB/s, the median of `--rounds` (default 3)
+ *   interleaved rounds, and the ratio to direct as the median of each round's ratio to that
+ *   round's direct transfer; beside it seaprox's CPU seconds per GiB during the curl transfer
+ *   (median), the figure load from elsewhere moves least;
  * - small: `--seq` (default 2000) sequential connect + 8-byte request + 1 KiB answer, and
- *   `--requests` (default 4000) of them with `--concurrency` (default 32) workers: req/s;
+ *   `--requests` (default 4000) of them with `--concurrency` (default 32) workers: req/s, the
+ *   best of the rounds;
  * - CPU: microseconds of CPU per connection of the proxy process (its whole tree for socat, which
  *   forks per connection) during the concurrent phase, median of the rounds: steadier than the
  *   rates on a shared machine;
@@ -16,7 +19,8 @@
  *
  * Beside the peers, "Deno floor" rows: bench/floor_proxy.ts, the least any Deno proxy does
  * per connection (the goal where the C peers are out of Deno's reach). `--small-only` skips
- * the bulk and memory phases (for comparing per-connection cost quickly). `--old DIR` adds
+ * the bulk and memory phases (for comparing per-connection cost quickly), `--bulk-only` the
+ * small and memory phases (the bulk ratios, with more rounds in the same time). `--old DIR` adds
  * seaprox static and SOCKS5 rows from another checkout (an old tree), so a change is measured
  * before and after in one run; `--only REGEX` keeps the paths whose name matches.
  *
@@ -41,6 +45,7 @@ import {
   median,
   MiB,
   type Proc,
+  procCpuSeconds,
   procStatusKiB,
   ratio,
   roundOrder,
@@ -71,10 +76,11 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 // ---------------------------------------------------------------- helpers
 const flags = benchFlags({
   numbers: { bytes: 1 << 30, seq: 2000, requests: 4000, concurrency: 32, rounds: 3 },
-  booleans: ["small-only"],
+  booleans: ["small-only", "bulk-only"],
   strings: ["old", "only"],
 });
 const smallOnly = flags["small-only"];
+const bulkOnly = flags["bulk-only"];
 const bulkBytes = flags.bytes;
 const seqCount = flags.seq;
 const reqCount = flags.requests;
@@ -158,13 +164,21 @@ function connectPath(name: string, port: number, dest: number): SeaproxRoute {
   };
 }
 
-/** curl downloading the 1 GiB file from nginx through `route`: MB/s as curl reports it. */
-async function curlBulk(route: SeaproxRoute, nginxPort: number): Promise<number> {
+/**
+ * curl downloading the 1 GiB file from nginx through `route`: MB/s as curl reports it, and
+ * the CPU seconds per GiB of the path's process meanwhile (NaN without one).
+ */
+async function curlBulk(
+  route: SeaproxRoute,
+  nginxPort: number,
+): Promise<{ mbps: number; cpuPerGiB: number }> {
+  const before = route.proc ? procCpuSeconds([route.proc]) : NaN;
   const r = await curl(route.curl(nginxPort), {
     expectBytes: nginxFileBytes,
     what: `via ${route.name}`,
   });
-  return r.downloadMBps;
+  const cpu = route.proc ? procCpuSeconds([route.proc]) - before : NaN;
+  return { mbps: r.downloadMBps, cpuPerGiB: cpu / (nginxFileBytes / (1024 * MiB)) };
 }
 
 // ---------------------------------------------------------------- main
@@ -337,8 +351,11 @@ try {
 
   interface Row {
     name: string;
-    mbps: number;
-    curl: number;
+    /** Bulk MB/s (Deno source, curl←nginx), one per round; undefined: not measured. */
+    mbps?: number[];
+    curl?: number[];
+    /** CPU s/GiB of the path's process during each round's curl transfer. */
+    curlCpu: number[];
     seq: number;
     rps: number;
     /** CPU µs per connection of the path's process, one per round. */
@@ -347,29 +364,37 @@ try {
   }
   const withCurl = curlOk && !smallOnly;
   if (withCurl) await curlBulk(routes[0], ports.nginx); // pull the file into the page cache
-  const none = { mbps: NaN, curl: NaN, seq: NaN, rps: NaN, cpu: [] };
+  const none = { mbps: undefined, curl: undefined, seq: NaN, rps: NaN, cpu: [], curlCpu: [] };
   const rows: Row[] = routes.map((r) =>
     r.needs && missing.has(r.needs) ? { name: r.name, ...none, err: `${r.needs} not installed` } : {
       name: r.name,
-      mbps: smallOnly || r.noBulk ? NaN : 0,
-      curl: withCurl && !r.noBulk ? 0 : NaN,
-      seq: 0,
-      rps: 0,
+      mbps: smallOnly || r.noBulk ? undefined : [],
+      curl: withCurl && !r.noBulk ? [] : undefined,
+      curlCpu: [],
+      seq: bulkOnly ? NaN : 0,
+      rps: bulkOnly ? NaN : 0,
       cpu: [],
     }
   );
   // Rounds interleave the paths so a burst of load from elsewhere on the machine does not
-  // land on one path only; each figure is the best round (the least disturbed one).
+  // land on one path only; rates are the best round (the least disturbed one), bulk figures
+  // the median round.
   for (let round = 1; round <= rounds; round++) {
     for (const [i, r] of roundOrder(routes, round)) {
       const row = rows[i];
       if (row.err) continue;
       try {
         await smallExchange(r, smallBuffer()); // warm up (JIT, resolver, pools)
-        if (!Number.isNaN(row.mbps)) {
-          row.mbps = Math.max(row.mbps, await downloadMBps(r, bulkBytes));
+        row.mbps?.push(await downloadMBps(r, bulkBytes));
+        if (row.curl) {
+          const c = await curlBulk(r, ports.nginx);
+          row.curl.push(c.mbps);
+          row.curlCpu.push(c.cpuPerGiB);
         }
-        if (!Number.isNaN(row.curl)) row.curl = Math.max(row.curl, await curlBulk(r, ports.nginx));
+        if (bulkOnly) {
+          console.error(`  round ${round}: measured ${r.name}`);
+          continue;
+        }
         row.seq = Math.max(row.seq, 1000 / await sequentialMs(r, seqCount));
         const { result: rps, usPerConn } = await cpuPerConn(
           r.proc ? [r.proc] : [],
@@ -426,14 +451,23 @@ try {
     await busy;
     return { rssIdle, rssIdleConns, rssBusy, busyMBps };
   };
-  const mem = smallOnly ? undefined : await memory();
+  const mem = smallOnly || bulkOnly ? undefined : await memory();
 
   // ---------------------------------------------------------------- table
   const direct = rows[0];
+  /** Median of a bulk column; NaN when not measured. */
+  const med = (v: number[] | undefined) => v && v.length > 0 ? median(v) : NaN;
+  /** Median of each round's ratio to the same round's direct figure. */
+  const perRound = (v: number[] | undefined, base: number[] | undefined) =>
+    v && base && v.length > 0 && v.length === base.length
+      ? median(v.map((x, i) => x / base[i]))
+      : NaN;
   console.log(
-    `\nseaprox on loopback, best of ${rounds} rounds: bulk ${bulkBytes >> 20} MiB (Deno source ` +
-      `-> Deno client, 4 MiB reads) and curl <- nginx 1 GiB file; ${seqCount} sequential and ` +
-      `${reqCount} x${concurrency} concurrent connect + 8 B request + ${smallAnswerBytes} B answer\n`,
+    `\nseaprox on loopback, ${rounds} interleaved rounds: bulk ${bulkBytes >> 20} MiB (Deno ` +
+      `source -> Deno client, 4 MiB reads) and curl <- nginx 1 GiB file, median MB/s and ` +
+      `median of the per-round ratio to direct; ${seqCount} sequential and ${reqCount} ` +
+      `x${concurrency} concurrent connect + 8 B request + ${smallAnswerBytes} B answer, best ` +
+      `round; CPU medians\n`,
   );
   console.log(formatTable(
     [
@@ -442,6 +476,7 @@ try {
       "× direct",
       "curl←nginx MB/s",
       "× direct",
+      "CPU s/GiB (curl)",
       "seq conn/s",
       "× direct",
       "conc req/s",
@@ -450,10 +485,11 @@ try {
     ],
     rows.map((r) => [
       r.name,
-      fixed(r.mbps),
-      ratio(r.mbps, direct.mbps),
-      fixed(r.curl),
-      ratio(r.curl, direct.curl),
+      fixed(med(r.mbps)),
+      ratio(perRound(r.mbps, direct.mbps), 1),
+      fixed(med(r.curl)),
+      ratio(perRound(r.curl, direct.curl), 1),
+      r.curlCpu.length > 0 && !Number.isNaN(r.curlCpu[0]) ? fixed(median(r.curlCpu), 2) : "—",
       fixed(r.seq),
       ratio(r.seq, direct.seq),
       fixed(r.rps),
@@ -461,6 +497,16 @@ try {
       r.cpu.length > 0 ? fixed(median(r.cpu)) : "—",
     ]),
   ));
+  if (bulkOnly) {
+    console.log("\ncurl←nginx MB/s per round (× that round's direct):");
+    for (const r of rows) {
+      if (!r.curl) continue;
+      const each = r.curl.map((x, i) =>
+        `${x.toFixed(0)} (${(x / (direct.curl?.[i] ?? NaN)).toFixed(2)})`
+      );
+      console.log(`  ${r.name.padEnd(24)} ${each.join("  ")}`);
+    }
+  }
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
   if (mem) {
     console.log("\nseaprox memory (VmRSS of the process)\n");
@@ -478,7 +524,7 @@ try {
     const [col, key] of smallOnly ? [] : [["Deno source", "mbps"], ["curl←nginx", "curl"]] as const
   ) {
     const met = rows.filter((r) => /^seaprox [^(]*$/.test(r.name)).every((r) =>
-      r[key] / direct[key] >= 0.8
+      perRound(r[key], direct[key]) >= 0.8
     );
     console.log(
       `bulk target (static, SOCKS5, CONNECT ≥ 0.8 × direct), ${col}: ${met ? "met" : "NOT met"}`,
