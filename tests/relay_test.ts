@@ -50,6 +50,45 @@ Deno.test("relay: 64 MiB each way keeps bytes exact and counts them", async () =
   server.close();
 });
 
+/** `inner` whose writes take at most `most` bytes each (a short write, as Deno's may be). */
+function shortWrites(inner: Deno.TcpConn, most: number) {
+  return {
+    inner,
+    read: (p: Uint8Array) => inner.read(p),
+    write: (p: Uint8Array) => inner.write(p.subarray(0, Math.min(p.length, most))),
+    closeWrite: () => inner.closeWrite(),
+    close: () => inner.close(),
+  };
+}
+
+Deno.test("relay: short writes both ways still deliver every byte in order", async () => {
+  const [client, proxyIn] = await tcpPair();
+  const [proxyOut, server] = await tcpPair();
+  const total = 1 << 20;
+  // 1,000 bytes a write: most chunks the relay reads need several writes.
+  const r = relay(shortWrites(proxyIn, 1000), shortWrites(proxyOut, 1000));
+  const [up, down] = await Promise.all([
+    (async () => {
+      const got = drainHash(server);
+      await sendBlocks(server, total, 11);
+      await server.closeWrite();
+      return await got;
+    })(),
+    (async () => {
+      const got = drainHash(client);
+      await sendBlocks(client, total, 5);
+      await client.closeWrite();
+      return await got;
+    })(),
+  ]);
+  const res = await r;
+  assertEquals(up, { bytes: total, sha256: blockStreamSha256(total, 5) });
+  assertEquals(down, { bytes: total, sha256: blockStreamSha256(total, 11) });
+  assertEquals([res.aToB, res.bToA, res.end], [total, total, "done"]);
+  closeQuietly(client);
+  closeQuietly(server);
+});
+
 Deno.test("relay: half-close — client shuts write, still receives the whole reply", async () => {
   const [client, proxyIn] = await tcpPair();
   const [proxyOut, server] = await tcpPair();

@@ -6,6 +6,7 @@
 
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
+import { isIPv4Address } from "./addr.ts";
 import { noDelay } from "./duplex.ts";
 import { after } from "./deadline.ts";
 import { classifyError, errorMessage, NetError, type NetFailureReason } from "./errors.ts";
@@ -146,6 +147,7 @@ function unbracket(host: string): string {
 
 /** `host` as an IP address (brackets removed), or undefined for a name. */
 function addressLiteral(host: string): string | undefined {
+  if (isIPv4Address(host)) return host; // the common case, without node:net's regexes
   const bare = unbracket(host);
   return isIP(bare) !== 0 ? bare : undefined;
 }

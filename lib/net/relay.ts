@@ -157,7 +157,12 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
         }
         idle?.touch();
         if (framed) await framed.writeFramed(buf.subarray(0, room + n));
-        else await writeAll(dst, buf.subarray(0, n));
+        else {
+          // Most writes take the whole chunk: writeAll (a frame of its own) only for the rest.
+          const chunk = buf.subarray(0, n);
+          const wrote = await dst.write(chunk);
+          if (wrote < n) await writeAll(dst, chunk.subarray(wrote));
+        }
         count(n);
         // Grow while reads fill the buffer; drop back as soon as they stop doing so, so an
         // idle connection holds only a small buffer while its read is pending.

@@ -12,15 +12,23 @@ const decoder = new TextDecoder();
 
 /** The 4 bytes of a dotted-quad IPv4 literal, or null if `s` is not one. */
 export function parseIPv4(s: string): Uint8Array | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return null;
+  // By hand, not a regex: every SOCKS5 reply encodes its bound address with it.
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const v = Number(m[i + 1]);
-    if (v > 255) return null;
-    out[i] = v;
+  let part = 0, digits = 0, value = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46; // a "." after the end closes the last part
+    if (c === 46) {
+      if (digits === 0 || value > 255 || part > 3) return null;
+      out[part++] = value;
+      digits = value = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      value = value * 10 + c - 48;
+      digits++;
+    } else {
+      return null;
+    }
   }
-  return out;
+  return part === 4 ? out : null;
 }
 
 /**
