@@ -36,6 +36,9 @@ COPY . ./
 # file of it stays in the image, but like any build arg it shows in `docker history`: pass
 # public CA certificates only, never a key.
 ARG EXTRA_CA_PEM=
+# INSTALL_FLAGS: more tools/install.ts flags; `--workers` lets seaprox, depot-server and
+# tunnel-server run --workers N (README, Install).
+ARG INSTALL_FLAGS=
 RUN deno run --allow-read=. --allow-write=deno.lock tools/runtime_lock.ts \
  && if [ -n "$EXTRA_CA_PEM" ]; then \
       printf '%s\n' "$EXTRA_CA_PEM" > /tmp/extra-ca.pem && export DENO_CERT=/tmp/extra-ca.pem; \
@@ -43,7 +46,7 @@ RUN deno run --allow-read=. --allow-write=deno.lock tools/runtime_lock.ts \
  && deno cache --frozen services/*.ts deploy/*.ts \
  && rm -f /tmp/extra-ca.pem \
  && deno run --allow-read --allow-write=/usr/local/bin --allow-env tools/install.ts --shims \
-      --root /usr/local --read /app/deploy,/etc/warren,/run/secrets \
+      --root /usr/local --read /app/deploy,/etc/warren,/run/secrets $INSTALL_FLAGS \
  && chmod -R go-w /app "$DENO_DIR"
 
 USER warren

@@ -20,6 +20,7 @@ import {
   workerSlot,
 } from "../lib/net/worker_slot.ts";
 import {
+  ownCommandLine,
   workerCountEnv,
   workerIndexEnv,
   WorkerPool,
@@ -285,9 +286,9 @@ async function superviseWorkers(
   let args: string[];
   try {
     // Linux's copy of our own argv, with Deno's flags: each worker runs exactly what we do.
-    args = Deno.readTextFileSync("/proc/self/cmdline").split("\0").slice(1, -1);
+    args = ownCommandLine();
   } catch (err) {
-    fail(`--workers: cannot read /proc/self/cmdline (allow reading it): ${errorMessage(err)}`, 2);
+    fail(`--workers: ${errorMessage(err)}`, 2);
   }
   const program = Deno.execPath();
   if (Deno.permissions.querySync({ name: "run", command: program }).state !== "granted") {

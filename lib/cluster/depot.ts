@@ -113,14 +113,23 @@ export interface DepotClusterView {
   exitsElsewhere: { name: string; instance: string }[];
 }
 
-/** A Redis client that retries forever (at most 5 s apart) once it has been connected. */
-function newClient(url: string) {
+/** Connect attempts at start before giving up (later outages retry forever). */
+const startAttempts = 3;
+
+/**
+ * A Redis client that retries forever (at most 5 s apart) once it has been connected, and
+ * gives up after {@linkcode startAttempts} before (so a start without Redis fails, in a line).
+ */
+function newClient(url: string, connected: () => boolean) {
   return createClient({
     url,
     disableOfflineQueue: true,
     socket: {
       connectTimeout: 5_000,
-      reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 10), 5_000),
+      reconnectStrategy: (retries: number, cause: Error) =>
+        !connected() && retries >= startAttempts
+          ? cause
+          : Math.min(50 * 2 ** Math.min(retries, 10), 5_000),
     },
   });
 }
@@ -168,14 +177,21 @@ export class DepotCluster {
 
   /** Connect to Redis (throws when it cannot), attach to `server` and start the heartbeat. */
   static async connect(server: DepotServer, opts: DepotClusterOptions): Promise<DepotCluster> {
-    const redis = newClient(opts.url);
+    let connected = false;
+    const redis = newClient(opts.url, () => connected);
     const c = new DepotCluster(server, redis, opts);
     redis.on("error", (err: Error) => {
       if (c.#redisUp) c.#log.warn("registry unreachable", { error: errorMessage(err) });
       c.#redisUp = false;
     });
-    await redis.connect();
-    c.#redisUp = true;
+    try {
+      await redis.connect();
+    } catch (err) {
+      // The start attempts are spent (the client is closed then). Not the URL: it may hold
+      // the password.
+      throw new Error(`registry unreachable: ${errorMessage(err)}`, { cause: err });
+    }
+    c.#redisUp = connected = true;
     server.cluster = {
       remoteExit: (name) => c.#remoteExit(name),
       exitsChanged: (connected) => {

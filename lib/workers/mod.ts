@@ -6,3 +6,4 @@
  */
 
 export * from "./pool.ts";
+export { CommandLineUnavailableError, ownCommandLine } from "./cmdline.ts";
