@@ -7,6 +7,11 @@
  *   Go yamux 1 and 4 streams (Go → Go), and the two interop pairs (warren → Go, Go → warren);
  * - memory per idle stream: 10,000 streams opened on an in-process session pair.
  *
+ * Beside each rate (best of `--runs`), the CPU seconds per GiB of the sender and of the
+ * receiver process (median of the runs): steadier than rates on a shared machine. The Go
+ * client's CPU is its children's time as bash's `times` reports it. `--old DIR` adds the warren
+ * rows of another checkout (its lib/mux on both ends) for a before/after in one run.
+ *
  * Every stream says `discard N\n`, sends N bytes and waits for the receiver's `N\n` (the 2019
  * Go yamux cannot read after its own Close, so no half-close is involved). Not a test:
  * numbers are as measured on a shared machine.
@@ -15,13 +20,15 @@
 import { Session } from "../lib/mux/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { goAvailable, goPeer } from "../tests/_mux.ts";
+import process from "node:process";
 import {
   benchFlags,
-  bestOf,
   formatTable,
   mbPerSec,
+  median,
   MiB,
   type Proc,
+  procCpuSeconds,
   sendBytes,
   sh,
   spawn,
@@ -107,9 +114,17 @@ async function portsLine(proc: Proc, re: RegExp): Promise<RegExpExecArray> {
   }
 }
 
-async function warrenClient(port: number, bytes: number, streams: number): Promise<number> {
+/** The session class of this checkout, or of `--old`'s. */
+type SessionClass = Pick<typeof Session, "client">;
+
+async function warrenClient(
+  port: number,
+  bytes: number,
+  streams: number,
+  S: SessionClass = Session,
+): Promise<number> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const session = Session.client(conn);
+  const session = S.client(conn);
   const t0 = performance.now();
   await Promise.all(Array.from({ length: streams }, async () => {
     const s = await session.open();
@@ -130,12 +145,56 @@ async function rawClient(port: number, bytes: number): Promise<number> {
   return mbPerSec(bytes, ms);
 }
 
-/** The Go yamux client sending `bytes` over `streams` streams: MB/s as it measured them. */
-async function goClient(bin: string, port: number, bytes: number, streams: number) {
-  const out = await sh(bin, ["client-bench", `127.0.0.1:${port}`, String(bytes), String(streams)]);
+/** What one run measured: the rate, and CPU seconds of the sender and of the receiver. */
+interface Run {
+  mbps: number;
+  senderCpuS: number;
+  receiverCpuS: number;
+}
+
+/** CPU seconds of this process so far (all threads). */
+function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** A run whose sender is this process and whose receiver is `receiver`. */
+async function runHere(receiver: Proc, send: () => Promise<number>): Promise<Run> {
+  const s0 = ownCpuSeconds();
+  const r0 = procCpuSeconds([receiver]);
+  const mbps = await send();
+  return {
+    mbps,
+    senderCpuS: ownCpuSeconds() - s0,
+    receiverCpuS: procCpuSeconds([receiver]) - r0,
+  };
+}
+
+/** The Go yamux client sending `bytes` over `streams` streams to `receiver`'s port. */
+async function goClient(
+  bin: string,
+  receiver: Proc,
+  port: number,
+  bytes: number,
+  streams: number,
+): Promise<Run> {
+  const r0 = procCpuSeconds([receiver]);
+  // bash's `times`: its own, then its children's user and system time (the Go client's).
+  const out = await sh("bash", [
+    "-c",
+    '"$@"; times',
+    "bash",
+    bin,
+    "client-bench",
+    `127.0.0.1:${port}`,
+    String(bytes),
+    String(streams),
+  ]);
+  const receiverCpuS = procCpuSeconds([receiver]) - r0;
   const m = /bench (\d+)/.exec(out);
   if (!m) throw new Error(`go client failed: ${out}`);
-  return Number(m[1]);
+  const times = [...out.matchAll(/(\d+)m([\d.]+)s/g)].map((t) => Number(t[1]) * 60 + Number(t[2]));
+  return { mbps: Number(m[1]), senderCpuS: times[2] + times[3], receiverCpuS };
 }
 
 async function idleStreamMemory(n: number): Promise<{ heap: number; rss: number }> {
@@ -160,17 +219,43 @@ async function idleStreamMemory(n: number): Promise<{ heap: number; rss: number 
 }
 
 if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
-  const flags = benchFlags({ numbers: { mib: 1024, runs: 3 } });
+  const flags = benchFlags({ numbers: { mib: 1024, runs: 3 }, strings: ["old"] });
   const bytes = flags.mib * MiB;
   const runs = flags.runs;
-  /** Best of `runs`: the machine is shared, the best run is the least disturbed one. */
-  const best = (f: () => Promise<number>): Promise<number> => bestOf(runs, f);
-  const rows: { name: string; mbps: number | null; note?: string }[] = [];
+  /**
+   * Best rate of `runs` (the machine is shared, the best run is the least disturbed one) and
+   * the median CPU s/GiB of each side.
+   */
+  const best = async (f: () => Promise<Run>) => {
+    const all: Run[] = [];
+    for (let i = 0; i < runs; i++) all.push(await f());
+    const perGib = (s: number) => s / (bytes / (1 << 30));
+    return {
+      mbps: Math.max(...all.map((r) => r.mbps)),
+      sender: median(all.map((r) => perGib(r.senderCpuS))),
+      receiver: median(all.map((r) => perGib(r.receiverCpuS))),
+    };
+  };
+  const rows: {
+    name: string;
+    mbps: number | null;
+    sender?: number;
+    receiver?: number;
+    note?: string;
+  }[] = [];
   const self = new URL(import.meta.url).pathname;
   const child = spawnDeno(self, [], { env: { BENCH_ROLE: "mux-sink" } });
   const ports = await portsLine(child, /ports (\d+) (\d+)/);
   const rawPort = Number(ports[1]);
   const muxPort = Number(ports[2]);
+  // --old: that checkout's receiver process, and its Session for our sending side.
+  const oldChild = flags.old
+    ? spawnDeno(`${flags.old}/bench/mux.ts`, [], { env: { BENCH_ROLE: "mux-sink" } })
+    : null;
+  const oldPort = oldChild ? Number((await portsLine(oldChild, /ports (\d+) (\d+)/))[2]) : 0;
+  const OldSession = flags.old
+    ? (await import(`${flags.old}/lib/mux/mod.ts`) as { Session: SessionClass }).Session
+    : null;
   const haveGo = goAvailable();
   const bin = haveGo ? await goPeer() : "";
   let goSrv: Proc | null = null;
@@ -179,53 +264,67 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
     const goPort = goSrv ? Number((await portsLine(goSrv, /listening \S+:(\d+)/))[1]) : 0;
     rows.push({
       name: "raw TCP (Deno -> Deno)",
-      mbps: await best(() => rawClient(rawPort, bytes)),
+      ...await best(() => runHere(child, () => rawClient(rawPort, bytes))),
     });
     rows.push({
       name: "warren mux, 1 stream",
-      mbps: await best(() => warrenClient(muxPort, bytes, 1)),
+      ...await best(() => runHere(child, () => warrenClient(muxPort, bytes, 1))),
     });
     rows.push({
       name: "warren mux, 4 streams",
-      mbps: await best(() => warrenClient(muxPort, bytes, 4)),
+      ...await best(() => runHere(child, () => warrenClient(muxPort, bytes, 4))),
     });
-    if (haveGo) {
+    if (oldChild && OldSession) {
+      for (const streams of [1, 4]) {
+        rows.push({
+          name: `warren mux, ${streams} stream${streams > 1 ? "s" : ""} (old)`,
+          ...await best(() =>
+            runHere(oldChild, () => warrenClient(oldPort, bytes, streams, OldSession))
+          ),
+        });
+      }
+    }
+    if (haveGo && goSrv) {
+      const go = goSrv;
       rows.push({
         name: "Go yamux, 1 stream",
-        mbps: await best(() => goClient(bin, goPort, bytes, 1)),
+        ...await best(() => goClient(bin, go, goPort, bytes, 1)),
       });
       rows.push({
         name: "Go yamux, 4 streams",
-        mbps: await best(() => goClient(bin, goPort, bytes, 4)),
+        ...await best(() => goClient(bin, go, goPort, bytes, 4)),
       });
       rows.push({
         name: "warren -> Go yamux, 1 stream",
-        mbps: await best(() => warrenClient(goPort, bytes, 1)),
+        ...await best(() => runHere(go, () => warrenClient(goPort, bytes, 1))),
       });
       rows.push({
         name: "Go yamux -> warren, 1 stream",
-        mbps: await best(() => goClient(bin, muxPort, bytes, 1)),
+        ...await best(() => goClient(bin, child, muxPort, bytes, 1)),
       });
     } else {
       rows.push({ name: "Go yamux", mbps: null, note: "go / yamux source not installed" });
     }
   } finally {
     await child.stop("SIGKILL");
+    await oldChild?.stop("SIGKILL");
     await goSrv?.stop("SIGKILL");
   }
   const raw = rows[0].mbps!;
   const go1 = rows.find((r) => r.name === "Go yamux, 1 stream")?.mbps;
   const go4 = rows.find((r) => r.name === "Go yamux, 4 streams")?.mbps;
   console.log(
-    `one-way bulk transfer over loopback, ${bytes >> 20} MiB per run, best of ${runs} runs\n`,
+    `one-way bulk transfer over loopback, ${bytes >> 20} MiB per run, best of ${runs} runs ` +
+      `(CPU: median)\n`,
   );
   console.log(formatTable(
-    ["transfer", "MB/s", "vs raw TCP", "vs Go yamux (same streams)"],
+    ["transfer", "MB/s", "vs raw TCP", "vs Go yamux (same streams)", "CPU s/GiB send + receive"],
     rows.map((r) => {
-      if (r.mbps === null) return [r.name, "–", "–", r.note ?? ""];
+      if (r.mbps === null) return [r.name, "–", "–", r.note ?? "", ""];
       const go = r.name.includes("4 streams") ? go4 : go1;
       const vsGo = go && r.name.startsWith("warren mux") ? (r.mbps / go).toFixed(2) : "";
-      return [r.name, r.mbps.toFixed(0), (r.mbps / raw).toFixed(2), vsGo];
+      const cpu = `${r.sender!.toFixed(2)} + ${r.receiver!.toFixed(2)}`;
+      return [r.name, r.mbps.toFixed(0), (r.mbps / raw).toFixed(2), vsGo, cpu];
     }),
   ));
   const mem = await idleStreamMemory(idleStreams);
