@@ -4,7 +4,9 @@
  * from its state file and releases it after its grace period (before, the restore failed on
  * the host Redis held, and the name was never released), and a claim follows its client to
  * another instance: the owner gets its name there, the instance it left does not release it
- * after its grace, and the new one releases it after the client left.
+ * after its grace, and the new one releases it after the client left; a claim whose instance
+ * was killed while its client was connected (no state file anywhere) is released by another
+ * instance a grace after the client's lease ran out.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -26,6 +28,25 @@ async function until(what: string, f: () => Promise<boolean>, maxMs = 30_000): P
   }
 }
 
+/** A cluster member serving claims under t.localhost with a 2 s grace. */
+async function claimsMember(redisUrl: string, extra: string[] = []) {
+  const p = await startClusterMember(redisUrl, linkToken, [
+    ...["--domain", "t.localhost", "--account-token", "env:ACCOUNT"],
+    ...["--subdomain-grace", "2s", ...extra],
+  ], { env: { ACCOUNT: account } });
+  return { p, port: portOf(p.addrs.get("http")!) };
+}
+
+/** A tunnel-client claiming `app` with the account token through the instance at `port`. */
+async function claimant(port: number, appPort: number): Promise<ServiceProcess> {
+  const p = await startService("tunnel-client.ts", [
+    ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${appPort}`],
+    ...["--subdomain", "app", "--backoff-max", "300"],
+  ], { readyCount: 0, ready: /./, env: { TUNNEL_IDENTIFIER: account } });
+  await p.waitFor(/msg="forwarding" url=http:\/\/app\.t\.localhost:/);
+  return p;
+}
+
 Deno.test("tunnel cluster claims: restored on restart while redis holds them, released after the grace; they follow the client to another instance", async () => {
   const redis = await startRedis();
   const app = startApp("a");
@@ -35,20 +56,13 @@ Deno.test("tunnel cluster claims: restored on restart while redis holds them, re
   const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
   try {
     const instance = async (extra: string[] = []) => {
-      const p = await startClusterMember(redis.url, linkToken, [
-        ...["--domain", "t.localhost", "--account-token", "env:ACCOUNT"],
-        ...["--subdomain-grace", "2s", ...extra],
-      ], { env: { ACCOUNT: account } });
-      procs.push(p);
-      return { p, port: portOf(p.addrs.get("http")!) };
+      const m = await claimsMember(redis.url, extra);
+      procs.push(m.p);
+      return m;
     };
     const client = async (port: number) => {
-      const p = await startService("tunnel-client.ts", [
-        ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${app.port}`],
-        ...["--subdomain", "app", "--backoff-max", "300"],
-      ], { readyCount: 0, ready: /./, env: { TUNNEL_IDENTIFIER: account } });
+      const p = await claimant(port, app.port);
       procs.push(p);
-      await p.waitFor(/msg="forwarding" url=http:\/\/app\.t\.localhost:/);
       return p;
     };
     const inRedis = async () => (await watcher.lookup(host)) !== undefined;
@@ -93,5 +107,34 @@ Deno.test("tunnel cluster claims: restored on restart while redis holds them, re
     await app.close();
     await redis.stop();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tunnel cluster claims: a claim whose instance was killed is released by another after the grace", async () => {
+  const redis = await startRedis();
+  const app = startApp("a");
+  const procs: ServiceProcess[] = [];
+  const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
+  try {
+    const a = await claimsMember(redis.url);
+    procs.push(a.p);
+    const b = await claimsMember(redis.url);
+    procs.push(b.p);
+    const c = await claimant(a.port, app.port);
+    procs.push(c);
+    assertEquals((await curl(b.port, host, "/name?id=1")).body, "a 1");
+    // A dies with the client connected, and the client does not come back.
+    await a.p.stop("SIGKILL");
+    await c.stop();
+    await until(
+      "the orphaned claim released",
+      async () => (await watcher.lookup(host)) === undefined,
+    );
+    await b.p.waitFor(/msg="subdomain released" host=app\.t\.localhost/);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await watcher.close();
+    await app.close();
+    await redis.stop();
   }
 });

@@ -75,6 +75,8 @@ export const defaultHeartbeatIntervalMs = 2_000;
 export const defaultHeartbeatTimeoutMs = 6_000;
 /** Default time a client has to answer a tunnel stream (and its app the first byte): 504 after. */
 export const defaultResponseTimeoutMs = 60_000;
+/** Shortest interval of a cluster instance's look for claims no instance keeps. */
+export const minClaimSweepMs = 1_000;
 /** Time a new client has to open its control stream and send its handshake. */
 export const defaultClientHandshakeTimeoutMs = 10_000;
 
@@ -240,6 +242,8 @@ export class TunnelServer {
   /** Wildcard entries registered through this server (route() skips their walk when 0). */
   #wildcards = 0;
   #nextClient = 0;
+  /** The look for claims no instance keeps (a shared registry with subdomains). */
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #nextRequest = 0;
   readonly #instance: string;
   #closed = false;
@@ -267,6 +271,14 @@ export class TunnelServer {
       log: this.log,
     });
     liveTunnelServers.add(this);
+    const claims = opts.subdomains;
+    if (claims && this.registry.instance !== undefined) {
+      this.#sweepTimer = setInterval(
+        () => void this.#sweepClaims(),
+        Math.max(minClaimSweepMs, claims.graceMs / 2),
+      );
+      Deno.unrefTimer(this.#sweepTimer);
+    }
   }
 
   /**
@@ -522,6 +534,36 @@ export class TunnelServer {
       }
     } catch (err) {
       this.log.warn("subdomain release failed", { host, error: errorMessage(err) });
+    }
+  }
+
+  /**
+   * In a cluster: the claimed names whose client no instance holds and which no timer here
+   * runs for (the instance that kept them died, or restarted without a state file) get their
+   * grace from now, so they are released as if their client had just left. Every instance
+   * looks; the release checks again, so several finding the same claim release it once.
+   */
+  async #sweepClaims(): Promise<void> {
+    const claims = this.#opts.subdomains!;
+    const suffix = `.${claims.domain}`;
+    try {
+      const kept = new Set([...this.#claims.values()].map((c) => c.host));
+      for (const { host, identifier } of await this.registry.listHosts()) {
+        if (this.#closed) return;
+        if (!host.endsWith(suffix) || kept.has(host)) continue;
+        const name = host.slice(0, -suffix.length);
+        const token = isDnsLabel(name)
+          ? claims.claimantOf(name, identifierDigest(identifier))
+          : undefined;
+        if (token === undefined || await this.registry.getClient(identifier)) continue;
+        const key = clientKey(claimIdentifier(token, name));
+        if (this.#claims.has(key)) continue;
+        this.#adoptClaim(key, host, accountDigest(token));
+        this.#leaveClaim(key);
+      }
+    } catch (err) {
+      // Redis is down: the next look finds them.
+      this.log.debug("claims not swept", { error: errorMessage(err) });
     }
   }
 
@@ -1210,6 +1252,7 @@ export class TunnelServer {
   /** Close every client session and TCP tunnel. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweepTimer);
     this.attachPortClaims(undefined);
     this.#opts.subdomains?.close();
     liveTunnelServers.delete(this);

@@ -81,6 +81,17 @@ export class SubdomainClaims {
     return this.#tokens.get(d);
   }
 
+  /**
+   * The account token that claimed `name` if the claim identifier's SHA-256 digest is `d` (a
+   * shared registry names hosts by digests only), else undefined: not a claim.
+   */
+  claimantOf(name: string, d: string): string | undefined {
+    for (const t of this.#tokens.values()) {
+      if (timingSafeEqual(digest(claimIdentifier(t, name)), d)) return t;
+    }
+    return undefined;
+  }
+
   /** The public host of `name`. */
   hostOf(name: string): string {
     return `${name}.${this.domain}`;
