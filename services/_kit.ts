@@ -152,8 +152,13 @@ export async function startService<S extends FlagDefs, C>(
     Deno.exit(0);
   }
   const workers = (flags as Record<string, unknown>).workers;
-  if (slot) setWorkerSlot(slot);
-  else if (typeof workers === "number" && workers > 1) {
+  if (slot) {
+    setWorkerSlot(slot);
+    // The supervisor holds our stdin open for its lifetime: its end (even a kill -9, even
+    // while we are still starting) ends this worker rather than leave it unsupervised.
+    const gone = () => supervisorGone();
+    Deno.stdin.readable.pipeTo(new WritableStream()).then(gone, gone);
+  } else if (typeof workers === "number" && workers > 1) {
     await superviseWorkers(log, workers);
   }
   const handlers: ((next: C, flags: ServiceFlags<S>) => void | Promise<void>)[] = [];
@@ -247,14 +252,18 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal 
   };
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
   if (workerSlot()) {
-    // Listening: tell the supervisor. Its end of our stdin closes when it is gone (even
-    // killed with -9): shut down as on SIGTERM rather than live on unsupervised.
+    // Listening: tell the supervisor. From now on its end shuts us down as SIGTERM does.
     Deno.stdout.writeSync(new TextEncoder().encode(`${workerReadyLine}\n`));
-    const lifeline = handler("SIGTERM");
-    Deno.stdin.readable.pipeTo(new WritableStream()).then(lifeline, lifeline);
+    supervisorGone = handler("SIGTERM");
   }
   return ac.signal;
 }
+
+/**
+ * What a worker does when its supervisor is gone (its stdin ended): exit while it starts,
+ * shut down as on SIGTERM once it listens (`onShutdown`).
+ */
+let supervisorGone = (): void => fail("supervisor gone before this worker was ready");
 
 /** The secret the `--workers` supervisor shares with its workers (undefined outside one). */
 export function workerSecret(): string | undefined {

@@ -807,3 +807,48 @@ Deno.test("workers: a server-defined TCP tunnel port is shared by two tunnel-ser
     await redis.stop();
   }
 });
+
+Deno.test("workers: a worker still starting when its supervisor is killed with -9 exits too", async () => {
+  // A "Redis" that accepts and never answers: worker 1 stays in its start, connecting to it.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const sp = await startService("depot-server.ts", [
+    "--socks",
+    `127.0.0.1:${freePort()}`,
+    "--control",
+    `127.0.0.1:${freePort()}`,
+    "--tunnel",
+    "127.0.0.1:0",
+    "--registry",
+    `redis://127.0.0.1:${silent.addr.port}`,
+    "--workers",
+    "2",
+  ], {
+    denoArgs: ["--unstable-net"],
+    ready: /msg="starting workers"/,
+    readyCount: 0,
+    env: { DEPOT_TOKEN: "workers-depot-token" },
+  });
+  const conn = await silent.accept();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    sp.child.kill("SIGKILL");
+    // Its stdin ends, so it exits, which ends its connection here (it lived on before). A
+    // hang is cut by a generous bound, not timed.
+    const drained = (async () => {
+      const buf = new Uint8Array(4096);
+      while (await conn.read(buf) !== null) { /* its Redis handshake, unanswered */ }
+      return "ended";
+    })();
+    const end = await Promise.race([
+      drained.catch(() => "ended"), // a reset: gone too
+      new Promise<string>((r) => timer = setTimeout(() => r("still connected after 30 s"), 30_000)),
+    ]);
+    assertEquals(end, "ended");
+  } finally {
+    clearTimeout(timer);
+    // If it lived on: Redis gone, it gives up (3 attempts) and exits, freeing its stderr.
+    closeQuietly(conn);
+    silent.close();
+    await sp.stop("SIGKILL");
+  }
+});
