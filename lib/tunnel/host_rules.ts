@@ -147,7 +147,11 @@ export class ClusterHostRules extends HostRules implements RegistryExtension {
     opts: ClusterHostRulesOptions,
   ): Promise<ClusterHostRules> {
     const rules = new ClusterHostRules(registry, opts);
-    await rules.#load();
+    try {
+      await rules.#load();
+    } catch (err) {
+      throw new RegistryUnavailableError("read host rules", err);
+    }
     registry.extend(rules);
     return rules;
   }
