@@ -7,7 +7,8 @@
  * the local count the same datagrams, in their logs and in /metrics. A checks the exit's
  * password against B's lease (a wrong one is refused), an exit without UDP gets 0x07 at A at
  * once, and killing B (the link drops) ends the association at A: its control connection closes.
- * On the old code every ASSOCIATE through A was refused with 0x07.
+ * In-process instances: A's idle timeout ends a handed-over association (and B's side with it),
+ * and so does the exit leaving B. On the old code every ASSOCIATE through A was refused with 0x07.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -17,7 +18,19 @@ import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
 import { dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { startRedis } from "./_redis.ts";
 import { socks5Associate } from "./_socks5.ts";
-import { run, type ServiceProcess, startService } from "./_util.ts";
+import { listenLocal, run, type ServiceProcess, startService } from "./_util.ts";
+import { startDepot } from "./_depot.ts";
+import { Logger } from "../lib/log.ts";
+import { DepotCluster } from "../lib/cluster/mod.ts";
+
+/** Wait until `cond` holds (a line or a lease that must come; a bound far above, not a timing). */
+async function until(cond: () => boolean, maxMs = 20_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`never happened: ${cond}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
 const env = { DEPOT_TOKEN: "udp-depot-token", DEPOT_CLUSTER_TOKEN: "udp-cluster-token-1" };
@@ -141,6 +154,62 @@ Deno.test("depot cluster udp: PySocks -> depot-server A -> B -> depot-local -> d
   } finally {
     for (const p of procs.reverse()) await p.stop("SIGKILL");
     await dns.stop();
+    await redis.stop();
+  }
+});
+
+Deno.test("depot cluster udp: a handed-over association ends on A's idle timeout, and when the exit leaves B", async () => {
+  const redis = await startRedis();
+  const aLines: string[] = [], bLines: string[] = [];
+  const logger = (lines: string[]) => new Logger("debug", {}, (l) => void lines.push(l));
+  const a = await startDepot({
+    server: { log: logger(aLines), udp: { idleTimeoutMs: 300 } },
+    locals: [],
+  });
+  const b = await startDepot({ server: { log: logger(bLines) } });
+  const member = async (server: typeof a.server, instance: string) => {
+    const l = listenLocal();
+    const c = await DepotCluster.connect(server, {
+      url: redis.url,
+      token: "udp-cluster-token-2",
+      advertise: `127.0.0.1:${l.addr.port}`,
+      heartbeatMs: 100,
+      instance,
+      log: logger(instance === "a" ? aLines : bLines),
+    });
+    c.listen(l);
+    return c;
+  };
+  const ca = await member(a.server, "a");
+  const cb = await member(b.server, "b");
+  const closedAt = (lines: string[], n: number) =>
+    lines.filter((l) => l.includes("dest=udp") && l.includes("connection closed")).length >= n;
+  try {
+    await until(() => ca.view().exitsElsewhere.length === 1);
+    const idle = await socks5Associate(a.socksPort);
+    assertEquals(idle.reply, 0);
+    // Nothing moves: A ends it after 300 ms, closes the client's connection, and B follows.
+    assertEquals(await idle.control.read(new Uint8Array(1)), null);
+    closeQuietly(idle.control);
+    await until(() => closedAt(aLines, 1) && closedAt(bLines, 1));
+    const aLine = aLines.find((l) => l.includes("dest=udp") && l.includes("connection closed"))!;
+    assert(/ end=idle /.test(aLine) && / via=cluster /.test(aLine), aLine);
+    assert(bLines.some((l) => / endedBy=instance( |$)/.test(l)), bLines.join("\n"));
+
+    // The exit leaves B: the association ends at A, and its client's connection with it.
+    const cut = await socks5Associate(a.socksPort);
+    assertEquals(cut.reply, 0);
+    await b.locals[0].stop();
+    assertEquals(await cut.control.read(new Uint8Array(1)), null);
+    closeQuietly(cut.control);
+    await until(() => closedAt(aLines, 2));
+    const last = aLines.filter((l) => l.includes("dest=udp") && l.includes("connection closed"))[1];
+    assert(/ failure=exit-(closed|error) /.test(last), last);
+  } finally {
+    await ca.close();
+    await cb.close();
+    await a.close();
+    await b.close();
     await redis.stop();
   }
 });
