@@ -9,6 +9,7 @@
  * @module
  */
 
+import { concatBytes } from "../net/bytes.ts";
 import { errorMessage } from "../net/errors.ts";
 import { openLibc } from "../net/libc.ts";
 
@@ -68,10 +69,7 @@ function readThroughLibc(): Uint8Array | null {
         chunks.push(chunk.subarray(0, n));
         total += n;
       }
-      const out = new Uint8Array(total);
-      let at = 0;
-      for (const c of chunks) (out.set(c, at), at += c.length);
-      return out;
+      return concatBytes(...chunks);
     } finally {
       lib.symbols.close(fd);
     }
