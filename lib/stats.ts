@@ -168,6 +168,16 @@ export class Gauge<L extends string = string> extends BaseStat<L> {
     const [l, v] = typeof labels === "number" ? [{}, labels] : [labels ?? {}, value ?? 1];
     this.add(l, -v, false);
   }
+
+  /** The series of `labels`, its key built once (see `Counter.series`). */
+  series(labels: Labels<L>): { inc(value?: number): void; dec(value?: number): void } {
+    const l = { ...labels };
+    const key = keyOf(l);
+    return {
+      inc: (value = 1) => this.add(l, value, false, key),
+      dec: (value = 1) => this.add(l, -value, false, key),
+    };
+  }
 }
 
 /** Upper bounds (seconds) of a latency histogram: 1 ms to 30 s. */

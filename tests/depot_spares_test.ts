@@ -1,4 +1,5 @@
-import { writeAll } from "../lib/net/mod.ts";
+import { type Duplex, writeAll } from "../lib/net/mod.ts";
+import { SparePool } from "../lib/depot/spares.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { readAll } from "./_util.ts";
@@ -67,5 +68,31 @@ Deno.test("depot spares: a spare the server dropped is replaced by a fresh conne
   } finally {
     await depot.close();
     await target.close();
+  }
+});
+
+Deno.test("depot spares: requests that find none make the pool keep more, a quiet spell fewer", async () => {
+  let open = 0;
+  const conn = (): Duplex => ({
+    read: () => Promise.resolve(null),
+    write: (p) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => void open--,
+  });
+  // Spares live 400 ms; the expiry tick (every 100 ms) shrinks the extra ones.
+  const pool = new SparePool(2, 400, () => (open++, Promise.resolve(conn())), 16);
+  try {
+    await until(() => pool.stats.ready === 2, "two spares ready");
+    pool.missed();
+    pool.missed();
+    await until(() => pool.stats.ready === 8, "twice as many per miss: 8");
+    for (let i = 0; i < 5; i++) pool.missed();
+    await until(() => pool.stats.ready === 16, "never more than max");
+    assertEquals(pool.stats.misses, 7);
+    // No miss for a while: back to `size` as spares expire and are replaced by fewer.
+    await until(() => pool.stats.ready === 2, "back to two");
+    assertEquals(open, 2);
+  } finally {
+    pool.close();
   }
 });

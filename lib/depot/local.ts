@@ -23,6 +23,7 @@ import {
   type RelayStats,
   sleep,
   withPrefix,
+  writeAll,
 } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
@@ -30,6 +31,8 @@ import {
   ControlError,
   ControlReader,
   ControlWriter,
+  encodeFrame,
+  type Outgoing,
   RemoteError,
 } from "../control/mod.ts";
 import {
@@ -260,6 +263,8 @@ export class DepotLocal {
   #bytesUp = 0;
   #bytesDown = 0;
   #running: Promise<void> | undefined;
+  /** This exit's "ok" requests' series (bound once). */
+  readonly #okCount: { inc(): void };
   /** The UDP exit's settings, and whether this local carries UDP at all. */
   readonly #udpOpts: DepotUdpExitOptions & { enabled: boolean };
 
@@ -274,6 +279,7 @@ export class DepotLocal {
     };
     this.server = opts.server;
     this.name = opts.name ?? defaultExitName;
+    this.#okCount = m.localSeries.ok(this.name);
     this.log = opts.log ?? silentLogger;
     this.#backoff = new Backoff({ initialMs: 250, maxMs: 30_000, ...opts.backoff });
   }
@@ -459,18 +465,27 @@ export class DepotLocal {
         o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs,
       );
       const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
-      const dialTunnel = async (sig: AbortSignal): Promise<Duplex> =>
-        noDelay(await this.#dialServer(tunnel, sig));
+      // A TCP dial (direct, via a proxy, under a WebSocket) has TCP_NODELAY set already.
+      const dialTunnel = async (sig: AbortSignal): Promise<Duplex> => {
+        const conn = await this.#dialServer(tunnel, sig);
+        return o.tls ? noDelay(conn) : conn;
+      };
       const sessionKey = welcome.features?.includes(openFeature) === true
         ? welcome.sessionKey
         : undefined;
       const opens = sessionKey !== undefined;
+      const requests = new Map<number, AbortController>();
+      // The session's end aborts each of its requests: one listener for them all (a listener
+      // per request on the long-lived signal, or AbortSignal.any, cost each request more).
+      ctl.signal.addEventListener("abort", () => {
+        for (const ac of requests.values()) ac.abort(ctl.signal.reason);
+      }, { once: true });
       let session: Session = {
         ctl,
         tunnel,
         dialTunnel,
         openTunnel: async (sig) => ({ conn: await dialTunnel(sig), spare: false }),
-        requests: new Map(),
+        requests,
         reportsEnds: welcome.features?.includes(endFeature) ?? false,
       };
       const spareCount = o.spareTunnels ?? defaultSpareTunnels;
@@ -499,11 +514,10 @@ export class DepotLocal {
           const standby = async (): Promise<Duplex> => {
             const conn = await dialTunnel(this.#stop.signal);
             try {
-              await new ControlWriter(conn, depotProtocol).send({
-                type: "standby",
-                name: this.name,
-                sessionKey: sessionKey!,
-              });
+              await writeAll(
+                conn,
+                frame({ type: "standby", name: this.name, sessionKey: sessionKey! }),
+              );
             } catch (err) {
               closeQuietly(conn);
               throw err;
@@ -521,6 +535,7 @@ export class DepotLocal {
             ...session,
             spares: pool,
             openTunnel: async (sig) => {
+              if (opens) pool.missed(); // with "open", it found no standby at the server
               const conn = opens ? undefined : pool.take();
               return conn ? { conn, spare: true } : { conn: await dialTunnel(sig), spare: false };
             },
@@ -660,12 +675,9 @@ export class DepotLocal {
     const o = this.#opts;
     const { ctl } = session;
     const ac = new AbortController();
+    // The session's end aborts every controller in `requests` (one listener for the session).
     session.requests.set(req.id, ac);
-    // The session's end aborts this request's controller: AbortSignal.any on the long-lived
-    // ctl.signal cost ~20-40 µs per request (its dependents pile up until a GC).
-    const onSessionEnd = () => ac.abort(ctl.signal.reason);
-    if (ctl.signal.aborted) onSessionEnd();
-    else ctl.signal.addEventListener("abort", onSessionEnd, { once: true });
+    if (ctl.signal.aborted) ac.abort(ctl.signal.reason);
     const signal = ac.signal;
     const udp = req.type === "associate";
     const dest = udp ? "udp" : joinHostPort(req.host, req.port);
@@ -682,7 +694,9 @@ export class DepotLocal {
         // The control connection (or the stream) is gone: the server fails the request itself.
       });
     };
-    const log = this.log.child({ id: req.id, dest });
+    // Made when first used: a relayed connection below the info level never logs.
+    let reqLog: Logger | undefined;
+    const log = () => reqLog ??= this.log.child({ id: req.id, dest });
     const startedMs = performance.now();
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     let app: Deno.TcpConn | undefined;
@@ -713,7 +727,7 @@ export class DepotLocal {
       } catch (err) {
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
-        log.info("dial failed", { failure: reason, error: errorMessage(err) });
+        log().info("dial failed", { failure: reason, error: errorMessage(err) });
         await report(reason, errorMessage(err));
         // `transport` never rejects (its failure is a value): close what it brings, if any.
         void transport.then((t) => closeQuietly(t.conn?.conn));
@@ -729,13 +743,13 @@ export class DepotLocal {
         } catch (err) {
           if (!t.conn!.spare || err instanceof RemoteError || signal.aborted) throw err;
           // A spare the server had already dropped (restart, timer): one fresh connection.
-          log.debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
+          log().debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
           const fresh = await session.dialTunnel(signal);
           tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal);
         }
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
-        log.warn("tunnel failed", { error: describe(err) });
+        log().warn("tunnel failed", { error: describe(err) });
         await report("other", `tunnel: ${describe(err)}`);
         return;
       }
@@ -743,9 +757,9 @@ export class DepotLocal {
       this.#active++;
       this.#total++;
       this.#live.add(stats);
-      m.activeConnections.inc({ side: "local" });
-      m.requestsTotal.inc({ side: "local", exit: this.name, result: "ok" });
-      m.connectSeconds.observe({ side: "local" }, (performance.now() - startedMs) / 1000);
+      m.localSeries.active.inc();
+      this.#okCount.inc();
+      m.localSeries.connect.observe((performance.now() - startedMs) / 1000);
       let end = "error";
       let udpResult: ExitAssociationResult | undefined;
       try {
@@ -753,7 +767,7 @@ export class DepotLocal {
           // An associate (nothing was dialled): the tunnel carries datagrams.
           const t = tunnel;
           tunnel = undefined; // serveExitAssociation closes it
-          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, signal, log);
+          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, signal, log());
           end = udpResult.end;
           return;
         }
@@ -771,29 +785,30 @@ export class DepotLocal {
         tunnel = undefined;
         end = r.end;
       } finally {
-        log.info("connection closed", {
-          end,
-          up: stats.aToB,
-          down: stats.bToA,
-          ...(udpResult
-            ? {
-              datagramsUp: udpResult.datagramsUp,
-              datagramsDown: udpResult.datagramsDown,
-              error: udpResult.message,
-            }
-            : {}),
-          ms: Math.round(performance.now() - startedMs),
-        });
+        if (this.log.enabled("info")) {
+          log().info("connection closed", {
+            end,
+            up: stats.aToB,
+            down: stats.bToA,
+            ...(udpResult
+              ? {
+                datagramsUp: udpResult.datagramsUp,
+                datagramsDown: udpResult.datagramsDown,
+                error: udpResult.message,
+              }
+              : {}),
+            ms: Math.round(performance.now() - startedMs),
+          });
+        }
         this.#active--;
         this.#live.delete(stats);
         this.#bytesUp += stats.aToB;
         this.#bytesDown += stats.bToA;
-        m.activeConnections.dec({ side: "local" });
-        m.bytesTotal.inc({ side: "local", direction: "up" }, stats.aToB);
-        m.bytesTotal.inc({ side: "local", direction: "down" }, stats.bToA);
+        m.localSeries.active.dec();
+        m.localSeries.up.inc(stats.aToB);
+        m.localSeries.down.inc(stats.bToA);
       }
     } finally {
-      ctl.signal.removeEventListener("abort", onSessionEnd);
       session.requests.delete(req.id);
       closeQuietly(app);
       closeQuietly(tunnel);
@@ -849,13 +864,7 @@ export class DepotLocal {
     req: { id: number; key: string },
     bound: Deno.NetAddr | undefined,
   ): Promise<Duplex> {
-    await new ControlWriter(on.stream, depotProtocol).send({
-      type: "tunnel",
-      id: req.id,
-      key: req.key,
-      boundHost: bound?.hostname,
-      boundPort: bound?.port,
-    });
+    await writeAll(on.stream, tunnelFrame(req, bound));
     return withPrefix(on.stream, on.leftover);
   }
 
@@ -872,14 +881,7 @@ export class DepotLocal {
     const cancelTimer = after(timeoutMs, onAbort); // the shared wheel: no timer per request
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      const writer = new ControlWriter(conn, depotProtocol);
-      await writer.send({
-        type: "tunnel",
-        id: req.id,
-        key: req.key,
-        boundHost: bound?.hostname,
-        boundPort: bound?.port,
-      });
+      await writeAll(conn, tunnelFrame(req, bound));
       const buffered = new BufferedReader(conn, 1024);
       const answer = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
         .read();
@@ -907,6 +909,28 @@ export class DepotLocal {
     this.#failures.push({ at: new Date().toISOString(), dest, reason, message });
     if (this.#failures.length > recentFailureCount) this.#failures.shift();
   }
+}
+
+/**
+ * One frame of our own on a tunnel: nothing else writes there meanwhile, so it needs none of
+ * a ControlWriter's queueing (one per frame was a promise chain and an object per request).
+ */
+function frame(msg: Outgoing<DepotMessage>): Uint8Array {
+  return encodeFrame({ v: depotProtocol.version, ...msg });
+}
+
+/** The `tunnel` answer to request `req`, naming the target side's address. */
+function tunnelFrame(
+  req: { id: number; key: string },
+  bound: Deno.NetAddr | undefined,
+): Uint8Array {
+  return frame({
+    type: "tunnel",
+    id: req.id,
+    key: req.key,
+    boundHost: bound?.hostname,
+    boundPort: bound?.port,
+  });
 }
 
 function describe(err: unknown): string {

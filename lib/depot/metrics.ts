@@ -40,6 +40,26 @@ export const connectSeconds: Histogram<"side"> = histogram(
   ["side"],
 );
 
+/**
+ * The series one relayed connection counts into on `side`, label keys built once (they were
+ * built on every count: five per connection and side).
+ */
+function connectionSeries(side: "server" | "local") {
+  return {
+    active: activeConnections.series({ side }),
+    connect: connectSeconds.series({ side }),
+    up: bytesTotal.series({ side, direction: "up" }),
+    down: bytesTotal.series({ side, direction: "down" }),
+    /** The "ok" requests of exit `exit`, bound once per exit. */
+    ok: (exit: string) => requestsTotal.series({ side, exit, result: "ok" }),
+  };
+}
+
+/** {@linkcode connectionSeries} of depot-server. */
+export const serverSeries: ReturnType<typeof connectionSeries> = connectionSeries("server");
+/** {@linkcode connectionSeries} of depot-local. */
+export const localSeries: ReturnType<typeof connectionSeries> = connectionSeries("local");
+
 /** One RTT sample for the gauge: which side measured it, for which exit. */
 export interface RttSample {
   side: "server" | "local";

@@ -285,3 +285,9 @@ export const DepotRefusal = {
   /** The server is shutting down. */
   shutdown: "shutdown",
 } as const;
+
+/**
+ * Standby spares ("open") a server keeps per exit, and so the most a local keeps ready when
+ * requests outrun its `spareTunnels` (default 2).
+ */
+export const maxStandbyPerExit = 16;

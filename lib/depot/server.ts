@@ -50,6 +50,7 @@ import {
   DepotRefusal,
   endFeature,
   heartbeatDeadFactor,
+  maxStandbyPerExit,
   muxFeature,
   openFeature,
   recentFailureCount,
@@ -77,8 +78,6 @@ import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 export const defaultMaxPending = 512;
 /** Default time a request may wait for its tunnel connection (beyond the local's dial). */
 export const defaultPendingTimeoutMs = 15_000;
-/** Standby spares kept per exit ("open"); a local keeps 2 by default. */
-const maxStandbyPerExit = 16;
 
 /** Options of {@linkcode DepotServer}. */
 export interface DepotServerOptions {
@@ -301,6 +300,8 @@ class ExitSession {
   readonly standby: Standby[] = [];
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
+  /** Its "ok" requests' series (bound once). */
+  readonly okCount: { inc(): void };
   constructor(
     readonly name: string,
     readonly ctl: ControlConn<DepotMessage>,
@@ -311,6 +312,7 @@ class ExitSession {
     readonly confirmsEnds: boolean,
     readonly log: Logger,
   ) {
+    this.okCount = m.serverSeries.ok(name);
     // One listener for all its plain tunnels: an unconfirmed FIN never will be once the
     // control connection is gone.
     ctl.signal.addEventListener("abort", () => {
@@ -743,17 +745,19 @@ export class DepotServer {
     // An ASSOCIATE names where the client sends from, not a destination: each datagram has its own.
     const dest = req.udpAssociate ? "udp" : joinHostPort(req.dest.host, req.dest.port);
     const exit = this.#exits.get(exitName);
-    const log = ctx.log.child({ exit: exitName, remote: ctx.remote, dest });
+    // Made when first used: a relayed connection below the info level never logs.
+    let reqLog: Logger | undefined;
+    const log = () => reqLog ??= ctx.log.child({ exit: exitName, remote: ctx.remote, dest });
     const stats: RelayStats = { aToB: 0, bToA: 0 };
     const remote = exit ? undefined : this.cluster?.remoteExit(exitName);
     if (remote) {
-      await this.#socksViaCluster(conn, req, remote, exitName, dest, log, startedMs);
+      await this.#socksViaCluster(conn, req, remote, exitName, dest, log(), startedMs);
       return;
     }
     if (!exit) {
       // Documented: no exit connected → 0x03 (network unreachable), at once.
       this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
-      log.info("no exit connected, refusing", { failure: "no-exit" });
+      log().info("no exit connected, refusing", { failure: "no-exit" });
       await sendSocks5Reply(conn, Reply.networkUnreachable).catch(() => {
         // The SOCKS client hung up: it has no use for the reply.
       });
@@ -761,7 +765,7 @@ export class DepotServer {
     }
     if (this.#pending.size >= this.maxPending) {
       this.#recordFailure(exitName, dest, "busy", `${this.maxPending} requests already pending`);
-      log.warn("too many pending requests, refusing", {
+      log().warn("too many pending requests, refusing", {
         failure: "busy",
         maxPending: this.maxPending,
       });
@@ -773,7 +777,7 @@ export class DepotServer {
 
     let udp: { assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined;
     if (req.udpAssociate) {
-      udp = await this.#bindAssociation(conn, req.dest, exit, stats, log);
+      udp = await this.#bindAssociation(conn, req.dest, exit, stats, log());
       if (!udp) {
         exit.failures++;
         return;
@@ -788,7 +792,7 @@ export class DepotServer {
       udp?.table.close();
       exit.failures++;
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
-      log.info("request failed", {
+      log().info("request failed", {
         failure: outcome.reason,
         ms: Math.round(performance.now() - startedMs),
         error: outcome.message,
@@ -805,9 +809,9 @@ export class DepotServer {
     exit.total++;
     exit.live.add(stats);
     this.#live.add(stats);
-    m.activeConnections.inc({ side: "server" });
-    m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
-    m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
+    m.serverSeries.active.inc();
+    exit.okCount.inc();
+    m.serverSeries.connect.observe((performance.now() - startedMs) / 1000);
     let relayed = false;
     let end = "error";
     let cause: string | undefined;
@@ -842,19 +846,21 @@ export class DepotServer {
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
       end = "reset";
-      log.debug("client gone before the reply", { error: describe(err) });
+      log().debug("client gone before the reply", { error: describe(err) });
     } finally {
-      log.info("connection closed", {
-        end,
-        failure,
-        error: cause,
-        up: stats.aToB,
-        down: stats.bToA,
-        ...(udp
-          ? { datagramsUp: udp.tally.datagramsUp, datagramsDown: udp.tally.datagramsDown }
-          : {}),
-        ms: Math.round(performance.now() - startedMs),
-      });
+      if (this.log.enabled("info")) {
+        log().info("connection closed", {
+          end,
+          failure,
+          error: cause,
+          up: stats.aToB,
+          down: stats.bToA,
+          ...(udp
+            ? { datagramsUp: udp.tally.datagramsUp, datagramsDown: udp.tally.datagramsDown }
+            : {}),
+          ms: Math.round(performance.now() - startedMs),
+        });
+      }
       if (!relayed) {
         closeQuietly(tunnel);
         udp?.assoc.close();
@@ -869,9 +875,9 @@ export class DepotServer {
       exit.bytesDown += stats.bToA;
       this.#closedBytesUp += stats.aToB;
       this.#closedBytesDown += stats.bToA;
-      m.activeConnections.dec({ side: "server" });
-      m.bytesTotal.inc({ side: "server", direction: "up" }, stats.aToB);
-      m.bytesTotal.inc({ side: "server", direction: "down" }, stats.bToA);
+      m.serverSeries.active.dec();
+      m.serverSeries.up.inc(stats.aToB);
+      m.serverSeries.down.inc(stats.bToA);
     }
   }
 

@@ -13,11 +13,16 @@
  */
 
 import { closeQuietly, type Duplex } from "../net/mod.ts";
+import { maxStandbyPerExit } from "./protocol.ts";
 
 /** A pool of idle pre-dialled connections, refilled in the background. */
 export class SparePool {
   #spares: { conn: Duplex; at: number }[] = [];
   #dialling = 0;
+  /** Spares to keep now: `size`, more (up to `max`) while requests outrun them. */
+  #target: number;
+  /** A request found no spare since the last expiry tick. */
+  #short = false;
   #closed = false;
   #timer: ReturnType<typeof setInterval>;
   #hits = 0;
@@ -27,13 +32,17 @@ export class SparePool {
    * @param size spares to keep ready
    * @param maxIdleMs a spare older than this is closed and replaced
    * @param dialFn opens one connection
+   * @param max spares kept at most while requests outrun `size` (the server holds 16 standby
+   *   spares per exit)
    */
   constructor(
     readonly size: number,
     readonly maxIdleMs: number,
     readonly dialFn: () => Promise<Duplex>,
+    readonly max = Math.max(size, maxStandbyPerExit),
   ) {
-    this.#timer = setInterval(() => this.#expire(), Math.max(20, Math.floor(maxIdleMs / 4)));
+    this.#target = size;
+    this.#timer = setInterval(() => this.#expire(true), Math.max(20, Math.floor(maxIdleMs / 4)));
     this.fill();
   }
 
@@ -47,9 +56,22 @@ export class SparePool {
     this.#expire();
     const s = this.#spares.pop();
     if (s) this.#hits++;
-    else this.#misses++;
+    else this.missed();
     this.fill();
     return s?.conn;
+  }
+
+  /**
+   * A request found no spare (with "open": its request came on the control connection, the
+   * server had no standby left): keep twice as many ready, up to `max`, until the demand
+   * passes. Under concurrent load `size` spares were used up at once and most requests took
+   * the slow way (a control message, a fresh dial and an acceptance round).
+   */
+  missed(): void {
+    this.#misses++;
+    this.#short = true;
+    this.#target = Math.min(this.max, this.#target * 2);
+    this.fill();
   }
 
   /**
@@ -68,9 +90,9 @@ export class SparePool {
     return true;
   }
 
-  /** Start dials until `size` spares are ready or on their way. */
+  /** Start dials until the spares wanted now are ready or on their way. */
   fill(): void {
-    while (!this.#closed && this.#spares.length + this.#dialling < this.size) {
+    while (!this.#closed && this.#spares.length + this.#dialling < this.#target) {
       this.#dialling++;
       this.dialFn().then(
         (conn) => {
@@ -87,8 +109,15 @@ export class SparePool {
     }
   }
 
-  /** Close spares past `maxIdleMs` (the server would cut them soon) and refill. */
-  #expire(): void {
+  /**
+   * Close spares past `maxIdleMs` (the server would cut them soon) and refill; on the
+   * interval's ticks, a quiet interval (no request missed a spare) halves the extra spares.
+   */
+  #expire(tick = false): void {
+    if (tick && !this.#short) {
+      this.#target = Math.max(this.size, this.#target - Math.ceil((this.#target - this.size) / 2));
+    }
+    if (tick) this.#short = false;
     const now = performance.now();
     const keep: { conn: Duplex; at: number }[] = [];
     for (const s of this.#spares) {
