@@ -225,3 +225,70 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
     await redis.stop();
   }
 });
+
+Deno.test("tunnel cluster: a group with members on two instances keeps its port when the member holding the claim leaves", async () => {
+  const redis = await startRedis();
+  const hasher = startHasher();
+  const procs: ServiceProcess[] = [];
+  const P = threePorts();
+  try {
+    const member = (host: string) =>
+      startClusterMember(redis.url, token, [
+        "--duplicate",
+        "balance",
+        "--tcp-ports",
+        `${P}-${P}`,
+        "--tcp-host",
+        host,
+        "--host",
+        "one.test=env:ID",
+      ], { env: { ID: id } });
+    const a = await member("127.0.0.1");
+    procs.push(a);
+    const b = await member("127.0.0.2");
+    procs.push(b);
+    const join = async (m: ServiceProcess) => {
+      const c = await startClientProcess(m.addrs.get("http")!, hasher.port, id, [
+        "--tcp",
+        `${P}=127.0.0.1:${hasher.port}`,
+      ]);
+      procs.push(c);
+      await c.waitFor(new RegExp(`msg="tcp tunnel open" publicPort=${P} addr=`));
+      return c;
+    };
+    await join(a);
+    await b.waitFor(new RegExp(`msg="listening" name=tcp-${P} addr=127\\.0\\.0\\.2:`));
+    // The member on B claims the port too: B holds the claim now.
+    const second = await join(b);
+    for (const host of ["127.0.0.1", "127.0.0.2"]) {
+      assertEquals(await hashThrough(P, 1 << 20, 1, host), blockStreamSha256(1 << 20, 1));
+    }
+    const marks = [a.lines.length, b.lines.length];
+    await second.stop();
+    // B released the claim; A, whose member still serves the port, writes it back and keeps
+    // its port bound; B binds it again.
+    await b.waitFor(
+      new RegExp(`msg="listening" name=tcp-${P} addr=127\\.0\\.0\\.2:`),
+      undefined,
+      marks[1],
+    );
+    const want = blockStreamSha256(1 << 20, 2);
+    assertEquals(await hashThrough(P, 1 << 20, 2), want);
+    // B reaches the member on A once A holds the client's lease again (A's next beat writes it
+    // back); until then B closes the connection (no-client).
+    let viaB = "";
+    for (const deadline = Date.now() + 20_000; viaB !== want && Date.now() < deadline;) {
+      viaB = await hashThrough(P, 1 << 20, 2, "127.0.0.2");
+      if (viaB !== want) await new Promise((r) => setTimeout(r, 100));
+    }
+    assertEquals(viaB, want);
+    const releasedOnA = a.lines.slice(marks[0]).filter((l) =>
+      /port released in the cluster/.test(l)
+    );
+    assertEquals(releasedOnA, []);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await hasher.close();
+    await redis.stop();
+  }
+});

@@ -98,8 +98,17 @@ export class PortClaims implements RegistryExtension {
   readonly noticePrefix = "p:";
   readonly #reg: ClaimRegistry;
   readonly #log: Logger;
-  /** Claims this instance holds (refreshed every heartbeat), by `proto:port`. */
+  /**
+   * Claims of clients held here (refreshed every heartbeat while ours), by `proto:port`; a
+   * claim held here stays while its clients do, even when another instance took it over.
+   */
   #held = new Map<string, PortClaim>();
+  /**
+   * Of those, the ones another instance holds now (a group member there claimed it, or the
+   * client reconnected there while its old session here lingers): written back only when that
+   * claim is gone, as a client's lease in standby is.
+   */
+  #standby = new Set<string>();
   #listeners = new Set<ClaimsListener>();
   /** A scan is running / another one was asked for meanwhile. */
   #scanning: Promise<void> | undefined;
@@ -138,6 +147,7 @@ export class PortClaims implements RegistryExtension {
     });
     if (typeof other === "string") return { ok: false, claim: JSON.parse(other) as PortClaim };
     this.#held.set(`${proto}:${port}`, claim);
+    this.#standby.delete(`${proto}:${port}`);
     await this.#reg.notify(`p:${proto}:${port}`);
     return { ok: true, claim };
   }
@@ -146,7 +156,10 @@ export class PortClaims implements RegistryExtension {
   async release(proto: ClaimProtocol, port: number, identifier: string): Promise<void> {
     const held = this.#held.get(`${proto}:${port}`);
     const d = identifierDigest(identifier);
-    if (held?.client === d) this.#held.delete(`${proto}:${port}`);
+    if (held?.client === d) {
+      this.#held.delete(`${proto}:${port}`);
+      this.#standby.delete(`${proto}:${port}`);
+    }
     const n = await this.#reg.redis.eval(releaseScript, {
       keys: [this.#key(proto, port), this.#reg.key("ports")],
       arguments: [this.#reg.instance, d, `${proto}:${port}`],
@@ -216,14 +229,18 @@ export class PortClaims implements RegistryExtension {
           continue;
         }
         for (const fn of this.#listeners) fn(claims, startedMs);
+        // A claim of clients held here is gone (another instance released it, or an outage
+        // outlived its lease): written back now rather than at the next beat.
+        const live = new Set(claims.map((c) => `${c.proto}:${c.port}`));
+        if ([...this.#held.keys()].some((k) => !live.has(k))) void this.sync();
       } while (this.#again);
     })().finally(() => this.#scanning = undefined);
     return this.#scanning;
   }
 
   /**
-   * Heartbeat: refresh the claims held here (one that another instance took is dropped:
-   * its client reconnected there), then read every claim. Throws when Redis is unreachable.
+   * Heartbeat: refresh the claims held here (one that another instance took is left to it
+   * while it lasts), then read every claim. Throws when Redis is unreachable.
    */
   async refresh(): Promise<void> {
     for (const [k, claim] of this.#held) {
@@ -235,12 +252,19 @@ export class PortClaims implements RegistryExtension {
         this.#reg.instance,
       );
       if (r === "not-ours") {
-        this.#held.delete(k);
-        this.#log.info("port now claimed by another instance", {
-          port: k,
-          client: claim.fingerprint,
-        });
-      } else if (r === "written-back") {
+        if (!this.#standby.has(k)) {
+          this.#standby.add(k);
+          this.#log.info("port now claimed by another instance", {
+            port: k,
+            client: claim.fingerprint,
+          });
+        }
+        continue;
+      }
+      if (this.#standby.delete(k)) {
+        this.#log.info("port claimed here again", { port: k, client: claim.fingerprint });
+      }
+      if (r === "written-back") {
         // Gone (Redis restarted empty, or an outage outlived the lease): indexed again.
         await this.#reg.redis.eval(indexScript, { keys: [this.#reg.key("ports")], arguments: [k] });
         await this.#reg.notify(`p:${k}`);

@@ -175,6 +175,8 @@ interface ClaimedPort<L> {
 /** The local members of one identifier that claimed a port in the cluster. */
 interface Claimers {
   key: string;
+  /** SHA-256 hex digest of the identifier (as a claim names it). */
+  client: string;
   members: ClientGroup;
 }
 
@@ -419,7 +421,8 @@ export abstract class PortTunnels<L extends PortListener> {
     let g = this.#claimers.get(publicPort);
     // Another identifier's entry is stale: Redis just gave the port to this one.
     if (g?.key !== client.key) {
-      this.#claimers.set(publicPort, g = { key: client.key, members: new ClientGroup() });
+      g = { key: client.key, client: r.claim.client, members: new ClientGroup() };
+      this.#claimers.set(publicPort, g);
     }
     g.members.add(client);
     const group = g;
@@ -437,7 +440,7 @@ export abstract class PortTunnels<L extends PortListener> {
     return {
       publicPort,
       ok: true,
-      error: `claimed for the cluster; not bound on this instance (${l?.error}): ` +
+      error: `claimed for the cluster; not bound on this instance (${l?.error ?? "closing"}): ` +
         "the other instances serve it",
     };
   }
@@ -491,11 +494,13 @@ export abstract class PortTunnels<L extends PortListener> {
     const anyClient = (identifier: string) => this.core.anyClient(identifier);
     const clients: PortClients = {
       pick(skip?: MemberSkip) {
-        const local = claimers.get(port)?.members.pick(balance, skip);
+        const g = claimers.get(port);
+        const local = g?.client === entry.claim.client ? g.members.pick(balance, skip) : undefined;
         return local ? Promise.resolve(local) : anyClient(claims.identifierOf(entry.claim));
       },
       get members() {
-        return claimers.get(port)?.members;
+        const g = claimers.get(port);
+        return g?.client === entry.claim.client ? g.members : undefined;
       },
     };
     const fields = { port, client: claim.fingerprint, holder: claim.instance };
@@ -532,6 +537,9 @@ export abstract class PortTunnels<L extends PortListener> {
       }
       for (const [port, e] of this.#claimed) {
         if (want.has(port) || e.claimedMs >= startedMs) continue;
+        // Still claimed by clients here (another instance's member of their group released
+        // it): the claims' refresh writes it back, the port stays.
+        if (this.#claimers.get(port)?.client === e.claim.client) continue;
         this.#claimed.delete(port);
         await e.listener?.stop();
         this.log.info(`${this.protocol} port released in the cluster: closed`, {
