@@ -190,6 +190,39 @@ function trackActivity(conn: Deno.Conn, entry: { activeMs: number }): void {
   };
 }
 
+/**
+ * The {@linkcode ConnContext} serve() hands a handler: the remote's text and the connection's
+ * logger are made when first read (a log line; most connections of a busy proxy never log),
+ * through getters on the prototype (an object literal with getters cost 4–5 µs to build).
+ */
+class Context implements ConnContext {
+  readonly #conn: Deno.Conn;
+  readonly #serverLog: Logger;
+  #remote: string | undefined;
+  #log: Logger | undefined;
+  /** The handshake deadline, while it runs. */
+  timer: Deadline | undefined;
+
+  constructor(readonly id: number, readonly signal: AbortSignal, conn: Deno.Conn, log: Logger) {
+    this.#conn = conn;
+    this.#serverLog = log;
+  }
+
+  get remote(): string {
+    return this.#remote ??= formatAddr(this.#conn.remoteAddr);
+  }
+
+  get log(): Logger {
+    return this.#log ??= this.#serverLog.child({ conn: this.id });
+  }
+
+  /** Bound: handlers pass it on as a function. */
+  handshakeDone = (): void => {
+    if (this.timer !== undefined) deadlines.delete(this.timer);
+    this.timer = undefined;
+  };
+}
+
 /** A running accept loop. */
 export interface Server {
   readonly addr: Deno.NetAddr;
@@ -308,53 +341,35 @@ export function serve<C extends Deno.Conn>(
   };
 
   const handle = async (conn: C, entry: LiveConn<C>) => {
-    const id = ++nextId;
     const ac = entry.ac;
-    // The remote's text and the connection's logger are made when first used (a log line):
-    // most connections of a busy proxy never log through them.
-    let remoteText: string | undefined;
-    const remote = () => remoteText ??= formatAddr(conn.remoteAddr);
-    let connLog: Logger | undefined;
-    const clog = () => connLog ??= log.child({ conn: id });
-    // On the shared deadline wheel: a timer object per connection was a measurable share of
-    // a short connection's cost.
-    let timer: Deadline | undefined;
+    const ctx = new Context(++nextId, ac.signal, conn, log);
     if (handshakeMs > 0) {
-      timer = {
+      // On the shared deadline wheel: a timer object per connection was a measurable share
+      // of a short connection's cost.
+      ctx.timer = {
         due: deadlines.clockMs() + handshakeMs,
         fire: () => {
-          timer = undefined;
+          ctx.timer = undefined;
           stats.handshakeTimeouts++;
-          clog().warn("handshake timeout, closing", { remote: remote(), timeoutMs: handshakeMs });
+          ctx.log.warn("handshake timeout, closing", {
+            remote: ctx.remote,
+            timeoutMs: handshakeMs,
+          });
           ac.abort(new DOMException("handshake timeout", "TimeoutError"));
           closeQuietly(conn);
         },
       };
-      deadlines.add(timer);
+      deadlines.add(ctx.timer);
     }
-    const ctx: ConnContext = {
-      id,
-      get remote() {
-        return remote();
-      },
-      signal: ac.signal,
-      get log() {
-        return clog();
-      },
-      handshakeDone: () => {
-        if (timer !== undefined) deadlines.delete(timer);
-        timer = undefined;
-      },
-    };
     try {
       await handler(conn, ctx);
     } catch (err) {
       stats.errors++;
       if (!ac.signal.aborted && !hardStopped && !entry.shed) {
-        clog().warn("connection handler failed", { remote: remote(), error: errorMessage(err) });
+        ctx.log.warn("connection handler failed", { remote: ctx.remote, error: errorMessage(err) });
       }
     } finally {
-      if (timer !== undefined) deadlines.delete(timer);
+      ctx.handshakeDone();
       if (!entry.shed) uncount(entry);
       // Most handlers closed it already (a relay does): closing again would build a
       // BadResource error with its stack only to drop it, ~20 µs per connection.

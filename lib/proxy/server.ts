@@ -234,31 +234,17 @@ export function serveProxy(
           return;
         }
       }
-      const tctx: ProxyTypeContext = {
-        conn,
-        signal: ctx.signal,
-        get log() {
-          return ctx.log;
-        },
-        authenticate: opts.authenticate &&
-          limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal),
-        socket: {
-          local: { host: here.hostname, port: here.port },
-          remote: { host: remote.hostname, port: remote.port },
-          conn: sock,
-        },
-      };
+      const authenticate = opts.authenticate &&
+        limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal);
       if (type.kind === "session") {
-        const sctx: SessionContext = {
-          ...tctx,
+        const sctx: SessionContext = new SessionTypeContext(conn, ctx, sock, authenticate, {
           idleTimeoutMs,
           headTimeoutMs: opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
-          handshakeDone: ctx.handshakeDone,
           connect: async (d) => {
             ctx.handshakeDone();
             return new CountingConn(await dialTracked(conn, d, ctx.signal), conn);
           },
-        };
+        });
         try {
           await type.session(client, sctx);
         } catch (err) {
@@ -279,7 +265,7 @@ export function serveProxy(
 
       let req: ProxyRequest;
       try {
-        req = await type.handshake(client, tctx);
+        req = await type.handshake(client, new TypeContext(conn, ctx, sock, authenticate));
       } catch (err) {
         conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
         return;
@@ -363,6 +349,64 @@ export function serveProxy(
     stop: (drainMs) => server.stop(drainMs),
     finished: server.finished,
   };
+}
+
+/**
+ * What a proxy type is given for one client: its logger and socket view made when first read
+ * (getters on the prototype: an object literal with getters cost 4–5 µs to build, per
+ * connection, and most connections never read either).
+ */
+class TypeContext implements ProxyTypeContext {
+  readonly signal: AbortSignal;
+  readonly #ctx: ConnContext;
+  readonly #sock: Deno.TcpConn;
+  #socket: ProxyTypeContext["socket"] | undefined;
+
+  constructor(
+    readonly conn: ProxyConnection,
+    ctx: ConnContext,
+    sock: Deno.TcpConn,
+    readonly authenticate: Authenticator | undefined,
+  ) {
+    this.signal = ctx.signal;
+    this.#ctx = ctx;
+    this.#sock = sock;
+  }
+
+  get log(): Logger {
+    return this.#ctx.log;
+  }
+
+  get socket(): ProxyTypeContext["socket"] {
+    const sock = this.#sock, local = sock.localAddr, remote = sock.remoteAddr;
+    return this.#socket ??= {
+      local: { host: local.hostname, port: local.port },
+      remote: { host: remote.hostname, port: remote.port },
+      conn: sock,
+    };
+  }
+}
+
+/** A session type's context: {@linkcode TypeContext} and the session's own parts. */
+class SessionTypeContext extends TypeContext implements SessionContext {
+  readonly idleTimeoutMs: number;
+  readonly headTimeoutMs: number;
+  readonly handshakeDone: () => void;
+  readonly connect: SessionContext["connect"];
+
+  constructor(
+    conn: ProxyConnection,
+    ctx: ConnContext,
+    sock: Deno.TcpConn,
+    authenticate: Authenticator | undefined,
+    session: Pick<SessionContext, "idleTimeoutMs" | "headTimeoutMs" | "connect">,
+  ) {
+    super(conn, ctx, sock, authenticate);
+    this.idleTimeoutMs = session.idleTimeoutMs;
+    this.headTimeoutMs = session.headTimeoutMs;
+    this.handshakeDone = ctx.handshakeDone;
+    this.connect = session.connect;
+  }
 }
 
 /** `auth` for one client at `remote` through the limiter: right passes, wrong ones late. */
