@@ -651,7 +651,8 @@ export class PublicConn {
         leg.pending.shift();
         const next = leg.pending[0];
         if (this.#opts.accessLog) {
-          // The line follows the response out, as when every piece was written at once.
+          // The response goes out before its line is logged, as when each piece was written
+          // at once: a client gone in the middle of it gets no line.
           await out.flush();
           this.#log.info("access", {
             host: req?.host ?? leg.host,
