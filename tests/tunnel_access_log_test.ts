@@ -178,6 +178,11 @@ const rawResponses: Record<string, string> = {
     "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
   // HEAD: the length announces a body that never comes.
   "/head": "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n",
+  // The app closes 5 bytes into a 10-byte body (the app below closes after this one).
+  "/cut": "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+  // A length that is no number: the head is relayed, then the connection ends (as it did when
+  // each piece was written at once).
+  "/badlen": "HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
 };
 /** What the public client receives for each path. */
 const publicResponses: Record<string, string> = {
@@ -215,6 +220,7 @@ function startRawApp(): { port: number; received: Map<string, number>; close(): 
         received.set(path, end + 4);
         buf = buf.slice(end + 4);
         await c.write(latin1(rawResponses[path]));
+        if (path === "/cut" || path === "/badlen") return;
       }
     } catch {
       // The tunnel client closed the connection at the end of the test.
@@ -283,6 +289,31 @@ Deno.test("tunnel access log: the fields of each line, and in/out counting the b
     assertMatch(cid, /^\d+$/);
   } finally {
     pub.close();
+    await client.stop();
+    await server.stop();
+    await app.close();
+  }
+});
+
+Deno.test("tunnel access log: a response that breaks off reaches the client as far as it came, without a line", async () => {
+  const app = startRawApp();
+  const [server, client, port] = await startPair(app, ["--access-log", "info"]);
+  try {
+    for (const path of ["/cut", "/badlen"]) {
+      const pub = await Deno.connect({ hostname: "127.0.0.1", port });
+      const remote = `127.0.0.1:${(pub.localAddr as Deno.NetAddr).port}`;
+      try {
+        await pub.write(latin1(`GET ${path} HTTP/1.1\r\nHost: app.test\r\n\r\n`));
+        // What the app sent (the head, and the 5 body bytes of /cut), then the front's close.
+        assertEquals(new TextDecoder("latin1").decode(await readAll(pub)), rawResponses[path]);
+      } finally {
+        pub.close();
+      }
+      const done = await server.waitFor(new RegExp(`msg="request done" remote=${remote} `));
+      assertEquals([field(done, "end"), field(done, "failure")], ["reset", "io"], done);
+    }
+    assert(!server.lines.some((l) => /msg="?access"? /.test(l)), server.lines.join("\n"));
+  } finally {
     await client.stop();
     await server.stop();
     await app.close();
