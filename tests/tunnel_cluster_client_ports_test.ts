@@ -134,6 +134,9 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
     await a.waitFor(
       new RegExp(`level=warn .*msg="tcp port claimed in the cluster not bound here.* port=${busy}`),
     );
+    // B writes the client's lease just after its handshake (the ports were claimed in it):
+    // until then another instance finds no client for them (a connection there is closed).
+    await b.waitFor(/msg="client connected"/);
 
     const total = 24 * 1024 * 1024 + 7;
     const hashes = await Promise.all([1, 2].map((seed) => hashThrough(up, total, seed)));
@@ -211,6 +214,7 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
     ]);
     procs.push(stranded);
     await a.waitFor(new RegExp(`msg="listening" name=tcp-${down} `), undefined, marks[0]);
+    await b.waitFor(/msg="client connected"/);
     assertEquals(await download(down, size, 8), blockStreamSha256(size, 8));
     marks = [a.lines.length];
     await b.stop("SIGKILL");
