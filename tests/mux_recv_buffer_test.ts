@@ -142,3 +142,19 @@ Deno.test("mux RecvBuffer: a lent view stays out of the pool until released, eve
   assertEquals(other.take(out), out.length);
   assertEquals(out, new Uint8Array(60 * 1024).fill(9));
 });
+
+Deno.test("mux RecvBuffer: a reservation that got nothing leaves no empty buffer in the queue", () => {
+  // fast-check's counterexample: two empty reservations, then a byte behind them.
+  const rx = new RecvBuffer();
+  rx.push(new Uint8Array([1]));
+  rx.reserve(16384, 16384); // the first buffer lacks room: a second one
+  rx.commit(0);
+  rx.reserve(16385, 16385); // and a third
+  rx.commit(0);
+  rx.push(new Uint8Array([2]));
+  assertEquals(Array.from(rx.takeView(1)), [1]);
+  rx.releaseView();
+  assertEquals(Array.from(rx.takeView(1)), [2], "not an empty view while a byte waits");
+  rx.releaseView();
+  assertEquals(rx.length, 0);
+});

@@ -159,6 +159,13 @@ export class RecvBuffer {
     c.end += Math.max(0, n);
     this.#length += Math.max(0, n);
     if (this.#length === 0) this.clear();
+    else if (c.start === c.end && this.#chunks[this.#chunks.length - 1] === c) {
+      // Nothing came and nothing waits in it: a later buffer must not queue behind an empty
+      // one (a view of it would be empty while bytes wait).
+      this.#chunks.pop();
+      if (c === this.#lent) this.#lentDetached = true;
+      else freeChunk(c);
+    }
   }
 
   /** Drop what waits and give the buffers back (a lent or reserved one once it returns). */

@@ -460,8 +460,8 @@ export class Session implements StreamHost, FrameSink {
         if (rs !== null && this.#decoder.payloadLeft >= directReadMinBytes) {
           // Bulk payload: give its reader a few microtasks to come back for more (it was
           // just handed the previous piece), then read the transport into its buffer.
-          // No reader back in time: read into the stream's receive buffer instead (one
-          // copy out later, never two).
+          // No reader back in time, or one that reads views: read into the stream's receive
+          // buffer instead (one copy out later, none for a view).
           for (let i = 0; i < directReadYieldTicks && !rs._readerWaiting; i++) await null;
           // The read may also take the next frame's header (never more): one read per frame
           // instead of two when the rest of the payload and that header are both there.

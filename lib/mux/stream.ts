@@ -595,8 +595,8 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   /**
    * Room at the end of the receive buffer for the session to read up to `max` bytes into
    * when no reader waits (one copy instead of two): payload of this stream, and perhaps the
-   * next frame's header past it, which the session takes back out before `_queueDone`. Null when the stream
-   * takes no more data. Must be followed by `_queueDone`.
+   * next frame's header past it, which the session takes back out before `_queueDone`. Null
+   * when the stream takes no more data. Must be followed by `_queueDone`.
    */
   _reserveQueue(max: number): Uint8Array | null {
     if (this.#localClosed || this.#err) return null;

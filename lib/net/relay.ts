@@ -4,7 +4,9 @@
  * A read loop, not `pipeTo`: `ReadableStream.pipeTo` closes the whole destination at EOF,
  * while a proxy must turn the source's FIN into `closeWrite()` on the destination and keep
  * the other direction flowing (a client that shuts down its write side still receives the
- * full reply). Buffers come from the shared budgeted pool and adapt to the traffic.
+ * full reply). Buffers come from the shared budgeted pool and adapt to the traffic. A source
+ * that lends its bytes (`ViewReader`: a mux stream) needs no buffer of ours, and a destination
+ * that frames (`FramedWriter`: a mux stream) gets room for its header in front of what we read.
  * @module
  */
 
@@ -119,8 +121,10 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
     if (isDisconnect(err)) error = err as Error;
   };
 
-  /** A source that lends what it received (a mux stream): its bytes are written on as they
-   * lie, without a buffer of ours or a copy into one. */
+  /**
+   * A source that lends what it received (a mux stream): its bytes are written on as they
+   * lie, without a buffer of ours or a copy into one.
+   */
   const pumpViews = async (src: ViewReader, dst: Duplex, count: (n: number) => void) => {
     try {
       while (true) {
@@ -130,7 +134,8 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
           return;
         }
         idle?.touch();
-        await writeAll(dst, v);
+        const wrote = await dst.write(v); // as below: writeAll only for a short write's rest
+        if (wrote < v.length) await writeAll(dst, v.subarray(wrote));
         count(v.length);
       }
     } catch (err) {
@@ -141,13 +146,13 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
   };
 
   const pump = async (src: Duplex, dst: Duplex, count: (n: number) => void) => {
-    const views = framedWriter(dst) ? null : viewReader(src);
-    if (views) return pumpViews(views, dst, count);
-    let buf = pool.acquire(pool.minBytes);
     // A framing destination (a mux stream) gets room in front of what we read for its frame
     // header: header and payload then leave in one write instead of two.
     const framed = framedWriter(dst);
+    const views = framed ? null : viewReader(src);
+    if (views) return pumpViews(views, dst, count);
     const room = framed?.headroomBytes ?? 0;
+    let buf = pool.acquire(pool.minBytes);
     try {
       while (true) {
         const n = await src.read(room > 0 ? buf.subarray(room) : buf);
