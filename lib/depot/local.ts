@@ -17,9 +17,11 @@ import {
   errorMessage,
   type HostPort,
   joinHostPort,
+  minRelayBufferBytes,
   NetError,
   type NetFailureReason,
   relay,
+  relayPool,
   type RelayStats,
   sleep,
   withPrefix,
@@ -612,13 +614,19 @@ export class DepotLocal {
     conn: Duplex,
     session: () => Session | undefined,
   ): Promise<void> {
-    const buffered = new BufferedReader(conn, 1024);
+    // Borrowed from the relay pool until its one read settled (the leftover is a copy).
+    const buf = relayPool.acquire(minRelayBufferBytes);
+    const buffered = new BufferedReader(conn, buf);
     let req;
+    let leftover: Uint8Array;
     try {
       req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 }).read();
+      leftover = buffered.takeBuffered();
     } catch {
       // Closed: expired and replaced by the pool, or the session ended. Nothing was asked.
       return;
+    } finally {
+      relayPool.release(buf);
     }
     const s = session();
     const wanted = req?.type === "connect" ||
@@ -631,7 +639,7 @@ export class DepotLocal {
     }
     await this.#handleConnect(s, req as ConnectRequest | AssociateRequest, {
       stream: conn,
-      leftover: buffered.takeBuffered(),
+      leftover,
     });
   }
 

@@ -19,8 +19,10 @@ import {
   formatAddr,
   type HostPort,
   joinHostPort,
+  minRelayBufferBytes,
   type NetFailureReason,
   relay,
+  relayPool,
   type RelayStats,
   resetQuietly,
   serve,
@@ -1308,7 +1310,24 @@ export class DepotServer {
     ctx: { remote: string; log: Logger; handshakeDone(): void; signal?: AbortSignal },
     allowMux = true,
   ): Promise<void> {
-    const buffered = new BufferedReader(conn, 1024);
+    // The first frames' reader borrows its buffer from the relay pool (an allocation per
+    // tunnel before): every read of it has settled when the handler ends, and what it hands
+    // on (frames, bytes read past them) are copies.
+    const buf = relayPool.acquire(minRelayBufferBytes);
+    try {
+      await this.#tunnel(conn, ctx, allowMux, buf);
+    } finally {
+      relayPool.release(buf);
+    }
+  }
+
+  async #tunnel(
+    conn: Duplex,
+    ctx: { remote: string; log: Logger; handshakeDone(): void; signal?: AbortSignal },
+    allowMux: boolean,
+    buf: Uint8Array,
+  ): Promise<void> {
+    const buffered = new BufferedReader(conn, buf);
     const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
     const writer = new ControlWriter(conn, depotProtocol);
     const refuse = async (reason: string, message: string) => {
