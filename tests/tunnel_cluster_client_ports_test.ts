@@ -15,10 +15,13 @@
  * - the client leaves: both instances close the ports;
  * - a holder killed while its client can reach no other instance: the claim's lease expires
  *   and the other instance closes the port.
+ *
+ * Then a group with members on both instances keeps its port when the member on the claim's
+ * holder leaves, and two `--workers` share a client's port (SO_REUSEPORT), both relaying.
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { blockStreamSha256, freePort, type ServiceProcess } from "./_util.ts";
+import { blockStreamSha256, freePort, type ServiceProcess, startService } from "./_util.ts";
 import {
   download,
   freeUdpPort,
@@ -292,6 +295,64 @@ Deno.test("tunnel cluster: a group with members on two instances keeps its port 
     assertEquals(releasedOnA, []);
   } finally {
     for (const p of procs.reverse()) await p.stop();
+    await hasher.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("workers: a port a client asks for is bound by both tunnel-server workers (SO_REUSEPORT), byte-exact through both", async () => {
+  const redis = await startRedis();
+  const hasher = startHasher();
+  const port = freePort();
+  const tcp = threePorts();
+  const procs: ServiceProcess[] = [];
+  try {
+    const server = await startService("tunnel-server.ts", [
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--registry",
+      redis.url,
+      "--heartbeat",
+      "300ms",
+      "--tcp-ports",
+      `${tcp}-${tcp}`,
+      "--host",
+      "one.test=env:ID",
+      "--workers",
+      "2",
+    ], {
+      denoArgs: ["--unstable-net"],
+      ready: /msg="workers ready"/,
+      readyCount: 0,
+      env: { ID: id },
+    });
+    procs.push(server);
+    procs.push(
+      await startClientProcess(`127.0.0.1:${port}`, hasher.port, id, [
+        "--tcp",
+        `${tcp}=127.0.0.1:${hasher.port}`,
+      ]),
+    );
+    // The worker holding the client claims the port; both bind it.
+    for (const w of [1, 2]) {
+      await server.waitFor(new RegExp(`worker=${w} msg="listening" name=tcp-${tcp}`));
+    }
+    await server.waitFor(/msg="client connected"/);
+    const closedBy = (w: string) =>
+      server.lines.filter((l) =>
+        new RegExp(`worker=${w} .*tcp=${tcp} .*msg="connection closed"`).test(l)
+      )
+        .length;
+    const total = 1024 * 1024 + 5;
+    for (let i = 0; i < 200 && (closedBy("1") === 0 || closedBy("2") === 0); i++) {
+      assertEquals(await hashThrough(tcp, total, i), blockStreamSha256(total, i));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    assert(closedBy("1") > 0 && closedBy("2") > 0, "both workers relayed connections");
+    assertEquals(await server.stop("SIGTERM"), 0);
+  } finally {
+    for (const p of procs.reverse()) await p.stop("SIGKILL");
     await hasher.close();
     await redis.stop();
   }
