@@ -4,7 +4,9 @@
  * SOCKS (`ssh -R port` against a throwaway sshd), in one run:
  *
  * Reference rows: a plain lib/net relay process (one hop) and two chained (two hops, depot's
- * data path without SOCKS and control), to show what the relays themselves cost here.
+ * data path without SOCKS and control), to show what the relays themselves cost here; the
+ * Deno floor for SOCKS5 (bench/floor_proxy.ts, one process) and for a reverse exit
+ * (bench/floor_reverse.ts: plain depot's work per connection in two processes, nothing else).
  * - bulk: one connection downloads `--bytes` (default 512 MiB), then one uploads as much,
  *   `--runs` times (default 2, best kept); MB/s and ratio to direct;
  * - set-up: `--seq` (default 500) sequential connect + 8-byte request + 1 KiB answer (ms each)
