@@ -310,6 +310,8 @@ interface Row {
   err?: string;
 }
 const rows: Row[] = [];
+/** Bulk MB/s of each row per round, down and up (for same-round ratios between rows). */
+const rateRounds: { down: number[]; up: number[] }[] = [];
 /** GiB in `bytes`, for CPU per GiB. */
 const gib = (bytes: number) => bytes / (1 << 30);
 const wanRows: { name: string; ms: number; err?: string }[] = [];
@@ -476,6 +478,9 @@ try {
           const perGib = (us: number[]) => us.reduce((a, b) => a + b, 0) / 1e6 / gib(bulkBytes);
           gibRounds[i].down.push(perGib(down.usPerConn));
           gibRounds[i].up.push(perGib(up.usPerConn));
+          rateRounds[i] ??= { down: [], up: [] };
+          rateRounds[i].down.push(down.result);
+          rateRounds[i].up.push(up.result);
           row.gibDown = median(gibRounds[i].down);
           row.gibUp = median(gibRounds[i].up);
         }
@@ -597,6 +602,20 @@ if (rows.length > 0) {
     ]),
   ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
+  // `--mux` bulk against plain depot (issue 20: >= 0.9): the ratio within each round (the two
+  // ran minutes apart at most, in alternating order), then the median over the rounds.
+  const plain = rows.findIndex((r) => r.name.startsWith("depot (server"));
+  for (const [i, r] of rows.entries()) {
+    if (plain < 0 || !r.name.startsWith("depot --mux") || r.err || rows[plain].err) continue;
+    const vs = (mine: number[], theirs: number[]) =>
+      fixed(median(mine.map((x, k) => x / theirs[k]).filter(Number.isFinite)), 2);
+    const [m, p] = [rateRounds[i], rateRounds[plain]];
+    if (!m || !p) continue;
+    console.log(
+      `\n${r.name} / depot, bulk, median of ${m.down.length} same-round rate ratios: ` +
+        `down ${vs(m.down, p.down)}, up ${vs(m.up, p.up)}`,
+    );
+  }
   const depot = rows.find((r) => r.name.startsWith("depot (server"));
   if (depot && Number.isFinite(depot.down)) {
     const worst = Math.min(depot.down / direct.down, depot.up / direct.up);
