@@ -163,6 +163,43 @@ Deno.test("control writer serialises concurrent sends without interleaving", asy
   assert(err instanceof ControlError && err.reason === "too-large");
 });
 
+Deno.test("control writer: frames sent during a write leave together in the next one", async () => {
+  const writes: Uint8Array[] = [];
+  const slow = {
+    async write(p: Uint8Array): Promise<number> {
+      await new Promise((r) => setTimeout(r, 5));
+      writes.push(p.slice());
+      return p.length;
+    },
+  };
+  const w = new ControlWriter(slow, proto);
+  const sends = [];
+  for (let i = 1; i <= 10; i++) sends.push(w.send({ type: "connect", id: i, host: "h", port: i }));
+  await Promise.all(sends);
+  // The first went at once; the nine sent while it was in flight went in one write.
+  assertEquals(writes.length, 2);
+  const got = await readAllMsgs(new ChunkedSource(concat(...writes), 7));
+  assertEquals(got.map((m) => (m as { id: number }).id), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+
+  // A failed write fails the frames queued behind it and every later send.
+  const broken = {
+    async write(_p: Uint8Array): Promise<number> {
+      await new Promise((r) => setTimeout(r, 5));
+      throw new Deno.errors.BrokenPipe("gone");
+    },
+  };
+  const b = new ControlWriter(broken, proto);
+  const results = await Promise.allSettled(
+    [1, 2, 3].map((i) => b.send({ type: "connect", id: i, host: "h", port: i })),
+  );
+  for (const r of results) {
+    assert(r.status === "rejected" && r.reason instanceof ControlError, String(r.status));
+    assertEquals(r.reason.reason, "closed");
+  }
+  const later = await assertRejects(b.send({ type: "connect", id: 4, host: "h", port: 4 }));
+  assert(later instanceof ControlError && later.reason === "closed");
+});
+
 Deno.test("timingSafeEqual compares strings and bytes", () => {
   assert(timingSafeEqual("abc", "abc"));
   assert(!timingSafeEqual("abc", "abd"));

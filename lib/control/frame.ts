@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes } from "../net/bytes.ts";
 import { type Duplex, writeAll } from "../net/duplex.ts";
 import { BufferedReader, UnexpectedEofError } from "../net/reader.ts";
 import { ControlError, type Message, type Outgoing, type Protocol } from "./message.ts";
@@ -119,13 +120,19 @@ export class ControlReader<M extends Message> {
 
 /**
  * Writes messages of `protocol`, one frame each, in call order: concurrent `send` calls
- * are queued so their bytes never interleave. After a write fails every later send
- * rejects with that error.
+ * are queued so their bytes never interleave. Frames sent while a write is in flight leave
+ * together in the next write (no delay: a frame with nothing in flight goes at once), so a
+ * busy connection's small frames (depot's `end{id}` per request) cost one write per batch, not
+ * one each. After a write fails every later send rejects with that error.
  */
 export class ControlWriter<M extends Message> {
   /** Largest message body sent. */
   readonly maxMessageBytes: number;
-  #tail: Promise<void> = Promise.resolve();
+  #busy = false;
+  /** Frames waiting for the write in flight, and the promise their senders hold. */
+  #queued:
+    | { frames: Uint8Array[]; done: Promise<void>; resolve(): void; reject(e: Error): void }
+    | undefined;
   #failed: Error | undefined;
 
   /** Write frames of `protocol` to `conn`. */
@@ -149,22 +156,36 @@ export class ControlWriter<M extends Message> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const p = this.#tail.then(async () => {
-      if (this.#failed) throw this.#failed;
-      try {
-        await writeAll(this.conn, frame);
-      } catch (err) {
-        this.#failed = new ControlError("closed", "control connection write failed", {
-          cause: err,
-        });
-        throw this.#failed;
-      }
-    });
-    // The queue continues whatever this send's outcome; the caller sees it through `p`.
-    this.#tail = p.catch(() => {
-      // Only the order matters here; the caller sees the failure through `p`.
-    });
-    return p;
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (!this.#busy) return this.#write([frame]);
+    if (this.#queued) {
+      this.#queued.frames.push(frame);
+      return this.#queued.done;
+    }
+    let resolve!: () => void;
+    let reject!: (e: Error) => void;
+    const done = new Promise<void>((ok, fail) => (resolve = ok, reject = fail));
+    this.#queued = { frames: [frame], done, resolve, reject };
+    return done;
+  }
+
+  /** Write `frames` in one write, then the frames queued meanwhile. */
+  async #write(frames: Uint8Array[]): Promise<void> {
+    this.#busy = true;
+    try {
+      await writeAll(this.conn, frames.length === 1 ? frames[0] : concatBytes(...frames));
+    } catch (err) {
+      this.#failed ??= new ControlError("closed", "control connection write failed", {
+        cause: err,
+      });
+      throw this.#failed;
+    } finally {
+      this.#busy = false;
+      const next = this.#queued;
+      this.#queued = undefined;
+      if (next && this.#failed) next.reject(this.#failed);
+      else if (next) this.#write(next.frames).then(next.resolve, next.reject);
+    }
   }
 }
 
