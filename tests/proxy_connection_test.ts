@@ -162,3 +162,33 @@ Deno.test("proxy limits: handshake timeout closes a silent client", async () => 
     await p.stop();
   }
 });
+
+Deno.test("proxy limits: a static listener that expects a PROXY header still times it out", async () => {
+  // A static type reads nothing and runs without a handshake timer, unless a PROXY header must
+  // come first: a client that never sends it is cut at the handshake timeout.
+  const origin = echoAfterEofServer();
+  const records: ProxyConnectionRecord[] = [];
+  const p = serveProxy(listenLocal(), staticProxy({ host: "127.0.0.1", port: origin.port }), {
+    dialer: directDialer({ prefer: "ipv4" }),
+    acceptProxyProtocol: () => true,
+    handshakeTimeoutMs: 150,
+    hooks: { onClose: (r) => records.push(r) },
+  });
+  try {
+    const c = await dial("127.0.0.1", p.addr.port);
+    // Without the timer the proxy would wait for the header forever: give up after 10 s (about
+    // 60 times the timeout) instead of hanging the suite.
+    let t: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise<"stuck">((r) => t = setTimeout(() => r("stuck"), 10_000));
+    const got = await Promise.race([c.read(new Uint8Array(1)), stuck]);
+    clearTimeout(t);
+    c.close();
+    assertEquals(got, null, "the silent client is cut");
+    await waitUntil(() => records.length === 1);
+    assertEquals(records[0].end, "handshake-timeout");
+    assertEquals(origin.accepted, 0);
+  } finally {
+    await p.stop();
+    await origin.close();
+  }
+});
