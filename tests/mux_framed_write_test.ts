@@ -8,9 +8,10 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks, sha256 } from "./_util.ts";
+import { createHash } from "node:crypto";
+import { blockStream, blockStreamSha256, drainHash, sendBlocks, sha256 } from "./_util.ts";
 import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
-import { type Duplex, framedWriter, relay, viewReader } from "../lib/net/mod.ts";
+import { type Duplex, framedWriter, relay, viewReader, withPrefix } from "../lib/net/mod.ts";
 
 const MiB = 1 << 20;
 
@@ -233,6 +234,39 @@ Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views
     b.close();
     bIn.close();
   } finally {
+    await p.close();
+  }
+});
+
+Deno.test("mux framed write and lent reads pass through withPrefix (bytes left over by a handshake)", async () => {
+  const p = await muxPair({ maxFrameBytes: 50_000 });
+  const [user, front] = await tcpPair();
+  try {
+    const s = await p.client.open();
+    const t = (await p.server.accept())!;
+    const head = new TextEncoder().encode("left over");
+    const wrapped = withPrefix(s, head);
+    assertEquals(framedWriter(wrapped)?.headroomBytes, 12);
+    assert(viewReader(wrapped) !== null);
+    assertEquals(viewReader(withPrefix(user, head)), null, "a TCP conn gains nothing");
+    const relaying = relay(front, wrapped);
+    const total = 8 * MiB;
+    const [down, up] = await Promise.all([
+      drainHash(user),
+      drainHash(t),
+      sendBlocks(t, total, 3).then(() => t.closeWrite()),
+      sendBlocks(user, total, 4).then(() => user.closeWrite()),
+    ]);
+    // The prefix comes first, then the stream's bytes.
+    const expected = createHash("sha256").update(head);
+    for (const chunk of blockStream(total, 3)) expected.update(chunk);
+    assertEquals(down.bytes, head.length + total);
+    assertEquals(down.sha256, expected.digest("hex"));
+    assertEquals(up.sha256, blockStreamSha256(total, 4));
+    assertEquals((await relaying).end, "done");
+    t.close();
+  } finally {
+    user.close();
     await p.close();
   }
 });

@@ -155,8 +155,30 @@ export function resetQuietly(c: Duplex | undefined | null): void {
  */
 export class PrefixedDuplex implements Duplex {
   #prefix: Uint8Array | null;
+  /** The inner Duplex's `FramedWriter` side, if it has one: writes never see the prefix. */
+  readonly headroomBytes?: number;
+  readonly writeFramed?: (p: Uint8Array) => Promise<number>;
+  /** The inner Duplex's `ViewReader` side, if it has one: the prefix is lent first. */
+  readonly readView?: () => Promise<Uint8Array | null>;
+  readonly releaseView?: () => void;
   constructor(readonly inner: Duplex, prefix: Uint8Array) {
     this.#prefix = prefix.length > 0 ? prefix : null;
+    // Kept, so relay() still writes a mux stream in one write per frame and without copying
+    // after a handshake left bytes over (the first data often comes with the answer).
+    const framed = framedWriter(inner);
+    if (framed) {
+      this.headroomBytes = framed.headroomBytes;
+      this.writeFramed = (p) => framed.writeFramed(p);
+    }
+    const views = viewReader(inner);
+    if (views) {
+      this.readView = () => {
+        const pre = this.#prefix;
+        this.#prefix = null;
+        return pre ? Promise.resolve(pre) : views.readView();
+      };
+      this.releaseView = () => views.releaseView();
+    }
   }
   read(p: Uint8Array): Promise<number | null> {
     const pre = this.#prefix;
