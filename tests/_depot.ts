@@ -39,6 +39,28 @@ export function rawFrame(body: string | Uint8Array, lengthOverride?: number): Ui
 /** Join byte arrays (lib/net `concatBytes`). */
 export const concat = concatBytes;
 
+/**
+ * depot-server's argv as a member of a Redis cluster: every listener on a loopback port 0, a
+ * cluster link and a 300 ms heartbeat (so leases move within a second), then `extra`.
+ */
+export function depotMemberArgs(redisUrl: string, ...extra: string[]): string[] {
+  return [
+    "--socks",
+    "127.0.0.1:0",
+    "--control",
+    "127.0.0.1:0",
+    "--tunnel",
+    "127.0.0.1:0",
+    "--registry",
+    redisUrl,
+    "--cluster-listen",
+    "127.0.0.1:0",
+    "--heartbeat",
+    "300ms",
+    ...extra,
+  ];
+}
+
 /** An in-process depot: a server on port-0 listeners and (optionally) locals. */
 export interface TestDepot {
   server: DepotServer;

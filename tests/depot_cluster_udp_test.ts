@@ -19,7 +19,7 @@ import { dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts
 import { startRedis } from "./_redis.ts";
 import { socks5Associate } from "./_socks5.ts";
 import { listenLocal, run, type ServiceProcess, startService } from "./_util.ts";
-import { startDepot } from "./_depot.ts";
+import { depotMemberArgs, startDepot } from "./_depot.ts";
 import { Logger } from "../lib/log.ts";
 import { DepotCluster } from "../lib/cluster/mod.ts";
 
@@ -54,22 +54,11 @@ Deno.test("depot cluster udp: PySocks -> depot-server A -> B -> depot-local -> d
   const dns = await startDnsmasq();
   const procs: ServiceProcess[] = [];
   const instance = async () => {
-    const p = await startService("depot-server.ts", [
-      "--socks",
-      "127.0.0.1:0",
-      "--control",
-      "127.0.0.1:0",
-      "--tunnel",
-      "127.0.0.1:0",
-      "--registry",
-      redis.url,
-      "--cluster-listen",
-      "127.0.0.1:0",
-      "--heartbeat",
-      "300ms",
-      "--metrics",
-      "127.0.0.1:0",
-    ], { readyCount: 4, env });
+    const p = await startService(
+      "depot-server.ts",
+      depotMemberArgs(redis.url, "--metrics", "127.0.0.1:0"),
+      { readyCount: 4, env },
+    );
     procs.push(p);
     const metrics = /addr=(\S+)/.exec(await p.waitFor(/msg="metrics listening"/))![1];
     return Object.assign(p, { metrics });

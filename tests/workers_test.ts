@@ -18,6 +18,7 @@ import {
   startService,
 } from "./_util.ts";
 import { startRedis } from "./_redis.ts";
+import { depotMemberArgs } from "./_depot.ts";
 import { makePki } from "./_tls.ts";
 import { encodeFrame, readFrameJson } from "../lib/control/mod.ts";
 import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
@@ -539,20 +540,7 @@ async function waitAfter(sp: ServiceProcess, since: number, re: RegExp): Promise
 
 Deno.test("workers: a depot-server cluster instance stops on SIGTERM while Redis is down", async () => {
   const redis = await startRedis();
-  const sp = await startService("depot-server.ts", [
-    "--socks",
-    "127.0.0.1:0",
-    "--control",
-    "127.0.0.1:0",
-    "--tunnel",
-    "127.0.0.1:0",
-    "--registry",
-    redis.url,
-    "--cluster-listen",
-    "127.0.0.1:0",
-    "--heartbeat",
-    "300ms",
-  ], {
+  const sp = await startService("depot-server.ts", depotMemberArgs(redis.url), {
     readyCount: 4,
     env: { DEPOT_TOKEN: "workers-depot-token", DEPOT_CLUSTER_TOKEN: "workers-cluster-token" },
   });
@@ -585,22 +573,11 @@ Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS cli
   const procs: ServiceProcess[] = [];
   const env = { DEPOT_TOKEN: "cluster-depot-token", DEPOT_CLUSTER_TOKEN: "cluster-link-token-1" };
   const instance = async (clusterToken = env.DEPOT_CLUSTER_TOKEN) => {
-    const p = await startService("depot-server.ts", [
-      "--socks",
-      "127.0.0.1:0",
-      "--control",
-      "127.0.0.1:0",
-      "--tunnel",
-      "127.0.0.1:0",
-      "--registry",
-      redis.url,
-      "--cluster-listen",
-      "127.0.0.1:0",
-      "--heartbeat",
-      "300ms",
-      "--status",
-      "127.0.0.1:0",
-    ], { readyCount: 5, env: { ...env, DEPOT_CLUSTER_TOKEN: clusterToken } });
+    const p = await startService(
+      "depot-server.ts",
+      depotMemberArgs(redis.url, "--status", "127.0.0.1:0"),
+      { readyCount: 5, env: { ...env, DEPOT_CLUSTER_TOKEN: clusterToken } },
+    );
     procs.push(p);
     return p;
   };
@@ -684,26 +661,19 @@ Deno.test("depot cluster TLS: a request handed over a mutual-TLS link is byte-ex
   const procs: ServiceProcess[] = [];
   const env = { DEPOT_TOKEN: "cluster-depot-token", DEPOT_CLUSTER_TOKEN: "cluster-link-token-1" };
   const instance = async () => {
-    const p = await startService("depot-server.ts", [
-      "--socks",
-      "127.0.0.1:0",
-      "--control",
-      "127.0.0.1:0",
-      "--tunnel",
-      "127.0.0.1:0",
-      "--registry",
-      redis.url,
-      "--cluster-listen",
-      "127.0.0.1:0",
-      "--heartbeat",
-      "300ms",
-      "--cluster-tls-cert",
-      pki.peerCert,
-      "--cluster-tls-key",
-      pki.peerKey,
-      "--cluster-tls-ca",
-      pki.ca,
-    ], { readyCount: 4, env });
+    const p = await startService(
+      "depot-server.ts",
+      depotMemberArgs(
+        redis.url,
+        "--cluster-tls-cert",
+        pki.peerCert,
+        "--cluster-tls-key",
+        pki.peerKey,
+        "--cluster-tls-ca",
+        pki.ca,
+      ),
+      { readyCount: 4, env },
+    );
     procs.push(p);
     return p;
   };
