@@ -1,12 +1,13 @@
 /**
- * The server's health transition lines are bounded per client (lib/tunnel/health_log.ts):
- * the first ones of a window in full, then one summary line per window with the counts. Once
- * with the window ends driven by hand, once with a real client whose app flaps on every check.
+ * The health transition lines are bounded (lib/tunnel/health_log.ts), the server's per client
+ * and the tunnel-client's of its own check: the first ones of a window in full, then one
+ * summary line per window with the counts. Once with the window ends driven by hand, once
+ * with a real client whose app flaps on every check.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
 import { Logger } from "../lib/log.ts";
-import { healthLinesPerWindow, HealthLog } from "../lib/tunnel/mod.ts";
+import { clientHealthLines, healthLinesPerWindow, HealthLog } from "../lib/tunnel/mod.ts";
 import { startClient, startTunnel } from "./_tunnel.ts";
 
 /** A logger whose lines land in `lines`. */
@@ -75,11 +76,38 @@ Deno.test("health log: the first transitions of a window in full, then one summa
   assertEquals(summaries(lines).length, 3);
 });
 
-Deno.test("health log: a client whose app flaps on every check writes a bounded number of lines at the server", async () => {
-  let n = 0;
+Deno.test("health log: the tunnel-client's lines about its own check, held while flapping", () => {
+  const { log, lines } = capture();
+  const clock = manual();
+  const h = new HealthLog(log, { schedule: clock.schedule, lines: clientHealthLines });
+  for (let i = 0; i < healthLinesPerWindow; i++) {
+    assert(!h.holding);
+    h.transition(i % 2 === 0, { path: "/healthz" });
+  }
+  assert(h.holding);
+  h.transition(false, { path: "/healthz", error: "503" });
+  assertEquals(lines.length, healthLinesPerWindow);
+  assert(/level=info .*msg="health check passes: in rotation" path=\/healthz/.test(lines[0]));
+  assert(/level=warn .*msg="health check failing: out of rotation"/.test(lines[1]), lines[1]);
+  clock.fire();
+  assert(
+    /level=warn .*msg="health check flapping: transitions not logged" out=1 in=0 healthy=false path=\/healthz error=503$/
+      .test(lines.at(-1)!),
+    lines.at(-1),
+  );
+  assert(h.holding); // still flapping: the next window has its summary only
+  clock.fire(); // a quiet window
+  assert(!h.holding);
+  assertEquals(clock.pending.length, 0);
+  h.close();
+  assertEquals(lines.length, healthLinesPerWindow + 1);
+});
+
+Deno.test("health log: a client whose app flaps on every check writes a bounded number of lines at the server and the client", async () => {
+  let checks = 0;
   const app = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response(null, { status: n++ % 2 === 0 ? 200 : 503 }),
+    () => new Response(null, { status: checks++ % 2 === 0 ? 200 : 503 }),
   );
   const server = capture();
   const t = startTunnel({ log: server.log });
@@ -93,12 +121,11 @@ Deno.test("health log: a client whose app flaps on every check writes a bounded 
     healthCheck: { path: "/healthz", intervalMs: 5, failures: 1 },
     log: client.log,
   });
-  const changes = () => client.lines.filter((l) => /msg="health check (passes|failing)/.test(l));
   try {
     await c.connected();
     const deadline = Date.now() + 60_000;
-    while (changes().length < 40) {
-      if (Date.now() > deadline) throw new Error(`only ${changes().length} health changes`);
+    while (checks < 40) {
+      if (Date.now() > deadline) throw new Error(`only ${checks} health checks`);
       await new Promise((r) => setTimeout(r, 20));
     }
   } finally {
@@ -106,16 +133,32 @@ Deno.test("health log: a client whose app flaps on every check writes a bounded 
     await t.close();
     await app.shutdown();
   }
-  // The server logged the first transitions in full and summed up the rest (here at the
+  // Each side logged the first transitions in full and summed up the rest (here at the
   // client's end, or at a window's end too when the test ran past a minute).
+  const held = (lines: string[], re: RegExp) =>
+    lines.filter((l) => re.test(l)).map((l) => {
+      const m = / out=(\d+) in=(\d+) /.exec(l)!;
+      return Number(m[1]) + Number(m[2]);
+    });
+  const clientFull = client.lines.filter((l) => /msg="health check (passes|failing)/.test(l));
+  assertEquals(clientFull.length, healthLinesPerWindow, client.lines.join("\n"));
+  const clientHeld = held(client.lines, /msg="health check flapping/);
+  assert(clientHeld.length >= 1 && clientHeld.every((k) => k > 0), client.lines.join("\n"));
+  const clientTotal = healthLinesPerWindow + clientHeld.reduce((a, b) => a + b, 0);
+  // Every check was a transition (failures: 1), but the last one may have been cut by stop.
+  assert(
+    clientTotal <= checks && clientTotal >= checks - 1,
+    JSON.stringify({ clientTotal, checks }),
+  );
+  // The failed checks that came with the transitions are quiet while those are held.
+  const failedWarns = client.lines.filter((l) => /level=warn .*msg="health check failed"/.test(l));
+  assert(failedWarns.length <= healthLinesPerWindow, failedWarns.join("\n"));
+
   assertEquals(full(server.lines).length, healthLinesPerWindow);
-  const held = summaries(server.lines).map((l) => {
-    const m = / out=(\d+) in=(\d+) /.exec(l)!;
-    return Number(m[1]) + Number(m[2]);
-  });
-  assert(held.length >= 1, server.lines.join("\n"));
-  const total = healthLinesPerWindow + held.reduce((a, b) => a + b, 0);
+  const serverHeld = held(server.lines, /msg="client health flapping/);
+  assert(serverHeld.length >= 1 && serverHeld.every((k) => k > 0), server.lines.join("\n"));
+  const serverTotal = healthLinesPerWindow + serverHeld.reduce((a, b) => a + b, 0);
   // Every change the client sent and the server took was counted (the last few may have
   // been cut by the client's stop).
-  assert(total <= changes().length && held.every((k) => k > 0), JSON.stringify({ total, held }));
+  assert(serverTotal <= clientTotal, JSON.stringify({ serverTotal, clientTotal }));
 });

@@ -67,6 +67,7 @@ import {
 } from "./udp_client.ts";
 import { subdomainHeader } from "./subdomains.ts";
 import { type HealthCheckOptions, HealthMonitor } from "./health.ts";
+import { clientHealthLines, HealthLog } from "./health_log.ts";
 import type { HostAccessSpec } from "./access.ts";
 import type { HostRewriteSpec } from "./rewrite.ts";
 
@@ -425,6 +426,12 @@ export type ClientState =
   | "replaced"
   | "refused";
 
+/** A session's health check of the local app and the bounded log of its transitions. */
+interface CheckedApp {
+  stop(): Promise<void>;
+  healthLog: HealthLog;
+}
+
 /** Default of {@linkcode TunnelClientOptions.authFailExitAfter}. */
 export const defaultAuthFailExitAfter = 3;
 
@@ -605,7 +612,7 @@ export class TunnelClient {
     });
     this.#session = session;
     let control: Stream | undefined;
-    let monitor: HealthMonitor | undefined;
+    let monitor: CheckedApp | undefined;
     let cause: SessionEndCauseLocal | undefined;
     const onAbort = () => {
       // The control stream is a stream like any other: close it so the drain can finish.
@@ -712,6 +719,7 @@ export class TunnelClient {
       return sessionEndReport(end, cause);
     } finally {
       await monitor?.stop();
+      monitor?.healthLog.close();
       this.healthy = undefined;
       signal?.removeEventListener("abort", onAbort);
       if (control) closeQuietly(control);
@@ -722,23 +730,27 @@ export class TunnelClient {
     }
   }
 
-  /** With a health check: check the local app and report each change on `control`. */
-  #healthMonitor(control: Stream): HealthMonitor | undefined {
+  /**
+   * With a health check: check the local app and report each change on `control`. Its lines
+   * are bounded per window (health_log.ts): an app that flaps must not fill the client's log.
+   */
+  #healthMonitor(control: Stream): CheckedApp | undefined {
     const hc = this.#o.healthCheck;
     if (!hc) return undefined;
     this.healthy = false;
+    const healthLog = new HealthLog(this.#log, { lines: clientHealthLines });
     const monitor = new HealthMonitor(this.#o.local, hc, {
       log: this.#log,
+      quiet: () => healthLog.holding,
       onChange: async (ok, error) => {
         this.healthy = ok;
-        if (ok) this.#log.info("health check passes: in rotation", { path: hc.path });
-        else this.#log.warn("health check failing: out of rotation", { path: hc.path, error });
+        healthLog.transition(ok, ok ? { path: hc.path } : { path: hc.path, error });
         const why = error === undefined ? {} : { error: error.slice(0, 256) };
         await writeAll(control, encodeMessage({ type: "health", ok, ...why }));
       },
     });
     monitor.start(); // stopped when the session ends
-    return monitor;
+    return { stop: () => monitor.stop(), healthLog };
   }
 
   /** Close the current session (the run loop reconnects unless its signal aborted). */

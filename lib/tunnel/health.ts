@@ -48,6 +48,12 @@ export interface HealthMonitorHooks {
   onChange: (healthy: boolean, error?: string) => Promise<void> | void;
   /** Each failed check is logged here (warn). @default silent */
   log?: Logger;
+  /**
+   * While true, failed checks are logged at debug only: the transitions they lead to are being
+   * counted rather than logged (HealthLog.holding), so a flapping app cannot fill the log
+   * with them either.
+   */
+  quiet?: () => boolean;
 }
 
 /**
@@ -152,7 +158,8 @@ export class HealthMonitor {
       } else {
         this.failing++;
         // Failures while in rotation are warnings; once out, only the first (the app is down).
-        (this.#hooks.log ?? silentLogger)[this.healthy || this.failing === 1 ? "warn" : "debug"](
+        const loud = (this.healthy || this.failing === 1) && !this.#hooks.quiet?.();
+        (this.#hooks.log ?? silentLogger)[loud ? "warn" : "debug"](
           "health check failed",
           {
             path: this.#opts.path,

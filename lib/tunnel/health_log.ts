@@ -1,7 +1,8 @@
 /**
- * The server's log of one client's health transitions ("client unhealthy: out of rotation",
- * "client healthy: in rotation"), bounded: a member whose check flaps, or a client that
- * sends `health` messages in a loop, must not fill the log. The first transitions of a window
+ * A bounded log of one health check's transitions: the server's of one client ("client
+ * unhealthy: out of rotation", "client healthy: in rotation") and the tunnel-client's of its
+ * own check ("health check failing: out of rotation", ...). A member whose check flaps, or a
+ * client that sends `health` messages in a loop, must not fill either log. The first transitions of a window
  * are logged in full; further ones are counted and summed up in one line when the window
  * ends, and every window after that gets one summary line until a window passes without a
  * transition.
@@ -14,6 +15,30 @@ import type { LogFields, Logger } from "../log.ts";
 export const healthLinesPerWindow = 4;
 /** Length of a window: how often a flapping client's summary line is written. */
 export const healthLogWindowMs = 60_000;
+
+/** The texts of a {@linkcode HealthLog}'s lines: who logs them says whose health it is. */
+export interface HealthLogLines {
+  /** Back in rotation (info). */
+  healthy: string;
+  /** Out of rotation (warn). */
+  unhealthy: string;
+  /** The summary of the transitions held back in a window. */
+  flapping: string;
+}
+
+/** The server's lines about one client (the default). */
+export const serverHealthLines: HealthLogLines = {
+  healthy: "client healthy: in rotation",
+  unhealthy: "client unhealthy: out of rotation",
+  flapping: "client health flapping: transitions not logged",
+};
+
+/** The tunnel-client's lines about its own local app's check. */
+export const clientHealthLines: HealthLogLines = {
+  healthy: "health check passes: in rotation",
+  unhealthy: "health check failing: out of rotation",
+  flapping: "health check flapping: transitions not logged",
+};
 
 /** Runs `fn` after `ms`; returns what cancels it (a timer by default). */
 export type Schedule = (fn: () => void, ms: number) => () => void;
@@ -31,14 +56,17 @@ export interface HealthLogOptions {
   windowMs?: number;
   /** Where the end of a window is scheduled. @default setTimeout */
   schedule?: Schedule;
+  /** @default serverHealthLines */
+  lines?: HealthLogLines;
 }
 
-/** The health transition lines of one client (see the module doc). */
+/** The health transition lines of one client or check (see the module doc). */
 export class HealthLog {
   readonly #log: Logger;
   readonly #linesPerWindow: number;
   readonly #windowMs: number;
   readonly #schedule: Schedule;
+  readonly #lines: HealthLogLines;
   /** Cancels the end of the current window; undefined: no window is open. */
   #cancel: (() => void) | undefined;
   #logged = 0;
@@ -51,6 +79,16 @@ export class HealthLog {
     this.#linesPerWindow = opts.linesPerWindow ?? healthLinesPerWindow;
     this.#windowMs = opts.windowMs ?? healthLogWindowMs;
     this.#schedule = opts.schedule ?? timerSchedule;
+    this.#lines = opts.lines ?? serverHealthLines;
+  }
+
+  /**
+   * Whether transitions are being counted now rather than logged: lines that come with each
+   * transition (the client's "health check failed") should be quiet too, or they flood the log
+   * in the transitions' place.
+   */
+  get holding(): boolean {
+    return this.#logged >= this.#linesPerWindow;
   }
 
   /** The client went in (`ok`) or out of rotation; `fields` describe it (error, members). */
@@ -58,8 +96,8 @@ export class HealthLog {
     this.#cancel ??= this.#schedule(() => this.#windowEnd(), this.#windowMs);
     if (this.#logged < this.#linesPerWindow) {
       this.#logged++;
-      if (ok) this.#log.info("client healthy: in rotation", fields);
-      else this.#log.warn("client unhealthy: out of rotation", fields);
+      if (ok) this.#log.info(this.#lines.healthy, fields);
+      else this.#log.warn(this.#lines.unhealthy, fields);
       return;
     }
     if (ok) this.#held.in++;
@@ -67,7 +105,7 @@ export class HealthLog {
     this.#last = { ok, fields };
   }
 
-  /** The client is gone: the transitions held back so far are summed up now. */
+  /** The client (or session) is gone: the transitions held back so far are summed up now. */
   close(): void {
     this.#cancel?.();
     this.#cancel = undefined;
@@ -91,7 +129,7 @@ export class HealthLog {
     this.#held = { out: 0, in: 0 };
     this.#last = undefined;
     // Its state now is the last transition's; warn while it stays out of rotation.
-    this.#log[last.ok ? "info" : "warn"]("client health flapping: transitions not logged", {
+    this.#log[last.ok ? "info" : "warn"](this.#lines.flapping, {
       out,
       in: back,
       healthy: last.ok,
