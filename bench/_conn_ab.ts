@@ -59,6 +59,14 @@ try {
   add(tcpRoute("Deno floor, static + TCP_NODELAY + dial signal", floorX.port), floorX.proc);
   const floorS = await startFloor();
   add(socksRoute("Deno floor, SOCKS5", floorS.port, srcPort), floorS.proc);
+  if (flags.old) {
+    // The old tree's floors too: a change to the floor itself is measured like one to seaprox.
+    const oldFloor = `${flags.old}/bench/floor_proxy.ts`;
+    const f = await startFloor(srcPort, true, oldFloor);
+    add(tcpRoute("Deno floor, static + TCP_NODELAY + dial signal, old tree", f.port), f.proc);
+    const fS = await startFloor(undefined, false, oldFloor);
+    add(socksRoute("Deno floor, SOCKS5, old tree", fS.port, srcPort), fS.proc);
+  }
   const relay = await startRelay(srcPort);
   add(tcpRoute("lib/net relay", relay.port), relay.proc);
   for (
@@ -123,13 +131,15 @@ try {
   // a burst of load from elsewhere moves both; the median of these ratios is the steadier
   // figure on a shared box.
   for (const [i, p] of paths.entries()) {
-    const j = paths.findIndex((q) => q.route.name === p.route.name.replace("(new)", "(old)"));
-    if (!p.route.name.endsWith("(new)") || j < 0) continue;
+    const name = p.route.name;
+    const oldName = name.endsWith("(new)") ? name.replace("(new)", "(old)") : `${name}, old tree`;
+    const j = paths.findIndex((q) => q.route.name === oldName);
+    if (j < 0) continue;
     const ratios = cpu[i].map((x, r) => x / cpu[j][r]);
     console.log(
-      `${p.route.name.replace(" (new)", "")} new/old per round: median ${
-        median(ratios).toFixed(3)
-      }   ${ratios.map((x) => x.toFixed(2)).join(" ")}`,
+      `${name.replace(" (new)", "")} new/old per round: median ${median(ratios).toFixed(3)}   ${
+        ratios.map((x) => x.toFixed(2)).join(" ")
+      }`,
     );
   }
 } finally {

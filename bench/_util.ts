@@ -273,12 +273,13 @@ export async function startRelay(targetPort: number): Promise<{ proc: Proc; port
 export async function startFloor(
   targetPort?: number,
   extras = false,
+  script: string = benchPath("floor_proxy.ts"),
 ): Promise<{ proc: Proc; port: number }> {
   const env: Record<string, string> = targetPort === undefined
     ? { BENCH_MODE: "socks5" }
     : { BENCH_MODE: "static", BENCH_TARGET: `127.0.0.1:${targetPort}` };
   if (extras) env.BENCH_FLOOR_EXTRAS = "1";
-  const proc = spawnDeno(benchPath("floor_proxy.ts"), [], { env });
+  const proc = spawnDeno(script, [], { env });
   const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
   return { proc, port };
 }

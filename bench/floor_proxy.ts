@@ -15,6 +15,18 @@
 
 /** Read buffer per direction: the small exchanges the floor is measured with fit at once. */
 const bufBytes = 16 * 1024;
+/**
+ * Buffers given back by finished connections, reused by the next ones: a new pair of 16 KiB
+ * buffers per connection made GC 8.6 % of the floor's busy time (seaprox's relay pool reuses
+ * its own), so without a pool the floor was not the bar. Bounded: a burst leaves at most this
+ * many behind.
+ */
+const poolMax = 256;
+const pool: Uint8Array[] = [];
+const acquire = (): Uint8Array => pool.pop() ?? new Uint8Array(bufBytes);
+const release = (buf: Uint8Array): void => {
+  if (pool.length < poolMax) pool.push(buf);
+};
 const noAuth = new Uint8Array([5, 0]);
 const succeeded = new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
 
@@ -52,14 +64,20 @@ const dialSignal = new AbortController().signal;
 
 async function handle(c: Deno.TcpConn, target: Deno.ConnectOptions | undefined): Promise<void> {
   let up: Deno.TcpConn | undefined;
+  const down = acquire();
+  let back: Uint8Array | undefined;
   try {
-    const down = new Uint8Array(bufBytes);
     if (extras) c.setNoDelay(true);
     const to = target ?? await socksTarget(c, down);
     up = await Deno.connect(extras ? { ...to, signal: dialSignal } : to);
     if (extras) up.setNoDelay(true);
     if (!target) await c.write(succeeded);
-    await Promise.all([pump(c, up, down), pump(up, c, new Uint8Array(bufBytes))]);
+    back = acquire();
+    await Promise.all([pump(c, up, down), pump(up, c, back)]);
+    // Both pumps ended: no read is pending on either buffer (after a failure one may be, and
+    // they are left to the GC, as seaprox's relay does).
+    release(down);
+    release(back);
   } catch {
     // A peer that reset or misbehaved: the floor only closes (a real proxy logs and replies).
   } finally {
