@@ -12,6 +12,7 @@ import {
   str,
   timingSafeEqual,
 } from "../lib/control/mod.ts";
+import { versionedJson } from "../lib/control/frame.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { concat, rawFrame } from "./_depot.ts";
@@ -206,4 +207,29 @@ Deno.test("timingSafeEqual compares strings and bytes", () => {
   assert(!timingSafeEqual("abc", "abcd"));
   assert(!timingSafeEqual("", "a"));
   assert(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
+});
+
+Deno.test("control versionedJson: the same text as stringifying { v, ...msg }, for any message", () => {
+  const samples: object[] = [
+    { type: "end", id: 7 },
+    { type: "open", id: 1, host: "exämple.test", port: 443, note: undefined },
+    { note: undefined },
+    {},
+    { type: "x", v: 9 },
+    { type: "x", nested: { a: [1, "\u2028", null] }, s: '"\\' },
+  ];
+  // Random messages: keys and values from a small alphabet, some undefined.
+  let seed = 12345;
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+  const atoms = [0, -1, 1.5, "", "é", "a\nb", true, null, undefined, [1, { k: 2 }]];
+  for (let i = 0; i < 500; i++) {
+    const m: Record<string, unknown> = {};
+    for (let k = rnd(5); k > 0; k--) {
+      m[["type", "id", "v", "host", "0", "ü"][rnd(6)]] = atoms[rnd(atoms.length)];
+    }
+    samples.push(m);
+  }
+  for (const msg of samples) {
+    assertEquals(versionedJson(3, msg), JSON.stringify({ v: 3, ...msg }), JSON.stringify(msg));
+  }
 });
