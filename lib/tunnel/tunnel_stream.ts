@@ -11,7 +11,9 @@ import {
   closeQuietly,
   type Duplex,
   errorMessage,
+  framedWriter,
   ProtocolError,
+  viewReader,
   withPrefix,
 } from "../net/mod.ts";
 import { expectMessage, type StreamFailure, type StreamReply } from "./protocol.ts";
@@ -33,12 +35,41 @@ export class TunnelError extends Error {
 
 /**
  * A Duplex that adds what it writes to `stats.bytesIn` and what it reads to
- * `stats.bytesOut` (public side → client is "in").
+ * `stats.bytesOut` (public side → client is "in"). It passes on its inner Duplex's
+ * `FramedWriter` and `ViewReader` sides (a mux stream's), counted the same, so relay() keeps
+ * its one-write-per-frame and no-copy paths through it.
  */
 class CountedDuplex implements Duplex {
   /** Set when a write through it starts (a retry must not lose bytes already on the way). */
   wrote = false;
-  constructor(public inner: Duplex, readonly stats: HostStats) {}
+  /** The inner Duplex's `FramedWriter` side, if it has one (see the class doc). */
+  readonly headroomBytes?: number;
+  readonly writeFramed?: (p: Uint8Array) => Promise<number>;
+  /** The inner Duplex's `ViewReader` side, if it has one (see the class doc). */
+  readonly readView?: () => Promise<Uint8Array | null>;
+  readonly releaseView?: () => void;
+  /** `inner` may be swapped for another Duplex of the same kind (a retried mux stream). */
+  constructor(public inner: Duplex, readonly stats: HostStats) {
+    const framed = framedWriter(inner);
+    if (framed) {
+      this.headroomBytes = framed.headroomBytes;
+      this.writeFramed = async (p) => {
+        this.wrote = true;
+        const n = await (framedWriter(this.inner) ?? framed).writeFramed(p);
+        this.stats.bytesIn += n;
+        return n;
+      };
+    }
+    const views = viewReader(inner);
+    if (views) {
+      this.readView = async () => {
+        const v = await (viewReader(this.inner) ?? views).readView();
+        if (v !== null) this.stats.bytesOut += v.length;
+        return v;
+      };
+      this.releaseView = () => (viewReader(this.inner) ?? views).releaseView();
+    }
+  }
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);
     if (n !== null) this.stats.bytesOut += n;
