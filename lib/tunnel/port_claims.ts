@@ -10,9 +10,14 @@
  *   client is refused with the holder's name.
  * - The holder releases it when its client leaves; the lease of a killed instance expires
  *   within `leaseMs`. Either way every instance stops the port at its next look.
+ * - A claim gone from Redis without its release notice (Redis restarted empty, or an outage
+ *   outlived the lease) is kept for one more `leaseMs` from the first scan that missed it: a
+ *   live holder writes it back at once when Redis returns (as it does its host and client
+ *   leases), so the other instances keep the port and its connections meanwhile. One still
+ *   missing then has no holder left (or its release notice was lost): it is dropped.
  * - Instances learn of claims from a `p:<proto>:<port>` change notice (pub/sub, sent on every
- *   claim and release) and from a scan of the claims every heartbeat, which also finds the
- *   leases that expired (Redis sends no notice for those).
+ *   claim; `p:-<proto>:<port>` on a release) and from a scan of the claims every heartbeat,
+ *   which also finds the leases that expired (Redis sends no notice for those).
  *
  * Keys, under the registry's prefix: `port:<proto>:<port>` (lease: JSON {@linkcode PortClaim})
  * and `ports` (set of `<proto>:<port>`: the claims' index).
@@ -113,6 +118,13 @@ export class PortClaims implements RegistryExtension {
   /** A scan is running / another one was asked for meanwhile. */
   #scanning: Promise<void> | undefined;
   #again = false;
+  /**
+   * Every claim of the last scan by `proto:port`, with the start of the first scan that
+   * missed it (undefined while Redis has it): see the module doc.
+   */
+  #seen = new Map<string, { claim: PortClaim; missingSinceMs?: number }>();
+  /** Release notices by `proto:port`, when they came (forgotten at the next scan's start). */
+  #releasedMs = new Map<string, number>();
 
   /** Claims kept in `registry`'s Redis; events go to `log`. */
   constructor(registry: ClaimRegistry, log: Logger) {
@@ -164,7 +176,7 @@ export class PortClaims implements RegistryExtension {
       keys: [this.#key(proto, port), this.#reg.key("ports")],
       arguments: [this.#reg.instance, d, `${proto}:${port}`],
     });
-    if (n === 1) await this.#reg.notify(`p:${proto}:${port}`);
+    if (n === 1) await this.#reg.notify(`p:-${proto}:${port}`);
   }
 
   /** The identifier of a claim's client (its secret when known here: a local client's). */
@@ -195,7 +207,9 @@ export class PortClaims implements RegistryExtension {
   }
 
   /** A change notice for a port (from any instance): read the claims again. */
-  notice(_msg: string): void {
+  notice(msg: string): void {
+    const what = msg.slice(this.noticePrefix.length);
+    if (what.startsWith("-")) this.#releasedMs.set(what.slice(1), performance.now());
     void this.rescan();
   }
 
@@ -228,14 +242,46 @@ export class PortClaims implements RegistryExtension {
           this.#log.debug("port claims not read", { error: errorMessage(err) });
           continue;
         }
-        for (const fn of this.#listeners) fn(claims, startedMs);
         // A claim of clients held here is gone (another instance released it, or an outage
         // outlived its lease): written back now rather than at the next beat.
         const live = new Set(claims.map((c) => `${c.proto}:${c.port}`));
+        claims = this.#withMissing(claims, startedMs);
+        for (const fn of this.#listeners) fn(claims, startedMs);
         if ([...this.#held.keys()].some((k) => !live.has(k))) void this.sync();
       } while (this.#again);
     })().finally(() => this.#scanning = undefined);
     return this.#scanning;
+  }
+
+  /**
+   * `claims` as read at `startedMs`, plus those of the previous scans Redis lost without a
+   * release notice, while they may still be written back (see the module doc).
+   */
+  #withMissing(claims: PortClaim[], startedMs: number): PortClaim[] {
+    const seen = this.#seen;
+    this.#seen = new Map(claims.map((c) => [`${c.proto}:${c.port}`, { claim: c }]));
+    const out = [...claims];
+    for (const [k, s] of seen) {
+      if (this.#seen.has(k)) continue;
+      // Its holder released it (the notice came since the previous scan started).
+      const released = this.#releasedMs.has(k);
+      const since = s.missingSinceMs ?? startedMs;
+      if (released || startedMs - since >= this.#reg.leaseMs) continue;
+      if (s.missingSinceMs === undefined) {
+        this.#log.info(
+          "port claim gone from Redis unreleased: kept while its holder may write it back",
+          {
+            port: k,
+            holder: s.claim.instance,
+            client: s.claim.fingerprint,
+          },
+        );
+      }
+      this.#seen.set(k, { claim: s.claim, missingSinceMs: since });
+      out.push(s.claim);
+    }
+    for (const [k, ms] of this.#releasedMs) if (ms <= startedMs) this.#releasedMs.delete(k);
+    return out;
   }
 
   /**
