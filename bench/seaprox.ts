@@ -17,12 +17,20 @@
  *   rates on a shared machine;
  * - memory: seaprox's VmRSS idle, with 1,000 idle connections, and with 100 busy ones.
  *
- * Beside the peers, "Deno floor" rows: bench/floor_proxy.ts, the least any Deno proxy does
- * per connection (the goal where the C peers are out of Deno's reach). `--small-only` skips
- * the bulk and memory phases (for comparing per-connection cost quickly), `--bulk-only` the
- * small and memory phases (the bulk ratios, with more rounds in the same time). `--old DIR` adds
- * seaprox static and SOCKS5 rows from another checkout (an old tree), so a change is measured
- * before and after in one run; `--only REGEX` keeps the paths whose name matches.
+ * - HTTP forwarding: hey -x sends absolute-form GETs of nginx's 1 KiB /small through seaprox's
+ *   http listener and through tinyproxy (the C peer for CONNECT and forwarding), with keep-alive
+ *   and with a new connection per request: req/s and CPU µs per request of the proxy, medians.
+ *
+ * Beside the peers, "Deno floor" rows: bench/floor_proxy.ts (static, SOCKS5) and
+ * bench/floor_connect.ts (HTTP CONNECT), the least any Deno proxy does per connection (the goal
+ * where the C peers are out of Deno's reach); a line after the table gives each path's CPU per
+ * connection as a multiple of its floor's.
+ *
+ * `--small-only` skips the bulk and memory phases (for comparing per-connection cost quickly),
+ * `--bulk-only` the small, forwarding and memory phases (the bulk ratios, with more rounds in
+ * the same time). `--old DIR` adds seaprox static, SOCKS5, HTTP CONNECT and forwarding rows from
+ * another checkout (an old tree), so a change is measured before and after in one run;
+ * `--only REGEX` keeps the paths whose name matches.
  *
  * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
  * read an 8-byte big-endian length, send that many bytes, FIN. The client is this process.
@@ -32,6 +40,7 @@
 import { closeQuietly, dial, type Duplex, sleep, writeAll } from "../lib/net/mod.ts";
 import {
   benchFlags,
+  benchPath,
   concurrentRps,
   cpuPerConn,
   curl,
@@ -40,6 +49,7 @@ import {
   formatTable,
   freePort,
   hasCommand,
+  hey,
   lengthHeader,
   mbPerSec,
   median,
@@ -58,6 +68,7 @@ import {
   smallExchange,
   socksRoute,
   spawn,
+  spawnDeno,
   startFloor,
   stopAll,
   tcpRoute,
@@ -192,6 +203,7 @@ const ports = {
   socat: freePort(),
   haproxy: freePort(),
   microsocks: freePort(),
+  tinyproxy: freePort(),
   nginx: freePort(),
   staticNginx: freePort(),
   socatNginx: freePort(),
@@ -221,7 +233,7 @@ try {
     "--listen",
     `static://127.0.0.1:${ports.staticNginx}?to=127.0.0.1:${ports.nginx}`,
   ]);
-  const oldPorts = { static: freePort(), socks5: freePort() };
+  const oldPorts = { static: freePort(), socks5: freePort(), http: freePort() };
   const old = flags.old
     ? start(Deno.execPath(), [
       "run",
@@ -236,6 +248,8 @@ try {
       `static://127.0.0.1:${oldPorts.static}?to=127.0.0.1:${srcPort}`,
       "--listen",
       `socks5://127.0.0.1:${oldPorts.socks5}`,
+      "--listen",
+      `http://127.0.0.1:${oldPorts.http}`,
     ])
     : undefined;
   if (old) {
@@ -250,6 +264,7 @@ try {
     `TCP:127.0.0.1:${ports.nginx}`,
   ]);
   const dir = Deno.makeTempDirSync({ prefix: "seaprox-bench-" });
+  Deno.writeFileSync(`${dir}/small`, new Uint8Array(smallAnswerBytes).fill(0x61));
   Deno.writeFileSync(`${dir}/big`, new Uint8Array(0));
   Deno.truncateSync(`${dir}/big`, nginxFileBytes); // sparse: served from the page cache
   Deno.writeTextFileSync(
@@ -297,15 +312,33 @@ try {
   );
   const haproxy = start("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
   const microsocks = start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);
+  // tinyproxy: the C HTTP proxy beside seaprox's http listener (CONNECT and forwarding).
+  Deno.writeTextFileSync(
+    `${dir}/tinyproxy.conf`,
+    [
+      `Port ${ports.tinyproxy}`,
+      "Listen 127.0.0.1",
+      "Timeout 60",
+      "MaxClients 1024",
+      "Allow 127.0.0.1",
+      "LogLevel Critical",
+      "",
+    ].join("\n"),
+  );
+  const tinyproxy = start("tinyproxy", ["-d", "-c", `${dir}/tinyproxy.conf`]);
   const floorStatic = await startFloor(srcPort);
   const floorSocks = await startFloor();
-  procs.push(floorStatic.proc, floorSocks.proc);
+  const floorConnect = spawnDeno(benchPath("floor_connect.ts"));
+  procs.push(floorStatic.proc, floorSocks.proc, floorConnect);
+  const floorConnectPort =
+    (JSON.parse(await floorConnect.waitFor(/^\{"port"/)) as { port: number }).port;
   const peerOf: Record<string, string> = {
     socat: "socat",
     socatNginx: "socat",
     haproxy: "haproxy",
     haproxyNginx: "haproxy",
     microsocks: "microsocks",
+    tinyproxy: "tinyproxy",
     nginx: "nginx",
   };
   for (const [key, port] of [["source", srcPort] as const, ...Object.entries(ports)]) {
@@ -330,6 +363,13 @@ try {
       }]
       : []),
     { ...connectPath("seaprox HTTP CONNECT", ports.http, srcPort), proc: seaprox },
+    ...(old
+      ? [{
+        ...connectPath("seaprox HTTP CONNECT (old)", oldPorts.http, srcPort),
+        ...noCurl,
+        proc: old,
+      }]
+      : []),
     { ...tcpPath("socat", ports.socat, ports.socatNginx), needs: "socat", proc: socat },
     {
       ...tcpPath("haproxy (tcp mode)", ports.haproxy, ports.haproxyNginx),
@@ -341,13 +381,77 @@ try {
       needs: "microsocks",
       proc: microsocks,
     },
+    {
+      ...connectPath("tinyproxy CONNECT", ports.tinyproxy, srcPort),
+      ...noCurl,
+      needs: "tinyproxy",
+      proc: tinyproxy,
+    },
     { ...tcpRoute("Deno floor static", floorStatic.port), ...noCurl, proc: floorStatic.proc },
     {
       ...socksRoute("Deno floor SOCKS5", floorSocks.port, srcPort),
       ...noCurl,
       proc: floorSocks.proc,
     },
+    {
+      ...connectPath("Deno floor CONNECT", floorConnectPort, srcPort),
+      ...noCurl,
+      proc: floorConnect,
+    },
   ].filter((r) => r.name === "direct TCP" || !only || only.test(r.name));
+
+  /**
+   * Absolute-form forwarding (`GET http://host/small` to the proxy, as `curl -x` sends it):
+   * hey -x through each proxy to nginx's 1 KiB /small, with keep-alive and with a new client
+   * connection (and so a new upstream one) per request; "direct nginx" is hey without a proxy.
+   */
+  interface ForwardPath {
+    name: string;
+    port?: number;
+    needs?: string;
+    proc?: Proc;
+    keepAlive: boolean;
+  }
+  const forwardBase: Omit<ForwardPath, "keepAlive">[] = [
+    { name: "direct nginx" },
+    { name: "seaprox forward", port: ports.http, proc: seaprox },
+    ...(old ? [{ name: "seaprox forward (old)", port: oldPorts.http, proc: old }] : []),
+    { name: "tinyproxy forward", port: ports.tinyproxy, needs: "tinyproxy", proc: tinyproxy },
+  ];
+  const forwards: ForwardPath[] = bulkOnly
+    ? []
+    : [true, false].flatMap((keepAlive) =>
+      forwardBase.map((f) => ({
+        ...f,
+        keepAlive,
+        name: `${f.name}, ${keepAlive ? "keep-alive" : "new conn each"}`,
+      }))
+    ).filter((f) => f.name.startsWith("direct") || !only || only.test(f.name));
+  if (forwards.length > 0 && !hasCommand("hey")) missing.add("hey");
+  const heyArgs = (f: ForwardPath) => [
+    ...(f.port === undefined ? [] : ["-x", `http://127.0.0.1:${f.port}`]),
+    ...(f.keepAlive ? [] : ["-disable-keepalive"]),
+    `http://127.0.0.1:${ports.nginx}/small`,
+  ];
+  interface ForwardRow {
+    name: string;
+    rps: number[];
+    /** CPU µs per request of the proxy process, one per round. */
+    cpu: number[];
+    err?: string;
+  }
+  const forwardRows: ForwardRow[] = forwards.map((f) => ({
+    name: f.name,
+    rps: [],
+    cpu: [],
+    err: missing.has("hey")
+      ? "hey not installed"
+      : f.needs && missing.has(f.needs)
+      ? `${f.needs} not installed`
+      : missing.has("nginx")
+      ? "nginx not installed"
+      : undefined,
+  }));
 
   interface Row {
     name: string;
@@ -407,6 +511,24 @@ try {
       } catch (err) {
         Object.assign(row, { ...none, err: String(err) });
         console.error(`  ${r.name} failed: ${err}`);
+      }
+    }
+    for (const [i, f] of roundOrder(forwards, round)) {
+      const row = forwardRows[i];
+      if (row.err) continue;
+      try {
+        await hey(concurrency * 2, concurrency, heyArgs(f)); // warm up
+        const { result: rps, usPerConn } = await cpuPerConn(
+          f.proc ? [f.proc] : [],
+          reqCount,
+          () => hey(reqCount, concurrency, heyArgs(f)),
+        );
+        row.rps.push(rps);
+        if (f.proc) row.cpu.push(usPerConn[0]);
+        console.error(`  round ${round}: measured ${f.name}`);
+      } catch (err) {
+        row.err = String(err);
+        console.error(`  ${f.name} failed: ${err}`);
       }
     }
   }
@@ -508,6 +630,47 @@ try {
     }
   }
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
+  // CPU per connection against the Deno floor of the same kind.
+  const cpuOf = (name: string) => {
+    const r = rows.find((r) => r.name === name);
+    return r && r.cpu.length > 0 ? median(r.cpu) : NaN;
+  };
+  const floorOf: [string, string][] = [
+    ["seaprox static", "Deno floor static"],
+    ["seaprox static (old)", "Deno floor static"],
+    ["seaprox SOCKS5", "Deno floor SOCKS5"],
+    ["seaprox SOCKS5 (old)", "Deno floor SOCKS5"],
+    ["microsocks (SOCKS5)", "Deno floor SOCKS5"],
+    ["seaprox HTTP CONNECT", "Deno floor CONNECT"],
+    ["seaprox HTTP CONNECT (old)", "Deno floor CONNECT"],
+    ["tinyproxy CONNECT", "Deno floor CONNECT"],
+  ];
+  const againstFloor = floorOf.filter(([p, f]) => cpuOf(p) > 0 && cpuOf(f) > 0)
+    .map(([p, f]) => `${p} ${ratio(cpuOf(p), cpuOf(f))}`);
+  if (againstFloor.length > 0) {
+    console.log(`\nCPU µs/conn × its Deno floor: ${againstFloor.join(", ")}`);
+  }
+  if (forwardRows.length > 0) {
+    const directFwd = (keepAlive: boolean) =>
+      forwardRows.find((_, i) => forwards[i].keepAlive === keepAlive && !forwards[i].port);
+    console.log(
+      `\nHTTP forwarding (absolute-form GET of nginx's ${smallAnswerBytes} B /small through ` +
+        `the proxy, hey -x, ${reqCount} requests x${concurrency}): req/s and CPU µs per ` +
+        `request of the proxy, medians of ${rounds} rounds\n`,
+    );
+    console.log(formatTable(
+      ["path", "req/s", "× direct", "CPU µs/req"],
+      forwardRows.map((r, i) => [
+        r.name,
+        r.rps.length > 0 ? fixed(median(r.rps)) : "—",
+        r.rps.length > 0
+          ? ratio(median(r.rps), median(directFwd(forwards[i].keepAlive)?.rps ?? []))
+          : "—",
+        r.cpu.length > 0 ? fixed(median(r.cpu)) : "—",
+      ]),
+    ));
+    for (const r of forwardRows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
+  }
   if (mem) {
     console.log("\nseaprox memory (VmRSS of the process)\n");
     const mib = (kib: number) => fixed(kib / 1024, 1);
