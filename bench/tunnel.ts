@@ -26,8 +26,9 @@
  * per request (read, write), the floor under the tunnel where haproxy is out of Deno's reach.
  * `--small-only` skips the bulk and TCP tables; `--old DIR` adds the raw tunnel from another
  * checkout (an old tree: its services/) as "tunnel (raw, old)", its access-logged one as
- * "tunnel (raw, access log, old)" and its header-rewriting one as "tunnel (raw, rewrites, old)",
- * for a before/after in one run. `--only REGEX` measures only the small-request rows whose
+ * "tunnel (raw, access log, old)", its header-rewriting one as "tunnel (raw, rewrites, old)"
+ * and its Hono front (its bench/_tunnel_hono.ts) as "tunnel (Hono front, old)", for a
+ * before/after in one run. `--only REGEX` measures only the small-request rows whose
  * name matches (direct, the Deno floor and relay rows and haproxy always run: the ratios need
  * them). "each µs" splits the hops' CPU per request by process (server / client for the
  * tunnel rows).
@@ -282,6 +283,18 @@ const hono = spawnDeno(benchPath("_tunnel_hono.ts"), [], {
 });
 await hono.waitFor(/listening/);
 const honoClient = await startClient(`http://127.0.0.1:${honoPort}`, identifier + "-hono", []);
+/** The Hono front of `--old`'s checkout (its bench/_tunnel_hono.ts and services), if given. */
+async function startOldHono(): Promise<{ procs: [Proc, Proc]; port: number } | undefined> {
+  if (!flags.old) return undefined;
+  const port = freePort();
+  const proc = spawnDeno(`${flags.old}/bench/_tunnel_hono.ts`, [], {
+    env: { BENCH_PORT: String(port), BENCH_ID: identifier + "-old-hono" },
+  });
+  await proc.waitFor(/listening/);
+  const c = await startClient(`http://127.0.0.1:${port}`, identifier + "-old-hono", [], true);
+  return { procs: [proc, c], port };
+}
+const oldHono = await startOldHono();
 const httpRelay1 = await startRelay(ports.http);
 const httpRelay2 = await startRelay(httpRelay1.port);
 const tcpRelay1 = await startRelay(ports.tcp);
@@ -458,6 +471,13 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     hops: [server, client],
   },
   { name: "tunnel (Hono front)", url: `http://127.0.0.1:${honoPort}`, hops: [hono, honoClient] },
+  ...(oldHono
+    ? [{
+      name: "tunnel (Hono front, old)",
+      url: `http://127.0.0.1:${oldHono.port}`,
+      hops: oldHono.procs,
+    }]
+    : []),
 ];
 /** Rows every small-request table keeps under `--only` (the ratios are to them). */
 const alwaysRows = new Set(["direct", floorName, "Deno floor x2", haproxyName]);
@@ -545,6 +565,35 @@ async function bulkAndTcp(): Promise<void> {
   console.log("(hops: CPU seconds per GiB of the processes between the reader and the source)");
 }
 
+/**
+ * Issue 20's goal figure: each tunnel row's rate over two haproxy hops' and the Deno floor's
+ * in the same round (so a burst of load elsewhere cancels out), their median over the rounds,
+ * and its CPU per request over theirs (medians).
+ */
+function printRoundRatios(
+  rows: { name: string }[],
+  small: { runs: WrkResult[]; hopsUs: number[] }[],
+): void {
+  const at = (name: string) => rows.findIndex((p) => p.name === name);
+  const refs = [[haproxyName, at(haproxyName)], ["Deno floor x2", at("Deno floor x2")]] as const;
+  for (const [refName, ref] of refs) {
+    if (ref < 0) continue;
+    console.log(
+      `\nper round, over ${refName} in the same round: rps ratios → median; CPU µs ratio`,
+    );
+    for (const [i, p] of rows.entries()) {
+      if (!p.name.startsWith("tunnel")) continue;
+      const ratios = small[i].runs.map((r, k) => r.rps / small[ref].runs[k].rps);
+      const cpu = median(small[i].hopsUs) / median(small[ref].hopsUs);
+      console.log(
+        `${pad(p.name)}${ratios.map((x) => fixed(x, 2)).join(" ")} → ${
+          fixed(median(ratios), 2)
+        }; CPU ${fixed(cpu, 2)}×`,
+      );
+    }
+  }
+}
+
 // Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
 const pad = (s: string) => s.padEnd(nameWidth);
 const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
@@ -605,12 +654,14 @@ try {
   console.log(
     " x2: ratio to two Deno relays in series; x hap2: to two haproxy processes in series)",
   );
+  printRoundRatios(smallPaths, small);
   if (!flags["small-only"]) await bulkAndTcp();
 } finally {
   await stopAll([
     ...haproxies,
     ...[oldClient, oldServer, oldLoggedClient, oldLogged, oldRewriteClient, oldRewriting]
       .filter((p) => p !== undefined),
+    ...(oldHono ? [...oldHono.procs].reverse() : []),
     ...relays,
     honoClient,
     hono,

@@ -19,6 +19,7 @@ import {
   writeAll,
 } from "../net/mod.ts";
 import {
+  type BodyFraming,
   copyBody,
   copyChunked,
   copyExact,
@@ -68,9 +69,16 @@ export interface TunnelAppOptions {
   accessLog?: boolean;
 }
 
+/** What Deno.serve passes a handler beside the request (Hono's `c.env`); absent in tests. */
+type ServeInfo = { remoteAddr?: Deno.NetAddr } | undefined;
+
 /** The public peer of a request (`remote` is "-" when served without connection info). */
 export function remoteOf(c: Context): { ip: string; remote: string } {
-  const info = c.env as { remoteAddr?: Deno.NetAddr } | undefined;
+  return peerOf(c.env as ServeInfo);
+}
+
+/** The public peer from Deno.serve's handler info. */
+function peerOf(info: ServeInfo): { ip: string; remote: string } {
   const a = info?.remoteAddr;
   return a ? { ip: a.hostname, remote: `${a.hostname}:${a.port}` } : { ip: "unknown", remote: "-" };
 }
@@ -113,56 +121,143 @@ const crlf = new TextEncoder().encode("\r\n");
  */
 export function createTunnelApp(server: TunnelServer, opts: TunnelAppOptions = {}): Hono {
   const app = new Hono();
-  app.all(controlPath, async (c) => {
-    const req = c.req.raw;
-    if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
-      return new Response("websocket upgrade required\n", { status: 400 });
-    }
-    const identifier = presentedIdentifier((n) => req.headers.get(n));
-    const who = remoteOf(c).remote; // "-" when served without connection info: not limited
-    const admitted = await server.admit(
-      identifier,
-      who === "-" ? undefined : who,
-      req.headers.get(subdomainHeader) ?? undefined,
-    );
-    if (!admitted.ok) {
-      server.log.warn("client refused", { remote: who, failure: admitted.reason });
-      const { status, text } = clientRefusal[admitted.reason];
-      return new Response(text, { status });
-    }
-    const peer = remoteOf(c); // before the upgrade: the request is gone after it
-    const { socket, response } = Deno.upgradeWebSocket(req);
-    const duplex = new WebSocketDuplex(socket);
-    duplex.opened.then(
-      () => server.attach(duplex, admitted.identifier, peer.remote),
-      (err) => server.log.debug("websocket did not open", { error: errorMessage(err) }),
-    );
-    return response;
-  });
-  app.all("*", (c) => proxy(server, c, opts));
+  app.all(controlPath, (c) => control(server, c.req.raw, c.env as ServeInfo));
+  app.all("*", (c) => proxy(server, c.req.raw, c.env as ServeInfo, opts));
+  // Called as a fetch handler (Deno.serve(app.fetch)), a public request skips Hono: its
+  // routing and Context were 10 µs of each proxied request, and the catch-all route above
+  // answers every path but the control path anyway. A path Hono would decode (any `%`) goes
+  // through Hono as before, so both ways pick the same handler. Mounted in another Hono app
+  // (`app.route`), the routes above serve.
+  const routed = app.fetch;
+  app.fetch = (req, env, ctx) => {
+    const path = plainPath(req.url);
+    if (path === undefined || path === controlPath) return routed(req, env, ctx);
+    return proxy(server, req, env as ServeInfo, opts).catch((err: unknown) => {
+      // What Hono's default error handler answers (our handler throws only on a bug).
+      server.log.error("tunnel front failed", { error: errorMessage(err) });
+      return new Response("Internal Server Error", { status: 500 });
+    });
+  };
   return app;
 }
 
-async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): Promise<Response> {
-  const req = c.req.raw;
-  const url = new URL(req.url);
+/**
+ * The path of a request URL when it has no `%` (which Hono decodes before routing), else
+ * undefined: what Hono's router would match, without its Context.
+ */
+export function plainPath(url: string): string | undefined {
+  const start = url.indexOf("/", url.indexOf(":") + 3);
+  if (start < 0) return undefined;
+  let end = start;
+  for (; end < url.length; end++) {
+    const ch = url.charCodeAt(end);
+    if (ch === 0x25) return undefined; // %
+    if (ch === 0x3f || ch === 0x23) break; // ? #
+  }
+  return url.slice(start, end);
+}
+
+/**
+ * The origin-form target (path and query) of a request URL as the WHATWG URL parser gives it
+ * (`pathname + search`): read off the URL's text when the parser would change nothing there
+ * (the common case: no dot segment, no character it escapes), else parsed.
+ */
+export function originTarget(url: string): string {
+  const scheme = url.indexOf("://");
+  const start = scheme < 0 ? -1 : url.indexOf("/", scheme + 3);
+  if (start > 0 && plainTargetRe.test(url.slice(start))) return url.slice(start);
+  const u = new URL(url);
+  return u.pathname + u.search;
+}
+
+/**
+ * A target the URL parser keeps byte for byte: characters it neither escapes in a path nor
+ * in a query (so no `'`, `"`, `<`, `>`, `` ` ``, `{`, `}`, space, `#` or `\\`), no `%2e`, no
+ * `.` right after a `/` (a dot segment, which it removes) and no empty query (it drops the `?`).
+ */
+const plainTargetRe =
+  /^(?![^?]*\/\.)(?![^?]*%2[eE])(?!.*\?$)\/[A-Za-z0-9\-._~!$&()*+,;=:@/%?|^\[\]]*$/;
+
+/** The control path: a tunnel client's WebSocket, once its identifier is admitted. */
+async function control(server: TunnelServer, req: Request, info: ServeInfo): Promise<Response> {
+  if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
+    return new Response("websocket upgrade required\n", { status: 400 });
+  }
+  const identifier = presentedIdentifier((n) => req.headers.get(n));
+  const peer = peerOf(info); // before the upgrade: the request is gone after it
+  const admitted = await server.admit(
+    identifier,
+    peer.remote === "-" ? undefined : peer.remote, // no connection info: not limited
+    req.headers.get(subdomainHeader) ?? undefined,
+  );
+  if (!admitted.ok) {
+    server.log.warn("client refused", { remote: peer.remote, failure: admitted.reason });
+    const { status, text } = clientRefusal[admitted.reason];
+    return new Response(text, { status });
+  }
+  // No WebSocket idle timeout: the session's own keepalive finds a dead client (heartbeat),
+  // and Deno's re-armed a timer on every message the client sent.
+  const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
+  const duplex = new WebSocketDuplex(socket);
+  duplex.opened.then(
+    () => server.attach(duplex, admitted.identifier, peer.remote),
+    (err) => server.log.debug("websocket did not open", { error: errorMessage(err) }),
+  );
+  return response;
+}
+
+/** The request fields the front reads, gathered in one pass over the headers. */
+interface RequestFields {
+  host: string | null;
+  upgrade: string | null;
+  authorization: string | undefined;
+  hasLength: boolean;
+  /** The fields forwarded (hop-by-hop ones left out). */
+  forwarded: [string, string][];
+}
+
+function requestFields(req: Request): RequestFields {
+  const f: RequestFields = {
+    host: null,
+    upgrade: null,
+    authorization: undefined,
+    hasLength: false,
+    forwarded: [],
+  };
+  // Deno's Headers give names in lower case, values of repeated fields joined.
+  req.headers.forEach((v, k) => {
+    if (k === "host") f.host = v;
+    else if (k === "authorization") f.authorization = v;
+    else if (k === "content-length") f.hasLength = true;
+    else if (k === "upgrade") f.upgrade = v;
+    if (!hopByHop.has(k)) f.forwarded.push([k, v]);
+  });
+  return f;
+}
+
+async function proxy(
+  server: TunnelServer,
+  req: Request,
+  info: ServeInfo,
+  opts: TunnelAppOptions,
+): Promise<Response> {
+  const method = req.method;
+  const target = originTarget(req.url);
+  const fields = requestFields(req);
   // HTTP/2 and HTTP/3 carry the authority in the URL, not in a Host header.
-  const hostHeader = req.headers.get("host") ?? url.host;
+  const hostHeader = fields.host ?? new URL(req.url).host;
   const route = await server.route(hostHeader);
   if (!route.ok) {
     server.countRequest(route.host, String(route.status));
     return htmlError(route.status, route.host);
   }
-  const denied = server.checkAccess(
-    route,
-    req.headers.get("authorization") ?? undefined,
-    remoteOf(c).ip,
-  );
+  const peer = peerOf(info);
+  const denied = server.checkAccess(route, fields.authorization, peer.ip);
   if (denied) {
     // Refused here (401/403): nothing of it reaches the client.
     server.countRequest(route.host, String(denied.status));
     server.log.info("access denied", {
-      remote: remoteOf(c).remote,
+      remote: peer.remote,
       host: route.host,
       status: denied.status,
       failure: denied.reason,
@@ -174,37 +269,21 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     );
   }
   const host = route.host;
-  const upgrade = upgradeTokens(req);
+  const upgrade = upgradeTokens(fields.upgrade);
   if (upgrade.length > 0 && !(upgrade.length === 1 && upgrade[0] === "websocket")) {
     server.countRequest(host, "501");
     return new Response(
-      `Upgrade to ${
-        req.headers.get("upgrade")
-      } is not supported by this (embeddable) tunnel front: it passes only WebSocket. ` +
-        "The standalone tunnel-server front passes any Upgrade.\n",
+      `Upgrade to ${fields.upgrade} is not supported by this (embeddable) tunnel front: it ` +
+        "passes only WebSocket. The standalone tunnel-server front passes any Upgrade.\n",
       { status: 501, headers: { "content-type": "text/plain; charset=utf-8" } },
     );
   }
-  const headers: [string, string][] = [];
-  if (!req.headers.has("host")) headers.push(["host", hostHeader]);
-  req.headers.forEach((v, k) => {
-    if (!hopByHop.has(k)) headers.push([k, v]);
-  });
-  const hasLength = req.headers.has("content-length");
-  const chunked = req.body !== null && !hasLength;
+  const headers = fields.forwarded;
+  if (fields.host === null) headers.unshift(["host", hostHeader]);
+  const chunked = req.body !== null && !fields.hasLength;
   if (chunked) headers.push(["transfer-encoding", "chunked"]);
-  const head: RequestHead = {
-    method: req.method,
-    target: url.pathname + url.search,
-    version: "HTTP/1.1",
-    headers,
-  };
-  head.headers = forwardHeaders(
-    head,
-    remoteOf(c),
-    opts.proto ?? "http",
-    opts.trustForwarded ?? false,
-  );
+  const head: RequestHead = { method, target, version: "HTTP/1.1", headers };
+  head.headers = forwardHeaders(head, peer, opts.proto ?? "http", opts.trustForwarded ?? false);
   const rewrite = server.rewriteOf(route);
   if (rewrite) head.headers = rewrite.request(head.headers);
   const localPort = localPortOf(hostHeader, opts.publicPort);
@@ -225,10 +304,9 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   }
   const headBytes = serializeRequestHead(head);
   const pool = poolOf(route.client, `${host}|${localPort}`);
-  let lastRequestByteAt = Date.now();
-  const startedMs = performance.now();
+  const startedMs = opts.accessLog ? performance.now() : 0;
   let bytesIn = 0;
-  let entry: IdleStream | undefined;
+  let entry: PooledStream | undefined;
   let bodyDone: Promise<boolean> = Promise.resolve(true);
   let resHead: ResponseHead | undefined;
   // A body-less request on a reused stream the app has meanwhile closed is retried once on
@@ -240,7 +318,7 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
       try {
         await writeAll(entry.ts.out, headBytes);
       } catch {
-        entry.ts.release();
+        entry.release();
         entry = undefined;
         if (attempt === 0) continue;
       }
@@ -261,47 +339,33 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
         server.countRequest(host, timeout ? "504" : "502");
         return htmlError(timeout ? 504 : 502, host);
       }
-      const src = ts.body();
-      entry = { ts, src, reader: new BufferedReader(src), idle: undefined };
+      entry = new PooledStream(ts, server.responseTimeoutMs);
     }
     const e = entry;
+    // 504 when nothing came back for responseTimeoutMs after the last request byte.
+    e.awaitResponse();
     if (req.body) {
       bodyDone = pumpBody(server, host, req.body, e.ts, chunked, (n) => {
-        lastRequestByteAt = Date.now();
+        e.sinceMs = deadlines.nowMs;
         bytesIn += n;
       });
     }
-    let timedOut = false;
     try {
-      // 504 when nothing came back for responseTimeoutMs after the last request byte.
-      const watch: Deadline = {
-        due: Date.now() + server.responseTimeoutMs,
-        fire: () => {
-          const later = lastRequestByteAt + server.responseTimeoutMs;
-          if (later > Date.now()) return later;
-          timedOut = true;
-          e.ts.stream.reset();
-        },
-      };
-      deadlines.add(watch);
-      try {
-        let h;
-        do h = await readResponseHead(e.reader); while (h.status < 200);
-        resHead = h;
-      } finally {
-        deadlines.delete(watch);
-      }
+      let h;
+      do h = await readResponseHead(e.reader); while (h.status < 200);
+      resHead = h;
+      e.watch = "none";
     } catch (err) {
-      e.ts.release();
-      if (reused && !timedOut && req.body === null && attempt === 0) continue;
-      server.countRequest(host, timedOut ? "504" : "502");
+      e.release();
+      if (reused && !e.timedOut && req.body === null && attempt === 0) continue;
+      server.countRequest(host, e.timedOut ? "504" : "502");
       server.log.debug("bad response from tunnel", { host, error: errorMessage(err) });
-      return htmlError(timedOut ? 504 : 502, host);
+      return htmlError(e.timedOut ? 504 : 502, host);
     }
   }
   const e = entry!;
   server.countRequest(host, "proxied");
-  const framing = responseBodyFraming(resHead, req.method);
+  const framing = responseBodyFraming(resHead, method);
   const reusable = framing.kind !== "close" && resHead.version === "HTTP/1.1" &&
     !headerHasToken(resHead.headers, "connection", "close");
   /** After the exchange: back to the pool when the connection can carry another request. */
@@ -309,20 +373,21 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
   const status = resHead.status;
   const finish = async (ok: boolean) => {
     if (ok && reusable && (await bodyDone) && e.reader.buffered === 0) pool.put(e);
-    else e.ts.release();
+    else e.release();
     if (opts.accessLog) {
       // As the standalone front's line; sizes are the bodies (heads are Deno's here).
+      const q = target.indexOf("?");
       server.log.info("access", {
         host: normalizeHost(hostHeader),
-        method: req.method,
-        path: url.pathname,
+        method,
+        path: q < 0 ? target : target.slice(0, q),
         status,
         in: bytesIn,
         out: sent.bytes,
         ms: Math.round(performance.now() - startedMs),
         rid: e.ts.requestId,
         client: route.client.fingerprint,
-        remote: remoteOf(c).remote,
+        remote: peer.remote,
         ...(ok ? {} : { failure: "cut" }),
       });
     }
@@ -331,7 +396,7 @@ async function proxy(server: TunnelServer, c: Context, opts: TunnelAppOptions): 
     server,
     host,
     resHead,
-    req.method,
+    framing,
     e.reader,
     e.src,
     finish,
@@ -351,14 +416,13 @@ async function tunnelResponse(
   server: TunnelServer,
   host: string,
   resHead: ResponseHead,
-  method: string,
+  framing: BodyFraming,
   reader: BufferedReader,
   src: Duplex,
   finish: (ok: boolean) => unknown,
   counted: { bytes: number },
   rewrite?: HostRewrite,
 ): Promise<Response> {
-  const framing = responseBodyFraming(resHead, method);
   const out = new Headers();
   const fields = rewrite?.rewritesResponse ? rewrite.response(resHead.headers) : resHead.headers;
   for (const [k, v] of fields) {
@@ -416,9 +480,8 @@ async function tunnelResponse(
   return new Response(pipe.readable, { status: resHead.status, headers: out });
 }
 
-/** The protocols `req` asks to upgrade to (lower case, versions dropped); empty for none. */
-function upgradeTokens(req: Request): string[] {
-  const up = req.headers.get("upgrade");
+/** The protocols an Upgrade field asks for (lower case, versions dropped); empty for none. */
+function upgradeTokens(up: string | null): string[] {
   if (up === null) return [];
   return up.toLowerCase().split(",").map((t) => t.trim().split("/")[0]).filter((t) => t);
 }
@@ -454,7 +517,7 @@ async function proxyWebSocket(
       server,
       host,
       r.head,
-      req.method,
+      responseBodyFraming(r.head, req.method),
       r.reader,
       ts.body(),
       () => ts.release(),
@@ -622,13 +685,60 @@ function gather(parts: Uint8Array[], n: number, chunked: boolean): Uint8Array {
   return out;
 }
 
-/** Idle keep-alive tunnel streams kept per client and (host, local port). */
-interface IdleStream {
-  ts: TunnelStream;
-  src: Duplex;
-  reader: BufferedReader;
-  /** Its idle deadline while it waits in the pool. */
-  idle: Deadline | undefined;
+/**
+ * A tunnel stream that carries one request after another, with its one deadline, on the wheel
+ * for as long as the stream lives: while the stream waits in the pool it ends it after
+ * {@linkcode idleStreamMs}, while a request waits for its response it resets the stream after
+ * the response timeout. A request moves it by field stores, not by wheel operations (two adds
+ * and deletes per request were 5 µs of each).
+ */
+class PooledStream implements Deadline {
+  due: number;
+  /** What the deadline watches now. */
+  watch: "idle" | "response" | "none" = "none";
+  /** Since when (wheel clock, ms): idle in the pool, or the last request byte written. */
+  sinceMs: number;
+  /** Whether the response timeout reset the stream. */
+  timedOut = false;
+  /** The pool holding it while idle. */
+  pool: StreamPool | undefined;
+  readonly src: Duplex;
+  readonly reader: BufferedReader;
+
+  constructor(readonly ts: TunnelStream, readonly responseTimeoutMs: number) {
+    this.src = ts.body();
+    this.reader = new BufferedReader(this.src);
+    this.sinceMs = deadlines.clockMs();
+    this.due = this.sinceMs + responseTimeoutMs;
+    deadlines.add(this);
+  }
+
+  /** A request went out: its response is due within the response timeout. */
+  awaitResponse(): void {
+    this.watch = "response";
+    this.timedOut = false;
+    this.sinceMs = deadlines.clockMs();
+  }
+
+  /** @internal The wheel reached `due`. */
+  fire(nowMs: number): number | void {
+    if (this.watch === "none") return nowMs + idleStreamMs;
+    const later = this.sinceMs + (this.watch === "idle" ? idleStreamMs : this.responseTimeoutMs);
+    if (later > nowMs) return later;
+    if (this.watch === "idle") {
+      this.pool?.remove(this);
+      this.ts.release();
+    } else {
+      this.timedOut = true;
+      this.ts.stream.reset();
+    }
+  }
+
+  /** Close the stream (idempotent). */
+  release(): void {
+    deadlines.delete(this);
+    this.ts.release();
+  }
 }
 
 /**
@@ -641,41 +751,36 @@ const idleStreamMs = 4_000;
 
 /** A small LIFO of idle streams; emptied when the client's session ends. */
 class StreamPool {
-  #idle: IdleStream[] = [];
+  #idle: PooledStream[] = [];
   #closed = false;
 
   constructor(client: ClientConn) {
     const drop = () => {
       this.#closed = true;
-      for (const e of this.#idle.splice(0)) this.#drop(e);
+      for (const e of this.#idle.splice(0)) e.release();
     };
     client.onClosing.push(drop);
     void client.session.closed.then(drop); // `closed` only resolves
   }
 
-  take(): IdleStream | undefined {
+  take(): PooledStream | undefined {
     const e = this.#idle.pop();
-    if (e?.idle) deadlines.delete(e.idle);
+    if (e) e.watch = "none";
     return e;
   }
 
-  put(e: IdleStream): void {
-    if (this.#closed || this.#idle.length >= maxIdleStreams) return this.#drop(e);
-    e.idle = {
-      due: Date.now() + idleStreamMs,
-      fire: () => {
-        const i = this.#idle.indexOf(e);
-        if (i >= 0) this.#idle.splice(i, 1);
-        e.ts.release();
-      },
-    };
-    deadlines.add(e.idle);
+  put(e: PooledStream): void {
+    if (this.#closed || this.#idle.length >= maxIdleStreams) return e.release();
+    e.watch = "idle";
+    e.sinceMs = deadlines.clockMs();
+    e.pool = this;
     this.#idle.push(e);
   }
 
-  #drop(e: IdleStream): void {
-    if (e.idle) deadlines.delete(e.idle);
-    e.ts.release();
+  /** Take `e` out (its idle time is over). */
+  remove(e: PooledStream): void {
+    const i = this.#idle.indexOf(e);
+    if (i >= 0) this.#idle.splice(i, 1);
   }
 }
 
