@@ -1,0 +1,163 @@
+/**
+ * The embeddable (Hono) front's own request path: Deno.serve hands public requests straight
+ * to the proxy (Hono only for the control path), the target is taken off the URL text when
+ * the URL parser would change nothing, and each pooled tunnel stream carries one deadline for
+ * its idle time and its responses' timeout.
+ */
+import { assert, assertEquals } from "./_assert.ts";
+import { run } from "./_util.ts";
+import { startClient, startHonoTunnel } from "./_tunnel.ts";
+import { originTarget } from "../lib/tunnel/app.ts";
+
+/** An app that answers every request with its method and target (as Deno.serve saw them). */
+function startTargetApp(): { port: number; hang: () => void; close(): Promise<void> } {
+  const hangs: (() => void)[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const u = new URL(req.url);
+    if (u.pathname === "/hang") await new Promise<void>((r) => hangs.push(r));
+    const body = `${req.method} ${u.pathname}${u.search}`;
+    return new Response(body, { headers: { "x-target": body } });
+  });
+  return {
+    port: server.addr.port,
+    hang: () => hangs.splice(0).forEach((r) => r()),
+    close: async () => {
+      hangs.splice(0).forEach((r) => r());
+      await server.shutdown();
+    },
+  };
+}
+
+/** The Hono front serving host 127.0.0.1 by a client of the target app. */
+async function withFront(
+  id: string,
+  responseTimeoutMs: number,
+  fn: (
+    ctx: {
+      t: ReturnType<typeof startHonoTunnel>;
+      c: ReturnType<typeof startClient>;
+      app: ReturnType<typeof startTargetApp>;
+    },
+  ) => Promise<void>,
+): Promise<void> {
+  const app = startTargetApp();
+  const t = startHonoTunnel({ server: { responseTimeoutMs } });
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await c.connected();
+    await fn({ t, c, app });
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.close();
+  }
+}
+
+/** One request written as is (curl and fetch would normalise the target first). */
+async function rawGet(port: number, target: string, method = "GET"): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode(
+        `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(16 * 1024);
+    for (let n; (n = await conn.read(buf)) !== null;) chunks.push(buf.slice(0, n));
+    return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("tunnel app front: a target read off the URL text equals the URL parser's pathname + search", () => {
+  // Characters the parser keeps, escapes, or reads as dot segments and empty queries.
+  const alphabet = "aZ09-._~!$&'()*+,;=:@/%?#|^[]\\\"<>`{} \u00e9.2eE";
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+  let checked = 0;
+  for (let i = 0; i < 50_000; i++) {
+    let target = "/";
+    for (let j = rand(14); j > 0; j--) target += alphabet[rand(alphabet.length)];
+    const url = `http://h.test:8080${target}`;
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      continue; // not a URL Deno.serve could hand a handler
+    }
+    assertEquals(originTarget(url), u.pathname + u.search, JSON.stringify(target));
+    checked++;
+  }
+  assert(checked > 40_000, `checked ${checked}`);
+  for (const [target, want] of [["/a/./b/../c?x=1", "/a/c?x=1"], ["/p?", "/p"], ["/%2e/x", "/x"]]) {
+    assertEquals(originTarget(`http://h.test${target}`), want);
+  }
+});
+
+Deno.test("tunnel app front: targets reach the app as before (raw, normalised, odd), HEAD keeps its head", async () => {
+  await withFront("identifier-front-targets-01", 10_000, async ({ t }) => {
+    const cases: [string, string][] = [
+      ["/plain/path?q=1&r=a:b@c", "/plain/path?q=1&r=a:b@c"],
+      ["/a/./b/../c?x", "/a/c?x"],
+      ["/sp%20ace?q='x'", "/sp%20ace?q=%27x%27"],
+      ["/empty-query?", "/empty-query"],
+      // The control path's neighbours are public paths: the app answers them.
+      ["/_controlPath_", "/_controlPath_"],
+      ["/_controlPath_/x", "/_controlPath_/x"],
+    ];
+    for (const [sent, seen] of cases) {
+      const res = await rawGet(t.port, sent);
+      assert(res.startsWith("HTTP/1.1 200"), `${sent}: ${res.slice(0, 60)}`);
+      assert(res.endsWith(`\r\n\r\nGET ${seen}`), `${sent}: ${JSON.stringify(res.slice(-60))}`);
+    }
+    // HEAD: the app's head (its header fields) without a body.
+    const head = await rawGet(t.port, "/h?x=1", "HEAD");
+    assert(head.startsWith("HTTP/1.1 200"), head);
+    assert(/\r\nx-target: HEAD \/h\?x=1\r\n/i.test(head), head);
+    assert(head.endsWith("\r\n\r\n"), JSON.stringify(head));
+  });
+});
+
+Deno.test("tunnel app front: the control path answers as before, also written with %-escapes", async () => {
+  await withFront("identifier-front-control-02", 10_000, async ({ t }) => {
+    for (const path of ["/_controlPath_/", "/_controlPath_/?a=1", "/_control%50ath_/"]) {
+      const res = await fetch(`${t.url}${path}`);
+      assertEquals(res.status, 400, path);
+      assertEquals(await res.text(), "websocket upgrade required\n", path);
+    }
+    // curl's own request through the same listener still reaches the app.
+    const out = await run("curl", ["-sS", `${t.url}/curl?x=1`]);
+    assertEquals(out.stdout.trim(), "GET /curl?x=1");
+  });
+});
+
+Deno.test("tunnel app front: a reused stream times out (504) when its response does not come; idle streams are closed", async () => {
+  await withFront("identifier-front-reuse-03", 400, async ({ t, c, app }) => {
+    assertEquals(await (await fetch(`${t.url}/one`)).text(), "GET /one");
+    const opened = c.client.streams;
+    // The next request takes the pooled stream; the app never answers it.
+    const hang = await fetch(`${t.url}/hang`);
+    assertEquals(hang.status, 504);
+    await hang.body?.cancel();
+    assertEquals(c.client.streams, opened, "the hanging request reused the pooled stream");
+    app.hang();
+    // The timed-out stream is not reused: the next request opens another and is answered.
+    assertEquals(await (await fetch(`${t.url}/two`)).text(), "GET /two");
+    assertEquals(c.client.streams, opened + 1);
+    // A stream idle in the pool is closed after its idle time (4 s).
+    const stats = t.server.hostStats("127.0.0.1");
+    assertEquals(stats.openStreams, 1);
+    for (let i = 0; i < 300 && stats.openStreams > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(stats.openStreams, 0, "the idle stream was closed");
+    assertEquals(await (await fetch(`${t.url}/three`)).text(), "GET /three");
+  });
+});
