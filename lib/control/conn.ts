@@ -8,6 +8,7 @@
 import { closeQuietly, type Duplex } from "../net/duplex.ts";
 import { errorMessage as describe } from "../net/errors.ts";
 import { BufferedReader } from "../net/reader.ts";
+import type { CompactCodec } from "./compact.ts";
 import { ControlReader, ControlWriter, type FrameOptions } from "./frame.ts";
 import {
   type BaseMessage,
@@ -79,6 +80,15 @@ export class ControlConn<M extends Message> {
   /** Whether `close()` ran. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * From now on, read compact frames of `codec` besides JSON ones and send the messages it
+   * encodes that way (once both sides agreed, by the protocol's own negotiation).
+   */
+  useCompact(codec: CompactCodec<M>): void {
+    this.reader.compact = codec;
+    this.writer.compact = codec;
   }
 
   /** Send one message (serialised with every other send). */

@@ -9,6 +9,7 @@
 import { concatBytes } from "../net/bytes.ts";
 import { type Duplex, writeAll } from "../net/duplex.ts";
 import { BufferedReader, UnexpectedEofError } from "../net/reader.ts";
+import { type CompactCodec, compactFlag, compactMaxBodyBytes } from "./compact.ts";
 import { ControlError, type Message, type Outgoing, type Protocol } from "./message.ts";
 
 /** Size of the length prefix. */
@@ -20,6 +21,8 @@ export const maxMessageBytesLimit = 16 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+/** The body of an empty compact frame. */
+const noBody = new Uint8Array(0);
 
 function checkMax(maxBytes: number): number {
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 2 || maxBytes > maxMessageBytesLimit) {
@@ -80,22 +83,49 @@ export async function readFrameJson(
   r: BufferedReader,
   maxBytes = defaultMaxMessageBytes,
 ): Promise<{ json: unknown } | null> {
-  let body: Uint8Array;
+  const len = await readPrefix(r);
+  if (len === null) return null;
+  return { json: parseJson(await readBody(r, checkLength(len, maxBytes))) };
+}
+
+/** The next frame's u32 prefix, or `null` on a clean EOF between frames. */
+async function readPrefix(r: BufferedReader): Promise<number | null> {
+  let head: Uint8Array | null;
   try {
-    const head = await r.readExactOrEof(controlLengthPrefixBytes);
-    if (head === null) return null;
-    const len = ((head[0] << 24) | (head[1] << 16) | (head[2] << 8) | head[3]) >>> 0;
-    if (len > maxBytes) {
-      throw new ControlError("too-large", `frame of ${len} bytes exceeds ${maxBytes}`);
-    }
-    if (len === 0) throw new ControlError("bad-json", "empty frame");
-    body = await r.readExact(len);
+    // A view: the prefix is decoded before the next read (a copy was an allocation per frame).
+    head = await r.readExactOrEof(controlLengthPrefixBytes, false);
   } catch (err) {
-    if (err instanceof UnexpectedEofError) {
-      throw new ControlError("truncated", "connection closed inside a frame", { cause: err });
-    }
-    throw err;
+    throw truncated(err);
   }
+  if (head === null) return null;
+  return ((head[0] << 24) | (head[1] << 16) | (head[2] << 8) | head[3]) >>> 0;
+}
+
+/** A JSON frame's length, checked before any body byte is buffered. */
+function checkLength(len: number, maxBytes: number): number {
+  if (len > maxBytes) {
+    throw new ControlError("too-large", `frame of ${len} bytes exceeds ${maxBytes}`);
+  }
+  if (len === 0) throw new ControlError("bad-json", "empty frame");
+  return len;
+}
+
+/** A body of `len` bytes, as a view valid until the next read of `r`. */
+async function readBody(r: BufferedReader, len: number): Promise<Uint8Array> {
+  try {
+    return await r.readExact(len, false);
+  } catch (err) {
+    throw truncated(err);
+  }
+}
+
+function truncated(err: unknown): unknown {
+  return err instanceof UnexpectedEofError
+    ? new ControlError("truncated", "connection closed inside a frame", { cause: err })
+    : err;
+}
+
+function parseJson(body: Uint8Array): unknown {
   let text: string;
   try {
     text = decoder.decode(body);
@@ -103,7 +133,7 @@ export async function readFrameJson(
     throw new ControlError("bad-json", "frame is not valid UTF-8", { cause: err });
   }
   try {
-    return { json: JSON.parse(text) };
+    return JSON.parse(text);
   } catch (err) {
     throw new ControlError("bad-json", "frame is not valid JSON", { cause: err });
   }
@@ -115,6 +145,12 @@ export interface FrameOptions {
   maxMessageBytes?: number;
 }
 
+/** Options of a reader or writer whose protocol has compact frames (see compact.ts). */
+export interface CompactOptions<M extends Message> extends FrameOptions {
+  /** Read (or send) compact frames of this codec: only once both sides agreed. */
+  compact?: CompactCodec<M>;
+}
+
 /**
  * Reads validated messages of `protocol` from a `BufferedReader`. Pure decoding: it
  * throws `ControlError` on any violation and leaves replying/closing to the caller
@@ -124,19 +160,38 @@ export interface FrameOptions {
 export class ControlReader<M extends Message> {
   /** Largest accepted message body. */
   readonly maxMessageBytes: number;
+  /**
+   * Compact frames accepted besides JSON ones (set once the peer agreed to send them); without
+   * it a compact prefix reads as an over-long frame.
+   */
+  compact: CompactCodec<M> | undefined;
   /** Read frames of `protocol` from `reader`. */
   constructor(
     readonly reader: BufferedReader,
     readonly protocol: Protocol<M>,
-    opts: FrameOptions = {},
+    opts: CompactOptions<M> = {},
   ) {
     this.maxMessageBytes = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+    this.compact = opts.compact;
   }
 
   /** The next message, or `null` on a clean EOF between frames. */
   async read(): Promise<M | null> {
-    const frame = await readFrameJson(this.reader, this.maxMessageBytes);
-    return frame === null ? null : this.protocol.check(frame.json);
+    const prefix = await readPrefix(this.reader);
+    if (prefix === null) return null;
+    if (prefix >= compactFlag && this.compact) {
+      const len = prefix & compactMaxBodyBytes;
+      if (len > this.maxMessageBytes) {
+        throw new ControlError(
+          "too-large",
+          `frame of ${len} bytes exceeds ${this.maxMessageBytes}`,
+        );
+      }
+      const body = len === 0 ? noBody : await readBody(this.reader, len);
+      return this.compact.decode((prefix >>> 24) & 0x7f, body);
+    }
+    const body = await readBody(this.reader, checkLength(prefix, this.maxMessageBytes));
+    return this.protocol.check(parseJson(body));
   }
 }
 
@@ -157,13 +212,17 @@ export class ControlWriter<M extends Message> {
     | undefined;
   #failed: Error | undefined;
 
+  /** Messages with a compact form go as compact frames (set once the peer reads them). */
+  compact: CompactCodec<M> | undefined;
+
   /** Write frames of `protocol` to `conn`. */
   constructor(
     readonly conn: Pick<Duplex, "write">,
     readonly protocol: Protocol<M>,
-    opts: FrameOptions = {},
+    opts: CompactOptions<M> = {},
   ) {
     this.maxMessageBytes = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+    this.compact = opts.compact;
   }
 
   /** Queue `msg` (its `v` is added) and resolve when its frame is fully written. */
@@ -172,9 +231,10 @@ export class ControlWriter<M extends Message> {
     if (!this.protocol.has(type)) {
       return Promise.reject(new ControlError("unknown-type", `cannot send type ${type}`));
     }
-    let frame: Uint8Array;
+    let frame: Uint8Array | undefined;
     try {
-      frame = encodeJson(versionedJson(this.protocol.version, msg), this.maxMessageBytes);
+      frame = this.compact?.encode(msg) ??
+        encodeJson(versionedJson(this.protocol.version, msg), this.maxMessageBytes);
     } catch (err) {
       return Promise.reject(err);
     }

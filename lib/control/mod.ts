@@ -7,5 +7,6 @@
 export * from "./schema.ts";
 export * from "./message.ts";
 export * from "./frame.ts";
+export * from "./compact.ts";
 export * from "./conn.ts";
 export * from "./auth.ts";

@@ -29,6 +29,7 @@ import {
 } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
+  type CompactCodec,
   ControlConn,
   ControlError,
   ControlReader,
@@ -39,6 +40,7 @@ import {
 } from "../control/mod.ts";
 import {
   type AssociateRequest,
+  compactFeature,
   type ConnectRequest,
   defaultExitName,
   depotHandshakeTimeoutMs,
@@ -54,6 +56,7 @@ import {
   udpFeature,
 } from "./protocol.ts";
 import { ReportedEnd } from "./tunnel_end.ts";
+import { depotCompact } from "./compact.ts";
 import { Session as MuxSession } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
 import {
@@ -132,6 +135,11 @@ export interface DepotLocalOptions {
    */
   spareTunnels?: number;
   /**
+   * Announce compact frames (feature "compact"); false speaks JSON only, as locals before
+   * them did (interop tests). @default true
+   */
+  compact?: boolean;
+  /**
    * SOCKS5 UDP ASSOCIATE through this exit (announced to the server as "udp"): false refuses
    * it (clients get 0x07); bounds of each association's destinations (idle 60 s, 1024 flows,
    * 4 MiB queued by default). Datagrams go through `acl` and `allow` like connections.
@@ -201,6 +209,8 @@ interface Session {
   reportsEnds: boolean;
   /** "open": the server opens a mux stream per request, its SYN carrying the request. */
   opens?: boolean;
+  /** Both sides announced "compact": hot messages go as compact frames (compact.ts). */
+  compact: CompactCodec<DepotMessage> | undefined;
 }
 
 /** A request that came on a stream the server opened ("open"): it is the tunnel, answered on. */
@@ -460,6 +470,7 @@ export class DepotLocal {
           endFeature,
           ...(this.#udpOpts.enabled ? [udpFeature] : []),
           openFeature,
+          ...(o.compact === false ? [] : [compactFeature]),
         ],
       });
       const welcome = await ctl.expect(
@@ -476,6 +487,10 @@ export class DepotLocal {
         ? welcome.sessionKey
         : undefined;
       const opens = sessionKey !== undefined;
+      const compact = o.compact !== false && welcome.features?.includes(compactFeature) === true
+        ? depotCompact
+        : undefined;
+      if (compact) ctl.useCompact(compact);
       const requests = new Map<number, AbortController>();
       // The session's end aborts each of its requests: one listener for them all (a listener
       // per request on the long-lived signal, or AbortSignal.any, cost each request more).
@@ -489,6 +504,7 @@ export class DepotLocal {
         openTunnel: async (sig) => ({ conn: await dialTunnel(sig), spare: false }),
         requests,
         reportsEnds: welcome.features?.includes(endFeature) ?? false,
+        compact,
       };
       const spareCount = o.spareTunnels ?? defaultSpareTunnels;
       if (o.mux && welcome.features?.includes(muxFeature)) {
@@ -518,13 +534,13 @@ export class DepotLocal {
             try {
               await writeAll(
                 conn,
-                frame({ type: "standby", name: this.name, sessionKey: sessionKey! }),
+                frame({ type: "standby", name: this.name, sessionKey: sessionKey! }, compact),
               );
             } catch (err) {
               closeQuietly(conn);
               throw err;
             }
-            this.#track(this.#watchStandby(pool, conn, () => current));
+            this.#track(this.#watchStandby(pool, conn, () => current, compact));
             return conn;
           };
           const pool: SparePool = new SparePool(
@@ -613,6 +629,7 @@ export class DepotLocal {
     pool: SparePool,
     conn: Duplex,
     session: () => Session | undefined,
+    compact: CompactCodec<DepotMessage> | undefined,
   ): Promise<void> {
     // Borrowed from the relay pool until its one read settled (the leftover is a copy).
     const buf = relayPool.acquire(minRelayBufferBytes);
@@ -620,7 +637,8 @@ export class DepotLocal {
     let req;
     let leftover: Uint8Array;
     try {
-      req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 }).read();
+      req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024, compact })
+        .read();
       leftover = buffered.takeBuffered();
     } catch {
       // Closed: expired and replaced by the pool, or the session ended. Nothing was asked.
@@ -655,7 +673,10 @@ export class DepotLocal {
     let req;
     const buffered = new BufferedReader(stream, 1024);
     try {
-      req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 }).read();
+      req = await new ControlReader(buffered, depotProtocol, {
+        maxMessageBytes: 1024,
+        compact: session.compact,
+      }).read();
     } catch (err) {
       this.log.debug("request stream failed", { error: describe(err) });
     } finally {
@@ -746,14 +767,14 @@ export class DepotLocal {
         if (t.error !== undefined) throw t.error;
         try {
           tunnel = on
-            ? await this.#answerOnStream(on, req, app?.localAddr)
-            : await this.#tunnelHandshake(t.conn!.conn, req, app?.localAddr, signal);
+            ? await this.#answerOnStream(on, req, app?.localAddr, session.compact)
+            : await this.#tunnelHandshake(t.conn!.conn, req, app?.localAddr, signal, session);
         } catch (err) {
           if (!t.conn!.spare || err instanceof RemoteError || signal.aborted) throw err;
           // A spare the server had already dropped (restart, timer): one fresh connection.
           log().debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
           const fresh = await session.dialTunnel(signal);
-          tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal);
+          tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal, session);
         }
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
@@ -871,8 +892,9 @@ export class DepotLocal {
     on: OnStream,
     req: { id: number; key: string },
     bound: Deno.NetAddr | undefined,
+    compact: CompactCodec<DepotMessage> | undefined,
   ): Promise<Duplex> {
-    await writeAll(on.stream, tunnelFrame(req, bound));
+    await writeAll(on.stream, tunnelFrame(req, bound, compact));
     return withPrefix(on.stream, on.leftover);
   }
 
@@ -882,6 +904,7 @@ export class DepotLocal {
     req: { id: number; key: string },
     bound: Deno.NetAddr | undefined,
     signal: AbortSignal,
+    session: Pick<Session, "compact">,
   ): Promise<Duplex> {
     const o = this.#opts;
     const timeoutMs = o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
@@ -889,10 +912,12 @@ export class DepotLocal {
     const cancelTimer = after(timeoutMs, onAbort); // the shared wheel: no timer per request
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await writeAll(conn, tunnelFrame(req, bound));
+      await writeAll(conn, tunnelFrame(req, bound, session.compact));
       const buffered = new BufferedReader(conn, 1024);
-      const answer = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 })
-        .read();
+      const answer = await new ControlReader(buffered, depotProtocol, {
+        maxMessageBytes: 1024,
+        compact: session.compact,
+      }).read();
       if (answer?.type === "tunnelAccepted" && answer.id === req.id) {
         return withPrefix(conn, buffered.takeBuffered());
       }
@@ -923,14 +948,18 @@ export class DepotLocal {
  * One frame of our own on a tunnel: nothing else writes there meanwhile, so it needs none of
  * a ControlWriter's queueing (one per frame was a promise chain and an object per request).
  */
-function frame(msg: Outgoing<DepotMessage>): Uint8Array {
-  return encodeFrame({ v: depotProtocol.version, ...msg });
+function frame(
+  msg: Outgoing<DepotMessage>,
+  compact: CompactCodec<DepotMessage> | undefined,
+): Uint8Array {
+  return compact?.encode(msg) ?? encodeFrame({ v: depotProtocol.version, ...msg });
 }
 
 /** The `tunnel` answer to request `req`, naming the target side's address. */
 function tunnelFrame(
   req: { id: number; key: string },
   bound: Deno.NetAddr | undefined,
+  compact: CompactCodec<DepotMessage> | undefined,
 ): Uint8Array {
   return frame({
     type: "tunnel",
@@ -938,7 +967,7 @@ function tunnelFrame(
     key: req.key,
     boundHost: bound?.hostname,
     boundPort: bound?.port,
-  });
+  }, compact);
 }
 
 function describe(err: unknown): string {

@@ -231,6 +231,14 @@ export const udpFeature = "udp";
  */
 export const openFeature = "open";
 
+/**
+ * Feature of compact frames (compact.ts): a local announces it in hello when it reads and
+ * sends them, the server in welcome. Only then does either side send the hot per-request
+ * messages (`connect`, `tunnel`, `tunnelAccepted`, `standby`, `end`) compact, on the control
+ * connection and on tunnels; everything else, and everything to an older peer, stays JSON.
+ */
+export const compactFeature = "compact";
+
 /** The depot control protocol (control and tunnel connections). */
 export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", depotProtocolVersion, [
   helloMessage,

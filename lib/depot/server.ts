@@ -32,17 +32,20 @@ import {
 } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
+  type CompactCodec,
   ControlConn,
   ControlError,
   ControlReader,
   ControlWriter,
   encodeFrame,
+  type Outgoing,
   randomSecret,
   RemoteError,
   timingSafeEqual,
 } from "../control/mod.ts";
 import { Reply, replyForReason, sendSocks5Reply, Socks5Error } from "../socks5/mod.ts";
 import {
+  compactFeature,
   defaultExitName,
   defaultHeartbeatMs,
   depotHandshakeTimeoutMs,
@@ -60,6 +63,7 @@ import {
 } from "./protocol.ts";
 import { Session as MuxSession, type Stream } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
+import { depotCompact } from "./compact.ts";
 import { ConfirmedEnd } from "./tunnel_end.ts";
 import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
@@ -119,6 +123,11 @@ export interface DepotServerOptions {
    * upgrade on each; TLS is the listeners' business). @default "tcp"
    */
   transport?: TransportName;
+  /**
+   * Offer compact frames (feature "compact") to locals that announce them; false speaks JSON
+   * only, as servers before them did (interop tests). @default true
+   */
+  compact?: boolean;
   /** Where events go. @default silent */
   log?: Logger;
 }
@@ -294,6 +303,8 @@ class ExitSession {
   carriesUdp = false;
   /** The local announced "open": it takes requests on streams we open on its mux session. */
   opensStreams = false;
+  /** Both sides announced "compact": hot messages to it go as compact frames. */
+  compact: CompactCodec<DepotMessage> | undefined;
   /** Its mux session, when it opened one (and announced "open"). */
   mux: MuxSession | undefined;
   /** With "open": the secret (welcome's `sessionKey`) its mux and standby frames present. */
@@ -390,6 +401,8 @@ export class DepotServer {
   readonly udp: FlowLimits;
   /** Carrier of the control and tunnel listeners. */
   readonly transport: TransportName;
+  /** Compact frames offered (feature "compact"); undefined: JSON only. */
+  readonly compact: CompactCodec<DepotMessage> | undefined;
   /** Where events go. */
   readonly log: Logger;
 
@@ -427,6 +440,7 @@ export class DepotServer {
     this.shedIdleMs = opts.shedIdleMs;
     this.udp = { idleTimeoutMs: defaultUdpIdleTimeoutMs, ...opts.udp };
     this.transport = opts.transport ?? "tcp";
+    this.compact = opts.compact === false ? undefined : depotCompact;
     this.log = opts.log ?? silentLogger;
   }
 
@@ -611,6 +625,11 @@ export class DepotServer {
     exit.carriesUdp = hello.features?.includes(udpFeature) ?? false;
     exit.opensStreams = hello.features?.includes(openFeature) ?? false;
     if (exit.opensStreams) exit.sessionKey = randomSecret(16);
+    if (this.compact && hello.features?.includes(compactFeature)) {
+      // Before the welcome: the local sends compact frames as soon as it has read it.
+      exit.compact = this.compact;
+      ctl.useCompact(this.compact);
+    }
     const stale = this.#exits.get(hello.name);
     if (stale) {
       log.info("exit reconnected, replacing the previous session", {
@@ -631,7 +650,9 @@ export class DepotServer {
         name: hello.name,
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
-        features: [muxFeature, endFeature, udpFeature, openFeature],
+        features: this.compact
+          ? [muxFeature, endFeature, udpFeature, openFeature, compactFeature]
+          : [muxFeature, endFeature, udpFeature, openFeature],
         spareIdleMs: this.spareIdleMs,
         sessionKey: exit.sessionKey,
       });
@@ -1205,7 +1226,7 @@ export class DepotServer {
       this.#pending.set(id, p);
       exit.pending.add(p);
       const answer = async (): Promise<Outcome | "unanswered"> => {
-        const sent = await way.send(encodeFrame({ v: depotProtocol.version, ...ask, id, key }));
+        const sent = await way.send(requestFrame(exit, { ...ask, id, key }));
         const msg = await sent.answer;
         if (msg?.type === "tunnel" && msg.id === id && equalFixedLength(msg.key, key)) {
           const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
@@ -1242,7 +1263,10 @@ export class DepotServer {
       send: async (frame) => {
         stream = await mux.open({ data: frame });
         const buffered = new BufferedReader(stream, 1024);
-        const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
+        const reader = new ControlReader(buffered, depotProtocol, {
+          maxMessageBytes: 1024,
+          compact: this.compact,
+        });
         return { conn: stream, buffered, answer: reader.read() };
       },
       giveUp: () => stream?.reset(),
@@ -1328,7 +1352,12 @@ export class DepotServer {
     buf: Uint8Array,
   ): Promise<void> {
     const buffered = new BufferedReader(conn, buf);
-    const reader = new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024 });
+    // Compact first frames are read from any local (a server that offers them decodes them as
+    // strictly as JSON); they are sent only to a local that announced them.
+    const reader = new ControlReader(buffered, depotProtocol, {
+      maxMessageBytes: 1024,
+      compact: this.compact,
+    });
     const writer = new ControlWriter(conn, depotProtocol);
     const refuse = async (reason: string, message: string) => {
       ctx.log.warn("tunnel refused", { remote: ctx.remote, failure: reason, error: message });
@@ -1401,6 +1430,7 @@ export class DepotServer {
       // Registered before the answer: the local may report the end right after it.
       tunnel = exit.gate(id, tunnel, this.heartbeatMs * heartbeatDeadFactor);
     }
+    writer.compact = exit.compact;
     try {
       try {
         await writer.send({ type: "tunnelAccepted", id });
@@ -1510,6 +1540,14 @@ export class DepotServer {
       closeQuietly(stream);
     }
   }
+}
+
+/** A request's frame on a tunnel: compact when the exit announced it, else JSON. */
+function requestFrame(
+  exit: ExitSession,
+  msg: Outgoing<Extract<DepotMessage, { type: "connect" | "associate" }>>,
+): Uint8Array {
+  return exit.compact?.encode(msg) ?? encodeFrame({ v: depotProtocol.version, ...msg });
 }
 
 function describe(err: unknown): string {

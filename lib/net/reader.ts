@@ -88,21 +88,25 @@ export class BufferedReader {
   /**
    * Exactly `n` bytes (a copy the caller owns). Rejects with `UnexpectedEofError` if the
    * source ends first. Callers bound `n` before calling: never pass an untrusted length.
+   * With `copy` false the bytes are a view into the buffer, valid only until the next call on
+   * this reader (for a codec that decodes them at once: a copy is an allocation per field).
    */
-  readExact(n: number): Promise<Uint8Array> {
+  readExact(n: number, copy = true): Promise<Uint8Array> {
     // Buffered already (a handshake's fields after its first read): no async frame.
-    if (this.#end - this.#start >= n) return Promise.resolve(this.#take(n));
-    return this.#readExactSlow(n);
+    if (this.#end - this.#start >= n) return Promise.resolve(this.#take(n, copy));
+    return this.#readExactSlow(n, copy);
   }
 
-  async #readExactSlow(n: number): Promise<Uint8Array> {
+  async #readExactSlow(n: number, copy: boolean): Promise<Uint8Array> {
     if (!(await this.#ensure(n))) throw new UnexpectedEofError();
-    return this.#take(n);
+    return this.#take(n, copy);
   }
 
-  /** A copy of the next `n` buffered bytes, consumed. */
-  #take(n: number): Uint8Array {
-    const out = this.#buf.slice(this.#start, this.#start + n);
+  /** The next `n` buffered bytes (a copy, or a view), consumed. */
+  #take(n: number, copy: boolean): Uint8Array {
+    const out = copy
+      ? this.#buf.slice(this.#start, this.#start + n)
+      : this.#buf.subarray(this.#start, this.#start + n);
     this.#start += n;
     return out;
   }
@@ -122,9 +126,9 @@ export class BufferedReader {
    * Like `readExact` but resolves `null` on a clean EOF before the first byte, so a
    * frame loop can tell "peer closed between frames" from "peer closed mid-frame".
    */
-  async readExactOrEof(n: number): Promise<Uint8Array | null> {
+  async readExactOrEof(n: number, copy = true): Promise<Uint8Array | null> {
     if (this.#end === this.#start && !(await this.#fill())) return null;
-    return await this.readExact(n);
+    return await this.readExact(n, copy);
   }
 
   /**

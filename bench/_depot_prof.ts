@@ -1,0 +1,182 @@
+/**
+ * Where plain depot's microseconds per connection go (issue 20): depot-server and depot-local
+ * (this checkout's, or `--tree DIR`'s) run with their inspectors open, `--requests` small SOCKS
+ * exchanges run with `--concurrency` workers while both are profiled (bench/_cpuprof.ts), and
+ * the self time per function, per file and per kind is printed in µs per connection, with each
+ * process's CPU µs per connection (user + system) beside it.
+ *
+ *   deno run -A bench/_depot_prof.ts [--requests 4000] [--concurrency 32] [--top 30] [--mux]
+ * @module
+ */
+
+import { byKind, type CpuProfile, selfTimes } from "./_cpuprof.ts";
+import {
+  benchFlags,
+  concurrentRps,
+  freePort,
+  procCpuSeconds,
+  serveLengthSource,
+  socksRoute,
+  spawn,
+  stopAll,
+  waitPort,
+  waitUntil,
+} from "./_util.ts";
+
+if (Deno.env.get("BENCH_ROLE") === "source") {
+  await serveLengthSource(
+    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
+  );
+}
+
+const flags = benchFlags({
+  numbers: { requests: 4000, concurrency: 32, top: 30 },
+  booleans: ["mux", "floor", "strace"],
+  strings: ["tree", "out"],
+});
+const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
+const env = { DEPOT_TOKEN: crypto.randomUUID() };
+const [src, control, socks, tunnel, status, inspS, inspL] = Array.from({ length: 7 }, freePort);
+const deno = (script: string, args: string[], inspect?: number, e?: Record<string, string>) =>
+  spawn(Deno.execPath(), [
+    "run",
+    "-A",
+    ...(inspect ? [`--inspect=127.0.0.1:${inspect}`] : []),
+    script,
+    ...args,
+  ], { env: { ...env, ...e }, output: "stderr" });
+const source = deno(new URL(import.meta.url).pathname, [], undefined, {
+  BENCH_ROLE: "source",
+  BENCH_PORT: String(src),
+});
+const procs = [source];
+try {
+  let socksPort = socks;
+  if (flags.floor) {
+    // bench/floor_reverse.ts's two processes instead (the floor, profiled the same way).
+    const floor = `${tree}/bench/floor_reverse.ts`;
+    const server = spawn(Deno.execPath(), ["run", "-A", `--inspect=127.0.0.1:${inspS}`, floor], {
+      env: { BENCH_MODE: "server" },
+    });
+    procs.push(server);
+    const ports = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+    socksPort = ports.port;
+    procs.push(
+      deno(floor, [], inspL, { BENCH_MODE: "local", BENCH_SERVER: `127.0.0.1:${ports.tunnel}` }),
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+  } else {
+    procs.push(
+      deno(`${tree}/services/depot-server.ts`, [
+        "--log-level",
+        "warn",
+        "--control",
+        `127.0.0.1:${control}`,
+        "--socks",
+        `127.0.0.1:${socks}`,
+        "--tunnel",
+        `127.0.0.1:${tunnel}`,
+        "--status",
+        `127.0.0.1:${status}`,
+      ], inspS),
+      deno(`${tree}/services/depot-local.ts`, [
+        "--log-level",
+        "warn",
+        ...(flags.mux ? ["--mux"] : []),
+        "--server",
+        `127.0.0.1:${control}`,
+      ], inspL),
+    );
+    await waitPort(socks);
+    await waitUntil("exit", async () => {
+      const st = await (await fetch(`http://127.0.0.1:${status}/status`)).json() as {
+        exits: unknown[];
+      };
+      return st.exits.length === 1;
+    });
+  }
+  await waitPort(src);
+  const route = socksRoute("depot", socksPort, src);
+  await concurrentRps(route, 2000, flags.concurrency); // warm up
+  const n = flags.requests;
+  const sessions = await Promise.all([inspS, inspL].map((p) => startProfile(p)));
+  // `--strace`: syscall counts of both processes during the load (strace -c -f).
+  const straces = flags.strace
+    ? procs.slice(1).map((p, i) =>
+      new Deno.Command("strace", {
+        args: ["-c", "-f", "-o", `/tmp/depot_prof.strace.${i}`, "-p", String(p.child.pid)],
+        stderr: "null",
+      }).spawn()
+    )
+    : [];
+  if (straces.length) await new Promise((r) => setTimeout(r, 500));
+  const cpu0 = [procCpuSeconds([procs[1]]), procCpuSeconds([procs[2]])];
+  const t0 = performance.now();
+  await concurrentRps(route, n, flags.concurrency);
+  const ms = performance.now() - t0;
+  const cpu = [procCpuSeconds([procs[1]]), procCpuSeconds([procs[2]])].map((c, i) =>
+    (c - cpu0[i]) * 1e6 / n
+  );
+  const profiles = await Promise.all(sessions.map((s) => s()));
+  for (const [i, st] of straces.entries()) {
+    st.kill("SIGINT");
+    await st.status;
+    const text = Deno.readTextFileSync(`/tmp/depot_prof.strace.${i}`);
+    console.log(`\n== strace ${i === 0 ? "server" : "local"}, calls per connection`);
+    for (const line of text.split("\n").slice(2)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 5 && /^\d/.test(f[3])) {
+        console.log(`${(Number(f[3]) / n).toFixed(2).padStart(8)}  ${f.at(-1)}`);
+      }
+    }
+  }
+  console.log(`${n} connections ×${flags.concurrency} in ${ms.toFixed(0)} ms`);
+  for (const [i, name] of ["depot-server", "depot-local"].entries()) {
+    const p = profiles[i];
+    const rows = selfTimes(p);
+    const busy = rows.filter((r) => r.key !== "(idle)").reduce((s, r) => s + r.ms, 0);
+    const us = (v: number) => (v * 1000 / n).toFixed(2).padStart(8);
+    console.log(
+      `\n== ${name}: CPU ${cpu[i].toFixed(0)} µs/conn (user+sys), JS-profile busy ${
+        us(busy)
+      } µs/conn`,
+    );
+    for (const r of byKind(p).slice(0, 14)) console.log(`${us(r.ms)}  ${r.key}`);
+    console.log("-- top functions (self)");
+    for (const r of rows.filter((r) => r.key !== "(idle)").slice(0, flags.top)) {
+      console.log(`${us(r.ms)}  ${r.key}`);
+    }
+    if (flags.out) Deno.writeTextFileSync(`${flags.out}.${name}.cpuprofile`, JSON.stringify(p));
+  }
+} finally {
+  await stopAll(procs);
+}
+
+/** Start V8's sampling profiler in the process whose inspector is on `port`; call to stop. */
+async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json() as {
+    webSocketDebuggerUrl: string;
+  }[];
+  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
+  await new Promise((ok, fail) => (ws.onopen = ok, ws.onerror = fail));
+  let nextId = 0;
+  const waiting = new Map<number, (result: unknown) => void>();
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data) as { id?: number; result?: unknown };
+    if (m.id !== undefined) waiting.get(m.id)?.(m.result);
+  };
+  const call = (method: string, params: Record<string, unknown> = {}) =>
+    new Promise<unknown>((ok) => {
+      const id = ++nextId;
+      waiting.set(id, ok);
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  await call("Profiler.enable");
+  await call("Profiler.setSamplingInterval", { interval: 100 });
+  await call("Profiler.start");
+  return async () => {
+    const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
+    ws.close();
+    return profile;
+  };
+}
