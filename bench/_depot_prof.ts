@@ -31,7 +31,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
-  booleans: ["mux", "floor", "strace"],
+  booleans: ["mux", "floor", "strace", "no-profile"],
   strings: ["tree", "out"],
 });
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
@@ -41,7 +41,7 @@ const deno = (script: string, args: string[], inspect?: number, e?: Record<strin
   spawn(Deno.execPath(), [
     "run",
     "-A",
-    ...(inspect ? [`--inspect=127.0.0.1:${inspect}`] : []),
+    ...(inspect && !flags["no-profile"] ? [`--inspect=127.0.0.1:${inspect}`] : []),
     script,
     ...args,
   ], { env: { ...env, ...e }, output: "stderr" });
@@ -55,7 +55,8 @@ try {
   if (flags.floor) {
     // bench/floor_reverse.ts's two processes instead (the floor, profiled the same way).
     const floor = `${tree}/bench/floor_reverse.ts`;
-    const server = spawn(Deno.execPath(), ["run", "-A", `--inspect=127.0.0.1:${inspS}`, floor], {
+    const inspect = flags["no-profile"] ? [] : [`--inspect=127.0.0.1:${inspS}`];
+    const server = spawn(Deno.execPath(), ["run", "-A", ...inspect, floor], {
       env: { BENCH_MODE: "server" },
     });
     procs.push(server);
@@ -99,7 +100,10 @@ try {
   const route = socksRoute("depot", socksPort, src);
   await concurrentRps(route, 2000, flags.concurrency); // warm up
   const n = flags.requests;
-  const sessions = await Promise.all([inspS, inspL].map((p) => startProfile(p)));
+  const sessions = flags["no-profile"]
+    ? []
+    : await Promise.all([inspS, inspL].map((p) => startProfile(p)));
+  const us0 = [userSys(procs[1]), userSys(procs[2])];
   // `--strace`: syscall counts of both processes during the load (strace -c -f).
   const straces = flags.strace
     ? procs.slice(1).map((p, i) =>
@@ -117,6 +121,12 @@ try {
   const cpu = [procCpuSeconds([procs[1]]), procCpuSeconds([procs[2]])].map((c, i) =>
     (c - cpu0[i]) * 1e6 / n
   );
+  const us1 = [userSys(procs[1]), userSys(procs[2])];
+  for (const [i, name] of ["server", "local"].entries()) {
+    const user = (us1[i].user - us0[i].user) * 1e6 / n;
+    const sys = (us1[i].sys - us0[i].sys) * 1e6 / n;
+    console.log(`${name}: user ${user.toFixed(0)} + system ${sys.toFixed(0)} µs/conn`);
+  }
   const profiles = await Promise.all(sessions.map((s) => s()));
   for (const [i, st] of straces.entries()) {
     st.kill("SIGINT");
@@ -179,4 +189,11 @@ async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
     ws.close();
     return profile;
   };
+}
+
+/** User and system CPU seconds of `p` so far (/proc/PID/stat utime, stime). */
+function userSys(p: { child: Deno.ChildProcess }): { user: number; sys: number } {
+  const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
 }

@@ -147,7 +147,7 @@ Deno.test("depot compact: random bodies of every code decode to a valid message 
 Deno.test("depot compact: violations are typed like their JSON forms'", async () => {
   const id = (n: number) => {
     const f = compactFrame(4, 8);
-    new DataView(f.buffer).setBigUint64(4, BigInt(n));
+    new DataView(f.buffer, f.byteOffset).setBigUint64(4, BigInt(n));
     return f;
   };
   const reason = async (f: Uint8Array) => {

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { smallBytes } from "../net/bytes.ts";
 import { ControlError, type Message, type Outgoing } from "./message.ts";
 
 /** The top bit of a frame's u32 prefix: the frame is compact. */
@@ -37,7 +38,8 @@ export function compactFrame(code: number, bodyBytes: number): Uint8Array {
     throw new RangeError(`compact code ${code} outside 1..127`);
   }
   if (bodyBytes > compactMaxBodyBytes) throw new RangeError("compact body too large");
-  const frame = new Uint8Array(4 + bodyBytes);
+  // Written and dropped: carved from a shared slab (an ArrayBuffer per frame cost ~0.8 µs).
+  const frame = smallBytes(4 + bodyBytes);
   frame[0] = 0x80 | code;
   frame[1] = bodyBytes >>> 16;
   frame[2] = (bodyBytes >>> 8) & 0xff;
