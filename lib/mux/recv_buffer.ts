@@ -71,14 +71,19 @@ export class RecvBuffer {
     return this.#length;
   }
 
-  /** Append a copy of `chunk` (a view the caller may reuse afterwards). */
-  push(chunk: Uint8Array): void {
+  /**
+   * Append a copy of `chunk` (a view the caller may reuse afterwards). `expect`: the bytes
+   * this one starts, when more follow at once (the rest of a frame's payload, which the
+   * session hands over in slices): a fresh buffer is sized for them all, so the slices lie
+   * together and leave in one view instead of one each.
+   */
+  push(chunk: Uint8Array, expect: number = chunk.length): void {
     if (this.#reserved) throw new Error("RecvBuffer: push during a reservation");
     let off = 0;
     while (off < chunk.length) {
       let tail = this.#chunks[this.#chunks.length - 1];
       if (!tail || tail.end === tail.buf.length) {
-        tail = newChunk(chunk.length - off, minRecvBufferBytes);
+        tail = newChunk(Math.max(expect, chunk.length) - off, minRecvBufferBytes);
         this.#chunks.push(tail);
       }
       const k = Math.min(chunk.length - off, tail.buf.length - tail.end);

@@ -603,7 +603,7 @@ export class Session implements StreamHost, FrameSink {
   onPayload(chunk: Uint8Array, last: boolean): void {
     const s = this.#rxStream;
     if (!s) return;
-    s._rxPayload(chunk);
+    s._rxPayload(chunk, this.#decoder.payloadLeft);
     if (last) {
       this.#rxStream = null;
       if (this.#rxFin) s._rxFin();

@@ -28,7 +28,7 @@ import {
  */
 export const copyWriteMaxBytes = 16 * 1024;
 /** Most payload bytes one transport read puts into a stream's receive buffer. */
-const maxQueueReadBytes = 1024 * 1024;
+const maxQueueReadBytes = 4 * 1024 * 1024;
 /** Free room at the end of the receive buffer that is read into as it is (not made bigger). */
 const minQueueReadBytes = 64 * 1024;
 /** Most bytes one `readView` lends. */
@@ -549,24 +549,32 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     return "ok";
   }
 
-  /** A piece of payload (a view valid only during the call). */
-  _rxPayload(chunk: Uint8Array): void {
+  /**
+   * A piece of payload (a view valid only during the call), and how many bytes of its frame
+   * follow it: queued pieces of one frame are laid together (see RecvBuffer.push).
+   */
+  _rxPayload(chunk: Uint8Array, rest: number): void {
     if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
     if (r && r.p && this.#queued === 0) {
       this.#reader = null;
       const n = Math.min(chunk.length, r.p.length);
       r.p.set(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (n < chunk.length) (this.#rx ??= new RecvBuffer()).push(chunk.subarray(n));
+      if (n < chunk.length) this.#queue(chunk.subarray(n), rest);
       this.#consumed(n);
       r.resolve(n);
       return;
     }
-    (this.#rx ??= new RecvBuffer()).push(chunk);
+    this.#queue(chunk, rest);
     if (r) {
       this.#reader = null;
       this.#deliver(r); // a view reader: lent what was just queued
     }
+  }
+
+  /** Queue a copy of `chunk`, `rest` more bytes of its frame to come. */
+  #queue(chunk: Uint8Array, rest: number): void {
+    (this.#rx ??= new RecvBuffer()).push(chunk, chunk.length + rest);
   }
 
   /** Whether a read is waiting (and nothing is queued). */
