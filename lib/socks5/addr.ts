@@ -146,17 +146,18 @@ export function isKnownAddrType(atyp: number): boolean {
  */
 export async function readAddress(r: BufferedReader, atyp: number): Promise<HostPort> {
   let host: string;
+  // Views (valid until the next read of `r`): each field is decoded at once.
   if (atyp === AddrType.ipv4) {
-    host = formatIPv4(await r.readExact(4));
+    host = formatIPv4(await r.readExact(4, false));
   } else if (atyp === AddrType.ipv6) {
-    host = formatIPv6(await r.readExact(16));
+    host = formatIPv6(await r.readExact(16, false));
   } else if (atyp === AddrType.domain) {
     const len = await r.readByte();
     if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
-    host = decoder.decode(await r.readExact(len));
+    host = decoder.decode(await r.readExact(len, false));
   } else {
     throw new ProtocolError(`unknown address type 0x${atyp.toString(16)}`, "bad-address-type");
   }
-  const p = await r.readExact(2);
+  const p = await r.readExact(2, false);
   return { host, port: (p[0] << 8) | p[1] };
 }

@@ -220,7 +220,9 @@ async function socks5Handshake(
     throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
   }
   const nMethods = await r.readByte();
-  const methods = await r.readExact(nMethods);
+  // Views (valid until the next read of `r`): each field is decoded before it, and a copy was
+  // an ArrayBuffer (~0.8 µs) per field per connection.
+  const methods = await r.readExact(nMethods, false);
   let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
   if (opts.authenticate && !methods.includes(wanted)) {
     const noAuth = opts.allowNoAuth;
@@ -241,7 +243,7 @@ async function socks5Handshake(
   }
 
   // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
-  const head = await r.readExact(4);
+  const head = await r.readExact(4, false);
   if (head[0] !== socksVersion) {
     await sendSocks5Reply(conn, Reply.generalFailure);
     throw new ProtocolError(`bad request version 0x${hex(head[0])}`, "bad-version");
