@@ -101,7 +101,7 @@ Deno.test("tunnel app front: a target read off the URL text equals the URL parse
   }
 });
 
-Deno.test("tunnel app front: targets reach the app as before (raw, normalised, odd), HEAD keeps its head", async () => {
+Deno.test("tunnel app front: targets reach the app as before (raw, normalised, odd), HEAD keeps its head and Content-Length", async () => {
   await withFront("identifier-front-targets-01", 10_000, async ({ t }) => {
     const cases: [string, string][] = [
       ["/plain/path?q=1&r=a:b@c", "/plain/path?q=1&r=a:b@c"],
@@ -117,10 +117,12 @@ Deno.test("tunnel app front: targets reach the app as before (raw, normalised, o
       assert(res.startsWith("HTTP/1.1 200"), `${sent}: ${res.slice(0, 60)}`);
       assert(res.endsWith(`\r\n\r\nGET ${seen}`), `${sent}: ${JSON.stringify(res.slice(-60))}`);
     }
-    // HEAD: the app's head (its header fields) without a body.
+    // HEAD: the app's head without a body, its Content-Length the size a GET gets (the
+    // front sent "content-length: 0" before).
     const head = await rawGet(t.port, "/h?x=1", "HEAD");
     assert(head.startsWith("HTTP/1.1 200"), head);
     assert(/\r\nx-target: HEAD \/h\?x=1\r\n/i.test(head), head);
+    assert(/\r\ncontent-length: 11\r\n/i.test(head), head);
     assert(head.endsWith("\r\n\r\n"), JSON.stringify(head));
   });
 });
