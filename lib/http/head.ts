@@ -429,7 +429,7 @@ function serializeHead(a: string, b: string, c: string, headers: HeaderFields): 
 }
 
 /** Write `s` into `out` at `o` one byte per char; returns the end. Chars > 0xFF throw. */
-function putLatin1(out: Uint8Array, o: number, s: string): number {
+export function putLatin1(out: Uint8Array, o: number, s: string): number {
   for (let i = 0; i < s.length; i++) {
     const ch = s.charCodeAt(i);
     if (ch > 0xff) throw new HttpError(`character U+${ch.toString(16)} cannot go in a head`);

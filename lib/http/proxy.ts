@@ -46,6 +46,12 @@ export interface HttpProxyOptions {
    * @default 30000
    */
   headTimeoutMs?: number;
+  /**
+   * Whether the client connection and what `connect` returns have TCP_NODELAY already
+   * (`serve()` and `dial()` set it): the proxy then makes no setsockopt call of its own, one
+   * per socket. Otherwise it turns Nagle off itself. @default false
+   */
+  socketsNoDelay?: boolean;
   /** Limits on request and response heads. @default 64 KiB, 100 fields */
   limits?: HeadLimits;
   /** Abort: the connection (and any upstream) is closed and the call resolves. */

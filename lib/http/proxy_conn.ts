@@ -11,7 +11,6 @@ import {
   BufferedReader,
   classifyError,
   closeQuietly,
-  concatBytes,
   type Duplex,
   errorMessage,
   type HostPort,
@@ -21,6 +20,7 @@ import {
   type NetFailureReason,
   noDelay,
   relay,
+  relayPool,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
@@ -34,20 +34,17 @@ import {
 } from "./body.ts";
 import {
   getHeader,
-  type HeaderFields,
-  headerTokens,
   type HeadLimits,
   HttpError,
   readRequestHeadWithin,
-  readResponseHead,
+  readResponseHeadRaw,
   type RequestHead,
   type ResponseHead,
-  serializeRequestHead,
   serializeResponseHead,
   statusForHttpError,
-  withHeader,
   withoutHeaders,
 } from "./head.ts";
+import { buildHead, FieldNames, type HopFacts, hopFacts } from "./proxy_head.ts";
 import { parseBasicCredentials, simpleResponse, statusText } from "./response.ts";
 import { parseAbsoluteTarget, parseAuthority } from "./target.ts";
 import type { HttpExchange, HttpProxyOptions } from "./proxy.ts";
@@ -66,7 +63,7 @@ const coalesceMaxBytes = 16 * 1024;
  * credentials. Transfer-Encoding is absent on purpose: bodies are relayed with their
  * framing, so the framing header travels with them.
  */
-const hopByHop = [
+const hopByHop = new FieldNames([
   "connection",
   "keep-alive",
   "proxy-connection",
@@ -74,11 +71,28 @@ const hopByHop = [
   "proxy-authenticate",
   "te",
   "upgrade",
-];
+]);
+/** Hop-by-hop fields, and Content-Length beside a Transfer-Encoding (RFC 9112 §6.3). */
+const hopByHopCoded = hopByHop.with(["content-length"], new Set());
+/** Hop-by-hop fields, and the framing of a body the proxy de-chunks for an HTTP/1.0 client. */
+const hopByHopDechunked = hopByHop.with(
+  ["transfer-encoding", "trailer", "content-length"],
+  new Set(),
+);
 /** Methods a proxy may resend after a stale connection failed (RFC 9110 §9.2.2). */
 const idempotent = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
-/** Fields a `Connection` header may not remove, because the body framing depends on them. */
-const framingFields = new Set(["transfer-encoding", "content-length", "host"]);
+/**
+ * `Connection` options that remove no field: those the body framing depends on, and `close`
+ * (an option, not a field name).
+ */
+const notRemovable: ReadonlySet<string> = new Set([
+  "transfer-encoding",
+  "content-length",
+  "host",
+  "close",
+]);
+/** The answer to a CONNECT whose destination was reached. */
+const established = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
 
 /** The status a proxy answers for a failed dial. */
 export function statusForFailure(reason: NetFailureReason): number {
@@ -104,14 +118,10 @@ class SinkFailed extends Error {
   }
 }
 
-/** Whether the sender of `head` wants the connection kept open afterwards. */
-function wantsKeepAlive(head: RequestHead | ResponseHead): boolean {
-  const tokens = [
-    ...headerTokens(head.headers, "connection"),
-    ...headerTokens(head.headers, "proxy-connection"),
-  ];
-  if (tokens.includes("close")) return false;
-  return head.version === "HTTP/1.1" || tokens.includes("keep-alive");
+/** Whether the sender of a head wants the connection kept open afterwards. */
+function wantsKeepAlive(version: RequestHead["version"], facts: HopFacts): boolean {
+  if (facts.close) return false;
+  return version === "HTTP/1.1" || facts.keepAlive;
 }
 
 /** Where a client connection of the HTTP proxy is. */
@@ -156,6 +166,12 @@ interface ForwardPlan {
 interface Exchange {
   up: Upstream;
   res: ResponseHead;
+  /**
+   * The final response head's bytes as received when they are exactly what re-serialising
+   * gives (`readResponseHeadRaw`): a view into the upstream reader's buffer, valid until its
+   * next read.
+   */
+  resRaw: Uint8Array | undefined;
   /** Settles when the request body copy ends: undefined, or the error it ended with. */
   bodyCopy: Promise<unknown>;
   /** Whether the whole request body went upstream. */
@@ -176,6 +192,8 @@ export class HttpProxyConn {
   readonly #limits: HeadLimits;
   readonly #idleTimeoutMs: number;
   readonly #client: BufferedReader;
+  /** The client reader's buffer, from the relay pool (back there once no read can be pending). */
+  #clientBuf: Uint8Array | undefined;
   readonly #idle: IdleTimer;
   #upstream: Upstream | undefined;
   #username: string | undefined;
@@ -188,8 +206,9 @@ export class HttpProxyConn {
     this.#log = opts.log ?? silentLogger;
     this.#limits = opts.limits ?? {};
     this.#idleTimeoutMs = opts.idleTimeoutMs ?? defaultProxyIdleTimeoutMs;
-    noDelay(conn);
-    this.#client = new BufferedReader(conn, clientReadBytes);
+    if (!opts.socketsNoDelay) noDelay(conn);
+    this.#clientBuf = relayPool.acquire(clientReadBytes);
+    this.#client = new BufferedReader(conn, this.#clientBuf);
     // Waiting for a response, idleness closes only the upstream so the client still gets a 504.
     this.#idle = new IdleTimer(this.#idleTimeoutMs, () => {
       if (this.state === HttpProxyState.AwaitingResponse) closeQuietly(this.#upstream?.conn);
@@ -202,22 +221,38 @@ export class HttpProxyConn {
     const onAbort = () => this.#closeAll();
     if (this.#opts.signal?.aborted) onAbort();
     this.#opts.signal?.addEventListener("abort", onAbort, { once: true });
+    let settled = false;
     try {
-      while (this.state === HttpProxyState.ReadingHead) {
-        const head = await this.#readHead();
-        if (head === null || !(await this.#authorize(head))) return;
-        if (this.#heads === 1) this.#opts.handshakeDone?.();
-        if (head.method === "CONNECT") return await this.#tunnel(head);
-        if (!(await this.#forward(head))) return;
-        this.state = HttpProxyState.ReadingHead;
-      }
+      await this.#serve();
+      settled = true;
     } finally {
       this.state = HttpProxyState.Closed;
       this.#idle.stop();
       this.#opts.signal?.removeEventListener("abort", onAbort);
       closeQuietly(this.#upstream?.conn);
       closeQuietly(this.#conn);
+      // Every read of the client reader was awaited on the way out of #serve; after a throw
+      // one might not have been, and its buffer is left to the GC instead.
+      if (settled) this.#releaseClientBuffer();
     }
+  }
+
+  /** The requests of the connection, one after the other. */
+  async #serve(): Promise<void> {
+    while (this.state === HttpProxyState.ReadingHead) {
+      const head = await this.#readHead();
+      if (head === null || !(await this.#authorize(head))) return;
+      if (this.#heads === 1) this.#opts.handshakeDone?.();
+      if (head.method === "CONNECT") return await this.#tunnel(head);
+      if (!(await this.#forward(head))) return;
+      this.state = HttpProxyState.ReadingHead;
+    }
+  }
+
+  /** Give the client reader's buffer back to the pool; the reader is not read again. */
+  #releaseClientBuffer(): void {
+    if (this.#clientBuf) relayPool.release(this.#clientBuf);
+    this.#clientBuf = undefined;
   }
 
   #closeAll(): void {
@@ -231,16 +266,19 @@ export class HttpProxyConn {
     this.#upstream = undefined;
   }
 
-  #report(e: Omit<HttpExchange, "username">): void {
-    this.#log.debug("http exchange", {
-      method: e.method,
-      dest: e.dest ? joinHostPort(e.dest.host, e.dest.port) : undefined,
-      status: e.status,
-      failure: e.failure,
-      up: e.requestBytes,
-      down: e.responseBytes,
-    });
-    this.#opts.onExchange?.({ ...e, username: this.#username });
+  #report(e: HttpExchange): void {
+    if (this.#log.enabled("debug")) {
+      this.#log.debug("http exchange", {
+        method: e.method,
+        dest: e.dest ? joinHostPort(e.dest.host, e.dest.port) : undefined,
+        status: e.status,
+        failure: e.failure,
+        up: e.requestBytes,
+        down: e.responseBytes,
+      });
+    }
+    e.username = this.#username;
+    this.#opts.onExchange?.(e);
   }
 
   /** Answer the client by ourselves; a client that is already gone is no error. */
@@ -337,7 +375,8 @@ export class HttpProxyConn {
   /** Dial `dest` or answer the failure; undefined when it failed. */
   async #dialOrAnswer(method: string, dest: HostPort): Promise<Duplex | undefined> {
     try {
-      return noDelay(await this.#opts.connect(dest));
+      const up = await this.#opts.connect(dest);
+      return this.#opts.socketsNoDelay ? up : noDelay(up);
     } catch (err) {
       const reason = classifyError(err);
       const status = statusForFailure(reason);
@@ -366,7 +405,6 @@ export class HttpProxyConn {
     }
     const up = await this.#dialOrAnswer(head.method, dest);
     if (!up) return;
-    const established = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
     if (!(await this.#answer(established))) {
       closeQuietly(up);
       this.#report({ ...fail, dest, status: 0, failure: "client-gone" });
@@ -374,7 +412,9 @@ export class HttpProxyConn {
     }
     this.state = HttpProxyState.Relaying;
     this.#idle.stop(); // the relay keeps its own idle timer from here on
-    const r = await relay(withPrefix(this.#conn, this.#client.takeBuffered()), up, {
+    const early = this.#client.takeBuffered(); // a copy: the reader is done
+    this.#releaseClientBuffer();
+    const r = await relay(withPrefix(this.#conn, early), up, {
       idleTimeoutMs: this.#idleTimeoutMs,
       signal: this.#opts.signal,
     });
@@ -428,24 +468,23 @@ export class HttpProxyConn {
     if (target.scheme !== "http") {
       return await this.#refuse(head, "only http:// URIs are forwarded; use CONNECT for https");
     }
-    const clientKeep = wantsKeepAlive(head);
-    const connTokens = [
-      ...headerTokens(head.headers, "connection"),
-      ...headerTokens(head.headers, "proxy-connection"),
-    ];
-    const upgrade = connTokens.includes("upgrade") ? getHeader(head.headers, "upgrade") : undefined;
-    let headers = withoutHeaders(head.headers, [
-      ...hopByHop,
-      ...connTokens.filter((t) => !framingFields.has(t)),
-    ]);
-    headers = withHeader(headers, "Host", target.authority);
-    if (upgrade !== undefined) headers.push(["Connection", "upgrade"], ["Upgrade", upgrade]);
-    else if (!clientKeep) headers.push(["Connection", "close"]);
-    const upHead = serializeRequestHead({
-      method: head.method,
-      target: target.path,
-      version: "HTTP/1.1",
-      headers,
+    const facts = hopFacts(head.headers, true);
+    const clientKeep = wantsKeepAlive(head.version, facts);
+    const upgrade = facts.upgrade ? getHeader(head.headers, "upgrade") : undefined;
+    // Every character of a head read as latin-1 fits a byte: building it cannot throw.
+    const upHead = buildHead({
+      start: `${head.method} ${target.path} HTTP/1.1`,
+      fields: head.headers,
+      drop: hopByHop.with(facts.connection, notRemovable).with(
+        facts.proxyConnection,
+        notRemovable,
+      ),
+      host: target.authority,
+      extra: upgrade !== undefined
+        ? [["Connection", "upgrade"], ["Upgrade", upgrade]]
+        : clientKeep
+        ? []
+        : [["Connection", "close"]],
     });
     const dest = target.dest;
     const key = joinHostPort(dest.host, dest.port);
@@ -491,6 +530,7 @@ export class HttpProxyConn {
       const ex: Exchange = {
         up,
         res: { version: "HTTP/1.1", status: 0, reason: "", headers: [] },
+        resRaw: undefined,
         bodyCopy: Promise.resolve(),
         bodyDone: false,
         sentSomething: false,
@@ -508,7 +548,7 @@ export class HttpProxyConn {
       );
       this.state = HttpProxyState.AwaitingResponse;
       try {
-        ex.res = await this.#responseHead(plan, ex);
+        await this.#responseHead(plan, ex);
       } catch (err) {
         this.state = HttpProxyState.Responding; // an answer of our own, or a close
         this.#dropUpstream();
@@ -529,16 +569,23 @@ export class HttpProxyConn {
     }
   }
 
-  /** Read response heads until a final one (or a 101); interim ones go to HTTP/1.1 clients. */
-  async #responseHead(plan: ForwardPlan, ex: Exchange): Promise<ResponseHead> {
+  /**
+   * Read response heads until a final one (or a 101) into `ex.res` and `ex.resRaw`; interim
+   * ones go to HTTP/1.1 clients.
+   */
+  async #responseHead(plan: ForwardPlan, ex: Exchange): Promise<void> {
     const reader = ex.up.reader;
     while (true) {
       if (reader.buffered === 0 && (await reader.readExactOrEof(0)) === null) {
         throw new HttpError("upstream closed before answering", "eof");
       }
-      const res = await readResponseHead(reader, this.#limits);
+      const { head: res, raw } = await readResponseHeadRaw(reader, this.#limits);
       this.#idle.touch();
-      if (res.status >= 200 || res.status === 101) return res;
+      if (res.status >= 200 || res.status === 101) {
+        ex.res = res;
+        ex.resRaw = raw;
+        return;
+      }
       // Interim answers (100 Continue, 103 Early Hints) pass on to HTTP/1.1 clients.
       if (plan.head.version === "HTTP/1.1") {
         await writeAll(this.#conn, serializeResponseHead({ ...res, version: "HTTP/1.1" }));
@@ -568,8 +615,10 @@ export class HttpProxyConn {
     }
     this.state = HttpProxyState.Relaying;
     this.#idle.stop();
+    const early = this.#client.takeBuffered(); // a copy: the reader is done
+    this.#releaseClientBuffer();
     const r = await relay(
-      withPrefix(this.#conn, this.#client.takeBuffered()),
+      withPrefix(this.#conn, early),
       withPrefix(up.conn, up.reader.takeBuffered()),
       { idleTimeoutMs: this.#idleTimeoutMs, signal: this.#opts.signal },
     );
@@ -595,45 +644,56 @@ export class HttpProxyConn {
       await this.#failAfterHead(head, dest, err, ex);
       return false;
     }
-    const upstreamKeep = resFraming.kind !== "close" && wantsKeepAlive(res);
+    const facts = hopFacts(res.headers, true);
+    const upstreamKeep = resFraming.kind !== "close" && wantsKeepAlive(res.version, facts);
     // HTTP/1.0 clients do not know chunked: they get the data, delimited by our close.
     const dechunk = resFraming.kind === "chunked" && head.version === "HTTP/1.0";
     let keep = plan.clientKeep && resFraming.kind !== "close" && !dechunk;
-    const resConnTokens = headerTokens(res.headers, "connection");
-    let fields: HeaderFields = withoutHeaders(res.headers, [
-      ...hopByHop,
-      ...resConnTokens.filter((t) => !framingFields.has(t)),
-      ...(dechunk ? ["transfer-encoding", "trailer"] : []),
-      // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
-      // beside it could make the next hop read the body the other way.
-      ...(headerTokens(res.headers, "transfer-encoding").length > 0 ? ["content-length"] : []),
-    ]);
-    if (!keep) fields.push(["Connection", "close"]);
-    else if (head.version === "HTTP/1.0") fields = [...fields, ["Connection", "keep-alive"]];
+    // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on beside
+    // it could make the next hop read the body the other way.
+    const drop = dechunk ? hopByHopDechunked : facts.transferCoded ? hopByHopCoded : hopByHop;
+    // The head is built now, while the received bytes it copies from are still there, with
+    // room behind it for a first body piece out of the same buffer: one write, one packet
+    // for small responses.
+    const room = resFraming.kind === "none" ? 0 : Math.min(up.reader.buffered, coalesceMaxBytes);
+    let out: Uint8Array | undefined = buildHead({
+      start: res.version === "HTTP/1.1" && ex.resRaw
+        ? undefined
+        : `HTTP/1.1 ${res.status} ${res.reason}`,
+      fields: res.headers,
+      raw: ex.resRaw,
+      drop: drop.with(facts.connection, notRemovable),
+      extra: !keep
+        ? [["Connection", "close"]]
+        : head.version === "HTTP/1.0"
+        ? [["Connection", "keep-alive"]]
+        : [],
+      room,
+    });
+    const headBytes = out.length - room;
     try {
-      // The head goes out with the first body piece: one write, one packet for small
-      // responses.
-      let pendingHead: Uint8Array | undefined = serializeResponseHead({
-        ...res,
-        version: "HTTP/1.1",
-        headers: fields,
-      });
       const toClient = this.#sinkTo(this.#conn, "client", (n) => ex.responseBytes += n);
       const sink: Sink = async (p) => {
-        const h = pendingHead;
-        pendingHead = undefined;
+        const h = out;
+        out = undefined;
         if (h && p.length <= coalesceMaxBytes) {
-          await writeAll(this.#conn, concatBytes(h, p));
+          let both = h;
+          if (p.length > room) {
+            both = new Uint8Array(headBytes + p.length);
+            both.set(h.subarray(0, headBytes));
+          }
+          both.set(p, headBytes);
+          await writeAll(this.#conn, both.subarray(0, headBytes + p.length));
           ex.responseBytes += p.length;
           this.#idle.touch();
           return;
         }
-        if (h) await writeAll(this.#conn, h);
+        if (h) await writeAll(this.#conn, h.subarray(0, headBytes));
         await toClient(p);
       };
       if (dechunk) await copyChunked(up.reader, up.conn, sink, false);
       else await copyBody(up.reader, up.conn, resFraming, sink);
-      if (pendingHead) await writeAll(this.#conn, pendingHead);
+      if (out) await writeAll(this.#conn, out.subarray(0, headBytes));
     } catch (err) {
       // Mid-response, the only honest signal left is closing the client connection.
       this.#closeAll();

@@ -19,6 +19,8 @@ export function httpProxy(): SessionProxyType {
     session: async (conn, ctx) => {
       await handleHttpProxy(conn, {
         connect: ctx.connect,
+        // serve() accepted the client with TCP_NODELAY, and dial() sets it on destinations.
+        socketsNoDelay: true,
         authenticate: ctx.authenticate,
         idleTimeoutMs: ctx.idleTimeoutMs,
         headTimeoutMs: ctx.headTimeoutMs,
