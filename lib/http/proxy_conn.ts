@@ -145,6 +145,8 @@ interface Upstream {
   key: string;
   conn: Duplex;
   reader: BufferedReader;
+  /** The reader's buffer, from the relay pool. */
+  buf: Uint8Array;
 }
 
 /** A forward request, checked and rewritten for its destination. */
@@ -262,8 +264,12 @@ export class HttpProxyConn {
 
   /** Drop the upstream connection (closed). */
   #dropUpstream(): void {
-    closeQuietly(this.#upstream?.conn);
+    const up = this.#upstream;
+    if (!up) return;
     this.#upstream = undefined;
+    closeQuietly(up.conn);
+    // Dropped between reads (every read of it is awaited before): the buffer is free again.
+    relayPool.release(up.buf);
   }
 
   #report(e: HttpExchange): void {
@@ -507,7 +513,8 @@ export class HttpProxyConn {
         this.#dropUpstream();
         const c = await this.#dialOrAnswer(head.method, dest);
         if (!c) return undefined;
-        this.#upstream = { key, conn: c, reader: new BufferedReader(c, clientReadBytes) };
+        const buf = relayPool.acquire(clientReadBytes);
+        this.#upstream = { key, conn: c, reader: new BufferedReader(c, buf), buf };
       }
       const up: Upstream = this.#upstream;
       // A kept-alive upstream may have closed meanwhile: retry once on a fresh connection
