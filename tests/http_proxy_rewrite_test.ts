@@ -404,3 +404,23 @@ Deno.test("http proxy: an idle keep-alive client is closed after idleTimeoutMs",
     await origin.stop();
   }
 });
+
+Deno.test("http proxy: without a handshake timer, a client silent from the start is closed after idleTimeoutMs", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const conn = await listener.accept();
+    // No handshakeDone: nobody else times the first head.
+    await handleHttpProxy(conn, {
+      connect: () => Promise.reject(new Error("no dial")),
+      idleTimeoutMs: 100,
+    });
+  })();
+  try {
+    await withClient(listener.addr.port, async (_c, r) => {
+      assertEquals(await r.readExactOrEof(1), null, "closed by the idle timer");
+    });
+    await served;
+  } finally {
+    listener.close();
+  }
+});

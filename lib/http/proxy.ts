@@ -56,7 +56,11 @@ export interface HttpProxyOptions {
   limits?: HeadLimits;
   /** Abort: the connection (and any upstream) is closed and the call resolves. */
   signal?: AbortSignal;
-  /** Called once the first request head was read and authorised (stop a handshake timer). */
+  /**
+   * Called once the first request head was read and authorised (stop a handshake timer). With
+   * it, the caller's handshake timer is the only watch over the first head; without, the idle
+   * timeout runs from the start.
+   */
   handshakeDone?: () => void;
   /** Called after each request with what happened (status, bytes, failure reason). */
   onExchange?: (e: HttpExchange) => void;

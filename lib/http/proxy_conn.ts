@@ -196,7 +196,12 @@ export class HttpProxyConn {
   readonly #client: BufferedReader;
   /** The client reader's buffer, from the relay pool (back there once no read can be pending). */
   #clientBuf: Uint8Array | undefined;
-  readonly #idle: IdleTimer;
+  /**
+   * The idle watch. With a caller's handshake timer (`handshakeDone`) it starts with the first
+   * forward request: that timer covers the first head, and a CONNECT tunnel's relay keeps its
+   * own idle timer, so a tunnel needs none (a deadline on the shared wheel, and its removal).
+   */
+  #idle: IdleTimer | undefined;
   #upstream: Upstream | undefined;
   #username: string | undefined;
   #heads = 0;
@@ -211,8 +216,13 @@ export class HttpProxyConn {
     if (!opts.socketsNoDelay) noDelay(conn);
     this.#clientBuf = relayPool.acquire(clientReadBytes);
     this.#client = new BufferedReader(conn, this.#clientBuf);
+    if (!opts.handshakeDone) this.#idle = this.#watchIdle();
+  }
+
+  /** Start the idle watch. */
+  #watchIdle(): IdleTimer {
     // Waiting for a response, idleness closes only the upstream so the client still gets a 504.
-    this.#idle = new IdleTimer(this.#idleTimeoutMs, () => {
+    return new IdleTimer(this.#idleTimeoutMs, () => {
       if (this.state === HttpProxyState.AwaitingResponse) closeQuietly(this.#upstream?.conn);
       else this.#closeAll();
     });
@@ -229,7 +239,7 @@ export class HttpProxyConn {
       settled = true;
     } finally {
       this.state = HttpProxyState.Closed;
-      this.#idle.stop();
+      this.#idle?.stop();
       this.#opts.signal?.removeEventListener("abort", onAbort);
       closeQuietly(this.#upstream?.conn);
       closeQuietly(this.#conn);
@@ -246,6 +256,7 @@ export class HttpProxyConn {
       if (head === null || !(await this.#authorize(head))) return;
       if (this.#heads === 1) this.#opts.handshakeDone?.();
       if (head.method === "CONNECT") return await this.#tunnel(head);
+      this.#idle ??= this.#watchIdle();
       if (!(await this.#forward(head))) return;
       this.state = HttpProxyState.ReadingHead;
     }
@@ -311,7 +322,7 @@ export class HttpProxyConn {
         throw new SinkFailed(side, err);
       }
       count(p.length);
-      this.#idle.touch();
+      this.#idle?.touch();
     };
   }
 
@@ -345,7 +356,7 @@ export class HttpProxyConn {
     }
     if (head === null) return null;
     this.#heads++;
-    this.#idle.touch();
+    this.#idle?.touch();
     return head;
   }
 
@@ -417,7 +428,6 @@ export class HttpProxyConn {
       return;
     }
     this.state = HttpProxyState.Relaying;
-    this.#idle.stop(); // the relay keeps its own idle timer from here on
     const early = this.#client.takeBuffered(); // a copy: the reader is done
     this.#releaseClientBuffer();
     const r = await relay(withPrefix(this.#conn, early), up, {
@@ -530,7 +540,7 @@ export class HttpProxyConn {
         await this.#upstreamFailed(head, dest, err, false);
         return undefined;
       }
-      this.#idle.touch();
+      this.#idle?.touch();
 
       // The request body streams while the response is read, so `Expect: 100-continue`
       // and early answers (413, 401) work.
@@ -562,7 +572,7 @@ export class HttpProxyConn {
         // A stale upstream shows as EOF, or as a reset when our head raced its close.
         const stale = (err instanceof HttpError && err.reason === "eof") || isDisconnect(err);
         if (
-          canRetry && !ex.sentSomething && stale && !this.#idle.fired &&
+          canRetry && !ex.sentSomething && stale && !this.#idle?.fired &&
           !this.#opts.signal?.aborted
         ) {
           await ex.bodyCopy; // no body: already settled
@@ -587,7 +597,7 @@ export class HttpProxyConn {
         throw new HttpError("upstream closed before answering", "eof");
       }
       const { head: res, raw } = await readResponseHeadRaw(reader, this.#limits);
-      this.#idle.touch();
+      this.#idle?.touch();
       if (res.status >= 200 || res.status === 101) {
         ex.res = res;
         ex.resRaw = raw;
@@ -621,7 +631,7 @@ export class HttpProxyConn {
       return false;
     }
     this.state = HttpProxyState.Relaying;
-    this.#idle.stop();
+    this.#idle?.stop(); // the relay keeps its own idle timer from here on
     const early = this.#client.takeBuffered(); // a copy: the reader is done
     this.#releaseClientBuffer();
     const r = await relay(
@@ -692,7 +702,7 @@ export class HttpProxyConn {
           both.set(p, headBytes);
           await writeAll(this.#conn, both.subarray(0, headBytes + p.length));
           ex.responseBytes += p.length;
-          this.#idle.touch();
+          this.#idle?.touch();
           return;
         }
         if (h) await writeAll(this.#conn, h.subarray(0, headBytes));
@@ -758,7 +768,7 @@ export class HttpProxyConn {
     sentSomething: boolean,
   ): Promise<void> {
     const reason = classifyError(err);
-    const timedOut = this.#idle.fired || reason === "timeout";
+    const timedOut = this.#idle?.fired === true || reason === "timeout";
     const status = timedOut ? 504 : 502;
     const where = joinHostPort(dest.host, dest.port);
     this.#log.debug("http proxy upstream failed", { dest: where, error: errorMessage(err) });
