@@ -280,7 +280,8 @@ async function proxy(
   }
   const headers = fields.forwarded;
   if (fields.host === null) headers.unshift(["host", hostHeader]);
-  const chunked = req.body !== null && !fields.hasLength;
+  const body = req.body; // read once: a getter of Deno's (3 µs on its first call)
+  const chunked = body !== null && !fields.hasLength;
   if (chunked) headers.push(["transfer-encoding", "chunked"]);
   const head: RequestHead = { method, target, version: "HTTP/1.1", headers };
   head.headers = forwardHeaders(head, peer, opts.proto ?? "http", opts.trustForwarded ?? false);
@@ -344,8 +345,8 @@ async function proxy(
     const e = entry;
     // 504 when nothing came back for responseTimeoutMs after the last request byte.
     e.awaitResponse();
-    if (req.body) {
-      bodyDone = pumpBody(server, host, req.body, e.ts, chunked, (n) => {
+    if (body) {
+      bodyDone = pumpBody(server, host, body, e.ts, chunked, (n) => {
         e.sinceMs = deadlines.nowMs;
         bytesIn += n;
       });
@@ -357,7 +358,7 @@ async function proxy(
       e.watch = "none";
     } catch (err) {
       e.release();
-      if (reused && !e.timedOut && req.body === null && attempt === 0) continue;
+      if (reused && !e.timedOut && body === null && attempt === 0) continue;
       server.countRequest(host, e.timedOut ? "504" : "502");
       server.log.debug("bad response from tunnel", { host, error: errorMessage(err) });
       return htmlError(e.timedOut ? 504 : 502, host);
