@@ -122,3 +122,54 @@ Deno.test({
   cancel();
   assertEquals(wheel.size, 0); // the sanitizers fail the test if an interval were left running
 });
+
+Deno.test({
+  name: "deadline: a held wheel keeps its interval through empty spells, stops after lingerMs",
+  ...opts,
+}, async () => {
+  const wheel = new DeadlineWheel({ tickMs: 5, lingerMs: 30 });
+  const release = wheel.hold();
+  assert(!wheel.ticking, "nothing registered: no interval yet");
+  const cancel = after(60_000, () => {}, wheel);
+  assert(wheel.ticking);
+  cancel();
+  assert(wheel.ticking, "held: the interval survives the wheel going empty");
+  after(60_000, () => {}, wheel)(); // a connection's deadline: no new interval needed
+  assert(wheel.ticking);
+  const keepAlive = setTimeout(() => {}, 10_000);
+  while (wheel.ticking) await new Promise((r) => setTimeout(r, 5));
+  clearTimeout(keepAlive);
+  // Empty for lingerMs: stopped; a new deadline starts it again, the release stops it at once.
+  const cancel2 = after(60_000, () => {}, wheel);
+  assert(wheel.ticking);
+  cancel2();
+  assert(wheel.ticking);
+  release();
+  assert(!wheel.ticking, "released with nothing registered: stopped at once");
+  release(); // a second call does nothing
+  const cancel3 = after(60_000, () => {}, wheel);
+  cancel3();
+  assert(!wheel.ticking, "unheld: stops as soon as it is empty");
+});
+
+Deno.test({
+  name: "deadline: a release with deadlines still registered leaves the interval to them",
+  ...opts,
+}, async () => {
+  const wheel = new DeadlineWheel({ tickMs: 5 });
+  const release = wheel.hold();
+  let fired = false;
+  const keepAlive = setTimeout(() => {}, 10_000);
+  const done = new Promise<void>((resolve) =>
+    after(15, () => {
+      fired = true;
+      resolve();
+    }, wheel)
+  );
+  release();
+  assert(wheel.ticking);
+  await done;
+  clearTimeout(keepAlive);
+  assert(fired);
+  assert(!wheel.ticking, "the last deadline fired: stopped");
+});
