@@ -57,6 +57,11 @@ export class SeaproxStats {
   // Series bound once (lib/stats `series`): every connection counts into them.
   readonly #bytesUp = this.#bytes.series({ direction: "up" });
   readonly #bytesDown = this.#bytes.series({ direction: "down" });
+  // Label-less ones too: an unbound inc() builds its label key (and an array, an object) per
+  // call, four calls per connection.
+  readonly #activeNow = this.#active.series({});
+  readonly #oldInAll = this.#oldIn.series({});
+  readonly #oldOutAll = this.#oldOut.series({});
   readonly #perListener = new Map<
     string,
     { total: { inc(): void }; setup: { observe(seconds: number): void } }
@@ -76,15 +81,15 @@ export class SeaproxStats {
   readonly hooks: ProxyHooks = {
     onOpen: (c) => {
       this.#of(c.listener).total.inc();
-      this.#active.inc();
+      this.#activeNow.inc();
     },
     onClose: (r) => {
       if (r.end === "limit") this.#of(r.listener).total.inc();
-      else this.#active.dec();
+      else this.#activeNow.dec();
       this.#bytesUp.inc(r.bytesUp);
       this.#bytesDown.inc(r.bytesDown);
-      this.#oldIn.inc(r.bytesUp);
-      this.#oldOut.inc(r.bytesDown);
+      this.#oldInAll.inc(r.bytesUp);
+      this.#oldOutAll.inc(r.bytesDown);
       this.closedBytes.up += r.bytesUp;
       this.closedBytes.down += r.bytesDown;
       if (r.setupMs !== undefined) this.#of(r.listener).setup.observe(r.setupMs / 1000);
