@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { dial, NetError, resolveHost } from "../lib/net/mod.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
+import { deadlines, dial, NetError, resolveHost } from "../lib/net/mod.ts";
 import { listenLocal } from "./_util.ts";
 
 Deno.test("dial: connects and tries every address (localhost may resolve to ::1 first)", async () => {
@@ -41,4 +41,37 @@ Deno.test("resolveHost: literals pass through, preference orders families", asyn
   assertEquals(await resolveHost("10.1.2.3"), ["10.1.2.3"]);
   const v4 = await resolveHost("localhost", "ipv4");
   assert(v4[0].includes("."), `ipv4 first: ${v4}`);
+});
+
+Deno.test("dial: a destination that never answers times out; an abort mid-connect is aborted", async () => {
+  // A listener that never accepts: once its queue is full the kernel drops further SYNs, so
+  // the next connect hangs (no route or firewall rule needed).
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.TcpConn[] = [];
+  try {
+    let timedOut: NetError | undefined;
+    for (let i = 0; i < 5000 && !timedOut; i++) {
+      try {
+        held.push(await dial("127.0.0.1", l.addr.port, { timeoutMs: 200 }));
+      } catch (e) {
+        assert(e instanceof NetError, String(e));
+        timedOut = e;
+      }
+    }
+    assert(timedOut, "the accept queue never filled");
+    assertEquals(timedOut.reason, "timeout");
+    assertMatch(timedOut.message, /timed out after 200 ms/);
+    const ac = new AbortController();
+    const abortSoon = setTimeout(() => ac.abort(), 50);
+    const e = await assertRejects(
+      dial("127.0.0.1", l.addr.port, { timeoutMs: 60_000, signal: ac.signal }),
+    );
+    clearTimeout(abortSoon);
+    assert(e instanceof NetError);
+    assertEquals(e.reason, "aborted");
+    assertEquals(deadlines.size, 0, "the dials left nothing on the wheel");
+  } finally {
+    for (const c of held) c.close();
+    l.close();
+  }
 });

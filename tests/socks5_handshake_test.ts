@@ -128,6 +128,13 @@ for (const [name, split] of splits) {
         err: "ProtocolError",
         reason: "empty-domain",
       },
+      // ... answered before its port arrives (a client may wait for the answer)
+      {
+        input: concat(greetNoAuth, [5, 1, 0, 3, 0]),
+        out: [5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0],
+        err: "ProtocolError",
+        reason: "empty-domain",
+      },
       // unknown address type: 0x08
       {
         input: concat(greetNoAuth, [5, 1, 0, 9, 1, 2, 3, 4, 0, 80]),

@@ -171,6 +171,20 @@ export class BufferedReader {
     return line;
   }
 
+  /**
+   * Read until at least `n` bytes are buffered; false if the source ended first. With `peek`
+   * and `skip`, a parser reads a frame's fields from the buffer without a promise per field,
+   * awaiting only when bytes are missing. Callers bound `n` (never an untrusted length).
+   */
+  fillTo(n: number): Promise<boolean> {
+    return this.#end - this.#start >= n ? Promise.resolve(true) : this.#ensure(n);
+  }
+
+  /** Consume `n` buffered bytes (at most what is buffered). */
+  skip(n: number): void {
+    this.#start += Math.min(n, this.#end - this.#start);
+  }
+
   /** A view of the buffered bytes (not consumed), valid until the next read. */
   peek(): Uint8Array {
     return this.#buf.subarray(this.#start, this.#end);

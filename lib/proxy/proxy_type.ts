@@ -63,8 +63,11 @@ export interface ProxyRequest {
   dest: HostPort;
   /** The client side to relay: the accepted conn plus any bytes read past the handshake. */
   source: Duplex;
-  /** Answer the client (SOCKS5 reply, nothing for static). Must not throw on a dead client. */
-  reply(outcome: DialOutcome): Promise<void>;
+  /**
+   * Answer the client (a SOCKS5 reply). Must not throw on a dead client. Absent: the protocol
+   * has no answer (static, redir), and nothing is awaited for it.
+   */
+  reply?(outcome: DialOutcome): Promise<void>;
   /**
    * Set when the type already answered and serves the client itself instead of a dial and a
    * relay (SOCKS5 UDP ASSOCIATE, where `dest` is the UDP relay's address): runs until the

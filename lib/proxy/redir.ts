@@ -24,11 +24,7 @@ export function redirProxy(): AddressProxyType {
     handshake: (conn, ctx) =>
       // The executor's throw (OriginalDstError) becomes the rejection.
       new Promise<ProxyRequest>((resolve) =>
-        resolve({
-          dest: originalDestination(ctx.socket.conn),
-          source: conn,
-          reply: () => Promise.resolve(),
-        })
+        resolve({ dest: originalDestination(ctx.socket.conn), source: conn })
       ),
   };
 }

@@ -207,15 +207,16 @@ export function serveProxy(
     let dest: DialedConn | undefined;
     try {
       let client: Duplex = sock;
-      const remote = sock.remoteAddr, here = sock.localAddr;
-      let from: HostPort = { host: remote.hostname, port: remote.port };
+      const remote = sock.remoteAddr;
+      // The client's address as a PROXY header claims it (else the peer's), made when needed.
+      let from: HostPort | undefined;
       let to: HostPort | undefined;
       if (opts.acceptProxyProtocol) {
-        if (!opts.acceptProxyProtocol(from.host)) {
+        if (!opts.acceptProxyProtocol(remote.hostname)) {
           conn.fail(
             "handshake-failed",
             "untrusted-proxy-header",
-            `${from.host} is not a trusted balancer: PROXY headers are taken only from ` +
+            `${remote.hostname} is not a trusted balancer: PROXY headers are taken only from ` +
               `--proxy-protocol-from sources`,
           );
           return;
@@ -235,7 +236,7 @@ export function serveProxy(
         }
       }
       const authenticate = opts.authenticate &&
-        limitedAuth(opts.authenticate, opts.authLimiter, from.host, ctx.signal);
+        limitedAuth(opts.authenticate, opts.authLimiter, from?.host ?? remote.hostname, ctx.signal);
       if (type.kind === "session") {
         const sctx: SessionContext = new SessionTypeContext(conn, ctx, sock, authenticate, {
           idleTimeoutMs,
@@ -283,12 +284,15 @@ export function serveProxy(
       try {
         dest = await opts.dialer(req.dest, ctx.signal);
       } catch (err) {
-        await req.reply({ ok: false, reason: dialFailed(conn, err).reason });
+        const failed = dialFailed(conn, err);
+        await req.reply?.({ ok: false, reason: failed.reason });
         return;
       }
       conn.connected(dest.remoteAddr);
       if (opts.sendProxyProtocol) {
         try {
+          const here = sock.localAddr;
+          from ??= { host: remote.hostname, port: remote.port };
           to ??= { host: here.hostname, port: here.port };
           await writeAll(dest, encodeProxyHeader(opts.sendProxyProtocol, from, to));
         } catch (err) {
@@ -297,17 +301,19 @@ export function serveProxy(
             reasonOf(err) ?? "io",
             `PROXY header to the backend: ${errorMessage(err)}`,
           );
-          await req.reply({ ok: false, reason: "other" });
+          await req.reply?.({ ok: false, reason: "other" });
           return;
         }
       }
-      const local = dest.localAddr;
-      await req.reply({
-        ok: true,
-        bound: local && "hostname" in local
-          ? { host: local.hostname, port: local.port }
-          : undefined,
-      });
+      if (req.reply) {
+        const local = dest.localAddr;
+        await req.reply({
+          ok: true,
+          bound: local && "hostname" in local
+            ? { host: local.hostname, port: local.port }
+            : undefined,
+        });
+      }
       const res = await relay(req.source, dest, {
         idleTimeoutMs,
         signal: ctx.signal,

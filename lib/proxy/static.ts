@@ -31,11 +31,6 @@ export function staticProxy(to: HostPort): AddressProxyType {
     kind: "address",
     instant: true,
     scheme: "static",
-    handshake: (conn) =>
-      Promise.resolve({
-        dest: to,
-        source: conn,
-        reply: () => Promise.resolve(),
-      }),
+    handshake: (conn) => Promise.resolve({ dest: to, source: conn }),
   };
 }

@@ -6,12 +6,20 @@ import { closeQuietly, type Duplex } from "../net/mod.ts";
  * Run a handshake on `conn` that `signal` can abort: on abort `conn` is closed (which ends
  * any pending read) and the promise rejects with the signal's reason.
  */
-export async function abortable<T>(
+export function abortable<T>(
   conn: Duplex,
   signal: AbortSignal | undefined,
   fn: () => Promise<T>,
 ): Promise<T> {
-  if (!signal) return await fn();
+  // Without a signal (seaprox times its handshakes on serve()'s wheel): no frame of our own.
+  return signal ? abortableBy(conn, signal, fn) : fn();
+}
+
+async function abortableBy<T>(
+  conn: Duplex,
+  signal: AbortSignal,
+  fn: () => Promise<T>,
+): Promise<T> {
   signal.throwIfAborted();
   const onAbort = () => closeQuietly(conn);
   signal.addEventListener("abort", onAbort); // removed below: no `once` (its conversion costs)

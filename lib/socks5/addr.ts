@@ -140,6 +140,33 @@ export function isKnownAddrType(atyp: number): boolean {
 }
 
 /**
+ * Bytes of the address and port that follow an ATYP byte, `first` being the first of them (a
+ * domain's length byte): 6 for IPv4, 18 for IPv6, 1 + length + 2 for a domain. The type must
+ * be known ({@linkcode isKnownAddrType}).
+ */
+export function addressBytes(atyp: number, first: number): number {
+  return atyp === AddrType.ipv4 ? 6 : atyp === AddrType.ipv6 ? 18 : 3 + first;
+}
+
+/**
+ * The address and port at the start of `b` (all {@linkcode addressBytes} of them there), as
+ * {@linkcode readAddress} returns them, parsed in place from a reader's buffer. Throws
+ * ProtocolError for an empty domain.
+ */
+export function parseAddress(b: Uint8Array, atyp: number): HostPort {
+  if (atyp === AddrType.ipv4) return { host: formatIPv4(b), port: (b[4] << 8) | b[5] };
+  if (atyp === AddrType.ipv6) {
+    return { host: formatIPv6(b.subarray(0, 16)), port: (b[16] << 8) | b[17] };
+  }
+  const len = b[0];
+  if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
+  return {
+    host: decoder.decode(b.subarray(1, 1 + len)),
+    port: (b[1 + len] << 8) | b[2 + len],
+  };
+}
+
+/**
  * Read the address and port that follow an ATYP byte. IPv4/IPv6 come back as literal text
  * (no brackets), domains as their text. Throws ProtocolError for an unknown type or an
  * empty domain, UnexpectedEofError when the input ends early.
