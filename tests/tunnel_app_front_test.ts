@@ -8,6 +8,8 @@ import { assert, assertEquals } from "./_assert.ts";
 import { run } from "./_util.ts";
 import { startClient, startHonoTunnel } from "./_tunnel.ts";
 import { originTarget } from "../lib/tunnel/app.ts";
+import { Logger } from "../lib/log.ts";
+import { closeQuietly } from "../lib/net/mod.ts";
 
 /** An app that answers every request with its method and target (as Deno.serve saw them). */
 function startTargetApp(): { port: number; hang: () => void; close(): Promise<void> } {
@@ -162,4 +164,87 @@ Deno.test("tunnel app front: a reused stream times out (504) when its response d
     assertEquals(stats.openStreams, 0, "the idle stream was closed");
     assertEquals(await (await fetch(`${t.url}/three`)).text(), "GET /three");
   });
+});
+
+/**
+ * A raw app: reads a request head and answers what `script` gives for its target (written
+ * as is, then the connection is closed).
+ */
+function startRawApp(script: (target: string) => string): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  void (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      void (async () => {
+        try {
+          let head = "";
+          const buf = new Uint8Array(4096);
+          while (!head.includes("\r\n\r\n")) {
+            const n = await conn.read(buf);
+            if (n === null) return;
+            head += new TextDecoder().decode(buf.subarray(0, n));
+          }
+          await conn.write(new TextEncoder().encode(script(head.split(" ")[1])));
+        } catch {
+          // The front went away first: nothing to answer.
+        } finally {
+          conns.delete(conn);
+          closeQuietly(conn);
+        }
+      })();
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    close: () => {
+      listener.close();
+      for (const c of conns) closeQuietly(c);
+    },
+  };
+}
+
+Deno.test("tunnel app front: 1xx heads are skipped for the final response; malformed heads from the app are a 502 and a log line", async () => {
+  const body = "final body, byte for byte\n";
+  const app = startRawApp((target) =>
+    target === "/early"
+      ? "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" +
+        `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nX-App: yes\r\n\r\n${body}`
+      : target === "/bad-status"
+      ? "HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n"
+      : target === "/bad-field"
+      ? "HTTP/1.1 200 OK\r\nBad Field: x\r\nContent-Length: 0\r\n\r\n"
+      : "HTTP/1.1 200 OK\r\nContent-Len" // cut inside the head
+  );
+  const lines: string[] = [];
+  const log = new Logger("debug", {}, (l) => lines.push(l));
+  const t = startHonoTunnel({ server: { log } });
+  const id = "identifier-front-heads-04";
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await c.connected();
+    const early = await fetch(`${t.url}/early`);
+    assertEquals(early.status, 200);
+    assertEquals(early.headers.get("x-app"), "yes");
+    assertEquals(await early.text(), body);
+    for (const path of ["/bad-status", "/bad-field", "/cut"]) {
+      const before = lines.length;
+      const res = await fetch(`${t.url}${path}`);
+      assertEquals(res.status, 502, path);
+      assert((await res.text()).includes("502"), path);
+      const logged = lines.slice(before).find((l) => l.includes("bad response from tunnel"));
+      assert(logged !== undefined, `${path}: no log line in ${lines.slice(before).join("\n")}`);
+    }
+    // The front keeps serving.
+    assertEquals(await (await fetch(`${t.url}/early`)).text(), body);
+  } finally {
+    await c.stop();
+    await t.close();
+    app.close();
+  }
 });
