@@ -247,8 +247,9 @@ export async function readRequestHead(
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   let start = "";
   for (let i = 0; i <= maxLeadingEmptyLines; i++) {
-    // A zero-byte read fills the buffer, telling a clean EOF apart without consuming bytes.
-    if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) {
+    // A zero-byte read fills the buffer, telling a clean EOF apart without consuming bytes
+    // (a view of nothing: no allocation).
+    if (r.buffered === 0 && (await r.readExactOrEof(0, false)) === null) {
       if (i === 0) return null;
       throw new HttpError("connection closed inside the head", "eof");
     }
@@ -311,7 +312,7 @@ export async function readRequestHeadWithin(
   limits: HeadLimits = {},
 ): Promise<RequestHead | null> {
   if (timeoutMs <= 0) return await readRequestHead(r, limits);
-  if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) return null;
+  if (r.buffered === 0 && (await r.readExactOrEof(0, false)) === null) return null;
   // Usually the whole head came in that one read: nothing left to time (a timer per request
   // is a measurable share of a small request's cost).
   if (headBuffered(r.peek())) return await readRequestHead(r, limits);

@@ -91,6 +91,8 @@ const notRemovable: ReadonlySet<string> = new Set([
   "host",
   "close",
 ]);
+/** The framing of what is left of a body once all of it went out. */
+const none: BodyFraming = { kind: "none" };
 /** The answer to a CONNECT whose destination was reached. */
 const established = new TextEncoder().encode("HTTP/1.1 200 Connection Established\r\n\r\n");
 
@@ -115,6 +117,28 @@ class SinkFailed extends Error {
   override name = "SinkFailed";
   constructor(readonly side: "client" | "upstream", cause: unknown) {
     super(`write to ${side} failed: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/**
+ * A buffer for one head (and the body bytes that leave with it): from the relay pool when it
+ * has one that size, given back once the write that used it was awaited. A fresh array per
+ * response was a measurable share of a small request's cost (allocation and GC).
+ */
+class WriteBuffer {
+  #pooled: Uint8Array | undefined;
+  /** At least `n` bytes (`buildHead`'s allocator). */
+  take = (n: number): Uint8Array => {
+    this.release();
+    const b = relayPool.acquire(n);
+    if (b.length >= n) return this.#pooled = b;
+    relayPool.release(b); // the budget allowed only a smaller class
+    return new Uint8Array(n);
+  };
+  /** Give the buffer back; no write may still be using it. */
+  release(): void {
+    if (this.#pooled) relayPool.release(this.#pooled);
+    this.#pooled = undefined;
   }
 }
 
@@ -157,6 +181,8 @@ interface ForwardPlan {
   key: string;
   /** The head to send upstream (origin form, hop-by-hop fields removed). */
   upHead: Uint8Array;
+  /** Where `upHead` lies: back to the pool when the request is done. */
+  upHeadBuffer: WriteBuffer;
   reqFraming: BodyFraming;
   /** Whether the client wants its connection kept. */
   clientKeep: boolean;
@@ -313,6 +339,15 @@ export class HttpProxyConn {
     return this.#answer(simpleResponse(status, `${status} ${statusText[status]}: ${text}\n`));
   }
 
+  /** Write `bytes` to the client; a failure is a `SinkFailed` (the client's fault). */
+  async #writeClient(bytes: Uint8Array): Promise<void> {
+    try {
+      await writeAll(this.#conn, bytes);
+    } catch (err) {
+      throw new SinkFailed("client", err);
+    }
+  }
+
   /** A body sink to `dst` that counts and keeps the idle watch fed. */
   #sinkTo(dst: Duplex, side: SinkFailed["side"], count: (n: number) => void): Sink {
     return async (p) => {
@@ -447,10 +482,14 @@ export class HttpProxyConn {
   async #forward(head: RequestHead): Promise<boolean> {
     const plan = await this.#plan(head);
     if (!plan) return false;
-    const ex = await this.#exchange(plan);
-    if (!ex) return false;
-    if (ex.res.status === 101) return await this.#switchProtocols(plan, ex);
-    return await this.#relayResponse(plan, ex);
+    try {
+      const ex = await this.#exchange(plan);
+      if (!ex) return false;
+      if (ex.res.status === 101) return await this.#switchProtocols(plan, ex);
+      return await this.#relayResponse(plan, ex);
+    } finally {
+      plan.upHeadBuffer.release(); // every write of it was awaited
+    }
   }
 
   /** Answer a request the proxy will not forward: 400 (or `status`), then close. */
@@ -488,6 +527,7 @@ export class HttpProxyConn {
     const clientKeep = wantsKeepAlive(head.version, facts);
     const upgrade = facts.upgrade ? getHeader(head.headers, "upgrade") : undefined;
     // Every character of a head read as latin-1 fits a byte: building it cannot throw.
+    const upHeadBuffer = new WriteBuffer();
     const upHead = buildHead({
       start: `${head.method} ${target.path} HTTP/1.1`,
       fields: head.headers,
@@ -501,10 +541,10 @@ export class HttpProxyConn {
         : clientKeep
         ? []
         : [["Connection", "close"]],
-    });
+    }, upHeadBuffer.take);
     const dest = target.dest;
     const key = joinHostPort(dest.host, dest.port);
-    return { head, dest, key, upHead, reqFraming, clientKeep, upgrade };
+    return { head, dest, key, upHead, upHeadBuffer, reqFraming, clientKeep, upgrade };
   }
 
   /**
@@ -593,7 +633,7 @@ export class HttpProxyConn {
   async #responseHead(plan: ForwardPlan, ex: Exchange): Promise<void> {
     const reader = ex.up.reader;
     while (true) {
-      if (reader.buffered === 0 && (await reader.readExactOrEof(0)) === null) {
+      if (reader.buffered === 0 && (await reader.readExactOrEof(0, false)) === null) {
         throw new HttpError("upstream closed before answering", "eof");
       }
       const { head: res, raw } = await readResponseHeadRaw(reader, this.#limits);
@@ -669,10 +709,21 @@ export class HttpProxyConn {
     // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on beside
     // it could make the next hop read the body the other way.
     const drop = dechunk ? hopByHopDechunked : facts.transferCoded ? hopByHopCoded : hopByHop;
-    // The head is built now, while the received bytes it copies from are still there, with
-    // room behind it for a first body piece out of the same buffer: one write, one packet
-    // for small responses.
-    const room = resFraming.kind === "none" ? 0 : Math.min(up.reader.buffered, coalesceMaxBytes);
+    // The body bytes already read behind a Content-Length head leave with it in one write
+    // (one packet for a small response), taken as a view of the reader's buffer: no copy.
+    let first: Uint8Array | undefined;
+    let rest = resFraming;
+    if (resFraming.kind === "length" && up.reader.buffered > 0) {
+      const n = Math.min(up.reader.buffered, resFraming.length, coalesceMaxBytes);
+      first = await up.reader.readExact(n, false);
+      rest = n < resFraming.length ? { kind: "length", length: resFraming.length - n } : none;
+    }
+    // Otherwise (chunked, close-delimited) room is left behind the head for the first piece
+    // the body copy hands over. The head is built now, while the received bytes it copies
+    // from are still there.
+    const room = first?.length ??
+      (rest.kind === "none" ? 0 : Math.min(up.reader.buffered, coalesceMaxBytes));
+    const headBuffer = new WriteBuffer();
     let out: Uint8Array | undefined = buildHead({
       start: res.version === "HTTP/1.1" && ex.resRaw
         ? undefined
@@ -686,9 +737,16 @@ export class HttpProxyConn {
         ? [["Connection", "keep-alive"]]
         : [],
       room,
-    });
+    }, headBuffer.take);
     const headBytes = out.length - room;
     try {
+      if (first) {
+        out.set(first, headBytes);
+        await this.#writeClient(out);
+        out = undefined;
+        ex.responseBytes += first.length;
+        this.#idle?.touch();
+      }
       const toClient = this.#sinkTo(this.#conn, "client", (n) => ex.responseBytes += n);
       const sink: Sink = async (p) => {
         const h = out;
@@ -700,17 +758,17 @@ export class HttpProxyConn {
             both.set(h.subarray(0, headBytes));
           }
           both.set(p, headBytes);
-          await writeAll(this.#conn, both.subarray(0, headBytes + p.length));
+          await this.#writeClient(both.subarray(0, headBytes + p.length));
           ex.responseBytes += p.length;
           this.#idle?.touch();
           return;
         }
-        if (h) await writeAll(this.#conn, h.subarray(0, headBytes));
+        if (h) await this.#writeClient(h.subarray(0, headBytes));
         await toClient(p);
       };
       if (dechunk) await copyChunked(up.reader, up.conn, sink, false);
-      else await copyBody(up.reader, up.conn, resFraming, sink);
-      if (out) await writeAll(this.#conn, out.subarray(0, headBytes));
+      else await copyBody(up.reader, up.conn, rest, sink);
+      if (out) await this.#writeClient(out.subarray(0, headBytes));
     } catch (err) {
       // Mid-response, the only honest signal left is closing the client connection.
       this.#closeAll();
@@ -726,6 +784,8 @@ export class HttpProxyConn {
         responseBytes: ex.responseBytes,
       });
       return false;
+    } finally {
+      headBuffer.release(); // every write of it was awaited
     }
     if (!ex.bodyDone) {
       // The server answered before taking the whole request body: the client connection

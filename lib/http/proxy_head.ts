@@ -121,12 +121,20 @@ export interface HeadPlan {
   room?: number;
 }
 
+/** Where {@linkcode buildHead} notes what becomes of each field (reused: it never awaits). */
+let marks = new Uint8Array(128);
+
 /**
  * The head of `plan` as bytes, then `plan.room` free bytes: the start line, the received
  * fields `drop` does not name (Host rewritten or added when `host` is set), the `extra`
- * fields, the empty line. Throws HttpError for a character above U+00FF in a value of ours.
+ * fields, the empty line. The bytes go into `alloc(n)` (a pooled buffer; it may be longer:
+ * the result is a view of its first n bytes). Throws HttpError for a character above U+00FF
+ * in a value of ours.
  */
-export function buildHead(plan: HeadPlan): Uint8Array {
+export function buildHead(
+  plan: HeadPlan,
+  alloc: (n: number) => Uint8Array = (n) => new Uint8Array(n),
+): Uint8Array {
   const { fields, raw, drop, host, extra } = plan;
   if (plan.start === undefined && raw === undefined) throw new TypeError("no start line");
   // Field i of a canonical `raw` starts where the lengths of the ones before it end.
@@ -134,7 +142,8 @@ export function buildHead(plan: HeadPlan): Uint8Array {
   for (const [k, v] of fields) fieldsBytes += fieldBytes(k, v);
   const rawFieldsAt = raw ? raw.length - 2 - fieldsBytes : 0;
   // What becomes of each field: dropped, kept, or (the first Host) given `host`.
-  const what = new Uint8Array(fields.length);
+  if (marks.length < fields.length) marks = new Uint8Array(fields.length * 2);
+  const what = marks.fill(0, 0, fields.length);
   let hostAt = -1;
   let n = plan.start === undefined ? rawFieldsAt : plan.start.length + 2;
   for (let i = 0; i < fields.length; i++) {
@@ -154,7 +163,7 @@ export function buildHead(plan: HeadPlan): Uint8Array {
   for (const [k, v] of extra) n += fieldBytes(k, v);
   n += 2 + (plan.room ?? 0);
 
-  const out = new Uint8Array(n);
+  const out = alloc(n).subarray(0, n);
   let o = 0;
   if (plan.start === undefined) {
     out.set(raw!.subarray(0, rawFieldsAt));
