@@ -607,8 +607,11 @@ if (rows.length > 0) {
   const plain = rows.findIndex((r) => r.name.startsWith("depot (server"));
   for (const [i, r] of rows.entries()) {
     if (plain < 0 || !r.name.startsWith("depot --mux") || r.err || rows[plain].err) continue;
-    const vs = (mine: number[], theirs: number[]) =>
-      fixed(median(mine.map((x, k) => x / theirs[k]).filter(Number.isFinite)), 2);
+    // Each round's ratio too: the goal is about every figure, not only their median.
+    const vs = (mine: number[], theirs: number[]) => {
+      const each = mine.map((x, k) => x / theirs[k]).filter(Number.isFinite);
+      return `${fixed(median(each), 2)} (${each.map((v) => fixed(v, 2)).join(" ")})`;
+    };
     const [m, p] = [rateRounds[i], rateRounds[plain]];
     if (!m || !p) continue;
     console.log(
