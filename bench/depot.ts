@@ -19,8 +19,10 @@
  *   available here), and `--wan-conns` (default 20) sequential SOCKS set-ups are timed, in
  *   RTTs: depot with spare tunnels (default), without (`--spare-tunnels 0`), `--mux`, ssh -R.
  *
- * `--small-only` skips the bulk runs; `--old DIR` adds depot and depot --mux of another
- * checkout (an old tree: its services/) as "(old)" rows, for a before/after in one run;
+ * `--small-only` skips the bulk runs, `--bulk-only` the set-up phases (the paths' bulk transfers
+ * then run seconds apart, so same-round ratios see the same load); `--old DIR` adds depot and
+ * depot --mux of another checkout (an old tree: its services/) as "(old)" rows, for a
+ * before/after in one run;
  * `--only REGEX` keeps the paths whose name matches (direct TCP always).
  *
  * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
@@ -141,7 +143,7 @@ const flags = benchFlags({
     "wan-conns": 20,
     rounds: 3,
   },
-  booleans: ["only-wan", "small-only"],
+  booleans: ["only-wan", "small-only", "bulk-only"],
   strings: ["old", "only"],
 });
 const bulkBytes = flags.bytes;
@@ -484,15 +486,17 @@ try {
           row.gibDown = median(gibRounds[i].down);
           row.gibUp = median(gibRounds[i].up);
         }
-        row.seqMs = Math.min(row.seqMs, await sequentialMs(r, seqCount));
-        const { result: rps, usPerConn } = await cpuPerConn(
-          costed,
-          reqCount,
-          () => concurrentRps(r, reqCount, concurrency),
-        );
-        row.rps = Math.max(row.rps, rps);
-        usPerConn.forEach((us, k) => cpuRounds[i][k].push(us));
-        row.cpu = cpuRounds[i].map(median);
+        if (!flags["bulk-only"]) {
+          row.seqMs = Math.min(row.seqMs, await sequentialMs(r, seqCount));
+          const { result: rps, usPerConn } = await cpuPerConn(
+            costed,
+            reqCount,
+            () => concurrentRps(r, reqCount, concurrency),
+          );
+          row.rps = Math.max(row.rps, rps);
+          usPerConn.forEach((us, k) => cpuRounds[i][k].push(us));
+          row.cpu = cpuRounds[i].map(median);
+        }
         console.error(`  round ${round}: measured ${r.name}`);
       } catch (err) {
         Object.assign(row, { ...failed, cpuOf: names, err: String(err) });
@@ -596,7 +600,7 @@ if (rows.length > 0) {
       fixed(r.rps),
       ratio(r.rps, direct.rps),
       cpuCell(r),
-      r.cpu.length === 0 || !Number.isFinite(r.gibDown)
+      r.cpuOf.length === 0 || !Number.isFinite(r.gibDown)
         ? "—"
         : `${fixed(r.gibDown, 2)} / ${fixed(r.gibUp, 2)}`,
     ]),
