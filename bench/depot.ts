@@ -573,8 +573,10 @@ if (rows.length > 0) {
   console.log(
     `depot benchmark: bulk ${bulkBytes >> 20} MiB per direction, one connection, best of ` +
       `${bulkRuns} + ${rounds - 1} (CPU s/GiB: median of them); ` +
-      `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests, ` +
-      `best of ${rounds} rounds (CPU: median)`,
+      (flags["bulk-only"]
+        ? "no set-up phases (--bulk-only)"
+        : `${seqCount} sequential and ${reqCount} concurrent (x${concurrency}) small requests, ` +
+          `best of ${rounds} rounds (CPU: median)`),
   );
   console.log("");
   console.log(formatTable(
