@@ -96,6 +96,8 @@ const minCoalesceBufferBytes = 16 * 1024;
 const maxCoalesceBufferBytes = 256 * 1024;
 /** Payloads at least this long are read straight into a waiting reader's buffer. */
 const directReadMinBytes = 64 * 1024;
+/** Small data frames in a row that end bulk reading (see Session's `#bulkFrames`). */
+const bulkExitFrames = 4;
 /** Microtasks the read loop waits for a stream's reader to return before a bulk read. */
 const directReadYieldTicks = 8;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
@@ -213,8 +215,15 @@ export class Session implements StreamHost, FrameSink {
   #decoder: FrameDecoder;
   #rxStream: Stream | null = null;
   #rxFin = false;
-  /** The last data frame was large: read headers in small pieces (see #readLoop). */
+  /**
+   * Bulk frames are coming: read headers in small pieces (see #readLoop). Set by a large data
+   * frame, cleared only by `bulkExitFrames` small ones in a row: a sender relaying bulk data
+   * sends a small frame now and then (a short read of its source), and the read after it would
+   * otherwise take up to 2 MiB of the next large frame into our buffer, to be copied out.
+   */
   #bulkFrames = false;
+  /** Small data frames since the last large one. */
+  #smallFrames = 0;
   #prio = new FrameQueue();
   #ordered = new FrameQueue();
   #writing = false;
@@ -596,7 +605,12 @@ export class Session implements StreamHost, FrameSink {
     }
     this.#rxStream = s;
     this.#rxFin = fin;
-    this.#bulkFrames = length >= directReadMinBytes;
+    if (length >= directReadMinBytes) {
+      this.#bulkFrames = true;
+      this.#smallFrames = 0;
+    } else if (this.#bulkFrames && ++this.#smallFrames >= bulkExitFrames) {
+      this.#bulkFrames = false;
+    }
   }
 
   /** @internal FrameSink: payload of the current data frame. */
