@@ -87,11 +87,13 @@ export class WebSocketDuplex implements Duplex {
 
   /** Send `p` as one binary message, pausing while the send buffer is full. */
   async write(p: Uint8Array): Promise<number> {
-    await this.opened;
+    if (this.#ws.readyState === WebSocket.CONNECTING) await this.opened;
     if (this.#ws.readyState !== WebSocket.OPEN) {
       throw new Deno.errors.BrokenPipe("websocket is not open");
     }
-    this.#ws.send(p.slice());
+    // No copy of our own: send() takes a copy of the bytes before it returns (Deno's op copies
+    // them synchronously), so the caller may reuse `p` at once.
+    this.#ws.send(p);
     while (this.#ws.bufferedAmount > sendHighWaterBytes && this.#ws.readyState === WebSocket.OPEN) {
       await new Promise((r) => setTimeout(r, drainPollMs));
     }
