@@ -204,6 +204,22 @@ function startRawApp(script: (target: string) => string): { port: number; close(
   };
 }
 
+Deno.test("tunnel app front: with the default response timeout (60 s) an idle pooled stream is still closed after its idle time (4 s)", async () => {
+  await withFront("identifier-front-idle-05", 60_000, async ({ t, c }) => {
+    for (let i = 0; i < 3; i++) {
+      assertEquals(await (await fetch(`${t.url}/k${i}`)).text(), `GET /k${i}`);
+    }
+    const stats = t.server.hostStats("127.0.0.1");
+    assertEquals(stats.openStreams, 1);
+    assertEquals(c.client.streams, 1);
+    // Far below the response timeout: the idle time closes it, not the response watch.
+    for (let i = 0; i < 400 && stats.openStreams > 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(stats.openStreams, 0, "the idle stream was closed");
+  });
+});
+
 Deno.test("tunnel app front: 1xx heads are skipped for the final response; malformed heads from the app are a 502 and a log line", async () => {
   const body = "final body, byte for byte\n";
   const app = startRawApp((target) =>

@@ -696,8 +696,9 @@ function gather(parts: Uint8Array[], n: number, chunked: boolean): Uint8Array {
  * A tunnel stream that carries one request after another, with its one deadline, on the wheel
  * for as long as the stream lives: while the stream waits in the pool it ends it after
  * {@linkcode idleStreamMs}, while a request waits for its response it resets the stream after
- * the response timeout. A request moves it by field stores, not by wheel operations (two adds
- * and deletes per request were 5 µs of each).
+ * the response timeout. A request moves it by field stores; the wheel is touched only when a
+ * watch must end before the deadline's current turn (about once per stream per idle period;
+ * two adds and deletes per request were 5 µs of each).
  */
 class PooledStream implements Deadline {
   due: number;
@@ -722,12 +723,31 @@ class PooledStream implements Deadline {
 
   /** A request went out: its response is due within the response timeout. */
   awaitResponse(): void {
-    this.watch = "response";
     this.timedOut = false;
-    this.sinceMs = deadlines.clockMs();
+    this.#watch("response", this.responseTimeoutMs);
   }
 
-  /** @internal The wheel reached `due`. */
+  /** Back in the pool: closed when idle for {@linkcode idleStreamMs}. */
+  idle(pool: StreamPool): void {
+    this.pool = pool;
+    this.#watch("idle", idleStreamMs);
+  }
+
+  /**
+   * Watch `kind` from now for `limitMs`. The wheel is touched only when that is due before the
+   * deadline's current turn (which re-checks and moves on otherwise).
+   */
+  #watch(kind: "idle" | "response", limitMs: number): void {
+    this.watch = kind;
+    this.sinceMs = deadlines.clockMs();
+    const due = this.sinceMs + limitMs;
+    if (due < this.due) {
+      this.due = due;
+      deadlines.add(this);
+    }
+  }
+
+  /** @internal The wheel reached `due`: a watch is over, or the next check is set. */
   fire(nowMs: number): number | void {
     if (this.watch === "none") return nowMs + idleStreamMs;
     const later = this.sinceMs + (this.watch === "idle" ? idleStreamMs : this.responseTimeoutMs);
@@ -778,9 +798,7 @@ class StreamPool {
 
   put(e: PooledStream): void {
     if (this.#closed || this.#idle.length >= maxIdleStreams) return e.release();
-    e.watch = "idle";
-    e.sinceMs = deadlines.clockMs();
-    e.pool = this;
+    e.idle(this);
     this.#idle.push(e);
   }
 
