@@ -286,8 +286,15 @@ const honoClient = await startClient(`http://127.0.0.1:${honoPort}`, identifier 
 /** The Hono front of `--old`'s checkout (its bench/_tunnel_hono.ts and services), if given. */
 async function startOldHono(): Promise<{ procs: [Proc, Proc]; port: number } | undefined> {
   if (!flags.old) return undefined;
+  const script = `${flags.old}/bench/_tunnel_hono.ts`;
+  try {
+    Deno.statSync(script);
+  } catch {
+    console.error(`no ${script}: no "tunnel (Hono front, old)" row`);
+    return undefined;
+  }
   const port = freePort();
-  const proc = spawnDeno(`${flags.old}/bench/_tunnel_hono.ts`, [], {
+  const proc = spawnDeno(script, [], {
     env: { BENCH_PORT: String(port), BENCH_ID: identifier + "-old-hono" },
   });
   await proc.waitFor(/listening/);
