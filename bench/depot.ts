@@ -612,7 +612,11 @@ if (rows.length > 0) {
   // ran minutes apart at most, in alternating order), then the median over the rounds.
   const plain = rows.findIndex((r) => r.name.startsWith("depot (server"));
   for (const [i, r] of rows.entries()) {
-    if (plain < 0 || !r.name.startsWith("depot --mux") || r.err || rows[plain].err) continue;
+    // "depot (old)" too: with plain depot's code the same in both trees, its spread is the
+    // box's noise on these ratios.
+    if (plain < 0 || i === plain || !r.name.startsWith("depot") || r.err || rows[plain].err) {
+      continue;
+    }
     // Each round's ratio too: the goal is about every figure, not only their median.
     const vs = (mine: number[], theirs: number[]) => {
       const each = mine.map((x, k) => x / theirs[k]).filter(Number.isFinite);
