@@ -8,6 +8,10 @@
  * server passes the tunnel's FIN on only once that report arrived ({@linkcode ConfirmedEnd});
  * if the control connection ends or the wait runs out first, the read fails and the relay
  * resets the client. Half-close is kept: a confirmed FIN is passed on as a FIN.
+ *
+ * Only plain TCP tunnels are wrapped: a `--mux` tunnel is a mux stream, whose FIN and RST are
+ * the mux's own frames (no `end`), so these wrappers never hide a stream's `writeFramed` and
+ * `readView` from relay() and need not pass them through.
  * @module
  */
 
