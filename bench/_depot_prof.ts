@@ -31,9 +31,11 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
-  booleans: ["mux", "floor", "strace", "no-profile"],
+  booleans: ["mux", "floor", "strace", "no-profile", "heap"],
   strings: ["tree", "out"],
 });
+/** Heap profiles (`--heap`), in the order the CPU profiles were stopped. */
+const heaps: { head: HeapNode }[] = [];
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 const [src, control, socks, tunnel, status, inspS, inspL] = Array.from({ length: 7 }, freePort);
@@ -157,9 +159,34 @@ try {
       console.log(`${us(r.ms)}  ${r.key}`);
     }
     if (flags.out) Deno.writeTextFileSync(`${flags.out}.${name}.cpuprofile`, JSON.stringify(p));
+    if (heaps[i]) {
+      // `--heap`: bytes allocated per connection by function (V8's sampling heap profiler).
+      const by = new Map<string, number>();
+      const walk = (h: HeapNode) => {
+        const f = h.callFrame;
+        const key = `${f.functionName || "(anon)"} ${f.url.slice(f.url.lastIndexOf("/") + 1)}:${
+          f.lineNumber + 1
+        }`;
+        by.set(key, (by.get(key) ?? 0) + h.selfSize);
+        for (const c of h.children) walk(c);
+      };
+      walk(heaps[i].head);
+      const total = [...by.values()].reduce((a, b) => a + b, 0);
+      console.log(`-- allocated ${(total / n).toFixed(0)} bytes/conn (sampled), top functions`);
+      for (const [k, b] of [...by].sort((a, b) => b[1] - a[1]).slice(0, flags.top)) {
+        console.log(`${(b / n).toFixed(0).padStart(8)} B  ${k}`);
+      }
+    }
   }
 } finally {
   await stopAll(procs);
+}
+
+/** A node of V8's sampling heap profile. */
+interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: HeapNode[];
 }
 
 /** Start V8's sampling profiler in the process whose inspector is on `port`; call to stop. */
@@ -184,8 +211,21 @@ async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 100 });
   await call("Profiler.start");
+  if (flags.heap) {
+    await call("HeapProfiler.startSampling", {
+      samplingInterval: 512,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
   return async () => {
     const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
+    if (flags.heap) {
+      const { profile: heap } = await call("HeapProfiler.stopSampling") as {
+        profile: { head: HeapNode };
+      };
+      heaps.push(heap);
+    }
     ws.close();
     return profile;
   };

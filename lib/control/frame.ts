@@ -21,8 +21,6 @@ export const maxMessageBytesLimit = 16 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
-/** The body of an empty compact frame. */
-const noBody = new Uint8Array(0);
 
 function checkMax(maxBytes: number): number {
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 2 || maxBytes > maxMessageBytesLimit) {
@@ -177,20 +175,42 @@ export class ControlReader<M extends Message> {
 
   /** The next message, or `null` on a clean EOF between frames. */
   async read(): Promise<M | null> {
-    const prefix = await readPrefix(this.reader);
-    if (prefix === null) return null;
-    if (prefix >= compactFlag && this.compact) {
-      const len = prefix & compactMaxBodyBytes;
+    // Decoded from what is buffered, reading more only while the frame is incomplete: a frame
+    // mostly arrives in one read, and a chain of async reads per field (prefix, body) cost
+    // promises and frames several times per depot connection.
+    while (true) {
+      const msg = this.#decodeBuffered();
+      if (msg !== undefined) return msg;
+      const had = this.reader.buffered;
+      if (!(await this.reader.fill())) {
+        if (had === 0) return null;
+        throw truncated(new UnexpectedEofError());
+      }
+    }
+  }
+
+  /**
+   * The message whose frame is buffered whole (consumed), or undefined when more must be read.
+   * The length is checked as soon as the prefix is there, before any body byte is waited for.
+   */
+  #decodeBuffered(): M | undefined {
+    const b = this.reader.peek();
+    if (b.length < controlLengthPrefixBytes) return undefined;
+    const prefix = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+    const compact = prefix >= compactFlag ? this.compact : undefined;
+    const len = compact ? prefix & compactMaxBodyBytes : prefix;
+    if (compact) {
       if (len > this.maxMessageBytes) {
         throw new ControlError(
           "too-large",
           `frame of ${len} bytes exceeds ${this.maxMessageBytes}`,
         );
       }
-      const body = len === 0 ? noBody : await readBody(this.reader, len);
-      return this.compact.decode((prefix >>> 24) & 0x7f, body);
-    }
-    const body = await readBody(this.reader, checkLength(prefix, this.maxMessageBytes));
+    } else checkLength(len, this.maxMessageBytes);
+    const frame = this.reader.readBuffered(controlLengthPrefixBytes + len);
+    if (frame === undefined) return undefined;
+    const body = frame.subarray(controlLengthPrefixBytes);
+    if (compact) return compact.decode((prefix >>> 24) & 0x7f, body);
     return this.protocol.check(parseJson(body));
   }
 }

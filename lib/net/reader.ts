@@ -48,6 +48,24 @@ export class BufferedReader {
     return this.#end - this.#start;
   }
 
+  /**
+   * Read more from the source (one read, appended to what is buffered); false at EOF. For a
+   * codec that decodes from {@linkcode peek} and waits only when a frame is incomplete: one
+   * async frame per read instead of a chain of them per field.
+   */
+  fill(): Promise<boolean> {
+    return this.#fill();
+  }
+
+  /**
+   * The next `n` bytes as a view (valid until the next read), consumed, when all of them are
+   * buffered; undefined (nothing consumed) otherwise.
+   */
+  readBuffered(n: number): Uint8Array | undefined {
+    if (this.#end - this.#start < n) return undefined;
+    return this.#take(n, false);
+  }
+
   /** Read more from the source; false at EOF. */
   async #fill(): Promise<boolean> {
     if (this.#start > 0 && this.#start === this.#end) this.#start = this.#end = 0;
