@@ -12,6 +12,7 @@ import {
   BufferedReader,
   classifyError,
   closeQuietly,
+  deadlines,
   dial,
   type Duplex,
   errorMessage,
@@ -362,7 +363,13 @@ export class DepotLocal {
   run(): Promise<void> {
     if (!this.#running) {
       m.liveSources.add(this.#metricsSource);
-      this.#running = this.#loop().finally(() => m.liveSources.delete(this.#metricsSource));
+      // Like a server, the local holds the shared wheel while it runs: each tunnel's dial and
+      // relay deadlines would otherwise start and stop its interval once per connection.
+      const releaseWheel = deadlines.hold();
+      this.#running = this.#loop().finally(() => {
+        releaseWheel();
+        m.liveSources.delete(this.#metricsSource);
+      });
     }
     return this.#running;
   }
