@@ -17,7 +17,8 @@
  *   and the other instance closes the port.
  *
  * Then a group with members on both instances keeps its port when the member on the claim's
- * holder leaves, and two `--workers` share a client's port (SO_REUSEPORT), both relaying.
+ * holder leaves, and two `--workers` share a client's ports: TCP with SO_REUSEPORT, both
+ * relaying; UDP with SO_REUSEADDR (Deno offers no SO_REUSEPORT for UDP), one receiving.
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
@@ -300,11 +301,13 @@ Deno.test("tunnel cluster: a group with members on two instances keeps its port 
   }
 });
 
-Deno.test("workers: a port a client asks for is bound by both tunnel-server workers (SO_REUSEPORT), byte-exact through both", async () => {
+Deno.test("workers: ports a client asks for are bound by both tunnel-server workers (TCP: SO_REUSEPORT, byte-exact through both; UDP: SO_REUSEADDR, DNS answered)", async () => {
   const redis = await startRedis();
   const hasher = startHasher();
+  const dns = await startDnsmasq();
   const port = freePort();
   const tcp = threePorts();
+  const udp = await freeUdpPort();
   const procs: ServiceProcess[] = [];
   try {
     const server = await startService("tunnel-server.ts", [
@@ -316,6 +319,8 @@ Deno.test("workers: a port a client asks for is bound by both tunnel-server work
       "300ms",
       "--tcp-ports",
       `${tcp}-${tcp}`,
+      "--udp-ports",
+      `${udp}-${udp}`,
       "--host",
       "one.test=env:ID",
       "--workers",
@@ -331,13 +336,21 @@ Deno.test("workers: a port a client asks for is bound by both tunnel-server work
       await startClientProcess(`127.0.0.1:${port}`, hasher.port, id, [
         "--tcp",
         `${tcp}=127.0.0.1:${hasher.port}`,
+        "--udp",
+        `${udp}=127.0.0.1:${dns.port}`,
       ]),
     );
-    // The worker holding the client claims the port; both bind it.
+    // The worker holding the client claims the ports; both bind them. UDP has no
+    // SO_REUSEPORT in Deno: both bind with SO_REUSEADDR, and Linux gives each datagram to
+    // the one bound last (here the worker that does not hold the client, so the DNS query
+    // also crosses the workers' link). Neither reports the port as busy.
     for (const w of [1, 2]) {
       await server.waitFor(new RegExp(`worker=${w} msg="listening" name=tcp-${tcp}`));
+      await server.waitFor(new RegExp(`worker=${w} msg="listening" name=udp-${udp}`));
     }
     await server.waitFor(/msg="client connected"/);
+    assertEquals(await dig(udp, "workers.example.test"), exampleTestAddress);
+    assertEquals(server.lines.filter((l) => / level=(warn|error) /.test(l)), []);
     const closedBy = (w: string) =>
       server.lines.filter((l) =>
         new RegExp(`worker=${w} .*tcp=${tcp} .*msg="connection closed"`).test(l)
@@ -354,6 +367,7 @@ Deno.test("workers: a port a client asks for is bound by both tunnel-server work
   } finally {
     for (const p of procs.reverse()) await p.stop("SIGKILL");
     await hasher.close();
+    await dns.stop();
     await redis.stop();
   }
 });

@@ -34,6 +34,19 @@ export function sharedPortOptions(): { reusePort?: true } {
 }
 
 /**
+ * Options for a UDP port every worker serves (lib/udp `UdpSocket.bind`): `reuseAddr` when this
+ * process is one of several workers. Deno 2.9.6 gives UDP sockets no SO_REUSEPORT (neither
+ * `Deno.listenDatagram` nor node:dgram's `reusePort`), so the workers bind with SO_REUSEADDR:
+ * Linux then hands each datagram to the socket bound last (one worker serves the port, not
+ * spread like TCP), and to the next one the moment that socket closes. Caveat: with
+ * SO_REUSEADDR another local program that sets it too may bind the port (of any user; TCP's
+ * SO_REUSEPORT asks for the same user), so it is set only under `--workers`.
+ */
+export function sharedUdpPortOptions(): { reuseAddr?: true } {
+  return slot && slot.count > 1 ? { reuseAddr: true } : {};
+}
+
+/**
  * Whether this process may share ports: Linux, and Deno started with `--unstable-net`
  * (`reusePort` is unstable in Deno 2.9.6, and using it without the flag ends the process
  * instead of throwing; the flag's other APIs show whether it was given).

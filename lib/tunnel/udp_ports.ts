@@ -10,7 +10,7 @@
  */
 
 import type { Logger } from "../log.ts";
-import { errorMessage, joinHostPort } from "../net/mod.ts";
+import { errorMessage, joinHostPort, sharedUdpPortOptions } from "../net/mod.ts";
 import {
   DatagramStream,
   encodeDatagramFrame,
@@ -180,7 +180,12 @@ export class UdpPorts extends PortTunnels<UdpListener> {
     serverLocalPort: string | undefined,
     log: Logger,
   ): Promise<UdpListener> {
-    const sock = await UdpSocket.bind(this.opts.hostname, publicPort);
+    // As for TCP (tcp_ports.ts): a server-defined port, and in a cluster a port a client
+    // asked for, is every worker's; UDP shares it with SO_REUSEADDR (see sharedUdpPortOptions).
+    const shared = serverLocalPort === undefined && !this.core.clustered
+      ? {}
+      : sharedUdpPortOptions();
+    const sock = await UdpSocket.bind(this.opts.hostname, publicPort, shared);
     const host = `udp:${publicPort}`;
     const localPort = serverLocalPort ?? String(publicPort);
     const serverPort = serverLocalPort === undefined ? undefined : publicPort;

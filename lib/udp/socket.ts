@@ -57,11 +57,20 @@ export class UdpSocket {
   /**
    * Bind `host:port` (port 0: kernel-chosen). A host name is resolved (IPv4 first). Rejects
    * with a `NetError` ("addr-in-use" as its message for a busy port, reason "other").
+   * `reuseAddr` sets SO_REUSEADDR, so sockets that all set it share the port (see lib/net
+   * `sharedUdpPortOptions` for what Linux does with them).
    */
-  static async bind(host: string, port: number): Promise<UdpSocket> {
+  static async bind(
+    host: string,
+    port: number,
+    opts: { reuseAddr?: boolean } = {},
+  ): Promise<UdpSocket> {
     const bare = host.replace(/^\[|\]$/g, "");
     const ip = isIP(bare) ? bare : (await resolveHost(bare, "ipv4"))[0];
-    const sock = dgram.createSocket({ type: isIP(ip) === 6 ? "udp6" : "udp4" });
+    const sock = dgram.createSocket({
+      type: isIP(ip) === 6 ? "udp6" : "udp4",
+      reuseAddr: opts.reuseAddr === true,
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         sock.once("error", reject);
