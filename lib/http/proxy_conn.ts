@@ -73,12 +73,9 @@ const hopByHop = new FieldNames([
   "upgrade",
 ]);
 /** Hop-by-hop fields, and Content-Length beside a Transfer-Encoding (RFC 9112 §6.3). */
-const hopByHopCoded = hopByHop.with(["content-length"], new Set());
+const hopByHopCoded = hopByHop.with(["content-length"]);
 /** Hop-by-hop fields, and the framing of a body the proxy de-chunks for an HTTP/1.0 client. */
-const hopByHopDechunked = hopByHop.with(
-  ["transfer-encoding", "trailer", "content-length"],
-  new Set(),
-);
+const hopByHopDechunked = hopByHop.with(["transfer-encoding", "trailer", "content-length"]);
 /** Methods a proxy may resend after a stale connection failed (RFC 9110 §9.2.2). */
 const idempotent = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 /**

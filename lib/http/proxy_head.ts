@@ -59,6 +59,9 @@ export function hopFacts(headers: HeaderFields, proxyConnection: boolean): HopFa
   };
 }
 
+/** No names: what `FieldNames.with` leaves out by default. */
+const noNames: ReadonlySet<string> = new Set();
+
 /**
  * Whether a field named `name` is to be dropped: a set of lower-case names with a mask of
  * their lengths, so most fields are passed without lower-casing their names.
@@ -77,10 +80,11 @@ export class FieldNames {
   }
 
   /**
-   * This set with `more` lower-case names added (itself when it holds them all already, the
-   * usual case: the options of a `Connection` field are hop-by-hop names or `close`).
+   * This set with the lower-case names of `more` not in `except` added (itself when it holds
+   * them all already, the usual case: the options of a `Connection` field are hop-by-hop
+   * names or `close`).
    */
-  with(more: readonly string[], except: ReadonlySet<string>): FieldNames {
+  with(more: readonly string[], except: ReadonlySet<string> = noNames): FieldNames {
     const add = more.filter((n) => !except.has(n) && !this.#names.has(n));
     return add.length === 0 ? this : new FieldNames([...this.#names, ...add]);
   }
