@@ -6,7 +6,7 @@
  *   header cut short, an empty frame, an empty domain, a fragment) or a frame cut by A's close
  *   ends that association (ended by "instance", end=error with the decoder's reason, both
  *   streams closed; lib/cluster logs "cluster connection closed end=error endedBy=instance
- *   error=…"); the datagrams before it reached the exit, and another association keeps
+ *   error=…" at warn); the datagrams before it reached the exit, and another association keeps
  *   passing datagrams both ways.
  * - A slow exit: B queues at most its queued-byte bound toward it, the rest of A's datagrams
  *   are dropped and counted ("queue-full", not in the tally), and so is an answer meanwhile
@@ -26,6 +26,8 @@ import {
   UdpTally,
 } from "../lib/udp/mod.ts";
 import { type HandedAssociationEnd, passAssociation } from "../lib/depot/mod.ts";
+import { logHandedAssociationEnd } from "../lib/cluster/mod.ts";
+import { Logger, type LogLevel } from "../lib/log.ts";
 import { tcpPair } from "./_depot.ts";
 
 /** Wait until `cond` holds (a bound far above, so a broken relay fails instead of hanging). */
@@ -105,6 +107,17 @@ async function handOver(exit?: Duplex, maxQueuedBytes?: number) {
   };
 }
 
+/** The closing lines lib/cluster writes for `end` of association `x`, with their levels. */
+function closingLines(
+  end: HandedAssociationEnd,
+  x: { tally: UdpTally; table: FlowTable<Flow> },
+): { level: LogLevel; text: string }[] {
+  const lines: { level: LogLevel; text: string }[] = [];
+  const log = new Logger("debug", {}, (text, level) => lines.push({ level, text }));
+  logHandedAssociationEnd(log, end, x.tally, x.table.drops);
+  return lines;
+}
+
 /** Frames from A that are not SOCKS5 UDP datagrams of fragment 0, with the reason expected. */
 const malformed: [string, Uint8Array, RegExp][] = [
   [
@@ -135,6 +148,10 @@ for (const [name, frame, reason] of malformed) {
       assertEquals(end.by, "instance");
       assertEquals(end.end, "error");
       assert(reason.test(end.message ?? ""), end.message);
+      // The holder's closing line says so at warn, with the reason.
+      const [line] = closingLines(end, x);
+      assertEquals(line.level, "warn");
+      assert(reason.test(line.text) && / error="?[^ ]/.test(line.text), line.text);
       // Both of the holder's streams are closed: the exit and A see the end, nothing more.
       assertEquals(await x.exitFrames!.read(), null);
       assertEquals(await x.aFrames.read(), null);
@@ -161,6 +178,7 @@ Deno.test("depot cluster udp pass: a frame cut short by A's close ends the assoc
     const end = await within(x.done, "the association ends");
     assertEquals([end.by, end.end], ["instance", "error"]);
     assert(/eof|ended|closed/i.test(end.message ?? ""), end.message);
+    assertEquals(closingLines(end, x)[0].level, "warn");
     assertEquals(await x.exitFrames!.read(), null);
     assertEquals(x.tally.datagramsUp, 0);
   } finally {
@@ -267,6 +285,10 @@ Deno.test("depot cluster udp pass: toward a slow exit, B queues at most its boun
     x.a.close();
     const end = await within(x.done, "the association ends");
     assertEquals([end.by, end.end], ["instance", "done"]);
+    // A normal end is an info line, with the drops counted.
+    const [line] = closingLines(end, x);
+    assertEquals(line.level, "info");
+    assert(/ end=done .* drops=185 /.test(line.text), line.text);
   } finally {
     await x.close();
   }

@@ -44,6 +44,7 @@ import type { Stream } from "../mux/mod.ts";
 import type { TlsClientConfig } from "../transport/mod.ts";
 import {
   type DepotServer,
+  type HandedAssociationEnd,
   type HereRequest,
   type Outcome,
   passAssociation,
@@ -445,17 +446,7 @@ export class DepotCluster {
     const table = new FlowTable<Flow>(this.#server.udp, new UdpDrops(log, "depot-cluster"));
     const tally = new UdpTally("depot-cluster");
     const r = await passAssociation(link, tunnel, table, tally, signal);
-    const drops = table.drops.total;
-    log.info("cluster connection closed", {
-      end: r.end,
-      endedBy: r.by,
-      error: r.message,
-      up: tally.bytesUp,
-      down: tally.bytesDown,
-      datagramsUp: tally.datagramsUp,
-      datagramsDown: tally.datagramsDown,
-      ...(drops > 0 ? { drops, dropped: JSON.stringify(table.drops.snapshot()) } : {}),
-    });
+    logHandedAssociationEnd(log, r, tally, table.drops);
   }
 
   /** Stop the heartbeat, delete this instance's leases, close the links and Redis. */
@@ -518,4 +509,28 @@ async function readAnswer(r: BufferedReader): Promise<Record<string, unknown> | 
   return f && typeof f.json === "object" && f.json !== null
     ? f.json as Record<string, unknown>
     : null;
+}
+
+/**
+ * The holder's closing line of a handed-over UDP association: info for an end either side
+ * asked for, warn with the reason when it ended in error (a malformed frame from the other
+ * instance or the exit, a stream cut short), which points at a peer that is broken or hostile.
+ */
+export function logHandedAssociationEnd(
+  log: Logger,
+  r: HandedAssociationEnd,
+  tally: UdpTally,
+  drops: UdpDrops,
+): void {
+  const n = drops.total;
+  log[r.end === "error" ? "warn" : "info"]("cluster connection closed", {
+    end: r.end,
+    endedBy: r.by,
+    error: r.message,
+    up: tally.bytesUp,
+    down: tally.bytesDown,
+    datagramsUp: tally.datagramsUp,
+    datagramsDown: tally.datagramsDown,
+    ...(n > 0 ? { drops: n, dropped: JSON.stringify(drops.snapshot()) } : {}),
+  });
 }
