@@ -162,3 +162,54 @@ Deno.test("health log: a client whose app flaps on every check writes a bounded 
   // been cut by the client's stop).
   assert(serverTotal <= clientTotal, JSON.stringify({ serverTotal, clientTotal }));
 });
+
+Deno.test("health log: a check that fails now and then, never enough in a row to leave the rotation, writes a bounded number of warnings", async () => {
+  let checks = 0;
+  let failed = 0;
+  const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    const fail = checks++ % 2 === 1;
+    if (fail) failed++;
+    return new Response(null, { status: fail ? 503 : 200 });
+  });
+  const t = startTunnel();
+  const id = "identifier-sometimes-failing-01";
+  await t.server.addHost("sometimes.test", id);
+  const client = capture();
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.addr.port },
+    healthCheck: { path: "/healthz", intervalMs: 5, failures: 3 },
+    log: client.log,
+  });
+  try {
+    await c.connected();
+    const deadline = Date.now() + 60_000;
+    while (failed < 20) {
+      if (Date.now() > deadline) throw new Error(`only ${failed} failed health checks`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.shutdown();
+  }
+  // Never out of rotation; the first failures of the window in full, the rest counted in
+  // one line when the window (here the session) ends.
+  const lines = client.lines.join("\n");
+  assertEquals(client.lines.filter((l) => /msg="health check failing/.test(l)), []);
+  const warned = client.lines.filter((l) => /level=warn .*msg="health check failed"/.test(l));
+  const counted = client.lines.filter((l) => /msg="health check failures not logged"/.test(l))
+    .map((l) => Number(/ count=(\d+)/.exec(l)![1]));
+  assert(counted.length >= 1 && counted.every((n) => n > 0), lines);
+  // One window unless the test ran past a minute: at most 4 warnings per window counted.
+  assert(
+    warned.length >= healthLinesPerWindow &&
+      warned.length <= healthLinesPerWindow * counted.length,
+    lines,
+  );
+  // Every failed check the client saw is in a line or a count (the last may have been cut
+  // by the stop before the client saw it).
+  const total = warned.length + counted.reduce((a, b) => a + b, 0);
+  assert(total <= failed && total >= failed - 1, JSON.stringify({ total, failed }));
+});

@@ -17,6 +17,7 @@ import {
 } from "../net/mod.ts";
 import { readResponseHead } from "../http/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
+import { healthLinesPerWindow, healthLogWindowMs, timerSchedule } from "./health_log.ts";
 
 /** Default time between two checks. */
 export const defaultHealthIntervalMs = 5_000;
@@ -112,6 +113,12 @@ export class HealthMonitor {
   #wake: (() => void) | undefined;
   readonly #abort = new AbortController();
   #running: Promise<void> | undefined;
+  /** "health check failed" warnings of the current window, and those held back in it. */
+  #warned = 0;
+  #held = 0;
+  #heldError = "";
+  /** Ends the current window; undefined: none open. */
+  #cancelWindow: (() => void) | undefined;
 
   /** A monitor of `target`; nothing happens until `run()`. */
   constructor(
@@ -159,14 +166,7 @@ export class HealthMonitor {
         this.failing++;
         // Failures while in rotation are warnings; once out, only the first (the app is down).
         const loud = (this.healthy || this.failing === 1) && !this.#hooks.quiet?.();
-        (this.#hooks.log ?? silentLogger)[loud ? "warn" : "debug"](
-          "health check failed",
-          {
-            path: this.#opts.path,
-            error,
-            failing: this.failing,
-          },
-        );
+        this.#failed(loud, { path: this.#opts.path, error, failing: this.failing });
         if (this.failing >= this.#opts.failures && this.healthy) {
           this.healthy = false;
           await this.#report(false, error);
@@ -180,6 +180,42 @@ export class HealthMonitor {
         };
       });
     }
+  }
+
+  /**
+   * Log one failed check: a `loud` one at warn, but at most {@linkcode healthLinesPerWindow}
+   * per window ({@linkcode healthLogWindowMs}): an app that fails now and then, never enough
+   * in a row to leave the rotation, must not fill the log either. The rest go to debug, and
+   * the window ends with one line that counts them.
+   */
+  #failed(loud: boolean, fields: { path: string; error: string; failing: number }): void {
+    const log = this.#hooks.log ?? silentLogger;
+    if (loud && this.#warned < healthLinesPerWindow) {
+      this.#warned++;
+      this.#cancelWindow ??= timerSchedule(
+        () => this.#windowEnd(),
+        healthLogWindowMs,
+      );
+      return log.warn("health check failed", fields);
+    }
+    if (loud) {
+      this.#held++;
+      this.#heldError = fields.error;
+    }
+    log.debug("health check failed", fields);
+  }
+
+  /** The window is over: the warnings held back in it are counted in one line. */
+  #windowEnd(): void {
+    this.#cancelWindow = undefined;
+    this.#warned = 0;
+    if (this.#held === 0) return;
+    (this.#hooks.log ?? silentLogger).warn("health check failures not logged", {
+      path: this.#opts.path,
+      count: this.#held,
+      lastError: this.#heldError,
+    });
+    this.#held = 0;
   }
 
   async #report(healthy: boolean, error?: string): Promise<void> {
@@ -196,5 +232,7 @@ export class HealthMonitor {
     this.#abort.abort();
     this.#wake?.();
     await this.#running;
+    this.#cancelWindow?.();
+    this.#windowEnd();
   }
 }

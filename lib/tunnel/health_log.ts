@@ -43,7 +43,8 @@ export const clientHealthLines: HealthLogLines = {
 /** Runs `fn` after `ms`; returns what cancels it (a timer by default). */
 export type Schedule = (fn: () => void, ms: number) => () => void;
 
-const timerSchedule: Schedule = (fn, ms) => {
+/** The default {@linkcode Schedule}: a timer. */
+export const timerSchedule: Schedule = (fn, ms) => {
   const t = setTimeout(fn, ms);
   return () => clearTimeout(t);
 };
