@@ -8,6 +8,9 @@
  * `--only` keeps the paths whose name matches (fewer paths: more rounds in the same time);
  * `--together` loads every path of a round at once instead of one after the other (32
  * connections each), so a burst of load from elsewhere lands on all of them alike.
+ * `--v8 'A;B'` adds, per `;`-separated set of V8 flags, a floor (static) and a seaprox static
+ * (new) run with `--v8-flags=A` (e.g. `--max-semi-space-size=16`): GC settings measured beside
+ * the defaults in one run. The table ends with each process's RSS after the last round.
  * @module
  */
 
@@ -18,6 +21,7 @@ import {
   freePort,
   median,
   type Proc,
+  procStatusKiB,
   roundOrder,
   type Route,
   serveLengthSource,
@@ -40,7 +44,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000 },
   booleans: ["together"],
-  strings: ["old", "only"],
+  strings: ["old", "only", "v8"],
 });
 const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const procs: Proc[] = [];
@@ -69,6 +73,23 @@ try {
   }
   const relay = await startRelay(srcPort);
   add(tcpRoute("lib/net relay", relay.port), relay.proc);
+  const seaprox = async (script: string, kind: string, name: string, denoFlags: string[] = []) => {
+    const port = freePort();
+    const proc = spawnDeno(script, [
+      "--log-level",
+      "warn",
+      "--prefer-ipv4",
+      "--max-conns",
+      "4096",
+      "--listen",
+      kind === "static"
+        ? `static://127.0.0.1:${port}?to=127.0.0.1:${srcPort}`
+        : `socks5://127.0.0.1:${port}`,
+    ], { output: "discard", denoFlags });
+    procs.push(proc);
+    await waitPort(port, name);
+    add(kind === "static" ? tcpRoute(name, port) : socksRoute(name, port, srcPort), proc);
+  };
   for (
     const [tree, script] of [
       ["new", servicePath("seaprox.ts")],
@@ -77,23 +98,14 @@ try {
   ) {
     // One process per listener kind, so one path's garbage is not collected on the other's time.
     for (const kind of ["static", "socks5"]) {
-      const port = freePort();
-      const proc = spawnDeno(script, [
-        "--log-level",
-        "warn",
-        "--prefer-ipv4",
-        "--max-conns",
-        "4096",
-        "--listen",
-        kind === "static"
-          ? `static://127.0.0.1:${port}?to=127.0.0.1:${srcPort}`
-          : `socks5://127.0.0.1:${port}`,
-      ], { output: "discard" });
-      procs.push(proc);
-      await waitPort(port, `seaprox ${kind} (${tree})`);
-      const name = `seaprox ${kind === "static" ? "static" : "SOCKS5"} (${tree})`;
-      add(kind === "static" ? tcpRoute(name, port) : socksRoute(name, port, srcPort), proc);
+      await seaprox(script, kind, `seaprox ${kind === "static" ? "static" : "SOCKS5"} (${tree})`);
     }
+  }
+  for (const v8 of flags.v8 ? flags.v8.split(";") : []) {
+    const denoFlags = [`--v8-flags=${v8}`];
+    const f = await startFloor(srcPort, false, undefined, denoFlags);
+    add(tcpRoute(`Deno floor, static [${v8}]`, f.port), f.proc);
+    await seaprox(servicePath("seaprox.ts"), "static", `seaprox static [${v8}]`, denoFlags);
   }
   for (const p of paths) await concurrentRps(p.route, 500, 32); // warm up
   const cpu = paths.map(() => [] as number[]);
@@ -119,12 +131,15 @@ try {
     }
     console.error(`  round ${round} done`);
   }
-  console.log(`CPU µs per connection, median of ${flags.rounds} rounds (then each round)`);
+  console.log(
+    `CPU µs per connection, median of ${flags.rounds} rounds (then each round); RSS MiB at the end`,
+  );
   for (const [i, p] of paths.entries()) {
+    const rssMiB = procStatusKiB(p.proc.child.pid, "VmRSS") / 1024;
     console.log(
       `${p.route.name.padEnd(48)} ${median(cpu[i]).toFixed(0).padStart(5)}   ${
         cpu[i].map((x) => x.toFixed(0)).join(" ")
-      }`,
+      }   ${rssMiB.toFixed(0)} MiB`,
     );
   }
   // Paired: each round's new against the same round's old (measured next to each other), so

@@ -132,6 +132,8 @@ export interface SpawnOptions {
   output?: ChildOutput;
   /** Name in error messages. @default the command's base name */
   name?: string;
+  /** Flags of `deno run` itself, before the script (e.g. `--v8-flags=...`): {@linkcode spawnDeno} only. */
+  denoFlags?: string[];
 }
 
 /** Wrap a child spawned with piped stdout and stderr (e.g. in a namespace) as a {@linkcode Proc}. */
@@ -181,7 +183,8 @@ export function spawn(cmd: string, args: string[], opts: SpawnOptions = {}): Pro
 /** `deno run -A <script> ...args` as a {@linkcode spawn}ed child. */
 export function spawnDeno(script: string, args: string[] = [], opts: SpawnOptions = {}): Proc {
   const name = opts.name ?? script.slice(script.lastIndexOf("/") + 1);
-  return spawn(Deno.execPath(), ["run", "-A", script, ...args], { ...opts, name });
+  const denoFlags = opts.denoFlags ?? [];
+  return spawn(Deno.execPath(), ["run", "-A", ...denoFlags, script, ...args], { ...opts, name });
 }
 
 /**
@@ -274,12 +277,13 @@ export async function startFloor(
   targetPort?: number,
   extras = false,
   script: string = benchPath("floor_proxy.ts"),
+  denoFlags: string[] = [],
 ): Promise<{ proc: Proc; port: number }> {
   const env: Record<string, string> = targetPort === undefined
     ? { BENCH_MODE: "socks5" }
     : { BENCH_MODE: "static", BENCH_TARGET: `127.0.0.1:${targetPort}` };
   if (extras) env.BENCH_FLOOR_EXTRAS = "1";
-  const proc = spawnDeno(script, [], { env });
+  const proc = spawnDeno(script, [], { env, denoFlags });
   const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
   return { proc, port };
 }
