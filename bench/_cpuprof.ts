@@ -27,13 +27,14 @@ export interface CpuProfile {
   endTime: number;
 }
 
-/** Record a CPU profile of the process whose inspector listens on `host:port` for `ms`. */
-export async function recordProfile(
-  host: string,
-  port: number,
-  ms: number,
-  intervalUs = 100,
-): Promise<CpuProfile> {
+/** A connection to a Deno process's inspector: `call` sends one protocol command. */
+export interface Inspector {
+  call(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  close(): void;
+}
+
+/** Connect to the inspector of the process started with `--inspect=host:port` (its first target). */
+export async function inspector(host: string, port: number): Promise<Inspector> {
   const targets = await (await fetch(`http://${host}:${port}/json/list`)).json() as {
     webSocketDebuggerUrl: string;
   }[];
@@ -46,20 +47,35 @@ export async function recordProfile(
   const waiting = new Map<number, (result: unknown) => void>();
   ws.onmessage = (e) => {
     const m = JSON.parse(e.data) as { id?: number; result?: unknown };
-    if (m.id !== undefined) waiting.get(m.id)?.(m.result);
+    if (m.id === undefined) return; // an event, not an answer
+    waiting.get(m.id)?.(m.result);
+    waiting.delete(m.id);
   };
-  const call = (method: string, params: Record<string, unknown> = {}) =>
-    new Promise<unknown>((ok) => {
-      const id = ++nextId;
-      waiting.set(id, ok);
-      ws.send(JSON.stringify({ id, method, params }));
-    });
+  return {
+    call: (method, params = {}) =>
+      new Promise<unknown>((ok) => {
+        const id = ++nextId;
+        waiting.set(id, ok);
+        ws.send(JSON.stringify({ id, method, params }));
+      }),
+    close: () => ws.close(),
+  };
+}
+
+/** Record a CPU profile of the process whose inspector listens on `host:port` for `ms`. */
+export async function recordProfile(
+  host: string,
+  port: number,
+  ms: number,
+  intervalUs = 100,
+): Promise<CpuProfile> {
+  const { call, close } = await inspector(host, port);
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: intervalUs });
   await call("Profiler.start");
   await new Promise((r) => setTimeout(r, ms));
   const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
-  ws.close();
+  close();
   return profile;
 }
 

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { byKind, type CpuProfile, selfTimes } from "./_cpuprof.ts";
+import { byKind, type CpuProfile, inspector, selfTimes } from "./_cpuprof.ts";
 import {
   benchFlags,
   concurrentRps,
@@ -191,23 +191,7 @@ interface HeapNode {
 
 /** Start V8's sampling profiler in the process whose inspector is on `port`; call to stop. */
 async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
-  const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json() as {
-    webSocketDebuggerUrl: string;
-  }[];
-  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-  await new Promise((ok, fail) => (ws.onopen = ok, ws.onerror = fail));
-  let nextId = 0;
-  const waiting = new Map<number, (result: unknown) => void>();
-  ws.onmessage = (e) => {
-    const m = JSON.parse(e.data) as { id?: number; result?: unknown };
-    if (m.id !== undefined) waiting.get(m.id)?.(m.result);
-  };
-  const call = (method: string, params: Record<string, unknown> = {}) =>
-    new Promise<unknown>((ok) => {
-      const id = ++nextId;
-      waiting.set(id, ok);
-      ws.send(JSON.stringify({ id, method, params }));
-    });
+  const { call, close } = await inspector("127.0.0.1", port);
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 100 });
   await call("Profiler.start");
@@ -226,7 +210,7 @@ async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
       };
       heaps.push(heap);
     }
-    ws.close();
+    close();
     return profile;
   };
 }

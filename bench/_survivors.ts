@@ -9,6 +9,7 @@
  * @module
  */
 
+import { inspector } from "./_cpuprof.ts";
 import { concurrentRps, tcpRoute } from "./_util.ts";
 
 interface CallFrame {
@@ -21,32 +22,14 @@ interface SampleNode {
   selfSize: number;
   children: SampleNode[];
 }
-interface Reply {
-  id: number;
-  result?: { profile?: { head: SampleNode } };
+/** `HeapProfiler.stopSampling`'s result. */
+interface Sampled {
+  profile?: { head: SampleNode };
 }
 
 const [inspectPort, targetPort, countArg] = Deno.args;
 const count = Number(countArg ?? 8000);
-const targets = await (await fetch(`http://127.0.0.1:${inspectPort}/json`)).json() as {
-  webSocketDebuggerUrl: string;
-}[];
-const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-await new Promise((resolve) => ws.onopen = resolve);
-let lastId = 0;
-const waiting = new Map<number, (r: Reply) => void>();
-ws.onmessage = (e) => {
-  const m = JSON.parse(e.data) as Reply;
-  waiting.get(m.id)?.(m);
-  waiting.delete(m.id);
-};
-const call = (method: string, params: Record<string, unknown> = {}) =>
-  new Promise<Reply>((resolve) => {
-    const id = ++lastId;
-    waiting.set(id, resolve);
-    ws.send(JSON.stringify({ id, method, params }));
-  });
-
+const { call, close } = await inspector("127.0.0.1", Number(inspectPort));
 await call("HeapProfiler.enable");
 await call("HeapProfiler.startSampling", {
   samplingInterval: 512,
@@ -54,8 +37,8 @@ await call("HeapProfiler.startSampling", {
   includeObjectsCollectedByMinorGC: false,
 });
 await concurrentRps(tcpRoute("target", Number(targetPort)), count, 32);
-const head = (await call("HeapProfiler.stopSampling")).result?.profile?.head;
-ws.close();
+const head = (await call("HeapProfiler.stopSampling") as Sampled | undefined)?.profile?.head;
+close();
 if (!head) throw new Error("no profile from the inspector");
 
 const bySite = new Map<string, number>();
