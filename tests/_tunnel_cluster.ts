@@ -1,6 +1,6 @@
 /** In-process tunnel-server cluster members for the cluster tests (a real redis-server). */
 
-import { ClusterLinks, RedisRegistry } from "../lib/tunnel/mod.ts";
+import { ClusterLinks, RedisRegistry, type TunnelServerOptions } from "../lib/tunnel/mod.ts";
 import { startTunnel, type TestTunnel } from "./_tunnel.ts";
 
 /** The link token of the in-process members. */
@@ -15,17 +15,24 @@ export interface Member {
   close(): Promise<void>;
 }
 
-/** One cluster instance in this process: registry, front, links (cache and leases long). */
-export async function member(url: string, name: string): Promise<Member> {
+/**
+ * One cluster instance in this process: registry, front, links (cache and leases long unless
+ * `cacheMs` says otherwise; `server` adds tunnel server options such as a log or claims).
+ */
+export async function member(
+  url: string,
+  name: string,
+  opts: { cacheMs?: number; server?: TunnelServerOptions } = {},
+): Promise<Member> {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const registry = await RedisRegistry.connect({
     url,
     instance: name,
     advertise: `127.0.0.1:${l.addr.port}`,
     leaseMs: 600_000,
-    cacheMs: 600_000,
+    cacheMs: opts.cacheMs ?? 600_000,
   });
-  const tunnel = startTunnel({ registry });
+  const tunnel = startTunnel({ ...opts.server, registry });
   const links = new ClusterLinks(tunnel.server, registry, { token: memberToken });
   links.attach();
   links.listen(l);

@@ -11,15 +11,10 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { Logger } from "../lib/log.ts";
-import {
-  claimIdentifier,
-  ClusterLinks,
-  RedisRegistry,
-  SubdomainClaims,
-} from "../lib/tunnel/mod.ts";
-import { rawGet, startClient, startTunnel, type TestTunnel } from "./_tunnel.ts";
+import { claimIdentifier, SubdomainClaims } from "../lib/tunnel/mod.ts";
+import { rawGet, startClient } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
-import { memberToken } from "./_tunnel_cluster.ts";
+import { type Member, member } from "./_tunnel_cluster.ts";
 
 const token = "account-token-race-0001";
 const host = "race.t.localhost";
@@ -47,33 +42,10 @@ function capture() {
   return { log, lines, waitFor };
 }
 
-/** One instance: registry, tunnel server with claims under t.localhost, cluster links. */
-async function instance(url: string, name: string, log: Logger) {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const registry = await RedisRegistry.connect({
-    url,
-    instance: name,
-    advertise: `127.0.0.1:${l.addr.port}`,
-    leaseMs: 600_000,
-    cacheMs: 0,
-  });
-  const tunnel: TestTunnel = startTunnel({
-    registry,
-    log,
-    subdomains: new SubdomainClaims({ domain: "t.localhost", tokens: [token], graceMs: 300 }),
-  });
-  const links = new ClusterLinks(tunnel.server, registry, { token: memberToken });
-  links.attach();
-  links.listen(l);
-  return {
-    registry,
-    tunnel,
-    close: async () => {
-      await links.close();
-      await tunnel.close();
-      await registry.close();
-    },
-  };
+/** One instance: a cluster member with claims under t.localhost, read through no cache. */
+function instance(url: string, name: string, log: Logger): Promise<Member> {
+  const subdomains = new SubdomainClaims({ domain: "t.localhost", tokens: [token], graceMs: 300 });
+  return member(url, name, { cacheMs: 0, server: { log, subdomains } });
 }
 
 /**
