@@ -173,3 +173,63 @@ Deno.test({
   assert(fired);
   assert(!wheel.ticking, "the last deadline fired: stopped");
 });
+
+Deno.test({
+  name: "deadline: fires that delete, move and add deadlines of the same slot mid-walk",
+  ...opts,
+}, () => {
+  const m = manual(10, 4);
+  const start = m.now;
+  let seed = 11;
+  const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const live = new Set<Deadline>();
+  const dead = new Set<Deadline>();
+  const firedAt = new Map<Deadline, number[]>();
+  const all: Deadline[] = [];
+  const make = (due: number): Deadline => {
+    const d: Deadline = {
+      due,
+      fire: (now) => {
+        assert(!dead.has(d), "a deleted deadline fired");
+        assert(now >= d.due, "fired early");
+        firedAt.set(d, [...(firedAt.get(d) ?? []), now]);
+        live.delete(d);
+        // Meddle with the others, often those of this very slot.
+        const others = [...live];
+        for (let k = 0; k < 3 && others.length > 0; k++) {
+          const o = others[Math.floor(rand() * others.length)];
+          if (!live.has(o)) continue; // deleted a moment ago
+          const what = rand();
+          if (what < 0.4) {
+            m.wheel.delete(o);
+            live.delete(o);
+            dead.add(o);
+          } else if (what < 0.7) {
+            o.due = now + Math.floor(rand() * 60);
+            m.wheel.add(o);
+          } else if (live.size < 400) {
+            const n = make(now + Math.floor(rand() * 60));
+            live.add(n);
+            m.wheel.add(n);
+          }
+        }
+        if (rand() < 0.2) return now + 1 + Math.floor(rand() * 50); // moves itself later
+      },
+    };
+    all.push(d);
+    return d;
+  };
+  for (let i = 0; i < 200; i++) {
+    const d = make(start + Math.floor(rand() * 200));
+    live.add(d);
+    m.wheel.add(d);
+  }
+  // Deadlines that moved themselves stay registered: count them as live again.
+  while (m.now < start + 5_000 && m.wheel.size > 0) {
+    m.advance(1 + Math.floor(rand() * 15));
+    for (const [d] of firedAt) if (!dead.has(d) && d.due > m.now) live.add(d);
+  }
+  assertEquals(m.wheel.size, 0, "everything fired or was deleted");
+  for (const d of all) assert(dead.has(d) || firedAt.has(d), "a deadline never fired");
+  assert(firedAt.size >= 100 && dead.size >= 20, `${firedAt.size} fired, ${dead.size} deleted`);
+});

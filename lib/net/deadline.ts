@@ -22,6 +22,24 @@ export interface Deadline {
   fire(nowMs: number): number | void;
 }
 
+const nextOf: unique symbol = Symbol("wheel.next");
+const prevOf: unique symbol = Symbol("wheel.prev");
+const slotOf: unique symbol = Symbol("wheel.slot");
+
+/**
+ * A deadline as the wheel keeps it: linked into its slot's list through fields of its own
+ * (symbols, invisible to its owner) instead of entries of a Set and a Map. Why: with the
+ * long-lived Set and Map, a finished connection's idle timer, and the relay frame its callback
+ * reaches, outlived young-generation collections and was promoted (bench/_survivors.ts: 6.7–7.7
+ * KB per connection survived in seaprox, 3.7–4.5 without them; see bench/RESULTS.md).
+ */
+interface Linked extends Deadline {
+  [nextOf]?: Linked;
+  [prevOf]?: Linked;
+  /** Index of its slot; -1 or absent: not registered. */
+  [slotOf]?: number;
+}
+
 /** Options of {@linkcode DeadlineWheel}. */
 export interface DeadlineWheelOptions {
   /** Granularity: deadlines fire up to this late. @default 10 */
@@ -66,8 +84,12 @@ export interface DeadlineWheelOptions {
  */
 export class DeadlineWheel {
   readonly tickMs: number;
-  readonly #slots: Set<Deadline>[];
-  readonly #slotOf = new Map<Deadline, number>();
+  /** First deadline of each slot's list (linked through the deadlines themselves). */
+  readonly #heads: (Linked | undefined)[];
+  /** Deadlines registered now. */
+  #count = 0;
+  /** The walk's list of a slot (emptied after each walk, so it holds no finished deadline). */
+  readonly #walk: Linked[] = [];
   readonly #clock: () => number;
   readonly #auto: boolean;
   readonly #lingerMs: number;
@@ -86,7 +108,7 @@ export class DeadlineWheel {
     this.tickMs = opts.tickMs ?? 10;
     const n = opts.slots ?? 512;
     if (this.tickMs <= 0 || n < 1) throw new RangeError("tickMs and slots must be positive");
-    this.#slots = Array.from({ length: n }, () => new Set<Deadline>());
+    this.#heads = new Array<Linked | undefined>(n).fill(undefined);
     this.#clock = opts.now ?? Date.now;
     this.#auto = opts.autoTick ?? true;
     this.#lingerMs = opts.lingerMs ?? 1000;
@@ -99,19 +121,20 @@ export class DeadlineWheel {
    * a field load), read afresh while the wheel is idle.
    */
   clockMs(): number {
-    if (this.#slotOf.size === 0) this.nowMs = this.#clock();
+    if (this.#count === 0) this.nowMs = this.#clock();
     return this.nowMs;
   }
 
   /** Deadlines registered now. */
   get size(): number {
-    return this.#slotOf.size;
+    return this.#count;
   }
 
   /** Register `d` (again, if it was: its slot follows `d.due`). */
   add(d: Deadline): void {
-    this.#unlink(d);
-    if (this.#slotOf.size === 0) {
+    const x = d as Linked;
+    this.#unlink(x);
+    if (this.#count === 0) {
       // Idle until now: the cursor catches up with the clock instead of replaying the gap.
       this.nowMs = this.#clock();
       this.#cursor = Math.floor(this.nowMs / this.tickMs);
@@ -119,9 +142,14 @@ export class DeadlineWheel {
     // Never behind the cursor: an overdue deadline fires at the next tick.
     if (!Number.isFinite(d.due)) throw new RangeError("a deadline needs a finite due time");
     const t = Math.max(Math.ceil(d.due / this.tickMs), this.#cursor);
-    const slot = t % this.#slots.length;
-    this.#slots[slot].add(d);
-    this.#slotOf.set(d, slot);
+    const slot = t % this.#heads.length;
+    const head = this.#heads[slot];
+    x[nextOf] = head;
+    x[prevOf] = undefined;
+    if (head) head[prevOf] = x;
+    this.#heads[slot] = x;
+    x[slotOf] = slot;
+    this.#count++;
     if (this.#auto && this.#timer === undefined) {
       this.#timer = setInterval(() => this.tick(), this.tickMs);
       Deno.unrefTimer(this.#timer);
@@ -130,15 +158,24 @@ export class DeadlineWheel {
 
   /** Unregister `d` (nothing happens if it is not registered). */
   delete(d: Deadline): void {
-    if (this.#unlink(d) && this.#slotOf.size === 0 && this.#holds === 0) this.#stop();
+    if (this.#unlink(d as Linked) && this.#count === 0 && this.#holds === 0) this.#stop();
   }
 
-  /** Take `d` off its slot (the interval is left alone); false if it was not registered. */
-  #unlink(d: Deadline): boolean {
-    const slot = this.#slotOf.get(d);
-    if (slot === undefined) return false;
-    this.#slotOf.delete(d);
-    this.#slots[slot].delete(d);
+  /**
+   * Take `d` off its slot (the interval is left alone); false if it was not registered. Its
+   * links are cleared, so a finished deadline keeps nothing reachable.
+   */
+  #unlink(d: Linked): boolean {
+    const slot = d[slotOf];
+    if (slot === undefined || slot < 0) return false;
+    const prev = d[prevOf];
+    const next = d[nextOf];
+    if (prev) prev[nextOf] = next;
+    else this.#heads[slot] = next;
+    if (next) next[prevOf] = prev;
+    d[prevOf] = d[nextOf] = undefined;
+    d[slotOf] = -1;
+    this.#count--;
     return true;
   }
 
@@ -153,7 +190,7 @@ export class DeadlineWheel {
     return () => {
       if (!held) return;
       held = false;
-      if (--this.#holds === 0 && this.#slotOf.size === 0) this.#stop();
+      if (--this.#holds === 0 && this.#count === 0) this.#stop();
     };
   }
 
@@ -175,19 +212,20 @@ export class DeadlineWheel {
     this.nowMs = now;
     const until = Math.floor(now / this.tickMs);
     // After a stall (a blocked event loop), at most one turn of the wheel is worth walking.
-    if (until - this.#cursor >= this.#slots.length) this.#cursor = until - this.#slots.length + 1;
+    const n = this.#heads.length;
+    if (until - this.#cursor >= n) this.#cursor = until - n + 1;
+    // A tick run from a deadline's fire (tests) walks a list of its own.
+    const walk = this.#walk.length === 0 ? this.#walk : [];
     for (; this.#cursor <= until; this.#cursor++) {
-      const slot = this.#slots[this.#cursor % this.#slots.length];
-      if (slot.size === 0) continue;
-      for (const d of [...slot]) {
+      const slot = this.#cursor % n;
+      // The slot's deadlines as of now: firing may add to it or delete from it.
+      for (let d = this.#heads[slot]; d; d = d[nextOf]) walk.push(d);
+      for (let i = 0; i < walk.length; i++) {
+        const d = walk[i];
+        if (d[slotOf] !== slot) continue; // deleted or moved by an earlier deadline's fire
         if (d.due > now) {
           // A later turn (or moved later without a re-add): wait there.
-          if (
-            Math.ceil(d.due / this.tickMs) % this.#slots.length !==
-              this.#cursor % this.#slots.length
-          ) {
-            this.add(d);
-          }
+          if (Math.ceil(d.due / this.tickMs) % n !== slot) this.add(d);
           continue;
         }
         this.#unlink(d); // the interval's fate is decided after the walk
@@ -197,8 +235,9 @@ export class DeadlineWheel {
           this.add(d);
         }
       }
+      walk.length = 0;
     }
-    if (this.#slotOf.size > 0) this.#emptySinceMs = undefined;
+    if (this.#count > 0) this.#emptySinceMs = undefined;
     else if (this.#holds === 0) this.#stop();
     else if (this.#emptySinceMs === undefined) this.#emptySinceMs = now;
     else if (now - this.#emptySinceMs >= this.#lingerMs) this.#stop();
