@@ -207,9 +207,10 @@ export class ControlReader<M extends Message> {
         );
       }
     } else checkLength(len, this.maxMessageBytes);
-    const frame = this.reader.readBuffered(controlLengthPrefixBytes + len);
-    if (frame === undefined) return undefined;
-    const body = frame.subarray(controlLengthPrefixBytes);
+    const frameBytes = controlLengthPrefixBytes + len;
+    if (b.length < frameBytes) return undefined;
+    const body = b.subarray(controlLengthPrefixBytes, frameBytes); // valid until the next read
+    this.reader.skip(frameBytes);
     if (compact) return compact.decode((prefix >>> 24) & 0x7f, body);
     return this.protocol.check(parseJson(body));
   }

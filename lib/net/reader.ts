@@ -57,15 +57,6 @@ export class BufferedReader {
     return this.#fill();
   }
 
-  /**
-   * The next `n` bytes as a view (valid until the next read), consumed, when all of them are
-   * buffered; undefined (nothing consumed) otherwise.
-   */
-  readBuffered(n: number): Uint8Array | undefined {
-    if (this.#end - this.#start < n) return undefined;
-    return this.#take(n, false);
-  }
-
   /** Read more from the source; false at EOF. */
   async #fill(): Promise<boolean> {
     if (this.#start > 0 && this.#start === this.#end) this.#start = this.#end = 0;
