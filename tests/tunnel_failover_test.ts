@@ -1,37 +1,89 @@
 /** Clients coming and going: 502/504, reconnects, restarts, duplicates, wrong identifiers. */
 import { Logger } from "../lib/log.ts";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { rawGet, startApp, startClient, startTunnel } from "./_tunnel.ts";
+import { rawGet, startApp, startClient, startTunnel, type TestClient } from "./_tunnel.ts";
 
 const local = (port: number) => ({ host: "127.0.0.1", port });
 
+/** Generous bound of every wait below: a hang fails here, naming what it waited for. */
+const waitMs = 45_000;
+
+/** `p`, or a failure naming `what` if it rejects or has not settled within `ms`. */
+async function within<T>(what: string, p: Promise<T>, ms = waitMs): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p.catch((err) => {
+        throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, {
+          cause: err,
+        });
+      }),
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Clean-up steps, each bounded and each run even when an earlier one failed (a client that
+ * does not stop must not also leave the server running); the first failure is rethrown.
+ */
+async function cleanUp(steps: [string, () => Promise<void>][]): Promise<void> {
+  let first: unknown;
+  for (const [what, step] of steps) {
+    try {
+      await within(what, step());
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first !== undefined) throw first;
+}
+
+/** rawGet, bounded and named (rawGet's own 30 s guard fails with a bare read error). */
+function get(port: number, host: string, path: string): ReturnType<typeof rawGet> {
+  return within(`GET http://${host}${path}`, rawGet(port, host, path));
+}
+
+/** Wait for the next handshake of client `name`, bounded. */
+function connected(name: string, c: TestClient): Promise<void> {
+  return within(`${name} connected`, c.connected());
+}
+
 /** Poll `fn` until it returns true (bounded; the condition is what the test checks). */
-async function eventually(fn: () => Promise<boolean>, ms = 15_000): Promise<void> {
+async function eventually(
+  what: string,
+  fn: () => Promise<boolean>,
+  ms = 15_000,
+): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if (await fn()) return;
+    if (await within(what, fn())) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error("condition not reached in time");
+  throw new Error(`${what}: not reached within ${ms} ms`);
 }
 
 Deno.test("tunnel: 502 without a client, 504 when the app does not answer, 502 when it is down", async () => {
   const app = startApp();
   const t = startTunnel({ responseTimeoutMs: 500 });
   const id = "identifier-timeouts-0001";
-  await t.server.addHost("app.test", id);
   try {
-    const none = await rawGet(t.port, "app.test", "/hello");
+    await within("addHost", t.server.addHost("app.test", id));
+    const none = await get(t.port, "app.test", "/hello");
     assertEquals(none.status, 502);
     assertMatch(none.body, /app\.test/);
     const c = startClient({ server: t.url, identifier: id, local: local(app.port) });
     try {
-      await c.connected();
-      const hang = await rawGet(t.port, "app.test", "/hang");
+      await connected("client", c);
+      const hang = await get(t.port, "app.test", "/hang");
       assertEquals(hang.status, 504);
-      assertEquals((await rawGet(t.port, "app.test", "/hello?id=1")).body, "hello 1");
+      assertEquals((await get(t.port, "app.test", "/hello?id=1")).body, "hello 1");
     } finally {
-      await c.stop();
+      await cleanUp([["client stop", c.stop]]);
     }
     // A client whose local app is not listening: 502 (dial failed), never a hang.
     const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -39,15 +91,14 @@ Deno.test("tunnel: 502 without a client, 504 when the app does not answer, 502 w
     dead.close();
     const c2 = startClient({ server: t.url, identifier: id, local: local(deadPort) });
     try {
-      await c2.connected();
-      const r = await rawGet(t.port, "app.test", "/hello");
+      await connected("client of a dead app", c2);
+      const r = await get(t.port, "app.test", "/hello");
       assertEquals(r.status, 502);
     } finally {
-      await c2.stop();
+      await cleanUp([["client of a dead app stop", c2.stop]]);
     }
   } finally {
-    await t.close();
-    await app.close();
+    await cleanUp([["tunnel close", t.close], ["app close", app.close]]);
   }
 });
 
@@ -55,8 +106,8 @@ Deno.test("tunnel: two vhosts served by two clients at once", async () => {
   const a = startApp("alpha");
   const b = startApp("beta");
   const t = startTunnel();
-  await t.server.addHost("alpha.test", "identifier-alpha-0001");
-  await t.server.addHost("beta.test", "identifier-beta-0002");
+  await within("addHost alpha", t.server.addHost("alpha.test", "identifier-alpha-0001"));
+  await within("addHost beta", t.server.addHost("beta.test", "identifier-beta-0002"));
   const ca = startClient({
     server: t.url,
     identifier: "identifier-alpha-0001",
@@ -68,44 +119,52 @@ Deno.test("tunnel: two vhosts served by two clients at once", async () => {
     local: local(b.port),
   });
   try {
-    await Promise.all([ca.connected(), cb.connected()]);
+    await Promise.all([connected("client alpha", ca), connected("client beta", cb)]);
     const rs = await Promise.all(
       Array.from({ length: 40 }, (_, i) => {
         const host = i % 2 ? "alpha.test" : "beta.test";
-        return rawGet(t.port, host, `/name?id=${i}`).then((r) => ({ i, host, r }));
+        return get(t.port, host, `/name?id=${i}`).then((r) => ({ i, host, r }));
       }),
     );
     for (const { i, host, r } of rs) {
       assertEquals(r.body, `${host === "alpha.test" ? "alpha" : "beta"} ${i}`);
     }
     // One public connection switching hosts between requests is re-routed per Host.
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-    const req = (h: string, id: number) => `GET /name?id=${id} HTTP/1.1\r\nHost: ${h}\r\n\r\n`;
-    await conn.write(
-      new TextEncoder().encode(
-        req("alpha.test", 1) + req("beta.test", 2) +
-          `GET /name?id=3 HTTP/1.1\r\nHost: alpha.test\r\nConnection: close\r\n\r\n`,
-      ),
-    );
+    const conn = await within("connect", Deno.connect({ hostname: "127.0.0.1", port: t.port }));
     let text = "";
-    const buf = new Uint8Array(65536);
-    while (true) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      text += new TextDecoder().decode(buf.subarray(0, n));
+    try {
+      const req = (h: string, id: number) => `GET /name?id=${id} HTTP/1.1\r\nHost: ${h}\r\n\r\n`;
+      await within(
+        "pipelined requests sent",
+        conn.write(
+          new TextEncoder().encode(
+            req("alpha.test", 1) + req("beta.test", 2) +
+              `GET /name?id=3 HTTP/1.1\r\nHost: alpha.test\r\nConnection: close\r\n\r\n`,
+          ),
+        ),
+      );
+      const buf = new Uint8Array(65536);
+      while (true) {
+        const n = await within("pipelined answers (until the front closes)", conn.read(buf));
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+    } finally {
+      conn.close();
     }
-    conn.close();
     const bodies = [...text.matchAll(/(alpha|beta) \d/g)].map((m) => m[0]);
     assertEquals(bodies, ["alpha 1", "beta 2", "alpha 3"]);
-    const status = await t.server.status();
+    const status = await within("status", t.server.status());
     assertEquals(status.length, 2);
     assert(status.every((s) => s.connected && s.requests > 0 && s.bytesOut > 0));
   } finally {
-    await ca.stop();
-    await cb.stop();
-    await t.close();
-    await a.close();
-    await b.close();
+    await cleanUp([
+      ["client alpha stop", ca.stop],
+      ["client beta stop", cb.stop],
+      ["tunnel close", t.close],
+      ["app alpha close", a.close],
+      ["app beta close", b.close],
+    ]);
   }
 });
 
@@ -113,23 +172,28 @@ Deno.test("tunnel: client stopped mid-test gives 502, restarted it serves again"
   const app = startApp();
   const t = startTunnel();
   const id = "identifier-restart-0003";
-  await t.server.addHost("app.test", id);
   try {
+    await within("addHost", t.server.addHost("app.test", id));
     const c1 = startClient({ server: t.url, identifier: id, local: local(app.port) });
-    await c1.connected();
-    assertEquals((await rawGet(t.port, "app.test", "/hello?id=1")).status, 200);
-    await c1.stop();
-    await eventually(async () => (await rawGet(t.port, "app.test", "/hello")).status === 502);
+    try {
+      await connected("first client", c1);
+      assertEquals((await get(t.port, "app.test", "/hello?id=1")).status, 200);
+    } finally {
+      await cleanUp([["first client stop", c1.stop]]);
+    }
+    await eventually(
+      "502 once the first client stopped",
+      async () => (await rawGet(t.port, "app.test", "/hello")).status === 502,
+    );
     const c2 = startClient({ server: t.url, identifier: id, local: local(app.port) });
     try {
-      await c2.connected();
-      assertEquals((await rawGet(t.port, "app.test", "/hello?id=2")).body, "hello 2");
+      await connected("second client", c2);
+      assertEquals((await get(t.port, "app.test", "/hello?id=2")).body, "hello 2");
     } finally {
-      await c2.stop();
+      await cleanUp([["second client stop", c2.stop]]);
     }
   } finally {
-    await t.close();
-    await app.close();
+    await cleanUp([["tunnel close", t.close], ["app close", app.close]]);
   }
 });
 
@@ -148,22 +212,27 @@ Deno.test("tunnel: the client reconnects after a server restart and when the fir
   try {
     await new Promise((r) => setTimeout(r, 300));
     assertEquals(c.client.connects, 0);
-    let t = startTunnel({}, port);
-    await t.server.addHost("app.test", id);
-    await c.connected();
-    assertEquals((await rawGet(port, "app.test", "/hello?id=1")).body, "hello 1");
-    await t.close();
-    t = startTunnel({}, port);
+    const t = startTunnel({}, port);
     try {
-      await t.server.addHost("app.test", id);
-      await eventually(() => Promise.resolve(c.client.connects >= 2));
-      assertEquals((await rawGet(port, "app.test", "/hello?id=2")).body, "hello 2");
+      await within("addHost", t.server.addHost("app.test", id));
+      await connected("client", c);
+      assertEquals((await get(port, "app.test", "/hello?id=1")).body, "hello 1");
     } finally {
-      await t.close();
+      await cleanUp([["first tunnel close", t.close]]);
+    }
+    const t2 = startTunnel({}, port);
+    try {
+      await within("addHost (restarted server)", t2.server.addHost("app.test", id));
+      await eventually(
+        "client reconnected to the restarted server",
+        () => Promise.resolve(c.client.connects >= 2),
+      );
+      assertEquals((await get(port, "app.test", "/hello?id=2")).body, "hello 2");
+    } finally {
+      await cleanUp([["restarted tunnel close", t2.close]]);
     }
   } finally {
-    await c.stop();
-    await app.close();
+    await cleanUp([["client stop", c.stop], ["app close", app.close]]);
   }
 });
 
@@ -171,34 +240,45 @@ Deno.test("tunnel: a second client with the same identifier replaces the first (
   const a = startApp("first");
   const b = startApp("second");
   const id = "identifier-duplicate-05";
-  for (const policy of ["replace", "refuse"] as const) {
-    const t = startTunnel({ duplicate: policy });
-    await t.server.addHost("app.test", id);
-    const c1 = startClient({ server: t.url, identifier: id, local: local(a.port) });
-    await c1.connected();
-    assertEquals((await rawGet(t.port, "app.test", "/name")).body, "first ");
-    const c2 = startClient({ server: t.url, identifier: id, local: local(b.port) });
-    try {
-      if (policy === "replace") {
-        await c2.connected();
-        await eventually(async () =>
-          (await rawGet(t.port, "app.test", "/name")).body === "second "
-        );
-        await eventually(() => Promise.resolve(c1.client.state === "replaced"));
-        assertEquals(t.server.clients().length, 1);
-      } else {
-        await new Promise((r) => setTimeout(r, 300));
-        assertEquals(c2.client.connects, 0);
-        assertEquals((await rawGet(t.port, "app.test", "/name")).body, "first ");
+  try {
+    for (const policy of ["replace", "refuse"] as const) {
+      const t = startTunnel({ duplicate: policy });
+      let c1: TestClient | undefined;
+      let c2: TestClient | undefined;
+      try {
+        await within(`${policy}: addHost`, t.server.addHost("app.test", id));
+        c1 = startClient({ server: t.url, identifier: id, local: local(a.port) });
+        await connected(`${policy}: first client`, c1);
+        assertEquals((await get(t.port, "app.test", "/name")).body, "first ");
+        c2 = startClient({ server: t.url, identifier: id, local: local(b.port) });
+        if (policy === "replace") {
+          await connected(`${policy}: second client`, c2);
+          await eventually(
+            `${policy}: the second client answers`,
+            async () => (await rawGet(t.port, "app.test", "/name")).body === "second ",
+          );
+          const first = c1;
+          await eventually(
+            `${policy}: the first client is told it was replaced`,
+            () => Promise.resolve(first.client.state === "replaced"),
+          );
+          assertEquals(t.server.clients().length, 1);
+        } else {
+          await new Promise((r) => setTimeout(r, 300));
+          assertEquals(c2.client.connects, 0);
+          assertEquals((await get(t.port, "app.test", "/name")).body, "first ");
+        }
+      } finally {
+        await cleanUp([
+          [`${policy}: first client stop`, () => c1?.stop() ?? Promise.resolve()],
+          [`${policy}: second client stop`, () => c2?.stop() ?? Promise.resolve()],
+          [`${policy}: tunnel close`, t.close],
+        ]);
       }
-    } finally {
-      await c1.stop();
-      await c2.stop();
-      await t.close();
     }
+  } finally {
+    await cleanUp([["app first close", a.close], ["app second close", b.close]]);
   }
-  await a.close();
-  await b.close();
 });
 
 Deno.test("tunnel: a wrong identifier is refused and never logged", async () => {
@@ -206,22 +286,20 @@ Deno.test("tunnel: a wrong identifier is refused and never logged", async () => 
   const log = new Logger("debug", {}, (l) => lines.push(l));
   const app = startApp();
   const t = startTunnel({ log });
-  await t.server.addHost("app.test", "identifier-right-000006");
+  await within("addHost", t.server.addHost("app.test", "identifier-right-000006"));
   const wrong = "identifier-WRONG-secret-777";
   const c = startClient({ server: t.url, identifier: wrong, local: local(app.port), log });
   try {
     await new Promise((r) => setTimeout(r, 400));
     assertEquals(c.client.connects, 0);
-    assertEquals((await rawGet(t.port, "app.test", "/hello")).status, 502);
+    assertEquals((await get(t.port, "app.test", "/hello")).status, 502);
     assert(lines.some((l) => /unauthorized|unknown/.test(l)), lines.join("\n"));
     assert(
       !lines.some((l) => l.includes(wrong) || l.includes("identifier-right")),
       "secret logged",
     );
   } finally {
-    await c.stop();
-    await t.close();
-    await app.close();
+    await cleanUp([["client stop", c.stop], ["tunnel close", t.close], ["app close", app.close]]);
   }
 });
 
@@ -229,22 +307,25 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
   const app = startApp();
   const t = startTunnel();
   const id = "identifier-garbage-00013";
-  await t.server.addHost("app.test", id);
+  /** Send `bytes`, half-close, read until the server closes (bounded): what it answered. */
   const send = async (bytes: Uint8Array): Promise<string> => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    const conn = await within("connect", Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+    let text = "";
     try {
       await conn.write(bytes);
       await conn.closeWrite();
       const buf = new Uint8Array(4096);
-      let text = "";
       while (true) {
-        const n = await conn.read(buf);
+        const n = await within("the server's answer to garbage, then its close", conn.read(buf));
         if (n === null) break;
         text += new TextDecoder().decode(buf.subarray(0, n));
       }
       return text;
-    } catch {
-      return "";
+    } catch (err) {
+      // The server may reset a connection that sent garbage; a wait that did not end is a
+      // failure of the test.
+      if (err instanceof Error && err.message.includes("not done within")) throw err;
+      return text;
     } finally {
       try {
         conn.close();
@@ -254,6 +335,7 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
     }
   };
   try {
+    await within("addHost", t.server.addHost("app.test", id));
     for (let i = 0; i < 20; i++) {
       await send(crypto.getRandomValues(new Uint8Array(1 + Math.floor(Math.random() * 3000))));
     }
@@ -283,13 +365,12 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
     // Still serving real clients.
     const c = startClient({ server: t.url, identifier: id, local: local(app.port) });
     try {
-      await c.connected();
-      assertEquals((await rawGet(t.port, "app.test", "/hello?id=1")).body, "hello 1");
+      await connected("client", c);
+      assertEquals((await get(t.port, "app.test", "/hello?id=1")).body, "hello 1");
     } finally {
-      await c.stop();
+      await cleanUp([["client stop", c.stop]]);
     }
   } finally {
-    await t.close();
-    await app.close();
+    await cleanUp([["tunnel close", t.close], ["app close", app.close]]);
   }
 });
