@@ -108,12 +108,17 @@ export interface TestClient {
   stop(): Promise<void>;
 }
 
-/** Start a TunnelClient; `connected()` resolves at its next successful handshake. */
+/**
+ * Start a TunnelClient; `connected()` resolves at its next successful handshake, and rejects
+ * (naming the client's state) once its run loop has ended without one: a client that gave
+ * up (refused, replaced, stopped) is never waited for.
+ */
 export function startClient(
   opts: Omit<TunnelClientOptions, "signal" | "log"> & { log?: Logger },
 ): TestClient {
   const ac = new AbortController();
-  let waiters: (() => void)[] = [];
+  let waiters: { resolve(): void; reject(err: Error): void }[] = [];
+  let ended = false;
   const client = new TunnelClient({
     backoff: { initialMs: 50, maxMs: 500 },
     heartbeatIntervalMs: 500,
@@ -125,14 +130,25 @@ export function startClient(
       opts.onConnected?.(r);
       const w = waiters;
       waiters = [];
-      for (const f of w) f();
+      for (const f of w) f.resolve();
     },
   });
-  const done = client.run();
+  const notConnected = () =>
+    new Error(
+      `tunnel client ended (${client.state}${client.refusal ? `: ${client.refusal}` : ""})`,
+    );
+  const done = client.run().finally(() => {
+    ended = true;
+    for (const f of waiters.splice(0)) f.reject(notConnected());
+  });
   return {
     client,
     connected: () =>
-      client.state === "connected" ? Promise.resolve() : new Promise((r) => waiters.push(r)),
+      client.state === "connected"
+        ? Promise.resolve()
+        : ended
+        ? Promise.reject(notConnected())
+        : new Promise((resolve, reject) => waiters.push({ resolve, reject })),
     stop: async () => {
       ac.abort();
       await done;
