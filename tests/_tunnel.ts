@@ -22,6 +22,7 @@ import {
   type ServiceProcess,
   sha256,
   startService,
+  within,
 } from "./_util.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
 
@@ -148,10 +149,13 @@ export function startClient(
         ? Promise.resolve()
         : ended
         ? Promise.reject(notConnected())
-        : new Promise((resolve, reject) => waiters.push({ resolve, reject })),
+        : within(
+          new Promise((resolve, reject) => waiters.push({ resolve, reject })),
+          () => `tunnel client ${opts.identifier} to connect to ${opts.server} (${client.state})`,
+        ),
     stop: async () => {
       ac.abort();
-      await done;
+      await within(done, `tunnel client ${opts.identifier} to stop`);
     },
   };
 }

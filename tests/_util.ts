@@ -129,11 +129,35 @@ export function startOrigin(): { port: number; close(): Promise<void> } {
   return { port: server.addr.port, close: () => server.shutdown() };
 }
 
-/** Run a command to completion, returning its exit code and decoded output. */
+/**
+ * `p`, or a rejection naming `what` after `timeoutMs`: a test waiting for something that never
+ * comes fails quickly and says what it waited for (`what`, or what it returns at the timeout),
+ * instead of hanging. Bounds are generous (the default 60 s): they are for hangs, never timing.
+ */
+export function within<T>(
+  p: Promise<T>,
+  what: string | (() => string),
+  timeoutMs = 60_000,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const said = typeof what === "string" ? what : what();
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${said}`));
+    }, timeoutMs);
+  });
+  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Run a command to completion, returning its exit code and decoded output. A command still
+ * running after `timeoutMs` (default 300 s: a hang, not a slow box) is killed and the call
+ * throws, naming the command.
+ */
 export async function run(
   cmd: string,
   args: string[],
-  opts: { stdin?: Uint8Array; env?: Record<string, string> } = {},
+  opts: { stdin?: Uint8Array; env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string; raw: Uint8Array }> {
   const child = new Deno.Command(cmd, {
     args,
@@ -142,12 +166,33 @@ export async function run(
     stderr: "piped",
     env: opts.env,
   }).spawn();
-  if (opts.stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(opts.stdin);
-    await w.close();
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // It exited at this very moment: output() returns what it wrote.
+    }
+  }, timeoutMs);
+  let out: Deno.CommandOutput;
+  try {
+    if (opts.stdin) {
+      const w = child.stdin.getWriter();
+      await w.write(opts.stdin);
+      await w.close();
+    }
+    out = await child.output();
+  } finally {
+    clearTimeout(timer);
   }
-  const out = await child.output();
+  if (timedOut) {
+    throw new Error(
+      `${cmd} ${args.join(" ")}: still running after ${timeoutMs} ms, killed:\n` +
+        new TextDecoder().decode(out.stderr),
+    );
+  }
   const dec = new TextDecoder();
   return {
     code: out.code,
@@ -166,9 +211,12 @@ export interface ServiceProcess {
   waitFor(re: RegExp, timeoutMs?: number, from?: number): Promise<string>;
   /** `name=… addr=host:port` of each "listening" line seen so far. */
   addrs: Map<string, string>;
-  /** SIGTERM, then wait for exit; returns the exit code. */
+  /** SIGTERM, then wait for exit; returns the exit code (throws after `stopTimeoutMs`). */
   stop(signal?: Deno.Signal): Promise<number>;
 }
+
+/** How long a stopped service may take to exit before it is killed and the stop throws. */
+export const stopTimeoutMs = 60_000;
 
 /**
  * Start `deno run -A services/<script>` with `args`, waiting until `readyCount` "listening"
@@ -244,9 +292,18 @@ export async function startService(
       } catch {
         // already exited
       }
-      const status = await child.status;
-      await done;
-      return status.code;
+      const exited = Promise.all([child.status, done]);
+      try {
+        return (await within(exited, `${script} to exit after ${signal}`, stopTimeoutMs))[0].code;
+      } catch (err) {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // It exited at this very moment: the error still says it was late.
+        }
+        await child.status;
+        throw new Error(`${(err as Error).message} (killed):\n${lines.join("\n")}`);
+      }
     })();
     return stopped;
   };
