@@ -12,7 +12,15 @@ const script = (name: string) => new URL(`../services/${name}.ts`, import.meta.u
 
 /** Run `service --check-config` with `args`; returns exit code and output. */
 async function check(service: string, args: string[], env: Record<string, string> = {}) {
-  const r = await run(Deno.execPath(), ["run", "-A", script(service), ...args, "--check-config"], {
+  // -q: only the service's own lines (a fresh checkout's first run adds "Initialize <npm package>")
+  const r = await run(Deno.execPath(), [
+    "run",
+    "-q",
+    "-A",
+    script(service),
+    ...args,
+    "--check-config",
+  ], {
     env,
   });
   return { code: r.code, out: r.stdout.trim(), err: r.stderr.trim() };
