@@ -101,10 +101,10 @@ export async function readHttpHead(c: Duplex): Promise<string> {
 }
 
 /** Wait until `cond()` holds (polling), or throw after `timeoutMs`. */
-export async function waitUntil(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+export async function waitUntil(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
-    if (Date.now() > deadline) throw new Error("condition not reached in time");
+    if (Date.now() > deadline) throw new Error(`condition not reached in ${timeoutMs} ms: ${cond}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -207,7 +207,7 @@ export interface ServiceProcess {
   child: Deno.ChildProcess;
   /** Every log line seen so far (stderr). */
   lines: string[];
-  /** Resolves when a log line matches (one of the lines from index `from` on, when given). */
+  /** Resolves when a log line matches (from index `from` on, when given); rejects after 60 s. */
   waitFor(re: RegExp, timeoutMs?: number, from?: number): Promise<string>;
   /** `name=… addr=host:port` of each "listening" line seen so far. */
   addrs: Map<string, string>;
@@ -271,7 +271,7 @@ export async function startService(
     }
   };
   const done = Promise.all([consume(child.stdout), consume(child.stderr)]);
-  const waitFor = (re: RegExp, timeoutMs = 20_000, from = 0): Promise<string> => {
+  const waitFor = (re: RegExp, timeoutMs = 60_000, from = 0): Promise<string> => {
     const hit = lines.slice(from).find((l) => re.test(l));
     if (hit) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {
@@ -311,7 +311,7 @@ export async function startService(
   try {
     if (opts.ready) await waitFor(opts.ready);
     const want = opts.readyCount ?? 1;
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 60_000;
     while (addrs.size < want) {
       const status = await Promise.race([child.status, new Promise((r) => setTimeout(r, 20))]);
       if (status) throw new Error(`${script} exited early:\n${lines.join("\n")}`);
