@@ -151,6 +151,7 @@ export async function startService<S extends FlagDefs, C>(
     console.log(`config ok${flags.config ? `: ${flags.config}` : ""}`);
     Deno.exit(0);
   }
+  takeStopSignals(log);
   const workers = (flags as Record<string, unknown>).workers;
   if (slot) {
     setWorkerSlot(slot);
@@ -250,13 +251,38 @@ export function onShutdown(log: Logger, stop: () => Promise<void>): AbortSignal 
       },
     );
   };
-  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
+  takeStopSignals(log);
+  stopSignal = (sig) => handler(sig)();
   if (workerSlot()) {
     // Listening: tell the supervisor. From now on its end shuts us down as SIGTERM does.
     Deno.stdout.writeSync(new TextEncoder().encode(`${workerReadyLine}\n`));
     supervisorGone = handler("SIGTERM");
   }
   return ac.signal;
+}
+
+/** What SIGINT/SIGTERM run once the service is up (`onShutdown`); undefined while it starts. */
+let stopSignal: ((sig: Deno.Signal) => void) | undefined;
+let stopSignalsTaken = false;
+
+/**
+ * Take SIGINT and SIGTERM from before the first listener is bound: a supervisor (or a test)
+ * that signals right after a "listening" line must not meet the default action (death by the
+ * signal, exit 143) in the gap before `onShutdown`. A signal while the service still starts
+ * (binding its other listeners, reaching Redis) ends the process at once, as the default did,
+ * but logged and with exit 0; the listeners bound so far close with it.
+ */
+function takeStopSignals(log: Logger): void {
+  if (stopSignalsTaken) return;
+  stopSignalsTaken = true;
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(sig, () => {
+      if (stopSignal) return stopSignal(sig);
+      log.info("shutting down", { signal: sig, while: "starting" });
+      log.info("stopped");
+      Deno.exit(0);
+    });
+  }
 }
 
 /**
@@ -318,20 +344,18 @@ async function superviseWorkers(
     pool.signal("SIGHUP");
   });
   let stopping = false;
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(sig, () => {
-      if (stopping) {
-        log.warn("second signal, passed to the workers", { signal: sig });
-        pool.signal(sig);
-        return;
-      }
-      stopping = true;
-      log.info("shutting down", { signal: sig });
-      pool.stop(sig).then(() => {
-        log.info("stopped");
-        Deno.exit(0);
-      });
+  stopSignal = (sig) => {
+    if (stopping) {
+      log.warn("second signal, passed to the workers", { signal: sig });
+      pool.signal(sig);
+      return;
+    }
+    stopping = true;
+    log.info("shutting down", { signal: sig });
+    pool.stop(sig).then(() => {
+      log.info("stopped");
+      Deno.exit(0);
     });
-  }
+  };
   return await new Promise<never>(() => {});
 }
