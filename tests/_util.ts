@@ -150,6 +150,25 @@ export function within<T>(
 }
 
 /**
+ * Poll `cond` every 10 ms until it holds; after `timeoutMs` (default 60 s) throw naming `what`.
+ * For a state that must come (a log line, a counter, a datagram's answer): the bound is for a
+ * hang, never a timing assertion.
+ */
+export async function until(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
  * Run a command to completion, returning its exit code and decoded output. A command still
  * running after `timeoutMs` (default 300 s: a hang, not a slow box) is killed and the call
  * throws, naming the command.

@@ -9,6 +9,7 @@ import {
   type ServiceProcess,
   startOrigin,
   startService,
+  within,
 } from "./_util.ts";
 
 const enc = new TextEncoder();
@@ -219,19 +220,28 @@ Deno.test("depot services: local killed mid-transfer; server stays up; new local
     await writeAll(c, enc.encode(`D${total}\n`));
     const buf = new Uint8Array(64 * 1024);
     let got = 0;
-    while (got < 4 * 1024 * 1024) got += (await c.read(buf)) ?? 0;
+    while (got < 4 * 1024 * 1024) {
+      const n = await within(c.read(buf), `the download's first 4 MiB (${got} bytes so far)`);
+      if (n === null) throw new Error(`the download ended after ${got} bytes`);
+      got += n;
+    }
     await local.stop("SIGKILL");
     local = undefined;
     // The affected connection ends (EOF or reset) instead of hanging.
-    try {
-      while (true) {
-        const n = await c.read(buf);
-        if (n === null) break;
-        got += n;
-      }
-    } catch {
-      // A reset is an acceptable end too.
-    }
+    await within(
+      (async () => {
+        try {
+          while (true) {
+            const n = await c.read(buf);
+            if (n === null) break;
+            got += n;
+          }
+        } catch {
+          // A reset is an acceptable end too.
+        }
+      })(),
+      "the relay's end after depot-local was killed",
+    );
     c.close();
     assert(got < total);
     await server.waitFor(/msg="exit disconnected"/);

@@ -20,16 +20,11 @@ import { UdpSocket } from "../lib/udp/mod.ts";
 import { startDepot } from "./_depot.ts";
 import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { socks5Associate } from "./_socks5.ts";
-import { run } from "./_util.ts";
+import { run, until, within } from "./_util.ts";
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
 /** PySocks as Debian's python3-socks installs it (tools/setup.ts), for Debian's python3. */
 const pysocksModule = "/usr/lib/python3/dist-packages/socks.py";
-
-/** Wait until `cond` holds (a datagram or a log line that must come). */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 10));
-}
 
 /** A logger collecting its lines. */
 function collector(): { log: Logger; lines: string[] } {
@@ -85,7 +80,10 @@ for (const mux of [false, true]) {
       // The association ends with PySocks' TCP connection, on both sides.
       const closed = (lines: string[]) =>
         lines.filter((l) => l.includes("dest=udp") && l.includes("connection closed"));
-      await until(() => closed(server.lines).length === 1 && closed(local.lines).length === 1);
+      await until(
+        "the association's close line on both sides",
+        () => closed(server.lines).length === 1 && closed(local.lines).length === 1,
+      );
       const sLine = closed(server.lines)[0], lLine = closed(local.lines)[0];
       assert(/ end=done /.test(sLine), sLine);
       assert(
@@ -152,14 +150,20 @@ Deno.test("depot udp: only the client's datagrams, no fragments, the local's ACL
     await client.send(dgram("0.0.0.0", echo.addr.port, "unspecified"), a.relay);
     await client.send(dgram("localhost", echo.addr.port, "by-name"), a.relay);
     await client.send(dgram(echo.addr.host, echo.addr.port, "allowed"), a.relay);
-    await until(() => answers.length === 1);
+    await until("the allowed datagram's echo", () => answers.length === 1);
     assertEquals(answers, [`127.0.0.2:${echo.addr.port} allowed`]);
     // Only destinations the client sent to may answer: another socket writing to the exit's
     // outbound socket is dropped there, and the client gets nothing from it.
     await stranger.send(new TextEncoder().encode("unasked"), exitSocket!);
-    await until(() => drops(local.lines, "wrong-source").length === 1);
+    await until(
+      "the local's wrong-source drop",
+      () => drops(local.lines, "wrong-source").length === 1,
+    );
     // The client side's rules hold at the server …
-    await until(() => drops(server.lines, "wrong-source").length === 1);
+    await until(
+      "the server's wrong-source drop",
+      () => drops(server.lines, "wrong-source").length === 1,
+    );
     assertEquals(drops(server.lines, "fragmented").length, 1);
     assertEquals(drops(server.lines, "malformed").length, 1);
     // … the exit's at the local: 127.0.0.1, 0.0.0.0 and localhost all reach loopback.
@@ -171,7 +175,10 @@ Deno.test("depot udp: only the client's datagrams, no fragments, the local's ACL
     closeQuietly(a.control);
     const closed = (lines: string[]) =>
       lines.filter((l) => l.includes("dest=udp") && l.includes("connection closed"));
-    await until(() => closed(server.lines).length === 1 && closed(local.lines).length === 1);
+    await until(
+      "the association's close line on both sides",
+      () => closed(server.lines).length === 1 && closed(local.lines).length === 1,
+    );
     const sLine = closed(server.lines)[0], lLine = closed(local.lines)[0];
     // The server passes on all four datagrams (31 bytes) it cannot judge; the local sends
     // one ("allowed", 7 bytes), and its answer comes back.
@@ -213,9 +220,9 @@ Deno.test("depot udp: an answer too big to wrap for the client is counted, the n
     client.onMessage = (d) => void got.push(decodeSocks5Udp(d).data.length);
     const enc = new TextEncoder();
     await client.send(encodeSocks5Udp(dest.addr, enc.encode("big")), a.relay);
-    await until(() => drops(server.lines, "too-big").length === 1);
+    await until("the too-big drop", () => drops(server.lines, "too-big").length === 1);
     await client.send(encodeSocks5Udp(dest.addr, enc.encode("small")), a.relay);
-    await until(() => got.length === 1);
+    await until("the small answer", () => got.length === 1);
     assertEquals(got, [5]);
   } finally {
     client.close();
@@ -233,14 +240,20 @@ Deno.test("depot udp: ends on the idle timeout, and with the exit's control conn
   const idle = await socks5Associate(depot.socksPort);
   try {
     assertEquals(idle.reply, 0);
-    await until(() => closed().length === 1);
+    await until("the idle association's close line", () => closed().length === 1);
     assert(/ end=idle /.test(closed()[0]), closed()[0]);
-    assertEquals(await idle.control.read(new Uint8Array(1)), null); // closed with it
+    assertEquals(
+      await within(idle.control.read(new Uint8Array(1)), "the idle association's TCP close"),
+      null,
+    ); // closed with it
     const cut = await socks5Associate(depot.socksPort);
     assertEquals(cut.reply, 0);
     await depot.locals[0].stop();
-    await until(() => closed().length === 2);
-    assertEquals(await cut.control.read(new Uint8Array(1)), null);
+    await until("the cut association's close line", () => closed().length === 2);
+    assertEquals(
+      await within(cut.control.read(new Uint8Array(1)), "the cut association's TCP close"),
+      null,
+    );
     closeQuietly(cut.control);
   } finally {
     closeQuietly(idle.control);
