@@ -1,6 +1,7 @@
 /** Clients coming and going: 502/504, reconnects, restarts, duplicates, wrong identifiers. */
 import { Logger } from "../lib/log.ts";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { closeQuietly, relay, writeAll } from "../lib/net/mod.ts";
 import { rawGet, startApp, startClient, startTunnel, type TestClient } from "./_tunnel.ts";
 
 const local = (port: number) => ({ host: "127.0.0.1", port });
@@ -372,5 +373,63 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
     }
   } finally {
     await cleanUp([["tunnel close", t.close], ["app close", app.close]]);
+  }
+});
+
+Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and never connects", async () => {
+  const app = startApp();
+  const t = startTunnel();
+  const id = "identifier-stop-upgrade-08";
+  await within("addHost", t.server.addHost("app.test", id));
+  // A relay in front of the server holds the client's upgrade request until the test has
+  // stopped the client, then passes it on: the server accepts a client told to stop before
+  // the answer came (in CI, the refused duplicate retrying while the test stopped it).
+  const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const requested = Promise.withResolvers<void>();
+  const released = Promise.withResolvers<void>();
+  const relays: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const conn of front) {
+      relays.push((async () => {
+        const up = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+        try {
+          const buf = new Uint8Array(65536);
+          const n = await conn.read(buf);
+          requested.resolve();
+          await released.promise;
+          if (n !== null) await writeAll(up, buf.subarray(0, n));
+          await relay(conn, up);
+        } catch {
+          // The client cut its connection when it stopped: the relay has nothing to pass on.
+        } finally {
+          closeQuietly(conn);
+          closeQuietly(up);
+        }
+      })());
+    }
+  })();
+  const c = startClient({
+    server: `http://127.0.0.1:${front.addr.port}`,
+    identifier: id,
+    local: local(app.port),
+  });
+  try {
+    await within("the client's upgrade request", requested.promise);
+    const stopped = c.stop(); // aborts now, before the server has answered
+    released.resolve();
+    await within("client stop (asked for while its upgrade was on the way)", stopped);
+    assertEquals(c.client.connects, 0);
+    assertEquals(c.client.state, "stopped");
+  } finally {
+    released.resolve();
+    front.close();
+    // The server first: a client that did connect loses its session and then stops.
+    await cleanUp([
+      ["tunnel close", t.close],
+      ["client stop", c.stop],
+      ["relay accept loop", () => accepting],
+      ["relays", () => Promise.all(relays).then(() => {})],
+      ["app close", app.close],
+    ]);
   }
 });

@@ -325,6 +325,11 @@ async function connectOnce(
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const conn = await dialServer(u, opts, timeoutMs);
   const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
+  // A stop while the answer is on the way cuts the attempt (else it waits for the answer, up
+  // to timeoutMs); an abort that came before this listener is handled at once.
+  const cut = () => closeQuietly(conn);
+  opts.signal?.addEventListener("abort", cut, { once: true });
+  if (opts.signal?.aborted) cut();
   try {
     return await upgradeClient(conn, {
       path: u.path,
@@ -366,6 +371,7 @@ async function connectOnce(
     });
   } finally {
     clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", cut);
   }
 }
 
@@ -620,6 +626,9 @@ export class TunnelClient {
       void session.close(); // settles the session; close() does not reject
     };
     signal?.addEventListener("abort", onAbort, { once: true });
+    // Stopped while the transport came up: an abort event fired before the listener above is
+    // never seen again, and this session would then be served until the server ends it.
+    if (signal?.aborted) onAbort();
     try {
       control = await session.open();
       const reader = new BufferedReader(control);
