@@ -3,30 +3,11 @@ import { Logger } from "../lib/log.ts";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, relay, writeAll } from "../lib/net/mod.ts";
 import { rawGet, startApp, startClient, startTunnel, type TestClient } from "./_tunnel.ts";
+import { within } from "./_util.ts";
 
 const local = (port: number) => ({ host: "127.0.0.1", port });
 
-/** Generous bound of every wait below: a hang fails here, naming what it waited for. */
-const waitMs = 45_000;
-
-/** `p`, or a failure naming `what` if it rejects or has not settled within `ms`. */
-async function within<T>(what: string, p: Promise<T>, ms = waitMs): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p.catch((err) => {
-        throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, {
-          cause: err,
-        });
-      }),
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms)
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+// Every wait below is bounded (within(), 60 s): a hang fails, naming what it waited for.
 
 /**
  * Clean-up steps, each bounded and each run even when an earlier one failed (a client that
@@ -36,7 +17,7 @@ async function cleanUp(steps: [string, () => Promise<void>][]): Promise<void> {
   let first: unknown;
   for (const [what, step] of steps) {
     try {
-      await within(what, step());
+      await within(step(), what);
     } catch (err) {
       first ??= err;
     }
@@ -46,12 +27,20 @@ async function cleanUp(steps: [string, () => Promise<void>][]): Promise<void> {
 
 /** rawGet, bounded and named (rawGet's own 30 s guard fails with a bare read error). */
 function get(port: number, host: string, path: string): ReturnType<typeof rawGet> {
-  return within(`GET http://${host}${path}`, rawGet(port, host, path));
+  const what = `GET http://${host}${path}`;
+  return within(
+    rawGet(port, host, path).catch((err) => {
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });
+    }),
+    what,
+  );
 }
 
 /** Wait for the next handshake of client `name`, bounded. */
 function connected(name: string, c: TestClient): Promise<void> {
-  return within(`${name} connected`, c.connected());
+  return within(c.connected(), `${name} connected`);
 }
 
 /** Poll `fn` until it returns true (bounded; the condition is what the test checks). */
@@ -62,7 +51,7 @@ async function eventually(
 ): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if (await within(what, fn())) return;
+    if (await within(fn(), what)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${what}: not reached within ${ms} ms`);
@@ -73,7 +62,7 @@ Deno.test("tunnel: 502 without a client, 504 when the app does not answer, 502 w
   const t = startTunnel({ responseTimeoutMs: 500 });
   const id = "identifier-timeouts-0001";
   try {
-    await within("addHost", t.server.addHost("app.test", id));
+    await within(t.server.addHost("app.test", id), "addHost");
     const none = await get(t.port, "app.test", "/hello");
     assertEquals(none.status, 502);
     assertMatch(none.body, /app\.test/);
@@ -107,8 +96,8 @@ Deno.test("tunnel: two vhosts served by two clients at once", async () => {
   const a = startApp("alpha");
   const b = startApp("beta");
   const t = startTunnel();
-  await within("addHost alpha", t.server.addHost("alpha.test", "identifier-alpha-0001"));
-  await within("addHost beta", t.server.addHost("beta.test", "identifier-beta-0002"));
+  await within(t.server.addHost("alpha.test", "identifier-alpha-0001"), "addHost alpha");
+  await within(t.server.addHost("beta.test", "identifier-beta-0002"), "addHost beta");
   const ca = startClient({
     server: t.url,
     identifier: "identifier-alpha-0001",
@@ -131,22 +120,22 @@ Deno.test("tunnel: two vhosts served by two clients at once", async () => {
       assertEquals(r.body, `${host === "alpha.test" ? "alpha" : "beta"} ${i}`);
     }
     // One public connection switching hosts between requests is re-routed per Host.
-    const conn = await within("connect", Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+    const conn = await within(Deno.connect({ hostname: "127.0.0.1", port: t.port }), "connect");
     let text = "";
     try {
       const req = (h: string, id: number) => `GET /name?id=${id} HTTP/1.1\r\nHost: ${h}\r\n\r\n`;
       await within(
-        "pipelined requests sent",
         conn.write(
           new TextEncoder().encode(
             req("alpha.test", 1) + req("beta.test", 2) +
               `GET /name?id=3 HTTP/1.1\r\nHost: alpha.test\r\nConnection: close\r\n\r\n`,
           ),
         ),
+        "pipelined requests sent",
       );
       const buf = new Uint8Array(65536);
       while (true) {
-        const n = await within("pipelined answers (until the front closes)", conn.read(buf));
+        const n = await within(conn.read(buf), "pipelined answers (until the front closes)");
         if (n === null) break;
         text += new TextDecoder().decode(buf.subarray(0, n));
       }
@@ -155,7 +144,7 @@ Deno.test("tunnel: two vhosts served by two clients at once", async () => {
     }
     const bodies = [...text.matchAll(/(alpha|beta) \d/g)].map((m) => m[0]);
     assertEquals(bodies, ["alpha 1", "beta 2", "alpha 3"]);
-    const status = await within("status", t.server.status());
+    const status = await within(t.server.status(), "status");
     assertEquals(status.length, 2);
     assert(status.every((s) => s.connected && s.requests > 0 && s.bytesOut > 0));
   } finally {
@@ -174,7 +163,7 @@ Deno.test("tunnel: client stopped mid-test gives 502, restarted it serves again"
   const t = startTunnel();
   const id = "identifier-restart-0003";
   try {
-    await within("addHost", t.server.addHost("app.test", id));
+    await within(t.server.addHost("app.test", id), "addHost");
     const c1 = startClient({ server: t.url, identifier: id, local: local(app.port) });
     try {
       await connected("first client", c1);
@@ -215,7 +204,7 @@ Deno.test("tunnel: the client reconnects after a server restart and when the fir
     assertEquals(c.client.connects, 0);
     const t = startTunnel({}, port);
     try {
-      await within("addHost", t.server.addHost("app.test", id));
+      await within(t.server.addHost("app.test", id), "addHost");
       await connected("client", c);
       assertEquals((await get(port, "app.test", "/hello?id=1")).body, "hello 1");
     } finally {
@@ -223,7 +212,7 @@ Deno.test("tunnel: the client reconnects after a server restart and when the fir
     }
     const t2 = startTunnel({}, port);
     try {
-      await within("addHost (restarted server)", t2.server.addHost("app.test", id));
+      await within(t2.server.addHost("app.test", id), "addHost (restarted server)");
       await eventually(
         "client reconnected to the restarted server",
         () => Promise.resolve(c.client.connects >= 2),
@@ -247,7 +236,7 @@ Deno.test("tunnel: a second client with the same identifier replaces the first (
       let c1: TestClient | undefined;
       let c2: TestClient | undefined;
       try {
-        await within(`${policy}: addHost`, t.server.addHost("app.test", id));
+        await within(t.server.addHost("app.test", id), `${policy}: addHost`);
         c1 = startClient({ server: t.url, identifier: id, local: local(a.port) });
         await connected(`${policy}: first client`, c1);
         assertEquals((await get(t.port, "app.test", "/name")).body, "first ");
@@ -287,7 +276,7 @@ Deno.test("tunnel: a wrong identifier is refused and never logged", async () => 
   const log = new Logger("debug", {}, (l) => lines.push(l));
   const app = startApp();
   const t = startTunnel({ log });
-  await within("addHost", t.server.addHost("app.test", "identifier-right-000006"));
+  await within(t.server.addHost("app.test", "identifier-right-000006"), "addHost");
   const wrong = "identifier-WRONG-secret-777";
   const c = startClient({ server: t.url, identifier: wrong, local: local(app.port), log });
   try {
@@ -310,14 +299,14 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
   const id = "identifier-garbage-00013";
   /** Send `bytes`, half-close, read until the server closes (bounded): what it answered. */
   const send = async (bytes: Uint8Array): Promise<string> => {
-    const conn = await within("connect", Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+    const conn = await within(Deno.connect({ hostname: "127.0.0.1", port: t.port }), "connect");
     let text = "";
     try {
       await conn.write(bytes);
       await conn.closeWrite();
       const buf = new Uint8Array(4096);
       while (true) {
-        const n = await within("the server's answer to garbage, then its close", conn.read(buf));
+        const n = await within(conn.read(buf), "the server's answer to garbage, then its close");
         if (n === null) break;
         text += new TextDecoder().decode(buf.subarray(0, n));
       }
@@ -325,7 +314,7 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
     } catch (err) {
       // The server may reset a connection that sent garbage; a wait that did not end is a
       // failure of the test.
-      if (err instanceof Error && err.message.includes("not done within")) throw err;
+      if (err instanceof Error && err.message.startsWith("timed out after")) throw err;
       return text;
     } finally {
       try {
@@ -336,7 +325,7 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
     }
   };
   try {
-    await within("addHost", t.server.addHost("app.test", id));
+    await within(t.server.addHost("app.test", id), "addHost");
     for (let i = 0; i < 20; i++) {
       await send(crypto.getRandomValues(new Uint8Array(1 + Math.floor(Math.random() * 3000))));
     }
@@ -380,7 +369,7 @@ Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and n
   const app = startApp();
   const t = startTunnel();
   const id = "identifier-stop-upgrade-08";
-  await within("addHost", t.server.addHost("app.test", id));
+  await within(t.server.addHost("app.test", id), "addHost");
   // A relay in front of the server holds the client's upgrade request until the test has
   // stopped the client, then passes it on: the server accepts a client told to stop before
   // the answer came (in CI, the refused duplicate retrying while the test stopped it).
@@ -414,10 +403,10 @@ Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and n
     local: local(app.port),
   });
   try {
-    await within("the client's upgrade request", requested.promise);
+    await within(requested.promise, "the client's upgrade request");
     const stopped = c.stop(); // aborts now, before the server has answered
     released.resolve();
-    await within("client stop (asked for while its upgrade was on the way)", stopped);
+    await within(stopped, "client stop (asked for while its upgrade was on the way)");
     assertEquals(c.client.connects, 0);
     assertEquals(c.client.state, "stopped");
   } finally {
