@@ -3,7 +3,7 @@ import { Logger } from "../lib/log.ts";
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, relay, writeAll } from "../lib/net/mod.ts";
 import { rawGet, startApp, startClient, startTunnel, type TestClient } from "./_tunnel.ts";
-import { within } from "./_util.ts";
+import { until, within } from "./_util.ts";
 
 const local = (port: number) => ({ host: "127.0.0.1", port });
 
@@ -41,20 +41,6 @@ function get(port: number, host: string, path: string): ReturnType<typeof rawGet
 /** Wait for the next handshake of client `name`, bounded. */
 function connected(name: string, c: TestClient): Promise<void> {
   return within(c.connected(), `${name} connected`);
-}
-
-/** Poll `fn` until it returns true (bounded; the condition is what the test checks). */
-async function eventually(
-  what: string,
-  fn: () => Promise<boolean>,
-  ms = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await within(fn(), what)) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${what}: not reached within ${ms} ms`);
 }
 
 Deno.test("tunnel: 502 without a client, 504 when the app does not answer, 502 when it is down", async () => {
@@ -171,7 +157,7 @@ Deno.test("tunnel: client stopped mid-test gives 502, restarted it serves again"
     } finally {
       await cleanUp([["first client stop", c1.stop]]);
     }
-    await eventually(
+    await until(
       "502 once the first client stopped",
       async () => (await rawGet(t.port, "app.test", "/hello")).status === 502,
     );
@@ -213,9 +199,9 @@ Deno.test("tunnel: the client reconnects after a server restart and when the fir
     const t2 = startTunnel({}, port);
     try {
       await within(t2.server.addHost("app.test", id), "addHost (restarted server)");
-      await eventually(
+      await until(
         "client reconnected to the restarted server",
-        () => Promise.resolve(c.client.connects >= 2),
+        () => c.client.connects >= 2,
       );
       assertEquals((await get(port, "app.test", "/hello?id=2")).body, "hello 2");
     } finally {
@@ -243,14 +229,14 @@ Deno.test("tunnel: a second client with the same identifier replaces the first (
         c2 = startClient({ server: t.url, identifier: id, local: local(b.port) });
         if (policy === "replace") {
           await connected(`${policy}: second client`, c2);
-          await eventually(
+          await until(
             `${policy}: the second client answers`,
             async () => (await rawGet(t.port, "app.test", "/name")).body === "second ",
           );
           const first = c1;
-          await eventually(
+          await until(
             `${policy}: the first client is told it was replaced`,
-            () => Promise.resolve(first.client.state === "replaced"),
+            () => first.client.state === "replaced",
           );
           assertEquals(t.server.clients().length, 1);
         } else {
