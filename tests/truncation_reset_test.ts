@@ -21,6 +21,7 @@ import {
   sendBlocks,
   type ServiceProcess,
   startService,
+  within,
 } from "./_util.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { type ServiceName, servicePermissions } from "../tools/install.ts";
@@ -85,6 +86,20 @@ function curl(url: string, extra: string[] = []) {
   }));
 }
 
+/**
+ * Wait until the origin sent its part, failing with curl's result if curl ended first (a
+ * refused or failed request never reaches the origin, whose part would never come).
+ */
+async function partSent(
+  o: { partSent: Promise<void> },
+  got: Promise<{ code: number; bytes: number; stderr: string }>,
+): Promise<void> {
+  const early = got.then((r) => {
+    throw new Error(`curl ended before the origin sent its part: exit ${r.code} ${r.stderr}`);
+  });
+  await within(Promise.race([o.partSent, early]), "the origin to send its part to curl");
+}
+
 function assertCut(r: { code: number; bytes: number; stderr: string }, what: string) {
   assert(r.bytes < partBytes + 1, `${what}: ${r.bytes} bytes`);
   assert(r.code !== 0, `${what}: curl exit 0 after ${r.bytes} bytes of a cut transfer`);
@@ -133,7 +148,7 @@ Deno.test("truncation: depot-local killed mid-transfer resets curl at depot-serv
       "--socks5-hostname",
       `127.0.0.1:${portFor(server, "socks")}`,
     ]);
-    await o.partSent;
+    await partSent(o, got);
     await local.stop("SIGKILL");
     assertCut(await got, "depot");
   } finally {
@@ -161,7 +176,7 @@ Deno.test("truncation: fusion-server killed mid-transfer resets curl at fusion-c
     ], { permissions: installed("fusion-client"), env });
     procs.push(client);
     const got = curl(`http://127.0.0.1:${portOf(client.addrs.get("listen")!)}/`);
-    await o.partSent;
+    await partSent(o, got);
     await server.stop("SIGKILL");
     assertCut(await got, "fusion");
   } finally {
@@ -195,7 +210,7 @@ Deno.test("truncation: tunnel-client killed mid-transfer resets curl at tunnel-s
     procs.push(client);
     await server.waitFor(new RegExp(`msg="listening" name=tcp-${publicPort}`));
     const got = curl(`http://127.0.0.1:${publicPort}/`);
-    await o.partSent;
+    await partSent(o, got);
     await client.stop("SIGKILL");
     assertCut(await got, "tunnel");
   } finally {
@@ -273,7 +288,7 @@ Deno.test("truncation: depot-local killed mid-transfer resets curl at depot-serv
       "--socks5-hostname",
       `127.0.0.1:${portFor(server, "socks")}`,
     ]);
-    await o.partSent;
+    await partSent(o, got);
     await local.stop("SIGKILL");
     assertCut(await got, "depot");
   } finally {
@@ -350,11 +365,12 @@ Deno.test("truncation: a clean end through depot plain tunnels stays clean (curl
 
     const c = await socksDial(socksPort, { host: "127.0.0.1", port: target.addr.port });
     await writeAll(c, new TextEncoder().encode("U"));
-    assertEquals(new TextDecoder().decode(await readAll(c)), "hello"); // the target's FIN first
+    const hello = await within(readAll(c), "the target's hello and FIN through depot");
+    assertEquals(new TextDecoder().decode(hello), "hello"); // the target's FIN first
     await sendBlocks(c, 4 * 1024 * 1024, 3); // and the upload still flows after it
     await c.closeWrite();
     c.close();
-    assertEquals(await uploads[1], {
+    assertEquals(await within(uploads[1], "the upload's end at the target"), {
       bytes: 4 * 1024 * 1024,
       sha256: blockStreamSha256(4 * 1024 * 1024, 3),
     });
@@ -392,9 +408,9 @@ Deno.test("truncation: a client's reset reaches the origin as a reset through se
     const client = createConnection(portFor(svc, "static"), "127.0.0.1");
     client.on("error", () => {}); // it resets itself
     client.write("the start of an upload");
-    await gotBytes;
+    await within(gotBytes, "the upload's first bytes at the origin");
     client.resetAndDestroy();
-    assertEquals(await ended.promise, "ECONNRESET");
+    assertEquals(await within(ended.promise, "the origin's end of the connection"), "ECONNRESET");
   } finally {
     await svc.stop();
     for (const s of socks) s.destroy();
