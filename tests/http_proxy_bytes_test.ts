@@ -9,6 +9,7 @@ import { assertEquals, assertMatch } from "./_assert.ts";
 import { startHttpProxy } from "./_http.ts";
 import { closeQuietly, dial, sleep, writeAll } from "../lib/net/mod.ts";
 import { decodeLatin1, encodeLatin1 } from "../lib/http/mod.ts";
+import { within } from "./_util.ts";
 
 /** What the origin does with one request (its head as received, latin-1). */
 interface Answer {
@@ -111,22 +112,32 @@ async function proxyClient(port: number) {
     },
     /** Exactly `n` bytes, or fewer when the proxy closes first. */
     async read(n: number): Promise<string> {
-      while (pending.length < n) {
-        const got = await c.read(chunk);
-        if (got === null) break;
-        pending += decodeLatin1(chunk.subarray(0, got));
-      }
+      await within(
+        (async () => {
+          while (pending.length < n) {
+            const got = await c.read(chunk);
+            if (got === null) break;
+            pending += decodeLatin1(chunk.subarray(0, got));
+          }
+        })(),
+        () => `${n} bytes or a close from the proxy (got ${JSON.stringify(pending)})`,
+      );
       const out = pending.slice(0, n);
       pending = pending.slice(out.length);
       return out;
     },
     /** Everything until the proxy closes. */
     async rest(): Promise<string> {
-      while (true) {
-        const got = await c.read(chunk);
-        if (got === null) break;
-        pending += decodeLatin1(chunk.subarray(0, got));
-      }
+      await within(
+        (async () => {
+          while (true) {
+            const got = await c.read(chunk);
+            if (got === null) break;
+            pending += decodeLatin1(chunk.subarray(0, got));
+          }
+        })(),
+        () => `the proxy's close (got ${JSON.stringify(pending)})`,
+      );
       const out = pending;
       pending = "";
       return out;
