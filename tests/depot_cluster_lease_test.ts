@@ -10,6 +10,16 @@ import { assert, assertEquals } from "./_assert.ts";
 import { DepotCluster } from "../lib/cluster/mod.ts";
 import { startDepot } from "./_depot.ts";
 import { startRedis } from "./_redis.ts";
+import { within } from "./_util.ts";
+
+/**
+ * Heartbeat of both instances: a lease lasts 3 beats, so only a stall of the test process
+ * (both instances live in it) or of Redis longer than 2 beats lets the lease expire, and the
+ * other instance then rightly writes it back. 50 ms (150 ms leases) did that on a loaded box.
+ */
+const heartbeatMs = 500;
+/** How many of b's lease writes (its claim, then one refresh per beat) are watched. */
+const watchedWrites = 8;
 
 /** The instances that wrote `key`, in order, from a MONITOR connection (plain and Lua SETs). */
 async function monitor(port: number, key: string) {
@@ -18,6 +28,8 @@ async function monitor(port: number, key: string) {
   const writers: string[] = [];
   const waiters: { n: number; resolve: () => void }[] = [];
   const quotedKey = `"SET" "${key}" "`;
+  let monitoring = () => {};
+  const ok = new Promise<void>((resolve) => monitoring = resolve);
   const done = (async () => {
     let text = "";
     for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) {
@@ -25,6 +37,7 @@ async function monitor(port: number, key: string) {
       const lines = text.split("\r\n");
       text = lines.pop() ?? "";
       for (const line of lines) {
+        if (line === "+OK") monitoring();
         if (!line.includes(quotedKey)) continue;
         const m = /\\"instance\\":\\"([^\\"]+)\\"/.exec(line);
         if (m) writers.push(m[1]);
@@ -32,13 +45,16 @@ async function monitor(port: number, key: string) {
       for (const w of waiters.filter((w) => writers.length >= w.n)) w.resolve();
     }
   })();
+  // Every write after this is seen.
+  await within(ok, "redis MONITOR's +OK");
   return {
     writers,
-    /** Resolves once `n` writes were seen. */
+    /** Resolves once `n` writes were seen (fails after 60 s, naming what it waited for). */
     seen: (n: number) =>
-      writers.length >= n ? Promise.resolve() : new Promise<void>((resolve) => {
-        waiters.push({ n, resolve });
-      }),
+      writers.length >= n ? Promise.resolve() : within(
+        new Promise<void>((resolve) => waiters.push({ n, resolve })),
+        () => `${n} writes of ${key} (seen: ${writers.join(" ") || "none"})`,
+      ),
     close: async () => {
       conn.close();
       await done.catch(() => {/* the read ends with the close we asked for */});
@@ -51,7 +67,7 @@ Deno.test("depot cluster: an exit connected to two instances keeps one lease hol
   const mon = await monitor(redis.port, "warren:depot:exit:shared");
   const a = await startDepot({ locals: [{ name: "shared" }] });
   const b = await startDepot({ locals: [{ name: "shared" }] });
-  const opts = { url: redis.url, token: "lease-test-token-0001", heartbeatMs: 50 };
+  const opts = { url: redis.url, token: "lease-test-token-0001", heartbeatMs };
   const ca = await DepotCluster.connect(a.server, {
     ...opts,
     instance: "a",
@@ -63,8 +79,11 @@ Deno.test("depot cluster: an exit connected to two instances keeps one lease hol
     advertise: "127.0.0.1:2",
   });
   try {
-    // About 10 beats of each instance's worth of writes (the holder refreshes every beat).
-    await mon.seen(20);
+    // b's claim, then beats of both (the holder refreshes every beat). Counted from b's
+    // claim: a beats on its own while b still connects, any number of times on a slow box.
+    await mon.seen(1);
+    while (!mon.writers.includes("b")) await mon.seen(mon.writers.length + 1);
+    await mon.seen(mon.writers.indexOf("b") + watchedWrites);
     const w = [...mon.writers];
     const changes = w.slice(1).filter((x, i) => x !== w[i]).length;
     // a wrote it first, b took it when it joined; then only b refreshes it.
