@@ -4,7 +4,7 @@
  * headless chromium.
  */
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { blockStream, blockStreamSha256, run } from "./_util.ts";
+import { blockStream, blockStreamSha256, run, within } from "./_util.ts";
 import { startClient, startHonoTunnel } from "./_tunnel.ts";
 import { withBrowser } from "./_status.ts";
 import type { TunnelAppOptions } from "../lib/tunnel/mod.ts";
@@ -64,34 +64,42 @@ function startWsApp() {
   return {
     port: server.addr.port,
     closes,
-    /** Resolves once the app has seen `n` closes. */
+    /** Resolves once the app has seen `n` closes (fails after `within`'s bound). */
     closed: (n: number) =>
-      closes.length >= n ? Promise.resolve() : new Promise<void>((r) => {
-        const check = () => closes.length >= n ? r() : closeWaiters.push(check);
-        closeWaiters.push(check);
-      }),
+      closes.length >= n ? Promise.resolve() : within(
+        new Promise<void>((r) => {
+          const check = () => closes.length >= n ? r() : closeWaiters.push(check);
+          closeWaiters.push(check);
+        }),
+        () => `the app to see ${n} WebSocket closes (seen ${closes.length})`,
+      ),
     close: () => server.shutdown(),
   };
 }
 
-/** A WebSocket client whose messages can be awaited one by one. */
+/**
+ * A WebSocket client whose messages can be awaited one by one; every wait (open, message,
+ * close) fails after `within`'s bound, naming the URL.
+ */
 class TestSocket {
   readonly ws: WebSocket;
+  #url: string;
   #queue: (string | ArrayBuffer)[] = [];
   #waiters: (() => void)[] = [];
-  readonly opened: Promise<void>;
-  readonly closed: Promise<CloseEvent>;
+  #opened: Promise<void>;
+  #closed: Promise<CloseEvent>;
 
   constructor(url: string, protocols: string[] = [], headers: Record<string, string> = {}) {
+    this.#url = url;
     // Deno's WebSocket takes request headers in its options object.
     const opts = { protocols, headers } as unknown as string[];
     this.ws = new WebSocket(url, opts);
     this.ws.binaryType = "arraybuffer";
-    this.opened = new Promise((resolve, reject) => {
+    this.#opened = new Promise((resolve, reject) => {
       this.ws.onopen = () => resolve();
       this.ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
     });
-    this.closed = new Promise((resolve) => {
+    this.#closed = new Promise((resolve) => {
       this.ws.addEventListener("close", (e) => {
         resolve(e);
         this.#wake();
@@ -109,23 +117,42 @@ class TestSocket {
     for (const f of w) f();
   }
 
-  async next(): Promise<string | ArrayBuffer> {
-    while (this.#queue.length === 0) {
-      if (this.ws.readyState === WebSocket.CLOSED) throw new Error("socket closed");
-      await new Promise<void>((r) => this.#waiters.push(r));
-    }
-    return this.#queue.shift()!;
+  /** Resolves once the handshake is done. */
+  opened(): Promise<void> {
+    return within(this.#opened, `WebSocket ${this.#url} to open`);
+  }
+
+  /** The close event, once the socket is closed. */
+  closed(): Promise<CloseEvent> {
+    return within(this.#closed, `WebSocket ${this.#url} to close`);
+  }
+
+  /** The next message (throws if the socket closes first). */
+  next(): Promise<string | ArrayBuffer> {
+    return within(
+      (async () => {
+        while (this.#queue.length === 0) {
+          if (this.ws.readyState === WebSocket.CLOSED) throw new Error("socket closed");
+          await new Promise<void>((r) => this.#waiters.push(r));
+        }
+        return this.#queue.shift()!;
+      })(),
+      `a message on WebSocket ${this.#url}`,
+    );
   }
 }
 
-/** A raw HTTP/1.1 request over TCP (status, head, and the body bytes that came within 2 s). */
+/**
+ * A raw HTTP/1.1 request over TCP: status, head, and the body (up to its Content-Length or
+ * the close; a 30 s guard closes a connection that hangs, and the assertions then fail).
+ */
 async function rawRequest(
   port: number,
   path: string,
   headers: Record<string, string>,
 ): Promise<{ status: number; head: string; body: string }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => conn.close(), 2_000);
+  const timer = setTimeout(() => conn.close(), 30_000);
   try {
     const lines = Object.entries({ host: `127.0.0.1:${port}`, ...headers })
       .map(([k, v]) => `${k}: ${v}\r\n`).join("");
@@ -143,7 +170,7 @@ async function rawRequest(
         if (i >= 0 && m && text.length - i - 4 >= Number(m[1])) break;
       }
     } catch {
-      // Closed by the timer: what came is the answer.
+      // Closed by the guard: what came is the answer the assertions judge.
     }
     const i = text.indexOf("\r\n\r\n");
     const head = i >= 0 ? text.slice(0, i) : text;
@@ -197,7 +224,7 @@ Deno.test("tunnel app websocket: handshake headers, subprotocol, text and binary
       authorization: "Bearer tok",
       origin: "http://origin.test",
     });
-    await ws.opened;
+    await ws.opened();
     assertEquals(ws.ws.protocol, "chat.v2");
     const seen = JSON.parse(await ws.next() as string) as {
       target: string;
@@ -262,7 +289,7 @@ Deno.test("tunnel app websocket: handshake headers, subprotocol, text and binary
 
     // The client closes with its own code: the app sees the same code and reason.
     ws.ws.close(4002, "bye from client");
-    const ev = await ws.closed;
+    const ev = await ws.closed();
     assertEquals(ev.code, 4002);
     await s.app.closed(1);
     assertEquals(s.app.closes[0], { code: 4002, reason: "bye from client" });
@@ -275,23 +302,23 @@ Deno.test("tunnel app websocket: the app's close code reaches the client; a clie
   const s = await setup("identifier-app-ws-close-02");
   try {
     const a = new TestSocket(`${s.wsUrl}/echo`);
-    await a.opened;
+    await a.opened();
     a.ws.send("close:4001:bye from app");
-    const ev = await a.closed;
+    const ev = await a.closed();
     assertEquals([ev.code, ev.reason], [4001, "bye from app"]);
     await s.app.closed(1);
     assertEquals(s.app.closes[0].code, 4001); // the app's own close, answered
 
     const b = new TestSocket(`${s.wsUrl}/echo`);
-    await b.opened;
+    await b.opened();
     b.ws.send("close:1001:going away");
-    const ev2 = await b.closed;
+    const ev2 = await b.closed();
     assertEquals([ev2.code, ev2.reason], [1001, "going away"]);
 
     const c = new TestSocket(`${s.wsUrl}/echo`);
-    await c.opened;
+    await c.opened();
     c.ws.close();
-    await c.closed;
+    await c.closed();
     await s.app.closed(3);
     assertEquals(s.app.closes[2].code, 1005); // no status in the client's Close: none sent on
   } finally {
@@ -369,7 +396,7 @@ Deno.test({
   fn: async () => {
     const s = await setup("identifier-app-ws-chrome-05");
     try {
-      const result = await withBrowser(async (browser) => {
+      const session = withBrowser(async (browser) => {
         const page = await browser.newPage();
         return await page.evaluate(async (url: string) => {
           const ws = new WebSocket(url, ["chat.v1", "chat.v2"]);
@@ -391,6 +418,8 @@ Deno.test({
           return { protocol, msgs, closed };
         }, `${s.wsUrl}/echo`);
       });
+      // Generous: chromium's start alone takes seconds on a loaded box.
+      const result = await within(session, "chromium's WebSocket session to close", 120_000);
       assertEquals(result.protocol, "chat.v2");
       assertEquals(result.msgs, ["from chromium", [9, 8, 7]]);
       assertEquals(result.closed, { code: 4003, reason: "done" });
@@ -495,7 +524,8 @@ Deno.test("tunnel app websocket: a slow side is not buffered without bound (both
         ),
       );
       const reader = new BufferedReader(pub);
-      assertEquals((await readResponseHead(reader)).status, 101);
+      const head = await within(readResponseHead(reader), "the answer to the deaf app's upgrade");
+      assertEquals(head.status, 101);
       const ws = new WsConn(pub, { role: "client", prefix: reader.takeBuffered() });
       let closeCode: number | undefined;
       let ended = false;
@@ -518,16 +548,20 @@ Deno.test("tunnel app websocket: a slow side is not buffered without bound (both
       // closed, up to 1 GiB.
       const block = new Uint8Array(1 << 20);
       const maxBlocks = 1024;
-      let sent = 0;
-      for (; sent < maxBlocks && !ended; sent++) {
-        try {
-          await ws.write(block);
-        } catch {
-          break;
+      const sending = (async () => {
+        let sent = 0;
+        for (; sent < maxBlocks && !ended; sent++) {
+          try {
+            await ws.write(block);
+          } catch {
+            break;
+          }
         }
-      }
+        return sent;
+      })();
+      const sent = await within(sending, "the bridge to stop a public client's sending", 120_000);
       assert(sent < maxBlocks, "the public client could send 1 GiB to an app not reading");
-      await watch;
+      await within(watch, "the bridge to close the public WebSocket");
       assertEquals(deaf.conns.length, 1, "the request reached the deaf app");
       // 1013 from the bridge; a close while this client still sends can arrive as a reset.
       assert(closeCode === 1013 || closeCode === undefined, `close ${closeCode}`);
@@ -593,11 +627,11 @@ Deno.test("tunnel app websocket: app pings are answered, a bad frame from the ap
   try {
     await c.connected();
     const ws = new TestSocket(`ws://127.0.0.1:${t.port}/raw`);
-    await ws.opened;
+    await ws.opened();
     assertEquals(await ws.next(), "ok");
-    const ev = await ws.closed;
+    const ev = await ws.closed();
     assertEquals(ev.code, 1011);
-    const { pong, close } = await appResult;
+    const { pong, close } = await within(appResult, "the raw app's pong and close frames");
     assertEquals([pong.opcode, new TextDecoder().decode(pong.data)], [0xa, "hi"]);
     assertEquals(close.opcode, 0x8);
     assertEquals((close.data[0] << 8) | close.data[1], 1007);
@@ -615,11 +649,11 @@ Deno.test("tunnel app websocket: app pings are answered, a bad frame from the ap
       stopped = true;
       await c2.connected();
       const ws2 = new TestSocket(`ws://127.0.0.1:${t.port}/echo`);
-      await ws2.opened;
+      await ws2.opened();
       ws2.ws.send("still here");
       assertEquals(await ws2.next(), "still here");
       await c2.stop();
-      const ev2 = await ws2.closed;
+      const ev2 = await ws2.closed();
       assertEquals(ev2.code, 1001);
     } finally {
       await c2.stop();
@@ -640,19 +674,20 @@ Deno.test("tunnel app websocket: 100 sockets at once, each gets its own echo; al
   const s = await setup("identifier-app-ws-many-08");
   try {
     const socks = Array.from({ length: 100 }, () => new TestSocket(`${s.wsUrl}/echo`));
-    await Promise.all(socks.map((w) => w.opened));
+    await Promise.all(socks.map((w) => w.opened()));
     socks.forEach((w, i) => w.ws.send(`socket ${i}`));
     const answers = await Promise.all(socks.map((w) => w.next()));
     answers.forEach((a, i) => assertEquals(a, `socket ${i}`));
     socks.forEach((w, i) => w.ws.close(i % 2 ? 1000 : 4000 + i));
-    await Promise.all(socks.map((w) => w.closed));
+    await Promise.all(socks.map((w) => w.closed()));
     await s.app.closed(100);
     assertEquals(
       s.app.closes.map((c) => c.code).sort((a, b) => a - b),
       socks.map((_, i) => i % 2 ? 1000 : 4000 + i).sort((a, b) => a - b),
     );
     const stats = s.t.server.hostStats("127.0.0.1");
-    for (let i = 0; i < 100 && stats.openStreams > 0; i++) {
+    // Released as each close finishes on the server: waited for, bounded generously.
+    for (const deadline = Date.now() + 60_000; stats.openStreams > 0 && Date.now() < deadline;) {
       await new Promise((r) => setTimeout(r, 50));
     }
     assertEquals(stats.openStreams, 0, "tunnel streams left open");
