@@ -149,6 +149,16 @@ export function within<T>(
   return Promise.race([p, expired]).finally(() => clearTimeout(timer));
 }
 
+/** `fetch(url, init)` and its text body, bounded by `within`: a hung service fails, named. */
+export function fetchText(url: string, init?: RequestInit): Promise<string> {
+  return within(fetch(url, init).then((r) => r.text()), `GET ${url}`);
+}
+
+/** `fetch(url, init)` and its JSON body, bounded by `within`: a hung service fails, named. */
+export async function fetchJson<T>(url: string, init?: RequestInit): Promise<T> {
+  return await within(fetch(url, init).then((r) => r.json()), `GET ${url}`) as T;
+}
+
 /**
  * Poll `cond` every 10 ms until it holds; after `timeoutMs` (default 60 s) throw naming `what`.
  * For a state that must come (a log line, a counter, a datagram's answer): the bound is for a
