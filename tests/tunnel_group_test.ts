@@ -6,7 +6,15 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import {
+  fetchJson,
+  fetchText,
+  portOf,
+  run,
+  type ServiceProcess,
+  startService,
+  within,
+} from "./_util.ts";
 import type { ClientInfo, HostStatus } from "../lib/tunnel/mod.ts";
 import { startRedis } from "./_redis.ts";
 import { startClusterMember } from "./_tunnel.ts";
@@ -157,15 +165,19 @@ async function keptAlive(port: number) {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const reader = new BufferedReader(conn);
   return {
-    get: async (rid: string): Promise<string> => {
-      await writeAll(
-        conn,
-        new TextEncoder().encode(`GET /r?id=${rid} HTTP/1.1\r\nHost: app.test\r\n\r\n`),
-      );
-      const head = await readResponseHead(reader);
-      const n = Number(getHeader(head.headers, "content-length"));
-      return `${head.status} ${new TextDecoder().decode(await reader.readExact(n)).trim()}`;
-    },
+    get: (rid: string): Promise<string> =>
+      within(
+        (async () => {
+          await writeAll(
+            conn,
+            new TextEncoder().encode(`GET /r?id=${rid} HTTP/1.1\r\nHost: app.test\r\n\r\n`),
+          );
+          const head = await readResponseHead(reader);
+          const n = Number(getHeader(head.headers, "content-length"));
+          return `${head.status} ${new TextDecoder().decode(await reader.readExact(n)).trim()}`;
+        })(),
+        `the answer to GET /r?id=${rid} on a kept-alive connection`,
+      ),
     close: () => conn.close(),
   };
 }
@@ -227,8 +239,7 @@ function curlLoad(port: number, parallel: number, query = "") {
       } catch {
         // Exited already.
       }
-      await child.status;
-      await reading;
+      await within(Promise.all([child.status, reading]), "curl's load to stop");
     },
   };
 }
@@ -271,25 +282,24 @@ Deno.test("tunnel group: round-robin over two clients counted in the apps' logs 
     // The admin API and /status list both members with their share; metrics count them.
     const admin = `http://${server.addrs.get("admin")}`;
     const auth = { headers: { authorization: `Bearer ${adminToken}` } };
-    const clients = await (await fetch(`${admin}/clients`, auth)).json() as ClientInfo[];
+    const clients = await fetchJson<ClientInfo[]>(`${admin}/clients`, auth);
     assertEquals(clients.map((c) => [c.hosts, c.healthy, c.streams]), [
       [["app.test"], true, 100],
       [["app.test"], true, 100],
     ]);
-    const hosts = await (await fetch(`${admin}/hosts`, auth)).json() as HostStatus[];
+    const hosts = await fetchJson<HostStatus[]>(`${admin}/hosts`, auth);
     assertEquals(hosts.map((h) => [h.host, h.connected, h.members, h.healthy]), [
       ["app.test", true, 2, 2],
     ]);
     const metricsAt = /msg="metrics listening" addr=(\S+)/.exec(
       await server.waitFor(/metrics listening/),
     )![1];
-    const status = await (await fetch(`http://${metricsAt}/status`)).json() as {
-      hosts: HostStatus[];
-      clients: ClientInfo[];
-    };
+    const status = await fetchJson<{ hosts: HostStatus[]; clients: ClientInfo[] }>(
+      `http://${metricsAt}/status`,
+    );
     assertEquals(status.hosts[0].members, 2);
     assertEquals(status.clients.length, 2);
-    const metrics = await (await fetch(`http://${metricsAt}/metrics`)).text();
+    const metrics = await fetchText(`http://${metricsAt}/metrics`);
     assert(/^warren_tunnel_clients 2$/m.test(metrics), metrics);
     assert(/^warren_tunnel_clients_unhealthy 0$/m.test(metrics), metrics);
 
@@ -301,7 +311,8 @@ Deno.test("tunnel group: round-robin over two clients counted in the apps' logs 
       `127.0.0.1:${a.port}`,
     ], { readyCount: 0, env: { TUNNEL_IDENTIFIER: "not-the-group-identifier" } });
     procs.push(intruder);
-    assertEquals(await intruder.child.status.then((s) => s.code), 4);
+    const gaveUp = await within(intruder.child.status, "the intruding client to give up");
+    assertEquals(gaveUp.code, 4);
     assert(server.lines.some((l) => /failure=unknown-identifier/.test(l)), server.lines.join("\n"));
 
     // B's app is gone: B's dials fail before anything reached an app, so each request is
@@ -324,10 +335,10 @@ Deno.test("tunnel group: a member failing its health check leaves the rotation b
     const health = ["--health-check", "/healthz", "--health-interval", "200ms"];
     const healthOut = [...health, "--health-failures", "2"];
     procs.push(await startMember(port, a, healthOut), await startMember(port, b, healthOut));
-    const clients = async () =>
-      await (await fetch(`http://${server.addrs.get("admin")}/clients`, {
+    const clients = () =>
+      fetchJson<ClientInfo[]>(`http://${server.addrs.get("admin")}/clients`, {
         headers: { authorization: `Bearer ${adminToken}` },
-      })).json() as ClientInfo[];
+      });
     await server.waitFor(/msg="client connected".* members=2/);
     const load = curlLoad(port, 4);
     // A kept-alive connection whose stream is on B.
@@ -345,9 +356,11 @@ Deno.test("tunnel group: a member failing its health check leaves the rotation b
       assertEquals(await kept.get("next"), "200 A next");
       // Out of rotation: once the streams B had are done, B's app may fail every request, as
       // no public request is sent there any more.
-      while ((await clients()).some((c) => !c.healthy && c.openStreams > 0)) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await until(
+        async () => !(await clients()).some((c) => !c.healthy && c.openStreams > 0),
+        "the streams B had to end",
+        60_000,
+      );
       await b.set("broken", true);
       const atOut = b.begun().length;
       const aAtOut = a.begun().length;
