@@ -1,6 +1,6 @@
 /** Helpers for the tunnel tests: an in-process tunnel server front, clients, curl. */
 
-import { Logger, type LogLevel } from "../lib/log.ts";
+import type { Logger } from "../lib/log.ts";
 import { closeQuietly, type Server, writeAll } from "../lib/net/mod.ts";
 import {
   createTunnelApp,
@@ -25,13 +25,10 @@ import {
   within,
 } from "./_util.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
+import { testLogger } from "./_watchdog.ts";
 
-const level = (Deno.env.get("WARREN_TEST_LOG") ?? "silent") as LogLevel;
-
-/** A logger for tests: silent unless WARREN_TEST_LOG=debug|info. */
-export function testLog(name: string): Logger {
-  return new Logger(level, { svc: name });
-}
+/** A logger for tests: recorded for the watchdog, printed with WARREN_TEST_LOG=debug|info. */
+export const testLog: (name: string) => Logger = testLogger;
 
 /** A running in-process tunnel server (standalone fast-path front). */
 export interface TestTunnel {

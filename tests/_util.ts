@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { type Duplex, writeAll } from "../lib/net/mod.ts";
+import { watchChild } from "./_watchdog.ts";
 
 /** Listen on 127.0.0.1 with a kernel-chosen port. */
 export function listenLocal(): Deno.TcpListener {
@@ -299,7 +300,9 @@ export async function startService(
       }
     }
   };
+  const unwatch = watchChild({ name: script, lines, kill: () => child.kill("SIGKILL") });
   const done = Promise.all([consume(child.stdout), consume(child.stderr)]);
+  void child.status.then(unwatch);
   const waitFor = (re: RegExp, timeoutMs = 60_000, from = 0): Promise<string> => {
     const hit = lines.slice(from).find((l) => re.test(l));
     if (hit) return Promise.resolve(hit);

@@ -1,0 +1,127 @@
+/**
+ * The suite's last line of defence against a hang, preloaded by `deno task test`
+ * (`--preload tests/_watchdog.ts`). A test that runs longer than `testTimeoutMs` fails with
+ * what it was doing instead of holding CI until its time limit: the last lines logged by the
+ * in-process loggers of `testLogger` and the last lines of every service process the test still
+ * runs, which are then killed so the rest of the suite runs on a clean machine.
+ *
+ * Tests bound their own waits with named failures; this only catches the waits they missed.
+ */
+
+import { Logger, type LogLevel } from "../lib/log.ts";
+
+/** Per-test limit: ten times the slowest test's usual time on a loaded 2-core box. */
+export const testTimeoutMs: number = Number(Deno.env.get("WARREN_TEST_TIMEOUT_S") ?? 600) * 1000;
+
+/** Lines of the in-process flight recorder kept for a timeout report. */
+const recorderLines = 200;
+/** Lines of each live service process shown in a timeout report. */
+const childLines = 40;
+
+const recent: string[] = [];
+let recentStart = 0;
+
+/** Keep `line` in the flight recorder (a ring of the last `recorderLines`). */
+function record(line: string): void {
+  if (recent.length < recorderLines) recent.push(line);
+  else {
+    recent[recentStart] = line;
+    recentStart = (recentStart + 1) % recorderLines;
+  }
+}
+
+function recorded(): string[] {
+  return [...recent.slice(recentStart), ...recent.slice(0, recentStart)];
+}
+
+const level = Deno.env.get("WARREN_TEST_LOG") as LogLevel | undefined;
+
+/**
+ * A logger for in-process services under test. Its info lines and above go to the flight
+ * recorder (shown only when a test times out); WARREN_TEST_LOG=debug|info also prints them.
+ */
+export function testLogger(name: string): Logger {
+  const print = level !== undefined && level !== "silent";
+  return new Logger(print ? level : "info", { svc: name }, (line) => {
+    record(line);
+    if (print) console.error(line);
+  });
+}
+
+/** A service process as the watchdog sees it: its log so far, and how to kill it. */
+export interface WatchedChild {
+  name: string;
+  lines: readonly string[];
+  kill(): void;
+}
+
+const children = new Set<WatchedChild>();
+
+/** Report `child` in a timeout and kill it then; call the returned function once it exited. */
+export function watchChild(child: WatchedChild): () => void {
+  children.add(child);
+  return () => children.delete(child);
+}
+
+function timeoutReport(name: string): string {
+  const parts = [`test "${name}" did not finish in ${testTimeoutMs / 1000} s (tests/_watchdog.ts)`];
+  const lines = recorded();
+  if (lines.length) parts.push(`last in-process log lines:\n${lines.join("\n")}`);
+  for (const c of children) {
+    parts.push(
+      `service ${c.name} still running, its last lines:\n${c.lines.slice(-childLines).join("\n")}`,
+    );
+  }
+  return parts.join("\n\n");
+}
+
+type TestFn = (t: Deno.TestContext) => void | Promise<void>;
+
+function guarded(name: string, fn: TestFn): TestFn {
+  const wrapped = async (t: Deno.TestContext): Promise<void> => {
+    recent.length = 0;
+    recentStart = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const report = timeoutReport(name);
+        for (const c of children) {
+          try {
+            c.kill();
+          } catch {
+            // Exited meanwhile: nothing left to free.
+          }
+        }
+        children.clear();
+        reject(new Error(report));
+      }, testTimeoutMs);
+    });
+    try {
+      await Promise.race([fn(t), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  Object.defineProperty(wrapped, "name", { value: fn.name });
+  return wrapped;
+}
+
+/** Deno.test with every overload's function wrapped in `guarded`. */
+function install(): void {
+  const original = Deno.test;
+  const test = function (this: unknown, ...args: unknown[]): void {
+    const def = args.find((a): a is Deno.TestDefinition => typeof a === "object" && a !== null);
+    const name = typeof args[0] === "string"
+      ? args[0]
+      : def?.name ?? (args.find((a) => typeof a === "function") as TestFn | undefined)?.name ??
+        "test";
+    const i = args.findIndex((a) => typeof a === "function");
+    if (i >= 0) args[i] = guarded(name, args[i] as TestFn);
+    else if (def?.fn) args[args.indexOf(def)] = { ...def, fn: guarded(name, def.fn) };
+    return (original as (...a: unknown[]) => void).apply(this, args);
+  };
+  Object.assign(test, { ignore: original.ignore, only: original.only });
+  Object.defineProperty(Deno, "test", { value: test, writable: true, configurable: true });
+}
+
+if (testTimeoutMs > 0) install();
