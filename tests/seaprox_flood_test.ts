@@ -12,10 +12,12 @@ import { closeQuietly, dial, withPrefix } from "../lib/net/mod.ts";
 import { parseListenUrl, type ProxyConnectionRecord, startSeaprox } from "../lib/proxy/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { askAfterEof, echoAfterEofServer, waitUntil } from "./_seaprox.ts";
+import { within } from "./_util.ts";
 
-/** Whether the proxy closed `c` (EOF or reset) rather than keeping it open. */
+/** Whether the proxy closed `c` (EOF or reset) rather than keeping it open (for 60 s). */
 async function closedByPeer(c: Deno.TcpConn): Promise<boolean> {
-  const r = await c.read(new Uint8Array(1)).then((n) => n, () => null);
+  const read = c.read(new Uint8Array(1)).then((n) => n, () => null); // a reset is a close
+  const r = await within(read, "the proxy to close a connection").catch(() => "still open");
   return r === null;
 }
 
@@ -78,10 +80,13 @@ Deno.test("seaprox flood: one source holds at most its share, another source sti
     });
     try {
       assertEquals((other.address() as AddressInfo).address, "127.0.0.2");
-      const reply = await new Promise<Uint8Array>((resolve) => {
-        other.once("data", (d) => resolve(new Uint8Array(d)));
-        other.write(Uint8Array.of(5, 1, 0));
-      });
+      const reply = await within(
+        new Promise<Uint8Array>((resolve) => {
+          other.once("data", (d) => resolve(new Uint8Array(d)));
+          other.write(Uint8Array.of(5, 1, 0));
+        }),
+        "the other source's SOCKS5 method reply",
+      );
       assertEquals([...reply], [5, 0], "the other source got its SOCKS5 method reply");
     } finally {
       other.destroy();

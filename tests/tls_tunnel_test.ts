@@ -16,6 +16,7 @@ import {
   type ServiceProcess,
   sha256,
   startService,
+  within,
 } from "./_util.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 
@@ -75,8 +76,11 @@ Deno.test("tunnel TLS: wss client with a private CA; wrong CA refused; plaintext
     // Plaintext HTTP to the https port: no answer worth having, and the server stays up.
     const plain = await Deno.connect({ hostname: "127.0.0.1", port });
     await writeAll(plain, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"));
-    await plain.read(new Uint8Array(64)).catch(() => null);
-    closeQuietly(plain);
+    await within(
+      plain.read(new Uint8Array(64)).catch(() => null),
+      "the TLS port's answer to plaintext",
+    )
+      .finally(() => closeQuietly(plain));
     const again = await get();
     assertEquals(again.code, 0, again.stderr);
 

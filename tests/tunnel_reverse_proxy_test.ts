@@ -1,6 +1,6 @@
 /** The tunnel behind an ordinary reverse proxy (nginx): clients and public traffic through it. */
 import { assertEquals } from "./_assert.ts";
-import { blockStreamSha256, run } from "./_util.ts";
+import { blockStreamSha256, run, within } from "./_util.ts";
 import { startNginx } from "./_nginx.ts";
 import { rawGet, startApp, startClient, startTunnel } from "./_tunnel.ts";
 
@@ -31,17 +31,19 @@ Deno.test("tunnel: works through nginx (client's WebSocket, public requests, a W
     ]);
     assertEquals(r.stdout.split(" ")[0], blockStreamSha256(total, 8));
     const ws = new WebSocket(`ws://127.0.0.1:${nginx.port}/ws`);
-    const got = await new Promise<string>((resolve, reject) => {
-      ws.onopen = () => ws.send("through nginx");
-      ws.onmessage = (e) => {
-        resolve(String(e.data));
-        ws.close();
-      };
-      ws.onerror = () => reject(new Error("websocket error"));
-    });
-    await new Promise<void>((r) =>
-      ws.readyState === WebSocket.CLOSED ? r() : ws.onclose = () => r()
-    );
+    const closed = new Promise<void>((r) => ws.addEventListener("close", () => r()));
+    const got = await within(
+      new Promise<string>((resolve, reject) => {
+        ws.onopen = () => ws.send("through nginx");
+        ws.onmessage = (e) => {
+          resolve(String(e.data));
+          ws.close();
+        };
+        ws.onerror = () => reject(new Error("websocket error"));
+      }),
+      "the WebSocket echo through nginx",
+    ).catch((err) => (ws.close(), Promise.reject(err)));
+    await within(closed, "the WebSocket close through nginx");
     assertEquals(got, "through nginx");
   } finally {
     await c.stop();

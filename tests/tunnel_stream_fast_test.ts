@@ -6,7 +6,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+import { blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
 import { framedWriter, relay, viewReader } from "../lib/net/mod.ts";
 import { type HostStats, TunnelStream } from "../lib/tunnel/mod.ts";
 
@@ -27,17 +27,20 @@ Deno.test("tunnel stream: counted body passes writeFramed and readView through, 
     const relaying = relay(front, body);
     const down = 8 * MiB + 17;
     const up = 6 * MiB + 5;
-    const [got, sent] = await Promise.all([
-      drainHash(user),
-      drainHash(t),
-      sendBlocks(t, down, 3).then(() => t.closeWrite()),
-      sendBlocks(user, up, 4).then(() => user.closeWrite()),
-    ]);
+    const [got, sent] = await within(
+      Promise.all([
+        drainHash(user),
+        drainHash(t),
+        sendBlocks(t, down, 3).then(() => t.closeWrite()),
+        sendBlocks(user, up, 4).then(() => user.closeWrite()),
+      ]),
+      "8 MiB down and 6 MiB up through the tunnel stream, each to its FIN",
+    );
     assertEquals(got.bytes, down);
     assertEquals(got.sha256, blockStreamSha256(down, 3));
     assertEquals(sent.bytes, up);
     assertEquals(sent.sha256, blockStreamSha256(up, 4));
-    assertEquals((await relaying).end, "done");
+    assertEquals((await within(relaying, "the relay's end")).end, "done");
     assertEquals(stats.bytesIn, up, "public side → client");
     assertEquals(stats.bytesOut, down, "client → public side");
     t.close();
