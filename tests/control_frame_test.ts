@@ -6,9 +6,11 @@ import {
   defineMessage,
   defineProtocol,
   encodeFrame,
+  hexOf,
   int,
   oneOf,
   optional,
+  randomSecret,
   str,
   timingSafeEqual,
 } from "../lib/control/mod.ts";
@@ -207,6 +209,26 @@ Deno.test("timingSafeEqual compares strings and bytes", () => {
   assert(!timingSafeEqual("abc", "abcd"));
   assert(!timingSafeEqual("", "a"));
   assert(timingSafeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
+});
+
+Deno.test("hexOf and randomSecret: lowercase hex of any bytes, range and length", () => {
+  const naive = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+  assertEquals(hexOf(all), naive(all));
+  for (let i = 0; i < 300; i++) {
+    const b = crypto.getRandomValues(new Uint8Array(1 + Math.floor(Math.random() * 40)));
+    const at = Math.floor(Math.random() * b.length);
+    const n = Math.floor(Math.random() * (b.length - at + 1));
+    assertEquals(hexOf(b, at, n), naive(b.subarray(at, at + n)));
+  }
+  const big = crypto.getRandomValues(new Uint8Array(10_000)); // past one apply() piece
+  assertEquals(hexOf(big), naive(big));
+  assertEquals(hexOf(new Uint8Array(0)), "");
+  const keys = new Set<string>();
+  for (let i = 0; i < 600; i++) keys.add(randomSecret(16)); // past one 4 KiB random block
+  assertEquals(keys.size, 600);
+  for (const k of keys) assert(/^[0-9a-f]{32}$/.test(k), k);
+  assert(/^[0-9a-f]{10000}$/.test(randomSecret(5000)));
 });
 
 Deno.test("control versionedJson: the same text as stringifying { v, ...msg }, for any message", () => {

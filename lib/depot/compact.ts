@@ -26,6 +26,7 @@ import {
   compactError,
   compactFrame,
   ControlError,
+  hexOf,
   type Outgoing,
 } from "../control/mod.ts";
 import { type DepotMessage, depotProtocolVersion, exitNamePattern } from "./protocol.ts";
@@ -40,10 +41,6 @@ const boundHostMaxChars = 64;
 
 const encoder = new TextEncoder();
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const hexByte: readonly string[] = Array.from(
-  { length: 256 },
-  (_, x) => x.toString(16).padStart(2, "0"),
-);
 /** A hex digit's value, or -1 (lowercase only: keys are lowercase hex). */
 const hexValue = new Int8Array(128).fill(-1);
 for (let i = 0; i < 16; i++) hexValue[i.toString(16).charCodeAt(0)] = i;
@@ -86,9 +83,7 @@ function putKey(f: Uint8Array, at: number, key: string): void {
 }
 
 function getKey(b: Uint8Array, at: number): string {
-  let hex = "";
-  for (let i = at; i < at + keyBytes; i++) hex += hexByte[b[i]];
-  return hex;
+  return hexOf(b, at, keyBytes);
 }
 
 function isId(id: unknown): id is number {
@@ -124,17 +119,28 @@ function idFrame(c: number, id: number): Uint8Array {
   return f;
 }
 
+/** Whether `s` is all ASCII (its UTF-8 is its char codes). */
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
+
 /** `id`, `key`, then `port` and UTF-8 `host` (connect; tunnel with its bound address). */
 function requestFrame(c: number, id: number, key: string, host?: string, port?: number) {
-  const hostBytes = host === undefined ? undefined : encoder.encode(host);
-  const f = compactFrame(c, idBytes + keyBytes + (hostBytes ? 2 + hostBytes.length : 0));
+  // Hosts are mostly ASCII (names, addresses): their char codes go in as they are, without an
+  // encoder's array per frame.
+  const ascii = host !== undefined && isAscii(host);
+  const hostBytes = host === undefined || ascii ? undefined : encoder.encode(host);
+  const hostLength = ascii ? host.length : hostBytes?.length;
+  const f = compactFrame(c, idBytes + keyBytes + (hostLength === undefined ? 0 : 2 + hostLength));
   putId(f, 4, id);
   putKey(f, 4 + idBytes, key);
-  if (hostBytes) {
+  if (hostLength !== undefined) {
     const at = 4 + idBytes + keyBytes;
     f[at] = port! >>> 8;
     f[at + 1] = port! & 0xff;
-    f.set(hostBytes, at + 2);
+    if (hostBytes) f.set(hostBytes, at + 2);
+    else for (let i = 0; i < hostLength; i++) f[at + 2 + i] = host!.charCodeAt(i);
   }
   return f;
 }

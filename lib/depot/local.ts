@@ -710,11 +710,17 @@ export class DepotLocal {
   ): Promise<void> {
     const o = this.#opts;
     const { ctl } = session;
-    const ac = new AbortController();
-    // The session's end aborts every controller in `requests` (one listener for the session).
-    session.requests.set(req.id, ac);
-    if (ctl.signal.aborted) ac.abort(ctl.signal.reason);
-    const signal = ac.signal;
+    // A request on a tunnel the server opened ("open") ends with the session or its tunnel (the
+    // server resets that tunnel to give it up): the session's signal is its own. One from the
+    // control connection can be cancelled (`cancel{id}`): a controller of its own, which the
+    // session's end aborts too (one listener for the session).
+    let signal = ctl.signal;
+    if (!on) {
+      const ac = new AbortController();
+      session.requests.set(req.id, ac);
+      if (ctl.signal.aborted) ac.abort(ctl.signal.reason);
+      signal = ac.signal;
+    }
     const udp = req.type === "associate";
     const dest = udp ? "udp" : joinHostPort(req.host, req.port);
     /** Tell the server the request failed: on its stream, else on the control connection. */
@@ -741,14 +747,11 @@ export class DepotLocal {
     const allowed = udp || !o.allow || o.allow({ host: req.host, port: req.port });
     // The tunnel transport is opened while the target is dialled: set-up costs one of the
     // two, not both. If the dial fails, the unused transport is closed unnamed.
-    const transport = on
-      ? Promise.resolve({ conn: { conn: on.stream, spare: false }, error: undefined })
-      : allowed
-      ? session.openTunnel(signal).then(
-        (conn) => ({ conn, error: undefined }),
-        (error: unknown) => ({ conn: undefined, error }),
-      )
-      : Promise.resolve({ conn: undefined, error: undefined });
+    // With `on`, the tunnel is there already.
+    const transport = on || !allowed ? undefined : session.openTunnel(signal).then(
+      (conn) => ({ conn, error: undefined }),
+      (error: unknown) => ({ conn: undefined, error }),
+    );
     try {
       try {
         if (!allowed) {
@@ -766,27 +769,32 @@ export class DepotLocal {
         log().info("dial failed", { failure: reason, error: errorMessage(err) });
         await report(reason, errorMessage(err));
         // `transport` never rejects (its failure is a value): close what it brings, if any.
-        void transport.then((t) => closeQuietly(t.conn?.conn));
+        if (on) closeQuietly(on.stream);
+        else void transport?.then((t) => closeQuietly(t.conn?.conn));
         return;
       }
       try {
-        const t = await transport;
-        if (t.error !== undefined) throw t.error;
-        try {
-          tunnel = on
-            ? await this.#answerOnStream(on, req, app?.localAddr, session.compact)
-            : await this.#tunnelHandshake(t.conn!.conn, req, app?.localAddr, signal, session);
-        } catch (err) {
-          if (!t.conn!.spare || err instanceof RemoteError || signal.aborted) throw err;
-          // A spare the server had already dropped (restart, timer): one fresh connection.
-          log().debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
-          const fresh = await session.dialTunnel(signal);
-          tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal, session);
+        if (on) {
+          tunnel = await this.#answerOnStream(on, req, app?.localAddr, session.compact);
+        } else {
+          const t = (await transport)!; // set when allowed, as it is past the dial
+          if (t.error !== undefined) throw t.error;
+          const opened = t.conn!;
+          try {
+            tunnel = await this.#tunnelHandshake(opened.conn, req, app?.localAddr, signal, session);
+          } catch (err) {
+            if (!opened.spare || err instanceof RemoteError || signal.aborted) throw err;
+            // A spare the server had already dropped (restart, timer): one fresh connection.
+            log().debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
+            const fresh = await session.dialTunnel(signal);
+            tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal, session);
+          }
         }
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
         log().warn("tunnel failed", { error: describe(err) });
         await report("other", `tunnel: ${describe(err)}`);
+        if (on) closeQuietly(on.stream); // its answer is written: nothing else goes on it
         return;
       }
       const stats: RelayStats = { aToB: 0, bToA: 0 };
@@ -845,7 +853,7 @@ export class DepotLocal {
         m.localSeries.down.inc(stats.bToA);
       }
     } finally {
-      session.requests.delete(req.id);
+      if (!on) session.requests.delete(req.id);
       closeQuietly(app);
       closeQuietly(tunnel);
     }

@@ -249,32 +249,69 @@ export interface DepotClusterHooks {
   exitsChanged(connected?: string): void;
 }
 
+/** The tunnel a request was written on ("open"), its reader, and the answer read from it. */
+interface DirectSent {
+  conn: Duplex;
+  buffered: BufferedReader;
+  answer: Promise<DepotMessage | null>;
+}
+
 /** How a request goes straight on a tunnel ("open"): see `#requestDirect`. */
 interface DirectWay {
-  /** Write the request frame; the tunnel, its reader and the answer read from it. */
-  send(frame: Uint8Array): Promise<{
-    conn: Duplex;
-    buffered: BufferedReader;
-    answer: Promise<DepotMessage | null>;
-  }>;
+  /**
+   * Write the request frame; the tunnel, its reader and the answer read from it (at once when
+   * they are known before the write: then a failed write is reported to `failed`).
+   */
+  send(frame: Uint8Array, failed: (err: unknown) => void): DirectSent | Promise<DirectSent>;
   /** Give the request up: the local sees its tunnel end (RST on a stream, reset on TCP). */
   giveUp(): void;
-  /** A plain TCP tunnel: its FIN counts once `end` confirms it. */
-  plain: boolean;
+  /** A plain TCP tunnel, whose FIN counts once `end` confirms it: the connection. */
+  readonly plain: Duplex | undefined;
   /** The relay is over (a standby's handler lets its connection go). */
   done(): void;
 }
 
-/** A standby spare tunnel of an exit ("open"), idle until a request takes it. */
-interface Standby {
-  conn: Duplex;
-  buffered: BufferedReader;
-  /** The pending read of its first frame from the local: EOF while idle, the answer once used. */
-  answer: Promise<DepotMessage | null>;
+/**
+ * A standby spare tunnel of an exit ("open"), idle until a request takes it; then the way that
+ * request goes. One object per spare: the request path makes no closures of its own for it.
+ */
+class Standby implements DirectWay, DirectSent {
   /** Taken by a request. */
-  used: boolean;
-  /** Lets the tunnel handler (and so the connection) go. */
-  release: () => void;
+  used = false;
+  /**
+   * @param conn the tunnel connection
+   * @param buffered its reader
+   * @param answer the pending read of its first frame from the local: EOF while idle, the
+   *   answer once used
+   * @param release lets the tunnel handler (and so the connection) go
+   */
+  constructor(
+    readonly conn: Duplex,
+    readonly buffered: BufferedReader,
+    readonly answer: Promise<DepotMessage | null>,
+    readonly release: () => void,
+  ) {}
+
+  get plain(): Duplex {
+    return this.conn;
+  }
+
+  /**
+   * Not awaited before the answer is: the local answers only once it read the whole frame,
+   * and a failed write fails the request (its reset then ends the answer's read too).
+   */
+  send(frame: Uint8Array, failed: (err: unknown) => void): DirectSent {
+    writeAll(this.conn, frame).catch(failed);
+    return this;
+  }
+
+  giveUp(): void {
+    resetQuietly(this.conn);
+  }
+
+  done(): void {
+    this.release();
+  }
 }
 
 /** A SOCKS request waiting for its exit's answer. */
@@ -1195,14 +1232,8 @@ export class DepotServer {
       });
       // A plain tunnel's FIN waits for `end{id}`, which may come (on the control connection)
       // before we read the answer: the gate is registered before the request goes out.
-      const late: Duplex & { inner?: Duplex } = {
-        read: (b) => late.inner!.read(b),
-        write: (b) => late.inner!.write(b),
-        closeWrite: () => late.inner!.closeWrite(),
-        close: () => late.inner?.close(),
-      };
       const gate = way.plain && exit.confirmsEnds && !udp
-        ? exit.gate(id, late, this.heartbeatMs * heartbeatDeadFactor)
+        ? exit.gate(id, way.plain, this.heartbeatMs * heartbeatDeadFactor)
         : undefined;
       const finish = () => {
         if (gate && exit.ends.get(id) === gate) exit.ends.delete(id);
@@ -1225,16 +1256,17 @@ export class DepotServer {
       const p: Pending = { id, key, exit, dest, udp, settle: end };
       this.#pending.set(id, p);
       exit.pending.add(p);
-      const answer = async (): Promise<Outcome | "unanswered"> => {
-        const sent = await way.send(requestFrame(exit, { ...ask, id, key }));
-        const msg = await sent.answer;
+      const failed = (err: unknown) => {
+        end({ ok: false, reason: "network-unreachable", message: describe(err) });
+      };
+      const outcome = (msg: DepotMessage | null, sent: DirectSent): Outcome | "unanswered" => {
         if (msg?.type === "tunnel" && msg.id === id && equalFixedLength(msg.key, key)) {
           const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
             ? { host: msg.boundHost, port: msg.boundPort }
             : undefined;
-          late.inner = withPrefix(sent.conn, sent.buffered.takeBuffered());
-          const conn = gate ?? late.inner;
-          return { ok: true, conn, bound, done: () => (finish(), way.done()) };
+          const tunnel = withPrefix(sent.conn, sent.buffered.takeBuffered());
+          if (gate) gate.inner = tunnel;
+          return { ok: true, conn: gate ?? tunnel, bound, done: () => (finish(), way.done()) };
         }
         if (msg?.type === "connectFailed" && msg.id === id) {
           return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
@@ -1242,16 +1274,21 @@ export class DepotServer {
         if (msg === null) return "unanswered";
         return { ok: false, reason: "other", message: `unexpected ${msg.type} for request ${id}` };
       };
-      answer().then(
-        (o) => {
+      const answered = (sent: DirectSent) =>
+        sent.answer.then((msg) => {
+          const o = outcome(msg, sent);
           // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
           if (!end(o) && o !== "unanswered" && o.ok) {
             closeQuietly(o.conn);
             o.done();
           }
-        },
-        (err) => end({ ok: false, reason: "network-unreachable", message: describe(err) }),
-      );
+        });
+      try {
+        const sent = way.send(requestFrame(exit, { ...ask, id, key }), failed);
+        (sent instanceof Promise ? sent.then(answered) : answered(sent)).catch(failed);
+      } catch (err) {
+        failed(err); // the request could not be encoded
+      }
     });
   }
 
@@ -1259,7 +1296,7 @@ export class DepotServer {
   #streamWay(mux: MuxSession): DirectWay {
     let stream: Stream | undefined;
     return {
-      plain: false,
+      plain: undefined,
       send: async (frame) => {
         stream = await mux.open({ data: frame });
         const buffered = new BufferedReader(stream, 1024);
@@ -1271,19 +1308,6 @@ export class DepotServer {
       },
       giveUp: () => stream?.reset(),
       done: () => {},
-    };
-  }
-
-  /** A request on a standby spare of the exit (taken out of its list). */
-  #standbyWay(st: Standby): DirectWay {
-    return {
-      plain: true,
-      send: async (frame) => {
-        await writeAll(st.conn, frame);
-        return { conn: st.conn, buffered: st.buffered, answer: st.answer };
-      },
-      giveUp: () => resetQuietly(st.conn),
-      done: st.release,
     };
   }
 
@@ -1305,7 +1329,7 @@ export class DepotServer {
     }
     for (let st = exit.standby.pop(); st; st = exit.standby.pop()) {
       st.used = true;
-      const o = await this.#requestDirect(exit, this.#standbyWay(st), ask, dest);
+      const o = await this.#requestDirect(exit, st, ask, dest);
       if (o !== "unanswered") return o;
     }
     return await this.#request(exit, ask, dest);
@@ -1358,18 +1382,11 @@ export class DepotServer {
       maxMessageBytes: 1024,
       compact: this.compact,
     });
-    const writer = new ControlWriter(conn, depotProtocol);
-    const refuse = async (reason: string, message: string) => {
-      ctx.log.warn("tunnel refused", { remote: ctx.remote, failure: reason, error: message });
-      await writer.send({ type: "error", reason, message }).catch(() => {
-        // The refused side hung up already; the refusal is logged above.
-      });
-    };
     let msg;
     try {
       msg = await reader.read();
     } catch (err) {
-      if (err instanceof ControlError) await refuse(err.reason, err.message);
+      if (err instanceof ControlError) await refuseTunnel(conn, ctx, err.reason, err.message);
       else ctx.log.debug("tunnel handshake failed", { error: describe(err) });
       return;
     }
@@ -1383,11 +1400,11 @@ export class DepotServer {
         { signal: ctx.signal },
       );
       if (!tokenOk) {
-        await refuse(DepotRefusal.unauthorized, "wrong token");
+        await refuseTunnel(conn, ctx, DepotRefusal.unauthorized, "wrong token");
         return;
       }
       try {
-        await writer.send({ type: "muxAccepted" });
+        await new ControlWriter(conn, depotProtocol).send({ type: "muxAccepted" });
       } catch (err) {
         ctx.log.debug("mux handshake failed", { error: describe(err) });
         return;
@@ -1402,22 +1419,22 @@ export class DepotServer {
       return;
     }
     if (msg.type === "standby" && allowMux) {
-      await this.#holdStandby(conn, buffered, reader, msg, ctx, refuse);
+      await this.#holdStandby(conn, buffered, reader, msg, ctx);
       return;
     }
     if (msg.type !== "tunnel") {
-      await refuse("unexpected", `expected tunnel, got ${msg.type}`);
+      await refuseTunnel(conn, ctx, "unexpected", `expected tunnel, got ${msg.type}`);
       return;
     }
     const p = this.#pending.get(msg.id);
     if (!p) {
-      await refuse(DepotRefusal.unknownRequest, `no pending request ${msg.id}`);
+      await refuseTunnel(conn, ctx, DepotRefusal.unknownRequest, `no pending request ${msg.id}`);
       return;
     }
     // The key is ours (randomSecret(16): always 32 hex digits), so its length is no secret.
     if (!equalFixedLength(msg.key, p.key)) {
       // The request stays pending: a guessed id must not cancel someone else's request.
-      await refuse(DepotRefusal.badKey, `wrong key for request ${msg.id}`);
+      await refuseTunnel(conn, ctx, DepotRefusal.badKey, `wrong key for request ${msg.id}`);
       return;
     }
     ctx.handshakeDone();
@@ -1430,7 +1447,7 @@ export class DepotServer {
       // Registered before the answer: the local may report the end right after it.
       tunnel = exit.gate(id, tunnel, this.heartbeatMs * heartbeatDeadFactor);
     }
-    writer.compact = exit.compact;
+    const writer = new ControlWriter(conn, depotProtocol, { compact: exit.compact });
     try {
       try {
         await writer.send({ type: "tunnelAccepted", id });
@@ -1459,13 +1476,17 @@ export class DepotServer {
     buffered: BufferedReader,
     reader: ControlReader<DepotMessage>,
     msg: Extract<DepotMessage, { type: "standby" }>,
-    ctx: { handshakeDone(): void },
-    refuse: (reason: string, message: string) => Promise<void>,
+    ctx: { remote: string; log: Logger; handshakeDone(): void },
   ): Promise<void> {
     const exit = this.#exits.get(msg.name);
     // The key is ours (randomSecret(16): always 32 hex digits), so its length is no secret.
     if (exit?.sessionKey === undefined || !equalFixedLength(msg.sessionKey, exit.sessionKey)) {
-      await refuse(DepotRefusal.badKey, `wrong session key for exit ${msg.name}`);
+      await refuseTunnel(
+        conn,
+        ctx,
+        DepotRefusal.badKey,
+        `wrong session key for exit ${msg.name}`,
+      );
       return;
     }
     if (exit.standby.length >= maxStandbyPerExit) return; // more than the local keeps: close
@@ -1473,7 +1494,7 @@ export class DepotServer {
     let release!: () => void;
     const released = new Promise<void>((r) => release = r);
     const answer = reader.read();
-    const st: Standby = { conn, buffered, answer, used: false, release };
+    const st = new Standby(conn, buffered, answer, release);
     exit.standby.push(st);
     const idleEnd = () => {
       if (st.used) return;
@@ -1540,6 +1561,21 @@ export class DepotServer {
       closeQuietly(stream);
     }
   }
+}
+
+/** Refuse a tunnel connection: the log line, and `error{reason}` to the local (best effort). */
+async function refuseTunnel(
+  conn: Duplex,
+  ctx: { remote: string; log: Logger },
+  reason: string,
+  message: string,
+): Promise<void> {
+  ctx.log.warn("tunnel refused", { remote: ctx.remote, failure: reason, error: message });
+  await new ControlWriter(conn, depotProtocol).send({ type: "error", reason, message }).catch(
+    () => {
+      // The refused side hung up already; the refusal is logged above.
+    },
+  );
 }
 
 /** A request's frame on a tunnel: compact when the exit announced it, else JSON. */

@@ -40,10 +40,11 @@ export class ConfirmedEnd implements Duplex {
   #settle: ((err?: Error) => void) | undefined;
 
   /**
-   * @param inner the tunnel connection
+   * @param inner the tunnel connection; the server replaces it once with its prefixed form
+   *   (`withPrefix`) when its handshake read bytes past the answer, before the relay starts
    * @param waitMs how long a FIN may wait for its confirmation
    */
-  constructor(readonly inner: Duplex, readonly waitMs: number) {}
+  constructor(public inner: Duplex, readonly waitMs: number) {}
 
   /** The local reported a clean end (`end{id}`); may come before or after the FIN. */
   confirm(): void {
@@ -59,11 +60,20 @@ export class ConfirmedEnd implements Duplex {
     this.#settle?.(this.#failure);
   }
 
-  async read(p: Uint8Array): Promise<number | null> {
-    const n = await this.inner.read(p);
+  /** The inner read, its EOF held back until confirmed (one `then`, no async frame per read). */
+  read(p: Uint8Array): Promise<number | null> {
+    return this.inner.read(p).then(this.#afterRead);
+  }
+
+  readonly #afterRead = (n: number | null): number | null | Promise<null> => {
     if (n !== null || this.#confirmed) return n;
     if (this.#failure) throw this.#failure;
-    await new Promise<void>((resolve, reject) => {
+    return this.#confirmation();
+  };
+
+  /** Null once `confirm()` runs; throws when `fail()` does, `waitMs` pass, or `close()` runs. */
+  #confirmation(): Promise<null> {
+    return new Promise<null>((resolve, reject) => {
       const cancel = after(
         this.waitMs,
         () => done(new UnconfirmedEndError(`no end confirmation within ${this.waitMs} ms`)),
@@ -72,11 +82,10 @@ export class ConfirmedEnd implements Duplex {
         cancel();
         this.#settle = undefined;
         if (err) reject(err);
-        else resolve();
+        else resolve(null);
       };
       this.#settle = done;
     });
-    return null;
   }
 
   write(p: Uint8Array): Promise<number> {
