@@ -96,10 +96,20 @@ async function dialTcpForTls(
  * listener.close();
  * ```
  */
-export async function dialTransport(
-  ep: Endpoint,
-  opts: TransportDialOptions = {},
-): Promise<Duplex> {
+export function dialTransport(ep: Endpoint, opts: TransportDialOptions = {}): Promise<Duplex> {
+  // Plain TCP straight to the peer (depot's tunnel spares, one per connection): lib/net's dial
+  // without two async frames around it.
+  if (
+    !isTlsKind(ep.kind) && !isWebSocketKind(ep.kind) && !opts.proxy &&
+    opts.localAddress === undefined
+  ) {
+    return dial(ep.host, ep.port, opts);
+  }
+  return dialLayered(ep, opts);
+}
+
+/** {@linkcode dialTransport} with TLS, a WebSocket upgrade, a proxy or a local address. */
+async function dialLayered(ep: Endpoint, opts: TransportDialOptions): Promise<Duplex> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const started = Date.now();
   const conn = isTlsKind(ep.kind)
