@@ -497,7 +497,11 @@ try {
           usPerConn.forEach((us, k) => cpuRounds[i][k].push(us));
           row.cpu = cpuRounds[i].map(median);
         }
-        console.error(`  round ${round}: measured ${r.name}`);
+        // This round's CPU µs per connection of each process: the spread behind the medians.
+        const cpuNow = flags["bulk-only"]
+          ? ""
+          : cpuRounds[i].map((us) => Math.round(us.at(-1) ?? NaN)).join(" + ");
+        console.error(`  round ${round}: measured ${r.name}${cpuNow ? ` (CPU ${cpuNow})` : ""}`);
       } catch (err) {
         Object.assign(row, { ...failed, cpuOf: names, err: String(err) });
         console.error(`  ${r.name} failed: ${err}`);
