@@ -1,14 +1,18 @@
 /**
  * The one deadline mechanism: idle timeouts, response timeouts and delayed acknowledgements
- * of every layer share a coarse timer wheel, one interval for the whole process, instead of a
+ * of every layer share a coarse timer wheel, one timer for the whole process, instead of a
  * timer (or an interval) per connection, request or stream.
  *
  * Why coarse: these deadlines guard against what has stopped (an idle peer, an app that never
  * answers); firing up to a tick late costs nothing, while a timer object per request was a
- * measurable share of a small request's cost, and `Date.now()` on every relayed chunk was
- * another. An {@linkcode IdleTimer}'s `touch()` is one field store of the wheel's clock.
- * Measured on the loaded 2-core dev machine: a timer set and cleared 9–14 µs, a wheel
- * deadline added and removed 1.5–1.9 µs; `Date.now()` 0.2–0.4 µs against a touch of 6–125 ns.
+ * measurable share of a small request's cost. Measured on the loaded 2-core dev machine: a
+ * timer set and cleared 9–14 µs, a wheel deadline added and removed 1.5–1.9 µs.
+ *
+ * Why the wheel sleeps until something is due instead of ticking every `tickMs`: what it
+ * holds is mostly far away (a relay's idle timeout in 5 minutes, a dial's in 10 s), and each
+ * wake of a Deno timer costs the process 30–90 µs of CPU (`/usr/bin/time` on an otherwise idle
+ * process: 100 wakes a second took 8–10 % of a core). At 100 ticks a second that was up to one
+ * wake per connection in a proxy serving 100 connections a second.
  * @module
  */
 
@@ -48,25 +52,58 @@ export interface DeadlineWheelOptions {
   slots?: number;
   /** Clock (tests). @default Date.now */
   now?: () => number;
-  /** Run ticks on an interval while anything is due (tests turn it off and call `tick`). @default true */
+  /** Run ticks on a timer while anything is due (tests turn it off and call `tick`). @default true */
   autoTick?: boolean;
   /**
    * While the wheel is held ({@linkcode DeadlineWheel.hold}), how long it stays empty before
-   * its interval stops. @default 1000
+   * its timer stops. @default 1000
    */
   lingerMs?: number;
+  /** The timer the wheel sleeps on (tests drive it by hand). @default setTimeout, unref'd */
+  timer?: WheelTimer;
 }
 
+/** A one-shot timer: what {@linkcode DeadlineWheel} sleeps on between ticks. */
+export interface WheelTimer {
+  /** Call `fn` in about `delayMs`; must not keep the process alive. */
+  set(fn: () => void, delayMs: number): unknown;
+  /** Cancel what `set` returned. */
+  clear(id: unknown): void;
+}
+
+type TimerId = ReturnType<typeof setTimeout>;
+
+/** Deno's timers, unref'd: the deadlines guard I/O, which keeps the process up itself. */
+const denoTimer: WheelTimer = {
+  set: (fn, delayMs) => {
+    const id = setTimeout(fn, delayMs);
+    Deno.unrefTimer(id);
+    return id;
+  },
+  clear: (id) => clearTimeout(id as TimerId),
+};
+
 /**
- * A hashed timer wheel: deadlines sit in the slot of their due tick; each tick looks at one
- * slot only, so a tick costs the deadlines due then, not all of them. The interval does not
- * keep the process alive, and runs only while a deadline is registered, or, while the wheel is
- * held (a running server: {@linkcode DeadlineWheel.hold}), until it was empty for `lingerMs`.
+ * Ticks a wake may look ahead for the next deadline due: the wheel sleeps at most this many
+ * ticks (1 s at 10 ms ticks), so the look-ahead after each wake stays short, and whatever a
+ * wake could have missed is found at the next.
+ */
+const lookAheadTicks = 100;
+
+/**
+ * A hashed timer wheel: deadlines sit in the slot of their due tick; a tick walks only the
+ * slots passed since the last one, so it costs the deadlines due then, not all of them. Its
+ * timer does not keep the process alive and is set for the next tick at which something is
+ * due (looking ahead at most {@linkcode lookAheadTicks}): a wheel holding only far deadlines
+ * wakes about once a second, not every tick. Adding a deadline sets the timer earlier only
+ * if it is due before the next wake. The timer runs while a deadline is registered, or, while
+ * the wheel is held (a running server: {@linkcode DeadlineWheel.hold}), until it was empty
+ * for `lingerMs`.
  *
  * Why the hold: a timer set and cleared costs Deno 2.9 ~20 µs (an op and the event loop's
  * timer re-armed each way), and a wheel that empties between connections (one at a time, or
- * short dials among relays without an idle timeout) started and stopped its interval once per
- * connection. A server holds the wheel from start to `finished`, so the interval lingers
+ * short dials among relays without an idle timeout) started and stopped its timer once per
+ * connection. A server holds the wheel from start to `finished`, so the timer lingers
  * between its connections; released with nothing registered, it stops at once, so a stopped
  * server leaves no timer behind (the test sanitizers check).
  *
@@ -93,15 +130,19 @@ export class DeadlineWheel {
   readonly #clock: () => number;
   readonly #auto: boolean;
   readonly #lingerMs: number;
-  #timer: ReturnType<typeof setInterval> | undefined;
-  /** Holders that keep the interval through empty spells (running servers). */
+  readonly #timers: WheelTimer;
+  /** The timer set for the next wake, if one is. */
+  #timer: unknown;
+  /** When that timer wakes the wheel (the clock's ms). */
+  #wakeMs = Infinity;
+  /** A tick is walking: adds wait for its end to set the timer. */
+  #walking = false;
+  /** Holders that keep the timer through empty spells (running servers). */
   #holds = 0;
   /** When a tick first found the wheel empty while held (undefined: not empty then). */
   #emptySinceMs: number | undefined;
   /** The next tick to process (absolute tick number). */
   #cursor: number;
-  /** The clock as of the last tick or registration: what `touch()` stores. */
-  nowMs: number;
 
   /** A wheel; nothing runs until a deadline is added. */
   constructor(opts: DeadlineWheelOptions = {}) {
@@ -112,17 +153,21 @@ export class DeadlineWheel {
     this.#clock = opts.now ?? Date.now;
     this.#auto = opts.autoTick ?? true;
     this.#lingerMs = opts.lingerMs ?? 1000;
-    this.nowMs = this.#clock();
-    this.#cursor = Math.floor(this.nowMs / this.tickMs);
+    this.#timers = opts.timer ?? denoTimer;
+    this.#cursor = Math.floor(this.#clock() / this.tickMs);
   }
 
   /**
-   * The wheel's clock: as of the last tick while deadlines are registered (so reading it is
-   * a field load), read afresh while the wheel is idle.
+   * The wheel's clock, read now. (It was the time of the last tick while the wheel ticked
+   * every `tickMs`; a wheel that sleeps until something is due has no such recent time.)
    */
   clockMs(): number {
-    if (this.#count === 0) this.nowMs = this.#clock();
-    return this.nowMs;
+    return this.#clock();
+  }
+
+  /** The wheel's clock, read now (as {@linkcode clockMs}). */
+  get nowMs(): number {
+    return this.#clock();
   }
 
   /** Deadlines registered now. */
@@ -134,10 +179,9 @@ export class DeadlineWheel {
   add(d: Deadline): void {
     const x = d as Linked;
     this.#unlink(x);
-    if (this.#count === 0) {
+    if (this.#count === 0 && !this.#walking) {
       // Idle until now: the cursor catches up with the clock instead of replaying the gap.
-      this.nowMs = this.#clock();
-      this.#cursor = Math.floor(this.nowMs / this.tickMs);
+      this.#cursor = Math.floor(this.#clock() / this.tickMs);
     }
     // Never behind the cursor: an overdue deadline fires at the next tick.
     if (!Number.isFinite(d.due)) throw new RangeError("a deadline needs a finite due time");
@@ -150,9 +194,12 @@ export class DeadlineWheel {
     this.#heads[slot] = x;
     x[slotOf] = slot;
     this.#count++;
-    if (this.#auto && this.#timer === undefined) {
-      this.#timer = setInterval(() => this.tick(), this.tickMs);
-      Deno.unrefTimer(this.#timer);
+    // Due before the next wake (or none is set): wake for it, or in lookAheadTicks if sooner
+    // (a bounded sleep: an emptied held wheel lingers from its next wake). A walk sets its
+    // timer at its end.
+    if (this.#auto && !this.#walking) {
+      const wake = Math.min(t, this.#cursor + lookAheadTicks);
+      if (wake * this.tickMs < this.#wakeMs) this.#wakeAt(wake);
     }
   }
 
@@ -162,7 +209,7 @@ export class DeadlineWheel {
   }
 
   /**
-   * Take `d` off its slot (the interval is left alone); false if it was not registered. Its
+   * Take `d` off its slot (the timer is left alone); false if it was not registered. Its
    * links are cleared, so a finished deadline keeps nothing reachable.
    */
   #unlink(d: Linked): boolean {
@@ -180,9 +227,9 @@ export class DeadlineWheel {
   }
 
   /**
-   * Keep the interval through empty spells (for `lingerMs`) until the returned function is
+   * Keep the timer through empty spells (for `lingerMs`) until the returned function is
    * called (once; later calls do nothing): a server holds the wheel while it runs, so its
-   * connections do not start and stop the interval one by one.
+   * connections do not start and stop the timer one by one.
    */
   hold(): () => void {
     this.#holds++;
@@ -194,22 +241,80 @@ export class DeadlineWheel {
     };
   }
 
-  /** Whether the interval runs now (tests). */
+  /** Whether the wheel's timer is set now (tests). */
   get ticking(): boolean {
     return this.#timer !== undefined;
   }
 
   #stop(): void {
-    if (this.#timer === undefined) return;
-    clearInterval(this.#timer);
-    this.#timer = undefined;
     this.#emptySinceMs = undefined;
+    this.#wakeMs = Infinity;
+    if (this.#timer === undefined) return;
+    this.#timers.clear(this.#timer);
+    this.#timer = undefined;
   }
 
-  /** Fire what is due: every slot from the last tick up to the clock's. */
+  /** Set the timer for tick `t` (replacing the one set). */
+  #wakeAt(t: number): void {
+    if (this.#timer !== undefined) this.#timers.clear(this.#timer);
+    const at = t * this.tickMs;
+    this.#wakeMs = at;
+    this.#timer = this.#timers.set(this.#woken, Math.max(0, at - this.#clock()));
+  }
+
+  /** The timer went off. */
+  readonly #woken = (): void => {
+    this.#timer = undefined;
+    this.#wakeMs = Infinity;
+    this.tick();
+  };
+
+  /**
+   * The first tick from the cursor on at which a registered deadline is due, looking
+   * {@linkcode lookAheadTicks} ahead at most (the tick after that if none is).
+   */
+  #nextDueTick(): number {
+    const n = this.#heads.length;
+    const last = this.#cursor + Math.min(lookAheadTicks, n) - 1;
+    for (let t = this.#cursor; t <= last; t++) {
+      for (let d = this.#heads[t % n]; d; d = d[nextOf]) {
+        if (Math.ceil(d.due / this.tickMs) <= t) return t;
+      }
+    }
+    return last + 1;
+  }
+
+  /** Fire what is due: every slot from the last tick up to the clock's; then sleep again. */
   tick(): void {
+    const nested = this.#walking; // a tick run from a deadline's fire: the outer one sleeps
+    this.#walking = true;
+    try {
+      this.#walkDue();
+    } finally {
+      this.#walking = nested;
+      // Even after a fire threw: a wheel without its timer would never fire again.
+      if (!nested) this.#sleep();
+    }
+  }
+
+  /** After a walk: set the timer for the next wake, or stop (empty, unheld or lingered). */
+  #sleep(): void {
     const now = this.#clock();
-    this.nowMs = now;
+    if (this.#count > 0) {
+      this.#emptySinceMs = undefined;
+      if (this.#auto) this.#wakeAt(this.#nextDueTick());
+      return;
+    }
+    if (this.#holds === 0) return this.#stop();
+    const emptySince = this.#emptySinceMs ??= now;
+    if (now - emptySince >= this.#lingerMs) return this.#stop();
+    // Held and empty: look again when the linger is over.
+    if (this.#auto) this.#wakeAt(Math.ceil((emptySince + this.#lingerMs) / this.tickMs));
+  }
+
+  /** Walk every slot from the cursor up to the clock's tick, firing what is due. */
+  #walkDue(): void {
+    const now = this.#clock();
     const until = Math.floor(now / this.tickMs);
     // After a stall (a blocked event loop), at most one turn of the wheel is worth walking.
     const n = this.#heads.length;
@@ -228,7 +333,7 @@ export class DeadlineWheel {
           if (Math.ceil(d.due / this.tickMs) % n !== slot) this.add(d);
           continue;
         }
-        this.#unlink(d); // the interval's fate is decided after the walk
+        this.#unlink(d); // the timer's fate is decided after the walk
         const later = d.fire(now);
         if (typeof later === "number") {
           d.due = later;
@@ -237,10 +342,6 @@ export class DeadlineWheel {
       }
       walk.length = 0;
     }
-    if (this.#count > 0) this.#emptySinceMs = undefined;
-    else if (this.#holds === 0) this.#stop();
-    else if (this.#emptySinceMs === undefined) this.#emptySinceMs = now;
-    else if (now - this.#emptySinceMs >= this.#lingerMs) this.#stop();
   }
 }
 
@@ -248,8 +349,9 @@ export class DeadlineWheel {
 export const deadlines: DeadlineWheel = new DeadlineWheel();
 
 /**
- * Calls `onIdle` once nothing called `touch()` for `idleMs` (up to a tick late). `touch()` is
- * one store of the wheel's clock, cheap enough for every relayed chunk.
+ * Calls `onIdle` once nothing called `touch()` for `idleMs` (up to a tick late). `touch()`
+ * stores the clock, cheap enough for every relayed chunk; the deadline stays where it was set
+ * and moves on when it is reached, so touches cost the wheel nothing.
  *
  * @example
  * ```ts ignore
@@ -279,7 +381,7 @@ export class IdleTimer implements Deadline {
 
   /** Activity: the idle period starts again. */
   touch(): void {
-    this.lastMs = this.#wheel.nowMs;
+    this.lastMs = this.#wheel.clockMs();
   }
 
   /** Stop watching. */
