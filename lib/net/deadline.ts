@@ -9,10 +9,11 @@
  * timer set and cleared 9–14 µs, a wheel deadline added and removed 1.5–1.9 µs.
  *
  * Why the wheel sleeps until something is due instead of ticking every `tickMs`: what it
- * holds is mostly far away (a relay's idle timeout in 5 minutes, a dial's in 10 s), and each
- * wake of a Deno timer costs the process 30–90 µs of CPU (`/usr/bin/time` on an otherwise idle
- * process: 100 wakes a second took 8–10 % of a core). At 100 ticks a second that was up to one
- * wake per connection in a proxy serving 100 connections a second.
+ * holds is mostly far away (a relay's idle timeout in 5 minutes, a dial's in 10 s), and a wake
+ * of a Deno timer is not free: a process holding one far deadline for 10 s used 0.09–0.10 s of
+ * CPU ticking every 10 ms, 0.02 s sleeping (as much as with no deadline). In seaprox under
+ * bench/_conn_ab.ts (~100 connections a second per process) that was a wake per connection,
+ * 6–10 % of its CPU per connection (bench/RESULTS.md).
  * @module
  */
 

@@ -435,7 +435,7 @@ export function serve<C extends Deno.Conn>(
     }
   };
 
-  // The shared wheel keeps its interval between this server's connections (a timer started
+  // The shared wheel keeps its timer between this server's connections (a timer started
   // and stopped per connection cost ~20 µs each way), and lets it go when the server is done.
   const releaseWheel = deadlines.hold();
   const loopDone = loop();
