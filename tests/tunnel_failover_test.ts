@@ -408,3 +408,36 @@ Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and n
     ]);
   }
 });
+
+Deno.test("tunnel: clients of one identifier connecting at once end with one connected, the others replaced", async () => {
+  const app = startApp("one");
+  const t = startTunnel({ duplicate: "replace" });
+  const id = "identifier-replace-race-09";
+  await within(t.server.addHost("app.test", id), "addHost");
+  // Each newcomer replaces the one before; one that registered while another was closing
+  // its predecessor was overwritten without being told, and stayed "connected" for good.
+  const n = 4;
+  const cs = Array.from(
+    { length: n },
+    () => startClient({ server: t.url, identifier: id, local: local(app.port) }),
+  );
+  const states = () => cs.map((c) => c.client.state).join(" ");
+  try {
+    await until(
+      `${n - 1} clients replaced`,
+      () => cs.filter((c) => c.client.state === "replaced").length === n - 1,
+    ).catch((err) => {
+      throw new Error(`${err.message} (client states: ${states()})`, { cause: err });
+    });
+    const [last] = cs.filter((c) => c.client.state !== "replaced");
+    await connected("the client left", last);
+    assertEquals(t.server.clients().length, 1);
+    assertEquals((await get(t.port, "app.test", "/name?id=1")).body, "one 1");
+  } finally {
+    await cleanUp([
+      ...cs.map((c, i): [string, () => Promise<void>] => [`client ${i} stop`, c.stop]),
+      ["tunnel close", t.close],
+      ["app close", app.close],
+    ]);
+  }
+});

@@ -873,7 +873,10 @@ export class TunnelServer {
     // ("balance": the new one joins it instead).
     const takeOver = async (): Promise<boolean> => {
       let group = this.#clients.get(key);
-      if (group && this.duplicate !== "balance") {
+      // A loop: another newcomer may register while the previous one is being closed; it is
+      // replaced too, or it would keep a session that no request ever reaches (and that
+      // believes it is connected) while this one overwrote its entry.
+      while (group && this.duplicate !== "balance") {
         if (this.duplicate === "refuse") return false;
         for (const prev of group.members) {
           this.log.info("client replaced by a new connection", {
@@ -884,7 +887,7 @@ export class TunnelServer {
         }
         this.#clients.delete(key);
         await Promise.all(group.members.map((prev) => prev.close("replaced")));
-        group = undefined;
+        group = this.#clients.get(key);
       }
       if (!group) this.#clients.set(key, group = new ClientGroup());
       group.add(client);
