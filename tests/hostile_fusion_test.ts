@@ -19,17 +19,23 @@ import {
 } from "../lib/sequencer/mod.ts";
 import { startHashTarget } from "./_fusion.ts";
 import { Logger } from "../lib/log.ts";
-import { listenLocal, readAll, sha256 } from "./_util.ts";
+import { listenLocal, readAll, sha256, until, within } from "./_util.ts";
 
 const token = "fusion-hostile-token";
 const enc = new TextEncoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How long a raw path waits for the server to close it: a bound for a hang, not a timing check. */
+const pathWaitMs = 60_000;
 
 /**
  * Send `frames` on a fresh path; the welcome status (or null), whether it was closed, and the
- * code of the reset frame the server sent (or null).
+ * code of the reset frame the server sent (or null). Reads until the server closes the path
+ * (`pathWaitMs` at most: then `closed` is false), or with `stop: "welcome"` until an ok welcome.
  */
-async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
+async function rawPath(
+  port: number,
+  frames: Uint8Array[],
+  stop: "close" | "welcome" = "close",
+): Promise<{
   status: number | null;
   closed: boolean;
   reset: number | null;
@@ -42,13 +48,17 @@ async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
     let status: number | null = null;
     let reset: number | null = null;
     let closed = false;
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + pathWaitMs;
     while (Date.now() < deadline) {
       let n: number | null;
       try {
-        n = await c.read(buf);
+        n = await within(
+          c.read(buf).catch(() => null), // reset: closed
+          "the server to close a raw path",
+          deadline - Date.now(),
+        );
       } catch {
-        n = null; // reset: closed
+        break; // not closed in time: `closed` stays false, the caller's assertion says so
       }
       if (n === null) {
         closed = true;
@@ -60,7 +70,7 @@ async function rawPath(port: number, ...frames: Uint8Array[]): Promise<{
         if (f.type === SeqFrameType.reset) (closed = true, reset = f.code);
       }
       if (status !== null && status !== WelcomeStatus.ok) continue; // read on to the close
-      if (closed) break;
+      if (closed || (stop === "welcome" && status === WelcomeStatus.ok)) break;
     }
     return { status, closed, reset };
   } finally {
@@ -75,50 +85,45 @@ Deno.test("hostile fusion: paths for sessions they do not belong to are refused"
   const client = new FusionClient({ token, paths: [{ host: "127.0.0.1", port: srv.addr.port }] });
   const s = client.open();
   try {
-    for (let i = 0; i < 500 && s.pathCount === 0; i++) await sleep(10);
+    await until("the client's first path", () => s.pathCount > 0);
     assertEquals(server.sessions.size, 1);
     const port = srv.addr.port;
 
     // 1. The live session's id with a wrong token: refused, no new session, nothing joined.
-    const wrongToken = await rawPath(port, encodeHello(s.id, 9, enc.encode("guess"), true));
+    const wrongToken = await rawPath(port, [encodeHello(s.id, 9, enc.encode("guess"), true)]);
     assertEquals(wrongToken.status, WelcomeStatus.badToken);
     assert(wrongToken.closed);
     // 2. Rejoin of a session that does not exist: refused.
-    const unknown = await rawPath(
-      port,
+    const unknown = await rawPath(port, [
       encodeHello(new Uint8Array(16).fill(1), 1, enc.encode(token), true),
-    );
+    ]);
     assertEquals(unknown.status, WelcomeStatus.unknownSession);
     // 3. A wrong token for a new session: refused, and no session (no target dial) is made.
-    const fresh = await rawPath(
-      port,
+    const fresh = await rawPath(port, [
       encodeHello(new Uint8Array(16).fill(2), 1, enc.encode("x"), false),
-    );
+    ]);
     assertEquals(fresh.status, WelcomeStatus.badToken);
     assertEquals(server.sessions.size, 1);
 
     // 4. A path that joined session B and then sends a hello for session A (switching
     //    sessions mid-path) or garbage: the path is dropped; A is untouched.
     const otherId = new Uint8Array(16).fill(3);
-    const switcher = await rawPath(
-      port,
+    const switcher = await rawPath(port, [
       encodeHello(otherId, 1, enc.encode(token), false),
       encodeHello(s.id, 2, enc.encode(token), true),
-    );
+    ]);
     assertEquals(switcher.status, WelcomeStatus.ok);
     assert(switcher.closed, "a path that sent a second hello was kept");
-    const garbage = await rawPath(
-      port,
+    const garbage = await rawPath(port, [
       encodeHello(new Uint8Array(16).fill(4), 1, enc.encode(token), false),
       Uint8Array.of(0xee, 1, 2, 3),
-    );
+    ]);
     assert(garbage.closed, "a path that sent garbage was kept");
     // Data frames on a path of session B never reach session A's target stream.
-    await rawPath(
-      port,
+    await rawPath(port, [
       encodeHello(new Uint8Array(16).fill(5), 1, enc.encode(token), false),
       encodeData(0, enc.encode("INJECTED")),
-    );
+    ], "welcome");
 
     // The live session still carries its bytes exactly.
     const payload = new Uint8Array(200_000).map((_, i) => i * 7);
@@ -127,9 +132,10 @@ Deno.test("hostile fusion: paths for sessions they do not belong to are refused"
       readAll(s),
     ]);
     assertEquals(back.length, 64 * 1024);
-    for (let i = 0; i < 500 && !target.results.some((r) => r.bytes === payload.length); i++) {
-      await sleep(10);
-    }
+    await until(
+      "the target's hash of the payload",
+      () => target.results.some((r) => r.bytes === payload.length),
+    );
     const mine = target.results.find((r) => r.bytes === payload.length);
     assertEquals(mine?.sha256, sha256(payload));
   } finally {
@@ -154,20 +160,19 @@ Deno.test("hostile fusion: a peer sending sequence numbers out of bounds is cut,
     // 1. Zero-length frames out of order, past the frame window (today: held without bound).
     const zeros = new Uint8Array(20_000 * 13);
     for (let i = 0; i < 20_000; i++) zeros.set(encodeData(1 + i, new Uint8Array(0)), i * 13);
-    const empty = await rawPath(port, hello(11), zeros);
+    const empty = await rawPath(port, [hello(11), zeros]);
     assertEquals([empty.status, empty.reset], [WelcomeStatus.ok, ResetCode.protocol]);
     // 2. A fin far ahead.
-    const fin = await rawPath(port, hello(12), encodeFin(1_000_000));
+    const fin = await rawPath(port, [hello(12), encodeFin(1_000_000)]);
     assertEquals([fin.status, fin.reset], [WelcomeStatus.ok, ResetCode.protocol]);
     // 3. One frame numbered 2^52 after a valid hello (today: a NACK walk over 2^52
     // seqs pins the event loop for good, so it comes last).
-    const huge = await rawPath(port, hello(10), encodeData(2 ** 52, enc.encode("x")));
+    const huge = await rawPath(port, [hello(10), encodeData(2 ** 52, enc.encode("x"))]);
     assertEquals([huge.status, huge.reset], [WelcomeStatus.ok, ResetCode.protocol]);
     const cuts = lines.filter((l) => l.includes("peer broke the sequence bounds"));
     assertEquals(cuts.length, 3, lines.join("\n"));
     assert(cuts.every((l) => /failure=seq-too-far/.test(l)), cuts.join("\n"));
-    for (let i = 0; i < 500 && server.sessions.size > 0; i++) await sleep(10);
-    assertEquals(server.sessions.size, 0);
+    await until("the cut sessions to end", () => server.sessions.size === 0);
 
     // A well-behaved session afterwards carries its bytes exactly.
     const client = new FusionClient({ token, paths: [{ host: "127.0.0.1", port }] });
@@ -179,9 +184,10 @@ Deno.test("hostile fusion: a peer sending sequence numbers out of bounds is cut,
         readAll(s),
       ]);
       assertEquals(back.length, 1024);
-      for (let i = 0; i < 500 && !target.results.some((r) => r.bytes === payload.length); i++) {
-        await sleep(10);
-      }
+      await until(
+        "the target's hash of the payload",
+        () => target.results.some((r) => r.bytes === payload.length),
+      );
       assertEquals(target.results.find((r) => r.bytes === payload.length)?.sha256, sha256(payload));
     } finally {
       s.close();
