@@ -9,7 +9,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
 import { createHash } from "node:crypto";
-import { blockStream, blockStreamSha256, drainHash, sendBlocks, sha256 } from "./_util.ts";
+import { blockStream, blockStreamSha256, drainHash, sendBlocks, sha256, until } from "./_util.ts";
 import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { type Duplex, framedWriter, relay, viewReader, withPrefix } from "../lib/net/mod.ts";
 
@@ -157,7 +157,7 @@ Deno.test("mux fairness: small exchanges complete while a bulk stream keeps the 
       const buf = new Uint8Array(MiB);
       for (let n = await bulkIn.read(buf); n !== null; n = await bulkIn.read(buf)) received += n;
     })();
-    while (received < 16 * MiB) await new Promise((r) => setTimeout(r, 5));
+    await until("16 MiB of the bulk stream at the server", () => received >= 16 * MiB);
     // Small echo exchanges on new streams, one after another, behind the bulk frames: with a
     // writer that let the bulk stream go first until it ends, they would never complete.
     const echo = (async () => {

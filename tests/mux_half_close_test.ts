@@ -1,17 +1,14 @@
 import { MuxError, StreamState } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, readAll, sendBlocks } from "./_util.ts";
+import { blockStreamSha256, drainHash, readAll, sendBlocks, until } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not reached");
-    await new Promise((r) => setTimeout(r, 5));
-  }
+/** Poll until `cond` holds (60 s bound, a hang's; the failure quotes the condition). */
+function waitFor(cond: () => boolean): Promise<void> {
+  return until(String(cond), cond);
 }
 
 Deno.test("half-close: the opener's FIN ends the acceptor's reads, the reply still flows back", async () => {
