@@ -161,7 +161,7 @@ async function startMicrosocks(extra: string[] = []) {
     stdout: "null",
     stderr: "null",
   }).spawn();
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 60_000; // a hang's bound: a loaded box starts it late
   while (true) {
     try {
       closeQuietly(await dial("127.0.0.1", port, { timeoutMs: 1000 }));
@@ -292,7 +292,7 @@ socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect }
     stderr: "null",
   }).spawn();
   try {
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + 60_000; // a hang's bound: a loaded box starts it late
     while (true) {
       try {
         closeQuietly(await dial("127.0.0.1", port, { timeoutMs: 1000 }));

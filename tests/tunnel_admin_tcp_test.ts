@@ -19,7 +19,7 @@ async function refused(port: number): Promise<void> {
 
 /** Wait until `check()` is true (a tunnel opens when its client's handshake is done). */
 async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 60_000; // a hang's bound, never a timing check
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));

@@ -20,7 +20,7 @@ const digest = createHash("sha256").update(id).digest("hex");
 const prefix = "warren:tunnel:";
 
 /** Poll `f` until it holds (a bound far above any notice delay; never a timing assertion). */
-async function until(what: string, f: () => Promise<boolean>, maxMs = 20_000): Promise<void> {
+async function until(what: string, f: () => Promise<boolean>, maxMs = 60_000): Promise<void> {
   const end = Date.now() + maxMs;
   while (!(await f())) {
     if (Date.now() > end) throw new Error(`never happened: ${what}`);

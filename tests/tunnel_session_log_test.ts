@@ -17,7 +17,7 @@ function capture(svc: string): { log: Logger; lines: string[] } {
 }
 
 /** Wait for a line matching `re`; fails with every line seen when none comes. */
-async function waitLine(lines: string[], re: RegExp, timeoutMs = 15_000): Promise<string> {
+async function waitLine(lines: string[], re: RegExp, timeoutMs = 60_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
     const hit = lines.find((l) => re.test(l));
