@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial } from "../lib/net/mod.ts";
-import { listenLocal, readAll, run, startService } from "./_util.ts";
+import { listenLocal, readAll, run, startService, within } from "./_util.ts";
 import {
   askAfterEof,
   echoAfterEofServer,
@@ -207,7 +207,7 @@ Deno.test("seaprox service: SIGTERM stops accepting but lets a live relay finish
       closeQuietly(c);
     }
     // It exits by itself once the last relay is done (no second signal needed).
-    assertEquals((await sp.child.status).code, 0);
+    assertEquals((await within(sp.child.status, "seaprox to exit after its last relay")).code, 0);
     const refused = await dial("127.0.0.1", port).then((x) => (x.close(), false), () => true);
     assert(refused, "the listener must be closed after shutdown");
   } finally {

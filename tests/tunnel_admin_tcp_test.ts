@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { blockStreamSha256, freePort, type ServiceProcess, startService } from "./_util.ts";
+import { blockStreamSha256, freePort, run, type ServiceProcess, startService } from "./_util.ts";
 import { hashThrough, startApp, startClient, startHasher, startTunnel } from "./_tunnel.ts";
 import { createAdminApp, type TcpTunnelInfo } from "../lib/tunnel/mod.ts";
 
@@ -259,20 +259,15 @@ Deno.test("tunnel admin TCP: tunnel-server --tcp port:localPort=env:ID from the 
         [`--tcp=x=env:APP_ID`, /--tcp must be/],
       ] as const
     ) {
-      const r = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          new URL("../services/tunnel-server.ts", import.meta.url).pathname,
-          "--listen=127.0.0.1:0",
-          "--host=app.test=env:APP_ID",
-          arg,
-        ],
-        env: { APP_ID: id },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const err = new TextDecoder().decode(r.stderr);
+      const r = await run(Deno.execPath(), [
+        "run",
+        "-A",
+        new URL("../services/tunnel-server.ts", import.meta.url).pathname,
+        "--listen=127.0.0.1:0",
+        "--host=app.test=env:APP_ID",
+        arg,
+      ], { env: { APP_ID: id } });
+      const err = r.stderr;
       assertEquals(r.code, 2, err);
       assert(want.test(err), err);
       assert(!err.includes(id), "identifier printed");

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { portOf, startService } from "./_util.ts";
+import { portOf, startService, within } from "./_util.ts";
 
 const known = "auth-fail-known-identifier-01";
 const wrong = "auth-fail-wrong-identifier-02";
@@ -24,8 +24,8 @@ Deno.test("tunnel auth failure: a wrong identifier exits 4 with one line; --keep
       readyCount: 0,
       env: { TUNNEL_IDENTIFIER: wrong },
     });
-    const code = await client.child.status.then((s) => s.code);
-    await client.stop();
+    const gaveUp = within(client.child.status, "tunnel-client to give up after 3 refusals");
+    const code = (await gaveUp.finally(() => client.stop())).code;
     assertEquals(code, 4, client.lines.join("\n"));
     const errors = client.lines.filter((l) => l.startsWith("error: "));
     assertEquals(errors.length, 1, client.lines.join("\n"));
