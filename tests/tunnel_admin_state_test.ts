@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { freePort, portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import { freePort, portOf, run, type ServiceProcess, startService, within } from "./_util.ts";
 import { curl, startApp } from "./_tunnel.ts";
 
 const token = "admin-token-for-state-tests";
@@ -195,7 +195,7 @@ Deno.test("tunnel admin state: 409 on a served host, replace ends the old client
     assertEquals(take.status, 201, JSON.stringify(take.json));
     await clientA.waitFor(/msg="server ended the session" end=revoked/);
     // Its identifier names nothing any more: it is refused, gives up, exits 4 with one line.
-    assertEquals((await clientA.child.status).code, 4);
+    assertEquals((await within(clientA.child.status, "the refused client a to exit")).code, 4);
     // stop() on an exited process waits for its output to be read to the end: the last line.
     await clientA.stop();
     assertMatch(clientA.lines.at(-1)!, /^error: the server refused this identifier 3 times/);

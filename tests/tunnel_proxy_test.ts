@@ -1,6 +1,6 @@
 /** End-to-end behaviour of the standalone (fast-path) front with real clients. */
 import { assertEquals, assertMatch } from "./_assert.ts";
-import { blockStream, blockStreamSha256, run } from "./_util.ts";
+import { blockStream, blockStreamSha256, run, within } from "./_util.ts";
 import { curl, rawGet, startApp, startClient, startTunnel } from "./_tunnel.ts";
 
 const id = "test-identifier-0123456789";
@@ -161,7 +161,10 @@ Deno.test("tunnel: a WebSocket echo passes through end to end", async () => {
       ws.onclose = () => resolve();
       ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
     });
-    await done;
+    await within(done, "the WebSocket echo of three messages and its close").catch((err) => {
+      ws.close();
+      throw err;
+    });
     assertEquals(got, ["ping-1", "x".repeat(100_000), "ping-3"]);
   } finally {
     await c.stop();
@@ -226,7 +229,7 @@ Deno.test("tunnel: a Host port selects a local port only when the client allows 
 /** Send `request` on a fresh connection and read until the server closes. */
 async function exchange(port: number, request: string): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => conn.close(), 10_000); // fail, not hang, if never answered
+  const timer = setTimeout(() => conn.close(), 30_000); // fail, not hang, if never answered
   try {
     await conn.write(new TextEncoder().encode(request));
     const out: number[] = [];
