@@ -9,21 +9,16 @@ import { DepotCluster } from "../lib/cluster/mod.ts";
 import { depotStatusProvider } from "../lib/status/mod.ts";
 import { startDepot } from "./_depot.ts";
 import { startRedis } from "./_redis.ts";
-
-/** Poll `f` until it holds (a bound far above a heartbeat; never a timing assertion). */
-async function until(what: string, f: () => boolean, maxMs = 20_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from "./_util.ts";
 
 Deno.test("depot cluster view: the status page of either instance shows the instances and who holds which exit", async () => {
   const redis = await startRedis();
   const a = await startDepot({ locals: [{ name: "north" }, { name: "south" }] });
   const b = await startDepot({ locals: [] });
-  const opts = { url: redis.url, token: "view-test-token-0001", heartbeatMs: 50 };
+  // Leases last 3 heartbeats: at 50 ms a 150 ms stall of a loaded box let one of a's exit
+  // leases lapse between two of a's beats, and b saw a holding 1 exit, not 2. A second (3 s
+  // leases) keeps the test about the view, not about the box's speed.
+  const opts = { url: redis.url, token: "view-test-token-0001", heartbeatMs: 1_000 };
   const ca = await DepotCluster.connect(a.server, { ...opts, instance: "a", advertise: "h:1" });
   const cb = await DepotCluster.connect(b.server, { ...opts, instance: "b", advertise: "h:2" });
   try {
