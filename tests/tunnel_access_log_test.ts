@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { portOf, readAll, run, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, readAll, run, type ServiceProcess, startService, until } from "./_util.ts";
 import { curl, startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
 import { Logger } from "../lib/log.ts";
 
@@ -133,10 +133,13 @@ Deno.test("tunnel access log: the embeddable (Hono) front with accessLog writes 
       `http://127.0.0.1:${t.port}/echo`,
     ], { stdin: big });
     assertEquals(post.raw, big);
-    const deadline = Date.now() + 10_000;
-    while (lines.filter((l) => /msg="?access"? /.test(l)).length < 2 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await until(
+      "two access lines",
+      () => lines.filter((l) => /msg="?access"? /.test(l)).length >= 2,
+    )
+      .catch(() => {
+        // The count check below fails with every line logged.
+      });
     const access = lines.filter((l) => /msg="?access"? /.test(l));
     assertEquals(access.length, 2, lines.join("\n"));
     const [get, echo] = access;

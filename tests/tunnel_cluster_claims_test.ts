@@ -10,7 +10,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, type ServiceProcess, startService, until } from "./_util.ts";
 import { curl, startApp, startClusterMember } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { RedisRegistry } from "../lib/tunnel/mod.ts";
@@ -18,15 +18,6 @@ import { RedisRegistry } from "../lib/tunnel/mod.ts";
 const linkToken = "claims-link-token-0001";
 const account = "claims-cluster-account-0001";
 const host = "app.t.localhost";
-
-/** Poll `f` until it holds (a bound far above the grace period; never a timing assertion). */
-async function until(what: string, f: () => Promise<boolean>, maxMs = 30_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** A cluster member serving claims under t.localhost with a 2 s grace. */
 async function claimsMember(redisUrl: string, extra: string[] = []) {

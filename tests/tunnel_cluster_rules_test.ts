@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { portOf, type ServiceProcess } from "./_util.ts";
+import { portOf, type ServiceProcess, until } from "./_util.ts";
 import { curl, startApp, startClientProcess, startClusterMember } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { type HostRewriteInfo, type HostStatus, RedisRegistry } from "../lib/tunnel/mod.ts";
@@ -18,15 +18,6 @@ const linkToken = "rules-link-token-0001";
 const adminToken = "rules-admin-token-0001";
 const bearer = "rules-bearer-secret-0001";
 const password = "rules-basic-password-0001";
-
-/** Poll `f` until it holds (a bound far above a notice's round trip; never a timing assertion). */
-async function until(what: string, f: () => Promise<boolean>, maxMs = 20_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 Deno.test("tunnel cluster rules: rewrites and access rules set on one instance apply on the other; DELETE too; no clear secret in redis", async () => {
   const redis = await startRedis();

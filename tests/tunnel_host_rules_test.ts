@@ -9,6 +9,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { startRedis } from "./_redis.ts";
+import { until } from "./_util.ts";
 import { Logger } from "../lib/log.ts";
 import {
   ClusterHostRules,
@@ -20,14 +21,6 @@ import {
 
 const key = "host-rules-cluster-token-0001";
 const bearer = "host-rules-bearer-0001";
-
-async function until(what: string, f: () => boolean, maxMs = 20_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 Deno.test("host rules: shared through redis, a lost notice caught by the heartbeat, a bad record skipped, another token told", async () => {
   const redis = await startRedis();
@@ -96,11 +89,10 @@ Deno.test("host rules: shared through redis, a lost notice caught by the heartbe
       await redis.up();
       // Every connection back before they are closed (a reconnect timer would outlive the test).
       for (const { reg } of open) {
-        const end = Date.now() + 20_000;
-        while (!reg.cacheActive || !(await reg.instances().then(() => true, () => false))) {
-          if (Date.now() > end) throw new Error(`never reconnected: ${reg.instance}`);
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await until(
+          `${reg.instance} reconnected`,
+          async () => reg.cacheActive && await reg.instances().then(() => true, () => false),
+        );
       }
     } finally {
       await server.close();
