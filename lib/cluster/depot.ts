@@ -53,6 +53,7 @@ import {
 import { type Flow, FlowTable, UdpDrops, UdpTally } from "../udp/mod.ts";
 import { refreshLease } from "./lease.ts";
 import { linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
+import { ReconnectPauses } from "./reconnect.ts";
 
 /** Options of {@linkcode DepotCluster}. */
 export interface DepotClusterOptions {
@@ -119,18 +120,20 @@ const startAttempts = 3;
 
 /**
  * A Redis client that retries forever (at most 5 s apart) once it has been connected, and
- * gives up after {@linkcode startAttempts} before (so a start without Redis fails, in a line).
+ * gives up after {@linkcode startAttempts} before (so a start without Redis fails, in a line);
+ * its waits between attempts are noted in `pauses`.
  */
-function newClient(url: string, connected: () => boolean) {
+function newClient(url: string, connected: () => boolean, pauses: ReconnectPauses) {
   return createClient({
     url,
     disableOfflineQueue: true,
     socket: {
       connectTimeout: 5_000,
-      reconnectStrategy: (retries: number, cause: Error) =>
+      reconnectStrategy: pauses.wrap((retries: number, cause: Error) =>
         !connected() && retries >= startAttempts
           ? cause
-          : Math.min(50 * 2 ** Math.min(retries, 10), 5_000),
+          : Math.min(50 * 2 ** Math.min(retries, 10), 5_000)
+      ),
     },
   });
 }
@@ -143,6 +146,8 @@ export class DepotCluster {
   readonly #opts: DepotClusterOptions;
   readonly #log: Logger;
   readonly #redis: Client;
+  /** The Redis client's waits between reconnect attempts (close() outlasts them). */
+  readonly #pauses: ReconnectPauses;
   readonly #links: PeerLinks;
   readonly #heartbeatMs: number;
   /** Exits held by the other instances, as last read. */
@@ -160,10 +165,16 @@ export class DepotCluster {
   #instances = new Map<string, InstanceLease>();
   readonly #since = new Date().toISOString();
 
-  private constructor(server: DepotServer, redis: Client, opts: DepotClusterOptions) {
+  private constructor(
+    server: DepotServer,
+    redis: Client,
+    pauses: ReconnectPauses,
+    opts: DepotClusterOptions,
+  ) {
     this.#server = server;
     this.#opts = opts;
     this.#redis = redis;
+    this.#pauses = pauses;
     this.#heartbeatMs = opts.heartbeatMs ?? 2_000;
     this.instance = opts.instance ?? randomSecret(4);
     this.#log = (opts.log ?? silentLogger).child({ cluster: this.instance });
@@ -179,8 +190,9 @@ export class DepotCluster {
   /** Connect to Redis (throws when it cannot), attach to `server` and start the heartbeat. */
   static async connect(server: DepotServer, opts: DepotClusterOptions): Promise<DepotCluster> {
     let connected = false;
-    const redis = newClient(opts.url, () => connected);
-    const c = new DepotCluster(server, redis, opts);
+    const pauses = new ReconnectPauses();
+    const redis = newClient(opts.url, () => connected, pauses);
+    const c = new DepotCluster(server, redis, pauses, opts);
     redis.on("error", (err: Error) => {
       if (c.#redisUp) c.#log.warn("registry unreachable", { error: errorMessage(err) });
       c.#redisUp = false;
@@ -473,6 +485,8 @@ export class DepotCluster {
       this.#redis.destroy();
     }
     await this.#links.close();
+    // Destroyed while it waited to reconnect (Redis down), the client still has that timer.
+    await this.#pauses.settled();
   }
 }
 

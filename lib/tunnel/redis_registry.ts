@@ -46,6 +46,7 @@ import {
 } from "./registry.ts";
 import { LookupCache } from "./lookup_cache.ts";
 import { refreshLease } from "../cluster/lease.ts";
+import { ReconnectPauses } from "../cluster/reconnect.ts";
 
 /** Default lifetime of a lease (client, instance) not refreshed: 3 heartbeats. */
 export const defaultLeaseMs = 6_000;
@@ -90,17 +91,21 @@ export interface RedisRegistryOptions {
 /** Connect attempts at start before giving up (later outages retry forever). */
 const startAttempts = 3;
 
-/** A client that retries forever once it has been connected, a few times before. */
-function newClient(url: string, connected: () => boolean) {
+/**
+ * A client that retries forever once it has been connected, a few times before; its waits
+ * between attempts (and its duplicates') are noted in `pauses`.
+ */
+function newClient(url: string, connected: () => boolean, pauses: ReconnectPauses) {
   return createClient({
     url,
     disableOfflineQueue: true,
     socket: {
       connectTimeout: redisConnectTimeoutMs,
-      reconnectStrategy: (retries: number, cause: Error) =>
+      reconnectStrategy: pauses.wrap((retries: number, cause: Error) =>
         !connected() && retries >= startAttempts
           ? cause
-          : Math.min(50 * 2 ** Math.min(retries, 10), redisMaxReconnectDelayMs),
+          : Math.min(50 * 2 ** Math.min(retries, 10), redisMaxReconnectDelayMs)
+      ),
     },
   });
 }
@@ -164,6 +169,8 @@ export class RedisRegistry implements Registry {
   readonly #client: Client;
   /** The connection subscribed to the change notices (a subscriber runs no commands). */
   readonly #sub: Client;
+  /** The waits between reconnect attempts of both connections (close() outlasts them). */
+  readonly #pauses: ReconnectPauses;
   readonly #p: string;
   readonly #leaseMs: number;
   readonly #log: Logger;
@@ -197,8 +204,9 @@ export class RedisRegistry implements Registry {
   /** instance name → record (null: gone). */
   readonly #instCache: LookupCache<InstanceRecord | null>;
 
-  private constructor(client: Client, opts: RedisRegistryOptions) {
+  private constructor(client: Client, pauses: ReconnectPauses, opts: RedisRegistryOptions) {
     this.#client = client;
+    this.#pauses = pauses;
     this.#sub = client.duplicate();
     const cacheMs = opts.cacheMs ?? defaultLookupCacheMs;
     this.#hostCache = new LookupCache(cacheMs);
@@ -218,8 +226,9 @@ export class RedisRegistry implements Registry {
   /** Connect to Redis and start the heartbeat; throws when the first connect fails. */
   static async connect(opts: RedisRegistryOptions): Promise<RedisRegistry> {
     let connected = false;
-    const client = newClient(opts.url, () => connected);
-    const reg = new RedisRegistry(client, opts);
+    const pauses = new ReconnectPauses();
+    const client = newClient(opts.url, () => connected, pauses);
+    const reg = new RedisRegistry(client, pauses, opts);
     client.on("error", (err: unknown) => {
       if (reg.#up) reg.#log.warn("redis connection lost", { error: errorMessage(err) });
       reg.#up = false;
@@ -654,5 +663,7 @@ export class RedisRegistry implements Registry {
       // Never connected, or Redis is down: nothing to unsubscribe from.
       if (this.#sub.isOpen) this.#sub.destroy();
     }
+    // A connection closed while it waited to reconnect (Redis down) still has that wait's timer.
+    await this.#pauses.settled();
   }
 }

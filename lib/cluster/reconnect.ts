@@ -1,0 +1,43 @@
+/**
+ * node-redis waits between reconnect attempts on a timer of its own that nothing cancels: a
+ * client closed during that wait leaves the timer running, up to the longest delay, after its
+ * owner's close() returned (a test's sanitizer sees it leak into the next test; a service's
+ * event loop stays alive for it). {@linkcode ReconnectPauses} notes when each wait its
+ * strategy asks for ends, so close() can outlast them.
+ * @module
+ */
+
+/** Slack for the library's timer, started just after the strategy returned its delay. */
+const pauseSlackMs = 50;
+
+/** The reconnect strategy of a node-redis client: a delay in ms, or what ends the retries. */
+export type ReconnectStrategy<E> = (retries: number, cause: Error) => number | E;
+
+/**
+ * The waits between reconnect attempts of one or more clients (a client and its duplicates
+ * share the strategy): {@linkcode settled} resolves once every wait asked for so far is over.
+ */
+export class ReconnectPauses {
+  /** When the last wait asked for ends (performance.now() time). */
+  #until = 0;
+
+  /** `strategy`, noting the end of each wait it asks for. */
+  wrap<E>(strategy: ReconnectStrategy<E>): ReconnectStrategy<E> {
+    return (retries, cause) => {
+      const delay = strategy(retries, cause);
+      if (typeof delay === "number") {
+        this.#until = Math.max(this.#until, performance.now() + delay);
+      }
+      return delay;
+    };
+  }
+
+  /**
+   * Resolves once the waits asked for so far are over (at once when none is): call it after
+   * closing the clients, whose next attempt then ends without starting another wait.
+   */
+  async settled(): Promise<void> {
+    const leftMs = this.#until + pauseSlackMs - performance.now();
+    if (leftMs > 0) await new Promise((r) => setTimeout(r, leftMs));
+  }
+}
