@@ -104,6 +104,7 @@ const layers: Record<string, { allow: string[]; npm?: string[] }> = {
       "lib/tunnel/",
       "lib/cluster/lease.ts",
       "lib/cluster/links.ts",
+      "lib/cluster/reconnect.ts",
       "lib/config/secret.ts",
       "lib/control/",
       "lib/http/",
