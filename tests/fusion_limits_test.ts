@@ -6,7 +6,7 @@ import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
 import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { FaultyLink, startHashTarget } from "./_fusion.ts";
-import { listenLocal, readAll, sha256 } from "./_util.ts";
+import { listenLocal, readAll, sha256, until, within } from "./_util.ts";
 
 const token = "limits-token";
 const timers = { heartbeatIntervalMs: 50, silenceTimeoutMs: 500, lingerMs: 500 };
@@ -71,7 +71,7 @@ Deno.test({
   });
   const s = client.open();
   try {
-    await accepted;
+    await within(accepted, "the fusion server's connection to the target");
     let written = 0;
     const chunk = new Uint8Array(64 * 1024);
     let blocked = false;
@@ -231,7 +231,7 @@ Deno.test("fusion limits: a silent pre-auth path holds a few KiB, path state com
   try {
     const before = Deno.memoryUsage().external;
     for (let i = 0; i < 100; i++) silent.push(await dial("127.0.0.1", srv.addr.port));
-    while (srv.stats.active < 100) await new Promise((r) => setTimeout(r, 10));
+    await until("100 silent connections accepted", () => srv.stats.active >= 100);
     const perConnKiB = (Deno.memoryUsage().external - before) / 1024 / 100;
     assert(perConnKiB < 32, `${perConnKiB.toFixed(1)} KiB of buffers per silent connection`);
   } finally {

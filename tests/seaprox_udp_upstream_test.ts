@@ -23,7 +23,7 @@ import {
 import { directUdpOpener, startUdpForward } from "../lib/udp/mod.ts";
 import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { startDante, startMicrosocks } from "./_upstreams.ts";
-import { run } from "./_util.ts";
+import { run, until } from "./_util.ts";
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
 
@@ -50,10 +50,6 @@ async function pysocks(port: number, dnsPort: number, n: number): Promise<void> 
   assert(got.addrs.every((x) => x === exampleTestAddress), got.addrs.join());
 }
 
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 10));
-}
-
 Deno.test("udp through a SOCKS5 upstream: PySocks and dig -> seaprox --forward dante -> dnsmasq", async () => {
   const dns = await startDnsmasq();
   const dante = await startDante();
@@ -68,7 +64,7 @@ Deno.test("udp through a SOCKS5 upstream: PySocks and dig -> seaprox --forward d
   try {
     assert(a.lines.some((l) => l.includes("udpAssociate=on")), a.lines.join("\n"));
     await pysocks(a.port, dns.port, 30);
-    await until(() => a.closed.length === 1);
+    await until("the association's end", () => a.closed.length === 1);
     assertEquals([a.closed[0].scheme, a.closed[0].end], ["socks5-udp", "done"]);
     assert(a.closed[0].bytesUp > 0 && a.closed[0].bytesDown > a.closed[0].bytesUp);
     // A udp:// forward through the same hop: each dig is a peer with its own UDP ASSOCIATE.
@@ -99,7 +95,7 @@ Deno.test("udp through link then dante: the far node talks to dante's relay", as
   try {
     assertEquals(chain.udpRefusal, undefined);
     await pysocks(a.port, dns.port, 20);
-    await until(() => a.closed.length === 1);
+    await until("the association's end", () => a.closed.length === 1);
     assertEquals([a.closed[0].scheme, a.closed[0].end], ["socks5-udp", "done"]);
   } finally {
     await a.sp.stop();
@@ -121,7 +117,7 @@ Deno.test("udp through microsocks (no UDP ASSOCIATE): 0x07, the hop named", asyn
     assertEquals([...await r.readExact(2)], [5, 0]);
     await control.write(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
     assertEquals((await r.readExact(2))[1], 7);
-    await until(() => a.closed.length === 1);
+    await until("the association's end", () => a.closed.length === 1);
     assertEquals(a.closed[0].failure, "udp-unsupported");
     const line = a.lines.find((l) => l.includes("failure=udp-unsupported")) ?? "";
     assert(line.includes(`hop 1/1 ${hop} refused UDP ASSOCIATE`), line);
