@@ -10,7 +10,9 @@
  * connections each), so a burst of load from elsewhere lands on all of them alike.
  * `--v8 'A;B'` adds, per `;`-separated set of V8 flags, a floor (static) and a seaprox static
  * (new) run with `--v8-flags=A` (e.g. `--max-semi-space-size=16`): GC settings measured beside
- * the defaults in one run. The table ends with each process's RSS after the last round.
+ * the defaults in one run. The table ends with each process's RSS after the last round. A round
+ * in which a path's exchange failed (a connect timing out in a full accept queue on a saturated
+ * box) shows "-" for it and is left out of its medians.
  * @module
  */
 
@@ -18,6 +20,7 @@ import {
   benchFlags,
   concurrentRps,
   cpuPerConn,
+  fixed,
   freePort,
   median,
   type Proc,
@@ -34,6 +37,7 @@ import {
   tcpRoute,
   waitPort,
 } from "./_util.ts";
+import { errorMessage } from "../lib/net/errors.ts";
 
 if (Deno.env.get("BENCH_ROLE") === "source") {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -109,36 +113,44 @@ try {
   }
   for (const p of paths) await concurrentRps(p.route, 500, 32); // warm up
   const cpu = paths.map(() => [] as number[]);
-  for (let round = 1; round <= flags.rounds; round++) {
-    if (flags.together) {
-      // Every path loaded at once: the same moments of the box's load land on all of them.
-      const all = await Promise.all(
-        paths.map((p) =>
-          cpuPerConn([p.proc], flags.count, () => concurrentRps(p.route, flags.count, 32))
-        ),
-      );
-      all.forEach((r, i) => cpu[i].push(r.usPerConn[0]));
-      console.error(`  round ${round} done`);
-      continue;
-    }
-    for (const [i, p] of roundOrder(paths, round)) {
-      const { usPerConn } = await cpuPerConn(
+  /**
+   * One path's CPU µs per connection in round `round`, or NaN (left out of the medians) when
+   * an exchange failed: on a saturated box a connect can time out in a full accept queue, and
+   * one such round must not end a run of many.
+   */
+  const measure = async (p: { route: Route; proc: Proc }, round: number): Promise<number> => {
+    try {
+      const r = await cpuPerConn(
         [p.proc],
         flags.count,
         () => concurrentRps(p.route, flags.count, 32),
       );
-      cpu[i].push(usPerConn[0]);
+      return r.usPerConn[0];
+    } catch (err) {
+      console.error(`  round ${round}, ${p.route.name}: ${errorMessage(err)} (round left out)`);
+      return NaN;
     }
+  };
+  for (let round = 1; round <= flags.rounds; round++) {
+    if (flags.together) {
+      // Every path loaded at once: the same moments of the box's load land on all of them.
+      const all = await Promise.all(paths.map((p) => measure(p, round)));
+      all.forEach((us, i) => cpu[i].push(us));
+      console.error(`  round ${round} done`);
+      continue;
+    }
+    for (const [i, p] of roundOrder(paths, round)) cpu[i].push(await measure(p, round));
     console.error(`  round ${round} done`);
   }
+  const counted = (xs: number[]) => xs.filter(Number.isFinite);
   console.log(
     `CPU µs per connection, median of ${flags.rounds} rounds (then each round); RSS MiB at the end`,
   );
   for (const [i, p] of paths.entries()) {
     const rssMiB = procStatusKiB(p.proc.child.pid, "VmRSS") / 1024;
     console.log(
-      `${p.route.name.padEnd(48)} ${median(cpu[i]).toFixed(0).padStart(5)}   ${
-        cpu[i].map((x) => x.toFixed(0)).join(" ")
+      `${p.route.name.padEnd(48)} ${median(counted(cpu[i])).toFixed(0).padStart(5)}   ${
+        cpu[i].map((x) => fixed(x)).join(" ")
       }   ${rssMiB.toFixed(0)} MiB`,
     );
   }
@@ -152,9 +164,9 @@ try {
     if (j < 0) continue;
     const ratios = cpu[i].map((x, r) => x / cpu[j][r]);
     console.log(
-      `${name.replace(" (new)", "")} new/old per round: median ${median(ratios).toFixed(3)}   ${
-        ratios.map((x) => x.toFixed(2)).join(" ")
-      }`,
+      `${name.replace(" (new)", "")} new/old per round: median ${
+        median(counted(ratios)).toFixed(3)
+      }   ${ratios.map((x) => fixed(x, 2)).join(" ")}`,
     );
   }
 } finally {
