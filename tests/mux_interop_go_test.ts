@@ -7,7 +7,18 @@ import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { goPeer } from "./_mux.ts";
-import { blockStreamSha256, drainHash, listenLocal, readAll, sendBlocks, sha256 } from "./_util.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  listenLocal,
+  readAll,
+  sendBlocks,
+  sha256,
+  within,
+} from "./_util.ts";
+
+/** Bound of one exchange with the Go peer (MiBs each way): for a hang, never for speed. */
+const exchangeMs = 120_000;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -23,11 +34,16 @@ async function goServer(): Promise<{ port: number; stop(): Promise<void> }> {
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  while (!/listening \S+\n/.test(text)) {
-    const r = await reader.read();
-    if (r.done) throw new Error(`go server exited: ${text}`);
-    text += r.value;
-  }
+  await within(
+    (async () => {
+      while (!/listening \S+\n/.test(text)) {
+        const r = await reader.read();
+        if (r.done) throw new Error(`go server exited: ${text}`);
+        text += r.value;
+      }
+    })(),
+    "the Go server's listening line",
+  );
   const port = Number(/listening \S+:(\d+)/.exec(text)![1]);
   return {
     port,
@@ -44,7 +60,7 @@ async function withGoServer(fn: (s: Session) => Promise<void>): Promise<void> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: srv.port });
   const session = Session.client(conn, { keepaliveIntervalMs: 1000 });
   try {
-    await fn(session);
+    await within(fn(session), "the exchange with the Go yamux server", exchangeMs);
   } finally {
     await session.close();
     await srv.stop();
@@ -106,17 +122,19 @@ async function goClient(
   const addr = `127.0.0.1:${listener.addr.port}`;
   const child = new Deno.Command(bin, { args: args(addr), stdout: "piped", stderr: "piped" })
     .spawn();
-  const conn = await listener.accept();
-  listener.close();
+  const conn = await within(listener.accept(), "the Go client to connect").finally(() =>
+    listener.close()
+  );
   const session = Session.server(conn, { keepaliveIntervalMs: 1000, ...opts });
   const handlers: Promise<unknown>[] = [];
   const acceptLoop = (async () => {
     for await (const s of session) handlers.push(handle(s));
   })();
-  const out = await child.output();
-  await session.closed;
-  await acceptLoop;
-  await Promise.all(handlers);
+  const out = await within(child.output(), "the Go client to finish", exchangeMs);
+  await within(
+    Promise.all([session.closed, acceptLoop, Promise.all(handlers)]),
+    "the session with the Go client to end",
+  );
   const stdout = dec.decode(out.stdout);
   assert(out.success, `go client failed: ${dec.decode(out.stderr)}\n${stdout}`);
   return stdout.trim().split("\n");
