@@ -351,31 +351,49 @@ Deno.test("tunnel: garbage on the public port and after a control upgrade never 
   }
 });
 
-Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and never connects", async () => {
-  const app = startApp();
-  const t = startTunnel();
-  const id = "identifier-stop-upgrade-08";
-  await within(t.server.addHost("app.test", id), "addHost");
-  // A relay in front of the server holds the client's upgrade request until the test has
-  // stopped the client, then passes it on: the server accepts a client told to stop before
-  // the answer came (in CI, the refused duplicate retrying while the test stopped it).
-  const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const requested = Promise.withResolvers<void>();
+/** A relay in front of a tunnel's port that holds the client's bytes at one point. */
+interface HoldingRelay {
+  port: number;
+  /** Resolves once the relay holds the client's bytes. */
+  held: Promise<void>;
+  /** Pass them on (and everything after). */
+  release(): void;
+  /** Release, stop accepting, wait for the relayed connections to end. */
+  close(): Promise<void>;
+}
+
+/**
+ * Relay connections to `port`, holding the client's first bytes ("upgrade": its upgrade
+ * request) or, once the server's answer to it came, its first session bytes ("session": the
+ * handshake) until `release()`: a test acts at that point of the client's attempt.
+ */
+function holdingRelay(port: number, hold: "upgrade" | "session"): HoldingRelay {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held = Promise.withResolvers<void>();
   const released = Promise.withResolvers<void>();
   const relays: Promise<void>[] = [];
+  const pass = async (from: Deno.Conn, to: Deno.Conn, buf: Uint8Array): Promise<boolean> => {
+    const n = await from.read(buf);
+    if (n !== null) await writeAll(to, buf.subarray(0, n));
+    return n !== null;
+  };
   const accepting = (async () => {
-    for await (const conn of front) {
+    for await (const conn of listener) {
       relays.push((async () => {
-        const up = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+        const up = await Deno.connect({ hostname: "127.0.0.1", port });
         try {
           const buf = new Uint8Array(65536);
+          if (hold === "session" && !(await pass(conn, up, buf) && await pass(up, conn, buf))) {
+            return;
+          }
           const n = await conn.read(buf);
-          requested.resolve();
+          if (n === null) return;
+          held.resolve();
           await released.promise;
-          if (n !== null) await writeAll(up, buf.subarray(0, n));
+          await writeAll(up, buf.subarray(0, n));
           await relay(conn, up);
         } catch {
-          // The client cut its connection when it stopped: the relay has nothing to pass on.
+          // Either side cut its connection: the relay has nothing more to pass on.
         } finally {
           closeQuietly(conn);
           closeQuietly(up);
@@ -383,27 +401,46 @@ Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and n
       })());
     }
   })();
+  return {
+    port: listener.addr.port,
+    held: held.promise,
+    release: () => released.resolve(),
+    close: async () => {
+      released.resolve();
+      listener.close();
+      await accepting;
+      await Promise.all(relays);
+    },
+  };
+}
+
+Deno.test("tunnel: a client stopped while its upgrade is on the way stops, and never connects", async () => {
+  const app = startApp();
+  const t = startTunnel();
+  const id = "identifier-stop-upgrade-08";
+  await within(t.server.addHost("app.test", id), "addHost");
+  // The relay holds the client's upgrade request until the test has stopped the client: the
+  // server accepts a client told to stop before the answer came (in CI, the refused
+  // duplicate retrying while the test stopped it, the first client just gone).
+  const front = holdingRelay(t.port, "upgrade");
   const c = startClient({
-    server: `http://127.0.0.1:${front.addr.port}`,
+    server: `http://127.0.0.1:${front.port}`,
     identifier: id,
     local: local(app.port),
   });
   try {
-    await within(requested.promise, "the client's upgrade request");
+    await within(front.held, "the client's upgrade request");
     const stopped = c.stop(); // aborts now, before the server has answered
-    released.resolve();
+    front.release();
     await within(stopped, "client stop (asked for while its upgrade was on the way)");
     assertEquals(c.client.connects, 0);
     assertEquals(c.client.state, "stopped");
   } finally {
-    released.resolve();
-    front.close();
     // The server first: a client that did connect loses its session and then stops.
     await cleanUp([
       ["tunnel close", t.close],
       ["client stop", c.stop],
-      ["relay accept loop", () => accepting],
-      ["relays", () => Promise.all(relays).then(() => {})],
+      ["relay close", front.close],
       ["app close", app.close],
     ]);
   }
@@ -437,6 +474,36 @@ Deno.test("tunnel: clients of one identifier connecting at once end with one con
     await cleanUp([
       ...cs.map((c, i): [string, () => Promise<void>] => [`client ${i} stop`, c.stop]),
       ["tunnel close", t.close],
+      ["app close", app.close],
+    ]);
+  }
+});
+
+Deno.test("tunnel: a client whose handshake arrives after the server closed is not taken", async () => {
+  const app = startApp();
+  const t = startTunnel();
+  const id = "identifier-late-handshake-10";
+  await within(t.server.addHost("app.test", id), "addHost");
+  // The relay passes the upgrade both ways, then holds the client's handshake until the test
+  // has closed the server.
+  const front = holdingRelay(t.port, "session");
+  const c = startClient({
+    server: `http://127.0.0.1:${front.port}`,
+    identifier: id,
+    local: local(app.port),
+  });
+  try {
+    await within(front.held, "the client's handshake, held by the relay");
+    await within(t.server.close(), "server close");
+    front.release();
+    await until("the client's held attempt to end", () => c.client.state !== "connecting");
+    assertEquals(c.client.connects, 0, "the closed server took the client");
+    assertEquals(t.server.clients().length, 0, "clients held by the closed server");
+  } finally {
+    await cleanUp([
+      ["tunnel close", t.close],
+      ["client stop", c.stop],
+      ["relay close", front.close],
       ["app close", app.close],
     ]);
   }

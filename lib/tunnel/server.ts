@@ -889,6 +889,9 @@ export class TunnelServer {
         await Promise.all(group.members.map((prev) => prev.close("replaced")));
         group = this.#clients.get(key);
       }
+      // The server closed during the handshake: close() did not see this client, so taking
+      // it now would leave its session alive on a closed server.
+      if (this.#closed) return false;
       if (!group) this.#clients.set(key, group = new ClientGroup());
       group.add(client);
       return true;
@@ -1072,7 +1075,9 @@ export class TunnelServer {
         return null;
       }
       if (!(await takeOver())) {
-        log.warn("duplicate client refused");
+        log.warn(
+          this.#closed ? "client refused: the server is closing" : "duplicate client refused",
+        );
         return null;
       }
       client.hosts = await this.registry.hostsOf(identifier);
