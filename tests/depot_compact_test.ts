@@ -19,7 +19,7 @@ import { dial, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { concat, socksDial, startDepot, startTarget } from "./_depot.ts";
-import { blockStreamSha256, readAll, sendBlocks } from "./_util.ts";
+import { blockStreamSha256, readAll, sendBlocks, until } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -225,7 +225,11 @@ Deno.test("depot compact: on the wire, a hand-driven local that announces it get
       spare,
       depotCompact.encode({ type: "standby", name: "default", sessionKey: welcome.sessionKey! })!,
     );
-    await new Promise((r) => setTimeout(r, 100)); // the server holds the spare
+    // Once the server holds the spare, the request takes it (before, the control connection).
+    await until(
+      "the server to hold the spare",
+      () => depot.server.status().exits.find((e) => e.name === "default")?.spares === 1,
+    );
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
     const r = new BufferedReader(spare, 1024);
     assert((await r.readExact(1, false))[0] >= 0x80, "the request comes compact");

@@ -180,6 +180,8 @@ export interface ExitStatus {
   bytesUp: number;
   /** Bytes from targets to clients. */
   bytesDown: number;
+  /** Idle standby spare tunnels ("open") held for the next requests. */
+  spares: number;
 }
 
 /** What `/status` shows. */
@@ -393,6 +395,7 @@ class ExitSession {
       failures: this.failures,
       bytesUp: up,
       bytesDown: down,
+      spares: this.standby.length,
     };
   }
 }
