@@ -7,14 +7,26 @@ import { FusionClient, FusionServer, type SessionSummary } from "../lib/fusion/m
 import { closeQuietly, serve, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { FaultyLink, startHashTarget } from "./_fusion.ts";
-import { blockStream, blockStreamSha256, drainHash, listenLocal, sendBlocks } from "./_util.ts";
+import {
+  blockStream,
+  blockStreamSha256,
+  drainHash,
+  listenLocal,
+  sendBlocks,
+  until,
+} from "./_util.ts";
 
 const MiB = 1024 * 1024;
 const token = "loopback-token";
+/**
+ * Short timers, but not so short that a starved process drops healthy paths: with a 600 ms
+ * silence timeout and a 5 s grace, a loaded box dropped paths as silent every few seconds
+ * (and could lose every path for the grace time, failing the session).
+ */
 const fastTimers = {
   heartbeatIntervalMs: 100,
-  silenceTimeoutMs: 600,
-  graceMs: 5_000,
+  silenceTimeoutMs: 3_000,
+  graceMs: 30_000,
   lingerMs: 1_000,
 };
 
@@ -95,9 +107,7 @@ async function transfer(
     closeQuietly(conn);
   }
   // The target records its hash once its side finished.
-  for (let i = 0; i < 500 && r.target.results.length === 0; i++) {
-    await new Promise((x) => setTimeout(x, 20));
-  }
+  await until("the target's hash of the upload", () => r.target.results.length > 0);
   assertEquals(r.target.results[0], { bytes, sha256: blockStreamSha256(bytes, 1) }, "sha256 up");
 }
 
@@ -114,10 +124,13 @@ async function sendRest(conn: Deno.Conn, total: number, from: number): Promise<v
 }
 
 async function lastSummary(r: Rig): Promise<SessionSummary> {
-  for (let i = 0; i < 500 && r.client.recent.length === 0; i++) {
-    await new Promise((x) => setTimeout(x, 20));
-  }
+  await until("the client's session summary", () => r.client.recent.length > 0);
   return r.client.recent[r.client.recent.length - 1];
+}
+
+/** Live paths of the client's session (the transfer's: the rig carries one at a time). */
+function livePaths(r: Rig): number {
+  return [...r.client.sessions][0]?.pathCount ?? 0;
 }
 
 const opts = { sanitizeOps: true, sanitizeResources: true };
@@ -143,8 +156,11 @@ Deno.test(
       await transfer(r, 64 * MiB, async () => {
         r.links[0].down = true;
         r.links[0].cut();
-        await new Promise((x) => setTimeout(x, 300));
+        await until("the cut path to leave the session", () => livePaths(r) < 2);
+        await new Promise((x) => setTimeout(x, 300)); // reconnects refused meanwhile
         r.links[0].restore();
+        // The rest of the upload waits for it: it came back mid-transfer on any box.
+        await until("the cut path to come back", () => livePaths(r) === 2);
       });
       const sum = await lastSummary(r);
       console.log(JSON.stringify(sum));
@@ -160,9 +176,12 @@ Deno.test(
 Deno.test({ name: "fusion loopback: a path silenced mid-transfer", ...opts }, async () => {
   const r = await rig(2, 64 * MiB, false, 15 * MiB);
   try {
-    await transfer(r, 64 * MiB, () => {
+    await transfer(r, 64 * MiB, async () => {
       r.links[1].silence();
-      setTimeout(() => r.links[1].restore(), 1_000);
+      await until("the silence timer to drop the path", () => livePaths(r) < 2);
+      r.links[1].restore();
+      // The rest of the upload waits for it: it came back mid-transfer on any box.
+      await until("the silenced path to come back", () => livePaths(r) === 2);
     });
     const sum = await lastSummary(r);
     console.log(JSON.stringify(sum));
