@@ -4,7 +4,7 @@ import { Session } from "../lib/mux/mod.ts";
 import { dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { fakeLocal, socksDial, startDepot, startTarget } from "./_depot.ts";
-import { readAll } from "./_util.ts";
+import { readAll, until } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -79,19 +79,16 @@ Deno.test("depot --mux: the control session ending ends the mux session; the loc
     assertEquals(local.status().transport, "mux");
     // Replace the local's session with a same-name stale one, then let it go away.
     const intruder = await fakeLocal(depot.controlPort);
-    await local.waitConnected(false, 10_000);
+    await local.waitConnected(false, 60_000);
     intruder.close();
     // The replaced local waits before retrying; a fresh one with mux works meanwhile.
-    for (let i = 0; i < 1000 && depot.server.status().muxSessions > 0; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    assertEquals(depot.server.status().muxSessions, 0, "the replaced local's mux session ended");
+    await until(
+      "the replaced local's mux session to end",
+      () => depot.server.status().muxSessions === 0,
+    );
     const fresh = await depot.addLocal({ mux: true });
     assertEquals(fresh.status().transport, "mux");
-    for (let i = 0; i < 1000 && depot.server.status().muxSessions !== 1; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    assertEquals(depot.server.status().muxSessions, 1);
+    await until("the fresh local's mux session", () => depot.server.status().muxSessions === 1);
     const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
     await writeAll(c, enc.encode("Emux"));
     await c.closeWrite();

@@ -2,7 +2,7 @@ import { randomSecret } from "../lib/control/mod.ts";
 import { dial, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { fakeLocal, rawFrame, rawTunnel, socksDial, startDepot } from "./_depot.ts";
-import { readAll } from "./_util.ts";
+import { readAll, until } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -84,15 +84,15 @@ Deno.test("depot control: wrong token is refused and the local keeps retrying", 
   });
   const running = local.run();
   try {
-    for (let i = 0; i < 500 && !(local.status().lastError ?? "").includes("unauthorized"); i++) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    assert((local.status().lastError ?? "").includes("unauthorized"), local.status().lastError!);
+    await until(
+      "the local's unauthorized refusal",
+      () => (local.status().lastError ?? "").includes("unauthorized"),
+    );
     const attempts = local.status().attempts;
-    for (let i = 0; i < 500 && local.status().attempts < attempts + 2; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    assert(local.status().attempts >= attempts + 2, "keeps retrying");
+    await until(
+      "two more attempts of the refused local",
+      () => local.status().attempts >= attempts + 2,
+    );
     assertEquals(depot.server.exitNames(), []);
     assertEquals(local.connected, false);
   } finally {
