@@ -27,6 +27,13 @@ export const daemonStartTimeoutMs = 90_000;
 /** How long a daemon may take to stop on SIGTERM before SIGKILL. */
 export const daemonStopTimeoutMs = 30_000;
 
+/**
+ * How long one docker, compose or debootstrap command may run before it is killed and the
+ * test fails naming it: debootstrap and image builds take minutes on a fresh, busy box (and
+ * run()'s default 300 s is too short for them); the bound is for a hang, not a slow box.
+ */
+export const dockerCommandTimeoutMs = 1_200_000;
+
 /** Keep at most this much of a daemon's log to print when something fails. */
 const daemonLogKeepBytes = 64 * 1024;
 
@@ -41,14 +48,17 @@ export function dockerSkipReason(): string | undefined {
   return undefined;
 }
 
-/** Output of a command that must succeed; throws with its output otherwise. */
+/**
+ * Output of a command that must succeed; throws with its output otherwise (and when it runs
+ * longer than {@linkcode dockerCommandTimeoutMs}).
+ */
 export async function must(
   cmd: string,
   args: string[],
   env: Record<string, string> = {},
   stdin?: Uint8Array,
 ): Promise<string> {
-  const r = await run(cmd, args, { env, stdin });
+  const r = await run(cmd, args, { env, stdin, timeoutMs: dockerCommandTimeoutMs });
   if (r.code !== 0) {
     throw new Error(`${cmd} ${args.join(" ")} exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
   }
@@ -204,7 +214,10 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
 
 /** Whether `ref` names an image the engine has. */
 export async function imageExists(env: Record<string, string>, ref: string): Promise<boolean> {
-  return (await run(dockerBin, ["image", "inspect", ref], { env })).code === 0;
+  return (await run(dockerBin, ["image", "inspect", ref], {
+    env,
+    timeoutMs: dockerCommandTimeoutMs,
+  })).code === 0;
 }
 
 /** The first Debian mirror of the machine's apt sources that serves `suite` (not security). */

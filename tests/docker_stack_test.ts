@@ -22,6 +22,7 @@ import {
   buildWarrenImage,
   composeBin,
   dockerBin,
+  dockerCommandTimeoutMs,
   dockerSkipReason,
   ensureBaseImage,
   ensureDocker,
@@ -178,7 +179,12 @@ Deno.test({
     lap(`base image ${base.ref} (${base.how})`);
     await buildWarrenImage(env, base.ref, image);
     // Old builds of the tag are dangling now; on our own engine, drop them (vfs is big).
-    if (engine.started) await run(dockerBin, ["image", "prune", "--force"], { env });
+    if (engine.started) {
+      await run(dockerBin, ["image", "prune", "--force"], {
+        env,
+        timeoutMs: dockerCommandTimeoutMs,
+      });
+    }
     lap("build image");
 
     const config = JSON.parse(
@@ -235,7 +241,7 @@ Deno.test({
         `--env-file=${example}`,
         image,
         ...cmd,
-      ], { env });
+      ], { env, timeoutMs: dockerCommandTimeoutMs });
       const lines = r.stderr.trim().split("\n");
       assertEquals(r.code, 2, `${cmd[0]} with the example's secrets: ${r.stdout}${r.stderr}`);
       assertEquals(lines.length, 1, `${cmd[0]} says one line: ${r.stderr}`);
@@ -427,13 +433,14 @@ Deno.test({
       if (!ok) {
         const logs = await run(composeBin, [...compose, "logs", "--no-color", "--tail=40"], {
           env: composeEnv,
+          timeoutMs: dockerCommandTimeoutMs,
         });
         console.error(`compose logs of ${project}:\n${logs.stdout}${logs.stderr}`);
       }
       const down = await run(
         composeBin,
         [...compose, "down", "--volumes", "--remove-orphans", "--timeout", "5"],
-        { env: composeEnv },
+        { env: composeEnv, timeoutMs: dockerCommandTimeoutMs },
       );
       if (down.code !== 0) console.error(`compose down failed: ${down.stderr}`);
       lap("compose down");
