@@ -20,7 +20,7 @@ import {
 import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
 import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
-import { run } from "./_util.ts";
+import { run, until, within } from "./_util.ts";
 import { socks5Associate } from "./_socks5.ts";
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
@@ -45,11 +45,6 @@ async function seaprox(
 /** A raw SOCKS5 UDP ASSOCIATE (tests/_socks5.ts). */
 const associate = socks5Associate;
 
-/** Wait until `cond` holds (a datagram or a log line that must come). */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 10));
-}
-
 Deno.test("seaprox udp: PySocks asks dnsmasq 50 queries through UDP ASSOCIATE, all in order", async () => {
   const dns = await startDnsmasq();
   const { sp, port, closed } = await seaprox();
@@ -73,7 +68,7 @@ Deno.test("seaprox udp: PySocks asks dnsmasq 50 queries through UDP ASSOCIATE, a
     );
     assertEquals(got.ids, Array.from({ length: n }, (_, i) => i + 1));
     assert(got.addrs.every((a) => a === exampleTestAddress), got.addrs.join());
-    await until(() => closed.length === 1);
+    await until("the association's close record", () => closed.length === 1);
     assertEquals([closed[0].scheme, closed[0].end], ["socks5-udp", "done"]);
     assert(closed[0].bytesUp > 0 && closed[0].bytesDown > closed[0].bytesUp);
   } finally {
@@ -109,18 +104,18 @@ Deno.test("seaprox udp: only the client's datagrams, no fragments, ACL on every 
     await client.send(dgram("127.0.0.1", echo.addr.port, "denied"), a.relay);
     await client.send(dgram("0.0.0.0", echo.addr.port, "unspecified"), a.relay);
     await client.send(dgram(echo.addr.host, echo.addr.port, "allowed"), a.relay);
-    await until(() => answers.length === 1);
+    await until("the allowed datagram's echo", () => answers.length === 1);
     assertEquals(answers, [`127.0.0.2:${echo.addr.port} allowed`]);
     const drops = (reason: string) =>
       lines.filter((l) => l.includes("udp datagram dropped") && l.includes(`failure=${reason}`));
-    await until(() => drops("wrong-source").length === 1);
+    await until("the wrong-source drop", () => drops("wrong-source").length === 1);
     assertEquals(drops("fragmented").length, 1);
     assertEquals(drops("malformed").length, 1);
     // Both the literal 127.0.0.1 and 0.0.0.0 (which reaches it) are refused.
     assertEquals(drops("not-allowed").map((l) => /count=(\d+)/.exec(l)?.[1]), ["1"]);
     assert(drops("not-allowed")[0].includes("deny 127.0.0.1"), drops("not-allowed")[0]);
     closeQuietly(a.control);
-    await until(() => closed.length === 1);
+    await until("the association's close record", () => closed.length === 1);
     assertEquals([closed[0].scheme, closed[0].end], ["socks5-udp", "done"]);
     assertEquals([closed[0].bytesUp, closed[0].bytesDown], [7, 7]);
     // The connection's line counts every drop, the second refusal too.
@@ -140,10 +135,13 @@ Deno.test("seaprox udp: an association ends on its idle timeout", async () => {
   const a = await associate(port);
   try {
     assertEquals(a.reply, 0);
-    await until(() => closed.length === 1);
+    await until("the association's close record", () => closed.length === 1);
     assertEquals([closed[0].scheme, closed[0].end], ["socks5-udp", "idle"]);
     // The control connection was closed with it.
-    assertEquals(await a.control.read(new Uint8Array(1)), null);
+    assertEquals(
+      await within(a.control.read(new Uint8Array(1)), "the control connection's close"),
+      null,
+    );
   } finally {
     closeQuietly(a.control);
     await sp.stop();
@@ -158,7 +156,7 @@ Deno.test("seaprox udp: through a --forward SOCKS5 hop that is down: 0x01, the h
   const a = await associate(port);
   try {
     assertEquals(a.reply, 1);
-    await until(() => closed.length === 1);
+    await until("the association's close record", () => closed.length === 1);
     const line = lines.find((l) => l.includes("socks5-udp[")) ?? lines.join("\n");
     assert(line.includes("hop 1/1 socks5://127.0.0.1:1 unreachable"), line);
   } finally {
@@ -183,12 +181,12 @@ Deno.test("seaprox udp: an answer too big to wrap for the client is counted, the
     client.onMessage = (d) => void got.push(decodeSocks5Udp(d).data.length);
     const enc = new TextEncoder();
     await client.send(encodeSocks5Udp(dest.addr, enc.encode("big")), a.relay);
-    await until(() => lines.some((l) => l.includes("failure=too-big")));
+    await until("the too-big drop", () => lines.some((l) => l.includes("failure=too-big")));
     await client.send(encodeSocks5Udp(dest.addr, enc.encode("small")), a.relay);
-    await until(() => got.length === 1);
+    await until("the small answer", () => got.length === 1);
     assertEquals(got, [5]);
     closeQuietly(a.control);
-    await until(() => closed.length === 1);
+    await until("the association's close record", () => closed.length === 1);
     assertEquals(closed[0].bytesDown, 5); // the answer delivered; the dropped one is not counted
   } finally {
     client.close();

@@ -9,7 +9,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, type ServiceProcess, startService, until, within } from "./_util.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 import { type Page, sink, trickle, withBrowser } from "./_status.ts";
 import { socksDial } from "./_depot.ts";
@@ -201,12 +201,11 @@ Deno.test({
           hostname: "127.0.0.1",
           port: portOf(svc.addrs.get("static-2")!),
         });
-        await c.read(new Uint8Array(8)).catch(() => null); // closed by seaprox
+        // closed by seaprox
+        await within(c.read(new Uint8Array(8)).catch(() => null), "seaprox to close a refused one");
         closeQuietly(c);
       }
-      for (let i = 0; i < 400 && refusals(svc.lines) < 3; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await until("three refusal lines", () => refusals(svc.lines) >= 3);
       assertEquals(refusals(svc.lines), 3, svc.lines.join("\n"));
       const json = await (await fetch(`${base}/status`)).json() as {
         failures: Record<string, number>;
@@ -408,10 +407,10 @@ Deno.test({
       const read = async () => await (await fetch(`${base}/status`)).json() as LocalStatus;
       // The exit counts each request as it settles there, which may trail the SOCKS answer.
       let json = await read();
-      for (let i = 0; i < 400 && json.total + json.failures < 2; i++) {
-        await new Promise((r) => setTimeout(r, 25));
+      await until("the exit's count of both requests", async () => {
         json = await read();
-      }
+        return json.total + json.failures >= 2;
+      });
       assertEquals(json.total, 1);
       assertEquals(json.failuresByReason, { refused: 1 });
       assertEquals(json.recentFailures.map((f) => [f.dest, f.reason]), [
@@ -480,10 +479,10 @@ Deno.test({
       };
       const has502 = (rows: (string | number)[][]) => rows.some((r) => r[0] === "502");
       let outcomes = await serverOutcomes();
-      for (let i = 0; i < 400 && !has502(outcomes); i++) {
-        await new Promise((r) => setTimeout(r, 25));
-        outcomes = await serverOutcomes();
-      }
+      await until(
+        "the server's 502 outcome",
+        async () => has502(outcomes = await serverOutcomes()),
+      );
       assert(outcomes.some((r) => r[0] === "502" && r[1] === 1), `${outcomes}`);
       // … and the client says why: its local dial was refused.
       const metricsLine = await tc.waitFor(/msg="metrics listening"/);
