@@ -15,23 +15,10 @@ import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
 import { concatBytes, dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot } from "./_depot.ts";
-import { readAll } from "./_util.ts";
+import { readAll, until, within } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** `p`, or a rejection naming `what` after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 Deno.test("depot open: bytes sent with a standby's answer in one write lead the stream, then its confirmed FIN", async () => {
   const depot = await startDepot({ locals: [], server: { token: "t" } });
@@ -62,36 +49,33 @@ Deno.test("depot open: bytes sent with a standby's answer in one write lead the 
       sessionKey: sessionKey!,
     });
     const reader = new BufferedReader(spare, 1024);
-    const onSpare = new ControlReader(reader, depotProtocol).read();
+    let onSpare: DepotMessage | null | undefined; // the request written on the spare
+    new ControlReader(reader, depotProtocol).read().then((m) => onSpare = m, () => onSpare = null);
     // The server takes the spare once it has read its frame; a request that comes before
     // that goes on the control connection: refused here, and asked again.
-    let req: Extract<DepotMessage, { type: "connect" }> | undefined;
-    for (let attempt = 1; !req; attempt++) {
+    for (let attempt = 1; onSpare === undefined; attempt++) {
       assert(attempt <= 50, "the server never wrote a request on the standby spare");
       const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
-      const first = await within(
-        Promise.race([
-          onSpare.then((m) => ({ on: "spare", m })),
-          client.then(() => ({ on: "client", m: undefined }), () => ({ on: "refused", m: null })),
-        ]),
-        10_000,
-        "request on the spare or the control connection",
+      client.catch(() => {
+        // Refused: it went the control way (below).
+      });
+      await until(
+        "a request on the spare or the control connection",
+        () => onSpare !== undefined || viaControl.some((m) => m.type === "connect"),
       );
-      if (first.on === "spare") {
-        assertEquals(first.m?.type, "connect");
-        req = first.m as Extract<DepotMessage, { type: "connect" }>;
+      if (onSpare !== undefined) {
         clientConn = client; // its reply comes once the answer is in
         break;
       }
-      // It went the control way: refuse it, and let the client see its reply before retrying.
       for (const m of viaControl.splice(0)) {
         if (m.type === "connect") {
           await ctl.send({ type: "connectFailed", id: m.id, reason: "refused" });
         }
       }
-      await client.then((c) => c.close(), () => {});
-      await new Promise((r) => setTimeout(r, 20));
+      await within(client.then((c) => c.close(), () => {}), "the refused client's reply");
     }
+    assertEquals(onSpare?.type, "connect");
+    const req = onSpare as Extract<DepotMessage, { type: "connect" }>;
     // The answer and the target's first bytes in one write: what the server's handshake read
     // past the answer leads the gated tunnel.
     const rest = withPrefix(spare, reader.takeBuffered());
@@ -102,10 +86,10 @@ Deno.test("depot open: bytes sent with a standby's answer in one write lead the 
       key: req.key,
     });
     await writeAll(rest, concatBytes(tunnelFrame, enc.encode("down, with the answer")));
-    const c = await within(clientConn!, 10_000, "SOCKS reply");
+    const c = await within(clientConn!, "SOCKS reply");
     const head = new Uint8Array(21);
     for (let got = 0; got < head.length;) {
-      const n = await within(c.read(head.subarray(got)), 10_000, "bytes sent with the answer");
+      const n = await within(c.read(head.subarray(got)), "bytes sent with the answer");
       assert(n !== null, "the client read EOF before the bytes sent with the answer");
       got += n;
     }
@@ -114,10 +98,10 @@ Deno.test("depot open: bytes sent with a standby's answer in one write lead the 
     await ctl.send({ type: "end", id: req.id });
     await writeAll(rest, enc.encode(", the rest"));
     await rest.closeWrite();
-    assertEquals(dec.decode(await within(readAll(c), 10_000, "rest and FIN")), ", the rest");
+    assertEquals(dec.decode(await within(readAll(c), "rest and FIN")), ", the rest");
     await writeAll(c, enc.encode("up"));
     await c.closeWrite();
-    assertEquals(dec.decode(await within(readAll(rest), 10_000, "upload and FIN")), "up");
+    assertEquals(dec.decode(await within(readAll(rest), "upload and FIN")), "up");
   } finally {
     await clientConn?.then((c) => c.close(), () => {});
     spare.close();

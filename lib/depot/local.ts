@@ -710,17 +710,13 @@ export class DepotLocal {
   ): Promise<void> {
     const o = this.#opts;
     const { ctl } = session;
-    // A request on a tunnel the server opened ("open") ends with the session or its tunnel (the
-    // server resets that tunnel to give it up): the session's signal is its own. One from the
-    // control connection can be cancelled (`cancel{id}`): a controller of its own, which the
-    // session's end aborts too (one listener for the session).
-    let signal = ctl.signal;
-    if (!on) {
-      const ac = new AbortController();
-      session.requests.set(req.id, ac);
-      if (ctl.signal.aborted) ac.abort(ctl.signal.reason);
-      signal = ac.signal;
-    }
+    // A controller per request, which the session's end aborts (one listener for the session):
+    // the dial's and the relay's listeners go on it, not on the session's long-lived signal,
+    // where each add and remove scans every other request's (O(concurrent requests) each).
+    const ac = new AbortController();
+    session.requests.set(req.id, ac);
+    if (ctl.signal.aborted) ac.abort(ctl.signal.reason);
+    const signal = ac.signal;
     const udp = req.type === "associate";
     const dest = udp ? "udp" : joinHostPort(req.host, req.port);
     /** Tell the server the request failed: on its stream, else on the control connection. */
@@ -853,7 +849,7 @@ export class DepotLocal {
         m.localSeries.down.inc(stats.bToA);
       }
     } finally {
-      if (!on) session.requests.delete(req.id);
+      session.requests.delete(req.id);
       closeQuietly(app);
       closeQuietly(tunnel);
     }

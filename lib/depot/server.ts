@@ -352,6 +352,8 @@ class ExitSession {
   readonly standby: Standby[] = [];
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
+  /** Its relays' controllers (see `relaySignal`), aborted when the control connection ends. */
+  readonly relays = new Set<AbortController>();
   /** Its "ok" requests' series (bound once). */
   readonly okCount: { inc(): void };
   constructor(
@@ -369,7 +371,22 @@ class ExitSession {
     // control connection is gone.
     ctl.signal.addEventListener("abort", () => {
       for (const gate of this.ends.values()) gate.fail();
+      for (const ac of this.relays) ac.abort(ctl.signal.reason);
+      this.relays.clear();
     }, { once: true });
+  }
+
+  /**
+   * A controller for one relay through this exit, aborted when the control connection ends;
+   * drop it from `relays` when the relay is over. One controller per relay, not a listener each
+   * on the control connection's long-lived signal: every add and remove of those scanned all
+   * the others (a micro-benchmark: 12 µs per connection with 32 relaying, 85 with 1,000).
+   */
+  relayController(): AbortController {
+    const ac = new AbortController();
+    if (this.ctl.signal.aborted) ac.abort(this.ctl.signal.reason);
+    else this.relays.add(ac);
+    return ac;
   }
 
   /** A FIN gate for plain tunnel `id`, registered before its request goes out. */
@@ -879,6 +896,7 @@ export class DepotServer {
     let end = "error";
     let cause: string | undefined;
     let failure: string | undefined; // why an association ended from the exit's side
+    const relayAc = exit.relayController(); // ends the relay with the control connection
     try {
       if (udp) {
         await sendSocks5Reply(conn, Reply.succeeded, udp.assoc.addr);
@@ -889,7 +907,7 @@ export class DepotServer {
           udp.table,
           udp.tally,
           conn,
-          exit.ctl.signal,
+          relayAc.signal,
           this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs,
         );
         end = r.end;
@@ -899,7 +917,7 @@ export class DepotServer {
         await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
         relayed = true; // relay() closes both sides itself
         const r = await relay(withPrefix(conn, req.leftover), tunnel, {
-          signal: exit.ctl.signal,
+          signal: relayAc.signal,
           idleTimeoutMs: this.idleTimeoutMs,
           stats,
         });
@@ -930,6 +948,7 @@ export class DepotServer {
         udp?.table.close();
       }
       outcome.done();
+      exit.relays.delete(relayAc);
       this.#active--;
       exit.active--;
       exit.live.delete(stats);
@@ -1073,10 +1092,12 @@ export class DepotServer {
     }
     exit.active++;
     exit.total++;
+    const ac = exit.relayController();
     return {
       ...outcome,
-      signal: exit.ctl.signal,
+      signal: ac.signal,
       done: () => {
+        exit.relays.delete(ac);
         exit.active--;
         outcome.done();
       },
