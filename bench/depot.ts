@@ -314,6 +314,8 @@ interface Row {
 const rows: Row[] = [];
 /** Bulk MB/s of each row per round, down and up (for same-round ratios between rows). */
 const rateRounds: { down: number[]; up: number[] }[] = [];
+/** CPU µs per connection of each path (its processes summed), per round, by row. */
+const cpuSums: number[][] = [];
 /** GiB in `bytes`, for CPU per GiB. */
 const gib = (bytes: number) => bytes / (1 << 30);
 const wanRows: { name: string; ms: number; err?: string }[] = [];
@@ -495,6 +497,7 @@ try {
           );
           row.rps = Math.max(row.rps, rps);
           usPerConn.forEach((us, k) => cpuRounds[i][k].push(us));
+          (cpuSums[i] ??= []).push(usPerConn.reduce((a, b) => a + b, 0));
           row.cpu = cpuRounds[i].map(median);
         }
         // This round's CPU µs per connection of each process: the spread behind the medians.
@@ -631,6 +634,24 @@ if (rows.length > 0) {
     console.log(
       `\n${r.name} / depot, bulk, median of ${m.down.length} same-round rate ratios: ` +
         `down ${vs(m.down, p.down)}, up ${vs(m.up, p.up)}`,
+    );
+  }
+  // `--old`: new against old CPU per connection within each round (the two ran seconds apart,
+  // in alternating order), then the median: steadier than the ratio of the two medians when
+  // the load swings between rounds.
+  for (
+    const [oldName, newName] of [["depot (old)", "depot (server"], [
+      "depot --mux (old)",
+      "depot --mux",
+    ]]
+  ) {
+    const o = rows.findIndex((r) => r.name === oldName);
+    const n = rows.findIndex((r) => r.name.startsWith(newName) && !r.name.endsWith("(old)"));
+    if (o < 0 || n < 0 || rows[o].err || rows[n].err || !cpuSums[o] || !cpuSums[n]) continue;
+    const each = cpuSums[n].map((x, k) => x / cpuSums[o][k]).filter(Number.isFinite);
+    console.log(
+      `\n${rows[n].name} / ${oldName}, CPU µs per connection, median of ${each.length} ` +
+        `same-round ratios: ${fixed(median(each), 2)} (${each.map((v) => fixed(v, 2)).join(" ")})`,
     );
   }
   const depot = rows.find((r) => r.name.startsWith("depot (server"));
