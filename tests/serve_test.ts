@@ -1,7 +1,7 @@
 import { connect as nodeConnect, type Socket } from "node:net";
 import { assertEquals } from "./_assert.ts";
 import { dial, serve, writeAll } from "../lib/net/mod.ts";
-import { listenLocal, readAll } from "./_util.ts";
+import { listenLocal, readAll, until, within } from "./_util.ts";
 
 Deno.test("serve: over maxConns the next connection is accepted and closed at once", async () => {
   const release = Promise.withResolvers<void>();
@@ -11,9 +11,10 @@ Deno.test("serve: over maxConns the next connection is accepted and closed at on
   }, { maxConns: 2, handshakeTimeoutMs: 0, shedIdleMs: Infinity }); // refusal, never shedding
   const port = server.addr.port;
   const held = [await dial("127.0.0.1", port), await dial("127.0.0.1", port)];
-  await new Promise((r) => setTimeout(r, 50));
+  // Both held ones counted before the next comes: the state itself, not a 50 ms sleep.
+  await until("the server to hold 2 connections", () => server.stats.active === 2);
   const extra = await dial("127.0.0.1", port);
-  assertEquals(await extra.read(new Uint8Array(1)), null); // closed by the server
+  assertEquals(await within(extra.read(new Uint8Array(1)), "the server to close the third"), null);
   assertEquals(server.stats.rejected, 1);
   extra.close();
   release.resolve();
@@ -26,32 +27,38 @@ Deno.test("serve: handshake timeout closes a silent client", async () => {
     await conn.read(new Uint8Array(10)); // never calls handshakeDone
   }, { handshakeTimeoutMs: 100 });
   const c = await dial("127.0.0.1", server.addr.port);
-  assertEquals(await c.read(new Uint8Array(1)), null);
+  assertEquals(await within(c.read(new Uint8Array(1)), "the handshake timeout's close"), null);
   assertEquals(server.stats.handshakeTimeouts, 1);
   c.close();
   await server.stop();
 });
 
 Deno.test("serve: stop() lets a live connection finish, then cuts past the deadline", async () => {
+  // Each handler says when it runs: stop() must meet a live connection (a 20 ms sleep stood
+  // for that before, which a loaded box could outlast before the accept).
+  const live = Promise.withResolvers<void>();
   const server = serve(listenLocal(), async (conn, ctx) => {
     ctx.handshakeDone();
+    live.resolve();
     await new Promise((r) => setTimeout(r, 100));
     await writeAll(conn, new TextEncoder().encode("finished"));
   });
   const c = await dial("127.0.0.1", server.addr.port);
-  await new Promise((r) => setTimeout(r, 20));
+  await within(live.promise, "the handler of the connection");
   await server.stop(2000);
-  assertEquals(new TextDecoder().decode(await readAll(c)), "finished");
+  assertEquals(new TextDecoder().decode(await within(readAll(c), "the answer to EOF")), "finished");
   c.close();
 
+  const stuckLive = Promise.withResolvers<void>();
   const stuck = serve(listenLocal(), async (conn, ctx) => {
     ctx.handshakeDone();
+    stuckLive.resolve();
     await conn.read(new Uint8Array(1)); // waits forever
   });
   const c2 = await dial("127.0.0.1", stuck.addr.port);
-  await new Promise((r) => setTimeout(r, 20));
+  await within(stuckLive.promise, "the handler of the stuck connection");
   await stuck.stop(100);
-  assertEquals(await c2.read(new Uint8Array(1)), null);
+  assertEquals(await within(c2.read(new Uint8Array(1)), "the stuck connection's cut"), null);
   c2.close();
 });
 
@@ -65,11 +72,12 @@ Deno.test("serve: a source over maxConnsPerSource is closed at once, another sou
   try {
     for (let i = 0; i < 2; i++) {
       const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      assertEquals(await c.read(new Uint8Array(1)), 1, "served");
+      assertEquals(await within(c.read(new Uint8Array(1)), "the byte"), 1, "served");
       mine.push(c);
     }
     const third = await Deno.connect({ hostname: "127.0.0.1", port });
-    assertEquals(await third.read(new Uint8Array(1)).catch(() => null), null, "closed at once");
+    const cut = within(third.read(new Uint8Array(1)).catch(() => null), "the third's close");
+    assertEquals(await cut, null, "closed at once");
     third.close();
     const other = await new Promise<Socket>((resolve, reject) => {
       const s = nodeConnect(
@@ -79,8 +87,9 @@ Deno.test("serve: a source over maxConnsPerSource is closed at once, another sou
       s.once("error", reject);
     });
     try {
-      const first = await new Promise<number>((resolve) =>
-        other.once("data", (d) => resolve(d[0]))
+      const first = await within(
+        new Promise<number>((resolve) => other.once("data", (d) => resolve(d[0]))),
+        "the byte to another source",
       );
       assertEquals(first, 42, "another source is served");
     } finally {
