@@ -36,7 +36,7 @@ Deno.test("listenTls: accepted connections have TCP_NODELAY (Deno.listenTls, mut
         ...(mutual ? { certFile: pki.clientCert, keyFile: pki.clientKey } : {}),
       });
       const accepted = listener.accept();
-      const conn = await connectTls("localhost", listener.addr.port, client, { timeoutMs: 5000 });
+      const conn = await connectTls("localhost", listener.addr.port, client, { timeoutMs: 30_000 });
       const server = await accepted;
       try {
         assertEquals(listener.mutual, mutual);
