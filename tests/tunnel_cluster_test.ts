@@ -235,13 +235,23 @@ Deno.test("tunnel cluster: kill -9 of the instance holding the client: it moves 
       streak = 0;
       lastFailAt = Date.now();
     };
-    while (ok < 20) await one();
+    // Sequential, but bounded: a B that never answers fails here naming what came back.
+    const serveUntil = async (what: string, done: () => boolean, ms = 60_000) => {
+      const end = Date.now() + ms;
+      while (!done()) {
+        if (Date.now() > end) throw new Error(`no ${what} in ${ms} ms: ${outcomes.join(",")}`);
+        await one();
+      }
+    };
+    await serveUntil("20 answers through B", () => ok >= 20);
     assertEquals(failed, 0, outcomes.join(","));
     // The load keeps going while A dies and the client moves.
     let moved = false;
-    const load = (async () => {
-      while (!moved || streak < 20) await one();
-    })();
+    const load = serveUntil(
+      "20 answers in a row after the move",
+      () => moved && streak >= 20,
+      120_000,
+    );
     const killedAt = Date.now();
     await a.stop("SIGKILL");
     streak = 0;
@@ -315,8 +325,10 @@ Deno.test("tunnel cluster: Redis restarted empty under load loses no registratio
     // Requests through B (handed over to A) and A (local) while Redis restarts empty.
     let ok = 0, n = 0, streak = 0, stop = false;
     const failures: string[] = [];
+    // A failed wait below never sets `stop`: the load still ends, not running on forever.
+    const loadEndMs = Date.now() + 240_000;
     const load = (async () => {
-      while (!stop) {
+      while (!stop && Date.now() < loadEndMs) {
         const i = n++;
         const port = i % 2 === 0 ? portB : portA;
         try {
