@@ -57,12 +57,16 @@ Deno.test("link: the far node's ACK of a new stream rides on its result frame", 
     { token, dialer: directDialer({ prefer: "ipv4" }) },
   );
   const origin = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const link = new LinkClient({ addr: { host: "127.0.0.1", port: b.addr.port }, token });
+  const link = new LinkClient({
+    addr: { host: "127.0.0.1", port: b.addr.port },
+    token,
+    waitMs: 30_000, // the link coming up is waited for, not timed
+  });
   try {
     const reached = origin.accept();
     const s = await link.dial(
       { host: "127.0.0.1", port: origin.addr.port },
-      AbortSignal.timeout(10_000),
+      AbortSignal.timeout(60_000),
     );
     closeQuietly(await reached);
     s.close();

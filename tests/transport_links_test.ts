@@ -93,11 +93,12 @@ Deno.test(
       transport: "ws",
     });
     const addr = { host: "127.0.0.1", port: b.addr.port };
-    const a = new LinkClient({ addr, token, transport: "ws", waitMs: 3000 });
+    // Generous: the link coming up is waited for, never timed (the tcp one below must fail).
+    const a = new LinkClient({ addr, token, transport: "ws", waitMs: 30_000 });
     const tcp = new LinkClient({ addr, token, waitMs: 500, backoff: { initialMs: 50 } });
     try {
       const dest = { host: "127.0.0.1", port: target.addr.port };
-      const conn = await a.dial(dest, AbortSignal.timeout(5000));
+      const conn = await a.dial(dest, AbortSignal.timeout(60_000));
       try {
         await uploadHalfCloseDownload(conn, 8 * MiB, 8 * MiB);
       } finally {
