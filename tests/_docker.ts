@@ -7,6 +7,7 @@
  */
 
 import { run } from "./_util.ts";
+export { slowTest } from "./_watchdog.ts";
 
 /** The Docker CLI of Debian's docker.io package. */
 export const dockerBin = "/usr/bin/docker";
@@ -33,6 +34,14 @@ export const daemonStopTimeoutMs = 30_000;
  * run()'s default 300 s is too short for them); the bound is for a hang, not a slow box.
  */
 export const dockerCommandTimeoutMs = 1_200_000;
+
+/**
+ * The watchdog's limit for a Docker test (tests/_watchdog.ts `slowTest`): on a fresh, busy
+ * 2-core box debootstrap, the image builds and a stack of 8 containers take well over the
+ * default 600 s (the stack test took over 600 s here at load 40-50 with every image cached).
+ * Each step has its own bound; this is the last resort, and the test's cleanup then still runs.
+ */
+export const dockerTestTimeoutMs = 3_600_000;
 
 /** Keep at most this much of a daemon's log to print when something fails. */
 const daemonLogKeepBytes = 64 * 1024;

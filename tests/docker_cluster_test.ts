@@ -16,11 +16,13 @@ import {
   dockerBin,
   dockerCommandTimeoutMs,
   dockerSkipReason,
+  dockerTestTimeoutMs,
   ensureBaseImage,
   ensureDocker,
   ensureExtrasImage,
   extrasImage,
   must,
+  slowTest,
 } from "./_docker.ts";
 
 const skip = dockerSkipReason();
@@ -50,11 +52,7 @@ function progress(msg: string): void {
   console.log(`  docker cluster: ${msg}`);
 }
 
-Deno.test({
-  name:
-    "docker cluster: redis, two tunnel-servers behind haproxy; kill the holder, requests recover",
-  ignore: skip !== undefined,
-}, async () => {
+async function clusterTest(): Promise<void> {
   const t0 = Date.now();
   const tmp = await Deno.makeTempDir({ prefix: "warren-docker-cluster-" });
   const engine = await ensureDocker();
@@ -172,4 +170,10 @@ Deno.test({
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     console.log(`  docker cluster: total ${((Date.now() - t0) / 1000).toFixed(1)}s`);
   }
-});
+}
+
+Deno.test({
+  name:
+    "docker cluster: redis, two tunnel-servers behind haproxy; kill the holder, requests recover",
+  ignore: skip !== undefined,
+}, slowTest(dockerTestTimeoutMs, clusterTest));

@@ -24,10 +24,12 @@ import {
   dockerBin,
   dockerCommandTimeoutMs,
   dockerSkipReason,
+  dockerTestTimeoutMs,
   ensureBaseImage,
   ensureDocker,
   metricSum,
   must,
+  slowTest,
 } from "./_docker.ts";
 import { demoBytes } from "../deploy/demo-app.ts";
 
@@ -144,11 +146,7 @@ async function curlText(args: string[]): Promise<string> {
   return new TextDecoder().decode(await curl(args));
 }
 
-Deno.test({
-  name: "docker stack: offline image, compose up healthy, traffic from the host through " +
-    "depot, seaprox (SOCKS5, HTTP), tunnel vhost and fusion (byte-exact), always down",
-  ignore: skip !== undefined,
-}, async () => {
+async function stackTest(): Promise<void> {
   const times: [string, number][] = [];
   let mark = Date.now();
   const lap = (what: string) => {
@@ -457,4 +455,10 @@ Deno.test({
         `; total ${(total / 1000).toFixed(1)}s`,
     );
   }
-});
+}
+
+Deno.test({
+  name: "docker stack: offline image, compose up healthy, traffic from the host through " +
+    "depot, seaprox (SOCKS5, HTTP), tunnel vhost and fusion (byte-exact), always down",
+  ignore: skip !== undefined,
+}, slowTest(dockerTestTimeoutMs, stackTest));

@@ -55,3 +55,30 @@ Deno.test("runs after it", () => {});
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("watchdog: slowTest gives a test a longer limit of its own, the others keep the default", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/slow_test.ts`,
+      `import { slowTest } from ${JSON.stringify(watchdog)};
+const sleep = () => new Promise((r) => setTimeout(r, 2_500));
+Deno.test("slow with its own limit", slowTest(30_000, sleep));
+Deno.test("slow with the default limit", sleep);
+`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["test", "-A", "--no-check", "--preload", watchdog, `${dir}/slow_test.ts`],
+      env: { WARREN_TEST_TIMEOUT_S: "1", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert(out.signal === null, `the run was killed after 60 s:\n${text}`);
+    assertMatch(text, /slow with its own limit \.\.\. ok/);
+    assertMatch(text, /test "slow with the default limit" did not finish in 1 s/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
