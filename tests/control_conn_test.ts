@@ -11,11 +11,13 @@ import {
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { rawFrame, tcpPair } from "./_depot.ts";
-import { readAll } from "./_util.ts";
+import { readAll, until } from "./_util.ts";
 
 const hello = defineMessage("hello", { token: str() });
 const welcome = defineMessage("welcome", { name: str() });
 const proto = defineProtocol("test", 1, [hello, welcome]);
+/** An expect() whose message or error comes at once: its timeout is for a hang, not timing. */
+const expectMs = 30_000;
 
 /** Send `bytes` raw to a ControlConn; return what it answered and how receive() ended. */
 async function violate(bytes: Uint8Array): Promise<{ answer: unknown[]; err: Error }> {
@@ -77,7 +79,7 @@ Deno.test("control conn exchanges messages, answers pings and measures RTT", asy
   const ca = new ControlConn(a, proto);
   const cb = new ControlConn(b, proto);
   try {
-    const got = cb.expect("hello", 5000);
+    const got = cb.expect("hello", expectMs);
     await ca.send({ type: "hello", token: "tok" });
     assertEquals((await got).token, "tok");
     // Pings every 20 ms; the silence bound is far away, so a busy machine that delays a pong
@@ -87,9 +89,7 @@ Deno.test("control conn exchanges messages, answers pings and measures RTT", asy
       while ((await cb.receive()) !== null);
     })().catch(() => {});
     const readA = ca.receive().catch(() => null);
-    for (let i = 0; i < 200 && ca.rttMs === undefined; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await until("the first pong (rtt measured)", () => ca.rttMs !== undefined);
     assert(ca.rttMs !== undefined && ca.rttMs >= 0, "rtt measured");
     await cb.send({ type: "welcome", name: "w" });
     assertEquals((await readA)?.type, "welcome");
@@ -123,7 +123,7 @@ Deno.test("control conn expect: remote error, unexpected type, timeout", async (
     const [a, b] = await tcpPair();
     const ca = new ControlConn(a, proto);
     const cb = new ControlConn(b, proto);
-    const p = ca.expect("welcome", 5000);
+    const p = ca.expect("welcome", expectMs);
     await cb.fail("unauthorized", "bad token");
     const err = await assertRejects(p);
     assertEquals((err as { reason?: string }).reason, "unauthorized");
@@ -134,11 +134,11 @@ Deno.test("control conn expect: remote error, unexpected type, timeout", async (
     const [a, b] = await tcpPair();
     const ca = new ControlConn(a, proto);
     const cb = new ControlConn(b, proto);
-    const p = ca.expect("welcome", 5000);
+    const p = ca.expect("welcome", expectMs);
     await cb.send({ type: "hello", token: "x" });
     const err = await assertRejects(p);
     assert(err instanceof ControlError && err.reason === "unexpected");
-    const e2 = await assertRejects(cb.expect("welcome", 5000));
+    const e2 = await assertRejects(cb.expect("welcome", expectMs));
     assertEquals((e2 as { reason?: string }).reason, "unexpected");
     cb.close();
   }

@@ -216,7 +216,7 @@ Deno.test("depot compact: on the wire, a hand-driven local that announces it get
   const ctl = new ControlConn(await dial("127.0.0.1", depot.controlPort), depotProtocol);
   const features = ["open", "end", "compact"];
   await ctl.send({ type: "hello", role: "depot-local", token: "t", name: "default", features });
-  const welcome = await ctl.expect("welcome", 5000);
+  const welcome = await ctl.expect("welcome", 30_000);
   assert(welcome.features?.includes("compact"), "the server offers compact");
   ctl.useCompact(depotCompact);
   const spare = await dial("127.0.0.1", depot.tunnelPort);
