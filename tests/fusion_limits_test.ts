@@ -38,7 +38,7 @@ Deno.test({ name: "fusion: 20 sessions at once, each intact", ...opts }, async (
       }
     };
     const sent = await Promise.all(Array.from({ length: 20 }, (_, i) => one(i)));
-    for (let i = 0; i < 500 && target.results.length < 20; i++) await sleep(20);
+    await until("20 results at the target", () => target.results.length >= 20);
     assertEquals(target.results.map((r) => r.sha256).sort(), sent.sort());
   } finally {
     await cli.stop(1000);
@@ -133,7 +133,7 @@ Deno.test(
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: cli.addr.port });
       try {
         await writeAll(conn, new Uint8Array(1000));
-        for (let i = 0; i < 500 && server.sessions.size === 0; i++) await sleep(20);
+        await until("a session at the server", () => server.sessions.size > 0);
         link.down = true;
         link.cut();
         // The client side gives up: its connection is closed (EOF or reset), not left hanging.
@@ -143,9 +143,10 @@ Deno.test(
       } finally {
         closeQuietly(conn);
       }
-      for (let i = 0; i < 500 && (client.recent.length === 0 || server.recent.length === 0); i++) {
-        await sleep(20);
-      }
+      await until(
+        "the session's end at both sides",
+        () => client.recent.length > 0 && server.recent.length > 0,
+      );
       assertEquals(client.recent[0]?.end, "no-paths");
       assertEquals(server.recent[0]?.end, "no-paths");
     } finally {
@@ -174,7 +175,7 @@ Deno.test({ name: "fusion: paths beyond the per-session limit are refused", ...o
   });
   const s = client.open();
   try {
-    for (let i = 0; i < 1000 && s.pathCount === 0; i++) await sleep(10);
+    await until("the session's first path", () => s.pathCount > 0);
     await sleep(300); // the other paths keep trying meanwhile
     assertEquals(server.sessions.size, 1);
     assertEquals([...server.sessions.values()][0].pathCount, 1);
@@ -208,7 +209,7 @@ Deno.test({ name: "fusion: sessions beyond the server's limit get no path", ...o
   });
   try {
     const first = client.open();
-    for (let i = 0; i < 1000 && first.pathCount === 0; i++) await sleep(10);
+    await until("the first session's path", () => first.pathCount > 0);
     const second = client.open();
     await sleep(300);
     assertEquals(first.pathCount, 1);
