@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import {
   blockStream,
   listenLocal,
+  portBelowEphemeral,
   readAll,
   run,
   sendBlocks,
@@ -357,12 +358,18 @@ export function startHasher(): { port: number; close(): Promise<void> } {
   };
 }
 
-/** A UDP port free now on 127.0.0.1. */
+/** A UDP port free now on 127.0.0.1, below the ephemeral range (see portBelowEphemeral). */
 export async function freeUdpPort(): Promise<number> {
-  const s = await UdpSocket.bind("127.0.0.1", 0);
-  const port = s.addr.port;
-  await s.close();
-  return port;
+  for (let tries = 1;; tries++) {
+    try {
+      const s = await UdpSocket.bind("127.0.0.1", portBelowEphemeral());
+      const port = s.addr.port;
+      await s.close();
+      return port;
+    } catch (err) {
+      if (tries >= 100) throw err; // else taken by another socket: try another port
+    }
+  }
 }
 
 /**

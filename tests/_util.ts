@@ -14,12 +14,45 @@ export function listenLocal(): Deno.TcpListener {
   return Deno.listen({ hostname: "127.0.0.1", port: 0 });
 }
 
-/** A port that was free a moment ago (bind port 0, close): for a service told its port. */
+/**
+ * The lowest port of the kernel's ephemeral range, from which bind(0) and every outgoing
+ * connection take their local ports (Linux default 32768).
+ */
+const ephemeralLowPort: number = (() => {
+  try {
+    const text = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range");
+    return Number(text.trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768; // not Linux, or /proc unreadable: the usual default
+  }
+})();
+
+/** Ports below this are left to well-known services. */
+const lowestPickedPort = 10_000;
+
+/**
+ * A random port below the kernel's ephemeral range with room for two more after it, or 0
+ * where that range leaves too little room (then bind port 0). A port of the ephemeral range
+ * (what bind(0) gives) can be taken by any outgoing connection or socket on the machine as
+ * its local port before a service told that port binds it, which then fails with EADDRINUSE
+ * (seen on a loaded box, where a service bound its ports 15 s after they were picked).
+ */
+export function portBelowEphemeral(): number {
+  const span = ephemeralLowPort - 3 - lowestPickedPort;
+  return span < 1000 ? 0 : lowestPickedPort + Math.floor(Math.random() * span);
+}
+
+/** A TCP port free on 127.0.0.1 now, for a service told its port (see portBelowEphemeral). */
 export function freePort(): number {
-  const l = listenLocal();
-  const port = l.addr.port;
-  l.close();
-  return port;
+  for (let tries = 1;; tries++) {
+    try {
+      const l = Deno.listen({ hostname: "127.0.0.1", port: portBelowEphemeral() });
+      l.close();
+      return l.addr.port;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AddrInUse) || tries >= 100) throw err;
+    }
+  }
 }
 
 /** A reusable block of random bytes: cheap to send many times for large transfers. */

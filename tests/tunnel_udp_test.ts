@@ -10,16 +10,8 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { createAdminApp, TunnelStateFile, type UdpTunnelInfo } from "../lib/tunnel/mod.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
 import { dig, dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
-import { startClient, startTunnel, testLog } from "./_tunnel.ts";
+import { freeUdpPort, startClient, startTunnel, testLog } from "./_tunnel.ts";
 import { run, startService } from "./_util.ts";
-
-/** A UDP port free now on 127.0.0.1. */
-async function freeUdpPort(): Promise<number> {
-  const s = await UdpSocket.bind("127.0.0.1", 0);
-  const port = s.addr.port;
-  await s.close();
-  return port;
-}
 
 /** Wait until `check()` is true (flows open and close with the traffic, not on a clock). */
 async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
