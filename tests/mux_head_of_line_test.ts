@@ -1,6 +1,6 @@
 import { assertEquals } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+import { blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -27,7 +27,8 @@ Deno.test("head of line: a stream whose reader stopped does not stall the others
       s.close();
       t.close();
     };
-    await Promise.all([one(10), one(20)]);
+    // A stall here is the bug this test is for: bounded, it fails naming it instead of hanging.
+    await within(Promise.all([one(10), one(20)]), "streams B and C's transfers while A is stuck");
     // A's receiver holds no more than its window.
     assertEquals(aServer.bufferedBytes <= aServer.windowBytes, true);
     aServer.reset();
