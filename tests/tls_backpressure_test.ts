@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
-import { blockStream, blockStreamSha256, drainHash } from "./_util.ts";
+import { blockStream, blockStreamSha256, drainHash, within } from "./_util.ts";
 import { closeQuietly, withPrefix, writeAll } from "../lib/net/mod.ts";
 import {
   connectTls,
@@ -50,8 +50,13 @@ Deno.test("tls: a slow reader on a mutual-TLS listener pauses the sender; 128 Mi
     await new Promise((r) => setTimeout(r, 500));
     assert(sent < 48 * 1024 * 1024, `the sender ran ${sent} bytes ahead of a reader that stopped`);
     // Then everything arrives, in order, followed by EOF (the FIN survives the pause).
-    const got = await drainHash(withPrefix(server, first.slice(0, n)));
-    await sending;
+    // 128 MiB through TLS: bounded far above a loaded box's time, failing named, never hanging.
+    const got = await within(
+      drainHash(withPrefix(server, first.slice(0, n))),
+      "the 128 MiB and the FIN at the reader",
+      240_000,
+    );
+    await within(sending, "the sender's end", 240_000);
     assertEquals(got, { bytes: total, sha256: blockStreamSha256(total, 11) });
   } finally {
     if (client) closeQuietly(client);
