@@ -23,7 +23,7 @@ import { encodeFrame } from "../control/mod.ts";
 import type { TlsClientConfig, TlsServerConfig } from "../transport/mod.ts";
 import { ClientConn, clientKey } from "./client_conn.ts";
 import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
-import type { RedisRegistry } from "./redis_registry.ts";
+import type { ClientLocation, RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import { PeerLinks, readLinkHeader } from "../cluster/links.ts";
 import { PortClaims } from "./port_claims.ts";
@@ -68,8 +68,12 @@ export class ClusterLinks {
   readonly #log: Logger;
   /** The links to other instances (one per address, shared by concurrent requests). */
   readonly #links: PeerLinks;
-  /** Remote clients as ClientConns on a link, by digest (`remote` names the link). */
-  #remote = new Map<string, ClientConn>();
+  /**
+   * Remote clients as ClientConns on a link (`remote` names it), by digest, with the instance
+   * that held each at its last lookup: kept while the link is up, so the holder still serves
+   * it when Redis loses the lease for a while.
+   */
+  #remote = new Map<string, { conn: ClientConn; instance: string }>();
   /** The claims of the ports clients ask for, kept beside the registry. */
   readonly #claims: PortClaims;
 
@@ -171,19 +175,29 @@ export class ClusterLinks {
    * The client of `identifier` held by another instance, as a ClientConn whose streams go
    * over the link to it; undefined when no live instance holds it or it cannot be reached.
    * Where it is held comes from the registry's cache; when the link to a cached place fails,
-   * the entry is dropped and looked up afresh once.
+   * the entry is dropped and looked up afresh once. When Redis cannot say where it is
+   * (unreachable, or restarted empty before the holder wrote its lease back), the link to
+   * the instance that held it at the last lookup serves it (`#lastHolder`).
    */
   async remoteClient(identifier: string): Promise<ClientConn | undefined> {
     const d = identifierDigest(identifier);
     for (let fresh = false;; fresh = true) {
-      const at = await this.#registry.locate(identifier, fresh).catch(() => undefined);
-      if (!at || at.rec.instance === this.#registry.instance || !at.inst?.advertise) {
+      let at: ClientLocation | undefined;
+      let unreachable = false;
+      try {
+        at = await this.#registry.locate(identifier, fresh);
+      } catch {
+        // Redis is unreachable: the last holder's link may still serve it (below).
+        unreachable = true;
+      }
+      if (at?.rec.instance === this.#registry.instance) {
         this.#remote.delete(d);
         return undefined;
       }
+      if (!at?.inst?.advertise) return await this.#lastHolder(identifier, d, at, unreachable);
       const addr = at.inst.advertise;
       const have = this.#remote.get(d);
-      if (have?.remote === `cluster:${addr}`) return have;
+      if (have?.conn.remote === `cluster:${addr}`) return have.conn;
       try {
         const session = await this.#links.link(addr);
         const c = new ClientConn(
@@ -195,9 +209,10 @@ export class ClusterLinks {
         );
         c.streamPrefix = encodeFrame({ client: d });
         c.ready = true;
-        this.#remote.set(d, c);
+        const entry = { conn: c, instance: at.rec.instance };
+        this.#remote.set(d, entry);
         session.closed.then(() => {
-          if (this.#remote.get(d) === c) this.#remote.delete(d);
+          if (this.#remote.get(d) === entry) this.#remote.delete(d);
         });
         return c;
       } catch (err) {
@@ -206,6 +221,36 @@ export class ClusterLinks {
         if (!at.cached) return undefined;
       }
     }
+  }
+
+  /**
+   * No live lease and instance record say where the client of digest `d` is: Redis is
+   * `unreachable`, or restarted empty (or lost the keys) and the holder has not written them
+   * back yet. Rather than refuse what could be served, use the link to the instance that held
+   * it at the last lookup, while that link is up and the registry cannot rule it out
+   * (`mayHold`; `at`, a lease whose instance record is missing, must name the same
+   * instance). Should that instance have lost the client, it refuses the stream itself
+   * (`#serveStream`).
+   */
+  async #lastHolder(
+    identifier: string,
+    d: string,
+    at: ClientLocation | undefined,
+    unreachable: boolean,
+  ): Promise<ClientConn | undefined> {
+    const last = this.#remote.get(d);
+    if (
+      last && (at === undefined || at.rec.instance === last.instance) &&
+      (unreachable || await this.#registry.mayHold(identifier, last.instance))
+    ) {
+      this.#log.debug("no lease in the registry: the client's last holder serves it", {
+        client: d.slice(0, 12),
+        peer: last.instance,
+      });
+      return last.conn;
+    }
+    if (this.#remote.get(d) === last) this.#remote.delete(d);
+    return undefined;
   }
 
   /** Close every link and the cluster port. */

@@ -354,23 +354,16 @@ export class RedisRegistry implements Registry {
     throw new RegistryUnavailableError(what, err);
   }
 
-  /** Refresh this instance's and its clients' leases; write back what a restart lost. */
+  /**
+   * Refresh this instance's and its clients' leases; write back what a restart lost. The
+   * clients' leases are written before the instance's own record, so another instance that
+   * finds the record knows the leases are there too ({@linkcode mayHold} relies on it).
+   */
   async #heartbeat(): Promise<void> {
     const c = this.#client;
     try {
       const px = { expiration: { type: "PX" as const, value: this.#leaseMs } };
       const had = await c.exists(this.#key(`instance:${this.instance}`));
-      await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
-      if (!had) {
-        // Back after an outage or a Redis restart: the others may have cached us as gone.
-        await this.#publish(`i:${this.instance}`);
-        for (const [host, d] of this.#own) {
-          if (await c.hGet(this.#key("hosts"), host) === null) {
-            await this.#writeHost(host, d);
-            await this.#publish(`h:${host}`);
-          }
-        }
-      }
       for (const [d, rec] of this.#held) {
         // A client that reconnected to another instance keeps its new lease there while our
         // old session times out.
@@ -394,6 +387,17 @@ export class RedisRegistry implements Registry {
           this.#log.info("client held here again", { client: d.slice(0, 12) });
         }
         if (kept === "written-back") await this.#publish(`c:${d}`); // written back: it was gone
+      }
+      await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
+      if (!had) {
+        // Back after an outage or a Redis restart: the others may have cached us as gone.
+        await this.#publish(`i:${this.instance}`);
+        for (const [host, d] of this.#own) {
+          if (await c.hGet(this.#key("hosts"), host) === null) {
+            await this.#writeHost(host, d);
+            await this.#publish(`h:${host}`);
+          }
+        }
       }
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
       for (const e of this.#extensions) await e.sync();
@@ -608,6 +612,25 @@ export class RedisRegistry implements Registry {
       if (this.#subUp) this.#instCache.set(rec.instance, inst, epoch);
     }
     return { rec, ...(inst ? { inst } : {}), cached };
+  }
+
+  /**
+   * Whether instance `name`, which held the client of `identifier` when it was last looked
+   * up, may hold it still although no live lease says where it is: while that instance's own
+   * record is missing from Redis too (Redis restarted empty or lost the keys, and it has not
+   * written them back yet), or while Redis cannot tell. Its heartbeat writes its clients'
+   * leases before its own record, so once the record is back a missing lease means it no
+   * longer holds the client. Read afresh (no cache): the record first, then the lease.
+   */
+  async mayHold(identifier: string, name: string): Promise<boolean> {
+    try {
+      if (await this.#client.get(this.#key(`instance:${name}`)) === null) return true;
+      const v = await this.#client.get(this.#key(`client:${identifierDigest(identifier)}`));
+      return v !== null && (JSON.parse(v) as ClientRecord).instance === name;
+    } catch {
+      // Redis is unreachable: only that instance can tell (it refuses a client it lost).
+      return true;
+    }
   }
 
   /**

@@ -1,0 +1,180 @@
+/**
+ * A Redis outage, then Redis restarted empty, drops nothing a cluster could serve (issue 19):
+ * a client held by instance A is reached through instance B (HTTP, and the TCP port it asks
+ * for) while Redis is down and while it is back empty before A wrote its lease back. A is
+ * paused (SIGSTOP) across the restart so that B surely finds no lease; B sends the requests
+ * over its link to A, where they are served once A resumes. Background load through both
+ * instances runs the whole time, and every request of it must be served, byte-exact.
+ */
+
+import { assertEquals } from "./_assert.ts";
+import { blockStreamSha256, freePort, portOf, type ServiceProcess } from "./_util.ts";
+import {
+  hashThrough,
+  rawGet,
+  startApp,
+  startClientProcess,
+  startClusterMember,
+  startHasher,
+} from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
+import { RedisRegistry } from "../lib/tunnel/mod.ts";
+
+const id = "cluster-empty-identifier-01";
+const token = "cluster-empty-link-token-01";
+
+/** A TCP port free now on both 127.0.0.1 and 127.0.0.2. */
+function portOnBoth(): number {
+  for (;;) {
+    const p = freePort();
+    try {
+      Deno.listen({ hostname: "127.0.0.2", port: p }).close();
+      return p;
+    } catch {
+      // Taken there: try another.
+    }
+  }
+}
+
+/**
+ * Poll `f` until it holds (a bound far above a few heartbeats; never a timing assertion); a
+ * throw counts as not yet (the watcher's own Redis connection may be reconnecting).
+ */
+async function until(what: string, f: () => Promise<boolean>, maxMs = 30_000): Promise<void> {
+  const end = Date.now() + maxMs;
+  while (!(await f().catch(() => false))) {
+    if (Date.now() > end) throw new Error(`never happened: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** B's line for a request it sent to the last holder because Redis could not say where. */
+const viaLastHolder = /msg="no lease in the registry: the client's last holder serves it"/;
+
+Deno.test("tunnel cluster: Redis down, then restarted empty, under load: every HTTP request and TCP connection through either instance is served, byte-exact", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const hasher = startHasher();
+  const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
+  const procs: ServiceProcess[] = [];
+  const P = portOnBoth();
+  let paused: ServiceProcess | undefined;
+  let stop = false;
+  const loads: Promise<void>[] = [];
+  try {
+    const member = async (host: string) => {
+      const p = await startClusterMember(redis.url, token, [
+        "--tcp-ports",
+        `${P}-${P}`,
+        "--tcp-host",
+        host,
+        "--host",
+        "app.test=env:ID",
+        // Leases of 6 s: B keeps A's port claim while A is paused a moment.
+        "--heartbeat",
+        "2s",
+        "--log-level",
+        "debug",
+      ], { env: { ID: id } });
+      procs.push(p);
+      return p;
+    };
+    const a = await member("127.0.0.1");
+    const b = await member("127.0.0.2");
+    const portA = portOf(a.addrs.get("http")!);
+    const portB = portOf(b.addrs.get("http")!);
+    procs.push(
+      await startClientProcess(a.addrs.get("http")!, app.port, id, [
+        "--tcp",
+        `${P}=127.0.0.1:${hasher.port}`,
+      ]),
+    );
+    await b.waitFor(new RegExp(`msg="listening" name=tcp-${P} addr=127\\.0\\.0\\.2:`));
+    await until("A holds the lease", async () => (await watcher.getClient(id)) !== undefined);
+    // B has reached the client over its link to A.
+    assertEquals((await rawGet(portB, "app.test", "/name?id=first")).body, "app first");
+    assertEquals(await hashThrough(P, 4096, 1, "127.0.0.2"), blockStreamSha256(4096, 1));
+
+    // Load through both instances, HTTP and the TCP port, until the end.
+    const failures: string[] = [];
+    let served = 0;
+    const at = (i: number) => i % 2 === 0 ? "B" : "A";
+    loads.push((async () => {
+      for (let i = 0; !stop; i++) {
+        const r = await rawGet(i % 2 === 0 ? portB : portA, "app.test", `/name?id=${i}`)
+          .catch((err) => ({ status: 0, body: String(err) }));
+        if (r.status === 200 && r.body === `app ${i}`) served++;
+        else failures.push(`HTTP via ${at(i)}: ${r.status} ${r.body.slice(0, 100)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })());
+    loads.push((async () => {
+      for (let i = 0; !stop; i++) {
+        const got = await hashThrough(P, 65536, i, i % 2 === 0 ? "127.0.0.2" : "127.0.0.1")
+          .catch((err) => String(err));
+        if (got === blockStreamSha256(65536, i)) served++;
+        else failures.push(`TCP via ${at(i)}: ${got.slice(0, 100)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })());
+    const servedBy = (n: number) => {
+      const want = served + n;
+      return until(`${n} more served`, () => Promise.resolve(served >= want));
+    };
+    await servedBy(20);
+
+    // Redis down: B cannot look the client up; its link to A serves it.
+    let mark = b.lines.length;
+    await redis.down();
+    await b.waitFor(/redis connection lost/, undefined, mark);
+    assertEquals((await rawGet(portB, "app.test", "/name?id=down")).body, "app down");
+    assertEquals(await hashThrough(P, 1 << 20, 2, "127.0.0.2"), blockStreamSha256(1 << 20, 2));
+    await servedBy(20);
+
+    // Redis back empty, A paused so it cannot write its lease back: B finds no lease.
+    a.child.kill("SIGSTOP");
+    paused = a;
+    mark = b.lines.length;
+    await redis.up();
+    await b.waitFor(/redis connected/, undefined, mark);
+    await until("B wrote its records back", async () => (await watcher.instances()).length === 2);
+    mark = b.lines.length;
+    const http = rawGet(portB, "app.test", "/name?id=empty");
+    const tcp = hashThrough(P, 1 << 20, 3, "127.0.0.2");
+    // Both are on their way to A (the old code had answered them already: 502, closed).
+    let settled = 0;
+    const done = () => void settled++;
+    http.then(done, done);
+    tcp.then(done, done);
+    await until(
+      "B routes both to A, or answers them",
+      () =>
+        Promise.resolve(
+          settled > 0 || b.lines.slice(mark).filter((l) => viaLastHolder.test(l)).length >= 2,
+        ),
+    );
+    a.child.kill("SIGCONT");
+    paused = undefined;
+    assertEquals((await http).body, "app empty");
+    assertEquals(await tcp, blockStreamSha256(1 << 20, 3));
+
+    await until(
+      "A wrote the lease back",
+      async () => (await watcher.getClient(id)) !== undefined,
+    );
+    await servedBy(40);
+    stop = true;
+    await Promise.all(loads);
+    assertEquals(failures, [], `${served} served`);
+    console.log(`redis down and restarted empty under load: ${served} served, none failed`);
+  } finally {
+    stop = true;
+    paused?.child.kill("SIGCONT");
+    await Promise.allSettled(loads);
+    for (const p of procs.reverse()) await p.stop();
+    await watcher.close();
+    await hasher.close();
+    await app.close();
+    await redis.stop();
+  }
+});
