@@ -7,7 +7,7 @@
  * instances runs the whole time, and every request of it must be served, byte-exact.
  */
 
-import { assertEquals } from "./_assert.ts";
+import { assertEquals, assertMatch } from "./_assert.ts";
 import { blockStreamSha256, freePort, portOf, type ServiceProcess } from "./_util.ts";
 import {
   hashThrough,
@@ -19,6 +19,7 @@ import {
 } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { RedisRegistry } from "../lib/tunnel/mod.ts";
+import { writeAll } from "../lib/net/mod.ts";
 
 const id = "cluster-empty-identifier-01";
 const token = "cluster-empty-link-token-01";
@@ -48,6 +49,46 @@ async function until(what: string, f: () => Promise<boolean>, maxMs = 30_000): P
   }
 }
 
+/** One inline command to the Redis on `port`, on a connection of its own: the reply's first line. */
+async function redisCommand(port: number, command: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, new TextEncoder().encode(`${command}\r\n`));
+    const buf = new Uint8Array(512);
+    const n = await conn.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
+  } finally {
+    conn.close();
+  }
+}
+
+/**
+ * Two cluster members, A on 127.0.0.1 and B on 127.0.0.2, sharing `redisUrl`, both with
+ * `--host app.test` and the TCP port range `port`-`port`, logging at debug.
+ */
+async function pair(redisUrl: string, port: number, procs: ServiceProcess[]) {
+  const member = async (host: string) => {
+    const p = await startClusterMember(redisUrl, token, [
+      "--tcp-ports",
+      `${port}-${port}`,
+      "--tcp-host",
+      host,
+      "--host",
+      "app.test=env:ID",
+      // Leases of 6 s: B keeps A's port claim while A is paused a moment.
+      "--heartbeat",
+      "2s",
+      "--log-level",
+      "debug",
+    ], { env: { ID: id } });
+    procs.push(p);
+    return p;
+  };
+  const a = await member("127.0.0.1");
+  const b = await member("127.0.0.2");
+  return { a, b, portA: portOf(a.addrs.get("http")!), portB: portOf(b.addrs.get("http")!) };
+}
+
 /** B's line for a request it sent to the last holder because Redis could not say where. */
 const viaLastHolder = /msg="no lease in the registry: the client's last holder serves it"/;
 
@@ -62,27 +103,7 @@ Deno.test("tunnel cluster: Redis down, then restarted empty, under load: every H
   let stop = false;
   const loads: Promise<void>[] = [];
   try {
-    const member = async (host: string) => {
-      const p = await startClusterMember(redis.url, token, [
-        "--tcp-ports",
-        `${P}-${P}`,
-        "--tcp-host",
-        host,
-        "--host",
-        "app.test=env:ID",
-        // Leases of 6 s: B keeps A's port claim while A is paused a moment.
-        "--heartbeat",
-        "2s",
-        "--log-level",
-        "debug",
-      ], { env: { ID: id } });
-      procs.push(p);
-      return p;
-    };
-    const a = await member("127.0.0.1");
-    const b = await member("127.0.0.2");
-    const portA = portOf(a.addrs.get("http")!);
-    const portB = portOf(b.addrs.get("http")!);
+    const { a, b, portA, portB } = await pair(redis.url, P, procs);
     procs.push(
       await startClientProcess(a.addrs.get("http")!, app.port, id, [
         "--tcp",
@@ -174,6 +195,81 @@ Deno.test("tunnel cluster: Redis down, then restarted empty, under load: every H
     for (const p of procs.reverse()) await p.stop();
     await watcher.close();
     await hasher.close();
+    await app.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("tunnel cluster: a host added through an instance is found while Redis, back empty, waits for that instance to write it back", async () => {
+  const redis = await startRedis();
+  const reg = await RedisRegistry.connect({ url: redis.url, instance: "one", leaseMs: 600_000 });
+  let unpause = false;
+  try {
+    await reg.addHost("kept.test", id);
+    // Redis loses everything and drops its connections, as a restart does; writes are held,
+    // so the registry reconnects and its write-back waits.
+    assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
+    assertEquals(await redisCommand(redis.port, "CLIENT PAUSE 60000 WRITE"), "+OK");
+    unpause = true;
+    assertMatch(await redisCommand(redis.port, "CLIENT KILL TYPE normal"), /^:[1-9]/);
+    assertMatch(await redisCommand(redis.port, "CLIENT KILL TYPE pubsub"), /^:[1-9]/);
+    await until("the registry reconnected", () => reg.isKnown(id).then(() => true));
+    assertEquals(await redisCommand(redis.port, "HLEN warren:tunnel:hosts"), ":0");
+    // Asked now, while Redis has no such host (the old code answered: no such host).
+    const looked = reg.lookup("kept.test");
+    const routed = reg.route("kept.test");
+    assertEquals(await redisCommand(redis.port, "CLIENT UNPAUSE"), "+OK");
+    unpause = false;
+    assertEquals(await looked, id);
+    assertEquals(await routed, id);
+    assertEquals(await redisCommand(redis.port, "HLEN warren:tunnel:hosts"), ":1");
+  } finally {
+    if (unpause) await redisCommand(redis.port, "CLIENT UNPAUSE");
+    await reg.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("tunnel cluster: a client that left its holder while Redis was down is refused there, and not sent there once the holder wrote its records back", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const watcher = await RedisRegistry.connect({ url: redis.url, instance: "watcher" });
+  const procs: ServiceProcess[] = [];
+  try {
+    const { a, b, portB } = await pair(redis.url, portOnBoth(), procs);
+    const client = await startClientProcess(a.addrs.get("http")!, app.port, id);
+    await until("A holds the lease", async () => (await watcher.getClient(id)) !== undefined);
+    assertEquals((await rawGet(portB, "app.test", "/name?id=first")).body, "app first");
+
+    // Redis down; the client leaves A, which cannot release its lease.
+    await redis.down();
+    await b.waitFor(/redis connection lost/);
+    await a.waitFor(/redis connection lost/);
+    await client.stop();
+    await a.waitFor(/msg="client disconnected"/);
+    // B tries A, the last holder, which refuses: a 502 at once, not a hang.
+    let marks = [a.lines.length, b.lines.length];
+    assertEquals((await rawGet(portB, "app.test", "/name?id=gone")).status, 502);
+    await b.waitFor(viaLastHolder, undefined, marks[1]);
+    await a.waitFor(
+      /msg="cluster stream (for a client not held here|failed)"/,
+      undefined,
+      marks[0],
+    );
+
+    // Redis back empty; A writes its own record back without the lease: B no longer asks A.
+    await redis.up();
+    await until(
+      "A and B wrote their records back",
+      async () => (await watcher.instances()).length === 3,
+    );
+    marks = [a.lines.length, b.lines.length];
+    assertEquals((await rawGet(portB, "app.test", "/name?id=after")).status, 502);
+    assertEquals(b.lines.slice(marks[1]).filter((l) => viaLastHolder.test(l)), []);
+    assertEquals(a.lines.slice(marks[0]).filter((l) => /msg="cluster stream/.test(l)), []);
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+    await watcher.close();
     await app.close();
     await redis.stop();
   }

@@ -300,7 +300,7 @@ Deno.test("tunnel cluster: a bad --registry or an unreachable Redis exits with o
   assert(!r.stderr.includes("pw-not-logged"), r.stderr);
 });
 
-Deno.test("tunnel cluster: Redis restarted empty under load loses no registration; handed-over requests recover", async () => {
+Deno.test("tunnel cluster: Redis restarted empty under load loses no registration and no request", async () => {
   const redis = await startRedis();
   const app = startApp("app");
   const procs: ServiceProcess[] = [];
@@ -360,11 +360,10 @@ Deno.test("tunnel cluster: Redis restarted empty under load loses no registratio
     await until("40 in a row through both", () => Promise.resolve(streak >= streakAfter + 40));
     stop = true;
     await load;
-    console.log(
-      `redis restart under load: ${ok} served, ${failures.length} failed (${
-        [...new Set(failures)].join(", ") || "-"
-      })`,
-    );
+    // None lost: B reaches A's client over its link while the lease is missing, and each
+    // instance finds its own hosts while it writes them back.
+    assertEquals(failures, [], `${ok} served`);
+    console.log(`redis restart under load: ${ok} served, none failed`);
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await watcher.close();

@@ -194,6 +194,11 @@ export class RedisRegistry implements Registry {
   readonly #extensions: RegistryExtension[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   #beat: Promise<void> = Promise.resolve();
+  /**
+   * The heartbeat run when Redis returns after an outage, while it runs: a host of this
+   * instance missing meanwhile is being written back ({@linkcode lookup} waits for it).
+   */
+  #restore: Promise<void> | undefined;
   #up = false;
   /** Whether the subscriber is connected: the caches are used only then. */
   #subUp = false;
@@ -238,7 +243,11 @@ export class RedisRegistry implements Registry {
       // Back after an outage: write back at once what a restart lost (the lease, the hosts),
       // rather than at the next beat, so lookups find them within a round trip.
       if (connected && !reg.#up && reg.#timer !== undefined) {
-        reg.#beat = reg.#beat.then(() => reg.#heartbeat());
+        const restore = reg.#beat = reg.#beat.then(() => reg.#heartbeat());
+        reg.#restore = restore;
+        void restore.then(() => {
+          if (reg.#restore === restore) reg.#restore = undefined;
+        });
       }
       reg.#up = connected = true;
     });
@@ -453,11 +462,24 @@ export class RedisRegistry implements Registry {
     return n === 1;
   }
 
+  /**
+   * The digest Redis holds for host `h`. Redis just back (restarted empty) may not have a
+   * host added through this instance yet: such a miss waits for the write-back under way and
+   * reads again, rather than answer that the host does not exist. Throws when Redis is
+   * unreachable.
+   */
+  async #hostDigest(h: string): Promise<string | null> {
+    const d = await this.#client.hGet(this.#key("hosts"), h);
+    if (d !== null || this.#restore === undefined || !this.#own.has(h)) return d;
+    await this.#restore;
+    return await this.#client.hGet(this.#key("hosts"), h);
+  }
+
   async lookup(host: string): Promise<string | undefined> {
     const h = normalizeHostPattern(host);
     let d: string | null | undefined;
     try {
-      d = await this.#client.hGet(this.#key("hosts"), h);
+      d = await this.#hostDigest(h);
     } catch {
       // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
       d = this.#hosts.get(h);
@@ -476,7 +498,7 @@ export class RedisRegistry implements Registry {
     const epoch = this.#hostCache.epoch;
     let d: string | null | undefined;
     try {
-      d = await this.#client.hGet(this.#key("hosts"), h);
+      d = await this.#hostDigest(h);
     } catch {
       // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
       return this.#hosts.has(h) ? this.#identifierOf(this.#hosts.get(h)!) : undefined;
