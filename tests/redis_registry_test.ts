@@ -16,6 +16,11 @@ import {
 import { createClient } from "npm:@redis/client@6.3.1";
 
 const leaseMs = 600;
+/**
+ * Leases for a test that needs each to stay where it is: no heartbeat late by a lease under a
+ * loaded machine, which would move it.
+ */
+const longLeaseMs = 3_000;
 
 function rec(clientId: number): ClientRecord {
   return { fingerprint: "x", clientId, instance: "?", remote: "127.0.0.1:1", since: Date.now() };
@@ -103,6 +108,46 @@ Deno.test("redis registry: shared hosts, digests only, leases across instances",
   } finally {
     await a.close();
     await b.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("redis registry: a holder's release or close hands the lease to an instance standing by for the client", async () => {
+  const redis = await startRedis();
+  const a = await RedisRegistry.connect({ url: redis.url, instance: "a", leaseMs: longLeaseMs });
+  const b = await RedisRegistry.connect({ url: redis.url, instance: "b", leaseMs: longLeaseMs });
+  const c = await RedisRegistry.connect({ url: redis.url, instance: "c", leaseMs: longLeaseMs });
+  let bOpen = true;
+  try {
+    const id = "group-identifier-on-two-instances";
+    const standsBy = (name: string) =>
+      until(
+        `${name} stands by in Redis`,
+        async () => new RegExp(`standby:[0-9a-f]{64}=\\{"${name}":`).test(await dump(redis.url)),
+      );
+    // Members of one group on A and B: A registered first, B since; A stands by.
+    await a.setClient(id, rec(1));
+    await b.setClient(id, rec(2));
+    await standsBy("a");
+    // B's member leaves: the lease is A's at once, never missing.
+    await b.setClient(id, undefined);
+    assertEquals((await c.getClient(id))?.instance, "a");
+    await new Promise((r) => setTimeout(r, longLeaseMs));
+    assertEquals((await c.getClient(id))?.instance, "a");
+    // The same when B shuts down holding it.
+    await b.setClient(id, rec(3));
+    await standsBy("a");
+    bOpen = false;
+    await b.close();
+    assertEquals((await c.getClient(id))?.instance, "a");
+    // A's last member leaves: nobody stands by, the lease is gone.
+    await a.setClient(id, undefined);
+    assertEquals(await c.getClient(id), undefined);
+    assert(!(await dump(redis.url)).includes("standby:"), await dump(redis.url));
+  } finally {
+    await a.close();
+    if (bOpen) await b.close();
+    await c.close();
     await redis.stop();
   }
 });

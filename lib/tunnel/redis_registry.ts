@@ -152,6 +152,21 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HINCRBY', KEYS[2], prev, -1) <= 0 then redis.call('HDEL', KEYS[2], prev) end
 return 1`;
 
+// A release of our lease: handed to a live instance standing by for the client (a member of
+// its group is connected there), else deleted. 0 not ours, 1 deleted, 2 handed on.
+const releaseScript = `local cur = redis.call('GET', KEYS[1])
+if not cur or cjson.decode(cur).instance ~= ARGV[1] then return 0 end
+local standby = redis.call('HGETALL', KEYS[2])
+for i = 1, #standby, 2 do
+  if standby[i] ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. standby[i]) == 1 then
+    redis.call('SET', KEYS[1], standby[i + 1], 'PX', ARGV[3])
+    redis.call('HDEL', KEYS[2], standby[i])
+    return 2
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1`;
+
 /** Where the client of an identifier is held: its lease and the holding instance's record. */
 export interface ClientLocation {
   /** The lease. */
@@ -187,7 +202,8 @@ export class RedisRegistry implements Registry {
    * Of those, the ones another instance holds now while clients of the same identifier are
    * still connected here too (a group with members on several instances, or a client that
    * reconnected elsewhere before its old session here timed out): written back only when that
-   * lease is gone, never taken from the other instance.
+   * lease is gone, never taken from the other instance. Each is also in Redis (`standby:<d>`,
+   * instance → record), so that the holder's release hands the lease here at once.
    */
   #standby = new Set<string>();
   /** What else is kept beside the registry ({@linkcode extend}). */
@@ -386,6 +402,8 @@ export class RedisRegistry implements Registry {
         if (kept === "not-ours") {
           // Another instance registered this client since (it reconnected there, or another
           // member of its group connected there): its lease while it lasts.
+          await c.hSet(this.#key(`standby:${d}`), this.instance, JSON.stringify(rec));
+          await c.pExpire(this.#key(`standby:${d}`), this.#leaseMs);
           if (!this.#standby.has(d)) {
             this.#standby.add(d);
             this.#log.info("client now held by another instance", { client: d.slice(0, 12) });
@@ -394,6 +412,7 @@ export class RedisRegistry implements Registry {
         }
         if (this.#standby.delete(d)) {
           this.#log.info("client held here again", { client: d.slice(0, 12) });
+          await c.hDel(this.#key(`standby:${d}`), this.instance);
         }
         if (kept === "written-back") await this.#publish(`c:${d}`); // written back: it was gone
       }
@@ -543,14 +562,11 @@ export class RedisRegistry implements Registry {
     const key = this.#key(`client:${d}`);
     if (!rec) {
       this.#held.delete(d);
-      this.#standby.delete(d);
+      const standby = this.#standby.delete(d);
       try {
-        // Only our own lease: another instance may hold this client by now.
-        const cur = await this.#client.get(key);
-        if (cur && (JSON.parse(cur) as ClientRecord).instance === this.instance) {
-          await this.#client.del(key);
-          await this.#publish(`c:${d}`);
-        }
+        if (standby) await this.#client.hDel(this.#key(`standby:${d}`), this.instance);
+        // Ours even when standing by, if a release handed it here since the last beat.
+        await this.#release(d);
       } catch (err) {
         this.#fail("release client", err);
       }
@@ -565,11 +581,33 @@ export class RedisRegistry implements Registry {
       this.#fail("register client", err);
     }
     this.#held.set(d, held);
-    this.#standby.delete(d);
+    if (this.#standby.delete(d)) {
+      await this.#client.hDel(this.#key(`standby:${d}`), this.instance).catch(() => {
+        // Redis went down just now: the entry expires within leaseMs; a release handing the
+        // lease here meanwhile finds this instance holding the client anyway.
+      });
+    }
     // A client held here is reachable over the links whether or not a host names it (a
     // TCP- or UDP-only client's identifier is named by the tunnels, not the hosts).
     this.#known.set(d, identifier);
     await this.#publish(`c:${d}`);
+  }
+
+  /**
+   * Release our lease of digest `d`, if ours still (another instance may hold this client by
+   * now): to an instance standing by for it, else away; then tell every instance.
+   */
+  async #release(d: string): Promise<void> {
+    const n = await this.#client.eval(releaseScript, {
+      keys: [this.#key(`client:${d}`), this.#key(`standby:${d}`)],
+      arguments: [this.instance, this.#key("instance:"), String(this.#leaseMs)],
+    });
+    if (n === 2) {
+      this.#log.info("client lease handed to an instance standing by", {
+        client: d.slice(0, 12),
+      });
+    }
+    if (n !== 0) await this.#publish(`c:${d}`);
   }
 
   async getClient(identifier: string): Promise<ClientRecord | undefined> {
@@ -688,10 +726,12 @@ export class RedisRegistry implements Registry {
     await this.#beat;
     try {
       for (const d of this.#held.keys()) {
-        if (!this.#standby.has(d)) await this.#client.del(this.#key(`client:${d}`));
+        if (this.#standby.has(d)) {
+          await this.#client.hDel(this.#key(`standby:${d}`), this.instance);
+        }
+        await this.#release(d);
       }
       await this.#client.del(this.#key(`instance:${this.instance}`));
-      for (const d of this.#held.keys()) await this.#publish(`c:${d}`);
       await this.#publish(`i:${this.instance}`);
       await this.#client.close();
     } catch (err) {
