@@ -11,9 +11,10 @@
  * Redis unreachable: lookups answer from the last copy of the hosts (read every heartbeat),
  * so held clients keep serving; `isKnown`/`addHost`/`setClient` throw
  * {@linkcode RegistryUnavailableError} (new registrations are refused with that reason).
- * When Redis returns, each heartbeat rewrites the held leases, and when the instance's own
- * key was gone (Redis restarted empty, or this instance was cut off beyond its lease) it
- * writes back the hosts added through it too.
+ * When Redis returns, each heartbeat rewrites the held leases (at once on reconnecting), and
+ * when the instance's own key was gone (Redis restarted empty, or this instance was cut off
+ * beyond its lease) it writes back the hosts added through it too; a lookup of one of those
+ * meanwhile waits for that write-back rather than answer that the host does not exist.
  *
  * Routing lookups (`route`, `locate`) answer from a {@linkcode LookupCache} while a second
  * connection is subscribed to the change notices every instance publishes on `events` when
@@ -21,8 +22,10 @@
  * reconnecting) is bounded by `cacheMs`, and the cache is off while the subscriber is down.
  *
  * Keys, under `prefix`: `hosts` (hash host → digest), `ids` (hash digest → host count),
- * `client:<digest>` (lease: JSON ClientRecord), `instance:<name>` (lease: JSON
- * {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`, `i:<name>`).
+ * `client:<digest>` (lease: JSON ClientRecord), `standby:<digest>` (hash instance → JSON
+ * ClientRecord of the instances standing by for that lease, living as long), `instance:<name>`
+ * (lease: JSON {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`,
+ * `i:<name>`).
  * Extensions ({@linkcode RegistryExtension}) keep their own keys beside these and their own
  * notices on the same channel: the hosts' rules (host_rules.ts: `rules`, `r:<field>`), the
  * ports clients ask for (port_claims.ts: `port:<proto>:<port>`, `ports`, `p:<proto>:<port>`).
