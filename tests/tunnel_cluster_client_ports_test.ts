@@ -203,6 +203,7 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
     await client.stop();
     for (const [i, m, host] of [[0, a, "127.0.0.1"], [1, b, "127.0.0.2"]] as const) {
       await m.waitFor(released("tcp", up), undefined, marks[i]);
+      await m.waitFor(released("tcp", down), undefined, marks[i]);
       await m.waitFor(released("udp", U), undefined, marks[i]);
       assert(await refused(host, up), `${host}:${up} still open`);
       assert(await refused(host, down), `${host}:${down} still open`);

@@ -383,15 +383,25 @@ export class RedisRegistry implements Registry {
   }
 
   /**
-   * Refresh this instance's and its clients' leases; write back what a restart lost. The
-   * clients' leases are written before the instance's own record, so another instance that
-   * finds the record knows the leases are there too ({@linkcode mayHold} relies on it).
+   * Refresh this instance's and its clients' leases; write back what a restart lost: the
+   * hosts added here, then the clients' leases, then the instance's own record, so another
+   * instance that finds the record knows the leases are there too ({@linkcode mayHold}
+   * relies on it), and one that finds a lease finds the hosts.
    */
   async #heartbeat(): Promise<void> {
     const c = this.#client;
     try {
       const px = { expiration: { type: "PX" as const, value: this.#leaseMs } };
       const had = await c.exists(this.#key(`instance:${this.instance}`));
+      if (!had) {
+        // Back after an outage or a Redis restart: the hosts added here first.
+        for (const [host, d] of this.#own) {
+          if (await c.hGet(this.#key("hosts"), host) === null) {
+            await this.#writeHost(host, d);
+            await this.#publish(`h:${host}`);
+          }
+        }
+      }
       for (const [d, rec] of this.#held) {
         // A client that reconnected to another instance keeps its new lease there while our
         // old session times out.
@@ -420,16 +430,8 @@ export class RedisRegistry implements Registry {
         if (kept === "written-back") await this.#publish(`c:${d}`); // written back: it was gone
       }
       await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
-      if (!had) {
-        // Back after an outage or a Redis restart: the others may have cached us as gone.
-        await this.#publish(`i:${this.instance}`);
-        for (const [host, d] of this.#own) {
-          if (await c.hGet(this.#key("hosts"), host) === null) {
-            await this.#writeHost(host, d);
-            await this.#publish(`h:${host}`);
-          }
-        }
-      }
+      // Back after an outage or a Redis restart: the others may have cached us as gone.
+      if (!had) await this.#publish(`i:${this.instance}`);
       this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
       for (const e of this.#extensions) await e.sync();
     } catch (err) {
