@@ -15,6 +15,7 @@ import {
 import { createHash } from "node:crypto";
 import {
   blockStream,
+  freePort,
   listenLocal,
   portBelowEphemeral,
   readAll,
@@ -526,6 +527,22 @@ export function startClusterMember(
     "300ms",
     ...args,
   ], { readyCount: opts.readyCount ?? 2, env: { TUNNEL_CLUSTER_TOKEN: token, ...opts.env } });
+}
+
+/**
+ * A TCP port free now on both 127.0.0.1 and 127.0.0.2 (two cluster members, one per address,
+ * binding the same client port).
+ */
+export function portOnBoth(): number {
+  for (;;) {
+    const p = freePort();
+    try {
+      Deno.listen({ hostname: "127.0.0.2", port: p }).close();
+      return p;
+    } catch {
+      // Taken there: try another.
+    }
+  }
 }
 
 /** A tunnel-client process serving `localPort` through the server at `server` (host:port). */

@@ -8,9 +8,10 @@
  */
 
 import { assertEquals, assertMatch } from "./_assert.ts";
-import { blockStreamSha256, freePort, portOf, type ServiceProcess } from "./_util.ts";
+import { blockStreamSha256, portOf, type ServiceProcess, until as waitUntil } from "./_util.ts";
 import {
   hashThrough,
+  portOnBoth,
   rawGet,
   startApp,
   startClientProcess,
@@ -24,29 +25,12 @@ import { writeAll } from "../lib/net/mod.ts";
 const id = "cluster-empty-identifier-01";
 const token = "cluster-empty-link-token-01";
 
-/** A TCP port free now on both 127.0.0.1 and 127.0.0.2. */
-function portOnBoth(): number {
-  for (;;) {
-    const p = freePort();
-    try {
-      Deno.listen({ hostname: "127.0.0.2", port: p }).close();
-      return p;
-    } catch {
-      // Taken there: try another.
-    }
-  }
-}
-
 /**
- * Poll `f` until it holds (a bound far above a few heartbeats; never a timing assertion); a
- * throw counts as not yet (the watcher's own Redis connection may be reconnecting).
+ * _util's until(), a throw counting as not yet (the watcher's Redis connection may be
+ * reconnecting).
  */
-async function until(what: string, f: () => Promise<boolean>, maxMs = 30_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!(await f().catch(() => false))) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function until(what: string, f: () => Promise<boolean>): Promise<void> {
+  return waitUntil(what, () => f().catch(() => false));
 }
 
 /** One inline command to the Redis on `port`, on a connection of its own: the reply's first line. */

@@ -7,26 +7,19 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { blockStream, blockStreamSha256, freePort, type ServiceProcess } from "./_util.ts";
-import { hashThrough, startClientProcess, startClusterMember, startHasher } from "./_tunnel.ts";
+import { blockStream, blockStreamSha256, type ServiceProcess } from "./_util.ts";
+import {
+  hashThrough,
+  portOnBoth,
+  startClientProcess,
+  startClusterMember,
+  startHasher,
+} from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { writeAll } from "../lib/net/mod.ts";
 
 const id = "ports-restart-identifier-01";
 const token = "ports-restart-link-token-01";
-
-/** A TCP port free now on both 127.0.0.1 and 127.0.0.2. */
-function portOnBoth(): number {
-  for (;;) {
-    const p = freePort();
-    try {
-      Deno.listen({ hostname: "127.0.0.2", port: p }).close();
-      return p;
-    } catch {
-      // Taken there: try another.
-    }
-  }
-}
 
 Deno.test("tunnel cluster: Redis restarted empty keeps a client's port and its connections on the other instance", async () => {
   const redis = await startRedis();
