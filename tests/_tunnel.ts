@@ -15,7 +15,6 @@ import {
 import { createHash } from "node:crypto";
 import {
   blockStream,
-  freePort,
   listenLocal,
   portBelowEphemeral,
   readAll,
@@ -530,17 +529,29 @@ export function startClusterMember(
 }
 
 /**
- * A TCP port free now on both 127.0.0.1 and 127.0.0.2 (two cluster members, one per address,
- * binding the same client port).
+ * The first of `count` consecutive TCP ports free now on both 127.0.0.1 and 127.0.0.2 (two
+ * cluster members, one per address, binding the same client ports). Drawn below the kernel's
+ * ephemeral range: a port from there (freePort()) can be taken at any moment as the local end
+ * of an outgoing connection, the test's own included, and an instance binding it again after
+ * a release then failed with EADDRINUSE (tunnel_cluster_client_ports, twice in 20 runs).
  */
-export function portOnBoth(): number {
+export function portOnBoth(count = 1): number {
+  let low = 32768;
+  try {
+    low = Number(Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").split(/\s/)[0]);
+  } catch {
+    // No /proc (not Linux): Linux's default range starts there.
+  }
+  const from = Math.max(1024, Math.floor(low / 2));
   for (;;) {
-    const p = freePort();
+    const p = from + Math.floor(Math.random() * (low - from - count));
     try {
-      Deno.listen({ hostname: "127.0.0.2", port: p }).close();
+      for (const hostname of ["127.0.0.1", "127.0.0.2"]) {
+        for (let i = 0; i < count; i++) Deno.listen({ hostname, port: p + i }).close();
+      }
       return p;
     } catch {
-      // Taken there: try another.
+      // One of them is taken: try others.
     }
   }
 }

@@ -27,6 +27,7 @@ import {
   download,
   freeUdpPort,
   hashThrough,
+  portOnBoth,
   startClientProcess,
   startClusterMember,
   startHasher,
@@ -40,21 +41,6 @@ const id = "client-ports-identifier-01";
 const otherId = "client-ports-identifier-02";
 const token = "client-ports-link-token-01";
 const adminToken = "client-ports-admin-token-01";
-
-/** Three consecutive TCP ports free now on both 127.0.0.1 and 127.0.0.2. */
-function threePorts(): number {
-  for (;;) {
-    const p = freePort();
-    try {
-      for (const hostname of ["127.0.0.1", "127.0.0.2"]) {
-        for (const port of [p, p + 1, p + 2]) Deno.listen({ hostname, port }).close();
-      }
-      return p;
-    } catch {
-      // One of them is taken: try others.
-    }
-  }
-}
 
 /** Whether a TCP connection to `hostname:port` is refused (nothing listens there). */
 async function refused(hostname: string, port: number): Promise<boolean> {
@@ -82,7 +68,7 @@ Deno.test("tunnel cluster: ports a client asks for are bound on every instance a
   const dns = await startDnsmasq();
   const procs: ServiceProcess[] = [];
   // Another program holds one of the ports on A's address.
-  const P = threePorts();
+  const P = portOnBoth(3);
   const U = await freeUdpPort();
   const [up, down, busy] = [P, P + 1, P + 2];
   const squatter = Deno.listen({ hostname: "127.0.0.1", port: busy });
@@ -239,7 +225,7 @@ Deno.test("tunnel cluster: a group with members on two instances keeps its port 
   const redis = await startRedis();
   const hasher = startHasher();
   const procs: ServiceProcess[] = [];
-  const P = threePorts();
+  const P = portOnBoth(3);
   try {
     const member = (host: string) =>
       startClusterMember(redis.url, token, [
@@ -308,7 +294,7 @@ Deno.test("workers: ports a client asks for are bound by both tunnel-server work
   const hasher = startHasher();
   const dns = await startDnsmasq();
   const port = freePort();
-  const tcp = threePorts();
+  const tcp = portOnBoth(3);
   const udp = await freeUdpPort();
   const procs: ServiceProcess[] = [];
   try {
