@@ -1,7 +1,7 @@
 import { MuxError } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+import { blockStreamSha256, drainHash, sendBlocks, until } from "./_util.ts";
 
 Deno.test("goaway: close('normal') refuses new streams but lets open ones finish", async () => {
   const p = await muxPair();
@@ -60,7 +60,7 @@ Deno.test("goaway: async iteration over accepted streams ends when the session c
       }
     })();
     for (let i = 0; i < 3; i++) (await p.client.open()).close();
-    await new Promise((r) => setTimeout(r, 20));
+    await until("the server to accept the 3 streams", () => seen.length === 3);
     await p.client.close();
     await loop;
     assertEquals(seen, [1, 3, 5]);
