@@ -95,7 +95,7 @@ export async function dig(port: number, name: string, server = "127.0.0.1"): Pro
   const r = await run("dig", [
     "+short",
     "+tries=3",
-    "+time=2",
+    "+time=10", // per try: a hop chain on a loaded box may be slow (a hang's bound)
     `@${server}`,
     "-p",
     `${port}`,

@@ -25,7 +25,10 @@ import { UdpSocket } from "../lib/udp/mod.ts";
 const id = "cluster-ports-identifier-01";
 const token = "cluster-ports-link-token-01";
 
-/** `n` DNS queries from one socket, one at a time (re-sent after 2 s without an answer). */
+/**
+ * `n` DNS queries from one socket, one at a time, each re-sent after 10 s without an answer
+ * (3 tries: a datagram may be lost; 2 s was close to a slow hop chain on a loaded box).
+ */
 async function queries(port: number, n: number): Promise<{ sent: number; answered: number }> {
   const sock = await UdpSocket.bind("127.0.0.1", 0);
   const answers = new Map<number, string | undefined>();
@@ -41,7 +44,7 @@ async function queries(port: number, n: number): Promise<{ sent: number; answere
       for (let attempt = 0; attempt < 3 && !answers.has(q); attempt++) {
         sent++;
         await sock.send(dnsQuery(q, `c${q}.example.test`), { host: "127.0.0.1", port });
-        const deadline = Date.now() + 2_000;
+        const deadline = Date.now() + 10_000;
         while (!answers.has(q) && Date.now() < deadline) {
           await new Promise<void>((r) => {
             wake = r;
