@@ -52,8 +52,11 @@ const fusionDownloadBytes = 32 * mib;
 /** Downloaded through depot (SOCKS5, exit at depot-local) and compared by SHA-256. */
 const depotDownloadBytes = 8 * mib;
 const hello = "hello from the warren demo app";
-/** How long the vhost may take to come back after tunnel-server restarts (client backoff). */
-const tunnelBackTimeoutMs = 60_000;
+/**
+ * How long the vhost may take to come back after tunnel-server restarts (client backoff): a
+ * hang's bound; it took 45 s here at load 40-50.
+ */
+const tunnelBackTimeoutMs = 180_000;
 /** The stack's secrets: each compose service may see only those listed for it here. */
 const secretNames = ["DEPOT_TOKEN", "FUSION_TOKEN", "TUNNEL_IDENTIFIER"];
 const ownSecrets: Record<string, string[]> = {
