@@ -11,6 +11,7 @@ import { Flag, FrameType, GoAwayCode, MuxError, Session } from "../lib/mux/mod.t
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { rawPair } from "./_mux.ts";
+import { within } from "./_util.ts";
 
 type Event = [number, number, number, number, number[]];
 
@@ -134,7 +135,7 @@ async function expectProtocolError(frames: Uint8Array[], reason: string): Promis
     assert(f !== null, "go away received");
     assertEquals(f.length, GoAwayCode.protocolError);
     assertEquals(await peer.next(), null, "then the connection closes");
-    const end = await session.closed;
+    const end = await within(session.closed, "the session's end");
     assertEquals(end.reason, "protocol-error");
     assert(end.error instanceof MuxError && end.error.reason === reason, String(end.error));
   } finally {
@@ -208,7 +209,7 @@ Deno.test("frames: go away with an error code ends the session (remote-goaway)",
   const { session, peer } = await rawPair("client");
   try {
     await peer.frame(FrameType.goAway, 0, 0, GoAwayCode.internalError);
-    const end = await session.closed;
+    const end = await within(session.closed, "the session's end");
     assertEquals(end.reason, "remote-goaway");
     assert(end.error instanceof MuxError && end.error.reason === "remote-error");
   } finally {
@@ -221,7 +222,7 @@ Deno.test("frames: truncated input ends the session (eof); a stream mid-frame ge
   const src = new ChunkedSource(frame.subarray(0, 500), 64);
   const session = Session.server(src, { keepaliveIntervalMs: 0 });
   const s = (await session.accept())!;
-  const end = await session.closed;
+  const end = await within(session.closed, "the session's end");
   assertEquals(end.reason, "eof");
   const buf = new Uint8Array(2000);
   let got = 0;
@@ -247,7 +248,7 @@ Deno.test("frames: 300 random inputs with random splits never crash or hang", as
     if (i % 5 === 0) bytes[1] = i % 4; // valid type more often
     const src = new ChunkedSource(bytes, () => 1 + Math.floor(Math.random() * 50));
     const session = i % 2 ? Session.client(src) : Session.server(src, { keepaliveIntervalMs: 0 });
-    const end = await session.closed;
+    const end = await within(session.closed, "the session's end");
     assert(
       ["eof", "protocol-error", "remote-goaway"].includes(end.reason),
       `input ${i}: ${end.reason} ${end.error}`,
@@ -291,7 +292,7 @@ Deno.test("frames: 200 random sequences of well-formed frames (random flags/ids)
           .finally(() => Math.random() < 0.5 ? s.close() : s.reset());
       }
     })();
-    const end = await session.closed;
+    const end = await within(session.closed, "the session's end");
     await user;
     assert(
       ["eof", "protocol-error", "remote-goaway"].includes(end.reason),

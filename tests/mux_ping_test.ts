@@ -1,6 +1,7 @@
 import { Flag, FrameType, MuxError, Session } from "../lib/mux/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
+import { within } from "./_util.ts";
 
 Deno.test("ping: returns an RTT and sets rttMs", async () => {
   const p = await muxPair();
@@ -19,7 +20,7 @@ Deno.test("ping: keepalive detects a peer that stopped answering", async () => {
   const session = Session.client(a, { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 150 });
   try {
     const t0 = Date.now();
-    const end = await session.closed;
+    const end = await within(session.closed, "the session's end");
     assertEquals(end.reason, "keepalive-timeout");
     assert(end.error instanceof MuxError);
     console.log(`dead session detected after ${Date.now() - t0} ms (interval 50, timeout 150)`);
@@ -61,6 +62,6 @@ Deno.test("ping: a ping frame's value is echoed with ACK", async () => {
     ]);
   } finally {
     b.close();
-    await session.closed;
+    await within(session.closed, "the session's end");
   }
 });
