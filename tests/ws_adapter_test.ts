@@ -6,6 +6,7 @@
 import { assertEquals, assertRejects } from "./_assert.ts";
 import { WebSocketDuplex } from "../lib/transport/ws_adapter.ts";
 import { createHash } from "node:crypto";
+import { within } from "./_util.ts";
 
 /** A server-side (Deno.upgradeWebSocket) and a client-side WebSocketDuplex, connected. */
 async function pair(): Promise<{
@@ -21,9 +22,9 @@ async function pair(): Promise<{
     return response;
   });
   const client = new WebSocketDuplex(new WebSocket(`ws://127.0.0.1:${http.addr.port}/`));
-  await client.opened;
-  const server = await serverSide;
-  await server.opened;
+  await within(client.opened, "the client WebSocket's open");
+  const server = await within(serverSide, "the server's upgraded WebSocket");
+  await within(server.opened, "the server WebSocket's open");
   return {
     server,
     client,
