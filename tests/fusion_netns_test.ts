@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals } from "./_assert.ts";
 import { netnsSkipReason, sh, TwoPathNet, Watched } from "./_netns.ts";
-import { sha256 } from "./_util.ts";
+import { sha256, within } from "./_util.ts";
 
 const MiB = 1024 * 1024;
 const deno = Deno.execPath();
@@ -263,7 +263,7 @@ Deno.test({
         stdout: "piped",
         stderr: "piped",
       });
-      const out = await child.output();
+      const out = await within(child.output(), `ssh ${command} to finish`, 120_000);
       if (out.code !== 0) console.error(new TextDecoder().decode(out.stderr));
       return { code: out.code, out: out.stdout };
     };

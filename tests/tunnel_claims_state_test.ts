@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { freePort, type ServiceProcess, startService } from "./_util.ts";
+import { freePort, type ServiceProcess, startService, within } from "./_util.ts";
 import { curl, startApp } from "./_tunnel.ts";
 import { accountDigest } from "../lib/tunnel/mod.ts";
 
@@ -66,7 +66,8 @@ Deno.test("tunnel claims: a subdomain survives a server restart within its grace
     s = await server("60s");
     await s.waitFor(/msg="state loaded".* claims=1/);
     const b = await client(tokenB, appB.port);
-    assertEquals(await b.child.status.then((st) => st.code), 4); // refused 409 three times
+    const refused = await within(b.child.status, "client B to give up (refused 409 three times)");
+    assertEquals(refused.code, 4);
     await s.waitFor(/msg="client refused".*failure=host-taken/);
     const a2 = await client(tokenA, appA.port);
     await a2.waitFor(/msg="forwarding" url=http:\/\/app\.t\.localhost:/);

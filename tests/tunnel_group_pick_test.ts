@@ -7,6 +7,7 @@
 
 import { assertEquals, assertThrows } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
+import { within } from "./_util.ts";
 import {
   checkHttp,
   ClientConn,
@@ -49,7 +50,7 @@ Deno.test("group pick: round-robin over usable members, skipping unhealthy, not 
     assertEquals(ids(3, new Set([a, c])), [2, 2, 2]);
     // A session that ended takes no stream, even before its attach() removed it.
     await a.session.close();
-    await a.session.closed;
+    await within(a.session.closed, "session a to end");
     assertEquals(ids(4).sort(), [2, 2, 3, 3]);
     assertEquals(g.remove(a), true);
     assertEquals(g.remove(a), false);

@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { portOf, run, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, run, type ServiceProcess, startService, within } from "./_util.ts";
 import { curl, startApp } from "./_tunnel.ts";
 import { SubdomainClaims, TunnelServer } from "../lib/tunnel/mod.ts";
 
@@ -49,7 +49,7 @@ Deno.test("tunnel subdomains: claim, random, printed URLs, 409 for another token
         ...extra,
       ], { readyCount: 0, ready, env: { TUNNEL_IDENTIFIER: token } });
     const exitLine = async (p: ServiceProcess): Promise<[number, string[]]> => {
-      const code = (await p.child.status).code;
+      const code = (await within(p.child.status, "tunnel-client to exit")).code;
       await p.stop();
       return [code, p.lines.filter((l) => l.startsWith("error: "))];
     };
