@@ -8,6 +8,7 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import {
   blockStreamSha256,
+  fetchJson,
   freePort,
   listenLocal,
   portOf,
@@ -16,6 +17,7 @@ import {
   sha256,
   startOrigin,
   startService,
+  within,
 } from "./_util.ts";
 import { startRedis } from "./_redis.ts";
 import { depotMemberArgs } from "./_depot.ts";
@@ -121,8 +123,8 @@ Deno.test("workers: two seaprox workers share the port, byte-exact, SIGHUP, rest
     let accepted = 0;
     for (const [w, addr] of metrics) {
       for (let i = 0; i < 3; i++) {
-        const res = await fetch(`http://${addr}/metrics`);
-        const text = await res.text();
+        const res = await within(fetch(`http://${addr}/metrics`), `GET ${addr}/metrics`);
+        const text = await within(res.text(), `the body of ${addr}/metrics`);
         assertEquals(res.headers.get("x-warren-worker"), `${w}/2`);
         assert(text.includes(`warren_worker_info{worker="${w}",workers="2"} 1`), text);
         if (i === 2) {
@@ -365,8 +367,8 @@ Deno.test("workers: two tunnel-server workers hand requests to the one holding t
       const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
       ws.binaryType = "arraybuffer";
       const msg = big.subarray(0, 1024 * 1024 + i);
-      const echoed = await new Promise<string[]>((resolve, reject) => {
-        const seen: string[] = [];
+      const seen: string[] = [];
+      const session = new Promise<string[]>((resolve, reject) => {
         ws.onopen = () => {
           ws.send(`hello ${i}`);
           ws.send(msg);
@@ -378,6 +380,7 @@ Deno.test("workers: two tunnel-server workers hand requests to the one holding t
         ws.onclose = () => resolve(seen);
         ws.onerror = (e) => reject(new Error(`websocket error: ${(e as ErrorEvent).message}`));
       });
+      const echoed = await within(session, () => `WebSocket ${i}'s echoes (seen ${seen.length})`);
       assertEquals(echoed, [`hello ${i}`, sha256(msg)]);
     }
 
@@ -597,13 +600,15 @@ Deno.test("depot cluster: two instances, an exit with a password on A, SOCKS cli
     await b.waitFor(/msg="exits held elsewhere" exits=office@/);
     // B's /status names the exit and the instance holding it.
     const aName = /msg="registry" .*instance=(\w+)/.exec(await a.waitFor(/msg="registry"/))![1];
-    const st = await (await fetch(`http://${b.addrs.get("status")}/status`)).json();
+    const st = await fetchJson<{
+      cluster: { exitsElsewhere: unknown; registryUp: boolean };
+    }>(`http://${b.addrs.get("status")}/status`);
     assertEquals(st.cluster.exitsElsewhere, [{ name: "office", instance: aName }]);
     assertEquals(st.cluster.registryUp, true);
     // And B's status page: the exit by holder, both instances (A holding one exit).
-    const page = await (await fetch(`http://${b.addrs.get("status")}/status/ui/data`)).json() as {
-      tables: { title: string; rows: unknown[][] }[];
-    };
+    const page = await fetchJson<{ tables: { title: string; rows: unknown[][] }[] }>(
+      `http://${b.addrs.get("status")}/status/ui/data`,
+    );
     const rows = (t: string) => page.tables.find((x) => x.title === t)?.rows;
     assertEquals(rows("exits elsewhere"), [["office", aName]]);
     assertEquals(rows("instances")?.find((r) => r[0] === aName)?.[3], 1);
@@ -798,7 +803,7 @@ Deno.test("workers: a worker still starting when its supervisor is killed with -
     readyCount: 0,
     env: { DEPOT_TOKEN: "workers-depot-token" },
   });
-  const conn = await silent.accept();
+  const conn = await within(silent.accept(), "worker 1 to connect to the silent Redis");
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     sp.child.kill("SIGKILL");
