@@ -34,6 +34,8 @@ import {
   sha256,
   startOrigin,
   startService,
+  until,
+  within,
 } from "./_util.ts";
 
 const totalBytes = 4 << 20;
@@ -151,25 +153,23 @@ Deno.test("egress: a seaprox link and a fusion-client through tinyproxy, byte-ex
       { host: "127.0.0.1", port: target.port },
       AbortSignal.timeout(20_000),
     );
-    const [, down] = await Promise.all([
-      sendBlocks(s, totalBytes, 1).then(() => s.closeWrite()),
-      drainHash(s),
-    ]);
+    const [, down] = await within(
+      Promise.all([sendBlocks(s, totalBytes, 1).then(() => s.closeWrite()), drainHash(s)]),
+      "4 MiB each way over the link stream",
+    );
     closeQuietly(s);
     assertEquals(down, { bytes: totalBytes, sha256: blockStreamSha256(totalBytes, 2) });
     await tp.waitFor(new RegExp(`CONNECT 127\\.0\\.0\\.1:${far.addr.port} `));
 
     // Fusion: both paths through the proxy.
     const c = await Deno.connect({ hostname: "127.0.0.1", port: fcli.addr.port });
-    const [, fdown] = await Promise.all([
-      sendBlocks(c, totalBytes, 1).then(() => c.closeWrite()),
-      drainHash(c),
-    ]);
+    const [, fdown] = await within(
+      Promise.all([sendBlocks(c, totalBytes, 1).then(() => c.closeWrite()), drainHash(c)]),
+      "4 MiB each way through fusion",
+    );
     closeQuietly(c);
     assertEquals(fdown, { bytes: totalBytes, sha256: blockStreamSha256(totalBytes, 2) });
-    for (let i = 0; i < 500 && target.results.length < 2; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await until("the target to hash both uploads", () => target.results.length >= 2);
     assertEquals(target.results.length, 2, "the link stream and the fusion session uploaded");
     for (const got of target.results) {
       assertEquals(got, { bytes: totalBytes, sha256: blockStreamSha256(totalBytes, 1) });

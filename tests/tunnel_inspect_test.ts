@@ -15,6 +15,7 @@ import {
   run,
   type ServiceProcess,
   startService,
+  within,
 } from "./_util.ts";
 import { curl } from "./_tunnel.ts";
 import { withBrowser } from "./_status.ts";
@@ -121,13 +122,16 @@ async function teardown(s: Setup): Promise<void> {
 type Json = any;
 
 async function getJson(url: string, init?: RequestInit): Promise<{ status: number; body: Json }> {
-  const r = await fetch(url, init);
-  return { status: r.status, body: await r.json() };
+  return await within(
+    fetch(url, init).then(async (r) => ({ status: r.status, body: await r.json() })),
+    `GET ${url}`,
+  );
 }
 
 /** The list once `pred` holds (the tap records as bytes pass: a response may still be landing). */
 async function listWhen(base: string, pred: (l: Json[]) => boolean): Promise<Json[]> {
-  for (let i = 0; i < 200; i++) {
+  // A bound for a hang (60 s), far above what recording takes.
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
     const l = (await getJson(`${base}/api/requests`)).body.requests;
     if (pred(l)) return l;
     await new Promise((r) => setTimeout(r, 50));

@@ -18,6 +18,7 @@ import {
   type ServiceProcess,
   sha256,
   startService,
+  within,
 } from "./_util.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 
@@ -175,11 +176,16 @@ Deno.test("tunnel mTLS: only certificates from the client CA reach the tunnel po
       await writeAll(plain, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"));
       const buf = new Uint8Array(256);
       const got: number[] = [];
-      while (true) {
-        const n = await plain.read(buf).catch(() => null);
-        if (n === null) break;
-        got.push(...buf.subarray(0, n));
-      }
+      await within(
+        (async () => {
+          while (true) {
+            const n = await plain.read(buf).catch(() => null);
+            if (n === null) break;
+            got.push(...buf.subarray(0, n));
+          }
+        })(),
+        "the TLS port to close a plaintext connection",
+      );
       assert(!new TextDecoder().decode(new Uint8Array(got)).includes("HTTP/1.1 200"));
     } finally {
       closeQuietly(plain);
