@@ -2,7 +2,7 @@ import { type Duplex, writeAll } from "../lib/net/mod.ts";
 import { SparePool } from "../lib/depot/spares.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
-import { readAll } from "./_util.ts";
+import { readAll, until as untilHolds } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -16,9 +16,9 @@ async function echo(socksPort: number, targetPort: number, text: string): Promis
   return got;
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert(cond(), what);
+/** Poll `cond` until it holds (60 s bound for a hang, never for a slow box). */
+function until(cond: () => boolean, what: string): Promise<void> {
+  return untilHolds(what, cond);
 }
 
 Deno.test("depot spares: requests take pre-dialled tunnel connections", async () => {

@@ -38,7 +38,7 @@ import {
   UdpSocket,
 } from "../lib/udp/mod.ts";
 import { dig, exampleTestAddress, startDnsmasq } from "./_dns.ts";
-import { run } from "./_util.ts";
+import { run, until as untilHolds } from "./_util.ts";
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
 const token = "udp-link-test-token";
@@ -92,8 +92,9 @@ async function associate(port: number, fromPort: number) {
   return { control, reply: head[1], relay: { host: "127.0.0.1", port: relayPort } };
 }
 
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 10));
+/** Poll `cond` (bounded by _util's until: a hang fails, never a slow box). */
+function until(cond: () => boolean): Promise<void> {
+  return untilHolds("the link's end to be counted", cond);
 }
 
 Deno.test("udp over link://: PySocks -> A -> link -> B -> dnsmasq, 50 answers in order, counted at both", async () => {
