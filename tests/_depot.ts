@@ -198,7 +198,7 @@ export async function fakeLocal(
     name: opts.name ?? "default",
     socksPassword: opts.socksPassword,
   });
-  await ctl.expect("welcome", 5000);
+  await ctl.expect("welcome", 60_000);
   return ctl;
 }
 

@@ -51,7 +51,7 @@ Deno.test("depot --mux: streams are tunnels; a bad stream is refused, the sessio
     bad.close();
 
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
-    const req = await ctl.expect("connect", 5000);
+    const req = await ctl.expect("connect", 60_000);
     const good = await mux.open();
     const ok = await handshake(good, { type: "tunnel", id: req.id, key: req.key });
     assertEquals(ok.answer?.type, "tunnelAccepted");

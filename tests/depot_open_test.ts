@@ -30,7 +30,7 @@ async function openLocal(
     name: "default",
     features: ["open"],
   });
-  const welcome = await ctl.expect("welcome", 5000);
+  const welcome = await ctl.expect("welcome", 60_000);
   assert(welcome.features?.includes("open"), "the server offers open");
   assertEquals(welcome.sessionKey?.length, 32);
   const key = opts.presentKey ?? "right";
@@ -157,7 +157,7 @@ for (const presentKey of ["wrong", "none"] as const) {
     try {
       const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
       // The request goes the old way: a connect on the control connection.
-      const req = await local.ctl.expect("connect", 5000);
+      const req = await local.ctl.expect("connect", 60_000);
       assertEquals(req.host, "app.invalid");
       const accepted = await Promise.race([
         local.mux.accept(),
@@ -206,7 +206,7 @@ async function standbyLocal(
 ): Promise<{ ctl: ControlConn<DepotMessage>; sessionKey: string }> {
   const ctl = new ControlConn(await dial("127.0.0.1", depot.controlPort), depotProtocol);
   await ctl.send({ type: "hello", role: "depot-local", token: "t", name: "default", features });
-  const welcome = await ctl.expect("welcome", 5000);
+  const welcome = await ctl.expect("welcome", 60_000);
   return { ctl, sessionKey: welcome.sessionKey! };
 }
 
@@ -271,7 +271,7 @@ Deno.test("depot open: a standby spare with a wrong session key is refused; a cl
     await settle();
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
     // No usable spare: the request goes the old way, on the control connection.
-    const req = await local.ctl.expect("connect", 5000);
+    const req = await local.ctl.expect("connect", 60_000);
     await local.ctl.send({ type: "connectFailed", id: req.id, reason: "refused" });
     assertEquals((await client.catch((e) => e) as { reason?: string }).reason, "refused");
   } finally {

@@ -17,7 +17,7 @@ Deno.test("depot tunnel: unknown id, wrong key and used id are refused; the righ
     unknown.conn.close();
 
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
-    const req = await ctl.expect("connect", 5000);
+    const req = await ctl.expect("connect", 60_000);
     const wrong = await rawTunnel(depot.tunnelPort, req.id, randomSecret());
     assertEquals((wrong.answer as { reason: string }).reason, "bad-key");
     wrong.conn.close();

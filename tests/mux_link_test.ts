@@ -116,7 +116,7 @@ Deno.test("link: 100 parallel transfers through the link, checksums match", asyn
     const results = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
       const conn = await n.a.dial(
         { host: "127.0.0.1", port: n.origin.port },
-        AbortSignal.timeout(10_000),
+        AbortSignal.timeout(60_000),
       );
       try {
         return await httpGet(conn, `/bytes/${256 * 1024}?seed=${i}`);
@@ -141,11 +141,11 @@ Deno.test("link: a refusal at the far node is a typed 'refused' at the near node
     const closedPort = l.addr.port;
     l.close();
     const err = await assertRejects(
-      n.a.dial({ host: "127.0.0.1", port: closedPort }, AbortSignal.timeout(10_000)),
+      n.a.dial({ host: "127.0.0.1", port: closedPort }, AbortSignal.timeout(60_000)),
     );
     assert(err instanceof NetError && err.reason === "refused", String(err));
     const e2 = await assertRejects(
-      n.a.dial({ host: "no-such-host.invalid", port: 80 }, AbortSignal.timeout(10_000)),
+      n.a.dial({ host: "no-such-host.invalid", port: 80 }, AbortSignal.timeout(60_000)),
     );
     assert(e2 instanceof NetError && e2.reason === "resolve", String(e2));
   } finally {
@@ -157,7 +157,7 @@ Deno.test("link: a wrong token is refused ('not-allowed')", async () => {
   const n = await nodes("wrong-token");
   try {
     const err = await assertRejects(
-      n.a.dial({ host: "127.0.0.1", port: n.origin.port }, AbortSignal.timeout(10_000)),
+      n.a.dial({ host: "127.0.0.1", port: n.origin.port }, AbortSignal.timeout(60_000)),
     );
     assert(err instanceof NetError && err.reason === "not-allowed", String(err));
   } finally {
@@ -172,7 +172,7 @@ Deno.test("link: cut mid-run, in-flight streams fail cleanly, the link returns, 
     const inflight = await Promise.all(Array.from({ length: 5 }, async (_, i) => {
       const conn = await n.a.dial(
         { host: "127.0.0.1", port: n.origin.port },
-        AbortSignal.timeout(10_000),
+        AbortSignal.timeout(60_000),
       );
       await writeAll(
         conn,
@@ -191,7 +191,7 @@ Deno.test("link: cut mid-run, in-flight streams fail cleanly, the link returns, 
     // The link comes back on its own; new requests work.
     const conn = await n.a.dial(
       { host: "127.0.0.1", port: n.origin.port },
-      AbortSignal.timeout(10_000),
+      AbortSignal.timeout(60_000),
     );
     const r = await httpGet(conn, "/bytes/100000?seed=3");
     conn.close();
@@ -217,7 +217,7 @@ Deno.test("link: the request rides in the SYN frame and data flows right after t
   try {
     const conn = await n.a.dial(
       { host: "127.0.0.1", port: echo.addr.port },
-      AbortSignal.timeout(10_000),
+      AbortSignal.timeout(60_000),
     );
     await writeAll(conn, enc.encode("hello over the link"));
     await conn.closeWrite();
