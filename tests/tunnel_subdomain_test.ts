@@ -101,8 +101,12 @@ Deno.test("tunnel subdomains: claim, random, printed URLs, 409 for another token
     assertEquals(codeP, 4);
     await server.waitFor(/msg="client refused".*failure=not-an-account/);
 
-    // A's client restarts within the grace: app is still its own.
+    // A's client restarts within the grace: app is still its own. The new one connects once
+    // the server has seen the old one leave: before, it is a duplicate (409), and 3 of those
+    // end the client (a loaded box once took longer than its 3 attempts, about 450 ms).
+    const beforeStop = server.lines.length;
     await a.stop();
+    await server.waitFor(/msg="client disconnected"/, 60_000, beforeStop);
     a = await client(tokenA, appA.port, ["--subdomain", "app"]);
     procs.push(a);
     assertEquals((await curl(port, "app.t.localhost", "/name?id=5")).body, "a 5");
