@@ -868,6 +868,7 @@ export class TunnelServer {
       ...this.#opts.mux,
     });
     const client = new ClientConn(++this.#nextClient, fp, remote, session, key);
+    let countedAccess = false;
     // The previous client of this identifier keeps serving until the new one has done its
     // handshake; then it is told "replaced" and closed, and the new one takes its place
     // ("balance": the new one joins it instead).
@@ -894,11 +895,16 @@ export class TunnelServer {
       if (this.#closed) return false;
       if (!group) this.#clients.set(key, group = new ClientGroup());
       group.add(client);
+      // Counted as it becomes routable: checkAccess skips every check while the count is 0,
+      // and counted after the registry writes below, its first requests went unchecked.
+      if (client.access) {
+        this.#clientAccess++;
+        countedAccess = true;
+      }
       return true;
     };
     const log = this.log.child({ client: fp, cid: client.id });
     const healthLog = new HealthLog(log);
-    let countedAccess = false;
     try {
       const control = await this.#handshake(client, identifier, log, takeOver);
       if (!control) return;
@@ -918,10 +924,6 @@ export class TunnelServer {
       }
       this.clientEvents.connected++;
       const members = this.#members(key).length;
-      if (client.access) {
-        this.#clientAccess++;
-        countedAccess = true;
-      }
       log.info("client connected", {
         remote,
         hosts: client.hosts.join(","),
