@@ -1,17 +1,20 @@
 /**
  * seaprox's handshake timeout also bounds every later request head on a kept-alive HTTP
  * proxy connection: a client that sends one good request and then dribbles the next head
- * is cut, instead of holding the connection until the idle timeout.
+ * is cut, instead of holding the connection until the idle timeout, and its record (the close
+ * log line) says `end=handshake-timeout`, as for a first head (it said `end=done`).
  */
 
-import { assert, assertMatch } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial, writeAll } from "../lib/net/mod.ts";
-import { parseListenUrl, startSeaprox } from "../lib/proxy/mod.ts";
-import { startOrigin } from "./_util.ts";
+import { parseListenUrl, type ProxyConnectionRecord, startSeaprox } from "../lib/proxy/mod.ts";
+import { startOrigin, until, within } from "./_util.ts";
 
 Deno.test("seaprox http: a dribbled second head is cut by --handshake-timeout", async () => {
   const origin = startOrigin();
+  const records: ProxyConnectionRecord[] = [];
   const sp = await startSeaprox({
+    hooks: { onClose: (r) => records.push(r) },
     listeners: [parseListenUrl("http://127.0.0.1:0")],
     prefer: "ipv4",
     handshakeTimeoutMs: 300,
@@ -25,7 +28,7 @@ Deno.test("seaprox http: a dribbled second head is cut by --handshake-timeout", 
       `Host: 127.0.0.1:${origin.port}\r\n\r\n`;
     await writeAll(c, enc.encode(req));
     const buf = new Uint8Array(4096);
-    const n = await c.read(buf);
+    const n = await within(c.read(buf), "the first response");
     assertMatch(new TextDecoder().decode(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 200[\s\S]*hello 1/);
     // The next head, one byte every 100 ms: cut after ~300 ms, long before the idle timeout.
     const started = Date.now();
@@ -41,6 +44,8 @@ Deno.test("seaprox http: a dribbled second head is cut by --handshake-timeout", 
       if (Date.now() - started > 60_000) break; // a hang's bound
     }
     assert(closed, "connection still open after 60 s of dribbling");
+    await until("the connection's close record", () => records.length === 1);
+    assertEquals(records[0].end, "handshake-timeout");
   } finally {
     closeQuietly(c);
     await sp.stop(100);

@@ -75,8 +75,18 @@ export interface HttpExchange {
   dest?: HostPort;
   /** Status sent to the client (200 for an established tunnel); 0 if none could be sent. */
   status: number;
-  /** Why it failed: a dial failure reason, or "auth", "bad-request", "upstream-protocol" … */
-  failure?: NetFailureReason | "auth" | "bad-request" | "upstream-protocol" | "client-gone";
+  /**
+   * Why it failed: a dial failure reason, or "auth", "bad-request", "upstream-protocol" …;
+   * "head-timeout": a kept-alive connection's next head did not complete within
+   * `headTimeoutMs` (the connection was closed).
+   */
+  failure?:
+    | NetFailureReason
+    | "auth"
+    | "bad-request"
+    | "upstream-protocol"
+    | "client-gone"
+    | "head-timeout";
   /** Username when proxy authentication was used. */
   username?: string;
   /** Body (or tunnel) bytes client → destination. */

@@ -361,17 +361,29 @@ export class HttpProxyConn {
   /** The next request head; null when the connection ends (a bad head is answered). */
   async #readHead(): Promise<RequestHead | null> {
     const first = this.#heads === 0;
+    const headTimeoutMs = first ? 0 : this.#opts.headTimeoutMs ?? defaultProxyHeadTimeoutMs;
+    let timedOut = false;
     let head: RequestHead | null;
     try {
       // The first head is under the caller's handshake timer; later ones wait without a
       // deadline for their first byte (the idle watch's business), then get headTimeoutMs.
-      head = await readRequestHeadWithin(
-        this.#client,
-        first ? 0 : this.#opts.headTimeoutMs ?? defaultProxyHeadTimeoutMs,
-        () => this.#closeAll(),
-        this.#limits,
-      );
+      head = await readRequestHeadWithin(this.#client, headTimeoutMs, () => {
+        timedOut = true;
+        this.#closeAll();
+      }, this.#limits);
     } catch (err) {
+      if (timedOut) {
+        // Cut like a first head over the handshake timer (closed, no answer), and said so.
+        this.#log.warn("request head timeout, closing", { timeoutMs: headTimeoutMs });
+        this.#report({
+          method: "",
+          status: 0,
+          failure: "head-timeout",
+          requestBytes: 0,
+          responseBytes: 0,
+        });
+        return null;
+      }
       if (err instanceof HttpError) {
         const status = statusForHttpError(err);
         if (status !== undefined) await this.#answerText(status, err.message);

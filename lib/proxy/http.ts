@@ -31,6 +31,7 @@ export function httpProxy(): SessionProxyType {
           if (e.username) ctx.conn.username = e.username;
           if (e.failure === "auth") ctx.conn.fail("auth-failed", "auth");
           else if (e.failure === "bad-request") ctx.conn.fail("handshake-failed", "bad-request");
+          else if (e.failure === "head-timeout") ctx.conn.fail("handshake-timeout");
           else if (e.failure === "upstream-protocol") {
             ctx.conn.fail("error", "upstream-protocol");
           }
