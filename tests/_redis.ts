@@ -1,6 +1,6 @@
 /** A real redis-server for the cluster tests: a free port, a temp dir, no persistence. */
 
-import { freePort } from "./_util.ts";
+import { freePort, within } from "./_util.ts";
 
 /** A running redis-server; `stop()` kills it (SIGKILL) and removes its directory. */
 export interface TestRedis {
@@ -38,13 +38,30 @@ async function spawnRedis(port: number, dir: string, password?: string): Promise
     stdout: "piped",
     stderr: "null",
   }).spawn();
-  // Ready when it says so on stdout.
+  // Ready when it says so on stdout; one that neither says so nor exits in 60 s is killed.
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
-  while (!out.includes("Ready to accept connections")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`redis-server did not start: ${out.slice(-400)}`);
-    out += value;
+  try {
+    while (!out.includes("Ready to accept connections")) {
+      const { value, done } = await within(
+        reader.read(),
+        () =>
+          `redis-server on port ${port} to log "Ready to accept connections", got: ${
+            out.slice(-400)
+          }`,
+      );
+      if (done) throw new Error(`redis-server did not start: ${out.slice(-400)}`);
+      out += value;
+    }
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // It exited already (the "did not start" case): nothing to kill.
+    }
+    await reader.cancel();
+    await child.status;
+    throw err;
   }
   // Keep draining its log so it never blocks on a full pipe.
   const drained = (async () => {

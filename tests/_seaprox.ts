@@ -4,7 +4,7 @@
  */
 
 import { closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
-import { listenLocal, portOf, readAll, sendBlocks, startService } from "./_util.ts";
+import { listenLocal, portOf, readAll, sendBlocks, startService, within } from "./_util.ts";
 
 /** A raw TCP server on 127.0.0.1:0 running `onConn` per connection. */
 export interface RawServer {
@@ -56,7 +56,7 @@ export function rawServer(onConn: (c: Deno.TcpConn) => Promise<void>): RawServer
 /** Reads the whole request to EOF, then answers `got <n>: <request>` and closes. */
 export function echoAfterEofServer(): RawServer {
   return rawServer(async (c) => {
-    const req = await readAll(c);
+    const req = await readAll(c, "the request to its EOF");
     // Answer in several pieces after the client's FIN, so a proxy that closed the reply
     // direction at the client's EOF is caught.
     const head = new TextEncoder().encode(`got ${req.length}: `);
@@ -73,31 +73,40 @@ export function blockSourceServer(total: number, seed = 0): RawServer {
     await sendBlocks(c, total, seed);
     await c.closeWrite();
     // Wait for the client to finish so our close does not reset unread data.
-    await readAll(c);
+    await readAll(c, "the client's EOF after the blocks");
   });
 }
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Send `text`, shut our write side, read the whole answer. */
+/**
+ * Send `text`, shut our write side, read the whole answer (each read bounded: a peer that
+ * neither answers nor closes fails, named, after `readIdleMs`).
+ */
 export async function askAfterEof(c: Duplex, text: string): Promise<string> {
-  await writeAll(c, enc.encode(text));
+  await within(writeAll(c, enc.encode(text)), `the write of ${text.length} bytes to be taken`);
   await c.closeWrite();
-  return dec.decode(await readAll(c));
+  return dec.decode(await readAll(c, "the answer after our EOF"));
 }
 
-/** Read bytes until `\r\n\r\n`; returns the head (no more bytes are consumed). */
-export async function readHttpHead(c: Duplex): Promise<string> {
+/**
+ * Read bytes until `\r\n\r\n`; returns the head (no more bytes are consumed). Bounded: a peer
+ * that sends no complete head fails, naming what came, after `timeoutMs` (default 60 s).
+ */
+export async function readHttpHead(c: Duplex, timeoutMs = 60_000): Promise<string> {
   let head = "";
   const one = new Uint8Array(1);
-  while (!head.endsWith("\r\n\r\n")) {
-    const n = await c.read(one);
-    if (n === null) throw new Error(`EOF in HTTP head: ${JSON.stringify(head)}`);
-    head += String.fromCharCode(one[0]);
-    if (head.length > 16384) throw new Error("HTTP head too long");
-  }
-  return head;
+  const read = async () => {
+    while (!head.endsWith("\r\n\r\n")) {
+      const n = await c.read(one);
+      if (n === null) throw new Error(`EOF in HTTP head: ${JSON.stringify(head)}`);
+      head += String.fromCharCode(one[0]);
+      if (head.length > 16384) throw new Error("HTTP head too long");
+    }
+    return head;
+  };
+  return await within(read(), () => `an HTTP head, got ${JSON.stringify(head)}`, timeoutMs);
 }
 
 /** Wait until `cond()` holds (polling), or throw after `timeoutMs`. */

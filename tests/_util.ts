@@ -88,15 +88,39 @@ export async function sendBlocks(w: Duplex, total: number, seed = 0): Promise<vo
   for (const chunk of blockStream(total, seed)) await writeAll(w, chunk);
 }
 
-/** Read `r` to EOF; returns byte count and SHA-256 hex. */
+/**
+ * How long a test's read may wait for its next bytes (or EOF) before it counts as a hang: a
+ * bound on silence, not on the whole transfer, so a slow box that still moves bytes never trips
+ * it.
+ */
+export const readIdleMs = 60_000;
+
+/**
+ * One `r.read(buf)`, failing after `readIdleMs` of silence with `what` and the bytes read so far
+ * (`sofar`): a peer that neither sends nor closes fails the test, named, instead of hanging it.
+ */
+export function readWithin(
+  r: Pick<Duplex, "read">,
+  buf: Uint8Array,
+  what: string,
+  sofar = 0,
+): Promise<number | null> {
+  return within(r.read(buf), () => `${what} (${sofar} bytes read so far)`, readIdleMs);
+}
+
+/**
+ * Read `r` to EOF; returns byte count and SHA-256 hex. Each read is bounded by `readIdleMs`
+ * (see `readWithin`); `what` names the stream in that failure.
+ */
 export async function drainHash(
   r: Pick<Duplex, "read">,
+  what = "bytes or EOF to hash",
 ): Promise<{ bytes: number; sha256: string }> {
   const h = createHash("sha256");
   const buf = new Uint8Array(256 * 1024);
   let bytes = 0;
   while (true) {
-    const n = await r.read(buf);
+    const n = await readWithin(r, buf, what, bytes);
     if (n === null) break;
     h.update(buf.subarray(0, n));
     bytes += n;
@@ -104,14 +128,22 @@ export async function drainHash(
   return { bytes, sha256: h.digest("hex") };
 }
 
-/** Read `r` to EOF into one array (small payloads only). */
-export async function readAll(r: Pick<Duplex, "read">): Promise<Uint8Array> {
+/**
+ * Read `r` to EOF into one array (small payloads only). Each read is bounded by `readIdleMs`
+ * (see `readWithin`); `what` names the stream in that failure.
+ */
+export async function readAll(
+  r: Pick<Duplex, "read">,
+  what = "bytes or EOF",
+): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   const buf = new Uint8Array(64 * 1024);
+  let bytes = 0;
   while (true) {
-    const n = await r.read(buf);
+    const n = await readWithin(r, buf, what, bytes);
     if (n === null) break;
     parts.push(buf.slice(0, n));
+    bytes += n;
   }
   const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;

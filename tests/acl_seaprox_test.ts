@@ -8,7 +8,7 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { concat, enc } from "./_socks5.ts";
 import { askAfterEof, echoAfterEofServer, portFor, readHttpHead } from "./_seaprox.ts";
-import { run, startService } from "./_util.ts";
+import { readWithin, run, startService } from "./_util.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 
 /** SOCKS5 CONNECT (no auth) to host:port; returns the reply code and the open conn. */
@@ -22,12 +22,12 @@ async function socksConnect(
   await writeAll(conn, concat([5, 1, 0], [5, 1, 0, 3, name.length], name, [port >> 8, port & 255]));
   const buf = new Uint8Array(2);
   let got = 0;
-  while (got < 2) got += (await conn.read(buf.subarray(got))) ?? 2;
+  while (got < 2) got += (await readWithin(conn, buf.subarray(got), "the method reply", got)) ?? 2;
   assertEquals(buf[1], 0, "method: no auth");
   const head = new Uint8Array(4);
   got = 0;
   while (got < 4) {
-    const n = await conn.read(head.subarray(got));
+    const n = await readWithin(conn, head.subarray(got), "the SOCKS reply head", got);
     if (n === null) throw new Error("EOF in SOCKS reply");
     got += n;
   }
@@ -35,7 +35,7 @@ async function socksConnect(
   const rest = new Uint8Array(head[3] === 4 ? 18 : 6);
   got = 0;
   while (got < rest.length) {
-    const n = await conn.read(rest.subarray(got));
+    const n = await readWithin(conn, rest.subarray(got), "the SOCKS reply's bound address", got);
     if (n === null) break;
     got += n;
   }

@@ -8,6 +8,7 @@
 import { assertEquals } from "./_assert.ts";
 import { noDelayOf } from "./_nodelay.ts";
 import { rawServer } from "./_seaprox.ts";
+import { readWithin, within } from "./_util.ts";
 import { closeQuietly, serve } from "../lib/net/mod.ts";
 import { directDialer, serveProxy, staticProxy } from "../lib/proxy/mod.ts";
 
@@ -19,15 +20,17 @@ function holdingOrigin(onPeer: (port: number) => void) {
     onPeer((c.remoteAddr as Deno.NetAddr).port);
     await c.write(hi);
     const buf = new Uint8Array(16);
-    while ((await c.read(buf)) !== null) continue;
+    while ((await readWithin(c, buf, "the client's EOF at the origin")) !== null) continue;
   });
 }
 
 /** Connect to `port` and read the 2-byte greeting: the connection is set up on both sides. */
 async function greeted(port: number): Promise<Deno.TcpConn> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  const c = await within(Deno.connect({ hostname: "127.0.0.1", port }), `a connection to ${port}`);
   const buf = new Uint8Array(2);
-  for (let got = 0; got < 2;) got += (await c.read(buf.subarray(got))) ?? Infinity;
+  for (let got = 0; got < 2;) {
+    got += (await readWithin(c, buf.subarray(got), "the 2-byte greeting", got)) ?? Infinity;
+  }
   return c;
 }
 
@@ -57,7 +60,7 @@ Deno.test("serve(): TCP_NODELAY per connection, unless acceptedNoDelay says the 
       ctx.handshakeDone();
       await conn.write(hi);
       const buf = new Uint8Array(16);
-      while ((await conn.read(buf)) !== null) continue;
+      while ((await readWithin(conn, buf, "the client's EOF at the server")) !== null) continue;
     }, { acceptedNoDelay });
     const c = await greeted(server.addr.port);
     try {

@@ -11,12 +11,23 @@ import {
   withPrefix,
   writeAll,
 } from "../lib/net/mod.ts";
-import { blockStreamSha256, drainHash, listenLocal, readAll, sendBlocks } from "./_util.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  listenLocal,
+  readAll,
+  readWithin,
+  sendBlocks,
+  within,
+} from "./_util.ts";
 
 /** A TCP pair (client side, server side) on loopback. */
 async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
   const l = listenLocal();
-  const [a, b] = await Promise.all([dial("127.0.0.1", l.addr.port), l.accept()]);
+  const [a, b] = await within(
+    Promise.all([dial("127.0.0.1", l.addr.port), l.accept()]),
+    "a loopback connection set up",
+  );
   l.close();
   return [a, b];
 }
@@ -28,19 +39,19 @@ Deno.test("relay: 64 MiB each way keeps bytes exact and counts them", async () =
   const r = relay(proxyIn, proxyOut);
   const [up, down] = await Promise.all([
     (async () => {
-      const got = drainHash(server);
+      const got = drainHash(server, "the client's bytes at the server");
       await sendBlocks(server, total, 7);
       await server.closeWrite();
       return await got;
     })(),
     (async () => {
-      const got = drainHash(client);
+      const got = drainHash(client, "the server's bytes at the client");
       await sendBlocks(client, total, 3);
       await client.closeWrite();
       return await got;
     })(),
   ]);
-  const res = await r;
+  const res = await within(r, "the relay to end");
   assertEquals(up.sha256, blockStreamSha256(total, 3));
   assertEquals(down.sha256, blockStreamSha256(total, 7));
   assertEquals(res.aToB, total);
@@ -69,19 +80,19 @@ Deno.test("relay: short writes both ways still deliver every byte in order", asy
   const r = relay(shortWrites(proxyIn, 1000), shortWrites(proxyOut, 1000));
   const [up, down] = await Promise.all([
     (async () => {
-      const got = drainHash(server);
+      const got = drainHash(server, "the client's bytes at the server");
       await sendBlocks(server, total, 11);
       await server.closeWrite();
       return await got;
     })(),
     (async () => {
-      const got = drainHash(client);
+      const got = drainHash(client, "the server's bytes at the client");
       await sendBlocks(client, total, 5);
       await client.closeWrite();
       return await got;
     })(),
   ]);
-  const res = await r;
+  const res = await within(r, "the relay to end");
   assertEquals(up, { bytes: total, sha256: blockStreamSha256(total, 5) });
   assertEquals(down, { bytes: total, sha256: blockStreamSha256(total, 11) });
   assertEquals([res.aToB, res.bToA, res.end], [total, total, "done"]);
@@ -96,33 +107,36 @@ Deno.test("relay: half-close — client shuts write, still receives the whole re
   await writeAll(client, new TextEncoder().encode("question"));
   await client.closeWrite();
   // The server sees EOF only after the request, then answers slowly in pieces.
-  const req = await readAll(server);
+  const req = await readAll(server, "the request and EOF at the server");
   assertEquals(new TextDecoder().decode(req), "question");
   for (let i = 0; i < 5; i++) {
     await writeAll(server, new TextEncoder().encode(`part${i};`));
     await new Promise((res) => setTimeout(res, 10));
   }
   await server.closeWrite();
-  const reply = new TextDecoder().decode(await readAll(client));
+  const reply = new TextDecoder().decode(await readAll(client, "the reply and EOF at the client"));
   assertEquals(reply, "part0;part1;part2;part3;part4;");
-  assertEquals((await r).end, "done");
+  assertEquals((await within(r, "the relay to end")).end, "done");
   client.close();
   server.close();
 });
 
 /** The next read of `c` rejects with a connection reset (not EOF, not data). */
 async function assertReset(c: Deno.TcpConn, what: string): Promise<void> {
-  const err = await c.read(new Uint8Array(1)).then((n) => n, (e: unknown) => e);
+  const err = await readWithin(c, new Uint8Array(1), `${what}'s reset`).then(
+    (n) => n,
+    (e: unknown) => e,
+  );
   assert(err instanceof Deno.errors.ConnectionReset, `${what}: ${err}`);
 }
 
 Deno.test("relay: idle timeout closes both sides", async () => {
   const [client, proxyIn] = await tcpPair();
   const [proxyOut, server] = await tcpPair();
-  const res = await relay(proxyIn, proxyOut, { idleTimeoutMs: 100 });
+  const res = await within(relay(proxyIn, proxyOut, { idleTimeoutMs: 100 }), "the idle relay end");
   assertEquals(res.end, "idle");
-  assertEquals(await client.read(new Uint8Array(1)), null);
-  assertEquals(await server.read(new Uint8Array(1)), null);
+  assertEquals(await readWithin(client, new Uint8Array(1), "the client's EOF"), null);
+  assertEquals(await readWithin(server, new Uint8Array(1), "the server's EOF"), null);
   client.close();
   server.close();
 });
@@ -133,7 +147,7 @@ Deno.test("relay: abort signal ends it and resets both sides", async () => {
   const ac = new AbortController();
   const p = relay(proxyIn, proxyOut, { signal: ac.signal });
   setTimeout(() => ac.abort(), 50);
-  assertEquals((await p).end, "aborted");
+  assertEquals((await within(p, "the aborted relay to end")).end, "aborted");
   await assertReset(client, "client");
   client.close();
   server.close();
@@ -159,14 +173,15 @@ Deno.test("relay: a far side that dies mid-transfer resets the client, it does n
   let got = 0;
   let err: unknown;
   try {
-    for (let n = await client.read(new Uint8Array(65536)); n !== null;) {
+    const buf = new Uint8Array(65536);
+    for (let n = await readWithin(client, buf, "the part, then a reset"); n !== null;) {
       got += n;
-      n = await client.read(new Uint8Array(65536));
+      n = await readWithin(client, buf, "the part, then a reset", got);
     }
   } catch (e) {
     err = e;
   }
-  await far;
+  await within(far, "the far side's close");
   assertEquals(got, 10_000);
   assert(err instanceof Deno.errors.ConnectionReset, `the client read ${err ?? "EOF"}`);
   client.close();
@@ -184,7 +199,7 @@ Deno.test("relay: a reset destination ends the relay as an error and frees the s
   } catch {
     // expected: our side gets reset once the relay closes it
   }
-  const res = await p;
+  const res = await within(p, "the relay to a reset destination to end");
   assert(res.end === "error" || res.end === "done", `end=${res.end}`);
   closeQuietly(client);
 });
@@ -247,7 +262,10 @@ Deno.test("resetQuietly: a conn closed already never resets the connection that 
     await writeAll(second, new TextEncoder().encode("still here"));
     await second.closeWrite();
     const peer = second.remoteAddr.port === a.localAddr.port ? a : b;
-    assertEquals(new TextDecoder().decode(await readAll(peer)), "still here");
+    assertEquals(
+      new TextDecoder().decode(await readAll(peer, "the second socket's text")),
+      "still here",
+    );
   } finally {
     second.close();
     a.close();
