@@ -573,6 +573,39 @@ export function socksRoute(name: string, port: number, dest: number): Route {
   };
 }
 
+/** Read an HTTP response head byte by byte (nothing past it); returns its status code. */
+async function readHeadStatus(c: Duplex): Promise<number> {
+  let head = "";
+  const one = new Uint8Array(1);
+  while (!head.endsWith("\r\n\r\n")) {
+    if ((await c.read(one)) === null) throw new Error(`EOF in CONNECT answer: ${head}`);
+    head += String.fromCharCode(one[0]);
+  }
+  return Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
+}
+
+/** Through the HTTP proxy on 127.0.0.1:`port` to 127.0.0.1:`dest` (a CONNECT tunnel). */
+export function connectRoute(name: string, port: number, dest: number): Route {
+  const request = new TextEncoder().encode(
+    `CONNECT 127.0.0.1:${dest} HTTP/1.1\r\nHost: 127.0.0.1:${dest}\r\n\r\n`,
+  );
+  return {
+    name,
+    open: async () => {
+      const c = await dial("127.0.0.1", port);
+      try {
+        await writeAll(c, request);
+        const status = await readHeadStatus(c);
+        if (status !== 200) throw new Error(`CONNECT answered ${status}`);
+        return c;
+      } catch (err) {
+        closeQuietly(c);
+        throw err;
+      }
+    },
+  };
+}
+
 /** One connection downloads `bytes` from the source; MB/s including the set-up. */
 export async function downloadMBps(route: Route, bytes: number): Promise<number> {
   const buf = new Uint8Array(bulkChunkBytes);

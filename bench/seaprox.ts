@@ -42,6 +42,7 @@ import {
   benchFlags,
   benchPath,
   concurrentRps,
+  connectRoute,
   cpuPerConn,
   curl,
   downloadMBps,
@@ -74,8 +75,6 @@ import {
   tcpRoute,
   waitPort,
 } from "./_util.ts";
-
-const enc = new TextEncoder();
 
 // ---------------------------------------------------------------- source role
 if (Deno.env.get("BENCH_ROLE") === "source") {
@@ -122,17 +121,6 @@ function start(cmd: string, args: string[], env?: Record<string, string>): Proc 
   return p;
 }
 
-/** Read an HTTP response head byte by byte; returns its status code. */
-async function readHeadStatus(c: Duplex): Promise<number> {
-  let head = "";
-  const one = new Uint8Array(1);
-  while (!head.endsWith("\r\n\r\n")) {
-    if ((await c.read(one)) === null) throw new Error(`EOF in CONNECT answer: ${head}`);
-    head += String.fromCharCode(one[0]);
-  }
-  return Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
-}
-
 /** A path of the table: a {@linkcode Route} to the source, and the same kind to nginx. */
 interface SeaproxRoute extends Route {
   /** The outside program this path needs, if any. */
@@ -155,23 +143,8 @@ function socksPath(name: string, port: number, dest: number): SeaproxRoute {
 }
 function connectPath(name: string, port: number, dest: number): SeaproxRoute {
   return {
-    name,
+    ...connectRoute(name, port, dest),
     curl: (np) => ["-p", "-x", `http://127.0.0.1:${port}`, `http://127.0.0.1:${np}/big`],
-    open: async () => {
-      const c = await dial("127.0.0.1", port);
-      try {
-        await writeAll(
-          c,
-          enc.encode(`CONNECT 127.0.0.1:${dest} HTTP/1.1\r\nHost: 127.0.0.1:${dest}\r\n\r\n`),
-        );
-        const status = await readHeadStatus(c);
-        if (status !== 200) throw new Error(`CONNECT answered ${status}`);
-        return c;
-      } catch (err) {
-        closeQuietly(c);
-        throw err;
-      }
-    },
   };
 }
 
