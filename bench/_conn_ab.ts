@@ -1,6 +1,6 @@
 /**
  * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000] [--only REGEX]`: CPU per connection of
- * seaprox (static and SOCKS5) of this checkout and of another one (an old tree), beside the Deno
+ * seaprox (static, SOCKS5 and HTTP CONNECT) of this checkout and of another one (an old tree), beside the Deno
  * floors and lib/net's reference relay, each in its own process, in one run (issue 20). Every
  * round measures every path once (`--count` small exchanges, 32 concurrent), in alternating
  * order; the table gives the median CPU µs per connection and each round's figure. Made for
@@ -18,7 +18,9 @@
 
 import {
   benchFlags,
+  benchPath,
   concurrentRps,
+  connectRoute,
   cpuPerConn,
   fixed,
   freePort,
@@ -67,6 +69,9 @@ try {
   add(tcpRoute("Deno floor, static + TCP_NODELAY + dial signal", floorX.port), floorX.proc);
   const floorS = await startFloor();
   add(socksRoute("Deno floor, SOCKS5", floorS.port, srcPort), floorS.proc);
+  const floorC = spawnDeno(benchPath("floor_connect.ts"), [], { env: { BENCH_FLOOR_EXTRAS: "1" } });
+  const floorCPort = (JSON.parse(await floorC.waitFor(/^\{"port"/)) as { port: number }).port;
+  add(connectRoute("Deno floor, CONNECT + TCP_NODELAY + dial signal", floorCPort, srcPort), floorC);
   if (flags.old) {
     // The old tree's floors too: a change to the floor itself is measured like one to seaprox.
     const oldFloor = `${flags.old}/bench/floor_proxy.ts`;
@@ -88,11 +93,18 @@ try {
       "--listen",
       kind === "static"
         ? `static://127.0.0.1:${port}?to=127.0.0.1:${srcPort}`
-        : `socks5://127.0.0.1:${port}`,
+        : `${kind}://127.0.0.1:${port}`,
     ], { output: "discard", denoFlags });
     procs.push(proc);
     await waitPort(port, name);
-    add(kind === "static" ? tcpRoute(name, port) : socksRoute(name, port, srcPort), proc);
+    add(
+      kind === "static"
+        ? tcpRoute(name, port)
+        : kind === "http"
+        ? connectRoute(name, port, srcPort)
+        : socksRoute(name, port, srcPort),
+      proc,
+    );
   };
   for (
     const [tree, script] of [
@@ -101,8 +113,9 @@ try {
     ]
   ) {
     // One process per listener kind, so one path's garbage is not collected on the other's time.
-    for (const kind of ["static", "socks5"]) {
-      await seaprox(script, kind, `seaprox ${kind === "static" ? "static" : "SOCKS5"} (${tree})`);
+    for (const kind of ["static", "socks5", "http"]) {
+      const what = kind === "static" ? "static" : kind === "http" ? "HTTP CONNECT" : "SOCKS5";
+      await seaprox(script, kind, `seaprox ${what} (${tree})`);
     }
   }
   for (const v8 of flags.v8 ? flags.v8.split(";") : []) {
