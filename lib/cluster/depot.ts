@@ -430,7 +430,10 @@ export class DepotCluster {
         await this.#passAssociation(name, link, out.conn, out.signal);
         return;
       }
-      const r = await relay(link, out.conn);
+      // Ended with the exit's control connection, as the exit's own relays are: its tunnel
+      // may stay open (a local gone silent), and the instance the client reached cannot
+      // tell.
+      const r = await relay(link, out.conn, { signal: out.signal });
       this.#log.info("cluster connection closed", {
         exit: name,
         dest: `${ask.host}:${ask.port}`,

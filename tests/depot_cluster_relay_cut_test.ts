@@ -1,0 +1,92 @@
+/**
+ * depot-server as a cluster (issue 19): when the control connection of an exit ends, the
+ * connections the exit relays for another instance end too, as its own SOCKS clients' do
+ * (tests/depot_relay_cut_test), although their tunnels are still open: the holder's relay of
+ * a handed-over CONNECT honours the signal `connectHere` returns (aborted when the exit's
+ * control connection ends). Before, that relay ignored it, and a SOCKS client of instance B
+ * stayed connected to an exit instance A no longer had. A real redis-server; the exit is a
+ * hand-driven depot-local on A; every wait is bounded and names what it waited for.
+ */
+
+import { type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { DepotCluster } from "../lib/cluster/mod.ts";
+import { assertEquals } from "./_assert.ts";
+import { fakeLocal, rawTunnel, socksDial, startDepot } from "./_depot.ts";
+import { startRedis } from "./_redis.ts";
+import { listenLocal, until, within } from "./_util.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Read `r` until its end: "eof" on a FIN, "reset" when the read fails. */
+async function endOf(r: { read(p: Uint8Array): Promise<number | null> }): Promise<string> {
+  const buf = new Uint8Array(1024);
+  try {
+    while ((await r.read(buf)) !== null) continue;
+    return "eof";
+  } catch {
+    return "reset";
+  }
+}
+
+Deno.test("depot cluster: the end of an exit's control connection cuts the connections it relays for another instance", async () => {
+  const redis = await startRedis();
+  // Long heartbeats: the hand-driven local answers no ping while the test runs.
+  const a = await startDepot({ locals: [], server: { heartbeatMs: 60_000 } });
+  const b = await startDepot({ locals: [] });
+  const linkPort = listenLocal();
+  const opts = { url: redis.url, token: "relay-cut-token-0001", heartbeatMs: 1_000 };
+  const ca = await DepotCluster.connect(a.server, {
+    ...opts,
+    instance: "a",
+    advertise: `127.0.0.1:${linkPort.addr.port}`,
+  });
+  ca.listen(linkPort);
+  const cb = await DepotCluster.connect(b.server, { ...opts, instance: "b", advertise: "h:2" });
+  const ctl = await fakeLocal(a.controlPort, { name: "far" });
+  const opened: { client: Duplex & { raw: Deno.TcpConn }; tunnel: Deno.TcpConn }[] = [];
+  try {
+    await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
+    for (let i = 0; i < 2; i++) {
+      const client = socksDial(b.socksPort, { host: "app.invalid", port: 80 + i }, {
+        username: "far",
+        password: "x",
+      });
+      const req = await ctl.expect("connect", 30_000);
+      const t = await rawTunnel(a.tunnelPort, req.id, req.key);
+      assertEquals(t.answer?.type, "tunnelAccepted");
+      const c = await within(client, `SOCKS reply ${i} from b`);
+      opened.push({ client: c, tunnel: t.conn });
+      // Relayed both ways: b → link → a → tunnel, and back.
+      await writeAll(c, enc.encode(`up ${i}`));
+      const tunnelSide = withPrefix(t.conn, t.reader.takeBuffered());
+      const up = new Uint8Array(4);
+      assertEquals(await within(tunnelSide.read(up), `bytes up ${i}`), 4);
+      assertEquals(dec.decode(up), `up ${i}`);
+      await writeAll(t.conn, enc.encode(`down ${i}`));
+      const down = new Uint8Array(6);
+      assertEquals(await within(c.read(down), `bytes down ${i}`), 6);
+      assertEquals(dec.decode(down), `down ${i}`);
+    }
+    assertEquals(b.server.status().active, 2);
+    ctl.close(); // the control connection only: the tunnels stay open on our side
+    for (const [i, o] of opened.entries()) {
+      // Cut: a reset or a close, never left open.
+      const end = await within(endOf(o.client), `the end of b's client ${i}`);
+      assertEquals(["eof", "reset"].includes(end), true, end);
+      await within(endOf(o.tunnel), `the end of a's tunnel ${i}`);
+    }
+    await until("no relay left on b", () => b.server.status().active === 0);
+  } finally {
+    for (const o of opened) {
+      o.client.close();
+      o.tunnel.close();
+    }
+    ctl.close();
+    await cb.close();
+    await ca.close();
+    await a.close();
+    await b.close();
+    await redis.stop();
+  }
+});
