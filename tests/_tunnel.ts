@@ -269,11 +269,15 @@ function originHandler(req: Request): Promise<Response> {
   return Promise.resolve(new Response("not found", { status: 404 }));
 }
 
-/** A one-shot HTTP/1.1 GET over raw TCP with an explicit Host (fetch cannot set Host). */
+/**
+ * A one-shot HTTP/1.1 GET over raw TCP with an explicit Host (fetch cannot set Host) and
+ * `headers` (whole lines, no CRLF).
+ */
 export async function rawGet(
   port: number,
   host: string,
   path: string,
+  headers: string[] = [],
 ): Promise<{ status: number; head: string; body: string }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   // A test must fail, not hang, if the tunnel never answers.
@@ -287,7 +291,9 @@ export async function rawGet(
   try {
     await conn.write(
       new TextEncoder().encode(
-        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${
+          headers.map((h) => `${h}\r\n`).join("")
+        }Connection: close\r\n\r\n`,
       ),
     );
     const parts: Uint8Array[] = [];
