@@ -248,6 +248,17 @@ const cases: Case[] = [
       "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
   },
   {
+    name: "103 Early Hints: hop-by-hop fields and those its Connection names stay behind",
+    request: (o) => `GET http://127.0.0.1:${o}/z HTTP/1.1\r\n\r\n`,
+    answer: {
+      bytes: "HTTP/1.1 103 Early Hints\r\nConnection: X-Hint-Hop, keep-alive\r\n" +
+        "X-Hint-Hop: secret\r\nKeep-Alive: timeout=5\r\nLink: </s.css>; rel=preload\r\n\r\n" +
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+    },
+    expect: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n" +
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+  },
+  {
     name: "an HTTP/1.0 answer goes out as HTTP/1.1, the body exact past one write",
     request: (o) => `GET http://127.0.0.1:${o}/j HTTP/1.1\r\n\r\n`,
     answer: { bytes: `HTTP/1.0 200 OK\r\nX-V: 1\r\nContent-Length: ${big.length}\r\n\r\n${big}` },

@@ -139,13 +139,14 @@ Deno.test("http proxy: a stale kept-alive upstream is re-dialled transparently",
   }
 });
 
-Deno.test("http proxy: 101 Switching Protocols becomes a raw relay", async () => {
+Deno.test("http proxy: 101 Switching Protocols becomes a raw relay (its Connection-named fields dropped)", async () => {
   const origin = startRawOrigin(async (head, r, conn) => {
     assertEquals(getHeader(head.headers, "upgrade"), "echo");
     await writeAll(
       conn,
       enc.encode(
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, X-Hop\r\nX-Hop: secret\r\n" +
+          "Keep-Alive: timeout=5\r\nUpgrade: echo\r\nX-Kept: 1\r\n\r\n",
       ),
     );
     const rest = r.takeBuffered();
@@ -171,7 +172,8 @@ Deno.test("http proxy: 101 Switching Protocols becomes a raw relay", async () =>
       const { readResponseHead } = await import("../lib/http/mod.ts");
       const head = await readResponseHead(r);
       assertEquals(head.status, 101);
-      assertEquals(getHeader(head.headers, "upgrade"), "echo");
+      // RFC 9110 §7.6.1: what the upstream's Connection names is for the proxy's hop only.
+      assertEquals(head.headers, [["Upgrade", "echo"], ["X-Kept", "1"], ["Connection", "upgrade"]]);
       await writeAll(c, enc.encode("late"));
       await c.closeWrite();
       const echoed = new TextDecoder().decode(

@@ -33,7 +33,9 @@ import {
   type Sink,
 } from "./body.ts";
 import {
+  fieldNameIs,
   getHeader,
+  type HeaderFields,
   type HeadLimits,
   HttpError,
   readRequestHeadWithin,
@@ -42,7 +44,6 @@ import {
   type ResponseHead,
   serializeResponseHead,
   statusForHttpError,
-  withoutHeaders,
 } from "./head.ts";
 import { buildHead, FieldNames, type HopFacts, hopFacts } from "./proxy_head.ts";
 import { parseBasicCredentials, simpleResponse, statusText } from "./response.ts";
@@ -137,6 +138,15 @@ class WriteBuffer {
     if (this.#pooled) relayPool.release(this.#pooled);
     this.#pooled = undefined;
   }
+}
+
+/**
+ * The fields of an interim (1xx) or 101 head for the client: hop-by-hop ones and those its
+ * `Connection` names removed (RFC 9110 §7.6.1), except `keep` (a 101's Upgrade).
+ */
+function passedFields(headers: HeaderFields, keep?: string): HeaderFields {
+  const drop = hopByHop.with(hopFacts(headers, false).connection, notRemovable);
+  return headers.filter(([k]) => !drop.has(k) || (keep !== undefined && fieldNameIs(k, keep)));
 }
 
 /** Whether the sender of a head wants the connection kept open afterwards. */
@@ -654,7 +664,11 @@ export class HttpProxyConn {
       }
       // Interim answers (100 Continue, 103 Early Hints) pass on to HTTP/1.1 clients.
       if (plan.head.version === "HTTP/1.1") {
-        await writeAll(this.#conn, serializeResponseHead({ ...res, version: "HTTP/1.1" }));
+        const fields = passedFields(res.headers);
+        await writeAll(
+          this.#conn,
+          serializeResponseHead({ ...res, version: "HTTP/1.1", headers: fields }),
+        );
         ex.sentSomething = true;
       }
     }
@@ -670,7 +684,7 @@ export class HttpProxyConn {
       await this.#failAfterHead(head, dest, err, ex);
       return false;
     }
-    const fields = withoutHeaders(ex.res.headers, ["connection", "keep-alive", "proxy-connection"]);
+    const fields = passedFields(ex.res.headers, "upgrade");
     fields.push(["Connection", "upgrade"]);
     await ex.bodyCopy;
     this.#upstream = undefined;
