@@ -3,7 +3,9 @@
  * (`--preload tests/_watchdog.ts`). A test that runs longer than `testTimeoutMs` fails with
  * what it was doing instead of holding CI until its time limit: the last lines logged by the
  * in-process loggers of `testLogger` and the last lines of every service process the test still
- * runs, which are then killed so the rest of the suite runs on a clean machine.
+ * runs, which are then killed so the rest of the suite runs on a clean machine. What a test
+ * registered with `cleanUpOnTimeout` (containers, daemons: its own `finally` never runs while
+ * its body hangs) runs then too.
  *
  * Tests bound their own waits with named failures; this only catches the waits they missed.
  */
@@ -63,6 +65,46 @@ export function watchChild(child: WatchedChild): () => void {
   return () => children.delete(child);
 }
 
+/** How long each registered cleanup may take at a timeout before the report goes on without it. */
+const cleanupTimeoutMs = 300_000;
+
+const cleanups = new Set<() => unknown>();
+
+/**
+ * Run `cleanup` should the running test time out, after its service processes were killed: a
+ * hung test's own `finally` never runs, so what only that would remove (Docker containers, a
+ * daemon it started) is removed here, before the next test. Make `cleanup` safe to run twice
+ * (the test's `finally` may run it too, should the hang end later). Returns the function that
+ * unregisters it; whatever is still registered when the test ends is dropped then.
+ */
+export function cleanUpOnTimeout(cleanup: () => void | Promise<void>): () => void {
+  cleanups.add(cleanup);
+  return () => cleanups.delete(cleanup);
+}
+
+/** Run every registered cleanup (the last registered first), each bounded; their failures. */
+async function runCleanups(): Promise<string[]> {
+  const failures: string[] = [];
+  for (const cleanup of [...cleanups].reverse()) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`still running after ${cleanupTimeoutMs} ms`)),
+        cleanupTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([(async () => await cleanup())(), late]);
+    } catch (err) {
+      failures.push(`cleanup failed: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  cleanups.clear();
+  return failures;
+}
+
 function timeoutReport(name: string, limitMs: number): string {
   const parts = [`test "${name}" did not finish in ${limitMs / 1000} s (tests/_watchdog.ts)`];
   const lines = recorded();
@@ -93,6 +135,7 @@ function guarded(name: string, fn: TestFn): TestFn {
   const wrapped = async (t: Deno.TestContext): Promise<void> => {
     recent.length = 0;
     recentStart = 0;
+    cleanups.clear();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -105,13 +148,16 @@ function guarded(name: string, fn: TestFn): TestFn {
           }
         }
         children.clear();
-        reject(new Error(report));
+        void runCleanups().then((failures) =>
+          reject(new Error([report, ...failures].join("\n\n")))
+        );
       }, limitMs);
     });
     try {
       await Promise.race([fn(t), expired]);
     } finally {
       clearTimeout(timer);
+      cleanups.clear();
     }
   };
   Object.defineProperty(wrapped, "name", { value: fn.name });

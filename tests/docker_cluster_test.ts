@@ -10,6 +10,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { run } from "./_util.ts";
+import { cleanUpOnTimeout } from "./_watchdog.ts";
 import {
   buildWarrenImage,
   composeBin,
@@ -61,6 +62,30 @@ async function clusterTest(): Promise<void> {
   const compose = ["--ansi", "never", "--project-name", project, "--file", composeFile];
   let cenv: Record<string, string> | undefined;
   let ok = false;
+  // The stack down and the daemon stopped: by the finally below, or by the watchdog should the
+  // test hang (its finally would never run).
+  let cleaned: Promise<void> | undefined;
+  const cleanUp = () =>
+    cleaned ??= (async () => {
+      if (cenv) {
+        if (!ok) {
+          const l = await run(composeBin, [...compose, "logs", "--no-color", "--tail=30"], {
+            env: cenv,
+            timeoutMs: dockerCommandTimeoutMs,
+          });
+          console.error(`compose logs of ${project}:\n${l.stdout}${l.stderr}`);
+        }
+        const down = await run(
+          composeBin,
+          [...compose, "down", "--volumes", "--remove-orphans", "--timeout", "5"],
+          { env: cenv, timeoutMs: dockerCommandTimeoutMs },
+        );
+        if (down.code !== 0) console.error(`compose down failed: ${down.stderr}`);
+      }
+      await engine.stop();
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    })();
+  const unregister = cleanUpOnTimeout(cleanUp);
   try {
     const base = await ensureBaseImage(env, tmp, progress);
     await buildWarrenImage(env, base.ref, image);
@@ -151,23 +176,8 @@ async function clusterTest(): Promise<void> {
     assert((await logs(other)).includes('msg="client connected"'), `the client moved to ${other}`);
     ok = true;
   } finally {
-    if (cenv) {
-      if (!ok) {
-        const l = await run(composeBin, [...compose, "logs", "--no-color", "--tail=30"], {
-          env: cenv,
-          timeoutMs: dockerCommandTimeoutMs,
-        });
-        console.error(`compose logs of ${project}:\n${l.stdout}${l.stderr}`);
-      }
-      const down = await run(
-        composeBin,
-        [...compose, "down", "--volumes", "--remove-orphans", "--timeout", "5"],
-        { env: cenv, timeoutMs: dockerCommandTimeoutMs },
-      );
-      if (down.code !== 0) console.error(`compose down failed: ${down.stderr}`);
-    }
-    await engine.stop();
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    await cleanUp();
+    unregister();
     console.log(`  docker cluster: total ${((Date.now() - t0) / 1000).toFixed(1)}s`);
   }
 }

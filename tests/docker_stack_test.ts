@@ -18,6 +18,7 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals } from "./_assert.ts";
 import { run, sha256 } from "./_util.ts";
+import { cleanUpOnTimeout } from "./_watchdog.ts";
 import {
   buildWarrenImage,
   composeBin,
@@ -174,6 +175,33 @@ async function stackTest(): Promise<void> {
   ];
   let composeEnv: Record<string, string> | undefined;
   let ok = false;
+  // The stack down and the daemon stopped: by the finally below, or by the watchdog should the
+  // test hang (its finally would never run).
+  let cleaned: Promise<void> | undefined;
+  const cleanUp = () =>
+    cleaned ??= (async () => {
+      if (composeEnv) {
+        if (!ok) {
+          const logs = await run(composeBin, [...compose, "logs", "--no-color", "--tail=40"], {
+            env: composeEnv,
+            timeoutMs: dockerCommandTimeoutMs,
+          });
+          console.error(`compose logs of ${project}:\n${logs.stdout}${logs.stderr}`);
+        }
+        const down = await run(
+          composeBin,
+          [...compose, "down", "--volumes", "--remove-orphans", "--timeout", "5"],
+          { env: composeEnv, timeoutMs: dockerCommandTimeoutMs },
+        );
+        if (down.code !== 0) console.error(`compose down failed: ${down.stderr}`);
+        lap("compose down");
+      }
+      if (!ok && engine.started) console.error(`dockerd log (tail):\n${engine.log().slice(-4000)}`);
+      await engine.stop();
+      if (engine.started) lap("stop dockerd");
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    })();
+  const unregister = cleanUpOnTimeout(cleanUp);
   try {
     // ---- images ----
     const base = await ensureBaseImage(env, tmp, progress);
@@ -430,26 +458,8 @@ async function stackTest(): Promise<void> {
     lap("healthy again");
     ok = true;
   } finally {
-    if (composeEnv) {
-      if (!ok) {
-        const logs = await run(composeBin, [...compose, "logs", "--no-color", "--tail=40"], {
-          env: composeEnv,
-          timeoutMs: dockerCommandTimeoutMs,
-        });
-        console.error(`compose logs of ${project}:\n${logs.stdout}${logs.stderr}`);
-      }
-      const down = await run(
-        composeBin,
-        [...compose, "down", "--volumes", "--remove-orphans", "--timeout", "5"],
-        { env: composeEnv, timeoutMs: dockerCommandTimeoutMs },
-      );
-      if (down.code !== 0) console.error(`compose down failed: ${down.stderr}`);
-      lap("compose down");
-    }
-    if (!ok && engine.started) console.error(`dockerd log (tail):\n${engine.log().slice(-4000)}`);
-    await engine.stop();
-    if (engine.started) lap("stop dockerd");
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    await cleanUp();
+    unregister();
     const total = times.reduce((s, [, ms]) => s + ms, 0);
     console.log(
       `  docker stack timings: ${

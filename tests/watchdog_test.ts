@@ -3,13 +3,56 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 
 const watchdog = new URL("./_watchdog.ts", import.meta.url).href;
 
-Deno.test("watchdog: a hung test fails named, with its log and its child's, the child is killed and the next test runs", async () => {
+/** How long an inner test run may take before it is killed: the watchdog under test failed. */
+const innerLimitMs = 60_000;
+
+/**
+ * `deno test` of `file` under the preloaded watchdog with `env`, in a process group of its own
+ * (`detached`: setsid), killed as a group after `innerLimitMs` and again when done: should the
+ * watchdog not work, neither the hung run nor a child it started (`deno eval`) outlives this
+ * test. Returns whether it was killed, its exit code and its output.
+ */
+async function runUnderWatchdog(
+  file: string,
+  env: Record<string, string>,
+): Promise<{ killed: boolean; code: number; text: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", "--no-check", "--preload", watchdog, file],
+    env: { ...env, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+    detached: true,
+  }).spawn();
+  const killGroup = () => {
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      // No process is left in the group: nothing to kill.
+    }
+  };
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    killGroup();
+  }, innerLimitMs);
+  try {
+    const out = await child.output();
+    const dec = new TextDecoder();
+    return { killed, code: out.code, text: dec.decode(out.stdout) + dec.decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+    killGroup();
+  }
+}
+
+Deno.test("watchdog: a hung test fails named, with its log and its child's, the child is killed, its cleanups run and the next test runs", async () => {
   const dir = await Deno.makeTempDir();
   const pidFile = `${dir}/pid`;
+  const cleanedFile = `${dir}/cleaned`;
   try {
     await Deno.writeTextFile(
       `${dir}/hang_test.ts`,
-      `import { testLogger, watchChild } from ${JSON.stringify(watchdog)};
+      `import { cleanUpOnTimeout, testLogger, watchChild } from ${JSON.stringify(watchdog)};
 const log = testLogger("in-process");
 Deno.test("hangs forever", async () => {
   log.info("waiting for the thing that never comes", { step: 7 });
@@ -22,25 +65,29 @@ Deno.test("hangs forever", async () => {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   lines.push(((await reader.read()).value ?? "").trim());
   watchChild({ name: "sleeper", lines, kill: () => child.kill("SIGKILL") });
+  cleanUpOnTimeout(() => Deno.writeTextFile(${JSON.stringify(cleanedFile)}, "cleaned"));
+  cleanUpOnTimeout(() => { throw new Error("the second cleanup broke"); });
   await new Promise(() => {});
 });
-Deno.test("runs after it", () => {});
+Deno.test("runs after it", async () => {
+  if (await Deno.readTextFile(${
+        JSON.stringify(cleanedFile)
+      }) !== "cleaned") throw new Error("not cleaned");
+});
 `,
     );
-    // Killed after a minute, should the watchdog not work: this test must not hang either.
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["test", "-A", "--no-check", "--preload", watchdog, `${dir}/hang_test.ts`],
-      env: { WARREN_TEST_TIMEOUT_S: "2", NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    assert(out.signal === null, `the hung run was killed after 60 s:\n${text}`);
+    // Killed after a minute with its child, should the watchdog not work: this test must not
+    // hang either, nor leave the child behind.
+    const out = await runUnderWatchdog(`${dir}/hang_test.ts`, { WARREN_TEST_TIMEOUT_S: "2" });
+    const text = out.text;
+    assert(!out.killed, `the hung run was killed after ${innerLimitMs} ms:\n${text}`);
     assert(out.code !== 0, text);
     assertMatch(text, /test "hangs forever" did not finish in 2 s/);
     assertMatch(text, /waiting for the thing that never comes.*step=7/);
     assertMatch(text, /service sleeper still running, its last lines:\s+child line one/);
+    // Both cleanups ran before the next test (which reads the first's file); the failing one
+    // is named in the report.
+    assertMatch(text, /cleanup failed: the second cleanup broke/);
     assertMatch(text, /runs after it \.\.\. ok/);
     const pid = Number(await Deno.readTextFile(pidFile));
     // The child got SIGKILL from the watchdog; the test runner reaped it or it is gone.
@@ -67,15 +114,9 @@ Deno.test("slow with its own limit", slowTest(30_000, sleep));
 Deno.test("slow with the default limit", sleep);
 `,
     );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["test", "-A", "--no-check", "--preload", watchdog, `${dir}/slow_test.ts`],
-      env: { WARREN_TEST_TIMEOUT_S: "1", NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    assert(out.signal === null, `the run was killed after 60 s:\n${text}`);
+    const out = await runUnderWatchdog(`${dir}/slow_test.ts`, { WARREN_TEST_TIMEOUT_S: "1" });
+    const text = out.text;
+    assert(!out.killed, `the run was killed after ${innerLimitMs} ms:\n${text}`);
     assertMatch(text, /slow with its own limit \.\.\. ok/);
     assertMatch(text, /test "slow with the default limit" did not finish in 1 s/);
   } finally {
