@@ -6,6 +6,12 @@
  * process's CPU µs per connection (user + system) beside it.
  *
  *   deno run -A bench/_depot_prof.ts [--requests 4000] [--concurrency 32] [--top 30] [--mux]
+ *
+ * `--floor` profiles bench/floor_reverse.ts's two processes instead; `--strace` counts their
+ * syscalls per connection (strace -c -f); `--perf` samples both with `perf record` (cpu-clock,
+ * which counts only while the process runs; V8's `--perf-basic-prof` names JIT code) and prints
+ * µs per connection by binary (kernel, deno, JIT, libc) and the top symbols; `--no-profile`
+ * skips the inspector (then the CPU figures are the process's own, unperturbed).
  * @module
  */
 
@@ -31,7 +37,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
-  booleans: ["mux", "floor", "strace", "no-profile", "heap"],
+  booleans: ["mux", "floor", "strace", "perf", "no-profile", "heap"],
   strings: ["tree", "out"],
 });
 /** Heap profiles (`--heap`), in the order the CPU profiles were stopped. */
@@ -44,6 +50,7 @@ const deno = (script: string, args: string[], inspect?: number, e?: Record<strin
     "run",
     "-A",
     ...(inspect && !flags["no-profile"] ? [`--inspect=127.0.0.1:${inspect}`] : []),
+    ...(inspect && flags.perf ? ["--v8-flags=--perf-basic-prof"] : []),
     script,
     ...args,
   ], { env: { ...env, ...e }, output: "stderr" });
@@ -57,7 +64,10 @@ try {
   if (flags.floor) {
     // bench/floor_reverse.ts's two processes instead (the floor, profiled the same way).
     const floor = `${tree}/bench/floor_reverse.ts`;
-    const inspect = flags["no-profile"] ? [] : [`--inspect=127.0.0.1:${inspS}`];
+    const inspect = [
+      ...(flags["no-profile"] ? [] : [`--inspect=127.0.0.1:${inspS}`]),
+      ...(flags.perf ? ["--v8-flags=--perf-basic-prof"] : []),
+    ];
     const server = spawn(Deno.execPath(), ["run", "-A", ...inspect, floor], {
       env: { BENCH_MODE: "server" },
     });
@@ -115,7 +125,27 @@ try {
       }).spawn()
     )
     : [];
-  if (straces.length) await new Promise((r) => setTimeout(r, 500));
+  // `--perf`: cpu-clock samples of both processes during the load.
+  const perfHz = 4999;
+  const perfs = flags.perf
+    ? procs.slice(1).map((p, i) =>
+      new Deno.Command("perf", {
+        args: [
+          "record",
+          "-e",
+          "cpu-clock",
+          "-F",
+          String(perfHz),
+          "-o",
+          `/tmp/depot_prof.perf.${i}`,
+          "-p",
+          String(p.child.pid),
+        ],
+        stdout: "null",
+      }).spawn()
+    )
+    : [];
+  if (straces.length || perfs.length) await new Promise((r) => setTimeout(r, 500));
   const cpu0 = [procCpuSeconds([procs[1]]), procCpuSeconds([procs[2]])];
   const t0 = performance.now();
   await concurrentRps(route, n, flags.concurrency);
@@ -142,9 +172,19 @@ try {
       }
     }
   }
+  for (const [i, pr] of perfs.entries()) {
+    try {
+      pr.kill("SIGINT");
+    } catch {
+      // perf ended on its own (its output says why); its file has what it sampled.
+    }
+    await pr.status;
+    perfReport(`/tmp/depot_prof.perf.${i}`, i === 0 ? "server" : "local", perfHz, n);
+  }
   console.log(`${n} connections ×${flags.concurrency} in ${ms.toFixed(0)} ms`);
   for (const [i, name] of ["depot-server", "depot-local"].entries()) {
     const p = profiles[i];
+    if (!p) continue; // --no-profile
     const rows = selfTimes(p);
     const busy = rows.filter((r) => r.key !== "(idle)").reduce((s, r) => s + r.ms, 0);
     const us = (v: number) => (v * 1000 / n).toFixed(2).padStart(8);
@@ -220,4 +260,27 @@ function userSys(p: { child: Deno.ChildProcess }): { user: number; sys: number }
   const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}
+
+/** Print `perf report` of `file` as µs per connection: by binary, then the top symbols. */
+function perfReport(file: string, name: string, hz: number, n: number): void {
+  const report = (sort: string) =>
+    new TextDecoder().decode(
+      new Deno.Command("perf", {
+        args: ["report", "-i", file, "--stdio", "-F", "sample," + sort, "--sort", sort],
+        stdout: "piped",
+        stderr: "null",
+      }).outputSync().stdout,
+    ).split("\n").filter((l) => /^\s*\d/.test(l)).map((l) => {
+      const [samples, ...rest] = l.trim().split(/\s+/);
+      return { us: Number(samples) * 1e6 / hz / n, what: rest.join(" ") };
+    }).sort((a, b) => b.us - a.us);
+  const dsos = report("dso");
+  const total = dsos.reduce((s, r) => s + r.us, 0);
+  console.log(`\n== perf ${name}: ${total.toFixed(1)} µs/conn sampled, by binary`);
+  for (const r of dsos.slice(0, 8)) console.log(`${r.us.toFixed(1).padStart(8)}  ${r.what}`);
+  console.log("-- top symbols");
+  for (const r of report("dso,sym").slice(0, flags.top)) {
+    console.log(`${r.us.toFixed(2).padStart(8)}  ${r.what}`);
+  }
 }

@@ -6,13 +6,14 @@
  */
 import { BufferedReader, ControlReader, ControlWriter } from "../lib/control/mod.ts";
 import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
+import { maxStandbyPerExit } from "../lib/depot/protocol.ts";
 import { Session, type Stream } from "../lib/mux/mod.ts";
 import { ControlConn } from "../lib/control/mod.ts";
 import { dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
-import { readAll } from "./_util.ts";
+import { readAll, until, within } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -203,11 +204,11 @@ Deno.test("depot open: real --mux locals relay byte-exact over server-opened str
 async function standbyLocal(
   depot: { controlPort: number; tunnelPort: number },
   features: string[] = ["open"],
-): Promise<{ ctl: ControlConn<DepotMessage>; sessionKey: string }> {
+): Promise<{ ctl: ControlConn<DepotMessage>; sessionKey: string; standbyMax?: number }> {
   const ctl = new ControlConn(await dial("127.0.0.1", depot.controlPort), depotProtocol);
   await ctl.send({ type: "hello", role: "depot-local", token: "t", name: "default", features });
   const welcome = await ctl.expect("welcome", 60_000);
-  return { ctl, sessionKey: welcome.sessionKey! };
+  return { ctl, sessionKey: welcome.sessionKey!, standbyMax: welcome.standbyMax };
 }
 
 /** Dial the tunnel port and announce a standby spare. */
@@ -252,6 +253,33 @@ Deno.test("depot open: a request is written on a standby spare and answered ther
     assertEquals(await controlFrameWithin(local.ctl, 200), "none");
   } finally {
     spare.close();
+    local.ctl.close();
+    await depot.close();
+  }
+});
+
+Deno.test("depot open: welcome announces standbyMax; the server holds that many standby spares and closes one more", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t" } });
+  const local = await standbyLocal(depot);
+  const spares: Deno.TcpConn[] = [];
+  try {
+    // 16 before the field: under 32 concurrent clients a fifth of the requests found none.
+    assertEquals(local.standbyMax, maxStandbyPerExit);
+    assert(maxStandbyPerExit >= 64, "room for a burst of 32 concurrent requests and refills");
+    for (let i = 0; i <= maxStandbyPerExit; i++) {
+      spares.push(await standby(depot.tunnelPort, local.sessionKey));
+    }
+    // Idle standbys get nothing from the server: the one past the bound is closed (EOF).
+    const buf = new Uint8Array(64);
+    const closed = await within(
+      Promise.race(spares.map((c, i) => c.read(buf).then((n) => ({ i, n })))),
+      "the standby past standbyMax to be closed",
+    );
+    assertEquals(closed.n, null);
+    const held = () => depot.server.status().exits[0]?.spares;
+    await until(`${maxStandbyPerExit} standby spares held`, () => held() === maxStandbyPerExit);
+  } finally {
+    for (const c of spares) c.close();
     local.ctl.close();
     await depot.close();
   }

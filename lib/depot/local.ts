@@ -51,6 +51,7 @@ import {
   DepotRefusal,
   endFeature,
   heartbeatDeadFactor,
+  legacyStandbyPerExit,
   muxFeature,
   openFeature,
   recentFailureCount,
@@ -550,10 +551,12 @@ export class DepotLocal {
             this.#track(this.#watchStandby(pool, conn, () => current, compact));
             return conn;
           };
+          // As many as the server holds (it closes standbys past its `standbyMax`).
           const pool: SparePool = new SparePool(
             spareCount,
             welcome.spareIdleMs,
             opens ? standby : () => dialTunnel(this.#stop.signal),
+            Math.max(spareCount, (opens ? welcome.standbyMax : undefined) ?? legacyStandbyPerExit),
           );
           spares = pool;
           session = {

@@ -712,6 +712,7 @@ export class DepotServer {
           : [muxFeature, endFeature, udpFeature, openFeature],
         spareIdleMs: this.spareIdleMs,
         sessionKey: exit.sessionKey,
+        standbyMax: exit.sessionKey === undefined ? undefined : maxStandbyPerExit,
       });
     } catch (err) {
       log.warn("welcome failed", { error: describe(err) });
