@@ -1,6 +1,7 @@
 /**
- * `deno run -A bench/_survivors.ts INSPECT_PORT TARGET_PORT [COUNT]`: which allocation sites of
- * a process under `--inspect=127.0.0.1:INSPECT_PORT` survive the young generation (issue 20).
+ * `deno run -A bench/_survivors.ts INSPECT_PORT TARGET_PORT [COUNT] [--all]`: which allocation
+ * sites of a process under `--inspect=127.0.0.1:INSPECT_PORT` survive the young generation (issue
+ * 20); with `--all`, every allocation (what a connection allocates, collected or not).
  * Runs COUNT small exchanges (32 concurrent) to TARGET_PORT (a static listener to a
  * {@linkcode serveLengthSource}) while V8's sampling heap profiler counts what is live at the
  * end or collected only by a full GC (`includeObjectsCollectedByMajorGC`), not what a scavenge
@@ -27,14 +28,15 @@ interface Sampled {
   profile?: { head: SampleNode };
 }
 
-const [inspectPort, targetPort, countArg] = Deno.args;
+const all = Deno.args.includes("--all");
+const [inspectPort, targetPort, countArg] = Deno.args.filter((a) => a !== "--all");
 const count = Number(countArg ?? 8000);
 const { call, close } = await inspector("127.0.0.1", Number(inspectPort));
 await call("HeapProfiler.enable");
 await call("HeapProfiler.startSampling", {
   samplingInterval: 512,
   includeObjectsCollectedByMajorGC: true,
-  includeObjectsCollectedByMinorGC: false,
+  includeObjectsCollectedByMinorGC: all,
 });
 await concurrentRps(tcpRoute("target", Number(targetPort)), count, 32);
 const head = (await call("HeapProfiler.stopSampling") as Sampled | undefined)?.profile?.head;
@@ -57,8 +59,8 @@ const walk = (node: SampleNode, stack: string[]) => {
 walk(head, []);
 const total = [...bySite.values()].reduce((a, b) => a + b, 0);
 console.log(
-  `survived the young generation: ${(total / count / 1024).toFixed(2)} KB per connection`,
+  `${all ? "allocated" : "survived the young generation"}: ${(total / count / 1024).toFixed(2)} KB per connection`,
 );
-for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, all ? 40 : 25)) {
   console.log(`${(bytes / count).toFixed(0).padStart(6)} B/conn  ${site}`);
 }

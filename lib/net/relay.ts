@@ -13,6 +13,7 @@
 import {
   closeQuietly,
   type Duplex,
+  type FramedWriter,
   framedWriter,
   resetQuietly,
   type ViewReader,
@@ -94,38 +95,99 @@ export interface RelayResult extends RelayStats {
  * ```
  */
 export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayResult> {
-  const stats = opts.stats ?? { aToB: 0, bToA: 0 };
-  const pool = opts.pool ?? relayPool;
-  let end: RelayEnd = "done";
-  let error: Error | undefined;
-  let finished = false;
+  const r = new Relay(a, b, opts.stats ?? { aToB: 0, bToA: 0 }, opts.pool ?? relayPool);
+  const idleMs = opts.idleTimeoutMs ?? 0;
+  if (idleMs > 0) r.idle = new IdleTimer(idleMs, () => r.stop("idle"));
+  const signal = opts.signal;
+  if (signal?.aborted) r.stop("aborted");
+  // The relay is the listener (`handleEvent`): no closure. No `once` (removed below; an
+  // options object costs a WebIDL conversion per call).
+  signal?.addEventListener("abort", r);
+  try {
+    // Both pumps at once; neither rejects (each reports its failure to `r`), so awaiting one
+    // after the other is Promise.all without its array, iterator and element closures.
+    const aToB = r.pump(a, b, true);
+    await r.pump(b, a, false);
+    await aToB;
+  } finally {
+    r.idle?.stop();
+    signal?.removeEventListener("abort", r);
+    if (!r.finished) {
+      r.finished = true;
+      closeQuietly(a);
+      closeQuietly(b);
+    }
+  }
+  const { stats } = r;
+  return { aToB: stats.aToB, bToA: stats.bToA, end: r.end, error: r.error };
+}
 
-  // An error or an abort cut a stream short: both sides are reset, so neither peer reads the
-  // cut as a clean end (a close-delimited download would look complete after a FIN). The idle
-  // timeout ends a connection on which nothing moved: an ordinary close.
-  const stop = (why: RelayEnd, err?: Error) => {
-    if (finished) return;
-    finished = true;
-    end = why;
-    error = err;
+/**
+ * One relay's state and its two pumps, as methods of one object: closures for the end, the
+ * failure, the abort listener, each pump and each counter were eight allocations more per
+ * connection (issue 20).
+ */
+class Relay implements EventListenerObject {
+  end: RelayEnd = "done";
+  error: Error | undefined;
+  finished = false;
+  idle: IdleTimer | undefined;
+
+  constructor(
+    readonly a: Duplex,
+    readonly b: Duplex,
+    readonly stats: RelayStats,
+    readonly pool: BufferPool,
+  ) {}
+
+  /**
+   * End the relay (once). An error or an abort cut a stream short: both sides are reset, so
+   * neither peer reads the cut as a clean end (a close-delimited download would look complete
+   * after a FIN). The idle timeout ends a connection on which nothing moved: an ordinary close.
+   */
+  stop(why: RelayEnd, err?: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.end = why;
+    this.error = err;
     const finish = why === "idle" ? closeQuietly : resetQuietly;
-    finish(a);
-    finish(b);
-  };
+    finish(this.a);
+    finish(this.b);
+  }
+
+  /** The signal aborted. */
+  handleEvent(): void {
+    this.stop("aborted");
+  }
 
   /** Report a pump's failure, unless the relay already ended for another reason. */
-  const failed = (err: unknown) => {
-    if (finished) return; // the other side or a timer already ended the relay
+  failed(err: unknown): void {
+    if (this.finished) return; // the other side or a timer already ended the relay
     // A vanished peer is an ordinary end of a connection; anything else is reported.
-    stop("error", err instanceof Error ? err : new Error(errorMessage(err)));
-    if (isDisconnect(err)) error = err as Error;
-  };
+    this.stop("error", err instanceof Error ? err : new Error(errorMessage(err)));
+    if (isDisconnect(err)) this.error = err as Error;
+  }
+
+  /** Count `n` bytes moved in one direction. */
+  count(aToB: boolean, n: number): void {
+    if (aToB) this.stats.aToB += n;
+    else this.stats.bToA += n;
+  }
+
+  /** Copy `src` to `dst` until EOF, then half-close `dst`. Never rejects. */
+  pump(src: Duplex, dst: Duplex, aToB: boolean): Promise<void> {
+    // A framing destination (a mux stream) gets room in front of what we read for its frame
+    // header: header and payload then leave in one write instead of two.
+    const framed = framedWriter(dst);
+    const views = framed ? null : viewReader(src);
+    return views ? this.pumpViews(views, dst, aToB) : this.pumpBuffered(src, dst, framed, aToB);
+  }
 
   /**
    * A source that lends what it received (a mux stream): its bytes are written on as they
    * lie, without a buffer of ours or a copy into one.
    */
-  const pumpViews = async (src: ViewReader, dst: Duplex, count: (n: number) => void) => {
+  async pumpViews(src: ViewReader, dst: Duplex, aToB: boolean): Promise<void> {
     try {
       while (true) {
         const v = await src.readView();
@@ -133,24 +195,26 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
           await dst.closeWrite();
           return;
         }
-        idle?.touch();
+        this.idle?.touch();
         const wrote = await dst.write(v); // as below: writeAll only for a short write's rest
         if (wrote < v.length) await writeAll(dst, v.subarray(wrote));
-        count(v.length);
+        this.count(aToB, v.length);
       }
     } catch (err) {
-      failed(err);
+      this.failed(err);
     } finally {
       src.releaseView(); // only now: a write in flight still used the bytes
     }
-  };
+  }
 
-  const pump = async (src: Duplex, dst: Duplex, count: (n: number) => void) => {
-    // A framing destination (a mux stream) gets room in front of what we read for its frame
-    // header: header and payload then leave in one write instead of two.
-    const framed = framedWriter(dst);
-    const views = framed ? null : viewReader(src);
-    if (views) return pumpViews(views, dst, count);
+  /** Read into a pooled buffer that adapts to the traffic, write it on. */
+  async pumpBuffered(
+    src: Duplex,
+    dst: Duplex,
+    framed: FramedWriter | null,
+    aToB: boolean,
+  ): Promise<void> {
+    const pool = this.pool;
     const room = framed?.headroomBytes ?? 0;
     let buf = pool.acquire(pool.minBytes);
     try {
@@ -160,7 +224,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
           await dst.closeWrite();
           return;
         }
-        idle?.touch();
+        this.idle?.touch();
         if (framed) await framed.writeFramed(buf.subarray(0, room + n));
         else {
           // Most writes take the whole chunk: writeAll (a frame of its own) only for the rest.
@@ -168,7 +232,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
           const wrote = await dst.write(chunk);
           if (wrote < n) await writeAll(dst, chunk.subarray(wrote));
         }
-        count(n);
+        this.count(aToB, n);
         // Grow while reads fill the buffer; drop back as soon as they stop doing so, so an
         // idle connection holds only a small buffer while its read is pending.
         const grow = n === buf.length - room;
@@ -186,32 +250,9 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
         }
       }
     } catch (err) {
-      failed(err);
+      this.failed(err);
     } finally {
       pool.release(buf);
     }
-  };
-
-  const idleMs = opts.idleTimeoutMs ?? 0;
-  const idle = idleMs > 0 ? new IdleTimer(idleMs, () => stop("idle")) : undefined;
-  const onAbort = () => stop("aborted");
-  if (opts.signal?.aborted) onAbort();
-  // No `once` (removed below; an options object costs a WebIDL conversion per call).
-  opts.signal?.addEventListener("abort", onAbort);
-
-  try {
-    await Promise.all([
-      pump(a, b, (n) => stats.aToB += n),
-      pump(b, a, (n) => stats.bToA += n),
-    ]);
-  } finally {
-    idle?.stop();
-    opts.signal?.removeEventListener("abort", onAbort);
-    if (!finished) {
-      finished = true;
-      closeQuietly(a);
-      closeQuietly(b);
-    }
   }
-  return { aToB: stats.aToB, bToA: stats.bToA, end, error };
 }
