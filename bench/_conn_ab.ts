@@ -1,7 +1,7 @@
 /**
  * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000] [--only REGEX]`: CPU per connection of
  * seaprox (static, SOCKS5 and HTTP CONNECT) of this checkout and of another one (an old tree), beside the Deno
- * floors and lib/net's reference relay, each in its own process, in one run (issue 20). Every
+ * floors and lib/net's reference relay (bench/_relay.ts, the old tree's too), each in its own process, in one run (issue 20). Every
  * round measures every path once (`--count` small exchanges, 32 concurrent), in alternating
  * order; the table gives the median CPU µs per connection and each round's figure. Made for
  * before/after rows of one change: the rates of bench/seaprox.ts vary more on a shared box.
@@ -82,6 +82,12 @@ try {
   }
   const relay = await startRelay(srcPort);
   add(tcpRoute("lib/net relay", relay.port), relay.proc);
+  if (flags.old) {
+    // The old tree's lib/net relay (serve + dial + relay alone): a lib/net change, measured
+    // without a service on top.
+    const oldRelay = await startRelay(srcPort, `${flags.old}/bench/_relay.ts`);
+    add(tcpRoute("lib/net relay, old tree", oldRelay.port), oldRelay.proc);
+  }
   const seaprox = async (script: string, kind: string, name: string, denoFlags: string[] = []) => {
     const port = freePort();
     const proc = spawnDeno(script, [

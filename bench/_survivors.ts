@@ -59,7 +59,9 @@ const walk = (node: SampleNode, stack: string[]) => {
 walk(head, []);
 const total = [...bySite.values()].reduce((a, b) => a + b, 0);
 console.log(
-  `${all ? "allocated" : "survived the young generation"}: ${(total / count / 1024).toFixed(2)} KB per connection`,
+  `${all ? "allocated" : "survived the young generation"}: ${
+    (total / count / 1024).toFixed(2)
+  } KB per connection`,
 );
 for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, all ? 40 : 25)) {
   console.log(`${(bytes / count).toFixed(0).padStart(6)} B/conn  ${site}`);

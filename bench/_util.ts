@@ -258,10 +258,14 @@ export async function listeningPort(proc: Proc, listener?: string): Promise<numb
 
 /**
  * A bench/_relay.ts process (a plain lib/net relay, one user-space hop) in front of
- * 127.0.0.1:`targetPort`: the reference row for what relaying alone costs on this machine.
+ * 127.0.0.1:`targetPort`: the reference row for what relaying alone costs on this machine
+ * (`script`: another tree's, for a same-run before/after).
  */
-export async function startRelay(targetPort: number): Promise<{ proc: Proc; port: number }> {
-  const proc = spawnDeno(benchPath("_relay.ts"), [], {
+export async function startRelay(
+  targetPort: number,
+  script: string = benchPath("_relay.ts"),
+): Promise<{ proc: Proc; port: number }> {
+  const proc = spawnDeno(script, [], {
     env: { BENCH_TARGET: `127.0.0.1:${targetPort}` },
   });
   const { port } = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };

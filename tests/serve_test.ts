@@ -101,3 +101,53 @@ Deno.test("serve: a source over maxConnsPerSource is closed at once, another sou
     await server.stop(500);
   }
 });
+
+Deno.test("serve: a timed-out handshake aborts the signal with a TimeoutError, also one first read after it", async () => {
+  // One handler reads ctx.signal before the timeout, the other only after its read ended
+  // (the signal's controller is made when first asked for): both see the same abort.
+  const reasons: string[] = [];
+  const server = serve(listenLocal(), async (conn, ctx) => {
+    const early = ctx.id % 2 === 1 ? ctx.signal : undefined;
+    await conn.read(new Uint8Array(10)).catch(() => null); // ends when the timeout closes it
+    const signal = early ?? ctx.signal;
+    reasons.push(`${early ? "early" : "late"} ${signal.aborted} ${(signal.reason as Error).name}`);
+  }, { handshakeTimeoutMs: 100 });
+  const clients = [
+    await dial("127.0.0.1", server.addr.port),
+    await dial("127.0.0.1", server.addr.port),
+  ];
+  for (const c of clients) {
+    assertEquals(await within(c.read(new Uint8Array(1)), "the handshake timeout's close"), null);
+  }
+  await until("both handlers to end", () => reasons.length === 2);
+  assertEquals(reasons.sort(), ["early true TimeoutError", "late true TimeoutError"]);
+  assertEquals(server.stats.handshakeTimeouts, 2);
+  for (const c of clients) c.close();
+  await server.stop();
+});
+
+Deno.test("serve: a connection is closed at its handler's end, whether the handler closed it or not", async () => {
+  // Closed by the handler (conn.close(), not closeQuietly), left open, or closed before a throw:
+  // each client reads its end, no close fails, only the throw counts as an error, and the
+  // sanitizers find no resource left.
+  const server = serve(listenLocal(), async (conn, ctx) => {
+    ctx.handshakeDone();
+    await conn.write(Uint8Array.of(ctx.id));
+    if (ctx.id === 1) conn.close();
+    if (ctx.id === 3) {
+      conn.close();
+      throw new Error("after its close");
+    }
+  }, { handshakeTimeoutMs: 0 });
+  for (let i = 1; i <= 3; i++) {
+    const c = await dial("127.0.0.1", server.addr.port);
+    assertEquals(
+      new TextDecoder().decode(await within(readAll(c), `client ${i}'s end`)),
+      String.fromCharCode(i),
+    );
+    c.close();
+  }
+  await until("every handler to end", () => server.stats.active === 0);
+  assertEquals(server.stats.errors, 1);
+  await server.stop();
+});

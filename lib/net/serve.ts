@@ -149,27 +149,11 @@ export const liveServers: Set<
   { readonly addr: Deno.NetAddr; readonly name?: string; readonly stats: ServeStats }
 > = new Set();
 
-/** What serve() keeps of a live connection. */
-interface LiveConn<C> {
-  conn: C;
-  ac: AbortController;
-  /** Its per-source key, when per-source limits are counted. */
-  source: string | undefined;
-  /** When it last started a read or a write (the deadline wheel's clock). */
-  activeMs: number;
-  /** Shed: already uncounted, its handler is ending. */
-  shed: boolean;
-  /** Its `close()` ran (by the handler, a relay or a shed). */
-  closed: boolean;
-}
-
-/** Note in `entry` when `conn` is closed (own `close` on the instance, as for activity). */
-function noteClose(conn: Deno.Conn, entry: { closed: boolean }): void {
-  const close = conn.close;
-  conn.close = () => {
-    entry.closed = true;
-    close.call(conn);
-  };
+/** What serve() shares with each of its connections. */
+interface ServerShared {
+  readonly stats: ServeStats;
+  readonly log: Logger;
+  readonly handshakeMs: number;
 }
 
 /**
@@ -191,36 +175,107 @@ function trackActivity(conn: Deno.Conn, entry: { activeMs: number }): void {
 }
 
 /**
- * The {@linkcode ConnContext} serve() hands a handler: the remote's text and the connection's
- * logger are made when first read (a log line; most connections of a busy proxy never log),
- * through getters on the prototype (an object literal with getters cost 4–5 µs to build).
+ * One live connection: what serve() keeps of it (its place in the counts, its activity), the
+ * {@linkcode ConnContext} its handler gets, and its handshake deadline on the shared wheel, in
+ * one object (they were three, plus the deadline's callback and a `close` wrapper: issue 20).
+ * The remote's text and the connection's logger are made when first read (a log line; most
+ * connections of a busy proxy never log), through getters on the prototype (an object literal
+ * with getters cost 4–5 µs to build). The AbortController is made when `signal` is first read:
+ * a handler that never asks for it costs none, and an abort before that is kept for it.
  */
-class Context implements ConnContext {
-  readonly #conn: Deno.Conn;
-  readonly #serverLog: Logger;
+class LiveConn<C extends Deno.Conn> implements ConnContext, Deadline {
+  readonly conn: C;
+  readonly #server: ServerShared;
   #remote: string | undefined;
   #log: Logger | undefined;
-  /** The handshake deadline, while it runs. */
-  timer: Deadline | undefined;
+  #ac: AbortController | undefined;
+  /** Why it was aborted, while nobody has asked for the signal yet. */
+  #reason: unknown;
+  /** Aborted: handshake timeout, shed, or a hard stop. */
+  aborted = false;
+  /** Its per-source key, when per-source limits are counted. */
+  source: string | undefined;
+  /** When it last started a read or a write (the deadline wheel's clock). */
+  activeMs: number;
+  /** Shed: already uncounted, its handler is ending. */
+  shed = false;
+  /** @internal When the handshake times out (while the connection is on the wheel). */
+  due = 0;
 
-  constructor(readonly id: number, readonly signal: AbortSignal, conn: Deno.Conn, log: Logger) {
-    this.#conn = conn;
-    this.#serverLog = log;
+  constructor(
+    readonly id: number,
+    conn: C,
+    server: ServerShared,
+    source: string | undefined,
+    nowMs: number,
+  ) {
+    this.conn = conn;
+    this.#server = server;
+    this.source = source;
+    this.activeMs = nowMs;
+    if (server.handshakeMs > 0) {
+      // On the shared deadline wheel: a timer per connection was a measurable share of a
+      // short connection's cost.
+      this.due = nowMs + server.handshakeMs;
+      deadlines.add(this);
+    }
   }
 
   get remote(): string {
-    return this.#remote ??= formatAddr(this.#conn.remoteAddr);
+    return this.#remote ??= formatAddr(this.conn.remoteAddr);
   }
 
   get log(): Logger {
-    return this.#log ??= this.#serverLog.child({ conn: this.id });
+    return this.#log ??= this.#server.log.child({ conn: this.id });
   }
 
-  /** Bound: handlers pass it on as a function. */
-  handshakeDone = (): void => {
-    if (this.timer !== undefined) deadlines.delete(this.timer);
-    this.timer = undefined;
-  };
+  get signal(): AbortSignal {
+    if (this.#ac === undefined) {
+      this.#ac = new AbortController();
+      if (this.aborted) this.#ac.abort(this.#reason);
+    }
+    return this.#ac.signal;
+  }
+
+  /** Abort its signal (the first reason stays). */
+  abort(reason: DOMException): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    if (this.#ac) this.#ac.abort(reason);
+    else this.#reason = reason;
+  }
+
+  /** Bound: handlers pass it on as a function. Off the wheel (nothing if it was not on it). */
+  handshakeDone = (): void => deadlines.delete(this);
+
+  /** @internal The handshake timed out (the wheel). */
+  fire(): void {
+    const server = this.#server;
+    server.stats.handshakeTimeouts++;
+    this.log.warn("handshake timeout, closing", {
+      remote: this.remote,
+      timeoutMs: server.handshakeMs,
+    });
+    this.abort(new DOMException("handshake timeout", "TimeoutError"));
+    closeQuietly(this.conn);
+  }
+}
+
+/**
+ * Close an accepted connection at its handler's end, if nothing closed it yet (most handlers
+ * did: a relay does): Deno's `[Symbol.dispose]` closes only a resource still open, where
+ * `close()` again would build a BadResource error with its stack only to drop it (~20 µs).
+ */
+function closeAccepted(conn: Deno.Conn): void {
+  const dispose = (conn as Partial<Disposable>)[Symbol.dispose];
+  if (dispose === undefined) closeQuietly(conn);
+  else {
+    try {
+      dispose.call(conn);
+    } catch {
+      // Not Deno's own (a wrapper's dispose failing): the connection is gone either way.
+    }
+  }
 }
 
 /** A running accept loop. */
@@ -291,6 +346,7 @@ export function serve<C extends Deno.Conn>(
     acceptErrors: 0,
   };
   const live = new Set<LiveConn<C>>();
+  const shared: ServerShared = { stats, log, handshakeMs };
   // Handlers not settled yet, and what `finished` waits for once the loop ended: a count,
   // not a set of promises each with a `finally` of its own (two promises per connection).
   let running = 0;
@@ -335,45 +391,23 @@ export function serve<C extends Deno.Conn>(
       idleMs: Math.round(now - victim.activeMs),
       scope: source === undefined ? "listener" : "source",
     });
-    victim.ac.abort(new DOMException("shed for a newcomer", "AbortError"));
+    victim.abort(new DOMException("shed for a newcomer", "AbortError"));
     closeQuietly(victim.conn); // an idle connection: an ordinary close, like the idle timeout
     return true;
   };
 
-  const handle = async (conn: C, entry: LiveConn<C>) => {
-    const ac = entry.ac;
-    const ctx = new Context(++nextId, ac.signal, conn, log);
-    if (handshakeMs > 0) {
-      // On the shared deadline wheel: a timer object per connection was a measurable share
-      // of a short connection's cost.
-      ctx.timer = {
-        due: deadlines.clockMs() + handshakeMs,
-        fire: () => {
-          ctx.timer = undefined;
-          stats.handshakeTimeouts++;
-          ctx.log.warn("handshake timeout, closing", {
-            remote: ctx.remote,
-            timeoutMs: handshakeMs,
-          });
-          ac.abort(new DOMException("handshake timeout", "TimeoutError"));
-          closeQuietly(conn);
-        },
-      };
-      deadlines.add(ctx.timer);
-    }
+  const handle = async (c: LiveConn<C>) => {
     try {
-      await handler(conn, ctx);
+      await handler(c.conn, c);
     } catch (err) {
       stats.errors++;
-      if (!ac.signal.aborted && !hardStopped && !entry.shed) {
-        ctx.log.warn("connection handler failed", { remote: ctx.remote, error: errorMessage(err) });
+      if (!c.aborted && !hardStopped && !c.shed) {
+        c.log.warn("connection handler failed", { remote: c.remote, error: errorMessage(err) });
       }
     } finally {
-      ctx.handshakeDone();
-      if (!entry.shed) uncount(entry);
-      // Most handlers closed it already (a relay does): closing again would build a
-      // BadResource error with its stack only to drop it, ~20 µs per connection.
-      if (!entry.closed) closeQuietly(conn);
+      c.handshakeDone();
+      if (!c.shed) uncount(c);
+      closeAccepted(c.conn);
       if (--running === 0) allSettled?.();
     }
   };
@@ -418,20 +452,13 @@ export function serve<C extends Deno.Conn>(
       }
       if (source !== undefined) perSource.set(source, (perSource.get(source) ?? 0) + 1);
       stats.active++;
-      const entry: LiveConn<C> = {
-        conn,
-        ac: new AbortController(),
-        source,
-        activeMs: deadlines.clockMs(),
-        shed: false,
-        closed: false,
-      };
-      live.add(entry);
-      if (shedIdleMs < Infinity) trackActivity(conn, entry);
-      noteClose(conn, entry);
+      if (!acceptedNoDelay) noDelay(conn);
+      const c = new LiveConn(++nextId, conn, shared, source, deadlines.clockMs());
+      live.add(c);
+      if (shedIdleMs < Infinity) trackActivity(conn, c);
       running++;
       // handle() never rejects: its catch takes every handler error.
-      handle(acceptedNoDelay ? conn : noDelay(conn), entry);
+      handle(c);
     }
   };
 
@@ -465,9 +492,9 @@ export function serve<C extends Deno.Conn>(
         log.info("drain deadline reached, closing live connections", { count: live.size });
         hardStopped = true;
         const reason = new DOMException("server stopped", "AbortError");
-        for (const { conn, ac } of live) {
-          ac.abort(reason);
-          closeQuietly(conn);
+        for (const c of live) {
+          c.abort(reason);
+          closeQuietly(c.conn);
         }
       }
       await finished;
