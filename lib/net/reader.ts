@@ -53,12 +53,19 @@ export class BufferedReader {
    * codec that decodes from {@linkcode peek} and waits only when a frame is incomplete: one
    * async frame per read instead of a chain of them per field.
    */
-  fill(): Promise<boolean> {
-    return this.#fill();
+  async fill(): Promise<boolean> {
+    const n = await this.#src.read(this.#room());
+    if (n === null) return false;
+    this.#end += n;
+    return true;
   }
 
-  /** Read more from the source; false at EOF. */
-  async #fill(): Promise<boolean> {
+  /**
+   * Room after the buffered bytes for the next read: they are moved to the front, or the
+   * buffer doubles, when it is full. (The read itself stays in the caller's frame: one async
+   * frame per fill, not two.)
+   */
+  #room(): Uint8Array {
     if (this.#start > 0 && this.#start === this.#end) this.#start = this.#end = 0;
     if (this.#end === this.#buf.length) {
       const live = this.#end - this.#start;
@@ -72,10 +79,7 @@ export class BufferedReader {
       this.#start = 0;
       this.#end = live;
     }
-    const n = await this.#src.read(this.#buf.subarray(this.#end));
-    if (n === null) return false;
-    this.#end += n;
-    return true;
+    return this.#buf.subarray(this.#end);
   }
 
   /** Ensure at least `n` bytes are buffered; false if EOF came first. */
@@ -89,7 +93,9 @@ export class BufferedReader {
         this.#start = 0;
         this.#buf = bigger;
       }
-      if (!(await this.#fill())) return false;
+      const got = await this.#src.read(this.#room());
+      if (got === null) return false;
+      this.#end += got;
     }
     return true;
   }
@@ -136,7 +142,7 @@ export class BufferedReader {
    * frame loop can tell "peer closed between frames" from "peer closed mid-frame".
    */
   async readExactOrEof(n: number, copy = true): Promise<Uint8Array | null> {
-    if (this.#end === this.#start && !(await this.#fill())) return null;
+    if (this.#end === this.#start && !(await this.fill())) return null;
     return await this.readExact(n, copy);
   }
 
@@ -150,7 +156,9 @@ export class BufferedReader {
       const line = this.#bufferedLine(maxBytes, scanned);
       if (line) return line;
       scanned = this.#end - this.#start;
-      if (!(await this.#fill())) throw new UnexpectedEofError();
+      const got = await this.#src.read(this.#room());
+      if (got === null) throw new UnexpectedEofError();
+      this.#end += got;
     }
   }
 
