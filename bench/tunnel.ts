@@ -24,7 +24,10 @@
  *
  * "Deno floor x2" is bench/floor_proxy.ts twice in series: the least any two Deno hops can do
  * per request (read, write), the floor under the tunnel where haproxy is out of Deno's reach.
- * `--small-only` skips the bulk and TCP tables; `--old DIR` adds the raw tunnel from another
+ * `--nginx` puts nginx (one process, `return 200` on /hello) in the app's place for the small
+ * responses, as issue 20's figures were taken ("ratio to direct nginx"): every path reaches it
+ * and "app µs" is nginx's CPU per request; the bulk and TCP tables need the Deno app and are
+ * skipped. `--small-only` skips the bulk and TCP tables; `--old DIR` adds the raw tunnel from another
  * checkout (an old tree: its services/) as "tunnel (raw, old)", its access-logged one as
  * "tunnel (raw, access log, old)", its header-rewriting one as "tunnel (raw, rewrites, old)"
  * and its Hono front (its bench/_tunnel_hono.ts) as "tunnel (Hono front, old)", for a
@@ -115,7 +118,7 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
 // ---------------------------------------------------------------- helpers
 const flags = benchFlags({
   numbers: { bytes: 1 << 30, seconds: 5, rounds: 3 },
-  booleans: ["small-only"],
+  booleans: ["small-only", "nginx"],
   strings: ["old", "only"],
 });
 const totalBytes = flags.bytes;
@@ -183,6 +186,39 @@ const app = spawnDeno(import.meta.filename!, [], {
   env: { BENCH_ROLE: "app", BENCH_BYTES: String(totalBytes) },
 });
 const ports = JSON.parse(await app.waitFor(/^\{"http"/)) as { http: number; tcp: number };
+const nginxDir = flags.nginx ? Deno.makeTempDirSync({ prefix: "warren-bench-nginx-" }) : "";
+/** `--nginx`: the origin of the small responses (every path's target), else the Deno app. */
+const origin = flags.nginx ? await startNginx() : app;
+
+/** nginx answering GET /hello as the app does, one process; `ports.http` becomes its port. */
+async function startNginx(): Promise<Proc> {
+  const port = freePort();
+  Deno.writeTextFileSync(
+    `${nginxDir}/nginx.conf`,
+    [
+      "master_process off;",
+      "daemon off;",
+      `pid ${nginxDir}/nginx.pid;`,
+      `error_log ${nginxDir}/error.log;`,
+      "events { worker_connections 4096; }",
+      "http {",
+      "  access_log off;",
+      "  keepalive_requests 1000000;",
+      `  client_body_temp_path ${nginxDir}/body; proxy_temp_path ${nginxDir}/proxy;`,
+      `  fastcgi_temp_path ${nginxDir}/fcgi; uwsgi_temp_path ${nginxDir}/uwsgi;`,
+      `  scgi_temp_path ${nginxDir}/scgi;`,
+      `  server { listen 127.0.0.1:${port}; location / { return 200 "hello world\\n"; } }`,
+      "}",
+      "",
+    ].join("\n"),
+  );
+  const proc = spawn("nginx", ["-c", `${nginxDir}/nginx.conf`, "-p", nginxDir], {
+    output: "discard",
+  });
+  await waitPort(port, `nginx (see ${nginxDir}/error.log)`);
+  ports.http = port;
+  return proc;
+}
 const identifier = "bench-identifier-" + crypto.randomUUID();
 // Two consecutive free ports for the two clients' TCP tunnels.
 let tcpPublic = freePort();
@@ -493,14 +529,14 @@ const smallPaths = paths.filter((p) => !only || alwaysRows.has(p.name) || only.t
 
 /** CPU of `hops` (together and each) and of the app while `run` goes. */
 async function cpuDuring<T>(hops: Proc[], run: () => Promise<T>) {
-  const h0 = hops.map((h) => procCpuSeconds([h])), a0 = procCpuSeconds([app]);
+  const h0 = hops.map((h) => procCpuSeconds([h])), a0 = procCpuSeconds([origin]);
   const result = await run();
   const eachS = hops.map((h, i) => procCpuSeconds([h]) - h0[i]);
   return {
     result,
     hopsS: eachS.reduce((a, b) => a + b, 0),
     eachS,
-    appS: procCpuSeconds([app]) - a0,
+    appS: procCpuSeconds([origin]) - a0,
   };
 }
 
@@ -606,7 +642,8 @@ const pad = (s: string) => s.padEnd(nameWidth);
 const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
 try {
   console.log(
-    `small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello, median of ${rounds} rounds`,
+    `small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello, median of ${rounds} rounds; ` +
+      `app: ${flags.nginx ? "nginx (one process)" : "Deno.serve"}`,
   );
   // Rounds interleave the paths, so a burst of load from elsewhere does not land on one path.
   const small = smallPaths.map((p) => ({
@@ -662,7 +699,7 @@ try {
     " x2: ratio to two Deno relays in series; x hap2: to two haproxy processes in series)",
   );
   printRoundRatios(smallPaths, small);
-  if (!flags["small-only"]) await bulkAndTcp();
+  if (!flags["small-only"] && !flags.nginx) await bulkAndTcp();
 } finally {
   await stopAll([
     ...haproxies,
@@ -682,9 +719,11 @@ try {
     rawClient,
     client,
     server,
+    ...(origin === app ? [] : [origin]),
     app,
   ]);
   for (const ssh of sshPeers) await ssh.close();
   Deno.removeSync(haproxyDir, { recursive: true });
+  if (nginxDir) Deno.removeSync(nginxDir, { recursive: true });
 }
 Deno.exit(0);
