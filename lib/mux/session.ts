@@ -103,9 +103,16 @@ const directReadYieldTicks = 8;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
 const minReadBufferBytes = 16 * 1024;
 const maxReadBufferBytes = 2 * 1024 * 1024;
-/** Microtasks the writer waits before encoding, so a FIN or ACK issued right after a
- * write in the same turn rides on the queued frame instead of a frame of its own. */
-const writerYieldTicks = 8;
+/**
+ * Before it encodes, the writer yields microtasks until none of this many in a row brought a
+ * frame, so what the rest of this turn queues (a FIN or ACK right after a write; the answers
+ * of every stream whose data came in the same transport read) leaves in the same transport
+ * write. Yielding only a fixed 8, each stream's answer a few awaits later missed the batch:
+ * 0.77 writes per short stream on the accepting side, 0.06 (one per read) with this.
+ */
+const writerQuietTicks = 8;
+/** Most microtasks the writer yields before a write, however busy the turn stays. */
+const writerMaxYieldTicks = 256;
 /** How long a go away may take to flush before the transport is closed anyway. */
 const goAwayFlushMs = 1000;
 /**
@@ -227,6 +234,8 @@ export class Session implements StreamHost, FrameSink {
   #prio = new FrameQueue();
   #ordered = new FrameQueue();
   #writing = false;
+  /** Frames enqueued since the start (the writer watches it to see a batch still growing). */
+  #enqueued = 0;
   /** The read loop, paused until the writer has sent the queued answers (see below). */
   #controlDrained: (() => void) | null = null;
   #writerIdle: (() => void)[] = [];
@@ -433,6 +442,7 @@ export class Session implements StreamHost, FrameSink {
       return;
     }
     (priority ? this.#prio : this.#ordered).push(f);
+    this.#enqueued++;
     if (!this.#writing) {
       this.#writing = true;
       this.#writeLoop();
@@ -787,13 +797,14 @@ export class Session implements StreamHost, FrameSink {
       report();
     };
     try {
-      for (let i = 0; i < writerYieldTicks; i++) await null;
+      await this.#batchQueued();
       while (!this.#shut) {
         const f = this.#prio.shift() ?? this.#ordered.shift();
         if (f === undefined) {
           await flush();
           if (this.#prio.length === 0 && this.#ordered.length === 0) break;
-          continue; // more arrived while we wrote
+          await this.#batchQueued(); // more arrived while we wrote: the rest of their turn too
+          continue;
         }
         const p = f.payload;
         if (p !== null && f.framed && p.length > coalesceCopyMaxBytes) {
@@ -848,6 +859,16 @@ export class Session implements StreamHost, FrameSink {
       resumeReader();
       if (this.#shut) this.#rejectQueued();
       for (const w of this.#writerIdle.splice(0)) w();
+    }
+  }
+
+  /** Yield until this turn stops queueing frames (see writerQuietTicks). */
+  async #batchQueued(): Promise<void> {
+    let seen = this.#enqueued;
+    for (let i = 0, quiet = 0; i < writerMaxYieldTicks && quiet < writerQuietTicks; i++) {
+      await null;
+      if (this.#enqueued !== seen) (seen = this.#enqueued, quiet = 0);
+      else quiet++;
     }
   }
 
