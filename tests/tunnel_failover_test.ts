@@ -180,13 +180,19 @@ Deno.test("tunnel: the client reconnects after a server restart and when the fir
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = probe.addr.port;
   probe.close();
+  const lines: string[] = [];
   const c = startClient({
     server: `http://127.0.0.1:${port}`,
     identifier: id,
     local: local(app.port),
+    log: new Logger("info", {}, (l) => void lines.push(l)),
   });
   try {
-    await new Promise((r) => setTimeout(r, 300));
+    await until(
+      "two failed attempts to reach the absent server",
+      () =>
+        lines.filter((l) => /msg="cannot connect to server".* failure=dial/.test(l)).length >= 2,
+    );
     assertEquals(c.client.connects, 0);
     const t = startTunnel({}, port);
     try {
@@ -226,7 +232,14 @@ Deno.test("tunnel: a second client with the same identifier replaces the first (
         c1 = startClient({ server: t.url, identifier: id, local: local(a.port) });
         await connected(`${policy}: first client`, c1);
         assertEquals((await get(t.port, "app.test", "/name")).body, "first ");
-        c2 = startClient({ server: t.url, identifier: id, local: local(b.port) });
+        // The second client's log: its refusals (409) are what the "refuse" half observes.
+        const c2Lines: string[] = [];
+        c2 = startClient({
+          server: t.url,
+          identifier: id,
+          local: local(b.port),
+          log: new Logger("info", {}, (l) => void c2Lines.push(l)),
+        });
         if (policy === "replace") {
           await connected(`${policy}: second client`, c2);
           await until(
@@ -240,8 +253,16 @@ Deno.test("tunnel: a second client with the same identifier replaces the first (
           );
           assertEquals(t.server.clients().length, 1);
         } else {
-          await new Promise((r) => setTimeout(r, 300));
-          assertEquals(c2.client.connects, 0);
+          // Refused (409) twice: it tried, and trying again changed nothing. A server that
+          // let it in would never refuse it, and a refusal counted with connects > 0 fails.
+          const refusals = () =>
+            c2Lines.filter((l) => /msg="cannot connect to server".* failure=duplicate/.test(l))
+              .length;
+          await until(
+            `${policy}: the second client refused twice as a duplicate`,
+            () => refusals() >= 2,
+          );
+          assertEquals(c2.client.connects, 0, c2Lines.join("\n"));
           assertEquals((await get(t.port, "app.test", "/name")).body, "first ");
         }
       } finally {
