@@ -61,18 +61,21 @@ async function withFront(
 }
 
 /** One request written as is (curl and fetch would normalise the target first). */
-function rawGet(port: number, target: string, method = "GET"): Promise<string> {
-  return within(rawRequest(port, target, method), `the answer to ${method} ${target}`);
+function rawGet(port: number, target: string, method = "GET", rest = "\r\n"): Promise<string> {
+  return within(
+    rawRequest(
+      port,
+      `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n${rest}`,
+    ),
+    `the answer to ${method} ${target}`,
+  );
 }
 
-async function rawRequest(port: number, target: string, method: string): Promise<string> {
+/** Write `request` (latin-1 text) and read everything until the front closes. */
+async function rawRequest(port: number, request: string): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    await conn.write(
-      new TextEncoder().encode(
-        `${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
-      ),
-    );
+    await conn.write(new TextEncoder().encode(request));
     const chunks: Uint8Array[] = [];
     const buf = new Uint8Array(16 * 1024);
     for (let n; (n = await conn.read(buf)) !== null;) chunks.push(buf.slice(0, n));
@@ -130,6 +133,27 @@ Deno.test("tunnel app front: targets reach the app as before (raw, normalised, o
     assert(/\r\nx-target: HEAD \/h\?x=1\r\n/i.test(head), head);
     assert(/\r\ncontent-length: 11\r\n/i.test(head), head);
     assert(head.endsWith("\r\n\r\n"), JSON.stringify(head));
+  });
+});
+
+Deno.test("tunnel app front: a GET or HEAD with content is refused (501), not sent on without it", async () => {
+  // Deno.serve hands no body for GET and HEAD: the front forwarded the head alone, announcing
+  // content that never came (an app reading it waits; one that does not reads the next request).
+  await withFront("identifier-front-content-06", 10_000, async ({ t }) => {
+    const refused = [
+      ["GET", "/g", "Content-Length: 5\r\n\r\nhello"],
+      ["HEAD", "/h", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],
+    ];
+    for (const [method, target, rest] of refused) {
+      const res = await rawGet(t.port, target, method, rest);
+      assert(res.startsWith("HTTP/1.1 501"), `${method} ${target}: ${res.slice(0, 60)}`);
+      if (method === "GET") assert(res.includes("cannot pass this (embeddable) tunnel front"), res);
+    }
+    // No content, or content where Deno hands it on: passed as before.
+    const empty = await rawGet(t.port, "/z", "GET", "Content-Length: 0\r\n\r\n");
+    assert(empty.startsWith("HTTP/1.1 200") && empty.endsWith("\r\n\r\nGET /z"), empty);
+    const post = await rawGet(t.port, "/p", "POST", "Content-Length: 5\r\n\r\nhello");
+    assert(post.startsWith("HTTP/1.1 200") && post.endsWith("\r\n\r\nPOST /p"), post);
   });
 });
 

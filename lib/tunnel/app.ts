@@ -212,6 +212,8 @@ interface RequestFields {
   upgrade: string | null;
   authorization: string | undefined;
   hasLength: boolean;
+  /** Whether the client sent content: a Content-Length other than 0, or a Transfer-Encoding. */
+  hasContent: boolean;
   /** The fields forwarded (hop-by-hop ones left out). */
   forwarded: [string, string][];
 }
@@ -222,13 +224,17 @@ function requestFields(req: Request): RequestFields {
     upgrade: null,
     authorization: undefined,
     hasLength: false,
+    hasContent: false,
     forwarded: [],
   };
   // Deno's Headers give names in lower case, values of repeated fields joined.
   req.headers.forEach((v, k) => {
     if (k === "host") f.host = v;
     else if (k === "authorization") f.authorization = v;
-    else if (k === "content-length") f.hasLength = true;
+    else if (k === "content-length") {
+      f.hasLength = true;
+      f.hasContent = v !== "0";
+    } else if (k === "transfer-encoding") f.hasContent = true;
     else if (k === "upgrade") f.upgrade = v;
     if (!hopByHop.has(k)) f.forwarded.push([k, v]);
   });
@@ -281,6 +287,16 @@ async function proxy(
   const headers = fields.forwarded;
   if (fields.host === null) headers.unshift(["host", hostHeader]);
   const body = req.body; // read once: a getter of Deno's (3 µs on its first call)
+  if (body === null && fields.hasContent) {
+    // Deno.serve hands no body for GET and HEAD, whatever came: the head alone would announce
+    // content that never follows (the app waits for it, or reads the next request as it).
+    server.countRequest(host, "501");
+    return new Response(
+      `A ${method} request with content cannot pass this (embeddable) tunnel front: Deno.serve ` +
+        "does not hand such content on. The standalone tunnel-server front passes it.\n",
+      { status: 501, headers: { "content-type": "text/plain; charset=utf-8" } },
+    );
+  }
   const chunked = body !== null && !fields.hasLength;
   if (chunked) headers.push(["transfer-encoding", "chunked"]);
   const head: RequestHead = { method, target, version: "HTTP/1.1", headers };
