@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { Logger } from "../lib/log.ts";
 import { clientHealthLines, healthLinesPerWindow, HealthLog } from "../lib/tunnel/mod.ts";
 import { startClient, startTunnel } from "./_tunnel.ts";
+import { within } from "./_util.ts";
 
 /** A logger whose lines land in `lines`. */
 function capture(): { log: Logger; lines: string[] } {
@@ -29,6 +30,13 @@ function manual() {
     fire: () => pending.shift()!(),
   };
 }
+
+/**
+ * The health checks' own timeout in the tests with a real app: a hang's bound. The counts they
+ * compare assume every check ends with the app's answer; at the default 3 s a loaded box could
+ * time a check out, a failure the app never sent.
+ */
+const checkTimeoutMs = 60_000;
 
 const full = (lines: string[]) => lines.filter((l) => /msg="client (un)?healthy/.test(l));
 const summaries = (lines: string[]) => lines.filter((l) => /msg="client health flapping/.test(l));
@@ -112,13 +120,13 @@ Deno.test("health log: a client whose app flaps on every check writes a bounded 
   const server = capture();
   const t = startTunnel({ log: server.log });
   const id = "identifier-flapping-health-01";
-  await t.server.addHost("flap.test", id);
+  await within(t.server.addHost("flap.test", id), "addHost flap.test");
   const client = capture();
   const c = startClient({
     server: t.url,
     identifier: id,
     local: { host: "127.0.0.1", port: app.addr.port },
-    healthCheck: { path: "/healthz", intervalMs: 5, failures: 1 },
+    healthCheck: { path: "/healthz", intervalMs: 5, failures: 1, timeoutMs: checkTimeoutMs },
     log: client.log,
   });
   try {
@@ -173,13 +181,13 @@ Deno.test("health log: a check that fails now and then, never enough in a row to
   });
   const t = startTunnel();
   const id = "identifier-sometimes-failing-01";
-  await t.server.addHost("sometimes.test", id);
+  await within(t.server.addHost("sometimes.test", id), "addHost sometimes.test");
   const client = capture();
   const c = startClient({
     server: t.url,
     identifier: id,
     local: { host: "127.0.0.1", port: app.addr.port },
-    healthCheck: { path: "/healthz", intervalMs: 5, failures: 3 },
+    healthCheck: { path: "/healthz", intervalMs: 5, failures: 3, timeoutMs: checkTimeoutMs },
     log: client.log,
   });
   try {
