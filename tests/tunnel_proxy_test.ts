@@ -12,7 +12,7 @@ async function withTunnel(
 ): Promise<void> {
   const app = startApp();
   const t = startTunnel();
-  await t.server.addHost("app.test", id);
+  await within(t.server.addHost("app.test", id), "addHost app.test");
   const c = startClient({ server: t.url, identifier: id, local: local(app.port) });
   try {
     await c.connected();
@@ -53,8 +53,14 @@ Deno.test("tunnel: POST 256 MiB upload arrives intact (SHA-256)", async () => {
     const curlUp = new Deno.Command("curl", {
       args: [
         "-sS",
-        "--max-time",
-        "120",
+        // A bound on a stall, not on the whole upload: curl gives up only when under 1 byte/s
+        // for 60 s (a slow box still moving bytes never trips it), or when it cannot connect.
+        "--connect-timeout",
+        "60",
+        "--speed-limit",
+        "1",
+        "--speed-time",
+        "60",
         "-H",
         "Host: app.test",
         "-H",
@@ -176,7 +182,7 @@ Deno.test("tunnel: a WebSocket echo passes through end to end", async () => {
 Deno.test("tunnel: the raw transport (Upgrade: warren-mux) carries the same traffic", async () => {
   const app = startApp();
   const t = startTunnel();
-  await t.server.addHost("app.test", id);
+  await within(t.server.addHost("app.test", id), "addHost app.test");
   const c = startClient({
     server: t.url,
     identifier: id,
@@ -203,7 +209,7 @@ Deno.test("tunnel: a Host port selects a local port only when the client allows 
   const main = startApp("main");
   const other = startApp("other");
   const t = startTunnel();
-  await t.server.addHost("app.test", id);
+  await within(t.server.addHost("app.test", id), "addHost app.test");
   const c = startClient({
     server: t.url,
     identifier: id,
