@@ -6,7 +6,7 @@ import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
 import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { FaultyLink, startHashTarget } from "./_fusion.ts";
-import { listenLocal, readAll, sha256, until, within } from "./_util.ts";
+import { listenLocal, readAll, readWithin, sha256, until, within } from "./_util.ts";
 
 const token = "limits-token";
 const timers = { heartbeatIntervalMs: 50, silenceTimeoutMs: 500, lingerMs: 500 };
@@ -74,37 +74,44 @@ Deno.test({
     await within(accepted, "the fusion server's connection to the target");
     let written = 0;
     const chunk = new Uint8Array(64 * 1024);
-    let blocked = false;
-    while (!blocked) {
-      const w = s.write(chunk).then(() => true);
-      let done = await Promise.race([w, sleep(500).then(() => false)]);
-      // Up to half a window is always taken (checked below): a write before that is slow on a
-      // loaded box, not blocked, so it is waited for (bounded) instead of taken as the block.
-      if (!done && written + chunk.length <= windowBytes / 2) {
-        done = await within(w, `a write at ${written} bytes, below half a window`);
-      }
-      blocked = !done;
-      if (!blocked) written += chunk.length;
-      else {
-        // Unblock the writer by reading at the target, then stop.
-        assert(s.sendBufferedBytes <= windowBytes, `send buffer ${s.sendBufferedBytes}`);
-        const buf = new Uint8Array(1 << 20);
-        const drain = (async () => {
-          while ((await targetConn!.read(buf)) !== null) { /* discard */ }
-        })();
-        await w;
-        written += chunk.length;
-        await s.closeWrite();
-        await targetConn!.closeWrite();
-        await drain;
-      }
+    // What the sender may have accepted with the target not reading: the target's socket
+    // buffers plus both session windows. A sender not bounded fails here instead of looping.
+    const mostBytes = 2 * windowBytes + 32 * 1024 * 1024;
+    // A write still pending one macrotask later waits for room in its send window (the only
+    // wait of write()): the block, read off the session, never a guess from a timer.
+    const pendsAfterTick = (w: Promise<unknown>) =>
+      Promise.race([
+        w.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), 0)),
+      ]);
+    let w = s.write(chunk);
+    while (!(await pendsAfterTick(w))) {
+      written += chunk.length;
+      assert(written < mostBytes, `accepted ${written} bytes, the target reading none`);
+      w = s.write(chunk);
     }
-    // The target's socket buffers plus both session windows hold what was accepted.
-    assert(written < 2 * windowBytes + 32 * 1024 * 1024, `accepted ${written} bytes`);
+    // Bounded by the server's window (1 MiB), not the client's own (16 MiB), and full.
+    const unacked = s.sendBufferedBytes;
+    assert(unacked <= windowBytes, `send buffer ${unacked} over the server's window`);
+    assert(unacked > windowBytes / 2, `blocked with only ${unacked} bytes unacknowledged`);
+    // Unblock the writer by reading at the target: every byte arrives.
+    const received = (async () => {
+      const buf = new Uint8Array(1 << 20);
+      let n = 0;
+      for (let r; (r = await readWithin(targetConn!, buf, "the target's bytes", n)) !== null;) {
+        n += r;
+      }
+      return n;
+    })();
+    await within(w, "the blocked write, once the target reads");
+    written += chunk.length;
+    await within(s.closeWrite(), "the session's closeWrite acknowledged");
+    await targetConn!.closeWrite();
+    assertEquals(await received, written, "bytes at the target");
     assert(written > windowBytes / 2, `accepted only ${written} bytes`);
-    assertEquals(await s.read(new Uint8Array(10)), null);
+    assertEquals(await readWithin(s, new Uint8Array(10), "the session's EOF"), null);
     s.close();
-    assertEquals((await s.closed).end, "done");
+    assertEquals((await within(s.closed, "the session's end")).end, "done");
   } finally {
     s.close();
     await client.close();
