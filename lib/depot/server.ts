@@ -30,7 +30,7 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
-import { type Logger, silentLogger } from "../log.ts";
+import { type LogFields, type Logger, silentLogger } from "../log.ts";
 import {
   type CompactCodec,
   ControlConn,
@@ -68,7 +68,7 @@ import { ConfirmedEnd } from "./tunnel_end.ts";
 import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
-import { relayAssociation } from "./udp.ts";
+import { BoundAssociation } from "./udp.ts";
 import {
   defaultUdpIdleTimeoutMs,
   type Flow,
@@ -243,6 +243,35 @@ export type HereRequest = { type: "connect"; host: string; port: number } | { ty
 
 /** The signal of a relay nothing aborts (it ends with its client, idle time or link). */
 const neverAborted = new AbortController().signal;
+
+/** How a granted SOCKS request's relay ended (`failure`: why an association ended, exit side). */
+interface GrantedEnd {
+  end: string;
+  failure?: string;
+  cause?: string;
+}
+
+/** The fields of a granted SOCKS request's "connection closed" line. */
+function closedFields(
+  r: GrantedEnd,
+  stats: RelayStats,
+  udp: BoundAssociation | undefined,
+  startedMs: number,
+): LogFields {
+  const fields: LogFields = {
+    end: r.end,
+    failure: r.failure,
+    error: r.cause,
+    up: stats.aToB,
+    down: stats.bToA,
+  };
+  if (udp) {
+    fields.datagramsUp = udp.tally.datagramsUp;
+    fields.datagramsDown = udp.tally.datagramsDown;
+  }
+  fields.ms = Math.round(performance.now() - startedMs);
+  return fields;
+}
 
 /** A cluster's side of the server: exits held elsewhere, and news of the ones held here. */
 export interface DepotClusterHooks {
@@ -856,7 +885,7 @@ export class DepotServer {
       return;
     }
 
-    let udp: { assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined;
+    let udp: BoundAssociation | undefined;
     if (req.udpAssociate) {
       udp = await this.#bindAssociation(conn, req.dest, exit, stats, log());
       if (!udp) {
@@ -869,8 +898,7 @@ export class DepotServer {
       : { type: "connect" as const, host: req.dest.host, port: req.dest.port };
     const outcome = await this.#ask(exit, ask, dest);
     if (!outcome.ok) {
-      udp?.assoc.close();
-      udp?.table.close();
+      udp?.close();
       exit.failures++;
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
       log().info("request failed", {
@@ -893,61 +921,22 @@ export class DepotServer {
     m.serverSeries.active.inc();
     exit.okCount.inc();
     m.serverSeries.connect.observe((performance.now() - startedMs) / 1000);
-    let relayed = false;
-    let end = "error";
-    let cause: string | undefined;
-    let failure: string | undefined; // why an association ended from the exit's side
     const relayAc = exit.relayController(); // ends the relay with the control connection
     try {
-      if (udp) {
-        await sendSocks5Reply(conn, Reply.succeeded, udp.assoc.addr);
-        relayed = true; // relayAssociation closes the tunnel and the association
-        const r = await relayAssociation(
-          udp.assoc,
-          tunnel,
-          udp.table,
-          udp.tally,
-          conn,
-          relayAc.signal,
-          this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs,
-        );
-        end = r.end;
-        failure = r.failure;
-        cause = r.message;
-      } else {
-        await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
-        relayed = true; // relay() closes both sides itself
-        const r = await relay(withPrefix(conn, req.leftover), tunnel, {
-          signal: relayAc.signal,
-          idleTimeoutMs: this.idleTimeoutMs,
-          stats,
-        });
-        end = r.end;
-        cause = r.error && errorMessage(r.error);
-      }
-    } catch (err) {
-      // The SOCKS client vanished before its reply was written.
-      end = "reset";
-      log().debug("client gone before the reply", { error: describe(err) });
-    } finally {
+      const r = await this.#relayGranted(
+        conn,
+        req.leftover,
+        tunnel,
+        outcome.bound,
+        udp,
+        relayAc.signal,
+        stats,
+        log,
+      );
       if (this.log.enabled("info")) {
-        log().info("connection closed", {
-          end,
-          failure,
-          error: cause,
-          up: stats.aToB,
-          down: stats.bToA,
-          ...(udp
-            ? { datagramsUp: udp.tally.datagramsUp, datagramsDown: udp.tally.datagramsDown }
-            : {}),
-          ms: Math.round(performance.now() - startedMs),
-        });
+        log().info("connection closed", closedFields(r, stats, udp, startedMs));
       }
-      if (!relayed) {
-        closeQuietly(tunnel);
-        udp?.assoc.close();
-        udp?.table.close();
-      }
+    } finally {
       outcome.done();
       exit.relays.delete(relayAc);
       this.#active--;
@@ -979,7 +968,7 @@ export class DepotServer {
     startedMs: number,
   ): Promise<void> {
     const stats: RelayStats = { aToB: 0, bToA: 0 };
-    let udp: { assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined;
+    let udp: BoundAssociation | undefined;
     if (req.udpAssociate) {
       const target = { name: exitName, carriesUdp: remote.carriesUdp };
       udp = await this.#bindAssociation(conn, req.dest, target, stats, log);
@@ -989,8 +978,7 @@ export class DepotServer {
       ? await remote.associate()
       : await remote.connect(req.dest.host, req.dest.port);
     if (!outcome.ok) {
-      udp?.assoc.close();
-      udp?.table.close();
+      udp?.close();
       this.#recordFailure(exitName, dest, outcome.reason, outcome.message);
       log.info("request failed", {
         failure: outcome.reason,
@@ -1008,56 +996,19 @@ export class DepotServer {
     m.activeConnections.inc({ side: "server" });
     m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
     m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
-    let end = "reset";
-    let cause: string | undefined;
-    let failure: string | undefined; // why an association ended from the holder's side
-    let relayed = false;
     try {
-      if (udp) {
-        await sendSocks5Reply(conn, Reply.succeeded, udp.assoc.addr);
-        relayed = true; // relayAssociation closes the stream and the association
-        const r = await relayAssociation(
-          udp.assoc,
-          outcome.conn,
-          udp.table,
-          udp.tally,
-          conn,
-          neverAborted,
-          this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs,
-        );
-        end = r.end;
-        failure = r.failure;
-        cause = r.message;
-      } else {
-        await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
-        const r = await relay(withPrefix(conn, req.leftover), outcome.conn, {
-          idleTimeoutMs: this.idleTimeoutMs,
-          stats,
-        });
-        end = r.end;
-        cause = r.error && errorMessage(r.error);
-      }
-    } catch (err) {
-      // The SOCKS client vanished before its reply was written.
-      closeQuietly(outcome.conn);
-      log.debug("client gone before the reply", { error: describe(err) });
+      const r = await this.#relayGranted(
+        conn,
+        req.leftover,
+        outcome.conn,
+        outcome.bound,
+        udp,
+        undefined,
+        stats,
+        () => log,
+      );
+      log.info("connection closed", { via: "cluster", ...closedFields(r, stats, udp, startedMs) });
     } finally {
-      if (udp && !relayed) {
-        udp.assoc.close();
-        udp.table.close();
-      }
-      log.info("connection closed", {
-        end,
-        via: "cluster",
-        failure,
-        error: cause,
-        up: stats.aToB,
-        down: stats.bToA,
-        ...(udp
-          ? { datagramsUp: udp.tally.datagramsUp, datagramsDown: udp.tally.datagramsDown }
-          : {}),
-        ms: Math.round(performance.now() - startedMs),
-      });
       outcome.done();
       this.#active--;
       this.#live.delete(stats);
@@ -1145,6 +1096,45 @@ export class DepotServer {
   }
 
   /**
+   * Answer a granted SOCKS request (0x00 with `bound`, or the association's relay address) and
+   * relay it over `tunnel` (an exit's tunnel, or a stream to the instance holding the exit)
+   * until it ends: a CONNECT's bytes after what the client sent early (`leftover`), or an
+   * association's datagrams. The tunnel and the association are closed by then, whatever
+   * happened.
+   */
+  async #relayGranted(
+    conn: Duplex,
+    leftover: Uint8Array,
+    tunnel: Duplex,
+    bound: HostPort | undefined,
+    udp: BoundAssociation | undefined,
+    signal: AbortSignal | undefined,
+    stats: RelayStats,
+    log: () => Logger,
+  ): Promise<GrantedEnd> {
+    try {
+      await sendSocks5Reply(conn, Reply.succeeded, udp ? udp.assoc.addr : bound);
+    } catch (err) {
+      // The SOCKS client vanished before its reply was written.
+      closeQuietly(tunnel);
+      udp?.close();
+      log().debug("client gone before the reply", { error: describe(err) });
+      return { end: "reset" };
+    }
+    if (udp) {
+      const idleMs = this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
+      const r = await udp.relay(tunnel, conn, signal ?? neverAborted, idleMs);
+      return { end: r.end, failure: r.failure, cause: r.message };
+    }
+    const r = await relay(withPrefix(conn, leftover), tunnel, {
+      signal,
+      idleTimeoutMs: this.idleTimeoutMs,
+      stats,
+    });
+    return { end: r.end, cause: r.error && errorMessage(r.error) };
+  }
+
+  /**
    * Bind the UDP relay of an ASSOCIATE for the client of `conn`, or answer it: 0x07 when the
    * exit (held here or elsewhere) does not carry UDP (an older depot-local) or the connection
    * has no socket addresses, 0x01 when the relay cannot be bound. Undefined when answered.
@@ -1155,7 +1145,7 @@ export class DepotServer {
     exit: { name: string; carriesUdp: boolean },
     stats: RelayStats,
     log: Logger,
-  ): Promise<{ assoc: UdpAssociation; table: FlowTable<Flow>; tally: UdpTally } | undefined> {
+  ): Promise<BoundAssociation | undefined> {
     const local = conn.localAddr, remote = conn.remoteAddr;
     let problem: [number, FailureRecord["reason"], string] | undefined;
     if (!exit.carriesUdp) {
@@ -1170,11 +1160,8 @@ export class DepotServer {
           local: { host: local.hostname, port: local.port },
           remote: { host: remote.hostname, port: remote.port },
         };
-        return {
-          assoc: await UdpAssociation.bind(socket, requested, table, tally, log),
-          table,
-          tally,
-        };
+        const assoc = await UdpAssociation.bind(socket, requested, table, tally, log);
+        return new BoundAssociation(assoc, table, tally);
       } catch (err) {
         table.close();
         problem = [Reply.generalFailure, "other", `udp relay: ${errorMessage(err)}`];

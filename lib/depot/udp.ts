@@ -97,6 +97,43 @@ export async function relayAssociation(
   }
 }
 
+/**
+ * A SOCKS5 UDP ASSOCIATE bound at depot-server: its relay socket, flow table and counts, so the
+ * request paths (an exit held here, or one handed over to the instance holding it) close, relay
+ * and log it the same way.
+ */
+export class BoundAssociation {
+  constructor(
+    readonly assoc: UdpAssociation,
+    readonly table: FlowTable<Flow>,
+    readonly tally: UdpTally,
+  ) {}
+
+  /** Close an association that will not be relayed: its socket and its flows. */
+  close(): void {
+    this.assoc.close();
+    this.table.close();
+  }
+
+  /** {@linkcode relayAssociation} over `tunnel`; closes the tunnel and the association. */
+  relay(
+    tunnel: Duplex,
+    control: Duplex,
+    signal: AbortSignal,
+    idleTimeoutMs: number,
+  ): Promise<UdpAssociationEnd> {
+    return relayAssociation(
+      this.assoc,
+      tunnel,
+      this.table,
+      this.tally,
+      control,
+      signal,
+      idleTimeoutMs,
+    );
+  }
+}
+
 /** How a handed-over association ended at the holder: which side ended it, and how. */
 export interface HandedAssociationEnd extends TunnelEnd {
   /** "instance": the one the client reached ended it (or its link went); "exit": the exit. */
