@@ -6,7 +6,7 @@
  * @module
  */
 
-import { withPrefix } from "../net/duplex.ts";
+import { type Duplex, withPrefix } from "../net/duplex.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 import {
   acceptSocks,
@@ -16,7 +16,7 @@ import {
   sendSocks5Reply,
   Socks4Reply,
 } from "../socks5/mod.ts";
-import type { AddressProxyType } from "./proxy_type.ts";
+import type { AddressProxyType, DialOutcome } from "./proxy_type.ts";
 import {
   bindLocalAssociation,
   type LocalAssociation,
@@ -33,6 +33,24 @@ export class UdpAssociateError extends Error {
   constructor(readonly reason: string, message: string, options?: ErrorOptions) {
     super(message, options);
   }
+}
+
+/**
+ * Answer a SOCKS5 or SOCKS4 client how its dial went, never rejecting: a client that left
+ * before its answer is seen by the relay (or close) that follows. No frame of its own.
+ */
+function replyTo(conn: Duplex, version: 4 | 5, outcome: DialOutcome): Promise<void> {
+  const bound = outcome.ok ? outcome.bound : undefined;
+  const sent = version === 4
+    // SOCKS4 has one failure code: the reason is in our log line, not on the wire.
+    ? sendSocks4Reply(conn, outcome.ok ? Socks4Reply.granted : Socks4Reply.rejected, bound)
+    : sendSocks5Reply(conn, outcome.ok ? Reply.succeeded : replyForReason(outcome.reason), bound);
+  return sent.then(undefined, clientGone);
+}
+
+/** A reply that could not be written: the client left (see `replyTo`). */
+function clientGone(): void {
+  // Nothing to do: the relay (or close) that follows sees it, the log line says how it ended.
 }
 
 /**
@@ -105,18 +123,7 @@ export function socks5Proxy(opts: { udp?: UdpAssociateOptions } = {}): AddressPr
       return {
         dest: req.dest,
         source: withPrefix(conn, req.leftover),
-        reply: async (outcome) => {
-          try {
-            if (req.version === 4) {
-              // SOCKS4 has one failure code: the reason is in our log line, not on the wire.
-              const code = outcome.ok ? Socks4Reply.granted : Socks4Reply.rejected;
-              await sendSocks4Reply(conn, code, outcome.ok ? outcome.bound : undefined);
-            } else if (outcome.ok) await sendSocks5Reply(conn, Reply.succeeded, outcome.bound);
-            else await sendSocks5Reply(conn, replyForReason(outcome.reason));
-          } catch {
-            // The client left before its answer; the relay (or close) that follows sees it.
-          }
-        },
+        reply: (outcome) => replyTo(conn, req.version, outcome),
       };
     },
   };

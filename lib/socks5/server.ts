@@ -130,7 +130,7 @@ export function acceptSocks5(
   conn: Duplex,
   opts: Socks5ServerOptions = {},
 ): Promise<Socks5Request> {
-  return abortable(conn, opts.signal, () => handshake(conn, opts));
+  return abortable(conn, opts.signal, () => accept(conn, opts, false));
 }
 
 /** A request accepted by {@linkcode acceptSocks}: SOCKS5, or SOCKS4/4a (no username then). */
@@ -167,74 +167,34 @@ export interface SocksRequest extends Socks5Request {
  * ```
  */
 export function acceptSocks(conn: Duplex, opts: Socks5ServerOptions = {}): Promise<SocksRequest> {
-  return abortable(conn, opts.signal, async () => {
-    const buf = relayPool.acquire(handshakeChunkBytes);
-    const r = new BufferedReader(conn, buf);
-    const ver = await r.readByte();
-    if (ver !== socks4Version) {
-      const req = await socks5Handshake(conn, r, ver, opts);
-      // Done: no read is pending on the buffer and nothing refers to it (what was read past
-      // the request is a copy). After a failure it is left to the GC: a read may be pending.
-      relayPool.release(buf);
-      return {
-        version: 5,
-        dest: req.dest,
-        username: req.username,
-        leftover: req.leftover,
-        udpAssociate: req.udpAssociate,
-      };
-    }
-    if (opts.authenticate) {
-      // Read the request first so the refusal reaches a client that is waiting for it.
-      const req = await readSocks4Request(conn, r);
-      await sendSocks4Reply(conn, Socks4Reply.rejected);
-      throw new Socks5Error(
-        "auth-required",
-        `SOCKS4 request for ${req.dest.host}:${req.dest.port} refused: ` +
-          `this listener requires a password, which SOCKS4 cannot carry (use SOCKS5)`,
-      );
-    }
-    const req = await readSocks4Request(conn, r);
-    return { version: 4, socks4a: req.socks4a, dest: req.dest, leftover: r.takeBuffered() };
-  });
+  return abortable(conn, opts.signal, () => accept(conn, opts, true));
 }
 
-async function handshake(conn: Duplex, opts: Socks5ServerOptions): Promise<Socks5Request> {
+/**
+ * The handshake of both entries (`socks4`: a first byte 0x04 is SOCKS4/4a) in one async frame:
+ * each read is one `fill()` of the reader, and every field is parsed from its buffer, awaiting
+ * only for bytes not there yet (a client's greeting and request each come in one segment). A
+ * promise per field, then a helper frame per read, were measurable shares of a connection.
+ */
+async function accept(
+  conn: Duplex,
+  opts: Socks5ServerOptions,
+  socks4: boolean,
+): Promise<SocksRequest> {
   const buf = relayPool.acquire(handshakeChunkBytes);
   const r = new BufferedReader(conn, buf);
-  const req = await socks5Handshake(conn, r, await r.readByte(), opts);
-  // As in acceptSocks: given back after a completed handshake only.
-  relayPool.release(buf);
-  return req;
-}
-
-/**
- * Wait until `n` bytes are buffered in `r` (at once when they are: a client's greeting and
- * request each come in one segment); UnexpectedEofError if the client leaves first.
- */
-async function need(r: BufferedReader, n: number): Promise<void> {
-  if (!(await r.fillTo(n))) throw new UnexpectedEofError();
-}
-
-/**
- * The SOCKS5 handshake after its first byte `ver` was read from `r`. Fields are read from the
- * reader's buffer (`peek`/`skip`), awaiting only for bytes not there yet: a promise per field
- * (eight of them) was a measurable share of a connection's cost.
- */
-async function socks5Handshake(
-  conn: Duplex,
-  r: BufferedReader,
-  ver: number,
-  opts: Socks5ServerOptions,
-): Promise<Socks5Request> {
+  if (!(await r.fill())) throw new UnexpectedEofError();
+  const ver = r.peek()[0];
+  r.skip(1);
+  if (socks4 && ver === socks4Version) return await acceptSocks4(conn, r, opts);
   // Greeting: VER NMETHODS METHODS…
   if (ver !== socksVersion) {
     // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
     throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
   }
-  if (r.buffered < 1) await need(r, 1);
+  while (r.buffered < 1) if (!(await r.fill())) throw new UnexpectedEofError();
   const nMethods = r.peek()[0];
-  if (r.buffered < 1 + nMethods) await need(r, 1 + nMethods);
+  while (r.buffered < 1 + nMethods) if (!(await r.fill())) throw new UnexpectedEofError();
   // A view, used before the next read.
   const methods = r.peek().subarray(1, 1 + nMethods);
   let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
@@ -249,7 +209,9 @@ async function socks5Handshake(
     throw new Socks5Error("no-acceptable-method", `no acceptable method among [${offered}]`);
   }
   r.skip(1 + nMethods);
-  await writeOnce(conn, methodReply[wanted]);
+  const selected = methodReply[wanted];
+  const wrote = await conn.write(selected); // one write takes 2 bytes whole
+  if (wrote < selected.length) await writeAll(conn, selected.subarray(wrote));
 
   let username: string | undefined;
   if (wanted === Method.userPass && opts.authenticate) {
@@ -257,7 +219,7 @@ async function socks5Handshake(
   }
 
   // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
-  if (r.buffered < 4) await need(r, 4);
+  while (r.buffered < 4) if (!(await r.fill())) throw new UnexpectedEofError();
   let head = r.peek();
   if (head[0] !== socksVersion) {
     await sendSocks5Reply(conn, Reply.generalFailure);
@@ -269,7 +231,7 @@ async function socks5Handshake(
     await sendSocks5Reply(conn, Reply.addressTypeNotSupported);
     throw new ProtocolError(`unknown address type 0x${hex(atyp)}`, "bad-address-type");
   }
-  if (r.buffered < 5) await need(r, 5);
+  while (r.buffered < 5) if (!(await r.fill())) throw new UnexpectedEofError();
   const first = r.peek()[4];
   if (atyp === AddrType.domain && first === 0) {
     // Answered at once, without waiting for a port that may never come.
@@ -277,14 +239,12 @@ async function socks5Handshake(
     throw new ProtocolError("empty domain name", "empty-domain");
   }
   const size = 4 + addressBytes(atyp, first);
-  if (r.buffered < size) await need(r, size);
+  while (r.buffered < size) if (!(await r.fill())) throw new UnexpectedEofError();
   head = r.peek();
   const dest = parseAddress(head.subarray(4, size), atyp);
   r.skip(size);
-  if (cmd === Command.udpAssociate && opts.udpAssociate) {
-    return { dest, username, leftover: r.takeBuffered(), udpAssociate: true };
-  }
-  if (cmd !== Command.connect) {
+  const udpAssociate = cmd === Command.udpAssociate && opts.udpAssociate === true;
+  if (cmd !== Command.connect && !udpAssociate) {
     await sendSocks5Reply(conn, Reply.commandNotSupported);
     const name = cmd === Command.bind
       ? "BIND"
@@ -293,13 +253,33 @@ async function socks5Handshake(
       : `command 0x${hex(cmd)}`;
     throw new Socks5Error("command-not-supported", `${name} is not supported`);
   }
-  return { dest, username, leftover: r.takeBuffered() };
+  const leftover = r.takeBuffered(); // a copy (or a shared empty array)
+  // Done: no read is pending on the buffer and nothing refers to it. After a failure it is
+  // left to the GC: a read may be pending.
+  relayPool.release(buf);
+  return udpAssociate
+    ? { version: 5, dest, username, leftover, udpAssociate }
+    : { version: 5, dest, username, leftover };
 }
 
-/** Write `p` in one call if the connection takes it whole (it does for a reply), else all of it. */
-async function writeOnce(conn: Pick<Duplex, "write">, p: Uint8Array): Promise<void> {
-  const n = await conn.write(p);
-  if (n < p.length) await writeAll(conn, p.subarray(n));
+/** A SOCKS4/4a request after its version byte (see `acceptSocks`). */
+async function acceptSocks4(
+  conn: Duplex,
+  r: BufferedReader,
+  opts: Socks5ServerOptions,
+): Promise<SocksRequest> {
+  // Read the request first (with a password required too) so a refusal reaches a client that
+  // is waiting for it.
+  const req = await readSocks4Request(conn, r);
+  if (opts.authenticate) {
+    await sendSocks4Reply(conn, Socks4Reply.rejected);
+    throw new Socks5Error(
+      "auth-required",
+      `SOCKS4 request for ${req.dest.host}:${req.dest.port} refused: ` +
+        `this listener requires a password, which SOCKS4 cannot carry (use SOCKS5)`,
+    );
+  }
+  return { version: 4, socks4a: req.socks4a, dest: req.dest, leftover: r.takeBuffered() };
 }
 
 /** RFC 1929: VER ULEN UNAME PLEN PASSWD → VER STATUS. Returns the username on success. */
@@ -332,39 +312,43 @@ async function acceptUserPass(
  * address. On success pass the real local address of the outgoing connection (a
  * `Deno.NetAddr` works as is); on failure leave it out and 0.0.0.0:0 is sent.
  */
-export async function sendSocks5Reply(
+export function sendSocks5Reply(
   conn: Pick<Duplex, "write">,
   reply: number,
   bound?: HostPort | Deno.NetAddr,
 ): Promise<void> {
-  const hp: HostPort = !bound
-    ? { host: "0.0.0.0", port: 0 }
-    : "hostname" in bound
-    ? { host: bound.hostname, port: bound.port }
-    : bound;
-  const v4 = parseIPv4(hp.host);
-  if (v4 && Number.isInteger(hp.port) && hp.port >= 0 && hp.port <= 65535) {
-    // The common answer (an IPv4 bound address) in one allocation.
-    const out = Uint8Array.of(
-      socksVersion,
-      reply,
-      0,
-      AddrType.ipv4,
-      0,
-      0,
-      0,
-      0,
-      hp.port >> 8,
-      hp.port,
-    );
-    out.set(v4, 4);
-    return await writeOnce(conn, out);
+  let out: Uint8Array;
+  try {
+    out = replyBytes(reply, bound);
+  } catch (err) {
+    return Promise.reject(err);
   }
-  const addr = encodeAddress(hp);
+  // No frame of its own: the write's (one write takes a reply whole).
+  return writeOnce(conn, out);
+}
+
+/** The bytes of a SOCKS5 reply (see `sendSocks5Reply`). */
+function replyBytes(reply: number, bound: HostPort | Deno.NetAddr | undefined): Uint8Array {
+  const host = !bound ? "0.0.0.0" : "hostname" in bound ? bound.hostname : bound.host;
+  const port = bound ? bound.port : 0;
+  const v4 = parseIPv4(host);
+  if (v4 && Number.isInteger(port) && port >= 0 && port <= 65535) {
+    // The common answer (an IPv4 bound address) in one allocation.
+    const out = Uint8Array.of(socksVersion, reply, 0, AddrType.ipv4, 0, 0, 0, 0, port >> 8, port);
+    out.set(v4, 4);
+    return out;
+  }
+  const addr = encodeAddress({ host, port });
   const out = new Uint8Array(3 + addr.length);
   out.set([socksVersion, reply, 0x00]);
   out.set(addr, 3);
-  await writeAll(conn, out);
+  return out;
+}
+
+/** Write `p` in one call if the connection takes it whole (it does for a reply), else all of it. */
+async function writeOnce(conn: Pick<Duplex, "write">, p: Uint8Array): Promise<void> {
+  const n = await conn.write(p);
+  if (n < p.length) await writeAll(conn, p.subarray(n));
 }
 
 function hex(b: number): string {
