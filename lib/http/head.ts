@@ -180,6 +180,33 @@ interface ReadFields {
   canonical: boolean;
 }
 
+/**
+ * Take one field line `s` into `acc` (the empty line ends the head: true). The one rule for
+ * field lines, whether they came in the read that started the head or later.
+ */
+function takeFieldLine(acc: ReadFields, s: string, maxHeaders: number): boolean {
+  acc.used += s.length + 2;
+  if (s.length === 0) return true;
+  const first = s.charCodeAt(0);
+  if (first === 0x20 || first === 0x09) {
+    throw new HttpError("obsolete line folding is not accepted");
+  }
+  if (acc.headers.length >= maxHeaders) {
+    throw new HttpError("too many header fields", "head-too-large");
+  }
+  const colon = s.indexOf(":");
+  if (colon <= 0) throw new HttpError("header field without a name or colon");
+  const name = s.slice(0, colon);
+  // Whitespace before the colon is a smuggling vector: RFC 9112 §5.1 says reject.
+  if (!tokenRe.test(name)) throw new HttpError(`bad header field name ${JSON.stringify(name)}`);
+  const value = trimOws(s.slice(colon + 1));
+  if (badValueRe.test(value)) throw new HttpError(`control character in header ${name}`);
+  acc.headers.push([name, value]);
+  // One space after the colon, none after the value: the line serialises back to itself.
+  acc.canonical &&= s.charCodeAt(colon + 1) === 0x20 && value.length === s.length - colon - 2;
+  return false;
+}
+
 /** The header fields after a start line of `used` bytes, up to the empty line. */
 async function readFields(
   r: BufferedReader,
@@ -188,34 +215,43 @@ async function readFields(
 ): Promise<ReadFields> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
-  const headers: HeaderFields = [];
-  let canonical = true;
+  const acc: ReadFields = { headers: [], used, canonical: true };
   while (true) {
-    if (used > maxHead) throw new HttpError("head too large", "head-too-large");
-    let s = readHeadLine(r, maxHead - used, "head-too-large");
+    if (acc.used > maxHead) throw new HttpError("head too large", "head-too-large");
+    let s = readHeadLine(r, maxHead - acc.used, "head-too-large");
     if (typeof s !== "string") s = await s;
-    used += s.length + 2;
-    if (s.length === 0) break;
-    const first = s.charCodeAt(0);
-    if (first === 0x20 || first === 0x09) {
-      throw new HttpError("obsolete line folding is not accepted");
-    }
-    if (headers.length >= maxHeaders) {
-      throw new HttpError("too many header fields", "head-too-large");
-    }
-    const colon = s.indexOf(":");
-    if (colon <= 0) throw new HttpError("header field without a name or colon");
-    const name = s.slice(0, colon);
-    // Whitespace before the colon is a smuggling vector: RFC 9112 §5.1 says reject.
-    if (!tokenRe.test(name)) throw new HttpError(`bad header field name ${JSON.stringify(name)}`);
-    const value = trimOws(s.slice(colon + 1));
-    if (badValueRe.test(value)) throw new HttpError(`control character in header ${name}`);
-    headers.push([name, value]);
-    // One space after the colon, none after the value: the line serialises back to itself.
-    canonical &&= s.charCodeAt(colon + 1) === 0x20 && value.length === s.length - colon - 2;
+    if (takeFieldLine(acc, s, maxHeaders)) break;
   }
-  if (used > maxHead) throw new HttpError("head too large", "head-too-large");
-  return { headers, used, canonical };
+  if (acc.used > maxHead) throw new HttpError("head too large", "head-too-large");
+  return acc;
+}
+
+/** `readFields` for a head that is all buffered (see `headBuffered`): no promise at all. */
+function bufferedFields(r: BufferedReader, limits: HeadLimits, used: number): ReadFields {
+  const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
+  const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
+  const acc: ReadFields = { headers: [], used, canonical: true };
+  while (true) {
+    if (acc.used > maxHead) throw new HttpError("head too large", "head-too-large");
+    if (takeFieldLine(acc, bufferedHeadLine(r, maxHead - acc.used, "head-too-large"), maxHeaders)) {
+      break;
+    }
+  }
+  if (acc.used > maxHead) throw new HttpError("head too large", "head-too-large");
+  return acc;
+}
+
+/** A line of a head known to be all buffered, as a latin-1 string (reader errors as HttpErrors). */
+function bufferedHeadLine(r: BufferedReader, maxBytes: number, tooLong: HttpErrorReason): string {
+  let line: Uint8Array | undefined;
+  try {
+    line = r.readBufferedLine(maxBytes, false);
+  } catch (err) {
+    throw headLineError(err, tooLong);
+  }
+  // headBuffered() saw the empty line: a missing line here is a bug of this module.
+  if (!line) throw new Error("bufferedHeadLine: the head is not all buffered");
+  return decodeLatin1(line);
 }
 
 /**
@@ -244,27 +280,56 @@ export async function readRequestHead(
   r: BufferedReader,
   limits: HeadLimits = {},
 ): Promise<RequestHead | null> {
+  // One read fills the buffer, telling a clean EOF apart without consuming bytes.
+  if (r.buffered === 0 && !(await r.fill())) return null;
+  // Usually the whole head came in that one read: parsed without a promise per line.
+  const whole = takeBufferedRequestHead(r, limits);
+  if (whole) return whole;
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   let start = "";
   for (let i = 0; i <= maxLeadingEmptyLines; i++) {
-    // A zero-byte read fills the buffer, telling a clean EOF apart without consuming bytes
-    // (a view of nothing: no allocation).
-    if (r.buffered === 0 && (await r.readExactOrEof(0, false)) === null) {
-      if (i === 0) return null;
+    if (r.buffered === 0 && !(await r.fill())) {
       throw new HttpError("connection closed inside the head", "eof");
     }
     const next = readHeadLine(r, maxHead, "uri-too-long");
     start = typeof next === "string" ? next : await next;
     if (start.length > 0) break;
   }
+  const line = requestLine(start);
+  const { headers } = await readFields(r, limits, start.length + 2);
+  return { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers };
+}
+
+/**
+ * The request head at the front of `r`'s buffer when all of it is there (its empty line too),
+ * parsed without a promise: undefined, with nothing consumed, when it is not all there yet.
+ * Throws {@linkcode HttpError} like `readRequestHead` for a bad head. For a server that reads
+ * once and parses what came (most heads arrive in one read).
+ */
+export function takeBufferedRequestHead(
+  r: BufferedReader,
+  limits: HeadLimits = {},
+): RequestHead | undefined {
+  if (!headBuffered(r.peek())) return undefined;
+  const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
+  let start = "";
+  for (let i = 0; i <= maxLeadingEmptyLines && start.length === 0; i++) {
+    start = bufferedHeadLine(r, maxHead, "uri-too-long");
+  }
+  const line = requestLine(start);
+  const { headers } = bufferedFields(r, limits, start.length + 2);
+  return { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers };
+}
+
+/** The request line's method, target and version (a match of `requestLineRe`), or HttpError. */
+function requestLine(start: string): RegExpExecArray {
   if (start.length === 0) throw new HttpError("only empty lines where a request was due");
   const m = requestLineRe.exec(start);
   if (!m) throw new HttpError(`malformed request line ${JSON.stringify(start.slice(0, 80))}`);
   if (m[3] !== "HTTP/1.1" && m[3] !== "HTTP/1.0") {
     throw new HttpError(`unsupported version ${m[3]}`, "version");
   }
-  const { headers } = await readFields(r, limits, start.length + 2);
-  return { method: m[1], target: m[2], version: m[3], headers };
+  return m;
 }
 
 /**
@@ -312,7 +377,7 @@ export async function readRequestHeadWithin(
   limits: HeadLimits = {},
 ): Promise<RequestHead | null> {
   if (timeoutMs <= 0) return await readRequestHead(r, limits);
-  if (r.buffered === 0 && (await r.readExactOrEof(0, false)) === null) return null;
+  if (r.buffered === 0 && !(await r.fill())) return null;
   // Usually the whole head came in that one read: nothing left to time (a timer per request
   // is a measurable share of a small request's cost).
   if (headBuffered(r.peek())) return await readRequestHead(r, limits);

@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../log.ts";
-import type { Duplex, HostPort, NetFailureReason } from "../net/mod.ts";
+import type { Duplex, HostPort, NetFailureReason, RelayStats } from "../net/mod.ts";
 import type { HeadLimits } from "./head.ts";
 import { HttpProxyConn } from "./proxy_conn.ts";
 
@@ -62,6 +62,11 @@ export interface HttpProxyOptions {
    * timeout runs from the start.
    */
   handshakeDone?: () => void;
+  /**
+   * Live counters of every byte to and from destinations (aToB: client to destination),
+   * updated as they move, for a caller that shows a connection's traffic while it lasts.
+   */
+  stats?: RelayStats;
   /** Called after each request with what happened (status, bytes, failure reason). */
   onExchange?: (e: HttpExchange) => void;
   log?: Logger;
@@ -138,6 +143,6 @@ export interface HttpExchange {
  * await origin.shutdown();
  * ```
  */
-export async function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Promise<void> {
-  await new HttpProxyConn(conn, opts).run();
+export function handleHttpProxy(conn: Duplex, opts: HttpProxyOptions): Promise<void> {
+  return new HttpProxyConn(conn, opts).run();
 }

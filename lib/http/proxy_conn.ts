@@ -21,6 +21,7 @@ import {
   noDelay,
   relay,
   relayPool,
+  type RelayStats,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
@@ -38,6 +39,7 @@ import {
   type HeaderFields,
   type HeadLimits,
   HttpError,
+  readRequestHead,
   readRequestHeadWithin,
   readResponseHeadRaw,
   type RequestHead,
@@ -115,6 +117,31 @@ class SinkFailed extends Error {
   override name = "SinkFailed";
   constructor(readonly side: "client" | "upstream", cause: unknown) {
     super(`write to ${side} failed: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/**
+ * A forward request's upstream counting its bytes into the caller's `stats` (aToB: written to
+ * it, from the client). A CONNECT tunnel needs none: its relay counts into `stats` itself,
+ * without a wrapper's promise per read and write.
+ */
+class CountingDuplex implements Duplex {
+  constructor(readonly inner: Duplex, readonly stats: RelayStats) {}
+  async read(p: Uint8Array): Promise<number | null> {
+    const n = await this.inner.read(p);
+    if (n !== null) this.stats.bToA += n;
+    return n;
+  }
+  async write(p: Uint8Array): Promise<number> {
+    const n = await this.inner.write(p);
+    this.stats.aToB += n;
+    return n;
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
   }
 }
 
@@ -286,7 +313,9 @@ export class HttpProxyConn {
   async #serve(): Promise<void> {
     while (this.state === HttpProxyState.ReadingHead) {
       const head = await this.#readHead();
-      if (head === null || !(await this.#authorize(head))) return;
+      if (head === null) return;
+      // Without credentials to check, no frame of its own for the check.
+      if (this.#opts.authenticate && !(await this.#authorize(head))) return;
       if (this.#heads === 1) this.#opts.handshakeDone?.();
       if (head.method === "CONNECT") return await this.#tunnel(head);
       this.#idle ??= this.#watchIdle();
@@ -377,10 +406,12 @@ export class HttpProxyConn {
     try {
       // The first head is under the caller's handshake timer; later ones wait without a
       // deadline for their first byte (the idle watch's business), then get headTimeoutMs.
-      head = await readRequestHeadWithin(this.#client, headTimeoutMs, () => {
-        timedOut = true;
-        this.#closeAll();
-      }, this.#limits);
+      head = first
+        ? await readRequestHead(this.#client, this.#limits)
+        : await readRequestHeadWithin(this.#client, headTimeoutMs, () => {
+          timedOut = true;
+          this.#closeAll();
+        }, this.#limits);
     } catch (err) {
       if (timedOut) {
         // Cut like a first head over the handshake timer (closed, no answer), and said so.
@@ -476,7 +507,12 @@ export class HttpProxyConn {
     }
     const up = await this.#dialOrAnswer(head.method, dest);
     if (!up) return;
-    if (!(await this.#answer(established))) {
+    try {
+      // One write takes the answer whole (no frame of writeAll's for it).
+      const n = await this.#conn.write(established);
+      if (n < established.length) await writeAll(this.#conn, established.subarray(n));
+    } catch {
+      // The client left before its answer: nobody to tell, the report says so.
       closeQuietly(up);
       this.#report({ ...fail, dest, status: 0, failure: "client-gone" });
       return;
@@ -484,16 +520,20 @@ export class HttpProxyConn {
     this.state = HttpProxyState.Relaying;
     const early = this.#client.takeBuffered(); // a copy: the reader is done
     this.#releaseClientBuffer();
-    const r = await relay(withPrefix(this.#conn, early), up, {
+    // The relay counts into the caller's live counters; the report gives this tunnel's share.
+    const stats = this.#opts.stats ?? { aToB: 0, bToA: 0 };
+    const up0 = stats.aToB, down0 = stats.bToA;
+    await relay(withPrefix(this.#conn, early), up, {
       idleTimeoutMs: this.#idleTimeoutMs,
       signal: this.#opts.signal,
+      stats,
     });
     this.#report({
       method: head.method,
       dest,
       status: 200,
-      requestBytes: r.aToB,
-      responseBytes: r.bToA,
+      requestBytes: stats.aToB - up0,
+      responseBytes: stats.bToA - down0,
     });
   }
 
@@ -580,8 +620,10 @@ export class HttpProxyConn {
         reused = true;
       } else {
         this.#dropUpstream();
-        const c = await this.#dialOrAnswer(head.method, dest);
-        if (!c) return undefined;
+        const dialed = await this.#dialOrAnswer(head.method, dest);
+        if (!dialed) return undefined;
+        const stats = this.#opts.stats;
+        const c = stats ? new CountingDuplex(dialed, stats) : dialed;
         const buf = relayPool.acquire(clientReadBytes);
         this.#upstream = { key, conn: c, reader: new BufferedReader(c, buf), buf };
       }

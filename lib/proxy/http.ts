@@ -16,9 +16,11 @@ export function httpProxy(): SessionProxyType {
   return {
     kind: "session",
     scheme: "http",
-    session: async (conn, ctx) => {
-      await handleHttpProxy(conn, {
+    session: (conn, ctx) =>
+      handleHttpProxy(conn, {
         connect: ctx.connect,
+        // Counted by lib/http (a tunnel's relay counts itself; no wrapper per destination).
+        stats: ctx.conn.stats,
         // serve() accepted the client with TCP_NODELAY, and dial() sets it on destinations.
         socketsNoDelay: true,
         authenticate: ctx.authenticate,
@@ -37,7 +39,6 @@ export function httpProxy(): SessionProxyType {
           }
           // Dial failures were recorded by ctx.connect; "client-gone" is an ordinary end.
         },
-      });
-    },
+      }),
   };
 }

@@ -95,7 +95,10 @@ export interface AddressProxyType {
 
 /** Extra context of a session type. */
 export interface SessionContext extends ProxyTypeContext {
-  /** Dial `dest` through the shared Dialer; tracked, counted, failures typed (`NetError`). */
+  /**
+   * Dial `dest` through the shared Dialer; tracked, failures typed (`NetError`). The type
+   * counts the bytes it moves into `conn.stats` (the HTTP type's relay counts there itself).
+   */
   connect(dest: HostPort): Promise<DialedConn>;
   /** Close a relayed connection after this long without traffic; 0 = never. */
   idleTimeoutMs: number;

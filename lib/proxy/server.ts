@@ -112,33 +112,6 @@ function handshakeEnd(
   return "handshake-failed";
 }
 
-/** A Duplex wrapper counting bytes into the connection (used for session types). */
-class CountingConn implements Duplex {
-  constructor(readonly inner: DialedConn, readonly conn: ProxyConnection) {}
-  get localAddr(): Deno.Addr | undefined {
-    return this.inner.localAddr;
-  }
-  get remoteAddr(): Deno.Addr | undefined {
-    return this.inner.remoteAddr;
-  }
-  async read(p: Uint8Array): Promise<number | null> {
-    const n = await this.inner.read(p);
-    if (n !== null) this.conn.stats.bToA += n;
-    return n;
-  }
-  async write(p: Uint8Array): Promise<number> {
-    const n = await this.inner.write(p);
-    this.conn.stats.aToB += n;
-    return n;
-  }
-  closeWrite(): Promise<void> {
-    return this.inner.closeWrite();
-  }
-  close(): void {
-    this.inner.close();
-  }
-}
-
 /**
  * Serve proxy `type` on `listener`.
  *
@@ -241,9 +214,10 @@ export function serveProxy(
         const sctx: SessionContext = new SessionTypeContext(conn, ctx, sock, authenticate, {
           idleTimeoutMs,
           headTimeoutMs: opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
-          connect: async (d) => {
+          // The type counts the bytes into conn.stats (lib/http: the tunnel's relay itself).
+          connect: (d) => {
             ctx.handshakeDone();
-            return new CountingConn(await dialTracked(conn, d, ctx.signal), conn);
+            return dialTracked(conn, d, ctx.signal);
           },
         });
         try {
