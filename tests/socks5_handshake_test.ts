@@ -349,6 +349,38 @@ Deno.test("socks5 addresses: IPv4/IPv6 literals parse, format and encode", () =>
   assert(e instanceof Socks5Error && e.reason === "bad-argument");
 });
 
+Deno.test("socks5 reply: 2,000 replies held unwritten at once keep their own bytes", async () => {
+  // Replies are views cut from a shared array: each must stay as it was built while its write
+  // is pending, across the array's refills. A writer that keeps every array it was given
+  // (nothing copied) and checks them all at the end; random hosts, valid IPv4 or not.
+  const held: Uint8Array[] = [];
+  const keeper = { write: (p: Uint8Array) => (held.push(p), Promise.resolve(p.length)) };
+  const want: number[][] = [];
+  let seed = 7; // xorshift32
+  const rand = (n: number) => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  for (let i = 0; i < 2000; i++) {
+    const port = rand(65536);
+    const reply = rand(9);
+    const octets = [rand(256), rand(256), rand(256), rand(256)];
+    const kind = rand(4);
+    const host = kind === 0 ? "::1" : kind === 1 ? `${octets.join(".")}.9` : octets.join(".");
+    await sendSocks5Reply(keeper, reply, { host, port });
+    want.push(
+      kind === 0
+        ? [5, reply, 0, 4, ...parseIPv6("::1")!, port >> 8, port & 0xff]
+        : kind === 1
+        ? [5, reply, 0, 3, host.length, ...enc.encode(host), port >> 8, port & 0xff]
+        : [5, reply, 0, 1, ...octets, port >> 8, port & 0xff],
+    );
+  }
+  assertEquals(held.map((p) => [...p]), want);
+});
+
 Deno.test("socks5 reply: bound address is encoded by family, 0.0.0.0:0 by default", async () => {
   const out = new ChunkedSource(new Uint8Array(), 1);
   await sendSocks5Reply(out, Reply.succeeded, {

@@ -15,7 +15,7 @@ import {
   writeQuietly,
 } from "../net/mod.ts";
 import { abortable } from "./_abort.ts";
-import { addressBytes, encodeAddress, isKnownAddrType, parseAddress, parseIPv4 } from "./addr.ts";
+import { addressBytes, encodeAddress, isKnownAddrType, parseAddress, putIPv4 } from "./addr.ts";
 import { readSocks4Request, sendSocks4Reply, Socks4Reply, socks4Version } from "./socks4.ts";
 import {
   AddrType,
@@ -327,16 +327,41 @@ export function sendSocks5Reply(
   return writeOnce(conn, out);
 }
 
+/** Bytes of the shared array IPv4 replies are cut from (see `replyView`). */
+const replySlabBytes = 4096;
+let replySlab = new Uint8Array(0);
+let replySlabUsed = 0;
+
+/**
+ * `n` bytes of their own for one reply: a view cut from a shared array, each part handed out
+ * once (it is never written again, so a write still using it is safe). A typed array with its
+ * own backing store per reply cost ~0.5 µs in Deno, a view ~0.04; the array goes to the GC
+ * with its last view.
+ */
+function replyView(n: number): Uint8Array {
+  if (replySlabUsed + n > replySlab.length) {
+    replySlab = new Uint8Array(replySlabBytes);
+    replySlabUsed = 0;
+  }
+  return replySlab.subarray(replySlabUsed, replySlabUsed += n);
+}
+
 /** The bytes of a SOCKS5 reply (see `sendSocks5Reply`). */
 function replyBytes(reply: number, bound: HostPort | Deno.NetAddr | undefined): Uint8Array {
   const host = !bound ? "0.0.0.0" : "hostname" in bound ? bound.hostname : bound.host;
   const port = bound ? bound.port : 0;
-  const v4 = parseIPv4(host);
-  if (v4 && Number.isInteger(port) && port >= 0 && port <= 65535) {
-    // The common answer (an IPv4 bound address) in one allocation.
-    const out = Uint8Array.of(socksVersion, reply, 0, AddrType.ipv4, 0, 0, 0, 0, port >> 8, port);
-    out.set(v4, 4);
-    return out;
+  if (Number.isInteger(port) && port >= 0 && port <= 65535) {
+    // The common answer (an IPv4 bound address): written straight into its bytes.
+    const out = replyView(10);
+    if (putIPv4(host, out, 4)) {
+      out[0] = socksVersion;
+      out[1] = reply;
+      out[2] = 0;
+      out[3] = AddrType.ipv4;
+      out[8] = port >> 8;
+      out[9] = port & 0xff;
+      return out;
+    }
   }
   const addr = encodeAddress({ host, port });
   const out = new Uint8Array(3 + addr.length);
