@@ -285,6 +285,51 @@ Deno.test("depot open: welcome announces standbyMax; the server holds that many 
   }
 });
 
+Deno.test("depot open: a standby spare unanswered in time is reset, the client gets 0x06; the next request takes another", async () => {
+  const depot = await startDepot({
+    locals: [],
+    server: { token: "t", pendingTimeoutMs: 300, heartbeatMs: 200 },
+  });
+  const local = await standbyLocal(depot, ["open", "end"]);
+  const first = await standby(depot.tunnelPort, local.sessionKey);
+  try {
+    await until("the standby held", () => depot.server.status().exits[0]?.spares === 1);
+    const conn = await dial("127.0.0.1", depot.socksPort);
+    const answer = socks5Connect(conn, { host: "127.0.0.1", port: 9 }).catch((e) => e);
+    const { msg, rest } = await firstFrame(first as unknown as Stream);
+    assertEquals(msg?.type, "connect");
+    assertEquals((await answer as { reason?: string }).reason, "timeout");
+    // Given up: the spare is reset and carries nothing more; the request is no longer pending.
+    const left = await readAll(rest).catch(() => new Uint8Array(0));
+    assertEquals(left.length, 0);
+    assertEquals(depot.server.pendingCount, 0);
+    conn.close();
+    // A late answer on it changes nothing; a new standby serves the next request byte-exact.
+    const second = await standby(depot.tunnelPort, local.sessionKey);
+    await until("the second standby held", () => depot.server.status().exits[0]?.spares === 1);
+    const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
+    const got = await firstFrame(second as unknown as Stream);
+    const req = got.msg as Extract<DepotMessage, { type: "connect" }>;
+    assertEquals(req.type, "connect");
+    await new ControlWriter(got.rest, depotProtocol).send({
+      type: "tunnel",
+      id: req.id,
+      key: req.key,
+    });
+    await writeAll(got.rest, enc.encode("late-free"));
+    await got.rest.closeWrite();
+    await local.ctl.send({ type: "end", id: req.id });
+    const c = await client;
+    assertEquals(dec.decode(await readAll(c)), "late-free");
+    c.close();
+    second.close();
+  } finally {
+    first.close();
+    local.ctl.close();
+    await depot.close();
+  }
+});
+
 Deno.test("depot open: a standby spare with a wrong session key is refused; a closed one is skipped", async () => {
   const depot = await startDepot({ locals: [], server: { token: "t" } });
   const local = await standbyLocal(depot);

@@ -722,19 +722,6 @@ export class DepotLocal {
     const signal = ac.signal;
     const udp = req.type === "associate";
     const dest = udp ? "udp" : joinHostPort(req.host, req.port);
-    /** Tell the server the request failed: on its stream, else on the control connection. */
-    const report = async (reason: NetFailureReason, message: string): Promise<void> => {
-      const failed = {
-        type: "connectFailed" as const,
-        id: req.id,
-        reason,
-        message: message.slice(0, 500),
-      };
-      const sent = on ? new ControlWriter(on.stream, depotProtocol).send(failed) : ctl.send(failed);
-      await sent.catch(() => {
-        // The control connection (or the stream) is gone: the server fails the request itself.
-      });
-    };
     // Made when first used: a relayed connection below the info level never logs.
     let reqLog: Logger | undefined;
     const log = () => reqLog ??= this.log.child({ id: req.id, dest });
@@ -766,7 +753,7 @@ export class DepotLocal {
         const reason = classifyError(err);
         this.#fail(dest, reason, errorMessage(err));
         log().info("dial failed", { failure: reason, error: errorMessage(err) });
-        await report(reason, errorMessage(err));
+        await reportFailed(ctl, on, req.id, reason, errorMessage(err));
         // `transport` never rejects (its failure is a value): close what it brings, if any.
         if (on) closeQuietly(on.stream);
         else void transport?.then((t) => closeQuietly(t.conn?.conn));
@@ -792,7 +779,7 @@ export class DepotLocal {
       } catch (err) {
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
         log().warn("tunnel failed", { error: describe(err) });
-        await report("other", `tunnel: ${describe(err)}`);
+        await reportFailed(ctl, on, req.id, "other", `tunnel: ${describe(err)}`);
         if (on) closeQuietly(on.stream); // its answer is written: nothing else goes on it
         return;
       }
@@ -815,12 +802,7 @@ export class DepotLocal {
           return;
         }
         // The target's FIN, once passed on, is confirmed to the server (see tunnel_end.ts).
-        const relayed = session.reportsEnds
-          ? new ReportedEnd(tunnel, () =>
-            ctl.send({ type: "end", id: req.id }).catch(() => {
-              // The control connection is gone: the server resets the client, as it must.
-            }))
-          : tunnel;
+        const relayed = session.reportsEnds ? new ReportedEnd(tunnel, ctl, req.id) : tunnel;
         // a = tunnel (client side), b = app: aToB is "up".
         const r = await relay(relayed, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
         // relay() closed both; closing again would only build BadResource errors.
@@ -956,6 +938,24 @@ export class DepotLocal {
     this.#failures.push({ at: new Date().toISOString(), dest, reason, message });
     if (this.#failures.length > recentFailureCount) this.#failures.shift();
   }
+}
+
+/**
+ * Tell the server request `id` failed: on its stream (`on`), else on the control connection.
+ * Never rejects.
+ */
+async function reportFailed(
+  ctl: ControlConn<DepotMessage>,
+  on: OnStream | undefined,
+  id: number,
+  reason: NetFailureReason,
+  message: string,
+): Promise<void> {
+  const failed = { type: "connectFailed" as const, id, reason, message: message.slice(0, 500) };
+  const sent = on ? new ControlWriter(on.stream, depotProtocol).send(failed) : ctl.send(failed);
+  await sent.catch(() => {
+    // The control connection (or the stream) is gone: the server fails the request itself.
+  });
 }
 
 /**

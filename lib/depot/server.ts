@@ -13,6 +13,8 @@ import {
   after,
   BufferedReader,
   closeQuietly,
+  type Deadline,
+  deadlines,
   type Duplex,
   equalFixedLength,
   errorMessage,
@@ -355,6 +357,118 @@ interface Pending {
   udp: boolean;
   /** First call wins; returns false when the request was already settled. */
   settle(o: Outcome): boolean;
+}
+
+/**
+ * A request written straight on a tunnel ("open", see `DepotServer.#requestDirect`): its entry
+ * among the pending requests, its deadline on the shared wheel and the reading of its answer,
+ * as one object (it was a promise executor, a literal and nine closures per request).
+ */
+class DirectRequest implements Pending, Deadline {
+  readonly id: number;
+  readonly key: string;
+  readonly exit: ExitSession;
+  readonly dest: string;
+  readonly udp: boolean;
+  /** The deadline's time on the wheel (`Deadline`). */
+  due: number;
+  /** What the request came to: settled once. */
+  readonly outcome: Promise<Outcome | "unanswered">;
+  #resolve!: (o: Outcome | "unanswered") => void;
+  #settled = false;
+  /** A plain tunnel's FIN gate, registered before the request goes out (see `ExitSession.gate`). */
+  readonly #gate: ConfirmedEnd | undefined;
+
+  /**
+   * @param pending the server's pending requests by id (this one is added, and removed once
+   *   settled)
+   * @param timeoutMs how long the answer may take
+   * @param endWaitMs how long a plain tunnel's FIN waits for its `end`
+   */
+  constructor(
+    r: { id: number; key: string; exit: ExitSession; dest: string; udp: boolean },
+    readonly way: DirectWay,
+    readonly pending: Map<number, Pending>,
+    timeoutMs: number,
+    endWaitMs: number,
+  ) {
+    this.id = r.id;
+    this.key = r.key;
+    this.exit = r.exit;
+    this.dest = r.dest;
+    this.udp = r.udp;
+    this.outcome = new Promise((resolve) => this.#resolve = resolve);
+    this.due = deadlines.clockMs() + timeoutMs;
+    deadlines.add(this);
+    // A plain tunnel's FIN waits for `end{id}`, which may come (on the control connection)
+    // before we read the answer: the gate is registered before the request goes out.
+    this.#gate = way.plain && r.exit.confirmsEnds && !r.udp
+      ? r.exit.gate(r.id, way.plain, endWaitMs)
+      : undefined;
+    pending.set(r.id, this);
+    r.exit.pending.add(this);
+  }
+
+  /** The deadline passed (`Deadline`). */
+  fire(): void {
+    this.settle({ ok: false, reason: "timeout", message: "no answer on the tunnel in time" });
+  }
+
+  /** First call wins; false when already settled. A failure gives the tunnel up. */
+  settle(o: Outcome | "unanswered"): boolean {
+    if (this.#settled) return false;
+    this.#settled = true;
+    deadlines.delete(this);
+    this.pending.delete(this.id);
+    this.exit.pending.delete(this);
+    if (o === "unanswered" || !o.ok) {
+      // A request given up (timeout, exit gone, shutdown) ends its tunnel at the local.
+      this.way.giveUp();
+      this.relayDone();
+    }
+    this.#resolve(o);
+    return true;
+  }
+
+  /** The request frame could not be written (or the answer not read). */
+  readonly failed = (err: unknown): void => {
+    this.settle({ ok: false, reason: "network-unreachable", message: describe(err) });
+  };
+
+  /** Read the answer the local writes on the tunnel, and settle with it. */
+  readonly answered = (sent: DirectSent): Promise<void> =>
+    sent.answer.then((msg) => {
+      const o = this.#outcomeOf(msg, sent);
+      // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
+      if (!this.settle(o) && o !== "unanswered" && o.ok) {
+        closeQuietly(o.conn);
+        o.done();
+      }
+    });
+
+  /** The relay is over (or never started): the gate goes, the way lets its tunnel go. */
+  readonly relayDone = (): void => {
+    const gate = this.#gate;
+    if (gate && this.exit.ends.get(this.id) === gate) this.exit.ends.delete(this.id);
+    this.way.done();
+  };
+
+  #outcomeOf(msg: DepotMessage | null, sent: DirectSent): Outcome | "unanswered" {
+    if (msg?.type === "tunnel" && msg.id === this.id && equalFixedLength(msg.key, this.key)) {
+      const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
+        ? { host: msg.boundHost, port: msg.boundPort }
+        : undefined;
+      const tunnel = withPrefix(sent.conn, sent.buffered.takeBuffered());
+      const gate = this.#gate;
+      if (gate) gate.inner = tunnel;
+      return { ok: true, conn: gate ?? tunnel, bound, done: this.relayDone };
+    }
+    if (msg?.type === "connectFailed" && msg.id === this.id) {
+      return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
+    }
+    if (msg === null) return "unanswered";
+    return { ok: false, reason: "other", message: `unexpected ${msg.type} for request ${this.id}` };
+  }
 }
 
 /** A connected depot-local. */
@@ -1237,71 +1351,20 @@ export class DepotServer {
     const id = this.#nextId++;
     const key = randomSecret(16);
     const udp = ask.type === "associate";
-    return new Promise((resolve) => {
-      let settled = false;
-      const cancelTimer = after(this.pendingTimeoutMs, () => {
-        p.settle({ ok: false, reason: "timeout", message: "no answer on the tunnel in time" });
-      });
-      // A plain tunnel's FIN waits for `end{id}`, which may come (on the control connection)
-      // before we read the answer: the gate is registered before the request goes out.
-      const gate = way.plain && exit.confirmsEnds && !udp
-        ? exit.gate(id, way.plain, this.heartbeatMs * heartbeatDeadFactor)
-        : undefined;
-      const finish = () => {
-        if (gate && exit.ends.get(id) === gate) exit.ends.delete(id);
-      };
-      const end = (o: Outcome | "unanswered"): boolean => {
-        if (settled) return false;
-        settled = true;
-        cancelTimer();
-        this.#pending.delete(id);
-        exit.pending.delete(p);
-        if (o === "unanswered" || !o.ok) {
-          // A request given up (timeout, exit gone, shutdown) ends its tunnel at the local.
-          way.giveUp();
-          finish();
-          way.done();
-        }
-        resolve(o);
-        return true;
-      };
-      const p: Pending = { id, key, exit, dest, udp, settle: end };
-      this.#pending.set(id, p);
-      exit.pending.add(p);
-      const failed = (err: unknown) => {
-        end({ ok: false, reason: "network-unreachable", message: describe(err) });
-      };
-      const outcome = (msg: DepotMessage | null, sent: DirectSent): Outcome | "unanswered" => {
-        if (msg?.type === "tunnel" && msg.id === id && equalFixedLength(msg.key, key)) {
-          const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
-            ? { host: msg.boundHost, port: msg.boundPort }
-            : undefined;
-          const tunnel = withPrefix(sent.conn, sent.buffered.takeBuffered());
-          if (gate) gate.inner = tunnel;
-          return { ok: true, conn: gate ?? tunnel, bound, done: () => (finish(), way.done()) };
-        }
-        if (msg?.type === "connectFailed" && msg.id === id) {
-          return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
-        }
-        if (msg === null) return "unanswered";
-        return { ok: false, reason: "other", message: `unexpected ${msg.type} for request ${id}` };
-      };
-      const answered = (sent: DirectSent) =>
-        sent.answer.then((msg) => {
-          const o = outcome(msg, sent);
-          // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
-          if (!end(o) && o !== "unanswered" && o.ok) {
-            closeQuietly(o.conn);
-            o.done();
-          }
-        });
-      try {
-        const sent = way.send(requestFrame(exit, { ...ask, id, key }), failed);
-        (sent instanceof Promise ? sent.then(answered) : answered(sent)).catch(failed);
-      } catch (err) {
-        failed(err); // the request could not be encoded
-      }
-    });
+    const req = new DirectRequest(
+      { id, key, exit, dest, udp },
+      way,
+      this.#pending,
+      this.pendingTimeoutMs,
+      this.heartbeatMs * heartbeatDeadFactor,
+    );
+    try {
+      const sent = way.send(requestFrame(exit, { ...ask, id, key }), req.failed);
+      (sent instanceof Promise ? sent.then(req.answered) : req.answered(sent)).catch(req.failed);
+    } catch (err) {
+      req.failed(err); // the request could not be encoded
+    }
+    return req.outcome;
   }
 
   /** A request on a stream we open on the exit's mux session. */

@@ -80,7 +80,8 @@ export class SparePool {
    * be refused too); false when it is no longer here (expired at that moment: closed).
    */
   remove(conn: Duplex, refill = true): boolean {
-    const i = this.#spares.findIndex((s) => s.conn === conn);
+    // From the newest: the server writes requests on the newest standby it holds.
+    const i = this.#spares.findLastIndex((s) => s.conn === conn);
     if (i < 0) return false;
     this.#spares.splice(i, 1);
     if (refill) {

@@ -102,16 +102,23 @@ export class ConfirmedEnd implements Duplex {
   }
 }
 
+/** Where a local reports its tunnels' clean ends: its control connection. */
+export interface EndReports {
+  send(msg: { type: "end"; id: number }): Promise<void>;
+}
+
 /**
  * Local side: the tunnel, which reports each clean end of the target→client direction —
- * `onEnd` runs once `closeWrite()` (the relay passing the target's FIN on) has succeeded.
+ * `end{id}` goes on the control connection once `closeWrite()` (the relay passing the target's
+ * FIN on) has succeeded.
  */
 export class ReportedEnd implements Duplex {
   /**
    * @param inner the tunnel connection
-   * @param onEnd sends `end{id}` on the control connection; must not reject
+   * @param ctl the control connection the `end` goes on
+   * @param id the tunnel's request
    */
-  constructor(readonly inner: Duplex, readonly onEnd: () => Promise<void>) {}
+  constructor(readonly inner: Duplex, readonly ctl: EndReports, readonly id: number) {}
 
   read(p: Uint8Array): Promise<number | null> {
     return this.inner.read(p);
@@ -123,10 +130,13 @@ export class ReportedEnd implements Duplex {
 
   async closeWrite(): Promise<void> {
     await this.inner.closeWrite();
-    await this.onEnd();
+    await this.ctl.send({ type: "end", id: this.id }).catch(ignoreGone);
   }
 
   close(): void {
     this.inner.close();
   }
 }
+
+/** The control connection is gone: the server resets the client, as it must (no `end`). */
+function ignoreGone(): void {}
