@@ -96,6 +96,8 @@ export interface StreamHost {
   releaseWindow(bytes: number): void;
   /** The stream was closed before the peer's FIN: reset it if the FIN never comes. */
   lingerStream(s: Stream): void;
+  /** A copy of a small payload, valid until its frame has been encoded (see Session.stage). */
+  stage(p: Uint8Array): Uint8Array;
   readonly maxWindowBytes: number;
   readonly maxSendFrameBytes: number;
 }
@@ -251,6 +253,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
 
   /** Write all of `p`, waiting for send window; resolves with `p.length`. */
   write(p: Uint8Array): Promise<number> {
+    if (this.#queueSmall(p)) return Promise.resolve(p.length);
     return this.#write(p, false);
   }
 
@@ -263,7 +266,31 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
    * payload leave in one transport write. `p` is ours until this settles.
    */
   writeFramed(p: Uint8Array): Promise<number> {
-    return this.#write(p.subarray(headerBytes), true);
+    const payload = p.subarray(headerBytes);
+    if (this.#queueSmall(payload)) return Promise.resolve(payload.length);
+    return this.#write(payload, true);
+  }
+
+  /**
+   * The common small write, done at once: no writer ahead of it, the window takes it whole,
+   * the stream is writable and not too far ahead of the transport. Its bytes are copied into
+   * the session's staging buffer and queued as one frame, with no async frame or promise of
+   * its own (a relay or an HTTP front writes one such piece per request). False: take the
+   * general path (which also reports why a write cannot go).
+   */
+  #queueSmall(p: Uint8Array): boolean {
+    const n = p.length;
+    if (
+      this.#writeBusy || n === 0 || n > copyWriteMaxBytes || n > this.#sendWindow ||
+      n > this.#host.maxSendFrameBytes || this.#unflushedBytes + n > maxUnflushedWriteBytes ||
+      this.#err !== null || this.#localClosed || !canWrite(this.#state)
+    ) {
+      return false;
+    }
+    this.#sendWindow -= n;
+    this.#unflushedBytes += n;
+    this.#enqueue(FrameType.data, 0, n, this.#host.stage(p), false);
+    return true;
   }
 
   async #write(p: Uint8Array, framed: boolean): Promise<number> {
@@ -357,7 +384,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       }
       const n = Math.min(this.#sendWindow, p.length - off, this.#host.maxSendFrameBytes);
       this.#sendWindow -= n;
-      const chunk = copy ? p.slice(off, off + n) : p.subarray(off, off + n);
+      const chunk = copy ? this.#host.stage(p.subarray(off, off + n)) : p.subarray(off, off + n);
       this.#unflushedBytes += n;
       last = this.#enqueue(
         FrameType.data,
