@@ -24,8 +24,6 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix
-import { createClient } from "npm:@redis/client@6.3.1";
 import { createHmac } from "node:crypto";
 import { type Logger, silentLogger } from "../log.ts";
 import {
@@ -53,7 +51,7 @@ import {
 import { type Flow, FlowTable, UdpDrops, UdpTally } from "../udp/mod.ts";
 import { refreshLease } from "./lease.ts";
 import { linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
-import { ReconnectPauses } from "./reconnect.ts";
+import { newRedisClient, ReconnectPauses, type RedisClient as Client } from "./reconnect.ts";
 
 /** Options of {@linkcode DepotCluster}. */
 export interface DepotClusterOptions {
@@ -115,29 +113,8 @@ export interface DepotClusterView {
   exitsElsewhere: { name: string; instance: string }[];
 }
 
-/** Connect attempts at start before giving up (later outages retry forever). */
-const startAttempts = 3;
-
-/**
- * A Redis client that retries forever (at most 5 s apart) once it has been connected, and
- * gives up after {@linkcode startAttempts} before (so a start without Redis fails, in a line);
- * its waits between attempts are noted in `pauses`.
- */
-function newClient(url: string, connected: () => boolean, pauses: ReconnectPauses) {
-  return createClient({
-    url,
-    disableOfflineQueue: true,
-    socket: {
-      connectTimeout: 5_000,
-      reconnectStrategy: pauses.wrap((retries: number, cause: Error) =>
-        !connected() && retries >= startAttempts
-          ? cause
-          : Math.min(50 * 2 ** Math.min(retries, 10), 5_000)
-      ),
-    },
-  });
-}
-type Client = ReturnType<typeof newClient>;
+/** The Redis client's bounds: 5 s a connect, at most 5 s between reconnects. */
+const redisLimits = { connectTimeoutMs: 5_000, maxReconnectDelayMs: 5_000 };
 
 /** The cluster side of one depot-server instance; see the module doc. */
 export class DepotCluster {
@@ -191,7 +168,7 @@ export class DepotCluster {
   static async connect(server: DepotServer, opts: DepotClusterOptions): Promise<DepotCluster> {
     let connected = false;
     const pauses = new ReconnectPauses();
-    const redis = newClient(opts.url, () => connected, pauses);
+    const redis = newRedisClient(opts.url, () => connected, pauses, redisLimits);
     const c = new DepotCluster(server, redis, pauses, opts);
     redis.on("error", (err: Error) => {
       if (c.#redisUp) c.#log.warn("registry unreachable", { error: errorMessage(err) });

@@ -1,4 +1,6 @@
 /**
+ * The Redis client of both clusters (the tunnel registry and depot's), and its reconnects.
+ *
  * node-redis waits between reconnect attempts on a timer of its own that nothing cancels: a
  * client closed during that wait leaves the timer running, up to the longest delay, after its
  * owner's close() returned (a test's sanitizer sees it leak into the next test; a service's
@@ -6,6 +8,9 @@
  * strategy asks for ends, so close() can outlast them.
  * @module
  */
+
+// deno-lint-ignore no-import-prefix
+import { createClient } from "npm:@redis/client@6.3.1";
 
 /** Slack for the library's timer, started just after the strategy returned its delay. */
 const pauseSlackMs = 50;
@@ -41,3 +46,42 @@ export class ReconnectPauses {
     if (leftMs > 0) await new Promise((r) => setTimeout(r, leftMs));
   }
 }
+
+/** Connect attempts at start before giving up (later outages retry forever). */
+const startAttempts = 3;
+
+/** Bounds of {@linkcode newRedisClient}'s connects and reconnects. */
+export interface RedisClientLimits {
+  /** How long one connect attempt may take. */
+  connectTimeoutMs: number;
+  /** The longest wait between reconnect attempts (they start at 50 ms and double). */
+  maxReconnectDelayMs: number;
+}
+
+/**
+ * A Redis client that retries forever once it has been `connected()`, and gives up after 3
+ * attempts before (so a start without Redis fails, in a line); its waits between attempts
+ * (and its duplicates') are noted in `pauses`.
+ */
+export function newRedisClient(
+  url: string,
+  connected: () => boolean,
+  pauses: ReconnectPauses,
+  limits: RedisClientLimits,
+) {
+  return createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: limits.connectTimeoutMs,
+      reconnectStrategy: pauses.wrap((retries: number, cause: Error) =>
+        !connected() && retries >= startAttempts
+          ? cause
+          : Math.min(50 * 2 ** Math.min(retries, 10), limits.maxReconnectDelayMs)
+      ),
+    },
+  });
+}
+
+/** A client made by {@linkcode newRedisClient}. */
+export type RedisClient = ReturnType<typeof newRedisClient>;

@@ -32,8 +32,6 @@
  * @module
  */
 
-// deno-lint-ignore no-import-prefix
-import { createClient } from "npm:@redis/client@6.3.1";
 import { createHash } from "node:crypto";
 import { errorMessage } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
@@ -49,7 +47,11 @@ import {
 } from "./registry.ts";
 import { LookupCache } from "./lookup_cache.ts";
 import { refreshLease } from "../cluster/lease.ts";
-import { ReconnectPauses } from "../cluster/reconnect.ts";
+import {
+  newRedisClient,
+  ReconnectPauses,
+  type RedisClient as Client,
+} from "../cluster/reconnect.ts";
 
 /** Default lifetime of a lease (client, instance) not refreshed: 3 heartbeats. */
 export const defaultLeaseMs = 6_000;
@@ -91,28 +93,12 @@ export interface RedisRegistryOptions {
   log?: Logger;
 }
 
-/** Connect attempts at start before giving up (later outages retry forever). */
-const startAttempts = 3;
+/** The Redis client's bounds (the constants above). */
+const redisLimits = {
+  connectTimeoutMs: redisConnectTimeoutMs,
+  maxReconnectDelayMs: redisMaxReconnectDelayMs,
+};
 
-/**
- * A client that retries forever once it has been connected, a few times before; its waits
- * between attempts (and its duplicates') are noted in `pauses`.
- */
-function newClient(url: string, connected: () => boolean, pauses: ReconnectPauses) {
-  return createClient({
-    url,
-    disableOfflineQueue: true,
-    socket: {
-      connectTimeout: redisConnectTimeoutMs,
-      reconnectStrategy: pauses.wrap((retries: number, cause: Error) =>
-        !connected() && retries >= startAttempts
-          ? cause
-          : Math.min(50 * 2 ** Math.min(retries, 10), redisMaxReconnectDelayMs)
-      ),
-    },
-  });
-}
-type Client = ReturnType<typeof newClient>;
 /** The commands {@linkcode RedisRegistry.redis} lends an extension for its own keys. */
 export interface RedisCommands {
   /** EVAL: one atomic script. */
@@ -251,7 +237,7 @@ export class RedisRegistry implements Registry {
   static async connect(opts: RedisRegistryOptions): Promise<RedisRegistry> {
     let connected = false;
     const pauses = new ReconnectPauses();
-    const client = newClient(opts.url, () => connected, pauses);
+    const client = newRedisClient(opts.url, () => connected, pauses, redisLimits);
     const reg = new RedisRegistry(client, pauses, opts);
     client.on("error", (err: unknown) => {
       if (reg.#up) reg.#log.warn("redis connection lost", { error: errorMessage(err) });
