@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
 import { deadlines, dial, NetError, resolveHost } from "../lib/net/mod.ts";
-import { listenLocal } from "./_util.ts";
+import { listenLocal, within } from "./_util.ts";
 
 Deno.test("dial: connects and tries every address (localhost may resolve to ::1 first)", async () => {
   const l = listenLocal(); // 127.0.0.1 only: a ::1 attempt must be refused and skipped
@@ -69,6 +69,27 @@ Deno.test("dial: a destination that never answers times out; an abort mid-connec
     clearTimeout(abortSoon);
     assert(e instanceof NetError);
     assertEquals(e.reason, "aborted");
+
+    // A settled dial's controller serves the next dial: nothing of the earlier dial may reach
+    // it (its caller's signal aborting later must not cut the next one).
+    const other = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const first = new AbortController();
+    const done = await dial("127.0.0.1", other.addr.port, { signal: first.signal });
+    done.close();
+    other.close();
+    const second = new AbortController();
+    const settled = dial("127.0.0.1", l.addr.port, { timeoutMs: 60_000, signal: second.signal })
+      .then((c) => {
+        c.close();
+        return "connected";
+      }, (err: NetError) => `rejected: ${err.reason}`);
+    first.abort();
+    let wait: ReturnType<typeof setTimeout> | undefined;
+    const pause = new Promise<string>((r) => wait = setTimeout(() => r("pending"), 200));
+    assertEquals(await Promise.race([settled, pause]), "pending", "the earlier dial's abort");
+    clearTimeout(wait);
+    second.abort();
+    assertEquals(await within(settled, "the aborted dial"), "rejected: aborted");
     assertEquals(deadlines.size, 0, "the dials left nothing on the wheel");
   } finally {
     for (const c of held) c.close();
