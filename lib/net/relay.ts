@@ -104,11 +104,16 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
   // options object costs a WebIDL conversion per call).
   signal?.addEventListener("abort", r);
   try {
-    // Both pumps at once; neither rejects (each reports its failure to `r`), so awaiting one
-    // after the other is Promise.all without its array, iterator and element closures.
-    const aToB = r.pump(a, b, true);
-    await r.pump(b, a, false);
-    await aToB;
+    // Both pumps at once; neither rejects (each reports its failure to `r`), and the last to
+    // end settles this promise: Promise.all without its array, iterator and element closures.
+    // (Awaiting one pump after the other allocated less still, but then seaprox's finished
+    // connections survived the young generation: 6.7 KB/conn against 3.5 with this join and
+    // 3.9 with Promise.all, bench/_survivors.ts.)
+    await new Promise<void>((resolve) => {
+      r.joined = resolve;
+      r.pump(a, b, true);
+      r.pump(b, a, false);
+    });
   } finally {
     r.idle?.stop();
     signal?.removeEventListener("abort", r);
@@ -132,6 +137,15 @@ class Relay implements EventListenerObject {
   error: Error | undefined;
   finished = false;
   idle: IdleTimer | undefined;
+  /** Settles relay()'s wait for both pumps. */
+  joined: (() => void) | undefined;
+  /** Pumps not ended yet. */
+  #running = 2;
+
+  /** A pump ended: the last one settles the relay. */
+  pumpEnded(): void {
+    if (--this.#running === 0) this.joined?.();
+  }
 
   constructor(
     readonly a: Duplex,
@@ -204,6 +218,7 @@ class Relay implements EventListenerObject {
       this.failed(err);
     } finally {
       src.releaseView(); // only now: a write in flight still used the bytes
+      this.pumpEnded();
     }
   }
 
@@ -253,6 +268,7 @@ class Relay implements EventListenerObject {
       this.failed(err);
     } finally {
       pool.release(buf);
+      this.pumpEnded();
     }
   }
 }
