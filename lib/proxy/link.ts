@@ -61,6 +61,7 @@ import {
   withTransport,
 } from "../transport/mod.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
+import { LinkWait } from "./link_wait.ts";
 import type { UdpChannelOpener } from "../udp/mod.ts";
 import {
   encodeLinkUdpRequest,
@@ -254,15 +255,15 @@ export class LinkClient {
   #opts: LinkClientOptions;
   #log: Logger;
   #session: Session | null = null;
-  #waiters: (() => void)[] = [];
-  #lastError: NetError | null = null;
   #stop = new AbortController();
+  #wait: LinkWait<Session>;
   #loop: Promise<void>;
 
   /** Start keeping a session to `opts.addr` up (in the background, with backoff). */
   constructor(opts: LinkClientOptions) {
     this.#opts = opts;
     this.#log = opts.log ?? silentLogger;
+    this.#wait = new LinkWait(() => this.#session, this.#stop.signal, opts.waitMs ?? 5000);
     this.#loop = this.#run();
   }
 
@@ -278,7 +279,7 @@ export class LinkClient {
 
   /** The Dialer: one stream per connection, the far node dials `dest`. */
   readonly dial: Dialer = async (dest: HostPort, signal: AbortSignal): Promise<DialedConn> => {
-    const session = await this.#waitSession(signal);
+    const session = await this.#wait.get(signal);
     let stream: Stream;
     try {
       stream = await session.open({ data: encodeLinkRequest(dest) });
@@ -293,7 +294,7 @@ export class LinkClient {
    * there. Rejects with udp_link.ts `UdpUnsupportedError` when the far node carries no UDP.
    */
   readonly openUdp: UdpChannelOpener = async ({ flows, tally, signal }) => {
-    const session = await this.#waitSession(signal);
+    const session = await this.#wait.get(signal);
     let stream: Stream;
     try {
       stream = await session.open({ data: encodeLinkUdpRequest(0) });
@@ -324,32 +325,6 @@ export class LinkClient {
     await this.#loop;
   }
 
-  async #waitSession(signal: AbortSignal): Promise<Session> {
-    if (this.#session) return this.#session;
-    if (this.#stop.signal.aborted) throw new NetError("other", "link closed");
-    const waitMs = this.#opts.waitMs ?? 5000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let wake!: () => void;
-    const woke = new Promise<void>((r) => wake = r);
-    this.#waiters.push(wake);
-    const onAbort = () => wake();
-    signal.addEventListener("abort", onAbort, { once: true });
-    timer = setTimeout(wake, waitMs);
-    try {
-      await woke;
-    } finally {
-      clearTimeout(timer);
-      timer = undefined;
-      signal.removeEventListener("abort", onAbort);
-      const i = this.#waiters.indexOf(wake);
-      if (i >= 0) this.#waiters.splice(i, 1);
-    }
-    if (signal.aborted) throw new NetError("aborted", "dial aborted");
-    if (this.#session) return this.#session;
-    const last = this.#lastError;
-    throw new NetError(last?.reason ?? "other", `link down${last ? `: ${last.message}` : ""}`);
-  }
-
   async #run(): Promise<void> {
     const backoff = new Backoff(this.#opts.backoff);
     const stop = this.#stop.signal;
@@ -361,24 +336,18 @@ export class LinkClient {
           break;
         }
         backoff.reset();
-        this.#lastError = null;
         this.#session = session;
         this.#log.info("link up", {
           addr: joinHostPort(this.#opts.addr.host, this.#opts.addr.port),
         });
-        for (const w of this.#waiters.splice(0)) w();
+        this.#wait.up();
         const end = await session.closed;
         this.#session = null;
         if (!stop.aborted) this.#log.warn("link down", { end: end.reason, error: end.error });
       } catch (err) {
-        this.#lastError = err instanceof NetError
-          ? err
-          : new NetError("other", errorMessage(err), { cause: err });
+        const failed = this.#wait.failed(err); // pending dials fail with this reason
         // The original error keeps its own reason (a TlsError says unknown-ca, not-tls …).
-        this.#log.warn("link connect failed", {
-          error: err instanceof Error ? err : this.#lastError,
-        });
-        for (const w of this.#waiters.splice(0)) w(); // pending dials fail with this reason
+        this.#log.warn("link connect failed", { error: err instanceof Error ? err : failed });
       }
       if (stop.aborted) break;
       await sleep(backoff.next(), stop).catch(() => {

@@ -48,6 +48,7 @@ import {
   type TlsClientConfig,
 } from "../transport/mod.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
+import { LinkWait } from "./link_wait.ts";
 import {
   encodeLinkHello,
   encodeLinkRequest,
@@ -95,15 +96,15 @@ export class QuicLinkClient {
   #log: Logger;
   #conn: Deno.QuicConn | null = null;
   #dgrams: QuicDatagrams | null = null;
-  #waiters: (() => void)[] = [];
-  #lastError: NetError | null = null;
   #stop = new AbortController();
+  #wait: LinkWait<Deno.QuicConn>;
   #loop: Promise<void>;
 
   /** Start keeping a connection to `opts.addr` up. */
   constructor(opts: QuicLinkClientOptions) {
     this.#opts = opts;
     this.#log = opts.log ?? silentLogger;
+    this.#wait = new LinkWait(() => this.#conn, this.#stop.signal, opts.waitMs ?? 5000);
     this.#loop = this.#run();
   }
 
@@ -114,7 +115,7 @@ export class QuicLinkClient {
 
   /** The Dialer: one QUIC stream per connection, the far node dials `dest`. */
   readonly dial: Dialer = async (dest: HostPort, signal: AbortSignal): Promise<DialedConn> => {
-    const conn = await this.#waitConn(signal);
+    const conn = await this.#wait.get(signal);
     let s: QuicStreamConn | undefined;
     try {
       s = await openQuicStream(conn, signal);
@@ -133,7 +134,7 @@ export class QuicLinkClient {
    * `UdpUnsupportedError` when the far node carries no UDP.
    */
   readonly openUdp: UdpChannelOpener = async ({ flows, tally, signal }) => {
-    const conn = await this.#waitConn(signal);
+    const conn = await this.#wait.get(signal);
     const dgrams = this.#dgrams!;
     const id = dgrams.nextId();
     let s: QuicStreamConn | undefined;
@@ -165,28 +166,6 @@ export class QuicLinkClient {
     await this.#loop;
   }
 
-  async #waitConn(signal: AbortSignal): Promise<Deno.QuicConn> {
-    if (this.#conn) return this.#conn;
-    if (this.#stop.signal.aborted) throw new NetError("other", "link closed");
-    let wake!: () => void;
-    const woke = new Promise<void>((r) => wake = r);
-    this.#waiters.push(wake);
-    signal.addEventListener("abort", wake, { once: true });
-    const timer = setTimeout(wake, this.#opts.waitMs ?? 5000);
-    try {
-      await woke;
-    } finally {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", wake);
-      const i = this.#waiters.indexOf(wake);
-      if (i >= 0) this.#waiters.splice(i, 1);
-    }
-    if (signal.aborted) throw new NetError("aborted", "dial aborted");
-    if (this.#conn) return this.#conn;
-    const last = this.#lastError;
-    throw new NetError(last?.reason ?? "other", `link down${last ? `: ${last.message}` : ""}`);
-  }
-
   async #run(): Promise<void> {
     const backoff = new Backoff(this.#opts.backoff);
     const stop = this.#stop.signal;
@@ -199,7 +178,6 @@ export class QuicLinkClient {
           break;
         }
         backoff.reset();
-        this.#lastError = null;
         this.#dgrams = new QuicDatagrams(conn, this.#log);
         this.#conn = conn;
         this.#log.info("link up", {
@@ -207,7 +185,7 @@ export class QuicLinkClient {
           transport: "quic",
           maxDatagramBytes: conn.maxDatagramSize,
         });
-        for (const w of this.#waiters.splice(0)) w();
+        this.#wait.up();
         const end = await conn.closed.catch((err) => ({
           closeCode: -1,
           reason: errorMessage(err),
@@ -219,11 +197,8 @@ export class QuicLinkClient {
           this.#log.warn("link down", { code: end.closeCode, end: end.reason, ...datagramKeys(d) });
         }
       } catch (err) {
-        this.#lastError = err instanceof NetError
-          ? err
-          : new NetError("other", errorMessage(err), { cause: err });
-        this.#log.warn("link connect failed", { addr, error: this.#lastError });
-        for (const w of this.#waiters.splice(0)) w(); // pending dials fail with this reason
+        const failed = this.#wait.failed(err); // pending dials fail with this reason
+        this.#log.warn("link connect failed", { addr, error: failed });
       }
       if (stop.aborted) break;
       await sleep(backoff.next(), stop).catch(() => {
