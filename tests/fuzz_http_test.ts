@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import {
   copyBody,
   copyChunked,
+  type HeadLimits,
   HttpError,
   readRequestHead,
   readResponseHead,
@@ -167,6 +168,44 @@ Deno.test("fuzz http: mutated heads and bodies end in a result or a typed HttpEr
       },
     ),
     fuzzParams(500),
+  );
+});
+
+Deno.test("fuzz http: a head parsed whole from one read equals it parsed line by line", async () => {
+  // readRequestHead parses a head that came whole in one read from the buffer at once
+  // (takeBufferedRequestHead), and one that trickles in line by line: both must give the same
+  // head, or the same error, for valid, mutated and random input, CR/LF variants included.
+  /** `b` with every CR LF as a bare LF (which the parser accepts too). */
+  const lf = (b: Uint8Array) => b.filter((x, i) => !(x === 0x0d && b[i + 1] === 0x0a));
+  const outcome = async (wire: Uint8Array, whole: boolean, limits: HeadLimits) => {
+    const src = splitSource(wire, [whole ? wire.length + 1 : 1]);
+    const r = new BufferedReader(src);
+    const out = await clean(() => readRequestHead(r, limits));
+    if (out.kind === "error") return { error: `${out.error.reason}: ${out.error.message}` };
+    // What follows the head (its body) must start at the same byte either way.
+    const rest = [...r.takeBuffered()];
+    for (let b = new Uint8Array(64), n = await src.read(b); n !== null; n = await src.read(b)) {
+      rest.push(...b.subarray(0, n));
+    }
+    return { ok: plain(out.value), rest };
+  };
+  await fc.assert(
+    fc.asyncProperty(
+      requestArb,
+      mutationArb,
+      fc.boolean(),
+      bytesArb,
+      // Limits around the heads' sizes: each side of every boundary is hit.
+      fc.record({ maxHeadBytes: fc.integer({ min: 8, max: 700 }), maxHeaders: fc.nat(24) }),
+      async (h, muts, bareLf, junk, limits) => {
+        let wire = cat(serializeRequestHead(h), enc.encode("body"));
+        if (bareLf) wire = lf(wire);
+        for (const input of [wire, mutate(wire, muts), junk]) {
+          assertEquals(await outcome(input, true, limits), await outcome(input, false, limits));
+        }
+      },
+    ),
+    fuzzParams(300),
   );
 });
 

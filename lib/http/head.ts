@@ -226,32 +226,37 @@ async function readFields(
   return acc;
 }
 
-/** `readFields` for a head that is all buffered (see `headBuffered`): no promise at all. */
-function bufferedFields(r: BufferedReader, limits: HeadLimits, used: number): ReadFields {
+/**
+ * The lines of a head that is all buffered, decoded at once (one decode, not one per line):
+ * `next` gives each line like the reader's `readBufferedLine` would (a CR before the LF
+ * stripped, a line over `maxBytes` an HttpError `tooLong`).
+ */
+class HeadLines {
+  #pos = 0;
+  constructor(readonly text: string) {}
+
+  next(maxBytes: number, tooLong: HttpErrorReason): string {
+    const text = this.text, start = this.#pos;
+    const nl = text.indexOf("\n", start);
+    // headEnd() saw the empty line: a missing line here is a bug of this module.
+    if (nl < 0) throw new Error("HeadLines: the head is not all buffered");
+    if (nl - start > maxBytes) throw new HttpError("head too large", tooLong);
+    this.#pos = nl + 1;
+    return text.slice(start, nl > start && text.charCodeAt(nl - 1) === 0x0d ? nl - 1 : nl);
+  }
+}
+
+/** `readFields` over the lines of a head that is all buffered: no promise at all. */
+function bufferedFields(lines: HeadLines, limits: HeadLimits, used: number): ReadFields {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
   const acc: ReadFields = { headers: [], used, canonical: true };
   while (true) {
     if (acc.used > maxHead) throw new HttpError("head too large", "head-too-large");
-    if (takeFieldLine(acc, bufferedHeadLine(r, maxHead - acc.used, "head-too-large"), maxHeaders)) {
-      break;
-    }
+    if (takeFieldLine(acc, lines.next(maxHead - acc.used, "head-too-large"), maxHeaders)) break;
   }
   if (acc.used > maxHead) throw new HttpError("head too large", "head-too-large");
   return acc;
-}
-
-/** A line of a head known to be all buffered, as a latin-1 string (reader errors as HttpErrors). */
-function bufferedHeadLine(r: BufferedReader, maxBytes: number, tooLong: HttpErrorReason): string {
-  let line: Uint8Array | undefined;
-  try {
-    line = r.readBufferedLine(maxBytes, false);
-  } catch (err) {
-    throw headLineError(err, tooLong);
-  }
-  // headBuffered() saw the empty line: a missing line here is a bug of this module.
-  if (!line) throw new Error("bufferedHeadLine: the head is not all buffered");
-  return decodeLatin1(line);
 }
 
 /**
@@ -310,14 +315,18 @@ export function takeBufferedRequestHead(
   r: BufferedReader,
   limits: HeadLimits = {},
 ): RequestHead | undefined {
-  if (!headBuffered(r.peek())) return undefined;
+  const view = r.peek();
+  const end = headEnd(view);
+  if (end < 0) return undefined;
+  const lines = new HeadLines(decodeLatin1(view.subarray(0, end)));
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   let start = "";
   for (let i = 0; i <= maxLeadingEmptyLines && start.length === 0; i++) {
-    start = bufferedHeadLine(r, maxHead, "uri-too-long");
+    start = lines.next(maxHead, "uri-too-long");
   }
   const line = requestLine(start);
-  const { headers } = bufferedFields(r, limits, start.length + 2);
+  const { headers } = bufferedFields(lines, limits, start.length + 2);
+  r.skip(end);
   return { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers };
 }
 
@@ -333,17 +342,18 @@ function requestLine(start: string): RegExpExecArray {
 }
 
 /**
- * Whether `b` holds a whole head: after any leading empty lines, a line followed by an empty
- * one (LF or CRLF endings, as the parser accepts).
+ * Where the whole head at the front of `b` ends (after the LF of its empty line), or -1 when
+ * it is not all there: after any leading empty lines, a line followed by an empty one (LF or
+ * CRLF endings, as the parser accepts).
  */
-function headBuffered(b: Uint8Array): boolean {
+function headEnd(b: Uint8Array): number {
   let i = 0;
   while (i < b.length && (b[i] === 0x0d || b[i] === 0x0a)) i++;
   for (let nl = b.indexOf(0x0a, i); nl >= 0; nl = b.indexOf(0x0a, nl + 1)) {
     const next = b[nl + 1] === 0x0d ? nl + 2 : nl + 1;
-    if (next < b.length && b[next] === 0x0a) return true;
+    if (next < b.length && b[next] === 0x0a) return next + 1;
   }
-  return false;
+  return -1;
 }
 
 /**
@@ -380,7 +390,7 @@ export async function readRequestHeadWithin(
   if (r.buffered === 0 && !(await r.fill())) return null;
   // Usually the whole head came in that one read: nothing left to time (a timer per request
   // is a measurable share of a small request's cost).
-  if (headBuffered(r.peek())) return await readRequestHead(r, limits);
+  if (headEnd(r.peek()) >= 0) return await readRequestHead(r, limits);
   const timer = setTimeout(onTimeout, timeoutMs);
   try {
     return await readRequestHead(r, limits);
@@ -424,7 +434,7 @@ export async function readResponseHeadRaw(
 ): Promise<RawResponseHead> {
   const view = r.peek();
   // Only a head that is all in the buffer is parsed without a read, which would move it.
-  const whole = headBuffered(view);
+  const whole = headEnd(view) >= 0;
   const before = r.buffered;
   const { head, used, canonical } = await parseResponseHead(r, limits);
   const taken = before - r.buffered;
