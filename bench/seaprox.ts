@@ -7,8 +7,9 @@
  *   client reading 4 MiB at a time; and curl downloads a 1 GiB file from nginx (the issue's
  *   measurement) through the same kinds of paths; MB/s, the median of `--rounds` (default 3)
  *   interleaved rounds, and the ratio to direct as the median of each round's ratio to that
- *   round's direct transfer; beside it seaprox's CPU seconds per GiB during the curl transfer
- *   (median), the figure load from elsewhere moves least;
+ *   round's direct transfer; beside each, the proxy process's CPU seconds per GiB during that
+ *   transfer (median; every proxy, seaprox's paths and the peers, tinyproxy for CONNECT), the
+ *   figure load from elsewhere moves least;
  * - small: `--seq` (default 2000) sequential connect + 8-byte request + 1 KiB answer, and
  *   `--requests` (default 4000) of them with `--concurrency` (default 32) workers: req/s, the
  *   best of the rounds;
@@ -356,7 +357,6 @@ try {
     },
     {
       ...connectPath("tinyproxy CONNECT", ports.tinyproxy, srcPort),
-      ...noCurl,
       needs: "tinyproxy",
       proc: tinyproxy,
     },
@@ -433,6 +433,8 @@ try {
     curl?: number[];
     /** CPU s/GiB of the path's process during each round's curl transfer. */
     curlCpu: number[];
+    /** CPU s/GiB of the path's process during each round's Deno-source transfer. */
+    bulkCpu: number[];
     seq: number;
     rps: number;
     /** CPU µs per connection of the path's process, one per round. */
@@ -441,13 +443,22 @@ try {
   }
   const withCurl = curlOk && !smallOnly;
   if (withCurl) await curlBulk(routes[0], ports.nginx); // pull the file into the page cache
-  const none = { mbps: undefined, curl: undefined, seq: NaN, rps: NaN, cpu: [], curlCpu: [] };
+  const none = {
+    mbps: undefined,
+    curl: undefined,
+    seq: NaN,
+    rps: NaN,
+    cpu: [],
+    curlCpu: [],
+    bulkCpu: [],
+  };
   const rows: Row[] = routes.map((r) =>
     r.needs && missing.has(r.needs) ? { name: r.name, ...none, err: `${r.needs} not installed` } : {
       name: r.name,
       mbps: smallOnly || r.noBulk ? undefined : [],
       curl: withCurl && !r.noBulk ? [] : undefined,
       curlCpu: [],
+      bulkCpu: [],
       seq: bulkOnly ? NaN : 0,
       rps: bulkOnly ? NaN : 0,
       cpu: [],
@@ -462,7 +473,15 @@ try {
       if (row.err) continue;
       try {
         await smallExchange(r, smallBuffer()); // warm up (JIT, resolver, pools)
-        row.mbps?.push(await downloadMBps(r, bulkBytes));
+        if (row.mbps) {
+          const { result, usPerConn } = await cpuPerConn(
+            r.proc ? [r.proc] : [],
+            bulkBytes / (1024 * MiB), // "connections": GiB moved, so µs per GiB
+            () => downloadMBps(r, bulkBytes),
+          );
+          row.mbps.push(result);
+          if (r.proc) row.bulkCpu.push(usPerConn[0] / 1e6);
+        }
         if (row.curl) {
           const c = await curlBulk(r, ports.nginx);
           row.curl.push(c.mbps);
@@ -569,6 +588,7 @@ try {
       "path",
       "bulk MB/s",
       "× direct",
+      "CPU s/GiB",
       "curl←nginx MB/s",
       "× direct",
       "CPU s/GiB (curl)",
@@ -582,6 +602,7 @@ try {
       r.name,
       fixed(med(r.mbps)),
       ratio(perRound(r.mbps, direct.mbps), 1),
+      r.bulkCpu.length > 0 ? fixed(median(r.bulkCpu), 2) : "—",
       fixed(med(r.curl)),
       ratio(perRound(r.curl, direct.curl), 1),
       r.curlCpu.length > 0 && !Number.isNaN(r.curlCpu[0]) ? fixed(median(r.curlCpu), 2) : "—",
