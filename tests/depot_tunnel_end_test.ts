@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
-import { ConfirmedEnd, UnconfirmedEndError } from "../lib/depot/tunnel_end.ts";
+import { ConfirmedEnd, ReportedEnd, UnconfirmedEndError } from "../lib/depot/tunnel_end.ts";
 import type { Duplex } from "../lib/net/mod.ts";
 
 /** A tunnel that yields `data` once, then EOF. */
@@ -78,4 +78,31 @@ Deno.test("tunnel end: no confirmation in time, or a close first, fails the FIN"
   closed.close();
   assertUnconfirmed(await assertRejects(eof), "tunnel closed before the end");
   assertEquals(inner.closed, true);
+});
+
+Deno.test("tunnel end: the local reports the end before its FIN goes; a lost control connection does not fail the FIN", async () => {
+  const order: string[] = [];
+  const inner: Duplex = {
+    ...tunnel(new Uint8Array(0)),
+    closeWrite: () => {
+      order.push("fin");
+      return Promise.resolve();
+    },
+  };
+  const ctl = {
+    send: (m: { type: "end"; id: number }) => {
+      order.push(`${m.type} ${m.id}`);
+      return Promise.resolve();
+    },
+  };
+  // Everything before the FIN is written when the relay calls closeWrite: the report may go
+  // first, and so is usually at the server before the FIN (which then passes at once).
+  await new ReportedEnd(inner, ctl, 7).closeWrite();
+  assertEquals(order, ["end 7", "fin"]);
+  const gone = { send: () => Promise.reject(new Error("control connection closed")) };
+  await new ReportedEnd(inner, gone, 8).closeWrite(); // the server resets the client itself
+  assertEquals(order, ["end 7", "fin", "fin"]);
+  const failing: Duplex = { ...inner, closeWrite: () => Promise.reject(new Error("reset")) };
+  const err = await assertRejects(() => new ReportedEnd(failing, ctl, 9).closeWrite());
+  assertMatch(err.message, /reset/);
 });
