@@ -637,6 +637,30 @@ function printRoundRatios(
   }
 }
 
+/**
+ * `--old`: each old row's CPU per request against its new row's in the same round (the two
+ * ran seconds apart, in alternating order), then the median: steadier than the ratio of the
+ * medians when the load swings between rounds.
+ */
+function printOldRatios(rows: { name: string }[], small: { hopsUs: number[] }[]): void {
+  const pairs = [
+    ["tunnel (raw, old)", "tunnel (raw, default)"],
+    ["tunnel (raw, access log, old)", "tunnel (raw, access log)"],
+    ["tunnel (raw, rewrites, old)", "tunnel (raw, rewrites)"],
+    ["tunnel (Hono front, old)", "tunnel (Hono front)"],
+  ];
+  for (const [oldName, newName] of pairs) {
+    const o = rows.findIndex((r) => r.name === oldName);
+    const n = rows.findIndex((r) => r.name === newName);
+    if (o < 0 || n < 0) continue;
+    const each = small[n].hopsUs.map((x, k) => x / small[o].hopsUs[k]).filter(Number.isFinite);
+    console.log(
+      `\n${newName} / ${oldName}, hops CPU µs per request, median of ${each.length} ` +
+        `same-round ratios: ${fixed(median(each), 2)} (${each.map((v) => fixed(v, 2)).join(" ")})`,
+    );
+  }
+}
+
 // Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
 const pad = (s: string) => s.padEnd(nameWidth);
 const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
@@ -699,6 +723,7 @@ try {
     " x2: ratio to two Deno relays in series; x hap2: to two haproxy processes in series)",
   );
   printRoundRatios(smallPaths, small);
+  printOldRatios(smallPaths, small);
   if (!flags["small-only"] && !flags.nginx) await bulkAndTcp();
 } finally {
   await stopAll([
