@@ -17,19 +17,25 @@ export interface Member {
 
 /**
  * One cluster instance in this process: registry, front, links (cache and leases long unless
- * `cacheMs` says otherwise; `server` adds tunnel server options such as a log or claims).
+ * `cacheMs` and `leaseMs` say otherwise; `server` adds tunnel server options such as a log or
+ * claims; `advertise` gives where the others reach its link port, when not directly).
  */
 export async function member(
   url: string,
   name: string,
-  opts: { cacheMs?: number; server?: TunnelServerOptions } = {},
+  opts: {
+    cacheMs?: number;
+    leaseMs?: number;
+    server?: TunnelServerOptions;
+    advertise?: (linkPort: number) => string;
+  } = {},
 ): Promise<Member> {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const registry = await RedisRegistry.connect({
     url,
     instance: name,
-    advertise: `127.0.0.1:${l.addr.port}`,
-    leaseMs: 600_000,
+    advertise: opts.advertise?.(l.addr.port) ?? `127.0.0.1:${l.addr.port}`,
+    leaseMs: opts.leaseMs ?? 600_000,
     cacheMs: opts.cacheMs ?? 600_000,
   });
   const tunnel = startTunnel({ ...opts.server, registry });

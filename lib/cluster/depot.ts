@@ -50,7 +50,7 @@ import {
 } from "../depot/mod.ts";
 import { type Flow, FlowTable, UdpDrops, UdpTally } from "../udp/mod.ts";
 import { refreshLease } from "./lease.ts";
-import { linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
+import { linkKeepalive, linkMaxHeaderBytes, PeerLinks, readLinkHeader } from "./links.ts";
 import { newRedisClient, ReconnectPauses, type RedisClient as Client } from "./reconnect.ts";
 
 /** Options of {@linkcode DepotCluster}. */
@@ -159,6 +159,7 @@ export class DepotCluster {
       token: opts.token,
       from: this.instance,
       tls: opts.tls,
+      mux: linkKeepalive(this.#heartbeatMs * 3),
       log: this.#log,
       onStream: (s) => void this.#serveStream(s),
     });
@@ -368,7 +369,8 @@ export class DepotCluster {
       };
     }
     const reader = new BufferedReader(s);
-    // The holder answers once its exit did (its own pending timeout bounds that).
+    // The holder answers once its exit did (its own pending timeout bounds that); a frozen
+    // holder's link dies within the links' keepalive (linkKeepalive), which ends this read.
     const answer = await readAnswer(reader);
     if (answer?.ok !== true) {
       s.reset();
@@ -497,7 +499,10 @@ function hereRequest(h: Record<string, unknown> | null): HereRequest | null {
   return { type: "connect", host, port };
 }
 
-/** The holder's one-frame answer, or null (EOF, malformed). No timer: the holder bounds it. */
+/**
+ * The holder's one-frame answer, or null (EOF, malformed, the link gone). No timer: the holder
+ * bounds it, and the link's keepalive a holder that stopped answering.
+ */
 async function readAnswer(r: BufferedReader): Promise<Record<string, unknown> | null> {
   const f = await readFrameJson(r, linkMaxHeaderBytes).catch(() => null);
   return f && typeof f.json === "object" && f.json !== null

@@ -32,6 +32,26 @@ export const linkDialTimeoutMs = 5_000;
 /** Largest hello or stream header frame. */
 export const linkMaxHeaderBytes = 4096;
 
+/** The shortest silence after which a link is dead, whatever the lease ({@linkcode linkKeepalive}). */
+export const minLinkDeadMs = 5_000;
+
+/**
+ * The links' keepalive in a cluster whose leases live `leaseMs`: a ping every heartbeat (a
+ * third of the lease), and a peer silent for a lease time is dead, as its leases are, but never
+ * sooner than {@linkcode minLinkDeadMs}. A dead link resets its streams, so requests waiting on
+ * a frozen holder (stopped, swapped out, or cut off by a network that drops while TCP still
+ * looks open) fail within that time (tunnel: 502; depot: a SOCKS failure reply), as requests to a frozen client
+ * or exit do within its heartbeat timeout; the mux default (30 s pings, 30 s to answer) kept
+ * them 30 to 60 s. The floor spares the requests a link carries from a stall of either process
+ * under load when the heartbeat is short.
+ */
+export function linkKeepalive(leaseMs: number): SessionOptions {
+  return {
+    keepaliveIntervalMs: Math.max(1, Math.floor(leaseMs / 3)),
+    keepaliveTimeoutMs: Math.max(leaseMs, minLinkDeadMs),
+  };
+}
+
 /** Options of {@linkcode PeerLinks}. */
 export interface PeerLinksOptions {
   /** The shared secret every instance presents on its links. */
@@ -42,7 +62,7 @@ export interface PeerLinksOptions {
   onStream: (s: Stream) => void;
   /** Trust (and identity) when dialling: TLS links; the listener given to serve() is then TLS. */
   tls?: TlsClientConfig;
-  /** Mux options of the links (keepalive). */
+  /** Mux options of the links (keepalive: see {@linkcode linkKeepalive}). */
   mux?: SessionOptions;
   log?: Logger;
 }
@@ -116,7 +136,9 @@ export class PeerLinks {
       this.#opts.onStream(s);
     }
     this.#accepted.delete(session);
-    this.#log.info("cluster link down", { remote });
+    void session.closed.then(({ reason }) =>
+      this.#log.info("cluster link down", { remote, end: reason })
+    );
   }
 
   /** The session to the instance at `addr` (`host:port`), dialled when there is none. */
@@ -128,7 +150,15 @@ export class PeerLinks {
       const forget = () => {
         if (this.#links.get(addr) === p) this.#links.delete(addr);
       };
-      p.then((s) => s.closed.then(forget), forget);
+      p.then((s) =>
+        s.closed.then(({ reason }) => {
+          forget();
+          // A peer that stopped answering is worth a warning: its requests failed.
+          this.#log[reason === "keepalive-timeout" ? "warn" : "info"]("cluster link down", {
+            peer: addr,
+            end: reason,
+          });
+        }), forget);
     }
     return p;
   }

@@ -25,7 +25,7 @@ import { ClientConn, clientKey } from "./client_conn.ts";
 import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
 import type { ClientLocation, RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
-import { PeerLinks, readLinkHeader } from "../cluster/links.ts";
+import { linkKeepalive, PeerLinks, readLinkHeader } from "../cluster/links.ts";
 import { PortClaims } from "./port_claims.ts";
 import { encodeMessage, expectMessage } from "./protocol.ts";
 
@@ -45,7 +45,7 @@ export interface ClusterTls {
 export interface ClusterLinksOptions {
   /** The shared secret every instance of the cluster presents on its links. */
   token: string;
-  /** Mux options of the links (keepalive). */
+  /** Mux options of the links. @default {@linkcode linkKeepalive} of the registry's lease */
   mux?: SessionOptions;
   /**
    * TLS on the links; the listener given to `listen()` must then be a TLS listener of
@@ -87,7 +87,7 @@ export class ClusterLinks {
       token: opts.token,
       from: registry.instance,
       tls: opts.tls?.client,
-      mux: opts.mux,
+      mux: opts.mux ?? linkKeepalive(registry.leaseMs),
       log: this.#log,
       onStream: (s) => void this.#serveStream(s),
     });
