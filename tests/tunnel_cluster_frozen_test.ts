@@ -17,77 +17,10 @@ import { writeAll } from "../lib/net/mod.ts";
 import { member } from "./_tunnel_cluster.ts";
 import { rawGet, startApp, startClient } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
-import { listenLocal, readAll, within } from "./_util.ts";
+import { readAll, within } from "./_util.ts";
+import { type FreezableRelay, freezableRelay } from "./_freeze.ts";
 
 const id = "cluster-frozen-identifier-01";
-
-/** Close `c` unless it is closed already. */
-function shut(c: Deno.Conn): void {
-  try {
-    c.close();
-  } catch {
-    // Closed already (by the other direction's pump, or the relay's close).
-  }
-}
-
-/** A TCP relay to `port` that passes nothing while frozen (connections stay open). */
-function freezableRelay(port: number) {
-  const l = listenLocal();
-  let frozen: PromiseWithResolvers<void> | undefined;
-  const conns = new Set<Deno.Conn>();
-  const pumps = new Set<Promise<void>>();
-  const pump = async (from: Deno.Conn, to: Deno.Conn) => {
-    const buf = new Uint8Array(64 * 1024);
-    try {
-      while (true) {
-        const n = await from.read(buf);
-        if (n === null) break;
-        if (frozen) await frozen.promise;
-        await writeAll(to, buf.subarray(0, n));
-      }
-      await to.closeWrite();
-    } catch {
-      // One side closed or reset its connection: the other is closed below.
-    }
-    shut(from);
-    shut(to);
-  };
-  const track = (p: Promise<void>) => {
-    pumps.add(p);
-    p.finally(() => pumps.delete(p));
-  };
-  const accepting = (async () => {
-    for await (const c of l) {
-      conns.add(c);
-      track(
-        (async () => {
-          const up = await Deno.connect({ hostname: "127.0.0.1", port });
-          conns.add(up);
-          await Promise.all([pump(c, up), pump(up, c)]);
-          conns.delete(c);
-          conns.delete(up);
-        })().catch(() => c.close()),
-      );
-    }
-  })();
-  return {
-    port: l.addr.port,
-    freeze() {
-      frozen = Promise.withResolvers<void>();
-    },
-    thaw() {
-      frozen?.resolve();
-      frozen = undefined;
-    },
-    async close() {
-      this.thaw();
-      l.close();
-      await accepting.catch(() => {/* the listener closed */});
-      for (const c of conns) shut(c);
-      await Promise.allSettled([...pumps]);
-    },
-  };
-}
 
 /** A GET through `port` with Host `host`, its status line read within `ms` (naming `what`). */
 async function statusOf(port: number, host: string, path: string, what: string, ms: number) {
@@ -109,7 +42,7 @@ async function statusOf(port: number, host: string, path: string, what: string, 
 Deno.test("tunnel cluster: a request for a client held by a frozen instance gets 502 within the link keepalive, and is served over a new link once it answers again", async () => {
   const redis = await startRedis();
   const app = startApp("app");
-  let relay: ReturnType<typeof freezableRelay> | undefined;
+  let relay: FreezableRelay | undefined;
   const a = await member(redis.url, "a", {
     leaseMs: 3_000,
     advertise: (linkPort) => {

@@ -32,18 +32,18 @@ export const linkDialTimeoutMs = 5_000;
 /** Largest hello or stream header frame. */
 export const linkMaxHeaderBytes = 4096;
 
-/** The shortest silence after which a link is dead, whatever the lease ({@linkcode linkKeepalive}). */
+/** The shortest silence after which a link is dead, whatever the lease. */
 export const minLinkDeadMs = 5_000;
 
 /**
  * The links' keepalive in a cluster whose leases live `leaseMs`: a ping every heartbeat (a
- * third of the lease), and a peer silent for a lease time is dead, as its leases are, but never
- * sooner than {@linkcode minLinkDeadMs}. A dead link resets its streams, so requests waiting on
- * a frozen holder (stopped, swapped out, or cut off by a network that drops while TCP still
- * looks open) fail within that time (tunnel: 502; depot: a SOCKS failure reply), as requests to a frozen client
- * or exit do within its heartbeat timeout; the mux default (30 s pings, 30 s to answer) kept
- * them 30 to 60 s. The floor spares the requests a link carries from a stall of either process
- * under load when the heartbeat is short.
+ * third of the lease), and a peer silent for a lease time is dead, as its leases are, but
+ * never sooner than {@linkcode minLinkDeadMs}. A dead link resets its streams, so requests
+ * waiting on a frozen holder (stopped, swapped out, or cut off by a network that drops while
+ * TCP still looks open) fail within that time (tunnel: 502; depot: a SOCKS failure reply), as
+ * requests to a frozen client or exit do within its heartbeat timeout; the mux default (30 s
+ * pings, 30 s to answer) kept them waiting 30 to 60 s. The floor spares the requests a link
+ * carries from a stall of either process under load when the heartbeat is short.
  */
 export function linkKeepalive(leaseMs: number): SessionOptions {
   return {
