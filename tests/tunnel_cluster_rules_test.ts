@@ -118,6 +118,13 @@ Deno.test("tunnel cluster rules: rewrites and access rules set on one instance a
       return "a:app.test" in all && "w:app.test" in all;
     });
     assertEquals((await curl(b.port, "app.test", "/name?id=6")).status, 401);
+    // Both instances back on Redis (their records written back), not only the one that wrote
+    // the rules back: A's reconnect may still wait out its backoff, and its admin change would
+    // then be refused 503 (failed once so, at load 15).
+    await until(
+      "both instances' records back in redis",
+      async () => (await watcher.instances().catch(() => [])).length === 3,
+    );
 
     // DELETE on the other instance clears them everywhere.
     assertEquals((await a.admin("DELETE", "/hosts/app.test/access")).status, 204);
