@@ -177,7 +177,9 @@ export class ClusterLinks {
    * Where it is held comes from the registry's cache; when the link to a cached place fails,
    * the entry is dropped and looked up afresh once. When Redis cannot say where it is
    * (unreachable, or restarted empty before the holder wrote its lease back), the link to
-   * the instance that held it at the last lookup serves it (`#lastHolder`).
+   * the instance that held it at the last lookup serves it (`#lastHolder`); with no last
+   * holder, a lookup in the moment after Redis lost its records waits for the holder's
+   * write-back (`awaitWriteBack`, bounded by the registry's `settleMs`).
    */
   async remoteClient(identifier: string): Promise<ClientConn | undefined> {
     const d = identifierDigest(identifier);
@@ -194,7 +196,17 @@ export class ClusterLinks {
         this.#remote.delete(d);
         return undefined;
       }
-      if (!at?.inst?.advertise) return await this.#lastHolder(identifier, d, at, unreachable);
+      if (!at?.inst?.advertise) {
+        const knew = this.#remote.has(d);
+        const last = await this.#lastHolder(identifier, d, at, unreachable);
+        // Redis lost its records a moment ago and no holder is known (a known one that wrote
+        // its records back without the lease has lost the client): it may not have written
+        // them back yet.
+        if (last || knew || unreachable || !(await this.#registry.awaitWriteBack(identifier, at))) {
+          return last;
+        }
+        continue;
+      }
       const addr = at.inst.advertise;
       const have = this.#remote.get(d);
       if (have?.conn.remote === `cluster:${addr}`) return have.conn;

@@ -15,6 +15,10 @@
  * when the instance's own key was gone (Redis restarted empty, or this instance was cut off
  * beyond its lease) it writes back the hosts added through it too; a lookup of one of those
  * meanwhile waits for that write-back rather than answer that the host does not exist.
+ * The others' write-backs come within {@linkcode settleMs} of that: meanwhile a host missing from
+ * Redis is routed by the copy read before the loss, and a lease missing can be waited for
+ * ({@linkcode RedisRegistry.awaitWriteBack}), so neither answers 404 or no-client for a client
+ * that is still connected.
  *
  * Routing lookups (`route`, `locate`) answer from a {@linkcode LookupCache} while a second
  * connection is subscribed to the change notices every instance publishes on `events` when
@@ -64,6 +68,18 @@ export const redisMaxReconnectDelayMs = 2_000;
  * requests to where a client used to be (a notice that arrives drops it at once).
  */
 export const defaultLookupCacheMs = 1_000;
+
+/**
+ * How long after finding its own record lost (Redis restarted empty, FLUSHALL) an instance
+ * expects the others' write-backs: each reconnects within {@linkcode redisMaxReconnectDelayMs}
+ * and writes its hosts, leases and record at once then, or at its next beat at the latest.
+ */
+export function settleMs(leaseMs: number): number {
+  return leaseMs + redisMaxReconnectDelayMs;
+}
+
+/** Longest wait for a write-back's notice before Redis is read again (a notice can be lost). */
+export const writeBackPollMs = 250;
 
 /** One tunnel-server instance as the cluster sees it. */
 export interface InstanceRecord {
@@ -205,6 +221,15 @@ export class RedisRegistry implements Registry {
    */
   #restore: Promise<void> | undefined;
   #up = false;
+  /**
+   * Until when (`performance.now()` ms) the others may still be writing back what Redis lost
+   * (see {@linkcode settleMs}); 0 when nothing was lost.
+   */
+  #settleUntil = 0;
+  /** The hosts as read before Redis lost them: they route misses until {@linkcode #settleUntil}. */
+  #hostsBefore = new Map<string, string>();
+  /** Waiters for a change notice (`c:<digest>`, `i:<name>`), by notice. */
+  #noticeWaiters = new Map<string, Set<() => void>>();
   /** Whether the subscriber is connected: the caches are used only then. */
   #subUp = false;
   /** host → digest (null: no such host). */
@@ -345,8 +370,13 @@ export class RedisRegistry implements Registry {
   /** A change notice from any instance (this one included). */
   #notice(msg: string): void {
     const what = msg.slice(2);
-    if (msg.startsWith("h:")) this.#hostCache.delete(what);
-    else if (msg.startsWith("c:")) this.#clientCache.delete(what);
+    const waiters = this.#noticeWaiters.get(msg);
+    for (const w of waiters ?? []) w();
+    if (msg.startsWith("h:")) {
+      this.#hostCache.delete(what);
+      // Redis says what that host is now: the copy from before the loss has no say any more.
+      this.#hostsBefore.delete(what);
+    } else if (msg.startsWith("c:")) this.#clientCache.delete(what);
     else if (msg.startsWith("i:")) this.#instCache.delete(what);
     else {
       for (const e of this.#extensions) if (msg.startsWith(e.noticePrefix)) e.notice(msg);
@@ -379,6 +409,18 @@ export class RedisRegistry implements Registry {
     try {
       const px = { expiration: { type: "PX" as const, value: this.#leaseMs } };
       const had = await c.exists(this.#key(`instance:${this.instance}`));
+      if (!had && this.#timer !== undefined) {
+        // Lost (not the first beat): the others write back theirs meanwhile (settleMs).
+        this.#settleUntil = performance.now() + settleMs(this.#leaseMs);
+        // (Lost again meanwhile: what was read since the first loss may lack some.)
+        this.#hostsBefore = new Map([
+          ...(this.#settling() ? this.#hostsBefore : []),
+          ...this.#hosts,
+        ]);
+        this.#log.info("redis lost this instance's records: writing them back", {
+          settleMs: settleMs(this.#leaseMs),
+        });
+      }
       if (!had) {
         // Back after an outage or a Redis restart: the hosts added here first.
         for (const [host, d] of this.#own) {
@@ -475,14 +517,57 @@ export class RedisRegistry implements Registry {
   /**
    * The digest Redis holds for host `h`. Redis just back (restarted empty) may not have a
    * host added through this instance yet: such a miss waits for the write-back under way and
-   * reads again, rather than answer that the host does not exist. Throws when Redis is
-   * unreachable.
+   * reads again, rather than answer that the host does not exist; for `routing`, another
+   * instance's host is taken from the copy read before the loss while the others write back
+   * ({@linkcode settleMs}). Throws when Redis is unreachable.
    */
-  async #hostDigest(h: string): Promise<string | null> {
-    const d = await this.#client.hGet(this.#key("hosts"), h);
-    if (d !== null || this.#restore === undefined || !this.#own.has(h)) return d;
-    await this.#restore;
-    return await this.#client.hGet(this.#key("hosts"), h);
+  async #hostDigest(h: string, routing = false): Promise<string | null> {
+    let d = await this.#client.hGet(this.#key("hosts"), h);
+    if (d === null && this.#restore !== undefined && this.#own.has(h)) {
+      await this.#restore;
+      d = await this.#client.hGet(this.#key("hosts"), h);
+    }
+    // Another instance's host, not written back yet: routed as it was before the loss (only
+    // routed: who owns a host, for the admin API and claims, is Redis's answer alone).
+    if (d === null && routing && this.#settling()) d = this.#hostsBefore.get(h) ?? null;
+    return d;
+  }
+
+  /** Whether the others may still be writing back what Redis lost ({@linkcode settleMs}). */
+  #settling(): boolean {
+    if (this.#settleUntil === 0) return false;
+    if (performance.now() < this.#settleUntil) return true;
+    this.#settleUntil = 0;
+    this.#hostsBefore = new Map();
+    return false;
+  }
+
+  /**
+   * Redis lost its records a moment ago ({@linkcode settleMs}) and `at` (a {@linkcode locate}
+   * answer: none, or a lease whose instance record is missing) may be a write-back still to
+   * come: wait for its notice (the lease's `c:<digest>`, or the holder's `i:<name>`), at most
+   * {@linkcode writeBackPollMs} (a notice may be lost). True: look again; false: nothing is
+   * being written back, `at` is the answer.
+   */
+  async awaitWriteBack(identifier: string, at: ClientLocation | undefined): Promise<boolean> {
+    if (!this.#settling()) return false;
+    const msg = at ? `i:${at.rec.instance}` : `c:${identifierDigest(identifier)}`;
+    const waitMs = Math.min(writeBackPollMs, this.#settleUntil - performance.now());
+    let waiters = this.#noticeWaiters.get(msg);
+    if (!waiters) this.#noticeWaiters.set(msg, waiters = new Set());
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let wake = () => {};
+    const woken = new Promise<void>((r) => wake = r);
+    waiters.add(wake);
+    try {
+      timer = setTimeout(wake, waitMs);
+      await woken;
+    } finally {
+      clearTimeout(timer);
+      waiters.delete(wake);
+      if (waiters.size === 0) this.#noticeWaiters.delete(msg);
+    }
+    return true;
   }
 
   async lookup(host: string): Promise<string | undefined> {
@@ -508,7 +593,7 @@ export class RedisRegistry implements Registry {
     const epoch = this.#hostCache.epoch;
     let d: string | null | undefined;
     try {
-      d = await this.#hostDigest(h);
+      d = await this.#hostDigest(h, true);
     } catch {
       // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
       return this.#hosts.has(h) ? this.#identifierOf(this.#hosts.get(h)!) : undefined;
@@ -714,6 +799,9 @@ export class RedisRegistry implements Registry {
   /** Stop the heartbeat, release this instance's leases (best effort) and disconnect. */
   async close(): Promise<void> {
     clearInterval(this.#timer);
+    // Nothing more is waited for: the lookups waiting for a write-back look again now.
+    this.#settleUntil = 0;
+    for (const waiters of this.#noticeWaiters.values()) for (const w of waiters) w();
     await this.#beat;
     try {
       for (const d of this.#held.keys()) {
