@@ -205,6 +205,34 @@ Deno.test("depot udp: only the client's datagrams, no fragments, the local's ACL
   }
 });
 
+Deno.test("depot udp: a destination name that is not UTF-8 is dropped as malformed; the server goes on", async () => {
+  // 200 bytes of 0xff decoded to 200 U+FFFD (600 bytes as UTF-8): re-wrapping that for the
+  // exit threw inside the relay socket's message handler, an uncaught error in depot-server.
+  const echo = await UdpSocket.bind("127.0.0.1", 0);
+  echo.onMessage = (d, from) => void echo.send(d, from).catch(() => {});
+  const server = collector();
+  const depot = await startDepot({ server: { log: server.log } });
+  const client = await UdpSocket.bind("127.0.0.1", 0);
+  const a = await socks5Associate(depot.socksPort, client.addr.port);
+  try {
+    assertEquals(a.reply, 0);
+    const answers: string[] = [];
+    client.onMessage = (d) => answers.push(new TextDecoder().decode(decodeSocks5Udp(d).data));
+    const name = new Uint8Array(200).fill(0xff);
+    await client.send(Uint8Array.of(0, 0, 0, 3, name.length, ...name, 0, 53, 0x71), a.relay);
+    const ok = encodeSocks5Udp(echo.addr, new TextEncoder().encode("after"));
+    await client.send(ok, a.relay);
+    await until("the next datagram's echo", () => answers.length === 1);
+    assertEquals(answers, ["after"]);
+    assertEquals(drops(server.lines, "malformed").length, 1);
+  } finally {
+    client.close();
+    echo.close();
+    closeQuietly(a.control);
+    await depot.close();
+  }
+});
+
 Deno.test("depot udp: an answer too big to wrap for the client is counted, the next one passes", async () => {
   const dest = await UdpSocket.bind("127.0.0.1", 0);
   dest.onMessage = (d, from) => {

@@ -53,7 +53,7 @@ Deno.test("udp codec: every truncated header is a typed 'truncated' error", () =
   );
 });
 
-Deno.test("udp codec: random and mutated datagrams give a result or a typed error", () => {
+Deno.test("udp codec: random and mutated datagrams give a result that wraps again, or a typed error", () => {
   const mutated = fc.tuple(destArb, payloadArb, fc.array(fc.nat(), { maxLength: 4 }))
     .map(([dest, data, flips]) => {
       const b = encodeSocks5Udp(dest, data);
@@ -62,14 +62,20 @@ Deno.test("udp codec: random and mutated datagrams give a result or a typed erro
     });
   fc.assert(
     fc.property(fc.oneof(fc.uint8Array({ maxLength: 300 }), mutated), (b) => {
+      let d;
       try {
-        const d = decodeSocks5Udp(b);
+        d = decodeSocks5Udp(b);
         assert(d.dest.port >= 0 && d.dest.port <= 65535);
         assert(d.data.length <= b.length);
       } catch (err) {
         assert(err instanceof ProtocolError, `untyped failure: ${err}`);
-        assert(["truncated", "bad-address-type", "empty-domain"].includes(err.reason), err.reason);
+        const reasons = ["truncated", "bad-address-type", "empty-domain", "bad-domain"];
+        assert(reasons.includes(err.reason), err.reason);
+        return;
       }
+      // What a relay decoded it wraps again for the next hop: that must not throw (a name
+      // not UTF-8 decoded to U+FFFD, 3 bytes each, and could pass 255 bytes).
+      encodeSocks5Udp(d.dest, d.data);
     }),
     fuzzParams(500),
   );
@@ -92,4 +98,5 @@ Deno.test("udp codec: the fragment field, unknown address types and empty names"
   bad([0, 0, 0, 0x02, 1, 2, 3, 4, 0, 53], "bad-address-type");
   bad([0, 0, 0, 0x03, 0, 0, 53], "empty-domain");
   bad([0, 0, 0, 0x03, 5, 0x61, 0x62], "truncated");
+  bad([0, 0, 0, 0x03, 2, 0xff, 0x61, 0, 53], "bad-domain");
 });

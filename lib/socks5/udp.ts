@@ -9,7 +9,11 @@ import { type HostPort, ProtocolError } from "../net/mod.ts";
 import { encodeAddress, formatIPv4, formatIPv6 } from "./addr.ts";
 import { AddrType } from "./const.ts";
 
-const decoder = new TextDecoder();
+/**
+ * Strict: a name that is not UTF-8 would decode with U+FFFD in its place (3 bytes each), and
+ * wrapping it again for the next hop (`encodeSocks5Udp`) could then throw, up to 255 bytes.
+ */
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** A datagram with its SOCKS5 UDP header taken apart. */
 export interface Socks5UdpDatagram {
@@ -29,8 +33,8 @@ const fixedHeadBytes = 4;
 
 /**
  * Take a datagram apart. Throws a `ProtocolError` (reason "truncated", "bad-address-type",
- * or "empty-domain") for anything that is not a whole header, never another
- * error; the payload may be empty.
+ * "empty-domain" or "bad-domain": not UTF-8) for anything that is not a whole header, never
+ * another error; the payload may be empty. What it gives `encodeSocks5Udp` takes back.
  */
 export function decodeSocks5Udp(b: Uint8Array): Socks5UdpDatagram {
   if (b.length < fixedHeadBytes) {
@@ -57,7 +61,11 @@ export function decodeSocks5Udp(b: Uint8Array): Socks5UdpDatagram {
     const len = b[4];
     if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
     need(fixedHeadBytes + 1 + len + 2);
-    host = decoder.decode(b.subarray(5, 5 + len));
+    try {
+      host = decoder.decode(b.subarray(5, 5 + len));
+    } catch {
+      throw new ProtocolError("domain name is not UTF-8", "bad-domain");
+    }
     at = 5 + len;
   } else {
     throw new ProtocolError(`unknown address type 0x${atyp.toString(16)}`, "bad-address-type");
