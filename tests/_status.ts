@@ -15,9 +15,17 @@ import { randomBlock } from "./_util.ts";
 export const chromiumPath = "/usr/bin/chromium";
 
 /**
+ * How long Playwright's own waits (goto, waitForFunction, locators) may take in every context:
+ * a hang's bound. Its default, 30 s, is a timing bound a loaded 2-core box running chromium
+ * beside the suite can reach.
+ */
+export const browserWaitMs = 120_000;
+
+/**
  * Run `fn` with a headless chromium; always closes it. Background networking is off: on a
  * closed network Chromium otherwise keeps trying to reach Google services. Playwright gives
- * the browser a fresh empty profile directory of its own (and removes it).
+ * the browser a fresh empty profile directory of its own (and removes it). Every context
+ * (`browser.newPage()` makes one too) waits up to `browserWaitMs`.
  */
 export async function withBrowser<T>(fn: (browser: Browser) => Promise<T>): Promise<T> {
   const browser = await chromium.launch({
@@ -34,6 +42,12 @@ export async function withBrowser<T>(fn: (browser: Browser) => Promise<T>): Prom
       "--disable-sync",
     ],
   });
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options) => {
+    const context = await newContext(options);
+    context.setDefaultTimeout(browserWaitMs);
+    return context;
+  };
   try {
     return await fn(browser);
   } finally {

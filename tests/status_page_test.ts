@@ -289,14 +289,15 @@ Deno.test({
     try {
       const metricsLine = await svc.waitFor(/msg="metrics listening"/);
       const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
-      const open = await fetch(`${base}/`);
+      const open = await within(fetch(`${base}/`), "the page without a password");
       assertEquals(open.status, 401, "the page needs the password");
       await open.body?.cancel();
       // The injected failure: a SOCKS request while no exit is connected.
-      const refused = await socksDial(portOf(svc.addrs.get("socks")!), {
-        host: "127.0.0.1",
-        port: 9,
-      }).then((c) => (closeQuietly(c), false), () => true);
+      const refused = await within(
+        socksDial(portOf(svc.addrs.get("socks")!), { host: "127.0.0.1", port: 9 })
+          .then((c) => (closeQuietly(c), false), () => true),
+        "the SOCKS answer with no exit connected",
+      );
       assert(refused, "no exit: refused");
       await withBrowser(async (browser) => {
         const ctx = await browser.newContext({
