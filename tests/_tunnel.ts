@@ -18,6 +18,7 @@ import {
   listenLocal,
   portBelowEphemeral,
   readAll,
+  readWithin,
   run,
   sendBlocks,
   type ServiceProcess,
@@ -445,7 +446,12 @@ export async function hashThrough(
     const buf = new Uint8Array(128);
     let got = "";
     while (true) {
-      const n = await conn.read(buf);
+      const n = await readWithin(
+        conn,
+        buf,
+        `the hash of ${total} bytes sent to ${port}`,
+        got.length,
+      );
       if (n === null) break;
       got += new TextDecoder().decode(buf.subarray(0, n));
     }

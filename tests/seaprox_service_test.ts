@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial } from "../lib/net/mod.ts";
-import { listenLocal, readAll, run, startService, within } from "./_util.ts";
+import { listenLocal, readAll, readWithin, run, startService, within } from "./_util.ts";
 import {
   askAfterEof,
   echoAfterEofServer,
@@ -83,7 +83,7 @@ Deno.test("seaprox service: --max-conns closes the connection over the limit", a
     await waitUntil(() => hold.accepted === 2);
     // The limit is global: the third connection, on another listener, is refused.
     const extra = await dial("127.0.0.1", portFor(sp, "socks5"));
-    assertEquals(await extra.read(new Uint8Array(1)), null);
+    assertEquals(await readWithin(extra, new Uint8Array(1), "the over-limit close"), null);
     extra.close();
     await sp.waitFor(/end=limit/);
   } finally {
@@ -105,16 +105,16 @@ Deno.test("seaprox service: --idle-timeout and --handshake-timeout close silent 
   );
   try {
     const c = await dial("127.0.0.1", portFor(sp, "static"));
-    assertEquals(await c.read(new Uint8Array(1)), null);
+    assertEquals(await readWithin(c, new Uint8Array(1), "the idle close"), null);
     c.close();
     await sp.waitFor(/end=idle/);
     const s = await dial("127.0.0.1", portFor(sp, "socks5"));
-    assertEquals(await s.read(new Uint8Array(1)), null);
+    assertEquals(await readWithin(s, new Uint8Array(1), "the SOCKS handshake-timeout close"), null);
     s.close();
     await sp.waitFor(/end=handshake-timeout/);
     const h = await dial("127.0.0.1", portFor(sp, "http"));
     await h.write(new TextEncoder().encode("GET http://x/ HTTP/1.1\r\n")); // and then nothing
-    assertEquals(await h.read(new Uint8Array(1)), null);
+    assertEquals(await readWithin(h, new Uint8Array(1), "the HTTP handshake-timeout close"), null);
     h.close();
     await sp.waitFor(/listener=http .*end=handshake-timeout/);
   } finally {
@@ -141,7 +141,9 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
     c.close();
     const bad = await dial("127.0.0.1", portFor(sp, "socks5"));
     await bad.write(new Uint8Array([3, 1, 0, 80])); // neither SOCKS4 nor SOCKS5: garbage
-    while ((await bad.read(buf)) !== null) { /* until seaprox closes */ }
+    while ((await readWithin(bad, buf, "seaprox closing a garbage handshake")) !== null) {
+      // until seaprox closes
+    }
     bad.close();
     await sp.waitFor(/end=handshake-failed/);
     await sp.waitFor(/end=done/);
@@ -159,7 +161,8 @@ Deno.test("seaprox service: --metrics exports connections, bytes and errors by r
     // /status lists live connections with their sides' states and byte counts.
     const held = await dial("127.0.0.1", portFor(sp, "static"));
     try {
-      assertEquals((await held.read(buf)) !== null, true); // relayed: "hi" arrived
+      // relayed: "hi" arrived
+      assertEquals((await readWithin(held, buf, "the relayed greeting")) !== null, true);
       const status = await (await fetch(`http://${metricsAddr}/status`)).json();
       assertEquals(status.listeners.length, 2);
       const live = status.connections.find((c: { scheme: string }) => c.scheme === "static");
