@@ -40,8 +40,6 @@ const flags = benchFlags({
   booleans: ["mux", "floor", "strace", "perf", "no-profile", "heap"],
   strings: ["tree", "out"],
 });
-/** Heap profiles (`--heap`), in the order the CPU profiles were stopped. */
-const heaps: { head: HeapNode }[] = [];
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 const [src, control, socks, tunnel, status, inspS, inspL] = Array.from({ length: 7 }, freePort);
@@ -159,7 +157,10 @@ try {
     const sys = (us1[i].sys - us0[i].sys) * 1e6 / n;
     console.log(`${name}: user ${user.toFixed(0)} + system ${sys.toFixed(0)} µs/conn`);
   }
-  const profiles = await Promise.all(sessions.map((s) => s()));
+  // Each process's profiles come back with it: the two stop concurrently, in either order.
+  const stopped = await Promise.all(sessions.map((s) => s()));
+  const profiles = stopped.map((s) => s.profile);
+  const heaps = stopped.map((s) => s.heap);
   for (const [i, st] of straces.entries()) {
     st.kill("SIGINT");
     await st.status;
@@ -199,7 +200,8 @@ try {
       console.log(`${us(r.ms)}  ${r.key}`);
     }
     if (flags.out) Deno.writeTextFileSync(`${flags.out}.${name}.cpuprofile`, JSON.stringify(p));
-    if (heaps[i]) {
+    const heap = heaps[i];
+    if (heap) {
       // `--heap`: bytes allocated per connection by function (V8's sampling heap profiler).
       const by = new Map<string, number>();
       const walk = (h: HeapNode) => {
@@ -210,7 +212,7 @@ try {
         by.set(key, (by.get(key) ?? 0) + h.selfSize);
         for (const c of h.children) walk(c);
       };
-      walk(heaps[i].head);
+      walk(heap.head);
       const total = [...by.values()].reduce((a, b) => a + b, 0);
       console.log(`-- allocated ${(total / n).toFixed(0)} bytes/conn (sampled), top functions`);
       for (const [k, b] of [...by].sort((a, b) => b[1] - a[1]).slice(0, flags.top)) {
@@ -230,7 +232,9 @@ interface HeapNode {
 }
 
 /** Start V8's sampling profiler in the process whose inspector is on `port`; call to stop. */
-async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
+async function startProfile(
+  port: number,
+): Promise<() => Promise<{ profile: CpuProfile; heap?: { head: HeapNode } }>> {
   const { call, close } = await inspector("127.0.0.1", port);
   await call("Profiler.enable");
   await call("Profiler.setSamplingInterval", { interval: 100 });
@@ -244,14 +248,11 @@ async function startProfile(port: number): Promise<() => Promise<CpuProfile>> {
   }
   return async () => {
     const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
-    if (flags.heap) {
-      const { profile: heap } = await call("HeapProfiler.stopSampling") as {
-        profile: { head: HeapNode };
-      };
-      heaps.push(heap);
-    }
+    const heap = flags.heap
+      ? (await call("HeapProfiler.stopSampling") as { profile: { head: HeapNode } }).profile
+      : undefined;
     close();
-    return profile;
+    return { profile, heap };
   };
 }
 
