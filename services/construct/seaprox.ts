@@ -98,6 +98,18 @@ export async function constructSeaprox(
   if (!cfg.acl.empty) log.info("destination access control", { acl: cfg.acl.describe() });
   // Link listeners dial destinations themselves, directly or through the chain (ACL applies).
   const linkLimiter = new AuthFailureLimiter();
+  // What a link listener of either transport (TCP, QUIC) is given; each its own dialer.
+  const linkOptions = (listener: string) => ({
+    maxConns: shared.maxConns,
+    dialTimeoutMs: shared.dialTimeoutMs,
+    token: flags["link-token"]!,
+    authLimiter: linkLimiter,
+    dialer: dialerFor({ ...shared, listeners: [] }),
+    udp: udpOut,
+    udpRefusal: chain?.udpRefusal,
+    idleTimeoutMs: flags["idle-timeout"],
+    log: log.child({ listener }),
+  });
   const links: Server[] = [];
   for (const addr of cfg.linkListens) {
     const l = await bind(
@@ -110,18 +122,7 @@ export async function constructSeaprox(
       addr: formatAddr(l.addr),
       tls: cfg.tlsServer ? (cfg.tlsServer.ca ? "mutual" : "server") : "off",
     });
-    links.push(serveLink(l, {
-      maxConns: shared.maxConns,
-      dialTimeoutMs: shared.dialTimeoutMs,
-      transport: flags.transport,
-      token: flags["link-token"]!,
-      authLimiter: linkLimiter,
-      dialer: dialerFor({ ...shared, listeners: [] }),
-      udp: udpOut,
-      udpRefusal: chain?.udpRefusal,
-      idleTimeoutMs: flags["idle-timeout"],
-      log: log.child({ listener: "link" }),
-    }));
+    links.push(serveLink(l, { ...linkOptions("link"), transport: flags.transport }));
   }
   const udp: UdpForward[] = [];
   for (const spec of cfg.udpListens) {
@@ -153,16 +154,8 @@ export async function constructSeaprox(
     );
     log.info("listening", { name: "quic", addr: formatAddr(ep.addr), tls: "server" });
     links.push(serveQuicLink(ep, {
-      maxConns: shared.maxConns,
-      dialTimeoutMs: shared.dialTimeoutMs,
+      ...linkOptions("quic"),
       handshakeTimeoutMs: flags["handshake-timeout"],
-      token: flags["link-token"]!,
-      authLimiter: linkLimiter,
-      dialer: dialerFor({ ...shared, listeners: [] }),
-      udp: udpOut,
-      udpRefusal: chain?.udpRefusal,
-      idleTimeoutMs: flags["idle-timeout"],
-      log: log.child({ listener: "quic" }),
     }));
   }
   const status = { proxy, links, stats, maxConns: flags["max-conns"], startedMs: Date.now() };
