@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { run } from "./_util.ts";
+import { run, within } from "./_util.ts";
 
 const demo = new URL("../services/demo.ts", import.meta.url).pathname;
 const readme = new URL("../README.md", import.meta.url).pathname;
@@ -148,8 +148,8 @@ Deno.test("demo --serve: the printed commands work, the status pages answer, SIG
   } finally {
     child.kill("SIGINT");
   }
-  const status = await child.status;
-  const tail = await rest;
+  const status = await within(child.status, "the demo to exit after SIGINT");
+  const tail = await within(rest, "the rest of the demo's output");
   assertEquals(status.code, 0, `exit after SIGINT\n${tail}\n${await stderr}`);
   assertEquals(tail.trim(), "stopped");
   assertEquals((await stderr).trim(), "", "nothing on stderr");

@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { installedLibc, serviceEnv, serviceNames, servicePermissions } from "../tools/install.ts";
 import { startRedis } from "./_redis.ts";
-import { freePort, run, type ServiceProcess, startOrigin, startService } from "./_util.ts";
+import { freePort, run, type ServiceProcess, startOrigin, startService, within } from "./_util.ts";
 
 const installScript = new URL("../tools/install.ts", import.meta.url).pathname;
 
@@ -231,7 +231,7 @@ Deno.test("install --workers: depot-server with exactly the flags install.ts emi
   });
   try {
     await away.waitFor(/^error: .*registry unreachable: .*ECONNREFUSED/, 60_000);
-    assert((await away.child.status).code !== 0);
+    assert((await within(away.child.status, "the refused service to exit")).code !== 0);
   } finally {
     await away.stop("SIGKILL");
   }

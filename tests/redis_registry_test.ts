@@ -6,6 +6,7 @@
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startRedis } from "./_redis.ts";
+import { within } from "./_util.ts";
 import {
   type ClientRecord,
   fingerprint,
@@ -172,7 +173,7 @@ Deno.test("redis registry: a killed instance loses its leases within a bounded t
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let out = "";
     while (!out.includes("ready")) {
-      const { value, done } = await reader.read();
+      const { value, done } = await within(reader.read(), () => `instance a's "ready": ${out}`);
       assert(!done, `instance a did not start: ${out}`);
       out += value;
     }
