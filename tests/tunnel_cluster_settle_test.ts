@@ -76,6 +76,8 @@ Deno.test("tunnel cluster: after Redis lost everything, an instance that never r
     assertEquals((await rawGet(b.tunnel.port, "app.test.invalid", "/")).status, 404);
 
     // B routes the request and waits for A's write-back (the old code answered 404 here).
+    // Once B waits (its registry's awaitWriteBack called), or has answered, A is let go; the
+    // method is looked up loosely: the code before the fix has none, and answers at once.
     let settled = false;
     let waited = false;
     const reg = b.registry as unknown as Record<string, unknown>;
