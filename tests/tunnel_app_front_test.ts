@@ -157,6 +157,40 @@ Deno.test("tunnel app front: a GET or HEAD with content is refused (501), not se
   });
 });
 
+Deno.test("tunnel app front: fields named by Connection stay on their hop, both ways (RFC 9110 7.6.1)", async () => {
+  // The app answers with the head it received as its body, and names a field of its own.
+  const app = startRawApp((_target, head) => {
+    const body = head.toLowerCase();
+    return "HTTP/1.1 200 OK\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: 1\r\nX-Kept: 2\r\n" +
+      `Content-Length: ${body.length}\r\n\r\n${body}`;
+  });
+  const t = startHonoTunnel();
+  const id = "identifier-front-connection-07";
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await c.connected();
+    const res = await rawGet(
+      t.port,
+      "/c",
+      "GET",
+      "Connection: X-Secret\r\nX-Secret: 1\r\nX-Other: 2\r\n\r\n",
+    );
+    assert(res.startsWith("HTTP/1.1 200"), res);
+    const [head, body] = res.toLowerCase().split("\r\n\r\n");
+    assert(body.includes("\r\nx-other: 2\r\n") && !body.includes("x-secret"), body);
+    assert(head.includes("\r\nx-kept: 2") && !head.includes("x-resp-hop"), head);
+  } finally {
+    await c.stop();
+    await t.close();
+    app.close();
+  }
+});
+
 Deno.test("tunnel app front: the control path answers as before, also written with %-escapes", async () => {
   await withFront("identifier-front-control-02", 10_000, async ({ t }) => {
     for (const path of ["/_controlPath_/", "/_controlPath_/?a=1", "/_control%50ath_/"]) {
@@ -199,7 +233,9 @@ Deno.test("tunnel app front: a reused stream times out (504) when its response d
  * A raw app: reads a request head and answers what `script` gives for its target (written
  * as is, then the connection is closed).
  */
-function startRawApp(script: (target: string) => string): { port: number; close(): void } {
+function startRawApp(
+  script: (target: string, head: string) => string,
+): { port: number; close(): void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   void (async () => {
@@ -214,7 +250,7 @@ function startRawApp(script: (target: string) => string): { port: number; close(
             if (n === null) return;
             head += new TextDecoder().decode(buf.subarray(0, n));
           }
-          await conn.write(new TextEncoder().encode(script(head.split(" ")[1])));
+          await conn.write(new TextEncoder().encode(script(head.split(" ")[1], head)));
         } catch {
           // The front went away first: nothing to answer.
         } finally {

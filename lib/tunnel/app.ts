@@ -206,6 +206,30 @@ async function control(server: TunnelServer, req: Request, info: ServeInfo): Pro
   return response;
 }
 
+/**
+ * The field names a `Connection` value lists beyond those dropped anyway (RFC 9110 §7.6.1:
+ * they are for this hop only; framing fields and Host are kept); undefined when it lists none,
+ * the usual case.
+ */
+function connectionNamed(value: string | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  let names: Set<string> | undefined;
+  for (const part of value.split(",")) {
+    const t = part.trim().toLowerCase();
+    if (t === "" || t === "close" || t === "content-length" || t === "host") continue;
+    if (!hopByHop.has(t)) (names ??= new Set()).add(t);
+  }
+  return names;
+}
+
+/** Drop the fields `named` from `fields` (in place), when there are any. */
+function dropNamed(fields: [string, string][], named: Set<string> | undefined): void {
+  if (!named) return;
+  let o = 0;
+  for (const f of fields) if (!named.has(f[0].toLowerCase())) fields[o++] = f;
+  fields.length = o;
+}
+
 /** The request fields the front reads, gathered in one pass over the headers. */
 interface RequestFields {
   host: string | null;
@@ -227,9 +251,11 @@ function requestFields(req: Request): RequestFields {
     hasContent: false,
     forwarded: [],
   };
+  let connection: string | undefined;
   // Deno's Headers give names in lower case, values of repeated fields joined.
   req.headers.forEach((v, k) => {
     if (k === "host") f.host = v;
+    else if (k === "connection") connection = v;
     else if (k === "authorization") f.authorization = v;
     else if (k === "content-length") {
       f.hasLength = true;
@@ -238,6 +264,7 @@ function requestFields(req: Request): RequestFields {
     else if (k === "upgrade") f.upgrade = v;
     if (!hopByHop.has(k)) f.forwarded.push([k, v]);
   });
+  dropNamed(f.forwarded, connectionNamed(connection));
   return f;
 }
 
@@ -446,13 +473,16 @@ async function tunnelResponse(
   // copies a sorted iteration), 3 µs less per response.
   const out: [string, string][] = [];
   const fields = rewrite?.rewritesResponse ? rewrite.response(resHead.headers) : resHead.headers;
+  let connection: string | undefined;
   for (const f of fields) {
     const l = f[0].toLowerCase();
+    if (l === "connection") connection = connection === undefined ? f[1] : `${connection},${f[1]}`;
     if (hopByHop.has(l)) continue;
     // A HEAD's Content-Length is the size a GET would get: it stays (Deno sends it as given).
     if (l === "content-length" && framing.kind !== "length" && method !== "HEAD") continue;
     out.push(f);
   }
+  dropNamed(out, connectionNamed(connection));
   if (framing.kind === "none") {
     void finish(true); // finish does not reject (bodyDone only resolves)
     return new Response(null, { status: resHead.status, headers: out });
