@@ -447,11 +447,35 @@ async function parseResponseHead(
   limits: HeadLimits,
 ): Promise<{ head: ResponseHead; used: number; canonical: boolean }> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
+  const view = r.peek();
+  const end = headEnd(view);
+  if (end >= 0) {
+    // All of it buffered (as a response head usually is): one decode, no promise per line.
+    const lines = new HeadLines(decodeLatin1(view.subarray(0, end)));
+    const start = lines.next(maxHead, "head-too-large");
+    const m = statusLine(start);
+    const parsed = responseHead(m, bufferedFields(lines, limits, start.length + 2));
+    r.skip(end);
+    return parsed;
+  }
   let start = readHeadLine(r, maxHead, "head-too-large");
   if (typeof start !== "string") start = await start;
+  const m = statusLine(start);
+  return responseHead(m, await readFields(r, limits, start.length + 2));
+}
+
+/** The status line's version, status and reason (a match of `statusLineRe`), or HttpError. */
+function statusLine(start: string): RegExpExecArray {
   const m = statusLineRe.exec(start);
   if (!m) throw new HttpError(`malformed status line ${JSON.stringify(start.slice(0, 80))}`);
-  const fields = await readFields(r, limits, start.length + 2);
+  return m;
+}
+
+/** A response head from its status line and fields (see `parseResponseHead`). */
+function responseHead(
+  m: RegExpExecArray,
+  fields: ReadFields,
+): { head: ResponseHead; used: number; canonical: boolean } {
   const status = Number(m[2]);
   return {
     head: {
