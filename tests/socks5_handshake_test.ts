@@ -9,6 +9,7 @@ import {
   type Duplex,
   type NetFailureReason,
   ProtocolError,
+  relayPool,
   UnexpectedEofError,
   withPrefix,
 } from "../lib/net/mod.ts";
@@ -442,4 +443,26 @@ Deno.test("socks5: an aborted handshake closes the connection and rejects with t
     closeQuietly(silent); // the abort closed both already
     closeQuietly(accepted);
   }
+});
+
+Deno.test("socks5 server: failed handshakes give their pooled buffer back (the relay pool's budget does not shrink)", async () => {
+  // Every handshake borrows a 4 KiB buffer from the relay pool. One kept after a failure
+  // stayed counted in the pool's budget for good: 16,384 failed handshakes (bad greetings,
+  // wrong passwords, clients leaving) and no relay could grow its buffer past 4 KiB again.
+  const before = relayPool.heldBytes;
+  const failures: [string, Uint8Array | number[], typeof auth | undefined][] = [
+    ["a wrong version byte", [4, 1, 0], undefined],
+    ["a client leaving mid-greeting", [5, 2, 0], undefined],
+    ["no acceptable method", [5, 1, 0], auth],
+    ["a wrong password", concat([5, 1, 2], userPassMsg("alice", "wrong"), connectV4), auth],
+    ["an unsupported command", [5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80], undefined],
+  ];
+  for (let round = 0; round < 20; round++) {
+    for (const [what, bytes, opts] of failures) {
+      const src = new ChunkedSource(new Uint8Array(bytes), 1);
+      await assertRejects(acceptSocks5(src, opts), what);
+    }
+  }
+  const grew = relayPool.heldBytes - before;
+  assert(grew <= 4096, `the relay pool holds ${grew} bytes more after 100 failed handshakes`);
 });

@@ -182,84 +182,89 @@ async function accept(
   socks4: boolean,
 ): Promise<SocksRequest> {
   const buf = relayPool.acquire(handshakeChunkBytes);
-  const r = new BufferedReader(conn, buf);
-  if (!(await r.fill())) throw new UnexpectedEofError();
-  const ver = r.peek()[0];
-  r.skip(1);
-  if (socks4 && ver === socks4Version) return await acceptSocks4(conn, r, opts);
-  // Greeting: VER NMETHODS METHODS…
-  if (ver !== socksVersion) {
-    // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
-    throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
-  }
-  while (r.buffered < 1) if (!(await r.fill())) throw new UnexpectedEofError();
-  const nMethods = r.peek()[0];
-  while (r.buffered < 1 + nMethods) if (!(await r.fill())) throw new UnexpectedEofError();
-  // A view, used before the next read.
-  const methods = r.peek().subarray(1, 1 + nMethods);
-  let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
-  if (opts.authenticate && !methods.includes(wanted)) {
-    const noAuth = opts.allowNoAuth;
-    if (noAuth === true || (typeof noAuth === "function" && noAuth())) wanted = Method.noAuth;
-  }
-  if (!methods.includes(wanted)) {
-    const offered = [...methods].map(hex).join(",");
+  // Given back however the handshake ends: each read on it is awaited in this frame, so none
+  // is pending once it returns or throws, and what it hands on (leftover) is a copy. One kept
+  // after a failure stayed counted in the pool's budget for good: after 16,384 failed
+  // handshakes no relay could grow its buffer past the smallest class.
+  try {
+    const r = new BufferedReader(conn, buf);
+    if (!(await r.fill())) throw new UnexpectedEofError();
+    const ver = r.peek()[0];
+    r.skip(1);
+    if (socks4 && ver === socks4Version) return await acceptSocks4(conn, r, opts);
+    // Greeting: VER NMETHODS METHODS…
+    if (ver !== socksVersion) {
+      // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
+      throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
+    }
+    while (r.buffered < 1) if (!(await r.fill())) throw new UnexpectedEofError();
+    const nMethods = r.peek()[0];
+    while (r.buffered < 1 + nMethods) if (!(await r.fill())) throw new UnexpectedEofError();
+    // A view, used before the next read.
+    const methods = r.peek().subarray(1, 1 + nMethods);
+    let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
+    if (opts.authenticate && !methods.includes(wanted)) {
+      const noAuth = opts.allowNoAuth;
+      if (noAuth === true || (typeof noAuth === "function" && noAuth())) wanted = Method.noAuth;
+    }
+    if (!methods.includes(wanted)) {
+      const offered = [...methods].map(hex).join(",");
+      r.skip(1 + nMethods);
+      await writeAll(conn, new Uint8Array([socksVersion, Method.noAcceptable]));
+      throw new Socks5Error("no-acceptable-method", `no acceptable method among [${offered}]`);
+    }
     r.skip(1 + nMethods);
-    await writeAll(conn, new Uint8Array([socksVersion, Method.noAcceptable]));
-    throw new Socks5Error("no-acceptable-method", `no acceptable method among [${offered}]`);
-  }
-  r.skip(1 + nMethods);
-  const selected = methodReply[wanted];
-  const wrote = await conn.write(selected); // one write takes 2 bytes whole
-  if (wrote < selected.length) await writeAll(conn, selected.subarray(wrote));
+    const selected = methodReply[wanted];
+    const wrote = await conn.write(selected); // one write takes 2 bytes whole
+    if (wrote < selected.length) await writeAll(conn, selected.subarray(wrote));
 
-  let username: string | undefined;
-  if (wanted === Method.userPass && opts.authenticate) {
-    username = await acceptUserPass(conn, r, opts.authenticate);
-  }
+    let username: string | undefined;
+    if (wanted === Method.userPass && opts.authenticate) {
+      username = await acceptUserPass(conn, r, opts.authenticate);
+    }
 
-  // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
-  while (r.buffered < 4) if (!(await r.fill())) throw new UnexpectedEofError();
-  let head = r.peek();
-  if (head[0] !== socksVersion) {
-    await sendSocks5Reply(conn, Reply.generalFailure);
-    throw new ProtocolError(`bad request version 0x${hex(head[0])}`, "bad-version");
+    // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
+    while (r.buffered < 4) if (!(await r.fill())) throw new UnexpectedEofError();
+    let head = r.peek();
+    if (head[0] !== socksVersion) {
+      await sendSocks5Reply(conn, Reply.generalFailure);
+      throw new ProtocolError(`bad request version 0x${hex(head[0])}`, "bad-version");
+    }
+    const cmd = head[1], atyp = head[3];
+    // RSV (head[2]) must be 0 by the RFC; clients that set it are tolerated, as most servers do.
+    if (!isKnownAddrType(atyp)) {
+      await sendSocks5Reply(conn, Reply.addressTypeNotSupported);
+      throw new ProtocolError(`unknown address type 0x${hex(atyp)}`, "bad-address-type");
+    }
+    while (r.buffered < 5) if (!(await r.fill())) throw new UnexpectedEofError();
+    const first = r.peek()[4];
+    if (atyp === AddrType.domain && first === 0) {
+      // Answered at once, without waiting for a port that may never come.
+      await sendSocks5Reply(conn, Reply.generalFailure);
+      throw new ProtocolError("empty domain name", "empty-domain");
+    }
+    const size = 4 + addressBytes(atyp, first);
+    while (r.buffered < size) if (!(await r.fill())) throw new UnexpectedEofError();
+    head = r.peek();
+    const dest = parseAddress(head.subarray(4, size), atyp);
+    r.skip(size);
+    const udpAssociate = cmd === Command.udpAssociate && opts.udpAssociate === true;
+    if (cmd !== Command.connect && !udpAssociate) {
+      await sendSocks5Reply(conn, Reply.commandNotSupported);
+      const name = cmd === Command.bind
+        ? "BIND"
+        : cmd === Command.udpAssociate
+        ? "UDP ASSOCIATE"
+        : `command 0x${hex(cmd)}`;
+      throw new Socks5Error("command-not-supported", `${name} is not supported`);
+    }
+    const leftover = r.takeBuffered(); // a copy (or a shared empty array)
+    return udpAssociate
+      ? { version: 5, dest, username, leftover, udpAssociate }
+      : { version: 5, dest, username, leftover };
+  } finally {
+    relayPool.release(buf);
   }
-  const cmd = head[1], atyp = head[3];
-  // RSV (head[2]) must be 0 by the RFC; clients that set it are tolerated, as most servers do.
-  if (!isKnownAddrType(atyp)) {
-    await sendSocks5Reply(conn, Reply.addressTypeNotSupported);
-    throw new ProtocolError(`unknown address type 0x${hex(atyp)}`, "bad-address-type");
-  }
-  while (r.buffered < 5) if (!(await r.fill())) throw new UnexpectedEofError();
-  const first = r.peek()[4];
-  if (atyp === AddrType.domain && first === 0) {
-    // Answered at once, without waiting for a port that may never come.
-    await sendSocks5Reply(conn, Reply.generalFailure);
-    throw new ProtocolError("empty domain name", "empty-domain");
-  }
-  const size = 4 + addressBytes(atyp, first);
-  while (r.buffered < size) if (!(await r.fill())) throw new UnexpectedEofError();
-  head = r.peek();
-  const dest = parseAddress(head.subarray(4, size), atyp);
-  r.skip(size);
-  const udpAssociate = cmd === Command.udpAssociate && opts.udpAssociate === true;
-  if (cmd !== Command.connect && !udpAssociate) {
-    await sendSocks5Reply(conn, Reply.commandNotSupported);
-    const name = cmd === Command.bind
-      ? "BIND"
-      : cmd === Command.udpAssociate
-      ? "UDP ASSOCIATE"
-      : `command 0x${hex(cmd)}`;
-    throw new Socks5Error("command-not-supported", `${name} is not supported`);
-  }
-  const leftover = r.takeBuffered(); // a copy (or a shared empty array)
-  // Done: no read is pending on the buffer and nothing refers to it. After a failure it is
-  // left to the GC: a read may be pending.
-  relayPool.release(buf);
-  return udpAssociate
-    ? { version: 5, dest, username, leftover, udpAssociate }
-    : { version: 5, dest, username, leftover };
 }
 
 /** A SOCKS4/4a request after its version byte (see `acceptSocks`). */
