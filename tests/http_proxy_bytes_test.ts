@@ -5,11 +5,11 @@
  * chunked, close-delimited, HEAD, 204, 1xx), and upstream heads that are broken.
  */
 
-import { assertEquals, assertMatch } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { startHttpProxy } from "./_http.ts";
-import { closeQuietly, dial, sleep, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, dial, relayPool, sleep, writeAll } from "../lib/net/mod.ts";
 import { decodeLatin1, encodeLatin1 } from "../lib/http/mod.ts";
-import { within } from "./_util.ts";
+import { until, within } from "./_util.ts";
 
 /** What the origin does with one request (its head as received, latin-1). */
 interface Answer {
@@ -359,6 +359,38 @@ Deno.test("http proxy: a body cut short by the origin closes the client without 
       client.close();
     }
     assertEquals(proxy.exchanges.at(-1)?.failure, "upstream-protocol");
+  } finally {
+    await proxy.stop();
+    await origin.stop();
+  }
+});
+
+Deno.test("http proxy: a connection that ends with its kept-alive upstream gives that upstream's buffer back to the pool", async () => {
+  // Each upstream's reader borrows a 16 KiB buffer from the relay pool. One still attached
+  // when the client left (the usual end: the last request's upstream is kept for the next)
+  // stayed counted in the pool's budget for good: 4,096 such connections and no relay could
+  // grow its buffer past the smallest class.
+  const origin = scriptedOrigin(() => ({
+    bytes: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+  }));
+  const proxy = startHttpProxy();
+  try {
+    const request = `GET http://127.0.0.1:${origin.port}/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+    const expect = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    const one = async () => {
+      const client = await proxyClient(proxy.addr.port);
+      await client.send(request);
+      assertEquals(await client.read(expect.length), expect);
+      await client.end();
+      assertEquals(await client.rest(), "", "a close after the last request");
+      client.close();
+      await until("the proxy's handler to end", () => proxy.stats.active === 0);
+    };
+    await one(); // the pool's buffers for one connection exist from here on
+    const before = relayPool.heldBytes;
+    for (let i = 0; i < 40; i++) await one();
+    const grew = relayPool.heldBytes - before;
+    assert(grew <= 32 * 1024, `the relay pool holds ${grew} bytes more after 40 connections`);
   } finally {
     await proxy.stop();
     await origin.stop();

@@ -301,11 +301,15 @@ export class HttpProxyConn {
       this.state = HttpProxyState.Closed;
       this.#idle?.stop();
       this.#opts.signal?.removeEventListener("abort", onAbort);
-      closeQuietly(this.#upstream?.conn);
       closeQuietly(this.#conn);
-      // Every read of the client reader was awaited on the way out of #serve; after a throw
-      // one might not have been, and its buffer is left to the GC instead.
-      if (settled) this.#releaseClientBuffer();
+      // Every read of the client and upstream readers was awaited on the way out of #serve;
+      // after a throw one might not have been, and their buffers are left to the GC instead.
+      // (A kept-alive upstream still attached is the usual end: its buffer, kept, stayed
+      // counted in the pool's budget for good.)
+      if (settled) {
+        this.#dropUpstream();
+        this.#releaseClientBuffer();
+      } else closeQuietly(this.#upstream?.conn);
     }
   }
 
