@@ -51,3 +51,14 @@ Deno.test("link wait: a dial's own abort, the wait's bound and the client's stop
   stop.abort();
   assertEquals((await assertRejects(() => w.get(never))).message, "link closed");
 });
+
+Deno.test("link wait: the client's stop ends the dials already waiting ('link closed'), not waitMs later", async () => {
+  const stop = new AbortController();
+  const w = new LinkWait<string>(() => null, stop.signal, 600_000);
+  const waiting = w.get(never).catch((x) => x);
+  stop.abort();
+  // Bounded far below waitMs: the old wait ran its whole waitMs, keeping a timer and the
+  // dial's client connection after the client was closed.
+  const e = await within(waiting, "the waiting dial after the client's stop", 30_000);
+  assertEquals([e instanceof NetError, e.reason, e.message], [true, "other", "link closed"]);
+});

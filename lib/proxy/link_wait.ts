@@ -21,12 +21,20 @@ export class LinkWait<L> {
     readonly current: () => L | null,
     readonly stopped: AbortSignal,
     readonly waitMs: number,
-  ) {}
+  ) {
+    // The client stopped: its waiting dials end now ("link closed"), not after waitMs.
+    stopped.addEventListener("abort", () => this.#wakeAll(), { once: true });
+  }
+
+  /** Every waiting dial looks again. */
+  #wakeAll(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
 
   /** The link came up: every waiting dial takes it. */
   up(): void {
     this.#lastError = null;
-    for (const w of this.#waiters.splice(0)) w();
+    this.#wakeAll();
   }
 
   /** A connect failed with `err`: every waiting dial fails with its reason (returned). */
@@ -35,7 +43,7 @@ export class LinkWait<L> {
       ? err
       : new NetError("other", errorMessage(err), { cause: err });
     this.#lastError = e;
-    for (const w of this.#waiters.splice(0)) w();
+    this.#wakeAll();
     return e;
   }
 
@@ -60,6 +68,7 @@ export class LinkWait<L> {
     if (signal.aborted) throw new NetError("aborted", "dial aborted");
     const link = this.current();
     if (link) return link;
+    if (this.stopped.aborted) throw new NetError("other", "link closed");
     const last = this.#lastError;
     throw new NetError(last?.reason ?? "other", `link down${last ? `: ${last.message}` : ""}`);
   }
