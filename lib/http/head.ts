@@ -308,10 +308,10 @@ export async function readRequestHead(
 /**
  * The request head at the front of `r`'s buffer when all of it is there (its empty line too),
  * parsed without a promise: undefined, with nothing consumed, when it is not all there yet.
- * Throws {@linkcode HttpError} like `readRequestHead` for a bad head. For a server that reads
- * once and parses what came (most heads arrive in one read).
+ * Throws {@linkcode HttpError} like `readRequestHead` for a bad head (most heads arrive in one
+ * read: `readRequestHead` tries this after its first fill).
  */
-export function takeBufferedRequestHead(
+function takeBufferedRequestHead(
   r: BufferedReader,
   limits: HeadLimits = {},
 ): RequestHead | undefined {
