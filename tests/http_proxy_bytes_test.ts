@@ -396,3 +396,39 @@ Deno.test("http proxy: a connection that ends with its kept-alive upstream gives
     await origin.stop();
   }
 });
+
+Deno.test("http proxy: a switched (101) or cut response gives its upstream's buffer back to the pool", async () => {
+  // As above, for the two ends that let the upstream go without #dropUpstream: the relay after
+  // a 101 (a WebSocket through the proxy), and a response the upstream cut short.
+  const switched = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n";
+  const cut = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhi";
+  let answer = switched;
+  const origin = scriptedOrigin(() => ({ bytes: answer, close: true }));
+  const proxy = startHttpProxy();
+  try {
+    const one = async (request: string, expect: string) => {
+      const client = await proxyClient(proxy.addr.port);
+      await client.send(request);
+      assertEquals(await client.read(expect.length), expect);
+      await client.end();
+      await client.rest();
+      client.close();
+      await until("the proxy's handler to end", () => proxy.stats.active === 0);
+    };
+    const target = `http://127.0.0.1:${origin.port}/x`;
+    const upgrade =
+      `GET ${target} HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n`;
+    const plain = `GET ${target} HTTP/1.1\r\nHost: h\r\n\r\n`;
+    for (const [what, request, expect] of [["101", upgrade, switched], ["cut", plain, cut]]) {
+      answer = expect;
+      await one(request, expect);
+      const before = relayPool.heldBytes;
+      for (let i = 0; i < 40; i++) await one(request, expect);
+      const grew = relayPool.heldBytes - before;
+      assert(grew <= 32 * 1024, `${what}: the relay pool holds ${grew} bytes more after 40`);
+    }
+  } finally {
+    await proxy.stop();
+    await origin.stop();
+  }
+});

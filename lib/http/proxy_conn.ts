@@ -734,6 +734,9 @@ export class HttpProxyConn {
     fields.push(["Connection", "upgrade"]);
     await ex.bodyCopy;
     this.#upstream = undefined;
+    // What the upstream sent past its 101 (a copy): its reader is done, every read awaited.
+    const upEarly = up.reader.takeBuffered();
+    relayPool.release(up.buf);
     const switched = serializeResponseHead({ ...ex.res, version: "HTTP/1.1", headers: fields });
     if (!(await this.#answer(switched))) {
       closeQuietly(up.conn);
@@ -745,7 +748,7 @@ export class HttpProxyConn {
     this.#releaseClientBuffer();
     const r = await relay(
       withPrefix(this.#conn, early),
-      withPrefix(up.conn, up.reader.takeBuffered()),
+      withPrefix(up.conn, upEarly),
       { idleTimeoutMs: this.#idleTimeoutMs, signal: this.#opts.signal },
     );
     this.#report({
@@ -841,7 +844,7 @@ export class HttpProxyConn {
     } catch (err) {
       // Mid-response, the only honest signal left is closing the client connection.
       this.#closeAll();
-      this.#upstream = undefined;
+      this.#dropUpstream(); // its reads settled (the copy ended): its buffer is free again
       await ex.bodyCopy;
       this.#log.debug("http proxy response cut", { dest: key, error: errorMessage(err) });
       this.#report({
@@ -861,7 +864,7 @@ export class HttpProxyConn {
       // cannot be re-synchronised, so both sides end here.
       keep = false;
       this.#closeAll();
-      this.#upstream = undefined;
+      this.#dropUpstream();
     }
     const bodyErr = await ex.bodyCopy;
     if (bodyErr !== undefined) keep = false;
