@@ -259,7 +259,8 @@ function requestFields(req: Request): RequestFields {
     else if (k === "authorization") f.authorization = v;
     else if (k === "content-length") {
       f.hasLength = true;
-      f.hasContent = v !== "0";
+      // Repeated fields come joined ("0, 0"); "00" is a zero length too.
+      f.hasContent = v.split(",").some((n) => Number(n.trim()) !== 0);
     } else if (k === "transfer-encoding") f.hasContent = true;
     else if (k === "upgrade") f.upgrade = v;
     if (!hopByHop.has(k)) f.forwarded.push([k, v]);
