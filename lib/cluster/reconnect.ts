@@ -68,7 +68,7 @@ export function newRedisClient(
   connected: () => boolean,
   pauses: ReconnectPauses,
   limits: RedisClientLimits,
-) {
+): RedisClient {
   return createClient({
     url,
     disableOfflineQueue: true,
@@ -84,4 +84,4 @@ export function newRedisClient(
 }
 
 /** A client made by {@linkcode newRedisClient}. */
-export type RedisClient = ReturnType<typeof newRedisClient>;
+export type RedisClient = ReturnType<typeof createClient>;

@@ -1434,8 +1434,10 @@ export class DepotServer {
     allowMux = true,
   ): Promise<void> {
     // The first frames' reader borrows its buffer from the relay pool (an allocation per
-    // tunnel before): every read of it has settled when the handler ends, and what it hands
-    // on (frames, bytes read past them) are copies.
+    // tunnel before), and what it hands on (frames, bytes read past them) are copies. Its reads
+    // have settled when the handler ends, except a given-up standby's answer read: that
+    // standby is reset (its resource closed) before the buffer goes back, which cancels the
+    // read before it can write into the buffer.
     const buf = relayPool.acquire(minRelayBufferBytes);
     try {
       await this.#tunnel(conn, ctx, allowMux, buf);

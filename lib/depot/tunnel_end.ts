@@ -30,10 +30,11 @@ export class UnconfirmedEndError extends Error {
  * after the confirmation; it throws {@linkcode UnconfirmedEndError} when `fail()` runs (the
  * control connection ended), `waitMs` pass after the FIN, or the tunnel is closed first.
  *
- * The FIN usually comes before its `end` (the local sends `end` after its FIN), so the wait is
- * on every connection's path: it is a deadline on the shared wheel, and the control
- * connection's end reaches the gates of its exit through one listener there (`fail()`), not
- * one listener and one timer per connection.
+ * The local sends `end` as it closes the tunnel's write side, so the `end` usually arrives
+ * first; but the two travel on different connections and the FIN can win, so the wait can be on
+ * any connection's path: it is a deadline on the shared wheel, and the control connection's end
+ * reaches the gates of its exit through one listener there (`fail()`), not one listener and one
+ * timer per connection.
  */
 export class ConfirmedEnd implements Duplex {
   #confirmed = false;
