@@ -1,5 +1,5 @@
 /** The seaprox link (lib/proxy/link.ts): destinations over lib/mux streams between two nodes. */
-import { LinkClient, serveLink } from "../lib/proxy/link.ts";
+import { encodeLinkHello, LinkClient, linkHelloReply, serveLink } from "../lib/proxy/link.ts";
 import { parseListenUrl, startSeaprox } from "../lib/proxy/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { directDialer } from "../lib/proxy/dialer.ts";
@@ -10,6 +10,7 @@ import {
   drainHash,
   listenLocal,
   readAll,
+  readWithin,
   run,
   sha256,
   startOrigin,
@@ -87,9 +88,13 @@ function cuttable(targetPort: number) {
   };
 }
 
-function nodes(tokenA = token) {
+function nodes(tokenA = token, handshakeTimeoutMs?: number) {
   const origin = startOrigin();
-  const b = serveLink(listenLocal(), { token, dialer: directDialer({ prefer: "ipv4" }) });
+  const b = serveLink(listenLocal(), {
+    token,
+    dialer: directDialer({ prefer: "ipv4" }),
+    handshakeTimeoutMs,
+  });
   const fwd = cuttable(b.addr.port);
   const a = new LinkClient({
     addr: { host: "127.0.0.1", port: fwd.port },
@@ -161,6 +166,24 @@ Deno.test("link: a wrong token is refused ('not-allowed')", async () => {
     );
     assert(err instanceof NetError && err.reason === "not-allowed", String(err));
   } finally {
+    await n.close();
+  }
+});
+
+Deno.test("link: handshakeTimeoutMs is the hello's deadline (a hello after the 10 s default is served)", async () => {
+  // seaprox's --handshake-timeout reached QUIC links only: a TCP link's hello had the fixed
+  // 10 s of lib/net serve. A node that says hello after 11 s must be served with 120 s.
+  const n = await nodes(token, 120_000);
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port: n.fwd.port });
+  try {
+    await new Promise((r) => setTimeout(r, 11_000));
+    await writeAll(raw, encodeLinkHello(token));
+    const reply = new Uint8Array(1);
+    const got = await readWithin(raw, reply, "the link's hello reply");
+    assertEquals(got, 1, "a reply, not EOF");
+    assertEquals(reply[0], linkHelloReply.ok);
+  } finally {
+    raw.close();
     await n.close();
   }
 });

@@ -417,6 +417,11 @@ export interface ServeLinkOptions extends ServeLinkUdpOptions {
   idleTimeoutMs?: number;
   /** Link sessions at once. @default 64 */
   maxConns?: number;
+  /**
+   * Time a dialling node has to present its hello (after the transport's own handshake,
+   * e.g. TLS); a slower one is cut. @default 10000
+   */
+  handshakeTimeoutMs?: number;
   /** What carries the links ("ws": a WebSocket upgrade on each). @default "tcp" */
   transport?: TransportName;
   /** Options of each mux session. */
@@ -479,7 +484,7 @@ export function serveLink(
       ctx.log.info("link session down", { end: end.reason, error: end.error });
       await Promise.all(streams);
     }),
-    { maxConns: opts.maxConns ?? 64, log },
+    { maxConns: opts.maxConns ?? 64, handshakeTimeoutMs: opts.handshakeTimeoutMs, log },
   );
 }
 

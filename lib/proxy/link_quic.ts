@@ -254,11 +254,8 @@ function datagramKeys(d: QuicDatagramStats | undefined): Record<string, number> 
   };
 }
 
-/** Options of {@linkcode serveQuicLink}: the TCP link's, plus the hello's deadline. */
-export interface ServeQuicLinkOptions extends Omit<ServeLinkOptions, "transport" | "session"> {
-  /** Time a new connection has to send a good hello. @default 10000 */
-  handshakeTimeoutMs?: number;
-}
+/** Options of {@linkcode serveQuicLink}: the TCP link's (QUIC is its own transport and session). */
+export type ServeQuicLinkOptions = Omit<ServeLinkOptions, "transport" | "session">;
 
 /**
  * Accept QUIC link connections on `ep` (token-checked in constant time, at most

@@ -108,6 +108,7 @@ export async function constructSeaprox(
     udp: udpOut,
     udpRefusal: chain?.udpRefusal,
     idleTimeoutMs: flags["idle-timeout"],
+    handshakeTimeoutMs: flags["handshake-timeout"],
     log: log.child({ listener }),
   });
   const links: Server[] = [];
@@ -153,10 +154,7 @@ export async function constructSeaprox(
       () => listenQuic(addr, cfg.tlsServer!, { alpn: quicLinkAlpn }),
     );
     log.info("listening", { name: "quic", addr: formatAddr(ep.addr), tls: "server" });
-    links.push(serveQuicLink(ep, {
-      ...linkOptions("quic"),
-      handshakeTimeoutMs: flags["handshake-timeout"],
-    }));
+    links.push(serveQuicLink(ep, linkOptions("quic")));
   }
   const status = { proxy, links, stats, maxConns: flags["max-conns"], startedMs: Date.now() };
   const metrics = await observeAt(bind, "metrics", flags.metrics, {
