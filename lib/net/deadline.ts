@@ -166,7 +166,10 @@ export class DeadlineWheel {
     return this.#clock();
   }
 
-  /** The wheel's clock, read now (as {@linkcode clockMs}). */
+  /**
+   * The wheel's clock, read now: kept for callers from when it was the last tick's time.
+   * @deprecated Use {@linkcode clockMs}, which says that it reads the clock.
+   */
   get nowMs(): number {
     return this.#clock();
   }

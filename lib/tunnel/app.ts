@@ -391,7 +391,7 @@ async function proxy(
     e.awaitResponse();
     if (body) {
       bodyDone = pumpBody(server, host, body, e.ts, chunked, (n) => {
-        e.sinceMs = deadlines.nowMs;
+        e.sinceMs = deadlines.clockMs();
         bytesIn += n;
       });
     }
