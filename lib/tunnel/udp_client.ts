@@ -76,13 +76,13 @@ export async function relayUdpStream(
   const flow = table.getOrOpen(key, () => new LocalUdpFlow(stream, sock));
   const toKey = joinHostPort(to.host, to.port);
   const tally = new UdpTally("tunnel-client");
-  sock.onMessage = (data, from) => {
+  sock.onMessage = table.drops.guard((data, from) => {
     if (joinHostPort(from.host, from.port) !== toKey) {
       return table.drops.drop("wrong-source", `local datagram from ${from.host}:${from.port}`);
     }
     table.touch(key);
     if (ds.send(data)) tally.down(data.length);
-  };
+  });
   try {
     for (let d; (d = await ds.read()) !== null;) {
       table.touch(key);

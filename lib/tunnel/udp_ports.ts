@@ -266,7 +266,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       return flow;
     };
 
-    sock.onMessage = (data, peer) => {
+    sock.onMessage = drops.guard((data, peer) => {
       const key = joinHostPort(peer.host, peer.port);
       if (data.length > maxDatagramFrameBytes) return drops.drop("too-big", key);
       const send = (flow: PeerFlow | undefined) => {
@@ -291,7 +291,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
         flows.release(data.length);
         send(f);
       });
-    };
+    });
 
     this.#tables.set(publicPort, flows);
     return new UdpListener(sock, flows, () => {

@@ -62,7 +62,7 @@ export class UdpAssociation {
     this.#client = client;
     this.#table = table;
     this.#tally = tally;
-    relay.onMessage = (data, from) => this.#fromClient(data, from);
+    relay.onMessage = table.drops.guard((data, from) => this.#fromClient(data, from));
   }
 
   /**

@@ -5,7 +5,12 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
+import { joinHostPort } from "../net/addr.ts";
 import { udpDroppedTotal, udpLabels, type UdpRelayName } from "./metrics.ts";
+import type { DatagramHandler } from "./socket.ts";
+
+/** How much of a thrown error's message a drop's log line keeps. */
+const maxErrorDetailChars = 200;
 
 /**
  * Why a datagram was dropped.
@@ -19,7 +24,8 @@ import { udpDroppedTotal, udpLabels, type UdpRelayName } from "./metrics.ts";
  * - "resolve": the destination name does not resolve;
  * - "send-failed": the kernel refused the send for another reason;
  * - "refused": the far end refused this flow's port a moment ago (a tunnel client that does
- *   not serve it): dropped without asking it again.
+ *   not serve it): dropped without asking it again;
+ * - "internal": handling it threw (a bug in warren; the log line names the error).
  */
 export type UdpDropReason =
   | "too-big"
@@ -31,7 +37,8 @@ export type UdpDropReason =
   | "not-allowed"
   | "resolve"
   | "send-failed"
-  | "refused";
+  | "refused"
+  | "internal";
 
 /**
  * Counts dropped datagrams by reason and logs them sparsely; with `relay`, the process's
@@ -57,6 +64,25 @@ export class UdpDrops {
     if (/^10*$/.test(String(n))) {
       this.log.warn("udp datagram dropped", { failure: reason, count: n, detail });
     }
+  }
+
+  /**
+   * `handler`, guarded: a throw while handling one datagram drops that datagram ("internal",
+   * logged like every drop, by the error's name and message, never the bytes) and the socket
+   * goes on with the next. Every relay's `onMessage` is set through it: Deno 2.9.6's
+   * node:dgram swallows what a "message" listener throws, so the datagram vanished
+   * uncounted and unlogged (cf08e35's malformed SOCKS5 datagram in depot-server).
+   */
+  guard(handler: DatagramHandler): DatagramHandler {
+    return (data, from) => {
+      try {
+        handler(data, from);
+      } catch (err) {
+        const what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        const peer = joinHostPort(from.host, from.port);
+        this.drop("internal", `from ${peer}: ${what.slice(0, maxErrorDetailChars)}`);
+      }
+    };
   }
 
   /** Drops of one reason so far. */

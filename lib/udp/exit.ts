@@ -115,7 +115,8 @@ export class UdpExit {
     if (!p) {
       p = UdpSocket.bind(family === 6 ? "::" : "0.0.0.0", 0);
       this.#out.set(family, p);
-      p.then((s) => s.onMessage = (data, from) => this.#fromDest(data, from), () => {});
+      const onMessage = this.#table.drops.guard((data, from) => this.#fromDest(data, from));
+      p.then((s) => s.onMessage = onMessage, () => {});
     }
     try {
       return await p;

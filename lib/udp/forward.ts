@@ -128,12 +128,12 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
     }
     if (stopped) return void up.close();
     const toPeer = back(peer, key);
-    up.onMessage = (data, from) => {
+    up.onMessage = drops.guard((data, from) => {
       if (joinHostPort(from.host, from.port) !== targetKey) {
         return drops.drop("wrong-source", `upstream datagram from ${from.host}:${from.port}`);
       }
       toPeer(data);
-    };
+    });
     return flows.getOrOpen(key, () => ({
       send: (data) => {
         if (sendCounted(up, data, target, flows)) stats.up(data.length);
@@ -176,7 +176,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
   };
   const openFlow = opts.open ? openChannel : openSocket;
 
-  listener.onMessage = (data, peer) => {
+  listener.onMessage = drops.guard((data, peer) => {
     const key = joinHostPort(peer.host, peer.port);
     const send = (up: PeerFlow | undefined) => up?.send(data);
     const flow = flows.get(key);
@@ -195,7 +195,7 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
       flows.release(data.length);
       send(up);
     });
-  };
+  });
 
   log.debug("udp forward started", {
     via: opts.open ? "channel" : "direct",

@@ -45,7 +45,7 @@ export const udpBytesTotal: Counter<"relay" | "direction" | "listener"> = counte
 export const udpDroppedTotal: Counter<"relay" | "reason" | "listener"> = counter(
   "warren_udp_dropped_total",
   "UDP datagrams dropped, by relay and reason (too-big, fragmented, malformed, " +
-    "wrong-source, flow-limit, queue-full, not-allowed, resolve, send-failed, refused)",
+    "wrong-source, flow-limit, queue-full, not-allowed, resolve, send-failed, refused, internal)",
   ["relay", "reason", "listener"],
 );
 

@@ -37,7 +37,10 @@ export class UdpSocket {
   readonly #addr: HostPort;
   #closed = false;
   #closing: Promise<void> | undefined;
-  /** Called for every datagram received (set before traffic arrives; dropped otherwise). */
+  /**
+   * Called for every datagram received (set before traffic arrives; dropped otherwise). What
+   * it throws, Deno's node:dgram swallows: a relay sets it through `UdpDrops.guard`.
+   */
   onMessage: DatagramHandler = () => {};
 
   private constructor(sock: dgram.Socket, addr: HostPort) {
