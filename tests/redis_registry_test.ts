@@ -6,7 +6,7 @@
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { startRedis } from "./_redis.ts";
-import { within } from "./_util.ts";
+import { until, within } from "./_util.ts";
 import {
   type ClientRecord,
   fingerprint,
@@ -25,15 +25,6 @@ const longLeaseMs = 3_000;
 
 function rec(clientId: number): ClientRecord {
   return { fingerprint: "x", clientId, instance: "?", remote: "127.0.0.1:1", since: Date.now() };
-}
-
-/** Poll `f` until it holds (the bound is generous: a lease is 600 ms). */
-async function until(what: string, f: () => Promise<boolean>, maxMs = 20_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Every key and value in Redis, as one string. */
@@ -177,8 +168,24 @@ Deno.test("redis registry: a killed instance loses its leases within a bounded t
       assert(!done, `instance a did not start: ${out}`);
       out += value;
     }
-    await new Promise((r) => setTimeout(r, leaseMs * 2));
-    assertEquals((await b.getClient("id-of-a"))?.instance, "a");
+    // A holds its lease by its heartbeat: seen as a renewal in Redis (the lease's PTTL rises
+    // above an earlier reading of it), with B finding A the holder after it. No sleep: a beat
+    // late on a stalled box only makes this wait for the next renewal.
+    const redisClient = createClient({ url: redis.url });
+    await redisClient.connect();
+    try {
+      const [key] = await redisClient.keys("*client:*");
+      assert(key !== undefined, `no lease in Redis:\n${await dump(redis.url)}`);
+      let lastPttl = await redisClient.pTTL(key);
+      await until("a's heartbeat renewing its lease, then b finding a the holder", async () => {
+        const pttl = await redisClient.pTTL(key);
+        const renewed = pttl > lastPttl;
+        lastPttl = pttl;
+        return renewed && (await b.getClient("id-of-a"))?.instance === "a";
+      });
+    } finally {
+      await redisClient.close();
+    }
     child.kill("SIGKILL");
     await child.status;
     await reader.cancel();
