@@ -40,6 +40,36 @@ async function dump(url: string): Promise<string> {
   return out;
 }
 
+/**
+ * Wait (bounded) for `renewals` renewals of the key matching `pattern`, seen in Redis as its
+ * PTTL rising above the previous reading (a heartbeat refreshed it, however late on a stalled
+ * box), and then for `holds` (asked again after each later renewal). No sleep, no clock.
+ */
+async function untilRenewed(
+  url: string,
+  pattern: string,
+  what: string,
+  holds: () => Promise<boolean> = () => Promise.resolve(true),
+  renewals = 1,
+): Promise<void> {
+  const c = createClient({ url });
+  await c.connect();
+  try {
+    const [key] = await c.keys(pattern);
+    assert(key !== undefined, `no ${pattern} in Redis:\n${await dump(url)}`);
+    let last = await c.pTTL(key);
+    let seen = 0;
+    await until(what, async () => {
+      const pttl = await c.pTTL(key);
+      if (pttl > last) seen++;
+      last = pttl;
+      return seen >= renewals && await holds();
+    });
+  } finally {
+    await c.close();
+  }
+}
+
 /** `f` fails with RegistryUnavailableError. */
 async function unavailable(f: () => Promise<unknown>): Promise<void> {
   const err = await assertRejects(f);
@@ -76,20 +106,28 @@ Deno.test("redis registry: shared hosts, digests only, leases across instances",
     await a.setClient("other-identifier", rec(7));
     const got = await b.getClient("other-identifier");
     assertEquals([got?.instance, got?.clientId], ["a", 7]);
-    // Held past several lease lifetimes: the heartbeat refreshes it.
-    await new Promise((r) => setTimeout(r, leaseMs * 3));
-    assertEquals((await b.getClient("other-identifier"))?.instance, "a");
-    assertEquals((await b.listClients()).map((c) => c.clientId), [7]);
+    // Held by A's heartbeat: renewed in Redis, then found A's by B.
+    await untilRenewed(
+      redis.url,
+      "*client:*",
+      "a's heartbeat renewing the lease, then b finding a the holder of client 7",
+      async () =>
+        (await b.getClient("other-identifier"))?.instance === "a" &&
+        (await b.listClients()).map((c) => c.clientId).join() === "7",
+    );
     assertEquals((await a.instances()).map((i) => i.name).sort(), ["a", "b"]);
     // The client reconnects to B while A's old session is still timing out: A's heartbeat
     // does not take the lease back.
     await b.setClient("other-identifier", rec(8));
-    const holders = new Set<string | undefined>();
-    for (const end = Date.now() + leaseMs * 2; Date.now() < end;) {
-      holders.add((await a.getClient("other-identifier"))?.instance);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    assertEquals([...holders], ["b"]);
+    // Two of A's beats seen (its instance record renewed twice: the second beat began after
+    // B took the lease), the lease still names B (a lease that expired on a stalled box is
+    // waited for until B writes it back).
+    let holder: string | undefined;
+    await untilRenewed(redis.url, "*instance:a", "two heartbeats of a, then a holder", async () => {
+      holder = (await a.getClient("other-identifier"))?.instance;
+      return holder !== undefined;
+    }, 2);
+    assertEquals(holder, "b");
     await b.setClient("other-identifier", undefined);
     await a.setClient("other-identifier", rec(7));
     // B cannot release A's lease; A can.
@@ -124,8 +162,13 @@ Deno.test("redis registry: a holder's release or close hands the lease to an ins
     // B's member leaves: the lease is A's at once, never missing.
     await b.setClient(id, undefined);
     assertEquals((await c.getClient(id))?.instance, "a");
-    await new Promise((r) => setTimeout(r, longLeaseMs));
-    assertEquals((await c.getClient(id))?.instance, "a");
+    // And A's heartbeat keeps it: renewed in Redis, still A's.
+    await untilRenewed(
+      redis.url,
+      "*client:*",
+      "a's heartbeat renewing the lease handed to it, then c finding a the holder",
+      async () => (await c.getClient(id))?.instance === "a",
+    );
     // The same when B shuts down holding it.
     await b.setClient(id, rec(3));
     await standsBy("a");
@@ -171,21 +214,12 @@ Deno.test("redis registry: a killed instance loses its leases within a bounded t
     // A holds its lease by its heartbeat: seen as a renewal in Redis (the lease's PTTL rises
     // above an earlier reading of it), with B finding A the holder after it. No sleep: a beat
     // late on a stalled box only makes this wait for the next renewal.
-    const redisClient = createClient({ url: redis.url });
-    await redisClient.connect();
-    try {
-      const [key] = await redisClient.keys("*client:*");
-      assert(key !== undefined, `no lease in Redis:\n${await dump(redis.url)}`);
-      let lastPttl = await redisClient.pTTL(key);
-      await until("a's heartbeat renewing its lease, then b finding a the holder", async () => {
-        const pttl = await redisClient.pTTL(key);
-        const renewed = pttl > lastPttl;
-        lastPttl = pttl;
-        return renewed && (await b.getClient("id-of-a"))?.instance === "a";
-      });
-    } finally {
-      await redisClient.close();
-    }
+    await untilRenewed(
+      redis.url,
+      "*client:*",
+      "a's heartbeat renewing its lease, then b finding a the holder",
+      async () => (await b.getClient("id-of-a"))?.instance === "a",
+    );
     child.kill("SIGKILL");
     await child.status;
     await reader.cancel();
