@@ -164,3 +164,65 @@ if (import.meta.main) {
     );
   }
 }
+
+/** A node of V8's sampling heap profile. */
+export interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: HeapNode[];
+}
+
+/**
+ * Start V8's sampling CPU profiler (and with `heap` its heap sampler) in the process whose
+ * inspector listens on `127.0.0.1:port`; call the result to stop both and get the profiles.
+ */
+export async function startProfile(
+  port: number,
+  heap: boolean,
+): Promise<() => Promise<{ profile: CpuProfile; heap?: { head: HeapNode } }>> {
+  const { call, close } = await inspector("127.0.0.1", port);
+  await call("Profiler.enable");
+  await call("Profiler.setSamplingInterval", { interval: 100 });
+  await call("Profiler.start");
+  if (heap) {
+    await call("HeapProfiler.startSampling", {
+      samplingInterval: 512,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
+  return async () => {
+    const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
+    const sampled = heap
+      ? (await call("HeapProfiler.stopSampling") as { profile: { head: HeapNode } }).profile
+      : undefined;
+    close();
+    return { profile, heap: sampled };
+  };
+}
+
+/** Print a heap profile as bytes allocated per connection (`n` of them), its `top` functions. */
+export function printHeapTable(heap: { head: HeapNode }, n: number, top: number): void {
+  const by = new Map<string, number>();
+  const walk = (h: HeapNode) => {
+    const f = h.callFrame;
+    const key = `${f.functionName || "(anon)"} ${f.url.slice(f.url.lastIndexOf("/") + 1)}:${
+      f.lineNumber + 1
+    }`;
+    by.set(key, (by.get(key) ?? 0) + h.selfSize);
+    for (const c of h.children) walk(c);
+  };
+  walk(heap.head);
+  const total = [...by.values()].reduce((a, b) => a + b, 0);
+  console.log(`-- allocated ${(total / n).toFixed(0)} bytes/conn (sampled), top functions`);
+  for (const [k, b] of [...by].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    console.log(`${(b / n).toFixed(0).padStart(8)} B  ${k}`);
+  }
+}
+
+/** User and system CPU seconds of `p` so far (/proc/PID/stat utime, stime). */
+export function userSys(p: { child: Deno.ChildProcess }): { user: number; sys: number } {
+  const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+}

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { byKind, type CpuProfile, inspector, selfTimes } from "./_cpuprof.ts";
+import { byKind, printHeapTable, selfTimes, startProfile, userSys } from "./_cpuprof.ts";
 import {
   benchFlags,
   benchPath,
@@ -92,7 +92,7 @@ try {
   await concurrentRps(route, 2000, flags.concurrency); // warm up (JIT, pools)
   const n = flags.requests;
   const proc = procs[1];
-  const stop = flags.strace ? undefined : await startProfile(insp);
+  const stop = flags.strace ? undefined : await startProfile(insp, flags.heap);
   const strace = flags.strace
     ? new Deno.Command("strace", {
       args: ["-c", "-f", "-o", "/tmp/seaprox_prof.strace", "-p", String(proc.child.pid)],
@@ -135,62 +135,9 @@ try {
     }
     if (flags.out) Deno.writeTextFileSync(`${flags.out}.cpuprofile`, JSON.stringify(profile));
     if (heap) {
-      const by = new Map<string, number>();
-      const walk = (h: HeapNode) => {
-        const f = h.callFrame;
-        const key = `${f.functionName || "(anon)"} ${f.url.slice(f.url.lastIndexOf("/") + 1)}:${
-          f.lineNumber + 1
-        }`;
-        by.set(key, (by.get(key) ?? 0) + h.selfSize);
-        for (const c of h.children) walk(c);
-      };
-      walk(heap.head);
-      const total = [...by.values()].reduce((a, b) => a + b, 0);
-      console.log(`-- allocated ${(total / n).toFixed(0)} bytes/conn (sampled), top functions`);
-      for (const [k, b] of [...by].sort((a, b) => b[1] - a[1]).slice(0, flags.top)) {
-        console.log(`${(b / n).toFixed(0).padStart(8)} B  ${k}`);
-      }
+      printHeapTable(heap, n, flags.top);
     }
   }
 } finally {
   await stopAll(procs);
-}
-
-/** A node of V8's sampling heap profile. */
-interface HeapNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  selfSize: number;
-  children: HeapNode[];
-}
-
-/** Start V8's sampling profiler (and with `--heap` the heap sampler); call to stop both. */
-async function startProfile(
-  port: number,
-): Promise<() => Promise<{ profile: CpuProfile; heap?: { head: HeapNode } }>> {
-  const { call, close } = await inspector("127.0.0.1", port);
-  await call("Profiler.enable");
-  await call("Profiler.setSamplingInterval", { interval: 100 });
-  await call("Profiler.start");
-  if (flags.heap) {
-    await call("HeapProfiler.startSampling", {
-      samplingInterval: 512,
-      includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
-    });
-  }
-  return async () => {
-    const { profile } = await call("Profiler.stop") as { profile: CpuProfile };
-    const heap = flags.heap
-      ? (await call("HeapProfiler.stopSampling") as { profile: { head: HeapNode } }).profile
-      : undefined;
-    close();
-    return { profile, heap };
-  };
-}
-
-/** User and system CPU seconds of `p` so far (/proc/PID/stat utime, stime). */
-function userSys(p: { child: Deno.ChildProcess }): { user: number; sys: number } {
-  const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
 }
