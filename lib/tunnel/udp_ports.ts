@@ -280,7 +280,8 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       if (!p) {
         // Streams still opening are bounded too (eviction makes room among open ones only).
         if (!flows.canOpen(key, pending.size)) return;
-        p = openFlow(peer, key, data).finally(() => pending.delete(key));
+        p = openFlow(peer, key, data).catch((err) => void drops.failed(peer, err))
+          .finally(() => pending.delete(key));
         pending.set(key, p);
         return;
       }
@@ -290,7 +291,7 @@ export class UdpPorts extends PortTunnels<UdpListener> {
       void p.then((f) => {
         flows.release(data.length);
         send(f);
-      });
+      }).catch((err) => drops.failed(peer, err));
     });
 
     this.#tables.set(publicPort, flows);

@@ -5,7 +5,7 @@
  */
 
 import { type Logger, silentLogger } from "../log.ts";
-import { joinHostPort } from "../net/addr.ts";
+import { type HostPort, joinHostPort } from "../net/addr.ts";
 import { udpDroppedTotal, udpLabels, type UdpRelayName } from "./metrics.ts";
 import type { DatagramHandler } from "./socket.ts";
 
@@ -78,11 +78,21 @@ export class UdpDrops {
       try {
         handler(data, from);
       } catch (err) {
-        const what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-        const peer = joinHostPort(from.host, from.port);
-        this.drop("internal", `from ${peer}: ${what.slice(0, maxErrorDetailChars)}`);
+        this.failed(from, err);
       }
     };
+  }
+
+  /**
+   * A datagram from `from` lost to a throw or rejection of ours: dropped as "internal", logged
+   * by the error's name and message (never the bytes). Also the end of a flow's opening that
+   * failed unexpectedly, so a bug there costs datagrams, never the process (an unhandled
+   * rejection ends a Deno process).
+   */
+  failed(from: HostPort, err: unknown): void {
+    const what = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    const peer = joinHostPort(from.host, from.port);
+    this.drop("internal", `from ${peer}: ${what.slice(0, maxErrorDetailChars)}`);
   }
 
   /** Drops of one reason so far. */

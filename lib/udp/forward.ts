@@ -187,14 +187,15 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
     if (!p) {
       // Sockets still binding are bounded too (eviction makes room among bound ones only).
       if (!flows.canOpen(key, pending.size)) return;
-      p = openFlow(peer, key).finally(() => pending.delete(key));
+      p = openFlow(peer, key).catch((err) => void drops.failed(peer, err))
+        .finally(() => pending.delete(key));
       pending.set(key, p);
     }
     if (!flows.reserve(data.length)) return;
     void p.then((up) => {
       flows.release(data.length);
       send(up);
-    });
+    }).catch((err) => drops.failed(peer, err));
   });
 
   log.debug("udp forward started", {
