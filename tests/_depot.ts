@@ -10,7 +10,8 @@ import {
 } from "../lib/depot/mod.ts";
 import { dial, type Duplex, type HostPort, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
-import { drainHash, listenLocal, sendBlocks } from "./_util.ts";
+import { assertEquals } from "./_assert.ts";
+import { drainHash, listenLocal, sendBlocks, within } from "./_util.ts";
 import { concatBytes } from "../lib/net/bytes.ts";
 /** A connected pair of loopback TCP connections. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
@@ -215,4 +216,56 @@ export async function rawTunnel(
   const reader = new BufferedReader(conn);
   const answer = await new ControlReader(reader, depotProtocol).read().catch(() => null);
   return { answer, conn, reader };
+}
+
+/**
+ * A SOCKS connection `i` through `socksPort` that the hand-driven local `ctl` answers on a raw
+ * tunnel to `tunnelPort`, checked relaying both ways ("up i" to the tunnel, "down i" back);
+ * `where` names the server in failures. The caller closes both ends.
+ */
+export async function relayedPair(
+  socksPort: number,
+  ctl: ControlConn<DepotMessage>,
+  tunnelPort: number,
+  i: number,
+  opts: { auth?: { username?: string; password?: string }; where?: string } = {},
+): Promise<{ client: Duplex; tunnel: Deno.TcpConn }> {
+  const at = opts.where ? ` from ${opts.where}` : "";
+  const client = socksDial(socksPort, { host: "app.invalid", port: 80 + i }, opts.auth);
+  const req = await ctl.expect("connect", 30_000);
+  const t = await rawTunnel(tunnelPort, req.id, req.key);
+  let c: Duplex | undefined;
+  try {
+    assertEquals(t.answer?.type, "tunnelAccepted");
+    c = await within(client, `SOCKS reply ${i}${at}`);
+    const enc = new TextEncoder();
+    const dec = new TextDecoder();
+    await writeAll(c, enc.encode(`up ${i}`));
+    const tunnelSide = withPrefix(t.conn, t.reader.takeBuffered());
+    const up = new Uint8Array(4);
+    assertEquals(await within(tunnelSide.read(up), `bytes up ${i}`), 4);
+    assertEquals(dec.decode(up), `up ${i}`);
+    await writeAll(t.conn, enc.encode(`down ${i}`));
+    const down = new Uint8Array(6);
+    assertEquals(await within(c.read(down), `bytes down ${i}`), 6);
+    assertEquals(dec.decode(down), `down ${i}`);
+    return { client: c, tunnel: t.conn };
+  } catch (err) {
+    // Not handed to the caller: closed here, the SOCKS connection too once its dial settles.
+    if (c) c.close();
+    else client.then((d) => d.close(), () => {});
+    t.conn.close();
+    throw err;
+  }
+}
+
+/** Read `r` until its end: "eof" on a FIN, "reset" when the read fails. */
+export async function endOf(r: { read(p: Uint8Array): Promise<number | null> }): Promise<string> {
+  const buf = new Uint8Array(1024);
+  try {
+    while ((await r.read(buf)) !== null) continue;
+    return "eof";
+  } catch {
+    return "reset";
+  }
 }

@@ -8,26 +8,12 @@
  * hand-driven depot-local on A; every wait is bounded and names what it waited for.
  */
 
-import { type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import type { Duplex } from "../lib/net/mod.ts";
 import { DepotCluster } from "../lib/cluster/mod.ts";
 import { assertEquals } from "./_assert.ts";
-import { fakeLocal, rawTunnel, socksDial, startDepot } from "./_depot.ts";
+import { endOf, fakeLocal, relayedPair, startDepot } from "./_depot.ts";
 import { startRedis } from "./_redis.ts";
 import { listenLocal, until, within } from "./_util.ts";
-
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-/** Read `r` until its end: "eof" on a FIN, "reset" when the read fails. */
-async function endOf(r: { read(p: Uint8Array): Promise<number | null> }): Promise<string> {
-  const buf = new Uint8Array(1024);
-  try {
-    while ((await r.read(buf)) !== null) continue;
-    return "eof";
-  } catch {
-    return "reset";
-  }
-}
 
 Deno.test("depot cluster: the end of an exit's control connection cuts the connections it relays for another instance", async () => {
   const redis = await startRedis();
@@ -44,29 +30,17 @@ Deno.test("depot cluster: the end of an exit's control connection cuts the conne
   ca.listen(linkPort);
   const cb = await DepotCluster.connect(b.server, { ...opts, instance: "b", advertise: "h:2" });
   const ctl = await fakeLocal(a.controlPort, { name: "far" });
-  const opened: { client: Duplex & { raw: Deno.TcpConn }; tunnel: Deno.TcpConn }[] = [];
+  const opened: { client: Duplex; tunnel: Deno.TcpConn }[] = [];
   try {
     await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
     for (let i = 0; i < 2; i++) {
-      const client = socksDial(b.socksPort, { host: "app.invalid", port: 80 + i }, {
-        username: "far",
-        password: "x",
-      });
-      const req = await ctl.expect("connect", 30_000);
-      const t = await rawTunnel(a.tunnelPort, req.id, req.key);
-      assertEquals(t.answer?.type, "tunnelAccepted");
-      const c = await within(client, `SOCKS reply ${i} from b`);
-      opened.push({ client: c, tunnel: t.conn });
       // Relayed both ways: b → link → a → tunnel, and back.
-      await writeAll(c, enc.encode(`up ${i}`));
-      const tunnelSide = withPrefix(t.conn, t.reader.takeBuffered());
-      const up = new Uint8Array(4);
-      assertEquals(await within(tunnelSide.read(up), `bytes up ${i}`), 4);
-      assertEquals(dec.decode(up), `up ${i}`);
-      await writeAll(t.conn, enc.encode(`down ${i}`));
-      const down = new Uint8Array(6);
-      assertEquals(await within(c.read(down), `bytes down ${i}`), 6);
-      assertEquals(dec.decode(down), `down ${i}`);
+      opened.push(
+        await relayedPair(b.socksPort, ctl, a.tunnelPort, i, {
+          auth: { username: "far", password: "x" },
+          where: "b",
+        }),
+      );
     }
     assertEquals(b.server.status().active, 2);
     ctl.close(); // the control connection only: the tunnels stay open on our side
