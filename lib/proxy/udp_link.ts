@@ -186,6 +186,18 @@ export class StreamUdpChannel implements UdpChannel {
     this.#cut();
   }
 
+  /**
+   * One answer to `onDatagram`: a throw of it (a bug) loses that datagram only, an "internal"
+   * drop, logged; the association goes on.
+   */
+  #deliver(from: HostPort, data: Uint8Array): void {
+    try {
+      this.onDatagram(from, data);
+    } catch (err) {
+      this.#flows.drops.failed(from, err);
+    }
+  }
+
   async #readLoop(): Promise<void> {
     let why = "far end closed the stream";
     try {
@@ -195,7 +207,7 @@ export class StreamUdpChannel implements UdpChannel {
         const d = decodeSocks5Udp(frame);
         // Our peers send whole datagrams only (FRAG 0): a fragment is dropped, not reassembled.
         if (d.frag !== 0) this.#flows.drops.drop("fragmented", "on a link stream");
-        else this.onDatagram(d.dest, d.data);
+        else this.#deliver(d.dest, d.data);
       }
     } catch (err) {
       why = `stream failed: ${errorMessage(err)}`;

@@ -17,7 +17,7 @@
 import type { Logger } from "../log.ts";
 import { type Duplex, errorMessage, type HostPort } from "../net/mod.ts";
 import { decodeSocks5Udp, encodeSocks5Udp } from "../socks5/mod.ts";
-import type { Flow, FlowTable, UdpChannel } from "../udp/mod.ts";
+import type { Flow, FlowTable, UdpChannel, UdpDrops } from "../udp/mod.ts";
 import { StreamUdpChannel } from "./udp_link.ts";
 
 /** Bytes of the association id in front of every QUIC datagram. */
@@ -34,19 +34,36 @@ export interface QuicDatagramStats {
   unknownAssociation: number;
 }
 
+/** What {@linkcode QuicDatagrams} uses of a `Deno.QuicConn` (tests drive it in memory). */
+export type QuicDatagramConn = Pick<
+  Deno.QuicConn,
+  "maxDatagramSize" | "readDatagram" | "sendDatagram" | "remoteAddr"
+>;
+
+/** An association's receiver of QUIC datagrams and the drops a throw of it counts in. */
+interface DatagramReceiver {
+  handler: (body: Uint8Array) => void;
+  drops: UdpDrops;
+}
+
 /**
  * The QUIC datagrams of one connection, shared by its associations: one read loop hands each
- * datagram to its association by id.
+ * datagram to its association by id. A handler that throws loses that datagram only (an
+ * "internal" drop in its association's `UdpDrops`, logged): the loop serves the connection's
+ * other associations and ends only with the connection (a throw escaping it would be an
+ * unhandled rejection, which ends a Deno process).
  */
 export class QuicDatagrams {
   readonly stats: QuicDatagramStats = { sent: 0, received: 0, onStream: 0, unknownAssociation: 0 };
-  readonly #conn: Deno.QuicConn;
-  readonly #handlers = new Map<number, (body: Uint8Array) => void>();
+  readonly #conn: QuicDatagramConn;
+  readonly #peer: HostPort;
+  readonly #receivers = new Map<number, DatagramReceiver>();
   #nextId = 1;
 
   /** Start reading `conn`'s datagrams (until it closes); says so once if it has none. */
-  constructor(conn: Deno.QuicConn, log: Logger) {
+  constructor(conn: QuicDatagramConn, log: Logger) {
     this.#conn = conn;
+    this.#peer = { host: conn.remoteAddr.hostname, port: conn.remoteAddr.port };
     if (!this.enabled) {
       log.warn("quic link: the peer did not negotiate QUIC datagrams; UDP rides the streams");
     }
@@ -65,14 +82,17 @@ export class QuicDatagrams {
     return id;
   }
 
-  /** Deliver datagrams tagged `id` to `handler` (a later registration of the same id wins). */
-  register(id: number, handler: (body: Uint8Array) => void): void {
-    this.#handlers.set(id, handler);
+  /**
+   * Deliver datagrams tagged `id` to `handler`, a throw of it counted in `drops` (a later
+   * registration of the same id wins).
+   */
+  register(id: number, drops: UdpDrops, handler: (body: Uint8Array) => void): void {
+    this.#receivers.set(id, { handler, drops });
   }
 
   /** Stop delivering `id`'s datagrams. */
   unregister(id: number, handler: (body: Uint8Array) => void): void {
-    if (this.#handlers.get(id) === handler) this.#handlers.delete(id);
+    if (this.#receivers.get(id)?.handler === handler) this.#receivers.delete(id);
   }
 
   /** Whether a body of `n` bytes fits one QUIC datagram on this path now. */
@@ -116,9 +136,16 @@ export class QuicDatagrams {
       if (d.length < idBytes) continue; // not ours to parse: nothing to deliver
       this.stats.received++;
       const id = new DataView(d.buffer, d.byteOffset).getUint32(0);
-      const handler = this.#handlers.get(id);
-      if (handler) handler(d.subarray(idBytes));
-      else this.stats.unknownAssociation++;
+      const r = this.#receivers.get(id);
+      if (!r) {
+        this.stats.unknownAssociation++;
+        continue;
+      }
+      try {
+        r.handler(d.subarray(idBytes));
+      } catch (err) {
+        r.drops.failed(this.#peer, err);
+      }
     }
   }
 }
@@ -168,7 +195,7 @@ export class QuicUdpChannel implements UdpChannel {
       if (d.frag !== 0) return flows.drops.drop("fragmented", "quic datagram");
       this.onDatagram(d.dest, d.data);
     };
-    dgrams.register(id, this.#handler);
+    dgrams.register(id, flows.drops, this.#handler);
     this.ended = this.#stream.ended;
   }
 

@@ -115,8 +115,10 @@ export class UdpExit {
     if (!p) {
       p = UdpSocket.bind(family === 6 ? "::" : "0.0.0.0", 0);
       this.#out.set(family, p);
-      const onMessage = this.#table.drops.guard((data, from) => this.#fromDest(data, from));
-      p.then((s) => s.onMessage = onMessage, () => {});
+      p.then(
+        (s) => s.onMessage = this.#table.drops.guard((data, from) => this.#fromDest(data, from)),
+        () => {}, // a failed bind is reported where it is awaited, below
+      );
     }
     try {
       return await p;

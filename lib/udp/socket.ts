@@ -39,7 +39,8 @@ export class UdpSocket {
   #closing: Promise<void> | undefined;
   /**
    * Called for every datagram received (set before traffic arrives; dropped otherwise). What
-   * it throws, Deno's node:dgram swallows: a relay sets it through `UdpDrops.guard`.
+   * it throws, Deno's node:dgram swallows: a relay sets it through `UdpDrops.guard` (a scan of
+   * lib/ in tests/udp_guard_test.ts fails on one set without it).
    */
   onMessage: DatagramHandler = () => {};
 
