@@ -99,3 +99,67 @@ export async function startRedis(password?: string): Promise<TestRedis> {
     },
   };
 }
+
+/** One command as MONITOR shows it: the connection that sent it (`lua` inside a script). */
+export interface SeenCommand {
+  /** `127.0.0.1:port` of the sending connection, or `lua`. */
+  from: string;
+  /** The command and its arguments, unquoted (escapes left as MONITOR prints them). */
+  args: string[];
+}
+
+/** A MONITOR connection: every command Redis runs from when `watchCommands` resolves. */
+export interface CommandWatch {
+  /** The commands seen so far, in order. */
+  seen: SeenCommand[];
+  /** Resolves once `holds(seen)` is true (fails after 60 s, naming `what`). */
+  until(what: string, holds: (seen: SeenCommand[]) => boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Watch the commands the Redis on `port` runs (MONITOR), from now on. */
+export async function watchCommands(port: number): Promise<CommandWatch> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode("MONITOR\r\n"));
+  const seen: SeenCommand[] = [];
+  const waiters = new Set<() => void>();
+  const ok = Promise.withResolvers<void>();
+  const done = (async () => {
+    let text = "";
+    for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      const lines = text.split("\r\n");
+      text = lines.pop() ?? "";
+      for (const line of lines) {
+        if (line === "+OK") ok.resolve();
+        const m = /^\+[\d.]+ \[\d+ ([^\]]+)\] (.*)$/.exec(line);
+        if (!m) continue;
+        const args = [...m[2].matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((a) => a[1]);
+        seen.push({ from: m[1], args });
+      }
+      for (const w of waiters) w();
+    }
+  })();
+  await within(ok.promise, "redis MONITOR's +OK");
+  return {
+    seen,
+    until: async (what, holds) => {
+      let wake = () => {};
+      const check = () => {
+        if (holds(seen)) wake();
+      };
+      const met = new Promise<void>((r) => wake = r);
+      waiters.add(check);
+      try {
+        check();
+        await within(met, () => `${what} (seen ${seen.length} commands)`);
+      } finally {
+        waiters.delete(check);
+      }
+    },
+    close: async () => {
+      conn.close();
+      await done.catch(() => {/* the read ends with the close we asked for */});
+    },
+  };
+}

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { startRedis } from "./_redis.ts";
+import { type SeenCommand, startRedis, watchCommands } from "./_redis.ts";
 import { until, within } from "./_util.ts";
 import {
   type ClientRecord,
@@ -183,6 +183,58 @@ Deno.test("redis registry: a holder's release or close hands the lease to an ins
     await a.close();
     if (bOpen) await b.close();
     await c.close();
+    await redis.stop();
+  }
+});
+
+/**
+ * The commands of each whole heartbeat of instance `name` in `seen`: from its connection, from
+ * one of its beats' first command (EXISTS of its own record) to the next one's.
+ */
+function beatsOf(seen: SeenCommand[], name: string): string[][] {
+  const first = (c: SeenCommand) =>
+    c.args[0] === "EXISTS" && c.args[1] === `warren:tunnel:instance:${name}`;
+  const from = seen.find(first)?.from;
+  const mine = seen.filter((c) => c.from === from);
+  const starts = mine.flatMap((c, i) => first(c) ? [i] : []);
+  return starts.slice(1).map((end, k) =>
+    mine.slice(starts[k], end).map((c) =>
+      c.args[0] === "EVAL" ? "EVAL" : c.args.slice(0, 2).join(" ")
+    )
+  );
+}
+
+Deno.test("redis registry: standing by for a client costs a heartbeat no more Redis commands than holding it", async () => {
+  const redis = await startRedis();
+  const a = await RedisRegistry.connect({ url: redis.url, instance: "a", leaseMs: longLeaseMs });
+  const b = await RedisRegistry.connect({ url: redis.url, instance: "b", leaseMs: longLeaseMs });
+  try {
+    const id = "standby-identifier-0001";
+    // B registered the client last: B holds it, A stands by (a group on both).
+    await a.setClient(id, rec(1));
+    await b.setClient(id, rec(2));
+    await until(
+      "a stands by in Redis",
+      async () => /standby:[0-9a-f]{64}=\{"a":/.test(await dump(redis.url)),
+    );
+    const watch = await watchCommands(redis.port);
+    try {
+      await watch.until(
+        "a whole heartbeat of a and of b",
+        (seen) => beatsOf(seen, "a").length > 0 && beatsOf(seen, "b").length > 0,
+      );
+      const [standing] = beatsOf(watch.seen, "a");
+      const [holding] = beatsOf(watch.seen, "b");
+      // The standby's note rides in the lease's script (the old code sent HSET and PEXPIRE).
+      assertEquals(standing.length, holding.length, `a: ${standing} | b: ${holding}`);
+      assert(/standby:[0-9a-f]{64}=\{"a":/.test(await dump(redis.url)), "a no longer stands by");
+      assertEquals((await a.getClient(id))?.instance, "b");
+    } finally {
+      await watch.close();
+    }
+  } finally {
+    await a.close();
+    await b.close();
     await redis.stop();
   }
 });

@@ -23,9 +23,16 @@ export interface LeaseClient {
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
 }
 
-// Atomic check-and-set: 1 refreshed, 2 written back, 0 not ours.
+// Atomic check-and-set: 1 refreshed, 2 written back, 0 not ours (then, with a standby hash
+// KEYS[2], the instance's entry there is written and the hash lives another lease).
 const refreshScript = `local cur = redis.call('GET', KEYS[1])
-if cur and cjson.decode(cur).instance ~= ARGV[3] then return 0 end
+if cur and cjson.decode(cur).instance ~= ARGV[3] then
+  if KEYS[2] then
+    redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if cur then return 1 end
 return 2`;
@@ -33,6 +40,9 @@ return 2`;
 /**
  * Refresh the lease `key` with `value` (JSON whose `instance` is `instance`) for `leaseMs`,
  * only if no other instance holds it; one atomic script, so no other writer slips in between.
+ * With `standbyKey` (a hash: instance → value), an instance finding the lease another's notes
+ * there, in the same script, that it stands by for it (for a lease's lifetime), so standing
+ * by costs a beat no more commands than holding.
  */
 export async function refreshLease(
   client: LeaseClient,
@@ -40,10 +50,11 @@ export async function refreshLease(
   value: string,
   leaseMs: number,
   instance: string,
+  standbyKey?: string,
 ): Promise<LeaseRefresh> {
   const n = Number(
     await client.eval(refreshScript, {
-      keys: [key],
+      keys: standbyKey === undefined ? [key] : [key, standbyKey],
       arguments: [value, String(leaseMs), instance],
     }),
   );

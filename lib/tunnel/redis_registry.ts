@@ -439,12 +439,12 @@ export class RedisRegistry implements Registry {
           JSON.stringify(rec),
           this.#leaseMs,
           this.instance,
+          this.#key(`standby:${d}`),
         );
         if (kept === "not-ours") {
           // Another instance registered this client since (it reconnected there, or another
-          // member of its group connected there): its lease while it lasts.
-          await c.hSet(this.#key(`standby:${d}`), this.instance, JSON.stringify(rec));
-          await c.pExpire(this.#key(`standby:${d}`), this.#leaseMs);
+          // member of its group connected there): its lease while it lasts. The script noted
+          // this instance in `standby:<d>` for a lease.
           if (!this.#standby.has(d)) {
             this.#standby.add(d);
             this.#log.info("client now held by another instance", { client: d.slice(0, 12) });
