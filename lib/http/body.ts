@@ -4,13 +4,15 @@
  * @module
  */
 
-import { type BufferedReader, type Duplex, relayPool } from "../net/mod.ts";
+import { type BufferedReader, concatBytes, type Duplex, relayPool } from "../net/mod.ts";
 import {
   decodeLatin1,
+  encodeLatin1,
   fieldNameIs,
   type HeaderFields,
   headerTokens,
   HttpError,
+  parseFieldLines,
   type RequestHead,
   type ResponseHead,
 } from "./head.ts";
@@ -32,6 +34,14 @@ export type BodyFraming =
 
 /** Where body bytes go; must not keep `p` after it resolves (the buffer is reused). */
 export type Sink = (p: Uint8Array) => Promise<void>;
+
+/** Names of fields a relay drops from a chunked body's trailers (any case). */
+export interface FieldFilter {
+  has(name: string): boolean;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
 
 /** Content-Length, validated: digits only, repeated values must agree. */
 function contentLength(headers: HeaderFields): number | undefined {
@@ -238,32 +248,93 @@ async function relayChunked(
   src: Pick<Duplex, "read">,
   sink: Sink,
   buf?: Uint8Array,
+  dropTrailers?: FieldFilter,
 ): Promise<void> {
-  const scanner = new ChunkedScanner();
+  const relay = new ChunkedRelay(sink, dropTrailers);
   const ahead = r.takeBuffered();
-  const used = scanner.scan(ahead);
-  if (used > 0) await sink(ahead.subarray(0, used));
-  if (scanner.done) return r.unread(ahead.subarray(used));
+  const used = await relay.feed(ahead);
+  if (relay.done) return r.unread(ahead.subarray(used));
   await withBuffer(buf, async (cb) => {
     while (true) {
       const b = cb.buf;
       const got = await src.read(b);
       if (got === null) throw new HttpError("connection closed inside a chunked body", "eof");
-      const n = scanner.scan(b.subarray(0, got));
-      if (n > 0) await sink(b.subarray(0, n));
-      if (scanner.done) return r.unread(b.subarray(n, got));
+      const n = await relay.feed(b.subarray(0, got));
+      if (relay.done) return r.unread(b.subarray(n, got));
       cb.adapt(got);
     }
   });
 }
 
-/** Copy a body of the given framing to `sink`, chunked framing kept (what a proxy relays). */
+/**
+ * Chunked bytes to `sink` as they came, checked by a {@linkcode ChunkedScanner}; with
+ * `dropTrailers`, a trailer section with fields is held (at most `maxTrailerBytes`) and goes
+ * out without the fields it names. A body without trailer fields whose end arrives in one
+ * read is relayed in one piece, as without a filter.
+ */
+class ChunkedRelay {
+  readonly #scanner = new ChunkedScanner();
+  readonly #sink: Sink;
+  readonly #drop: FieldFilter | undefined;
+  /** The trailer section read so far, once the last chunk went out (filtering only). */
+  #trailers: Uint8Array[] | undefined;
+
+  constructor(sink: Sink, drop: FieldFilter | undefined) {
+    this.#sink = sink;
+    this.#drop = drop;
+  }
+
+  /** Whether the body (with its trailers) has ended. */
+  get done(): boolean {
+    return this.#scanner.done;
+  }
+
+  /** Take the next piece read; resolves how many of its bytes belong to the body. */
+  async feed(p: Uint8Array): Promise<number> {
+    const s = this.#scanner;
+    if (this.#trailers) return await this.#collect(p);
+    let n = this.#drop ? s.scanToTrailers(p) : s.scan(p);
+    if (this.#drop && s.atTrailers) {
+      // The empty line right behind the last chunk: no fields to filter.
+      if (p[n] === CR && p[n + 1] === LF) n += s.scan(p.subarray(n));
+      else this.#trailers = [];
+    }
+    if (n > 0) await this.#sink(p.subarray(0, n));
+    return this.#trailers ? n + await this.#collect(p.subarray(n)) : n;
+  }
+
+  async #collect(p: Uint8Array): Promise<number> {
+    const n = this.#scanner.scan(p);
+    this.#trailers!.push(p.slice(0, n));
+    if (this.done) await this.#sink(withoutFields(concatBytes(...this.#trailers!), this.#drop!));
+    return n;
+  }
+}
+
+/**
+ * A trailer section (field lines, then the empty line; every line ends in CRLF, as the
+ * scanner checked) without the fields `drop` names; as it came when it names none. Its lines
+ * are checked like a head's fields (HttpError "bad-request").
+ */
+function withoutFields(section: Uint8Array, drop: FieldFilter): Uint8Array {
+  const fields = parseFieldLines(decodeLatin1(section).split("\r\n"));
+  const kept = fields.filter(([k]) => !drop.has(k));
+  if (kept.length === fields.length) return section;
+  return encodeLatin1(kept.map(([k, v]) => `${k}: ${v}\r\n`).join("") + "\r\n");
+}
+
+/**
+ * Copy a body of the given framing to `sink`, chunked framing kept (what a proxy relays).
+ * `dropTrailers`: fields a chunked body's trailers lose on the way (RFC 9110 §7.6.1: the
+ * hop-by-hop ones and those the head's `Connection` names).
+ */
 export async function copyBody(
   r: BufferedReader,
   src: Pick<Duplex, "read">,
   framing: BodyFraming,
   sink: Sink,
   buf?: Uint8Array,
+  dropTrailers?: FieldFilter,
 ): Promise<void> {
   switch (framing.kind) {
     case "none":
@@ -271,7 +342,7 @@ export async function copyBody(
     case "length":
       return await copyExact(r, src, framing.length, sink, buf);
     case "chunked":
-      return await copyChunked(r, src, sink, true, buf);
+      return await relayChunked(r, src, sink, buf, dropTrailers);
     case "close":
       return await copyUntilEof(r, src, sink, buf);
   }

@@ -82,10 +82,30 @@ export class ChunkedScanner {
     return this.#state === ended;
   }
 
+  /**
+   * Whether the scan stands right after the last chunk, at the start of the trailer section
+   * (where {@linkcode scanToTrailers} stops).
+   */
+  get atTrailers(): boolean {
+    return this.#state === trailerStart && this.#trailerBytes === 0;
+  }
+
   /** Scan the next piece; returns how many of its bytes belong to the body. */
   scan(p: Uint8Array): number {
+    return this.#scan(p, false);
+  }
+
+  /**
+   * {@linkcode scan}, stopping at the start of the trailer section (see `atTrailers`): a relay
+   * that rewrites trailer fields forwards the chunks up to there as they came.
+   */
+  scanToTrailers(p: Uint8Array): number {
+    return this.#scan(p, true);
+  }
+
+  #scan(p: Uint8Array, toTrailers: boolean): number {
     let i = 0;
-    while (i < p.length && this.#state !== ended) {
+    while (i < p.length && this.#state !== ended && !(toTrailers && this.atTrailers)) {
       if (this.#state === data) {
         const n = Math.min(this.#left, p.length - i);
         i += n;

@@ -207,6 +207,17 @@ function takeFieldLine(acc: ReadFields, s: string, maxHeaders: number): boolean 
   return false;
 }
 
+/**
+ * Field lines (without their CRLF; e.g. a chunked body's trailer section) checked and split
+ * by the rules of a head's fields: HttpError ("bad-request") on obsolete line folding, a bad
+ * name or a control character, or more than `maxHeaders` fields.
+ */
+export function parseFieldLines(lines: string[], maxHeaders = defaultMaxHeaders): HeaderFields {
+  const acc: ReadFields = { headers: [], used: 0, canonical: true };
+  for (const s of lines) if (s !== "") takeFieldLine(acc, s, maxHeaders);
+  return acc.headers;
+}
+
 /** The header fields after a start line of `used` bytes, up to the empty line. */
 async function readFields(
   r: BufferedReader,

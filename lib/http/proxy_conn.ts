@@ -75,6 +75,32 @@ const hopByHop = new FieldNames([
   "te",
   "upgrade",
 ]);
+/**
+ * Fields a chunked body's trailers lose on the way: the hop-by-hop ones (RFC 9110 §7.6.1 says
+ * trailer fields too), and those that cannot be trailers (§6.5.1: framing, routing,
+ * authentication, request modifiers, how to process the content), which a next hop merging
+ * trailers into the head could otherwise act on. The `Connection` options of the head are
+ * added per message.
+ */
+const notTrailers = hopByHop.with([
+  "transfer-encoding",
+  "content-length",
+  "trailer",
+  "host",
+  "authorization",
+  "www-authenticate",
+  "expect",
+  "max-forwards",
+  "range",
+  "if-match",
+  "if-none-match",
+  "if-modified-since",
+  "if-unmodified-since",
+  "if-range",
+  "content-encoding",
+  "content-type",
+  "content-range",
+]);
 /** Hop-by-hop fields, and Content-Length beside a Transfer-Encoding (RFC 9112 §6.3). */
 const hopByHopCoded = hopByHop.with(["content-length"]);
 /** Hop-by-hop fields, and the framing of a body the proxy de-chunks for an HTTP/1.0 client. */
@@ -218,6 +244,8 @@ interface ForwardPlan {
   /** Where `upHead` lies: back to the pool when the request is done. */
   upHeadBuffer: WriteBuffer;
   reqFraming: BodyFraming;
+  /** Fields a chunked request body's trailers lose (with those its `Connection` names). */
+  reqTrailerDrop: FieldNames;
   /** Whether the client wants its connection kept. */
   clientKeep: boolean;
   /** The Upgrade value when the client asks for one. */
@@ -607,7 +635,20 @@ export class HttpProxyConn {
     }, upHeadBuffer.take);
     const dest = target.dest;
     const key = joinHostPort(dest.host, dest.port);
-    return { head, dest, key, upHead, upHeadBuffer, reqFraming, clientKeep, upgrade };
+    const reqTrailerDrop = reqFraming.kind !== "chunked"
+      ? notTrailers
+      : notTrailers.with(facts.connection).with(facts.proxyConnection);
+    return {
+      head,
+      dest,
+      key,
+      upHead,
+      upHeadBuffer,
+      reqFraming,
+      reqTrailerDrop,
+      clientKeep,
+      upgrade,
+    };
   }
 
   /**
@@ -664,6 +705,8 @@ export class HttpProxyConn {
         this.#conn,
         reqFraming,
         this.#sinkTo(up.conn, "upstream", (n) => ex.requestBytes += n),
+        undefined,
+        plan.reqTrailerDrop,
       ).then(
         () => (ex.bodyDone = true, undefined),
         (err: unknown) => err,
@@ -839,7 +882,12 @@ export class HttpProxyConn {
         await toClient(p);
       };
       if (dechunk) await copyChunked(up.reader, up.conn, sink, false);
-      else await copyBody(up.reader, up.conn, rest, sink);
+      else {
+        const trailerDrop = rest.kind === "chunked"
+          ? notTrailers.with(facts.connection)
+          : undefined;
+        await copyBody(up.reader, up.conn, rest, sink, undefined, trailerDrop);
+      }
       if (out) await this.#writeClient(out.subarray(0, headBytes));
     } catch (err) {
       // Mid-response, the only honest signal left is closing the client connection.
