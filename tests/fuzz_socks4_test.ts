@@ -122,6 +122,13 @@ Deno.test("fuzz socks4: refusals are 0x5B (BIND, long fields, password required)
   const empty = splitSource(Uint8Array.of(4, 1, 0, 80, 0, 0, 0, 9, 0, 0), [3]);
   const e = await clean(() => acceptSocks(empty));
   assertEquals(e.kind === "error" && e.error.reason, "empty-domain");
+  // A SOCKS4a name that is not UTF-8, or holds a control character, is refused at once.
+  for (const name of [[0xff, 0x61], [0x61, 0x0d, 0x62]]) {
+    const bad = splitSource(Uint8Array.of(4, 1, 0, 80, 0, 0, 0, 9, 0, ...name, 0), [3]);
+    const b = await clean(() => acceptSocks(bad));
+    assertEquals(b.kind === "error" && b.error.reason, "bad-domain");
+    assertEquals(bad.output()[1], Socks4Reply.rejected);
+  }
 });
 
 Deno.test("fuzz socks4: mutated and random requests end cleanly", async () => {

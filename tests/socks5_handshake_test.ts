@@ -136,6 +136,14 @@ for (const [name, split] of splits) {
         err: "ProtocolError",
         reason: "empty-domain",
       },
+      // a name that is not UTF-8, or holds NUL or another control character: general failure
+      // (a malformed request, like an empty name; no host was tried, so not 0x04)
+      ...[[0xff, 0x61], [0x61, 0x00, 0x62], [0x61, 0x0a], [0xc3]].map((name) => ({
+        input: concat(greetNoAuth, [5, 1, 0, 3, name.length], name, [0, 80]),
+        out: [5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0],
+        err: "ProtocolError" as const,
+        reason: "bad-domain",
+      })),
       // unknown address type: 0x08
       {
         input: concat(greetNoAuth, [5, 1, 0, 9, 1, 2, 3, 4, 0, 80]),
@@ -203,6 +211,7 @@ for (const [name, split] of splits) {
       [concat([5, 0], [4, 0, 0, 1]), "ProtocolError", "bad-version"],
       [concat([5, 0], [5, 0, 0, 7, 1, 2]), "ProtocolError", "bad-address-type"],
       [concat([5, 0], [5, 0, 0, 3, 0, 0, 0]), "ProtocolError", "empty-domain"],
+      [concat([5, 0], [5, 0, 0, 3, 2, 0xff, 0x61, 0, 0]), "ProtocolError", "bad-domain"],
       [concat([5, 1]), "ProtocolError", "protocol"], // chose GSSAPI, which we never offer
     ];
     for (const [input, cls, reason] of cases) {

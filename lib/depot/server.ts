@@ -23,6 +23,7 @@ import {
   joinHostPort,
   minRelayBufferBytes,
   type NetFailureReason,
+  ProtocolError,
   relay,
   relayPool,
   type RelayStats,
@@ -957,6 +958,16 @@ export class DepotServer {
           remote: ctx.remote,
           exit: triedExit,
           failure: "auth-failed",
+        });
+        return;
+      }
+      if (err instanceof ProtocolError && err.reason === "bad-domain") {
+        // A SOCKS client asking for a name that cannot be one (answered 0x01), as a UDP
+        // datagram's is dropped "bad-domain": worth a line; other garbage stays at debug.
+        ctx.log.warn("SOCKS request refused", {
+          remote: ctx.remote,
+          failure: "bad-domain",
+          error: errorMessage(err),
         });
         return;
       }

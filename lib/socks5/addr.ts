@@ -8,7 +8,29 @@ import { type BufferedReader, type HostPort, ProtocolError } from "../net/mod.ts
 import { AddrType, maxFieldBytes, Socks5Error } from "./const.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+/** A C0 control character or DEL: never part of a host name, and unsafe in a log line. */
+// deno-lint-ignore no-control-regex
+const controlRe = /[\x00-\x1f\x7f]/;
+
+/**
+ * A domain name from the wire as text: UTF-8 with no control character (NUL included), or a
+ * ProtocolError "bad-domain". Decoded leniently, such a name became U+FFFD (3 bytes each, so
+ * wrapping it again for a next hop could pass 255 bytes and throw) or a NUL-bearing string that
+ * failed only later as a dial or encoding error, far from its cause.
+ */
+export function decodeDomain(b: Uint8Array): string {
+  let host: string;
+  try {
+    host = strictDecoder.decode(b);
+  } catch {
+    throw new ProtocolError("domain name is not UTF-8", "bad-domain");
+  }
+  if (controlRe.test(host)) {
+    throw new ProtocolError("domain name holds a control character", "bad-domain");
+  }
+  return host;
+}
 
 /** The 4 bytes of a dotted-quad IPv4 literal, or null if `s` is not one. */
 export function parseIPv4(s: string): Uint8Array | null {
@@ -160,7 +182,8 @@ export function addressBytes(atyp: number, first: number): number {
 /**
  * The address and port at the start of `b` (all {@linkcode addressBytes} of them there), as
  * {@linkcode readAddress} returns them, parsed in place from a reader's buffer. Throws
- * ProtocolError for an empty domain.
+ * ProtocolError for an empty domain ("empty-domain") or one {@linkcode decodeDomain} refuses
+ * ("bad-domain").
  */
 export function parseAddress(b: Uint8Array, atyp: number): HostPort {
   if (atyp === AddrType.ipv4) return { host: formatIPv4(b), port: (b[4] << 8) | b[5] };
@@ -170,15 +193,15 @@ export function parseAddress(b: Uint8Array, atyp: number): HostPort {
   const len = b[0];
   if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
   return {
-    host: decoder.decode(b.subarray(1, 1 + len)),
+    host: decodeDomain(b.subarray(1, 1 + len)),
     port: (b[1 + len] << 8) | b[2 + len],
   };
 }
 
 /**
  * Read the address and port that follow an ATYP byte. IPv4/IPv6 come back as literal text
- * (no brackets), domains as their text. Throws ProtocolError for an unknown type or an
- * empty domain, UnexpectedEofError when the input ends early.
+ * (no brackets), domains as their text. Throws ProtocolError for an unknown type, an empty
+ * domain or a bad one ({@linkcode decodeDomain}), UnexpectedEofError when the input ends early.
  */
 export async function readAddress(r: BufferedReader, atyp: number): Promise<HostPort> {
   let host: string;
@@ -190,7 +213,7 @@ export async function readAddress(r: BufferedReader, atyp: number): Promise<Host
   } else if (atyp === AddrType.domain) {
     const len = await r.readByte();
     if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
-    host = decoder.decode(await r.readExact(len, false));
+    host = decodeDomain(await r.readExact(len, false));
   } else {
     throw new ProtocolError(`unknown address type 0x${atyp.toString(16)}`, "bad-address-type");
   }

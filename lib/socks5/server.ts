@@ -95,7 +95,7 @@ export interface Socks5Request {
  * no acceptable method (0xFF), wrong credentials (status 0x01), BIND / UDP ASSOCIATE /
  * unknown commands (reply 0x07). Garbage throws a `ProtocolError`, after an answer where
  * the protocol has one (bad request version: 0x01, unknown address type: 0x08, empty
- * domain: 0x01). EOF mid-handshake is an `UnexpectedEofError` (a ProtocolError). The caller
+ * domain, or one not UTF-8 or holding a control character ("bad-domain"): 0x01). EOF mid-handshake is an `UnexpectedEofError` (a ProtocolError). The caller
  * closes `conn` in every error case; the handshake timeout is the caller's too
  * (`serve()`'s `handshakeTimeoutMs`).
  *
@@ -246,7 +246,15 @@ async function accept(
     const size = 4 + addressBytes(atyp, first);
     while (r.buffered < size) if (!(await r.fill())) throw new UnexpectedEofError();
     head = r.peek();
-    const dest = parseAddress(head.subarray(4, size), atyp);
+    let dest: HostPort;
+    try {
+      dest = parseAddress(head.subarray(4, size), atyp);
+    } catch (err) {
+      // A name that is not UTF-8 or holds a control character ("bad-domain"): a malformed
+      // request like an empty name, answered the same (0x01), not 0x04 — no host was tried.
+      await sendSocks5Reply(conn, Reply.generalFailure);
+      throw err;
+    }
     r.skip(size);
     const udpAssociate = cmd === Command.udpAssociate && opts.udpAssociate === true;
     if (cmd !== Command.connect && !udpAssociate) {

@@ -12,7 +12,7 @@ import {
   UnexpectedEofError,
   writeAll,
 } from "../net/mod.ts";
-import { formatIPv4, parseIPv4 } from "./addr.ts";
+import { decodeDomain, formatIPv4, parseIPv4 } from "./addr.ts";
 import { Command, maxFieldBytes, Socks5Error } from "./const.ts";
 
 /** Version byte of a SOCKS4/4a request. */
@@ -46,7 +46,8 @@ export interface Socks4Request {
  * (NUL-terminated) and, for SOCKS4a, the host name (NUL-terminated). Refusals are answered
  * with reply 0x5B before they are thrown: BIND and unknown commands
  * (`Socks5Error("command-not-supported")`), a user id or name over 255 bytes
- * (`ProtocolError("too-long")`), an empty SOCKS4a name (`ProtocolError("empty-domain")`).
+ * (`ProtocolError("too-long")`), an empty SOCKS4a name (`ProtocolError("empty-domain")`), one
+ * not UTF-8 or holding a control character (`ProtocolError("bad-domain")`).
  * EOF mid-request is an `UnexpectedEofError`, unanswered.
  */
 export async function readSocks4Request(conn: Duplex, r: BufferedReader): Promise<Socks4Request> {
@@ -57,8 +58,8 @@ export async function readSocks4Request(conn: Duplex, r: BufferedReader): Promis
   // SOCKS4a: DSTIP 0.0.0.x with x non-zero means "the name follows the user id".
   const socks4a = ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0;
   try {
-    const userId = await readNulTerminated(r, "user id");
-    const host = socks4a ? await readNulTerminated(r, "host name") : formatIPv4(ip);
+    const userId = decoder.decode(await readNulTerminated(r, "user id"));
+    const host = socks4a ? decodeDomain(await readNulTerminated(r, "host name")) : formatIPv4(ip);
     if (host === "") throw new ProtocolError("empty SOCKS4a host name", "empty-domain");
     if (cmd !== Command.connect) {
       const name = cmd === Command.bind ? "BIND" : `command 0x${cmd.toString(16).padStart(2, "0")}`;
@@ -72,12 +73,12 @@ export async function readSocks4Request(conn: Duplex, r: BufferedReader): Promis
   }
 }
 
-/** Bytes up to a NUL (consumed, not returned), at most 255 of them, as UTF-8 text. */
-async function readNulTerminated(r: BufferedReader, what: string): Promise<string> {
+/** Bytes up to a NUL (consumed, not returned), at most 255 of them. */
+async function readNulTerminated(r: BufferedReader, what: string): Promise<Uint8Array> {
   const out = new Uint8Array(maxFieldBytes);
   for (let n = 0;; n++) {
     const b = await r.readByte();
-    if (b === 0) return decoder.decode(out.subarray(0, n));
+    if (b === 0) return out.subarray(0, n);
     if (n === maxFieldBytes) {
       throw new ProtocolError(`SOCKS4 ${what} over ${maxFieldBytes} bytes`, "too-long");
     }

@@ -6,14 +6,8 @@
  */
 
 import { type HostPort, ProtocolError } from "../net/mod.ts";
-import { encodeAddress, formatIPv4, formatIPv6 } from "./addr.ts";
+import { decodeDomain, encodeAddress, formatIPv4, formatIPv6 } from "./addr.ts";
 import { AddrType } from "./const.ts";
-
-/**
- * Strict: a name that is not UTF-8 would decode with U+FFFD in its place (3 bytes each), and
- * wrapping it again for the next hop (`encodeSocks5Udp`) could then throw, up to 255 bytes.
- */
-const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** A datagram with its SOCKS5 UDP header taken apart. */
 export interface Socks5UdpDatagram {
@@ -61,11 +55,7 @@ export function decodeSocks5Udp(b: Uint8Array): Socks5UdpDatagram {
     const len = b[4];
     if (len === 0) throw new ProtocolError("empty domain name", "empty-domain");
     need(fixedHeadBytes + 1 + len + 2);
-    try {
-      host = decoder.decode(b.subarray(5, 5 + len));
-    } catch {
-      throw new ProtocolError("domain name is not UTF-8", "bad-domain");
-    }
+    host = decodeDomain(b.subarray(5, 5 + len));
     at = 5 + len;
   } else {
     throw new ProtocolError(`unknown address type 0x${atyp.toString(16)}`, "bad-address-type");
