@@ -1,5 +1,6 @@
 /** A real redis-server for the cluster tests: a free port, a temp dir, no persistence. */
 
+import { writeAll } from "../lib/net/mod.ts";
 import { freePort, within } from "./_util.ts";
 
 /** A running redis-server; `stop()` kills it (SIGKILL) and removes its directory. */
@@ -162,4 +163,17 @@ export async function watchCommands(port: number): Promise<CommandWatch> {
       await done.catch(() => {/* the read ends with the close we asked for */});
     },
   };
+}
+
+/** One inline command to the Redis on `port`, on a connection of its own: the reply's first line. */
+export async function redisCommand(port: number, command: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, new TextEncoder().encode(`${command}\r\n`));
+    const buf = new Uint8Array(512);
+    const n = await within(conn.read(buf), `redis's reply to ${command}`);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
+  } finally {
+    conn.close();
+  }
 }

@@ -12,26 +12,12 @@
  */
 
 import { assertEquals } from "./_assert.ts";
-import { writeAll } from "../lib/net/mod.ts";
 import { member } from "./_tunnel_cluster.ts";
 import { rawGet, startApp, startClient } from "./_tunnel.ts";
-import { startRedis } from "./_redis.ts";
+import { redisCommand, startRedis } from "./_redis.ts";
 import { until, within } from "./_util.ts";
 
 const id = "cluster-settle-identifier-01";
-
-/** One inline command to the Redis on `port`, on a connection of its own: the reply's first line. */
-async function redisCommand(port: number, command: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await writeAll(conn, new TextEncoder().encode(`${command}\r\n`));
-    const buf = new Uint8Array(512);
-    const n = await within(conn.read(buf), `redis's reply to ${command}`);
-    return new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
-  } finally {
-    conn.close();
-  }
-}
 
 Deno.test("tunnel cluster: after Redis lost everything, an instance that never routed to a client serves a request for it once its holder writes back (no 404, no no-client)", async () => {
   const redis = await startRedis();

@@ -29,7 +29,10 @@
  * `client:<digest>` (lease: JSON ClientRecord), `standby:<digest>` (hash instance → JSON
  * ClientRecord of the instances standing by for that lease, living as long), `instance:<name>`
  * (lease: JSON {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`,
- * `i:<name>`).
+ * `i:<name>`, and `l:<name>`: that instance found its records lost, so every instance checks
+ * its own at once: a FLUSHALL drops no connection, and would otherwise go unnoticed until
+ * each one's next beat). A lookup that misses also checks this instance's own record, in the
+ * same script, so the first miss after a FLUSHALL starts the write-backs.
  * Extensions ({@linkcode RegistryExtension}) keep their own keys beside these and their own
  * notices on the same channel: the hosts' rules (host_rules.ts: `rules`, `r:<field>`), the
  * ports clients ask for (port_claims.ts: `port:<proto>:<port>`, `ports`, `p:<proto>:<port>`).
@@ -131,7 +134,7 @@ export interface RedisCommands {
  * every heartbeat and whenever notices resume after an outage (some may have been lost).
  */
 export interface RegistryExtension {
-  /** Prefix of its change notices (`r:`); never one of the registry's own (`h:`, `c:`, `i:`). */
+  /** Prefix of its notices (`r:`); never one of the registry's own (`h:` `c:` `i:` `l:`). */
   readonly noticePrefix: string;
   /** A notice with that prefix, from any instance (this one included). */
   notice(msg: string): void;
@@ -171,6 +174,15 @@ for i = 1, #standby, 2 do
 end
 redis.call('DEL', KEYS[1])
 return 1`;
+
+// A lookup that also tells a miss with this instance's own record (KEYS[2]) gone: the value,
+// else 1 (no such key or field), 0 (and Redis lost our record too: it lost everything).
+const hostScript = `local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then return v end
+return redis.call('EXISTS', KEYS[2])`;
+const leaseScript = `local v = redis.call('GET', KEYS[1])
+if v then return v end
+return redis.call('EXISTS', KEYS[2])`;
 
 /** Where the client of an identifier is held: its lease and the holding instance's record. */
 export interface ClientLocation {
@@ -221,6 +233,8 @@ export class RedisRegistry implements Registry {
    */
   #restore: Promise<void> | undefined;
   #up = false;
+  /** close() was called: no more heartbeats. */
+  #closed = false;
   /**
    * Until when (`performance.now()` ms) the others may still be writing back what Redis lost
    * (see {@linkcode settleMs}); 0 when nothing was lost.
@@ -272,13 +286,7 @@ export class RedisRegistry implements Registry {
       if (!reg.#up) reg.#log.info("redis connected");
       // Back after an outage: write back at once what a restart lost (the lease, the hosts),
       // rather than at the next beat, so lookups find them within a round trip.
-      if (connected && !reg.#up && reg.#timer !== undefined) {
-        const restore = reg.#beat = reg.#beat.then(() => reg.#heartbeat());
-        reg.#restore = restore;
-        void restore.then(() => {
-          if (reg.#restore === restore) reg.#restore = undefined;
-        });
-      }
+      if (connected && !reg.#up && reg.#timer !== undefined) void reg.#recover();
       reg.#up = connected = true;
     });
     try {
@@ -378,7 +386,11 @@ export class RedisRegistry implements Registry {
       this.#hostsBefore.delete(what);
     } else if (msg.startsWith("c:")) this.#clientCache.delete(what);
     else if (msg.startsWith("i:")) this.#instCache.delete(what);
-    else {
+    // Another instance found Redis had lost its records: so may ours be (a FLUSHALL drops no
+    // connection, so nothing else tells us before the next beat).
+    else if (msg.startsWith("l:")) {
+      if (what !== this.instance) void this.#recover();
+    } else {
       for (const e of this.#extensions) if (msg.startsWith(e.noticePrefix)) e.notice(msg);
     }
   }
@@ -392,6 +404,22 @@ export class RedisRegistry implements Registry {
       // The write it announces went through: the others' entries expire within cacheMs.
       this.#log.debug("change notice not sent", { error: errorMessage(err) });
     }
+  }
+
+  /**
+   * Run a heartbeat now (after the one under way), to write back what Redis lost: on
+   * reconnecting after an outage, on a lookup that found this instance's own record gone
+   * (FLUSHALL without a disconnect), on another instance's loss notice (`l:<name>`). Its
+   * promise is {@linkcode #restore} while it runs (concurrent callers share it).
+   */
+  #recover(): Promise<void> {
+    if (this.#restore === undefined && !this.#closed) {
+      const restore = this.#restore = this.#beat = this.#beat.then(() => this.#heartbeat());
+      void restore.then(() => {
+        if (this.#restore === restore) this.#restore = undefined;
+      });
+    }
+    return this.#restore ?? Promise.resolve();
   }
 
   #fail(what: string, err: unknown): never {
@@ -420,6 +448,7 @@ export class RedisRegistry implements Registry {
         this.#log.info("redis lost this instance's records: writing them back", {
           settleMs: settleMs(this.#leaseMs),
         });
+        await this.#publish(`l:${this.instance}`);
       }
       if (!had) {
         // Back after an outage or a Redis restart: the hosts added here first.
@@ -522,7 +551,7 @@ export class RedisRegistry implements Registry {
    * ({@linkcode settleMs}). Throws when Redis is unreachable.
    */
   async #hostDigest(h: string, routing = false): Promise<string | null> {
-    let d = await this.#client.hGet(this.#key("hosts"), h);
+    let d = await this.#readOrRecover(hostScript, this.#key("hosts"), h);
     if (d === null && this.#restore !== undefined && this.#own.has(h)) {
       await this.#restore;
       d = await this.#client.hGet(this.#key("hosts"), h);
@@ -531,6 +560,23 @@ export class RedisRegistry implements Registry {
     // routed: who owns a host, for the admin API and claims, is Redis's answer alone).
     if (d === null && routing && this.#settling()) d = this.#hostsBefore.get(h) ?? null;
     return d;
+  }
+
+  /**
+   * Read field `field` of hash `key` (or, without a field, string `key`) with `script`; a miss
+   * with this instance's own record gone as well (Redis lost its records, and no reconnect
+   * told us: FLUSHALL) first writes back what was lost and starts the settle window at once
+   * ({@linkcode #recover}), then reads again.
+   */
+  async #readOrRecover(script: string, key: string, field?: string): Promise<string | null> {
+    const r = await this.#client.eval(script, {
+      keys: [key, this.#key(`instance:${this.instance}`)],
+      arguments: field === undefined ? [] : [field],
+    });
+    if (typeof r === "string") return r;
+    if (r !== 0) return null;
+    await this.#recover();
+    return field === undefined ? await this.#client.get(key) : await this.#client.hGet(key, field);
   }
 
   /** Whether the others may still be writing back what Redis lost ({@linkcode settleMs}). */
@@ -732,7 +778,7 @@ export class RedisRegistry implements Registry {
       const epoch = this.#clientCache.epoch;
       let v: string | null;
       try {
-        v = await this.#client.get(this.#key(`client:${d}`));
+        v = await this.#readOrRecover(leaseScript, this.#key(`client:${d}`));
       } catch (err) {
         this.#fail("find client", err);
       }
@@ -799,6 +845,7 @@ export class RedisRegistry implements Registry {
   /** Stop the heartbeat, release this instance's leases (best effort) and disconnect. */
   async close(): Promise<void> {
     clearInterval(this.#timer);
+    this.#closed = true;
     // Nothing more is waited for: the lookups waiting for a write-back look again now.
     this.#settleUntil = 0;
     for (const waiters of this.#noticeWaiters.values()) for (const w of waiters) w();
