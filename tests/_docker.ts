@@ -6,7 +6,8 @@
  * earlier on PATH).
  */
 
-import { run } from "./_util.ts";
+import { createHash } from "node:crypto";
+import { run, within } from "./_util.ts";
 export { slowTest } from "./_watchdog.ts";
 
 /** The Docker CLI of Debian's docker.io package. */
@@ -20,8 +21,24 @@ export const debootstrapBin = "/usr/sbin/debootstrap";
 
 /** A daemon started here keeps its images (the cached base) across runs in this directory. */
 export const dataRoot = Deno.env.get("WARREN_DOCKER_DATA_ROOT") ?? "/var/lib/warren-docker";
-/** Socket, exec root and pid file of a daemon started here (tmpfs, short socket paths). */
-export const runDir = "/run/warren-docker";
+
+/**
+ * Socket, exec root and pid file of the daemon started here on `dataRoot` (tmpfs, short socket
+ * paths): one per data root, since one daemon at a time may use a data root.
+ */
+export const runDir = dataRoot === "/var/lib/warren-docker"
+  ? "/run/warren-docker"
+  : `/run/warren-docker-${createHash("sha256").update(dataRoot).digest("hex").slice(0, 8)}`;
+
+/**
+ * The lock a run holds on `dataRoot` from starting its daemon until that daemon stopped: two
+ * runs on one machine (two suites) never share a daemon, so neither stops the other's; the
+ * second waits. An flock, so a run that dies releases it.
+ */
+export const dataRootLockPath = `${dataRoot}.lock`;
+
+/** How long a run waits for another run's daemon on `dataRoot` to stop (its Docker test). */
+export const dataRootLockTimeoutMs = 1_200_000;
 
 /** How long a daemon may take to answer after starting (vfs on a busy box is slow). */
 export const daemonStartTimeoutMs = 90_000;
@@ -82,9 +99,11 @@ export interface DockerEngine {
   started: boolean;
   /** Storage driver of a daemon started here. */
   driver?: string;
+  /** Process id of a daemon started here. */
+  pid?: number;
   /** Last lines the started daemon logged (empty for a daemon found running). */
   log(): string;
-  /** Stop the daemon if this test started it; no-op otherwise. */
+  /** Stop the daemon if this test started it (and release `dataRoot`); no-op otherwise. */
   stop(): Promise<void>;
 }
 
@@ -101,8 +120,8 @@ async function answers(host: string): Promise<boolean> {
 
 /**
  * A Docker engine: `DOCKER_HOST` when set (it must answer), else the system daemon on
- * /var/run/docker.sock, else one left at `runDir` by another run, else a daemon started
- * here (stopped by `stop()`).
+ * /var/run/docker.sock, else a daemon started here ({@linkcode startDocker}, stopped by
+ * `stop()`).
  */
 export async function ensureDocker(): Promise<DockerEngine> {
   const none = { log: () => "", stop: () => Promise.resolve(), started: false };
@@ -111,19 +130,9 @@ export async function ensureDocker(): Promise<DockerEngine> {
     if (await answers(explicit)) return { host: explicit, ...none };
     throw new Error(`DOCKER_HOST=${explicit} does not answer`);
   }
-  for (const host of ["unix:///var/run/docker.sock", `unix://${runDir}/docker.sock`]) {
-    if (await answers(host)) return { host, ...none };
-  }
-  const drivers = Deno.env.get("WARREN_DOCKER_STORAGE_DRIVER")?.split(",") ?? storageDrivers;
-  const failures: string[] = [];
-  for (const driver of drivers) {
-    try {
-      return await startDockerd(driver);
-    } catch (err) {
-      failures.push(err instanceof Error ? err.message : String(err));
-    }
-  }
-  throw new Error(failures.join("\n\n"));
+  const system = "unix:///var/run/docker.sock";
+  if (await answers(system)) return { host: system, ...none };
+  return await startDocker();
 }
 
 /**
@@ -132,9 +141,138 @@ export async function ensureDocker(): Promise<DockerEngine> {
  */
 export const storageDrivers: readonly string[] = ["overlay2", "vfs"];
 
+/**
+ * A daemon of this run on `dataRoot`, used by no other run: waits (up to
+ * `dataRootLockTimeoutMs`, saying so) while another run holds the data root's lock, stops a
+ * daemon a dead run left on it, then starts one (overlay2, else vfs). Its `stop()` stops it
+ * and releases the lock.
+ */
+export async function startDocker(): Promise<DockerEngine> {
+  const lock = await lockDataRoot();
+  try {
+    await stopLeftDaemon();
+    const drivers = Deno.env.get("WARREN_DOCKER_STORAGE_DRIVER")?.split(",") ?? storageDrivers;
+    const failures: string[] = [];
+    for (const driver of drivers) {
+      try {
+        const engine = await startDockerd(driver);
+        let stopped: Promise<void> | undefined;
+        return { ...engine, stop: () => stopped ??= engine.stop().finally(() => lock.close()) };
+      } catch (err) {
+        failures.push(err instanceof Error ? err.message : String(err));
+      }
+    }
+    throw new Error(failures.join("\n\n"));
+  } catch (err) {
+    lock.close();
+    throw err;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The exclusive lock on `dataRoot` (see {@linkcode dataRootLockPath}), holding our pid. */
+async function lockDataRoot(): Promise<Deno.FsFile> {
+  await Deno.mkdir(dataRoot, { recursive: true });
+  const file = await Deno.open(dataRootLockPath, { read: true, write: true, create: true });
+  try {
+    const deadline = Date.now() + dataRootLockTimeoutMs;
+    let said = false;
+    while (!(await file.tryLock(true))) {
+      const holder = (await Deno.readTextFile(dataRootLockPath)).trim();
+      if (Date.now() > deadline) {
+        throw new Error(
+          `${dataRootLockPath} still locked after ${dataRootLockTimeoutMs} ms (${holder})`,
+        );
+      }
+      if (!said) console.log(`  docker: waiting for ${dataRootLockPath} (${holder})`);
+      said = true;
+      await sleep(1_000);
+    }
+    await file.truncate(0);
+    await file.write(new TextEncoder().encode(`held by pid ${Deno.pid}\n`));
+  } catch (err) {
+    file.close();
+    throw err;
+  }
+  return file;
+}
+
+/** Whether process `pid` still runs (a zombie, exited but not reaped, does not). */
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false; // no such process
+  }
+}
+
+/**
+ * With the data root's lock held, a daemon on it is one a run that died left behind (its
+ * lock went with it): stop it (found by its pid file, confirmed by its command line, never by
+ * name), so ours can open the data root.
+ */
+async function stopLeftDaemon(): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(await Deno.readTextFile(`${runDir}/dockerd.pid`));
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    if (!cmdline.includes(`--data-root=${dataRoot}\0`)) return;
+  } catch {
+    return; // no pid file, or its process is gone: nothing runs on the data root
+  }
+  console.log(`  docker: stopping dockerd ${pid}, left on ${dataRoot} by a run that died`);
+  // Polled (not our child): bounded, retire() names it should it outlive SIGKILL.
+  const deadline = Date.now() + 3 * daemonStopTimeoutMs;
+  await retire((signal) => Deno.kill(pid, signal), async () => {
+    while (alive(pid) && Date.now() < deadline) await sleep(100);
+  });
+}
+
+/**
+ * Stop a daemon of ours: SIGTERM, SIGKILL after `daemonStopTimeoutMs` (and its containerd,
+ * which a daemon killed hard leaves running), then drop what it leaves in `runDir`.
+ */
+async function retire(
+  kill: (signal: Deno.Signal) => void,
+  exited: () => Promise<unknown>,
+): Promise<void> {
+  const send = (signal: Deno.Signal) => {
+    try {
+      kill(signal);
+    } catch {
+      // already exited
+    }
+  };
+  send("SIGTERM");
+  const done = exited();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const slow = new Promise<"slow">((r) => {
+    timer = setTimeout(() => r("slow"), daemonStopTimeoutMs);
+  });
+  const killed = await Promise.race([done, slow]) === "slow";
+  clearTimeout(timer);
+  if (killed) send("SIGKILL");
+  await within(done, `dockerd to exit after SIGKILL (${runDir})`, daemonStopTimeoutMs);
+  // A dockerd killed hard leaves its own containerd running: stop that one, found by the
+  // pid file in our exec root and confirmed by its command line (never by name).
+  if (killed) {
+    try {
+      const pid = Number(await Deno.readTextFile(`${runDir}/exec/containerd/containerd.pid`));
+      const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+      if (cmdline.includes(`${runDir}/exec/containerd/`)) Deno.kill(pid, "SIGTERM");
+    } catch {
+      // no pid file or already gone
+    }
+  }
+  // dockerd leaves the host namespace's bind mount behind; drop it and its run dir.
+  await run("umount", [`${runDir}/exec/netns/default`]);
+  await Deno.remove(runDir, { recursive: true }).catch(() => {});
+}
+
 async function startDockerd(driver: string): Promise<DockerEngine> {
   await Deno.mkdir(runDir, { recursive: true });
-  await Deno.mkdir(dataRoot, { recursive: true });
   const host = `unix://${runDir}/docker.sock`;
   const child = new Deno.Command(dockerdBin, {
     args: [
@@ -167,46 +305,10 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
     host,
     started: true,
     driver,
+    pid: child.pid,
     log: () => logText,
     stop: () =>
-      stopped ??= (async () => {
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // already exited
-        }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const slow = new Promise<"slow">((r) => {
-          timer = setTimeout(() => r("slow"), daemonStopTimeoutMs);
-        });
-        let killed = false;
-        if (await Promise.race([child.status, slow]) === "slow") {
-          killed = true;
-          try {
-            child.kill("SIGKILL");
-          } catch {
-            // exited meanwhile
-          }
-        }
-        clearTimeout(timer);
-        await child.status;
-        await pumped;
-        // A dockerd killed hard leaves its own containerd running: stop that one, found by the
-        // pid file in our exec root and confirmed by its command line (never by name).
-        if (killed) {
-          try {
-            const pid = Number(await Deno.readTextFile(`${runDir}/exec/containerd/containerd.pid`));
-            const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
-            if (cmdline.includes(`${runDir}/exec/containerd/`)) Deno.kill(pid, "SIGTERM");
-          } catch {
-            // no pid file or already gone
-          }
-        }
-        // dockerd leaves the host namespace's bind mount behind; drop it and its run dir.
-        const netns = `${runDir}/exec/netns/default`;
-        await run("umount", [netns]);
-        await Deno.remove(runDir, { recursive: true }).catch(() => {});
-      })(),
+      stopped ??= retire((signal) => child.kill(signal), () => Promise.all([child.status, pumped])),
   };
   const deadline = Date.now() + daemonStartTimeoutMs;
   let exited = false;
@@ -216,7 +318,7 @@ async function startDockerd(driver: string): Promise<DockerEngine> {
       await engine.stop();
       throw new Error(`dockerd --storage-driver=${driver} did not come up:\n${logText}`);
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
   return engine;
 }
