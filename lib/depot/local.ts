@@ -162,8 +162,8 @@ export interface DepotLocalStatus {
   connected: boolean;
   /** How tunnels travel in the current session: one TCP connection each, or mux streams. */
   transport: "tcp" | "mux" | null;
-  /** Pre-dialled tunnel connections of the current session: ready now, used, missed. */
-  spares: { ready: number; hits: number; misses: number } | null;
+  /** Pre-dialled tunnel connections of the current session: ready now, used, missed, kept at most. */
+  spares: { ready: number; hits: number; misses: number; max: number } | null;
   /** ISO time the current session began. */
   connectedSince: string | null;
   /** Latest control round-trip time; null before the first pong. */

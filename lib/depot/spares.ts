@@ -46,9 +46,9 @@ export class SparePool {
     this.fill();
   }
 
-  /** Requests served by a spare, and requests that found none. */
-  get stats(): { ready: number; hits: number; misses: number } {
-    return { ready: this.#spares.length, hits: this.#hits, misses: this.#misses };
+  /** Spares ready, requests served by one and requests that found none; `max` kept at most. */
+  get stats(): { ready: number; hits: number; misses: number; max: number } {
+    return { ready: this.#spares.length, hits: this.#hits, misses: this.#misses, max: this.max };
   }
 
   /** The freshest usable spare (and a refill), or undefined when none is ready. */
