@@ -7,7 +7,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { run, within } from "./_util.ts";
+import { run, until, within } from "./_util.ts";
 export { slowTest } from "./_watchdog.ts";
 
 /** The Docker CLI of Debian's docker.io package. */
@@ -23,12 +23,17 @@ export const debootstrapBin = "/usr/sbin/debootstrap";
 export const dataRoot = Deno.env.get("WARREN_DOCKER_DATA_ROOT") ?? "/var/lib/warren-docker";
 
 /**
- * Socket, exec root and pid file of the daemon started here on `dataRoot` (tmpfs, short socket
- * paths): one per data root, since one daemon at a time may use a data root.
+ * Socket, exec root and pid file of the daemon started on `root` (tmpfs, short socket paths):
+ * one per data root, since one daemon at a time may use a data root.
  */
-export const runDir = dataRoot === "/var/lib/warren-docker"
-  ? "/run/warren-docker"
-  : `/run/warren-docker-${createHash("sha256").update(dataRoot).digest("hex").slice(0, 8)}`;
+export function runDirOf(root: string): string {
+  return root === "/var/lib/warren-docker"
+    ? "/run/warren-docker"
+    : `/run/warren-docker-${createHash("sha256").update(root).digest("hex").slice(0, 8)}`;
+}
+
+/** The run dir of the daemon started here ({@linkcode runDirOf} `dataRoot`). */
+export const runDir: string = runDirOf(dataRoot);
 
 /**
  * The lock a run holds on `dataRoot` from starting its daemon until that daemon stopped: two
@@ -198,6 +203,23 @@ async function lockDataRoot(): Promise<Deno.FsFile> {
   return file;
 }
 
+/** Pids of the dockerd processes running on `root` (read from /proc: never by name). */
+export function daemonsOn(root: string): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
+      if (cmdline.includes(`--data-root=${root}\0`) && alive(Number(e.name))) {
+        pids.push(Number(e.name));
+      }
+    } catch {
+      // It exited while listed.
+    }
+  }
+  return pids;
+}
+
 /** Whether process `pid` still runs (a zombie, exited but not reaped, does not). */
 function alive(pid: number): boolean {
   try {
@@ -214,25 +236,27 @@ function alive(pid: number): boolean {
  * name), so ours can open the data root.
  */
 async function stopLeftDaemon(): Promise<void> {
-  let pid: number;
+  let pid: number | undefined;
   try {
     pid = Number(await Deno.readTextFile(`${runDir}/dockerd.pid`));
     const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
-    if (!cmdline.includes(`--data-root=${dataRoot}\0`)) return;
+    if (!cmdline.includes(`--data-root=${dataRoot}\0`) || !alive(pid)) pid = undefined;
   } catch {
-    return; // no pid file, or its process is gone: nothing runs on the data root
+    pid = undefined; // no pid file, or its process is gone: nothing runs on the data root
   }
+  if (pid === undefined) return await dropDaemonLeftovers(dataRoot);
   console.log(`  docker: stopping dockerd ${pid}, left on ${dataRoot} by a run that died`);
   // Polled (not our child): bounded, retire() names it should it outlive SIGKILL.
   const deadline = Date.now() + 3 * daemonStopTimeoutMs;
-  await retire((signal) => Deno.kill(pid, signal), async () => {
-    while (alive(pid) && Date.now() < deadline) await sleep(100);
+  const left = pid;
+  await retire((signal) => Deno.kill(left, signal), async () => {
+    while (alive(left) && Date.now() < deadline) await sleep(100);
   });
 }
 
 /**
- * Stop a daemon of ours: SIGTERM, SIGKILL after `daemonStopTimeoutMs` (and its containerd,
- * which a daemon killed hard leaves running), then drop what it leaves in `runDir`.
+ * Stop a daemon of ours: SIGTERM, SIGKILL after `daemonStopTimeoutMs`, then drop what it
+ * left ({@linkcode dropDaemonLeftovers}).
  */
 async function retire(
   kill: (signal: Deno.Signal) => void,
@@ -255,20 +279,52 @@ async function retire(
   clearTimeout(timer);
   if (killed) send("SIGKILL");
   await within(done, `dockerd to exit after SIGKILL (${runDir})`, daemonStopTimeoutMs);
-  // A dockerd killed hard leaves its own containerd running: stop that one, found by the
-  // pid file in our exec root and confirmed by its command line (never by name).
-  if (killed) {
-    try {
-      const pid = Number(await Deno.readTextFile(`${runDir}/exec/containerd/containerd.pid`));
-      const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
-      if (cmdline.includes(`${runDir}/exec/containerd/`)) Deno.kill(pid, "SIGTERM");
-    } catch {
-      // no pid file or already gone
-    }
+  await dropDaemonLeftovers(dataRoot);
+}
+
+/**
+ * What a daemon on `root` leaves once it exited (all of it, when it was killed hard): its
+ * containerd (found by the pid file in its exec root, confirmed by its command line, never by
+ * name), the host namespace's bind mount in its run dir, the bind mount of `root` on itself,
+ * and the run dir. Call it only while no daemon runs on `root`.
+ */
+export async function dropDaemonLeftovers(root: string): Promise<void> {
+  const dir = runDirOf(root);
+  try {
+    const pid = Number(await Deno.readTextFile(`${dir}/exec/containerd/containerd.pid`));
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    if (cmdline.includes(`${dir}/exec/containerd/`)) Deno.kill(pid, "SIGTERM");
+  } catch {
+    // no pid file or already gone
   }
-  // dockerd leaves the host namespace's bind mount behind; drop it and its run dir.
-  await run("umount", [`${runDir}/exec/netns/default`]);
-  await Deno.remove(runDir, { recursive: true }).catch(() => {});
+  const mounts = (await Deno.readTextFile("/proc/mounts")).split("\n").map((l) => l.split(" ")[1]);
+  for (const path of [`${dir}/exec/netns/default`, root]) {
+    // One umount per time it is mounted (a daemon killed hard after another stacks them).
+    for (const _ of mounts.filter((m) => m === path)) await must("umount", [path]);
+  }
+  await Deno.remove(dir, { recursive: true }).catch(() => {
+    // No run dir: nothing was left.
+  });
+}
+
+/**
+ * Remove the data root `root` of a test's own daemons, once they were killed (bounded wait for
+ * them to exit, naming them), with what they left ({@linkcode dropDaemonLeftovers}) and its lock
+ * file.
+ */
+export async function removeDataRoot(root: string): Promise<void> {
+  await until(
+    `the dockerd on ${root} to exit (${daemonsOn(root)})`,
+    () => daemonsOn(root).length === 0,
+    daemonStopTimeoutMs,
+  );
+  await dropDaemonLeftovers(root);
+  await Deno.remove(root, { recursive: true }).catch((err) => {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  });
+  await Deno.remove(`${root}.lock`).catch((err) => {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  });
 }
 
 async function startDockerd(driver: string): Promise<DockerEngine> {

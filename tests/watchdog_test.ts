@@ -1,20 +1,23 @@
 /** The per-test watchdog: a hung test fails with a report and its service processes die. */
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
+import { dockerSkipReason, removeDataRoot } from "./_docker.ts";
 
 const watchdog = new URL("./_watchdog.ts", import.meta.url).href;
+const dockerModule = new URL("./_docker.ts", import.meta.url).href;
 
 /** How long an inner test run may take before it is killed: the watchdog under test failed. */
 const innerLimitMs = 60_000;
 
 /**
  * `deno test` of `file` under the preloaded watchdog with `env`, in a process group of its own
- * (`detached`: setsid), killed as a group after `innerLimitMs` and again when done: should the
+ * (`detached`: setsid), killed as a group after `limitMs` and again when done: should the
  * watchdog not work, neither the hung run nor a child it started (`deno eval`) outlives this
  * test. Returns whether it was killed, its exit code and its output.
  */
 async function runUnderWatchdog(
   file: string,
   env: Record<string, string>,
+  limitMs = innerLimitMs,
 ): Promise<{ killed: boolean; code: number; text: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", "--no-check", "--preload", watchdog, file],
@@ -34,7 +37,7 @@ async function runUnderWatchdog(
   const timer = setTimeout(() => {
     killed = true;
     killGroup();
-  }, innerLimitMs);
+  }, limitMs);
   try {
     const out = await child.output();
     const dec = new TextDecoder();
@@ -120,6 +123,61 @@ Deno.test("slow with the default limit", sleep);
     assertMatch(text, /slow with its own limit \.\.\. ok/);
     assertMatch(text, /test "slow with the default limit" did not finish in 1 s/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "watchdog: a Docker test's registered cleanup stops its daemon at a timeout, before the next test",
+  ignore: dockerSkipReason() !== undefined,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  const dataRoot = `${dir}/data`;
+  try {
+    // The daemon starts as the module loads (outside the watchdog's limit, which is short
+    // here); the test registers its stop as the Docker tests do, and hangs.
+    await Deno.writeTextFile(
+      `${dir}/docker_hang_test.ts`,
+      `import { cleanUpOnTimeout } from ${JSON.stringify(watchdog)};
+import { dataRootLockPath, daemonsOn, dataRoot, runDir, startDocker } from ${
+        JSON.stringify(dockerModule)
+      };
+const engine = await startDocker();
+console.log("daemon", engine.pid, "up");
+Deno.test({ name: "hangs holding a daemon", sanitizeOps: false, sanitizeResources: false }, async () => {
+  cleanUpOnTimeout(() => engine.stop());
+  await new Promise(() => {});
+});
+Deno.test("runs after it", async () => {
+  if (daemonsOn(dataRoot).length) throw new Error("daemon running: " + daemonsOn(dataRoot));
+  if (await Deno.stat(runDir).then(() => true, () => false)) throw new Error(runDir + " left");
+  const lock = await Deno.open(dataRootLockPath, { write: true });
+  try {
+    if (!(await lock.tryLock(true))) throw new Error(dataRootLockPath + " still locked");
+  } finally {
+    lock.close();
+  }
+  console.log("daemon stopped, lock free");
+});
+`,
+    );
+    // Killed with its daemon (its process group) after 5 minutes, should the watchdog not
+    // work.
+    const out = await runUnderWatchdog(`${dir}/docker_hang_test.ts`, {
+      WARREN_TEST_TIMEOUT_S: "2",
+      WARREN_DOCKER_DATA_ROOT: dataRoot,
+    }, 300_000);
+    const text = out.text;
+    assert(!out.killed, `the hung run was killed after 300 s:\n${text}`);
+    assertMatch(text, /daemon \d+ up/);
+    assertMatch(text, /test "hangs holding a daemon" did not finish in 2 s/);
+    assert(!text.includes("cleanup failed"), text);
+    assertMatch(text, /daemon stopped, lock free/);
+    assertMatch(text, /runs after it \.\.\. ok/);
+  } finally {
+    // Its daemon was killed with it should the run have failed.
+    await removeDataRoot(dataRoot);
     await Deno.remove(dir, { recursive: true });
   }
 });
