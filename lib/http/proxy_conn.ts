@@ -331,13 +331,21 @@ export class HttpProxyConn {
       this.#opts.signal?.removeEventListener("abort", onAbort);
       closeQuietly(this.#conn);
       // Every read of the client and upstream readers was awaited on the way out of #serve;
-      // after a throw one might not have been, and their buffers are left to the GC instead.
-      // (A kept-alive upstream still attached is the usual end: its buffer, kept, stayed
-      // counted in the pool's budget for good.)
+      // after a throw one might not have been (a request body's copy, say), and a buffer
+      // handed to another connection could then take its bytes: their budget goes back to
+      // the pool, the buffers to the GC. (Kept counted, each held 16 KiB of the budget for
+      // good; a kept-alive upstream still attached is the usual end of a connection.)
       if (settled) {
         this.#dropUpstream();
         this.#releaseClientBuffer();
-      } else closeQuietly(this.#upstream?.conn);
+      } else {
+        const up = this.#upstream;
+        this.#upstream = undefined;
+        closeQuietly(up?.conn);
+        if (up) relayPool.forget(up.buf);
+        if (this.#clientBuf) relayPool.forget(this.#clientBuf);
+        this.#clientBuf = undefined;
+      }
     }
   }
 

@@ -85,6 +85,15 @@ export class BufferPool {
     }
   }
 
+  /**
+   * Give a buffer's budget back without pooling it: for one that a read may still write into
+   * (its owner failed with the read pending), so it must never be handed out again. The GC
+   * takes it once the read settles; kept counted, it held the budget for good.
+   */
+  forget(buf: Uint8Array): void {
+    this.#heldBytes -= buf.length;
+  }
+
   /** Drop pooled buffers, e.g. after a burst, so RSS can fall back. */
   trim(): void {
     for (const list of this.#free.values()) {
