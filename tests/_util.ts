@@ -109,6 +109,15 @@ export function readWithin(
 }
 
 /**
+ * The next item of a reader that returns one per `read()` (a frame, a datagram, a control
+ * message, a text chunk), failing after `readIdleMs` with `what`: a peer that neither answers
+ * nor closes fails the test, named, instead of hanging it.
+ */
+export function nextWithin<T>(r: { read(): Promise<T> }, what: string): Promise<T> {
+  return within(r.read(), what, readIdleMs);
+}
+
+/**
  * Read `r` to EOF; returns byte count and SHA-256 hex. Each read is bounded by `readIdleMs`
  * (see `readWithin`); `what` names the stream in that failure.
  */

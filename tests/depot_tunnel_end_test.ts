@@ -7,6 +7,7 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
 import { ConfirmedEnd, ReportedEnd, UnconfirmedEndError } from "../lib/depot/tunnel_end.ts";
 import type { Duplex } from "../lib/net/mod.ts";
+import { within } from "./_util.ts";
 
 /** A tunnel that yields `data` once, then EOF. */
 function tunnel(data: Uint8Array): Duplex & { closed: boolean } {
@@ -30,6 +31,11 @@ function tunnel(data: Uint8Array): Duplex & { closed: boolean } {
 
 const buf = new Uint8Array(16);
 
+/** The gate's answer to a read waiting on it (bounded: a gate that never answers fails). */
+function gated<T>(read: Promise<T>, what: string): Promise<T> {
+  return within(read, `the gate's answer: ${what}`);
+}
+
 /** `err` is the gate's refusal, saying `why`. */
 function assertUnconfirmed(err: Error, why: string): void {
   assert(err instanceof UnconfirmedEndError, String(err));
@@ -40,13 +46,13 @@ Deno.test("tunnel end: a FIN confirmed before or after it arrives is an EOF", as
   const early = new ConfirmedEnd(tunnel(Uint8Array.of(1, 2)), 60_000);
   early.confirm();
   assertEquals(await early.read(buf), 2);
-  assertEquals(await early.read(buf), null);
+  assertEquals(await gated(early.read(buf), "EOF, confirmed before"), null);
   const late = new ConfirmedEnd(tunnel(Uint8Array.of(1)), 60_000);
   assertEquals(await late.read(buf), 1);
   const eof = late.read(buf);
   await new Promise((r) => setTimeout(r, 0));
   late.confirm();
-  assertEquals(await eof, null);
+  assertEquals(await gated(eof, "EOF, confirmed after"), null);
 });
 
 Deno.test("tunnel end: the control connection's end fails a FIN, waiting or to come", async () => {
@@ -55,12 +61,18 @@ Deno.test("tunnel end: the control connection's end fails a FIN, waiting or to c
   const eof = waiting.read(buf);
   await new Promise((r) => setTimeout(r, 0));
   waiting.fail();
-  assertUnconfirmed(await assertRejects(eof), "control connection ended");
+  assertUnconfirmed(
+    await assertRejects(gated(eof, "a failed FIN, waiting")),
+    "control connection ended",
+  );
   const before = new ConfirmedEnd(tunnel(Uint8Array.of(1)), 60_000);
   before.fail();
   before.confirm(); // too late: the failure stands
   assertEquals(await before.read(buf), 1);
-  assertUnconfirmed(await assertRejects(before.read(buf)), "control connection ended");
+  assertUnconfirmed(
+    await assertRejects(gated(before.read(buf), "a failed FIN, to come")),
+    "control connection ended",
+  );
 });
 
 Deno.test("tunnel end: no confirmation in time, or a close first, fails the FIN", async () => {
@@ -68,7 +80,10 @@ Deno.test("tunnel end: no confirmation in time, or a close first, fails the FIN"
   assertEquals(await slow.read(buf), 1);
   // The wait is on the shared deadline wheel, which does not keep a process alive.
   const alive = setTimeout(() => {}, 60_000);
-  assertUnconfirmed(await assertRejects(slow.read(buf)), "no end confirmation within");
+  assertUnconfirmed(
+    await assertRejects(gated(slow.read(buf), "a FIN past its wait")),
+    "no end confirmation within",
+  );
   clearTimeout(alive);
   const inner = tunnel(Uint8Array.of(1));
   const closed = new ConfirmedEnd(inner, 60_000);
@@ -76,7 +91,10 @@ Deno.test("tunnel end: no confirmation in time, or a close first, fails the FIN"
   const eof = closed.read(buf);
   await new Promise((r) => setTimeout(r, 0));
   closed.close();
-  assertUnconfirmed(await assertRejects(eof), "tunnel closed before the end");
+  assertUnconfirmed(
+    await assertRejects(gated(eof, "a FIN of a closed tunnel")),
+    "tunnel closed before the end",
+  );
   assertEquals(inner.closed, true);
 });
 

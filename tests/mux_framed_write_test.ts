@@ -9,7 +9,15 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
 import { createHash } from "node:crypto";
-import { blockStream, blockStreamSha256, drainHash, sendBlocks, sha256, until } from "./_util.ts";
+import {
+  blockStream,
+  blockStreamSha256,
+  drainHash,
+  readWithin,
+  sendBlocks,
+  sha256,
+  until,
+} from "./_util.ts";
 import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { type Duplex, framedWriter, relay, viewReader, withPrefix } from "../lib/net/mod.ts";
 
@@ -155,7 +163,8 @@ Deno.test("mux fairness: small exchanges complete while a bulk stream keeps the 
     })();
     const draining = (async () => {
       const buf = new Uint8Array(MiB);
-      for (let n = await bulkIn.read(buf); n !== null; n = await bulkIn.read(buf)) received += n;
+      const more = () => readWithin(bulkIn, buf, "the bulk stream", received);
+      for (let n = await more(); n !== null; n = await more()) received += n;
     })();
     await until("16 MiB of the bulk stream at the server", () => received >= 16 * MiB);
     // Small echo exchanges on new streams, one after another, behind the bulk frames: with a
@@ -176,7 +185,7 @@ Deno.test("mux fairness: small exchanges complete while a bulk stream keeps the 
     for (let i = 0; i < 20; i++) {
       const s = await p.client.open({ data: new TextEncoder().encode(`ping ${i}`), fin: true });
       const b = new Uint8Array(64);
-      const n = await s.read(b);
+      const n = await readWithin(s, b, `the echo of ping ${i} behind the bulk stream`);
       assertEquals(new TextDecoder().decode(b.subarray(0, n!)), `ping ${i}`);
       s.close();
     }

@@ -11,7 +11,7 @@ import { Flag, FrameType, GoAwayCode, MuxError, Session } from "../lib/mux/mod.t
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { rawPair } from "./_mux.ts";
-import { within } from "./_util.ts";
+import { readWithin, within } from "./_util.ts";
 
 type Event = [number, number, number, number, number[]];
 
@@ -229,7 +229,7 @@ Deno.test("frames: truncated input ends the session (eof); a stream mid-frame ge
   let err: unknown;
   try {
     while (true) {
-      const n = await s.read(buf);
+      const n = await readWithin(s, buf, "what arrived, then the session's end", got);
       if (n === null) break;
       got += n;
     }
@@ -312,7 +312,7 @@ Deno.test("frames: a big payload trickling in reaches a waiting reader intact (d
       const s = (await session.accept())!;
       const buf = new Uint8Array(256 * 1024);
       while (true) {
-        const n = await s.read(buf);
+        const n = await readWithin(s, buf, "the trickling payload and FIN", got.length);
         if (n === null) break;
         got.push(...buf.subarray(0, n));
       }
@@ -322,7 +322,7 @@ Deno.test("frames: a big payload trickling in reaches a waiting reader intact (d
       await peer.send(frame.subarray(cuts[i], cuts[i + 1]));
       await new Promise((r) => setTimeout(r, 20));
     }
-    await reading;
+    await within(reading, "the reader to end");
     assertEquals(got.length, payload.length);
     assert(got.every((b, i) => b === payload[i]), "payload intact");
   } finally {

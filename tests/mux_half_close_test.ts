@@ -1,7 +1,15 @@
 import { MuxError, StreamState } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, readAll, sendBlocks, until } from "./_util.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  readAll,
+  readWithin,
+  sendBlocks,
+  until,
+  within,
+} from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -40,7 +48,7 @@ Deno.test("half-close: the acceptor closes first, the opener keeps sending 32 Mi
     const c = await p.client.open();
     const s = (await p.server.accept())!;
     await s.closeWrite(); // server says it will not write; it still reads everything
-    assertEquals(await c.read(new Uint8Array(10)), null);
+    assertEquals(await readWithin(c, new Uint8Array(10), "the acceptor's FIN"), null);
     assertEquals(c.state, StreamState.CLOSE_WAIT);
     // Far more than one window: would stall if the half-closed side stopped crediting.
     const [got] = await Promise.all([
@@ -95,8 +103,8 @@ Deno.test("reset: readers and writers on both sides get a clear 'reset' error", 
     const pendingRead = c.read(new Uint8Array(16));
     await new Promise((r) => setTimeout(r, 50));
     s.reset();
-    const e1 = await assertRejects(blocked);
-    const e2 = await assertRejects(pendingRead);
+    const e1 = await assertRejects(within(blocked, "the blocked write to end at the reset"));
+    const e2 = await assertRejects(within(pendingRead, "the pending read to end at the reset"));
     assert(e1 instanceof MuxError && e1.reason === "reset", String(e1));
     assert(e2 instanceof MuxError && e2.reason === "reset", String(e2));
     const e3 = await assertRejects(s.read(new Uint8Array(1)));
@@ -117,8 +125,16 @@ Deno.test("close: full close sends FIN, ends local reads, and late peer data get
     const s = (await p.server.accept())!;
     const pending = c.read(new Uint8Array(8));
     c.close();
-    assertEquals(await pending, null, "a pending read ends with EOF on close()");
-    assertEquals(await s.read(new Uint8Array(8)), null, "the peer sees our FIN");
+    assertEquals(
+      await within(pending, "the pending read to end at close()"),
+      null,
+      "a pending read ends with EOF on close()",
+    );
+    assertEquals(
+      await readWithin(s, new Uint8Array(8), "the opener's FIN"),
+      null,
+      "the peer sees our FIN",
+    );
     await s.write(enc.encode("too late")).catch(() => {});
     // The late data is answered with RST: the peer's next write fails with reset.
     await waitFor(() => s.error !== null);
@@ -159,12 +175,14 @@ Deno.test("close: a read pending on a big frame (read straight into its buffer) 
     const s = (await session.accept())!;
     const buf = new Uint8Array(1 << 20);
     let got = 0;
-    while (got < 100_000 - 12) got += (await s.read(buf))!;
+    while (got < 100_000 - 12) {
+      got += (await readWithin(s, buf, "the first part of the frame", got))!;
+    }
     const pending = s.read(buf); // waits for the rest of the frame
     await new Promise((r) => setTimeout(r, 20));
     s.close();
     await peer.send(frame.subarray(100_000)); // the rest arrives after close()
-    assertEquals(await pending, null);
+    assertEquals(await within(pending, "the read pending on the frame to end at close()"), null);
     assertEquals(await s.read(buf), null);
     // The session is fine: a ping still works.
     await peer.frame(FrameType.ping, Flag.syn, 0, 5);
@@ -182,7 +200,7 @@ Deno.test("close: a peer that never sends its FIN is reset after closeLingerMs",
     const c = await p.client.open();
     const s = (await p.server.accept())!;
     c.close(); // our FIN goes out; the server's application never closes its side
-    assertEquals(await s.read(new Uint8Array(1)), null);
+    assertEquals(await readWithin(s, new Uint8Array(1), "the opener's FIN"), null);
     await waitFor(() => p.client.stats.streamsOpen === 0);
     await waitFor(() => s.error !== null);
     assertEquals(s.error?.reason, "reset");

@@ -34,7 +34,7 @@ async function httpGet(
   let head = new Uint8Array(0);
   let body0 = new Uint8Array(0);
   while (true) {
-    const n = await conn.read(buf);
+    const n = await readWithin(conn, buf, `the head of GET ${path}`, head.length);
     if (n === null) throw new Error("EOF in head");
     const all = new Uint8Array(head.length + n);
     all.set(head);
@@ -53,7 +53,7 @@ async function httpGet(
   const h = createHash("sha256").update(body0);
   let bytes = body0.length;
   while (true) {
-    const n = await conn.read(buf);
+    const n = await readWithin(conn, buf, `the body of GET ${path}`, bytes);
     if (n === null) break;
     h.update(buf.subarray(0, n));
     bytes += n;
@@ -201,7 +201,7 @@ Deno.test("link: cut mid-run, in-flight streams fail cleanly, the link returns, 
         conn,
         enc.encode(`GET /bytes/${256 << 20}?seed=${i} HTTP/1.1\r\nhost: o\r\n\r\n`),
       );
-      await conn.read(new Uint8Array(1024));
+      await readWithin(conn, new Uint8Array(1024), `the start of download ${i}`);
       return conn;
     }));
     n.fwd.cut();

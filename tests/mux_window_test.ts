@@ -1,7 +1,7 @@
 import { defaultWindowBytes, FrameType } from "../lib/mux/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, rawPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks } from "./_util.ts";
+import { blockStreamSha256, drainHash, readWithin, sendBlocks } from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -77,7 +77,7 @@ Deno.test("window: a larger initialWindowBytes is granted on open, so the peer s
     ]);
     await peer.frame(FrameType.data, 2, s.id, new Uint8Array(MiB)); // all of it: no overrun
     let got = 0;
-    while (got < MiB) got += (await s.read(new Uint8Array(MiB)))!;
+    while (got < MiB) got += (await readWithin(s, new Uint8Array(MiB), "the window's MiB", got))!;
     assertEquals(got, MiB);
     s.reset();
   } finally {
