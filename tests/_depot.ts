@@ -11,7 +11,7 @@ import {
 import { dial, type Duplex, type HostPort, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { assertEquals } from "./_assert.ts";
-import { drainHash, listenLocal, sendBlocks, within } from "./_util.ts";
+import { drainHash, listenLocal, nextWithin, sendBlocks, TimedOutError, within } from "./_util.ts";
 import { concatBytes } from "../lib/net/bytes.ts";
 /** A connected pair of loopback TCP connections. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
@@ -214,7 +214,11 @@ export async function rawTunnel(
   const conn = await dial("127.0.0.1", tunnelPort);
   await new ControlWriter(conn, depotProtocol).send({ type: "tunnel", id, key });
   const reader = new BufferedReader(conn);
-  const answer = await new ControlReader(reader, depotProtocol).read().catch(() => null);
+  const answer = await nextWithin(new ControlReader(reader, depotProtocol), "the tunnel's answer")
+    .catch((err) => {
+      if (err instanceof TimedOutError) throw err;
+      return null; // the server closed or reset instead of answering: no answer
+    });
   return { answer, conn, reader };
 }
 

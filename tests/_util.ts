@@ -205,6 +205,12 @@ export function startOrigin(): { port: number; close(): Promise<void> } {
 }
 
 /**
+ * What `within` (and so every bounded wait here) rejects with: a caller that turns a peer's
+ * error into a value (a close instead of an answer) rethrows this one.
+ */
+export class TimedOutError extends Error {}
+
+/**
  * `p`, or a rejection naming `what` after `timeoutMs`: a test waiting for something that never
  * comes fails quickly and says what it waited for (`what`, or what it returns at the timeout),
  * instead of hanging. Bounds are generous (the default 60 s): they are for hangs, never timing.
@@ -218,7 +224,7 @@ export function within<T>(
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       const said = typeof what === "string" ? what : what();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${said}`));
+      reject(new TimedOutError(`timed out after ${timeoutMs} ms waiting for ${said}`));
     }, timeoutMs);
   });
   return Promise.race([p, expired]).finally(() => clearTimeout(timer));

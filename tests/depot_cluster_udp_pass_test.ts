@@ -29,30 +29,7 @@ import { type HandedAssociationEnd, passAssociation } from "../lib/depot/mod.ts"
 import { logHandedAssociationEnd } from "../lib/cluster/mod.ts";
 import { Logger, type LogLevel } from "../lib/log.ts";
 import { tcpPair } from "./_depot.ts";
-
-/** Wait until `cond` holds (a bound far above, so a broken relay fails instead of hanging). */
-async function until(cond: () => boolean, what: string, maxMs = 20_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`never happened: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** `p`, or an error once `maxMs` passed (the association never ended). */
-async function within<T>(p: Promise<T>, what: string, maxMs = 20_000): Promise<T> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        t = setTimeout(() => reject(new Error(`never happened: ${what}`)), maxMs);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
-  }
-}
+import { nextWithin, until, within } from "./_util.ts";
 
 const dns: HostPort = { host: "192.0.2.53", port: 53 };
 
@@ -142,7 +119,7 @@ for (const [name, frame, reason] of malformed) {
     try {
       // A good datagram first: it reaches the exit as it came.
       await writeAll(x.a, encodeDatagramFrame(datagram(1)));
-      assertEquals(await x.exitFrames!.read(), datagram(1));
+      assertEquals(await nextWithin(x.exitFrames!, "datagram 1 at the exit"), datagram(1));
       await writeAll(x.a, frame);
       const end = await within(x.done, `${name}: the association ends`);
       assertEquals(end.by, "instance");
@@ -153,14 +130,14 @@ for (const [name, frame, reason] of malformed) {
       assertEquals(line.level, "warn");
       assert(reason.test(line.text) && / error="?[^ ]/.test(line.text), line.text);
       // Both of the holder's streams are closed: the exit and A see the end, nothing more.
-      assertEquals(await x.exitFrames!.read(), null);
-      assertEquals(await x.aFrames.read(), null);
+      assertEquals(await nextWithin(x.exitFrames!, "the exit's end"), null);
+      assertEquals(await nextWithin(x.aFrames, "A's end"), null);
       assertEquals([x.tally.datagramsUp, x.table.drops.total], [1, 0]);
       // The other association still passes datagrams both ways.
       await writeAll(y.a, encodeDatagramFrame(datagram(2)));
-      assertEquals(await y.exitFrames!.read(), datagram(2));
+      assertEquals(await nextWithin(y.exitFrames!, "datagram 2 at the exit"), datagram(2));
       await writeAll(y.exitEnd!, encodeDatagramFrame(datagram(3)));
-      assertEquals(await y.aFrames.read(), datagram(3));
+      assertEquals(await nextWithin(y.aFrames, "datagram 3 at A"), datagram(3));
       assertEquals([y.tally.datagramsUp, y.tally.datagramsDown], [1, 1]);
     } finally {
       await x.close();
@@ -179,7 +156,7 @@ Deno.test("depot cluster udp pass: a frame cut short by A's close ends the assoc
     assertEquals([end.by, end.end], ["instance", "error"]);
     assert(/eof|ended|closed/i.test(end.message ?? ""), end.message);
     assertEquals(closingLines(end, x)[0].level, "warn");
-    assertEquals(await x.exitFrames!.read(), null);
+    assertEquals(await nextWithin(x.exitFrames!, "the exit's end"), null);
     assertEquals(x.tally.datagramsUp, 0);
   } finally {
     await x.close();
@@ -253,8 +230,8 @@ Deno.test("depot cluster udp pass: toward a slow exit, B queues at most its boun
       for (const f of frames) await writeAll(x.a, f);
       const drops = () => x.table.drops.count("queue-full");
       await until(
-        () => x.tally.datagramsUp + drops() === frames.length,
         "every frame taken or dropped",
+        () => x.tally.datagramsUp + drops() === frames.length,
       );
     } finally {
       clearInterval(watch);
@@ -267,19 +244,19 @@ Deno.test("depot cluster udp pass: toward a slow exit, B queues at most its boun
     assertEquals(exit.written.length, 0);
     // The bound is the association's, both ways: an answer while it is full is dropped too.
     exit.answer(encodeDatagramFrame(datagram(500)));
-    await until(() => x.table.drops.count("queue-full") === 185, "the answer dropped");
+    await until("the answer dropped", () => x.table.drops.count("queue-full") === 185);
     assertEquals(x.tally.datagramsDown, 0);
     // The exit reads again: the first 16 arrive whole and in order, and the bound is free.
     exit.open();
-    await until(() => x.table.queuedBytes === 0, "the queue drains");
+    await until("the queue drains", () => x.table.queuedBytes === 0);
     const first16 = new Uint8Array(16 * 1_112);
     frames.slice(0, 16).forEach((f, i) => first16.set(f, i * 1_112));
     assertEquals(exit.output(), first16);
     await writeAll(x.a, frames[199]);
-    await until(() => x.tally.datagramsUp === 17, "a datagram after the drain");
+    await until("a datagram after the drain", () => x.tally.datagramsUp === 17);
     assertEquals(exit.output().subarray(16 * 1_112), frames[199]);
     exit.answer(encodeDatagramFrame(datagram(501)));
-    assertEquals(await x.aFrames.read(), datagram(501));
+    assertEquals(await nextWithin(x.aFrames, "the answer at A"), datagram(501));
     assertEquals([x.tally.datagramsDown, x.table.drops.total], [1, 185]);
     // A leaves: the association ends at a frame boundary, ended by the instance.
     x.a.close();

@@ -18,18 +18,22 @@ import { decodeSocks5Udp, encodeSocks5Udp } from "../lib/socks5/mod.ts";
 import { dnsAnswer, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { startRedis } from "./_redis.ts";
 import { socks5Associate } from "./_socks5.ts";
-import { listenLocal, run, type ServiceProcess, startService } from "./_util.ts";
+import {
+  listenLocal,
+  readWithin,
+  run,
+  type ServiceProcess,
+  startService,
+  until as untilShared,
+  within,
+} from "./_util.ts";
 import { depotMemberArgs, startDepot } from "./_depot.ts";
 import { Logger } from "../lib/log.ts";
 import { DepotCluster } from "../lib/cluster/mod.ts";
 
-/** Wait until `cond` holds (a line or a lease that must come; a bound far above, not a timing). */
-async function until(cond: () => boolean, maxMs = 20_000): Promise<void> {
-  const end = Date.now() + maxMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`never happened: ${cond}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+/** Wait until `cond` holds (a line or a lease that must come); the failure quotes it. */
+function until(cond: () => boolean): Promise<void> {
+  return untilShared(String(cond), cond);
 }
 
 const pysocksScript = new URL("./py/pysocks_dns.py", import.meta.url).pathname;
@@ -131,9 +135,12 @@ Deno.test("depot cluster udp: PySocks -> depot-server A -> B -> depot-local -> d
       });
       const dnsAddr = { host: "127.0.0.1", port: dns.port };
       await client.send(encodeSocks5Udp(dnsAddr, dnsQuery(77, "x.example.test")), assoc.relay);
-      assertEquals(await answered, 77);
+      assertEquals(await within(answered, "the answer to query 77"), 77);
       await b.stop("SIGKILL");
-      assertEquals(await assoc.control.read(new Uint8Array(1)), null);
+      assertEquals(
+        await readWithin(assoc.control, new Uint8Array(1), "A closing the control connection"),
+        null,
+      );
       const cut = await a.waitFor(/dest=udp .*msg="connection closed" .*datagramsDown=1( |$)/);
       assert(/ failure=exit-(closed|error) /.test(cut), cut);
     } finally {
@@ -178,7 +185,10 @@ Deno.test("depot cluster udp: a handed-over association ends on A's idle timeout
     const idle = await socks5Associate(a.socksPort);
     assertEquals(idle.reply, 0);
     // Nothing moves: A ends it after 300 ms, closes the client's connection, and B follows.
-    assertEquals(await idle.control.read(new Uint8Array(1)), null);
+    assertEquals(
+      await readWithin(idle.control, new Uint8Array(1), "A closing the idle association"),
+      null,
+    );
     closeQuietly(idle.control);
     await until(() => closedAt(aLines, 1) && closedAt(bLines, 1));
     const aLine = aLines.find((l) => l.includes("dest=udp") && l.includes("connection closed"))!;
@@ -189,7 +199,10 @@ Deno.test("depot cluster udp: a handed-over association ends on A's idle timeout
     const cut = await socks5Associate(a.socksPort);
     assertEquals(cut.reply, 0);
     await b.locals[0].stop();
-    assertEquals(await cut.control.read(new Uint8Array(1)), null);
+    assertEquals(
+      await readWithin(cut.control, new Uint8Array(1), "A closing the association the exit left"),
+      null,
+    );
     closeQuietly(cut.control);
     await until(() => closedAt(aLines, 2));
     const last = aLines.filter((l) => l.includes("dest=udp") && l.includes("connection closed"))[1];

@@ -19,7 +19,7 @@ import { dial, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { concat, socksDial, startDepot, startTarget } from "./_depot.ts";
-import { blockStreamSha256, readAll, sendBlocks, until } from "./_util.ts";
+import { blockStreamSha256, nextWithin, readAll, sendBlocks, until, within } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -232,9 +232,13 @@ Deno.test("depot compact: on the wire, a hand-driven local that announces it get
     );
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
     const r = new BufferedReader(spare, 1024);
-    assert((await r.readExact(1, false))[0] >= 0x80, "the request comes compact");
+    const first = await within(r.readExact(1, false), "the request on the spare");
+    assert(first[0] >= 0x80, "the request comes compact");
     r.unread(new Uint8Array([0x81]));
-    const req = await new ControlReader(r, depotProtocol, { compact: depotCompact }).read();
+    const req = await nextWithin(
+      new ControlReader(r, depotProtocol, { compact: depotCompact }),
+      "the whole request on the spare",
+    );
     assert(req?.type === "connect", `got ${req?.type}`);
     assertEquals([req.host, req.port], ["app.invalid", 8080]);
     const rest = withPrefix(spare, r.takeBuffered());

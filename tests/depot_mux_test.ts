@@ -4,7 +4,7 @@ import { Session } from "../lib/mux/mod.ts";
 import { dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { fakeLocal, socksDial, startDepot, startTarget } from "./_depot.ts";
-import { readAll, until } from "./_util.ts";
+import { nextWithin, readAll, TimedOutError, until } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -16,7 +16,11 @@ async function handshake(
 ): Promise<{ answer: DepotMessage | null; rest: Duplex }> {
   await new ControlWriter(conn, depotProtocol).send(msg);
   const r = new BufferedReader(conn);
-  const answer = await new ControlReader(r, depotProtocol).read().catch(() => null);
+  const answer = await nextWithin(new ControlReader(r, depotProtocol), "the answer frame")
+    .catch((err) => {
+      if (err instanceof TimedOutError) throw err;
+      return null; // the server closed or reset instead of answering: no answer
+    });
   return { answer, rest: withPrefix(conn, r.takeBuffered()) };
 }
 

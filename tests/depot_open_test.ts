@@ -13,7 +13,7 @@ import { dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
-import { readAll, until, within } from "./_util.ts";
+import { nextWithin, readAll, until, within } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -43,7 +43,10 @@ async function openLocal(
     sessionKey: key === "right" ? welcome.sessionKey : key === "wrong" ? "0".repeat(32) : undefined,
   });
   const r = new BufferedReader(conn, 1024);
-  assertEquals((await new ControlReader(r, depotProtocol).read())?.type, "muxAccepted");
+  assertEquals(
+    (await nextWithin(new ControlReader(r, depotProtocol), "the server's muxAccepted"))?.type,
+    "muxAccepted",
+  );
   const mux = Session.client(withPrefix(conn, r.takeBuffered()), { keepaliveIntervalMs: 0 });
   return {
     ctl,
@@ -58,7 +61,10 @@ async function openLocal(
 /** The first frame of a stream the server opened, and the stream after it. */
 async function firstFrame(s: Stream): Promise<{ msg: DepotMessage | null; rest: Duplex }> {
   const r = new BufferedReader(s, 1024);
-  const msg = await new ControlReader(r, depotProtocol).read();
+  const msg = await nextWithin(
+    new ControlReader(r, depotProtocol),
+    "the first frame of the stream",
+  );
   return { msg, rest: withPrefix(s, r.takeBuffered()) };
 }
 
@@ -337,7 +343,10 @@ Deno.test("depot open: a standby spare with a wrong session key is refused; a cl
   const closing = await standby(depot.tunnelPort, local.sessionKey);
   try {
     const r = new BufferedReader(wrong, 1024);
-    const refusal = await new ControlReader(r, depotProtocol).read();
+    const refusal = await nextWithin(
+      new ControlReader(r, depotProtocol),
+      "the refusal of the spare",
+    );
     assertEquals((refusal as { reason?: string }).reason, "bad-key");
     await settle();
     closing.close(); // the local replaced it: the server must not count on it
