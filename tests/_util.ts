@@ -436,6 +436,27 @@ export async function startService(
   return svc;
 }
 
+/**
+ * Set process `pid`'s soft open-file limit (prlimit; the hard one stays, so the soft one can
+ * be raised again): to `limit`, or to what it has open now plus `openPlus`. For the
+ * fd-shortage tests; returns the soft limit it had (to set it back).
+ */
+export async function setFdLimit(
+  pid: number,
+  limit: number | { openPlus: number },
+): Promise<number> {
+  const limits = await Deno.readTextFile(`/proc/${pid}/limits`);
+  const was = Number(/^Max open files\s+(\d+)/m.exec(limits)![1]);
+  let n = typeof limit === "number" ? limit : limit.openPlus;
+  if (typeof limit !== "number") { for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++; }
+  const out = await new Deno.Command("prlimit", {
+    args: ["--pid", String(pid), `--nofile=${n}:`],
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`prlimit: ${new TextDecoder().decode(out.stderr)}`);
+  return was;
+}
+
 /** Port of a `host:port` string. */
 export function portOf(addr: string): number {
   return Number(addr.slice(addr.lastIndexOf(":") + 1));

@@ -7,24 +7,10 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { type ServiceProcess, startService } from "./_util.ts";
+import { type ServiceProcess, setFdLimit, startService } from "./_util.ts";
 
 const partialHead = new TextEncoder().encode("GET /metrics HTTP/1.1\r\nHost: x\r\n");
 const floodConns = 300;
-
-/** Lower the running service's fd limit to what it uses now plus `spare`. */
-async function limitFds(svc: ServiceProcess, spare: number): Promise<number> {
-  const pid = svc.child.pid;
-  let open = 0;
-  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) open++;
-  const limit = open + spare;
-  const out = await new Deno.Command("prlimit", {
-    args: ["--pid", String(pid), `--nofile=${limit}:${limit}`],
-    stderr: "piped",
-  }).output();
-  assert(out.success, `prlimit: ${new TextDecoder().decode(out.stderr)}`);
-  return limit;
-}
 
 /** The service's exit, or undefined while it runs. */
 async function exited(svc: ServiceProcess): Promise<number | undefined> {
@@ -70,7 +56,7 @@ async function survivesFlood(
   port: number,
   check: () => Promise<void>,
 ): Promise<void> {
-  await limitFds(svc, 16);
+  await setFdLimit(svc.child.pid, { openPlus: 16 });
   const { conns, error } = await flood(port, floodConns);
   try {
     await lineOrDeath(svc, /msg="accept failed, retrying".*Too many open files/);

@@ -17,6 +17,7 @@ import {
   type Duplex,
   errorMessage,
   type HostPort,
+  isOutOfFds,
   joinHostPort,
   minRelayBufferBytes,
   NetError,
@@ -85,6 +86,8 @@ export const defaultLocalDialTimeoutMs = 10_000;
 export const defaultSpareTunnels = 2;
 /** Wait before reconnecting after being replaced by a same-name local (avoids flapping). */
 export const replacedRetryMs = 10_000;
+/** Least time between two "out of file descriptors" warnings (a burst's dials fail at once). */
+const fdWarnIntervalMs = 10_000;
 
 /** Options of {@linkcode DepotLocal}. */
 export interface DepotLocalOptions {
@@ -273,6 +276,9 @@ export class DepotLocal {
   #active = 0;
   #total = 0;
   #failureCount = 0;
+  /** When "out of file descriptors" was last logged, and the dials failing so since. */
+  #fdWarnedMs = -Infinity;
+  #fdFailures = 0;
   readonly #failuresByReason: Record<string, number> = {};
   #bytesUp = 0;
   #bytesDown = 0;
@@ -555,7 +561,12 @@ export class DepotLocal {
           const pool: SparePool = new SparePool(
             spareCount,
             welcome.spareIdleMs,
-            opens ? standby : () => dialTunnel(this.#stop.signal),
+            // A failed spare dial is retried by the pool's next take or tick.
+            () =>
+              (opens ? standby() : dialTunnel(this.#stop.signal)).catch((err) => {
+                this.#noteDialError(err);
+                throw err;
+              }),
             Math.max(spareCount, (opens ? welcome.standbyMax : undefined) ?? legacyStandbyPerExit),
           );
           spares = pool;
@@ -624,6 +635,25 @@ export class DepotLocal {
       this.#events.dispatchEvent(new Event("change"));
       this.log.info("disconnected", { server: this.#serverStr, active: this.#active });
     }
+  }
+
+  /**
+   * A dial failed for want of file descriptors (EMFILE, ENFILE): every request fails alike
+   * until some close, which the per-request "dial failed" line (info, reason "other") does not
+   * say. Warned at most every {@linkcode fdWarnIntervalMs}, with the failures since the last.
+   */
+  #noteDialError(err: unknown): void {
+    if (!isOutOfFds(err)) return;
+    this.#fdFailures++;
+    const now = performance.now();
+    if (now - this.#fdWarnedMs < fdWarnIntervalMs) return;
+    this.#fdWarnedMs = now;
+    this.log.warn("out of file descriptors: dials fail until some close", {
+      failedDials: this.#fdFailures,
+      error: errorMessage(err),
+      fix: "raise the open-file limit (ulimit -n, systemd LimitNOFILE)",
+    });
+    this.#fdFailures = 0;
   }
 
   #track(p: Promise<void>): void {
@@ -751,6 +781,7 @@ export class DepotLocal {
         }
       } catch (err) {
         const reason = classifyError(err);
+        this.#noteDialError(err);
         this.#fail(dest, reason, errorMessage(err));
         log().info("dial failed", { failure: reason, error: errorMessage(err) });
         await reportFailed(ctl, on, req.id, reason, errorMessage(err));
@@ -777,6 +808,7 @@ export class DepotLocal {
           }
         }
       } catch (err) {
+        this.#noteDialError(err);
         this.#fail(dest, "other", `tunnel: ${describe(err)}`);
         log().warn("tunnel failed", { error: describe(err) });
         await reportFailed(ctl, on, req.id, "other", `tunnel: ${describe(err)}`);

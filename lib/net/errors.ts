@@ -84,6 +84,20 @@ export function classifyError(err: unknown): NetFailureReason {
   return "other";
 }
 
+/**
+ * Whether `err` (or an error it wraps, as a `NetError` does) says the process (EMFILE) or the
+ * system (ENFILE) is out of file descriptors: no fault of the peer, and every dial fails alike
+ * until some close, so it deserves an operator's attention more than one request's.
+ */
+export function isOutOfFds(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "EMFILE" || code === "ENFILE") return true;
+    if (/os error 2[34]\b|too many open files/i.test(e.message)) return true;
+  }
+  return false;
+}
+
 /** Errors a relay sees when a peer vanishes; these end a direction quietly, not loudly. */
 export function isDisconnect(err: unknown): boolean {
   return err instanceof Deno.errors.ConnectionReset ||
