@@ -6,7 +6,7 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { closeQuietly, dial, type Duplex, writeAll } from "../lib/net/mod.ts";
-import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, readWithin, type ServiceProcess, startService } from "./_util.ts";
 import { socksDial, startTarget } from "./_depot.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 
@@ -19,7 +19,7 @@ async function echo(conn: Duplex, text: string): Promise<string> {
   const buf = new Uint8Array(text.length);
   let got = 0;
   while (got < buf.length) {
-    const n = await conn.read(buf.subarray(got));
+    const n = await readWithin(conn, buf.subarray(got), `the echo of ${JSON.stringify(text)}`, got);
     if (n === null) throw new Error("echo connection closed");
     got += n;
   }
@@ -131,7 +131,7 @@ Deno.test("reload: tunnel-server hosts and identifiers change on SIGHUP, streams
     );
     const buf = new Uint8Array(65536);
     let received = 0;
-    const first = await download.read(buf);
+    const first = await readWithin(download, buf, "the start of the download");
     assert(first !== null && first > 0);
     received += first;
 
@@ -145,7 +145,7 @@ Deno.test("reload: tunnel-server hosts and identifiers change on SIGHUP, streams
     assert((await rawGet(port, "a.test", "/hello")).body !== "hello ", "a.test removed");
     // The download started before the reload completes.
     while (true) {
-      const n = await download.read(buf);
+      const n = await readWithin(download, buf, "the rest of the download", received);
       if (n === null) break;
       received += n;
     }

@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { dial, type Duplex, serve, writeAll } from "../lib/net/mod.ts";
-import { listenLocal } from "./_util.ts";
+import { listenLocal, readWithin, TimedOutError } from "./_util.ts";
 
 const enc = new TextEncoder();
 const shedIdleMs = 300;
@@ -24,7 +24,7 @@ async function echo(c: Duplex, text: string): Promise<string> {
   const buf = new Uint8Array(text.length);
   let got = 0;
   while (got < buf.length) {
-    const n = await c.read(buf.subarray(got));
+    const n = await readWithin(c, buf.subarray(got), `the echo of ${JSON.stringify(text)}`, got);
     if (n === null) throw new Error(`EOF after ${got} bytes`);
     got += n;
   }
@@ -34,8 +34,9 @@ async function echo(c: Duplex, text: string): Promise<string> {
 /** Whether `c` was ended by the far side (EOF or reset) rather than still answering. */
 async function ended(c: Duplex): Promise<boolean> {
   try {
-    return (await c.read(new Uint8Array(1))) === null;
-  } catch {
+    return (await readWithin(c, new Uint8Array(1), "the relay's end")) === null;
+  } catch (err) {
+    if (err instanceof TimedOutError) throw err;
     return true; // a reset is an end too
   }
 }

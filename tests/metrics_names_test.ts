@@ -9,7 +9,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
-import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, readWithin, type ServiceProcess, startService } from "./_util.ts";
 import { socksDial, startTarget } from "./_depot.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 import { dig, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
@@ -112,7 +112,7 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
   try {
     const c = await Deno.connect({ hostname: "127.0.0.1", port: portOf(sp.addrs.get("static")!) });
     await writeAll(c, new TextEncoder().encode("Ehi"));
-    await c.read(new Uint8Array(2));
+    await readWithin(c, new Uint8Array(2), "the echo through seaprox");
     closeQuietly(c);
     // A refused connection: a failure by reason beside the successes.
     const bad = await Deno.connect({
@@ -164,7 +164,7 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
       port: target.port,
     });
     await writeAll(s, new TextEncoder().encode("Ehi"));
-    await s.read(new Uint8Array(2));
+    await readWithin(s, new Uint8Array(2), "the echo through depot");
     closeQuietly(s);
     // Bytes are counted when a relay ends: each side logs that line.
     await local.waitFor(/msg="connection closed"/);
@@ -417,7 +417,7 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
     const c = await Deno.connect({ hostname: "127.0.0.1", port: portOf(fc.addrs.get("listen")!) });
     try {
       await writeAll(c, new TextEncoder().encode("Ehi"));
-      await c.read(new Uint8Array(2));
+      await readWithin(c, new Uint8Array(2), "the echo through fusion");
       // Scraped while the session is open: the live path gauges have samples.
       for (const svc of [fc, fs]) {
         const text = await scrape(svc);

@@ -17,6 +17,7 @@ import {
   blockStream,
   blockStreamSha256,
   drainHash,
+  readWithin,
   run,
   sendBlocks,
   type ServiceProcess,
@@ -36,7 +37,7 @@ async function socksConnect(socksPort: number, port: number) {
   const reply = new Uint8Array(12);
   let got = 0;
   while (got < reply.length) {
-    const n = await conn.read(reply.subarray(got));
+    const n = await readWithin(conn, reply.subarray(got), "the SOCKS5 replies", got);
     if (n === null) break;
     got += n;
   }

@@ -14,6 +14,7 @@ import {
 } from "../lib/proxy/mod.ts";
 import { closeQuietly, dial, type Duplex, writeAll } from "../lib/net/mod.ts";
 import { startTarget } from "./_depot.ts";
+import { readWithin } from "./_util.ts";
 
 /** Send `text` on an echo connection and read it back whole. */
 async function echo(conn: Duplex, text: string): Promise<string> {
@@ -21,7 +22,7 @@ async function echo(conn: Duplex, text: string): Promise<string> {
   const buf = new Uint8Array(text.length);
   let got = 0;
   while (got < buf.length) {
-    const n = await conn.read(buf.subarray(got));
+    const n = await readWithin(conn, buf.subarray(got), `the echo of ${JSON.stringify(text)}`, got);
     if (n === null) throw new Error("echo connection closed");
     got += n;
   }

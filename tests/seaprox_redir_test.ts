@@ -20,7 +20,7 @@ import {
 import { servicePermissions } from "../tools/install.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import { netnsSkipReason, sh, Watched } from "./_netns.ts";
-import { run } from "./_util.ts";
+import { readWithin, run } from "./_util.ts";
 
 // iptables/ip6tables are installed by the setup step (tools/setup.ts), like `ip`.
 const skip = netnsSkipReason();
@@ -99,7 +99,7 @@ Deno.test("redir: a client connecting to the listener directly is closed, not re
   try {
     const c = await Deno.connect({ hostname: "127.0.0.1", port: sp.servers[0].addr.port });
     try {
-      assertEquals(await c.read(new Uint8Array(16)), null);
+      assertEquals(await readWithin(c, new Uint8Array(16), "seaprox closing the connection"), null);
     } finally {
       closeQuietly(c);
     }

@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { makePki } from "./_tls.ts";
-import { blockStream, blockStreamSha256, drainHash, within } from "./_util.ts";
+import { blockStream, blockStreamSha256, drainHash, readWithin, within } from "./_util.ts";
 import { closeQuietly, withPrefix, writeAll } from "../lib/net/mod.ts";
 import {
   connectTls,
@@ -45,7 +45,7 @@ Deno.test("tls: a slow reader on a mutual-TLS listener pauses the sender; 128 Mi
     // Read a little, then nothing for a while: the sender must stall near the socket buffers
     // (before the fix it ran ahead until 64 MiB were buffered, and then the connection was cut).
     const first = new Uint8Array(64 * 1024);
-    const n = await server.read(first);
+    const n = await readWithin(server, first, "the first bytes at the server");
     assert(n !== null);
     await new Promise((r) => setTimeout(r, 500));
     assert(sent < 48 * 1024 * 1024, `the sender ran ${sent} bytes ahead of a reader that stopped`);

@@ -9,7 +9,13 @@ import { assertEquals } from "./_assert.ts";
 import { concat } from "./_socks5.ts";
 import { blockSourceServer, portFor } from "./_seaprox.ts";
 import { makePki, type Pki } from "./_tls.ts";
-import { blockStreamSha256, drainHash, type ServiceProcess, startService } from "./_util.ts";
+import {
+  blockStreamSha256,
+  drainHash,
+  readWithin,
+  type ServiceProcess,
+  startService,
+} from "./_util.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 
 const total = 16 * 1024 * 1024;
@@ -21,7 +27,7 @@ async function socksConnect(socksPort: number, port: number) {
   const reply = new Uint8Array(12);
   let got = 0;
   while (got < reply.length) {
-    const n = await conn.read(reply.subarray(got));
+    const n = await readWithin(conn, reply.subarray(got), "the SOCKS5 replies", got);
     if (n === null) break;
     got += n;
   }

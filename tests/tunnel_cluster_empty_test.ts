@@ -8,7 +8,13 @@
  */
 
 import { assertEquals, assertMatch } from "./_assert.ts";
-import { blockStreamSha256, portOf, type ServiceProcess, until as waitUntil } from "./_util.ts";
+import {
+  blockStreamSha256,
+  portOf,
+  readWithin,
+  type ServiceProcess,
+  until as waitUntil,
+} from "./_util.ts";
 import {
   hashThrough,
   portOnBoth,
@@ -39,7 +45,7 @@ async function redisCommand(port: number, command: string): Promise<string> {
   try {
     await writeAll(conn, new TextEncoder().encode(`${command}\r\n`));
     const buf = new Uint8Array(512);
-    const n = await conn.read(buf);
+    const n = await readWithin(conn, buf, `Redis's reply to ${command}`);
     return new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
   } finally {
     conn.close();

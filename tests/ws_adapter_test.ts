@@ -6,7 +6,7 @@
 import { assertEquals, assertRejects } from "./_assert.ts";
 import { WebSocketDuplex } from "../lib/transport/ws_adapter.ts";
 import { createHash } from "node:crypto";
-import { within } from "./_util.ts";
+import { readWithin, within } from "./_util.ts";
 
 /** A server-side (Deno.upgradeWebSocket) and a client-side WebSocketDuplex, connected. */
 async function pair(): Promise<{
@@ -42,7 +42,7 @@ async function readHash(d: WebSocketDuplex, n: number): Promise<string> {
   const buf = new Uint8Array(7_000); // not a multiple of the writes: pieces split
   let got = 0;
   while (got < n) {
-    const k = await d.read(buf);
+    const k = await readWithin(d, buf, `${n} bytes over the WebSocket`, got);
     if (k === null) throw new Error(`eof after ${got} of ${n} bytes`);
     h.update(buf.subarray(0, k));
     got += k;
@@ -76,7 +76,7 @@ Deno.test("ws adapter: a closed socket reads null and refuses writes", async () 
   const p = await pair();
   try {
     p.client.close();
-    assertEquals(await p.server.read(new Uint8Array(16)), null);
+    assertEquals(await readWithin(p.server, new Uint8Array(16), "the close at the server"), null);
     await assertRejects(() => p.server.write(new Uint8Array(1)));
   } finally {
     await p.close();
