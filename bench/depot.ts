@@ -6,7 +6,8 @@
  * Reference rows: a plain lib/net relay process (one hop) and two chained (two hops, depot's
  * data path without SOCKS and control), to show what the relays themselves cost here; the
  * Deno floor for SOCKS5 (bench/floor_proxy.ts, one process) and for a reverse exit
- * (bench/floor_reverse.ts: plain depot's work per connection in two processes, nothing else).
+ * (bench/floor_reverse.ts: plain depot's work per connection in two processes, nothing else)
+ * and for depot --mux (bench/floor_mux.ts: the same over one multiplexed connection).
  * - bulk: one connection downloads `--bytes` (default 512 MiB), then one uploads as much,
  *   `--runs` times (default 2, best kept); MB/s and ratio to direct;
  * - set-up: `--seq` (default 500) sequential connect + 8-byte request + 1 KiB answer (ms each)
@@ -270,6 +271,24 @@ async function startReverseFloor(): Promise<{ port: number; procs: Proc[] }> {
   return { port, procs: [server, local] };
 }
 
+/**
+ * bench/floor_mux.ts's depot modes (depot --mux's work per connection over one mux
+ * connection, nothing else): the server's SOCKS5 port, and both processes.
+ */
+async function startMuxFloor(): Promise<{ port: number; procs: Proc[] }> {
+  const server = spawnDeno(benchPath("floor_mux.ts"), [], { env: { BENCH_MODE: "depot-server" } });
+  procs.push(server);
+  const { port, tunnel } = JSON.parse(await server.waitFor(/^\{"port"/)) as {
+    port: number;
+    tunnel: number;
+  };
+  const local = startDeno(benchPath("floor_mux.ts"), [], {
+    BENCH_MODE: "depot-local",
+    BENCH_SERVER: `127.0.0.1:${tunnel}`,
+  });
+  return { port, procs: [server, local] };
+}
+
 /** A throwaway sshd plus `ssh -N -R port` (OpenSSH's reverse dynamic SOCKS). */
 async function startSshReverseSocks(socksPort: number, delayMs = 0): Promise<Proc[]> {
   const ssh = await startSshReverse(
@@ -369,6 +388,7 @@ try {
   const floor = await startFloor();
   procs.push(floor.proc);
   const revFloor = await startReverseFloor();
+  const muxFloor = await startMuxFloor();
   await waitPort(ports.microsocks, "microsocks");
   await waitExits("depot", ports.status, 1);
   await waitExits("depot", ports.muxStatus, 1);
@@ -401,6 +421,11 @@ try {
     {
       route: socksRoute("Deno floor reverse exit (2 processes)", revFloor.port, srcPort),
       procs: revFloor.procs,
+      names: ["server", "local"],
+    },
+    {
+      route: socksRoute("Deno floor --mux (2 processes)", muxFloor.port, srcPort),
+      procs: muxFloor.procs,
       names: ["server", "local"],
     },
     {

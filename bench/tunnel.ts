@@ -24,6 +24,9 @@
  *
  * "Deno floor x2" is bench/floor_proxy.ts twice in series: the least any two Deno hops can do
  * per request (read, write), the floor under the tunnel where haproxy is out of Deno's reach.
+ * "Deno mux floor" is bench/floor_mux.ts's tunnel modes: each public connection a stream of one
+ * mux connection to a client process that relays it to the origin, frames written once per
+ * turn, nothing else (no HTTP parsing, no flow control): the floor of the tunnel's own shape.
  * `--nginx` puts nginx (one process, `return 200` on /hello) in the app's place for the small
  * responses, as issue 20's figures were taken ("ratio to direct nginx"): every path reaches it
  * and "app µs" is nginx's CPU per request; the bulk and TCP tables need the Deno app and are
@@ -345,7 +348,28 @@ const tcpRelay2 = await startRelay(tcpRelay1.port);
 // The least two Deno hops can do per request (bench/floor_proxy.ts: read, write, nothing else).
 const floor2 = await startFloor(ports.http);
 const floor1 = await startFloor(floor2.port);
-const relays = [httpRelay1, httpRelay2, tcpRelay1, tcpRelay2, floor1, floor2].map((r) => r.proc);
+// The least a multiplexed tunnel can do (bench/floor_mux.ts: each public connection a stream
+// of one mux connection to a client that relays it to the origin, nothing else).
+const muxFloorServer = spawnDeno(benchPath("floor_mux.ts"), [], {
+  env: { BENCH_MODE: "tunnel-server" },
+});
+const muxFloor = JSON.parse(await muxFloorServer.waitFor(/^\{"port"/)) as {
+  port: number;
+  tunnel: number;
+};
+const muxFloorClient = spawnDeno(benchPath("floor_mux.ts"), [], {
+  env: {
+    BENCH_MODE: "tunnel-client",
+    BENCH_SERVER: `127.0.0.1:${muxFloor.tunnel}`,
+    BENCH_TARGET: `127.0.0.1:${ports.http}`,
+  },
+  output: "discard",
+});
+const relays = [
+  ...[httpRelay1, httpRelay2, tcpRelay1, tcpRelay2, floor1, floor2].map((r) => r.proc),
+  muxFloorServer,
+  muxFloorClient,
+];
 // The known reverse tunnel: OpenSSH `ssh -R` forwarding a loopback port to the app and to the
 // TCP source (encrypted, unlike the tunnel over plain HTTP; sshd's per-connection child does
 // the work, so its CPU is not shown).
@@ -439,6 +463,7 @@ const floorName = "Deno relay x2";
 /** `hops`: the processes between client and app whose CPU the row reports (socat forks a
  * child per connection, which its parent's counters do not show: none). */
 const haproxyName = "haproxy x2 (peer)";
+const muxFloorName = "Deno mux floor";
 const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
   { name: "direct", url: `http://127.0.0.1:${ports.http}`, hops: [] },
   { name: "socat relay (peer)", url: `http://127.0.0.1:${socatPort}`, hops: [] },
@@ -455,6 +480,11 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     name: "Deno floor x2",
     url: `http://127.0.0.1:${floor1.port}`,
     hops: [floor1.proc, floor2.proc],
+  },
+  {
+    name: muxFloorName,
+    url: `http://127.0.0.1:${muxFloor.port}`,
+    hops: [muxFloorServer, muxFloorClient],
   },
   ...(haproxies.length === 0
     ? []
@@ -523,7 +553,7 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
     : []),
 ];
 /** Rows every small-request table keeps under `--only` (the ratios are to them). */
-const alwaysRows = new Set(["direct", floorName, "Deno floor x2", haproxyName]);
+const alwaysRows = new Set(["direct", floorName, "Deno floor x2", muxFloorName, haproxyName]);
 const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const smallPaths = paths.filter((p) => !only || alwaysRows.has(p.name) || only.test(p.name));
 
@@ -618,7 +648,11 @@ function printRoundRatios(
   small: { runs: WrkResult[]; hopsUs: number[] }[],
 ): void {
   const at = (name: string) => rows.findIndex((p) => p.name === name);
-  const refs = [[haproxyName, at(haproxyName)], ["Deno floor x2", at("Deno floor x2")]] as const;
+  const refs = [
+    [haproxyName, at(haproxyName)],
+    ["Deno floor x2", at("Deno floor x2")],
+    [muxFloorName, at(muxFloorName)],
+  ] as const;
   for (const [refName, ref] of refs) {
     if (ref < 0) continue;
     console.log(
