@@ -171,3 +171,65 @@ Deno.test("mux writer: small writes from one reused buffer arrive exact while th
     await Promise.all([writer.close(), reader.close()]);
   }
 });
+
+/** A transport noting, at each write asked of it, what `at()` says then. */
+class NotingConn implements Duplex {
+  notes: number[] = [];
+  constructor(readonly inner: Deno.TcpConn, readonly at: () => number) {}
+  read(p: Uint8Array): Promise<number | null> {
+    return this.inner.read(p);
+  }
+  write(p: Uint8Array): Promise<number> {
+    this.notes.push(this.at());
+    return this.inner.write(p);
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+Deno.test("mux writer: a lone write is not held back while other streams keep queueing frames", async () => {
+  // The writer yields microtasks until they stop bringing frames, so a turn that queues one
+  // every microtask (streams writing in a loop of resolved awaits) holds back every frame
+  // until the writer's cap. With a cap of 256 yields a lone write waited for 256 rounds of
+  // everything else that ran (bench/mux_busy.ts: 150 ms with 8 such streams doing 20 µs of
+  // work a round); the cap is now 64. Counted in rounds of the busy streams, not ms.
+  const [a, b] = await tcpPair();
+  let rounds = 0;
+  const noting = new NotingConn(a, () => rounds);
+  const opts = { keepaliveIntervalMs: 0, drainTimeoutMs: 0 };
+  const client = Session.client(noting, opts);
+  const server = Session.server(b, opts);
+  const draining: Promise<unknown>[] = [];
+  const accepting = (async () => {
+    for (let s = await server.accept(); s; s = await server.accept()) {
+      // Only read: the session's close at the end ends these reads, which cannot matter here.
+      draining.push(drainHash(s, `stream ${s.id}'s bytes`).catch(() => {}));
+    }
+  })();
+  try {
+    const lone = await client.open();
+    const busy = await Promise.all([client.open(), client.open()]);
+    await within(lone.write(new Uint8Array([1])), "the lone stream's first write");
+    await new Promise((r) => setTimeout(r, 0)); // the writer is idle again
+    const before = noting.notes.length;
+    const maxRounds = 1000;
+    const loops = busy.map(async (s) => {
+      const one = new Uint8Array([2]);
+      for (; noting.notes.length === before && rounds < maxRounds; rounds++) await s.write(one);
+    });
+    await lone.write(new Uint8Array([3]));
+    await within(Promise.all(loops), "the busy streams' loops");
+    assert(noting.notes.length > before, `no transport write in ${maxRounds} rounds`);
+    const waited = noting.notes[before];
+    // Each round is one resolved await per busy stream: at most 64 yields of the writer.
+    assert(waited <= 2 * 64, `the lone write waited ${waited} rounds of the busy streams`);
+  } finally {
+    await Promise.all([client.close(), server.close()]);
+    await within(accepting, "the accept loop's end");
+    await within(Promise.allSettled(draining), "the streams' ends");
+  }
+});

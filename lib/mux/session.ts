@@ -117,8 +117,13 @@ const maxReadBufferBytes = 2 * 1024 * 1024;
  * 0.77 writes per short stream on the accepting side, 0.06 (one per read) with this.
  */
 const writerQuietTicks = 8;
-/** Most microtasks the writer yields before a write, however busy the turn stays. */
-const writerMaxYieldTicks = 256;
+/**
+ * Most microtasks the writer yields before a write, however busy the turn stays: real turns
+ * end within 8-15 (tunnel and depot `--mux` under load), and a turn that keeps queueing frames
+ * (streams writing in a loop of resolved awaits) made a lone frame wait for 256 rounds of
+ * everything else that ran (bench/mux_busy.ts).
+ */
+const writerMaxYieldTicks = 64;
 /** How long a go away may take to flush before the transport is closed anyway. */
 const goAwayFlushMs = 1000;
 /**
@@ -893,7 +898,7 @@ export class Session implements StreamHost, FrameSink {
     }
   }
 
-  /** Yield until this turn stops queueing frames (see writerQuietTicks). */
+  /** Yield until this turn stops queueing frames (see writerQuietTicks), within bounds. */
   async #batchQueued(): Promise<void> {
     let seen = this.#enqueued;
     for (let i = 0, quiet = 0; i < writerMaxYieldTicks && quiet < writerQuietTicks; i++) {
