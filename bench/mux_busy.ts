@@ -77,7 +77,10 @@ const kinds: Kind[] = ["idle", "macrotask", "microtask", "microtask + writes"];
 
 async function measure(mux: MuxModule, kind: Kind): Promise<{ ms: number[]; rounds: number[] }> {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const [a, b] = await Promise.all([Deno.connect(l.addr), l.accept()]);
+  const [a, b] = await Promise.all([
+    Deno.connect({ hostname: "127.0.0.1", port: l.addr.port }),
+    l.accept(),
+  ]);
   l.close();
   const opts = { keepaliveIntervalMs: 0 };
   const client = mux.Session.client(new Watched(a), opts);
