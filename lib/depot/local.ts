@@ -88,6 +88,13 @@ export const defaultSpareTunnels = 2;
 export const replacedRetryMs = 10_000;
 /** Least time between two "out of file descriptors" warnings (a burst's dials fail at once). */
 const fdWarnIntervalMs = 10_000;
+/**
+ * `--mux`: the ACK of a request's stream waits this long to ride on our answer (`tunnel` or
+ * `connectFailed`, written after the dial): sent at accept, it was a transport write of its own
+ * per connection and a wakeup of the server for nothing. A slower dial sends it alone; the
+ * server never waits for it.
+ */
+const muxAckDelayMs = 1_000;
 
 /** Options of {@linkcode DepotLocal}. */
 export interface DepotLocalOptions {
@@ -900,6 +907,7 @@ export class DepotLocal {
       }
       this.log.info("tunnels multiplexed over one connection (mux)");
       return MuxSession.client(withPrefix(conn, buffered.takeBuffered()), {
+        synAckDelayMs: muxAckDelayMs,
         keepaliveIntervalMs: heartbeatMs,
         keepaliveTimeoutMs: heartbeatMs * heartbeatDeadFactor,
         log: this.log.child({ mux: "client" }),

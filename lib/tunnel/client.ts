@@ -84,6 +84,13 @@ export interface TunnelClientFailure {
 
 /** How long a closing session lets open tunnel streams finish. */
 const defaultDrainMs = 2_000;
+/**
+ * The ACK of a stream the server opened waits this long to ride on our answer (written after
+ * the local dial): sent at accept, it was a transport write of its own on each new stream, and
+ * a wakeup of the server for nothing. A slower dial sends it alone. The server never waits for
+ * it (lib/mux takes any frame of ours as the ACK).
+ */
+const streamAckDelayMs = 1_000;
 
 /** A local TCP service exposed on a public port of the server. */
 export interface TcpTunnelSpec {
@@ -614,6 +621,7 @@ export class TunnelClient {
       keepaliveIntervalMs: this.#o.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
       keepaliveTimeoutMs: this.#o.heartbeatTimeoutMs ?? defaultHeartbeatTimeoutMs,
       drainTimeoutMs: defaultDrainMs,
+      synAckDelayMs: streamAckDelayMs,
       ...this.#o.mux,
     });
     this.#session = session;
