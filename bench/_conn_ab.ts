@@ -40,6 +40,7 @@ import {
   waitPort,
 } from "./_util.ts";
 import { errorMessage } from "../lib/net/errors.ts";
+import { userSys } from "./_cpuprof.ts";
 
 if (Deno.env.get("BENCH_ROLE") === "source") {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -49,8 +50,8 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000 },
-  booleans: ["together"],
-  strings: ["old", "only", "v8"],
+  booleans: ["together", "user"],
+  strings: ["old", "only", "v8", "variant", "subs"],
 });
 const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const procs: Proc[] = [];
@@ -88,7 +89,13 @@ try {
     const oldRelay = await startRelay(srcPort, `${flags.old}/bench/_relay.ts`);
     add(tcpRoute("lib/net relay, old tree", oldRelay.port), oldRelay.proc);
   }
-  const seaprox = async (script: string, kind: string, name: string, denoFlags: string[] = []) => {
+  const seaprox = async (
+    script: string,
+    kind: string,
+    name: string,
+    denoFlags: string[] = [],
+    env?: Record<string, string>,
+  ) => {
     const port = freePort();
     const proc = spawnDeno(script, [
       "--log-level",
@@ -100,7 +107,7 @@ try {
       kind === "static"
         ? `static://127.0.0.1:${port}?to=127.0.0.1:${srcPort}`
         : `${kind}://127.0.0.1:${port}`,
-    ], { output: "discard", denoFlags });
+    ], { output: "discard", denoFlags, env });
     procs.push(proc);
     await waitPort(port, name);
     add(
@@ -130,6 +137,11 @@ try {
     add(tcpRoute(`Deno floor, static [${v8}]`, f.port), f.proc);
     await seaprox(servicePath("seaprox.ts"), "static", `seaprox static [${v8}]`, denoFlags);
   }
+  for (const sub of flags.subs ? flags.subs.split(";") : []) {
+    // A substitution tree's seaprox static with WARREN_SUB=sub: bisection by substitution.
+    const script = `${flags.variant ?? "."}/services/seaprox.ts`;
+    await seaprox(script, "static", `seaprox static [${sub}]`, [], { WARREN_SUB: sub });
+  }
   for (const p of paths) await concurrentRps(p.route, 500, 32); // warm up
   const cpu = paths.map(() => [] as number[]);
   /**
@@ -139,6 +151,13 @@ try {
    */
   const measure = async (p: { route: Route; proc: Proc }, round: number): Promise<number> => {
     try {
+      if (flags.user) {
+        // User time only: the syscalls are the same work on every path, and their system
+        // time moves with the box's load; the JS a change removes shows in user time.
+        const before = userSys(p.proc).user;
+        await concurrentRps(p.route, flags.count, 32);
+        return (userSys(p.proc).user - before) * 1e6 / flags.count;
+      }
       const r = await cpuPerConn(
         [p.proc],
         flags.count,
@@ -163,7 +182,8 @@ try {
   }
   const counted = (xs: number[]) => xs.filter(Number.isFinite);
   console.log(
-    `CPU µs per connection, median of ${flags.rounds} rounds (then each round); RSS MiB at the end`,
+    `${flags.user ? "User" : "CPU"} µs per connection, median of ${flags.rounds} rounds ` +
+      "(then each round); RSS MiB at the end",
   );
   for (const [i, p] of paths.entries()) {
     const rssMiB = procStatusKiB(p.proc.child.pid, "VmRSS") / 1024;
@@ -179,7 +199,9 @@ try {
   for (const [i, p] of paths.entries()) {
     const name = p.route.name;
     const oldName = name.endsWith("(new)") ? name.replace("(new)", "(old)") : `${name}, old tree`;
-    const j = paths.findIndex((q) => q.route.name === oldName);
+    const j = name.startsWith("seaprox static [")
+      ? paths.findIndex((q) => q.route.name === "seaprox static (new)")
+      : paths.findIndex((q) => q.route.name === oldName);
     if (j < 0) continue;
     const ratios = cpu[i].map((x, r) => x / cpu[j][r]);
     console.log(
