@@ -6,13 +6,15 @@ import {
   ConnectionTable,
   describeEndpoint,
   directDialer,
+  httpProxy,
   type ProxyConnectionRecord,
   ProxySide,
   serveProxy,
   staticProxy,
 } from "../lib/proxy/mod.ts";
 import { listenLocal, readAll, within } from "./_util.ts";
-import { askAfterEof, echoAfterEofServer, rawServer, waitUntil } from "./_seaprox.ts";
+import { encodeProxyHeader } from "../lib/proxyproto/mod.ts";
+import { askAfterEof, echoAfterEofServer, rawServer, readHttpHead, waitUntil } from "./_seaprox.ts";
 
 function capture(): { log: Logger; lines: string[] } {
   const lines: string[] = [];
@@ -187,6 +189,58 @@ Deno.test("proxy limits: a static listener that expects a PROXY header still tim
     await waitUntil(() => records.length === 1);
     assertEquals(records[0].end, "handshake-timeout");
     assertEquals(origin.accepted, 0);
+  } finally {
+    await p.stop();
+    await origin.close();
+  }
+});
+
+Deno.test("proxy http: a PROXY header before CONNECT names the client; an untrusted peer's is refused", async () => {
+  // The session path (HTTP) reads the PROXY header as the address path does: its claimed client
+  // is the record's source, the CONNECT after it is answered and relayed with half-close.
+  const origin = echoAfterEofServer();
+  const records: ProxyConnectionRecord[] = [];
+  let trusted = true;
+  const p = serveProxy(listenLocal(), httpProxy(), {
+    dialer: directDialer({ prefer: "ipv4" }),
+    acceptProxyProtocol: () => trusted,
+    hooks: { onClose: (r) => records.push(r) },
+  });
+  const enc = new TextEncoder();
+  const header = encodeProxyHeader(
+    2,
+    { host: "203.0.113.7", port: 4242 },
+    { host: "127.0.0.1", port: p.addr.port },
+  );
+  try {
+    const c = await dial("127.0.0.1", p.addr.port);
+    const dest = `127.0.0.1:${origin.port}`;
+    await c.write(
+      new Uint8Array([
+        ...header,
+        ...enc.encode(`CONNECT ${dest} HTTP/1.1\r\nHost: ${dest}\r\n\r\n`),
+      ]),
+    );
+    const head = await readHttpHead(c);
+    assert(head.startsWith("HTTP/1.1 200"), head);
+    assertEquals(await askAfterEof(c, "ping"), "got 4: ping");
+    c.close();
+    await waitUntil(() => records.length === 1);
+    assertEquals(records[0].end, "done");
+    assert(
+      records[0].description.startsWith("http[ipv4[203.0.113.7:4242]->"),
+      records[0].description,
+    );
+
+    trusted = false;
+    const u = await dial("127.0.0.1", p.addr.port);
+    await u.write(header);
+    assertEquals(await within(u.read(new Uint8Array(16)), "the refusal's close"), null);
+    u.close();
+    await waitUntil(() => records.length === 2);
+    assertEquals(records[1].end, "handshake-failed");
+    assertEquals(records[1].failure, "untrusted-proxy-header");
+    assertEquals(origin.accepted, 1);
   } finally {
     await p.stop();
     await origin.close();

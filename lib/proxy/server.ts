@@ -87,6 +87,13 @@ export interface ProxyServer {
   readonly finished: Promise<void>;
 }
 
+/** What a client's PROXY header claims, and the client's stream after the header. */
+interface ClaimedEnds {
+  client: Duplex;
+  from?: HostPort;
+  to?: HostPort;
+}
+
 /** Reason carried by an error, if it has one. */
 function reasonOf(err: unknown): string | undefined {
   const r = (err as { reason?: unknown } | null)?.reason;
@@ -163,83 +170,145 @@ export function serveProxy(
   };
 
   const listenerName = String(log.field("listener") ?? type.scheme);
-  const handler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
+
+  /**
+   * A new client's record, admitted against the table; undefined when it was refused (then
+   * closed, recorded and counted already).
+   */
+  const admit = (sock: Deno.TcpConn, ctx: ConnContext): ProxyConnection | undefined => {
     const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
     conn.listener = listenerName;
-    // The connection's logger only when a line is written (ctx.log makes it).
-    const clog = () => ctx.log;
     conn.shed = () => closeQuietly(sock);
     const refused = table.admit(conn);
     if (refused) {
       conn.fail("limit", refused === "source-limit" ? "source-limit" : undefined);
       closeQuietly(sock);
-      opts.hooks?.onClose?.(conn.close(log, "done", clog));
-      return;
+      opts.hooks?.onClose?.(conn.close(log, "done", () => ctx.log));
+      return undefined;
     }
     opts.hooks?.onOpen?.(conn);
+    return conn;
+  };
+
+  /** The end of every admitted connection: both sockets closed, the record logged once. */
+  const finish = (
+    conn: ProxyConnection,
+    sock: Deno.TcpConn,
+    dest: DialedConn | undefined,
+    ctx: ConnContext,
+  ): void => {
+    closeQuietly(dest);
+    closeQuietly(sock);
+    table.delete(conn);
+    // The connection's logger only when a line is written (ctx.log makes it).
+    opts.hooks?.onClose?.(
+      conn.close(log, conn.dest.state === "idle" ? "closed" : "done", () => ctx.log),
+    );
+  };
+
+  /**
+   * The client's PROXY header when the listener takes one: what it claims, and the client's
+   * stream after it; undefined when the peer may not send one or the header failed (recorded).
+   */
+  const proxyHeader = async (
+    accept: (peerIp: string) => boolean,
+    conn: ProxyConnection,
+    sock: Deno.TcpConn,
+    ctx: ConnContext,
+  ): Promise<ClaimedEnds | undefined> => {
+    const remote = sock.remoteAddr;
+    if (!accept(remote.hostname)) {
+      conn.fail(
+        "handshake-failed",
+        "untrusted-proxy-header",
+        `${remote.hostname} is not a trusted balancer: PROXY headers are taken only from ` +
+          `--proxy-protocol-from sources`,
+      );
+      return undefined;
+    }
+    try {
+      const r = new BufferedReader(sock, proxyHeaderChunkBytes);
+      const header = await readProxyHeader(r);
+      if (header.source) conn.source.description = describeEndpoint(header.source);
+      return { client: withPrefix(sock, r.takeBuffered()), from: header.source, to: header.dest };
+    } catch (err) {
+      conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
+      return undefined;
+    }
+  };
+
+  /** `opts.authenticate` for the client at `host`, through the limiter. */
+  const authFor = (host: string, ctx: ConnContext): Authenticator | undefined =>
+    opts.authenticate && limitedAuth(opts.authenticate, opts.authLimiter, host, ctx.signal);
+
+  /**
+   * A session type's connection (HTTP): the type drives the client and dials through
+   * `connect`. A handler of its own, as the address one below: each async frame holds only
+   * its own kind's locals (the one handler for both was ~730 B per connection, promoted with
+   * every connection that outlived a scavenge).
+   */
+  const sessionHandler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
+    if (type.kind !== "session") return;
+    const conn = admit(sock, ctx);
+    if (!conn) return;
+    try {
+      let client: Duplex = sock;
+      let from: HostPort | undefined;
+      if (opts.acceptProxyProtocol) {
+        const claimed = await proxyHeader(opts.acceptProxyProtocol, conn, sock, ctx);
+        if (!claimed) return;
+        client = claimed.client;
+        from = claimed.from;
+      }
+      const authenticate = authFor(from?.host ?? sock.remoteAddr.hostname, ctx);
+      const sctx: SessionContext = new SessionTypeContext(conn, ctx, sock, authenticate, {
+        idleTimeoutMs,
+        headTimeoutMs: opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
+        // The type counts the bytes into conn.stats (lib/http: the tunnel's relay itself).
+        connect: (d) => {
+          ctx.handshakeDone();
+          return dialTracked(conn, d, ctx.signal);
+        },
+      });
+      try {
+        await type.session(client, sctx);
+      } catch (err) {
+        if (conn.end === undefined) {
+          const end = handshakeEnd(err, ctx);
+          conn.fail(
+            end === "closed" && conn.dest.state === "connected" ? "error" : end,
+            reasonOf(err),
+            errorMessage(err),
+          );
+        }
+      }
+      if (ctx.signal.aborted && conn.end === undefined) {
+        conn.fail(handshakeEnd(undefined, ctx));
+      }
+    } finally {
+      finish(conn, sock, undefined, ctx);
+    }
+  };
+
+  /** An address type's connection (static, SOCKS5, redir): handshake, dial, reply, relay. */
+  const addressHandler = async (sock: Deno.TcpConn, ctx: ConnContext): Promise<void> => {
+    if (type.kind !== "address") return;
+    const conn = admit(sock, ctx);
+    if (!conn) return;
     let dest: DialedConn | undefined;
     try {
       let client: Duplex = sock;
-      const remote = sock.remoteAddr;
       // The client's address as a PROXY header claims it (else the peer's), made when needed.
       let from: HostPort | undefined;
       let to: HostPort | undefined;
       if (opts.acceptProxyProtocol) {
-        if (!opts.acceptProxyProtocol(remote.hostname)) {
-          conn.fail(
-            "handshake-failed",
-            "untrusted-proxy-header",
-            `${remote.hostname} is not a trusted balancer: PROXY headers are taken only from ` +
-              `--proxy-protocol-from sources`,
-          );
-          return;
-        }
-        try {
-          const r = new BufferedReader(sock, proxyHeaderChunkBytes);
-          const header = await readProxyHeader(r);
-          client = withPrefix(sock, r.takeBuffered());
-          if (header.source) {
-            from = header.source;
-            conn.source.description = describeEndpoint(header.source);
-          }
-          if (header.dest) to = header.dest;
-        } catch (err) {
-          conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
-          return;
-        }
+        const claimed = await proxyHeader(opts.acceptProxyProtocol, conn, sock, ctx);
+        if (!claimed) return;
+        ({ client, from, to } = claimed);
       }
-      const authenticate = opts.authenticate &&
-        limitedAuth(opts.authenticate, opts.authLimiter, from?.host ?? remote.hostname, ctx.signal);
-      if (type.kind === "session") {
-        const sctx: SessionContext = new SessionTypeContext(conn, ctx, sock, authenticate, {
-          idleTimeoutMs,
-          headTimeoutMs: opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs,
-          // The type counts the bytes into conn.stats (lib/http: the tunnel's relay itself).
-          connect: (d) => {
-            ctx.handshakeDone();
-            return dialTracked(conn, d, ctx.signal);
-          },
-        });
-        try {
-          await type.session(client, sctx);
-        } catch (err) {
-          if (conn.end === undefined) {
-            const end = handshakeEnd(err, ctx);
-            conn.fail(
-              end === "closed" && conn.dest.state === "connected" ? "error" : end,
-              reasonOf(err),
-              errorMessage(err),
-            );
-          }
-        }
-        if (ctx.signal.aborted && conn.end === undefined) {
-          conn.fail(handshakeEnd(undefined, ctx));
-        }
-        return;
-      }
-
       let req: ProxyRequest;
       try {
+        const authenticate = authFor(from?.host ?? sock.remoteAddr.hostname, ctx);
         req = await type.handshake(client, new TypeContext(conn, ctx, sock, authenticate));
       } catch (err) {
         conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
@@ -265,7 +334,7 @@ export function serveProxy(
       conn.connected(dest.remoteAddr);
       if (opts.sendProxyProtocol) {
         try {
-          const here = sock.localAddr;
+          const remote = sock.remoteAddr, here = sock.localAddr;
           from ??= { host: remote.hostname, port: remote.port };
           to ??= { host: here.hostname, port: here.port };
           await writeAll(dest, encodeProxyHeader(opts.sendProxyProtocol, from, to));
@@ -298,18 +367,13 @@ export function serveProxy(
       conn.fail(vanished ? "reset" : res.end, failure, res.error?.message);
       dest = undefined; // relay closed it
     } finally {
-      closeQuietly(dest);
-      closeQuietly(sock);
-      table.delete(conn);
-      opts.hooks?.onClose?.(
-        conn.close(log, conn.dest.state === "idle" ? "closed" : "done", clog),
-      );
+      finish(conn, sock, dest, ctx);
     }
   };
 
   // Nothing to time before the dial when the type reads nothing (and no PROXY header comes).
   const instant = type.kind === "address" && type.instant === true && !opts.acceptProxyProtocol;
-  const server = serve(listener, handler, {
+  const server = serve(listener, type.kind === "session" ? sessionHandler : addressHandler, {
     // The table enforces the limit (shared across listeners, counted in the hooks) and sheds
     // for it; serve()'s own per-listener limit is left out of the way.
     maxConns: Number.MAX_SAFE_INTEGER,
