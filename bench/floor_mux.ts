@@ -4,7 +4,7 @@
  * TCP connection between two processes carries many short streams as frames (an 8-byte header:
  * stream id u32, kind u8, length u24; kinds open, data, FIN). Frames queued during one turn of
  * the event loop leave in one write: the writer yields microtasks until 8 in a row brought no
- * frame (at most 256), as lib/mux's does, since a minimal program that wrote each frame at once
+ * frame (at most 64), as lib/mux's does, since a minimal program that wrote each frame at once
  * would make several writes per stream where one does.
  *
  * - `BENCH_MODE=depot-server`: SOCKS5 clients on one port, the exit's mux connection on another
@@ -41,7 +41,7 @@ const kindOpen = 1, kindData = 2, kindFin = 3;
 /** The writer writes once this many microtasks in a row brought no frame... */
 const idleTicks = 8;
 /** ...or after this many, however busy the turn. */
-const maxTicks = 256;
+const maxTicks = 64;
 
 const noAuth = new Uint8Array([5, 0]);
 const succeeded = new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
