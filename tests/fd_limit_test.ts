@@ -17,16 +17,20 @@ import {
   type ServiceProcess,
   setFdLimit,
   startService,
+  until,
   within,
 } from "./_util.ts";
 import {
   acceptRetryMs,
+  BufferedReader,
   closeQuietly,
   dial,
   type Duplex,
   withPrefix,
   writeAll,
 } from "../lib/net/mod.ts";
+import { ControlConn, ControlWriter } from "../lib/control/mod.ts";
+import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
 import { Reply, socks5Connect, Socks5ReplyError } from "../lib/socks5/mod.ts";
 
 const enc = new TextEncoder();
@@ -239,5 +243,107 @@ Deno.test("fd limit: depot-local out of fds refuses requests at once with a warn
     await local.stop();
     await server.stop();
     await echo.close();
+  }
+});
+
+/** A hand-driven depot-local announcing "open": its control connection and session key. */
+async function openExit(
+  controlAddr: string,
+  token: string,
+): Promise<{ ctl: ControlConn<DepotMessage>; sessionKey: string }> {
+  const ctl = new ControlConn(await dial("127.0.0.1", portOf(controlAddr)), depotProtocol);
+  await ctl.send({
+    type: "hello",
+    role: "depot-local",
+    token,
+    name: "default",
+    features: ["open"],
+  });
+  const welcome = await ctl.expect("welcome", 60_000);
+  assert(welcome.sessionKey, "the server offers open");
+  // Its pings answered (receive() does) until the connection ends with the test.
+  void (async () => {
+    while ((await ctl.receive()) !== null) { /* nothing is asked of this exit */ }
+  })().catch(() => {
+    // The test closed it.
+  });
+  return { ctl, sessionKey: welcome.sessionKey };
+}
+
+/** Dial the tunnel port and announce a standby spare. */
+async function standby(tunnelAddr: string, sessionKey: string): Promise<Deno.TcpConn> {
+  const conn = await dial("127.0.0.1", portOf(tunnelAddr));
+  await new ControlWriter(conn, depotProtocol).send({
+    type: "standby",
+    name: "default",
+    sessionKey,
+  });
+  return conn;
+}
+
+Deno.test("fd limit: depot-server out of fds closes idle standby spares so SOCKS clients get in", async () => {
+  const token = "fd-token";
+  const server = await startService(
+    "depot-server.ts",
+    ["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--status", ":0"],
+    { readyCount: 4, env: { DEPOT_TOKEN: token } },
+  );
+  const conns: Deno.TcpConn[] = [];
+  let ctl: ControlConn<DepotMessage> | undefined;
+  try {
+    const exit = await openExit(server.addrs.get("control")!, token);
+    ctl = exit.ctl;
+    // Idle standby spares, each an fd at the server, oldest first.
+    const n = 20;
+    const spares: Deno.TcpConn[] = [];
+    for (let i = 0; i < n; i++) {
+      spares.push(await standby(server.addrs.get("tunnel")!, exit.sessionKey));
+    }
+    conns.push(...spares);
+    const held = async () => {
+      const res = await fetch(`http://${server.addrs.get("status")}/status`);
+      return ((await res.json()) as { exits: { spares: number }[] }).exits[0]?.spares;
+    };
+    await until(`${n} standby spares held`, async () => (await held()) === n);
+    const from = server.lines.length;
+    await setFdLimit(server.child.pid, { openPlus: 1 });
+    // SOCKS clients: with every fd taken by idle spares they would wait in the backlog, one
+    // let in each time the handshake timer (10 s) closed the one before.
+    const clients: Deno.TcpConn[] = [];
+    const socks = portOf(server.addrs.get("socks")!);
+    for (let i = 0; i < 8; i++) clients.push(await dial("127.0.0.1", socks));
+    conns.push(...clients);
+    const selected = await within(
+      Promise.all(clients.map(async (c) => {
+        await writeAll(c, Uint8Array.of(5, 1, 0));
+        return [...await new BufferedReader(c, 16).readExact(2)];
+      })),
+      "every SOCKS client's method selection",
+    );
+    assertEquals(selected, clients.map(() => [5, 0]));
+    const warn = await server.waitFor(
+      /msg="out of file descriptors: idle standby spares closed"/,
+      60_000,
+      from,
+    );
+    assert(/closed=18 keptPerExit=2/.test(warn), warn);
+    // The oldest went (EOF at this end); the two newest stay for requests.
+    for (const c of spares.slice(0, n - 2)) {
+      assertEquals(
+        await within(c.read(new Uint8Array(1)).catch(() => null), "a closed spare's EOF"),
+        null,
+      );
+    }
+    // While fds are short, a new standby past the two is closed at once.
+    const late = await standby(server.addrs.get("tunnel")!, exit.sessionKey);
+    conns.push(late);
+    assertEquals(
+      await within(late.read(new Uint8Array(1)).catch(() => null), "the late spare's EOF"),
+      null,
+    );
+  } finally {
+    for (const c of conns) closeQuietly(c);
+    ctl?.close();
+    await server.stop();
   }
 });

@@ -20,6 +20,7 @@ import {
   errorMessage,
   formatAddr,
   type HostPort,
+  isOutOfFds,
   joinHostPort,
   minRelayBufferBytes,
   type NetFailureReason,
@@ -87,6 +88,13 @@ import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 export const defaultMaxPending = 512;
 /** Default time a request may wait for its tunnel connection (beyond the local's dial). */
 export const defaultPendingTimeoutMs = 15_000;
+/**
+ * Idle standby spares an exit keeps while the process is out of file descriptors (at 64 per
+ * exit, a few busy exits' spares alone can fill a 1024-fd table and leave no fd for a client).
+ */
+export const fdShortStandbyPerExit = 2;
+/** How long after the last accept failed for want of fds the standby bound stays that low. */
+export const fdShortWindowMs = 10_000;
 
 /** Options of {@linkcode DepotServer}. */
 export interface DepotServerOptions {
@@ -611,6 +619,8 @@ export class DepotServer {
   readonly #pending = new Map<number, Pending>();
   readonly #failures: FailureRecord[] = [];
   #servers: { control: Server; socks: Server; tunnel: Server } | undefined;
+  /** Until when (performance.now()) fds count as short: see `#acceptFailed`. */
+  #fdShortUntilMs = 0;
   #nextId = 1;
   #total = 0;
   #active = 0;
@@ -652,6 +662,7 @@ export class DepotServer {
       maxConns: this.maxConns,
       shedIdleMs: this.shedIdleMs,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
+      onAcceptError: (err: unknown) => this.#acceptFailed(err),
     };
     // The links from depot-local (control, tunnel) ride the chosen carrier; SOCKS stays TCP.
     const carrier = transportKind(this.transport, false);
@@ -680,6 +691,33 @@ export class DepotServer {
       ),
     };
     m.liveSources.add(this.#metricsSource);
+  }
+
+  /**
+   * A listener's accept failed. Out of file descriptors (EMFILE), the idle standby spares are
+   * what can go (up to 64 per exit, each an fd): each exit keeps its newest
+   * {@linkcode fdShortStandbyPerExit}, the rest are closed (their locals do not refill on
+   * that), and for {@linkcode fdShortWindowMs} after the last such failure no exit takes more.
+   */
+  #acceptFailed(err: unknown): void {
+    if (!isOutOfFds(err)) return;
+    const now = performance.now();
+    const streak = now < this.#fdShortUntilMs;
+    this.#fdShortUntilMs = now + fdShortWindowMs;
+    let closed = 0;
+    for (const exit of this.#exits.values()) {
+      const extra = exit.standby.length - fdShortStandbyPerExit;
+      // The oldest first: requests take the newest.
+      if (extra > 0) { for (const st of exit.standby.splice(0, extra)) closeQuietly(st.conn); }
+      closed += Math.max(0, extra);
+    }
+    if (closed > 0 || !streak) {
+      this.log.warn("out of file descriptors: idle standby spares closed", {
+        closed,
+        keptPerExit: fdShortStandbyPerExit,
+        error: errorMessage(err),
+      });
+    }
   }
 
   /** What the scrape-time gauges read. */
@@ -1577,7 +1615,11 @@ export class DepotServer {
       );
       return;
     }
-    if (exit.standby.length >= maxStandbyPerExit) return; // more than the local keeps: close
+    // More than the local keeps, or more than the fds allow now: closed.
+    const most = performance.now() < this.#fdShortUntilMs
+      ? fdShortStandbyPerExit
+      : maxStandbyPerExit;
+    if (exit.standby.length >= most) return;
     ctx.handshakeDone();
     let release!: () => void;
     const released = new Promise<void>((r) => release = r);

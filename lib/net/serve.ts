@@ -113,6 +113,12 @@ export interface ServeOptions {
    * `listenerNoDelay` succeeded): no per-connection setsockopt. @default false
    */
   acceptedNoDelay?: boolean;
+  /**
+   * Told of each failed accept before the loop's pause: at EMFILE a service may close what it
+   * holds spare (depot-server its idle standby connections) so the next accept finds an fd.
+   * What it throws is dropped (the accept loop must go on).
+   */
+  onAcceptError?: (err: unknown) => void;
   /** Stop accepting when this aborts, then drain (same as calling `stop()`). */
   signal?: AbortSignal;
   /** Default drain deadline for `stop()`. @default 5000 */
@@ -422,6 +428,11 @@ export function serve<C extends Deno.Conn>(
         if (stopping || err instanceof Deno.errors.BadResource) return;
         // Transient accept failures (EMFILE, ECONNABORTED) must not end the server.
         stats.acceptErrors++;
+        try {
+          opts.onAcceptError?.(err);
+        } catch {
+          // The hook only frees spare resources; its failure must not end the accept loop.
+        }
         await retry.failed(err);
         continue;
       }
