@@ -92,3 +92,23 @@ Deno.test("fuzz http connect: truncated, mutated and random answers end cleanly"
     fuzzParams(300),
   );
 });
+
+Deno.test("http connect: a 2xx head far longer than the reader's first buffer keeps the tail", async () => {
+  // The answer's reader starts at 512 bytes: a proxy's long head (~10 KB, one field line of
+  // 3,000 bytes among them, under the 16 KiB limit) on any read size is read whole, and the
+  // bytes after it kept.
+  const headers: [string, string][] = Array.from(
+    { length: 28 },
+    (_, i) => [`X-Field-${i}`, "v".repeat(250)],
+  );
+  headers.splice(3, 0, ["X-Long", "w".repeat(3000)]);
+  const tail = enc.encode("first bytes of the tunnel");
+  for (const sizes of [[7], [512], [4096]]) {
+    const src = splitSource(answer(200, headers, tail), sizes);
+    const { leftover } = await httpConnect(src, dest);
+    const rest = [...leftover];
+    const buf = new Uint8Array(64);
+    for (let n; (n = await src.read(buf)) !== null;) rest.push(...buf.subarray(0, n));
+    assertEquals(rest, [...tail], `reads of ${sizes[0]}`);
+  }
+});

@@ -19,6 +19,11 @@ import { basicCredentials } from "./response.ts";
 
 /** Longest CONNECT answer head accepted (proxies send a few hundred bytes). */
 const maxConnectHeadBytes = 16 * 1024;
+/**
+ * The answer's reader starts this small (it doubles for a longer head): a CONNECT answer is
+ * ~40–200 bytes, and a 4 KiB buffer per chained connection was zeroed memory for nothing.
+ */
+const connectReaderBytes = 512;
 
 /** Options of {@linkcode httpConnect}. */
 export interface HttpConnectOptions {
@@ -87,7 +92,7 @@ export async function httpConnect(
     conn,
     encodeLatin1(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${auth}\r\n`),
   );
-  const r = new BufferedReader(conn, 4096);
+  const r = new BufferedReader(conn, connectReaderBytes);
   const head = await readResponseHead(r, { maxHeadBytes: maxConnectHeadBytes });
   if (head.status < 200 || head.status > 299) {
     throw new HttpConnectError(
