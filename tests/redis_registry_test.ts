@@ -34,7 +34,12 @@ async function dump(url: string): Promise<string> {
   let out = "";
   for (const k of await c.keys("*")) {
     const t = await c.type(k);
-    out += k + "=" + (t === "hash" ? JSON.stringify(await c.hGetAll(k)) : await c.get(k)) + "\n";
+    const v = t === "hash"
+      ? JSON.stringify(await c.hGetAll(k))
+      : t === "set"
+      ? JSON.stringify((await c.sMembers(k)).sort())
+      : await c.get(k);
+    out += `${k}=${v}\n`;
   }
   await c.close();
   return out;

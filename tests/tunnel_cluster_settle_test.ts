@@ -93,3 +93,48 @@ Deno.test("tunnel cluster: after Redis lost everything, an instance that never r
     await redis.stop();
   }
 });
+
+Deno.test("tunnel cluster: after Redis lost everything, a request for a client connected nowhere gets its 502 once every instance wrote back, not at the end of the settle window", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const a = await member(redis.url, "a");
+  await a.tunnel.server.addHost("gone.test", id);
+  const c = startClient({
+    server: a.tunnel.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  let b: Awaited<ReturnType<typeof member>> | undefined;
+  try {
+    await c.connected();
+    // B joins now: its copy of the hosts has gone.test, and its copy of the instances has A.
+    // Its leases of 90 s make a settle window (lease + 2 s) longer than the 60-s bound on its
+    // answer below, and short enough that the old code's request, still waiting when the
+    // bound fails the test, does not hold B's close for long.
+    b = await member(redis.url, "b", { leaseMs: 90_000 });
+    // The client leaves for good: its lease is released; only the host stays.
+    await c.stop();
+    await until("the client's lease released", async () => !(await b!.registry.getClient(id)));
+    // Redis loses everything and drops every connection, as a restart does.
+    assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
+    await redisCommand(redis.port, "CLIENT KILL TYPE normal");
+    await redisCommand(redis.port, "CLIENT KILL TYPE pubsub");
+    await until(
+      "B wrote its own record back",
+      async () => (await redisCommand(redis.port, "EXISTS warren:tunnel:instance:b")) === ":1",
+    );
+    // Routed by B's copy (the settle window is open), no lease: A's record back means A has
+    // no such client, so B answers then (the old code waited out the 92-s window).
+    const got = await within(
+      rawGet(b.tunnel.port, "gone.test", "/"),
+      "B's answer for a client connected nowhere",
+    );
+    assertEquals(got.status, 502);
+  } finally {
+    await c.stop();
+    await b?.close();
+    await a.close();
+    await app.close();
+    await redis.stop();
+  }
+});

@@ -18,7 +18,8 @@
  * The others' write-backs come within {@linkcode settleMs} of that: meanwhile a host missing from
  * Redis is routed by the copy read before the loss, and a lease missing can be waited for
  * ({@linkcode RedisRegistry.awaitWriteBack}), so neither answers 404 or no-client for a client
- * that is still connected.
+ * that is still connected. The wait ends sooner once every instance live before the loss has
+ * written its record back (its hosts and leases come before it): what is missing then is gone.
  *
  * Routing lookups (`route`, `locate`) answer from a {@linkcode LookupCache} while a second
  * connection is subscribed to the change notices every instance publishes on `events` when
@@ -28,7 +29,8 @@
  * Keys, under `prefix`: `hosts` (hash host → digest), `ids` (hash digest → host count),
  * `client:<digest>` (lease: JSON ClientRecord), `standby:<digest>` (hash instance → JSON
  * ClientRecord of the instances standing by for that lease, living as long), `instance:<name>`
- * (lease: JSON {@linkcode InstanceRecord}); channel `events` (`h:<host>`, `c:<digest>`,
+ * (lease: JSON {@linkcode InstanceRecord}), `instances` (set of the instance names, pruned of
+ * the expired ones by each heartbeat's read); channel `events` (`h:<host>`, `c:<digest>`,
  * `i:<name>`, and `l:<name>`: that instance found its records lost, so every instance checks
  * its own at once: a FLUSHALL drops no connection, and would otherwise go unnoticed until
  * each one's next beat). A lookup that misses also checks this instance's own record, in the
@@ -175,6 +177,17 @@ end
 redis.call('DEL', KEYS[1])
 return 1`;
 
+// The heartbeat's read, after this instance (ARGV[2]) joins the index of instances (KEYS[2]):
+// the hosts (KEYS[1]) and the records of the live instances (ARGV[1] .. name); an expired
+// one leaves the index (it rejoins at its next beat, if it lives).
+const readScript = `redis.call('SADD', KEYS[2], ARGV[2])
+local live = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local v = redis.call('GET', ARGV[1] .. n)
+  if v then live[#live + 1] = v else redis.call('SREM', KEYS[2], n) end
+end
+return {redis.call('HGETALL', KEYS[1]), live}`;
+
 // A lookup that also tells a miss with this instance's own record (KEYS[2]) gone: the value,
 // else 1 (no such key or field), 0 (and Redis lost our record too: it lost everything).
 const hostScript = `local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -240,6 +253,19 @@ export class RedisRegistry implements Registry {
    * (see {@linkcode settleMs}); 0 when nothing was lost.
    */
   #settleUntil = 0;
+  /**
+   * The other live instances as of the last heartbeat (the `instances` index and their
+   * records): who can be asked while Redis cannot answer, and whose write-backs a loss waits
+   * for.
+   */
+  #peers = new Map<string, InstanceRecord>();
+  /** Instances that announced themselves (`i:<name>`) since the last heartbeat's read. */
+  #joined = new Set<string>();
+  /**
+   * The instances live before Redis lost its records: once each has written its record back
+   * (after its hosts and leases), what is still missing is gone, and the settle window ends.
+   */
+  #peersBefore = new Set<string>();
   /** The hosts as read before Redis lost them: they route misses until {@linkcode #settleUntil}. */
   #hostsBefore = new Map<string, string>();
   /** Waiters for a change notice (`c:<digest>`, `i:<name>`), by notice. */
@@ -385,8 +411,16 @@ export class RedisRegistry implements Registry {
       // Redis says what that host is now: the copy from before the loss has no say any more.
       this.#hostsBefore.delete(what);
     } else if (msg.startsWith("c:")) this.#clientCache.delete(what);
-    else if (msg.startsWith("i:")) this.#instCache.delete(what);
-    // Another instance found Redis had lost its records: so may ours be (a FLUSHALL drops no
+    else if (msg.startsWith("i:")) {
+      this.#instCache.delete(what);
+      if (what !== this.instance && !this.#peers.has(what)) this.#joined.add(what);
+      // An instance wrote its records back (or left): a wait for a lease may be over.
+      for (const [k, ws] of this.#noticeWaiters) {
+        if (k.startsWith("c:")) {
+          for (const w of ws) w();
+        }
+      }
+    } // Another instance found Redis had lost its records: so may ours be (a FLUSHALL drops no
     // connection, so nothing else tells us before the next beat).
     else if (msg.startsWith("l:")) {
       if (what !== this.instance) void this.#recover();
@@ -441,9 +475,12 @@ export class RedisRegistry implements Registry {
         // Lost (not the first beat): the others write back theirs meanwhile (settleMs).
         this.#settleUntil = performance.now() + settleMs(this.#leaseMs);
         // (Lost again meanwhile: what was read since the first loss may lack some.)
-        this.#hostsBefore = new Map([
-          ...(this.#settling() ? this.#hostsBefore : []),
-          ...this.#hosts,
+        const again = this.#settling();
+        this.#hostsBefore = new Map([...(again ? this.#hostsBefore : []), ...this.#hosts]);
+        this.#peersBefore = new Set([
+          ...(again ? this.#peersBefore : []),
+          ...this.#peers.keys(),
+          ...this.#joined,
         ]);
         this.#log.info("redis lost this instance's records: writing them back", {
           settleMs: settleMs(this.#leaseMs),
@@ -489,7 +526,18 @@ export class RedisRegistry implements Registry {
       await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
       // Back after an outage or a Redis restart: the others may have cached us as gone.
       if (!had) await this.#publish(`i:${this.instance}`);
-      this.#hosts = new Map(Object.entries(await c.hGetAll(this.#key("hosts"))));
+      const [hosts, live] = await c.eval(readScript, {
+        keys: [this.#key("hosts"), this.#key("instances")],
+        arguments: [this.#key("instance:"), this.instance],
+      }) as [string[], string[]];
+      this.#hosts = new Map();
+      for (let i = 0; i + 1 < hosts.length; i += 2) this.#hosts.set(hosts[i], hosts[i + 1]);
+      this.#peers = new Map();
+      for (const v of live) {
+        const r = JSON.parse(v) as InstanceRecord;
+        if (r.name !== this.instance) this.#peers.set(r.name, r);
+      }
+      this.#joined.clear();
       for (const e of this.#extensions) await e.sync();
     } catch (err) {
       // The outage is logged by the "error" handler; the next beat tries again.
@@ -583,9 +631,31 @@ export class RedisRegistry implements Registry {
   #settling(): boolean {
     if (this.#settleUntil === 0) return false;
     if (performance.now() < this.#settleUntil) return true;
+    this.#endSettle();
+    return false;
+  }
+
+  #endSettle(): void {
     this.#settleUntil = 0;
     this.#hostsBefore = new Map();
-    return false;
+    this.#peersBefore = new Set();
+  }
+
+  /**
+   * Whether every instance live before the loss (and `holder`, named by a lease found since)
+   * has written its record back, so its hosts and leases are back too: then a miss is an
+   * answer. False when Redis cannot tell.
+   */
+  async #allWrittenBack(holder?: string): Promise<boolean> {
+    const names = [...new Set([...this.#peersBefore, ...(holder ? [holder] : [])])];
+    if (names.length === 0) return true;
+    try {
+      return await this.#client.exists(names.map((n) => this.#key(`instance:${n}`))) ===
+        names.length;
+    } catch {
+      // Redis is unreachable again: not known, so keep waiting (within settleMs).
+      return false;
+    }
   }
 
   /**
@@ -593,10 +663,18 @@ export class RedisRegistry implements Registry {
    * answer: none, or a lease whose instance record is missing) may be a write-back still to
    * come: wait for its notice (the lease's `c:<digest>`, or the holder's `i:<name>`), at most
    * {@linkcode writeBackPollMs} (a notice may be lost). True: look again; false: nothing is
-   * being written back, `at` is the answer.
+   * being written back, `at` is the answer. Once every instance live before the loss has
+   * written its record back (after its hosts and leases), the window ends: true once more,
+   * so the caller's next look, after those write-backs, is the answer.
    */
   async awaitWriteBack(identifier: string, at: ClientLocation | undefined): Promise<boolean> {
     if (!this.#settling()) return false;
+    if (await this.#allWrittenBack(at?.rec.instance)) {
+      // Everything lost is back, maybe since `at` was read: one more look is the answer.
+      this.#log.info("every instance wrote its records back: the settle window ends");
+      this.#endSettle();
+      return true;
+    }
     const msg = at ? `i:${at.rec.instance}` : `c:${identifierDigest(identifier)}`;
     const waitMs = Math.min(writeBackPollMs, this.#settleUntil - performance.now());
     let waiters = this.#noticeWaiters.get(msg);
@@ -822,6 +900,14 @@ export class RedisRegistry implements Registry {
   forget(identifier: string, instance?: string): void {
     this.#clientCache.delete(identifierDigest(identifier));
     if (instance !== undefined) this.#instCache.delete(instance);
+  }
+
+  /**
+   * The other instances live at the last heartbeat (read from Redis then): whom to ask
+   * while Redis cannot answer.
+   */
+  peers(): InstanceRecord[] {
+    return [...this.#peers.values()];
   }
 
   /** The live instances of the cluster (their leases not expired). */
