@@ -11,7 +11,7 @@ import {
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { rawFrame, tcpPair } from "./_depot.ts";
-import { readAll, until } from "./_util.ts";
+import { nextWithin, readAll, until, within } from "./_util.ts";
 
 const hello = defineMessage("hello", { token: str() });
 const welcome = defineMessage("welcome", { name: str() });
@@ -25,10 +25,11 @@ async function violate(bytes: Uint8Array): Promise<{ answer: unknown[]; err: Err
   const conn = new ControlConn(b, proto);
   try {
     await writeAll(raw, bytes);
-    const err = await assertRejects(conn.receive());
+    const err = await assertRejects(within(conn.receive(), "receive() to fail"));
     const reader = new ControlReader(new BufferedReader(raw), proto);
     const answer: unknown[] = [];
-    for (let m = await reader.read(); m !== null; m = await reader.read()) answer.push(m);
+    const next = () => nextWithin(reader, "the ControlConn's answer or its close");
+    for (let m = await next(); m !== null; m = await next()) answer.push(m);
     return { answer, err };
   } finally {
     conn.close();
@@ -68,7 +69,7 @@ Deno.test("control conn: truncated frame then EOF closes without reply", async (
   const conn = new ControlConn(b, proto);
   await writeAll(raw, encodeFrame({ v: 1, type: "hello", token: "abc" }).subarray(0, 9));
   await raw.closeWrite();
-  const err = await assertRejects(conn.receive());
+  const err = await assertRejects(within(conn.receive(), "receive() to fail"));
   assert(err instanceof ControlError && err.reason === "truncated");
   assertEquals((await readAll(raw)).length, 0);
   raw.close();
@@ -92,9 +93,9 @@ Deno.test("control conn exchanges messages, answers pings and measures RTT", asy
     await until("the first pong (rtt measured)", () => ca.rttMs !== undefined);
     assert(ca.rttMs !== undefined && ca.rttMs >= 0, "rtt measured");
     await cb.send({ type: "welcome", name: "w" });
-    assertEquals((await readA)?.type, "welcome");
+    assertEquals((await within(readA, "the welcome at a"))?.type, "welcome");
     ca.close();
-    await readB;
+    await within(readB, "b's reads to end at a's close");
   } finally {
     ca.close();
     cb.close();
@@ -108,7 +109,7 @@ Deno.test("control conn heartbeat closes a silent peer within deadAfterMs", asyn
     ca.startHeartbeat({ intervalMs: 30, deadAfterMs: 150 });
     const t0 = performance.now();
     // b never reads or answers: a stalled peer.
-    const err = await assertRejects(ca.receive());
+    const err = await assertRejects(within(ca.receive(), "the heartbeat to end receive()"));
     assert(err instanceof ControlError && err.reason === "timeout", String(err));
     assert(performance.now() - t0 >= 100);
     assert(ca.signal.aborted);

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { run, within } from "./_util.ts";
+import { nextWithin, run, within } from "./_util.ts";
 
 const demo = new URL("../services/demo.ts", import.meta.url).pathname;
 const readme = new URL("../README.md", import.meta.url).pathname;
@@ -83,7 +83,7 @@ async function readUntil(stream: ReadableStream<Uint8Array>, marker: string) {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (!text.includes(marker)) {
-    const { value, done } = await reader.read();
+    const { value, done } = await nextWithin(reader, `the demo to print ${JSON.stringify(marker)}`);
     if (done) break;
     text += value;
   }

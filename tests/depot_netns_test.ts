@@ -8,7 +8,7 @@ import { DepotServer } from "../lib/depot/mod.ts";
 import { writeAll } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { socksDial } from "./_depot.ts";
-import { readAll, run } from "./_util.ts";
+import { nextWithin, readAll, run } from "./_util.ts";
 import { netnsSkipReason } from "./_netns.ts";
 
 const skip = netnsSkipReason();
@@ -37,7 +37,7 @@ async function lineMatching(
   const reader = stream.getReader();
   try {
     while (true) {
-      const { value, done } = await reader.read();
+      const { value, done } = await nextWithin(reader, `a line matching ${re} (got: ${pending})`);
       if (done) throw new Error(`stream ended before ${re}: ${pending}`);
       pending += decoder.decode(value, { stream: true });
       const m = re.exec(pending);

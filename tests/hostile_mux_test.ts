@@ -10,7 +10,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { encodeHeader, Flag, FrameType, headerBytes, MuxError } from "../lib/mux/frame.ts";
 import { muxPair, rawPair } from "./_mux.ts";
 import type { RawPeer } from "./_mux.ts";
-import { collectGarbage, within } from "./_util.ts";
+import { collectGarbage, readWithin, within } from "./_util.ts";
 
 const MiB = 1024 * 1024;
 /** Frames the flooding peer tries to push (12 bytes each: 24 MiB of headers). */
@@ -173,7 +173,7 @@ Deno.test("hostile mux: closing a stream with unread data resets it, freeing a b
     );
     const r = await server.accept();
     assert(r !== null);
-    await r.read(new Uint8Array(1024));
+    await readWithin(r, new Uint8Array(1024), "the first bytes of the stream");
     r.close(); // unread data and the peer still sending: RST, not FIN + a 60 s linger
     // Freed by the reset, not by the end of the 60 s linger (bounded well below it).
     const outcome = await within(writing, "the blocked sender to be freed by the reset", 30_000);

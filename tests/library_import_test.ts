@@ -7,6 +7,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { goPeer } from "./_mux.ts";
+import { nextWithin } from "./_util.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -45,7 +46,7 @@ async function goServer(): Promise<{ port: number; stop(): Promise<void> }> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (!/listening \S+\n/.test(text)) {
-    const r = await reader.read();
+    const r = await nextWithin(reader, `the Go server's "listening" line (got: ${text})`);
     if (r.done) throw new Error(`go server exited: ${text}`);
     text += r.value;
   }

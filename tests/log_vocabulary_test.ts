@@ -11,7 +11,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
-import { portOf, type ServiceProcess, startService } from "./_util.ts";
+import { portOf, readWithin, type ServiceProcess, startService } from "./_util.ts";
 import { socksDial, startTarget } from "./_depot.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 
@@ -101,7 +101,7 @@ async function echo(conn: Duplex): Promise<void> {
   await writeAll(conn, new TextEncoder().encode("Ehello"));
   await conn.closeWrite();
   const buf = new Uint8Array(64);
-  while ((await conn.read(buf)) !== null) { /* the echo */ }
+  while ((await readWithin(conn, buf, "the echo and its end")) !== null) { /* the echo */ }
   closeQuietly(conn);
 }
 
@@ -130,7 +130,8 @@ async function scenario(format: Format): Promise<void> {
       port: portOf(sp.addrs.get("socks5")!),
     });
     await writeAll(bad, new Uint8Array([7, 1, 0, 80])); // no SOCKS version
-    await bad.read(new Uint8Array(16)).catch(() => null);
+    // The refusal or the close (a peer that does neither: the log line below is waited for).
+    await readWithin(bad, new Uint8Array(16), "the refusal").catch(() => null);
     closeQuietly(bad);
     await sp.waitFor(/handshake-failed/);
 
@@ -163,7 +164,8 @@ async function scenario(format: Format): Promise<void> {
       port: portOf(ds.addrs.get("tunnel")!),
     });
     await writeAll(garbage, new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
-    await garbage.read(new Uint8Array(1024)).catch(() => null); // the refusal, or the close
+    // The refusal or the close (a peer that does neither: the log line below is waited for).
+    await readWithin(garbage, new Uint8Array(1024), "the refusal").catch(() => null);
     closeQuietly(garbage);
     await ds.waitFor(msgRe(format, "tunnel refused"));
 

@@ -15,6 +15,7 @@ import {
 } from "../lib/proxy/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { askAfterEof, echoAfterEofServer, waitUntil } from "./_seaprox.ts";
+import { readWithin, TimedOutError } from "./_util.ts";
 
 /** Send `bytes` (ignoring a reset), then read until the proxy closes; true if it closed. */
 async function sendAndExpectClose(port: number, bytes: Uint8Array): Promise<void> {
@@ -27,8 +28,9 @@ async function sendAndExpectClose(port: number, bytes: Uint8Array): Promise<void
     }
     const buf = new Uint8Array(4096);
     try {
-      while ((await c.read(buf)) !== null) { /* drain the answer, if any */ }
-    } catch {
+      while ((await readWithin(c, buf, "the proxy's close")) !== null) { /* the answer, if any */ }
+    } catch (err) {
+      if (err instanceof TimedOutError) throw err;
       // A reset is a close too.
     }
   } finally {

@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { blockStream, blockStreamSha256, type ServiceProcess } from "./_util.ts";
+import { blockStream, blockStreamSha256, readWithin, type ServiceProcess } from "./_util.ts";
 import {
   hashThrough,
   portOnBoth,
@@ -80,7 +80,8 @@ Deno.test("tunnel cluster: Redis restarted empty keeps a client's port and its c
       await conn.closeWrite();
       const buf = new Uint8Array(128);
       let got = "";
-      for (let n; (n = await conn.read(buf)) !== null;) {
+      const more = () => readWithin(conn, buf, "the app's answer and its end", got.length);
+      for (let n; (n = await more()) !== null;) {
         got += new TextDecoder().decode(buf.subarray(0, n));
       }
       assertEquals(got, blockStreamSha256(total, 2));

@@ -7,7 +7,14 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { blockStreamSha256, freePort, listenLocal, sendBlocks, startService } from "./_util.ts";
+import {
+  blockStreamSha256,
+  freePort,
+  listenLocal,
+  readWithin,
+  sendBlocks,
+  startService,
+} from "./_util.ts";
 import type { ServiceProcess } from "./_util.ts";
 import { closeQuietly } from "../lib/net/mod.ts";
 import { UdpSocket } from "../lib/udp/mod.ts";
@@ -66,7 +73,8 @@ async function through(port: number, total: number, seed: number): Promise<strin
     await conn.closeWrite();
     let got = "";
     const buf = new Uint8Array(256);
-    for (let n; (n = await conn.read(buf)) !== null;) {
+    const more = () => readWithin(conn, buf, "the app's answer and its end", got.length);
+    for (let n; (n = await more()) !== null;) {
       got += new TextDecoder().decode(buf.subarray(0, n));
     }
     return got;
