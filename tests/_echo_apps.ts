@@ -4,7 +4,7 @@
  * (the target as the app read it). Each listens on 127.0.0.1, port 0 or a free port.
  */
 
-import { freePort } from "./_util.ts";
+import { freePort, nextWithin } from "./_util.ts";
 import { nginxConf } from "./_nginx.ts";
 
 /** A running echo app. */
@@ -45,7 +45,7 @@ async function firstLine(child: Deno.ChildProcess): Promise<string> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (!text.includes("\n")) {
-    const r = await reader.read();
+    const r = await nextWithin(reader, `the app's port on its first line (got: ${text})`);
     if (r.done) throw new Error("the app exited before printing its port");
     text += r.value;
   }
