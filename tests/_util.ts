@@ -118,6 +118,19 @@ export function nextWithin<T>(r: { read(): Promise<T> }, what: string): Promise<
 }
 
 /**
+ * The next stream or connection `l` accepts, failing after `readIdleMs` with `what`: a peer's
+ * open that never arrives fails the test, named, instead of hanging it; so does a close (null).
+ */
+export async function acceptWithin<T>(
+  l: { accept(): Promise<T | null> },
+  what: string,
+): Promise<T> {
+  const got = await within(l.accept(), what, readIdleMs);
+  if (got === null) throw new Error(`closed while waiting for ${what}`);
+  return got;
+}
+
+/**
  * Read `r` to EOF; returns byte count and SHA-256 hex. Each read is bounded by `readIdleMs`
  * (see `readWithin`); `what` names the stream in that failure.
  */

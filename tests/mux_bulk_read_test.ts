@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { tcpPair } from "./_mux.ts";
-import { sha256 } from "./_util.ts";
+import { acceptWithin, sha256 } from "./_util.ts";
 import { encodeFrame, Flag, FrameType, headerBytes } from "../lib/mux/frame.ts";
 import { Session } from "../lib/mux/mod.ts";
 import type { Duplex } from "../lib/net/mod.ts";
@@ -52,7 +52,7 @@ Deno.test("mux bulk reads: a small frame amid large ones is read to the next hea
     for (const f of frames) {
       for (let o = 0; o < f.length;) o += await b.write(f.subarray(o));
     }
-    const s = (await session.accept())!;
+    const s = await acceptWithin(session, "the stream the peer opened");
     const got: Uint8Array[] = [];
     for (let v = await s.readView(); v !== null; v = await s.readView()) {
       got.push(v.slice());

@@ -10,6 +10,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
 import { createHash } from "node:crypto";
 import {
+  acceptWithin,
   blockStream,
   blockStreamSha256,
   drainHash,
@@ -88,7 +89,7 @@ Deno.test("mux framed write: header and payload leave in one write, split frames
   const p = await countedPair({ maxFrameBytes: 100_000 });
   try {
     const s = await p.client.open();
-    const t = (await p.server.accept())!;
+    const t = await acceptWithin(p.server, "the stream the peer opened");
     const payload = crypto.getRandomValues(new Uint8Array(65536));
     const big = new Uint8Array(MiB);
     for (let o = 0; o < big.length; o += payload.length) big.set(payload, o);
@@ -128,7 +129,7 @@ Deno.test("mux framed write: relay() over streams, both ways, frames split by wi
   const [user, front] = await tcpPair();
   try {
     const s = await p.client.open();
-    const t = (await p.server.accept())!;
+    const t = await acceptWithin(p.server, "the stream the peer opened");
     const relaying = relay(front, s);
     const total = 48 * MiB;
     const [down, up] = await Promise.all([
@@ -153,7 +154,7 @@ Deno.test("mux fairness: small exchanges complete while a bulk stream keeps the 
   try {
     // Bulk: the client writes until told to stop; the server reads it all as fast as it can.
     const bulk = await p.client.open();
-    const bulkIn = (await p.server.accept())!;
+    const bulkIn = await acceptWithin(p.server, "the stream the peer opened");
     let stop = false;
     let received = 0;
     const block = new Uint8Array(4 * MiB);
@@ -206,7 +207,7 @@ Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views
   const p = await muxPair();
   try {
     const s = await p.client.open();
-    const t = (await p.server.accept())!;
+    const t = await acceptWithin(p.server, "the stream the peer opened");
     assert(viewReader(t) !== null);
     const sent = crypto.getRandomValues(new Uint8Array(65536));
     await s.write(sent);
@@ -223,7 +224,7 @@ Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views
     // A view still being written on when its stream is reset keeps its bytes while other
     // streams receive: its buffer goes back to the pool only at releaseView.
     const a = await p.client.open();
-    const aIn = (await p.server.accept())!;
+    const aIn = await acceptWithin(p.server, "the stream the peer opened");
     const block = new Uint8Array(200 * 1024).fill(0x5a);
     await a.write(block);
     let view = await aIn.readView();
@@ -231,7 +232,7 @@ Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views
     const copy = view!.slice();
     aIn.reset();
     const b = await p.client.open();
-    const bIn = (await p.server.accept())!;
+    const bIn = await acceptWithin(p.server, "the stream the peer opened");
     const other = new Uint8Array(4 * MiB).fill(0xa5);
     const draining = drainHash(bIn);
     await b.write(other);
@@ -252,7 +253,7 @@ Deno.test("mux framed write and lent reads pass through withPrefix (bytes left o
   const [user, front] = await tcpPair();
   try {
     const s = await p.client.open();
-    const t = (await p.server.accept())!;
+    const t = await acceptWithin(p.server, "the stream the peer opened");
     const head = new TextEncoder().encode("left over");
     const wrapped = withPrefix(s, head);
     assertEquals(framedWriter(wrapped)?.headroomBytes, 12);

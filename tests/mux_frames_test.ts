@@ -11,7 +11,7 @@ import { Flag, FrameType, GoAwayCode, MuxError, Session } from "../lib/mux/mod.t
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { rawPair } from "./_mux.ts";
-import { readWithin, within } from "./_util.ts";
+import { acceptWithin, readWithin, within } from "./_util.ts";
 
 type Event = [number, number, number, number, number[]];
 
@@ -221,7 +221,7 @@ Deno.test("frames: truncated input ends the session (eof); a stream mid-frame ge
   const frame = encodeFrame(FrameType.data, Flag.syn, 1, new Uint8Array(1000).fill(7));
   const src = new ChunkedSource(frame.subarray(0, 500), 64);
   const session = Session.server(src, { keepaliveIntervalMs: 0 });
-  const s = (await session.accept())!;
+  const s = await acceptWithin(session, "the stream the peer opened");
   const end = await within(session.closed, "the session's end");
   assertEquals(end.reason, "eof");
   const buf = new Uint8Array(2000);
@@ -309,7 +309,7 @@ Deno.test("frames: a big payload trickling in reaches a waiting reader intact (d
     const cuts = [0, 1012, 70_000, 140_000, frame.length];
     const got: number[] = [];
     const reading = (async () => {
-      const s = (await session.accept())!;
+      const s = await acceptWithin(session, "the stream the peer opened");
       const buf = new Uint8Array(256 * 1024);
       while (true) {
         const n = await readWithin(s, buf, "the trickling payload and FIN", got.length);

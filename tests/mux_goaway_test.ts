@@ -1,13 +1,21 @@
 import { MuxError } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, readWithin, sendBlocks, until, within } from "./_util.ts";
+import {
+  acceptWithin,
+  blockStreamSha256,
+  drainHash,
+  readWithin,
+  sendBlocks,
+  until,
+  within,
+} from "./_util.ts";
 
 Deno.test("goaway: close('normal') refuses new streams but lets open ones finish", async () => {
   const p = await muxPair();
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     const closing = p.server.close("normal");
     await p.client.ping(); // the reply comes after the go away: the client has seen it
     // The client learned of the go away: new opens fail with a typed error.

@@ -2,6 +2,7 @@ import { MuxError, StreamState } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
 import {
+  acceptWithin,
   blockStreamSha256,
   drainHash,
   readAll,
@@ -26,7 +27,7 @@ Deno.test("half-close: the opener's FIN ends the acceptor's reads, the reply sti
     await c.write(enc.encode("request"));
     await c.closeWrite();
     assertEquals(c.state & 0xf0, 0x40, "FIN_TX set (FIN_WAIT_1 or later)");
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     assertEquals(dec.decode(await readAll(s)), "request");
     assertEquals(s.state & 0xf0, 0x30, "acceptor: FIN_RX + FIN_ACK_TX (CLOSE_WAIT)");
     const [got] = await Promise.all([
@@ -46,7 +47,7 @@ Deno.test("half-close: the acceptor closes first, the opener keeps sending 32 Mi
   const p = await muxPair();
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     await s.closeWrite(); // server says it will not write; it still reads everything
     assertEquals(await readWithin(c, new Uint8Array(10), "the acceptor's FIN"), null);
     assertEquals(c.state, StreamState.CLOSE_WAIT);
@@ -66,7 +67,7 @@ Deno.test("half-close: both sides half-close at once and both see EOF", async ()
   const p = await muxPair();
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     await Promise.all([
       c.write(enc.encode("ping")).then(() => c.closeWrite()),
       s.write(enc.encode("pong")).then(() => s.closeWrite()),
@@ -97,7 +98,7 @@ Deno.test("reset: readers and writers on both sides get a clear 'reset' error", 
   const p = await muxPair();
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     // The client writes far past the window while nobody reads: its write waits for window.
     const blocked = c.write(new Uint8Array(4 << 20));
     const pendingRead = c.read(new Uint8Array(16));
@@ -122,7 +123,7 @@ Deno.test("close: full close sends FIN, ends local reads, and late peer data get
   const p = await muxPair();
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     const pending = c.read(new Uint8Array(8));
     c.close();
     assertEquals(
@@ -150,7 +151,7 @@ Deno.test("close: after both FINs the stream is freed on both sides", async () =
   try {
     for (let i = 0; i < 20; i++) {
       const c = await p.client.open({ data: enc.encode(`req ${i}`), fin: true });
-      const s = (await p.server.accept())!;
+      const s = await acceptWithin(p.server, "the stream the peer opened");
       assertEquals(dec.decode(await readAll(s)), `req ${i}`);
       await s.write(enc.encode(`resp ${i}`));
       s.close();
@@ -172,7 +173,7 @@ Deno.test("close: a read pending on a big frame (read straight into its buffer) 
   try {
     const frame = encodeFrame(FrameType.data, Flag.syn, 1, new Uint8Array(200 * 1024).fill(9));
     await peer.send(frame.subarray(0, 100_000)); // header + part of a 200 KiB payload
-    const s = (await session.accept())!;
+    const s = await acceptWithin(session, "the stream the peer opened");
     const buf = new Uint8Array(1 << 20);
     let got = 0;
     while (got < 100_000 - 12) {
@@ -198,7 +199,7 @@ Deno.test("close: a peer that never sends its FIN is reset after closeLingerMs",
   const p = await muxPair({ closeLingerMs: 100 }, {});
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     c.close(); // our FIN goes out; the server's application never closes its side
     assertEquals(await readWithin(s, new Uint8Array(1), "the opener's FIN"), null);
     await waitFor(() => p.client.stats.streamsOpen === 0);

@@ -1,6 +1,6 @@
 import { assertEquals } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
+import { acceptWithin, blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -9,13 +9,13 @@ Deno.test("head of line: a stream whose reader stopped does not stall the others
   try {
     // Stream A: the writer pushes far more than a window, nobody reads on the server.
     const a = await p.client.open();
-    const aServer = (await p.server.accept())!;
+    const aServer = await acceptWithin(p.server, "the stream the peer opened");
     const aWrite = sendBlocks(a, 16 * MiB, 1).catch((e) => e);
     await new Promise((r) => setTimeout(r, 50));
     // Streams B, C: full transfers in both directions while A is stuck.
     const one = async (seed: number) => {
       const s = await p.client.open();
-      const t = (await p.server.accept())!;
+      const t = await acceptWithin(p.server, "the stream the peer opened");
       const [up, down] = await Promise.all([
         drainHash(t),
         drainHash(s),

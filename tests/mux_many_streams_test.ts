@@ -2,7 +2,7 @@ import { Session } from "../lib/mux/mod.ts";
 import type { Duplex } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, tcpPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
+import { acceptWithin, blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -15,7 +15,7 @@ Deno.test("many streams: 1,000 concurrent streams each move 1 MiB both ways, che
     const server = (async () => {
       const work: Promise<void>[] = [];
       for (let i = 0; i < n; i++) {
-        const s = (await p.server.accept())!;
+        const s = await acceptWithin(p.server, "the stream the peer opened");
         work.push((async () => {
           // Echo: everything read is written back, then FIN.
           const buf = new Uint8Array(64 * 1024);
@@ -77,7 +77,7 @@ Deno.test("many streams: small frames of 200 streams are coalesced into a few tr
       ),
     );
     for (let i = 0; i < 200; i++) {
-      const s = (await server.accept())!;
+      const s = await acceptWithin(server, "the stream the peer opened");
       s.close();
     }
     console.log(`200 small SYN+data+FIN frames went out in ${writes} transport writes`);

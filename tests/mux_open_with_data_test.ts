@@ -1,7 +1,7 @@
 import { Flag, FrameType, StreamState } from "../lib/mux/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, rawPair } from "./_mux.ts";
-import { readAll } from "./_util.ts";
+import { acceptWithin, readAll } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -19,7 +19,7 @@ async function exchange(
       await c.write(enc.encode("GET /"));
       await c.closeWrite();
     }
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     assertEquals(dec.decode(await readAll(s)), "GET /");
     await s.write(enc.encode("404"));
     await s.closeWrite();
@@ -68,7 +68,7 @@ Deno.test("open-with-data: a held-back ACK is sent alone once synAckDelayMs pass
   const { session, peer } = await rawPair("server", { synAckDelayMs: 30 });
   try {
     await peer.frame(FrameType.data, Flag.syn, 1, enc.encode("req"));
-    const s = (await session.accept())!;
+    const s = await acceptWithin(session, "the stream the peer opened");
     assertEquals(s.state, StreamState.SYN_RX, "ACK held back");
     const f = await peer.next();
     assert(f !== null);
@@ -86,7 +86,7 @@ Deno.test("open-with-data: more data than the initial window is split and still 
   try {
     const big = new Uint8Array(600 * 1024).map((_, i) => i & 0xff);
     const opening = p.client.open({ data: big, fin: true });
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     const got = await readAll(s);
     const c = await opening;
     assertEquals(got.length, big.length);

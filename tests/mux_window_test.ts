@@ -1,7 +1,7 @@
 import { defaultWindowBytes, FrameType } from "../lib/mux/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, rawPair } from "./_mux.ts";
-import { blockStreamSha256, drainHash, readWithin, sendBlocks } from "./_util.ts";
+import { acceptWithin, blockStreamSha256, drainHash, readWithin, sendBlocks } from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -13,7 +13,7 @@ Deno.test("window: a fast reader grows the window beyond 256 KiB, up to maxWindo
   });
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     const [got] = await Promise.all([
       drainHash(s),
       sendBlocks(c, 64 * MiB, 5).then(() => c.closeWrite()),
@@ -33,7 +33,7 @@ Deno.test("window: a stopped reader holds at most one window; the writer waits (
   const p = await muxPair();
   try {
     const c = await p.client.open();
-    const s = (await p.server.accept())!;
+    const s = await acceptWithin(p.server, "the stream the peer opened");
     let written = 0;
     let failed: unknown;
     const writer = (async () => {
