@@ -42,7 +42,7 @@ import {
 } from "./forward.ts";
 import type { ClientConn } from "./client_conn.ts";
 import type { TunnelServer } from "./server.ts";
-import { normalizeHost } from "./registry.ts";
+import { normalizeHost, registryRetryAfterS } from "./registry.ts";
 import { subdomainHeader } from "./subdomains.ts";
 import { TunnelError, type TunnelStream } from "./tunnel_stream.ts";
 import type { HostRewrite } from "./rewrite.ts";
@@ -84,7 +84,7 @@ function peerOf(info: ServeInfo): { ip: string; remote: string } {
 }
 
 function htmlError(
-  status: 400 | 401 | 403 | 404 | 501 | 502 | 504,
+  status: 400 | 401 | 403 | 404 | 501 | 502 | 503 | 504,
   host: string,
   extra: Record<string, string> = {},
 ): Response {
@@ -283,7 +283,11 @@ async function proxy(
   const route = await server.route(hostHeader);
   if (!route.ok) {
     server.countRequest(route.host, String(route.status));
-    return htmlError(route.status, route.host);
+    return htmlError(
+      route.status,
+      route.host,
+      route.status === 503 ? { "retry-after": String(registryRetryAfterS) } : {},
+    );
   }
   const peer = peerOf(info);
   const denied = server.checkAccess(route, fields.authorization, peer.ip);

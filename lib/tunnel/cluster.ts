@@ -18,11 +18,18 @@
 
 import type { SessionOptions, Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import { BufferedReader, concatBytes, errorMessage, relay, type Server } from "../net/mod.ts";
+import {
+  BufferedReader,
+  concatBytes,
+  errorMessage,
+  relay,
+  type Server,
+  writeAll,
+} from "../net/mod.ts";
 import { encodeFrame } from "../control/mod.ts";
 import type { TlsClientConfig, TlsServerConfig } from "../transport/mod.ts";
 import { ClientConn, clientKey } from "./client_conn.ts";
-import { digestRef, fingerprint, identifierDigest } from "./registry.ts";
+import { digestRef, fingerprint, identifierDigest, RegistryUnavailableError } from "./registry.ts";
 import type { ClientLocation, RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import { linkKeepalive, PeerLinks, readLinkHeader } from "../cluster/links.ts";
@@ -76,6 +83,8 @@ export class ClusterLinks {
   #remote = new Map<string, { conn: ClientConn; instance: string }>();
   /** The claims of the ports clients ask for, kept beside the registry. */
   readonly #claims: PortClaims;
+  /** The peers being asked where a client is, by digest (one round for concurrent requests). */
+  #asking = new Map<string, Promise<ClientConn | undefined>>();
 
   /** Links for `server`, finding peers in `registry`. */
   constructor(server: TunnelServer, registry: RedisRegistry, opts: ClusterLinksOptions) {
@@ -121,6 +130,10 @@ export class ClusterLinks {
     const reader = new BufferedReader(s);
     try {
       const h = await readLinkHeader(reader);
+      if (typeof h?.ask === "string") {
+        await this.#answerAsk(s, h.ask);
+        return;
+      }
       const d = typeof h?.client === "string" ? h.client : "";
       const identifier = this.#registry.knownIdentifier(d);
       const client = identifier !== undefined ? this.#server.localClient(identifier) : undefined;
@@ -155,6 +168,17 @@ export class ClusterLinks {
       this.#log.debug("cluster stream failed", { error: errorMessage(err) });
       s.reset();
     }
+  }
+
+  /**
+   * Another instance, which Redis cannot answer, asks whether the client of digest `d` is
+   * held here (`{ask: d}`): one frame `{held}`, then the stream ends.
+   */
+  async #answerAsk(s: Stream, d: string): Promise<void> {
+    const identifier = this.#registry.knownIdentifier(d);
+    const held = identifier !== undefined && this.#server.localClient(identifier) !== undefined;
+    await writeAll(s, encodeFrame({ held }));
+    s.close();
   }
 
   /** Open the stream of client `d` on the link to the instance holding it now, if another. */
@@ -199,6 +223,7 @@ export class ClusterLinks {
       if (!at?.inst?.advertise) {
         const knew = this.#remote.has(d);
         const last = await this.#lastHolder(identifier, d, at, unreachable);
+        if (!last && unreachable) return await this.#askPeers(identifier, d);
         // Redis lost its records a moment ago and no holder is known (a known one that wrote
         // its records back without the lease has lost the client): it may not have written
         // them back yet.
@@ -208,31 +233,97 @@ export class ClusterLinks {
         continue;
       }
       const addr = at.inst.advertise;
-      const have = this.#remote.get(d);
-      if (have?.conn.remote === `cluster:${addr}`) return have.conn;
       try {
-        const session = await this.#links.link(addr);
-        const c = new ClientConn(
-          0,
-          fingerprint(identifier),
-          `cluster:${addr}`,
-          session,
-          clientKey(identifier),
-        );
-        c.streamPrefix = encodeFrame({ client: d });
-        c.ready = true;
-        const entry = { conn: c, instance: at.rec.instance };
-        this.#remote.set(d, entry);
-        session.closed.then(() => {
-          if (this.#remote.get(d) === entry) this.#remote.delete(d);
-        });
-        return c;
+        return await this.#connTo(identifier, d, addr, at.rec.instance);
       } catch (err) {
         this.#log.warn("cluster link failed", { peer: addr, error: errorMessage(err) });
         this.#registry.forget(identifier, at.rec.instance);
         if (!at.cached) return undefined;
       }
     }
+  }
+
+  /**
+   * The client of `identifier` (digest `d`) held by `instance` at `addr`, as a ClientConn on
+   * the link to it, kept as its last holder while that link lives.
+   */
+  async #connTo(
+    identifier: string,
+    d: string,
+    addr: string,
+    instance: string,
+  ): Promise<ClientConn> {
+    const have = this.#remote.get(d);
+    if (have?.conn.remote === `cluster:${addr}`) return have.conn;
+    const session = await this.#links.link(addr);
+    const c = new ClientConn(
+      0,
+      fingerprint(identifier),
+      `cluster:${addr}`,
+      session,
+      clientKey(identifier),
+    );
+    c.streamPrefix = encodeFrame({ client: d });
+    c.ready = true;
+    const entry = { conn: c, instance };
+    this.#remote.set(d, entry);
+    session.closed.then(() => {
+      if (this.#remote.get(d) === entry) this.#remote.delete(d);
+    });
+    return c;
+  }
+
+  /**
+   * Redis cannot be reached and no link served the client of digest `d` before: ask every
+   * instance live at the registry's last heartbeat, over its link, whether it holds it
+   * (concurrent requests for one client share the round). The one that does serves it, and
+   * is its last holder from then on. When every one answered no, it is connected nowhere:
+   * undefined (no-client). When some could not answer (link down, an older instance), that
+   * is not known: {@linkcode RegistryUnavailableError} (the request gets 503 and a
+   * Retry-After, not a definitive no-client).
+   */
+  #askPeers(identifier: string, d: string): Promise<ClientConn | undefined> {
+    let round = this.#asking.get(d);
+    if (!round) {
+      round = this.#ask(identifier, d).finally(() => this.#asking.delete(d));
+      this.#asking.set(d, round);
+    }
+    return round;
+  }
+
+  async #ask(identifier: string, d: string): Promise<ClientConn | undefined> {
+    const peers = this.#registry.peers().filter((p) => p.advertise !== undefined);
+    const answers = await Promise.all(peers.map(async (p) => {
+      try {
+        const s = await (await this.#links.link(p.advertise!)).open({
+          data: encodeFrame({ ask: d }),
+        });
+        try {
+          // Bounded by the links' handshake time; an older instance resets the stream.
+          const h = await readLinkHeader(new BufferedReader(s));
+          return typeof h?.held === "boolean" ? h.held : undefined;
+        } finally {
+          s.close();
+        }
+      } catch (err) {
+        this.#log.debug("cluster peer not asked", { peer: p.name, error: errorMessage(err) });
+        return undefined;
+      }
+    }));
+    const at = answers.indexOf(true);
+    if (at >= 0) {
+      this.#log.info("registry unreachable: a peer holds the client", {
+        client: d.slice(0, 12),
+        peer: peers[at].name,
+      });
+      return await this.#connTo(identifier, d, peers[at].advertise!, peers[at].name);
+    }
+    if (answers.every((a) => a === false)) return undefined;
+    const silent = peers.filter((_, i) => answers[i] === undefined).map((p) => p.name);
+    throw new RegistryUnavailableError(
+      "find client",
+      new Error(`no instance that answered holds it; not answered: ${silent.join(", ")}`),
+    );
   }
 
   /**
@@ -270,6 +361,7 @@ export class ClusterLinks {
     this.#server.remoteClient = undefined;
     this.#server.attachPortClaims(undefined);
     this.#remote.clear();
+    await Promise.allSettled(this.#asking.values());
     await this.#links.close();
   }
 }

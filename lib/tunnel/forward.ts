@@ -39,6 +39,7 @@ export function errorPage(status: number, host: string): string {
     403: `Your address may not reach <b>${h}</b>.`,
     404: `No tunnel is registered for host <b>${h}</b>.`,
     502: `The tunnel client for <b>${h}</b> is not connected or cannot reach its local service.`,
+    503: `Where the tunnel client for <b>${h}</b> is cannot be told now: retry shortly.`,
     504: `The tunnel client for <b>${h}</b> did not answer in time.`,
   };
   return `<!doctype html><title>${status}</title><h1>${status}</h1><p>${

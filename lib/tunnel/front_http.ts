@@ -63,6 +63,7 @@ import {
 import type { TunnelServer } from "./server.ts";
 import type { HostRewrite } from "./rewrite.ts";
 import type { AccessDenied } from "./access.ts";
+import { registryRetryAfterS } from "./registry.ts";
 import { tunnelRequestSeconds } from "./stats.ts";
 import type { TunnelError, TunnelStream } from "./tunnel_stream.ts";
 
@@ -357,7 +358,12 @@ export class PublicConn {
     );
     if (denied) return await this.#deny(denied, vhost);
     if (!route.ok) {
-      await this.#answer(route.status, route.host);
+      await this.#answer(
+        route.status,
+        route.host,
+        String(route.status),
+        route.status === 503 ? [["retry-after", String(registryRetryAfterS)]] : [],
+      );
       this.state = PublicConnState.Closing;
       return undefined;
     }

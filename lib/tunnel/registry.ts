@@ -26,6 +26,12 @@ export class RegistryUnavailableError extends Error {
 }
 
 /**
+ * Retry-After (seconds) of the 503 a public request gets when the registry cannot say where
+ * its client is (Redis down in a cluster): about when a reconnect attempt may have found it.
+ */
+export const registryRetryAfterS = 2;
+
+/**
  * Where a host or a server-defined TCP tunnel came from: a flag (`--host`, `--tcp`), a hosts
  * file, the admin API (kept in the state file across restarts), or a client's subdomain claim.
  */

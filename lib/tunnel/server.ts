@@ -177,7 +177,7 @@ export class HostTakenError extends Error {
 /** Result of routing a Host to a client. */
 export type Route =
   | { ok: true; host: string; client: ClientConn }
-  | { ok: false; status: 404 | 502; host: string };
+  | { ok: false; status: 404 | 502 | 503; host: string };
 
 /**
  * Result of authenticating a client's identifier before the upgrade; a refusal names its
@@ -753,7 +753,13 @@ export class TunnelServer {
     }
     if (identifier === undefined) return { ok: false, status: 404, host: h };
     let client = this.#clients.get(clientKey(identifier))?.pick(this.balance);
-    if (!client && this.remoteClient) client = await this.remoteClient(identifier);
+    try {
+      if (!client && this.remoteClient) client = await this.remoteClient(identifier);
+    } catch (err) {
+      // In a cluster, Redis down: where the client is cannot be told now (not "no client").
+      if (!(err instanceof RegistryUnavailableError)) throw err;
+      return { ok: false, status: 503, host: entry };
+    }
     if (!client || !client.ready) return { ok: false, status: 502, host: entry };
     return { ok: true, host: entry, client };
   }
@@ -1162,7 +1168,8 @@ export class TunnelServer {
 
   /**
    * Where clients held by other cluster instances are found (lib/tunnel/cluster.ts sets it):
-   * `route()` asks it when no local client serves a host.
+   * `route()` asks it when no local client serves a host. Throws RegistryUnavailableError
+   * when where the client is cannot be told now (`route()`: 503).
    */
   remoteClient?: (identifier: string) => Promise<ClientConn | undefined>;
 
@@ -1204,7 +1211,13 @@ export class TunnelServer {
    * cluster, held by another instance (reached over the link).
    */
   async anyClient(identifier: string): Promise<ClientConn | undefined> {
-    const c = this.localClient(identifier) ?? await this.remoteClient?.(identifier);
+    let c = this.localClient(identifier);
+    try {
+      c ??= await this.remoteClient?.(identifier);
+    } catch (err) {
+      // A port's connection has no status to tell "cannot be told now": refused as no-client.
+      if (!(err instanceof RegistryUnavailableError)) throw err;
+    }
     return c?.ready ? c : undefined;
   }
 

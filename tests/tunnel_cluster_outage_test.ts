@@ -1,0 +1,66 @@
+/**
+ * Redis down (an outage, not a restart): instance B never looked up the client A holds, so no
+ * lease it read and no link it used says where that client is. B asks the instances it knew
+ * at its last heartbeat, over their links, whether they hold it: A says yes and serves the
+ * request (the old code answered 502 no-client). A client connected nowhere gets 502 once
+ * every instance answered no; when one cannot answer (C stopped), B cannot tell and answers
+ * 503 with a Retry-After instead of a definitive no-client. In process, a real redis-server,
+ * heartbeats every 200 s (member's default leases): B's copies of the hosts and instances are
+ * those of its first beat.
+ */
+
+import { assertEquals } from "./_assert.ts";
+import { member } from "./_tunnel_cluster.ts";
+import { rawGet, startApp, startClient } from "./_tunnel.ts";
+import { startRedis } from "./_redis.ts";
+
+const id = "cluster-outage-identifier-01";
+const idle = "cluster-outage-identifier-02";
+
+Deno.test("tunnel cluster: during a Redis outage an instance that never looked a client up asks its peers: served where held, 502 when held nowhere, 503 + Retry-After when a peer cannot answer", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const a = await member(redis.url, "a");
+  const c = await member(redis.url, "c");
+  let cOpen = true;
+  await a.tunnel.server.addHost("app.test", id);
+  await a.tunnel.server.addHost("idle.test", idle);
+  const client = startClient({
+    server: a.tunnel.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  let b: Awaited<ReturnType<typeof member>> | undefined;
+  try {
+    await client.connected();
+    // B joins last: its first beat reads both hosts and the instances A and C.
+    b = await member(redis.url, "b");
+    assertEquals(b.registry.peers().map((p) => p.name).sort(), ["a", "c"]);
+    await redis.down();
+
+    const got = await rawGet(b.tunnel.port, "app.test", "/name?id=outage");
+    assertEquals([got.status, got.body], [200, "app outage"]);
+    // Asked again, the link it found serves it (as the client's last holder).
+    const again = await rawGet(b.tunnel.port, "app.test", "/name?id=again");
+    assertEquals([again.status, again.body], [200, "app again"]);
+
+    // No client for idle.test anywhere, and every peer said so: a definitive no-client.
+    assertEquals((await rawGet(b.tunnel.port, "idle.test", "/")).status, 502);
+
+    // C goes away (its link port closes): who holds idle.test's client cannot be told.
+    cOpen = false;
+    await c.close();
+    const unsure = await rawGet(b.tunnel.port, "idle.test", "/");
+    assertEquals(unsure.status, 503, unsure.head);
+    assertEquals(/^retry-after: *2\r?$/im.test(unsure.head), true, unsure.head);
+    // A host nobody had is still unknown.
+    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
+  } finally {
+    await client.stop();
+    await b?.close();
+    if (cOpen) await c.close();
+    await a.close();
+    await app.close();
+    await redis.stop();
+  }
+});
