@@ -6,8 +6,10 @@
  * Reference rows: a plain lib/net relay process (one hop) and two chained (two hops, depot's
  * data path without SOCKS and control), to show what the relays themselves cost here; the
  * Deno floor for SOCKS5 (bench/floor_proxy.ts, one process) and for a reverse exit
- * (bench/floor_reverse.ts: plain depot's work per connection in two processes, nothing else)
- * and for depot --mux (bench/floor_mux.ts: the same over one multiplexed connection).
+ * (bench/floor_reverse.ts: plain depot's work per connection in two processes, nothing else;
+ * again with each spare announcing itself with a key before it is handed out, as depot's
+ * standby spares must) and for depot --mux (bench/floor_mux.ts: the same over one
+ * multiplexed connection).
  * - bulk: one connection downloads `--bytes` (default 512 MiB), then one uploads as much,
  *   `--runs` times (default 2, best kept); MB/s and ratio to direct;
  * - set-up: `--seq` (default 500) sequential connect + 8-byte request + 1 KiB answer (ms each)
@@ -255,9 +257,10 @@ async function waitExits(what: string, statusPort: number, exits: number): Promi
  * bench/floor_reverse.ts's two processes (plain depot's work per connection and nothing else):
  * the server's SOCKS5 port, and both processes.
  */
-async function startReverseFloor(): Promise<{ port: number; procs: Proc[] }> {
+async function startReverseFloor(standby = false): Promise<{ port: number; procs: Proc[] }> {
+  const announce = standby ? "1" : "0";
   const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
-    env: { BENCH_MODE: "server" },
+    env: { BENCH_MODE: "server", BENCH_STANDBY: announce },
   });
   procs.push(server);
   const { port, tunnel } = JSON.parse(await server.waitFor(/^\{"port"/)) as {
@@ -267,6 +270,7 @@ async function startReverseFloor(): Promise<{ port: number; procs: Proc[] }> {
   const local = startDeno(benchPath("floor_reverse.ts"), [], {
     BENCH_MODE: "local",
     BENCH_SERVER: `127.0.0.1:${tunnel}`,
+    BENCH_STANDBY: announce,
   });
   return { port, procs: [server, local] };
 }
@@ -389,6 +393,7 @@ try {
   procs.push(floor.proc);
   const revFloor = await startReverseFloor();
   const muxFloor = await startMuxFloor();
+  const revFloorStandby = await startReverseFloor(true);
   await waitPort(ports.microsocks, "microsocks");
   await waitExits("depot", ports.status, 1);
   await waitExits("depot", ports.muxStatus, 1);
@@ -421,6 +426,15 @@ try {
     {
       route: socksRoute("Deno floor reverse exit (2 processes)", revFloor.port, srcPort),
       procs: revFloor.procs,
+      names: ["server", "local"],
+    },
+    {
+      route: socksRoute(
+        "Deno floor reverse exit + standby announce",
+        revFloorStandby.port,
+        srcPort,
+      ),
+      procs: revFloorStandby.procs,
       names: ["server", "local"],
     },
     {

@@ -22,6 +22,15 @@ const bufBytes = 16 * 1024;
 const noAuth = new Uint8Array([5, 0]);
 const succeeded = new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
 const ok = new Uint8Array([0]);
+/**
+ * `BENCH_STANDBY=1` (both processes): each spare announces itself with a key before the server
+ * hands it out, as depot's standby spares must (the `standby` frame: 4-byte length, code, the
+ * 16-byte session key and the exit name, ~25 bytes): the write, the read and the check of
+ * that frame are work any depot does per connection, which the plain floor leaves out.
+ */
+const announced = Deno.env.get("BENCH_STANDBY") === "1";
+const announceBytes = 25;
+const announce = new Uint8Array(announceBytes).map((_, i) => (i * 37 + 11) & 0xff);
 
 /** Copy `from` to `to` until EOF, then half-close `to`. */
 async function pump(from: Deno.Conn, to: Deno.Conn, buf: Uint8Array): Promise<void> {
@@ -41,10 +50,23 @@ async function need(c: Deno.Conn, buf: Uint8Array, have: number, n: number): Pro
   return have;
 }
 
+/**
+ * `BENCH_POOL=1`: the relay's buffers are reused from a free list (as lib/net's relay takes
+ * them from its pool) instead of two new 16 KiB arrays per connection.
+ */
+const pooled = Deno.env.get("BENCH_POOL") === "1";
+const free: Uint8Array[] = [];
+const takeBuf = () => (pooled ? free.pop() : undefined) ?? new Uint8Array(bufBytes);
+const giveBuf = (b: Uint8Array) => pooled && free.length < 256 && free.push(b);
+
 /** Relay `a` ↔ `b` (buffers of their own), then close both. */
 async function relayBoth(a: Deno.Conn, b: Deno.Conn, aBuf: Uint8Array): Promise<void> {
+  const bBuf = takeBuf();
   try {
-    await Promise.all([pump(a, b, aBuf), pump(b, a, new Uint8Array(bufBytes))]);
+    await Promise.all([pump(a, b, aBuf), pump(b, a, bBuf)]);
+    // Only after both pumps ended: a failed one's partner may still be reading into its own.
+    giveBuf(aBuf);
+    giveBuf(bBuf);
   } finally {
     a.close();
     b.close();
@@ -79,9 +101,29 @@ async function serveClient(c: Deno.TcpConn): Promise<void> {
     t?.close();
     return;
   }
-  await relayBoth(c, t, new Uint8Array(bufBytes)).catch(() => {
+  await relayBoth(c, t, takeBuf()).catch(() => {
     // As above: the floor only closes.
   });
+}
+
+/** A tunnel connection ready for a client: to the first waiting one, else kept. */
+function handOut(t: Deno.Conn): void {
+  const w = waiters.shift();
+  if (w) w(t);
+  else tunnels.push(t);
+}
+
+/** `BENCH_STANDBY=1`: a spare is handed out only once its announcement carried the key. */
+async function standby(t: Deno.Conn): Promise<void> {
+  try {
+    const buf = new Uint8Array(announceBytes);
+    await need(t, buf, 0, announceBytes);
+    for (let i = 0; i < announceBytes; i++) if (buf[i] !== announce[i]) throw new Error("bad key");
+    handOut(t);
+  } catch {
+    // A spare that did not announce itself: the floor only closes.
+    t.close();
+  }
 }
 
 async function server(): Promise<void> {
@@ -91,9 +133,8 @@ async function server(): Promise<void> {
   (async () => {
     for await (const t of tunnel) {
       t.setNoDelay(true);
-      const w = waiters.shift();
-      if (w) w(t);
-      else tunnels.push(t);
+      if (announced) standby(t);
+      else handOut(t);
     }
   })();
   for await (const c of socks) serveClient(c);
@@ -105,6 +146,7 @@ async function spare(to: Deno.ConnectOptions): Promise<void> {
   let up: Deno.TcpConn | undefined;
   try {
     t.setNoDelay(true);
+    if (announced) await t.write(announce);
     const buf = new Uint8Array(bufBytes);
     await need(t, buf, 0, 6);
     spare(to); // the replacement
@@ -120,7 +162,7 @@ async function spare(to: Deno.ConnectOptions): Promise<void> {
     up?.close();
     return;
   }
-  await relayBoth(t, up, new Uint8Array(bufBytes)).catch(() => {
+  await relayBoth(t, up, takeBuf()).catch(() => {
     // As above: the floor only closes.
   });
 }

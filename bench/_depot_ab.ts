@@ -1,0 +1,165 @@
+/**
+ * `deno run -A bench/_depot_ab.ts --trees 'base=DIR,name=DIR[:SUB+SUB],...' [--rounds 7] [--count 3000]`:
+ * CPU per connection of plain depot (depot-server + depot-local, one TCP tunnel per request) of
+ * several checkouts, beside bench/floor_reverse.ts, in one run (issue 20). Made for bisection by
+ * substitution: each tree is main with ONE piece of depot replaced by the floor's way, and its
+ * row says how many µs that piece carries. Every round measures every path once (`--count` small
+ * exchanges, `--concurrency` workers), in alternating order (`--together`: all paths at once,
+ * so a burst of load from elsewhere lands on all alike); the table gives each path's median CPU
+ * µs per connection (server + local), and each tree's median same-round difference to the first
+ * tree. Without `--trees`, this checkout alone. Beside depot, the floor three ways: as it is,
+ * with each spare announcing itself with a key (`floor+standby`: work depot's protocol must do)
+ * and with the relay's buffers reused (`floor+pool`).
+ *
+ * `DIR:SUB+SUB` starts that tree's services with `DEPOT_SUB=SUB,SUB`: the substitutions of
+ * bench/_depot_sub.patch (apply it to an old tree: `git worktree add --detach /work/old-sub
+ * 6232762 && git -C /work/old-sub apply $PWD/bench/_depot_sub.patch`: made on that commit), each one piece of depot done
+ * the floor's way: `relay` (the floor's two pumps), `socks` (its handshake: no auth, CONNECT
+ * to IPv4), `serve` / `tserve` (its accept loop on the SOCKS / tunnel listener), `metrics` (no
+ * counters, gauges, stats sets), `abort` (no controller per relay or request), `noend` (the
+ * local does not announce "end": no FIN gate, no `end` frames), `dial` (the target dialled with
+ * Deno.connect), `sdial` (spares dialled so), `raw` (the standby hand-out as the floor's: no
+ * standby frame, 6 address bytes written on a spare, a 1-byte answer; use with `noend`).
+ * Not behaviour-preserving: a bench of where the microseconds are, never a way to run depot.
+ * @module
+ */
+
+import {
+  benchFlags,
+  benchPath,
+  concurrentRps,
+  cpuPerConn,
+  fixed,
+  freePort,
+  median,
+  type Proc,
+  roundOrder,
+  type Route,
+  serveLengthSource,
+  socksRoute,
+  spawnDeno,
+  stopAll,
+  waitPort,
+  waitUntil,
+} from "./_util.ts";
+
+if (Deno.env.get("BENCH_ROLE") === "source") {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(JSON.stringify({ port: l.addr.port }));
+  await serveLengthSource(l);
+}
+
+const flags = benchFlags({
+  numbers: { rounds: 7, count: 3000, concurrency: 32 },
+  booleans: ["together", "no-floor"],
+  strings: ["trees"],
+});
+const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
+  .map((t) => {
+    const [name, spec] = t.split("=");
+    const [dir, sub] = spec.split(":");
+    return { name, dir, sub: sub?.replaceAll("+", ",") ?? "" };
+  });
+const env = { DEPOT_TOKEN: crypto.randomUUID() };
+const procs: Proc[] = [];
+const paths: { name: string; route: Route; procs: Proc[] }[] = [];
+try {
+  const src = spawnDeno(import.meta.filename!, [], { env: { BENCH_ROLE: "source" } });
+  procs.push(src);
+  const srcPort = (JSON.parse(await src.waitFor(/^\{"port"/)) as { port: number }).port;
+  // The floor, and the floor whose spares announce themselves with a key (BENCH_STANDBY).
+  const floors = [["floor", "0", "0"], ["floor+standby", "1", "0"], ["floor+pool", "0", "1"]];
+  for (const [name, standby, pool] of flags["no-floor"] ? [] : floors) {
+    const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
+      env: { BENCH_MODE: "server", BENCH_STANDBY: standby, BENCH_POOL: pool },
+    });
+    procs.push(server);
+    const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+    const local = spawnDeno(benchPath("floor_reverse.ts"), [], {
+      env: {
+        BENCH_MODE: "local",
+        BENCH_SERVER: `127.0.0.1:${p.tunnel}`,
+        BENCH_STANDBY: standby,
+        BENCH_POOL: pool,
+      },
+      output: "stderr",
+    });
+    procs.push(local);
+    paths.push({ name, route: socksRoute(name, p.port, srcPort), procs: [server, local] });
+  }
+  for (const t of trees) {
+    const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
+    const server = spawnDeno(`${t.dir}/services/depot-server.ts`, [
+      "--log-level",
+      "warn",
+      "--control",
+      `127.0.0.1:${control}`,
+      "--socks",
+      `127.0.0.1:${socks}`,
+      "--tunnel",
+      `127.0.0.1:${tunnel}`,
+      "--status",
+      `127.0.0.1:${status}`,
+    ], { env: { ...env, DEPOT_SUB: t.sub }, output: "stderr" });
+    const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
+      "--log-level",
+      "warn",
+      "--server",
+      `127.0.0.1:${control}`,
+    ], { env: { ...env, DEPOT_SUB: t.sub }, output: "stderr" });
+    procs.push(server, local);
+    await waitPort(status, `${t.name} depot-server`);
+    await waitUntil(`${t.name} exit`, async () => {
+      const st = await (await fetch(`http://127.0.0.1:${status}/status`)).json() as {
+        exits: unknown[];
+      };
+      return st.exits.length === 1;
+    });
+    paths.push({ name: t.name, route: socksRoute(t.name, socks, srcPort), procs: [server, local] });
+  }
+  await waitPort(srcPort, "source");
+  for (const p of paths) await concurrentRps(p.route, 1000, flags.concurrency); // warm up
+  /** Per path, per round: [server, local] µs/conn. */
+  const cpu: number[][][] = paths.map(() => []);
+  const measure = async (i: number) => {
+    const p = paths[i];
+    const { usPerConn } = await cpuPerConn(
+      p.procs,
+      flags.count,
+      () => concurrentRps(p.route, flags.count, flags.concurrency),
+    );
+    cpu[i].push(usPerConn);
+  };
+  for (let round = 1; round <= flags.rounds; round++) {
+    if (flags.together) await Promise.all(paths.map((_, i) => measure(i)));
+    else for (const [i] of roundOrder(paths, round)) await measure(i);
+    console.error(
+      `round ${round}: ` +
+        paths.map((p, i) => `${p.name} ${fixed(cpu[i].at(-1)!.reduce((a, b) => a + b))}`).join(
+          ", ",
+        ),
+    );
+  }
+  const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
+  const base = paths.findIndex((p) => p.name === trees[0].name);
+  const floor = paths.findIndex((p) => p.name === "floor");
+  console.log(
+    `plain depot CPU µs/conn, ${flags.count} exchanges x${flags.concurrency}, ${flags.rounds} rounds` +
+      `${flags.together ? " (together)" : ""}: median (server + local); Δ = median same-round ` +
+      `difference to ${trees[0].name}; x floor = median same-round ratio`,
+  );
+  for (const [i, p] of paths.entries()) {
+    const total = cpu[i].map(sum);
+    const d = total.map((v, k) => v - sum(cpu[base][k]));
+    const xf = floor < 0 ? [] : total.map((v, k) => v / sum(cpu[floor][k]));
+    console.log(
+      `${p.name.padEnd(24)} ${fixed(median(total)).padStart(6)} (${
+        fixed(median(cpu[i].map((c) => c[0])))
+      } + ${fixed(median(cpu[i].map((c) => c[1])))})` +
+        `  Δ ${fixed(median(d)).padStart(5)} [${d.map((v) => fixed(v)).join(" ")}]` +
+        (floor < 0 ? "" : `  x floor ${fixed(median(xf), 2)}`),
+    );
+  }
+} finally {
+  await stopAll(procs, "SIGKILL"); // a bench: no drain to wait for
+}
