@@ -523,7 +523,15 @@ export class RedisRegistry implements Registry {
         }
         if (kept === "written-back") await this.#publish(`c:${d}`); // written back: it was gone
       }
-      await c.set(this.#key(`instance:${this.instance}`), JSON.stringify(this.#self), px);
+      // Found at the start of this beat, the record is refreshed only if still there: gone
+      // since (a FLUSHALL inside this beat), writing it would hide the loss from every later
+      // beat and lookup, and the hosts added here would stay lost. The loss's beat runs now.
+      const self = JSON.stringify(this.#self);
+      const key = this.#key(`instance:${this.instance}`);
+      if (!had) await c.set(key, self, px);
+      else if (await c.set(key, self, { ...px, condition: "XX" }) === null) {
+        return await this.#heartbeat(); // it finds the record gone: no XX, no loop
+      }
       // Back after an outage or a Redis restart: the others may have cached us as gone.
       if (!had) await this.#publish(`i:${this.instance}`);
       const [hosts, live] = await c.eval(readScript, {
