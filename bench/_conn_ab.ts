@@ -1,7 +1,8 @@
 /**
  * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000] [--only REGEX]`: CPU per connection of
  * seaprox (static, SOCKS5 and HTTP CONNECT) of this checkout and of another one (an old tree), beside the Deno
- * floors and lib/net's reference relay (bench/_relay.ts, the old tree's too), each in its own process, in one run (issue 20). Every
+ * floors (the static one also with the least bookkeeping seaprox's behaviour needs:
+ * bench/floor_proxy.ts `BENCH_FLOOR_EXTRAS=book`) and lib/net's reference relay (bench/_relay.ts, the old tree's too), each in its own process, in one run (issue 20). Every
  * round measures every path once (`--count` small exchanges, 32 concurrent), in alternating
  * order; the table gives the median CPU µs per connection and each round's figure. Made for
  * before/after rows of one change: the rates of bench/seaprox.ts vary more on a shared box.
@@ -10,7 +11,10 @@
  * connections each), so a burst of load from elsewhere lands on all of them alike.
  * `--v8 'A;B'` adds, per `;`-separated set of V8 flags, a floor (static) and a seaprox static
  * (new) run with `--v8-flags=A` (e.g. `--max-semi-space-size=16`): GC settings measured beside
- * the defaults in one run. The table ends with each process's RSS after the last round. A round
+ * the defaults in one run. `--variant DIR --subs 'a;b,c'` adds a seaprox static of the tree DIR
+ * per value, run with `WARREN_SUB=<value>` (bisection by substitution: a throwaway tree whose
+ * pieces swap themselves for the floor's way when named there; see bench/RESULTS.md), each
+ * paired per round with this checkout's; `--user` counts user CPU only. The table ends with each process's RSS after the last round. A round
  * in which a path's exchange failed (a connect timing out in a full accept queue on a saturated
  * box) shows "-" for it and is left out of its medians.
  * @module
@@ -68,6 +72,15 @@ try {
   add(tcpRoute("Deno floor, static", floor.port), floor.proc);
   const floorX = await startFloor(srcPort, true);
   add(tcpRoute("Deno floor, static + TCP_NODELAY + dial signal", floorX.port), floorX.proc);
+  const floorB = spawnDeno(benchPath("floor_proxy.ts"), [], {
+    env: {
+      BENCH_MODE: "static",
+      BENCH_TARGET: `127.0.0.1:${srcPort}`,
+      BENCH_FLOOR_EXTRAS: "book",
+    },
+  });
+  const floorBPort = (JSON.parse(await floorB.waitFor(/^\{"port"/)) as { port: number }).port;
+  add(tcpRoute("Deno floor, static + bookkeeping", floorBPort), floorB);
   const floorS = await startFloor();
   add(socksRoute("Deno floor, SOCKS5", floorS.port, srcPort), floorS.proc);
   const floorC = spawnDeno(benchPath("floor_connect.ts"), [], { env: { BENCH_FLOOR_EXTRAS: "1" } });
@@ -206,6 +219,17 @@ try {
     const ratios = cpu[i].map((x, r) => x / cpu[j][r]);
     console.log(
       `${name.replace(" (new)", "")} new/old per round: median ${
+        median(counted(ratios)).toFixed(3)
+      }   ${ratios.map((x) => fixed(x, 2)).join(" ")}`,
+    );
+  }
+  // seaprox static against the floor that keeps the same bookkeeping, round by round.
+  const booked = paths.findIndex((p) => p.route.name === "Deno floor, static + bookkeeping");
+  const ours = paths.findIndex((p) => p.route.name === "seaprox static (new)");
+  if (booked >= 0 && ours >= 0) {
+    const ratios = cpu[ours].map((x, r) => x / cpu[booked][r]);
+    console.log(
+      `seaprox static / floor + bookkeeping per round: median ${
         median(counted(ratios)).toFixed(3)
       }   ${ratios.map((x) => fixed(x, 2)).join(" ")}`,
     );

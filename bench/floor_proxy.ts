@@ -9,7 +9,12 @@
  *   BENCH_MODE=static BENCH_TARGET=127.0.0.1:8080 deno run -A bench/floor_proxy.ts
  *
  * `BENCH_FLOOR_EXTRAS=1` adds what any real proxy pays on top: TCP_NODELAY on both sockets and
- * an abort signal on the dial (its timeout).
+ * an abort signal on the dial (its timeout). `BENCH_FLOOR_EXTRAS=book` (static only) adds, as
+ * cheaply as it can be kept, the bookkeeping seaprox's behaviour needs per connection: a record
+ * (id, sides' states, bytes each way, start and set-up time, end) in a live set counted per
+ * source, a controller of its own whose abort cuts it (hard stop), the dial's and the relay's
+ * idle deadline (one sweep a second over the live set), byte counting and activity per read,
+ * totals and a log-level check at the end: the bar for a proxy that keeps seaprox's behaviour.
  * @module
  */
 
@@ -86,6 +91,113 @@ async function handle(c: Deno.TcpConn, target: Deno.ConnectOptions | undefined):
   }
 }
 
+/** One connection's record (BENCH_FLOOR_EXTRAS=book); it is its own abort listener. */
+class Rec {
+  src = "connected";
+  dst = "idle";
+  bytesUp = 0;
+  bytesDown = 0;
+  end = "done";
+  setupMs = 0;
+  readonly startMs = performance.now();
+  activeMs = Date.now();
+  readonly ac = new AbortController();
+  upstream: Deno.TcpConn | undefined;
+  constructor(readonly id: number, readonly c: Deno.TcpConn, readonly source: string) {}
+  /** The abort (hard stop, a deadline): both sockets cut. */
+  handleEvent(): void {
+    this.end = "aborted";
+    try {
+      this.c.close();
+      this.upstream?.close();
+    } catch {
+      // Closed already: the abort has nothing left to cut.
+    }
+  }
+}
+const live = new Set<Rec>();
+const perSource = new Map<string, number>();
+const totals = { opened: 0, closed: 0, up: 0, down: 0, failed: 0 };
+let nextId = 0;
+const dialTimeoutMs = 10_000, idleTimeoutMs = 300_000;
+/** The log level's check a connection's closing line costs when it is not written. */
+const infoLogged = Deno.env.get("BENCH_FLOOR_LOG") === "1";
+
+/** Copy counting bytes and activity into `rec`. */
+async function bookedPump(
+  from: Deno.TcpConn,
+  to: Deno.TcpConn,
+  buf: Uint8Array,
+  rec: Rec,
+  up: boolean,
+): Promise<void> {
+  for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+    rec.activeMs = Date.now();
+    for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+    if (up) rec.bytesUp += n;
+    else rec.bytesDown += n;
+  }
+  await to.closeWrite();
+}
+
+async function handleBooked(c: Deno.TcpConn, target: Deno.ConnectOptions): Promise<void> {
+  const source = (c.remoteAddr as Deno.NetAddr).hostname;
+  const rec = new Rec(++nextId, c, source);
+  live.add(rec);
+  perSource.set(source, (perSource.get(source) ?? 0) + 1);
+  totals.opened++;
+  const signal = rec.ac.signal;
+  signal.addEventListener("abort", rec);
+  const down = acquire();
+  let back: Uint8Array | undefined;
+  try {
+    c.setNoDelay(true);
+    rec.dst = "connecting";
+    const up = rec.upstream = await Deno.connect({ ...target, signal });
+    up.setNoDelay(true);
+    rec.dst = "connected";
+    rec.setupMs = performance.now() - rec.startMs;
+    back = acquire();
+    await Promise.all([bookedPump(c, up, down, rec, true), bookedPump(up, c, back, rec, false)]);
+    release(down);
+    release(back);
+  } catch {
+    if (rec.end === "done") rec.end = "error";
+  } finally {
+    signal.removeEventListener("abort", rec);
+    if (rec.end !== "aborted") {
+      // An abort closed both already (a second close throws).
+      c.close();
+      rec.upstream?.close();
+    }
+    live.delete(rec);
+    const n = (perSource.get(source) ?? 1) - 1;
+    if (n > 0) perSource.set(source, n);
+    else perSource.delete(source);
+    rec.src = rec.dst = "closed";
+    totals.closed++;
+    totals.up += rec.bytesUp;
+    totals.down += rec.bytesDown;
+    if (rec.end !== "done") totals.failed++;
+    const ms = Math.round(performance.now() - rec.startMs);
+    if (infoLogged) {
+      console.log(`conn=${rec.id} end=${rec.end} up=${rec.bytesUp} down=${rec.bytesDown} ms=${ms}`);
+    }
+  }
+}
+
+if (Deno.env.get("BENCH_FLOOR_EXTRAS") === "book") {
+  // The deadlines, swept once a second: a dial past its timeout, a relay idle past its own.
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const r of live) {
+      const limit = r.dst === "connecting" ? dialTimeoutMs : idleTimeoutMs;
+      if (now - r.activeMs > limit) r.ac.abort();
+    }
+  }, 1000);
+  Deno.unrefTimer(sweep);
+}
+
 if (import.meta.main) {
   const [host, port] = (Deno.env.get("BENCH_TARGET") ?? "").split(":");
   const target = Deno.env.get("BENCH_MODE") === "static"
@@ -93,5 +205,7 @@ if (import.meta.main) {
     : undefined;
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   console.log(JSON.stringify({ port: listener.addr.port }));
-  for await (const c of listener) handle(c, target);
+  if (Deno.env.get("BENCH_FLOOR_EXTRAS") === "book" && target) {
+    for await (const c of listener) handleBooked(c, target);
+  } else for await (const c of listener) handle(c, target);
 }
