@@ -20,22 +20,39 @@ import { defaultShedIdleMs, longestIdle } from "./shed.ts";
 export const acceptRetryMs = 50;
 
 /**
+ * Least time between two "accept failed" warnings of one accept loop: with fds hovering at the
+ * limit, every accept that got one ended a streak and the next failure began another, two
+ * lines per accepted connection.
+ */
+export const acceptWarnIntervalMs = 10_000;
+
+/**
  * What an accept loop does after a failed accept (EMFILE: out of file descriptors; a reset
- * before accept): pause {@linkcode acceptRetryMs} and go on, never end. One warning per streak
- * of failures, one line when accepting works again (not 20 lines a second while fds are short).
+ * before accept): pause {@linkcode acceptRetryMs} and go on, never end. A warning when a streak
+ * of failures starts (at most one per {@linkcode acceptWarnIntervalMs}; the failures between
+ * are counted in the listener's stats), one line when the warned streak ends (not 20 lines a
+ * second while fds are short).
  */
 export class AcceptRetry {
   #failing = 0;
+  /** Whether this streak was warned of (its end is logged then). */
+  #warned = false;
+  #warnedAtMs = -Infinity;
 
   constructor(readonly log: Logger) {}
 
-  /** After a failed accept: warn if it starts a streak, then pause. */
+  /** After a failed accept: warn if it starts a streak (and none was warned lately), then pause. */
   async failed(err: unknown): Promise<void> {
     if (this.#failing++ === 0) {
-      this.log.warn("accept failed, retrying", {
-        error: errorMessage(err),
-        retryMs: acceptRetryMs,
-      });
+      const now = performance.now();
+      if (now - this.#warnedAtMs >= acceptWarnIntervalMs) {
+        this.#warned = true;
+        this.#warnedAtMs = now;
+        this.log.warn("accept failed, retrying", {
+          error: errorMessage(err),
+          retryMs: acceptRetryMs,
+        });
+      }
     }
     await sleep(acceptRetryMs);
   }
@@ -43,7 +60,8 @@ export class AcceptRetry {
   /** After a successful accept: ends a streak of failures. */
   accepted(): void {
     if (this.#failing === 0) return;
-    this.log.info("accepting again", { failedAccepts: this.#failing });
+    if (this.#warned) this.log.info("accepting again", { failedAccepts: this.#failing });
+    this.#warned = false;
     this.#failing = 0;
   }
 }
