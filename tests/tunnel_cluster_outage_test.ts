@@ -13,6 +13,7 @@ import { assertEquals } from "./_assert.ts";
 import { member } from "./_tunnel_cluster.ts";
 import { rawGet, startApp, startClient } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
+import { until } from "./_util.ts";
 
 const id = "cluster-outage-identifier-01";
 const idle = "cluster-outage-identifier-02";
@@ -59,6 +60,37 @@ Deno.test("tunnel cluster: during a Redis outage an instance that never looked a
     await client.stop();
     await b?.close();
     if (cOpen) await c.close();
+    await a.close();
+    await app.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("tunnel cluster: a host added on another instance after this one's last heartbeat is routed during a Redis outage", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const a = await member(redis.url, "a");
+  // B's only beat is now, before the host exists (its next is 200 s away).
+  const b = await member(redis.url, "b");
+  const client = startClient({
+    server: a.tunnel.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await a.tunnel.server.addHost("late.test", id);
+    await client.connected();
+    // B's copy follows the host's change notice (the old code's copy was its last beat's).
+    await until(
+      "B's copy of the hosts has late.test",
+      () => b.registry.copiedHosts().includes("late.test"),
+    );
+    await redis.down();
+    const got = await rawGet(b.tunnel.port, "late.test", "/name?id=late");
+    assertEquals([got.status, got.body], [200, "app late"]);
+  } finally {
+    await client.stop();
+    await b.close();
     await a.close();
     await app.close();
     await redis.stop();

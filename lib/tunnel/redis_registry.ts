@@ -410,6 +410,7 @@ export class RedisRegistry implements Registry {
       this.#hostCache.delete(what);
       // Redis says what that host is now: the copy from before the loss has no say any more.
       this.#hostsBefore.delete(what);
+      void this.#copyHost(what);
     } else if (msg.startsWith("c:")) this.#clientCache.delete(what);
     else if (msg.startsWith("i:")) {
       this.#instCache.delete(what);
@@ -427,6 +428,29 @@ export class RedisRegistry implements Registry {
     } else {
       for (const e of this.#extensions) if (msg.startsWith(e.noticePrefix)) e.notice(msg);
     }
+  }
+
+  /**
+   * Follow a host's change in the copy that routes while Redis is unreachable (read whole at
+   * each beat), so that a host added elsewhere since this instance's last beat is routed too
+   * should Redis go away before the next one.
+   */
+  async #copyHost(h: string): Promise<void> {
+    try {
+      const d = await this.#client.hGet(this.#key("hosts"), h);
+      if (d === null) this.#hosts.delete(h);
+      else this.#hosts.set(h, d);
+    } catch {
+      // Redis went away just now: the copy keeps what was read last.
+    }
+  }
+
+  /**
+   * The hosts this instance routes by while Redis is unreachable: read at each heartbeat and
+   * kept up by the change notices (for the status and the tests).
+   */
+  copiedHosts(): string[] {
+    return [...this.#hosts.keys()].sort();
   }
 
   /** Tell every instance that `what` changed (after the write). */
