@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { tcpPair } from "./_mux.ts";
-import { acceptWithin, sha256 } from "./_util.ts";
+import { acceptWithin, sha256, within } from "./_util.ts";
 import { encodeFrame, Flag, FrameType, headerBytes } from "../lib/mux/frame.ts";
 import { Session } from "../lib/mux/mod.ts";
 import type { Duplex } from "../lib/net/mod.ts";
@@ -54,7 +54,8 @@ Deno.test("mux bulk reads: a small frame amid large ones is read to the next hea
     }
     const s = await acceptWithin(session, "the stream the peer opened");
     const got: Uint8Array[] = [];
-    for (let v = await s.readView(); v !== null; v = await s.readView()) {
+    const next = () => within(s.readView(), "the frames' bytes and FIN");
+    for (let v = await next(); v !== null; v = await next()) {
       got.push(v.slice());
       s.releaseView();
     }

@@ -18,6 +18,7 @@ import {
   sendBlocks,
   sha256,
   until,
+  within,
 } from "./_util.ts";
 import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { type Duplex, framedWriter, relay, viewReader, withPrefix } from "../lib/net/mod.ts";
@@ -214,7 +215,8 @@ Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views
     await s.write(new TextEncoder().encode("end"));
     await s.closeWrite();
     const got: number[] = [];
-    for (let v = await t.readView(); v !== null; v = await t.readView()) got.push(...v);
+    const next = () => within(t.readView(), "the bytes and FIN as views");
+    for (let v = await next(); v !== null; v = await next()) got.push(...v);
     assertEquals(got.length, sent.length + 3);
     assertEquals(new Uint8Array(got.slice(0, sent.length)), sent);
     t.releaseView();
@@ -227,8 +229,9 @@ Deno.test("mux lent reads: readView gives the bytes in order, null at FIN, views
     const aIn = await acceptWithin(p.server, "the stream the peer opened");
     const block = new Uint8Array(200 * 1024).fill(0x5a);
     await a.write(block);
-    let view = await aIn.readView();
-    while (view!.length === 0) view = await aIn.readView();
+    const nextView = () => within(aIn.readView(), "a view of the block");
+    let view = await nextView();
+    while (view!.length === 0) view = await nextView();
     const copy = view!.slice();
     aIn.reset();
     const b = await p.client.open();
