@@ -50,11 +50,14 @@ Deno.test("seaprox socks5: a domain name that is not UTF-8 or holds a control ch
 Deno.test("depot-server socks: a domain name that is not UTF-8 or holds a control character is refused 0x01 and logged", async () => {
   const svc = await startService(
     "depot-server.ts",
-    ["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
-    { readyCount: 3, env: { DEPOT_TOKEN: "svc-token" } },
+    ["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--status", ":0"],
+    { readyCount: 4, env: { DEPOT_TOKEN: "svc-token" } },
   );
   try {
     await checkRefused(svc, portOf(svc.addrs.get("socks")!));
+    const res = await fetch(`http://${svc.addrs.get("status")}/status`);
+    const status = await res.json() as { failuresByReason: Record<string, number> };
+    assertEquals(status.failuresByReason["bad-domain"], badNames.length);
   } finally {
     await svc.stop();
   }

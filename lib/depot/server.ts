@@ -161,8 +161,11 @@ export interface FailureRecord {
   exit: string;
   /** Requested `host:port` (empty when unknown: an authentication failure). */
   dest: string;
-  /** The local's dial failure, or: no such exit, too many pending, SOCKS auth failed. */
-  reason: NetFailureReason | "no-exit" | "busy" | "auth" | "no-udp";
+  /**
+   * The local's dial failure, or: no such exit, too many pending, SOCKS auth failed, a name
+   * that is not UTF-8 or holds a control character.
+   */
+  reason: NetFailureReason | "no-exit" | "busy" | "auth" | "no-udp" | "bad-domain";
   /** Human-readable detail. */
   message?: string;
 }
@@ -1001,7 +1004,9 @@ export class DepotServer {
       }
       if (err instanceof ProtocolError && err.reason === "bad-domain") {
         // A SOCKS client asking for a name that cannot be one (answered 0x01), as a UDP
-        // datagram's is dropped "bad-domain": worth a line; other garbage stays at debug.
+        // datagram's is dropped "bad-domain": counted and worth a line; other garbage stays
+        // at debug.
+        this.#recordFailure(triedExit, "", "bad-domain", errorMessage(err));
         ctx.log.warn("SOCKS request refused", {
           remote: ctx.remote,
           failure: "bad-domain",
