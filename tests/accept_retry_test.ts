@@ -28,3 +28,21 @@ Deno.test("accept retry: fds hovering at the limit cost one warning and one 'acc
   assert(again[0].includes("failedAccepts=2"), again[0]);
   assertEquals(lines.length, 2, lines.join("\n"));
 });
+
+Deno.test("accept retry: a long streak starting soon after a warned one is warned once the interval has passed", async () => {
+  const lines: string[] = [];
+  const warnIntervalMs = 200;
+  const retry = new AcceptRetry(new Logger("debug", {}, (l) => void lines.push(l)), warnIntervalMs);
+  const warned = () => lines.filter((l) => /msg="accept failed, retrying"/.test(l)).length;
+  await retry.failed(emfile);
+  retry.accepted(); // a blip: warned, and its end said
+  // fds short for good from now on (within the interval of that warning): still warned,
+  // once, when the interval has passed; not silent for as long as the streak lasts.
+  const t0 = performance.now();
+  while (performance.now() - t0 <= warnIntervalMs) await retry.failed(emfile);
+  await retry.failed(emfile);
+  await retry.failed(emfile);
+  assertEquals(warned(), 2, lines.join("\n"));
+  retry.accepted();
+  assert(/msg="accepting again" failedAccepts=\d+/.test(lines.at(-1) ?? ""), lines.join("\n"));
+});

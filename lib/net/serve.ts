@@ -28,10 +28,11 @@ export const acceptWarnIntervalMs = 10_000;
 
 /**
  * What an accept loop does after a failed accept (EMFILE: out of file descriptors; a reset
- * before accept): pause {@linkcode acceptRetryMs} and go on, never end. A warning when a streak
- * of failures starts (at most one per {@linkcode acceptWarnIntervalMs}; the failures between
- * are counted in the listener's stats), one line when the warned streak ends (not 20 lines a
- * second while fds are short).
+ * before accept): pause {@linkcode acceptRetryMs} and go on, never end. A streak of failures
+ * is warned of once (at most one warning per `warnIntervalMs`: a streak starting sooner is
+ * warned when that time has passed, if it lasts; the failures between are counted in the
+ * listener's stats), one line when the warned streak ends (not 20 lines a second while fds are
+ * short).
  */
 export class AcceptRetry {
   #failing = 0;
@@ -39,13 +40,17 @@ export class AcceptRetry {
   #warned = false;
   #warnedAtMs = -Infinity;
 
-  constructor(readonly log: Logger) {}
+  constructor(
+    readonly log: Logger,
+    readonly warnIntervalMs: number = acceptWarnIntervalMs,
+  ) {}
 
-  /** After a failed accept: warn if it starts a streak (and none was warned lately), then pause. */
+  /** After a failed accept: warn of the streak unless done or done lately, then pause. */
   async failed(err: unknown): Promise<void> {
-    if (this.#failing++ === 0) {
+    this.#failing++;
+    if (!this.#warned) {
       const now = performance.now();
-      if (now - this.#warnedAtMs >= acceptWarnIntervalMs) {
+      if (now - this.#warnedAtMs >= this.warnIntervalMs) {
         this.#warned = true;
         this.#warnedAtMs = now;
         this.log.warn("accept failed, retrying", {
