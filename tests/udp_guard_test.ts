@@ -13,6 +13,7 @@ import { until } from "./_util.ts";
 import { Logger } from "../lib/log.ts";
 import type { HostPort } from "../lib/net/addr.ts";
 import { concatBytes } from "../lib/net/bytes.ts";
+import { serveExitAssociation } from "../lib/depot/udp.ts";
 import {
   type QuicDatagramConn,
   QuicDatagrams,
@@ -265,4 +266,30 @@ Deno.test("lib/: every datagram handler is set through UdpDrops.guard; datagrams
   }
   assertEquals(unguarded, [], "onMessage set without UdpDrops.guard");
   assertEquals(sourcesOutside, [], "datagrams read outside lib/udp/socket.ts and QuicDatagrams");
+});
+
+Deno.test("depot-local udp exit: a policy hook throwing for one datagram drops it as internal; the association goes on", async () => {
+  // Before, the throw ended the whole association ("error", the hook's message).
+  const lines: string[] = [];
+  const log = new Logger("debug", {}, (l) => void lines.push(l));
+  const frames = [1, 2].map((port) => encodeDatagramFrame(answer(port, `secret-payload-${port}`)));
+  const asked: number[] = [];
+  const r = await serveExitAssociation(
+    new ChunkedSource(concatBytes(...frames), 5),
+    {
+      allow: (dest) => {
+        asked.push(dest.port);
+        if (dest.port === 1) throw new RangeError("policy hook failed");
+        return false; // refused: nothing leaves this test
+      },
+    },
+    { aToB: 0, bToA: 0 },
+    new AbortController().signal,
+    log,
+  );
+  assertEquals([r.end, asked, r.drops], ["done", [1, 2], 2]);
+  const warned = lines.filter((l) => /level=warn .*failure=internal/.test(l));
+  assertEquals(warned.length, 1, lines.join("\n"));
+  assert(warned[0].includes("RangeError: policy hook failed"), warned[0]);
+  assert(!lines.some((l) => l.includes("secret-payload")), lines.join("\n"));
 });

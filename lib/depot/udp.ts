@@ -37,17 +37,24 @@ interface TunnelEnd {
 /**
  * Read the tunnel's frames into `onDatagram` until it ends; a frame that is not a SOCKS5 UDP
  * datagram of fragment 0 ends it too (the peer does not speak the protocol). `frame` is the
- * whole datagram (header and payload), for a relay that passes it on as it came.
+ * whole datagram (header and payload), for a relay that passes it on as it came. A throw of
+ * `onDatagram` (a bug, or a policy hook's) loses that datagram only: an "internal" drop in
+ * `drops`, logged by the error; before, it ended the whole association.
  */
 async function readTunnel(
   stream: DatagramStream,
+  drops: UdpDrops,
   onDatagram: (addr: HostPort, payload: Uint8Array, frame: Uint8Array) => void,
 ): Promise<TunnelEnd> {
   try {
     for (let frame = await stream.read(); frame !== null; frame = await stream.read()) {
       const d = decodeSocks5Udp(frame);
       if (d.frag !== 0) return { end: "error", message: "fragment on the tunnel" };
-      onDatagram(d.dest, d.data, frame);
+      try {
+        onDatagram(d.dest, d.data, frame);
+      } catch (err) {
+        drops.failed(d.dest, err);
+      }
     }
     return { end: "done" };
   } catch (err) {
@@ -78,10 +85,11 @@ export async function relayAssociation(
   signal.addEventListener("abort", onAbort, { once: true });
   if (signal.aborted) onAbort();
   let tunnelEnd: TunnelEnd | undefined;
-  const reading = readTunnel(stream, (src, payload) => assoc.deliver(src, payload)).then((e) => {
-    tunnelEnd = e;
-    ended.abort();
-  });
+  const reading = readTunnel(stream, table.drops, (src, payload) => assoc.deliver(src, payload))
+    .then((e) => {
+      tunnelEnd = e;
+      ended.abort();
+    });
   try {
     const r = await assoc.run(control, ended.signal, idleTimeoutMs);
     if (r.end !== "aborted" || !tunnelEnd) return r;
@@ -166,10 +174,10 @@ export async function passAssociation(
   try {
     // Whichever side ends first ends the other: closing both ends the second reader too.
     const [up, down] = [
-      readTunnel(toInstance, (_dest, payload, frame) => {
+      readTunnel(toInstance, table.drops, (_dest, payload, frame) => {
         if (toExit.send(frame)) tally.up(payload.length);
       }),
-      readTunnel(toExit, (_src, payload, frame) => {
+      readTunnel(toExit, table.drops, (_src, payload, frame) => {
         if (toInstance.send(frame)) tally.down(payload.length);
       }),
     ].map((p, i) =>
@@ -229,7 +237,7 @@ export async function serveExitAssociation(
   signal.addEventListener("abort", onAbort, { once: true });
   if (signal.aborted) onAbort();
   try {
-    const r = await readTunnel(stream, (dest, payload) => {
+    const r = await readTunnel(stream, drops, (dest, payload) => {
       if (opts.allow && !opts.allow(dest)) {
         return drops.drop("not-allowed", `${dest.host}:${dest.port} refused by the policy`);
       }
