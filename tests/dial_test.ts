@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
 import { deadlines, dial, NetError, resolveHost } from "../lib/net/mod.ts";
-import { listenLocal, within } from "./_util.ts";
+import { listenLocal, run, until, within } from "./_util.ts";
 
 Deno.test("dial: connects and tries every address (localhost may resolve to ::1 first)", async () => {
   const l = listenLocal(); // 127.0.0.1 only: a ::1 attempt must be refused and skipped
@@ -43,28 +43,51 @@ Deno.test("resolveHost: literals pass through, preference orders families", asyn
   assert(v4[0].includes("."), `ipv4 first: ${v4}`);
 });
 
+/**
+ * The accept queue of the TCP listener on 127.0.0.1:`port` as the kernel counts it (`ss`):
+ * connections queued, and the backlog. Linux drops every SYN while queued > backlog.
+ */
+async function acceptQueue(port: number): Promise<{ queued: number; backlog: number }> {
+  const r = await run("ss", ["-ltnH", `src 127.0.0.1:${port}`]);
+  // LISTEN <Recv-Q: queued> <Send-Q: backlog> <local> <peer>
+  const f = r.stdout.trim().split(/\s+/);
+  if (r.code !== 0 || f[0] !== "LISTEN") {
+    throw new Error(`ss: no listener on ${port}: ${r.stdout}${r.stderr}`);
+  }
+  return { queued: Number(f[1]), backlog: Number(f[2]) };
+}
+
 Deno.test("dial: a destination that never answers times out; an abort mid-connect is aborted", async () => {
   // A listener that never accepts: once its queue is full the kernel drops further SYNs, so
-  // the next connect hangs (no route or firewall rule needed).
+  // the next connect hangs (no route or firewall rule needed). The queue is filled and seen
+  // full in the kernel before any dial is expected to hang: a dial that timed out is no proof
+  // (on a loaded box a loopback connect may take longer than its 200 ms).
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
   const held: Deno.TcpConn[] = [];
   try {
-    let timedOut: NetError | undefined;
-    for (let i = 0; i < 5000 && !timedOut; i++) {
-      try {
-        held.push(await dial("127.0.0.1", l.addr.port, { timeoutMs: 200 }));
-      } catch (e) {
-        assert(e instanceof NetError, String(e));
-        timedOut = e;
-      }
+    // backlog + 1 connects complete (the queue takes one past its backlog), then none.
+    const { backlog } = await acceptQueue(port);
+    while (held.length <= backlog) {
+      held.push(await within(dial("127.0.0.1", port, { timeoutMs: 60_000 }), "a queued connect"));
     }
-    assert(timedOut, "the accept queue never filled");
+    await until(
+      `the accept queue of ${port} full (${backlog} + 1 queued)`,
+      async () => (await acceptQueue(port)).queued > backlog,
+    );
+    const timedOut = await assertRejects(
+      within(dial("127.0.0.1", port, { timeoutMs: 200 }), "the 200 ms dial's timeout"),
+    );
+    assert(timedOut instanceof NetError, String(timedOut));
     assertEquals(timedOut.reason, "timeout");
     assertMatch(timedOut.message, /timed out after 200 ms/);
     const ac = new AbortController();
     const abortSoon = setTimeout(() => ac.abort(), 50);
     const e = await assertRejects(
-      dial("127.0.0.1", l.addr.port, { timeoutMs: 60_000, signal: ac.signal }),
+      within(
+        dial("127.0.0.1", port, { timeoutMs: 60_000, signal: ac.signal }),
+        "the dial aborted after 50 ms",
+      ),
     );
     clearTimeout(abortSoon);
     assert(e instanceof NetError);
