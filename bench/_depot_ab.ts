@@ -8,8 +8,10 @@
  * so a burst of load from elsewhere lands on all alike); the table gives each path's median CPU
  * µs per connection (server + local), and each tree's median same-round difference to the first
  * tree. Without `--trees`, this checkout alone. Beside depot, the floor three ways: as it is,
- * with each spare announcing itself with a key (`floor+standby`: work depot's protocol must do)
- * and with the relay's buffers reused (`floor+pool`).
+ * with each spare announcing itself with a key (`floor+standby`: work depot's protocol must do),
+ * with the relay's buffers reused (`floor+pool`), and in processes that also hold depot's weight
+ * idle (`floor+weight`: lib/depot loaded, the wheel held, an idle DepotServer; `floor+modules`:
+ * the modules loaded only). `--floors REGEX` keeps the plain floor and the variants it matches.
  *
  * `DIR:SUB+SUB` starts that tree's services with `DEPOT_SUB=SUB,SUB`: the substitutions of
  * bench/_depot_sub.patch (apply it to an old tree: `git worktree add --detach /work/old-sub
@@ -52,7 +54,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000, concurrency: 32 },
   booleans: ["together", "no-floor"],
-  strings: ["trees"],
+  strings: ["trees", "floors"],
 });
 const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
   .map((t) => {
@@ -68,10 +70,21 @@ try {
   procs.push(src);
   const srcPort = (JSON.parse(await src.waitFor(/^\{"port"/)) as { port: number }).port;
   // The floor, and the floor whose spares announce themselves with a key (BENCH_STANDBY).
-  const floors = [["floor", "0", "0"], ["floor+standby", "1", "0"], ["floor+pool", "0", "1"]];
-  for (const [name, standby, pool] of flags["no-floor"] ? [] : floors) {
+  const floors = [
+    ["floor", "0", "0", "0"],
+    ["floor+standby", "1", "0", "0"],
+    ["floor+pool", "0", "1", "0"],
+    ["floor+weight", "0", "0", "1"],
+    ["floor+modules", "0", "0", "2"],
+    ["floor+node:net", "0", "0", "3"],
+    ["floor+lib/metrics", "0", "0", "4"],
+    ["floor+lib/depot", "0", "0", "5"],
+  ];
+  const onlyFloors = flags.floors === undefined ? undefined : new RegExp(flags.floors);
+  for (const [name, standby, pool, heavy] of flags["no-floor"] ? [] : floors) {
+    if (onlyFloors && name !== "floor" && !onlyFloors.test(name)) continue;
     const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
-      env: { BENCH_MODE: "server", BENCH_STANDBY: standby, BENCH_POOL: pool },
+      env: { BENCH_MODE: "server", BENCH_STANDBY: standby, BENCH_POOL: pool, BENCH_HEAVY: heavy },
     });
     procs.push(server);
     const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
@@ -81,6 +94,7 @@ try {
         BENCH_SERVER: `127.0.0.1:${p.tunnel}`,
         BENCH_STANDBY: standby,
         BENCH_POOL: pool,
+        BENCH_HEAVY: heavy,
       },
       output: "stderr",
     });

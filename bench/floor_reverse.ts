@@ -167,7 +167,32 @@ async function spare(to: Deno.ConnectOptions): Promise<void> {
   });
 }
 
+/**
+ * `BENCH_HEAVY=1`: the same floor in a process that also holds depot's weight, idle: lib/depot
+ * and lib/metrics loaded, the shared deadline wheel held, and (server) a DepotServer started on
+ * three port-0 listeners that no local joins. What a depot process carries besides the work
+ * per connection (a larger heap for the GC, more code), measured without depot's own path.
+ * `BENCH_HEAVY=2`: the modules loaded only; 3: only `node:net`; 4: only lib/metrics; 5: only
+ * lib/depot.
+ */
+async function loadDepotWeight(server: boolean, heavy: string): Promise<void> {
+  // 3, 4, 5: one part of the weight alone (a node: module; lib/metrics; lib/depot).
+  if (heavy === "3") return void await import("node:net");
+  if (heavy === "4") return void await import("../lib/metrics.ts");
+  if (heavy === "5") return void await import("../lib/depot/mod.ts");
+  const modulesOnly = heavy === "2";
+  const depot = await import("../lib/depot/mod.ts");
+  await import("../lib/metrics.ts");
+  if (modulesOnly) return; // BENCH_HEAVY=2: the modules loaded, nothing started
+  (await import("../lib/net/mod.ts")).deadlines.hold();
+  if (!server) return;
+  const listen = () => Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  new depot.DepotServer({}).start({ control: listen(), socks: listen(), tunnel: listen() });
+}
+
 if (import.meta.main) {
+  const heavy = Deno.env.get("BENCH_HEAVY") ?? "0";
+  if (heavy !== "0") await loadDepotWeight(Deno.env.get("BENCH_MODE") !== "local", heavy);
   if (Deno.env.get("BENCH_MODE") === "local") {
     const [hostname, port] = (Deno.env.get("BENCH_SERVER") ?? "").split(":");
     const spares = Number(Deno.env.get("BENCH_SPARES") ?? 16);
