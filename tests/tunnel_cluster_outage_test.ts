@@ -3,8 +3,10 @@
  * lease it read and no link it used says where that client is. B asks the instances it knew
  * at its last heartbeat, over their links, whether they hold it: A says yes and serves the
  * request (the old code answered 502 no-client). A client connected nowhere gets 502 once
- * every instance answered no; when one cannot answer (C stopped), B cannot tell and answers
- * 503 with a Retry-After instead of a definitive no-client. In process, a real redis-server,
+ * every instance answered no, and a host none has 404; when one cannot answer (C stopped), B
+ * cannot tell and answers 503 with a Retry-After instead of a definitive no-client or 404.
+ * B cut off from Redis alone (A reaches it): a host added through A meanwhile is routed by
+ * asking A (the old code answered 404). In process, a real redis-server,
  * heartbeats every 200 s (member's default leases): B's copies of the hosts and instances are
  * those of its first beat.
  */
@@ -47,6 +49,8 @@ Deno.test("tunnel cluster: during a Redis outage an instance that never looked a
 
     // No client for idle.test anywhere, and every peer said so: a definitive no-client.
     assertEquals((await rawGet(b.tunnel.port, "idle.test", "/")).status, 502);
+    // A host nobody has, as every peer says: unknown.
+    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
 
     // C goes away (its link port closes): who holds idle.test's client cannot be told.
     cOpen = false;
@@ -54,8 +58,8 @@ Deno.test("tunnel cluster: during a Redis outage an instance that never looked a
     const unsure = await rawGet(b.tunnel.port, "idle.test", "/");
     assertEquals(unsure.status, 503, unsure.head);
     assertEquals(/^retry-after: *2\r?$/im.test(unsure.head), true, unsure.head);
-    // A host nobody had is still unknown.
-    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
+    // Whether C has that host cannot be told either.
+    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 503);
   } finally {
     await client.stop();
     await b?.close();
@@ -93,6 +97,76 @@ Deno.test("tunnel cluster: a host added on another instance after this one's las
     await b.close();
     await a.close();
     await app.close();
+    await redis.stop();
+  }
+});
+
+/** A TCP relay to `port` that can be cut (its listener and every connection closed). */
+function cuttableRelay(port: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const pipes: Promise<unknown>[] = [];
+  const accepting = (async () => {
+    for await (const inner of listener) {
+      const outer = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (!outer) {
+        inner.close();
+        continue;
+      }
+      conns.add(inner).add(outer);
+      const pipe = (a: Deno.Conn, b: Deno.Conn) =>
+        a.readable.pipeTo(b.writable).catch(() => {/* cut: either side closed */});
+      pipes.push(pipe(inner, outer), pipe(outer, inner));
+    }
+  })();
+  let open = true;
+  return {
+    port: listener.addr.port,
+    cut: async () => {
+      if (!open) return;
+      open = false;
+      listener.close();
+      await accepting.catch(() => {/* the listener closed */});
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // Closed already by its pipe's end.
+        }
+      }
+      await Promise.all(pipes);
+    },
+  };
+}
+
+Deno.test("tunnel cluster: an instance cut off from Redis alone routes a host added meanwhile through another instance by asking it", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const relay = cuttableRelay(redis.port);
+  const a = await member(redis.url, "a");
+  const b = await member(`redis://127.0.0.1:${relay.port}`, "b");
+  const client = startClient({
+    server: a.tunnel.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    assertEquals(b.registry.peers().map((p) => p.name), ["a"]);
+    await relay.cut();
+    // A reaches Redis: the host and the client are registered there; B hears nothing of it.
+    await a.tunnel.server.addHost("during.test", id);
+    await client.connected();
+    assertEquals(b.registry.copiedHosts().includes("during.test"), false);
+    const got = await rawGet(b.tunnel.port, "during.test", "/name?id=during");
+    assertEquals([got.status, got.body], [200, "app during"]);
+    // A host A does not have either: 404 (A reaches Redis, so its "none" is an answer).
+    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
+  } finally {
+    await client.stop();
+    await b.close();
+    await a.close();
+    await app.close();
+    await relay.cut();
     await redis.stop();
   }
 });

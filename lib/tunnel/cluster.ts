@@ -29,8 +29,14 @@ import {
 import { encodeFrame } from "../control/mod.ts";
 import type { TlsClientConfig, TlsServerConfig } from "../transport/mod.ts";
 import { ClientConn, clientKey } from "./client_conn.ts";
-import { digestRef, fingerprint, identifierDigest, RegistryUnavailableError } from "./registry.ts";
-import type { ClientLocation, RedisRegistry } from "./redis_registry.ts";
+import {
+  digestRef,
+  fingerprint,
+  identifierDigest,
+  normalizeHostPattern,
+  RegistryUnavailableError,
+} from "./registry.ts";
+import type { ClientLocation, InstanceRecord, RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import { linkKeepalive, PeerLinks, readLinkHeader } from "../cluster/links.ts";
 import { PortClaims } from "./port_claims.ts";
@@ -85,6 +91,8 @@ export class ClusterLinks {
   readonly #claims: PortClaims;
   /** The peers being asked where a client is, by digest (one round for concurrent requests). */
   #asking = new Map<string, Promise<ClientConn | undefined>>();
+  /** The peers being asked about a host, by host. */
+  #askingHost = new Map<string, Promise<string | null | undefined>>();
 
   /** Links for `server`, finding peers in `registry`. */
   constructor(server: TunnelServer, registry: RedisRegistry, opts: ClusterLinksOptions) {
@@ -110,6 +118,7 @@ export class ClusterLinks {
    */
   attach(): void {
     this.#server.remoteClient = (identifier) => this.remoteClient(identifier);
+    this.#registry.askPeersForHost = (host) => this.#askHost(host);
     this.#server.attachPortClaims(this.#claims);
   }
 
@@ -132,6 +141,10 @@ export class ClusterLinks {
       const h = await readLinkHeader(reader);
       if (typeof h?.ask === "string") {
         await this.#answerAsk(s, h.ask);
+        return;
+      }
+      if (typeof h?.askHost === "string") {
+        await this.#answerAskHost(s, h.askHost);
         return;
       }
       const d = typeof h?.client === "string" ? h.client : "";
@@ -291,25 +304,37 @@ export class ClusterLinks {
     return round;
   }
 
-  async #ask(identifier: string, d: string): Promise<ClientConn | undefined> {
+  /**
+   * Ask every instance of the registry's last copy one `question` over its link: the answer
+   * frame of each, or null when it could not be asked or did not answer (an older instance
+   * resets the stream; the read is bounded by the links' handshake time).
+   */
+  async #askAll(
+    question: Record<string, unknown>,
+  ): Promise<{ peers: InstanceRecord[]; answers: (Record<string, unknown> | null)[] }> {
     const peers = this.#registry.peers().filter((p) => p.advertise !== undefined);
     const answers = await Promise.all(peers.map(async (p) => {
       try {
         const s = await (await this.#links.link(p.advertise!)).open({
-          data: encodeFrame({ ask: d }),
+          data: encodeFrame(question),
         });
         try {
-          // Bounded by the links' handshake time; an older instance resets the stream.
-          const h = await readLinkHeader(new BufferedReader(s));
-          return typeof h?.held === "boolean" ? h.held : undefined;
+          return await readLinkHeader(new BufferedReader(s));
         } finally {
           s.close();
         }
       } catch (err) {
         this.#log.debug("cluster peer not asked", { peer: p.name, error: errorMessage(err) });
-        return undefined;
+        return null;
       }
     }));
+    return { peers, answers };
+  }
+
+  async #ask(identifier: string, d: string): Promise<ClientConn | undefined> {
+    const asked = await this.#askAll({ ask: d });
+    const peers = asked.peers;
+    const answers = asked.answers.map((a) => typeof a?.held === "boolean" ? a.held : undefined);
     const at = answers.indexOf(true);
     if (at >= 0) {
       this.#log.info("registry unreachable: a peer holds the client", {
@@ -324,6 +349,36 @@ export class ClusterLinks {
       "find client",
       new Error(`no instance that answered holds it; not answered: ${silent.join(", ")}`),
     );
+  }
+
+  /**
+   * The registry cannot route `host` (Redis unreachable, not in its copy): ask the peers
+   * (concurrent requests for one host share the round). The digest one of them gives; null
+   * when every one answered that there is no such host; undefined when that cannot be told.
+   */
+  #askHost(host: string): Promise<string | null | undefined> {
+    let round = this.#askingHost.get(host);
+    if (!round) {
+      round = this.#askAll({ askHost: host }).then(({ answers }) => {
+        const found = answers.find((a) => typeof a?.digest === "string");
+        if (found) return found.digest as string;
+        return answers.every((a) => a?.digest === null) ? null : undefined;
+      }).finally(() => this.#askingHost.delete(host));
+      this.#askingHost.set(host, round);
+    }
+    return round;
+  }
+
+  /**
+   * A peer that cannot route `host` asks (`{askHost}`): `{digest}` as this instance knows it,
+   * null when it has no such host: Redis says so, or, Redis unreachable here too, the copy
+   * lacks it (a host cannot be added anywhere while Redis is down for all, and one added
+   * through this instance or announced to it is in the copy); then the stream ends.
+   */
+  async #answerAskHost(s: Stream, host: string): Promise<void> {
+    const d = await this.#registry.hostHere(normalizeHostPattern(host));
+    await writeAll(s, encodeFrame({ digest: d ?? null }));
+    s.close();
   }
 
   /**
@@ -359,9 +414,10 @@ export class ClusterLinks {
   /** Close every link and the cluster port. */
   async close(): Promise<void> {
     this.#server.remoteClient = undefined;
+    this.#registry.askPeersForHost = undefined;
     this.#server.attachPortClaims(undefined);
     this.#remote.clear();
-    await Promise.allSettled(this.#asking.values());
+    await Promise.allSettled([...this.#asking.values(), ...this.#askingHost.values()]);
     await this.#links.close();
   }
 }

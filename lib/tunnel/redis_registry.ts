@@ -744,19 +744,46 @@ export class RedisRegistry implements Registry {
    */
   async route(host: string): Promise<string | undefined> {
     const h = normalizeHostPattern(host);
+    let d = await this.hostHere(h);
+    if (d === undefined) {
+      // Redis is unreachable and the copy lacks the host: it may have been added since (on an
+      // instance that reaches Redis), so the peers are asked (none to ask: no such host).
+      d = this.askPeersForHost ? await this.askPeersForHost(h) : null;
+      if (d === undefined) {
+        throw new RegistryUnavailableError("route", new Error("no instance could tell"));
+      }
+      if (d !== null) this.#hosts.set(h, d);
+    }
+    return d ? this.#identifierOf(d) : undefined;
+  }
+
+  /**
+   * Where a request for `host` (a normalized entry) goes, as this instance alone can tell:
+   * the digest of its identifier, null when there is no such host, undefined when Redis is
+   * unreachable and the copy (see {@linkcode copiedHosts}) lacks it. From the cache while
+   * change notices arrive; also what this instance answers a peer asking (cluster.ts).
+   */
+  async hostHere(h: string): Promise<string | null | undefined> {
     const hit = this.#subUp ? this.#hostCache.get(h) : undefined;
-    if (hit) return hit.value ? this.#identifierOf(hit.value) : undefined;
+    if (hit) return hit.value;
     const epoch = this.#hostCache.epoch;
-    let d: string | null | undefined;
+    let d: string | null;
     try {
       d = await this.#hostDigest(h, true);
     } catch {
-      // Redis is down: route by the copy of the last heartbeat (held clients keep serving).
-      return this.#hosts.has(h) ? this.#identifierOf(this.#hosts.get(h)!) : undefined;
+      // Redis is down: route by the copy (held clients keep serving).
+      return this.#hosts.get(h);
     }
-    if (this.#subUp) this.#hostCache.set(h, d ?? null, epoch);
-    return d ? this.#identifierOf(d) : undefined;
+    if (this.#subUp) this.#hostCache.set(h, d, epoch);
+    return d;
   }
+
+  /**
+   * Asks the other instances (lib/tunnel/cluster.ts sets it) for a host this instance
+   * cannot route while Redis is unreachable: its digest, null when every one said there is
+   * none, undefined when that cannot be told (then `route` throws RegistryUnavailableError).
+   */
+  askPeersForHost?: (host: string) => Promise<string | null | undefined>;
 
   async listHosts(): Promise<HostEntry[]> {
     let all: Record<string, string>;

@@ -745,18 +745,21 @@ export class TunnelServer {
   async route(host: string): Promise<Route> {
     const h = normalizeHost(host);
     let entry = h;
-    let identifier = h ? await this.registry.route(h) : undefined;
-    for (let i = h.indexOf("."); identifier === undefined && this.#wildcards > 0 && i > 0;) {
-      entry = `*${h.slice(i)}`;
-      identifier = await this.registry.route(entry);
-      i = h.indexOf(".", i + 1);
-    }
-    if (identifier === undefined) return { ok: false, status: 404, host: h };
-    let client = this.#clients.get(clientKey(identifier))?.pick(this.balance);
+    let identifier: string | undefined;
+    let client: ClientConn | undefined;
     try {
+      identifier = h ? await this.registry.route(h) : undefined;
+      for (let i = h.indexOf("."); identifier === undefined && this.#wildcards > 0 && i > 0;) {
+        entry = `*${h.slice(i)}`;
+        identifier = await this.registry.route(entry);
+        i = h.indexOf(".", i + 1);
+      }
+      if (identifier === undefined) return { ok: false, status: 404, host: h };
+      client = this.#clients.get(clientKey(identifier))?.pick(this.balance);
       if (!client && this.remoteClient) client = await this.remoteClient(identifier);
     } catch (err) {
-      // In a cluster, Redis down: where the client is cannot be told now (not "no client").
+      // In a cluster, Redis down: which client serves the host, or where it is, cannot be
+      // told now (not "no such host", not "no client").
       if (!(err instanceof RegistryUnavailableError)) throw err;
       return { ok: false, status: 503, host: entry };
     }
