@@ -8,6 +8,10 @@
  * ways (half-close and all). Instances find each other through the Redis registry
  * (`advertise` of their instance record).
  *
+ * Redis unreachable: an instance that cannot tell where a client is (no lease read, no last
+ * holder) or what a host is (not in its copy) asks its peers over the links (`{ask: digest}`,
+ * `{askHost: host}`, one answer frame each); see {@linkcode ClusterLinks.remoteClient}.
+ *
  * TLS (`tls`): lib/transport's TLS on both ends of every link, like etcd's peer TLS: each
  * instance serves its certificate on the cluster port and, when it trusts a CA for its peers,
  * presents the same certificate when it dials and requires one from the instances dialling
@@ -216,7 +220,9 @@ export class ClusterLinks {
    * (unreachable, or restarted empty before the holder wrote its lease back), the link to
    * the instance that held it at the last lookup serves it (`#lastHolder`); with no last
    * holder, a lookup in the moment after Redis lost its records waits for the holder's
-   * write-back (`awaitWriteBack`, bounded by the registry's `settleMs`).
+   * write-back (`awaitWriteBack`, bounded by the registry's `settleMs`), and one while Redis
+   * is unreachable asks the peers (`#askPeers`; throws RegistryUnavailableError when that
+   * cannot be told).
    */
   async remoteClient(identifier: string): Promise<ClientConn | undefined> {
     const d = identifierDigest(identifier);

@@ -8,8 +8,9 @@
  * `redis` package is it plus module commands we do not use). It reconnects by itself, and
  * with the offline queue off a command during an outage fails at once instead of waiting.
  *
- * Redis unreachable: lookups answer from the last copy of the hosts (read every heartbeat),
- * so held clients keep serving; `isKnown`/`addHost`/`setClient` throw
+ * Redis unreachable: lookups answer from the last copy of the hosts (read every heartbeat,
+ * kept up by the change notices), so held clients keep serving; a host the copy lacks is asked
+ * of the peers ({@linkcode RedisRegistry.askPeersForHost}, set by cluster.ts); `isKnown`/`addHost`/`setClient` throw
  * {@linkcode RegistryUnavailableError} (new registrations are refused with that reason).
  * When Redis returns, each heartbeat rewrites the held leases (at once on reconnecting), and
  * when the instance's own key was gone (Redis restarted empty, or this instance was cut off
