@@ -12,6 +12,7 @@ import {
   type HeadLimits,
   HttpError,
   readRequestHead,
+  readRequestHeadRawWithin,
   readResponseHead,
   requestBodyFraming,
   type RequestHead,
@@ -22,6 +23,7 @@ import {
   statusForHttpError,
 } from "../lib/http/mod.ts";
 import { BufferedReader } from "../lib/net/mod.ts";
+import { forwardHeadBytes, forwardHeaders } from "../lib/tunnel/forward.ts";
 import {
   bytesArb,
   cat,
@@ -209,6 +211,99 @@ Deno.test("fuzz http: a head parsed whole from one read equals it parsed line by
     ),
     fuzzParams(300),
   );
+});
+
+Deno.test("fuzz http: a request head's raw bytes come only when they serialise back to themselves", async () => {
+  // readRequestHeadRawWithin hands out the head's bytes for a gateway to pass on (the tunnel
+  // splices X-Forwarded-* into them): they must be exactly what serialising the parsed head
+  // gives, for valid, mutated and random input, bare LFs, leading empty lines, odd spacing;
+  // and the head must be what readRequestHead parses.
+  const lf = (b: Uint8Array) => b.filter((x, i) => !(x === 0x0d && b[i + 1] === 0x0a));
+  let given = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      requestArb,
+      mutationArb,
+      fc.constantFrom("none", "bare-lf", "leading-crlf", "space-after-colon", "no-space"),
+      bytesArb,
+      async (h, muts, variant, junk) => {
+        let wire = cat(serializeRequestHead(h), enc.encode("body"));
+        const text = new TextDecoder("latin1").decode(wire);
+        if (variant === "bare-lf") wire = lf(wire);
+        if (variant === "leading-crlf") wire = cat(enc.encode("\r\n"), wire);
+        if (variant === "space-after-colon") wire = enc.encode(text.replace(": ", ":  "));
+        if (variant === "no-space") wire = enc.encode(text.replace(": ", ":"));
+        for (const input of [wire, mutate(wire, muts), junk]) {
+          const one = () => new BufferedReader(splitSource(input, [input.length + 1]));
+          const want = await clean(() => readRequestHead(one()));
+          const got = await clean(() => readRequestHeadRawWithin(one(), 1000, () => {}));
+          if (want.kind === "error" || got.kind === "error") {
+            assertEquals(got.kind, want.kind);
+            continue;
+          }
+          assertEquals(plain(got.value?.head ?? null), plain(want.value));
+          const raw = got.value?.raw;
+          if (raw && got.value) {
+            given++;
+            assertEquals([...raw], [...serializeRequestHead(got.value.head)]);
+          }
+          if (input === wire && variant === "none") assert(raw, "a canonical head without raw");
+        }
+      },
+    ),
+    fuzzParams(300),
+  );
+  assert(given > 0, "no raw head was ever given");
+});
+
+Deno.test("fuzz http: the tunnel's spliced X-Forwarded-* head equals the serialised one", async () => {
+  // The standalone tunnel front splices X-Forwarded-* into a head's own bytes
+  // (forwardHeadBytes) instead of serialising forwardHeaders' list: the bytes must be the
+  // same, with any Host and field case; a head with X-Forwarded-* of its own is serialised.
+  const nameArb = fc.oneof(
+    tokenArb,
+    fc.constantFrom(
+      "Host",
+      "host",
+      "HOST",
+      "X-Forwarded-For",
+      "x-forwarded-proto",
+      "X-FORWARDED-HOST",
+    ),
+  );
+  const fieldsArb = fc.array(fc.tuple(nameArb, valueArb), { maxLength: 8 }) as fc.Arbitrary<
+    [string, string][]
+  >;
+  const peerArb = fc.oneof(fc.ipV4(), fc.ipV6()).map((ip) => ({ ip, remote: `${ip}:1` }));
+  let spliced = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      requestArb,
+      fieldsArb,
+      peerArb,
+      fc.constantFrom("http", "https"),
+      async (h, fields, peer, proto) => {
+        const wire = serializeRequestHead({ ...h, headers: fields });
+        const read = await readRequestHeadRawWithin(
+          new BufferedReader(splitSource(wire, [wire.length])),
+          1000,
+          () => {},
+        );
+        assert(read?.raw, "a serialised head comes back with its bytes");
+        const own = fields.some(([k]) => k.toLowerCase().startsWith("x-forwarded-"));
+        const got = forwardHeadBytes(read.raw, read.head, peer, proto);
+        assertEquals(got === undefined, own);
+        if (!got) return;
+        spliced++;
+        for (const trust of [false, true]) {
+          const headers = forwardHeaders(read.head, peer, proto, trust);
+          assertEquals([...got], [...serializeRequestHead({ ...read.head, headers })]);
+        }
+      },
+    ),
+    fuzzParams(300),
+  );
+  assert(spliced > 0, "no head was spliced");
 });
 
 Deno.test("fuzz http: a response head parsed whole from one read equals it parsed line by line", async () => {

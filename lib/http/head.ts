@@ -300,7 +300,12 @@ export async function readRequestHead(
   if (r.buffered === 0 && !(await r.fill())) return null;
   // Usually the whole head came in that one read: parsed without a promise per line.
   const whole = takeBufferedRequestHead(r, limits);
-  if (whole) return whole;
+  if (whole) return whole.head;
+  return await readRequestHeadLines(r, limits);
+}
+
+/** A request head read line by line (it did not all come in the reader's first fill). */
+async function readRequestHeadLines(r: BufferedReader, limits: HeadLimits): Promise<RequestHead> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   let start = "";
   for (let i = 0; i <= maxLeadingEmptyLines; i++) {
@@ -316,6 +321,18 @@ export async function readRequestHead(
   return { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers };
 }
 
+/** A request head with the bytes it came in as, when a gateway may pass those on. */
+export interface RawRequestHead {
+  head: RequestHead;
+  /**
+   * The head's bytes as received, when `serializeRequestHead(head)` would give exactly them
+   * back (no leading empty line, CRLF line ends, `name: value` fields) and they were all
+   * buffered when the read began; otherwise undefined. A view into the reader's buffer:
+   * valid until its next read.
+   */
+  raw: Uint8Array | undefined;
+}
+
 /**
  * The request head at the front of `r`'s buffer when all of it is there (its empty line too),
  * parsed without a promise: undefined, with nothing consumed, when it is not all there yet.
@@ -325,7 +342,7 @@ export async function readRequestHead(
 function takeBufferedRequestHead(
   r: BufferedReader,
   limits: HeadLimits = {},
-): RequestHead | undefined {
+): RawRequestHead | undefined {
   const view = r.peek();
   const end = headEnd(view);
   if (end < 0) return undefined;
@@ -336,9 +353,13 @@ function takeBufferedRequestHead(
     start = lines.next(maxHead, "uri-too-long");
   }
   const line = requestLine(start);
-  const { headers } = bufferedFields(lines, limits, start.length + 2);
+  const { headers, used, canonical } = bufferedFields(lines, limits, start.length + 2);
   r.skip(end);
-  return { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers };
+  return {
+    head: { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers },
+    // Leading empty lines or a bare LF make `used` (a CRLF per line) differ from `end`.
+    raw: canonical && used === end ? view.subarray(0, end) : undefined,
+  };
 }
 
 /** The request line's method, target and version (a match of `requestLineRe`), or HttpError. */
@@ -397,14 +418,43 @@ export async function readRequestHeadWithin(
   onTimeout: () => void,
   limits: HeadLimits = {},
 ): Promise<RequestHead | null> {
-  if (timeoutMs <= 0) return await readRequestHead(r, limits);
   if (r.buffered === 0 && !(await r.fill())) return null;
   // Usually the whole head came in that one read: nothing left to time (a timer per request
   // is a measurable share of a small request's cost).
-  if (headEnd(r.peek()) >= 0) return await readRequestHead(r, limits);
+  const whole = takeBufferedRequestHead(r, limits);
+  if (whole) return whole.head;
+  return await headLinesWithin(r, timeoutMs, onTimeout, limits);
+}
+
+/**
+ * `readRequestHeadWithin`, plus the head's own bytes when re-serialising them would change
+ * nothing (see {@linkcode RawRequestHead}): a gateway that passes a request on with fields
+ * added (the tunnel's X-Forwarded-*) splices them into those bytes instead of building the
+ * whole head again. Parses, times and rejects exactly like `readRequestHeadWithin`.
+ */
+export async function readRequestHeadRawWithin(
+  r: BufferedReader,
+  timeoutMs: number,
+  onTimeout: () => void,
+  limits: HeadLimits = {},
+): Promise<RawRequestHead | null> {
+  if (r.buffered === 0 && !(await r.fill())) return null;
+  const whole = takeBufferedRequestHead(r, limits);
+  if (whole) return whole;
+  return { head: await headLinesWithin(r, timeoutMs, onTimeout, limits), raw: undefined };
+}
+
+/** A head that did not all come in one read, given `timeoutMs` (<= 0: no deadline). */
+async function headLinesWithin(
+  r: BufferedReader,
+  timeoutMs: number,
+  onTimeout: () => void,
+  limits: HeadLimits,
+): Promise<RequestHead> {
+  if (timeoutMs <= 0) return await readRequestHeadLines(r, limits);
   const timer = setTimeout(onTimeout, timeoutMs);
   try {
-    return await readRequestHead(r, limits);
+    return await readRequestHeadLines(r, limits);
   } finally {
     clearTimeout(timer);
   }

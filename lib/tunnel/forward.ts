@@ -12,6 +12,7 @@ import {
   HttpError,
   parseAbsoluteTarget,
   parseAuthority,
+  putLatin1,
   type RequestHead,
 } from "../http/mod.ts";
 import { identifierHeader } from "./protocol.ts";
@@ -71,6 +72,50 @@ export function forwardHeaders(
   out.push(["X-Forwarded-For", trust && xff ? `${xff}, ${peer.ip}` : peer.ip]);
   out.push(["X-Forwarded-Proto", trust && xfp ? xfp : proto]);
   out.push(["X-Forwarded-Host", trust && xfh ? xfh : host]);
+  return out;
+}
+
+const latin1 = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
+const xffName = latin1("X-Forwarded-For: ");
+const xfpName = latin1("\r\nX-Forwarded-Proto: ");
+const xfhName = latin1("\r\nX-Forwarded-Host: ");
+
+/**
+ * The bytes `serializeRequestHead` would give for `head` with {@linkcode forwardHeaders}' fields,
+ * built by splicing X-Forwarded-* into `raw`, the head's own bytes (which must serialise back
+ * to themselves: see `RawRequestHead`), instead of writing every field again. Undefined when
+ * the head has an X-Forwarded-* field of its own (forwardHeaders moves or merges those: the
+ * caller serialises then). The result is a new array: `raw` may be reused once this returns.
+ */
+export function forwardHeadBytes(
+  raw: Uint8Array,
+  head: RequestHead,
+  peer: PeerInfo,
+  proto: string,
+): Uint8Array | undefined {
+  let host = "";
+  for (const [k, v] of head.headers) {
+    if (k.length < 15) {
+      if (fieldNameIs(k, "host")) host = v;
+    } else if (
+      fieldNameIs(k, "x-forwarded-for") || fieldNameIs(k, "x-forwarded-proto") ||
+      fieldNameIs(k, "x-forwarded-host")
+    ) return undefined;
+  }
+  // raw ends with the empty line's CRLF: the fields go before it, each with its own CRLF.
+  const keep = raw.length - 2;
+  const out = new Uint8Array(
+    keep + xffName.length + peer.ip.length + xfpName.length + proto.length + xfhName.length +
+      host.length + 4,
+  );
+  out.set(raw.subarray(0, keep));
+  out.set(xffName, keep);
+  let o = putLatin1(out, keep + xffName.length, peer.ip);
+  out.set(xfpName, o);
+  o = putLatin1(out, o + xfpName.length, proto);
+  out.set(xfhName, o);
+  o = putLatin1(out, o + xfhName.length, host);
+  out[o] = 0x0d, out[o + 1] = 0x0a, out[o + 2] = 0x0d, out[o + 3] = 0x0a;
   return out;
 }
 

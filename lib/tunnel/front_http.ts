@@ -37,7 +37,8 @@ import {
   getHeader,
   headerTokens,
   HttpError,
-  readRequestHeadWithin,
+  type RawRequestHead,
+  readRequestHeadRawWithin,
   readResponseHead,
   readResponseHeadRaw,
   requestBodyFraming,
@@ -49,7 +50,14 @@ import {
   simpleResponse,
   statusForHttpError,
 } from "../http/mod.ts";
-import { errorPage, forwardHeaders, localPortOf, type PeerInfo, routedTarget } from "./forward.ts";
+import {
+  errorPage,
+  forwardHeadBytes,
+  forwardHeaders,
+  localPortOf,
+  type PeerInfo,
+  routedTarget,
+} from "./forward.ts";
 import { handleControl, isControlRequest } from "./front_control.ts";
 import { WriteCoalescer } from "./coalescer.ts";
 import {
@@ -182,8 +190,9 @@ export class PublicConn {
     this.#idle = idle;
     try {
       while (this.state === PublicConnState.ReadingHead) {
-        const head = await this.#readHead();
-        if (head === null) break;
+        const read = await this.#readHead();
+        if (read === null) break;
+        const head = read.head;
         if (this.#heads === 1) {
           this.#ctx?.handshakeDone();
           if (isControlRequest(head)) {
@@ -203,7 +212,7 @@ export class PublicConn {
             return;
           }
         }
-        await this.#request(head);
+        await this.#request(head, read.raw);
       }
       await this.#drain();
     } catch (err) {
@@ -227,14 +236,17 @@ export class PublicConn {
     if (!this.#closing()) this.state = s;
   }
 
-  /** The next request head; null at EOF or when the head could not be read (answered). */
-  async #readHead(): Promise<RequestHead | null> {
+  /**
+   * The next request head (with its bytes, valid until the next read of the public side);
+   * null at EOF or when the head could not be read (answered).
+   */
+  async #readHead(): Promise<RawRequestHead | null> {
     const first = this.#heads === 0;
-    let head: RequestHead | null;
+    let head: RawRequestHead | null;
     try {
       // The first head is under serve()'s handshake timer; later ones wait without a
       // deadline for their first byte (the idle timer's business), then get headTimeoutMs.
-      head = await readRequestHeadWithin(
+      head = await readRequestHeadRawWithin(
         this.#reader,
         first ? 0 : this.#opts.headTimeoutMs ?? defaultHeadTimeoutMs,
         () => {
@@ -258,8 +270,11 @@ export class PublicConn {
     return head;
   }
 
-  /** Check, route and forward one request with its body. */
-  async #request(head: RequestHead): Promise<void> {
+  /**
+   * Check, route and forward one request with its body; `raw` is its head's bytes when they
+   * serialise back to themselves (see `readRequestHeadRawWithin`).
+   */
+  async #request(head: RequestHead, raw: Uint8Array | undefined): Promise<void> {
     if (this.#closing()) return; // the previous response ended the connection
     let routed, framing: BodyFraming;
     try {
@@ -276,14 +291,17 @@ export class PublicConn {
     const connection = headerTokens(head.headers, "connection");
     const upgrade = upgradeOffer(head, connection);
     const fwd = routed.head;
-    const headers = forwardHeaders(
-      fwd,
-      this.#peer,
-      this.#opts.proto ?? "http",
-      this.#opts.trustForwarded ?? false,
-    );
-    const headFor = (rw: HostRewrite | undefined) =>
-      serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
+    const proto = this.#opts.proto ?? "http";
+    // The usual head (origin-form target, no X-Forwarded-* of its own) goes out as it came
+    // with the fields spliced in; `raw` is read over by the next read, so this is done now.
+    const spliced = raw && fwd === head
+      ? forwardHeadBytes(raw, head, this.#peer, proto)
+      : undefined;
+    const headFor = (rw: HostRewrite | undefined) => {
+      if (!rw && spliced) return spliced;
+      const headers = forwardHeaders(fwd, this.#peer, proto, this.#opts.trustForwarded ?? false);
+      return serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
+    };
     const leg = await this.#legFor(
       routed.vhost,
       routed.hostHeader,
