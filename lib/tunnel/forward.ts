@@ -108,7 +108,8 @@ export function forwardHeadBytes(
     keep + xffName.length + peer.ip.length + xfpName.length + proto.length + xfhName.length +
       host.length + 4,
   );
-  out.set(raw.subarray(0, keep));
+  // All of raw (no view to make); the fields then overwrite its closing CRLF.
+  out.set(raw);
   out.set(xffName, keep);
   let o = putLatin1(out, keep + xffName.length, peer.ip);
   out.set(xfpName, o);
