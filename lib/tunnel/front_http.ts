@@ -322,7 +322,10 @@ export class PublicConn {
       });
     }
     this.#enter(PublicConnState.CopyingBody);
-    if (!(await this.#copyRequestBody(leg, framing))) return;
+    // Most requests have no body: no copy to start (two promises fewer per request).
+    if (framing.kind === "none" ? this.#closing() : !(await this.#copyRequestBody(leg, framing))) {
+      return;
+    }
     if (upgrade) {
       this.#enter(PublicConnState.AwaitingUpgrade);
       await this.#flush();
