@@ -239,7 +239,10 @@ export class TunnelServer {
    * file is written here); it must not throw.
    */
   onClaimsChange?: () => void;
-  /** Wildcard entries registered through this server (route() skips their walk when 0). */
+  /**
+   * Wildcard entries registered through this server (route() skips their walk when 0, unless
+   * the registry is shared).
+   */
   #wildcards = 0;
   #nextClient = 0;
   /** The look for claims no instance keeps (a shared registry with subdomains). */
@@ -747,9 +750,11 @@ export class TunnelServer {
     let entry = h;
     let identifier: string | undefined;
     let client: ClientConn | undefined;
+    // A shared registry (a cluster) holds wildcards added through the other instances too.
+    const walk = this.#wildcards > 0 || this.registry.instance !== undefined;
     try {
       identifier = h ? await this.registry.route(h) : undefined;
-      for (let i = h.indexOf("."); identifier === undefined && this.#wildcards > 0 && i > 0;) {
+      for (let i = h.indexOf("."); identifier === undefined && walk && i > 0;) {
         entry = `*${h.slice(i)}`;
         identifier = await this.registry.route(entry);
         i = h.indexOf(".", i + 1);
