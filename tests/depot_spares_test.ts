@@ -96,3 +96,35 @@ Deno.test("depot spares: requests that find none make the pool keep more, a quie
     pool.close();
   }
 });
+
+Deno.test("depot spares: spares the server drops lower the count wanted, so a miss does not dial back up to max", async () => {
+  const conns: Duplex[] = [];
+  const conn = (): Duplex => ({
+    read: () => new Promise<null>(() => {}),
+    write: (p) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+  });
+  // Spares live a minute: no expiry tick gets between the steps.
+  const pool = new SparePool(16, 60_000, () => {
+    const c = conn();
+    conns.push(c);
+    return Promise.resolve(c);
+  }, 64);
+  try {
+    await until(() => pool.stats.ready === 16, "16 spares ready");
+    pool.missed();
+    pool.missed();
+    await until(() => pool.stats.ready === 64, "64 spares after two misses");
+    // The server, short of file descriptors, keeps the 2 newest and closes the rest.
+    for (const c of conns.slice(0, 62)) assert(pool.remove(c, false), "a held spare");
+    assertEquals(pool.stats.ready, 2);
+    const dialled = conns.length;
+    pool.missed();
+    await until(() => pool.stats.ready === 4, "twice what the server keeps");
+    // The old pool dialled 62 here, each one accepted and closed by a server out of fds.
+    assertEquals(conns.length - dialled, 2);
+  } finally {
+    pool.close();
+  }
+});

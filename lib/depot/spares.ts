@@ -76,8 +76,9 @@ export class SparePool {
 
   /**
    * Take out the spare `conn`, which the server wrote a request on (a standby spare, "open"),
-   * and start a refill (unless `refill` is false: the server refused it, and another would
-   * be refused too); false when it is no longer here (expired at that moment: closed).
+   * and start a refill (unless `refill` is false: the server refused or dropped it, and
+   * another would be refused too, so the wanted count falls to what is still held); false
+   * when it is no longer here (expired at that moment: closed).
    */
   remove(conn: Duplex, refill = true): boolean {
     // From the newest: the server writes requests on the newest standby it holds.
@@ -87,6 +88,10 @@ export class SparePool {
     if (refill) {
       this.#hits++;
       this.fill();
+    } else {
+      // The server keeps no more than it holds now (it sheds spares while short of file
+      // descriptors): a miss must not dial back up to `max` only to have them closed again.
+      this.#target = Math.min(this.#target, Math.max(1, this.#spares.length + this.#dialling));
     }
     return true;
   }
