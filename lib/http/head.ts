@@ -357,8 +357,11 @@ function takeBufferedRequestHead(
   r.skip(end);
   return {
     head: { method: line[1], target: line[2], version: line[3] as RequestHead["version"], headers },
-    // Leading empty lines or a bare LF make `used` (a CRLF per line) differ from `end`.
-    raw: canonical && used === end ? view.subarray(0, end) : undefined,
+    // Without leading empty lines, `used` (a CRLF per line) equals `end` only when no line
+    // ended in a bare LF (each makes `used` one more); with them the two could cancel out.
+    raw: canonical && used === end && view[0] !== 0x0d && view[0] !== 0x0a
+      ? view.subarray(0, end)
+      : undefined,
   };
 }
 
