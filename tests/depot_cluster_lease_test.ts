@@ -9,8 +9,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { DepotCluster } from "../lib/cluster/mod.ts";
 import { startDepot } from "./_depot.ts";
-import { startRedis } from "./_redis.ts";
-import { within } from "./_util.ts";
+import { startRedis, watchCommands } from "./_redis.ts";
 
 /**
  * Heartbeat of both instances: a lease lasts 3 beats, so only a stall of the test process
@@ -23,42 +22,23 @@ const watchedWrites = 8;
 
 /** The instances that wrote `key`, in order, from a MONITOR connection (plain and Lua SETs). */
 async function monitor(port: number, key: string) {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(new TextEncoder().encode("MONITOR\r\n"));
-  const writers: string[] = [];
-  const waiters: { n: number; resolve: () => void }[] = [];
-  const quotedKey = `"SET" "${key}" "`;
-  let monitoring = () => {};
-  const ok = new Promise<void>((resolve) => monitoring = resolve);
-  const done = (async () => {
-    let text = "";
-    for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      const lines = text.split("\r\n");
-      text = lines.pop() ?? "";
-      for (const line of lines) {
-        if (line === "+OK") monitoring();
-        if (!line.includes(quotedKey)) continue;
-        const m = /\\"instance\\":\\"([^\\"]+)\\"/.exec(line);
-        if (m) writers.push(m[1]);
-      }
-      for (const w of waiters.filter((w) => writers.length >= w.n)) w.resolve();
-    }
-  })();
-  // Every write after this is seen.
-  await within(ok, "redis MONITOR's +OK");
+  const watch = await watchCommands(port);
+  /** The writers of `key` among the commands seen so far. */
+  const writers = () =>
+    watch.seen.flatMap(({ args }) => {
+      if (args[0] !== "SET" || args[1] !== key) return [];
+      const m = /\\"instance\\":\\"([^\\"]+)\\"/.exec(args[2] ?? "");
+      return m ? [m[1]] : [];
+    });
   return {
     writers,
     /** Resolves once `n` writes were seen (fails after 60 s, naming what it waited for). */
     seen: (n: number) =>
-      writers.length >= n ? Promise.resolve() : within(
-        new Promise<void>((resolve) => waiters.push({ n, resolve })),
-        () => `${n} writes of ${key} (seen: ${writers.join(" ") || "none"})`,
+      watch.until(
+        `${n} writes of ${key} (seen: ${writers().join(" ") || "none"})`,
+        () => writers().length >= n,
       ),
-    close: async () => {
-      conn.close();
-      await done.catch(() => {/* the read ends with the close we asked for */});
-    },
+    close: () => watch.close(),
   };
 }
 
@@ -82,9 +62,9 @@ Deno.test("depot cluster: an exit connected to two instances keeps one lease hol
     // b's claim, then beats of both (the holder refreshes every beat). Counted from b's
     // claim: a beats on its own while b still connects, any number of times on a slow box.
     await mon.seen(1);
-    while (!mon.writers.includes("b")) await mon.seen(mon.writers.length + 1);
-    await mon.seen(mon.writers.indexOf("b") + watchedWrites);
-    const w = [...mon.writers];
+    while (!mon.writers().includes("b")) await mon.seen(mon.writers().length + 1);
+    await mon.seen(mon.writers().indexOf("b") + watchedWrites);
+    const w = mon.writers();
     const changes = w.slice(1).filter((x, i) => x !== w[i]).length;
     // a wrote it first, b took it when it joined; then only b refreshes it.
     assertEquals(w[0], "a");
@@ -93,10 +73,10 @@ Deno.test("depot cluster: an exit connected to two instances keeps one lease hol
     assertEquals(cb.view().exitsElsewhere, []);
     assertEquals(ca.view().exitsElsewhere, [{ name: "shared", instance: "b" }]);
     // b's exit leaves: b drops its lease and a, still holding one, writes it back.
-    const before = mon.writers.length;
+    const before = mon.writers().length;
     await b.locals[0].stop();
     await mon.seen(before + 1);
-    while (mon.writers.at(-1) !== "a") await mon.seen(mon.writers.length + 1);
+    while (mon.writers().at(-1) !== "a") await mon.seen(mon.writers().length + 1);
   } finally {
     await ca.close();
     await cb.close();
