@@ -1,5 +1,6 @@
 import { Flag, FrameType, StreamState } from "../lib/mux/mod.ts";
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { deadlines } from "../lib/net/deadline.ts";
 import { muxPair, rawPair } from "./_mux.ts";
 import { acceptWithin, readAll } from "./_util.ts";
 
@@ -93,6 +94,37 @@ Deno.test("open-with-data: more data than the initial window is split and still 
     assertEquals(got, big);
     s.close();
     c.close();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("open-with-data: an ACK that rode on the answer leaves no deadline behind", async () => {
+  const n = 20;
+  // A delay far beyond the test: a deadline left behind is still pending at the end.
+  const p = await muxPair({}, { synAckDelayMs: 60_000 });
+  try {
+    const before = deadlines.size;
+    for (let i = 0; i < n; i++) {
+      const c = await p.client.open({ data: enc.encode("GET /"), fin: true });
+      const s = await acceptWithin(p.server, "the stream the peer opened");
+      assertEquals(dec.decode(await readAll(s)), "GET /");
+      await s.write(enc.encode("404")); // the held-back ACK rides on this frame
+      await s.closeWrite();
+      assertEquals(dec.decode(await readAll(c)), "404");
+      c.close();
+      s.close();
+      assertEquals(s.state, StreamState.CLOSED);
+    }
+    assertEquals(p.server.stats.framesOut, n, "ACK + data + FIN in one frame per stream");
+    assertEquals(deadlines.size - before, 0, "held-back ACK deadlines still pending");
+    // Reset by the peer before any answer: the ACK is never sent, its deadline goes too.
+    const c = await p.client.open({ data: enc.encode("GET /") });
+    const s = await acceptWithin(p.server, "the stream the peer opened");
+    c.reset();
+    await assertRejects(() => readAll(s), "reset");
+    assertEquals(s.state, StreamState.CLOSED);
+    assertEquals(deadlines.size - before, 0, "the reset stream's held-back ACK still pending");
   } finally {
     await p.close();
   }

@@ -264,7 +264,10 @@ export class Session implements StreamHost, FrameSink {
   #closing: Promise<void> | null = null;
   #readDone: Promise<void>;
   #closedResolve!: (v: { reason: string; error?: Error }) => void;
-  /** Held-back SYN ACKs and lingering closes: lib/net's shared deadline wheel. */
+  /**
+   * Lingering closes: lib/net's shared deadline wheel. (Held-back SYN ACKs are on it too,
+   * held by their streams: see Stream._holdAck.)
+   */
   readonly #timers = new DeadlineGroup();
   #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
   #keepaliveDeadline: number | undefined;
@@ -699,8 +702,7 @@ export class Session implements StreamHost, FrameSink {
 
   #accepted(s: Stream): void {
     if (this.#opts.synAckDelayMs <= 0) s._sendAck();
-    // Unless it rode on a frame meanwhile.
-    else this.#timers.after(this.#opts.synAckDelayMs, () => s._sendAck());
+    else s._holdAck(this.#opts.synAckDelayMs); // off the wheel once the ACK rides on a frame
   }
 
   /** @internal A stream was closed before the peer's FIN: RST it if that FIN never comes. */

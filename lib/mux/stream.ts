@@ -4,6 +4,7 @@
  * @module
  */
 
+import { type Deadline, deadlines } from "../net/deadline.ts";
 import type { Duplex, FramedWriter, ViewReader } from "../net/duplex.ts";
 import { defaultWindowBytes, Flag, FrameType, headerBytes, MuxError } from "./frame.ts";
 import { RecvBuffer } from "./recv_buffer.ts";
@@ -126,6 +127,19 @@ const noCount = (): void => {
 };
 
 /**
+ * A held-back ACK on the shared deadline wheel: one small object per accepted stream, no
+ * closure. The stream takes it off the wheel as soon as the ACK goes out on another frame
+ * (or the stream ends), so a finished stream is not kept reachable for `synAckDelayMs`.
+ */
+class HeldAck implements Deadline {
+  constructor(public due: number, readonly stream: Stream) {}
+
+  fire(): void {
+    this.stream._sendAck();
+  }
+}
+
+/**
  * A yamux stream. Create through `Session.open()` / `Session.accept()`.
  *
  * Guarantees: reads return data in order, then `null` after the peer's FIN; writes wait for
@@ -167,6 +181,8 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   #writeBusy = false;
   #writeWaiters: (() => void)[] = [];
   #lastQueued: OutFrame | null = null;
+  /** The held-back ACK's deadline while it is pending (accepted streams, synAckDelayMs). */
+  #heldAck: HeldAck | null = null;
   /** When we sent our SYN (streams we open): the ACK gives an RTT sample. @internal */
   _openedAt: number | undefined;
 
@@ -410,6 +426,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       }
     } else if ((s & SYN_ACK_TX) === 0) {
       this.#state = s | SYN_ACK_TX | SYN_TX;
+      if (this.#heldAck) this.#dropHeldAck(); // the ACK goes out on this frame
       return Flag.ack;
     }
     return 0;
@@ -468,6 +485,22 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   _sendAck(): void {
     if (this.#opener || this.#err || (this.#state & SYN_ACK_TX) !== 0) return;
     this.#enqueue(FrameType.windowUpdate, 0, this.#takeCredit(), null, false);
+  }
+
+  /**
+   * @internal Send the ACK alone in about `delayMs` unless it rides on a frame first (data,
+   * window update, FIN or RST) or the stream ends: either takes the deadline off the wheel.
+   */
+  _holdAck(delayMs: number): void {
+    if (!this._ackOwed || this.#heldAck) return;
+    this.#heldAck = new HeldAck(deadlines.clockMs() + delayMs, this);
+    deadlines.add(this.#heldAck);
+  }
+
+  #dropHeldAck(): void {
+    const d = this.#heldAck!;
+    this.#heldAck = null;
+    deadlines.delete(d); // nothing happens if it fired (it left the wheel then)
   }
 
   /** Whether our ACK for the peer's SYN is still owed. */
@@ -546,6 +579,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     if (this.#freed || this.#state !== StreamState.CLOSED) return;
     this.#freed = true;
     this.#lastQueued = null;
+    if (this.#heldAck) this.#dropHeldAck(); // ended (reset, session end) with the ACK unsent
     if (this.#grownBytes > 0) this.#host.releaseWindow(this.#grownBytes);
     this.#grownBytes = 0;
     this.#host.freeStream(this);
