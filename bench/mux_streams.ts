@@ -1,5 +1,6 @@
 /**
- * `deno run -A bench/mux_streams.ts [--streams 20000] [--concurrency 32] [--rounds 5] [--old DIR]`:
+ * `deno run -A bench/mux_streams.ts [--streams 20000] [--concurrency 32] [--rounds 5] [--old DIR]
+ * [--syn-ack-delay-ms 0]`:
  * lib/mux's cost per short stream (issue 20), without a proxy around it: what depot `--mux` and
  * the tunnel pay per connection or request in lib/mux itself.
  *
@@ -10,7 +11,9 @@
  * stream of the opener (this process) and of the accepter, the median of `--rounds`.
  * `--old DIR` runs the same exchange with another checkout's lib/mux on both ends (its module
  * imported here, this file as its child), in alternating order within each round, and prints
- * the same-round new/old CPU ratios: a before/after in one run. Not a test: numbers are as
+ * the same-round new/old CPU ratios: a before/after in one run. `--syn-ack-delay-ms` holds back
+ * the accepter's ACK as depot-local `--mux` and tunnel-client do (1000 there), so it rides on
+ * the answer. Not a test: numbers are as
  * measured on a shared machine.
  * @module
  */
@@ -33,7 +36,7 @@ interface MuxSession {
 interface MuxModule {
   Session: {
     client(conn: Deno.Conn): MuxSession;
-    server(conn: Deno.Conn): MuxSession;
+    server(conn: Deno.Conn, opts?: { synAckDelayMs?: number }): MuxSession;
   };
 }
 
@@ -73,7 +76,8 @@ if (Deno.env.get("BENCH_ROLE") === "accepter") {
   };
   for await (const conn of listener) {
     (async () => {
-      for await (const s of mux.Session.server(conn)) {
+      const synAckDelayMs = Number(Deno.env.get("BENCH_SYN_ACK_MS") ?? 0);
+      for await (const s of mux.Session.server(conn, { synAckDelayMs })) {
         serve(s).catch(() => {
           // A failed stream ends only itself; the opener reports the count it missed.
         });
@@ -114,7 +118,7 @@ function ownCpuSeconds(): number {
 
 if (Deno.env.get("BENCH_ROLE") === undefined) {
   const flags = benchFlags({
-    numbers: { streams: 20_000, concurrency: 32, rounds: 5 },
+    numbers: { streams: 20_000, concurrency: 32, rounds: 5, "syn-ack-delay-ms": 0 },
     strings: ["old"],
   });
   const here = new URL(".", import.meta.url).pathname;
@@ -133,7 +137,11 @@ if (Deno.env.get("BENCH_ROLE") === undefined) {
       const modPath = `${t.dir}/lib/mux/mod.ts`;
       const mux = await import(modPath) as MuxModule;
       const child = spawnDeno(import.meta.filename!, [], {
-        env: { BENCH_ROLE: "accepter", BENCH_MUX: modPath },
+        env: {
+          BENCH_ROLE: "accepter",
+          BENCH_MUX: modPath,
+          BENCH_SYN_ACK_MS: String(flags["syn-ack-delay-ms"]),
+        },
       });
       sides.push({ name: t.name, child, session: null!, rate: [], opener: [], accepter: [] });
       const port = Number(/port (\d+)/.exec(await child.waitFor(/^port \d+/))![1]);
