@@ -21,6 +21,12 @@
  *
  * Redis unreachable: instances keep serving the exits they hold and the leases they last
  * read (until those expire); requests for exits known nowhere get 0x03 as without a cluster.
+ * Redis lost its records (FLUSHALL, a restart without persistence): an instance notices at its
+ * next beat (its own instance lease gone), writes its leases back in that beat (at once in
+ * another beat when the loss fell inside one), and for a settle window (a lease time and the
+ * longest reconnect wait) keeps routing to the exits it read before the loss that are not yet
+ * back, so its SOCKS clients are not refused while the holders write back (an exit that left
+ * meanwhile is answered by its old holder: no such exit there).
  * @module
  */
 
@@ -138,6 +144,12 @@ export class DepotCluster {
   #timer?: ReturnType<typeof setInterval>;
   #beat: Promise<void> = Promise.resolve();
   #redisUp = false;
+  /** The exits held elsewhere as read before Redis lost its records, kept until then. */
+  #beforeLoss = new Map<string, ExitLease>();
+  /** End of the settle window after a loss (performance.now() time; 0 = none). */
+  #settleUntil = 0;
+  /** Whether a beat wrote this instance's lease (so a later beat finding it gone = a loss). */
+  #joined = false;
   /** The live instances (this one included), as last read. */
   #instances = new Map<string, InstanceLease>();
   readonly #since = new Date().toISOString();
@@ -277,9 +289,12 @@ export class DepotCluster {
     try {
       // First, so whoever reads one of our exit leases also finds this instance.
       const self: InstanceLease = { advertise: this.#opts.advertise, since: this.#since };
-      await this.#redis.set(this.#instanceKey(this.instance), JSON.stringify(self), {
-        PX: leaseMs,
+      const had = await this.#redis.eval(setReportingScript, {
+        keys: [this.#instanceKey(this.instance)],
+        arguments: [JSON.stringify(self), String(leaseMs)],
       });
+      if (this.#joined && Number(had) === 0) this.#lost();
+      this.#joined = true;
       const held = this.#server.heldExits();
       const names = new Set(held.map((e) => e.name));
       for (const e of held) {
@@ -326,6 +341,19 @@ export class DepotCluster {
       for (const [name, v] of await this.#scan(this.#instanceKey(""))) {
         instances.set(name, JSON.parse(v) as InstanceLease);
       }
+      if (!instances.has(this.instance)) {
+        // Lost inside this beat (after our lease was written): write back in another, now.
+        this.#lost();
+        this.#schedule();
+      }
+      if (performance.now() < this.#settleUntil) {
+        // Exits not back yet: their holders write back within the window.
+        for (const [name, l] of this.#beforeLoss) {
+          if (!remote.has(name) && !names.has(name)) remote.set(name, l);
+        }
+      } else {
+        this.#beforeLoss.clear();
+      }
       this.#instances = instances;
       const seen = (m: Map<string, ExitLease>) =>
         [...m].map(([name, l]) => `${name}@${l.instance}`).sort().join(",");
@@ -339,6 +367,16 @@ export class DepotCluster {
       // Logged once per outage by the client's error handler; what was read last stays.
       this.#log.debug("heartbeat failed", { error: errorMessage(err) });
     }
+  }
+
+  /** Redis lost its records: keep what was read before for the settle window. */
+  #lost(): void {
+    if (performance.now() >= this.#settleUntil) this.#beforeLoss = new Map(this.#remote);
+    this.#settleUntil = performance.now() + this.#heartbeatMs * 3 +
+      redisLimits.maxReconnectDelayMs;
+    this.#log.info("registry lost its records: writing back", {
+      keptMs: this.#settleUntil - performance.now(),
+    });
   }
 
   #remoteExit(name: string): RemoteExit | undefined {
@@ -471,6 +509,11 @@ export class DepotCluster {
     await this.#pauses.settled();
   }
 }
+
+/** SET with PX that answers whether the key existed before (1) or not (0). */
+const setReportingScript = `local had = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return had`;
 
 /** How long shutdown waits for Redis (a beat in progress, removing the leases). */
 const closeWaitMs = 1_000;
