@@ -67,6 +67,31 @@ function plain(x: unknown): unknown {
   return JSON.parse(JSON.stringify(x));
 }
 
+/** `b` with every CR LF as a bare LF (which the parser accepts too). */
+function lf(b: Uint8Array): Uint8Array {
+  return b.filter((x, i) => !(x === 0x0d && b[i + 1] === 0x0a));
+}
+
+/**
+ * What `read` makes of `wire` served whole in one read or a byte at a time: the head (or its
+ * error) and every byte after it, which must start at the same place either way.
+ */
+async function headOutcome(
+  wire: Uint8Array,
+  whole: boolean,
+  read: (r: BufferedReader) => Promise<unknown>,
+): Promise<{ error: string } | { ok: unknown; rest: number[] }> {
+  const src = splitSource(wire, [whole ? wire.length + 1 : 1]);
+  const r = new BufferedReader(src);
+  const out = await clean(() => read(r));
+  if (out.kind === "error") return { error: `${out.error.reason}: ${out.error.message}` };
+  const rest = [...r.takeBuffered()];
+  for (let b = new Uint8Array(64), n = await src.read(b); n !== null; n = await src.read(b)) {
+    rest.push(...b.subarray(0, n));
+  }
+  return { ok: plain(out.value), rest };
+}
+
 function isHttpClean(out: { kind: string; error?: Error }): void {
   if (out.kind !== "error") return;
   const e = out.error!;
@@ -177,20 +202,8 @@ Deno.test("fuzz http: a head parsed whole from one read equals it parsed line by
   // readRequestHead parses a head that came whole in one read from the buffer at once
   // (takeBufferedRequestHead), and one that trickles in line by line: both must give the same
   // head, or the same error, for valid, mutated and random input, CR/LF variants included.
-  /** `b` with every CR LF as a bare LF (which the parser accepts too). */
-  const lf = (b: Uint8Array) => b.filter((x, i) => !(x === 0x0d && b[i + 1] === 0x0a));
-  const outcome = async (wire: Uint8Array, whole: boolean, limits: HeadLimits) => {
-    const src = splitSource(wire, [whole ? wire.length + 1 : 1]);
-    const r = new BufferedReader(src);
-    const out = await clean(() => readRequestHead(r, limits));
-    if (out.kind === "error") return { error: `${out.error.reason}: ${out.error.message}` };
-    // What follows the head (its body) must start at the same byte either way.
-    const rest = [...r.takeBuffered()];
-    for (let b = new Uint8Array(64), n = await src.read(b); n !== null; n = await src.read(b)) {
-      rest.push(...b.subarray(0, n));
-    }
-    return { ok: plain(out.value), rest };
-  };
+  const outcome = (wire: Uint8Array, whole: boolean, limits: HeadLimits) =>
+    headOutcome(wire, whole, (r) => readRequestHead(r, limits));
   await fc.assert(
     fc.asyncProperty(
       requestArb,
@@ -218,7 +231,6 @@ Deno.test("fuzz http: a request head's raw bytes come only when they serialise b
   // splices X-Forwarded-* into them): they must be exactly what serialising the parsed head
   // gives, for valid, mutated and random input, bare LFs, leading empty lines, odd spacing;
   // and the head must be what readRequestHead parses.
-  const lf = (b: Uint8Array) => b.filter((x, i) => !(x === 0x0d && b[i + 1] === 0x0a));
   // A leading empty line (2 bytes more than counted) and two bare LFs (2 less) balance out:
   // still not the bytes a serialiser writes (found by this test's random search).
   const balanced = enc.encode("\r\nGET / HTTP/1.1\nHost: a.test\nX: y\r\n\r\n");
@@ -318,21 +330,13 @@ Deno.test("fuzz http: the tunnel's spliced X-Forwarded-* head equals the seriali
 
 Deno.test("fuzz http: a response head parsed whole from one read equals it parsed line by line", async () => {
   // As the request test above, for response heads (parsed at once when all buffered).
-  const lf = (b: Uint8Array) => b.filter((x, i) => !(x === 0x0d && b[i + 1] === 0x0a));
-  const outcome = async (wire: Uint8Array, whole: boolean, limits: HeadLimits) => {
-    const src = splitSource(wire, [whole ? wire.length + 1 : 1]);
-    const r = new BufferedReader(src);
-    // As the proxy and the tunnel read one: a first fill, then the head (all buffered or not).
-    const out = await clean(async () =>
-      (await r.fill()) ? await readResponseHead(r, limits) : null
+  // As the proxy and the tunnel read one: a first fill, then the head (all buffered or not).
+  const outcome = (wire: Uint8Array, whole: boolean, limits: HeadLimits) =>
+    headOutcome(
+      wire,
+      whole,
+      async (r) => (await r.fill()) ? await readResponseHead(r, limits) : null,
     );
-    if (out.kind === "error") return { error: `${out.error.reason}: ${out.error.message}` };
-    const rest = [...r.takeBuffered()];
-    for (let b = new Uint8Array(64), n = await src.read(b); n !== null; n = await src.read(b)) {
-      rest.push(...b.subarray(0, n));
-    }
-    return { ok: plain(out.value), rest };
-  };
   await fc.assert(
     fc.asyncProperty(
       responseArb,
