@@ -747,8 +747,12 @@ export class RedisRegistry implements Registry {
     const h = normalizeHostPattern(host);
     let d = await this.hostHere(h);
     if (d === undefined) {
-      // Redis is unreachable and the copy lacks the host: it may have been added since (on an
-      // instance that reaches Redis), so the peers are asked (none to ask: no such host).
+      // Redis is unreachable and the copy lacks the host. A wildcard entry of the copy that
+      // covers it routes it, as the copy's own hosts do: no such entry, so the caller's walk
+      // goes on to that wildcard (asking about the name first could only give a 503).
+      if (this.#copyCovers(h)) return undefined;
+      // Else it may have been added since (on an instance that reaches Redis), so the peers
+      // are asked (none to ask: no such host).
       d = this.askPeersForHost ? await this.askPeersForHost(h) : null;
       if (d === undefined) {
         throw new RegistryUnavailableError("route", new Error("no instance could tell"));
@@ -756,6 +760,18 @@ export class RedisRegistry implements Registry {
       if (d !== null) this.#hosts.set(h, d);
     }
     return d ? this.#identifierOf(d) : undefined;
+  }
+
+  /**
+   * Whether a wildcard entry of the hosts copy covers `h` (a normalized name or wildcard
+   * entry): for `a.b.example.com`, `*.b.example.com` or `*.example.com`.
+   */
+  #copyCovers(h: string): boolean {
+    for (let i = h.indexOf("."); i > 0; i = h.indexOf(".", i + 1)) {
+      const w = `*${h.slice(i)}`;
+      if (w !== h && this.#hosts.has(w)) return true;
+    }
+    return false;
   }
 
   /**
