@@ -1,6 +1,11 @@
 /** In-process tunnel-server cluster members for the cluster tests (a real redis-server). */
 
-import { ClusterLinks, RedisRegistry, type TunnelServerOptions } from "../lib/tunnel/mod.ts";
+import {
+  ClusterLinks,
+  type ClusterLinksOptions,
+  RedisRegistry,
+  type TunnelServerOptions,
+} from "../lib/tunnel/mod.ts";
 import { startTunnel, type TestTunnel } from "./_tunnel.ts";
 
 /** The link token of the in-process members. */
@@ -18,7 +23,8 @@ export interface Member {
 /**
  * One cluster instance in this process: registry, front, links (cache and leases long unless
  * `cacheMs` and `leaseMs` say otherwise; `server` adds tunnel server options such as a log or
- * claims; `advertise` gives where the others reach its link port, when not directly).
+ * claims; `advertise` gives where the others reach its link port, when not directly; `links`
+ * adds link options).
  */
 export async function member(
   url: string,
@@ -28,6 +34,7 @@ export async function member(
     leaseMs?: number;
     server?: TunnelServerOptions;
     advertise?: (linkPort: number) => string;
+    links?: Omit<ClusterLinksOptions, "token">;
   } = {},
 ): Promise<Member> {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -39,7 +46,7 @@ export async function member(
     cacheMs: opts.cacheMs ?? 600_000,
   });
   const tunnel = startTunnel({ ...opts.server, registry });
-  const links = new ClusterLinks(tunnel.server, registry, { token: memberToken });
+  const links = new ClusterLinks(tunnel.server, registry, { ...opts.links, token: memberToken });
   links.attach();
   links.listen(l);
   return {

@@ -6,13 +6,16 @@
  * every instance answered no, and a host none has 404; when one cannot answer (C stopped), B
  * cannot tell and answers 503 with a Retry-After instead of a definitive no-client or 404.
  * B cut off from Redis alone (A reaches it): a host added through A meanwhile is routed by
- * asking A (the old code answered 404). In process, a real redis-server,
+ * asking A (the old code answered 404); a name A said it lacks is not asked again at once, and
+ * at most `maxHostAsks` names are asked at a time (a flood of names gets 503, not a round to
+ * every peer each). In process, a real redis-server,
  * heartbeats every 200 s (member's default leases): B's copies of the hosts and instances are
  * those of its first beat.
  */
 
 import { assertEquals } from "./_assert.ts";
 import { member } from "./_tunnel_cluster.ts";
+import { maxHostAsks } from "../lib/tunnel/mod.ts";
 import { rawGet, startApp, startClient } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
 import { until } from "./_util.ts";
@@ -37,7 +40,7 @@ Deno.test("tunnel cluster: during a Redis outage an instance that never looked a
   try {
     await client.connected();
     // B joins last: its first beat reads both hosts and the instances A and C.
-    b = await member(redis.url, "b");
+    b = await member(redis.url, "b", { links: { hostAnswerMs: 600_000 } });
     assertEquals(b.registry.peers().map((p) => p.name).sort(), ["a", "c"]);
     await redis.down();
 
@@ -58,8 +61,9 @@ Deno.test("tunnel cluster: during a Redis outage an instance that never looked a
     const unsure = await rawGet(b.tunnel.port, "idle.test", "/");
     assertEquals(unsure.status, 503, unsure.head);
     assertEquals(/^retry-after: *2\r?$/im.test(unsure.head), true, unsure.head);
-    // Whether C has that host cannot be told either.
-    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 503);
+    // Whether C has a host cannot be told either (one not asked about a moment ago: the
+    // peers' "none" about nope.test is kept for a Retry-After's time).
+    assertEquals((await rawGet(b.tunnel.port, "gone.test", "/")).status, 503);
   } finally {
     await client.stop();
     await b?.close();
@@ -166,6 +170,53 @@ Deno.test("tunnel cluster: an instance cut off from Redis alone routes a host ad
     await b.close();
     await a.close();
     await app.close();
+    await relay.cut();
+    await redis.stop();
+  }
+});
+
+Deno.test("tunnel cluster: an instance cut off from Redis asks its peers about a missing host once, and about at most maxHostAsks hosts at a time", async () => {
+  const redis = await startRedis();
+  const relay = cuttableRelay(redis.port);
+  const a = await member(redis.url, "a");
+  // The peers' "none" kept for as long as the test runs (no timing in the test).
+  const b = await member(`redis://127.0.0.1:${relay.port}`, "b", {
+    links: { hostAnswerMs: 600_000 },
+  });
+  // A's answers to B's asks, counted; those about held-* names wait for `release`.
+  const asked: string[] = [];
+  let release = () => {};
+  const released = new Promise<void>((r) => release = r);
+  const hostHere = a.registry.hostHere.bind(a.registry);
+  a.registry.hostHere = async (h: string) => {
+    asked.push(h);
+    if (h.startsWith("held-")) await released;
+    return await hostHere(h);
+  };
+  const held: Promise<{ status: number }>[] = [];
+  try {
+    await relay.cut();
+    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
+    // A said it has no nope.test a moment ago: not asked again (the old code asked each time).
+    assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
+    // (The wildcard walk asked about `*.test` too, once.)
+    assertEquals(asked, ["nope.test", "*.test"]);
+
+    for (let i = 0; i < maxHostAsks; i++) {
+      held.push(rawGet(b.tunnel.port, `held-${i}.test`, "/"));
+    }
+    await until(`A asked about ${maxHostAsks} held names`, () => asked.length === 2 + maxHostAsks);
+    // Every ask slot is taken: another name is not asked about (not known now: 503).
+    const over = await rawGet(b.tunnel.port, "over.test", "/");
+    assertEquals(over.status, 503, over.head);
+    assertEquals(asked.includes("over.test"), false);
+    release();
+    assertEquals((await Promise.all(held)).map((r) => r.status), Array(maxHostAsks).fill(404));
+  } finally {
+    release();
+    await Promise.allSettled(held);
+    await b.close();
+    await a.close();
     await relay.cut();
     await redis.stop();
   }

@@ -38,13 +38,27 @@ import {
   fingerprint,
   identifierDigest,
   normalizeHostPattern,
+  registryRetryAfterS,
   RegistryUnavailableError,
 } from "./registry.ts";
 import type { ClientLocation, InstanceRecord, RedisRegistry } from "./redis_registry.ts";
 import type { TunnelServer } from "./server.ts";
 import { linkKeepalive, PeerLinks, readLinkHeader } from "../cluster/links.ts";
+import { LookupCache } from "./lookup_cache.ts";
 import { PortClaims } from "./port_claims.ts";
 import { encodeMessage, expectMessage } from "./protocol.ts";
+
+/**
+ * How long an instance cut off from Redis keeps its peers' "no such host" (or "cannot
+ * tell") about a host: as long as the Retry-After of the 503 it answers meanwhile.
+ */
+export const hostAskAnswerMs = registryRetryAfterS * 1_000;
+
+/**
+ * At most this many hosts are asked about at once during an outage; a request for another
+ * gets 503 without a round to every peer (random names cannot flood the links).
+ */
+export const maxHostAsks = 32;
 
 /** TLS of the links: the same lib/transport options as every other warren link. */
 export interface ClusterTls {
@@ -71,6 +85,11 @@ export interface ClusterLinksOptions {
   tls?: ClusterTls;
   /** Where link events are logged. @default silent */
   log?: Logger;
+  /**
+   * How long the peers' "no such host" or "cannot tell" about a host is kept during an
+   * outage. @default {@linkcode hostAskAnswerMs}
+   */
+  hostAnswerMs?: number;
 }
 
 /**
@@ -95,8 +114,13 @@ export class ClusterLinks {
   readonly #claims: PortClaims;
   /** The peers being asked where a client is, by digest (one round for concurrent requests). */
   #asking = new Map<string, Promise<ClientConn | undefined>>();
-  /** The peers being asked about a host, by host. */
+  /** The peers being asked about a host, by host (at most {@linkcode maxHostAsks}). */
   #askingHost = new Map<string, Promise<string | null | undefined>>();
+  /**
+   * Hosts the peers lately said none has (null) or could not tell (undefined), for
+   * `hostAnswerMs`: a client retrying a name during an outage asks once.
+   */
+  readonly #hostAnswers: LookupCache<null | undefined>;
 
   /** Links for `server`, finding peers in `registry`. */
   constructor(server: TunnelServer, registry: RedisRegistry, opts: ClusterLinksOptions) {
@@ -112,6 +136,7 @@ export class ClusterLinks {
       log: this.#log,
       onStream: (s) => void this.#serveStream(s),
     });
+    this.#hostAnswers = new LookupCache(opts.hostAnswerMs ?? hostAskAnswerMs, 1_024);
     this.#claims = new PortClaims(registry, this.#log);
     registry.extend(this.#claims);
   }
@@ -364,14 +389,23 @@ export class ClusterLinks {
    */
   #askHost(host: string): Promise<string | null | undefined> {
     let round = this.#askingHost.get(host);
-    if (!round) {
-      round = this.#askAll({ askHost: host }).then(({ answers }) => {
-        const found = answers.find((a) => typeof a?.digest === "string");
-        if (found) return found.digest as string;
-        return answers.every((a) => a?.digest === null) ? null : undefined;
-      }).finally(() => this.#askingHost.delete(host));
-      this.#askingHost.set(host, round);
+    if (round) return round;
+    const answered = this.#hostAnswers.get(host);
+    if (answered) return Promise.resolve(answered.value);
+    if (this.#askingHost.size >= maxHostAsks) {
+      // A flood of names during an outage: not asked, so not known (503, retry later).
+      this.#log.debug("cluster host not asked: too many asks under way", { host });
+      return Promise.resolve(undefined);
     }
+    const epoch = this.#hostAnswers.epoch;
+    round = this.#askAll({ askHost: host }).then(({ answers }) => {
+      const found = answers.find((a) => typeof a?.digest === "string");
+      if (found) return found.digest as string;
+      const none = answers.every((a) => a?.digest === null) ? null : undefined;
+      this.#hostAnswers.set(host, none, epoch);
+      return none;
+    }).finally(() => this.#askingHost.delete(host));
+    this.#askingHost.set(host, round);
     return round;
   }
 
