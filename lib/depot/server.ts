@@ -95,6 +95,11 @@ export const defaultPendingTimeoutMs = 15_000;
 export const fdShortStandbyPerExit = 2;
 /** How long after the last accept failed for want of fds the standby bound stays that low. */
 export const fdShortWindowMs = 10_000;
+/**
+ * Default bound on idle standby spares across all exits (each an fd): eight exits at the
+ * per-exit 64, or a fair share of it for more exits (see `standbyTotal`).
+ */
+export const defaultStandbyTotal = 512;
 
 /** Options of {@linkcode DepotServer}. */
 export interface DepotServerOptions {
@@ -110,6 +115,13 @@ export interface DepotServerOptions {
   handshakeTimeoutMs?: number;
   /** Requests waiting for an exit at once; more get reply 0x01 at once. @default 512 */
   maxPending?: number;
+  /**
+   * Idle standby spares ("open") held across all exits: each exit holds at most its share
+   * (this divided by the exits connected, at least 1, at most 64), told in welcome; an exit
+   * that connects trims the others' oldest to the new share.
+   * @default {@linkcode defaultStandbyTotal}
+   */
+  standbyTotal?: number;
   /** Time a request waits for its tunnel before reply 0x06 (TTL expired). @default 15000 */
   pendingTimeoutMs?: number;
   /** Close a relayed connection idle this long; 0 = never. @default 0 */
@@ -599,6 +611,8 @@ export class DepotServer {
   readonly handshakeTimeoutMs: number;
   /** Bound on waiting requests. */
   readonly maxPending: number;
+  /** Bound on idle standby spares across exits (each exit its share). */
+  readonly standbyTotal: number;
   /** Time a request may wait for its tunnel. */
   readonly pendingTimeoutMs: number;
   /** Relay idle timeout (0 = none). */
@@ -644,6 +658,7 @@ export class DepotServer {
     this.heartbeatMs = opts.heartbeatMs ?? defaultHeartbeatMs;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
     this.maxPending = opts.maxPending ?? defaultMaxPending;
+    this.standbyTotal = opts.standbyTotal ?? defaultStandbyTotal;
     this.pendingTimeoutMs = opts.pendingTimeoutMs ?? defaultPendingTimeoutMs;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 0;
     this.spareIdleMs = opts.spareIdleMs ??
@@ -707,20 +722,42 @@ export class DepotServer {
     const now = performance.now();
     const streak = now < this.#fdShortUntilMs;
     this.#fdShortUntilMs = now + fdShortWindowMs;
-    let closed = 0;
-    for (const exit of this.#exits.values()) {
-      const extra = exit.standby.length - fdShortStandbyPerExit;
-      // The oldest first: requests take the newest.
-      if (extra > 0) { for (const st of exit.standby.splice(0, extra)) closeQuietly(st.conn); }
-      closed += Math.max(0, extra);
-    }
+    const keptPerExit = this.#standbyShare();
+    const closed = this.#trimStandby(keptPerExit);
     if (closed > 0 || !streak) {
       this.log.warn("out of file descriptors: idle standby spares closed", {
         closed,
-        keptPerExit: fdShortStandbyPerExit,
+        keptPerExit,
         error: errorMessage(err),
       });
     }
+  }
+
+  /**
+   * The idle standby spares an exit may hold now: its share of {@linkcode standbyTotal}
+   * among the exits connected (at least 1), at most {@linkcode maxStandbyPerExit}, and
+   * {@linkcode fdShortStandbyPerExit} while fds are short.
+   */
+  #standbyShare(): number {
+    const most = performance.now() < this.#fdShortUntilMs
+      ? fdShortStandbyPerExit
+      : maxStandbyPerExit;
+    return Math.min(most, Math.max(1, Math.floor(this.standbyTotal / (this.#exits.size || 1))));
+  }
+
+  /**
+   * Close every exit's idle standby spares past `keep`, the oldest first (requests take the
+   * newest); how many were closed.
+   */
+  #trimStandby(keep: number): number {
+    let closed = 0;
+    for (const exit of this.#exits.values()) {
+      const extra = exit.standby.length - keep;
+      if (extra <= 0) continue;
+      for (const st of exit.standby.splice(0, extra)) closeQuietly(st.conn);
+      closed += extra;
+    }
+    return closed;
   }
 
   /** What the scrape-time gauges read. */
@@ -885,6 +922,10 @@ export class DepotServer {
     }
     this.#exits.set(hello.name, exit);
     this.cluster?.exitsChanged(hello.name);
+    // One more exit: the others' shares of the standby spares shrink.
+    const standbyShare = this.#standbyShare();
+    const trimmed = this.#trimStandby(standbyShare);
+    if (trimmed > 0) log.debug("standby spares over the new share closed", { closed: trimmed });
     m.sessionsTotal.inc({ side: "server" });
     try {
       await ctl.send({
@@ -897,7 +938,7 @@ export class DepotServer {
           : [muxFeature, endFeature, udpFeature, openFeature],
         spareIdleMs: this.spareIdleMs,
         sessionKey: exit.sessionKey,
-        standbyMax: exit.sessionKey === undefined ? undefined : maxStandbyPerExit,
+        standbyMax: exit.sessionKey === undefined ? undefined : standbyShare,
       });
     } catch (err) {
       log.warn("welcome failed", { error: describe(err) });
@@ -1620,11 +1661,8 @@ export class DepotServer {
       );
       return;
     }
-    // More than the local keeps, or more than the fds allow now: closed.
-    const most = performance.now() < this.#fdShortUntilMs
-      ? fdShortStandbyPerExit
-      : maxStandbyPerExit;
-    if (exit.standby.length >= most) return;
+    // More than the local keeps, than the exit's share or than the fds allow now: closed.
+    if (exit.standby.length >= this.#standbyShare()) return;
     ctx.handshakeDone();
     let release!: () => void;
     const released = new Promise<void>((r) => release = r);

@@ -92,6 +92,13 @@ export const command = {
       default: "512",
       help: "requests waiting for their exit at once; more get reply 0x01",
     },
+    "standby-total": {
+      kind: "int",
+      min: 1,
+      default: "512",
+      help: "idle standby spare tunnels held across all exits (each an fd); each exit holds " +
+        "its share (at least 1, at most 64)",
+    },
     "max-conns": {
       kind: "int",
       min: 1,

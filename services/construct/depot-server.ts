@@ -65,6 +65,7 @@ export async function constructDepotServer(
     heartbeatMs: flags.heartbeat,
     pendingTimeoutMs: flags["pending-timeout"],
     maxPending: flags["max-pending"],
+    standbyTotal: flags["standby-total"],
     idleTimeoutMs: flags["idle-timeout"],
     udp: { idleTimeoutMs: flags["udp-idle-timeout"] },
     maxConns: flags["max-conns"],

@@ -1,0 +1,75 @@
+/**
+ * depot-server bounds the idle standby spares ("open") across all exits (`standbyTotal`,
+ * `--standby-total`): each exit holds its share (the total over the exits connected, at least
+ * 1, at most 64), announced in welcome; one past it is closed, and an exit that connects trims
+ * the others' oldest to the new share. Before, every exit held 64 whatever the number of exits
+ * (each an fd). Driven by hand on the locals' side, so exactly what is held is checked.
+ */
+import { ControlConn, ControlWriter } from "../lib/control/mod.ts";
+import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
+import { dial } from "../lib/net/mod.ts";
+import { assertEquals } from "./_assert.ts";
+import { startDepot } from "./_depot.ts";
+import { until, within } from "./_util.ts";
+
+/** A hand-driven local of exit `name` announcing "open": its control connection and welcome. */
+async function openExit(controlPort: number, name: string) {
+  const ctl = new ControlConn(await dial("127.0.0.1", controlPort), depotProtocol);
+  await ctl.send({ type: "hello", role: "depot-local", token: "t", name, features: ["open"] });
+  const welcome = await ctl.expect("welcome", 60_000);
+  return { ctl, sessionKey: welcome.sessionKey!, standbyMax: welcome.standbyMax };
+}
+
+/** Dial the tunnel port and announce a standby spare of exit `name`. */
+async function standby(tunnelPort: number, name: string, sessionKey: string) {
+  const conn = await dial("127.0.0.1", tunnelPort);
+  await new ControlWriter<DepotMessage>(conn, depotProtocol).send({
+    type: "standby",
+    name,
+    sessionKey,
+  });
+  return conn;
+}
+
+/** Whether the server closed `conn` (EOF; an idle standby is never written to otherwise). */
+async function closedByServer(conn: Deno.TcpConn, what: string): Promise<boolean> {
+  return await within(conn.read(new Uint8Array(64)), what) === null;
+}
+
+Deno.test("depot standby total: each exit holds its share of --standby-total; a new exit trims the others' oldest", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t", standbyTotal: 6 } });
+  const conns: Deno.TcpConn[] = [];
+  const ctls: ControlConn<DepotMessage>[] = [];
+  const held = (name: string) => depot.server.status().exits.find((e) => e.name === name)?.spares;
+  try {
+    const a = await openExit(depot.controlPort, "a");
+    ctls.push(a.ctl);
+    assertEquals(a.standbyMax, 6);
+    const aSpares: Deno.TcpConn[] = [];
+    for (let i = 0; i < 6; i++) aSpares.push(await standby(depot.tunnelPort, "a", a.sessionKey));
+    conns.push(...aSpares);
+    await until("exit a holds 6 standby spares", () => held("a") === 6);
+    const over = await standby(depot.tunnelPort, "a", a.sessionKey);
+    conns.push(over);
+    assertEquals(await closedByServer(over, "the standby past a's share to be closed"), true);
+
+    // B connects: each share is 3 now, and a's three oldest are closed.
+    const b = await openExit(depot.controlPort, "b");
+    ctls.push(b.ctl);
+    assertEquals(b.standbyMax, 3);
+    await until("exit a trimmed to 3 standby spares", () => held("a") === 3);
+    for (let i = 0; i < 3; i++) {
+      assertEquals(await closedByServer(aSpares[i], `a's old standby ${i} to be closed`), true);
+    }
+    for (let i = 0; i < 3; i++) conns.push(await standby(depot.tunnelPort, "b", b.sessionKey));
+    await until("exit b holds 3 standby spares", () => held("b") === 3);
+    const overB = await standby(depot.tunnelPort, "b", b.sessionKey);
+    conns.push(overB);
+    assertEquals(await closedByServer(overB, "the standby past b's share to be closed"), true);
+    assertEquals([held("a"), held("b")], [3, 3]);
+  } finally {
+    for (const c of conns) c.close();
+    for (const c of ctls) c.close();
+    await depot.close();
+  }
+});
