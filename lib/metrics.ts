@@ -2,15 +2,16 @@
  * Prometheus metrics: the text exposition of every stat of lib/stats.ts (where protocol
  * modules count without loading a metrics library), read at scrape time, plus the process's
  * own figures (RSS, CPU seconds, open fds, start time) and anything an embedding registers in
- * prom-client's `registry`. A stat with no series in this process (a server gauge in a client)
+ * prom-client's registry ({@linkcode promRegistry}). A stat with no series in this process (a server gauge in a client)
  * is left out, so each service exports only what it has. The HTTP endpoint (`/metrics` beside
  * the status page) is lib/status `serveObservability`, the layer above.
  * @module
  */
 
-// Pinned inline, not through warren's deno.json: lib is imported from anywhere.
+// Pinned inline, not through warren's deno.json: lib is imported from anywhere. A type only
+// here: the library itself is loaded by promRegistry(), when an embedding asks for it.
 // deno-lint-ignore no-import-prefix
-import client from "npm:prom-client@15.1.3";
+import type { Registry } from "npm:prom-client@15.1.3";
 import process from "node:process";
 import { formatAddr, liveServers } from "./net/serve.ts";
 import {
@@ -25,11 +26,22 @@ import {
 
 export { collectedCounter, counter, gauge, histogram } from "./stats.ts";
 
+let registry: Registry | undefined;
+
 /**
- * A prom-client registry for metrics an embedding keeps with prom-client itself; its text is
- * appended to warren's at every scrape.
+ * A prom-client registry for metrics an embedding keeps with prom-client itself; once asked
+ * for, its text is appended to warren's at every scrape. prom-client is loaded on the first
+ * call only: warren's services never ask, so their processes do not carry it (~4 MB of heap
+ * that every full GC would mark again; issue 20).
  */
-export const registry: client.Registry = new client.Registry();
+export async function promRegistry(): Promise<Registry> {
+  if (registry === undefined) {
+    // deno-lint-ignore no-import-prefix
+    const client = await import("npm:prom-client@15.1.3");
+    registry ??= new client.Registry();
+  }
+  return registry;
+}
 
 /** The Content-Type of {@linkcode metricsText}: Prometheus text format 0.0.4. */
 export const metricsContentType = "text/plain; version=0.0.4; charset=utf-8";
@@ -63,7 +75,8 @@ function family(name: string, help: string, type: Stat["type"], samples: Sample[
 
 /**
  * The Prometheus text of every stat with series (and, for one release, each renamed stat
- * again under its deprecated name), then prom-client's `registry`.
+ * again under its deprecated name), then prom-client's registry if {@linkcode promRegistry}
+ * made one.
  */
 export async function metricsText(): Promise<string> {
   let out = "";
@@ -76,7 +89,7 @@ export async function metricsText(): Promise<string> {
       out += family(stat.deprecatedName, help, stat.type, samples);
     }
   }
-  return out + await registry.metrics();
+  return registry === undefined ? out : out + await registry.metrics();
 }
 
 // ---- every service's listeners (every lib/net serve() loop), by name and address ----

@@ -181,7 +181,7 @@ export class DepotCluster {
   static async connect(server: DepotServer, opts: DepotClusterOptions): Promise<DepotCluster> {
     let connected = false;
     const pauses = new ReconnectPauses();
-    const redis = newRedisClient(opts.url, () => connected, pauses, redisLimits);
+    const redis = await newRedisClient(opts.url, () => connected, pauses, redisLimits);
     const c = new DepotCluster(server, redis, pauses, opts);
     redis.on("error", (err: Error) => {
       if (c.#redisUp) c.#log.warn("registry unreachable", { error: errorMessage(err) });

@@ -10,7 +10,7 @@
  */
 
 // deno-lint-ignore no-import-prefix
-import { createClient } from "npm:@redis/client@6.3.1";
+import type { createClient } from "npm:@redis/client@6.3.1";
 
 /** Slack for the library's timer, started just after the strategy returned its delay. */
 const pauseSlackMs = 50;
@@ -61,14 +61,18 @@ export interface RedisClientLimits {
 /**
  * A Redis client that retries forever once it has been `connected()`, and gives up after 3
  * attempts before (so a start without Redis fails, in a line); its waits between attempts
- * (and its duplicates') are noted in `pauses`.
+ * (and its duplicates') are noted in `pauses`. The client library is loaded here, on the first
+ * call: a service without a cluster never carries its ~7 MB of heap (issue 20: a larger heap
+ * makes each of the full GCs that per-connection buffers set off dearer).
  */
-export function newRedisClient(
+export async function newRedisClient(
   url: string,
   connected: () => boolean,
   pauses: ReconnectPauses,
   limits: RedisClientLimits,
-): RedisClient {
+): Promise<RedisClient> {
+  // deno-lint-ignore no-import-prefix
+  const { createClient } = await import("npm:@redis/client@6.3.1");
   return createClient({
     url,
     disableOfflineQueue: true,

@@ -303,7 +303,7 @@ export class RedisRegistry implements Registry {
   static async connect(opts: RedisRegistryOptions): Promise<RedisRegistry> {
     let connected = false;
     const pauses = new ReconnectPauses();
-    const client = newRedisClient(opts.url, () => connected, pauses, redisLimits);
+    const client = await newRedisClient(opts.url, () => connected, pauses, redisLimits);
     const reg = new RedisRegistry(client, pauses, opts);
     client.on("error", (err: unknown) => {
       if (reg.#up) reg.#log.warn("redis connection lost", { error: errorMessage(err) });
