@@ -76,14 +76,20 @@ for (const [name, split] of splits) {
     const { bytes, events } = randomFrames(200);
     const { sink, events: got } = collect();
     const dec = new FrameDecoder(1 << 20);
+    // The same pieces given as bounds in the whole buffer (as the session's read loop does).
+    const { sink: boundsSink, events: gotBounds } = collect();
+    const bounded = new FrameDecoder(1 << 20);
     const size = typeof split === "number" ? () => split : split;
     for (let o = 0; o < bytes.length;) {
       const n = Math.min(size(), bytes.length - o);
       dec.push(bytes.subarray(o, o + n), sink);
+      bounded.push(bytes, boundsSink, o, o + n);
       o += n;
     }
     assertEquals(got, events);
     assertEquals(dec.payloadLeft, 0);
+    assertEquals(gotBounds, events);
+    assertEquals(bounded.payloadLeft, 0);
   });
 }
 

@@ -73,3 +73,44 @@ Deno.test("ping: a ping frame's value is echoed with ACK", async () => {
     await within(session.closed, "the session's end");
   }
 });
+
+Deno.test("ping: a peer that never answers pings but keeps sending is alive until it stops", async () => {
+  // The peer (b) reads our frames and counts our pings; it answers none, but sends a frame
+  // (a window update for a stream we do not know: ignored) every 5 ms. Each ping after the
+  // second is sent only once a keepalive deadline passed with that traffic as proof of life.
+  const [a, b] = await tcpPair();
+  const session = Session.client(a, { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 600 });
+  const { encodeFrame, decodeHeader, headerBytes } = await import("../lib/mux/frame.ts");
+  const frame = encodeFrame(FrameType.windowUpdate, 0, 2, 0);
+  let sending = true;
+  const traffic = (async () => {
+    while (sending) {
+      await b.write(frame);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  try {
+    const buf = new Uint8Array(headerBytes);
+    for (let pings = 0; pings < 3;) {
+      let got = 0;
+      while (got < headerBytes) {
+        const n = await readWithin(b, buf.subarray(got), "the session's next frame", got);
+        if (n === null) throw new Error(`the session ended after ${pings} pings`);
+        got += n;
+      }
+      if (decodeHeader(buf).type === FrameType.ping) pings++;
+    }
+    assertEquals(session.stats.streamsOpen, 0);
+    sending = false;
+    await within(traffic, "the peer's traffic to stop");
+    const end = await within(session.closed, "the session's end once the traffic stopped");
+    assertEquals(end.reason, "keepalive-timeout");
+  } finally {
+    sending = false;
+    await traffic.catch(() => {
+      // The session closed the connection under the writer: only its end mattered here.
+    });
+    b.close();
+    await within(session.closed, "the session's end");
+  }
+});

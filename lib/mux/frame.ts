@@ -199,10 +199,12 @@ export class FrameDecoder {
     return this.#payloadLeft === 0;
   }
 
-  /** Decode `chunk` completely, calling `sink` for every header and payload piece. */
-  push(chunk: Uint8Array, sink: FrameSink): void {
-    let off = 0;
-    const end = chunk.length;
+  /**
+   * Decode `chunk[start..end)` completely, calling `sink` for every header and payload piece.
+   * (Bounds instead of a subarray: the session decodes a part of its read buffer per read.)
+   */
+  push(chunk: Uint8Array, sink: FrameSink, start = 0, end: number = chunk.length): void {
+    let off = start;
     while (off < end) {
       if (this.#payloadLeft > 0) {
         const take = Math.min(this.#payloadLeft, end - off);

@@ -250,6 +250,8 @@ export class Session implements StreamHost, FrameSink {
   /** The read loop, paused until the writer has sent the queued answers (see below). */
   #controlDrained: (() => void) | null = null;
   #writerIdle: (() => void)[] = [];
+  /** Frames the writer has encoded and not yet reported written (reused array). */
+  #written: OutFrame[] = [];
   #out = new Uint8Array(minCoalesceBufferBytes);
   /** Small payloads waiting in the queues, copied here by `stage`; reused from 0 once the
    * writer has taken every queued frame (so copied into `#out`). */
@@ -271,7 +273,12 @@ export class Session implements StreamHost, FrameSink {
   readonly #timers = new DeadlineGroup();
   #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
   #keepaliveDeadline: number | undefined;
-  #lastRecvAt = performance.now();
+  /**
+   * `bytesIn` when the pending keepalive ping went out: more since then is traffic that proves
+   * the peer alive. (A counter the read loop keeps anyway, not a clock read per transport
+   * read: `performance.now()` is an op call, ~0.2-0.4 µs, on every read of a busy session.)
+   */
+  #bytesInAtPing = 0;
   #windowReserved = 0;
   #drainWaiter: (() => void) | null = null;
   #stats: SessionStats = {
@@ -376,7 +383,8 @@ export class Session implements StreamHost, FrameSink {
     const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
     this.#streams.set(id, s);
     this.#stats.streamsTotal++;
-    s._openedAt = performance.now();
+    // The ACK gives the first RTT sample (for window growth) until a ping has measured one.
+    if (this.#rtt === undefined) s._openedAt = performance.now();
     if (opts.data && opts.data.length > 0) await s.write(opts.data);
     else if (!opts.fin) s._sendSyn();
     if (opts.fin) await s.closeWrite();
@@ -540,7 +548,6 @@ export class Session implements StreamHost, FrameSink {
               return;
             }
             this.#stats.bytesIn += n;
-            this.#lastRecvAt = performance.now();
             const k = Math.min(n, left);
             // Header bytes past the payload: kept apart before the stream owns the target again.
             if (n > k) nextHeader.set(target.subarray(k, n));
@@ -550,7 +557,7 @@ export class Session implements StreamHost, FrameSink {
               this.#rxStream = null;
               if (this.#rxFin) rs._rxFin();
             }
-            if (n > k) this.#decoder.push(nextHeader.subarray(0, n - k), this);
+            if (n > k) this.#decoder.push(nextHeader, this, 0, n - k);
             continue;
           }
         }
@@ -568,11 +575,10 @@ export class Session implements StreamHost, FrameSink {
           return;
         }
         this.#stats.bytesIn += n;
-        this.#lastRecvAt = performance.now();
         // Decoded a slice at a time so a flood of requests queues at most one slice of
         // answers past maxQueuedControlFrames before the loop waits for the writer.
         for (let o = 0; o < n && !this.#shut; o += controlCheckBytes) {
-          this.#decoder.push(buf.subarray(o, Math.min(n, o + controlCheckBytes)), this);
+          this.#decoder.push(buf, this, o, Math.min(n, o + controlCheckBytes));
           if (this.#prio.length > maxQueuedControlFrames && this.#writing && !this.#shut) {
             await new Promise<void>((r) => this.#controlDrained = r);
           }
@@ -754,8 +760,8 @@ export class Session implements StreamHost, FrameSink {
     const now = performance.now();
     if (this.#keepaliveDeadline !== undefined) {
       if (now < this.#keepaliveDeadline) return;
-      if (now - this.#lastRecvAt < this.#opts.keepaliveTimeoutMs) {
-        this.#keepaliveDeadline = undefined; // traffic proves liveness; ping again
+      if (this.#stats.bytesIn !== this.#bytesInAtPing) {
+        this.#keepaliveDeadline = undefined; // traffic since the ping proves liveness; ping again
       } else {
         this.#fail(
           "keepalive-timeout",
@@ -766,6 +772,7 @@ export class Session implements StreamHost, FrameSink {
       }
     }
     this.#keepaliveDeadline = now + this.#opts.keepaliveTimeoutMs;
+    this.#bytesInAtPing = this.#stats.bytesIn;
     this.#sendPing().then(() => this.#keepaliveDeadline = undefined, () => {});
     // A check at the deadline itself, so detection does not wait for the next interval.
     const t = setTimeout(() => {
@@ -802,114 +809,129 @@ export class Session implements StreamHost, FrameSink {
    * bytes are with the transport.
    */
   async #writeLoop(): Promise<void> {
-    let written: OutFrame[] = []; // encoded, not yet reported
+    const written = this.#written; // encoded, not yet reported (emptied by #report)
     let off = 0;
-    let out = this.#out;
-    let overflowed = false;
-    const report = () => {
-      this.#stats.framesOut += written.length;
-      for (const f of written) {
-        f.stream?._flushed(f);
-        f.done?.resolve();
-      }
-      written = [];
-      if (this.#controlDrained && this.#prio.length <= maxQueuedControlFrames) resumeReader();
-    };
-    const resumeReader = () => {
-      const r = this.#controlDrained;
-      this.#controlDrained = null;
-      r?.();
-    };
-    /** After a write emptied `out`: a batch that overflowed it gets a bigger one next. */
-    const maybeGrow = () => {
-      if (overflowed && out.length < maxCoalesceBufferBytes) {
-        out = this.#out = new Uint8Array(out.length * 2);
-      }
-      overflowed = false;
-    };
-    const flush = async () => {
-      if (off > 0) await this.#writeAll(out.subarray(0, off));
-      off = 0;
-      maybeGrow();
-      report();
-    };
+    let out: Uint8Array = this.#out;
     try {
-      await this.#batchQueued();
       while (!this.#shut) {
-        const f = this.#prio.shift() ?? this.#ordered.shift();
-        if (f === undefined) {
-          this.#stageOff = 0; // every staged payload taken was copied into `out`
-          await flush();
-          if (this.#prio.length === 0 && this.#ordered.length === 0) break;
-          await this.#batchQueued(); // more arrived while we wrote: the rest of their turn too
-          continue;
+        // Yield until this turn stops queueing frames (see writerQuietTicks), within bounds.
+        let seen = this.#enqueued;
+        for (let i = 0, quiet = 0; i < writerMaxYieldTicks && quiet < writerQuietTicks; i++) {
+          await null;
+          if (this.#enqueued !== seen) (seen = this.#enqueued, quiet = 0);
+          else quiet++;
         }
-        const p = f.payload;
-        if (p !== null && f.framed && p.length > coalesceCopyMaxBytes) {
-          // Header in the room in front of the payload (see OutFrame.framed): one write.
-          if (off > 0) await this.#writeAll(out.subarray(0, off));
-          off = 0;
-          const whole = new Uint8Array(
-            p.buffer,
-            p.byteOffset - headerBytes,
-            p.length + headerBytes,
-          );
-          encodeHeader(whole, 0, f.type, f.flags, f.id, f.length);
-          f.encoded = true;
-          written.push(f);
-          await this.#writeAll(whole);
-          report();
-          continue;
-        }
-        if (off + headerBytes > out.length) {
-          overflowed = true;
-          await flush();
-        }
-        encodeHeader(out, off, f.type, f.flags, f.id, f.length);
-        f.encoded = true;
-        off += headerBytes;
-        written.push(f);
-        if (p === null) continue;
-        if (p.length <= coalesceCopyMaxBytes) {
-          if (off + p.length > out.length) {
-            overflowed = true;
-            await this.#writeAll(out.subarray(0, off)); // header out; payload starts afresh
+        while (!this.#shut) {
+          const f = this.#prio.shift() ?? this.#ordered.shift();
+          if (f === undefined) break;
+          const p = f.payload;
+          if (p !== null && f.framed && p.length > coalesceCopyMaxBytes) {
+            // Header in the room in front of the payload (see OutFrame.framed): one write.
+            if (off > 0) await this.#writeAll(out.subarray(0, off));
             off = 0;
-            maybeGrow();
+            const whole = new Uint8Array(
+              p.buffer,
+              p.byteOffset - headerBytes,
+              p.length + headerBytes,
+            );
+            encodeHeader(whole, 0, f.type, f.flags, f.id, f.length);
+            f.encoded = true;
+            written.push(f);
+            await this.#writeAll(whole);
+            this.#report();
+            continue;
           }
-          out.set(p, off);
-          off += p.length;
-        } else {
-          await this.#writeAll(out.subarray(0, off));
-          off = 0;
-          await this.#writeAll(p);
-          report();
+          if (off + headerBytes > out.length) {
+            await this.#writeAll(out.subarray(0, off));
+            off = 0;
+            out = this.#grownOut(out);
+            this.#report();
+          }
+          encodeHeader(out, off, f.type, f.flags, f.id, f.length);
+          f.encoded = true;
+          off += headerBytes;
+          written.push(f);
+          if (p === null) continue;
+          if (p.length <= coalesceCopyMaxBytes) {
+            if (off + p.length > out.length) {
+              await this.#writeAll(out.subarray(0, off)); // header out; payload starts afresh
+              off = 0;
+              out = this.#grownOut(out);
+            }
+            out.set(p, off);
+            off += p.length;
+          } else {
+            await this.#writeAll(out.subarray(0, off));
+            off = 0;
+            await this.#writeAll(p);
+            this.#report();
+          }
         }
+        if (this.#shut) break;
+        // The queues are empty: every staged payload taken was copied into `out`.
+        this.#stageOff = 0;
+        if (off > 0) {
+          // Written here rather than through #writeAll: one async frame less per batch.
+          const n = await this.#conn.write(out.subarray(0, off));
+          if (n <= 0) throw new Deno.errors.WriteZero("transport write returned 0");
+          this.#stats.bytesOut += n;
+          if (n < off) await this.#writeAll(out.subarray(n, off));
+          off = 0;
+        }
+        this.#report();
+        if (this.#prio.length === 0 && this.#ordered.length === 0) break;
+        // More arrived while we wrote: batch the rest of their turn too.
       }
     } catch (err) {
       const e = new MuxError("session-closed", `transport write failed: ${errorMessage(err)}`, {
         cause: err,
       });
       for (const f of written) f.done?.reject(e);
+      written.length = 0;
       if (!this.#shut) this.#fail("conn-error", err instanceof Error ? err : e);
     } finally {
       this.#writing = false;
-      resumeReader();
-      if (this.#shut) this.#rejectQueued();
+      this.#resumeReader();
+      if (this.#shut) {
+        // Encoded but not written: their writers must not wait for them.
+        const e = new MuxError("session-closed", "session is closed");
+        for (const f of written) f.done?.reject(e);
+        written.length = 0;
+        this.#rejectQueued();
+      }
       for (const w of this.#writerIdle.splice(0)) w();
     }
   }
 
-  /** Yield until this turn stops queueing frames (see writerQuietTicks), within bounds. */
-  async #batchQueued(): Promise<void> {
-    let seen = this.#enqueued;
-    for (let i = 0, quiet = 0; i < writerMaxYieldTicks && quiet < writerQuietTicks; i++) {
-      await null;
-      if (this.#enqueued !== seen) (seen = this.#enqueued, quiet = 0);
-      else quiet++;
+  /** After a batch overflowed `out` (now written out): a bigger one, up to the max. */
+  #grownOut(out: Uint8Array): Uint8Array {
+    if (out.length >= maxCoalesceBufferBytes) return out;
+    return this.#out = new Uint8Array(out.length * 2);
+  }
+
+  /** The frames encoded so far are with the transport: tell their streams and waiters. */
+  #report(): void {
+    const written = this.#written;
+    this.#stats.framesOut += written.length;
+    for (let i = 0; i < written.length; i++) {
+      const f = written[i];
+      f.stream?._flushed(f);
+      f.done?.resolve();
+    }
+    written.length = 0;
+    if (this.#controlDrained && this.#prio.length <= maxQueuedControlFrames) {
+      this.#resumeReader();
     }
   }
 
+  /** Let the read loop go on if it waits for our answers to be written (see #controlDrained). */
+  #resumeReader(): void {
+    const r = this.#controlDrained;
+    this.#controlDrained = null;
+    r?.();
+  }
+
+  /** Write all of `p` (counted in `bytesOut`). */
   async #writeAll(p: Uint8Array): Promise<void> {
     let off = 0;
     while (off < p.length) {
