@@ -588,22 +588,23 @@ export class PublicConn {
     }
     server.countRequest(leg.host, "proxied");
     const watch = this.#watchFirstByte(leg);
-    const buf = new ResponseBuffer();
+    let buf: ResponseBuffer | undefined;
     try {
-      let src = leg.ts.body();
-      if (leg.upgrade) src = await this.#answerToUpgrade(leg, src);
-      if ((this.#opts.accessLog || leg.rewrite?.rewritesResponse) && !leg.upgrade) {
-        await this.#copyParsed(leg, src);
-      }
-      while (true) {
-        const b = buf.get();
-        const n = await src.read(b);
-        if (n === null) break;
-        leg.responseBytes += n;
-        this.#idle?.touch();
-        await writeAll(this.#conn, b.subarray(0, n));
-        buf.adapt(n);
-      }
+      if (leg.upgrade || this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
+        buf = new ResponseBuffer();
+        let src = leg.ts.body();
+        if (leg.upgrade) src = await this.#answerToUpgrade(leg, src);
+        else await this.#copyParsed(leg, src);
+        while (true) {
+          const b = buf.get();
+          const n = await src.read(b);
+          if (n === null) break;
+          leg.responseBytes += n;
+          this.#idle?.touch();
+          await writeAll(this.#conn, b.subarray(0, n));
+          buf.adapt(n);
+        }
+      } else await this.#copyOpaque(leg);
       if (leg.state !== LegState.Finishing) {
         // The app closed its connection: so does the public one (after what was sent).
         this.state = PublicConnState.Closing;
@@ -628,8 +629,24 @@ export class PublicConn {
       this.#legDone(leg, outcome, "io", errorMessage(err));
     } finally {
       deadlines.delete(watch);
-      buf.release();
+      buf?.release();
       leg.settle(false);
+    }
+  }
+
+  /**
+   * The usual copy (no access log, no response rewrites, no upgrade): the response bytes go
+   * out as the mux stream holds them, one write per read and no copy of our own (what a
+   * kept-alive small response costs the front: a read and a write).
+   */
+  async #copyOpaque(leg: Leg): Promise<void> {
+    const ts = leg.ts, conn = this.#conn;
+    for (let v = await ts.readView(); v !== null; v = await ts.readView()) {
+      leg.responseBytes += v.length;
+      this.#idle?.touch();
+      const n = await conn.write(v);
+      if (n < v.length) await writeAll(conn, v.subarray(n));
+      ts.releaseView(v.length);
     }
   }
 

@@ -263,9 +263,27 @@ export class TunnelStream {
 
   /**
    * The response byte stream after the reply (bytes read ahead included), both directions
-   * counted. Call once.
+   * counted. Call once, and not with {@linkcode readView}.
    */
   body(): Duplex {
     return new CountedDuplex(withPrefix(this.#stream, this.reader.takeBuffered()), this.#stats);
+  }
+
+  /**
+   * The response bytes after the reply as views, without a copy or a wrapper's promise per
+   * read (the standalone front's opaque copy: one response a read on a kept-alive stream):
+   * the bytes read ahead with the reply first, then the mux stream's own receive queue. A view
+   * is valid until {@linkcode releaseView}, which counts it as the host's bytes out; `null` at
+   * the stream's end. Not with {@linkcode body}.
+   */
+  readView(): Promise<Uint8Array | null> {
+    if (this.reader.buffered > 0) return Promise.resolve(this.reader.takeBuffered());
+    return this.#stream.readView();
+  }
+
+  /** The last view of {@linkcode readView} (`n` bytes) was used: count it, free it. */
+  releaseView(n: number): void {
+    this.#stats.bytesOut += n;
+    this.#stream.releaseView();
   }
 }
