@@ -66,6 +66,28 @@ Deno.test("config: a wrong type names the key, the expected type and the line", 
   assertMatch(err.message, /got table/);
 });
 
+Deno.test("config: edge values: empty and mixed lists, non-finite numbers, prototype names", () => {
+  assertEquals(parseConfig(`listen = []\nmax-conns = 1e3`, flags), {
+    listen: [],
+    "max-conns": "1000",
+  });
+  assertEquals(parseConfig(`listen = [1, "a"]`, flags), { listen: ["1", "a"] });
+  for (const bad of ["inf", "-inf", "nan"]) {
+    const err = refusal(`max-conns = ${bad}`);
+    assertEquals([err.reason, err.key], ["type", "max-conns"], bad);
+  }
+  assertEquals(refusal(`listen = [inf]`).key, "listen");
+  assertEquals(
+    refusal(`listen = 1979-05-27`).message,
+    'x.toml:1: key "listen" must be a string or an array of strings, got date',
+  );
+  // Names an object has from its prototype are no flags.
+  for (const key of ["toString", "__proto__", "constructor"]) {
+    const err = refusal(`"${key}" = "x"`);
+    assertEquals([err.reason, err.key], ["unknown-key", key]);
+  }
+});
+
 Deno.test("config: TOML syntax errors carry the line", () => {
   const err = refusal(`listen = []\nmax-conns = \n`);
   assertEquals(err.reason, "syntax");

@@ -1,14 +1,14 @@
 /**
- * TOML config files whose keys are a service's flag names: parsed with smol-toml, validated
- * with a zod schema derived from the flag definitions, every error naming the key and its line.
+ * TOML config files whose keys are a service's flag names: parsed with smol-toml, each value
+ * checked against its flag's kind, every error naming the key and its line. (No schema
+ * library: zod's ~3 MB of heap in every service process was more than this check needs;
+ * issue 20.)
  * @module
  */
 
 // Pinned inline, not through warren's deno.json: lib is imported from anywhere.
 // deno-lint-ignore no-import-prefix
 import { parse, TomlError } from "npm:smol-toml@1.9.1";
-// deno-lint-ignore no-import-prefix
-import { z } from "npm:zod@4.6.7";
 import type { FlagKind } from "./flags.ts";
 
 /** The shape of one flag, as far as a config file cares (a subset of `FlagDef`). */
@@ -38,24 +38,31 @@ export class ConfigError extends Error {
   }
 }
 
+/** A string flag's value: a string, or a finite number as its decimal text (`max-conns = 64`). */
+function scalar(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  return typeof v === "number" && Number.isFinite(v) ? String(v) : undefined;
+}
+
 /**
- * The zod schema of a config file for `flags`: a strict object (unknown keys are errors),
- * booleans for boolean flags, strings (numbers accepted and turned into their decimal text,
- * so `max-conns = 64` works) for string flags, arrays of those for repeatable flags.
+ * The value a config file gives flag `d`, as the command line would (undefined: the wrong
+ * type): a boolean for a boolean flag, a string (or number) for a string flag, an array of
+ * those (or one, taken as a one-item array) for a repeatable flag.
  */
-export function configSchema(
-  flags: Record<string, ConfigFlag>,
-): z.ZodType<Record<string, ConfigValue | undefined>> {
-  const scalar = z.union([z.string(), z.number().transform((n) => String(n))]);
-  const shape: Record<string, z.ZodType<ConfigValue | undefined>> = {};
-  for (const [name, d] of Object.entries(flags)) {
-    shape[name] = d.kind === "boolean"
-      ? z.boolean().optional()
-      : d.multiple
-      ? z.union([z.array(scalar), scalar.transform((s) => [s])]).optional()
-      : scalar.optional();
+export function configValue(d: ConfigFlag, v: unknown): ConfigValue | undefined {
+  if (d.kind === "boolean") return typeof v === "boolean" ? v : undefined;
+  if (!d.multiple) return scalar(v);
+  if (!Array.isArray(v)) {
+    const one = scalar(v);
+    return one === undefined ? undefined : [one];
   }
-  return z.strictObject(shape);
+  const all: string[] = [];
+  for (const item of v) {
+    const one = scalar(item);
+    if (one === undefined) return undefined;
+    all.push(one);
+  }
+  return all;
 }
 
 /**
@@ -104,40 +111,35 @@ export function parseConfig(
     }
     throw err;
   }
-  const result = configSchema(flags).safeParse(doc);
-  if (result.success) {
-    const out: Record<string, ConfigValue> = {};
-    for (const [k, v] of Object.entries(result.data)) if (v !== undefined) out[k] = v;
-    return out;
-  }
-  // Report one issue, the first by line, so the user fixes the file top to bottom.
-  const problems = result.error.issues.flatMap((issue) => {
-    if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((key) => {
-        const line = keyLine(text, key);
-        return new ConfigError(
+  const out: Record<string, ConfigValue> = {};
+  const problems: ConfigError[] = [];
+  for (const [key, v] of Object.entries(doc)) {
+    const def = Object.hasOwn(flags, key) ? flags[key] : undefined;
+    const value = def && configValue(def, v);
+    if (value !== undefined) {
+      out[key] = value;
+      continue;
+    }
+    const line = keyLine(text, key);
+    const at = `${source}:${line ?? "?"}:`;
+    problems.push(
+      def === undefined
+        ? new ConfigError(
           "unknown-key",
-          `${source}:${line ?? "?"}: unknown key "${key}" (keys are the flag names, see --help)`,
+          `${at} unknown key "${key}" (keys are the flag names, see --help)`,
           key,
           line,
-        );
-      });
-    }
-    const key = String(issue.path[0] ?? "");
-    const line = keyLine(text, key);
-    const def = flags[key];
-    const got = describe(doc[key]);
-    return [
-      new ConfigError(
-        "type",
-        `${source}:${line ?? "?"}: key "${key}" must be ${
-          def ? expected(def) : "valid"
-        }, got ${got}`,
-        key,
-        line,
-      ),
-    ];
-  });
+        )
+        : new ConfigError(
+          "type",
+          `${at} key "${key}" must be ${expected(def)}, got ${describe(v)}`,
+          key,
+          line,
+        ),
+    );
+  }
+  if (problems.length === 0) return out;
+  // Report one problem, the first by line, so the user fixes the file top to bottom.
   problems.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
   throw problems[0];
 }
