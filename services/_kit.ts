@@ -291,6 +291,53 @@ function takeStopSignals(log: Logger): void {
  */
 let supervisorGone = (): void => fail("supervisor gone before this worker was ready");
 
+/** Descriptors a service holds beside its connections: listeners, stdio, Redis, the runtime's. */
+export const fdReserve = 64;
+
+/** Soft and hard open-file limits (Infinity: unlimited). */
+export interface FdLimits {
+  soft: number;
+  hard: number;
+}
+
+/** This process's open-file limits from `/proc/self/limits`; undefined where it cannot be read. */
+export function fdLimits(): FdLimits | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/self/limits");
+  } catch {
+    // No /proc (not Linux) or no read permission: the limits are not known, nothing to check.
+    return undefined;
+  }
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(text);
+  if (!m) return undefined;
+  const n = (v: string) => v === "unlimited" ? Infinity : Number(v);
+  return { soft: n(m[1]), hard: n(m[2]) };
+}
+
+/**
+ * Log the open-file limits at start-up, and warn when the soft one (Deno raises it to the
+ * hard one as it starts) is below `conns` + {@linkcode fdReserve}: the connections the
+ * configured limits let this process hold at once. Past the limit, accepts and dials fail
+ * with EMFILE (the services back off and shed, but refuse meanwhile); the fix is the
+ * service manager's (systemd `LimitNOFILE=`, `ulimit -n`, docker `--ulimit nofile=`).
+ */
+export function logFdLimits(log: Logger, conns?: number): void {
+  const limits = fdLimits();
+  if (!limits) {
+    log.info("open-file limit not known (no read access to /proc/self/limits)");
+    return;
+  }
+  const need = conns === undefined ? undefined : conns + fdReserve;
+  const fields = { soft: String(limits.soft), hard: String(limits.hard) };
+  if (need !== undefined && limits.soft < need) {
+    log.warn("open-file limit below what the connection limits need: raise LimitNOFILE", {
+      ...fields,
+      need,
+    });
+  } else log.info("open-file limit", need === undefined ? fields : { ...fields, need });
+}
+
 /** The secret the `--workers` supervisor shares with its workers (undefined outside one). */
 export function workerSecret(): string | undefined {
   return workerSlot() ? Deno.env.get(workerSecretEnv) : undefined;

@@ -6,7 +6,7 @@
  *   DEPOT_TOKEN=s3cret deno run -A services/depot-local.ts --server depot.example:7000
  */
 
-import { bindOrExit, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/depot-local.ts";
 import { constructDepotLocal } from "./construct/depot-local.ts";
 
@@ -15,6 +15,9 @@ const { cfg, flags, log } = await startService(command, validate);
 
 // ---- wiring and run (services/construct/depot-local.ts) ----
 const local = await constructDepotLocal(flags, cfg, log, bindOrExit);
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+logFdLimits(log);
 
 // ---- shutdown ----
 onShutdown(log, () => local.stop());

@@ -6,7 +6,7 @@
  *   curl --socks5-hostname 127.0.0.1:1080 http://intranet.example/
  */
 
-import { bindOrExit, fail, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, fail, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/depot-server.ts";
 import { constructDepotServer } from "./construct/depot-server.ts";
 
@@ -28,6 +28,10 @@ onReload((next) => {
     token: next.token === "" ? "none" : "set",
   });
 });
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+// Each listener holds up to --max-conns (a relayed connection: a SOCKS and a tunnel one).
+logFdLimits(log, 3 * flags["max-conns"]);
 
 // ---- shutdown ----
 onShutdown(log, () => depot.stop(flags["drain-timeout"]));

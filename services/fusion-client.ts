@@ -8,7 +8,7 @@
  *   ssh -p 5021 user@127.0.0.1
  */
 
-import { bindOrExit, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/fusion-client.ts";
 import { constructFusionClient } from "./construct/fusion-client.ts";
 
@@ -17,6 +17,10 @@ const { cfg, flags, log } = await startService(command, validate);
 
 // ---- wiring and run (services/construct/fusion-client.ts) ----
 const fusion = await constructFusionClient(flags, cfg, log, bindOrExit);
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+// --max-conns sessions, each an accepted connection and its paths.
+logFdLimits(log, flags["max-conns"] * (cfg.paths.length + 1));
 
 // ---- shutdown ----
 onShutdown(log, () => fusion.stop(flags["drain-timeout"]));

@@ -5,7 +5,7 @@
  *   FUSION_TOKEN=s3cret deno run -A services/fusion-server.ts --listen 0.0.0.0:5022
  */
 
-import { bindOrExit, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/fusion-server.ts";
 import { constructFusionServer } from "./construct/fusion-server.ts";
 
@@ -14,6 +14,10 @@ const { cfg, flags, log } = await startService(command, validate);
 
 // ---- wiring and run (services/construct/fusion-server.ts) ----
 const fusion = await constructFusionServer(flags, cfg, log, bindOrExit);
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+// --max-sessions sessions, each its paths and its upstream connection.
+logFdLimits(log, flags["max-sessions"] * (flags["max-paths"] + 1));
 
 // ---- shutdown ----
 onShutdown(log, () => fusion.stop(flags["drain-timeout"]));

@@ -10,7 +10,7 @@
  *     --listen http://user:pass@127.0.0.1:8080 --listen static://127.0.0.1:9000?to=example.org:80
  */
 
-import { bindOrExit, fail, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, fail, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/seaprox.ts";
 import { constructSeaprox } from "./construct/seaprox.ts";
 import { ListenError } from "../lib/proxy/mod.ts";
@@ -31,6 +31,10 @@ onReload(async (next) => {
   }
   await sp.proxy.reconcile(next.urls);
 });
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+// --max-conns client connections, each with its upstream one.
+logFdLimits(log, 2 * flags["max-conns"]);
 
 // ---- shutdown ----
 onShutdown(log, () => sp.stop(flags["drain-timeout"]));

@@ -7,7 +7,7 @@
  *     --server http://tunnel.example.com:8080 --local 127.0.0.1:3000
  */
 
-import { bindOrExit, fail, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, fail, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/tunnel-client.ts";
 import { constructTunnelClient } from "./construct/tunnel-client.ts";
 
@@ -16,6 +16,9 @@ const { cfg, flags, log } = await startService(command, validate);
 
 // ---- wiring and run (services/construct/tunnel-client.ts) ----
 const tc = await constructTunnelClient(flags, cfg, log, bindOrExit);
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+logFdLimits(log);
 
 // ---- shutdown ----
 onShutdown(log, () => tc.stop());

@@ -7,7 +7,7 @@
  *     --host app.example.com=env:APP_IDENTIFIER --admin 127.0.0.1:8081
  */
 
-import { bindOrExit, fail, onShutdown, startService } from "./_kit.ts";
+import { bindOrExit, fail, logFdLimits, onShutdown, startService } from "./_kit.ts";
 import { command, validate } from "./config/tunnel-server.ts";
 import { constructTunnelServer } from "./construct/tunnel-server.ts";
 
@@ -31,6 +31,10 @@ onReload(async (next) => {
   for (const f of r.failedUdp) log.warn("udp tunnel not added", { port: f.port, error: f.error });
   log.info("hosts", { count: next.routes.hosts.size });
 });
+
+// ---- open-file limits (logged once listening: a busy port still exits with one line) ----
+// --max-conns public connections (their tunnels are streams of the clients' connections).
+logFdLimits(log, flags["max-conns"]);
 
 // ---- shutdown ----
 onShutdown(log, () => tunnel.stop(flags["drain-timeout"]));
