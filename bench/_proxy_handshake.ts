@@ -69,6 +69,7 @@ async function load(name: string, dir: string): Promise<Tree> {
   const conn = () => new proxy.ProxyConnection(1, "x", client);
   const base = {
     signal: never,
+    abort: never,
     log: undefined as never,
     authenticate: undefined,
     socket: undefined as never,

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
-import { deadlines, dial, NetError, resolveHost } from "../lib/net/mod.ts";
+import { deadlines, dial, NetError, resolveHost, serve } from "../lib/net/mod.ts";
 import { listenLocal, run, until, within } from "./_util.ts";
 
 Deno.test("dial: connects and tries every address (localhost may resolve to ::1 first)", async () => {
@@ -113,6 +113,22 @@ Deno.test("dial: a destination that never answers times out; an abort mid-connec
     clearTimeout(wait);
     second.abort();
     assertEquals(await within(settled, "the aborted dial"), "rejected: aborted");
+
+    // serve()'s connection context as the abort (seaprox's way, no AbortSignal made): the
+    // handshake timer firing mid-connect aborts the dial through the context's own listeners.
+    const outcome = Promise.withResolvers<string>();
+    const server = serve(listenLocal(), async (_conn, ctx) => {
+      const r = await dial("127.0.0.1", port, { timeoutMs: 60_000, signal: ctx })
+        .then((c) => (c.close(), "connected"), (err: NetError) => `rejected: ${err.reason}`);
+      outcome.resolve(r);
+    }, { handshakeTimeoutMs: 100 });
+    const client = await dial("127.0.0.1", server.addr.port);
+    assertEquals(
+      await within(outcome.promise, "the dial cut by the handshake timeout"),
+      "rejected: aborted",
+    );
+    client.close();
+    await server.stop();
     assertEquals(deadlines.size, 0, "the dials left nothing on the wheel");
   } finally {
     for (const c of held) c.close();

@@ -7,7 +7,7 @@
  */
 
 import type { Logger } from "../log.ts";
-import type { Duplex, HostPort, NetFailureReason, RelayStats } from "../net/mod.ts";
+import type { Abortable, Duplex, HostPort, NetFailureReason, RelayStats } from "../net/mod.ts";
 import type { HeadLimits } from "./head.ts";
 import { HttpProxyConn } from "./proxy_conn.ts";
 
@@ -55,7 +55,7 @@ export interface HttpProxyOptions {
   /** Limits on request and response heads. @default 64 KiB, 100 fields */
   limits?: HeadLimits;
   /** Abort: the connection (and any upstream) is closed and the call resolves. */
-  signal?: AbortSignal;
+  signal?: Abortable;
   /**
    * Called once the first request head was read and authorised (stop a handshake timer). With
    * it, the caller's handshake timer is the only watch over the first head; without, the idle

@@ -17,11 +17,13 @@ import {
   IdleTimer,
   isDisconnect,
   joinHostPort,
+  listenAbort,
   type NetFailureReason,
   noDelay,
   relay,
   relayPool,
   type RelayStats,
+  unlistenAbort,
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
@@ -318,9 +320,9 @@ export class HttpProxyConn {
 
   /** Serve requests until the client is done; `conn` is closed by then. Never rejects. */
   async run(): Promise<void> {
-    const onAbort = () => this.#closeAll();
-    if (this.#opts.signal?.aborted) onAbort();
-    this.#opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const signal = this.#opts.signal;
+    if (signal?.aborted) this.#closeAll();
+    else if (signal) listenAbort(signal, this);
     let settled = false;
     try {
       await this.#serve();
@@ -328,7 +330,7 @@ export class HttpProxyConn {
     } finally {
       this.state = HttpProxyState.Closed;
       this.#idle?.stop();
-      this.#opts.signal?.removeEventListener("abort", onAbort);
+      if (signal) unlistenAbort(signal, this);
       closeQuietly(this.#conn);
       // Every read of the client and upstream readers was awaited on the way out of #serve;
       // after a throw one might not have been (a request body's copy, say), and a buffer
@@ -368,6 +370,15 @@ export class HttpProxyConn {
   #releaseClientBuffer(): void {
     if (this.#clientBuf) relayPool.release(this.#clientBuf);
     this.#clientBuf = undefined;
+  }
+
+  /**
+   * @internal The abort listener (the connection itself: no closure): close everything, except
+   * a tunnel's sockets, which its relay (listening to the same abort) resets, so the client
+   * reads the cut as one: closed from here first, it read a FIN, a clean end.
+   */
+  handleEvent(): void {
+    if (this.state !== HttpProxyState.Relaying) this.#closeAll();
   }
 
   #closeAll(): void {

@@ -8,6 +8,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { isIPv4Address } from "./addr.ts";
 import { noDelay } from "./duplex.ts";
+import { type Abortable, listenAbort, unlistenAbort } from "./abort.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
 import { classifyError, errorMessage, NetError, type NetFailureReason } from "./errors.ts";
 
@@ -20,8 +21,11 @@ export interface DialOptions {
   timeoutMs?: number;
   /** Which family to try first (seed 003 prefers IPv6). @default "ipv6" */
   prefer?: "ipv6" | "ipv4";
-  /** Abort the dial; it rejects with reason "aborted". */
-  signal?: AbortSignal;
+  /**
+   * Abort the dial; it rejects with reason "aborted". serve()'s connection context will do
+   * (no AbortSignal made for it).
+   */
+  signal?: Abortable;
 }
 
 /** Resolve `host` to addresses, preferred family first. IP literals skip resolution. */
@@ -103,14 +107,12 @@ class DialAttempt implements Deadline {
     readonly host: string,
     readonly port: number,
     readonly timeoutMs: number,
-    readonly outer: AbortSignal | undefined,
+    readonly outer: Abortable | undefined,
   ) {
     this.due = deadlines.clockMs() + timeoutMs;
     deadlines.add(this);
-    // No `once`: an abort fires once anyway, the listener is removed in `end`, and an options
-    // object costs a WebIDL dictionary conversion per call.
     if (outer?.aborted) this.handleEvent();
-    else outer?.addEventListener("abort", this);
+    else if (outer) listenAbort(outer, this);
   }
 
   /** The caller's signal aborted. */
@@ -143,7 +145,7 @@ class DialAttempt implements Deadline {
    */
   end(): void {
     deadlines.delete(this);
-    this.outer?.removeEventListener("abort", this);
+    if (this.outer) unlistenAbort(this.outer, this);
     if (!this.signal.aborted && idleControllers.length < maxIdleControllers) {
       idleControllers.push(this.#ac);
     }

@@ -4,6 +4,7 @@
  * @module
  */
 export * from "./duplex.ts";
+export * from "./abort.ts";
 export * from "./bytes.ts";
 export * from "./errors.ts";
 export * from "./pool.ts";

@@ -23,6 +23,7 @@ import {
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
 import { IdleTimer } from "./deadline.ts";
+import { type Abortable, type AbortListener, listenAbort, unlistenAbort } from "./abort.ts";
 
 /** Live byte counters of a relay; readable while it runs (metrics, status pages). */
 export interface RelayStats {
@@ -36,8 +37,11 @@ export interface RelayStats {
 export interface RelayOptions {
   /** Close both sides when no byte moved either way for this long. @default 0 (never) */
   idleTimeoutMs?: number;
-  /** Abort the relay: both sides are closed and it resolves with reason "aborted". */
-  signal?: AbortSignal;
+  /**
+   * Abort the relay: both sides are closed and it resolves with reason "aborted". serve()'s
+   * connection context will do (no AbortSignal made for it).
+   */
+  signal?: Abortable;
   /** Counters updated in place as bytes move. */
   stats?: RelayStats;
   /** Buffer pool; the process-wide one by default. */
@@ -100,9 +104,8 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
   if (idleMs > 0) r.idle = new IdleTimer(idleMs, () => r.stop("idle"));
   const signal = opts.signal;
   if (signal?.aborted) r.stop("aborted");
-  // The relay is the listener (`handleEvent`): no closure. No `once` (removed below; an
-  // options object costs a WebIDL conversion per call).
-  signal?.addEventListener("abort", r);
+  // The relay is the listener (`handleEvent`): no closure.
+  else if (signal) listenAbort(signal, r);
   try {
     // Both pumps at once; neither rejects (each reports its failure to `r`), and the last to
     // end settles this promise: Promise.all without its array, iterator and element closures.
@@ -116,7 +119,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
     });
   } finally {
     r.idle?.stop();
-    signal?.removeEventListener("abort", r);
+    if (signal) unlistenAbort(signal, r);
     if (!r.finished) {
       r.finished = true;
       closeQuietly(a);
@@ -132,7 +135,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
  * failure, the abort listener, each pump and each counter were eight allocations more per
  * connection (issue 20).
  */
-class Relay implements EventListenerObject {
+class Relay implements AbortListener {
   end: RelayEnd = "done";
   error: Error | undefined;
   finished = false;

@@ -8,6 +8,7 @@
 import { sourceKey } from "./ratelimit.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { closeQuietly, noDelay } from "./duplex.ts";
+import { type AbortListener, type AbortSource, fireListeners, removeListener } from "./abort.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
 import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
@@ -90,13 +91,18 @@ export const defaultHandshakeTimeoutMs = 10_000;
 /** Default time live connections get to finish after stop() before they are cut. */
 export const defaultDrainTimeoutMs = 5_000;
 
-/** Per-connection context handed to a handler. */
-export interface ConnContext {
+/**
+ * Per-connection context handed to a handler. It is itself the connection's
+ * {@linkcode AbortSource} (aborted when the server is stopped hard, the connection is shed or
+ * its handshake timer fires): pass it to lib/net's `dial` and `relay` instead of `signal`, and
+ * no AbortSignal is made for the connection.
+ */
+export interface ConnContext extends AbortSource {
   /** Monotonic connection number within this server, for logs. */
   id: number;
   /** Remote address as `host:port`. */
   remote: string;
-  /** Aborted when the server is stopped hard or the handshake timer fires. */
+  /** Aborted with the context (made when first read: prefer the context where it will do). */
   signal: AbortSignal;
   /** Logger carrying the connection id. */
   log: Logger;
@@ -218,8 +224,10 @@ class LiveConn<C extends Deno.Conn> implements ConnContext, Deadline {
   #remote: string | undefined;
   #log: Logger | undefined;
   #ac: AbortController | undefined;
-  /** Why it was aborted, while nobody has asked for the signal yet. */
-  #reason: unknown;
+  /** Listeners added through `onAbort` (a dial's, a relay's): no EventTarget per connection. */
+  #listeners: AbortListener[] | undefined;
+  /** Why it was aborted. */
+  reason: unknown;
   /** Aborted: handshake timeout, shed, or a hard stop. */
   aborted = false;
   /** Its per-source key, when per-source limits are counted. */
@@ -261,17 +269,28 @@ class LiveConn<C extends Deno.Conn> implements ConnContext, Deadline {
   get signal(): AbortSignal {
     if (this.#ac === undefined) {
       this.#ac = new AbortController();
-      if (this.aborted) this.#ac.abort(this.#reason);
+      if (this.aborted) this.#ac.abort(this.reason);
     }
     return this.#ac.signal;
   }
 
-  /** Abort its signal (the first reason stays). */
+  onAbort(l: AbortListener): void {
+    (this.#listeners ??= []).push(l);
+  }
+
+  offAbort(l: AbortListener): void {
+    removeListener(this.#listeners, l);
+  }
+
+  /** Abort: its signal (if made) and its listeners (the first reason stays). */
   abort(reason: DOMException): void {
     if (this.aborted) return;
     this.aborted = true;
-    if (this.#ac) this.#ac.abort(reason);
-    else this.#reason = reason;
+    this.reason = reason;
+    this.#ac?.abort(reason);
+    const listeners = this.#listeners;
+    this.#listeners = undefined;
+    fireListeners(listeners);
   }
 
   /** Bound: handlers pass it on as a function. Off the wheel (nothing if it was not on it). */

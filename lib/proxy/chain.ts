@@ -12,6 +12,7 @@
  */
 
 import type { HostPort } from "../net/addr.ts";
+import { abortSignalOf } from "../net/abort.ts";
 import { closeQuietly, PrefixedDuplex } from "../net/duplex.ts";
 import { classifyError, errorMessage, NetError, type NetFailureReason } from "../net/errors.ts";
 import { httpConnect, HttpConnectError } from "../http/mod.ts";
@@ -88,7 +89,8 @@ function hopDialer(
   handshake: (up: DialedConn, dest: HostPort) => Promise<DialedConn>,
 ): Dialer {
   const name = `hop ${info.index}/${info.of} ${info.display}`;
-  return async (dest, signal) => {
+  return async (dest, abort) => {
+    const signal = abortSignalOf(abort); // listened to below
     let up: DialedConn;
     try {
       up = await via(addr, signal);
@@ -247,7 +249,10 @@ export function seaproxChain(
   const base: Dialer = (dest, signal) => {
     const proxy = proxyFor(opts.proxy, dest, false);
     if (!proxy) return direct(dest, signal);
-    return dialViaProxy(proxy, dest, { timeoutMs: opts.dialTimeoutMs, signal })
+    return dialViaProxy(proxy, dest, {
+      timeoutMs: opts.dialTimeoutMs,
+      signal: abortSignalOf(signal),
+    })
       .then(({ conn, leftover }) =>
         leftover.length > 0 ? new PrefixedDuplex(conn, leftover) : conn
       );

@@ -8,6 +8,7 @@
 import type { HostPort } from "../net/addr.ts";
 import type { Duplex } from "../net/duplex.ts";
 import { dial } from "../net/dial.ts";
+import type { Abortable } from "../net/abort.ts";
 
 /**
  * A connection a Dialer produced. `localAddr` is what a SOCKS5 reply reports as the bound
@@ -18,9 +19,11 @@ export type DialedConn = Duplex & { localAddr?: Deno.Addr; remoteAddr?: Deno.Add
 
 /**
  * Reach `dest`, or reject with a `NetError` whose `reason` says why (so SOCKS5 and HTTP can
- * map it to their reply codes). Must honour `signal` (reject with reason "aborted").
+ * map it to their reply codes). Must honour `signal` (reject with reason "aborted"): an
+ * AbortSignal, or serve()'s connection context (lib/net `abortSignalOf` makes a signal of it
+ * for an API that takes only those; lib/net's dial takes it as it is).
  */
-export type Dialer = (dest: HostPort, signal: AbortSignal) => Promise<DialedConn>;
+export type Dialer = (dest: HostPort, signal: Abortable) => Promise<DialedConn>;
 
 /** Options of {@linkcode directDialer}. */
 export interface DirectDialerOptions {

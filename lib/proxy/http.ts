@@ -26,7 +26,8 @@ export function httpProxy(): SessionProxyType {
         authenticate: ctx.authenticate,
         idleTimeoutMs: ctx.idleTimeoutMs,
         headTimeoutMs: ctx.headTimeoutMs,
-        signal: ctx.signal,
+        // No AbortSignal per connection.
+        signal: ctx.abort,
         handshakeDone: ctx.handshakeDone,
         log: ctx.log,
         onExchange: (e) => {

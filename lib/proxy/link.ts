@@ -50,6 +50,7 @@ import {
   writeAll,
   writeQuietly,
 } from "../net/mod.ts";
+import { abortSignalOf } from "../net/abort.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
 import {
   dialTransport,
@@ -278,7 +279,8 @@ export class LinkClient {
   }
 
   /** The Dialer: one stream per connection, the far node dials `dest`. */
-  readonly dial: Dialer = async (dest: HostPort, signal: AbortSignal): Promise<DialedConn> => {
+  readonly dial: Dialer = async (dest: HostPort, abort): Promise<DialedConn> => {
+    const signal = abortSignalOf(abort);
     const session = await this.#wait.get(signal);
     let stream: Stream;
     try {

@@ -38,6 +38,7 @@ import {
   writeAll,
   writeQuietly,
 } from "../net/mod.ts";
+import { abortSignalOf } from "../net/abort.ts";
 import { verifySecret } from "../net/ratelimit.ts";
 import {
   connectQuic,
@@ -114,7 +115,8 @@ export class QuicLinkClient {
   }
 
   /** The Dialer: one QUIC stream per connection, the far node dials `dest`. */
-  readonly dial: Dialer = async (dest: HostPort, signal: AbortSignal): Promise<DialedConn> => {
+  readonly dial: Dialer = async (dest: HostPort, abort): Promise<DialedConn> => {
+    const signal = abortSignalOf(abort);
     const conn = await this.#wait.get(signal);
     let s: QuicStreamConn | undefined;
     try {

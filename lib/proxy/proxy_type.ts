@@ -15,6 +15,7 @@
 import type { Logger } from "../log.ts";
 import type { HostPort } from "../net/addr.ts";
 import type { Duplex } from "../net/duplex.ts";
+import type { Abortable } from "../net/abort.ts";
 import type { NetFailureReason } from "../net/errors.ts";
 import type { ProxyConnection } from "./connection.ts";
 import type { DialedConn } from "./dialer.ts";
@@ -26,8 +27,13 @@ export type Authenticator = (username: string, password: string) => boolean | Pr
 export interface ProxyTypeContext {
   /** The connection being served (for its id, username, failure record). */
   conn: ProxyConnection;
-  /** Aborted on handshake timeout and on a hard server stop. */
+  /** Aborted on handshake timeout and on a hard server stop (made when first read). */
   signal: AbortSignal;
+  /**
+   * The same abort as `signal` without an AbortSignal made for it (serve()'s connection
+   * context): what to hand lib/net's dial and relay and lib/http's proxy.
+   */
+  abort: Abortable;
   log: Logger;
   /** Set when the listener URL carried user:pass. */
   authenticate?: Authenticator;

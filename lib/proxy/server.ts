@@ -15,6 +15,7 @@ import { encodeProxyHeader, readProxyHeader } from "../proxyproto/mod.ts";
 import { describeEndpoint } from "./state.ts";
 import { classifyError, errorMessage, isDisconnect, NetError } from "../net/errors.ts";
 import { relay } from "../net/relay.ts";
+import type { Abortable } from "../net/abort.ts";
 import { type ConnContext, defaultHandshakeTimeoutMs, serve, type Server } from "../net/serve.ts";
 import { listenerNoDelay } from "../net/tcp_nodelay.ts";
 import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
@@ -105,8 +106,8 @@ function handshakeEnd(
   err: unknown,
   ctx: ConnContext,
 ): "handshake-timeout" | "aborted" | "auth-failed" | "handshake-failed" | "closed" {
-  if (ctx.signal.aborted) {
-    const r = ctx.signal.reason as { name?: string } | undefined;
+  if (ctx.aborted) {
+    const r = ctx.reason as { name?: string } | undefined;
     return r?.name === "TimeoutError" ? "handshake-timeout" : "aborted";
   }
   const reason = reasonOf(err);
@@ -157,7 +158,7 @@ export function serveProxy(
   const dialTracked = async (
     conn: ProxyConnection,
     dest: HostPort,
-    signal: AbortSignal,
+    signal: Abortable,
   ): Promise<DialedConn> => {
     conn.connecting(dest);
     try {
@@ -267,7 +268,7 @@ export function serveProxy(
         // The type counts the bytes into conn.stats (lib/http: the tunnel's relay itself).
         connect: (d) => {
           ctx.handshakeDone();
-          return dialTracked(conn, d, ctx.signal);
+          return dialTracked(conn, d, ctx);
         },
       });
       try {
@@ -282,7 +283,7 @@ export function serveProxy(
           );
         }
       }
-      if (ctx.signal.aborted && conn.end === undefined) {
+      if (ctx.aborted && conn.end === undefined) {
         conn.fail(handshakeEnd(undefined, ctx));
       }
     } finally {
@@ -325,7 +326,8 @@ export function serveProxy(
       // The dial in this frame (not through dialTracked's): one async frame less per connection.
       conn.connecting(req.dest);
       try {
-        dest = await opts.dialer(req.dest, ctx.signal);
+        // The context itself as the abort (no AbortSignal per connection), here and below.
+        dest = await opts.dialer(req.dest, ctx);
       } catch (err) {
         const failed = dialFailed(conn, err);
         await req.reply?.({ ok: false, reason: failed.reason });
@@ -359,7 +361,7 @@ export function serveProxy(
       }
       const res = await relay(req.source, dest, {
         idleTimeoutMs,
-        signal: ctx.signal,
+        signal: ctx,
         stats: conn.stats,
       });
       const vanished = res.end === "error" && isDisconnect(res.error);
@@ -401,7 +403,7 @@ export function serveProxy(
  * connection, and most connections never read either).
  */
 class TypeContext implements ProxyTypeContext {
-  readonly signal: AbortSignal;
+  readonly abort: Abortable;
   readonly #ctx: ConnContext;
   readonly #sock: Deno.TcpConn;
   #socket: ProxyTypeContext["socket"] | undefined;
@@ -412,9 +414,14 @@ class TypeContext implements ProxyTypeContext {
     sock: Deno.TcpConn,
     readonly authenticate: Authenticator | undefined,
   ) {
-    this.signal = ctx.signal;
     this.#ctx = ctx;
+    this.abort = ctx;
     this.#sock = sock;
+  }
+
+  /** Made when first read (a SOCKS5 UDP association's): most types never read it. */
+  get signal(): AbortSignal {
+    return this.#ctx.signal;
   }
 
   get log(): Logger {
