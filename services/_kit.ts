@@ -152,6 +152,7 @@ export async function startService<S extends FlagDefs, C>(
     Deno.exit(0);
   }
   takeStopSignals(log);
+  loadTrustStore();
   const workers = (flags as Record<string, unknown>).workers;
   if (slot) {
     setWorkerSlot(slot);
@@ -290,6 +291,18 @@ function takeStopSignals(log: Logger): void {
  * shut down as on SIGTERM once it listens (`onShutdown`).
  */
 let supervisorGone = (): void => fail("supervisor gone before this worker was ready");
+
+/**
+ * Load the TLS trust store now, as the service starts. Deno 2.9.6 loads it at the first TLS
+ * client connection (or HTTP client) and keeps it for the process's life; a load that fails
+ * then (out of file descriptors: "Warning: Ignoring extra certs from … Too many open files")
+ * drops the `NODE_EXTRA_CA_CERTS` certificates for good, so every later TLS dial to a server
+ * under such a CA failed (UnknownIssuer). Creating an HTTP client loads it (about 1 ms, no
+ * permission needed); tests/tls_trust_store_test.ts shows both.
+ */
+export function loadTrustStore(): void {
+  Deno.createHttpClient({}).close();
+}
 
 /** Descriptors a service holds beside its connections: listeners, stdio, Redis, the runtime's. */
 export const fdReserve = 64;
