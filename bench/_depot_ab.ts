@@ -12,6 +12,8 @@
  * with the relay's buffers reused (`floor+pool`), and in processes that also hold depot's weight
  * idle (`floor+weight`: lib/depot loaded, the wheel held, an idle DepotServer; `floor+modules`:
  * the modules loaded only). `--floors REGEX` keeps the plain floor and the variants it matches.
+ * `--mux`: every tree's depot-local runs with `--mux` and the floor is bench/floor_mux.ts's
+ * depot modes (no floor variants): the same bisection for depot `--mux`.
  *
  * `DIR:SUB+SUB` starts that tree's services with `DEPOT_SUB=SUB,SUB`: the substitutions of
  * bench/_depot_sub.patch (apply it to an old tree: `git worktree add --detach /work/old-sub
@@ -53,7 +55,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000, concurrency: 32 },
-  booleans: ["together", "no-floor"],
+  booleans: ["together", "no-floor", "mux"],
   strings: ["trees", "floors"],
 });
 const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
@@ -81,7 +83,24 @@ try {
     ["floor+lib/depot", "0", "0", "5"],
   ];
   const onlyFloors = flags.floors === undefined ? undefined : new RegExp(flags.floors);
-  for (const [name, standby, pool, heavy] of flags["no-floor"] ? [] : floors) {
+  if (flags.mux && !flags["no-floor"]) {
+    const server = spawnDeno(benchPath("floor_mux.ts"), [], {
+      env: { BENCH_MODE: "depot-server" },
+    });
+    procs.push(server);
+    const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+    const local = spawnDeno(benchPath("floor_mux.ts"), [], {
+      env: { BENCH_MODE: "depot-local", BENCH_SERVER: `127.0.0.1:${p.tunnel}` },
+      output: "stderr",
+    });
+    procs.push(local);
+    paths.push({
+      name: "floor",
+      route: socksRoute("floor", p.port, srcPort),
+      procs: [server, local],
+    });
+  }
+  for (const [name, standby, pool, heavy] of flags["no-floor"] || flags.mux ? [] : floors) {
     if (onlyFloors && name !== "floor" && !onlyFloors.test(name)) continue;
     const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
       env: { BENCH_MODE: "server", BENCH_STANDBY: standby, BENCH_POOL: pool, BENCH_HEAVY: heavy },
@@ -118,6 +137,7 @@ try {
     const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
       "--log-level",
       "warn",
+      ...(flags.mux ? ["--mux"] : []),
       "--server",
       `127.0.0.1:${control}`,
     ], { env: { ...env, DEPOT_SUB: t.sub }, output: "stderr" });
@@ -158,7 +178,9 @@ try {
   const base = paths.findIndex((p) => p.name === trees[0].name);
   const floor = paths.findIndex((p) => p.name === "floor");
   console.log(
-    `plain depot CPU µs/conn, ${flags.count} exchanges x${flags.concurrency}, ${flags.rounds} rounds` +
+    `${
+      flags.mux ? "depot --mux" : "plain depot"
+    } CPU µs/conn, ${flags.count} exchanges x${flags.concurrency}, ${flags.rounds} rounds` +
       `${flags.together ? " (together)" : ""}: median (server + local); Δ = median same-round ` +
       `difference to ${trees[0].name}; x floor = median same-round ratio`,
   );

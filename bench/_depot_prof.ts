@@ -7,11 +7,14 @@
  *
  *   deno run -A bench/_depot_prof.ts [--requests 4000] [--concurrency 32] [--top 30] [--mux]
  *
- * `--floor` profiles bench/floor_reverse.ts's two processes instead; `--strace` counts their
+ * `--floor` profiles bench/floor_reverse.ts's two processes instead (`--floor-mux`:
+ * bench/floor_mux.ts's depot modes, the floor of `--mux`); `--strace` counts their
  * syscalls per connection (strace -c -f); `--perf` samples both with `perf record` (cpu-clock,
  * which counts only while the process runs; V8's `--perf-basic-prof` names JIT code) and prints
  * µs per connection by binary (kernel, deno, JIT, libc) and the top symbols; `--no-profile`
- * skips the inspector (then the CPU figures are the process's own, unperturbed).
+ * skips the inspector (then the CPU figures are the process's own, unperturbed); `--promises`
+ * counts the promises each process creates per connection (bench/_promise_count.ts preloaded;
+ * implies `--no-profile`, and its CPU figures are the hook's, not the path's).
  * @module
  */
 
@@ -37,10 +40,14 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
-  booleans: ["mux", "floor", "strace", "perf", "no-profile", "heap"],
+  booleans: ["mux", "floor", "floor-mux", "promises", "strace", "perf", "no-profile", "heap"],
   strings: ["tree", "out"],
 });
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
+if (flags.promises) flags["no-profile"] = true;
+const preload = flags.promises
+  ? ["--preload", new URL("./_promise_count.ts", import.meta.url).pathname]
+  : [];
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 const [src, control, socks, tunnel, status, inspS, inspL] = Array.from({ length: 7 }, freePort);
 const deno = (script: string, args: string[], inspect?: number, e?: Record<string, string>) =>
@@ -49,6 +56,7 @@ const deno = (script: string, args: string[], inspect?: number, e?: Record<strin
     "-A",
     ...(inspect && !flags["no-profile"] ? [`--inspect=127.0.0.1:${inspect}`] : []),
     ...(inspect && flags.perf ? ["--v8-flags=--perf-basic-prof"] : []),
+    ...(inspect ? preload : []),
     script,
     ...args,
   ], { env: { ...env, ...e }, output: "stderr" });
@@ -59,21 +67,26 @@ const source = deno(new URL(import.meta.url).pathname, [], undefined, {
 const procs = [source];
 try {
   let socksPort = socks;
-  if (flags.floor) {
-    // bench/floor_reverse.ts's two processes instead (the floor, profiled the same way).
-    const floor = `${tree}/bench/floor_reverse.ts`;
+  if (flags.floor || flags["floor-mux"]) {
+    // bench/floor_reverse.ts's (or floor_mux.ts's) two processes instead, profiled the same way.
+    const fm = flags["floor-mux"];
+    const floor = `${tree}/bench/floor_${fm ? "mux" : "reverse"}.ts`;
     const inspect = [
       ...(flags["no-profile"] ? [] : [`--inspect=127.0.0.1:${inspS}`]),
       ...(flags.perf ? ["--v8-flags=--perf-basic-prof"] : []),
+      ...preload,
     ];
     const server = spawn(Deno.execPath(), ["run", "-A", ...inspect, floor], {
-      env: { BENCH_MODE: "server" },
+      env: { BENCH_MODE: fm ? "depot-server" : "server" },
     });
     procs.push(server);
     const ports = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
     socksPort = ports.port;
     procs.push(
-      deno(floor, [], inspL, { BENCH_MODE: "local", BENCH_SERVER: `127.0.0.1:${ports.tunnel}` }),
+      deno(floor, [], inspL, {
+        BENCH_MODE: fm ? "depot-local" : "local",
+        BENCH_SERVER: `127.0.0.1:${ports.tunnel}`,
+      }),
     );
     await new Promise((r) => setTimeout(r, 1000));
   } else {
@@ -144,6 +157,7 @@ try {
     )
     : [];
   if (straces.length || perfs.length) await new Promise((r) => setTimeout(r, 500));
+  const promises0 = flags.promises ? await promiseCounts(procs.slice(1, 3)) : [];
   const cpu0 = [procCpuSeconds([procs[1]]), procCpuSeconds([procs[2]])];
   const t0 = performance.now();
   await concurrentRps(route, n, flags.concurrency);
@@ -152,6 +166,12 @@ try {
     (c - cpu0[i]) * 1e6 / n
   );
   const us1 = [userSys(procs[1]), userSys(procs[2])];
+  if (flags.promises) {
+    const promises1 = await promiseCounts(procs.slice(1, 3));
+    for (const [i, name] of ["server", "local"].entries()) {
+      console.log(`${name}: ${((promises1[i] - promises0[i]) / n).toFixed(2)} promises/conn`);
+    }
+  }
   for (const [i, name] of ["server", "local"].entries()) {
     const user = (us1[i].user - us0[i].user) * 1e6 / n;
     const sys = (us1[i].sys - us0[i].sys) * 1e6 / n;
@@ -230,4 +250,15 @@ function perfReport(file: string, name: string, hz: number, n: number): void {
   for (const r of report("dso,sym").slice(0, flags.top)) {
     console.log(`${r.us.toFixed(2).padStart(8)}  ${r.what}`);
   }
+}
+
+/** Each process's promise count so far (bench/_promise_count.ts, preloaded, on SIGUSR2). */
+async function promiseCounts(ps: typeof procs): Promise<number[]> {
+  const files = ps.map((p) => `/tmp/promise_count.${p.child.pid}`);
+  for (const f of files) Deno.writeTextFileSync(f, "");
+  for (const p of ps) p.child.kill("SIGUSR2");
+  return await Promise.all(files.map(async (f) => {
+    await waitUntil(`promise count in ${f}`, async () => (await Deno.readTextFile(f)) !== "");
+    return Number(Deno.readTextFileSync(f));
+  }));
 }
