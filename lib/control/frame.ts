@@ -7,7 +7,7 @@
  */
 
 import { concatBytes } from "../net/bytes.ts";
-import { type Duplex, writeAll } from "../net/duplex.ts";
+import { type Duplex, viewReader, withPrefix, writeAll } from "../net/duplex.ts";
 import { BufferedReader, UnexpectedEofError } from "../net/reader.ts";
 import { type CompactCodec, compactFlag, compactMaxBodyBytes } from "./compact.ts";
 import { ControlError, type Message, type Outgoing, type Protocol } from "./message.ts";
@@ -195,25 +195,95 @@ export class ControlReader<M extends Message> {
    */
   #decodeBuffered(): M | undefined {
     const b = this.reader.peek();
-    if (b.length < controlLengthPrefixBytes) return undefined;
-    const prefix = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
-    const compact = prefix >= compactFlag ? this.compact : undefined;
-    const len = compact ? prefix & compactMaxBodyBytes : prefix;
-    if (compact) {
-      if (len > this.maxMessageBytes) {
-        throw new ControlError(
-          "too-large",
-          `frame of ${len} bytes exceeds ${this.maxMessageBytes}`,
-        );
-      }
-    } else checkLength(len, this.maxMessageBytes);
-    const frameBytes = controlLengthPrefixBytes + len;
-    if (b.length < frameBytes) return undefined;
-    const body = b.subarray(controlLengthPrefixBytes, frameBytes); // valid until the next read
+    const frameBytes = wholeFrameBytes(b, this.maxMessageBytes, this.compact);
+    if (frameBytes < 0) return undefined;
+    const msg = decodeWhole(b, frameBytes, this.protocol, this.compact);
     this.reader.skip(frameBytes);
-    if (compact) return compact.decode((prefix >>> 24) & 0x7f, body);
-    return this.protocol.check(parseJson(body));
+    return msg;
   }
+}
+
+/**
+ * The length of the frame `b` starts with when all of it is in `b`, else -1. Its declared
+ * length is checked as soon as the prefix is there, before any body byte is waited for.
+ */
+function wholeFrameBytes<M extends Message>(
+  b: Uint8Array,
+  maxMessageBytes: number,
+  compact: CompactCodec<M> | undefined,
+): number {
+  if (b.length < controlLengthPrefixBytes) return -1;
+  const prefix = ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  const isCompact = prefix >= compactFlag && compact !== undefined;
+  const len = isCompact ? prefix & compactMaxBodyBytes : prefix;
+  if (isCompact) {
+    if (len > maxMessageBytes) {
+      throw new ControlError("too-large", `frame of ${len} bytes exceeds ${maxMessageBytes}`);
+    }
+  } else checkLength(len, maxMessageBytes);
+  const frameBytes = controlLengthPrefixBytes + len;
+  return b.length < frameBytes ? -1 : frameBytes;
+}
+
+/** The message of the whole frame `b[0, frameBytes)` (see {@linkcode wholeFrameBytes}). */
+function decodeWhole<M extends Message>(
+  b: Uint8Array,
+  frameBytes: number,
+  protocol: Protocol<M>,
+  compact: CompactCodec<M> | undefined,
+): M {
+  const body = b.subarray(controlLengthPrefixBytes, frameBytes);
+  if (b[0] >= 0x80 && compact) return compact.decode(b[0] & 0x7f, body);
+  return protocol.check(parseJson(body));
+}
+
+/** What {@linkcode readFirstMessage} read. */
+export interface FirstMessage<M extends Message> {
+  /** The message, or `null` when the peer ended the connection before sending any byte. */
+  msg: M | null;
+  /** The bytes that came after the message (a copy; mostly none): forward them first. */
+  leftover: Uint8Array;
+}
+
+/** What `leftover` is when nothing came after the first message. */
+const noBytes = new Uint8Array(0);
+
+/**
+ * Read the first message of a fresh connection or stream, as a {@linkcode ControlReader}
+ * would, and the bytes read past it. For a stream that lends what it received (`ViewReader`:
+ * a lib/mux stream, whose opener sent the message with its SYN, as depot-server's requests
+ * and depot-local's answers on `--mux` streams are) the frame is decoded from the lent bytes:
+ * no reader, buffer or copy of its own (they were an object, a 1 KiB buffer and a copy per
+ * depot `--mux` connection on each side). Otherwise, or when the lent bytes hold only part
+ * of the frame, it reads through a BufferedReader of `chunkBytes`. Throws as
+ * `ControlReader.read` does (`ControlError` on violations, "truncated" at EOF mid-frame).
+ */
+export async function readFirstMessage<M extends Message>(
+  conn: Duplex,
+  protocol: Protocol<M>,
+  opts: CompactOptions<M> = {},
+  chunkBytes = 1024,
+): Promise<FirstMessage<M>> {
+  const max = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+  const views = viewReader(conn);
+  let src = conn;
+  if (views) {
+    const v = await views.readView();
+    if (v === null) return { msg: null, leftover: noBytes };
+    try {
+      const frameBytes = wholeFrameBytes(v, max, opts.compact);
+      if (frameBytes >= 0) {
+        const msg = decodeWhole(v, frameBytes, protocol, opts.compact);
+        return { msg, leftover: v.length > frameBytes ? v.slice(frameBytes) : noBytes };
+      }
+      src = withPrefix(conn, v.slice()); // part of a frame: read the rest the usual way
+    } finally {
+      views.releaseView();
+    }
+  }
+  const buffered = new BufferedReader(src, chunkBytes);
+  const msg = await new ControlReader(buffered, protocol, opts).read();
+  return { msg, leftover: buffered.takeBuffered() };
 }
 
 /**

@@ -38,6 +38,7 @@ import {
   ControlWriter,
   encodeFrame,
   type Outgoing,
+  readFirstMessage,
   RemoteError,
 } from "../control/mod.ts";
 import {
@@ -717,20 +718,20 @@ export class DepotLocal {
   async #serveStream(session: Session, stream: Duplex): Promise<void> {
     const timeoutMs = this.#opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
     const cancelTimer = after(timeoutMs, () => closeQuietly(stream));
-    let req;
-    const buffered = new BufferedReader(stream, 1024);
+    let first;
     try {
-      req = await new ControlReader(buffered, depotProtocol, {
+      first = await readFirstMessage(stream, depotProtocol, {
         maxMessageBytes: 1024,
         compact: session.compact,
-      }).read();
+      });
     } catch (err) {
       this.log.debug("request stream failed", { error: describe(err) });
     } finally {
       cancelTimer();
     }
+    const req = first?.msg;
     if (req?.type === "connect" || (req?.type === "associate" && this.#udpOpts.enabled)) {
-      await this.#handleConnect(session, req, { stream, leftover: buffered.takeBuffered() });
+      await this.#handleConnect(session, req, { stream, leftover: first!.leftover });
       return;
     }
     if (req) this.log.warn("unexpected first frame on a request stream", { type: req.type });

@@ -44,6 +44,7 @@ import {
   encodeFrame,
   type Outgoing,
   randomSecret,
+  readFirstMessage,
   RemoteError,
   timingSafeEqual,
 } from "../control/mod.ts";
@@ -306,11 +307,12 @@ export interface DepotClusterHooks {
   exitsChanged(connected?: string): void;
 }
 
-/** The tunnel a request was written on ("open"), its reader, and the answer read from it. */
+/** The tunnel a request was written on ("open"), and the answer read from it. */
 interface DirectSent {
-  conn: Duplex;
-  buffered: BufferedReader;
-  answer: Promise<DepotMessage | null>;
+  readonly conn: Duplex;
+  readonly answer: Promise<DepotMessage | null>;
+  /** The bytes read past the answer, once it came (forwarded first). */
+  leftover(): Uint8Array;
 }
 
 /** How a request goes straight on a tunnel ("open"): see `#requestDirect`. */
@@ -353,6 +355,10 @@ class Standby implements DirectWay, DirectSent {
     return this.conn;
   }
 
+  leftover(): Uint8Array {
+    return this.buffered.takeBuffered();
+  }
+
   /**
    * Not awaited before the answer is: the local answers only once it read the whole frame,
    * and a failed write fails the request (its reset then ends the answer's read too).
@@ -369,6 +375,52 @@ class Standby implements DirectWay, DirectSent {
   done(): void {
     this.release();
   }
+}
+
+/**
+ * A request on a stream we open on the exit's mux session, its SYN carrying the request
+ * ("open"), and the answer read from what the stream lends (`readFirstMessage`). One object
+ * per request: it was a literal with three closures, a reader, a 1 KiB buffer and a copy.
+ */
+class StreamWay implements DirectWay, DirectSent {
+  readonly plain = undefined;
+  #stream: Stream | undefined;
+  #leftover: Uint8Array | undefined;
+  answer!: Promise<DepotMessage | null>;
+
+  constructor(
+    readonly mux: MuxSession,
+    readonly compact: CompactCodec<DepotMessage> | undefined,
+  ) {}
+
+  get conn(): Duplex {
+    return this.#stream!; // read only once `send` resolved
+  }
+
+  async send(frame: Uint8Array): Promise<DirectSent> {
+    this.#stream = await this.mux.open({ data: frame });
+    this.answer = this.#read(this.#stream);
+    return this;
+  }
+
+  async #read(stream: Stream): Promise<DepotMessage | null> {
+    const first = await readFirstMessage(stream, depotProtocol, {
+      maxMessageBytes: 1024,
+      compact: this.compact,
+    });
+    this.#leftover = first.leftover;
+    return first.msg;
+  }
+
+  leftover(): Uint8Array {
+    return this.#leftover!; // set before `answer` resolves
+  }
+
+  giveUp(): void {
+    this.#stream?.reset();
+  }
+
+  done(): void {}
 }
 
 /** A SOCKS request waiting for its exit's answer. */
@@ -482,7 +534,7 @@ class DirectRequest implements Pending, Deadline {
       const bound = msg.boundHost !== undefined && msg.boundPort !== undefined
         ? { host: msg.boundHost, port: msg.boundPort }
         : undefined;
-      const tunnel = withPrefix(sent.conn, sent.buffered.takeBuffered());
+      const tunnel = withPrefix(sent.conn, sent.leftover());
       const gate = this.#gate;
       if (gate) gate.inner = tunnel;
       return { ok: true, conn: gate ?? tunnel, bound, done: this.relayDone };
@@ -1462,25 +1514,6 @@ export class DepotServer {
     return req.outcome;
   }
 
-  /** A request on a stream we open on the exit's mux session. */
-  #streamWay(mux: MuxSession): DirectWay {
-    let stream: Stream | undefined;
-    return {
-      plain: undefined,
-      send: async (frame) => {
-        stream = await mux.open({ data: frame });
-        const buffered = new BufferedReader(stream, 1024);
-        const reader = new ControlReader(buffered, depotProtocol, {
-          maxMessageBytes: 1024,
-          compact: this.compact,
-        });
-        return { conn: stream, buffered, answer: reader.read() };
-      },
-      giveUp: () => stream?.reset(),
-      done: () => {},
-    };
-  }
-
   /**
    * Send the request the cheapest way the exit takes: a stream of its mux session, else a
    * standby spare (another one, or the control path, if the local closed that one at the same
@@ -1492,7 +1525,7 @@ export class DepotServer {
     dest: string,
   ): Promise<Outcome> {
     if (exit.mux) {
-      const o = await this.#requestDirect(exit, this.#streamWay(exit.mux), ask, dest);
+      const o = await this.#requestDirect(exit, new StreamWay(exit.mux, this.compact), ask, dest);
       return o === "unanswered"
         ? { ok: false, reason: "other", message: "stream ended unanswered" }
         : o;
