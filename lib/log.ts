@@ -104,22 +104,49 @@ function logfmtFields(fields: LogFields): string {
   for (const k of Object.keys(fields)) {
     const v = fields[k];
     if (v === undefined || v === null) continue;
-    s += typeof v === "number" ? ` ${k}=${v}` : ` ${k}=${quote(String(plain(v)))}`;
+    s += typeof v === "number"
+      ? ` ${k}=${v}`
+      : ` ${k}=${quote(typeof v === "string" ? v : String(plain(v)))}`;
   }
   return s;
 }
 
-function logfmtLine(level: LogLevel, msg: string, context: LogFields, fields: LogFields): string {
-  return `ts=${isoNow()} level=${level}${logfmtFields(context)} msg=${JSON.stringify(msg)}${
-    logfmtFields(fields)
-  }`;
+let lastMsg = "";
+let lastMsgText = '""';
+
+/** `msg` as a JSON string, kept for the next line (a busy log repeats one message). */
+function quotedMsg(msg: string): string {
+  if (msg !== lastMsg) {
+    lastMsg = msg;
+    lastMsgText = JSON.stringify(msg);
+  }
+  return lastMsgText;
 }
 
-function jsonLine(level: LogLevel, msg: string, context: LogFields, fields: LogFields): string {
+function logfmtLine(
+  level: LogLevel,
+  msg: string,
+  context: string,
+  fields: LogFields | undefined,
+  tail: LogTail | undefined,
+): string {
+  const line = `ts=${isoNow()} level=${level}${context} msg=${quotedMsg(msg)}`;
+  const more = fields ? logfmtFields(fields) : "";
+  return tail ? line + more + tail.text : line + more;
+}
+
+function jsonLine(
+  level: LogLevel,
+  msg: string,
+  context: LogFields,
+  fields: LogFields | undefined,
+  tail: LogTail | undefined,
+): string {
   const o: Record<string, string | number | boolean> = { ts: isoNow(), level };
   jsonFields(o, context);
   o.msg = msg;
-  jsonFields(o, fields);
+  if (fields) jsonFields(o, fields);
+  if (tail) jsonFields(o, tail.fields);
   return JSON.stringify(o);
 }
 
@@ -133,10 +160,21 @@ function jsonFields(o: Record<string, string | number | boolean>, fields: LogFie
 
 const ownKeys: ReadonlySet<string> = new Set(["ts", "level", "msg"]);
 
+/**
+ * Fields that end many lines of one logger (a connection's own: its peer, its client),
+ * rendered once in the logger's format ({@linkcode Logger.tail}) rather than on every line.
+ */
+export class LogTail {
+  /** @param text the fields as logfmt (` key=value` each) @param fields the fields themselves */
+  constructor(readonly text: string, readonly fields: LogFields) {}
+}
+
 /** A levelled logger carrying fixed context fields (`svc`, a connection id …). */
 export class Logger {
   #level: { value: LogLevel };
   #fields: LogFields;
+  /** The context fields as logfmt, rendered once. */
+  #context: string;
   #sink: LogSink;
   #format: LogFormat;
 
@@ -148,6 +186,7 @@ export class Logger {
   ) {
     this.#level = { value: level };
     this.#fields = fields;
+    this.#context = format === "json" ? "" : logfmtFields(fields);
     this.#sink = sink;
     this.#format = format;
   }
@@ -187,25 +226,34 @@ export class Logger {
     return levelRank[level] >= levelRank[this.#level.value] && level !== "silent";
   }
 
-  log(level: LogLevel, msg: string, fields?: LogFields): void {
+  /**
+   * `fields` rendered once for this logger's lines: a {@linkcode LogTail} that `log` appends
+   * after a line's own fields, for fields many lines repeat.
+   */
+  tail(fields: LogFields): LogTail {
+    return new LogTail(this.#format === "json" ? "" : logfmtFields(fields), fields);
+  }
+
+  /** Write a line of `fields`, then `tail`'s, if `level` is enabled. */
+  log(level: LogLevel, msg: string, fields?: LogFields, tail?: LogTail): void {
     if (!this.enabled(level)) return;
     const line = this.#format === "json"
-      ? jsonLine(level, msg, this.#fields, fields ?? {})
-      : logfmtLine(level, msg, this.#fields, fields ?? {});
+      ? jsonLine(level, msg, this.#fields, fields, tail)
+      : logfmtLine(level, msg, this.#context, fields, tail);
     this.#sink(line, level);
   }
 
-  debug(msg: string, fields?: LogFields): void {
-    this.log("debug", msg, fields);
+  debug(msg: string, fields?: LogFields, tail?: LogTail): void {
+    this.log("debug", msg, fields, tail);
   }
-  info(msg: string, fields?: LogFields): void {
-    this.log("info", msg, fields);
+  info(msg: string, fields?: LogFields, tail?: LogTail): void {
+    this.log("info", msg, fields, tail);
   }
-  warn(msg: string, fields?: LogFields): void {
-    this.log("warn", msg, fields);
+  warn(msg: string, fields?: LogFields, tail?: LogTail): void {
+    this.log("warn", msg, fields, tail);
   }
-  error(msg: string, fields?: LogFields): void {
-    this.log("error", msg, fields);
+  error(msg: string, fields?: LogFields, tail?: LogTail): void {
+    this.log("error", msg, fields, tail);
   }
 }
 

@@ -14,10 +14,12 @@ import {
   readRequestHead,
   readRequestHeadRawWithin,
   readResponseHead,
+  readResponseHeadRaw,
   requestBodyFraming,
   type RequestHead,
   responseBodyFraming,
   type ResponseHead,
+  scanResponseHead,
   serializeRequestHead,
   serializeResponseHead,
   statusForHttpError,
@@ -357,6 +359,88 @@ Deno.test("fuzz http: a response head parsed whole from one read equals it parse
     ),
     fuzzParams(300),
   );
+});
+
+Deno.test("fuzz http: a scanned response head agrees with the parser, and is scanned when canonical", async () => {
+  // scanResponseHead (the tunnel's access-log path) passes a head on as it came, knowing only
+  // its status and framing fields. It must accept exactly the heads whose bytes the parser
+  // would hand out as raw (all buffered, within the limits, as a serialiser writes them),
+  // with the parser's status, length and framing (or framing error), and nothing the parser
+  // rejects: for valid, mutated and random input, bare LFs, odd spacing and odd framing
+  // fields around the limits.
+  const framingArb = fc.array(
+    fc.tuple(
+      fc.constantFrom("Content-Length", "content-length", "CONTENT-LENGTH", "Transfer-Encoding"),
+      fc.constantFrom("0", "5", "ten", "5, 5", "5,6", "chunked", "gzip, chunked", "gzip", ""),
+    ),
+    { maxLength: 3 },
+  ) as fc.Arbitrary<[string, string][]>;
+  const framing = (head: { status: number; headers: [string, string][] }, method: string) =>
+    clean(() => responseBodyFraming(head, method));
+  let scanned = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      responseArb,
+      framingArb,
+      mutationArb,
+      fc.constantFrom(
+        "none",
+        "bare-lf",
+        "space-after-colon",
+        "no-space",
+        "trailing-space",
+        "status-0xx",
+        "odd-byte",
+      ),
+      // The odd byte and where it goes: controls, DEL, bare CR/LF, HTAB, latin-1.
+      fc.tuple(fc.constantFrom(0x00, 0x09, 0x0a, 0x0d, 0x1f, 0x20, 0x7f, 0x80, 0xff), fc.nat()),
+      bytesArb,
+      fc.record({ slack: fc.integer({ min: -6, max: 6 }), maxHeaders: fc.nat(24) }),
+      async (h, fields, muts, variant, [odd, at], junk, { slack, maxHeaders }) => {
+        const head = { ...h, headers: [...h.headers, ...fields] };
+        const headBytes = serializeResponseHead(head);
+        const limits = { maxHeadBytes: Math.max(1, headBytes.length + slack), maxHeaders };
+        let wire = cat(headBytes, enc.encode("body"));
+        const text = new TextDecoder("latin1").decode(wire);
+        if (variant === "bare-lf") wire = lf(wire);
+        if (variant === "space-after-colon") wire = enc.encode(text.replace(": ", ":  "));
+        if (variant === "no-space") wire = enc.encode(text.replace(": ", ":"));
+        if (variant === "trailing-space") wire = enc.encode(text.replace("\r\n", " \r\n"));
+        if (variant === "status-0xx") {
+          wire = enc.encode(text.replace(/^(HTTP\/1\.[01]) \d/, "$1 0"));
+        }
+        if (variant === "odd-byte") {
+          const i = at % headBytes.length;
+          wire = cat(wire.subarray(0, i), Uint8Array.of(odd), wire.subarray(i));
+        }
+        for (const input of [wire, mutate(wire, muts), junk]) {
+          const scan = scanResponseHead(input, limits);
+          const r = new BufferedReader(splitSource(input, [input.length + 1]));
+          const parsed = await clean(async () =>
+            (await r.fill()) ? await readResponseHeadRaw(r, limits) : null
+          );
+          const raw = parsed.kind === "ok" ? parsed.value?.raw : undefined;
+          assertEquals(scan !== undefined, raw !== undefined, `scan ${JSON.stringify(scan)}`);
+          if (!scan || parsed.kind !== "ok" || !parsed.value) continue;
+          scanned++;
+          assertEquals([scan.status, scan.length], [parsed.value.head.status, raw!.length]);
+          assertEquals([...raw!], [...input.subarray(0, scan.length)]);
+          for (const method of ["GET", "HEAD"]) {
+            const want = await framing(parsed.value.head, method);
+            const got = await framing({ status: scan.status, headers: scan.framingFields }, method);
+            assertEquals(plain(got), plain(want));
+          }
+          if (
+            input === wire && variant === "none" && slack >= 0 && maxHeaders >= head.headers.length
+          ) {
+            assert(scan, "a canonical head within the limits was not scanned");
+          }
+        }
+      },
+    ),
+    fuzzParams(400),
+  );
+  assert(scanned > 0, "no head was ever scanned");
 });
 
 Deno.test("fuzz http: random bytes as request, response and chunked body end cleanly", async () => {

@@ -167,6 +167,45 @@ Deno.test("logs: logfmt and JSON lines, no placeholder for missing values", () =
   });
 });
 
+Deno.test("logs: a tail (fields rendered once) ends each line as the same fields passed inline", () => {
+  // The tunnel's access log renders a connection's own fields once and appends them to each
+  // of its lines: the lines must be the ones passing them with the line's fields would give.
+  for (const format of ["logfmt", "json"] as const) {
+    const lines: string[] = [];
+    const log = new Logger("info", { svc: "t" }, (l) => lines.push(l), format).child({ w: 1 });
+    const own = { client: "c 1", cid: 7, remote: "127.0.0.1:5", gone: undefined, msg: "no" };
+    const tail = log.tail(own);
+    for (const i of [1, 2]) {
+      log.info("access", { status: 200, rid: `4.${i}` }, tail);
+      log.info("access", { status: 200, rid: `4.${i}`, ...own });
+    }
+    log.debug("below the level", {}, tail);
+    assertEquals(lines.length, 4, lines.join("\n"));
+    const noTs = lines.map((l) => l.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/, "T"));
+    assertEquals([noTs[0], noTs[2]], [noTs[1], noTs[3]]);
+    if (format === "logfmt") {
+      assertEquals(
+        noTs[2],
+        'ts=T level=info svc=t w=1 msg="access" status=200 rid=4.2 client="c 1" cid=7 ' +
+          "remote=127.0.0.1:5 msg=no",
+      );
+    } else {
+      assertEquals(JSON.parse(noTs[2]), {
+        ts: "T",
+        level: "info",
+        svc: "t",
+        w: 1,
+        msg: "access",
+        status: 200,
+        rid: "4.2",
+        client: "c 1",
+        cid: 7,
+        remote: "127.0.0.1:5",
+      });
+    }
+  }
+});
+
 Deno.test("logs: each kind of value as logfmt writes it (numbers bare, the rest quoted unless plain)", () => {
   const lines: string[] = [];
   const log = new Logger("info", { svc: "t" }, (l) => lines.push(l));

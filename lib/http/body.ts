@@ -84,7 +84,10 @@ export function requestBodyFraming(head: RequestHead): BodyFraming {
  * HEAD, 1xx, 204 and 304 (and a 2xx to CONNECT); chunked when that is the final coding;
  * Content-Length; otherwise until the server closes.
  */
-export function responseBodyFraming(head: ResponseHead, requestMethod: string): BodyFraming {
+export function responseBodyFraming(
+  head: Pick<ResponseHead, "status" | "headers">,
+  requestMethod: string,
+): BodyFraming {
   const s = head.status;
   if (requestMethod === "HEAD" || s < 200 || s === 204 || s === 304) return { kind: "none" };
   if (requestMethod === "CONNECT" && s < 300) return { kind: "none" };

@@ -497,19 +497,19 @@ export async function readResponseHeadRaw(
   limits: HeadLimits = {},
 ): Promise<RawResponseHead> {
   const view = r.peek();
-  // Only a head that is all in the buffer is parsed without a read, which would move it.
-  const whole = headEnd(view) >= 0;
-  const before = r.buffered;
-  const { head, used, canonical } = await parseResponseHead(r, limits);
-  const taken = before - r.buffered;
-  return { head, raw: whole && canonical && taken === used ? view.subarray(0, taken) : undefined };
+  const { head, used, canonical, whole } = await parseResponseHead(r, limits);
+  // Only a head that was all in the buffer was parsed without a read, which would move it.
+  return { head, raw: whole && canonical && whole === used ? view.subarray(0, whole) : undefined };
 }
 
-/** A response head, its size as serialised, and whether it was exactly that. */
+/**
+ * A response head, its size as serialised, whether it was exactly that, and its length when
+ * it was all buffered (0 when it was read line by line).
+ */
 async function parseResponseHead(
   r: BufferedReader,
   limits: HeadLimits,
-): Promise<{ head: ResponseHead; used: number; canonical: boolean }> {
+): Promise<{ head: ResponseHead; used: number; canonical: boolean; whole: number }> {
   const maxHead = limits.maxHeadBytes ?? defaultMaxHeadBytes;
   const view = r.peek();
   const end = headEnd(view);
@@ -518,14 +518,14 @@ async function parseResponseHead(
     const lines = new HeadLines(decodeLatin1(view.subarray(0, end)));
     const start = lines.next(maxHead, "head-too-large");
     const m = statusLine(start);
-    const parsed = responseHead(m, bufferedFields(lines, limits, start.length + 2));
+    const parsed = responseHead(m, bufferedFields(lines, limits, start.length + 2), end);
     r.skip(end);
     return parsed;
   }
   let start = readHeadLine(r, maxHead, "head-too-large");
   if (typeof start !== "string") start = await start;
   const m = statusLine(start);
-  return responseHead(m, await readFields(r, limits, start.length + 2));
+  return responseHead(m, await readFields(r, limits, start.length + 2), 0);
 }
 
 /** The status line's version, status and reason (a match of `statusLineRe`), or HttpError. */
@@ -539,7 +539,8 @@ function statusLine(start: string): RegExpExecArray {
 function responseHead(
   m: RegExpExecArray,
   fields: ReadFields,
-): { head: ResponseHead; used: number; canonical: boolean } {
+  whole: number,
+): { head: ResponseHead; used: number; canonical: boolean; whole: number } {
   const status = Number(m[2]);
   return {
     head: {
@@ -551,6 +552,7 @@ function responseHead(
     used: fields.used,
     // `String(status)` drops leading zeros, and a missing reason comes back as "200 ".
     canonical: fields.canonical && m[3] !== undefined && status >= 100,
+    whole,
   };
 }
 

@@ -36,6 +36,7 @@ export {
   withHeader,
   withoutHeaders,
 } from "./head.ts";
+export { type ResponseHeadScan, scanResponseHead } from "./head_scan.ts";
 export {
   type BodyFraming,
   copyBody,

@@ -293,11 +293,7 @@ export class HttpTap {
       return undefined; // Opaque bytes from here on.
     }
     try {
-      const version = h.start[0] as "HTTP/1.1" | "HTTP/1.0";
-      return responseBodyFraming(
-        { version, status, reason: x.reason, headers: h.headers },
-        x.method,
-      );
+      return responseBodyFraming({ status, headers: h.headers }, x.method);
     } catch {
       return undefined;
     }

@@ -30,7 +30,7 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
-import { type Logger, silentLogger } from "../log.ts";
+import { type Logger, type LogTail, silentLogger } from "../log.ts";
 import {
   type BodyFraming,
   copyBody,
@@ -45,6 +45,7 @@ import {
   type RequestHead,
   responseBodyFraming,
   type ResponseHead,
+  scanResponseHead,
   serializeRequestHead,
   serializeResponseHead,
   simpleResponse,
@@ -673,44 +674,50 @@ export class PublicConn {
       this.#idle?.touch();
       return out.add(p);
     };
-    const rewrites = leg.rewrite?.rewritesResponse ?? false;
+    /** The leg's own fields of its access lines, rendered once. */
+    let tail: LogTail | undefined;
     try {
       while (true) {
-        // A zero-byte read waits for the next response (or the stream's end) consuming nothing.
-        if (r.buffered === 0 && (await r.readExactOrEof(0)) === null) return;
+        // Wait for the next response (or the stream's end), consuming nothing.
+        if (r.buffered === 0 && !(await r.fill())) return;
         const req = leg.pending[0];
         const outStart = leg.responseBytes;
-        let { head, raw } = await readResponseHeadRaw(r);
-        while (head.status < 200) {
-          await sink(raw ?? serializeResponseHead(head));
-          ({ head, raw } = await readResponseHeadRaw(r));
+        const { status, framing, headBytes } = await this.#passHeads(leg, r, sink, req?.method);
+        const n = headBytes + (framing.kind === "length" ? framing.length : 0);
+        const whole = framing.kind === "none" || framing.kind === "length";
+        if (headBytes > 0 && whole && r.buffered >= n) {
+          // All of a small response came in one read (as it usually does): it goes out as it
+          // came, in one write straight from the reader's buffer (what is gathered first).
+          if (out.pending) await out.flush();
+          leg.responseBytes += n;
+          this.#idle?.touch();
+          await writeAll(this.#conn, r.peek().subarray(0, n));
+          r.skip(n);
+        } else {
+          if (headBytes > 0) await passOn(r, sink, headBytes);
+          await copyBody(r, from, framing, sink);
         }
-        await sink(
-          rewrites
-            ? serializeResponseHead(rewritten(leg, head))
-            : raw ?? serializeResponseHead(head),
-        );
-        const framing = responseBodyFraming(head, req?.method ?? "GET");
-        await copyBody(r, from, framing, sink);
         leg.pending.shift();
         const next = leg.pending[0];
         if (this.#opts.accessLog) {
           // The response goes out before its line is logged, as when each piece was written
           // at once: a client gone in the middle of it gets no line.
-          await out.flush();
-          this.#log.info("access", {
-            host: req?.host ?? leg.host,
-            method: req?.method ?? "-",
-            path: req?.path ?? "-",
-            status: head.status,
-            in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
-            out: leg.responseBytes - outStart,
-            ms: req ? Math.round(performance.now() - req.startedMs) : 0,
-            rid: `${leg.ts.requestId}.${++leg.answered}`,
+          if (out.pending) await out.flush();
+          tail ??= this.#log.tail({
             client: leg.client,
             cid: leg.ts.client?.id,
             remote: this.#peer.remote,
           });
+          this.#log.info("access", {
+            host: req?.host ?? leg.host,
+            method: req?.method ?? "-",
+            path: req?.path ?? "-",
+            status,
+            in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
+            out: leg.responseBytes - outStart,
+            ms: req ? Math.round(performance.now() - req.startedMs) : 0,
+            rid: `${leg.ts.requestId}.${++leg.answered}`,
+          }, tail);
         }
         if (framing.kind === "close") return;
       }
@@ -718,6 +725,51 @@ export class PublicConn {
       // What was gathered goes out even when the response broke off (as it went before):
       // a failure of that write is the public side's, which the pump's caller sees next.
       await out.flush().catch(() => {});
+    }
+  }
+
+  /**
+   * Pass on the interim (1xx) response heads at the front of `r`, and return the final head's
+   * status and body framing (`method`: its request's). A head written as
+   * `serializeResponseHead` writes one and all buffered is only scanned: the final one stays
+   * in `r` (`headBytes` long) for the caller to pass on with its body. Any other is parsed
+   * (and rejected when bad), rewritten when the leg rewrites responses, and passed on
+   * (`headBytes` 0).
+   */
+  async #passHeads(
+    leg: Leg,
+    r: BufferedReader,
+    sink: (p: Uint8Array) => Promise<void>,
+    method = "GET",
+  ): Promise<{ status: number; framing: BodyFraming; headBytes: number }> {
+    const rewrites = leg.rewrite?.rewritesResponse ?? false;
+    while (true) {
+      const scan = rewrites ? undefined : scanResponseHead(r.peek());
+      if (scan && scan.status >= 200) {
+        const { status, length } = scan;
+        try {
+          const framing = responseBodyFraming({ status, headers: scan.framingFields }, method);
+          return { status, framing, headBytes: length };
+        } catch (err) {
+          // A faulty framing (a bad Content-Length): the head still goes out, as a parsed one
+          // does, and then the stream's copy ends.
+          await passOn(r, sink, length);
+          throw err;
+        }
+      }
+      if (scan) {
+        await passOn(r, sink, scan.length);
+        continue;
+      }
+      const { head, raw } = await readResponseHeadRaw(r);
+      if (head.status < 200) {
+        await sink(raw ?? serializeResponseHead(head));
+        continue;
+      }
+      await sink(
+        rewrites ? serializeResponseHead(rewritten(leg, head)) : raw ?? serializeResponseHead(head),
+      );
+      return { status: head.status, framing: responseBodyFraming(head, method), headBytes: 0 };
     }
   }
 
@@ -793,6 +845,16 @@ export class PublicConn {
     deadlines.add(watch);
     return watch;
   }
+}
+
+/** Pass the next `n` bytes of `r` on to `sink` (they must be buffered). */
+async function passOn(
+  r: BufferedReader,
+  sink: (p: Uint8Array) => Promise<void>,
+  n: number,
+): Promise<void> {
+  await sink(r.peek().subarray(0, n));
+  r.skip(n);
 }
 
 /** A final response head with its leg's response rewrites applied. */

@@ -1,0 +1,106 @@
+/**
+ * A response head checked at byte level where it lies in a buffer, for a proxy that passes
+ * responses on as they came and needs of each only its status and body framing (the tunnel's
+ * access log): no string per line or field, no field objects, the head's end found once.
+ * @module
+ */
+
+import { decodeLatin1, defaultMaxHeadBytes, defaultMaxHeaders, type HeadLimits } from "./head.ts";
+import type { HeaderFields } from "./head.ts";
+
+/** What {@linkcode scanResponseHead} found. */
+export interface ResponseHeadScan {
+  /** The status code (100–999). */
+  status: number;
+  /** Bytes of the head: status line, field lines and the empty line. */
+  length: number;
+  /**
+   * Its Content-Length and Transfer-Encoding fields (names lower-cased, values as sent), in
+   * order: all that frames its body (for `responseBodyFraming`, which checks them).
+   */
+  framingFields: HeaderFields;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HTAB = 0x09;
+
+/** Bytes of a field name (RFC 9110 tchar), as `head.ts`'s name check takes them. */
+const tchar = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") tchar[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) tchar[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) tchar[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) tchar[c] = 1;
+
+/** Bytes a field value may hold (no control other than HTAB), as `head.ts` takes them. */
+const vchar = new Uint8Array(256);
+for (let c = 0x20; c <= 0xff; c++) vchar[c] = c === 0x7f ? 0 : 1;
+vchar[HTAB] = 1;
+
+/** Whether `b[at..at+lower.length)` is `lower` (lower-case ASCII letters and `-`), any case. */
+function nameIs(b: Uint8Array, at: number, len: number, lower: string): boolean {
+  if (len !== lower.length) return false;
+  for (let i = 0; i < len; i++) if ((b[at + i] | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * The response head at the front of `b` when all of it is there and it is written the way
+ * `serializeResponseHead` writes one (`HTTP/1.x NNN reason`, `name: value` field lines without
+ * extra whitespace, every line ending in CRLF) within `limits`: then what `readResponseHead`
+ * would return for it has this status and these framing fields, and its bytes are the head a
+ * proxy passes on unchanged. Undefined for any other input (not all there, another spelling,
+ * or malformed): the caller then reads it with `readResponseHeadRaw`, which parses it fully and
+ * rejects what is bad. So this check accepts only a subset of what the parser accepts (the
+ * fuzz tests hold the two side by side); it never rejects anything itself.
+ */
+export function scanResponseHead(
+  b: Uint8Array,
+  limits: HeadLimits = {},
+): ResponseHeadScan | undefined {
+  const maxHead = Math.min(b.length, limits.maxHeadBytes ?? defaultMaxHeadBytes);
+  const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
+  // "HTTP/1.0 " or "HTTP/1.1 ", three digits (the first not 0), a space.
+  if (
+    maxHead < 17 || b[0] !== 0x48 || b[1] !== 0x54 || b[2] !== 0x54 || b[3] !== 0x50 ||
+    b[4] !== 0x2f || b[5] !== 0x31 || b[6] !== 0x2e || (b[7] !== 0x30 && b[7] !== 0x31) ||
+    b[8] !== SP || b[12] !== SP
+  ) return undefined;
+  const d0 = b[9] - 0x30, d1 = b[10] - 0x30, d2 = b[11] - 0x30;
+  if (d0 < 1 || d0 > 9 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return undefined;
+  // The reason phrase: anything but CR and LF, up to the CRLF.
+  let i = 13;
+  while (i < maxHead && b[i] !== CR && b[i] !== LF) i++;
+  if (b[i] !== CR || b[i + 1] !== LF) return undefined;
+  i += 2;
+  const framingFields: HeaderFields = [];
+  for (let fields = 0;; fields++) {
+    if (i + 1 >= maxHead) return undefined;
+    if (b[i] === CR) {
+      if (b[i + 1] !== LF) return undefined;
+      return { status: d0 * 100 + d1 * 10 + d2, length: i + 2, framingFields };
+    }
+    if (fields === maxHeaders) return undefined;
+    const name = i;
+    while (i < maxHead && tchar[b[i]] === 1) i++;
+    const nameLen = i - name;
+    if (nameLen === 0 || b[i] !== 0x3a || b[i + 1] !== SP) return undefined;
+    i += 2;
+    const value = i;
+    while (i < maxHead && vchar[b[i]] === 1) i++;
+    const end = i;
+    if (b[i] !== CR || b[i + 1] !== LF) return undefined;
+    // No whitespace around the value (it would be trimmed: another spelling).
+    if (
+      end > value &&
+      (b[value] === SP || b[value] === HTAB || b[end - 1] === SP || b[end - 1] === HTAB)
+    ) return undefined;
+    i += 2;
+    if (nameIs(b, name, nameLen, "content-length")) {
+      framingFields.push(["content-length", decodeLatin1(b.subarray(value, end))]);
+    } else if (nameIs(b, name, nameLen, "transfer-encoding")) {
+      framingFields.push(["transfer-encoding", decodeLatin1(b.subarray(value, end))]);
+    }
+  }
+}
