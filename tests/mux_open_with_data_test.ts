@@ -2,7 +2,7 @@ import { Flag, FrameType, StreamState } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { deadlines } from "../lib/net/deadline.ts";
 import { muxPair, rawPair } from "./_mux.ts";
-import { acceptWithin, readAll } from "./_util.ts";
+import { acceptWithin, readAll, until } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -128,4 +128,30 @@ Deno.test("open-with-data: an ACK that rode on the answer leaves no deadline beh
   } finally {
     await p.close();
   }
+});
+
+Deno.test("open-with-data: held-back ACKs keep the wheel's timer between streams, not after", async () => {
+  // Each accepted stream adds its held-back ACK to the shared wheel and most take it off at
+  // once; a wheel left empty stops its timer, so without the session's hold every stream
+  // stopped and restarted it (a timer set and cleared: several µs per stream).
+  assertEquals(deadlines.size, 0, "the wheel is empty before the test");
+  const p = await muxPair({}, { synAckDelayMs: 60_000 });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await p.client.open({ data: enc.encode("GET /"), fin: true });
+      const s = await acceptWithin(p.server, "the stream the peer opened");
+      assertEquals(dec.decode(await readAll(s)), "GET /");
+      await s.write(enc.encode("404")); // the held-back ACK rides on this frame
+      await s.closeWrite();
+      assertEquals(dec.decode(await readAll(c)), "404");
+      c.close();
+      s.close();
+      assertEquals(deadlines.size, 0, "held-back ACK deadlines still pending");
+      assert(deadlines.ticking, "the wheel's timer stopped between streams");
+    }
+  } finally {
+    await p.close();
+  }
+  // Released with the session: the idle wheel lets its timer go (after its linger).
+  await until("the wheel's timer to stop after the session ended", () => !deadlines.ticking);
 });

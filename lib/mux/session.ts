@@ -7,7 +7,7 @@
 import { liveSessions, muxRttSeconds, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
-import { DeadlineGroup } from "../net/deadline.ts";
+import { DeadlineGroup, deadlines } from "../net/deadline.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   defaultWindowBytes,
@@ -135,34 +135,46 @@ const maxQueuedControlFrames = 4096;
 /** Bytes decoded between checks of that bound (at most 5462 frames' worth of answers). */
 const controlCheckBytes = 64 * 1024;
 
-/** A FIFO of frames with O(1) shift. */
+/** Slots an emptied FrameQueue keeps its array with (more: it was a flood, let it go). */
+const keptQueueSlots = 4096;
+
+/**
+ * A FIFO of frames with O(1) shift. Its array is kept when the queue empties (the writer
+ * empties it every batch): no fresh array, regrown from nothing, per batch.
+ */
 class FrameQueue {
   #items: (OutFrame | undefined)[] = [];
   #head = 0;
+  /** Index after the last frame (slots from here on are free, holding nothing). */
+  #tail = 0;
   get length(): number {
-    return this.#items.length - this.#head;
+    return this.#tail - this.#head;
   }
   push(f: OutFrame): void {
-    this.#items.push(f);
+    if (this.#tail === this.#items.length) this.#items.push(f);
+    else this.#items[this.#tail] = f;
+    this.#tail++;
   }
   shift(): OutFrame | undefined {
-    if (this.#head >= this.#items.length) return undefined;
+    if (this.#head === this.#tail) return undefined;
     const f = this.#items[this.#head];
     this.#items[this.#head++] = undefined;
-    if (this.#head === this.#items.length) {
-      this.#items = [];
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
+    if (this.#head === this.#tail) {
+      this.#head = this.#tail = 0;
+      if (this.#items.length > keptQueueSlots) this.#items = []; // a flood's: not kept
+    } else if (this.#head > 1024 && this.#head * 2 > this.#tail) {
+      this.#items.copyWithin(0, this.#head, this.#tail);
+      this.#items.fill(undefined, this.#tail - this.#head, this.#tail);
+      this.#tail -= this.#head;
       this.#head = 0;
     }
     return f;
   }
   /** Remove and return everything queued. */
   drain(): OutFrame[] {
-    const rest = this.#items.slice(this.#head) as OutFrame[];
+    const rest = this.#items.slice(this.#head, this.#tail) as OutFrame[];
     this.#items = [];
-    this.#head = 0;
+    this.#head = this.#tail = 0;
     return rest;
   }
 }
@@ -271,6 +283,17 @@ export class Session implements StreamHost, FrameSink {
    * held by their streams: see Stream._holdAck.)
    */
   readonly #timers = new DeadlineGroup();
+  /**
+   * Releases this session's hold on the shared wheel (taken with `synAckDelayMs`): each
+   * accepted stream adds a held-back ACK and most take it off again at once, so without a hold
+   * a wheel that empties in between stopped and restarted its timer per stream.
+   */
+  #releaseWheel: (() => void) | null = null;
+  /**
+   * The wheel's clock as first read for a held-back ACK since the last transport read (-1:
+   * not yet): the streams one read accepts share one clock read (an op call each).
+   */
+  #readClockMs = -1;
   #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
   #keepaliveDeadline: number | undefined;
   /**
@@ -333,6 +356,7 @@ export class Session implements StreamHost, FrameSink {
     this.#log = o.log ?? silentLogger;
     this.#decoder = new FrameDecoder(this.#opts.maxFrameBytes);
     this.closed = new Promise((r) => this.#closedResolve = r);
+    if (this.#opts.synAckDelayMs > 0) this.#releaseWheel = deadlines.hold();
     liveSessions.add(this);
     this.#readDone = this.#readLoop();
     if (this.#opts.keepaliveIntervalMs > 0) {
@@ -395,7 +419,7 @@ export class Session implements StreamHost, FrameSink {
   accept(): Promise<Stream | null> {
     const s = this.#backlog.shift();
     if (s) {
-      this.#accepted(s);
+      this.#accepted(s, false);
       return Promise.resolve(s);
     }
     if (this.#shut || this.#localGoAway) return Promise.resolve(null);
@@ -548,6 +572,7 @@ export class Session implements StreamHost, FrameSink {
               return;
             }
             this.#stats.bytesIn += n;
+            this.#readClockMs = -1;
             const k = Math.min(n, left);
             // Header bytes past the payload: kept apart before the stream owns the target again.
             if (n > k) nextHeader.set(target.subarray(k, n));
@@ -575,6 +600,7 @@ export class Session implements StreamHost, FrameSink {
           return;
         }
         this.#stats.bytesIn += n;
+        this.#readClockMs = -1;
         // Decoded a slice at a time so a flood of requests queues at most one slice of
         // answers past maxQueuedControlFrames before the loop waits for the writer.
         for (let o = 0; o < n && !this.#shut; o += controlCheckBytes) {
@@ -700,15 +726,24 @@ export class Session implements StreamHost, FrameSink {
     this.#stats.streamsTotal++;
     const w = this.#acceptWaiters.shift();
     if (w) {
-      this.#accepted(s);
+      this.#accepted(s, true);
       w(s);
     } else this.#backlog.push(s);
     return s;
   }
 
-  #accepted(s: Stream): void {
-    if (this.#opts.synAckDelayMs <= 0) s._sendAck();
-    else s._holdAck(this.#opts.synAckDelayMs); // off the wheel once the ACK rides on a frame
+  /** `s` is handed to the app: its ACK goes now or is held back; `inRead`: within a read. */
+  #accepted(s: Stream, inRead: boolean): void {
+    const delayMs = this.#opts.synAckDelayMs;
+    if (delayMs <= 0) {
+      s._sendAck();
+      return;
+    }
+    let nowMs: number;
+    if (!inRead) nowMs = deadlines.clockMs();
+    else if (this.#readClockMs >= 0) nowMs = this.#readClockMs;
+    else nowMs = this.#readClockMs = deadlines.clockMs();
+    s._holdAck(nowMs + delayMs); // off the wheel once the ACK rides on a frame
   }
 
   /** @internal A stream was closed before the peer's FIN: RST it if that FIN never comes. */
@@ -985,6 +1020,8 @@ export class Session implements StreamHost, FrameSink {
     for (const t of this.#deadlineTimers) clearTimeout(t);
     this.#deadlineTimers.clear();
     this.#timers.clear();
+    this.#releaseWheel?.();
+    this.#releaseWheel = null;
     if (reason === "local-close") await this.#flushed(goAwayFlushMs); // last FINs, go away
     closeQuietly(this.#conn);
     const err = new MuxError("session-closed", `session ended: ${reason}`, { cause: error });

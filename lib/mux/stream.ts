@@ -493,12 +493,13 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   }
 
   /**
-   * @internal Send the ACK alone in about `delayMs` unless it rides on a frame first (data,
-   * window update, FIN or RST) or the stream ends: either takes the deadline off the wheel.
+   * @internal Send the ACK alone at about `dueMs` (the wheel's clock) unless it rides on a
+   * frame first (data, window update, FIN or RST) or the stream ends: either takes the
+   * deadline off the wheel.
    */
-  _holdAck(delayMs: number): void {
+  _holdAck(dueMs: number): void {
     if (!this._ackOwed || this.#heldAck) return;
-    this.#heldAck = new HeldAck(deadlines.clockMs() + delayMs, this);
+    this.#heldAck = new HeldAck(dueMs, this);
     deadlines.add(this.#heldAck);
   }
 
