@@ -14,7 +14,7 @@ import { UdpSocket } from "../lib/udp/mod.ts";
 import { dig, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { portFor } from "./_seaprox.ts";
 import { makePki } from "./_tls.ts";
-import { run, type ServiceProcess, startService } from "./_util.ts";
+import { run, type ServiceProcess, startService, until } from "./_util.ts";
 
 const quic = { denoArgs: ["--unstable-net"] };
 
@@ -114,6 +114,25 @@ Deno.test("udp over quic://: PySocks and dig to dnsmasq as QUIC datagrams; a big
       );
       for (const p of peers) await p.send(query, { host: "127.0.0.1", port: fwd });
       await Promise.all(peers.map((p) => p.close()));
+    }
+    // The flood's channel opens (up to max-flows of them, over the link) run on for a moment,
+    // and a new peer's datagrams are dropped (flow-limit) until they are done: a probe asks
+    // again every 100 ms from one port until answered. (dig's first try, dropped, waited out
+    // its 10 s before retrying: the test took 14 s instead of 4 whenever it landed there.)
+    const probe = await UdpSocket.bind("127.0.0.1", 0);
+    let answered = false;
+    probe.onMessage = () => void (answered = true);
+    let askedAt = -Infinity;
+    try {
+      await until("the udp forward to answer a new peer after the flood", async () => {
+        if (!answered && performance.now() - askedAt >= 100) {
+          askedAt = performance.now();
+          await probe.send(query, { host: "127.0.0.1", port: fwd });
+        }
+        return answered;
+      });
+    } finally {
+      probe.close();
     }
     assertEquals(await dig(fwd, "after.example.test"), exampleTestAddress);
     const after = openFds(b.child.pid);
