@@ -278,6 +278,16 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     return this.#write(p, false);
   }
 
+  /**
+   * Queue `p` now, as {@linkcode write} does when it can take a write at once (a small write
+   * the window and the transport's backlog take whole: copied, no promise); false when it
+   * cannot, and nothing was done: call `write`. For a writer that gathers small pieces and
+   * flushes them before each read (the tunnel front), so a request costs no promise here.
+   */
+  writeNow(p: Uint8Array): boolean {
+    return this.#queueSmall(p);
+  }
+
   /** Room a {@linkcode writeFramed} caller leaves in front of the payload: one header. */
   readonly headroomBytes: number = headerBytes;
 

@@ -8,6 +8,7 @@
  */
 
 import { type Duplex, writeAll } from "../net/mod.ts";
+import type { ImmediateWriter } from "./tunnel_stream.ts";
 
 /** Bytes bigger than this skip the coalescing buffer (after flushing it). */
 const coalesceMaxCopyBytes = 16 * 1024;
@@ -24,12 +25,13 @@ const free: Uint8Array[] = [];
  */
 export class WriteCoalescer {
   /** Where gathered bytes go; writes fail while there is none. */
-  target: Duplex | undefined;
+  target: (Duplex & Partial<ImmediateWriter>) | undefined;
   #buf: Uint8Array | undefined;
   #len = 0;
 
   /** Queue `p` (copied) or, when large, send what is queued and then `p`. */
   async add(p: Uint8Array): Promise<void> {
+    if (this.addNow(p)) return;
     if (!this.target) throw new Deno.errors.BrokenPipe("no tunnel stream");
     if (p.length > coalesceMaxCopyBytes) {
       await this.flush();
@@ -42,9 +44,37 @@ export class WriteCoalescer {
     this.#len += p.length;
   }
 
+  /**
+   * Queue `p` (copied) when that needs no write first: true; false when `p` is large, would
+   * not fit, or there is no target (nothing done: call `add`). The usual request head is
+   * queued so, with no promise.
+   */
+  addNow(p: Uint8Array): boolean {
+    if (!this.target || p.length > coalesceMaxCopyBytes) return false;
+    if (this.#len + p.length > coalesceBufferBytes) return false;
+    this.#buf ??= free.pop() ?? new Uint8Array(coalesceBufferBytes);
+    this.#buf.set(p, this.#len);
+    this.#len += p.length;
+    return true;
+  }
+
   /** Whether bytes wait to be flushed. */
   get pending(): boolean {
     return this.#buf !== undefined;
+  }
+
+  /**
+   * Send what is queued at once if the target takes it so (its `writeNow`): true, the buffer is
+   * given back; false when it must wait (nothing done: call `flush`).
+   */
+  flushNow(): boolean {
+    const buf = this.#buf;
+    if (!buf) return true;
+    if (this.#len > 0 && !this.target?.writeNow?.(buf.subarray(0, this.#len))) return false;
+    this.#buf = undefined;
+    this.#len = 0;
+    if (free.length < maxFreeBuffers) free.push(buf);
+    return true;
   }
 
   /** Send what is queued as one write, then give the buffer back. */

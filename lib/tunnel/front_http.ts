@@ -171,8 +171,10 @@ export class PublicConn {
     this.#log = opts.log ?? silentLogger;
     const out = this.#out;
     this.#pub = {
-      // Nothing gathered (most reads): straight to the connection, no promise of our own.
-      read: (p) => out.pending ? out.flush().then(() => conn.read(p)) : conn.read(p),
+      // Nothing gathered, or the stream took it at once (most reads): straight to the
+      // connection, no promise of our own.
+      read: (p) =>
+        out.pending && !out.flushNow() ? out.flush().then(() => conn.read(p)) : conn.read(p),
       write: (p) => conn.write(p),
       closeWrite: () => conn.closeWrite(),
       close: () => conn.close(),
@@ -213,7 +215,8 @@ export class PublicConn {
             return;
           }
         }
-        await this.#request(head, read.raw);
+        const forwarding = this.#request(head, read.raw);
+        if (forwarding) await forwarding;
       }
       await this.#drain();
     } catch (err) {
@@ -273,9 +276,11 @@ export class PublicConn {
 
   /**
    * Check, route and forward one request with its body; `raw` is its head's bytes when they
-   * serialise back to themselves (see `readRequestHeadRawWithin`).
+   * serialise back to themselves (see `readRequestHeadRawWithin`). A request without a body on
+   * a kept-alive stream is forwarded without a promise (undefined); otherwise the promise
+   * settles once it is forwarded.
    */
-  async #request(head: RequestHead, raw: Uint8Array | undefined): Promise<void> {
+  #request(head: RequestHead, raw: Uint8Array | undefined): Promise<void> | undefined {
     if (this.#closing()) return; // the previous response ended the connection
     let routed, framing: BodyFraming;
     try {
@@ -283,11 +288,7 @@ export class PublicConn {
       framing = requestBodyFraming(head);
       if (head.method === "CONNECT") throw new HttpError("CONNECT is not served here");
     } catch (err) {
-      await this.#endLeg();
-      await this.#answer(400, "");
-      this.#log.debug("bad request", { remote: this.#peer.remote, error: errorMessage(err) });
-      this.state = PublicConnState.Closing;
-      return;
+      return this.#badRequest(err);
     }
     const connection = headerTokens(head.headers, "connection");
     const upgrade = upgradeOffer(head, connection);
@@ -303,27 +304,70 @@ export class PublicConn {
       const headers = forwardHeaders(fwd, this.#peer, proto, this.#opts.trustForwarded ?? false);
       return serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
     };
-    const leg = await this.#legFor(
-      routed.vhost,
+    const vhost = routed.vhost;
+    const forward = (leg: Leg | undefined) =>
+      leg && this.#forward(leg, head, vhost, framing, connection, upgrade);
+    const leg = this.#legFor(
+      vhost,
       routed.hostHeader,
       headFor,
       upgrade,
       getHeader(head.headers, "authorization"),
     );
-    if (!leg) return;
+    return leg instanceof Promise ? leg.then(forward) : forward(leg);
+  }
+
+  /** A request that cannot be forwarded (bad Host or target, bad framing, CONNECT): 400. */
+  async #badRequest(err: unknown): Promise<void> {
+    await this.#endLeg();
+    await this.#answer(400, "");
+    this.#log.debug("bad request", { remote: this.#peer.remote, error: errorMessage(err) });
+    this.state = PublicConnState.Closing;
+  }
+
+  /**
+   * The request's head is on `leg`: note it for the access log, copy its body, wait for the
+   * answer to an Upgrade, and move on. Undefined (no promise) for the usual request: no body,
+   * no upgrade.
+   */
+  #forward(
+    leg: Leg,
+    head: RequestHead,
+    vhost: string,
+    framing: BodyFraming,
+    connection: string[],
+    upgrade: string[] | undefined,
+  ): Promise<void> | undefined {
     if (this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
       // Its response is parsed: its method frames the body (HEAD), its line is logged.
       const q = head.target.indexOf("?");
       leg.pending.push({
         method: head.method,
         path: q < 0 ? head.target : head.target.slice(0, q),
-        host: routed.vhost,
+        host: vhost,
         startedMs: performance.now(),
         inStart: leg.requestBytes - leg.lastHeadBytes,
       });
     }
     this.#enter(PublicConnState.CopyingBody);
     // Most requests have no body: no copy to start (two promises fewer per request).
+    if (framing.kind !== "none" || upgrade) {
+      return this.#bodyAndUpgrade(leg, head, framing, connection, upgrade);
+    }
+    if (this.#closing()) return;
+    this.#enter(
+      isLastRequest(head, connection) ? PublicConnState.Draining : PublicConnState.ReadingHead,
+    );
+  }
+
+  /** The rest of {@linkcode #forward} for a request with a body or an Upgrade offer. */
+  async #bodyAndUpgrade(
+    leg: Leg,
+    head: RequestHead,
+    framing: BodyFraming,
+    connection: string[],
+    upgrade: string[] | undefined,
+  ): Promise<void> {
     if (framing.kind === "none" ? this.#closing() : !(await this.#copyRequestBody(leg, framing))) {
       return;
     }
@@ -341,20 +385,20 @@ export class PublicConn {
 
   /**
    * The leg that carries a request for `vhost`: the current one while the Host stays the
-   * same (the head is queued on it), else a new stream (the head rides in its SYN). An
-   * Upgrade request always gets a new one, so its answer is the stream's first response.
-   * `headFor` serialises the head with the leg's header rewrites. The access rules of the
-   * host and of the client it goes to are checked first (once per request, with the route
-   * the request takes: a group's turn moves once). Undefined when the request was answered
-   * here (401, 403, 404, 502).
+   * same (the head is queued on it, without a promise when it fits the gathered bytes), else
+   * a new stream (the head rides in its SYN). An Upgrade request always gets a new one, so its
+   * answer is the stream's first response. `headFor` serialises the head with the leg's header
+   * rewrites. The access rules of the host and of the client it goes to are checked first
+   * (once per request, with the route the request takes: a group's turn moves once).
+   * Undefined when the request was answered here (401, 403, 404, 502).
    */
-  async #legFor(
+  #legFor(
     vhost: string,
     hostHeader: string,
     headFor: (rewrite: HostRewrite | undefined) => Uint8Array,
     upgrade: string[] | undefined,
     authorization: string | undefined,
-  ): Promise<Leg | undefined> {
+  ): Leg | Promise<Leg | undefined> {
     const cur = this.#leg;
     // A kept-alive stream follows its host, unless its client left the rotation meanwhile
     // (its health check fails): then the next request goes where a new stream would.
@@ -363,14 +407,30 @@ export class PublicConn {
       cur.ts.client?.usable !== false
     ) {
       const denied = this.#server.checkAccess(cur.ts, authorization, this.#peer.ip);
-      if (denied) return await this.#deny(denied, vhost);
+      if (denied) return this.#deny(denied, vhost);
       const headBytes = headFor(cur.rewrite);
-      await this.#out.add(headBytes);
-      cur.requestBytes += headBytes.length;
-      cur.lastHeadBytes = headBytes.length;
-      this.#server.countRequest(vhost, "proxied");
-      return cur;
+      if (this.#out.addNow(headBytes)) return this.#queued(cur, vhost, headBytes);
+      return this.#out.add(headBytes).then(() => this.#queued(cur, vhost, headBytes));
     }
+    return this.#newLeg(vhost, hostHeader, headFor, upgrade, authorization);
+  }
+
+  /** A request head went onto the kept-alive `leg`: count it. */
+  #queued(leg: Leg, vhost: string, headBytes: Uint8Array): Leg {
+    leg.requestBytes += headBytes.length;
+    leg.lastHeadBytes = headBytes.length;
+    this.#server.countRequest(vhost, "proxied");
+    return leg;
+  }
+
+  /** {@linkcode #legFor} when the request needs a new stream (see there). */
+  async #newLeg(
+    vhost: string,
+    hostHeader: string,
+    headFor: (rewrite: HostRewrite | undefined) => Uint8Array,
+    upgrade: string[] | undefined,
+    authorization: string | undefined,
+  ): Promise<Leg | undefined> {
     await this.#endLeg();
     const route = await this.#server.route(vhost);
     const denied = this.#server.checkAccess(

@@ -20,6 +20,12 @@ import { expectMessage, type StreamFailure, type StreamReply } from "./protocol.
 import type { HostStats } from "./stats.ts";
 import type { ClientConn } from "./client_conn.ts";
 
+/** A Duplex that may take a small write synchronously (a mux stream's `writeNow`). */
+export interface ImmediateWriter {
+  /** Queue `p` at once; false when it cannot be taken so (nothing written: use `write`). */
+  writeNow(p: Uint8Array): boolean;
+}
+
 /** Why a tunnel stream could not be used. */
 export type TunnelFailure = StreamFailure | "timeout" | "closed" | "protocol";
 
@@ -69,6 +75,17 @@ class CountedDuplex implements Duplex {
       };
       this.releaseView = () => (viewReader(this.inner) ?? views).releaseView();
     }
+  }
+  /**
+   * Write `p` at once when the inner stream can take it so (a mux stream's `writeNow`):
+   * counted like `write`; false when nothing was written.
+   */
+  writeNow(p: Uint8Array): boolean {
+    const inner = this.inner as Partial<ImmediateWriter>;
+    if (!inner.writeNow?.(p)) return false;
+    this.wrote = true;
+    this.stats.bytesIn += p.length;
+    return true;
   }
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);
@@ -126,7 +143,7 @@ export class TunnelStream {
   /** Reads the reply (bytes read ahead stay here until `body()`). */
   reader: BufferedReader;
   /** The stream for request bytes: what is written here is counted as the host's bytes in. */
-  readonly out: Duplex;
+  readonly out: Duplex & ImmediateWriter;
   readonly #out: CountedDuplex;
   readonly #stats: HostStats;
   #stream: Stream;
