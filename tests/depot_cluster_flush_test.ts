@@ -1,6 +1,7 @@
 /**
  * depot-server as a cluster (issue 19) after Redis lost its records (FLUSHALL, or a restart
- * without persistence): a SOCKS client of instance B still reaches an exit instance A holds.
+ * without persistence: both tested): a SOCKS client of instance B still reaches an exit
+ * instance A holds.
  * Before, B's first heartbeat after the loss read an empty list of the exits held elsewhere
  * and refused every request for A's exit until A's next beat wrote its lease back (and B's
  * next beat read it). Now B, finding its own instance lease gone, keeps the exits it read
@@ -14,75 +15,87 @@ import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { redisCommand, startRedis, watchCommands } from "./_redis.ts";
 import { until, within } from "./_util.ts";
 
-Deno.test("depot cluster: after a FLUSHALL a SOCKS client of another instance still reaches the exit", async () => {
-  const redis = await startRedis();
-  const target = startTarget();
-  const a = await startDepot({ locals: [{ name: "far" }] });
-  const b = await startDepot({ locals: [] });
-  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const token = "flush-test-token-0001";
-  const ca = await DepotCluster.connect(a.server, {
-    url: redis.url,
-    token,
-    heartbeatMs: 200_000,
-    instance: "a",
-    advertise: `127.0.0.1:${linkPort.addr.port}`,
-  });
-  ca.listen(linkPort);
-  const cb = await DepotCluster.connect(b.server, {
-    url: redis.url,
-    token,
-    heartbeatMs: 2_000,
-    instance: "b",
-    advertise: "h:2",
-  });
-  const watch = await watchCommands(redis.port);
-  const echo = async (what: string) => {
-    const c = await within(
-      socksDial(b.socksPort, { host: "127.0.0.1", port: target.port }, {
-        username: "far",
-        password: "x",
-      }),
-      `the SOCKS reply through b (${what})`,
-    );
-    try {
-      const enc = new TextEncoder();
-      await c.write(enc.encode(`E${what}`));
-      await c.closeWrite();
-      const buf = new Uint8Array(what.length);
-      let got = 0;
-      while (got < buf.length) {
-        const n = await within(c.read(buf.subarray(got)), `the echo of ${what}`);
-        if (n === null) break;
-        got += n;
-      }
-      assertEquals(new TextDecoder().decode(buf.subarray(0, got)), what);
-    } finally {
-      c.close();
-    }
-  };
-  try {
-    await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
-    await echo("before");
-    assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
-    // Two writes of b's instance lease after the FLUSHALL: b's first beat after it is over.
-    const bKey = "warren:depot:instance:b";
-    await watch.until("b's second beat after the FLUSHALL", (seen) => {
-      const at = seen.findIndex((c) => c.args[0]?.toUpperCase() === "FLUSHALL");
-      return at >= 0 &&
-        seen.slice(at).filter((c) => c.args[0]?.toUpperCase() === "SET" && c.args[1] === bKey)
-            .length >= 2;
+for (const loss of ["FLUSHALL", "restart"] as const) {
+  Deno.test(`depot cluster: after a ${loss} a SOCKS client of another instance still reaches the exit`, async () => {
+    const redis = await startRedis();
+    const target = startTarget();
+    const a = await startDepot({ locals: [{ name: "far" }] });
+    const b = await startDepot({ locals: [] });
+    const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const token = "flush-test-token-0001";
+    const ca = await DepotCluster.connect(a.server, {
+      url: redis.url,
+      token,
+      heartbeatMs: 200_000,
+      instance: "a",
+      advertise: `127.0.0.1:${linkPort.addr.port}`,
     });
-    // a has not written its lease back (its next beat is 200 s away).
-    assertEquals(await redisCommand(redis.port, "EXISTS warren:depot:exit:far"), ":0");
-    await echo("after");
-  } finally {
-    await watch.close();
-    await cb.close();
-    await ca.close();
-    await a.close();
-    await b.close();
-    await target.close();
-    await redis.stop();
-  }
-});
+    ca.listen(linkPort);
+    const cb = await DepotCluster.connect(b.server, {
+      url: redis.url,
+      token,
+      heartbeatMs: 2_000,
+      instance: "b",
+      advertise: "h:2",
+    });
+    let watch = await watchCommands(redis.port);
+    const echo = async (what: string) => {
+      const c = await within(
+        socksDial(b.socksPort, { host: "127.0.0.1", port: target.port }, {
+          username: "far",
+          password: "x",
+        }),
+        `the SOCKS reply through b (${what})`,
+      );
+      try {
+        const enc = new TextEncoder();
+        await c.write(enc.encode(`E${what}`));
+        await c.closeWrite();
+        const buf = new Uint8Array(what.length);
+        let got = 0;
+        while (got < buf.length) {
+          const n = await within(c.read(buf.subarray(got)), `the echo of ${what}`);
+          if (n === null) break;
+          got += n;
+        }
+        assertEquals(new TextDecoder().decode(buf.subarray(0, got)), what);
+      } finally {
+        c.close();
+      }
+    };
+    try {
+      await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
+      await echo("before");
+      if (loss === "FLUSHALL") {
+        assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
+      } else {
+        // Killed and started again, empty: b's connections drop and reconnect.
+        await watch.close();
+        await redis.down();
+        await redis.up();
+        watch = await watchCommands(redis.port);
+      }
+      // Two writes of b's instance lease after the loss: b's first beat after it is over.
+      const bKey = "warren:depot:instance:b";
+      await watch.until(`b's second beat after the ${loss}`, (seen) => {
+        const at = loss === "FLUSHALL"
+          ? seen.findIndex((c) => c.args[0]?.toUpperCase() === "FLUSHALL")
+          : 0;
+        return at >= 0 &&
+          seen.slice(at).filter((c) => c.args[0]?.toUpperCase() === "SET" && c.args[1] === bKey)
+              .length >= 2;
+      });
+      // a has not written its lease back (its next beat is 200 s away).
+      assertEquals(await redisCommand(redis.port, "EXISTS warren:depot:exit:far"), ":0");
+      await echo("after");
+    } finally {
+      await watch.close();
+      await cb.close();
+      await ca.close();
+      await a.close();
+      await b.close();
+      await target.close();
+      await redis.stop();
+    }
+  });
+}
