@@ -111,8 +111,17 @@ const badValueRe = /[\x00-\x08\x0a-\x1f\x7f]/;
 const charCodeChunkBytes = 8192;
 const asciiDecoder = new TextDecoder();
 
+/**
+ * Bytes up to which `String.fromCharCode` beats a TextDecoder call (an op) for a short value
+ * (a response's `Content-Length`, a chunk size).
+ */
+const shortDecodeBytes = 16;
+
 /** Bytes to a string one char per byte (latin-1), fast for the common ASCII case. */
 export function decodeLatin1(b: Uint8Array): string {
+  if (b.length <= shortDecodeBytes) {
+    return String.fromCharCode.apply(null, b as unknown as number[]);
+  }
   let ascii = true;
   for (let i = 0; i < b.length && ascii; i++) ascii = b[i] < 0x80;
   if (ascii) return asciiDecoder.decode(b);

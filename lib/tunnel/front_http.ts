@@ -45,6 +45,7 @@ import {
   type RequestHead,
   responseBodyFraming,
   type ResponseHead,
+  type ResponseHeadScan,
   scanResponseHead,
   serializeRequestHead,
   serializeResponseHead,
@@ -734,6 +735,7 @@ export class PublicConn {
       this.#idle?.touch();
       return out.add(p);
     };
+    const rewrites = leg.rewrite?.rewritesResponse ?? false;
     /** The leg's own fields of its access lines, rendered once. */
     let tail: LogTail | undefined;
     try {
@@ -742,7 +744,11 @@ export class PublicConn {
         if (r.buffered === 0 && !(await r.fill())) return;
         const req = leg.pending[0];
         const outStart = leg.responseBytes;
-        const { status, framing, headBytes } = await this.#passHeads(leg, r, sink, req?.method);
+        const method = req?.method ?? "GET";
+        // The usual final head, as a serialiser writes it and all buffered: no promise.
+        const { status, framing, headBytes } =
+          (rewrites ? undefined : scannedFinal(scanResponseHead(r.peek()), method)) ??
+            await this.#passHeads(leg, r, sink, method);
         const n = headBytes + (framing.kind === "length" ? framing.length : 0);
         const whole = framing.kind === "none" || framing.kind === "length";
         if (headBytes > 0 && whole && r.buffered >= n) {
@@ -800,27 +806,17 @@ export class PublicConn {
     leg: Leg,
     r: BufferedReader,
     sink: (p: Uint8Array) => Promise<void>,
-    method = "GET",
-  ): Promise<{ status: number; framing: BodyFraming; headBytes: number }> {
+    method: string,
+  ): Promise<FinalHead> {
     const rewrites = leg.rewrite?.rewritesResponse ?? false;
     while (true) {
       const scan = rewrites ? undefined : scanResponseHead(r.peek());
-      if (scan && scan.status >= 200) {
-        const { status, length } = scan;
-        try {
-          const framing = responseBodyFraming({ status, headers: scan.framingFields }, method);
-          return { status, framing, headBytes: length };
-        } catch (err) {
-          // A faulty framing (a bad Content-Length): the head still goes out, as a parsed one
-          // does, and then the stream's copy ends.
-          await passOn(r, sink, length);
-          throw err;
-        }
-      }
-      if (scan) {
+      if (scan && scan.status < 200) {
         await passOn(r, sink, scan.length);
         continue;
       }
+      const final = scannedFinal(scan, method);
+      if (final) return final;
       const { head, raw } = await readResponseHeadRaw(r);
       if (head.status < 200) {
         await sink(raw ?? serializeResponseHead(head));
@@ -904,6 +900,30 @@ export class PublicConn {
     };
     deadlines.add(watch);
     return watch;
+  }
+}
+
+/** A final response head: its status, its body's framing, and its bytes left in the reader. */
+interface FinalHead {
+  status: number;
+  framing: BodyFraming;
+  /** The head's length when it is still in the reader (scanned), else 0 (passed on). */
+  headBytes: number;
+}
+
+/**
+ * The final head `scan` found (left in the reader), with its body framing for a request of
+ * `method`. Undefined for no scan, an interim head, or a faulty framing (a bad
+ * Content-Length): the parser's path passes such a head on and then rejects it.
+ */
+function scannedFinal(scan: ResponseHeadScan | undefined, method: string): FinalHead | undefined {
+  if (!scan || scan.status < 200) return undefined;
+  const { status, length } = scan;
+  try {
+    const framing = responseBodyFraming({ status, headers: scan.framingFields }, method);
+    return { status, framing, headBytes: length };
+  } catch {
+    return undefined; // The parser's path passes the head on and throws the same error.
   }
 }
 
