@@ -77,9 +77,11 @@ Deno.test("ping: a ping frame's value is echoed with ACK", async () => {
 Deno.test("ping: a peer that never answers pings but keeps sending is alive until it stops", async () => {
   // The peer (b) reads our frames and counts our pings; it answers none, but sends a frame
   // (a window update for a stream we do not know: ignored) every 5 ms. Each ping after the
-  // second is sent only once a keepalive deadline passed with that traffic as proof of life.
+  // second (the first is the session's early RTT sample) is sent only once a keepalive deadline
+  // passed with that traffic as proof of life. The timeout is long beside the traffic's 5 ms:
+  // only a process stalled for 2 s (no read, its timers late) could see no traffic in it.
   const [a, b] = await tcpPair();
-  const session = Session.client(a, { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 600 });
+  const session = Session.client(a, { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 2_000 });
   const { encodeFrame, decodeHeader, headerBytes } = await import("../lib/mux/frame.ts");
   const frame = encodeFrame(FrameType.windowUpdate, 0, 2, 0);
   let sending = true;
