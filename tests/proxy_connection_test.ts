@@ -7,6 +7,7 @@ import {
   describeEndpoint,
   directDialer,
   httpProxy,
+  ProxyConnection,
   type ProxyConnectionRecord,
   ProxySide,
   serveProxy,
@@ -36,6 +37,30 @@ Deno.test("proxy model: sides move forward only, descriptions like the seed's", 
     describeEndpoint({ transport: "tcp", hostname: "127.0.0.1", port: 5 }),
     "ipv4[127.0.0.1:5]",
   );
+});
+
+Deno.test("proxy model: a connection's description names the peer, the asked and the reached end", () => {
+  const peer: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 4242 };
+  const reached: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: 80 };
+  const named = new ProxyConnection(1, "socks5", peer);
+  assertEquals(named.description, "socks5[ipv4[127.0.0.1:4242]->-]");
+  named.connecting({ host: "localhost", port: 80 });
+  assertEquals(named.dest.description, "name[localhost:80]");
+  named.connected(reached);
+  assertEquals(
+    named.description,
+    "socks5[ipv4[127.0.0.1:4242]->name[localhost:80]=ipv4[127.0.0.1:80]]",
+  );
+  // A second destination (HTTP keep-alive) is a new side, described afresh.
+  named.connecting({ host: "127.0.0.1", port: 80 });
+  named.connected(reached);
+  assertEquals(named.dest.description, "ipv4[127.0.0.1:80]");
+  const textual = new ProxyConnection(2, "http", "203.0.113.7:4242");
+  assertEquals(textual.source.description, "203.0.113.7:4242");
+  const side = new ProxySide("dest", () => "made");
+  assertEquals(side.description, "made");
+  side.describeEndpointLater({ host: "::1", port: 8 });
+  assertEquals(side.description, "ipv6[[::1]:8]");
 });
 
 Deno.test("proxy static: half-close relayed, one log line with bytes and end reason", async () => {

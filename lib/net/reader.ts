@@ -202,6 +202,14 @@ export class BufferedReader {
     this.#start += Math.min(n, this.#end - this.#start);
   }
 
+  /**
+   * The buffered byte `i` places ahead (not consumed; `i` < `buffered`, else undefined): a
+   * field read without the view `peek()` makes for it (an allocation per call).
+   */
+  at(i: number): number | undefined {
+    return i < this.#end - this.#start ? this.#buf[this.#start + i] : undefined;
+  }
+
   /** A view of the buffered bytes (not consumed), valid until the next read. */
   peek(): Uint8Array {
     return this.#buf.subarray(this.#start, this.#end);

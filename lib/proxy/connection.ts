@@ -8,12 +8,13 @@
 import type { LogFields, Logger } from "../log.ts";
 import { type HostPort, joinHostPort } from "../net/addr.ts";
 import { formatAddr } from "../net/serve.ts";
+import { closeQuietly } from "../net/duplex.ts";
 import type { NetFailureReason } from "../net/errors.ts";
 import type { RelayStats } from "../net/relay.ts";
 import { sourceKey } from "../net/ratelimit.ts";
 import { perSourceShare } from "../net/serve.ts";
 import { defaultShedIdleMs, longestIdle } from "../net/shed.ts";
-import { describeEndpoint, ProxySide, type ProxyState } from "./state.ts";
+import { ProxySide, type ProxyState } from "./state.ts";
 
 /**
  * Why a proxy connection ended.
@@ -102,8 +103,11 @@ export class ProxyConnection {
   readonly stats: RelayStats = { aToB: 0, bToA: 0 };
   /** The client's address key for per-source limits (IPv4 address, IPv6 /64). */
   readonly sourceKey: string;
-  /** Closes the client connection (set by the server): how the table sheds this one. */
-  shed?: () => void;
+  /**
+   * The client connection (set by the server), closed when the table sheds this one: the
+   * socket itself, not a closure made per connection.
+   */
+  shed?: { close(): void };
   #end?: ProxyEnd;
   #failure?: string;
   #message?: string;
@@ -125,10 +129,7 @@ export class ProxyConnection {
     this.scheme = scheme;
     this.listener = scheme;
     this.#remote = source;
-    this.source = new ProxySide(
-      "source",
-      typeof source === "string" ? source : () => describeEndpoint(source),
-    );
+    this.source = new ProxySide("source", source);
     this.source.transition("connected");
     this.sourceKey = typeof source === "string"
       ? sourceKey(source)
@@ -217,20 +218,14 @@ export class ProxyConnection {
     // A session type (HTTP keep-alive) may dial again: the new destination is a new side.
     if (this.#dest.state !== "idle") this.#dest = new ProxySide("dest");
     this.target = target;
-    this.dest.describeLater(() => describeEndpoint(target));
+    this.dest.describeEndpointLater(target);
     this.dest.transition("connecting");
   }
 
   /** The destination answered; `peer` (the address reached) refines the description. */
   connected(peer?: Deno.Addr): void {
     const target = this.target;
-    if (peer && target && "hostname" in peer) {
-      this.dest.describeLater(() => {
-        const reached = describeEndpoint(peer);
-        const asked = describeEndpoint(target);
-        return reached === asked ? reached : `${asked}=${reached}`;
-      });
-    }
+    if (peer && target && "hostname" in peer) this.dest.describeEndpointLater(target, peer);
     this.dest.transition("connected");
     this.#setupMs ??= performance.now() - this.startedMs;
   }
@@ -238,13 +233,14 @@ export class ProxyConnection {
   /**
    * Close both sides (states only: the relay or serve() closes the sockets), record the
    * end reason (`fallback` if none was recorded) and log one line. Idempotent: returns
-   * the same record on every call and logs once. With `lineLog` the line goes there (the
-   * connection's own logger, sharing `log`'s level), made only when the line is written.
+   * the same record on every call and logs once. With `lineLog` the line goes to its `log`
+   * (the connection's own logger, sharing `log`'s level: serve()'s context, which makes it
+   * only when read, so only when the line is written).
    */
   close(
     log: Logger,
     fallback: ProxyEnd = "done",
-    lineLog?: () => Logger,
+    lineLog?: { readonly log: Logger },
   ): ProxyConnectionRecord {
     if (this.#record) return this.#record;
     this.source.transition("closed");
@@ -271,7 +267,7 @@ export class ProxyConnection {
       error: this.#message,
     };
     for (const k of Object.keys(fields)) if (fields[k] === undefined) delete fields[k];
-    (lineLog?.() ?? log).log(level, "connection closed", fields);
+    (lineLog?.log ?? log).log(level, "connection closed", fields);
     return rec;
   }
 }
@@ -401,7 +397,7 @@ export class ConnectionTable {
     if (!victim) return false;
     this.delete(victim);
     victim.fail("shed");
-    victim.shed!();
+    closeQuietly(victim.shed);
     this.shed++;
     return true;
   }

@@ -92,6 +92,11 @@ export interface AddressProxyType {
    */
   instant?: boolean;
   /**
+   * Every connection goes to this destination, the client relayed as it is (static): the
+   * listener skips the handshake step (`handshake` gives the same for other callers).
+   */
+  fixedDest?: HostPort;
+  /**
    * Run the protocol handshake. Rejects with an error carrying `reason` ("auth" for bad
    * credentials, anything else counts as a protocol failure) after answering the client
    * where the protocol has an answer.

@@ -179,12 +179,12 @@ export function serveProxy(
   const admit = (sock: Deno.TcpConn, ctx: ConnContext): ProxyConnection | undefined => {
     const conn = new ProxyConnection(table.nextId(), type.scheme, sock.remoteAddr);
     conn.listener = listenerName;
-    conn.shed = () => closeQuietly(sock);
+    conn.shed = sock;
     const refused = table.admit(conn);
     if (refused) {
       conn.fail("limit", refused === "source-limit" ? "source-limit" : undefined);
       closeQuietly(sock);
-      opts.hooks?.onClose?.(conn.close(log, "done", () => ctx.log));
+      opts.hooks?.onClose?.(conn.close(log, "done", ctx));
       return undefined;
     }
     opts.hooks?.onOpen?.(conn);
@@ -203,7 +203,7 @@ export function serveProxy(
     table.delete(conn);
     // The connection's logger only when a line is written (ctx.log makes it).
     opts.hooks?.onClose?.(
-      conn.close(log, conn.dest.state === "idle" ? "closed" : "done", () => ctx.log),
+      conn.close(log, conn.dest.state === "idle" ? "closed" : "done", ctx),
     );
   };
 
@@ -308,12 +308,17 @@ export function serveProxy(
         ({ client, from, to } = claimed);
       }
       let req: ProxyRequest;
-      try {
-        const authenticate = authFor(from?.host ?? sock.remoteAddr.hostname, ctx);
-        req = await type.handshake(client, new TypeContext(conn, ctx, sock, authenticate));
-      } catch (err) {
-        conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
-        return;
+      if (type.fixedDest) {
+        // Nothing to ask the client (static): no type context, promise or await for it.
+        req = { dest: type.fixedDest, source: client };
+      } else {
+        try {
+          const authenticate = authFor(from?.host ?? sock.remoteAddr.hostname, ctx);
+          req = await type.handshake(client, new TypeContext(conn, ctx, sock, authenticate));
+        } catch (err) {
+          conn.fail(handshakeEnd(err, ctx), reasonOf(err), errorMessage(err));
+          return;
+        }
       }
       ctx.handshakeDone();
       if (req.serve) {

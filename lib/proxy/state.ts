@@ -34,20 +34,40 @@ export class ProxySide {
   #state: ProxyState = "idle";
   #description: string | undefined;
   #describe: (() => string) | undefined;
+  /** The endpoint to describe when first read (no closure for the usual case). */
+  #endpoint: HostPort | Deno.Addr | undefined;
+  /** Where a dial for `#endpoint` arrived, when known (`asked=reached` if they differ). */
+  #reached: Deno.Addr | undefined;
 
-  /** A side described by `description`, or by `describe()` when its description is first read. */
-  constructor(readonly kind: SideKind, description: string | (() => string) = "-") {
+  /**
+   * A side described by `description`: text, an endpoint described when first read (see
+   * {@linkcode describeEndpoint}), or `describe()` called then.
+   */
+  constructor(
+    readonly kind: SideKind,
+    description: string | HostPort | Deno.Addr | (() => string) = "-",
+  ) {
     if (typeof description === "string") this.#description = description;
-    else this.#describe = description;
+    else if (typeof description === "function") this.#describe = description;
+    else this.#endpoint = description;
   }
 
   /** Human description such as `ipv4[1.2.3.4:3234]`, `ipv6[[::1]:80]`, `name[example.org:80]`. */
   get description(): string {
-    return this.#description ??= this.#describe?.() ?? "-";
+    return this.#description ??= this.#describeNow();
   }
 
   set description(d: string) {
     this.#description = d;
+  }
+
+  #describeNow(): string {
+    if (this.#describe) return this.#describe();
+    const asked = this.#endpoint;
+    if (asked === undefined) return "-";
+    const text = describeEndpoint(asked);
+    const reached = this.#reached && describeEndpoint(this.#reached);
+    return reached === undefined || reached === text ? text : `${text}=${reached}`;
   }
 
   /**
@@ -57,6 +77,19 @@ export class ProxySide {
   describeLater(describe: () => string): void {
     this.#description = undefined;
     this.#describe = describe;
+    this.#endpoint = undefined;
+  }
+
+  /**
+   * Describe the side as the endpoint `asked` (`ipv4[…]`, `name[…]`), and, once `reached` is
+   * given and differs from it, as `asked=reached` (`name[example.org:80]=ipv4[…]`), when the
+   * description is first read: as {@linkcode describeLater} without a closure per side.
+   */
+  describeEndpointLater(asked: HostPort | Deno.Addr, reached?: Deno.Addr): void {
+    this.#description = undefined;
+    this.#describe = undefined;
+    this.#endpoint = asked;
+    this.#reached = reached;
   }
 
   /** Current state. */

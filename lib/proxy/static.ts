@@ -30,6 +30,7 @@ export function staticProxy(to: HostPort): AddressProxyType {
   return {
     kind: "address",
     instant: true,
+    fixedDest: to,
     scheme: "static",
     handshake: (conn) => Promise.resolve({ dest: to, source: conn }),
   };

@@ -189,7 +189,8 @@ async function accept(
   try {
     const r = new BufferedReader(conn, buf);
     if (!(await r.fill())) throw new UnexpectedEofError();
-    const ver = r.peek()[0];
+    // Every field below is read with `at` (no view per field), each once buffered.
+    const ver = r.at(0)!;
     r.skip(1);
     if (socks4 && ver === socks4Version) return await acceptSocks4(conn, r, opts);
     // Greeting: VER NMETHODS METHODS…
@@ -198,17 +199,15 @@ async function accept(
       throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
     }
     while (r.buffered < 1) if (!(await r.fill())) throw new UnexpectedEofError();
-    const nMethods = r.peek()[0];
+    const nMethods = r.at(0)!;
     while (r.buffered < 1 + nMethods) if (!(await r.fill())) throw new UnexpectedEofError();
-    // A view, used before the next read.
-    const methods = r.peek().subarray(1, 1 + nMethods);
     let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
-    if (opts.authenticate && !methods.includes(wanted)) {
+    if (opts.authenticate && !offers(r, nMethods, wanted)) {
       const noAuth = opts.allowNoAuth;
       if (noAuth === true || (typeof noAuth === "function" && noAuth())) wanted = Method.noAuth;
     }
-    if (!methods.includes(wanted)) {
-      const offered = [...methods].map(hex).join(",");
+    if (!offers(r, nMethods, wanted)) {
+      const offered = [...r.peek().subarray(1, 1 + nMethods)].map(hex).join(",");
       r.skip(1 + nMethods);
       await writeAll(conn, new Uint8Array([socksVersion, Method.noAcceptable]));
       throw new Socks5Error("no-acceptable-method", `no acceptable method among [${offered}]`);
@@ -225,19 +224,19 @@ async function accept(
 
     // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
     while (r.buffered < 4) if (!(await r.fill())) throw new UnexpectedEofError();
-    let head = r.peek();
-    if (head[0] !== socksVersion) {
+    const reqVer = r.at(0)!;
+    if (reqVer !== socksVersion) {
       await sendSocks5Reply(conn, Reply.generalFailure);
-      throw new ProtocolError(`bad request version 0x${hex(head[0])}`, "bad-version");
+      throw new ProtocolError(`bad request version 0x${hex(reqVer)}`, "bad-version");
     }
-    const cmd = head[1], atyp = head[3];
+    const cmd = r.at(1)!, atyp = r.at(3)!;
     // RSV (head[2]) must be 0 by the RFC; clients that set it are tolerated, as most servers do.
     if (!isKnownAddrType(atyp)) {
       await sendSocks5Reply(conn, Reply.addressTypeNotSupported);
       throw new ProtocolError(`unknown address type 0x${hex(atyp)}`, "bad-address-type");
     }
     while (r.buffered < 5) if (!(await r.fill())) throw new UnexpectedEofError();
-    const first = r.peek()[4];
+    const first = r.at(4)!;
     if (atyp === AddrType.domain && first === 0) {
       // Answered at once, without waiting for a port that may never come.
       await sendSocks5Reply(conn, Reply.generalFailure);
@@ -245,10 +244,9 @@ async function accept(
     }
     const size = 4 + addressBytes(atyp, first);
     while (r.buffered < size) if (!(await r.fill())) throw new UnexpectedEofError();
-    head = r.peek();
     let dest: HostPort;
     try {
-      dest = parseAddress(head.subarray(4, size), atyp);
+      dest = parseAddress(r.peek().subarray(4, size), atyp);
     } catch (err) {
       // A name that is not UTF-8 or holds a control character ("bad-domain"): a malformed
       // request like an empty name, answered the same (0x01), not 0x04 — no host was tried.
@@ -387,6 +385,12 @@ function replyBytes(reply: number, bound: HostPort | Deno.NetAddr | undefined): 
 async function writeOnce(conn: Pick<Duplex, "write">, p: Uint8Array): Promise<void> {
   const n = await conn.write(p);
   if (n < p.length) await writeAll(conn, p.subarray(n));
+}
+
+/** Whether the greeting buffered in `r` (NMETHODS first) offers `method`. */
+function offers(r: BufferedReader, nMethods: number, method: number): boolean {
+  for (let i = 1; i <= nMethods; i++) if (r.at(i) === method) return true;
+  return false;
 }
 
 function hex(b: number): string {
