@@ -2,8 +2,9 @@
  * The CPU of seaprox's protocol code per connection, without sockets (issue 20): the SOCKS5
  * type's handshake and reply (lib/proxy socks5Proxy over lib/socks5), and the HTTP type's
  * CONNECT session (lib/proxy httpProxy over lib/http: head, dial, 200, relay to an upstream that
- * ends at once), each on in-memory connections whose reads and writes settle at once. What a
- * change to these paths saves is a few µs of a ~250 µs connection, below what a socket A/B
+ * ends at once), and lib/socks5's client CONNECT (`socks5Connect`: what seaprox's SOCKS5 hops
+ * and upstream proxy dial with), each on in-memory connections whose reads and writes settle
+ * at once. What a change to these paths saves is a few µs of a ~250 µs connection, below what a socket A/B
  * (bench/_conn_ab.ts) resolves on a shared box; here the same work runs in a loop, this tree's
  * and `--old DIR`'s in alternating batches in one process, and the table gives CPU µs per
  * connection (user + system of the process, GC included), median of the rounds.
@@ -20,6 +21,7 @@ import { benchFlags, fixed, median } from "./_util.ts";
 import type { Duplex } from "../lib/net/mod.ts";
 import type * as ProxyMod from "../lib/proxy/mod.ts";
 import type * as DeadlineMod from "../lib/net/deadline.ts";
+import type * as Socks5Mod from "../lib/socks5/mod.ts";
 
 const flags = benchFlags({ numbers: { rounds: 9, count: 50_000 }, strings: ["old", "only"] });
 
@@ -44,6 +46,9 @@ class Scripted implements Duplex {
 
 const greeting = Uint8Array.of(5, 1, 0);
 const request = Uint8Array.of(5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90);
+/** What a SOCKS5 server answers the client: "no auth", then success bound to 127.0.0.1:8080. */
+const noAuth = Uint8Array.of(5, 0);
+const succeeded = Uint8Array.of(5, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90);
 const connectHead = new TextEncoder().encode(
   "CONNECT 127.0.0.1:8080 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8.5.0\r\n\r\n",
 );
@@ -54,11 +59,15 @@ const never = new AbortController().signal;
 /** One tree's paths: run `count` connections of `kind`. */
 interface Tree {
   name: string;
-  run(kind: "SOCKS5" | "HTTP CONNECT", count: number): Promise<void>;
+  run(kind: Kind, count: number): Promise<void>;
 }
+
+/** The paths measured. */
+type Kind = "SOCKS5" | "HTTP CONNECT" | "SOCKS5 client";
 
 async function load(name: string, dir: string): Promise<Tree> {
   const proxy = await import(`${dir}/lib/proxy/mod.ts`) as typeof ProxyMod;
+  const socks5 = await import(`${dir}/lib/socks5/mod.ts`) as typeof Socks5Mod;
   // As serve() does for its listener: the shared deadline wheel keeps its timer between
   // connections (else each one starts and stops it, which a server never does).
   const wheel = await import(`${dir}/lib/net/deadline.ts`) as typeof DeadlineMod;
@@ -78,7 +87,9 @@ async function load(name: string, dir: string): Promise<Tree> {
     name,
     async run(kind, count) {
       for (let i = 0; i < count; i++) {
-        if (kind === "SOCKS5") {
+        if (kind === "SOCKS5 client") {
+          await socks5.socks5Connect(new Scripted([noAuth, succeeded]), bound);
+        } else if (kind === "SOCKS5") {
           const c = new Scripted([greeting, request]);
           const req = await socks.handshake(c, { ...base, conn: conn() });
           await req.reply?.({ ok: true, bound });
@@ -107,7 +118,7 @@ function cpuSeconds(): number {
 const releases: (() => void)[] = [];
 const trees = [await load("new", new URL("..", import.meta.url).pathname)];
 if (flags.old) trees.push(await load("old", flags.old));
-const kinds = (["SOCKS5", "HTTP CONNECT"] as const).filter((k) =>
+const kinds = (["SOCKS5", "HTTP CONNECT", "SOCKS5 client"] as const).filter((k) =>
   flags.only === undefined || new RegExp(flags.only).test(k)
 );
 const us = new Map<string, number[]>();

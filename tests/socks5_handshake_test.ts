@@ -353,8 +353,19 @@ Deno.test("socks5 addresses: IPv4/IPv6 literals parse, format and encode", () =>
     assertEquals(parseIPv6(bad), null, bad);
   }
   assertEquals([...encodeAddress({ host: "1.2.3.4", port: 258 })], [1, 1, 2, 3, 4, 1, 2]);
-  assertEquals(encodeAddress({ host: "::1", port: 80 })[0], 4);
-  assertEquals(encodeAddress({ host: "localhost", port: 80 })[0], 3);
+  assertEquals(
+    [...encodeAddress({ host: "::1", port: 80 })],
+    [4, ...new Array(15).fill(0), 1, 0, 80],
+  );
+  assertEquals([...encodeAddress({ host: "ab", port: 513 })], [3, 2, 97, 98, 2, 1]);
+  // With headroom (a request's VER CMD RSV in front): the same bytes after it, for each type.
+  for (const host of ["1.2.3.4", "::1", "ab", "1.2.3.256", "[::ffff:1.2.3.4]"]) {
+    const plain = [...encodeAddress({ host, port: 443 })];
+    const roomy = encodeAddress({ host, port: 443 }, 3);
+    assertEquals([...roomy.subarray(0, 3)], [0, 0, 0], host);
+    assertEquals([...roomy.subarray(3)], plain, host);
+  }
+  assertEquals(encodeAddress({ host: "1.2.3.256", port: 80 })[0], 3, "not IPv4: a name");
   const e = assertThrows(() => encodeAddress({ host: "a".repeat(256), port: 1 }));
   assert(e instanceof Socks5Error && e.reason === "bad-argument");
 });

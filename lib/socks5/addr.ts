@@ -137,31 +137,43 @@ export function formatIPv6(b: Uint8Array): string {
 
 /**
  * Encode ATYP + address + port. IP literals use their binary types; anything else is sent
- * as a domain name (1–255 bytes, else a Socks5Error "bad-argument").
+ * as a domain name (1–255 bytes, else a Socks5Error "bad-argument"). With `headroom`, that
+ * many bytes are left free in front (a request's VER CMD RSV): one array for the message.
  */
-export function encodeAddress(dest: HostPort): Uint8Array {
+export function encodeAddress(dest: HostPort, headroom = 0): Uint8Array {
   const { host, port } = dest;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Socks5Error("bad-argument", `port out of range: ${port}`);
   }
-  let head: Uint8Array;
-  const v4 = parseIPv4(host);
-  const v6 = v4 ? null : parseIPv6(host);
-  if (v4) {
-    head = new Uint8Array([AddrType.ipv4, ...v4]);
-  } else if (v6) {
-    head = new Uint8Array([AddrType.ipv6, ...v6]);
+  let out: Uint8Array;
+  let at = headroom;
+  // An IPv4 literal (the usual destination) straight into the one array, parsed once.
+  const v4 = new Uint8Array(headroom + 7);
+  if (putIPv4(host, v4, headroom + 1)) {
+    out = v4;
+    out[at] = AddrType.ipv4;
+    at += 5;
   } else {
-    const name = encoder.encode(host);
-    if (name.length === 0 || name.length > maxFieldBytes) {
-      throw new Socks5Error("bad-argument", `domain name must be 1-255 bytes: ${name.length}`);
+    const v6 = parseIPv6(host);
+    if (v6) {
+      out = new Uint8Array(headroom + 19);
+      out[at] = AddrType.ipv6;
+      out.set(v6, at + 1);
+      at += 17;
+    } else {
+      const name = encoder.encode(host);
+      if (name.length === 0 || name.length > maxFieldBytes) {
+        throw new Socks5Error("bad-argument", `domain name must be 1-255 bytes: ${name.length}`);
+      }
+      out = new Uint8Array(headroom + 4 + name.length);
+      out[at] = AddrType.domain;
+      out[at + 1] = name.length;
+      out.set(name, at + 2);
+      at += 2 + name.length;
     }
-    head = new Uint8Array([AddrType.domain, name.length, ...name]);
   }
-  const out = new Uint8Array(head.length + 2);
-  out.set(head);
-  out[head.length] = port >> 8;
-  out[head.length + 1] = port & 0xff;
+  out[at] = port >> 8;
+  out[at + 1] = port & 0xff;
   return out;
 }
 

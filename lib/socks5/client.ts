@@ -21,6 +21,9 @@ import {
 import { reasonForReply, replyName } from "./reply.ts";
 
 const encoder = new TextEncoder();
+/** The greetings (VER NMETHODS METHODS), written as they are, never modified. */
+const greetNoAuth = Uint8Array.of(socksVersion, 1, Method.noAuth);
+const greetUserPass = Uint8Array.of(socksVersion, 2, Method.noAuth, Method.userPass);
 
 /** Options of {@linkcode socks5Connect}. */
 export interface Socks5ClientOptions {
@@ -102,26 +105,25 @@ async function request(
   dest: HostPort,
   opts: Socks5ClientOptions,
 ): Promise<Socks5ConnectResult> {
-  const request = encodeAddress(dest); // validates dest before anything is sent
+  // VER CMD RSV, then the address: validates dest before anything is sent.
+  const req = encodeAddress(dest, 3);
+  req[0] = socksVersion;
+  req[1] = command;
+  req[2] = 0x00;
   const useAuth = opts.username !== undefined;
   const r = new BufferedReader(conn, 512);
 
-  await writeAll(
-    conn,
-    new Uint8Array(
-      useAuth
-        ? [socksVersion, 2, Method.noAuth, Method.userPass]
-        : [socksVersion, 1, Method.noAuth],
-    ),
-  );
-  const choice = await r.readExact(2);
-  if (choice[0] !== socksVersion) {
-    throw new ProtocolError(`not a SOCKS5 server: version 0x${hex(choice[0])}`, "bad-version");
+  await writeAll(conn, useAuth ? greetUserPass : greetNoAuth);
+  // Two bytes (a view: read before the next read of `r`).
+  const choice = await r.readExact(2, false);
+  const ver = choice[0], method = choice[1];
+  if (ver !== socksVersion) {
+    throw new ProtocolError(`not a SOCKS5 server: version 0x${hex(ver)}`, "bad-version");
   }
-  if (choice[1] === Method.noAcceptable) {
+  if (method === Method.noAcceptable) {
     throw new Socks5Error("no-acceptable-method", "server accepted none of our methods");
   }
-  if (choice[1] === Method.userPass && useAuth) {
+  if (method === Method.userPass && useAuth) {
     const user = encoder.encode(opts.username ?? "");
     const pass = encoder.encode(opts.password ?? "");
     if (user.length > maxFieldBytes || pass.length > maxFieldBytes) {
@@ -137,33 +139,31 @@ async function request(
     if (status[1] !== authSucceeded) {
       throw new Socks5Error("auth-failed", "server rejected our username/password");
     }
-  } else if (choice[1] !== Method.noAuth) {
-    throw new ProtocolError(`server chose a method we did not offer: 0x${hex(choice[1])}`);
+  } else if (method !== Method.noAuth) {
+    throw new ProtocolError(`server chose a method we did not offer: 0x${hex(method)}`);
   }
 
-  const req = new Uint8Array(3 + request.length);
-  req.set([socksVersion, command, 0x00]);
-  req.set(request, 3);
   await writeAll(conn, req);
 
-  // Reply: VER REP RSV ATYP BND.ADDR BND.PORT
-  const head = await r.readExact(4);
-  if (head[0] !== socksVersion) {
-    throw new ProtocolError(`bad reply version 0x${hex(head[0])}`, "bad-version");
+  // Reply: VER REP RSV ATYP BND.ADDR BND.PORT (a view, its fields taken before the next read)
+  const head = await r.readExact(4, false);
+  const replyVer = head[0], rep = head[1], atyp = head[3];
+  if (replyVer !== socksVersion) {
+    throw new ProtocolError(`bad reply version 0x${hex(replyVer)}`, "bad-version");
   }
-  if (head[1] !== Reply.succeeded) {
+  if (rep !== Reply.succeeded) {
     // The rest of a failure reply carries nothing useful and some servers close before it.
     throw new Socks5ReplyError(
-      head[1],
-      reasonForReply(head[1]),
+      rep,
+      reasonForReply(rep),
       `SOCKS5 server refused ${command === Command.connect ? "CONNECT" : "UDP ASSOCIATE"} ` +
-        `${dest.host}:${dest.port}: ${replyName(head[1])}`,
+        `${dest.host}:${dest.port}: ${replyName(rep)}`,
     );
   }
-  if (!isKnownAddrType(head[3])) {
-    throw new ProtocolError(`unknown bound address type 0x${hex(head[3])}`, "bad-address-type");
+  if (!isKnownAddrType(atyp)) {
+    throw new ProtocolError(`unknown bound address type 0x${hex(atyp)}`, "bad-address-type");
   }
-  const bound = await readAddress(r, head[3]);
+  const bound = await readAddress(r, atyp);
   return { bound, leftover: r.takeBuffered() };
 }
 
