@@ -6,7 +6,10 @@
  * and refused every request for A's exit until A's next beat wrote its lease back (and B's
  * next beat read it). Now B, finding its own instance lease gone, keeps the exits it read
  * before the loss for a settle window. A beats every 200 s here, so A never writes back
- * during the test; B beats every 2 s. A real redis-server; every wait is bounded.
+ * during the test; B beats every 2 s (and does not nudge A). With the nudge (the default),
+ * B's beat that finds the loss tells A over its link, and A writes its leases back at once
+ * rather than at its next beat (before, 200 s away). A real redis-server; every wait is
+ * bounded.
  */
 
 import { DepotCluster } from "../lib/cluster/mod.ts";
@@ -37,6 +40,8 @@ for (const loss of ["FLUSHALL", "restart"] as const) {
       heartbeatMs: 2_000,
       instance: "b",
       advertise: "h:2",
+      // Not nudging a to write back at once: the test is of b's settle window.
+      nudgeOnLoss: false,
     });
     let watch = await watchCommands(redis.port);
     const echo = async (what: string) => {
@@ -99,3 +104,42 @@ for (const loss of ["FLUSHALL", "restart"] as const) {
     }
   });
 }
+
+Deno.test("depot cluster: an instance that finds Redis lost its records nudges the others, which write back at once", async () => {
+  const redis = await startRedis();
+  const a = await startDepot({ locals: [{ name: "far" }] });
+  const b = await startDepot({ locals: [] });
+  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const token = "nudge-test-token-0001";
+  // A beats every 200 s: only a nudge makes it write back during the test.
+  const ca = await DepotCluster.connect(a.server, {
+    url: redis.url,
+    token,
+    heartbeatMs: 200_000,
+    instance: "a",
+    advertise: `127.0.0.1:${linkPort.addr.port}`,
+  });
+  ca.listen(linkPort);
+  const cb = await DepotCluster.connect(b.server, {
+    url: redis.url,
+    token,
+    heartbeatMs: 2_000,
+    instance: "b",
+    advertise: "h:2",
+  });
+  try {
+    await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
+    assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
+    await until(
+      "a's lease of exit far written back after b's nudge",
+      async () => await redisCommand(redis.port, "EXISTS warren:depot:exit:far") === ":1",
+    );
+    assertEquals(await redisCommand(redis.port, "EXISTS warren:depot:instance:a"), ":1");
+  } finally {
+    await cb.close();
+    await ca.close();
+    await a.close();
+    await b.close();
+    await redis.stop();
+  }
+});

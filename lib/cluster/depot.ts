@@ -26,7 +26,10 @@
  * another beat when the loss fell inside one), and for a settle window (a lease time and the
  * longest reconnect wait) keeps routing to the exits it read before the loss that are not yet
  * back, so its SOCKS clients are not refused while the holders write back (an exit that left
- * meanwhile is answered by its old holder: no such exit there).
+ * meanwhile is answered by its old holder: no such exit there). It also nudges the instances
+ * it knew over their links (`{lost: 1}`, no answer): each runs a beat at once, finds its own
+ * lease gone and writes its leases back, instead of at its next beat (the tunnel registry's
+ * `l:` notice does the same there).
  * @module
  */
 
@@ -75,6 +78,12 @@ export interface DepotClusterOptions {
   instance?: string;
   /** TLS when dialling the peers (their cluster ports then serve TLS). */
   tls?: TlsClientConfig;
+  /**
+   * Nudge the other instances over their links when Redis lost its records, so they write
+   * back at once; false leaves it to their own beats (tests of the settle window).
+   * @default true
+   */
+  nudgeOnLoss?: boolean;
   log?: Logger;
 }
 
@@ -152,6 +161,8 @@ export class DepotCluster {
   #joined = false;
   /** The live instances (this one included), as last read. */
   #instances = new Map<string, InstanceLease>();
+  /** A peer's nudge has a beat queued (more nudges until it runs add none). */
+  #nudged = false;
   readonly #since = new Date().toISOString();
 
   private constructor(
@@ -279,12 +290,13 @@ export class DepotCluster {
   }
 
   /**
-   * Write the leases of the exits held here, drop those that left, read everyone's. An exit
+   * Write the leases of the exits held here, drop those that left, read everyone's (finding
+   * this instance's lease gone, nudge the others unless `nudge` is false). An exit
    * that just connected takes its lease outright; the others' leases are only refreshed while
    * they are ours ({@linkcode refreshLease}): an exit name connected to two instances stays
    * with the one it connected to last instead of flipping between them every beat.
    */
-  async #heartbeat(): Promise<void> {
+  async #heartbeat(nudge = true): Promise<void> {
     const leaseMs = this.#heartbeatMs * 3;
     try {
       // First, so whoever reads one of our exit leases also finds this instance.
@@ -293,7 +305,7 @@ export class DepotCluster {
         keys: [this.#instanceKey(this.instance)],
         arguments: [JSON.stringify(self), String(leaseMs)],
       });
-      if (this.#joined && Number(had) === 0) this.#lost();
+      if (this.#joined && Number(had) === 0) this.#lost(nudge);
       this.#joined = true;
       const held = this.#server.heldExits();
       const names = new Set(held.map((e) => e.name));
@@ -343,7 +355,7 @@ export class DepotCluster {
       }
       if (!instances.has(this.instance)) {
         // Lost inside this beat (after our lease was written): write back in another, now.
-        this.#lost();
+        this.#lost(nudge);
         this.#schedule();
       }
       if (performance.now() < this.#settleUntil) {
@@ -369,13 +381,46 @@ export class DepotCluster {
     }
   }
 
-  /** Redis lost its records: keep what was read before for the settle window. */
-  #lost(): void {
+  /**
+   * Redis lost its records: keep what was read before for the settle window, and (`nudge`,
+   * unless a peer's nudge told us) tell the others to write back.
+   */
+  #lost(nudge: boolean): void {
     if (performance.now() >= this.#settleUntil) this.#beforeLoss = new Map(this.#remote);
     this.#settleUntil = performance.now() + this.#heartbeatMs * 3 +
       redisLimits.maxReconnectDelayMs;
     this.#log.info("registry lost its records: writing back", {
       keptMs: this.#settleUntil - performance.now(),
+    });
+    if (nudge && this.#opts.nudgeOnLoss !== false) this.#nudgePeers();
+  }
+
+  /**
+   * Tell every instance known before the loss (the live ones and the exits' holders, as last
+   * read) that Redis lost its records: one `{lost: 1}` stream each over its link, no answer.
+   */
+  #nudgePeers(): void {
+    const peers = new Set<string>();
+    for (const [name, i] of this.#instances) if (name !== this.instance) peers.add(i.advertise);
+    for (const l of this.#beforeLoss.values()) peers.add(l.advertise);
+    for (const addr of peers) {
+      void (async () => {
+        const s = await (await this.#links.link(addr)).open({ data: encodeFrame({ lost: 1 }) });
+        await s.close();
+      })().catch((err) => {
+        // That peer's own next beat finds the loss: the nudge only makes it sooner.
+        this.#log.debug("cluster peer not nudged", { peer: addr, error: errorMessage(err) });
+      });
+    }
+  }
+
+  /** A peer said Redis lost its records: beat now (once for any number of nudges meanwhile). */
+  #nudgedByPeer(): void {
+    if (this.#nudged) return;
+    this.#nudged = true;
+    this.#beat = this.#beat.then(async () => {
+      this.#nudged = false;
+      await bounded(this.#heartbeat(false), this.#heartbeatMs * 3);
     });
   }
 
@@ -428,6 +473,12 @@ export class DepotCluster {
     let out: Awaited<ReturnType<DepotServer["connectHere"]>> | undefined;
     try {
       const h = await readLinkHeader(reader);
+      if (h?.lost === 1) {
+        this.#log.info("a peer says the registry lost its records: beating now");
+        this.#nudgedByPeer();
+        await s.close();
+        return;
+      }
       const ask = hereRequest(h);
       const name = typeof h?.exit === "string" ? h.exit : "";
       if (!name || !ask) {
