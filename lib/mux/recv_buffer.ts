@@ -81,8 +81,8 @@ export class RecvBuffer {
     if (this.#reserved) throw new Error("RecvBuffer: push during a reservation");
     let off = 0;
     while (off < chunk.length) {
-      let tail = this.#chunks[this.#chunks.length - 1];
-      if (!tail || tail.end === tail.buf.length) {
+      let tail = this.#tail();
+      if (tail === undefined || tail.end === tail.buf.length) {
         tail = newChunk(Math.max(expect, chunk.length) - off, minRecvBufferBytes);
         this.#chunks.push(tail);
       }
@@ -141,8 +141,8 @@ export class RecvBuffer {
   reserve(n: number, minBytes: number = n): Uint8Array {
     if (this.#reserved) throw new Error("RecvBuffer: already reserved");
     const need = Math.min(n, minBytes);
-    let tail = this.#chunks[this.#chunks.length - 1];
-    if (!tail || tail.buf.length - tail.end < need) {
+    let tail = this.#tail();
+    if (tail === undefined || tail.buf.length - tail.end < need) {
       tail = newChunk(n, need);
       this.#chunks.push(tail);
     }
@@ -164,7 +164,7 @@ export class RecvBuffer {
     c.end += Math.max(0, n);
     this.#length += Math.max(0, n);
     if (this.#length === 0) this.clear();
-    else if (c.start === c.end && this.#chunks[this.#chunks.length - 1] === c) {
+    else if (c.start === c.end && this.#tail() === c) {
       // Nothing came and nothing waits in it: a later buffer must not queue behind an empty
       // one (a view of it would be empty while bytes wait).
       this.#chunks.pop();
@@ -182,6 +182,16 @@ export class RecvBuffer {
     }
     this.#chunks = [];
     this.#length = 0;
+  }
+
+  /**
+   * The last chunk, if any. (Not `chunks[length - 1]` on an empty queue, its usual state: an
+   * index out of bounds takes V8's slow path, a lookup of the property "-1" up the prototype
+   * chain: the hottest line of a small frame's receive path in a profile.)
+   */
+  #tail(): Chunk | undefined {
+    const n = this.#chunks.length;
+    return n > 0 ? this.#chunks[n - 1] : undefined;
   }
 
   /** `k` bytes of the head chunk `c` were read: a drained chunk leaves the queue. */

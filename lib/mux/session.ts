@@ -100,6 +100,8 @@ const maxCoalesceBufferBytes = 256 * 1024;
  */
 const minStageBytes = 16 * 1024;
 const maxStageBytes = 256 * 1024;
+/** Size of each small-view arena (see `Session.lendSmall`): a pooled receive buffer's. */
+const viewArenaBytes = 16 * 1024;
 /** Payloads at least this long are read straight into a waiting reader's buffer. */
 const directReadMinBytes = 64 * 1024;
 /** Small data frames in a row that end bulk reading (see Session's `#bulkFrames`). */
@@ -269,6 +271,9 @@ export class Session implements StreamHost, FrameSink {
    * writer has taken every queued frame (so copied into `#out`). */
   #stage = new Uint8Array(0);
   #stageOff = 0;
+  /** Small received payloads lent to view readers (see `lendSmall`), and its fill. */
+  #viewArena = new Uint8Array(0);
+  #viewArenaOff = 0;
   #pings = new Map<number, PendingPing>();
   #pingSeq = 0;
   #rtt: number | undefined;
@@ -393,25 +398,38 @@ export class Session implements StreamHost, FrameSink {
    * Rejects with `MuxError` "session-closed", "goaway", "too-many-streams" or
    * "streams-exhausted".
    */
-  async open(opts: { data?: Uint8Array; fin?: boolean } = {}): Promise<Stream> {
+  open(opts: { data?: Uint8Array; fin?: boolean } = {}): Promise<Stream> {
     if (this.#shut || this.#localGoAway) {
-      throw new MuxError("session-closed", "session is closed");
+      return Promise.reject(new MuxError("session-closed", "session is closed"));
     }
-    if (this.#remoteGoAway) throw new MuxError("goaway", "peer sent go away");
+    if (this.#remoteGoAway) return Promise.reject(new MuxError("goaway", "peer sent go away"));
     if (this.#streams.size >= this.#opts.maxStreams) {
-      throw new MuxError("too-many-streams", `maxStreams ${this.#opts.maxStreams} reached`);
+      return Promise.reject(
+        new MuxError("too-many-streams", `maxStreams ${this.#opts.maxStreams} reached`),
+      );
     }
     const id = this.#nextId;
-    if (id > maxU32) throw new MuxError("streams-exhausted", "no stream ids left");
+    if (id > maxU32) {
+      return Promise.reject(new MuxError("streams-exhausted", "no stream ids left"));
+    }
     this.#nextId += 2;
     const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
     this.#streams.set(id, s);
     this.#stats.streamsTotal++;
     // The ACK gives the first RTT sample (for window growth) until a ping has measured one.
     if (this.#rtt === undefined) s._openedAt = performance.now();
-    if (opts.data && opts.data.length > 0) await s.write(opts.data);
-    else if (!opts.fin) s._sendSyn();
-    if (opts.fin) await s.closeWrite();
+    const { data, fin } = opts;
+    if (data !== undefined && data.length > 0) {
+      // The usual small first write is queued at once (no async frame); others may wait.
+      if (!s._writeNow(data)) return this.#openWriting(s, data, fin === true);
+    } else if (!fin) s._sendSyn();
+    return fin ? s.closeWrite().then(() => s) : Promise.resolve(s);
+  }
+
+  /** The rest of `open()` when its data must wait for the writer lock or send window. */
+  async #openWriting(s: Stream, data: Uint8Array, fin: boolean): Promise<Stream> {
+    await s.write(data);
+    if (fin) await s.closeWrite();
     return s;
   }
 
@@ -517,6 +535,25 @@ export class Session implements StreamHost, FrameSink {
     this.#stage.set(p, off);
     this.#stageOff = off + n;
     return this.#stage.subarray(off, off + n);
+  }
+
+  /**
+   * @internal A copy of `p` (at most `smallViewMaxBytes`) lent to a stream's view reader:
+   * bump-allocated in a shared arena whose bytes are never overwritten (a full arena is
+   * replaced, left to the GC once no view of it is held), so the view stays valid however
+   * long its reader holds it, and no stream keeps a buffer of its own between frames. A view
+   * held by a stalled reader pins at most one arena, as a pooled receive buffer did.
+   */
+  lendSmall(p: Uint8Array): Uint8Array {
+    const n = p.length;
+    let off = this.#viewArenaOff;
+    if (off + n > this.#viewArena.length) {
+      this.#viewArena = new Uint8Array(viewArenaBytes);
+      off = 0;
+    }
+    this.#viewArena.set(p, off);
+    this.#viewArenaOff = off + n;
+    return this.#viewArena.subarray(off, off + n);
   }
 
   /** @internal */

@@ -35,6 +35,11 @@ const minQueueReadBytes = 64 * 1024;
 /** Most bytes one `readView` lends. */
 const maxViewBytes = 4 * 1024 * 1024;
 /**
+ * Payloads up to this size that arrive for a waiting `readView` are lent as a copy in the
+ * session's small-view arena (see Session.lendSmall) instead of through the receive queue.
+ */
+export const smallViewMaxBytes = 4 * 1024;
+/**
  * Data bytes of one stream queued but not yet written to the transport above which a copied
  * (small) write waits for its frame to be written: without it a peer that grants huge
  * windows and never reads would have us buffer every write in memory.
@@ -99,6 +104,8 @@ export interface StreamHost {
   lingerStream(s: Stream): void;
   /** A copy of a small payload, valid until its frame has been encoded (see Session.stage). */
   stage(p: Uint8Array): Uint8Array;
+  /** A copy of a received payload of at most `smallViewMaxBytes`, never overwritten. */
+  lendSmall(p: Uint8Array): Uint8Array;
   readonly maxWindowBytes: number;
   readonly maxSendFrameBytes: number;
 }
@@ -322,6 +329,11 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     this.#unflushedBytes += n;
     this.#enqueue(FrameType.data, 0, n, this.#host.stage(p), false);
     return true;
+  }
+
+  /** @internal `write(p)` done at once if it is the common small write (see #queueSmall). */
+  _writeNow(p: Uint8Array): boolean {
+    return this.#queueSmall(p);
   }
 
   async #write(p: Uint8Array, framed: boolean): Promise<number> {
@@ -633,19 +645,27 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   _rxPayload(chunk: Uint8Array, rest: number): void {
     if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
-    if (r && r.p && this.#queued === 0) {
-      this.#reader = null;
+    if (r === null) {
+      this.#queue(chunk, rest);
+      return;
+    }
+    // A reader waits, so nothing is queued.
+    this.#reader = null;
+    if (r.p !== null) {
       const n = Math.min(chunk.length, r.p.length);
       r.p.set(n === chunk.length ? chunk : chunk.subarray(0, n));
       if (n < chunk.length) this.#queue(chunk.subarray(n), rest);
       this.#consumed(n);
       r.resolve(n);
-      return;
-    }
-    this.#queue(chunk, rest);
-    if (r) {
-      this.#reader = null;
-      this.#deliver(r); // a view reader: lent what was just queued
+    } else if (chunk.length <= smallViewMaxBytes) {
+      // A view reader and a small payload (a request, a response): lent a copy from the
+      // session's arena, with no pooled buffer taken, queued and given back per frame.
+      const v = this.#host.lendSmall(chunk);
+      this.#consumed(v.length);
+      r.resolveView(v);
+    } else {
+      this.#queue(chunk, rest);
+      this.#deliver(r); // lent what was just queued
     }
   }
 
