@@ -34,6 +34,7 @@ export class Stream {
   #finTx = false;
   #closed = false;
   #waiter: { p: Uint8Array; resolve: (n: number | null) => void } | null = null;
+  #viewWaiter: ((v: Uint8Array | null) => void) | null = null;
 
   constructor(readonly session: Session, readonly id: number, public synOwed: boolean) {}
 
@@ -43,6 +44,16 @@ export class Stream {
     if (this.#finRx || this.#closed) return Promise.resolve(null);
     return new Promise((resolve) => this.#waiter = { p, resolve });
   }
+
+  /** The next received bytes themselves (a copy the floor made anyway); null after FIN. */
+  readView(): Promise<Uint8Array | null> {
+    if (this.#queue.length > 0) return Promise.resolve(this.#queue.shift()!);
+    if (this.#finRx || this.#closed) return Promise.resolve(null);
+    return new Promise((resolve) => this.#viewWaiter = resolve);
+  }
+
+  /** Nothing to release: every view is its own copy. */
+  releaseView(): void {}
 
   /** Queue all of `p` (copied) as one frame. */
   write(p: Uint8Array): Promise<number> {
@@ -68,6 +79,8 @@ export class Stream {
     void this.closeWrite();
     this.#waiter?.resolve(null);
     this.#waiter = null;
+    this.#viewWaiter?.(null);
+    this.#viewWaiter = null;
   }
 
   #take(p: Uint8Array): number {
@@ -83,7 +96,11 @@ export class Stream {
   _rx(payload: Uint8Array, fin: boolean): void {
     if (payload.length > 0 && !this.#closed) {
       const w = this.#waiter;
-      if (w !== null) {
+      const vw = this.#viewWaiter;
+      if (vw !== null) {
+        this.#viewWaiter = null;
+        vw(payload.slice());
+      } else if (w !== null) {
         this.#waiter = null;
         const n = Math.min(w.p.length, payload.length);
         w.p.set(n === payload.length ? payload : payload.subarray(0, n));
@@ -96,6 +113,8 @@ export class Stream {
       if (this.#queue.length === 0) {
         this.#waiter?.resolve(null);
         this.#waiter = null;
+        this.#viewWaiter?.(null);
+        this.#viewWaiter = null;
       }
       this.#maybeFree();
     }

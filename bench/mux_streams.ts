@@ -18,7 +18,8 @@
  * of lib/mux to it. `--exchanges K` measures a long-lived stream instead (the tunnel's
  * keep-alive connection): each stream carries K request/response pairs (100 B request, the
  * first on the SYN; 250 B response), one frame each way, then both FINs; CPU is printed per
- * exchange. Not a test: numbers are as measured on a shared machine.
+ * exchange. `--views` reads with `readView()` (as relay() and the tunnel's front do) instead
+ * of `read()` into a buffer of one's own. Not a test: numbers are as measured on a shared machine.
  * @module
  */
 
@@ -28,6 +29,8 @@ import { benchFlags, median, type Proc, procCpuSeconds, roundOrder, spawnDeno } 
 /** What both ends need of a lib/mux checkout (this one's, or `--old`'s). */
 interface MuxStream {
   read(p: Uint8Array): Promise<number | null>;
+  readView(): Promise<Uint8Array | null>;
+  releaseView(): void;
   write(p: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
   close(): void;
@@ -52,8 +55,24 @@ const download = new Uint8Array(1024).fill(4);
 const kaRequest = new Uint8Array(100).fill(5);
 const kaResponse = new Uint8Array(250).fill(6);
 
+/** `--views`: read by views (set in both processes). */
+let views = Deno.env.get("BENCH_VIEWS") === "1";
+
+/** {@linkcode readAtLeast} by views. */
+async function viewAtLeast(s: MuxStream, n: number): Promise<number> {
+  let got = 0;
+  while (got < n) {
+    const v = await s.readView();
+    if (v === null) break;
+    got += v.length;
+    s.releaseView();
+  }
+  return got;
+}
+
 /** Read `s` until `n` bytes came (or its end); returns how many came. */
 async function readAtLeast(s: MuxStream, buf: Uint8Array, n: number): Promise<number> {
+  if (views) return viewAtLeast(s, n);
   let got = 0;
   while (got < n) {
     const k = await s.read(buf);
@@ -170,8 +189,9 @@ if (Deno.env.get("BENCH_ROLE") === undefined) {
   const flags = benchFlags({
     numbers: { streams: 20_000, concurrency: 32, rounds: 5, "syn-ack-delay-ms": 0, exchanges: 0 },
     strings: ["old"],
-    booleans: ["floor"],
+    booleans: ["floor", "views"],
   });
+  views = flags.views;
   const here = new URL(".", import.meta.url).pathname;
   const trees = [{ name: "lib/mux", mod: `${here}../lib/mux/mod.ts` }];
   if (flags.old) trees.push({ name: "lib/mux (old)", mod: `${flags.old}/lib/mux/mod.ts` });
@@ -198,6 +218,7 @@ if (Deno.env.get("BENCH_ROLE") === undefined) {
           BENCH_MUX: modPath,
           BENCH_SYN_ACK_MS: String(flags["syn-ack-delay-ms"]),
           BENCH_EXCHANGES: String(k),
+          BENCH_VIEWS: views ? "1" : "0",
         },
       });
       sides.push({ name: t.name, child, session: null!, rate: [], opener: [], accepter: [] });
@@ -219,12 +240,13 @@ if (Deno.env.get("BENCH_ROLE") === undefined) {
         side.accepter.push((procCpuSeconds([side.child]) - a0) * 1e6 / units);
       }
     }
+    const how = views ? ", read by views" : "";
     const what = k > 0
       ? `${k} exchanges (100 B, 250 B) on each`
       : "SYN+40 B, 20 B, 8 B + FIN, 1 KiB + FIN";
     console.log(
       `${flags.streams} streams ×${flags.concurrency} per round (${what}), ` +
-        `median of ${flags.rounds} rounds\n`,
+        `median of ${flags.rounds} rounds${how}\n`,
     );
     console.log(`| mux           | ${unit}s/s | CPU µs/${unit} (opener + accepter) |`);
     console.log(
