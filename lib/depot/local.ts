@@ -70,6 +70,7 @@ import {
 } from "./udp.ts";
 import type { FlowLimits } from "../udp/mod.ts";
 import { SparePool } from "./spares.ts";
+import { DepotAbort } from "./abort.ts";
 import { after, noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
 import {
@@ -217,7 +218,7 @@ interface Session {
   /** The mux session carrying tunnels (`mux` mode). */
   mux?: MuxSession;
   /** Per-request abort controllers (cancel, session end). */
-  requests: Map<number, AbortController>;
+  requests: Map<number, DepotAbort>;
   /** The server waits for `end{id}` before passing a plain tunnel's FIN on. */
   reportsEnds: boolean;
   /** "open": the server opens a mux stream per request, its SYN carrying the request. */
@@ -513,11 +514,11 @@ export class DepotLocal {
         ? depotCompact
         : undefined;
       if (compact) ctl.useCompact(compact);
-      const requests = new Map<number, AbortController>();
+      const requests = new Map<number, DepotAbort>();
       // The session's end aborts each of its requests: one listener for them all (a listener
       // per request on the long-lived signal, or AbortSignal.any, cost each request more).
       ctl.signal.addEventListener("abort", () => {
-        for (const ac of requests.values()) ac.abort(ctl.signal.reason);
+        for (const a of requests.values()) a.abort(ctl.signal.reason);
       }, { once: true });
       let session: Session = {
         ctl,
@@ -751,13 +752,13 @@ export class DepotLocal {
   ): Promise<void> {
     const o = this.#opts;
     const { ctl } = session;
-    // A controller per request, which the session's end aborts (one listener for the session):
+    // An abort per request, which the session's end aborts (one listener for the session):
     // the dial's and the relay's listeners go on it, not on the session's long-lived signal,
     // where each add and remove scans every other request's (O(concurrent requests) each).
-    const ac = new AbortController();
-    session.requests.set(req.id, ac);
-    if (ctl.signal.aborted) ac.abort(ctl.signal.reason);
-    const signal = ac.signal;
+    // Not an AbortController: an AbortSignal is made only for a TCP tunnel or UDP.
+    const abort = new DepotAbort();
+    session.requests.set(req.id, abort);
+    if (ctl.signal.aborted) abort.abort(ctl.signal.reason);
     const udp = req.type === "associate";
     const dest = udp ? "udp" : joinHostPort(req.host, req.port);
     // Made when first used: a relayed connection below the info level never logs.
@@ -772,7 +773,7 @@ export class DepotLocal {
     // The tunnel transport is opened while the target is dialled: set-up costs one of the
     // two, not both. If the dial fails, the unused transport is closed unnamed.
     // With `on`, the tunnel is there already.
-    const transport = on || !allowed ? undefined : session.openTunnel(signal).then(
+    const transport = on || !allowed ? undefined : session.openTunnel(abort.signal).then(
       (conn) => ({ conn, error: undefined }),
       (error: unknown) => ({ conn: undefined, error }),
     );
@@ -784,8 +785,8 @@ export class DepotLocal {
         // dial() (aclDial too) sets TCP_NODELAY already.
         if (!udp) {
           app = o.acl
-            ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal })
-            : await dial(req.host, req.port, { timeoutMs, signal });
+            ? await aclDial(o.acl, { host: req.host, port: req.port }, { timeoutMs, signal: abort })
+            : await dial(req.host, req.port, { timeoutMs, signal: abort });
         }
       } catch (err) {
         const reason = classifyError(err);
@@ -806,13 +807,19 @@ export class DepotLocal {
           if (t.error !== undefined) throw t.error;
           const opened = t.conn!;
           try {
-            tunnel = await this.#tunnelHandshake(opened.conn, req, app?.localAddr, signal, session);
+            tunnel = await this.#tunnelHandshake(
+              opened.conn,
+              req,
+              app?.localAddr,
+              abort.signal,
+              session,
+            );
           } catch (err) {
-            if (!opened.spare || err instanceof RemoteError || signal.aborted) throw err;
+            if (!opened.spare || err instanceof RemoteError || abort.aborted) throw err;
             // A spare the server had already dropped (restart, timer): one fresh connection.
             log().debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
-            const fresh = await session.dialTunnel(signal);
-            tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, signal, session);
+            const fresh = await session.dialTunnel(abort.signal);
+            tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, abort.signal, session);
           }
         }
       } catch (err) {
@@ -837,14 +844,18 @@ export class DepotLocal {
           // An associate (nothing was dialled): the tunnel carries datagrams.
           const t = tunnel;
           tunnel = undefined; // serveExitAssociation closes it
-          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, signal, log());
+          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, abort.signal, log());
           end = udpResult.end;
           return;
         }
         // The target's FIN, once passed on, is confirmed to the server (see tunnel_end.ts).
         const relayed = session.reportsEnds ? new ReportedEnd(tunnel, ctl, req.id) : tunnel;
         // a = tunnel (client side), b = app: aToB is "up".
-        const r = await relay(relayed, app, { signal, idleTimeoutMs: o.idleTimeoutMs, stats });
+        const r = await relay(relayed, app, {
+          signal: abort,
+          idleTimeoutMs: o.idleTimeoutMs,
+          stats,
+        });
         // relay() closed both; closing again would only build BadResource errors.
         app = undefined;
         tunnel = undefined;

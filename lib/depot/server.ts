@@ -10,6 +10,8 @@
  */
 
 import {
+  type Abortable,
+  abortSignalOf,
   after,
   BufferedReader,
   closeQuietly,
@@ -74,6 +76,7 @@ import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
 import { BoundAssociation } from "./udp.ts";
+import { DepotAbort } from "./abort.ts";
 import {
   defaultUdpIdleTimeoutMs,
   type Flow,
@@ -571,8 +574,8 @@ class ExitSession {
   readonly standby: Standby[] = [];
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
-  /** Its relays' controllers (see `relaySignal`), aborted when the control connection ends. */
-  readonly relays = new Set<AbortController>();
+  /** Its relays' aborts (see `relayAbort`), aborted when the control connection ends. */
+  readonly relays = new Set<DepotAbort>();
   /** Its "ok" requests' series (bound once). */
   readonly okCount: { inc(): void };
   constructor(
@@ -590,22 +593,22 @@ class ExitSession {
     // control connection is gone.
     ctl.signal.addEventListener("abort", () => {
       for (const gate of this.ends.values()) gate.fail();
-      for (const ac of this.relays) ac.abort(ctl.signal.reason);
+      for (const a of this.relays) a.abort(ctl.signal.reason);
       this.relays.clear();
     }, { once: true });
   }
 
   /**
-   * A controller for one relay through this exit, aborted when the control connection ends;
-   * drop it from `relays` when the relay is over. One controller per relay, not a listener each
-   * on the control connection's long-lived signal: every add and remove of those scanned all
-   * the others (a micro-benchmark: 12 µs per connection with 32 relaying, 85 with 1,000).
+   * The abort of one relay through this exit, aborted when the control connection ends; drop
+   * it from `relays` when the relay is over. One per relay, not a listener each on the control
+   * connection's long-lived signal: every add and remove of those scanned all the others (a
+   * micro-benchmark: 12 µs per connection with 32 relaying, 85 with 1,000).
    */
-  relayController(): AbortController {
-    const ac = new AbortController();
-    if (this.ctl.signal.aborted) ac.abort(this.ctl.signal.reason);
-    else this.relays.add(ac);
-    return ac;
+  relayAbort(): DepotAbort {
+    const a = new DepotAbort();
+    if (this.ctl.signal.aborted) a.abort(this.ctl.signal.reason);
+    else this.relays.add(a);
+    return a;
   }
 
   /** A FIN gate for plain tunnel `id`, registered before its request goes out. */
@@ -1182,7 +1185,7 @@ export class DepotServer {
     m.serverSeries.active.inc();
     exit.okCount.inc();
     m.serverSeries.connect.observe((performance.now() - startedMs) / 1000);
-    const relayAc = exit.relayController(); // ends the relay with the control connection
+    const relayAbort = exit.relayAbort(); // ends the relay with the control connection
     try {
       const r = await this.#relayGranted(
         conn,
@@ -1190,7 +1193,7 @@ export class DepotServer {
         tunnel,
         outcome.bound,
         udp,
-        relayAc.signal,
+        relayAbort,
         stats,
         log,
       );
@@ -1199,7 +1202,7 @@ export class DepotServer {
       }
     } finally {
       outcome.done();
-      exit.relays.delete(relayAc);
+      exit.relays.delete(relayAbort);
       this.#active--;
       exit.active--;
       exit.live.delete(stats);
@@ -1305,12 +1308,12 @@ export class DepotServer {
     }
     exit.active++;
     exit.total++;
-    const ac = exit.relayController();
+    const a = exit.relayAbort();
     return {
       ...outcome,
-      signal: ac.signal,
+      signal: a.signal,
       done: () => {
-        exit.relays.delete(ac);
+        exit.relays.delete(a);
         exit.active--;
         outcome.done();
       },
@@ -1369,7 +1372,7 @@ export class DepotServer {
     tunnel: Duplex,
     bound: HostPort | undefined,
     udp: BoundAssociation | undefined,
-    signal: AbortSignal | undefined,
+    signal: Abortable | undefined,
     stats: RelayStats,
     log: () => Logger,
   ): Promise<GrantedEnd> {
@@ -1384,7 +1387,12 @@ export class DepotServer {
     }
     if (udp) {
       const idleMs = this.udp.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
-      const r = await udp.relay(tunnel, conn, signal ?? neverAborted, idleMs);
+      const r = await udp.relay(
+        tunnel,
+        conn,
+        signal ? abortSignalOf(signal) : neverAborted,
+        idleMs,
+      );
       return { end: r.end, failure: r.failure, cause: r.message };
     }
     const r = await relay(withPrefix(conn, leftover), tunnel, {
