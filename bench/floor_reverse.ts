@@ -167,19 +167,33 @@ async function spare(to: Deno.ConnectOptions): Promise<void> {
   });
 }
 
+/** `BENCH_HEAVY=6`'s live objects: held for the process's life, never touched again. */
+const ballast: unknown[] = [];
+
+/** About `BENCH_BALLAST_MB` MB of small objects and strings, linked as modules' are. */
+function makeBallast(): unknown[] {
+  const mb = Number(Deno.env.get("BENCH_BALLAST_MB") ?? 8);
+  const out: unknown[] = [];
+  // ~84 bytes an entry: an object with a string of its own and a link to the one before.
+  for (let i = 0; i < mb * 12_000; i++) out.push({ i, name: `f${i}`, prev: out[i - 1] });
+  return out;
+}
+
 /**
  * `BENCH_HEAVY=1`: the same floor in a process that also holds depot's weight, idle: lib/depot
  * and lib/metrics loaded, the shared deadline wheel held, and (server) a DepotServer started on
  * three port-0 listeners that no local joins. What a depot process carries besides the work
  * per connection (a larger heap for the GC, more code), measured without depot's own path.
  * `BENCH_HEAVY=2`: the modules loaded only; 3: only `node:net`; 4: only lib/metrics; 5: only
- * lib/depot.
+ * lib/depot; 6: no code at all but `BENCH_BALLAST_MB` (default 8) of small live objects, as
+ * much heap as a service's modules hold, to tell a bigger heap from more code.
  */
 async function loadDepotWeight(server: boolean, heavy: string): Promise<void> {
   // 3, 4, 5: one part of the weight alone (a node: module; lib/metrics; lib/depot).
   if (heavy === "3") return void await import("node:net");
   if (heavy === "4") return void await import("../lib/metrics.ts");
   if (heavy === "5") return void await import("../lib/depot/mod.ts");
+  if (heavy === "6") return void ballast.push(...makeBallast());
   const modulesOnly = heavy === "2";
   const depot = await import("../lib/depot/mod.ts");
   await import("../lib/metrics.ts");
