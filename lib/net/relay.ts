@@ -22,7 +22,7 @@ import {
 } from "./duplex.ts";
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
-import { IdleTimer } from "./deadline.ts";
+import { type Deadline, deadlines } from "./deadline.ts";
 import { type Abortable, type AbortListener, listenAbort, unlistenAbort } from "./abort.ts";
 
 /** Live byte counters of a relay; readable while it runs (metrics, status pages). */
@@ -101,7 +101,7 @@ export interface RelayResult extends RelayStats {
 export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayResult> {
   const r = new Relay(a, b, opts.stats ?? { aToB: 0, bToA: 0 }, opts.pool ?? relayPool);
   const idleMs = opts.idleTimeoutMs ?? 0;
-  if (idleMs > 0) r.idle = new IdleTimer(idleMs, () => r.stop("idle"));
+  if (idleMs > 0) r.watchIdle(idleMs);
   const signal = opts.signal;
   if (signal?.aborted) r.stop("aborted");
   // The relay is the listener (`handleEvent`): no closure.
@@ -118,7 +118,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
       r.pump(b, a, false);
     });
   } finally {
-    r.idle?.stop();
+    if (r.idleMs > 0) deadlines.delete(r);
     if (signal) unlistenAbort(signal, r);
     if (!r.finished) {
       r.finished = true;
@@ -135,11 +135,19 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
  * failure, the abort listener, each pump and each counter were eight allocations more per
  * connection (issue 20).
  */
-class Relay implements AbortListener {
+class Relay implements AbortListener, Deadline {
   end: RelayEnd = "done";
   error: Error | undefined;
   finished = false;
-  idle: IdleTimer | undefined;
+  /**
+   * The idle timeout (0: none). The relay is its own deadline on the shared wheel, as lib/net's
+   * IdleTimer would be (an IdleTimer and its callback were two allocations more per relay).
+   */
+  idleMs = 0;
+  /** When a pump last moved bytes (the wheel's clock), while `idleMs` > 0. */
+  lastMs = 0;
+  /** @internal When the wheel looks at it next. */
+  due = 0;
   /** Settles relay()'s wait for both pumps. */
   joined: (() => void) | undefined;
   /** Pumps not ended yet. */
@@ -170,6 +178,26 @@ class Relay implements AbortListener {
     const finish = why === "idle" ? closeQuietly : resetQuietly;
     finish(this.a);
     finish(this.b);
+  }
+
+  /** Watch for `idleMs` without a byte moved: then the relay ends as "idle". */
+  watchIdle(idleMs: number): void {
+    this.idleMs = idleMs;
+    this.lastMs = deadlines.clockMs();
+    this.due = this.lastMs + idleMs;
+    deadlines.add(this);
+  }
+
+  /** Bytes moved: the idle period starts again (a clock read; the wheel is not touched). */
+  touch(): void {
+    if (this.idleMs > 0) this.lastMs = deadlines.clockMs();
+  }
+
+  /** @internal The wheel reached `due`: idle, or moved on by a touch (IdleTimer's rule). */
+  fire(nowMs: number): number | void {
+    const due = this.lastMs + this.idleMs;
+    if (due > nowMs) return due;
+    this.stop("idle");
   }
 
   /** The signal aborted. */
@@ -212,7 +240,7 @@ class Relay implements AbortListener {
           await dst.closeWrite();
           return;
         }
-        this.idle?.touch();
+        this.touch();
         const wrote = await dst.write(v); // as below: writeAll only for a short write's rest
         if (wrote < v.length) await writeAll(dst, v.subarray(wrote));
         this.count(aToB, v.length);
@@ -242,7 +270,7 @@ class Relay implements AbortListener {
           await dst.closeWrite();
           return;
         }
-        this.idle?.touch();
+        this.touch();
         if (framed) await framed.writeFramed(buf.subarray(0, room + n));
         else {
           // Most writes take the whole chunk: writeAll (a frame of its own) only for the rest.
