@@ -221,3 +221,37 @@ Deno.test("tunnel cluster: an instance cut off from Redis asks its peers about a
     await redis.stop();
   }
 });
+
+Deno.test("tunnel cluster: an instance that joined after this one's last heartbeat is asked during an outage (its join notice is followed)", async () => {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const relay = cuttableRelay(redis.port);
+  // B's only beat is now, before D exists (its next is 200 s away).
+  const b = await member(`redis://127.0.0.1:${relay.port}`, "b");
+  const d = await member(redis.url, "d");
+  const client = startClient({
+    server: d.tunnel.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  try {
+    await until(
+      "B's peers to include D (its join notice)",
+      () => b.registry.peers().some((p) => p.name === "d"),
+    );
+    await relay.cut();
+    // D reaches Redis: the host and the client are registered there; B hears nothing of it.
+    await d.tunnel.server.addHost("joined.test", id);
+    await client.connected();
+    // The old code asked the peers of B's beat (none) and answered 404.
+    const got = await rawGet(b.tunnel.port, "joined.test", "/name?id=joined");
+    assertEquals([got.status, got.body], [200, "app joined"], got.head);
+  } finally {
+    await client.stop();
+    await d.close();
+    await b.close();
+    await app.close();
+    await relay.cut();
+    await redis.stop();
+  }
+});

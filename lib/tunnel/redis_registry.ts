@@ -416,6 +416,7 @@ export class RedisRegistry implements Registry {
     else if (msg.startsWith("i:")) {
       this.#instCache.delete(what);
       if (what !== this.instance && !this.#peers.has(what)) this.#joined.add(what);
+      if (what !== this.instance) void this.#followPeer(what);
       // An instance wrote its records back (or left): a wait for a lease may be over.
       for (const [k, ws] of this.#noticeWaiters) {
         if (k.startsWith("c:")) {
@@ -429,6 +430,23 @@ export class RedisRegistry implements Registry {
     } else {
       for (const e of this.#extensions) if (msg.startsWith(e.noticePrefix)) e.notice(msg);
     }
+  }
+
+  /**
+   * Follow an instance's notice (it joined, wrote its record back, or left) in the peers
+   * asked during an outage, rather than wait for the next heartbeat's read: a host added
+   * through an instance that joined since is then found by asking it.
+   */
+  async #followPeer(name: string): Promise<void> {
+    let rec: InstanceRecord | undefined;
+    try {
+      rec = await this.instanceRecord(name);
+    } catch {
+      // Redis went away just now: the peers stay as last read.
+      return;
+    }
+    if (rec) this.#peers.set(name, rec);
+    else this.#peers.delete(name);
   }
 
   /**
@@ -979,8 +997,8 @@ export class RedisRegistry implements Registry {
   }
 
   /**
-   * The other instances live at the last heartbeat (read from Redis then): whom to ask
-   * while Redis cannot answer.
+   * The other instances live at the last heartbeat (read from Redis then, and followed by
+   * their notices since): whom to ask while Redis cannot answer.
    */
   peers(): InstanceRecord[] {
     return [...this.#peers.values()];
