@@ -161,8 +161,8 @@ function jsonFields(o: Record<string, string | number | boolean>, fields: LogFie
 const ownKeys: ReadonlySet<string> = new Set(["ts", "level", "msg"]);
 
 /**
- * Fields that end many lines of one logger (a connection's own: its peer, its client),
- * rendered once in the logger's format ({@linkcode Logger.tail}) rather than on every line.
+ * Fields that end many lines (a connection's own: its peer, its client), rendered once
+ * ({@linkcode Logger.tail}) rather than on every line.
  */
 export class LogTail {
   /** @param text the fields as logfmt (` key=value` each) @param fields the fields themselves */
@@ -227,11 +227,11 @@ export class Logger {
   }
 
   /**
-   * `fields` rendered once for this logger's lines: a {@linkcode LogTail} that `log` appends
-   * after a line's own fields, for fields many lines repeat.
+   * `fields` rendered once: a {@linkcode LogTail} that `log` appends after a line's own
+   * fields, for fields many lines repeat.
    */
   tail(fields: LogFields): LogTail {
-    return new LogTail(this.#format === "json" ? "" : logfmtFields(fields), fields);
+    return new LogTail(logfmtFields(fields), fields);
   }
 
   /** Write a line of `fields`, then `tail`'s, if `level` is enabled. */

@@ -713,12 +713,13 @@ export class PublicConn {
   }
 
   /**
-   * The access log's and the response rewrites' copy: each response head is parsed (and
-   * rewritten), its body copied by its framing, then its request's line is logged. Returns
-   * at the stream's end between responses, or after a response framed by the close (the
-   * rest is copied raw). A head that needs no change goes out as it came, and a response's
-   * bytes are gathered until the stream must be read again: one write per response, as
-   * the opaque copy makes.
+   * The access log's and the response rewrites' copy: each response head is read (see
+   * {@linkcode #passHeads}), its body copied by its framing, then its request's line is
+   * logged. Returns at the stream's end between responses, or after a response framed by the
+   * close (the rest is copied raw). A head that needs no change goes out as it came, and a
+   * response's bytes are gathered until the stream must be read again (a response that came
+   * whole in one read goes straight from the reader's buffer): one write per response, as the
+   * opaque copy makes.
    */
   async #copyParsed(leg: Leg, src: Duplex): Promise<void> {
     const out = new WriteCoalescer();
