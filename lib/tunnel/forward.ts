@@ -104,19 +104,37 @@ export function forwardHeadBytes(
   }
   // raw ends with the empty line's CRLF: the fields go before it, each with its own CRLF.
   const keep = raw.length - 2;
-  const out = new Uint8Array(
-    keep + xffName.length + peer.ip.length + xfpName.length + proto.length + xfhName.length +
-      host.length + 4,
-  );
+  const fields = forwardedFields(peer.ip, proto, host);
+  const out = new Uint8Array(keep + fields.length);
   // All of raw (no view to make); the fields then overwrite its closing CRLF.
   out.set(raw);
-  out.set(xffName, keep);
-  let o = putLatin1(out, keep + xffName.length, peer.ip);
+  out.set(fields, keep);
+  return out;
+}
+
+/** The last {@linkcode forwardedFields} made, and what it was made of. */
+let lastFields = { ip: "", proto: "", host: "", bytes: new Uint8Array(0) };
+
+/**
+ * The X-Forwarded-* field lines and the head's closing empty line for one client address,
+ * scheme and Host. The last one made is kept: a kept-alive connection (and a busy host) sends
+ * the same three values request after request, and three string compares cost less than
+ * writing the lines again byte by byte. The result is shared: only ever copied, never changed.
+ */
+function forwardedFields(ip: string, proto: string, host: string): Uint8Array {
+  const last = lastFields;
+  if (last.ip === ip && last.proto === proto && last.host === host) return last.bytes;
+  const out = new Uint8Array(
+    xffName.length + ip.length + xfpName.length + proto.length + xfhName.length + host.length + 4,
+  );
+  out.set(xffName);
+  let o = putLatin1(out, xffName.length, ip);
   out.set(xfpName, o);
   o = putLatin1(out, o + xfpName.length, proto);
   out.set(xfhName, o);
   o = putLatin1(out, o + xfhName.length, host);
   out[o] = 0x0d, out[o + 1] = 0x0a, out[o + 2] = 0x0d, out[o + 3] = 0x0a;
+  lastFields = { ip, proto, host, bytes: out };
   return out;
 }
 
@@ -150,9 +168,7 @@ export function routedTarget(head: RequestHead): RoutedTarget {
     hostHeader = v.trim();
   }
   if (hostHeader === undefined || hostHeader === "") throw new HttpError("missing Host header");
-  parseAuthority(hostHeader, 80); // a port, when written, is numeric and in range
-  const vhost = normalizeHost(hostHeader);
-  if (!vhost) throw new HttpError(`bad Host ${JSON.stringify(hostHeader)}`);
+  const vhost = checkedHost(hostHeader);
   if (head.target.startsWith("/") || head.target === "*") {
     return { hostHeader, vhost, head };
   }
@@ -163,6 +179,24 @@ export function routedTarget(head: RequestHead): RoutedTarget {
     throw new HttpError("request target names another authority than Host");
   }
   return { hostHeader, vhost, head: { ...head, target: target.path } };
+}
+
+/** The last Host value {@linkcode checkedHost} accepted, and its virtual host. */
+let lastHost = { header: "", vhost: "" };
+
+/**
+ * The virtual host of a Host field value, or HttpError when it is not a valid `host[:port]`
+ * (numeric port in range). The last value accepted is kept (the check is a function of the
+ * value alone): a kept-alive connection and a busy host repeat it, and a compare costs less
+ * than the check's regular expressions, slices and lower-casing.
+ */
+function checkedHost(hostHeader: string): string {
+  if (hostHeader === lastHost.header) return lastHost.vhost;
+  parseAuthority(hostHeader, 80); // a port, when written, is numeric and in range
+  const vhost = normalizeHost(hostHeader);
+  if (!vhost) throw new HttpError(`bad Host ${JSON.stringify(hostHeader)}`);
+  lastHost = { header: hostHeader, vhost };
+  return vhost;
 }
 
 /** The token of an `Authorization: Bearer …` value, or undefined. */
