@@ -5,7 +5,8 @@
  * full GC every few hundred connections (bench/RESULTS.md, 2026-12-07 depot-weight). Pinned
  * here: no service's static import graph (`deno info --json`, dynamic and type-only edges left
  * out) reaches the Redis client (a cluster's, with --registry only) or prom-client (an
- * embedding's registry, lib/metrics promRegistry()).
+ * embedding's registry, lib/metrics promRegistry()), and depot and seaprox load no other
+ * service's lib (depot-server took lib/tunnel for its cluster flags, now services/config/cluster.ts).
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -27,8 +28,11 @@ interface Graph {
   redirects: Record<string, string>;
 }
 
-/** The npm packages (name@version) `path` loads at start: static code imports only. */
-async function staticNpm(path: string): Promise<string[]> {
+/**
+ * What `path` loads at start (static code imports only): checkout-relative files and npm
+ * packages (name@version).
+ */
+async function staticGraph(path: string): Promise<{ files: string[]; npm: string[] }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", path],
     cwd: root,
@@ -50,7 +54,9 @@ async function staticNpm(path: string): Promise<string[]> {
       todo.push(g.redirects[d.code.specifier] ?? d.code.specifier);
     }
   }
-  return [...npm].sort();
+  const files = [...seen].filter((f) => f.startsWith(root.href))
+    .map((f) => f.slice(root.href.length));
+  return { files: files.sort(), npm: [...npm].sort() };
 }
 
 const services = [...Deno.readDirSync(new URL("services/", root))]
@@ -62,17 +68,34 @@ Deno.test("service weight: no service loads the Redis client or prom-client at s
   assert(services.length >= 8, services.join(", "));
   const heavy: string[] = [];
   for (const s of services) {
-    for (const p of await staticNpm(s)) {
+    for (const p of (await staticGraph(s)).npm) {
       if (loadedWhenUsed.some((name) => p.startsWith(`${name}@`))) heavy.push(`${s}: ${p}`);
     }
   }
   assertEquals(heavy, []);
 });
 
+/** Each service and the lib folders of other services it has no use for. */
+const others: Record<string, string[]> = {
+  "services/depot-server.ts": ["lib/tunnel/", "lib/proxy/"],
+  "services/depot-local.ts": ["lib/tunnel/", "lib/proxy/"],
+  "services/seaprox.ts": ["lib/tunnel/", "lib/depot/"],
+};
+
+Deno.test("service weight: depot and seaprox load no other service's lib at start", async () => {
+  const loaded: string[] = [];
+  for (const [s, folders] of Object.entries(others)) {
+    const { files } = await staticGraph(s);
+    assert(files.includes(s), `${s} is in its own graph`);
+    for (const f of files) if (folders.some((d) => f.startsWith(d))) loaded.push(`${s}: ${f}`);
+  }
+  assertEquals(loaded, []);
+});
+
 Deno.test("service weight: the graph walk sees a static npm import (the test can fail)", async () => {
   // lib/config/load.ts imports smol-toml statically: a walk that missed static edges would
   // pass the test above without looking.
-  assert((await staticNpm("lib/config/load.ts")).some((p) => p.startsWith("smol-toml@")));
+  assert((await staticGraph("lib/config/load.ts")).npm.some((p) => p.startsWith("smol-toml@")));
 });
 
 Deno.test("service weight: an embedding's prom-client metrics still reach /metrics' text", async () => {

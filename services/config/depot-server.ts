@@ -16,7 +16,7 @@ import {
 } from "../../lib/depot/mod.ts";
 import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
-import { clusterTlsFromFlags, command as tunnelCommand, parseRegistry } from "./tunnel-server.ts";
+import { clusterTlsFlags, clusterTlsFromFlags, parseRegistry } from "./cluster.ts";
 import type { ClusterTls } from "../../lib/tunnel/mod.ts";
 
 /** depot-server's command line. */
@@ -148,10 +148,7 @@ export const command = {
       help: "shared secret of the cluster's links (every instance the same)",
     },
     // The same TLS on the links as tunnel-server's cluster (etcd-style peer TLS).
-    "cluster-tls-cert": tunnelCommand.flags["cluster-tls-cert"],
-    "cluster-tls-key": tunnelCommand.flags["cluster-tls-key"],
-    "cluster-tls-ca": tunnelCommand.flags["cluster-tls-ca"],
-    "cluster-tls-server-name": tunnelCommand.flags["cluster-tls-server-name"],
+    ...clusterTlsFlags,
     workers: {
       kind: "int",
       min: 1,

@@ -28,13 +28,9 @@ import {
   readHostsFile,
   type TunnelConfig,
 } from "../../lib/tunnel/mod.ts";
-import {
-  loadTlsClientConfig,
-  loadTlsServerConfig,
-  TlsError,
-  type TlsServerConfig,
-} from "../../lib/transport/mod.ts";
+import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
+import { clusterTlsFlags, clusterTlsFromFlags, parseRegistry } from "./cluster.ts";
 
 /** tunnel-server's command line. */
 export const command = {
@@ -274,24 +270,7 @@ export const command = {
       env: "TUNNEL_CLUSTER_TOKEN",
       help: "shared secret of the cluster's links (every instance the same)",
     },
-    "cluster-tls-cert": {
-      kind: "string",
-      arg: "file",
-      help: "TLS on the cluster's links: this instance's certificate chain (PEM), served on " +
-        "--cluster-listen and, with --cluster-tls-ca, presented to the peers it dials",
-    },
-    "cluster-tls-key": { kind: "string", arg: "file", help: "private key of --cluster-tls-cert" },
-    "cluster-tls-ca": {
-      kind: "string",
-      arg: "file",
-      help: "trust this CA (PEM) for the peers' certificates, and require one of every peer " +
-        "(mutual TLS; the certificate then needs serverAuth and clientAuth); default: system CAs",
-    },
-    "cluster-tls-server-name": {
-      kind: "string",
-      arg: "name",
-      help: "verify the peers' certificates for this name instead of their --advertise host",
-    },
+    ...clusterTlsFlags,
     "max-conns": { kind: "int", arg: "n", default: "4096", help: "public connections at once" },
     workers: {
       kind: "int",
@@ -342,46 +321,6 @@ export interface TunnelServerServiceConfig {
 }
 
 /**
- * The links' TLS from `--cluster-tls-*` (files read and checked), or undefined; depot-server's
- * cluster takes the same flags.
- */
-export function clusterTlsFromFlags(
-  f: Pick<
-    ServiceFlags<typeof command.flags>,
-    "cluster-tls-cert" | "cluster-tls-key" | "cluster-tls-ca" | "cluster-tls-server-name"
-  >,
-): ClusterTls | undefined {
-  const cert = f["cluster-tls-cert"], key = f["cluster-tls-key"], ca = f["cluster-tls-ca"];
-  if (!cert && !key) {
-    if (ca || f["cluster-tls-server-name"]) {
-      throw new FlagError(
-        "cluster-tls-cert",
-        "--cluster-tls-ca/-server-name need --cluster-tls-cert",
-      );
-    }
-    return undefined;
-  }
-  if (!cert || !key) {
-    throw new FlagError("cluster-tls-cert", "--cluster-tls-cert and --cluster-tls-key go together");
-  }
-  try {
-    return {
-      server: loadTlsServerConfig({ certFile: cert, keyFile: key, caFile: ca }),
-      client: loadTlsClientConfig({
-        caFile: ca,
-        serverName: f["cluster-tls-server-name"],
-        ...(ca ? { certFile: cert, keyFile: key } : {}),
-      }),
-    };
-  } catch (err) {
-    if (err instanceof TlsError) {
-      throw new FlagError("cluster-tls-cert", `--cluster-tls-*: ${err.message}`);
-    }
-    throw err;
-  }
-}
-
-/**
  * `--workers` > 1: the workers are the instances of a cluster, so they need the shared
  * registry; each binds the public ports at a named port; the state file would have N writers
  * and a server-defined UDP port cannot be shared (each worker would hold its own flows).
@@ -402,23 +341,6 @@ function checkWorkers(f: ServiceFlags<typeof command.flags>, registry: boolean):
   if ([f.listen, f.admin].some((a) => a?.port === 0)) {
     throw new FlagError("workers", "--workers: port 0 would give each worker its own port");
   }
-}
-
-/** A `--registry` value: redis:// or rediss:// with a host and port. */
-export function parseRegistry(v: string): { url: string; addr: string } {
-  let u: URL;
-  try {
-    u = new URL(v);
-  } catch {
-    throw new FlagError("registry", "--registry: not a URL (redis://[:password@]host:port[/db])");
-  }
-  if ((u.protocol !== "redis:" && u.protocol !== "rediss:") || !u.hostname || !u.port) {
-    throw new FlagError("registry", "--registry: expected redis://[:password@]host:port[/db]");
-  }
-  if (!/^\/?\d*$/.test(u.pathname)) {
-    throw new FlagError("registry", "--registry: the database is a number (/0 ... /15)");
-  }
-  return { url: v, addr: `${u.protocol}//${u.host}${u.pathname}` };
 }
 
 /** tunnel-server's config from its flags; throws to refuse. */
