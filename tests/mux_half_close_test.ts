@@ -1,6 +1,7 @@
 import { MuxError, StreamState } from "../lib/mux/mod.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
+import { deadlines } from "../lib/net/deadline.ts";
 import {
   acceptWithin,
   blockStreamSha256,
@@ -206,6 +207,28 @@ Deno.test("close: a peer that never sends its FIN is reset after closeLingerMs",
     await waitFor(() => s.error !== null);
     assertEquals(s.error?.reason, "reset");
     assertEquals(p.server.stats.streamsOpen, 0);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("close: a stream closed before the peer's FIN leaves the wheel once that FIN comes", async () => {
+  // A linger far beyond the test: one left behind is still pending at the end.
+  const p = await muxPair({ closeLingerMs: 60_000 }, {});
+  try {
+    const before = deadlines.size;
+    for (let i = 0; i < 10; i++) {
+      const s = await p.client.open({ data: new Uint8Array([i]) });
+      const r = await acceptWithin(p.server, "the stream the peer opened");
+      s.close(); // before the server's FIN: the client lingers for it
+      assertEquals(deadlines.size - before, 1, "the closed stream's linger");
+      assertEquals((await readWithin(r, new Uint8Array(4), "the byte"))!, 1);
+      assertEquals(await readWithin(r, new Uint8Array(1), "the opener's FIN"), null);
+      r.close(); // the server's FIN: the client's stream is freed
+      await waitFor(() => p.client.stats.streamsOpen === 0);
+      assertEquals(deadlines.size - before, 0, "a linger left after the peer's FIN came");
+      assertEquals(s.error, null, "closed cleanly, not reset");
+    }
   } finally {
     await p.close();
   }

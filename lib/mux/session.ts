@@ -7,7 +7,7 @@
 import { liveSessions, muxRttSeconds, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
-import { DeadlineGroup, deadlines } from "../net/deadline.ts";
+import { deadlines } from "../net/deadline.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   defaultWindowBytes,
@@ -283,11 +283,8 @@ export class Session implements StreamHost, FrameSink {
   #closing: Promise<void> | null = null;
   #readDone: Promise<void>;
   #closedResolve!: (v: { reason: string; error?: Error }) => void;
-  /**
-   * Lingering closes: lib/net's shared deadline wheel. (Held-back SYN ACKs are on it too,
-   * held by their streams: see Stream._holdAck.)
-   */
-  readonly #timers = new DeadlineGroup();
+  // Lingering closes and held-back SYN ACKs are on lib/net's shared deadline wheel, held by
+  // their streams (Stream._linger, Stream._holdAck) and dropped when the stream is freed.
   /**
    * Releases this session's hold on the shared wheel (taken with `synAckDelayMs`): each
    * accepted stream adds a held-back ACK and most take it off again at once, so without a hold
@@ -785,9 +782,7 @@ export class Session implements StreamHost, FrameSink {
 
   /** @internal A stream was closed before the peer's FIN: RST it if that FIN never comes. */
   lingerStream(s: Stream): void {
-    if (this.#opts.closeLingerMs > 0) {
-      this.#timers.after(this.#opts.closeLingerMs, () => s._lingerExpired());
-    }
+    if (this.#opts.closeLingerMs > 0) s._linger(deadlines.clockMs() + this.#opts.closeLingerMs);
   }
 
   #onPing(flags: number, value: number): void {
@@ -1056,7 +1051,6 @@ export class Session implements StreamHost, FrameSink {
     clearInterval(this.#keepaliveTimer);
     for (const t of this.#deadlineTimers) clearTimeout(t);
     this.#deadlineTimers.clear();
-    this.#timers.clear();
     this.#releaseWheel?.();
     this.#releaseWheel = null;
     if (reason === "local-close") await this.#flushed(goAwayFlushMs); // last FINs, go away

@@ -147,6 +147,19 @@ class HeldAck implements Deadline {
 }
 
 /**
+ * A closed stream's wait for the peer's FIN (`closeLingerMs`) on the shared deadline wheel: one
+ * small object, no closure, taken off as soon as the stream is freed (the FIN came, or a reset),
+ * so a stream closed early is not kept reachable for the whole linger.
+ */
+class Linger implements Deadline {
+  constructor(public due: number, readonly stream: Stream) {}
+
+  fire(): void {
+    this.stream._lingerExpired();
+  }
+}
+
+/**
  * A yamux stream. Create through `Session.open()` / `Session.accept()`.
  *
  * Guarantees: reads return data in order, then `null` after the peer's FIN; writes wait for
@@ -196,6 +209,8 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   #lastQueued: OutFrame | null = null;
   /** The held-back ACK's deadline while it is pending (accepted streams, synAckDelayMs). */
   #heldAck: HeldAck | null = null;
+  /** The linger's deadline while our close() waits for the peer's FIN. */
+  #linger: Linger | null = null;
   /** When we sent our SYN (streams we open): the ACK gives an RTT sample. @internal */
   _openedAt: number | undefined;
 
@@ -608,6 +623,10 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     this.#freed = true;
     this.#lastQueued = null;
     if (this.#heldAck) this.#dropHeldAck(); // ended (reset, session end) with the ACK unsent
+    if (this.#linger) {
+      deadlines.delete(this.#linger); // the FIN (or a reset) came in time
+      this.#linger = null;
+    }
     if (this.#grownBytes > 0) this.#host.releaseWindow(this.#grownBytes);
     this.#grownBytes = 0;
     this.#host.freeStream(this);
@@ -794,8 +813,16 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     return this.#localClosed;
   }
 
+  /** @internal Reset the stream at `dueMs` (the wheel's clock) unless it is freed first. */
+  _linger(dueMs: number): void {
+    if (this.#freed || this.#linger) return;
+    this.#linger = new Linger(dueMs, this);
+    deadlines.add(this.#linger);
+  }
+
   /** The peer's FIN did not come within closeLingerMs of our close(): give up on it. */
   _lingerExpired(): void {
+    this.#linger = null; // off the wheel: it fired
     if (this.#freed || this.#err) return;
     this.#enqueue(FrameType.windowUpdate, Flag.rst, 0, null, false);
     this.#fail(new MuxError("reset", `stream ${this.id}: no FIN from the peer after close`));
