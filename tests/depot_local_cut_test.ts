@@ -10,7 +10,7 @@ import { ControlConn, ControlReader, ControlWriter } from "../lib/control/mod.ts
 import { DepotLocal, type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
 import { BufferedReader, closeQuietly, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
-import { endOf } from "./_depot.ts";
+import { endOf, socksDial, startDepot } from "./_depot.ts";
 import { listenLocal, until, within } from "./_util.ts";
 
 /** An echo target: every connection gets back what it sends. */
@@ -131,5 +131,39 @@ Deno.test("depot-local: the end of its control connection, or a cancel, cuts its
     control.close();
     tunnelL.close();
     await serveTunnels;
+  }
+});
+
+Deno.test("depot-local --mux: stop() mid-relay ends every request stream (status: none active); concurrent and repeated stop() calls return", async () => {
+  const target = echoTarget();
+  const depot = await startDepot({ locals: [{ mux: true }] });
+  const local = depot.locals[0];
+  const clients: Duplex[] = [];
+  try {
+    await until("requests go on streams", () => depot.server.status().muxSessions === 1);
+    const ping = new TextEncoder().encode("ping");
+    for (let i = 0; i < 4; i++) {
+      const c = await socksDial(depot.socksPort, { host: "127.0.0.1", port: target.port });
+      clients.push(c);
+      await writeAll(c, ping);
+      const got = new Uint8Array(4);
+      for (let n = 0; n < 4;) {
+        const r = await within(c.read(got.subarray(n)), `the echo of client ${i}`);
+        if (r === null) throw new Error(`client ${i}: ended before its echo`);
+        n += r;
+      }
+    }
+    assertEquals(local.status().active, 4);
+    // Four handlers mid-relay: stop() cuts them; once it returns each has finished (its counters
+    // and status updated). (The mux session's close ends them before run() returns, so this does
+    // not tell whether stop() itself waited for them.)
+    await within(local.stop(), "the local's stop");
+    assertEquals(local.status().active, 0);
+    // A second stop() at once, and one after, return too.
+    await within(Promise.all([local.stop(), local.stop()]), "stop() again");
+  } finally {
+    for (const c of clients) closeQuietly(c);
+    await depot.close();
+    await target.close();
   }
 });

@@ -277,6 +277,10 @@ export class DepotLocal {
   readonly #live = new Set<RelayStats>();
   readonly #failures: DepotLocalStatus["recentFailures"] = [];
   readonly #tasks = new Set<Promise<void>>();
+  /** Request streams being served ("open"): counted by #serveStream itself, not tracked. */
+  #streamTasks = 0;
+  /** Made by `stop()` (shared by concurrent calls) while it waits for the last of them. */
+  #streamsIdle: PromiseWithResolvers<void> | undefined;
   #session: Session | undefined;
   #connectedSince: Date | undefined;
   #sessions = 0;
@@ -395,7 +399,12 @@ export class DepotLocal {
     this.#stop.abort(new DOMException("depot-local stopped", "AbortError"));
     this.#session?.ctl.close();
     await this.#running;
-    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    while (this.#tasks.size > 0 || this.#streamTasks > 0) {
+      const streams = this.#streamTasks > 0
+        ? (this.#streamsIdle ??= Promise.withResolvers<void>()).promise
+        : undefined;
+      await Promise.allSettled(streams ? [...this.#tasks, streams] : [...this.#tasks]);
+    }
   }
 
   async #loop(): Promise<void> {
@@ -712,31 +721,44 @@ export class DepotLocal {
 
   /** "open": every stream the server opens on the mux session is one request. */
   async #acceptStreams(session: Session, mux: MuxSession): Promise<void> {
-    for await (const stream of mux) this.#track(this.#serveStream(session, stream));
+    // Each counts itself (`#streamTasks`): a tracked promise per stream was a Set entry, a
+    // finally() and its closures (three promises per connection).
+    for await (const stream of mux) void this.#serveStream(session, stream);
   }
 
-  /** Read the request a server-opened stream starts with (under the handshake timer), serve it. */
+  /**
+   * Read the request a server-opened stream starts with (under the handshake timer), serve it.
+   * Never rejects; `stop()` waits for it through `#streamTasks`.
+   */
   async #serveStream(session: Session, stream: Duplex): Promise<void> {
+    this.#streamTasks++;
     const timeoutMs = this.#opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
     const cancelTimer = after(timeoutMs, () => closeQuietly(stream));
-    let first;
     try {
-      first = await readFirstMessage(stream, depotProtocol, {
-        maxMessageBytes: 1024,
-        compact: session.compact,
-      });
-    } catch (err) {
-      this.log.debug("request stream failed", { error: describe(err) });
+      let first;
+      try {
+        first = await readFirstMessage(stream, depotProtocol, {
+          maxMessageBytes: 1024,
+          compact: session.compact,
+        });
+      } catch (err) {
+        this.log.debug("request stream failed", { error: describe(err) });
+      } finally {
+        cancelTimer();
+      }
+      const req = first?.msg;
+      if (req?.type === "connect" || (req?.type === "associate" && this.#udpOpts.enabled)) {
+        await this.#handleConnect(session, req, { stream, leftover: first!.leftover });
+        return;
+      }
+      if (req) this.log.warn("unexpected first frame on a request stream", { type: req.type });
+      closeQuietly(stream);
     } finally {
-      cancelTimer();
+      if (--this.#streamTasks === 0 && this.#streamsIdle) {
+        this.#streamsIdle.resolve();
+        this.#streamsIdle = undefined;
+      }
     }
-    const req = first?.msg;
-    if (req?.type === "connect" || (req?.type === "associate" && this.#udpOpts.enabled)) {
-      await this.#handleConnect(session, req, { stream, leftover: first!.leftover });
-      return;
-    }
-    if (req) this.log.warn("unexpected first frame on a request stream", { type: req.type });
-    closeQuietly(stream);
   }
 
   /**
