@@ -1,6 +1,7 @@
 /** A real redis-server for the cluster tests: a free port, a temp dir, no persistence. */
 
 import { writeAll } from "../lib/net/mod.ts";
+import { assertEquals } from "./_assert.ts";
 import { freePort, within } from "./_util.ts";
 
 /** A running redis-server; `stop()` kills it (SIGKILL) and removes its directory. */
@@ -176,4 +177,79 @@ export async function redisCommand(port: number, command: string): Promise<strin
   } finally {
     conn.close();
   }
+}
+
+/**
+ * A TCP proxy to the Redis on `redisPort` that, once `state.armed`, runs a FLUSHALL right
+ * after the next command `isBeat` recognizes (a heartbeat's first, which found the instance's
+ * own record) and before the command after it: a loss inside a beat, every time, no clock.
+ * `state.beatsAfter` counts the beats seen since (`state.wake` runs at each).
+ */
+export function flushingProxy(redisPort: number, isBeat: (command: string) => boolean) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const tasks: Promise<void>[] = [];
+  const state = {
+    armed: false,
+    /** Beats (`isBeat` commands) seen since the flush. */
+    beatsAfter: 0,
+    flushed: Promise.withResolvers<void>(),
+    wake: () => {},
+  };
+  const text = new TextDecoder();
+  const pump = async (from: Deno.Conn, to: Deno.Conn, watch: boolean) => {
+    const buf = new Uint8Array(64 * 1024);
+    let holdNext = false;
+    try {
+      for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+        const chunk = buf.subarray(0, n);
+        if (watch && holdNext) {
+          holdNext = false;
+          // The beat's next command waits for the flush: the beat found its record, Redis is
+          // empty now.
+          assertEquals(await redisCommand(redisPort, "FLUSHALL"), "+OK");
+          state.flushed.resolve();
+        }
+        if (watch) {
+          if (isBeat(text.decode(chunk))) {
+            if (state.armed) {
+              state.armed = false;
+              holdNext = true;
+            } else state.beatsAfter++;
+            state.wake();
+          }
+        }
+        let off = 0;
+        while (off < n) off += await to.write(chunk.subarray(off));
+      }
+    } catch {
+      // One side closed under the other: the proxy's connection ends with it.
+    } finally {
+      // Already closed (the other pump's end closed both): nothing to half-close.
+      await to.closeWrite().catch(() => {});
+    }
+  };
+  const accepting = (async () => {
+    for await (const c of listener) {
+      const up = await Deno.connect({ hostname: "127.0.0.1", port: redisPort });
+      conns.add(c).add(up);
+      tasks.push(pump(c, up, true), pump(up, c, false));
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    state,
+    async close() {
+      listener.close();
+      await accepting.catch(() => {/* the listener's close ends the loop */});
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // Closed by its pump already.
+        }
+      }
+      await Promise.all(tasks);
+    },
+  };
 }

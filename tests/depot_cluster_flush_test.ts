@@ -9,13 +9,15 @@
  * during the test; B beats every 2 s (and does not nudge A). With the nudge (the default),
  * B's beat that finds the loss tells A over its link, and A writes its leases back at once
  * rather than at its next beat (before, 200 s away). A real redis-server; every wait is
- * bounded.
+ * bounded. A FLUSHALL inside B's beat (after it wrote its own lease, before it read the
+ * exits: a proxy holds that read until the flush ran) is caught by the same beat (its own
+ * lease missing from its read) and keeps A's exit as well.
  */
 
 import { DepotCluster } from "../lib/cluster/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
-import { redisCommand, startRedis, watchCommands } from "./_redis.ts";
+import { flushingProxy, redisCommand, startRedis, watchCommands } from "./_redis.ts";
 import { until, within } from "./_util.ts";
 
 for (const loss of ["FLUSHALL", "restart"] as const) {
@@ -140,6 +142,83 @@ Deno.test("depot cluster: an instance that finds Redis lost its records nudges t
     await ca.close();
     await a.close();
     await b.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("depot cluster: a FLUSHALL inside b's heartbeat (after its own lease was written) still leaves a's exit reachable through b", async () => {
+  const redis = await startRedis();
+  const target = startTarget();
+  // b's beat starts with the EVAL writing its own lease; the flush lands right after it.
+  const proxy = flushingProxy(
+    redis.port,
+    (s) => s.includes("EVAL") && s.includes("depot:instance:b"),
+  );
+  const a = await startDepot({ locals: [{ name: "far" }] });
+  const b = await startDepot({ locals: [] });
+  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const token = "mid-beat-test-token-01";
+  const ca = await DepotCluster.connect(a.server, {
+    url: redis.url,
+    token,
+    heartbeatMs: 200_000,
+    instance: "a",
+    advertise: `127.0.0.1:${linkPort.addr.port}`,
+  });
+  ca.listen(linkPort);
+  const cb = await DepotCluster.connect(b.server, {
+    url: `redis://127.0.0.1:${proxy.port}`,
+    token,
+    heartbeatMs: 2_000,
+    instance: "b",
+    advertise: "h:2",
+    nudgeOnLoss: false,
+  });
+  try {
+    await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
+    proxy.state.armed = true;
+    await within(proxy.state.flushed.promise, "a FLUSHALL inside a heartbeat of b");
+    // Two beats of b started after the one the flush hit: the first of them has ended.
+    proxy.state.beatsAfter = 0;
+    await within(
+      new Promise<void>((resolve) => {
+        proxy.state.wake = () => {
+          if (proxy.state.beatsAfter >= 2) resolve();
+        };
+        proxy.state.wake();
+      }),
+      "two more heartbeats of b after the flush",
+    );
+    // a has not written its lease back (its next beat is 200 s away, and it was not nudged).
+    assertEquals(await redisCommand(redis.port, "EXISTS warren:depot:exit:far"), ":0");
+    const c = await within(
+      socksDial(b.socksPort, { host: "127.0.0.1", port: target.port }, {
+        username: "far",
+        password: "x",
+      }),
+      "the SOCKS reply through b after the mid-beat flush",
+    );
+    try {
+      await c.write(new TextEncoder().encode("Emid"));
+      await c.closeWrite();
+      const buf = new Uint8Array(3);
+      let got = 0;
+      while (got < buf.length) {
+        const n = await within(c.read(buf.subarray(got)), "the echo through b");
+        if (n === null) break;
+        got += n;
+      }
+      assertEquals(new TextDecoder().decode(buf.subarray(0, got)), "mid");
+    } finally {
+      c.close();
+    }
+  } finally {
+    await cb.close();
+    await ca.close();
+    await a.close();
+    await b.close();
+    await proxy.close();
+    await target.close();
     await redis.stop();
   }
 });

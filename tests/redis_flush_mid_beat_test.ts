@@ -8,83 +8,16 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { redisCommand, startRedis } from "./_redis.ts";
+import { flushingProxy, redisCommand, startRedis } from "./_redis.ts";
 import { within } from "./_util.ts";
 import { RedisRegistry } from "../lib/tunnel/mod.ts";
 
-/** A TCP proxy to Redis that can run a FLUSHALL right after the beat's EXISTS of `marker`. */
-function flushingProxy(redisPort: number, marker: string) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const tasks: Promise<void>[] = [];
-  const state = {
-    armed: false,
-    /** EXISTS <marker> commands seen since the flush. */
-    beatsAfter: 0,
-    flushed: Promise.withResolvers<void>(),
-    wake: () => {},
-  };
-  const text = new TextDecoder();
-  const pump = async (from: Deno.Conn, to: Deno.Conn, watch: boolean) => {
-    const buf = new Uint8Array(64 * 1024);
-    let holdNext = false;
-    try {
-      for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
-        const chunk = buf.subarray(0, n);
-        if (watch && holdNext) {
-          holdNext = false;
-          // The beat's next command waits for the flush: EXISTS said 1, Redis is empty now.
-          assertEquals(await redisCommand(redisPort, "FLUSHALL"), "+OK");
-          state.flushed.resolve();
-        }
-        if (watch) {
-          const s = text.decode(chunk);
-          if (s.includes("EXISTS") && s.includes(marker)) {
-            if (state.armed) {
-              state.armed = false;
-              holdNext = true;
-            } else state.beatsAfter++;
-            state.wake();
-          }
-        }
-        let off = 0;
-        while (off < n) off += await to.write(chunk.subarray(off));
-      }
-    } catch {
-      // One side closed under the other: the proxy's connection ends with it.
-    } finally {
-      // Already closed (the other pump's end closed both): nothing to half-close.
-      await to.closeWrite().catch(() => {});
-    }
-  };
-  const accepting = (async () => {
-    for await (const c of listener) {
-      const up = await Deno.connect({ hostname: "127.0.0.1", port: redisPort });
-      conns.add(c).add(up);
-      tasks.push(pump(c, up, true), pump(up, c, false));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    state,
-    async close() {
-      listener.close();
-      await accepting.catch(() => {/* the listener's close ends the loop */});
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch {
-          // Closed by its pump already.
-        }
-      }
-      await Promise.all(tasks);
-    },
-  };
-}
-
 Deno.test("redis registry: a FLUSHALL inside a heartbeat (after its EXISTS) still gets the instance's hosts written back", async () => {
   const redis = await startRedis();
-  const proxy = flushingProxy(redis.port, "instance:a");
+  const proxy = flushingProxy(
+    redis.port,
+    (s) => s.includes("EXISTS") && s.includes("instance:a"),
+  );
   const a = await RedisRegistry.connect({
     url: `redis://127.0.0.1:${proxy.port}`,
     instance: "a",
