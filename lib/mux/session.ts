@@ -418,7 +418,7 @@ export class Session implements StreamHost, FrameSink {
     const { data, fin } = opts;
     if (data !== undefined && data.length > 0) {
       // The usual small first write is queued at once (no async frame); others may wait.
-      if (!s._writeNow(data)) return this.#openWriting(s, data, fin === true);
+      if (!s.writeNow(data)) return this.#openWriting(s, data, fin === true);
     } else if (!fin) s._sendSyn();
     return fin ? s.closeWrite().then(() => s) : Promise.resolve(s);
   }

@@ -346,11 +346,6 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     return true;
   }
 
-  /** @internal `write(p)` done at once if it is the common small write (see #queueSmall). */
-  _writeNow(p: Uint8Array): boolean {
-    return this.#queueSmall(p);
-  }
-
   async #write(p: Uint8Array, framed: boolean): Promise<number> {
     if (this.#writeBusy) await new Promise<void>((r) => (this.#writeWaiters ??= []).push(r));
     this.#writeBusy = true;
@@ -664,11 +659,15 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   _rxPayload(chunk: Uint8Array, rest: number): void {
     if (this.#localClosed || this.#err) return; // closed mid-frame: the rest is discarded
     const r = this.#reader;
-    if (r === null) {
+    if (r === null || this.#queued > 0) {
+      // (A reader waits only while nothing is queued; if bytes were, they go first.)
       this.#queue(chunk, rest);
+      if (r !== null) {
+        this.#reader = null;
+        this.#deliver(r);
+      }
       return;
     }
-    // A reader waits, so nothing is queued.
     this.#reader = null;
     if (r.p !== null) {
       const n = Math.min(chunk.length, r.p.length);
