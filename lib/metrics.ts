@@ -89,7 +89,9 @@ export async function metricsText(): Promise<string> {
       out += family(stat.deprecatedName, help, stat.type, samples);
     }
   }
-  return registry === undefined ? out : out + await registry.metrics();
+  // An empty prom-client registry writes one "\n": left out, as when there is none.
+  const embedded = registry === undefined ? "" : await registry.metrics();
+  return embedded.trim() === "" ? out : out + embedded;
 }
 
 // ---- every service's listeners (every lib/net serve() loop), by name and address ----

@@ -109,4 +109,6 @@ Deno.test("service weight: an embedding's prom-client metrics still reach /metri
     .inc(3);
   assert((await metricsText()).includes("\ntest_embedded_total 3\n"));
   registry.clear();
+  // An empty registry adds nothing (prom-client writes one "\n" for it).
+  assert(!(await metricsText()).endsWith("\n\n"), "no blank line from an empty registry");
 });
