@@ -47,6 +47,35 @@ Deno.test("tunnel: X-Forwarded-For/-Proto/-Host are added and Host is kept", asy
   });
 });
 
+Deno.test("tunnel: every kept-alive request gets its own X-Forwarded-* and Host", async () => {
+  await withTunnel(async ({ port }) => {
+    // Three requests on one connection (curl reuses it across --next): the front queues the
+    // later heads on the kept stream from their own bytes and the X-Forwarded-* lines.
+    const hosts = ["App.Test", "app.test", `APP.test:${port}`];
+    const args = hosts.flatMap((h, i) => [
+      ...(i > 0 ? ["--next"] : []),
+      "-sS",
+      "-H",
+      `Host: ${h}`,
+      "-w",
+      "\n%{num_connects}\n",
+      `http://127.0.0.1:${port}/headers`,
+    ]);
+    const r = await run("curl", ["--max-time", "30", ...args]);
+    assertEquals(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n");
+    assertEquals(lines.length, 6, r.stdout);
+    assertEquals([lines[1], lines[3], lines[5]], ["1", "0", "0"], "one connection for all three");
+    hosts.forEach((host, i) => {
+      const h = JSON.parse(lines[2 * i]).headers as Record<string, string>;
+      assertEquals(h["host"], host);
+      assertEquals(h["x-forwarded-for"], "127.0.0.1");
+      assertEquals(h["x-forwarded-proto"], "http");
+      assertEquals(h["x-forwarded-host"], host);
+    });
+  });
+});
+
 Deno.test("tunnel: POST 256 MiB upload arrives intact (SHA-256)", async () => {
   await withTunnel(async ({ port }) => {
     const total = 256 * 1024 * 1024;

@@ -45,16 +45,18 @@ export class WriteCoalescer {
   }
 
   /**
-   * Queue `p` (copied) when that needs no write first: true; false when `p` is large, would
-   * not fit, or there is no target (nothing done: call `add`). The usual request head is
-   * queued so, with no promise.
+   * Queue `p`, and `then` after it (copied), when that needs no write first: true; false when
+   * they are large, would not fit, or there is no target (nothing done: call `add`). The usual
+   * request head is queued so, with no promise, from its own bytes and the X-Forwarded-* lines.
    */
-  addNow(p: Uint8Array): boolean {
-    if (!this.target || p.length > coalesceMaxCopyBytes) return false;
-    if (this.#len + p.length > coalesceBufferBytes) return false;
-    this.#buf ??= free.pop() ?? new Uint8Array(coalesceBufferBytes);
-    this.#buf.set(p, this.#len);
-    this.#len += p.length;
+  addNow(p: Uint8Array, then?: Uint8Array): boolean {
+    const n = p.length + (then?.length ?? 0);
+    if (!this.target || n > coalesceMaxCopyBytes) return false;
+    if (this.#len + n > coalesceBufferBytes) return false;
+    const buf = this.#buf ??= free.pop() ?? new Uint8Array(coalesceBufferBytes);
+    buf.set(p, this.#len);
+    if (then) buf.set(then, this.#len + p.length);
+    this.#len += n;
     return true;
   }
 

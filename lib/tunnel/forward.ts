@@ -93,6 +93,21 @@ export function forwardHeadBytes(
   peer: PeerInfo,
   proto: string,
 ): Uint8Array | undefined {
+  const parts = forwardHeadParts(raw, head, peer, proto);
+  return parts && joinParts(parts);
+}
+
+/**
+ * {@linkcode forwardHeadBytes} in two pieces, neither copied: `raw` up to its closing empty
+ * line (a view, valid as long as `raw`), then the X-Forwarded-* lines with the empty line
+ * (shared: copy it, never change it). A writer that gathers bytes copies both where they go.
+ */
+export function forwardHeadParts(
+  raw: Uint8Array,
+  head: RequestHead,
+  peer: PeerInfo,
+  proto: string,
+): [Uint8Array, Uint8Array] | undefined {
   let host = "";
   for (const [k, v] of head.headers) {
     if (k.length < 15) {
@@ -103,12 +118,14 @@ export function forwardHeadBytes(
     ) return undefined;
   }
   // raw ends with the empty line's CRLF: the fields go before it, each with its own CRLF.
-  const keep = raw.length - 2;
-  const fields = forwardedFields(peer.ip, proto, host);
-  const out = new Uint8Array(keep + fields.length);
-  // All of raw (no view to make); the fields then overwrite its closing CRLF.
-  out.set(raw);
-  out.set(fields, keep);
+  return [raw.subarray(0, raw.length - 2), forwardedFields(peer.ip, proto, host)];
+}
+
+/** The two pieces of {@linkcode forwardHeadParts} as one new array. */
+export function joinParts([a, b]: [Uint8Array, Uint8Array]): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
   return out;
 }
 

@@ -54,8 +54,9 @@ import {
 } from "../http/mod.ts";
 import {
   errorPage,
-  forwardHeadBytes,
   forwardHeaders,
+  forwardHeadParts,
+  joinParts,
   localPortOf,
   type PeerInfo,
   routedTarget,
@@ -296,12 +297,9 @@ export class PublicConn {
     const fwd = routed.head;
     const proto = this.#opts.proto ?? "http";
     // The usual head (origin-form target, no X-Forwarded-* of its own) goes out as it came
-    // with the fields spliced in; `raw` is read over by the next read, so this is done now.
-    const spliced = raw && fwd === head
-      ? forwardHeadBytes(raw, head, this.#peer, proto)
-      : undefined;
-    const headFor = (rw: HostRewrite | undefined) => {
-      if (!rw && spliced) return spliced;
+    // with the fields spliced in (`raw` is read over by the next read: used before it).
+    const parts = raw && fwd === head ? forwardHeadParts(raw, head, this.#peer, proto) : undefined;
+    const serialized = (rw: HostRewrite | undefined) => {
       const headers = forwardHeaders(fwd, this.#peer, proto, this.#opts.trustForwarded ?? false);
       return serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
     };
@@ -311,7 +309,8 @@ export class PublicConn {
     const leg = this.#legFor(
       vhost,
       routed.hostHeader,
-      headFor,
+      parts,
+      serialized,
       upgrade,
       getHeader(head.headers, "authorization"),
     );
@@ -388,15 +387,17 @@ export class PublicConn {
    * The leg that carries a request for `vhost`: the current one while the Host stays the
    * same (the head is queued on it, without a promise when it fits the gathered bytes), else
    * a new stream (the head rides in its SYN). An Upgrade request always gets a new one, so its
-   * answer is the stream's first response. `headFor` serialises the head with the leg's header
-   * rewrites. The access rules of the host and of the client it goes to are checked first
+   * answer is the stream's first response. The head goes as `parts` (its own bytes and the
+   * X-Forwarded-* lines: see `forwardHeadParts`) when given and the leg has no header rewrites,
+   * else as `serialized` makes it with them. The access rules of the host and of the client it goes to are checked first
    * (once per request, with the route the request takes: a group's turn moves once).
    * Undefined when the request was answered here (401, 403, 404, 502).
    */
   #legFor(
     vhost: string,
     hostHeader: string,
-    headFor: (rewrite: HostRewrite | undefined) => Uint8Array,
+    parts: [Uint8Array, Uint8Array] | undefined,
+    serialized: (rewrite: HostRewrite | undefined) => Uint8Array,
     upgrade: string[] | undefined,
     authorization: string | undefined,
   ): Leg | Promise<Leg | undefined> {
@@ -409,17 +410,24 @@ export class PublicConn {
     ) {
       const denied = this.#server.checkAccess(cur.ts, authorization, this.#peer.ip);
       if (denied) return this.#deny(denied, vhost);
-      const headBytes = headFor(cur.rewrite);
-      if (this.#out.addNow(headBytes)) return this.#queued(cur, vhost, headBytes);
-      return this.#out.add(headBytes).then(() => this.#queued(cur, vhost, headBytes));
+      // The usual head is copied from its two pieces straight into the gathered bytes.
+      if (parts && !cur.rewrite && this.#out.addNow(parts[0], parts[1])) {
+        return this.#queued(cur, vhost, parts[0].length + parts[1].length);
+      }
+      const headBytes = parts && !cur.rewrite ? joinParts(parts) : serialized(cur.rewrite);
+      if (this.#out.addNow(headBytes)) return this.#queued(cur, vhost, headBytes.length);
+      return this.#out.add(headBytes).then(() => this.#queued(cur, vhost, headBytes.length));
     }
+    // The head rides in the new stream's SYN, after awaits: joined now, while `raw` is valid.
+    const spliced = parts && joinParts(parts);
+    const headFor = (rw: HostRewrite | undefined) => !rw && spliced ? spliced : serialized(rw);
     return this.#newLeg(vhost, hostHeader, headFor, upgrade, authorization);
   }
 
-  /** A request head went onto the kept-alive `leg`: count it. */
-  #queued(leg: Leg, vhost: string, headBytes: Uint8Array): Leg {
-    leg.requestBytes += headBytes.length;
-    leg.lastHeadBytes = headBytes.length;
+  /** A request head of `headBytes` bytes went onto the kept-alive `leg`: count it. */
+  #queued(leg: Leg, vhost: string, headBytes: number): Leg {
+    leg.requestBytes += headBytes;
+    leg.lastHeadBytes = headBytes;
     this.#server.countRequest(vhost, "proxied");
     return leg;
   }
