@@ -389,9 +389,9 @@ export class PublicConn {
    * a new stream (the head rides in its SYN). An Upgrade request always gets a new one, so its
    * answer is the stream's first response. The head goes as `parts` (its own bytes and the
    * X-Forwarded-* lines: see `forwardHeadParts`) when given and the leg has no header rewrites,
-   * else as `serialized` makes it with them. The access rules of the host and of the client it goes to are checked first
-   * (once per request, with the route the request takes: a group's turn moves once).
-   * Undefined when the request was answered here (401, 403, 404, 502).
+   * else as `serialized` makes it with them. The access rules of the host and of the client it
+   * goes to are checked first (once per request, with the route the request takes: a group's
+   * turn moves once). Undefined when the request was answered here (401, 403, 404, 502).
    */
   #legFor(
     vhost: string,
