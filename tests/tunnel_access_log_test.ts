@@ -176,6 +176,8 @@ const rawResponses: Record<string, string> = {
   // No reason phrase, bare LF, no space after a colon, trailing space: the front writes the
   // head it parsed (`HTTP/1.1 201 `, `X-A: b`, CRLF).
   "/odd": "HTTP/1.1 201\nX-A:b \r\nContent-Length: 2\n\r\nhi",
+  // A body far larger than one read of the front: the head goes on, then the body by its length.
+  "/big": "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + "0123456789".repeat(10_000),
   // An interim head, then a chunked response.
   "/early":
     "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -256,6 +258,7 @@ Deno.test("tunnel access log: the fields of each line, and in/out counting the b
   try {
     const requests: [string, string, number][] = [
       ["GET", "/canon", 200],
+      ["GET", "/big", 200],
       ["GET", "/odd", 201],
       ["GET", "/early", 200],
       ["HEAD", "/head", 200],
