@@ -68,17 +68,10 @@ async function firstFrame(s: Stream): Promise<{ msg: DepotMessage | null; rest: 
   return { msg, rest: withPrefix(s, r.takeBuffered()) };
 }
 
-/** Whether a frame arrives on the control connection within `ms` (pings excepted). */
-async function controlFrameWithin(ctl: ControlConn<DepotMessage>, ms: number): Promise<string> {
-  const t = new Promise<string>((r) => setTimeout(() => r("none"), ms));
-  const got = ctl.receive().then((m) => m?.type ?? "eof");
-  const first = await Promise.race([got, t]);
-  return first;
-}
-
 Deno.test("depot open: the request rides in the SYN of a stream the server opens, answered on it", async () => {
   const depot = await startDepot({ locals: [], server: { token: "t" } });
   const local = await openLocal(depot);
+  const side = controlSide(local.ctl);
   try {
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
     const stream = await local.mux.accept();
@@ -104,10 +97,11 @@ Deno.test("depot open: the request rides in the SYN of a stream the server opens
     assertEquals(dec.decode(await readAll(c)), "down");
     c.close();
     rest.close();
-    // Nothing of the request crossed the control connection.
-    assertEquals(await controlFrameWithin(local.ctl, 200), "none");
+    await side.sync();
+    assertEquals(side.got, [], "nothing of the request on the control connection");
   } finally {
     await local.close();
+    await side.close();
     await depot.close();
   }
 });
@@ -228,24 +222,61 @@ async function standby(tunnelPort: number, sessionKey: string): Promise<Deno.Tcp
   return conn;
 }
 
-/** Wait until the server holds `n` standby spares of the default exit (it has no gauge: poll). */
-async function settle(): Promise<void> {
-  await new Promise((r) => setTimeout(r, 100));
+/**
+ * The hand-driven local's end of its control connection, read in the background: it answers
+ * the server's pings (so a slow run never has the exit dropped as silent) and keeps the other
+ * messages in `got`. `sync()` is a round trip: the server answers a ping in the loop that
+ * handles `end`, after every frame sent before it, so once its pong is here the server has
+ * handled those frames, and every frame it sent before has arrived.
+ */
+function controlSide(ctl: ControlConn<DepotMessage>): {
+  got: string[];
+  sync(): Promise<void>;
+  close(): Promise<void>;
+} {
+  const got: string[] = [];
+  const pongs = new Map<number, () => void>();
+  let nextTs = 1;
+  const loop = (async () => {
+    try {
+      for (let m = await ctl.reader.read(); m !== null; m = await ctl.reader.read()) {
+        if (m.type === "ping") await ctl.send({ type: "pong", ts: m.ts });
+        else if (m.type === "pong") pongs.get(m.ts)?.();
+        else got.push(m.type);
+      }
+    } catch {
+      // Closed by close() at the end of the test; what arrived before is in `got`.
+    }
+  })();
+  return {
+    got,
+    async sync() {
+      const ts = nextTs++;
+      const pong = new Promise<void>((r) => pongs.set(ts, r));
+      await ctl.send({ type: "ping", ts });
+      await within(pong, "the server's pong");
+    },
+    async close() {
+      ctl.close();
+      await loop;
+    },
+  };
 }
 
 Deno.test("depot open: a request is written on a standby spare and answered there; end{id} may come first", async () => {
   const depot = await startDepot({ locals: [], server: { token: "t", heartbeatMs: 200 } });
   const local = await standbyLocal(depot, ["open", "end"]);
   const spare = await standby(depot.tunnelPort, local.sessionKey);
+  const side = controlSide(local.ctl);
   try {
-    await settle();
+    await until("the standby held", () => depot.server.status().exits[0]?.spares === 1);
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
     const { msg, rest } = await firstFrame(spare as unknown as Stream);
     assertEquals(msg?.type, "connect");
     const req = msg as Extract<DepotMessage, { type: "connect" }>;
     // The local relays at once: its end{id} (control connection) may overtake the answer.
     await local.ctl.send({ type: "end", id: req.id });
-    await settle(); // the server has surely taken the end before the answer
+    await side.sync(); // the server has taken the end before the answer
     await new ControlWriter(rest, depotProtocol).send({ type: "tunnel", id: req.id, key: req.key });
     await writeAll(rest, enc.encode("down"));
     await rest.closeWrite();
@@ -256,10 +287,11 @@ Deno.test("depot open: a request is written on a standby spare and answered ther
     await c.closeWrite();
     assertEquals(dec.decode(await readAll(rest)), "up");
     c.close();
-    assertEquals(await controlFrameWithin(local.ctl, 200), "none");
+    await side.sync();
+    assertEquals(side.got, [], "nothing of the request on the control connection");
   } finally {
     spare.close();
-    local.ctl.close();
+    await side.close();
     await depot.close();
   }
 });
@@ -348,9 +380,10 @@ Deno.test("depot open: a standby spare with a wrong session key is refused; a cl
       "the refusal of the spare",
     );
     assertEquals((refusal as { reason?: string }).reason, "bad-key");
-    await settle();
+    const held = () => depot.server.status().exits[0]?.spares;
+    await until("the standby held", () => held() === 1);
     closing.close(); // the local replaced it: the server must not count on it
-    await settle();
+    await until("the closed standby dropped", () => held() === 0);
     const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
     // No usable spare: the request goes the old way, on the control connection.
     const req = await local.ctl.expect("connect", 60_000);
