@@ -77,7 +77,10 @@ Deno.test("depot --mux: streams are tunnels; a bad stream is refused, the sessio
 
 Deno.test("depot --mux: the control session ending ends the mux session; the local recovers", async () => {
   const target = startTarget();
-  const depot = await startDepot({ locals: [{ mux: true }], server: { heartbeatMs: 100 } });
+  // Heartbeats far apart: the sessions end here by the replacement, never by a missed beat (at
+  // 100 ms, three missed, a process stalled 300 ms on a loaded box lost the fresh local's exit
+  // and the request got networkUnreachable).
+  const depot = await startDepot({ locals: [{ mux: true }], server: { heartbeatMs: 60_000 } });
   try {
     const local = depot.locals[0];
     assertEquals(local.status().transport, "mux");
