@@ -7,11 +7,10 @@
  */
 
 import { type BufferedReader, ProtocolError } from "../net/mod.ts";
+import { decodeLatin1, defaultMaxHeadBytes, defaultMaxHeaders } from "./head_bytes.ts";
+import { scanRequestHead } from "./head_scan.ts";
 
-/** Largest head accepted by default: start line plus header fields plus CRLFs. */
-export const defaultMaxHeadBytes = 64 * 1024;
-/** Most header fields accepted in one head by default. */
-export const defaultMaxHeaders = 100;
+export { decodeLatin1, defaultMaxHeadBytes, defaultMaxHeaders };
 
 /**
  * The hop-by-hop fields of RFC 9110 §7.6.1 (with the body framing's Transfer-Encoding): what a
@@ -106,32 +105,6 @@ const requestLineRe = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP
 const statusLineRe = /^(HTTP\/1\.[01]) (\d{3})(?: ([^\r\n]*))?$/;
 // deno-lint-ignore no-control-regex
 const badValueRe = /[\x00-\x08\x0a-\x1f\x7f]/;
-
-/** Bytes per `String.fromCharCode` call (its arguments go on the stack). */
-const charCodeChunkBytes = 8192;
-const asciiDecoder = new TextDecoder();
-
-/**
- * Bytes up to which `String.fromCharCode` beats a TextDecoder call (an op) for a short value
- * (a response's `Content-Length`, a chunk size).
- */
-const shortDecodeBytes = 16;
-
-/** Bytes to a string one char per byte (latin-1), fast for the common ASCII case. */
-export function decodeLatin1(b: Uint8Array): string {
-  if (b.length <= shortDecodeBytes) {
-    return String.fromCharCode.apply(null, b as unknown as number[]);
-  }
-  let ascii = true;
-  for (let i = 0; i < b.length && ascii; i++) ascii = b[i] < 0x80;
-  if (ascii) return asciiDecoder.decode(b);
-  let s = "";
-  for (let i = 0; i < b.length; i += charCodeChunkBytes) {
-    const part = b.subarray(i, i + charCodeChunkBytes) as unknown as number[];
-    s += String.fromCharCode.apply(null, part);
-  }
-  return s;
-}
 
 /** A string to bytes one byte per char (the inverse of `decodeLatin1`); chars > 0xFF throw. */
 export function encodeLatin1(s: string): Uint8Array {
@@ -353,6 +326,13 @@ function takeBufferedRequestHead(
   limits: HeadLimits = {},
 ): RawRequestHead | undefined {
   const view = r.peek();
+  // The usual head, written as a serialiser writes it, is split at byte level; any other
+  // (unusual or bad) is parsed below, which rejects what is bad.
+  const scan = scanRequestHead(view, limits);
+  if (scan) {
+    r.skip(scan.length);
+    return { head: scan.head, raw: view.subarray(0, scan.length) };
+  }
   const end = headEnd(view);
   if (end < 0) return undefined;
   const lines = new HeadLines(decodeLatin1(view.subarray(0, end)));

@@ -1,12 +1,14 @@
 /**
- * A response head checked at byte level where it lies in a buffer, for a proxy that passes
- * responses on as they came and needs of each only its status and body framing (the tunnel's
- * access log): no string per line or field, no field objects, the head's end found once.
+ * Heads checked at byte level where they lie in a buffer, each accepting only the canonical
+ * spelling a serialiser writes and leaving everything else to the full parser in `head.ts`
+ * (which rejects what is bad): a response head for a proxy that needs of it only its status
+ * and body framing (the tunnel's access log), and a request head, the usual one every proxied
+ * request starts with, split into its fields without a regex, a string per line or a trim.
  * @module
  */
 
-import { decodeLatin1, defaultMaxHeadBytes, defaultMaxHeaders, type HeadLimits } from "./head.ts";
-import type { HeaderFields } from "./head.ts";
+import { decodeLatin1, defaultMaxHeadBytes, defaultMaxHeaders } from "./head_bytes.ts";
+import type { HeaderFields, HeadLimits, RequestHead } from "./head.ts";
 
 /** What {@linkcode scanResponseHead} found. */
 export interface ResponseHeadScan {
@@ -103,4 +105,101 @@ export function scanResponseHead(
       framingFields.push(["transfer-encoding", decodeLatin1(b.subarray(value, end))]);
     }
   }
+}
+
+/** What {@linkcode scanRequestHead} found. */
+export interface RequestHeadScan {
+  /** The head, as the parser would give it. */
+  head: RequestHead;
+  /** Bytes of the head: request line, field lines and the empty line. */
+  length: number;
+}
+
+/** Offsets of each field's name end, value start and value end, reused by every scan. */
+const fieldMarks: number[] = [];
+
+/**
+ * The request head at the front of `b` when all of it is there and it is written the way
+ * `serializeRequestHead` writes one (`METHOD target HTTP/1.x`, `name: value` field lines
+ * without whitespace around the value, every line ending in CRLF, no leading empty line)
+ * within `limits`: then it is exactly what the parser would return for these bytes (they are
+ * its raw head). Undefined for any other input (not all there, another spelling, or
+ * malformed): the caller then parses it, and the parser rejects what is bad (bare LF,
+ * obs-fold, whitespace before a colon, control bytes, …). So this check accepts only a subset
+ * of what the parser accepts (the fuzz tests hold the two side by side); it never rejects
+ * anything itself, and body framing (Content-Length, Transfer-Encoding) is left to
+ * `requestBodyFraming` as for a parsed head.
+ */
+export function scanRequestHead(
+  b: Uint8Array,
+  limits: HeadLimits = {},
+): RequestHeadScan | undefined {
+  const maxHead = Math.min(b.length, limits.maxHeadBytes ?? defaultMaxHeadBytes);
+  const maxHeaders = limits.maxHeaders ?? defaultMaxHeaders;
+  // The method (a token), a space, the target (no control, space or DEL), a space.
+  let i = 0;
+  while (i < maxHead && tchar[b[i]] === 1) i++;
+  const methodEnd = i;
+  if (methodEnd === 0 || b[i] !== SP) return undefined;
+  i++;
+  while (i < maxHead && b[i] > SP && b[i] !== 0x7f) i++;
+  const targetEnd = i;
+  if (targetEnd === methodEnd + 1 || b[i] !== SP) return undefined;
+  // "HTTP/1.0" or "HTTP/1.1", CRLF.
+  i++;
+  if (
+    i + 10 > maxHead || b[i] !== 0x48 || b[i + 1] !== 0x54 || b[i + 2] !== 0x54 ||
+    b[i + 3] !== 0x50 || b[i + 4] !== 0x2f || b[i + 5] !== 0x31 || b[i + 6] !== 0x2e ||
+    (b[i + 7] !== 0x30 && b[i + 7] !== 0x31) || b[i + 8] !== CR || b[i + 9] !== LF
+  ) return undefined;
+  const versionAt = i;
+  i += 10;
+  let fields = 0;
+  for (;; fields++) {
+    if (i + 1 >= maxHead) return undefined;
+    if (b[i] === CR) {
+      if (b[i + 1] !== LF) return undefined;
+      i += 2;
+      break;
+    }
+    if (fields === maxHeaders) return undefined;
+    const name = i;
+    while (i < maxHead && tchar[b[i]] === 1) i++;
+    if (i === name || b[i] !== 0x3a || b[i + 1] !== SP) return undefined;
+    const nameEnd = i;
+    i += 2;
+    const value = i;
+    while (i < maxHead && vchar[b[i]] === 1) i++;
+    const end = i;
+    if (b[i] !== CR || b[i + 1] !== LF) return undefined;
+    // No whitespace around the value (the parser would trim it: another spelling).
+    if (
+      end > value &&
+      (b[value] === SP || b[value] === HTAB || b[end - 1] === SP || b[end - 1] === HTAB)
+    ) return undefined;
+    i += 2;
+    const m = fields * 3;
+    fieldMarks[m] = nameEnd, fieldMarks[m + 1] = value, fieldMarks[m + 2] = end;
+  }
+  // One decode for the whole head; every string is a slice of it (latin-1: a char per byte).
+  const text = decodeLatin1(b.subarray(0, i));
+  const headers: HeaderFields = new Array(fields);
+  let at = versionAt + 10;
+  for (let f = 0; f < fields; f++) {
+    const m = f * 3;
+    headers[f] = [
+      text.slice(at, fieldMarks[m]),
+      text.slice(fieldMarks[m + 1], fieldMarks[m + 2]),
+    ];
+    at = fieldMarks[m + 2] + 2;
+  }
+  return {
+    head: {
+      method: text.slice(0, methodEnd),
+      target: text.slice(methodEnd + 1, targetEnd),
+      version: b[versionAt + 7] === 0x31 ? "HTTP/1.1" : "HTTP/1.0",
+      headers,
+    },
+    length: i,
+  };
 }

@@ -36,7 +36,12 @@ export {
   withHeader,
   withoutHeaders,
 } from "./head.ts";
-export { type ResponseHeadScan, scanResponseHead } from "./head_scan.ts";
+export {
+  type RequestHeadScan,
+  type ResponseHeadScan,
+  scanRequestHead,
+  scanResponseHead,
+} from "./head_scan.ts";
 export {
   type BodyFraming,
   copyBody,
