@@ -115,6 +115,9 @@ export interface RequestHeadScan {
   length: number;
 }
 
+/** Decodes an ASCII head (a char per byte, as latin-1). */
+const asciiDecoder = new TextDecoder();
+
 /** Offsets of each field's name end, value start and value end, reused by every scan. */
 const fieldMarks: number[] = [];
 
@@ -142,7 +145,9 @@ export function scanRequestHead(
   const methodEnd = i;
   if (methodEnd === 0 || b[i] !== SP) return undefined;
   i++;
-  while (i < maxHead && b[i] > SP && b[i] !== 0x7f) i++;
+  // Every byte of the target and values or-ed: below 0x80, the head is ASCII.
+  let high = 0;
+  while (i < maxHead && b[i] > SP && b[i] !== 0x7f) high |= b[i++];
   const targetEnd = i;
   if (targetEnd === methodEnd + 1 || b[i] !== SP) return undefined;
   // "HTTP/1.0" or "HTTP/1.1", CRLF.
@@ -169,7 +174,7 @@ export function scanRequestHead(
     const nameEnd = i;
     i += 2;
     const value = i;
-    while (i < maxHead && vchar[b[i]] === 1) i++;
+    while (i < maxHead && vchar[b[i]] === 1) high |= b[i++];
     const end = i;
     if (b[i] !== CR || b[i + 1] !== LF) return undefined;
     // No whitespace around the value (the parser would trim it: another spelling).
@@ -181,8 +186,9 @@ export function scanRequestHead(
     const m = fields * 3;
     fieldMarks[m] = nameEnd, fieldMarks[m + 1] = value, fieldMarks[m + 2] = end;
   }
-  // One decode for the whole head; every string is a slice of it (latin-1: a char per byte).
-  const text = decodeLatin1(b.subarray(0, i));
+  // One decode for the whole head; every string is a slice of it (latin-1: a char per byte;
+  // an ASCII head, the usual one, straight through the decoder without another look).
+  const text = high < 0x80 ? asciiDecoder.decode(b.subarray(0, i)) : decodeLatin1(b.subarray(0, i));
   const headers: HeaderFields = new Array(fields);
   let at = versionAt + 10;
   for (let f = 0; f < fields; f++) {
