@@ -387,6 +387,10 @@ Deno.test("http body framing: RFC 9112 rules, smuggling refused", () => {
       [["Content-Length", "-1"]],
       [["Content-Length", "1e3"]],
       [["Content-Length", "5"], ["Content-Length", "6"]],
+      // Only SP and HTAB are whitespace around a value or a list element: NBSP (0xA0) is not,
+      // so these are not "chunked" and "7" (the next hop gets them as sent).
+      [["Transfer-Encoding", "chunked\xa0"]],
+      [["Content-Length", "7\xa0"]],
     ] as [string, string][][]
   ) {
     const e = assertThrows(() => requestBodyFraming(req(bad)));
@@ -399,6 +403,9 @@ Deno.test("http body framing: RFC 9112 rules, smuggling refused", () => {
   assertEquals(responseBodyFraming(res(200, []), "CONNECT"), { kind: "none" });
   assertEquals(responseBodyFraming(res(200, []), "GET"), { kind: "close" });
   assertEquals(responseBodyFraming(res(200, [["Transfer-Encoding", "gzip"]]), "GET"), {
+    kind: "close",
+  });
+  assertEquals(responseBodyFraming(res(200, [["Transfer-Encoding", "chunked\xa0"]]), "GET"), {
     kind: "close",
   });
   assertEquals(

@@ -15,6 +15,7 @@ import {
   parseFieldLines,
   type RequestHead,
   type ResponseHead,
+  trimOws,
 } from "./head.ts";
 import { ChunkedScanner, maxChunkLineBytes, maxTrailerBytes } from "./chunked.ts";
 
@@ -49,7 +50,7 @@ function contentLength(headers: HeaderFields): number | undefined {
   for (const [k, v] of headers) {
     if (!fieldNameIs(k, "content-length")) continue;
     for (const part of v.split(",")) {
-      const t = part.trim();
+      const t = trimOws(part);
       if (!/^\d{1,15}$/.test(t)) throw new HttpError(`bad Content-Length ${JSON.stringify(v)}`);
       const n = Number(t);
       if (len !== undefined && len !== n) throw new HttpError("conflicting Content-Length values");

@@ -145,8 +145,12 @@ function readHeadLine(
   });
 }
 
-/** `s` without leading and trailing spaces and tabs (the optional whitespace around a value). */
-function trimOws(s: string): string {
+/**
+ * `s` without leading and trailing spaces and tabs (the optional whitespace around a value, and
+ * around a list element). Not `String.prototype.trim`, which also strips NBSP (0xA0): a
+ * `chunked\xA0` we took for `chunked` would reach the next hop as sent, spelled otherwise.
+ */
+export function trimOws(s: string): string {
   let a = 0, b = s.length;
   while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
   while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
@@ -625,7 +629,7 @@ export function headerTokens(headers: HeaderFields, name: string): string[] {
   for (const [k, v] of headers) {
     if (!fieldNameIs(k, n)) continue;
     for (const t of v.split(",")) {
-      const token = t.trim().toLowerCase();
+      const token = trimOws(t).toLowerCase();
       if (token !== "") out.push(token);
     }
   }
