@@ -188,3 +188,98 @@ Deno.test("tunnel app: an upload the public client abandons midway frees its tun
     assertEquals(JSON.parse(up.stdout), { sha256: zeros, bytes: total });
   });
 });
+
+/**
+ * A keep-alive HTTP/1.1 app answering every GET "ok", which records how each of its
+ * connections ended: "eof" (a FIN) or the read error's name (a reset), and calls `onEnd` then.
+ */
+function startEndRecordingApp(onEnd: () => void): {
+  port: number;
+  accepted(): number;
+  ends: string[];
+  close(): Promise<void>;
+} {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const ends: string[] = [];
+  const served: Promise<void>[] = [];
+  let accepted = 0;
+  const serve = async (conn: Deno.Conn) => {
+    const buf = new Uint8Array(16 * 1024);
+    let head = "";
+    try {
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) {
+          ends.push("eof");
+          onEnd();
+          return;
+        }
+        head += new TextDecoder().decode(buf.subarray(0, n));
+        while (head.includes("\r\n\r\n")) {
+          head = head.slice(head.indexOf("\r\n\r\n") + 4);
+          await conn.write(
+            new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+          );
+        }
+      }
+    } catch (err) {
+      ends.push((err as Error).name);
+      onEnd();
+    } finally {
+      conn.close();
+    }
+  };
+  const loop = (async () => {
+    try {
+      for await (const conn of listener) {
+        accepted++;
+        served.push(serve(conn));
+      }
+    } catch {
+      // The listener closed: close() ends the loop this way.
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    accepted: () => accepted,
+    ends,
+    async close() {
+      listener.close();
+      await loop;
+      await Promise.all(served);
+    },
+  };
+}
+
+Deno.test("tunnel app: a client that stops has its idle streams let go at once: its app's kept-alive connection ends with a FIN", async () => {
+  // Clients the server let go (its session over) when the app's connection ended.
+  let goneAtEnd = -1;
+  const app = startEndRecordingApp(() => goneAtEnd = t.server.clientEvents.disconnected);
+  const t = startHonoTunnel();
+  const id = "identifier-hono-leaving-12";
+  await t.server.addHost("127.0.0.1", id);
+  const c = startClient({
+    server: t.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+    // Its drain outlasts any slow run: it ends when its streams do, never by its timer (which
+    // resets what is left: with the default 2 s, the app saw a reset).
+    mux: { drainTimeoutMs: 30_000 },
+  });
+  try {
+    await c.connected();
+    const res = await hostFetch(t.port, "/");
+    assertEquals([res.status, await res.text()], [200, "ok"]);
+    // The front keeps the stream idle for the next request; the client now leaves.
+    await c.stop();
+    await until("the app's connection to end", () => app.ends.length === app.accepted());
+    assertEquals(app.ends, ["eof"]);
+    // Let go as the client closed its control stream, not once the server gave up waiting for
+    // the session to end (sessionEndWaitMs, when the client's drain timer used to win).
+    assertEquals(goneAtEnd, 0, "the idle stream was let go only after the session ended");
+  } finally {
+    await c.stop();
+    await t.close();
+    await app.close();
+  }
+});

@@ -73,7 +73,10 @@ export class ClientConn {
   readonly udp: Map<number, PortListener> = new Map();
   /** The control stream, once the client opened it. */
   control: Stream | undefined;
-  /** Run at the start of close() (front ends drop idle streams so the drain is quick). */
+  /**
+   * Run at the start of close(), or when the client closes its control stream (front ends drop
+   * idle streams so the drain is quick).
+   */
   readonly onClosing: (() => void)[] = [];
   /** Why the server ended this session on purpose (set by `close(reason)`). */
   endCause: SessionEndCause | undefined;
@@ -140,6 +143,11 @@ export class ClientConn {
     };
   }
 
+  /** Run the `onClosing` hooks now (once): the client is leaving, its idle streams go. */
+  dropIdle(): void {
+    for (const f of this.onClosing.splice(0)) f();
+  }
+
   /**
    * Tell the client why (when `reason` is given), release the public ports (awaited, so
    * a replacing client can bind them), then tear the session down (go away) in the
@@ -149,7 +157,7 @@ export class ClientConn {
     this.#closing ??= (async () => {
       this.endCause ??= reason;
       this.ready = false;
-      for (const f of this.onClosing.splice(0)) f();
+      this.dropIdle();
       if (reason && this.control) {
         const msg = encodeMessage({ type: "sessionEnd", reason });
         await writeAll(this.control, msg).catch(() => {

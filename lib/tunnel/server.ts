@@ -971,8 +971,11 @@ export class TunnelServer {
       // settle why (heartbeat timeout, transport cut, go away) before logging it.
       let end = await Promise.race([session.closed, controlDone.then(() => undefined)]);
       if (!end) {
-        // Our side of the control stream too, or the client's session drain waits for it.
+        // The client is leaving. Our side of the control stream too, and the fronts' idle
+        // streams, or its session's drain waits for them and then resets them (and so its
+        // app's kept-alive connections).
         if (client.control) closeQuietly(client.control);
+        client.dropIdle();
         end = await sessionEndWithin(session, sessionEndWaitMs);
       }
       const r = sessionEndReport(end, client.endCause);
