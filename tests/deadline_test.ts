@@ -233,3 +233,38 @@ Deno.test({
   for (const d of all) assert(dead.has(d) || firedAt.has(d), "a deadline never fired");
   assert(firedAt.size >= 100 && dead.size >= 20, `${firedAt.size} fired, ${dead.size} deleted`);
 });
+
+Deno.test({
+  name: "deadline: an IdleTimer never cuts a touched one, and cuts by idleMs + checkMs + 2 ticks",
+  ...opts,
+}, () => {
+  let seed = 11;
+  const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  for (let round = 0; round < 40; round++) {
+    const tickMs = 1 + Math.floor(rand() * 20);
+    const m = manual(tickMs, 64);
+    const idleMs = 1 + Math.floor(rand() * 5_000);
+    let cutAt: number | undefined;
+    const t = new IdleTimer(idleMs, () => cutAt = m.now, m.wheel);
+    let lastTouch = m.now;
+    // Busy: touches at random gaps shorter than idleMs, the wheel ticking at random steps.
+    const busyUntil = m.now + idleMs * 5;
+    while (m.now < busyUntil) {
+      const gap = Math.floor(rand() * (idleMs - 1));
+      for (let at = m.now + gap; m.now < at;) m.advance(Math.min(at - m.now, 1 + rand() * tickMs));
+      assertEquals(cutAt, undefined, `cut while active (idleMs ${idleMs}, tick ${tickMs})`);
+      t.touch();
+      lastTouch = m.now;
+      assert(t.lastActiveMs() >= lastTouch, "lastActiveMs is never before the last touch");
+      t.touch();
+    }
+    // Idle from here: cut, never before idleMs, at most a check and two ticks after it.
+    const bound = lastTouch + idleMs + t.checkMs + 2 * tickMs;
+    while (cutAt === undefined && m.now <= bound) m.advance(1 + rand() * tickMs);
+    assert(cutAt !== undefined, `not cut by ${bound - lastTouch} ms (idleMs ${idleMs})`);
+    assert(cutAt >= lastTouch + idleMs, `cut early: ${cutAt - lastTouch} < ${idleMs}`);
+    assert(cutAt <= bound + tickMs, `cut late: ${cutAt - lastTouch} ms (idleMs ${idleMs})`);
+    assert(t.checkMs <= Math.max(tickMs, Math.ceil(idleMs / 16)), "a check per 16th of idleMs");
+    assertEquals(m.wheel.size, 0, "off the wheel once cut");
+  }
+});
