@@ -251,7 +251,8 @@ Deno.test({
     const busyUntil = m.now + idleMs * 5;
     while (m.now < busyUntil) {
       const gap = Math.floor(rand() * (idleMs - 1));
-      for (let at = m.now + gap; m.now < at;) m.advance(Math.min(at - m.now, 1 + rand() * tickMs));
+      const at = m.now + gap;
+      while (m.now < at) m.advance(Math.min(at - m.now, 1 + rand() * tickMs));
       assertEquals(cutAt, undefined, `cut while active (idleMs ${idleMs}, tick ${tickMs})`);
       t.touch();
       lastTouch = m.now;
