@@ -269,3 +269,18 @@ Deno.test({
     assertEquals(m.wheel.size, 0, "off the wheel once cut");
   }
 });
+
+Deno.test(
+  { name: "deadline: an IdleTimer without a timeout still knows its last touch", ...opts },
+  () => {
+    const m = manual(10, 16);
+    const t = new IdleTimer(0, () => {}, m.wheel);
+    m.advance(1_234);
+    t.touch();
+    const touchedAt = m.now;
+    m.advance(5_000);
+    assertEquals(t.lastActiveMs(), touchedAt, "a response timeout counts from the touch");
+    assertEquals(m.wheel.size, 0);
+    t.stop();
+  },
+);

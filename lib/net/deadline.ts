@@ -428,14 +428,18 @@ export class IdleTimer implements Deadline, IdleWatch {
     if (idleMs > 0) wheel.add(this);
   }
 
-  /** Activity: the idle period starts again (a flag: no clock read). */
+  /**
+   * Activity: the idle period starts again (a flag: no clock read). Without checks (`idleMs`
+   * <= 0) it notes the clock, for {@linkcode lastActiveMs}.
+   */
   touch(): void {
-    this.touched = true;
+    if (this.idleMs > 0) this.touched = true;
+    else this.lastMs = this.#wheel.clockMs();
   }
 
   /**
-   * When it was last active, at the latest: the clock if it was touched since the last check
-   * (a clock read, for rare callers: a response timeout's fire).
+   * When it was last active, at the latest (at most a check and a tick late): the clock if it
+   * was touched since the last check (a clock read, for rare callers: a response timeout).
    */
   lastActiveMs(): number {
     if (this.touched) {
