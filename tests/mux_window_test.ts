@@ -1,7 +1,14 @@
 import { defaultWindowBytes, FrameType } from "../lib/mux/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair, rawPair } from "./_mux.ts";
-import { acceptWithin, blockStreamSha256, drainHash, readWithin, sendBlocks } from "./_util.ts";
+import {
+  acceptWithin,
+  blockStreamSha256,
+  drainHash,
+  readWithin,
+  sendBlocks,
+  until,
+} from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -47,6 +54,12 @@ Deno.test("window: a stopped reader holds at most one window; the writer waits (
         failed = e;
       }
     })();
+    // One window arrives (written, in 64 KiB writes, and buffered at the receiver), then a
+    // while passes in which a writer ignoring the window would run on.
+    await until(
+      "one window written and buffered",
+      () => s.bufferedBytes >= defaultWindowBytes && written >= s.bufferedBytes,
+    );
     await new Promise((r) => setTimeout(r, 200));
     assert(written <= defaultWindowBytes, `writer went ${written} bytes past a stopped reader`);
     assertEquals(s.bufferedBytes, written, "receiver buffers what was written");
