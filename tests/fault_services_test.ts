@@ -18,6 +18,7 @@ import {
   readWithin,
   startService,
   TimedOutError,
+  until,
   within,
 } from "./_util.ts";
 import {
@@ -96,12 +97,13 @@ function startFaultTarget(): { port: number; close(): Promise<void> } {
 /**
  * Drain `c`; a reset ends it like EOF. Returns bytes + SHA-256. After `cutAfterMs` (a stuck
  * attempt, retried) we close `c` ourselves; 0: never (the caller bounds it and needs the end
- * to come from the far side).
+ * to come from the far side). `progress.bytes` follows the bytes drained so far.
  */
 async function drainOrReset(
   c: Duplex,
   skipHead = false,
   cutAfterMs = 20_000,
+  progress: { bytes: number } = { bytes: 0 },
 ): Promise<{ bytes: number; sha256: string }> {
   const h = createHash("sha256");
   let bytes = 0;
@@ -129,6 +131,7 @@ async function drainOrReset(
       }
       h.update(p);
       bytes += p.length;
+      progress.bytes = bytes;
     }
   } finally {
     clearTimeout(timer);
@@ -138,8 +141,8 @@ async function drainOrReset(
 
 /** SHA-256 of the first `n` bytes of the block stream (seed 5). */
 /**
- * Size of a transfer that a kill 300 ms in must cut: 4 GiB takes seconds even on a fast
- * loopback (256 MiB through depot once finished within the 300 ms in CI).
+ * Size of a transfer that a kill after its first MiB must cut: 4 GiB takes seconds even on a
+ * fast loopback (256 MiB through depot once finished within 300 ms in CI).
  */
 const killedTransferBytes = 4096 * MiB;
 
@@ -290,16 +293,20 @@ Deno.test("faults: depot — server restarted while the local keeps retrying; lo
   try {
     await roundTrip(stack, false);
     // Server killed: the local keeps retrying; a new server on the same ports is joined.
+    const killedAt = local.lines.length;
     await server.stop("SIGKILL");
-    await sleep(500);
+    // It lost the server and then tried again with none there (a second "reconnecting").
+    const lost = await local.waitFor(/msg="reconnecting"/, 60_000, killedAt);
+    await local.waitFor(/msg="reconnecting"/, 60_000, local.lines.indexOf(lost, killedAt) + 1);
     server = await startService("depot-server.ts", serverArgs, { readyCount: 3, env });
-    await local.waitFor(/msg="connected"/); // the first one
+    await local.waitFor(/msg="connected"/, 60_000, killedAt);
     await roundTrip(stack, false);
     // Local killed mid-transfer and restarted: the transfer ends, a new local serves.
     const c = await stack.open();
     await writeAll(c, enc.encode(`C${killedTransferBytes}\n`));
-    const draining = drainOrReset(c, false, 0);
-    await sleep(300);
+    const progress = { bytes: 0 };
+    const draining = drainOrReset(c, false, 0, progress);
+    await until("the transfer's first MiB", () => progress.bytes >= MiB);
     await local.stop("SIGKILL");
     const cut = await within(
       draining,
@@ -369,8 +376,9 @@ Deno.test("faults: fusion — server restarted and client killed/restarted; new 
     // exact prefix.
     const c = await stack.open();
     await writeAll(c, enc.encode(`C${killedTransferBytes}\n`));
-    const draining = drainOrReset(c, false, 0);
-    await sleep(300);
+    const progress = { bytes: 0 };
+    const draining = drainOrReset(c, false, 0, progress);
+    await until("the transfer's first MiB", () => progress.bytes >= MiB);
     const linesBefore = client.lines.length;
     await server.stop("SIGKILL");
     const killedAt = performance.now();
