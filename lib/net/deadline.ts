@@ -353,51 +353,9 @@ export class DeadlineWheel {
 export const deadlines: DeadlineWheel = new DeadlineWheel();
 
 /**
- * Checks per idle timeout: an idle watch looks at its activity flag every `idleMs / 16` (a tick
- * at least), so an idle connection is cut at most that much (plus a tick) after its timeout.
- */
-export const idleChecksPerTimeout = 16;
-
-/**
- * The idle rule of {@linkcode IdleTimer} and lib/net's relay: activity only sets `touched`
- * (a store per read or write, no clock read: the clock was 4 reads of ~60 ns per kept-alive
- * tunnel request), and the wheel looks at the flag every `checkMs`. A check that finds it set
- * clears it and notes its own time in `lastMs`: the activity happened before, so `lastMs` is
- * never earlier than the last activity and the watch never ends an active connection; it is at
- * most `checkMs` (and a tick) later, so an idle one ends by `idleMs + checkMs` plus a tick.
- */
-export interface IdleWatch {
-  /** Activity since the last check. */
-  touched: boolean;
-  /** The time of the last check that found activity (or of the start). */
-  lastMs: number;
-  readonly idleMs: number;
-  /** How often the flag is looked at: see {@linkcode idleCheckMs}. */
-  readonly checkMs: number;
-}
-
-/** How often an idle watch of `idleMs` looks at its flag on a wheel of `tickMs` ticks. */
-export function idleCheckMs(idleMs: number, tickMs: number): number {
-  return Math.max(tickMs, Math.ceil(idleMs / idleChecksPerTimeout));
-}
-
-/**
- * One check of `w` at `nowMs` (its deadline's `fire`): the time of the next check, or
- * undefined once nothing touched it for `idleMs`.
- */
-export function checkIdle(w: IdleWatch, nowMs: number): number | undefined {
-  if (w.touched) {
-    w.touched = false;
-    w.lastMs = nowMs;
-  }
-  const idleAt = w.lastMs + w.idleMs;
-  return idleAt > nowMs ? Math.min(idleAt, nowMs + w.checkMs) : undefined;
-}
-
-/**
- * Calls `onIdle` once nothing called `touch()` for `idleMs` (at most `idleMs / 16` and a tick
- * later: {@linkcode IdleWatch}). `touch()` only sets a flag, cheap enough for every relayed
- * chunk; the wheel looks at it every `idleMs / 16`.
+ * Calls `onIdle` once nothing called `touch()` for `idleMs` (up to a tick late). `touch()`
+ * stores the clock, cheap enough for every relayed chunk; the deadline stays where it was set
+ * and moves on when it is reached, so touches cost the wheel nothing.
  *
  * @example
  * ```ts ignore
@@ -405,48 +363,29 @@ export function checkIdle(w: IdleWatch, nowMs: number): number | undefined {
  * // per read: idle.touch();   at the end: idle.stop();
  * ```
  */
-export class IdleTimer implements Deadline, IdleWatch {
+export class IdleTimer implements Deadline {
   due: number;
-  touched = false;
-  /** Read through {@linkcode lastActiveMs} (which settles `touched`). */
+  /** When `touch()` last ran (the wheel's clock). */
   lastMs: number;
   /** Whether `onIdle` ran. */
   fired = false;
-  readonly idleMs: number;
-  readonly checkMs: number;
+  readonly #idleMs: number;
   readonly #onIdle: () => void;
   readonly #wheel: DeadlineWheel;
 
   /** Start watching (`idleMs` <= 0: never fires, costs nothing). */
   constructor(idleMs: number, onIdle: () => void, wheel: DeadlineWheel = deadlines) {
-    this.idleMs = idleMs;
-    this.checkMs = idleCheckMs(idleMs, wheel.tickMs);
+    this.#idleMs = idleMs;
     this.#onIdle = onIdle;
     this.#wheel = wheel;
     this.lastMs = wheel.clockMs();
-    this.due = this.lastMs + Math.min(idleMs, this.checkMs);
+    this.due = this.lastMs + idleMs;
     if (idleMs > 0) wheel.add(this);
   }
 
-  /**
-   * Activity: the idle period starts again (a flag: no clock read). Without checks (`idleMs`
-   * <= 0) it notes the clock, for {@linkcode lastActiveMs}.
-   */
+  /** Activity: the idle period starts again. */
   touch(): void {
-    if (this.idleMs > 0) this.touched = true;
-    else this.lastMs = this.#wheel.clockMs();
-  }
-
-  /**
-   * When it was last active, at the latest (at most a check and a tick late): the clock if it
-   * was touched since the last check (a clock read, for rare callers: a response timeout).
-   */
-  lastActiveMs(): number {
-    if (this.touched) {
-      this.touched = false;
-      this.lastMs = this.#wheel.clockMs();
-    }
-    return this.lastMs;
+    this.lastMs = this.#wheel.clockMs();
   }
 
   /** Stop watching. */
@@ -454,10 +393,10 @@ export class IdleTimer implements Deadline, IdleWatch {
     this.#wheel.delete(this);
   }
 
-  /** @internal A check: idle, or the next check. */
+  /** @internal The wheel reached `due`: idle, or moved on by a touch. */
   fire(nowMs: number): number | void {
-    const next = checkIdle(this, nowMs);
-    if (next !== undefined) return next;
+    const due = this.lastMs + this.#idleMs;
+    if (due > nowMs) return due;
     this.fired = true;
     this.#onIdle();
   }

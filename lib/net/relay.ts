@@ -22,7 +22,7 @@ import {
 } from "./duplex.ts";
 import { errorMessage, isDisconnect } from "./errors.ts";
 import { type BufferPool, relayPool } from "./pool.ts";
-import { checkIdle, type Deadline, deadlines, idleCheckMs, type IdleWatch } from "./deadline.ts";
+import { type Deadline, deadlines } from "./deadline.ts";
 import { type Abortable, type AbortListener, listenAbort, unlistenAbort } from "./abort.ts";
 
 /** Live byte counters of a relay; readable while it runs (metrics, status pages). */
@@ -135,7 +135,7 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
  * failure, the abort listener, each pump and each counter were eight allocations more per
  * connection (issue 20).
  */
-class Relay implements AbortListener, Deadline, IdleWatch {
+class Relay implements AbortListener, Deadline {
   end: RelayEnd = "done";
   error: Error | undefined;
   finished = false;
@@ -144,12 +144,8 @@ class Relay implements AbortListener, Deadline, IdleWatch {
    * IdleTimer would be (an IdleTimer and its callback were two allocations more per relay).
    */
   idleMs = 0;
-  /** Bytes moved since the last idle check (see lib/net's IdleWatch). */
-  touched = false;
-  /** The last idle check that found bytes moved, while `idleMs` > 0. */
+  /** When a pump last moved bytes (the wheel's clock), while `idleMs` > 0. */
   lastMs = 0;
-  /** How often the idle check runs. */
-  checkMs = 0;
   /** @internal When the wheel looks at it next. */
   due = 0;
   /** Settles relay()'s wait for both pumps. */
@@ -187,21 +183,20 @@ class Relay implements AbortListener, Deadline, IdleWatch {
   /** Watch for `idleMs` without a byte moved: then the relay ends as "idle". */
   watchIdle(idleMs: number): void {
     this.idleMs = idleMs;
-    this.checkMs = idleCheckMs(idleMs, deadlines.tickMs);
     this.lastMs = deadlines.clockMs();
-    this.due = this.lastMs + Math.min(idleMs, this.checkMs);
+    this.due = this.lastMs + idleMs;
     deadlines.add(this);
   }
 
-  /** Bytes moved: the idle period starts again (a flag; the clock is read by the check). */
+  /** Bytes moved: the idle period starts again (a clock read; the wheel is not touched). */
   touch(): void {
-    this.touched = true;
+    if (this.idleMs > 0) this.lastMs = deadlines.clockMs();
   }
 
-  /** @internal An idle check (IdleTimer's rule): the next one, or the relay ends as idle. */
+  /** @internal The wheel reached `due`: idle, or moved on by a touch (IdleTimer's rule). */
   fire(nowMs: number): number | void {
-    const next = checkIdle(this, nowMs);
-    if (next !== undefined) return next;
+    const due = this.lastMs + this.idleMs;
+    if (due > nowMs) return due;
     this.stop("idle");
   }
 

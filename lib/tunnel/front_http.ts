@@ -898,7 +898,7 @@ export class PublicConn {
       due: deadlines.clockMs() + timeoutMs,
       fire: (nowMs) => {
         if (leg.responseBytes > 0 || leg.state === LegState.Abandoned) return;
-        const later = (this.#idle?.lastActiveMs() ?? 0) + timeoutMs;
+        const later = (this.#idle?.lastMs ?? 0) + timeoutMs;
         if (later > nowMs) return later;
         // The app behind the client never answered: 504, and this connection ends.
         this.state = PublicConnState.Closing;
