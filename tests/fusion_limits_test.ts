@@ -3,6 +3,7 @@
  * that does not read, the grace period when every path is gone, and path limits.
  */
 import { FusionClient, FusionServer } from "../lib/fusion/mod.ts";
+import { Logger } from "../lib/log.ts";
 import { closeQuietly, dial, serve, writeAll } from "../lib/net/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { FaultyLink, startHashTarget } from "./_fusion.ts";
@@ -11,7 +12,6 @@ import { listenLocal, readAll, readWithin, sha256, TimedOutError, until, within 
 const token = "limits-token";
 const timers = { heartbeatIntervalMs: 50, silenceTimeoutMs: 500, lingerMs: 500 };
 const opts = { sanitizeOps: true, sanitizeResources: true };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test({ name: "fusion: 20 sessions at once, each intact", ...opts }, async () => {
   const target = startHashTarget(256 * 1024);
@@ -176,6 +176,16 @@ Deno.test(
   },
 );
 
+/** A logger keeping its lines in `lines`. */
+function recording(lines: string[]): Logger {
+  return new Logger("debug", {}, (l) => void lines.push(l));
+}
+
+/** How many of `lines` say a path was refused for `why`. */
+function count(lines: string[], why: string): number {
+  return lines.filter((l) => l.includes("path refused") && l.includes(`why="${why}"`)).length;
+}
+
 Deno.test({ name: "fusion: paths beyond the per-session limit are refused", ...opts }, async () => {
   const target = startHashTarget(0);
   const server = new FusionServer({
@@ -183,7 +193,8 @@ Deno.test({ name: "fusion: paths beyond the per-session limit are refused", ...o
     target: { host: "127.0.0.1", port: target.port },
     maxPathsPerSession: 1,
   });
-  const srv = serve(listenLocal(), server.handle);
+  const lines: string[] = [];
+  const srv = serve(listenLocal(), server.handle, { log: recording(lines) });
   const client = new FusionClient({
     token,
     paths: [1, 2, 3].map(() => ({ host: "127.0.0.1", port: srv.addr.port })),
@@ -192,7 +203,8 @@ Deno.test({ name: "fusion: paths beyond the per-session limit are refused", ...o
   const s = client.open();
   try {
     await until("the session's first path", () => s.pathCount > 0);
-    await sleep(300); // the other paths keep trying meanwhile
+    // The other paths tried and were refused (twice in all; they keep trying).
+    await until("two paths refused at the limit", () => count(lines, "path limit") >= 2);
     assertEquals(server.sessions.size, 1);
     assertEquals([...server.sessions.values()][0].pathCount, 1);
     assertEquals(s.pathCount, 1);
@@ -217,7 +229,8 @@ Deno.test({ name: "fusion: sessions beyond the server's limit get no path", ...o
     target: { host: "127.0.0.1", port: target.port },
     maxSessions: 1,
   });
-  const srv = serve(listenLocal(), server.handle);
+  const lines: string[] = [];
+  const srv = serve(listenLocal(), server.handle, { log: recording(lines) });
   const client = new FusionClient({
     token,
     paths: [{ host: "127.0.0.1", port: srv.addr.port }],
@@ -227,7 +240,7 @@ Deno.test({ name: "fusion: sessions beyond the server's limit get no path", ...o
     const first = client.open();
     await until("the first session's path", () => first.pathCount > 0);
     const second = client.open();
-    await sleep(300);
+    await until("the second session refused", () => count(lines, "session limit") >= 1);
     assertEquals(first.pathCount, 1);
     assertEquals(second.pathCount, 0);
     assertEquals(server.sessions.size, 1);
