@@ -1,6 +1,7 @@
+import { defaultWindowBytes } from "../lib/mux/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { acceptWithin, blockStreamSha256, drainHash, sendBlocks, within } from "./_util.ts";
+import { acceptWithin, blockStreamSha256, drainHash, sendBlocks, until, within } from "./_util.ts";
 
 const MiB = 1 << 20;
 
@@ -11,7 +12,10 @@ Deno.test("head of line: a stream whose reader stopped does not stall the others
     const a = await p.client.open();
     const aServer = await acceptWithin(p.server, "the stream the peer opened");
     const aWrite = sendBlocks(a, 16 * MiB, 1).catch((e) => e);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(
+      "stream A's window full at its stopped reader",
+      () => aServer.bufferedBytes >= defaultWindowBytes,
+    );
     // Streams B, C: full transfers in both directions while A is stuck.
     const one = async (seed: number) => {
       const s = await p.client.open();
