@@ -1,8 +1,11 @@
-import { type Duplex, writeAll } from "../lib/net/mod.ts";
+import { ControlConn, ControlReader, encodeFrame } from "../lib/control/mod.ts";
+import { DepotLocal, type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
+import { Logger } from "../lib/log.ts";
+import { BufferedReader, closeQuietly, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { SparePool } from "../lib/depot/spares.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
-import { readAll, until as untilHolds } from "./_util.ts";
+import { listenLocal, readAll, until as untilHolds, within } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -39,34 +42,137 @@ Deno.test("depot spares: requests take pre-dialled tunnel connections", async ()
   }
 });
 
-Deno.test("depot spares: expired spares are replaced; requests keep working", async () => {
+Deno.test("depot spares: standby spares the server drops are noticed and replaced; requests keep working", async () => {
   const target = startTarget();
-  // Server handshake timeout 300 ms → spares live at most ~150 ms, then are redialled.
-  const depot = await startDepot({ server: { handshakeTimeoutMs: 300 } });
+  // The server holds 4 idle standby spares across its exits: the first exit's share is 4,
+  // and a second exit halves it, so the server closes two of the first exit's standbys.
+  // Spares live 20 s (the local's pool ticks every 5 s, and restores the count it wants on a
+  // tick): the 2 replacements, just dialled when the requests start, are still held for them
+  // (if the 2 others expire meanwhile, the server still holds the newest).
+  const depot = await startDepot({
+    server: { standbyTotal: 4, spareIdleMs: 20_000 },
+    locals: [{ spareTunnels: 4 }],
+  });
+  const local = depot.locals[0];
+  const held = () => depot.server.status().exits.find((e) => e.name === "default")?.spares;
+  const ready = () => local.status().spares?.ready;
   try {
-    await new Promise((r) => setTimeout(r, 700));
-    assertEquals(await echo(depot.socksPort, target.port, "late"), "late");
-    assertEquals(depot.locals[0].status().failures, 0);
+    await until(() => held() === 4 && ready() === 4, "4 standby spares ready and held");
+    const second = await depot.addLocal({ name: "second", spareTunnels: 0 });
+    // The drop itself: the server holds 2, and the local saw the 2 others end.
+    await until(() => held() === 2 && ready() === 2, "2 standbys dropped, seen by the local");
+    await second.stop();
+    // The share is 4 again: the local dials 2 standbys for those the server dropped.
+    await until(() => held() === 4 && ready() === 4, "the dropped standbys replaced");
+    const before = local.status().spares!;
+    for (let i = 0; i < 3; i++) {
+      assertEquals(await echo(depot.socksPort, target.port, `s${i}`), `s${i}`);
+    }
+    assertEquals(local.status().failures, 0);
+    // Each request came on a standby the server held (none on the control connection).
+    const after = local.status().spares!;
+    assertEquals([after.hits - before.hits, after.misses - before.misses], [3, 0]);
   } finally {
     await depot.close();
     await target.close();
   }
 });
 
-Deno.test("depot spares: a spare the server dropped is replaced by a fresh connection", async () => {
+Deno.test('depot spares: without "open", a spare the server dropped is taken, found dead and replaced by a fresh connection', async () => {
   const target = startTarget();
-  // The server cuts silent tunnel connections after 300 ms but lets locals keep spares for
-  // 60 s: every spare is dead by the time it is used.
-  const depot = await startDepot({ server: { handshakeTimeoutMs: 300, spareIdleMs: 60_000 } });
-  try {
-    await new Promise((r) => setTimeout(r, 500));
-    for (let i = 0; i < 4; i++) {
-      assertEquals(await echo(depot.socksPort, target.port, `n${i}`), `n${i}`);
+  const control = listenLocal();
+  const tunnel = listenLocal();
+  /** Tunnel connections that have said nothing yet (spares), and every one accepted. */
+  const silent = new Set<Deno.Conn>();
+  const conns = new Set<Deno.Conn>();
+  /** Relayed tunnels by request id: each writes `E<text>` and gets the target's echo. */
+  const echoed = new Map<number, Promise<string>>();
+  /** Requests the local reported failed (connectFailed): `id: reason`. */
+  const failed: string[] = [];
+  let ctl: ControlConn<DepotMessage> | undefined;
+  const key = "cd".repeat(16);
+  const serveTunnels = (async () => {
+    for await (const conn of tunnel) {
+      conns.add(conn);
+      silent.add(conn);
+      void (async () => {
+        const r = new BufferedReader(conn, 1024);
+        const first = await new ControlReader(r, depotProtocol).read().catch(() => null);
+        silent.delete(conn);
+        if (first?.type !== "tunnel") return;
+        assertEquals(first.key, key);
+        const relayed = withPrefix(conn, r.takeBuffered());
+        const got = (async () => {
+          await writeAll(
+            conn,
+            encodeFrame({ v: depotProtocol.version, type: "tunnelAccepted", id: first.id }),
+          );
+          await writeAll(conn, enc.encode(`E${first.id}`));
+          await conn.closeWrite();
+          return dec.decode(await readAll(relayed));
+        })();
+        echoed.set(first.id, got);
+        await got.catch(() => "");
+      })().finally(() => {
+        conns.delete(conn);
+        closeQuietly(conn);
+      });
     }
-    assertEquals(depot.locals[0].status().failures, 0);
-    assert(depot.locals[0].status().spares!.hits >= 1, "dead spares were taken and replaced");
+  })();
+  const serveControl = (async () => {
+    ctl = new ControlConn(await control.accept(), depotProtocol);
+    await ctl.expect("hello", 10_000);
+    // A server before "open": spares stay silent until a request takes one; it lets the local
+    // keep them 10 minutes (no expiry in the test), then cuts them itself, below.
+    await ctl.send({
+      type: "welcome",
+      name: "default",
+      heartbeatMs: 60_000,
+      tunnelPort: tunnel.addr.port,
+      features: [],
+      spareIdleMs: 600_000,
+    });
+    for (let m; (m = await ctl.receive()) !== null;) {
+      if (m.type === "connectFailed") failed.push(`${m.id}: ${m.reason}`);
+    }
+  })().catch(() => {
+    // The control connection ends with the test (the local stops).
+  });
+  const lines: string[] = [];
+  const local = new DepotLocal({
+    server: { host: "127.0.0.1", port: control.addr.port },
+    backoff: { initialMs: 50, maxMs: 500 },
+    log: new Logger("debug", {}, (l) => void lines.push(l)),
+  });
+  const running = local.run();
+  try {
+    await local.waitConnected(true, 10_000);
+    const spares = () => local.status().spares!;
+    await until(() => spares().ready === 2 && silent.size === 2, "2 spares at the tunnel port");
+    // The server drops both (as its handshake timer would): the local holds 2 dead spares.
+    for (const c of silent) closeQuietly(c);
+    for (let id = 1; id <= 4; id++) {
+      await ctl!.send({ type: "connect", id, key, host: "127.0.0.1", port: target.port });
+      await until(() => echoed.has(id) || failed.length > 0, `request ${id}'s tunnel`);
+      assertEquals(failed, []);
+      assertEquals(await within(echoed.get(id)!, `request ${id}'s echo`), `${id}`);
+    }
+    assertEquals(local.status().failures, 0);
+    // The first request took a spare (a dead one: both were), found it dead and dialled fresh.
+    assert(spares().hits >= 1, JSON.stringify(spares()));
+    assert(
+      lines.some((l) => l.includes("spare tunnel was dead")),
+      "a dead spare was taken and discarded",
+    );
   } finally {
-    await depot.close();
+    await local.stop();
+    await running;
+    ctl?.close();
+    await serveControl;
+    control.close();
+    tunnel.close();
+    for (const c of conns) closeQuietly(c);
+    await serveTunnels;
     await target.close();
   }
 });
