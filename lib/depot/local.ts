@@ -70,8 +70,7 @@ import {
 } from "./udp.ts";
 import type { FlowLimits } from "../udp/mod.ts";
 import { SparePool } from "./spares.ts";
-import { DepotAbort } from "./abort.ts";
-import { after, noDelay } from "../net/mod.ts";
+import { AbortHub, after, noDelay } from "../net/mod.ts";
 import { type Acl, aclDial } from "../net/acl.ts";
 import {
   dialTransport,
@@ -218,7 +217,7 @@ interface Session {
   /** The mux session carrying tunnels (`mux` mode). */
   mux?: MuxSession;
   /** Per-request abort controllers (cancel, session end). */
-  requests: Map<number, DepotAbort>;
+  requests: Map<number, AbortHub>;
   /** The server waits for `end{id}` before passing a plain tunnel's FIN on. */
   reportsEnds: boolean;
   /** "open": the server opens a mux stream per request, its SYN carrying the request. */
@@ -523,7 +522,7 @@ export class DepotLocal {
         ? depotCompact
         : undefined;
       if (compact) ctl.useCompact(compact);
-      const requests = new Map<number, DepotAbort>();
+      const requests = new Map<number, AbortHub>();
       // The session's end aborts each of its requests: one listener for them all (a listener
       // per request on the long-lived signal, or AbortSignal.any, cost each request more).
       ctl.signal.addEventListener("abort", () => {
@@ -778,7 +777,7 @@ export class DepotLocal {
     // the dial's and the relay's listeners go on it, not on the session's long-lived signal,
     // where each add and remove scans every other request's (O(concurrent requests) each).
     // Not an AbortController: an AbortSignal is made only for a TCP tunnel or UDP.
-    const abort = new DepotAbort();
+    const abort = new AbortHub();
     session.requests.set(req.id, abort);
     if (ctl.signal.aborted) abort.abort(ctl.signal.reason);
     const udp = req.type === "associate";

@@ -72,11 +72,10 @@ import { Session as MuxSession, type Stream } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
 import { depotCompact } from "./compact.ts";
 import { ConfirmedEnd } from "./tunnel_end.ts";
-import { defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
+import { AbortHub, defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
 import { BoundAssociation } from "./udp.ts";
-import { DepotAbort } from "./abort.ts";
 import {
   defaultUdpIdleTimeoutMs,
   type Flow,
@@ -575,7 +574,7 @@ class ExitSession {
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
   /** Its relays' aborts (see `relayAbort`), aborted when the control connection ends. */
-  readonly relays = new Set<DepotAbort>();
+  readonly relays = new Set<AbortHub>();
   /** Its "ok" requests' series (bound once). */
   readonly okCount: { inc(): void };
   constructor(
@@ -604,8 +603,8 @@ class ExitSession {
    * connection's long-lived signal: every add and remove of those scanned all the others (a
    * micro-benchmark: 12 µs per connection with 32 relaying, 85 with 1,000).
    */
-  relayAbort(): DepotAbort {
-    const a = new DepotAbort();
+  relayAbort(): AbortHub {
+    const a = new AbortHub();
     if (this.ctl.signal.aborted) a.abort(this.ctl.signal.reason);
     else this.relays.add(a);
     return a;

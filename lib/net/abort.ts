@@ -72,3 +72,45 @@ export function fireListeners(list: AbortListener[] | undefined): void {
     }
   }
 }
+
+/**
+ * An {@linkcode AbortSource} to own and abort: serve()'s connection context and depot's
+ * requests and relays build on it. Its AbortSignal is made only when `signal` is read (an
+ * abort before that is kept for it).
+ */
+export class AbortHub implements AbortSource {
+  /** Aborted (the first `abort()` call). */
+  aborted = false;
+  /** Why it aborted. */
+  reason: unknown = undefined;
+  #ac: AbortController | undefined;
+  /** Listeners added through `onAbort` (a dial's, a relay's): no EventTarget. */
+  #listeners: AbortListener[] | undefined;
+
+  get signal(): AbortSignal {
+    if (this.#ac === undefined) {
+      this.#ac = new AbortController();
+      if (this.aborted) this.#ac.abort(this.reason);
+    }
+    return this.#ac.signal;
+  }
+
+  onAbort(l: AbortListener): void {
+    (this.#listeners ??= []).push(l);
+  }
+
+  offAbort(l: AbortListener): void {
+    removeListener(this.#listeners, l);
+  }
+
+  /** Abort once (the first reason stays): its signal, if made, and its listeners. */
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.#ac?.abort(reason);
+    const listeners = this.#listeners;
+    this.#listeners = undefined;
+    fireListeners(listeners);
+  }
+}

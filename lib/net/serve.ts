@@ -8,7 +8,7 @@
 import { sourceKey } from "./ratelimit.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { closeQuietly, noDelay } from "./duplex.ts";
-import { type AbortListener, type AbortSource, fireListeners, removeListener } from "./abort.ts";
+import { AbortHub, type AbortSource } from "./abort.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
 import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
@@ -215,21 +215,14 @@ function trackActivity(conn: Deno.Conn, entry: { activeMs: number }): void {
  * one object (they were three, plus the deadline's callback and a `close` wrapper: issue 20).
  * The remote's text and the connection's logger are made when first read (a log line; most
  * connections of a busy proxy never log), through getters on the prototype (an object literal
- * with getters cost 4–5 µs to build). The AbortController is made when `signal` is first read:
- * a handler that never asks for it costs none, and an abort before that is kept for it.
+ * with getters cost 4–5 µs to build). Its abort is an {@linkcode AbortHub}: a handler that never
+ * reads `signal` costs no AbortController.
  */
-class LiveConn<C extends Deno.Conn> implements ConnContext, Deadline {
+class LiveConn<C extends Deno.Conn> extends AbortHub implements ConnContext, Deadline {
   readonly conn: C;
   readonly #server: ServerShared;
   #remote: string | undefined;
   #log: Logger | undefined;
-  #ac: AbortController | undefined;
-  /** Listeners added through `onAbort` (a dial's, a relay's): no EventTarget per connection. */
-  #listeners: AbortListener[] | undefined;
-  /** Why it was aborted. */
-  reason: unknown;
-  /** Aborted: handshake timeout, shed, or a hard stop. */
-  aborted = false;
   /** Its per-source key, when per-source limits are counted. */
   source: string | undefined;
   /** When it last started a read or a write (the deadline wheel's clock). */
@@ -246,6 +239,7 @@ class LiveConn<C extends Deno.Conn> implements ConnContext, Deadline {
     source: string | undefined,
     nowMs: number,
   ) {
+    super();
     this.conn = conn;
     this.#server = server;
     this.source = source;
@@ -264,33 +258,6 @@ class LiveConn<C extends Deno.Conn> implements ConnContext, Deadline {
 
   get log(): Logger {
     return this.#log ??= this.#server.log.child({ conn: this.id });
-  }
-
-  get signal(): AbortSignal {
-    if (this.#ac === undefined) {
-      this.#ac = new AbortController();
-      if (this.aborted) this.#ac.abort(this.reason);
-    }
-    return this.#ac.signal;
-  }
-
-  onAbort(l: AbortListener): void {
-    (this.#listeners ??= []).push(l);
-  }
-
-  offAbort(l: AbortListener): void {
-    removeListener(this.#listeners, l);
-  }
-
-  /** Abort: its signal (if made) and its listeners (the first reason stays). */
-  abort(reason: DOMException): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    this.#ac?.abort(reason);
-    const listeners = this.#listeners;
-    this.#listeners = undefined;
-    fireListeners(listeners);
   }
 
   /** Bound: handlers pass it on as a function. Off the wheel (nothing if it was not on it). */
