@@ -20,56 +20,81 @@ import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { flushingProxy, redisCommand, startRedis, watchCommands } from "./_redis.ts";
 import { until, within } from "./_util.ts";
 
+/**
+ * Instance a (holding exit "far", beating every 200 s so it never writes back on its own during
+ * a test, listening for links) and instance b (beating every 2 s, reaching Redis at `bUrl`).
+ */
+async function twoInstances(
+  redisUrl: string,
+  token: string,
+  b: { url?: string; nudgeOnLoss?: boolean } = {},
+) {
+  const depotA = await startDepot({ locals: [{ name: "far" }] });
+  const depotB = await startDepot({ locals: [] });
+  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const ca = await DepotCluster.connect(depotA.server, {
+    url: redisUrl,
+    token,
+    heartbeatMs: 200_000,
+    instance: "a",
+    advertise: `127.0.0.1:${linkPort.addr.port}`,
+  });
+  ca.listen(linkPort);
+  const cb = await DepotCluster.connect(depotB.server, {
+    url: b.url ?? redisUrl,
+    token,
+    heartbeatMs: 2_000,
+    instance: "b",
+    advertise: "h:2",
+    ...(b.nudgeOnLoss === undefined ? {} : { nudgeOnLoss: b.nudgeOnLoss }),
+  });
+  return {
+    b: depotB,
+    cb,
+    async close(): Promise<void> {
+      await cb.close();
+      await ca.close();
+      await depotA.close();
+      await depotB.close();
+    },
+  };
+}
+
+/** Echo `what` through b's SOCKS port to exit "far" (held by a) and the target. */
+async function echoThroughB(socksPort: number, targetPort: number, what: string): Promise<void> {
+  const c = await within(
+    socksDial(socksPort, { host: "127.0.0.1", port: targetPort }, {
+      username: "far",
+      password: "x",
+    }),
+    `the SOCKS reply through b (${what})`,
+  );
+  try {
+    await c.write(new TextEncoder().encode(`E${what}`));
+    await c.closeWrite();
+    const buf = new Uint8Array(what.length);
+    let got = 0;
+    while (got < buf.length) {
+      const n = await within(c.read(buf.subarray(got)), `the echo of ${what}`);
+      if (n === null) break;
+      got += n;
+    }
+    assertEquals(new TextDecoder().decode(buf.subarray(0, got)), what);
+  } finally {
+    c.close();
+  }
+}
+
 for (const loss of ["FLUSHALL", "restart"] as const) {
   Deno.test(`depot cluster: after a ${loss} a SOCKS client of another instance still reaches the exit`, async () => {
     const redis = await startRedis();
     const target = startTarget();
-    const a = await startDepot({ locals: [{ name: "far" }] });
-    const b = await startDepot({ locals: [] });
-    const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const token = "flush-test-token-0001";
-    const ca = await DepotCluster.connect(a.server, {
-      url: redis.url,
-      token,
-      heartbeatMs: 200_000,
-      instance: "a",
-      advertise: `127.0.0.1:${linkPort.addr.port}`,
-    });
-    ca.listen(linkPort);
-    const cb = await DepotCluster.connect(b.server, {
-      url: redis.url,
-      token,
-      heartbeatMs: 2_000,
-      instance: "b",
-      advertise: "h:2",
-      // Not nudging a to write back at once: the test is of b's settle window.
+    // Not nudging a to write back at once: the test is of b's settle window.
+    const { b, cb, close } = await twoInstances(redis.url, "flush-test-token-0001", {
       nudgeOnLoss: false,
     });
     let watch = await watchCommands(redis.port);
-    const echo = async (what: string) => {
-      const c = await within(
-        socksDial(b.socksPort, { host: "127.0.0.1", port: target.port }, {
-          username: "far",
-          password: "x",
-        }),
-        `the SOCKS reply through b (${what})`,
-      );
-      try {
-        const enc = new TextEncoder();
-        await c.write(enc.encode(`E${what}`));
-        await c.closeWrite();
-        const buf = new Uint8Array(what.length);
-        let got = 0;
-        while (got < buf.length) {
-          const n = await within(c.read(buf.subarray(got)), `the echo of ${what}`);
-          if (n === null) break;
-          got += n;
-        }
-        assertEquals(new TextDecoder().decode(buf.subarray(0, got)), what);
-      } finally {
-        c.close();
-      }
-    };
+    const echo = (what: string) => echoThroughB(b.socksPort, target.port, what);
     try {
       await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
       await echo("before");
@@ -97,10 +122,7 @@ for (const loss of ["FLUSHALL", "restart"] as const) {
       await echo("after");
     } finally {
       await watch.close();
-      await cb.close();
-      await ca.close();
-      await a.close();
-      await b.close();
+      await close();
       await target.close();
       await redis.stop();
     }
@@ -109,26 +131,8 @@ for (const loss of ["FLUSHALL", "restart"] as const) {
 
 Deno.test("depot cluster: an instance that finds Redis lost its records nudges the others, which write back at once", async () => {
   const redis = await startRedis();
-  const a = await startDepot({ locals: [{ name: "far" }] });
-  const b = await startDepot({ locals: [] });
-  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const token = "nudge-test-token-0001";
-  // A beats every 200 s: only a nudge makes it write back during the test.
-  const ca = await DepotCluster.connect(a.server, {
-    url: redis.url,
-    token,
-    heartbeatMs: 200_000,
-    instance: "a",
-    advertise: `127.0.0.1:${linkPort.addr.port}`,
-  });
-  ca.listen(linkPort);
-  const cb = await DepotCluster.connect(b.server, {
-    url: redis.url,
-    token,
-    heartbeatMs: 2_000,
-    instance: "b",
-    advertise: "h:2",
-  });
+  // a beats every 200 s: only a nudge makes it write back during the test.
+  const { cb, close } = await twoInstances(redis.url, "nudge-test-token-0001");
   try {
     await until("b sees a holding the exit", () => cb.view().exitsElsewhere.length === 1);
     assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
@@ -138,10 +142,7 @@ Deno.test("depot cluster: an instance that finds Redis lost its records nudges t
     );
     assertEquals(await redisCommand(redis.port, "EXISTS warren:depot:instance:a"), ":1");
   } finally {
-    await cb.close();
-    await ca.close();
-    await a.close();
-    await b.close();
+    await close();
     await redis.stop();
   }
 });
@@ -154,24 +155,8 @@ Deno.test("depot cluster: a FLUSHALL inside b's heartbeat (after its own lease w
     redis.port,
     (s) => s.includes("EVAL") && s.includes("depot:instance:b"),
   );
-  const a = await startDepot({ locals: [{ name: "far" }] });
-  const b = await startDepot({ locals: [] });
-  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const token = "mid-beat-test-token-01";
-  const ca = await DepotCluster.connect(a.server, {
-    url: redis.url,
-    token,
-    heartbeatMs: 200_000,
-    instance: "a",
-    advertise: `127.0.0.1:${linkPort.addr.port}`,
-  });
-  ca.listen(linkPort);
-  const cb = await DepotCluster.connect(b.server, {
+  const { b, cb, close } = await twoInstances(redis.url, "mid-beat-test-token-01", {
     url: `redis://127.0.0.1:${proxy.port}`,
-    token,
-    heartbeatMs: 2_000,
-    instance: "b",
-    advertise: "h:2",
     nudgeOnLoss: false,
   });
   try {
@@ -191,32 +176,9 @@ Deno.test("depot cluster: a FLUSHALL inside b's heartbeat (after its own lease w
     );
     // a has not written its lease back (its next beat is 200 s away, and it was not nudged).
     assertEquals(await redisCommand(redis.port, "EXISTS warren:depot:exit:far"), ":0");
-    const c = await within(
-      socksDial(b.socksPort, { host: "127.0.0.1", port: target.port }, {
-        username: "far",
-        password: "x",
-      }),
-      "the SOCKS reply through b after the mid-beat flush",
-    );
-    try {
-      await c.write(new TextEncoder().encode("Emid"));
-      await c.closeWrite();
-      const buf = new Uint8Array(3);
-      let got = 0;
-      while (got < buf.length) {
-        const n = await within(c.read(buf.subarray(got)), "the echo through b");
-        if (n === null) break;
-        got += n;
-      }
-      assertEquals(new TextDecoder().decode(buf.subarray(0, got)), "mid");
-    } finally {
-      c.close();
-    }
+    await echoThroughB(b.socksPort, target.port, "mid");
   } finally {
-    await cb.close();
-    await ca.close();
-    await a.close();
-    await b.close();
+    await close();
     await proxy.close();
     await target.close();
     await redis.stop();
