@@ -179,23 +179,37 @@ export async function redisCommand(port: number, command: string): Promise<strin
   }
 }
 
+/** A proxy between a Redis client and redis-server that flushes Redis inside a heartbeat. */
+export interface FlushingProxy {
+  /** Its loopback port (the client's Redis URL: `redis://127.0.0.1:<port>`). */
+  port: number;
+  /**
+   * Run a FLUSHALL inside the client's next heartbeat (right after its next `isBeat` command,
+   * before the command after it), then wait until two more beats have started: the first of
+   * them has ended, so whatever that beat writes back is in Redis. `who` names the client in
+   * the waits' failure messages.
+   */
+  flushInsideBeat(who: string): Promise<void>;
+  close(): Promise<void>;
+}
+
 /**
- * A TCP proxy to the Redis on `redisPort` that, once `state.armed`, runs a FLUSHALL right
- * after the next command `isBeat` recognizes (a heartbeat's first, which found the instance's
- * own record) and before the command after it: a loss inside a beat, every time, no clock.
- * `state.beatsAfter` counts the beats seen since (`state.wake` runs at each).
+ * A TCP proxy to the Redis on `redisPort` that can run a FLUSHALL right after a command
+ * `isBeat` recognizes (a heartbeat's first, which found the instance's own record) and before
+ * the command after it: a loss inside a beat, every time, no clock.
  */
-export function flushingProxy(redisPort: number, isBeat: (command: string) => boolean) {
+export function flushingProxy(
+  redisPort: number,
+  isBeat: (command: string) => boolean,
+): FlushingProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
   const tasks: Promise<void>[] = [];
-  const state = {
-    armed: false,
-    /** Beats (`isBeat` commands) seen since the flush. */
-    beatsAfter: 0,
-    flushed: Promise.withResolvers<void>(),
-    wake: () => {},
-  };
+  let armed = false;
+  /** Beats (`isBeat` commands) seen since the flush. */
+  let beatsAfter = 0;
+  let flushed = Promise.withResolvers<void>();
+  let wake = () => {};
   const text = new TextDecoder();
   const pump = async (from: Deno.Conn, to: Deno.Conn, watch: boolean) => {
     const buf = new Uint8Array(64 * 1024);
@@ -208,15 +222,15 @@ export function flushingProxy(redisPort: number, isBeat: (command: string) => bo
           // The beat's next command waits for the flush: the beat found its record, Redis is
           // empty now.
           assertEquals(await redisCommand(redisPort, "FLUSHALL"), "+OK");
-          state.flushed.resolve();
+          flushed.resolve();
         }
         if (watch) {
           if (isBeat(text.decode(chunk))) {
-            if (state.armed) {
-              state.armed = false;
+            if (armed) {
+              armed = false;
               holdNext = true;
-            } else state.beatsAfter++;
-            state.wake();
+            } else beatsAfter++;
+            wake();
           }
         }
         let off = 0;
@@ -238,7 +252,23 @@ export function flushingProxy(redisPort: number, isBeat: (command: string) => bo
   })();
   return {
     port: (listener.addr as Deno.NetAddr).port,
-    state,
+    async flushInsideBeat(who) {
+      flushed = Promise.withResolvers<void>();
+      armed = true;
+      await within(flushed.promise, `a FLUSHALL inside a heartbeat of ${who}`);
+      // Two beats started after the one the flush hit: the first of them has ended.
+      beatsAfter = 0;
+      await within(
+        new Promise<void>((resolve) => {
+          wake = () => {
+            if (beatsAfter >= 2) resolve();
+          };
+          wake();
+        }),
+        `two more heartbeats of ${who} after the flush`,
+      );
+      wake = () => {};
+    },
     async close() {
       listener.close();
       await accepting.catch(() => {/* the listener's close ends the loop */});

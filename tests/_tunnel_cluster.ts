@@ -6,7 +6,8 @@ import {
   RedisRegistry,
   type TunnelServerOptions,
 } from "../lib/tunnel/mod.ts";
-import { startTunnel, type TestTunnel } from "./_tunnel.ts";
+import { startApp, startClient, startTunnel, type TestTunnel } from "./_tunnel.ts";
+import { startRedis, type TestRedis } from "./_redis.ts";
 
 /** The link token of the in-process members. */
 export const memberToken = "cluster-member-token-0001";
@@ -60,4 +61,64 @@ export async function member(
       await registry.close();
     },
   };
+}
+
+/** What {@linkcode withOutageCluster} hands its test. */
+export interface OutageCluster {
+  redis: TestRedis;
+  /** Holds the client (and its hosts). */
+  a: Member;
+  /** Joined last: its first beat read the hosts and the instances a and c. */
+  b: Member;
+  /** Stop c (its link port closes): a peer that cannot answer. */
+  stopC(): Promise<void>;
+}
+
+/**
+ * The outage tests' cluster on a real redis-server (heartbeats every 200 s: b's copies are
+ * those of its first beat): members a and c, `hosts` (host → identifier) added through a, a
+ * client of identifier `id` connected to a for app "app" (`/name?id=x` answers "app x"), then
+ * member b (with `bOpts`). `fn` runs with them; everything is stopped after, whatever happened
+ * (c only if `stopC` did not).
+ */
+export async function withOutageCluster(
+  hosts: Record<string, string>,
+  id: string,
+  bOpts: Parameters<typeof member>[2],
+  fn: (cluster: OutageCluster) => Promise<void>,
+): Promise<void> {
+  const redis = await startRedis();
+  const app = startApp("app");
+  const a = await member(redis.url, "a");
+  const c = await member(redis.url, "c");
+  let cOpen = true;
+  for (const [host, identifier] of Object.entries(hosts)) {
+    await a.tunnel.server.addHost(host, identifier);
+  }
+  const client = startClient({
+    server: a.tunnel.url,
+    identifier: id,
+    local: { host: "127.0.0.1", port: app.port },
+  });
+  let b: Member | undefined;
+  try {
+    await client.connected();
+    b = await member(redis.url, "b", bOpts);
+    await fn({
+      redis,
+      a,
+      b,
+      stopC: async () => {
+        cOpen = false;
+        await c.close();
+      },
+    });
+  } finally {
+    await client.stop();
+    await b?.close();
+    if (cOpen) await c.close();
+    await a.close();
+    await app.close();
+    await redis.stop();
+  }
 }

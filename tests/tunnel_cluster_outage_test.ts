@@ -14,7 +14,7 @@
  */
 
 import { assertEquals } from "./_assert.ts";
-import { member } from "./_tunnel_cluster.ts";
+import { member, withOutageCluster } from "./_tunnel_cluster.ts";
 import { maxHostAsks } from "../lib/tunnel/mod.ts";
 import { rawGet, startApp, startClient } from "./_tunnel.ts";
 import { startRedis } from "./_redis.ts";
@@ -24,23 +24,10 @@ const id = "cluster-outage-identifier-01";
 const idle = "cluster-outage-identifier-02";
 
 Deno.test("tunnel cluster: during a Redis outage an instance that never looked a client up asks its peers: served where held, 502 when held nowhere, 503 + Retry-After when a peer cannot answer", async () => {
-  const redis = await startRedis();
-  const app = startApp("app");
-  const a = await member(redis.url, "a");
-  const c = await member(redis.url, "c");
-  let cOpen = true;
-  await a.tunnel.server.addHost("app.test", id);
-  await a.tunnel.server.addHost("idle.test", idle);
-  const client = startClient({
-    server: a.tunnel.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: app.port },
-  });
-  let b: Awaited<ReturnType<typeof member>> | undefined;
-  try {
-    await client.connected();
-    // B joins last: its first beat reads both hosts and the instances A and C.
-    b = await member(redis.url, "b", { links: { hostAnswerMs: 600_000 } });
+  // B joins last: its first beat reads both hosts and the instances A and C.
+  const hosts = { "app.test": id, "idle.test": idle };
+  const bOpts = { links: { hostAnswerMs: 600_000 } };
+  await withOutageCluster(hosts, id, bOpts, async ({ redis, b, stopC }) => {
     assertEquals(b.registry.peers().map((p) => p.name).sort(), ["a", "c"]);
     await redis.down();
 
@@ -56,22 +43,14 @@ Deno.test("tunnel cluster: during a Redis outage an instance that never looked a
     assertEquals((await rawGet(b.tunnel.port, "nope.test", "/")).status, 404);
 
     // C goes away (its link port closes): who holds idle.test's client cannot be told.
-    cOpen = false;
-    await c.close();
+    await stopC();
     const unsure = await rawGet(b.tunnel.port, "idle.test", "/");
     assertEquals(unsure.status, 503, unsure.head);
     assertEquals(/^retry-after: *2\r?$/im.test(unsure.head), true, unsure.head);
     // Whether C has a host cannot be told either (one not asked about a moment ago: the
     // peers' "none" about nope.test is kept for a Retry-After's time).
     assertEquals((await rawGet(b.tunnel.port, "gone.test", "/")).status, 503);
-  } finally {
-    await client.stop();
-    await b?.close();
-    if (cOpen) await c.close();
-    await a.close();
-    await app.close();
-    await redis.stop();
-  }
+  });
 });
 
 Deno.test("tunnel cluster: a host added on another instance after this one's last heartbeat is routed during a Redis outage", async () => {

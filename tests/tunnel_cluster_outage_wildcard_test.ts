@@ -8,42 +8,19 @@
  */
 
 import { assertEquals } from "./_assert.ts";
-import { member } from "./_tunnel_cluster.ts";
-import { rawGet, startApp, startClient } from "./_tunnel.ts";
-import { startRedis } from "./_redis.ts";
+import { withOutageCluster } from "./_tunnel_cluster.ts";
+import { rawGet } from "./_tunnel.ts";
 
 const id = "cluster-outage-wild-identifier-01";
 
 Deno.test("tunnel cluster: during a Redis outage with a peer gone, a name under a wildcard of the copy is served, not 503", async () => {
-  const redis = await startRedis();
-  const app = startApp("app");
-  const a = await member(redis.url, "a");
-  const c = await member(redis.url, "c");
-  let cOpen = true;
-  await a.tunnel.server.addHost("*.wild.test", id);
-  const client = startClient({
-    server: a.tunnel.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: app.port },
-  });
-  let b: Awaited<ReturnType<typeof member>> | undefined;
-  try {
-    await client.connected();
-    b = await member(redis.url, "b");
+  await withOutageCluster({ "*.wild.test": id }, id, {}, async ({ redis, b, stopC }) => {
     assertEquals(b.registry.copiedHosts(), ["*.wild.test"]);
     await redis.down();
-    cOpen = false;
-    await c.close();
+    await stopC();
     const got = await rawGet(b.tunnel.port, "x.wild.test", "/name?id=wild");
     assertEquals([got.status, got.body], [200, "app wild"], got.head);
     // A name the copy has no entry for still cannot be told while C is gone.
     assertEquals((await rawGet(b.tunnel.port, "x.other.test", "/")).status, 503);
-  } finally {
-    await client.stop();
-    await b?.close();
-    if (cOpen) await c.close();
-    await a.close();
-    await app.close();
-    await redis.stop();
-  }
+  });
 });
