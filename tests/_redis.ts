@@ -184,23 +184,26 @@ export interface FlushingProxy {
   /** Its loopback port (the client's Redis URL: `redis://127.0.0.1:<port>`). */
   port: number;
   /**
-   * Run a FLUSHALL inside the client's next heartbeat (right after its next `isBeat` command,
-   * before the command after it), then wait until two more beats have started: the first of
-   * them has ended, so whatever that beat writes back is in Redis. `who` names the client in
-   * the waits' failure messages.
+   * Run a FLUSHALL inside the client's next heartbeat (right after its next `flushAfter`
+   * command, before the command after it), then wait until two more beats (`isBeat`
+   * commands) have started: the first of them has ended, so whatever that beat writes back
+   * is in Redis. `who` names the client in the waits' failure messages; `first`, when given,
+   * runs once the proxy is armed (e.g. an earlier loss, whose write-back the flush then hits).
    */
-  flushInsideBeat(who: string): Promise<void>;
+  flushInsideBeat(who: string, first?: () => Promise<unknown>): Promise<void>;
   close(): Promise<void>;
 }
 
 /**
  * A TCP proxy to the Redis on `redisPort` that can run a FLUSHALL right after a command
- * `isBeat` recognizes (a heartbeat's first, which found the instance's own record) and before
- * the command after it: a loss inside a beat, every time, no clock.
+ * `flushAfter` recognizes (by default `isBeat`'s: a heartbeat's first, which found the
+ * instance's own record) and before the command after it: a loss inside a beat, every time,
+ * no clock. `isBeat` recognizes the first command of every heartbeat.
  */
 export function flushingProxy(
   redisPort: number,
   isBeat: (command: string) => boolean,
+  flushAfter: (command: string) => boolean = isBeat,
 ): FlushingProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
@@ -225,11 +228,12 @@ export function flushingProxy(
           flushed.resolve();
         }
         if (watch) {
-          if (isBeat(text.decode(chunk))) {
-            if (armed) {
-              armed = false;
-              holdNext = true;
-            } else beatsAfter++;
+          const command = text.decode(chunk);
+          if (armed && flushAfter(command)) {
+            armed = false;
+            holdNext = true;
+          } else if (isBeat(command)) {
+            beatsAfter++;
             wake();
           }
         }
@@ -252,9 +256,10 @@ export function flushingProxy(
   })();
   return {
     port: (listener.addr as Deno.NetAddr).port,
-    async flushInsideBeat(who) {
+    async flushInsideBeat(who, first) {
       flushed = Promise.withResolvers<void>();
       armed = true;
+      await first?.();
       await within(flushed.promise, `a FLUSHALL inside a heartbeat of ${who}`);
       // Two beats started after the one the flush hit: the first of them has ended.
       beatsAfter = 0;

@@ -189,6 +189,13 @@ for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 return {redis.call('HGETALL', KEYS[1]), live}`;
 
+// The end of a write-back (hosts and leases written again after a loss): this instance's
+// record (KEYS[1]) is written, and 1 returned, only while the write-back's mark (KEYS[2],
+// written at its start) is there; 0: Redis lost its records again meanwhile.
+const recordAfterWriteBackScript = `if redis.call('DEL', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`;
+
 // A lookup that also tells a miss with this instance's own record (KEYS[2]) gone: the value,
 // else 1 (no such key or field), 0 (and Redis lost our record too: it lost everything).
 const hostScript = `local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -530,7 +537,11 @@ export class RedisRegistry implements Registry {
         });
         await this.#publish(`l:${this.instance}`);
       }
+      const mark = this.#key(`writeback:${this.instance}`);
       if (!had) {
+        // A FLUSHALL before this write-back ends takes the mark too: then the record is not
+        // written (see below), so the loss stays visible and the write-back runs again.
+        await c.set(mark, "1", px);
         // Back after an outage or a Redis restart: the hosts added here first.
         for (const [host, d] of this.#own) {
           if (await c.hGet(this.#key("hosts"), host) === null) {
@@ -569,10 +580,17 @@ export class RedisRegistry implements Registry {
       // Found at the start of this beat, the record is refreshed only if still there: gone
       // since (a FLUSHALL inside this beat), writing it would hide the loss from every later
       // beat and lookup, and the hosts added here would stay lost. The loss's beat runs now.
+      // Not found (this beat wrote back), it is written only if the write-back's mark is still
+      // there, for the same reason: a FLUSHALL after some of the hosts went back took them.
       const self = JSON.stringify(this.#self);
       const key = this.#key(`instance:${this.instance}`);
-      if (!had) await c.set(key, self, px);
-      else if (await c.set(key, self, { ...px, condition: "XX" }) === null) {
+      if (!had) {
+        const written = await c.eval(recordAfterWriteBackScript, {
+          keys: [key, mark],
+          arguments: [self, String(this.#leaseMs)],
+        });
+        if (Number(written) === 0) return await this.#heartbeat(); // lost again: write back
+      } else if (await c.set(key, self, { ...px, condition: "XX" }) === null) {
         return await this.#heartbeat(); // it finds the record gone: no XX, no loop
       }
       // Back after an outage or a Redis restart: the others may have cached us as gone.
