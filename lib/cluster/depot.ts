@@ -163,6 +163,8 @@ export class DepotCluster {
   #instances = new Map<string, InstanceLease>();
   /** A peer's nudge has a beat queued (more nudges until it runs add none). */
   #nudged = false;
+  /** close() began: no beat starts from now on (a queued one is skipped). */
+  #closed = false;
   readonly #since = new Date().toISOString();
 
   private constructor(
@@ -284,8 +286,9 @@ export class DepotCluster {
    * stopped answering is given up after a lease time, so the next ones still run.
    */
   #schedule(): void {
+    if (this.#closed) return;
     this.#beat = this.#beat.then(async () => {
-      await bounded(this.#heartbeat(), this.#heartbeatMs * 3);
+      if (!this.#closed) await bounded(this.#heartbeat(), this.#heartbeatMs * 3);
     });
   }
 
@@ -416,11 +419,11 @@ export class DepotCluster {
 
   /** A peer said Redis lost its records: beat now (once for any number of nudges meanwhile). */
   #nudgedByPeer(): void {
-    if (this.#nudged) return;
+    if (this.#nudged || this.#closed) return;
     this.#nudged = true;
     this.#beat = this.#beat.then(async () => {
       this.#nudged = false;
-      await bounded(this.#heartbeat(false), this.#heartbeatMs * 3);
+      if (!this.#closed) await bounded(this.#heartbeat(false), this.#heartbeatMs * 3);
     });
   }
 
@@ -532,8 +535,13 @@ export class DepotCluster {
     logHandedAssociationEnd(log, r, tally, table.drops);
   }
 
-  /** Stop the heartbeat, delete this instance's leases, close the links and Redis. */
+  /**
+   * Stop the heartbeat, delete this instance's leases, close the links and Redis. A beat under
+   * way is waited for; one queued (a tick, a peer's nudge), or asked for from now on (a nudge
+   * still arriving over the links), never runs: it would write the leases back.
+   */
   async close(): Promise<void> {
+    this.#closed = true;
     clearInterval(this.#timer);
     this.#server.cluster = undefined;
     await bounded(this.#beat, closeWaitMs);
