@@ -323,9 +323,12 @@ export interface RawRequestHead {
  * The request head at the front of `r`'s buffer when all of it is there (its empty line too),
  * parsed without a promise: undefined, with nothing consumed, when it is not all there yet.
  * Throws {@linkcode HttpError} like `readRequestHead` for a bad head (most heads arrive in one
- * read: `readRequestHead` tries this after its first fill).
+ * read: `readRequestHead` tries this after its first fill). A keep-alive server's loop that
+ * fills the reader itself takes each head with it and calls `readRequestHeadRawWithin` only
+ * when this gives nothing or throws (that finishes or rejects the head the same way): two
+ * async functions fewer per request. `raw` as in {@linkcode RawRequestHead}.
  */
-function takeBufferedRequestHead(
+export function takeBufferedRequestHead(
   r: BufferedReader,
   limits: HeadLimits = {},
 ): RawRequestHead | undefined {

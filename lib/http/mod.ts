@@ -33,6 +33,7 @@ export {
   serializeRequestHead,
   serializeResponseHead,
   statusForHttpError,
+  takeBufferedRequestHead,
   withHeader,
   withoutHeaders,
 } from "./head.ts";

@@ -51,6 +51,7 @@ import {
   serializeResponseHead,
   simpleResponse,
   statusForHttpError,
+  takeBufferedRequestHead,
 } from "../http/mod.ts";
 import {
   errorPage,
@@ -193,9 +194,23 @@ export class PublicConn {
       this.#leg?.ts.release();
     });
     this.#idle = idle;
+    const reader = this.#reader;
     try {
       while (this.state === PublicConnState.ReadingHead) {
-        const read = await this.#readHead();
+        // Usually one read brings one whole head: the read is awaited here and the head
+        // taken where it lies, without #readHead's two async steps (which finish, time or
+        // answer any other head).
+        if (reader.buffered === 0) {
+          let more = false;
+          try {
+            more = await reader.fill();
+          } catch {
+            // Closed or reset while waiting for a head: nothing to answer.
+            this.state = PublicConnState.Closing;
+          }
+          if (!more) break;
+        }
+        const read = this.#takeHead() ?? await this.#readHead();
         if (read === null) break;
         const head = read.head;
         if (this.#heads === 1) {
@@ -240,6 +255,25 @@ export class PublicConn {
   /** Move to `s` unless the connection is already ending. */
   #enter(s: PublicConnState): void {
     if (!this.#closing()) this.state = s;
+  }
+
+  /**
+   * The request head all buffered at the front of the reader, taken without a promise (see
+   * {@linkcode #readHead} for its bytes); undefined when it is not all there, or is bad:
+   * #readHead reads it again, and waits for the rest or answers it.
+   */
+  #takeHead(): RawRequestHead | undefined {
+    let read: RawRequestHead | undefined;
+    try {
+      read = takeBufferedRequestHead(this.#reader);
+    } catch {
+      return undefined;
+    }
+    if (read) {
+      this.#heads++;
+      this.#idle?.touch();
+    }
+    return read;
   }
 
   /**
