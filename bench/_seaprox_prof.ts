@@ -7,6 +7,8 @@
  * connection beside the process's CPU µs per connection (user + system). `--strace` counts its
  * syscalls per connection instead of profiling (strace -c -f), `--heap` adds V8's sampled
  * allocation per function in bytes per connection, `--tree DIR` runs another checkout's seaprox.
+ * `--promises` counts the promises the proxy creates per connection instead of profiling
+ * (bench/_promise_count.ts preloaded: a count of work, the CPU figure is not read then).
  *
  *   deno run -A bench/_seaprox_prof.ts --kind connect [--requests 4000] [--floor] [--strace]
  * @module
@@ -36,7 +38,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
-  booleans: ["floor", "strace", "heap"],
+  booleans: ["floor", "strace", "heap", "promises"],
   strings: ["tree", "kind", "out"],
 });
 const kind = flags.kind ?? "socks5";
@@ -45,7 +47,11 @@ if (!["static", "socks5", "connect"].includes(kind)) {
 }
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
 const [src, port, insp] = Array.from({ length: 3 }, freePort);
-const inspect = flags.strace ? [] : [`--inspect=127.0.0.1:${insp}`];
+const inspect = flags.promises
+  ? [`--preload=${benchPath("_promise_count.ts")}`]
+  : flags.strace
+  ? []
+  : [`--inspect=127.0.0.1:${insp}`];
 const procs = [
   spawn(Deno.execPath(), ["run", "-A", new URL(import.meta.url).pathname], {
     env: { BENCH_ROLE: "source", BENCH_PORT: String(src) },
@@ -92,7 +98,8 @@ try {
   await concurrentRps(route, 2000, flags.concurrency); // warm up (JIT, pools)
   const n = flags.requests;
   const proc = procs[1];
-  const stop = flags.strace ? undefined : await startProfile(insp, flags.heap);
+  const stop = flags.strace || flags.promises ? undefined : await startProfile(insp, flags.heap);
+  const promisesBefore = flags.promises ? await promiseCount(proc) : 0;
   const strace = flags.strace
     ? new Deno.Command("strace", {
       args: ["-c", "-f", "-o", "/tmp/seaprox_prof.strace", "-p", String(proc.child.pid)],
@@ -111,6 +118,10 @@ try {
       ms.toFixed(0)
     } ms; user ${user.toFixed(0)} + system ${sys.toFixed(0)} = ${(user + sys).toFixed(0)} µs/conn`,
   );
+  if (flags.promises) {
+    const made = (await promiseCount(proc)) - promisesBefore;
+    console.log(`-- promises per connection: ${(made / n).toFixed(2)}`);
+  }
   if (strace) {
     strace.kill("SIGINT");
     await strace.status;
@@ -140,4 +151,20 @@ try {
   }
 } finally {
   await stopAll(procs);
+}
+
+/** The promises `proc` made so far (bench/_promise_count.ts answers SIGUSR2 with a file). */
+async function promiseCount(proc: { child: Deno.ChildProcess }): Promise<number> {
+  const file = `/tmp/promise_count.${proc.child.pid}`;
+  await Deno.remove(file).catch(() => {});
+  Deno.kill(proc.child.pid, "SIGUSR2");
+  for (let i = 0; i < 200; i++) {
+    try {
+      return Number(await Deno.readTextFile(file));
+    } catch {
+      // Not written yet: the signal is handled on the process's next turn.
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  throw new Error(`no promise count from ${proc.child.pid}`);
 }

@@ -12,7 +12,9 @@
  *   figure load from elsewhere moves least;
  * - small: `--seq` (default 2000) sequential connect + 8-byte request + 1 KiB answer, and
  *   `--requests` (default 4000) of them with `--concurrency` (default 32) workers: req/s, the
- *   best of the rounds;
+ *   median of the rounds (issue 20 asks for medians), and for each seaprox kind its rate and
+ *   CPU against its C peer's (static: haproxy, SOCKS5: microsocks, CONNECT: tinyproxy) as the
+ *   median of each round's ratio, every round's beside it;
  * - CPU: microseconds of CPU per connection of the proxy process (its whole tree for socat, which
  *   forks per connection) during the concurrent phase, median of the rounds: steadier than the
  *   rates on a shared machine;
@@ -435,8 +437,10 @@ try {
     curlCpu: number[];
     /** CPU s/GiB of the path's process during each round's Deno-source transfer. */
     bulkCpu: number[];
-    seq: number;
-    rps: number;
+    /** Sequential connections per second, one per round. */
+    seq: number[];
+    /** Concurrent connections per second, one per round. */
+    rps: number[];
     /** CPU µs per connection of the path's process, one per round. */
     cpu: number[];
     err?: string;
@@ -446,8 +450,8 @@ try {
   const none = {
     mbps: undefined,
     curl: undefined,
-    seq: NaN,
-    rps: NaN,
+    seq: [],
+    rps: [],
     cpu: [],
     curlCpu: [],
     bulkCpu: [],
@@ -459,14 +463,13 @@ try {
       curl: withCurl && !r.noBulk ? [] : undefined,
       curlCpu: [],
       bulkCpu: [],
-      seq: bulkOnly ? NaN : 0,
-      rps: bulkOnly ? NaN : 0,
+      seq: [],
+      rps: [],
       cpu: [],
     }
   );
   // Rounds interleave the paths so a burst of load from elsewhere on the machine does not
-  // land on one path only; rates are the best round (the least disturbed one), bulk figures
-  // the median round.
+  // land on one path only; every figure is the median round.
   for (let round = 1; round <= rounds; round++) {
     for (const [i, r] of roundOrder(routes, round)) {
       const row = rows[i];
@@ -491,13 +494,13 @@ try {
           console.error(`  round ${round}: measured ${r.name}`);
           continue;
         }
-        row.seq = Math.max(row.seq, 1000 / await sequentialMs(r, seqCount));
+        row.seq.push(1000 / await sequentialMs(r, seqCount));
         const { result: rps, usPerConn } = await cpuPerConn(
           r.proc ? [r.proc] : [],
           reqCount,
           () => concurrentRps(r, reqCount, concurrency),
         );
-        row.rps = Math.max(row.rps, rps);
+        row.rps.push(rps);
         if (r.proc) row.cpu.push(usPerConn[0]);
         console.error(`  round ${round}: measured ${r.name}`);
       } catch (err) {
@@ -580,8 +583,8 @@ try {
     `\nseaprox on loopback, ${rounds} interleaved rounds: bulk ${bulkBytes >> 20} MiB (Deno ` +
       `source -> Deno client, 4 MiB reads) and curl <- nginx 1 GiB file, median MB/s and ` +
       `median of the per-round ratio to direct; ${seqCount} sequential and ${reqCount} ` +
-      `x${concurrency} concurrent connect + 8 B request + ${smallAnswerBytes} B answer, best ` +
-      `round; CPU medians\n`,
+      `x${concurrency} concurrent connect + 8 B request + ${smallAnswerBytes} B answer; ` +
+      `medians of the rounds\n`,
   );
   console.log(formatTable(
     [
@@ -606,10 +609,10 @@ try {
       fixed(med(r.curl)),
       ratio(perRound(r.curl, direct.curl), 1),
       r.curlCpu.length > 0 && !Number.isNaN(r.curlCpu[0]) ? fixed(median(r.curlCpu), 2) : "—",
-      fixed(r.seq),
-      ratio(r.seq, direct.seq),
-      fixed(r.rps),
-      ratio(r.rps, direct.rps),
+      fixed(med(r.seq)),
+      ratio(perRound(r.seq, direct.seq), 1),
+      fixed(med(r.rps)),
+      ratio(perRound(r.rps, direct.rps), 1),
       r.cpu.length > 0 ? fixed(median(r.cpu)) : "—",
     ]),
   ));
@@ -643,6 +646,33 @@ try {
     .map(([p, f]) => `${p} ${ratio(cpuOf(p), cpuOf(f))}`);
   if (againstFloor.length > 0) {
     console.log(`\nCPU µs/conn × its Deno floor: ${againstFloor.join(", ")}`);
+  }
+  // Issue 20's rate goals: each seaprox kind against its C peer, round by round.
+  const cPeerOf: [string, string][] = [
+    ["seaprox static", "haproxy (tcp mode)"],
+    ["seaprox static (old)", "haproxy (tcp mode)"],
+    ["seaprox SOCKS5", "microsocks (SOCKS5)"],
+    ["seaprox SOCKS5 (old)", "microsocks (SOCKS5)"],
+    ["seaprox HTTP CONNECT", "tinyproxy CONNECT"],
+    ["seaprox HTTP CONNECT (old)", "tinyproxy CONNECT"],
+  ];
+  const rowOf = (name: string) => rows.find((r) => r.name === name && !r.err);
+  const againstPeer = cPeerOf.flatMap(([p, q]) => {
+    const ours = rowOf(p), peer = rowOf(q);
+    if (!ours || !peer || ours.rps.length === 0 || ours.rps.length !== peer.rps.length) return [];
+    const rates = ours.rps.map((x, i) => x / peer.rps[i]);
+    const cpus = ours.cpu.length === peer.cpu.length ? ours.cpu.map((x, i) => x / peer.cpu[i]) : [];
+    const each = (v: number[]) => v.map((x) => x.toFixed(2)).join(" ");
+    return [
+      `  ${p} / ${q}: conc req/s ${median(rates).toFixed(2)} (${each(rates)}), CPU µs/conn ` +
+      (cpus.length > 0 ? `${median(cpus).toFixed(2)} (${each(cpus)})` : "—"),
+    ];
+  });
+  if (againstPeer.length > 0) {
+    console.log(
+      `\nAgainst the C peer, median of each round's ratio (every round's; rate goal ≥ 1.00):\n` +
+        againstPeer.join("\n"),
+    );
   }
   if (forwardRows.length > 0) {
     const directFwd = (keepAlive: boolean) =>
