@@ -12,7 +12,8 @@
  * `--v8 'A;B'` adds, per `;`-separated set of V8 flags, a floor (static) and a seaprox static
  * (new) run with `--v8-flags=A` (e.g. `--max-semi-space-size=16`): GC settings measured beside
  * the defaults in one run. `--variant DIR --subs 'a;b,c'` adds a seaprox static of the tree DIR
- * per value, run with `WARREN_SUB=<value>` (bisection by substitution: a throwaway tree whose
+ * per value (a SOCKS5 or HTTP CONNECT listener with `--sub-kind socks5|http`), run with
+ * `WARREN_SUB=<value>` (bisection by substitution: a throwaway tree whose
  * pieces swap themselves for the floor's way when named there; see bench/RESULTS.md), each
  * paired per round with this checkout's; `--user` counts user CPU only. The table ends with each process's RSS after the last round. A round
  * in which a path's exchange failed (a connect timing out in a full accept queue on a saturated
@@ -55,7 +56,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000 },
   booleans: ["together", "user"],
-  strings: ["old", "only", "v8", "variant", "subs"],
+  strings: ["old", "only", "v8", "variant", "subs", "sub-kind"],
 });
 const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const procs: Proc[] = [];
@@ -150,10 +151,12 @@ try {
     add(tcpRoute(`Deno floor, static [${v8}]`, f.port), f.proc);
     await seaprox(servicePath("seaprox.ts"), "static", `seaprox static [${v8}]`, denoFlags);
   }
+  const subKind = flags["sub-kind"] ?? "static";
+  const subWhat = subKind === "static" ? "static" : subKind === "http" ? "HTTP CONNECT" : "SOCKS5";
   for (const sub of flags.subs ? flags.subs.split(";") : []) {
-    // A substitution tree's seaprox static with WARREN_SUB=sub: bisection by substitution.
+    // A substitution tree's seaprox with WARREN_SUB=sub: bisection by substitution.
     const script = `${flags.variant ?? "."}/services/seaprox.ts`;
-    await seaprox(script, "static", `seaprox static [${sub}]`, [], { WARREN_SUB: sub });
+    await seaprox(script, subKind, `seaprox ${subWhat} [${sub}]`, [], { WARREN_SUB: sub });
   }
   for (const p of paths) await concurrentRps(p.route, 500, 32); // warm up
   const cpu = paths.map(() => [] as number[]);
@@ -212,8 +215,8 @@ try {
   for (const [i, p] of paths.entries()) {
     const name = p.route.name;
     const oldName = name.endsWith("(new)") ? name.replace("(new)", "(old)") : `${name}, old tree`;
-    const j = name.startsWith("seaprox static [")
-      ? paths.findIndex((q) => q.route.name === "seaprox static (new)")
+    const j = name.startsWith(`seaprox ${subWhat} [`)
+      ? paths.findIndex((q) => q.route.name === `seaprox ${subWhat} (new)`)
       : paths.findIndex((q) => q.route.name === oldName);
     if (j < 0) continue;
     const ratios = cpu[i].map((x, r) => x / cpu[j][r]);
