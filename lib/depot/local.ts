@@ -57,6 +57,7 @@ import {
   muxFeature,
   openFeature,
   recentFailureCount,
+  shareFeature,
   udpFeature,
 } from "./protocol.ts";
 import { ReportedEnd } from "./tunnel_end.ts";
@@ -501,6 +502,7 @@ export class DepotLocal {
           endFeature,
           ...(this.#udpOpts.enabled ? [udpFeature] : []),
           openFeature,
+          shareFeature,
           ...(o.compact === false ? [] : [compactFeature]),
         ],
       });
@@ -636,6 +638,9 @@ export class DepotLocal {
           this.#track(this.#handleConnect(session, msg));
         } else if (msg.type === "cancel") {
           session.requests.get(msg.id)?.abort(new DOMException("cancelled", "AbortError"));
+        } else if (msg.type === "standbyShare") {
+          // Other exits connected or left: the server holds this many standby spares for us.
+          session.spares?.setMax(msg.standbyMax);
         } else if (msg.type === "error") {
           throw new RemoteError(msg.reason, msg.message ?? msg.reason);
         } else {

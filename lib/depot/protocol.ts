@@ -107,6 +107,17 @@ export const welcomeMessage: MessageDef<"welcome", {
   standbyMax: optional(int({ min: 1, max: 4096 })),
 });
 
+/**
+ * server → local on the control connection: the standby spares ("open") the server now holds
+ * for this exit at most, when that changed since the welcome's `standbyMax` or the last one
+ * (an exit connected, left, or turned out to be a `--mux` exit, which holds none). Sent only to
+ * a local that announced {@linkcode shareFeature}: an older local takes an unknown message for
+ * a protocol violation.
+ */
+export const standbyShareMessage: MessageDef<"standbyShare", {
+  standbyMax: Check<number>;
+}> = defineMessage("standbyShare", { standbyMax: int({ min: 1, max: 4096 }) });
+
 /** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
 export const connectMessage: MessageDef<"connect", {
   id: Check<number>;
@@ -238,6 +249,12 @@ export const udpFeature = "udp";
 export const openFeature = "open";
 
 /**
+ * Feature a local announces in hello when it takes `standbyShare` (its standby spares' bound
+ * changing after the welcome); the server sends it to no other local.
+ */
+export const shareFeature = "share";
+
+/**
  * Feature of compact frames (compact.ts): a local announces it in hello when it reads and
  * sends them, the server in welcome. Only then does either side send the hot per-request
  * messages (`connect`, `tunnel`, `tunnelAccepted`, `standby`, `end`) compact, on the control
@@ -249,6 +266,7 @@ export const compactFeature = "compact";
 export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", depotProtocolVersion, [
   helloMessage,
   welcomeMessage,
+  standbyShareMessage,
   connectMessage,
   connectFailedMessage,
   cancelMessage,
@@ -265,6 +283,7 @@ export const depotProtocol: Protocol<DepotMessage> = defineProtocol("depot", dep
 export type DepotMessage =
   | MessageOf<typeof helloMessage>
   | MessageOf<typeof welcomeMessage>
+  | MessageOf<typeof standbyShareMessage>
   | MessageOf<typeof connectMessage>
   | MessageOf<typeof connectFailedMessage>
   | MessageOf<typeof cancelMessage>

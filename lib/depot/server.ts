@@ -66,6 +66,7 @@ import {
   muxFeature,
   openFeature,
   recentFailureCount,
+  shareFeature,
   udpFeature,
 } from "./protocol.ts";
 import { Session as MuxSession, type Stream } from "../mux/mod.ts";
@@ -571,6 +572,12 @@ class ExitSession {
   sessionKey: string | undefined;
   /** With "open": its idle standby spares, newest last. */
   readonly standby: Standby[] = [];
+  /** It announced "share": it is told (`standbyShare`) when its standby bound changes. */
+  hearsShare = false;
+  /** The standby bound it was told last (welcome's `standbyMax` or `standbyShare`). */
+  toldShare: number | undefined;
+  /** A mux session presented its key: its requests go there, it holds no standby spares. */
+  muxBound = false;
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
   /** Its relays' aborts (see `relayAbort`), aborted when the control connection ends. */
@@ -616,6 +623,11 @@ class ExitSession {
     if (this.ctl.signal.aborted) gate.fail();
     this.ends.set(id, gate);
     return gate;
+  }
+
+  /** Whether it takes a share of the standby spares: "open", and no mux session. */
+  get holdsStandby(): boolean {
+    return this.sessionKey !== undefined && !this.muxBound;
   }
 
   status(): ExitStatus {
@@ -788,15 +800,45 @@ export class DepotServer {
   }
 
   /**
-   * The idle standby spares an exit may hold now: its share of {@linkcode standbyTotal}
-   * among the exits connected (at least 1), at most {@linkcode maxStandbyPerExit}, and
+   * The idle standby spares an exit may hold now: its {@linkcode #fairShare}, and
    * {@linkcode fdShortStandbyPerExit} while fds are short.
    */
   #standbyShare(): number {
-    const most = performance.now() < this.#fdShortUntilMs
-      ? fdShortStandbyPerExit
-      : maxStandbyPerExit;
-    return Math.min(most, Math.max(1, Math.floor(this.standbyTotal / (this.#exits.size || 1))));
+    const fair = this.#fairShare();
+    return performance.now() < this.#fdShortUntilMs ? Math.min(fdShortStandbyPerExit, fair) : fair;
+  }
+
+  /**
+   * An exit's share of {@linkcode standbyTotal} among the exits that hold standby spares
+   * ("open" ones without a mux session: a `--mux` exit or an older local holds none), at
+   * least 1 and at most {@linkcode maxStandbyPerExit}: what the locals are told. The bound
+   * while fds are short is enforced by closing spares, not told (it passes).
+   */
+  #fairShare(): number {
+    let holders = 0;
+    for (const e of this.#exits.values()) if (e.holdsStandby) holders++;
+    return Math.min(maxStandbyPerExit, Math.max(1, Math.floor(this.standbyTotal / (holders || 1))));
+  }
+
+  /**
+   * The exits holding standby spares changed (one connected, left, or bound a mux session):
+   * close every exit's spares past the share now (the oldest first) and tell each welcomed
+   * exit that hears it ("share") its new bound, so a remaining exit's local keeps its larger
+   * share again once another left. How many spares were closed.
+   */
+  #sharesChanged(): number {
+    const closed = this.#trimStandby(this.#standbyShare());
+    const share = this.#fairShare();
+    for (const exit of this.#exits.values()) {
+      // Not welcomed yet (told in its welcome), or told this already.
+      if (!exit.holdsStandby || !exit.hearsShare || exit.toldShare === undefined) continue;
+      if (exit.toldShare === share) continue;
+      exit.toldShare = share;
+      exit.ctl.send({ type: "standbyShare", standbyMax: share }).catch(() => {
+        // Its control connection is going away: its reader ends the exit.
+      });
+    }
+    return closed;
   }
 
   /**
@@ -958,6 +1000,7 @@ export class DepotServer {
     exit.carriesUdp = hello.features?.includes(udpFeature) ?? false;
     exit.opensStreams = hello.features?.includes(openFeature) ?? false;
     if (exit.opensStreams) exit.sessionKey = randomSecret(16);
+    exit.hearsShare = hello.features?.includes(shareFeature) ?? false;
     if (this.compact && hello.features?.includes(compactFeature)) {
       // Before the welcome: the local sends compact frames as soon as it has read it.
       exit.compact = this.compact;
@@ -976,10 +1019,10 @@ export class DepotServer {
     }
     this.#exits.set(hello.name, exit);
     this.cluster?.exitsChanged(hello.name);
-    // One more exit: the others' shares of the standby spares shrink.
-    const standbyShare = this.#standbyShare();
-    const trimmed = this.#trimStandby(standbyShare);
+    // One more exit: the others' shares of the standby spares shrink (and they are told).
+    const trimmed = this.#sharesChanged();
     if (trimmed > 0) log.debug("standby spares over the new share closed", { closed: trimmed });
+    if (exit.holdsStandby) exit.toldShare = this.#fairShare();
     m.sessionsTotal.inc({ side: "server" });
     try {
       await ctl.send({
@@ -992,7 +1035,7 @@ export class DepotServer {
           : [muxFeature, endFeature, udpFeature, openFeature],
         spareIdleMs: this.spareIdleMs,
         sessionKey: exit.sessionKey,
-        standbyMax: exit.sessionKey === undefined ? undefined : standbyShare,
+        standbyMax: exit.toldShare,
       });
     } catch (err) {
       log.warn("welcome failed", { error: describe(err) });
@@ -1046,6 +1089,8 @@ export class DepotServer {
       this.#exits.delete(exit.name);
       this.cluster?.exitsChanged();
       exit.log.info("exit disconnected", { why, active: exit.active, total: exit.total });
+      // One fewer: the remaining exits' shares grow back.
+      if (exit.holdsStandby) this.#sharesChanged();
     }
     for (const p of [...exit.pending]) {
       p.settle({ ok: false, reason: "network-unreachable", message: `exit gone: ${why}` });
@@ -1740,7 +1785,14 @@ export class DepotServer {
     const exit = this.#exits.get(name);
     const bound = exit?.sessionKey !== undefined && sessionKey !== undefined &&
       equalFixedLength(sessionKey, exit.sessionKey);
-    if (bound) exit.mux = session;
+    if (bound) {
+      exit.mux = session;
+      if (!exit.muxBound) {
+        // A --mux exit holds no standby spares: the others' shares grow.
+        exit.muxBound = true;
+        if (this.#exits.get(name) === exit) this.#sharesChanged();
+      }
+    }
     log.info("mux session opened");
     const streams = new Set<Promise<void>>();
     try {

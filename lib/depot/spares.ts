@@ -27,23 +27,40 @@ export class SparePool {
   #timer: ReturnType<typeof setInterval>;
   #hits = 0;
   #misses = 0;
+  #max: number;
 
   /**
    * @param size spares to keep ready
    * @param maxIdleMs a spare older than this is closed and replaced
    * @param dialFn opens one connection
-   * @param max spares kept at most while requests outrun `size` (the server holds 16 standby
-   *   spares per exit)
+   * @param max spares kept at most while requests outrun `size` (with "open": the standby
+   *   spares the server holds for this exit, its `standbyMax`)
    */
   constructor(
     readonly size: number,
     readonly maxIdleMs: number,
     readonly dialFn: () => Promise<Duplex>,
-    readonly max = Math.max(size, maxStandbyPerExit),
+    max = Math.max(size, maxStandbyPerExit),
   ) {
+    this.#max = max;
     this.#target = size;
     this.#timer = setInterval(() => this.#expire(true), Math.max(20, Math.floor(maxIdleMs / 4)));
     this.fill();
+  }
+
+  /** Spares kept at most while requests outrun `size`. */
+  get max(): number {
+    return this.#max;
+  }
+
+  /**
+   * The server holds `max` standby spares for this exit now (`standbyShare`: other exits
+   * connected or left): keep at most that many (never fewer than `size`) from now on. Spares
+   * past a smaller bound are the server's to close (it closes the oldest).
+   */
+  setMax(max: number): void {
+    this.#max = Math.max(this.size, max);
+    this.#target = Math.min(this.#target, this.#max);
   }
 
   /** Spares ready, requests served by one and requests that found none; `max` kept at most. */
@@ -70,7 +87,7 @@ export class SparePool {
   missed(): void {
     this.#misses++;
     this.#short = true;
-    this.#target = Math.min(this.max, this.#target * 2);
+    this.#target = Math.min(this.#max, this.#target * 2);
     this.fill();
   }
 
