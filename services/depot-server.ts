@@ -30,8 +30,9 @@ onReload((next) => {
 });
 
 // ---- open-file limits (logged once listening: a busy port still exits with one line) ----
-// Each listener holds up to --max-conns (a relayed connection: a SOCKS and a tunnel one).
-logFdLimits(log, 3 * flags["max-conns"]);
+// Each listener holds up to --max-conns (a relayed connection: a SOCKS and a tunnel one), the
+// tunnel listener the idle standby spares (--standby-total) beside them.
+logFdLimits(log, 3 * flags["max-conns"] + flags["standby-total"]);
 
 // ---- shutdown ----
 onShutdown(log, () => depot.stop(flags["drain-timeout"]));

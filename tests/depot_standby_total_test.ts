@@ -9,9 +9,9 @@
  * time it changes (before, only the welcome said it: a remaining exit's local kept its smaller
  * share for good).
  */
-import { ControlConn, ControlWriter } from "../lib/control/mod.ts";
+import { ControlConn, ControlReader, ControlWriter } from "../lib/control/mod.ts";
 import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
-import { dial } from "../lib/net/mod.ts";
+import { BufferedReader, dial } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { startDepot } from "./_depot.ts";
 import { until, within } from "./_util.ts";
@@ -156,6 +156,49 @@ Deno.test("depot standby total: a local's standby bound follows its share as oth
     // The old local kept 3 for good: only the welcome said its bound.
     await until("a's local keeps at most 6 again", () => max() === 6);
   } finally {
+    await depot.close();
+  }
+});
+
+Deno.test("depot standby total: the idle standby spares take no relayed connection's place at the tunnel listener", async () => {
+  // Room for 2 relayed connections per listener, and the 2 standbys beside them.
+  const depot = await startDepot({
+    locals: [],
+    server: { token: "t", standbyTotal: 2, maxConns: 2 },
+  });
+  const conns: Deno.TcpConn[] = [];
+  let ctl: ControlConn<DepotMessage> | undefined;
+  const held = () => depot.server.status().exits.find((e) => e.name === "a")?.spares;
+  try {
+    const a = await openExit(depot.controlPort, "a");
+    ctl = a.ctl;
+    for (let i = 0; i < 2; i++) conns.push(await standby(depot.tunnelPort, "a", a.sessionKey));
+    await until("exit a holds 2 standby spares", () => held() === 2);
+    // Two tunnels more are served (a request's tunnel: here one naming no request, answered
+    // unknown-request); the old listener held 2 in all and closed them unanswered.
+    for (let i = 1; i <= 2; i++) {
+      const t = await dial("127.0.0.1", depot.tunnelPort);
+      conns.push(t);
+      await new ControlWriter<DepotMessage>(t, depotProtocol).send({
+        type: "tunnel",
+        id: i,
+        key: "0".repeat(32),
+      });
+      const answer = await within(
+        new ControlReader(new BufferedReader(t), depotProtocol).read(),
+        `tunnel ${i}'s answer`,
+      )
+        .catch((err: Error) => err.message);
+      assertEquals(
+        answer !== null && typeof answer === "object" && answer.type === "error"
+          ? answer.reason
+          : answer,
+        "unknown-request",
+      );
+    }
+  } finally {
+    for (const c of conns) c.close();
+    ctl?.close();
     await depot.close();
   }
 });

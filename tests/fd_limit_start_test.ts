@@ -51,17 +51,32 @@ Deno.test("fd limits: the example systemd unit's LimitNOFILE holds every service
     new URL("../deploy/systemd/warren@.service", import.meta.url),
   );
   const limit = Number(/^LimitNOFILE=(\d+)$/m.exec(unit)?.[1]);
-  // The defaults of --max-conns (depot-server: 3 listeners; seaprox: 2 per connection;
-  // tunnel-server: 1) and fusion-server's --max-sessions x (--max-paths + 1).
+  // The defaults of --max-conns (depot-server: 3 listeners, the tunnel one with
+  // --standby-total beside; seaprox: 2 per connection; tunnel-server: 1) and fusion-server's
+  // --max-sessions x (--max-paths + 1).
   const { command: depot } = await import("../services/config/depot-server.ts");
   const { command: seaprox } = await import("../services/config/seaprox.ts");
   const { command: tunnel } = await import("../services/config/tunnel-server.ts");
   const { command: fusion } = await import("../services/config/fusion-server.ts");
   const needs = [
-    3 * Number(depot.flags["max-conns"].default),
+    3 * Number(depot.flags["max-conns"].default) + Number(depot.flags["standby-total"].default),
     2 * Number(seaprox.flags["max-conns"].default),
     Number(tunnel.flags["max-conns"].default),
     Number(fusion.flags["max-sessions"].default) * (Number(fusion.flags["max-paths"].default) + 1),
   ].map((n) => n + fdReserve);
   assertEquals(needs.filter((n) => !(n <= limit)), [], `LimitNOFILE=${limit}`);
+});
+
+Deno.test("fd limits: depot-server's need counts the idle standby spares (--standby-total) beside 3 x --max-conns", async () => {
+  const server = await startService("depot-server.ts", [
+    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
+    ...["--max-conns", "5", "--standby-total", "7"],
+  ], { readyCount: 3, env: { DEPOT_TOKEN: "fd-need-token" } });
+  try {
+    const line = await server.waitFor(/msg="open-file limit/);
+    // The old need left the spares out: 3 x 5 + 64.
+    assertMatch(line, new RegExp(` need=${3 * 5 + 7 + fdReserve}( |$)`));
+  } finally {
+    await server.stop();
+  }
 });

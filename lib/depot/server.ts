@@ -770,6 +770,9 @@ export class DepotServer {
         withTransport(carrier, (c, ctx) => this.handleTunnel(c, ctx)),
         {
           ...common,
+          // The idle standby spares (standbyTotal at most) wait here beside the relays'
+          // tunnels: they never take the place of a relayed connection's tunnel.
+          maxConns: (this.maxConns ?? defaultMaxConns) + this.standbyTotal,
           log: this.log.child({ listener: "tunnel" }),
         },
       ),

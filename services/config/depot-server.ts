@@ -96,8 +96,8 @@ export const command = {
       kind: "int",
       min: 1,
       default: "512",
-      help: "idle standby spare tunnels held across all exits (each an fd); each exit holds " +
-        "its share (at least 1, at most 64)",
+      help: "idle standby spare tunnels held across all exits (each an fd, held by the tunnel " +
+        "listener beside --max-conns); each exit holds its share (at least 1, at most 64)",
     },
     "max-conns": {
       kind: "int",
