@@ -59,6 +59,22 @@ export function startRawOrigin(handler: RawOriginHandler): Server & { heads: Req
   return Object.assign(server, { heads });
 }
 
+/**
+ * A raw origin that answers every request with `METHOD target\n` (Content-Length framed) and
+ * never closes by itself: which requests reached it, and in which order, is read off the
+ * answers and its `heads`.
+ */
+export function startTargetEcho(): Server & { heads: RequestHead[] } {
+  return startRawOrigin(async (head, _r, conn) => {
+    const body = `${head.method} ${head.target}\n`;
+    await writeAll(
+      conn,
+      new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
+    );
+    return true;
+  });
+}
+
 /** Send raw bytes on `conn`, then read one response (head + body) from the same connection. */
 export async function rawExchange(
   conn: Deno.Conn,

@@ -8,21 +8,8 @@
 
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { startPythonEcho } from "./_echo_apps.ts";
-import { startRawOrigin } from "./_http.ts";
+import { startTargetEcho } from "./_http.ts";
 import { rawSend, withAppTunnel } from "./_tunnel.ts";
-import { writeAll } from "../lib/net/mod.ts";
-
-/** An app that answers every request with its target and never closes by itself. */
-function startTargetEcho() {
-  return startRawOrigin(async (head, _r, conn) => {
-    const body = `${head.method} ${head.target}\n`;
-    await writeAll(
-      conn,
-      new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
-    );
-    return true;
-  });
-}
 
 const refused: [string, string][] = [
   ["two Host fields", "GET /a HTTP/1.1\r\nHost: app.test\r\nHost: internal.test\r\n\r\n"],

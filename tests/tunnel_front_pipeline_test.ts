@@ -7,23 +7,11 @@
  */
 
 import { assertEquals, assertMatch } from "./_assert.ts";
-import { startRawOrigin } from "./_http.ts";
+import { startTargetEcho } from "./_http.ts";
 import { withAppTunnel } from "./_tunnel.ts";
 import { within } from "./_util.ts";
 import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { getHeader, readResponseHead } from "../lib/http/mod.ts";
-
-/** An app that answers every request with its target and never closes by itself. */
-function startTargetEcho() {
-  return startRawOrigin(async (head, _r, conn) => {
-    const body = `${head.method} ${head.target}\n`;
-    await writeAll(
-      conn,
-      new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
-    );
-    return true;
-  });
-}
 
 /** The next response on `r`: its status and its (Content-Length framed) body. */
 async function nextResponse(r: BufferedReader): Promise<string> {
