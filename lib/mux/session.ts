@@ -157,6 +157,10 @@ class FrameQueue {
     else this.#items[this.#tail] = f;
     this.#tail++;
   }
+  /** The first frame, left in the queue. */
+  peek(): OutFrame | undefined {
+    return this.#head === this.#tail ? undefined : this.#items[this.#head];
+  }
   shift(): OutFrame | undefined {
     if (this.#head === this.#tail) return undefined;
     const f = this.#items[this.#head];
@@ -266,7 +270,30 @@ export class Session implements StreamHost, FrameSink {
   #writerIdle: (() => void)[] = [];
   /** Frames the writer has encoded and not yet reported written (reused array). */
   #written: OutFrame[] = [];
+  /**
+   * The batch: frames encoded and not yet handed to the transport, in the order they leave.
+   * Small frames go straight in when they are queued (see `encodeNow`), the writer adds the
+   * queued ones; it is never the buffer a transport write is still reading (`#spare` is).
+   */
   #out = new Uint8Array(minCoalesceBufferBytes);
+  #outLen = 0;
+  /** Frames `encodeNow` put in `#out` (for `framesOut`; queued ones count when reported). */
+  #outFrames = 0;
+  /** Number of the batch `#out` holds: a frame's place in it may be changed only until then. */
+  #batch = 0;
+  /** The buffer the last batch was written from, filled next (made on the first write). */
+  #spare: Uint8Array<ArrayBuffer> | null = null;
+  /**
+   * Streams with an ACK or FIN in `#out` encoded by `encodeNow`, and those flags: told when
+   * the batch is written (their state moves on then).
+   */
+  #outStreams: Stream[] = [];
+  #outFlags: number[] = [];
+  /** The batch being written (`#takeBatch`): its buffer, `encodeNow` frames, streams, flags. */
+  #flight: Uint8Array<ArrayBuffer> | null = null;
+  #flightFrames = 0;
+  #flightStreams: Stream[] = [];
+  #flightFlags: number[] = [];
   /** Small payloads waiting in the queues, copied here by `stage`; reused from 0 once the
    * writer has taken every queued frame (so copied into `#out`). */
   #stage = new Uint8Array(0);
@@ -523,6 +550,58 @@ export class Session implements StreamHost, FrameSink {
       this.#writing = true;
       this.#writeLoop();
     }
+  }
+
+  /**
+   * @internal Encode a frame straight into the batch (`#out`), its payload (at most a small
+   * write's size) copied there: no OutFrame, no staged copy, no report of its own. Returns its
+   * offset in the batch (see `addFin`), or -1 when it must be queued instead: frames are queued
+   * ahead of it (it would overtake them), the batch is at its largest size, or the session is
+   * shut. Its ACK or FIN moves `s`'s state on once the batch is written (`_batchWritten`).
+   */
+  encodeNow(
+    s: Stream,
+    type: number,
+    flags: number,
+    length: number,
+    payload: Uint8Array | null,
+  ): number {
+    if (this.#ordered.length > 0 || this.#shut) return -1;
+    const at = this.#outLen;
+    const end = at + headerBytes + (payload === null ? 0 : payload.length);
+    if (end > this.#out.length && !this.#growOut(end)) return -1;
+    const out = this.#out;
+    encodeHeader(out, at, type, flags, s.id, length);
+    if (payload !== null) out.set(payload, at + headerBytes);
+    this.#outLen = end;
+    this.#outFrames++;
+    if ((flags & (Flag.ack | Flag.fin)) !== 0) {
+      this.#outStreams.push(s);
+      this.#outFlags.push(flags);
+    }
+    this.#enqueued++;
+    if (!this.#writing) {
+      this.#writing = true;
+      this.#writeLoop();
+    }
+    return at;
+  }
+
+  /** @internal The number of the batch `encodeNow` encodes into now. */
+  get batch(): number {
+    return this.#batch;
+  }
+
+  /**
+   * @internal Add FIN to `s`'s frame at offset `at` of batch `batch` (`encodeNow`'s), if that
+   * batch has not been handed to the transport yet; false: it has, send FIN on a frame of its own.
+   */
+  addFin(s: Stream, at: number, batch: number): boolean {
+    if (batch !== this.#batch || this.#shut) return false;
+    this.#out[at + 3] |= Flag.fin; // the low byte of the big-endian flags
+    this.#outStreams.push(s);
+    this.#outFlags.push(Flag.fin);
+    return true;
   }
 
   /**
@@ -881,15 +960,15 @@ export class Session implements StreamHost, FrameSink {
   }
 
   /**
-   * The single writer: pulls frames one by one (priority queue first, so window updates and
-   * pings overtake queued data), copies small ones into the coalescing buffer, writes large
-   * payloads straight from the caller's buffer, and reports each frame written as soon as its
-   * bytes are with the transport.
+   * The single writer: once the turn stops queueing frames, writes the batch (`#out`: the
+   * small frames `encodeNow` put there) in one transport write, with the queued frames added in
+   * their order (priority queue first, so window updates and pings overtake queued data): small
+   * ones copied into the batch, large payloads written straight from the caller's buffer after
+   * the batch before them. Each queued frame is reported written as soon as its bytes are with
+   * the transport, each batch's ACKs and FINs likewise.
    */
   async #writeLoop(): Promise<void> {
     const written = this.#written; // encoded, not yet reported (emptied by #report)
-    let off = 0;
-    let out: Uint8Array = this.#out;
     try {
       while (!this.#shut) {
         // Yield until this turn stops queueing frames (see writerQuietTicks), within bounds.
@@ -900,64 +979,61 @@ export class Session implements StreamHost, FrameSink {
           else quiet++;
         }
         while (!this.#shut) {
-          const f = this.#prio.shift() ?? this.#ordered.shift();
+          const q = this.#prio.length > 0 ? this.#prio : this.#ordered;
+          // Looked at, not taken, until it is encoded: while a frame is queued, `encodeNow`
+          // queues the frames after it instead of putting them in the batch ahead of it.
+          const f = q.peek();
           if (f === undefined) break;
           const p = f.payload;
-          if (p !== null && f.framed && p.length > coalesceCopyMaxBytes) {
-            // Header in the room in front of the payload (see OutFrame.framed): one write.
-            if (off > 0) await this.#writeAll(out.subarray(0, off));
-            off = 0;
+          const large = p !== null && p.length > coalesceCopyMaxBytes;
+          const end = this.#outLen + (large && f.framed ? 0 : headerBytes) +
+            (large || p === null ? 0 : p.length);
+          if (end > this.#out.length && !this.#growOut(end)) {
+            await this.#writeOut(); // a full batch: out first, then this frame again
+            this.#report();
+            continue;
+          }
+          q.shift();
+          f.encoded = true;
+          written.push(f);
+          if (large && f.framed) {
+            // Header in the room in front of the payload (see OutFrame.framed): one write,
+            // after the batch before it.
+            await this.#writeOut();
             const whole = new Uint8Array(
               p.buffer,
               p.byteOffset - headerBytes,
               p.length + headerBytes,
             );
             encodeHeader(whole, 0, f.type, f.flags, f.id, f.length);
-            f.encoded = true;
-            written.push(f);
             await this.#writeAll(whole);
             this.#report();
             continue;
           }
-          if (off + headerBytes > out.length) {
-            await this.#writeAll(out.subarray(0, off));
-            off = 0;
-            out = this.#grownOut(out);
-            this.#report();
-          }
-          encodeHeader(out, off, f.type, f.flags, f.id, f.length);
-          f.encoded = true;
-          off += headerBytes;
-          written.push(f);
-          if (p === null) continue;
-          if (p.length <= coalesceCopyMaxBytes) {
-            if (off + p.length > out.length) {
-              await this.#writeAll(out.subarray(0, off)); // header out; payload starts afresh
-              off = 0;
-              out = this.#grownOut(out);
-            }
-            out.set(p, off);
-            off += p.length;
-          } else {
-            await this.#writeAll(out.subarray(0, off));
-            off = 0;
+          const at = this.#outLen;
+          encodeHeader(this.#out, at, f.type, f.flags, f.id, f.length);
+          if (!large && p !== null) this.#out.set(p, at + headerBytes);
+          this.#outLen = end;
+          if (large) {
+            await this.#writeOut(); // the header with the batch, then the payload
             await this.#writeAll(p);
             this.#report();
           }
         }
         if (this.#shut) break;
-        // The queues are empty: every staged payload taken was copied into `out`.
+        // The queues are empty: every staged payload taken was copied into the batch.
         this.#stageOff = 0;
-        if (off > 0) {
-          // Written here rather than through #writeAll: one async frame less per batch.
-          const n = await this.#conn.write(out.subarray(0, off));
+        if (this.#outLen > 0) {
+          // Written here rather than through #writeOut: one async frame less per batch.
+          const b = this.#takeBatch();
+          const n = await this.#conn.write(b);
           if (n <= 0) throw new Deno.errors.WriteZero("transport write returned 0");
           this.#stats.bytesOut += n;
-          if (n < off) await this.#writeAll(out.subarray(n, off));
-          off = 0;
+          if (n < b.length) await this.#writeAll(b.subarray(n));
+          this.#batchWritten();
         }
         this.#report();
-        if (this.#prio.length === 0 && this.#ordered.length === 0) break;
+        if (this.#prio.length === 0 && this.#ordered.length === 0 && this.#outLen === 0) break;
         // More arrived while we wrote: batch the rest of their turn too.
       }
     } catch (err) {
@@ -981,13 +1057,57 @@ export class Session implements StreamHost, FrameSink {
     }
   }
 
-  /** After a batch overflowed `out` (now written out): a bigger one, up to the max. */
-  #grownOut(out: Uint8Array): Uint8Array {
-    if (out.length >= maxCoalesceBufferBytes) return out;
-    return this.#out = new Uint8Array(out.length * 2);
+  /** Make `#out` hold at least `end` bytes (keeping its frames); false past the largest size. */
+  #growOut(end: number): boolean {
+    if (end > maxCoalesceBufferBytes) return false;
+    let size = this.#out.length * 2;
+    while (size < end) size *= 2;
+    const grown = new Uint8Array(Math.min(size, maxCoalesceBufferBytes));
+    grown.set(this.#out.subarray(0, this.#outLen));
+    this.#out = grown;
+    return true;
   }
 
-  /** The frames encoded so far are with the transport: tell their streams and waiters. */
+  /**
+   * The batch's bytes, handed to the transport: `#out` starts the next batch in the spare
+   * buffer (a write in flight still reads these bytes). `#batchWritten` once they are written.
+   */
+  #takeBatch(): Uint8Array {
+    const b = this.#out.subarray(0, this.#outLen);
+    this.#flight = this.#out;
+    this.#flightFrames = this.#outFrames;
+    this.#out = this.#spare ?? new Uint8Array(minCoalesceBufferBytes);
+    this.#spare = null;
+    this.#outLen = 0;
+    this.#outFrames = 0;
+    this.#batch++;
+    const streams = this.#outStreams, flags = this.#outFlags;
+    this.#outStreams = this.#flightStreams;
+    this.#outFlags = this.#flightFlags;
+    this.#flightStreams = streams;
+    this.#flightFlags = flags;
+    return b;
+  }
+
+  /** The batch `#takeBatch` handed out is written: its buffer is the spare, its streams told. */
+  #batchWritten(): void {
+    this.#spare = this.#flight;
+    this.#flight = null;
+    this.#stats.framesOut += this.#flightFrames;
+    const streams = this.#flightStreams, flags = this.#flightFlags;
+    for (let i = 0; i < streams.length; i++) streams[i]._batchWritten(flags[i]);
+    streams.length = 0;
+    flags.length = 0;
+  }
+
+  /** Write the batch now (before a large payload, or when it is full). */
+  async #writeOut(): Promise<void> {
+    if (this.#outLen === 0) return;
+    await this.#writeAll(this.#takeBatch());
+    this.#batchWritten();
+  }
+
+  /** The queued frames encoded so far are with the transport: tell their streams and waiters. */
   #report(): void {
     const written = this.#written;
     this.#stats.framesOut += written.length;
@@ -1021,6 +1141,12 @@ export class Session implements StreamHost, FrameSink {
   }
 
   #rejectQueued(): void {
+    // The batch not yet handed to the transport goes too (its frames have no waiters).
+    this.#outLen = 0;
+    this.#outFrames = 0;
+    this.#outStreams.length = 0;
+    this.#outFlags.length = 0;
+    this.#batch++;
     const e = new MuxError("session-closed", "session is closed");
     for (const f of this.#prio.drain()) f.done?.reject(e);
     for (const f of this.#ordered.drain()) f.done?.reject(e);

@@ -102,6 +102,21 @@ export interface StreamHost {
   releaseWindow(bytes: number): void;
   /** The stream was closed before the peer's FIN: reset it if the FIN never comes. */
   lingerStream(s: Stream): void;
+  /**
+   * Encode a frame (no waiter; payload at most `copyWriteMaxBytes`, copied) into the batch the
+   * writer sends next: its offset there, or -1 when it must be queued (see Session.encodeNow).
+   */
+  encodeNow(
+    s: Stream,
+    type: number,
+    flags: number,
+    length: number,
+    payload: Uint8Array | null,
+  ): number;
+  /** The number of the batch `encodeNow` encodes into now. */
+  readonly batch: number;
+  /** Add FIN to the frame `encodeNow` put at `at` in batch `batch`, if not yet written. */
+  addFin(s: Stream, at: number, batch: number): boolean;
   /** A copy of a small payload, valid until its frame has been encoded (see Session.stage). */
   stage(p: Uint8Array): Uint8Array;
   /** A copy of a received payload of at most `smallViewMaxBytes`, never overwritten. */
@@ -207,6 +222,12 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   /** Writers waiting for the lock; created by the first one (most streams never have one). */
   #writeWaiters: (() => void)[] | null = null;
   #lastQueued: OutFrame | null = null;
+  /**
+   * Where `encodeNow` put our last frame (offset, batch number) when it was not queued: a FIN
+   * may still be added to it there. -1: our last frame is `#lastQueued` (or none).
+   */
+  #lastAt = -1;
+  #lastBatch = 0;
   /** The held-back ACK's deadline while it is pending (accepted streams, synAckDelayMs). */
   #heldAck: HeldAck | null = null;
   /** The linger's deadline while our close() waits for the peer's FIN. */
@@ -341,8 +362,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       return false;
     }
     this.#sendWindow -= n;
-    this.#unflushedBytes += n;
-    this.#enqueue(FrameType.data, 0, n, this.#host.stage(p), false);
+    this.#enqueue(FrameType.data, 0, n, p, false, false, true);
     return true;
   }
 
@@ -427,7 +447,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     this.#checkWritable();
     const copy = p.length <= copyWriteMaxBytes;
     let off = 0;
-    let last: OutFrame | null = null;
+    let last: Deferred | null = null;
     while (off < p.length) {
       this.#checkWritable();
       if (this.#sendWindow <= 0) {
@@ -437,19 +457,18 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       }
       const n = Math.min(this.#sendWindow, p.length - off, this.#host.maxSendFrameBytes);
       this.#sendWindow -= n;
-      const chunk = copy ? this.#host.stage(p.subarray(off, off + n)) : p.subarray(off, off + n);
-      this.#unflushedBytes += n;
       last = this.#enqueue(
         FrameType.data,
         0,
         n,
-        chunk,
-        !copy || this.#unflushedBytes > maxUnflushedWriteBytes,
+        p.subarray(off, off + n),
+        !copy || this.#unflushedBytes + n > maxUnflushedWriteBytes,
         framed && !copy,
+        copy,
       );
       off += n;
     }
-    if (last?.done) await last.done.promise;
+    if (last !== null) await last.promise;
     return p.length;
   }
 
@@ -469,6 +488,10 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     return 0;
   }
 
+  /**
+   * Send a frame: straight into the session's batch when it takes it (no waiter wanted, not
+   * framed; payload small), else queued. `copy`: `payload` is the caller's, copied if queued.
+   */
   #enqueue(
     type: number,
     flags: number,
@@ -476,8 +499,23 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     payload: Uint8Array | null,
     wantDone: boolean,
     framed = false,
-  ): OutFrame {
+    copy = false,
+  ): Deferred | null {
     flags |= this.#takeFlags();
+    const priority = type === FrameType.windowUpdate && flags === 0;
+    if (!wantDone && !framed) {
+      const at = this.#host.encodeNow(this, type, flags, length, payload);
+      if (at >= 0) {
+        if (!priority) {
+          this.#lastQueued = null;
+          this.#lastAt = at;
+          this.#lastBatch = this.#host.batch;
+        }
+        return null;
+      }
+    }
+    if (copy && payload !== null) payload = this.#host.stage(payload);
+    if (type === FrameType.data) this.#unflushedBytes += length;
     const f: OutFrame = {
       type,
       flags,
@@ -489,10 +527,12 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       encoded: false,
       done: wantDone ? deferred() : null,
     };
-    const priority = type === FrameType.windowUpdate && flags === 0;
-    if (!priority) this.#lastQueued = f;
+    if (!priority) {
+      this.#lastQueued = f;
+      this.#lastAt = -1;
+    }
     this.#host.enqueue(f, priority);
-    return f;
+    return f.done;
   }
 
   #sendFin(): void {
@@ -500,7 +540,9 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     this.#state |= FIN_TX;
     const lq = this.#lastQueued;
     if (lq && !lq.encoded) lq.flags |= Flag.fin;
-    else this.#enqueue(FrameType.windowUpdate, Flag.fin, this.#takeCredit(), null, false);
+    else if (this.#lastAt < 0 || !this.#host.addFin(this, this.#lastAt, this.#lastBatch)) {
+      this.#enqueue(FrameType.windowUpdate, Flag.fin, this.#takeCredit(), null, false);
+    }
   }
 
   /** Ungranted credit to attach to a window update we are sending anyway. */
@@ -787,14 +829,19 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     w?.resolve();
   }
 
-  /** Our frame `f` reached the transport. */
+  /** Our queued frame `f` reached the transport. */
   _flushed(f: OutFrame): void {
     if (this.#lastQueued === f) this.#lastQueued = null;
     if (f.type === FrameType.data) this.#unflushedBytes -= f.length;
+    this._batchWritten(f.flags);
+  }
+
+  /** A frame of ours with these flags reached the transport: an ACK or FIN is done. */
+  _batchWritten(flags: number): void {
     if (this.#freed) return;
     let s = this.#state;
-    if ((f.flags & Flag.ack) !== 0) s |= SYN_ACK_RX;
-    if ((f.flags & Flag.fin) !== 0) s |= FIN_ACK_RX;
+    if ((flags & Flag.ack) !== 0) s |= SYN_ACK_RX;
+    if ((flags & Flag.fin) !== 0) s |= FIN_ACK_RX;
     if (s !== this.#state) {
       this.#state = s;
       this.#maybeFree();
