@@ -36,6 +36,9 @@ Deno.test("depot spares: requests take pre-dialled tunnel connections", async ()
     const spares = local.status().spares!;
     assert(spares.hits >= 1, JSON.stringify(spares));
     assertEquals(spares.hits + spares.misses, 5);
+    // Every spare a request used was replaced (after its answer: see the pool test below).
+    const held = () => depot.server.status().exits.find((e) => e.name === "default")?.spares;
+    await until(() => local.status().spares?.ready === 2 && held() === 2, "spares replaced");
   } finally {
     await depot.close();
     await target.close();
@@ -230,6 +233,35 @@ Deno.test("depot spares: spares the server drops lower the count wanted, so a mi
     await until(() => pool.stats.ready === 4, "twice what the server keeps");
     // The old pool dialled 62 here, each one accepted and closed by a server out of fds.
     assertEquals(conns.length - dialled, 2);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("depot spares: a used standby is replaced when its request is answered (fill), not when taken out", async () => {
+  const conns: Duplex[] = [];
+  // Spares live a minute: no expiry tick (which refills too) gets between the steps.
+  const pool = new SparePool(4, 60_000, () => {
+    const c: Duplex = {
+      read: () => new Promise<null>(() => {}),
+      write: (p) => Promise.resolve(p.length),
+      closeWrite: () => Promise.resolve(),
+      close: () => {},
+    };
+    conns.push(c);
+    return Promise.resolve(c);
+  }, 16);
+  try {
+    await until(() => pool.stats.ready === 4, "4 spares ready");
+    assertEquals(conns.length, 4);
+    // The server wrote a request on the newest: taken out and counted, nothing dialled yet
+    // (the refill's dial and standby frame went ahead of the request's answer before).
+    assert(pool.remove(conns[3]), "a held spare");
+    assertEquals([conns.length, pool.stats.ready, pool.stats.hits], [4, 3, 1]);
+    // Answered: the replacement is dialled.
+    pool.fill();
+    assertEquals(conns.length, 5);
+    await until(() => pool.stats.ready === 4, "replaced");
   } finally {
     pool.close();
   }

@@ -232,6 +232,11 @@ interface OnStream {
   stream: Duplex;
   /** What the first frame's read took past the request (forwarded first). */
   leftover: Uint8Array;
+  /**
+   * Called once the answer (`tunnel` or `connectFailed`) is written or could not be: a used
+   * standby spare's replacement starts then, not ahead of the target's dial and the answer.
+   */
+  answered?: () => void;
 }
 
 /**
@@ -715,11 +720,13 @@ export class DepotLocal {
       // A refusal (error frame) or EOF: the server will not take this session's spares.
       if (req) this.log.warn("standby spare refused", { frame: req.type });
       closeQuietly(conn);
+      if (wanted) pool.fill(); // taken out as used (no session to serve it): replaced
       return;
     }
     await this.#handleConnect(s, req as ConnectRequest | AssociateRequest, {
       stream: conn,
       leftover,
+      answered: () => pool.fill(),
     });
   }
 
@@ -820,6 +827,7 @@ export class DepotLocal {
         this.#fail(dest, reason, errorMessage(err));
         log().info("dial failed", { failure: reason, error: errorMessage(err) });
         await reportFailed(ctl, on, req.id, reason, errorMessage(err));
+        on?.answered?.();
         // `transport` never rejects (its failure is a value): close what it brings, if any.
         if (on) closeQuietly(on.stream);
         else void transport?.then((t) => closeQuietly(t.conn?.conn));
@@ -827,7 +835,11 @@ export class DepotLocal {
       }
       try {
         if (on) {
-          tunnel = await this.#answerOnStream(on, req, app?.localAddr, session.compact);
+          try {
+            tunnel = await this.#answerOnStream(on, req, app?.localAddr, session.compact);
+          } finally {
+            on.answered?.();
+          }
         } else {
           const t = (await transport)!; // set when allowed, as it is past the dial
           if (t.error !== undefined) throw t.error;

@@ -92,19 +92,20 @@ export class SparePool {
   }
 
   /**
-   * Take out the spare `conn`, which the server wrote a request on (a standby spare, "open"),
-   * and start a refill (unless `refill` is false: the server refused or dropped it, and
-   * another would be refused too, so the wanted count falls to what is still held); false
-   * when it is no longer here (expired at that moment: closed).
+   * Take out the spare `conn`, which the server wrote a request on (a standby spare, "open"):
+   * `used`, it counts as a hit and the caller starts its replacement with `fill()` once the
+   * request's answer is written (a refill's dial and standby frame ahead of it delayed the
+   * answer; a refill never started comes with the next expiry tick); not `used` (the server
+   * refused or dropped it, and another would be refused too), the wanted count falls to what
+   * is still held. False when it is no longer here (expired at that moment: closed).
    */
-  remove(conn: Duplex, refill = true): boolean {
+  remove(conn: Duplex, used = true): boolean {
     // From the newest: the server writes requests on the newest standby it holds.
     const i = this.#spares.findLastIndex((s) => s.conn === conn);
     if (i < 0) return false;
     this.#spares.splice(i, 1);
-    if (refill) {
+    if (used) {
       this.#hits++;
-      this.fill();
     } else {
       // The server keeps no more than it holds now (it sheds spares while short of file
       // descriptors): a miss must not dial back up to `max` only to have them closed again.
