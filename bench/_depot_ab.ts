@@ -14,6 +14,12 @@
  * the modules loaded only). `--floors REGEX` keeps the plain floor and the variants it matches.
  * `--mux`: every tree's depot-local runs with `--mux` and the floor is bench/floor_mux.ts's
  * depot modes (no floor variants): the same bisection for depot `--mux`.
+ * `--seq N`: each round also times N sequential small exchanges per path (set-up latency, ms
+ * each; median of the rounds and each path's median same-round ratio to the first tree);
+ * `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential phase runs with
+ * this process and every path's processes (sshd's children too) under SCHED_RR (`chrt`, root
+ * only), so the other processes loading the box do not sit between the hops of a set-up; the
+ * concurrent phase stays at normal priority (it would starve them).
  *
  * `DIR:SUB+SUB` starts that tree's services with `DEPOT_SUB=SUB,SUB`: the substitutions of
  * bench/_depot_sub.patch (apply it to an old tree: `git worktree add --detach /work/old-sub
@@ -39,9 +45,12 @@ import {
   type Proc,
   roundOrder,
   type Route,
+  sequentialMs,
   serveLengthSource,
   socksRoute,
   spawnDeno,
+  type SshReverse,
+  startSshReverse,
   stopAll,
   waitPort,
   waitUntil,
@@ -54,8 +63,8 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 }
 
 const flags = benchFlags({
-  numbers: { rounds: 7, count: 3000, concurrency: 32 },
-  booleans: ["together", "no-floor", "mux"],
+  numbers: { rounds: 7, count: 3000, concurrency: 32, seq: 0 },
+  booleans: ["together", "no-floor", "mux", "rt", "ssh"],
   strings: ["trees", "floors"],
 });
 const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
@@ -67,6 +76,27 @@ const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`)
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 const procs: Proc[] = [];
 const paths: { name: string; route: Route; procs: Proc[] }[] = [];
+let ssh: SshReverse | undefined;
+
+/** `pid` and its descendants (threads' children included), for `chrt`. */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const kids = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+    for (const k of kids ? kids.split(" ") : []) out.push(...processTree(Number(k)));
+  }
+  return out;
+}
+
+/** `--rt`: SCHED_RR 10 (on) or back to SCHED_OTHER (off) for `pids`, every thread. */
+function realtime(pids: number[], on: boolean): void {
+  for (const pid of pids) {
+    const args = on ? ["-a", "-r", "-p", "10", String(pid)] : ["-a", "-o", "-p", "0", String(pid)];
+    const { success } = new Deno.Command("chrt", { args, stderr: "null" }).outputSync();
+    if (!success && on) throw new Error(`chrt ${args.join(" ")} failed (root only)`);
+  }
+}
+
 try {
   const src = spawnDeno(import.meta.filename!, [], { env: { BENCH_ROLE: "source" } });
   procs.push(src);
@@ -151,6 +181,11 @@ try {
     });
     paths.push({ name: t.name, route: socksRoute(t.name, socks, srcPort), procs: [server, local] });
   }
+  if (flags.ssh) {
+    const port = freePort();
+    ssh = await startSshReverse(`127.0.0.1:${port}`, port);
+    paths.push({ name: "ssh -R", route: socksRoute("ssh -R", port, srcPort), procs: ssh.procs });
+  }
   await waitPort(srcPort, "source");
   for (const p of paths) await concurrentRps(p.route, 1000, flags.concurrency); // warm up
   /** Per path, per round: [server, local] µs/conn. */
@@ -164,7 +199,22 @@ try {
     );
     cpu[i].push(usPerConn);
   };
+  /** Per path, per round: ms per sequential exchange (`--seq`). */
+  const seq: number[][] = paths.map(() => []);
+  const measureSeq = async (round: number) => {
+    const all = [...procs, ...(ssh?.procs ?? [])];
+    const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => processTree(p.child.pid))] : [];
+    realtime(pids, true);
+    try {
+      for (const [i, p] of roundOrder(paths, round)) {
+        seq[i].push(await sequentialMs(p.route, flags.seq));
+      }
+    } finally {
+      realtime(pids, false);
+    }
+  };
   for (let round = 1; round <= flags.rounds; round++) {
+    if (flags.seq > 0) await measureSeq(round);
     if (flags.together) await Promise.all(paths.map((_, i) => measure(i)));
     else for (const [i] of roundOrder(paths, round)) await measure(i);
     console.error(
@@ -196,6 +246,23 @@ try {
         (floor < 0 ? "" : `  x floor ${fixed(median(xf), 2)}`),
     );
   }
+  if (flags.seq > 0) {
+    const base0 = Math.max(base, 0);
+    console.log(
+      `sequential set-up, ms per exchange (${flags.seq} per path per round${
+        flags.rt ? ", SCHED_RR" : ""
+      }): median of the rounds; ratio = median same-round ratio to ${paths[base0].name}`,
+    );
+    for (const [i, p] of paths.entries()) {
+      const r = seq[i].map((v, k) => v / seq[base0][k]);
+      console.log(
+        `${p.name.padEnd(24)} ${median(seq[i]).toFixed(3)}  ratio ${median(r).toFixed(3)} [${
+          seq[i].map((v) => v.toFixed(3)).join(" ")
+        }]`,
+      );
+    }
+  }
 } finally {
+  await ssh?.close();
   await stopAll(procs, "SIGKILL"); // a bench: no drain to wait for
 }
