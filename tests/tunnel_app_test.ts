@@ -1,9 +1,16 @@
 /** The embeddable Hono front (Deno.serve + Deno.upgradeWebSocket) and the admin API. */
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
-import { blockStream, blockStreamSha256, run, until } from "./_util.ts";
+import { blockStream, blockStreamSha256, run, until, within } from "./_util.ts";
 import { createHash } from "node:crypto";
-import { startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
-import { createAdminApp } from "../lib/tunnel/mod.ts";
+import { rawGet, startApp, startClient, startHonoTunnel } from "./_tunnel.ts";
+import {
+  connectTransport,
+  createAdminApp,
+  encodeMessage,
+  expectMessage,
+} from "../lib/tunnel/mod.ts";
+import { Session, type Stream } from "../lib/mux/mod.ts";
+import { BufferedReader, writeAll } from "../lib/net/mod.ts";
 
 /** fetch through the tunnel; Deno's fetch derives Host from the URL, so the vhost is the IP. */
 async function hostFetch(port: number, path: string, init: RequestInit = {}) {
@@ -281,5 +288,59 @@ Deno.test("tunnel app: a client that stops has its idle streams let go at once: 
     await c.stop();
     await t.close();
     await app.close();
+  }
+});
+
+Deno.test("tunnel app: a stream first pooled after the client closed its control stream is let go at once, not kept for the session's end", async () => {
+  // A client (driven by hand) that closes its control stream and still serves the streams
+  // the server opens: a request for a host it had served none of comes after that, so the
+  // front makes its idle-stream pool then. The old pool took its "client leaving" hook after
+  // the hooks had run: the stream stayed idle until the server gave up waiting for the
+  // session (sessionEndWaitMs), which a draining client's streams then waited for.
+  const t = startHonoTunnel();
+  const id = "identifier-hono-late-pool-1";
+  await t.server.addHost("late.test", id);
+  const session = Session.client(
+    await connectTransport(t.url, id, { transport: "websocket" }),
+    { drainTimeoutMs: 30_000 },
+  );
+  try {
+    const control = await session.open();
+    const ctl = new BufferedReader(control);
+    await writeAll(control, encodeMessage({ type: "handshakeRequest", client: "test", tcp: [] }));
+    assertEquals((await within(expectMessage(ctl, "handshakeResponse"), "the handshake")).ok, true);
+    // Leaving: the server closes its side in answer, having let the fronts' idle streams go.
+    await control.closeWrite();
+    assertEquals(await within(ctl.fill(), "the server's end of the control stream"), false);
+    control.close();
+
+    const served = (async () => {
+      const s: Stream | null = await within(session.accept(), "the request's stream");
+      const r = new BufferedReader(s!);
+      const msg = await expectMessage(r, "controlMsg");
+      await writeAll(
+        s!,
+        encodeMessage({ type: "streamReply", requestId: msg.requestId, ok: true }),
+      );
+      while ((await r.readLine(8192)).length > 0) { /* the request head */ }
+      await writeAll(
+        s!,
+        new TextEncoder().encode("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+      );
+      // The front keeps the stream for a next request, or lets it go: FIN (or a reset).
+      const ended = await within(r.fill().catch(() => false), "the front to let the stream go");
+      const gone = t.server.clientEvents.disconnected;
+      s!.close();
+      return { ended, gone };
+    })();
+    const res = await rawGet(t.port, "late.test", "/");
+    assertEquals([res.status, res.body], [200, "ok"]);
+    const { ended, gone } = await served;
+    assertEquals(ended, false, "more bytes on the stream after the response");
+    // Let go as the response ended, not once the server gave up waiting for the session.
+    assertEquals(gone, 0, "the idle stream was let go only after the session ended");
+  } finally {
+    await session.close();
+    await t.close();
   }
 });

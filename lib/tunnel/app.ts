@@ -837,7 +837,7 @@ class StreamPool {
       this.#closed = true;
       for (const e of this.#idle.splice(0)) e.release();
     };
-    client.onClosing.push(drop);
+    client.whenLeaving(drop);
     void client.session.closed.then(drop); // `closed` only resolves
   }
 

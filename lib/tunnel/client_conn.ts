@@ -73,11 +73,8 @@ export class ClientConn {
   readonly udp: Map<number, PortListener> = new Map();
   /** The control stream, once the client opened it. */
   control: Stream | undefined;
-  /**
-   * Run at the start of close(), or when the client closes its control stream (front ends drop
-   * idle streams so the drain is quick).
-   */
-  readonly onClosing: (() => void)[] = [];
+  /** The hooks `whenLeaving` was given, until they ran (`dropIdle`). */
+  #onLeaving: (() => void)[] | undefined = [];
   /** Why the server ended this session on purpose (set by `close(reason)`). */
   endCause: SessionEndCause | undefined;
   /**
@@ -143,9 +140,22 @@ export class ClientConn {
     };
   }
 
-  /** Run the `onClosing` hooks now (once): the client is leaving, its idle streams go. */
+  /**
+   * Run `f` when the client leaves (it closed its control stream, or close() began), so front
+   * ends drop their idle streams and its drain is quick; at once if it already left. A front
+   * that comes to the client later (a request for a host it served none of yet) must not keep
+   * an idle stream either: it would hold the drain until the session ends.
+   */
+  whenLeaving(f: () => void): void {
+    if (this.#onLeaving) this.#onLeaving.push(f);
+    else f();
+  }
+
+  /** The client is leaving: run the `whenLeaving` hooks now, and later ones at once. */
   dropIdle(): void {
-    for (const f of this.onClosing.splice(0)) f();
+    const hooks = this.#onLeaving;
+    this.#onLeaving = undefined;
+    for (const f of hooks ?? []) f();
   }
 
   /**
