@@ -185,12 +185,16 @@ export interface FlushingProxy {
   port: number;
   /**
    * Run a FLUSHALL inside the client's next heartbeat (right after its next `flushAfter`
-   * command, before the command after it), then wait until two more beats (`isBeat`
-   * commands) have started: the first of them has ended, so whatever that beat writes back
-   * is in Redis. `who` names the client in the waits' failure messages; `first`, when given,
-   * runs once the proxy is armed (e.g. an earlier loss, whose write-back the flush then hits).
+   * command, before the command after it), then wait until `beats` (2) more beats (`isBeat`
+   * commands) have started: with two, the first of them has ended, so whatever that beat
+   * writes back is in Redis. `who` names the client in the waits' failure messages; `first`,
+   * when given, runs once the proxy is armed (e.g. an earlier loss, whose write-back the flush
+   * then hits, or what starts the beat).
    */
-  flushInsideBeat(who: string, first?: () => Promise<unknown>): Promise<void>;
+  flushInsideBeat(
+    who: string,
+    opts?: { first?: () => Promise<unknown>; beats?: number },
+  ): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -256,21 +260,21 @@ export function flushingProxy(
   })();
   return {
     port: (listener.addr as Deno.NetAddr).port,
-    async flushInsideBeat(who, first) {
+    async flushInsideBeat(who, { first, beats = 2 } = {}) {
       flushed = Promise.withResolvers<void>();
       armed = true;
       await first?.();
       await within(flushed.promise, `a FLUSHALL inside a heartbeat of ${who}`);
-      // Two beats started after the one the flush hit: the first of them has ended.
+      // Beats started after the one the flush hit (of two, the first has ended).
       beatsAfter = 0;
       await within(
         new Promise<void>((resolve) => {
           wake = () => {
-            if (beatsAfter >= 2) resolve();
+            if (beatsAfter >= beats) resolve();
           };
           wake();
         }),
-        `two more heartbeats of ${who} after the flush`,
+        `${beats} more heartbeats of ${who} after the flush`,
       );
       wake = () => {};
     },

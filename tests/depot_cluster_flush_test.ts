@@ -14,7 +14,8 @@
  * lease missing from its read) and keeps A's exit as well.
  */
 
-import { DepotCluster } from "../lib/cluster/mod.ts";
+import { DepotCluster, PeerLinks } from "../lib/cluster/mod.ts";
+import { encodeFrame } from "../lib/control/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { socksDial, startDepot, startTarget } from "./_depot.ts";
 import { flushingProxy, redisCommand, startRedis, watchCommands } from "./_redis.ts";
@@ -169,6 +170,58 @@ Deno.test("depot cluster: a FLUSHALL inside b's heartbeat (after its own lease w
     await close();
     await proxy.close();
     await target.close();
+    await redis.stop();
+  }
+});
+
+Deno.test("depot cluster: a FLUSHALL inside the beat that writes back after a loss (after the exit's lease went back) is caught: the leases come back", async () => {
+  const redis = await startRedis();
+  // The write-back beat refreshes exit far's lease (written back) after its own: the second
+  // flush lands right after that, before the beat reads the instances.
+  const proxy = flushingProxy(
+    redis.port,
+    (s) => s.includes("EVAL") && s.includes("depot:instance:a"),
+    (s) => s.includes("EVAL") && s.includes("depot:exit:far"),
+  );
+  const token = "recovery-flush-token-001";
+  const depotA = await startDepot({ locals: [{ name: "far" }] });
+  const linkPort = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  // Beats every 200 s: only the nudge below (and what it finds) starts one.
+  const ca = await DepotCluster.connect(depotA.server, {
+    url: `redis://127.0.0.1:${proxy.port}`,
+    token,
+    heartbeatMs: 200_000,
+    instance: "a",
+    advertise: `127.0.0.1:${linkPort.addr.port}`,
+  });
+  ca.listen(linkPort);
+  const peer = new PeerLinks({ token, from: "peer", onStream: (s) => s.reset() });
+  const exists = (key: string) => redisCommand(redis.port, `EXISTS warren:depot:${key}`);
+  try {
+    await until("a's lease of exit far", async () => await exists("exit:far") === ":1");
+    await proxy.flushInsideBeat("a", {
+      // The first loss, then a peer's nudge: a beats at once and finds its lease gone.
+      first: async () => {
+        assertEquals(await redisCommand(redis.port, "FLUSHALL"), "+OK");
+        const link = await peer.link(`127.0.0.1:${linkPort.addr.port}`);
+        const s = await link.open({ data: encodeFrame({ lost: 1 }) });
+        await s.closeWrite();
+        await within(s.read(new Uint8Array(16)), "a's end of the nudge stream");
+        s.close();
+      },
+      // The beat that finds its own lease missing from its read runs another at once.
+      beats: 1,
+    });
+    await until(
+      "exit far's lease written back again",
+      async () => await exists("exit:far") === ":1",
+    );
+    assertEquals(await exists("instance:a"), ":1");
+  } finally {
+    await peer.close();
+    await ca.close();
+    await depotA.close();
+    await proxy.close();
     await redis.stop();
   }
 });

@@ -52,7 +52,7 @@ Deno.test("redis registry: a FLUSHALL inside the beat that writes back after a l
   try {
     await a.addHost("app.example.com", "id-a");
     // Armed, then the first loss (not through the proxy): a's next beat finds its record gone.
-    await proxy.flushInsideBeat("a", () => redisCommand(redis.port, "FLUSHALL"));
+    await proxy.flushInsideBeat("a", { first: () => redisCommand(redis.port, "FLUSHALL") });
     const host = await redisCommand(redis.port, "HGET warren:tunnel:hosts app.example.com");
     assert(host !== "$-1", "a's host is not written back after the flush in its write-back");
     assertEquals(await a.lookup("app.example.com"), "id-a");
