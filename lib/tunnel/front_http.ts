@@ -694,11 +694,9 @@ export class PublicConn {
     const watch = this.#watchFirstByte(leg);
     let buf: ResponseBuffer | undefined;
     try {
-      if (leg.upgrade || this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
+      if (leg.upgrade) {
         buf = new ResponseBuffer();
-        let src = leg.ts.body();
-        if (leg.upgrade) src = await this.#answerToUpgrade(leg, src);
-        else await this.#copyParsed(leg, src);
+        const src = await this.#answerToUpgrade(leg, leg.ts.body());
         while (true) {
           const b = buf.get();
           const n = await src.read(b);
@@ -708,6 +706,8 @@ export class PublicConn {
           await writeAll(this.#conn, b.subarray(0, n));
           buf.adapt(n);
         }
+      } else if (this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
+        await this.#copyParsed(leg);
       } else await this.#copyOpaque(leg);
       if (leg.state !== LegState.Finishing) {
         // The app closed its connection: so does the public one (after what was sent).
@@ -758,19 +758,41 @@ export class PublicConn {
    * The access log's and the response rewrites' copy: each response head is read (see
    * {@linkcode #passHeads}), its body copied by its framing, then its request's line is
    * logged. Returns at the stream's end between responses, or after a response framed by the
-   * close (the rest is copied raw). A head that needs no change goes out as it came, and a
-   * response's bytes are gathered until the stream must be read again (a response that came
-   * whole in one read goes straight from the reader's buffer): one write per response, as the
-   * opaque copy makes.
+   * close (copied to the stream's end). The usual response (a head that needs no change and a
+   * body of known length) that came whole in one of the mux stream's views goes out from
+   * there, one write, no copy (as the opaque copy sends it). Any other is read from a reader
+   * that copies from the views: a head that needs no change goes out as it came, and a
+   * response's bytes are gathered until the stream must be read again (one that came whole in
+   * one read goes straight from the reader's buffer).
    */
-  async #copyParsed(leg: Leg, src: Duplex): Promise<void> {
+  async #copyParsed(leg: Leg): Promise<void> {
+    const ts = leg.ts, conn = this.#conn;
     const out = new WriteCoalescer();
-    out.target = this.#conn;
-    const from: Duplex = {
-      read: (p) => out.pending ? out.flush().then(() => src.read(p)) : src.read(p),
-      write: (p) => src.write(p),
-      closeWrite: () => src.closeWrite(),
-      close: () => src.close(),
+    out.target = conn;
+    /** The stream's current view and how much of it was used (null: none held). */
+    let view: Uint8Array | null = null;
+    let at = 0;
+    const used = (n: number) => {
+      at += n;
+      if (at === view!.length) {
+        ts.releaseView(view!.length);
+        view = null;
+      }
+    };
+    /** The slow path's source: the views' bytes, copied. */
+    const from: Pick<Duplex, "read"> = {
+      read: async (p) => {
+        if (out.pending) await out.flush();
+        if (view === null) {
+          view = await ts.readView();
+          at = 0;
+          if (view === null) return null;
+        }
+        const n = Math.min(p.length, view.length - at);
+        p.set(view.subarray(at, at + n));
+        used(n);
+        return n;
+      },
     };
     const r = new BufferedReader(from, publicReadBytes);
     const sink = (p: Uint8Array): Promise<void> => {
@@ -781,13 +803,62 @@ export class PublicConn {
     const rewrites = leg.rewrite?.rewritesResponse ?? false;
     /** The leg's own fields of its access lines, rendered once. */
     let tail: LogTail | undefined;
+    /** The front response is out: its request's line (`outStart`: responseBytes before it). */
+    const answered = (status: number, outStart: number) => {
+      const req = leg.pending.shift();
+      if (!this.#opts.accessLog) return;
+      const next = leg.pending[0];
+      tail ??= this.#log.tail({
+        client: leg.client,
+        cid: leg.ts.client?.id,
+        remote: this.#peer.remote,
+      });
+      this.#log.info("access", {
+        host: req?.host ?? leg.host,
+        method: req?.method ?? "-",
+        path: req?.path ?? "-",
+        status,
+        in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
+        out: leg.responseBytes - outStart,
+        ms: req ? Math.round(performance.now() - req.startedMs) : 0,
+        rid: `${leg.ts.requestId}.${++leg.answered}`,
+      }, tail);
+    };
     try {
       while (true) {
+        if (r.buffered === 0 && !rewrites) {
+          // Between responses, nothing copied: take the next view, and send the responses
+          // that lie whole in it from there.
+          if (view === null) {
+            view = await ts.readView();
+            at = 0;
+            if (view === null) return;
+          }
+          const v = at === 0 ? view : view.subarray(at);
+          const final = scannedFinal(scanResponseHead(v), leg.pending[0]?.method ?? "GET");
+          const framing = final?.framing;
+          const n = framing?.kind === "none"
+            ? final!.headBytes
+            : framing?.kind === "length"
+            ? final!.headBytes + framing.length
+            : Infinity;
+          if (n <= v.length) {
+            if (out.pending) await out.flush();
+            const outStart = leg.responseBytes;
+            leg.responseBytes += n;
+            this.#idle?.touch();
+            const w = await conn.write(n === v.length ? v : v.subarray(0, n));
+            if (w < n) await writeAll(conn, v.subarray(w, n));
+            used(n);
+            answered(final!.status, outStart);
+            continue;
+          }
+          // Not all there, or not the usual response: read as below, from this view on.
+        }
         // Wait for the next response (or the stream's end), consuming nothing.
         if (r.buffered === 0 && !(await r.fill())) return;
-        const req = leg.pending[0];
         const outStart = leg.responseBytes;
-        const method = req?.method ?? "GET";
+        const method = leg.pending[0]?.method ?? "GET";
         // The usual final head, as a serialiser writes it and all buffered: no promise.
         const { status, framing, headBytes } =
           (rewrites ? undefined : scannedFinal(scanResponseHead(r.peek()), method)) ??
@@ -795,42 +866,26 @@ export class PublicConn {
         const n = headBytes + (framing.kind === "length" ? framing.length : 0);
         const whole = framing.kind === "none" || framing.kind === "length";
         if (headBytes > 0 && whole && r.buffered >= n) {
-          // All of a small response came in one read (as it usually does): it goes out as it
-          // came, in one write straight from the reader's buffer (what is gathered first).
+          // All of a small response came in one read: it goes out as it came, in one write
+          // straight from the reader's buffer (what is gathered first).
           if (out.pending) await out.flush();
           leg.responseBytes += n;
           this.#idle?.touch();
-          await writeAll(this.#conn, r.peek().subarray(0, n));
+          await writeAll(conn, r.peek().subarray(0, n));
           r.skip(n);
         } else {
           if (headBytes > 0) await passOn(r, sink, headBytes);
           await copyBody(r, from, framing, sink);
         }
-        leg.pending.shift();
-        const next = leg.pending[0];
-        if (this.#opts.accessLog) {
-          // The response goes out before its line is logged, as when each piece was written
-          // at once: a client gone in the middle of it gets no line.
-          if (out.pending) await out.flush();
-          tail ??= this.#log.tail({
-            client: leg.client,
-            cid: leg.ts.client?.id,
-            remote: this.#peer.remote,
-          });
-          this.#log.info("access", {
-            host: req?.host ?? leg.host,
-            method: req?.method ?? "-",
-            path: req?.path ?? "-",
-            status,
-            in: req ? (next?.inStart ?? leg.requestBytes) - req.inStart : 0,
-            out: leg.responseBytes - outStart,
-            ms: req ? Math.round(performance.now() - req.startedMs) : 0,
-            rid: `${leg.ts.requestId}.${++leg.answered}`,
-          }, tail);
-        }
+        // The response goes out before its line is logged, as when each piece was written
+        // at once: a client gone in the middle of it gets no line.
+        if (this.#opts.accessLog && out.pending) await out.flush();
+        answered(status, outStart);
         if (framing.kind === "close") return;
       }
     } finally {
+      // A view taken is counted as read, as it is when used up.
+      if (view !== null) ts.releaseView(view.length);
       // What was gathered goes out even when the response broke off (as it went before):
       // a failure of that write is the public side's, which the pump's caller sees next.
       await out.flush().catch(() => {});
