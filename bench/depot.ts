@@ -22,6 +22,12 @@
  *   available here), and `--wan-conns` (default 20) sequential SOCKS set-ups are timed, in
  *   RTTs: depot with spare tunnels (default), without (`--spare-tunnels 0`), `--mux`, ssh -R.
  *
+ * - `--phases`: each round also times `--seq` sequential set-ups of every SOCKS path phase by
+ *   phase (TCP connect, greeting → method reply, CONNECT → reply, request → first answer
+ *   byte, first byte → EOF; medians in µs), to show where a path's set-up time goes: how many
+ *   hops each phase crosses (`ssh -R` answers the greeting at the exit, depot at the server)
+ *   and what each hop costs.
+ *
  * `--small-only` skips the bulk runs, `--bulk-only` the set-up phases (the paths' bulk transfers
  * then run seconds apart, so same-round ratios see the same load); `--old DIR` adds depot and
  * depot --mux of another checkout (an old tree: its services/) as "(old)" rows, for a
@@ -36,6 +42,7 @@
  */
 
 import { closeQuietly, dial, sleep, writeAll } from "../lib/net/mod.ts";
+import { AddrType } from "../lib/socks5/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import {
   benchFlags,
@@ -46,6 +53,7 @@ import {
   fixed,
   formatTable,
   freePort,
+  lengthHeader,
   median,
   type Proc,
   ratio,
@@ -54,6 +62,7 @@ import {
   sequentialMs,
   serveLengthSource,
   servicePath,
+  smallAnswerBytes,
   smallBuffer,
   smallExchange,
   socksRoute,
@@ -146,7 +155,7 @@ const flags = benchFlags({
     "wan-conns": 20,
     rounds: 3,
   },
-  booleans: ["only-wan", "small-only", "bulk-only"],
+  booleans: ["only-wan", "small-only", "bulk-only", "phases"],
   strings: ["old", "only"],
 });
 const bulkBytes = flags.bytes;
@@ -209,6 +218,62 @@ async function setupMs(port: number, dest: number, n: number, username?: string)
   }
   return total / n;
 }
+
+/** The phases of one SOCKS set-up `--phases` times, in order (see {@linkcode phasedSetup}). */
+const phaseNames = [
+  "TCP connect",
+  "greeting → method",
+  "CONNECT → reply",
+  "request → 1st byte",
+  "1st byte → EOF",
+  "total",
+] as const;
+
+/** Read from `c` into `buf` until it holds `n` bytes (`have` there already); the new count. */
+async function readUntil(c: Deno.Conn, buf: Uint8Array, have: number, n: number): Promise<number> {
+  while (have < n) {
+    const got = await c.read(buf.subarray(have));
+    if (got === null) throw new Error(`EOF after ${have} of ${n} bytes`);
+    have += got;
+  }
+  return have;
+}
+
+/**
+ * One SOCKS5 set-up through `port` to 127.0.0.1:`dest` and one small exchange, timed phase
+ * by phase (ms, in {@linkcode phaseNames}' order). The client's own steps are bare reads and
+ * writes, the same for every path: what differs between paths is the proxy's side.
+ */
+async function phasedSetup(port: number, dest: number, buf: Uint8Array): Promise<number[]> {
+  const t0 = performance.now();
+  const c = await dial("127.0.0.1", port);
+  try {
+    const t1 = performance.now();
+    await writeAll(c, greeting);
+    await readUntil(c, buf, 0, 2);
+    if (buf[0] !== 5 || buf[1] !== 0) throw new Error(`method reply ${buf[0]} ${buf[1]}`);
+    const t2 = performance.now();
+    await writeAll(c, Uint8Array.of(5, 1, 0, AddrType.ipv4, 127, 0, 0, 1, dest >> 8, dest & 255));
+    let have = await readUntil(c, buf, 0, 5);
+    if (buf[1] !== 0) throw new Error(`CONNECT refused: reply ${buf[1]}`);
+    const addrBytes = buf[3] === AddrType.ipv4 ? 4 : buf[3] === AddrType.ipv6 ? 16 : 1 + buf[4];
+    const replyBytes = 4 + addrBytes + 2;
+    have = await readUntil(c, buf, have, replyBytes);
+    const t3 = performance.now();
+    await writeAll(c, lengthHeader(smallAnswerBytes));
+    let got = have - replyBytes, first = got > 0 ? t3 : 0;
+    for (let n = await c.read(buf); n !== null; n = await c.read(buf)) {
+      if (first === 0) first = performance.now();
+      got += n;
+    }
+    const t5 = performance.now();
+    if (got !== smallAnswerBytes) throw new Error(`short answer ${got}`);
+    return [t1 - t0, t2 - t1, t3 - t2, first - t3, t5 - first, t5 - t0];
+  } finally {
+    closeQuietly(c);
+  }
+}
+const greeting = Uint8Array.of(5, 1, 0);
 
 /** `services/<name>` of this checkout, or with `old` of `--old`'s. */
 function service(name: string, old = false): string {
@@ -335,6 +400,8 @@ interface Row {
   err?: string;
 }
 const rows: Row[] = [];
+/** `--phases`: each SOCKS path's phase times (ms) of every set-up, by phase, by row. */
+const phaseSamples: number[][][] = [];
 /** Bulk MB/s of each row per round, down and up (for same-round ratios between rows). */
 const rateRounds: { down: number[]; up: number[] }[] = [];
 /** CPU µs per connection of each path (its processes summed), per round, by row. */
@@ -406,6 +473,18 @@ try {
   }
 
   /** A path and the processes whose CPU per connection its row shows, by short name. */
+  /** The SOCKS port of each SOCKS path by route name (for `--phases`). */
+  const socksPorts = new Map<string, number>([
+    ["Deno floor SOCKS5 (1 process)", floor.port],
+    ["Deno floor reverse exit (2 processes)", revFloor.port],
+    ["Deno floor reverse exit + standby announce", revFloorStandby.port],
+    ["Deno floor --mux (2 processes)", muxFloor.port],
+    ["depot (server+local)", ports.socks],
+    ["depot --mux", ports.muxSocks],
+    ...oldPairs.map((o): [string, number] => [o.name, o.socks]),
+    ["microsocks (SOCKS5)", ports.microsocks],
+    ["OpenSSH ssh -R (SOCKS)", ports.ssh],
+  ]);
   const paths: { route: Route; procs: Proc[]; names: string[] }[] = [
     { route: tcpRoute("direct TCP", srcPort), procs: [], names: [] },
     {
@@ -529,6 +608,15 @@ try {
         }
         if (!flags["bulk-only"]) {
           row.seqMs = Math.min(row.seqMs, await sequentialMs(r, seqCount));
+          const socksPort = socksPorts.get(r.name);
+          if (flags.phases && socksPort !== undefined) {
+            const each = (phaseSamples[i] ??= phaseNames.map(() => []));
+            const buf = smallBuffer();
+            for (let k = 0; k < seqCount; k++) {
+              const t = await phasedSetup(socksPort, srcPort, buf);
+              t.forEach((ms, j) => each[j].push(ms));
+            }
+          }
           const { result: rps, usPerConn } = await cpuPerConn(
             costed,
             reqCount,
@@ -654,6 +742,19 @@ if (rows.length > 0) {
     ]),
   ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
+  const phased = rows.flatMap((r, i) =>
+    phaseSamples[i] ? [[r.name, phaseSamples[i]] as const] : []
+  );
+  if (phased.length > 0) {
+    console.log(
+      `\nSequential set-up by phase (--phases): µs, median of ${seqCount} set-ups x ${rounds} ` +
+        `rounds (the client's own steps are the same bare reads and writes on every path)\n`,
+    );
+    console.log(formatTable(
+      ["path", ...phaseNames],
+      phased.map(([name, each]) => [name, ...each.map((ms) => fixed(median(ms) * 1000))]),
+    ));
+  }
   // `--mux` bulk against plain depot (issue 20: >= 0.9): the ratio within each round (the two
   // ran minutes apart at most, in alternating order), then the median over the rounds.
   const plain = rows.findIndex((r) => r.name.startsWith("depot (server"));
