@@ -287,6 +287,46 @@ export async function readFirstMessage<M extends Message>(
 }
 
 /**
+ * Read one message of `protocol` from `conn` and nothing past its frame: the prefix, then the
+ * body, each read exactly, so whatever follows stays in `conn` for its next reader. For a first
+ * message with payload right behind it on a lib/mux stream (the tunnel's ControlMsg and the
+ * request): that payload is then read from the stream's own queue as it lies, with no 16 KiB
+ * reader buffer, no leftover copy and no prefixing wrapper around the stream for the rest of
+ * its life. `null` on a clean EOF before the frame; otherwise throws as
+ * {@linkcode ControlReader.read} does (`ControlError`: "too-large" from the prefix alone,
+ * before any body byte is read, "bad-json", a schema error, "truncated" at EOF mid-frame).
+ */
+export async function readMessageExact<M extends Message>(
+  conn: Pick<Duplex, "read">,
+  protocol: Protocol<M>,
+  opts: FrameOptions = {},
+): Promise<M | null> {
+  const max = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+  const prefix = new Uint8Array(controlLengthPrefixBytes);
+  const got = await readFull(conn, prefix);
+  if (got === 0) return null;
+  if (got < controlLengthPrefixBytes) throw truncated(new UnexpectedEofError());
+  const len = checkLength(
+    ((prefix[0] << 24) | (prefix[1] << 16) | (prefix[2] << 8) | prefix[3]) >>> 0,
+    max,
+  );
+  const body = new Uint8Array(len);
+  if (await readFull(conn, body) < len) throw truncated(new UnexpectedEofError());
+  return protocol.check(parseJson(body));
+}
+
+/** Read into all of `p` unless the source ends first; how many bytes were read. */
+async function readFull(conn: Pick<Duplex, "read">, p: Uint8Array): Promise<number> {
+  let n = 0;
+  while (n < p.length) {
+    const k = await conn.read(n === 0 ? p : p.subarray(n));
+    if (k === null || k <= 0) break; // (0 only from a broken source: not waited on forever)
+    n += k;
+  }
+  return n;
+}
+
+/**
  * Writes messages of `protocol`, one frame each, in call order: concurrent `send` calls
  * are queued so their bytes never interleave. Frames sent while a write is in flight leave
  * together in the next write (no delay: a frame with nothing in flight goes at once), so a

@@ -23,7 +23,6 @@ import {
   relay,
   sleep,
   TappedDuplex,
-  withPrefix,
   writeAll,
   writeQuietly,
 } from "../net/mod.ts";
@@ -46,6 +45,7 @@ import {
   controlPath,
   encodeMessage,
   expectMessage,
+  expectMessageExact,
   type HandshakeResponse,
   identifierHeader,
   rawUpgradeToken,
@@ -835,10 +835,12 @@ export class TunnelClient {
   }
 
   async #serveStream(stream: Stream): Promise<void> {
-    const reader = new BufferedReader(stream);
     let msg: ControlMsg;
     try {
-      msg = await expectMessage(reader, "controlMsg");
+      // Nothing read past the message: the request behind it stays in the stream, and the
+      // relay reads it from there as it lies (a reader here was a 16 KiB buffer, a copy of
+      // what it read ahead and a wrapper putting that copy in front for the stream's life).
+      msg = await expectMessageExact(stream, "controlMsg");
     } catch (err) {
       this.#log.debug("bad tunnel stream", { error: errorMessage(err) });
       stream.reset();
@@ -893,7 +895,7 @@ export class TunnelClient {
       const { sock, to } = local;
       const r = await relayUdpStream(
         stream,
-        reader,
+        new BufferedReader(stream),
         sock,
         to,
         msg.requestId,
@@ -911,15 +913,15 @@ export class TunnelClient {
       });
       return;
     }
-    // a = the tunnel stream (the public request), b = the local app: aToB is "up".
-    const a = withPrefix(stream, reader.takeBuffered());
+    // a = the tunnel stream (the public request), b = the local app: aToB is "up". The
+    // stream as it is: the request behind the ControlMsg waits in it, lent by views.
     const tap = msg.transportProtocol === "tcp" ? undefined : this.#o.tap?.(dest);
     const r = tap
       ? await relay(
-        new TappedDuplex(a, (p) => tap.up(p)),
+        new TappedDuplex(stream, (p) => tap.up(p)),
         new TappedDuplex(local, (p) => tap.down(p)),
       )
-      : await relay(a, local);
+      : await relay(stream, local);
     tap?.end();
     this.#log.info("stream closed", {
       dest,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { BufferedReader } from "../net/mod.ts";
+import type { BufferedReader, Duplex } from "../net/mod.ts";
 import {
   arrayOf,
   type BaseMessage,
@@ -28,6 +28,7 @@ import {
   type Outgoing,
   type Protocol,
   readFrameJson,
+  readMessageExact,
   str,
 } from "../control/mod.ts";
 
@@ -283,7 +284,29 @@ export async function expectMessage<T extends TunnelMessage["type"]>(
   r: BufferedReader,
   type: T,
 ): Promise<Extract<TunnelMessage, { type: T }>> {
-  const m = await readMessage(r);
+  return ofType(await readMessage(r), type);
+}
+
+/**
+ * {@linkcode expectMessage} reading nothing past the message (lib/control's
+ * `readMessageExact`): what follows stays in `conn`. tunnel-client reads a stream's ControlMsg
+ * this way, so the request behind it is relayed from the mux stream as it lies.
+ */
+export async function expectMessageExact<T extends TunnelMessage["type"]>(
+  conn: Pick<Duplex, "read">,
+  type: T,
+): Promise<Extract<TunnelMessage, { type: T }>> {
+  const m = await readMessageExact(conn, tunnelProtocol, {
+    maxMessageBytes: maxTunnelMessageBytes,
+  });
+  return ofType(m, type);
+}
+
+/** `m` if it is a `type` message; else why not (EOF, the peer's error, another type). */
+function ofType<T extends TunnelMessage["type"]>(
+  m: TunnelMessage | null,
+  type: T,
+): Extract<TunnelMessage, { type: T }> {
   if (m === null) throw new ControlError("closed", `connection closed before ${type}`);
   if (m.type === "error") {
     throw new ControlError("unexpected", `peer error instead of ${type}: ${m.reason}`);

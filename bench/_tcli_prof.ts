@@ -1,0 +1,218 @@
+/**
+ * Where tunnel-client's CPU goes, beside the mux floor's client (bench/floor_mux.ts), under
+ * `wrk -t2 -c50` on GET /hello (an nginx origin, a tunnel-server of this checkout), issue 20:
+ *
+ * - default: a V8 CPU profile of each client while wrk runs, summed per function and per kind
+ *   (ops, Deno's runtime JS, GC, each of our files) by **sample counts**, scaled to the CPU
+ *   the process used meanwhile (/proc). Counts, not the profile's time deltas: on a loaded box
+ *   a sample taken after the thread was preempted carries the whole wait (one sample in an
+ *   op_write or a small function then weighed a microsecond per request);
+ * - `--promises`: promises created per request instead (V8's promise hook,
+ *   bench/_promise_count.ts): a count of work, no CPU figure.
+ *
+ * `--close` sends every request on a new connection (`Connection: close`): a new tunnel stream
+ * and a new origin connection each, the client's per-connection path. `--dir TREE` profiles
+ * TREE's services/tunnel-client.ts (an old checkout). The profiler slows a process: read the
+ * shares, not the absolute figures.
+ *
+ *   deno run -A bench/_tcli_prof.ts [--close] [--promises] [--seconds 5] [--top 45] [--dir TREE]
+ * @module
+ */
+
+import {
+  benchFlags,
+  benchPath,
+  freePort,
+  listeningPort,
+  type Proc,
+  spawn,
+  spawnDeno,
+  stopAll,
+  waitPort,
+} from "./_util.ts";
+import { type CpuProfile, recordProfile } from "./_cpuprof.ts";
+
+const flags = benchFlags({
+  numbers: { seconds: 5, top: 45 },
+  booleans: ["promises", "close"],
+  strings: ["dir"],
+});
+const dir = flags.dir ?? benchPath("..");
+/** How long the promise counter's file may take to appear after the signal. */
+const countWaitMs = 2_000;
+
+const nginxDir = Deno.makeTempDirSync({ prefix: "warren-tcli-nginx-" });
+const originPort = freePort();
+Deno.writeTextFileSync(
+  `${nginxDir}/nginx.conf`,
+  [
+    "master_process off;",
+    "daemon off;",
+    `pid ${nginxDir}/nginx.pid;`,
+    `error_log ${nginxDir}/error.log;`,
+    "events { worker_connections 4096; }",
+    "http {",
+    "  access_log off;",
+    "  keepalive_requests 1000000;",
+    `  client_body_temp_path ${nginxDir}/body; proxy_temp_path ${nginxDir}/proxy;`,
+    `  fastcgi_temp_path ${nginxDir}/fcgi; uwsgi_temp_path ${nginxDir}/uwsgi;`,
+    `  scgi_temp_path ${nginxDir}/scgi;`,
+    `  server { listen 127.0.0.1:${originPort}; location / { return 200 "hello world\\n"; } }`,
+    "}",
+    "",
+  ].join("\n"),
+);
+const procs: Proc[] = [];
+procs.push(spawn("nginx", ["-c", `${nginxDir}/nginx.conf`, "-p", nginxDir], { output: "discard" }));
+await waitPort(originPort, "nginx");
+
+/** Deno flags of a profiled child: its inspector, or the promise counter. */
+function instrumented(inspectPort: number): string[] {
+  return flags.promises
+    ? ["--preload", benchPath("_promise_count.ts")]
+    : [`--inspect=127.0.0.1:${inspectPort}`];
+}
+
+const id = "tcli-" + crypto.randomUUID();
+const server = spawnDeno(benchPath("../services/tunnel-server.ts"), [
+  "--listen",
+  "127.0.0.1:0",
+  "--host",
+  "v.test=env:TCLI_ID",
+  "--log-level",
+  "info",
+], { env: { TCLI_ID: id } });
+procs.push(server);
+const srvPort = await listeningPort(server, "http");
+const clientInspect = freePort();
+const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
+  "--server",
+  `http://127.0.0.1:${srvPort}`,
+  "--local",
+  `127.0.0.1:${originPort}`,
+  "--log-level",
+  "info",
+], { env: { TUNNEL_IDENTIFIER: id }, denoFlags: instrumented(clientInspect) });
+procs.push(client);
+await client.waitFor(/msg="connected"/);
+const floorServer = spawnDeno(benchPath("floor_mux.ts"), [], {
+  env: { BENCH_MODE: "tunnel-server" },
+});
+procs.push(floorServer);
+const fl = JSON.parse(await floorServer.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+const floorInspect = freePort();
+const floorClient = spawnDeno(benchPath("floor_mux.ts"), [], {
+  env: {
+    BENCH_MODE: "tunnel-client",
+    BENCH_SERVER: `127.0.0.1:${fl.tunnel}`,
+    BENCH_TARGET: `127.0.0.1:${originPort}`,
+  },
+  denoFlags: instrumented(floorInspect),
+});
+procs.push(floorClient);
+const sides = [
+  { title: "tunnel-client", port: srvPort, inspect: clientInspect, proc: client },
+  { title: "mux floor client", port: fl.port, inspect: floorInspect, proc: floorClient },
+];
+
+/** wrk -t2 -c50 on GET /hello through `port` (Connection: close with `--close`). */
+async function load(port: number, seconds: number): Promise<number> {
+  const args = [
+    "-t2",
+    "-c50",
+    `-d${seconds}s`,
+    "-H",
+    "Host: v.test",
+    ...(flags.close ? ["-H", "Connection: close"] : []),
+    `http://127.0.0.1:${port}/hello`,
+  ];
+  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "null" }).output();
+  return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
+}
+
+/** user + system ticks (1/100 s) of `pid`. */
+function cpuTicks(pid: number): number {
+  const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+  return Number(f[11]) + Number(f[12]);
+}
+
+/** The promises `pid` created so far (bench/_promise_count.ts answers SIGUSR2). */
+async function promisesOf(pid: number): Promise<number> {
+  const file = `/tmp/promise_count.${pid}`;
+  Deno.kill(pid, "SIGUSR2");
+  const end = Date.now() + countWaitMs;
+  while (Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+    try {
+      const n = Number(Deno.readTextFileSync(file));
+      Deno.removeSync(file);
+      return n;
+    } catch {
+      // Not written yet.
+    }
+  }
+  throw new Error(`no promise count from ${pid}`);
+}
+
+/** Self samples per function (`name file`), most first, idle left out. */
+function selfCounts(p: CpuProfile): { key: string; n: number }[] {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const m = new Map<string, number>();
+  for (const id of p.samples) {
+    const f = byId.get(id)!.callFrame;
+    const file = f.url.slice(f.url.lastIndexOf("/") + 1);
+    const key = file ? `${f.functionName || "(anon)"} ${file}` : f.functionName;
+    if (key !== "(idle)") m.set(key, (m.get(key) ?? 0) + 1);
+  }
+  return [...m].map(([key, n]) => ({ key, n })).sort((a, b) => b.n - a.n);
+}
+
+/** ops, V8's own entries, Deno's runtime JS, or the file of our function `key`. */
+function kindOf(key: string): string {
+  const cut = key.startsWith("(") ? -1 : key.lastIndexOf(" ");
+  const name = cut < 0 ? key : key.slice(0, cut);
+  const file = cut < 0 ? "" : key.slice(cut + 1);
+  if (name.startsWith("op_")) return "ops (syscalls and bindings)";
+  if (name.startsWith("(")) return name;
+  return /^\d\d_/.test(file) || file === "" ? "Deno runtime JS" : file;
+}
+
+function show(title: string, p: CpuProfile, requests: number, cpuUs: number): void {
+  const rows = selfCounts(p);
+  const busy = rows.reduce((s, r) => s + r.n, 0);
+  const us = (n: number) => (n / busy * cpuUs / requests).toFixed(2).padStart(7);
+  console.log(
+    `\n== ${title}: ${requests} requests, ${(cpuUs / requests).toFixed(1)} µs CPU per request ` +
+      `with the profiler on (/proc), ${busy} busy samples`,
+  );
+  const kinds = new Map<string, number>();
+  for (const r of rows) kinds.set(kindOf(r.key), (kinds.get(kindOf(r.key)) ?? 0) + r.n);
+  for (const [k, n] of [...kinds].sort((a, b) => b[1] - a[1])) console.log(`${us(n)} µs  ${k}`);
+  console.log("-- self, by function");
+  for (const r of rows.slice(0, flags.top)) console.log(`${us(r.n)} µs  ${r.key}`);
+}
+
+try {
+  for (const s of sides) {
+    await load(s.port, 2); // warm-up
+    if (flags.promises) {
+      const p0 = await promisesOf(s.proc.child.pid);
+      const requests = await load(s.port, flags.seconds);
+      const p1 = await promisesOf(s.proc.child.pid);
+      console.log(`${s.title}: ${((p1 - p0) / requests).toFixed(2)} promises per request`);
+      continue;
+    }
+    const running = load(s.port, flags.seconds + 2);
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = cpuTicks(s.proc.child.pid);
+    const profile = await recordProfile("127.0.0.1", s.inspect, flags.seconds * 1000);
+    const cpuUs = (cpuTicks(s.proc.child.pid) - t0) * 1e4;
+    const requests = await running;
+    // The profile covers `seconds` of the run's `seconds + 2`: its share of the requests.
+    show(s.title, profile, requests * flags.seconds / (flags.seconds + 2), cpuUs);
+  }
+} finally {
+  await stopAll(procs);
+  Deno.removeSync(nginxDir, { recursive: true });
+}
