@@ -76,7 +76,22 @@ function ticks(pid: number): [number, number] {
   return [Number(f[11]), Number(f[12])];
 }
 
-const traced = ["sendto", "recvfrom", "write", "read", "writev", "epoll_wait", "futex"];
+const traced = [
+  "sendto",
+  "recvfrom",
+  "write",
+  "read",
+  "epoll_wait",
+  "epoll_ctl",
+  "futex",
+  "socket",
+  "connect",
+  "setsockopt",
+  "getsockname",
+  "getpeername",
+  "shutdown",
+  "close",
+];
 
 /** Count the syscalls of `pid` (perf tracepoints) until the result is called: per request. */
 function perfStat(pid: number): (requests: number) => Promise<string> {
