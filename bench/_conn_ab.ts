@@ -1,7 +1,7 @@
 /**
  * `deno run -A bench/_conn_ab.ts --old DIR [--rounds 7] [--count 3000] [--only REGEX]`: CPU per connection of
  * seaprox (static, SOCKS5 and HTTP CONNECT) of this checkout and of another one (an old tree), beside the Deno
- * floors (the static one also with the least bookkeeping seaprox's behaviour needs:
+ * floors (static and SOCKS5 also with the least bookkeeping seaprox's behaviour needs:
  * bench/floor_proxy.ts `BENCH_FLOOR_EXTRAS=book`) and lib/net's reference relay (bench/_relay.ts, the old tree's too), each in its own process, in one run (issue 20). Every
  * round measures every path once (`--count` small exchanges, 32 concurrent), in alternating
  * order; the table gives the median CPU µs per connection and each round's figure. Made for
@@ -84,6 +84,11 @@ try {
   add(tcpRoute("Deno floor, static + bookkeeping", floorBPort), floorB);
   const floorS = await startFloor();
   add(socksRoute("Deno floor, SOCKS5", floorS.port, srcPort), floorS.proc);
+  const floorSB = spawnDeno(benchPath("floor_proxy.ts"), [], {
+    env: { BENCH_MODE: "socks5", BENCH_FLOOR_EXTRAS: "book" },
+  });
+  const floorSBPort = (JSON.parse(await floorSB.waitFor(/^\{"port"/)) as { port: number }).port;
+  add(socksRoute("Deno floor, SOCKS5 + bookkeeping", floorSBPort, srcPort), floorSB);
   const floorC = spawnDeno(benchPath("floor_connect.ts"), [], { env: { BENCH_FLOOR_EXTRAS: "1" } });
   const floorCPort = (JSON.parse(await floorC.waitFor(/^\{"port"/)) as { port: number }).port;
   add(connectRoute("Deno floor, CONNECT + TCP_NODELAY + dial signal", floorCPort, srcPort), floorC);
@@ -226,13 +231,14 @@ try {
       }   ${ratios.map((x) => fixed(x, 2)).join(" ")}`,
     );
   }
-  // seaprox static against the floor that keeps the same bookkeeping, round by round.
-  const booked = paths.findIndex((p) => p.route.name === "Deno floor, static + bookkeeping");
-  const ours = paths.findIndex((p) => p.route.name === "seaprox static (new)");
-  if (booked >= 0 && ours >= 0) {
+  // seaprox against the floor of its kind that keeps the same bookkeeping, round by round.
+  for (const what of ["static", "SOCKS5"]) {
+    const booked = paths.findIndex((p) => p.route.name === `Deno floor, ${what} + bookkeeping`);
+    const ours = paths.findIndex((p) => p.route.name === `seaprox ${what} (new)`);
+    if (booked < 0 || ours < 0) continue;
     const ratios = cpu[ours].map((x, r) => x / cpu[booked][r]);
     console.log(
-      `seaprox static / floor + bookkeeping per round: median ${
+      `seaprox ${what} / floor + bookkeeping per round: median ${
         median(counted(ratios)).toFixed(3)
       }   ${ratios.map((x) => fixed(x, 2)).join(" ")}`,
     );

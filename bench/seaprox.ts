@@ -647,8 +647,15 @@ try {
   if (againstFloor.length > 0) {
     console.log(`\nCPU µs/conn × its Deno floor: ${againstFloor.join(", ")}`);
   }
-  // Issue 20's rate goals: each seaprox kind against its C peer, round by round.
+  // Issue 20's rate goals: each seaprox kind against its C peer, round by round; and against
+  // its Deno floor (the goal where the floor itself does not reach the peer).
   const cPeerOf: [string, string][] = [
+    ["Deno floor static", "haproxy (tcp mode)"],
+    ["seaprox static", "Deno floor static"],
+    ["Deno floor SOCKS5", "microsocks (SOCKS5)"],
+    ["seaprox SOCKS5", "Deno floor SOCKS5"],
+    ["Deno floor CONNECT", "tinyproxy CONNECT"],
+    ["seaprox HTTP CONNECT", "Deno floor CONNECT"],
     ["seaprox static", "haproxy (tcp mode)"],
     ["seaprox static (old)", "haproxy (tcp mode)"],
     ["seaprox SOCKS5", "microsocks (SOCKS5)"],
@@ -670,7 +677,8 @@ try {
   });
   if (againstPeer.length > 0) {
     console.log(
-      `\nAgainst the C peer, median of each round's ratio (every round's; rate goal ≥ 1.00):\n` +
+      `\nAgainst the C peer and the Deno floor, median of each round's ratio (every round's; ` +
+        `rate goal ≥ 1.00):\n` +
         againstPeer.join("\n"),
     );
   }
