@@ -650,17 +650,17 @@ try {
   // Issue 20's rate goals: each seaprox kind against its C peer, round by round; and against
   // its Deno floor (the goal where the floor itself does not reach the peer).
   const cPeerOf: [string, string][] = [
-    ["Deno floor static", "haproxy (tcp mode)"],
-    ["seaprox static", "Deno floor static"],
-    ["Deno floor SOCKS5", "microsocks (SOCKS5)"],
-    ["seaprox SOCKS5", "Deno floor SOCKS5"],
-    ["Deno floor CONNECT", "tinyproxy CONNECT"],
-    ["seaprox HTTP CONNECT", "Deno floor CONNECT"],
     ["seaprox static", "haproxy (tcp mode)"],
+    ["seaprox static", "Deno floor static"],
+    ["Deno floor static", "haproxy (tcp mode)"],
     ["seaprox static (old)", "haproxy (tcp mode)"],
     ["seaprox SOCKS5", "microsocks (SOCKS5)"],
+    ["seaprox SOCKS5", "Deno floor SOCKS5"],
+    ["Deno floor SOCKS5", "microsocks (SOCKS5)"],
     ["seaprox SOCKS5 (old)", "microsocks (SOCKS5)"],
     ["seaprox HTTP CONNECT", "tinyproxy CONNECT"],
+    ["seaprox HTTP CONNECT", "Deno floor CONNECT"],
+    ["Deno floor CONNECT", "tinyproxy CONNECT"],
     ["seaprox HTTP CONNECT (old)", "tinyproxy CONNECT"],
   ];
   const rowOf = (name: string) => rows.find((r) => r.name === name && !r.err);
