@@ -282,7 +282,10 @@ export class DepotLocal {
   readonly #live = new Set<RelayStats>();
   readonly #failures: DepotLocalStatus["recentFailures"] = [];
   readonly #tasks = new Set<Promise<void>>();
-  /** Request streams being served ("open"): counted by #serveStream itself, not tracked. */
+  /**
+   * Request streams being served and standby spares watched ("open"): counted by
+   * #serveStream and #watchStandby themselves (see `#taskEnded`), not tracked.
+   */
   #streamTasks = 0;
   /** Made by `stop()` (shared by concurrent calls) while it waits for the last of them. */
   #streamsIdle: PromiseWithResolvers<void> | undefined;
@@ -516,10 +519,11 @@ export class DepotLocal {
         o.handshakeTimeoutMs ?? depotHandshakeTimeoutMs,
       );
       const tunnel = o.tunnel ?? { host: this.server.host, port: welcome.tunnelPort };
-      // A TCP dial (direct, via a proxy, under a WebSocket) has TCP_NODELAY set already.
-      const dialTunnel = async (sig: AbortSignal): Promise<Duplex> => {
-        const conn = await this.#dialServer(tunnel, sig);
-        return o.tls ? noDelay(conn) : conn;
+      // A TCP dial (direct, via a proxy, under a WebSocket) has TCP_NODELAY set already. Not
+      // an async frame of its own: every standby spare (one per request) is dialled here.
+      const dialTunnel = (sig: AbortSignal): Promise<Duplex> => {
+        const dialled = this.#dialServer(tunnel, sig);
+        return o.tls ? dialled.then(noDelay) : dialled;
       };
       const sessionKey = welcome.features?.includes(openFeature) === true
         ? welcome.sessionKey
@@ -578,7 +582,7 @@ export class DepotLocal {
               closeQuietly(conn);
               throw err;
             }
-            this.#track(this.#watchStandby(pool, conn, () => current, compact));
+            void this.#watchStandby(pool, conn, () => current, compact); // counts itself
             return conn;
           };
           // As many as the server holds (it closes standbys past its `standbyMax`).
@@ -688,9 +692,19 @@ export class DepotLocal {
     p.finally(() => this.#tasks.delete(p));
   }
 
+  /** One of `#streamTasks` ended: the last one lets a waiting `stop()` go on. */
+  #taskEnded(): void {
+    if (--this.#streamTasks === 0 && this.#streamsIdle) {
+      this.#streamsIdle.resolve();
+      this.#streamsIdle = undefined;
+    }
+  }
+
   /**
    * A standby spare ("open"): wait for the request the server writes on it, take it out of
-   * the pool and serve it there. An expired spare (closed by the pool) ends the wait.
+   * the pool and serve it there. An expired spare (closed by the pool) ends the wait. Never
+   * rejects; `stop()` waits for it through `#streamTasks` (a tracked promise per spare was a
+   * Set entry, a finally() and its closure).
    */
   async #watchStandby(
     pool: SparePool,
@@ -698,36 +712,41 @@ export class DepotLocal {
     session: () => Session | undefined,
     compact: CompactCodec<DepotMessage> | undefined,
   ): Promise<void> {
+    this.#streamTasks++;
     // Borrowed from the relay pool until its one read settled (the leftover is a copy).
     const buf = relayPool.acquire(minRelayBufferBytes);
     const buffered = new BufferedReader(conn, buf);
-    let req;
-    let leftover: Uint8Array;
     try {
-      req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024, compact })
-        .read();
-      leftover = buffered.takeBuffered();
-    } catch {
-      // Closed: expired and replaced by the pool, or the session ended. Nothing was asked.
-      return;
+      let req;
+      let leftover: Uint8Array;
+      try {
+        req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024, compact })
+          .read();
+        leftover = buffered.takeBuffered();
+      } catch {
+        // Closed: expired and replaced by the pool, or the session ended. Nothing was asked.
+        return;
+      } finally {
+        relayPool.release(buf);
+      }
+      const s = session();
+      const wanted = req?.type === "connect" ||
+        (req?.type === "associate" && this.#udpOpts.enabled);
+      if (!pool.remove(conn, wanted) || !s || !wanted) {
+        // A refusal (error frame) or EOF: the server will not take this session's spares.
+        if (req) this.log.warn("standby spare refused", { frame: req.type });
+        closeQuietly(conn);
+        if (wanted) pool.fill(); // taken out as used (no session to serve it): replaced
+        return;
+      }
+      await this.#handleConnect(s, req as ConnectRequest | AssociateRequest, {
+        stream: conn,
+        leftover,
+        answered: () => pool.fill(),
+      });
     } finally {
-      relayPool.release(buf);
+      this.#taskEnded();
     }
-    const s = session();
-    const wanted = req?.type === "connect" ||
-      (req?.type === "associate" && this.#udpOpts.enabled);
-    if (!pool.remove(conn, wanted) || !s || !wanted) {
-      // A refusal (error frame) or EOF: the server will not take this session's spares.
-      if (req) this.log.warn("standby spare refused", { frame: req.type });
-      closeQuietly(conn);
-      if (wanted) pool.fill(); // taken out as used (no session to serve it): replaced
-      return;
-    }
-    await this.#handleConnect(s, req as ConnectRequest | AssociateRequest, {
-      stream: conn,
-      leftover,
-      answered: () => pool.fill(),
-    });
   }
 
   /** "open": every stream the server opens on the mux session is one request. */
@@ -765,10 +784,7 @@ export class DepotLocal {
       if (req) this.log.warn("unexpected first frame on a request stream", { type: req.type });
       closeQuietly(stream);
     } finally {
-      if (--this.#streamTasks === 0 && this.#streamsIdle) {
-        this.#streamsIdle.resolve();
-        this.#streamsIdle = undefined;
-      }
+      this.#taskEnded();
     }
   }
 
