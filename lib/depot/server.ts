@@ -1739,25 +1739,20 @@ export class DepotServer {
   /**
    * A standby spare ("open"): kept in its exit's list until a request takes it (then the
    * handler holds it until the relay is over) or the local closes it; its first-frame read
-   * stays pending meanwhile, and is the answer to the request written on it.
+   * stays pending meanwhile, and is the answer to the request written on it. Resolves when
+   * the handler may let the connection go (undefined: at once); not an async frame of its own.
    */
-  async #holdStandby(
+  #holdStandby(
     conn: Duplex,
     buffered: BufferedReader,
     reader: ControlReader<DepotMessage>,
     msg: Extract<DepotMessage, { type: "standby" }>,
     ctx: { remote: string; log: Logger; handshakeDone(): void },
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const exit = this.#exits.get(msg.name);
     // The key is ours (randomSecret(16): always 32 hex digits), so its length is no secret.
     if (exit?.sessionKey === undefined || !equalFixedLength(msg.sessionKey, exit.sessionKey)) {
-      await refuseTunnel(
-        conn,
-        ctx,
-        DepotRefusal.badKey,
-        `wrong session key for exit ${msg.name}`,
-      );
-      return;
+      return refuseTunnel(conn, ctx, DepotRefusal.badKey, `wrong session key for exit ${msg.name}`);
     }
     // More than the local keeps, than the exit's share or than the fds allow now: closed.
     if (exit.standby.length >= this.#standbyShare()) return;
@@ -1776,7 +1771,7 @@ export class DepotServer {
     // While idle, any frame or the end of the connection retires it (the local closes the
     // spares it replaces); once used, the request reads `answer`.
     answer.then(idleEnd, idleEnd);
-    await released;
+    return released;
   }
 
   /** Serve a mux session: every stream the local opens is a tunnel (one handshake each). */
