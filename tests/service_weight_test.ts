@@ -5,8 +5,10 @@
  * full GC every few hundred connections (bench/RESULTS.md, 2026-12-07 depot-weight). Pinned
  * here: no service's static import graph (`deno info --json`, dynamic and type-only edges left
  * out) reaches the Redis client (a cluster's, with --registry only) or prom-client (an
- * embedding's registry, lib/metrics promRegistry()), and depot and seaprox load no other
- * service's lib (depot-server took lib/tunnel for its cluster flags, now services/config/cluster.ts).
+ * embedding's registry, lib/metrics promRegistry()); the status page's app, Hono, the admin API
+ * and the inspector load when a flag or a request asks for them; depot and seaprox load no other
+ * service's lib (depot-server took lib/tunnel for its cluster flags, now services/config/cluster.ts)
+ * and tunnel-client none of the tunnel server's.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -151,9 +153,17 @@ const others: Record<string, string[]> = {
   "services/depot-server.ts": ["lib/tunnel/", "lib/proxy/"],
   "services/depot-local.ts": ["lib/tunnel/", "lib/proxy/"],
   "services/seaprox.ts": ["lib/tunnel/", "lib/depot/"],
+  // The client's side of lib/tunnel only: the server (its registry, hosts, ports, cluster and
+  // fronts) came along with the two heartbeat defaults the client took from server.ts.
+  "services/tunnel-client.ts": [
+    "lib/tunnel/server.ts",
+    "lib/tunnel/front_http.ts",
+    "lib/depot/",
+    "lib/proxy/",
+  ],
 };
 
-Deno.test("service weight: depot and seaprox load no other service's lib at start", async () => {
+Deno.test("service weight: depot, seaprox and tunnel-client load no other side's lib at start", async () => {
   const loaded: string[] = [];
   for (const [s, folders] of Object.entries(others)) {
     const { files } = await staticGraph(s);
