@@ -34,7 +34,6 @@ export {
   serializeResponseHead,
   statusForHttpError,
   takeBufferedRequestHead,
-  takeBufferedResponseHead,
   withHeader,
   withoutHeaders,
 } from "./head.ts";

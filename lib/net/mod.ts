@@ -14,6 +14,7 @@ export * from "./reader.ts";
 export * from "./dial.ts";
 export * from "./serve.ts";
 export * from "./shed.ts";
+export * from "./live_list.ts";
 export * from "./backoff.ts";
 export * from "./addr.ts";
 export * from "./secret.ts";

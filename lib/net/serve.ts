@@ -13,6 +13,7 @@ import { type Deadline, deadlines } from "./deadline.ts";
 import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
 import { defaultShedIdleMs, longestIdle } from "./shed.ts";
+import { LiveList } from "./live_list.ts";
 
 /**
  * Pause after a failed accept (EMFILE, a reset before accept) before the next one: the loop
@@ -360,7 +361,9 @@ export function serve<C extends Deno.Conn>(
     errors: 0,
     acceptErrors: 0,
   };
-  const live = new Set<LiveConn<C>>();
+  // Not a Set: a long-lived Set churned per connection makes scavenges keep finished ones
+  // (lib/net/live_list.ts).
+  const live = new LiveList<LiveConn<C>>();
   const shared: ServerShared = { stats, log, handshakeMs };
   // Handlers not settled yet, and what `finished` waits for once the loop ended: a count,
   // not a set of promises each with a `finally` of its own (two promises per connection).
@@ -512,7 +515,7 @@ export function serve<C extends Deno.Conn>(
         log.info("drain deadline reached, closing live connections", { count: live.size });
         hardStopped = true;
         const reason = new DOMException("server stopped", "AbortError");
-        for (const c of live) {
+        for (const c of [...live]) {
           c.abort(reason);
           closeQuietly(c.conn);
         }

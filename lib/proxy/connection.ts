@@ -14,6 +14,7 @@ import type { RelayStats } from "../net/relay.ts";
 import { sourceKey } from "../net/ratelimit.ts";
 import { perSourceShare } from "../net/serve.ts";
 import { defaultShedIdleMs, longestIdle } from "../net/shed.ts";
+import { LiveList } from "../net/live_list.ts";
 import { ProxySide, type ProxyState } from "./state.ts";
 
 /**
@@ -336,7 +337,9 @@ export type AdmitRefusal = "limit" | "source-limit";
  * everybody until the idle timeout.
  */
 export class ConnectionTable {
-  #live = new Set<ProxyConnection>();
+  // Not a Set: a long-lived Set churned per connection makes scavenges keep finished ones
+  // (lib/net/live_list.ts).
+  #live = new LiveList<ProxyConnection>();
   #perSource = new Map<string, number>();
   #nextId = 0;
   /** Per-source cap. */
