@@ -8,6 +8,7 @@ import {
 } from "../lib/tunnel/mod.ts";
 import { startApp, startClient, startTunnel, type TestTunnel } from "./_tunnel.ts";
 import { startRedis, type TestRedis } from "./_redis.ts";
+import { until } from "./_util.ts";
 
 /** The link token of the in-process members. */
 export const memberToken = "cluster-member-token-0001";
@@ -103,6 +104,9 @@ export async function withOutageCluster(
   let b: Member | undefined;
   try {
     await client.connected();
+    // Registered on a (its lease written after the handshake's answer): Redis going down
+    // before that would fail the write, and a would drop the client.
+    await until("a to register the client", () => a.tunnel.server.clientEvents.connected === 1);
     b = await member(redis.url, "b", bOpts);
     await fn({
       redis,
