@@ -2,7 +2,7 @@
  * tunnel-client's CPU per small request, variant against variant (issue 20): one nginx origin,
  * one tunnel-server (this checkout) with a host per variant, one tunnel-client per variant
  * (`--variant LABEL=DIR[:ENV=VALUE,...]`: DIR's services/tunnel-client.ts with those environment
- * variables: an old checkout, or a scratch switch), and the mux floor pair (bench/floor_mux.ts)
+ * variables: an old checkout, or a scratch switch; `ARGS=--flag value` adds client flags), and the mux floor pair (bench/floor_mux.ts)
  * beside them. Each round runs `wrk -t2 -c<connections>` on GET /hello for `--seconds` through
  * every path in turn (order reversed every other round) and reads each client's user and system
  * time from /proc; the table shows medians and each row's same-round ratio to the first variant.
@@ -54,6 +54,8 @@ interface Variant {
   label: string;
   dir: string;
   env: Record<string, string>;
+  /** More flags of its tunnel-client (`ARGS=` in the variant's list). */
+  args: string[];
 }
 
 const variants: Variant[] = variantArgs().map((s) => {
@@ -64,7 +66,10 @@ const variants: Variant[] = variantArgs().map((s) => {
     const [k, v] = kv.split(/=(.*)/s);
     env[k] = v;
   }
-  return { label, dir, env };
+  // ARGS=... (space-separated) are more flags of that client, not an environment variable.
+  const args = env.ARGS?.split(" ").filter(Boolean) ?? [];
+  delete env.ARGS;
+  return { label, dir, env, args };
 });
 if (variants.length === 0) throw new Error("--variant LABEL=DIR[:ENV=V,...] at least once");
 void flags.variant;
@@ -174,6 +179,7 @@ for (const [i, v] of variants.entries()) {
     `127.0.0.1:${originPort}`,
     "--log-level",
     "info",
+    ...v.args,
   ], { env: { TUNNEL_IDENTIFIER: `${id}-${i}`, ...v.env } });
   procs.push(client);
   await client.waitFor(/msg="connected"/);

@@ -28,6 +28,7 @@ import {
   serializeRequestHead,
   serializeResponseHead,
   statusForHttpError,
+  takeBufferedResponseHead,
   withHeader,
   withoutHeaders,
 } from "../lib/http/mod.ts";
@@ -356,6 +357,38 @@ Deno.test("http head: readResponseHeadRaw hands back a head's bytes only where s
     ),
   );
   assert(bad instanceof HttpError && bad.reason === "bad-request", String(bad));
+});
+
+Deno.test("http head: takeBufferedResponseHead takes a whole buffered head as readResponseHeadRaw does, and nothing of a partial one", async () => {
+  const heads = [
+    "HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 2\r\n\r\n",
+    "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nA:b\r\n\r\n",
+    "HTTP/1.1 200 OK\nA: b\r\n\n",
+  ];
+  for (const text of heads) {
+    const bytes = concat(encodeLatin1(text), encodeLatin1("hi"));
+    const whole = new BufferedReader(new ChunkedSource(bytes, 1 << 16));
+    await whole.readExactOrEof(0);
+    const taken = takeBufferedResponseHead(whole);
+    const read = new BufferedReader(new ChunkedSource(bytes, 1 << 16));
+    await read.readExactOrEof(0);
+    assertEquals(taken, await readResponseHeadRaw(read), text);
+    assertEquals(decodeLatin1(whole.takeBuffered()), "hi");
+    // Every split short of the empty line's end: nothing taken, nothing consumed.
+    for (let k = 1; k < text.length; k++) {
+      const part = new BufferedReader(new ChunkedSource(bytes.subarray(0, k), 1 << 16));
+      await part.readExactOrEof(0);
+      assertEquals(takeBufferedResponseHead(part), undefined, `${text} at ${k}`);
+      assertEquals(part.buffered, k);
+    }
+  }
+  const bad = new BufferedReader(
+    new ChunkedSource(encodeLatin1("HTTP/1.1 200 OK\r\nA : b\r\n\r\n"), 64),
+  );
+  await bad.readExactOrEof(0);
+  const err = assertThrows(() => takeBufferedResponseHead(bad));
+  assert(err instanceof HttpError && err.reason === "bad-request", String(err));
 });
 
 Deno.test("http body framing: RFC 9112 rules, smuggling refused", () => {

@@ -147,3 +147,23 @@ Deno.test("mux writeNow(p, then): both pieces leave as one frame, in the batch o
     await session.close();
   }
 });
+
+Deno.test("mux batch: a FIN after the write's batch has left goes in a frame of its own", async () => {
+  const { session, peer } = await rawPair("client");
+  try {
+    const s = await session.open({ data: new TextEncoder().encode("request") });
+    const f1 = await within(peer.next(), "the SYN with the request");
+    assertEquals([f1?.type, f1?.flags, f1?.length], [FrameType.data, Flag.syn, 7]);
+    await s.closeWrite(); // the request's batch was written: nothing left to add the FIN to
+    const f2 = await within(peer.next(), "the FIN");
+    assertEquals([f2?.type, f2?.flags, f2?.streamId], [FrameType.windowUpdate, Flag.fin, s.id]);
+    await peer.frame(FrameType.data, Flag.ack | Flag.fin, s.id, new TextEncoder().encode("ok"));
+    const buf = new Uint8Array(8);
+    assertEquals(await within(s.read(buf), "the answer"), 2);
+    assertEquals(await within(s.read(buf), "the answer's end"), null);
+    await until("the stream freed", () => session.stats.streamsOpen === 0);
+  } finally {
+    peer.close();
+    await session.close();
+  }
+});

@@ -5,8 +5,10 @@
  * full GC every few hundred connections (bench/RESULTS.md, 2026-12-07 depot-weight). Pinned
  * here: no service's static import graph (`deno info --json`, dynamic and type-only edges left
  * out) reaches the Redis client (a cluster's, with --registry only) or prom-client (an
- * embedding's registry, lib/metrics promRegistry()), and depot and seaprox load no other
- * service's lib (depot-server took lib/tunnel for its cluster flags, now services/config/cluster.ts).
+ * embedding's registry, lib/metrics promRegistry()); the status page's app, Hono, the admin API
+ * and the inspector load when a flag or a request asks for them; depot and seaprox load no other
+ * service's lib (depot-server took lib/tunnel for its cluster flags, now services/config/cluster.ts)
+ * and tunnel-client none of the tunnel server's.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -75,14 +77,93 @@ Deno.test("service weight: no service loads the Redis client or prom-client at s
   assertEquals(heavy, []);
 });
 
+/**
+ * What a service loads only when a flag or a request asks for it: the status page's app (Hono
+ * and uPlot's text, at the page's first request), tunnel-server's admin API (Hono, `--admin`),
+ * tunnel-client's inspector (`--inspect`; its two defaults come from lib/inspect/record.ts), and
+ * lib/tunnel's mod.ts, which would load the embeddable front's Hono app with everything else.
+ */
+const loadedOnDemand = {
+  npm: ["hono", "uplot"],
+  files: [
+    "lib/status/app.ts",
+    "lib/status/page.ts",
+    "lib/status/mod.ts",
+    "lib/tunnel/mod.ts",
+    "lib/tunnel/app.ts",
+    "lib/tunnel/admin.ts",
+    "lib/inspect/mod.ts",
+    "lib/inspect/inspector.ts",
+    "lib/inspect/serve.ts",
+    "lib/inspect/capture.ts",
+  ],
+};
+
+/** The five services that carry traffic (the demo and the fusion pair are left out). */
+const traffic = [
+  "services/depot-server.ts",
+  "services/depot-local.ts",
+  "services/seaprox.ts",
+  "services/tunnel-server.ts",
+  "services/tunnel-client.ts",
+];
+
+Deno.test("service weight: the status page, admin API, inspector and Hono load on demand", async () => {
+  const loaded: string[] = [];
+  for (const s of [...traffic, "services/fusion-server.ts", "services/fusion-client.ts"]) {
+    const { files, npm } = await staticGraph(s);
+    for (const p of npm) {
+      if (loadedOnDemand.npm.some((name) => p.startsWith(`${name}@`))) loaded.push(`${s}: ${p}`);
+    }
+    for (const f of files) if (loadedOnDemand.files.includes(f)) loaded.push(`${s}: ${f}`);
+  }
+  assertEquals(loaded, []);
+});
+
+Deno.test("service weight: a service's status listener still serves the page and uPlot", async () => {
+  const { serveObservability } = await import("../lib/status/serve.ts");
+  const { silentLogger } = await import("../lib/log.ts");
+  const obs = serveObservability({ host: "127.0.0.1", port: 0 }, {
+    service: "weight <svc>",
+    log: silentLogger,
+    status: () => ({ ok: true }),
+  });
+  try {
+    const base = `http://127.0.0.1:${obs.addr.port}`;
+    // Two requests at once before the app is loaded: both get the page, from one app.
+    const [a, b] = await Promise.all([fetch(`${base}/`), fetch(`${base}/status/ui`)]);
+    assertEquals([a.status, b.status], [200, 200]);
+    const [pa, pb] = [await a.text(), await b.text()];
+    assert(pa.includes("weight &#60;svc&#62;"), "the service's page");
+    assertEquals(pa, pb);
+    const js = await fetch(`${base}/status/ui/uplot.js`);
+    assertEquals(js.status, 200);
+    assert((await js.text()).includes("uPlot"));
+    const data = await (await fetch(`${base}/status/ui/data`)).json() as { service: string };
+    assertEquals(data.service, "weight <svc>");
+    const st = await fetch(`${base}/status`);
+    assertEquals(await st.json(), { ok: true });
+  } finally {
+    await obs.shutdown();
+  }
+});
+
 /** Each service and the lib folders of other services it has no use for. */
 const others: Record<string, string[]> = {
   "services/depot-server.ts": ["lib/tunnel/", "lib/proxy/"],
   "services/depot-local.ts": ["lib/tunnel/", "lib/proxy/"],
   "services/seaprox.ts": ["lib/tunnel/", "lib/depot/"],
+  // The client's side of lib/tunnel only: the server (its registry, hosts, ports, cluster and
+  // fronts) came along with the two heartbeat defaults the client took from server.ts.
+  "services/tunnel-client.ts": [
+    "lib/tunnel/server.ts",
+    "lib/tunnel/front_http.ts",
+    "lib/depot/",
+    "lib/proxy/",
+  ],
 };
 
-Deno.test("service weight: depot and seaprox load no other service's lib at start", async () => {
+Deno.test("service weight: depot, seaprox and tunnel-client load no other side's lib at start", async () => {
   const loaded: string[] = [];
   for (const [s, folders] of Object.entries(others)) {
     const { files } = await staticGraph(s);

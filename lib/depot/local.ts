@@ -712,10 +712,10 @@ export class DepotLocal {
     session: () => Session | undefined,
     compact: CompactCodec<DepotMessage> | undefined,
   ): Promise<void> {
-    this.#streamTasks++;
     // Borrowed from the relay pool until its one read settled (the leftover is a copy).
     const buf = relayPool.acquire(minRelayBufferBytes);
     const buffered = new BufferedReader(conn, buf);
+    this.#streamTasks++; // right before the try whose finally counts it off
     try {
       let req;
       let leftover: Uint8Array;

@@ -492,10 +492,28 @@ export async function readResponseHeadRaw(
   r: BufferedReader,
   limits: HeadLimits = {},
 ): Promise<RawResponseHead> {
+  // Only a head that was all in the buffer is parsed without a read, which would move it.
+  return takeBufferedResponseHead(r, limits) ??
+    { head: (await parseResponseHead(r, limits)).head, raw: undefined };
+}
+
+/**
+ * {@linkcode readResponseHeadRaw} for a head that is all buffered (its empty line too), without
+ * a promise: undefined, with nothing consumed, when it is not all there yet (then
+ * `readResponseHeadRaw` waits for the rest). Throws {@linkcode HttpError} like it for a bad
+ * head. A proxy that reads each response head (the tunnel's response rewrites) takes the usual
+ * one with it: two async functions fewer per response.
+ */
+export function takeBufferedResponseHead(
+  r: BufferedReader,
+  limits: HeadLimits = {},
+): RawResponseHead | undefined {
   const view = r.peek();
-  const { head, used, canonical, whole } = await parseResponseHead(r, limits);
-  // Only a head that was all in the buffer was parsed without a read, which would move it.
-  return { head, raw: whole && canonical && whole === used ? view.subarray(0, whole) : undefined };
+  const end = headEnd(view);
+  if (end < 0) return undefined;
+  const { head, used, canonical } = bufferedResponseHead(view, end, limits);
+  r.skip(end);
+  return { head, raw: canonical && used === end ? view.subarray(0, end) : undefined };
 }
 
 /**
@@ -510,11 +528,7 @@ async function parseResponseHead(
   const view = r.peek();
   const end = headEnd(view);
   if (end >= 0) {
-    // All of it buffered (as a response head usually is): one decode, no promise per line.
-    const lines = new HeadLines(decodeLatin1(view.subarray(0, end)));
-    const start = lines.next(maxHead, "head-too-large");
-    const m = statusLine(start);
-    const parsed = responseHead(m, bufferedFields(lines, limits, start.length + 2), end);
+    const parsed = bufferedResponseHead(view, end, limits);
     r.skip(end);
     return parsed;
   }
@@ -522,6 +536,21 @@ async function parseResponseHead(
   if (typeof start !== "string") start = await start;
   const m = statusLine(start);
   return responseHead(m, await readFields(r, limits, start.length + 2), 0);
+}
+
+/**
+ * The response head that is the first `end` bytes of `view` (all buffered, as a response head
+ * usually is): one decode, no promise per line (see `parseResponseHead`).
+ */
+function bufferedResponseHead(
+  view: Uint8Array,
+  end: number,
+  limits: HeadLimits,
+): { head: ResponseHead; used: number; canonical: boolean; whole: number } {
+  const lines = new HeadLines(decodeLatin1(view.subarray(0, end)));
+  const start = lines.next(limits.maxHeadBytes ?? defaultMaxHeadBytes, "head-too-large");
+  const m = statusLine(start);
+  return responseHead(m, bufferedFields(lines, limits, start.length + 2), end);
 }
 
 /** The status line's version, status and reason (a match of `statusLineRe`), or HttpError. */

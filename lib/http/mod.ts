@@ -34,6 +34,7 @@ export {
   serializeResponseHead,
   statusForHttpError,
   takeBufferedRequestHead,
+  takeBufferedResponseHead,
   withHeader,
   withoutHeaders,
 } from "./head.ts";

@@ -14,7 +14,6 @@ import { timingSafeEqual } from "../net/secret.ts";
 import { workerOwnPort, workerSlot } from "../net/worker_slot.ts";
 import { gauge } from "../stats.ts";
 import { denoVersion, warrenVersion } from "../version.ts";
-import { statusUiApp } from "./app.ts";
 import { StatusHub, type StatusProvider } from "./hub.ts";
 import { jsonStatusProvider } from "./json.ts";
 
@@ -66,7 +65,10 @@ export function observabilityHandler(
   const hub = new StatusHub({ service: opts.service });
   const providers = opts.providers ?? (opts.status ? [jsonStatusProvider(opts.status)] : []);
   for (const p of providers) hub.register(p);
-  const ui = statusUiApp(hub);
+  // The page's app (Hono, uPlot's ~50 KB of text, the page) is loaded at the first request
+  // that is not /healthz, /metrics or /status: a process nobody opens the page of never carries
+  // it in its heap, which every full GC marks (issue 20).
+  let ui: Promise<{ fetch(req: Request): Response | Promise<Response> }> | undefined;
   const status = opts.status;
   const authOf = typeof opts.auth === "function"
     ? opts.auth
@@ -89,7 +91,8 @@ export function observabilityHandler(
       });
     }
     if (path === "/status" && status) return Response.json(await status());
-    return await ui.fetch(req);
+    ui ??= import("./app.ts").then((m) => m.statusUiApp(hub));
+    return await (await ui).fetch(req);
   };
   // One of several workers (`--workers`): every answer says whose it is.
   const fetch = !slot ? answer : async (req: Request, remote?: string) => {

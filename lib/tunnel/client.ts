@@ -57,7 +57,7 @@ import {
   sessionEndWithin,
   type StreamFailure,
 } from "./protocol.ts";
-import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./server.ts";
+import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./protocol.ts";
 import { type FlowLimits, FlowTable, UdpDrops, type UdpSocket } from "../udp/mod.ts";
 import {
   type LocalUdpFlow,

@@ -19,6 +19,9 @@ const maxFreeBuffers = 64;
 
 const free: Uint8Array[] = [];
 
+/** What `add` returns for a piece it queued at once. */
+const queued: Promise<void> = Promise.resolve();
+
 /**
  * Gathers small writes for the current tunnel stream; `flush()` sends them as one write.
  * Large writes go straight through (after what is gathered), so order is kept.
@@ -29,9 +32,16 @@ export class WriteCoalescer {
   #buf: Uint8Array | undefined;
   #len = 0;
 
-  /** Queue `p` (copied) or, when large, send what is queued and then `p`. */
-  async add(p: Uint8Array): Promise<void> {
-    if (this.addNow(p)) return;
+  /**
+   * Queue `p` (copied) or, when large, send what is queued and then `p`. Queued at once (the
+   * usual small piece), it returns a settled promise of no async function of its own.
+   */
+  add(p: Uint8Array): Promise<void> {
+    return this.addNow(p) ? queued : this.#addLater(p);
+  }
+
+  /** {@linkcode add} when `p` could not be queued at once. */
+  async #addLater(p: Uint8Array): Promise<void> {
     if (!this.target) throw new Deno.errors.BrokenPipe("no tunnel stream");
     if (p.length > coalesceMaxCopyBytes) {
       await this.flush();

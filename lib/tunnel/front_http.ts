@@ -52,6 +52,7 @@ import {
   simpleResponse,
   statusForHttpError,
   takeBufferedRequestHead,
+  takeBufferedResponseHead,
 } from "../http/mod.ts";
 import {
   errorPage,
@@ -915,7 +916,7 @@ export class PublicConn {
       }
       const final = scannedFinal(scan, method);
       if (final) return final;
-      const { head, raw } = await readResponseHeadRaw(r);
+      const { head, raw } = takeBufferedResponseHead(r) ?? await readResponseHeadRaw(r);
       if (head.status < 200) {
         await sink(raw ?? serializeResponseHead(head));
         continue;

@@ -408,3 +408,8 @@ export async function sessionEndWithin(
 
 /** How long a tunnel waits for the mux to say why a session ended. */
 export const sessionEndWaitMs = 3_000;
+
+/** Default interval of mux pings, each side's to the other. */
+export const defaultHeartbeatIntervalMs = 2_000;
+/** Default silence after which the other side is declared dead. */
+export const defaultHeartbeatTimeoutMs = 6_000;

@@ -21,6 +21,8 @@ import {
 } from "../net/mod.ts";
 import { type Outgoing, randomSecret } from "../control/mod.ts";
 import {
+  defaultHeartbeatIntervalMs,
+  defaultHeartbeatTimeoutMs,
   encodeMessage,
   expectMessage,
   type HandshakeResponse,
@@ -69,10 +71,10 @@ import { HostRules } from "./host_rules.ts";
 import { type TunnelConfig, TunnelConfigApplier, type TunnelConfigResult } from "./config.ts";
 import type { PortClaims } from "./port_claims.ts";
 
-/** Default interval of mux pings to each client. */
-export const defaultHeartbeatIntervalMs = 2_000;
-/** Default silence after which a client is declared dead. */
-export const defaultHeartbeatTimeoutMs = 6_000;
+// Both sides' heartbeat defaults live in protocol.ts (the client imports them from there, not
+// this module and the server's graph behind it); re-exported here where they were.
+export { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./protocol.ts";
+
 /** Default time a client has to answer a tunnel stream (and its app the first byte): 504 after. */
 export const defaultResponseTimeoutMs = 60_000;
 /** Shortest interval of a cluster instance's look for claims no instance keeps. */

@@ -17,7 +17,7 @@ import {
 import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 import { clusterTlsFlags, clusterTlsFromFlags, parseRegistry } from "./cluster.ts";
-import type { ClusterTls } from "../../lib/tunnel/mod.ts";
+import type { ClusterTls } from "../../lib/tunnel/cluster.ts";
 
 /** depot-server's command line. */
 export const command = {

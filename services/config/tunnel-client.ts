@@ -14,19 +14,20 @@ import {
 } from "../../lib/cli_security.ts";
 import { errorMessage, joinHostPort, parseHostPort } from "../../lib/net/mod.ts";
 import { resolveSecret } from "../../lib/config/secret.ts";
+// lib/tunnel's modules one by one, not its mod.ts: that one also loads the server side and the
+// Hono apps (the embeddable front, the admin API), none of which a tunnel-client runs.
+import { HostAccess, type HostAccessSpec } from "../../lib/tunnel/access.ts";
 import {
   headerRule,
-  HostAccess,
-  type HostAccessSpec,
   HostRewrite,
   type HostRewriteSpec,
-  isDnsLabel,
-  isHealthPath,
   mergeRewriteSpecs,
-  type TcpTunnelSpec,
-  type UdpTunnelSpec,
-} from "../../lib/tunnel/mod.ts";
-import { defaultInspectBodyBytes, defaultInspectMaxRequests } from "../../lib/inspect/mod.ts";
+} from "../../lib/tunnel/rewrite.ts";
+import { isDnsLabel } from "../../lib/tunnel/subdomains.ts";
+import { isHealthPath } from "../../lib/tunnel/health.ts";
+import type { TcpTunnelSpec } from "../../lib/tunnel/client.ts";
+import type { UdpTunnelSpec } from "../../lib/tunnel/udp_client.ts";
+import { defaultInspectBodyBytes, defaultInspectMaxRequests } from "../../lib/inspect/record.ts";
 import type { ProxySettings, TlsClientConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 

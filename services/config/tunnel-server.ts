@@ -11,23 +11,25 @@ import { defaultProxyProtocolFrom } from "../../lib/proxyproto/mod.ts";
 import { FlagError } from "../../lib/config/mod.ts";
 import { tlsServerFlags, tlsServerFromFlags } from "../../lib/cli_security.ts";
 import { resolveSecret } from "../../lib/config/secret.ts";
+// lib/tunnel's modules one by one, not its mod.ts: that one also loads the Hono apps (the
+// embeddable front, the admin API), which a process loads only when it serves them.
+import type { ClusterTls } from "../../lib/tunnel/cluster.ts";
+import { HostAccess, type HostAccessSpec, parseHostAccessFlag } from "../../lib/tunnel/access.ts";
 import {
-  type ClusterTls,
-  HostAccess,
-  type HostAccessSpec,
   HostRewrite,
   type HostRewriteSpec,
   mergeRewriteSpecs,
-  normalizeHost,
-  parseHostAccessFlag,
   parseHostRewriteFlag,
+} from "../../lib/tunnel/rewrite.ts";
+import { normalizeHost } from "../../lib/tunnel/registry.ts";
+import {
   parseHostSpec,
   parsePortRange,
   parseTcpSpec,
   type PortRange,
   readHostsFile,
   type TunnelConfig,
-} from "../../lib/tunnel/mod.ts";
+} from "../../lib/tunnel/config.ts";
 import type { TlsServerConfig } from "../../lib/transport/mod.ts";
 import type { ServiceFlags, ValidateContext } from "../_kit.ts";
 import { clusterTlsFlags, clusterTlsFromFlags, parseRegistry } from "./cluster.ts";

@@ -11,7 +11,7 @@ import {
   type ObservabilityOptions,
   type ObservabilityServer,
   serveObservability,
-} from "../../lib/status/mod.ts";
+} from "../../lib/status/serve.ts";
 
 /** Run `start`, which binds `addr` for `what`; the caller decides what a failure does. */
 export type Bind = <T>(what: string, addr: HostPort, start: () => T | Promise<T>) => Promise<T>;

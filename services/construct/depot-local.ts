@@ -8,11 +8,9 @@
 import type { Logger } from "../../lib/log.ts";
 import { joinHostPort } from "../../lib/net/mod.ts";
 import { DepotLocal } from "../../lib/depot/mod.ts";
-import {
-  depotLocalStatusProvider,
-  listenersStatusProvider,
-  type ObservabilityServer,
-} from "../../lib/status/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
+import { depotLocalStatusProvider } from "../../lib/status/depot_local.ts";
+import { listenersStatusProvider } from "../../lib/status/json.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, DepotLocalServiceConfig } from "../config/depot-local.ts";
 import { type Bind, observeAt } from "./bind.ts";

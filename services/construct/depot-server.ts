@@ -17,11 +17,9 @@ import {
 } from "../../lib/net/mod.ts";
 import { DepotCluster } from "../../lib/cluster/mod.ts";
 import { DepotServer } from "../../lib/depot/mod.ts";
-import {
-  depotStatusProvider,
-  listenersStatusProvider,
-  type ObservabilityServer,
-} from "../../lib/status/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
+import { depotStatusProvider } from "../../lib/status/depot.ts";
+import { listenersStatusProvider } from "../../lib/status/json.ts";
 import { type ServiceFlags, workerSecret } from "../_kit.ts";
 import type { command, DepotServerServiceConfig } from "../config/depot-server.ts";
 import { type Bind, listenAt, observeAt } from "./bind.ts";

@@ -8,7 +8,8 @@
 import type { Logger } from "../../lib/log.ts";
 import { formatAddr, serve, type Server } from "../../lib/net/mod.ts";
 import { FusionClient, livePathMetrics } from "../../lib/fusion/mod.ts";
-import { fusionStatusProvider, type ObservabilityServer } from "../../lib/status/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
+import { fusionStatusProvider } from "../../lib/status/fusion.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, FusionClientServiceConfig } from "../config/fusion-client.ts";
 import { type Bind, listenAt, observeAt } from "./bind.ts";

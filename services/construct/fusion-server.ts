@@ -15,11 +15,9 @@ import {
   type Server,
 } from "../../lib/net/mod.ts";
 import { FusionServer, livePathMetrics } from "../../lib/fusion/mod.ts";
-import {
-  fusionStatusProvider,
-  listenersStatusProvider,
-  type ObservabilityServer,
-} from "../../lib/status/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
+import { fusionStatusProvider } from "../../lib/status/fusion.ts";
+import { listenersStatusProvider } from "../../lib/status/json.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, FusionServerServiceConfig } from "../config/fusion-server.ts";
 import { type Bind, observeAt } from "./bind.ts";

@@ -19,11 +19,8 @@ import {
   serveQuicLink,
   startSeaprox,
 } from "../../lib/proxy/mod.ts";
-import {
-  type ObservabilityServer,
-  seaproxStatusJson,
-  seaproxStatusProvider,
-} from "../../lib/status/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
+import { seaproxStatusJson, seaproxStatusProvider } from "../../lib/status/seaprox.ts";
 import { directUdpOpener, startUdpForward, type UdpForward } from "../../lib/udp/mod.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, SeaproxServiceConfig } from "../config/seaprox.ts";

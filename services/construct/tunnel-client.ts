@@ -8,13 +8,12 @@
 import type { Logger } from "../../lib/log.ts";
 import { formatAddr, isLoopbackHost, joinHostPort } from "../../lib/net/mod.ts";
 import { collectedCounter, gauge } from "../../lib/stats.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
 import {
-  type ObservabilityServer,
   type TunnelClientStatus,
   tunnelClientStatusProvider,
-} from "../../lib/status/mod.ts";
-import { TunnelClient, type TunnelClientOptions } from "../../lib/tunnel/mod.ts";
-import { Inspector, serveInspector } from "../../lib/inspect/mod.ts";
+} from "../../lib/status/tunnel_client.ts";
+import { TunnelClient, type TunnelClientOptions } from "../../lib/tunnel/client.ts";
 import type { ServiceFlags } from "../_kit.ts";
 import type { command, TunnelClientServiceConfig } from "../config/tunnel-client.ts";
 import { type Bind, listenAt, observeAt } from "./bind.ts";
@@ -37,9 +36,11 @@ export async function constructTunnelClient(
   onConnected?: TunnelClientOptions["onConnected"],
 ): Promise<TunnelClientService> {
   const ac = new AbortController();
-  // --inspect: every HTTP stream relayed to the local app is tapped into a bounded ring.
-  const inspector = flags.inspect
-    ? new Inspector({
+  // --inspect: every HTTP stream relayed to the local app is tapped into a bounded ring. The
+  // inspector (its capture, page and server) is imported only then.
+  const inspect = flags.inspect ? await import("../../lib/inspect/mod.ts") : undefined;
+  const inspector = inspect
+    ? new inspect.Inspector({
       maxRequests: flags["inspect-requests"],
       bodyBytes: flags["inspect-body-bytes"],
     })
@@ -107,8 +108,8 @@ export async function constructTunnelClient(
     status,
     providers: [tunnelClientStatusProvider(status)],
   });
-  const inspectAt = flags.inspect && inspector
-    ? serveInspector(await listenAt(bind, "inspect", flags.inspect), inspector, { log })
+  const inspectAt = flags.inspect && inspect && inspector
+    ? inspect.serveInspector(await listenAt(bind, "inspect", flags.inspect), inspector, { log })
     : undefined;
   if (inspectAt) {
     const addr = formatAddr(inspectAt.addr);

@@ -17,20 +17,21 @@ import {
   workerSlot,
 } from "../../lib/net/mod.ts";
 import { serveHttp } from "../../lib/http/mod.ts";
-import {
-  ClusterHostRules,
-  ClusterLinks,
-  type ClusterView,
-  clusterView,
-  createAdminApp,
-  normalizeHost,
-  RedisRegistry,
-  serveTunnel,
-  SubdomainClaims,
-  TunnelServer,
-  TunnelStateFile,
-} from "../../lib/tunnel/mod.ts";
-import { type ObservabilityServer, tunnelStatusProvider } from "../../lib/status/mod.ts";
+// lib/tunnel's modules one by one, not its mod.ts: that one also loads the Hono apps, and the
+// admin API's is imported only with --admin.
+import { ClusterHostRules } from "../../lib/tunnel/host_rules.ts";
+import { ClusterLinks } from "../../lib/tunnel/cluster.ts";
+import { type ClusterView, clusterView } from "../../lib/tunnel/cluster_view.ts";
+import { normalizeHost } from "../../lib/tunnel/registry.ts";
+import { RedisRegistry } from "../../lib/tunnel/redis_registry.ts";
+import { serveTunnel } from "../../lib/tunnel/listen.ts";
+import { SubdomainClaims } from "../../lib/tunnel/subdomains.ts";
+import { TunnelServer } from "../../lib/tunnel/server.ts";
+import { TunnelStateFile } from "../../lib/tunnel/state.ts";
+// The server's Prometheus metrics (registered on import; lib/tunnel/mod.ts did it before).
+import "../../lib/tunnel/metrics.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
+import { tunnelStatusProvider } from "../../lib/status/tunnel.ts";
 import { type ServiceFlags, workerSecret } from "../_kit.ts";
 import type { command, TunnelServerServiceConfig } from "../config/tunnel-server.ts";
 import { type Bind, listenAt, observeAt } from "./bind.ts";
@@ -144,6 +145,7 @@ export async function constructTunnelServer(
     : await listenAt(bind, "http", flags.listen);
   let admin: Server | undefined;
   if (flags.admin) {
+    const { createAdminApp } = await import("../../lib/tunnel/admin.ts");
     const app = createAdminApp(server, {
       token: flags["admin-token"]!,
       authLimiter: new AuthFailureLimiter(),

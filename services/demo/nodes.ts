@@ -7,7 +7,7 @@
  */
 
 import { Logger, type LogLevel } from "../../lib/log.ts";
-import type { ObservabilityServer } from "../../lib/status/mod.ts";
+import type { ObservabilityServer } from "../../lib/status/serve.ts";
 import { within } from "../../lib/demo/mod.ts";
 import * as seaprox from "../config/seaprox.ts";
 import * as depotServer from "../config/depot-server.ts";
