@@ -106,6 +106,8 @@ class Rec {
   activeMs = Date.now();
   readonly ac = new AbortController();
   upstream: Deno.TcpConn | undefined;
+  /** Its place in `live`. */
+  index = -1;
   constructor(readonly id: number, readonly c: Deno.TcpConn, readonly source: string) {}
   /** The abort (hard stop, a deadline): both sockets cut. */
   handleEvent(): void {
@@ -118,7 +120,24 @@ class Rec {
     }
   }
 }
-const live = new Set<Rec>();
+/**
+ * The live records, each knowing its index (removed by moving the last into its place): not a
+ * Set, whose table rebuilt under per-connection churn makes V8's scavenges keep finished
+ * connections once one table is old (lib/net/live_list.ts; 1,050 B/conn promoted with a Set).
+ */
+const live: Rec[] = [];
+const addLive = (r: Rec) => {
+  r.index = live.length;
+  live.push(r);
+};
+const removeLive = (r: Rec) => {
+  const last = live.pop()!;
+  if (last !== r) {
+    live[r.index] = last;
+    last.index = r.index;
+  }
+  r.index = -1;
+};
 const perSource = new Map<string, number>();
 const totals = { opened: 0, closed: 0, up: 0, down: 0, failed: 0 };
 let nextId = 0;
@@ -149,7 +168,7 @@ async function handleBooked(
 ): Promise<void> {
   const source = (c.remoteAddr as Deno.NetAddr).hostname;
   const rec = new Rec(++nextId, c, source);
-  live.add(rec);
+  addLive(rec);
   perSource.set(source, (perSource.get(source) ?? 0) + 1);
   totals.opened++;
   const signal = rec.ac.signal;
@@ -178,7 +197,7 @@ async function handleBooked(
       c.close();
       rec.upstream?.close();
     }
-    live.delete(rec);
+    removeLive(rec);
     const n = (perSource.get(source) ?? 1) - 1;
     if (n > 0) perSource.set(source, n);
     else perSource.delete(source);
