@@ -22,15 +22,13 @@
 import {
   benchFlags,
   benchPath,
-  freePort,
   listeningPort,
   median,
   type Proc,
   roundOrder,
-  spawn,
   spawnDeno,
+  startHelloNginx,
   stopAll,
-  waitPort,
   type WrkResult,
 } from "./_util.ts";
 
@@ -121,30 +119,9 @@ function perfStat(pid: number): (requests: number) => Promise<string> {
   };
 }
 
-const nginxDir = Deno.makeTempDirSync({ prefix: "warren-tcli-nginx-" });
-const originPort = freePort();
-Deno.writeTextFileSync(
-  `${nginxDir}/nginx.conf`,
-  [
-    "master_process off;",
-    "daemon off;",
-    `pid ${nginxDir}/nginx.pid;`,
-    `error_log ${nginxDir}/error.log;`,
-    "events { worker_connections 4096; }",
-    "http {",
-    "  access_log off;",
-    "  keepalive_requests 1000000;",
-    `  client_body_temp_path ${nginxDir}/body; proxy_temp_path ${nginxDir}/proxy;`,
-    `  fastcgi_temp_path ${nginxDir}/fcgi; uwsgi_temp_path ${nginxDir}/uwsgi;`,
-    `  scgi_temp_path ${nginxDir}/scgi;`,
-    `  server { listen 127.0.0.1:${originPort}; location / { return 200 "hello world\\n"; } }`,
-    "}",
-    "",
-  ].join("\n"),
-);
-const procs: Proc[] = [];
-procs.push(spawn("nginx", ["-c", `${nginxDir}/nginx.conf`, "-p", nginxDir], { output: "discard" }));
-await waitPort(originPort, "nginx");
+const nginx = await startHelloNginx("warren-tcli-nginx-");
+const originPort = nginx.port;
+const procs: Proc[] = [nginx.proc];
 
 const id = "tcli-" + crypto.randomUUID();
 const hostArgs: string[] = [];
@@ -266,7 +243,7 @@ try {
   }
 } finally {
   await stopAll(procs);
-  Deno.removeSync(nginxDir, { recursive: true });
+  Deno.removeSync(nginx.dir, { recursive: true });
 }
 
 const f1 = (v: number) => v.toFixed(1);

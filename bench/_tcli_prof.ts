@@ -25,10 +25,9 @@ import {
   freePort,
   listeningPort,
   type Proc,
-  spawn,
   spawnDeno,
+  startHelloNginx,
   stopAll,
-  waitPort,
 } from "./_util.ts";
 import { type CpuProfile, recordProfile } from "./_cpuprof.ts";
 
@@ -41,30 +40,9 @@ const dir = flags.dir ?? benchPath("..");
 /** How long the promise counter's file may take to appear after the signal. */
 const countWaitMs = 2_000;
 
-const nginxDir = Deno.makeTempDirSync({ prefix: "warren-tcli-nginx-" });
-const originPort = freePort();
-Deno.writeTextFileSync(
-  `${nginxDir}/nginx.conf`,
-  [
-    "master_process off;",
-    "daemon off;",
-    `pid ${nginxDir}/nginx.pid;`,
-    `error_log ${nginxDir}/error.log;`,
-    "events { worker_connections 4096; }",
-    "http {",
-    "  access_log off;",
-    "  keepalive_requests 1000000;",
-    `  client_body_temp_path ${nginxDir}/body; proxy_temp_path ${nginxDir}/proxy;`,
-    `  fastcgi_temp_path ${nginxDir}/fcgi; uwsgi_temp_path ${nginxDir}/uwsgi;`,
-    `  scgi_temp_path ${nginxDir}/scgi;`,
-    `  server { listen 127.0.0.1:${originPort}; location / { return 200 "hello world\\n"; } }`,
-    "}",
-    "",
-  ].join("\n"),
-);
-const procs: Proc[] = [];
-procs.push(spawn("nginx", ["-c", `${nginxDir}/nginx.conf`, "-p", nginxDir], { output: "discard" }));
-await waitPort(originPort, "nginx");
+const nginx = await startHelloNginx("warren-tcli-nginx-");
+const originPort = nginx.port;
+const procs: Proc[] = [nginx.proc];
 
 /** Deno flags of a profiled child: its inspector, or the promise counter. */
 function instrumented(inspectPort: number): string[] {
@@ -214,5 +192,5 @@ try {
   }
 } finally {
   await stopAll(procs);
-  Deno.removeSync(nginxDir, { recursive: true });
+  Deno.removeSync(nginx.dir, { recursive: true });
 }

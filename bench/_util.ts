@@ -241,6 +241,47 @@ export async function waitPort(
   }, timeoutMs);
 }
 
+/** A running {@linkcode startHelloNginx}. */
+export interface HelloNginx {
+  proc: Proc;
+  /** Its 127.0.0.1 port. */
+  port: number;
+  /** Its directory (config, pid, logs, temp paths): remove it once `proc` is stopped. */
+  dir: string;
+}
+
+/**
+ * nginx as the small-response origin of the tunnel benches: one process (no master), every
+ * GET answered `hello world\n` on kept-alive connections without a request limit, in a temp
+ * directory of its own (`prefix`), ready when this resolves.
+ */
+export async function startHelloNginx(prefix = "warren-bench-nginx-"): Promise<HelloNginx> {
+  const dir = Deno.makeTempDirSync({ prefix });
+  const port = freePort();
+  Deno.writeTextFileSync(
+    `${dir}/nginx.conf`,
+    [
+      "master_process off;",
+      "daemon off;",
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log;`,
+      "events { worker_connections 4096; }",
+      "http {",
+      "  access_log off;",
+      "  keepalive_requests 1000000;",
+      `  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;`,
+      `  fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi;`,
+      `  scgi_temp_path ${dir}/scgi;`,
+      `  server { listen 127.0.0.1:${port}; location / { return 200 "hello world\\n"; } }`,
+      "}",
+      "",
+    ].join("\n"),
+  );
+  const proc = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir], { output: "discard" });
+  await waitPort(port, `nginx (see ${dir}/error.log)`);
+  return { proc, port, dir };
+}
+
 /** The `key=value` field of a logfmt line (unquoted values), or undefined. */
 export function logField(line: string, key: string): string | undefined {
   return new RegExp(`(?:^| )${key}=(\\S+)`).exec(line)?.[1];

@@ -66,6 +66,7 @@ import {
   spawnDeno,
   type SshReverse,
   startFloor,
+  startHelloNginx,
   startRelay,
   startSshReverse,
   stopAll,
@@ -189,39 +190,10 @@ const app = spawnDeno(import.meta.filename!, [], {
   env: { BENCH_ROLE: "app", BENCH_BYTES: String(totalBytes) },
 });
 const ports = JSON.parse(await app.waitFor(/^\{"http"/)) as { http: number; tcp: number };
-const nginxDir = flags.nginx ? Deno.makeTempDirSync({ prefix: "warren-bench-nginx-" }) : "";
 /** `--nginx`: the origin of the small responses (every path's target), else the Deno app. */
-const origin = flags.nginx ? await startNginx() : app;
-
-/** nginx answering GET /hello as the app does, one process; `ports.http` becomes its port. */
-async function startNginx(): Promise<Proc> {
-  const port = freePort();
-  Deno.writeTextFileSync(
-    `${nginxDir}/nginx.conf`,
-    [
-      "master_process off;",
-      "daemon off;",
-      `pid ${nginxDir}/nginx.pid;`,
-      `error_log ${nginxDir}/error.log;`,
-      "events { worker_connections 4096; }",
-      "http {",
-      "  access_log off;",
-      "  keepalive_requests 1000000;",
-      `  client_body_temp_path ${nginxDir}/body; proxy_temp_path ${nginxDir}/proxy;`,
-      `  fastcgi_temp_path ${nginxDir}/fcgi; uwsgi_temp_path ${nginxDir}/uwsgi;`,
-      `  scgi_temp_path ${nginxDir}/scgi;`,
-      `  server { listen 127.0.0.1:${port}; location / { return 200 "hello world\\n"; } }`,
-      "}",
-      "",
-    ].join("\n"),
-  );
-  const proc = spawn("nginx", ["-c", `${nginxDir}/nginx.conf`, "-p", nginxDir], {
-    output: "discard",
-  });
-  await waitPort(port, `nginx (see ${nginxDir}/error.log)`);
-  ports.http = port;
-  return proc;
-}
+const nginx = flags.nginx ? await startHelloNginx() : undefined;
+if (nginx) ports.http = nginx.port;
+const origin = nginx?.proc ?? app;
 const identifier = "bench-identifier-" + crypto.randomUUID();
 // Two consecutive free ports for the two clients' TCP tunnels.
 let tcpPublic = freePort();
@@ -783,6 +755,6 @@ try {
   ]);
   for (const ssh of sshPeers) await ssh.close();
   Deno.removeSync(haproxyDir, { recursive: true });
-  if (nginxDir) Deno.removeSync(nginxDir, { recursive: true });
+  if (nginx) Deno.removeSync(nginx.dir, { recursive: true });
 }
 Deno.exit(0);
