@@ -2,8 +2,9 @@
 
 import { Session, type SessionOptions } from "../lib/mux/mod.ts";
 import { decodeHeader, encodeFrame, type FrameHeader, headerBytes } from "../lib/mux/frame.ts";
-import { BufferedReader } from "../lib/net/mod.ts";
-import { listenLocal } from "./_util.ts";
+import { BufferedReader, type Duplex } from "../lib/net/mod.ts";
+import { assert } from "./_assert.ts";
+import { drainHash, listenLocal } from "./_util.ts";
 
 /** A connected TCP pair on loopback. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
@@ -35,6 +36,44 @@ export async function muxPair(
       await Promise.all([client.close(), server.close()]);
     },
   };
+}
+
+/**
+ * A transport that takes at most `maxBytes` per write, each a macrotask later: a session's
+ * writer then has frames queued, being written and arriving all at once.
+ */
+export class TrickleConn implements Duplex {
+  constructor(readonly inner: Deno.TcpConn, readonly maxBytes: number) {}
+  read(p: Uint8Array): Promise<number | null> {
+    return this.inner.read(p);
+  }
+  async write(p: Uint8Array): Promise<number> {
+    await new Promise((r) => setTimeout(r, 0));
+    return this.inner.write(p.subarray(0, Math.min(p.length, this.maxBytes)));
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
+ * The next `streams` streams `session` accepts, each read to its FIN: stream id → SHA-256 (hex)
+ * of its bytes, to compare with what the writers hashed.
+ */
+export async function acceptedHashes(
+  session: Session,
+  streams: number,
+): Promise<Map<number, string>> {
+  const got: Promise<[number, string]>[] = [];
+  for (let i = 0; i < streams; i++) {
+    const s = await session.accept();
+    assert(s, "a stream per writer");
+    got.push(drainHash(s, `stream ${s.id}'s bytes`).then((h) => [s.id, h.sha256]));
+  }
+  return new Map(await Promise.all(got));
 }
 
 /** A raw peer speaking frames by hand against a warren session on the other end. */

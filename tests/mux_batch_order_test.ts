@@ -7,30 +7,11 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { rawPair, tcpPair } from "./_mux.ts";
-import { drainHash, until, within } from "./_util.ts";
+import { acceptedHashes, rawPair, tcpPair, TrickleConn } from "./_mux.ts";
+import { until, within } from "./_util.ts";
 import { Flag, FrameType } from "../lib/mux/frame.ts";
 import { Session } from "../lib/mux/mod.ts";
-import type { Duplex } from "../lib/net/mod.ts";
 import { createHash } from "node:crypto";
-
-/** A transport that takes at most `maxBytes` per write, each a macrotask later. */
-class TrickleConn implements Duplex {
-  constructor(readonly inner: Deno.TcpConn, readonly maxBytes: number) {}
-  read(p: Uint8Array): Promise<number | null> {
-    return this.inner.read(p);
-  }
-  async write(p: Uint8Array): Promise<number> {
-    await new Promise((r) => setTimeout(r, 0));
-    return this.inner.write(p.subarray(0, Math.min(p.length, this.maxBytes)));
-  }
-  closeWrite(): Promise<void> {
-    return this.inner.closeWrite();
-  }
-  close(): void {
-    this.inner.close();
-  }
-}
 
 Deno.test("mux batch: small writes after a large one (not awaited) arrive after it, in order", async () => {
   // Each stream starts a 24 KiB write (queued, sent from its buffer) and without waiting
@@ -43,15 +24,7 @@ Deno.test("mux batch: small writes after a large one (not awaited) arrive after 
   const reader = Session.server(b, opts);
   try {
     const sent = new Map<number, string>();
-    const receiving = (async () => {
-      const got: Promise<[number, string]>[] = [];
-      for (let i = 0; i < streams; i++) {
-        const s = await reader.accept();
-        assert(s, "a stream per writer");
-        got.push(drainHash(s, `stream ${s.id}'s bytes`).then((h) => [s.id, h.sha256]));
-      }
-      return new Map(await Promise.all(got));
-    })();
+    const receiving = acceptedHashes(reader, streams);
     await Promise.all(Array.from({ length: streams }, async (_, k) => {
       const s = await writer.open();
       const h = createHash("sha256");

@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { tcpPair } from "./_mux.ts";
+import { acceptedHashes, tcpPair, TrickleConn } from "./_mux.ts";
 import { drainHash, within } from "./_util.ts";
 import { encodeFrame, Flag, FrameType } from "../lib/mux/frame.ts";
 import { Session, type Stream } from "../lib/mux/mod.ts";
@@ -109,24 +109,6 @@ Deno.test("mux writer: 32 requests in one read are answered in one write (ACK, a
   }
 });
 
-/** A transport that takes at most `maxBytes` per write, each a macrotask later. */
-class TrickleConn implements Duplex {
-  constructor(readonly inner: Deno.TcpConn, readonly maxBytes: number) {}
-  read(p: Uint8Array): Promise<number | null> {
-    return this.inner.read(p);
-  }
-  async write(p: Uint8Array): Promise<number> {
-    await new Promise((r) => setTimeout(r, 0));
-    return this.inner.write(p.subarray(0, Math.min(p.length, this.maxBytes)));
-  }
-  closeWrite(): Promise<void> {
-    return this.inner.closeWrite();
-  }
-  close(): void {
-    this.inner.close();
-  }
-}
-
 Deno.test("mux writer: small writes from one reused buffer arrive exact while the transport trickles", async () => {
   // Small writes are copied into the session's staging buffer and resolve at once; that buffer
   // is reused once the writer has taken every queued frame. 16 streams write 100 pieces of
@@ -139,15 +121,7 @@ Deno.test("mux writer: small writes from one reused buffer arrive exact while th
   const reader = Session.server(b, opts);
   try {
     const sent = new Map<number, string>();
-    const receiving = (async () => {
-      const got: Promise<[number, string]>[] = [];
-      for (let i = 0; i < streams; i++) {
-        const s = await reader.accept();
-        assert(s, "a stream per writer");
-        got.push(drainHash(s, `stream ${s.id}'s bytes`).then((h) => [s.id, h.sha256]));
-      }
-      return new Map(await Promise.all(got));
-    })();
+    const receiving = acceptedHashes(reader, streams);
     await Promise.all(Array.from({ length: streams }, async (_, k) => {
       const s = await writer.open();
       const buf = new Uint8Array(1500);
