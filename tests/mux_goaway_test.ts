@@ -1,6 +1,7 @@
 import { MuxError } from "../lib/mux/mod.ts";
+import { Flag, type FrameHeader, FrameType, GoAwayCode } from "../lib/mux/frame.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { muxPair } from "./_mux.ts";
+import { muxPair, rawPair, type RawPeer } from "./_mux.ts";
 import {
   acceptWithin,
   blockStreamSha256,
@@ -10,6 +11,8 @@ import {
   until,
   within,
 } from "./_util.ts";
+
+const MiB = 1 << 20;
 
 Deno.test("goaway: close('normal') refuses new streams but lets open ones finish", async () => {
   const p = await muxPair();
@@ -91,5 +94,99 @@ Deno.test("goaway: a draining close('normal') can be escalated to an immediate c
     assert(err instanceof MuxError && err.reason === "session-closed", String(err));
   } finally {
     await p.close();
+  }
+});
+
+/** Frames a raw peer reads until the warren side closes the connection. */
+async function framesToEof(peer: RawPeer): Promise<FrameHeader[]> {
+  const seen: FrameHeader[] = [];
+  await within(
+    (async () => {
+      for (let f = await peer.next(); f !== null; f = await peer.next()) seen.push(f);
+    })(),
+    "the session to close the connection",
+  );
+  return seen;
+}
+
+Deno.test("goaway: close('normal') with no stream open writes go away before the connection closes", async () => {
+  // Fails on the old code: close() set the session shut before its writer ran, and the writer
+  // dropped the queued go away; the peer saw only EOF.
+  const { session, peer } = await rawPair("client");
+  try {
+    await session.close();
+    assertEquals((await session.closed).reason, "local-close");
+    const frames = await framesToEof(peer);
+    assertEquals(frames.map((f) => [f.type, f.length]), [[FrameType.goAway, GoAwayCode.normal]]);
+  } finally {
+    peer.close();
+    await session.close();
+  }
+});
+
+Deno.test("goaway: a session peer sees remote-goaway, not eof, after close('normal') with no stream open", async () => {
+  const p = await muxPair();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await p.client.open({ data: new Uint8Array([i]), fin: true });
+      const s = await acceptWithin(p.server, "the stream the client opened");
+      await s.closeWrite();
+      assertEquals(await readWithin(c, new Uint8Array(1), "the server's FIN"), null);
+      s.close();
+      c.close();
+    }
+    await until(
+      "both sides to free the streams",
+      () => p.client.stats.streamsOpen === 0 && p.server.stats.streamsOpen === 0,
+    );
+    await p.client.close();
+    assertEquals((await within(p.server.closed, "the server's end")).reason, "remote-goaway");
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("goaway: a stream reset as the drain ends still reaches the peer before the connection closes", async () => {
+  // The reset frees the last stream, which ends the drain at once: its RST must not be dropped.
+  const { session, peer } = await rawPair("client");
+  try {
+    const c = await session.open();
+    assertEquals((await peer.next())?.flags, Flag.syn);
+    await peer.frame(FrameType.windowUpdate, Flag.ack, c.id, 0);
+    await until("the ACK to be in", () => session.stats.framesIn === 1);
+    const closing = session.close();
+    c.reset();
+    await closing;
+    const frames = await framesToEof(peer);
+    // Either order: the RST is encoded into the batch ahead of the queued go away.
+    assertEquals(frames.map((f) => [f.type, f.flags, f.streamId]).sort(), [
+      [FrameType.windowUpdate, Flag.rst, c.id],
+      [FrameType.goAway, 0, 0],
+    ]);
+  } finally {
+    peer.close();
+    await session.close();
+  }
+});
+
+Deno.test("goaway: close('normal') ends within its bounds when the peer stops reading with our writes queued", async () => {
+  const { session, peer } = await rawPair("server", { drainTimeoutMs: 100 });
+  try {
+    // A stream with 4 GiB of credit and a writer far ahead of a peer that never reads.
+    await peer.frame(FrameType.windowUpdate, Flag.syn, 1, 0xffff_ffff);
+    const s = await acceptWithin(session, "the raw peer's stream");
+    const writing = (async () => {
+      const chunk = new Uint8Array(MiB);
+      for (let i = 0; i < 256; i++) await s.write(chunk);
+    })().then(() => "written", (e) => e instanceof MuxError ? e.reason : String(e));
+    // 256 MiB cannot all fit in the socket buffers: the writer's queue stays full from here.
+    await until("the first MiB to leave", () => session.stats.bytesOut >= MiB);
+    // drainTimeoutMs, then at most the go away's flush bound: never waits on the peer.
+    await within(session.close(), "close() with a peer that does not read", 30_000);
+    assertEquals((await session.closed).reason, "local-close");
+    assertEquals(await writing, "session-closed");
+  } finally {
+    peer.close();
+    await session.close();
   }
 });

@@ -1187,6 +1187,14 @@ export class Session implements StreamHost, FrameSink {
 
   async #shutdown(reason: SessionEndReason, error?: Error): Promise<void> {
     if (this.#shut) return;
+    if (reason === "local-close") {
+      // The go away and the last FINs and RSTs leave before the session is shut: the writer
+      // stops at #shut and drops what is still queued (with no stream open, close() got here
+      // before the writer had run once, and the peer saw only EOF). Bounded: a peer that does
+      // not read cannot hold close() up.
+      await this.#flushed(goAwayFlushMs);
+      if (this.#shut) return; // ended another way meanwhile (the peer closed, an error)
+    }
     this.#shut = true;
     sessionEnded(this);
     this.#log.debug("mux session end", { end: reason, error });
@@ -1195,7 +1203,6 @@ export class Session implements StreamHost, FrameSink {
     this.#deadlineTimers.clear();
     this.#releaseWheel?.();
     this.#releaseWheel = null;
-    if (reason === "local-close") await this.#flushed(goAwayFlushMs); // last FINs, go away
     closeQuietly(this.#conn);
     const err = new MuxError("session-closed", `session ended: ${reason}`, { cause: error });
     for (const s of [...this.#streams.values()]) s._abort(err);
