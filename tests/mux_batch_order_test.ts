@@ -82,45 +82,6 @@ Deno.test("mux batch: a FIN right after a small write rides on its frame; the st
   }
 });
 
-Deno.test("mux writeNow(p, then): both pieces leave as one frame, in the batch or queued behind a large write", async () => {
-  const { session, peer } = await rawPair("client");
-  const enc = new TextEncoder(), dec = new TextDecoder();
-  try {
-    const a = await session.open();
-    const b = await session.open();
-    for (let i = 0; i < 2; i++) {
-      const syn = await within(peer.next(), "a SYN");
-      assertEquals([syn?.type, syn?.flags], [FrameType.windowUpdate, Flag.syn]);
-    }
-    // Nothing queued: straight into the batch.
-    assert(a.writeNow(enc.encode("GET / HTTP/1.1\r\n"), enc.encode("X-Forwarded-For: a\r\n\r\n")));
-    const f1 = await within(peer.next(), "a's frame");
-    assertEquals(
-      [f1?.streamId, f1?.length, dec.decode(f1?.payload)],
-      [a.id, 38, "GET / HTTP/1.1\r\nX-Forwarded-For: a\r\n\r\n"],
-    );
-    // b's large write queues (it leaves from b's buffer): a's next frame queues behind it,
-    // both pieces copied together; the pieces are overwritten right after writeNow returns.
-    const big = new Uint8Array(64 * 1024).fill(7);
-    const bigWritten = b.write(big);
-    const head = enc.encode("second head\r\n"), tail = enc.encode("and its tail\r\n\r\n");
-    assert(a.writeNow(head, tail));
-    head.fill(0);
-    tail.fill(0);
-    const f2 = await within(peer.next(), "b's frame");
-    assertEquals([f2?.streamId, f2?.length], [b.id, big.length]);
-    const f3 = await within(peer.next(), "a's second frame");
-    assertEquals(
-      [f3?.streamId, dec.decode(f3?.payload)],
-      [a.id, "second head\r\nand its tail\r\n\r\n"],
-    );
-    await within(bigWritten, "b's write");
-  } finally {
-    peer.close();
-    await session.close();
-  }
-});
-
 Deno.test("mux batch: a FIN after the write's batch has left goes in a frame of its own", async () => {
   const { session, peer } = await rawPair("client");
   try {

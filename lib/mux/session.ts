@@ -565,17 +565,14 @@ export class Session implements StreamHost, FrameSink {
     flags: number,
     length: number,
     payload: Uint8Array | null,
-    then: Uint8Array | null = null,
   ): number {
     if (this.#ordered.length > 0 || this.#shut) return -1;
     const at = this.#outLen;
-    const end = at + headerBytes + (payload === null ? 0 : payload.length) +
-      (then === null ? 0 : then.length);
+    const end = at + headerBytes + (payload === null ? 0 : payload.length);
     if (end > this.#out.length && !this.#growOut(end)) return -1;
     const out = this.#out;
     encodeHeader(out, at, type, flags, s.id, length);
     if (payload !== null) out.set(payload, at + headerBytes);
-    if (then !== null) out.set(then, end - then.length);
     this.#outLen = end;
     this.#outFrames++;
     if ((flags & (Flag.ack | Flag.fin)) !== 0) {
@@ -611,11 +608,10 @@ export class Session implements StreamHost, FrameSink {
    * @internal A copy of `p` (at most a small write's size) for a queued frame, valid until the
    * writer has encoded that frame: one shared buffer filled from its start again each time the
    * queues empty, instead of a fresh ArrayBuffer per write (`slice`: an allocation the GC
-   * must free again, several µs per small write on a busy process). With `then`, a copy of
-   * `p` followed by `then`.
+   * must free again, several µs per small write on a busy process).
    */
-  stage(p: Uint8Array, then: Uint8Array | null = null): Uint8Array {
-    const n = then === null ? p.length : p.length + then.length;
+  stage(p: Uint8Array): Uint8Array {
+    const n = p.length;
     let off = this.#stageOff;
     if (off + n > this.#stage.length) {
       // Full: a fresh buffer; queued frames keep the old one alive until they are written.
@@ -624,7 +620,6 @@ export class Session implements StreamHost, FrameSink {
       off = 0;
     }
     this.#stage.set(p, off);
-    if (then !== null) this.#stage.set(then, off + p.length);
     this.#stageOff = off + n;
     return this.#stage.subarray(off, off + n);
   }

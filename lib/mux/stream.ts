@@ -112,17 +112,13 @@ export interface StreamHost {
     flags: number,
     length: number,
     payload: Uint8Array | null,
-    then?: Uint8Array | null,
   ): number;
   /** The number of the batch `encodeNow` encodes into now. */
   readonly batch: number;
   /** Add FIN to the frame `encodeNow` put at `at` in batch `batch`, if not yet written. */
   addFin(s: Stream, at: number, batch: number): boolean;
-  /**
-   * A copy of a small payload (`p`, then `then` if given), valid until its frame has been
-   * encoded (see Session.stage).
-   */
-  stage(p: Uint8Array, then?: Uint8Array | null): Uint8Array;
+  /** A copy of a small payload, valid until its frame has been encoded (see Session.stage). */
+  stage(p: Uint8Array): Uint8Array;
   /** A copy of a received payload of at most `smallViewMaxBytes`, never overwritten. */
   lendSmall(p: Uint8Array): Uint8Array;
   readonly maxWindowBytes: number;
@@ -330,12 +326,9 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
    * the window and the transport's backlog take whole: copied, no promise); false when it
    * cannot, and nothing was done: call `write`. For a writer that gathers small pieces and
    * flushes them before each read (the tunnel front), so a request costs no promise here.
-   * With `then`, `p` and `then` go as one frame (a rewritten head and the lines it gained, a
-   * header and a small body), copied once, into the transport write itself when nothing is
-   * queued ahead: no buffer of the caller's to gather them in first.
    */
-  writeNow(p: Uint8Array, then?: Uint8Array): boolean {
-    return this.#queueSmall(p, then === undefined || then.length === 0 ? null : then);
+  writeNow(p: Uint8Array): boolean {
+    return this.#queueSmall(p);
   }
 
   /** Room a {@linkcode writeFramed} caller leaves in front of the payload: one header. */
@@ -359,8 +352,8 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
    * its own (a relay or an HTTP front writes one such piece per request). False: take the
    * general path (which also reports why a write cannot go).
    */
-  #queueSmall(p: Uint8Array, then: Uint8Array | null = null): boolean {
-    const n = then === null ? p.length : p.length + then.length;
+  #queueSmall(p: Uint8Array): boolean {
+    const n = p.length;
     if (
       this.#writeBusy || n === 0 || n > copyWriteMaxBytes || n > this.#sendWindow ||
       n > this.#host.maxSendFrameBytes || this.#unflushedBytes + n > maxUnflushedWriteBytes ||
@@ -369,7 +362,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       return false;
     }
     this.#sendWindow -= n;
-    this.#enqueue(FrameType.data, 0, n, p, false, false, true, then);
+    this.#enqueue(FrameType.data, 0, n, p, false, false, true);
     return true;
   }
 
@@ -498,7 +491,6 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
   /**
    * Send a frame: straight into the session's batch when it takes it (no waiter wanted, not
    * framed; payload small), else queued. `copy`: `payload` is the caller's, copied if queued.
-   * `then`: more of the payload, after `payload` (copied with it; `copy` must be set).
    */
   #enqueue(
     type: number,
@@ -508,12 +500,11 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     wantDone: boolean,
     framed = false,
     copy = false,
-    then: Uint8Array | null = null,
   ): Deferred | null {
     flags |= this.#takeFlags();
     const priority = type === FrameType.windowUpdate && flags === 0;
     if (!wantDone && !framed) {
-      const at = this.#host.encodeNow(this, type, flags, length, payload, then);
+      const at = this.#host.encodeNow(this, type, flags, length, payload);
       if (at >= 0) {
         if (!priority) {
           this.#lastQueued = null;
@@ -523,7 +514,7 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
         return null;
       }
     }
-    if (copy && payload !== null) payload = this.#host.stage(payload, then);
+    if (copy && payload !== null) payload = this.#host.stage(payload);
     if (type === FrameType.data) this.#unflushedBytes += length;
     const f: OutFrame = {
       type,
