@@ -1,0 +1,155 @@
+/**
+ * `deno run -A bench/_depot_gc.ts --trees 'new=DIR,old=DIR' [--rounds 5] [--count 4000] [--mux]`:
+ * what plain depot's (`--mux`: depot `--mux`'s) young-generation GCs keep per connection, per
+ * process (depot-server, depot-local), for several checkouts in one run (issue 20). Every
+ * service runs with V8's `--trace-gc-nvp`; each round measures each tree once (`--count` small
+ * SOCKS exchanges, 32 concurrent, trees in alternating order) and keeps that round's
+ * scavenges. Per tree and process: CPU µs per connection (median of the rounds), and per
+ * connection the bytes that survived a scavenge, the bytes promoted, and the scavenge pause
+ * (wall: on a loaded box it includes waiting for a core; compare the bytes first).
+ * bench/_gc_phases.ts does the same for seaprox and its floor.
+ * @module
+ */
+
+import {
+  benchFlags,
+  concurrentRps,
+  cpuPerConn,
+  fixed,
+  freePort,
+  median,
+  type Proc,
+  roundOrder,
+  serveLengthSource,
+  socksRoute,
+  spawn,
+  stopAll,
+  waitPort,
+  waitUntil,
+} from "./_util.ts";
+
+const flags = benchFlags({
+  numbers: { rounds: 5, count: 4000, concurrency: 32 },
+  booleans: ["mux"],
+  strings: ["trees"],
+});
+const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
+  .map((t) => {
+    const [name, dir] = t.split("=");
+    return { name, dir };
+  });
+const warmupConns = 2000;
+const env = { DEPOT_TOKEN: crypto.randomUUID() };
+
+/** One GC's `--trace-gc-nvp` object (the fields read here). */
+type GcLine = Record<string, number | string | boolean>;
+const num = (g: GcLine, k: string): number => typeof g[k] === "number" ? g[k] as number : 0;
+
+/** The scavenges among `lines` (`--trace-gc-nvp` prints one JSON object per GC). */
+function scavenges(lines: readonly string[]): GcLine[] {
+  const out: GcLine[] = [];
+  for (const line of lines) {
+    const at = line.indexOf("GC: {");
+    if (at < 0) continue;
+    try {
+      const g = JSON.parse(line.slice(at + 4)) as GcLine;
+      if (g.gc === "s") out.push(g);
+    } catch {
+      // A line cut by another writer: left out.
+    }
+  }
+  return out;
+}
+
+/** `deno run -A --v8-flags=--trace-gc-nvp script args`, stdout line-buffered into `lines`. */
+const traced = (script: string, args: string[]): Proc =>
+  spawn("stdbuf", [
+    "-oL",
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--v8-flags=--trace-gc-nvp",
+    script,
+    ...args,
+  ], {
+    env,
+    name: script.slice(script.lastIndexOf("/") + 1),
+  });
+
+const procs: Proc[] = [];
+const source = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+const serving = serveLengthSource(source).catch(() => {
+  // The listener closed at the end: the source's loop ends with it.
+});
+try {
+  const paths = [];
+  for (const t of trees) {
+    const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
+    const server = traced(`${t.dir}/services/depot-server.ts`, [
+      ...["--log-level", "warn", "--control", `127.0.0.1:${control}`],
+      ...["--socks", `127.0.0.1:${socks}`, "--tunnel", `127.0.0.1:${tunnel}`],
+      ...["--status", `127.0.0.1:${status}`],
+    ]);
+    const local = traced(`${t.dir}/services/depot-local.ts`, [
+      ...["--log-level", "warn", ...(flags.mux ? ["--mux"] : [])],
+      ...["--server", `127.0.0.1:${control}`],
+    ]);
+    procs.push(server, local);
+    await waitPort(status, `${t.name} depot-server`);
+    await waitUntil(`${t.name} exit`, async () => {
+      const st = await (await fetch(`http://127.0.0.1:${status}/status`)).json() as {
+        exits: unknown[];
+      };
+      return st.exits.length === 1;
+    });
+    paths.push({
+      name: t.name,
+      route: socksRoute(t.name, socks, source.addr.port),
+      procs: [server, local],
+    });
+  }
+  for (const p of paths) await concurrentRps(p.route, warmupConns, flags.concurrency);
+  /** Per path, per process: CPU µs/conn of each round, and the round's scavenges. */
+  const cpu = paths.map(() => [[] as number[], [] as number[]]);
+  const gcs = paths.map(() => [[] as GcLine[], [] as GcLine[]]);
+  for (let round = 1; round <= flags.rounds; round++) {
+    for (const [i, p] of roundOrder(paths, round)) {
+      const from = p.procs.map((q) => q.lines.length);
+      const { usPerConn } = await cpuPerConn(
+        p.procs,
+        flags.count,
+        () => concurrentRps(p.route, flags.count, flags.concurrency),
+      );
+      p.procs.forEach((q, j) => {
+        cpu[i][j].push(usPerConn[j]);
+        gcs[i][j].push(...scavenges(q.lines.slice(from[j])));
+      });
+    }
+    console.error(`  round ${round} done`);
+  }
+  const conns = flags.count * flags.rounds;
+  console.log(
+    `${
+      flags.mux ? "depot --mux" : "plain depot"
+    }, ${flags.count} exchanges x${flags.concurrency}, ${flags.rounds} rounds: ` +
+      `CPU µs/conn (median), per conn: scavenges' survived and promoted bytes, pause µs`,
+  );
+  for (const [i, p] of paths.entries()) {
+    for (const [j, side] of ["server", "local"].entries()) {
+      const sc = gcs[i][j];
+      const per = (k: string, scale = 1) =>
+        fixed(sc.reduce((a, g) => a + num(g, k), 0) * scale / conns, 1);
+      console.log(
+        `${p.name.padEnd(8)} ${side.padEnd(6)} CPU ${fixed(median(cpu[i][j])).padStart(5)} [${
+          cpu[i][j].map((x) => fixed(x)).join(" ")
+        }]  scavenges ${fixed(sc.length * 1000 / conns, 2)}/1k  survived ${
+          per("new_space_survived")
+        } B  promoted ${per("promoted")} B  pause ${per("pause", 1000)} µs`,
+      );
+    }
+  }
+} finally {
+  await stopAll(procs, "SIGKILL"); // a bench: no drain to wait for
+  source.close();
+  await serving;
+}
