@@ -19,6 +19,7 @@ import {
   type HostPort,
   isOutOfFds,
   joinHostPort,
+  LiveList,
   minRelayBufferBytes,
   NetError,
   type NetFailureReason,
@@ -279,9 +280,13 @@ export class DepotLocal {
   readonly #backoff: Backoff;
   readonly #stop = new AbortController();
   readonly #events = new EventTarget();
-  readonly #live = new Set<RelayStats>();
+  /**
+   * Byte counts of the relays running now, and the control path's request tasks: lists, not
+   * Sets, as they churn per connection (see lib/net/live_list.ts).
+   */
+  readonly #live = new LiveList<RelayStats>();
   readonly #failures: DepotLocalStatus["recentFailures"] = [];
-  readonly #tasks = new Set<Promise<void>>();
+  readonly #tasks = new LiveList<Promise<void>>();
   /**
    * Request streams being served and standby spares watched ("open"): counted by
    * #serveStream and #watchStandby themselves (see `#taskEnded`), not tracked.

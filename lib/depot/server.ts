@@ -24,6 +24,7 @@ import {
   type HostPort,
   isOutOfFds,
   joinHostPort,
+  LiveList,
   minRelayBufferBytes,
   type NetFailureReason,
   ProtocolError,
@@ -550,6 +551,11 @@ class DirectRequest implements Pending, Deadline {
   }
 }
 
+/** One relay through an exit, in its `live` list (its stats are in the server's `#live`). */
+interface ExitRelay {
+  readonly stats: RelayStats;
+}
+
 /** A connected depot-local. */
 class ExitSession {
   readonly connectedSince = new Date();
@@ -558,8 +564,13 @@ class ExitSession {
   failures = 0;
   bytesUp = 0;
   bytesDown = 0;
-  readonly live = new Set<RelayStats>();
-  readonly pending = new Set<Pending>();
+  /**
+   * Its relays' byte counts. Lists, not Sets, for what churns per connection here (`live`,
+   * `pending`, `relays`): see lib/net/live_list.ts. A relay's `RelayStats` is in the server's
+   * `#live`, so the exit lists a record of its own that points at it (an item is in one list).
+   */
+  readonly live = new LiveList<ExitRelay>();
+  readonly pending = new LiveList<Pending>();
   /** The local announced "udp": it serves `associate`. */
   carriesUdp = false;
   /** The local announced "open": it takes requests on streams we open on its mux session. */
@@ -581,7 +592,7 @@ class ExitSession {
   /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
   readonly ends = new Map<number, ConfirmedEnd>();
   /** Its relays' aborts (see `relayAbort`), aborted when the control connection ends. */
-  readonly relays = new Set<AbortHub>();
+  readonly relays = new LiveList<AbortHub>();
   /** Its "ok" requests' series (bound once). */
   readonly okCount: { inc(): void };
   constructor(
@@ -599,8 +610,10 @@ class ExitSession {
     // control connection is gone.
     ctl.signal.addEventListener("abort", () => {
       for (const gate of this.ends.values()) gate.fail();
-      for (const a of this.relays) a.abort(ctl.signal.reason);
-      this.relays.clear();
+      for (const a of [...this.relays]) {
+        this.relays.delete(a);
+        a.abort(ctl.signal.reason);
+      }
     }, { once: true });
   }
 
@@ -632,7 +645,7 @@ class ExitSession {
 
   status(): ExitStatus {
     let up = this.bytesUp, down = this.bytesDown;
-    for (const s of this.live) (up += s.aToB, down += s.bToA);
+    for (const { stats: s } of this.live) (up += s.aToB, down += s.bToA);
     return {
       name: this.name,
       remote: this.remote,
@@ -711,7 +724,8 @@ export class DepotServer {
   readonly #failuresByReason = new Map<string, number>();
   #closedBytesUp = 0;
   #closedBytesDown = 0;
-  readonly #live = new Set<RelayStats>();
+  /** Byte counts of the relays running now (a list: see lib/net/live_list.ts). */
+  readonly #live = new LiveList<RelayStats>();
   readonly #muxSessions = new Set<MuxSession>();
   #stopping = false;
   readonly #authLimiter: AuthFailureLimiter | undefined;
@@ -1237,7 +1251,8 @@ export class DepotServer {
     this.#total++;
     exit.active++;
     exit.total++;
-    exit.live.add(stats);
+    const onExit: ExitRelay = { stats };
+    exit.live.add(onExit);
     this.#live.add(stats);
     m.serverSeries.active.inc();
     exit.okCount.inc();
@@ -1262,7 +1277,7 @@ export class DepotServer {
       exit.relays.delete(relayAbort);
       this.#active--;
       exit.active--;
-      exit.live.delete(stats);
+      exit.live.delete(onExit);
       this.#live.delete(stats);
       exit.bytesUp += stats.aToB;
       exit.bytesDown += stats.bToA;
