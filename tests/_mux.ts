@@ -1,8 +1,9 @@
 /** Test helpers for lib/mux: session pairs over loopback TCP, a raw frame peer, the Go peer. */
 
-import { Session, type SessionOptions } from "../lib/mux/mod.ts";
+import { Session, type SessionOptions, type Stream } from "../lib/mux/mod.ts";
 import { decodeHeader, encodeFrame, type FrameHeader, headerBytes } from "../lib/mux/frame.ts";
 import { BufferedReader, type Duplex } from "../lib/net/mod.ts";
+import { concatBytes } from "../lib/net/bytes.ts";
 import { assert } from "./_assert.ts";
 import { drainHash, listenLocal } from "./_util.ts";
 
@@ -74,6 +75,36 @@ export async function acceptedHashes(
     got.push(drainHash(s, `stream ${s.id}'s bytes`).then((h) => [s.id, h.sha256]));
   }
   return new Map(await Promise.all(got));
+}
+
+/** A way to send a stream's first bytes: a name, the bytes in its SYN, the writes after it. */
+export type SynSplit = [name: string, syn: Uint8Array, later: Uint8Array[]];
+
+/**
+ * For each case, `client` opens a stream with the case's SYN bytes, then writes the later pieces
+ * and its FIN; `check` gets the stream `server` accepted, the case's name and every byte sent on
+ * it. Both streams are closed after the check.
+ */
+export async function eachSynSplit(
+  client: Session,
+  server: Session,
+  cases: readonly SynSplit[],
+  check: (stream: Stream, name: string, sent: Uint8Array) => Promise<void>,
+): Promise<void> {
+  for (const [name, syn, later] of cases) {
+    const accepted = server.accept();
+    const opened = await client.open({ data: syn });
+    const stream = await accepted;
+    assert(stream !== null, "an accepted stream");
+    const writing = (async () => {
+      for (const p of later) await opened.write(p);
+      await opened.closeWrite();
+    })();
+    await check(stream, name, concatBytes(syn, ...later));
+    await writing;
+    opened.close();
+    stream.close();
+  }
 }
 
 /** A raw peer speaking frames by hand against a warren session on the other end. */

@@ -14,10 +14,10 @@ import {
 import type { Duplex, ViewReader } from "../lib/net/mod.ts";
 import { depotCompact } from "../lib/depot/compact.ts";
 import { depotProtocol } from "../lib/depot/protocol.ts";
-import { assert, assertEquals } from "./_assert.ts";
+import { assertEquals } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { concat } from "./_depot.ts";
-import { muxPair } from "./_mux.ts";
+import { eachSynSplit, muxPair, type SynSplit } from "./_mux.ts";
 
 /** A source that lends its chunks (`ViewReader`), as a lib/mux stream does. */
 class LendingSource extends ChunkedSource implements ViewReader {
@@ -132,32 +132,20 @@ Deno.test("readFirstMessage on lib/mux streams: the frame in the SYN, split from
   const frame = depotCompact.encode(connect)!;
   const { client, server } = await muxPair();
   try {
-    const cases: [string, Uint8Array, Uint8Array[]][] = [
+    const cases: SynSplit[] = [
       ["whole in the SYN", frame, []],
       ["with bytes behind it in the SYN", concat(frame, tail), []],
       ["split: part in the SYN, the rest later", frame.subarray(0, 9), [frame.subarray(9), tail]],
       ["nothing in the SYN", new Uint8Array(0), [frame, tail]],
     ];
-    for (const [name, syn, later] of cases) {
-      const accepted = server.accept();
-      const opened = await client.open({ data: syn });
-      const stream = await accepted;
-      assert(stream !== null, "an accepted stream");
-      const writing = (async () => {
-        for (const p of later) await opened.write(p);
-        await opened.closeWrite();
-      })();
+    await eachSynSplit(client, server, cases, async (stream, name, sent) => {
       const f = await readFirstMessage(stream, depotProtocol, {
         maxMessageBytes: 1024,
         compact: depotCompact,
       });
       assertEquals(f.msg, connect, name);
-      const expected = concat(syn, ...later).subarray(frame.length);
-      assertEquals(await rest(stream, f.leftover), expected, name);
-      await writing;
-      opened.close();
-      stream.close();
-    }
+      assertEquals(await rest(stream, f.leftover), sent.subarray(frame.length), name);
+    });
   } finally {
     await Promise.all([client.close(), server.close()]);
   }

@@ -15,7 +15,7 @@ import { tunnelProtocol } from "../lib/tunnel/protocol.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { concat } from "./_depot.ts";
-import { muxPair } from "./_mux.ts";
+import { eachSynSplit, muxPair, type SynSplit } from "./_mux.ts";
 import { readAll } from "./_util.ts";
 
 const msg = {
@@ -128,7 +128,7 @@ Deno.test("readMessageExact: an over-long length is refused before any body byte
 Deno.test("readMessageExact on lib/mux streams: the frame in the SYN, split from it, with bytes behind", async () => {
   const { client, server } = await muxPair();
   try {
-    const cases: [string, Uint8Array, Uint8Array[]][] = [
+    const cases: SynSplit[] = [
       ["whole in the SYN", frame, []],
       ["with bytes behind it in the SYN", concat(frame, tail), []],
       ["split: part in the SYN, the rest later", frame.subarray(0, 9), [frame.subarray(9), tail]],
@@ -139,22 +139,11 @@ Deno.test("readMessageExact on lib/mux streams: the frame in the SYN, split from
         [...concat(frame, tail)].map((b) => Uint8Array.of(b)),
       ],
     ];
-    for (const [name, syn, later] of cases) {
-      const accepted = server.accept();
-      const opened = await client.open({ data: syn });
-      const stream = await accepted;
-      assert(stream !== null, "an accepted stream");
-      const writing = (async () => {
-        for (const p of later) await opened.write(p);
-        await opened.closeWrite();
-      })();
+    await eachSynSplit(client, server, cases, async (stream, name, sent) => {
       assertEquals(await readMessageExact(stream, tunnelProtocol), msg, name);
-      const expected = concat(syn, ...later).subarray(frame.length);
+      const expected = sent.subarray(frame.length);
       assertEquals(await readAll(stream, `${name}: the bytes after the message`), expected, name);
-      await writing;
-      opened.close();
-      stream.close();
-    }
+    });
   } finally {
     await Promise.all([client.close(), server.close()]);
   }
