@@ -37,6 +37,7 @@
 import {
   benchFlags,
   benchPath,
+  benchTrees,
   concurrentRps,
   cpuPerConn,
   fixed,
@@ -67,12 +68,8 @@ const flags = benchFlags({
   booleans: ["together", "no-floor", "mux", "rt", "ssh"],
   strings: ["trees", "floors"],
 });
-const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
-  .map((t) => {
-    const [name, spec] = t.split("=");
-    const [dir, sub] = spec.split(":");
-    return { name, dir, sub: sub?.replaceAll("+", ",") ?? "" };
-  });
+/** `name=DIR` or `name=DIR:SUB` (DEPOT_SUB's variants joined by `+`). */
+const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`, ":");
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 const procs: Proc[] = [];
 const paths: { name: string; route: Route; procs: Proc[] }[] = [];
@@ -163,14 +160,14 @@ try {
       `127.0.0.1:${tunnel}`,
       "--status",
       `127.0.0.1:${status}`,
-    ], { env: { ...env, DEPOT_SUB: t.sub }, output: "stderr" });
+    ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
     const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
       "--log-level",
       "warn",
       ...(flags.mux ? ["--mux"] : []),
       "--server",
       `127.0.0.1:${control}`,
-    ], { env: { ...env, DEPOT_SUB: t.sub }, output: "stderr" });
+    ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
     procs.push(server, local);
     await waitPort(status, `${t.name} depot-server`);
     await waitUntil(`${t.name} exit`, async () => {

@@ -13,6 +13,7 @@
 
 import {
   benchFlags,
+  benchTrees,
   concurrentRps,
   cpuPerConn,
   fixed,
@@ -33,11 +34,7 @@ const flags = benchFlags({
   booleans: ["mux"],
   strings: ["trees"],
 });
-const trees = (flags.trees ?? `this=${new URL("..", import.meta.url).pathname}`).split(",")
-  .map((t) => {
-    const [name, dir] = t.split("=");
-    return { name, dir };
-  });
+const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`);
 const warmupConns = 2000;
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 

@@ -18,6 +18,7 @@
 import {
   benchFlags,
   benchPath,
+  benchTrees,
   concurrentRps,
   cpuPerConn,
   fixed,
@@ -40,11 +41,7 @@ const flags = benchFlags({
 });
 const heavy = (flags.heavy ?? "0,2,6").split(",").filter(Boolean);
 /** `name=DIR` or `name=DIR@V8FLAGS` (V8 flags joined by `+`, e.g. `--max-semi-space-size=32`). */
-const trees = (flags.trees ?? "").split(",").filter(Boolean).map((t) => {
-  const [name, spec] = t.split(/=(.*)/s);
-  const [dir, v8] = spec.split("@");
-  return { name, dir, v8: v8?.replaceAll("+", ",") ?? "" };
-});
+const trees = benchTrees(flags.trees, "", "@");
 const startTimeoutMs = 60_000;
 
 /** `deno run -A --trace-gc[,v8] script` with its stdout line-buffered. */
@@ -117,7 +114,7 @@ try {
     paths.push({ name, route: socksRoute(name, p.port, source.addr.port), procs: [server, local] });
   }
   const env = { DEPOT_TOKEN: crypto.randomUUID() };
-  for (const { name, dir, v8 } of trees) {
+  for (const { name, dir, extra: v8 } of trees) {
     const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
     const at = (port: number) => `127.0.0.1:${port}`;
     const server = traced(

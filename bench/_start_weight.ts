@@ -21,6 +21,7 @@
 import {
   benchFlags,
   benchPath,
+  benchTrees,
   fixed,
   freePort,
   median,
@@ -36,11 +37,7 @@ const flags = benchFlags({
   strings: ["trees", "only"],
   booleans: ["scripts"],
 });
-const trees = (flags.trees ?? `new=${new URL("..", import.meta.url).pathname}`).split(",")
-  .filter(Boolean).map((t) => {
-    const [name, dir] = t.split("=");
-    return { name, dir: dir.replace(/\/$/, "") };
-  });
+const trees = benchTrees(flags.trees, `new=${new URL("..", import.meta.url).pathname}`);
 const only = flags.only ? new RegExp(flags.only) : undefined;
 const env = {
   DEPOT_TOKEN: "weight-bench-token-0123456789abcdef",

@@ -49,6 +49,29 @@ export type BenchFlags<N extends string, B extends string, S extends string> =
   & { [K in B]: boolean }
   & { [K in S]?: string };
 
+/** One tree of a same-run comparison (`--trees`): its name, its checkout, the extra part. */
+export interface BenchTree {
+  name: string;
+  /** The checkout's directory, without a trailing slash. */
+  dir: string;
+  /** What followed the directory after the bench's separator, its `+` read as `,`; "" if none. */
+  extra: string;
+}
+
+/**
+ * The trees a bench runs side by side: `--trees name=DIR[<sep>EXTRA],...`, or `fallback` when
+ * the flag is unset. EXTRA is itself a comma-separated list (a variant's name, V8 flags), so its
+ * commas are written as `+`.
+ */
+export function benchTrees(spec: string | undefined, fallback = "", sep = ""): BenchTree[] {
+  return (spec ?? fallback).split(",").filter(Boolean).map((t) => {
+    const [name, rest = ""] = t.split(/=(.*)/s);
+    const at = sep === "" ? -1 : rest.indexOf(sep);
+    const dir = (at < 0 ? rest : rest.slice(0, at)).replace(/\/$/, "");
+    return { name, dir, extra: at < 0 ? "" : rest.slice(at + sep.length).replaceAll("+", ",") };
+  });
+}
+
 /**
  * Parse a bench's `--name value` flags (also `--name=value`). Numbers fall back to their
  * default; a value that is not a number, or a flag the bench does not know, prints one line
