@@ -18,12 +18,15 @@ import {
   cpuPerConn,
   fixed,
   freePort,
+  type GcLine,
+  gcNum,
+  gcTraceLines,
   median,
   type Proc,
   roundOrder,
   serveLengthSource,
   socksRoute,
-  spawn,
+  spawnTraced,
   stopAll,
   waitPort,
   waitUntil,
@@ -38,40 +41,13 @@ const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pat
 const warmupConns = 2000;
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 
-/** One GC's `--trace-gc-nvp` object (the fields read here). */
-type GcLine = Record<string, number | string | boolean>;
-const num = (g: GcLine, k: string): number => typeof g[k] === "number" ? g[k] as number : 0;
+/** The scavenges among a process's lines. */
+const scavenges = (lines: readonly string[]): GcLine[] =>
+  gcTraceLines(lines).filter((g) => g.gc === "s");
 
-/** The scavenges among `lines` (`--trace-gc-nvp` prints one JSON object per GC). */
-function scavenges(lines: readonly string[]): GcLine[] {
-  const out: GcLine[] = [];
-  for (const line of lines) {
-    const at = line.indexOf("GC: {");
-    if (at < 0) continue;
-    try {
-      const g = JSON.parse(line.slice(at + 4)) as GcLine;
-      if (g.gc === "s") out.push(g);
-    } catch {
-      // A line cut by another writer: left out.
-    }
-  }
-  return out;
-}
-
-/** `deno run -A --v8-flags=--trace-gc-nvp script args`, stdout line-buffered into `lines`. */
+/** `deno run -A --v8-flags=--trace-gc-nvp script args`, stdout line-buffered. */
 const traced = (script: string, args: string[]): Proc =>
-  spawn("stdbuf", [
-    "-oL",
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--v8-flags=--trace-gc-nvp",
-    script,
-    ...args,
-  ], {
-    env,
-    name: script.slice(script.lastIndexOf("/") + 1),
-  });
+  spawnTraced(script, args, "--v8-flags=--trace-gc-nvp", { env });
 
 const procs: Proc[] = [];
 const source = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -135,7 +111,7 @@ try {
     for (const [j, side] of ["server", "local"].entries()) {
       const sc = gcs[i][j];
       const per = (k: string, scale = 1) =>
-        fixed(sc.reduce((a, g) => a + num(g, k), 0) * scale / conns, 1);
+        fixed(sc.reduce((a, g) => a + gcNum(g, k), 0) * scale / conns, 1);
       console.log(
         `${p.name.padEnd(8)} ${side.padEnd(6)} CPU ${fixed(median(cpu[i][j])).padStart(5)} [${
           cpu[i][j].map((x) => fixed(x)).join(" ")

@@ -25,11 +25,14 @@ import {
   cpuPerConn,
   fixed,
   freePort,
+  type GcLine,
+  gcNum,
+  gcTraceLines,
   median,
   type Proc,
   serveLengthSource,
   servicePath,
-  spawn,
+  spawnTraced,
   stopAll,
   tcpRoute,
   waitPort,
@@ -72,26 +75,6 @@ function threadCpu(pid: number): Record<ThreadKind, number> {
   return out;
 }
 
-/** One GC's `--trace-gc-nvp` object (the fields read here). */
-type GcLine = Record<string, number | string | boolean>;
-
-/** The GC objects among `lines`. */
-function gcLines(lines: readonly string[]): GcLine[] {
-  const out: GcLine[] = [];
-  for (const line of lines) {
-    const at = line.indexOf("GC: {");
-    if (at < 0) continue;
-    try {
-      out.push(JSON.parse(line.slice(at + 4)) as GcLine);
-    } catch {
-      // A line cut by another writer: left out.
-    }
-  }
-  return out;
-}
-
-const num = (g: GcLine, k: string): number => typeof g[k] === "number" ? g[k] as number : 0;
-
 interface Path {
   name: string;
   port: number;
@@ -106,7 +89,7 @@ const procs: Proc[] = [];
 /** `deno run -A --v8-flags=--trace-gc-nvp[,extra] script`, its stdout line-buffered. */
 const traced = (script: string, args: string[], env: Record<string, string>, extra = "") => {
   const v8 = `--v8-flags=--trace-gc-nvp${extra ? `,${extra}` : ""}`;
-  const p = spawn("stdbuf", ["-oL", Deno.execPath(), "run", "-A", v8, script, ...args], { env });
+  const p = spawnTraced(script, args, v8, { env });
   procs.push(p);
   return p;
 };
@@ -159,7 +142,7 @@ try {
       cpu[i].push(r.usPerConn[0]);
       const after = threadCpu(p.proc.child.pid);
       threadKinds.forEach((k, j) => threads[i][j].push((after[k] - before[k]) * 1e6 / flags.count));
-      gcs[i].push(...gcLines(p.proc.lines.slice(from)));
+      gcs[i].push(...gcTraceLines(p.proc.lines.slice(from)));
     }
     console.error(`  round ${round + 1} done`);
   }
@@ -169,7 +152,7 @@ try {
     const mc = gcs[i].filter((g) => g.gc === "mc");
     /** Sum of `k` over `gs`, per connection (µs when `k` is in ms, with `scale` 1000). */
     const per = (gs: GcLine[], k: string, scale = 1) =>
-      fixed(gs.reduce((a, g) => a + num(g, k), 0) * scale / conns, 1);
+      fixed(gs.reduce((a, g) => a + gcNum(g, k), 0) * scale / conns, 1);
     console.log(
       `${p.name}: CPU µs/conn ${fixed(median(cpu[i]))} [${cpu[i].map((x) => fixed(x)).join(" ")}]`,
     );
@@ -180,7 +163,7 @@ try {
     );
     console.log(
       `  scavenges ${fixed(sc.length * 1000 / conns, 2)}/1k conns (semi-space up to ${
-        Math.max(0, ...sc.map((g) => num(g, "new_space_capacity"))) / 2 ** 20
+        Math.max(0, ...sc.map((g) => gcNum(g, "new_space_capacity"))) / 2 ** 20
       } MB); per conn: survived ${per(sc, "new_space_survived")} B, promoted ${
         per(sc, "promoted")
       } B, pause ${per(sc, "pause", 1000)} µs (copy: main ${
@@ -201,12 +184,12 @@ try {
     if (flags.each) {
       for (const g of sc) {
         console.log(
-          `    semi ${num(g, "new_space_capacity") / 2 ** 20} MB, survived ${
-            fixed(num(g, "new_space_survived") / 1024)
-          } KB, promoted ${fixed(num(g, "promoted") / 1024)} KB, pause ${
-            fixed(num(g, "pause"), 2)
-          } ms (main ${fixed(num(g, "scavenge.parallel"), 2)}, workers ${
-            fixed(num(g, "background.scavenge.parallel"), 2)
+          `    semi ${gcNum(g, "new_space_capacity") / 2 ** 20} MB, survived ${
+            fixed(gcNum(g, "new_space_survived") / 1024)
+          } KB, promoted ${fixed(gcNum(g, "promoted") / 1024)} KB, pause ${
+            fixed(gcNum(g, "pause"), 2)
+          } ms (main ${fixed(gcNum(g, "scavenge.parallel"), 2)}, workers ${
+            fixed(gcNum(g, "background.scavenge.parallel"), 2)
           })`,
         );
       }

@@ -29,7 +29,7 @@ import {
   type Route,
   serveLengthSource,
   socksRoute,
-  spawn,
+  spawnTraced,
   stopAll,
   waitPort,
   waitUntil,
@@ -52,9 +52,7 @@ function traced(
   name: string,
   v8 = "",
 ): Proc {
-  const v8Flags = `--v8-flags=--trace-gc${v8 ? `,${v8}` : ""}`;
-  const deno = [Deno.execPath(), "run", "-A", v8Flags, script, ...args];
-  return spawn("stdbuf", ["-oL", ...deno], { env, name });
+  return spawnTraced(script, args, `--v8-flags=--trace-gc${v8 ? `,${v8}` : ""}`, { env, name });
 }
 
 /** What a process's `--trace-gc` lines say. */

@@ -159,6 +159,48 @@ export interface SpawnOptions {
   denoFlags?: string[];
 }
 
+/**
+ * `deno run -A <v8Flags> script args` with its stdout line-buffered: V8 prints its GC traces
+ * (`--trace-gc`, `--trace-gc-nvp`) through C stdio, block-buffered into a pipe, so without
+ * `stdbuf -oL` (coreutils) a round's lines arrive late or cut.
+ */
+export function spawnTraced(
+  script: string,
+  args: string[],
+  v8Flags: string,
+  opts: { env?: Record<string, string>; name?: string } = {},
+): Proc {
+  const deno = [Deno.execPath(), "run", "-A", v8Flags, script, ...args];
+  return spawn("stdbuf", ["-oL", ...deno], {
+    env: opts.env,
+    name: opts.name ?? script.slice(script.lastIndexOf("/") + 1),
+  });
+}
+
+/** One GC's `--trace-gc-nvp` object (the fields are V8's: `gc`, `pause`, `promoted`, ...). */
+export type GcLine = Record<string, number | string | boolean>;
+
+/** The `--trace-gc-nvp` objects among a process's output lines (one JSON object per GC). */
+export function gcTraceLines(lines: readonly string[]): GcLine[] {
+  const out: GcLine[] = [];
+  for (const line of lines) {
+    const at = line.indexOf("GC: {");
+    if (at < 0) continue;
+    try {
+      out.push(JSON.parse(line.slice(at + 4)) as GcLine);
+    } catch {
+      // A line cut by another writer: left out.
+    }
+  }
+  return out;
+}
+
+/** A number field of a GC object; 0 when V8 did not print it. */
+export function gcNum(g: GcLine, k: string): number {
+  const v = g[k];
+  return typeof v === "number" ? v : 0;
+}
+
 /** Wrap a child spawned with piped stdout and stderr (e.g. in a namespace) as a {@linkcode Proc}. */
 export function watch(child: Deno.ChildProcess, name: string): Proc {
   const w = new Watched(child, name);
