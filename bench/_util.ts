@@ -877,6 +877,8 @@ export interface WrkResult {
   p99Ms: number;
   /** Responses that were not 2xx or 3xx. */
   non2xx: number;
+  /** Socket errors (connect, read, write, timeout) wrk counted (0 where not read). */
+  errors?: number;
 }
 
 /** Options of {@linkcode wrk}. */
@@ -888,6 +890,8 @@ export interface WrkOptions {
   connections?: number;
   /** Host header (a vhost behind the same address). */
   host?: string;
+  /** More request header lines (`Name: value`), e.g. `Connection: close`. */
+  headers?: string[];
 }
 
 /** `wrk --latency` against `url`: requests per second and latency percentiles. */
@@ -900,6 +904,7 @@ export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
     url,
   ];
   if (opts.host) args.unshift("-H", `Host: ${opts.host}`);
+  for (const h of opts.headers ?? []) args.unshift("-H", h);
   const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" }).output();
   const text = new TextDecoder().decode(out.stdout);
   const ms = (label: string): number => {
@@ -914,6 +919,9 @@ export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
     p50Ms: ms("50%"),
     p99Ms: ms("99%"),
     non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0),
+    errors:
+      (/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text) ?? [])
+        .slice(1).reduce((n, x) => n + Number(x), 0),
   };
 }
 

@@ -39,6 +39,11 @@
  * them). "each µs" splits the hops' CPU per request by process (server / client for the
  * tunnel rows).
  *
+ * - new connections: the same wrk run with `-H 'Connection: close'` (a new public connection per
+ *   request, what a client without keep-alive costs) on direct, haproxy x2, the mux floor and
+ *   the raw tunnel (and its `--old`): rps, CPU µs per request (so per connection) of each
+ *   hop, "x hap2" the same-round ratio. `--new-conn-only` runs only this table.
+ *
  * The app (Deno.serve) and the TCP source run in this process's child (BENCH_ROLE=app).
  * Not a test: numbers are as measured on a shared machine.
  */
@@ -122,7 +127,7 @@ if (Deno.env.get("BENCH_ROLE") === "app") {
 // ---------------------------------------------------------------- helpers
 const flags = benchFlags({
   numbers: { bytes: 1 << 30, seconds: 5, rounds: 3 },
-  booleans: ["small-only", "nginx"],
+  booleans: ["small-only", "nginx", "new-conn-only"],
   strings: ["old", "only"],
 });
 const totalBytes = flags.bytes;
@@ -667,10 +672,81 @@ function printOldRatios(rows: { name: string }[], small: { hopsUs: number[] }[])
   }
 }
 
+/** Rows of the new-connection table (each request on a connection of its own). */
+const newConnRows = new Set([
+  "direct",
+  haproxyName,
+  muxFloorName,
+  "tunnel (raw, default)",
+  "tunnel (raw, old)",
+]);
+
+/**
+ * The new-connection table: `wrk -H 'Connection: close'`, so every request opens a public
+ * connection (and through the tunnel, before stream reuse, a tunnel stream and an origin
+ * connection); rounds interleaved as above; each tunnel row's rps over haproxy x2's in the same
+ * round, and CPU per request of the hops (server / client).
+ */
+async function newConnTable(): Promise<void> {
+  const rows = paths.filter((p) => newConnRows.has(p.name) && smallPaths.includes(p));
+  console.log(
+    `\nnew connections: wrk -t2 -c50 -d${wrkSeconds}s -H 'Connection: close' GET /hello, ` +
+      `median of ${rounds} rounds`,
+  );
+  const m = rows.map((p) => ({
+    runs: [] as WrkResult[],
+    hopsUs: [] as number[],
+    eachUs: p.hops.map(() => [] as number[]),
+  }));
+  for (let round = 1; round <= rounds; round++) {
+    for (const [i, p] of roundOrder(rows, round)) {
+      const { result: r, hopsS, eachS } = await cpuDuring(
+        p.hops,
+        () =>
+          wrk(`${p.url}/hello`, {
+            seconds: wrkSeconds,
+            host: p.host,
+            headers: ["Connection: close"],
+          }),
+      );
+      m[i].runs.push(r);
+      m[i].hopsUs.push(hopsS * 1e6 / r.requests);
+      eachS.forEach((sec, h) => m[i].eachUs[h].push(sec * 1e6 / r.requests));
+    }
+    console.error(`  round ${round} of the new connections done`);
+  }
+  const hap = rows.findIndex((p) => p.name === haproxyName);
+  console.log(
+    `${pad("path")}      rps   p50 ms   p99 ms   x hap2  non-2xx   errors  hops µs${
+      "each µs".padStart(eachWidth)
+    }`,
+  );
+  for (const [i, p] of rows.entries()) {
+    const med = (f: (r: WrkResult) => number) => median(m[i].runs.map(f));
+    const ratio = hap < 0 ? NaN : median(m[i].runs.map((r, k) => r.rps / m[hap].runs[k].rps));
+    const sum = (f: (r: WrkResult) => number) => m[i].runs.reduce((n, r) => n + f(r), 0);
+    const each = m[i].eachUs.map((us) => fixed(median(us))).join(" / ") || "-";
+    console.log(
+      `${pad(p.name)}${num(med((r) => r.rps))}${num(med((r) => r.p50Ms), 2)}${
+        num(med((r) => r.p99Ms), 2)
+      }${num(ratio, 2)}${String(sum((r) => r.non2xx)).padStart(numWidth)}${
+        String(sum((r) => r.errors ?? 0)).padStart(numWidth)
+      }${p.hops.length ? num(median(m[i].hopsUs)) : "-".padStart(numWidth)}${
+        each.padStart(eachWidth)
+      }`,
+    );
+  }
+  console.log(
+    "(x hap2: median of the same-round rps ratios to haproxy x2; hops µs: CPU per request, " +
+      "so per new connection, of the processes between wrk and the app)",
+  );
+}
+
 // Rows print as they are measured (a full run takes minutes), so the columns are fixed-width.
 const pad = (s: string) => s.padEnd(nameWidth);
 const num = (x: number, d = 0) => fixed(x, d).padStart(numWidth);
-try {
+/** The keep-alive small-request table (see the module doc). */
+async function smallTable(): Promise<void> {
   console.log(
     `small responses: wrk -t2 -c50 -d${wrkSeconds}s GET /hello, median of ${rounds} rounds; ` +
       `app: ${flags.nginx ? "nginx (one process)" : "Deno.serve"}`,
@@ -730,7 +806,12 @@ try {
   );
   printRoundRatios(smallPaths, small);
   printOldRatios(smallPaths, small);
-  if (!flags["small-only"] && !flags.nginx) await bulkAndTcp();
+}
+
+try {
+  if (!flags["new-conn-only"]) await smallTable();
+  await newConnTable();
+  if (!flags["small-only"] && !flags.nginx && !flags["new-conn-only"]) await bulkAndTcp();
 } finally {
   await stopAll([
     ...haproxies,
