@@ -26,8 +26,7 @@
  * @module
  */
 
-import { isIP } from "node:net";
-import type { HostPort } from "./addr.ts";
+import { type HostPort, ipFamily } from "./addr.ts";
 import { dial, type DialOptions, resolveHost } from "./dial.ts";
 import { NetError } from "./errors.ts";
 
@@ -60,7 +59,7 @@ export interface Ip {
 /** Parse an IP literal to (version, 128/32-bit value); IPv4-mapped IPv6 becomes IPv4. */
 export function parseIp(ip: string): Ip | null {
   const s = ip.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
-  const kind = isIP(s);
+  const kind = ipFamily(s);
   if (kind === 4) {
     return { v: 4, bits: s.split(".").reduce((a, o) => (a << 8n) | BigInt(Number(o)), 0n) };
   }
@@ -152,7 +151,7 @@ function parseCidr(text: string, rule: string): Cidr | null {
   // An IPv4-mapped network (::ffff:a.b.c.d/104+) is an IPv4 network.
   const width = ip.v === 4 ? 32 : 128;
   let prefix = len === undefined ? width : Number(len);
-  if (ip.v === 4 && isIP(addr) === 6 && len !== undefined) prefix -= 96;
+  if (ip.v === 4 && ipFamily(addr) === 6 && len !== undefined) prefix -= 96;
   if (
     !Number.isInteger(prefix) || prefix < 0 || prefix > width ||
     (len !== undefined && !/^\d+$/.test(len))
@@ -172,7 +171,7 @@ export function parseAclRule(rule: string): Rule {
   if (bracket) {
     host = bracket[1];
     if (bracket[2] !== undefined) ports = parsePorts(bracket[2], r);
-  } else if (isIP(r.split("/")[0]) === 6) {
+  } else if (ipFamily(r.split("/")[0]) === 6) {
     host = r; // bare IPv6 (or IPv6 CIDR): no port possible
   } else {
     const i = r.lastIndexOf(":");

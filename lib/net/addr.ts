@@ -3,8 +3,6 @@
  * @module
  */
 
-import { isIP } from "node:net";
-
 /** A host (name, IPv4 or IPv6 without brackets) and a port. */
 export interface HostPort {
   host: string;
@@ -52,6 +50,43 @@ export function isIPv4Address(s: string): boolean {
   return parts === 4;
 }
 
+// node:net's IPv6 literal grammar (Node's lib/internal/net.js, which Deno's node layer
+// copies): eight 16-bit groups, one `::` for a run of zeros, an IPv4 tail, an optional zone.
+const v4Seg = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])";
+const v4Str = `(?:${v4Seg}\\.){3}${v4Seg}`;
+const v6Seg = "(?:[0-9a-fA-F]{1,4})";
+const ipv6Literal = new RegExp(
+  "^(?:" +
+    `(?:${v6Seg}:){7}(?:${v6Seg}|:)|` +
+    `(?:${v6Seg}:){6}(?:${v4Str}|:${v6Seg}|:)|` +
+    `(?:${v6Seg}:){5}(?::${v4Str}|(?::${v6Seg}){1,2}|:)|` +
+    `(?:${v6Seg}:){4}(?:(?::${v6Seg}){0,1}:${v4Str}|(?::${v6Seg}){1,3}|:)|` +
+    `(?:${v6Seg}:){3}(?:(?::${v6Seg}){0,2}:${v4Str}|(?::${v6Seg}){1,4}|:)|` +
+    `(?:${v6Seg}:){2}(?:(?::${v6Seg}){0,3}:${v4Str}|(?::${v6Seg}){1,5}|:)|` +
+    `(?:${v6Seg}:){1}(?:(?::${v6Seg}){0,4}:${v4Str}|(?::${v6Seg}){1,6}|:)|` +
+    `(?::(?:(?::${v6Seg}){0,5}:${v4Str}|(?::${v6Seg}){1,7}|:))` +
+    ")(?:%[0-9a-zA-Z-.:]{1,})?$",
+);
+
+/**
+ * Which IP literal `s` is: 4 (dotted quad), 6 (IPv6, zone allowed, no brackets) or 0 (a name
+ * or nothing valid), exactly as node:net's `isIP` answers. Written here so a service does not
+ * load Deno's node layer for it: node:net alone is ~2 MB of heap that every full GC marks
+ * (bench/RESULTS.md, weight2).
+ *
+ * @example
+ * ```ts
+ * import { ipFamily } from "./addr.ts";
+ * console.assert(ipFamily("10.0.0.1") === 4);
+ * console.assert(ipFamily("fe80::1%eth0") === 6);
+ * console.assert(ipFamily("[::1]") === 0 && ipFamily("example.org") === 0);
+ * ```
+ */
+export function ipFamily(s: string): 0 | 4 | 6 {
+  if (isIPv4Address(s)) return 4;
+  return ipv6Literal.test(s) ? 6 : 0;
+}
+
 /** Render `host:port`, bracketing IPv6 literals. */
 export function joinHostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
@@ -66,7 +101,7 @@ export function joinHostPort(host: string, port: number): string {
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").replace(/%.*$/, "").toLowerCase();
   if (h === "localhost" || h === "localhost.") return true;
-  const kind = isIP(h);
+  const kind = ipFamily(h);
   if (kind === 4) return h.startsWith("127.");
   if (kind !== 6) return false;
   // The URL parser writes an IPv6 literal in its canonical compressed form.

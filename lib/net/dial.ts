@@ -5,8 +5,7 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { isIP } from "node:net";
-import { isIPv4Address } from "./addr.ts";
+import { ipFamily, isIPv4Address } from "./addr.ts";
 import { noDelay } from "./duplex.ts";
 import { type Abortable, listenAbort, unlistenAbort } from "./abort.ts";
 import { type Deadline, deadlines } from "./deadline.ts";
@@ -34,7 +33,7 @@ export async function resolveHost(
   prefer: "ipv6" | "ipv4" = "ipv6",
 ): Promise<string[]> {
   const bare = unbracket(host);
-  if (isIP(bare)) return [bare];
+  if (ipFamily(bare)) return [bare];
   let found: { address: string; family: number }[];
   try {
     found = await lookup(bare, { all: true, verbatim: true });
@@ -194,9 +193,9 @@ function unbracket(host: string): string {
 
 /** `host` as an IP address (brackets removed), or undefined for a name. */
 function addressLiteral(host: string): string | undefined {
-  if (isIPv4Address(host)) return host; // the common case, without node:net's regexes
+  if (isIPv4Address(host)) return host; // the common case, without the IPv6 regex
   const bare = unbracket(host);
-  return isIP(bare) !== 0 ? bare : undefined;
+  return ipFamily(bare) !== 0 ? bare : undefined;
 }
 
 function rank(r: NetFailureReason): number {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { isIP } from "node:net";
+import { ipFamily } from "./addr.ts";
 import { sleep } from "./backoff.ts";
 
 /** Options of {@linkcode AuthFailureLimiter}. */
@@ -39,13 +39,13 @@ export function sourceKey(remote: string): string {
   let host = remote;
   const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(remote);
   if (bracket) host = bracket[1];
-  else if (isIP(remote) === 0 && /:\d+$/.test(remote)) {
+  else if (ipFamily(remote) === 0 && /:\d+$/.test(remote)) {
     host = remote.slice(0, remote.lastIndexOf(":"));
   }
   host = host.replace(/%.*$/, "");
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
   if (mapped) return mapped[1];
-  if (isIP(host) !== 6) return host;
+  if (ipFamily(host) !== 6) return host;
   // Expand to 8 groups and keep the first 4.
   const [head, tail = ""] = host.split("::");
   const h = head ? head.split(":") : [];

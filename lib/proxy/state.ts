@@ -6,8 +6,7 @@
  */
 
 import type { HostPort } from "../net/addr.ts";
-import { joinHostPort } from "../net/addr.ts";
-import { isIP } from "node:net";
+import { ipFamily, joinHostPort } from "../net/addr.ts";
 
 /** Where a side is in its life. Ordered: a side never goes back to an earlier state. */
 export type ProxyState = "idle" | "connecting" | "connected" | "closed";
@@ -123,7 +122,7 @@ export function describeEndpoint(ep: HostPort | Deno.Addr): string {
     host = ep.host;
     port = ep.port;
   }
-  const family = isIP(host);
+  const family = ipFamily(host);
   const kind = family === 4 ? "ipv4" : family === 6 ? "ipv6" : "name";
   return `${kind}[${joinHostPort(host, port)}]`;
 }

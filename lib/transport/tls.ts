@@ -17,7 +17,6 @@
  */
 
 import { certProblem } from "./cert_check.ts";
-import { isIP } from "node:net";
 import {
   connect as tlsConnect,
   createServer as createTlsServer,
@@ -25,7 +24,7 @@ import {
   type TLSSocket,
 } from "node:tls";
 import { type Logger, silentLogger } from "../log.ts";
-import { joinHostPort } from "../net/addr.ts";
+import { ipFamily, joinHostPort } from "../net/addr.ts";
 import { closeQuietly } from "../net/duplex.ts";
 import { classifyError, errorMessage, NetError } from "../net/errors.ts";
 import { listenerNoDelay } from "../net/tcp_nodelay.ts";
@@ -775,7 +774,7 @@ async function connectNodeTls(
     const sock = tlsConnect({
       socket: raw,
       host: name,
-      ...(isIP(name) ? {} : { servername: name }),
+      ...(ipFamily(name) ? {} : { servername: name }),
       ...(cfg.ca ? { ca: cfg.ca } : {}),
       ...(cfg.cert && cfg.key ? { cert: cfg.cert, key: cfg.key } : {}),
       rejectUnauthorized: true,

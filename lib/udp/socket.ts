@@ -12,8 +12,7 @@
  */
 
 import dgram from "node:dgram";
-import { isIP } from "node:net";
-import type { HostPort } from "../net/addr.ts";
+import { type HostPort, ipFamily } from "../net/addr.ts";
 import { resolveHost } from "../net/dial.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 
@@ -70,9 +69,9 @@ export class UdpSocket {
     opts: { reuseAddr?: boolean } = {},
   ): Promise<UdpSocket> {
     const bare = host.replace(/^\[|\]$/g, "");
-    const ip = isIP(bare) ? bare : (await resolveHost(bare, "ipv4"))[0];
+    const ip = ipFamily(bare) ? bare : (await resolveHost(bare, "ipv4"))[0];
     const sock = dgram.createSocket({
-      type: isIP(ip) === 6 ? "udp6" : "udp4",
+      type: ipFamily(ip) === 6 ? "udp6" : "udp4",
       reuseAddr: opts.reuseAddr === true,
     });
     try {
@@ -100,7 +99,7 @@ export class UdpSocket {
 
   /** Whether this socket speaks IPv6 (its peers must be IPv6 literals). */
   get ipv6(): boolean {
-    return isIP(this.#addr.host) === 6;
+    return ipFamily(this.#addr.host) === 6;
   }
 
   /**
