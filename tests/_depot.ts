@@ -1,5 +1,11 @@
 /** Helpers for the control and depot tests: loopback pairs, frame builders, in-process depot. */
-import { BufferedReader, ControlConn, ControlReader, ControlWriter } from "../lib/control/mod.ts";
+import {
+  BufferedReader,
+  ControlConn,
+  ControlReader,
+  ControlWriter,
+  type Outgoing,
+} from "../lib/control/mod.ts";
 import {
   DepotLocal,
   type DepotLocalOptions,
@@ -8,7 +14,14 @@ import {
   DepotServer,
   type DepotServerOptions,
 } from "../lib/depot/mod.ts";
-import { dial, type Duplex, type HostPort, withPrefix, writeAll } from "../lib/net/mod.ts";
+import {
+  closeQuietly,
+  dial,
+  type Duplex,
+  type HostPort,
+  withPrefix,
+  writeAll,
+} from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { drainHash, listenLocal, nextWithin, sendBlocks, TimedOutError, within } from "./_util.ts";
@@ -272,4 +285,109 @@ export async function endOf(r: { read(p: Uint8Array): Promise<number | null> }):
   } catch {
     return "reset";
   }
+}
+
+/** The welcome a {@linkcode handServer} sends: every field but its type and tunnel port. */
+export type HandWelcome = Omit<
+  Outgoing<Extract<DepotMessage, { type: "welcome" }>>,
+  "type" | "tunnelPort"
+>;
+
+/** A tunnel connection a {@linkcode handServer} accepted, after its first message. */
+export interface HandTunnel {
+  conn: Deno.Conn;
+  /** Its first depot message; `null` when it closed (or sent no valid message) first. */
+  first: DepotMessage | null;
+  /** The connection past that message (bytes already read, then the rest). */
+  rest: Duplex;
+}
+
+/** A running {@linkcode handServer}. */
+export interface HandServer {
+  controlPort: number;
+  tunnelPort: number;
+  /** The local's hello, once the control connection was accepted and welcomed. */
+  welcomed: Promise<Extract<DepotMessage, { type: "hello" }>>;
+  /** The control connection (only after `welcomed`): send requests, close it. */
+  readonly ctl: ControlConn<DepotMessage>;
+  /** Tunnel connections that have sent nothing yet (spares before a request takes them). */
+  silent: Set<Deno.Conn>;
+  /** Close every tunnel connection accepted so far. */
+  closeTunnels(): void;
+  /**
+   * Close the control connection, both listeners and every tunnel connection, and wait for
+   * the handlers; rethrows the first error an `onTunnel` threw (an assertion in it).
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * A depot server driven by hand, for a depot-local against servers DepotServer no longer is
+ * (older welcomes, spares cut by hand, tunnels held open): a control port that takes the
+ * local's hello and answers `welcome` (then hands each message to `onMessage`), and a tunnel
+ * port that reads each connection's first message and hands it to `onTunnel`. Connections
+ * stay open until `close()` (or `closeTunnels()`): a test decides when they end.
+ */
+export function handServer(opts: {
+  welcome: HandWelcome;
+  onTunnel?(t: HandTunnel): Promise<void> | void;
+  onMessage?(m: DepotMessage): void;
+}): HandServer {
+  const control = listenLocal();
+  const tunnel = listenLocal();
+  const conns = new Set<Deno.Conn>();
+  const silent = new Set<Deno.Conn>();
+  const handlers = new Set<Promise<void>>();
+  const errors: unknown[] = [];
+  let ctl: ControlConn<DepotMessage> | undefined;
+  const serveTunnels = (async () => {
+    for await (const conn of tunnel) {
+      conns.add(conn);
+      silent.add(conn);
+      const handler = (async () => {
+        const r = new BufferedReader(conn, 1024);
+        const first = await new ControlReader(r, depotProtocol).read().catch(() => null);
+        silent.delete(conn);
+        await opts.onTunnel?.({ conn, first, rest: withPrefix(conn, r.takeBuffered()) });
+      })().catch((err) => void errors.push(err));
+      handlers.add(handler);
+      void handler.finally(() => handlers.delete(handler));
+    }
+  })();
+  const welcomed = (async () => {
+    ctl = new ControlConn(await control.accept(), depotProtocol);
+    const hello = await ctl.expect("hello", 10_000);
+    await ctl.send({ type: "welcome", tunnelPort: tunnel.addr.port, ...opts.welcome });
+    return hello;
+  })();
+  const serveControl = (async () => {
+    await welcomed;
+    for (let m; (m = await ctl!.receive()) !== null;) opts.onMessage?.(m);
+  })().catch(() => {
+    // The control connection ends with the test (the local stops, or close()).
+  });
+  const closeTunnels = () => {
+    for (const c of conns) closeQuietly(c);
+  };
+  return {
+    controlPort: control.addr.port,
+    tunnelPort: tunnel.addr.port,
+    welcomed,
+    get ctl() {
+      if (!ctl) throw new Error("the hand-driven server has no control connection yet");
+      return ctl;
+    },
+    silent,
+    closeTunnels,
+    async close() {
+      ctl?.close();
+      control.close();
+      await serveControl;
+      tunnel.close();
+      closeTunnels();
+      await serveTunnels;
+      await Promise.all(handlers);
+      if (errors.length > 0) throw errors[0];
+    },
+  };
 }

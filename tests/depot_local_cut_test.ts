@@ -3,14 +3,14 @@
  * connections are still open (the local's side of depot_relay_cut): each request's abort is
  * aborted by the session's one listener on the control connection, and a `cancel{id}` aborts
  * that request alone. The server is driven by hand: a control connection and a tunnel port
- * that accepts each tunnel; every wait is bounded and names what it waited for.
+ * that accepts each tunnel (`handServer`); every wait is bounded and names what it waited for.
  */
 
-import { ControlConn, ControlReader, ControlWriter } from "../lib/control/mod.ts";
-import { DepotLocal, type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
-import { BufferedReader, closeQuietly, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { ControlWriter } from "../lib/control/mod.ts";
+import { DepotLocal, depotProtocol } from "../lib/depot/mod.ts";
+import { closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
 import { assertEquals } from "./_assert.ts";
-import { endOf, socksDial, startDepot } from "./_depot.ts";
+import { endOf, handServer, socksDial, startDepot } from "./_depot.ts";
 import { listenLocal, until, within } from "./_util.ts";
 
 /** An echo target: every connection gets back what it sends. */
@@ -44,42 +44,23 @@ function echoTarget(): { port: number; close(): Promise<void> } {
 }
 
 Deno.test("depot-local: the end of its control connection, or a cancel, cuts its relays; tunnels still open", async () => {
-  const control = listenLocal();
-  const tunnelL = listenLocal();
   const target = echoTarget();
   /** Accepted tunnels by request id (spares without a request yet are held apart). */
   const tunnels = new Map<number, Duplex>();
-  const held = new Set<Deno.Conn>();
-  const serveTunnels = (async () => {
-    for await (const conn of tunnelL) {
-      held.add(conn);
-      void (async () => {
-        const r = new BufferedReader(conn, 1024);
-        const first = await new ControlReader(r, depotProtocol).read().catch(() => null);
-        if (first?.type !== "tunnel") return;
-        await new ControlWriter(conn, depotProtocol).send({ type: "tunnelAccepted", id: first.id });
-        tunnels.set(first.id, withPrefix(conn, r.takeBuffered()));
-      })().catch(() => {
-        // A spare the local closed: nothing to serve.
-      });
-    }
-  })();
-  let ctl: ControlConn<DepotMessage> | undefined;
-  const welcomed = (async () => {
-    ctl = new ControlConn(await control.accept(), depotProtocol);
-    await ctl.expect("hello", 10_000);
+  const server = handServer({
     // No "open", "end" or "mux": one TCP tunnel per request, as the oldest servers take them.
-    await ctl.send({
-      type: "welcome",
-      name: "default",
-      heartbeatMs: 60_000,
-      tunnelPort: tunnelL.addr.port,
-      features: [],
-      spareIdleMs: 600_000,
-    });
-  })();
+    welcome: { name: "default", heartbeatMs: 60_000, features: [], spareIdleMs: 600_000 },
+    async onTunnel({ conn, first, rest }) {
+      if (first?.type !== "tunnel") return;
+      await new ControlWriter(conn, depotProtocol).send({ type: "tunnelAccepted", id: first.id })
+        .catch(() => {
+          // A tunnel the local closed already: nothing to serve.
+        });
+      tunnels.set(first.id, rest);
+    },
+  });
   const local = new DepotLocal({
-    server: { host: "127.0.0.1", port: control.addr.port },
+    server: { host: "127.0.0.1", port: server.controlPort },
     spareTunnels: 0,
     backoff: { initialMs: 60_000, maxMs: 60_000 }, // no second session inside the test
   });
@@ -87,7 +68,7 @@ Deno.test("depot-local: the end of its control connection, or a cancel, cuts its
   const ping = new TextEncoder().encode("ping");
   /** Request `id` through the local, relaying both ways: its tunnel, after an echo. */
   const relaying = async (id: number): Promise<Duplex> => {
-    await ctl!.send({
+    await server.ctl.send({
       type: "connect",
       id,
       key: "cd".repeat(16),
@@ -108,29 +89,26 @@ Deno.test("depot-local: the end of its control connection, or a cancel, cuts its
     return t;
   };
   try {
-    await within(welcomed, "hello and welcome");
+    await within(server.welcomed, "hello and welcome");
     await local.waitConnected(true, 10_000);
     const [a, b, c] = [await relaying(1), await relaying(2), await relaying(3)];
     assertEquals(local.status().active, 3);
     // A cancel aborts that request alone: its relay is cut, the others go on.
-    await ctl!.send({ type: "cancel", id: 2 });
+    await server.ctl.send({ type: "cancel", id: 2 });
     await within(endOf(b), "the end of tunnel 2 after its cancel");
     await until("two relays left", () => local.status().active === 2);
     // The control connection only: the tunnels stay open on our side.
-    ctl!.close();
+    server.ctl.close();
     for (const [i, t] of [a, c].entries()) await within(endOf(t), `the end of tunnel ${i}`);
     await until("no relay left", () => local.status().active === 0);
   } finally {
     // Tunnels and targets first: a relay left uncut (the bug this test looks for) ends with
     // them, so the local's stop, which waits for its relays, cannot hang the test.
-    for (const conn of held) closeQuietly(conn);
+    server.closeTunnels();
     await target.close();
     await within(local.stop(), "the local's stop");
     await running;
-    ctl?.close();
-    control.close();
-    tunnelL.close();
-    await serveTunnels;
+    await server.close();
   }
 });
 

@@ -1,11 +1,11 @@
-import { ControlConn, ControlReader, encodeFrame } from "../lib/control/mod.ts";
-import { DepotLocal, type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
+import { encodeFrame } from "../lib/control/mod.ts";
+import { DepotLocal, depotProtocol } from "../lib/depot/mod.ts";
 import { Logger } from "../lib/log.ts";
-import { BufferedReader, closeQuietly, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
 import { SparePool } from "../lib/depot/spares.ts";
 import { assert, assertEquals } from "./_assert.ts";
-import { socksDial, startDepot, startTarget } from "./_depot.ts";
-import { listenLocal, readAll, until as untilHolds, within } from "./_util.ts";
+import { handServer, socksDial, startDepot, startTarget } from "./_depot.ts";
+import { readAll, until as untilHolds, within } from "./_util.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -83,79 +83,53 @@ Deno.test("depot spares: standby spares the server drops are noticed and replace
 
 Deno.test('depot spares: without "open", a spare the server dropped is taken, found dead and replaced by a fresh connection', async () => {
   const target = startTarget();
-  const control = listenLocal();
-  const tunnel = listenLocal();
-  /** Tunnel connections that have said nothing yet (spares), and every one accepted. */
-  const silent = new Set<Deno.Conn>();
-  const conns = new Set<Deno.Conn>();
   /** Relayed tunnels by request id: each writes `E<text>` and gets the target's echo. */
   const echoed = new Map<number, Promise<string>>();
   /** Requests the local reported failed (connectFailed): `id: reason`. */
   const failed: string[] = [];
-  let ctl: ControlConn<DepotMessage> | undefined;
   const key = "cd".repeat(16);
-  const serveTunnels = (async () => {
-    for await (const conn of tunnel) {
-      conns.add(conn);
-      silent.add(conn);
-      void (async () => {
-        const r = new BufferedReader(conn, 1024);
-        const first = await new ControlReader(r, depotProtocol).read().catch(() => null);
-        silent.delete(conn);
-        if (first?.type !== "tunnel") return;
-        assertEquals(first.key, key);
-        const relayed = withPrefix(conn, r.takeBuffered());
-        const got = (async () => {
-          await writeAll(
-            conn,
-            encodeFrame({ v: depotProtocol.version, type: "tunnelAccepted", id: first.id }),
-          );
-          await writeAll(conn, enc.encode(`E${first.id}`));
-          await conn.closeWrite();
-          return dec.decode(await readAll(relayed));
-        })();
-        echoed.set(first.id, got);
-        await got.catch(() => "");
-      })().finally(() => {
-        conns.delete(conn);
-        closeQuietly(conn);
-      });
-    }
-  })();
-  const serveControl = (async () => {
-    ctl = new ControlConn(await control.accept(), depotProtocol);
-    await ctl.expect("hello", 10_000);
+  const server = handServer({
     // A server before "open": spares stay silent until a request takes one; it lets the local
     // keep them 10 minutes (no expiry in the test), then cuts them itself, below.
-    await ctl.send({
-      type: "welcome",
-      name: "default",
-      heartbeatMs: 60_000,
-      tunnelPort: tunnel.addr.port,
-      features: [],
-      spareIdleMs: 600_000,
-    });
-    for (let m; (m = await ctl.receive()) !== null;) {
+    welcome: { name: "default", heartbeatMs: 60_000, features: [], spareIdleMs: 600_000 },
+    async onTunnel({ conn, first, rest }) {
+      if (first?.type !== "tunnel") return;
+      assertEquals(first.key, key);
+      const got = (async () => {
+        await writeAll(
+          conn,
+          encodeFrame({ v: depotProtocol.version, type: "tunnelAccepted", id: first.id }),
+        );
+        await writeAll(conn, enc.encode(`E${first.id}`));
+        await conn.closeWrite();
+        return dec.decode(await readAll(rest));
+      })();
+      echoed.set(first.id, got);
+      await got.catch(() => "");
+    },
+    onMessage(m) {
       if (m.type === "connectFailed") failed.push(`${m.id}: ${m.reason}`);
-    }
-  })().catch(() => {
-    // The control connection ends with the test (the local stops).
+    },
   });
   const lines: string[] = [];
   const local = new DepotLocal({
-    server: { host: "127.0.0.1", port: control.addr.port },
+    server: { host: "127.0.0.1", port: server.controlPort },
     backoff: { initialMs: 50, maxMs: 500 },
     log: new Logger("debug", {}, (l) => void lines.push(l)),
   });
   const running = local.run();
   try {
+    await within(server.welcomed, "hello and welcome");
     await local.waitConnected(true, 10_000);
     const spares = () => local.status().spares!;
-    await until(() => spares().ready === 2 && silent.size === 2, "2 spares at the tunnel port");
+    await until(
+      () => spares().ready === 2 && server.silent.size === 2,
+      "2 spares at the tunnel port",
+    );
     // The server drops both (as its handshake timer would): the local holds 2 dead spares.
-    for (const c of silent) closeQuietly(c);
+    for (const c of server.silent) closeQuietly(c);
     for (let id = 1; id <= 4; id++) {
-      await ctl!.send({ type: "connect", id, key, host: "127.0.0.1", port: target.port });
+      await server.ctl.send({ type: "connect", id, key, host: "127.0.0.1", port: target.port });
       await until(() => echoed.has(id) || failed.length > 0, `request ${id}'s tunnel`);
       assertEquals(failed, []);
       assertEquals(await within(echoed.get(id)!, `request ${id}'s echo`), `${id}`);
@@ -170,12 +144,7 @@ Deno.test('depot spares: without "open", a spare the server dropped is taken, fo
   } finally {
     await local.stop();
     await running;
-    ctl?.close();
-    await serveControl;
-    control.close();
-    tunnel.close();
-    for (const c of conns) closeQuietly(c);
-    await serveTunnels;
+    await server.close();
     await target.close();
   }
 });
