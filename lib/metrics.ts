@@ -12,7 +12,6 @@
 // here: the library itself is loaded by promRegistry(), when an embedding asks for it.
 // deno-lint-ignore no-import-prefix
 import type { Registry } from "npm:prom-client@15.1.3";
-import process from "node:process";
 import { formatAddr, liveServers } from "./net/serve.ts";
 import {
   allStats,
@@ -149,6 +148,36 @@ function fromProc<T>(path: string, read: (path: string) => T): T | undefined {
   }
 }
 
+/**
+ * Deno's getrusage (user and system µs of the whole process): the function node:process's
+ * `cpuUsage()` calls, read here so the process figures load no node layer (~2 MB of heap in
+ * every service, bench/RESULTS.md weight2). Not in Deno's published types, hence the check.
+ */
+const denoCpuUsage = (Deno as unknown as { cpuUsage?: () => { user: number; system: number } })
+  .cpuUsage;
+/** Clock ticks per second of /proc/self/stat's times (Linux's USER_HZ, 100 everywhere). */
+const procTicksPerSecond = 100;
+
+/**
+ * CPU seconds (user + system) this process has used: getrusage when this Deno has it, else
+ * /proc/self/stat's utime + stime (what Prometheus' own process collector reads); undefined
+ * when neither can be read.
+ */
+export function cpuSeconds(): number | undefined {
+  if (typeof denoCpuUsage === "function") {
+    const u = denoCpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  return fromProc("/proc/self/stat", (p) => procStatCpuSeconds(Deno.readTextFileSync(p)));
+}
+
+/** utime + stime of a `/proc/PID/stat` line, in seconds (NaN if it is not one). */
+export function procStatCpuSeconds(stat: string): number {
+  // The fields after the command name (which may hold spaces and parentheses): state first.
+  const f = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / procTicksPerSecond; // utime, stime: fields 14, 15
+}
+
 gauge("process_resident_memory_bytes", "Resident memory size in bytes", [], function () {
   this.set(Deno.memoryUsage().rss);
 });
@@ -160,9 +189,9 @@ counter(
   "User and system CPU time spent, in seconds",
   [],
   function () {
-    const u = process.cpuUsage();
+    const seconds = cpuSeconds();
     this.reset();
-    this.inc((u.user + u.system) / 1e6);
+    if (seconds !== undefined) this.inc(seconds);
   },
 );
 gauge(

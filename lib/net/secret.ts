@@ -4,8 +4,6 @@
  * @module
  */
 
-import { createHash, timingSafeEqual as nodeTimingSafeEqual } from "node:crypto";
-
 const encoder = new TextEncoder();
 
 /**
@@ -18,7 +16,8 @@ export const minSecretChars = 8;
 
 /**
  * Secrets up to this many bytes are compared over exactly this many (zero-padded), so the
- * work does not depend on where they differ nor on their lengths; longer ones are hashed.
+ * work does not depend on where they differ nor on their lengths; longer ones over the longer
+ * one's length.
  */
 const paddedCompareBytes = 1024;
 const padA = new Uint8Array(paddedCompareBytes);
@@ -29,8 +28,10 @@ const padB = new Uint8Array(paddedCompareBytes);
  *
  * Both sides are copied into zero-padded 1 KiB buffers and compared over all of them (their
  * lengths folded into the result), so a length mismatch leaks nothing either. Longer inputs
- * are hashed with SHA-256 first, as every comparison was before: two node:crypto hashes cost
- * ~25 µs per call here, a share of a short connection's set-up; the padded loop ~1 µs.
+ * are compared over the longer one's length, each side read as zeros past its end: the time
+ * then tells the longer length and nothing of the bytes (their SHA-256 hashes, compared
+ * before, took time in proportion to the lengths too, and loaded node:crypto into every
+ * service). Hashing every comparison cost ~25 µs per call here; the padded loop ~1 µs.
  *
  * @example
  * ```ts
@@ -43,11 +44,7 @@ const padB = new Uint8Array(paddedCompareBytes);
 export function timingSafeEqual(a: string | Uint8Array, b: string | Uint8Array): boolean {
   const ba = typeof a === "string" ? encoder.encode(a) : a;
   const bb = typeof b === "string" ? encoder.encode(b) : b;
-  if (ba.length > paddedCompareBytes || bb.length > paddedCompareBytes) {
-    const ha = createHash("sha256").update(ba).digest();
-    const hb = createHash("sha256").update(bb).digest();
-    return nodeTimingSafeEqual(ha, hb);
-  }
+  if (ba.length > paddedCompareBytes || bb.length > paddedCompareBytes) return equalLong(ba, bb);
   padA.set(ba);
   padB.set(bb);
   let diff = ba.length ^ bb.length;
@@ -58,11 +55,20 @@ export function timingSafeEqual(a: string | Uint8Array, b: string | Uint8Array):
   return diff === 0;
 }
 
+/** {@linkcode timingSafeEqual} past `paddedCompareBytes`: over the longer length, zeros past
+ * the shorter one's end, the lengths folded in. */
+function equalLong(a: Uint8Array, b: Uint8Array): boolean {
+  const n = Math.max(a.length, b.length);
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < n; i++) diff |= (i < a.length ? a[i] : 0) ^ (i < b.length ? b[i] : 0);
+  return diff === 0;
+}
+
 /**
  * Whether `a` equals `b`, for secrets whose length is public (keys a server generated itself,
  * always as long): constant time over the characters, a length mismatch false at once. The
- * hashing of {@linkcode timingSafeEqual} cost ~25 µs per call here (two node:crypto hashes),
- * a share of a short tunnel's set-up; this costs well under one.
+ * hashing {@linkcode timingSafeEqual} once did cost ~25 µs per call here (two SHA-256
+ * hashes), a share of a short tunnel's set-up; this costs well under one.
  *
  * @example
  * ```ts

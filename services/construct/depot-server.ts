@@ -15,7 +15,8 @@ import {
   workerOwnPort,
   workerSlot,
 } from "../../lib/net/mod.ts";
-import { DepotCluster } from "../../lib/cluster/mod.ts";
+// lib/cluster (and with it node:crypto's HMAC) is loaded by joinCluster, with --registry only.
+import type { DepotCluster } from "../../lib/cluster/mod.ts";
 import { DepotServer } from "../../lib/depot/mod.ts";
 import type { ObservabilityServer } from "../../lib/status/serve.ts";
 import { depotStatusProvider } from "../../lib/status/depot.ts";
@@ -134,6 +135,7 @@ async function joinCluster(
   );
   const adv = (flags.advertise && ownPort(flags.advertise)) ??
     { host: listener.addr.hostname, port: listener.addr.port };
+  const { DepotCluster } = await import("../../lib/cluster/mod.ts");
   const cluster = await DepotCluster.connect(server, {
     url: cfg.registry!.url,
     token: flags["cluster-token"] ?? workerSecret() ?? "",
