@@ -4,7 +4,6 @@
  * @module
  */
 
-import { lookup } from "node:dns/promises";
 import { ipFamily, isIPv4Address } from "./addr.ts";
 import { noDelay } from "./duplex.ts";
 import { type Abortable, listenAbort, unlistenAbort } from "./abort.ts";
@@ -27,6 +26,14 @@ export interface DialOptions {
   signal?: Abortable;
 }
 
+/**
+ * getaddrinfo (the system's resolver: /etc/hosts, nsswitch, DNS), from node:dns, loaded at
+ * the first name resolved: `Deno.resolveDns` asks DNS servers only, so it would not resolve
+ * what the system does. A service that only ever dials addresses carries no node layer
+ * (~1 MB of heap, bench/RESULTS.md weight2).
+ */
+let systemLookup: typeof import("node:dns/promises").lookup | undefined;
+
 /** Resolve `host` to addresses, preferred family first. IP literals skip resolution. */
 export async function resolveHost(
   host: string,
@@ -36,7 +43,8 @@ export async function resolveHost(
   if (ipFamily(bare)) return [bare];
   let found: { address: string; family: number }[];
   try {
-    found = await lookup(bare, { all: true, verbatim: true });
+    systemLookup ??= (await import("node:dns/promises")).lookup;
+    found = await systemLookup(bare, { all: true, verbatim: true });
   } catch (err) {
     throw new NetError("resolve", `cannot resolve ${bare}: ${errorMessage(err)}`, { cause: err });
   }

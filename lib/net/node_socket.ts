@@ -8,7 +8,9 @@
  * @module
  */
 
-import { connect, type Socket } from "node:net";
+// Types only: node:net itself is loaded by connectNodeSocket, the first time a caller needs a
+// bound local address (a service that never does carries no node layer: ~2 MB of heap).
+import type { Socket } from "node:net";
 import { joinHostPort } from "./addr.ts";
 import { writeAll } from "./duplex.ts";
 import { classifyError, NetError } from "./errors.ts";
@@ -254,14 +256,15 @@ export interface DialFromOptions {
  * like `dial()`'s. TLS callers wrap the socket with `node:tls`; plain callers use
  * {@linkcode dialFrom}.
  */
-export function connectNodeSocket(
+export async function connectNodeSocket(
   host: string,
   port: number,
   localAddress: string | undefined,
   opts: DialFromOptions = {},
 ): Promise<Socket> {
   const target = `${localAddress ? localAddress + ">" : ""}${joinHostPort(host, port)}`;
-  return new Promise((resolve, reject) => {
+  const { connect } = await import("node:net");
+  return await new Promise((resolve, reject) => {
     const sock = connect({ host, port, localAddress, allowHalfOpen: true });
     const done = (err: NetError | null) => {
       clearTimeout(timer);

@@ -17,12 +17,9 @@
  */
 
 import { certProblem } from "./cert_check.ts";
-import {
-  connect as tlsConnect,
-  createServer as createTlsServer,
-  type PeerCertificate,
-  type TLSSocket,
-} from "node:tls";
+// Types only: node:tls itself is loaded by the mutual-TLS listener and the bound or renamed
+// client below, when a configuration asks for one (its node layer is ~2 MB of heap).
+import type { PeerCertificate, Server as NodeTlsServer, TLSSocket } from "node:tls";
 import { type Logger, silentLogger } from "../log.ts";
 import { ipFamily, joinHostPort } from "../net/addr.ts";
 import { closeQuietly } from "../net/duplex.ts";
@@ -515,12 +512,12 @@ class NodeTlsListener extends BaseTlsListener {
   readonly mutual = true;
   readonly noDelay = true; // node's `noDelay` server option, set on each accepted socket
   readonly addr: Deno.NetAddr;
-  #server: ReturnType<typeof createTlsServer>;
+  #server: NodeTlsServer;
 
   readonly #ca: string | undefined;
 
   constructor(
-    server: ReturnType<typeof createTlsServer>,
+    server: NodeTlsServer,
     addr: Deno.NetAddr,
     opts: TlsListenOptions,
     ca?: string,
@@ -597,7 +594,8 @@ async function listenNodeTls(
   cfg: TlsServerConfig,
   opts: TlsListenOptions,
 ): Promise<TlsListener> {
-  let server: ReturnType<typeof createTlsServer>;
+  const { createServer: createTlsServer } = await import("node:tls");
+  let server: NodeTlsServer;
   try {
     server = createTlsServer({
       cert: cfg.cert,
@@ -769,6 +767,7 @@ async function connectNodeTls(
   cfg: TlsClientConfig,
   localAddress: string | undefined,
 ): Promise<Deno.Conn> {
+  const { connect: tlsConnect } = await import("node:tls");
   const raw = await connectNodeSocket(host, port, localAddress);
   return await new Promise((resolve, reject) => {
     const sock = tlsConnect({

@@ -11,7 +11,9 @@
  * @module
  */
 
-import dgram from "node:dgram";
+// Types only: node:dgram is loaded by the first bind(), so a service that relays no UDP
+// carries no node layer (~1 MB of heap for node:dgram alone, bench/RESULTS.md weight2).
+import type dgram from "node:dgram";
 import { type HostPort, ipFamily } from "../net/addr.ts";
 import { resolveHost } from "../net/dial.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
@@ -70,7 +72,8 @@ export class UdpSocket {
   ): Promise<UdpSocket> {
     const bare = host.replace(/^\[|\]$/g, "");
     const ip = ipFamily(bare) ? bare : (await resolveHost(bare, "ipv4"))[0];
-    const sock = dgram.createSocket({
+    const { createSocket } = await import("node:dgram");
+    const sock = createSocket({
       type: ipFamily(ip) === 6 ? "udp6" : "udp4",
       reuseAddr: opts.reuseAddr === true,
     });
