@@ -401,7 +401,7 @@ Deno.test("tunnel app websocket: refusal passes through, app down is 502, other 
       `http://127.0.0.1:${s.t.port}/echo`,
     ]);
     assertMatch(head, /^HTTP\/1\.1 101/);
-    const accept = webSocketAccept(wsKey).replace(/[+/=]/g, (c) => `\\${c}`);
+    const accept = (await webSocketAccept(wsKey)).replace(/[+/=]/g, (c) => `\\${c}`);
     assertMatch(head, new RegExp(`sec-websocket-accept: ${accept}\r`, "i"));
     assertMatch(head, /sec-websocket-protocol: chat\.v2/i);
     assertMatch(head, /set-cookie: app=1/i);
@@ -480,7 +480,7 @@ function startDeafApp() {
         conn,
         new TextEncoder().encode(
           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-            `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n\r\n`,
+            `Sec-WebSocket-Accept: ${await webSocketAccept(key)}\r\n\r\n`,
         ),
       ).catch(() => {});
     }
@@ -633,7 +633,7 @@ Deno.test("tunnel app websocket: app pings are answered, a bad frame from the ap
         conn,
         enc.encode(
           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-            `Sec-WebSocket-Accept: ${webSocketAccept(key)}\r\n\r\n`,
+            `Sec-WebSocket-Accept: ${await webSocketAccept(key)}\r\n\r\n`,
         ),
       );
       // A ping (answered by the bridge, not passed on), a text message, then text that is

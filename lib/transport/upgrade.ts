@@ -85,7 +85,7 @@ export async function upgradeClient(conn: Duplex, opts: UpgradeRequestOptions): 
   if ((getHeader(head.headers, "upgrade") ?? "").toLowerCase() !== protocol) {
     fail("protocol", `server did not switch to ${protocol}`);
   }
-  if (ws && getHeader(head.headers, "sec-websocket-accept") !== webSocketAccept(key)) {
+  if (ws && getHeader(head.headers, "sec-websocket-accept") !== await webSocketAccept(key)) {
     fail("protocol", "bad Sec-WebSocket-Accept");
   }
   const rest = reader.takeBuffered();
@@ -143,7 +143,7 @@ export async function upgradeServer(
   if (ws) {
     const bad = checkUpgradeRequest(head.method, header);
     if (bad) return await refuse(400, bad);
-    await writeAll(conn, switchingProtocolsResponse(header("sec-websocket-key")!));
+    await writeAll(conn, await switchingProtocolsResponse(header("sec-websocket-key")!));
     return new WsConn(conn, {
       role: "server",
       prefix: reader.takeBuffered(),

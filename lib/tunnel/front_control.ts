@@ -71,7 +71,7 @@ export async function handleControl(
     );
     return;
   }
-  await writeAll(conn, switchingProtocolsResponse(hdr("sec-websocket-key")!));
+  await writeAll(conn, await switchingProtocolsResponse(hdr("sec-websocket-key")!));
   const ws = new WsConn(conn, { role: "server", prefix: reader.takeBuffered() });
   await server.attach(ws, admitted.identifier, peer.remote, peerCommonName(conn as Deno.Conn));
 }

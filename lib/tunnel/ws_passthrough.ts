@@ -148,9 +148,10 @@ export async function appHandshake(t: WebSocketTarget): Promise<AppHandshake> {
   if (head.status !== 101) return { kind: "refused", head, reader, ts };
   const h = (n: string) => getHeader(head.headers, n);
   const protocol = h("sec-websocket-protocol") ?? "";
+  const accept = await webSocketAccept(key);
   const why = !headerHasToken(head.headers, "upgrade", "websocket")
     ? "101 without Upgrade: websocket"
-    : h("sec-websocket-accept") !== webSocketAccept(key)
+    : h("sec-websocket-accept") !== accept
     ? "wrong Sec-WebSocket-Accept"
     : h("sec-websocket-extensions") !== undefined
     ? "an extension nobody offered"
