@@ -4,10 +4,13 @@
  * servers only, one from a stranger's CA alike) and sends the client no alert, so the server
  * reads the certificate itself to log the real failure, and a client checks its own certificate
  * when it loads it (it would otherwise only see the connection close after the handshake).
+ *
+ * The validity dates and the extended key usage are read from the DER here, by hand, so a
+ * client loading its certificate loads no node layer (~2 MB of heap, bench/RESULTS.md
+ * weight2); whether a CA issued it needs its signature checked: lib/transport/cert_issuer.ts,
+ * loaded by the mutual-TLS listener only.
  * @module
  */
-
-import { X509Certificate } from "node:crypto";
 
 /** What is wrong with a certificate for its use, or why it is not trusted. */
 export type CertProblem = "expired" | "wrong-usage" | "unknown-ca";
@@ -65,38 +68,105 @@ export function allowsPurpose(der: Uint8Array, purpose: "clientAuth" | "serverAu
     indexOf(eku, anyPurposeOid) >= 0;
 }
 
-function x509(cert: Uint8Array | string): X509Certificate | null {
+/** DER tags read below. */
+const derSequence = 0x30, derInteger = 0x02, derUtcTime = 0x17, derGeneralizedTime = 0x18;
+/** `[0] EXPLICIT` (the certificate's version, optional). */
+const derVersionTag = 0xa0;
+
+/** The DER of the first certificate of `cert` (DER already, or PEM), or null. */
+function certificateDer(cert: Uint8Array | string): Uint8Array | null {
+  if (typeof cert !== "string") return cert;
+  const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*)-----END CERTIFICATE-----/.exec(cert);
+  if (!m) return null;
   try {
-    return new X509Certificate(cert);
+    return Uint8Array.from(atob(m[1].replace(/\s+/g, "")), (c) => c.charCodeAt(0));
   } catch {
-    return null; // not a certificate we can read: the caller keeps its generic finding
+    return null; // not base64
   }
 }
 
+/** The element at `at` with tag `tag`: [content start, content end], or null past `end`. */
+function element(der: Uint8Array, at: number, tag: number, end: number): [number, number] | null {
+  if (at + 2 > end || der[at] !== tag) return null;
+  const first = der[at + 1];
+  const n = first < 0x80 ? 0 : first & 0x7f;
+  if (n > 3 || at + 2 + n > end) return null; // lengths up to 16 MiB: far past a certificate
+  const [start, len] = derLength(der, at);
+  return start + len <= end ? [start, start + len] : null;
+}
+
+/** A UTCTime or GeneralizedTime element's instant (DER: UTC, seconds, `Z`), or null. */
+function derTime(der: Uint8Array, at: number, end: number): [Date, number] | null {
+  const tag = der[at];
+  const el = element(der, at, tag, end);
+  if (!el || (tag !== derUtcTime && tag !== derGeneralizedTime)) return null;
+  const text = String.fromCharCode(...der.subarray(el[0], el[1]));
+  const m = (tag === derUtcTime ? /^(\d{2})(\d{10})Z$/ : /^(\d{4})(\d{10})Z$/).exec(text);
+  if (!m) return null;
+  // UTCTime years: 50-99 are 19xx, 00-49 are 20xx (RFC 5280 4.1.2.5.1).
+  const year = tag === derUtcTime
+    ? Number(m[1]) + (Number(m[1]) >= 50 ? 1900 : 2000)
+    : Number(m[1]);
+  const [mo, d, h, mi, s] = m[2].match(/\d{2}/g)!.map(Number);
+  const date = new Date(Date.UTC(year, mo - 1, d, h, mi, s));
+  return date.getUTCMonth() === mo - 1 && date.getUTCDate() === d ? [date, el[1]] : null;
+}
+
 /**
- * What is wrong with `cert` (DER or PEM) for `purpose` at `now`, checked against `caPem`
- * when given: not issued by it ("unknown-ca"), outside its validity ("expired"), or an
- * extended key usage without the purpose ("wrong-usage"). Undefined when none of these.
+ * notBefore and notAfter of a certificate's DER (its TBSCertificate's validity), or null when
+ * it is not one as far as that.
+ */
+export function certValidity(der: Uint8Array): { notBefore: Date; notAfter: Date } | null {
+  const cert = element(der, 0, derSequence, der.length);
+  const tbs = cert && element(der, cert[0], derSequence, cert[1]);
+  if (!tbs) return null;
+  let at = tbs[0];
+  const skip = (tag: number) => {
+    const el = element(der, at, tag, tbs[1]);
+    if (el) at = el[1];
+    return el !== null;
+  };
+  if (der[at] === derVersionTag && !skip(derVersionTag)) return null;
+  // serialNumber, signature (AlgorithmIdentifier), issuer (Name), then validity.
+  if (!skip(derInteger) || !skip(derSequence) || !skip(derSequence)) return null;
+  const validity = element(der, at, derSequence, tbs[1]);
+  const notBefore = validity && derTime(der, validity[0], validity[1]);
+  const notAfter = notBefore && derTime(der, notBefore[1], validity[1]);
+  return notAfter ? { notBefore: notBefore[0], notAfter: notAfter[0] } : null;
+}
+
+const monthNames = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(" ");
+
+/** A date as OpenSSL prints a certificate's (node's `validTo`): `Feb  1 00:00:00 2020 GMT`. */
+export function opensslDate(d: Date): string {
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `${monthNames[d.getUTCMonth()]} ${String(d.getUTCDate()).padStart(2, " ")} ` +
+    `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())} ` +
+    `${d.getUTCFullYear()} GMT`;
+}
+
+/**
+ * What is wrong with `cert` (DER or PEM; of a chain, the first) for `purpose` at `now`:
+ * outside its validity ("expired"), or an extended key usage without the purpose
+ * ("wrong-usage"). Undefined when neither, or when `cert` cannot be read (the caller keeps
+ * its generic finding). Whether a CA issued it: lib/transport/cert_issuer.ts.
  */
 export function certProblem(
   cert: Uint8Array | string,
   purpose: "clientAuth" | "serverAuth",
-  opts: { caPem?: string; now?: Date } = {},
+  opts: { now?: Date } = {},
 ): CertFinding | undefined {
-  const c = x509(cert);
-  if (!c) return undefined;
-  if (opts.caPem !== undefined) {
-    const ca = x509(opts.caPem);
-    if (ca && !(c.checkIssued(ca) && c.verify(ca.publicKey))) {
-      return { problem: "unknown-ca", detail: `issued by ${c.issuer.replace(/\n/g, ", ")}` };
-    }
-  }
+  const der = certificateDer(cert);
+  const validity = der && certValidity(der);
+  if (!der || !validity) return undefined;
   const now = opts.now ?? new Date();
-  if (now > new Date(c.validTo)) return { problem: "expired", detail: `expired ${c.validTo}` };
-  if (now < new Date(c.validFrom)) {
-    return { problem: "expired", detail: `not valid before ${c.validFrom}` };
+  if (now > validity.notAfter) {
+    return { problem: "expired", detail: `expired ${opensslDate(validity.notAfter)}` };
   }
-  if (!allowsPurpose(new Uint8Array(c.raw), purpose)) {
+  if (now < validity.notBefore) {
+    return { problem: "expired", detail: `not valid before ${opensslDate(validity.notBefore)}` };
+  }
+  if (!allowsPurpose(der, purpose)) {
     return {
       problem: "wrong-usage",
       detail: `its extended key usage does not include ${purpose}`,

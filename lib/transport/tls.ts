@@ -16,7 +16,7 @@
  * @module
  */
 
-import { certProblem } from "./cert_check.ts";
+import { type CertFinding, certProblem } from "./cert_check.ts";
 // Types only: node:tls itself is loaded by the mutual-TLS listener and the bound or renamed
 // client below, when a configuration asks for one (its node layer is ~2 MB of heap).
 import type { PeerCertificate, Server as NodeTlsServer, TLSSocket } from "node:tls";
@@ -514,17 +514,18 @@ class NodeTlsListener extends BaseTlsListener {
   readonly addr: Deno.NetAddr;
   #server: NodeTlsServer;
 
-  readonly #ca: string | undefined;
+  /** What is wrong with a refused client certificate (its DER), if reading it tells. */
+  readonly #problem: (der: Uint8Array) => CertFinding | undefined;
 
   constructor(
     server: NodeTlsServer,
     addr: Deno.NetAddr,
     opts: TlsListenOptions,
-    ca?: string,
+    problem: (der: Uint8Array) => CertFinding | undefined,
   ) {
     super(opts);
     this.#server = server;
-    this.#ca = ca;
+    this.#problem = problem;
     this.addr = addr;
     server.on("secureConnection", (sock: TLSSocket) => {
       const remote = formatAddr(netAddrOf(sock.remoteAddress, sock.remotePort));
@@ -535,7 +536,7 @@ class NodeTlsListener extends BaseTlsListener {
         const none = !cert || Object.keys(cert).length === 0;
         // Deno's node:tls says UNABLE_TO_VERIFY_LEAF_SIGNATURE for every refusal (expired,
         // wrong usage, unknown CA): read the certificate for the real one.
-        const found = none ? undefined : certProblem(cert.raw, "clientAuth", { caPem: this.#ca });
+        const found = none ? undefined : this.#problem(cert.raw);
         const err = none
           ? new TlsError("client-cert-required", "client sent no certificate")
           : new TlsError(
@@ -594,7 +595,11 @@ async function listenNodeTls(
   cfg: TlsServerConfig,
   opts: TlsListenOptions,
 ): Promise<TlsListener> {
-  const { createServer: createTlsServer } = await import("node:tls");
+  // Loaded here, before listening, with what the refusals' log reads (node:crypto's X509).
+  const [{ createServer: createTlsServer }, { issuerProblem }] = await Promise.all([
+    import("node:tls"),
+    import("./cert_issuer.ts"),
+  ]);
   let server: NodeTlsServer;
   try {
     server = createTlsServer({
@@ -634,7 +639,15 @@ async function listenNodeTls(
   const bound = typeof a === "object" && a
     ? netAddrOf(a.address, a.port)
     : netAddrOf(addr.hostname, addr.port);
-  return new NodeTlsListener(server, bound, opts, cfg.ca);
+  // Not from the CA first, then expired, then made for servers only.
+  const ca = cfg.ca;
+  return new NodeTlsListener(
+    server,
+    bound,
+    opts,
+    (der) =>
+      (ca === undefined ? undefined : issuerProblem(der, ca)) ?? certProblem(der, "clientAuth"),
+  );
 }
 
 /** Options of {@linkcode connectTls}. */
