@@ -4,7 +4,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { type ArgvOption, parseStrictArgv } from "./argv.ts";
 import { type LogFormat, logFormats, type LogLevel, logLevels } from "../log.ts";
 import { formatDurationMs } from "./duration.ts";
 import type { FlagDef, FlagDefs } from "./flags.ts";
@@ -149,10 +149,7 @@ export function usage<S extends FlagDefs>(cmd: ServiceCommand<S>): string {
  * unknown flag, a missing value or a positional argument.
  */
 export function parseArgv(defs: FlagDefs, args: string[]): ArgvValues {
-  const options: Record<
-    string,
-    { type: "string" | "boolean"; short?: string; multiple?: boolean }
-  > = {};
+  const options: Record<string, ArgvOption> = {};
   for (const [name, d] of Object.entries(defs)) {
     for (const n of [name, ...(d.aliases ?? [])]) {
       options[n] = {
@@ -163,7 +160,7 @@ export function parseArgv(defs: FlagDefs, args: string[]): ArgvValues {
     }
   }
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    return parseStrictArgv(args, options);
   } catch (err) {
     throw new FlagError("", `${err instanceof Error ? err.message : String(err)} (see --help)`);
   }

@@ -53,7 +53,8 @@ export class FlagError extends Error {
   }
 }
 
-/** Values as `node:util` parseArgs gives them, by flag name (aliases included). */
+/** Values as lib/config `parseStrictArgv` (node:util parseArgs's rules) gives them, by flag name
+ * (aliases included). */
 export type ArgvValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 /** What {@linkcode resolveFlags} reads. */
