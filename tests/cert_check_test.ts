@@ -3,8 +3,8 @@
  * X509Certificate did, and is the oracle here): the same notBefore/notAfter and the same
  * OpenSSL-style date text as `validFrom`/`validTo` for every certificate of the system's store
  * and for a self-signed one valid past 2050 (GeneralizedTime); the findings on the test PKI
- * (expired, server-only, fine); and truncated or random bytes are read as "not a certificate"
- * (undefined), never a throw.
+ * (expired, server-only, fine); and truncated, random or oversized bytes are read as "not a
+ * certificate" (undefined), never a throw.
  */
 
 import { X509Certificate } from "node:crypto";
@@ -95,6 +95,15 @@ Deno.test("cert_check: random and mutated bytes never throw", () => {
     }),
     { numRuns: 5_000 },
   );
+  // A validity whose time is 200,000 bytes long (a certificate file or a peer's DER): not
+  // read, never a throw (its text was spread into String.fromCharCode: a RangeError).
+  const len = (n: number) => n < 0x80 ? [n] : [0x83, n >> 16, (n >> 8) & 255, n & 255];
+  const el = (tag: number, body: number[]) => [tag, ...len(body.length), ...body];
+  const longTime = el(0x17, new Array(200_000).fill(0x31));
+  const tbs = el(0x30, [...el(0x02, [1]), ...el(0x30, []), ...el(0x30, []), ...el(0x30, longTime)]);
+  const huge = new Uint8Array(el(0x30, tbs));
+  assertEquals(certValidity(huge), null);
+  assertEquals(certProblem(huge, "clientAuth"), undefined);
   // A real certificate with one byte changed: read or not, never a throw.
   const pem = storePems()[0];
   if (pem === undefined) return; // no store here

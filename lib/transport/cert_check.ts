@@ -72,6 +72,8 @@ export function allowsPurpose(der: Uint8Array, purpose: "clientAuth" | "serverAu
 const derSequence = 0x30, derInteger = 0x02, derUtcTime = 0x17, derGeneralizedTime = 0x18;
 /** `[0] EXPLICIT` (the certificate's version, optional). */
 const derVersionTag = 0xa0;
+/** The longest DER time: GeneralizedTime `YYYYMMDDHHMMSSZ` (UTCTime is 13 bytes). */
+const derTimeMaxBytes = 15;
 
 /** The DER of the first certificate of `cert` (DER already, or PEM), or null. */
 function certificateDer(cert: Uint8Array | string): Uint8Array | null {
@@ -100,6 +102,8 @@ function derTime(der: Uint8Array, at: number, end: number): [Date, number] | nul
   const tag = der[at];
   const el = element(der, at, tag, end);
   if (!el || (tag !== derUtcTime && tag !== derGeneralizedTime)) return null;
+  // Longer is no DER time (and spread into fromCharCode, 125k bytes and up would throw).
+  if (el[1] - el[0] > derTimeMaxBytes) return null;
   const text = String.fromCharCode(...der.subarray(el[0], el[1]));
   const m = (tag === derUtcTime ? /^(\d{2})(\d{10})Z$/ : /^(\d{4})(\d{10})Z$/).exec(text);
   if (!m) return null;
