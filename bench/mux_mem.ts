@@ -1,7 +1,8 @@
 /**
  * `deno run -A bench/mux_mem.ts [--sessions 1000] [--streams 10000] [--churn 20000]
- * [--keepalive-ms 1000] [--rounds 3] [--old DIR | --trees name=DIR,...]`: what lib/mux costs
- * in memory per session and per stream, and what a stream's churn leaves to the GC (issue 20).
+ * [--churn-sessions 1] [--keepalive-ms 1000] [--rounds 3] [--old DIR | --trees name=DIR,...]`:
+ * what lib/mux costs in memory per session and per stream, and what a stream's churn leaves to
+ * the GC (issue 20).
  *
  * One process per tree holds the measured sides (its tree's lib/mux, accepting sessions as
  * `Session.server`); this process is their peer (this tree's lib/mux, `Session.client`). Phases,
@@ -15,10 +16,12 @@
  *   echoed in 1 KiB writes), then closed: the session's read and write buffers grown (per session);
  * - `idle`: the same after 2.5 keepalive intervals with no traffic but pings (per session).
  * Then two churns, each stream opened, answered and closed, 32 at once, with V8's
- * `--trace-gc-nvp` on the measured process: `--churn` streams the peer opens (the measured side
- * accepts: tunnel-client, depot-local), and as many the measured side opens (tunnel-server,
- * depot-server); per stream the bytes its scavenges kept (survived) and promoted, and the
- * measured process's CPU µs. Trees run in alternating order each round; tables give medians.
+ * `--trace-gc-nvp` on the measured process, over the first `--churn-sessions` sessions (1: as a
+ * tunnel or depot `--mux` client's one session carries all its streams): `--churn` streams the
+ * peer opens (the measured side accepts: tunnel-client, depot-local), and as many the measured
+ * side opens (tunnel-server, depot-server); per stream the bytes its scavenges kept (survived)
+ * and promoted, the measured process's CPU µs, and the scavenges counted. Trees run in
+ * alternating order each round; tables give medians.
  *
  * Not a test: memory figures move with V8's heuristics, CPU with the machine's load.
  * @module
@@ -62,7 +65,7 @@ type Command =
   | { op: "mode"; mode: "burst" | "hold" | "churn" }
   | { op: "wait"; ms: number }
   | { op: "cpu" }
-  | { op: "open"; count: number }
+  | { op: "open"; count: number; sessions: number }
   | { op: "exit" };
 
 // ------------------------------------------------------------------ the measured side
@@ -110,13 +113,13 @@ async function measured(): Promise<void> {
     }
   };
   /** Open `count` streams over the sessions, 32 at once: request + FIN, read the answer. */
-  const open = async (count: number) => {
+  const open = async (count: number, over: number) => {
     const request = new Uint8Array(requestBytes).fill(0x72);
     const buf = new Uint8Array(answerBytes * 2);
     let next = 0;
     const worker = async () => {
       for (let i = next++; i < count; i = next++) {
-        const s = await sessions[i % sessions.length].open({ data: request, fin: true });
+        const s = await sessions[i % over].open({ data: request, fin: true });
         while ((await s.read(buf)) !== null) { /* the answer, then its FIN */ }
         s.close();
       }
@@ -157,7 +160,7 @@ async function measured(): Promise<void> {
       else if (cmd.op === "mode") say({ mode: mode = cmd.mode });
       else if (cmd.op === "wait") say({ waited: await new Promise((r) => setTimeout(r, cmd.ms)) });
       else if (cmd.op === "cpu") say({ cpuUs: cpuUs() });
-      else if (cmd.op === "open") say({ opened: await open(cmd.count) });
+      else if (cmd.op === "open") say({ opened: await open(cmd.count, cmd.sessions) });
       else if (cmd.op === "exit") {
         listener.close();
         await Promise.all(sessions.map((s) => s.close()));
@@ -256,12 +259,19 @@ class Measured {
 interface RoundResult {
   mem: Record<string, Mem>;
   /** Per churn: survived and promoted bytes per stream, CPU µs per stream. */
-  churn: Record<string, { survived: number; promoted: number; cpu: number }>;
+  churn: Record<string, { survived: number; promoted: number; cpu: number; scavenges: number }>;
 }
 
 async function driver(): Promise<void> {
   const flags = benchFlags({
-    numbers: { sessions: 1000, streams: 10000, churn: 20000, rounds: 3, "keepalive-ms": 1000 },
+    numbers: {
+      sessions: 1000,
+      streams: 10000,
+      churn: 20000,
+      "churn-sessions": 1,
+      rounds: 3,
+      "keepalive-ms": 1000,
+    },
     strings: ["old", "trees"],
   });
   const here = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -277,6 +287,7 @@ async function driver(): Promise<void> {
     const m = new Measured(dir, flags["keepalive-ms"]);
     const { port } = await m.next<{ port: number }>();
     const out: RoundResult = { mem: {}, churn: {} };
+    const churnSessions = Math.max(1, Math.min(flags["churn-sessions"], flags.sessions));
     const reading = async (name: string) => {
       out.mem[name] = (await m.ask<{ mem: Mem }>({ op: "mem" })).mem;
     };
@@ -358,6 +369,7 @@ async function driver(): Promise<void> {
         survived: sum("new_space_survived") / flags.churn,
         promoted: sum("promoted") / flags.churn,
         cpu: (after - before) / flags.churn,
+        scavenges: scavenges.length,
       };
     };
     await churn("accept", async () => {
@@ -365,14 +377,14 @@ async function driver(): Promise<void> {
       let next = 0;
       const worker = async () => {
         for (let i = next++; i < flags.churn; i = next++) {
-          const s = await sessions[i % sessions.length].open({ data: request, fin: true });
+          const s = await sessions[i % churnSessions].open({ data: request, fin: true });
           while ((await s.read(b)) !== null) { /* the answer, then its FIN */ }
           s.close();
         }
       };
       await Promise.all(Array.from({ length: churnConcurrency }, worker));
     });
-    await churn("open", () => m.ask({ op: "open", count: flags.churn }));
+    await churn("open", () => m.ask({ op: "open", count: flags.churn, sessions: churnSessions }));
     await m.exit();
     await Promise.all(sessions.map((s) => s.close()));
     await Promise.all(serving);
@@ -420,7 +432,8 @@ async function driver(): Promise<void> {
   for (const t of trees) {
     const rs = results.get(t.name)!;
     for (const c of ["accept", "open"]) {
-      const f = (k: "survived" | "promoted" | "cpu") => fixed(median(rs.map((r) => r.churn[c][k])));
+      const f = (k: "survived" | "promoted" | "cpu" | "scavenges") =>
+        fixed(median(rs.map((r) => r.churn[c][k])));
       const all = (k: "promoted") => rs.map((r) => fixed(r.churn[c][k])).join(" ");
       churnRows.push([
         t.name,
@@ -428,6 +441,7 @@ async function driver(): Promise<void> {
         f("survived"),
         `${f("promoted")} (${all("promoted")})`,
         f("cpu"),
+        f("scavenges"),
       ]);
     }
   }
@@ -435,9 +449,9 @@ async function driver(): Promise<void> {
     `\nchurn per stream, ${flags.churn} streams × ${churnConcurrency} at once (medians)\n`,
   );
   console.log(formatTable(
-    ["tree", "churn", "survived B", "promoted B (rounds)", "CPU µs"],
+    ["tree", "churn", "survived B", "promoted B (rounds)", "CPU µs", "scavenges"],
     churnRows,
-    { align: ["left", "left", "right", "right", "right"] },
+    { align: ["left", "left", "right", "right", "right", "right"] },
   ));
 }
 
