@@ -22,6 +22,7 @@ import {
   MuxError,
 } from "./frame.ts";
 import { type OutFrame, Stream, type StreamHost } from "./stream.ts";
+import { StreamTable } from "./stream_table.ts";
 
 /** Options of a {@linkcode Session}. */
 export interface SessionOptions {
@@ -244,7 +245,8 @@ export class Session implements StreamHost, FrameSink {
   #client: boolean;
   #opts: ResolvedOptions;
   #log: Logger;
-  #streams = new Map<number, Stream>();
+  /** Open streams by id (not a Map: see stream_table.ts). */
+  #streams = new StreamTable<Stream>();
   #nextId: number;
   #backlog: Stream[] = [];
   #acceptWaiters: ((s: Stream | null) => void)[] = [];
@@ -407,7 +409,7 @@ export class Session implements StreamHost, FrameSink {
   /** Live counters (a snapshot copy). */
   get stats(): SessionStats {
     let recvWindowBytes = 0;
-    for (const st of this.#streams.values()) recvWindowBytes += st.windowBytes;
+    for (const st of this.#streams) recvWindowBytes += st.windowBytes;
     return { ...this.#stats, streamsOpen: this.#streams.size, recvWindowBytes };
   }
 
@@ -438,7 +440,7 @@ export class Session implements StreamHost, FrameSink {
     }
     this.#nextId += 2;
     const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
-    this.#streams.set(id, s);
+    this.#streams.add(s);
     this.#stats.streamsTotal++;
     // The ACK gives the first RTT sample (for window growth) until a ping has measured one.
     if (this.#rtt === undefined) s._openedAt = performance.now();
@@ -645,7 +647,7 @@ export class Session implements StreamHost, FrameSink {
 
   /** @internal */
   freeStream(s: Stream): void {
-    if (this.#streams.get(s.id) === s) this.#streams.delete(s.id);
+    this.#streams.delete(s);
     if (this.#streams.size === 0) this.#drainWaiter?.();
   }
 
@@ -846,7 +848,7 @@ export class Session implements StreamHost, FrameSink {
       return undefined;
     }
     const s = new Stream(this, id, false, this.#opts.initialWindowBytes);
-    this.#streams.set(id, s);
+    this.#streams.add(s);
     this.#stats.streamsTotal++;
     const w = this.#acceptWaiters.shift();
     if (w) {
@@ -1200,7 +1202,7 @@ export class Session implements StreamHost, FrameSink {
     this.#releaseWheel = null;
     closeQuietly(this.#conn);
     const err = new MuxError("session-closed", `session ended: ${reason}`, { cause: error });
-    for (const s of [...this.#streams.values()]) s._abort(err);
+    for (const s of [...this.#streams]) s._abort(err);
     this.#streams.clear();
     this.#backlog = [];
     for (const w of this.#acceptWaiters.splice(0)) w(null);
