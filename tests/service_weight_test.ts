@@ -8,7 +8,8 @@
  * embedding's registry, lib/metrics promRegistry()); the status page's app, Hono, the admin API
  * and the inspector load when a flag or a request asks for them; depot and seaprox load no other
  * service's lib (depot-server took lib/tunnel for its cluster flags, now services/config/cluster.ts)
- * and tunnel-client none of the tunnel server's.
+ * and tunnel-client none of the tunnel server's; and the traffic services load none of Deno's
+ * node: modules (weight2: the node layer is ~1-2.5 MB of heap).
  */
 
 import { assert, assertEquals } from "./_assert.ts";
@@ -31,10 +32,12 @@ interface Graph {
 }
 
 /**
- * What `path` loads at start (static code imports only): checkout-relative files and npm
- * packages (name@version).
+ * What `path` loads at start (static code imports only): checkout-relative files, npm
+ * packages (name@version) and Deno's node: modules.
  */
-async function staticGraph(path: string): Promise<{ files: string[]; npm: string[] }> {
+async function staticGraph(
+  path: string,
+): Promise<{ files: string[]; npm: string[]; node: string[] }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", path],
     cwd: root,
@@ -58,7 +61,8 @@ async function staticGraph(path: string): Promise<{ files: string[]; npm: string
   }
   const files = [...seen].filter((f) => f.startsWith(root.href))
     .map((f) => f.slice(root.href.length));
-  return { files: files.sort(), npm: [...npm].sort() };
+  const node = [...seen].filter((f) => f.startsWith("node:"));
+  return { files: files.sort(), npm: [...npm].sort(), node: node.sort() };
 }
 
 const services = [...Deno.readDirSync(new URL("services/", root))]
@@ -146,6 +150,33 @@ Deno.test("service weight: a service's status listener still serves the page and
   } finally {
     await obs.shutdown();
   }
+});
+
+/**
+ * Services whose start loads none of Deno's node: modules (bench/RESULTS.md weight2): the node
+ * layer (node:net, node:crypto, node:tls, node:process, node:util ...) is ~1-2.5 MB of heap that
+ * every full GC marks again. What needs it (a bound local address, mutual TLS, UDP, name
+ * resolution, a CA's signature check) imports it when a configuration or a request uses it.
+ */
+const nodeFree = [
+  "services/depot-server.ts",
+  "services/depot-local.ts",
+  "services/seaprox.ts",
+  "services/fusion-server.ts",
+  "services/fusion-client.ts",
+];
+
+Deno.test("service weight: no node: module in a service's start-up graph", async () => {
+  const loaded: string[] = [];
+  for (const s of nodeFree) {
+    const { files, node } = await staticGraph(s);
+    assert(files.includes(s), `${s} is in its own graph`);
+    for (const m of node) loaded.push(`${s}: ${m}`);
+  }
+  assertEquals(loaded, []);
+  // The walk sees node: edges (the test can fail): a test that imports node:net as its
+  // oracle has it in its graph.
+  assert((await staticGraph("tests/ip_family_test.ts")).node.includes("node:net"));
 });
 
 /** Each service and the lib folders of other services it has no use for. */
