@@ -7,7 +7,10 @@
  * scavenges. Per tree and process: CPU µs per connection (median of the rounds), and per
  * connection the bytes that survived a scavenge, the bytes promoted, and the scavenge pause
  * (wall: on a loaded box it includes waiting for a core; compare the bytes first).
- * bench/_gc_phases.ts does the same for seaprox and its floor.
+ * bench/_gc_phases.ts does the same for seaprox and its floor. `--floor`: bench/floor_reverse.ts
+ * (its spares announcing themselves, `BENCH_STANDBY=1`, as depot's must) as one more path,
+ * `--floor-env K=V,K=V` more of its switches (`BENCH_SERVE=1`: lib/net's serve() on its
+ * listeners), `--trees none` the floor alone.
  * @module
  */
 
@@ -34,10 +37,13 @@ import {
 
 const flags = benchFlags({
   numbers: { rounds: 5, count: 4000, concurrency: 32 },
-  booleans: ["mux"],
-  strings: ["trees"],
+  booleans: ["mux", "floor"],
+  strings: ["trees", "floor-env"],
 });
-const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`);
+// `--trees none`: the floor alone (with `--floor`).
+const trees = flags.trees === "none"
+  ? []
+  : benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`);
 const warmupConns = 2000;
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 
@@ -78,6 +84,28 @@ try {
     paths.push({
       name: t.name,
       route: socksRoute(t.name, socks, source.addr.port),
+      procs: [server, local],
+    });
+  }
+  if (flags.floor) {
+    const floor = new URL("./floor_reverse.ts", import.meta.url).pathname;
+    // `--floor-env K=V,K=V`: more of the floor's switches (BENCH_POOL=1, BENCH_HEAVY=1...).
+    const extra = (flags["floor-env"] ?? "").split(",").filter((kv) => kv.includes("="))
+      .map((kv) => kv.split("=", 2) as [string, string]);
+    const fenv = { ...env, BENCH_STANDBY: "1", ...Object.fromEntries(extra) };
+    const server = spawnTraced(floor, [], "--v8-flags=--trace-gc-nvp", {
+      env: { ...fenv, BENCH_MODE: "server" },
+      name: "floor-server",
+    });
+    const ports = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+    const local = spawnTraced(floor, [], "--v8-flags=--trace-gc-nvp", {
+      env: { ...fenv, BENCH_MODE: "local", BENCH_SERVER: `127.0.0.1:${ports.tunnel}` },
+      name: "floor-local",
+    });
+    procs.push(server, local);
+    paths.push({
+      name: "floor",
+      route: socksRoute("floor", ports.port, source.addr.port),
       procs: [server, local],
     });
   }

@@ -40,15 +40,29 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
-  booleans: ["mux", "floor", "floor-mux", "promises", "strace", "perf", "no-profile", "heap"],
+  booleans: [
+    "mux",
+    "floor",
+    "floor-mux",
+    "promises",
+    "promise-sites",
+    "strace",
+    "perf",
+    "no-profile",
+    "heap",
+  ],
   strings: ["tree", "out"],
 });
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
+if (flags["promise-sites"]) flags.promises = true;
 if (flags.promises) flags["no-profile"] = true;
 const preload = flags.promises
   ? ["--preload", new URL("./_promise_count.ts", import.meta.url).pathname]
   : [];
-const env = { DEPOT_TOKEN: crypto.randomUUID() };
+const env: Record<string, string> = {
+  DEPOT_TOKEN: crypto.randomUUID(),
+  ...(flags["promise-sites"] ? { BENCH_PROMISE_SITES: "1" } : {}),
+};
 const [src, control, socks, tunnel, status, inspS, inspL] = Array.from({ length: 7 }, freePort);
 const deno = (script: string, args: string[], inspect?: number, e?: Record<string, string>) =>
   spawn(Deno.execPath(), [
@@ -77,7 +91,7 @@ try {
       ...preload,
     ];
     const server = spawn(Deno.execPath(), ["run", "-A", ...inspect, floor], {
-      env: { BENCH_MODE: fm ? "depot-server" : "server" },
+      env: { ...env, BENCH_MODE: fm ? "depot-server" : "server" },
     });
     procs.push(server);
     const ports = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
@@ -158,6 +172,7 @@ try {
     : [];
   if (straces.length || perfs.length) await new Promise((r) => setTimeout(r, 500));
   const promises0 = flags.promises ? await promiseCounts(procs.slice(1, 3)) : [];
+  const sites0 = flags["promise-sites"] ? promiseSites(procs.slice(1, 3)) : [];
   const cpu0 = [procCpuSeconds([procs[1]]), procCpuSeconds([procs[2]])];
   const t0 = performance.now();
   await concurrentRps(route, n, flags.concurrency);
@@ -170,6 +185,16 @@ try {
     const promises1 = await promiseCounts(procs.slice(1, 3));
     for (const [i, name] of ["server", "local"].entries()) {
       console.log(`${name}: ${((promises1[i] - promises0[i]) / n).toFixed(2)} promises/conn`);
+    }
+    if (flags["promise-sites"]) {
+      for (const [i, sites1] of promiseSites(procs.slice(1, 3)).entries()) {
+        console.log(`-- ${i === 0 ? "server" : "local"}: promises per connection by site`);
+        const rows = [...sites1].map(([k, v]) => [k, (v - (sites0[i].get(k) ?? 0)) / n] as const)
+          .filter(([, v]) => v >= 0.05).sort((a, b) => b[1] - a[1]);
+        for (const [k, v] of rows.slice(0, flags.top)) {
+          console.log(`${v.toFixed(2).padStart(7)}  ${k}`);
+        }
+      }
     }
   }
   for (const [i, name] of ["server", "local"].entries()) {
@@ -250,6 +275,13 @@ function perfReport(file: string, name: string, hz: number, n: number): void {
   for (const r of report("dso,sym").slice(0, flags.top)) {
     console.log(`${r.us.toFixed(2).padStart(8)}  ${r.what}`);
   }
+}
+
+/** Each process's promises by site, as written with its last count (`--promise-sites`). */
+function promiseSites(ps: typeof procs): Map<string, number>[] {
+  return ps.map((p) =>
+    new Map(JSON.parse(Deno.readTextFileSync(`/tmp/promise_sites.${p.child.pid}`)))
+  );
 }
 
 /** Each process's promise count so far (bench/_promise_count.ts, preloaded, on SIGUSR2). */

@@ -70,6 +70,8 @@ async function relayBoth(a: Deno.Conn, b: Deno.Conn, aBuf: Uint8Array): Promise<
   } finally {
     a.close();
     b.close();
+    (a as Held).release?.();
+    (b as Held).release?.();
   }
 }
 
@@ -99,6 +101,7 @@ async function serveClient(c: Deno.TcpConn): Promise<void> {
     // A peer that reset or misbehaved: the floor only closes (a real proxy logs and replies).
     c.close();
     t?.close();
+    (t as Held | undefined)?.release?.();
     return;
   }
   await relayBoth(c, t, takeBuf()).catch(() => {
@@ -123,13 +126,48 @@ async function standby(t: Deno.Conn): Promise<void> {
   } catch {
     // A spare that did not announce itself: the floor only closes.
     t.close();
+    (t as Held).release?.();
   }
+}
+
+/** A connection served by lib/net's serve() (`BENCH_SERVE`): its handler ends with `release`. */
+type Held = Deno.Conn & { release?: () => void };
+
+/**
+ * `BENCH_SERVE=1`: both listeners served by lib/net's serve() (its accept loop, LiveConn, live
+ * list, handshake deadline, activity tracking), the floor's own work per connection otherwise
+ * unchanged: what depot's accept path costs before depot's own work (issue 20; its GC figures in
+ * bench/RESULTS.md). Words in the value change it: `nohs` (no handshake deadline), `noshed` (no
+ * activity tracking), `socksonly` / `tunnelonly` (serve() on that listener only).
+ */
+async function serveWithServe(socks: Deno.TcpListener, tunnel: Deno.TcpListener, mode: string) {
+  const { serve } = await import("../lib/net/mod.ts");
+  const opts = {
+    handshakeTimeoutMs: mode.includes("nohs") ? 0 : undefined,
+    shedIdleMs: mode.includes("noshed") ? Infinity : undefined,
+  };
+  const spare = (t: Held): Promise<void> => {
+    const held = new Promise<void>((r) => t.release = r);
+    if (announced) standby(t);
+    else handOut(t);
+    return held;
+  };
+  if (mode.includes("socksonly")) {
+    (async () => {
+      for await (const t of tunnel) (t.setNoDelay(true), spare(t));
+    })();
+  } else serve(tunnel, spare, opts);
+  if (mode.includes("tunnelonly")) { for await (const c of socks) serveClient(c); }
+  else serve(socks, serveClient, opts);
+  await new Promise(() => {});
 }
 
 async function server(): Promise<void> {
   const socks = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const tunnel = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   console.log(JSON.stringify({ port: socks.addr.port, tunnel: tunnel.addr.port }));
+  const serveMode = Deno.env.get("BENCH_SERVE") ?? "0";
+  if (serveMode !== "0") return await serveWithServe(socks, tunnel, serveMode);
   (async () => {
     for await (const t of tunnel) {
       t.setNoDelay(true);
