@@ -162,6 +162,8 @@ const nodeFree = [
   "services/depot-server.ts",
   "services/depot-local.ts",
   "services/seaprox.ts",
+  "services/tunnel-server.ts",
+  "services/tunnel-client.ts",
   "services/fusion-server.ts",
   "services/fusion-client.ts",
 ];

@@ -33,7 +33,6 @@
  * @module
  */
 
-import { createHmac } from "node:crypto";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   BufferedReader,
@@ -46,6 +45,7 @@ import {
   withPrefix,
   writeAll,
 } from "../net/mod.ts";
+import { hmacSha256Hex } from "../net/sha256.ts";
 import { encodeFrame, randomSecret, readFrameJson } from "../control/mod.ts";
 import type { Stream } from "../mux/mod.ts";
 import type { TlsClientConfig } from "../transport/mod.ts";
@@ -276,9 +276,7 @@ export class DepotCluster {
   }
 
   #digest(password: string | undefined): string {
-    return password === undefined
-      ? ""
-      : createHmac("sha256", this.#opts.token).update(password).digest("hex");
+    return password === undefined ? "" : hmacSha256Hex(this.#opts.token)(password);
   }
 
   /**

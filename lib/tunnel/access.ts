@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createHmac } from "node:crypto";
+import { hmacSha256Hex } from "../net/sha256.ts";
 import { Acl } from "../net/acl.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { bearerToken } from "./forward.ts";
@@ -21,7 +21,7 @@ export type CredentialDigest = (credential: string) => string;
 
 /** A {@linkcode CredentialDigest} under `key`. */
 export function credentialDigest(key: string | Uint8Array): CredentialDigest {
-  return (credential) => createHmac("sha256", key).update(credential).digest("hex");
+  return hmacSha256Hex(key);
 }
 
 /** This process's own key: rules that never leave it (flags, state file, a client's own). */

@@ -42,7 +42,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../net/sha256.ts";
 import { errorMessage } from "../net/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { randomSecret } from "../control/mod.ts";
@@ -146,7 +146,7 @@ export interface RegistryExtension {
 }
 
 function digest(identifier: string): string {
-  return createHash("sha256").update(identifier).digest("hex");
+  return sha256Hex(identifier);
 }
 
 // Atomic host moves: the digest counts in `ids` follow the hosts hash.

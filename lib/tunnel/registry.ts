@@ -9,7 +9,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../net/sha256.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 import { errorMessage } from "../net/mod.ts";
 
@@ -110,7 +110,7 @@ export function digestRef(d: string): string {
 export function identifierDigest(identifier: string): string {
   return identifier.startsWith(digestRefPrefix) && identifier.length === 71
     ? identifier.slice(7)
-    : createHash("sha256").update(identifier).digest("hex");
+    : sha256Hex(identifier);
 }
 
 /**
@@ -121,11 +121,11 @@ export function fingerprint(identifier: string): string {
   if (identifier.startsWith(digestRefPrefix) && identifier.length === 71) {
     return identifier.slice(7, 19);
   }
-  return createHash("sha256").update(identifier).digest("hex").slice(0, 12);
+  return sha256Hex(identifier).slice(0, 12);
 }
 
 function digest(identifier: string): string {
-  return createHash("sha256").update(identifier).digest("hex");
+  return sha256Hex(identifier);
 }
 
 /**

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../net/sha256.ts";
 import { Session, type SessionOptions, type Stream } from "../mux/mod.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type AuthFailureLimiter, verifySecret } from "../net/ratelimit.ts";
@@ -155,8 +155,7 @@ export interface ClaimRecord {
  */
 function rulesDigest(access: unknown, rewrite: unknown): string {
   if (access === undefined && rewrite === undefined) return "";
-  return createHash("sha256").update(JSON.stringify([access ?? null, rewrite ?? null]))
-    .digest("hex");
+  return sha256Hex(JSON.stringify([access ?? null, rewrite ?? null]));
 }
 
 /**

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../net/sha256.ts";
 import { timingSafeEqual } from "../net/secret.ts";
 
 /** The header a client names the subdomain it wants in (`*`: any free one). */
@@ -132,5 +132,5 @@ export class SubdomainClaims {
 }
 
 function digest(s: string): string {
-  return createHash("sha256").update(s).digest("hex");
+  return sha256Hex(s);
 }
