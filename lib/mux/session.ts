@@ -75,6 +75,11 @@ export interface SessionStats {
   framesOut: number;
   /** Sum of the open streams' receive windows now (bytes). */
   recvWindowBytes: number;
+  /**
+   * Bytes of the session's own buffers now (read, write batches, staging, small views): what
+   * bursts grow and a keepalive interval without traffic lets go again.
+   */
+  bufferBytes: number;
 }
 
 /** Why a session ended. */
@@ -91,9 +96,13 @@ export type SessionEndReason =
 const maxSendFrameCapBytes = 4 * 1024 * 1024;
 /** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
 const coalesceCopyMaxBytes = 16 * 1024;
-/** The buffer small frames are coalesced into: starts small (idle sessions stay cheap) and
- * doubles whenever a batch overflows it, up to the max. */
-const minCoalesceBufferBytes = 16 * 1024;
+/**
+ * The buffers small frames are coalesced into (the batch and its spare): each is made on the
+ * first frame that needs it at this size, doubles whenever a batch overflows it, up to the max,
+ * and is let go when the session has been quiet a whole keepalive interval (see
+ * `#releaseBuffers`), so an idle session holds at most one small one.
+ */
+const minCoalesceBufferBytes = 4 * 1024;
 const maxCoalesceBufferBytes = 256 * 1024;
 /**
  * The staging buffer small writes are copied into (see `Session.stage`): its first size, and
@@ -112,6 +121,13 @@ const directReadYieldTicks = 8;
 /** Read buffer sizes: start small (idle sessions are cheap), grow while reads fill it. */
 const minReadBufferBytes = 16 * 1024;
 const maxReadBufferBytes = 2 * 1024 * 1024;
+/**
+ * The read buffer a session quiet for a whole keepalive interval goes down to (however large
+ * a burst made it): what an idle session's pending read holds. Reads that fill it grow it again.
+ */
+const idleReadBufferBytes = 4 * 1024;
+/** A zero-length buffer: where the batch, staging and view buffers are not made (yet). */
+const noBytes = new Uint8Array(0);
 /**
  * Before it encodes, the writer yields microtasks until none of this many in a row brought a
  * frame, so what the rest of this turn queues (a FIN or ACK right after a write; the answers
@@ -176,6 +192,10 @@ class FrameQueue {
       this.#head = 0;
     }
     return f;
+  }
+  /** Let go of the array an emptied queue keeps (a quiet session's). */
+  release(): void {
+    if (this.#head === this.#tail) this.#items = [];
   }
   /** Remove and return everything queued. */
   drain(): OutFrame[] {
@@ -277,7 +297,7 @@ export class Session implements StreamHost, FrameSink {
    * Small frames go straight in when they are queued (see `encodeNow`), the writer adds the
    * queued ones; it is never the buffer a transport write is still reading (`#spare` is).
    */
-  #out = new Uint8Array(minCoalesceBufferBytes);
+  #out: Uint8Array<ArrayBuffer> = noBytes;
   #outLen = 0;
   /** Frames `encodeNow` put in `#out` (for `framesOut`; queued ones count when reported). */
   #outFrames = 0;
@@ -298,13 +318,21 @@ export class Session implements StreamHost, FrameSink {
   #flightFlags: number[] = [];
   /** Small payloads waiting in the queues, copied here by `stage`; reused from 0 once the
    * writer has taken every queued frame (so copied into `#out`). */
-  #stage = new Uint8Array(0);
+  #stage: Uint8Array<ArrayBuffer> = noBytes;
   #stageOff = 0;
   /** Small received payloads lent to view readers (see `lendSmall`), and its fill. */
-  #viewArena = new Uint8Array(0);
+  #viewArena: Uint8Array<ArrayBuffer> = noBytes;
   #viewArenaOff = 0;
   #pings = new Map<number, PendingPing>();
   #pingSeq = 0;
+  /** Ping frames received and queued (requests and replies): activity that is not traffic. */
+  #pingFrames = 0;
+  /** Frames in and queued, pings left out, at the last keepalive tick (-1: none yet). */
+  #activityAtTick = -1;
+  /** The read loop's buffer (it grows while reads fill it; see #readLoop). */
+  #readBuf = new Uint8Array(minReadBufferBytes);
+  /** A quiet session let go of its buffers: the read loop takes a small one after its read. */
+  #shrinkRead = false;
   #rtt: number | undefined;
   #localGoAway = false;
   #remoteGoAway = false;
@@ -343,6 +371,7 @@ export class Session implements StreamHost, FrameSink {
     framesIn: 0,
     framesOut: 0,
     recvWindowBytes: 0,
+    bufferBytes: 0,
   };
 
   /** Resolves when the session has ended: why, and the error if there was one. */
@@ -410,7 +439,9 @@ export class Session implements StreamHost, FrameSink {
   get stats(): SessionStats {
     let recvWindowBytes = 0;
     for (const st of this.#streams) recvWindowBytes += st.windowBytes;
-    return { ...this.#stats, streamsOpen: this.#streams.size, recvWindowBytes };
+    const bufferBytes = this.#readBuf.length + this.#out.length + (this.#spare?.length ?? 0) +
+      (this.#flight?.length ?? 0) + this.#stage.length + this.#viewArena.length;
+    return { ...this.#stats, streamsOpen: this.#streams.size, recvWindowBytes, bufferBytes };
   }
 
   /** Whether this side opens odd stream ids. */
@@ -666,7 +697,7 @@ export class Session implements StreamHost, FrameSink {
   // ---------------------------------------------------------- read side
 
   async #readLoop(): Promise<void> {
-    let buf = new Uint8Array(minReadBufferBytes);
+    let buf = this.#readBuf;
     let small = 0;
     const nextHeader = new Uint8Array(headerBytes);
     try {
@@ -735,12 +766,18 @@ export class Session implements StreamHost, FrameSink {
             await new Promise<void>((r) => this.#controlDrained = r);
           }
         }
+        if (this.#shrinkRead) {
+          this.#shrinkRead = false; // a quiet session (#releaseBuffers)
+          buf = this.#readBuf = new Uint8Array(idleReadBufferBytes);
+          small = 0;
+          continue;
+        }
         if (bulk) continue;
         if (n === buf.length && buf.length < maxReadBufferBytes) {
-          buf = new Uint8Array(buf.length * 4);
+          buf = this.#readBuf = new Uint8Array(buf.length * 4);
           small = 0;
         } else if (n < buf.length / 16 && buf.length > minReadBufferBytes && ++small > 16) {
-          buf = new Uint8Array(buf.length / 4); // one step down: bursts regrow quickly
+          buf = this.#readBuf = new Uint8Array(buf.length / 4); // one step down: bursts regrow quickly
           small = 0;
         }
       }
@@ -878,7 +915,9 @@ export class Session implements StreamHost, FrameSink {
   }
 
   #onPing(flags: number, value: number): void {
+    this.#pingFrames++;
     if ((flags & Flag.syn) !== 0) {
+      this.#pingFrames++; // the reply
       this.#sendControl(FrameType.ping, Flag.ack, 0, value);
       return;
     }
@@ -910,12 +949,16 @@ export class Session implements StreamHost, FrameSink {
     const p = new Promise<number>((resolve, reject) => {
       this.#pings.set(value, { sentAt, resolve, reject });
     });
+    this.#pingFrames++;
     this.#sendControl(FrameType.ping, Flag.syn, 0, value);
     return p;
   }
 
   #keepaliveTick(): void {
     if (this.#shut) return;
+    const activity = this.#stats.framesIn + this.#enqueued - this.#pingFrames;
+    if (activity === this.#activityAtTick) this.#releaseBuffers();
+    this.#activityAtTick = activity;
     const now = performance.now();
     if (this.#keepaliveDeadline !== undefined) {
       if (now < this.#keepaliveDeadline) return;
@@ -1059,15 +1102,47 @@ export class Session implements StreamHost, FrameSink {
     }
   }
 
-  /** Make `#out` hold at least `end` bytes (keeping its frames); false past the largest size. */
+  /**
+   * Make `#out` hold at least `end` bytes (keeping its frames); false past the largest size. A
+   * batch not made yet (`noBytes`) takes the spare if there is one (a write finished since
+   * `#takeBatch` found none), else starts at `minCoalesceBufferBytes`.
+   */
   #growOut(end: number): boolean {
     if (end > maxCoalesceBufferBytes) return false;
-    let size = this.#out.length * 2;
+    if (this.#out.length === 0 && this.#spare !== null) {
+      this.#out = this.#spare;
+      this.#spare = null;
+      if (end <= this.#out.length) return true;
+    }
+    let size = Math.max(minCoalesceBufferBytes, this.#out.length * 2);
     while (size < end) size *= 2;
     const grown = new Uint8Array(Math.min(size, maxCoalesceBufferBytes));
     grown.set(this.#out.subarray(0, this.#outLen));
     this.#out = grown;
     return true;
+  }
+
+  /**
+   * The session was quiet a whole keepalive interval (no frame in or out but pings): let go of
+   * what bursts grew, so an idle session costs a small read buffer and at most one small batch
+   * buffer (bench/mux_mem.ts: ~0.5 MiB per session after a burst of small frames before this).
+   * The batch and its spare, the staging and view buffers are made again by the next frame
+   * that needs them; the read loop takes `idleReadBufferBytes` after its next read (the pending
+   * read holds the big one until then: the keepalive ping's reply comes within a round trip).
+   * Nothing queued or in flight is touched: with the writer busy the write side is left as is.
+   */
+  #releaseBuffers(): void {
+    if (!this.#writing && this.#flight === null && this.#outLen === 0) {
+      this.#out = noBytes;
+      this.#spare = null;
+      if (this.#stageOff === 0) this.#stage = noBytes;
+      this.#prio.release();
+      this.#ordered.release();
+    }
+    // Views lent from the arena keep their own bytes alive; the next small view makes a new one.
+    this.#viewArena = noBytes;
+    this.#viewArenaOff = 0;
+    if (this.#readBuf.length > idleReadBufferBytes) this.#shrinkRead = true;
   }
 
   /**
@@ -1078,7 +1153,7 @@ export class Session implements StreamHost, FrameSink {
     const b = this.#out.subarray(0, this.#outLen);
     this.#flight = this.#out;
     this.#flightFrames = this.#outFrames;
-    this.#out = this.#spare ?? new Uint8Array(minCoalesceBufferBytes);
+    this.#out = this.#spare ?? noBytes; // made by the next frame, if any comes before the spare
     this.#spare = null;
     this.#outLen = 0;
     this.#outFrames = 0;
