@@ -1,4 +1,4 @@
-import { type Session, type Stream } from "../lib/mux/mod.ts";
+import type { Session, Stream } from "../lib/mux/mod.ts";
 import { assertEquals } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
 import { readWithin, sha256, until, within } from "./_util.ts";
