@@ -12,6 +12,8 @@
  * - `streams`: `--streams` streams over the sessions, one small exchange each, held open with a
  *   read pending on the measured side (per stream, over `sessions`);
  * - `closed`: those streams closed again (per session, over the start);
+ * - `parked`: `--streams` streams accepted with their 100-byte request not read yet, as while a
+ *   relay dials its target (per stream, over `closed`);
  * - `burst`: one stream per session carrying a burst each way (200 × 1 KiB writes in one turn,
  *   echoed in 1 KiB writes), then closed: the session's read and write buffers grown (per session);
  * - `idle`: the same after 2.5 keepalive intervals with no traffic but pings (per session).
@@ -62,7 +64,9 @@ interface Mem {
 /** A command to the measured process, and its answer. */
 type Command =
   | { op: "mem" }
-  | { op: "mode"; mode: "burst" | "hold" | "churn" }
+  | { op: "mode"; mode: "burst" | "hold" | "park" | "churn" }
+  | { op: "parked"; count: number }
+  | { op: "unpark" }
   | { op: "wait"; ms: number }
   | { op: "cpu" }
   | { op: "open"; count: number; sessions: number }
@@ -78,7 +82,10 @@ async function measured(): Promise<void> {
   type Stream = import("../lib/mux/mod.ts").Stream;
   const gc = (globalThis as unknown as { gc: () => void }).gc;
   const sessions: Session[] = [];
-  let mode: "burst" | "hold" | "churn" = "burst";
+  let mode: "burst" | "hold" | "park" | "churn" = "burst";
+  /** Streams accepted in "park" mode, their request not read yet (as while a relay dials). */
+  const parked: Stream[] = [];
+  let parkedWaiter: { count: number; resolve: () => void } | null = null;
   const answer = new Uint8Array(answerBytes).fill(0x61);
 
   const burst = async (s: Stream) => {
@@ -106,8 +113,26 @@ async function measured(): Promise<void> {
     await s.write(answer);
     s.close();
   };
+  const park = (s: Stream) => {
+    parked.push(s);
+    if (parkedWaiter && parked.length >= parkedWaiter.count) parkedWaiter.resolve();
+    return Promise.resolve();
+  };
+  const unpark = async () => {
+    await Promise.all(
+      parked.splice(0).map(async (s) => {
+        const buf = new Uint8Array(requestBytes);
+        while ((await s.read(buf)) !== null) { /* the request, then the peer's FIN */ }
+        s.close();
+      }),
+    );
+  };
   const serve = async (session: Session) => {
     for await (const s of session) {
+      if (mode === "park") {
+        park(s);
+        continue;
+      }
       const handle = mode === "burst" ? burst : mode === "hold" ? hold : churn;
       handle(s).catch((e) => console.error(`stream ${s.id}: ${e}`));
     }
@@ -160,6 +185,14 @@ async function measured(): Promise<void> {
       else if (cmd.op === "mode") say({ mode: mode = cmd.mode });
       else if (cmd.op === "wait") say({ waited: await new Promise((r) => setTimeout(r, cmd.ms)) });
       else if (cmd.op === "cpu") say({ cpuUs: cpuUs() });
+      else if (cmd.op === "parked") {
+        const count = cmd.count;
+        if (parked.length < count) {
+          await new Promise<void>((resolve) => parkedWaiter = { count, resolve });
+        }
+        parkedWaiter = null;
+        say({ parked: parked.length });
+      } else if (cmd.op === "unpark") say({ unparked: await unpark() });
       else if (cmd.op === "open") say({ opened: await open(cmd.count, cmd.sessions) });
       else if (cmd.op === "exit") {
         listener.close();
@@ -324,6 +357,18 @@ async function driver(): Promise<void> {
     await m.ask({ op: "wait", ms: 500 });
     await reading("closed");
 
+    // Streams accepted with their request unread (as while a relay dials its target).
+    await m.ask({ op: "mode", mode: "park" });
+    const parkedHere: Stream[] = [];
+    for (let i = 0; i < flags.streams; i++) {
+      parkedHere.push(await sessions[i % sessions.length].open({ data: request }));
+    }
+    await m.ask({ op: "parked", count: flags.streams });
+    await reading("parked");
+    await Promise.all(parkedHere.map((s) => s.closeWrite()));
+    await m.ask({ op: "unpark" });
+    for (const s of parkedHere) s.close();
+
     // A burst each way on every session.
     await m.ask({ op: "mode", mode: "burst" });
     const piece = new Uint8Array(burstWriteBytes).fill(0x62);
@@ -410,6 +455,7 @@ async function driver(): Promise<void> {
     ["idle session (no stream yet)", "sessions", "base", flags.sessions],
     ["open stream (one exchange, read pending)", "streams", "sessions", flags.streams],
     ["session after its streams closed", "closed", "base", flags.sessions],
+    ["accepted stream, request unread", "parked", "closed", flags.streams],
     ["session after a burst", "burst", "base", flags.sessions],
     ["session after keepalive intervals idle", "idle", "base", flags.sessions],
   ];

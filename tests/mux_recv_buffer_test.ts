@@ -13,6 +13,8 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
             rest: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 5_000_000 })),
           }),
           fc.record({ take: fc.integer({ min: 1, max: 90_000 }) }),
+          // A small payload's own copy, kept as it is (pushOwned).
+          fc.record({ owned: fc.integer({ min: 0, max: 4096 }) }),
           fc.record({ view: fc.integer({ min: 1, max: 90_000 }) }),
           fc.record({
             reserve: fc.integer({ min: 1, max: 300_000 }),
@@ -28,6 +30,8 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
         let seq = 0;
         /** The bytes lent by the last takeView, and what they must still read. */
         let lent: { view: Uint8Array; bytes: number[] } | null = null;
+        /** Buffers handed over by pushOwned, and what they held: nothing may write into them. */
+        const owned: { buf: Uint8Array; was: number[] }[] = [];
         const release = () => {
           if (lent) assertEquals(Array.from(lent.view), lent.bytes, "a lent view stays intact");
           rx.releaseView();
@@ -41,6 +45,13 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
             const bytes = model.splice(0, view.length);
             assertEquals(Array.from(view), bytes);
             lent = { view, bytes };
+          } else if ("owned" in op) {
+            const buf = new Uint8Array(op.owned);
+            for (let i = 0; i < buf.length; i++) buf[i] = (seq + i) & 0xff;
+            seq += buf.length;
+            rx.pushOwned(buf);
+            owned.push({ buf, was: Array.from(buf) });
+            for (let i = 0; i < op.owned; i++) model.push((seq - op.owned + i) & 0xff);
           } else if ("push" in op) {
             const chunk = new Uint8Array(op.push);
             for (let i = 0; i < chunk.length; i++) chunk[i] = (seq + i) & 0xff;
@@ -68,6 +79,7 @@ Deno.test("mux RecvBuffer: random pushes and takes come out in order, byte for b
         rx.clear();
         release();
         assertEquals(rx.length, 0);
+        for (const o of owned) assertEquals(Array.from(o.buf), o.was, "an owned buffer untouched");
       },
     ),
     { numRuns: 200 },

@@ -94,6 +94,19 @@ export class RecvBuffer {
     this.#length += chunk.length;
   }
 
+  /**
+   * Append `bytes` themselves, not a copy: a buffer the queue may keep until they are read and
+   * that nothing writes again (a small payload's copy in the session's arena), so a small
+   * request waiting for its reader holds a buffer of its size, not a pooled 16 KiB one. Later
+   * pushes and reservations never write into it (it has no free room).
+   */
+  pushOwned(bytes: Uint8Array): void {
+    if (this.#reserved) throw new Error("RecvBuffer: push during a reservation");
+    if (bytes.length === 0) return;
+    this.#chunks.push({ buf: bytes, pooled: false, start: 0, end: bytes.length });
+    this.#length += bytes.length;
+  }
+
   /** Move up to `p.length` waiting bytes into `p`; returns how many. */
   take(p: Uint8Array): number {
     let n = 0;
