@@ -10,7 +10,8 @@
  * bench/_gc_phases.ts does the same for seaprox and its floor. `--floor`: bench/floor_reverse.ts
  * (its spares announcing themselves, `BENCH_STANDBY=1`, as depot's must) as one more path,
  * `--floor-env K=V,K=V` more of its switches (`BENCH_SERVE=1`: lib/net's serve() on its
- * listeners), `--trees none` the floor alone.
+ * listeners), `--trees none` the floor alone. A tree `name=DIR:SUB+SUB` runs with
+ * `DEPOT_SUB=SUB,SUB`: bench/_depot_sub.patch's substitutions, as in bench/_depot_ab.ts.
  * @module
  */
 
@@ -43,7 +44,7 @@ const flags = benchFlags({
 // `--trees none`: the floor alone (with `--floor`).
 const trees = flags.trees === "none"
   ? []
-  : benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`);
+  : benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`, ":");
 const warmupConns = 2000;
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 
@@ -52,8 +53,9 @@ const scavenges = (lines: readonly string[]): GcLine[] =>
   gcTraceLines(lines).filter((g) => g.gc === "s");
 
 /** `deno run -A --v8-flags=--trace-gc-nvp script args`, stdout line-buffered. */
-const traced = (script: string, args: string[]): Proc =>
-  spawnTraced(script, args, "--v8-flags=--trace-gc-nvp", { env });
+/** `DIR:SUB+SUB` runs that tree's services with `DEPOT_SUB=SUB,SUB` (bench/_depot_ab.ts). */
+const traced = (script: string, args: string[], sub = ""): Proc =>
+  spawnTraced(script, args, "--v8-flags=--trace-gc-nvp", { env: { ...env, DEPOT_SUB: sub } });
 
 const procs: Proc[] = [];
 const source = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -68,11 +70,11 @@ try {
       ...["--log-level", "warn", "--control", `127.0.0.1:${control}`],
       ...["--socks", `127.0.0.1:${socks}`, "--tunnel", `127.0.0.1:${tunnel}`],
       ...["--status", `127.0.0.1:${status}`],
-    ]);
+    ], t.extra);
     const local = traced(`${t.dir}/services/depot-local.ts`, [
       ...["--log-level", "warn", ...(flags.mux ? ["--mux"] : [])],
       ...["--server", `127.0.0.1:${control}`],
-    ]);
+    ], t.extra);
     procs.push(server, local);
     await waitPort(status, `${t.name} depot-server`);
     await waitUntil(`${t.name} exit`, async () => {

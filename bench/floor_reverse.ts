@@ -59,8 +59,19 @@ const free: Uint8Array[] = [];
 const takeBuf = () => (pooled ? free.pop() : undefined) ?? new Uint8Array(bufBytes);
 const giveBuf = (b: Uint8Array) => pooled && free.length < 256 && free.push(b);
 
+/** `BENCH_RELAY=1`: lib/net's relay() (pooled buffers that adapt, half-close), not two pumps. */
+const libRelay = Deno.env.get("BENCH_RELAY") === "1"
+  ? (await import("../lib/net/mod.ts")).relay
+  : undefined;
+
 /** Relay `a` ↔ `b` (buffers of their own), then close both. */
 async function relayBoth(a: Deno.Conn, b: Deno.Conn, aBuf: Uint8Array): Promise<void> {
+  if (libRelay) {
+    await libRelay(a, b); // closes both, never rejects
+    (a as Held).release?.();
+    (b as Held).release?.();
+    return;
+  }
   const bBuf = takeBuf();
   try {
     await Promise.all([pump(a, b, aBuf), pump(b, a, bBuf)]);
