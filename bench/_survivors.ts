@@ -6,12 +6,13 @@
  * {@linkcode serveLengthSource}) while V8's sampling heap profiler counts what is live at the
  * end or collected only by a full GC (`includeObjectsCollectedByMajorGC`), not what a scavenge
  * took: the objects that were promoted. Prints bytes per connection by allocation site (the
- * innermost four frames).
+ * innermost four frames). `--socks`: TARGET_PORT is a SOCKS5 port (depot-server's), and a
+ * length source runs in this process.
  * @module
  */
 
 import { inspector } from "./_cpuprof.ts";
-import { concurrentRps, tcpRoute } from "./_util.ts";
+import { concurrentRps, serveLengthSource, socksRoute, tcpRoute } from "./_util.ts";
 
 interface CallFrame {
   functionName: string;
@@ -29,7 +30,9 @@ interface Sampled {
 }
 
 const all = Deno.args.includes("--all");
-const [inspectPort, targetPort, countArg] = Deno.args.filter((a) => a !== "--all");
+/** `--socks`: TARGET_PORT is a SOCKS5 proxy (plain depot); the length source runs here. */
+const socks = Deno.args.includes("--socks");
+const [inspectPort, targetPort, countArg] = Deno.args.filter((a) => !a.startsWith("--"));
 const count = Number(countArg ?? 8000);
 const { call, close } = await inspector("127.0.0.1", Number(inspectPort));
 await call("HeapProfiler.enable");
@@ -38,7 +41,15 @@ await call("HeapProfiler.startSampling", {
   includeObjectsCollectedByMajorGC: true,
   includeObjectsCollectedByMinorGC: all,
 });
-await concurrentRps(tcpRoute("target", Number(targetPort)), count, 32);
+let route = tcpRoute("target", Number(targetPort));
+if (socks) {
+  const source = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  serveLengthSource(source).catch(() => {
+    // The process exits at the end: the source's loop ends with it.
+  });
+  route = socksRoute("target", Number(targetPort), source.addr.port);
+}
+await concurrentRps(route, count, 32);
 const head = (await call("HeapProfiler.stopSampling") as Sampled | undefined)?.profile?.head;
 close();
 if (!head) throw new Error("no profile from the inspector");
@@ -66,3 +77,4 @@ console.log(
 for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, all ? 40 : 25)) {
   console.log(`${(bytes / count).toFixed(0).padStart(6)} B/conn  ${site}`);
 }
+if (socks) Deno.exit(0);
