@@ -13,6 +13,16 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
+import { socksDial, startTarget } from "./_depot.ts";
+import {
+  fetchText,
+  portOf,
+  readWithin,
+  type ServiceProcess,
+  startService,
+  within,
+} from "./_util.ts";
+import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -179,6 +189,73 @@ Deno.test("service weight: no node: module in a service's start-up graph", async
   // The walk sees node: edges (the test can fail): a test that imports node:net as its
   // oracle has it in its graph.
   assert((await staticGraph("tests/ip_family_test.ts")).node.includes("node:net"));
+});
+
+/**
+ * The node: modules a running process holds (V8's scripts, through its inspector: the
+ * `Debugger.scriptParsed` replay that `Debugger.enable` sends, its answer after the last).
+ */
+async function loadedNodeModules(svc: ServiceProcess): Promise<string[]> {
+  const line = await svc.waitFor(/Debugger listening on ws:\/\/\S+/);
+  const url = /ws:\/\/\S+/.exec(line)![0];
+  const ws = new WebSocket(url);
+  const closed = new Promise((ok) => ws.onclose = ok);
+  try {
+    await within(
+      new Promise((ok, fail) => {
+        ws.onopen = ok;
+        ws.onerror = fail;
+      }),
+      "the inspector's WebSocket",
+    );
+    const urls: string[] = [];
+    const answered = new Promise<void>((ok) => {
+      ws.onmessage = (e) => {
+        const m = JSON.parse(e.data) as { id?: number; method?: string; params?: { url: string } };
+        if (m.method === "Debugger.scriptParsed" && m.params) urls.push(m.params.url);
+        if (m.id === 1) ok();
+      };
+    });
+    ws.send(JSON.stringify({ id: 1, method: "Debugger.enable" }));
+    await within(answered, "Debugger.enable's answer");
+    return urls.filter((u) => u.startsWith("node:")).sort();
+  } finally {
+    ws.close();
+    await within(closed, "the inspector's WebSocket close");
+  }
+}
+
+Deno.test("service weight: a running seaprox holds no node: module but Deno's timers", async () => {
+  // What the static graph cannot see: an `await import("node:...")` on a path every start or
+  // every connection takes. node:timers is Deno's own: its setTimeout is node's timers.
+  const target = startTarget();
+  const sp = await startService("seaprox.ts", [
+    "--listen",
+    `static://127.0.0.1:0?to=127.0.0.1:${target.port}`,
+    "--listen",
+    "socks5://127.0.0.1:0",
+    "--metrics",
+    "127.0.0.1:0",
+  ], { readyCount: 2, denoArgs: ["--inspect=127.0.0.1:0"] });
+  try {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: portOf(sp.addrs.get("static")!) });
+    await writeAll(c, new TextEncoder().encode("Ehi"));
+    await readWithin(c, new Uint8Array(2), "the echo through seaprox static");
+    closeQuietly(c);
+    const s = await socksDial(portOf(sp.addrs.get("socks5")!), {
+      host: "127.0.0.1",
+      port: target.port,
+    });
+    await writeAll(s, new TextEncoder().encode("Ehi"));
+    await readWithin(s, new Uint8Array(2), "the echo through seaprox SOCKS5");
+    closeQuietly(s);
+    const metrics = await sp.waitFor(/msg="metrics listening"/);
+    await fetchText(`http://${/addr=(\S+)/.exec(metrics)![1]}/metrics`);
+    assertEquals(await loadedNodeModules(sp), ["node:timers"]);
+  } finally {
+    await sp.stop();
+    await target.close();
+  }
 });
 
 /** Each service and the lib folders of other services it has no use for. */
