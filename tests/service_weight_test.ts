@@ -20,8 +20,10 @@ import {
   readWithin,
   type ServiceProcess,
   startService,
+  until,
   within,
 } from "./_util.ts";
+import { rawGet, startApp } from "./_tunnel.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 
 const root = new URL("../", import.meta.url);
@@ -255,6 +257,74 @@ Deno.test("service weight: a running seaprox holds no node: module but Deno's ti
   } finally {
     await sp.stop();
     await target.close();
+  }
+});
+
+Deno.test("service weight: a running depot pair holds no node: module but Deno's timers", async () => {
+  const target = startTarget();
+  const env = { DEPOT_TOKEN: "weight-token-0123456789" };
+  const inspect = ["--inspect=127.0.0.1:0"];
+  const server = await startService("depot-server.ts", [
+    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
+  ], { readyCount: 3, env, denoArgs: inspect });
+  let local: ServiceProcess | undefined;
+  try {
+    local = await startService("depot-local.ts", ["--server", server.addrs.get("control")!], {
+      readyCount: 0,
+      ready: /msg="connected"/,
+      env,
+      denoArgs: inspect,
+    });
+    const s = await socksDial(portOf(server.addrs.get("socks")!), {
+      host: "127.0.0.1",
+      port: target.port,
+    });
+    await writeAll(s, new TextEncoder().encode("Ehi"));
+    await readWithin(s, new Uint8Array(2), "the echo through depot");
+    closeQuietly(s);
+    await local.waitFor(/msg="connection closed"/);
+    await server.waitFor(/msg="connection closed"/);
+    const metrics = await server.waitFor(/msg="metrics listening"/);
+    await fetchText(`http://${/addr=(\S+)/.exec(metrics)![1]}/metrics`);
+    assertEquals(await loadedNodeModules(server), ["node:timers"], "depot-server");
+    assertEquals(await loadedNodeModules(local), ["node:timers"], "depot-local");
+  } finally {
+    await local?.stop();
+    await server.stop();
+    await target.close();
+  }
+});
+
+Deno.test("service weight: a running tunnel pair holds no node: module but Deno's timers", async () => {
+  const app = startApp();
+  const id = "weight-identifier-1234";
+  const inspect = ["--inspect=127.0.0.1:0"];
+  const ts = await startService("tunnel-server.ts", [
+    ...["--listen", "127.0.0.1:0", "--host", "w.test=env:APP_ID", "--metrics", "127.0.0.1:0"],
+  ], { env: { APP_ID: id }, denoArgs: inspect });
+  const port = portOf(ts.addrs.get("http")!);
+  let tc: ServiceProcess | undefined;
+  try {
+    tc = await startService("tunnel-client.ts", [
+      ...["--server", `http://127.0.0.1:${port}`, "--local", `127.0.0.1:${app.port}`],
+    ], {
+      readyCount: 0,
+      ready: /msg="connected"/,
+      env: { TUNNEL_IDENTIFIER: id },
+      denoArgs: inspect,
+    });
+    await until(
+      "a request through the tunnel",
+      async () => (await rawGet(port, "w.test", "/hello?id=1")).body === "hello 1",
+    );
+    const metrics = await ts.waitFor(/msg="metrics listening"/);
+    await fetchText(`http://${/addr=(\S+)/.exec(metrics)![1]}/metrics`);
+    assertEquals(await loadedNodeModules(ts), ["node:timers"], "tunnel-server");
+    assertEquals(await loadedNodeModules(tc), ["node:timers"], "tunnel-client");
+  } finally {
+    await tc?.stop();
+    await ts.stop();
+    await app.close();
   }
 });
 
