@@ -249,6 +249,28 @@ export interface FirstMessage<M extends Message> {
 const noBytes = new Uint8Array(0);
 
 /**
+ * The first message of a connection or stream whose first bytes are `v`, decoded at once (no
+ * read, no turn), with a copy of the bytes past it; `undefined` when `v` holds only part of
+ * the frame (read the rest with {@linkcode readFirstMessage} on the bytes again). Throws as
+ * `readFirstMessage` does for a frame that is too large or does not decode. For a first
+ * frame that came whole with a stream's SYN (lib/mux `Stream.takeView`).
+ */
+export function firstMessageIn<M extends Message>(
+  v: Uint8Array,
+  protocol: Protocol<M>,
+  opts: CompactOptions<M> = {},
+): FirstMessage<M> | undefined {
+  const frameBytes = wholeFrameBytes(
+    v,
+    checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes),
+    opts.compact,
+  );
+  if (frameBytes < 0) return undefined;
+  const msg = decodeWhole(v, frameBytes, protocol, opts.compact);
+  return { msg, leftover: v.length > frameBytes ? v.slice(frameBytes) : noBytes };
+}
+
+/**
  * Read the first message of a fresh connection or stream, as a {@linkcode ControlReader}
  * would, and the bytes read past it. For a stream that lends what it received (`ViewReader`:
  * a lib/mux stream, whose opener sent the message with its SYN, as depot-server's requests
@@ -264,18 +286,15 @@ export async function readFirstMessage<M extends Message>(
   opts: CompactOptions<M> = {},
   chunkBytes = 1024,
 ): Promise<FirstMessage<M>> {
-  const max = checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes);
+  checkMax(opts.maxMessageBytes ?? defaultMaxMessageBytes); // a bad maximum fails before a read
   const views = viewReader(conn);
   let src = conn;
   if (views) {
     const v = await views.readView();
     if (v === null) return { msg: null, leftover: noBytes };
     try {
-      const frameBytes = wholeFrameBytes(v, max, opts.compact);
-      if (frameBytes >= 0) {
-        const msg = decodeWhole(v, frameBytes, protocol, opts.compact);
-        return { msg, leftover: v.length > frameBytes ? v.slice(frameBytes) : noBytes };
-      }
+      const first = firstMessageIn(v, protocol, opts);
+      if (first) return first;
       src = withPrefix(conn, v.slice()); // part of a frame: read the rest the usual way
     } finally {
       views.releaseView();

@@ -270,6 +270,10 @@ export class Session implements StreamHost, FrameSink {
   #nextId: number;
   #backlog: Stream[] = [];
   #acceptWaiters: ((s: Stream | null) => void)[] = [];
+  /** Set by `serveEach`: every stream the peer opens goes to it, not to `accept()`. */
+  #serveEach: ((s: Stream) => void) | null = null;
+  /** A stream for `#serveEach` whose SYN frame's payload is still being read. */
+  #handOff: Stream | null = null;
   #decoder: FrameDecoder;
   #rxStream: Stream | null = null;
   #rxFin = false;
@@ -490,8 +494,12 @@ export class Session implements StreamHost, FrameSink {
     return s;
   }
 
-  /** The next stream the peer opened, or `null` once the session is closed. */
+  /**
+   * The next stream the peer opened, or `null` once the session is closed (at once once
+   * `serveEach` took the streams over).
+   */
   accept(): Promise<Stream | null> {
+    if (this.#serveEach) return Promise.resolve(null);
     const s = this.#backlog.shift();
     if (s) {
       this.#accepted(s, false);
@@ -519,6 +527,41 @@ export class Session implements StreamHost, FrameSink {
       },
       return: () => Promise.resolve(end()),
     };
+  }
+
+  /**
+   * Hand every stream the peer opens to `handler`, called synchronously from the read loop as
+   * soon as the stream's SYN frame has been read whole, its payload (if any) queued on it (a
+   * `takeView()` gets it at once): what a stream's first bytes ask for can start in the same
+   * turn, as the frame is read, instead of a turn later through `accept()`'s promise (depot
+   * `--mux`'s exit dials the target before its session issues its next transport read).
+   * Streams already waiting for `accept()` are handed over now; `accept()` and the iterator
+   * return `null` from now on, and `acceptBacklog` no longer applies (none wait). `handler`
+   * must not block the read loop for long; if it throws, that stream is reset. Once per session.
+   */
+  serveEach(handler: (s: Stream) => void): void {
+    if (this.#serveEach) throw new Error("serveEach: the session's streams are served already");
+    this.#serveEach = handler;
+    for (const w of this.#acceptWaiters.splice(0)) w(null);
+    for (const s of this.#backlog.splice(0)) this.#handOver(s, false);
+  }
+
+  /** `s` goes to the `serveEach` handler (its ACK held back or sent, as `accept()` does). */
+  #handOver(s: Stream, inRead: boolean): void {
+    this.#accepted(s, inRead);
+    try {
+      this.#serveEach!(s);
+    } catch (err) {
+      this.#log.warn("mux stream handler failed", { id: s.id, error: errorMessage(err) });
+      s.reset();
+    }
+  }
+
+  /** The stream `#incoming` set aside for `serveEach` is complete: hand it over. */
+  #handOffDone(): void {
+    const s = this.#handOff!;
+    this.#handOff = null;
+    this.#handOver(s, true);
   }
 
   /** Send a ping and resolve with the round-trip time in ms. */
@@ -738,6 +781,7 @@ export class Session implements StreamHost, FrameSink {
             if (complete && this.#rxStream === rs) {
               this.#rxStream = null;
               if (this.#rxFin) rs._rxFin();
+              if (this.#handOff === rs) this.#handOffDone();
             }
             if (n > k) this.#decoder.push(nextHeader, this, 0, n - k);
             continue;
@@ -798,6 +842,13 @@ export class Session implements StreamHost, FrameSink {
     this.#stats.framesIn++;
     if (type === FrameType.ping) return this.#onPing(flags, length);
     if (type === FrameType.goAway) return this.#onGoAway(length);
+    this.#streamFrame(type, flags, id, length);
+    // A new stream for `serveEach` goes now, unless its SYN frame's payload is still to come.
+    if (this.#handOff !== null && this.#rxStream !== this.#handOff) this.#handOffDone();
+  }
+
+  /** A frame of a stream (data or window update): its flags, and where its payload goes. */
+  #streamFrame(type: number, flags: number, id: number, length: number): void {
     this.#rxStream = null;
     this.#rxFin = false;
     if (id === 0) throw new MuxError("bad-stream-id", "stream frame on stream id 0");
@@ -864,6 +915,7 @@ export class Session implements StreamHost, FrameSink {
     if (last) {
       this.#rxStream = null;
       if (this.#rxFin) s._rxFin();
+      if (this.#handOff === s) this.#handOffDone();
     }
   }
 
@@ -878,7 +930,7 @@ export class Session implements StreamHost, FrameSink {
     }
     if (
       this.#streams.size >= this.#opts.maxStreams ||
-      this.#backlog.length >= this.#opts.acceptBacklog
+      (this.#serveEach === null && this.#backlog.length >= this.#opts.acceptBacklog)
     ) {
       this.#log.debug("mux refusing stream", { id, streams: this.#streams.size });
       this.#sendControl(FrameType.windowUpdate, Flag.rst, id, 0);
@@ -887,6 +939,10 @@ export class Session implements StreamHost, FrameSink {
     const s = new Stream(this, id, false, this.#opts.initialWindowBytes);
     this.#streams.add(s);
     this.#stats.streamsTotal++;
+    if (this.#serveEach) {
+      this.#handOff = s; // handed over once its SYN frame is read whole (see onFrame)
+      return s;
+    }
     const w = this.#acceptWaiters.shift();
     if (w) {
       this.#accepted(s, true);
@@ -1280,6 +1336,7 @@ export class Session implements StreamHost, FrameSink {
     for (const s of [...this.#streams]) s._abort(err);
     this.#streams.clear();
     this.#backlog = [];
+    this.#handOff = null;
     for (const w of this.#acceptWaiters.splice(0)) w(null);
     for (const p of this.#pings.values()) p.reject(err);
     this.#pings.clear();

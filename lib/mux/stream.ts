@@ -316,6 +316,16 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
     });
   }
 
+  /**
+   * What `readView()` would lend, without waiting: the queued bytes, or `null` when none are
+   * queued now (then `readView()` waits for them, or reports the end). The view is valid as
+   * `readView()`'s is. For a first read that must not cost a turn (see `Session.serveEach`).
+   */
+  takeView(): Uint8Array | null {
+    this.#rx?.releaseView();
+    return this.#queued > 0 ? this.#lend() : null;
+  }
+
   /** The last `readView`'s bytes are no longer needed (they may be reused). */
   releaseView(): void {
     this.#rx?.releaseView();
