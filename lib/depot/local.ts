@@ -38,6 +38,8 @@ import {
   ControlReader,
   ControlWriter,
   encodeFrame,
+  type FirstMessage,
+  firstMessageIn,
   type Outgoing,
   readFirstMessage,
   RemoteError,
@@ -63,7 +65,7 @@ import {
 } from "./protocol.ts";
 import { ReportedEnd } from "./tunnel_end.ts";
 import { depotCompact } from "./compact.ts";
-import { Session as MuxSession } from "../mux/mod.ts";
+import { Session as MuxSession, type Stream as MuxStream } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
 import {
   type DepotUdpExitOptions,
@@ -754,33 +756,44 @@ export class DepotLocal {
     }
   }
 
-  /** "open": every stream the server opens on the mux session is one request. */
+  /**
+   * "open": every stream the server opens on the mux session is one request, served as soon
+   * as its SYN frame is read (`serveEach`: its request decoded and the target dialled in that
+   * turn, as bench/floor_mux.ts's exit does, not a turn later through `accept()` and a read).
+   * Resolves when the session ends.
+   */
   async #acceptStreams(session: Session, mux: MuxSession): Promise<void> {
     // Each counts itself (`#streamTasks`): a tracked promise per stream was a Set entry, a
     // finally() and its closures (three promises per connection).
-    for await (const stream of mux) void this.#serveStream(session, stream);
+    mux.serveEach((stream) => void this.#serveStream(session, stream));
+    await mux.closed;
   }
 
   /**
-   * Read the request a server-opened stream starts with (under the handshake timer), serve it.
-   * Never rejects; `stop()` waits for it through `#streamTasks`.
+   * Read the request a server-opened stream starts with, serve it. The request mostly came
+   * whole with the SYN: then it is decoded at once and `#handleConnect` dials before this
+   * returns its promise; otherwise the rest is read under the handshake timer. Never rejects;
+   * `stop()` waits for it through `#streamTasks`.
    */
-  async #serveStream(session: Session, stream: Duplex): Promise<void> {
+  async #serveStream(session: Session, stream: MuxStream): Promise<void> {
     this.#streamTasks++;
-    const timeoutMs = this.#opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
-    const cancelTimer = after(timeoutMs, () => closeQuietly(stream));
     try {
-      let first;
-      try {
-        first = await readFirstMessage(stream, depotProtocol, {
-          maxMessageBytes: 1024,
-          compact: session.compact,
-        });
-      } catch (err) {
-        this.log.debug("request stream failed", { error: describe(err) });
-      } finally {
-        cancelTimer();
+      const opts = { maxMessageBytes: 1024, compact: session.compact };
+      let first: FirstMessage<DepotMessage> | undefined;
+      let src: Duplex | undefined = stream; // where the rest of the request is read, if needed
+      const v = stream.takeView();
+      if (v !== null) {
+        try {
+          first = firstMessageIn(v, depotProtocol, opts);
+          if (!first) src = withPrefix(stream, v.slice()); // part of the frame: these first
+        } catch (err) {
+          src = undefined;
+          this.log.debug("request stream failed", { error: describe(err) });
+        } finally {
+          stream.releaseView();
+        }
       }
+      if (!first && src) first = await this.#readRequest(src, opts);
       const req = first?.msg;
       if (req?.type === "connect" || (req?.type === "associate" && this.#udpOpts.enabled)) {
         await this.#handleConnect(session, req, { stream, leftover: first!.leftover });
@@ -790,6 +803,23 @@ export class DepotLocal {
       closeQuietly(stream);
     } finally {
       this.#taskEnded();
+    }
+  }
+
+  /** The request on `src` (a stream's, maybe behind its first bytes) under the handshake timer. */
+  async #readRequest(
+    src: Duplex,
+    opts: { maxMessageBytes: number; compact: CompactCodec<DepotMessage> | undefined },
+  ): Promise<FirstMessage<DepotMessage> | undefined> {
+    const timeoutMs = this.#opts.handshakeTimeoutMs ?? depotHandshakeTimeoutMs;
+    const cancelTimer = after(timeoutMs, () => closeQuietly(src));
+    try {
+      return await readFirstMessage(src, depotProtocol, opts);
+    } catch (err) {
+      this.log.debug("request stream failed", { error: describe(err) });
+      return undefined;
+    } finally {
+      cancelTimer();
     }
   }
 
