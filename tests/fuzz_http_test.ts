@@ -19,6 +19,7 @@ import {
   type RequestHead,
   responseBodyFraming,
   type ResponseHead,
+  responsePersistent,
   scanRequestHead,
   scanResponseHead,
   serializeRequestHead,
@@ -462,8 +463,31 @@ Deno.test("fuzz http: a scanned response head agrees with the parser, and is sca
   // fields around the limits.
   const framingArb = fc.array(
     fc.tuple(
-      fc.constantFrom("Content-Length", "content-length", "CONTENT-LENGTH", "Transfer-Encoding"),
-      fc.constantFrom("0", "5", "ten", "5, 5", "5,6", "chunked", "gzip, chunked", "gzip", ""),
+      fc.constantFrom(
+        "Content-Length",
+        "content-length",
+        "CONTENT-LENGTH",
+        "Transfer-Encoding",
+        "Connection",
+        "connection",
+      ),
+      fc.constantFrom(
+        "0",
+        "5",
+        "ten",
+        "5, 5",
+        "5,6",
+        "chunked",
+        "gzip, chunked",
+        "gzip",
+        "",
+        "close",
+        "Keep-Alive",
+        "keep-alive, close",
+        "upgrade,\tCLOSE",
+        "closed",
+        "keep-alive",
+      ),
     ),
     { maxLength: 3 },
   ) as fc.Arbitrary<[string, string][]>;
@@ -516,6 +540,7 @@ Deno.test("fuzz http: a scanned response head agrees with the parser, and is sca
           if (!scan || parsed.kind !== "ok" || !parsed.value) continue;
           scanned++;
           assertEquals([scan.status, scan.length], [parsed.value.head.status, raw!.length]);
+          assertEquals(scan.persistent, responsePersistent(parsed.value.head), "persistent");
           assertEquals([...raw!], [...input.subarray(0, scan.length)]);
           for (const method of ["GET", "HEAD"]) {
             const want = await framing(parsed.value.head, method);

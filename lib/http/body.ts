@@ -102,6 +102,17 @@ export function responseBodyFraming(
 }
 
 /**
+ * Whether a connection may carry another request after the response `head` (RFC 9112 §9.3):
+ * HTTP/1.1 without a `close` connection option, or HTTP/1.0 with `keep-alive` and without
+ * `close`. A proxy that keeps its upstream connections asks this before it reuses one.
+ */
+export function responsePersistent(head: Pick<ResponseHead, "version" | "headers">): boolean {
+  const options = headerTokens(head.headers, "connection");
+  if (options.includes("close")) return false;
+  return head.version === "HTTP/1.1" || options.includes("keep-alive");
+}
+
+/**
  * A copy buffer: the caller's fixed one, or one borrowed from the relay pool that grows
  * while reads fill it and shrinks when they stop (as `relay` does: fewer, larger reads are
  * what make a Deno copy loop fast).

@@ -21,6 +21,12 @@ export interface ResponseHeadScan {
    * order: all that frames its body (for `responseBodyFraming`, which checks them).
    */
   framingFields: HeaderFields;
+  /**
+   * Whether the connection may carry another request after this response (RFC 9112 §9.3):
+   * HTTP/1.1 without a `close` connection option, or HTTP/1.0 with `keep-alive` and without
+   * `close`.
+   */
+  persistent: boolean;
 }
 
 const CR = 0x0d;
@@ -39,6 +45,11 @@ for (let c = 0x61; c <= 0x7a; c++) tchar[c] = 1;
 const vchar = new Uint8Array(256);
 for (let c = 0x20; c <= 0xff; c++) vchar[c] = c === 0x7f ? 0 : 1;
 vchar[HTAB] = 1;
+
+/** A `close` connection option between optional whitespace (SP, HTAB), any case. */
+const closeToken = /^[ \t]*close[ \t]*$/i;
+/** A `keep-alive` connection option, the same way. */
+const keepAliveToken = /^[ \t]*keep-alive[ \t]*$/i;
 
 /** Whether `b[at..at+lower.length)` is `lower` (lower-case ASCII letters and `-`), any case. */
 function nameIs(b: Uint8Array, at: number, len: number, lower: string): boolean {
@@ -77,11 +88,13 @@ export function scanResponseHead(
   if (b[i] !== CR || b[i + 1] !== LF) return undefined;
   i += 2;
   const framingFields: HeaderFields = [];
+  let close = false, keepAlive = false;
   for (let fields = 0;; fields++) {
     if (i + 1 >= maxHead) return undefined;
     if (b[i] === CR) {
       if (b[i + 1] !== LF) return undefined;
-      return { status: d0 * 100 + d1 * 10 + d2, length: i + 2, framingFields };
+      const persistent = !close && (b[7] === 0x31 || keepAlive);
+      return { status: d0 * 100 + d1 * 10 + d2, length: i + 2, framingFields, persistent };
     }
     if (fields === maxHeaders) return undefined;
     const name = i;
@@ -103,6 +116,11 @@ export function scanResponseHead(
       framingFields.push(["content-length", decodeLatin1(b.subarray(value, end))]);
     } else if (nameIs(b, name, nameLen, "transfer-encoding")) {
       framingFields.push(["transfer-encoding", decodeLatin1(b.subarray(value, end))]);
+    } else if (nameIs(b, name, nameLen, "connection")) {
+      for (const t of decodeLatin1(b.subarray(value, end)).split(",")) {
+        if (closeToken.test(t)) close = true;
+        else if (keepAliveToken.test(t)) keepAlive = true;
+      }
     }
   }
 }

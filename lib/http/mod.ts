@@ -53,6 +53,7 @@ export {
   type FieldFilter,
   requestBodyFraming,
   responseBodyFraming,
+  responsePersistent,
   type Sink,
 } from "./body.ts";
 export { ChunkedScanner, maxChunkLineBytes, maxTrailerBytes } from "./chunked.ts";
