@@ -34,6 +34,10 @@ Deno.test("tunnel per-host access: 401/403 before the client, basic and bearer p
       "app.test=bearer:env:APP_BEARER",
       "--host-access",
       "open.test=allow:10.0.0.0/8",
+      // The client's stream count is this test's probe of what reached it: a stream per
+      // public connection (a kept stream would carry a request unseen).
+      "--idle-streams",
+      "0",
     ], { readyCount: 2, env: { APP_BEARER: bearer, TUNNEL_ADMIN_TOKEN: adminToken } });
     procs.push(server);
     const port = portOf(server.addrs.get("http")!);

@@ -27,6 +27,9 @@ Deno.test("tunnel client access: rules set by the client when it claims a host, 
       ...["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--domain", "t.localhost"],
       ...["--account-token", "env:ACCOUNT", "--host", "plain.test=env:PLAIN_ID"],
       ...["--host-access", "plain.test=allow:10.0.0.0/8"],
+      // The client's stream count is this test's probe of what reached it: a stream per
+      // public connection (a kept stream would carry a request unseen).
+      ...["--idle-streams", "0"],
     ], {
       readyCount: 2,
       env: { ACCOUNT: account, PLAIN_ID: plainId, TUNNEL_ADMIN_TOKEN: adminToken },

@@ -112,6 +112,10 @@ async function startServer(extra: string[]): Promise<[ServiceProcess, number]> {
     "balance",
     "--host",
     `app.test=${id}`,
+    // Each member's stream count is what these tests read its share off: a stream per
+    // public connection (hey -disable-keepalive), none kept for the next one.
+    "--idle-streams",
+    "0",
     ...extra,
   ], {
     readyCount: extra.includes("--admin") ? 2 : 1,

@@ -11,6 +11,11 @@
  * write side is closed, the previous responses drain, and a new stream to the new host's
  * client carries the request: responses can never cross hosts or requests.
  *
+ * Reuse: a stream the public connection is done with goes, at a response boundary and with the
+ * app's connection open, to an idle pool (front_pool.ts) for the next public connection's safe,
+ * body-less request to the same client, host and local port; a public `close` is then taken out
+ * of the request toward the app and put in its response (see the README's "Keep-alive").
+ *
  * Upgrade: a request asking for one (`Connection: upgrade` + `Upgrade`) gets a stream of
  * its own, and nothing more is read from the public side until the app answered it. Only a
  * `101` naming a protocol the client offered switches the connection to opaque bytes both
@@ -34,6 +39,7 @@ import { type Logger, type LogTail, silentLogger } from "../log.ts";
 import {
   type BodyFraming,
   copyBody,
+  fieldNameIs,
   getHeader,
   headerTokens,
   HttpError,
@@ -46,6 +52,7 @@ import {
   responseBodyFraming,
   type ResponseHead,
   type ResponseHeadScan,
+  responsePersistent,
   scanResponseHead,
   serializeRequestHead,
   serializeResponseHead,
@@ -69,11 +76,21 @@ import {
   isLastRequest,
   Leg,
   LegState,
+  mayReuse,
   ResponseBuffer,
   upgradeAccepted,
   upgradeOffer,
+  withoutCloseOption,
 } from "./front_leg.ts";
-import type { TunnelServer } from "./server.ts";
+import {
+  defaultIdleStreamMs,
+  defaultMaxIdleStreams,
+  idleKey,
+  type IdleStream,
+  putIdleStream,
+  takeIdleStream,
+} from "./front_pool.ts";
+import type { Route, TunnelServer } from "./server.ts";
 import type { HostRewrite } from "./rewrite.ts";
 import type { AccessDenied } from "./access.ts";
 import { registryRetryAfterS } from "./registry.ts";
@@ -86,6 +103,12 @@ export const defaultPublicIdleTimeoutMs = 300_000;
 export const defaultHeadTimeoutMs = 30_000;
 /** First size of a public connection's head buffer (it grows for larger heads). */
 const publicReadBytes = 4 * 1024;
+/**
+ * After the last response (the client asked to close), how long the front still reads and
+ * drops what the client sends before it closes (a close with unread bytes would be a reset,
+ * which can destroy the response on its way: RFC 9112 §9.6; nginx's lingering_timeout).
+ */
+const lingerMs = 5_000;
 
 /** Options of {@linkcode handlePublicConn}. */
 export interface HttpFrontOptions {
@@ -110,6 +133,15 @@ export interface HttpFrontOptions {
    * opaque bytes. @default false
    */
   accessLog?: boolean;
+  /**
+   * Most idle tunnel streams kept per client, host and local port for later public
+   * connections (front_pool.ts): a stream a public connection is done with carries the next
+   * one's requests to the same app connection. 0 = none (a stream per public connection).
+   * @default 128
+   */
+  idleStreams?: number;
+  /** How long an idle tunnel stream is kept. @default 4000 */
+  idleStreamMs?: number;
   /** Where events are logged. @default silent */
   log?: Logger;
 }
@@ -158,6 +190,8 @@ export class PublicConn {
   /** Closes the public connection when nothing moved for idleTimeoutMs (set by `run`). */
   #idle: IdleTimer | undefined;
   #heads = 0;
+  /** Most idle tunnel streams kept per client, host and local port (0: no reuse). */
+  readonly #maxIdle: number;
 
   /** A public connection to serve with {@linkcode PublicConn.run}. */
   constructor(
@@ -173,6 +207,7 @@ export class PublicConn {
     this.#opts = opts;
     this.#ctx = ctx;
     this.#log = opts.log ?? silentLogger;
+    this.#maxIdle = opts.idleStreams ?? defaultMaxIdleStreams;
     const out = this.#out;
     this.#pub = {
       // Nothing gathered, or the stream took it at once (most reads): straight to the
@@ -334,13 +369,14 @@ export class PublicConn {
     // The usual head (origin-form target, no X-Forwarded-* of its own) goes out as it came
     // with the fields spliced in (`raw` is read over by the next read: used before it).
     const parts = raw && fwd === head ? forwardHeadParts(raw, head, this.#peer, proto) : undefined;
-    const serialized = (rw: HostRewrite | undefined) => {
-      const headers = forwardHeaders(fwd, this.#peer, proto, this.#opts.trustForwarded ?? false);
+    const serialized = (rw: HostRewrite | undefined, dropClose: boolean) => {
+      let headers = forwardHeaders(fwd, this.#peer, proto, this.#opts.trustForwarded ?? false);
+      if (dropClose) headers = withoutCloseOption(headers);
       return serializeRequestHead({ ...fwd, headers: rw ? rw.request(headers) : headers });
     };
     const vhost = routed.vhost;
     const forward = (leg: Leg | undefined) =>
-      leg && this.#forward(leg, head, vhost, framing, connection, upgrade);
+      leg && this.#forward(leg, head, framing, connection, upgrade);
     const leg = this.#legFor(
       vhost,
       routed.hostHeader,
@@ -348,6 +384,9 @@ export class PublicConn {
       serialized,
       upgrade,
       getHeader(head.headers, "authorization"),
+      head,
+      isLastRequest(head, connection),
+      framing.kind === "none",
     );
     return leg instanceof Promise ? leg.then(forward) : forward(leg);
   }
@@ -361,29 +400,17 @@ export class PublicConn {
   }
 
   /**
-   * The request's head is on `leg`: note it for the access log, copy its body, wait for the
+   * The request's head is on `leg` (and noted there, see #note): copy its body, wait for the
    * answer to an Upgrade, and move on. Undefined (no promise) for the usual request: no body,
    * no upgrade.
    */
   #forward(
     leg: Leg,
     head: RequestHead,
-    vhost: string,
     framing: BodyFraming,
     connection: string[],
     upgrade: string[] | undefined,
   ): Promise<void> | undefined {
-    if (this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
-      // Its response is parsed: its method frames the body (HEAD), its line is logged.
-      const q = head.target.indexOf("?");
-      leg.pending.push({
-        method: head.method,
-        path: q < 0 ? head.target : head.target.slice(0, q),
-        host: vhost,
-        startedMs: performance.now(),
-        inStart: leg.requestBytes - leg.lastHeadBytes,
-      });
-    }
     this.#enter(PublicConnState.CopyingBody);
     // Most requests have no body: no copy to start (two promises fewer per request).
     if (framing.kind !== "none" || upgrade) {
@@ -427,14 +454,23 @@ export class PublicConn {
    * else as `serialized` makes it with them. The access rules of the host and of the client it
    * goes to are checked first (once per request, with the route the request takes: a group's
    * turn moves once). Undefined when the request was answered here (401, 403, 404, 502).
+   *
+   * On a stream that may go to the idle pool (`Leg.poolable`) the `close` option of a last
+   * request (`last`) is taken out of its head (the app keeps its connection for a later
+   * public connection) and its response gets one instead. A new stream is taken from the
+   * pool when one waits there for the same client, host and local port and the request is
+   * safe and has no body (`bodyless`; see `mayReuse`).
    */
   #legFor(
     vhost: string,
     hostHeader: string,
     parts: [Uint8Array, Uint8Array] | undefined,
-    serialized: (rewrite: HostRewrite | undefined) => Uint8Array,
+    serialized: (rewrite: HostRewrite | undefined, dropClose: boolean) => Uint8Array,
     upgrade: string[] | undefined,
     authorization: string | undefined,
+    head: RequestHead,
+    last: boolean,
+    bodyless: boolean,
   ): Leg | Promise<Leg | undefined> {
     const cur = this.#leg;
     // A kept-alive stream follows its host, unless its client left the rotation meanwhile
@@ -445,35 +481,72 @@ export class PublicConn {
     ) {
       const denied = this.#server.checkAccess(cur.ts, authorization, this.#peer.ip);
       if (denied) return this.#deny(denied, vhost);
+      if (head.version !== "HTTP/1.1") cur.poolable = false;
+      const dropClose = last && cur.poolable;
       // The usual head is copied from its two pieces straight into the gathered bytes.
-      if (parts && !cur.rewrite && this.#out.addNow(parts[0], parts[1])) {
-        return this.#queued(cur, vhost, parts[0].length + parts[1].length);
+      if (parts && !cur.rewrite && !dropClose && this.#out.addNow(parts[0], parts[1])) {
+        return this.#queued(cur, vhost, parts[0].length + parts[1].length, head, false);
       }
-      const headBytes = parts && !cur.rewrite ? joinParts(parts) : serialized(cur.rewrite);
-      if (this.#out.addNow(headBytes)) return this.#queued(cur, vhost, headBytes.length);
-      return this.#out.add(headBytes).then(() => this.#queued(cur, vhost, headBytes.length));
+      const headBytes = parts && !cur.rewrite && !dropClose
+        ? joinParts(parts)
+        : serialized(cur.rewrite, dropClose);
+      if (this.#out.addNow(headBytes)) {
+        return this.#queued(cur, vhost, headBytes.length, head, dropClose);
+      }
+      return this.#out.add(headBytes).then(() =>
+        this.#queued(cur, vhost, headBytes.length, head, dropClose)
+      );
     }
     // The head rides in the new stream's SYN, after awaits: joined now, while `raw` is valid.
     const spliced = parts && joinParts(parts);
-    const headFor = (rw: HostRewrite | undefined) => !rw && spliced ? spliced : serialized(rw);
-    return this.#newLeg(vhost, hostHeader, headFor, upgrade, authorization);
+    const headFor = (rw: HostRewrite | undefined, dropClose: boolean) =>
+      !rw && spliced && !dropClose ? spliced : serialized(rw, dropClose);
+    return this.#newLeg(vhost, hostHeader, headFor, upgrade, authorization, head, last, bodyless);
   }
 
   /** A request head of `headBytes` bytes went onto the kept-alive `leg`: count it. */
-  #queued(leg: Leg, vhost: string, headBytes: number): Leg {
+  #queued(
+    leg: Leg,
+    vhost: string,
+    headBytes: number,
+    head: RequestHead,
+    closeAfter: boolean,
+  ): Leg {
     leg.requestBytes += headBytes;
     leg.lastHeadBytes = headBytes;
+    if (leg.framed) this.#note(leg, head, vhost, closeAfter);
     this.#server.countRequest(vhost, "proxied");
     return leg;
+  }
+
+  /**
+   * Note a request whose head went onto `leg` (before the pump may see its response): a leg
+   * whose responses are parsed needs each one's method to frame its response (HEAD), the
+   * access log its line, the pool where the responses end.
+   */
+  #note(leg: Leg, head: RequestHead, vhost: string, closeAfter: boolean): void {
+    const logged = this.#opts.accessLog ?? false;
+    const q = logged ? head.target.indexOf("?") : -1;
+    leg.pending.push({
+      method: head.method,
+      path: q < 0 ? head.target : head.target.slice(0, q),
+      host: vhost,
+      startedMs: logged ? performance.now() : 0,
+      inStart: leg.requestBytes - leg.lastHeadBytes,
+      closeAfter,
+    });
   }
 
   /** {@linkcode #legFor} when the request needs a new stream (see there). */
   async #newLeg(
     vhost: string,
     hostHeader: string,
-    headFor: (rewrite: HostRewrite | undefined) => Uint8Array,
+    headFor: (rewrite: HostRewrite | undefined, dropClose: boolean) => Uint8Array,
     upgrade: string[] | undefined,
     authorization: string | undefined,
+    head: RequestHead,
+    last: boolean,
+    bodyless: boolean,
   ): Promise<Leg | undefined> {
     await this.#endLeg();
     const route = await this.#server.route(vhost);
@@ -494,16 +567,21 @@ export class PublicConn {
       return undefined;
     }
     const rewrite = this.#server.rewriteOf(route);
-    const headBytes = headFor(rewrite);
+    const localPort = localPortOf(hostHeader, this.#opts.publicPort);
+    const poolable = this.#maxIdle > 0 && !upgrade && head.version === "HTTP/1.1" &&
+      !rewrite?.rewritesResponse;
+    const headBytes = headFor(rewrite, poolable && last);
+    const key = idleKey(route.host, localPort);
+    if (poolable && bodyless && mayReuse(head.method)) {
+      const idle = takeIdleStream(route.client, key);
+      if (idle) {
+        const reused = await this.#reuse(idle, route, rewrite, headBytes, head, vhost, last, key);
+        if (reused !== "stale") return reused;
+      }
+    }
     let ts: TunnelStream;
     try {
-      ts = await this.#server.openStream(
-        route.client,
-        route.host,
-        "http",
-        localPortOf(hostHeader, this.#opts.publicPort),
-        headBytes,
-      );
+      ts = await this.#server.openStream(route.client, route.host, "http", localPort, headBytes);
     } catch (err) {
       await this.#answer(502, route.host);
       this.#log.debug("cannot open tunnel stream", {
@@ -513,15 +591,73 @@ export class PublicConn {
       this.state = PublicConnState.Closing;
       return undefined;
     }
-    const leg = new Leg(route.host, ts, upgrade);
+    const framed = poolable || (this.#opts.accessLog ?? false) ||
+      (rewrite?.rewritesResponse ?? false);
+    const leg = new Leg(route.host, ts, upgrade, framed);
+    leg.poolable = poolable;
+    leg.poolKey = key;
     leg.client = route.client.fingerprint;
     leg.rewrite = rewrite;
     leg.requestBytes = headBytes.length;
     leg.lastHeadBytes = headBytes.length;
+    if (framed) this.#note(leg, head, vhost, poolable && last);
     leg.pump = this.#pump(leg);
     this.#leg = leg;
     this.#out.target = ts.out;
     return leg;
+  }
+
+  /**
+   * Send a request (`headBytes`, safe and without a body) on a stream from the idle pool and
+   * wait for the first bytes of its answer. "stale" when the stream turned out closed before
+   * any (the app closed its idle connection as the request went out): the caller sends it
+   * again on a fresh stream, once. Undefined when the request was answered here (504).
+   */
+  async #reuse(
+    idle: IdleStream,
+    route: Extract<Route, { ok: true }>,
+    rewrite: HostRewrite | undefined,
+    headBytes: Uint8Array,
+    head: RequestHead,
+    vhost: string,
+    last: boolean,
+    key: string,
+  ): Promise<Leg | undefined | "stale"> {
+    const ts = idle.ts;
+    try {
+      await writeAll(ts.out, headBytes);
+    } catch {
+      // Closed under us: nothing of the request went out.
+      idle.read.catch(() => {});
+      ts.release();
+      return "stale";
+    }
+    const leg = new Leg(route.host, ts, undefined, true, true);
+    leg.poolable = true;
+    leg.poolKey = key;
+    leg.client = route.client.fingerprint;
+    leg.rewrite = rewrite;
+    leg.answered = idle.answered;
+    leg.firstRead = idle.read;
+    leg.requestBytes = headBytes.length;
+    leg.lastHeadBytes = headBytes.length;
+    this.#note(leg, head, vhost, last);
+    leg.pump = this.#pump(leg);
+    this.#leg = leg;
+    this.#out.target = ts.out;
+    const first = await leg.first!;
+    if (first === "started") {
+      this.#server.countRequest(route.host, "proxied");
+      return leg;
+    }
+    this.#leg = undefined;
+    this.#out.target = undefined;
+    if (first === "failed") return undefined;
+    ts.release();
+    this.#log.debug("idle tunnel stream closed under a request, sending it on a new one", {
+      host: route.host,
+    });
+    return "stale";
   }
 
   /** Refuse a request here (401/403): nothing of it reaches the client; its body is not read. */
@@ -557,6 +693,7 @@ export class PublicConn {
       await copyBody(this.#reader, this.#pub, framing, this.#sink);
       return !this.#closing();
     } catch (err) {
+      leg.poolable = false;
       if (this.#closing()) return false;
       this.state = PublicConnState.Closing;
       this.#log.debug("request body copy failed", { host: leg.host, error: errorMessage(err) });
@@ -596,13 +733,38 @@ export class PublicConn {
   async #drain(): Promise<void> {
     const leg = this.#leg;
     if (!leg) return;
-    if (this.state === PublicConnState.Draining) {
+    const draining = this.state === PublicConnState.Draining;
+    if (leg.poolable && (draining || this.state === PublicConnState.ReadingHead)) {
+      // The stream outlives this connection: the responses go out, then it goes to the
+      // pool; after a last request the public side is closed, lingering.
+      await this.#endLeg();
+      if (draining && !this.#closing()) await this.#lingeringClose();
+      return;
+    }
+    if (draining) {
       await this.#flush();
       const publicEnded = this.#discardUntilEof();
       if ((await Promise.race([leg.pump.then(() => "pump"), publicEnded])) === "pump") return;
     }
     await this.#halfClose();
     await leg.pump;
+  }
+
+  /**
+   * After the last response: half-close the public side, and read and drop what the client
+   * still sends until its end, for at most {@linkcode lingerMs}.
+   */
+  async #lingeringClose(): Promise<void> {
+    await this.#flush();
+    await this.#conn.closeWrite().catch(() => {
+      // Closed already.
+    });
+    const timer = setTimeout(() => closeQuietly(this.#conn), lingerMs);
+    try {
+      await this.#discardUntilEof();
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Read and drop what the public side still sends; resolves at its EOF (or failure). */
@@ -636,7 +798,10 @@ export class PublicConn {
     });
   }
 
-  /** Stop using the current leg: close its write side, let its responses drain. */
+  /**
+   * Stop using the current leg: let its responses drain, then hand it to the idle pool when
+   * it may go there (see `Leg.poolable`), else close its write side and let it end.
+   */
   async #endLeg(): Promise<void> {
     const leg = this.#leg;
     if (!leg) return;
@@ -646,11 +811,46 @@ export class PublicConn {
       // Stream already gone: the pump ends on its own.
     });
     this.#out.target = undefined;
+    if (leg.poolable) {
+      leg.handBack = true;
+      if (leg.pending.length === 0 && leg.idleRead) {
+        // Every response is out and the pump waits for bytes nobody asked for: its read
+        // goes to the pool with the stream.
+        this.#legDone(leg, "proxied");
+        this.#pool(leg, leg.idleRead);
+        return;
+      }
+      // The pump pools it at the next response boundary, or closes it.
+      await leg.pump;
+      if ((leg.state as LegState) !== LegState.Pooled) leg.ts.release();
+      return;
+    }
     await leg.ts.stream.closeWrite().catch(() => {
       // Stream already gone: the pump ends on its own.
     });
     await leg.pump;
     leg.ts.release();
+  }
+
+  /** Hand `leg`'s stream (at a response boundary, `read` parked on it or not) to the pool. */
+  #pool(leg: Leg, read: Promise<Uint8Array | null> | undefined): void {
+    leg.state = LegState.Pooled;
+    if (leg.watch) deadlines.delete(leg.watch);
+    const client = leg.ts.client;
+    if (!client) {
+      read?.catch(() => {});
+      leg.ts.release();
+      return;
+    }
+    putIdleStream(
+      client,
+      leg.poolKey,
+      leg.ts,
+      read,
+      leg.answered,
+      this.#maxIdle,
+      this.#opts.idleStreamMs ?? defaultIdleStreamMs,
+    );
   }
 
   /** Answer the public client ourselves with an error page. */
@@ -679,20 +879,25 @@ export class PublicConn {
   /** Copy the response bytes of `leg` to the public side until its stream ends. */
   async #pump(leg: Leg): Promise<void> {
     const server = this.#server;
-    try {
-      await leg.ts.reply(server.responseTimeoutMs);
-    } catch (err) {
-      leg.settle(false);
-      if (leg.state === LegState.Abandoned) return;
-      const e = err as TunnelError;
-      const status = e.reason === "timeout" ? 504 : 502;
-      await this.#answer(status, leg.host);
-      this.#legDone(leg, String(status), e.reason, e.message);
-      this.#close();
-      return;
+    // A reused stream's reply was read by its first pump (its requests are counted by #reuse).
+    if (!leg.reused) {
+      try {
+        await leg.ts.reply(server.responseTimeoutMs);
+      } catch (err) {
+        leg.settle(false);
+        leg.poolable = false;
+        if (leg.state === LegState.Abandoned) return;
+        const e = err as TunnelError;
+        const status = e.reason === "timeout" ? 504 : 502;
+        await this.#answer(status, leg.host);
+        this.#legDone(leg, String(status), e.reason, e.message);
+        this.#close();
+        return;
+      }
+      server.countRequest(leg.host, "proxied");
     }
-    server.countRequest(leg.host, "proxied");
     const watch = this.#watchFirstByte(leg);
+    leg.watch = watch;
     let buf: ResponseBuffer | undefined;
     try {
       if (leg.upgrade) {
@@ -707,8 +912,17 @@ export class PublicConn {
           await writeAll(this.#conn, b.subarray(0, n));
           buf.adapt(n);
         }
-      } else if (this.#opts.accessLog || leg.rewrite?.rewritesResponse) {
-        await this.#copyParsed(leg);
+      } else if (leg.framed) {
+        const end = await this.#copyParsed(leg);
+        if (end === "left") return; // pooled, or stale (see #copyParsed)
+        if (end !== "end") {
+          // Its public connection is done with it, every response is out.
+          this.#legDone(leg, "proxied");
+          if (end === "boundary") this.#pool(leg, undefined);
+          else leg.ts.release();
+          return;
+        }
+        leg.poolable = false;
       } else await this.#copyOpaque(leg);
       if (leg.state !== LegState.Finishing) {
         // The app closed its connection: so does the public one (after what was sent).
@@ -719,6 +933,16 @@ export class PublicConn {
       }
       this.#legDone(leg, "proxied");
     } catch (err) {
+      leg.poolable = false;
+      if (leg.state === LegState.Pooled) return; // its parked read failed: the pool's business
+      if (
+        leg.reused && leg.responseBytes === 0 && leg.state === LegState.Open && !this.#closing()
+      ) {
+        // A reused stream reset before its first response: the request goes again.
+        leg.state = LegState.Stale;
+        leg.settleFirst("stale");
+        return;
+      }
       let outcome = "reset";
       if (leg.state === LegState.Open) {
         if (leg.responseBytes === 0) {
@@ -736,6 +960,7 @@ export class PublicConn {
       deadlines.delete(watch);
       buf?.release();
       leg.settle(false);
+      leg.settleFirst("failed");
     }
   }
 
@@ -765,8 +990,15 @@ export class PublicConn {
    * that copies from the views: a head that needs no change goes out as it came, and a
    * response's bytes are gathered until the stream must be read again (one that came whole in
    * one read goes straight from the reader's buffer).
+   *
+   * Returns "end" at the stream's end (or after a response framed by the close); once the
+   * public connection is done with the leg (`handBack`) and every response is out, "boundary"
+   * when the stream may go to the idle pool, else "unwanted"; "left" when the leg was pooled
+   * while the copy waited, or a reused stream ended before its first response (Stale).
+   * A response whose request lost its `close` option (`closeAfter`) is parsed and gets
+   * `Connection: close`.
    */
-  async #copyParsed(leg: Leg): Promise<void> {
+  async #copyParsed(leg: Leg): Promise<"end" | "boundary" | "unwanted" | "left"> {
     const ts = leg.ts, conn = this.#conn;
     const out = new WriteCoalescer();
     out.target = conn;
@@ -802,6 +1034,20 @@ export class PublicConn {
       return out.add(p);
     };
     const rewrites = leg.rewrite?.rewritesResponse ?? false;
+    /**
+     * The stream ended (null read): "end", or for a reused stream with nothing answered yet
+     * "left" (Stale: its request goes again on a fresh stream).
+     */
+    const ended = (): "end" | "left" => {
+      if (
+        leg.reused && leg.responseBytes === 0 && leg.state === LegState.Open && !this.#closing()
+      ) {
+        leg.state = LegState.Stale;
+        leg.settleFirst("stale");
+        return "left";
+      }
+      return "end";
+    };
     /** The leg's own fields of its access lines, rendered once. */
     let tail: LogTail | undefined;
     /** The front response is out: its request's line (`outStart`: responseBytes before it). */
@@ -827,23 +1073,46 @@ export class PublicConn {
     };
     try {
       while (true) {
+        if (leg.handBack && leg.pending.length === 0) {
+          // Its public connection is done with it and every response is out.
+          return view === null && r.buffered === 0 && leg.poolable ? "boundary" : "unwanted";
+        }
         if (r.buffered === 0 && !rewrites) {
           // Between responses, nothing copied: take the next view, and send the responses
           // that lie whole in it from there.
           if (view === null) {
-            view = await ts.readView();
+            if (out.pending) {
+              // What was gathered goes out before a read that may wait (then the checks
+              // above again: the public connection may be done with the leg meanwhile).
+              await out.flush();
+              continue;
+            }
+            // With no request waiting, the read may go to the idle pool with the stream.
+            const read = leg.firstRead ?? ts.readView();
+            leg.firstRead = undefined;
+            if (leg.poolable && leg.pending.length === 0) leg.idleRead = read;
+            view = await read;
+            if (leg.state === LegState.Pooled) {
+              view = null; // the pool's now
+              return "left";
+            }
+            leg.idleRead = undefined;
             at = 0;
-            if (view === null) return;
+            if (view === null) return ended();
+            leg.settleFirst("started");
           }
           const v = at === 0 ? view : view.subarray(at);
           const final = scannedFinal(scanResponseHead(v), leg.pending[0]?.method ?? "GET");
           const framing = final?.framing;
-          const n = framing?.kind === "none"
+          const n = leg.pending[0]?.closeAfter
+            ? Infinity
+            : framing?.kind === "none"
             ? final!.headBytes
             : framing?.kind === "length"
             ? final!.headBytes + framing.length
             : Infinity;
           if (n <= v.length) {
+            if (!final!.persistent) leg.poolable = false;
             if (out.pending) await out.flush();
             const outStart = leg.responseBytes;
             leg.responseBytes += n;
@@ -857,13 +1126,15 @@ export class PublicConn {
           // Not all there, or not the usual response: read as below, from this view on.
         }
         // Wait for the next response (or the stream's end), consuming nothing.
-        if (r.buffered === 0 && !(await r.fill())) return;
+        if (r.buffered === 0 && !(await r.fill())) return ended();
         const outStart = leg.responseBytes;
         const method = leg.pending[0]?.method ?? "GET";
+        const closeAfter = leg.pending[0]?.closeAfter ?? false;
         // The usual final head, as a serialiser writes it and all buffered: no promise.
-        const { status, framing, headBytes } =
-          (rewrites ? undefined : scannedFinal(scanResponseHead(r.peek()), method)) ??
-            await this.#passHeads(leg, r, sink, method);
+        const { status, framing, headBytes, persistent } =
+          (rewrites || closeAfter ? undefined : scannedFinal(scanResponseHead(r.peek()), method)) ??
+            await this.#passHeads(leg, r, sink, method, closeAfter);
+        if (!persistent) leg.poolable = false;
         const n = headBytes + (framing.kind === "length" ? framing.length : 0);
         const whole = framing.kind === "none" || framing.kind === "length";
         if (headBytes > 0 && whole && r.buffered >= n) {
@@ -882,7 +1153,7 @@ export class PublicConn {
         // at once: a client gone in the middle of it gets no line.
         if (this.#opts.accessLog && out.pending) await out.flush();
         answered(status, outStart);
-        if (framing.kind === "close") return;
+        if (framing.kind === "close") return "end";
       }
     } finally {
       // A view taken is counted as read, as it is when used up.
@@ -906,10 +1177,11 @@ export class PublicConn {
     r: BufferedReader,
     sink: (p: Uint8Array) => Promise<void>,
     method: string,
+    closeAfter: boolean,
   ): Promise<FinalHead> {
     const rewrites = leg.rewrite?.rewritesResponse ?? false;
     while (true) {
-      const scan = rewrites ? undefined : scanResponseHead(r.peek());
+      const scan = rewrites || closeAfter ? undefined : scanResponseHead(r.peek());
       if (scan && scan.status < 200) {
         await passOn(r, sink, scan.length);
         continue;
@@ -922,9 +1194,16 @@ export class PublicConn {
         continue;
       }
       await sink(
-        rewrites ? serializeResponseHead(rewritten(leg, head)) : raw ?? serializeResponseHead(head),
+        rewrites || closeAfter
+          ? serializeResponseHead(rewritten(leg, head, closeAfter))
+          : raw ?? serializeResponseHead(head),
       );
-      return { status: head.status, framing: responseBodyFraming(head, method), headBytes: 0 };
+      return {
+        status: head.status,
+        framing: responseBodyFraming(head, method),
+        headBytes: 0,
+        persistent: responsePersistent(head),
+      };
     }
   }
 
@@ -1008,6 +1287,8 @@ interface FinalHead {
   framing: BodyFraming;
   /** The head's length when it is still in the reader (scanned), else 0 (passed on). */
   headBytes: number;
+  /** Whether the app keeps its connection after it (see `responsePersistent`). */
+  persistent: boolean;
 }
 
 /**
@@ -1020,7 +1301,7 @@ function scannedFinal(scan: ResponseHeadScan | undefined, method: string): Final
   const { status, length } = scan;
   try {
     const framing = responseBodyFraming({ status, headers: scan.framingFields }, method);
-    return { status, framing, headBytes: length };
+    return { status, framing, headBytes: length, persistent: scan.persistent };
   } catch {
     return undefined; // The parser's path passes the head on and throws the same error.
   }
@@ -1036,11 +1317,18 @@ async function passOn(
   r.skip(n);
 }
 
-/** A final response head with its leg's response rewrites applied. */
-function rewritten(leg: Leg, head: ResponseHead): ResponseHead {
-  return leg.rewrite?.rewritesResponse
+/**
+ * A final response head with its leg's response rewrites applied, and with `close` as its
+ * only connection option when the public connection ends after it.
+ */
+function rewritten(leg: Leg, head: ResponseHead, close = false): ResponseHead {
+  const h = leg.rewrite?.rewritesResponse
     ? { ...head, headers: leg.rewrite.response(head.headers) }
     : head;
+  if (!close) return h;
+  const headers = h.headers.filter(([k]) => !fieldNameIs(k, "connection"));
+  headers.push(["Connection", "close"]);
+  return { ...h, headers };
 }
 
 /**

@@ -6,7 +6,8 @@
  */
 
 import type { HostRewrite } from "./rewrite.ts";
-import { headerTokens, type RequestHead } from "../http/mod.ts";
+import { fieldNameIs, type HeaderFields, headerTokens, type RequestHead } from "../http/mod.ts";
+import type { Deadline } from "../net/mod.ts";
 import type { TunnelStream } from "./tunnel_stream.ts";
 
 /** Bytes per response read while a response starts, and while the connection idles. */
@@ -24,7 +25,14 @@ export enum LegState {
   Finishing,
   /** We answer the public client ourselves (a malformed body): its pump stays quiet. */
   Abandoned,
+  /** Handed to the idle pool (front_pool.ts) for a later public connection: its pump is done. */
+  Pooled,
+  /** A reused stream ended before its first response: the request goes on a fresh stream. */
+  Stale,
 }
+
+/** How a reused stream's first request stands (its `Leg.first`). */
+export type FirstAnswer = "started" | "stale" | "failed";
 
 /** A request of a leg waiting for its response (the access log's line is written then). */
 export interface PendingRequest {
@@ -37,6 +45,12 @@ export interface PendingRequest {
   startedMs: number;
   /** `leg.requestBytes` before its head: its size is the difference to the next one's. */
   inStart: number;
+  /**
+   * The front took `close` out of its Connection field (so the app keeps the stream for a
+   * later public connection): its response goes out with `Connection: close`, and it is the
+   * public connection's last.
+   */
+  closeAfter: boolean;
 }
 
 /** One tunnel stream of a public connection: one virtual host, requests in order. */
@@ -63,19 +77,49 @@ export class Leg {
   /** Upgrade legs: true once the app switched protocols, false for any other answer. */
   readonly switched: Promise<boolean>;
   #settle: (switched: boolean) => void = () => {};
+  /**
+   * Whether the stream may go to the idle pool when its public connection is done with it:
+   * it carries HTTP/1.1 requests only, no upgrade, its responses are parsed (their ends are
+   * known) and each left the app's connection open. Cleared for good by anything else.
+   */
+  poolable = false;
+  /** Its public connection is done with it: the pump stops at the next response boundary. */
+  handBack = false;
+  /** The read the pump awaits while no request waits for a response (handed to the pool). */
+  idleRead: Promise<Uint8Array | null> | undefined;
+  /** The pool's read parked on a reused stream: the pump's first read. */
+  firstRead: Promise<Uint8Array | null> | undefined;
+  /** Reused streams: how their first request went (the front waits for it). */
+  first: Promise<FirstAnswer> | undefined;
+  #first: ((a: FirstAnswer) => void) | undefined;
+  /** The pump's 504 watch (deleted when the stream is pooled). */
+  watch: Deadline | undefined;
+  /** Its idle pool's key within its client (host and local port). */
+  poolKey = "";
 
   constructor(
     readonly host: string,
     readonly ts: TunnelStream,
     /** The protocols the client asked to upgrade to (lower case); undefined: no upgrade. */
     readonly upgrade: string[] | undefined,
+    /** Whether its responses are parsed (access log, response rewrites, or it may be pooled). */
+    readonly framed = false,
+    /** Taken from the idle pool (see `first`). */
+    readonly reused = false,
   ) {
     this.switched = new Promise((r) => this.#settle = r);
+    if (reused) this.first = new Promise((r) => this.#first = r);
   }
 
   /** Decide `switched` (the first call counts). */
   settle(switched: boolean): void {
     this.#settle(switched);
+  }
+
+  /** Decide `first` of a reused stream (the first call counts). */
+  settleFirst(answer: FirstAnswer): void {
+    this.#first?.(answer);
+    this.#first = undefined;
   }
 }
 
@@ -124,6 +168,37 @@ export function upgradeAccepted(offered: string[], chosen: string[]): boolean {
   const name = (t: string) => t.split("/")[0];
   return chosen.length > 0 &&
     chosen.every((c) => offered.some((o) => o === c || name(o) === c || o === name(c)));
+}
+
+/**
+ * Methods whose request may go on a reused stream: safe ones (RFC 9110 §9.2.1), so that the
+ * one retry on a fresh stream when a reused one turns out closed (§9.2.2 allows it for
+ * idempotent requests) can never repeat an action. Others always get a fresh stream.
+ */
+const reusableMethods = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** Whether a request (without a body) may ride a stream taken from the idle pool. */
+export function mayReuse(method: string): boolean {
+  return reusableMethods.has(method);
+}
+
+/**
+ * `headers` without the `close` connection option (hop-by-hop: the public client's wish to
+ * end its own connection, not the app's); a Connection field left empty goes.
+ */
+export function withoutCloseOption(headers: HeaderFields): HeaderFields {
+  const out: HeaderFields = [];
+  for (const [k, v] of headers) {
+    if (!fieldNameIs(k, "connection")) {
+      out.push([k, v]);
+      continue;
+    }
+    const kept = v.split(",").map((t) => t.trim()).filter((t) =>
+      t !== "" && t.toLowerCase() !== "close"
+    );
+    if (kept.length > 0) out.push([k, kept.join(", ")]);
+  }
+  return out;
 }
 
 /** Whether no request may follow this one on its connection (RFC 9112 §9.3, §9.6). */

@@ -123,6 +123,21 @@ export const command = {
       help: "one 'access' line per request (host, method, path without query, status, bytes " +
         "in/out, ms, request id, client fingerprint); responses are then parsed on the way out",
     },
+    "idle-streams": {
+      kind: "int",
+      min: 0,
+      arg: "n",
+      default: "128",
+      help: "tunnel streams kept open to each client, host and local port after their public " +
+        "connection ended, for later public connections (no new stream or app connection " +
+        "each); 0 = a new stream for every public connection",
+    },
+    "idle-stream-timeout": {
+      kind: "duration",
+      default: "4s",
+      help: "a kept tunnel stream unused for this long is closed (keep it below the apps' " +
+        "keep-alive timeouts)",
+    },
     "state-file": {
       kind: "string",
       arg: "path",

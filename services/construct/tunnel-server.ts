@@ -181,6 +181,8 @@ export async function constructTunnelServer(
     proto: cfg.tls ? "https" : flags.proto,
     trustForwarded: flags["trust-forwarded"],
     accessLog: flags["access-log"] === "info",
+    idleStreams: flags["idle-streams"],
+    idleStreamMs: flags["idle-stream-timeout"],
     acceptProxyProtocol: cfg.proxyProtocolFrom &&
       ((ip) => cfg.proxyProtocolFrom!.check({ host: ip, port: 0 }).allowed),
     log,
