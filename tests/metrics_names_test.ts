@@ -368,6 +368,7 @@ Deno.test("metrics: tunnel-server/client and fusion-server/client", async () => 
       "warren_mux_streams_open",
       "warren_mux_streams_total",
       "warren_mux_recv_window_bytes",
+      "warren_mux_buffer_bytes",
       "warren_mux_bytes_total",
       "warren_mux_rtt_seconds",
       "warren_tunnel_request_duration_seconds",

@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics of every mux session in the process (depot --mux, tunnel, seaprox
- * links): sessions, streams, transport bytes, receive windows. Read at scrape time from the
- * live sessions; ended sessions' counts are folded into the totals.
+ * links): sessions, streams, transport bytes, receive windows, the sessions' own buffers. Read
+ * at scrape time from the live sessions; ended sessions' counts are folded into the totals.
  * @module
  */
 
@@ -57,6 +57,11 @@ sessionGauge(
   "warren_mux_recv_window_bytes",
   "Sum of the open mux streams' receive windows (grow while readers keep up)",
   () => sum((s) => s.recvWindowBytes),
+);
+sessionGauge(
+  "warren_mux_buffer_bytes",
+  "Bytes of the mux sessions' own buffers (read, write batches, staging, small views)",
+  () => sum((s) => s.bufferBytes),
 );
 collectedCounter(
   "warren_mux_streams_total",
