@@ -20,6 +20,12 @@
  * this process and every path's processes (sshd's children too) under SCHED_RR (`chrt`, root
  * only), so the other processes loading the box do not sit between the hops of a set-up; the
  * concurrent phase stays at normal priority (it would starve them).
+ * `--steps N` (with `--mux`): each round also traces N sequential set-ups of every depot and
+ * floor path with `perf record` on the syscall tracepoints of its two processes (root only; with
+ * `--rt` under SCHED_RR) and prints, per step of a set-up, the median µs between the syscalls
+ * that bound it (the server's CONNECT read → its SYN write, the exit's SYN read → connect() →
+ * answer write, the server's answer read → SOCKS reply write, ...): what each process adds on
+ * the set-up's path, resolved to a µs or two where the whole set-up swings by 20 (issue 20).
  *
  * `DIR:SUB+SUB` starts that tree's services with `DEPOT_SUB=SUB,SUB`: the substitutions of
  * bench/_depot_sub.patch (apply it to an old tree: `git worktree add --detach /work/old-sub
@@ -64,7 +70,7 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 }
 
 const flags = benchFlags({
-  numbers: { rounds: 7, count: 3000, concurrency: 32, seq: 0 },
+  numbers: { rounds: 7, count: 3000, concurrency: 32, seq: 0, steps: 0 },
   booleans: ["together", "no-floor", "mux", "rt", "ssh"],
   strings: ["trees", "floors"],
 });
@@ -92,6 +98,128 @@ function realtime(pids: number[], on: boolean): void {
     const { success } = new Deno.Command("chrt", { args, stderr: "null" }).outputSync();
     if (!success && on) throw new Error(`chrt ${args.join(" ")} failed (root only)`);
   }
+}
+
+/** The steps `--steps` times: a name, and the event (by index, see `setUpSteps`) each spans. */
+const stepNames = [
+  ["server: greeting read → method written", 0, 1],
+  ["server: CONNECT read → SYN written", 2, 3],
+  ["exit: SYN read → connect()", 4, 5],
+  ["exit: connect() → answer written", 5, 6],
+  ["exit: SYN read → answer written", 4, 6],
+  ["server: answer read → SOCKS reply written", 7, 8],
+  ["server: CONNECT read → SOCKS reply written", 2, 8],
+  ["server: request read → written on", 9, 10],
+  ["request written on → data to the client (exit, target)", 10, 11],
+  ["server: data written → client's FIN (shutdown)", 11, 12],
+  ["greeting read → shutdown (the set-up)", 0, 12],
+] as const;
+
+/** One syscall of a traced process, from `perf script`: µs, process, kind, fd, bytes. */
+interface Sys {
+  us: number;
+  server: boolean;
+  kind: "recv" | "send" | "connect" | "shutdown";
+  fd: number;
+  n: number;
+}
+
+/**
+ * The syscalls of `perf script -F pid,time,event,trace` output (server `serverPid`, the other
+ * the exit), in time order: receives that returned bytes or EOF (the fd from their entry), sends
+ * with their length, connects, shutdowns.
+ */
+function traceSyscalls(text: string, serverPid: number): Sys[] {
+  const out: Sys[] = [];
+  const lastFd = new Map<boolean, number>();
+  for (const line of text.split("\n")) {
+    const m = /^\s*(\d+)\s+([\d.]+):\s+syscalls:sys_(\w+):\s*(.*)$/.exec(line);
+    if (!m) continue;
+    const server = Number(m[1]) === serverPid, us = Number(m[2]) * 1e6, ev = m[3], rest = m[4];
+    const field = (name: string) => parseInt(new RegExp(`${name}: (0x[0-9a-f]+)`).exec(rest)![1]);
+    if (ev === "enter_recvfrom") lastFd.set(server, field("fd"));
+    else if (ev === "exit_recvfrom") {
+      const n = Number(rest);
+      if (n >= 0) out.push({ us, server, kind: "recv", fd: lastFd.get(server) ?? -1, n });
+    } else if (ev === "enter_sendto") {
+      out.push({ us, server, kind: "send", fd: field("fd"), n: field("len") });
+    } else if (ev === "enter_connect") out.push({ us, server, kind: "connect", fd: -1, n: 0 });
+    else if (ev === "enter_shutdown") {
+      out.push({ us, server, kind: "shutdown", fd: field("fd"), n: 0 });
+    }
+  }
+  return out.sort((a, b) => a.us - b.us);
+}
+
+/**
+ * Each set-up's times in `stepNames`' index order, found in `sys` (split at the server's
+ * 3-byte greeting reads): greeting read, method sent, CONNECT read, SYN sent, the exit's SYN
+ * read, connect, answer sent, the server's answer read, reply sent, request read, request sent
+ * on, the answer's 1,024 bytes written to the client, its shutdown. The first five warm up.
+ */
+function setUpSteps(sys: Sys[]): number[][] {
+  const setUps: Sys[][] = [];
+  for (const e of sys) {
+    if (e.server && e.kind === "recv" && e.n === 3) setUps.push([e]);
+    else setUps.at(-1)?.push(e);
+  }
+  const out: number[][] = [];
+  for (const s of setUps.slice(5)) {
+    const sock = s[0].fd;
+    let at = 0;
+    const find = (pred: (e: Sys) => boolean): number | undefined => {
+      for (; at < s.length; at++) if (pred(s[at])) return s[at].us;
+    };
+    const own = (e: Sys) => e.server && e.fd === sock, mux = (e: Sys) => e.server && e.fd !== sock;
+    const t = [
+      s[0].us,
+      find((e) => own(e) && e.kind === "send" && e.n === 2),
+      find((e) => own(e) && e.kind === "recv" && e.n === 10),
+      find((e) => mux(e) && e.kind === "send"),
+      find((e) => !e.server && e.kind === "recv" && e.n > 0),
+      find((e) => !e.server && e.kind === "connect"),
+      find((e) => !e.server && e.kind === "send"),
+      find((e) => mux(e) && e.kind === "recv" && e.n > 0),
+      find((e) => own(e) && e.kind === "send"),
+      find((e) => own(e) && e.kind === "recv" && e.n === 8),
+      find((e) => mux(e) && e.kind === "send"),
+      find((e) => own(e) && e.kind === "send" && e.n === 1024),
+      find((e) => own(e) && e.kind === "shutdown"),
+    ];
+    if (t.every((v) => v !== undefined)) out.push(t as number[]);
+  }
+  return out;
+}
+
+/** `--steps`: N sequential set-ups of `route` with the syscalls of `pids` traced; the steps. */
+async function tracedSetUps(route: Route, pids: [number, number], n: number): Promise<number[][]> {
+  const data = await Deno.makeTempFile({ suffix: ".perf" });
+  const events = [
+    "sys_enter_sendto",
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    "sys_enter_connect",
+    "sys_enter_shutdown",
+  ].map((e) => `syscalls:${e}`).join(",");
+  const perf = new Deno.Command("perf", {
+    args: ["record", "-q", "-o", data, "-e", events, "-p", pids.join(",")],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await new Promise((r) => setTimeout(r, 1000)); // perf attaches (no signal tells when)
+    await sequentialMs(route, n);
+  } finally {
+    perf.kill("SIGINT");
+    await perf.status;
+  }
+  const script = await new Deno.Command("perf", {
+    args: ["script", "-i", data, "-F", "pid,time,event,trace"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  await Deno.remove(data);
+  return setUpSteps(traceSyscalls(new TextDecoder().decode(script.stdout), pids[0]));
 }
 
 try {
@@ -210,7 +338,25 @@ try {
       realtime(pids, false);
     }
   };
+  /** Per path (depot and floor ones), per round: each step's median µs (`--steps`). */
+  const steps: number[][][] = paths.map(() => []);
+  const measureSteps = async (round: number) => {
+    const all = [...procs, ...(ssh?.procs ?? [])];
+    const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => processTree(p.child.pid))] : [];
+    realtime(pids, true);
+    try {
+      for (const [i, p] of roundOrder(paths, round)) {
+        if (p.name === "ssh -R") continue;
+        const pair: [number, number] = [p.procs[0].child.pid, p.procs[1].child.pid];
+        const got = await tracedSetUps(p.route, pair, flags.steps);
+        steps[i].push(stepNames.map(([, a, b]) => median(got.map((t) => t[b] - t[a]))));
+      }
+    } finally {
+      realtime(pids, false);
+    }
+  };
   for (let round = 1; round <= flags.rounds; round++) {
+    if (flags.steps > 0) await measureSteps(round);
     if (flags.seq > 0) await measureSeq(round);
     if (flags.together) await Promise.all(paths.map((_, i) => measure(i)));
     else for (const [i] of roundOrder(paths, round)) await measure(i);
@@ -257,6 +403,18 @@ try {
           seq[i].map((v) => v.toFixed(3)).join(" ")
         }]`,
       );
+    }
+  }
+  if (flags.steps > 0) {
+    const traced = paths.map((p, i) => [p.name, i] as const).filter(([, i]) => steps[i].length);
+    console.log(
+      `\nset-up steps, µs (${flags.steps} sequential set-ups per path per round, syscall ` +
+        `tracepoints${flags.rt ? ", SCHED_RR" : ""}): median of the rounds' medians`,
+    );
+    console.log(`${"step".padEnd(48)} ${traced.map(([n]) => n.padStart(10)).join(" ")}`);
+    for (const [k, [name]] of stepNames.entries()) {
+      const cells = traced.map(([, i]) => fixed(median(steps[i].map((r) => r[k]))).padStart(10));
+      console.log(`${name.padEnd(48)} ${cells.join(" ")}`);
     }
   }
 } finally {
