@@ -367,3 +367,48 @@ Deno.test("tunnel reuse: never after the app's close, an HTTP/1.0 exchange or an
     await app.stop(0);
   }
 });
+
+Deno.test("tunnel reuse: bytes the app sends unasked (a 408 as it closes an idle connection) never reach a later public connection", async () => {
+  // After each answer the app writes a 408 of its own, unasked, in a write of its own.
+  const app = startOrigin((s, n) => {
+    const a = echo(s, n);
+    return {
+      parts: [...a.parts, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"],
+      keep: true,
+    };
+  });
+  try {
+    await withTunnel(app.addr.port, async (port) => {
+      // Closed by its client: the stream may have gone to the pool, or its 408 may come
+      // first (dropped with the stream).
+      const [first] = await exchange(port, closeGet("/1"));
+      assertEquals([first.head.status, first.body], [200, "GET /1 "]);
+      // A kept-alive public connection gets the 408 on its own connection (the app sent it
+      // there); after that the stream is never reused.
+      for (const path of ["/2", "/3"]) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        const r = new BufferedReader(conn);
+        try {
+          const res = await within(rawExchange(conn, r, get(path)), "the answer");
+          assertEquals([res.head.status, res.body], [200, `GET ${path} `]);
+          const stray = await within(rawExchange(conn, r, new Uint8Array()), "the 408");
+          assertEquals(stray.head.status, 408);
+          await conn.closeWrite();
+          assertEquals(await within(r.fill(), "the front's close"), false);
+        } finally {
+          closeQuietly(conn);
+        }
+      }
+      assertEquals((await exchange(port, closeGet("/4")))[0].body, "GET /4 ");
+    });
+    // No stream that carried a 408 served a later public connection.
+    assertEquals(app.seen.map((s) => [s.conn, s.head.target]), [
+      [1, "/1"],
+      [2, "/2"],
+      [3, "/3"],
+      [4, "/4"],
+    ]);
+  } finally {
+    await app.stop(0);
+  }
+});

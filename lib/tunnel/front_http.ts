@@ -1112,7 +1112,8 @@ export class PublicConn {
             ? final!.headBytes + framing.length
             : Infinity;
           if (n <= v.length) {
-            if (!final!.persistent) leg.poolable = false;
+            // A response nobody asked for (or the app's close) ends the stream's reuse.
+            if (!final!.persistent || leg.pending.length === 0) leg.poolable = false;
             if (out.pending) await out.flush();
             const outStart = leg.responseBytes;
             leg.responseBytes += n;
@@ -1134,7 +1135,7 @@ export class PublicConn {
         const { status, framing, headBytes, persistent } =
           (rewrites || closeAfter ? undefined : scannedFinal(scanResponseHead(r.peek()), method)) ??
             await this.#passHeads(leg, r, sink, method, closeAfter);
-        if (!persistent) leg.poolable = false;
+        if (!persistent || leg.pending.length === 0) leg.poolable = false;
         const n = headBytes + (framing.kind === "length" ? framing.length : 0);
         const whole = framing.kind === "none" || framing.kind === "length";
         if (headBytes > 0 && whole && r.buffered >= n) {
