@@ -12,6 +12,10 @@
  * `--floor-env K=V,K=V` more of its switches (`BENCH_SERVE=1`: lib/net's serve() on its
  * listeners), `--trees none` the floor alone. A tree `name=DIR:SUB+SUB` runs with
  * `DEPOT_SUB=SUB,SUB`: bench/_depot_sub.patch's substitutions, as in bench/_depot_ab.ts.
+ * `--each`: every GC of each server process in the last round, mark-compacts among the
+ * scavenges: what the first scavenge after a mark-compact keeps tells a retainer that a full GC
+ * sees as dead (gone after it) from one that appears again with each connection (bench/RESULTS.md,
+ * dgc's section).
  * @module
  */
 
@@ -38,7 +42,7 @@ import {
 
 const flags = benchFlags({
   numbers: { rounds: 5, count: 4000, concurrency: 32 },
-  booleans: ["mux", "floor"],
+  booleans: ["mux", "floor", "each"],
   strings: ["trees", "floor-env"],
 });
 // `--trees none`: the floor alone (with `--floor`).
@@ -115,6 +119,8 @@ try {
   /** Per path, per process: CPU µs/conn of each round, and the round's scavenges. */
   const cpu = paths.map(() => [[] as number[], [] as number[]]);
   const gcs = paths.map(() => [[] as GcLine[], [] as GcLine[]]);
+  /** Per path: every GC (scavenges and mark-compacts) of its server in the last round. */
+  const lastRound = paths.map(() => [] as GcLine[]);
   for (let round = 1; round <= flags.rounds; round++) {
     for (const [i, p] of roundOrder(paths, round)) {
       const from = p.procs.map((q) => q.lines.length);
@@ -126,6 +132,7 @@ try {
       p.procs.forEach((q, j) => {
         cpu[i][j].push(usPerConn[j]);
         gcs[i][j].push(...scavenges(q.lines.slice(from[j])));
+        if (j === 0 && round === flags.rounds) lastRound[i] = gcTraceLines(q.lines.slice(from[j]));
       });
     }
     console.error(`  round ${round} done`);
@@ -148,6 +155,22 @@ try {
         }]  scavenges ${fixed(sc.length * 1000 / conns, 2)}/1k  survived ${
           per("new_space_survived")
         } B  promoted ${per("promoted")} B  pause ${per("pause", 1000)} µs`,
+      );
+    }
+  }
+  if (flags.each) {
+    console.log(
+      "\nevery GC of each server in the last round (s: scavenge, else a mark-compact), KB:",
+    );
+    for (const [i, p] of paths.entries()) {
+      console.log(
+        `${p.name}: ${
+          lastRound[i].map((g) =>
+            `${g.gc} ${fixed(gcNum(g, "promoted") / 1024)}/${
+              fixed(gcNum(g, "new_space_survived") / 1024)
+            }`
+          ).join(", ")
+        }  (promoted/survived)`,
       );
     }
   }
