@@ -1,5 +1,5 @@
 import type { Session, Stream } from "../lib/mux/mod.ts";
-import { assertEquals } from "./_assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
 import { readWithin, sha256, until, within } from "./_util.ts";
 
@@ -110,6 +110,43 @@ Deno.test("idle buffers: a stream open across the release, and a view lent befor
     assertEquals(await readWithin(s, buf, "the FIN"), null);
     c.close();
     s.close();
+  } finally {
+    await p.close();
+    await serving;
+  }
+});
+
+Deno.test("idle buffers: a busy session's own buffers stay within their caps (read buffer at most 2 MiB)", async () => {
+  const p = await muxPair();
+  let most = 0;
+  const serving = (async () => {
+    for await (const s of p.server) {
+      (async () => {
+        const b = new Uint8Array(1 << 20);
+        while ((await s.read(b)) !== null) most = Math.max(most, p.server.stats.bufferBytes);
+        s.close();
+      })().catch(() => {
+        // The session closed mid-read: the writers' side reports it.
+      });
+    }
+  })();
+  try {
+    // 32 streams × 4 MiB in 16 KiB (copied, small) frames: the server's reads fill its buffer
+    // again and again, so it grows to its largest size.
+    const piece = new Uint8Array(16 * 1024);
+    await within(
+      Promise.all(Array.from({ length: 32 }, async () => {
+        const s = await p.client.open();
+        for (let i = 0; i < 256; i++) await s.write(piece);
+        await s.closeWrite();
+        while ((await s.read(piece)) !== null) { /* to the server's FIN */ }
+        s.close();
+      })),
+      "every stream written and closed",
+    );
+    // The read buffer's 2 MiB, the two 256 KiB batches, the staging buffer and a view arena.
+    const capBytes = 2 * 1024 * 1024 + 3 * 256 * 1024 + 16 * 1024;
+    assert(most <= capBytes, `the server held ${most} bytes of buffers (cap ${capBytes})`);
   } finally {
     await p.close();
     await serving;

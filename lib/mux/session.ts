@@ -818,7 +818,8 @@ export class Session implements StreamHost, FrameSink {
         }
         if (bulk) continue;
         if (n === buf.length && buf.length < maxReadBufferBytes) {
-          buf = this.#readBuf = new Uint8Array(buf.length * 4);
+          // Capped: 1 MiB × 4 overshot the largest size (a 4 MiB read buffer per busy session).
+          buf = this.#readBuf = new Uint8Array(Math.min(buf.length * 4, maxReadBufferBytes));
           small = 0;
         } else if (n < buf.length / 16 && buf.length > minReadBufferBytes && ++small > 16) {
           buf = this.#readBuf = new Uint8Array(buf.length / 4); // one step down: bursts regrow quickly
