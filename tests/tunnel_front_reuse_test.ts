@@ -412,3 +412,33 @@ Deno.test("tunnel reuse: bytes the app sends unasked (a 408 as it closes an idle
     await app.stop(0);
   }
 });
+
+Deno.test("tunnel reuse: a long kept-alive run goes opaque (no pooling) and stays exact", async () => {
+  const app = startOrigin();
+  try {
+    await withTunnel(app.addr.port, async (port) => {
+      // 24 requests on one public connection: past the parsed responses' bound (16) the copy
+      // is opaque and the stream is closed with its connection, not kept.
+      const paths = Array.from({ length: 24 }, (_, i) => `/k${i}`);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const r = new BufferedReader(conn);
+      try {
+        for (const p of paths) {
+          const res = await within(rawExchange(conn, r, get(p)), p);
+          assertEquals(res.body, `GET ${p} `);
+        }
+        const last = await within(rawExchange(conn, r, closeGet("/end")), "/end");
+        assertEquals(last.body, "GET /end ");
+        assertEquals(await within(r.fill(), "the front's close"), false);
+      } finally {
+        closeQuietly(conn);
+      }
+      assertEquals((await exchange(port, closeGet("/next")))[0].body, "GET /next ");
+    });
+    assertEquals(app.seen.map((s) => s.conn), [...Array(25).fill(1), 2]);
+    // The last request of the opaque run went with its close: the app closed its connection.
+    assertEquals(headerTokens(app.seen[24].head.headers, "connection"), ["close"]);
+  } finally {
+    await app.stop(0);
+  }
+});

@@ -109,6 +109,13 @@ const publicReadBytes = 4 * 1024;
  * which can destroy the response on its way: RFC 9112 §9.6; nginx's lingering_timeout).
  */
 const lingerMs = 5_000;
+/**
+ * Responses after which a poolable stream's copy stops parsing them (when nothing needs them
+ * parsed otherwise) and the stream will not be pooled: a public connection that carried this
+ * many is a kept-alive client that amortises its stream itself, and parsing costs it ~3 µs of
+ * server CPU per request (same-run A/B in bench/RESULTS.md).
+ */
+const parsedResponsesBeforeOpaque = 16;
 
 /** Options of {@linkcode handlePublicConn}. */
 export interface HttpFrontOptions {
@@ -915,7 +922,8 @@ export class PublicConn {
       } else if (leg.framed) {
         const end = await this.#copyParsed(leg);
         if (end === "left") return; // pooled, or stale (see #copyParsed)
-        if (end !== "end") {
+        if (end === "opaque") await this.#copyOpaque(leg);
+        else if (end !== "end") {
           // Its public connection is done with it, every response is out.
           this.#legDone(leg, "proxied");
           if (end === "boundary") this.#pool(leg, undefined);
@@ -996,9 +1004,10 @@ export class PublicConn {
    * when the stream may go to the idle pool, else "unwanted"; "left" when the leg was pooled
    * while the copy waited, or a reused stream ended before its first response (Stale).
    * A response whose request lost its `close` option (`closeAfter`) is parsed and gets
-   * `Connection: close`.
+   * `Connection: close`. "opaque" at a boundary after {@linkcode parsedResponsesBeforeOpaque}
+   * responses of a leg parsed only to be pooled: the rest is copied opaque, never pooled.
    */
-  async #copyParsed(leg: Leg): Promise<"end" | "boundary" | "unwanted" | "left"> {
+  async #copyParsed(leg: Leg): Promise<"end" | "boundary" | "unwanted" | "left" | "opaque"> {
     const ts = leg.ts, conn = this.#conn;
     const out = new WriteCoalescer();
     out.target = conn;
@@ -1034,6 +1043,10 @@ export class PublicConn {
       return out.add(p);
     };
     const rewrites = leg.rewrite?.rewritesResponse ?? false;
+    /** Parsed only for the pool (no access log, no response rewrites). */
+    const forPoolOnly = !rewrites && !this.#opts.accessLog;
+    /** Responses copied by this call. */
+    let copied = 0;
     /**
      * The stream ended (null read): "end", or for a reused stream with nothing answered yet
      * "left" (Stale: its request goes again on a fresh stream).
@@ -1076,6 +1089,14 @@ export class PublicConn {
         if (leg.handBack && leg.pending.length === 0) {
           // Its public connection is done with it and every response is out.
           return view === null && r.buffered === 0 && leg.poolable ? "boundary" : "unwanted";
+        }
+        if (
+          forPoolOnly && copied >= parsedResponsesBeforeOpaque && leg.pending.length === 0 &&
+          view === null && r.buffered === 0
+        ) {
+          leg.framed = false;
+          leg.poolable = false;
+          return "opaque";
         }
         if (r.buffered === 0 && !rewrites) {
           // Between responses, nothing copied: take the next view, and send the responses
@@ -1122,6 +1143,7 @@ export class PublicConn {
             if (w < n) await writeAll(conn, v.subarray(w, n));
             used(n);
             answered(final!.status, outStart);
+            copied++;
             continue;
           }
           // Not all there, or not the usual response: read as below, from this view on.
@@ -1154,6 +1176,7 @@ export class PublicConn {
         // at once: a client gone in the middle of it gets no line.
         if (this.#opts.accessLog && out.pending) await out.flush();
         answered(status, outStart);
+        copied++;
         if (framing.kind === "close") return "end";
       }
     } finally {

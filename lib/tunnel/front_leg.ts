@@ -102,8 +102,11 @@ export class Leg {
     readonly ts: TunnelStream,
     /** The protocols the client asked to upgrade to (lower case); undefined: no upgrade. */
     readonly upgrade: string[] | undefined,
-    /** Whether its responses are parsed (access log, response rewrites, or it may be pooled). */
-    readonly framed = false,
+    /**
+     * Whether its responses are parsed (access log, response rewrites, or it may be pooled);
+     * cleared when a long kept-alive run gives up pooling (see front_http.ts).
+     */
+    public framed = false,
     /** Taken from the idle pool (see `first`). */
     readonly reused = false,
   ) {
