@@ -456,6 +456,9 @@ Deno.test({
     const id = "status-page-client-1234";
     const ts = await startService("tunnel-server.ts", [
       ...["--listen", "127.0.0.1:0", "--host", "p.test=env:APP_ID", "--metrics", "127.0.0.1:0"],
+      // The client's relayed count is a stream per public connection here (a kept stream would
+      // carry the three requests as one).
+      ...["--idle-streams", "0"],
     ], { env: { APP_ID: id } });
     let tc: ServiceProcess | undefined;
     try {
