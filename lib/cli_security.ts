@@ -211,7 +211,7 @@ export function tlsClientFromFlags(f: TlsClientFlagValues): TlsClientConfig | un
 
 /**
  * `listenTls` on `addr` with handshake failures counted per `what` and reason; throws
- * what binding throws (`Deno.errors.AddrInUse`, …). The port is shared with this process's
+ * what binding throws (`Deno.errors.AddrInUse`, ...). The port is shared with this process's
  * fellow workers (lib/net `sharedPortOptions`) unless `own`.
  */
 export function listenTlsCounted(

@@ -1,6 +1,6 @@
 /**
- * Structured, levelled logging in logfmt (`ts=… level=info svc=depot msg="…" key=value`) or
- * JSON lines (`{"ts":"…","level":"info","svc":"depot","msg":"…","key":"value"}`).
+ * Structured, levelled logging in logfmt (`ts=... level=info svc=depot msg="..." key=value`) or
+ * JSON lines (`{"ts":"...","level":"info","svc":"depot","msg":"...","key":"value"}`).
  *
  * One line per event so logs stay grep- and machine-friendly; fields are values, never
  * secrets (callers pass ids and addresses, not tokens). A field whose value is undefined or
@@ -169,7 +169,7 @@ export class LogTail {
   constructor(readonly text: string, readonly fields: LogFields) {}
 }
 
-/** A levelled logger carrying fixed context fields (`svc`, a connection id …). */
+/** A levelled logger carrying fixed context fields (`svc`, a connection id ...). */
 export class Logger {
   #level: { value: LogLevel };
   #fields: LogFields;
@@ -216,7 +216,7 @@ export class Logger {
     return c;
   }
 
-  /** The value of a context field (`listener`, `svc`…), for code that names things by it. */
+  /** The value of a context field (`listener`, `svc`...), for code that names things by it. */
   field(key: string): LogValue {
     return this.#fields[key];
   }

@@ -4,7 +4,7 @@
  * (every check a start runs, then exit without binding), one-line failures with exit code 2
  * (bad config) or 1 (cannot run), SIGHUP reloads, and SIGINT/SIGTERM shutdown.
  *
- * A service is: `startService(command, validate)` → construct from the config → run.
+ * A service is: `startService(command, validate)` -> construct from the config -> run.
  * `validate` is the whole of its config checking, so `--check-config` and a start (and a
  * reload) refuse exactly the same configs.
  * @module
@@ -295,7 +295,7 @@ let supervisorGone = (): void => fail("supervisor gone before this worker was re
 /**
  * Load the TLS trust store now, as the service starts. Deno 2.9.6 loads it at the first TLS
  * client connection (or HTTP client) and keeps it for the process's life; a load that fails
- * then (out of file descriptors: "Warning: Ignoring extra certs from … Too many open files")
+ * then (out of file descriptors: "Warning: Ignoring extra certs from ... Too many open files")
  * drops the `NODE_EXTRA_CA_CERTS` certificates for good, so every later TLS dial to a server
  * under such a CA failed (UnknownIssuer). Creating an HTTP client loads it (about 1 ms, no
  * permission needed); tests/tls_trust_store_test.ts shows both.
@@ -394,7 +394,7 @@ async function superviseWorkers(
   try {
     await pool.start();
   } catch (err) {
-    // The worker printed its one-line reason (a busy port, an unreadable certificate…).
+    // The worker printed its one-line reason (a busy port, an unreadable certificate...).
     if (err instanceof WorkerStartError) Deno.exit(err.code || 1);
     fail(`--workers: ${errorMessage(err)}`);
   }

@@ -3,7 +3,7 @@
  * through a tunnel-server. Connects to the server's `/_controlPath_/`, reconnects forever
  * with backoff, and relays every request the server sends to the local app.
  *
- *   TUNNEL_IDENTIFIER=… deno run -A services/tunnel-client.ts \
+ *   TUNNEL_IDENTIFIER=... deno run -A services/tunnel-client.ts \
  *     --server http://tunnel.example.com:8080 --local 127.0.0.1:3000
  */
 

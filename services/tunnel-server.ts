@@ -3,7 +3,7 @@
  * by Host to the tunnel client registered for that host; clients connect over a WebSocket
  * on `/_controlPath_/` of the same port.
  *
- *   TUNNEL_ADMIN_TOKEN=… deno run -A services/tunnel-server.ts --listen 0.0.0.0:8080 \
+ *   TUNNEL_ADMIN_TOKEN=... deno run -A services/tunnel-server.ts --listen 0.0.0.0:8080 \
  *     --host app.example.com=env:APP_IDENTIFIER --admin 127.0.0.1:8081
  */
 

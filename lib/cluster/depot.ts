@@ -1,7 +1,7 @@
 /**
  * depot-server as a cluster (issue 19): a SOCKS client on any instance reaches an exit
  * (depot-local) held by another. Each instance writes a lease in Redis for every exit it
- * holds (`<prefix>depot:exit:<name>` → its instance name, where its cluster port is
+ * holds (`<prefix>depot:exit:<name>` -> its instance name, where its cluster port is
  * reached, and the exit's SOCKS password as an HMAC keyed with the cluster token, never in
  * clear), refreshed every heartbeat and written at once when an exit connects; it reads the
  * others' leases on the same beat, so where an exit is held is known within a heartbeat and

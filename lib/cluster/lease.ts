@@ -40,7 +40,7 @@ return 2`;
 /**
  * Refresh the lease `key` with `value` (JSON whose `instance` is `instance`) for `leaseMs`,
  * only if no other instance holds it; one atomic script, so no other writer slips in between.
- * With `standbyKey` (a hash: instance → value), an instance finding the lease another's notes
+ * With `standbyKey` (a hash: instance -> value), an instance finding the lease another's notes
  * there, in the same script, that it stands by for it (for a lease's lifetime), so standing
  * by costs a beat no more commands than holding.
  */

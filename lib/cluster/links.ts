@@ -1,6 +1,6 @@
 /**
  * The links between the instances of a cluster (issue 19): one long-lived lib/mux session per
- * pair of instances, opened with a token-checked hello (`{token, from}` → `{ok}`, control
+ * pair of instances, opened with a token-checked hello (`{token, from}` -> `{ok}`, control
  * frames, constant-time compare, within a handshake time), optionally inside TLS. A service
  * puts its own header frame at the start of each stream; this module only carries them:
  * `serve()` hands every stream a peer opens to `onStream`, `link(addr)` gives the (shared,

@@ -27,7 +27,7 @@ export function parseDurationMs(text: string): number | undefined {
   return Math.round(total);
 }
 
-/** `ms` written with the largest unit that divides it (`90000` → `90s`, `300000` → `5m`). */
+/** `ms` written with the largest unit that divides it (`90000` -> `90s`, `300000` -> `5m`). */
 export function formatDurationMs(ms: number): string {
   for (const unit of ["h", "m", "s"]) {
     if (ms !== 0 && ms % unitMs[unit] === 0) return `${ms / unitMs[unit]}${unit}`;

@@ -94,7 +94,7 @@ function expected(d: ConfigFlag): string {
 
 /**
  * Parse and validate config `text` against `flags`. `source` names the file in messages.
- * Throws `ConfigError` with the first problem: `path:line: key "x": …`.
+ * Throws `ConfigError` with the first problem: `path:line: key "x": ...`.
  */
 export function parseConfig(
   text: string,

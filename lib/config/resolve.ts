@@ -29,7 +29,7 @@ const rank = (s: ValueSource): number =>
   s.kind === "flag" ? 3 : s.kind === "env" ? 2 : s.kind === "file" ? 1 : 0;
 
 /**
- * How `source` is named in messages, which read `<where> must be …`: `--max-conns`,
+ * How `source` is named in messages, which read `<where> must be ...`: `--max-conns`,
  * `SEAPROX_LISTEN (--listen)`, `seaprox.toml:3: max-conns`.
  */
 export function describeSource(source: ValueSource, flag: string): string {

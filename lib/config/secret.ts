@@ -1,8 +1,8 @@
 /**
  * One resolver for secret references, wherever a secret is written (a flag, its environment
- * variable, a config file, a `--host vhost=…` value): `env:VAR` reads the variable, `file:PATH`
+ * variable, a config file, a `--host vhost=...` value): `env:VAR` reads the variable, `file:PATH`
  * the file's first line, anything else is the secret itself. The example file's placeholders
- * (`change-me…`) are refused wherever they come from.
+ * (`change-me...`) are refused wherever they come from.
  * @module
  */
 
@@ -31,7 +31,7 @@ export class PlaceholderSecretError extends SecretError {
   constructor(readonly what: string) {
     super(
       "placeholder",
-      `${what} is a placeholder ("${placeholderSecretPrefix}…" from deploy/warren.env.example): ` +
+      `${what} is a placeholder ("${placeholderSecretPrefix}\u2026" from deploy/warren.env.example): ` +
         "set a real secret, e.g. openssl rand -hex 32",
     );
   }

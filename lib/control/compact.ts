@@ -1,8 +1,8 @@
 /**
  * Compact frames: a protocol's own binary encoding of its hot messages, beside the JSON
  * frames and told apart by the prefix. A JSON frame's u32 length never has its top bit set
- * (lengths stop at `maxMessageBytesLimit`, 16 MiB); a compact frame's prefix does: bits 24–30
- * are the message's code (1–127), bits 0–23 the body's length, bounded by the receiver's
+ * (lengths stop at `maxMessageBytesLimit`, 16 MiB); a compact frame's prefix does: bits 24-30
+ * are the message's code (1-127), bits 0-23 the body's length, bounded by the receiver's
  * `maxMessageBytes` like a JSON body. What a code's body holds is the protocol's (e.g.
  * lib/depot/compact.ts), and so is the negotiation: a reader or writer without a codec treats
  * such a prefix as any over-long frame ("too-large"), as before compact frames existed.

@@ -1,5 +1,5 @@
 /**
- * `ControlConn`: one control connection — validated receive, serialised send, error reply
+ * `ControlConn`: one control connection -- validated receive, serialised send, error reply
  * and close on any violation (never a crash), transparent ping/pong with RTT, and a
  * heartbeat that closes a silent connection.
  * @module

@@ -1,5 +1,5 @@
 /**
- * lib/demo: what `deno task demo` needs besides the services themselves — an origin app,
+ * lib/demo: what `deno task demo` needs besides the services themselves -- an origin app,
  * clients that check each path end to end (status, length, SHA-256), and the result table.
  * @module
  */

@@ -1,6 +1,6 @@
 /**
  * depot's compact frames (feature "compact", lib/control compact.ts): the messages every
- * plain request carries — `standby`, `connect`, `tunnel`, `tunnelAccepted`, `end` — as a few
+ * plain request carries -- `standby`, `connect`, `tunnel`, `tunnelAccepted`, `end` -- as a few
  * fixed binary fields instead of JSON, which cost each side a stringify or a parse and a schema
  * walk per frame (the largest JS item of a plain depot connection after the syscalls). Every
  * other message, and any message a peer did not agree to, stays JSON.
@@ -9,13 +9,13 @@
  *
  * | code | message          | body                                                                 |
  * | ---- | ---------------- | -------------------------------------------------------------------- |
- * | 1    | `connect`        | id (8) · key (16) · port (2) · host (UTF-8, the rest, 1–255 chars)   |
- * | 2    | `tunnel`         | id (8) · key (16) [· boundPort (2) · boundHost (UTF-8, ≤ 64 chars)] |
+ * | 1    | `connect`        | id (8) · key (16) · port (2) · host (UTF-8, the rest, 1-255 chars)   |
+ * | 2    | `tunnel`         | id (8) · key (16) [· boundPort (2) · boundHost (UTF-8, <= 64 chars)] |
  * | 3    | `standby`        | sessionKey (16) · name (the rest, an exit name)                      |
  * | 4    | `end`            | id (8)                                                               |
  * | 5    | `tunnelAccepted` | id (8)                                                               |
  *
- * id: an integer 1 ≤ id < 2^53 in 8 bytes; keys: the 16 bytes whose lowercase hex is the
+ * id: an integer 1 <= id < 2^53 in 8 bytes; keys: the 16 bytes whose lowercase hex is the
  * JSON form's 32 digits. A body of any other length, an id out of range, a host that is not
  * UTF-8 or out of bounds, or an unknown code is a protocol violation, as its JSON form would be.
  * @module
@@ -34,7 +34,7 @@ import { type DepotMessage, depotProtocolVersion, exitNamePattern } from "./prot
 const code = { connect: 1, tunnel: 2, standby: 3, end: 4, tunnelAccepted: 5 } as const;
 const idBytes = 8;
 const keyBytes = 16;
-/** Largest id (2^53 − 1), as the JSON form's safe integer. */
+/** Largest id (2^53 - 1), as the JSON form's safe integer. */
 const maxId = Number.MAX_SAFE_INTEGER;
 const hostMaxChars = 255;
 const boundHostMaxChars = 64;
@@ -90,7 +90,7 @@ function isId(id: unknown): id is number {
   return typeof id === "number" && Number.isSafeInteger(id) && id >= 1;
 }
 
-/** A string of UTF-8 `bytes`, `min`–`max` UTF-16 units long as its JSON form checks. */
+/** A string of UTF-8 `bytes`, `min`-`max` UTF-16 units long as its JSON form checks. */
 function getText(bytes: Uint8Array, min: number, max: number, what: string): string {
   let s: string;
   let ascii = true;

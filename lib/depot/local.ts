@@ -980,7 +980,7 @@ export class DepotLocal {
     }
   }
 
-  /** Open the mux tunnel connection: `mux{token,name}` → `muxAccepted` → yamux client. */
+  /** Open the mux tunnel connection: `mux{token,name}` -> `muxAccepted` -> yamux client. */
   async #openMux(
     dialTunnel: (signal: AbortSignal) => Promise<Duplex>,
     heartbeatMs: number,

@@ -1,5 +1,5 @@
 /**
- * lib/depot: the reverse SOCKS5 proxy of seed 001 — `DepotServer` (SOCKS front, control and
+ * lib/depot: the reverse SOCKS5 proxy of seed 001 -- `DepotServer` (SOCKS front, control and
  * tunnel ports, exit registry) and `DepotLocal` (dials in, exits requests where it runs).
  * See README.md for the protocol.
  * @module

@@ -52,7 +52,7 @@ export const failureReasons = netFailureReasons;
 const requestId = int({ min: 1 });
 const requestKey = str({ minLength: 32, maxLength: 32, pattern: /^[0-9a-f]{32}$/ });
 
-/** local → server, first control message: who I am and the shared token. */
+/** local -> server, first control message: who I am and the shared token. */
 export const helloMessage: MessageDef<"hello", {
   role: Check<"depot-local">;
   token: Check<string>;
@@ -72,7 +72,7 @@ export const helloMessage: MessageDef<"hello", {
   features: optional(arrayOf(str({ maxLength: 32 }), 32)),
 });
 
-/** server → local, answer to a valid hello. */
+/** server -> local, answer to a valid hello. */
 export const welcomeMessage: MessageDef<"welcome", {
   name: Check<string>;
   heartbeatMs: Check<number>;
@@ -108,7 +108,7 @@ export const welcomeMessage: MessageDef<"welcome", {
 });
 
 /**
- * server → local on the control connection: the standby spares ("open") the server now holds
+ * server -> local on the control connection: the standby spares ("open") the server now holds
  * for this exit at most, when that changed since the welcome's `standbyMax` or the last one
  * (an exit connected, left, or turned out to be a `--mux` exit, which holds none). Sent only to
  * a local that announced {@linkcode shareFeature}: an older local takes an unknown message for
@@ -118,7 +118,7 @@ export const standbyShareMessage: MessageDef<"standbyShare", {
   standbyMax: Check<number>;
 }> = defineMessage("standbyShare", { standbyMax: int({ min: 1, max: 4096 }) });
 
-/** server → local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
+/** server -> local: a SOCKS client asked for `host:port`; dial it and open a tunnel. */
 export const connectMessage: MessageDef<"connect", {
   id: Check<number>;
   key: Check<string>;
@@ -132,7 +132,7 @@ export const connectMessage: MessageDef<"connect", {
   port: int({ min: 0, max: 65535 }),
 });
 
-/** local → server: the dial for request `id` failed for `reason`. */
+/** local -> server: the dial for request `id` failed for `reason`. */
 export const connectFailedMessage: MessageDef<"connectFailed", {
   id: Check<number>;
   reason: Check<(typeof failureReasons)[number]>;
@@ -143,14 +143,14 @@ export const connectFailedMessage: MessageDef<"connectFailed", {
   message: optional(str({ maxLength: 512 })),
 });
 
-/** server → local: request `id` was abandoned (client gone, timed out); drop it. */
+/** server -> local: request `id` was abandoned (client gone, timed out); drop it. */
 export const cancelMessage: MessageDef<"cancel", { id: Check<number> }> = defineMessage(
   "cancel",
   { id: requestId },
 );
 
 /**
- * local → server on the control connection: the target→client direction of plain tunnel `id`
+ * local -> server on the control connection: the target->client direction of plain tunnel `id`
  * ended cleanly (the target's FIN; the local has closed-write the tunnel). A raw TCP tunnel
  * ends in a FIN whether the local finished or died, so the server passes the tunnel's FIN on
  * to the SOCKS client only after this; without it, the client is reset. Sent when both sides
@@ -161,8 +161,8 @@ export const endMessage: MessageDef<"end", { id: Check<number> }> = defineMessag
 });
 
 /**
- * server → local: a SOCKS client asked for UDP ASSOCIATE through this exit. The local answers
- * like a `connect` — a tunnel naming `{id,key}`, or `connectFailed` — and the tunnel then
+ * server -> local: a SOCKS client asked for UDP ASSOCIATE through this exit. The local answers
+ * like a `connect` -- a tunnel naming `{id,key}`, or `connectFailed` -- and the tunnel then
  * carries datagrams (lib/depot udp.ts). Sent only to a local that announced
  * {@linkcode udpFeature}.
  */
@@ -171,7 +171,7 @@ export const associateMessage: MessageDef<"associate", {
   key: Check<string>;
 }> = defineMessage("associate", { id: requestId, key: requestKey });
 
-/** local → server, first frame of a tunnel connection: which request it carries. */
+/** local -> server, first frame of a tunnel connection: which request it carries. */
 export const tunnelMessage: MessageDef<"tunnel", {
   id: Check<number>;
   key: Check<string>;
@@ -186,7 +186,7 @@ export const tunnelMessage: MessageDef<"tunnel", {
 });
 
 /**
- * local → server, first frame of a standby tunnel ("open"): a pre-dialled spare of the exit
+ * local -> server, first frame of a standby tunnel ("open"): a pre-dialled spare of the exit
  * session holding `sessionKey` (the welcome's). The server keeps it and, for a request, writes
  * the `connect` (or `associate`) on it; the local answers there with `tunnel` or
  * `connectFailed`, as on a stream the server opened.
@@ -199,12 +199,12 @@ export const standbyMessage: MessageDef<"standby", {
   sessionKey: requestKey,
 });
 
-/** server → local on a tunnel connection: matched; relay bytes from now on. */
+/** server -> local on a tunnel connection: matched; relay bytes from now on. */
 export const tunnelAcceptedMessage: MessageDef<"tunnelAccepted", { id: Check<number> }> =
   defineMessage("tunnelAccepted", { id: requestId });
 
 /**
- * local → server, first frame of a tunnel connection that becomes one lib/mux (yamux)
+ * local -> server, first frame of a tunnel connection that becomes one lib/mux (yamux)
  * session carrying every tunnel as a stream (`--mux`). Authenticated by the shared token.
  */
 export const muxMessage: MessageDef<"mux", {
@@ -218,7 +218,7 @@ export const muxMessage: MessageDef<"mux", {
   sessionKey: optional(requestKey),
 });
 
-/** server → local on a mux tunnel connection: yamux frames follow from now on. */
+/** server -> local on a mux tunnel connection: yamux frames follow from now on. */
 export const muxAcceptedMessage: MessageDef<"muxAccepted", Record<never, never>> = defineMessage(
   "muxAccepted",
   {},

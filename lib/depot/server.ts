@@ -5,7 +5,7 @@
  * Three listeners: control (locals dial in and say hello), SOCKS5 (clients), tunnel (one
  * connection per request from the local). A SOCKS CONNECT becomes a `connect{id,key}` on the
  * chosen exit's control connection; the local answers `connectFailed{id,reason}` or opens a
- * tunnel connection naming `{id,key}`, and the server relays SOCKS ↔ tunnel.
+ * tunnel connection naming `{id,key}`, and the server relays SOCKS <-> tunnel.
  * @module
  */
 
@@ -1200,7 +1200,7 @@ export class DepotServer {
       return;
     }
     if (!exit) {
-      // Documented: no exit connected → 0x03 (network unreachable), at once.
+      // Documented: no exit connected -> 0x03 (network unreachable), at once.
       this.#recordFailure(exitName, dest, "no-exit", "no local connected with this name");
       log().info("no exit connected, refusing", { failure: "no-exit" });
       await sendSocks5Reply(conn, Reply.networkUnreachable).catch(() => {

@@ -1,6 +1,6 @@
 /**
  * Pre-dialled, still-silent tunnel connections kept by depot-local, so a request skips the
- * TCP handshake to the tunnel port (≈ 1 RTT of set-up on a WAN link).
+ * TCP handshake to the tunnel port (~ 1 RTT of set-up on a WAN link).
  *
  * A spare says nothing until it is used: its first frame is the `tunnel{id,key}` of the
  * request that takes it, so it carries no credential while idle. The server closes tunnel

@@ -3,7 +3,7 @@
  *
  * A plain tunnel is raw TCP: when depot-local dies, its kernel closes the tunnel with a FIN
  * just as a finished transfer does, and a close-delimited download would look complete at the
- * SOCKS client. So the local reports each clean end of the target→client direction on the
+ * SOCKS client. So the local reports each clean end of the target->client direction on the
  * control connection as it closes the tunnel's write side, every byte before the FIN written
  * ({@linkcode ReportedEnd}), and the server passes the tunnel's FIN on only once that report
  * arrived ({@linkcode ConfirmedEnd});
@@ -110,7 +110,7 @@ export interface EndReports {
 }
 
 /**
- * Local side: the tunnel, which reports each clean end of the target→client direction —
+ * Local side: the tunnel, which reports each clean end of the target->client direction --
  * `end{id}` goes on the control connection as `closeWrite()` (the relay passing the target's
  * FIN on) runs, once everything before the FIN is written.
  */

@@ -1,9 +1,9 @@
 /**
  * SOCKS5 UDP ASSOCIATE through depot: the client sends its datagrams to a relay socket on
  * depot-server (lib/udp `UdpAssociation`), and they leave from the depot-local it chose (lib/udp
- * `UdpExit`, under the local's ACL). Between the two they ride one ordinary tunnel — a TCP
+ * `UdpExit`, under the local's ACL). Between the two they ride one ordinary tunnel -- a TCP
  * tunnel connection or a mux stream, opened and authenticated like a CONNECT's (`associate
- * {id,key}` instead of `connect`) — as `DatagramStream` frames, each holding a SOCKS5 UDP
+ * {id,key}` instead of `connect`) -- as `DatagramStream` frames, each holding a SOCKS5 UDP
  * datagram: the destination's address and the payload up, the source's and the answer down.
  * The tunnel is reliable and ordered, so what is lost or reordered is lost at the UDP ends,
  * counted there; a backlog past the queued-byte bound is dropped ("queue-full"), not buffered.

@@ -39,7 +39,7 @@ export function formatPathSpec(p: PathSpec): string {
 /**
  * Connect one path over its carrier (TCP, or WebSocket with `transport: "ws"`; TLS when
  * `opts.tls` is set); rejects with a NetError, a TlsError when the TLS handshake fails (wrong
- * CA, host name, no client certificate …) or an UpgradeError when the WebSocket is refused.
+ * CA, host name, no client certificate ...) or an UpgradeError when the WebSocket is refused.
  */
 export function dialPath(
   spec: PathSpec,

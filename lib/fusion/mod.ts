@@ -1,5 +1,5 @@
 /**
- * lib/fusion: multipath sessions (seed 000) over lib/sequencer — the session Duplex, the
+ * lib/fusion: multipath sessions (seed 000) over lib/sequencer -- the session Duplex, the
  * client that opens paths, the server that joins them and dials the target.
  * @module
  */

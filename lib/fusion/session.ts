@@ -3,7 +3,7 @@
  * so `relay()` joins it to an accepted client or a target connection.
  *
  * Each path is itself a Duplex (a TCP connection) with a read loop (frames in) and a write
- * loop (a control queue — acks, heartbeats — ahead of the data frames the scheduler gave
+ * loop (a control queue -- acks, heartbeats -- ahead of the data frames the scheduler gave
  * it). lib/sequencer decides what goes where; this file does the I/O and the timers:
  * delayed acks, heartbeats, silence detection, NACK checks, the no-path grace period, and
  * the clean end (both fins acknowledged, paths shut down write side first, then closed).

@@ -1,5 +1,5 @@
 /**
- * HTTP/1.1 message bodies: how one is delimited (RFC 9112 §6) and streaming copies of it —
+ * HTTP/1.1 message bodies: how one is delimited (RFC 9112 §6) and streaming copies of it --
  * never buffered whole, correct on any split, the chunked framing kept or decoded.
  * @module
  */

@@ -16,7 +16,7 @@ import { HttpError } from "./head.ts";
 export const maxChunkLineBytes = 4096;
 /** Most bytes of trailer fields accepted after the last chunk. */
 export const maxTrailerBytes = 16 * 1024;
-/** Hex digits of a chunk size at most (2^48 − 1 bytes: exact in a double). */
+/** Hex digits of a chunk size at most (2^48 - 1 bytes: exact in a double). */
 const maxSizeDigits = 12;
 
 const CR = 0x0d;

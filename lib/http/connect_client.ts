@@ -21,13 +21,13 @@ import { basicCredentials } from "./response.ts";
 const maxConnectHeadBytes = 16 * 1024;
 /**
  * The answer's reader starts this small (it doubles for a longer head): a CONNECT answer is
- * ~40–200 bytes, and a 4 KiB buffer per chained connection was zeroed memory for nothing.
+ * ~40-200 bytes, and a 4 KiB buffer per chained connection was zeroed memory for nothing.
  */
 const connectReaderBytes = 512;
 
 /** Options of {@linkcode httpConnect}. */
 export interface HttpConnectOptions {
-  /** Proxy credentials, sent as `Proxy-Authorization: Basic …` (never logged). */
+  /** Proxy credentials, sent as `Proxy-Authorization: Basic ...` (never logged). */
   auth?: { username: string; password: string };
 }
 

@@ -74,7 +74,7 @@ export type HeaderFields = [string, string][];
 
 /** A parsed request head. */
 export interface RequestHead {
-  /** Method token as sent (case-sensitive: `GET`, `CONNECT` …). */
+  /** Method token as sent (case-sensitive: `GET`, `CONNECT` ...). */
   method: string;
   /** Request target as sent: origin form `/p?q`, absolute `http://h/p`, authority `h:443`, `*`. */
   target: string;
@@ -652,7 +652,7 @@ export function getHeaders(headers: HeaderFields, name: string): string[] {
   return out;
 }
 
-/** The comma-separated tokens of every `name` field, lower-cased (Connection, TE …). */
+/** The comma-separated tokens of every `name` field, lower-cased (Connection, TE ...). */
 export function headerTokens(headers: HeaderFields, name: string): string[] {
   // Runs a few times per proxied request, mostly for a field the head does not have: one
   // loop, no intermediate arrays.

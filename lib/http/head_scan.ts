@@ -12,7 +12,7 @@ import type { HeaderFields, HeadLimits, RequestHead } from "./head.ts";
 
 /** What {@linkcode scanResponseHead} found. */
 export interface ResponseHeadScan {
-  /** The status code (100–999). */
+  /** The status code (100-999). */
   status: number;
   /** Bytes of the head: status line, field lines and the empty line. */
   length: number;
@@ -146,7 +146,7 @@ const fieldMarks: number[] = [];
  * within `limits`: then it is exactly what the parser would return for these bytes (they are
  * its raw head). Undefined for any other input (not all there, another spelling, or
  * malformed): the caller then parses it, and the parser rejects what is bad (bare LF,
- * obs-fold, whitespace before a colon, control bytes, …). So this check accepts only a subset
+ * obs-fold, whitespace before a colon, control bytes, ...). So this check accepts only a subset
  * of what the parser accepts (the fuzz tests hold the two side by side); it never rejects
  * anything itself, and body framing (Content-Length, Transfer-Encoding) is left to
  * `requestBodyFraming` as for a parsed head.

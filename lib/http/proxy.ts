@@ -1,6 +1,6 @@
 /**
- * The HTTP proxy protocol as library code: serve one client connection of an HTTP proxy —
- * `CONNECT host:port` tunnels and absolute-URI forward requests with keep-alive — dialling
+ * The HTTP proxy protocol as library code: serve one client connection of an HTTP proxy --
+ * `CONNECT host:port` tunnels and absolute-URI forward requests with keep-alive -- dialling
  * every destination through a caller-supplied `connect`, so the service decides how
  * (direct, IPv6 first, an upstream SOCKS5 proxy, a seaprox link).
  * @module
@@ -31,7 +31,7 @@ export interface HttpProxyOptions {
    */
   connect: HttpProxyConnect;
   /**
-   * When set, every request must carry `Proxy-Authorization: Basic …` accepted by this
+   * When set, every request must carry `Proxy-Authorization: Basic ...` accepted by this
    * (compare in constant time, e.g. `staticCredentials`); otherwise 407.
    */
   authenticate?: (username: string, password: string) => boolean | Promise<boolean>;
@@ -74,14 +74,14 @@ export interface HttpProxyOptions {
 
 /** One request served by the proxy, as reported to `onExchange`. */
 export interface HttpExchange {
-  /** Request method (`CONNECT`, `GET` …); empty when the head itself was bad. */
+  /** Request method (`CONNECT`, `GET` ...); empty when the head itself was bad. */
   method: string;
   /** Destination, once known. */
   dest?: HostPort;
   /** Status sent to the client (200 for an established tunnel); 0 if none could be sent. */
   status: number;
   /**
-   * Why it failed: a dial failure reason, or "auth", "bad-request", "upstream-protocol" …;
+   * Why it failed: a dial failure reason, or "auth", "bad-request", "upstream-protocol" ...;
    * "head-timeout": a kept-alive connection's next head did not complete within
    * `headTimeoutMs` (the connection was closed).
    */
@@ -94,18 +94,18 @@ export interface HttpExchange {
     | "head-timeout";
   /** Username when proxy authentication was used. */
   username?: string;
-  /** Body (or tunnel) bytes client → destination. */
+  /** Body (or tunnel) bytes client -> destination. */
   requestBytes: number;
-  /** Body (or tunnel) bytes destination → client. */
+  /** Body (or tunnel) bytes destination -> client. */
   responseBytes: number;
 }
 
 /**
  * Serve one client connection of an HTTP proxy until it is done, then close it.
  *
- * - `CONNECT host:port` → `opts.connect(dest)` → `200 Connection Established` → raw relay
+ * - `CONNECT host:port` -> `opts.connect(dest)` -> `200 Connection Established` -> raw relay
  *   (half-close kept; bytes the client sent early are forwarded).
- * - `GET http://host[:port]/path` (any method, absolute URI) → the request is sent in origin
+ * - `GET http://host[:port]/path` (any method, absolute URI) -> the request is sent in origin
  *   form with `Host` set to the URI's authority, hop-by-hop fields and those named in
  *   `Connection` removed, `Proxy-Authorization` stripped; bodies (Content-Length or chunked
  *   requests; Content-Length, chunked or close-delimited responses) are streamed, never

@@ -1,6 +1,6 @@
 /**
  * The HTTP proxy's rewriting of message heads for the next hop (RFC 9110 §7.6.1): what the
- * `Connection` fields say, which fields go on, and the head written in one buffer — kept
+ * `Connection` fields say, which fields go on, and the head written in one buffer -- kept
  * fields copied in runs from the bytes as they came when those are known to be exactly
  * `name: value` lines, with the first body piece behind it so a small response is one write.
  * One pass over the fields each: this runs once per proxied request and response.

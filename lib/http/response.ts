@@ -71,7 +71,7 @@ export function parseBasicCredentials(
   return { username: text.slice(0, colon), password: text.slice(colon + 1) };
 }
 
-/** The `Basic …` value for `Authorization` / `Proxy-Authorization`. */
+/** The `Basic ...` value for `Authorization` / `Proxy-Authorization`. */
 export function basicCredentials(username: string, password: string): string {
   const bytes = encoder.encode(`${username}:${password}`);
   return `Basic ${btoa(String.fromCharCode(...bytes))}`;

@@ -67,7 +67,7 @@ export interface BodyView {
   keptBytes: number;
   truncated: boolean;
   kind: "empty" | "text" | "binary" | "compressed";
-  /** The content coding of a compressed body (`gzip`, `br` …). */
+  /** The content coding of a compressed body (`gzip`, `br` ...). */
   encoding?: string;
   text?: string;
   base64?: string;

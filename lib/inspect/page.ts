@@ -21,7 +21,7 @@ pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;word-break:break-all;max
 #detail{margin-top:1em}.muted{color:#777}
 </style></head><body>
 <h1>Requests through the tunnel</h1>
-<p class="muted" id="info">loading…</p>
+<p class="muted" id="info">loading\u2026</p>
 <table><thead><tr><th>#</th><th>time</th><th>method</th><th>path</th><th>status</th>
 <th>duration</th><th>in</th><th>out</th><th></th></tr></thead><tbody id="rows"></tbody></table>
 <div id="detail"></div>

@@ -17,7 +17,7 @@ export class AddressError extends Error {
 
 /**
  * Parse `host:port`, `[v6]:port` or `:port` (host = `defaultHost`).
- * Rejects ports outside 0–65535 and empty hosts.
+ * Rejects ports outside 0-65535 and empty hosts.
  */
 export function parseHostPort(s: string, defaultHost = "127.0.0.1"): HostPort {
   const m = /^(?:\[([0-9a-fA-F:.%a-zA-Z]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(s.trim());
@@ -30,7 +30,7 @@ export function parseHostPort(s: string, defaultHost = "127.0.0.1"): HostPort {
 
 /**
  * Whether `s` is a dotted-quad IPv4 address exactly as node:net's `isIP` reads one (four
- * decimal parts of 0–255, no leading zeros), by hand: a dial asks for every connection, and
+ * decimal parts of 0-255, no leading zeros), by hand: a dial asks for every connection, and
  * `isIP` (regexes) cost about 0.4 µs a call.
  */
 export function isIPv4Address(s: string): boolean {

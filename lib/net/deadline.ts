@@ -6,14 +6,14 @@
  * Why coarse: these deadlines guard against what has stopped (an idle peer, an app that never
  * answers); firing up to a tick late costs nothing, while a timer object per request was a
  * measurable share of a small request's cost. Measured on the loaded 2-core dev machine: a
- * timer set and cleared 9–14 µs, a wheel deadline added and removed 1.5–1.9 µs.
+ * timer set and cleared 9-14 µs, a wheel deadline added and removed 1.5-1.9 µs.
  *
  * Why the wheel sleeps until something is due instead of ticking every `tickMs`: what it
  * holds is mostly far away (a relay's idle timeout in 5 minutes, a dial's in 10 s), and a wake
- * of a Deno timer is not free: a process holding one far deadline for 10 s used 0.09–0.10 s of
+ * of a Deno timer is not free: a process holding one far deadline for 10 s used 0.09-0.10 s of
  * CPU ticking every 10 ms, 0.02 s sleeping (as much as with no deadline). In seaprox under
  * bench/_conn_ab.ts (~100 connections a second per process) that was a wake per connection,
- * 6–10 % of its CPU per connection (bench/RESULTS.md).
+ * 6-10 % of its CPU per connection (bench/RESULTS.md).
  * @module
  */
 
@@ -35,8 +35,8 @@ const slotOf: unique symbol = Symbol("wheel.slot");
  * A deadline as the wheel keeps it: linked into its slot's list through fields of its own
  * (symbols, invisible to its owner) instead of entries of a Set and a Map. Why: with the
  * long-lived Set and Map, a finished connection's idle timer, and the relay frame its callback
- * reaches, outlived young-generation collections and was promoted (bench/_survivors.ts: 6.7–7.7
- * KB per connection survived in seaprox, 3.7–4.5 without them; see bench/RESULTS.md).
+ * reaches, outlived young-generation collections and was promoted (bench/_survivors.ts: 6.7-7.7
+ * KB per connection survived in seaprox, 3.7-4.5 without them; see bench/RESULTS.md).
  */
 interface Linked extends Deadline {
   [nextOf]?: Linked;

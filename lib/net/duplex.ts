@@ -107,7 +107,7 @@ export async function closeWriteQuietly(c: Pick<Duplex, "closeWrite">): Promise<
 
 /**
  * What `closeQuietly` already closed (cleanup paths often close the same thing twice) is marked
- * with this symbol: a WeakSet entry cost 0.3–2 µs per object and work for every GC, a property
+ * with this symbol: a WeakSet entry cost 0.3-2 µs per object and work for every GC, a property
  * store a few ns. An object that takes no new property (frozen, sealed) goes to the WeakSet.
  */
 const closedMark: unique symbol = Symbol("warren.closedQuietly");
@@ -220,7 +220,7 @@ export function withPrefix(conn: Duplex, prefix: Uint8Array): Duplex {
  * Turn off Nagle's algorithm where the Duplex is (or wraps, via `inner`) a TCP connection.
  *
  * Why: proxies forward small pieces (handshake replies, heads, control frames); with Nagle on,
- * a small write after an unacknowledged one waits for the peer's delayed ACK — 40 ms per
+ * a small write after an unacknowledged one waits for the peer's delayed ACK -- 40 ms per
  * request (measured: HTTP proxy 700 vs 5,700 req/s; depot mux set-up 44 ms vs < 1 ms).
  * `dial()` and `serve()` already apply it; call it for sockets made any other way.
  */

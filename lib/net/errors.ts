@@ -1,6 +1,6 @@
 /**
  * Typed network failures. Every failure carries a machine-readable `reason` so protocols
- * map it to their own reply code in one table (SOCKS5 0x04/0x05, HTTP 502/504 …).
+ * map it to their own reply code in one table (SOCKS5 0x04/0x05, HTTP 502/504 ...).
  * @module
  */
 
@@ -39,7 +39,7 @@ export class NetError extends Error {
   }
 }
 
-/** A peer broke its protocol (bad frame, bad version, oversize field …). */
+/** A peer broke its protocol (bad frame, bad version, oversize field ...). */
 export class ProtocolError extends Error {
   override name = "ProtocolError";
   constructor(message: string, readonly reason: string = "protocol", options?: ErrorOptions) {

@@ -8,7 +8,7 @@
  * old generation, each table that replaces it is reachable from the dead old one through an
  * old-to-new reference, which a scavenge treats as live until the next full GC. So every
  * table, and every connection record it held when it was replaced (with the connection's
- * frames, promises and buffers behind it), is copied and then promoted: ~1–1.7 KB per
+ * frames, promises and buffers behind it), is copied and then promoted: ~1-1.7 KB per
  * connection, about a tenth of what a connection allocates, against ~0 when only the live
  * connections survive (bench/RESULTS.md, "what a scavenge keeps"). A list linked through its
  * items has no table to rebuild, and an item leaving it forgets its neighbours.

@@ -1,5 +1,5 @@
 /**
- * lib/net: the shared network layer — one Duplex type, a half-close-aware relay with
+ * lib/net: the shared network layer -- one Duplex type, a half-close-aware relay with
  * adaptive buffers, typed dial failures, a limited accept loop, a framed reader, backoff.
  * @module
  */

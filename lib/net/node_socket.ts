@@ -1,8 +1,8 @@
 /**
  * A `node:net` / `node:tls` socket as a `Deno.Conn`-shaped Duplex.
  *
- * Why: two things Deno's own API cannot do under Deno 2.9.6 — bind a local address when
- * connecting, and (on a TLS server) request and verify client certificates — `node:net` and
+ * Why: two things Deno's own API cannot do under Deno 2.9.6 -- bind a local address when
+ * connecting, and (on a TLS server) request and verify client certificates -- `node:net` and
  * `node:tls` can. Wrapping their sockets here lets every caller keep the one Duplex shape
  * (`read`/`write`/`closeWrite`/`close`, plus `readable`/`writable` and addresses).
  * @module

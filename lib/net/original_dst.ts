@@ -188,7 +188,7 @@ function errnoOf(c: Libc, p: Deno.PointerValue): number {
   return new DataView(b.buffer).getInt32(0, true); // int, host order (little-endian Linux)
 }
 
-/** A sockaddr_in / sockaddr_in6 as host (IPv4 text, or IPv6 text; v4-mapped → IPv4) and port. */
+/** A sockaddr_in / sockaddr_in6 as host (IPv4 text, or IPv6 text; v4-mapped -> IPv4) and port. */
 export function parseSockaddr(b: Uint8Array): HostPort {
   const family = b[0] | (b[1] << 8); // sa_family_t, host order (little-endian Linux targets)
   const port = (b[2] << 8) | b[3];

@@ -60,7 +60,7 @@ export interface RelayResult extends RelayStats {
 }
 
 /**
- * Copy `a`→`b` and `b`→`a` until both directions reach EOF, then close both.
+ * Copy `a`->`b` and `b`->`a` until both directions reach EOF, then close both.
  *
  * Guarantees: EOF on one side becomes `closeWrite()` on the other; any error in either
  * direction or the signal resets both sides (see `resetQuietly`: a peer must not take a cut

@@ -154,7 +154,7 @@ export interface ServeOptions {
   /** Default drain deadline for `stop()`. @default 5000 */
   drainTimeoutMs?: number;
   /**
-   * The listener's name in metrics (`warren_listener_*{listener=…}`): `socks`, `control`…
+   * The listener's name in metrics (`warren_listener_*{listener=...}`): `socks`, `control`...
    * @default the `listener` field of `log`, else the address
    */
   name?: string;
@@ -216,7 +216,7 @@ function trackActivity(conn: Deno.Conn, entry: { activeMs: number }): void {
  * one object (they were three, plus the deadline's callback and a `close` wrapper: issue 20).
  * The remote's text and the connection's logger are made when first read (a log line; most
  * connections of a busy proxy never log), through getters on the prototype (an object literal
- * with getters cost 4–5 µs to build). Its abort is an {@linkcode AbortHub}: a handler that never
+ * with getters cost 4-5 µs to build). Its abort is an {@linkcode AbortHub}: a handler that never
  * reads `signal` costs no AbortController.
  */
 class LiveConn<C extends Deno.Conn> extends AbortHub implements ConnContext, Deadline {

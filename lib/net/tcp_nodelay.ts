@@ -15,7 +15,7 @@
  * TCP_NODELAY is what lib/net's `serve()` sets on its connections anyway).
  *
  * Not done per connection (e.g. for `Deno.connectTls` connections, which have no
- * `setNoDelay` either): opening libc and scanning the descriptors costs 2.8–4 ms a call here.
+ * `setNoDelay` either): opening libc and scanning the descriptors costs 2.8-4 ms a call here.
  *
  * Needs the FFI permission for libc (./libc.ts; the installed services have it) and Linux;
  * otherwise {@linkcode listenerNoDelay} answers false and the caller says so in its log.

@@ -1,13 +1,13 @@
 /**
  * Chains of upstream hops (`--forward` repeated, like gost's `-F`): every outgoing
- * connection goes through hop 1, then hop 2 … then the destination. A hop is a SOCKS5 proxy
+ * connection goes through hop 1, then hop 2 ... then the destination. A hop is a SOCKS5 proxy
  * (`socks5://`), an HTTP CONNECT proxy (`http://`) or a seaprox link (`link://`), mixed
  * freely; each is reached through the hops before it.
  *
  * Failures name their hop. A hop that cannot be reached or refuses us (down, wrong
  * credentials, garbage) is a {@linkcode ChainHopError}: reason "other" (SOCKS5 reply 0x01,
  * HTTP 502) or "timeout" (0x06, 504). The destination failing behind the last hop keeps the
- * reason that hop reported (refused 0x05, not-allowed 0x02 / 403 …), its message naming the hop.
+ * reason that hop reported (refused 0x05, not-allowed 0x02 / 403 ...), its message naming the hop.
  * @module
  */
 
@@ -231,7 +231,7 @@ export interface SeaproxChainOptions {
   dialTimeoutMs?: number;
   /** The link token, TLS and transport (a first-hop link) of link hops. */
   link: Omit<LinkClientOptions, "addr" | "via" | "proxy">;
-  /** Reach the first hop through this egress proxy (`--proxy`, `ALL_PROXY` …), if it applies. */
+  /** Reach the first hop through this egress proxy (`--proxy`, `ALL_PROXY` ...), if it applies. */
   proxy?: ProxySettings;
 }
 
@@ -289,7 +289,7 @@ export interface Chain {
 
 /**
  * Build the chain `hops` (in the order given): hop 1 is reached through `opts.base`, hop n
- * through hops 1…n-1, and the destination through all of them. Link hops start their session
+ * through hops 1...n-1, and the destination through all of them. Link hops start their session
  * at once (redialled in the background); a link hop after the first needs no TLS/ws (it runs
  * over the stream the earlier hops opened). An empty chain dials through `opts.base`.
  *

@@ -1,6 +1,6 @@
 /**
  * `ProxyConnection`: one accepted client and what it was connected to, with the seed's
- * source and destination sides, the reason it ended, and byte counts — logged as exactly
+ * source and destination sides, the reason it ended, and byte counts -- logged as exactly
  * one structured line when it closes.
  * @module
  */
@@ -26,7 +26,7 @@ import { ProxySide, type ProxyState } from "./state.ts";
  * - "reset": a peer vanished mid-relay (connection reset, broken pipe).
  * - "error": a read or write failed mid-relay for another reason.
  * - "dial-failed": the destination could not be reached (`failure` says why).
- * - "handshake-failed": the client broke its protocol (bad version, malformed head …).
+ * - "handshake-failed": the client broke its protocol (bad version, malformed head ...).
  * - "auth-failed": wrong or missing credentials.
  * - "handshake-timeout": the client did not finish its handshake in time.
  * - "limit": over the connection limit (or its source's share of it), closed at once.
@@ -51,7 +51,7 @@ export type ProxyEnd =
 export interface ProxyConnectionRecord {
   id: number;
   scheme: string;
-  /** The listener's name (`socks5`, `socks5-2`…; the scheme when it has none). */
+  /** The listener's name (`socks5`, `socks5-2`...; the scheme when it has none). */
   listener: string;
   description: string;
   end: ProxyEnd;
@@ -275,7 +275,7 @@ export class ProxyConnection {
 
 /**
  * What `close()` returns: a class, not an object literal with a `description` getter (such
- * a literal cost 4–5 µs to build, a tenth of seaprox's bookkeeping per connection).
+ * a literal cost 4-5 µs to build, a tenth of seaprox's bookkeeping per connection).
  */
 class ClosedRecord implements ProxyConnectionRecord {
   readonly id: number;

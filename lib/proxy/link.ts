@@ -14,11 +14,11 @@
  *
  * | when                     | direction | bytes                                                   |
  * | ------------------------ | --------- | ------------------------------------------------------- |
- * | connection hello         | A → B     | `"WLNK"` · u8 version (1) · u16 token length · token    |
- * | hello reply              | B → A     | u8: 0 ok, 1 bad token, 2 bad version (then B closes)    |
+ * | connection hello         | A -> B     | `"WLNK"` · u8 version (1) · u16 token length · token    |
+ * | hello reply              | B -> A     | u8: 0 ok, 1 bad token, 2 bad version (then B closes)    |
  * | then                     | both      | a yamux session (A is the client: odd stream ids)       |
- * | stream request (in SYN)  | A → B     | u8 version (1) · u8 host length · host · u16 port       |
- * | stream reply             | B → A     | u8 result (table below); 0 = connected, relay follows   |
+ * | stream request (in SYN)  | A -> B     | u8 version (1) · u8 host length · host · u16 port       |
+ * | stream reply             | B -> A     | u8 result (table below); 0 = connected, relay follows   |
  *
  * Results: 0 ok, 1 resolve, 2 refused, 3 host-unreachable, 4 network-unreachable, 5 timeout,
  * 6 not-allowed, 7 aborted, 8 other (also a malformed request). On a non-zero result B
@@ -348,7 +348,7 @@ export class LinkClient {
         if (!stop.aborted) this.#log.warn("link down", { end: end.reason, error: end.error });
       } catch (err) {
         const failed = this.#wait.failed(err); // pending dials fail with this reason
-        // The original error keeps its own reason (a TlsError says unknown-ca, not-tls …).
+        // The original error keeps its own reason (a TlsError says unknown-ca, not-tls ...).
         this.#log.warn("link connect failed", { error: err instanceof Error ? err : failed });
       }
       if (stop.aborted) break;

@@ -12,10 +12,10 @@
  *
  * | stream            | direction | bytes                                                   |
  * | ----------------- | --------- | ------------------------------------------------------- |
- * | first (hello)     | A → B     | `"WLNK"` · u8 version (1) · u16 token length · token    |
- * |                   | B → A     | u8: 0 ok, 1 bad token, 2 bad version; then FIN          |
- * | every other       | A → B     | u8 version (1) · u8 host length · host · u16 port       |
- * |                   | B → A     | u8 result (link.ts's table); 0 = connected, relay       |
+ * | first (hello)     | A -> B     | `"WLNK"` · u8 version (1) · u16 token length · token    |
+ * |                   | B -> A     | u8: 0 ok, 1 bad token, 2 bad version; then FIN          |
+ * | every other       | A -> B     | u8 version (1) · u8 host length · host · u16 port       |
+ * |                   | B -> A     | u8 result (link.ts's table); 0 = connected, relay       |
  * @module
  */
 

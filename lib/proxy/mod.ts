@@ -1,5 +1,5 @@
 /**
- * lib/proxy: the seaprox model — a connection with source and destination sides and
+ * lib/proxy: the seaprox model -- a connection with source and destination sides and
  * states, proxy types as small handshake modules (static, SOCKS5, HTTP), a Dialer seam
  * (direct, SOCKS5 chaining), listener URLs, and the shared accept/dial/relay loop.
  * @module

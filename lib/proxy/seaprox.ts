@@ -1,5 +1,5 @@
 /**
- * `startSeaprox(config)`: a whole seaprox in-process — every listener URL bound, one shared
+ * `startSeaprox(config)`: a whole seaprox in-process -- every listener URL bound, one shared
  * connection table (one limit across listeners), one Dialer (direct or chained through an
  * upstream chain). Used by services/seaprox.ts and by the demo.
  * @module
@@ -249,7 +249,7 @@ function nameCheckedDialer(acl: Acl, inner: Dialer): Dialer {
 
 /**
  * Bind every listener and start serving. Logs `listening` with `name=<scheme>` (`<scheme>-2`
- * … for repeats) and the real address of each (port 0 works). If one cannot be bound, the ones already started are
+ * ... for repeats) and the real address of each (port 0 works). If one cannot be bound, the ones already started are
  * stopped and a {@linkcode ListenError} is thrown.
  *
  * @example

@@ -1,7 +1,7 @@
 /**
- * `serveProxy(listener, type, opts)`: the shared half of every proxy — accept (lib/net
+ * `serveProxy(listener, type, opts)`: the shared half of every proxy -- accept (lib/net
  * `serve`: limit, handshake timer, graceful stop), run the type's handshake, dial through
- * the configured Dialer with the dest side moving CONNECTING → CONNECTED, answer, relay,
+ * the configured Dialer with the dest side moving CONNECTING -> CONNECTED, answer, relay,
  * and log one line per connection with its end reason.
  * @module
  */
@@ -125,7 +125,7 @@ function handshakeEnd(
  *
  * Every connection: admitted against the table's limit (else closed, end "limit"), its
  * handshake run under the handshake timer, its destination dialled through `dialer`
- * (dest side CONNECTING → CONNECTED; the typed failure is answered and recorded), then
+ * (dest side CONNECTING -> CONNECTED; the typed failure is answered and recorded), then
  * relayed with the idle timeout; one log line at close.
  *
  * @example
@@ -154,7 +154,7 @@ export function serveProxy(
     return err instanceof NetError ? err : new NetError(reason, errorMessage(err), { cause: err });
   };
 
-  /** A session type's dial: the dest side CONNECTING → CONNECTED, a failure recorded. */
+  /** A session type's dial: the dest side CONNECTING -> CONNECTED, a failure recorded. */
   const dialTracked = async (
     conn: ProxyConnection,
     dest: HostPort,
@@ -404,7 +404,7 @@ export function serveProxy(
 
 /**
  * What a proxy type is given for one client: its logger and socket view made when first read
- * (getters on the prototype: an object literal with getters cost 4–5 µs to build, per
+ * (getters on the prototype: an object literal with getters cost 4-5 µs to build, per
  * connection, and most connections never read either).
  */
 class TypeContext implements ProxyTypeContext {

@@ -1,7 +1,7 @@
 /**
  * The `socks5` proxy type: lib/socks5's server handshake names the destination; after the
  * shared dial the client gets the reply (success with the real bound address, or the
- * failure's code from lib/socks5's one table: refused 0x05, unreachable 0x04 …). SOCKS4/4a
+ * failure's code from lib/socks5's one table: refused 0x05, unreachable 0x04 ...). SOCKS4/4a
  * clients on the same port get 0x5A or 0x5B.
  * @module
  */

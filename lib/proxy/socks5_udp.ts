@@ -1,7 +1,7 @@
 /**
  * SOCKS5 UDP ASSOCIATE (RFC 1928 §7) for the socks5 proxy type: the relay socket the client
  * sends to (lib/udp `UdpAssociation`, bound on the address the client reached the TCP
- * listener at) and the way its datagrams leave — from this host (lib/udp `UdpExit`,
+ * listener at) and the way its datagrams leave -- from this host (lib/udp `UdpExit`,
  * ACL-checked on every resolved address) or through the chain's UDP carriage (a link, QUIC
  * datagrams, an upstream SOCKS5 relay: `opts.open`). They share one flow table
  * (destinations, idle timeout, queued bytes) and its drop counts, and count as

@@ -1,7 +1,7 @@
 /**
  * The seed's proxy model: a connection has a source side (the accepted client) and a
  * destination side (what we dial), each with a description and a state that only moves
- * forward: IDLE → CONNECTING → CONNECTED → CLOSED (any state may jump to CLOSED).
+ * forward: IDLE -> CONNECTING -> CONNECTED -> CLOSED (any state may jump to CLOSED).
  * @module
  */
 
@@ -80,8 +80,8 @@ export class ProxySide {
   }
 
   /**
-   * Describe the side as the endpoint `asked` (`ipv4[…]`, `name[…]`), and, once `reached` is
-   * given and differs from it, as `asked=reached` (`name[example.org:80]=ipv4[…]`), when the
+   * Describe the side as the endpoint `asked` (`ipv4[...]`, `name[...]`), and, once `reached` is
+   * given and differs from it, as `asked=reached` (`name[example.org:80]=ipv4[...]`), when the
    * description is first read: as {@linkcode describeLater} without a closure per side.
    */
   describeEndpointLater(asked: HostPort | Deno.Addr, reached?: Deno.Addr): void {

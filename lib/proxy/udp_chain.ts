@@ -1,11 +1,11 @@
 /**
  * UDP through a chain of hops: how each hop kind carries datagrams, composed like the TCP
- * chain (hop k reached through hops 1…k-1).
+ * chain (hop k reached through hops 1...k-1).
  *
  * - a link hop (`link://`, `quic://`) carries them inside its own session, whatever reaches it;
  * - a SOCKS5 hop carries them through its own UDP ASSOCIATE: the control connection goes
  *   through the earlier hops' TCP path, the datagrams (SOCKS5-wrapped, to its relay) through
- *   the earlier hops' UDP path — so every hop before it must carry UDP too;
+ *   the earlier hops' UDP path -- so every hop before it must carry UDP too;
  * - an HTTP CONNECT hop cannot carry UDP.
  *
  * A chain that cannot carry UDP refuses with {@linkcode UdpUnsupportedError} naming the hop
@@ -79,7 +79,7 @@ export function refusingUdpOpener(why: string): UdpChannelOpener {
 }
 
 /**
- * A link hop's UDP: `open` (the hop's client), failures named after the hop — a far node
+ * A link hop's UDP: `open` (the hop's client), failures named after the hop -- a far node
  * without UDP stays {@linkcode UdpUnsupportedError}, the link being down is a NetError.
  */
 export function linkHopUdp(name: string, open: UdpChannelOpener): UdpChannelOpener {

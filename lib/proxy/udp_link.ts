@@ -5,8 +5,8 @@
  *
  * | when            | direction | bytes                                                        |
  * | --------------- | --------- | ------------------------------------------------------------ |
- * | request         | A → B     | u8 2 (UDP) · u32 association id (0 on the TCP link)          |
- * | reply           | B → A     | u8 result (link.ts's table); 9 = B carries no UDP, then u8 length · why |
+ * | request         | A -> B     | u8 2 (UDP) · u32 association id (0 on the TCP link)          |
+ * | reply           | B -> A     | u8 result (link.ts's table); 9 = B carries no UDP, then u8 length · why |
  * | then, each way  | both      | lib/udp `DatagramStream` frames: u16 length · SOCKS5 UDP header (FRAG 0, address) · payload |
  *
  * The address is the destination going out and the answering source coming back. A frame's

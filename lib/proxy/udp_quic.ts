@@ -1,7 +1,7 @@
 /**
  * UDP over the QUIC link: each association still opens one QUIC stream (the UDP request of
  * udp_link.ts, its result, and its lifetime), but its datagrams travel as QUIC datagrams
- * (RFC 9221: unreliable, unordered, no retransmission — UDP's own semantics), tagged with the
+ * (RFC 9221: unreliable, unordered, no retransmission -- UDP's own semantics), tagged with the
  * association id the near node chose:
  *
  * | QUIC datagram | u32 association id · SOCKS5 UDP header (FRAG 0, address) · payload |

@@ -3,7 +3,7 @@
  * `socks5://[user:pass@]127.0.0.1:1080`, `http://[user:pass@]127.0.0.1:8080`,
  * `redir://0.0.0.0:12345` (transparent, behind an iptables REDIRECT rule), and the
  * `--forward` hops (`socks5://`, `http://`, `link://`). Parsed by hand rather than with
- * WHATWG `URL`, which silently drops default ports (`http://h:80` → port "") and would
+ * WHATWG `URL`, which silently drops default ports (`http://h:80` -> port "") and would
  * accept paths and fragments we have no use for.
  * @module
  */
@@ -43,7 +43,7 @@ export interface ListenerSpec {
 
 /**
  * A parsed `--forward` URL: one hop of the upstream chain every outgoing connection goes
- * through — a SOCKS5 proxy, an HTTP CONNECT proxy or a seaprox link.
+ * through -- a SOCKS5 proxy, an HTTP CONNECT proxy or a seaprox link.
  */
 export interface ForwardSpec {
   scheme: "socks5" | "http" | "link" | "quic";
@@ -247,7 +247,7 @@ export interface UdpListenerSpec {
   display: string;
 }
 
-/** Whether `s` names a UDP listener (`udp://…`), served apart from the TCP proxy types. */
+/** Whether `s` names a UDP listener (`udp://...`), served apart from the TCP proxy types. */
 export function isUdpListenUrl(s: string): boolean {
   return /^udp:\/\//i.test(s.trim());
 }

@@ -111,7 +111,7 @@ async function readV1(r: BufferedReader): Promise<ProxyHeader> {
 
 /**
  * Encode a header saying `source` connected to `dest` (IP literals). Version 1 is text
- * (`PROXY TCP4 …\r\n`), version 2 binary; an IPv4 and an IPv6 address together are both
+ * (`PROXY TCP4 ...\r\n`), version 2 binary; an IPv4 and an IPv6 address together are both
  * sent as IPv6 (the IPv4 one mapped).
  *
  * @example

@@ -1,5 +1,5 @@
 /**
- * lib/proxyproto: the PROXY protocol v1 and v2 (haproxy) — read the header a load balancer
+ * lib/proxyproto: the PROXY protocol v1 and v2 (haproxy) -- read the header a load balancer
  * puts in front of a client's bytes, write one for a backend. See README.md.
  * @module
  */

@@ -132,7 +132,7 @@ export class PathTx {
       this.#fifo = this.#fifo.slice(this.#head);
       this.#head = 0;
     }
-    // Delivery rate over the last ≥ rateIntervalMs of ack history.
+    // Delivery rate over the last >= rateIntervalMs of ack history.
     const h = this.#history;
     while (h.length > 1 && now - h[1].at >= rateIntervalMs) h.shift();
     const span = now - h[0].at;

@@ -1,7 +1,7 @@
 /**
  * The sending half of a sequenced direction: numbers frames, keeps them until the peer's
  * cumulative ack, bounds them (backpressure), assigns each to a path through a scheduler
- * and each path's in-flight cap, and resends on NACK or path death — on another path when
+ * and each path's in-flight cap, and resends on NACK or path death -- on another path when
  * one can take it. Pure logic: time is passed in, I/O is the caller's.
  * @module
  */

@@ -115,7 +115,7 @@ export function formatIPv4(b: Uint8Array): string {
   return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
 }
 
-/** RFC 5952 text of 16 bytes: lower case, longest run of ≥ 2 zero groups as `::`. */
+/** RFC 5952 text of 16 bytes: lower case, longest run of >= 2 zero groups as `::`. */
 export function formatIPv6(b: Uint8Array): string {
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((b[i] << 8) | b[i + 1]);
@@ -137,7 +137,7 @@ export function formatIPv6(b: Uint8Array): string {
 
 /**
  * Encode ATYP + address + port. IP literals use their binary types; anything else is sent
- * as a domain name (1–255 bytes, else a Socks5Error "bad-argument"). With `headroom`, that
+ * as a domain name (1-255 bytes, else a Socks5Error "bad-argument"). With `headroom`, that
  * many bytes are left free in front (a request's VER CMD RSV): one array for the message.
  */
 export function encodeAddress(dest: HostPort, headroom = 0): Uint8Array {

@@ -68,7 +68,7 @@ export type Socks5ErrorReason =
   | "auth-required"
   /** BIND, UDP ASSOCIATE or an unknown command; we answered 0x07. */
   | "command-not-supported"
-  /** The client asked for something we cannot encode (a domain over 255 bytes …). */
+  /** The client asked for something we cannot encode (a domain over 255 bytes ...). */
   | "bad-argument";
 
 /**

@@ -1,5 +1,5 @@
 /**
- * lib/socks5: RFC 1928 (SOCKS5), RFC 1929 (username/password) and SOCKS4/4a on the same port — the wire vocabulary,
+ * lib/socks5: RFC 1928 (SOCKS5), RFC 1929 (username/password) and SOCKS4/4a on the same port -- the wire vocabulary,
  * the server handshake (`acceptSocks5` + `sendSocks5Reply`), the client (`socks5Connect`)
  * and the one table between dial failures and reply codes. See README.md for the format.
  * @module

@@ -8,7 +8,7 @@ import type { NetFailureReason } from "../net/mod.ts";
 import { Reply } from "./const.ts";
 
 /**
- * Failure reason ⇄ reply code. Reading left to right gives a server's reply; reading right
+ * Failure reason <-> reply code. Reading left to right gives a server's reply; reading right
  * to left, the first row with a code gives the client's reason (so 0x04 reads back as
  * "host-unreachable", 0x01 as "other"). A timeout answers 0x06 (TTL expired) as curl and
  * gost do.

@@ -193,7 +193,7 @@ async function accept(
     const ver = r.at(0)!;
     r.skip(1);
     if (socks4 && ver === socks4Version) return await acceptSocks4(conn, r, opts);
-    // Greeting: VER NMETHODS METHODS…
+    // Greeting: VER NMETHODS METHODS...
     if (ver !== socksVersion) {
       // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
       throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
@@ -249,7 +249,7 @@ async function accept(
       dest = parseAddress(r.peek().subarray(4, size), atyp);
     } catch (err) {
       // A name that is not UTF-8 or holds a control character ("bad-domain"): a malformed
-      // request like an empty name, answered the same (0x01), not 0x04 — no host was tried.
+      // request like an empty name, answered the same (0x01), not 0x04 -- no host was tried.
       await sendSocks5Reply(conn, Reply.generalFailure);
       throw err;
     }
@@ -293,7 +293,7 @@ async function acceptSocks4(
   return { version: 4, socks4a: req.socks4a, dest: req.dest, leftover: r.takeBuffered() };
 }
 
-/** RFC 1929: VER ULEN UNAME PLEN PASSWD → VER STATUS. Returns the username on success. */
+/** RFC 1929: VER ULEN UNAME PLEN PASSWD -> VER STATUS. Returns the username on success. */
 async function acceptUserPass(
   conn: Duplex,
   r: BufferedReader,

@@ -37,7 +37,7 @@ export interface Socks4Request {
   dest: HostPort;
   /** The USERID field (may be empty). SOCKS4 has no password. */
   userId: string;
-  /** Whether the destination came as a SOCKS4a name (DSTIP 0.0.0.x, x ≠ 0). */
+  /** Whether the destination came as a SOCKS4a name (DSTIP 0.0.0.x, x != 0). */
   socks4a: boolean;
 }
 

@@ -16,7 +16,7 @@ export interface Socks5UdpDatagram {
    * most servers; the RFC makes reassembly optional) drops and counts.
    */
   frag: number;
-  /** Where the payload goes (client → relay) or came from (relay → client). */
+  /** Where the payload goes (client -> relay) or came from (relay -> client). */
   dest: HostPort;
   /** The payload, a view into the datagram (not copied). */
   data: Uint8Array;

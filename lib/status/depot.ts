@@ -23,8 +23,8 @@ export function depotStatusProvider(
     const series: StatusSeries[] = [
       { chart: "connections", name: "active", value: s.active },
       { chart: "connections", name: "pending", value: s.pending },
-      { chart: "bytes/s", name: "up (client→target)", value: s.bytesUp, kind: "rate" },
-      { chart: "bytes/s", name: "down (target→client)", value: s.bytesDown, kind: "rate" },
+      { chart: "bytes/s", name: "up (client\u2192target)", value: s.bytesUp, kind: "rate" },
+      { chart: "bytes/s", name: "down (target\u2192client)", value: s.bytesDown, kind: "rate" },
       { chart: "requests/s", name: "ok", value: s.total, kind: "rate" },
     ];
     const reasons = Object.entries(s.failuresByReason).sort((a, b) => b[1] - a[1]);

@@ -15,8 +15,8 @@ export function depotLocalStatusProvider(status: () => DepotLocalStatus): Status
     const ok = s.total; // relayed connections (the dial succeeded); failures count apart
     const series: StatusSeries[] = [
       { chart: "connections", name: "active", value: s.active },
-      { chart: "bytes/s", name: "up (client→target)", value: s.bytesUp, kind: "rate" },
-      { chart: "bytes/s", name: "down (target→client)", value: s.bytesDown, kind: "rate" },
+      { chart: "bytes/s", name: "up (client\u2192target)", value: s.bytesUp, kind: "rate" },
+      { chart: "bytes/s", name: "down (target\u2192client)", value: s.bytesDown, kind: "rate" },
       { chart: "requests/s", name: "ok", value: ok, kind: "rate" },
       ...reasons.map(([reason, n]): StatusSeries => ({
         chart: "requests/s",

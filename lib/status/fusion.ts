@@ -15,7 +15,7 @@ import type { StatusProvider, StatusSeries } from "./hub.ts";
 export function fusionStatusProvider(sessions: () => SessionStatus[]): StatusProvider {
   return async () => {
     const list = sessions();
-    // Ended sessions by how they ended: done beside each failure (no-paths, peer-reset …).
+    // Ended sessions by how they ended: done beside each failure (no-paths, peer-reset ...).
     const ends = (await fusionMetrics().sessionEnds.samples())
       .map(([labels, n]) => [String(labels.end), n] as [string, number])
       .sort((a, b) => (a[0] === "done" ? -1 : b[0] === "done" ? 1 : b[1] - a[1]));

@@ -5,7 +5,7 @@
  * @module
  */
 
-/** One table of the status page (connected exits, hosts, paths, connections …). */
+/** One table of the status page (connected exits, hosts, paths, connections ...). */
 export interface StatusTable {
   title: string;
   columns: string[];
@@ -18,9 +18,9 @@ export interface StatusTable {
  * transfer plots as a flat line, not as alternating zeros and spikes); `share` that rate as a
  * percentage of the sum of the `share` series of the same chart (each fusion path's share).
  *
- * The page formats values by the chart's name: `… bytes/s` and `… bytes` in KiB/MiB/GiB,
- * `… ms` as durations, `… %` as percentages; table columns named `up`, `down`, `in`, `out`
- * or with `bytes` in bytes, `… ms` and `… s` as durations, ISO timestamps in local time.
+ * The page formats values by the chart's name: `... bytes/s` and `... bytes` in KiB/MiB/GiB,
+ * `... ms` as durations, `... %` as percentages; table columns named `up`, `down`, `in`, `out`
+ * or with `bytes` in bytes, `... ms` and `... s` as durations, ISO timestamps in local time.
  */
 export type SeriesKind = "gauge" | "rate" | "share";
 

@@ -150,7 +150,7 @@ export function statusPageHtml(
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="${urls.uplotCss}"><style>${style}</style>
 <script src="${urls.uplotJs}"></script></head>
-<body><h1 id="service">${esc}</h1><div id="meta">loading…</div><div id="error"></div>
+<body><h1 id="service">${esc}</h1><div id="meta">loading\u2026</div><div id="error"></div>
 <div id="charts"></div><div id="tables"></div>
 <script>${
     script.replace("DATA_URL", urls.data).replace("POLL_MS", String(pagePollIntervalMs))

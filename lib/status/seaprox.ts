@@ -76,7 +76,7 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
         ]),
       }, {
         title: "connections",
-        columns: ["id", "scheme", "from → to", "up", "down", "age s"],
+        columns: ["id", "scheme", "from \u2192 to", "up", "down", "age s"],
         rows: conns.slice(0, 200).map((c) => [
           c.id,
           c.scheme,
@@ -88,8 +88,8 @@ export function seaproxStatusProvider(src: SeaproxStatusSource): StatusProvider 
       }],
       series: [
         { chart: "connections", name: "active", value: conns.length },
-        { chart: "bytes/s", name: "up (client→dest)", value: up, kind: "rate" },
-        { chart: "bytes/s", name: "down (dest→client)", value: down, kind: "rate" },
+        { chart: "bytes/s", name: "up (client\u2192dest)", value: up, kind: "rate" },
+        { chart: "bytes/s", name: "down (dest\u2192client)", value: down, kind: "rate" },
         { chart: "closed connections/s", name: "ok", value: stats.closedOk, kind: "rate" },
         ...failures.map(([reason, n]) => ({
           chart: "closed connections/s",

@@ -25,7 +25,7 @@ export interface ObservabilityOptions {
   /** The service's name, the status page's title (`depot-local edge-1`). */
   service: string;
   log: Logger;
-  /** The JSON answered at `/status` (live connections, sessions…); none: 404. */
+  /** The JSON answered at `/status` (live connections, sessions...); none: 404. */
   status?: () => unknown | Promise<unknown>;
   /**
    * The status page's providers, in page order.

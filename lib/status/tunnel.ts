@@ -25,7 +25,7 @@ export interface TunnelStatusView {
 /**
  * A provider over the hosts and clients (`clusterView(server)`: the whole cluster when the
  * registry is shared) and, when given, the request counts
- * by host and outcome (`server.stats.outcomes()`): every outcome (proxied, 404, 502, 504 …)
+ * by host and outcome (`server.stats.outcomes()`): every outcome (proxied, 404, 502, 504 ...)
  * is charted and tabled beside the others; and the recent unknown hosts (the names behind
  * the 404s, `server.stats.recentUnknownHosts()`), so a typo'd DNS entry or a client that
  * never came shows by name.
@@ -55,10 +55,15 @@ export function tunnelStatusProvider(
           { chart: "requests/s", name: "requests", value: sum((h) => h.requests), kind: "rate" },
           { chart: "requests/s", name: "errors", value: sum((h) => h.errors), kind: "rate" },
         ] as StatusSeries[]),
-      { chart: "bytes/s", name: "in (public→client)", value: sum((h) => h.bytesIn), kind: "rate" },
       {
         chart: "bytes/s",
-        name: "out (client→public)",
+        name: "in (public\u2192client)",
+        value: sum((h) => h.bytesIn),
+        kind: "rate",
+      },
+      {
+        chart: "bytes/s",
+        name: "out (client\u2192public)",
         value: sum((h) => h.bytesOut),
         kind: "rate",
       },

@@ -85,7 +85,7 @@ async function dialTcpForTls(
  * @example
  * ```ts
  * import { dialTransport, parseEndpoint } from "./mod.ts";
- * // tcp://, tls://, ws:// or wss:// (TLS ones take { tls: { caFile, serverName, … } }).
+ * // tcp://, tls://, ws:// or wss:// (TLS ones take { tls: { caFile, serverName, ... } }).
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const accepted = listener.accept();
  * const conn = await dialTransport(parseEndpoint(`tcp://127.0.0.1:${listener.addr.port}`), {
@@ -146,7 +146,7 @@ async function dialLayered(ep: Endpoint, opts: TransportDialOptions): Promise<Du
  * lib/transport `connectTls` (`Deno.startTls` cannot present a client certificate), trying
  * each resolved address.
  *
- * Rejects with NetError (TCP) or TlsError (handshake: unknown CA, name, certificate …).
+ * Rejects with NetError (TCP) or TlsError (handshake: unknown CA, name, certificate ...).
  */
 export async function dialTls(
   host: string,

@@ -1,7 +1,7 @@
 /**
- * lib/transport: every carrier of a byte stream behind one dial/listen shape — TCP, TLS
+ * lib/transport: every carrier of a byte stream behind one dial/listen shape -- TCP, TLS
  * (node:tls where client certificates or a bound local address need it), WebSocket (RFC 6455
- * framing, WebAssembly SIMD masking) and the raw HTTP upgrade — so tunnel, depot, fusion and
+ * framing, WebAssembly SIMD masking) and the raw HTTP upgrade -- so tunnel, depot, fusion and
  * seaprox links ride any of them and see one Duplex. Above lib/net, below mux and the
  * services' logic. See README.md.
  * @module

@@ -58,7 +58,7 @@ export function parseProxyUrl(url: string): EgressProxy {
   const redacted = url.trim().replace(/^([a-zA-Z0-9+.-]+:\/\/[^:@\/]*:)[^@\/]*@/, "$1***@");
   if (!m || !kind) {
     throw new ProxyConfigError(
-      `not a proxy URL: ${redacted} (want http://[user:pass@]host:port or socks5://…)`,
+      `not a proxy URL: ${redacted} (want http://[user:pass@]host:port or socks5://\u2026)`,
     );
   }
   let addr: HostPort;
@@ -145,7 +145,7 @@ export interface ProxyDialOptions {
  * A TCP connection to `proxy`, asked (CONNECT or SOCKS5 CONNECT) for `dest`. Resolves with
  * the raw `Deno.TcpConn` (so TLS can start on it) once the proxy said yes, with the bytes it
  * sent past its answer. Failures are NetErrors naming the proxy: unreachable keeps its
- * reason; a refusal by the proxy keeps the reason it answered (403/0x02 not-allowed …).
+ * reason; a refusal by the proxy keeps the reason it answered (403/0x02 not-allowed ...).
  */
 export async function dialViaProxy(
   proxy: EgressProxy,

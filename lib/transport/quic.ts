@@ -24,7 +24,7 @@ import type { TlsClientConfig, TlsServerConfig } from "./tls.ts";
 export class QuicUnavailableError extends Error {
   override name = "QuicUnavailableError";
   constructor() {
-    super("quic:// needs Deno's QUIC: run with --unstable-net (deno run --unstable-net …)");
+    super("quic:// needs Deno's QUIC: run with --unstable-net (deno run --unstable-net \u2026)");
   }
 }
 

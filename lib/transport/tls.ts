@@ -2,7 +2,7 @@
  * TLS for every warren-to-warren link: one set of options, a listener that hands out only
  * connections whose handshake succeeded (optionally with verified client certificates), a
  * dialer, and handshake failures typed by `reason` so logs say what went wrong ("unknown-ca",
- * "hostname-mismatch", "not-tls" …) instead of a rustls message.
+ * "hostname-mismatch", "not-tls" ...) instead of a rustls message.
  *
  * Under Deno 2.9.6 `Deno.listenTls` cannot request client certificates, while `node:tls`'s
  * `createServer({ requestCert, ca })` does verify them (checked: a certificate from another
@@ -762,7 +762,7 @@ async function connectDenoTls(
   };
   const conn = await Deno.connectTls(options as Deno.ConnectTlsOptions);
   // Nagle stays on at this end: a TlsConn has no setNoDelay, and finding its socket through
-  // libc (lib/net/tcp_nodelay.ts) cost 2.8–4 ms per dial (measured), more than it saves.
+  // libc (lib/net/tcp_nodelay.ts) cost 2.8-4 ms per dial (measured), more than it saves.
   // dialTls takes this path only for a client certificate to a host that is its own name.
   try {
     await conn.handshake();

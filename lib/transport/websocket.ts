@@ -492,7 +492,7 @@ export class WsConn implements Duplex {
     await this.#sendClose();
   }
 
-  /** Send a ping with `data` (≤ 125 bytes); the peer's pong is consumed by `read`. */
+  /** Send a ping with `data` (<= 125 bytes); the peer's pong is consumed by `read`. */
   ping(data: Uint8Array = new Uint8Array(0)): Promise<void> {
     return this.#send(Opcode.ping, data);
   }

@@ -63,7 +63,7 @@ export interface AdminAppOptions {
  * `GET /status`, `PUT /hosts/:host/access {basic?: ["user:pw"], bearer?: [token],
  * allow?: [cidr]}` (rules checked before a request reaches the client: 401/403; answered
  * without secrets), `DELETE /hosts/:host/access`, `PUT /hosts/:host/rewrite {host?,
- * request?: {set?, add?, remove?}, response?: {…}}` (header rewrites, lib/tunnel/rewrite.ts;
+ * request?: {set?, add?, remove?}, response?: {...}}` (header rewrites, lib/tunnel/rewrite.ts;
  * answered with header names only), `DELETE /hosts/:host/rewrite`, and server-defined TCP
  * tunnels: `GET /tcp`, `POST /tcp {publicPort, identifier, localPort?}` (201; 400 bad
  * request, 403 outside the TCP port range, 409 port taken; the identifier needs no host),

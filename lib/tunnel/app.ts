@@ -596,7 +596,7 @@ async function proxyWebSocket(
     server.log.debug("cannot upgrade the public request", { host, error: errorMessage(err) });
     return new Response("this request cannot be upgraded here\n", { status: 501 });
   }
-  // The app's other 101 headers (Set-Cookie, …) reach the public client too.
+  // The app's other 101 headers (Set-Cookie, ...) reach the public client too.
   const fields = rewrite?.rewritesResponse ? rewrite.response(r.head.headers) : r.head.headers;
   for (const [k, v] of fields) {
     const l = k.toLowerCase();
@@ -627,9 +627,9 @@ const bodyWriteBytes = 1024 * 1024;
  *
  * Why not the default reader: with a chunked request body and a handler that awaits other
  * I/O between reads (as this one must), Deno's request-body read op ends up copying its
- * whole backlog of unread body on every read (`perf`: 92–96 % of the front's CPU in
- * memmove, one 47–65 MB copy per 64 KiB read; 16–51 MB/s). Reads smaller than the usual
- * 64 KiB chunk mostly avoid getting there: 155–294 MB/s on the same box, 16 and 32 KiB
+ * whole backlog of unread body on every read (`perf`: 92-96 % of the front's CPU in
+ * memmove, one 47-65 MB copy per 64 KiB read; 16-51 MB/s). Reads smaller than the usual
+ * 64 KiB chunk mostly avoid getting there: 155-294 MB/s on the same box, 16 and 32 KiB
  * alike; 64 KiB and 4 KiB do not help. See README.md ("Uploads through the embeddable
  * front").
  */

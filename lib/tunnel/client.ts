@@ -102,7 +102,7 @@ export interface TcpTunnelSpec {
 
 /** Options of {@linkcode TunnelClient}. */
 export interface TunnelClientOptions {
-  /** Server base URL: `http://host:port`, `https://…`, `ws://…` or `wss://…`. */
+  /** Server base URL: `http://host:port`, `https://...`, `ws://...` or `wss://...`. */
   server: string;
   /**
    * More instances of the same cluster (issue 19): after a failed attempt or a lost session
@@ -463,7 +463,7 @@ export class TunnelClient {
   streams = 0;
   /** Streams relayed to the local service (its dial succeeded). */
   relayed = 0;
-  /** Streams that failed here, by reason (`refused`, `no-such-port` …): the server's 502s. */
+  /** Streams that failed here, by reason (`refused`, `no-such-port` ...): the server's 502s. */
   readonly failuresByReason: Record<string, number> = {};
   /** The last failures, oldest first (at most {@linkcode recentFailuresKept}). */
   readonly recentFailures: TunnelClientFailure[] = [];
@@ -817,7 +817,7 @@ export class TunnelClient {
 
   /**
    * Where a UDP tunnel's flow goes. Asked for by this client: its `--udp` tunnel of that
-   * public port. Defined by the server: only what this client already exposes — the local
+   * public port. Defined by the server: only what this client already exposes -- the local
    * address of one of its `--udp` tunnels ("": the first), or an `--allow-port` port on the
    * `--local` host.
    */

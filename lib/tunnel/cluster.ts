@@ -1,6 +1,6 @@
 /**
  * Any instance serves any host (issue 19): a public request reaching instance A for a client
- * held by instance B travels A → B over one long-lived, token-authenticated mux link per
+ * held by instance B travels A -> B over one long-lived, token-authenticated mux link per
  * pair of instances, one stream per request. The stream's SYN frame carries a small frame
  * naming the client (its identifier's digest), then exactly what A would have sent a local
  * client (the ControlMsg and the already-read request), so the hand-over costs no extra

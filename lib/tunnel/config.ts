@@ -1,6 +1,6 @@
 /**
- * The tunnel server's config-defined routes — `vhost → identifier` (from `--host` values and
- * hosts files) and server-defined TCP and UDP tunnels (`--tcp`, `--udp`) — parsed with errors that name where
+ * The tunnel server's config-defined routes -- `vhost -> identifier` (from `--host` values and
+ * hosts files) and server-defined TCP and UDP tunnels (`--tcp`, `--udp`) -- parsed with errors that name where
  * the bad value was written, and applied to a running {@linkcode TunnelServer} by a pure diff
  * (reload: only what changed is touched; hosts and tunnels added through the admin API are
  * left alone).
@@ -23,7 +23,7 @@ export class TunnelConfigError extends Error {
 
 /** The routes a tunnel server's config defines. */
 export interface TunnelConfig {
-  /** Normalised vhost → identifier. */
+  /** Normalised vhost -> identifier. */
   hosts: Map<string, string>;
   /** Server-defined TCP tunnels by public port. */
   tcp: Map<number, PortTunnelSpec>;

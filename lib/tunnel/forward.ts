@@ -216,7 +216,7 @@ function checkedHost(hostHeader: string): string {
   return vhost;
 }
 
-/** The token of an `Authorization: Bearer …` value, or undefined. */
+/** The token of an `Authorization: Bearer ...` value, or undefined. */
 export function bearerToken(authorization: string | null | undefined): string | undefined {
   return authorization?.toLowerCase().startsWith("bearer ")
     ? authorization.slice(7).trim()

@@ -128,7 +128,7 @@ export class HealthMonitor {
   ) {
     if (!isHealthPath(opts.path)) {
       throw new RangeError(
-        `health check path must be /… without spaces: ${JSON.stringify(opts.path)}`,
+        `health check path must be /\u2026 without spaces: ${JSON.stringify(opts.path)}`,
       );
     }
     this.#hooks = hooks;

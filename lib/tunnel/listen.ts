@@ -64,7 +64,7 @@ async function acceptProxyHeader(
 
 /**
  * Accept public connections (and clients on the control path) on `listener`: TCP, or TLS
- * for an https:// front and wss:// clients — `Deno.listenTls`, or lib/net `listenTls` (its
+ * for an https:// front and wss:// clients -- `Deno.listenTls`, or lib/net `listenTls` (its
  * connections are handshaken already; with a client CA they are `node:tls` sockets whose
  * client certificate was verified).
  *

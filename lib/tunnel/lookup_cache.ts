@@ -11,7 +11,7 @@ interface Entry<V> {
   expires: number;
 }
 
-/** Key → value for at most `ttlMs`, at most `maxEntries` (the oldest go first). */
+/** Key -> value for at most `ttlMs`, at most `maxEntries` (the oldest go first). */
 export class LookupCache<V> {
   #map = new Map<string, Entry<V>>();
   /** Bumped by every invalidation: an answer read before one is not stored after it. */

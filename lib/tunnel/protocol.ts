@@ -250,7 +250,7 @@ export function encodeMessage(msg: Outgoing<TunnelMessage>): Uint8Array {
   return encodeFrame({ v: protocolVersion, ...msg }, maxTunnelMessageBytes);
 }
 
-/** Validate a decoded JSON value as a message; throws ControlError ("schema", …). */
+/** Validate a decoded JSON value as a message; throws ControlError ("schema", ...). */
 export function validateMessage(x: unknown): TunnelMessage {
   return tunnelProtocol.check(x) as TunnelMessage;
 }
@@ -317,7 +317,7 @@ function ofType<T extends TunnelMessage["type"]>(
 
 /** How a mux session ended, as lib/mux's `Session.closed` reports it. */
 export interface MuxSessionEnd {
-  /** lib/mux's SessionEndReason ("local-close", "eof", "keepalive-timeout", …). */
+  /** lib/mux's SessionEndReason ("local-close", "eof", "keepalive-timeout", ...). */
   reason: string;
   /** The error behind it, if any. */
   error?: Error;
@@ -359,7 +359,7 @@ const endText: Readonly<Record<string, string>> = {
  * (a deliberate end: replaced, shutdown, stopped, control stream closed) wins over the mux's
  * reason. Orderly ends (a local close, the peer's normal go away) are "info"; a heartbeat
  * timeout, a transport that ended without a go away, a protocol, internal or transport error
- * are "warn" — so a soak's log shows them without debug level.
+ * are "warn" -- so a soak's log shows them without debug level.
  */
 export function sessionEndReport(
   end: MuxSessionEnd | undefined,

@@ -27,8 +27,8 @@
  * it writes a host or a lease: a notice drops the entry at once, a lost one (subscriber
  * reconnecting) is bounded by `cacheMs`, and the cache is off while the subscriber is down.
  *
- * Keys, under `prefix`: `hosts` (hash host → digest), `ids` (hash digest → host count),
- * `client:<digest>` (lease: JSON ClientRecord), `standby:<digest>` (hash instance → JSON
+ * Keys, under `prefix`: `hosts` (hash host -> digest), `ids` (hash digest -> host count),
+ * `client:<digest>` (lease: JSON ClientRecord), `standby:<digest>` (hash instance -> JSON
  * ClientRecord of the instances standing by for that lease, living as long), `instance:<name>`
  * (lease: JSON {@linkcode InstanceRecord}), `instances` (set of the instance names, pruned of
  * the expired ones by each heartbeat's read); channel `events` (`h:<host>`, `c:<digest>`,
@@ -228,20 +228,20 @@ export class RedisRegistry implements Registry {
   readonly #leaseMs: number;
   readonly #log: Logger;
   readonly #self: InstanceRecord;
-  /** Identifiers this process has seen (added here, or authenticated here): digest → secret. */
+  /** Identifiers this process has seen (added here, or authenticated here): digest -> secret. */
   #known = new Map<string, string>();
   /** Hosts as last read from Redis (answers lookups while it is unreachable). */
   #hosts = new Map<string, string>();
   /** Hosts added through this instance, written back if Redis lost them. */
   #own = new Map<string, string>();
-  /** Leases this instance holds or stands by for: digest → record. */
+  /** Leases this instance holds or stands by for: digest -> record. */
   #held = new Map<string, ClientRecord>();
   /**
    * Of those, the ones another instance holds now while clients of the same identifier are
    * still connected here too (a group with members on several instances, or a client that
    * reconnected elsewhere before its old session here timed out): written back only when that
    * lease is gone, never taken from the other instance. Each is also in Redis (`standby:<d>`,
-   * instance → record), so that the holder's release hands the lease here at once.
+   * instance -> record), so that the holder's release hands the lease here at once.
    */
   #standby = new Set<string>();
   /** What else is kept beside the registry ({@linkcode extend}). */
@@ -280,11 +280,11 @@ export class RedisRegistry implements Registry {
   #noticeWaiters = new Map<string, Set<() => void>>();
   /** Whether the subscriber is connected: the caches are used only then. */
   #subUp = false;
-  /** host → digest (null: no such host). */
+  /** host -> digest (null: no such host). */
   readonly #hostCache: LookupCache<string | null>;
-  /** digest → lease (null: not held anywhere). */
+  /** digest -> lease (null: not held anywhere). */
   readonly #clientCache: LookupCache<ClientRecord | null>;
-  /** instance name → record (null: gone). */
+  /** instance name -> record (null: gone). */
   readonly #instCache: LookupCache<InstanceRecord | null>;
 
   private constructor(client: Client, pauses: ReconnectPauses, opts: RedisRegistryOptions) {

@@ -155,7 +155,7 @@ export function normalizeHostPattern(host: string): string {
   return rest && !rest.startsWith("[") && !rest.includes("*") ? `*.${rest}` : "";
 }
 
-/** The port written in a Host header (`app.example.com:3000` → "3000"), or "" if none. */
+/** The port written in a Host header (`app.example.com:3000` -> "3000"), or "" if none. */
 export function hostPort(host: string): string {
   const h = host.trim();
   const m = h.startsWith("[") ? /\]:(\d{1,5})$/.exec(h) : /:(\d{1,5})$/.exec(h);

@@ -5,7 +5,7 @@
  * client, response headers on their way back. Set on the server's host entry (flags, admin
  * API, state file) or by the client for its hosts in its handshake; the server applies them.
  *
- * Framing and hop-by-hop headers (Content-Length, Transfer-Encoding, Connection, Upgrade, …)
+ * Framing and hop-by-hop headers (Content-Length, Transfer-Encoding, Connection, Upgrade, ...)
  * cannot be touched: the tunnel reads bodies by them. Host only through `host`. Header values
  * may be credentials toward the app: the admin API and logs show header names only.
  * @module
@@ -139,7 +139,7 @@ function pairs(v: unknown, what: string): [string, string][] {
     )
   ) {
     throw new RewriteError(
-      `${what} must be {name: value} or [[name, value], …], at most ${maxRewriteRules}`,
+      `${what} must be {name: value} or [[name, value], \u2026], at most ${maxRewriteRules}`,
     );
   }
   return (list as [string, string][]).map(([n, val]) => [n, ows(val)]);

@@ -725,7 +725,7 @@ export class TunnelServer {
     return this.stats.hosts();
   }
 
-  /** Count one request to `host` with its outcome ("proxied", "404", "502", …). */
+  /** Count one request to `host` with its outcome ("proxied", "404", "502", ...). */
   countRequest(host: string, outcome: string): void {
     this.stats.countRequest(host, outcome);
   }

@@ -105,7 +105,7 @@ export class TunnelStats {
     return [...this.#hosts];
   }
 
-  /** Count one request to `host` with its outcome ("proxied", "404", "502", …). */
+  /** Count one request to `host` with its outcome ("proxied", "404", "502", ...). */
   countRequest(host: string, outcome: string): void {
     if (outcome === "proxied") this.host(host).requests++;
     else if (outcome === "502" || outcome === "504") this.host(host).errors++;

@@ -45,7 +45,7 @@ export interface TcpPortsOptions {
   /**
    * Send a PROXY header of this version (the public client and the port it reached) as the
    * first bytes of every TCP tunnel connection, so the app behind the client learns who
-   * connected (nginx `listen … proxy_protocol`; frp's `proxy_protocol_version`).
+   * connected (nginx `listen ... proxy_protocol`; frp's `proxy_protocol_version`).
    */
   sendProxyProtocol?: 1 | 2;
   /** Where listeners log. */

@@ -41,7 +41,7 @@ export class TunnelError extends Error {
 
 /**
  * A Duplex that adds what it writes to `stats.bytesIn` and what it reads to
- * `stats.bytesOut` (public side → client is "in"). It passes on its inner Duplex's
+ * `stats.bytesOut` (public side -> client is "in"). It passes on its inner Duplex's
  * `FramedWriter` and `ViewReader` sides (a mux stream's), counted the same, so relay() keeps
  * its one-write-per-frame and no-copy paths through it.
  */

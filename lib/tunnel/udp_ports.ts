@@ -1,6 +1,6 @@
 /**
  * Public UDP ports of a tunnel server (`--udp`, the sibling of `--tcp`): each peer that sends
- * to a public port gets a flow — one tunnel stream to the client, carrying that peer's
+ * to a public port gets a flow -- one tunnel stream to the client, carrying that peer's
  * datagrams both ways (u16 length-prefixed, lib/udp `DatagramStream`), so the client's
  * answers find their way back to it. Flows are lib/udp's bounded `FlowTable` per port: they
  * expire when idle, are bounded in number (the least recently active is closed for a

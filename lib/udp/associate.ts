@@ -1,9 +1,9 @@
 /**
  * The client half of a SOCKS5 UDP ASSOCIATE (RFC 1928 §7): the relay socket the client sends
  * its datagrams to, bound on the address the client reached the TCP listener at. It takes
- * datagrams only from the client that asked (its TCP peer address, and the port it named —
+ * datagrams only from the client that asked (its TCP peer address, and the port it named --
  * or, when it named none, the port of its first datagram), unwraps the SOCKS5 UDP header,
- * drops fragments (FRAG ≠ 0), and hands each payload and its destination to the exit
+ * drops fragments (FRAG != 0), and hands each payload and its destination to the exit
  * (`onDatagram`); answers come back through `deliver`, wrapped with their source. Where the
  * datagrams leave is the exit's business: lib/udp `UdpExit` in the same process (seaprox),
  * or a depot-local at the far end of a tunnel. Every drop is counted by reason. The
@@ -28,7 +28,7 @@ export interface UdpAssociationEnd {
   message?: string;
 }
 
-/** `::ffff:1.2.3.4` → `1.2.3.4` (a dual-stack listener reports IPv4 clients so). */
+/** `::ffff:1.2.3.4` -> `1.2.3.4` (a dual-stack listener reports IPv4 clients so). */
 export function unmappedIp(ip: string): string {
   return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(ip) ? ip.slice(7) : ip;
 }

@@ -1,6 +1,6 @@
 /**
  * `UdpChannel`: where the datagrams of one UDP association (or one peer flow of a forward)
- * leave, and where their answers come back — from this host ({@linkcode directUdpOpener},
+ * leave, and where their answers come back -- from this host ({@linkcode directUdpOpener},
  * lib/udp `UdpExit`), or over a carrier that takes them elsewhere (a seaprox link stream,
  * QUIC datagrams, an upstream SOCKS5 relay; lib/proxy). A relay keeps its client side and
  * asks a {@linkcode UdpChannelOpener} for the other, so every carrier serves every UDP relay.

@@ -1,6 +1,6 @@
 /**
  * `UdpDrops`: counters of datagrams a relay dropped, by reason, logged without flooding the
- * log (the 1st, 10th, 100th … drop of each reason is a warn line with the running count).
+ * log (the 1st, 10th, 100th ... drop of each reason is a warn line with the running count).
  * @module
  */
 
@@ -15,7 +15,7 @@ const maxErrorDetailChars = 200;
 /**
  * Why a datagram was dropped.
  * - "too-big": larger than the relay takes, or the kernel refused its size (EMSGSIZE);
- * - "fragmented": a SOCKS5 datagram with FRAG ≠ 0 (reassembly is not supported);
+ * - "fragmented": a SOCKS5 datagram with FRAG != 0 (reassembly is not supported);
  * - "malformed": a SOCKS5 UDP header that does not parse;
  * - "wrong-source": from an address that is not the relay's client (or its destination);
  * - "flow-limit": a new flow while as many flows as the bound are still being opened;
@@ -56,7 +56,7 @@ export class UdpDrops {
     readonly listener?: string,
   ) {}
 
-  /** Count one drop; log it when the count of `reason` is 1, 10, 100 … */
+  /** Count one drop; log it when the count of `reason` is 1, 10, 100 ... */
   drop(reason: UdpDropReason, detail?: string): void {
     const n = (this.#counts.get(reason) ?? 0) + 1;
     this.#counts.set(reason, n);

@@ -1,5 +1,5 @@
 /**
- * `UdpExit`: the destination half of a UDP association — where a client's datagrams leave
+ * `UdpExit`: the destination half of a UDP association -- where a client's datagrams leave
  * for their destinations and the answers come back. Each datagram's destination is checked
  * against the ACL (by name, then every resolved address; only an allowed address is used),
  * sent from one outbound socket per address family, and remembered as a flow: only

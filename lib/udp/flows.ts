@@ -1,6 +1,6 @@
 /**
  * `FlowTable`: the per-peer state of a UDP relay (a "flow" is one peer's association with
- * its upstream socket or destination), bounded three ways — flows expire after an idle
+ * its upstream socket or destination), bounded three ways -- flows expire after an idle
  * timeout, at most `maxFlows` are held (at the bound the least recently active one is closed
  * for a newcomer, and counted: a flood of new peers churns the table instead of locking out
  * the peers that keep talking), and the bytes handed to the kernel but not yet sent are
@@ -67,7 +67,7 @@ export class FlowTable<F extends Flow> {
     this.maxFlows = limits.maxFlows ?? defaultMaxUdpFlows;
     this.maxQueuedBytes = limits.maxQueuedBytes ?? defaultMaxUdpQueuedBytes;
     if (this.idleTimeoutMs > 0) {
-      // Swept at a quarter of the timeout (within 250 ms – 5 s): a flow outlives its timeout
+      // Swept at a quarter of the timeout (within 250 ms - 5 s): a flow outlives its timeout
       // by at most that much.
       const everyMs = Math.min(5_000, Math.max(250, this.idleTimeoutMs / 4));
       const timer = setInterval(() => this.sweep(), everyMs);

@@ -1,13 +1,13 @@
 /**
  * UDP counters every relay keeps (lib/stats.ts, exported by lib/metrics.ts): datagrams and
- * payload bytes relayed each way, datagrams dropped by reason, and flows held now — all by
+ * payload bytes relayed each way, datagrams dropped by reason, and flows held now -- all by
  * `relay` ("udp-forward", "socks5-udp", "depot-server", "depot-local", "tunnel-server",
  * "tunnel-client", "seaprox-link": associations a link carried, where they leave; "depot-cluster":
  * depot associations another instance handed over, at the one holding the exit). A datagram is counted
  * where it is sent on: "up" toward its destination, "down" toward the client; a dropped one
  * is counted once, by the half that dropped it, so in = relayed + dropped. seaprox's relays
  * (udp://, SOCKS5 UDP ASSOCIATE, a link's far node) add the `listener` label its other series
- * carry (`udp`, `socks5`, `link` …); the other services' series have none.
+ * carry (`udp`, `socks5`, `link` ...); the other services' series have none.
  * @module
  */
 

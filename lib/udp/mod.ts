@@ -1,5 +1,5 @@
 /**
- * lib/udp: UDP relaying — a `node:dgram` socket with a promise API (`UdpSocket`), the bounded
+ * lib/udp: UDP relaying -- a `node:dgram` socket with a promise API (`UdpSocket`), the bounded
  * flow table every UDP relay keeps (`FlowTable`: idle timeout, flow and queued-byte bounds),
  * drop counters by reason (`UdpDrops`), the static forward (`startUdpForward`), the two
  * halves of a SOCKS5 UDP ASSOCIATE (`UdpAssociation` where the client sends, `UdpExit` where

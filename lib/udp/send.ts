@@ -1,6 +1,6 @@
 /**
  * `sendCounted`: one datagram out through a socket, its bytes reserved in a flow table's
- * send budget until the kernel took them, and any failure counted as a drop — never thrown.
+ * send budget until the kernel took them, and any failure counted as a drop -- never thrown.
  * @module
  */
 

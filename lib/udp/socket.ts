@@ -5,9 +5,9 @@
  *
  * Measured (Deno 2.9.6): 20 000 node:dgram sockets bound and closed in a loop leave ~440 MB
  * RSS (native memory; the JS heap stays ~4 MB), against ~75 MB for `Deno.listenDatagram`. In
- * seaprox's UDP forward (one socket per peer flow) the two came out alike, though — 5000 new
+ * seaprox's UDP forward (one socket per peer flow) the two came out alike, though -- 5000 new
  * flows took RSS from ~70 MB to ~220 MB (node:dgram) and ~270 MB (Deno's), flat at ~230 MB
- * up to 20 000 flows — so the flag-free backend is kept.
+ * up to 20 000 flows -- so the flag-free backend is kept.
  * @module
  */
 
@@ -18,7 +18,7 @@ import { type HostPort, ipFamily } from "../net/addr.ts";
 import { resolveHost } from "../net/dial.ts";
 import { errorMessage, NetError } from "../net/errors.ts";
 
-/** Largest UDP payload over IPv4 (65535 − 20 IP − 8 UDP); IPv6 allows 65527. */
+/** Largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP); IPv6 allows 65527. */
 export const maxUdpPayloadBytes = 65_507;
 
 /** A datagram handler: `from` is an IP literal (no brackets) and a port. */
@@ -54,7 +54,7 @@ export class UdpSocket {
         { host: rinfo.address, port: rinfo.port },
       );
     });
-    // Errors after bind (ICMP port unreachable reported on Linux …) concern one datagram,
+    // Errors after bind (ICMP port unreachable reported on Linux ...) concern one datagram,
     // not the socket: sends report theirs through their own callback.
     sock.on("error", () => {});
   }
@@ -107,7 +107,7 @@ export class UdpSocket {
 
   /**
    * Send one datagram to `to` (an IP literal). Resolves when the kernel took it; rejects with
-   * {@linkcode UdpSendError} ("too-big" for EMSGSIZE) — never throws synchronously.
+   * {@linkcode UdpSendError} ("too-big" for EMSGSIZE) -- never throws synchronously.
    */
   send(data: Uint8Array, to: HostPort): Promise<void> {
     if (this.#closed) return Promise.reject(new UdpSendError("send-failed", "socket closed"));

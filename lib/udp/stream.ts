@@ -1,6 +1,6 @@
 /**
  * `DatagramStream`: datagrams carried over a byte stream (a TCP connection, a mux stream),
- * each as one frame — u16 BE length, then the datagram — so message boundaries survive the
+ * each as one frame -- u16 BE length, then the datagram -- so message boundaries survive the
  * stream. Reliable and in order, unlike UDP: loss and reordering on such a path can only come
  * from the ends. Sends are queued one after another within a flow table's queued-byte bound
  * (over it: dropped, counted "queue-full"), so a slow stream holds a bounded backlog instead

@@ -3,8 +3,8 @@
  * its arguments), which a `--workers` supervisor runs again for each worker. Deno 2.9.6 gives
  * a script only its own arguments (`Deno.args`; node:process `execArgv` is empty), and Linux's
  * `/proc/self/cmdline` is readable through Deno only with `--allow-all` (every /proc path
- * wants it), so an installed service — which has `--allow-ffi` for glibc alone
- * (tools/install.ts) — reads that file through libc instead, as lib/net's `openDescriptors`
+ * wants it), so an installed service -- which has `--allow-ffi` for glibc alone
+ * (tools/install.ts) -- reads that file through libc instead, as lib/net's `openDescriptors`
  * lists /proc/self/fd.
  * @module
  */

@@ -204,7 +204,7 @@ export function validate(
     if (!registry) {
       throw new FlagError(
         "workers",
-        "--workers needs --registry redis://… (the workers share which one holds each exit)",
+        "--workers needs --registry redis://\u2026 (the workers share which one holds each exit)",
       );
     }
     if ([f.socks, f.control].some((a) => a.port === 0)) {

@@ -167,7 +167,7 @@ export const command = {
 const isLink = (url: string) => url.startsWith("link://");
 const isQuic = (url: string) => url.startsWith("quic://");
 /**
- * `link://host:port` / `quic://host:port` → its address; link schemes are served here, not
+ * `link://host:port` / `quic://host:port` -> its address; link schemes are served here, not
  * by startSeaprox.
  */
 function linkAddr(url: string, flag: string, scheme = "link"): HostPort {
@@ -192,7 +192,7 @@ export interface SeaproxServiceConfig {
   hops: ForwardSpec[];
   tlsServer?: TlsServerConfig;
   tlsClient?: TlsClientConfig;
-  /** How the first hop is reached through an egress proxy (`--proxy` …), if at all. */
+  /** How the first hop is reached through an egress proxy (`--proxy` ...), if at all. */
   proxy?: ProxySettings;
   acl: Acl;
   /** `--proxy-protocol-from`, checked; undefined: loopback only. */
@@ -200,7 +200,7 @@ export interface SeaproxServiceConfig {
   prefer: "ipv4" | "ipv6";
 }
 
-/** seaprox's config from its flags; throws (FlagError, ProxyUrlError, …) to refuse. */
+/** seaprox's config from its flags; throws (FlagError, ProxyUrlError, ...) to refuse. */
 export function validate(f: ServiceFlags<typeof command.flags>): SeaproxServiceConfig {
   if (f.listen.length === 0) {
     throw new FlagError("listen", "at least one --listen URL is required (see --help)");

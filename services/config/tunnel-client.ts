@@ -246,7 +246,7 @@ export const command = {
 /** What tunnel-client runs with, beyond the typed flags. */
 export interface TunnelClientServiceConfig {
   server: string;
-  /** The other instances of a cluster (`--server a,b,…`), tried in turn after the first. */
+  /** The other instances of a cluster (`--server a,b,...`), tried in turn after the first. */
   servers: string[];
   identifier: string;
   tcp: TcpTunnelSpec[];
@@ -307,7 +307,7 @@ function rewriteFromFlags(f: ServiceFlags<typeof command.flags>): HostRewriteSpe
     if (Object.keys(spec).length === 0) return undefined;
     new HostRewrite(spec);
   } catch (err) {
-    // The message names its flag, or the rule's place ("host …", "response.add …").
+    // The message names its flag, or the rule's place ("host ...", "response.add ...").
     const msg = errorMessage(err);
     const named = /^--([a-z-]+)/.exec(msg)?.[1];
     const m = /^(request|response)\.(set|add|remove)/.exec(msg);
@@ -348,7 +348,7 @@ export function validate(
   if (f["health-check"] !== undefined && !isHealthPath(f["health-check"])) {
     throw new FlagError(
       "health-check",
-      `--health-check must be a path (/…, no spaces), got ${f["health-check"]}`,
+      `--health-check must be a path (/\u2026, no spaces), got ${f["health-check"]}`,
     );
   }
   if (f.subdomain !== undefined && f["random-subdomain"]) {

@@ -346,7 +346,7 @@ function checkWorkers(f: ServiceFlags<typeof command.flags>, registry: boolean):
   if (!registry) {
     throw new FlagError(
       "workers",
-      "--workers needs --registry redis://… (the workers share which one holds each client)",
+      "--workers needs --registry redis://\u2026 (the workers share which one holds each client)",
     );
   }
   if (f["state-file"]) {

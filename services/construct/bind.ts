@@ -1,7 +1,7 @@
 /**
- * What the services' constructors (services/construct/) share: how a listener is bound —
+ * What the services' constructors (services/construct/) share: how a listener is bound --
  * a service passes the kit's `bindOrExit` (a busy port ends the process with one line),
- * the demo {@linkcode bindOrThrow} (the error goes to its caller) — and the optional
+ * the demo {@linkcode bindOrThrow} (the error goes to its caller) -- and the optional
  * `--metrics` / `--status` listener.
  * @module
  */
