@@ -556,6 +556,8 @@ export class PublicConn {
     bodyless: boolean,
   ): Promise<Leg | undefined> {
     await this.#endLeg();
+    // The previous stream's end may have ended the connection (the app closed it, a 504).
+    if (this.#closing()) return undefined;
     const route = await this.#server.route(vhost);
     const denied = this.#server.checkAccess(
       { host: route.host, client: route.ok ? route.client : undefined },
@@ -932,7 +934,7 @@ export class PublicConn {
         }
         leg.poolable = false;
       } else await this.#copyOpaque(leg);
-      if (leg.state !== LegState.Finishing) {
+      if (leg.state === LegState.Open) {
         // The app closed its connection: so does the public one (after what was sent).
         this.state = PublicConnState.Closing;
         await this.#conn.closeWrite().catch(() => {
@@ -951,7 +953,7 @@ export class PublicConn {
         leg.settleFirst("stale");
         return;
       }
-      let outcome = "reset";
+      let outcome = leg.timedOut ? "504" : "reset";
       if (leg.state === LegState.Open) {
         if (leg.responseBytes === 0) {
           // Nothing answered yet: the app's answer to an Upgrade request was not a usable
@@ -963,7 +965,7 @@ export class PublicConn {
         }
         this.#close();
       }
-      this.#legDone(leg, outcome, "io", errorMessage(err));
+      this.#legDone(leg, outcome, leg.timedOut ? "timeout" : "io", errorMessage(err));
     } finally {
       deadlines.delete(watch);
       buf?.release();
@@ -1266,9 +1268,11 @@ export class PublicConn {
       }
       const final = head.status === 101 || head.status >= 200;
       const bytes = serializeResponseHead(final ? rewritten(leg, head) : head);
-      await writeAll(this.#conn, bytes);
+      // Counted before the write (which may wait for the client): the 504 watch must not
+      // answer under a head already on its way.
       leg.responseBytes += bytes.length;
       this.#idle?.touch();
+      await writeAll(this.#conn, bytes);
       if (head.status === 101) {
         leg.settle(true);
         break;
@@ -1293,8 +1297,12 @@ export class PublicConn {
         if (leg.responseBytes > 0 || leg.state === LegState.Abandoned) return;
         const later = (this.#idle?.lastMs ?? 0) + timeoutMs;
         if (later > nowMs) return later;
-        // The app behind the client never answered: 504, and this connection ends.
+        // The app behind the client never answered: 504, and this connection ends (the app
+        // may still answer late: nothing of it may follow on this connection). The 504 is the
+        // only answer: the pump, woken by the reset, stays quiet (Abandoned), not a 502 too.
         this.state = PublicConnState.Closing;
+        leg.state = LegState.Abandoned;
+        leg.timedOut = true;
         // #answer does not reject (a gone client is its own business).
         void this.#answer(504, leg.host).finally(() => closeQuietly(this.#conn));
         leg.ts.stream.reset();

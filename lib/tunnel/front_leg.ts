@@ -94,6 +94,8 @@ export class Leg {
   #first: ((a: FirstAnswer) => void) | undefined;
   /** The pump's 504 watch (deleted when the stream is pooled). */
   watch: Deadline | undefined;
+  /** The 504 watch fired: the front answered 504 itself (the leg is then Abandoned). */
+  timedOut = false;
   /** Its idle pool's key within its client (host and local port). */
   poolKey = "";
 
