@@ -958,7 +958,9 @@ export class PublicConn {
         if (leg.responseBytes === 0) {
           // Nothing answered yet: the app's answer to an Upgrade request was not a usable
           // response head, or the stream broke before a response (its client went away
-          // mid-request): a 502 rather than an empty reply.
+          // mid-request): a 502 rather than an empty reply, and the only answer (the 504 watch
+          // must not fire while the 502 waits for the client to take it).
+          deadlines.delete(watch);
           await this.#answer(502, leg.host);
           leg.ts.stream.reset();
           outcome = "502";
