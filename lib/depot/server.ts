@@ -472,6 +472,9 @@ class DirectRequest implements Pending, Deadline {
     timeoutMs: number,
     endWaitMs: number,
   ) {
+    this.failed = this.#failed.bind(this);
+    this.answered = this.#answered.bind(this);
+    this.relayDone = this.#relayDone.bind(this);
     this.id = r.id;
     this.key = r.key;
     this.exit = r.exit;
@@ -510,14 +513,23 @@ class DirectRequest implements Pending, Deadline {
     return true;
   }
 
-  /** The request frame could not be written (or the answer not read). */
-  readonly failed = (err: unknown): void => {
-    this.settle({ ok: false, reason: "network-unreachable", message: describe(err) });
-  };
-
+  /**
+   * The request frame could not be written (or the answer not read). The three callbacks are
+   * bound functions, not arrow class fields, which kept finished connections through scavenges
+   * (lib/net/serve.ts LiveConn.handshakeDone).
+   */
+  readonly failed: (err: unknown) => void;
   /** Read the answer the local writes on the tunnel, and settle with it. */
-  readonly answered = (sent: DirectSent): Promise<void> =>
-    sent.answer.then((msg) => {
+  readonly answered: (sent: DirectSent) => Promise<void>;
+  /** The relay is over (or never started): the gate goes, the way lets its tunnel go. */
+  readonly relayDone: () => void;
+
+  #failed(err: unknown): void {
+    this.settle({ ok: false, reason: "network-unreachable", message: describe(err) });
+  }
+
+  #answered(sent: DirectSent): Promise<void> {
+    return sent.answer.then((msg) => {
       const o = this.#outcomeOf(msg, sent);
       // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
       if (!this.settle(o) && o !== "unanswered" && o.ok) {
@@ -525,13 +537,13 @@ class DirectRequest implements Pending, Deadline {
         o.done();
       }
     });
+  }
 
-  /** The relay is over (or never started): the gate goes, the way lets its tunnel go. */
-  readonly relayDone = (): void => {
+  #relayDone(): void {
     const gate = this.#gate;
     if (gate && this.exit.ends.get(this.id) === gate) this.exit.ends.delete(this.id);
     this.way.done();
-  };
+  }
 
   #outcomeOf(msg: DepotMessage | null, sent: DirectSent): Outcome | "unanswered" {
     if (msg?.type === "tunnel" && msg.id === this.id && equalFixedLength(msg.key, this.key)) {

@@ -46,7 +46,11 @@ export class ConfirmedEnd implements Duplex {
    *   (`withPrefix`) when its handshake read bytes past the answer, before the relay starts
    * @param waitMs how long a FIN may wait for its confirmation
    */
-  constructor(public inner: Duplex, readonly waitMs: number) {}
+  constructor(public inner: Duplex, readonly waitMs: number) {
+    // Bound, not an arrow class field (lib/net/serve.ts LiveConn.handshakeDone: such a field
+    // kept finished connections through scavenges).
+    this.#afterRead = this.#onRead.bind(this);
+  }
 
   /** The local reported a clean end (`end{id}`); may come before or after the FIN. */
   confirm(): void {
@@ -67,11 +71,13 @@ export class ConfirmedEnd implements Duplex {
     return this.inner.read(p).then(this.#afterRead);
   }
 
-  readonly #afterRead = (n: number | null): number | null | Promise<null> => {
+  readonly #afterRead: (n: number | null) => number | null | Promise<null>;
+
+  #onRead(n: number | null): number | null | Promise<null> {
     if (n !== null || this.#confirmed) return n;
     if (this.#failure) throw this.#failure;
     return this.#confirmation();
-  };
+  }
 
   /** Null once `confirm()` runs; throws when `fail()` does, `waitMs` pass, or `close()` runs. */
   #confirmation(): Promise<null> {
