@@ -495,12 +495,16 @@ export async function rawSend(port: number, request: string): Promise<string> {
   }
 }
 
-/** A tunnel front with `app.test` served by a connected client of `localPort`; `fn` gets its port. */
+/**
+ * A tunnel front (with `front` options) with `app.test` served by a connected client of
+ * `localPort`; `fn` gets its port.
+ */
 export async function withAppTunnel(
   localPort: number,
   fn: (port: number) => Promise<void>,
+  front: HttpFrontOptions = {},
 ): Promise<void> {
-  const t = startTunnel();
+  const t = startTunnel({}, 0, front);
   const id = "identifier-app-" + crypto.randomUUID();
   await t.server.addHost("app.test", id);
   const c = startClient({

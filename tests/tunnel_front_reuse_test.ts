@@ -12,7 +12,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { rawExchange } from "./_http.ts";
-import { startClient, startTunnel } from "./_tunnel.ts";
+import { withAppTunnel } from "./_tunnel.ts";
 import { run, until, within } from "./_util.ts";
 import { BufferedReader, closeQuietly, serve, type Server, writeAll } from "../lib/net/mod.ts";
 import {
@@ -25,7 +25,6 @@ import {
   type RequestHead,
   type ResponseHead,
 } from "../lib/http/mod.ts";
-import type { HttpFrontOptions } from "../lib/tunnel/mod.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -102,29 +101,6 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A tunnel (standalone front with `front` options) to `appPort` for `fn`. */
-async function withTunnel(
-  appPort: number,
-  fn: (port: number) => Promise<void>,
-  front: HttpFrontOptions = {},
-): Promise<void> {
-  const t = startTunnel({}, 0, front);
-  const id = "identifier-reuse-" + crypto.randomUUID();
-  await t.server.addHost("app.test", id);
-  const c = startClient({
-    server: t.url,
-    identifier: id,
-    local: { host: "127.0.0.1", port: appPort },
-  });
-  try {
-    await c.connected();
-    await fn(t.port);
-  } finally {
-    await c.stop();
-    await t.close();
-  }
-}
-
 /** One public connection: `request` written (in `splits` pieces), responses read until EOF. */
 async function exchange(
   port: number,
@@ -155,7 +131,7 @@ const closeGet = (path: string) => get(path, "Connection: close\r\n");
 Deno.test("tunnel reuse: curl with Connection: close, one app connection for every public one; close stays on the public side", async () => {
   const app = startOrigin();
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       for (let i = 0; i < 5; i++) {
         const out = await run("curl", [
           "-sS",
@@ -219,7 +195,7 @@ Deno.test("tunnel reuse: pipelined requests ending in Connection: close, split r
     };
   });
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       const first = await exchange(
         port,
         get("/a") + "HEAD /h HTTP/1.1\r\nHost: app.test\r\n\r\n" + get("/chunked") +
@@ -261,7 +237,7 @@ Deno.test("tunnel reuse: pipelined requests ending in Connection: close, split r
 Deno.test("tunnel reuse: a request body and a half-closed public side: the body exact, the answer whole, then the stream serves the next connection", async () => {
   const app = startOrigin();
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       const body = "x".repeat(70_000);
       const post = await exchange(
         port,
@@ -293,7 +269,7 @@ Deno.test("tunnel reuse: the app closes a reused connection under a GET without 
   // second: what an app's keep-alive timeout firing as the request arrives looks like.
   const app = startOrigin((s, n) => n === 0 ? echo(s, n) : { parts: [], keep: false });
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       assertEquals((await exchange(port, closeGet("/1")))[0].body, "GET /1 ");
       assertEquals((await exchange(port, closeGet("/2")))[0].body, "GET /2 ");
       const post = await exchange(
@@ -332,7 +308,7 @@ Deno.test("tunnel reuse: never after the app's close, an HTTP/1.0 exchange or an
     return echo(s, n);
   });
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       assertEquals((await exchange(port, closeGet("/app-close")))[0].body, "ok");
       assertEquals((await exchange(port, closeGet("/by-close")))[0].body, "until-eof");
       const old = await exchange(port, "GET /old HTTP/1.0\r\nHost: app.test\r\n\r\n");
@@ -378,7 +354,7 @@ Deno.test("tunnel reuse: bytes the app sends unasked (a 408 as it closes an idle
     };
   });
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       // Closed by its client: the stream may have gone to the pool, or its 408 may come
       // first (dropped with the stream).
       const [first] = await exchange(port, closeGet("/1"));
@@ -416,7 +392,7 @@ Deno.test("tunnel reuse: bytes the app sends unasked (a 408 as it closes an idle
 Deno.test("tunnel reuse: a long kept-alive run goes opaque (no pooling) and stays exact", async () => {
   const app = startOrigin();
   try {
-    await withTunnel(app.addr.port, async (port) => {
+    await withAppTunnel(app.addr.port, async (port) => {
       // 24 requests on one public connection: past the parsed responses' bound (16) the copy
       // is opaque and the stream is closed with its connection, not kept.
       const paths = Array.from({ length: 24 }, (_, i) => `/k${i}`);
