@@ -8,6 +8,7 @@ import {
   headerBytes,
 } from "../lib/mux/frame.ts";
 import { Flag, FrameType, GoAwayCode, MuxError, Session } from "../lib/mux/mod.ts";
+import { Logger } from "../lib/log.ts";
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { ChunkedSource, splits } from "./_chunked.ts";
 import { rawPair } from "./_mux.ts";
@@ -211,13 +212,20 @@ Deno.test("frames: data and window updates on unknown streams are discarded; ses
   }
 });
 
-Deno.test("frames: go away with an error code ends the session (remote-goaway)", async () => {
-  const { session, peer } = await rawPair("client");
+Deno.test("frames: go away with an error code ends the session (remote-goaway), logged as the peer's end, not our protocol error", async () => {
+  const lines: { level: string; text: string }[] = [];
+  const log = new Logger("debug", {}, (text, level) => void lines.push({ level, text }));
+  const { session, peer } = await rawPair("client", { log });
   try {
     await peer.frame(FrameType.goAway, 0, 0, GoAwayCode.internalError);
     const end = await within(session.closed, "the session's end");
     assertEquals(end.reason, "remote-goaway");
     assert(end.error instanceof MuxError && end.error.reason === "remote-error");
+    assertEquals(lines.filter((l) => l.level === "warn" || l.level === "error"), []);
+    assert(
+      lines.some((l) => /mux peer went away.*internal error/.test(l.text)),
+      `${lines.map((l) => l.text)}`,
+    );
   } finally {
     peer.close();
   }

@@ -828,10 +828,15 @@ export class Session implements StreamHost, FrameSink {
       }
     } catch (err) {
       if (this.#shut) return; // we closed the transport ourselves
-      if (err instanceof MuxError) {
+      if (err instanceof MuxError && err.reason === "remote-error") {
+        // The peer's go away with an error code: its own failure (or a peer that tears its end
+        // down at once, as depot-local when its control connection ends), not a fault in what
+        // it sent us: no protocol error of ours to warn about; the session's end says why.
+        this.#log.info("mux peer went away", { error: err.message });
+        this.#fail("remote-goaway", err);
+      } else if (err instanceof MuxError) {
         this.#log.warn("mux protocol error", { failure: err.reason, error: err });
-        const code = err.reason === "remote-error" ? undefined : GoAwayCode.protocolError;
-        this.#fail(err.reason === "remote-error" ? "remote-goaway" : "protocol-error", err, code);
+        this.#fail("protocol-error", err, GoAwayCode.protocolError);
       } else {
         this.#fail("conn-error", err instanceof Error ? err : new Error(errorMessage(err)));
       }
