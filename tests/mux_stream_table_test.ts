@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
-import { StreamTable } from "../lib/mux/stream_table.ts";
+import { slotHash, StreamTable } from "../lib/mux/stream_table.ts";
 
 interface Item {
   readonly id: number;
@@ -63,9 +63,10 @@ Deno.test("StreamTable agrees with a Map under random churn (sequential, cluster
 });
 
 Deno.test("StreamTable: ids that collide on their home slot all stay reachable after deletes", () => {
-  const table = new StreamTable<Item>();
+  const seed = 0x5eed;
+  const table = new StreamTable<Item>(seed);
   // Ids whose hash lands on the same home slot of a 16-slot table (the top 4 bits of the hash).
-  const home = (id: number) => Math.imul(id, 0x9e3779b1) >>> 28;
+  const home = (id: number) => slotHash(id, seed) >>> 28;
   const same: number[] = [];
   for (let id = 1; same.length < 7; id++) if (home(id) === home(1)) same.push(id);
   const items = same.map((id) => ({ id }));
@@ -105,4 +106,34 @@ Deno.test("StreamTable: delete needs the same item, add refuses a taken or bad i
   assertEquals([...table], []);
   table.add(a); // a cleared table works again
   assert(table.get(5) === a);
+});
+
+/** The id whose {@linkcode slotHash} under seed 0 is `h` (the finalizer run backwards). */
+function unhash(h: number): number {
+  const inverse = (a: number) => {
+    let x = a; // Newton's iteration for the inverse of an odd number mod 2^32
+    for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x));
+    return x;
+  };
+  h ^= h >>> 16;
+  h = Math.imul(h, inverse(0xc2b2ae35));
+  h ^= (h >>> 13) ^ (h >>> 26);
+  h = Math.imul(h, inverse(0x85ebca6b));
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+Deno.test("StreamTable: ids a peer aims at one home slot spread under the process's seed", () => {
+  // 16,384 ids that all share home slot 0 under a known seed (the top 17 bits of their hash are
+  // 0): what a peer that can predict the hash sends to make every SYN probe one long run.
+  const ids = Array.from({ length: 16_384 }, (_, k) => unhash(k + 1));
+  for (const [k, id] of ids.entries()) assertEquals(slotHash(id, 0), k + 1);
+  const aimed = new StreamTable<Item>(0);
+  for (const id of ids) aimed.add({ id });
+  assertEquals(aimed.longestRun(), ids.length, "the known seed: one run of them all");
+  const table = new StreamTable<Item>(); // the process's random seed
+  for (const id of ids) table.add({ id });
+  for (const id of ids) assertEquals(table.get(id)?.id, id);
+  // Random spread at a load of at most 1/2: runs of a few dozen slots, never thousands.
+  assert(table.longestRun() < 512, `longest run ${table.longestRun()}`);
 });
