@@ -15,11 +15,17 @@
  * `--mux`: every tree's depot-local runs with `--mux` and the floor is bench/floor_mux.ts's
  * depot modes (no floor variants): the same bisection for depot `--mux`.
  * `--seq N`: each round also times N sequential small exchanges per path (set-up latency, ms
- * each; median of the rounds and each path's median same-round ratio to the first tree);
- * `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential phase runs with
- * this process and every path's processes (sshd's children too) under SCHED_RR (`chrt`, root
- * only), so the other processes loading the box do not sit between the hops of a set-up; the
- * concurrent phase stays at normal priority (it would starve them).
+ * each), in blocks of `--block B` (default 20) per path taken in turn, so what loads the box in
+ * one second of a round loads every path alike (a round per path ran each path's N in one go,
+ * seconds apart). Printed per path: the rounds' mean ms (min / median / max), the median of
+ * every exchange, and median [min-max] same-round ratios to the first tree of its mode, to the
+ * floor of its mode and to `ssh -R`: a change is told from noise by the ratio's spread, not a
+ * median alone. `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential
+ * phase runs with this process and every path's processes (sshd's children too) under SCHED_RR
+ * (`chrt`, root only), so the other processes loading the box do not sit between the hops of a
+ * set-up; the concurrent phase stays at normal priority (it would starve them).
+ * `--both`: every tree twice, plain and `--mux`, beside both floors (plain and `--mux` against
+ * one `ssh -R` in one run). `--no-cpu`: no concurrent (CPU per connection) phase.
  * `--steps N` (with `--mux`): each round also traces N sequential set-ups of every depot and
  * floor path with `perf record` on the syscall tracepoints of its two processes (root only; with
  * `--rt` under SCHED_RR) and prints, per step of a set-up, the median µs between the syscalls
@@ -47,6 +53,7 @@ import {
   concurrentRps,
   cpuPerConn,
   fixed,
+  formatTable,
   freePort,
   median,
   type Proc,
@@ -54,6 +61,8 @@ import {
   type Route,
   sequentialMs,
   serveLengthSource,
+  smallBuffer,
+  smallExchange,
   socksRoute,
   spawnDeno,
   type SshReverse,
@@ -70,15 +79,18 @@ if (Deno.env.get("BENCH_ROLE") === "source") {
 }
 
 const flags = benchFlags({
-  numbers: { rounds: 7, count: 3000, concurrency: 32, seq: 0, steps: 0 },
-  booleans: ["together", "no-floor", "mux", "rt", "ssh"],
+  numbers: { rounds: 7, count: 3000, concurrency: 32, seq: 0, steps: 0, block: 20 },
+  booleans: ["together", "no-floor", "mux", "rt", "ssh", "both", "no-cpu"],
   strings: ["trees", "floors"],
 });
 /** `name=DIR` or `name=DIR:SUB` (DEPOT_SUB's variants joined by `+`). */
 const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`, ":");
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 const procs: Proc[] = [];
-const paths: { name: string; route: Route; procs: Proc[] }[] = [];
+/** One path of the table; `mux`: a depot `--mux` or mux-floor path (`ssh -R`: undefined). */
+const paths: { name: string; route: Route; procs: Proc[]; mux?: boolean }[] = [];
+/** The depot modes this run: `--both` plain and `--mux`, else the one `--mux` says. */
+const modes = flags.both ? [false, true] : [flags.mux];
 let ssh: SshReverse | undefined;
 
 /** `pid` and its descendants (threads' children included), for `chrt`. */
@@ -238,73 +250,75 @@ try {
     ["floor+lib/depot", "0", "0", "5"],
   ];
   const onlyFloors = flags.floors === undefined ? undefined : new RegExp(flags.floors);
-  if (flags.mux && !flags["no-floor"]) {
-    const server = spawnDeno(benchPath("floor_mux.ts"), [], {
-      env: { BENCH_MODE: "depot-server" },
-    });
-    procs.push(server);
-    const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
-    const local = spawnDeno(benchPath("floor_mux.ts"), [], {
-      env: { BENCH_MODE: "depot-local", BENCH_SERVER: `127.0.0.1:${p.tunnel}` },
-      output: "stderr",
-    });
-    procs.push(local);
-    paths.push({
-      name: "floor",
-      route: socksRoute("floor", p.port, srcPort),
-      procs: [server, local],
-    });
-  }
-  for (const [name, standby, pool, heavy] of flags["no-floor"] || flags.mux ? [] : floors) {
-    if (onlyFloors && name !== "floor" && !onlyFloors.test(name)) continue;
-    const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
-      env: { BENCH_MODE: "server", BENCH_STANDBY: standby, BENCH_POOL: pool, BENCH_HEAVY: heavy },
-    });
-    procs.push(server);
-    const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
-    const local = spawnDeno(benchPath("floor_reverse.ts"), [], {
-      env: {
-        BENCH_MODE: "local",
-        BENCH_SERVER: `127.0.0.1:${p.tunnel}`,
-        BENCH_STANDBY: standby,
-        BENCH_POOL: pool,
-        BENCH_HEAVY: heavy,
-      },
-      output: "stderr",
-    });
-    procs.push(local);
-    paths.push({ name, route: socksRoute(name, p.port, srcPort), procs: [server, local] });
-  }
-  for (const t of trees) {
-    const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
-    const server = spawnDeno(`${t.dir}/services/depot-server.ts`, [
-      "--log-level",
-      "warn",
-      "--control",
-      `127.0.0.1:${control}`,
-      "--socks",
-      `127.0.0.1:${socks}`,
-      "--tunnel",
-      `127.0.0.1:${tunnel}`,
-      "--status",
-      `127.0.0.1:${status}`,
-    ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
-    const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
-      "--log-level",
-      "warn",
-      ...(flags.mux ? ["--mux"] : []),
-      "--server",
-      `127.0.0.1:${control}`,
-    ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
-    procs.push(server, local);
-    await waitPort(status, `${t.name} depot-server`);
-    await waitUntil(`${t.name} exit`, async () => {
-      const st = await (await fetch(`http://127.0.0.1:${status}/status`)).json() as {
-        exits: unknown[];
-      };
-      return st.exits.length === 1;
-    });
-    paths.push({ name: t.name, route: socksRoute(t.name, socks, srcPort), procs: [server, local] });
+  /** A path's name: with `--both`, a `--mux` path's carries " --mux". */
+  const named = (name: string, mux: boolean) => flags.both && mux ? `${name} --mux` : name;
+  for (const mux of modes) {
+    if (mux && !flags["no-floor"]) {
+      const server = spawnDeno(benchPath("floor_mux.ts"), [], {
+        env: { BENCH_MODE: "depot-server" },
+      });
+      procs.push(server);
+      const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+      const local = spawnDeno(benchPath("floor_mux.ts"), [], {
+        env: { BENCH_MODE: "depot-local", BENCH_SERVER: `127.0.0.1:${p.tunnel}` },
+        output: "stderr",
+      });
+      procs.push(local);
+      const name = named("floor", mux);
+      paths.push({ name, route: socksRoute(name, p.port, srcPort), procs: [server, local], mux });
+    }
+    for (const [name, standby, pool, heavy] of flags["no-floor"] || mux ? [] : floors) {
+      if (onlyFloors && name !== "floor" && !onlyFloors.test(name)) continue;
+      const server = spawnDeno(benchPath("floor_reverse.ts"), [], {
+        env: { BENCH_MODE: "server", BENCH_STANDBY: standby, BENCH_POOL: pool, BENCH_HEAVY: heavy },
+      });
+      procs.push(server);
+      const p = JSON.parse(await server.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
+      const local = spawnDeno(benchPath("floor_reverse.ts"), [], {
+        env: {
+          BENCH_MODE: "local",
+          BENCH_SERVER: `127.0.0.1:${p.tunnel}`,
+          BENCH_STANDBY: standby,
+          BENCH_POOL: pool,
+          BENCH_HEAVY: heavy,
+        },
+        output: "stderr",
+      });
+      procs.push(local);
+      paths.push({ name, route: socksRoute(name, p.port, srcPort), procs: [server, local], mux });
+    }
+    for (const t of trees) {
+      const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
+      const server = spawnDeno(`${t.dir}/services/depot-server.ts`, [
+        "--log-level",
+        "warn",
+        "--control",
+        `127.0.0.1:${control}`,
+        "--socks",
+        `127.0.0.1:${socks}`,
+        "--tunnel",
+        `127.0.0.1:${tunnel}`,
+        "--status",
+        `127.0.0.1:${status}`,
+      ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
+      const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
+        "--log-level",
+        "warn",
+        ...(mux ? ["--mux"] : []),
+        "--server",
+        `127.0.0.1:${control}`,
+      ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
+      procs.push(server, local);
+      const name = named(t.name, mux);
+      await waitPort(status, `${name} depot-server`);
+      await waitUntil(`${name} exit`, async () => {
+        const st = await (await fetch(`http://127.0.0.1:${status}/status`)).json() as {
+          exits: unknown[];
+        };
+        return st.exits.length === 1;
+      });
+      paths.push({ name, route: socksRoute(name, socks, srcPort), procs: [server, local], mux });
+    }
   }
   if (flags.ssh) {
     const port = freePort();
@@ -324,18 +338,35 @@ try {
     );
     cpu[i].push(usPerConn);
   };
-  /** Per path, per round: ms per sequential exchange (`--seq`). */
+  /** Per path, per round: mean ms per sequential exchange (`--seq`). */
   const seq: number[][] = paths.map(() => []);
+  /** Per path: every sequential exchange's ms, all rounds. */
+  const seqEach: number[][] = paths.map(() => []);
+  const exchangeBuf = smallBuffer();
   const measureSeq = async (round: number) => {
     const all = [...procs, ...(ssh?.procs ?? [])];
     const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => processTree(p.child.pid))] : [];
+    const each: number[][] = paths.map(() => []);
     realtime(pids, true);
     try {
-      for (const [i, p] of roundOrder(paths, round)) {
-        seq[i].push(await sequentialMs(p.route, flags.seq));
+      // Blocks of `--block` per path in turn (the order alternating block by block): a burst
+      // of load lands on every path alike, not on whichever ran its whole share then.
+      for (let done = 0, block = 0; done < flags.seq; done += flags.block, block++) {
+        const n = Math.min(flags.block, flags.seq - done);
+        for (const [i, p] of roundOrder(paths, round + block)) {
+          for (let k = 0; k < n; k++) {
+            const t0 = performance.now();
+            await smallExchange(p.route, exchangeBuf);
+            each[i].push(performance.now() - t0);
+          }
+        }
       }
     } finally {
       realtime(pids, false);
+    }
+    for (const [i, ms] of each.entries()) {
+      seq[i].push(ms.reduce((a, b) => a + b, 0) / ms.length);
+      seqEach[i].push(...ms);
     }
   };
   /** Per path (depot and floor ones), per round: each step's median µs (`--steps`). */
@@ -358,6 +389,11 @@ try {
   for (let round = 1; round <= flags.rounds; round++) {
     if (flags.steps > 0) await measureSteps(round);
     if (flags.seq > 0) await measureSeq(round);
+    if (flags["no-cpu"]) {
+      const ms = paths.map((p, i) => `${p.name} ${fixed(seq[i].at(-1) ?? NaN, 3)}`);
+      console.error(`round ${round}: ${ms.join(", ")}`);
+      continue;
+    }
     if (flags.together) await Promise.all(paths.map((_, i) => measure(i)));
     else for (const [i] of roundOrder(paths, round)) await measure(i);
     console.error(
@@ -368,42 +404,70 @@ try {
     );
   }
   const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
-  const base = paths.findIndex((p) => p.name === trees[0].name);
-  const floor = paths.findIndex((p) => p.name === "floor");
-  console.log(
-    `${
-      flags.mux ? "depot --mux" : "plain depot"
-    } CPU µs/conn, ${flags.count} exchanges x${flags.concurrency}, ${flags.rounds} rounds` +
-      `${flags.together ? " (together)" : ""}: median (server + local); Δ = median same-round ` +
-      `difference to ${trees[0].name}; x floor = median same-round ratio`,
-  );
-  for (const [i, p] of paths.entries()) {
-    const total = cpu[i].map(sum);
-    const d = total.map((v, k) => v - sum(cpu[base][k]));
-    const xf = floor < 0 ? [] : total.map((v, k) => v / sum(cpu[floor][k]));
+  const at = (name: string) => paths.findIndex((p) => p.name === name);
+  /** The first tree and the floor of path `i`'s mode (`ssh -R`'s: the first mode's). */
+  const baseOf = (i: number) => at(named(trees[0].name, paths[i].mux ?? modes[0]));
+  const floorOf = (i: number) => at(named("floor", paths[i].mux ?? modes[0]));
+  const modeName = flags.both ? "depot and depot --mux" : flags.mux ? "depot --mux" : "plain depot";
+  if (!flags["no-cpu"]) {
     console.log(
-      `${p.name.padEnd(24)} ${fixed(median(total)).padStart(6)} (${
-        fixed(median(cpu[i].map((c) => c[0])))
-      } + ${fixed(median(cpu[i].map((c) => c[1])))})` +
-        `  Δ ${fixed(median(d)).padStart(5)} [${d.map((v) => fixed(v)).join(" ")}]` +
-        (floor < 0 ? "" : `  x floor ${fixed(median(xf), 2)}`),
-    );
-  }
-  if (flags.seq > 0) {
-    const base0 = Math.max(base, 0);
-    console.log(
-      `sequential set-up, ms per exchange (${flags.seq} per path per round${
-        flags.rt ? ", SCHED_RR" : ""
-      }): median of the rounds; ratio = median same-round ratio to ${paths[base0].name}`,
+      `${modeName} CPU µs/conn, ${flags.count} exchanges x${flags.concurrency}, ` +
+        `${flags.rounds} rounds${flags.together ? " (together)" : ""}: median (server + local); ` +
+        `Δ = median same-round difference to ${trees[0].name}; x floor = median same-round ratio`,
     );
     for (const [i, p] of paths.entries()) {
-      const r = seq[i].map((v, k) => v / seq[base0][k]);
+      const total = cpu[i].map(sum);
+      const base = baseOf(i), floor = floorOf(i);
+      const d = total.map((v, k) => v - sum(cpu[base][k]));
+      const xf = floor < 0 ? [] : total.map((v, k) => v / sum(cpu[floor][k]));
       console.log(
-        `${p.name.padEnd(24)} ${median(seq[i]).toFixed(3)}  ratio ${median(r).toFixed(3)} [${
-          seq[i].map((v) => v.toFixed(3)).join(" ")
-        }]`,
+        `${p.name.padEnd(24)} ${fixed(median(total)).padStart(6)} (${
+          fixed(median(cpu[i].map((c) => c[0])))
+        } + ${fixed(median(cpu[i].map((c) => c[1])))})` +
+          `  Δ ${fixed(median(d)).padStart(5)} [${d.map((v) => fixed(v)).join(" ")}]` +
+          (floor < 0 ? "" : `  x floor ${fixed(median(xf), 2)}`),
       );
     }
+  }
+  if (flags.seq > 0) {
+    /** `median [min-max]` of the same-round ratios of path `i` to path `j` ("-": none). */
+    const ratios = (i: number, j: number): string => {
+      if (j < 0 || i === j) return "-";
+      const r = seq[i].map((v, k) => v / seq[j][k]);
+      return `${median(r).toFixed(3)} [${Math.min(...r).toFixed(3)}-${Math.max(...r).toFixed(3)}]`;
+    };
+    const sshAt = at("ssh -R");
+    console.log(
+      `\nsequential set-up, ms per exchange (${flags.seq} per path per round in blocks of ` +
+        `${flags.block}, ${flags.rounds} rounds${flags.rt ? ", SCHED_RR" : ""}): the rounds' ` +
+        `means min / median / max, the median exchange; same-round ratios median [min-max]`,
+    );
+    const rows = paths.map((p, i) => {
+      const v = seq[i];
+      return [
+        p.name,
+        `${Math.min(...v).toFixed(3)} / ${median(v).toFixed(3)} / ${Math.max(...v).toFixed(3)}`,
+        median(seqEach[i]).toFixed(3),
+        ratios(i, baseOf(i)),
+        ratios(i, floorOf(i)),
+        ratios(i, sshAt),
+      ];
+    });
+    console.log(
+      formatTable([
+        "path",
+        "mean ms min / med / max",
+        "p50 ms",
+        "x first tree",
+        "x floor",
+        "x ssh -R",
+      ], rows),
+    );
+    console.log(
+      `rounds' means: ${
+        paths.map((p, i) => `${p.name} [${seq[i].map((v) => v.toFixed(3)).join(" ")}]`).join("; ")
+      }`,
+    );
   }
   if (flags.steps > 0) {
     const traced = paths.map((p, i) => [p.name, i] as const).filter(([, i]) => steps[i].length);
