@@ -12,7 +12,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { rawExchange } from "./_http.ts";
-import { withAppTunnel } from "./_tunnel.ts";
+import { startClient, startTunnel, withAppTunnel } from "./_tunnel.ts";
 import { run, until, within } from "./_util.ts";
 import { BufferedReader, closeQuietly, serve, type Server, writeAll } from "../lib/net/mod.ts";
 import {
@@ -36,18 +36,21 @@ interface Seen {
   body: string;
 }
 
-/**
- * How the app answers a request (`n`: its index on its connection): bytes to write in order
- * (each its own write), and whether the connection stays open after them.
- */
-type Answer = (seen: Seen, n: number) => { parts: string[]; keep: boolean };
+/** How the app answers a request (`n`: its index on its connection), at once or later. */
+type Answer = (seen: Seen, n: number) => Reply | Promise<Reply>;
+
+/** Bytes to write in order (each its own write), and whether the connection stays open. */
+interface Reply {
+  parts: string[];
+  keep: boolean;
+}
 
 /** Whether the app keeps its connection after answering `head` (RFC 9112 §9.3). */
 const keeps = (head: RequestHead) =>
   head.version === "HTTP/1.1" && !headerTokens(head.headers, "connection").includes("close");
 
 /** `METHOD target body` Content-Length framed; the connection kept as the request allows. */
-const echo: Answer = (s) => {
+const echo = (s: Seen, _n?: number): Reply => {
   const body = `${s.head.method} ${s.head.target} ${s.body}`;
   return {
     parts: [`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`],
@@ -78,7 +81,7 @@ function startOrigin(answer: Answer = echo): Server & {
         });
         const s: Seen = { conn: no, head, body: dec.decode(concat(chunks)) };
         seen.push(s);
-        const { parts, keep } = answer(s, n);
+        const { parts, keep } = await answer(s, n);
         for (const p of parts) await writeAll(conn, enc.encode(p));
         if (!keep) return;
       }
@@ -416,5 +419,61 @@ Deno.test("tunnel reuse: a long kept-alive run goes opaque (no pooling) and stay
     assertEquals(headerTokens(app.seen[24].head.headers, "connection"), ["close"]);
   } finally {
     await app.stop(0);
+  }
+});
+
+Deno.test("tunnel reuse: least-streams balancing counts a member's idle pooled streams as no load", async () => {
+  // Member A holds one request (a stream in use); member B carried one and keeps its stream
+  // in the pool. Every later request belongs to B: its idle stream is not load (counted as
+  // load, B tied with A and the turn sent the next request to A).
+  let release = () => {};
+  const held = new Promise<void>((r) => release = r);
+  const appA = startOrigin(async (s, n) => {
+    if (s.head.target === "/hold") await held;
+    return echo(s, n);
+  });
+  const appB = startOrigin();
+  const t = startTunnel({ duplicate: "balance", balance: "least-streams" });
+  const id = "identifier-group-" + crypto.randomUUID();
+  const clients: ReturnType<typeof startClient>[] = [];
+  let holder: Deno.Conn | undefined;
+  try {
+    await t.server.addHost("app.test", id);
+    for (const app of [appA, appB]) {
+      const c = startClient({
+        server: t.url,
+        identifier: id,
+        local: { host: "127.0.0.1", port: app.addr.port },
+      });
+      clients.push(c);
+      await c.connected(); // A first: the oldest member, first in turn
+    }
+    holder = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    await writeAll(holder, enc.encode(get("/hold")));
+    await until("A to get the held request", () => appA.seen.length === 1);
+    for (const path of ["/r1", "/r2", "/r3", "/r4"]) {
+      assertEquals((await exchange(t.port, closeGet(path)))[0].body, `GET ${path} `);
+    }
+    assertEquals(appB.seen.map((s) => [s.conn, s.head.target]), [
+      [1, "/r1"],
+      [1, "/r2"],
+      [1, "/r3"],
+      [1, "/r4"],
+    ]);
+    assertEquals(appA.seen.map((s) => s.head.target), ["/hold"]);
+    const [a, b] = t.server.clients().sort((x, y) => x.id - y.id);
+    assertEquals([a.openStreams, a.idleStreams], [1, 0]);
+    assertEquals([b.openStreams, b.idleStreams], [1, 1], "B's stream waits in the pool");
+    release();
+    const r = new BufferedReader(holder);
+    const res = await within(rawExchange(holder, r, new Uint8Array()), "the held answer");
+    assertEquals(res.body, "GET /hold ");
+  } finally {
+    release();
+    if (holder) closeQuietly(holder);
+    for (const c of clients) await c.stop();
+    await t.close();
+    await appA.stop(0);
+    await appB.stop(0);
   }
 });

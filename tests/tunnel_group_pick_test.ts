@@ -70,6 +70,10 @@ Deno.test("group pick: least-streams takes the member with the fewest open strea
     assertEquals([1, 2, 3].map(() => g.pick("least-streams")?.id), [2, 2, 2]);
     b.openStreams = 3;
     assertEquals([1, 2].map(() => g.pick("least-streams")?.id).sort(), [1, 2]);
+    // Idle streams kept in a front's pool are not load.
+    b.idleStreams = 2;
+    assertEquals([1, 2].map(() => g.pick("least-streams")?.id), [2, 2]);
+    b.idleStreams = 0;
     b.healthy = false;
     b.openStreams = 0;
     assertEquals(g.pick("least-streams")?.id, 1);

@@ -781,6 +781,7 @@ class PooledStream implements Deadline {
   /** Back in the pool: closed when idle for {@linkcode idleStreamMs}. */
   idle(pool: StreamPool): void {
     this.pool = pool;
+    this.ts.setIdle(true);
     this.#watch("idle", idleStreamMs);
   }
 
@@ -843,7 +844,10 @@ class StreamPool {
 
   take(): PooledStream | undefined {
     const e = this.#idle.pop();
-    if (e) e.watch = "none";
+    if (e) {
+      e.watch = "none";
+      e.ts.setIdle(false);
+    }
     return e;
   }
 

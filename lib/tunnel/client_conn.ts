@@ -35,8 +35,13 @@ export interface ClientInfo {
    * client without a health check is always healthy.
    */
   healthy: boolean;
-  /** Tunnel streams open to it now. */
+  /** Tunnel streams open to it now (idle ones included). */
   openStreams: number;
+  /**
+   * Of those, idle ones a front keeps for later public connections: not load (least-streams
+   * balancing counts `openStreams - idleStreams`).
+   */
+  idleStreams?: number;
   /** Tunnel streams opened to it so far (its share of a group's requests). */
   streams: number;
   /** In a cluster (shared registry): the instance holding it. */
@@ -89,8 +94,10 @@ export class ClientConn {
    * that announced a check starts unhealthy until its first report.
    */
   healthy: boolean = true;
-  /** Tunnel streams open to it now (TunnelStream counts them; least-streams balancing). */
+  /** Tunnel streams open to it now (TunnelStream counts them), idle ones included. */
   openStreams: number = 0;
+  /** Of `openStreams`, those idle in a front's pool (TunnelStream.setIdle counts them). */
+  idleStreams: number = 0;
   /** Tunnel streams opened to it so far. */
   streams: number = 0;
   #sessionOver = false;
@@ -118,6 +125,14 @@ export class ClientConn {
     return this.ready && this.healthy && !this.#sessionOver;
   }
 
+  /**
+   * Streams carrying requests now: open ones but those idle in a front's pool, which wait for
+   * a public connection and cost the client nothing (its load for least-streams balancing).
+   */
+  get busyStreams(): number {
+    return this.openStreams - this.idleStreams;
+  }
+
   /** Whether close() has started. */
   get closing(): boolean {
     return this.#closing !== undefined;
@@ -136,6 +151,7 @@ export class ClientConn {
       rttMs: this.session.rttMs,
       healthy: this.healthy,
       openStreams: this.openStreams,
+      idleStreams: this.idleStreams,
       streams: this.streams,
     };
   }

@@ -41,6 +41,7 @@ export class IdleStream implements Deadline {
   ) {
     this.#pool = pool;
     this.due = deadlines.clockMs() + idleMs;
+    ts.setIdle(true);
     // Anything from the app while idle (bytes nobody asked for, its close, a reset) ends it.
     read.then(() => this.#drop(), () => this.#drop());
   }
@@ -51,6 +52,7 @@ export class IdleStream implements Deadline {
     this.#pool.remove(this);
     this.#pool = undefined;
     deadlines.delete(this);
+    this.ts.setIdle(false);
     return true;
   }
 

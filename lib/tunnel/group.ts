@@ -4,7 +4,7 @@
  * a client can only join by presenting it, so no one joins someone else's host (as frp's
  * `group_key`, but with the one secret a host is registered to). Public requests are spread
  * over the members that are ready and healthy (their health check passes), round-robin or to
- * the one with the fewest open streams; so are the connections and flows of a public TCP or
+ * the one with the fewest streams in use; so are the connections and flows of a public TCP or
  * UDP port, over the members that serve it (port_tunnels.ts keeps one group per port).
  * @module
  */
@@ -44,7 +44,8 @@ export class ClientGroup {
   /**
    * The member for the next stream: among those that can take one (ready, healthy, session
    * alive) and are not in `skip` (members that already failed this request), the next in
-   * turn, or the one with the fewest open streams (ties: the next in turn).
+   * turn, or the one with the fewest busy streams (open ones but those idle in a front's pool,
+   * see `ClientConn.busyStreams`; ties: the next in turn).
    */
   pick(policy: BalancePolicy, skip?: MemberSkip): ClientConn | undefined {
     const n = this.members.length;
@@ -60,7 +61,7 @@ export class ClientGroup {
       const k = (start + i) % n;
       const c = this.members[k];
       if (!c.usable || skip?.has(c)) continue;
-      if (best < 0 || c.openStreams < this.members[best].openStreams) best = k;
+      if (best < 0 || c.busyStreams < this.members[best].busyStreams) best = k;
       if (policy === "round-robin") break;
     }
     if (best < 0) return undefined;

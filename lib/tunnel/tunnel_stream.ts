@@ -151,6 +151,7 @@ export class TunnelStream {
   #reopen: StreamReopen | undefined;
   #writeClosed = false;
   #open = true;
+  #idle = false;
   /** Reset and half-close of the current mux stream (it changes when the request is retried). */
   readonly stream: StreamControl = {
     reset: () => this.#stream.reset(),
@@ -195,8 +196,19 @@ export class TunnelStream {
     return this.#client;
   }
 
+  /**
+   * Whether it waits in a front's idle pool (counted in its client's `idleStreams`, which
+   * least-streams balancing does not take for load); a released stream is never idle.
+   */
+  setIdle(idle: boolean): void {
+    if (!this.#open || this.#idle === idle) return;
+    this.#idle = idle;
+    if (this.#client) this.#client.idleStreams += idle ? 1 : -1;
+  }
+
   /** Close the stream and stop counting it as open (idempotent). */
   release(): void {
+    this.setIdle(false);
     if (this.#open) {
       this.#stats.openStreams--;
       if (this.#client) this.#client.openStreams--;
