@@ -17,10 +17,10 @@
  * `--seq N`: each round also times N sequential small exchanges per path (set-up latency, ms
  * each), in blocks of `--block B` (default 20) per path taken in turn, so what loads the box in
  * one second of a round loads every path alike (a round per path ran each path's N in one go,
- * seconds apart). Printed per path: the rounds' mean ms (min / median / max), the median of
- * every exchange, and median [min-max] same-round ratios to the first tree of its mode, to the
- * floor of its mode and to `ssh -R`: a change is told from noise by the ratio's spread, not a
- * median alone. `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential
+ * seconds apart). Printed per path, by each round's median exchange (robust to the tail the
+ * box's other load makes) and by its mean: min / median / max of the rounds, and median
+ * [min-max] same-round ratios to the first tree of its mode, to the floor of its mode and to
+ * `ssh -R`: a change is told from noise by the ratio's spread, not a median alone. `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential
  * phase runs with this process and every path's processes (sshd's children too) under SCHED_RR
  * (`chrt`, root only), so the other processes loading the box do not sit between the hops of a
  * set-up; the concurrent phase stays at normal priority (it would starve them).
@@ -340,8 +340,8 @@ try {
   };
   /** Per path, per round: mean ms per sequential exchange (`--seq`). */
   const seq: number[][] = paths.map(() => []);
-  /** Per path: every sequential exchange's ms, all rounds. */
-  const seqEach: number[][] = paths.map(() => []);
+  /** Per path, per round: the median exchange's ms (robust to the tail others' load makes). */
+  const seqMed: number[][] = paths.map(() => []);
   const exchangeBuf = smallBuffer();
   const measureSeq = async (round: number) => {
     const all = [...procs, ...(ssh?.procs ?? [])];
@@ -366,7 +366,7 @@ try {
     }
     for (const [i, ms] of each.entries()) {
       seq[i].push(ms.reduce((a, b) => a + b, 0) / ms.length);
-      seqEach[i].push(...ms);
+      seqMed[i].push(median(ms));
     }
   };
   /** Per path (depot and floor ones), per round: each step's median µs (`--steps`). */
@@ -430,42 +430,37 @@ try {
     }
   }
   if (flags.seq > 0) {
-    /** `median [min-max]` of the same-round ratios of path `i` to path `j` ("-": none). */
-    const ratios = (i: number, j: number): string => {
-      if (j < 0 || i === j) return "-";
-      const r = seq[i].map((v, k) => v / seq[j][k]);
-      return `${median(r).toFixed(3)} [${Math.min(...r).toFixed(3)}-${Math.max(...r).toFixed(3)}]`;
-    };
     const sshAt = at("ssh -R");
     console.log(
       `\nsequential set-up, ms per exchange (${flags.seq} per path per round in blocks of ` +
-        `${flags.block}, ${flags.rounds} rounds${flags.rt ? ", SCHED_RR" : ""}): the rounds' ` +
-        `means min / median / max, the median exchange; same-round ratios median [min-max]`,
+        `${flags.block}, ${flags.rounds} rounds${flags.rt ? ", SCHED_RR" : ""}): min / median / ` +
+        `max of the rounds; same-round ratios median [min-max]`,
     );
-    const rows = paths.map((p, i) => {
-      const v = seq[i];
-      return [
+    for (const [what, v] of [["median exchange", seqMed], ["mean exchange", seq]] as const) {
+      /** `median [min-max]` of the same-round ratios of path `i` to path `j` ("-": none). */
+      const ratios = (i: number, j: number): string => {
+        if (j < 0 || i === j) return "-";
+        const r = v[i].map((x, k) => x / v[j][k]);
+        return `${median(r).toFixed(3)} [${Math.min(...r).toFixed(3)}-${
+          Math.max(...r).toFixed(3)
+        }]`;
+      };
+      const rows = paths.map((p, i) => [
         p.name,
-        `${Math.min(...v).toFixed(3)} / ${median(v).toFixed(3)} / ${Math.max(...v).toFixed(3)}`,
-        median(seqEach[i]).toFixed(3),
+        `${Math.min(...v[i]).toFixed(3)} / ${median(v[i]).toFixed(3)} / ${
+          Math.max(...v[i]).toFixed(3)
+        }`,
         ratios(i, baseOf(i)),
         ratios(i, floorOf(i)),
         ratios(i, sshAt),
-      ];
-    });
+      ]);
+      const head = [`by each round's ${what}`, "ms", "x first tree", "x floor", "x ssh -R"];
+      console.log(formatTable(head, rows));
+    }
     console.log(
-      formatTable([
-        "path",
-        "mean ms min / med / max",
-        "p50 ms",
-        "x first tree",
-        "x floor",
-        "x ssh -R",
-      ], rows),
-    );
-    console.log(
-      `rounds' means: ${
-        paths.map((p, i) => `${p.name} [${seq[i].map((v) => v.toFixed(3)).join(" ")}]`).join("; ")
+      `rounds' medians: ${
+        paths.map((p, i) => `${p.name} [${seqMed[i].map((x) => x.toFixed(3)).join(" ")}]`)
+          .join("; ")
       }`,
     );
   }
