@@ -34,11 +34,11 @@ import {
   procStatusKiB,
   roundOrder,
   type Route,
-  serveLengthSource,
   servicePath,
   socksRoute,
   spawnDeno,
   startFloor,
+  startLengthSource,
   startRelay,
   stopAll,
   tcpRoute,
@@ -46,12 +46,6 @@ import {
 } from "./_util.ts";
 import { errorMessage } from "../lib/net/errors.ts";
 import { userSys } from "./_cpuprof.ts";
-
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  console.log(JSON.stringify({ port: l.addr.port }));
-  await serveLengthSource(l);
-}
 
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000 },
@@ -61,9 +55,8 @@ const flags = benchFlags({
 const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const procs: Proc[] = [];
 try {
-  const src = spawnDeno(import.meta.filename!, [], { env: { BENCH_ROLE: "source" } });
+  const { proc: src, port: srcPort } = await startLengthSource();
   procs.push(src);
-  const srcPort = (JSON.parse(await src.waitFor(/^\{"port"/)) as { port: number }).port;
   const paths: { route: Route; proc: Proc }[] = [];
   const add = (route: Route, proc: Proc) => {
     procs.push(proc);

@@ -60,23 +60,17 @@ import {
   roundOrder,
   type Route,
   sequentialMs,
-  serveLengthSource,
   smallBuffer,
   smallExchange,
   socksRoute,
   spawnDeno,
   type SshReverse,
+  startLengthSource,
   startSshReverse,
   stopAll,
   waitPort,
   waitUntil,
 } from "./_util.ts";
-
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  console.log(JSON.stringify({ port: l.addr.port }));
-  await serveLengthSource(l);
-}
 
 const flags = benchFlags({
   numbers: { rounds: 7, count: 3000, concurrency: 32, seq: 0, steps: 0, block: 20 },
@@ -235,9 +229,8 @@ async function tracedSetUps(route: Route, pids: [number, number], n: number): Pr
 }
 
 try {
-  const src = spawnDeno(import.meta.filename!, [], { env: { BENCH_ROLE: "source" } });
+  const { proc: src, port: srcPort } = await startLengthSource();
   procs.push(src);
-  const srcPort = (JSON.parse(await src.waitFor(/^\{"port"/)) as { port: number }).port;
   // The floor, and the floor whose spares announce themselves with a key (BENCH_STANDBY).
   const floors = [
     ["floor", "0", "0", "0"],

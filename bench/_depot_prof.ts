@@ -24,19 +24,13 @@ import {
   concurrentRps,
   freePort,
   procCpuSeconds,
-  serveLengthSource,
   socksRoute,
   spawn,
+  startLengthSource,
   stopAll,
   waitPort,
   waitUntil,
 } from "./_util.ts";
-
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  await serveLengthSource(
-    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
-  );
-}
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
@@ -74,11 +68,7 @@ const deno = (script: string, args: string[], inspect?: number, e?: Record<strin
     script,
     ...args,
   ], { env: { ...env, ...e }, output: "stderr" });
-const source = deno(new URL(import.meta.url).pathname, [], undefined, {
-  BENCH_ROLE: "source",
-  BENCH_PORT: String(src),
-});
-const procs = [source];
+const procs = [(await startLengthSource(src)).proc];
 try {
   let socksPort = socks;
   if (flags.floor || flags["floor-mux"]) {

@@ -33,20 +33,14 @@ import {
   type Proc,
   roundOrder,
   type Route,
-  serveLengthSource,
   socksRoute,
   spawnDeno,
+  startLengthSource,
   stopAll,
   uploadMBps,
   waitPort,
   waitUntil,
 } from "./_util.ts";
-
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  console.log(JSON.stringify({ port: l.addr.port }));
-  await serveLengthSource(l);
-}
 
 const flags = benchFlags({
   numbers: { rounds: 9, mib: 512, "pause-ms": 0 },
@@ -132,13 +126,8 @@ async function startPair(
 }
 
 try {
-  const source = spawnDeno(new URL(import.meta.url).pathname, [], {
-    env: { BENCH_ROLE: "source" },
-    name: "source",
-  });
+  const { proc: source, port: srcPort } = await startLengthSource();
   procs.push(source);
-  const { port: srcPort } = JSON.parse(await source.waitFor(/^\{"port"/)) as { port: number };
-  await waitPort(srcPort, "source");
   if (!flags["no-plain"]) {
     const plain = await startPair(trees[0].dir, false);
     paths.push({

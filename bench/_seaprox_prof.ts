@@ -22,19 +22,13 @@ import {
   connectRoute,
   freePort,
   type Route,
-  serveLengthSource,
   socksRoute,
   spawn,
+  startLengthSource,
   stopAll,
   tcpRoute,
   waitPort,
 } from "./_util.ts";
-
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  await serveLengthSource(
-    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
-  );
-}
 
 const flags = benchFlags({
   numbers: { requests: 4000, concurrency: 32, top: 30 },
@@ -52,12 +46,7 @@ const inspect = flags.promises
   : flags.strace
   ? []
   : [`--inspect=127.0.0.1:${insp}`];
-const procs = [
-  spawn(Deno.execPath(), ["run", "-A", new URL(import.meta.url).pathname], {
-    env: { BENCH_ROLE: "source", BENCH_PORT: String(src) },
-    output: "stderr",
-  }),
-];
+const procs = [(await startLengthSource(src)).proc];
 try {
   let proxyPort = port;
   if (flags.floor) {

@@ -398,6 +398,25 @@ export async function startFloor(
   return { proc, port };
 }
 
+/**
+ * A bench/_source.ts process (the length source, {@linkcode serveLengthSource}, in its own
+ * process) on 127.0.0.1:`port` (0: a free one), once it listens: the far end every TCP, SOCKS5
+ * and CONNECT path of the benches reaches.
+ */
+export async function startLengthSource(port = 0): Promise<{ proc: Proc; port: number }> {
+  const proc = spawnDeno(benchPath("_source.ts"), [], {
+    env: { BENCH_PORT: String(port) },
+    name: "source",
+  });
+  try {
+    const listening = JSON.parse(await proc.waitFor(/^\{"port"/)) as { port: number };
+    return { proc, port: listening.port };
+  } catch (e) {
+    await proc.stop();
+    throw e;
+  }
+}
+
 // ---------------------------------------------------------------- OpenSSH ssh -R
 
 /** A throwaway sshd and its `ssh -N -R` client: the known peer for reverse tunnels. */

@@ -34,7 +34,7 @@
  * before/after in one run;
  * `--only REGEX` keeps the paths whose name matches (direct TCP always).
  *
- * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
+ * The source is a Deno raw TCP server in its own process (bench/_source.ts):
  * read an 8-byte big-endian length n; if its top bit is clear send n bytes and FIN, if set
  * read n bytes from the client, then answer the 8-byte count and FIN. Every proxy runs in its
  * own process; the client is this process. Not a test: numbers are as measured on a shared
@@ -60,7 +60,6 @@ import {
   roundOrder,
   type Route,
   sequentialMs,
-  serveLengthSource,
   servicePath,
   smallAnswerBytes,
   smallBuffer,
@@ -70,6 +69,7 @@ import {
   spawnDeno,
   type SshReverse,
   startFloor,
+  startLengthSource,
   startRelay,
   startSshReverse,
   stopAll,
@@ -78,13 +78,6 @@ import {
   waitPort,
   waitUntil,
 } from "./_util.ts";
-
-// ---------------------------------------------------------------- source role
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  await serveLengthSource(
-    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
-  );
-}
 
 // ---------------------------------------------------------------- delay role
 // A TCP forwarder adding BENCH_DELAY_MS to every chunk in both directions (order kept):
@@ -411,10 +404,7 @@ const gib = (bytes: number) => bytes / (1 << 30);
 const wanRows: { name: string; ms: number; err?: string }[] = [];
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 try {
-  startDeno(self, [], {
-    BENCH_ROLE: "source",
-    BENCH_PORT: String(srcPort),
-  });
+  procs.push((await startLengthSource(srcPort)).proc);
   const depotServer = startDepotServer(ports);
   const depotLocal = startDepotLocal(["--server", `127.0.0.1:${ports.control}`]);
   // A second depot pair whose local carries tunnels over one mux session (--mux).

@@ -14,7 +14,7 @@
  * (marked "(old)"), measured in the same rounds, and its link set-up against that B: a
  * before/after in one run (the far node B is where the TLS server's socket options live).
  *
- * The source is this file in its own process (BENCH_ROLE=source). Not a test: numbers are
+ * The source is bench/_source.ts in its own process. Not a test: numbers are
  * as measured on a shared machine.
  */
 
@@ -26,7 +26,6 @@ import {
   downloadMBps,
   fixed,
   formatTable,
-  freePort,
   listeningPort,
   median,
   MiB,
@@ -34,23 +33,15 @@ import {
   ratio,
   type Route,
   sequentialMs,
-  serveLengthSource,
   servicePath,
   sh,
   socksRoute,
   spawn,
+  startLengthSource,
   stopAll,
   tcpRoute,
   uploadMBps,
-  waitPort,
 } from "./_util.ts";
-
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  await serveLengthSource(
-    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
-  );
-  Deno.exit(0);
-}
 
 const flags = benchFlags({
   numbers: { mib: 256, rounds: 3, seq: 500, setups: 20 },
@@ -110,13 +101,8 @@ async function setupMs(open: () => { connected: boolean; close(): Promise<void> 
 try {
   const pki = await makeCert();
   await Deno.writeTextFile(`${dir}/token`, token);
-  const srcPort = freePort();
-  const src = spawn(Deno.execPath(), ["run", "-A", new URL(import.meta.url).pathname], {
-    name: "source",
-    env: { BENCH_ROLE: "source", BENCH_PORT: String(srcPort) },
-  });
+  const { proc: src, port: srcPort } = await startLengthSource();
   procs.push(src);
-  await waitPort(srcPort);
   const b = seaprox("node-b", [
     "--listen=quic://127.0.0.1:0",
     "--listen=link://127.0.0.1:0",

@@ -35,7 +35,7 @@
  * another checkout (an old tree), so a change is measured before and after in one run;
  * `--only REGEX` keeps the paths whose name matches.
  *
- * The source is a Deno raw TCP server in its own process (this file, BENCH_ROLE=source):
+ * The source is a Deno raw TCP server in its own process (bench/_source.ts):
  * read an 8-byte big-endian length, send that many bytes, FIN. The client is this process.
  * Not a test: numbers are as measured on a shared machine.
  */
@@ -65,7 +65,6 @@ import {
   roundOrder,
   type Route,
   sequentialMs,
-  serveLengthSource,
   servicePath,
   smallAnswerBytes,
   smallBuffer,
@@ -74,17 +73,11 @@ import {
   spawn,
   spawnDeno,
   startFloor,
+  startLengthSource,
   stopAll,
   tcpRoute,
   waitPort,
 } from "./_util.ts";
-
-// ---------------------------------------------------------------- source role
-if (Deno.env.get("BENCH_ROLE") === "source") {
-  await serveLengthSource(
-    Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.env.get("BENCH_PORT")) }),
-  );
-}
 
 // ---------------------------------------------------------------- helpers
 const flags = benchFlags({
@@ -169,7 +162,6 @@ async function curlBulk(
 }
 
 // ---------------------------------------------------------------- main
-const self = new URL(import.meta.url).pathname;
 const seaproxScript = servicePath("seaprox.ts");
 const srcPort = freePort();
 const ports = {
@@ -187,10 +179,7 @@ const ports = {
 };
 
 try {
-  start(Deno.execPath(), ["run", "-A", self], {
-    BENCH_ROLE: "source",
-    BENCH_PORT: String(srcPort),
-  });
+  procs.push((await startLengthSource(srcPort)).proc);
   const seaprox = start(Deno.execPath(), [
     "run",
     "-A",
