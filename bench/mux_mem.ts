@@ -39,6 +39,7 @@ import {
   median,
   roundOrder,
 } from "./_util.ts";
+import { echoInWrites } from "../tests/_util.ts";
 
 /** Largest line of JSON the measured process prints at once. */
 const lineBytes = 64 * 1024;
@@ -88,18 +89,7 @@ async function measured(): Promise<void> {
   let parkedWaiter: { count: number; resolve: () => void } | null = null;
   const answer = new Uint8Array(answerBytes).fill(0x61);
 
-  const burst = async (s: Stream) => {
-    const buf = new Uint8Array(64 * 1024);
-    const writes: Promise<number>[] = [];
-    for (let n = await s.read(buf); n !== null; n = await s.read(buf)) {
-      for (let o = 0; o < n; o += burstWriteBytes) {
-        writes.push(s.write(buf.slice(o, Math.min(n, o + burstWriteBytes))));
-      }
-    }
-    await Promise.all(writes);
-    await s.closeWrite();
-    s.close();
-  };
+  const burst = (s: Stream) => echoInWrites(s, burstWriteBytes);
   const hold = async (s: Stream) => {
     const buf = new Uint8Array(requestBytes);
     await s.read(buf);

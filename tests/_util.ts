@@ -89,6 +89,24 @@ export async function sendBlocks(w: Duplex, total: number, seed = 0): Promise<vo
 }
 
 /**
+ * Echo `s` until its EOF, each read's bytes sent back as writes of at most `writeBytes` all
+ * issued in one turn (many small frames per read on a mux stream: what grows a session's
+ * buffers), then half-close and close. Any tree's lib/mux Stream fits (bench/mux_mem.ts).
+ */
+export async function echoInWrites(s: Duplex, writeBytes: number): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  const writes: Promise<number>[] = [];
+  for (let n = await s.read(buf); n !== null; n = await s.read(buf)) {
+    for (let o = 0; o < n; o += writeBytes) {
+      writes.push(s.write(buf.slice(o, Math.min(n, o + writeBytes))));
+    }
+  }
+  await Promise.all(writes);
+  await s.closeWrite();
+  s.close();
+}
+
+/**
  * How long a test's read may wait for its next bytes (or EOF) before it counts as a hang: a
  * bound on silence, not on the whole transfer, so a slow box that still moves bytes never trips
  * it.

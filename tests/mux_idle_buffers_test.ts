@@ -1,7 +1,7 @@
 import type { Session, Stream } from "../lib/mux/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
 import { muxPair } from "./_mux.ts";
-import { readWithin, sha256, until, within } from "./_util.ts";
+import { echoInWrites, readWithin, sha256, until, within } from "./_util.ts";
 
 /** Keepalive fast enough for a test; the timeout is only a hang's bound. */
 const quickKeepalive = { keepaliveIntervalMs: 30, keepaliveTimeoutMs: 60_000 };
@@ -17,18 +17,7 @@ const idleBufferBytes = 8 * 1024;
 /** Serve every stream of `server` as an echo in 1 KiB writes (many small frames per read). */
 async function echoServer(server: Session): Promise<void> {
   for await (const s of server) {
-    (async () => {
-      const buf = new Uint8Array(64 * 1024);
-      const writes: Promise<number>[] = [];
-      for (let n = await s.read(buf); n !== null; n = await s.read(buf)) {
-        for (let o = 0; o < n; o += burstWriteBytes) {
-          writes.push(s.write(buf.slice(o, Math.min(n, o + burstWriteBytes))));
-        }
-      }
-      await Promise.all(writes);
-      await s.closeWrite();
-      s.close();
-    })().catch(() => {
+    echoInWrites(s, burstWriteBytes).catch(() => {
       // The session closed mid-echo: the test's own reads report it.
     });
   }
