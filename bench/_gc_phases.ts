@@ -1,6 +1,7 @@
 /**
  * `deno run -A bench/_gc_phases.ts [--rounds 5] [--count 6000] [--trees DIR,DIR]
- * [--v8 'A;B'] [--each]`: what the young-generation GCs of seaprox static and of its
+ * [--v8 'A;B'] [--each] [--kinds static,socks5,connect]`: what the young-generation GCs of
+ * seaprox (static; `--kinds` adds its SOCKS5 and CONNECT listeners) and of its
  * bookkeeping floor (bench/floor_proxy.ts `BENCH_FLOOR_EXTRAS=book`) cost per connection, and
  * on what (issue 20). Every process runs with V8's `--trace-gc-nvp` (one JSON object per GC);
  * each round measures each path once (`--count` small exchanges, 32 concurrent) and keeps
@@ -22,6 +23,7 @@ import {
   benchFlags,
   benchPath,
   concurrentRps,
+  connectRoute,
   cpuPerConn,
   fixed,
   freePort,
@@ -30,8 +32,10 @@ import {
   gcTraceLines,
   median,
   type Proc,
+  type Route,
   serveLengthSource,
   servicePath,
+  socksRoute,
   spawnTraced,
   stopAll,
   tcpRoute,
@@ -41,8 +45,13 @@ import {
 const flags = benchFlags({
   numbers: { rounds: 5, count: 6000 },
   booleans: ["each"],
-  strings: ["trees", "v8"],
+  strings: ["trees", "v8", "kinds"],
 });
+/** seaprox's listener kinds measured (`--kinds`): each a listen URL and a route through it. */
+const kinds = (flags.kinds ?? "static").split(",").filter(Boolean);
+for (const k of kinds) {
+  if (!["static", "socks5", "connect"].includes(k)) throw new Error(`unknown kind ${k}`);
+}
 const concurrency = 32;
 const warmupConns = 1000;
 const startTimeoutMs = 60_000;
@@ -77,7 +86,7 @@ function threadCpu(pid: number): Record<ThreadKind, number> {
 
 interface Path {
   name: string;
-  port: number;
+  route: Route;
   proc: Proc;
 }
 
@@ -106,27 +115,39 @@ try {
     const port = (JSON.parse(await floor.waitFor(/^\{"port"/, startTimeoutMs)) as {
       port: number;
     }).port;
-    paths.push({ name: `Deno floor, static + bookkeeping ${tree}`, port, proc: floor });
+    const name = `Deno floor, static + bookkeeping ${tree}`;
+    paths.push({ name, route: tcpRoute(name, port), proc: floor });
   }
   const v8Sets = ["", ...(flags.v8 ?? "").split(";").filter(Boolean)];
+  const dest = source.addr.port;
   for (const tree of trees) {
     for (const v8 of v8Sets) {
-      const port = freePort();
-      const script = tree === "." ? servicePath("seaprox.ts") : `${tree}/services/seaprox.ts`;
-      const proc = traced(
-        script,
-        [
-          ...["--log-level", "warn", "--prefer-ipv4", "--max-conns", "4096", "--listen"],
-          `static://127.0.0.1:${port}?to=127.0.0.1:${source.addr.port}`,
-        ],
-        {},
-        v8,
-      );
-      await waitPort(port, "seaprox");
-      paths.push({ name: `seaprox static ${tree}${v8 ? ` [${v8}]` : ""}`, port, proc });
+      for (const kind of kinds) {
+        const port = freePort();
+        const script = tree === "." ? servicePath("seaprox.ts") : `${tree}/services/seaprox.ts`;
+        const listen = kind === "static"
+          ? `static://127.0.0.1:${port}?to=127.0.0.1:${dest}`
+          : kind === "socks5"
+          ? `socks5://127.0.0.1:${port}`
+          : `http://127.0.0.1:${port}`;
+        const proc = traced(
+          script,
+          [...["--log-level", "warn", "--prefer-ipv4", "--max-conns", "4096", "--listen"], listen],
+          {},
+          v8,
+        );
+        await waitPort(port, "seaprox");
+        const name = `seaprox ${kind} ${tree}${v8 ? ` [${v8}]` : ""}`;
+        const route = kind === "static"
+          ? tcpRoute(name, port)
+          : kind === "socks5"
+          ? socksRoute(name, port, dest)
+          : connectRoute(name, port, dest);
+        paths.push({ name, route, proc });
+      }
     }
   }
-  for (const p of paths) await concurrentRps(tcpRoute(p.name, p.port), warmupConns, concurrency);
+  for (const p of paths) await concurrentRps(p.route, warmupConns, concurrency);
   const cpu = paths.map(() => [] as number[]);
   const threads = paths.map(() => threadKinds.map(() => [] as number[]));
   const gcs = paths.map(() => [] as GcLine[]);
@@ -137,7 +158,7 @@ try {
       const r = await cpuPerConn(
         [p.proc],
         flags.count,
-        () => concurrentRps(tcpRoute(p.name, p.port), flags.count, concurrency),
+        () => concurrentRps(p.route, flags.count, concurrency),
       );
       cpu[i].push(r.usPerConn[0]);
       const after = threadCpu(p.proc.child.pid);

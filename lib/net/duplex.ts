@@ -175,20 +175,26 @@ export class PrefixedDuplex implements Duplex {
     this.#prefix = prefix.length > 0 ? prefix : null;
     // Kept, so relay() still writes a mux stream in one write per frame and without copying
     // after a handshake left bytes over (the first data often comes with the answer).
+    // Bound functions, not arrows: V8 allocates a function literal assigned to a property in
+    // the old generation, and every scavenge until the next full GC then keeps its context
+    // (this wrapper, its stream) alive: per stream, that kept every finished one (bench/
+    // RESULTS.md, mgc's section).
     const framed = framedWriter(inner);
     if (framed) {
       this.headroomBytes = framed.headroomBytes;
-      this.writeFramed = (p) => framed.writeFramed(p);
+      this.writeFramed = framed.writeFramed.bind(framed);
     }
     const views = viewReader(inner);
     if (views) {
-      this.readView = () => {
-        const pre = this.#prefix;
-        this.#prefix = null;
-        return pre ? Promise.resolve(pre) : views.readView();
-      };
-      this.releaseView = () => views.releaseView();
+      this.readView = this.#readView.bind(this, views);
+      this.releaseView = views.releaseView.bind(views);
     }
+  }
+  /** `readView` over an inner ViewReader: the prefix first. */
+  #readView(views: ViewReader): Promise<Uint8Array | null> {
+    const pre = this.#prefix;
+    this.#prefix = null;
+    return pre ? Promise.resolve(pre) : views.readView();
   }
   read(p: Uint8Array): Promise<number | null> {
     const pre = this.#prefix;

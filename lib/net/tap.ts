@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Duplex, framedWriter, viewReader } from "./duplex.ts";
+import { type Duplex, framedWriter, type ViewReader, viewReader } from "./duplex.ts";
 
 /**
  * `inner`, with `onRead` called synchronously with each piece read (a view valid only during
@@ -23,20 +23,25 @@ export class TappedDuplex implements Duplex {
   readonly releaseView?: () => void;
   /** Wrap `inner`. */
   constructor(readonly inner: Duplex, readonly onRead: (p: Uint8Array) => void) {
+    // Bound functions, not arrows: an arrow assigned to a property is made in V8's old
+    // generation and keeps its context (this, the stream) through every scavenge until the
+    // next full GC (PrefixedDuplex in duplex.ts says more).
     const framed = framedWriter(inner);
     if (framed) {
       this.headroomBytes = framed.headroomBytes;
-      this.writeFramed = (p) => framed.writeFramed(p);
+      this.writeFramed = framed.writeFramed.bind(framed);
     }
     const views = viewReader(inner);
     if (views) {
-      this.readView = async () => {
-        const v = await views.readView();
-        if (v !== null && v.length > 0) this.onRead(v);
-        return v;
-      };
-      this.releaseView = () => views.releaseView();
+      this.readView = this.#readView.bind(this, views);
+      this.releaseView = views.releaseView.bind(views);
     }
+  }
+  /** `readView` over an inner ViewReader: the lent bytes shown to `onRead`. */
+  async #readView(views: ViewReader): Promise<Uint8Array | null> {
+    const v = await views.readView();
+    if (v !== null && v.length > 0) this.onRead(v);
+    return v;
   }
   async read(p: Uint8Array): Promise<number | null> {
     const n = await this.inner.read(p);

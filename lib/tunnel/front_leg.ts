@@ -76,7 +76,7 @@ export class Leg {
   lastHeadBytes = 0;
   /** Upgrade legs: true once the app switched protocols, false for any other answer. */
   readonly switched: Promise<boolean>;
-  #settle: (switched: boolean) => void = () => {};
+  readonly #settle: (switched: boolean) => void;
   /**
    * Whether the stream may go to the idle pool when its public connection is done with it:
    * it carries HTTP/1.1 requests only, no upgrade, its responses are parsed (their ends are
@@ -112,7 +112,13 @@ export class Leg {
     /** Taken from the idle pool (see `first`). */
     readonly reused = false,
   ) {
-    this.switched = new Promise((r) => this.#settle = r);
+    // Not an arrow field: with the parameter properties above, TS emits fields as
+    // assignments in the constructor, and V8 makes a function literal assigned to a property
+    // in the old generation, where it kept this leg (and its stream) through every scavenge
+    // until the next full GC (bench/RESULTS.md, mgc's section).
+    const switched = Promise.withResolvers<boolean>();
+    this.switched = switched.promise;
+    this.#settle = switched.resolve;
     if (reused) this.first = new Promise((r) => this.#first = r);
   }
 

@@ -11,8 +11,10 @@ import {
   closeQuietly,
   type Duplex,
   errorMessage,
+  type FramedWriter,
   framedWriter,
   ProtocolError,
+  type ViewReader,
   viewReader,
   withPrefix,
 } from "../net/mod.ts";
@@ -56,25 +58,36 @@ class CountedDuplex implements Duplex {
   readonly releaseView?: () => void;
   /** `inner` may be swapped for another Duplex of the same kind (a retried mux stream). */
   constructor(public inner: Duplex, readonly stats: HostStats) {
+    // Bound methods, not arrows: an arrow assigned to a property is made in V8's old
+    // generation and keeps its context (this, the stream) through every scavenge until the
+    // next full GC: tunnel-server kept every finished public connection's stream so
+    // (bench/RESULTS.md, mgc's section).
     const framed = framedWriter(inner);
     if (framed) {
       this.headroomBytes = framed.headroomBytes;
-      this.writeFramed = async (p) => {
-        this.wrote = true;
-        const n = await (framedWriter(this.inner) ?? framed).writeFramed(p);
-        this.stats.bytesIn += n;
-        return n;
-      };
+      this.writeFramed = this.#writeFramed.bind(this, framed);
     }
     const views = viewReader(inner);
     if (views) {
-      this.readView = async () => {
-        const v = await (viewReader(this.inner) ?? views).readView();
-        if (v !== null) this.stats.bytesOut += v.length;
-        return v;
-      };
-      this.releaseView = () => (viewReader(this.inner) ?? views).releaseView();
+      this.readView = this.#readView.bind(this, views);
+      this.releaseView = this.#releaseView.bind(this, views);
     }
+  }
+  /** `writeFramed` through the current inner stream (`framed`: the first one's), counted. */
+  async #writeFramed(framed: FramedWriter, p: Uint8Array): Promise<number> {
+    this.wrote = true;
+    const n = await (framedWriter(this.inner) ?? framed).writeFramed(p);
+    this.stats.bytesIn += n;
+    return n;
+  }
+  /** `readView` of the current inner stream (`views`: the first one's), counted. */
+  async #readView(views: ViewReader): Promise<Uint8Array | null> {
+    const v = await (viewReader(this.inner) ?? views).readView();
+    if (v !== null) this.stats.bytesOut += v.length;
+    return v;
+  }
+  #releaseView(views: ViewReader): void {
+    (viewReader(this.inner) ?? views).releaseView();
   }
   /**
    * Write `p` at once when the inner stream can take it so (a mux stream's `writeNow`):
