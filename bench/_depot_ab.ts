@@ -20,7 +20,9 @@
  * seconds apart). Printed per path, by each round's median exchange (robust to the tail the
  * box's other load makes) and by its mean: min / median / max of the rounds, and median
  * [min-max] same-round ratios to the first tree of its mode, to the floor of its mode and to
- * `ssh -R`: a change is told from noise by the ratio's spread, not a median alone. `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential
+ * `ssh -R`: a change is told from noise by the ratio's spread, not a median alone. Beside
+ * them, each path's on-CPU µs per sequential set-up (server + local, their threads and
+ * children, from `/proc/.../schedstat`): whether a slower set-up is work or waiting. `--ssh` adds OpenSSH's `ssh -R` (SOCKS) as a path. `--rt`: that sequential
  * phase runs with this process and every path's processes (sshd's children too) under SCHED_RR
  * (`chrt`, root only), so the other processes loading the box do not sit between the hops of a
  * set-up; the concurrent phase stays at normal priority (it would starve them).
@@ -95,6 +97,24 @@ function processTree(pid: number): number[] {
     for (const k of kids ? kids.split(" ") : []) out.push(...processTree(Number(k)));
   }
   return out;
+}
+
+/**
+ * On-CPU ns so far of `pid`'s threads and its descendants' (`/proc/.../schedstat`, exact to
+ * the ns, where `/proc/.../stat` counts 10 ms ticks): a block of sequential set-ups' CPU.
+ */
+function runNs(pid: number): number {
+  let ns = 0;
+  for (const p of processTree(pid)) {
+    try {
+      for (const t of Deno.readDirSync(`/proc/${p}/task`)) {
+        ns += Number(Deno.readTextFileSync(`/proc/${p}/task/${t.name}/schedstat`).split(" ")[0]);
+      }
+    } catch {
+      // Exited meanwhile: what it ran is no longer counted anywhere.
+    }
+  }
+  return ns;
 }
 
 /** `--rt`: SCHED_RR 10 (on) or back to SCHED_OTHER (off) for `pids`, every thread. */
@@ -335,11 +355,14 @@ try {
   const seq: number[][] = paths.map(() => []);
   /** Per path, per round: the median exchange's ms (robust to the tail others' load makes). */
   const seqMed: number[][] = paths.map(() => []);
+  /** Per path, per round: [server, local] on-CPU µs per sequential set-up. */
+  const seqCpu: number[][][] = paths.map(() => []);
   const exchangeBuf = smallBuffer();
   const measureSeq = async (round: number) => {
     const all = [...procs, ...(ssh?.procs ?? [])];
     const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => processTree(p.child.pid))] : [];
     const each: number[][] = paths.map(() => []);
+    const ns = paths.map(() => [0, 0]);
     realtime(pids, true);
     try {
       // Blocks of `--block` per path in turn (the order alternating block by block): a burst
@@ -347,11 +370,13 @@ try {
       for (let done = 0, block = 0; done < flags.seq; done += flags.block, block++) {
         const n = Math.min(flags.block, flags.seq - done);
         for (const [i, p] of roundOrder(paths, round + block)) {
+          const before = p.procs.map((q) => runNs(q.child.pid));
           for (let k = 0; k < n; k++) {
             const t0 = performance.now();
             await smallExchange(p.route, exchangeBuf);
             each[i].push(performance.now() - t0);
           }
+          for (const [j, q] of p.procs.entries()) ns[i][j] += runNs(q.child.pid) - before[j];
         }
       }
     } finally {
@@ -360,6 +385,7 @@ try {
     for (const [i, ms] of each.entries()) {
       seq[i].push(ms.reduce((a, b) => a + b, 0) / ms.length);
       seqMed[i].push(median(ms));
+      seqCpu[i].push(ns[i].map((v) => v / 1000 / ms.length));
     }
   };
   /** Per path (depot and floor ones), per round: each step's median µs (`--steps`). */
@@ -450,6 +476,28 @@ try {
       const head = [`by each round's ${what}`, "ms", "x first tree", "x floor", "x ssh -R"];
       console.log(formatTable(head, rows));
     }
+    console.log(formatTable(
+      ["on-CPU µs per set-up", "server + local", "x first tree", "x floor", "x ssh -R"],
+      paths.map((p, i) => {
+        const total = seqCpu[i].map((c) => c[0] + c[1]);
+        const x = (j: number) => {
+          if (j < 0 || i === j) return "-";
+          const r = total.map((v, k) => v / (seqCpu[j][k][0] + seqCpu[j][k][1]));
+          return `${median(r).toFixed(2)} [${Math.min(...r).toFixed(2)}-${
+            Math.max(...r).toFixed(2)
+          }]`;
+        };
+        return [
+          p.name,
+          `${fixed(median(total))} (${fixed(median(seqCpu[i].map((c) => c[0])))} + ${
+            fixed(median(seqCpu[i].map((c) => c[1])))
+          })`,
+          x(baseOf(i)),
+          x(floorOf(i)),
+          x(sshAt),
+        ];
+      }),
+    ));
     console.log(
       `rounds' medians: ${
         paths.map((p, i) => `${p.name} [${seqMed[i].map((x) => x.toFixed(3)).join(" ")}]`)
