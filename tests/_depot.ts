@@ -24,7 +24,16 @@ import {
 } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { assertEquals } from "./_assert.ts";
-import { drainHash, listenLocal, nextWithin, sendBlocks, TimedOutError, within } from "./_util.ts";
+import {
+  drainHash,
+  listenLocal,
+  nextWithin,
+  sendBlocks,
+  type ServiceProcess,
+  startService,
+  TimedOutError,
+  within,
+} from "./_util.ts";
 import { concatBytes } from "../lib/net/bytes.ts";
 /** A connected pair of loopback TCP connections. */
 export async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
@@ -75,6 +84,37 @@ export function depotMemberArgs(redisUrl: string, ...extra: string[]): string[] 
     "2s",
     ...extra,
   ];
+}
+
+/** startService's options, for the depot service helpers below. */
+export type DepotServiceOptions = NonNullable<Parameters<typeof startService>[2]>;
+
+/**
+ * depot-server as a child process with its control, SOCKS and tunnel listeners on free ports
+ * (`:0`), then `extra`; ready once those three listen (`readyCount` 4 when `extra` adds a
+ * listener that logs its own `listening` line, as `--status` does; `--metrics` does not).
+ */
+export function startDepotServerService(
+  extra: string[] = [],
+  opts: DepotServiceOptions = {},
+): Promise<ServiceProcess> {
+  return startService("depot-server.ts", [
+    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
+    ...extra,
+  ], { readyCount: 3, ...opts });
+}
+
+/** depot-local as a child process serving `server` (its control address), ready once connected. */
+export function startDepotLocalService(
+  server: ServiceProcess,
+  extra: string[] = [],
+  opts: DepotServiceOptions = {},
+): Promise<ServiceProcess> {
+  return startService("depot-local.ts", ["--server", server.addrs.get("control")!, ...extra], {
+    readyCount: 0,
+    ready: /msg="connected"/,
+    ...opts,
+  });
 }
 
 /** An in-process depot: a server on port-0 listeners and (optionally) locals. */

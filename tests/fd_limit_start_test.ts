@@ -7,6 +7,7 @@
 
 import { assertEquals, assertMatch } from "./_assert.ts";
 import { startService } from "./_util.ts";
+import { startDepotServerService } from "./_depot.ts";
 import { fdReserve } from "../services/_kit.ts";
 
 /** The soft and hard open-file limits of process `pid`, as /proc writes them. */
@@ -68,10 +69,9 @@ Deno.test("fd limits: the example systemd unit's LimitNOFILE holds every service
 });
 
 Deno.test("fd limits: depot-server's need counts the idle standby spares (--standby-total) beside 3 x --max-conns", async () => {
-  const server = await startService("depot-server.ts", [
-    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
-    ...["--max-conns", "5", "--standby-total", "7"],
-  ], { readyCount: 3, env: { DEPOT_TOKEN: "fd-need-token" } });
+  const server = await startDepotServerService(["--max-conns", "5", "--standby-total", "7"], {
+    env: { DEPOT_TOKEN: "fd-need-token" },
+  });
   try {
     const line = await server.waitFor(/msg="open-file limit/);
     // The old need left the spares out: 3 x 5 + 64.

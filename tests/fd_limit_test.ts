@@ -21,6 +21,7 @@ import {
   until,
   within,
 } from "./_util.ts";
+import { startDepotLocalService, startDepotServerService } from "./_depot.ts";
 import {
   acceptRetryMs,
   BufferedReader,
@@ -166,17 +167,9 @@ Deno.test("fd limit: seaprox's SOCKS5 listener out of fds backs off, keeps relay
 /** depot-server and one depot-local, as processes. */
 async function startDepotPair(): Promise<{ server: ServiceProcess; local: ServiceProcess }> {
   const env = { DEPOT_TOKEN: "fd-token" };
-  const server = await startService(
-    "depot-server.ts",
-    ["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
-    { readyCount: 3, env },
-  );
+  const server = await startDepotServerService([], { env });
   try {
-    const local = await startService("depot-local.ts", ["--server", server.addrs.get("control")!], {
-      readyCount: 0,
-      ready: /msg="connected"/,
-      env,
-    });
+    const local = await startDepotLocalService(server, [], { env });
     return { server, local };
   } catch (err) {
     await server.stop();
@@ -284,11 +277,10 @@ async function standby(tunnelAddr: string, sessionKey: string): Promise<Deno.Tcp
 
 Deno.test("fd limit: depot-server out of fds closes idle standby spares so SOCKS clients get in", async () => {
   const token = "fd-token";
-  const server = await startService(
-    "depot-server.ts",
-    ["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--status", ":0"],
-    { readyCount: 4, env: { DEPOT_TOKEN: token } },
-  );
+  const server = await startDepotServerService(["--status", ":0"], {
+    readyCount: 4,
+    env: { DEPOT_TOKEN: token },
+  });
   const conns: Deno.TcpConn[] = [];
   let ctl: ControlConn<DepotMessage> | undefined;
   try {

@@ -10,7 +10,12 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { portOf, readWithin, type ServiceProcess, startService } from "./_util.ts";
-import { socksDial, startTarget } from "./_depot.ts";
+import {
+  socksDial,
+  startDepotLocalService,
+  startDepotServerService,
+  startTarget,
+} from "./_depot.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 import { dig, dnsQuery, exampleTestAddress, startDnsmasq } from "./_dns.ts";
 import { socks5Associate } from "./_socks5.ts";
@@ -104,10 +109,10 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
     "127.0.0.1:0",
   ], { readyCount: 2 });
   const env = { DEPOT_TOKEN: "metrics-token" };
-  const server = await startService("depot-server.ts", [
-    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
-    ...["--heartbeat", "100ms"],
-  ], { readyCount: 3, env });
+  const server = await startDepotServerService(
+    ["--metrics", "127.0.0.1:0", "--heartbeat", "100ms"],
+    { env },
+  );
   let local: ServiceProcess | undefined;
   try {
     const c = await Deno.connect({ hostname: "127.0.0.1", port: portOf(sp.addrs.get("static")!) });
@@ -154,12 +159,7 @@ Deno.test("metrics: seaprox and depot-server/local", async () => {
     assert(/^warren_seaprox_connect_seconds_count\{listener="static"\} 1$/m.test(spText), spText);
     expectAbsent(spText, [...muxNames, "warren_tunnel_clients", "warren_depot_exits_connected"]);
 
-    local = await startService("depot-local.ts", [
-      "--server",
-      server.addrs.get("control")!,
-      "--metrics",
-      "127.0.0.1:0",
-    ], { readyCount: 0, ready: /msg="connected"/, env });
+    local = await startDepotLocalService(server, ["--metrics", "127.0.0.1:0"], { env });
     const s = await socksDial(portOf(server.addrs.get("socks")!), {
       host: "127.0.0.1",
       port: target.port,
@@ -270,16 +270,15 @@ Deno.test("metrics: UDP counters of seaprox (udp://, SOCKS5 UDP ASSOCIATE) and d
     ...["--listen", "socks5://127.0.0.1:0", "--deny", "10.0.0.0/8", "--metrics", "127.0.0.1:0"],
   ], { readyCount: 2 });
   const env = { DEPOT_TOKEN: "metrics-token" };
-  const server = await startService("depot-server.ts", [
-    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
-  ], { readyCount: 3, env });
+  const server = await startDepotServerService(["--metrics", "127.0.0.1:0"], { env });
   let local: ServiceProcess | undefined;
   const controls: Deno.TcpConn[] = [];
   try {
-    local = await startService("depot-local.ts", [
-      ...["--server", server.addrs.get("control")!, "--deny", "10.0.0.0/8"],
-      ...["--metrics", "127.0.0.1:0"],
-    ], { readyCount: 0, ready: /msg="connected"/, env });
+    local = await startDepotLocalService(
+      server,
+      ["--deny", "10.0.0.0/8", "--metrics", "127.0.0.1:0"],
+      { env },
+    );
     assertEquals(await dig(portOf(sp.addrs.get("udp")!), "fwd.example.test"), exampleTestAddress);
     controls.push(await udpThroughSocks(portOf(sp.addrs.get("socks5")!), dns.port, "10.0.0.1"));
     controls.push(await udpThroughSocks(portOf(server.addrs.get("socks")!), dns.port, "10.0.0.1"));

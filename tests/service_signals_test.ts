@@ -6,7 +6,8 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { closeQuietly } from "../lib/net/mod.ts";
-import { listenLocal, startService } from "./_util.ts";
+import { listenLocal } from "./_util.ts";
+import { startDepotServerService } from "./_depot.ts";
 
 Deno.test("services: SIGTERM after the listening lines, while still starting, exits 0", async () => {
   // A "Redis" that takes the connection and never answers: depot-server's start waits there,
@@ -21,11 +22,10 @@ Deno.test("services: SIGTERM after the listening lines, while still starting, ex
     }
   })();
   try {
-    const server = await startService("depot-server.ts", [
-      ...["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
+    const server = await startDepotServerService([
       ...["--registry", `redis://127.0.0.1:${silent.addr.port}`, "--cluster-listen", "127.0.0.1:0"],
       ...["--cluster-token", "signals-cluster"],
-    ], { readyCount: 3, env: { DEPOT_TOKEN: "signals-token" } });
+    ], { env: { DEPOT_TOKEN: "signals-token" } });
     assert(!server.lines.some((l) => /msg="registry"/.test(l)), server.lines.join("\n"));
     // Before the fix: no handler yet, the signal's default action (exit 143).
     const code = await server.stop("SIGTERM");

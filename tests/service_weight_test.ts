@@ -13,7 +13,12 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { socksDial, startTarget } from "./_depot.ts";
+import {
+  socksDial,
+  startDepotLocalService,
+  startDepotServerService,
+  startTarget,
+} from "./_depot.ts";
 import {
   fetchText,
   portOf,
@@ -292,17 +297,13 @@ Deno.test("service weight: a running depot pair holds no node: module but Deno's
   const target = startTarget();
   const env = { DEPOT_TOKEN: "weight-token-0123456789" };
   const inspect = ["--inspect=127.0.0.1:0"];
-  const server = await startService("depot-server.ts", [
-    ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
-  ], { readyCount: 3, env, denoArgs: inspect });
+  const server = await startDepotServerService(["--metrics", "127.0.0.1:0"], {
+    env,
+    denoArgs: inspect,
+  });
   let local: ServiceProcess | undefined;
   try {
-    local = await startService("depot-local.ts", ["--server", server.addrs.get("control")!], {
-      readyCount: 0,
-      ready: /msg="connected"/,
-      env,
-      denoArgs: inspect,
-    });
+    local = await startDepotLocalService(server, [], { env, denoArgs: inspect });
     const s = await socksDial(portOf(server.addrs.get("socks")!), {
       host: "127.0.0.1",
       port: target.port,

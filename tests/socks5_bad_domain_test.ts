@@ -10,6 +10,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { portFor } from "./_seaprox.ts";
 import { portOf, readAll, type ServiceProcess, startService } from "./_util.ts";
+import { startDepotServerService } from "./_depot.ts";
 import { dial, writeAll } from "../lib/net/mod.ts";
 
 /** Bad names: not UTF-8, a NUL, a CR LF that would split a log line. */
@@ -48,11 +49,10 @@ Deno.test("seaprox socks5: a domain name that is not UTF-8 or holds a control ch
 });
 
 Deno.test("depot-server socks: a domain name that is not UTF-8 or holds a control character is refused 0x01 and logged", async () => {
-  const svc = await startService(
-    "depot-server.ts",
-    ["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--status", ":0"],
-    { readyCount: 4, env: { DEPOT_TOKEN: "svc-token" } },
-  );
+  const svc = await startDepotServerService(["--status", ":0"], {
+    readyCount: 4,
+    env: { DEPOT_TOKEN: "svc-token" },
+  });
   try {
     await checkRefused(svc, portOf(svc.addrs.get("socks")!));
     const res = await fetch(`http://${svc.addrs.get("status")}/status`);

@@ -12,7 +12,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { portOf, type ServiceProcess, startService, until, within } from "./_util.ts";
 import { rawGet, startApp } from "./_tunnel.ts";
 import { type Page, sink, trickle, withBrowser } from "./_status.ts";
-import { socksDial } from "./_depot.ts";
+import { socksDial, startDepotLocalService, startDepotServerService } from "./_depot.ts";
 import { closeQuietly } from "../lib/net/mod.ts";
 
 Deno.test({
@@ -283,9 +283,7 @@ Deno.test({
   name: "status page: depot-server behind --status-auth shows failures in real columns",
   async fn() {
     const env = { DEPOT_TOKEN: "status-depot-token", WARREN_STATUS_AUTH: "ops:page-secret" };
-    const svc = await startService("depot-server.ts", [
-      ...["--control", ":0", "--socks", ":0", "--tunnel", ":0", "--metrics", "127.0.0.1:0"],
-    ], { readyCount: 3, env });
+    const svc = await startDepotServerService(["--metrics", "127.0.0.1:0"], { env });
     try {
       const metricsLine = await svc.waitFor(/msg="metrics listening"/);
       const base = `http://${/addr=(\S+)/.exec(metricsLine)![1]}`;
@@ -378,15 +376,11 @@ Deno.test({
   name: "status page: depot-local shows a refused destination by reason beside the successes",
   async fn() {
     const env = { DEPOT_TOKEN: "status-depot-local-token" };
-    const server = await startService("depot-server.ts", [
-      ...["--control", ":0", "--socks", ":0", "--tunnel", ":0"],
-    ], { readyCount: 3, env });
+    const server = await startDepotServerService([], { env });
     let local: ServiceProcess | undefined;
     const target = sink();
     try {
-      local = await startService("depot-local.ts", [
-        ...["--server", server.addrs.get("control")!, "--status", "127.0.0.1:0"],
-      ], { readyCount: 0, ready: /msg="connected"/, env });
+      local = await startDepotLocalService(server, ["--status", "127.0.0.1:0"], { env });
       const statusLine = await local.waitFor(/msg="listening" name=status/);
       const base = `http://${/addr=(\S+)/.exec(statusLine)![1]}`;
       const socks = portOf(server.addrs.get("socks")!);
