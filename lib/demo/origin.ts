@@ -59,7 +59,7 @@ export function startDemoOrigin(): DemoOrigin {
     if (url.pathname === "/ws" && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
       const { socket, response } = Deno.upgradeWebSocket(req);
       socket.binaryType = "arraybuffer";
-      socket.onmessage = (e) => socket.send(e.data);
+      socket.addEventListener("message", (e) => socket.send(e.data));
       return response;
     }
     return new Response("try /hello, /bytes/N or /ws\n", { status: 404 });

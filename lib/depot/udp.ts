@@ -77,9 +77,12 @@ export async function relayAssociation(
   idleTimeoutMs: number,
 ): Promise<UdpAssociationEnd> {
   const stream = new DatagramStream(tunnel, table);
-  assoc.onDatagram = (dest, payload) => {
+  // A local first: a function literal assigned to a property is made in V8's old generation
+  // and keeps the association through scavenges (tests/source_closure_test.ts).
+  const toTunnel: UdpAssociation["onDatagram"] = (dest, payload) => {
     if (stream.send(encodeSocks5Udp(dest, payload))) tally.up(payload.length);
   };
+  assoc.onDatagram = toTunnel;
   const ended = new AbortController();
   const onAbort = () => ended.abort();
   signal.addEventListener("abort", onAbort, { once: true });

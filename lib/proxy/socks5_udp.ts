@@ -82,12 +82,15 @@ export async function bindLocalAssociation(
     table.close();
     throw err;
   }
-  channel.onDatagram = (src, payload) => assoc.deliver(src, payload);
+  // A bound method and a local, not arrows assigned in place: a function literal assigned to
+  // a property is made in V8's old generation and keeps the association through scavenges
+  // (tests/source_closure_test.ts).
+  channel.onDatagram = assoc.deliver.bind(assoc);
   // Refused before a datagram moves on: by name or IP literal when the far side resolves;
   // here, literals and deny-by-name (UdpExit checks each resolved address).
   const acl = opts.acl && !opts.acl.empty ? opts.acl : undefined;
   const carried = opts.open !== undefined;
-  assoc.onDatagram = (dest, payload) => {
+  const outward: UdpAssociation["onDatagram"] = (dest, payload) => {
     const refused = carried ? acl?.check(dest) : acl?.refusesName(dest);
     if (refused && !refused.allowed) {
       const target = joinHostPort(dest.host, dest.port);
@@ -95,6 +98,7 @@ export async function bindLocalAssociation(
     }
     channel.send(dest, payload);
   };
+  assoc.onDatagram = outward;
   const close = () => {
     assoc.close();
     channel.close();

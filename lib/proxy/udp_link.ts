@@ -236,14 +236,18 @@ export async function spliceUdp(
   idleTimeoutMs: number,
 ): Promise<string> {
   let lastMs = performance.now();
-  near.onDatagram = (dest, data) => {
+  // Locals first: a function literal assigned to a property is made in V8's old generation
+  // and keeps the association through scavenges (tests/source_closure_test.ts).
+  const outward: UdpChannel["onDatagram"] = (dest, data) => {
     lastMs = performance.now();
     far.send(dest, data);
   };
-  far.onDatagram = (from, data) => {
+  const back: UdpChannel["onDatagram"] = (from, data) => {
     lastMs = performance.now();
     near.send(from, data);
   };
+  near.onDatagram = outward;
+  far.onDatagram = back;
   let timer: ReturnType<typeof setInterval> | undefined;
   let onStop = () => {};
   try {

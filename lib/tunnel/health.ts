@@ -174,10 +174,13 @@ export class HealthMonitor {
       }
       await new Promise<void>((r) => {
         const t = setTimeout(r, this.#opts.intervalMs);
-        this.#wake = () => {
+        // A local first: a function literal assigned to a property is made in V8's old
+        // generation (tests/source_closure_test.ts says why that matters).
+        const wake = () => {
           clearTimeout(t);
           r();
         };
+        this.#wake = wake;
       });
     }
   }

@@ -240,20 +240,23 @@ export async function bridgeWebSocket(
       // The stream is gone: the read loop ends and closes the public side.
     });
   };
-  socket.onmessage = (e: MessageEvent) => {
+  // Listeners, not `socket.onmessage = ...`: a function literal assigned to a property is
+  // made in V8's old generation and keeps this connection through scavenges
+  // (tests/source_closure_test.ts).
+  socket.addEventListener("message", (e: MessageEvent) => {
     const d = e.data;
     if (typeof d === "string") toApp("text", encoder.encode(d));
     else if (d instanceof ArrayBuffer) toApp("binary", new Uint8Array(d));
-  };
-  socket.onclose = (e: CloseEvent) => {
+  });
+  socket.addEventListener("close", (e: CloseEvent) => {
     // 1005: the client's Close had no code; 1006 (it vanished without a Close), 1015 and
     // anything else a Close frame cannot carry: "going away".
     const code = e.code === 1005 ? undefined : isSendableCloseCode(e.code) ? e.code : 1001;
     closeApp(code, e.reason);
-  };
-  socket.onerror = () => {
+  });
+  socket.addEventListener("error", () => {
     // A close event follows.
-  };
+  });
 
   let openTimer: ReturnType<typeof setTimeout> | undefined;
   const opened = socket.readyState === WebSocket.OPEN ||

@@ -163,7 +163,10 @@ export async function startUdpForward(opts: UdpForwardOptions): Promise<UdpForwa
     }
     if (stopped) return void ch.close();
     const toPeer = back(peer, key);
-    ch.onDatagram = (_from, data) => toPeer(data);
+    // A local first: a function literal assigned to a property is made in V8's old generation
+    // and keeps the flow through scavenges (tests/source_closure_test.ts).
+    const onDatagram: UdpChannel["onDatagram"] = (_from, data) => toPeer(data);
+    ch.onDatagram = onDatagram;
     const flow = flows.getOrOpen(key, () => ({
       send: (data) => void ch.send(target, data),
       close: () => ch.close(),
