@@ -54,6 +54,7 @@ import {
   benchTrees,
   concurrentRps,
   cpuPerConn,
+  depotServerArgs,
   fixed,
   formatTable,
   freePort,
@@ -302,18 +303,11 @@ try {
     }
     for (const t of trees) {
       const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
-      const server = spawnDeno(`${t.dir}/services/depot-server.ts`, [
-        "--log-level",
-        "warn",
-        "--control",
-        `127.0.0.1:${control}`,
-        "--socks",
-        `127.0.0.1:${socks}`,
-        "--tunnel",
-        `127.0.0.1:${tunnel}`,
-        "--status",
-        `127.0.0.1:${status}`,
-      ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
+      const server = spawnDeno(
+        `${t.dir}/services/depot-server.ts`,
+        depotServerArgs({ control, socks, tunnel, status }),
+        { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" },
+      );
       const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
         "--log-level",
         "warn",

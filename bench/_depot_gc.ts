@@ -24,6 +24,7 @@ import {
   benchTrees,
   concurrentRps,
   cpuPerConn,
+  depotServerArgs,
   fixed,
   freePort,
   type GcLine,
@@ -70,11 +71,11 @@ try {
   const paths = [];
   for (const t of trees) {
     const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
-    const server = traced(`${t.dir}/services/depot-server.ts`, [
-      ...["--log-level", "warn", "--control", `127.0.0.1:${control}`],
-      ...["--socks", `127.0.0.1:${socks}`, "--tunnel", `127.0.0.1:${tunnel}`],
-      ...["--status", `127.0.0.1:${status}`],
-    ], t.extra);
+    const server = traced(
+      `${t.dir}/services/depot-server.ts`,
+      depotServerArgs({ control, socks, tunnel, status }),
+      t.extra,
+    );
     const local = traced(`${t.dir}/services/depot-local.ts`, [
       ...["--log-level", "warn", ...(flags.mux ? ["--mux"] : [])],
       ...["--server", `127.0.0.1:${control}`],

@@ -22,6 +22,7 @@ import { byKind, printHeapTable, selfTimes, startProfile, userSys } from "./_cpu
 import {
   benchFlags,
   concurrentRps,
+  depotServerArgs,
   freePort,
   procCpuSeconds,
   socksRoute,
@@ -95,18 +96,11 @@ try {
     await new Promise((r) => setTimeout(r, 1000));
   } else {
     procs.push(
-      deno(`${tree}/services/depot-server.ts`, [
-        "--log-level",
-        "warn",
-        "--control",
-        `127.0.0.1:${control}`,
-        "--socks",
-        `127.0.0.1:${socks}`,
-        "--tunnel",
-        `127.0.0.1:${tunnel}`,
-        "--status",
-        `127.0.0.1:${status}`,
-      ], inspS),
+      deno(
+        `${tree}/services/depot-server.ts`,
+        depotServerArgs({ control, socks, tunnel, status }),
+        inspS,
+      ),
       deno(`${tree}/services/depot-local.ts`, [
         "--log-level",
         "warn",

@@ -21,6 +21,7 @@ import {
   benchTrees,
   concurrentRps,
   cpuPerConn,
+  depotServerArgs,
   fixed,
   freePort,
   median,
@@ -117,10 +118,7 @@ try {
     const at = (port: number) => `127.0.0.1:${port}`;
     const server = traced(
       `${dir}/services/depot-server.ts`,
-      [
-        ...["--log-level", "warn", "--control", at(control), "--socks", at(socks)],
-        ...["--tunnel", at(tunnel), "--status", at(status)],
-      ],
+      depotServerArgs({ control, socks, tunnel, status }),
       env,
       `${name} depot-server`,
       v8,

@@ -25,6 +25,7 @@
 import {
   benchFlags,
   benchTrees,
+  depotServerArgs,
   downloadMBps,
   fixed,
   formatTable,
@@ -94,18 +95,12 @@ async function startPair(
     env[k] = v;
   }
   const p = { control: freePort(), socks: freePort(), tunnel: freePort(), status: freePort() };
-  const server = spawnDeno(`${dir}/services/depot-server.ts`, [
-    "--log-level",
-    "warn",
-    "--control",
-    `127.0.0.1:${p.control}`,
-    "--socks",
-    `127.0.0.1:${p.socks}`,
-    "--tunnel",
-    `127.0.0.1:${p.tunnel}`,
-    "--status",
-    `127.0.0.1:${p.status}`,
-  ], { env, output: "stderr", name: "depot-server", denoFlags });
+  const server = spawnDeno(`${dir}/services/depot-server.ts`, depotServerArgs(p), {
+    env,
+    output: "stderr",
+    name: "depot-server",
+    denoFlags,
+  });
   procs.push(server);
   await waitPort(p.status, "depot-server");
   const local = spawnDeno(`${dir}/services/depot-local.ts`, [

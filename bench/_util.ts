@@ -417,6 +417,26 @@ export async function startLengthSource(port = 0): Promise<{ proc: Proc; port: n
   }
 }
 
+/** The four listener ports of a benchmarked depot-server. */
+export interface DepotPorts {
+  control: number;
+  socks: number;
+  tunnel: number;
+  status: number;
+}
+
+/**
+ * depot-server's arguments in a bench: warn-level logs (nothing per connection) and its
+ * control, SOCKS, tunnel and status listeners on 127.0.0.1 at `p`'s ports.
+ */
+export function depotServerArgs(p: DepotPorts): string[] {
+  return [
+    ...["--log-level", "warn"],
+    ...["--control", `127.0.0.1:${p.control}`, "--socks", `127.0.0.1:${p.socks}`],
+    ...["--tunnel", `127.0.0.1:${p.tunnel}`, "--status", `127.0.0.1:${p.status}`],
+  ];
+}
+
 // ---------------------------------------------------------------- OpenSSH ssh -R
 
 /** A throwaway sshd and its `ssh -N -R` client: the known peer for reverse tunnels. */

@@ -49,6 +49,8 @@ import {
   benchPath,
   concurrentRps,
   cpuPerConn,
+  type DepotPorts,
+  depotServerArgs,
   downloadMBps,
   fixed,
   formatTable,
@@ -275,21 +277,10 @@ function service(name: string, old = false): string {
 
 /** depot-server with its four listeners on the given ports. */
 function startDepotServer(
-  p: { control: number; socks: number; tunnel: number; status: number },
+  p: DepotPorts,
   old = false,
 ): Proc {
-  return startDeno(service("depot-server.ts", old), [
-    "--log-level",
-    "warn",
-    "--control",
-    `127.0.0.1:${p.control}`,
-    "--socks",
-    `127.0.0.1:${p.socks}`,
-    "--tunnel",
-    `127.0.0.1:${p.tunnel}`,
-    "--status",
-    `127.0.0.1:${p.status}`,
-  ], env);
+  return startDeno(service("depot-server.ts", old), depotServerArgs(p), env);
 }
 
 /** depot-local with `args` (`--server` and the rest). */
