@@ -104,8 +104,8 @@ export const defaultHeadTimeoutMs = 30_000;
 /** First size of a public connection's head buffer (it grows for larger heads). */
 const publicReadBytes = 4 * 1024;
 /**
- * After the last response (the client asked to close), how long the front still reads and
- * drops what the client sends before it closes (a close with unread bytes would be a reset,
+ * After the last response (the client asked to close) or an error answer of our own, how long
+ * the front still reads and drops what the client sends before it closes (a close with unread bytes would be a reset,
  * which can destroy the response on its way: RFC 9112 §9.6; nginx's lingering_timeout).
  */
 const lingerMs = 5_000;
@@ -197,6 +197,10 @@ export class PublicConn {
   /** Closes the public connection when nothing moved for idleTimeoutMs (set by `run`). */
   #idle: IdleTimer | undefined;
   #heads = 0;
+  /** Closes the public side lingerMs after an answer of our own (see #endAfterAnswer). */
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The read that drops what the public side still sends (see #discardUntilEof). */
+  #discarding: Promise<"public"> | undefined;
   /** Most idle tunnel streams kept per client, host and local port (0: no reuse). */
   readonly #maxIdle: number;
 
@@ -287,6 +291,7 @@ export class PublicConn {
     } finally {
       idle.stop();
       this.#leg?.ts.release();
+      await this.#lingerOut(); // does not throw
     }
   }
 
@@ -776,8 +781,16 @@ export class PublicConn {
     }
   }
 
-  /** Read and drop what the public side still sends; resolves at its EOF (or failure). */
-  async #discardUntilEof(): Promise<"public"> {
+  /**
+   * Read and drop what the public side still sends; resolves at its EOF (or failure). One
+   * such read runs at a time (a later call gets the same promise).
+   */
+  #discardUntilEof(): Promise<"public"> {
+    return this.#discarding ??= this.#discard();
+  }
+
+  /** {@linkcode #discardUntilEof}'s loop. */
+  async #discard(): Promise<"public"> {
     this.#reader.takeBuffered();
     const buf = new Uint8Array(1024);
     try {
@@ -862,13 +875,18 @@ export class PublicConn {
     );
   }
 
-  /** Answer the public client ourselves with an error page. */
+  /**
+   * Answer the public client ourselves with an error page; the connection ends after it,
+   * lingering (see {@linkcode #endAfterAnswer}).
+   */
   async #answer(
     status: number,
     host: string,
     outcome = String(status),
     headers: [string, string][] = [],
   ): Promise<void> {
+    // No request read meanwhile goes anywhere.
+    this.state = PublicConnState.Closing;
     this.#server.countRequest(host, outcome);
     const page = errorPage(status, host);
     await writeAll(
@@ -877,6 +895,31 @@ export class PublicConn {
     ).catch(() => {
       // The public client left: nothing to tell it.
     });
+    this.#endAfterAnswer();
+  }
+
+  /**
+   * After an answer of our own (an error): no more requests, the public side is half-closed
+   * now (the answer, then our FIN), and closed at the latest {@linkcode lingerMs} later. The
+   * main loop alone reads: it drops whatever the client still sends until its EOF
+   * ({@linkcode #lingerOut}), as nginx and haproxy do; a close with a pipelined request still
+   * unread in the kernel's buffer would be a reset, which can destroy the answer before the
+   * client read it (RFC 9112 §9.6).
+   */
+  #endAfterAnswer(): void {
+    this.state = PublicConnState.Closing;
+    if (this.#lingerTimer !== undefined) return;
+    this.#lingerTimer = setTimeout(() => closeQuietly(this.#conn), lingerMs);
+    this.#conn.closeWrite().catch(() => {
+      // Closed already: nothing to linger on (the reads fail at once).
+    });
+  }
+
+  /** The main loop's end after {@linkcode #endAfterAnswer}: drop reads until EOF (bounded). */
+  async #lingerOut(): Promise<void> {
+    if (this.#lingerTimer === undefined) return;
+    await this.#discardUntilEof();
+    clearTimeout(this.#lingerTimer);
   }
 
   /** The public connection ends now (the main loop sees the state, reads fail). */
@@ -898,9 +941,8 @@ export class PublicConn {
         if (leg.state === LegState.Abandoned) return;
         const e = err as TunnelError;
         const status = e.reason === "timeout" ? 504 : 502;
-        await this.#answer(status, leg.host);
+        await this.#answer(status, leg.host); // the connection ends with it
         this.#legDone(leg, String(status), e.reason, e.message);
-        this.#close();
         return;
       }
       server.countRequest(leg.host, "proxied");
@@ -961,11 +1003,10 @@ export class PublicConn {
           // mid-request): a 502 rather than an empty reply, and the only answer (the 504 watch
           // must not fire while the 502 waits for the client to take it).
           deadlines.delete(watch);
-          await this.#answer(502, leg.host);
+          await this.#answer(502, leg.host); // the connection ends with it
           leg.ts.stream.reset();
           outcome = "502";
-        }
-        this.#close();
+        } else this.#close(); // a response broke off: nothing to wait for
       }
       this.#legDone(leg, outcome, leg.timedOut ? "timeout" : "io", errorMessage(err));
     } finally {
@@ -1306,7 +1347,7 @@ export class PublicConn {
         leg.state = LegState.Abandoned;
         leg.timedOut = true;
         // #answer does not reject (a gone client is its own business).
-        void this.#answer(504, leg.host).finally(() => closeQuietly(this.#conn));
+        void this.#answer(504, leg.host); // the connection ends with it
         leg.ts.stream.reset();
       },
     };
