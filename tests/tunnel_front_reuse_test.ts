@@ -477,3 +477,30 @@ Deno.test("tunnel reuse: least-streams balancing counts a member's idle pooled s
     await appB.stop(0);
   }
 });
+
+Deno.test("tunnel reuse: a 408 as a reused stream's first answer (the app timed its idle connection out as the request came) sends the request again on a fresh stream; a fresh stream's 408 reaches the client", async () => {
+  const timedOut = {
+    parts: ["HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"],
+    keep: false,
+  };
+  // Each app connection answers its first request (but /always408) and times out on the next.
+  const app = startOrigin((s, n) => n === 0 && s.head.target !== "/always408" ? echo(s) : timedOut);
+  try {
+    await withAppTunnel(app.addr.port, async (port) => {
+      assertEquals((await exchange(port, closeGet("/1")))[0].body, "GET /1 ");
+      const [second] = await exchange(port, closeGet("/2"));
+      assertEquals([second.head.status, second.body], [200, "GET /2 "]);
+      const [third] = await exchange(port, closeGet("/always408"));
+      assertEquals(third.head.status, 408);
+    });
+    assertEquals(app.seen.map((s) => [s.conn, s.head.target]), [
+      [1, "/1"],
+      [1, "/2"], // the 408 the client never sees
+      [2, "/2"], // the one retry, on a fresh stream
+      [2, "/always408"], // reused: 408, sent again
+      [3, "/always408"], // fresh: its 408 is the answer
+    ]);
+  } finally {
+    await app.stop(0);
+  }
+});

@@ -1165,10 +1165,10 @@ export class PublicConn {
             leg.idleRead = undefined;
             at = 0;
             if (view === null) return ended();
-            leg.settleFirst("started");
           }
           const v = at === 0 ? view : view.subarray(at);
           const final = scannedFinal(scanResponseHead(v), leg.pending[0]?.method ?? "GET");
+          if (final && this.#staleFirst(leg, final.status)) return "left";
           const framing = final?.framing;
           const n = leg.pending[0]?.closeAfter
             ? Infinity
@@ -1199,9 +1199,10 @@ export class PublicConn {
         const method = leg.pending[0]?.method ?? "GET";
         const closeAfter = leg.pending[0]?.closeAfter ?? false;
         // The usual final head, as a serialiser writes it and all buffered: no promise.
-        const { status, framing, headBytes, persistent } =
+        const { status, framing, headBytes, persistent, stale } =
           (rewrites || closeAfter ? undefined : scannedFinal(scanResponseHead(r.peek()), method)) ??
             await this.#passHeads(leg, r, sink, method, closeAfter);
+        if (stale || (headBytes > 0 && this.#staleFirst(leg, status))) return "left";
         if (!persistent || leg.pending.length === 0) leg.poolable = false;
         const n = headBytes + (framing.kind === "length" ? framing.length : 0);
         const whole = framing.kind === "none" || framing.kind === "length";
@@ -1262,6 +1263,15 @@ export class PublicConn {
         await sink(raw ?? serializeResponseHead(head));
         continue;
       }
+      if (this.#staleFirst(leg, head.status)) {
+        return {
+          status: head.status,
+          framing: { kind: "none" },
+          headBytes: 0,
+          persistent: false,
+          stale: true,
+        };
+      }
       await sink(
         rewrites || closeAfter
           ? serializeResponseHead(rewritten(leg, head, closeAfter))
@@ -1274,6 +1284,27 @@ export class PublicConn {
         persistent: responsePersistent(head),
       };
     }
+  }
+
+  /**
+   * A reused stream's first final response (`status`, nothing of it sent yet) decides its
+   * `first` (see #reuse): true for a 408 as the first bytes after the pool, which the app
+   * sent as it closed its idle connection while the request was on its way there (it never
+   * processed it; as Chromium and Go's transport read a 408 on a reused connection): the
+   * leg is Stale and the request goes again on a fresh stream, the 408 to nobody. Anything
+   * else: "started". False once decided.
+   */
+  #staleFirst(leg: Leg, status: number): boolean {
+    if (!leg.firstPending) return false;
+    if (
+      status === 408 && leg.responseBytes === 0 && leg.state === LegState.Open && !this.#closing()
+    ) {
+      leg.state = LegState.Stale;
+      leg.settleFirst("stale");
+      return true;
+    }
+    leg.settleFirst("started");
+    return false;
   }
 
   /**
@@ -1364,6 +1395,8 @@ interface FinalHead {
   headBytes: number;
   /** Whether the app keeps its connection after it (see `responsePersistent`). */
   persistent: boolean;
+  /** A reused stream's stale first answer (see `#staleFirst`): not passed on. */
+  stale?: boolean;
 }
 
 /**

@@ -127,6 +127,11 @@ export class Leg {
     this.#settle(switched);
   }
 
+  /** Whether `first` of a reused stream is still undecided. */
+  get firstPending(): boolean {
+    return this.#first !== undefined;
+  }
+
   /** Decide `first` of a reused stream (the first call counts). */
   settleFirst(answer: FirstAnswer): void {
     this.#first?.(answer);
