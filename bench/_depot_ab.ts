@@ -218,7 +218,15 @@ function setUpSteps(sys: Sys[]): number[][] {
   return out;
 }
 
-/** `--steps`: N sequential set-ups of `route` with the syscalls of `pids` traced; the steps. */
+/** Attempts at one path's traced set-ups when perf ends on its own (another perf's limits). */
+const traceAttempts = 3;
+
+/**
+ * `--steps`: N sequential set-ups of `route` with the syscalls of `pids` traced; the steps. A
+ * perf that ended before it was told to (it could not attach or map its buffers, e.g. beside
+ * another helper's perf) is reported with what it printed and the set-ups run again, at most
+ * `traceAttempts` times, instead of failing the whole run on its kill().
+ */
 async function tracedSetUps(route: Route, pids: [number, number], n: number): Promise<number[][]> {
   const data = await Deno.makeTempFile({ suffix: ".perf" });
   const events = [
@@ -228,25 +236,40 @@ async function tracedSetUps(route: Route, pids: [number, number], n: number): Pr
     "sys_enter_connect",
     "sys_enter_shutdown",
   ].map((e) => `syscalls:${e}`).join(",");
-  const perf = new Deno.Command("perf", {
-    args: ["record", "-q", "-o", data, "-e", events, "-p", pids.join(",")],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
   try {
-    await new Promise((r) => setTimeout(r, 1000)); // perf attaches (no signal tells when)
-    await sequentialMs(route, n);
+    for (let attempt = 1;; attempt++) {
+      const perf = new Deno.Command("perf", {
+        args: ["record", "-q", "-o", data, "-e", events, "-p", pids.join(",")],
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      const said = new Response(perf.stderr).text();
+      let endedEarly = false;
+      try {
+        await new Promise((r) => setTimeout(r, 1000)); // perf attaches (no signal tells when)
+        await sequentialMs(route, n);
+      } finally {
+        try {
+          perf.kill("SIGINT");
+        } catch {
+          endedEarly = true; // it exited already: its status and output say why
+        }
+        await perf.status;
+      }
+      if (!endedEarly) break;
+      const why = (await said).trim() || "no output";
+      if (attempt === traceAttempts) throw new Error(`perf record ended on its own: ${why}`);
+      console.error(`perf record ended on its own (${why}); tracing again`);
+    }
+    const script = await new Deno.Command("perf", {
+      args: ["script", "-i", data, "-F", "pid,time,event,trace"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return setUpSteps(traceSyscalls(new TextDecoder().decode(script.stdout), pids[0]));
   } finally {
-    perf.kill("SIGINT");
-    await perf.status;
+    await Deno.remove(data);
   }
-  const script = await new Deno.Command("perf", {
-    args: ["script", "-i", data, "-F", "pid,time,event,trace"],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  await Deno.remove(data);
-  return setUpSteps(traceSyscalls(new TextDecoder().decode(script.stdout), pids[0]));
 }
 
 try {
