@@ -1,6 +1,7 @@
 /**
  * `deno run -A bench/mux_mem.ts [--sessions 1000] [--streams 10000] [--churn 20000]
- * [--churn-sessions 1] [--keepalive-ms 1000] [--rounds 3] [--old DIR | --trees name=DIR,...]`:
+ * [--churn-sessions 1] [--keepalive-ms 1000] [--rounds 3] [--old DIR | --trees name=DIR,...]`
+ * (a tree `name=DIR:FLAG+FLAG` runs its measured process with those V8 flags too):
  * what lib/mux costs in memory per session and per stream, and what a stream's churn leaves to
  * the GC (issue 20).
  *
@@ -205,14 +206,14 @@ class Measured {
   #waiting: ((line: string) => void) | null = null;
   #reading: Promise<void>;
 
-  constructor(root: string, keepaliveMs: number) {
+  constructor(root: string, keepaliveMs: number, v8Flags = "") {
     this.#child = new Deno.Command("stdbuf", {
       args: [
         "-oL",
         Deno.execPath(),
         "run",
         "-A",
-        "--v8-flags=--expose-gc,--trace-gc-nvp",
+        `--v8-flags=--expose-gc,--trace-gc-nvp${v8Flags ? `,${v8Flags}` : ""}`,
         import.meta.filename!,
       ],
       env: {
@@ -301,13 +302,14 @@ async function driver(): Promise<void> {
   const trees = benchTrees(
     flags.trees,
     flags.old ? `new=${here},old=${flags.old}` : `this=${here}`,
+    ":",
   );
   const { Session } = await import("../lib/mux/mod.ts");
   type Stream = import("../lib/mux/mod.ts").Stream;
   const results = new Map<string, RoundResult[]>(trees.map((t) => [t.name, []]));
 
-  const runTree = async (dir: string): Promise<RoundResult> => {
-    const m = new Measured(dir, flags["keepalive-ms"]);
+  const runTree = async (dir: string, v8Flags: string): Promise<RoundResult> => {
+    const m = new Measured(dir, flags["keepalive-ms"], v8Flags);
     const { port } = await m.next<{ port: number }>();
     const out: RoundResult = { mem: {}, churn: {} };
     const churnSessions = Math.max(1, Math.min(flags["churn-sessions"], flags.sessions));
@@ -433,7 +435,9 @@ async function driver(): Promise<void> {
       }`,
   );
   for (let round = 0; round < flags.rounds; round++) {
-    for (const [, t] of roundOrder(trees, round)) results.get(t.name)!.push(await runTree(t.dir));
+    for (const [, t] of roundOrder(trees, round)) {
+      results.get(t.name)!.push(await runTree(t.dir, t.extra));
+    }
   }
   console.log(`load after ${Deno.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
 
