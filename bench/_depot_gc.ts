@@ -25,12 +25,11 @@ import {
   concurrentRps,
   cpuPerConn,
   depotServerArgs,
-  fixed,
   freePort,
+  gcEachLines,
   type GcLine,
-  gcNum,
+  gcRow,
   gcTraceLines,
-  median,
   type Proc,
   roundOrder,
   serveLengthSource,
@@ -147,32 +146,12 @@ try {
   );
   for (const [i, p] of paths.entries()) {
     for (const [j, side] of ["server", "local"].entries()) {
-      const sc = gcs[i][j];
-      const per = (k: string, scale = 1) =>
-        fixed(sc.reduce((a, g) => a + gcNum(g, k), 0) * scale / conns, 1);
-      console.log(
-        `${p.name.padEnd(8)} ${side.padEnd(6)} CPU ${fixed(median(cpu[i][j])).padStart(5)} [${
-          cpu[i][j].map((x) => fixed(x)).join(" ")
-        }]  scavenges ${fixed(sc.length * 1000 / conns, 2)}/1k  survived ${
-          per("new_space_survived")
-        } B  promoted ${per("promoted")} B  pause ${per("pause", 1000)} µs`,
-      );
+      console.log(gcRow(p.name, side, cpu[i][j], gcs[i][j], conns, 5));
     }
   }
   if (flags.each) {
-    console.log(
-      "\nevery GC of each server in the last round (s: scavenge, else a mark-compact), KB:",
-    );
-    for (const [i, p] of paths.entries()) {
-      console.log(
-        `${p.name}: ${
-          lastRound[i].map((g) =>
-            `${g.gc} ${fixed(gcNum(g, "promoted") / 1024)}/${
-              fixed(gcNum(g, "new_space_survived") / 1024)
-            }`
-          ).join(", ")
-        }  (promoted/survived)`,
-      );
+    for (const line of gcEachLines(paths.map((p, i) => ({ name: p.name, gcs: lastRound[i] })))) {
+      console.log(line);
     }
   }
 } finally {

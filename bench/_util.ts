@@ -201,6 +201,46 @@ export function gcNum(g: GcLine, k: string): number {
   return typeof v === "number" ? v : 0;
 }
 
+/**
+ * One process's row of a GC bench (bench/_depot_gc.ts, bench/_tunnel_gc.ts): its CPU µs per
+ * unit, median [each round], then per unit (`units`: the connections or requests of all
+ * rounds) its scavenges per 1,000 and their survived and promoted bytes and pause µs.
+ */
+export function gcRow(
+  name: string,
+  side: string,
+  cpu: readonly number[],
+  scavenges: readonly GcLine[],
+  units: number,
+  cpuWidth: number,
+): string {
+  const per = (k: string, scale = 1) =>
+    fixed(scavenges.reduce((a, g) => a + gcNum(g, k), 0) * scale / units, 1);
+  return `${name.padEnd(8)} ${side.padEnd(6)} CPU ${fixed(median(cpu)).padStart(cpuWidth)} [${
+    cpu.map((x) => fixed(x)).join(" ")
+  }]  scavenges ${fixed(scavenges.length * 1000 / units, 2)}/1k  survived ${
+    per("new_space_survived")
+  } B  promoted ${per("promoted")} B  pause ${per("pause", 1000)} µs`;
+}
+
+/** A GC bench's `--each` lines: every GC of each server in the last round, promoted/survived KB. */
+export function gcEachLines(
+  servers: readonly { name: string; gcs: readonly GcLine[] }[],
+): string[] {
+  return [
+    "\nevery GC of each server in the last round (s: scavenge, else a mark-compact), KB:",
+    ...servers.map(({ name, gcs }) =>
+      `${name}: ${
+        gcs.map((g) =>
+          `${g.gc} ${fixed(gcNum(g, "promoted") / 1024)}/${
+            fixed(gcNum(g, "new_space_survived") / 1024)
+          }`
+        ).join(", ")
+      }  (promoted/survived)`
+    ),
+  ];
+}
+
 /** Wrap a child spawned with piped stdout and stderr (e.g. in a namespace) as a {@linkcode Proc}. */
 export function watch(child: Deno.ChildProcess, name: string): Proc {
   const w = new Watched(child, name);
