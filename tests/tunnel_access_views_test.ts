@@ -3,7 +3,8 @@
  * whole in a view goes out from it; one split across views, a chunked one, one behind an
  * interim head or one bigger than a view goes through the copying reader; and back. Every
  * byte reaches the public client once and in order, and each request gets its own line with
- * its status and the bytes of its response.
+ * its status and the bytes of its response. The same with response rewrites (a field added,
+ * one removed): each final head rewritten where it lies, the interim one passed as it came.
  */
 
 import { assertEquals } from "./_assert.ts";
@@ -22,7 +23,7 @@ const split = ["HTTP/1.1 200 OK\r\nContent-Le", "ngth: 5\r\n\r\nsplit"];
 /** What the app answers per path, in the order of the test's pipelined requests. */
 const answers: [string, string][] = [
   ["/one", ok("1")],
-  ["/two", ok("22")], // answered together with /one: two responses in one write
+  ["/two", "HTTP/1.1 200 OK\r\nX-Drop: d\r\nContent-Length: 2\r\n\r\n22"], // with /one
   ["/split", split.join("")], // its head in two writes, the second after the front took the first
   ["/chunked", chunked + ok("after")], // a chunked response and /after in one write
   ["/after", ""],
@@ -31,12 +32,34 @@ const answers: [string, string][] = [
   ["/last", ""],
 ];
 
+/** A response as the rewrites below give it: its final head without X-Drop and with X-R. */
+function rewritten(response: string): string {
+  const at = response.startsWith("HTTP/1.1 103") ? response.indexOf("\r\n\r\n") + 4 : 0;
+  const end = response.indexOf("\r\n\r\n", at);
+  return response.slice(0, at) + response.slice(at, end).replace("\r\nX-Drop: d", "") +
+    "\r\nX-R: 1" + response.slice(end);
+}
+
 Deno.test("tunnel access log: responses whole in a view, split across views or framed otherwise go out byte-exact, each with its line", async () => {
+  await views(false);
+});
+
+Deno.test("tunnel access log: the same responses with response rewrites, each final head rewritten", async () => {
+  await views(true);
+});
+
+async function views(rewrite: boolean): Promise<void> {
   const lines: string[] = [];
   const log = new Logger("info", { svc: "front" }, (line) => lines.push(line));
   const t = startTunnel({}, 0, { accessLog: true, log });
   const id = "identifier-views-" + crypto.randomUUID();
   await t.server.addHost("app.test", id);
+  if (rewrite) {
+    await t.server.setRewrite("app.test", {
+      response: { add: [["X-R", "1"]], remove: ["x-drop", "link"] },
+    });
+  }
+  const out = rewrite ? rewritten : (response: string) => response;
   const bytesOut = () => t.server.stats.host("app.test").bytesOut;
 
   // The app: one connection, request heads read as they come; answers written as scripted.
@@ -94,7 +117,18 @@ Deno.test("tunnel access log: responses whole in a view, split across views or f
     );
     await pub.closeWrite();
     const got = await readAll(pub);
-    const want = answers.map(([, a]) => a).join("");
+    const sent = answers.map(([, a]) => a).join("");
+    const outOf: Record<string, string> = {
+      "/one": ok("1"),
+      "/two": answers[1][1],
+      "/split": split.join(""),
+      "/chunked": chunked,
+      "/after": ok("after"),
+      "/early": answers[5][1],
+      "/big": ok(big),
+      "/last": ok("last"),
+    };
+    const want = answers.map(([p]) => out(outOf[p])).join("");
     assertEquals(got.length, want.length);
     assertEquals(new TextDecoder("latin1").decode(got), want);
     await until(
@@ -105,20 +139,12 @@ Deno.test("tunnel access log: responses whole in a view, split across views or f
       const f = (name: string) => new RegExp(`\\b${name}=(\\S+)`).exec(l)?.[1];
       return [f("path"), f("status"), Number(f("out"))];
     });
-    const outOf: Record<string, string> = {
-      "/one": ok("1"),
-      "/two": ok("22"),
-      "/chunked": chunked,
-      "/after": ok("after"),
-      "/early": answers[5][1],
-      "/big": ok(big),
-      "/last": ok("last"),
-    };
     assertEquals(
       access,
-      answers.map(([p, a]) => [p, "200", (outOf[p] ?? a).length]),
+      answers.map(([p]) => [p, "200", out(outOf[p]).length]),
     );
-    assertEquals(bytesOut(), want.length);
+    // What came from the app (the stream's bytes), rewritten or not.
+    assertEquals(bytesOut(), sent.length);
   } finally {
     closeQuietly(pub);
     await client.stop();
@@ -126,4 +152,4 @@ Deno.test("tunnel access log: responses whole in a view, split across views or f
     listener.close();
     await app;
   }
-});
+}

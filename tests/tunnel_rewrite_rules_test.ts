@@ -15,6 +15,18 @@ import {
   parseHostRewriteFlag,
   RewriteError,
 } from "../lib/tunnel/mod.ts";
+import { forwardHeaders, forwardHeadParts } from "../lib/tunnel/forward.ts";
+import {
+  readResponseHead,
+  scanRequestHead,
+  scanResponseHead,
+  serializeRequestHead,
+  serializeResponseHead,
+} from "../lib/http/mod.ts";
+import { BufferedReader } from "../lib/net/mod.ts";
+import fc from "./_fc.ts";
+import { fuzzParams } from "./_fuzz.ts";
+import { ChunkedSource } from "./_chunked.ts";
 
 const head: [string, string][] = [
   ["Host", "a.test"],
@@ -138,4 +150,106 @@ Deno.test("rewrite rules: --host-rewrite values, merged per host", () => {
   for (const bad of ["a.test=req-sett:X:1", "a.test=req-set:novalue", "a.test"]) {
     assert(assertThrows(() => parseHostRewriteFlag(bad)) instanceof RewriteError, bad);
   }
+});
+
+// ---- The byte-level rewrite (the standalone front's path) against the field lists'.
+
+/** Names the random heads and rules draw from: some the rules touch, in any case. */
+const names = ["X-A", "x-a", "X-B", "Server", "server", "X-Frame-Options", "Cookie", "X-^", "X-~"];
+const nameArb = fc.constantFrom(...names);
+/** A value as a serialiser writes it: visible latin-1, inner spaces and tabs. */
+const valueArb = fc.stringMatching(
+  /^([\x21-\x7e\xa0-\xff]([ \t\x21-\x7e\xa0-\xff]{0,8}[\x21-\x7e\xa0-\xff])?)?$/,
+);
+const pairsArb = fc.array(fc.tuple(nameArb, valueArb.filter((v) => v !== "")), { maxLength: 3 });
+const rulesArb = fc.record({
+  set: pairsArb,
+  add: pairsArb,
+  remove: fc.array(nameArb, { maxLength: 3 }),
+});
+/** One to three steps (a client's rules, then the server's...), each with a Host or not. */
+const rewriteArb = fc.array(
+  fc.record({
+    host: fc.option(fc.constantFrom("app.internal", "b.test:8080"), { nil: undefined }),
+    request: rulesArb,
+    response: rulesArb,
+  }),
+  { minLength: 1, maxLength: 3 },
+).map((specs) => {
+  let rw: HostRewrite | undefined;
+  for (const s of specs) {
+    const spec = s.host === undefined ? { request: s.request, response: s.response } : s;
+    let step: HostRewrite;
+    try {
+      step = new HostRewrite(spec);
+    } catch {
+      continue; // no rule at all
+    }
+    rw = rw ? rw.then(step) : step;
+  }
+  return rw ?? new HostRewrite({ host: "only.host" });
+});
+const fieldsArb = fc.array(fc.tuple(nameArb, valueArb), { maxLength: 8 });
+const latin1 = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+const text = (b: Uint8Array) => String.fromCharCode(...b);
+
+Deno.test("rewrite rules: a response head rewritten at byte level is the serialised rewrite", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      rewriteArb,
+      fc.constantFrom("HTTP/1.1 200 OK", "HTTP/1.0 404 Not Found", "HTTP/1.1 204 "),
+      fieldsArb,
+      fc.uint8Array({ maxLength: 20 }),
+      async (rw, statusLine, fields, body) => {
+        const headText = `${statusLine}\r\n${
+          fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")
+        }\r\n`;
+        const bytes = new Uint8Array([...latin1(headText), ...body]);
+        const scan = scanResponseHead(bytes);
+        assert(scan, "a head as a serialiser writes it");
+        const head = await readResponseHead(new BufferedReader(new ChunkedSource(bytes, 7)));
+        const want = serializeResponseHead({ ...head, headers: rw.response(head.headers) });
+        const got = rw.responseBytes(bytes, scan.length);
+        const wanted = text(want) + text(body);
+        // A plain compare (assertEquals' diff of every shrunk case is slow).
+        assert(text(got) === wanted, `${JSON.stringify(text(got))} !== ${JSON.stringify(wanted)}`);
+      },
+    ),
+    fuzzParams(100),
+  );
+});
+
+Deno.test("rewrite rules: a request head rewritten at byte level is the serialised rewrite", () => {
+  const peer = { ip: "192.0.2.7", remote: "192.0.2.7:5000" };
+  fc.assert(
+    fc.property(
+      rewriteArb,
+      fc.constantFrom("GET / HTTP/1.1", "POST /x?y=1 HTTP/1.0"),
+      fieldsArb,
+      fc.nat(8),
+      (rw, requestLine, fields, hostAt) => {
+        // One Host among the fields (the front refuses a request without one).
+        fields.splice(Math.min(hostAt, fields.length), 0, ["Host", "p.test"]);
+        const raw = latin1(
+          `${requestLine}\r\n${fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`,
+        );
+        const scan = scanRequestHead(raw);
+        assert(scan, "a head as a serialiser writes it");
+        const parts = forwardHeadParts(raw, scan.head, peer, "http");
+        assert(parts);
+        const want = serializeRequestHead({
+          ...scan.head,
+          headers: rw.request(forwardHeaders(scan.head, peer, "http", false)),
+        });
+        const got = text(rw.requestBytes(parts[0], parts[1])!);
+        assert(got === text(want), `${JSON.stringify(got)} !== ${JSON.stringify(text(want))}`);
+      },
+    ),
+    fuzzParams(100),
+  );
+});
+
+Deno.test("rewrite rules: a rule that drops an X-Forwarded-* field leaves requests to the field path", () => {
+  const rw = new HostRewrite({ request: { remove: ["x-forwarded-for"] } });
+  assertEquals(rw.requestBytes(latin1("GET / HTTP/1.1\r\nHost: a\r\n"), latin1("\r\n")), undefined);
 });

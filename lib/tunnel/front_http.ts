@@ -462,8 +462,9 @@ export class PublicConn {
    * same (the head is queued on it, without a promise when it fits the gathered bytes), else
    * a new stream (the head rides in its SYN). An Upgrade request always gets a new one, so its
    * answer is the stream's first response. The head goes as `parts` (its own bytes and the
-   * X-Forwarded-* lines: see `forwardHeadParts`) when given and the leg has no header rewrites,
-   * else as `serialized` makes it with them. The access rules of the host and of the client it
+   * X-Forwarded-* lines: see `forwardHeadParts`) when given: as they are when the leg has no
+   * header rewrites, else rewritten at byte level (`HostRewrite.requestBytes`); otherwise as
+   * `serialized` makes it (with the rewrites). The access rules of the host and of the client it
    * goes to are checked first (once per request, with the route the request takes: a group's
    * turn moves once). Undefined when the request was answered here (401, 403, 404, 502).
    *
@@ -499,9 +500,10 @@ export class PublicConn {
       if (parts && !cur.rewrite && !dropClose && this.#out.addNow(parts[0], parts[1])) {
         return this.#queued(cur, vhost, parts[0].length + parts[1].length, head, false);
       }
-      const headBytes = parts && !cur.rewrite && !dropClose
-        ? joinParts(parts)
-        : serialized(cur.rewrite, dropClose);
+      // With rewrites, the usual head is rewritten where it lies (no field list, no string).
+      const headBytes = (parts && !dropClose &&
+        (cur.rewrite ? cur.rewrite.requestBytes(parts[0], parts[1]) : joinParts(parts))) ||
+        serialized(cur.rewrite, dropClose);
       if (this.#out.addNow(headBytes)) {
         return this.#queued(cur, vhost, headBytes.length, head, dropClose);
       }
@@ -511,8 +513,14 @@ export class PublicConn {
     }
     // The head rides in the new stream's SYN, after awaits: joined now, while `raw` is valid.
     const spliced = parts && joinParts(parts);
+    const cut = parts?.[0].length ?? 0;
     const headFor = (rw: HostRewrite | undefined, dropClose: boolean) =>
-      !rw && spliced && !dropClose ? spliced : serialized(rw, dropClose);
+      !spliced || dropClose
+        ? serialized(rw, dropClose)
+        : !rw
+        ? spliced
+        : rw.requestBytes(spliced.subarray(0, cut), spliced.subarray(cut)) ??
+          serialized(rw, dropClose);
     return this.#newLeg(vhost, hostHeader, headFor, upgrade, authorization, head, last, bodyless);
   }
 
@@ -1037,9 +1045,10 @@ export class PublicConn {
    * The access log's and the response rewrites' copy: each response head is read (see
    * {@linkcode #passHeads}), its body copied by its framing, then its request's line is
    * logged. Returns at the stream's end between responses, or after a response framed by the
-   * close (copied to the stream's end). The usual response (a head that needs no change and a
-   * body of known length) that came whole in one of the mux stream's views goes out from
-   * there, one write, no copy (as the opaque copy sends it). Any other is read from a reader
+   * close (copied to the stream's end). The usual response (a head written as a serialiser
+   * writes one and a body of known length) that came whole in one of the mux stream's views
+   * goes out from there, one write, no copy (as the opaque copy sends it), or with response
+   * rewrites as one rewritten copy (`HostRewrite.responseBytes`: no parse). Any other is read from a reader
    * that copies from the views: a head that needs no change goes out as it came, and a
    * response's bytes are gathered until the stream must be read again (one that came whole in
    * one read goes straight from the reader's buffer).
@@ -1143,9 +1152,9 @@ export class PublicConn {
           leg.poolable = false;
           return "opaque";
         }
-        if (r.buffered === 0 && !rewrites) {
+        if (r.buffered === 0) {
           // Between responses, nothing copied: take the next view, and send the responses
-          // that lie whole in it from there.
+          // that lie whole in it from there (with response rewrites, a rewritten copy).
           if (view === null) {
             if (out.pending) {
               // What was gathered goes out before a read that may wait (then the checks
@@ -1182,10 +1191,12 @@ export class PublicConn {
             if (!final!.persistent || leg.pending.length === 0) leg.poolable = false;
             if (out.pending) await out.flush();
             const outStart = leg.responseBytes;
-            leg.responseBytes += n;
+            const whole = n === v.length ? v : v.subarray(0, n);
+            const bytes = rewrites ? leg.rewrite!.responseBytes(whole, final!.headBytes) : whole;
+            leg.responseBytes += bytes.length;
             this.#idle?.touch();
-            const w = await conn.write(n === v.length ? v : v.subarray(0, n));
-            if (w < n) await writeAll(conn, v.subarray(w, n));
+            const w = await conn.write(bytes);
+            if (w < bytes.length) await writeAll(conn, bytes.subarray(w));
             used(n);
             answered(final!.status, outStart);
             copied++;
@@ -1238,7 +1249,8 @@ export class PublicConn {
    * Pass on the interim (1xx) response heads at the front of `r`, and return the final head's
    * status and body framing (`method`: its request's). A head written as
    * `serializeResponseHead` writes one and all buffered is only scanned: the final one stays
-   * in `r` (`headBytes` long) for the caller to pass on with its body. Any other is parsed
+   * in `r` (`headBytes` long) for the caller to pass on with its body, or when the leg rewrites
+   * responses is rewritten at byte level and passed on (`headBytes` 0). Any other is parsed
    * (and rejected when bad), rewritten when the leg rewrites responses, and passed on
    * (`headBytes` 0).
    */
@@ -1251,12 +1263,19 @@ export class PublicConn {
   ): Promise<FinalHead> {
     const rewrites = leg.rewrite?.rewritesResponse ?? false;
     while (true) {
-      const scan = rewrites || closeAfter ? undefined : scanResponseHead(r.peek());
+      const scan = closeAfter ? undefined : scanResponseHead(r.peek());
       if (scan && scan.status < 200) {
         await passOn(r, sink, scan.length);
         continue;
       }
       const final = scannedFinal(scan, method);
+      if (final && rewrites) {
+        // Rewritten where it lies (no field list, no string), then passed on.
+        const n = final.headBytes;
+        await sink(leg.rewrite!.responseBytes(r.peek().subarray(0, n), n));
+        r.skip(n);
+        return { ...final, headBytes: 0 };
+      }
       if (final) return final;
       const { head, raw } = takeBufferedResponseHead(r) ?? await readResponseHeadRaw(r);
       if (head.status < 200) {

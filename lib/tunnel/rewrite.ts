@@ -74,6 +74,58 @@ interface Step {
   response: CompiledRules;
 }
 
+/**
+ * Every step's rules of one direction as one (for the byte-level rewrite of a head): step after
+ * step, `out = filter(in, drop) ++ append` folds into `filter(in, drops joined) ++ appends`,
+ * where each step's drop also filters the appends of the steps before it.
+ */
+interface FlatRules {
+  /** Lower-case names dropped, as bytes (few: a byte compare per field line and name). */
+  drop: Uint8Array[];
+  /** The fields appended, as `Name: value` CRLF lines. */
+  append: Uint8Array;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const COLON = 0x3a;
+/** Lower-case names of the X-Forwarded-* fields the fronts add to a request. */
+const forwardedNames = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/** `s` as latin-1 bytes (a rule's names and values are checked to be latin-1). */
+function latin1(s: string): Uint8Array {
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+/** The rules of `steps` in one direction as one {@linkcode FlatRules}. */
+function flatten(steps: readonly Step[], where: "request" | "response"): FlatRules {
+  const drop = new Set<string>();
+  let append: [string, string][] = [];
+  for (const s of steps) {
+    const r = s[where];
+    for (const n of r.drop) drop.add(n);
+    append = append.filter(([k]) => !r.drop.has(k.toLowerCase())).concat(r.append);
+  }
+  return {
+    drop: [...drop].map(latin1),
+    append: latin1(append.map(([k, v]) => `${k}: ${v}\r\n`).join("")),
+  };
+}
+
+/** ASCII lower case of each byte (names are tchar: ASCII; `toLowerCase` changes A-Z only). */
+const lower = Uint8Array.from({ length: 256 }, (_, c) => c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
+
+/** Whether the field name at `b[at..at+len)` is one of `drop` (lower case), in any case. */
+function dropped(b: Uint8Array, at: number, len: number, drop: readonly Uint8Array[]): boolean {
+  for (const d of drop) {
+    if (d.length !== len) continue;
+    let i = 0;
+    while (i < len && lower[b[at + i]] === d[i]) i++;
+    if (i === len) return true;
+  }
+  return false;
+}
+
 function compileRules(
   rules: HeaderRules | undefined,
   where: "request" | "response",
@@ -156,9 +208,62 @@ function applyRules(headers: HeaderFields, r: CompiledRules): HeaderFields {
   return out;
 }
 
+/** `host`, lower case, as bytes (the Host rewrite's field). */
+const hostName = [latin1("host")];
+
+/**
+ * Copy the field lines of a head written as a serialiser writes it (`name: value` CRLF, no
+ * CR inside a line) from `b[from..to)` into `out` at `o`, without the fields `drop` names and
+ * with `host` as the value of a Host field when given; returns the end in `out`.
+ */
+function copyFields(
+  b: Uint8Array,
+  from: number,
+  to: number,
+  out: Uint8Array,
+  o: number,
+  drop: readonly Uint8Array[],
+  host: Uint8Array | undefined,
+): number {
+  for (let i = from; i < to;) {
+    let colon = i;
+    while (colon < to && b[colon] !== COLON) colon++;
+    let end = colon;
+    while (end < to && b[end] !== CR) end++;
+    end = Math.min(end + 2, to); // past the CRLF
+    if (host && colon - i === 4 && dropped(b, i, 4, hostName)) {
+      out.set(b.subarray(i, colon + 2), o); // the name as written, ": "
+      o += colon + 2 - i;
+      out.set(host, o);
+      o += host.length;
+      out[o++] = CR;
+      out[o++] = LF;
+    } else if (!dropped(b, i, colon - i, drop)) {
+      out.set(b.subarray(i, end), o);
+      o += end - i;
+    }
+    i = end;
+  }
+  return o;
+}
+
+/** The end of the first line of `b` (past its CRLF). */
+function firstLineEnd(b: Uint8Array): number {
+  const cr = b.indexOf(CR);
+  return cr < 0 ? b.length : cr + 2;
+}
+
 /** One host's compiled rewrites (or, see {@linkcode HostRewrite.then}, several in a row). */
 export class HostRewrite {
   readonly #steps: Step[];
+  /** Every step's request rules as one, for {@linkcode requestBytes}. */
+  readonly #request: FlatRules;
+  /** Every step's response rules as one, for {@linkcode responseBytes}. */
+  readonly #response: FlatRules;
+  /** The Host value the app gets (the last step's that sets one), as bytes. */
+  readonly #host: Uint8Array | undefined;
+  /** Whether a request rule drops an X-Forwarded-* field (then no {@linkcode requestBytes}). */
+  readonly #dropsForwarded: boolean;
   /** Whether responses are rewritten (the fast front then parses them). */
   readonly rewritesResponse: boolean;
 
@@ -192,6 +297,13 @@ export class HostRewrite {
       this.#steps = [step];
     }
     this.rewritesResponse = this.#steps.some((s) => rulesAny(s.response));
+    this.#request = flatten(this.#steps, "request");
+    this.#response = flatten(this.#steps, "response");
+    const host = this.#steps.findLast((s) => s.host !== undefined)?.host;
+    this.#host = host === undefined ? undefined : latin1(host);
+    this.#dropsForwarded = this.#steps.some((s) =>
+      forwardedNames.some((n) => s.request.drop.has(n))
+    );
   }
 
   /** These rewrites, then `next`'s (which win where both touch a header). */
@@ -217,6 +329,54 @@ export class HostRewrite {
     let out = headers;
     for (const s of this.#steps) out = applyRules(out, s.response);
     return out;
+  }
+
+  /**
+   * {@linkcode request}'s head as bytes, made at byte level: `fields` is a request head written
+   * as `serializeRequestHead` writes one, up to and with its last field line (no empty line),
+   * and `forwarded` the X-Forwarded-* lines and the empty line to add (see `forwardHeadParts`).
+   * The same bytes as `serializeRequestHead` of the parsed head with {@linkcode request} of
+   * `forwardHeaders`' fields, without a field list or a string. Undefined when a rule drops an
+   * X-Forwarded-* field (the caller serialises the fields then).
+   */
+  requestBytes(fields: Uint8Array, forwarded: Uint8Array): Uint8Array | undefined {
+    if (this.#dropsForwarded) return undefined;
+    const { drop, append } = this.#request;
+    const host = this.#host;
+    const out = new Uint8Array(
+      fields.length + (host?.length ?? 0) + forwarded.length + append.length,
+    );
+    const start = firstLineEnd(fields);
+    out.set(fields.subarray(0, start));
+    let o = copyFields(fields, start, fields.length, out, start, drop, host);
+    out.set(forwarded.subarray(0, forwarded.length - 2), o); // its lines, not the empty one
+    o += forwarded.length - 2;
+    out.set(append, o);
+    o += append.length;
+    out[o++] = CR;
+    out[o++] = LF;
+    return out.subarray(0, o);
+  }
+
+  /**
+   * A response with {@linkcode response}'s rules applied to its head, made at byte level: `bytes`
+   * starts with a head of `headLength` bytes written as `serializeResponseHead` writes one (as
+   * `scanResponseHead` accepts it); the bytes after the head (its body) follow the new head
+   * unchanged. The head's bytes are those `serializeResponseHead` gives for the parsed head with
+   * {@linkcode response}'s fields, without a field list or a string.
+   */
+  responseBytes(bytes: Uint8Array, headLength: number): Uint8Array {
+    const { drop, append } = this.#response;
+    const out = new Uint8Array(bytes.length + append.length);
+    const start = firstLineEnd(bytes);
+    out.set(bytes.subarray(0, start));
+    let o = copyFields(bytes, start, headLength - 2, out, start, drop, undefined);
+    out.set(append, o);
+    o += append.length;
+    out[o++] = CR;
+    out[o++] = LF;
+    out.set(bytes.subarray(headLength), o);
+    return out.subarray(0, o + bytes.length - headLength);
   }
 
   /** The rewrites without header values (of the first step: a chain is never shown). */

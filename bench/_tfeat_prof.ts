@@ -1,0 +1,148 @@
+/**
+ * Where tunnel-server's CPU goes per small request with the features users turn on (issue 20):
+ * `wrk -t2 -c50` keep-alive GET /hello through a tunnel-server of this checkout (or `--dir
+ * TREE`'s) and a tunnel-client to an nginx origin, the server started with one `--variant`:
+ *
+ * - `raw`: no feature (the default path, for comparison);
+ * - `log`: `--access-log info` (its lines to /dev/null);
+ * - `rewrite`: a request header set and a response header added (`--host-rewrite`), as
+ *   bench/tunnel.ts's "rewrites" row.
+ *
+ * Default: a V8 CPU profile of the server while wrk runs, self time per kind (ops, Deno's
+ * runtime JS, GC, each of our files) and per function, scaled to the CPU the process used
+ * meanwhile (/proc); the profiler slows the process, so read the shares. `--promises`: promises
+ * created per request instead (V8's promise hook, bench/_promise_count.ts).
+ *
+ *   deno run -A bench/_tfeat_prof.ts --variant rewrite [--promises] [--seconds 5] [--top 40] [--dir TREE]
+ * @module
+ */
+
+import {
+  benchFlags,
+  benchPath,
+  freePort,
+  type Proc,
+  spawnDeno,
+  startHelloNginx,
+  stopAll,
+  waitPort,
+} from "./_util.ts";
+import { byKind, recordProfile, selfTimes } from "./_cpuprof.ts";
+
+const flags = benchFlags({
+  numbers: { seconds: 5, top: 40 },
+  booleans: ["promises"],
+  strings: ["dir", "variant"],
+});
+const dir = flags.dir ?? benchPath("..");
+const variant = flags.variant ?? "raw";
+/** How long the promise counter's file may take to appear after the signal. */
+const countWaitMs = 2_000;
+
+const variantArgs: Record<string, string[]> = {
+  raw: [],
+  log: ["--access-log", "info"],
+  rewrite: [
+    "--host-rewrite",
+    "v.test=req-set:X-Env:bench",
+    "--host-rewrite",
+    "v.test=res-add:X-Frame-Options:DENY",
+  ],
+};
+if (!variantArgs[variant]) throw new Error(`--variant must be one of ${Object.keys(variantArgs)}`);
+
+const nginx = await startHelloNginx("warren-tfeat-nginx-");
+const procs: Proc[] = [nginx.proc];
+const id = "tfeat-" + crypto.randomUUID();
+const inspect = freePort();
+const port = freePort();
+// Its output is dropped (an access-logged server writes a line per request), as
+// bench/tunnel.ts's logged rows do.
+const server = spawnDeno(`${dir}/services/tunnel-server.ts`, [
+  "--listen",
+  `127.0.0.1:${port}`,
+  "--host",
+  "v.test=env:TFEAT_ID",
+  ...variantArgs[variant],
+], {
+  env: { TFEAT_ID: id },
+  output: "discard",
+  denoFlags: flags.promises
+    ? ["--preload", benchPath("_promise_count.ts")]
+    : [`--inspect=127.0.0.1:${inspect}`],
+});
+procs.push(server);
+
+try {
+  await waitPort(port, "tunnel-server");
+  const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
+    "--server",
+    `http://127.0.0.1:${port}`,
+    "--local",
+    `127.0.0.1:${nginx.port}`,
+    "--log-level",
+    "info",
+  ], { env: { TUNNEL_IDENTIFIER: id } });
+  procs.push(client);
+  await client.waitFor(/msg="connected"/);
+
+  /** wrk -t2 -c50 on GET /hello through the tunnel: the requests it made. */
+  const load = async (seconds: number): Promise<number> => {
+    const args = ["-t2", "-c50", `-d${seconds}s`, "-H", "Host: v.test"];
+    args.push(`http://127.0.0.1:${port}/hello`);
+    const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "null" }).output();
+    return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
+  };
+  /** user + system ticks (1/100 s) of `pid`. */
+  const cpuTicks = (pid: number): number => {
+    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]);
+  };
+  /** The promises `pid` created so far (bench/_promise_count.ts answers SIGUSR2). */
+  const promisesOf = async (pid: number): Promise<number> => {
+    const file = `/tmp/promise_count.${pid}`;
+    Deno.kill(pid, "SIGUSR2");
+    const end = Date.now() + countWaitMs;
+    while (Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+      try {
+        const n = Number(Deno.readTextFileSync(file));
+        Deno.removeSync(file);
+        return n;
+      } catch {
+        // Not written yet.
+      }
+    }
+    throw new Error(`no promise count from ${pid}`);
+  };
+
+  const pid = server.child.pid;
+  await load(2); // warm-up
+  if (flags.promises) {
+    const p0 = await promisesOf(pid);
+    const requests = await load(flags.seconds);
+    const p1 = await promisesOf(pid);
+    console.log(`tunnel-server (${variant}): ${((p1 - p0) / requests).toFixed(2)} promises/req`);
+  } else {
+    const running = load(flags.seconds + 2);
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = cpuTicks(pid);
+    const profile = await recordProfile("127.0.0.1", inspect, flags.seconds * 1000);
+    const cpuUs = (cpuTicks(pid) - t0) * 1e4;
+    const requests = (await running) * flags.seconds / (flags.seconds + 2);
+    const busy = selfTimes(profile).filter((r) => r.key !== "(idle)");
+    const busyMs = busy.reduce((s, r) => s + r.ms, 0);
+    const us = (ms: number) => (ms / busyMs * cpuUs / requests).toFixed(2).padStart(7);
+    console.log(
+      `== tunnel-server (${variant}): ${Math.round(requests)} requests, ` +
+        `${(cpuUs / requests).toFixed(1)} µs CPU per request with the profiler on`,
+    );
+    for (const k of byKind(profile)) console.log(`${us(k.ms)} µs  ${k.key}`);
+    console.log("-- self, by function");
+    for (const r of busy.slice(0, flags.top)) console.log(`${us(r.ms)} µs  ${r.key}`);
+  }
+} finally {
+  await stopAll(procs);
+  Deno.removeSync(nginx.dir, { recursive: true });
+}
