@@ -19,11 +19,17 @@
  *   `--pause-ms N`: after the warm-up, print every service's pid and wait N ms (to attach perf
  *   or strace to them).
  * - `--no-plain`: the `--mux` paths only.
+ * - `--floors`: also the Deno floors for bulk, in the same rounds: bench/floor_reverse.ts as it
+ *   is (16 KiB reads: its floor of the cost per connection), bench/floor_mux_bulk.ts's plain
+ *   shape (a TCP connection per stream, reads of up to 4 MiB) and its framed shape (the stream
+ *   as frames over one shared connection, credit-based flow control), and a table of same-round
+ *   ratios: floor-mux ÷ floor-plain, depot `--mux` ÷ depot, depot `--mux` ÷ floor-mux.
  * @module
  */
 
 import {
   benchFlags,
+  benchPath,
   benchTrees,
   depotServerArgs,
   downloadMBps,
@@ -45,7 +51,7 @@ import {
 
 const flags = benchFlags({
   numbers: { rounds: 9, mib: 512, "pause-ms": 0 },
-  booleans: ["up", "no-plain", "rt"],
+  booleans: ["up", "no-plain", "rt", "floors"],
   strings: ["trees", "v8"],
 });
 /** `name=DIR` or `name=DIR:K=V+K=V` (extra environment of that tree's services). */
@@ -120,6 +126,38 @@ async function startPair(
   return { socks: p.socks, procs: [server, local] };
 }
 
+/**
+ * A floor's two processes (`script` in bench/, `env` for both): its SOCKS5 port and the two.
+ * The server prints `{"port":N,"tunnel":M}`; the local dials the tunnel port.
+ */
+async function startFloorPair(
+  script: string,
+  env: Record<string, string>,
+): Promise<{ socks: number; procs: Proc[] }> {
+  const server = spawnDeno(benchPath(script), [], {
+    env: { ...env, BENCH_MODE: "server" },
+    name: `${script} server`,
+    denoFlags,
+  });
+  procs.push(server);
+  const { port, tunnel } = JSON.parse(await server.waitFor(/^\{"port"/)) as {
+    port: number;
+    tunnel: number;
+  };
+  const local = spawnDeno(benchPath(script), [], {
+    env: { ...env, BENCH_MODE: "local", BENCH_SERVER: `127.0.0.1:${tunnel}` },
+    output: "stderr",
+    name: `${script} local`,
+    denoFlags,
+  });
+  procs.push(local);
+  return { socks: port, procs: [server, local] };
+}
+
+const floorRevName = "floor reverse (16 KiB)";
+const floorPlainName = "floor plain (bulk)";
+const floorMuxName = "floor mux (bulk)";
+
 try {
   const { proc: source, port: srcPort } = await startLengthSource();
   procs.push(source);
@@ -136,11 +174,55 @@ try {
     const name = `depot --mux (${t.name})`;
     paths.push({ name, route: socksRoute(name, pair.socks, srcPort), procs: pair.procs });
   }
+  if (flags.floors) {
+    const floors: [string, string, Record<string, string>][] = [
+      [floorRevName, "floor_reverse.ts", {}],
+      [floorPlainName, "floor_mux_bulk.ts", { BENCH_FRAMED: "0" }],
+      [floorMuxName, "floor_mux_bulk.ts", { BENCH_FRAMED: "1" }],
+    ];
+    for (const [name, script, env] of floors) {
+      const pair = await startFloorPair(script, env);
+      paths.push({ name, route: socksRoute(name, pair.socks, srcPort), procs: pair.procs });
+    }
+  }
   const dirs = flags.up ? ["down", "up"] as const : ["down"] as const;
   type Dir = (typeof dirs)[number];
   const rate = new Map<string, number[]>();
   const cpu = new Map<string, number[][]>();
   const key = (i: number, d: Dir) => `${i}:${d}`;
+
+  /** `--floors`: same-round ratios of rate and of CPU (server + local) between named paths. */
+  const floorRatios = (d: Dir): string => {
+    const at = (name: string) => paths.findIndex((p) => p.name === name);
+    const mux = paths.findIndex((p) => p.name.startsWith("depot --mux"));
+    const pairs: [string, number, number][] = [
+      ["floor-mux ÷ floor-plain", at(floorMuxName), at(floorPlainName)],
+      ["floor-plain ÷ floor reverse (16 KiB)", at(floorPlainName), at(floorRevName)],
+      ["depot --mux ÷ depot", mux, at("depot")],
+      ["depot --mux ÷ floor-mux", mux, at(floorMuxName)],
+      ["depot ÷ floor-plain", at("depot"), at(floorPlainName)],
+    ];
+    const rows = pairs.filter(([, a, b]) => a >= 0 && b >= 0).map(([name, a, b]) => {
+      const ra = rate.get(key(a, d))!, rb = rate.get(key(b, d))!;
+      const ca = cpu.get(key(a, d))!, cb = cpu.get(key(b, d))!;
+      const rr = ra.map((v, j) => v / rb[j]).sort((x, y) => x - y);
+      const cr = ca.map((x, j) => (x[2] + x[5]) / (cb[j][2] + cb[j][5]));
+      const sr = ca.map((x, j) => x[2] / cb[j][2]);
+      const lr = ca.map((x, j) => x[5] / cb[j][5]);
+      return [
+        name,
+        median(rr).toFixed(2),
+        `${rr[0].toFixed(2)}–${rr[rr.length - 1].toFixed(2)}`,
+        median(cr).toFixed(2),
+        median(sr).toFixed(2),
+        median(lr).toFixed(2),
+      ];
+    });
+    return `\n${d}: same-round ratios (medians)\n` + formatTable(
+      ["ratio", "MB/s", "min–max", "CPU/GiB (sum)", "server", "local"],
+      rows,
+    );
+  };
   for (const p of paths) await downloadMBps(p.route, 16 << 20); // warm up
   if (flags["pause-ms"] > 0) {
     // Time to attach a tracer (strace, perf) to the services, whose pids this prints.
@@ -226,6 +308,7 @@ try {
         rows,
       ),
     );
+    if (flags.floors) console.log(floorRatios(d));
   }
 } finally {
   await stopAll(procs);
