@@ -22,7 +22,8 @@
  * - `--floors`: also the Deno floors for bulk, in the same rounds: bench/floor_reverse.ts as it
  *   is (16 KiB reads: its floor of the cost per connection), bench/floor_mux_bulk.ts's plain
  *   shape (a TCP connection per stream, reads of up to 4 MiB) and its framed shape (the stream
- *   as frames over one shared connection, credit-based flow control), and a table of same-round
+ *   as frames over one shared connection, credit-based flow control; and with `BENCH_SERIAL=1`,
+ *   its receiver waiting for each write as a plain relay does), and a table of same-round
  *   ratios: floor-mux ÷ floor-plain, depot `--mux` ÷ depot, depot `--mux` ÷ floor-mux.
  * @module
  */
@@ -157,6 +158,7 @@ async function startFloorPair(
 const floorRevName = "floor reverse (16 KiB)";
 const floorPlainName = "floor plain (bulk)";
 const floorMuxName = "floor mux (bulk)";
+const floorSerialName = "floor mux, serial receive";
 
 try {
   const { proc: source, port: srcPort } = await startLengthSource();
@@ -179,6 +181,7 @@ try {
       [floorRevName, "floor_reverse.ts", {}],
       [floorPlainName, "floor_mux_bulk.ts", { BENCH_FRAMED: "0" }],
       [floorMuxName, "floor_mux_bulk.ts", { BENCH_FRAMED: "1" }],
+      [floorSerialName, "floor_mux_bulk.ts", { BENCH_FRAMED: "1", BENCH_SERIAL: "1" }],
     ];
     for (const [name, script, env] of floors) {
       const pair = await startFloorPair(script, env);
@@ -198,6 +201,7 @@ try {
     const pairs: [string, number, number][] = [
       ["floor-mux ÷ floor-plain", at(floorMuxName), at(floorPlainName)],
       ["floor-plain ÷ floor reverse (16 KiB)", at(floorPlainName), at(floorRevName)],
+      ["floor-mux serial ÷ floor-mux", at(floorSerialName), at(floorMuxName)],
       ["depot --mux ÷ depot", mux, at("depot")],
       ["depot --mux ÷ floor-mux", mux, at(floorMuxName)],
       ["depot ÷ floor-plain", at("depot"), at(floorPlainName)],

@@ -38,6 +38,12 @@ const readBytes = Number(Deno.env.get("BENCH_READ_KIB") ?? 4096) * kib;
 /** Unconsumed bytes a receiver accepts per stream before the sender must wait for credit. */
 const windowBytes = Number(Deno.env.get("BENCH_WINDOW_KIB") ?? 16 * 1024) * kib;
 const framed = Deno.env.get("BENCH_FRAMED") === "1";
+/**
+ * `BENCH_SERIAL=1` (framed): the receiver waits for each payload's write before it reads the
+ * next frame, as a plain relay does. Not a multiplexer (one slow stream stops every other):
+ * a variant that shows what reading on while the write runs costs.
+ */
+const serialReceive = Deno.env.get("BENCH_SERIAL") === "1";
 const headerBytes = 12;
 const kindOpen = 1, kindData = 2, kindFin = 3, kindCredit = 4;
 /** Free receive buffers kept for reuse (more are made while a window's worth waits). */
@@ -257,6 +263,7 @@ class Session {
         if (s.held > windowBytes) throw new Error("peer sent past its credit");
         // The chain starts with the exit's dial: `conn` is set before this write runs.
         s.chain = s.chain.then(() => this.#writeOn(id, s, buf, len));
+        if (serialReceive) await s.chain;
       } else if (kind === kindCredit) {
         if (!s) continue;
         s.credit += len;
