@@ -7,8 +7,10 @@
  *
  *   deno run -A bench/_depot_prof.ts [--requests 4000] [--concurrency 32] [--top 30] [--mux]
  *
- * `--floor` profiles bench/floor_reverse.ts's two processes instead (`--floor-mux`:
- * bench/floor_mux.ts's depot modes, the floor of `--mux`); `--strace` counts their
+ * `--v8=FLAGS` passes V8 flags to both processes (`--no-turbo-inlining,--no-maglev-inlining`:
+ * each function's samples its own, not an inlining caller's). `--out PREFIX` writes both
+ * profiles (bench/_depot_pieces.ts sorts them into pieces of work). `--floor` profiles
+ * bench/floor_reverse.ts's two processes instead (`--floor-mux`: bench/floor_mux.ts's depot modes, the floor of `--mux`); `--strace` counts their
  * syscalls per connection (strace -c -f); `--perf` samples both with `perf record` (cpu-clock,
  * which counts only while the process runs; V8's `--perf-basic-prof` names JIT code) and prints
  * µs per connection by binary (kernel, deno, JIT, libc) and the top symbols; `--no-profile`
@@ -46,7 +48,7 @@ const flags = benchFlags({
     "no-profile",
     "heap",
   ],
-  strings: ["tree", "out"],
+  strings: ["tree", "out", "v8"],
 });
 const tree = flags.tree ?? new URL("..", import.meta.url).pathname;
 if (flags["promise-sites"]) flags.promises = true;
@@ -58,13 +60,17 @@ const env: Record<string, string> = {
   DEPOT_TOKEN: crypto.randomUUID(),
   ...(flags["promise-sites"] ? { BENCH_PROMISE_SITES: "1" } : {}),
 };
+// `--v8=FLAGS`: V8 flags for both processes (e.g. `--no-turbo-inlining,--no-maglev-inlining`,
+// so an inlined callee's samples are its own, not its caller's), beside `--perf`'s.
+const v8List = [...(flags.perf ? ["--perf-basic-prof"] : []), ...(flags.v8 ? [flags.v8] : [])];
+const v8Flags = v8List.length ? [`--v8-flags=${v8List.join(",")}`] : [];
 const [src, control, socks, tunnel, status, inspS, inspL] = Array.from({ length: 7 }, freePort);
 const deno = (script: string, args: string[], inspect?: number, e?: Record<string, string>) =>
   spawn(Deno.execPath(), [
     "run",
     "-A",
     ...(inspect && !flags["no-profile"] ? [`--inspect=127.0.0.1:${inspect}`] : []),
-    ...(inspect && flags.perf ? ["--v8-flags=--perf-basic-prof"] : []),
+    ...(inspect ? v8Flags : []),
     ...(inspect ? preload : []),
     script,
     ...args,
@@ -78,7 +84,7 @@ try {
     const floor = `${tree}/bench/floor_${fm ? "mux" : "reverse"}.ts`;
     const inspect = [
       ...(flags["no-profile"] ? [] : [`--inspect=127.0.0.1:${inspS}`]),
-      ...(flags.perf ? ["--v8-flags=--perf-basic-prof"] : []),
+      ...v8Flags,
       ...preload,
     ];
     const server = spawn(Deno.execPath(), ["run", "-A", ...inspect, floor], {
