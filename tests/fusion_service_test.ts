@@ -3,7 +3,7 @@
  * half-closed request answered after the client's FIN, and flag errors.
  */
 import { closeQuietly, writeAll } from "../lib/net/mod.ts";
-import { assertEquals, assertMatch } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { startHashTarget } from "./_fusion.ts";
 import {
   blockStreamSha256,
@@ -15,6 +15,7 @@ import {
   sendBlocks,
   type ServiceProcess,
   startService,
+  until,
 } from "./_util.ts";
 
 const MiB = 1024 * 1024;
@@ -65,9 +66,7 @@ Deno.test("fusion services: 32 MiB each way through 2 paths", async () => {
     await client.waitFor(/msg="session closed".* end=done/);
     await server.waitFor(/msg="session closed".* end=done/);
     // The target (in this process) records its hash once it has read EOF.
-    for (let i = 0; i < 500 && target.results.length === 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await until("the target's hash", () => target.results.length > 0);
     assertEquals(target.results[0], { bytes: 32 * MiB, sha256: blockStreamSha256(32 * MiB, 1) });
     const metricsAddr = /msg="metrics listening".* addr=(\S+)/.exec(
       await server.waitFor(/msg="metrics listening"/),
@@ -77,7 +76,10 @@ Deno.test("fusion services: 32 MiB each way through 2 paths", async () => {
     assertMatch(text, /warren_fusion_bytes_total\{direction="in"\} 33554432/);
     const status = await (await fetch(`http://${metricsAddr}/status`)).json();
     assertEquals(status.recent[0].bytesIn, 32 * MiB);
-    assertEquals(status.recent[0].paths.length, 2);
+    // Every path the session had: both of the client's carried data. On a loaded box one may
+    // go silent and be dialed again (a third entry, the transfer exact all the same).
+    const paths = status.recent[0].paths as { bytesIn: number }[];
+    assert(paths.filter((p) => p.bytesIn > 0).length >= 2, JSON.stringify(paths));
   } finally {
     await client.stop();
     await server.stop();
