@@ -27,6 +27,7 @@ import {
   depotServerArgs,
   freePort,
   procCpuSeconds,
+  promiseCount,
   socksRoute,
   spawn,
   startLengthSource,
@@ -275,12 +276,6 @@ function promiseSites(ps: typeof procs): Map<string, number>[] {
 }
 
 /** Each process's promise count so far (bench/_promise_count.ts, preloaded, on SIGUSR2). */
-async function promiseCounts(ps: typeof procs): Promise<number[]> {
-  const files = ps.map((p) => `/tmp/promise_count.${p.child.pid}`);
-  for (const f of files) Deno.writeTextFileSync(f, "");
-  for (const p of ps) p.child.kill("SIGUSR2");
-  return await Promise.all(files.map(async (f) => {
-    await waitUntil(`promise count in ${f}`, async () => (await Deno.readTextFile(f)) !== "");
-    return Number(Deno.readTextFileSync(f));
-  }));
+function promiseCounts(ps: typeof procs): Promise<number[]> {
+  return Promise.all(ps.map((p) => promiseCount(p.child.pid)));
 }

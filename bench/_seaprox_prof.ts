@@ -21,6 +21,7 @@ import {
   concurrentRps,
   connectRoute,
   freePort,
+  promiseCount,
   type Route,
   socksRoute,
   spawn,
@@ -88,7 +89,7 @@ try {
   const n = flags.requests;
   const proc = procs[1];
   const stop = flags.strace || flags.promises ? undefined : await startProfile(insp, flags.heap);
-  const promisesBefore = flags.promises ? await promiseCount(proc) : 0;
+  const promisesBefore = flags.promises ? await promiseCount(proc.child.pid) : 0;
   const strace = flags.strace
     ? new Deno.Command("strace", {
       args: ["-c", "-f", "-o", "/tmp/seaprox_prof.strace", "-p", String(proc.child.pid)],
@@ -108,7 +109,7 @@ try {
     } ms; user ${user.toFixed(0)} + system ${sys.toFixed(0)} = ${(user + sys).toFixed(0)} µs/conn`,
   );
   if (flags.promises) {
-    const made = (await promiseCount(proc)) - promisesBefore;
+    const made = (await promiseCount(proc.child.pid)) - promisesBefore;
     console.log(`-- promises per connection: ${(made / n).toFixed(2)}`);
   }
   if (strace) {
@@ -140,20 +141,4 @@ try {
   }
 } finally {
   await stopAll(procs);
-}
-
-/** The promises `proc` made so far (bench/_promise_count.ts answers SIGUSR2 with a file). */
-async function promiseCount(proc: { child: Deno.ChildProcess }): Promise<number> {
-  const file = `/tmp/promise_count.${proc.child.pid}`;
-  await Deno.remove(file).catch(() => {});
-  Deno.kill(proc.child.pid, "SIGUSR2");
-  for (let i = 0; i < 200; i++) {
-    try {
-      return Number(await Deno.readTextFile(file));
-    } catch {
-      // Not written yet: the signal is handled on the process's next turn.
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-  throw new Error(`no promise count from ${proc.child.pid}`);
 }

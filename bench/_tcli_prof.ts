@@ -25,6 +25,8 @@ import {
   freePort,
   listeningPort,
   type Proc,
+  procCpuSeconds,
+  promiseCount,
   spawnDeno,
   startHelloNginx,
   stopAll,
@@ -37,8 +39,6 @@ const flags = benchFlags({
   strings: ["dir"],
 });
 const dir = flags.dir ?? benchPath("..");
-/** How long the promise counter's file may take to appear after the signal. */
-const countWaitMs = 2_000;
 
 const nginx = await startHelloNginx("warren-tcli-nginx-");
 const originPort = nginx.port;
@@ -108,31 +108,6 @@ async function load(port: number, seconds: number): Promise<number> {
   return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
 }
 
-/** user + system ticks (1/100 s) of `pid`. */
-function cpuTicks(pid: number): number {
-  const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]);
-}
-
-/** The promises `pid` created so far (bench/_promise_count.ts answers SIGUSR2). */
-async function promisesOf(pid: number): Promise<number> {
-  const file = `/tmp/promise_count.${pid}`;
-  Deno.kill(pid, "SIGUSR2");
-  const end = Date.now() + countWaitMs;
-  while (Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 20));
-    try {
-      const n = Number(Deno.readTextFileSync(file));
-      Deno.removeSync(file);
-      return n;
-    } catch {
-      // Not written yet.
-    }
-  }
-  throw new Error(`no promise count from ${pid}`);
-}
-
 /** Self samples per function (`name file`), most first, idle left out. */
 function selfCounts(p: CpuProfile): { key: string; n: number }[] {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
@@ -175,17 +150,17 @@ try {
   for (const s of sides) {
     await load(s.port, 2); // warm-up
     if (flags.promises) {
-      const p0 = await promisesOf(s.proc.child.pid);
+      const p0 = await promiseCount(s.proc.child.pid);
       const requests = await load(s.port, flags.seconds);
-      const p1 = await promisesOf(s.proc.child.pid);
+      const p1 = await promiseCount(s.proc.child.pid);
       console.log(`${s.title}: ${((p1 - p0) / requests).toFixed(2)} promises per request`);
       continue;
     }
     const running = load(s.port, flags.seconds + 2);
     await new Promise((r) => setTimeout(r, 1000));
-    const t0 = cpuTicks(s.proc.child.pid);
+    const t0 = procCpuSeconds([s.proc]);
     const profile = await recordProfile("127.0.0.1", s.inspect, flags.seconds * 1000);
-    const cpuUs = (cpuTicks(s.proc.child.pid) - t0) * 1e4;
+    const cpuUs = (procCpuSeconds([s.proc]) - t0) * 1e6;
     const requests = await running;
     // The profile covers `seconds` of the run's `seconds + 2`: its share of the requests.
     show(s.title, profile, requests * flags.seconds / (flags.seconds + 2), cpuUs);

@@ -22,6 +22,8 @@ import {
   benchPath,
   freePort,
   type Proc,
+  procCpuSeconds,
+  promiseCount,
   spawnDeno,
   startHelloNginx,
   stopAll,
@@ -36,8 +38,6 @@ const flags = benchFlags({
 });
 const dir = flags.dir ?? benchPath("..");
 const variant = flags.variant ?? "raw";
-/** How long the promise counter's file may take to appear after the signal. */
-const countWaitMs = 2_000;
 
 const variantArgs: Record<string, string[]> = {
   raw: [],
@@ -93,43 +93,19 @@ try {
     const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "null" }).output();
     return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
   };
-  /** user + system ticks (1/100 s) of `pid`. */
-  const cpuTicks = (pid: number): number => {
-    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
-  };
-  /** The promises `pid` created so far (bench/_promise_count.ts answers SIGUSR2). */
-  const promisesOf = async (pid: number): Promise<number> => {
-    const file = `/tmp/promise_count.${pid}`;
-    Deno.kill(pid, "SIGUSR2");
-    const end = Date.now() + countWaitMs;
-    while (Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 20));
-      try {
-        const n = Number(Deno.readTextFileSync(file));
-        Deno.removeSync(file);
-        return n;
-      } catch {
-        // Not written yet.
-      }
-    }
-    throw new Error(`no promise count from ${pid}`);
-  };
-
   const pid = server.child.pid;
   await load(2); // warm-up
   if (flags.promises) {
-    const p0 = await promisesOf(pid);
+    const p0 = await promiseCount(pid);
     const requests = await load(flags.seconds);
-    const p1 = await promisesOf(pid);
+    const p1 = await promiseCount(pid);
     console.log(`tunnel-server (${variant}): ${((p1 - p0) / requests).toFixed(2)} promises/req`);
   } else {
     const running = load(flags.seconds + 2);
     await new Promise((r) => setTimeout(r, 1000));
-    const t0 = cpuTicks(pid);
+    const t0 = procCpuSeconds([server]);
     const profile = await recordProfile("127.0.0.1", inspect, flags.seconds * 1000);
-    const cpuUs = (cpuTicks(pid) - t0) * 1e4;
+    const cpuUs = (procCpuSeconds([server]) - t0) * 1e6;
     const requests = (await running) * flags.seconds / (flags.seconds + 2);
     const busy = selfTimes(profile).filter((r) => r.key !== "(idle)");
     const busyMs = busy.reduce((s, r) => s + r.ms, 0);

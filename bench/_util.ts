@@ -620,6 +620,31 @@ export async function cpuPerConn<T>(
   return { result, usPerConn };
 }
 
+/** How long a process preloading bench/_promise_count.ts may take to answer SIGUSR2. */
+const promiseCountWaitMs = 2_000;
+
+/**
+ * The promises `pid` created so far: bench/_promise_count.ts, preloaded into it, writes its
+ * count to `/tmp/promise_count.<pid>` on SIGUSR2 (handled on the process's next turn). A count of
+ * work per request or connection that a loaded box does not blur.
+ */
+export async function promiseCount(pid: number): Promise<number> {
+  const file = `/tmp/promise_count.${pid}`;
+  await Deno.remove(file).catch(() => {});
+  Deno.kill(pid, "SIGUSR2");
+  const deadline = Date.now() + promiseCountWaitMs;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+    try {
+      const text = await Deno.readTextFile(file);
+      if (text !== "") return Number(text);
+    } catch {
+      // Not written yet.
+    }
+  }
+  throw new Error(`no promise count from ${pid} in ${promiseCountWaitMs} ms`);
+}
+
 // ---------------------------------------------------------------- measuring
 
 /** Throughput in MB/s (decimal) of `bytes` moved in `ms` milliseconds. */
