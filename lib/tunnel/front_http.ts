@@ -1270,6 +1270,12 @@ export class PublicConn {
       }
       const final = scannedFinal(scan, method);
       if (final && rewrites) {
+        // A reused stream's first answer is decided before any byte of it goes out, as on the
+        // other paths (no reused leg rewrites responses today: such a host's streams are never
+        // pooled nor taken from the pool; this keeps it so if that changes).
+        if (this.#staleFirst(leg, final.status)) {
+          return { ...final, headBytes: 0, persistent: false, stale: true };
+        }
         // Rewritten where it lies (no field list, no string), then passed on.
         const n = final.headBytes;
         await sink(leg.rewrite!.responseBytes(r.peek().subarray(0, n), n));
