@@ -62,7 +62,8 @@ const libcSymbols = {
   ...pointerSymbols,
 } as const;
 
-type LibcSymbols = Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
+type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
+type LibcSymbols = Libc["symbols"];
 
 let fdSymbol: symbol | undefined;
 
@@ -132,13 +133,39 @@ export function portOf(
   return family === 2 || family === 10 ? (addr[2] << 8) | addr[3] : -1; // AF_INET, AF_INET6
 }
 
+/** Holders of libc for resets now ({@linkcode holdResets}). */
+let holds = 0;
+/** libc opened for the holders at the first reset they made; undefined until then. */
+let heldLibc: Libc | null | undefined;
+
+/**
+ * Keep libc open for resets until the returned release runs: a service holds it while it
+ * runs (services/_kit.ts `onShutdown`), so a burst of resets (a storm of given-up requests,
+ * a stop with thousands of relays) does not pay `Deno.dlopen` and its close each, about 2 ms
+ * of CPU per reset (bench/RESULTS.md dloc). Opened at the first reset while held, closed when
+ * the last holder releases (a library left open counts as a leaked resource in tests).
+ * Without a holder each reset opens and closes its own. Release is idempotent.
+ */
+export function holdResets(): () => void {
+  holds++;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    if (--holds > 0) return;
+    heldLibc?.close();
+    heldLibc = undefined;
+  };
+}
+
 /**
  * Release the socket behind a Deno connection with a RST; true when done. The caller still
  * closes `conn` afterwards (that frees Deno's resource and the /dev/null descriptor).
  */
 export function resetDenoSocket(conn: object): boolean {
   if (!("localAddr" in conn)) return false; // not a Deno connection
-  const lib = openLibc(libcSymbols);
+  const own = holds === 0;
+  const lib = own ? openLibc(libcSymbols) : (heldLibc ??= openLibc(libcSymbols));
   if (!lib) return false;
   try {
     const c = lib.symbols;
@@ -155,7 +182,7 @@ export function resetDenoSocket(conn: object): boolean {
     // as without FFI (resetSupport() told the operator at start).
     return false;
   } finally {
-    lib.close();
+    if (own) lib.close();
   }
 }
 
