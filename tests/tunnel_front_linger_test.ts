@@ -12,7 +12,7 @@
 
 import { assertEquals, assertMatch } from "./_assert.ts";
 import { startTunnel, withAppTunnel } from "./_tunnel.ts";
-import { freePort, within } from "./_util.ts";
+import { freePort, until, within } from "./_util.ts";
 import { BufferedReader, closeQuietly, writeAll } from "../lib/net/mod.ts";
 import { getHeader, readResponseHead } from "../lib/http/mod.ts";
 
@@ -20,6 +20,13 @@ const enc = new TextEncoder();
 
 /** Bytes of the pipelined request's body sent before the answer is read, and after it. */
 const bodyPartBytes = 64 * 1024;
+
+/**
+ * The fronts' linger in the cases that write after the answer: far beyond every wait here, so
+ * the write after the FIN is taken however long a loaded box takes to make it (the default
+ * 5 s could end first). Each case ends the connection itself.
+ */
+const front = { lingerMs: 600_000 };
 
 /**
  * On a new public connection, `first` and a pipelined POST with half its body in one write;
@@ -53,7 +60,7 @@ async function errorThenPipelined(
 }
 
 Deno.test("tunnel front linger: a 404 for an unknown host, a pipelined request behind it: the whole 404, then a clean end", async () => {
-  const t = startTunnel();
+  const t = startTunnel({}, 0, front);
   try {
     const res = await errorThenPipelined(
       t.port,
@@ -84,7 +91,7 @@ Deno.test("tunnel front linger: a 502 for an app that refuses the dial (the pump
       assertEquals(res.status, 502, first);
       assertMatch(res.body, /app\.test/);
     }
-  });
+  }, front);
 });
 
 Deno.test("tunnel front linger: a client that sends nothing more after the error answer gets the answer and its FIN", async () => {
@@ -98,6 +105,35 @@ Deno.test("tunnel front linger: a client that sends nothing more after the error
       assertEquals(head.status, 404);
       await within(r.readExact(Number(getHeader(head.headers, "content-length"))), "its body");
       assertEquals(await within(r.fill(), "the front's FIN"), false);
+    } finally {
+      closeQuietly(conn);
+    }
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("tunnel front linger: a client that never ends after the error answer is closed once the linger is over", async () => {
+  const t = startTunnel({}, 0, { lingerMs: 100 });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    const r = new BufferedReader(conn);
+    try {
+      await writeAll(conn, enc.encode("GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n"));
+      const head = await within(readResponseHead(r), "the 404");
+      assertEquals(head.status, 404);
+      await within(r.readExact(Number(getHeader(head.headers, "content-length"))), "its body");
+      assertEquals(await within(r.fill(), "the front's FIN"), false);
+      // The front drops what arrives while it lingers; once it closed, a write is answered
+      // with a reset and the next one fails.
+      await until("the front's close after its linger", async () => {
+        try {
+          await conn.write(new Uint8Array(1));
+          return false;
+        } catch {
+          return true;
+        }
+      });
     } finally {
       closeQuietly(conn);
     }

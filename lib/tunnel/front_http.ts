@@ -108,7 +108,7 @@ const publicReadBytes = 4 * 1024;
  * the front still reads and drops what the client sends before it closes (a close with unread bytes would be a reset,
  * which can destroy the response on its way: RFC 9112 §9.6; nginx's lingering_timeout).
  */
-const lingerMs = 5_000;
+const defaultLingerMs = 5_000;
 /**
  * Responses after which a poolable stream's copy stops parsing them (when nothing needs them
  * parsed otherwise) and the stream will not be pooled: a public connection that carried this
@@ -149,6 +149,12 @@ export interface HttpFrontOptions {
   idleStreams?: number;
   /** How long an idle tunnel stream is kept. @default 4000 */
   idleStreamMs?: number;
+  /**
+   * After the last response or an error answer of our own, how long the front still reads
+   * and drops what the client sends before it closes the connection (a close with unread
+   * bytes would be a reset that can destroy the answer). @default 5000
+   */
+  lingerMs?: number;
   /** Where events are logged. @default silent */
   log?: Logger;
 }
@@ -197,7 +203,7 @@ export class PublicConn {
   /** Closes the public connection when nothing moved for idleTimeoutMs (set by `run`). */
   #idle: IdleTimer | undefined;
   #heads = 0;
-  /** Closes the public side lingerMs after an answer of our own (see #endAfterAnswer). */
+  /** Closes the public side `lingerMs` after an answer of our own (see #endAfterAnswer). */
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** The read that drops what the public side still sends (see #discardUntilEof). */
   #discarding: Promise<"public"> | undefined;
@@ -774,14 +780,17 @@ export class PublicConn {
 
   /**
    * After the last response: half-close the public side, and read and drop what the client
-   * still sends until its end, for at most {@linkcode lingerMs}.
+   * still sends until its end, for at most `lingerMs` ({@linkcode HttpFrontOptions}).
    */
   async #lingeringClose(): Promise<void> {
     await this.#flush();
     await this.#conn.closeWrite().catch(() => {
       // Closed already.
     });
-    const timer = setTimeout(() => closeQuietly(this.#conn), lingerMs);
+    const timer = setTimeout(
+      () => closeQuietly(this.#conn),
+      this.#opts.lingerMs ?? defaultLingerMs,
+    );
     try {
       await this.#discardUntilEof();
     } finally {
@@ -908,7 +917,7 @@ export class PublicConn {
 
   /**
    * After an answer of our own (an error): no more requests, the public side is half-closed
-   * now (the answer, then our FIN), and closed at the latest {@linkcode lingerMs} later. The
+   * now (the answer, then our FIN), and closed at the latest `lingerMs` later. The
    * main loop alone reads: it drops whatever the client still sends until its EOF
    * ({@linkcode #lingerOut}), as nginx and haproxy do; a close with a pipelined request still
    * unread in the kernel's buffer would be a reset, which can destroy the answer before the
@@ -917,7 +926,10 @@ export class PublicConn {
   #endAfterAnswer(): void {
     this.state = PublicConnState.Closing;
     if (this.#lingerTimer !== undefined) return;
-    this.#lingerTimer = setTimeout(() => closeQuietly(this.#conn), lingerMs);
+    this.#lingerTimer = setTimeout(
+      () => closeQuietly(this.#conn),
+      this.#opts.lingerMs ?? defaultLingerMs,
+    );
     this.#conn.closeWrite().catch(() => {
       // Closed already: nothing to linger on (the reads fail at once).
     });
