@@ -79,16 +79,32 @@ export async function recordProfile(
   return profile;
 }
 
-/** Self time in ms per function (`name url:line`), largest first. */
-export function selfTimes(p: CpuProfile): { key: string; ms: number }[] {
+/**
+ * What a sample weighs: `delta`, its own time delta (the profile's time); `even`, the
+ * profile's mean interval for every sample, i.e. sample counts. On a loaded box a sample taken
+ * after the thread was preempted carries the whole wait in its delta (one sample in an
+ * op_write or a small function then weighs a microsecond per request): `even` does not.
+ */
+export type SampleWeight = "delta" | "even";
+
+/**
+ * Self time in ms per function (`name url:line`), largest first, each sample weighed by
+ * `weight`.
+ */
+export function selfTimes(
+  p: CpuProfile,
+  weight: SampleWeight = "delta",
+): { key: string; ms: number }[] {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const evenMs = (p.endTime - p.startTime) / 1000 / Math.max(1, p.samples.length);
   const ms = new Map<string, number>();
   for (let i = 0; i < p.samples.length; i++) {
     const n = byId.get(p.samples[i])!;
     const f = n.callFrame;
     const file = f.url.slice(f.url.lastIndexOf("/") + 1);
     const key = file ? `${f.functionName || "(anon)"} ${file}:${f.lineNumber + 1}` : f.functionName;
-    ms.set(key, (ms.get(key) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+    const w = weight === "even" ? evenMs : (p.timeDeltas[i] ?? 0) / 1000;
+    ms.set(key, (ms.get(key) ?? 0) + w);
   }
   return [...ms].map(([key, v]) => ({ key, ms: v })).sort((a, b) => b.ms - a.ms);
 }
@@ -120,20 +136,27 @@ export function totalTimes(p: CpuProfile): { key: string; ms: number }[] {
 
 /**
  * Where the busy time went, by kind: Deno's ops (`op_*`: the syscalls and their bindings),
- * GC, V8's own work ("(program)"), Deno's JS runtime (ext: files), and each of our files.
+ * GC, V8's own work ("(program)"), Deno's JS runtime (ext: files), and each of our files; each
+ * sample weighed by `weight` ({@linkcode selfTimes}).
  */
-export function byKind(p: CpuProfile): { key: string; ms: number }[] {
+export function byKind(
+  p: CpuProfile,
+  weight: SampleWeight = "delta",
+): { key: string; ms: number }[] {
   const kinds = new Map<string, number>();
-  for (const r of selfTimes(p)) {
+  for (const r of selfTimes(p, weight)) {
     if (r.key === "(idle)") continue;
-    const cut = r.key.startsWith("(") ? -1 : r.key.lastIndexOf(" ");
+    // V8's own entries ("(program)", "(garbage collector)") have no file; an anonymous
+    // function's key ("(anon) relay.ts:40") has one and counts to its file.
+    const v8 = /^\([^)]*\)$/.test(r.key);
+    const cut = v8 ? -1 : r.key.lastIndexOf(" ");
     const name = cut < 0 ? r.key : r.key.slice(0, cut);
     const where = cut < 0 ? "" : r.key.slice(cut + 1);
     const file = where.slice(0, where.lastIndexOf(":"));
-    const kind = name.startsWith("op_")
+    const kind = v8
+      ? r.key
+      : name.startsWith("op_")
       ? "ops (syscalls and bindings)"
-      : name.startsWith("(")
-      ? name
       : /^\d\d_/.test(file) || file === ""
       ? "Deno runtime JS"
       : file;

@@ -31,7 +31,7 @@ import {
   startHelloNginx,
   stopAll,
 } from "./_util.ts";
-import { type CpuProfile, recordProfile } from "./_cpuprof.ts";
+import { byKind, type CpuProfile, recordProfile, selfTimes } from "./_cpuprof.ts";
 
 const flags = benchFlags({
   numbers: { seconds: 5, top: 45 },
@@ -108,42 +108,19 @@ async function load(port: number, seconds: number): Promise<number> {
   return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
 }
 
-/** Self samples per function (`name file`), most first, idle left out. */
-function selfCounts(p: CpuProfile): { key: string; n: number }[] {
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const m = new Map<string, number>();
-  for (const id of p.samples) {
-    const f = byId.get(id)!.callFrame;
-    const file = f.url.slice(f.url.lastIndexOf("/") + 1);
-    const key = file ? `${f.functionName || "(anon)"} ${file}` : f.functionName;
-    if (key !== "(idle)") m.set(key, (m.get(key) ?? 0) + 1);
-  }
-  return [...m].map(([key, n]) => ({ key, n })).sort((a, b) => b.n - a.n);
-}
-
-/** ops, V8's own entries, Deno's runtime JS, or the file of our function `key`. */
-function kindOf(key: string): string {
-  const cut = key.startsWith("(") ? -1 : key.lastIndexOf(" ");
-  const name = cut < 0 ? key : key.slice(0, cut);
-  const file = cut < 0 ? "" : key.slice(cut + 1);
-  if (name.startsWith("op_")) return "ops (syscalls and bindings)";
-  if (name.startsWith("(")) return name;
-  return /^\d\d_/.test(file) || file === "" ? "Deno runtime JS" : file;
-}
-
 function show(title: string, p: CpuProfile, requests: number, cpuUs: number): void {
-  const rows = selfCounts(p);
-  const busy = rows.reduce((s, r) => s + r.n, 0);
-  const us = (n: number) => (n / busy * cpuUs / requests).toFixed(2).padStart(7);
+  // Sample counts ("even"), not time deltas: see the module's doc.
+  const rows = selfTimes(p, "even").filter((r) => r.key !== "(idle)");
+  const busy = rows.reduce((s, r) => s + r.ms, 0);
+  const sampleMs = (p.endTime - p.startTime) / 1000 / p.samples.length; // what "even" weighs
+  const us = (ms: number) => (ms / busy * cpuUs / requests).toFixed(2).padStart(7);
   console.log(
     `\n== ${title}: ${requests} requests, ${(cpuUs / requests).toFixed(1)} µs CPU per request ` +
-      `with the profiler on (/proc), ${busy} busy samples`,
+      `with the profiler on (/proc), ${Math.round(busy / sampleMs)} busy samples`,
   );
-  const kinds = new Map<string, number>();
-  for (const r of rows) kinds.set(kindOf(r.key), (kinds.get(kindOf(r.key)) ?? 0) + r.n);
-  for (const [k, n] of [...kinds].sort((a, b) => b[1] - a[1])) console.log(`${us(n)} µs  ${k}`);
+  for (const k of byKind(p, "even")) console.log(`${us(k.ms)} µs  ${k.key}`);
   console.log("-- self, by function");
-  for (const r of rows.slice(0, flags.top)) console.log(`${us(r.n)} µs  ${r.key}`);
+  for (const r of rows.slice(0, flags.top)) console.log(`${us(r.ms)} µs  ${r.key}`);
 }
 
 try {
