@@ -485,6 +485,13 @@ Deno.test("tunnel group across cluster instances: each instance balances over it
           "balance",
           "--host",
           `app.test=${id}`,
+          // Which instance holds the lease is what this test reads: with the members' 300 ms
+          // beat (a 900 ms lease and session timeout) a loaded box let an instance's records
+          // expire and the lease move back (load ~12: "redis lost this instance's records",
+          // the first instance never stood by), or cut a member's session (a 502 on the
+          // first request). 2 s: a 6 s lease, nothing here waits on its expiry.
+          "--heartbeat",
+          "2s",
         ]);
         procs.push(p);
         return [p, portOf(p.addrs.get("http")!)] as const;
