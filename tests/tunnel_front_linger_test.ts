@@ -94,20 +94,32 @@ Deno.test("tunnel front linger: a 502 for an app that refuses the dial (the pump
   }, front);
 });
 
+/**
+ * On a new connection to the front at `port`, a GET for an unknown host: the whole 404 and the
+ * front's FIN; then `after` on the connection (still open on our side), then its close.
+ */
+async function notFoundThenFin(
+  port: number,
+  after?: (conn: Deno.TcpConn) => Promise<void>,
+): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const r = new BufferedReader(conn);
+  try {
+    await writeAll(conn, enc.encode("GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n"));
+    const head = await within(readResponseHead(r), "the 404");
+    assertEquals(head.status, 404);
+    await within(r.readExact(Number(getHeader(head.headers, "content-length"))), "its body");
+    assertEquals(await within(r.fill(), "the front's FIN"), false);
+    await after?.(conn);
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
 Deno.test("tunnel front linger: a client that sends nothing more after the error answer gets the answer and its FIN", async () => {
   const t = startTunnel();
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-    const r = new BufferedReader(conn);
-    try {
-      await writeAll(conn, enc.encode("GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n"));
-      const head = await within(readResponseHead(r), "the 404");
-      assertEquals(head.status, 404);
-      await within(r.readExact(Number(getHeader(head.headers, "content-length"))), "its body");
-      assertEquals(await within(r.fill(), "the front's FIN"), false);
-    } finally {
-      closeQuietly(conn);
-    }
+    await notFoundThenFin(t.port);
   } finally {
     await t.close();
   }
@@ -116,14 +128,7 @@ Deno.test("tunnel front linger: a client that sends nothing more after the error
 Deno.test("tunnel front linger: a client that never ends after the error answer is closed once the linger is over", async () => {
   const t = startTunnel({}, 0, { lingerMs: 100 });
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-    const r = new BufferedReader(conn);
-    try {
-      await writeAll(conn, enc.encode("GET / HTTP/1.1\r\nHost: nobody.test\r\n\r\n"));
-      const head = await within(readResponseHead(r), "the 404");
-      assertEquals(head.status, 404);
-      await within(r.readExact(Number(getHeader(head.headers, "content-length"))), "its body");
-      assertEquals(await within(r.fill(), "the front's FIN"), false);
+    await notFoundThenFin(t.port, async (conn) => {
       // The front drops what arrives while it lingers; once it closed, a write is answered
       // with a reset and the next one fails.
       await until("the front's close after its linger", async () => {
@@ -134,9 +139,7 @@ Deno.test("tunnel front linger: a client that never ends after the error answer 
           return true;
         }
       });
-    } finally {
-      closeQuietly(conn);
-    }
+    });
   } finally {
     await t.close();
   }
