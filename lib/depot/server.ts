@@ -844,7 +844,9 @@ export class DepotServer {
    */
   #standbyShare(): number {
     const fair = this.#fairShare();
-    return performance.now() < this.#fdShortUntilMs ? Math.min(fdShortStandbyPerExit, fair) : fair;
+    // No clock read while fds were never short: a spare arrives per plain connection.
+    const short = this.#fdShortUntilMs > 0 && performance.now() < this.#fdShortUntilMs;
+    return short ? Math.min(fdShortStandbyPerExit, fair) : fair;
   }
 
   /**
