@@ -296,6 +296,46 @@ Deno.test("depot open: a request is written on a standby spare and answered ther
   }
 });
 
+Deno.test("depot open: a fresh tunnel naming a request written on a standby spare is refused; the spare's answer still counts", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t" } });
+  const local = await standbyLocal(depot);
+  const spare = await standby(depot.tunnelPort, local.sessionKey);
+  const side = controlSide(local.ctl);
+  let fresh: Deno.TcpConn | undefined;
+  try {
+    await until("the standby held", () => depot.server.status().exits[0]?.spares === 1);
+    const client = socksDial(depot.socksPort, { host: "app.invalid", port: 8080 });
+    const { msg, rest } = await firstFrame(spare as unknown as Stream);
+    const req = msg as Extract<DepotMessage, { type: "connect" }>;
+    assertEquals(req.type, "connect");
+    // Its id and key named on a new tunnel connection, as a control-path request's would be.
+    fresh = await dial("127.0.0.1", depot.tunnelPort);
+    await new ControlWriter(fresh, depotProtocol).send({
+      type: "tunnel",
+      id: req.id,
+      key: req.key,
+    });
+    const refusal = await nextWithin(
+      new ControlReader(new BufferedReader(fresh, 1024), depotProtocol),
+      "the server's answer to the fresh tunnel",
+    );
+    assertEquals(refusal?.type, "error");
+    assertEquals((refusal as { reason?: string }).reason, "unknown-request");
+    // The request is still pending on its spare, answered there.
+    await new ControlWriter(rest, depotProtocol).send({ type: "tunnel", id: req.id, key: req.key });
+    await writeAll(rest, enc.encode("down"));
+    await rest.closeWrite();
+    const c = await client;
+    assertEquals(dec.decode(await readAll(c)), "down");
+    c.close();
+  } finally {
+    fresh?.close();
+    spare.close();
+    await side.close();
+    await depot.close();
+  }
+});
+
 Deno.test("depot open: welcome announces standbyMax; the server holds that many standby spares and closes one more", async () => {
   const depot = await startDepot({ locals: [], server: { token: "t" } });
   const local = await standbyLocal(depot);

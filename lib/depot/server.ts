@@ -593,6 +593,13 @@ class ExitSession {
   mux: MuxSession | undefined;
   /** With "open": the secret (welcome's `sessionKey`) its mux and standby frames present. */
   sessionKey: string | undefined;
+  /**
+   * With "open": the key of every request written straight on a tunnel of this exit (see
+   * `DirectRequest`). Such a request is answered on the way it went, which is the local's
+   * already, so its key proves nothing a per-request one would: one per exit spares a random
+   * secret and its hex per request. A fresh tunnel naming such a request is refused.
+   */
+  directKey: string | undefined;
   /** With "open": its idle standby spares, newest last. */
   readonly standby: Standby[] = [];
   /** It announced "share": it is told (`standbyShare`) when its standby bound changes. */
@@ -1040,7 +1047,10 @@ export class DepotServer {
     );
     exit.carriesUdp = hello.features?.includes(udpFeature) ?? false;
     exit.opensStreams = hello.features?.includes(openFeature) ?? false;
-    if (exit.opensStreams) exit.sessionKey = randomSecret(16);
+    if (exit.opensStreams) {
+      exit.sessionKey = randomSecret(16);
+      exit.directKey = randomSecret(16);
+    }
     exit.hearsShare = hello.features?.includes(shareFeature) ?? false;
     if (this.compact && hello.features?.includes(compactFeature)) {
       // Before the welcome: the local sends compact frames as soon as it has read it.
@@ -1590,7 +1600,7 @@ export class DepotServer {
     dest: string,
   ): Promise<Outcome | "unanswered"> {
     const id = this.#nextId++;
-    const key = randomSecret(16);
+    const key = exit.directKey ?? randomSecret(16);
     const udp = ask.type === "associate";
     const req = new DirectRequest(
       { id, key, exit, dest, udp },
@@ -1726,7 +1736,9 @@ export class DepotServer {
       return;
     }
     const p = this.#pending.get(msg.id);
-    if (!p) {
+    // A request written on a tunnel is answered there, never by a fresh one (its key is the
+    // exit's, not the request's: see `ExitSession.directKey`).
+    if (!p || p instanceof DirectRequest) {
       await refuseTunnel(conn, ctx, DepotRefusal.unknownRequest, `no pending request ${msg.id}`);
       return;
     }
