@@ -330,6 +330,11 @@ interface DirectWay {
   giveUp(): void;
   /** A plain TCP tunnel, whose FIN counts once `end` confirms it: the connection. */
   readonly plain: Duplex | undefined;
+  /**
+   * Whether a request that ends unanswered may go another way ("unanswered": a standby spare
+   * the local closed as it was taken); else it fails.
+   */
+  readonly retriable: boolean;
   /** The relay is over (a standby's handler lets its connection go). */
   done(): void;
 }
@@ -341,6 +346,7 @@ interface DirectWay {
 class Standby implements DirectWay, DirectSent {
   /** Taken by a request. */
   used = false;
+  readonly retriable = true;
   /**
    * @param conn the tunnel connection
    * @param buffered its reader
@@ -388,6 +394,7 @@ class Standby implements DirectWay, DirectSent {
  */
 class StreamWay implements DirectWay, DirectSent {
   readonly plain = undefined;
+  readonly retriable = false;
   #stream: Stream | undefined;
   #leftover: Uint8Array | undefined;
   answer!: Promise<DepotMessage | null>;
@@ -536,7 +543,7 @@ class DirectRequest implements Pending, Deadline {
         closeQuietly(o.conn);
         o.done();
       }
-    });
+    }, this.failed);
   }
 
   #relayDone(): void {
@@ -558,7 +565,11 @@ class DirectRequest implements Pending, Deadline {
     if (msg?.type === "connectFailed" && msg.id === this.id) {
       return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
     }
-    if (msg === null) return "unanswered";
+    if (msg === null) {
+      return this.way.retriable
+        ? "unanswered"
+        : { ok: false, reason: "other", message: "stream ended unanswered" };
+    }
     return { ok: false, reason: "other", message: `unexpected ${msg.type} for request ${this.id}` };
   }
 }
@@ -1255,7 +1266,8 @@ export class DepotServer {
     const ask = udp
       ? { type: "associate" as const }
       : { type: "connect" as const, host: req.dest.host, port: req.dest.port };
-    const outcome = await this.#ask(exit, ask, dest);
+    let outcome = await this.#askOnce(exit, ask, dest);
+    while (outcome === "unanswered") outcome = await this.#askOnce(exit, ask, dest);
     if (!outcome.ok) {
       udp?.close();
       exit.failures++;
@@ -1610,8 +1622,10 @@ export class DepotServer {
       this.heartbeatMs * heartbeatDeadFactor,
     );
     try {
+      // Neither rejects: a failed write or read of the answer goes to `failed`.
       const sent = way.send(requestFrame(exit, { ...ask, id, key }), req.failed);
-      (sent instanceof Promise ? sent.then(req.answered) : req.answered(sent)).catch(req.failed);
+      if (sent instanceof Promise) sent.then(req.answered, req.failed);
+      else req.answered(sent);
     } catch (err) {
       req.failed(err); // the request could not be encoded
     }
@@ -1621,25 +1635,34 @@ export class DepotServer {
   /**
    * Send the request the cheapest way the exit takes: a stream of its mux session, else a
    * standby spare (another one, or the control path, if the local closed that one at the same
-   * moment), else `connect` on the control connection.
+   * moment: `#askOnce` again on "unanswered"), else `connect` on the control connection.
    */
   async #ask(
     exit: ExitSession,
     ask: { type: "connect"; host: string; port: number } | { type: "associate" },
     dest: string,
   ): Promise<Outcome> {
+    let o = await this.#askOnce(exit, ask, dest);
+    while (o === "unanswered") o = await this.#askOnce(exit, ask, dest);
+    return o;
+  }
+
+  /**
+   * One try of `#ask` (the SOCKS handler loops on it itself: no async frame between it and the
+   * request's outcome). "unanswered" only from a standby spare.
+   */
+  #askOnce(
+    exit: ExitSession,
+    ask: { type: "connect"; host: string; port: number } | { type: "associate" },
+    dest: string,
+  ): Promise<Outcome | "unanswered"> {
     if (exit.mux) {
-      const o = await this.#requestDirect(exit, new StreamWay(exit.mux, this.compact), ask, dest);
-      return o === "unanswered"
-        ? { ok: false, reason: "other", message: "stream ended unanswered" }
-        : o;
+      return this.#requestDirect(exit, new StreamWay(exit.mux, this.compact), ask, dest);
     }
-    for (let st = exit.standby.pop(); st; st = exit.standby.pop()) {
-      st.used = true;
-      const o = await this.#requestDirect(exit, st, ask, dest);
-      if (o !== "unanswered") return o;
-    }
-    return await this.#request(exit, ask, dest);
+    const st = exit.standby.pop();
+    if (!st) return this.#request(exit, ask, dest);
+    st.used = true;
+    return this.#requestDirect(exit, st, ask, dest);
   }
 
   #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
