@@ -27,6 +27,25 @@ for (const [name, split] of splits) {
   });
 }
 
+for (const [name, split] of splits) {
+  Deno.test(`reader: reads of the caller's own into room() and filled() on ${name}`, async () => {
+    // Frames consumed as they come, so the buffer both moves its rest to the front and grows.
+    const data = new Uint8Array(5_000).map((_, i) => (i * 7) % 256);
+    const src = new ChunkedSource(data, split);
+    const r = new BufferedReader(src, 16);
+    const got: number[] = [];
+    for (let frame = 1; got.length < data.length; frame = (frame % 40) + 1) {
+      const want = Math.min(frame, data.length - got.length);
+      while (r.buffered < want) assert(r.filled(await src.read(r.room())), "no early EOF");
+      got.push(...r.peek().subarray(0, want));
+      r.skip(want);
+    }
+    assertEquals(new Uint8Array(got), data);
+    assertEquals(r.filled(await src.read(r.room())), false, "EOF is false");
+    assertEquals(r.buffered, 0);
+  });
+}
+
 Deno.test("reader: EOF mid-frame is UnexpectedEofError, too-long line is a ProtocolError", async () => {
   const r = new BufferedReader(new ChunkedSource(new Uint8Array([1, 2]), 1));
   const e = await assertRejects(r.readExact(3));

@@ -54,7 +54,21 @@ export class BufferedReader {
    * async frame per read instead of a chain of them per field.
    */
   async fill(): Promise<boolean> {
-    const n = await this.#src.read(this.#room());
+    return this.filled(await this.#src.read(this.#room()));
+  }
+
+  /**
+   * {@linkcode fill} for a caller that reads from the source itself, in its own async frame
+   * (no frame of `fill`'s per read, as a handshake that waits for the peer's next message
+   * does): `if (!r.filled(await src.read(r.room()))) ...`. The room after the buffered bytes;
+   * read into it once, then pass what the read returned to {@linkcode filled}.
+   */
+  room(): Uint8Array {
+    return this.#room();
+  }
+
+  /** Count the bytes a read into {@linkcode room} returned; false at EOF (null). */
+  filled(n: number | null): boolean {
     if (n === null) return false;
     this.#end += n;
     return true;

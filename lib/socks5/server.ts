@@ -172,9 +172,10 @@ export function acceptSocks(conn: Duplex, opts: Socks5ServerOptions = {}): Promi
 
 /**
  * The handshake of both entries (`socks4`: a first byte 0x04 is SOCKS4/4a) in one async frame:
- * each read is one `fill()` of the reader, and every field is parsed from its buffer, awaiting
- * only for bytes not there yet (a client's greeting and request each come in one segment). A
- * promise per field, then a helper frame per read, were measurable shares of a connection.
+ * each read is one read of `conn` into the reader's room, awaited here (no `fill()` frame), and
+ * every field is parsed from its buffer, awaiting only for bytes not there yet (a client's
+ * greeting and request each come in one segment). A promise per field, then a helper frame
+ * per read, were measurable shares of a connection.
  */
 async function accept(
   conn: Duplex,
@@ -188,7 +189,7 @@ async function accept(
   // handshakes no relay could grow its buffer past the smallest class.
   try {
     const r = new BufferedReader(conn, buf);
-    if (!(await r.fill())) throw new UnexpectedEofError();
+    if (!r.filled(await conn.read(r.room()))) throw new UnexpectedEofError();
     // Every field below is read with `at` (no view per field), each once buffered.
     const ver = r.at(0)!;
     r.skip(1);
@@ -198,9 +199,11 @@ async function accept(
       // No reply is defined for a wrong greeting version (it may not even be SOCKS): close.
       throw new ProtocolError(`not SOCKS5: version byte 0x${hex(ver)}`, "bad-version");
     }
-    while (r.buffered < 1) if (!(await r.fill())) throw new UnexpectedEofError();
+    while (r.buffered < 1) if (!r.filled(await conn.read(r.room()))) throw new UnexpectedEofError();
     const nMethods = r.at(0)!;
-    while (r.buffered < 1 + nMethods) if (!(await r.fill())) throw new UnexpectedEofError();
+    while (r.buffered < 1 + nMethods) {
+      if (!r.filled(await conn.read(r.room()))) throw new UnexpectedEofError();
+    }
     let wanted: number = opts.authenticate ? Method.userPass : Method.noAuth;
     if (opts.authenticate && !offers(r, nMethods, wanted)) {
       const noAuth = opts.allowNoAuth;
@@ -223,7 +226,7 @@ async function accept(
     }
 
     // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
-    while (r.buffered < 4) if (!(await r.fill())) throw new UnexpectedEofError();
+    while (r.buffered < 4) if (!r.filled(await conn.read(r.room()))) throw new UnexpectedEofError();
     const reqVer = r.at(0)!;
     if (reqVer !== socksVersion) {
       await sendSocks5Reply(conn, Reply.generalFailure);
@@ -235,7 +238,7 @@ async function accept(
       await sendSocks5Reply(conn, Reply.addressTypeNotSupported);
       throw new ProtocolError(`unknown address type 0x${hex(atyp)}`, "bad-address-type");
     }
-    while (r.buffered < 5) if (!(await r.fill())) throw new UnexpectedEofError();
+    while (r.buffered < 5) if (!r.filled(await conn.read(r.room()))) throw new UnexpectedEofError();
     const first = r.at(4)!;
     if (atyp === AddrType.domain && first === 0) {
       // Answered at once, without waiting for a port that may never come.
@@ -243,7 +246,9 @@ async function accept(
       throw new ProtocolError("empty domain name", "empty-domain");
     }
     const size = 4 + addressBytes(atyp, first);
-    while (r.buffered < size) if (!(await r.fill())) throw new UnexpectedEofError();
+    while (r.buffered < size) {
+      if (!r.filled(await conn.read(r.room()))) throw new UnexpectedEofError();
+    }
     let dest: HostPort;
     try {
       dest = parseAddress(r.peek().subarray(4, size), atyp);
