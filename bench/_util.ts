@@ -979,6 +979,11 @@ export interface WrkResult {
   /** Latency percentiles in ms (NaN if wrk printed none). */
   p50Ms: number;
   p99Ms: number;
+  /** The other percentiles wrk prints, and the mean and standard deviation (ms). */
+  p75Ms?: number;
+  p90Ms?: number;
+  meanMs?: number;
+  stdevMs?: number;
   /** Responses that were not 2xx or 3xx. */
   non2xx: number;
   /** Socket errors (connect, read, write, timeout) wrk counted (0 where not read). */
@@ -1022,11 +1027,23 @@ export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
     requests: Number(/(\d+) requests in /.exec(text)?.[1] ?? 0),
     p50Ms: ms("50%"),
     p99Ms: ms("99%"),
+    p75Ms: ms("75%"),
+    p90Ms: ms("90%"),
+    meanMs: ms("Latency"),
+    stdevMs: stdevMs(text),
     non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0),
     errors:
       (/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text) ?? [])
         .slice(1).reduce((n, x) => n + Number(x), 0),
   };
+}
+
+/** wrk's latency standard deviation in ms (the second figure of its `Latency` line). */
+function stdevMs(text: string): number {
+  const m = /\sLatency\s+[\d.]+(?:us|ms|s)\s+([\d.]+)(us|ms|s)\b/.exec(text);
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
 }
 
 /**

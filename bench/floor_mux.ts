@@ -27,6 +27,11 @@
  * depot's request id and key. Not a proxy to run: the bar bench/depot.ts and bench/tunnel.ts
  * compare depot `--mux` and the tunnel with. Every socket gets TCP_NODELAY. A floor of the cost
  * per connection and per request only: its bulk rows are none (16 KiB reads, a copy per frame).
+ *
+ * Writer variants for experiments (environment, both processes; defaults as above):
+ * `BENCH_IDLE_TICKS` and `BENCH_MAX_TICKS` (the quiet and most microtasks the writer yields),
+ * `BENCH_FLUSH_FRAMES=N` (a batch of N frames is written at once, mid-turn, when no write is in
+ * flight: a turn's frames leave in pieces of N instead of all after the turn).
  * @module
  */
 
@@ -39,9 +44,11 @@ const headerBytes = 8;
 const maxQueuedBytes = 1024 * 1024;
 const kindOpen = 1, kindData = 2, kindFin = 3;
 /** The writer writes once this many microtasks in a row brought no frame... */
-const idleTicks = 8;
+const idleTicks = Number(Deno.env.get("BENCH_IDLE_TICKS") ?? 8);
 /** ...or after this many, however busy the turn. */
-const maxTicks = 64;
+const maxTicks = Number(Deno.env.get("BENCH_MAX_TICKS") ?? 64);
+/** A batch this many frames long is written at once, mid-turn (with no write in flight). */
+const flushFrames = Number(Deno.env.get("BENCH_FLUSH_FRAMES") ?? Infinity);
 
 const noAuth = new Uint8Array([5, 0]);
 const succeeded = new Uint8Array([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -91,7 +98,29 @@ class Mux {
     if (payload) o.set(payload, at + headerBytes);
     this.#outLen = at + headerBytes + n;
     this.#queued++;
+    this.#batchFrames++;
     if (!this.#writing) this.#write();
+    else if (this.#batchFrames >= flushFrames && !this.#busy) this.#flushEarly();
+  }
+
+  /** Frames in the batch now (for `BENCH_FLUSH_FRAMES`). */
+  #batchFrames = 0;
+  /** A transport write is in flight. */
+  #busy = false;
+  /** The early flush in flight, if any. */
+  #early: Promise<void> | null = null;
+
+  /** `BENCH_FLUSH_FRAMES`: write the batch now, mid-turn, with no other write in flight. */
+  #flushEarly(): void {
+    const b = this.#out.slice(0, this.#outLen);
+    this.#outLen = 0;
+    this.#batchFrames = 0;
+    this.#busy = true;
+    this.#early = (async () => {
+      for (let off = 0; off < b.length;) off += await this.conn.write(b.subarray(off));
+      this.#busy = false;
+      this.#early = null;
+    })();
   }
 
   async #write(): Promise<void> {
@@ -103,10 +132,14 @@ class Mux {
           await null;
           idle = this.#queued === before ? idle + 1 : 0;
         }
+        while (this.#early) await this.#early;
         if (this.#outLen === 0) break;
         const buf = this.#out, len = this.#outLen;
         this.#out = this.#spare, this.#outLen = 0, this.#spare = buf;
+        this.#batchFrames = 0;
+        this.#busy = true;
         for (let off = 0; off < len;) off += await this.conn.write(buf.subarray(off, len));
+        this.#busy = false;
         for (const d of this.#drained.splice(0)) d();
       }
     } finally {
