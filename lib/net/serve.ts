@@ -14,6 +14,7 @@ import { sleep } from "./backoff.ts";
 import { errorMessage } from "./errors.ts";
 import { defaultShedIdleMs, longestIdle } from "./shed.ts";
 import { LiveList } from "./live_list.ts";
+import { listenerNoDelayQueued } from "./tcp_nodelay.ts";
 
 /**
  * Pause after a failed accept (EMFILE, a reset before accept) before the next one: the loop
@@ -139,8 +140,11 @@ export interface ServeOptions {
   /** Close a connection whose handler has not called `handshakeDone()` in time; 0 = off. @default 10000 */
   handshakeTimeoutMs?: number;
   /**
-   * The listener's sockets come with TCP_NODELAY already (./tcp_nodelay.ts
-   * `listenerNoDelay` succeeded): no per-connection setsockopt. @default false
+   * Whether the listener's sockets come with TCP_NODELAY already (./tcp_nodelay.ts
+   * `listenerNoDelay` succeeded: true) or need a setsockopt each (false). Unset, serve()
+   * sets it once on a TCP listener's socket itself and per connection only on those that
+   * were queued before (or on every one where it cannot: no FFI permission for libc, not
+   * Linux, not TCP). @default set by serve()
    */
   acceptedNoDelay?: boolean;
   /**
@@ -338,6 +342,20 @@ function sourceOf(addr: Deno.Addr): string {
     : formatAddr(addr);
 }
 
+/**
+ * How many of `listener`'s next connections need TCP_NODELAY one by one: after serve() set it
+ * on the listening socket (./tcp_nodelay.ts; Linux copies it into every socket accepted
+ * later: one setsockopt fewer per connection), those already queued, plus one per CPU (a
+ * connection being set up in the kernel meanwhile may be queued just after the count); where
+ * that cannot be done, all of them (Infinity).
+ */
+function perConnNoDelay(listener: Deno.Listener): number {
+  const addr = listener.addr;
+  if (addr.transport !== "tcp") return Infinity;
+  const queued = listenerNoDelayQueued(addr.port);
+  return queued === undefined ? Infinity : queued + navigator.hardwareConcurrency;
+}
+
 /** Format a Deno address as `host:port` (IPv6 in brackets). */
 export function formatAddr(addr: Deno.Addr): string {
   if (addr.transport === "tcp" || addr.transport === "udp") {
@@ -349,7 +367,8 @@ export function formatAddr(addr: Deno.Addr): string {
 }
 
 /**
- * Accept connections from `listener` and run `handler` for each (with TCP_NODELAY set).
+ * Accept connections from `listener` and run `handler` for each (with TCP_NODELAY set: see
+ * `ServeOptions.acceptedNoDelay`).
  *
  * @example
  * ```ts
@@ -376,7 +395,12 @@ export function serve<C extends Deno.Conn>(
   const perSource = new Map<string, number>();
   const handshakeMs = opts.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs;
   const shedIdleMs = opts.shedIdleMs ?? defaultShedIdleMs;
-  const acceptedNoDelay = opts.acceptedNoDelay ?? false;
+  // Connections still to get TCP_NODELAY one by one (Infinity: every one).
+  let noDelayLeft = opts.acceptedNoDelay === undefined
+    ? perConnNoDelay(listener as Deno.Listener)
+    : opts.acceptedNoDelay
+    ? 0
+    : Infinity;
   const stats: ServeStats = {
     active: 0,
     total: 0,
@@ -500,7 +524,10 @@ export function serve<C extends Deno.Conn>(
       }
       if (source !== undefined) perSource.set(source, (perSource.get(source) ?? 0) + 1);
       stats.active++;
-      if (!acceptedNoDelay) noDelay(conn);
+      if (noDelayLeft > 0) {
+        noDelayLeft--;
+        noDelay(conn);
+      }
       const c = new LiveConn(++nextId, conn, shared, source, deadlines.clockMs());
       live.add(c);
       if (shedIdleMs < Infinity) trackActivity(conn, c);

@@ -20,7 +20,9 @@
  * Needs the FFI permission for libc (./libc.ts; the installed services have it) and Linux;
  * otherwise {@linkcode listenerNoDelay} answers false and the caller says so in its log.
  * A connection the kernel completed between `listen()` and this call (a fixed port, a client
- * already knocking) keeps Nagle on; none can with port 0.
+ * already knocking) keeps Nagle on; none can with port 0. {@linkcode listenerNoDelayQueued}
+ * also says how many such connections wait in the accept queue, for a caller that can set it
+ * on them one by one (lib/net's `serve()`).
  * @module
  */
 
@@ -31,6 +33,15 @@ const solSocket = 1;
 const soAcceptConn = 30;
 const ipprotoTcp = 6;
 const tcpNoDelay = 1;
+/** getsockopt TCP_INFO: `struct tcp_info`. */
+const tcpInfo = 11;
+/**
+ * Offset of `tcpi_unacked` in `struct tcp_info` (8 one-byte fields, then rto, ato, snd_mss,
+ * rcv_mss as u32): for a listening socket Linux reports its accept queue's length there.
+ */
+const tcpiUnackedOffset = 24;
+/** Bytes of `struct tcp_info` read: up to and including `tcpi_unacked` and `tcpi_sacked`. */
+const tcpInfoBytes = 32;
 const optOn = new Uint8Array(new Int32Array([1]).buffer);
 
 const libcSymbols = {
@@ -51,26 +62,52 @@ function isListening(c: LibcSymbols, fd: number): boolean {
 }
 
 /**
+ * Connections waiting in the accept queue of listening socket `fd` (Linux: a listener's
+ * `tcpi_unacked`); undefined if it cannot be read.
+ */
+function acceptQueueLength(c: LibcSymbols, fd: number): number | undefined {
+  const info = new Uint8Array(tcpInfoBytes);
+  const len = new Uint8Array(new Uint32Array([info.length]).buffer);
+  if (c.getsockopt(fd, ipprotoTcp, tcpInfo, info, len) !== 0) return undefined;
+  if (new Uint32Array(len.buffer)[0] < tcpiUnackedOffset + 4) return undefined;
+  return new DataView(info.buffer).getUint32(tcpiUnackedOffset, true);
+}
+
+/**
  * Set TCP_NODELAY on this process's listening TCP socket(s) bound to `port`, so every
  * connection accepted from now on has Nagle off. True when at least one listener got it;
  * false without FFI permission for libc, off Linux, or when no such listener was found.
  */
 export function listenerNoDelay(port: number): boolean {
-  if (Deno.build.os !== "linux" || port <= 0) return false;
+  return listenerNoDelayQueued(port) !== undefined;
+}
+
+/**
+ * {@linkcode listenerNoDelay}, and how many connections were waiting in those listeners'
+ * accept queues just after: the kernel made them before, so they lack it, and the caller
+ * sets it on that many of the next connections it accepts (the queue is first in, first out).
+ * Infinity when a queue's length cannot be read (set it on every connection); undefined when
+ * no listener got it.
+ */
+export function listenerNoDelayQueued(port: number): number | undefined {
+  if (Deno.build.os !== "linux" || port <= 0) return undefined;
   const lib = openLibc(libcSymbols);
-  if (!lib) return false;
+  if (!lib) return undefined;
   try {
     const c = lib.symbols;
     let set = false;
+    let queued = 0;
     for (const fd of openDescriptors(c)) {
       if (portOf(c.getsockname, fd) !== port || !isListening(c, fd)) continue;
-      if (c.setsockopt(fd, ipprotoTcp, tcpNoDelay, optOn, optOn.length) === 0) set = true;
+      if (c.setsockopt(fd, ipprotoTcp, tcpNoDelay, optOn, optOn.length) !== 0) continue;
+      set = true;
+      queued += acceptQueueLength(c, fd) ?? Infinity;
     }
-    return set;
+    return set ? queued : undefined;
   } catch {
     // A call the permission does not cover after all: the listener keeps Nagle on, which
     // the caller logs (false), as without FFI.
-    return false;
+    return undefined;
   } finally {
     lib.close();
   }

@@ -17,7 +17,6 @@ import { classifyError, errorMessage, isDisconnect, NetError } from "../net/erro
 import { relay } from "../net/relay.ts";
 import type { Abortable } from "../net/abort.ts";
 import { type ConnContext, defaultHandshakeTimeoutMs, serve, type Server } from "../net/serve.ts";
-import { listenerNoDelay } from "../net/tcp_nodelay.ts";
 import { ConnectionTable, ProxyConnection, type ProxyConnectionRecord } from "./connection.ts";
 import type { DialedConn, Dialer } from "./dialer.ts";
 import type {
@@ -386,9 +385,6 @@ export function serveProxy(
     maxConns: Number.MAX_SAFE_INTEGER,
     shedIdleMs: Infinity,
     handshakeTimeoutMs: instant ? 0 : opts.handshakeTimeoutMs,
-    // TCP_NODELAY once on the listening socket (accepted sockets inherit it) instead of a
-    // setsockopt per connection; without FFI for libc, serve() sets it per connection.
-    acceptedNoDelay: listenerNoDelay(listener.addr.port),
     drainTimeoutMs: opts.drainTimeoutMs,
     log,
   });

@@ -1,0 +1,110 @@
+/**
+ * serve() sets TCP_NODELAY once on a TCP listener's socket (Linux copies it into every socket
+ * accepted later) instead of a setsockopt per connection, and still one by one on the
+ * connections the kernel had queued before it did. Read off the sockets with getsockopt
+ * (tests/_nodelay.ts) and counted at the connections' `setNoDelay`: no timing.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { noDelayOf } from "./_nodelay.ts";
+import { listenLocal, readWithin, within } from "./_util.ts";
+import { closeQuietly, serve } from "../lib/net/mod.ts";
+
+const hi = new TextEncoder().encode("hi");
+
+/** `inner`, with every accepted connection's `setNoDelay` calls counted in `calls`. */
+function countingListener(inner: Deno.TcpListener): Deno.TcpListener & { calls: number } {
+  const counting = {
+    calls: 0,
+    addr: inner.addr,
+    async accept(): Promise<Deno.TcpConn> {
+      const conn = await inner.accept();
+      const set = conn.setNoDelay.bind(conn);
+      conn.setNoDelay = (on?: boolean) => {
+        counting.calls++;
+        set(on);
+      };
+      return conn;
+    },
+    close: () => inner.close(),
+  };
+  return counting as unknown as Deno.TcpListener & { calls: number };
+}
+
+/** A server that says "hi" on each connection and holds it until the client's EOF. */
+function greeter(listener: Deno.TcpListener) {
+  return serve(listener, async (conn, ctx) => {
+    ctx.handshakeDone();
+    await conn.write(hi);
+    const buf = new Uint8Array(16);
+    while ((await readWithin(conn, buf, "the client's EOF at the server")) !== null) continue;
+  });
+}
+
+/** Read the 2-byte greeting: the connection is accepted and set up on both sides. */
+async function greeted(c: Deno.TcpConn): Promise<Deno.TcpConn> {
+  const buf = new Uint8Array(2);
+  for (let got = 0; got < 2;) {
+    got += (await readWithin(c, buf.subarray(got), "the 2-byte greeting", got)) ?? Infinity;
+  }
+  return c;
+}
+
+function connect(port: number): Promise<Deno.TcpConn> {
+  return within(Deno.connect({ hostname: "127.0.0.1", port }), `a connection to ${port}`);
+}
+
+Deno.test("serve(): TCP_NODELAY on the listening socket, no setsockopt per connection", async () => {
+  const listener = countingListener(listenLocal());
+  const server = greeter(listener);
+  const clients: Deno.TcpConn[] = [];
+  try {
+    // More than the few serve() sets one by one for safety (one per CPU): the rest inherit it.
+    for (let i = 0; i < navigator.hardwareConcurrency + 3; i++) {
+      clients.push(await greeted(await connect(server.addr.port)));
+    }
+    for (const c of clients) {
+      assertEquals(noDelayOf(server.addr.port, (c.localAddr as Deno.NetAddr).port), 1);
+    }
+    assertEquals(listener.calls, navigator.hardwareConcurrency);
+  } finally {
+    for (const c of clients) closeQuietly(c);
+    await server.stop();
+  }
+});
+
+Deno.test("serve(): connections queued before serve() started get TCP_NODELAY one by one", async () => {
+  const listener = countingListener(listenLocal());
+  const port = listener.addr.port;
+  // Set up by the kernel before the listening socket has TCP_NODELAY: they do not inherit it.
+  const early = [await connect(port), await connect(port), await connect(port)];
+  const server = greeter(listener);
+  try {
+    for (const c of early) await greeted(c);
+    for (const c of early) {
+      assertEquals(noDelayOf(port, (c.localAddr as Deno.NetAddr).port), 1, "a queued one");
+    }
+    assert(listener.calls >= early.length, `${listener.calls} setNoDelay calls`);
+  } finally {
+    for (const c of early) closeQuietly(c);
+    await server.stop();
+  }
+});
+
+Deno.test("serve(): acceptedNoDelay false still sets TCP_NODELAY on every connection", async () => {
+  const listener = countingListener(listenLocal());
+  const server = serve(listener, async (conn, ctx) => {
+    ctx.handshakeDone();
+    await conn.write(hi);
+    const buf = new Uint8Array(16);
+    while ((await readWithin(conn, buf, "the client's EOF at the server")) !== null) continue;
+  }, { acceptedNoDelay: false });
+  const clients: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 3; i++) clients.push(await greeted(await connect(server.addr.port)));
+    assertEquals(listener.calls, 3);
+  } finally {
+    for (const c of clients) closeQuietly(c);
+    await server.stop();
+  }
+});
