@@ -246,7 +246,7 @@ class LiveConn<C extends Deno.Conn> extends AbortHub implements ConnContext, Dea
   readonly #server: ServerShared;
   #remote: string | undefined;
   #log: Logger | undefined;
-  /** Its per-source key, when per-source limits are counted. */
+  /** Its per-source key, while the server counts connections per source. */
   source: string | undefined;
   /** When it last started a read or a write (the deadline wheel's clock). */
   activeMs: number;
@@ -427,6 +427,21 @@ export function serve<C extends Deno.Conn>(
 
   // Without a per-source share below the limit there is nothing to count per source.
   const perSourceLimited = maxPerSource < maxConns;
+  // Connections are counted per source only while the server holds at least the share in all
+  // (from then until it holds half of it again): with fewer, no source can be at its share,
+  // so most connections of a busy server need no per-source key and no map updates (a fresh
+  // key string hashed and four map operations per connection: issue 20).
+  let countingSources = false;
+  const stopCountingAt = Math.floor(maxPerSource / 2);
+
+  /** Start counting per source: every live connection once, then each newcomer. */
+  const countSources = () => {
+    countingSources = true;
+    for (const e of live) {
+      const source = e.source = sourceOf(e.conn.remoteAddr);
+      perSource.set(source, (perSource.get(source) ?? 0) + 1);
+    }
+  };
 
   /** Give back the places `entry` held (at its end, or when it is shed). */
   const uncount = (entry: LiveConn<C>) => {
@@ -437,6 +452,11 @@ export function serve<C extends Deno.Conn>(
       const n = (perSource.get(source) ?? 1) - 1;
       if (n > 0) perSource.set(source, n);
       else perSource.delete(source);
+      if (stats.active <= stopCountingAt) {
+        countingSources = false;
+        perSource.clear();
+        for (const e of live) e.source = undefined;
+      }
     }
   };
 
@@ -501,7 +521,8 @@ export function serve<C extends Deno.Conn>(
       stats.total++;
       // The source's share first: a source at it makes room among its own connections only.
       let source: string | undefined;
-      if (perSourceLimited) {
+      if (perSourceLimited && (countingSources || stats.active >= maxPerSource)) {
+        if (!countingSources) countSources();
         source = sourceOf(conn.remoteAddr);
         if ((perSource.get(source) ?? 0) >= maxPerSource && !shedOne(source)) {
           stats.rejected++;
@@ -522,7 +543,11 @@ export function serve<C extends Deno.Conn>(
         closeQuietly(conn);
         continue;
       }
-      if (source !== undefined) perSource.set(source, (perSource.get(source) ?? 0) + 1);
+      if (source !== undefined) {
+        // Unless a shed just now ended the counting (the server emptied to half its share).
+        if (countingSources) perSource.set(source, (perSource.get(source) ?? 0) + 1);
+        else source = undefined;
+      }
       stats.active++;
       if (noDelayLeft > 0) {
         noDelayLeft--;
