@@ -17,6 +17,12 @@
  *
  * `--promises`: also count the promises each tree makes per connection (a promise hook in this
  * process; its CPU figures are then the hook's, not the path's).
+ *
+ * `--cold MB`: each connection runs after `MB` megabytes were written through (caches evicted,
+ * as a server's are between the wake-ups of a real connection while the client, the local and
+ * the rest of the box run), and is timed alone (`performance.now()` around it: it runs in one
+ * turn, no I/O); each round gives the median connection. What a hot loop hides: code and data
+ * a connection touches cost far more when they come from memory (bench/RESULTS dsetup).
  * @module
  */
 
@@ -29,7 +35,7 @@ import type * as LogMod from "../lib/log.ts";
 import type * as DeadlineMod from "../lib/net/deadline.ts";
 
 const flags = benchFlags({
-  numbers: { rounds: 9, count: 20_000 },
+  numbers: { rounds: 9, count: 20_000, cold: 0 },
   strings: ["old"],
   booleans: ["promises"],
 });
@@ -158,7 +164,8 @@ class Control implements Duplex {
 
 interface Tree {
   name: string;
-  run(count: number): Promise<void>;
+  /** Run `count` connections; with `times`, each one after a cache flush, its µs pushed there. */
+  run(count: number, times?: number[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -194,9 +201,11 @@ async function load(name: string, dir: string): Promise<Tree> {
   const counted = () => answered++;
   return {
     name,
-    async run(count) {
+    async run(count, times) {
       const before = answered;
       for (let i = 0; i < count; i++) {
+        if (times) flushCaches();
+        const t0 = times ? performance.now() : 0;
         const spare = new Spare(standby, ctl.reads, counted);
         const held = server.handleTunnel(spare, ctx);
         // The spare is in the exit's list once its answer's read is pending.
@@ -204,6 +213,7 @@ async function load(name: string, dir: string): Promise<Tree> {
         await Promise.resolve();
         await server.handleSocks(new Client(), ctx);
         await held;
+        times?.push((performance.now() - t0) * 1000);
       }
       if (answered - before !== count) {
         throw new Error(`${name}: ${answered - before} of ${count} requests went on a spare`);
@@ -216,6 +226,16 @@ async function load(name: string, dir: string): Promise<Tree> {
       release();
     },
   };
+}
+
+/** What `--cold` writes through before each connection. */
+const flushBytes = new Uint8Array(flags.cold * 1024 * 1024);
+let flushRound = 0;
+
+/** Write a byte of every cache line of `flushBytes` (a new value each time). */
+function flushCaches(): void {
+  flushRound = (flushRound + 1) & 0xff;
+  for (let i = 0; i < flushBytes.length; i += 64) flushBytes[i] = flushRound;
 }
 
 /** CPU seconds (user + system) of this process so far, to the microsecond. */
@@ -249,21 +269,27 @@ if (flags.promises) {
 // on the box lands on both trees alike.
 const batches = 20;
 const us = trees.map(() => [] as number[]);
+const times = trees.map(() => [] as number[]);
 for (let round = 1; round <= flags.rounds; round++) {
   const spent = trees.map(() => 0);
   for (let b = 0; b < batches; b++) {
     for (const i of b % 2 === 0 ? trees.keys() : [...trees.keys()].reverse()) {
       const c0 = cpuSeconds();
-      await trees[i].run(flags.count / batches);
+      await trees[i].run(flags.count / batches, flags.cold ? times[i] : undefined);
       spent[i] += cpuSeconds() - c0;
     }
   }
-  for (const i of trees.keys()) us[i].push(spent[i] * 1e6 / flags.count);
+  for (const i of trees.keys()) {
+    us[i].push(flags.cold ? median(times[i].splice(0)) : spent[i] * 1e6 / flags.count);
+  }
   console.error(`  round ${round}: ${trees.map((t, i) => `${t.name} ${fixed(us[i].at(-1)!, 2)}`)}`);
 }
 console.log(
-  `depot-server CPU µs per plain connection in process (in-memory connections, fake local), ` +
-    `median of ${flags.rounds} rounds (then each round)`,
+  flags.cold
+    ? `depot-server µs per plain connection in process, each after ${flags.cold} MB written ` +
+      `through (median connection of each round), median of ${flags.rounds} rounds (then each round)`
+    : `depot-server CPU µs per plain connection in process (in-memory connections, fake local), ` +
+      `median of ${flags.rounds} rounds (then each round)`,
 );
 for (const [i, t] of trees.entries()) {
   console.log(
