@@ -501,3 +501,22 @@ export const collectGarbage: () => void = (() => {
   v8.setFlagsFromString("--expose-gc");
   return vm.runInNewContext("gc") as () => void;
 })();
+
+/**
+ * How many times `Deno.dlopen` ran while `fn` ran (this process): a library opened per
+ * connection or per listener is CPU on the event loop (~2 ms each here), so tests count them.
+ */
+export async function countDlopens(fn: () => Promise<void>): Promise<number> {
+  const real = Deno.dlopen;
+  let opens = 0;
+  Deno.dlopen = ((path, symbols) => {
+    opens++;
+    return real(path, symbols);
+  }) as typeof Deno.dlopen;
+  try {
+    await fn();
+  } finally {
+    Deno.dlopen = real;
+  }
+  return opens;
+}

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { holdResets, resetDenoSocket, resetSupport } from "../lib/net/reset.ts";
-import { acceptWithin, listenLocal, readWithin } from "./_util.ts";
+import { acceptWithin, countDlopens, listenLocal, readWithin } from "./_util.ts";
 
 /**
  * lib/net/reset.ts holdResets(): a service holding libc for its resets opens it once for a
@@ -10,22 +10,6 @@ import { acceptWithin, listenLocal, readWithin } from "./_util.ts";
  */
 
 const resets = resetSupport().available; // also looks the libc path up, once per process
-
-/** How many times `Deno.dlopen` ran while `fn` ran. */
-async function countOpens(fn: () => Promise<void>): Promise<number> {
-  const real = Deno.dlopen;
-  let opens = 0;
-  Deno.dlopen = ((path, symbols) => {
-    opens++;
-    return real(path, symbols);
-  }) as typeof Deno.dlopen;
-  try {
-    await fn();
-  } finally {
-    Deno.dlopen = real;
-  }
-  return opens;
-}
 
 /** `n` accepted connections reset one after another, each peer reading the RST. */
 async function resetBurst(n: number): Promise<void> {
@@ -58,7 +42,7 @@ Deno.test({
     const release = holdResets();
     let opens: number;
     try {
-      opens = await countOpens(() => resetBurst(5));
+      opens = await countDlopens(() => resetBurst(5));
     } finally {
       release();
     }
@@ -69,7 +53,7 @@ Deno.test({
     release2();
     release2();
     try {
-      assertEquals(await countOpens(() => resetBurst(2)), 1, "still held by `other`");
+      assertEquals(await countDlopens(() => resetBurst(2)), 1, "still held by `other`");
     } finally {
       other();
     }
@@ -80,6 +64,6 @@ Deno.test({
   name: "holdResets: without a holder each reset opens and closes libc itself",
   ignore: !resets,
   async fn() {
-    assertEquals(await countOpens(() => resetBurst(3)), 3);
+    assertEquals(await countDlopens(() => resetBurst(3)), 3);
   },
 });

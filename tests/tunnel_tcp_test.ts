@@ -1,6 +1,6 @@
 /** TCP tunnels: a public port on the server relayed to a client's local TCP service. */
 import { assertEquals } from "./_assert.ts";
-import { blockStreamSha256, freePort } from "./_util.ts";
+import { blockStreamSha256, countDlopens, freePort } from "./_util.ts";
 import { hashThrough, startClient, startHasher, startTunnel } from "./_tunnel.ts";
 
 Deno.test("tunnel: a TCP tunnel relays 64 MiB with half-close and checksum", async () => {
@@ -33,4 +33,34 @@ Deno.test("tunnel: a TCP tunnel relays 64 MiB with half-close and checksum", asy
   // The port is released with the client.
   const again = Deno.listen({ hostname: "127.0.0.1", port: publicPort });
   again.close();
+});
+
+Deno.test("tunnel: a client's TCP port opens without loading libc (TCP_NODELAY per connection, not the once-per-listener scan of every fd)", async () => {
+  const hasher = startHasher();
+  const publicPort = freePort();
+  const t = startTunnel({ tcpPorts: { min: publicPort, max: publicPort } });
+  const id = "identifier-tcp-tunnel-08";
+  await t.server.addHost("tcp.test", id);
+  try {
+    // While the client connects (its port opens) and the port relays.
+    const opens = await countDlopens(async () => {
+      const c = startClient({
+        server: t.url,
+        identifier: id,
+        local: { host: "127.0.0.1", port: 1 },
+        tcp: [{ publicPort, local: { host: "127.0.0.1", port: hasher.port } }],
+      });
+      try {
+        await c.connected();
+        const total = 64 * 1024;
+        assertEquals(await hashThrough(publicPort, total, 3), blockStreamSha256(total, 3));
+      } finally {
+        await c.stop();
+      }
+    });
+    assertEquals(opens, 0, "Deno.dlopen calls");
+  } finally {
+    await t.close();
+    await hasher.close();
+  }
 });
