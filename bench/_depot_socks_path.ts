@@ -27,7 +27,7 @@
  */
 
 import { cpuUsage } from "node:process";
-import { benchFlags, fixed, median } from "./_util.ts";
+import { benchFlags, fixed, median, ScriptedConn } from "./_util.ts";
 import type { Duplex } from "../lib/net/mod.ts";
 import type * as DepotMod from "../lib/depot/mod.ts";
 import type * as ControlMod from "../lib/control/mod.ts";
@@ -77,23 +77,7 @@ class Queue {
   }
 }
 
-/** A SOCKS5 client: greeting, CONNECT 127.0.0.1:8080, 4 bytes, EOF; writes are taken. */
-class Client implements Duplex {
-  #next = 0;
-  read(p: Uint8Array): Promise<number | null> {
-    const c = clientReads[this.#next++];
-    if (!c) return Promise.resolve(null);
-    p.set(c);
-    return Promise.resolve(c.length);
-  }
-  write(p: Uint8Array): Promise<number> {
-    return Promise.resolve(p.length);
-  }
-  closeWrite(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): void {}
-}
+/** What the SOCKS5 client sends (greeting, CONNECT 127.0.0.1:8080, 4 bytes, EOF). */
 const clientReads = [
   Uint8Array.of(5, 1, 0),
   Uint8Array.of(5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90),
@@ -211,7 +195,7 @@ async function load(name: string, dir: string): Promise<Tree> {
         // The spare is in the exit's list once its answer's read is pending.
         await Promise.resolve();
         await Promise.resolve();
-        await server.handleSocks(new Client(), ctx);
+        await server.handleSocks(new ScriptedConn(clientReads), ctx);
         await held;
         times?.push((performance.now() - t0) * 1000);
       }

@@ -17,32 +17,12 @@
  */
 
 import { cpuUsage } from "node:process";
-import { benchFlags, fixed, median } from "./_util.ts";
-import type { Duplex } from "../lib/net/mod.ts";
+import { benchFlags, fixed, median, ScriptedConn } from "./_util.ts";
 import type * as ProxyMod from "../lib/proxy/mod.ts";
 import type * as DeadlineMod from "../lib/net/deadline.ts";
 import type * as Socks5Mod from "../lib/socks5/mod.ts";
 
 const flags = benchFlags({ numbers: { rounds: 9, count: 50_000 }, strings: ["old", "only"] });
-
-/** A client connection whose reads hand out `chunks` one per read, then EOF; writes are taken. */
-class Scripted implements Duplex {
-  #next = 0;
-  constructor(readonly chunks: readonly Uint8Array[]) {}
-  read(p: Uint8Array): Promise<number | null> {
-    const c = this.chunks[this.#next++];
-    if (!c) return Promise.resolve(null);
-    p.set(c);
-    return Promise.resolve(c.length);
-  }
-  write(p: Uint8Array): Promise<number> {
-    return Promise.resolve(p.length);
-  }
-  closeWrite(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): void {}
-}
 
 const greeting = Uint8Array.of(5, 1, 0);
 const request = Uint8Array.of(5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90);
@@ -88,19 +68,20 @@ async function load(name: string, dir: string): Promise<Tree> {
     async run(kind, count) {
       for (let i = 0; i < count; i++) {
         if (kind === "SOCKS5 client") {
-          await socks5.socks5Connect(new Scripted([noAuth, succeeded]), bound);
+          await socks5.socks5Connect(new ScriptedConn([noAuth, succeeded]), bound);
         } else if (kind === "SOCKS5") {
-          const c = new Scripted([greeting, request]);
+          const c = new ScriptedConn([greeting, request]);
           const req = await socks.handshake(c, { ...base, conn: conn() });
           await req.reply?.({ ok: true, bound });
         } else {
-          await http.session(new Scripted([connectHead]), {
+          await http.session(new ScriptedConn([connectHead]), {
             ...base,
             conn: conn(),
             idleTimeoutMs: 300_000,
             headTimeoutMs: 10_000,
             handshakeDone: () => {},
-            connect: () => Promise.resolve(Object.assign(new Scripted([]), { remoteAddr: client })),
+            connect: () =>
+              Promise.resolve(Object.assign(new ScriptedConn([]), { remoteAddr: client })),
           });
         }
       }

@@ -662,6 +662,29 @@ export async function bestOf(runs: number, measure: () => Promise<number>): Prom
   return top;
 }
 
+/**
+ * A fake connection for in-process benches: its reads hand out `chunks`, one per read, then
+ * EOF; its writes are taken whole and dropped. No sockets, no waking: what a protocol's own
+ * code costs per connection.
+ */
+export class ScriptedConn implements Duplex {
+  #next = 0;
+  constructor(readonly chunks: readonly Uint8Array[]) {}
+  read(p: Uint8Array): Promise<number | null> {
+    const c = this.chunks[this.#next++];
+    if (!c) return Promise.resolve(null);
+    p.set(c);
+    return Promise.resolve(c.length);
+  }
+  write(p: Uint8Array): Promise<number> {
+    return Promise.resolve(p.length);
+  }
+  closeWrite(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {}
+}
+
 /** Read `r` to EOF into `buf` (overwritten), returning the byte count. */
 export async function readToEnd(r: Pick<Duplex, "read">, buf: Uint8Array): Promise<number> {
   let total = 0;
