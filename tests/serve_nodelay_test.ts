@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { noDelayOf } from "./_nodelay.ts";
 import { listenLocal, readWithin, within } from "./_util.ts";
 import { closeQuietly, serve } from "../lib/net/mod.ts";
+import { maxScannedFds } from "../lib/net/tcp_nodelay.ts";
 
 const hi = new TextEncoder().encode("hi");
 
@@ -106,5 +107,27 @@ Deno.test("serve(): acceptedNoDelay false still sets TCP_NODELAY on every connec
   } finally {
     for (const c of clients) closeQuietly(c);
     await server.stop();
+  }
+});
+
+Deno.test("serve(): with more descriptors open than it looks through, TCP_NODELAY per connection", async () => {
+  // A busy process: serve() does not look through them all (that held the event loop for
+  // tens of ms at thousands of descriptors), so it cannot know the listener got it.
+  const held = Array.from({ length: maxScannedFds }, () => Deno.openSync("/dev/null"));
+  const listener = countingListener(listenLocal());
+  const server = greeter(listener);
+  const clients: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < navigator.hardwareConcurrency + 2; i++) {
+      clients.push(await greeted(await connect(server.addr.port)));
+    }
+    for (const c of clients) {
+      assertEquals(noDelayOf(server.addr.port, (c.localAddr as Deno.NetAddr).port), 1);
+    }
+    assertEquals(listener.calls, clients.length);
+  } finally {
+    for (const c of clients) closeQuietly(c);
+    await server.stop();
+    for (const f of held) f.close();
   }
 });

@@ -87,15 +87,15 @@ const direntNameOffset = 19;
 /**
  * This process's open descriptors, listed by libc's opendir/readdir of /proc/self/fd: Deno
  * wants --allow-all to read that directory itself, while the callers run with FFI anyway.
- * Empty without /proc.
+ * Empty without /proc. At most `max` of them (the listing stops there).
  */
-export function openDescriptors(c: PointerCalls): number[] {
+export function openDescriptors(c: PointerCalls, max: number = Infinity): number[] {
   const dir = c.opendir(procSelfFd);
   if (dir === null) return [];
   const fds: number[] = [];
   const entry = new Uint8Array(512); // a record is at most 280 bytes (d_name[256])
   try {
-    for (let e = c.readdir(dir); e !== null; e = c.readdir(dir)) {
+    for (let e = c.readdir(dir); e !== null && fds.length < max; e = c.readdir(dir)) {
       // The header first (its length field), then exactly the record: never past its end.
       copyFrom(c, e, entry.subarray(0, direntNameOffset));
       const reclen = entry[direntReclenOffset] | (entry[direntReclenOffset + 1] << 8);

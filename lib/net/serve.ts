@@ -144,7 +144,9 @@ export interface ServeOptions {
    * `listenerNoDelay` succeeded: true) or need a setsockopt each (false). Unset, serve()
    * sets it once on a TCP listener's socket itself and per connection only on those that
    * were queued before (or on every one where it cannot: no FFI permission for libc, not
-   * Linux, not TCP). @default set by serve()
+   * Linux, not TCP, more than `maxScannedFds` descriptors open). That costs a libc load
+   * and a look through the descriptors when serve() starts (2-3 ms): a listener opened
+   * again and again in a running service (one per client) passes false. @default set by serve()
    */
   acceptedNoDelay?: boolean;
   /**

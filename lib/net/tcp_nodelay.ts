@@ -42,6 +42,13 @@ const tcpInfo = 11;
 const tcpiUnackedOffset = 24;
 /** Bytes of `struct tcp_info` read: up to and including `tcpi_unacked` and `tcpi_sacked`. */
 const tcpInfoBytes = 32;
+/**
+ * Descriptors {@linkcode listenerNoDelayQueued} looks through at most: each costs a libc call
+ * or three through FFI (~5 us here), and a listener opened in a busy process (thousands of
+ * connections) would hold the event loop for tens of ms (13 ms at ~1,000 fds, 47 ms at
+ * ~10,000); with more open, it gives up and the caller sets TCP_NODELAY per connection.
+ */
+export const maxScannedFds = 256;
 const optOn = new Uint8Array(new Int32Array([1]).buffer);
 
 const libcSymbols = {
@@ -79,7 +86,7 @@ function acceptQueueLength(c: LibcSymbols, fd: number): number | undefined {
  * false without FFI permission for libc, off Linux, or when no such listener was found.
  */
 export function listenerNoDelay(port: number): boolean {
-  return listenerNoDelayQueued(port) !== undefined;
+  return setOnListeners(port, Infinity) !== undefined;
 }
 
 /**
@@ -87,9 +94,19 @@ export function listenerNoDelay(port: number): boolean {
  * accept queues just after: the kernel made them before, so they lack it, and the caller
  * sets it on that many of the next connections it accepts (the queue is first in, first out).
  * Infinity when a queue's length cannot be read (set it on every connection); undefined when
- * no listener got it.
+ * no listener got it, or the process has more than {@linkcode maxScannedFds} descriptors open
+ * (a bounded cost at any time: the scan stops there).
  */
 export function listenerNoDelayQueued(port: number): number | undefined {
+  return setOnListeners(port, maxScannedFds);
+}
+
+/**
+ * TCP_NODELAY on the listening sockets bound to `port` among this process's descriptors if it
+ * has at most `maxFds` open; their accept queues' length in all (see
+ * {@linkcode listenerNoDelayQueued}), or undefined if none got it.
+ */
+function setOnListeners(port: number, maxFds: number): number | undefined {
   if (Deno.build.os !== "linux" || port <= 0) return undefined;
   const lib = openLibc(libcSymbols);
   if (!lib) return undefined;
@@ -97,7 +114,11 @@ export function listenerNoDelayQueued(port: number): number | undefined {
     const c = lib.symbols;
     let set = false;
     let queued = 0;
-    for (const fd of openDescriptors(c)) {
+    const fds = openDescriptors(c, maxFds + 1);
+    // Not all of them listed: another listener of ours on the port may be among the rest, and
+    // the one serve() accepts from could be that one.
+    if (fds.length > maxFds) return undefined;
+    for (const fd of fds) {
       if (portOf(c.getsockname, fd) !== port || !isListening(c, fd)) continue;
       if (c.setsockopt(fd, ipprotoTcp, tcpNoDelay, optOn, optOn.length) !== 0) continue;
       set = true;
