@@ -620,6 +620,195 @@ export async function cpuPerConn<T>(
   return { result, usPerConn };
 }
 
+// ---------------------------------------------------------------- the whole box (`--box`)
+
+/**
+ * One reading of the whole box for a bench's `--box` view: /proc/stat's CPU line (busy and
+ * idle ticks over all cores, softirq apart), its context switch count, this process's own CPU
+ * and its reaped children's (cutime + cstime: wrk's once `wrk()` has waited for it), and per
+ * hop (a process of the path, with its live descendants: sshd forks per session) its threads'
+ * context switches, run-queue wait and main-thread sleeps.
+ */
+export interface BoxSample {
+  busy: number;
+  idle: number;
+  softirq: number;
+  ctxt: number;
+  /** This process's own ticks (utime + stime): a bench whose client runs in-process. */
+  self: number;
+  children: number;
+  /** Context switches (voluntary, involuntary) of each hop's threads. */
+  hopSwitches: [number, number][];
+  /** Run-queue wait of each hop's threads (ns: runnable, not running; /proc schedstat). */
+  hopWaitNs: number[];
+  /**
+   * Voluntary switches of each hop's main threads (the thread whose tid is its pid): each is
+   * one sleep of an event loop (epoll_wait, or poll for OpenSSH) that something woke, so the
+   * wake-ups; worker threads (V8's GC and compiler helpers) are left out.
+   */
+  hopWakes: number[];
+  /** Ticks of every process on the box outside this bench's tree (kernel threads too). */
+  others: number;
+}
+
+/** The pid and its live descendants (a hop that forks per session counts with its children). */
+function procTree(pid: number): number[] {
+  const all: number[] = [];
+  for (let p: number | undefined = pid, todo: number[] = []; p !== undefined; p = todo.pop()) {
+    all.push(p);
+    todo.push(...procTicks(p).children);
+  }
+  return all;
+}
+
+/** Sum of `f` over the threads of `pid` and of its live descendants (0 once gone). */
+function overThreads(pid: number, f: (task: string) => number): number {
+  let sum = 0;
+  for (const p of procTree(pid)) {
+    try {
+      for (const t of Deno.readDirSync(`/proc/${p}/task`)) sum += f(`/proc/${p}/task/${t.name}`);
+    } catch {
+      // A thread ended between the listing and its read: counted up to there.
+    }
+  }
+  return sum;
+}
+
+/**
+ * Ticks (utime + stime + cutime + cstime) of every process on the box that is not this one or
+ * a descendant of it: what else ran. A process that exits and is reaped between two samples
+ * moves into its parent's cutime, so the difference still holds it.
+ */
+function otherTicks(): number {
+  const self = Deno.pid;
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    const pid = Number(e.name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      parent.set(pid, Number(f[1]));
+      ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  let sum = 0;
+  for (const [pid, t] of ticks) {
+    let p = pid;
+    while (p > 1 && p !== self) p = parent.get(p) ?? 0;
+    if (p !== self) sum += t;
+  }
+  return sum;
+}
+
+/** Voluntary and involuntary context switches of one task (`/proc/<pid>/task/<tid>`). */
+function taskSwitches(task: string): [number, number] {
+  const status = Deno.readTextFileSync(`${task}/status`);
+  return [
+    Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0),
+    Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0),
+  ];
+}
+
+/** Voluntary and involuntary context switches summed over the threads of `pid`'s tree. */
+function threadSwitches(pid: number): [number, number] {
+  let vol = 0;
+  const invol = overThreads(pid, (task) => {
+    const [v, i] = taskSwitches(task);
+    vol += v;
+    return i;
+  });
+  return [vol, invol];
+}
+
+/** Voluntary switches of the main thread of every process in `pid`'s tree. */
+function mainThreadSleeps(pid: number): number {
+  let sum = 0;
+  for (const p of procTree(pid)) {
+    try {
+      sum += taskSwitches(`/proc/${p}/task/${p}`)[0];
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return sum;
+}
+
+/** Run-queue wait (ns) summed over the threads of `pid`'s tree: schedstat's second field. */
+function threadWaitNs(pid: number): number {
+  return overThreads(
+    pid,
+    (task) => Number(Deno.readTextFileSync(`${task}/schedstat`).split(" ")[1]),
+  );
+}
+
+/** The box now (see {@linkcode BoxSample}); `hops` are the path's processes. */
+export function boxSample(hops: readonly Proc[]): BoxSample {
+  const stat = Deno.readTextFileSync("/proc/stat");
+  // cpu user nice system idle iowait irq softirq steal ...
+  const cpu = stat.slice(0, stat.indexOf("\n")).split(/\s+/).slice(1).map(Number);
+  const own = Deno.readTextFileSync("/proc/self/stat");
+  const f = own.slice(own.lastIndexOf(")") + 2).split(" ");
+  return {
+    busy: cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7],
+    idle: cpu[3] + cpu[4],
+    softirq: cpu[6],
+    ctxt: Number(/^ctxt (\d+)/m.exec(stat)?.[1] ?? 0),
+    self: Number(f[11]) + Number(f[12]),
+    children: Number(f[13]) + Number(f[14]),
+    hopSwitches: hops.map((h) => threadSwitches(h.child.pid)),
+    hopWaitNs: hops.map((h) => threadWaitNs(h.child.pid)),
+    hopWakes: hops.map((h) => mainThreadSleeps(h.child.pid)),
+    others: otherTicks(),
+  };
+}
+
+/** Two {@linkcode BoxSample}s' difference per unit of work (a request or a connection). */
+export interface BoxRun {
+  /** Idle share of all cores over the run (0..1). */
+  idle: number;
+  /** CPU µs per unit: the whole box, this process, its reaped children, softirq (inside). */
+  boxUs: number;
+  selfUs: number;
+  childrenUs: number;
+  softirqUs: number;
+  /** Context switches per unit: the whole box, and each hop's (voluntary + involuntary). */
+  ctxt: number;
+  hopCtxt: number[];
+  /** Involuntary share of the hops' switches (preempted, not waiting). */
+  hopInvol: number;
+  /** The hops' run-queue wait per unit (µs): runnable but not on a core. */
+  hopWaitUs: number;
+  /** Each hop's event-loop wake-ups per unit (its main threads' voluntary switches). */
+  hopWakes: number[];
+  /** CPU µs per unit of everything outside this bench's tree. */
+  othersUs: number;
+}
+
+/** What happened on the box between `a` and `b`, per each of `units` requests or connections. */
+export function boxRun(a: BoxSample, b: BoxSample, units: number): BoxRun {
+  const us = (ticks: number) => ticks / procTicksPerSecond * 1e6 / units;
+  const total = b.busy - a.busy + b.idle - a.idle;
+  const sw = b.hopSwitches.map(([v, i], k) => [v - a.hopSwitches[k][0], i - a.hopSwitches[k][1]]);
+  const all = sw.reduce((n, [v, i]) => n + v + i, 0);
+  return {
+    idle: total > 0 ? (b.idle - a.idle) / total : NaN,
+    boxUs: us(b.busy - a.busy),
+    selfUs: us(b.self - a.self),
+    childrenUs: us(b.children - a.children),
+    softirqUs: us(b.softirq - a.softirq),
+    ctxt: (b.ctxt - a.ctxt) / units,
+    hopCtxt: sw.map(([v, i]) => (v + i) / units),
+    hopInvol: all > 0 ? sw.reduce((n, [, i]) => n + i, 0) / all : NaN,
+    hopWaitUs: b.hopWaitNs.reduce((n, w, k) => n + w - a.hopWaitNs[k], 0) / 1e3 / units,
+    hopWakes: b.hopWakes.map((w, k) => (w - a.hopWakes[k]) / units),
+    othersUs: us(b.others - a.others),
+  };
+}
+
 /** How long a process preloading bench/_promise_count.ts may take to answer SIGUSR2. */
 const promiseCountWaitMs = 2_000;
 
@@ -896,14 +1085,30 @@ export async function sequentialMs(route: Route, count: number): Promise<number>
   return (performance.now() - t0) / count;
 }
 
-/** Small exchanges per second: `count` of them run by `workers` concurrent loops. */
-export async function concurrentRps(route: Route, count: number, workers: number): Promise<number> {
+/**
+ * Small exchanges per second: `count` of them run by `workers` concurrent loops; with
+ * `latenciesMs`, each exchange's time (connect to EOF) is pushed there too.
+ */
+export async function concurrentRps(
+  route: Route,
+  count: number,
+  workers: number,
+  latenciesMs?: number[],
+): Promise<number> {
   let next = 0;
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: workers }, async () => {
       const buf = new Uint8Array(smallBufferBytes);
-      while (next++ < count) await smallExchange(route, buf);
+      while (next++ < count) {
+        if (!latenciesMs) {
+          await smallExchange(route, buf);
+          continue;
+        }
+        const start = performance.now();
+        await smallExchange(route, buf);
+        latenciesMs.push(performance.now() - start);
+      }
     }),
   );
   return count / ((performance.now() - t0) / 1000);

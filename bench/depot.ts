@@ -28,6 +28,8 @@
  *   hops each phase crosses (`ssh -R` answers the greeting at the exit, depot at the server)
  *   and what each hop costs.
  *
+ * - `--box`: the whole box during each concurrent set-up phase (see {@linkcode printBox}).
+ *
  * `--small-only` skips the bulk runs, `--bulk-only` the set-up phases (the paths' bulk transfers
  * then run seconds apart, so same-round ratios see the same load); `--old DIR` adds depot and
  * depot --mux of another checkout (an old tree: its services/) as "(old)" rows, for a
@@ -47,6 +49,9 @@ import { socks5Connect } from "../lib/socks5/mod.ts";
 import {
   benchFlags,
   benchPath,
+  type BoxRun,
+  boxRun,
+  boxSample,
   concurrentRps,
   cpuPerConn,
   type DepotPorts,
@@ -150,7 +155,7 @@ const flags = benchFlags({
     "wan-conns": 20,
     rounds: 3,
   },
-  booleans: ["only-wan", "small-only", "bulk-only", "phases"],
+  booleans: ["only-wan", "small-only", "bulk-only", "phases", "box"],
   strings: ["old", "only"],
 });
 const bulkBytes = flags.bytes;
@@ -388,6 +393,14 @@ const rows: Row[] = [];
 const phaseSamples: number[][][] = [];
 /** Bulk MB/s of each row per round, down and up (for same-round ratios between rows). */
 const rateRounds: { down: number[]; up: number[] }[] = [];
+/** `--box`: the box during each round's concurrent phase, by row (see {@linkcode printBox}). */
+const boxRounds: {
+  box: BoxRun[];
+  rps: number[];
+  hopsUs: number[];
+  targetUs: number[];
+  latMs: number[][];
+}[] = [];
 /** CPU µs per connection of each path (its processes summed), per round, by row. */
 const cpuSums: number[][] = [];
 /** GiB in `bytes`, for CPU per GiB. */
@@ -395,7 +408,8 @@ const gib = (bytes: number) => bytes / (1 << 30);
 const wanRows: { name: string; ms: number; err?: string }[] = [];
 const env = { DEPOT_TOKEN: crypto.randomUUID() };
 try {
-  procs.push((await startLengthSource(srcPort)).proc);
+  const source = (await startLengthSource(srcPort)).proc;
+  procs.push(source);
   const depotServer = startDepotServer(ports);
   const depotLocal = startDepotLocal(["--server", `127.0.0.1:${ports.control}`]);
   // A second depot pair whose local carries tunnels over one mux session (--mux).
@@ -598,11 +612,23 @@ try {
               t.forEach((ms, j) => each[j].push(ms));
             }
           }
-          const { result: rps, usPerConn } = await cpuPerConn(
-            costed,
+          // `--box`: the source's CPU too, the box around the run, each exchange's time.
+          const latMs: number[] | undefined = flags.box ? [] : undefined;
+          const box0 = flags.box ? boxSample(costed) : undefined;
+          const { result: rps, usPerConn: measured } = await cpuPerConn(
+            flags.box ? [...costed, source] : costed,
             reqCount,
-            () => concurrentRps(r, reqCount, concurrency),
+            () => concurrentRps(r, reqCount, concurrency, latMs),
           );
+          const usPerConn = measured.slice(0, costed.length);
+          if (box0 && latMs) {
+            const b = (boxRounds[i] ??= { box: [], rps: [], hopsUs: [], targetUs: [], latMs: [] });
+            b.box.push(boxRun(box0, boxSample(costed), reqCount));
+            b.rps.push(rps);
+            b.hopsUs.push(usPerConn.reduce((a, c) => a + c, 0));
+            b.targetUs.push(measured[costed.length]);
+            b.latMs.push(latMs);
+          }
           row.rps = Math.max(row.rps, rps);
           usPerConn.forEach((us, k) => cpuRounds[i][k].push(us));
           (cpuSums[i] ??= []).push(usPerConn.reduce((a, b) => a + b, 0));
@@ -723,6 +749,7 @@ if (rows.length > 0) {
     ]),
   ));
   for (const r of rows) if (r.err) console.log(`\n${r.name}: ${r.err}`);
+  if (flags.box) printBox();
   const phased = rows.flatMap((r, i) =>
     phaseSamples[i] ? [[r.name, phaseSamples[i]] as const] : []
   );
@@ -780,6 +807,94 @@ if (rows.length > 0) {
     const worst = Math.min(depot.down / direct.down, depot.up / direct.up);
     console.log(`\ndepot bulk vs direct (worse direction): ${worst.toFixed(2)} (target >= 0.60)`);
   }
+}
+
+/** The `q` quantile (0..1) of `values` (nearest rank). */
+function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+}
+
+/**
+ * `--box`: where the whole box's time went during each path's concurrent set-up phase
+ * (medians of the rounds), per connection: the idle share of both cores; CPU µs of the box,
+ * of the SOCKS client (this process), of the target (the length source), of the path's
+ * processes, of everything outside this bench's tree, and what no process was charged
+ * (rest); the cores client, target and path kept busy; the box's context switches and the
+ * path's; each path process's event-loop wake-ups (its main threads' voluntary switches)
+ * and the connections each wake of the first (the SOCKS side) takes; the path's run-queue
+ * wait; each exchange's time (connect to EOF) in ms. A path whose rate trails with idle cores
+ * waits somewhere; one with a busy box and more client or target µs takes their room.
+ */
+function printBox(): void {
+  const out: string[][] = [];
+  for (const [i, r] of rows.entries()) {
+    const b = boxRounds[i];
+    if (!b || r.err) continue;
+    const mb = (f: (x: BoxRun, k: number) => number) => median(b.box.map(f));
+    const lat = (f: (ms: number[]) => number) => fixed(median(b.latMs.map(f)), 2);
+    const wakes = mb((x) => x.hopWakes[0] ?? NaN);
+    out.push([
+      r.name,
+      fixed(median(b.rps)),
+      fixed(mb((x) => x.idle * 100), 1),
+      fixed(mb((x) => x.boxUs)),
+      fixed(mb((x) => x.selfUs)),
+      fixed(median(b.targetUs)),
+      fixed(median(b.hopsUs)),
+      fixed(mb((x) => x.othersUs)),
+      fixed(mb((x, k) => x.boxUs - x.selfUs - b.targetUs[k] - b.hopsUs[k] - x.othersUs)),
+      fixed(mb((x, k) => (x.selfUs + b.targetUs[k] + b.hopsUs[k]) * b.rps[k] / 1e6), 2),
+      fixed(mb((x) => x.ctxt), 1),
+      r.cpuOf.map((_, h) => fixed(mb((x) => x.hopCtxt[h]), 1)).join(" / ") || "—",
+      r.cpuOf.map((_, h) => fixed(mb((x) => x.hopWakes[h]), 2)).join(" / ") || "—",
+      Number.isFinite(wakes) && wakes > 0 ? fixed(1 / wakes, 2) : "—",
+      r.cpuOf.length ? fixed(mb((x) => x.hopInvol * 100)) : "—",
+      r.cpuOf.length ? fixed(mb((x) => x.hopWaitUs), 1) : "—",
+      lat((ms) => ms.reduce((a, c) => a + c, 0) / ms.length),
+      lat((ms) => quantile(ms, 0.5)),
+      lat((ms) => quantile(ms, 0.9)),
+      lat((ms) => quantile(ms, 0.99)),
+    ]);
+  }
+  console.log(
+    `\nthe box during each concurrent phase (--box), medians of ${rounds} rounds; ` +
+      `per connection unless said\n`,
+  );
+  console.log(formatTable(
+    [
+      "path",
+      "req/s",
+      "idle %",
+      "box µs",
+      "client µs",
+      "target µs",
+      "path µs",
+      "other µs",
+      "rest µs",
+      "cores",
+      "ctxt",
+      "path ctxt",
+      "wakes",
+      "conns/wake",
+      "invol %",
+      "runq µs",
+      "mean ms",
+      "p50 ms",
+      "p90 ms",
+      "p99 ms",
+    ],
+    out,
+  ));
+  console.log(
+    "(client: this process, the SOCKS client; target: the length source; path: the path's " +
+      "processes with their trees (sshd's session children); other: every process outside " +
+      "this bench's tree, kernel threads too; rest: busy ticks no process was charged; cores: " +
+      "client + target + path µs x req/s; ctxt: the box's context switches, path ctxt each " +
+      "path process's; wakes: each path process's event-loop sleeps that ended (main threads' " +
+      "voluntary switches); conns/wake: of the first (SOCKS) side; runq: the path's run-queue " +
+      "wait; ms: each exchange, connect to EOF, in the client)",
+  );
 }
 
 if (wanRows.length > 0) {

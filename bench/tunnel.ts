@@ -52,6 +52,9 @@ import { closeQuietly, sleep } from "../lib/net/mod.ts";
 import {
   benchFlags,
   benchPath,
+  type BoxRun,
+  boxRun,
+  boxSample,
   curl,
   fixed,
   freePort,
@@ -534,143 +537,6 @@ const alwaysRows = new Set(["direct", floorName, "Deno floor x2", muxFloorName, 
 const only = flags.only === undefined ? undefined : new RegExp(flags.only);
 const smallPaths = paths.filter((p) => !only || alwaysRows.has(p.name) || only.test(p.name));
 
-/** Clock ticks per second of /proc's CPU counters (USER_HZ). */
-const ticksPerSecond = 100;
-
-/**
- * One reading of the whole box for `--box`: /proc/stat's CPU line (busy and idle ticks over
- * all cores, softirq apart), its context switch count, and this process's reaped children's
- * CPU (cutime + cstime: wrk's, once `wrk()` has waited for it; nothing else exits meanwhile).
- */
-interface BoxSample {
-  busy: number;
-  idle: number;
-  softirq: number;
-  ctxt: number;
-  children: number;
-  /** Context switches (voluntary, involuntary) of each hop's threads. */
-  hopSwitches: [number, number][];
-  /** Run-queue wait of each hop's threads (ns: runnable, not running; /proc schedstat). */
-  hopWaitNs: number[];
-  /** Ticks of every process on the box outside this bench's tree (kernel threads too). */
-  others: number;
-}
-
-/** Sum of `f` over the threads of `pid` (0 once it has gone). */
-function overThreads(pid: number, f: (task: string) => number): number {
-  let sum = 0;
-  try {
-    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) sum += f(`/proc/${pid}/task/${t.name}`);
-  } catch {
-    // A thread ended between the listing and its read: counted up to there.
-  }
-  return sum;
-}
-
-/**
- * Ticks (utime + stime + cutime + cstime) of every process on the box that is not this one or
- * a descendant of it: what else ran. A process that exits and is reaped between two samples
- * moves into its parent's cutime, so the difference still holds it.
- */
-function otherTicks(): number {
-  const self = Deno.pid;
-  const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const e of Deno.readDirSync("/proc")) {
-    const pid = Number(e.name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      parent.set(pid, Number(f[1]));
-      ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  let sum = 0;
-  for (const [pid, t] of ticks) {
-    let p = pid;
-    while (p > 1 && p !== self) p = parent.get(p) ?? 0;
-    if (p !== self) sum += t;
-  }
-  return sum;
-}
-
-/** Voluntary and involuntary context switches summed over the threads of `pid`. */
-function threadSwitches(pid: number): [number, number] {
-  let vol = 0;
-  const invol = overThreads(pid, (task) => {
-    const status = Deno.readTextFileSync(`${task}/status`);
-    vol += Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-    return Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  });
-  return [vol, invol];
-}
-
-/** Run-queue wait (ns) summed over the threads of `pid`: the second field of schedstat. */
-function threadWaitNs(pid: number): number {
-  return overThreads(
-    pid,
-    (task) => Number(Deno.readTextFileSync(`${task}/schedstat`).split(" ")[1]),
-  );
-}
-
-function boxSample(hops: Proc[]): BoxSample {
-  const stat = Deno.readTextFileSync("/proc/stat");
-  // cpu user nice system idle iowait irq softirq steal ...
-  const cpu = stat.slice(0, stat.indexOf("\n")).split(/\s+/).slice(1).map(Number);
-  const self = Deno.readTextFileSync("/proc/self/stat");
-  const f = self.slice(self.lastIndexOf(")") + 2).split(" ");
-  return {
-    busy: cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7],
-    idle: cpu[3] + cpu[4],
-    softirq: cpu[6],
-    ctxt: Number(/^ctxt (\d+)/m.exec(stat)?.[1] ?? 0),
-    children: Number(f[13]) + Number(f[14]),
-    hopSwitches: hops.map((h) => threadSwitches(h.child.pid)),
-    hopWaitNs: hops.map((h) => threadWaitNs(h.child.pid)),
-    others: otherTicks(),
-  };
-}
-
-/** What `--box` prints per run: where the whole box's CPU went, per request. */
-interface BoxRun {
-  /** Idle share of all cores over the run (0..1). */
-  idle: number;
-  /** CPU µs per request: the whole box, wrk, softirq (inside the others). */
-  boxUs: number;
-  wrkUs: number;
-  softirqUs: number;
-  /** Context switches per request: the whole box, and each hop's (voluntary + involuntary). */
-  ctxt: number;
-  hopCtxt: number[];
-  /** Involuntary share of the hops' switches (preempted, not waiting). */
-  hopInvol: number;
-  /** The hops' run-queue wait per request (µs): runnable but not on a core. */
-  hopWaitUs: number;
-  /** CPU µs per request of everything outside this bench's tree. */
-  othersUs: number;
-}
-
-function boxRun(a: BoxSample, b: BoxSample, requests: number): BoxRun {
-  const us = (ticks: number) => ticks / ticksPerSecond * 1e6 / requests;
-  const total = b.busy - a.busy + b.idle - a.idle;
-  const sw = b.hopSwitches.map(([v, i], k) => [v - a.hopSwitches[k][0], i - a.hopSwitches[k][1]]);
-  const all = sw.reduce((n, [v, i]) => n + v + i, 0);
-  return {
-    idle: total > 0 ? (b.idle - a.idle) / total : NaN,
-    boxUs: us(b.busy - a.busy),
-    wrkUs: us(b.children - a.children),
-    softirqUs: us(b.softirq - a.softirq),
-    ctxt: (b.ctxt - a.ctxt) / requests,
-    hopCtxt: sw.map(([v, i]) => (v + i) / requests),
-    hopInvol: all > 0 ? sw.reduce((n, [, i]) => n + i, 0) / all : NaN,
-    hopWaitUs: b.hopWaitNs.reduce((n, w, k) => n + w - a.hopWaitNs[k], 0) / 1e3 / requests,
-    othersUs: us(b.others - a.others),
-  };
-}
-
 /** CPU of `hops` (together and each) and of the app while `run` goes (`--box`: the box's). */
 async function cpuDuring<T>(hops: Proc[], run: () => Promise<T>) {
   const h0 = hops.map((h) => procCpuSeconds([h])), a0 = procCpuSeconds([origin]);
@@ -980,20 +846,21 @@ function printBox(
       median(small[i].runs.map((r) => f(r) ?? NaN));
     const rest = median(
       b.map((x, k) =>
-        x.boxUs - x.wrkUs - x.othersUs - (small[i].hopsUs[k] ?? 0) - (small[i].appUs[k] ?? 0)
+        x.boxUs - x.childrenUs - x.othersUs - (small[i].hopsUs[k] ?? 0) - (small[i].appUs[k] ?? 0)
       ),
     );
     // Cores the measured processes kept busy: wrk, the hops and the app, per second of the run.
     const cores = median(
       b.map((x, k) =>
-        (x.wrkUs + (small[i].hopsUs[k] ?? 0) + (small[i].appUs[k] ?? 0)) * small[i].runs[k].rps /
+        (x.childrenUs + (small[i].hopsUs[k] ?? 0) + (small[i].appUs[k] ?? 0)) *
+        small[i].runs[k].rps /
         1e6
       ),
     );
     const hopCtxt = p.hops.map((_, h) => fixed(mb((x) => x.hopCtxt[h]), 1)).join(" / ") || "-";
     console.log(
       `${pad(p.name)}${num(mb((x) => x.idle * 100), 1)} ${num(mb((x) => x.boxUs))} ${
-        num(mb((x) => x.wrkUs))
+        num(mb((x) => x.childrenUs))
       } ${num(median(small[i].hopsUs))} ${num(median(small[i].appUs))}${
         num(mb((x) => x.othersUs))
       } ${num(rest)}${num(cores, 2).slice(1)}${num(mb((x) => x.softirqUs))}${
