@@ -67,3 +67,62 @@ Deno.test({
     assertEquals(await countDlopens(() => resetBurst(3)), 3);
   },
 });
+
+/** The next read of `c` rejects with a connection reset (not EOF, not data). */
+async function assertReset(c: Deno.Conn, what: string): Promise<void> {
+  const got = await readWithin(c, new Uint8Array(1), `${what}'s reset`).then(
+    (n) => n,
+    (e: unknown) => e,
+  );
+  assert(got instanceof Deno.errors.ConnectionReset, `${what} read ${got}`);
+}
+
+Deno.test({
+  name:
+    "resetDenoSocket: dialled conns made after the last descriptor scan are found and reset, no other",
+  ignore: !resets,
+  async fn() {
+    const release = holdResets();
+    const listener = listenLocal();
+    const pairs: [Deno.TcpConn, Deno.Conn][] = [];
+    const cut = [0, 5, 6, 99]; // reset or closed below
+    const pair = async (what: string): Promise<[Deno.TcpConn, Deno.Conn]> => {
+      const dialled = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+      return [dialled, await acceptWithin(listener, what)];
+    };
+    try {
+      for (let i = 0; i < 100; i++) pairs.push(await pair(`pair ${i}`));
+      // A dialled conn far past every descriptor known so far: found by listing them all.
+      assertEquals(resetDenoSocket(pairs[99][0]), true);
+      await assertReset(pairs[99][1], "pair 99");
+      assertEquals(resetDenoSocket(pairs[0][0]), true);
+      await assertReset(pairs[0][1], "pair 0");
+      // Numbers freed and taken again by conns dialled after the scan, and one past them all.
+      for (const i of cut) pairs[i].forEach((c) => c.close());
+      const fresh = [await pair("fresh 1"), await pair("fresh 2"), await pair("fresh 3")];
+      fresh.push(await pair("fresh 4"));
+      for (const [i, [dialled, accepted]] of fresh.entries()) {
+        assertEquals(resetDenoSocket(dialled), true, `fresh ${i + 1}`);
+        await assertReset(accepted, `fresh ${i + 1}`);
+        dialled.close();
+        accepted.close();
+      }
+      // Every other conn is untouched: its bytes still go both ways.
+      for (const [i, [dialled, accepted]] of pairs.entries()) {
+        if (cut.includes(i)) continue;
+        await dialled.write(Uint8Array.of(i));
+        const buf = new Uint8Array(1);
+        assertEquals(await readWithin(accepted, buf, `pair ${i}'s byte`), 1);
+        assertEquals(buf[0], i);
+        await accepted.write(buf);
+        assertEquals(await readWithin(dialled, buf, `pair ${i}'s answer`), 1);
+      }
+    } finally {
+      for (const [i, p] of pairs.entries()) {
+        if (!cut.includes(i)) p.forEach((c) => c.close());
+      }
+      listener.close();
+      release();
+    }
+  },
+});
