@@ -173,9 +173,8 @@ export class TcpPorts extends PortTunnels<TcpListener> {
       log: this.opts.log.child({ tcp: publicPort }),
       handshakeTimeoutMs: 0,
       // TCP_NODELAY per connection (a setsockopt, ~0.5 us), not once on the listener: this
-      // listener opens at a client's connect, in a server that may hold thousands of fds, and
-      // serve()'s once-per-listener way opens libc and scans every fd (2 ms alone, ~40 ms
-      // with 4,000 fds open), on the event loop each time.
+      // listener opens at every client's connect, and serve()'s once-per-listener way loads
+      // libc and looks through up to 256 descriptors (2-4 ms) on the event loop each time.
       acceptedNoDelay: false,
       name: `tcp-${publicPort}`,
     });
