@@ -647,6 +647,8 @@ export interface BoxSample {
    * wake-ups; worker threads (V8's GC and compiler helpers) are left out.
    */
   hopWakes: number[];
+  /** Kernel-mode ticks (stime + cstime) of each hop's tree: its syscalls and their softirq. */
+  hopSys: number[];
   /** Ticks of every process on the box outside this bench's tree (kernel threads too). */
   others: number;
 }
@@ -737,6 +739,21 @@ function mainThreadSleeps(pid: number): number {
   return sum;
 }
 
+/** Kernel-mode ticks (stime + cstime) of `pid`'s tree. */
+function sysTicks(pid: number): number {
+  let sum = 0;
+  for (const p of procTree(pid)) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${p}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      sum += Number(f[12]) + Number(f[14]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return sum;
+}
+
 /** Run-queue wait (ns) summed over the threads of `pid`'s tree: schedstat's second field. */
 function threadWaitNs(pid: number): number {
   return overThreads(
@@ -762,6 +779,7 @@ export function boxSample(hops: readonly Proc[]): BoxSample {
     hopSwitches: hops.map((h) => threadSwitches(h.child.pid)),
     hopWaitNs: hops.map((h) => threadWaitNs(h.child.pid)),
     hopWakes: hops.map((h) => mainThreadSleeps(h.child.pid)),
+    hopSys: hops.map((h) => sysTicks(h.child.pid)),
     others: otherTicks(),
   };
 }
@@ -784,6 +802,8 @@ export interface BoxRun {
   hopWaitUs: number;
   /** Each hop's event-loop wake-ups per unit (its main threads' voluntary switches). */
   hopWakes: number[];
+  /** The hops' kernel-mode CPU µs per unit, together. */
+  hopSysUs: number;
   /** CPU µs per unit of everything outside this bench's tree. */
   othersUs: number;
 }
@@ -805,6 +825,7 @@ export function boxRun(a: BoxSample, b: BoxSample, units: number): BoxRun {
     hopInvol: all > 0 ? sw.reduce((n, [, i]) => n + i, 0) / all : NaN,
     hopWaitUs: b.hopWaitNs.reduce((n, w, k) => n + w - a.hopWaitNs[k], 0) / 1e3 / units,
     hopWakes: b.hopWakes.map((w, k) => (w - a.hopWakes[k]) / units),
+    hopSysUs: us(b.hopSys.reduce((n, t, k) => n + t - a.hopSys[k], 0)),
     othersUs: us(b.others - a.others),
   };
 }

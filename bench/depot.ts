@@ -828,6 +828,13 @@ function quantile(values: readonly number[], q: number): number {
  */
 function printBox(): void {
   const out: string[][] = [];
+  const ssh = boxRounds[rows.findIndex((r) => r.name.startsWith("OpenSSH"))];
+  /** Same-round rate ratios to ssh -R: their median and each round's. */
+  const vsSsh = (rps: number[]) => {
+    if (!ssh) return "—";
+    const each = rps.map((x, k) => x / ssh.rps[k]).filter(Number.isFinite);
+    return `${fixed(median(each), 2)} (${each.map((v) => fixed(v, 2)).join(" ")})`;
+  };
   for (const [i, r] of rows.entries()) {
     const b = boxRounds[i];
     if (!b || r.err) continue;
@@ -837,11 +844,13 @@ function printBox(): void {
     out.push([
       r.name,
       fixed(median(b.rps)),
+      vsSsh(b.rps),
       fixed(mb((x) => x.idle * 100), 1),
       fixed(mb((x) => x.boxUs)),
       fixed(mb((x) => x.selfUs)),
       fixed(median(b.targetUs)),
       fixed(median(b.hopsUs)),
+      r.cpuOf.length ? fixed(mb((x) => x.hopSysUs)) : "—",
       fixed(mb((x) => x.othersUs)),
       fixed(mb((x, k) => x.boxUs - x.selfUs - b.targetUs[k] - b.hopsUs[k] - x.othersUs)),
       fixed(mb((x, k) => (x.selfUs + b.targetUs[k] + b.hopsUs[k]) * b.rps[k] / 1e6), 2),
@@ -865,11 +874,13 @@ function printBox(): void {
     [
       "path",
       "req/s",
+      "× ssh -R (rounds)",
       "idle %",
       "box µs",
       "client µs",
       "target µs",
       "path µs",
+      "of it sys",
       "other µs",
       "rest µs",
       "cores",
@@ -887,8 +898,9 @@ function printBox(): void {
     out,
   ));
   console.log(
-    "(client: this process, the SOCKS client; target: the length source; path: the path's " +
-      "processes with their trees (sshd's session children); other: every process outside " +
+    "(× ssh -R: median of the same-round rate ratios, and each round's; client: this process, " +
+      "the SOCKS client; target: the length source; path: the path's " +
+      "processes with their trees (sshd's session children), of it sys: in the kernel; other: every process outside " +
       "this bench's tree, kernel threads too; rest: busy ticks no process was charged; cores: " +
       "client + target + path µs x req/s; ctxt: the box's context switches, path ctxt each " +
       "path process's; wakes: each path process's event-loop sleeps that ended (main threads' " +
