@@ -537,11 +537,17 @@ class DirectRequest implements Pending, Deadline {
 
   #answered(sent: DirectSent): Promise<void> {
     return sent.answer.then((msg) => {
-      const o = this.#outcomeOf(msg, sent);
-      // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
-      if (!this.settle(o) && o !== "unanswered" && o.ok) {
-        closeQuietly(o.conn);
-        o.done();
+      // Nothing awaits this promise (no catch() per request): a throw here would be an
+      // unhandled rejection, which ends the process. It fails the request instead.
+      try {
+        const o = this.#outcomeOf(msg, sent);
+        // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
+        if (!this.settle(o) && o !== "unanswered" && o.ok) {
+          closeQuietly(o.conn);
+          o.done();
+        }
+      } catch (err) {
+        this.#failed(err);
       }
     }, this.failed);
   }
