@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { noDelayOf } from "./_nodelay.ts";
 import { listenLocal, readWithin, within } from "./_util.ts";
-import { closeQuietly, serve } from "../lib/net/mod.ts";
+import { closeQuietly, serve, type ServeOptions } from "../lib/net/mod.ts";
 import { maxScannedFds } from "../lib/net/tcp_nodelay.ts";
 
 const hi = new TextEncoder().encode("hi");
@@ -33,13 +33,13 @@ function countingListener(inner: Deno.TcpListener): Deno.TcpListener & { calls: 
 }
 
 /** A server that says "hi" on each connection and holds it until the client's EOF. */
-function greeter(listener: Deno.TcpListener) {
+function greeter(listener: Deno.TcpListener, opts: ServeOptions = {}) {
   return serve(listener, async (conn, ctx) => {
     ctx.handshakeDone();
     await conn.write(hi);
     const buf = new Uint8Array(16);
     while ((await readWithin(conn, buf, "the client's EOF at the server")) !== null) continue;
-  });
+  }, opts);
 }
 
 /** Read the 2-byte greeting: the connection is accepted and set up on both sides. */
@@ -55,18 +55,22 @@ function connect(port: number): Promise<Deno.TcpConn> {
   return within(Deno.connect({ hostname: "127.0.0.1", port }), `a connection to ${port}`);
 }
 
+/**
+ * `n` connections to `port`, each greeted, added to `clients` (the caller closes them), and
+ * then each checked for TCP_NODELAY on the server's side.
+ */
+async function greetedWithNoDelay(port: number, n: number, clients: Deno.TcpConn[]) {
+  for (let i = 0; i < n; i++) clients.push(await greeted(await connect(port)));
+  for (const c of clients) assertEquals(noDelayOf(port, (c.localAddr as Deno.NetAddr).port), 1);
+}
+
 Deno.test("serve(): TCP_NODELAY on the listening socket, no setsockopt per connection", async () => {
   const listener = countingListener(listenLocal());
   const server = greeter(listener);
   const clients: Deno.TcpConn[] = [];
   try {
     // More than the few serve() sets one by one for safety (one per CPU): the rest inherit it.
-    for (let i = 0; i < navigator.hardwareConcurrency + 3; i++) {
-      clients.push(await greeted(await connect(server.addr.port)));
-    }
-    for (const c of clients) {
-      assertEquals(noDelayOf(server.addr.port, (c.localAddr as Deno.NetAddr).port), 1);
-    }
+    await greetedWithNoDelay(server.addr.port, navigator.hardwareConcurrency + 3, clients);
     assertEquals(listener.calls, navigator.hardwareConcurrency);
   } finally {
     for (const c of clients) closeQuietly(c);
@@ -94,15 +98,10 @@ Deno.test("serve(): connections queued before serve() started get TCP_NODELAY on
 
 Deno.test("serve(): acceptedNoDelay false still sets TCP_NODELAY on every connection", async () => {
   const listener = countingListener(listenLocal());
-  const server = serve(listener, async (conn, ctx) => {
-    ctx.handshakeDone();
-    await conn.write(hi);
-    const buf = new Uint8Array(16);
-    while ((await readWithin(conn, buf, "the client's EOF at the server")) !== null) continue;
-  }, { acceptedNoDelay: false });
+  const server = greeter(listener, { acceptedNoDelay: false });
   const clients: Deno.TcpConn[] = [];
   try {
-    for (let i = 0; i < 3; i++) clients.push(await greeted(await connect(server.addr.port)));
+    await greetedWithNoDelay(server.addr.port, 3, clients);
     assertEquals(listener.calls, 3);
   } finally {
     for (const c of clients) closeQuietly(c);
@@ -118,12 +117,7 @@ Deno.test("serve(): with more descriptors open than it looks through, TCP_NODELA
   const server = greeter(listener);
   const clients: Deno.TcpConn[] = [];
   try {
-    for (let i = 0; i < navigator.hardwareConcurrency + 2; i++) {
-      clients.push(await greeted(await connect(server.addr.port)));
-    }
-    for (const c of clients) {
-      assertEquals(noDelayOf(server.addr.port, (c.localAddr as Deno.NetAddr).port), 1);
-    }
+    await greetedWithNoDelay(server.addr.port, navigator.hardwareConcurrency + 2, clients);
     assertEquals(listener.calls, clients.length);
   } finally {
     for (const c of clients) closeQuietly(c);
