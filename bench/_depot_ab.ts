@@ -60,6 +60,7 @@ import {
   freePort,
   median,
   type Proc,
+  procTree,
   roundOrder,
   type Route,
   sequentialMs,
@@ -71,6 +72,7 @@ import {
   startLengthSource,
   startSshReverse,
   stopAll,
+  threadRunNs,
   waitPort,
   waitUntil,
 } from "./_util.ts";
@@ -89,34 +91,6 @@ const paths: { name: string; route: Route; procs: Proc[]; mux?: boolean }[] = []
 /** The depot modes this run: `--both` plain and `--mux`, else the one `--mux` says. */
 const modes = flags.both ? [false, true] : [flags.mux];
 let ssh: SshReverse | undefined;
-
-/** `pid` and its descendants (threads' children included), for `chrt`. */
-function processTree(pid: number): number[] {
-  const out = [pid];
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    const kids = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
-    for (const k of kids ? kids.split(" ") : []) out.push(...processTree(Number(k)));
-  }
-  return out;
-}
-
-/**
- * On-CPU ns so far of `pid`'s threads and its descendants' (`/proc/.../schedstat`, exact to
- * the ns, where `/proc/.../stat` counts 10 ms ticks): a block of sequential set-ups' CPU.
- */
-function runNs(pid: number): number {
-  let ns = 0;
-  for (const p of processTree(pid)) {
-    try {
-      for (const t of Deno.readDirSync(`/proc/${p}/task`)) {
-        ns += Number(Deno.readTextFileSync(`/proc/${p}/task/${t.name}/schedstat`).split(" ")[0]);
-      }
-    } catch {
-      // Exited meanwhile: what it ran is no longer counted anywhere.
-    }
-  }
-  return ns;
-}
 
 /** `--rt`: SCHED_RR 10 (on) or back to SCHED_OTHER (off) for `pids`, every thread. */
 function realtime(pids: number[], on: boolean): void {
@@ -377,7 +351,7 @@ try {
   const exchangeBuf = smallBuffer();
   const measureSeq = async (round: number) => {
     const all = [...procs, ...(ssh?.procs ?? [])];
-    const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => processTree(p.child.pid))] : [];
+    const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => procTree(p.child.pid))] : [];
     const each: number[][] = paths.map(() => []);
     const ns = paths.map(() => [0, 0]);
     realtime(pids, true);
@@ -387,13 +361,13 @@ try {
       for (let done = 0, block = 0; done < flags.seq; done += flags.block, block++) {
         const n = Math.min(flags.block, flags.seq - done);
         for (const [i, p] of roundOrder(paths, round + block)) {
-          const before = p.procs.map((q) => runNs(q.child.pid));
+          const before = p.procs.map((q) => threadRunNs(q.child.pid));
           for (let k = 0; k < n; k++) {
             const t0 = performance.now();
             await smallExchange(p.route, exchangeBuf);
             each[i].push(performance.now() - t0);
           }
-          for (const [j, q] of p.procs.entries()) ns[i][j] += runNs(q.child.pid) - before[j];
+          for (const [j, q] of p.procs.entries()) ns[i][j] += threadRunNs(q.child.pid) - before[j];
         }
       }
     } finally {
@@ -409,7 +383,7 @@ try {
   const steps: number[][][] = paths.map(() => []);
   const measureSteps = async (round: number) => {
     const all = [...procs, ...(ssh?.procs ?? [])];
-    const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => processTree(p.child.pid))] : [];
+    const pids = flags.rt ? [Deno.pid, ...all.flatMap((p) => procTree(p.child.pid))] : [];
     realtime(pids, true);
     try {
       for (const [i, p] of roundOrder(paths, round)) {

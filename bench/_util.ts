@@ -654,7 +654,7 @@ export interface BoxSample {
 }
 
 /** The pid and its live descendants (a hop that forks per session counts with its children). */
-function procTree(pid: number): number[] {
+export function procTree(pid: number): number[] {
   const all: number[] = [];
   for (let p: number | undefined = pid, todo: number[] = []; p !== undefined; p = todo.pop()) {
     all.push(p);
@@ -752,6 +752,17 @@ function sysTicks(pid: number): number {
     }
   }
   return sum;
+}
+
+/**
+ * On-CPU ns so far of the threads of `pid`'s tree: schedstat's first field (exact to the ns,
+ * where `/proc/.../stat` counts 10 ms ticks).
+ */
+export function threadRunNs(pid: number): number {
+  return overThreads(
+    pid,
+    (task) => Number(Deno.readTextFileSync(`${task}/schedstat`).split(" ")[0]),
+  );
 }
 
 /** Run-queue wait (ns) summed over the threads of `pid`'s tree: schedstat's second field. */
