@@ -115,7 +115,10 @@ function fdOf(conn: object, c: LibcSymbols): number | undefined {
     return probed;
   }
   socketsByPorts = scanSockets(c);
-  highestFd = Math.max(-1, ...socketsByPorts.values());
+  highestFd = -1;
+  // A loop, not Math.max(...values): a spread of every socket overflows the call's arguments
+  // in a process with ~100k descriptors.
+  for (const n of socketsByPorts.values()) if (n > highestFd) highestFd = n;
   return socketsByPorts.get(key);
 }
 
