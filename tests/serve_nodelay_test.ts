@@ -7,9 +7,9 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { noDelayOf } from "./_nodelay.ts";
-import { listenLocal, readWithin, within } from "./_util.ts";
+import { countDlopens, listenLocal, readWithin, within } from "./_util.ts";
 import { closeQuietly, serve, type ServeOptions } from "../lib/net/mod.ts";
-import { maxScannedFds } from "../lib/net/tcp_nodelay.ts";
+import { listenerNoDelay, maxScannedFds } from "../lib/net/tcp_nodelay.ts";
 
 const hi = new TextEncoder().encode("hi");
 
@@ -123,5 +123,23 @@ Deno.test("serve(): with more descriptors open than it looks through, TCP_NODELA
     for (const c of clients) closeQuietly(c);
     await server.stop();
     for (const f of held) f.close();
+  }
+});
+
+Deno.test("serve(): a listener that set TCP_NODELAY itself (noDelay: true) gets no second look", async () => {
+  // As lib/transport's TLS listeners do at their construction: serve() neither loads libc to
+  // set it again nor sets it per connection.
+  const inner = listenLocal();
+  assert(listenerNoDelay(inner.addr.port), "TCP_NODELAY on the listening socket");
+  const listener = Object.assign(countingListener(inner), { noDelay: true });
+  const clients: Deno.TcpConn[] = [];
+  let server: ReturnType<typeof greeter> | undefined;
+  try {
+    assertEquals(await countDlopens(() => Promise.resolve(void (server = greeter(listener)))), 0);
+    await greetedWithNoDelay(listener.addr.port, 3, clients);
+    assertEquals(listener.calls, 0);
+  } finally {
+    for (const c of clients) closeQuietly(c);
+    await server?.stop();
   }
 });

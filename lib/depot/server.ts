@@ -74,7 +74,7 @@ import { Session as MuxSession, type Stream } from "../mux/mod.ts";
 import { acceptDepotSocks } from "./socks_front.ts";
 import { depotCompact } from "./compact.ts";
 import { ConfirmedEnd } from "./tunnel_end.ts";
-import { AbortHub, defaultMaxConns, listenerNoDelay, noDelay, perSourceShare } from "../net/mod.ts";
+import { AbortHub, defaultMaxConns, noDelay, perSourceShare } from "../net/mod.ts";
 import { transportKind, type TransportName, withTransport } from "../transport/mod.ts";
 import * as m from "./metrics.ts";
 import { BoundAssociation } from "./udp.ts";
@@ -798,13 +798,6 @@ export class DepotServer {
       handshakeTimeoutMs: this.handshakeTimeoutMs,
       onAcceptError: (err: unknown) => this.#acceptFailed(err),
     };
-    // TCP_NODELAY once on each listening socket (accepted sockets inherit it), not a
-    // setsockopt per connection: plain depot accepts two TCP connections per request (the
-    // client's and the replacement standby spare). Without FFI for libc, serve() sets it per
-    // connection as before.
-    const noDelayAt = (l: Deno.Listener) => ({
-      acceptedNoDelay: l.addr.transport === "tcp" && listenerNoDelay(l.addr.port),
-    });
     // The links from depot-local (control, tunnel) ride the chosen carrier; SOCKS stays TCP.
     const carrier = transportKind(this.transport, false);
     this.#servers = {
@@ -813,13 +806,11 @@ export class DepotServer {
         withTransport(carrier, (c, ctx) => this.handleControl(c, ctx)),
         {
           ...common,
-          ...noDelayAt(listeners.control),
           log: this.log.child({ listener: "control" }),
         },
       ),
       socks: serve(listeners.socks, (c, ctx) => this.handleSocks(c, ctx), {
         ...common,
-        ...noDelayAt(listeners.socks),
         // SOCKS clients are many and unauthenticated at accept: none may take the whole cap.
         maxConnsPerSource: perSourceShare(this.maxConns ?? defaultMaxConns),
         log: this.log.child({ listener: "socks" }),
@@ -832,7 +823,6 @@ export class DepotServer {
           // The idle standby spares (standbyTotal at most) wait here beside the relays'
           // tunnels: they never take the place of a relayed connection's tunnel.
           maxConns: (this.maxConns ?? defaultMaxConns) + this.standbyTotal,
-          ...noDelayAt(listeners.tunnel),
           log: this.log.child({ listener: "tunnel" }),
         },
       ),

@@ -144,7 +144,8 @@ export interface ServeOptions {
    * `listenerNoDelay` succeeded: true) or need a setsockopt each (false). Unset, serve()
    * sets it once on a TCP listener's socket itself and per connection only on those that
    * were queued before (or on every one where it cannot: no FFI permission for libc, not
-   * Linux, not TCP, more than `maxScannedFds` descriptors open). That costs a libc load
+   * Linux, not TCP, more than `maxScannedFds` descriptors open); a listener with a `noDelay`
+   * of true (lib/transport's TLS listeners) has set it itself. That costs a libc load
    * and a look through the descriptors when serve() starts (2-3 ms): a listener opened
    * again and again in a running service (one per client) passes false. @default set by serve()
    */
@@ -352,6 +353,8 @@ function sourceOf(addr: Deno.Addr): string {
  * that cannot be done, all of them (Infinity).
  */
 function perConnNoDelay(listener: Deno.Listener): number {
+  // A listener that set it itself (lib/transport's TLS listeners: `noDelay`) needs no second look.
+  if ((listener as { noDelay?: unknown }).noDelay === true) return 0;
   const addr = listener.addr;
   if (addr.transport !== "tcp") return Infinity;
   const queued = listenerNoDelayQueued(addr.port);
