@@ -9,7 +9,7 @@
  * @module
  */
 
-import { benchFlags } from "./_util.ts";
+import { benchFlags, procStat, procTicksPerSecond } from "./_util.ts";
 
 /** One node of a V8 CPU profile (`Profiler.stop`'s result). */
 interface ProfileNode {
@@ -245,7 +245,6 @@ export function printHeapTable(heap: { head: HeapNode }, n: number, top: number)
 
 /** User and system CPU seconds of `p` so far (/proc/PID/stat utime, stime). */
 export function userSys(p: { child: Deno.ChildProcess }): { user: number; sys: number } {
-  const stat = Deno.readTextFileSync(`/proc/${p.child.pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100 };
+  const s = procStat(p.child.pid);
+  return { user: s.utime / procTicksPerSecond, sys: s.stime / procTicksPerSecond };
 }

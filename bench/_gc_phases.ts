@@ -32,6 +32,9 @@ import {
   gcTraceLines,
   median,
   type Proc,
+  type ProcStat,
+  procStat,
+  procTicksPerSecond,
   type Route,
   serveLengthSource,
   servicePath,
@@ -55,8 +58,6 @@ for (const k of kinds) {
 const concurrency = 32;
 const warmupConns = 1000;
 const startTimeoutMs = 60_000;
-/** Clock ticks per second of /proc's CPU times (`getconf CLK_TCK` on Linux). */
-const clockTicksPerSec = 100;
 const threadKinds = ["main", "v8", "tokio", "other"] as const;
 type ThreadKind = typeof threadKinds[number];
 
@@ -64,22 +65,20 @@ type ThreadKind = typeof threadKinds[number];
 function threadCpu(pid: number): Record<ThreadKind, number> {
   const out: Record<ThreadKind, number> = { main: 0, v8: 0, tokio: 0, other: 0 };
   for (const e of Deno.readDirSync(`/proc/${pid}/task`)) {
-    let stat: string;
+    let s: ProcStat;
     try {
-      stat = Deno.readTextFileSync(`/proc/${pid}/task/${e.name}/stat`);
+      s = procStat(pid, e.name);
     } catch {
       continue; // the thread ended meanwhile
     }
-    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const kind: ThreadKind = e.name === String(pid)
       ? "main"
-      : comm.startsWith("V8 ")
+      : s.comm.startsWith("V8 ")
       ? "v8"
-      : comm.startsWith("tokio")
+      : s.comm.startsWith("tokio")
       ? "tokio"
       : "other";
-    out[kind] += (Number(f[11]) + Number(f[12])) / clockTicksPerSec; // utime + stime
+    out[kind] += (s.utime + s.stime) / procTicksPerSecond;
   }
   return out;
 }

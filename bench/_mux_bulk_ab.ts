@@ -39,12 +39,15 @@ import {
   freePort,
   median,
   type Proc,
+  procStat,
+  procTicksPerSecond,
   roundOrder,
   type Route,
   socksRoute,
   spawnDeno,
   startLengthSource,
   stopAll,
+  threadRunNs,
   uploadMBps,
   waitPort,
   waitUntil,
@@ -73,21 +76,12 @@ function realtime(pid: number, on: boolean): void {
 }
 
 /**
- * User and system CPU seconds of `pid` so far (its threads; no children; 10 ms ticks), and
- * the time its threads ran in all (ns-resolution, /proc/<pid>/task/<tid>/schedstat).
+ * User and system CPU seconds of `pid` so far (its threads; 10 ms ticks), and the time its
+ * threads ran in all (ns-resolution, schedstat; depot's processes have no children).
  */
 function userSys(pid: number): [number, number, number] {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  let ranNs = 0;
-  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      ranNs += Number(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0]);
-    } catch {
-      // a thread that just ended
-    }
-  }
-  return [Number(f[11]) / 100, Number(f[12]) / 100, ranNs / 1e9];
+  const s = procStat(pid);
+  return [s.utime / procTicksPerSecond, s.stime / procTicksPerSecond, threadRunNs(pid) / 1e9];
 }
 
 /** A depot pair of checkout `dir` (`--mux` or plain): its SOCKS port and its two processes. */

@@ -25,6 +25,7 @@ import {
   spawnDeno,
   stopAll,
   tcpRoute,
+  threadRunNs,
 } from "./_util.ts";
 import type { Route } from "./_util.ts";
 
@@ -35,19 +36,6 @@ const flags = benchFlags({
 });
 const trees = benchTrees(flags.trees, `new=${new URL("..", import.meta.url).pathname}`);
 const modes = (flags.modes ?? "serve,source").split(",").filter(Boolean);
-
-/** On-CPU seconds so far of every thread of `pid` (ns resolution). */
-function onCpuSeconds(pid: number): number {
-  let ns = 0;
-  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/schedstat`).split(" ")[0]);
-    } catch {
-      // A thread that ended meanwhile.
-    }
-  }
-  return ns / 1e9;
-}
 
 interface Path {
   name: string;
@@ -75,9 +63,9 @@ try {
   for (const p of paths) await concurrentRps(p.route, 1000, flags.concurrency); // warm up
   const cpu = paths.map(() => [] as number[]);
   const measure = async (p: Path): Promise<number> => {
-    const before = onCpuSeconds(p.proc.child.pid);
+    const before = threadRunNs(p.proc.child.pid);
     await concurrentRps(p.route, flags.count, flags.concurrency);
-    return (onCpuSeconds(p.proc.child.pid) - before) * 1e6 / flags.count;
+    return (threadRunNs(p.proc.child.pid) - before) / 1e3 / flags.count;
   };
   for (let round = 1; round <= flags.rounds; round++) {
     if (flags.together) {

@@ -25,6 +25,7 @@ import {
   listeningPort,
   median,
   type Proc,
+  procStat,
   roundOrder,
   spawnDeno,
   startHelloNginx,
@@ -74,9 +75,8 @@ void flags.variant;
 
 /** user and system ticks (1/100 s) of `pid` (all its threads). */
 function ticks(pid: number): [number, number] {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return [Number(f[11]), Number(f[12])];
+  const s = procStat(pid);
+  return [s.utime, s.stime];
 }
 
 const traced = [

@@ -565,16 +565,51 @@ export async function startSshReverse(
 // ---------------------------------------------------------------- /proc
 
 /** Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ: 100 on Linux). */
-const procTicksPerSecond = 100;
+export const procTicksPerSecond = 100;
+
+/** The fields of a `/proc/.../stat` line the benches read; times in clock ticks. */
+export interface ProcStat {
+  /** The command (thread) name: may hold spaces and parentheses. */
+  comm: string;
+  /** One letter: R, S, D, Z (a zombie, exited and not yet waited for), ... */
+  state: string;
+  ppid: number;
+  utime: number;
+  stime: number;
+  /** User ticks of the children already waited for. */
+  cutime: number;
+  /** System ticks of the children already waited for. */
+  cstime: number;
+}
+
+/**
+ * `/proc/<pid>/stat`, or a thread's (`/proc/<pid>/task/<tid>/stat`), parsed in one place: the
+ * command name may hold spaces and ")", so the fields are counted from its last ")". `pid` may
+ * be "self". Throws (NotFound) once the process or thread is gone.
+ */
+export function procStat(pid: number | "self", tid?: number | string): ProcStat {
+  const stat = Deno.readTextFileSync(
+    tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`,
+  );
+  const end = stat.lastIndexOf(")");
+  // After the name: state is field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+  const f = stat.slice(end + 2).split(" ");
+  return {
+    comm: stat.slice(stat.indexOf("(") + 1, end),
+    state: f[0],
+    ppid: Number(f[1]),
+    utime: Number(f[11]),
+    stime: Number(f[12]),
+    cutime: Number(f[13]),
+    cstime: Number(f[14]),
+  };
+}
 
 /** utime, stime, cutime, cstime of `/proc/<pid>/stat`, in ticks, and the pid's live children. */
 function procTicks(pid: number): { ticks: number; children: number[] } {
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-    // stime 15, cutime 16, cstime 17 (the last two: children already waited for).
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    const s = procStat(pid);
+    const ticks = s.utime + s.stime + s.cutime + s.cstime;
     const children: number[] = [];
     for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
       const list = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
@@ -689,10 +724,9 @@ function otherTicks(): number {
     const pid = Number(e.name);
     if (!Number.isInteger(pid)) continue;
     try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      parent.set(pid, Number(f[1]));
-      ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+      const s = procStat(pid);
+      parent.set(pid, s.ppid);
+      ticks.set(pid, s.utime + s.stime + s.cutime + s.cstime);
     } catch {
       // Gone meanwhile.
     }
@@ -744,9 +778,8 @@ function sysTicks(pid: number): number {
   let sum = 0;
   for (const p of procTree(pid)) {
     try {
-      const stat = Deno.readTextFileSync(`/proc/${p}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      sum += Number(f[12]) + Number(f[14]);
+      const s = procStat(p);
+      sum += s.stime + s.cstime;
     } catch {
       // Gone meanwhile.
     }
@@ -778,15 +811,14 @@ export function boxSample(hops: readonly Proc[]): BoxSample {
   const stat = Deno.readTextFileSync("/proc/stat");
   // cpu user nice system idle iowait irq softirq steal ...
   const cpu = stat.slice(0, stat.indexOf("\n")).split(/\s+/).slice(1).map(Number);
-  const own = Deno.readTextFileSync("/proc/self/stat");
-  const f = own.slice(own.lastIndexOf(")") + 2).split(" ");
+  const own = procStat("self");
   return {
     busy: cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7],
     idle: cpu[3] + cpu[4],
     softirq: cpu[6],
     ctxt: Number(/^ctxt (\d+)/m.exec(stat)?.[1] ?? 0),
-    self: Number(f[11]) + Number(f[12]),
-    children: Number(f[13]) + Number(f[14]),
+    self: own.utime + own.stime,
+    children: own.cutime + own.cstime,
     hopSwitches: hops.map((h) => threadSwitches(h.child.pid)),
     hopWaitNs: hops.map((h) => threadWaitNs(h.child.pid)),
     hopWakes: hops.map((h) => mainThreadSleeps(h.child.pid)),

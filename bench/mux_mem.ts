@@ -38,6 +38,8 @@ import {
   gcNum,
   gcTraceLines,
   median,
+  procStat,
+  procTicksPerSecond,
   roundOrder,
 } from "./_util.ts";
 import { echoInWrites } from "../tests/_util.ts";
@@ -151,8 +153,8 @@ async function measured(): Promise<void> {
     return { heap: m.heapUsed, external: m.external, rss: m.rss };
   };
   const cpuUs = () => {
-    const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
-    return (Number(f[11]) + Number(f[12])) * 1e6 / 100; // utime + stime, in clock ticks
+    const s = procStat("self");
+    return (s.utime + s.stime) * 1e6 / procTicksPerSecond;
   };
 
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
