@@ -9,10 +9,10 @@ import { type DepotMessage, depotProtocol } from "../lib/depot/mod.ts";
 import { maxStandbyPerExit } from "../lib/depot/protocol.ts";
 import { Session, type Stream } from "../lib/mux/mod.ts";
 import { ControlConn } from "../lib/control/mod.ts";
-import { dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
+import { concatBytes, dial, type Duplex, withPrefix, writeAll } from "../lib/net/mod.ts";
 import { socks5Connect } from "../lib/socks5/mod.ts";
 import { assert, assertEquals } from "./_assert.ts";
-import { socksDial, startDepot, startTarget } from "./_depot.ts";
+import { rawFrame, socksDial, startDepot, startTarget } from "./_depot.ts";
 import { nextWithin, readAll, until, within } from "./_util.ts";
 
 const enc = new TextEncoder();
@@ -124,6 +124,69 @@ Deno.test("depot open: connectFailed on the stream is the client's reply code", 
     assertEquals((err as { reason?: string }).reason, "refused");
     conn.close();
     rest.close();
+  } finally {
+    await local.close();
+    await depot.close();
+  }
+});
+
+Deno.test("depot open: an answer split over frames, with bytes behind it; a broken answer, a FIN or a reset fails only its request", async () => {
+  const depot = await startDepot({ locals: [], server: { token: "t" } });
+  const local = await openLocal(depot);
+  /** A SOCKS request, the stream the server opened for it, and its connect frame read off. */
+  const request = async () => {
+    const client = socksDial(depot.socksPort, { host: "app.invalid", port: 80 });
+    client.catch(() => {}); // the failing cases await it below
+    const stream = (await within(local.mux.accept(), "the request's stream"))!;
+    const { msg, rest } = await firstFrame(stream);
+    const req = msg as Extract<DepotMessage, { type: "connect" }>;
+    assertEquals(req.type, "connect");
+    return { client, stream, rest, req };
+  };
+  const failure = async (c: Promise<unknown>) =>
+    ((await within(c.then(() => "granted", (e) => e), "the reply")) as { reason?: string })
+      .reason;
+  try {
+    // The answer in three frames: its first 5 bytes, the rest with bytes behind it, then more.
+    const a = await request();
+    const answer = rawFrame(JSON.stringify({ v: 1, type: "tunnel", id: a.req.id, key: a.req.key }));
+    await writeAll(a.rest, answer.subarray(0, 5));
+    await writeAll(a.rest, concatBytes(answer.subarray(5), enc.encode("early,")));
+    await writeAll(a.rest, enc.encode("later"));
+    await a.rest.closeWrite();
+    const c = await within(a.client, "the split answer's reply");
+    await writeAll(c, enc.encode("up"));
+    await c.closeWrite();
+    assertEquals(dec.decode(await readAll(c)), "early,later");
+    assertEquals(dec.decode(await readAll(a.rest)), "up");
+    c.close();
+    a.rest.close();
+
+    // A first frame that does not decode, a FIN, a reset: each fails its own request.
+    const broken = await request();
+    await writeAll(broken.rest, rawFrame("{not json"));
+    assertEquals(await failure(broken.client), "network-unreachable");
+    const ended = await request();
+    await ended.rest.closeWrite();
+    assertEquals(await failure(ended.client), "other");
+    const reset = await request();
+    reset.stream.reset();
+    assertEquals(await failure(reset.client), "network-unreachable");
+    for (const r of [broken, ended, reset]) r.rest.close();
+
+    // The session serves on.
+    const after = await request();
+    await new ControlWriter(after.rest, depotProtocol).send({
+      type: "tunnel",
+      id: after.req.id,
+      key: after.req.key,
+    });
+    const c2 = await within(after.client, "the reply after the failures");
+    await c2.closeWrite();
+    await after.rest.closeWrite();
+    assertEquals((await readAll(c2)).length, 0);
+    c2.close();
+    after.rest.close();
   } finally {
     await local.close();
     await depot.close();

@@ -155,3 +155,38 @@ Deno.test("open-with-data: held-back ACKs keep the wheel's timer between streams
   // Released with the session: the idle wheel lets its timer go (after its linger).
   await until("the wheel's timer to stop after the session ended", () => !deadlines.ticking);
 });
+
+Deno.test("open-with-data: openNow returns the stream at once, its data in the SYN frame; it throws where open() rejects", async () => {
+  const { session, peer } = await rawPair("client", { maxStreams: 1 });
+  try {
+    const s = session.openNow(enc.encode("hello"));
+    assertEquals(s.state & 0x0f, 0x04, "SYN_TX queued before any await");
+    const f = await peer.next();
+    assert(f !== null);
+    assertEquals([f.type, f.flags, f.streamId], [FrameType.data, Flag.syn, s.id]);
+    assertEquals(dec.decode(f.payload), "hello");
+    await peer.frame(FrameType.data, Flag.ack | Flag.fin, s.id, enc.encode("world"));
+    assertEquals(dec.decode(await readAll(s)), "world");
+    // One stream allowed and one open: refused as open() refuses, nothing sent.
+    let err: unknown;
+    try {
+      session.openNow(enc.encode("two"));
+    } catch (e) {
+      err = e;
+    }
+    assertEquals((err as { reason?: string }).reason, "too-many-streams");
+    await assertRejects(() => session.open({ data: enc.encode("two") }));
+    s.close();
+    await session.close();
+    try {
+      session.openNow(enc.encode("late"));
+      err = undefined;
+    } catch (e) {
+      err = e;
+    }
+    assertEquals((err as { reason?: string }).reason, "session-closed");
+  } finally {
+    await session.close();
+    peer.close();
+  }
+});

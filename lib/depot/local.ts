@@ -65,7 +65,7 @@ import {
 } from "./protocol.ts";
 import { ReportedEnd } from "./tunnel_end.ts";
 import { depotCompact } from "./compact.ts";
-import { Session as MuxSession, type Stream as MuxStream } from "../mux/mod.ts";
+import { Session as MuxSession, Stream as MuxStream } from "../mux/mod.ts";
 import * as m from "./metrics.ts";
 import {
   type DepotUdpExitOptions,
@@ -887,7 +887,14 @@ export class DepotLocal {
       try {
         if (on) {
           try {
-            tunnel = await this.#answerOnStream(on, req, app?.localAddr, session.compact);
+            const frame = tunnelFrame(req, app?.localAddr, session.compact);
+            // "open": the answer goes on the stream the request came on, which relays from the
+            // next byte (the server opened it for this request: no acceptance round). A mux
+            // stream queues the small answer at once (no promise, no turn); a spare writes it.
+            if (!(on.stream instanceof MuxStream && on.stream.writeNow(frame))) {
+              await writeAll(on.stream, frame);
+            }
+            tunnel = withPrefix(on.stream, on.leftover);
           } finally {
             on.answered?.();
           }
@@ -1019,20 +1026,6 @@ export class DepotLocal {
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  /**
-   * "open": answer a request on the stream it came on; the stream relays from the next byte
-   * (the server needs no acceptance round: it opened the stream for this request).
-   */
-  async #answerOnStream(
-    on: OnStream,
-    req: { id: number; key: string },
-    bound: Deno.NetAddr | undefined,
-    compact: CompactCodec<DepotMessage> | undefined,
-  ): Promise<Duplex> {
-    await writeAll(on.stream, tunnelFrame(req, bound, compact));
-    return withPrefix(on.stream, on.leftover);
   }
 
   /** Name the request on a fresh tunnel transport and wait for the server's acceptance. */

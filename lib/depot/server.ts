@@ -45,6 +45,8 @@ import {
   ControlReader,
   ControlWriter,
   encodeFrame,
+  type FirstMessage,
+  firstMessageIn,
   type Outgoing,
   randomSecret,
   readFirstMessage,
@@ -311,21 +313,21 @@ export interface DepotClusterHooks {
   exitsChanged(connected?: string): void;
 }
 
-/** The tunnel a request was written on ("open"), and the answer read from it. */
+/** The tunnel a request was written on ("open"), once its answer came. */
 interface DirectSent {
   readonly conn: Duplex;
-  readonly answer: Promise<DepotMessage | null>;
-  /** The bytes read past the answer, once it came (forwarded first). */
+  /** The bytes read past the answer (forwarded first). */
   leftover(): Uint8Array;
 }
 
 /** How a request goes straight on a tunnel ("open"): see `#requestDirect`. */
 interface DirectWay {
   /**
-   * Write the request frame; the tunnel, its reader and the answer read from it (at once when
-   * they are known before the write: then a failed write is reported to `failed`).
+   * Write the request frame and read the answer: `req.answer()` with it (or `null`, the tunnel
+   * ended first), `req.failed()` when the write or the read failed. Throws when the frame
+   * cannot be sent at all (then nothing was written).
    */
-  send(frame: Uint8Array, failed: (err: unknown) => void): DirectSent | Promise<DirectSent>;
+  send(frame: Uint8Array, req: DirectRequest): void;
   /** Give the request up: the local sees its tunnel end (RST on a stream, reset on TCP). */
   giveUp(): void;
   /** A plain TCP tunnel, whose FIN counts once `end` confirms it: the connection. */
@@ -373,9 +375,9 @@ class Standby implements DirectWay, DirectSent {
    * Not awaited before the answer is: the local answers only once it read the whole frame,
    * and a failed write fails the request (its reset then ends the answer's read too).
    */
-  send(frame: Uint8Array, failed: (err: unknown) => void): DirectSent {
-    writeAll(this.conn, frame).catch(failed);
-    return this;
+  send(frame: Uint8Array, req: DirectRequest): void {
+    writeAll(this.conn, frame).catch(req.failed);
+    this.answer.then((msg) => req.answer(msg, this), req.failed);
   }
 
   giveUp(): void {
@@ -389,15 +391,17 @@ class Standby implements DirectWay, DirectSent {
 
 /**
  * A request on a stream we open on the exit's mux session, its SYN carrying the request
- * ("open"), and the answer read from what the stream lends (`readFirstMessage`). One object
- * per request: it was a literal with three closures, a reader, a 1 KiB buffer and a copy.
+ * ("open"), and the answer decoded from the bytes the stream lends, in the turn they are
+ * delivered (`readFirstMessage` only for an answer split over reads). One object per request:
+ * it was a literal with three closures, a reader, a 1 KiB buffer and a copy; then an async
+ * open, an async read and `readFirstMessage`, three promise turns between the answer's bytes
+ * and the request's outcome.
  */
 class StreamWay implements DirectWay, DirectSent {
   readonly plain = undefined;
   readonly retriable = false;
   #stream: Stream | undefined;
   #leftover: Uint8Array | undefined;
-  answer!: Promise<DepotMessage | null>;
 
   constructor(
     readonly mux: MuxSession,
@@ -405,26 +409,41 @@ class StreamWay implements DirectWay, DirectSent {
   ) {}
 
   get conn(): Duplex {
-    return this.#stream!; // read only once `send` resolved
+    return this.#stream!; // read only once `send` returned
   }
 
-  async send(frame: Uint8Array): Promise<DirectSent> {
-    this.#stream = await this.mux.open({ data: frame });
-    this.answer = this.#read(this.#stream);
-    return this;
+  send(frame: Uint8Array, req: DirectRequest): void {
+    const stream = this.mux.openNow(frame); // throws when the session takes no stream
+    this.#stream = stream;
+    stream.readView().then((v) => this.#got(stream, v, req), req.failed);
   }
 
-  async #read(stream: Stream): Promise<DepotMessage | null> {
-    const first = await readFirstMessage(stream, depotProtocol, {
-      maxMessageBytes: 1024,
-      compact: this.compact,
-    });
+  /** The first bytes the local wrote on the stream (`null`: it ended first). */
+  #got(stream: Stream, v: Uint8Array | null, req: DirectRequest): void {
+    if (v === null) return req.answer(null, this);
+    const opts = { maxMessageBytes: 1024, compact: this.compact };
+    let first: FirstMessage<DepotMessage> | undefined;
+    let part: Uint8Array | undefined;
+    try {
+      first = firstMessageIn(v, depotProtocol, opts);
+      if (!first) part = v.slice(); // part of the frame: the rest is read behind these bytes
+    } catch (err) {
+      return req.failed(err);
+    } finally {
+      stream.releaseView();
+    }
+    if (first) return this.#first(first, req);
+    readFirstMessage(withPrefix(stream, part!), depotProtocol, opts)
+      .then((f) => this.#first(f, req), req.failed);
+  }
+
+  #first(first: FirstMessage<DepotMessage>, req: DirectRequest): void {
     this.#leftover = first.leftover;
-    return first.msg;
+    req.answer(first.msg, this);
   }
 
   leftover(): Uint8Array {
-    return this.#leftover!; // set before `answer` resolves
+    return this.#leftover!; // set before the answer is given
   }
 
   giveUp(): void {
@@ -480,7 +499,6 @@ class DirectRequest implements Pending, Deadline {
     endWaitMs: number,
   ) {
     this.failed = this.#failed.bind(this);
-    this.answered = this.#answered.bind(this);
     this.relayDone = this.#relayDone.bind(this);
     this.id = r.id;
     this.key = r.key;
@@ -521,13 +539,11 @@ class DirectRequest implements Pending, Deadline {
   }
 
   /**
-   * The request frame could not be written (or the answer not read). The three callbacks are
+   * The request frame could not be written (or the answer not read). The two callbacks are
    * bound functions, not arrow class fields, which kept finished connections through scavenges
    * (lib/net/serve.ts LiveConn.handshakeDone).
    */
   readonly failed: (err: unknown) => void;
-  /** Read the answer the local writes on the tunnel, and settle with it. */
-  readonly answered: (sent: DirectSent) => Promise<void>;
   /** The relay is over (or never started): the gate goes, the way lets its tunnel go. */
   readonly relayDone: () => void;
 
@@ -535,21 +551,22 @@ class DirectRequest implements Pending, Deadline {
     this.settle({ ok: false, reason: "network-unreachable", message: describe(err) });
   }
 
-  #answered(sent: DirectSent): Promise<void> {
-    return sent.answer.then((msg) => {
-      // Nothing awaits this promise (no catch() per request): a throw here would be an
-      // unhandled rejection, which ends the process. It fails the request instead.
-      try {
-        const o = this.#outcomeOf(msg, sent);
-        // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
-        if (!this.settle(o) && o !== "unanswered" && o.ok) {
-          closeQuietly(o.conn);
-          o.done();
-        }
-      } catch (err) {
-        this.#failed(err);
+  /**
+   * The local's answer on the tunnel (`null`: the tunnel ended first): settle with it. Called
+   * from a promise callback nothing awaits: a throw here would be an unhandled rejection,
+   * which ends the process. It fails the request instead.
+   */
+  answer(msg: DepotMessage | null, sent: DirectSent): void {
+    try {
+      const o = this.#outcomeOf(msg, sent);
+      // Settled meanwhile (timeout, exit gone): an answer that came anyway is dropped.
+      if (!this.settle(o) && o !== "unanswered" && o.ok) {
+        closeQuietly(o.conn);
+        o.done();
       }
-    }, this.failed);
+    } catch (err) {
+      this.#failed(err);
+    }
   }
 
   #relayDone(): void {
@@ -1279,6 +1296,8 @@ export class DepotServer {
       return;
     }
     const tunnel = outcome.conn;
+    // The reply leaves first: the client's wait ends before the bookkeeping runs.
+    const replied = sendSocks5Reply(conn, Reply.succeeded, udp ? udp.assoc.addr : outcome.bound);
     this.#active++;
     this.#total++;
     exit.active++;
@@ -1295,7 +1314,7 @@ export class DepotServer {
         conn,
         req.leftover,
         tunnel,
-        outcome.bound,
+        replied,
         udp,
         relayAbort,
         stats,
@@ -1358,6 +1377,7 @@ export class DepotServer {
         // The SOCKS client hung up: it has no use for the reply.
       });
     }
+    const replied = sendSocks5Reply(conn, Reply.succeeded, udp ? udp.assoc.addr : outcome.bound);
     this.#active++;
     this.#total++;
     this.#live.add(stats);
@@ -1369,7 +1389,7 @@ export class DepotServer {
         conn,
         req.leftover,
         outcome.conn,
-        outcome.bound,
+        replied,
         udp,
         undefined,
         stats,
@@ -1464,7 +1484,8 @@ export class DepotServer {
   }
 
   /**
-   * Answer a granted SOCKS request (0x00 with `bound`, or the association's relay address) and
+   * Wait for the reply of a granted SOCKS request (`replied`: 0x00 with the bound address, or
+   * the association's relay address, written by the caller before its bookkeeping) and
    * relay it over `tunnel` (an exit's tunnel, or a stream to the instance holding the exit)
    * until it ends: a CONNECT's bytes after what the client sent early (`leftover`), or an
    * association's datagrams. The tunnel and the association are closed by then, whatever
@@ -1474,14 +1495,14 @@ export class DepotServer {
     conn: Duplex,
     leftover: Uint8Array,
     tunnel: Duplex,
-    bound: HostPort | undefined,
+    replied: Promise<void>,
     udp: BoundAssociation | undefined,
     signal: Abortable | undefined,
     stats: RelayStats,
     log: () => Logger,
   ): Promise<GrantedEnd> {
     try {
-      await sendSocks5Reply(conn, Reply.succeeded, udp ? udp.assoc.addr : bound);
+      await replied;
     } catch (err) {
       // The SOCKS client vanished before its reply was written.
       closeQuietly(tunnel);
@@ -1618,12 +1639,10 @@ export class DepotServer {
       this.heartbeatMs * heartbeatDeadFactor,
     );
     try {
-      // Neither rejects: a failed write or read of the answer goes to `failed`.
-      const sent = way.send(requestFrame(exit, { ...ask, id, key }), req.failed);
-      if (sent instanceof Promise) sent.then(req.answered, req.failed);
-      else req.answered(sent);
+      // A failed write or read of the answer goes to `failed`.
+      way.send(requestFrame(exit, { ...ask, id, key }), req);
     } catch (err) {
-      req.failed(err); // the request could not be encoded
+      req.failed(err); // the request could not be encoded, or the mux session takes no stream
     }
     return req.outcome;
   }

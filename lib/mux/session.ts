@@ -460,31 +460,55 @@ export class Session implements StreamHost, FrameSink {
    * "streams-exhausted".
    */
   open(opts: { data?: Uint8Array; fin?: boolean } = {}): Promise<Stream> {
-    if (this.#shut || this.#localGoAway) {
-      return Promise.reject(new MuxError("session-closed", "session is closed"));
-    }
-    if (this.#remoteGoAway) return Promise.reject(new MuxError("goaway", "peer sent go away"));
-    if (this.#streams.size >= this.#opts.maxStreams) {
-      return Promise.reject(
-        new MuxError("too-many-streams", `maxStreams ${this.#opts.maxStreams} reached`),
-      );
-    }
-    const id = this.#nextId;
-    if (id > maxU32) {
-      return Promise.reject(new MuxError("streams-exhausted", "no stream ids left"));
-    }
-    this.#nextId += 2;
-    const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
-    this.#streams.add(s);
-    this.#stats.streamsTotal++;
-    // The ACK gives the first RTT sample (for window growth) until a ping has measured one.
-    if (this.#rtt === undefined) s._openedAt = performance.now();
+    const refused = this.#openRefused();
+    if (refused) return Promise.reject(refused);
+    const s = this.#newStream();
     const { data, fin } = opts;
     if (data !== undefined && data.length > 0) {
       // The usual small first write is queued at once (no async frame); others may wait.
       if (!s.writeNow(data)) return this.#openWriting(s, data, fin === true);
     } else if (!fin) s._sendSyn();
     return fin ? s.closeWrite().then(() => s) : Promise.resolve(s);
+  }
+
+  /**
+   * `open({ data })` without its promise: the stream at once, `data` (a small first write)
+   * queued in its SYN frame. For an opener that reads the answer next (depot-server's
+   * requests on `--mux`): no turn between the open and that read. Throws the `MuxError` that
+   * `open()` rejects with. When the send window or the transport's backlog cannot take `data`
+   * now, it is written as `write()` would, and a failed write resets the stream (its reads then
+   * fail).
+   */
+  openNow(data: Uint8Array): Stream {
+    const refused = this.#openRefused();
+    if (refused) throw refused;
+    const s = this.#newStream();
+    if (data.length === 0) s._sendSyn();
+    else if (!s.writeNow(data)) s.write(data).catch(s.reset.bind(s));
+    return s;
+  }
+
+  /** Why a stream cannot be opened now, if it cannot. */
+  #openRefused(): MuxError | undefined {
+    if (this.#shut || this.#localGoAway) return new MuxError("session-closed", "session is closed");
+    if (this.#remoteGoAway) return new MuxError("goaway", "peer sent go away");
+    if (this.#streams.size >= this.#opts.maxStreams) {
+      return new MuxError("too-many-streams", `maxStreams ${this.#opts.maxStreams} reached`);
+    }
+    if (this.#nextId > maxU32) return new MuxError("streams-exhausted", "no stream ids left");
+    return undefined;
+  }
+
+  /** A stream of ours, its id taken and counted (`#openRefused` said it may be). */
+  #newStream(): Stream {
+    const id = this.#nextId;
+    this.#nextId += 2;
+    const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
+    this.#streams.add(s);
+    this.#stats.streamsTotal++;
+    // The ACK gives the first RTT sample (for window growth) until a ping has measured one.
+    if (this.#rtt === undefined) s._openedAt = performance.now();
+    return s;
   }
 
   /** The rest of `open()` when its data must wait for the writer lock or send window. */
