@@ -798,6 +798,17 @@ export function threadRunNs(pid: number): number {
   );
 }
 
+/**
+ * On-CPU ns so far of the threads of `pid`'s tree whose name (`comm`) matches `name`: e.g.
+ * V8's helper threads (`/^V8 /`: GC and compiler jobs) apart from the main thread's work.
+ */
+export function namedThreadRunNs(pid: number, name: RegExp): number {
+  return overThreads(pid, (task) => {
+    if (!name.test(Deno.readTextFileSync(`${task}/comm`).trim())) return 0;
+    return Number(Deno.readTextFileSync(`${task}/schedstat`).split(" ")[0]);
+  });
+}
+
 /** Run-queue wait (ns) summed over the threads of `pid`'s tree: schedstat's second field. */
 function threadWaitNs(pid: number): number {
   return overThreads(
