@@ -60,7 +60,9 @@ import {
   muxFeature,
   openFeature,
   recentFailureCount,
+  retireFeature,
   shareFeature,
+  standbyRetiredReason,
   udpFeature,
 } from "./protocol.ts";
 import { ReportedEnd } from "./tunnel_end.ts";
@@ -518,6 +520,7 @@ export class DepotLocal {
           ...(this.#udpOpts.enabled ? [udpFeature] : []),
           openFeature,
           shareFeature,
+          retireFeature,
           ...(o.compact === false ? [] : [compactFeature]),
         ],
       });
@@ -592,7 +595,8 @@ export class DepotLocal {
             void this.#watchStandby(pool, conn, () => current, compact); // counts itself
             return conn;
           };
-          // As many as the server holds (it closes standbys past its `standbyMax`).
+          // As many as the server holds (it closes standbys past its `standbyMax`); kept until
+          // it retires them, if it does ("retire"), else replaced at `spareIdleMs` here.
           const pool: SparePool = new SparePool(
             spareCount,
             welcome.spareIdleMs,
@@ -603,6 +607,7 @@ export class DepotLocal {
                 throw err;
               }),
             Math.max(spareCount, (opens ? welcome.standbyMax : undefined) ?? legacyStandbyPerExit),
+            opens && welcome.features?.includes(retireFeature) === true,
           );
           spares = pool;
           session = {
@@ -709,9 +714,10 @@ export class DepotLocal {
 
   /**
    * A standby spare ("open"): wait for the request the server writes on it, take it out of
-   * the pool and serve it there. An expired spare (closed by the pool) ends the wait. Never
-   * rejects; `stop()` waits for it through `#streamTasks` (a tracked promise per spare was a
-   * Set entry, a finally() and its closure).
+   * the pool and serve it there. The server may end it instead: retired ("retire": replaced),
+   * refused (an error frame) or closed (over its bound): taken out. A spare the pool closed
+   * (expired, the session ended) ends the wait. Never rejects; `stop()` waits for it through
+   * `#streamTasks` (a tracked promise per spare was a Set entry, a finally() and its closure).
    */
   async #watchStandby(
     pool: SparePool,
@@ -724,31 +730,44 @@ export class DepotLocal {
     const buffered = new BufferedReader(conn, buf);
     this.#streamTasks++; // right before the try whose finally counts it off
     try {
-      let req;
-      let leftover: Uint8Array;
+      let req: DepotMessage | null = null;
+      let leftover: Uint8Array | undefined;
       try {
         req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024, compact })
           .read();
         leftover = buffered.takeBuffered();
       } catch {
-        // Closed: expired and replaced by the pool, or the session ended. Nothing was asked.
-        return;
+        // Closed by the pool (expired, the session ended), or reset by the server.
       } finally {
         relayPool.release(buf);
       }
-      const s = session();
-      const wanted = req?.type === "connect" ||
-        (req?.type === "associate" && this.#udpOpts.enabled);
-      if (!pool.remove(conn, wanted) || !s || !wanted) {
-        // A refusal (error frame) or EOF: the server will not take this session's spares.
-        if (req) this.log.warn("standby spare refused", { frame: req.type });
+      if (req?.type !== "connect" && !(req?.type === "associate" && this.#udpOpts.enabled)) {
         closeQuietly(conn);
-        if (wanted) pool.fill(); // taken out as used (no session to serve it): replaced
+        if (req?.type === "error" && req.reason === standbyRetiredReason) {
+          // Idle past its time at the server, which takes no request on it from now on.
+          if (pool.retired(conn)) this.log.debug("standby spare retired by the server");
+        } else if (pool.remove(conn, false) && req) {
+          // A refusal: the server will not take this session's spares (none is dialled back).
+          this.log.warn("standby spare refused", { frame: req.type });
+        }
         return;
       }
-      await this.#handleConnect(s, req as ConnectRequest | AssociateRequest, {
+      const s = session();
+      if (!pool.remove(conn, true)) {
+        // Expired here as the server wrote on it (a server without "retire": its spares are
+        // replaced at this local's clock, which races with its pick). It asks again elsewhere.
+        this.log.debug("request on a standby spare expired here", { frame: req.type });
+        closeQuietly(conn);
+        return;
+      }
+      if (!s) {
+        closeQuietly(conn);
+        pool.fill(); // taken out as used (no session to serve it): replaced
+        return;
+      }
+      await this.#handleConnect(s, req, {
         stream: conn,
-        leftover,
+        leftover: leftover!,
         answered: () => pool.fill(),
       });
     } finally {

@@ -255,6 +255,29 @@ export const openFeature = "open";
 export const shareFeature = "share";
 
 /**
+ * Feature of standby spares the server retires ("open"): a local announces it in hello when it
+ * keeps its standby spares until the server retires them, the server in welcome when it does.
+ * The server then ends a standby it held idle for {@linkcode retireAfterFactor} times
+ * `spareIdleMs` itself, with an `error` frame of reason {@linkcode standbyRetiredReason} on it,
+ * and the local replaces it. Why: the server picks the standby a request is written on, so
+ * only its own clock can retire one that no request will take; a local that closed its spares
+ * at its own expiry raced with the server's pick (the request written on a spare just closed
+ * went unanswered, was asked again elsewhere and cost a warn line, a failed try and its
+ * latency).
+ */
+export const retireFeature = "retire";
+
+/**
+ * With {@linkcode retireFeature}, a standby spare idle this many times `spareIdleMs` is retired:
+ * the longest a local that replaces its spares itself kept one (past `spareIdleMs`, which it
+ * checks every quarter of it), so a burst after an idle pause finds no fewer spares than it did.
+ */
+export const retireAfterFactor = 1.25;
+
+/** The `error` reason on a standby spare the server retired ({@linkcode retireFeature}). */
+export const standbyRetiredReason = "retired";
+
+/**
  * Feature of compact frames (compact.ts): a local announces it in hello when it reads and
  * sends them, the server in welcome. Only then does either side send the hot per-request
  * messages (`connect`, `tunnel`, `tunnelAccepted`, `standby`, `end`) compact, on the control

@@ -69,7 +69,10 @@ import {
   muxFeature,
   openFeature,
   recentFailureCount,
+  retireAfterFactor,
+  retireFeature,
   shareFeature,
+  standbyRetiredReason,
   udpFeature,
 } from "./protocol.ts";
 import { Session as MuxSession, type Stream } from "../mux/mod.ts";
@@ -134,7 +137,8 @@ export interface DepotServerOptions {
   /** Close a relayed connection idle this long; 0 = never. @default 0 */
   idleTimeoutMs?: number;
   /**
-   * How long locals may keep a pre-dialled tunnel connection silent (told in welcome).
+   * How long locals may keep a pre-dialled tunnel connection silent (told in welcome); with
+   * "retire", a quarter more is how long a standby spare waits idle before the server retires it.
    * @default half of handshakeTimeoutMs (60000 when that is 0)
    */
   spareIdleMs?: number;
@@ -341,27 +345,69 @@ interface DirectWay {
   done(): void;
 }
 
+/** What a retired standby spare reads before its end ("retire"): the same bytes for all. */
+const retiredFrame = encodeFrame({
+  v: depotProtocol.version,
+  type: "error",
+  reason: standbyRetiredReason,
+  message: "standby spare idle past its time",
+});
+
 /**
  * A standby spare tunnel of an exit ("open"), idle until a request takes it; then the way that
  * request goes. One object per spare: the request path makes no closures of its own for it.
+ * With "retire" it is its own deadline on the shared wheel: idle for `retireAfterFactor` x
+ * `spareIdleMs`, it is retired here, where requests pick spares, so none is written on a spare
+ * being retired.
  */
-class Standby implements DirectWay, DirectSent {
+class Standby implements DirectWay, DirectSent, Deadline {
   /** Taken by a request. */
   used = false;
   readonly retriable = true;
+  /** When it is retired if still idle (`Deadline`; only while on the wheel). */
+  due = Infinity;
   /**
    * @param conn the tunnel connection
    * @param buffered its reader
    * @param answer the pending read of its first frame from the local: EOF while idle, the
    *   answer once used
    * @param release lets the tunnel handler (and so the connection) go
+   * @param held its exit's idle standby spares, where it waits
    */
   constructor(
     readonly conn: Duplex,
     readonly buffered: BufferedReader,
     readonly answer: Promise<DepotMessage | null>,
     readonly release: () => void,
+    readonly held: Standby[],
   ) {}
+
+  /** A request takes it: off the wheel, never retired. */
+  take(): this {
+    this.used = true;
+    deadlines.delete(this);
+    return this;
+  }
+
+  /** Closed while idle (over the exit's share, the exit gone): off the wheel at once. */
+  drop(): void {
+    deadlines.delete(this);
+    closeQuietly(this.conn);
+  }
+
+  /**
+   * Idle for its time ("retire"): no request can take it from now on; the local reads
+   * why (`error{reason: "retired"}`) and replaces it. The close ends the answer's read, whose
+   * handler (see `#holdStandby`) lets the connection go.
+   */
+  fire(): void {
+    if (this.used) return;
+    const i = this.held.indexOf(this); // the oldest are retired first: at the front
+    if (i >= 0) this.held.splice(i, 1);
+    const conn = this.conn;
+    const close = () => closeQuietly(conn);
+    writeAll(conn, retiredFrame).then(close, close);
+  }
 
   get plain(): Duplex {
     return this.conn;
@@ -589,9 +635,13 @@ class DirectRequest implements Pending, Deadline {
       return { ok: false, reason: msg.reason, message: msg.message ?? msg.reason };
     }
     if (msg === null) {
-      return this.way.retriable
-        ? "unanswered"
-        : { ok: false, reason: "other", message: "stream ended unanswered" };
+      if (!this.way.retriable) {
+        return { ok: false, reason: "other", message: "stream ended unanswered" };
+      }
+      // The local closed the standby as the request was written on it (a local without
+      // "retire" expires its spares itself): a try lost, its latency added.
+      this.exit.log.debug("standby spare ended unanswered, asking again", { id: this.id });
+      return "unanswered";
     }
     return { ok: false, reason: "other", message: `unexpected ${msg.type} for request ${this.id}` };
   }
@@ -638,6 +688,8 @@ class ExitSession {
   readonly standby: Standby[] = [];
   /** It announced "share": it is told (`standbyShare`) when its standby bound changes. */
   hearsShare = false;
+  /** It announced "retire": its idle standby spares are retired here (`retireAfterFactor`). */
+  takesRetire = false;
   /** The standby bound it was told last (welcome's `standbyMax` or `standbyShare`). */
   toldShare: number | undefined;
   /** A mux session presented its key: its requests go there, it holds no standby spares. */
@@ -922,7 +974,7 @@ export class DepotServer {
     for (const exit of this.#exits.values()) {
       const extra = exit.standby.length - keep;
       if (extra <= 0) continue;
-      for (const st of exit.standby.splice(0, extra)) closeQuietly(st.conn);
+      for (const st of exit.standby.splice(0, extra)) st.drop();
       closed += extra;
     }
     return closed;
@@ -1076,6 +1128,7 @@ export class DepotServer {
       exit.directKey = randomSecret(16);
     }
     exit.hearsShare = hello.features?.includes(shareFeature) ?? false;
+    exit.takesRetire = hello.features?.includes(retireFeature) ?? false;
     if (this.compact && hello.features?.includes(compactFeature)) {
       // Before the welcome: the local sends compact frames as soon as it has read it.
       exit.compact = this.compact;
@@ -1106,8 +1159,8 @@ export class DepotServer {
         heartbeatMs: this.heartbeatMs,
         tunnelPort: this.#servers?.tunnel.addr.port ?? 1,
         features: this.compact
-          ? [muxFeature, endFeature, udpFeature, openFeature, compactFeature]
-          : [muxFeature, endFeature, udpFeature, openFeature],
+          ? [muxFeature, endFeature, udpFeature, openFeature, retireFeature, compactFeature]
+          : [muxFeature, endFeature, udpFeature, openFeature, retireFeature],
         spareIdleMs: this.spareIdleMs,
         sessionKey: exit.sessionKey,
         standbyMax: exit.toldShare,
@@ -1170,7 +1223,7 @@ export class DepotServer {
     for (const p of [...exit.pending]) {
       p.settle({ ok: false, reason: "network-unreachable", message: `exit gone: ${why}` });
     }
-    for (const st of exit.standby.splice(0)) closeQuietly(st.conn);
+    for (const st of exit.standby.splice(0)) st.drop();
     if (notify) void exit.ctl.fail(notify.reason, notify.message); // does not reject
     else exit.ctl.close();
   }
@@ -1676,8 +1729,7 @@ export class DepotServer {
     }
     const st = exit.standby.pop();
     if (!st) return this.#request(exit, ask, dest);
-    st.used = true;
-    return this.#requestDirect(exit, st, ask, dest);
+    return this.#requestDirect(exit, st.take(), ask, dest);
   }
 
   #recordFailure(exit: string, dest: string, reason: FailureRecord["reason"], msg?: string) {
@@ -1839,16 +1891,22 @@ export class DepotServer {
     let release!: () => void;
     const released = new Promise<void>((r) => release = r);
     const answer = reader.read();
-    const st = new Standby(conn, buffered, answer, release);
+    const st = new Standby(conn, buffered, answer, release, exit.standby);
     exit.standby.push(st);
+    if (exit.takesRetire) {
+      st.due = deadlines.clockMs() + this.spareIdleMs * retireAfterFactor;
+      deadlines.add(st);
+    }
     const idleEnd = () => {
       if (st.used) return;
+      deadlines.delete(st);
       const i = exit.standby.indexOf(st);
       if (i >= 0) exit.standby.splice(i, 1);
       release();
     };
-    // While idle, any frame or the end of the connection retires it (the local closes the
-    // spares it replaces); once used, the request reads `answer`.
+    // While idle, any frame or the end of the connection drops it (a local without "retire"
+    // closes the spares it replaces; we close those we retire); once used, the request reads
+    // `answer`.
     answer.then(idleEnd, idleEnd);
     return released;
   }

@@ -8,12 +8,23 @@
  * `spareIdleMs` in welcome and spares older than it are closed and replaced. With "open" (see
  * the README) a spare instead announces itself with `standby{name,sessionKey}` (a per-session
  * key, not the token) and the server writes a request on it; the local takes it out with
- * `remove`.
+ * `remove`. With "retire" too, standby spares do not expire here at `spareIdleMs`: the server,
+ * which picks the spare a request goes on, retires them (a quarter later) and the local replaces
+ * them (`retired`); closed here at the local's own clock, a spare could take a request on its
+ * way. Only one whose retirement never came is closed, at {@linkcode unretiredFactor} times it.
  * @module
  */
 
 import { closeQuietly, type Duplex } from "../net/mod.ts";
 import { maxStandbyPerExit } from "./protocol.ts";
+
+/**
+ * With "retire", a spare still here at this many times `maxIdleMs` is closed: the server
+ * retires one at 1.25 times that, so its retirement was lost (the connection died unseen, a NAT
+ * forgot it) and it would never be replaced. Far enough past the server's own time that the
+ * server no longer holds it to write a request on.
+ */
+export const unretiredFactor = 4;
 
 /** A pool of idle pre-dialled connections, refilled in the background. */
 export class SparePool {
@@ -28,6 +39,8 @@ export class SparePool {
   #hits = 0;
   #misses = 0;
   #max: number;
+  /** The server retires idle spares ("retire"): one expires here only if that never came. */
+  readonly #peerRetires: boolean;
 
   /**
    * @param size spares to keep ready
@@ -35,14 +48,18 @@ export class SparePool {
    * @param dialFn opens one connection
    * @param max spares kept at most while requests outrun `size` (with "open": the standby
    *   spares the server holds for this exit, its `standbyMax`)
+   * @param peerRetires the server retires idle spares itself ("retire"): one is
+   *   closed here only when its retirement never came (see {@linkcode unretiredFactor})
    */
   constructor(
     readonly size: number,
     readonly maxIdleMs: number,
     readonly dialFn: () => Promise<Duplex>,
     max = Math.max(size, maxStandbyPerExit),
+    peerRetires = false,
   ) {
     this.#max = max;
+    this.#peerRetires = peerRetires;
     this.#target = size;
     this.#timer = setInterval(() => this.#expire(true), Math.max(20, Math.floor(maxIdleMs / 4)));
     this.fill();
@@ -114,6 +131,19 @@ export class SparePool {
     return true;
   }
 
+  /**
+   * The server retired the spare `conn` ("retire": idle past its time there, no request was
+   * or will be written on it): take it out and dial its replacement. False when it is no
+   * longer here.
+   */
+  retired(conn: Duplex): boolean {
+    const i = this.#spares.findIndex((s) => s.conn === conn); // the oldest go first
+    if (i < 0) return false;
+    this.#spares.splice(i, 1);
+    this.fill();
+    return true;
+  }
+
   /** Start dials until the spares wanted now are ready or on their way. */
   fill(): void {
     while (!this.#closed && this.#spares.length + this.#dialling < this.#target) {
@@ -134,7 +164,8 @@ export class SparePool {
   }
 
   /**
-   * Close spares past `maxIdleMs` (the server would cut them soon) and refill; on the
+   * Close spares past `maxIdleMs` (the server would cut them soon; when it retires them itself,
+   * only those it has not retired in {@linkcode unretiredFactor} times that) and refill; on the
    * interval's ticks, a quiet interval (no request missed a spare) halves the extra spares.
    */
   #expire(tick = false): void {
@@ -142,10 +173,11 @@ export class SparePool {
       this.#target = Math.max(this.size, this.#target - Math.ceil((this.#target - this.size) / 2));
     }
     if (tick) this.#short = false;
+    const maxAgeMs = this.#peerRetires ? this.maxIdleMs * unretiredFactor : this.maxIdleMs;
     const now = performance.now();
     const keep: { conn: Duplex; at: number }[] = [];
     for (const s of this.#spares) {
-      if (now - s.at > this.maxIdleMs) closeQuietly(s.conn);
+      if (now - s.at > maxAgeMs) closeQuietly(s.conn);
       else keep.push(s);
     }
     this.#spares = keep;
