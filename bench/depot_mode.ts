@@ -19,7 +19,8 @@
  *   shaped both ways with `tc tbf` (netem does not work here; 20 ms queue); the SOCKS client
  *   and depot-server on loopback.
  *   A `--limited` MiB download (default 16) alone, and 20 small exchanges' p50 / max while it
- *   runs;
+ *   runs; with `--tunnel` also through a TCP tunnel (tunnel-server here, tunnel-client and the
+ *   target in the namespace: one lib/mux session as depot `--mux`, printed as its own column);
  * - memory: RSS of both processes with `--idle` (default 1000) SOCKS connections held open and
  *   silent, against before (KiB per connection).
  *
@@ -40,6 +41,7 @@ import {
   formatTable,
   freePort,
   lengthHeader,
+  listeningPort,
   median,
   MiB,
   type Proc,
@@ -56,6 +58,7 @@ import {
   spawnDeno,
   startLengthSource,
   stopAll,
+  tcpRoute,
   waitPort,
   waitUntil,
 } from "./_util.ts";
@@ -72,7 +75,7 @@ const flags = benchFlags({
     limited: 16,
     idle: 1000,
   },
-  booleans: ["no-rate", "no-bulk", "no-hol", "no-idle"],
+  booleans: ["no-rate", "no-bulk", "no-hol", "no-idle", "tunnel"],
   strings: ["plain-args", "mux-args"],
 });
 const words = (s: string | undefined, fallback: string[]): string[] =>
@@ -153,6 +156,34 @@ async function startPair(
   return { name: mode.name, socks: p.socks, status: p.status, server, local };
 }
 
+/**
+ * `--tunnel`: tunnel-server here (its client port on `host`, 198.18.77.1) and tunnel-client in
+ * `netns` with a TCP tunnel to `target` there: one lib/mux session carries every connection
+ * to the public port, as depot `--mux` does, the client sending the downloads.
+ */
+async function startShapedTunnel(netns: string, target: number): Promise<{
+  name: string;
+  route: Route;
+}> {
+  const identifier = crypto.randomUUID();
+  const pub = freePort();
+  const server = spawnDeno(servicePath("tunnel-server.ts"), [
+    ...["--listen", "198.18.77.1:0", "--host", "t.test=env:BENCH_ID"],
+    ...["--tcp-ports", `${pub}-${pub}`, "--log-level", "info"],
+  ], { env: { BENCH_ID: identifier }, name: "tunnel-server" });
+  procs.push(server);
+  const srvPort = await listeningPort(server, "http");
+  const client = spawn("ip", [
+    ...["netns", "exec", netns, Deno.execPath(), "run", "-A", servicePath("tunnel-client.ts")],
+    ...["--server", `http://198.18.77.1:${srvPort}`, "--local", `127.0.0.1:${target}`],
+    ...["--tcp", `${pub}=127.0.0.1:${target}`, "--log-level", "info"],
+  ], { env: { TUNNEL_IDENTIFIER: identifier }, name: "tunnel-client" });
+  procs.push(client);
+  await client.waitFor(/msg="connected"/);
+  await waitPort(pub, "tunnel's public port");
+  return { name: "tunnel", route: tcpRoute("tunnel", pub) };
+}
+
 /** A download of `bytes` that runs until `stop()`; MB/s while it ran. */
 function backgroundDownload(route: Route, bytes: number) {
   let stopped = false;
@@ -226,7 +257,7 @@ function record(what: string, mode: string, v: number): void {
 }
 
 /** Run `measure` for each pair, `flags.rounds` times, pairs interleaved. */
-async function eachRound(pairs: Pair[], measure: (p: Pair) => Promise<void>): Promise<void> {
+async function eachRound<P>(pairs: P[], measure: (p: P) => Promise<void>): Promise<void> {
   for (let r = 1; r <= flags.rounds; r++) {
     for (const [, p] of roundOrder(pairs, r)) await measure(p);
   }
@@ -353,23 +384,24 @@ try {
     ], { name: "ns source" });
     procs.push(nsSource);
     const nsPort = (JSON.parse(await nsSource.waitFor(/^\{"port"/)) as { port: number }).port;
-    const limited = [
-      await startPair(modes[0], { host: "198.18.77.1", netns }),
-      await startPair(modes[1], { host: "198.18.77.1", netns }),
-    ];
-    const lroute = (p: Pair) => socksRoute(p.name, p.socks, nsPort);
-    for (const p of limited) await smallLatencies(lroute(p), 20);
+    const limited: { name: string; route: Route }[] = [];
+    for (const mode of modes) {
+      const p = await startPair(mode, { host: "198.18.77.1", netns });
+      limited.push({ name: p.name, route: socksRoute(p.name, p.socks, nsPort) });
+    }
+    if (flags.tunnel) limited.push(await startShapedTunnel(netns, nsPort));
+    for (const p of limited) await smallLatencies(p.route, 20);
     await eachRound(limited, async (p) => {
       record(
         `${flags.mbit} Mbit: 1 download MB/s`,
         p.name,
-        await downloadMBps(lroute(p), flags.limited * MiB),
+        await downloadMBps(p.route, flags.limited * MiB),
       );
-      const alone = await smallLatencies(lroute(p), 20);
+      const alone = await smallLatencies(p.route, 20);
       record(`${flags.mbit} Mbit: small alone p50 ms`, p.name, quantile(alone, 0.5));
-      const bulk = backgroundDownload(lroute(p), 2 ** 40);
+      const bulk = backgroundDownload(p.route, 2 ** 40);
       await sleep(1_000);
-      const busy = await smallLatencies(lroute(p), 20);
+      const busy = await smallLatencies(p.route, 20);
       record(`${flags.mbit} Mbit: small beside a download: p50 ms`, p.name, quantile(busy, 0.5));
       record(`${flags.mbit} Mbit: small beside a download: max ms`, p.name, quantile(busy, 1));
       record(`${flags.mbit} Mbit: the download meanwhile MB/s`, p.name, await bulk.stop());
@@ -386,12 +418,16 @@ const rows = [...results].map(([what, byMode]) => {
   const mux = median(byMode.get("mux") ?? []);
   const digits = Math.abs(plain) < 10 ? 2 : 0;
   const rounds = (m: string) => (byMode.get(m) ?? []).map((v) => fixed(v, digits)).join(" ");
+  const tunnel = byMode.get("tunnel");
   return [
     what,
     fixed(plain, digits),
     fixed(mux, digits),
     fixed(mux / plain, 2),
     `${rounds("plain")} / ${rounds("mux")}`,
+    ...(flags.tunnel
+      ? [tunnel ? `${fixed(median(tunnel), digits)} (${rounds("tunnel")})` : ""]
+      : []),
   ];
 });
 console.log(
@@ -399,4 +435,5 @@ console.log(
     new Date().toISOString().slice(11, 16)
   } UTC, load ${load0.toFixed(1)} -> ${Deno.loadavg()[0].toFixed(1)}, medians of ${flags.rounds}\n`,
 );
-console.log(formatTable(["measure", "plain", "mux", "mux / plain", "rounds (plain / mux)"], rows));
+const heads = ["measure", "plain", "mux", "mux / plain", "rounds (plain / mux)"];
+console.log(formatTable(flags.tunnel ? [...heads, "tunnel (rounds)"] : heads, rows));

@@ -99,9 +99,10 @@ Deno.test("window: a larger initialWindowBytes is granted on open, so the peer s
   }
 });
 
-Deno.test("window: a large write goes out as one data frame when the window allows (up to 4 MiB)", async () => {
-  // Fewer, larger frames: one header write and one payload write per relay read of a bulk
-  // stream, and fewer header reads on the receiving side (was 1 MiB frames: 12 here).
+Deno.test("window: a large write goes out in data frames of at most 256 KiB, however large the window", async () => {
+  // A frame leaves whole: what another stream's frame may wait behind (bench/RESULTS.md mhol;
+  // was frames of up to 4 MiB, 3-4 here: on a 50 Mbit link 0.7 s behind one of them; 64 KiB
+  // frames cost a third of depot --mux's loopback bulk rate, 256 KiB nothing measurable).
   const { session, peer } = await rawPair("client");
   try {
     const s = await session.open();
@@ -121,10 +122,9 @@ Deno.test("window: a large write goes out as one data frame when the window allo
       got += f.length;
     }
     await writing;
-    // Frames of 4 MiB once the 16 MiB grant is in (the write may start on the initial 256
-    // KiB window if it overtakes the grant).
-    assertEquals(Math.max(...sizes), 4 * MiB);
-    assert(sizes.length <= 4, `${sizes}`);
+    // Never more than 256 KiB, whatever the 16 MiB grant allows.
+    assertEquals(Math.max(...sizes), 256 * 1024);
+    assertEquals(sizes.length, (12 * MiB) / (256 * 1024));
     s.reset();
   } finally {
     await session.close();

@@ -44,6 +44,7 @@ export {
 export * from "./state.ts";
 export { Stream } from "./stream.ts";
 export {
+  defaultNotSentLowatBytes,
   Session,
   type SessionEndReason,
   type SessionOptions,

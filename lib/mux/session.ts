@@ -8,6 +8,7 @@ import { liveSessions, muxRttSeconds, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { deadlines } from "../net/deadline.ts";
+import { setNotSentLowat } from "../net/notsent_lowat.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   defaultWindowBytes,
@@ -55,9 +56,27 @@ export interface SessionOptions {
    * forever. @default 60000
    */
   closeLingerMs?: number;
+  /**
+   * TCP_NOTSENT_LOWAT for the transport's socket, when it is a TCP (or TLS) connection and the
+   * process may call libc (FFI): the kernel then takes only about this much unsent data and the
+   * session's queue, where each stream's frames take turns, holds the rest, so one bulk stream
+   * does not delay the others' frames by the megabytes an autotuned send buffer holds (on a
+   * 50 Mbit link: 1.4 s; bench/RESULTS.md mhol). 0 leaves the socket as it is.
+   * @default 65536
+   */
+  notSentLowatBytes?: number;
   /** Logger for session events. @default silent */
   log?: Logger;
 }
+
+/**
+ * TCP_NOTSENT_LOWAT a session sets on its TCP transport by default (see
+ * {@linkcode SessionOptions.notSentLowatBytes}): chosen by measurement, bench/RESULTS.md mhol.
+ */
+export const defaultNotSentLowatBytes = 64 * 1024;
+
+/** Whether a session has logged that it could not set TCP_NOTSENT_LOWAT (once a process). */
+let lowatUnavailableLogged = false;
 
 /** Counters of a session. */
 export interface SessionStats {
@@ -92,8 +111,19 @@ export type SessionEndReason =
   | "keepalive-timeout" // the peer stopped answering
   | "conn-error"; // the transport failed
 
-/** Largest data frame we send; larger writes are split. */
-const maxSendFrameCapBytes = 4 * 1024 * 1024;
+/**
+ * Largest data frame we send; larger writes are split. A frame leaves whole, so this is what
+ * another stream's frame may wait behind at most once it is the next in the queue (on a slow
+ * link with TCP_NOTSENT_LOWAT: see `SessionOptions.notSentLowatBytes`); at least
+ * `directReadMinBytes`, so a receiver still reads bulk payloads straight into its buffer.
+ */
+const maxSendFrameCapBytes = 256 * 1024;
+/**
+ * Data frames one stream has queued here at most (bytes) before its writer waits for them to
+ * reach the transport: what its writes put ahead of other streams' frames (bench/RESULTS.md
+ * mhol), not the whole send window.
+ */
+const streamQueueMaxBytes = 256 * 1024;
 /** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
 const coalesceCopyMaxBytes = 16 * 1024;
 /**
@@ -384,6 +414,8 @@ export class Session implements StreamHost, FrameSink {
   readonly maxWindowBytes: number;
   /** Largest data frame we send. @internal */
   readonly maxSendFrameBytes: number;
+  /** Data a stream queues here at most before it waits for the transport. @internal */
+  readonly streamQueueBytes: number = streamQueueMaxBytes;
 
   /** A session whose streams get odd ids (the dialling side, by convention). */
   static client(conn: Duplex, opts: SessionOptions = {}): Session {
@@ -418,6 +450,8 @@ export class Session implements StreamHost, FrameSink {
     this.maxWindowBytes = this.#opts.maxWindowBytes;
     this.maxSendFrameBytes = Math.max(1, Math.min(maxSendFrameCapBytes, this.#opts.maxFrameBytes));
     this.#log = o.log ?? silentLogger;
+    const lowat = o.notSentLowatBytes ?? defaultNotSentLowatBytes;
+    if (lowat > 0) this.#notSentLowat(conn, lowat);
     this.#decoder = new FrameDecoder(this.#opts.maxFrameBytes);
     this.closed = new Promise((r) => this.#closedResolve = r);
     if (this.#opts.synAckDelayMs > 0) this.#releaseWheel = deadlines.hold();
@@ -430,6 +464,16 @@ export class Session implements StreamHost, FrameSink {
       );
       this.#sendPing().catch(() => {}); // an early RTT sample for window growth; may die with us
     }
+  }
+
+  /** TCP_NOTSENT_LOWAT on the transport's socket; where it cannot be set, one debug line. */
+  #notSentLowat(conn: Duplex, bytes: number): void {
+    const r = setNotSentLowat(conn, bytes);
+    if (r === "set" || r === "not-tcp" || lowatUnavailableLogged) return;
+    lowatUnavailableLogged = true;
+    this.#log.debug("TCP_NOTSENT_LOWAT not set: a bulk stream may delay the others", {
+      reason: r,
+    });
   }
 
   // ------------------------------------------------------------ public API

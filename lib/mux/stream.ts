@@ -129,6 +129,8 @@ export interface StreamHost {
   lendSmall(p: Uint8Array): Uint8Array;
   readonly maxWindowBytes: number;
   readonly maxSendFrameBytes: number;
+  /** Data a stream queues at most before it waits for the transport to take it. */
+  readonly streamQueueBytes: number;
 }
 
 /** Floor of the RTT used for window growth, so timer jitter on loopback still counts. */
@@ -469,6 +471,12 @@ export class Stream implements Duplex, FramedWriter, ViewReader {
       if (this.#sendWindow <= 0) {
         this.#windowWaiter = deferred();
         await this.#windowWaiter.promise;
+        continue;
+      }
+      // Not the whole window at once: other streams' frames queued meanwhile go out between.
+      if (last !== null && this.#unflushedBytes >= this.#host.streamQueueBytes) {
+        await last.promise;
+        last = null;
         continue;
       }
       const n = Math.min(this.#sendWindow, p.length - off, this.#host.maxSendFrameBytes);

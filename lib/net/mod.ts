@@ -25,5 +25,6 @@ export * from "./tap.ts";
 export * from "./reset.ts";
 export { libcCandidates, libcPath } from "./libc.ts";
 export * from "./tcp_nodelay.ts";
+export * from "./notsent_lowat.ts";
 export * from "./original_dst.ts";
 export * from "./worker_slot.ts";

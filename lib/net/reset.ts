@@ -64,6 +64,11 @@ const libcSymbols = {
 
 type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
 type LibcSymbols = Libc["symbols"];
+/** The libc calls {@linkcode socketFd} makes (a library opened with more symbols will do). */
+export type FdCalls = Pick<
+  LibcSymbols,
+  "getsockname" | "getpeername" | "opendir" | "readdir" | "closedir" | "memcpy"
+>;
 
 let fdSymbol: symbol | undefined;
 
@@ -99,7 +104,7 @@ const probeMarginFds = 64;
  * `close()`, and by then its number may belong to another connection (a newcomer accepted
  * right after a shed one got it), which a reset must never hit.
  */
-function fdOf(conn: object, c: LibcSymbols): number | undefined {
+export function socketFd(conn: object, c: FdCalls): number | undefined {
   const { localAddr, remoteAddr } = conn as Partial<Deno.Conn>;
   if (localAddr?.transport !== "tcp" || remoteAddr?.transport !== "tcp") return undefined;
   const key = `${localAddr.port}/${remoteAddr.port}`;
@@ -129,7 +134,7 @@ function fdOf(conn: object, c: LibcSymbols): number | undefined {
  * five per entry and every entry (a reset of a conn dialled since the last scan, among 1,000
  * relays, cost 50-160 ms that way, bench/RESULTS.md dloc). Undefined when none is there.
  */
-function probeSocket(c: LibcSymbols, local: number, remote: number): number | undefined {
+function probeSocket(c: FdCalls, local: number, remote: number): number | undefined {
   for (let fd = 0; fd <= highestFd + probeMarginFds; fd++) {
     if (portOf(c.getsockname, fd) !== local || portOf(c.getpeername, fd) !== remote) continue;
     if (fd > highestFd) highestFd = fd;
@@ -142,7 +147,7 @@ function probeSocket(c: LibcSymbols, local: number, remote: number): number | un
  * Every TCP socket descriptor of this process by `localPort/remotePort` (listed through libc:
  * Deno itself wants --allow-all for /proc/self/fd).
  */
-function scanSockets(c: LibcSymbols): Map<string, number> {
+function scanSockets(c: FdCalls): Map<string, number> {
   const found = new Map<string, number>();
   for (const fd of openDescriptors(c)) {
     const key = portsKey(c, fd);
@@ -152,7 +157,7 @@ function scanSockets(c: LibcSymbols): Map<string, number> {
 }
 
 /** `localPort/remotePort` of descriptor `fd` (-1 for an end that is not TCP). */
-function portsKey(c: LibcSymbols, fd: number): string {
+function portsKey(c: FdCalls, fd: number): string {
   return `${portOf(c.getsockname, fd)}/${portOf(c.getpeername, fd)}`;
 }
 
@@ -209,7 +214,7 @@ export function resetDenoSocket(conn: object): boolean {
   if (!lib) return false;
   try {
     const c = lib.symbols;
-    const fd = fdOf(conn, c);
+    const fd = socketFd(conn, c);
     if (fd === undefined) return false;
     if (c.setsockopt(fd, solSocket, soLinger, lingerZero, lingerZero.length) !== 0) return false;
     const devNull = c.open(devNullPath, oRdonlyCloexec);
