@@ -62,7 +62,7 @@ import {
   waitPort,
   waitUntil,
 } from "./_util.ts";
-import { sh } from "../tests/_netns.ts";
+import { sh, shapedNamespace } from "../tests/_netns.ts";
 
 const flags = benchFlags({
   numbers: {
@@ -266,6 +266,7 @@ async function eachRound<P>(pairs: P[], measure: (p: P) => Promise<void>): Promi
 const started = new Date();
 const load0 = Deno.loadavg()[0];
 let netns: string | undefined;
+let removeNetns: (() => Promise<void>) | undefined;
 try {
   const source = await startLengthSource();
   procs.push(source.proc);
@@ -356,23 +357,14 @@ try {
 
   if (flags.mbit > 0 && Deno.uid() === 0) {
     // The tunnel leg through a shaped veth: the local (and its target) in a namespace.
-    netns = `wdm${Deno.pid}`;
-    const [hostDev, nsDev] = [`wdm${Deno.pid}h`, `wdm${Deno.pid}n`];
-    await sh("ip", ["netns", "add", netns]);
-    await sh("ip", ["-n", netns, "link", "set", "lo", "up"]);
-    await sh("ip", ["link", "add", hostDev, "type", "veth", "peer", "name", nsDev, "netns", netns]);
-    await sh("ip", ["addr", "add", "198.18.77.1/24", "dev", hostDev]);
-    await sh("ip", ["link", "set", hostDev, "up"]);
-    await sh("ip", ["-n", netns, "addr", "add", "198.18.77.2/24", "dev", nsDev]);
-    await sh("ip", ["-n", netns, "link", "set", nsDev, "up"]);
-    const burstKb = Math.max(32, Math.ceil(flags.mbit / 8 * 10));
-    for (const [ns, dev] of [[netns, nsDev], [undefined, hostDev]] as const) {
-      await sh("tc", [
-        ...(ns ? ["-n", ns] : []),
-        ...["qdisc", "add", "dev", dev, "root", "tbf", "rate", `${flags.mbit}mbit`],
-        ...["burst", `${burstKb}kb`, "latency", "20ms"],
-      ]);
-    }
+    const shaped = await shapedNamespace(
+      `wdm${Deno.pid}`,
+      "198.18.77.1",
+      "198.18.77.2",
+      flags.mbit,
+    );
+    netns = shaped.ns;
+    removeNetns = shaped.destroy;
     const nsSource = spawn("ip", [
       "netns",
       "exec",
@@ -410,7 +402,7 @@ try {
   }
 } finally {
   await stopAll(procs);
-  if (netns) await sh("ip", ["netns", "del", netns]).catch(() => {});
+  await removeNetns?.();
 }
 
 const rows = [...results].map(([what, byMode]) => {

@@ -62,6 +62,40 @@ function tbfArgs(mbit: number): string[] {
   return ["tbf", "rate", `${mbit}mbit`, "burst", `${burstKb}kb`, "latency", "20ms"];
 }
 
+/**
+ * Network namespace `name` joined to this one by a veth pair (`<name>h` here with `hostAddr`,
+ * `<name>n` there with `nsAddr`, both /24) shaped both ways to `mbit` with tc tbf: a slow link
+ * between this process and what runs in the namespace (bench/depot_mode.ts, the mux slow-link
+ * test). `destroy()` removes the namespace and the pair; a failed build removes what it made.
+ */
+export async function shapedNamespace(
+  name: string,
+  hostAddr: string,
+  nsAddr: string,
+  mbit: number,
+): Promise<{ ns: string; destroy(): Promise<void> }> {
+  const [hostDev, nsDev] = [`${name}h`, `${name}n`];
+  const destroy = async () => {
+    await sh("ip", ["link", "del", hostDev]).catch(() => {}); // gone with the namespace too
+    await sh("ip", ["netns", "del", name]).catch(() => {});
+  };
+  await sh("ip", ["netns", "add", name]);
+  try {
+    await sh("ip", ["-n", name, "link", "set", "lo", "up"]);
+    await sh("ip", ["link", "add", hostDev, "type", "veth", "peer", "name", nsDev, "netns", name]);
+    await sh("ip", ["addr", "add", `${hostAddr}/24`, "dev", hostDev]);
+    await sh("ip", ["link", "set", hostDev, "up"]);
+    await sh("ip", ["-n", name, "addr", "add", `${nsAddr}/24`, "dev", nsDev]);
+    await sh("ip", ["-n", name, "link", "set", nsDev, "up"]);
+    await sh("tc", ["-n", name, "qdisc", "add", "dev", nsDev, "root", ...tbfArgs(mbit)]);
+    await sh("tc", ["qdisc", "add", "dev", hostDev, "root", ...tbfArgs(mbit)]);
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+  return { ns: name, destroy };
+}
+
 /** Two namespaces joined by two shaped veth pairs. */
 export class TwoPathNet {
   readonly clientNs: string;

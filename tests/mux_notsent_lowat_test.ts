@@ -16,7 +16,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { defaultNotSentLowatBytes, Session } from "../lib/mux/mod.ts";
 import { closeQuietly, libcPath, notSentLowat, withPrefix } from "../lib/net/mod.ts";
-import { netnsSkipReason, sh } from "./_netns.ts";
+import { netnsSkipReason, shapedNamespace } from "./_netns.ts";
 
 const noFfi = libcPath() === null ? "no FFI permission for libc (or not Linux)" : undefined;
 if (noFfi) console.log(`mux_notsent_lowat_test: socket option cases ignored: ${noFfi}`);
@@ -93,29 +93,15 @@ Deno.test({
   sanitizeOps: true,
   sanitizeResources: true,
   async fn() {
-    const tag = `wml${Deno.pid % 100000}`;
-    const [ns, hostDev, nsDev] = [tag, `${tag}h`, `${tag}n`];
-    const mbit = 20;
+    // A subnet of its own per run (another run at once would route to its twin).
+    const subnet = `198.18.${100 + Deno.pid % 150}`;
+    const net = await shapedNamespace(`wml${Deno.pid % 100000}`, `${subnet}.1`, `${subnet}.2`, 20);
     let peer: Deno.ChildProcess | undefined;
     let session: Session | undefined;
-    await sh("ip", ["netns", "add", ns]);
     try {
-      await sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
-      await sh("ip", ["link", "add", hostDev, "type", "veth", "peer", "name", nsDev, "netns", ns]);
-      await sh("ip", ["addr", "add", "198.18.91.1/24", "dev", hostDev]);
-      await sh("ip", ["link", "set", hostDev, "up"]);
-      await sh("ip", ["-n", ns, "addr", "add", "198.18.91.2/24", "dev", nsDev]);
-      await sh("ip", ["-n", ns, "link", "set", nsDev, "up"]);
-      for (const [n, dev] of [[ns, nsDev], [undefined, hostDev]] as const) {
-        await sh("tc", [
-          ...(n ? ["-n", n] : []),
-          ...["qdisc", "add", "dev", dev, "root", "tbf", "rate", `${mbit}mbit`],
-          ...["burst", "32kb", "latency", "20ms"],
-        ]);
-      }
       peer = new Deno.Command("ip", {
         args: [
-          ...["netns", "exec", ns, Deno.execPath(), "run", "-A"],
+          ...["netns", "exec", net.ns, Deno.execPath(), "run", "-A"],
           new URL("./_mux_shaped_peer.ts", import.meta.url).pathname,
         ],
         stdout: "piped",
@@ -130,7 +116,7 @@ Deno.test({
       }
       const port = (JSON.parse(head.slice(0, head.indexOf("\n"))) as { port: number }).port;
       await lines.cancel();
-      const conn = await Deno.connect({ hostname: "198.18.91.2", port });
+      const conn = await Deno.connect({ hostname: `${subnet}.2`, port });
       // A receiver that lets the download run 8 MiB ahead: what sits before a small answer
       // is then up to the sender, not the window.
       session = Session.client(conn, {
@@ -172,8 +158,7 @@ Deno.test({
         }
         await peer.status;
       }
-      await sh("ip", ["link", "del", hostDev]).catch(() => {});
-      await sh("ip", ["netns", "del", ns]);
+      await net.destroy();
     }
   },
 });
