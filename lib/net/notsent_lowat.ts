@@ -12,14 +12,14 @@
  */
 
 import { openLibc, pointerSymbols } from "./libc.ts";
-import { socketFd } from "./reset.ts";
+import { socketFd, withSocketCalls } from "./reset.ts";
 
 const ipprotoTcp = 6;
 /** TCP_NOTSENT_LOWAT (linux/tcp.h). */
 const tcpNotSentLowat = 25;
 
+/** What {@linkcode notSentLowat} reads with (setting goes through reset.ts's calls). */
 const libcSymbols = {
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
@@ -52,19 +52,19 @@ export function setNotSentLowat(conn: unknown, bytes: number): NotSentLowatResul
   const c = denoConn(conn);
   if (c === undefined) return "not-tcp";
   if (Deno.build.os !== "linux") return "unavailable";
-  const lib = openLibc(libcSymbols);
-  if (!lib) return "unavailable";
+  const v = new Uint8Array(new Int32Array([bytes]).buffer);
   try {
-    const fd = socketFd(c, lib.symbols);
-    if (fd === undefined) return "failed";
-    const v = new Uint8Array(new Int32Array([bytes]).buffer);
-    return lib.symbols.setsockopt(fd, ipprotoTcp, tcpNotSentLowat, v, v.length) === 0
-      ? "set"
-      : "failed";
+    // A service's held libc (no dlopen per session), else one opened for this call.
+    const r = withSocketCalls((calls): NotSentLowatResult => {
+      const fd = socketFd(c, calls);
+      if (fd === undefined) return "failed";
+      return calls.setsockopt(fd, ipprotoTcp, tcpNotSentLowat, v, v.length) === 0
+        ? "set"
+        : "failed";
+    });
+    return r ?? "unavailable";
   } catch {
     return "failed"; // a call the permission does not cover after all: as without it
-  } finally {
-    lib.close();
   }
 }
 

@@ -63,7 +63,8 @@ const libcSymbols = {
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof libcSymbols>;
-type LibcSymbols = Libc["symbols"];
+/** libc's calls for resets and socket options (see {@linkcode withSocketCalls}). */
+export type LibcSymbols = Libc["symbols"];
 /** The libc calls {@linkcode socketFd} makes (a library opened with more symbols will do). */
 export type FdCalls = Pick<
   LibcSymbols,
@@ -201,6 +202,23 @@ export function holdResets(): () => void {
     heldLibc?.close();
     heldLibc = undefined;
   };
+}
+
+/**
+ * Run `fn` with libc's socket calls: the library a service holds ({@linkcode holdResets}) if
+ * held, else one opened and closed for this call; undefined without libc (no FFI permission,
+ * not Linux). For socket options set once per long-lived connection (./notsent_lowat.ts): a
+ * service pays no `Deno.dlopen` per connection for them.
+ */
+export function withSocketCalls<T>(fn: (c: LibcSymbols) => T): T | undefined {
+  const own = holds === 0;
+  const lib = own ? openLibc(libcSymbols) : (heldLibc ??= openLibc(libcSymbols));
+  if (!lib) return undefined;
+  try {
+    return fn(lib.symbols);
+  } finally {
+    if (own) lib.close();
+  }
 }
 
 /**
