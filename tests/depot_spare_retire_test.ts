@@ -45,7 +45,9 @@ Deno.test("depot retire: the local keeps its standby spares past spareIdleMs unt
       name: "default",
       heartbeatMs: 60_000,
       features: ["end", "udp", "open", "retire"],
-      spareIdleMs: 500,
+      // Long enough that the steps below, past the sleep, end well before the local would take
+      // a retirement for lost (4 x spareIdleMs after the spares' dial) on a loaded box.
+      spareIdleMs: 1_000,
       sessionKey,
       standbyMax: 8,
     },
@@ -68,10 +70,10 @@ Deno.test("depot retire: the local keeps its standby spares past spareIdleMs unt
     assert(hello.features?.includes("retire"), "the local offers retire");
     await local.waitConnected(true, 10_000);
     await until("2 standby spares at the tunnel port", () => held.length === 2);
-    // Twice spareIdleMs: a local expiring its spares at that age (checked every quarter of it)
+    // 1.5 x spareIdleMs: a local expiring its spares at that age (checked every quarter of it)
     // closed and replaced both by now. (This one gives a retirement that never came four
-    // times that: the next test.)
-    await sleep(1_000);
+    // times that: below.)
+    await sleep(1_500);
     assertEquals(held.length, 2, "no standby spare was replaced: none expired at the local");
     // A request written on the first spare, long past spareIdleMs, is answered there.
     const key = "12".repeat(16);
