@@ -35,6 +35,8 @@
  * answer write, the server's answer read → SOCKS reply write, ...): what each process adds on
  * the set-up's path, resolved to a µs or two where the whole set-up swings by 20 (issue 20).
  *
+ * `DIR:--flag+--flag` starts that tree's services with those V8 flags (`--v8-flags=`), e.g. a
+ * young generation of another size; the words not starting with `--` go to DEPOT_SUB.
  * `DIR:SUB+SUB` starts that tree's services with `DEPOT_SUB=SUB,SUB`: the substitutions of
  * bench/_depot_sub.patch (apply it to an old tree: `git worktree add --detach /work/old-sub
  * 6232762 && git -C /work/old-sub apply $PWD/bench/_depot_sub.patch`: made on that commit), each one piece of depot done
@@ -300,10 +302,15 @@ try {
     }
     for (const t of trees) {
       const [control, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
+      // `DIR:--flag+--flag`: V8 flags for both processes; the other words are DEPOT_SUB's.
+      const words = t.extra.split(",").filter(Boolean);
+      const v8 = words.filter((w) => w.startsWith("--"));
+      const denoFlags = v8.length ? [`--v8-flags=${v8.join(",")}`] : [];
+      const sub = words.filter((w) => !w.startsWith("--")).join(",");
       const server = spawnDeno(
         `${t.dir}/services/depot-server.ts`,
         depotServerArgs({ control, socks, tunnel, status }),
-        { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" },
+        { env: { ...env, DEPOT_SUB: sub }, output: "stderr", denoFlags },
       );
       const local = spawnDeno(`${t.dir}/services/depot-local.ts`, [
         "--log-level",
@@ -311,7 +318,7 @@ try {
         ...(mux ? ["--mux"] : []),
         "--server",
         `127.0.0.1:${control}`,
-      ], { env: { ...env, DEPOT_SUB: t.extra }, output: "stderr" });
+      ], { env: { ...env, DEPOT_SUB: sub }, output: "stderr", denoFlags });
       procs.push(server, local);
       const name = named(t.name, mux);
       await waitPort(status, `${name} depot-server`);

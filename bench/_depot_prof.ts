@@ -216,7 +216,14 @@ try {
       // perf ended on its own (its output says why); its file has what it sampled.
     }
     await pr.status;
-    perfReport(`/tmp/depot_prof.perf.${i}`, i === 0 ? "server" : "local", perfHz, n);
+    const pid = procs[i + 1].child.pid;
+    perfReport(`/tmp/depot_prof.perf.${i}`, i === 0 ? "server" : "local", perfHz, n, pid);
+    // `--perf-basic-prof` leaves V8's log of each isolate in the working directory.
+    for (const e of Deno.readDirSync(".")) {
+      if (e.name.startsWith("isolate-") && e.name.endsWith(`-${pid}-v8.log`)) {
+        Deno.removeSync(e.name);
+      }
+    }
   }
   console.log(`${n} connections ×${flags.concurrency} in ${ms.toFixed(0)} ms`);
   for (const [i, name] of ["depot-server", "depot-local"].entries()) {
@@ -245,8 +252,11 @@ try {
   await stopAll(procs);
 }
 
-/** Print `perf report` of `file` as µs per connection: by binary, then the top symbols. */
-function perfReport(file: string, name: string, hz: number, n: number): void {
+/**
+ * Print `perf report` of `file` as µs per connection: by binary, then the top symbols; then
+ * the `deno` binary's share split by what V8's perf map (`/tmp/perf-PID.map`) names in it.
+ */
+function perfReport(file: string, name: string, hz: number, n: number, pid: number): void {
   const report = (sort: string) =>
     new TextDecoder().decode(
       new Deno.Command("perf", {
@@ -266,6 +276,80 @@ function perfReport(file: string, name: string, hz: number, n: number): void {
   for (const r of report("dso,sym").slice(0, flags.top)) {
     console.log(`${r.us.toFixed(2).padStart(8)}  ${r.what}`);
   }
+  builtinReport(file, `/tmp/perf-${pid}.map`, hz, n);
+}
+
+/**
+ * The samples of `file` by kind, with the `deno` binary split in two: V8's embedded builtins
+ * and bytecode handlers (promises, await, ICs, the interpreter: named in V8's perf map,
+ * whose `Builtin:` entries lie in the binary, where `perf report` cannot resolve them: it is
+ * stripped) and the rest of the binary (Deno's Rust ops and runtime, V8's C++: GC, compilers,
+ * runtime calls). Also by thread name (V8's GC and compiler workers beside the main thread),
+ * and the top builtins. µs per connection.
+ */
+function builtinReport(file: string, mapFile: string, hz: number, n: number): void {
+  let map: { start: number; end: number; name: string }[];
+  try {
+    map = Deno.readTextFileSync(mapFile).split("\n").flatMap((line) => {
+      const [start, size, ...name] = line.split(" ");
+      const s = parseInt(start, 16);
+      return Number.isFinite(s) && name.length
+        ? [{ start: s, end: s + parseInt(size, 16), name: name.join(" ") }]
+        : [];
+    }).sort((a, b) => a.start - b.start);
+  } catch {
+    return; // no perf map (V8 wrote none): nothing to resolve the binary's builtins with
+  }
+  const script = new TextDecoder().decode(
+    new Deno.Command("perf", {
+      args: ["script", "-i", file, "-F", "comm,ip,dso"],
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync().stdout,
+  );
+  const find = (ip: number) => {
+    let lo = 0, hi = map.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (map[mid].start <= ip) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    const e = map[hi];
+    return e && ip < e.end ? e.name : undefined;
+  };
+  const kinds = new Map<string, number>();
+  const builtins = new Map<string, number>();
+  const threads = new Map<string, number>();
+  const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+  for (const line of script.split("\n")) {
+    const m = line.match(/^\s*(.+?)\s+([0-9a-f]+)\s+\((.*)\)\s*$/);
+    if (!m) continue;
+    const [, comm, ipHex, dso] = m;
+    count(threads, comm);
+    let kind = "other";
+    if (dso.includes("kernel")) kind = "kernel";
+    else if (dso.includes("libc")) kind = "libc";
+    else if (dso.startsWith("/tmp/perf-") || dso.includes("JIT")) kind = "JIT code";
+    else if (dso.endsWith("/deno")) {
+      const name = find(parseInt(ipHex, 16));
+      if (name && /^(Builtin|BytecodeHandler):/.test(name)) {
+        kind = "deno: V8 builtins + bytecode handlers";
+        count(
+          builtins,
+          name.startsWith("BytecodeHandler") ? "BytecodeHandler:* (interpreter)" : name,
+        );
+      } else kind = "deno: native (Rust ops, V8 C++ and GC)";
+    }
+    count(kinds, kind);
+  }
+  const us = (samples: number) => (samples * 1e6 / hz / n).toFixed(2).padStart(8);
+  const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]);
+  console.log("-- by kind (the deno binary split by V8's perf map)");
+  for (const [k, v] of sorted(kinds)) console.log(`${us(v)}  ${k}`);
+  console.log("-- by thread");
+  for (const [k, v] of sorted(threads)) console.log(`${us(v)}  ${k}`);
+  console.log("-- top builtins");
+  for (const [k, v] of sorted(builtins).slice(0, 20)) console.log(`${us(v)}  ${k}`);
 }
 
 /** Each process's promises by site, as written with its last count (`--promise-sites`). */
