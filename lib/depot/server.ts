@@ -310,6 +310,25 @@ function closedFields(
   return fields;
 }
 
+/**
+ * Give up a granted SOCKS request whose bookkeeping threw before its relay began: the reply's
+ * write (`replied`, written ahead of the bookkeeping) is waited for here, as the relay would
+ * have, so its failure is not left unhandled; the tunnel and the association are closed and the
+ * request's hold released. The one promise it adds is on this path only.
+ */
+function abandonGranted(
+  replied: Promise<void>,
+  outcome: TunnelArrival,
+  udp: BoundAssociation | undefined,
+): void {
+  replied.catch(() => {
+    // The client's reply went nowhere; the connection ends with the error that got us here.
+  });
+  closeQuietly(outcome.conn);
+  udp?.close();
+  outcome.done();
+}
+
 /** A cluster's side of the server: exits held elsewhere, and news of the ones held here. */
 export interface DepotClusterHooks {
   remoteExit(name: string): RemoteExit | undefined;
@@ -1351,6 +1370,14 @@ export class DepotServer {
     const tunnel = outcome.conn;
     // The reply leaves first: the client's wait ends before the bookkeeping runs.
     const replied = sendSocks5Reply(conn, Reply.succeeded, udp ? udp.assoc.addr : outcome.bound);
+    try {
+      exit.okCount.inc();
+      m.serverSeries.connect.observe((performance.now() - startedMs) / 1000);
+      m.serverSeries.active.inc(); // last: a throw above leaves no gauge to take back
+    } catch (err) {
+      abandonGranted(replied, outcome, udp);
+      throw err;
+    }
     this.#active++;
     this.#total++;
     exit.active++;
@@ -1358,9 +1385,6 @@ export class DepotServer {
     const onExit: ExitRelay = { stats };
     exit.live.add(onExit);
     this.#live.add(stats);
-    m.serverSeries.active.inc();
-    exit.okCount.inc();
-    m.serverSeries.connect.observe((performance.now() - startedMs) / 1000);
     const relayAbort = exit.relayAbort(); // ends the relay with the control connection
     try {
       const r = await this.#relayGranted(
@@ -1431,12 +1455,17 @@ export class DepotServer {
       });
     }
     const replied = sendSocks5Reply(conn, Reply.succeeded, udp ? udp.assoc.addr : outcome.bound);
+    try {
+      m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
+      m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
+      m.activeConnections.inc({ side: "server" }); // last: a throw above leaves no gauge to take back
+    } catch (err) {
+      abandonGranted(replied, outcome, udp);
+      throw err;
+    }
     this.#active++;
     this.#total++;
     this.#live.add(stats);
-    m.activeConnections.inc({ side: "server" });
-    m.requestsTotal.inc({ side: "server", exit: exitName, result: "ok" });
-    m.connectSeconds.observe({ side: "server" }, (performance.now() - startedMs) / 1000);
     try {
       const r = await this.#relayGranted(
         conn,
