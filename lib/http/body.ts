@@ -33,8 +33,13 @@ export type BodyFraming =
   /** Until the sender closes (responses only). */
   | { kind: "close" };
 
-/** Where body bytes go; must not keep `p` after it resolves (the buffer is reused). */
-export type Sink = (p: Uint8Array) => Promise<void>;
+/**
+ * Where body bytes go; must not keep `p` after it resolves (the buffer is reused). `room`: the
+ * bytes in front of `p` in its buffer that the sink may overwrite until it resolves (a copy
+ * given headroom reads into its buffer past that many bytes, so a framing writer can put its
+ * header there and send header and payload in one write); 0 when there are none.
+ */
+export type Sink = (p: Uint8Array, room?: number) => Promise<void>;
 
 /** Names of fields a relay drops from a chunked body's trailers (any case). */
 export interface FieldFilter {
@@ -115,40 +120,50 @@ export function responsePersistent(head: Pick<ResponseHead, "version" | "headers
 /**
  * A copy buffer: the caller's fixed one, or one borrowed from the relay pool that grows
  * while reads fill it and shrinks when they stop (as `relay` does: fewer, larger reads are
- * what make a Deno copy loop fast).
+ * what make a Deno copy loop fast). A borrowed one can keep `room` bytes free in front of
+ * where reads go (`buf` starts after them; see {@linkcode Sink}).
  */
 class CopyBuffer {
   #fixed: boolean;
+  /** The pooled buffer (or the given one); `buf` is its part reads go into. */
+  #whole: Uint8Array;
   buf: Uint8Array;
-  constructor(given: Uint8Array | undefined) {
+  /** Free bytes in front of `buf` (0 with a given buffer). */
+  readonly room: number;
+  constructor(given: Uint8Array | undefined, room: number) {
     this.#fixed = given !== undefined;
-    this.buf = given ?? relayPool.acquire(bodyCopyBytes);
+    this.room = given ? 0 : room;
+    this.#whole = given ?? relayPool.acquire(bodyCopyBytes);
+    this.buf = this.room > 0 ? this.#whole.subarray(this.room) : this.#whole;
   }
-  /** Adapt the size after a read of `n` bytes into the whole buffer. */
+  /** Adapt the size after a read of `n` bytes into the whole of `buf`. */
   adapt(n: number): void {
     if (this.#fixed) return;
-    const cur = this.buf.length;
-    const want = n === cur ? cur * 4 : n < cur / 4 ? n * 2 : cur;
+    const room = this.room;
+    const cur = this.#whole.length;
+    const want = n === cur - room ? cur * 4 : n < cur / 4 ? n * 2 : cur;
     if (relayPool.classFor(want) === cur) return;
     const next = relayPool.acquire(want);
     if (next.length !== cur) {
-      relayPool.release(this.buf);
-      this.buf = next;
+      relayPool.release(this.#whole);
+      this.#whole = next;
+      this.buf = room > 0 ? next.subarray(room) : next;
     } else {
       relayPool.release(next);
     }
   }
   release(): void {
-    if (!this.#fixed) relayPool.release(this.buf);
+    if (!this.#fixed) relayPool.release(this.#whole);
   }
 }
 
-/** Run `fn` with a copy buffer, returned to the pool afterwards. */
+/** Run `fn` with a copy buffer (`room`: see CopyBuffer), returned to the pool afterwards. */
 async function withBuffer<T>(
   given: Uint8Array | undefined,
   fn: (b: CopyBuffer) => Promise<T>,
+  room = 0,
 ): Promise<T> {
-  const b = new CopyBuffer(given);
+  const b = new CopyBuffer(given, room);
   try {
     return await fn(b);
   } finally {
@@ -159,6 +174,8 @@ async function withBuffer<T>(
 /**
  * Copy exactly `n` bytes to `sink`: first what `r` has buffered, then straight from `src`
  * (the reader's source) into `buf`. Rejects with HttpError "eof" if `src` ends first.
+ * `room`: headroom for the sink in front of what is read into a pooled buffer (see
+ * {@linkcode Sink}).
  */
 export async function copyExact(
   r: BufferedReader,
@@ -166,11 +183,12 @@ export async function copyExact(
   n: number,
   sink: Sink,
   buf?: Uint8Array,
+  room = 0,
 ): Promise<void> {
   let left = n;
   if (r.buffered > 0 && left > 0) {
     const piece = await r.readExact(Math.min(r.buffered, left));
-    await sink(piece);
+    await sink(piece, 0);
     left -= piece.length;
   }
   if (left === 0) return;
@@ -180,29 +198,30 @@ export async function copyExact(
       const whole = b.length <= left;
       const got = await src.read(whole ? b : b.subarray(0, left));
       if (got === null) throw new HttpError("connection closed inside the body", "eof");
-      await sink(b.subarray(0, got));
+      await sink(b.subarray(0, got), cb.room);
       left -= got;
       if (whole) cb.adapt(got);
     }
-  });
+  }, room);
 }
 
-/** Copy everything until `src` ends (a close-delimited body). */
+/** Copy everything until `src` ends (a close-delimited body); `room` as in copyExact. */
 export async function copyUntilEof(
   r: BufferedReader,
   src: Pick<Duplex, "read">,
   sink: Sink,
   buf?: Uint8Array,
+  room = 0,
 ): Promise<void> {
-  if (r.buffered > 0) await sink(r.takeBuffered());
+  if (r.buffered > 0) await sink(r.takeBuffered(), 0);
   await withBuffer(buf, async (cb) => {
     while (true) {
       const got = await src.read(cb.buf);
       if (got === null) return;
-      await sink(cb.buf.subarray(0, got));
+      await sink(cb.buf.subarray(0, got), cb.room);
       cb.adapt(got);
     }
-  });
+  }, room);
 }
 
 async function readBodyLine(r: BufferedReader, maxBytes: number): Promise<Uint8Array> {
@@ -257,28 +276,33 @@ export async function copyChunked(
   });
 }
 
-/** The raw copy: every read forwarded whole once the scanner has passed it. */
+/**
+ * The raw copy: every read forwarded whole once the scanner has passed it (`room`: headroom
+ * for the sink in front of each read, see {@linkcode Sink}).
+ */
 async function relayChunked(
   r: BufferedReader,
   src: Pick<Duplex, "read">,
   sink: Sink,
   buf?: Uint8Array,
   dropTrailers?: FieldFilter,
+  room = 0,
 ): Promise<void> {
   const relay = new ChunkedRelay(sink, dropTrailers);
   const ahead = r.takeBuffered();
-  const used = await relay.feed(ahead);
+  const used = await relay.feed(ahead, 0);
   if (relay.done) return r.unread(ahead.subarray(used));
   await withBuffer(buf, async (cb) => {
     while (true) {
       const b = cb.buf;
       const got = await src.read(b);
       if (got === null) throw new HttpError("connection closed inside a chunked body", "eof");
-      const n = await relay.feed(b.subarray(0, got));
+      // The sink writes only in front of and inside the body's part: the rest stays intact.
+      const n = await relay.feed(b.subarray(0, got), cb.room);
       if (relay.done) return r.unread(b.subarray(n, got));
       cb.adapt(got);
     }
-  });
+  }, room);
 }
 
 /**
@@ -304,8 +328,11 @@ class ChunkedRelay {
     return this.#scanner.done;
   }
 
-  /** Take the next piece read; resolves how many of its bytes belong to the body. */
-  async feed(p: Uint8Array): Promise<number> {
+  /**
+   * Take the next piece read (`room`: free bytes in front of it, for the sink); resolves how
+   * many of its bytes belong to the body.
+   */
+  async feed(p: Uint8Array, room: number): Promise<number> {
     const s = this.#scanner;
     if (this.#trailers) return await this.#collect(p);
     let n = this.#drop ? s.scanToTrailers(p) : s.scan(p);
@@ -314,14 +341,16 @@ class ChunkedRelay {
       if (p[n] === CR && p[n + 1] === LF) n += s.scan(p.subarray(n));
       else this.#trailers = [];
     }
-    if (n > 0) await this.#sink(p.subarray(0, n));
+    if (n > 0) await this.#sink(p.subarray(0, n), room);
     return this.#trailers ? n + await this.#collect(p.subarray(n)) : n;
   }
 
   async #collect(p: Uint8Array): Promise<number> {
     const n = this.#scanner.scan(p);
     this.#trailers!.push(p.slice(0, n));
-    if (this.done) await this.#sink(withoutFields(concatBytes(...this.#trailers!), this.#drop!));
+    if (this.done) {
+      await this.#sink(withoutFields(concatBytes(...this.#trailers!), this.#drop!), 0);
+    }
     return n;
   }
 }
@@ -341,7 +370,9 @@ function withoutFields(section: Uint8Array, drop: FieldFilter): Uint8Array {
 /**
  * Copy a body of the given framing to `sink`, chunked framing kept (what a proxy relays).
  * `dropTrailers`: fields a chunked body's trailers lose on the way (RFC 9110 §7.6.1: the
- * hop-by-hop ones and those the head's `Connection` names).
+ * hop-by-hop ones and those the head's `Connection` names). `room`: bytes kept free in front
+ * of each read into a pooled buffer, which the sink may overwrite (see {@linkcode Sink}: a
+ * mux stream's frame header, so header and payload leave in one write).
  */
 export async function copyBody(
   r: BufferedReader,
@@ -350,15 +381,16 @@ export async function copyBody(
   sink: Sink,
   buf?: Uint8Array,
   dropTrailers?: FieldFilter,
+  room = 0,
 ): Promise<void> {
   switch (framing.kind) {
     case "none":
       return;
     case "length":
-      return await copyExact(r, src, framing.length, sink, buf);
+      return await copyExact(r, src, framing.length, sink, buf, room);
     case "chunked":
-      return await relayChunked(r, src, sink, buf, dropTrailers);
+      return await relayChunked(r, src, sink, buf, dropTrailers, room);
     case "close":
-      return await copyUntilEof(r, src, sink, buf);
+      return await copyUntilEof(r, src, sink, buf, room);
   }
 }

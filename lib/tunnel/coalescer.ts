@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type Duplex, writeAll } from "../net/mod.ts";
+import { type Duplex, framedWriter, writeAll } from "../net/mod.ts";
 import type { ImmediateWriter } from "./tunnel_stream.ts";
 
 /** Bytes bigger than this skip the coalescing buffer (after flushing it). */
@@ -34,18 +34,31 @@ export class WriteCoalescer {
 
   /**
    * Queue `p` (copied) or, when large, send what is queued and then `p`. Queued at once (the
-   * usual small piece), it returns a settled promise of no async function of its own.
+   * usual small piece), it returns a settled promise of no async function of its own. `room`:
+   * free bytes in front of `p` in its buffer, ours until this settles (see lib/http's `Sink`):
+   * with at least the target's `headroomBytes` a large `p` leaves with its frame header in one
+   * write (`writeFramed`) instead of two.
    */
-  add(p: Uint8Array): Promise<void> {
-    return this.addNow(p) ? queued : this.#addLater(p);
+  add(p: Uint8Array, room = 0): Promise<void> {
+    return this.addNow(p) ? queued : this.#addLater(p, room);
+  }
+
+  /** Room a {@linkcode add} caller leaves in front of large pieces: the target's headroom. */
+  get headroomBytes(): number {
+    return this.target ? framedWriter(this.target)?.headroomBytes ?? 0 : 0;
   }
 
   /** {@linkcode add} when `p` could not be queued at once. */
-  async #addLater(p: Uint8Array): Promise<void> {
+  async #addLater(p: Uint8Array, room: number): Promise<void> {
     if (!this.target) throw new Deno.errors.BrokenPipe("no tunnel stream");
     if (p.length > coalesceMaxCopyBytes) {
       await this.flush();
-      await writeAll(this.target, p);
+      const framed = framedWriter(this.target);
+      if (framed && room >= framed.headroomBytes) {
+        // The header goes into the free bytes in front of the payload.
+        const h = framed.headroomBytes;
+        await framed.writeFramed(new Uint8Array(p.buffer, p.byteOffset - h, p.length + h));
+      } else await writeAll(this.target, p);
       return;
     }
     if (this.#len + p.length > coalesceBufferBytes) await this.flush();

@@ -708,17 +708,22 @@ export class PublicConn {
     return undefined;
   }
 
-  /** Request-body bytes to the tunnel stream. */
-  #sink = async (p: Uint8Array): Promise<void> => {
+  /** Request-body bytes to the tunnel stream (`room`: see lib/http's `Sink`). */
+  #sink = async (p: Uint8Array, room = 0): Promise<void> => {
     this.#idle?.touch();
     if (this.#leg) this.#leg.requestBytes += p.length;
-    await this.#out.add(p);
+    await this.#out.add(p, room);
   };
 
-  /** Copy one request body; false when the connection must end (answered if need be). */
+  /**
+   * Copy one request body; false when the connection must end (answered if need be). Reads
+   * into the copy's buffer leave the tunnel stream's frame headroom in front, so each large
+   * piece goes onto the stream as one transport write, header and payload together.
+   */
   async #copyRequestBody(leg: Leg, framing: BodyFraming): Promise<boolean> {
     try {
-      await copyBody(this.#reader, this.#pub, framing, this.#sink);
+      const room = this.#out.headroomBytes;
+      await copyBody(this.#reader, this.#pub, framing, this.#sink, undefined, undefined, room);
       return !this.#closing();
     } catch (err) {
       leg.poolable = false;
