@@ -10,12 +10,19 @@
  * - `--promises`: promises created per request instead (V8's promise hook,
  *   bench/_promise_count.ts): a count of work, no CPU figure.
  *
+ * `--server` instruments the two servers instead (tunnel-server of TREE, the mux floor's
+ * server), the clients then run plain.
+ *
+ * `--syscalls`: syscalls per request of each side instead (perf tracepoints, all of them).
+ *
+ * `--out PREFIX` writes each raw profile to `PREFIX-TITLE.cpuprofile` (Chrome DevTools).
+ *
  * `--close` sends every request on a new connection (`Connection: close`): a new tunnel stream
  * and a new origin connection each, the client's per-connection path. `--dir TREE` profiles
  * TREE's services/tunnel-client.ts (an old checkout). The profiler slows a process: read the
  * shares, not the absolute figures.
  *
- *   deno run -A bench/_tcli_prof.ts [--close] [--promises] [--seconds 5] [--top 45] [--dir TREE]
+ *   deno run -A bench/_tcli_prof.ts [--server] [--close] [--promises] [--seconds 5] [--top 45] [--dir TREE] [--out PREFIX]
  * @module
  */
 
@@ -35,8 +42,8 @@ import { byKind, type CpuProfile, recordProfile, selfTimes } from "./_cpuprof.ts
 
 const flags = benchFlags({
   numbers: { seconds: 5, top: 45 },
-  booleans: ["promises", "close"],
-  strings: ["dir"],
+  booleans: ["promises", "close", "server", "syscalls"],
+  strings: ["dir", "out"],
 });
 const dir = flags.dir ?? benchPath("..");
 
@@ -52,14 +59,15 @@ function instrumented(inspectPort: number): string[] {
 }
 
 const id = "tcli-" + crypto.randomUUID();
-const server = spawnDeno(benchPath("../services/tunnel-server.ts"), [
+const serverInspect = freePort();
+const server = spawnDeno(`${flags.server ? dir : benchPath("..")}/services/tunnel-server.ts`, [
   "--listen",
   "127.0.0.1:0",
   "--host",
   "v.test=env:TCLI_ID",
   "--log-level",
   "info",
-], { env: { TCLI_ID: id } });
+], { env: { TCLI_ID: id }, denoFlags: flags.server ? instrumented(serverInspect) : [] });
 procs.push(server);
 const srvPort = await listeningPort(server, "http");
 const clientInspect = freePort();
@@ -70,11 +78,13 @@ const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
   `127.0.0.1:${originPort}`,
   "--log-level",
   "info",
-], { env: { TUNNEL_IDENTIFIER: id }, denoFlags: instrumented(clientInspect) });
+], { env: { TUNNEL_IDENTIFIER: id }, denoFlags: flags.server ? [] : instrumented(clientInspect) });
 procs.push(client);
 await client.waitFor(/msg="connected"/);
+const floorServerInspect = freePort();
 const floorServer = spawnDeno(benchPath("floor_mux.ts"), [], {
   env: { BENCH_MODE: "tunnel-server" },
+  denoFlags: flags.server ? instrumented(floorServerInspect) : [],
 });
 procs.push(floorServer);
 const fl = JSON.parse(await floorServer.waitFor(/^\{"port"/)) as { port: number; tunnel: number };
@@ -85,13 +95,36 @@ const floorClient = spawnDeno(benchPath("floor_mux.ts"), [], {
     BENCH_SERVER: `127.0.0.1:${fl.tunnel}`,
     BENCH_TARGET: `127.0.0.1:${originPort}`,
   },
-  denoFlags: instrumented(floorInspect),
+  denoFlags: flags.server ? [] : instrumented(floorInspect),
 });
 procs.push(floorClient);
-const sides = [
-  { title: "tunnel-client", port: srvPort, inspect: clientInspect, proc: client },
-  { title: "mux floor client", port: fl.port, inspect: floorInspect, proc: floorClient },
-];
+const sides = flags.server
+  ? [
+    { title: "tunnel-server", port: srvPort, inspect: serverInspect, proc: server },
+    { title: "mux floor server", port: fl.port, inspect: floorServerInspect, proc: floorServer },
+  ]
+  : [
+    { title: "tunnel-client", port: srvPort, inspect: clientInspect, proc: client },
+    { title: "mux floor client", port: fl.port, inspect: floorInspect, proc: floorClient },
+  ];
+
+/** Count every syscall of `pid` (perf tracepoints) until the result is called: per request. */
+function perfStat(pid: number): (requests: number) => Promise<string> {
+  const child = new Deno.Command("perf", {
+    args: ["stat", "-x,", "-p", String(pid), "-e", "syscalls:sys_enter_*"],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  return async (requests) => {
+    child.kill("SIGINT");
+    const out = new TextDecoder().decode((await child.output()).stderr);
+    return out.trim().split("\n").map((l) => l.split(",")).filter((f) => Number(f[0]) > 0)
+      .map((f) =>
+        `${f[2]?.replace("syscalls:sys_enter_", "")} ${(Number(f[0]) / requests).toFixed(3)}`
+      )
+      .join("  ");
+  };
+}
 
 /** wrk -t2 -c50 on GET /hello through `port` (Connection: close with `--close`). */
 async function load(port: number, seconds: number): Promise<number> {
@@ -133,12 +166,24 @@ try {
       console.log(`${s.title}: ${((p1 - p0) / requests).toFixed(2)} promises per request`);
       continue;
     }
+    if (flags.syscalls) {
+      const stop = perfStat(s.proc.child.pid);
+      const requests = await load(s.port, flags.seconds);
+      console.log(`${s.title}: ${await stop(requests)}`);
+      continue;
+    }
     const running = load(s.port, flags.seconds + 2);
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = procCpuSeconds([s.proc]);
     const profile = await recordProfile("127.0.0.1", s.inspect, flags.seconds * 1000);
     const cpuUs = (procCpuSeconds([s.proc]) - t0) * 1e6;
     const requests = await running;
+    if (flags.out) {
+      Deno.writeTextFileSync(
+        `${flags.out}-${s.title.replaceAll(" ", "-")}.cpuprofile`,
+        JSON.stringify(profile),
+      );
+    }
     // The profile covers `seconds` of the run's `seconds + 2`: its share of the requests.
     show(s.title, profile, requests * flags.seconds / (flags.seconds + 2), cpuUs);
   }

@@ -8,15 +8,19 @@
 
 import { assert, assertEquals, assertMatch, assertThrows } from "./_assert.ts";
 import {
+  closingResponseBytes,
   HostRewrite,
   maxRewriteRules,
   maxRewriteValueBytes,
   mergeRewriteSpecs,
   parseHostRewriteFlag,
   RewriteError,
-} from "../lib/tunnel/mod.ts";
-import { forwardHeaders, forwardHeadParts } from "../lib/tunnel/forward.ts";
+  withoutCloseBytes,
+} from "../lib/tunnel/rewrite.ts";
+import { forwardHeaders, forwardHeadParts, joinParts } from "../lib/tunnel/forward.ts";
+import { withoutCloseOption } from "../lib/tunnel/front_leg.ts";
 import {
+  fieldNameIs,
   readResponseHead,
   scanRequestHead,
   scanResponseHead,
@@ -252,4 +256,80 @@ Deno.test("rewrite rules: a request head rewritten at byte level is the serialis
 Deno.test("rewrite rules: a rule that drops an X-Forwarded-* field leaves requests to the field path", () => {
   const rw = new HostRewrite({ request: { remove: ["x-forwarded-for"] } });
   assertEquals(rw.requestBytes(latin1("GET / HTTP/1.1\r\nHost: a\r\n"), latin1("\r\n")), undefined);
+});
+
+// ---- A request's `close` taken out and a response's put in at byte level (the standalone
+// front's pool, front_http.ts) against the field lists'.
+
+/** Connection fields in any case, with `close` alone or beside other options. */
+const connectionArb = fc.tuple(
+  fc.constantFrom("Connection", "connection", "CONNECTION"),
+  fc.constantFrom("close", "Close", "CLOSE", "keep-alive", "close, Upgrade", "Upgrade", "clos"),
+);
+const closeFieldsArb = fc.array(fc.oneof(fc.tuple(nameArb, valueArb), connectionArb), {
+  maxLength: 8,
+});
+
+Deno.test("rewrite rules: a request without its close at byte level is the serialised one", () => {
+  const peer = { ip: "192.0.2.7", remote: "192.0.2.7:5000" };
+  fc.assert(
+    fc.property(
+      fc.option(rewriteArb, { nil: undefined }),
+      fc.constantFrom("GET / HTTP/1.1", "HEAD /x?y=1 HTTP/1.1"),
+      closeFieldsArb,
+      fc.nat(8),
+      (rw, requestLine, fields, hostAt) => {
+        fields.splice(Math.min(hostAt, fields.length), 0, ["Host", "p.test"]);
+        const raw = latin1(
+          `${requestLine}\r\n${fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`,
+        );
+        const scan = scanRequestHead(raw);
+        assert(scan, "a head as a serialiser writes it");
+        const parts = forwardHeadParts(raw, scan.head, peer, "http");
+        assert(parts);
+        const kept = withoutCloseBytes(parts[0]);
+        const onlyClose = fields.every(([k, v]) =>
+          !fieldNameIs(k, "connection") || v.toLowerCase() === "close"
+        );
+        assertEquals(kept !== undefined, onlyClose, JSON.stringify(fields));
+        if (!kept) return;
+        const headers = withoutCloseOption(forwardHeaders(scan.head, peer, "http", false));
+        const want = text(serializeRequestHead({
+          ...scan.head,
+          headers: rw ? rw.request(headers) : headers,
+        }));
+        const got = text(rw ? rw.requestBytes(kept, parts[1])! : joinParts([kept, parts[1]]));
+        // In one array with the X-Forwarded-* lines, as the front makes it without rewrites.
+        const whole = text(withoutCloseBytes(parts[0], parts[1])!);
+        assert(whole === text(joinParts([kept, parts[1]])), whole);
+        assert(got === want, `${JSON.stringify(got)} !== ${JSON.stringify(want)}`);
+      },
+    ),
+    fuzzParams(200),
+  );
+});
+
+Deno.test("rewrite rules: a response given its close at byte level is the serialised one", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom("HTTP/1.1 200 OK", "HTTP/1.0 404 Not Found", "HTTP/1.1 204 "),
+      closeFieldsArb,
+      fc.uint8Array({ maxLength: 20 }),
+      async (statusLine, fields, body) => {
+        const headText = `${statusLine}\r\n${
+          fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")
+        }\r\n`;
+        const bytes = new Uint8Array([...latin1(headText), ...body]);
+        const scan = scanResponseHead(bytes);
+        assert(scan, "a head as a serialiser writes it");
+        const head = await readResponseHead(new BufferedReader(new ChunkedSource(bytes, 5)));
+        const headers = head.headers.filter(([k]) => !fieldNameIs(k, "connection"));
+        headers.push(["Connection", "close"]);
+        const wanted = text(serializeResponseHead({ ...head, headers })) + text(body);
+        const got = text(closingResponseBytes(bytes, scan.length));
+        assert(got === wanted, `${JSON.stringify(got)} !== ${JSON.stringify(wanted)}`);
+      },
+    ),
+    fuzzParams(200),
+  );
 });

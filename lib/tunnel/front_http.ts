@@ -91,7 +91,7 @@ import {
   takeIdleStream,
 } from "./front_pool.ts";
 import type { Route, TunnelServer } from "./server.ts";
-import type { HostRewrite } from "./rewrite.ts";
+import { closingResponseBytes, type HostRewrite, withoutCloseBytes } from "./rewrite.ts";
 import type { AccessDenied } from "./access.ts";
 import { registryRetryAfterS } from "./registry.ts";
 import { tunnelRequestSeconds } from "./stats.ts";
@@ -506,9 +506,9 @@ export class PublicConn {
       if (parts && !cur.rewrite && !dropClose && this.#out.addNow(parts[0], parts[1])) {
         return this.#queued(cur, vhost, parts[0].length + parts[1].length, head, false);
       }
-      // With rewrites, the usual head is rewritten where it lies (no field list, no string).
-      const headBytes = (parts && !dropClose &&
-        (cur.rewrite ? cur.rewrite.requestBytes(parts[0], parts[1]) : joinParts(parts))) ||
+      // With rewrites or without its close, the usual head is made where it lies (no field
+      // list, no string).
+      const headBytes = (parts && partsHead(parts[0], parts[1], cur.rewrite, dropClose)) ||
         serialized(cur.rewrite, dropClose);
       if (this.#out.addNow(headBytes)) {
         return this.#queued(cur, vhost, headBytes.length, head, dropClose);
@@ -521,12 +521,11 @@ export class PublicConn {
     const spliced = parts && joinParts(parts);
     const cut = parts?.[0].length ?? 0;
     const headFor = (rw: HostRewrite | undefined, dropClose: boolean) =>
-      !spliced || dropClose
-        ? serialized(rw, dropClose)
-        : !rw
-        ? spliced
-        : rw.requestBytes(spliced.subarray(0, cut), spliced.subarray(cut)) ??
-          serialized(rw, dropClose);
+      (spliced &&
+        (!rw && !dropClose
+          ? spliced
+          : partsHead(spliced.subarray(0, cut), spliced.subarray(cut), rw, dropClose))) ||
+      serialized(rw, dropClose);
     return this.#newLeg(vhost, hostHeader, headFor, upgrade, authorization, head, last, bodyless);
   }
 
@@ -1074,8 +1073,8 @@ export class PublicConn {
    * public connection is done with the leg (`handBack`) and every response is out, "boundary"
    * when the stream may go to the idle pool, else "unwanted"; "left" when the leg was pooled
    * while the copy waited, or a reused stream ended before its first response (Stale).
-   * A response whose request lost its `close` option (`closeAfter`) is parsed and gets
-   * `Connection: close`. "opaque" at a boundary after {@linkcode parsedResponsesBeforeOpaque}
+   * A response whose request lost its `close` option (`closeAfter`) gets `Connection: close`
+   * (at byte level when it came whole in a view, else parsed). "opaque" at a boundary after {@linkcode parsedResponsesBeforeOpaque}
    * responses of a leg parsed only to be pooled: the rest is copied opaque, never pooled.
    */
   async #copyParsed(leg: Leg): Promise<"end" | "boundary" | "unwanted" | "left" | "opaque"> {
@@ -1107,7 +1106,8 @@ export class PublicConn {
         return n;
       },
     };
-    const r = new BufferedReader(from, publicReadBytes);
+    /** The slow path's reader, made when a response first needs it (most never do). */
+    let r: BufferedReader | undefined;
     const sink = (p: Uint8Array): Promise<void> => {
       leg.responseBytes += p.length;
       this.#idle?.touch();
@@ -1159,19 +1159,20 @@ export class PublicConn {
       while (true) {
         if (leg.handBack && leg.pending.length === 0) {
           // Its public connection is done with it and every response is out.
-          return view === null && r.buffered === 0 && leg.poolable ? "boundary" : "unwanted";
+          return view === null && !r?.buffered && leg.poolable ? "boundary" : "unwanted";
         }
         if (
           forPoolOnly && copied >= parsedResponsesBeforeOpaque && leg.pending.length === 0 &&
-          view === null && r.buffered === 0
+          view === null && !r?.buffered
         ) {
           leg.framed = false;
           leg.poolable = false;
           return "opaque";
         }
-        if (r.buffered === 0) {
+        if (!r?.buffered) {
           // Between responses, nothing copied: take the next view, and send the responses
-          // that lie whole in it from there (with response rewrites, a rewritten copy).
+          // that lie whole in it from there (with response rewrites, or `Connection: close`
+          // for a request that lost its own, a rewritten copy).
           if (view === null) {
             if (out.pending) {
               // What was gathered goes out before a read that may wait (then the checks
@@ -1196,7 +1197,8 @@ export class PublicConn {
           const final = scannedFinal(scanResponseHead(v), leg.pending[0]?.method ?? "GET");
           if (final && this.#staleFirst(leg, final.status)) return "left";
           const framing = final?.framing;
-          const n = leg.pending[0]?.closeAfter
+          const closeAfter = leg.pending[0]?.closeAfter ?? false;
+          const n = closeAfter && rewrites
             ? Infinity
             : framing?.kind === "none"
             ? final!.headBytes
@@ -1209,7 +1211,11 @@ export class PublicConn {
             if (out.pending) await out.flush();
             const outStart = leg.responseBytes;
             const whole = n === v.length ? v : v.subarray(0, n);
-            const bytes = rewrites ? leg.rewrite!.responseBytes(whole, final!.headBytes) : whole;
+            const bytes = rewrites
+              ? leg.rewrite!.responseBytes(whole, final!.headBytes)
+              : closeAfter
+              ? closingResponseBytes(whole, final!.headBytes)
+              : whole;
             leg.responseBytes += bytes.length;
             this.#idle?.touch();
             const w = await conn.write(bytes);
@@ -1222,6 +1228,7 @@ export class PublicConn {
           // Not all there, or not the usual response: read as below, from this view on.
         }
         // Wait for the next response (or the stream's end), consuming nothing.
+        r ??= new BufferedReader(from, publicReadBytes);
         if (r.buffered === 0 && !(await r.fill())) return ended();
         const outStart = leg.responseBytes;
         const method = leg.pending[0]?.method ?? "GET";
@@ -1455,6 +1462,24 @@ function scannedFinal(scan: ResponseHeadScan | undefined, method: string): Final
   } catch {
     return undefined; // The parser's path passes the head on and throws the same error.
   }
+}
+
+/**
+ * The usual request head from its two pieces (`fields` and `forwarded`, see
+ * `forwardHeadParts`) with `rewrite`'s request rules and, with `dropClose`, without its `close`
+ * option, made at byte level; undefined when it cannot be (the caller serialises the fields).
+ */
+function partsHead(
+  fields: Uint8Array,
+  forwarded: Uint8Array,
+  rewrite: HostRewrite | undefined,
+  dropClose: boolean,
+): Uint8Array | undefined {
+  if (!rewrite) {
+    return dropClose ? withoutCloseBytes(fields, forwarded) : joinParts([fields, forwarded]);
+  }
+  const kept = dropClose ? withoutCloseBytes(fields) : fields;
+  return kept && rewrite.requestBytes(kept, forwarded);
 }
 
 /** Pass the next `n` bytes of `r` on to `sink` (they must be buffered). */

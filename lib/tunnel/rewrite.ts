@@ -247,6 +247,85 @@ function copyFields(
   return o;
 }
 
+/**
+ * `bytes` (a response head of `headLength` bytes written as `serializeResponseHead` writes one,
+ * then whatever follows it) with the head's fields named in `drop` left out and `append` (field
+ * lines) added after the others; what follows the head comes after the new head unchanged.
+ */
+function rewriteResponseBytes(
+  bytes: Uint8Array,
+  headLength: number,
+  drop: readonly Uint8Array[],
+  append: Uint8Array,
+): Uint8Array {
+  const out = new Uint8Array(bytes.length + append.length);
+  const start = firstLineEnd(bytes);
+  out.set(bytes.subarray(0, start));
+  let o = copyFields(bytes, start, headLength - 2, out, start, drop, undefined);
+  out.set(append, o);
+  o += append.length;
+  out[o++] = CR;
+  out[o++] = LF;
+  out.set(bytes.subarray(headLength), o);
+  return out.subarray(0, o + bytes.length - headLength);
+}
+
+/** `connection`, lower case, as bytes. */
+const connectionName = [latin1("connection")];
+/** The field line a response gets when its public connection ends after it. */
+const closeLine = latin1("Connection: close\r\n");
+/** `close`, lower case, as bytes. */
+const closeToken = latin1("close");
+
+/**
+ * A response whose public connection ends after it while its stream is kept (the standalone
+ * front took the request's `close` option out, see {@linkcode withoutCloseBytes}), made at
+ * byte level: `bytes` starts with a head of `headLength` bytes written as
+ * `serializeResponseHead` writes one (as `scanResponseHead` accepts it), which loses its
+ * Connection fields and gets `Connection: close` as its last field; its body follows unchanged.
+ * The head's bytes are those `serializeResponseHead` gives for the parsed head with the same
+ * change made to its field list (front_http.ts `rewritten`), without a field list or a string.
+ */
+export function closingResponseBytes(bytes: Uint8Array, headLength: number): Uint8Array {
+  return rewriteResponseBytes(bytes, headLength, connectionName, closeLine);
+}
+
+/**
+ * A request head's bytes without its `close` connection option, made at byte level: `fields`
+ * is a head written as `serializeRequestHead` writes one, up to and with its last field line
+ * (no empty line: `forwardHeadParts`' first piece). Its Connection fields are left out when
+ * each holds just `close` (any case): the bytes `serializeRequestHead` gives for the parsed
+ * head's fields after `withoutCloseOption`, followed by `tail` when given (the X-Forwarded-*
+ * lines and the empty line: then the whole head, in one array). Undefined when a Connection
+ * field holds anything else (the caller then goes the field-list way).
+ */
+export function withoutCloseBytes(
+  fields: Uint8Array,
+  tail?: Uint8Array,
+): Uint8Array | undefined {
+  const start = firstLineEnd(fields);
+  for (let i = start; i < fields.length;) {
+    let colon = i;
+    while (colon < fields.length && fields[colon] !== COLON) colon++;
+    let end = colon;
+    while (end < fields.length && fields[end] !== CR) end++;
+    if (
+      dropped(fields, i, colon - i, connectionName) &&
+      !(end - colon - 2 === closeToken.length &&
+        dropped(fields, colon + 2, closeToken.length, [closeToken]))
+    ) return undefined;
+    i = end + 2;
+  }
+  const out = new Uint8Array(fields.length + (tail?.length ?? 0));
+  out.set(fields.subarray(0, start));
+  let o = copyFields(fields, start, fields.length, out, start, connectionName, undefined);
+  if (tail) {
+    out.set(tail, o);
+    o += tail.length;
+  }
+  return out.subarray(0, o);
+}
+
 /** The end of the first line of `b` (past its CRLF). */
 function firstLineEnd(b: Uint8Array): number {
   const cr = b.indexOf(CR);
@@ -367,16 +446,7 @@ export class HostRewrite {
    */
   responseBytes(bytes: Uint8Array, headLength: number): Uint8Array {
     const { drop, append } = this.#response;
-    const out = new Uint8Array(bytes.length + append.length);
-    const start = firstLineEnd(bytes);
-    out.set(bytes.subarray(0, start));
-    let o = copyFields(bytes, start, headLength - 2, out, start, drop, undefined);
-    out.set(append, o);
-    o += append.length;
-    out[o++] = CR;
-    out[o++] = LF;
-    out.set(bytes.subarray(headLength), o);
-    return out.subarray(0, o + bytes.length - headLength);
+    return rewriteResponseBytes(bytes, headLength, drop, append);
   }
 
   /** The rewrites without header values (of the first step: a chain is never shown). */
