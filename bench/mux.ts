@@ -10,7 +10,10 @@
  * Beside each rate (best of `--runs`), the CPU seconds per GiB of the sender and of the
  * receiver process (median of the runs): steadier than rates on a shared machine. The Go
  * client's CPU is its children's time as bash's `times` reports it. `--old DIR` adds the warren
- * rows of another checkout (its lib/mux on both ends) for a before/after in one run.
+ * rows of another checkout (its lib/mux on both ends) for a before/after in one run; `--old
+ * A,B` of several, labelled by directory name. With `--old` the warren rows' runs alternate
+ * tree by tree (run 1 of each tree, then run 2 of each...), so load that comes and goes during
+ * the run falls on every tree alike.
  *
  * Every stream says `discard N\n`, sends N bytes and waits for the receiver's `N\n` (the 2019
  * Go yamux cannot read after its own Close, so no half-close is involved). Not a test:
@@ -226,15 +229,26 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
    * Best rate of `runs` (the machine is shared, the best run is the least disturbed one) and
    * the median CPU s/GiB of each side.
    */
-  const best = async (f: () => Promise<Run>) => {
-    const all: Run[] = [];
-    for (let i = 0; i < runs; i++) all.push(await f());
+  const summary = (all: Run[]) => {
     const perGib = (s: number) => s / (bytes / (1 << 30));
     return {
       mbps: Math.max(...all.map((r) => r.mbps)),
       sender: median(all.map((r) => perGib(r.senderCpuS))),
       receiver: median(all.map((r) => perGib(r.receiverCpuS))),
     };
+  };
+  const best = async (f: () => Promise<Run>) => {
+    const all: Run[] = [];
+    for (let i = 0; i < runs; i++) all.push(await f());
+    return summary(all);
+  };
+  /** Each of `fs` `runs` times, alternated run by run. */
+  const bestEach = async (fs: (() => Promise<Run>)[]) => {
+    const all: Run[][] = fs.map(() => []);
+    for (let i = 0; i < runs; i++) {
+      for (let j = 0; j < fs.length; j++) all[j].push(await fs[j]());
+    }
+    return all.map(summary);
   };
   const rows: {
     name: string;
@@ -248,14 +262,18 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
   const ports = await portsLine(child, /ports (\d+) (\d+)/);
   const rawPort = Number(ports[1]);
   const muxPort = Number(ports[2]);
-  // --old: that checkout's receiver process, and its Session for our sending side.
-  const oldChild = flags.old
-    ? spawnDeno(`${flags.old}/bench/mux.ts`, [], { env: { BENCH_ROLE: "mux-sink" } })
-    : null;
-  const oldPort = oldChild ? Number((await portsLine(oldChild, /ports (\d+) (\d+)/))[2]) : 0;
-  const OldSession = flags.old
-    ? (await import(`${flags.old}/lib/mux/mod.ts`) as { Session: SessionClass }).Session
-    : null;
+  // --old: each checkout's receiver process, and its Session for our sending side.
+  const olds: { label: string; child: Proc; port: number; S: SessionClass }[] = [];
+  const oldDirs = flags.old ? flags.old.split(",").filter(Boolean) : [];
+  for (const dir of oldDirs) {
+    const oldChild = spawnDeno(`${dir}/bench/mux.ts`, [], { env: { BENCH_ROLE: "mux-sink" } });
+    olds.push({
+      label: oldDirs.length > 1 ? `old ${dir.replace(/\/+$/, "").split("/").pop()}` : "old",
+      child: oldChild,
+      port: Number((await portsLine(oldChild, /ports (\d+) (\d+)/))[2]),
+      S: (await import(`${dir}/lib/mux/mod.ts`) as { Session: SessionClass }).Session,
+    });
+  }
   const haveGo = goAvailable();
   const bin = haveGo ? await goPeer() : "";
   let goSrv: Proc | null = null;
@@ -266,24 +284,20 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
       name: "raw TCP (Deno -> Deno)",
       ...await best(() => runHere(child, () => rawClient(rawPort, bytes))),
     });
-    rows.push({
-      name: "warren mux, 1 stream",
-      ...await best(() => runHere(child, () => warrenClient(muxPort, bytes, 1))),
-    });
-    rows.push({
-      name: "warren mux, 4 streams",
-      ...await best(() => runHere(child, () => warrenClient(muxPort, bytes, 4))),
-    });
-    if (oldChild && OldSession) {
-      for (const streams of [1, 4]) {
-        rows.push({
-          name: `warren mux, ${streams} stream${streams > 1 ? "s" : ""} (old)`,
-          ...await best(() =>
-            runHere(oldChild, () => warrenClient(oldPort, bytes, streams, OldSession))
-          ),
-        });
-      }
+    const muxRows: typeof rows = [];
+    for (const streams of [1, 4]) {
+      const name = `warren mux, ${streams} stream${streams > 1 ? "s" : ""}`;
+      const results = await bestEach([
+        () => runHere(child, () => warrenClient(muxPort, bytes, streams)),
+        ...olds.map((o) => () => runHere(o.child, () => warrenClient(o.port, bytes, streams, o.S))),
+      ]);
+      results.forEach((r, i) => {
+        muxRows.push({ name: i === 0 ? name : `${name} (${olds[i - 1].label})`, ...r });
+      });
     }
+    // This tree's rows first, then each old tree's (the table as without --old, rows added).
+    rows.push(...muxRows.filter((r) => !r.name.endsWith(")")));
+    rows.push(...muxRows.filter((r) => r.name.endsWith(")")));
     if (haveGo && goSrv) {
       const go = goSrv;
       rows.push({
@@ -307,7 +321,7 @@ if (import.meta.main && !Deno.env.get("BENCH_ROLE")) {
     }
   } finally {
     await child.stop("SIGKILL");
-    await oldChild?.stop("SIGKILL");
+    for (const o of olds) await o.child.stop("SIGKILL");
     await goSrv?.stop("SIGKILL");
   }
   const raw = rows[0].mbps!;

@@ -66,15 +66,24 @@ function tbfArgs(mbit: number): string[] {
  * Network namespace `name` joined to this one by a veth pair (`<name>h` here with `hostAddr`,
  * `<name>n` there with `nsAddr`, both /24) shaped both ways to `mbit` with tc tbf: a slow link
  * between this process and what runs in the namespace (bench/depot_mode.ts, the mux slow-link
- * test). `destroy()` removes the namespace and the pair; a failed build removes what it made.
+ * test). `shape(mbit)` changes both ends' rate later (0: no shaping, the veth's own speed);
+ * `destroy()` removes the namespace and the pair; a failed build removes what it made.
  */
 export async function shapedNamespace(
   name: string,
   hostAddr: string,
   nsAddr: string,
   mbit: number,
-): Promise<{ ns: string; destroy(): Promise<void> }> {
+): Promise<{ ns: string; shape(mbit: number): Promise<void>; destroy(): Promise<void> }> {
   const [hostDev, nsDev] = [`${name}h`, `${name}n`];
+  const shape = async (rate: number) => {
+    for (const ns of [["-n", name], []]) {
+      const dev = ns.length > 0 ? nsDev : hostDev;
+      if (rate > 0) {
+        await sh("tc", [...ns, "qdisc", "replace", "dev", dev, "root", ...tbfArgs(rate)]);
+      } else await sh("tc", [...ns, "qdisc", "del", "dev", dev, "root"]);
+    }
+  };
   const destroy = async () => {
     await sh("ip", ["link", "del", hostDev]).catch(() => {}); // gone with the namespace too
     await sh("ip", ["netns", "del", name]).catch(() => {});
@@ -87,13 +96,12 @@ export async function shapedNamespace(
     await sh("ip", ["link", "set", hostDev, "up"]);
     await sh("ip", ["-n", name, "addr", "add", `${nsAddr}/24`, "dev", nsDev]);
     await sh("ip", ["-n", name, "link", "set", nsDev, "up"]);
-    await sh("tc", ["-n", name, "qdisc", "add", "dev", nsDev, "root", ...tbfArgs(mbit)]);
-    await sh("tc", ["qdisc", "add", "dev", hostDev, "root", ...tbfArgs(mbit)]);
+    await shape(mbit);
   } catch (err) {
     await destroy();
     throw err;
   }
-  return { ns: name, destroy };
+  return { ns: name, shape, destroy };
 }
 
 /** Two namespaces joined by two shaped veth pairs. */

@@ -99,10 +99,12 @@ Deno.test("window: a larger initialWindowBytes is granted on open, so the peer s
   }
 });
 
-Deno.test("window: a large write goes out in data frames of at most 256 KiB, however large the window", async () => {
+Deno.test("window: a large write goes out in data frames of at most 1 MiB, 256 KiB until the transport's drain rate is known, however large the window", async () => {
   // A frame leaves whole: what another stream's frame may wait behind (bench/RESULTS.md mhol;
   // was frames of up to 4 MiB, 3-4 here: on a 50 Mbit link 0.7 s behind one of them; 64 KiB
-  // frames cost a third of depot --mux's loopback bulk rate, 256 KiB nothing measurable).
+  // frames cost a third of depot --mux's loopback bulk rate, 256 KiB nothing measurable). Once
+  // the session has seen its transport drain fast, 1 MiB (fewer writes per GiB; mlow), while it
+  // drains slowly 64 KiB: whichever this loopback peer gives, never past 1 MiB.
   const { session, peer } = await rawPair("client");
   try {
     const s = await session.open();
@@ -122,9 +124,9 @@ Deno.test("window: a large write goes out in data frames of at most 256 KiB, how
       got += f.length;
     }
     await writing;
-    // Never more than 256 KiB, whatever the 16 MiB grant allows.
-    assertEquals(Math.max(...sizes), 256 * 1024);
-    assertEquals(sizes.length, (12 * MiB) / (256 * 1024));
+    // Never more than 1 MiB, whatever the 16 MiB grant allows; 256 KiB before any verdict.
+    assertEquals(sizes[0], 256 * 1024);
+    assert(Math.max(...sizes) <= MiB, `frames of ${Math.max(...sizes)} bytes`);
     s.reset();
   } finally {
     await session.close();

@@ -9,6 +9,7 @@ import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
 import { deadlines } from "../net/deadline.ts";
 import { setNotSentLowat } from "../net/notsent_lowat.ts";
+import { drainSampleMinBytes, DrainWatch } from "./drain.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   defaultWindowBytes,
@@ -61,7 +62,10 @@ export interface SessionOptions {
    * process may call libc (FFI): the kernel then takes only about this much unsent data and the
    * session's queue, where each stream's frames take turns, holds the rest, so one bulk stream
    * does not delay the others' frames by the megabytes an autotuned send buffer holds (on a
-   * 50 Mbit link: 1.4 s; bench/RESULTS.md mhol). 0 leaves the socket as it is.
+   * 50 Mbit link: 1.4 s; bench/RESULTS.md mhol). Set at the start; lifted while the transport
+   * drains fast (there the buffer leaves in a few ms and the option only costs CPU) and set
+   * again once it drains slowly (see `#drained`, ./drain.ts; bench/RESULTS.md mlow). 0 leaves
+   * the socket as it is.
    * @default 65536
    */
   notSentLowatBytes?: number;
@@ -115,15 +119,17 @@ export type SessionEndReason =
  * Largest data frame we send; larger writes are split. A frame leaves whole, so this is what
  * another stream's frame may wait behind at most once it is the next in the queue (on a slow
  * link with TCP_NOTSENT_LOWAT: see `SessionOptions.notSentLowatBytes`); at least
- * `directReadMinBytes`, so a receiver still reads bulk payloads straight into its buffer.
+ * `directReadMinBytes`, so a receiver still reads bulk payloads straight into its buffer. Each
+ * is also the data one stream queues here at most before its writer waits for its frames to
+ * reach the transport: what its writes put ahead of other streams' frames (bench/RESULTS.md
+ * mhol), not the whole send window. Which applies follows the transport's drain rate (see
+ * `#drained`): until a verdict, 256 KiB (mhol's); while it drains slowly, 64 KiB (a small frame
+ * waits for less of a bulk one: mhol's 50 Mbit table, 89 -> 56 ms); while it drains fast, larger
+ * (fewer frames and transport writes per GiB; the whole frame leaves within a few ms anyway).
  */
 const maxSendFrameCapBytes = 256 * 1024;
-/**
- * Data frames one stream has queued here at most (bytes) before its writer waits for them to
- * reach the transport: what its writes put ahead of other streams' frames (bench/RESULTS.md
- * mhol), not the whole send window.
- */
-const streamQueueMaxBytes = 256 * 1024;
+const slowSendFrameBytes = 64 * 1024;
+const fastSendFrameBytes = 1024 * 1024;
 /** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
 const coalesceCopyMaxBytes = 16 * 1024;
 /**
@@ -396,6 +402,15 @@ export class Session implements StreamHost, FrameSink {
    */
   #bytesInAtPing = 0;
   #windowReserved = 0;
+  /**
+   * How fast the transport drains (see ./drain.ts): TCP_NOTSENT_LOWAT (`#lowatBytes`) is on
+   * while it counts as slow, off while fast. Null: the option is not ours to switch (not set,
+   * not TCP, no libc).
+   */
+  #drain: DrainWatch | null = null;
+  #lowatBytes = 0;
+  /** Whether `#lowatBytes` is on the socket now (set at the start, until a verdict of fast). */
+  #lowatOn = true;
   #drainWaiter: (() => void) | null = null;
   #stats: SessionStats = {
     streamsOpen: 0,
@@ -412,10 +427,10 @@ export class Session implements StreamHost, FrameSink {
   readonly closed: Promise<{ reason: string; error?: Error }>;
   /** Largest receive window a stream may grow to. @internal */
   readonly maxWindowBytes: number;
-  /** Largest data frame we send. @internal */
-  readonly maxSendFrameBytes: number;
+  /** Largest data frame we send (it follows the drain rate: see `#sizeFrames`). @internal */
+  maxSendFrameBytes = maxSendFrameCapBytes;
   /** Data a stream queues here at most before it waits for the transport. @internal */
-  readonly streamQueueBytes: number = streamQueueMaxBytes;
+  streamQueueBytes = maxSendFrameCapBytes;
 
   /** A session whose streams get odd ids (the dialling side, by convention). */
   static client(conn: Duplex, opts: SessionOptions = {}): Session {
@@ -448,7 +463,7 @@ export class Session implements StreamHost, FrameSink {
     };
     this.#opts.maxWindowBytes = Math.max(this.#opts.maxWindowBytes, this.#opts.initialWindowBytes);
     this.maxWindowBytes = this.#opts.maxWindowBytes;
-    this.maxSendFrameBytes = Math.max(1, Math.min(maxSendFrameCapBytes, this.#opts.maxFrameBytes));
+    this.#sizeFrames(maxSendFrameCapBytes);
     this.#log = o.log ?? silentLogger;
     const lowat = o.notSentLowatBytes ?? defaultNotSentLowatBytes;
     if (lowat > 0) this.#notSentLowat(conn, lowat);
@@ -466,9 +481,16 @@ export class Session implements StreamHost, FrameSink {
     }
   }
 
-  /** TCP_NOTSENT_LOWAT on the transport's socket; where it cannot be set, one debug line. */
+  /**
+   * TCP_NOTSENT_LOWAT on the transport's socket, and its large writes watched from now on (see
+   * `#drained`); where it cannot be set, one debug line.
+   */
   #notSentLowat(conn: Duplex, bytes: number): void {
     const r = setNotSentLowat(conn, bytes);
+    if (r === "set") {
+      this.#lowatBytes = bytes;
+      this.#drain = new DrainWatch();
+    }
     if (r === "set" || r === "not-tcp" || lowatUnavailableLogged) return;
     lowatUnavailableLogged = true;
     this.#log.debug("TCP_NOTSENT_LOWAT not set: a bulk stream may delay the others", {
@@ -1201,10 +1223,14 @@ export class Session implements StreamHost, FrameSink {
         if (this.#outLen > 0) {
           // Written here rather than through #writeOut: one async frame less per batch.
           const b = this.#takeBatch();
+          const t0 = this.#drain !== null && b.length >= drainSampleMinBytes
+            ? performance.now()
+            : -1;
           const n = await this.#conn.write(b);
           if (n <= 0) throw new Deno.errors.WriteZero("transport write returned 0");
           this.#stats.bytesOut += n;
-          if (n < b.length) await this.#writeAll(b.subarray(n));
+          if (n < b.length) await this.#writeAll(b.subarray(n), false);
+          if (t0 >= 0) this.#drained(b.length, t0);
           this.#batchWritten();
         }
         this.#report();
@@ -1336,8 +1362,14 @@ export class Session implements StreamHost, FrameSink {
     r?.();
   }
 
-  /** Write all of `p` (counted in `bytesOut`). */
-  async #writeAll(p: Uint8Array): Promise<void> {
+  /**
+   * Write all of `p` (counted in `bytesOut`); a large `p` is timed for the drain rate unless
+   * `timed` is false (the caller times it).
+   */
+  async #writeAll(p: Uint8Array, timed = true): Promise<void> {
+    const t0 = timed && this.#drain !== null && p.length >= drainSampleMinBytes
+      ? performance.now()
+      : -1;
     let off = 0;
     while (off < p.length) {
       const n = await this.#conn.write(off === 0 ? p : p.subarray(off));
@@ -1345,6 +1377,38 @@ export class Session implements StreamHost, FrameSink {
       off += n;
     }
     this.#stats.bytesOut += p.length;
+    if (t0 >= 0) this.#drained(p.length, t0);
+  }
+
+  /**
+   * A large write of `bytes` started at `t0` is done: once a window of them shows the
+   * transport drains slowly, TCP_NOTSENT_LOWAT goes on (the kernel then holds little unsent
+   * data ahead of another stream's frame); once it drains fast again, off (on a fast transport
+   * the full send buffer leaves within a few ms, and the option costs the sender about a third
+   * more CPU per GiB: bench/RESULTS.md mlow). Where the option cannot be switched any more, the
+   * watch stops with it as it is.
+   */
+  #drained(bytes: number, t0: number): void {
+    const d = this.#drain!;
+    if (!d.sample(bytes, performance.now() - t0) || this.#shut) return;
+    const on = d.slow !== false;
+    if (on !== this.#lowatOn) {
+      if (setNotSentLowat(this.#conn, on ? this.#lowatBytes : 0) !== "set") {
+        this.#drain = null; // left as it is, and so are the frames
+        return;
+      }
+      this.#lowatOn = on;
+    }
+    this.#sizeFrames(d.slow ? slowSendFrameBytes : fastSendFrameBytes);
+  }
+
+  /**
+   * Frames of at most `bytes` (and the session's `maxFrameBytes`) from now on, and as much
+   * queued per stream.
+   */
+  #sizeFrames(bytes: number): void {
+    this.maxSendFrameBytes = Math.max(1, Math.min(bytes, this.#opts.maxFrameBytes));
+    this.streamQueueBytes = bytes;
   }
 
   #rejectQueued(): void {
