@@ -30,10 +30,9 @@ import {
   type Proc,
   procCpuSeconds,
   roundOrder,
-  spawn,
   spawnDeno,
+  startHaproxyHops,
   stopAll,
-  waitPort,
 } from "./_util.ts";
 
 const flags = benchFlags({
@@ -67,31 +66,9 @@ if (!flags["no-direct"]) {
 const haproxyDir = Deno.makeTempDirSync({ prefix: "warren-bench-haproxy-" });
 const haproxyName = "haproxy x2 (peer)";
 if (hasCommand("haproxy")) {
-  const hp = [freePort(), freePort()];
-  const haps: Proc[] = [];
-  for (const [i, port] of hp.entries()) {
-    const cfg = `${haproxyDir}/hop${i}.cfg`;
-    Deno.writeTextFileSync(
-      cfg,
-      [
-        "global",
-        "  maxconn 8192",
-        "defaults",
-        "  mode tcp",
-        "  timeout connect 5s",
-        "  timeout client 60s",
-        "  timeout server 60s",
-        "listen hop",
-        `  bind 127.0.0.1:${port}`,
-        `  server s1 127.0.0.1:${i === 0 ? hp[1] : ports.http}`,
-        "",
-      ].join("\n"),
-    );
-    haps.push(spawn("haproxy", ["-f", cfg, "-db"], { output: "discard" }));
-  }
-  for (const port of hp) await waitPort(port, "haproxy");
-  procs.push(...haps);
-  paths.push({ name: haproxyName, url: `http://127.0.0.1:${hp[0]}`, hops: haps });
+  const { port, hops } = await startHaproxyHops(haproxyDir, ports.http);
+  procs.push(...hops);
+  paths.push({ name: haproxyName, url: `http://127.0.0.1:${port}`, hops });
 }
 
 for (const [i, t] of trees.entries()) {

@@ -387,6 +387,62 @@ export async function startHelloNginx(prefix = "warren-bench-nginx-"): Promise<H
   return { proc, port, dir };
 }
 
+/**
+ * haproxy in TCP mode (the C peer of our relays) on a free port, round robin over `targets`
+ * (127.0.0.1 ports), its config `dir/name.cfg`; ready when this resolves.
+ */
+export async function startHaproxyTcp(
+  dir: string,
+  name: string,
+  targets: readonly number[],
+): Promise<{ proc: Proc; port: number }> {
+  const port = freePort();
+  const cfg = `${dir}/${name}.cfg`;
+  Deno.writeTextFileSync(
+    cfg,
+    [
+      "global",
+      "  maxconn 8192",
+      "defaults",
+      "  mode tcp",
+      "  timeout connect 5s",
+      "  timeout client 60s",
+      "  timeout server 60s",
+      "listen front",
+      `  bind 127.0.0.1:${port}`,
+      "  balance roundrobin",
+      ...targets.map((t, i) => `  server s${i} 127.0.0.1:${t}`),
+      "",
+    ].join("\n"),
+  );
+  const proc = spawn("haproxy", ["-f", cfg, "-db"], { output: "discard", name });
+  try {
+    await waitPort(port, name);
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return { proc, port };
+}
+
+/**
+ * The C peer of the tunnel's two hops: two haproxy processes in TCP mode in series in front
+ * of `target` (configs in `dir`). `port`: the first hop's; `hops`: front first.
+ */
+export async function startHaproxyHops(
+  dir: string,
+  target: number,
+): Promise<{ port: number; hops: Proc[] }> {
+  const back = await startHaproxyTcp(dir, "haproxy-hop1", [target]);
+  try {
+    const front = await startHaproxyTcp(dir, "haproxy-hop0", [back.port]);
+    return { port: front.port, hops: [front.proc, back.proc] };
+  } catch (err) {
+    await back.proc.stop();
+    throw err;
+  }
+}
+
 /** The `key=value` field of a logfmt line (unquoted values), or undefined. */
 export function logField(line: string, key: string): string | undefined {
   return new RegExp(`(?:^| )${key}=(\\S+)`).exec(line)?.[1];

@@ -38,6 +38,7 @@ import {
   servicePath,
   spawn,
   spawnDeno,
+  startHaproxyTcp,
   stopAll,
   waitPort,
   wrk,
@@ -110,29 +111,9 @@ async function startHaproxy(
   name: string,
   targets: number[],
 ): Promise<{ proc: Proc; port: number }> {
-  const port = freePort();
-  const cfg = `${tmp}/${name}.cfg`;
-  Deno.writeTextFileSync(
-    cfg,
-    [
-      "global",
-      "  maxconn 8192",
-      "defaults",
-      "  mode tcp",
-      "  timeout connect 5s",
-      "  timeout client 60s",
-      "  timeout server 60s",
-      "listen front",
-      `  bind 127.0.0.1:${port}`,
-      "  balance roundrobin",
-      ...targets.map((t, i) => `  server s${i} 127.0.0.1:${t}`),
-      "",
-    ].join("\n"),
-  );
-  const proc = spawn("haproxy", ["-f", cfg, "-db"], { output: "discard", name });
-  procs.push(proc);
-  await waitPort(port, "haproxy");
-  return { proc, port };
+  const h = await startHaproxyTcp(tmp, name, targets);
+  procs.push(h.proc);
+  return h;
 }
 
 /** A tunnel-server with `args`; its public port. */

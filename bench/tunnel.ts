@@ -74,6 +74,7 @@ import {
   spawnDeno,
   type SshReverse,
   startFloor,
+  startHaproxyHops,
   startHelloNginx,
   startRelay,
   startSshReverse,
@@ -368,31 +369,13 @@ try {
   console.error(sshError);
 }
 // The C peer of the tunnel's two hops: two haproxy processes in TCP mode, in series.
-const haproxyPorts = [freePort(), freePort()];
-const haproxies: Proc[] = [];
 const haproxyDir = Deno.makeTempDirSync({ prefix: "warren-bench-haproxy-" });
+let haproxyPort = 0;
+const haproxies: Proc[] = [];
 if (hasCommand("haproxy")) {
-  for (const [i, port] of haproxyPorts.entries()) {
-    const cfg = `${haproxyDir}/hop${i}.cfg`;
-    Deno.writeTextFileSync(
-      cfg,
-      [
-        "global",
-        "  maxconn 8192",
-        "defaults",
-        "  mode tcp",
-        "  timeout connect 5s",
-        "  timeout client 60s",
-        "  timeout server 60s",
-        "listen hop",
-        `  bind 127.0.0.1:${port}`,
-        `  server s1 127.0.0.1:${i === 0 ? haproxyPorts[1] : ports.http}`,
-        "",
-      ].join("\n"),
-    );
-    haproxies.push(spawn("haproxy", ["-f", cfg, "-db"], { output: "discard" }));
-  }
-  for (const port of haproxyPorts) await waitPort(port, "haproxy");
+  const h = await startHaproxyHops(haproxyDir, ports.http);
+  haproxyPort = h.port;
+  haproxies.push(...h.hops);
 } else console.error("haproxy not installed: no haproxy x2 row");
 // The raw tunnel of another checkout (`--old`), for a before/after in the same run.
 let oldServer: Proc | undefined, oldClient: Proc | undefined, oldPort = 0;
@@ -468,7 +451,7 @@ const paths: { name: string; url: string; host?: string; hops: Proc[] }[] = [
   },
   ...(haproxies.length === 0
     ? []
-    : [{ name: haproxyName, url: `http://127.0.0.1:${haproxyPorts[0]}`, hops: haproxies }]),
+    : [{ name: haproxyName, url: `http://127.0.0.1:${haproxyPort}`, hops: haproxies }]),
   {
     name: "tunnel (raw, default)",
     url: `http://127.0.0.1:${srvPort}`,
