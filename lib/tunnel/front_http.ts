@@ -1074,8 +1074,9 @@ export class PublicConn {
    * when the stream may go to the idle pool, else "unwanted"; "left" when the leg was pooled
    * while the copy waited, or a reused stream ended before its first response (Stale).
    * A response whose request lost its `close` option (`closeAfter`) gets `Connection: close`
-   * (at byte level when it came whole in a view, else parsed). "opaque" at a boundary after {@linkcode parsedResponsesBeforeOpaque}
-   * responses of a leg parsed only to be pooled: the rest is copied opaque, never pooled.
+   * (at byte level when it came whole in a view, else parsed). "opaque" at a boundary after
+   * {@linkcode parsedResponsesBeforeOpaque} responses of a leg parsed only to be pooled: the
+   * rest is copied opaque, never pooled.
    */
   async #copyParsed(leg: Leg): Promise<"end" | "boundary" | "unwanted" | "left" | "opaque"> {
     const ts = leg.ts, conn = this.#conn;
