@@ -62,10 +62,10 @@ export interface SessionOptions {
    * process may call libc (FFI): the kernel then takes only about this much unsent data and the
    * session's queue, where each stream's frames take turns, holds the rest, so one bulk stream
    * does not delay the others' frames by the megabytes an autotuned send buffer holds (on a
-   * 50 Mbit link: 1.4 s; bench/RESULTS.md mhol). Set at the start; lifted while the transport
-   * drains fast (there the buffer leaves in a few ms and the option only costs CPU) and set
-   * again once it drains slowly (see `#drained`, ./drain.ts; bench/RESULTS.md mlow). 0 leaves
-   * the socket as it is.
+   * 50 Mbit link: 1.4 s; bench/RESULTS.md mhol). Set at the start; raised to 1 MiB while the
+   * transport drains fast (there the buffer leaves in a few ms and a small option only costs
+   * CPU) and set back once it drains slowly (see `#drained`, ./drain.ts; bench/RESULTS.md
+   * mlow). 0 leaves the socket as it is.
    * @default 65536
    */
   notSentLowatBytes?: number;
@@ -130,6 +130,14 @@ export type SessionEndReason =
 const maxSendFrameCapBytes = 256 * 1024;
 const slowSendFrameBytes = 64 * 1024;
 const fastSendFrameBytes = 1024 * 1024;
+/**
+ * TCP_NOTSENT_LOWAT while the transport drains fast (at least; a larger configured one stays):
+ * as cheap as none on loopback (a 1 MiB frame still goes in one write), and a link that turns
+ * slow then queues ~1 MiB unsent before the session sees it, not a whole send buffer (20 Mbit:
+ * the first small answer after the change waited 0.7-0.9 s, not 2.0-2.3; bench/RESULTS.md
+ * mlow). 256 KiB cost what 64 KiB does (every 1 MiB frame a partial write).
+ */
+const fastNotSentLowatBytes = 1024 * 1024;
 /** Frames up to this size are copied into the coalescing buffer; larger go out directly. */
 const coalesceCopyMaxBytes = 16 * 1024;
 /**
@@ -403,14 +411,14 @@ export class Session implements StreamHost, FrameSink {
   #bytesInAtPing = 0;
   #windowReserved = 0;
   /**
-   * How fast the transport drains (see ./drain.ts): TCP_NOTSENT_LOWAT (`#lowatBytes`) is on
-   * while it counts as slow, off while fast. Null: the option is not ours to switch (not set,
-   * not TCP, no libc).
+   * How fast the transport drains (see ./drain.ts): TCP_NOTSENT_LOWAT is `#lowatBytes` unless
+   * it counts as fast, then `fastNotSentLowatBytes`. Null: the option is not ours to switch (not
+   * set, not TCP, no libc).
    */
   #drain: DrainWatch | null = null;
   #lowatBytes = 0;
-  /** Whether `#lowatBytes` is on the socket now (set at the start, until a verdict of fast). */
-  #lowatOn = true;
+  /** TCP_NOTSENT_LOWAT on the socket now. */
+  #lowatNow = 0;
   #drainWaiter: (() => void) | null = null;
   #stats: SessionStats = {
     streamsOpen: 0,
@@ -488,7 +496,7 @@ export class Session implements StreamHost, FrameSink {
   #notSentLowat(conn: Duplex, bytes: number): void {
     const r = setNotSentLowat(conn, bytes);
     if (r === "set") {
-      this.#lowatBytes = bytes;
+      this.#lowatBytes = this.#lowatNow = bytes;
       this.#drain = new DrainWatch();
     }
     if (r === "set" || r === "not-tcp" || lowatUnavailableLogged) return;
@@ -1382,22 +1390,24 @@ export class Session implements StreamHost, FrameSink {
 
   /**
    * A large write of `bytes` started at `t0` is done: once a window of them shows the
-   * transport drains slowly, TCP_NOTSENT_LOWAT goes on (the kernel then holds little unsent
-   * data ahead of another stream's frame); once it drains fast again, off (on a fast transport
-   * the full send buffer leaves within a few ms, and the option costs the sender about a third
-   * more CPU per GiB: bench/RESULTS.md mlow). Where the option cannot be switched any more, the
-   * watch stops with it as it is.
+   * transport drains slowly, TCP_NOTSENT_LOWAT goes to `#lowatBytes` (the kernel then holds
+   * little unsent data ahead of another stream's frame); once it drains fast, up to
+   * `fastNotSentLowatBytes` (on a fast transport the send buffer leaves within a few ms, and a
+   * small option costs the sender about a third more CPU per GiB: bench/RESULTS.md mlow). Where
+   * the option cannot be changed any more, the watch stops with it as it is.
    */
   #drained(bytes: number, t0: number): void {
     const d = this.#drain!;
     if (!d.sample(bytes, performance.now() - t0) || this.#shut) return;
-    const on = d.slow !== false;
-    if (on !== this.#lowatOn) {
-      if (setNotSentLowat(this.#conn, on ? this.#lowatBytes : 0) !== "set") {
+    const lowat = d.slow === false
+      ? Math.max(this.#lowatBytes, fastNotSentLowatBytes)
+      : this.#lowatBytes;
+    if (lowat !== this.#lowatNow) {
+      if (setNotSentLowat(this.#conn, lowat) !== "set") {
         this.#drain = null; // left as it is, and so are the frames
         return;
       }
-      this.#lowatOn = on;
+      this.#lowatNow = lowat;
     }
     this.#sizeFrames(d.slow ? slowSendFrameBytes : fastSendFrameBytes);
   }
