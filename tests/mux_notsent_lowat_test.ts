@@ -29,6 +29,40 @@ import { netnsSkipReason, shapedNamespace } from "./_netns.ts";
 const noFfi = libcPath() === null ? "no FFI permission for libc (or not Linux)" : undefined;
 if (noFfi) console.log(`mux_notsent_lowat_test: socket option cases ignored: ${noFfi}`);
 
+/** ./_mux_shaped_peer.ts started inside the namespace `ns` (it prints its port first). */
+function startPeer(ns: string): Deno.ChildProcess {
+  return new Deno.Command("ip", {
+    args: [
+      ...["netns", "exec", ns, Deno.execPath(), "run", "-A"],
+      new URL("./_mux_shaped_peer.ts", import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+}
+
+/** The port the peer listens on, from its first line of output. */
+async function peerPort(peer: Deno.ChildProcess): Promise<number> {
+  const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let head = "";
+  while (!head.includes("\n")) {
+    const r = await lines.read();
+    assert(!r.done, "the peer ended before it listened");
+    head += r.value;
+  }
+  await lines.cancel();
+  return (JSON.parse(head.slice(0, head.indexOf("\n"))) as { port: number }).port;
+}
+
+async function stopPeer(peer: Deno.ChildProcess): Promise<void> {
+  try {
+    peer.kill("SIGKILL");
+  } catch {
+    // already gone
+  }
+  await peer.status;
+}
+
 Deno.test({
   name: "mux: a session sets TCP_NOTSENT_LOWAT on its TCP transport, also under a wrapper",
   ignore: noFfi !== undefined,
@@ -107,23 +141,8 @@ Deno.test({
     let peer: Deno.ChildProcess | undefined;
     let session: Session | undefined;
     try {
-      peer = new Deno.Command("ip", {
-        args: [
-          ...["netns", "exec", net.ns, Deno.execPath(), "run", "-A"],
-          new URL("./_mux_shaped_peer.ts", import.meta.url).pathname,
-        ],
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let head = "";
-      while (!head.includes("\n")) {
-        const r = await lines.read();
-        assert(!r.done, "the peer ended before it listened");
-        head += r.value;
-      }
-      const port = (JSON.parse(head.slice(0, head.indexOf("\n"))) as { port: number }).port;
-      await lines.cancel();
+      peer = startPeer(net.ns);
+      const port = await peerPort(peer);
       const conn = await Deno.connect({ hostname: `${subnet}.2`, port });
       // A receiver that lets the download run 8 MiB ahead: what sits before a small answer
       // is then up to the sender, not the window.
@@ -159,14 +178,7 @@ Deno.test({
       await bulk.done;
     } finally {
       if (session) await session.close();
-      if (peer) {
-        try {
-          peer.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-        await peer.status;
-      }
+      if (peer) await stopPeer(peer);
       await net.destroy();
     }
   },
@@ -198,23 +210,8 @@ Deno.test({
     let session: Session | undefined;
     try {
       await net.shape(0); // the veth's own speed first
-      peer = new Deno.Command("ip", {
-        args: [
-          ...["netns", "exec", net.ns, Deno.execPath(), "run", "-A"],
-          new URL("./_mux_shaped_peer.ts", import.meta.url).pathname,
-        ],
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let head = "";
-      while (!head.includes("\n")) {
-        const r = await lines.read();
-        assert(!r.done, "the peer ended before it listened");
-        head += r.value;
-      }
-      const port = (JSON.parse(head.slice(0, head.indexOf("\n"))) as { port: number }).port;
-      await lines.cancel();
+      peer = startPeer(net.ns);
+      const port = await peerPort(peer);
       const conn = await Deno.connect({ hostname: `${subnet}.2`, port });
       session = Session.client(conn, { keepaliveIntervalMs: 0 });
       assertEquals(await peerLowat(session), defaultNotSentLowatBytes, "on from the start");
@@ -249,14 +246,7 @@ Deno.test({
       await bulk.done;
     } finally {
       if (session) await session.close();
-      if (peer) {
-        try {
-          peer.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-        await peer.status;
-      }
+      if (peer) await stopPeer(peer);
       await net.destroy();
     }
   },
