@@ -1397,6 +1397,17 @@ export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
   };
 }
 
+/**
+ * `wrk -t2 -c50` on GET /hello with `Host: v.test` through `port` for `seconds` (every request
+ * `Connection: close` with `close`): the requests it made. The tunnel A/B and profile benches'
+ * load on a tunnel to {@linkcode startHelloNginx}.
+ */
+export async function wrkHello(port: number, seconds: number, close = false): Promise<number> {
+  const headers = close ? ["Connection: close"] : [];
+  return (await wrk(`http://127.0.0.1:${port}/hello`, { seconds, host: "v.test", headers }))
+    .requests;
+}
+
 /** wrk's latency standard deviation in ms (the second figure of its `Latency` line). */
 function stdevMs(text: string): number {
   const m = /\sLatency\s+[\d.]+(?:us|ms|s)\s+([\d.]+)(us|ms|s)\b/.exec(text);
