@@ -1330,6 +1330,26 @@ export async function curl(args: string[], opts: CurlOptions = {}): Promise<Curl
   return r;
 }
 
+/**
+ * The bulk rows' upload: curl POSTs `bytes` zeros to `url` (`/discard` of the origin) as a
+ * chunked body streamed from a pipe (`head -c N /dev/zero | curl -T -`), no `Expect:`
+ * round trip, with `Host: host` where given.
+ */
+export function curlUpload(url: string, bytes: number, host?: string): Promise<CurlResult> {
+  return curl([
+    ...(host ? ["-H", `Host: ${host}`] : []),
+    "-H",
+    "Content-Type: application/octet-stream",
+    "-H",
+    "Expect:",
+    "-X",
+    "POST",
+    "-T",
+    "-",
+    url,
+  ], { stdinZeros: bytes });
+}
+
 /** What one wrk run reported. */
 export interface WrkResult {
   rps: number;
