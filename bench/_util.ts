@@ -388,6 +388,31 @@ export async function startHelloNginx(prefix = "warren-bench-nginx-"): Promise<H
 }
 
 /**
+ * An haproxy configuration in TCP mode (the C peer of our relays): a `listen` section a
+ * listener, on 127.0.0.1:`port`, round robin over its `targets` (127.0.0.1 ports).
+ */
+export function haproxyTcpConfig(
+  listeners: readonly { port: number; targets: readonly number[] }[],
+): string {
+  return [
+    "global",
+    "  maxconn 8192",
+    "defaults",
+    "  mode tcp",
+    "  timeout connect 5s",
+    "  timeout client 60s",
+    "  timeout server 60s",
+    ...listeners.flatMap(({ port, targets }, l) => [
+      `listen front${l || ""}`,
+      `  bind 127.0.0.1:${port}`,
+      "  balance roundrobin",
+      ...targets.map((t, i) => `  server s${i} 127.0.0.1:${t}`),
+    ]),
+    "",
+  ].join("\n");
+}
+
+/**
  * haproxy in TCP mode (the C peer of our relays) on a free port, round robin over `targets`
  * (127.0.0.1 ports), its config `dir/name.cfg`; ready when this resolves.
  */
@@ -398,23 +423,7 @@ export async function startHaproxyTcp(
 ): Promise<{ proc: Proc; port: number }> {
   const port = freePort();
   const cfg = `${dir}/${name}.cfg`;
-  Deno.writeTextFileSync(
-    cfg,
-    [
-      "global",
-      "  maxconn 8192",
-      "defaults",
-      "  mode tcp",
-      "  timeout connect 5s",
-      "  timeout client 60s",
-      "  timeout server 60s",
-      "listen front",
-      `  bind 127.0.0.1:${port}`,
-      "  balance roundrobin",
-      ...targets.map((t, i) => `  server s${i} 127.0.0.1:${t}`),
-      "",
-    ].join("\n"),
-  );
+  Deno.writeTextFileSync(cfg, haproxyTcpConfig([{ port, targets }]));
   const proc = spawn("haproxy", ["-f", cfg, "-db"], { output: "discard", name });
   try {
     await waitPort(port, name);
