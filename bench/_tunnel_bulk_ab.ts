@@ -21,7 +21,6 @@ import {
   benchPath,
   benchTrees,
   curl,
-  curlUpload,
   fixed,
   freePort,
   hasCommand,
@@ -153,7 +152,18 @@ async function download(p: Path): Promise<number> {
   return r.downloadMBps;
 }
 async function upload(p: Path): Promise<number> {
-  const r = await curlUpload(`${p.url}/discard`, bytes, p.host);
+  const r = await curl([
+    ...hostHeader(p),
+    "-H",
+    "Content-Type: application/octet-stream",
+    "-H",
+    "Expect:",
+    "-X",
+    "POST",
+    "-T",
+    "-",
+    `${p.url}/discard`,
+  ], { stdinZeros: bytes });
   if (r.exit !== 0 || r.status !== 200) {
     console.error(`${p.name} upload: exit ${r.exit}, HTTP ${r.status} ${r.stderr}`);
   }

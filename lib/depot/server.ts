@@ -22,6 +22,7 @@ import {
   errorMessage,
   formatAddr,
   type HostPort,
+  IdTable,
   isOutOfFds,
   joinHostPort,
   LiveList,
@@ -559,7 +560,7 @@ class DirectRequest implements Pending, Deadline {
   constructor(
     r: { id: number; key: string; exit: ExitSession; dest: string; udp: boolean },
     readonly way: DirectWay,
-    readonly pending: Map<number, Pending>,
+    readonly pending: IdTable<Pending>,
     timeoutMs: number,
     endWaitMs: number,
   ) {
@@ -713,8 +714,11 @@ class ExitSession {
   toldShare: number | undefined;
   /** A mux session presented its key: its requests go there, it holds no standby spares. */
   muxBound = false;
-  /** Plain tunnels relaying now, by request id, waiting for (or past) their `end`. */
-  readonly ends = new Map<number, ConfirmedEnd>();
+  /**
+   * Plain tunnels relaying now, by request id, waiting for (or past) their `end`. Not a `Map`:
+   * it churns per connection (lib/net/id_table.ts).
+   */
+  readonly ends = new IdTable<ConfirmedEnd>();
   /** Its relays' aborts (see `relayAbort`), aborted when the control connection ends. */
   readonly relays = new LiveList<AbortHub>();
   /** Its "ok" requests' series (bound once). */
@@ -733,7 +737,7 @@ class ExitSession {
     // One listener for all its plain tunnels: an unconfirmed FIN never will be once the
     // control connection is gone.
     ctl.signal.addEventListener("abort", () => {
-      for (const gate of this.ends.values()) gate.fail();
+      for (const gate of this.ends) gate.fail();
       for (const a of [...this.relays]) {
         this.relays.delete(a);
         a.abort(ctl.signal.reason);
@@ -836,7 +840,8 @@ export class DepotServer {
   readonly log: Logger;
 
   readonly #exits = new Map<string, ExitSession>();
-  readonly #pending = new Map<number, Pending>();
+  /** Requests waiting for their answer, by id (not a `Map`: see lib/net/id_table.ts). */
+  readonly #pending = new IdTable<Pending>();
   readonly #failures: FailureRecord[] = [];
   #servers: { control: Server; socks: Server; tunnel: Server } | undefined;
   /** Until when (performance.now()) fds count as short: see `#acceptFailed`. */
@@ -1069,7 +1074,7 @@ export class DepotServer {
     this.#stopping = true;
     m.liveSources.delete(this.#metricsSource);
     const servers = this.#servers;
-    for (const p of [...this.#pending.values()]) {
+    for (const p of [...this.#pending]) {
       p.settle({ ok: false, reason: "network-unreachable", message: "server shutting down" });
     }
     // Relays run inside SOCKS handlers: this waits for them (or cuts them at the deadline).

@@ -15,6 +15,7 @@ export * from "./dial.ts";
 export * from "./serve.ts";
 export * from "./shed.ts";
 export * from "./live_list.ts";
+export * from "./id_table.ts";
 export * from "./backoff.ts";
 export * from "./addr.ts";
 export * from "./secret.ts";
