@@ -30,6 +30,7 @@ import {
   spawnDeno,
   startHelloNginx,
   stopAll,
+  wrk,
   type WrkResult,
 } from "./_util.ts";
 
@@ -182,25 +183,14 @@ paths.push({ label: "mux floor", port: fl.port, client: floorClient, server: flo
  * wrk -t2 -c<connections> on GET /hello through `p` for `seconds`; with `--close` every request
  * on a new connection (`Connection: close`): a new stream and origin connection each.
  */
-async function load(p: Path, seconds: number): Promise<WrkResult> {
-  const args = [
-    `-t${Math.min(2, flags.connections)}`,
-    `-c${flags.connections}`,
-    `-d${seconds}s`,
-    ...(p.host ? ["-H", `Host: ${p.host}`] : []),
-    ...(flags.close ? ["-H", "Connection: close"] : []),
-    `http://127.0.0.1:${p.port}/hello`,
-  ];
-  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0),
-    requests: Number(/(\d+) requests in /.exec(text)?.[1] ?? 0),
-    p50Ms: NaN,
-    p99Ms: NaN,
-    non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0) +
-      Number(/Socket errors:.*?read (\d+)/.exec(text)?.[1] ?? 0) * 0,
-  };
+function load(p: Path, seconds: number): Promise<WrkResult> {
+  return wrk(`http://127.0.0.1:${p.port}/hello`, {
+    seconds,
+    threads: Math.min(2, flags.connections),
+    connections: flags.connections,
+    host: p.host,
+    headers: flags.close ? ["Connection: close"] : [],
+  });
 }
 
 interface Sample {

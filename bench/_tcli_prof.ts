@@ -37,6 +37,7 @@ import {
   spawnDeno,
   startHelloNginx,
   stopAll,
+  wrkHello,
 } from "./_util.ts";
 import { byKind, type CpuProfile, recordProfile, selfTimes } from "./_cpuprof.ts";
 
@@ -126,21 +127,6 @@ function perfStat(pid: number): (requests: number) => Promise<string> {
   };
 }
 
-/** wrk -t2 -c50 on GET /hello through `port` (Connection: close with `--close`). */
-async function load(port: number, seconds: number): Promise<number> {
-  const args = [
-    "-t2",
-    "-c50",
-    `-d${seconds}s`,
-    "-H",
-    "Host: v.test",
-    ...(flags.close ? ["-H", "Connection: close"] : []),
-    `http://127.0.0.1:${port}/hello`,
-  ];
-  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "null" }).output();
-  return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
-}
-
 function show(title: string, p: CpuProfile, requests: number, cpuUs: number): void {
   // Sample counts ("even"), not time deltas: see the module's doc.
   const rows = selfTimes(p, "even").filter((r) => r.key !== "(idle)");
@@ -158,21 +144,21 @@ function show(title: string, p: CpuProfile, requests: number, cpuUs: number): vo
 
 try {
   for (const s of sides) {
-    await load(s.port, 2); // warm-up
+    await wrkHello(s.port, 2, flags.close); // warm-up
     if (flags.promises) {
       const p0 = await promiseCount(s.proc.child.pid);
-      const requests = await load(s.port, flags.seconds);
+      const requests = await wrkHello(s.port, flags.seconds, flags.close);
       const p1 = await promiseCount(s.proc.child.pid);
       console.log(`${s.title}: ${((p1 - p0) / requests).toFixed(2)} promises per request`);
       continue;
     }
     if (flags.syscalls) {
       const stop = perfStat(s.proc.child.pid);
-      const requests = await load(s.port, flags.seconds);
+      const requests = await wrkHello(s.port, flags.seconds, flags.close);
       console.log(`${s.title}: ${await stop(requests)}`);
       continue;
     }
-    const running = load(s.port, flags.seconds + 2);
+    const running = wrkHello(s.port, flags.seconds + 2, flags.close);
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = procCpuSeconds([s.proc]);
     const profile = await recordProfile("127.0.0.1", s.inspect, flags.seconds * 1000);

@@ -28,6 +28,7 @@ import {
   startHelloNginx,
   stopAll,
   waitPort,
+  wrkHello,
 } from "./_util.ts";
 import { byKind, recordProfile, selfTimes } from "./_cpuprof.ts";
 
@@ -86,22 +87,15 @@ try {
   procs.push(client);
   await client.waitFor(/msg="connected"/);
 
-  /** wrk -t2 -c50 on GET /hello through the tunnel: the requests it made. */
-  const load = async (seconds: number): Promise<number> => {
-    const args = ["-t2", "-c50", `-d${seconds}s`, "-H", "Host: v.test"];
-    args.push(`http://127.0.0.1:${port}/hello`);
-    const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "null" }).output();
-    return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
-  };
   const pid = server.child.pid;
-  await load(2); // warm-up
+  await wrkHello(port, 2); // warm-up
   if (flags.promises) {
     const p0 = await promiseCount(pid);
-    const requests = await load(flags.seconds);
+    const requests = await wrkHello(port, flags.seconds);
     const p1 = await promiseCount(pid);
     console.log(`tunnel-server (${variant}): ${((p1 - p0) / requests).toFixed(2)} promises/req`);
   } else {
-    const running = load(flags.seconds + 2);
+    const running = wrkHello(port, flags.seconds + 2);
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = procCpuSeconds([server]);
     const profile = await recordProfile("127.0.0.1", inspect, flags.seconds * 1000);

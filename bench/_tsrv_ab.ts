@@ -24,6 +24,7 @@ import {
   startHelloNginx,
   stopAll,
   threadRunNs,
+  wrkHello,
 } from "./_util.ts";
 
 const flags = benchFlags({
@@ -47,25 +48,10 @@ interface Side {
   rps: number[];
 }
 
-/** wrk -t2 -c50 on GET /hello through `port`: the requests it made. */
-async function load(port: number, seconds: number): Promise<number> {
-  const args = [
-    "-t2",
-    "-c50",
-    `-d${seconds}s`,
-    "-H",
-    "Host: v.test",
-    ...(flags.close ? ["-H", "Connection: close"] : []),
-    `http://127.0.0.1:${port}/hello`,
-  ];
-  const out = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "null" }).output();
-  return Number(/(\d+) requests in /.exec(new TextDecoder().decode(out.stdout))?.[1] ?? 0);
-}
-
 /** Load `s` for `seconds` and note its server's and client's CPU per request. */
 async function measure(s: Side, seconds: number): Promise<void> {
   const s0 = threadRunNs(s.server.child.pid), c0 = threadRunNs(s.client.child.pid);
-  const n = await load(s.port, seconds);
+  const n = await wrkHello(s.port, seconds, flags.close);
   const s1 = threadRunNs(s.server.child.pid), c1 = threadRunNs(s.client.child.pid);
   s.serverUs.push((s1 - s0) / 1000 / Math.max(1, n));
   s.clientUs.push((c1 - c0) / 1000 / Math.max(1, n));
@@ -98,7 +84,7 @@ try {
     await client.waitFor(/msg="connected"/);
     sides.push({ name: t.name, port, server, client, serverUs: [], clientUs: [], rps: [] });
   }
-  for (const s of sides) await load(s.port, 2); // warm-up
+  for (const s of sides) await wrkHello(s.port, 2, flags.close); // warm-up
   for (let r = 0; r < flags.rounds; r++) {
     if (flags.together) {
       await Promise.all(sides.map((s) => measure(s, flags.seconds)));

@@ -21,6 +21,7 @@ import {
   benchPath,
   benchTrees,
   curl,
+  curlUpload,
   fixed,
   freePort,
   hasCommand,
@@ -152,18 +153,7 @@ async function download(p: Path): Promise<number> {
   return r.downloadMBps;
 }
 async function upload(p: Path): Promise<number> {
-  const r = await curl([
-    ...hostHeader(p),
-    "-H",
-    "Content-Type: application/octet-stream",
-    "-H",
-    "Expect:",
-    "-X",
-    "POST",
-    "-T",
-    "-",
-    `${p.url}/discard`,
-  ], { stdinZeros: bytes });
+  const r = await curlUpload(`${p.url}/discard`, bytes, p.host);
   if (r.exit !== 0 || r.status !== 200) {
     console.error(`${p.name} upload: exit ${r.exit}, HTTP ${r.status} ${r.stderr}`);
   }

@@ -388,6 +388,31 @@ export async function startHelloNginx(prefix = "warren-bench-nginx-"): Promise<H
 }
 
 /**
+ * An haproxy configuration in TCP mode (the C peer of our relays): a `listen` section a
+ * listener, on 127.0.0.1:`port`, round robin over its `targets` (127.0.0.1 ports).
+ */
+export function haproxyTcpConfig(
+  listeners: readonly { port: number; targets: readonly number[] }[],
+): string {
+  return [
+    "global",
+    "  maxconn 8192",
+    "defaults",
+    "  mode tcp",
+    "  timeout connect 5s",
+    "  timeout client 60s",
+    "  timeout server 60s",
+    ...listeners.flatMap(({ port, targets }, l) => [
+      `listen front${l || ""}`,
+      `  bind 127.0.0.1:${port}`,
+      "  balance roundrobin",
+      ...targets.map((t, i) => `  server s${i} 127.0.0.1:${t}`),
+    ]),
+    "",
+  ].join("\n");
+}
+
+/**
  * haproxy in TCP mode (the C peer of our relays) on a free port, round robin over `targets`
  * (127.0.0.1 ports), its config `dir/name.cfg`; ready when this resolves.
  */
@@ -398,23 +423,7 @@ export async function startHaproxyTcp(
 ): Promise<{ proc: Proc; port: number }> {
   const port = freePort();
   const cfg = `${dir}/${name}.cfg`;
-  Deno.writeTextFileSync(
-    cfg,
-    [
-      "global",
-      "  maxconn 8192",
-      "defaults",
-      "  mode tcp",
-      "  timeout connect 5s",
-      "  timeout client 60s",
-      "  timeout server 60s",
-      "listen front",
-      `  bind 127.0.0.1:${port}`,
-      "  balance roundrobin",
-      ...targets.map((t, i) => `  server s${i} 127.0.0.1:${t}`),
-      "",
-    ].join("\n"),
-  );
+  Deno.writeTextFileSync(cfg, haproxyTcpConfig([{ port, targets }]));
   const proc = spawn("haproxy", ["-f", cfg, "-db"], { output: "discard", name });
   try {
     await waitPort(port, name);
@@ -1330,6 +1339,26 @@ export async function curl(args: string[], opts: CurlOptions = {}): Promise<Curl
   return r;
 }
 
+/**
+ * The bulk rows' upload: curl POSTs `bytes` zeros to `url` (`/discard` of the origin) as a
+ * chunked body streamed from a pipe (`head -c N /dev/zero | curl -T -`), no `Expect:`
+ * round trip, with `Host: host` where given.
+ */
+export function curlUpload(url: string, bytes: number, host?: string): Promise<CurlResult> {
+  return curl([
+    ...(host ? ["-H", `Host: ${host}`] : []),
+    "-H",
+    "Content-Type: application/octet-stream",
+    "-H",
+    "Expect:",
+    "-X",
+    "POST",
+    "-T",
+    "-",
+    url,
+  ], { stdinZeros: bytes });
+}
+
 /** What one wrk run reported. */
 export interface WrkResult {
   rps: number;
@@ -1395,6 +1424,17 @@ export async function wrk(url: string, opts: WrkOptions): Promise<WrkResult> {
       (/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text) ?? [])
         .slice(1).reduce((n, x) => n + Number(x), 0),
   };
+}
+
+/**
+ * `wrk -t2 -c50` on GET /hello with `Host: v.test` through `port` for `seconds` (every request
+ * `Connection: close` with `close`): the requests it made. The tunnel A/B and profile benches'
+ * load on a tunnel to {@linkcode startHelloNginx}.
+ */
+export async function wrkHello(port: number, seconds: number, close = false): Promise<number> {
+  const headers = close ? ["Connection: close"] : [];
+  return (await wrk(`http://127.0.0.1:${port}/hello`, { seconds, host: "v.test", headers }))
+    .requests;
 }
 
 /** wrk's latency standard deviation in ms (the second figure of its `Latency` line). */

@@ -52,6 +52,7 @@ import {
   fixed,
   formatTable,
   freePort,
+  haproxyTcpConfig,
   hasCommand,
   hey,
   lengthHeader,
@@ -254,26 +255,10 @@ try {
   start("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir]);
   Deno.writeTextFileSync(
     `${dir}/haproxy.cfg`,
-    [
-      "global",
-      "  maxconn 8192",
-      "defaults",
-      "  mode tcp",
-      "  timeout connect 5s",
-      "  timeout client 60s",
-      "  timeout server 60s",
-      "frontend f",
-      `  bind 127.0.0.1:${ports.haproxy}`,
-      "  default_backend b",
-      "backend b",
-      `  server s1 127.0.0.1:${srcPort}`,
-      "frontend fn",
-      `  bind 127.0.0.1:${ports.haproxyNginx}`,
-      "  default_backend bn",
-      "backend bn",
-      `  server s1 127.0.0.1:${ports.nginx}`,
-      "",
-    ].join("\n"),
+    haproxyTcpConfig([
+      { port: ports.haproxy, targets: [srcPort] },
+      { port: ports.haproxyNginx, targets: [ports.nginx] },
+    ]),
   );
   const haproxy = start("haproxy", ["-f", `${dir}/haproxy.cfg`, "-db"]);
   const microsocks = start("microsocks", ["-i", "127.0.0.1", "-p", String(ports.microsocks)]);

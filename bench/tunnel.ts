@@ -56,6 +56,7 @@ import {
   boxRun,
   boxSample,
   curl,
+  curlUpload,
   fixed,
   freePort,
   hasCommand,
@@ -554,19 +555,7 @@ async function bulkAndTcp(): Promise<void> {
     );
     const d = down.result.downloadMBps;
     // curl streams the body (chunked) from a pipe fed by `head -c N /dev/zero`.
-    const up = await cpuDuring(p.hops, () =>
-      curl([
-        ...hostHeader,
-        "-H",
-        "Content-Type: application/octet-stream",
-        "-H",
-        "Expect:",
-        "-X",
-        "POST",
-        "-T",
-        "-",
-        `${p.url}/discard`,
-      ], { stdinZeros: totalBytes }));
+    const up = await cpuDuring(p.hops, () => curlUpload(`${p.url}/discard`, totalBytes, p.host));
     const u = up.result.uploadMBps;
     if (p.name === "direct") (bd = d, bu = u);
     if (p.name === floorName) (fd = d, fu = u);

@@ -325,31 +325,24 @@ export async function rawGet(
   }
 }
 
-/** A local TCP service: hashes everything it reads and, at EOF, answers the hex SHA-256. */
-export function startHasher(): { port: number; close(): Promise<void> } {
+/**
+ * A TCP service on 127.0.0.1 that serves each accepted connection with `handle`, then closes
+ * it. A handler's error is a connection the test cut (its assertions on what came show any
+ * other). close() stops accepting, closes the connections still open and waits for every handler.
+ */
+export function serveConns(
+  handle: (c: Deno.Conn) => Promise<void>,
+): { port: number; close(): Promise<void> } {
   const l = listenLocal();
   const conns = new Set<Deno.Conn>();
   const handlers = new Set<Promise<void>>();
   const loop = (async () => {
     for await (const c of l) {
       conns.add(c);
-      const h = (async () => {
-        const hash = createHash("sha256");
-        const buf = new Uint8Array(256 * 1024);
-        try {
-          while (true) {
-            const n = await c.read(buf);
-            if (n === null) break;
-            hash.update(buf.subarray(0, n));
-          }
-          await c.write(new TextEncoder().encode(hash.digest("hex")));
-        } catch {
-          // Cut by the test (port removed mid-connection): nothing to answer.
-        } finally {
-          conns.delete(c);
-          closeQuietly(c);
-        }
-      })();
+      const h = handle(c).catch(() => {}).finally(() => {
+        conns.delete(c);
+        closeQuietly(c);
+      });
       handlers.add(h);
       h.finally(() => handlers.delete(h));
     }
@@ -363,6 +356,20 @@ export function startHasher(): { port: number; close(): Promise<void> } {
       await Promise.all(handlers);
     },
   };
+}
+
+/** A local TCP service: hashes everything it reads and, at EOF, answers the hex SHA-256. */
+export function startHasher(): { port: number; close(): Promise<void> } {
+  return serveConns(async (c) => {
+    const hash = createHash("sha256");
+    const buf = new Uint8Array(256 * 1024);
+    while (true) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      hash.update(buf.subarray(0, n));
+    }
+    await c.write(new TextEncoder().encode(hash.digest("hex")));
+  });
 }
 
 /** A UDP port free now on 127.0.0.1, below the ephemeral range (see portBelowEphemeral). */

@@ -9,7 +9,7 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { startClient, testLog } from "./_tunnel.ts";
+import { serveConns, startClient, testLog } from "./_tunnel.ts";
 import { blockStream, blockStreamSha256, listenLocal, within } from "./_util.ts";
 import { BufferedReader, closeQuietly, type Duplex, writeAll } from "../lib/net/mod.ts";
 import {
@@ -50,49 +50,25 @@ class CountingConn implements Duplex {
  * SHA-256 (kept-alive connections, any number of requests).
  */
 function startHashingApp(): { port: number; close(): Promise<void> } {
-  const l = listenLocal();
-  const conns = new Set<Deno.Conn>();
-  const served: Promise<void>[] = [];
-  const loop = (async () => {
-    for await (const c of l) {
-      conns.add(c);
-      served.push((async () => {
-        const r = new BufferedReader(c);
-        try {
-          while (true) {
-            const head = await readRequestHead(r).catch(() => null);
-            if (head === null) return;
-            const hash = createHash("sha256");
-            await copyBody(r, c, requestBodyFraming(head), (p) => {
-              hash.update(p);
-              return Promise.resolve();
-            });
-            // A chunked body is hashed as it travels: framing and all (copyBody keeps it).
-            const hex = new TextEncoder().encode(hash.digest("hex"));
-            await writeAll(
-              c,
-              new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${hex.length}\r\n\r\n`),
-            );
-            await writeAll(c, hex);
-          }
-        } catch {
-          // The test ended the connection.
-        } finally {
-          conns.delete(c);
-          closeQuietly(c);
-        }
-      })());
+  return serveConns(async (c) => {
+    const r = new BufferedReader(c);
+    while (true) {
+      const head = await readRequestHead(r).catch(() => null);
+      if (head === null) return;
+      const hash = createHash("sha256");
+      await copyBody(r, c, requestBodyFraming(head), (p) => {
+        hash.update(p);
+        return Promise.resolve();
+      });
+      // A chunked body is hashed as it travels: framing and all (copyBody keeps it).
+      const hex = new TextEncoder().encode(hash.digest("hex"));
+      await writeAll(
+        c,
+        new TextEncoder().encode(`HTTP/1.1 200 OK\r\nContent-Length: ${hex.length}\r\n\r\n`),
+      );
+      await writeAll(c, hex);
     }
-  })();
-  return {
-    port: l.addr.port,
-    close: async () => {
-      l.close();
-      for (const c of conns) closeQuietly(c);
-      await loop.catch(() => {});
-      await Promise.all(served);
-    },
-  };
+  });
 }
 
 /** SHA-256 of the chunked wire form {@linkcode chunkedBody} writes for `total` bytes. */

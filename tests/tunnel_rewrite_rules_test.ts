@@ -196,6 +196,43 @@ const rewriteArb = fc.array(
 const fieldsArb = fc.array(fc.tuple(nameArb, valueArb), { maxLength: 8 });
 const latin1 = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 const text = (b: Uint8Array) => String.fromCharCode(...b);
+const peer = { ip: "192.0.2.7", remote: "192.0.2.7:5000" };
+
+/** A head's start line and fields as a serialiser writes them, ending with the empty line. */
+function headText(startLine: string, fields: [string, string][]): string {
+  return `${startLine}\r\n${fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`;
+}
+
+/**
+ * A request head with one Host put among `fields` at `hostAt` (the front refuses a request
+ * without one): its scanned head and the front's byte parts (head, X-Forwarded-* lines).
+ */
+function requestHead(requestLine: string, fields: [string, string][], hostAt: number) {
+  fields.splice(Math.min(hostAt, fields.length), 0, ["Host", "p.test"]);
+  const raw = latin1(headText(requestLine, fields));
+  const scan = scanRequestHead(raw);
+  assert(scan, "a head as a serialiser writes it");
+  const parts = forwardHeadParts(raw, scan.head, peer, "http");
+  assert(parts);
+  return { head: scan.head, parts };
+}
+
+/**
+ * A response head followed by `body`: its bytes, the head's scanned length, and the head as
+ * readResponseHead reads it from reads of `chunk` bytes.
+ */
+async function responseHead(
+  statusLine: string,
+  fields: [string, string][],
+  body: Uint8Array,
+  chunk: number,
+) {
+  const bytes = new Uint8Array([...latin1(headText(statusLine, fields)), ...body]);
+  const scan = scanResponseHead(bytes);
+  assert(scan, "a head as a serialiser writes it");
+  const head = await readResponseHead(new BufferedReader(new ChunkedSource(bytes, chunk)));
+  return { bytes, length: scan.length, head };
+}
 
 Deno.test("rewrite rules: a response head rewritten at byte level is the serialised rewrite", async () => {
   await fc.assert(
@@ -205,15 +242,9 @@ Deno.test("rewrite rules: a response head rewritten at byte level is the seriali
       fieldsArb,
       fc.uint8Array({ maxLength: 20 }),
       async (rw, statusLine, fields, body) => {
-        const headText = `${statusLine}\r\n${
-          fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")
-        }\r\n`;
-        const bytes = new Uint8Array([...latin1(headText), ...body]);
-        const scan = scanResponseHead(bytes);
-        assert(scan, "a head as a serialiser writes it");
-        const head = await readResponseHead(new BufferedReader(new ChunkedSource(bytes, 7)));
+        const { bytes, length, head } = await responseHead(statusLine, fields, body, 7);
         const want = serializeResponseHead({ ...head, headers: rw.response(head.headers) });
-        const got = rw.responseBytes(bytes, scan.length);
+        const got = rw.responseBytes(bytes, length);
         const wanted = text(want) + text(body);
         // A plain compare (assertEquals' diff of every shrunk case is slow).
         assert(text(got) === wanted, `${JSON.stringify(text(got))} !== ${JSON.stringify(wanted)}`);
@@ -224,7 +255,6 @@ Deno.test("rewrite rules: a response head rewritten at byte level is the seriali
 });
 
 Deno.test("rewrite rules: a request head rewritten at byte level is the serialised rewrite", () => {
-  const peer = { ip: "192.0.2.7", remote: "192.0.2.7:5000" };
   fc.assert(
     fc.property(
       rewriteArb,
@@ -232,18 +262,10 @@ Deno.test("rewrite rules: a request head rewritten at byte level is the serialis
       fieldsArb,
       fc.nat(8),
       (rw, requestLine, fields, hostAt) => {
-        // One Host among the fields (the front refuses a request without one).
-        fields.splice(Math.min(hostAt, fields.length), 0, ["Host", "p.test"]);
-        const raw = latin1(
-          `${requestLine}\r\n${fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`,
-        );
-        const scan = scanRequestHead(raw);
-        assert(scan, "a head as a serialiser writes it");
-        const parts = forwardHeadParts(raw, scan.head, peer, "http");
-        assert(parts);
+        const { head, parts } = requestHead(requestLine, fields, hostAt);
         const want = serializeRequestHead({
-          ...scan.head,
-          headers: rw.request(forwardHeaders(scan.head, peer, "http", false)),
+          ...head,
+          headers: rw.request(forwardHeaders(head, peer, "http", false)),
         });
         const got = text(rw.requestBytes(parts[0], parts[1])!);
         assert(got === text(want), `${JSON.stringify(got)} !== ${JSON.stringify(text(want))}`);
@@ -271,7 +293,6 @@ const closeFieldsArb = fc.array(fc.oneof(fc.tuple(nameArb, valueArb), connection
 });
 
 Deno.test("rewrite rules: a request without its close at byte level is the serialised one", () => {
-  const peer = { ip: "192.0.2.7", remote: "192.0.2.7:5000" };
   fc.assert(
     fc.property(
       fc.option(rewriteArb, { nil: undefined }),
@@ -279,23 +300,16 @@ Deno.test("rewrite rules: a request without its close at byte level is the seria
       closeFieldsArb,
       fc.nat(8),
       (rw, requestLine, fields, hostAt) => {
-        fields.splice(Math.min(hostAt, fields.length), 0, ["Host", "p.test"]);
-        const raw = latin1(
-          `${requestLine}\r\n${fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n`,
-        );
-        const scan = scanRequestHead(raw);
-        assert(scan, "a head as a serialiser writes it");
-        const parts = forwardHeadParts(raw, scan.head, peer, "http");
-        assert(parts);
+        const { head, parts } = requestHead(requestLine, fields, hostAt);
         const kept = withoutCloseBytes(parts[0]);
         const onlyClose = fields.every(([k, v]) =>
           !fieldNameIs(k, "connection") || v.toLowerCase() === "close"
         );
         assertEquals(kept !== undefined, onlyClose, JSON.stringify(fields));
         if (!kept) return;
-        const headers = withoutCloseOption(forwardHeaders(scan.head, peer, "http", false));
+        const headers = withoutCloseOption(forwardHeaders(head, peer, "http", false));
         const want = text(serializeRequestHead({
-          ...scan.head,
+          ...head,
           headers: rw ? rw.request(headers) : headers,
         }));
         const got = text(rw ? rw.requestBytes(kept, parts[1])! : joinParts([kept, parts[1]]));
@@ -316,17 +330,11 @@ Deno.test("rewrite rules: a response given its close at byte level is the serial
       closeFieldsArb,
       fc.uint8Array({ maxLength: 20 }),
       async (statusLine, fields, body) => {
-        const headText = `${statusLine}\r\n${
-          fields.map(([k, v]) => `${k}: ${v}\r\n`).join("")
-        }\r\n`;
-        const bytes = new Uint8Array([...latin1(headText), ...body]);
-        const scan = scanResponseHead(bytes);
-        assert(scan, "a head as a serialiser writes it");
-        const head = await readResponseHead(new BufferedReader(new ChunkedSource(bytes, 5)));
+        const { bytes, length, head } = await responseHead(statusLine, fields, body, 5);
         const headers = head.headers.filter(([k]) => !fieldNameIs(k, "connection"));
         headers.push(["Connection", "close"]);
         const wanted = text(serializeResponseHead({ ...head, headers })) + text(body);
-        const got = text(closingResponseBytes(bytes, scan.length));
+        const got = text(closingResponseBytes(bytes, length));
         assert(got === wanted, `${JSON.stringify(got)} !== ${JSON.stringify(wanted)}`);
       },
     ),
