@@ -17,6 +17,7 @@ import {
   type Duplex,
   errorMessage,
   type HostPort,
+  IdTable,
   isOutOfFds,
   joinHostPort,
   LiveList,
@@ -222,8 +223,8 @@ interface Session {
   spares?: SparePool;
   /** The mux session carrying tunnels (`mux` mode). */
   mux?: MuxSession;
-  /** Per-request abort controllers (cancel, session end). */
-  requests: Map<number, AbortHub>;
+  /** Per-request aborts (cancel, session end); not a `Map`: see lib/net/id_table.ts. */
+  requests: IdTable<AbortHub>;
   /** The server waits for `end{id}` before passing a plain tunnel's FIN on. */
   reportsEnds: boolean;
   /** "open": the server opens a mux stream per request, its SYN carrying the request. */
@@ -543,11 +544,11 @@ export class DepotLocal {
         ? depotCompact
         : undefined;
       if (compact) ctl.useCompact(compact);
-      const requests = new Map<number, AbortHub>();
+      const requests = new IdTable<AbortHub>();
       // The session's end aborts each of its requests: one listener for them all (a listener
       // per request on the long-lived signal, or AbortSignal.any, cost each request more).
       ctl.signal.addEventListener("abort", () => {
-        for (const a of requests.values()) a.abort(ctl.signal.reason);
+        for (const a of [...requests]) a.abort(ctl.signal.reason);
       }, { once: true });
       let session: Session = {
         ctl,
