@@ -239,10 +239,11 @@ interface OnStream {
   /** What the first frame's read took past the request (forwarded first). */
   leftover: Uint8Array;
   /**
-   * Called once the answer (`tunnel` or `connectFailed`) is written or could not be: a used
-   * standby spare's replacement starts then, not ahead of the target's dial and the answer.
+   * A used standby spare's pool: its replacement starts (`fill()`) once the answer (`tunnel`
+   * or `connectFailed`) is written or could not be, not ahead of the target's dial and the
+   * answer. The pool itself, not a closure per connection.
    */
-  answered?: () => void;
+  refill?: SparePool;
 }
 
 /**
@@ -581,20 +582,21 @@ export class DepotLocal {
         if (o.mux) this.log.warn("server does not offer mux; using one TCP connection per tunnel");
         if (spareCount > 0 && welcome.spareIdleMs !== undefined) {
           // "open": each spare announces itself (standby) and waits for a request the server
-          // writes on it; requests that still come on the control connection dial fresh.
-          const standby = async (): Promise<Duplex> => {
-            const conn = await dialTunnel(this.#stop.signal);
-            try {
-              await writeAll(
-                conn,
-                frame({ type: "standby", name: this.name, sessionKey: sessionKey! }, compact),
-              );
-            } catch (err) {
-              closeQuietly(conn);
-              throw err;
-            }
-            void this.#watchStandby(pool, conn, () => current, compact); // counts itself
+          // writes on it (`#watchStandby`, from its dial on: one async frame per spare, where a
+          // function around the dial and the announcement, `writeAll`'s and a `catch()` were
+          // three more); requests that still come on the control connection dial fresh. The
+          // announcement is the same for every spare of the session: encoded once.
+          const announce = opens
+            ? frame({ type: "standby", name: this.name, sessionKey: sessionKey! }, compact)
+            : undefined;
+          const whose = () => current;
+          const watch = (conn: Duplex): Duplex => {
+            void this.#watchStandby(pool, conn, announce!, whose, compact); // counts itself
             return conn;
+          };
+          const dialFailed = (err: unknown): never => {
+            this.#noteDialError(err);
+            throw err;
           };
           // As many as the server holds (it closes standbys past its `standbyMax`); kept until
           // it retires them, if it does ("retire"), else replaced at `spareIdleMs` here.
@@ -602,11 +604,7 @@ export class DepotLocal {
             spareCount,
             welcome.spareIdleMs,
             // A failed spare dial is retried by the pool's next take or tick.
-            () =>
-              (opens ? standby() : dialTunnel(this.#stop.signal)).catch((err) => {
-                this.#noteDialError(err);
-                throw err;
-              }),
+            () => dialTunnel(this.#stop.signal).then(opens ? watch : undefined, dialFailed),
             Math.max(spareCount, (opens ? welcome.standbyMax : undefined) ?? legacyStandbyPerExit),
             opens && welcome.features?.includes(retireFeature) === true,
           );
@@ -714,7 +712,8 @@ export class DepotLocal {
   }
 
   /**
-   * A standby spare ("open"): wait for the request the server writes on it, take it out of
+   * A standby spare ("open"), just dialled and in the pool: announce it (`announce`, the
+   * session's `standby` frame), wait for the request the server writes on it, take it out of
    * the pool and serve it there. The server may end it instead: retired ("retire": replaced),
    * refused (an error frame) or closed (over its bound): taken out. A spare the pool closed
    * (expired, the session ended) ends the wait. Never rejects; `stop()` waits for it through
@@ -723,24 +722,56 @@ export class DepotLocal {
   async #watchStandby(
     pool: SparePool,
     conn: Duplex,
+    announce: Uint8Array,
     session: () => Session | undefined,
     compact: CompactCodec<DepotMessage> | undefined,
   ): Promise<void> {
-    // Borrowed from the relay pool until its one read settled (the leftover is a copy).
-    const buf = relayPool.acquire(minRelayBufferBytes);
-    const buffered = new BufferedReader(conn, buf);
     this.#streamTasks++; // right before the try whose finally counts it off
     try {
+      try {
+        // A short write's rest only through writeAll (a frame of its own).
+        const wrote = await conn.write(announce);
+        if (wrote < announce.length) await writeAll(conn, announce.subarray(wrote));
+      } catch {
+        // Gone before it was announced (the server shed it, the pool closed it): as a failed
+        // dial, the pool's next take or tick replaces it.
+        closeQuietly(conn);
+        pool.lost(conn);
+        return;
+      }
       let req: DepotMessage | null = null;
       let leftover: Uint8Array | undefined;
+      // The request mostly comes whole in the spare's first read: decoded from the bytes read,
+      // in this frame (a BufferedReader and a ControlReader were two objects and two async
+      // frames per connection); a frame split over reads is read on behind what came.
+      // Borrowed from the relay pool until that read settled (the leftover is a copy).
+      const buf = relayPool.acquire(minRelayBufferBytes);
+      let part: Uint8Array | undefined;
       try {
-        req = await new ControlReader(buffered, depotProtocol, { maxMessageBytes: 1024, compact })
-          .read();
-        leftover = buffered.takeBuffered();
+        const n = await conn.read(buf);
+        if (n !== null) {
+          const first = firstMessageIn(buf.subarray(0, n), depotProtocol, {
+            maxMessageBytes: 1024,
+            compact,
+          });
+          if (first) ({ msg: req, leftover } = first);
+          else part = buf.slice(0, n);
+        }
       } catch {
-        // Closed by the pool (expired, the session ended), or reset by the server.
+        // Closed by the pool (expired, the session ended), reset by the server, or a frame
+        // that does not decode.
       } finally {
         relayPool.release(buf);
+      }
+      if (part) {
+        try {
+          ({ msg: req, leftover } = await readFirstMessage(withPrefix(conn, part), depotProtocol, {
+            maxMessageBytes: 1024,
+            compact,
+          }));
+        } catch {
+          // As above.
+        }
       }
       if (req?.type !== "connect" && !(req?.type === "associate" && this.#udpOpts.enabled)) {
         closeQuietly(conn);
@@ -769,7 +800,7 @@ export class DepotLocal {
       await this.#handleConnect(s, req, {
         stream: conn,
         leftover: leftover!,
-        answered: () => pool.fill(),
+        refill: pool,
       });
     } finally {
       this.#taskEnded();
@@ -864,10 +895,10 @@ export class DepotLocal {
     session.requests.set(req.id, abort);
     if (ctl.signal.aborted) abort.abort(ctl.signal.reason);
     const udp = req.type === "associate";
-    const dest = udp ? "udp" : joinHostPort(req.host, req.port);
-    // Made when first used: a relayed connection below the info level never logs.
+    // The destination's text and the request's logger are made only on the paths that use
+    // them (failures, info lines): a relayed connection below the info level makes neither
+    // (a string, a closure and its context per connection).
     let reqLog: Logger | undefined;
-    const log = () => reqLog ??= this.log.child({ id: req.id, dest });
     const startedMs = performance.now();
     const timeoutMs = o.dialTimeoutMs ?? defaultLocalDialTimeoutMs;
     let app: Deno.TcpConn | undefined;
@@ -884,7 +915,7 @@ export class DepotLocal {
     try {
       try {
         if (!allowed) {
-          throw new NetError("not-allowed", `${dest} is not allowed by this local's policy`);
+          throw new NetError("not-allowed", `${destOf(req)} is not allowed by this local's policy`);
         }
         // dial() (aclDial too) sets TCP_NODELAY already.
         if (!udp) {
@@ -895,10 +926,10 @@ export class DepotLocal {
       } catch (err) {
         const reason = classifyError(err);
         this.#noteDialError(err);
-        this.#fail(dest, reason, errorMessage(err));
-        log().info("dial failed", { failure: reason, error: errorMessage(err) });
+        this.#fail(destOf(req), reason, errorMessage(err));
+        this.#requestLog(req).info("dial failed", { failure: reason, error: errorMessage(err) });
         await reportFailed(ctl, on, req.id, reason, errorMessage(err));
-        on?.answered?.();
+        on?.refill?.fill();
         // `transport` never rejects (its failure is a value): close what it brings, if any.
         if (on) closeQuietly(on.stream);
         else void transport?.then((t) => closeQuietly(t.conn?.conn));
@@ -912,11 +943,13 @@ export class DepotLocal {
             // next byte (the server opened it for this request: no acceptance round). A mux
             // stream queues the small answer at once (no promise, no turn); a spare writes it.
             if (!(on.stream instanceof MuxStream && on.stream.writeNow(frame))) {
-              await writeAll(on.stream, frame);
+              // writeAll (an async frame of its own) only for a short write's rest.
+              const wrote = await on.stream.write(frame);
+              if (wrote < frame.length) await writeAll(on.stream, frame.subarray(wrote));
             }
             tunnel = withPrefix(on.stream, on.leftover);
           } finally {
-            on.answered?.();
+            on.refill?.fill();
           }
         } else {
           const t = (await transport)!; // set when allowed, as it is past the dial
@@ -933,15 +966,17 @@ export class DepotLocal {
           } catch (err) {
             if (!opened.spare || err instanceof RemoteError || abort.aborted) throw err;
             // A spare the server had already dropped (restart, timer): one fresh connection.
-            log().debug("spare tunnel was dead, dialling a fresh one", { error: describe(err) });
+            this.#requestLog(req).debug("spare tunnel was dead, dialling a fresh one", {
+              error: describe(err),
+            });
             const fresh = await session.dialTunnel(abort.signal);
             tunnel = await this.#tunnelHandshake(fresh, req, app?.localAddr, abort.signal, session);
           }
         }
       } catch (err) {
         this.#noteDialError(err);
-        this.#fail(dest, "other", `tunnel: ${describe(err)}`);
-        log().warn("tunnel failed", { error: describe(err) });
+        this.#fail(destOf(req), "other", `tunnel: ${describe(err)}`);
+        this.#requestLog(req).warn("tunnel failed", { error: describe(err) });
         await reportFailed(ctl, on, req.id, "other", `tunnel: ${describe(err)}`);
         if (on) closeQuietly(on.stream); // its answer is written: nothing else goes on it
         return;
@@ -960,7 +995,8 @@ export class DepotLocal {
           // An associate (nothing was dialled): the tunnel carries datagrams.
           const t = tunnel;
           tunnel = undefined; // serveExitAssociation closes it
-          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, abort.signal, log());
+          reqLog = this.#requestLog(req);
+          udpResult = await serveExitAssociation(t, this.#udpOpts, stats, abort.signal, reqLog);
           end = udpResult.end;
           return;
         }
@@ -978,7 +1014,7 @@ export class DepotLocal {
         end = r.end;
       } finally {
         if (this.log.enabled("info")) {
-          log().info("connection closed", {
+          (reqLog ?? this.#requestLog(req)).info("connection closed", {
             end,
             up: stats.aToB,
             down: stats.bToA,
@@ -1085,6 +1121,11 @@ export class DepotLocal {
     }
   }
 
+  /** The logger of request `req`'s lines. */
+  #requestLog(req: ConnectRequest | AssociateRequest): Logger {
+    return this.log.child({ id: req.id, dest: destOf(req) });
+  }
+
   #fail(dest: string, reason: NetFailureReason, message: string): void {
     this.#failureCount++;
     this.#failuresByReason[reason] = (this.#failuresByReason[reason] ?? 0) + 1;
@@ -1136,6 +1177,11 @@ function tunnelFrame(
     boundHost: bound?.hostname,
     boundPort: bound?.port,
   }, compact);
+}
+
+/** What a request's log lines and failures name as its destination. */
+function destOf(req: ConnectRequest | AssociateRequest): string {
+  return req.type === "associate" ? "udp" : joinHostPort(req.host, req.port);
 }
 
 function describe(err: unknown): string {

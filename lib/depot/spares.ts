@@ -132,6 +132,19 @@ export class SparePool {
   }
 
   /**
+   * The spare `conn` failed before it was ready (its `standby` announcement could not be
+   * written): taken out, as a failed dial would have left it (no hit, the wanted count kept, no
+   * refill now: the next take or expiry tick dials its replacement). False when it is no
+   * longer here.
+   */
+  lost(conn: Duplex): boolean {
+    const i = this.#spares.findLastIndex((s) => s.conn === conn);
+    if (i < 0) return false;
+    this.#spares.splice(i, 1);
+    return true;
+  }
+
+  /**
    * The server retired the spare `conn` ("retire": idle past its time there, no request was
    * or will be written on it): take it out and dial its replacement. False when it is no
    * longer here.
