@@ -30,6 +30,7 @@ import {
   spawnDeno,
   startHaproxyHops,
   startHelloNginx,
+  startTunnelClient,
   stopAll,
   wrk,
 } from "./_util.ts";
@@ -176,16 +177,9 @@ try {
     ], { env: { ...envOf(t.extra, "server"), TWAVE_ID: id } });
     procs.push(server);
     const port = await listeningPort(server, "http");
-    const client = spawnDeno(`${t.dir}/services/tunnel-client.ts`, [
-      "--server",
-      `http://127.0.0.1:${port}`,
-      "--local",
-      `127.0.0.1:${nginx.port}`,
-      "--log-level",
-      "info",
-    ], { env: { ...envOf(t.extra, "client"), TUNNEL_IDENTIFIER: id } });
-    procs.push(client);
-    await client.waitFor(/msg="connected"/);
+    const client = await startTunnelClient(t.dir, port, nginx.port, id, procs, {
+      env: envOf(t.extra, "client"),
+    });
     paths.push({ name: `tunnel (${t.name})`, port, host: "v.test", hops: [server, client] });
   }
 
