@@ -19,6 +19,14 @@
 import { Session } from "../lib/mux/mod.ts";
 import { closeQuietly } from "../lib/net/mod.ts";
 import { shapedNamespace } from "../tests/_netns.ts";
+import {
+  countReads,
+  peerLowat,
+  readText,
+  shapedPeerPort,
+  startShapedPeer,
+  stopShapedPeer,
+} from "../tests/_mux_shaped.ts";
 import { benchFlags, benchTrees, fixed, formatTable, median, sh, threadRunNs } from "./_util.ts";
 
 const flags = benchFlags({
@@ -26,15 +34,6 @@ const flags = benchFlags({
   strings: ["trees"],
 });
 const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`, ":");
-const dec = new TextDecoder();
-
-/** Everything stream `s` sends until its FIN, as text. */
-async function readAll(s: { read(p: Uint8Array): Promise<number | null> }): Promise<string> {
-  const buf = new Uint8Array(2048);
-  let text = "";
-  for (let n; (n = await s.read(buf)) !== null;) text += dec.decode(buf.subarray(0, n));
-  return text;
-}
 
 /** On-CPU ns of this process's own threads (not its children's). */
 function selfRunNs(): number {
@@ -85,57 +84,31 @@ async function once(dir: string, extra: string, r: number): Promise<Row> {
       const [k, v = ""] = kv.split(/=(.*)/s);
       env[k] = v;
     }
-    peer = new Deno.Command("ip", {
-      args: [
-        ...["netns", "exec", net.ns, Deno.execPath(), "run", "-A"],
-        `${dir}/tests/_mux_shaped_peer.ts`,
-      ],
-      env,
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let head = "";
-    while (!head.includes("\n")) {
-      const l = await lines.read();
-      if (l.done) throw new Error(`${dir}: the peer ended before it listened`);
-      head += l.value;
-    }
-    await lines.cancel();
-    const port = (JSON.parse(head.slice(0, head.indexOf("\n"))) as { port: number }).port;
+    peer = startShapedPeer(net.ns, { dir, env });
+    const port = await shapedPeerPort(peer);
     const conn = await Deno.connect({ hostname: `${subnet}.2`, port });
     const session = Session.client(conn, { keepaliveIntervalMs: 0 });
     const download = await session.open({ data: new Uint8Array([98]) });
-    let bulk = 0;
-    let stop = false;
-    const reading = (async () => {
-      const b = new Uint8Array(256 * 1024);
-      while (!stop) {
-        const n = await download.read(b).catch(() => null);
-        if (n === null) break;
-        bulk += n;
-      }
-    })();
+    const bulk = countReads(download);
     await new Promise((res) => setTimeout(res, 1000));
-    const b0 = bulk, t0 = performance.now();
+    const b0 = bulk.bytes, t0 = performance.now();
     const s0 = threadRunNs(peer.pid), r0 = selfRunNs();
     const ms: number[] = [];
     const ahead: number[] = [];
     while (performance.now() - t0 < flags.secs * 1000) {
-      const a = bulk, t = performance.now();
-      await readAll(await session.open({ data: new Uint8Array([115]), fin: true }));
+      const a = bulk.bytes, t = performance.now();
+      await readText(await session.open({ data: new Uint8Array([115]), fin: true }));
       ms.push(performance.now() - t);
-      ahead.push(bulk - a);
+      ahead.push(bulk.bytes - a);
       await new Promise((res) => setTimeout(res, flags["gap-ms"]));
     }
     const s1 = threadRunNs(peer.pid), r1 = selfRunNs();
-    const bytes = bulk - b0, secs = (performance.now() - t0) / 1000;
-    const q = await session.open({ data: new Uint8Array([113]), fin: true });
-    const lowat = (JSON.parse(await readAll(q)) as { lowat: number }).lowat;
-    stop = true;
+    const bytes = bulk.bytes - b0, secs = (performance.now() - t0) / 1000;
+    const lowat = await peerLowat(session);
+    bulk.stopped = true;
     await session.close();
     closeQuietly(download);
-    await reading;
+    await bulk.done;
     const gib = bytes / (1 << 30);
     ms.sort((x, y) => x - y);
     return {
@@ -149,12 +122,7 @@ async function once(dir: string, extra: string, r: number): Promise<Row> {
       lowat,
     };
   } finally {
-    try {
-      peer?.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await peer?.status;
+    await stopShapedPeer(peer);
     await net.destroy();
   }
 }
