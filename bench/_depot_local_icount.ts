@@ -1,10 +1,12 @@
 /**
  * `deno run -A bench/_depot_local_icount.ts --trees 'old=DIR,new=DIR' [--rounds 3] [--count 400]
- * [--warm 1500] [--concurrency 4]`: depot-local's user-space instructions per plain connection,
+ * [--warm 1500] [--concurrency 4] [--server]`: depot-local's (`--server`: depot-server's)
+ * user-space instructions per plain connection,
  * counted by valgrind's callgrind (all threads: V8's compiler and GC workers too), of several
  * checkouts: a figure the box's load does not move, for changes of a few µs that a CPU-time
  * A/B on this shared 2-core box cannot resolve (issue 20, dwake). Per tree and round: that
- * tree's depot-server (native) and its depot-local under callgrind with collection off; after
+ * tree's depot-server (native) and its depot-local under callgrind with collection off (with
+ * `--server` the other way round); after
  * `--warm` exchanges (the JIT settled) collection is switched on for `--count` small SOCKS
  * exchanges with `--concurrency` workers, then off, and the dump's total Ir / `--count` is the
  * round's figure. Trees alternate per round. Caveat (dloc): code driven by timers runs ~50×
@@ -32,7 +34,7 @@ import {
 
 const flags = benchFlags({
   numbers: { rounds: 3, count: 400, warm: 1500, concurrency: 4 },
-  booleans: [],
+  booleans: ["server"],
   strings: ["trees"],
 });
 const trees = benchTrees(flags.trees, `this=${new URL("..", import.meta.url).pathname}`, ":");
@@ -62,34 +64,44 @@ function totalIr(prefix: string): number {
   return sum;
 }
 
-/** One round of one tree: instructions per connection of its depot-local. */
+/** `valgrind --tool=callgrind` (collection off) running `deno run -A ARGS`. */
+function callgrind(prefix: string, args: string[], name: string): Proc {
+  return spawn("valgrind", [
+    "--tool=callgrind",
+    "--instr-atstart=no",
+    "--separate-threads=no",
+    `--callgrind-out-file=${prefix}`,
+    Deno.execPath(),
+    "run",
+    "-A",
+    ...args,
+  ], { env, output: "discard", name: `${name} (callgrind)` });
+}
+
+/** One round of one tree: instructions per connection of its depot-local (or depot-server). */
 async function round(name: string, dir: string, src: number, r: number): Promise<number> {
   const [control_, socks, tunnel, status] = [freePort(), freePort(), freePort(), freePort()];
   const prefix = `/tmp/dwake-cg.${name}.${r}.${Date.now()}`;
   const procs: Proc[] = [];
   try {
-    procs.push(spawnDeno(
+    const serverArgs = [
       `${dir}/services/depot-server.ts`,
-      depotServerArgs({ control: control_, socks, tunnel, status }),
-      { env, output: "stderr" },
-    ));
-    const local = spawn("valgrind", [
-      "--tool=callgrind",
-      "--instr-atstart=no",
-      "--separate-threads=no",
-      `--callgrind-out-file=${prefix}`,
-      Deno.execPath(),
-      "run",
-      "-A",
+      ...depotServerArgs({ control: control_, socks, tunnel, status }),
+    ];
+    const localArgs = [
       `${dir}/services/depot-local.ts`,
       ...["--log-level", "warn", "--server", `127.0.0.1:${control_}`],
-    ], {
-      env,
-      output: Deno.env.get("ICOUNT_LOG") ? "stderr" : "discard",
-      name: "depot-local (callgrind)",
-    });
-    procs.push(local);
-    await waitPort(status, `${name} depot-server`);
+    ];
+    // The counted process is pushed second: it is stopped first, its last dump written.
+    if (flags.server) {
+      procs.push(spawnDeno(localArgs[0], localArgs.slice(1), { env, output: "discard" }));
+      procs.push(callgrind(prefix, serverArgs, "depot-server"));
+    } else {
+      procs.push(spawnDeno(serverArgs[0], serverArgs.slice(1), { env, output: "stderr" }));
+      procs.push(callgrind(prefix, localArgs, "depot-local"));
+    }
+    const counted = procs[1];
+    await waitPort(status, `${name} depot-server`, 120_000);
     await waitUntil(`${name} exit`, async () => {
       const st = await (await fetch(`http://127.0.0.1:${status}/status`)).json() as {
         exits: unknown[];
@@ -98,11 +110,11 @@ async function round(name: string, dir: string, src: number, r: number): Promise
     }, 120_000);
     const route = socksRoute(name, socks, src);
     await concurrentRps(route, flags.warm, flags.concurrency);
-    await control(["-i", "on"], local.child.pid);
+    await control(["-i", "on"], counted.child.pid);
     await concurrentRps(route, flags.count, flags.concurrency);
-    await control(["-i", "off"], local.child.pid);
-    await control(["-d"], local.child.pid);
-    await stopAll(procs.splice(1)); // the local's last dump written
+    await control(["-i", "off"], counted.child.pid);
+    await control(["-d"], counted.child.pid);
+    await stopAll(procs.splice(1)); // the counted process's last dump written
     return totalIr(prefix) / flags.count;
   } finally {
     await stopAll(procs);
@@ -130,7 +142,9 @@ try {
 }
 const first = results.get(trees[0].name)!;
 console.log(
-  `depot-local instructions per connection (callgrind, ${flags.count} exchanges ×${flags.concurrency} after ${flags.warm} warm):`,
+  `${
+    flags.server ? "depot-server" : "depot-local"
+  } instructions per connection (callgrind, ${flags.count} exchanges ×${flags.concurrency} after ${flags.warm} warm):`,
 );
 for (const t of trees) {
   const v = results.get(t.name)!;

@@ -18,6 +18,11 @@
  * - `--v8 FLAGS`: V8 flags for the services (`--v8=--perf-basic-prof` for perf), and
  *   `--pause-ms N`: after the warm-up, print every service's pid and wait N ms (to attach perf
  *   or strace to them).
+ * - `--perf-stat`: `perf stat` on every service from the end of the warm-up to the last round
+ *   (task-clock, page faults, and the recvfrom, sendto and epoll_wait calls, per GiB moved
+ *   through its path): where one path's CPU goes into more or fewer syscalls than another's
+ *   (bench/RESULTS.md mbulk: 1 MiB frames and the 1 MiB TCP_NOTSENT_LOWAT double depot-local's
+ *   writes against plain depot's).
  * - `--no-plain`: the `--mux` paths only.
  * - `--floors`: also the Deno floors for bulk, in the same rounds: bench/floor_reverse.ts as it
  *   is (16 KiB reads: its floor of the cost per connection), bench/floor_mux_bulk.ts's plain
@@ -44,6 +49,7 @@ import {
   roundOrder,
   type Route,
   socksRoute,
+  spawn,
   spawnDeno,
   startLengthSource,
   stopAll,
@@ -55,7 +61,7 @@ import {
 
 const flags = benchFlags({
   numbers: { rounds: 9, mib: 512, "pause-ms": 0 },
-  booleans: ["up", "no-plain", "rt", "floors"],
+  booleans: ["up", "no-plain", "rt", "floors", "perf-stat"],
   strings: ["trees", "v8"],
 });
 /** `name=DIR` or `name=DIR:K=V+K=V` (extra environment of that tree's services). */
@@ -149,6 +155,47 @@ async function startFloorPair(
   return { socks: port, procs: [server, local] };
 }
 
+/** The counters `--perf-stat` reads, in its table's order after the path and process. */
+const perfEvents = [
+  "task-clock",
+  "page-faults",
+  "syscalls:sys_enter_recvfrom",
+  "syscalls:sys_enter_sendto",
+  "syscalls:sys_enter_epoll_wait",
+];
+
+/** `--perf-stat`: one `perf stat -p` per service of every path, each writing `dir/<i>-<j>`. */
+function startPerfStat(dir: string): Proc[] {
+  return paths.flatMap((p, i) =>
+    p.procs.map((q, j) => {
+      const proc = spawn("perf", [
+        ...["stat", "-x,", "-e", perfEvents.join(","), "-p", String(q.child.pid)],
+        ...["-o", `${dir}/${i}-${j}`],
+      ], { output: "discard", name: "perf stat" });
+      procs.push(proc);
+      return proc;
+    })
+  );
+}
+
+/** `--perf-stat`'s table: per service, each counter per GiB its path moved (`gibs`). */
+function perfTable(dir: string, gibs: number): string {
+  const rows = paths.flatMap((p, i) =>
+    p.procs.map((q, j) => {
+      const counts = new Map<string, number>();
+      for (const line of Deno.readTextFileSync(`${dir}/${i}-${j}`).split("\n")) {
+        const f = line.split(",");
+        if (f.length > 2 && !line.startsWith("#")) counts.set(f[2], Number(f[0]));
+      }
+      return [p.name, q.name, ...perfEvents.map((e) => fixed((counts.get(e) ?? NaN) / gibs))];
+    })
+  );
+  return `\nperf stat, per GiB through the path (${fixed(gibs, 1)} GiB each)\n` + formatTable(
+    ["path", "process", "task-clock ms", "page faults", "recvfrom", "sendto", "epoll_wait"],
+    rows,
+  );
+}
+
 const floorRevName = "floor reverse (16 KiB)";
 const floorPlainName = "floor plain (bulk)";
 const floorMuxName = "floor mux (bulk)";
@@ -229,6 +276,8 @@ try {
     }
     await new Promise((r) => setTimeout(r, flags["pause-ms"]));
   }
+  const perfDir = flags["perf-stat"] ? Deno.makeTempDirSync({ prefix: "mux-bulk-perf-" }) : "";
+  const perfs = flags["perf-stat"] ? startPerfStat(perfDir) : [];
   for (let round = 1; round <= flags.rounds; round++) {
     for (const [i, p] of roundOrder(paths, round)) {
       for (const d of dirs) {
@@ -307,6 +356,11 @@ try {
       ),
     );
     if (flags.floors) console.log(floorRatios(d));
+  }
+  if (flags["perf-stat"]) {
+    for (const q of perfs) await q.stop("SIGINT");
+    console.log(perfTable(perfDir, flags.rounds * gib * (flags.up ? 2 : 1)));
+    Deno.removeSync(perfDir, { recursive: true });
   }
 } finally {
   await stopAll(procs);

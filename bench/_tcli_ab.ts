@@ -29,6 +29,7 @@ import {
   roundOrder,
   spawnDeno,
   startHelloNginx,
+  startTunnelClient,
   stopAll,
   wrk,
   type WrkResult,
@@ -150,17 +151,10 @@ interface Path {
 }
 const paths: Path[] = [];
 for (const [i, v] of variants.entries()) {
-  const client = spawnDeno(`${v.dir}/services/tunnel-client.ts`, [
-    "--server",
-    `http://127.0.0.1:${srvPort}`,
-    "--local",
-    `127.0.0.1:${originPort}`,
-    "--log-level",
-    "info",
-    ...v.args,
-  ], { env: { TUNNEL_IDENTIFIER: `${id}-${i}`, ...v.env } });
-  procs.push(client);
-  await client.waitFor(/msg="connected"/);
+  const client = await startTunnelClient(v.dir, srvPort, originPort, `${id}-${i}`, procs, {
+    args: v.args,
+    env: v.env,
+  });
   paths.push({ label: v.label, host: `v${i}.test`, port: srvPort, client, server });
 }
 const floorServer = spawnDeno(benchPath("floor_mux.ts"), [], {

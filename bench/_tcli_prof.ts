@@ -36,6 +36,7 @@ import {
   promiseCount,
   spawnDeno,
   startHelloNginx,
+  startTunnelClient,
   stopAll,
   wrkHello,
 } from "./_util.ts";
@@ -72,16 +73,9 @@ const server = spawnDeno(`${flags.server ? dir : benchPath("..")}/services/tunne
 procs.push(server);
 const srvPort = await listeningPort(server, "http");
 const clientInspect = freePort();
-const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
-  "--server",
-  `http://127.0.0.1:${srvPort}`,
-  "--local",
-  `127.0.0.1:${originPort}`,
-  "--log-level",
-  "info",
-], { env: { TUNNEL_IDENTIFIER: id }, denoFlags: flags.server ? [] : instrumented(clientInspect) });
-procs.push(client);
-await client.waitFor(/msg="connected"/);
+const client = await startTunnelClient(dir, srvPort, originPort, id, procs, {
+  denoFlags: flags.server ? [] : instrumented(clientInspect),
+});
 const floorServerInspect = freePort();
 const floorServer = spawnDeno(benchPath("floor_mux.ts"), [], {
   env: { BENCH_MODE: "tunnel-server" },

@@ -26,6 +26,7 @@ import {
   promiseCount,
   spawnDeno,
   startHelloNginx,
+  startTunnelClient,
   stopAll,
   waitPort,
   wrkHello,
@@ -76,16 +77,7 @@ procs.push(server);
 
 try {
   await waitPort(port, "tunnel-server");
-  const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
-    "--server",
-    `http://127.0.0.1:${port}`,
-    "--local",
-    `127.0.0.1:${nginx.port}`,
-    "--log-level",
-    "info",
-  ], { env: { TUNNEL_IDENTIFIER: id } });
-  procs.push(client);
-  await client.waitFor(/msg="connected"/);
+  await startTunnelClient(dir, port, nginx.port, id, procs);
 
   const pid = server.child.pid;
   await wrkHello(port, 2); // warm-up

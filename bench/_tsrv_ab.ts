@@ -22,6 +22,7 @@ import {
   type Proc,
   spawnDeno,
   startHelloNginx,
+  startTunnelClient,
   stopAll,
   threadRunNs,
   wrkHello,
@@ -32,7 +33,8 @@ const flags = benchFlags({
   booleans: ["close", "together"],
   strings: ["trees"],
 });
-const trees = benchTrees(flags.trees, `new=${benchPath("..").replace(/\/$/, "")}`);
+const thisTree = benchPath("..").replace(/\/$/, "");
+const trees = benchTrees(flags.trees, `new=${thisTree}`);
 
 const nginx = await startHelloNginx("warren-tsrv-nginx-");
 const procs: Proc[] = [nginx.proc];
@@ -72,16 +74,8 @@ try {
     ], { env: { TSRV_ID: id } });
     procs.push(server);
     const port = await listeningPort(server, "http");
-    const client = spawnDeno(benchPath("../services/tunnel-client.ts"), [
-      "--server",
-      `http://127.0.0.1:${port}`,
-      "--local",
-      `127.0.0.1:${nginx.port}`,
-      "--log-level",
-      "info",
-    ], { env: { TUNNEL_IDENTIFIER: id } });
-    procs.push(client);
-    await client.waitFor(/msg="connected"/);
+    // This checkout's client for every tree: only the server differs.
+    const client = await startTunnelClient(thisTree, port, nginx.port, id, procs);
     sides.push({ name: t.name, port, server, client, serverUs: [], clientUs: [], rps: [] });
   }
   for (const s of sides) await wrkHello(s.port, 2, flags.close); // warm-up

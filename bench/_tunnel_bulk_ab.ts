@@ -33,6 +33,7 @@ import {
   roundOrder,
   spawnDeno,
   startHaproxyHops,
+  startTunnelClient,
   stopAll,
 } from "./_util.ts";
 
@@ -87,16 +88,9 @@ for (const [i, t] of trees.entries()) {
   ], { env: { TB_ID: `${id}-${i}`, ...treeEnv } });
   procs.push(server);
   const port = await listeningPort(server, "http");
-  const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
-    "--server",
-    `http://127.0.0.1:${port}`,
-    "--local",
-    `127.0.0.1:${ports.http}`,
-    "--log-level",
-    "info",
-  ], { env: { TUNNEL_IDENTIFIER: `${id}-${i}`, ...treeEnv } });
-  procs.push(client);
-  await client.waitFor(/msg="connected"/);
+  const client = await startTunnelClient(dir, port, ports.http, `${id}-${i}`, procs, {
+    env: treeEnv,
+  });
   paths.push({
     name: `tunnel (${t.name})`,
     url: `http://127.0.0.1:${port}`,
@@ -110,16 +104,9 @@ for (const [i, t] of trees.entries()) {
     });
     procs.push(hono);
     await hono.waitFor(/listening/);
-    const hc = spawnDeno(`${dir}/services/tunnel-client.ts`, [
-      "--server",
-      `http://127.0.0.1:${honoPort}`,
-      "--local",
-      `127.0.0.1:${ports.http}`,
-      "--log-level",
-      "info",
-    ], { env: { TUNNEL_IDENTIFIER: `${id}-hono-${i}`, ...treeEnv } });
-    procs.push(hc);
-    await hc.waitFor(/msg="connected"/);
+    const hc = await startTunnelClient(dir, honoPort, ports.http, `${id}-hono-${i}`, procs, {
+      env: treeEnv,
+    });
     paths.push({ name: `Hono (${t.name})`, url: `http://127.0.0.1:${honoPort}`, hops: [hono, hc] });
   }
 }

@@ -458,6 +458,34 @@ export function logField(line: string, key: string): string | undefined {
 }
 
 /**
+ * tunnel-client of the tree at `dir` (its `services/tunnel-client.ts`) for the tunnel-server
+ * on 127.0.0.1:`serverPort` as identifier `id`, forwarding to 127.0.0.1:`localPort`, at info
+ * level (plus `args`); pushed onto `procs` before the wait, so a failed start is stopped with
+ * the rest; resolves once it logs `connected`. `env` goes beside TUNNEL_IDENTIFIER.
+ */
+export async function startTunnelClient(
+  dir: string,
+  serverPort: number,
+  localPort: number,
+  id: string,
+  procs: Proc[],
+  opts: { args?: string[]; env?: Record<string, string>; denoFlags?: string[] } = {},
+): Promise<Proc> {
+  const client = spawnDeno(`${dir}/services/tunnel-client.ts`, [
+    "--server",
+    `http://127.0.0.1:${serverPort}`,
+    "--local",
+    `127.0.0.1:${localPort}`,
+    "--log-level",
+    "info",
+    ...opts.args ?? [],
+  ], { env: { ...opts.env, TUNNEL_IDENTIFIER: id }, denoFlags: opts.denoFlags });
+  procs.push(client);
+  await client.waitFor(/msg="connected"/);
+  return client;
+}
+
+/**
  * The port of a service's `msg="listening"` log line (the one named `listener`, or the first):
  * services bound to port 0 say where they listen this way.
  */

@@ -1,3 +1,9 @@
+/**
+ * lib/net/id_table.ts: IdTable against a Map (set, get, delete, size, iteration, ids sharing a
+ * bucket, ids past 2^31, growth), one table and one id per item, deleting while iterating, and
+ * that an item out of the table keeps no reference into it (what a scavenge would follow).
+ */
+
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { IdTable } from "../lib/net/id_table.ts";
 

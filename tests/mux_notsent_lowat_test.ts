@@ -25,43 +25,16 @@ import { defaultNotSentLowatBytes, Session } from "../lib/mux/mod.ts";
 import { DrainWatch } from "../lib/mux/drain.ts";
 import { closeQuietly, libcPath, notSentLowat, withPrefix } from "../lib/net/mod.ts";
 import { netnsSkipReason, shapedNamespace } from "./_netns.ts";
+import {
+  countReads,
+  peerLowat,
+  shapedPeerPort,
+  startShapedPeer,
+  stopShapedPeer,
+} from "./_mux_shaped.ts";
 
 const noFfi = libcPath() === null ? "no FFI permission for libc (or not Linux)" : undefined;
 if (noFfi) console.log(`mux_notsent_lowat_test: socket option cases ignored: ${noFfi}`);
-
-/** ./_mux_shaped_peer.ts started inside the namespace `ns` (it prints its port first). */
-function startPeer(ns: string): Deno.ChildProcess {
-  return new Deno.Command("ip", {
-    args: [
-      ...["netns", "exec", ns, Deno.execPath(), "run", "-A"],
-      new URL("./_mux_shaped_peer.ts", import.meta.url).pathname,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-}
-
-/** The port the peer listens on, from its first line of output. */
-async function peerPort(peer: Deno.ChildProcess): Promise<number> {
-  const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let head = "";
-  while (!head.includes("\n")) {
-    const r = await lines.read();
-    assert(!r.done, "the peer ended before it listened");
-    head += r.value;
-  }
-  await lines.cancel();
-  return (JSON.parse(head.slice(0, head.indexOf("\n"))) as { port: number }).port;
-}
-
-async function stopPeer(peer: Deno.ChildProcess): Promise<void> {
-  try {
-    peer.kill("SIGKILL");
-  } catch {
-    // already gone
-  }
-  await peer.status;
-}
 
 Deno.test({
   name: "mux: a session sets TCP_NOTSENT_LOWAT on its TCP transport, also under a wrapper",
@@ -98,37 +71,6 @@ Deno.test({
 const skip = netnsSkipReason() ?? noFfi;
 if (skip) console.log(`mux_notsent_lowat_test: shaped-link case ignored: ${skip}`);
 
-/**
- * Bytes read from `s` until it ends or `stop()`: a counter the test reads as it goes, and
- * `caughtUp()`, which resolves at the next read that found less than a full buffer (what had
- * come in was all taken: a stalled test process's backlog is not counted as queued ahead).
- */
-function countReads(s: { read(p: Uint8Array): Promise<number | null> }) {
-  const bufBytes = 256 * 1024;
-  let wake = null as (() => void) | null;
-  const counter = {
-    bytes: 0,
-    stopped: false,
-    done: Promise.resolve(),
-    caughtUp: (): Promise<void> => new Promise<void>((r) => wake = r),
-  };
-  counter.done = (async () => {
-    const buf = new Uint8Array(bufBytes);
-    while (!counter.stopped) {
-      const n = await s.read(buf).catch(() => null);
-      if (n === null) break;
-      counter.bytes += n;
-      if (n < bufBytes && wake) {
-        const w: () => void = wake;
-        wake = null;
-        w();
-      }
-    }
-    wake?.();
-  })();
-  return counter;
-}
-
 Deno.test({
   name: "mux: on a 20 Mbit link a small answer is not queued behind a download's window",
   ignore: skip !== undefined,
@@ -141,8 +83,8 @@ Deno.test({
     let peer: Deno.ChildProcess | undefined;
     let session: Session | undefined;
     try {
-      peer = startPeer(net.ns);
-      const port = await peerPort(peer);
+      peer = startShapedPeer(net.ns);
+      const port = await shapedPeerPort(peer);
       const conn = await Deno.connect({ hostname: `${subnet}.2`, port });
       // A receiver that lets the download run 8 MiB ahead: what sits before a small answer
       // is then up to the sender, not the window.
@@ -178,7 +120,7 @@ Deno.test({
       await bulk.done;
     } finally {
       if (session) await session.close();
-      if (peer) await stopPeer(peer);
+      await stopShapedPeer(peer);
       await net.destroy();
     }
   },
@@ -186,17 +128,6 @@ Deno.test({
 
 /** TCP_NOTSENT_LOWAT of a session whose transport drains fast (lib/mux/session.ts). */
 const fastLowat = 1024 * 1024;
-
-/** The peer's TCP_NOTSENT_LOWAT now, asked on a stream of its own ("q": see the peer). */
-async function peerLowat(session: Session): Promise<number> {
-  const s = await session.open({ data: new Uint8Array([113]), fin: true });
-  const buf = new Uint8Array(256);
-  let text = "";
-  for (let n; (n = await s.read(buf)) !== null;) {
-    text += new TextDecoder().decode(buf.subarray(0, n));
-  }
-  return (JSON.parse(text) as { lowat: number }).lowat;
-}
 
 Deno.test({
   name: "mux: TCP_NOTSENT_LOWAT is raised while the transport drains fast, set once it is slow",
@@ -210,8 +141,8 @@ Deno.test({
     let session: Session | undefined;
     try {
       await net.shape(0); // the veth's own speed first
-      peer = startPeer(net.ns);
-      const port = await peerPort(peer);
+      peer = startShapedPeer(net.ns);
+      const port = await shapedPeerPort(peer);
       const conn = await Deno.connect({ hostname: `${subnet}.2`, port });
       session = Session.client(conn, { keepaliveIntervalMs: 0 });
       assertEquals(await peerLowat(session), defaultNotSentLowatBytes, "on from the start");
@@ -246,7 +177,7 @@ Deno.test({
       await bulk.done;
     } finally {
       if (session) await session.close();
-      if (peer) await stopPeer(peer);
+      await stopShapedPeer(peer);
       await net.destroy();
     }
   },

@@ -10,6 +10,10 @@
  * live_list.ts says the same of a `Set`; bench/RESULTS.md, "dcut"). Here the buckets are one
  * array, replaced only when it grows (the old one emptied), and the items are chained through
  * symbol-keyed fields of their own, which an item leaving the table clears.
+ *
+ * An id's bucket is its low bits: meant for ids this side hands out (a counter), which spread
+ * evenly. Ids a peer chooses could all share one bucket; lib/mux/stream_table.ts hashes those
+ * with a secret seed.
  * @module
  */
 
