@@ -13,10 +13,15 @@
  * bench/floor_reverse.ts's two processes instead (`--floor-mux`: bench/floor_mux.ts's depot modes, the floor of `--mux`); `--strace` counts their
  * syscalls per connection (strace -c -f); `--perf` samples both with `perf record` (cpu-clock,
  * which counts only while the process runs; V8's `--perf-basic-prof` names JIT code) and prints
- * µs per connection by binary (kernel, deno, JIT, libc) and the top symbols; `--no-profile`
+ * µs per connection by binary (kernel, deno, JIT, libc), the top symbols and the top JS functions
+ * (a function's Sparkplug, Maglev and Turbofan code as one); `--callgraph` (with `--perf`)
+ * records call chains too and adds each JS function's inclusive µs (what runs under it: the ops
+ * and syscalls it calls, the functions it calls); `--no-profile`
  * skips the inspector (then the CPU figures are the process's own, unperturbed); `--promises`
  * counts the promises each process creates per connection (bench/_promise_count.ts preloaded;
  * implies `--no-profile`, and its CPU figures are the hook's, not the path's).
+ * `--concurrency 1` makes the exchanges sequential: each process's cost per set-up (the
+ * `_depot_ab.ts --seq` regime, where every hop wakes a process), not per connection under load.
  * @module
  */
 
@@ -46,6 +51,7 @@ const flags = benchFlags({
     "promise-sites",
     "strace",
     "perf",
+    "callgraph",
     "no-profile",
     "heap",
   ],
@@ -148,6 +154,7 @@ try {
       new Deno.Command("perf", {
         args: [
           "record",
+          ...(flags.callgraph ? ["-g"] : []),
           "-e",
           "cpu-clock",
           "-F",
@@ -260,7 +267,19 @@ function perfReport(file: string, name: string, hz: number, n: number, pid: numb
   const report = (sort: string) =>
     new TextDecoder().decode(
       new Deno.Command("perf", {
-        args: ["report", "-i", file, "--stdio", "-F", "sample," + sort, "--sort", sort],
+        args: [
+          "report",
+          "-i",
+          file,
+          "--stdio",
+          "--no-children",
+          "-g",
+          "none",
+          "-F",
+          "sample," + sort,
+          "--sort",
+          sort,
+        ],
         stdout: "piped",
         stderr: "null",
       }).outputSync().stdout,
@@ -302,7 +321,7 @@ function builtinReport(file: string, mapFile: string, hz: number, n: number): vo
   }
   const script = new TextDecoder().decode(
     new Deno.Command("perf", {
-      args: ["script", "-i", file, "-F", "comm,ip,dso"],
+      args: ["script", "-i", file, "-G", "-F", "comm,ip,dso"],
       stdout: "piped",
       stderr: "null",
     }).outputSync().stdout,
@@ -320,6 +339,8 @@ function builtinReport(file: string, mapFile: string, hz: number, n: number): vo
   const kinds = new Map<string, number>();
   const builtins = new Map<string, number>();
   const threads = new Map<string, number>();
+  /** JIT samples by function, its tiers' code as one (the perf map's `JS:*'f`, `JS:+'f`...). */
+  const jsFunctions = new Map<string, number>();
   const count = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
   for (const line of script.split("\n")) {
     const m = line.match(/^\s*(.+?)\s+([0-9a-f]+)\s+\((.*)\)\s*$/);
@@ -329,8 +350,11 @@ function builtinReport(file: string, mapFile: string, hz: number, n: number): vo
     let kind = "other";
     if (dso.includes("kernel")) kind = "kernel";
     else if (dso.includes("libc")) kind = "libc";
-    else if (dso.startsWith("/tmp/perf-") || dso.includes("JIT")) kind = "JIT code";
-    else if (dso.endsWith("/deno")) {
+    else if (dso.startsWith("/tmp/perf-") || dso.includes("JIT")) {
+      kind = "JIT code";
+      const name = find(parseInt(ipHex, 16));
+      if (name) count(jsFunctions, jsFunctionName(name));
+    } else if (dso.endsWith("/deno")) {
       const name = find(parseInt(ipHex, 16));
       if (name && /^(Builtin|BytecodeHandler):/.test(name)) {
         kind = "deno: V8 builtins + bytecode handlers";
@@ -350,6 +374,43 @@ function builtinReport(file: string, mapFile: string, hz: number, n: number): vo
   for (const [k, v] of sorted(threads)) console.log(`${us(v)}  ${k}`);
   console.log("-- top builtins");
   for (const [k, v] of sorted(builtins).slice(0, 20)) console.log(`${us(v)}  ${k}`);
+  console.log("-- top JS functions (self, tiers merged)");
+  for (const [k, v] of sorted(jsFunctions).slice(0, flags.top)) console.log(`${us(v)}  ${k}`);
+  if (flags.callgraph) callgraphReport(file, n);
+}
+
+/** A perf map's JS name without its tier mark: `JS:*'f file:1:2` and `JS:+'f file:1:2` are one. */
+function jsFunctionName(name: string): string {
+  return name.replace(/^JS:[*+~^]?'?/, "");
+}
+
+/**
+ * `--callgraph`: each JS function's inclusive µs per connection (samples with it anywhere on
+ * the stack: the ops, syscalls and functions under it), tiers merged, from `perf report
+ * --children` (V8 keeps frame pointers, so perf walks JS frames).
+ */
+function callgraphReport(file: string, n: number): void {
+  const text = new TextDecoder().decode(
+    new Deno.Command("perf", {
+      args: ["report", "-i", file, "--stdio", "--children", "--sort", "sym", "-g", "none"],
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync().stdout,
+  );
+  // The report's shares are of the event count (ns of cpu-clock): µs per connection from that.
+  const ns = Number(/^# Event count \(approx\.\): (\d+)/m.exec(text)?.[1] ?? 0);
+  const usOf = (pct: number) => pct / 100 * ns / 1000 / n;
+  const fns = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const r = /^\s*([\d.]+)%\s+[\d.]+%\s+\[\.\]\s+(JS:.*?)\s*$/.exec(line);
+    if (!r) continue;
+    const k = jsFunctionName(r[2]);
+    fns.set(k, (fns.get(k) ?? 0) + usOf(Number(r[1])));
+  }
+  console.log("-- top JS functions (inclusive: with what runs under them; tiers added)");
+  for (const [k, v] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, flags.top)) {
+    console.log(`${v.toFixed(2).padStart(8)}  ${k}`);
+  }
 }
 
 /** Each process's promises by site, as written with its last count (`--promise-sites`). */
