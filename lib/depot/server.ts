@@ -637,7 +637,7 @@ class DirectRequest implements Pending, Deadline {
 
   #relayDone(): void {
     const gate = this.#gate;
-    if (gate && this.exit.ends.get(this.id) === gate) this.exit.ends.delete(this.id);
+    if (gate) this.exit.ends.delete(this.id, gate);
     this.way.done();
   }
 

@@ -7,6 +7,7 @@
 import { liveSessions, muxRttSeconds, sessionEnded } from "./metrics.ts";
 import { closeQuietly, type Duplex, noDelay } from "../net/duplex.ts";
 import { errorMessage } from "../net/errors.ts";
+import { IdTable } from "../net/id_table.ts";
 import { deadlines } from "../net/deadline.ts";
 import { setNotSentLowat } from "../net/notsent_lowat.ts";
 import { drainSampleMinBytes, DrainWatch } from "./drain.ts";
@@ -24,7 +25,6 @@ import {
   MuxError,
 } from "./frame.ts";
 import { type OutFrame, Stream, type StreamHost } from "./stream.ts";
-import { StreamTable } from "./stream_table.ts";
 
 /** Options of a {@linkcode Session}. */
 export interface SessionOptions {
@@ -320,8 +320,8 @@ export class Session implements StreamHost, FrameSink {
   #client: boolean;
   #opts: ResolvedOptions;
   #log: Logger;
-  /** Open streams by id (not a Map: see stream_table.ts). */
-  #streams = new StreamTable<Stream>();
+  /** Open streams by id (not a Map: see lib/net/id_table.ts). */
+  #streams = new IdTable<Stream>();
   #nextId: number;
   #backlog: Stream[] = [];
   #acceptWaiters: ((s: Stream | null) => void)[] = [];
@@ -590,7 +590,7 @@ export class Session implements StreamHost, FrameSink {
     const id = this.#nextId;
     this.#nextId += 2;
     const s = new Stream(this, id, true, this.#opts.initialWindowBytes);
-    this.#streams.add(s);
+    this.#streams.set(id, s);
     this.#stats.streamsTotal++;
     // The ACK gives the first RTT sample (for window growth) until a ping has measured one.
     if (this.#rtt === undefined) s._openedAt = performance.now();
@@ -831,7 +831,7 @@ export class Session implements StreamHost, FrameSink {
 
   /** @internal */
   freeStream(s: Stream): void {
-    this.#streams.delete(s);
+    this.#streams.delete(s.id, s);
     if (this.#streams.size === 0) this.#drainWaiter?.();
   }
 
@@ -1053,7 +1053,7 @@ export class Session implements StreamHost, FrameSink {
       return undefined;
     }
     const s = new Stream(this, id, false, this.#opts.initialWindowBytes);
-    this.#streams.add(s);
+    this.#streams.set(id, s);
     this.#stats.streamsTotal++;
     if (this.#serveEach) {
       this.#handOff = s; // handed over once its SYN frame is read whole (see onFrame)
