@@ -69,16 +69,6 @@ export interface SessionOptions {
    * @default 65536
    */
   notSentLowatBytes?: number;
-  /**
-   * Frames queued after the one that woke the writer past which it stops waiting for the
-   * turn to end and writes them at once (the rest of the turn follows in the next write). A
-   * relay of many small requests (the tunnel) then hands the first of a turn's requests to the
-   * peer while it still works on the rest, instead of both processes taking turns on two
-   * cores with a whole turn's requests each (bench/RESULTS.md twave). Unset: one write per
-   * turn, the fewest writes.
-   * @default Infinity
-   */
-  writerFlushFrames?: number;
   /** Logger for session events. @default silent */
   log?: Logger;
 }
@@ -272,7 +262,6 @@ interface ResolvedOptions {
   synAckDelayMs: number;
   drainTimeoutMs: number;
   closeLingerMs: number;
-  writerFlushFrames: number;
 }
 
 interface PendingPing {
@@ -479,7 +468,6 @@ export class Session implements StreamHost, FrameSink {
       synAckDelayMs: o.synAckDelayMs ?? 0,
       drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
       closeLingerMs: o.closeLingerMs ?? 60_000,
-      writerFlushFrames: o.writerFlushFrames ?? Infinity,
     };
     this.#opts.maxWindowBytes = Math.max(this.#opts.maxWindowBytes, this.#opts.initialWindowBytes);
     this.maxWindowBytes = this.#opts.maxWindowBytes;
@@ -1188,15 +1176,12 @@ export class Session implements StreamHost, FrameSink {
     const written = this.#written; // encoded, not yet reported (emptied by #report)
     try {
       while (!this.#shut) {
-        // Yield until this turn stops queueing frames (see writerQuietTicks), within bounds,
-        // or until writerFlushFrames more came.
+        // Yield until this turn stops queueing frames (see writerQuietTicks), within bounds.
         let seen = this.#enqueued;
-        const flushAt = seen + this.#opts.writerFlushFrames;
         for (let i = 0, quiet = 0; i < writerMaxYieldTicks && quiet < writerQuietTicks; i++) {
           await null;
           if (this.#enqueued !== seen) (seen = this.#enqueued, quiet = 0);
           else quiet++;
-          if (seen >= flushAt) break;
         }
         while (!this.#shut) {
           const q = this.#prio.length > 0 ? this.#prio : this.#ordered;

@@ -57,11 +57,7 @@ import {
   sessionEndWithin,
   type StreamFailure,
 } from "./protocol.ts";
-import {
-  defaultHeartbeatIntervalMs,
-  defaultHeartbeatTimeoutMs,
-  tunnelWriterFlushFrames,
-} from "./protocol.ts";
+import { defaultHeartbeatIntervalMs, defaultHeartbeatTimeoutMs } from "./protocol.ts";
 import { type FlowLimits, FlowTable, UdpDrops, type UdpSocket } from "../udp/mod.ts";
 import {
   type LocalUdpFlow,
@@ -626,7 +622,6 @@ export class TunnelClient {
       keepaliveTimeoutMs: this.#o.heartbeatTimeoutMs ?? defaultHeartbeatTimeoutMs,
       drainTimeoutMs: defaultDrainMs,
       synAckDelayMs: streamAckDelayMs,
-      writerFlushFrames: tunnelWriterFlushFrames,
       ...this.#o.mux,
     });
     this.#session = session;

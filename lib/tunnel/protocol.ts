@@ -413,10 +413,3 @@ export const sessionEndWaitMs = 3_000;
 export const defaultHeartbeatIntervalMs = 2_000;
 /** Default silence after which the other side is declared dead. */
 export const defaultHeartbeatTimeoutMs = 6_000;
-
-/**
- * The mux writer's `writerFlushFrames` on both sides of a tunnel: a turn's frames leave in
- * writes of about three (the one that woke the writer and two more), so the other process starts
- * on the first requests of a turn while this one handles the rest (bench/RESULTS.md twave).
- */
-export const tunnelWriterFlushFrames = 2;

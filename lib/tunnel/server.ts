@@ -31,7 +31,6 @@ import {
   sessionEndWaitMs,
   sessionEndWithin,
   type TransportProtocol,
-  tunnelWriterFlushFrames,
 } from "./protocol.ts";
 import {
   type ClientRecord,
@@ -881,7 +880,6 @@ export class TunnelServer {
       keepaliveIntervalMs: this.#opts.heartbeatIntervalMs ?? defaultHeartbeatIntervalMs,
       keepaliveTimeoutMs: this.#opts.heartbeatTimeoutMs ?? defaultHeartbeatTimeoutMs,
       drainTimeoutMs: 2_000,
-      writerFlushFrames: tunnelWriterFlushFrames,
       ...this.#opts.mux,
     });
     const client = new ClientConn(++this.#nextClient, fp, remote, session, key);
